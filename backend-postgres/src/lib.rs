@@ -1,0 +1,12 @@
+//! distsync backend for postgres (filled by its own issue).
+
+use distsync_core::{Error, Result};
+
+/// Connects to the store named by `url`.
+///
+/// # Errors
+/// Until this backend lands: [`Error::Unsupported`].
+pub async fn connect(url: &str) -> Result<distsync_core::Coordinator> {
+    let _ = url;
+    Err(Error::unsupported("postgres", "connect"))
+}

@@ -1,0 +1,170 @@
+//! The backend trait and the `Coordinator` handle users hold.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::barrier::{Barrier, DoubleBarrier};
+use crate::capabilities::Capabilities;
+use crate::election::Election;
+use crate::error::Result;
+use crate::lock::Locker;
+use crate::name::Name;
+use crate::queue::Queue;
+use crate::rwlock::RwLock;
+use crate::session::{Session, SessionId, SessionOptions};
+use crate::stm::Stm;
+
+/// A coordination store: grants sessions and makes primitives. Object-safe, so a
+/// backend can be chosen at run time (`Arc<dyn Backend>`).
+///
+/// Factories do no I/O; a primitive the backend does not offer is
+/// [`crate::Error::Unsupported`] there, as its [`Capabilities`] say. Sessions passed
+/// in must come from this backend ([`crate::Error::InvalidArgument`] otherwise).
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// What the backend offers and claims.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// Opens a session (a lease) kept alive in the background.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for a TTL below
+    /// [`Capabilities::min_session_ttl`], or the store's error.
+    async fn session(&self, options: SessionOptions) -> Result<Session>;
+
+    /// Ends a session from the store side, as an operator would (etcd: lease revoke).
+    /// Everything held through it is released; its owner learns through `lost()`.
+    async fn revoke_session(&self, id: SessionId) -> Result<()>;
+
+    /// A mutex named `name`, held through `session`.
+    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>>;
+
+    /// An election named `name`, campaigning through `session`.
+    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>>;
+
+    /// A read-write lock named `name`, held through `session`.
+    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>>;
+
+    /// A durable queue named `name`.
+    fn queue(&self, name: Name) -> Result<Box<dyn Queue>>;
+
+    /// A durable barrier named `name`.
+    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>>;
+
+    /// A double barrier named `name` for `count` participants, entered through
+    /// `session`.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for a `count` of zero.
+    fn double_barrier(
+        &self,
+        session: &Session,
+        name: Name,
+        count: usize,
+    ) -> Result<Box<dyn DoubleBarrier>>;
+
+    /// The STM over this backend's key-value space.
+    fn stm(&self) -> Result<Arc<dyn Stm>>;
+}
+
+/// The handle an application holds: a shared backend plus conveniences that take
+/// plain `&str` names and validate them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+/// use distsync_core::{memory::MemoryBackend, Coordinator};
+/// let coordinator = Coordinator::new(MemoryBackend::new());
+/// let queue = coordinator.queue("jobs")?;
+/// queue.enqueue("build".into()).await?;
+/// assert_eq!(queue.dequeue().await?, "build");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Coordinator {
+    backend: Arc<dyn Backend>,
+}
+
+impl fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("backend", &self.backend.capabilities().backend)
+            .finish()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator over `backend`.
+    pub fn new(backend: impl Backend) -> Self {
+        Self {
+            backend: Arc::new(backend),
+        }
+    }
+
+    /// A coordinator over an already shared backend.
+    pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// What the backend offers and claims.
+    pub fn capabilities(&self) -> &Capabilities {
+        self.backend.capabilities()
+    }
+
+    /// A session with the default TTL (60 s).
+    pub async fn session(&self) -> Result<Session> {
+        self.backend.session(SessionOptions::default()).await
+    }
+
+    /// A session with the given TTL.
+    pub async fn session_with_ttl(&self, ttl: Duration) -> Result<Session> {
+        self.backend.session(SessionOptions::with_ttl(ttl)).await
+    }
+
+    /// See [`Backend::locker`].
+    pub fn locker(&self, session: &Session, name: &str) -> Result<Box<dyn Locker>> {
+        self.backend.locker(session, Name::new(name)?)
+    }
+
+    /// See [`Backend::election`].
+    pub fn election(&self, session: &Session, name: &str) -> Result<Box<dyn Election>> {
+        self.backend.election(session, Name::new(name)?)
+    }
+
+    /// See [`Backend::rwlock`].
+    pub fn rwlock(&self, session: &Session, name: &str) -> Result<Box<dyn RwLock>> {
+        self.backend.rwlock(session, Name::new(name)?)
+    }
+
+    /// See [`Backend::queue`].
+    pub fn queue(&self, name: &str) -> Result<Box<dyn Queue>> {
+        self.backend.queue(Name::new(name)?)
+    }
+
+    /// See [`Backend::barrier`].
+    pub fn barrier(&self, name: &str) -> Result<Box<dyn Barrier>> {
+        self.backend.barrier(Name::new(name)?)
+    }
+
+    /// See [`Backend::double_barrier`].
+    pub fn double_barrier(
+        &self,
+        session: &Session,
+        name: &str,
+        count: usize,
+    ) -> Result<Box<dyn DoubleBarrier>> {
+        self.backend.double_barrier(session, Name::new(name)?, count)
+    }
+
+    /// See [`Backend::stm`]; run transactions with [`Stm::atomically`].
+    pub fn stm(&self) -> Result<Arc<dyn Stm>> {
+        self.backend.stm()
+    }
+}

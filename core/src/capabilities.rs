@@ -1,0 +1,94 @@
+//! What a backend declares it offers.
+
+use std::time::Duration;
+
+use crate::stm::Isolation;
+
+/// What a backend offers and which guarantees it claims, as one flat struct.
+///
+/// The conformance suite measures every claim and reports declared against measured;
+/// a claim the suite cannot confirm is a bug in the backend. A primitive or STM level
+/// that is `false` here makes the backend return [`crate::Error::Unsupported`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The backend's short name (`memory`, `etcd`, `redis`, `postgres`).
+    pub backend: &'static str,
+    /// [`crate::Locker`].
+    pub lock: bool,
+    /// [`crate::Election`].
+    pub election: bool,
+    /// [`crate::RwLock`].
+    pub rwlock: bool,
+    /// [`crate::Queue`] in FIFO order.
+    pub queue: bool,
+    /// [`crate::Queue::enqueue_with_priority`].
+    pub priority_queue: bool,
+    /// [`crate::Barrier`].
+    pub barrier: bool,
+    /// [`crate::DoubleBarrier`].
+    pub double_barrier: bool,
+    /// STM at [`Isolation::SerializableSnapshot`].
+    pub stm_serializable_snapshot: bool,
+    /// STM at [`Isolation::Serializable`].
+    pub stm_serializable: bool,
+    /// STM at [`Isolation::RepeatableReads`].
+    pub stm_repeatable_reads: bool,
+    /// STM at [`Isolation::ReadCommitted`].
+    pub stm_read_committed: bool,
+    /// Lock, write-lock and leadership grants carry strictly increasing fencing tokens.
+    pub fencing: bool,
+    /// Waiters are granted in arrival order.
+    pub fifo_waiters: bool,
+    /// `lost()` fires when the store ends a session.
+    pub lost_notification: bool,
+    /// A holder that stops renewing (paused, hung) loses what it holds after its TTL.
+    pub stalled_holder_expires: bool,
+    /// Durable state (queues, STM keys, barriers) survives a server restart.
+    pub survives_restart: bool,
+    /// Reads and grants are linearizable.
+    pub linearizable: bool,
+    /// The shortest session TTL the backend accepts.
+    pub min_session_ttl: Duration,
+}
+
+impl Capabilities {
+    /// A struct with every flag off, for a backend to switch on what it offers.
+    pub fn none(backend: &'static str) -> Self {
+        Self {
+            backend,
+            lock: false,
+            election: false,
+            rwlock: false,
+            queue: false,
+            priority_queue: false,
+            barrier: false,
+            double_barrier: false,
+            stm_serializable_snapshot: false,
+            stm_serializable: false,
+            stm_repeatable_reads: false,
+            stm_read_committed: false,
+            fencing: false,
+            fifo_waiters: false,
+            lost_notification: false,
+            stalled_holder_expires: false,
+            survives_restart: false,
+            linearizable: false,
+            min_session_ttl: Duration::from_secs(1),
+        }
+    }
+
+    /// Whether STM at `isolation` is offered.
+    pub fn supports_isolation(&self, isolation: Isolation) -> bool {
+        match isolation {
+            Isolation::SerializableSnapshot => self.stm_serializable_snapshot,
+            Isolation::Serializable => self.stm_serializable,
+            Isolation::RepeatableReads => self.stm_repeatable_reads,
+            Isolation::ReadCommitted => self.stm_read_committed,
+        }
+    }
+
+    /// Whether any STM level is offered.
+    pub fn stm(&self) -> bool {
+        Isolation::ALL.iter().any(|&i| self.supports_isolation(i))
+    }
+}

@@ -1,0 +1,126 @@
+//! Leader election.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::error::{Error, Result};
+use crate::guard::{Held, ReleaseFn};
+use crate::name::Name;
+use crate::session::Session;
+use crate::token::FencingToken;
+
+/// The current leader of an election, as seen by [`Election::leader`] and
+/// [`Election::observe`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderInfo {
+    /// The leader's proclaimed value.
+    pub value: Bytes,
+    /// The leadership term (fencing token): strictly increases with every new leader.
+    pub term: FencingToken,
+    /// The leader's key in the store (etcd: `<ns><name>/<lease hex>`).
+    pub key: String,
+}
+
+/// Leader election, as etcd's `concurrency.Election`; candidacies are held through a
+/// session. Created by [`crate::Backend::election`].
+#[async_trait]
+pub trait Election: Send + Sync {
+    /// The election's name.
+    fn name(&self) -> &Name;
+
+    /// Stands for election with `value` and waits until elected.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] if the session ends while waiting, or the store's error.
+    ///
+    /// Cancel-safety: cancel-safe. Dropping the future withdraws the candidacy (or
+    /// leaves it to the lease) and never leaves this candidate leader.
+    async fn campaign(&self, value: Bytes) -> Result<Leadership>;
+
+    /// The current leader, if any.
+    async fn leader(&self) -> Result<Option<LeaderInfo>>;
+
+    /// A stream of leaders: the current one first (if any), then every change of
+    /// leader and every proclaim, in order, never a stale value after a newer one.
+    /// While there is no leader, the stream waits. It ends only with an error item.
+    fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>>;
+}
+
+/// The part of a leadership a backend provides.
+#[async_trait]
+pub trait Proclaim: Send + Sync {
+    /// Replaces the leader's value, failing with [`Error::NotLeader`] if this candidate
+    /// no longer leads.
+    async fn proclaim(&self, value: Bytes) -> Result<()>;
+}
+
+/// Leadership won by [`Election::campaign`].
+///
+/// Dropping it without [`Leadership::resign`] resigns in the background where a tokio
+/// runtime is present, and by lease expiry otherwise. The [`Leadership::term`] is a
+/// fencing token: see [`crate::LockGuard`] for why a leader should pass it to what it
+/// writes.
+pub struct Leadership {
+    held: Held,
+    term: FencingToken,
+    proclaim: Arc<dyn Proclaim>,
+}
+
+impl fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Leadership")
+            .field("key", &self.key())
+            .field("term", &self.term)
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+impl Leadership {
+    /// Leadership over `key` in `term`. For backends.
+    pub fn new(
+        key: String,
+        term: FencingToken,
+        session: &Session,
+        proclaim: Arc<dyn Proclaim>,
+        resign: ReleaseFn,
+    ) -> Self {
+        Self {
+            held: Held::new(key, session, resign),
+            term,
+            proclaim,
+        }
+    }
+
+    /// The term of this leadership (fencing token).
+    pub fn term(&self) -> FencingToken {
+        self.term
+    }
+
+    crate::guard::guard_accessors!();
+
+    /// Publishes a new value while still leader.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] once the leadership is lost.
+    pub async fn proclaim(&self, value: impl Into<Bytes> + Send) -> Result<()> {
+        if self.is_lost() {
+            return Err(Error::NotLeader);
+        }
+        self.proclaim.proclaim(value.into()).await
+    }
+
+    /// Gives up leadership, letting the next candidate in.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] if leadership had already been lost, or the store's error.
+    ///
+    /// Cancel-safety: dropping the future part-way leaves the resignation to the lease.
+    pub async fn resign(self) -> Result<()> {
+        self.held.release().await
+    }
+}

@@ -1,0 +1,128 @@
+//! The one error type of distsync.
+
+use std::time::Duration;
+
+/// A boxed error from a backend's client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with distsync's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, in variants a caller can act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A name breaks the rules of [`crate::Name`].
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// An argument other than a name is out of range (a count of zero, a TTL below the
+    /// backend's minimum, a session of another backend, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A URL could not be parsed or names an unknown scheme.
+    #[error("invalid url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The URL's backend exists but its cargo feature is off in this build.
+    #[error("url scheme `{scheme}://` needs the cargo feature `{feature}` of distsync")]
+    FeatureDisabled {
+        /// The URL scheme, e.g. `etcd`.
+        scheme: String,
+        /// The cargo feature to enable.
+        feature: &'static str,
+    },
+    /// This backend does not offer the operation (see [`crate::Capabilities`]).
+    #[error("{operation} is not supported by the {backend} backend")]
+    Unsupported {
+        /// The backend, e.g. `redis`.
+        backend: &'static str,
+        /// The primitive, level or feature asked for.
+        operation: String,
+    },
+    /// The session (lease) behind this operation has ended: closed, revoked,
+    /// expired, or its connection was lost. Everything held through it is released.
+    #[error("session lost")]
+    SessionLost,
+    /// The lock is not (or no longer) held by this guard.
+    #[error("not held")]
+    NotHeld,
+    /// This candidate is not (or no longer) the leader.
+    #[error("not leader")]
+    NotLeader,
+    /// A double barrier was entered by more participants than its count.
+    #[error("too many participants: double barrier {name:?} admits {count}")]
+    TooManyParticipants {
+        /// The barrier's name.
+        name: String,
+        /// Its participant count.
+        count: usize,
+    },
+    /// An STM transaction kept conflicting. Inside a transaction body a backend
+    /// returns this with `attempts: 0` to ask for a retry.
+    #[error("stm transaction conflicted {attempts} times; gave up")]
+    StmConflict {
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// An operation did not finish in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The store could not be reached or the connection broke.
+    #[error("{backend}: connection error: {source}")]
+    Connection {
+        /// The backend, e.g. `etcd`.
+        backend: &'static str,
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Any other error from the store or its client library.
+    #[error("{backend}: {source}")]
+    Backend {
+        /// The backend, e.g. `postgres`.
+        backend: &'static str,
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// A [`Error::Backend`] from anything that converts into a boxed error.
+    pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+
+    /// A [`Error::Connection`] from anything that converts into a boxed error.
+    pub fn connection(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Connection {
+            backend,
+            source: source.into(),
+        }
+    }
+
+    /// A [`Error::Unsupported`].
+    pub fn unsupported(backend: &'static str, operation: impl Into<String>) -> Self {
+        Self::Unsupported {
+            backend,
+            operation: operation.into(),
+        }
+    }
+
+    /// Whether this is a transient store or connection error that a caller may retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Connection { .. } | Self::Timeout(_))
+    }
+}

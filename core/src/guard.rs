@@ -1,0 +1,234 @@
+//! Guards: what a caller holds while it holds a lock, a read lock or leadership.
+
+use std::fmt;
+
+use futures::future::BoxFuture;
+use tokio::sync::OwnedMutexGuard;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::error::{Error, Result};
+use crate::session::Session;
+use crate::token::FencingToken;
+
+/// The release step a backend hands to a guard: run once, by `unlock()`/`resign()`,
+/// or in the background when the guard is dropped.
+pub type ReleaseFn = Box<dyn FnOnce() -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// What every guard shares: the store key, the session, the lost signal, the release.
+pub(crate) struct Held {
+    key: String,
+    session: Session,
+    lost: CancellationToken,
+    release: Option<ReleaseFn>,
+    gate: Option<OwnedMutexGuard<()>>,
+}
+
+impl Held {
+    pub(crate) fn new(key: String, session: &Session, release: ReleaseFn) -> Self {
+        Self {
+            key,
+            lost: session.lost_token().child_token(),
+            session: session.clone(),
+            release: Some(release),
+            gate: None,
+        }
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub(crate) fn lost(&self) -> WaitForCancellationFutureOwned {
+        self.lost.clone().cancelled_owned()
+    }
+
+    pub(crate) fn lost_token(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    pub(crate) fn set_gate(&mut self, gate: OwnedMutexGuard<()>) {
+        self.gate = Some(gate);
+    }
+
+    /// Runs the release step; reports `SessionLost` if the hold had already ended.
+    pub(crate) async fn release(mut self) -> Result<()> {
+        let was_lost = self.is_lost();
+        let release = self.release.take();
+        let result = match release {
+            Some(release) => release().await,
+            None => Ok(()),
+        };
+        self.lost.cancel();
+        drop(self.gate.take());
+        match result {
+            Ok(()) if was_lost => Err(Error::SessionLost),
+            other => other,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.lost.cancel();
+        let Some(release) = self.release.take() else {
+            return;
+        };
+        // The in-process gate is handed to the background release so that the next
+        // holder sharing this session reaches the store only after the release.
+        let gate = self.gate.take();
+        let key = std::mem::take(&mut self.key);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = release().await {
+                        tracing::debug!(%key, %error, "background release failed; the lease frees it");
+                    }
+                    drop(gate);
+                });
+            }
+            Err(_) => {
+                tracing::debug!(%key, "guard dropped outside a runtime; the lease frees it");
+            }
+        }
+    }
+}
+
+macro_rules! guard_accessors {
+    () => {
+        /// The store key that represents this hold (etcd: `<ns><name>/<lease hex>`).
+        pub fn key(&self) -> &str {
+            self.held.key()
+        }
+
+        /// The session this is held through.
+        pub fn session(&self) -> &crate::session::Session {
+            self.held.session()
+        }
+
+        /// Resolves when this hold is known to be gone: its session was lost, or the
+        /// backend saw the hold taken away. Cancel-safe; the future is `'static`.
+        pub fn lost(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+            self.held.lost()
+        }
+
+        /// Whether [`Self::lost`] has fired.
+        pub fn is_lost(&self) -> bool {
+            self.held.is_lost()
+        }
+
+        /// The token behind `lost()`, for backends that detect a lost hold themselves.
+        pub fn lost_token(&self) -> &tokio_util::sync::CancellationToken {
+            self.held.lost_token()
+        }
+
+        /// Keeps an in-process gate (see [`crate::Session::exclusive`]) until the hold is
+        /// released. For backend implementors.
+        pub fn with_gate(mut self, gate: tokio::sync::OwnedMutexGuard<()>) -> Self {
+            self.held.set_gate(gate);
+            self
+        }
+    };
+}
+
+/// A held lock or write lock.
+///
+/// Dropping the guard without [`LockGuard::unlock`] releases it in the background where
+/// a tokio runtime is present, and by lease expiry otherwise.
+///
+/// # Fencing
+/// Holding a guard does not prove the lock is still held: a process paused past its
+/// session TTL (GC, SIGSTOP, swap) loses the lock to the next client without noticing.
+/// No lock service can prevent that. Pass [`LockGuard::token`] with every write to the
+/// protected resource and have the resource refuse tokens lower than the highest it
+/// has seen; a stale holder's write is then rejected instead of corrupting data.
+pub struct LockGuard {
+    held: Held,
+    token: FencingToken,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &self.key())
+            .field("token", &self.token)
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// A guard over `key`, granted with `token`, released by `release`. For backends.
+    pub fn new(key: String, token: FencingToken, session: &Session, release: ReleaseFn) -> Self {
+        Self {
+            held: Held::new(key, session, release),
+            token,
+        }
+    }
+
+    /// The fencing token of this grant; strictly greater than every earlier grant's.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    guard_accessors!();
+
+    /// Releases the lock and waits until the store has released it.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] if the lock had already been lost (the critical section
+    /// may not have been exclusive), or the store's error.
+    ///
+    /// Cancel-safety: dropping the future part-way leaves the lock to be freed by the
+    /// lease.
+    pub async fn unlock(self) -> Result<()> {
+        self.held.release().await
+    }
+}
+
+/// A held read lock (shared with other readers; no fencing token, since readers do not
+/// write).
+///
+/// Dropping the guard releases it in the background, as [`LockGuard`].
+pub struct ReadGuard {
+    held: Held,
+}
+
+impl fmt::Debug for ReadGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadGuard")
+            .field("key", &self.key())
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+impl ReadGuard {
+    /// A read guard over `key`, released by `release`. For backends.
+    pub fn new(key: String, session: &Session, release: ReleaseFn) -> Self {
+        Self {
+            held: Held::new(key, session, release),
+        }
+    }
+
+    guard_accessors!();
+
+    /// Releases the read lock.
+    ///
+    /// # Errors
+    /// As [`LockGuard::unlock`].
+    ///
+    /// Cancel-safety: as [`LockGuard::unlock`].
+    pub async fn unlock(self) -> Result<()> {
+        self.held.release().await
+    }
+}
+
+pub(crate) use guard_accessors;

@@ -1,0 +1,46 @@
+//! The distributed mutex.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::guard::LockGuard;
+use crate::name::Name;
+
+/// A distributed mutex, held through a session.
+///
+/// Created by [`crate::Backend::locker`]. Two tasks locking one name through one session
+/// take turns in-process before reaching the store; tasks with different sessions
+/// contend in the store, FIFO where the backend declares
+/// [`fifo_waiters`](crate::Capabilities::fifo_waiters).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+/// use distsync_core::{memory::MemoryBackend, Coordinator};
+/// let coordinator = Coordinator::new(MemoryBackend::new());
+/// let session = coordinator.session().await?;
+/// let mutex = coordinator.locker(&session, "jobs/nightly")?;
+/// let guard = mutex.lock().await?;
+/// // ... write to the protected resource, sending guard.token() along ...
+/// guard.unlock().await?;
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait Locker: Send + Sync {
+    /// The lock's name.
+    fn name(&self) -> &Name;
+
+    /// Waits until the lock is held.
+    ///
+    /// # Errors
+    /// [`crate::Error::SessionLost`] if the session ends while waiting, or the store's
+    /// error.
+    ///
+    /// Cancel-safety: cancel-safe. Dropping the future removes this waiter's entry (or
+    /// leaves it to the lease), and never leaves the lock held.
+    async fn lock(&self) -> Result<LockGuard>;
+
+    /// Takes the lock if it is free now, without waiting.
+    ///
+    /// Returns `Ok(None)` when another holder has it.
+    async fn try_lock(&self) -> Result<Option<LockGuard>>;
+}

@@ -1,0 +1,112 @@
+//! Validated primitive names.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// The longest name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// The validated name of a primitive (a lock, an election, a queue, an STM key, ...).
+///
+/// A name is UTF-8, 1 to [`MAX_NAME_LEN`] bytes long, holds no NUL byte, has no empty
+/// `/`-separated segment, and neither starts nor ends with `/`. Every backend checks
+/// names through this type, so an invalid name is the same typed error
+/// ([`Error::InvalidName`]) everywhere and is never silently rewritten.
+///
+/// ```
+/// use distsync_core::Name;
+/// assert!(Name::new("jobs/nightly").is_ok());
+/// assert!(Name::new("jobs//nightly").is_err());
+/// assert!(Name::new("").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+impl Name {
+    /// Validates `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] saying which rule the name breaks.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let reason = if name.is_empty() {
+            Some("is empty")
+        } else if name.len() > MAX_NAME_LEN {
+            Some("is longer than 255 bytes")
+        } else if name.contains('\0') {
+            Some("contains a NUL byte")
+        } else if name.starts_with('/') {
+            Some("starts with '/'")
+        } else if name.ends_with('/') {
+            Some("ends with '/'")
+        } else if name.contains("//") {
+            Some("has an empty '/'-separated segment")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidName { name, reason }),
+            None => Ok(Self(name)),
+        }
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for Name {
+    type Error = Error;
+    fn try_from(value: &str) -> Result<Self> {
+        Self::new(value)
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self> {
+        Self::new(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_valid_names() {
+        for ok in ["a", "a/b", "a-b_c.d", "λ/ünï", &"x".repeat(255)] {
+            assert_eq!(Name::new(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_names_with_typed_error() {
+        for bad in ["", "/a", "a/", "a//b", "a\0b", &"x".repeat(256)] {
+            match Name::new(bad) {
+                Err(Error::InvalidName { name, .. }) => assert_eq!(name, bad),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+}

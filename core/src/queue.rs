@@ -1,0 +1,48 @@
+//! The durable distributed queue.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::name::Name;
+
+/// The priority of [`Queue::enqueue`]: the highest (lowest number), so a queue used
+/// only with `enqueue` is plain FIFO.
+pub const DEFAULT_PRIORITY: u16 = 0;
+
+/// A durable queue: items are ordered by priority (lower number first), then by
+/// arrival (FIFO within a priority), as etcd's `recipes.PriorityQueue`.
+///
+/// Items do not belong to a session and outlive their producer. Under any mix of
+/// concurrent producers and consumers, including consumers cancelled mid-dequeue, no
+/// item is lost or delivered twice. Created by [`crate::Backend::queue`].
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// The queue's name.
+    fn name(&self) -> &Name;
+
+    /// Appends `item` at [`DEFAULT_PRIORITY`].
+    async fn enqueue(&self, item: Bytes) -> Result<()> {
+        self.enqueue_with_priority(item, DEFAULT_PRIORITY).await
+    }
+
+    /// Appends `item` behind the items of the same or a lower `priority` number.
+    async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()>;
+
+    /// Waits for an item and removes it.
+    ///
+    /// Cancel-safety: cancel-safe. Dropping the future never loses an item: an item is
+    /// either returned by this call or left in the queue for another consumer.
+    async fn dequeue(&self) -> Result<Bytes>;
+
+    /// Removes the first item if there is one, without waiting.
+    async fn try_dequeue(&self) -> Result<Option<Bytes>>;
+
+    /// How many items are queued.
+    async fn len(&self) -> Result<usize>;
+
+    /// Whether no item is queued.
+    async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+}

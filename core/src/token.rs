@@ -1,0 +1,37 @@
+//! Fencing tokens.
+
+use std::fmt;
+
+/// A number that strictly increases across successive grants of the same lock,
+/// write lock or leadership, on every backend.
+///
+/// A holder can be paused (GC, SIGSTOP, a slow disk) past its lease, lose the lock to
+/// another client, then wake up still believing it holds it. No lock service can
+/// prevent that; what it can do is make the stale holder's writes detectable. Send the
+/// token with every write to the protected resource and have the resource reject a
+/// token lower than the highest it has seen.
+///
+/// Where the number comes from: etcd, the lock key's create revision; Redis, a counter
+/// incremented in the granting script; PostgreSQL, a counter row updated in the
+/// acquiring transaction; memory, the store's revision.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct FencingToken(pub u64);
+
+impl FencingToken {
+    /// The number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl From<FencingToken> for u64 {
+    fn from(t: FencingToken) -> u64 {
+        t.0
+    }
+}

@@ -1,0 +1,100 @@
+//! # distsync
+//!
+//! Distributed concurrency primitives — lock, leader election, read-write lock, FIFO
+//! and priority queue, barrier and double barrier, software transactional memory —
+//! behind one set of traits, over etcd, Redis, PostgreSQL or an in-process memory
+//! store. Pick the store with a cargo feature and a URL, write the code once:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! let coordinator = distsync::connect("memory://").await?;
+//! let session = coordinator.session().await?;
+//! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+//! println!("holding {} with fencing token {}", guard.key(), guard.token());
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | URL | cargo feature | backend crate |
+//! |---|---|---|
+//! | `memory://` | (always) | [`distsync_core::memory`] |
+//! | `etcd://host:port[,host:port...][/namespace]` | `etcd` | `distsync-etcd` |
+//! | `redis://host:port[/db][?namespace=...]` | `redis` | `distsync-redis` |
+//! | `postgres://user@host:port/db[?schema=...]` | `postgres` | `distsync-postgres` |
+
+pub use distsync_core::*;
+
+#[cfg(feature = "etcd")]
+pub use distsync_etcd as etcd;
+#[cfg(feature = "postgres")]
+pub use distsync_postgres as postgres;
+#[cfg(feature = "redis")]
+pub use distsync_redis as redis;
+
+/// Connects to the store a URL names and returns a [`Coordinator`] over it.
+///
+/// `memory://` is always available and gives a fresh in-process store. `etcd://`,
+/// `redis://` (also `rediss://`) and `postgres://` (also `postgresql://`) need their
+/// cargo feature; without it the error says which feature to enable.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for a URL that does not parse or names an unknown scheme,
+/// [`Error::FeatureDisabled`] for a backend not compiled in, or the backend's
+/// connection error.
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    let parsed = url::Url::parse(url).map_err(|error| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: error.to_string(),
+    })?;
+    match parsed.scheme() {
+        "memory" => Ok(Coordinator::new(memory::MemoryBackend::new())),
+        "etcd" => connect_etcd(url).await,
+        "redis" | "rediss" => connect_redis(url).await,
+        "postgres" | "postgresql" => connect_postgres(url).await,
+        other => Err(Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: format!(
+                "unknown scheme `{other}`; expected memory, etcd, redis or postgres"
+            ),
+        }),
+    }
+}
+
+#[cfg(feature = "etcd")]
+async fn connect_etcd(url: &str) -> Result<Coordinator> {
+    distsync_etcd::connect(url).await
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn connect_etcd(_url: &str) -> Result<Coordinator> {
+    Err(Error::FeatureDisabled {
+        scheme: "etcd".into(),
+        feature: "etcd",
+    })
+}
+
+#[cfg(feature = "redis")]
+async fn connect_redis(url: &str) -> Result<Coordinator> {
+    distsync_redis::connect(url).await
+}
+
+#[cfg(not(feature = "redis"))]
+async fn connect_redis(_url: &str) -> Result<Coordinator> {
+    Err(Error::FeatureDisabled {
+        scheme: "redis".into(),
+        feature: "redis",
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str) -> Result<Coordinator> {
+    distsync_postgres::connect(url).await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(_url: &str) -> Result<Coordinator> {
+    Err(Error::FeatureDisabled {
+        scheme: "postgres".into(),
+        feature: "postgres",
+    })
+}
