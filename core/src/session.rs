@@ -319,3 +319,138 @@ async fn keepalive_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A lease whose answers the test scripts: the keepalive logic under test is
+    /// core's, not a store's.
+    struct ScriptedLease {
+        renewals: AtomicUsize,
+        revokes: AtomicUsize,
+        answer: Mutex<Result<KeepAlive, &'static str>>,
+    }
+
+    impl ScriptedLease {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                renewals: AtomicUsize::new(0),
+                revokes: AtomicUsize::new(0),
+                answer: Mutex::new(Ok(KeepAlive::Renewed)),
+            })
+        }
+
+        fn answer(&self, answer: Result<KeepAlive, &'static str>) {
+            *self.answer.lock().unwrap() = answer;
+        }
+    }
+
+    #[async_trait]
+    impl Lease for ScriptedLease {
+        async fn keep_alive(&self) -> Result<KeepAlive> {
+            self.renewals.fetch_add(1, Ordering::SeqCst);
+            let answer = *self.answer.lock().unwrap();
+            answer.map_err(|e| Error::connection("test", e))
+        }
+        async fn revoke(&self) -> Result<()> {
+            self.revokes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    fn start(lease: &Arc<ScriptedLease>, ttl: Duration) -> Session {
+        Session::start("test", SessionId(0xabc), ttl, Arc::clone(lease) as Arc<dyn Lease>)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renews_every_third_of_the_ttl() {
+        let lease = ScriptedLease::new();
+        let session = start(&lease, Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert_eq!(lease.renewals.load(Ordering::SeqCst), 3);
+        assert!(!session.is_lost());
+        assert_eq!(session.id().to_string(), "abc");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_fires_when_the_lease_is_gone() {
+        let lease = ScriptedLease::new();
+        let session = start(&lease, Duration::from_secs(3));
+        lease.answer(Ok(KeepAlive::Gone));
+        tokio::time::timeout(Duration::from_millis(1100), session.lost())
+            .await
+            .expect("lost() within one renewal interval");
+        assert!(session.is_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_renewals_end_the_session_after_the_ttl_not_before() {
+        let lease = ScriptedLease::new();
+        let session = start(&lease, Duration::from_secs(3));
+        lease.answer(Err("connection refused"));
+        tokio::time::sleep(Duration::from_millis(2900)).await;
+        assert!(!session.is_lost(), "lost before the TTL ran out");
+        tokio::time::timeout(Duration::from_millis(500), session.lost())
+            .await
+            .expect("lost() once the TTL ran out without a renewal");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_revokes_once_and_fires_lost() {
+        let lease = ScriptedLease::new();
+        let session = start(&lease, Duration::from_secs(3));
+        let clone = session.clone();
+        session.close().await.unwrap();
+        session.close().await.unwrap();
+        assert!(clone.is_lost());
+        drop((session, clone));
+        tokio::task::yield_now().await;
+        assert_eq!(lease.revokes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_handle_revokes_in_the_background() {
+        let lease = ScriptedLease::new();
+        drop(start(&lease, Duration::from_secs(3)));
+        tokio::task::yield_now().await;
+        assert_eq!(lease.revokes.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(lease.renewals.load(Ordering::SeqCst), 0, "keepalive stopped");
+    }
+
+    #[tokio::test]
+    async fn exclusive_serialises_holders_of_one_resource() {
+        let lease = ScriptedLease::new();
+        let session = start(&lease, Duration::from_secs(3));
+        let first = session.exclusive("a").await;
+        let _other = session.exclusive("b").await;
+        let waiting = tokio::spawn({
+            let session = session.clone();
+            async move { drop(session.exclusive("a").await) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("second holder gets the gate")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn lease_for_names_the_other_backend() {
+        let lease = ScriptedLease::new();
+        let session = start(&lease, Duration::from_secs(3));
+        assert!(session.lease::<ScriptedLease>().is_some());
+        match session.lease_for::<String>("etcd") {
+            Err(Error::InvalidArgument(message)) => assert!(message.contains("test backend")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
