@@ -1,0 +1,57 @@
+//! `distsync::connect` picks a backend from a URL, with typed errors.
+
+use distsync::Error;
+
+#[tokio::test]
+async fn memory_url_gives_a_working_coordinator() {
+    let coordinator = distsync::connect("memory://").await.unwrap();
+    assert_eq!(coordinator.capabilities().backend, "memory");
+}
+
+#[tokio::test]
+async fn unknown_scheme_is_an_invalid_url() {
+    match distsync::connect("zookeeper://127.0.0.1:2181").await {
+        Err(Error::InvalidUrl { url, reason }) => {
+            assert_eq!(url, "zookeeper://127.0.0.1:2181");
+            assert!(reason.contains("zookeeper"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unparsable_url_is_an_invalid_url() {
+    assert!(matches!(
+        distsync::connect("not a url").await,
+        Err(Error::InvalidUrl { .. })
+    ));
+}
+
+#[cfg(not(feature = "etcd"))]
+#[tokio::test]
+async fn etcd_without_its_feature_names_the_feature() {
+    match distsync::connect("etcd://127.0.0.1:2379").await {
+        Err(error @ Error::FeatureDisabled { feature: "etcd", .. }) => {
+            assert!(error.to_string().contains("feature `etcd`"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+#[tokio::test]
+async fn redis_without_its_feature_names_the_feature() {
+    assert!(matches!(
+        distsync::connect("redis://127.0.0.1:6379").await,
+        Err(Error::FeatureDisabled { feature: "redis", .. })
+    ));
+}
+
+#[cfg(not(feature = "postgres"))]
+#[tokio::test]
+async fn postgres_without_its_feature_names_the_feature() {
+    assert!(matches!(
+        distsync::connect("postgres://u@127.0.0.1:5432/db").await,
+        Err(Error::FeatureDisabled { feature: "postgres", .. })
+    ));
+}
