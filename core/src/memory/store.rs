@@ -1,50 +1,1109 @@
-//! The in-memory revisioned store.
+//! The in-memory revisioned store: a faithful in-process model of etcd's MVCC store.
+//!
+//! [`MemoryKv`] keeps, per key, the list of its versions (puts and deletion
+//! tombstones, each tagged with the revision and its position inside that revision's
+//! transaction), so reads at any retained past revision and watch replays are exact.
+//! One global revision counts changing transactions, as etcd's does; leases expire on
+//! `tokio` time through one background reaper task per store.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::kv::{Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse};
+use crate::kv::{
+    Compare, CompareOp, CompareTarget, EventKind, KeyValue, Kv, LeaseId, Range, RangeResponse,
+    Revision, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchEvent,
+    WatchResponse,
+};
 use crate::session::KeepAlive;
 
-/// An in-memory revisioned key-value store (to be written).
-pub struct MemoryKv {}
+/// The backend name used in errors and logs.
+const BACKEND: &str = "memory";
+
+/// How many revisions a store keeps readable by default before compacting older ones.
+pub const DEFAULT_RETAINED_REVISIONS: i64 = 10_000;
+
+/// The largest lease TTL etcd accepts (`MaxLeaseTTL`, 9 000 000 000 s).
+const MAX_LEASE_TTL: Duration = Duration::from_secs(9_000_000_000);
+
+/// A deadline used when `now + ttl` does not fit in an [`Instant`].
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// An error of the memory store's MVCC model, carried as the source of an
+/// [`Error::Backend`] with backend `"memory"` (downcast the source to match on it).
+///
+/// The messages follow etcd's, so the memory and etcd backends fail alike.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A read or watch asked for a revision older than the compaction point.
+    #[error("mvcc: required revision {requested} has been compacted (compacted at {compacted})")]
+    Compacted {
+        /// The revision asked for.
+        requested: Revision,
+        /// The oldest revision still readable.
+        compacted: Revision,
+    },
+    /// A read or compaction asked for a revision the store has not reached yet.
+    #[error("mvcc: required revision {requested} is a future revision (current {current})")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: Revision,
+        /// The store's current revision.
+        current: Revision,
+    },
+    /// A put named a lease the store does not know (never granted, revoked or expired).
+    #[error("lease not found: requested lease {0:x} not found")]
+    LeaseNotFound(LeaseId),
+    /// A put keeping the key's lease (`ignore_lease`) named a key that does not exist.
+    #[error("key not found: {0:?}")]
+    KeyNotFound(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        Error::backend(BACKEND, error)
+    }
+}
+
+/// An in-memory revisioned key-value store with leases and watches: a faithful
+/// in-process model of etcd's MVCC store, implementing [`Kv`].
+///
+/// Semantics follow etcd:
+/// - an empty store is at revision 1; every transaction that changes something
+///   increments the revision once, and all its changes share that revision;
+/// - a key's `create_revision`, `mod_revision` and `version` (1 on creation, +1 per
+///   put) are etcd's; a delete removes the key (a later put recreates it at version 1);
+/// - transactions evaluate their compares against the state before the transaction
+///   (a missing key has create/mod revision and version `0`), and a branch's ranges
+///   see the branch's earlier writes. As etcd, a branch may not put the same key
+///   twice nor put a key it also deletes ([`Error::InvalidArgument`]), a put naming an
+///   unknown lease fails with [`StoreError::LeaseNotFound`], and a put keeping the
+///   lease of a missing key with [`StoreError::KeyNotFound`]; nothing is applied then;
+/// - a range's `count` counts every key of the key range at the read revision, before
+///   the `max_*_revision` filters and the limit (etcd's `count`); a limit of `0` means
+///   no limit, and max-revision bounds of `0` mean no bound, as in etcd;
+/// - reads at a past revision are exact down to the compaction point; older ones fail
+///   with [`StoreError::Compacted`]. The store keeps the last
+///   [`DEFAULT_RETAINED_REVISIONS`] revisions (see [`MemoryKv::with_retained_revisions`])
+///   and compacts older history automatically;
+/// - watches replay retained history from their start revision, then deliver live
+///   changes; the changes of one transaction come as one [`WatchResponse::Events`];
+/// - leases expire when not renewed within their TTL, deleting their keys in one
+///   revision exactly as a revoke does. TTLs are kept exactly (not rounded up to
+///   whole seconds as etcd does), so tests can use short ones.
+///
+/// Time is `tokio` time: under a paused test clock leases expire as the clock advances.
+/// Expiry runs in one background task per store, started on construction inside a
+/// tokio runtime or on the first async call otherwise, and ending when the store is
+/// dropped; every operation also expires due leases first, so results never depend on
+/// when that task runs.
+///
+/// Clones share one store. Besides [`Kv`], the store has test and fault-injection
+/// hooks ([`MemoryKv::freeze_lease`], [`MemoryKv::compact`], ...): the memory backend
+/// is a test double, and these let a test model a paused client or a compacted store.
+#[derive(Clone)]
+pub struct MemoryKv {
+    inner: Arc<Inner>,
+}
+
+impl Default for MemoryKv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryKv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.lock();
+        f.debug_struct("MemoryKv")
+            .field("revision", &state.revision)
+            .field("compacted", &state.compacted)
+            .field("keys", &state.keys.len())
+            .field("leases", &state.leases.len())
+            .field("watchers", &state.watchers.watchers.len())
+            .finish()
+    }
+}
 
 impl MemoryKv {
-    /// An empty store.
+    /// An empty store at revision 1, keeping the last [`DEFAULT_RETAINED_REVISIONS`]
+    /// revisions readable.
     pub fn new() -> Self {
-        Self {}
+        Self::with_retained_revisions(DEFAULT_RETAINED_REVISIONS)
+    }
+
+    /// An empty store keeping the last `revisions` revisions readable (at least 1):
+    /// whenever the store moves past them, older history is compacted.
+    pub fn with_retained_revisions(revisions: i64) -> Self {
+        let kv = Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::new(revisions.max(1))),
+                wake: Arc::new(Notify::new()),
+                reaper: Mutex::new(None),
+            }),
+        };
+        kv.ensure_reaper();
+        kv
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> Revision {
+        self.inner.lock().revision
+    }
+
+    /// The compaction point: the oldest revision still readable and watchable.
+    pub fn compact_revision(&self) -> Revision {
+        self.inner.lock().compacted
+    }
+
+    /// Test / fault hook: compacts history before `revision`, as etcd's `Compact`.
+    /// Afterwards reads at revisions below `revision` fail with
+    /// [`StoreError::Compacted`], and watches starting below it get
+    /// [`WatchResponse::Compacted`]. Compacting at or below the current compaction point
+    /// does nothing; a revision above the current one is a
+    /// [`StoreError::FutureRevision`].
+    pub fn compact(&self, revision: Revision) -> Result<()> {
+        let mut state = self.inner.lock();
+        if revision > state.revision {
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current: state.revision,
+            }
+            .into());
+        }
+        state.compact_to(revision);
+        Ok(())
+    }
+
+    /// Test / fault hook: from now on, renewals of `lease` are answered
+    /// [`KeepAlive::Renewed`] but do not extend it, modelling a paused or partitioned
+    /// client whose renewals never reach the store. The lease then expires one TTL
+    /// after its last effective renewal, and later renewals answer
+    /// [`KeepAlive::Gone`]. Returns whether the lease exists.
+    pub fn freeze_lease(&self, lease: LeaseId) -> bool {
+        let mut state = self.inner.lock();
+        state.expire_due(Instant::now());
+        match state.leases.get_mut(&lease) {
+            Some(entry) => {
+                entry.frozen = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Test hook: the ids of the live leases, in increasing order.
+    pub fn lease_ids(&self) -> Vec<LeaseId> {
+        let mut state = self.inner.lock();
+        state.expire_due(Instant::now());
+        let mut ids: Vec<LeaseId> = state.leases.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Test hook: how long `lease` has left before it expires, or `None` if the store
+    /// does not know it (never granted, revoked or expired).
+    pub fn lease_ttl_remaining(&self, lease: LeaseId) -> Option<Duration> {
+        let now = Instant::now();
+        let mut state = self.inner.lock();
+        state.expire_due(now);
+        state
+            .leases
+            .get(&lease)
+            .map(|entry| entry.deadline.saturating_duration_since(now))
+    }
+
+    /// Test hook: the keys attached to `lease`, in key order, or `None` if the store
+    /// does not know the lease (etcd's `TimeToLive` with keys).
+    pub fn lease_keys(&self, lease: LeaseId) -> Option<Vec<String>> {
+        let mut state = self.inner.lock();
+        state.expire_due(Instant::now());
+        state
+            .leases
+            .get(&lease)
+            .map(|entry| entry.keys.iter().cloned().collect())
+    }
+
+    /// Starts the lease reaper if it is not running and a tokio runtime is present
+    /// (it also restarts it if the runtime it ran on has shut down).
+    fn ensure_reaper(&self) {
+        let mut slot = self
+            .inner
+            .reaper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        *slot = Some(runtime.spawn(reap(
+            Arc::downgrade(&self.inner),
+            Arc::clone(&self.inner.wake),
+        )));
     }
 }
 
 #[async_trait]
 impl Kv for MemoryKv {
     fn backend(&self) -> &'static str {
-        "memory"
+        BACKEND
     }
-    async fn range(&self, _range: Range) -> Result<RangeResponse> {
-        Err(Error::unsupported("memory", "range"))
+
+    async fn range(&self, range: Range) -> Result<RangeResponse> {
+        self.ensure_reaper();
+        let mut state = self.inner.lock();
+        state.expire_due(Instant::now());
+        state.check_range(&range)?;
+        Ok(state.read_range(&range))
     }
-    async fn txn(&self, _txn: Txn) -> Result<TxnResponse> {
-        Err(Error::unsupported("memory", "txn"))
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.ensure_reaper();
+        let mut state = self.inner.lock();
+        state.expire_due(Instant::now());
+        state.txn(txn)
     }
+
     async fn watch(
         &self,
-        _key: &str,
-        _prefix: bool,
-        _start_revision: Revision,
+        key: &str,
+        prefix: bool,
+        start_revision: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-        Err(Error::unsupported("memory", "watch"))
+        self.ensure_reaper();
+        if key.is_empty() && !prefix {
+            return Err(Error::InvalidArgument(
+                "watch: key is not provided".to_owned(),
+            ));
+        }
+        let mut state = self.inner.lock();
+        state.expire_due(Instant::now());
+        match state.watch(key, prefix, start_revision) {
+            WatchStart::Compacted(revision) => {
+                Ok(stream::once(async move { Ok(WatchResponse::Compacted(revision)) }).boxed())
+            }
+            WatchStart::Registered(id, receiver) => {
+                let registration = Registration {
+                    id,
+                    inner: Arc::downgrade(&self.inner),
+                };
+                Ok(stream::unfold(
+                    (receiver, registration),
+                    |(mut receiver, registration)| async move {
+                        let item = receiver.recv().await?;
+                        Some((item, (receiver, registration)))
+                    },
+                )
+                .boxed())
+            }
+        }
     }
-    async fn lease_grant(&self, _ttl: Duration) -> Result<LeaseId> {
-        Err(Error::unsupported("memory", "lease"))
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        self.ensure_reaper();
+        if ttl.is_zero() {
+            return Err(Error::InvalidArgument(
+                "lease ttl must be positive".to_owned(),
+            ));
+        }
+        if ttl > MAX_LEASE_TTL {
+            return Err(Error::InvalidArgument(format!(
+                "lease ttl {ttl:?} is too large (at most {MAX_LEASE_TTL:?})"
+            )));
+        }
+        let id = {
+            let mut state = self.inner.lock();
+            let now = Instant::now();
+            state.expire_due(now);
+            state.grant(ttl, now)
+        };
+        // The new deadline may be the earliest: let the reaper recompute its sleep.
+        self.inner.wake.notify_one();
+        tracing::trace!(lease = format_args!("{id:x}"), ?ttl, "memory lease granted");
+        Ok(id)
     }
-    async fn lease_keep_alive(&self, _lease: LeaseId) -> Result<KeepAlive> {
-        Err(Error::unsupported("memory", "lease"))
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+        self.ensure_reaper();
+        let now = Instant::now();
+        let mut state = self.inner.lock();
+        state.expire_due(now);
+        Ok(match state.leases.get_mut(&lease) {
+            Some(entry) => {
+                if !entry.frozen {
+                    entry.deadline = deadline_after(now, entry.ttl);
+                }
+                KeepAlive::Renewed
+            }
+            None => KeepAlive::Gone,
+        })
     }
-    async fn lease_revoke(&self, _lease: LeaseId) -> Result<()> {
-        Err(Error::unsupported("memory", "lease"))
+
+    /// Revokes `lease`, deleting its keys in one revision. Revoking a lease the store
+    /// does not know (never granted, already revoked or expired) succeeds and does
+    /// nothing: the caller's goal, the lease being gone, holds. (etcd answers
+    /// "lease not found" there; [`crate::Session::close`] treats both alike.)
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.ensure_reaper();
+        let mut state = self.inner.lock();
+        state.expire_due(Instant::now());
+        if state.revoke(lease) {
+            tracing::trace!(lease = format_args!("{lease:x}"), "memory lease revoked");
+        }
+        Ok(())
+    }
+}
+
+/// The shared part of a store.
+struct Inner {
+    state: Mutex<State>,
+    /// Wakes the reaper when a deadline may have become earlier.
+    wake: Arc<Notify>,
+    /// The reaper task, if one was started.
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    /// The state. A panic while it was held cannot leave it half-updated in a way
+    /// later operations trip over (no operation panics), so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let reaper = self
+            .reaper
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = reaper {
+            task.abort();
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The lease reaper: expires due leases, then sleeps until the earliest deadline or
+/// until woken. Holds the store only weakly, so dropping the store ends it.
+async fn reap(inner: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let mut state = inner.lock();
+            state.expire_due(Instant::now());
+            state.next_deadline()
+        };
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+/// `now + ttl`, or a far future deadline if that does not fit.
+fn deadline_after(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// One version of a key: a put (`kv`) or a deletion tombstone (`None`).
+#[derive(Clone, Debug)]
+struct Entry {
+    revision: Revision,
+    /// Position of the change within its revision's transaction.
+    sub: usize,
+    kv: Option<KeyValue>,
+}
+
+/// A live lease.
+#[derive(Debug)]
+struct LeaseEntry {
+    ttl: Duration,
+    deadline: Instant,
+    frozen: bool,
+    keys: BTreeSet<String>,
+}
+
+/// The changes of one transaction being applied.
+struct Batch {
+    revision: Revision,
+    events: Vec<WatchEvent>,
+}
+
+/// The whole store, behind one mutex (never held across an `.await`).
+struct State {
+    /// The current revision.
+    revision: Revision,
+    /// Reads below this revision fail; watches starting below it are compacted.
+    compacted: Revision,
+    /// How many revisions stay readable.
+    retain: i64,
+    /// Every key's versions, oldest first (tombstones included until compacted).
+    keys: BTreeMap<String, Vec<Entry>>,
+    /// Which keys changed at each retained revision, oldest first (for compaction).
+    changelog: VecDeque<(Revision, Vec<String>)>,
+    leases: HashMap<LeaseId, LeaseEntry>,
+    /// Feeds lease id generation.
+    lease_counter: u64,
+    watchers: Watchers,
+}
+
+impl State {
+    fn new(retain: i64) -> Self {
+        Self {
+            revision: 1,
+            compacted: 0,
+            retain,
+            keys: BTreeMap::new(),
+            changelog: VecDeque::new(),
+            leases: HashMap::new(),
+            lease_counter: 0,
+            watchers: Watchers::default(),
+        }
+    }
+
+    /// The key's current value, if it exists (including writes of the transaction
+    /// being applied).
+    fn live(&self, key: &str) -> Option<&KeyValue> {
+        self.keys.get(key)?.last()?.kv.as_ref()
+    }
+
+    /// The key's value at `revision`, from its versions.
+    fn visible_at(entries: &[Entry], revision: Revision) -> Option<&KeyValue> {
+        let index = entries.partition_point(|entry| entry.revision <= revision);
+        entries.get(index.checked_sub(1)?)?.kv.as_ref()
+    }
+
+    /// The keys a range or delete covers, with their versions.
+    fn matching<'a>(
+        &'a self,
+        key: &'a str,
+        prefix: bool,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a Vec<Entry>)> + 'a> {
+        if prefix {
+            Box::new(
+                self.keys
+                    .range::<str, _>((std::ops::Bound::Included(key), std::ops::Bound::Unbounded))
+                    .take_while(move |(candidate, _)| candidate.starts_with(key)),
+            )
+        } else {
+            Box::new(self.keys.get_key_value(key).into_iter())
+        }
+    }
+
+    /// Validates a range before any part of a transaction runs.
+    fn check_range(&self, range: &Range) -> Result<()> {
+        if range.key.is_empty() && !range.prefix {
+            return Err(Error::InvalidArgument(
+                "range: key is not provided".to_owned(),
+            ));
+        }
+        if let Some(requested) = range.revision.filter(|revision| *revision > 0) {
+            if requested > self.revision {
+                return Err(StoreError::FutureRevision {
+                    requested,
+                    current: self.revision,
+                }
+                .into());
+            }
+            if requested < self.compacted {
+                return Err(StoreError::Compacted {
+                    requested,
+                    compacted: self.compacted,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves a checked range.
+    fn read_range(&self, range: &Range) -> RangeResponse {
+        let at = range
+            .revision
+            .filter(|revision| *revision > 0)
+            .unwrap_or(Revision::MAX);
+        let visible: Vec<&KeyValue> = self
+            .matching(&range.key, range.prefix)
+            .filter_map(|(_, entries)| Self::visible_at(entries, at))
+            .collect();
+        let count = visible.len();
+        let max_create = range.max_create_revision.filter(|revision| *revision > 0);
+        let max_mod = range.max_mod_revision.filter(|revision| *revision > 0);
+        let mut kvs: Vec<KeyValue> = visible
+            .into_iter()
+            .filter(|kv| !matches!(max_create, Some(max) if kv.create_revision > max))
+            .filter(|kv| !matches!(max_mod, Some(max) if kv.mod_revision > max))
+            .cloned()
+            .collect();
+        if let Some((target, order)) = range.sort {
+            let field = |kv: &KeyValue| match target {
+                SortTarget::Key => 0,
+                SortTarget::CreateRevision => kv.create_revision,
+                SortTarget::ModRevision => kv.mod_revision,
+            };
+            // Stable sorts: ties stay in key order.
+            match (target, order) {
+                (SortTarget::Key, SortOrder::Ascend) => {}
+                (SortTarget::Key, SortOrder::Descend) => kvs.reverse(),
+                (_, SortOrder::Ascend) => kvs.sort_by_key(|kv| field(kv)),
+                (_, SortOrder::Descend) => kvs.sort_by_key(|kv| std::cmp::Reverse(field(kv))),
+            }
+        }
+        if let Some(limit) = range.limit.filter(|limit| *limit > 0) {
+            kvs.truncate(limit);
+        }
+        RangeResponse {
+            kvs,
+            count,
+            revision: self.revision,
+        }
+    }
+
+    /// Whether a compare holds against the current state.
+    fn compare(&self, compare: &Compare) -> bool {
+        let kv = self.live(&compare.key);
+        let actual = match compare.target {
+            CompareTarget::CreateRevision => kv.map_or(0, |kv| kv.create_revision),
+            CompareTarget::ModRevision => kv.map_or(0, |kv| kv.mod_revision),
+            CompareTarget::Version => kv.map_or(0, |kv| kv.version),
+        };
+        match compare.op {
+            CompareOp::Equal => actual == compare.value,
+            CompareOp::NotEqual => actual != compare.value,
+            CompareOp::Less => actual < compare.value,
+            CompareOp::Greater => actual > compare.value,
+        }
+    }
+
+    /// Validates one operation of the branch about to run, against the state before
+    /// the transaction (as etcd does).
+    fn check_op(&self, op: &TxnOp) -> Result<()> {
+        match op {
+            TxnOp::Put {
+                key,
+                lease,
+                ignore_lease,
+                ..
+            } => {
+                if key.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "put: key is not provided".to_owned(),
+                    ));
+                }
+                if *ignore_lease {
+                    if self.live(key).is_none() {
+                        return Err(StoreError::KeyNotFound(key.clone()).into());
+                    }
+                } else if *lease != 0 && !self.leases.contains_key(lease) {
+                    return Err(StoreError::LeaseNotFound(*lease).into());
+                }
+                Ok(())
+            }
+            TxnOp::Delete { key, prefix } => {
+                if key.is_empty() && !prefix {
+                    return Err(Error::InvalidArgument(
+                        "delete: key is not provided".to_owned(),
+                    ));
+                }
+                Ok(())
+            }
+            TxnOp::Range(range) => self.check_range(range),
+        }
+    }
+
+    /// Runs a transaction.
+    fn txn(&mut self, txn: Txn) -> Result<TxnResponse> {
+        check_intervals(&txn.success)?;
+        check_intervals(&txn.failure)?;
+        let succeeded = txn.compares.iter().all(|compare| self.compare(compare));
+        let ops = if succeeded { txn.success } else { txn.failure };
+        for op in &ops {
+            self.check_op(op)?;
+        }
+        let mut batch = self.begin();
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                TxnOp::Put {
+                    key,
+                    value,
+                    lease,
+                    ignore_lease,
+                } => {
+                    let lease = if ignore_lease { None } else { Some(lease) };
+                    self.put(&mut batch, key, value, lease);
+                    TxnOpResponse::Put
+                }
+                TxnOp::Delete { key, prefix } => {
+                    TxnOpResponse::Delete(self.delete_range(&mut batch, &key, prefix))
+                }
+                TxnOp::Range(range) => TxnOpResponse::Range(self.read_range(&range)),
+            });
+        }
+        let revision = self.finish(batch);
+        for response in &mut responses {
+            if let TxnOpResponse::Range(range) = response {
+                range.revision = revision;
+            }
+        }
+        Ok(TxnResponse {
+            succeeded,
+            responses,
+            revision,
+        })
+    }
+
+    fn begin(&self) -> Batch {
+        Batch {
+            revision: self.revision.saturating_add(1),
+            events: Vec::new(),
+        }
+    }
+
+    /// Writes a key in `batch`; `lease: None` keeps the key's current lease.
+    fn put(&mut self, batch: &mut Batch, key: String, value: Bytes, lease: Option<LeaseId>) {
+        let previous = self.live(&key);
+        let old_lease = previous.map_or(0, |kv| kv.lease);
+        let create_revision = previous.map_or(batch.revision, |kv| kv.create_revision);
+        let version = previous.map_or(1, |kv| kv.version.saturating_add(1));
+        let mut new_lease = lease.unwrap_or(old_lease);
+        if new_lease != old_lease {
+            if let Some(entry) = self.leases.get_mut(&old_lease) {
+                entry.keys.remove(&key);
+            }
+        }
+        if new_lease != 0 {
+            match self.leases.get_mut(&new_lease) {
+                Some(entry) => {
+                    entry.keys.insert(key.clone());
+                }
+                // Checked before the transaction ran; never attach to a missing lease.
+                None => new_lease = 0,
+            }
+        }
+        let kv = KeyValue {
+            key: key.clone(),
+            value,
+            create_revision,
+            mod_revision: batch.revision,
+            version,
+            lease: new_lease,
+        };
+        self.keys.entry(key).or_default().push(Entry {
+            revision: batch.revision,
+            sub: batch.events.len(),
+            kv: Some(kv.clone()),
+        });
+        batch.events.push(WatchEvent {
+            kind: EventKind::Put,
+            kv,
+        });
+    }
+
+    /// Deletes one key in `batch`; whether it existed.
+    fn delete_key(&mut self, batch: &mut Batch, key: &str) -> bool {
+        let Some(previous) = self.live(key) else {
+            return false;
+        };
+        let lease = previous.lease;
+        if let Some(entry) = self.leases.get_mut(&lease) {
+            entry.keys.remove(key);
+        }
+        let sub = batch.events.len();
+        if let Some(entries) = self.keys.get_mut(key) {
+            entries.push(Entry {
+                revision: batch.revision,
+                sub,
+                kv: None,
+            });
+        }
+        batch.events.push(WatchEvent {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: key.to_owned(),
+                mod_revision: batch.revision,
+                ..KeyValue::default()
+            },
+        });
+        true
+    }
+
+    /// Deletes a key or every key under a prefix in `batch`; how many existed.
+    fn delete_range(&mut self, batch: &mut Batch, key: &str, prefix: bool) -> i64 {
+        let doomed: Vec<String> = self
+            .matching(key, prefix)
+            .filter(|(_, entries)| entries.last().is_some_and(|entry| entry.kv.is_some()))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut deleted = 0;
+        for key in doomed {
+            if self.delete_key(batch, &key) {
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
+    /// Ends a transaction: if it changed anything, moves to its revision, tells the
+    /// watchers and compacts what falls out of the retained window. Returns the
+    /// store revision after it.
+    fn finish(&mut self, batch: Batch) -> Revision {
+        if batch.events.is_empty() {
+            return self.revision;
+        }
+        self.revision = batch.revision;
+        let keys = batch
+            .events
+            .iter()
+            .map(|event| event.kv.key.clone())
+            .collect();
+        self.changelog.push_back((batch.revision, keys));
+        self.watchers.deliver(batch.revision, &batch.events);
+        let oldest_retained = self.revision.saturating_sub(self.retain).saturating_add(1);
+        self.compact_to(oldest_retained);
+        self.revision
+    }
+
+    /// Makes `revision` the oldest readable one, dropping older versions except, per
+    /// key, the last put before it (which reads at `revision` still need).
+    fn compact_to(&mut self, revision: Revision) {
+        if revision <= self.compacted {
+            return;
+        }
+        while self
+            .changelog
+            .front()
+            .is_some_and(|(changed, _)| *changed < revision)
+        {
+            let Some((_, keys)) = self.changelog.pop_front() else {
+                break;
+            };
+            for key in keys {
+                let Some(entries) = self.keys.get_mut(&key) else {
+                    continue;
+                };
+                let older = entries.partition_point(|entry| entry.revision < revision);
+                if older > 0 {
+                    let keep_base = entries[older - 1].kv.is_some();
+                    entries.drain(..if keep_base { older - 1 } else { older });
+                }
+                if entries.is_empty() {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+        self.compacted = revision;
+        tracing::trace!(revision, "memory store compacted");
+    }
+
+    /// Grants a lease.
+    fn grant(&mut self, ttl: Duration, now: Instant) -> LeaseId {
+        let id = loop {
+            self.lease_counter = self.lease_counter.wrapping_add(1);
+            let id = lease_id(self.lease_counter);
+            if id != 0 && !self.leases.contains_key(&id) {
+                break id;
+            }
+        };
+        self.leases.insert(
+            id,
+            LeaseEntry {
+                ttl,
+                deadline: deadline_after(now, ttl),
+                frozen: false,
+                keys: BTreeSet::new(),
+            },
+        );
+        id
+    }
+
+    /// Forgets a lease and deletes its keys in one revision; whether it existed.
+    fn revoke(&mut self, lease: LeaseId) -> bool {
+        let Some(entry) = self.leases.remove(&lease) else {
+            return false;
+        };
+        let mut batch = self.begin();
+        for key in &entry.keys {
+            self.delete_key(&mut batch, key);
+        }
+        self.finish(batch);
+        true
+    }
+
+    /// Expires every lease whose deadline has passed, earliest first, each in its own
+    /// revision (as etcd's lessor revokes them one by one).
+    fn expire_due(&mut self, now: Instant) {
+        let mut due: Vec<(Instant, LeaseId)> = self
+            .leases
+            .iter()
+            .filter(|(_, entry)| entry.deadline <= now)
+            .map(|(id, entry)| (entry.deadline, *id))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        due.sort_unstable();
+        for (_, lease) in due {
+            if self.revoke(lease) {
+                tracing::debug!(lease = format_args!("{lease:x}"), "memory lease expired");
+            }
+        }
+    }
+
+    /// The earliest lease deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.leases.values().map(|entry| entry.deadline).min()
+    }
+
+    /// Starts a watch: replays retained history from `start` and registers for live
+    /// changes, or reports that `start` is compacted.
+    fn watch(&mut self, key: &str, prefix: bool, start: Revision) -> WatchStart {
+        let start = if start > 0 {
+            start
+        } else {
+            self.revision.saturating_add(1)
+        };
+        if start < self.compacted {
+            return WatchStart::Compacted(self.compacted);
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let mut history: Vec<(Revision, usize, WatchEvent)> = Vec::new();
+        for (name, entries) in self.matching(key, prefix) {
+            let first = entries.partition_point(|entry| entry.revision < start);
+            for entry in &entries[first..] {
+                let event = match &entry.kv {
+                    Some(kv) => WatchEvent {
+                        kind: EventKind::Put,
+                        kv: kv.clone(),
+                    },
+                    None => WatchEvent {
+                        kind: EventKind::Delete,
+                        kv: KeyValue {
+                            key: name.clone(),
+                            mod_revision: entry.revision,
+                            ..KeyValue::default()
+                        },
+                    },
+                };
+                history.push((entry.revision, entry.sub, event));
+            }
+        }
+        history.sort_by_key(|(revision, sub, _)| (*revision, *sub));
+        let mut pending: Option<(Revision, Vec<WatchEvent>)> = None;
+        for (revision, _, event) in history {
+            match &mut pending {
+                Some((current, events)) if *current == revision => events.push(event),
+                _ => {
+                    if let Some((_, events)) = pending.take() {
+                        // The receiver is alive: it is still in our hands.
+                        let _ = sender.send(Ok(WatchResponse::Events(events)));
+                    }
+                    pending = Some((revision, vec![event]));
+                }
+            }
+        }
+        if let Some((_, events)) = pending {
+            let _ = sender.send(Ok(WatchResponse::Events(events)));
+        }
+        let id = self.watchers.register(key, prefix, start, sender);
+        WatchStart::Registered(id, receiver)
+    }
+}
+
+/// etcd rejects a branch that puts a key twice or puts a key it also deletes.
+fn check_intervals(ops: &[TxnOp]) -> Result<()> {
+    let mut puts: HashSet<&str> = HashSet::new();
+    for op in ops {
+        if let TxnOp::Put { key, .. } = op {
+            if !puts.insert(key) {
+                return Err(Error::InvalidArgument(format!(
+                    "duplicate key given in txn request: {key:?}"
+                )));
+            }
+        }
+    }
+    for op in ops {
+        if let TxnOp::Delete { key, prefix } = op {
+            let overlaps = puts.iter().any(|put| {
+                if *prefix {
+                    put.starts_with(key.as_str())
+                } else {
+                    put == key
+                }
+            });
+            if overlaps {
+                return Err(Error::InvalidArgument(format!(
+                    "duplicate key given in txn request: a put overlaps the delete of {key:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A positive, unique, random-looking lease id from a counter (a bijection on 63 bits,
+/// so distinct counters give distinct ids).
+fn lease_id(counter: u64) -> LeaseId {
+    const MASK: u64 = (1 << 63) - 1;
+    let mut x = counter & MASK;
+    x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15) & MASK;
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9) & MASK;
+    x ^= x >> 32;
+    // `x` < 2^63, so it fits.
+    LeaseId::try_from(x).unwrap_or(LeaseId::MAX)
+}
+
+/// How a watch started.
+enum WatchStart {
+    /// Its start revision is compacted away: the compaction point.
+    Compacted(Revision),
+    /// Registered under this id; history already queued on the receiver.
+    Registered(u64, mpsc::UnboundedReceiver<Result<WatchResponse>>),
+}
+
+/// A registered watcher.
+struct Watcher {
+    key: String,
+    prefix: bool,
+    /// Changes before this revision are not sent.
+    start: Revision,
+    sender: mpsc::UnboundedSender<Result<WatchResponse>>,
+}
+
+/// The watchers, indexed by exact key and by prefix, so a change wakes only the
+/// watchers it concerns.
+#[derive(Default)]
+struct Watchers {
+    next_id: u64,
+    watchers: HashMap<u64, Watcher>,
+    by_key: HashMap<String, Vec<u64>>,
+    by_prefix: HashMap<String, Vec<u64>>,
+}
+
+impl Watchers {
+    fn register(
+        &mut self,
+        key: &str,
+        prefix: bool,
+        start: Revision,
+        sender: mpsc::UnboundedSender<Result<WatchResponse>>,
+    ) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        let index = if prefix {
+            &mut self.by_prefix
+        } else {
+            &mut self.by_key
+        };
+        index.entry(key.to_owned()).or_default().push(id);
+        self.watchers.insert(
+            id,
+            Watcher {
+                key: key.to_owned(),
+                prefix,
+                start,
+                sender,
+            },
+        );
+        id
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(watcher) = self.watchers.remove(&id) else {
+            return;
+        };
+        let index = if watcher.prefix {
+            &mut self.by_prefix
+        } else {
+            &mut self.by_key
+        };
+        if let Some(ids) = index.get_mut(&watcher.key) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                index.remove(&watcher.key);
+            }
+        }
+    }
+
+    /// The ids of the watchers a change to `key` concerns.
+    fn matching<'a>(&'a self, key: &'a str) -> impl Iterator<Item = u64> + 'a {
+        let exact = self.by_key.get(key).into_iter().flatten().copied();
+        let prefixes = (0..=key.len())
+            .filter(|end| key.is_char_boundary(*end))
+            .filter_map(|end| self.by_prefix.get(&key[..end]))
+            .flatten()
+            .copied();
+        exact.chain(prefixes)
+    }
+
+    /// Sends one transaction's events to the watchers they concern, one response per
+    /// watcher, and forgets watchers whose stream is gone.
+    fn deliver(&mut self, revision: Revision, events: &[WatchEvent]) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        let mut batches: BTreeMap<u64, Vec<WatchEvent>> = BTreeMap::new();
+        for event in events {
+            for id in self.matching(&event.kv.key) {
+                batches.entry(id).or_default().push(event.clone());
+            }
+        }
+        let mut closed = Vec::new();
+        for (id, events) in batches {
+            let Some(watcher) = self.watchers.get(&id) else {
+                continue;
+            };
+            if revision < watcher.start {
+                continue;
+            }
+            if watcher
+                .sender
+                .send(Ok(WatchResponse::Events(events)))
+                .is_err()
+            {
+                closed.push(id);
+            }
+        }
+        for id in closed {
+            self.remove(id);
+        }
+    }
+}
+
+/// Removes a watcher from the registry when its stream is dropped.
+struct Registration {
+    id: u64,
+    inner: Weak<Inner>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.lock().watchers.remove(self.id);
+        }
     }
 }
