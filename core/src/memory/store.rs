@@ -807,7 +807,10 @@ impl State {
                 };
                 let older = entries.partition_point(|entry| entry.revision < revision);
                 if older > 0 {
-                    let keep_base = entries[older - 1].kv.is_some();
+                    // The last version before `revision` is what reads at `revision`
+                    // see, unless it is a tombstone or `revision` has its own version.
+                    let keep_base = entries[older - 1].kv.is_some()
+                        && !matches!(entries.get(older), Some(next) if next.revision == revision);
                     entries.drain(..if keep_base { older - 1 } else { older });
                 }
                 if entries.is_empty() {
@@ -1105,5 +1108,849 @@ impl Drop for Registration {
         if let Some(inner) = self.inner.upgrade() {
             inner.lock().watchers.remove(self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn put(key: &str, value: &str) -> TxnOp {
+        TxnOp::put(key, value.to_owned(), 0)
+    }
+
+    async fn put_one(kv: &MemoryKv, key: &str, value: &str) -> Revision {
+        kv.txn(Txn::default().and_then(vec![put(key, value)]))
+            .await
+            .unwrap()
+            .revision
+    }
+
+    async fn put_leased(kv: &MemoryKv, key: &str, lease: LeaseId) -> Revision {
+        kv.txn(Txn::default().and_then(vec![TxnOp::put(key, "v", lease)]))
+            .await
+            .unwrap()
+            .revision
+    }
+
+    async fn get(kv: &MemoryKv, key: &str) -> Option<KeyValue> {
+        kv.range(Range::key(key))
+            .await
+            .unwrap()
+            .kvs
+            .into_iter()
+            .next()
+    }
+
+    fn keys(response: &RangeResponse) -> Vec<&str> {
+        response.kvs.iter().map(|kv| kv.key.as_str()).collect()
+    }
+
+    fn store_error(error: &Error) -> &StoreError {
+        match error {
+            Error::Backend { backend, source } => {
+                assert_eq!(*backend, "memory");
+                source.downcast_ref::<StoreError>().unwrap()
+            }
+            other => panic!("expected a memory store error, got {other:?}"),
+        }
+    }
+
+    fn events(response: WatchResponse) -> Vec<(EventKind, String, Revision)> {
+        match response {
+            WatchResponse::Events(events) => events
+                .into_iter()
+                .map(|event| (event.kind, event.kv.key, event.kv.mod_revision))
+                .collect(),
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    fn watcher_count(kv: &MemoryKv) -> usize {
+        kv.inner.lock().watchers.watchers.len()
+    }
+
+    #[tokio::test]
+    async fn empty_store_is_at_revision_one() {
+        let kv = MemoryKv::new();
+        assert_eq!(kv.revision(), 1);
+        let response = kv.range(Range::prefix("")).await.unwrap();
+        assert_eq!(response.revision, 1);
+        assert_eq!(response.count, 0);
+        assert!(response.kvs.is_empty());
+        // Revision 1 itself is readable.
+        kv.range(Range::prefix("").at_revision(1)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn revisions_and_versions_follow_etcd() {
+        let kv = MemoryKv::new();
+        assert_eq!(put_one(&kv, "a", "1").await, 2);
+        let a = get(&kv, "a").await.unwrap();
+        assert_eq!(
+            (a.create_revision, a.mod_revision, a.version, a.lease),
+            (2, 2, 1, 0)
+        );
+        assert_eq!(a.value, Bytes::from("1"));
+
+        assert_eq!(put_one(&kv, "a", "2").await, 3);
+        let a = get(&kv, "a").await.unwrap();
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 3, 2));
+
+        let deleted = kv
+            .txn(Txn::default().and_then(vec![TxnOp::delete("a")]))
+            .await
+            .unwrap();
+        assert_eq!(deleted.revision, 4);
+        assert_eq!(deleted.responses, vec![TxnOpResponse::Delete(1)]);
+        assert!(get(&kv, "a").await.is_none());
+
+        // Recreated: a new life, version 1.
+        assert_eq!(put_one(&kv, "a", "3").await, 5);
+        let a = get(&kv, "a").await.unwrap();
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 5, 1));
+    }
+
+    #[tokio::test]
+    async fn one_txn_is_one_revision_and_no_change_is_no_revision() {
+        let kv = MemoryKv::new();
+        let response = kv
+            .txn(Txn::default().and_then(vec![put("a", "1"), put("b", "1")]))
+            .await
+            .unwrap();
+        assert_eq!(response.revision, 2);
+        assert_eq!(get(&kv, "a").await.unwrap().mod_revision, 2);
+        assert_eq!(get(&kv, "b").await.unwrap().mod_revision, 2);
+
+        // Reads and deletes of missing keys change nothing.
+        let response = kv
+            .txn(Txn::default().and_then(vec![
+                TxnOp::delete("missing"),
+                TxnOp::Range(Range::prefix("")),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(response.revision, 2);
+        assert_eq!(response.responses[0], TxnOpResponse::Delete(0));
+        assert_eq!(response.range(1).unwrap().count, 2);
+        assert_eq!(kv.revision(), 2);
+    }
+
+    #[tokio::test]
+    async fn txn_compares_treat_missing_keys_as_zero() {
+        let kv = MemoryKv::new();
+        let create_if_absent = |value: &str| {
+            Txn::when(vec![Compare::create_revision("k", CompareOp::Equal, 0)])
+                .and_then(vec![put("k", value)])
+                .or_else(vec![TxnOp::Range(Range::key("k"))])
+        };
+        let first = kv.txn(create_if_absent("first")).await.unwrap();
+        assert!(first.succeeded);
+        assert_eq!(first.responses, vec![TxnOpResponse::Put]);
+
+        let second = kv.txn(create_if_absent("second")).await.unwrap();
+        assert!(!second.succeeded);
+        assert_eq!(second.revision, 2);
+        let seen = &second.range(0).unwrap().kvs[0];
+        assert_eq!(seen.value, Bytes::from("first"));
+
+        // Every target and operator, on an existing and a missing key.
+        let checks = [
+            (Compare::version("k", CompareOp::Equal, 1), true),
+            (Compare::version("k", CompareOp::Greater, 1), false),
+            (Compare::mod_revision("k", CompareOp::Less, 3), true),
+            (Compare::mod_revision("k", CompareOp::NotEqual, 2), false),
+            (Compare::create_revision("k", CompareOp::Greater, 1), true),
+            (Compare::version("none", CompareOp::Equal, 0), true),
+            (Compare::mod_revision("none", CompareOp::Less, 1), true),
+            (
+                Compare::create_revision("none", CompareOp::Greater, 0),
+                false,
+            ),
+        ];
+        for (compare, expected) in checks {
+            let response = kv.txn(Txn::when(vec![compare.clone()])).await.unwrap();
+            assert_eq!(response.succeeded, expected, "{compare:?}");
+        }
+        // All compares must hold.
+        let response = kv
+            .txn(Txn::when(vec![
+                Compare::version("k", CompareOp::Equal, 1),
+                Compare::version("k", CompareOp::Equal, 2),
+            ]))
+            .await
+            .unwrap();
+        assert!(!response.succeeded);
+    }
+
+    #[tokio::test]
+    async fn txn_ranges_see_the_branchs_earlier_writes() {
+        let kv = MemoryKv::new();
+        put_one(&kv, "q/old", "x").await;
+        let response = kv
+            .txn(Txn::default().and_then(vec![
+                TxnOp::Range(Range::prefix("q/")),
+                put("q/new", "y"),
+                TxnOp::Range(Range::prefix("q/")),
+                TxnOp::Delete {
+                    key: "q/old".to_owned(),
+                    prefix: false,
+                },
+                TxnOp::Range(Range::prefix("q/")),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(response.revision, 3);
+        assert_eq!(keys(response.range(0).unwrap()), ["q/old"]);
+        assert_eq!(keys(response.range(2).unwrap()), ["q/new", "q/old"]);
+        assert_eq!(response.range(2).unwrap().kvs[0].mod_revision, 3);
+        assert_eq!(keys(response.range(4).unwrap()), ["q/new"]);
+        // Inner ranges carry the transaction's revision, as its header.
+        assert_eq!(response.range(0).unwrap().revision, 3);
+    }
+
+    #[tokio::test]
+    async fn invalid_txns_fail_typed_and_apply_nothing() {
+        let kv = MemoryKv::new();
+        put_one(&kv, "a", "1").await;
+
+        let unknown_lease = kv
+            .txn(Txn::default().and_then(vec![put("b", "1"), TxnOp::put("c", "1", 42)]))
+            .await
+            .unwrap_err();
+        assert_eq!(store_error(&unknown_lease), &StoreError::LeaseNotFound(42));
+        assert!(get(&kv, "b").await.is_none());
+        assert_eq!(kv.revision(), 2);
+
+        let duplicate = kv
+            .txn(Txn::default().and_then(vec![put("b", "1"), put("b", "2")]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(duplicate, Error::InvalidArgument(_)),
+            "{duplicate:?}"
+        );
+
+        let overlapping = kv
+            .txn(Txn::default().and_then(vec![
+                put("p/x", "1"),
+                TxnOp::Delete {
+                    key: "p/".to_owned(),
+                    prefix: true,
+                },
+            ]))
+            .await
+            .unwrap_err();
+        assert!(matches!(overlapping, Error::InvalidArgument(_)));
+
+        // The failure branch is checked too, even when the success branch runs.
+        let bad_failure_branch = Txn::default()
+            .and_then(vec![put("b", "1")])
+            .or_else(vec![put("c", "1"), put("c", "1")]);
+        assert!(kv.txn(bad_failure_branch).await.is_err());
+
+        let empty_key = kv
+            .txn(Txn::default().and_then(vec![put("", "1")]))
+            .await
+            .unwrap_err();
+        assert!(matches!(empty_key, Error::InvalidArgument(_)));
+        assert!(matches!(
+            kv.range(Range::key("")).await.unwrap_err(),
+            Error::InvalidArgument(_)
+        ));
+
+        let keep_lease_of_missing = kv
+            .txn(Txn::default().and_then(vec![TxnOp::put_ignore_lease("missing", "1")]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            store_error(&keep_lease_of_missing),
+            &StoreError::KeyNotFound("missing".to_owned())
+        );
+        assert_eq!(kv.revision(), 2);
+        assert_eq!(get(&kv, "a").await.unwrap().value, Bytes::from("1"));
+    }
+
+    #[tokio::test]
+    async fn leases_attach_move_and_are_kept_with_ignore_lease() {
+        let kv = MemoryKv::new();
+        let first = kv.lease_grant(Duration::from_secs(60)).await.unwrap();
+        let second = kv.lease_grant(Duration::from_secs(60)).await.unwrap();
+        assert_ne!(first, second);
+        assert!(first > 0 && second > 0);
+
+        put_leased(&kv, "k", first).await;
+        assert_eq!(kv.lease_keys(first).unwrap(), ["k"]);
+        kv.txn(Txn::default().and_then(vec![TxnOp::put_ignore_lease("k", "new")]))
+            .await
+            .unwrap();
+        let k = get(&kv, "k").await.unwrap();
+        assert_eq!(
+            (k.lease, k.value, k.version),
+            (first, Bytes::from("new"), 2)
+        );
+
+        // Moving the key to another lease detaches it from the first.
+        put_leased(&kv, "k", second).await;
+        assert_eq!(kv.lease_keys(first).unwrap(), Vec::<String>::new());
+        kv.lease_revoke(first).await.unwrap();
+        assert_eq!(get(&kv, "k").await.unwrap().lease, second);
+
+        // A plain put detaches it from any lease.
+        put_one(&kv, "k", "plain").await;
+        kv.lease_revoke(second).await.unwrap();
+        assert_eq!(get(&kv, "k").await.unwrap().lease, 0);
+    }
+
+    #[tokio::test]
+    async fn ranges_sort_limit_and_filter_by_revision() {
+        let kv = MemoryKv::new();
+        // Create b (2), a (3), c (4); then update b (5).
+        put_one(&kv, "p/b", "1").await;
+        put_one(&kv, "p/a", "1").await;
+        put_one(&kv, "p/c", "1").await;
+        put_one(&kv, "p/b", "2").await;
+        put_one(&kv, "other", "1").await;
+
+        let all = kv.range(Range::prefix("p/")).await.unwrap();
+        assert_eq!(keys(&all), ["p/a", "p/b", "p/c"]);
+        assert_eq!((all.count, all.revision), (3, 6));
+
+        let first = kv.range(Range::prefix("p/").first_create()).await.unwrap();
+        assert_eq!((keys(&first), first.count), (vec!["p/b"], 3));
+        let last = kv.range(Range::prefix("p/").last_create()).await.unwrap();
+        assert_eq!(keys(&last), ["p/c"]);
+        let first_rev = kv.range(Range::prefix("p/").first_rev()).await.unwrap();
+        assert_eq!(keys(&first_rev), ["p/a"]);
+        let last_rev = kv.range(Range::prefix("p/").last_rev()).await.unwrap();
+        assert_eq!(keys(&last_rev), ["p/b"]);
+        let last_key = kv.range(Range::prefix("p/").last_key()).await.unwrap();
+        assert_eq!(keys(&last_key), ["p/c"]);
+        let first_key = kv.range(Range::prefix("p/").first_key()).await.unwrap();
+        assert_eq!(keys(&first_key), ["p/a"]);
+
+        let by_mod_desc = kv
+            .range(Range::prefix("p/").sorted(SortTarget::ModRevision, SortOrder::Descend, 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            (keys(&by_mod_desc), by_mod_desc.count),
+            (vec!["p/b", "p/c"], 3)
+        );
+
+        // Go's lock wait: the key created last before mine (here: before revision 4).
+        let before_c = kv
+            .range(Range::prefix("p/").last_create().max_create_revision(3))
+            .await
+            .unwrap();
+        assert_eq!(keys(&before_c), ["p/a"]);
+        let unmodified_since_4 = kv
+            .range(Range::prefix("p/").max_mod_revision(4))
+            .await
+            .unwrap();
+        assert_eq!(keys(&unmodified_since_4), ["p/a", "p/c"]);
+        // etcd's count ignores the max-revision filters.
+        assert_eq!(unmodified_since_4.count, 3);
+
+        // A limit of 0 is no limit, as in etcd.
+        let mut unlimited = Range::prefix("p/");
+        unlimited.limit = Some(0);
+        assert_eq!(kv.range(unlimited).await.unwrap().kvs.len(), 3);
+        let everything = kv.range(Range::prefix("")).await.unwrap();
+        assert_eq!(keys(&everything), ["other", "p/a", "p/b", "p/c"]);
+    }
+
+    #[tokio::test]
+    async fn ranges_at_past_revisions_are_exact_until_compacted() {
+        let kv = MemoryKv::new();
+        put_one(&kv, "a", "1").await; // 2
+        put_one(&kv, "a", "2").await; // 3
+        put_one(&kv, "b", "1").await; // 4
+        kv.txn(Txn::default().and_then(vec![TxnOp::delete("a")]))
+            .await
+            .unwrap(); // 5
+
+        let at = |revision| kv.range(Range::prefix("").at_revision(revision));
+        assert!(at(1).await.unwrap().kvs.is_empty());
+        let two = at(2).await.unwrap();
+        assert_eq!(two.kvs[0].value, Bytes::from("1"));
+        assert_eq!(two.revision, 5, "the header carries the current revision");
+        let three = at(3).await.unwrap();
+        assert_eq!((keys(&three), three.kvs[0].version), (vec!["a"], 2));
+        assert_eq!(keys(&at(4).await.unwrap()), ["a", "b"]);
+        assert_eq!(keys(&at(5).await.unwrap()), ["b"]);
+
+        let future = at(6).await.unwrap_err();
+        assert_eq!(
+            store_error(&future),
+            &StoreError::FutureRevision {
+                requested: 6,
+                current: 5
+            }
+        );
+
+        kv.compact(4).unwrap();
+        assert_eq!(kv.compact_revision(), 4);
+        let compacted = at(3).await.unwrap_err();
+        assert_eq!(
+            store_error(&compacted),
+            &StoreError::Compacted {
+                requested: 3,
+                compacted: 4
+            }
+        );
+        // The compaction point itself stays exact, including keys last written before it.
+        assert_eq!(keys(&at(4).await.unwrap()), ["a", "b"]);
+        assert_eq!(at(4).await.unwrap().kvs[0].value, Bytes::from("2"));
+        assert_eq!(keys(&at(5).await.unwrap()), ["b"]);
+        // Compacting backwards does nothing; forwards past the present is an error.
+        kv.compact(2).unwrap();
+        assert_eq!(kv.compact_revision(), 4);
+        assert!(matches!(
+            store_error(&kv.compact(9).unwrap_err()),
+            StoreError::FutureRevision { .. }
+        ));
+        // The deletion at the compaction point stays watchable...
+        kv.compact(5).unwrap();
+        let mut watch = kv.watch("a", false, 5).await.unwrap();
+        assert_eq!(
+            events(watch.next().await.unwrap().unwrap()),
+            [(EventKind::Delete, "a".to_owned(), 5)]
+        );
+        // ...and once compacted past, the deleted key's history is gone entirely.
+        put_one(&kv, "b", "2").await; // 6
+        kv.compact(6).unwrap();
+        assert!(!kv.inner.lock().keys.contains_key("a"));
+        let six = kv.range(Range::key("b").at_revision(6)).await.unwrap();
+        assert_eq!(six.kvs[0].value, Bytes::from("2"));
+    }
+
+    #[tokio::test]
+    async fn history_is_compacted_automatically() {
+        let kv = MemoryKv::with_retained_revisions(3);
+        for value in 0..10 {
+            put_one(&kv, "k", &value.to_string()).await;
+        }
+        // Revisions 2..=11 were written; the last three stay readable.
+        assert_eq!(kv.revision(), 11);
+        assert_eq!(kv.compact_revision(), 9);
+        let oldest = kv.range(Range::key("k").at_revision(9)).await.unwrap();
+        assert_eq!(oldest.kvs[0].value, Bytes::from("7"));
+        assert!(kv.range(Range::key("k").at_revision(8)).await.is_err());
+        assert_eq!(kv.inner.lock().keys["k"].len(), 3);
+        assert_eq!(kv.inner.lock().changelog.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn watch_replays_history_then_delivers_live_events() {
+        let kv = MemoryKv::new();
+        put_one(&kv, "w/a", "1").await; // 2
+        put_one(&kv, "x", "1").await; // 3
+        kv.txn(Txn::default().and_then(vec![put("w/b", "1"), TxnOp::delete("w/a")]))
+            .await
+            .unwrap(); // 4
+
+        let mut watch = kv.watch("w/", true, 2).await.unwrap();
+        assert_eq!(
+            events(watch.next().await.unwrap().unwrap()),
+            [(EventKind::Put, "w/a".to_owned(), 2)]
+        );
+        // One transaction, one response, in the transaction's order.
+        assert_eq!(
+            events(watch.next().await.unwrap().unwrap()),
+            [
+                (EventKind::Put, "w/b".to_owned(), 4),
+                (EventKind::Delete, "w/a".to_owned(), 4)
+            ]
+        );
+        assert!(watch.next().now_or_never().is_none(), "history is done");
+
+        put_one(&kv, "w/c", "1").await; // 5
+        let live = watch.next().await.unwrap().unwrap();
+        let WatchResponse::Events(live) = live else {
+            panic!("expected events");
+        };
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].kv.key, "w/c");
+        assert_eq!((live[0].kv.create_revision, live[0].kv.version), (5, 1));
+        assert_eq!(live[0].kv.value, Bytes::from("1"));
+
+        // A delete event carries the key and the deletion revision, nothing else.
+        kv.txn(Txn::default().and_then(vec![TxnOp::Delete {
+            key: "w/".to_owned(),
+            prefix: true,
+        }]))
+        .await
+        .unwrap(); // 6
+        let WatchResponse::Events(deleted) = watch.next().await.unwrap().unwrap() else {
+            panic!("expected events");
+        };
+        assert_eq!(deleted.len(), 2);
+        assert_eq!(
+            deleted[0],
+            WatchEvent {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: "w/b".to_owned(),
+                    mod_revision: 6,
+                    ..KeyValue::default()
+                }
+            }
+        );
+        assert_eq!(deleted[1].kv.key, "w/c");
+    }
+
+    #[tokio::test]
+    async fn watch_of_one_key_from_now_and_from_the_future() {
+        let kv = MemoryKv::new();
+        put_one(&kv, "k", "1").await; // 2
+                                      // 0 means "from the next revision".
+        let mut from_now = kv.watch("k", false, 0).await.unwrap();
+        let mut from_future = kv.watch("k", false, 4).await.unwrap();
+        put_one(&kv, "k2", "1").await; // 3: another key, even with a common prefix
+        put_one(&kv, "k", "2").await; // 4
+        assert_eq!(
+            events(from_now.next().await.unwrap().unwrap()),
+            [(EventKind::Put, "k".to_owned(), 4)]
+        );
+        assert_eq!(
+            events(from_future.next().await.unwrap().unwrap()),
+            [(EventKind::Put, "k".to_owned(), 4)]
+        );
+        let mut late = kv.watch("k", false, 5).await.unwrap();
+        put_one(&kv, "k", "3").await; // 5
+        assert_eq!(
+            events(late.next().await.unwrap().unwrap()),
+            [(EventKind::Put, "k".to_owned(), 5)]
+        );
+        assert!(matches!(
+            kv.watch("", false, 0).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn watch_from_a_compacted_revision_reports_it_and_ends() {
+        let kv = MemoryKv::new();
+        for value in ["1", "2", "3"] {
+            put_one(&kv, "k", value).await;
+        }
+        kv.compact(3).unwrap();
+        let mut watch = kv.watch("k", false, 2).await.unwrap();
+        assert_eq!(
+            watch.next().await.unwrap().unwrap(),
+            WatchResponse::Compacted(3)
+        );
+        assert!(watch.next().await.is_none());
+        // From the compaction point itself, history replays.
+        let mut watch = kv.watch("k", false, 3).await.unwrap();
+        assert_eq!(
+            events(watch.next().await.unwrap().unwrap()),
+            [(EventKind::Put, "k".to_owned(), 3)]
+        );
+    }
+
+    #[tokio::test]
+    async fn only_matching_watchers_are_woken_and_dropped_ones_are_forgotten() {
+        let kv = MemoryKv::new();
+        let mut exact = kv.watch("a/1", false, 0).await.unwrap();
+        let mut prefix = kv.watch("a/", true, 0).await.unwrap();
+        let mut other = kv.watch("b/", true, 0).await.unwrap();
+        let mut everything = kv.watch("", true, 0).await.unwrap();
+        assert_eq!(watcher_count(&kv), 4);
+
+        put_one(&kv, "a/2", "1").await;
+        assert_eq!(events(prefix.next().await.unwrap().unwrap())[0].1, "a/2");
+        assert_eq!(
+            events(everything.next().await.unwrap().unwrap())[0].1,
+            "a/2"
+        );
+        assert!(exact.next().now_or_never().is_none());
+        assert!(other.next().now_or_never().is_none());
+
+        put_one(&kv, "a/1", "1").await;
+        assert_eq!(events(exact.next().await.unwrap().unwrap())[0].1, "a/1");
+        assert_eq!(events(prefix.next().await.unwrap().unwrap())[0].1, "a/1");
+        assert!(other.next().now_or_never().is_none());
+
+        // Nothing is queued for watchers a change does not concern.
+        assert_eq!(kv.inner.lock().watchers.matching("a/1").count(), 3);
+        assert_eq!(kv.inner.lock().watchers.matching("c").count(), 1);
+
+        drop(exact);
+        drop(other);
+        assert_eq!(watcher_count(&kv), 2);
+        assert!(!kv.inner.lock().watchers.by_key.contains_key("a/1"));
+        assert!(!kv.inner.lock().watchers.by_prefix.contains_key("b/"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lease_expiry_deletes_keys_in_one_revision_with_delete_events() {
+        let kv = MemoryKv::new();
+        let ttl = Duration::from_secs(5);
+        let lease = kv.lease_grant(ttl).await.unwrap();
+        let started = Instant::now();
+        kv.txn(Txn::default().and_then(vec![
+            TxnOp::put("s/a", "1", lease),
+            TxnOp::put("s/b", "1", lease),
+        ]))
+        .await
+        .unwrap(); // 2
+        put_one(&kv, "s/plain", "1").await; // 3
+        let mut watch = kv.watch("s/", true, 0).await.unwrap();
+
+        // Nothing but the reaper runs while the test waits on the watch.
+        let expired = events(watch.next().await.unwrap().unwrap());
+        assert!(
+            started.elapsed() >= ttl,
+            "expired after {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < ttl + Duration::from_secs(1));
+        assert_eq!(
+            expired,
+            [
+                (EventKind::Delete, "s/a".to_owned(), 4),
+                (EventKind::Delete, "s/b".to_owned(), 4)
+            ]
+        );
+        assert_eq!(
+            keys(&kv.range(Range::prefix("s/")).await.unwrap()),
+            ["s/plain"]
+        );
+        assert_eq!(kv.lease_keep_alive(lease).await.unwrap(), KeepAlive::Gone);
+        assert!(kv.lease_ids().is_empty());
+        // A put to the expired lease is refused.
+        let refused = put_leased_err(&kv, "s/late", lease).await;
+        assert_eq!(store_error(&refused), &StoreError::LeaseNotFound(lease));
+    }
+
+    async fn put_leased_err(kv: &MemoryKv, key: &str, lease: LeaseId) -> Error {
+        kv.txn(Txn::default().and_then(vec![TxnOp::put(key, "v", lease)]))
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_extends_the_deadline() {
+        let kv = MemoryKv::new();
+        let ttl = Duration::from_secs(10);
+        let lease = kv.lease_grant(ttl).await.unwrap();
+        put_leased(&kv, "k", lease).await;
+
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(kv.lease_ttl_remaining(lease), Some(Duration::from_secs(4)));
+        assert_eq!(
+            kv.lease_keep_alive(lease).await.unwrap(),
+            KeepAlive::Renewed
+        );
+        assert_eq!(kv.lease_ttl_remaining(lease), Some(ttl));
+
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(
+            get(&kv, "k").await.is_some(),
+            "renewed: alive past the first TTL"
+        );
+
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(get(&kv, "k").await.is_none());
+        assert_eq!(kv.lease_ttl_remaining(lease), None);
+        assert_eq!(kv.lease_keep_alive(lease).await.unwrap(), KeepAlive::Gone);
+    }
+
+    #[tokio::test]
+    async fn revoke_deletes_keys_in_one_revision_and_forgets_the_lease() {
+        let kv = MemoryKv::new();
+        let lease = kv.lease_grant(Duration::from_secs(60)).await.unwrap();
+        put_leased(&kv, "r/a", lease).await; // 2
+        put_leased(&kv, "r/b", lease).await; // 3
+        let mut watch = kv.watch("r/", true, 0).await.unwrap();
+
+        kv.lease_revoke(lease).await.unwrap();
+        assert_eq!(kv.revision(), 4);
+        assert_eq!(
+            events(watch.next().await.unwrap().unwrap()),
+            [
+                (EventKind::Delete, "r/a".to_owned(), 4),
+                (EventKind::Delete, "r/b".to_owned(), 4)
+            ]
+        );
+        assert_eq!(kv.lease_keep_alive(lease).await.unwrap(), KeepAlive::Gone);
+        assert_eq!(kv.lease_keys(lease), None);
+
+        // Unknown leases: revoking succeeds and changes nothing.
+        kv.lease_revoke(lease).await.unwrap();
+        kv.lease_revoke(12345).await.unwrap();
+        assert_eq!(kv.revision(), 4);
+        // A lease without keys is revoked without a new revision.
+        let empty = kv.lease_grant(Duration::from_secs(60)).await.unwrap();
+        kv.lease_revoke(empty).await.unwrap();
+        assert_eq!(kv.revision(), 4);
+        assert_eq!(kv.lease_keep_alive(77).await.unwrap(), KeepAlive::Gone);
+    }
+
+    #[tokio::test]
+    async fn lease_grants_validate_the_ttl() {
+        let kv = MemoryKv::new();
+        assert!(matches!(
+            kv.lease_grant(Duration::ZERO).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            kv.lease_grant(Duration::MAX).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        let mut ids = HashSet::new();
+        for _ in 0..100 {
+            let id = kv.lease_grant(Duration::from_millis(1500)).await.unwrap();
+            assert!(id > 0);
+            assert!(ids.insert(id));
+        }
+        assert_eq!(kv.lease_ids().len(), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frozen_lease_expires_although_renewals_answer_renewed() {
+        let kv = MemoryKv::new();
+        let ttl = Duration::from_secs(3);
+        let lease = kv.lease_grant(ttl).await.unwrap();
+        put_leased(&kv, "held", lease).await;
+        let mut watch = kv.watch("held", false, 0).await.unwrap();
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            kv.lease_keep_alive(lease).await.unwrap(),
+            KeepAlive::Renewed
+        );
+        let frozen_at = Instant::now();
+        assert!(kv.freeze_lease(lease));
+        assert!(!kv.freeze_lease(999));
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The renewal "succeeds" for the client but does not reach the store.
+        assert_eq!(
+            kv.lease_keep_alive(lease).await.unwrap(),
+            KeepAlive::Renewed
+        );
+        assert_eq!(kv.lease_ttl_remaining(lease), Some(Duration::from_secs(1)));
+
+        let expired = events(watch.next().await.unwrap().unwrap());
+        assert_eq!(expired, [(EventKind::Delete, "held".to_owned(), 3)]);
+        assert_eq!(
+            frozen_at.elapsed(),
+            ttl,
+            "one TTL after the last real renewal"
+        );
+        assert_eq!(kv.lease_keep_alive(lease).await.unwrap(), KeepAlive::Gone);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_store_ends_the_reaper_and_the_watches() {
+        let kv = MemoryKv::new();
+        kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+        let reaper = kv
+            .inner
+            .reaper
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .abort_handle();
+        let mut watch = kv.watch("k", false, 0).await.unwrap();
+        let weak = Arc::downgrade(&kv.inner);
+        drop(kv);
+        assert!(weak.upgrade().is_none(), "nothing else holds the store");
+        assert!(
+            watch.next().await.is_none(),
+            "the watch ends with the store"
+        );
+        for _ in 0..100 {
+            if reaper.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(reaper.is_finished());
+    }
+
+    #[test]
+    fn a_store_built_outside_a_runtime_starts_its_reaper_on_first_use() {
+        let kv = MemoryKv::new();
+        assert!(kv.inner.reaper.lock().unwrap().is_none());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let lease = kv.lease_grant(Duration::from_secs(2)).await.unwrap();
+            put_leased(&kv, "k", lease).await;
+            let mut watch = kv.watch("k", false, 0).await.unwrap();
+            let expired = events(watch.next().await.unwrap().unwrap());
+            assert_eq!(expired, [(EventKind::Delete, "k".to_owned(), 3)]);
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_expire_one_revision_each_in_deadline_order() {
+        let kv = MemoryKv::new();
+        let late = kv.lease_grant(Duration::from_secs(4)).await.unwrap();
+        let early = kv.lease_grant(Duration::from_secs(2)).await.unwrap();
+        put_leased(&kv, "late", late).await; // 2
+        put_leased(&kv, "early", early).await; // 3
+                                               // Both are due by the time anyone looks: expiry order is by deadline.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let mut watch = kv.watch("", true, 4).await.unwrap();
+        assert_eq!(
+            events(watch.next().await.unwrap().unwrap()),
+            [(EventKind::Delete, "early".to_owned(), 4)]
+        );
+        assert_eq!(
+            events(watch.next().await.unwrap().unwrap()),
+            [(EventKind::Delete, "late".to_owned(), 5)]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_compare_and_swap_loses_no_update() {
+        let kv = MemoryKv::new();
+        put_one(&kv, "counter", "0").await;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let kv = kv.clone();
+                tokio::spawn(async move {
+                    let mut done = 0;
+                    while done < 50 {
+                        let current = get(&kv, "counter").await.unwrap();
+                        let value: u64 = std::str::from_utf8(&current.value)
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        let swapped = kv
+                            .txn(
+                                Txn::when(vec![Compare::mod_revision(
+                                    "counter",
+                                    CompareOp::Equal,
+                                    current.mod_revision,
+                                )])
+                                .and_then(vec![put("counter", &(value + 1).to_string())]),
+                            )
+                            .await
+                            .unwrap();
+                        if swapped.succeeded {
+                            done += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let counter = get(&kv, "counter").await.unwrap();
+        assert_eq!(counter.value, Bytes::from("400"));
+        assert_eq!((counter.version, kv.revision()), (401, 402));
     }
 }
