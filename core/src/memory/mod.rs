@@ -1,6 +1,8 @@
 //! The in-memory backend: a revisioned key-value store with leases and watches, in
 //! process, running the same recipes as the etcd backend.
 
+use std::time::Duration;
+
 use crate::capabilities::Capabilities;
 use crate::recipes::KvBackend;
 
@@ -19,7 +21,46 @@ impl KvBackend<MemoryKv> {
     }
 }
 
-/// What the memory backend offers.
+/// The shortest session TTL the memory backend accepts: 100 ms.
+///
+/// The store keeps lease TTLs exactly (it does not round up to whole seconds as etcd
+/// does) and the session renews every TTL/3, so a 100 ms session is renewed every
+/// ~33 ms; shorter TTLs would expire under ordinary scheduling delays of a busy test
+/// machine rather than because a holder stalled.
+pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
+
+/// What the memory backend offers: every primitive and every STM level, through the
+/// same recipes as etcd ([`crate::recipes`]), with etcd's guarantees, except that its
+/// state lives in the process and so does not survive a restart.
+///
+/// - `fencing`: tokens are create revisions, which only grow;
+/// - `fifo_waiters`: each waiter waits for its direct predecessor's key;
+/// - `lost_notification`: a revoked or expired lease is seen by the next renewal,
+///   and guards also watch their own key;
+/// - `stalled_holder_expires`: leases not renewed within their TTL expire and
+///   their keys are deleted;
+/// - `linearizable`: one store behind one lock;
+/// - `survives_restart`: no, the store is in-process.
 pub fn capabilities() -> Capabilities {
-    Capabilities::none("memory")
+    Capabilities {
+        lock: true,
+        election: true,
+        rwlock: true,
+        queue: true,
+        priority_queue: true,
+        barrier: true,
+        double_barrier: true,
+        stm_serializable_snapshot: true,
+        stm_serializable: true,
+        stm_repeatable_reads: true,
+        stm_read_committed: true,
+        fencing: true,
+        fifo_waiters: true,
+        lost_notification: true,
+        stalled_holder_expires: true,
+        survives_restart: false,
+        linearizable: true,
+        min_session_ttl: MIN_SESSION_TTL,
+        ..Capabilities::none("memory")
+    }
 }

@@ -1,6 +1,46 @@
 //! Every primitive built on a revisioned key-value store ([`Kv`]) exactly as etcd's Go
 //! `clientv3/concurrency` and `recipes` packages build them: same key layouts, same
 //! transactions, same waits. The memory and etcd backends are both [`KvBackend`]s.
+//!
+//! # Key layouts
+//!
+//! With `<ns>` the backend's namespace and `<name>` the primitive's [`Name`]:
+//!
+//! | primitive | keys |
+//! |---|---|
+//! | lock | `<ns><name>/<lease id, lowercase hex>` (as `etcdctl lock`) |
+//! | election | `<ns><name>/<lease id, lowercase hex>`, value = proclaimed value (as `etcdctl elect`) |
+//! | rwlock | `<ns><name>/read/<unix nanos>`, `<ns><name>/write/<unix nanos>` |
+//! | queue | `<ns><name>/<priority %05d>/<sequence %016d>`, guard key `__<ns><name>/<priority %05d>` |
+//! | barrier | `<ns><name>` |
+//! | double barrier | `<ns><name>/waiters/<unix nanos>`, `<ns><name>/ready` |
+//! | stm | `<ns><key>` |
+//!
+//! Session-bound keys (lock, election, rwlock, double-barrier waiters) are attached to
+//! the session's lease, so the store deletes them when the session ends.
+//!
+//! As in Go, a primitive reads every key under `<ns><name>/`, so names of one kind
+//! should not nest: a lock named `a` also queues behind holders of a lock `a/b`
+//! (over-exclusion, never under-exclusion), and a queue named `a` would take the items
+//! of a queue `a/b`. Use sibling names (`a/main`, `a/b`) instead.
+//!
+//! # Waiting
+//!
+//! Every wait is a watch from a known revision on the one key that must change next
+//! (the predecessor's), with a re-read when the watch ends or is compacted; waits held
+//! through a session end with [`Error::SessionLost`] when the session is lost. Guards
+//! also watch their own key and fire `lost()` when it is deleted by anyone else.
+
+mod barrier;
+mod double_barrier;
+mod election;
+mod hold;
+mod key;
+mod mutex;
+mod queue;
+mod rwmutex;
+mod stm;
+mod wait;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -19,6 +59,14 @@ use crate::queue::Queue;
 use crate::rwlock::RwLock;
 use crate::session::{KeepAlive, Lease, Session, SessionId, SessionOptions};
 use crate::stm::Stm;
+
+use self::barrier::KvBarrier;
+use self::double_barrier::KvDoubleBarrier;
+use self::election::KvElection;
+use self::mutex::KvMutex;
+use self::queue::KvQueue;
+use self::rwmutex::KvRwMutex;
+use self::stm::KvStm;
 
 /// A [`Backend`] over any [`Kv`] store, with every key under `namespace`.
 pub struct KvBackend<K: Kv> {
@@ -57,8 +105,16 @@ impl<K: Kv> KvBackend<K> {
         Ok(session.lease_for::<KvLease<K>>(self.kv.backend())?.id)
     }
 
-    fn unsupported(&self, what: &str) -> Error {
-        Error::unsupported(self.kv.backend(), what)
+    fn offers(&self, offered: bool, what: &str) -> Result<()> {
+        if offered {
+            Ok(())
+        } else {
+            Err(Error::unsupported(self.kv.backend(), what))
+        }
+    }
+
+    fn shared_kv(&self) -> Arc<dyn Kv> {
+        Arc::clone(&self.kv) as Arc<dyn Kv>
     }
 }
 
@@ -122,40 +178,93 @@ impl<K: Kv> Backend for KvBackend<K> {
         self.kv.lease_revoke(id.0 as LeaseId).await
     }
 
-    fn locker(&self, session: &Session, _name: Name) -> Result<Box<dyn Locker>> {
-        self.lease_of(session)?;
-        Err(self.unsupported("lock"))
+    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.lock, "lock")?;
+        Ok(Box::new(KvMutex::new(
+            self.shared_kv(),
+            &self.namespace,
+            name,
+            session.clone(),
+            lease,
+        )))
     }
 
-    fn election(&self, session: &Session, _name: Name) -> Result<Box<dyn Election>> {
-        self.lease_of(session)?;
-        Err(self.unsupported("election"))
+    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.election, "election")?;
+        Ok(Box::new(KvElection::new(
+            self.shared_kv(),
+            &self.namespace,
+            name,
+            session.clone(),
+            lease,
+        )))
     }
 
-    fn rwlock(&self, session: &Session, _name: Name) -> Result<Box<dyn RwLock>> {
-        self.lease_of(session)?;
-        Err(self.unsupported("rwlock"))
+    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.rwlock, "rwlock")?;
+        Ok(Box::new(KvRwMutex::new(
+            self.shared_kv(),
+            &self.namespace,
+            name,
+            session.clone(),
+            lease,
+        )))
     }
 
-    fn queue(&self, _name: Name) -> Result<Box<dyn Queue>> {
-        Err(self.unsupported("queue"))
+    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
+        self.offers(
+            self.capabilities.queue && self.capabilities.priority_queue,
+            "queue",
+        )?;
+        Ok(Box::new(KvQueue::new(
+            self.shared_kv(),
+            &self.namespace,
+            name,
+        )))
     }
 
-    fn barrier(&self, _name: Name) -> Result<Box<dyn Barrier>> {
-        Err(self.unsupported("barrier"))
+    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
+        self.offers(self.capabilities.barrier, "barrier")?;
+        Ok(Box::new(KvBarrier::new(
+            self.shared_kv(),
+            &self.namespace,
+            name,
+        )))
     }
 
     fn double_barrier(
         &self,
         session: &Session,
-        _name: Name,
-        _count: usize,
+        name: Name,
+        count: usize,
     ) -> Result<Box<dyn DoubleBarrier>> {
-        self.lease_of(session)?;
-        Err(self.unsupported("double barrier"))
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.double_barrier, "double barrier")?;
+        if count == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "double barrier {:?}: count must be at least 1",
+                name.as_str()
+            )));
+        }
+        Ok(Box::new(KvDoubleBarrier::new(
+            self.shared_kv(),
+            &self.namespace,
+            name,
+            count,
+            session.clone(),
+            lease,
+        )))
     }
 
     fn stm(&self) -> Result<Arc<dyn Stm>> {
-        Err(self.unsupported("stm"))
+        self.offers(self.capabilities.stm(), "stm")?;
+        Ok(Arc::new(KvStm::new(
+            self.shared_kv(),
+            &self.namespace,
+            self.capabilities.clone(),
+        )))
     }
 }

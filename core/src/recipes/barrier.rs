@@ -1,0 +1,77 @@
+//! The barrier, as etcd's Go `recipes.Barrier`.
+//!
+//! Layout: the barrier is held while the key `<ns><name>` exists (empty value, no
+//! lease). `hold` creates it if absent, `release` deletes it, and `wait` reads it and,
+//! if present, watches it for its deletion.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::barrier::Barrier;
+use crate::error::Result;
+use crate::kv::{Kv, Range, Txn, TxnOp};
+use crate::name::Name;
+
+use super::key::put_new_key;
+use super::wait::wait_delete;
+
+/// A [`Barrier`] over a [`Kv`] store.
+pub(crate) struct KvBarrier {
+    kv: Arc<dyn Kv>,
+    name: Name,
+    key: String,
+}
+
+impl KvBarrier {
+    /// The barrier `name` under `namespace`.
+    pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name) -> Self {
+        Self {
+            kv,
+            key: format!("{namespace}{name}"),
+            name,
+        }
+    }
+}
+
+#[async_trait]
+impl Barrier for KvBarrier {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Go's `Hold`: creates the key if absent (an existing hold is kept as is).
+    async fn hold(&self) -> Result<()> {
+        put_new_key(&*self.kv, &self.key, Bytes::new(), 0).await?;
+        Ok(())
+    }
+
+    /// Go's `Release`: deletes the key.
+    async fn release(&self) -> Result<()> {
+        self.kv
+            .txn(Txn::default().and_then(vec![TxnOp::delete(&self.key)]))
+            .await?;
+        Ok(())
+    }
+
+    /// Go's `Wait`: returns at once if the key is absent, else when it is deleted.
+    ///
+    /// Cancel-safety: cancel-safe; waiting writes nothing.
+    async fn wait(&self) -> Result<()> {
+        let current = self.kv.range(Range::key(&self.key)).await?;
+        match current.kvs.first() {
+            None => Ok(()),
+            Some(held) => {
+                wait_delete(
+                    &*self.kv,
+                    &self.key,
+                    held.create_revision,
+                    current.revision + 1,
+                    None,
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Leader election, as etcd's Go `concurrency.Election`.
+//!
+//! Layout: each candidate puts `<ns><name>/<lease id in lowercase hex>` with its value
+//! (attached to its session's lease); the leader is the candidate whose key has the
+//! lowest create revision, and the term is that create revision. A candidate waits for
+//! the deletion of the key created just before its own. This is the layout of
+//! `etcdctl elect <name>`, so Go programs and distsync see one election.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::election::{Election, LeaderInfo, Leadership, Proclaim};
+use crate::error::{Error, Result};
+use crate::kv::{
+    Compare, CompareOp, EventKind, KeyValue, Kv, LeaseId, Range, Revision, Txn, TxnOp,
+    WatchResponse,
+};
+use crate::name::Name;
+use crate::session::Session;
+use crate::token::FencingToken;
+
+use super::hold::{explain_lease_error, gate, release_fn, watch_hold, Cleanup};
+use super::key::{lease_hex, range_at};
+use super::wait::{next_event, until_lost, wait_deletes};
+
+/// An [`Election`] over a [`Kv`] store.
+pub(crate) struct KvElection {
+    kv: Arc<dyn Kv>,
+    session: Session,
+    lease: LeaseId,
+    name: Name,
+    prefix: String,
+    key: String,
+}
+
+impl KvElection {
+    /// The election `name` under `namespace`, campaigning through `session` (lease
+    /// `lease`).
+    pub(crate) fn new(
+        kv: Arc<dyn Kv>,
+        namespace: &str,
+        name: Name,
+        session: Session,
+        lease: LeaseId,
+    ) -> Self {
+        let prefix = format!("{namespace}{name}/");
+        let key = format!("{prefix}{}", lease_hex(lease));
+        Self {
+            kv,
+            session,
+            lease,
+            name,
+            prefix,
+            key,
+        }
+    }
+}
+
+/// Go's `Proclaim`: rewrites the leader key while it is still the one created in this
+/// term.
+struct KvProclaim {
+    kv: Arc<dyn Kv>,
+    key: String,
+    term: Revision,
+    lease: LeaseId,
+}
+
+impl KvProclaim {
+    async fn put(&self, value: Bytes) -> Result<()> {
+        let txn = Txn::when(vec![Compare::create_revision(
+            &self.key,
+            CompareOp::Equal,
+            self.term,
+        )])
+        .and_then(vec![TxnOp::put(&self.key, value, self.lease)]);
+        if self.kv.txn(txn).await?.succeeded {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
+    }
+}
+
+#[async_trait]
+impl Proclaim for KvProclaim {
+    async fn proclaim(&self, value: Bytes) -> Result<()> {
+        self.put(value).await
+    }
+}
+
+fn leader_info(kv: KeyValue) -> LeaderInfo {
+    LeaderInfo {
+        term: FencingToken(u64::try_from(kv.create_revision).unwrap_or_default()),
+        value: kv.value,
+        key: kv.key,
+    }
+}
+
+#[async_trait]
+impl Election for KvElection {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Go's `Campaign`: puts the own key with `value` (or reuses it, proclaiming
+    /// `value` if it differs), then waits for the deletion of every older candidate.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped future deletes the own key in the
+    /// background, so it never leaves this candidate leader.
+    async fn campaign(&self, value: Bytes) -> Result<Leadership> {
+        let Some(gate) = gate(&self.session, &self.key, true).await? else {
+            return Err(Error::SessionLost);
+        };
+        let lost = self.session.lost_token();
+        let kv = &*self.kv;
+        let mut cleanup = Cleanup::new(
+            Arc::clone(&self.kv),
+            self.key.clone(),
+            self.lease,
+            Some(gate),
+        );
+        let txn = Txn::when(vec![Compare::create_revision(
+            &self.key,
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then(vec![TxnOp::put(&self.key, value.clone(), self.lease)])
+        .or_else(vec![TxnOp::Range(Range::key(&self.key))]);
+        let response = match kv.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
+            }
+        };
+        let proclaim = if response.succeeded {
+            cleanup.created_at(response.revision);
+            KvProclaim {
+                kv: Arc::clone(&self.kv),
+                key: self.key.clone(),
+                term: response.revision,
+                lease: self.lease,
+            }
+        } else {
+            let existing = match range_at(kv, &response, 0)?.kvs.into_iter().next() {
+                Some(existing) => existing,
+                None => return Err(Error::backend(kv.backend(), "own candidate key vanished")),
+            };
+            cleanup.created_at(existing.create_revision);
+            let proclaim = KvProclaim {
+                kv: Arc::clone(&self.kv),
+                key: self.key.clone(),
+                term: existing.create_revision,
+                lease: self.lease,
+            };
+            if existing.value != value {
+                if let Err(error) = proclaim.put(value).await {
+                    cleanup.remove_now().await?;
+                    return Err(error);
+                }
+            }
+            proclaim
+        };
+        let term = proclaim.term;
+        // Errors (and a lost session) leave `cleanup` armed: the candidacy is withdrawn.
+        wait_deletes(kv, &self.prefix, term - 1, Some(lost)).await?;
+        let mine = until_lost(Some(lost), kv.range(Range::key(&self.key))).await??;
+        match mine.kvs.first() {
+            Some(found) if found.create_revision == term => {}
+            _ => {
+                cleanup.disarm();
+                return Err(Error::SessionLost);
+            }
+        }
+        let gate = cleanup.disarm();
+        let resign = release_fn(
+            Arc::clone(&self.kv),
+            self.key.clone(),
+            term,
+            self.session.clone(),
+            self.lease,
+            || Error::NotLeader,
+        );
+        let token = FencingToken(u64::try_from(term).unwrap_or_default());
+        let mut leadership = Leadership::new(
+            self.key.clone(),
+            token,
+            &self.session,
+            Arc::new(proclaim),
+            resign,
+        );
+        if let Some(gate) = gate {
+            leadership = leadership.with_gate(gate);
+        }
+        watch_hold(
+            Arc::clone(&self.kv),
+            self.key.clone(),
+            term,
+            mine.revision + 1,
+            leadership.lost_token().clone(),
+        );
+        Ok(leadership)
+    }
+
+    /// Go's `Leader`: the first-created candidate key.
+    async fn leader(&self) -> Result<Option<LeaderInfo>> {
+        let response = self
+            .kv
+            .range(Range::prefix(&self.prefix).first_create())
+            .await?;
+        Ok(response.kvs.into_iter().next().map(leader_info))
+    }
+
+    /// Go's `Observe`: the current leader, then every proclaim of it, then the next
+    /// leader once its key is deleted, and so on. Each item is newer (by term, then by
+    /// modification) than the one before.
+    fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>> {
+        let observer = Observer {
+            kv: Arc::clone(&self.kv),
+            prefix: self.prefix.clone(),
+            state: ObserveState::Find,
+            pending: VecDeque::new(),
+            last: None,
+            failed: false,
+        };
+        futures::stream::unfold(observer, |mut observer| async move {
+            let item = observer.next_item().await?;
+            Some((item, observer))
+        })
+        .boxed()
+    }
+}
+
+/// What [`Observer`] does next.
+enum ObserveState {
+    /// Read the first-created key; if there is none, wait for the first put.
+    Find,
+    /// Follow the leader key from revision `from` until it is deleted.
+    Follow {
+        key: String,
+        term: Revision,
+        from: Revision,
+        stream: Option<BoxStream<'static, Result<WatchResponse>>>,
+    },
+}
+
+/// The state machine behind [`KvElection::observe`].
+struct Observer {
+    kv: Arc<dyn Kv>,
+    prefix: String,
+    state: ObserveState,
+    pending: VecDeque<KeyValue>,
+    /// `(term, mod revision)` of the last item yielded.
+    last: Option<(Revision, Revision)>,
+    failed: bool,
+}
+
+impl Observer {
+    async fn next_item(&mut self) -> Option<Result<LeaderInfo>> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            while let Some(kv) = self.pending.pop_front() {
+                let position = (kv.create_revision, kv.mod_revision);
+                if self.last.is_some_and(|last| position <= last) {
+                    continue;
+                }
+                self.last = Some(position);
+                return Some(Ok(leader_info(kv)));
+            }
+            if let Err(error) = self.advance().await {
+                self.failed = true;
+                return Some(Err(error));
+            }
+        }
+    }
+
+    /// Moves the state machine on until it has queued something to yield.
+    async fn advance(&mut self) -> Result<()> {
+        match &mut self.state {
+            ObserveState::Find => {
+                let kv = &*self.kv;
+                let response = kv.range(Range::prefix(&self.prefix).first_create()).await?;
+                let leader = match response.kvs.into_iter().next() {
+                    Some(leader) => leader,
+                    None => {
+                        // Wait for the first put under the prefix; deletes are ignored.
+                        match next_event(
+                            kv,
+                            &self.prefix,
+                            true,
+                            response.revision + 1,
+                            EventKind::Put,
+                            None,
+                        )
+                        .await?
+                        {
+                            Some(event) => event.kv,
+                            None => return Ok(()),
+                        }
+                    }
+                };
+                self.state = ObserveState::Follow {
+                    key: leader.key.clone(),
+                    term: leader.create_revision,
+                    from: leader.mod_revision + 1,
+                    stream: None,
+                };
+                self.pending.push_back(leader);
+                Ok(())
+            }
+            ObserveState::Follow {
+                key,
+                term,
+                from,
+                stream,
+            } => {
+                let watch = match stream {
+                    Some(watch) => watch,
+                    None => stream.insert(self.kv.watch(key, false, *from).await?),
+                };
+                let resync = match watch.next().await {
+                    Some(Ok(WatchResponse::Events(events))) => {
+                        for event in events {
+                            match event.kind {
+                                EventKind::Put => {
+                                    *from = event.kv.mod_revision + 1;
+                                    self.pending.push_back(event.kv);
+                                }
+                                EventKind::Delete => {
+                                    self.state = ObserveState::Find;
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        false
+                    }
+                    Some(Ok(WatchResponse::Compacted(_))) | None => true,
+                    Some(Err(error)) => return Err(error),
+                };
+                if resync {
+                    // Re-read the leader key: yield its current value if newer, and
+                    // watch again from the read; a vanished key means a new leader.
+                    *stream = None;
+                    let current = self.kv.range(Range::key(key.as_str())).await?;
+                    match current.kvs.into_iter().next() {
+                        Some(found) if found.create_revision == *term => {
+                            *from = current.revision + 1;
+                            self.pending.push_back(found);
+                        }
+                        _ => self.state = ObserveState::Find,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The mutex, as etcd's Go `concurrency.Mutex`.
+//!
+//! Layout: each contender puts `<ns><name>/<lease id in lowercase hex>` (empty value,
+//! attached to its session's lease) in one transaction that also reads the
+//! first-created key under `<ns><name>/`; the contender whose key has the lowest create
+//! revision holds the lock. A waiter watches only the key created just before its own
+//! (no thundering herd), so waiters are granted in arrival order. This is the layout of
+//! `etcdctl lock <name>`, so Go programs and distsync exclude each other on one etcd.
+//! The fencing token is the own key's create revision.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::guard::LockGuard;
+use crate::kv::{Compare, CompareOp, Kv, LeaseId, Range, Txn, TxnOp};
+use crate::lock::Locker;
+use crate::name::Name;
+use crate::session::Session;
+use crate::token::FencingToken;
+
+use super::hold::{explain_lease_error, gate, release_fn, watch_hold, Cleanup};
+use super::key::{lease_hex, range_at};
+use super::wait::{until_lost, wait_deletes};
+
+/// A [`Locker`] over a [`Kv`] store.
+pub(crate) struct KvMutex {
+    kv: Arc<dyn Kv>,
+    session: Session,
+    lease: LeaseId,
+    name: Name,
+    prefix: String,
+    key: String,
+}
+
+impl KvMutex {
+    /// The mutex `name` under `namespace`, held through `session` (lease `lease`).
+    pub(crate) fn new(
+        kv: Arc<dyn Kv>,
+        namespace: &str,
+        name: Name,
+        session: Session,
+        lease: LeaseId,
+    ) -> Self {
+        let prefix = format!("{namespace}{name}/");
+        let key = format!("{prefix}{}", lease_hex(lease));
+        Self {
+            kv,
+            session,
+            lease,
+            name,
+            prefix,
+            key,
+        }
+    }
+
+    /// Go's `Lock` (`wait`) or `TryLock`.
+    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>> {
+        let Some(gate) = gate(&self.session, &self.key, wait).await? else {
+            return Ok(None);
+        };
+        let lost = self.session.lost_token();
+        let kv = &*self.kv;
+        let mut cleanup = Cleanup::new(
+            Arc::clone(&self.kv),
+            self.key.clone(),
+            self.lease,
+            Some(gate),
+        );
+        let owner = Range::prefix(&self.prefix).first_create();
+        let txn = Txn::when(vec![Compare::create_revision(
+            &self.key,
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then(vec![
+            TxnOp::put(&self.key, Bytes::new(), self.lease),
+            TxnOp::Range(owner.clone()),
+        ])
+        .or_else(vec![
+            TxnOp::Range(Range::key(&self.key)),
+            TxnOp::Range(owner),
+        ]);
+        let response = match kv.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
+            }
+        };
+        let my_revision = if response.succeeded {
+            response.revision
+        } else {
+            // The key already existed (left by an earlier hold of this session): reuse
+            // it, as Go does.
+            match range_at(kv, &response, 0)?.kvs.first() {
+                Some(mine) => mine.create_revision,
+                None => return Err(Error::backend(kv.backend(), "own lock key vanished")),
+            }
+        };
+        cleanup.created_at(my_revision);
+        let owner = range_at(kv, &response, 1)?;
+        let mut watch_from = response.revision + 1;
+        let owns = match owner.kvs.first() {
+            Some(first) => first.create_revision == my_revision,
+            None => true,
+        };
+        if !owns {
+            if !wait {
+                cleanup.remove_now().await?;
+                return Ok(None);
+            }
+            // Errors (and a lost session) leave `cleanup` armed: the key is removed.
+            wait_deletes(kv, &self.prefix, my_revision - 1, Some(lost)).await?;
+            let mine = until_lost(Some(lost), kv.range(Range::key(&self.key))).await??;
+            match mine.kvs.first() {
+                Some(found) if found.create_revision == my_revision => {}
+                _ => {
+                    cleanup.disarm();
+                    return Err(Error::SessionLost);
+                }
+            }
+            watch_from = mine.revision + 1;
+        }
+        let gate = cleanup.disarm();
+        let release = release_fn(
+            Arc::clone(&self.kv),
+            self.key.clone(),
+            my_revision,
+            self.session.clone(),
+            self.lease,
+            || Error::NotHeld,
+        );
+        let token = FencingToken(u64::try_from(my_revision).unwrap_or_default());
+        let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release);
+        if let Some(gate) = gate {
+            guard = guard.with_gate(gate);
+        }
+        watch_hold(
+            Arc::clone(&self.kv),
+            self.key.clone(),
+            my_revision,
+            watch_from,
+            guard.lost_token().clone(),
+        );
+        Ok(Some(guard))
+    }
+}
+
+#[async_trait]
+impl Locker for KvMutex {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Waits until the lock is held: puts the own key, then waits for the deletion of
+    /// the key created just before it.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped future removes the own key in the
+    /// background (unless it already held the lock, which it then never returns).
+    async fn lock(&self) -> Result<LockGuard> {
+        match self.acquire(true).await? {
+            Some(guard) => Ok(guard),
+            None => Err(Error::backend(
+                self.kv.backend(),
+                "lock returned without a hold",
+            )),
+        }
+    }
+
+    /// Go's `TryLock`: puts the own key; if another key is older, deletes it again and
+    /// returns `None`. Also `None` when another task of this session holds the lock.
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        self.acquire(false).await
+    }
+}

@@ -1,0 +1,252 @@
+//! The durable queue, as etcd's Go `recipes.PriorityQueue` (a plain `enqueue` is
+//! priority 0, so a queue used only with `enqueue` is FIFO).
+//!
+//! Layout: an item is the key `<ns><name>/<priority as %05d>/<sequence as %016d>`
+//! holding the item (no lease). The sequence is one more than the last key of that
+//! priority, allocated by Go's `newSequentialKV`: a transaction that also touches the
+//! guard key `__<ns><name>/<priority as %05d>` and only succeeds if that guard was not
+//! touched since the read, so two producers never take one number. A consumer claims
+//! the first item in key order (lowest priority number, then oldest) by deleting it
+//! guarded on its mod revision, and retries on contention. A consumer with nothing to
+//! take watches the prefix for puts.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::kv::{Compare, CompareOp, EventKind, KeyValue, Kv, Range, Txn, TxnOp};
+use crate::name::Name;
+use crate::queue::Queue;
+
+use super::wait::next_event;
+
+/// A [`Queue`] over a [`Kv`] store.
+pub(crate) struct KvQueue {
+    kv: Arc<dyn Kv>,
+    name: Name,
+    prefix: String,
+}
+
+impl KvQueue {
+    /// The queue `name` under `namespace`.
+    pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name) -> Self {
+        Self {
+            kv,
+            prefix: format!("{namespace}{name}/"),
+            name,
+        }
+    }
+
+    /// Go's `PriorityQueue.Dequeue` (`wait`), or its non-waiting form.
+    async fn take(&self, wait: bool) -> Result<Option<Bytes>> {
+        loop {
+            let response = self
+                .kv
+                .range(Range::prefix(&self.prefix).first_key())
+                .await?;
+            if let Some(first) = response.kvs.into_iter().next() {
+                if let Some(item) = claim(&self.kv, first).await? {
+                    return Ok(Some(item));
+                }
+                // Another consumer took it first: read the new first item.
+                continue;
+            }
+            if !wait {
+                return Ok(None);
+            }
+            // Whatever arrives (or a watch that ended), read the first item again, so
+            // that a higher-priority item put in the same batch goes first.
+            next_event(
+                &*self.kv,
+                &self.prefix,
+                true,
+                response.revision + 1,
+                EventKind::Put,
+                None,
+            )
+            .await?;
+        }
+    }
+}
+
+/// Go's `newSequentialKV`: puts `value` at `<seq_prefix>/<next sequence>`.
+async fn put_sequential(kv: &dyn Kv, seq_prefix: &str, value: Bytes) -> Result<()> {
+    let guard_key = format!("__{seq_prefix}");
+    loop {
+        let last = kv.range(Range::prefix(seq_prefix).last_key()).await?;
+        let next = match last.kvs.first() {
+            None => 0,
+            Some(last) => sequence_of(kv, &last.key)?.saturating_add(1),
+        };
+        let key = format!("{seq_prefix}/{next:016}");
+        // The guard key must not have changed since the read (see the module docs).
+        let txn = Txn::when(vec![Compare::mod_revision(
+            &guard_key,
+            CompareOp::Less,
+            last.revision + 1,
+        )])
+        .and_then(vec![
+            TxnOp::put(&guard_key, Bytes::new(), 0),
+            TxnOp::put(key, value.clone(), 0),
+        ]);
+        if kv.txn(txn).await?.succeeded {
+            return Ok(());
+        }
+    }
+}
+
+/// The sequence number in the last segment of an item key (Go's `Sscanf("%d")`).
+fn sequence_of(kv: &dyn Kv, key: &str) -> Result<u64> {
+    key.rsplit('/')
+        .next()
+        .and_then(|segment| segment.parse::<u64>().ok())
+        .ok_or_else(|| {
+            Error::backend(
+                kv.backend(),
+                format!("queue key {key:?} does not end with a sequence number"),
+            )
+        })
+}
+
+/// Claims `item` by deleting it guarded on its mod revision: `Some(value)` if this
+/// call took it, `None` if another consumer did.
+///
+/// The delete runs in a spawned task and its outcome comes back through a channel
+/// inside a [`Claimed`], which puts the item back if nobody receives it: a caller that
+/// drops the dequeue future while the delete is in flight loses no item.
+async fn claim(kv: &Arc<dyn Kv>, item: KeyValue) -> Result<Option<Bytes>> {
+    let (answer, outcome) = oneshot::channel::<Result<Option<Claimed>>>();
+    let store = Arc::clone(kv);
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|error| Error::backend(kv.backend(), error))?;
+    runtime.spawn(async move {
+        let txn = Txn::when(vec![Compare::mod_revision(
+            &item.key,
+            CompareOp::Equal,
+            item.mod_revision,
+        )])
+        .and_then(vec![TxnOp::delete(&item.key)]);
+        let result = match store.txn(txn).await {
+            Ok(response) if response.succeeded => Ok(Some(Claimed {
+                kv: Some(store),
+                item: Some(item),
+            })),
+            Ok(_) => Ok(None),
+            Err(error) => Err(error),
+        };
+        // A send to a dropped receiver hands the value back, which drops it here and
+        // puts the item back.
+        drop(answer.send(result));
+    });
+    match outcome.await {
+        Ok(result) => Ok(result?.map(Claimed::deliver)),
+        Err(_) => Err(Error::backend(
+            kv.backend(),
+            "queue claim task ended without an answer",
+        )),
+    }
+}
+
+/// An item deleted from the store on behalf of a consumer. Dropped undelivered (the
+/// consumer went away), it is put back under its own key (or, if that key was reused
+/// meanwhile, at the back of its priority).
+struct Claimed {
+    kv: Option<Arc<dyn Kv>>,
+    item: Option<KeyValue>,
+}
+
+impl Claimed {
+    fn deliver(mut self) -> Bytes {
+        self.kv = None;
+        self.item.take().map(|item| item.value).unwrap_or_default()
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        let (Some(kv), Some(item)) = (self.kv.take(), self.item.take()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = put_back(&*kv, &item).await {
+                        tracing::error!(key = %item.key, %error, "putting back an undelivered queue item failed; the item is lost");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::error!(key = %item.key, "undelivered queue item dropped outside a runtime; the item is lost");
+            }
+        }
+    }
+}
+
+/// Restores an undelivered item: under its own key if still free (also touching the
+/// priority's guard key, so that no producer allocates that key concurrently), else
+/// as a new item of the same priority.
+async fn put_back(kv: &dyn Kv, item: &KeyValue) -> Result<()> {
+    let Some((seq_prefix, _)) = item.key.rsplit_once('/') else {
+        return Err(Error::backend(kv.backend(), "queue key without a sequence"));
+    };
+    let txn = Txn::when(vec![Compare::create_revision(
+        &item.key,
+        CompareOp::Equal,
+        0,
+    )])
+    .and_then(vec![
+        TxnOp::put(format!("__{seq_prefix}"), Bytes::new(), 0),
+        TxnOp::put(&item.key, item.value.clone(), 0),
+    ]);
+    if kv.txn(txn).await?.succeeded {
+        tracing::debug!(key = %item.key, "undelivered queue item put back");
+        return Ok(());
+    }
+    put_sequential(kv, seq_prefix, item.value.clone()).await
+}
+
+#[async_trait]
+impl Queue for KvQueue {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Go's `PriorityQueue.Enqueue`.
+    ///
+    /// Cancel-safety: dropping the future leaves the item either queued once or not
+    /// at all.
+    async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
+        put_sequential(&*self.kv, &format!("{}{priority:05}", self.prefix), item).await
+    }
+
+    /// Takes the first item, waiting for puts under the prefix while there is none.
+    ///
+    /// Cancel-safety: cancel-safe. The claiming delete runs in a spawned task; if this
+    /// future is dropped before the item is handed over, the item is put back.
+    async fn dequeue(&self) -> Result<Bytes> {
+        match self.take(true).await? {
+            Some(item) => Ok(item),
+            None => Err(Error::backend(
+                self.kv.backend(),
+                "dequeue returned without an item",
+            )),
+        }
+    }
+
+    /// Takes the first item if there is one.
+    ///
+    /// Cancel-safety: as [`KvQueue::dequeue`].
+    async fn try_dequeue(&self) -> Result<Option<Bytes>> {
+        self.take(false).await
+    }
+
+    /// The number of keys under `<ns><name>/`.
+    async fn len(&self) -> Result<usize> {
+        let mut range = Range::prefix(&self.prefix);
+        range.limit = Some(1);
+        Ok(self.kv.range(range).await?.count)
+    }
+}

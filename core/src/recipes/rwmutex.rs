@@ -1,0 +1,227 @@
+//! The read-write lock, as etcd's Go `recipes.RWMutex`.
+//!
+//! Layout: a reader puts the unique key `<ns><name>/read/<unix nanos>`, a writer
+//! `<ns><name>/write/<unix nanos>` (empty values, attached to the session's lease).
+//! A reader waits until no write key older than its own is left; a writer waits until
+//! no key of either kind older than its own is left. So a waiting writer blocks the
+//! readers that arrive after it, and holds are granted in arrival order. Each wait
+//! watches only the newest older blocking key. The write fencing token is the write
+//! key's create revision.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::guard::{LockGuard, ReadGuard};
+use crate::kv::{Kv, LeaseId, Range, Revision};
+use crate::name::Name;
+use crate::rwlock::RwLock;
+use crate::session::Session;
+use crate::token::FencingToken;
+
+use super::hold::{explain_lease_error, release_fn, watch_hold, Cleanup};
+use super::key::{put_new_key, UniqueKeys};
+use super::wait::{until_lost, wait_delete};
+
+/// A [`RwLock`] over a [`Kv`] store.
+pub(crate) struct KvRwMutex {
+    kv: Arc<dyn Kv>,
+    session: Session,
+    lease: LeaseId,
+    name: Name,
+    prefix: String,
+}
+
+/// A key that is now held.
+struct Acquired {
+    key: String,
+    revision: Revision,
+    watch_from: Revision,
+}
+
+impl KvRwMutex {
+    /// The read-write lock `name` under `namespace`, held through `session` (lease
+    /// `lease`).
+    pub(crate) fn new(
+        kv: Arc<dyn Kv>,
+        namespace: &str,
+        name: Name,
+        session: Session,
+        lease: LeaseId,
+    ) -> Self {
+        Self {
+            kv,
+            session,
+            lease,
+            prefix: format!("{namespace}{name}/"),
+            name,
+        }
+    }
+
+    /// Go's `RLock`/`Lock` (`wait`), or their non-waiting form.
+    async fn acquire(&self, write: bool, wait: bool) -> Result<Option<Acquired>> {
+        if self.session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        let lost = self.session.lost_token();
+        let kv = &*self.kv;
+        let kind = if write { "write" } else { "read" };
+        let mut names = UniqueKeys::new(format!("{}{kind}", self.prefix));
+        let (cleanup, revision) = loop {
+            let key = names.next_key();
+            let mut cleanup = Cleanup::new(Arc::clone(&self.kv), key.clone(), self.lease, None);
+            match put_new_key(kv, &key, Bytes::new(), self.lease).await {
+                Ok(Some(revision)) => {
+                    cleanup.created_at(revision);
+                    break (cleanup, revision);
+                }
+                Ok(None) => {
+                    // Someone else's key of the same nanosecond: try the next name.
+                    cleanup.disarm();
+                }
+                Err(error) => {
+                    cleanup.disarm();
+                    return Err(explain_lease_error(kv, &self.session, self.lease, error).await);
+                }
+            }
+        };
+        // Readers are blocked by older writers; writers by every older key.
+        let blockers = if write {
+            self.prefix.clone()
+        } else {
+            format!("{}write", self.prefix)
+        };
+        let watch_from = loop {
+            let range = Range::prefix(&blockers)
+                .last_rev()
+                .max_mod_revision(revision - 1);
+            // Errors (and a lost session) leave `cleanup` armed: the key is removed.
+            let response = until_lost(Some(lost), kv.range(range)).await??;
+            let Some(blocker) = response.kvs.into_iter().next() else {
+                break response.revision + 1;
+            };
+            if !wait {
+                cleanup.remove_now().await?;
+                return Ok(None);
+            }
+            wait_delete(
+                kv,
+                &blocker.key,
+                blocker.create_revision,
+                response.revision + 1,
+                Some(lost),
+            )
+            .await?;
+        };
+        let key = cleanup.key().to_owned();
+        if wait {
+            let mine = until_lost(Some(lost), kv.range(Range::key(&key))).await??;
+            if !mine
+                .kvs
+                .first()
+                .is_some_and(|found| found.create_revision == revision)
+            {
+                cleanup.disarm();
+                return Err(Error::SessionLost);
+            }
+        }
+        cleanup.disarm();
+        Ok(Some(Acquired {
+            key,
+            revision,
+            watch_from,
+        }))
+    }
+
+    fn read_guard(&self, held: Acquired) -> ReadGuard {
+        let release = release_fn(
+            Arc::clone(&self.kv),
+            held.key.clone(),
+            held.revision,
+            self.session.clone(),
+            self.lease,
+            || Error::NotHeld,
+        );
+        let guard = ReadGuard::new(held.key.clone(), &self.session, release);
+        watch_hold(
+            Arc::clone(&self.kv),
+            held.key,
+            held.revision,
+            held.watch_from,
+            guard.lost_token().clone(),
+        );
+        guard
+    }
+
+    fn write_guard(&self, held: Acquired) -> LockGuard {
+        let release = release_fn(
+            Arc::clone(&self.kv),
+            held.key.clone(),
+            held.revision,
+            self.session.clone(),
+            self.lease,
+            || Error::NotHeld,
+        );
+        let token = FencingToken(u64::try_from(held.revision).unwrap_or_default());
+        let guard = LockGuard::new(held.key.clone(), token, &self.session, release);
+        watch_hold(
+            Arc::clone(&self.kv),
+            held.key,
+            held.revision,
+            held.watch_from,
+            guard.lost_token().clone(),
+        );
+        guard
+    }
+
+    fn missing(&self) -> Error {
+        Error::backend(self.kv.backend(), "rwlock wait returned without a hold")
+    }
+}
+
+#[async_trait]
+impl RwLock for KvRwMutex {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Go's `RLock`: puts a read key, then waits for every older write key to go.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped future deletes its read key in the
+    /// background.
+    async fn read(&self) -> Result<ReadGuard> {
+        match self.acquire(false, true).await? {
+            Some(held) => Ok(self.read_guard(held)),
+            None => Err(self.missing()),
+        }
+    }
+
+    /// Puts a read key; if an older write key exists, deletes it again: `None`.
+    async fn try_read(&self) -> Result<Option<ReadGuard>> {
+        Ok(self
+            .acquire(false, false)
+            .await?
+            .map(|held| self.read_guard(held)))
+    }
+
+    /// Go's `Lock`: puts a write key, then waits for every older key to go.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped future deletes its write key in the
+    /// background.
+    async fn write(&self) -> Result<LockGuard> {
+        match self.acquire(true, true).await? {
+            Some(held) => Ok(self.write_guard(held)),
+            None => Err(self.missing()),
+        }
+    }
+
+    /// Puts a write key; if any older key exists, deletes it again: `None`.
+    async fn try_write(&self) -> Result<Option<LockGuard>> {
+        Ok(self
+            .acquire(true, false)
+            .await?
+            .map(|held| self.write_guard(held)))
+    }
+}
