@@ -87,14 +87,14 @@ impl From<StoreError> for Error {
 ///   (a missing key has create/mod revision and version `0`), and a branch's ranges
 ///   see the branch's earlier writes. As etcd, a branch may not put the same key
 ///   twice nor put a key it also deletes ([`Error::InvalidArgument`]), a put naming an
-///   unknown lease fails with [`StoreError::LeaseNotFound`], and a put keeping the
-///   lease of a missing key with [`StoreError::KeyNotFound`]; nothing is applied then;
+///   unknown lease fails with `StoreError::LeaseNotFound`, and a put keeping the
+///   lease of a missing key with `StoreError::KeyNotFound`; nothing is applied then;
 /// - a range's `count` counts every key of the key range at the read revision, before
 ///   the `max_*_revision` filters and the limit (etcd's `count`); a limit of `0` means
 ///   no limit, and max-revision bounds of `0` mean no bound, as in etcd;
 /// - reads at a past revision are exact down to the compaction point; older ones fail
-///   with [`StoreError::Compacted`]. The store keeps the last
-///   [`DEFAULT_RETAINED_REVISIONS`] revisions (see [`MemoryKv::with_retained_revisions`])
+///   with `StoreError::Compacted`. The store keeps the last
+///   `DEFAULT_RETAINED_REVISIONS` revisions (see [`MemoryKv::with_retained_revisions`])
 ///   and compacts older history automatically;
 /// - watches replay retained history from their start revision, then deliver live
 ///   changes; the changes of one transaction come as one [`WatchResponse::Events`];
@@ -136,7 +136,7 @@ impl fmt::Debug for MemoryKv {
 }
 
 impl MemoryKv {
-    /// An empty store at revision 1, keeping the last [`DEFAULT_RETAINED_REVISIONS`]
+    /// An empty store at revision 1, keeping the last `DEFAULT_RETAINED_REVISIONS`
     /// revisions readable.
     pub fn new() -> Self {
         Self::with_retained_revisions(DEFAULT_RETAINED_REVISIONS)
@@ -168,10 +168,10 @@ impl MemoryKv {
 
     /// Test / fault hook: compacts history before `revision`, as etcd's `Compact`.
     /// Afterwards reads at revisions below `revision` fail with
-    /// [`StoreError::Compacted`], and watches starting below it get
+    /// `StoreError::Compacted`, and watches starting below it get
     /// [`WatchResponse::Compacted`]. Compacting at or below the current compaction point
     /// does nothing; a revision above the current one is a
-    /// [`StoreError::FutureRevision`].
+    /// `StoreError::FutureRevision`.
     pub fn compact(&self, revision: Revision) -> Result<()> {
         let mut state = self.inner.lock();
         if revision > state.revision {
