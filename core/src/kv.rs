@@ -69,11 +69,12 @@ pub struct Range {
     pub prefix: bool,
     /// Sort order; unsorted ranges come in key order.
     pub sort: Option<(SortTarget, SortOrder)>,
-    /// Return at most this many keys (after sorting); `count` still counts all.
+    /// Return at most this many keys (after sorting); `Some(0)` means no limit, as
+    /// in etcd.
     pub limit: Option<usize>,
-    /// Only keys created at or before this revision.
+    /// Only keys created at or before this revision (`0`: no bound, as in etcd).
     pub max_create_revision: Option<Revision>,
-    /// Only keys last modified at or before this revision.
+    /// Only keys last modified at or before this revision (`0`: no bound).
     pub max_mod_revision: Option<Revision>,
     /// Read at this past revision instead of the latest.
     pub revision: Option<Revision>,
@@ -158,7 +159,8 @@ impl Range {
 pub struct RangeResponse {
     /// The keys, sorted and limited as asked.
     pub kvs: Vec<KeyValue>,
-    /// How many keys matched before the limit.
+    /// How many keys are in the range, counted as etcd does: before the limit and
+    /// before the `max_*_revision` filters.
     pub count: usize,
     /// The store revision the read was served at (etcd's header revision).
     pub revision: Revision,
