@@ -1,0 +1,146 @@
+//! Mapping etcd-client errors to distsync's, and deciding which ones may be retried.
+
+use std::error::Error as StdError;
+
+use distsync_core::Error;
+use tonic::Code;
+
+/// The backend name used in errors and logs.
+pub(crate) const BACKEND: &str = "etcd";
+
+/// What an etcd-client error says about the request that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The request never left the client (no connection to the chosen member could be
+    /// made): retrying is safe for every request, mutations included.
+    NotSent,
+    /// A connection or availability problem after the request may have reached a
+    /// member: retrying is safe for idempotent requests only.
+    Transient,
+    /// The store answered with an error: retrying does not help.
+    Permanent,
+}
+
+/// Classifies an etcd-client error.
+pub(crate) fn classify(error: &etcd_client::Error) -> Failure {
+    match error {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
+            Failure::Transient
+        }
+        etcd_client::Error::GRpcStatus(status) => {
+            if source_chain_has_connect_error(status) {
+                return Failure::NotSent;
+            }
+            match status.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Failure::Transient,
+                // A status tonic made from a local error carries that error as its
+                // source; one decoded from the server's trailers has none.
+                Code::Unknown if status.source().is_some() => Failure::Transient,
+                _ => Failure::Permanent,
+            }
+        }
+        // etcd-client reports a request stream that closed under it this way.
+        etcd_client::Error::WatchError(_) => Failure::Transient,
+        etcd_client::Error::LeaseKeepAliveError(_) if !is_lease_not_found(error) => {
+            Failure::Transient
+        }
+        _ => Failure::Permanent,
+    }
+}
+
+fn source_chain_has_connect_error(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = status.source();
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Whether etcd says the lease does not exist (expired or revoked): a keepalive
+/// answered with TTL 0 (etcd-client turns that into this error), or a `NotFound`
+/// status.
+pub(crate) fn is_lease_not_found(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == Code::NotFound && status.message().contains("lease not found")
+        }
+        _ => false,
+    }
+}
+
+/// A distsync error for an etcd-client error: connection and availability problems
+/// become [`Error::Connection`], everything else [`Error::Backend`].
+pub(crate) fn to_error(error: etcd_client::Error) -> Error {
+    match classify(&error) {
+        Failure::NotSent | Failure::Transient => Error::connection(BACKEND, error),
+        Failure::Permanent => Error::backend(BACKEND, error),
+    }
+}
+
+/// An [`Error::Backend`] with a message, for answers etcd should not give.
+pub(crate) fn protocol(message: impl Into<String>) -> Error {
+    Error::backend(BACKEND, message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        let status =
+            |code, message: &str| etcd_client::Error::GRpcStatus(tonic::Status::new(code, message));
+        assert_eq!(
+            classify(&status(Code::Unavailable, "etcdserver: leader changed")),
+            Failure::Transient
+        );
+        assert_eq!(
+            classify(&status(
+                Code::InvalidArgument,
+                "etcdserver: key is not provided"
+            )),
+            Failure::Permanent
+        );
+        assert_eq!(
+            classify(&status(Code::Unknown, "from the server")),
+            Failure::Permanent
+        );
+        let refused = tonic::Status::from_error(Box::new(tonic::ConnectError(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        )));
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert_eq!(
+            classify(&etcd_client::Error::GRpcStatus(refused)),
+            Failure::NotSent
+        );
+    }
+
+    #[test]
+    fn lease_not_found_is_recognised() {
+        assert!(is_lease_not_found(
+            &etcd_client::Error::LeaseKeepAliveError("lease not found".into())
+        ));
+        assert!(is_lease_not_found(&etcd_client::Error::GRpcStatus(
+            tonic::Status::new(Code::NotFound, "etcdserver: requested lease not found")
+        )));
+        assert!(!is_lease_not_found(
+            &etcd_client::Error::LeaseKeepAliveError("channel closed".into())
+        ));
+        assert_eq!(
+            classify(&etcd_client::Error::LeaseKeepAliveError(
+                "channel closed".into()
+            )),
+            Failure::Transient
+        );
+        assert!(matches!(
+            to_error(etcd_client::Error::LeaseKeepAliveError(
+                "lease not found".into()
+            )),
+            Error::Backend { .. }
+        ));
+    }
+}

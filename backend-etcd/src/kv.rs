@@ -1,0 +1,412 @@
+//! [`EtcdKv`]: distsync's revisioned key-value model ([`Kv`]) on etcd's v3 API.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::kv::{
+    Compare, CompareOp, CompareTarget, KeyValue, Kv, LeaseId, Range, RangeResponse, Revision,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchResponse,
+};
+use distsync_core::{Error, KeepAlive, Result};
+use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions};
+use futures::stream::BoxStream;
+
+use crate::error::{is_lease_not_found, protocol, to_error, BACKEND};
+use crate::retry::{Idempotence, RetryPolicy};
+use crate::watch;
+
+/// How long connecting to one member may take before the client tries another.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// HTTP/2 keepalive pings on connections with open streams: a member that stops
+/// answering is given up after `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT`. etcd refuses
+/// pings more often than every 5 s (`--grpc-keepalive-min-time`), and pings on idle
+/// connections altogether, so neither is configured tighter.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The revisioned store of [`distsync_core::kv`] on an etcd cluster, through the
+/// `etcd-client` crate.
+///
+/// Requests are balanced over every endpoint given. A request that could not be sent
+/// (its member is down) is retried on another member, as is a read, lease or watch
+/// request that failed on a broken connection; transactions that may have been applied
+/// are not repeated, and fail with [`Error::Connection`]. Retries stop after a few
+/// seconds.
+///
+/// Keys are full store keys; the namespace is added by
+/// [`KvBackend`](distsync_core::recipes::KvBackend). Keys that are not UTF-8 (written
+/// by another program) are read lossily.
+#[derive(Clone)]
+pub struct EtcdKv {
+    client: Client,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for EtcdKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdKv")
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdKv {
+    /// Connects to the members at `endpoints` (`host:port` each) and checks that one
+    /// of them answers.
+    ///
+    /// Cancel-safe: dropping the future drops the connection attempt.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no endpoints, [`Error::Connection`] when no
+    /// member answers within a few seconds.
+    pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(Error::InvalidArgument(
+                "etcd: at least one endpoint is needed".into(),
+            ));
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(false);
+        let client =
+            Client::connect(endpoints, Some(options))
+                .await
+                .map_err(|error| match error {
+                    etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
+                        Error::InvalidArgument(format!("etcd endpoints: {error}"))
+                    }
+                    error => to_error(error),
+                })?;
+        let kv = Self::from_client(client);
+        kv.probe().await?;
+        Ok(kv)
+    }
+
+    /// Wraps an already connected client (no check is made that it answers).
+    pub fn from_client(client: Client) -> Self {
+        Self {
+            client,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The underlying client, e.g. to compact or to inspect the cluster.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sets how long a failing request is retried across members before its error is
+    /// returned (default 3 s; zero: one attempt, except that a request a member refused
+    /// to connect for is still retried once the backoff allows).
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.retry.budget = budget;
+        self
+    }
+
+    /// One cheap linearizable read, to learn whether a member answers.
+    async fn probe(&self) -> Result<()> {
+        self.retry
+            .run("connect", Idempotence::Idempotent, || {
+                let mut kv = self.client.kv_client();
+                async move {
+                    kv.get("\0", Some(GetOptions::new().with_count_only()))
+                        .await
+                        .map(drop)
+                }
+            })
+            .await
+            .map_err(to_error)
+    }
+}
+
+/// distsync's key-value of an etcd one.
+pub(crate) fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: Bytes::copy_from_slice(kv.value()),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: kv.lease(),
+    }
+}
+
+fn get_options(range: &Range) -> Result<GetOptions> {
+    let mut options = GetOptions::new();
+    if range.prefix {
+        options = options.with_prefix();
+    }
+    if let Some((target, order)) = range.sort {
+        let target = match target {
+            SortTarget::Key => etcd_client::SortTarget::Key,
+            SortTarget::CreateRevision => etcd_client::SortTarget::Create,
+            SortTarget::ModRevision => etcd_client::SortTarget::Mod,
+        };
+        let order = match order {
+            SortOrder::Ascend => etcd_client::SortOrder::Ascend,
+            SortOrder::Descend => etcd_client::SortOrder::Descend,
+        };
+        options = options.with_sort(target, order);
+    }
+    if let Some(limit) = range.limit {
+        if limit == 0 {
+            return Err(Error::InvalidArgument(
+                "a range limit of 0 (etcd reads that as no limit)".into(),
+            ));
+        }
+        let limit = i64::try_from(limit)
+            .map_err(|_| Error::InvalidArgument(format!("range limit {limit} is too large")))?;
+        options = options.with_limit(limit);
+    }
+    if let Some(revision) = range.max_create_revision {
+        options = options.with_max_create_revision(revision);
+    }
+    if let Some(revision) = range.max_mod_revision {
+        options = options.with_max_mod_revision(revision);
+    }
+    if let Some(revision) = range.revision {
+        options = options.with_revision(revision);
+    }
+    Ok(options)
+}
+
+fn range_response(
+    response: &etcd_client::GetResponse,
+    fallback_revision: Revision,
+) -> RangeResponse {
+    RangeResponse {
+        kvs: response.kvs().iter().map(key_value).collect(),
+        count: usize::try_from(response.count()).unwrap_or(0),
+        revision: response
+            .header()
+            .map_or(fallback_revision, |header| header.revision()),
+    }
+}
+
+fn compare(compare: &Compare) -> etcd_client::Compare {
+    let op = match compare.op {
+        CompareOp::Equal => etcd_client::CompareOp::Equal,
+        CompareOp::NotEqual => etcd_client::CompareOp::NotEqual,
+        CompareOp::Less => etcd_client::CompareOp::Less,
+        CompareOp::Greater => etcd_client::CompareOp::Greater,
+    };
+    let key = compare.key.as_str();
+    match compare.target {
+        CompareTarget::CreateRevision => {
+            etcd_client::Compare::create_revision(key, op, compare.value)
+        }
+        CompareTarget::ModRevision => etcd_client::Compare::mod_revision(key, op, compare.value),
+        CompareTarget::Version => etcd_client::Compare::version(key, op, compare.value),
+    }
+}
+
+fn txn_op(op: &TxnOp) -> Result<etcd_client::TxnOp> {
+    Ok(match op {
+        TxnOp::Put {
+            key,
+            value,
+            lease,
+            ignore_lease,
+        } => {
+            let mut options = PutOptions::new();
+            if *ignore_lease {
+                options = options.with_ignore_lease();
+            } else if *lease != 0 {
+                options = options.with_lease(*lease);
+            }
+            etcd_client::TxnOp::put(key.as_str(), value.as_ref(), Some(options))
+        }
+        TxnOp::Delete { key, prefix } => {
+            let options = if *prefix {
+                DeleteOptions::new().with_prefix()
+            } else {
+                DeleteOptions::new()
+            };
+            etcd_client::TxnOp::delete(key.as_str(), Some(options))
+        }
+        TxnOp::Range(range) => {
+            etcd_client::TxnOp::get(range.key.as_str(), Some(get_options(range)?))
+        }
+    })
+}
+
+/// Whole seconds, rounded up, at least one.
+fn ttl_seconds(ttl: Duration) -> Result<i64> {
+    let seconds = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    i64::try_from(seconds.max(1))
+        .map_err(|_| Error::InvalidArgument(format!("lease ttl {ttl:?} is too long")))
+}
+
+#[async_trait]
+impl Kv for EtcdKv {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn range(&self, range: Range) -> Result<RangeResponse> {
+        let options = get_options(&range)?;
+        let response = self
+            .retry
+            .run("range", Idempotence::Idempotent, || {
+                let mut kv = self.client.kv_client();
+                let options = options.clone();
+                let key = range.key.clone();
+                async move { kv.get(key, Some(options)).await }
+            })
+            .await
+            .map_err(to_error)?;
+        Ok(range_response(&response, 0))
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let compares: Vec<etcd_client::Compare> = txn.compares.iter().map(compare).collect();
+        let success = txn.success.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
+        let failure = txn.failure.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
+        let request = etcd_client::Txn::new()
+            .when(compares)
+            .and_then(success)
+            .or_else(failure);
+        let read_only = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .all(|op| matches!(op, TxnOp::Range(_)));
+        let idempotence = if read_only {
+            Idempotence::Idempotent
+        } else {
+            Idempotence::Mutation
+        };
+        let response = self
+            .retry
+            .run("txn", idempotence, || {
+                let mut kv = self.client.kv_client();
+                let request = request.clone();
+                async move { kv.txn(request).await }
+            })
+            .await
+            .map_err(to_error)?;
+        let revision = response.header().map_or(0, |header| header.revision());
+        let responses = response
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                etcd_client::TxnOpResponse::Put(_) => Ok(TxnOpResponse::Put),
+                etcd_client::TxnOpResponse::Delete(delete) => {
+                    Ok(TxnOpResponse::Delete(delete.deleted()))
+                }
+                etcd_client::TxnOpResponse::Get(get) => {
+                    Ok(TxnOpResponse::Range(range_response(&get, revision)))
+                }
+                etcd_client::TxnOpResponse::Txn(_) => Err(protocol(
+                    "etcd answered a nested transaction that was not sent",
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TxnResponse {
+            succeeded: response.succeeded(),
+            responses,
+            revision,
+        })
+    }
+
+    async fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        start_revision: Revision,
+    ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+        watch::open(&self.client, &self.retry, key, prefix, start_revision).await
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        let seconds = ttl_seconds(ttl)?;
+        // Repeating a grant whose answer was lost leaks a lease nobody renews; it
+        // expires after its TTL, holding nothing.
+        let response = self
+            .retry
+            .run("lease grant", Idempotence::Idempotent, || {
+                let mut lease = self.client.lease_client();
+                async move { lease.grant(seconds, None).await }
+            })
+            .await
+            .map_err(to_error)?;
+        if !response.error().is_empty() {
+            return Err(protocol(format!("lease grant: {}", response.error())));
+        }
+        Ok(response.id())
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+        // etcd-client's keeper sends one request per call and its stream must be read
+        // for the answer; opening a fresh keepalive stream per renewal does both (the
+        // stream's first request is the renewal) and always reaches a live member.
+        let outcome = self
+            .retry
+            .run("lease keepalive", Idempotence::Idempotent, || {
+                let mut client = self.client.lease_client();
+                async move {
+                    match client.keep_alive(lease).await {
+                        Ok(_) => Ok(KeepAlive::Renewed),
+                        Err(error) if is_lease_not_found(&error) => Ok(KeepAlive::Gone),
+                        Err(error) => Err(error),
+                    }
+                }
+            })
+            .await
+            .map_err(to_error)?;
+        if outcome == KeepAlive::Gone {
+            tracing::debug!(
+                backend = BACKEND,
+                lease = format_args!("{lease:x}"),
+                "lease is gone"
+            );
+        }
+        Ok(outcome)
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.retry
+            .run("lease revoke", Idempotence::Idempotent, || {
+                let mut client = self.client.lease_client();
+                async move {
+                    match client.revoke(lease).await {
+                        Ok(_) => Ok(()),
+                        Err(error) if is_lease_not_found(&error) => Ok(()),
+                        Err(error) => Err(error),
+                    }
+                }
+            })
+            .await
+            .map_err(to_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_round_up_to_whole_seconds() {
+        assert_eq!(ttl_seconds(Duration::ZERO).unwrap(), 1);
+        assert_eq!(ttl_seconds(Duration::from_millis(1)).unwrap(), 1);
+        assert_eq!(ttl_seconds(Duration::from_millis(1500)).unwrap(), 2);
+        assert_eq!(ttl_seconds(Duration::from_secs(60)).unwrap(), 60);
+        assert!(ttl_seconds(Duration::MAX).is_err());
+    }
+
+    #[test]
+    fn a_zero_limit_is_refused() {
+        let range = Range::prefix("a").sorted(SortTarget::Key, SortOrder::Ascend, 0);
+        assert!(matches!(
+            get_options(&range),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}

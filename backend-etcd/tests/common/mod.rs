@@ -1,0 +1,78 @@
+//! Helpers shared by the integration tests: finding the servers, unique names, bounded
+//! waits.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The URL in `var`, or `None` after saying loudly that the tests are skipped. Under
+/// `CI=true` a missing server is a failure.
+pub fn server_url(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{var} is unset but CI=true: {what} must run against a real server (start it with scripts/servers.sh)");
+            }
+            eprintln!(
+                "\n!!! SKIPPED: {var} is unset, so {what} did not run. \
+                 Start the servers with scripts/servers.sh and export {var}.\n"
+            );
+            None
+        }
+    }
+}
+
+/// `DISTSYNC_ETCD_URL`, or `None` (skip) as [`server_url`] says.
+pub fn etcd_url() -> Option<String> {
+    server_url("DISTSYNC_ETCD_URL", "the etcd tests")
+}
+
+/// The endpoints of an `etcd://` URL, as etcdctl wants them (`host:port,host:port`).
+pub fn endpoints_of(url: &str) -> String {
+    distsync_etcd::EtcdConfig::parse(url)
+        .expect("a valid etcd URL")
+        .endpoints()
+        .join(",")
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `check` until it returns `Some`, at most `limit`; panics with `what` otherwise.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `future` with a deadline; panics with `what` if it does not finish.
+pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
