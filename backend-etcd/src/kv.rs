@@ -154,11 +154,7 @@ fn get_options(range: &Range) -> Result<GetOptions> {
         options = options.with_sort(target, order);
     }
     if let Some(limit) = range.limit {
-        if limit == 0 {
-            return Err(Error::InvalidArgument(
-                "a range limit of 0 (etcd reads that as no limit)".into(),
-            ));
-        }
+        // `Some(0)` means no limit, in distsync's model as in etcd.
         let limit = i64::try_from(limit)
             .map_err(|_| Error::InvalidArgument(format!("range limit {limit} is too large")))?;
         options = options.with_limit(limit);
@@ -402,11 +398,10 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_limit_is_refused() {
-        let range = Range::prefix("a").sorted(SortTarget::Key, SortOrder::Ascend, 0);
-        assert!(matches!(
-            get_options(&range),
-            Err(Error::InvalidArgument(_))
-        ));
+    fn limits_and_bounds_pass_through() {
+        let range = Range::prefix("a")
+            .sorted(SortTarget::CreateRevision, SortOrder::Descend, 0)
+            .max_create_revision(0);
+        assert!(get_options(&range).is_ok());
     }
 }
