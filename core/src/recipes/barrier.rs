@@ -75,3 +75,24 @@ impl Barrier for KvBarrier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::Backend;
+    use crate::recipes::testing::{backend, name, settle, within};
+
+    #[tokio::test]
+    async fn wait_passes_an_open_barrier_and_blocks_on_a_held_one() {
+        let backend = backend();
+        let barrier = backend.barrier(name("b")).unwrap();
+        within(barrier.wait()).await.unwrap();
+        barrier.hold().await.unwrap();
+        barrier.hold().await.unwrap();
+        let waiter = backend.barrier(name("b")).unwrap();
+        let waiting = tokio::spawn(async move { waiter.wait().await });
+        settle().await;
+        assert!(!waiting.is_finished());
+        barrier.release().await.unwrap();
+        within(waiting).await.unwrap().unwrap();
+    }
+}

@@ -242,3 +242,61 @@ impl DoubleBarrier for KvDoubleBarrier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::Backend;
+    use crate::kv::{Kv, Range};
+    use crate::recipes::testing::{backend, name, session, settle, within};
+    use crate::Error;
+
+    #[tokio::test]
+    async fn enter_waits_for_count_and_leave_for_everyone() {
+        let backend = backend();
+        let mut barriers = Vec::new();
+        for _ in 0..4 {
+            let s = session(&backend).await;
+            barriers.push(std::sync::Arc::from(backend.double_barrier(&s, name("db"), 3).unwrap()));
+        }
+        let spawn_enter = |b: &std::sync::Arc<dyn crate::DoubleBarrier>| {
+            let b = std::sync::Arc::clone(b);
+            tokio::spawn(async move { b.enter().await })
+        };
+        let first = spawn_enter(&barriers[0]);
+        let second = spawn_enter(&barriers[1]);
+        settle().await;
+        assert!(!first.is_finished() && !second.is_finished());
+        within(barriers[2].enter()).await.unwrap();
+        within(first).await.unwrap().unwrap();
+        within(second).await.unwrap().unwrap();
+
+        match barriers[3].enter().await {
+            Err(Error::TooManyParticipants { count: 3, .. }) => {}
+            other => panic!("a fourth participant got {other:?}"),
+        }
+        assert_eq!(backend.kv().range(Range::prefix("db/waiters/")).await.unwrap().count, 3);
+
+        let spawn_leave = |b: &std::sync::Arc<dyn crate::DoubleBarrier>| {
+            let b = std::sync::Arc::clone(b);
+            tokio::spawn(async move { b.leave().await })
+        };
+        let leaving = [spawn_leave(&barriers[0]), spawn_leave(&barriers[2])];
+        settle().await;
+        assert!(leaving.iter().all(|l| !l.is_finished()));
+        within(barriers[1].leave()).await.unwrap();
+        for leave in leaving {
+            within(leave).await.unwrap().unwrap();
+        }
+        assert_eq!(backend.kv().range(Range::prefix("db/")).await.unwrap().count, 0);
+    }
+
+    #[tokio::test]
+    async fn count_zero_is_an_invalid_argument() {
+        let backend = backend();
+        let s = session(&backend).await;
+        assert!(matches!(
+            backend.double_barrier(&s, name("db"), 0),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}

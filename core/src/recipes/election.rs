@@ -222,7 +222,7 @@ impl Election for KvElection {
         let observer = Observer {
             kv: Arc::clone(&self.kv),
             prefix: self.prefix.clone(),
-            state: ObserveState::Find,
+            state: ObserveState::Find { at: None },
             pending: VecDeque::new(),
             last: None,
             failed: false,
@@ -237,8 +237,10 @@ impl Election for KvElection {
 
 /// What [`Observer`] does next.
 enum ObserveState {
-    /// Read the first-created key; if there is none, wait for the first put.
-    Find,
+    /// Read the first-created key (as of revision `at`, the previous leader's
+    /// deletion, so that the next leader's value at that moment is not skipped); if
+    /// there is none, wait for the first put.
+    Find { at: Option<Revision> },
     /// Follow the leader key from revision `from` until it is deleted.
     Follow {
         key: String,
@@ -283,18 +285,33 @@ impl Observer {
     /// Moves the state machine on until it has queued something to yield.
     async fn advance(&mut self) -> Result<()> {
         match &mut self.state {
-            ObserveState::Find => {
+            ObserveState::Find { at } => {
                 let kv = &*self.kv;
-                let response = kv.range(Range::prefix(&self.prefix).first_create()).await?;
+                let first = Range::prefix(&self.prefix).first_create();
+                let past = match *at {
+                    Some(revision) => kv.range(first.clone().at_revision(revision)).await.ok(),
+                    None => None,
+                };
+                let response = match past {
+                    Some(response) => response,
+                    None => {
+                        // Never asked, or compacted away: the current leader will do.
+                        *at = None;
+                        kv.range(first).await?
+                    }
+                };
                 let leader = match response.kvs.into_iter().next() {
                     Some(leader) => leader,
                     None => {
-                        // Wait for the first put under the prefix; deletes are ignored.
+                        // Wait for the first put under the prefix after the read;
+                        // deletes are ignored. (A read at a past revision answers
+                        // with the current revision, so watch from the past one.)
+                        let from = at.map_or(response.revision, |at| at) + 1;
                         match next_event(
                             kv,
                             &self.prefix,
                             true,
-                            response.revision + 1,
+                            from,
                             EventKind::Put,
                             None,
                         )
@@ -333,7 +350,9 @@ impl Observer {
                                     self.pending.push_back(event.kv);
                                 }
                                 EventKind::Delete => {
-                                    self.state = ObserveState::Find;
+                                    self.state = ObserveState::Find {
+                                        at: Some(event.kv.mod_revision),
+                                    };
                                     return Ok(());
                                 }
                             }
@@ -353,11 +372,139 @@ impl Observer {
                             *from = current.revision + 1;
                             self.pending.push_back(found);
                         }
-                        _ => self.state = ObserveState::Find,
+                        _ => self.state = ObserveState::Find { at: None },
                     }
                 }
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    use crate::backend::Backend;
+    use crate::kv::{Kv, Range, Txn, TxnOp};
+    use crate::recipes::testing::{backend, name, session, settle, within};
+    use crate::Error;
+
+    #[tokio::test]
+    async fn candidates_lead_in_turn_with_growing_terms() {
+        let backend = backend();
+        let (s1, s2) = (session(&backend).await, session(&backend).await);
+        let e1 = backend.election(&s1, name("e")).unwrap();
+        let e2 = backend.election(&s2, name("e")).unwrap();
+        assert_eq!(e1.leader().await.unwrap(), None);
+        let first = e1.campaign("a".into()).await.unwrap();
+        assert_eq!(first.key(), format!("e/{:x}", s1.id().0));
+        let second = tokio::spawn(async move { e2.campaign("b".into()).await });
+        settle().await;
+        assert!(!second.is_finished());
+        let leader = e1.leader().await.unwrap().unwrap();
+        assert_eq!((leader.value, leader.term), (Bytes::from("a"), first.term()));
+
+        let first_term = first.term();
+        first.resign().await.unwrap();
+        let second = within(second).await.unwrap().unwrap();
+        assert!(second.term() > first_term);
+        let leader = e1.leader().await.unwrap().unwrap();
+        assert_eq!(leader.value, Bytes::from("b"));
+    }
+
+    async fn next_of(
+        changes: &mut futures::stream::BoxStream<'static, crate::Result<crate::LeaderInfo>>,
+    ) -> crate::LeaderInfo {
+        within(changes.next()).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn observe_yields_every_leader_and_proclaim_in_order() {
+        let backend = backend();
+        let (s1, s2, s3) = (session(&backend).await, session(&backend).await, session(&backend).await);
+        let observer = backend.election(&s3, name("e")).unwrap();
+        let mut changes = observer.observe();
+
+        let a = backend.election(&s1, name("e")).unwrap().campaign("a0".into()).await.unwrap();
+        assert_eq!(next_of(&mut changes).await.value, Bytes::from("a0"));
+        a.proclaim("a1").await.unwrap();
+        a.proclaim("a2").await.unwrap();
+        let e2 = backend.election(&s2, name("e")).unwrap();
+        let b = tokio::spawn(async move { e2.campaign("b0".into()).await });
+        settle().await;
+        let a_term = a.term();
+        a.resign().await.unwrap();
+        let b = within(b).await.unwrap().unwrap();
+        b.proclaim("b1").await.unwrap();
+
+        let seen: Vec<_> = [
+            next_of(&mut changes).await,
+            next_of(&mut changes).await,
+            next_of(&mut changes).await,
+            next_of(&mut changes).await,
+        ]
+        .into_iter()
+        .map(|info| (info.value, info.term))
+        .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Bytes::from("a1"), a_term),
+                (Bytes::from("a2"), a_term),
+                (Bytes::from("b0"), b.term()),
+                (Bytes::from("b1"), b.term()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn proclaim_fails_once_the_leader_key_is_gone() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let leadership = backend
+            .election(&s, name("e"))
+            .unwrap()
+            .campaign("a".into())
+            .await
+            .unwrap();
+        backend
+            .kv()
+            .txn(Txn::default().and_then(vec![TxnOp::delete(leadership.key())]))
+            .await
+            .unwrap();
+        within(leadership.lost()).await;
+        assert!(matches!(leadership.proclaim("b").await, Err(Error::NotLeader)));
+        assert!(matches!(leadership.resign().await, Err(Error::NotLeader)));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_campaign_withdraws() {
+        let backend = backend();
+        let (s1, s2) = (session(&backend).await, session(&backend).await);
+        let _leader = backend.election(&s1, name("e")).unwrap().campaign("a".into()).await.unwrap();
+        let e2 = backend.election(&s2, name("e")).unwrap();
+        let campaign = tokio::spawn(async move { e2.campaign("b".into()).await });
+        settle().await;
+        assert_eq!(backend.kv().range(Range::prefix("e/")).await.unwrap().count, 2);
+        campaign.abort();
+        settle().await;
+        assert_eq!(backend.kv().range(Range::prefix("e/")).await.unwrap().count, 1);
+    }
+
+    #[tokio::test]
+    async fn observe_waits_for_a_first_leader() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let election = backend.election(&s, name("e")).unwrap();
+        let mut changes = election.observe();
+        let next = changes.next();
+        futures::pin_mut!(next);
+        settle().await;
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        let leadership = election.campaign("v".into()).await.unwrap();
+        let first = within(next).await.unwrap().unwrap();
+        assert_eq!((first.value, first.term), (Bytes::from("v"), leadership.term()));
     }
 }

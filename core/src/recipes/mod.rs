@@ -40,6 +40,8 @@ mod mutex;
 mod queue;
 mod rwmutex;
 mod stm;
+#[cfg(test)]
+mod testing;
 mod wait;
 
 use std::any::Any;

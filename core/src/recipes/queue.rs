@@ -250,3 +250,148 @@ impl Queue for KvQueue {
         Ok(self.kv.range(range).await?.count)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use bytes::Bytes;
+
+    use crate::backend::Backend;
+    use crate::kv::{Kv, Range};
+    use crate::recipes::testing::{backend, name, settle, within};
+
+    #[tokio::test]
+    async fn priority_then_fifo_in_gos_layout() {
+        let backend = backend();
+        let q = backend.queue(name("jobs")).unwrap();
+        q.enqueue_with_priority("low-1".into(), 7).await.unwrap();
+        q.enqueue("high-1".into()).await.unwrap();
+        q.enqueue_with_priority("low-2".into(), 7).await.unwrap();
+        q.enqueue("high-2".into()).await.unwrap();
+        assert_eq!(q.len().await.unwrap(), 4);
+        let keys: Vec<String> = backend
+            .kv()
+            .range(Range::prefix("jobs/"))
+            .await
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "jobs/00000/0000000000000000",
+                "jobs/00000/0000000000000001",
+                "jobs/00007/0000000000000000",
+                "jobs/00007/0000000000000001",
+            ]
+        );
+        for expected in ["high-1", "high-2", "low-1", "low-2"] {
+            assert_eq!(q.try_dequeue().await.unwrap().unwrap(), expected);
+        }
+        assert!(q.try_dequeue().await.unwrap().is_none());
+        assert!(q.is_empty().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn dequeue_waits_for_an_item() {
+        let backend = backend();
+        let consumer = backend.queue(name("q")).unwrap();
+        let waiting = tokio::spawn(async move { consumer.dequeue().await });
+        settle().await;
+        assert!(!waiting.is_finished());
+        backend.queue(name("q")).unwrap().enqueue("x".into()).await.unwrap();
+        assert_eq!(within(waiting).await.unwrap().unwrap(), "x");
+    }
+
+    #[tokio::test]
+    async fn a_dequeue_dropped_mid_claim_puts_the_item_back_in_front() {
+        let backend = backend();
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        q.enqueue("y".into()).await.unwrap();
+        let key = "q/00000/0000000000000000";
+        let created = |kv: &crate::memory::MemoryKv| {
+            let kv = kv.clone();
+            async move { kv.range(Range::key(key)).await.unwrap().kvs[0].create_revision }
+        };
+        let before = created(backend.kv()).await;
+        {
+            // Polled without letting the spawned claim run, then dropped: the claim
+            // completes afterwards with nobody to hand the item to.
+            let dequeue = q.dequeue();
+            futures::pin_mut!(dequeue);
+            for _ in 0..8 {
+                assert!(futures::poll!(dequeue.as_mut()).is_pending());
+            }
+        }
+        settle().await;
+        assert_eq!(q.len().await.unwrap(), 2);
+        assert!(created(backend.kv()).await > before, "the item was claimed and put back");
+        assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "x");
+        assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "y");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_consumers_take_each_item_once() {
+        let backend = std::sync::Arc::new(backend());
+        const PRODUCERS: usize = 3;
+        const ITEMS: usize = 30;
+        let mut producers = Vec::new();
+        for p in 0..PRODUCERS {
+            let q = backend.queue(name("q")).unwrap();
+            producers.push(tokio::spawn(async move {
+                for i in 0..ITEMS {
+                    q.enqueue(Bytes::from(format!("{p}-{i}"))).await.unwrap();
+                }
+            }));
+        }
+        let mut consumers = Vec::new();
+        for c in 0..3 {
+            let q = backend.queue(name("q")).unwrap();
+            consumers.push(tokio::spawn(async move {
+                let mut taken = Vec::new();
+                for attempt in 0..PRODUCERS * ITEMS {
+                    if attempt % 3 == c {
+                        // Abandon a dequeue part-way now and then.
+                        let dequeue = q.dequeue();
+                        futures::pin_mut!(dequeue);
+                        if let std::task::Poll::Ready(item) = futures::poll!(dequeue.as_mut()) {
+                            taken.push(item.unwrap());
+                        }
+                        continue;
+                    }
+                    match q.try_dequeue().await.unwrap() {
+                        Some(item) => taken.push(item),
+                        None => tokio::task::yield_now().await,
+                    }
+                }
+                taken
+            }));
+        }
+        for producer in producers {
+            within(producer).await.unwrap();
+        }
+        let mut taken = Vec::new();
+        for consumer in consumers {
+            taken.extend(within(consumer).await.unwrap());
+        }
+        let q = backend.queue(name("q")).unwrap();
+        // Put-backs of abandoned claims run in the background: drain until all arrive.
+        within(async {
+            while taken.len() < PRODUCERS * ITEMS {
+                match q.try_dequeue().await.unwrap() {
+                    Some(item) => taken.push(item),
+                    None => tokio::task::yield_now().await,
+                }
+            }
+        })
+        .await;
+        let distinct: BTreeSet<_> = taken.iter().cloned().collect();
+        assert_eq!(distinct.len(), taken.len(), "an item was delivered twice");
+        assert_eq!(taken.len(), PRODUCERS * ITEMS);
+        assert!(q.try_dequeue().await.unwrap().is_none());
+    }
+}

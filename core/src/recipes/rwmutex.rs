@@ -225,3 +225,79 @@ impl RwLock for KvRwMutex {
             .map(|held| self.write_guard(held)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::Backend;
+    use crate::kv::{Kv, Range};
+    use crate::recipes::testing::{backend, name, session, settle, within};
+
+    #[tokio::test]
+    async fn readers_share_and_a_waiting_writer_blocks_later_readers() {
+        let backend = backend();
+        let (s1, s2, s3, s4) = (
+            session(&backend).await,
+            session(&backend).await,
+            session(&backend).await,
+            session(&backend).await,
+        );
+        let r1 = backend.rwlock(&s1, name("rw")).unwrap().read().await.unwrap();
+        let r2 = backend.rwlock(&s2, name("rw")).unwrap().read().await.unwrap();
+        assert!(r1.key().starts_with("rw/read/"));
+        let w = backend.rwlock(&s3, name("rw")).unwrap();
+        let writer = tokio::spawn(async move { w.write().await });
+        settle().await;
+        assert!(!writer.is_finished());
+        let r = backend.rwlock(&s4, name("rw")).unwrap();
+        let late_reader = tokio::spawn(async move { r.read().await });
+        settle().await;
+        assert!(!late_reader.is_finished(), "a reader behind a waiting writer waits");
+
+        r1.unlock().await.unwrap();
+        settle().await;
+        assert!(!writer.is_finished());
+        r2.unlock().await.unwrap();
+        let writer = within(writer).await.unwrap().unwrap();
+        assert!(writer.key().starts_with("rw/write/"));
+        settle().await;
+        assert!(!late_reader.is_finished());
+        writer.unlock().await.unwrap();
+        within(late_reader).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn try_variants_withdraw_when_blocked() {
+        let backend = backend();
+        let (s1, s2) = (session(&backend).await, session(&backend).await);
+        let reader = backend.rwlock(&s1, name("rw")).unwrap().read().await.unwrap();
+        let other = backend.rwlock(&s2, name("rw")).unwrap();
+        assert!(other.try_write().await.unwrap().is_none());
+        let shared = other.try_read().await.unwrap().unwrap();
+        assert_eq!(backend.kv().range(Range::prefix("rw/")).await.unwrap().count, 2);
+        shared.unlock().await.unwrap();
+        reader.unlock().await.unwrap();
+
+        let writer = other.try_write().await.unwrap().unwrap();
+        let first = backend.rwlock(&s1, name("rw")).unwrap();
+        assert!(first.try_read().await.unwrap().is_none());
+        assert!(first.try_write().await.unwrap().is_none());
+        assert_eq!(backend.kv().range(Range::prefix("rw/")).await.unwrap().count, 1);
+        let token = writer.token();
+        writer.unlock().await.unwrap();
+        assert!(first.try_write().await.unwrap().unwrap().token() > token);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_writer_stops_blocking_readers() {
+        let backend = backend();
+        let (s1, s2, s3) = (session(&backend).await, session(&backend).await, session(&backend).await);
+        let _reader = backend.rwlock(&s1, name("rw")).unwrap().read().await.unwrap();
+        let w = backend.rwlock(&s2, name("rw")).unwrap();
+        let writer = tokio::spawn(async move { w.write().await });
+        settle().await;
+        writer.abort();
+        settle().await;
+        let r = backend.rwlock(&s3, name("rw")).unwrap();
+        assert!(r.try_read().await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,43 @@
+//! Helpers for the recipes' unit tests (against the memory backend).
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::memory::MemoryBackend;
+use crate::name::Name;
+use crate::session::{Session, SessionOptions};
+
+/// How long a test waits for something that must happen.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
+
+/// A fresh memory backend.
+pub(crate) fn backend() -> MemoryBackend {
+    MemoryBackend::new()
+}
+
+/// A session with the default TTL.
+pub(crate) async fn session(backend: &MemoryBackend) -> Session {
+    backend.session(SessionOptions::default()).await.unwrap()
+}
+
+/// A validated name.
+pub(crate) fn name(name: &str) -> Name {
+    Name::new(name).unwrap()
+}
+
+/// `future`'s output, failing the test if it takes longer than [`DEADLINE`].
+pub(crate) async fn within<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .expect("did not finish within the deadline")
+}
+
+/// Lets every task of a current-thread runtime run until all are idle (blocked on
+/// the store), with no wall-clock guess: a task still unfinished afterwards is
+/// waiting for something that has not happened.
+pub(crate) async fn settle() {
+    for _ in 0..256 {
+        tokio::task::yield_now().await;
+    }
+}
