@@ -2,6 +2,8 @@
 //! waits.
 #![allow(dead_code)]
 
+pub mod etcdctl;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
