@@ -256,7 +256,9 @@ mod tests {
         let mut barriers = Vec::new();
         for _ in 0..4 {
             let s = session(&backend).await;
-            barriers.push(std::sync::Arc::from(backend.double_barrier(&s, name("db"), 3).unwrap()));
+            barriers.push(std::sync::Arc::from(
+                backend.double_barrier(&s, name("db"), 3).unwrap(),
+            ));
         }
         let spawn_enter = |b: &std::sync::Arc<dyn crate::DoubleBarrier>| {
             let b = std::sync::Arc::clone(b);
@@ -274,7 +276,15 @@ mod tests {
             Err(Error::TooManyParticipants { count: 3, .. }) => {}
             other => panic!("a fourth participant got {other:?}"),
         }
-        assert_eq!(backend.kv().range(Range::prefix("db/waiters/")).await.unwrap().count, 3);
+        assert_eq!(
+            backend
+                .kv()
+                .range(Range::prefix("db/waiters/"))
+                .await
+                .unwrap()
+                .count,
+            3
+        );
 
         let spawn_leave = |b: &std::sync::Arc<dyn crate::DoubleBarrier>| {
             let b = std::sync::Arc::clone(b);
@@ -287,7 +297,15 @@ mod tests {
         for leave in leaving {
             within(leave).await.unwrap().unwrap();
         }
-        assert_eq!(backend.kv().range(Range::prefix("db/")).await.unwrap().count, 0);
+        assert_eq!(
+            backend
+                .kv()
+                .range(Range::prefix("db/"))
+                .await
+                .unwrap()
+                .count,
+            0
+        );
     }
 
     #[tokio::test]

@@ -307,15 +307,7 @@ impl Observer {
                         // deletes are ignored. (A read at a past revision answers
                         // with the current revision, so watch from the past one.)
                         let from = at.map_or(response.revision, |at| at) + 1;
-                        match next_event(
-                            kv,
-                            &self.prefix,
-                            true,
-                            from,
-                            EventKind::Put,
-                            None,
-                        )
-                        .await?
+                        match next_event(kv, &self.prefix, true, from, EventKind::Put, None).await?
                         {
                             Some(event) => event.kv,
                             None => return Ok(()),
@@ -404,7 +396,10 @@ mod tests {
         settle().await;
         assert!(!second.is_finished());
         let leader = e1.leader().await.unwrap().unwrap();
-        assert_eq!((leader.value, leader.term), (Bytes::from("a"), first.term()));
+        assert_eq!(
+            (leader.value, leader.term),
+            (Bytes::from("a"), first.term())
+        );
 
         let first_term = first.term();
         first.resign().await.unwrap();
@@ -423,11 +418,20 @@ mod tests {
     #[tokio::test]
     async fn observe_yields_every_leader_and_proclaim_in_order() {
         let backend = backend();
-        let (s1, s2, s3) = (session(&backend).await, session(&backend).await, session(&backend).await);
+        let (s1, s2, s3) = (
+            session(&backend).await,
+            session(&backend).await,
+            session(&backend).await,
+        );
         let observer = backend.election(&s3, name("e")).unwrap();
         let mut changes = observer.observe();
 
-        let a = backend.election(&s1, name("e")).unwrap().campaign("a0".into()).await.unwrap();
+        let a = backend
+            .election(&s1, name("e"))
+            .unwrap()
+            .campaign("a0".into())
+            .await
+            .unwrap();
         assert_eq!(next_of(&mut changes).await.value, Bytes::from("a0"));
         a.proclaim("a1").await.unwrap();
         a.proclaim("a2").await.unwrap();
@@ -475,7 +479,10 @@ mod tests {
             .await
             .unwrap();
         within(leadership.lost()).await;
-        assert!(matches!(leadership.proclaim("b").await, Err(Error::NotLeader)));
+        assert!(matches!(
+            leadership.proclaim("b").await,
+            Err(Error::NotLeader)
+        ));
         assert!(matches!(leadership.resign().await, Err(Error::NotLeader)));
     }
 
@@ -483,14 +490,25 @@ mod tests {
     async fn a_cancelled_campaign_withdraws() {
         let backend = backend();
         let (s1, s2) = (session(&backend).await, session(&backend).await);
-        let _leader = backend.election(&s1, name("e")).unwrap().campaign("a".into()).await.unwrap();
+        let _leader = backend
+            .election(&s1, name("e"))
+            .unwrap()
+            .campaign("a".into())
+            .await
+            .unwrap();
         let e2 = backend.election(&s2, name("e")).unwrap();
         let campaign = tokio::spawn(async move { e2.campaign("b".into()).await });
         settle().await;
-        assert_eq!(backend.kv().range(Range::prefix("e/")).await.unwrap().count, 2);
+        assert_eq!(
+            backend.kv().range(Range::prefix("e/")).await.unwrap().count,
+            2
+        );
         campaign.abort();
         settle().await;
-        assert_eq!(backend.kv().range(Range::prefix("e/")).await.unwrap().count, 1);
+        assert_eq!(
+            backend.kv().range(Range::prefix("e/")).await.unwrap().count,
+            1
+        );
     }
 
     #[tokio::test]
@@ -505,6 +523,9 @@ mod tests {
         assert!(futures::poll!(next.as_mut()).is_pending());
         let leadership = election.campaign("v".into()).await.unwrap();
         let first = within(next).await.unwrap().unwrap();
-        assert_eq!((first.value, first.term), (Bytes::from("v"), leadership.term()));
+        assert_eq!(
+            (first.value, first.term),
+            (Bytes::from("v"), leadership.term())
+        );
     }
 }

@@ -186,20 +186,42 @@ mod tests {
     async fn key_is_gos_and_token_is_its_create_revision() {
         let backend = backend();
         let s = session(&backend).await;
-        let guard = backend.locker(&s, name("jobs/nightly")).unwrap().lock().await.unwrap();
+        let guard = backend
+            .locker(&s, name("jobs/nightly"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
         assert_eq!(guard.key(), format!("jobs/nightly/{:x}", s.id().0));
         let stored = backend.kv().range(Range::key(guard.key())).await.unwrap();
         assert_eq!(stored.kvs[0].create_revision as u64, guard.token().get());
         assert_eq!(stored.kvs[0].lease as u64, s.id().0);
         guard.unlock().await.unwrap();
-        assert_eq!(backend.kv().range(Range::prefix("jobs/")).await.unwrap().count, 0);
+        assert_eq!(
+            backend
+                .kv()
+                .range(Range::prefix("jobs/"))
+                .await
+                .unwrap()
+                .count,
+            0
+        );
     }
 
     #[tokio::test]
     async fn waiters_are_handed_the_lock_in_arrival_order() {
         let backend = backend();
-        let (s1, s2, s3) = (session(&backend).await, session(&backend).await, session(&backend).await);
-        let first = backend.locker(&s1, name("l")).unwrap().lock().await.unwrap();
+        let (s1, s2, s3) = (
+            session(&backend).await,
+            session(&backend).await,
+            session(&backend).await,
+        );
+        let first = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let m3 = backend.locker(&s3, name("l")).unwrap();
         let second = tokio::spawn(async move { m2.lock().await });
@@ -212,7 +234,10 @@ mod tests {
         first.unlock().await.unwrap();
         let second = within(second).await.unwrap().unwrap();
         settle().await;
-        assert!(!third.is_finished(), "the third waiter must wait for the second");
+        assert!(
+            !third.is_finished(),
+            "the third waiter must wait for the second"
+        );
         assert!(second.token() > first_token);
 
         let second_token = second.token();
@@ -224,17 +249,37 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_waiter_leaves_no_key_behind() {
         let backend = backend();
-        let (s1, s2, s3) = (session(&backend).await, session(&backend).await, session(&backend).await);
-        let held = backend.locker(&s1, name("l")).unwrap().lock().await.unwrap();
+        let (s1, s2, s3) = (
+            session(&backend).await,
+            session(&backend).await,
+            session(&backend).await,
+        );
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let waiter = tokio::spawn(async move { m2.lock().await });
         settle().await;
-        assert_eq!(backend.kv().range(Range::prefix("l/")).await.unwrap().count, 2);
+        assert_eq!(
+            backend.kv().range(Range::prefix("l/")).await.unwrap().count,
+            2
+        );
         waiter.abort();
         settle().await;
-        assert_eq!(backend.kv().range(Range::prefix("l/")).await.unwrap().count, 1);
+        assert_eq!(
+            backend.kv().range(Range::prefix("l/")).await.unwrap().count,
+            1
+        );
         held.unlock().await.unwrap();
-        let next = backend.locker(&s3, name("l")).unwrap().try_lock().await.unwrap();
+        let next = backend
+            .locker(&s3, name("l"))
+            .unwrap()
+            .try_lock()
+            .await
+            .unwrap();
         assert!(next.is_some());
     }
 
@@ -242,10 +287,18 @@ mod tests {
     async fn try_lock_does_not_wait_and_withdraws() {
         let backend = backend();
         let (s1, s2) = (session(&backend).await, session(&backend).await);
-        let held = backend.locker(&s1, name("l")).unwrap().lock().await.unwrap();
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
         let m2 = backend.locker(&s2, name("l")).unwrap();
         assert!(m2.try_lock().await.unwrap().is_none());
-        assert_eq!(backend.kv().range(Range::prefix("l/")).await.unwrap().count, 1);
+        assert_eq!(
+            backend.kv().range(Range::prefix("l/")).await.unwrap().count,
+            1
+        );
         held.unlock().await.unwrap();
         assert!(m2.try_lock().await.unwrap().is_some());
     }
@@ -271,13 +324,21 @@ mod tests {
     async fn revoking_the_session_fires_lost_and_frees_the_lock() {
         let backend = backend();
         let (s1, s2) = (session(&backend).await, session(&backend).await);
-        let held = backend.locker(&s1, name("l")).unwrap().lock().await.unwrap();
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let waiter = tokio::spawn(async move { m2.lock().await });
         backend.revoke_session(s1.id()).await.unwrap();
         within(held.lost()).await;
         within(waiter).await.unwrap().unwrap();
-        assert!(matches!(held.unlock().await, Err(crate::Error::SessionLost)));
+        assert!(matches!(
+            held.unlock().await,
+            Err(crate::Error::SessionLost)
+        ));
         assert!(s1.is_lost());
     }
 
@@ -285,12 +346,23 @@ mod tests {
     async fn a_waiter_whose_session_is_lost_gets_session_lost() {
         let backend = backend();
         let (s1, s2) = (session(&backend).await, session(&backend).await);
-        let _held = backend.locker(&s1, name("l")).unwrap().lock().await.unwrap();
+        let _held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let waiter = tokio::spawn(async move { m2.lock().await });
         settle().await;
         s2.close().await.unwrap();
-        assert!(matches!(within(waiter).await.unwrap(), Err(crate::Error::SessionLost)));
-        assert_eq!(backend.kv().range(Range::prefix("l/")).await.unwrap().count, 1);
+        assert!(matches!(
+            within(waiter).await.unwrap(),
+            Err(crate::Error::SessionLost)
+        ));
+        assert_eq!(
+            backend.kv().range(Range::prefix("l/")).await.unwrap().count,
+            1
+        );
     }
 }

@@ -302,7 +302,12 @@ mod tests {
         let waiting = tokio::spawn(async move { consumer.dequeue().await });
         settle().await;
         assert!(!waiting.is_finished());
-        backend.queue(name("q")).unwrap().enqueue("x".into()).await.unwrap();
+        backend
+            .queue(name("q"))
+            .unwrap()
+            .enqueue("x".into())
+            .await
+            .unwrap();
         assert_eq!(within(waiting).await.unwrap().unwrap(), "x");
     }
 
@@ -329,7 +334,10 @@ mod tests {
         }
         settle().await;
         assert_eq!(q.len().await.unwrap(), 2);
-        assert!(created(backend.kv()).await > before, "the item was claimed and put back");
+        assert!(
+            created(backend.kv()).await > before,
+            "the item was claimed and put back"
+        );
         assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "x");
         assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "y");
     }

@@ -241,8 +241,18 @@ mod tests {
             session(&backend).await,
             session(&backend).await,
         );
-        let r1 = backend.rwlock(&s1, name("rw")).unwrap().read().await.unwrap();
-        let r2 = backend.rwlock(&s2, name("rw")).unwrap().read().await.unwrap();
+        let r1 = backend
+            .rwlock(&s1, name("rw"))
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
+        let r2 = backend
+            .rwlock(&s2, name("rw"))
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
         assert!(r1.key().starts_with("rw/read/"));
         let w = backend.rwlock(&s3, name("rw")).unwrap();
         let writer = tokio::spawn(async move { w.write().await });
@@ -251,7 +261,10 @@ mod tests {
         let r = backend.rwlock(&s4, name("rw")).unwrap();
         let late_reader = tokio::spawn(async move { r.read().await });
         settle().await;
-        assert!(!late_reader.is_finished(), "a reader behind a waiting writer waits");
+        assert!(
+            !late_reader.is_finished(),
+            "a reader behind a waiting writer waits"
+        );
 
         r1.unlock().await.unwrap();
         settle().await;
@@ -269,11 +282,24 @@ mod tests {
     async fn try_variants_withdraw_when_blocked() {
         let backend = backend();
         let (s1, s2) = (session(&backend).await, session(&backend).await);
-        let reader = backend.rwlock(&s1, name("rw")).unwrap().read().await.unwrap();
+        let reader = backend
+            .rwlock(&s1, name("rw"))
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
         let other = backend.rwlock(&s2, name("rw")).unwrap();
         assert!(other.try_write().await.unwrap().is_none());
         let shared = other.try_read().await.unwrap().unwrap();
-        assert_eq!(backend.kv().range(Range::prefix("rw/")).await.unwrap().count, 2);
+        assert_eq!(
+            backend
+                .kv()
+                .range(Range::prefix("rw/"))
+                .await
+                .unwrap()
+                .count,
+            2
+        );
         shared.unlock().await.unwrap();
         reader.unlock().await.unwrap();
 
@@ -281,7 +307,15 @@ mod tests {
         let first = backend.rwlock(&s1, name("rw")).unwrap();
         assert!(first.try_read().await.unwrap().is_none());
         assert!(first.try_write().await.unwrap().is_none());
-        assert_eq!(backend.kv().range(Range::prefix("rw/")).await.unwrap().count, 1);
+        assert_eq!(
+            backend
+                .kv()
+                .range(Range::prefix("rw/"))
+                .await
+                .unwrap()
+                .count,
+            1
+        );
         let token = writer.token();
         writer.unlock().await.unwrap();
         assert!(first.try_write().await.unwrap().unwrap().token() > token);
@@ -290,8 +324,17 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_writer_stops_blocking_readers() {
         let backend = backend();
-        let (s1, s2, s3) = (session(&backend).await, session(&backend).await, session(&backend).await);
-        let _reader = backend.rwlock(&s1, name("rw")).unwrap().read().await.unwrap();
+        let (s1, s2, s3) = (
+            session(&backend).await,
+            session(&backend).await,
+            session(&backend).await,
+        );
+        let _reader = backend
+            .rwlock(&s1, name("rw"))
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
         let w = backend.rwlock(&s2, name("rw")).unwrap();
         let writer = tokio::spawn(async move { w.write().await });
         settle().await;

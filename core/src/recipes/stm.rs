@@ -210,3 +210,218 @@ impl StmAttempt for KvStmAttempt {
         Ok(response.succeeded)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use crate::backend::Backend;
+    use crate::kv::{Kv, Range, Txn, TxnOp};
+    use crate::recipes::testing::{backend, within};
+    use crate::stm::{Isolation, StmOptions};
+    use crate::{Error, Stm};
+
+    fn number(value: Option<Bytes>) -> i64 {
+        value.map_or(0, |v| String::from_utf8_lossy(&v).parse().unwrap())
+    }
+
+    /// Runs a body that reads `read` (if any) and writes `written`, while another
+    /// client writes `interfering` during the first attempt; returns the attempts.
+    async fn attempts_with_interference(
+        isolation: Isolation,
+        read: Option<&'static str>,
+        written: &'static str,
+        interfering: &'static str,
+    ) -> u32 {
+        let backend = backend();
+        let kv = backend.kv().clone();
+        let stm = backend.stm().unwrap();
+        let runs = Arc::new(AtomicU32::new(0));
+        let committed = stm
+            .atomically_with(isolation, &StmOptions::default(), |tx| {
+                let kv = kv.clone();
+                let runs = Arc::clone(&runs);
+                async move {
+                    if let Some(read) = read {
+                        tx.get(read).await?;
+                    }
+                    tx.get("unrelated").await?;
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        kv.txn(Txn::default().and_then(vec![TxnOp::put(interfering, "9", 0)]))
+                            .await?;
+                    }
+                    tx.put(written, "1");
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        committed.attempts
+    }
+
+    #[tokio::test]
+    async fn a_changed_read_conflicts_except_under_read_committed() {
+        for isolation in [
+            Isolation::SerializableSnapshot,
+            Isolation::Serializable,
+            Isolation::RepeatableReads,
+        ] {
+            assert_eq!(
+                attempts_with_interference(isolation, Some("k"), "out", "k").await,
+                2,
+                "{isolation}"
+            );
+        }
+        assert_eq!(
+            attempts_with_interference(Isolation::ReadCommitted, Some("k"), "out", "k").await,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn only_serializable_snapshot_checks_the_write_set() {
+        assert_eq!(
+            attempts_with_interference(Isolation::SerializableSnapshot, None, "w", "w").await,
+            2
+        );
+        assert_eq!(
+            attempts_with_interference(Isolation::Serializable, None, "w", "w").await,
+            1
+        );
+    }
+
+    /// What each attempt read of `a` then `b`, when `b` changes after the first
+    /// attempt's first read.
+    async fn reads_per_attempt(isolation: Isolation) -> Vec<(i64, i64)> {
+        let backend = backend();
+        let kv = backend.kv().clone();
+        let stm = backend.stm().unwrap();
+        kv.txn(Txn::default().and_then(vec![TxnOp::put("a", "1", 0), TxnOp::put("b", "1", 0)]))
+            .await
+            .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        stm.atomically(isolation, |tx| {
+            let kv = kv.clone();
+            let seen = Arc::clone(&seen);
+            async move {
+                let a = number(tx.get("a").await?);
+                if seen.lock().unwrap().is_empty() {
+                    kv.txn(Txn::default().and_then(vec![TxnOp::put("b", "2", 0)]))
+                        .await?;
+                }
+                let b = number(tx.get("b").await?);
+                seen.lock().unwrap().push((a, b));
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
+    #[tokio::test]
+    async fn serializable_reads_come_from_the_first_reads_revision() {
+        // The snapshot shows b as it was at the first read; the commit then finds b
+        // changed, and the retry sees the new value.
+        assert_eq!(
+            reads_per_attempt(Isolation::Serializable).await,
+            [(1, 1), (1, 2)]
+        );
+        assert_eq!(
+            reads_per_attempt(Isolation::SerializableSnapshot).await,
+            [(1, 1), (1, 2)]
+        );
+        // Repeatable reads read the latest value once, so nothing conflicts here.
+        assert_eq!(
+            reads_per_attempt(Isolation::RepeatableReads).await,
+            [(1, 2)]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bank_keeps_its_total() {
+        for isolation in [
+            Isolation::SerializableSnapshot,
+            Isolation::Serializable,
+            Isolation::RepeatableReads,
+        ] {
+            let backend = backend();
+            let stm: Arc<dyn Stm> = backend.stm().unwrap();
+            let accounts = ["acct/0", "acct/1", "acct/2", "acct/3", "acct/4"];
+            stm.atomically(isolation, |tx| async move {
+                for account in accounts {
+                    tx.put(account, "100");
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+            let mut workers = Vec::new();
+            for worker in 0..6usize {
+                let stm = Arc::clone(&stm);
+                workers.push(tokio::spawn(async move {
+                    for round in 0..20usize {
+                        let from = accounts[(worker + round) % 5];
+                        let to = accounts[(worker * 3 + round * 7 + 1) % 5];
+                        if from == to {
+                            continue;
+                        }
+                        let options = StmOptions {
+                            max_attempts: 10_000,
+                        };
+                        stm.atomically_with(isolation, &options, |tx| async move {
+                            let a = number(tx.get(from).await?);
+                            let b = number(tx.get(to).await?);
+                            let moved = a / 2;
+                            tx.put(from, (a - moved).to_string());
+                            tx.put(to, (b + moved).to_string());
+                            Ok(())
+                        })
+                        .await
+                        .unwrap();
+                    }
+                }));
+            }
+            for worker in workers {
+                within(worker).await.unwrap();
+            }
+            let total = stm
+                .atomically(isolation, |tx| async move {
+                    let mut total = 0;
+                    for account in accounts {
+                        total += number(tx.get(account).await?);
+                    }
+                    Ok(total)
+                })
+                .await
+                .unwrap();
+            assert_eq!(total, 500, "{isolation}");
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_live_under_the_namespace_and_unsupported_levels_say_so() {
+        let backend = backend();
+        let stm = backend.stm().unwrap();
+        stm.atomically(Isolation::default(), |tx| async move {
+            tx.put("x/y", "v");
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let stored = backend.kv().range(Range::key("x/y")).await.unwrap();
+        assert_eq!(stored.kvs[0].value, Bytes::from("v"));
+
+        let mut capabilities = crate::memory::capabilities();
+        capabilities.stm_read_committed = false;
+        let limited = super::KvStm::new(backend.kv().clone(), "", capabilities);
+        assert!(matches!(
+            limited.begin(Isolation::ReadCommitted, &[]).await,
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}
