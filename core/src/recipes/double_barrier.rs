@@ -21,7 +21,7 @@ use crate::kv::{
 use crate::name::Name;
 use crate::session::Session;
 
-use super::hold::explain_lease_error;
+use super::hold::{explain_lease_error, Cleanup};
 use super::key::{put_new_key, UniqueKeys};
 use super::wait::{next_event, until_lost, wait_delete};
 
@@ -89,12 +89,16 @@ impl KvDoubleBarrier {
         Ok(response.kvs)
     }
 
-    /// Creates this participant's waiter key.
+    /// Creates this participant's waiter key (removed again if the future is dropped
+    /// before the key is known to exist).
     async fn create_entry(&self) -> Result<Entry> {
         let mut names = UniqueKeys::new(self.waiters.clone());
         loop {
             let key = names.next_key();
-            match put_new_key(&*self.kv, &key, Bytes::new(), self.lease).await {
+            let cleanup = Cleanup::new(Arc::clone(&self.kv), key.clone(), self.lease, None);
+            let created = put_new_key(&*self.kv, &key, Bytes::new(), self.lease).await;
+            cleanup.disarm();
+            match created {
                 Ok(Some(revision)) => return Ok(Entry { key, revision }),
                 Ok(None) => continue,
                 Err(error) => {
