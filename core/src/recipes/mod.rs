@@ -217,10 +217,8 @@ impl<K: Kv> Backend for KvBackend<K> {
     }
 
     fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
-        self.offers(
-            self.capabilities.queue && self.capabilities.priority_queue,
-            "queue",
-        )?;
+        // The recipe is Go's priority queue; `enqueue` is priority 0.
+        self.offers(self.capabilities.queue, "queue")?;
         Ok(Box::new(KvQueue::new(
             self.shared_kv(),
             &self.namespace,
