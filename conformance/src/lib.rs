@@ -1,1 +1,48 @@
-//! placeholder
+//! # distsync-conformance
+//!
+//! One list of cases ([`CASES`]), each naming the primitive and the guarantee it
+//! measures, run against any [`distsync_core::Backend`] through a [`Harness`] (a name
+//! prefix of its own per run, session TTLs, a settle time, and [`Faults`] hooks). A
+//! case reports [`Outcome::Holds`] with a figure, [`Outcome::Violated`] with evidence,
+//! or [`Outcome::Unsupported`] exactly when the backend's
+//! [`distsync_core::Capabilities`] say it does not offer what the case needs.
+//!
+//! Every backend crate runs the whole suite as `cargo test` with
+//! [`conformance_tests!`]; the `distsync-conformance` binary runs it against backends
+//! given by URL and prints the guarantee matrix ([`matrix::markdown`],
+//! [`matrix::json`]).
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() {
+//! use std::sync::Arc;
+//! use distsync_conformance::{matrix, run_suite, Harness};
+//! use distsync_core::memory::MemoryBackend;
+//!
+//! let harness = Harness::new(Arc::new(MemoryBackend::new())).calibrate().await;
+//! let reports = run_suite(&harness, "memory", |_| true, |report| eprintln!("{report}")).await;
+//! println!("{}", matrix::markdown(&reports));
+//! # }
+//! ```
+//!
+//! This library depends on `distsync-core` only, so that backend crates can use it
+//! as a dev-dependency.
+#![warn(missing_docs)]
+
+mod case;
+mod cases;
+mod check;
+mod harness;
+pub mod matrix;
+mod outcome;
+mod rng;
+mod testing;
+
+pub use case::{
+    run_case, run_case_as, run_suite, Case, Claim, Need, Primitive, Report, CASE_LIMIT,
+};
+pub use cases::{find, CASES};
+pub use harness::{
+    ExternalHolder, Faults, Harness, StoreFaults, FAULT_TTL, MAX_SETTLE, MIN_SETTLE, SESSION_TTL,
+};
+pub use outcome::{Outcome, OutcomeKind};
+pub use testing::{assert_lists_every_case, run_test, server_url};

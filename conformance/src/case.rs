@@ -1,0 +1,434 @@
+//! A case, what it needs and claims, and running it into a [`Report`].
+
+use std::fmt;
+use std::time::Duration;
+
+use distsync_core::{Capabilities, Isolation};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::harness::Harness;
+use crate::outcome::Outcome;
+
+/// The bound on one whole case run; a case that exceeds it is a violation.
+pub const CASE_LIMIT: Duration = Duration::from_secs(180);
+
+/// The primitive a case exercises (a matrix row group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Primitive {
+    /// Sessions (leases).
+    Session,
+    /// [`distsync_core::Locker`].
+    Lock,
+    /// [`distsync_core::Election`].
+    Election,
+    /// [`distsync_core::RwLock`].
+    RwLock,
+    /// [`distsync_core::Queue`].
+    Queue,
+    /// [`distsync_core::Barrier`].
+    Barrier,
+    /// [`distsync_core::DoubleBarrier`].
+    DoubleBarrier,
+    /// [`distsync_core::Stm`].
+    Stm,
+    /// Names, arguments and capabilities, across every primitive.
+    Api,
+}
+
+impl Primitive {
+    /// The primitive's name in the matrix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Lock => "lock",
+            Self::Election => "election",
+            Self::RwLock => "rwlock",
+            Self::Queue => "queue",
+            Self::Barrier => "barrier",
+            Self::DoubleBarrier => "double_barrier",
+            Self::Stm => "stm",
+            Self::Api => "api",
+        }
+    }
+}
+
+impl fmt::Display for Primitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something a case needs the backend to offer; a case whose needs are not all offered
+/// is [`Outcome::Unsupported`] without running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// [`Capabilities::lock`].
+    Lock,
+    /// [`Capabilities::election`].
+    Election,
+    /// [`Capabilities::rwlock`].
+    RwLock,
+    /// [`Capabilities::queue`].
+    Queue,
+    /// [`Capabilities::priority_queue`].
+    PriorityQueue,
+    /// [`Capabilities::barrier`].
+    Barrier,
+    /// [`Capabilities::double_barrier`].
+    DoubleBarrier,
+    /// STM at this level ([`Capabilities::supports_isolation`]).
+    Stm(Isolation),
+}
+
+impl Need {
+    /// Whether `capabilities` offer it.
+    pub fn offered(self, capabilities: &Capabilities) -> bool {
+        match self {
+            Self::Lock => capabilities.lock,
+            Self::Election => capabilities.election,
+            Self::RwLock => capabilities.rwlock,
+            Self::Queue => capabilities.queue,
+            Self::PriorityQueue => capabilities.priority_queue,
+            Self::Barrier => capabilities.barrier,
+            Self::DoubleBarrier => capabilities.double_barrier,
+            Self::Stm(isolation) => capabilities.supports_isolation(isolation),
+        }
+    }
+
+    /// The capability flag, as written in [`Capabilities`].
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Lock => "lock",
+            Self::Election => "election",
+            Self::RwLock => "rwlock",
+            Self::Queue => "queue",
+            Self::PriorityQueue => "priority_queue",
+            Self::Barrier => "barrier",
+            Self::DoubleBarrier => "double_barrier",
+            Self::Stm(Isolation::SerializableSnapshot) => "stm_serializable_snapshot",
+            Self::Stm(Isolation::Serializable) => "stm_serializable",
+            Self::Stm(Isolation::RepeatableReads) => "stm_repeatable_reads",
+            Self::Stm(Isolation::ReadCommitted) => "stm_read_committed",
+        }
+    }
+}
+
+/// What the backend's capabilities claim about a case's guarantee.
+#[derive(Clone, Copy)]
+pub enum Claim {
+    /// Every backend must give it (names, arguments): no capability flag; `declared`
+    /// is reported as null.
+    Contract,
+    /// Offering the case's [`Need`]s is the claim (a lock that offers mutual
+    /// exclusion); `declared` is `true` whenever the case runs.
+    Offered,
+    /// A guarantee flag of [`Capabilities`], named as in the struct. A case measures
+    /// it whether claimed or not: measured to hold while not claimed is fine, measured
+    /// violated while claimed is a failure, measured violated while not claimed is
+    /// reported as such and is not a failure.
+    Flag(&'static str, fn(&Capabilities) -> bool),
+}
+
+impl fmt::Debug for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Contract => f.write_str("Contract"),
+            Self::Offered => f.write_str("Offered"),
+            Self::Flag(flag, _) => write!(f, "Flag({flag})"),
+        }
+    }
+}
+
+/// One conformance case: a guarantee of a primitive, measured against a backend.
+pub struct Case {
+    /// The case's id, a Rust identifier (also the test function's name).
+    pub id: &'static str,
+    /// The primitive it exercises.
+    pub primitive: Primitive,
+    /// The guarantee it checks, in a few words (a matrix row).
+    pub guarantee: &'static str,
+    /// What the backend must offer for the case to run.
+    pub needs: &'static [Need],
+    /// What the capabilities claim about the guarantee.
+    pub claim: Claim,
+    /// The case body. Called with a harness of its own ([`Harness::for_case`]).
+    pub run: fn(Harness) -> BoxFuture<'static, Outcome>,
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case")
+            .field("id", &self.id)
+            .field("primitive", &self.primitive)
+            .field("guarantee", &self.guarantee)
+            .field("needs", &self.needs)
+            .field("claim", &self.claim)
+            .finish()
+    }
+}
+
+impl Case {
+    /// The first need `capabilities` do not offer, if any.
+    pub fn missing(&self, capabilities: &Capabilities) -> Option<Need> {
+        self.needs
+            .iter()
+            .copied()
+            .find(|need| !need.offered(capabilities))
+    }
+
+    /// What `capabilities` claim about this case's guarantee: `None` where there is no
+    /// claim (a contract every backend must keep).
+    pub fn declared(&self, capabilities: &Capabilities) -> Option<bool> {
+        match self.claim {
+            Claim::Contract => None,
+            Claim::Offered => Some(self.missing(capabilities).is_none()),
+            Claim::Flag(_, flag) => Some(flag(capabilities)),
+        }
+    }
+}
+
+/// One case's result against one backend.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The backend's label (its capabilities' name, or the URL when one backend kind
+    /// appears twice in a run).
+    pub backend: String,
+    /// The case.
+    pub case: &'static Case,
+    /// What the capabilities claimed ([`Case::declared`]).
+    pub declared: Option<bool>,
+    /// What was measured.
+    pub outcome: Outcome,
+    /// How long the case took.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Whether this result fails the suite: a violation of a guarantee that is claimed
+    /// or part of the contract. (A violation of a guarantee the backend declares it
+    /// does not give is reported, not failed; contradictions between capabilities and
+    /// behaviour are already violations, see [`run_case`].)
+    pub fn is_failure(&self) -> bool {
+        matches!(self.outcome, Outcome::Violated { .. }) && self.declared != Some(false)
+    }
+
+    /// Whether measured and declared disagree (either way).
+    pub fn disagrees(&self) -> bool {
+        matches!(
+            (&self.outcome, self.declared),
+            (Outcome::Holds { .. }, Some(false)) | (Outcome::Violated { .. }, Some(true))
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let declared = match self.declared {
+            Some(true) => "claimed",
+            Some(false) => "not claimed",
+            None => "contract",
+        };
+        write!(
+            f,
+            "[{}] {} ({declared}, {:.2} s): {}",
+            self.backend,
+            self.case.id,
+            self.elapsed.as_secs_f64(),
+            self.outcome
+        )
+    }
+}
+
+/// Runs `case` against the harness's backend, under a fresh prefix, bounded by
+/// [`CASE_LIMIT`].
+///
+/// A case whose [`Need`]s the capabilities do not offer is `Unsupported` without
+/// running. A case that runs and meets [`distsync_core::Error::Unsupported`] from the
+/// backend has found a contradiction (the capabilities offered what the backend
+/// refuses): that is reported as `Violated`. A panic in the case body is `Violated`.
+pub async fn run_case(case: &'static Case, harness: &Harness) -> Report {
+    run_case_as(case, harness, harness.capabilities().backend).await
+}
+
+/// As [`run_case`], labelling the report's backend `label`.
+pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) -> Report {
+    let capabilities = harness.capabilities().clone();
+    let declared = case.declared(&capabilities);
+    let started = Instant::now();
+    let outcome = match case.missing(&capabilities) {
+        Some(need) => Outcome::Unsupported {
+            reason: format!("capabilities declare {} = false", need.flag()),
+        },
+        None => {
+            let body = tokio::spawn((case.run)(harness.for_case(case.id)));
+            let abort = body.abort_handle();
+            match tokio::time::timeout(CASE_LIMIT, body).await {
+                Ok(Ok(Outcome::Unsupported { reason })) => Outcome::Violated {
+                    evidence: format!(
+                        "capabilities offer what the case needs ({}), but the backend refused: {reason}",
+                        needs_list(case)
+                    ),
+                },
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(error)) => Outcome::Violated {
+                    evidence: format!("the case panicked: {error}"),
+                },
+                Err(_) => {
+                    abort.abort();
+                    Outcome::Violated {
+                        evidence: format!("the case did not finish within {CASE_LIMIT:?}"),
+                    }
+                }
+            }
+        }
+    };
+    Report {
+        backend: label.to_owned(),
+        case,
+        declared,
+        outcome,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Runs every case `select` accepts, one after another (cases measure concurrency
+/// and timing, so they do not share the machine with each other), labelling reports
+/// `label` and handing each to `on_report` as it completes.
+pub async fn run_suite(
+    harness: &Harness,
+    label: &str,
+    select: impl Fn(&Case) -> bool,
+    mut on_report: impl FnMut(&Report),
+) -> Vec<Report> {
+    let mut reports = Vec::new();
+    for case in crate::cases::CASES.iter().filter(|case| select(case)) {
+        let report = run_case_as(case, harness, label).await;
+        on_report(&report);
+        reports.push(report);
+    }
+    reports
+}
+
+fn needs_list(case: &Case) -> String {
+    if case.needs.is_empty() {
+        return "nothing".to_owned();
+    }
+    case.needs
+        .iter()
+        .map(|need| format!("{} = true", need.flag()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fencing(capabilities: &Capabilities) -> bool {
+        capabilities.fencing
+    }
+
+    fn case(claim: Claim) -> &'static Case {
+        Box::leak(Box::new(Case {
+            id: "test_case",
+            primitive: Primitive::Lock,
+            guarantee: "test",
+            needs: &[Need::Lock],
+            claim,
+            run: |_| Box::pin(async { Outcome::holds("ok") }),
+        }))
+    }
+
+    fn report(claim: Claim, declared: Option<bool>, outcome: Outcome) -> Report {
+        Report {
+            backend: "memory".into(),
+            case: case(claim),
+            declared,
+            outcome,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn declared_follows_the_claim() {
+        let mut capabilities = Capabilities::none("test");
+        assert_eq!(case(Claim::Contract).declared(&capabilities), None);
+        assert_eq!(case(Claim::Offered).declared(&capabilities), Some(false));
+        assert_eq!(
+            case(Claim::Flag("fencing", fencing)).declared(&capabilities),
+            Some(false)
+        );
+        capabilities.lock = true;
+        capabilities.fencing = true;
+        assert_eq!(case(Claim::Offered).declared(&capabilities), Some(true));
+        assert_eq!(
+            case(Claim::Flag("fencing", fencing)).declared(&capabilities),
+            Some(true)
+        );
+        assert_eq!(case(Claim::Offered).missing(&capabilities), None);
+    }
+
+    #[test]
+    fn failures_are_violations_of_what_is_claimed_or_contracted() {
+        let claim = Claim::Flag("fencing", fencing);
+        assert!(report(claim, Some(true), Outcome::violated("x")).is_failure());
+        assert!(report(claim, None, Outcome::violated("x")).is_failure());
+        assert!(!report(claim, Some(false), Outcome::violated("x")).is_failure());
+        assert!(!report(claim, Some(false), Outcome::holds("x")).is_failure());
+        assert!(report(claim, Some(false), Outcome::holds("x")).disagrees());
+        assert!(report(claim, Some(true), Outcome::violated("x")).disagrees());
+        assert!(!report(claim, Some(true), Outcome::holds("x")).disagrees());
+    }
+
+    #[tokio::test]
+    async fn unoffered_needs_are_unsupported_and_refusals_are_contradictions() {
+        use distsync_core::memory::MemoryBackend;
+        use std::sync::Arc;
+
+        let harness = Harness::new(Arc::new(MemoryBackend::new()));
+        let plain = case(Claim::Offered);
+        if !harness.capabilities().lock {
+            let report = run_case(plain, &harness).await;
+            assert!(
+                matches!(report.outcome, Outcome::Unsupported { .. }),
+                "{report}"
+            );
+            assert!(!report.is_failure());
+        }
+
+        let refusing: &'static Case = Box::leak(Box::new(Case {
+            id: "refusing",
+            primitive: Primitive::Api,
+            guarantee: "test",
+            needs: &[],
+            claim: Claim::Contract,
+            run: |_| {
+                Box::pin(async {
+                    Outcome::Unsupported {
+                        reason: "refused".into(),
+                    }
+                })
+            },
+        }));
+        let report = run_case(refusing, &harness).await;
+        assert!(
+            matches!(report.outcome, Outcome::Violated { .. }),
+            "{report}"
+        );
+        assert!(report.is_failure());
+
+        let panicking: &'static Case = Box::leak(Box::new(Case {
+            id: "panicking",
+            primitive: Primitive::Api,
+            guarantee: "test",
+            needs: &[],
+            claim: Claim::Contract,
+            run: |_| Box::pin(async { panic!("boom") }),
+        }));
+        let report = run_case(panicking, &harness).await;
+        assert!(report.outcome.detail().contains("panicked"), "{report}");
+    }
+}

@@ -1,0 +1,236 @@
+//! Barrier and double-barrier cases.
+
+use std::sync::Arc;
+
+use distsync_core::{Barrier, DoubleBarrier, Error};
+use tokio::time::Instant;
+
+use crate::check::{ensure, join_all, ms, violated, within, Check, Context, Holds, Task, PROMPT};
+use crate::harness::Harness;
+
+/// `wait` returns at once on a barrier that is not held: a fresh one, and one held and
+/// released again.
+pub(crate) async fn wait_when_not_held(h: Harness) -> Check {
+    let barrier = h
+        .backend()
+        .barrier(h.name("barrier").ctx("naming the barrier")?)
+        .ctx("making a barrier")?;
+    let started = Instant::now();
+    within(PROMPT, "wait() on a fresh barrier", barrier.wait()).await?;
+    let took = started.elapsed();
+    within(PROMPT, "hold()", barrier.hold()).await?;
+    within(PROMPT, "release()", barrier.release()).await?;
+    within(PROMPT, "wait() on a released barrier", barrier.wait()).await?;
+    Ok(Holds::figure(
+        format!("returned in {}", ms(took)),
+        "wait() returned at once on a fresh and on a released barrier",
+    ))
+}
+
+/// Waiters block while the barrier is held (holding twice is fine) and all pass on
+/// `release`.
+pub(crate) async fn blocks_until_release(h: Harness) -> Check {
+    const WAITERS: usize = 3;
+    let name = h.name("barrier").ctx("naming the barrier")?;
+    let barrier = h.backend().barrier(name.clone()).ctx("making a barrier")?;
+    within(PROMPT, "hold()", barrier.hold()).await?;
+    let mut waiters = Vec::new();
+    for i in 0..WAITERS {
+        let waiter: Arc<dyn Barrier> = Arc::from(
+            h.backend()
+                .barrier(name.clone())
+                .ctx("making a waiter's barrier")?,
+        );
+        waiters.push(Task::spawn(format!("waiter {i}"), async move {
+            waiter.wait().await.ctx(format!("waiter {i} waiting"))?;
+            Ok(Instant::now())
+        }));
+    }
+    for waiter in &waiters {
+        waiter
+            .ensure_blocked(h.settle(), "the barrier is held")
+            .await?;
+    }
+    within(PROMPT, "hold() of a held barrier", barrier.hold()).await?;
+    let released = Instant::now();
+    within(PROMPT, "release()", barrier.release()).await?;
+    let passed = join_all(&mut waiters, PROMPT).await?;
+    let last = passed
+        .iter()
+        .map(|at| at.saturating_duration_since(released))
+        .max()
+        .unwrap_or_default();
+    Ok(Holds::figure(
+        format!("{WAITERS} waiters passed within {}", ms(last)),
+        "waiters blocked while held, every one passed on release",
+    ))
+}
+
+/// Double barrier: `count` (3) participants, each with its own session. None returns
+/// from `enter` before the last has entered; none returns from `leave` before the last
+/// has left.
+pub(crate) async fn double_enter_leave(h: Harness) -> Check {
+    const COUNT: usize = 3;
+    let name = h.name("double").ctx("naming the double barrier")?;
+    let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..COUNT {
+        let session = h.session().await.ctx("opening a session")?;
+        let barrier = h
+            .backend()
+            .double_barrier(&session, name.clone(), COUNT)
+            .ctx("making a double barrier")?;
+        ensure!(
+            barrier.count() == COUNT,
+            "count() is {}, made with {COUNT}",
+            barrier.count()
+        );
+        participants.push(Arc::from(barrier));
+        sessions.push(session);
+    }
+    let enter = |i: usize| {
+        let barrier = participants[i].clone();
+        Task::spawn(format!("participant {i} entering"), async move {
+            barrier
+                .enter()
+                .await
+                .ctx(format!("participant {i} entering"))?;
+            Ok(Instant::now())
+        })
+    };
+    let mut entering = Vec::new();
+    for i in 0..COUNT - 1 {
+        let task = enter(i);
+        task.ensure_blocked(
+            h.settle(),
+            format!("only {} of {COUNT} participants had entered", i + 1),
+        )
+        .await?;
+        entering.push(task);
+    }
+    for task in &entering {
+        ensure!(
+            !task.is_finished(),
+            "{} returned before the last participant entered",
+            task.what()
+        );
+    }
+    let last_entered = Instant::now();
+    entering.push(enter(COUNT - 1));
+    let entered = join_all(&mut entering, PROMPT).await?;
+    let enter_took = entered
+        .iter()
+        .map(|at| at.saturating_duration_since(last_entered))
+        .max()
+        .unwrap_or_default();
+
+    let leave = |i: usize| {
+        let barrier = participants[i].clone();
+        Task::spawn(format!("participant {i} leaving"), async move {
+            barrier
+                .leave()
+                .await
+                .ctx(format!("participant {i} leaving"))?;
+            Ok(Instant::now())
+        })
+    };
+    let mut leaving = Vec::new();
+    for i in 0..COUNT - 1 {
+        let task = leave(i);
+        task.ensure_blocked(
+            h.settle(),
+            format!("only {} of {COUNT} participants had left", i + 1),
+        )
+        .await?;
+        leaving.push(task);
+    }
+    for task in &leaving {
+        ensure!(
+            !task.is_finished(),
+            "{} returned before the last participant left",
+            task.what()
+        );
+    }
+    leaving.push(leave(COUNT - 1));
+    join_all(&mut leaving, PROMPT).await?;
+    drop(sessions);
+    Ok(Holds::figure(
+        format!("all entered within {} of the last", ms(enter_took)),
+        format!("{COUNT} participants: enter and leave each returned only once all had arrived"),
+    ))
+}
+
+/// A participant over the count gets `TooManyParticipants`: with a count of 2, two
+/// participants enter; the third's `enter` fails promptly with the typed error.
+pub(crate) async fn too_many_participants(h: Harness) -> Check {
+    const COUNT: usize = 2;
+    let name = h.name("double").ctx("naming the double barrier")?;
+    let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..=COUNT {
+        let session = h.session().await.ctx("opening a session")?;
+        participants.push(Arc::from(
+            h.backend()
+                .double_barrier(&session, name.clone(), COUNT)
+                .ctx("making a double barrier")?,
+        ));
+        sessions.push(session);
+    }
+    let mut entering: Vec<Task<()>> = participants[..COUNT]
+        .iter()
+        .enumerate()
+        .map(|(i, barrier)| {
+            let barrier = barrier.clone();
+            Task::spawn(format!("participant {i} entering"), async move {
+                barrier
+                    .enter()
+                    .await
+                    .ctx(format!("participant {i} entering"))
+            })
+        })
+        .collect();
+    join_all(&mut entering, PROMPT).await?;
+    match tokio::time::timeout(PROMPT, participants[COUNT].enter()).await {
+        Ok(Err(Error::TooManyParticipants { count, .. })) => {
+            ensure!(
+                count == COUNT,
+                "TooManyParticipants names count {count}, the barrier has {COUNT}"
+            )
+        }
+        Ok(Ok(())) => {
+            return violated(format!(
+                "participant {} of a {COUNT}-participant barrier entered",
+                COUNT + 1
+            ))
+        }
+        Ok(Err(other)) => {
+            return violated(format!(
+                "the extra participant got {other}, not TooManyParticipants"
+            ))
+        }
+        Err(_) => {
+            return violated(format!(
+                "the extra participant's enter() did not return within {PROMPT:?}"
+            ))
+        }
+    }
+    let mut leaving: Vec<Task<()>> = participants[..COUNT]
+        .iter()
+        .enumerate()
+        .map(|(i, barrier)| {
+            let barrier = barrier.clone();
+            Task::spawn(format!("participant {i} leaving"), async move {
+                barrier
+                    .leave()
+                    .await
+                    .ctx(format!("participant {i} leaving"))
+            })
+        })
+        .collect();
+    join_all(&mut leaving, PROMPT).await?;
+    drop(sessions);
+    Ok(Holds::new(format!(
+        "participant {} of {COUNT} got TooManyParticipants; the others left normally",
+        COUNT + 1
+    )))
+}

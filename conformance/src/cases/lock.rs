@@ -1,0 +1,399 @@
+//! Lock cases: exclusion, fencing, `try_lock`, FIFO, cancelled waiters, and what
+//! happens when the store ends the holder's session.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use distsync_core::{Error, FencingToken, Locker};
+use tokio::time::Instant;
+
+use crate::check::{
+    ensure, join_all, ms, per_second, violated, within, Check, Context, Fail, Holds, Task, LONG,
+    PROMPT,
+};
+use crate::harness::Harness;
+
+/// Contenders, each with its own session.
+const CONTENDERS: usize = 8;
+/// Grants per contender.
+const ROUNDS: usize = 50;
+
+/// Mutual exclusion under contention: 8 tasks, each with its own session, take the
+/// lock 50 times each. Inside, an overlap detector (a count of current holders that
+/// must never exceed one) and a non-atomic read-modify-write of a shared counter
+/// (read, yield, write back plus one) that loses increments if two holders overlap.
+pub(crate) async fn mutual_exclusion(h: Harness) -> Check {
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let holders = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut lockers = Vec::new();
+    for i in 0..CONTENDERS {
+        let session = h.session().await.ctx(format!("opening session {i}"))?;
+        let locker = h
+            .backend()
+            .locker(&session, name.clone())
+            .ctx("making a locker")?;
+        lockers.push((session, locker));
+    }
+    let started = Instant::now();
+    let mut tasks: Vec<Task<()>> = lockers
+        .into_iter()
+        .enumerate()
+        .map(|(i, (session, locker))| {
+            let (holders, overlaps, counter) = (holders.clone(), overlaps.clone(), counter.clone());
+            Task::spawn(format!("contender {i}"), async move {
+                for round in 0..ROUNDS {
+                    let guard = locker
+                        .lock()
+                        .await
+                        .ctx(format!("contender {i} locking (round {round})"))?;
+                    if holders.fetch_add(1, Ordering::SeqCst) != 0 {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let seen = counter.load(Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    counter.store(seen + 1, Ordering::SeqCst);
+                    holders.fetch_sub(1, Ordering::SeqCst);
+                    guard
+                        .unlock()
+                        .await
+                        .ctx(format!("contender {i} unlocking (round {round})"))?;
+                }
+                drop(session);
+                Ok(())
+            })
+        })
+        .collect();
+    join_all(&mut tasks, LONG).await?;
+    let elapsed = started.elapsed();
+    let grants = CONTENDERS * ROUNDS;
+    let overlaps = overlaps.load(Ordering::SeqCst);
+    let counted = counter.load(Ordering::SeqCst);
+    ensure!(
+        overlaps == 0,
+        "{overlaps} of {grants} grants found another holder inside the critical section"
+    );
+    ensure!(
+        counted == grants as u64,
+        "the unprotected counter reads {counted} after {grants} increments under the lock: updates were lost"
+    );
+    Ok(Holds::figure(
+        format!("{grants} grants, {}", per_second(grants, elapsed)),
+        format!(
+            "{CONTENDERS} sessions x {ROUNDS} rounds: never two holders, no lost counter update"
+        ),
+    ))
+}
+
+/// Fencing tokens strictly increase across successive grants: 4 contenders take the
+/// lock 10 times each and record their token while holding it; then a `try_lock`
+/// grant must top them all.
+pub(crate) async fn fencing_tokens(h: Harness) -> Check {
+    const TASKS: usize = 4;
+    const GRANTS: usize = 10;
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let tokens = Arc::new(Mutex::new(Vec::<(usize, FencingToken)>::new()));
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let session = h.session().await.ctx("opening a session")?;
+        let locker = h
+            .backend()
+            .locker(&session, name.clone())
+            .ctx("making a locker")?;
+        let tokens = tokens.clone();
+        tasks.push(Task::spawn(format!("contender {i}"), async move {
+            for _ in 0..GRANTS {
+                let guard = locker.lock().await.ctx(format!("contender {i} locking"))?;
+                lock_vec(&tokens).push((i, guard.token()));
+                guard
+                    .unlock()
+                    .await
+                    .ctx(format!("contender {i} unlocking"))?;
+            }
+            drop(session);
+            Ok(())
+        }));
+    }
+    join_all(&mut tasks, LONG).await?;
+    let session = h.session().await.ctx("opening a session")?;
+    let locker = h.backend().locker(&session, name).ctx("making a locker")?;
+    let Some(last) = within(PROMPT, "try_lock on the free lock", locker.try_lock()).await? else {
+        return violated("try_lock returned None on a lock nobody holds");
+    };
+    let mut tokens = std::mem::take(&mut *lock_vec(&tokens));
+    tokens.push((TASKS, last.token()));
+    last.unlock().await.ctx("unlocking")?;
+    strictly_increasing(&tokens)?;
+    let first = tokens.first().map(|(_, t)| t.get()).unwrap_or_default();
+    let last = tokens.last().map(|(_, t)| t.get()).unwrap_or_default();
+    Ok(Holds::figure(
+        format!("{} grants, tokens {first}..{last}", tokens.len()),
+        "every grant's token is greater than the previous grant's, including a try_lock grant",
+    ))
+}
+
+/// `try_lock` returns `None` at once while another session holds the lock, and a
+/// guard once it is free.
+pub(crate) async fn try_lock(h: Harness) -> Check {
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let (a, b) = (
+        h.session().await.ctx("opening session A")?,
+        h.session().await.ctx("opening session B")?,
+    );
+    let la = h
+        .backend()
+        .locker(&a, name.clone())
+        .ctx("making locker A")?;
+    let lb = h.backend().locker(&b, name).ctx("making locker B")?;
+    let Some(held) = within(PROMPT, "A's try_lock on a free lock", la.try_lock()).await? else {
+        return violated("A's try_lock returned None on a lock nobody holds");
+    };
+    let started = Instant::now();
+    if let Some(intruder) = within(PROMPT, "B's try_lock while A holds", lb.try_lock()).await? {
+        return violated(format!(
+            "B's try_lock granted {} (token {}) while A held token {}",
+            intruder.key(),
+            intruder.token(),
+            held.token()
+        ));
+    }
+    let refusal = started.elapsed();
+    held.unlock().await.ctx("A unlocking")?;
+    let Some(b_held) = within(PROMPT, "B's try_lock after A unlocked", lb.try_lock()).await? else {
+        return violated("B's try_lock returned None after A unlocked");
+    };
+    if within(PROMPT, "A's try_lock while B holds", la.try_lock())
+        .await?
+        .is_some()
+    {
+        return violated("A's try_lock was granted while B held the lock");
+    }
+    b_held.unlock().await.ctx("B unlocking")?;
+    Ok(Holds::figure(
+        format!("refused in {}", ms(refusal)),
+        "None while another session holds, a guard once free",
+    ))
+}
+
+/// Waiters are granted in arrival order: a holder holds; 5 waiters, each with its own
+/// session, start one after another, each given [`Harness::settle`] to register in the
+/// store before the next starts; each records its index while holding. Measured on
+/// every backend; claimed only where `fifo_waiters` is.
+pub(crate) async fn fifo_waiters(h: Harness) -> Check {
+    const WAITERS: usize = 5;
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let holder_session = h.session().await.ctx("opening the holder's session")?;
+    let holder = h
+        .backend()
+        .locker(&holder_session, name.clone())
+        .ctx("making a locker")?;
+    let held = within(PROMPT, "the holder locking", holder.lock()).await?;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..WAITERS {
+        let session = h.session().await.ctx("opening a waiter's session")?;
+        let locker = h
+            .backend()
+            .locker(&session, name.clone())
+            .ctx("making a locker")?;
+        let order = order.clone();
+        let waiter = Task::spawn(format!("waiter {i}"), async move {
+            let guard = locker.lock().await.ctx(format!("waiter {i} locking"))?;
+            lock_vec(&order).push(i);
+            guard.unlock().await.ctx(format!("waiter {i} unlocking"))?;
+            drop(session);
+            Ok(())
+        });
+        waiter
+            .ensure_blocked(h.settle(), "the holder still holds the lock")
+            .await?;
+        waiters.push(waiter);
+    }
+    held.unlock().await.ctx("the holder unlocking")?;
+    join_all(&mut waiters, LONG).await?;
+    let order = std::mem::take(&mut *lock_vec(&order));
+    let expected: Vec<usize> = (0..WAITERS).collect();
+    ensure!(
+        order == expected,
+        "waiters queued in order {expected:?} were granted in order {order:?}"
+    );
+    Ok(Holds::figure(
+        format!("{WAITERS} waiters in order"),
+        format!("grant order {order:?} is the arrival order"),
+    ))
+}
+
+/// A cancelled waiter blocks no one: while A holds, B's `lock()` is cancelled after
+/// waiting (its future dropped by a timeout) with B's session kept alive, so any
+/// residue would stay until the test ends; C then waits; when A unlocks, C must get
+/// the lock promptly, and B can lock again afterwards.
+pub(crate) async fn cancelled_waiter(h: Harness) -> Check {
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let a = h.session().await.ctx("opening session A")?;
+    let b = h.session().await.ctx("opening session B")?;
+    let c = h.session().await.ctx("opening session C")?;
+    let la = h
+        .backend()
+        .locker(&a, name.clone())
+        .ctx("making locker A")?;
+    let lb: Arc<dyn Locker> = Arc::from(
+        h.backend()
+            .locker(&b, name.clone())
+            .ctx("making locker B")?,
+    );
+    let lc = h.backend().locker(&c, name).ctx("making locker C")?;
+    let held = within(PROMPT, "A locking", la.lock()).await?;
+    if let Ok(granted) = tokio::time::timeout(h.settle(), lb.lock()).await {
+        let granted = granted.ctx("B waiting while A holds")?;
+        return violated(format!(
+            "B was granted token {} while A held token {}",
+            granted.token(),
+            held.token()
+        ));
+    }
+    let c_waiter = Task::spawn("waiter C", async move {
+        let guard = lc.lock().await.ctx("C locking")?;
+        Ok((guard, Instant::now()))
+    });
+    c_waiter
+        .ensure_blocked(h.settle(), "A still holds the lock")
+        .await?;
+    let mut c_waiter = c_waiter;
+    let released = Instant::now();
+    held.unlock().await.ctx("A unlocking")?;
+    let (c_guard, granted_at) = c_waiter.join(PROMPT).await.map_err(|fail| match fail {
+        Fail::Violated(evidence) => Fail::Violated(format!(
+            "after B's lock() was cancelled, C did not get the lock once A released it: {evidence}"
+        )),
+        other => other,
+    })?;
+    let handover = granted_at.saturating_duration_since(released);
+    c_guard.unlock().await.ctx("C unlocking")?;
+    let again = within(PROMPT, "B locking again after C released", lb.lock()).await?;
+    again.unlock().await.ctx("B unlocking")?;
+    Ok(Holds::figure(
+        format!("next waiter granted {} after release", ms(handover)),
+        "a waiter dropped mid-wait left nothing that blocked the next waiter or itself",
+    ))
+}
+
+/// `lost()` fires when the store ends the holder's session (revoke from the store
+/// side): the figure is the time from the revoke to the guard's `lost()`.
+pub(crate) async fn session_end_fires_lost(h: Harness) -> Check {
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let a = h
+        .fault_session()
+        .await
+        .ctx("opening the holder's session")?;
+    let la = h.backend().locker(&a, name).ctx("making a locker")?;
+    let held = within(PROMPT, "locking", la.lock()).await?;
+    let lost = held.lost();
+    let started = Instant::now();
+    h.end_session(&a)
+        .await
+        .ctx("ending the session from the store side")?;
+    let limit = h.fault_ttl() * 2 + PROMPT;
+    if tokio::time::timeout(limit, lost).await.is_err() {
+        return violated(format!(
+            "the guard's lost() had not fired {limit:?} after the store revoked its session (TTL {:?})",
+            h.fault_ttl()
+        ));
+    }
+    let fired = started.elapsed();
+    let left = limit.saturating_sub(started.elapsed());
+    if tokio::time::timeout(left, a.lost()).await.is_err() {
+        return violated(format!(
+            "the guard's lost() fired but the session's had not {limit:?} after the revoke"
+        ));
+    }
+    let session_fired = started.elapsed();
+    ensure!(
+        held.is_lost(),
+        "lost() fired but the guard's is_lost() is false"
+    );
+    match held.unlock().await {
+        Err(Error::SessionLost) | Err(Error::NotHeld) => {}
+        Ok(()) => return violated("unlock() of a guard whose session was revoked returned Ok"),
+        Err(other) => {
+            return violated(format!(
+                "unlock() after the revoke: unexpected error {other}"
+            ))
+        }
+    }
+    Ok(Holds::figure(
+        format!(
+            "guard lost() after {}, session lost() after {}",
+            ms(fired),
+            ms(session_fired)
+        ),
+        format!(
+            "session TTL {:?}; the session's own lost() after {}; unlock() then reports the loss",
+            h.fault_ttl(),
+            ms(session_fired)
+        ),
+    ))
+}
+
+/// The lock frees when the store ends the holder's session: a waiter with another
+/// session gets it; the figure is the time from the revoke to the grant.
+pub(crate) async fn session_end_frees_lock(h: Harness) -> Check {
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let a = h
+        .fault_session()
+        .await
+        .ctx("opening the holder's session")?;
+    let b = h.session().await.ctx("opening the waiter's session")?;
+    let la = h
+        .backend()
+        .locker(&a, name.clone())
+        .ctx("making locker A")?;
+    let lb = h.backend().locker(&b, name).ctx("making locker B")?;
+    let held = within(PROMPT, "A locking", la.lock()).await?;
+    let waiter = Task::spawn("waiter B", async move {
+        let guard = lb.lock().await.ctx("B locking")?;
+        Ok((guard, Instant::now()))
+    });
+    waiter
+        .ensure_blocked(h.settle(), "A holds the lock")
+        .await?;
+    let mut waiter = waiter;
+    let revoked = Instant::now();
+    h.end_session(&a)
+        .await
+        .ctx("ending A's session from the store side")?;
+    let limit = h.fault_ttl() * 2 + PROMPT;
+    let (guard, granted_at) = waiter.join(limit).await?;
+    let took = granted_at.saturating_duration_since(revoked);
+    ensure!(
+        guard.token() > held.token(),
+        "B's token {} is not above the revoked holder's {}",
+        guard.token(),
+        held.token()
+    );
+    guard.unlock().await.ctx("B unlocking")?;
+    drop(held);
+    Ok(Holds::figure(
+        format!("re-acquired {} after the revoke", ms(took)),
+        "another session's waiter was granted the lock once the store ended the holder's session",
+    ))
+}
+
+/// Checks tokens strictly increase in recorded order.
+pub(crate) fn strictly_increasing(tokens: &[(usize, FencingToken)]) -> Check<()> {
+    for pair in tokens.windows(2) {
+        let ((who_a, a), (who_b, b)) = (pair[0], pair[1]);
+        ensure!(
+            b > a,
+            "grant by contender {who_b} got token {b}, not above the previous grant's {a} (contender {who_a})"
+        );
+    }
+    Ok(())
+}
+
+/// Locks a std mutex, ignoring poisoning (a panicking task is reported separately).
+pub(crate) fn lock_vec<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

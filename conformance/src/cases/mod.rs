@@ -1,0 +1,350 @@
+//! The one list of cases.
+
+use std::future::Future;
+
+use distsync_core::{Capabilities, Isolation};
+use futures::future::BoxFuture;
+
+use crate::case::{Case, Claim, Need, Primitive};
+use crate::check::Check;
+use crate::outcome::Outcome;
+
+mod api;
+mod barrier;
+mod election;
+pub(crate) mod lock;
+mod queue;
+mod rwlock;
+mod session;
+mod stm;
+
+fn boxed(body: impl Future<Output = Check> + Send + 'static) -> BoxFuture<'static, Outcome> {
+    Box::pin(async move { Outcome::from(body.await) })
+}
+
+const FENCING: Claim = Claim::Flag("fencing", |c: &Capabilities| c.fencing);
+const FIFO: Claim = Claim::Flag("fifo_waiters", |c: &Capabilities| c.fifo_waiters);
+const LOST: Claim = Claim::Flag("lost_notification", |c: &Capabilities| c.lost_notification);
+
+use Isolation::{ReadCommitted, RepeatableReads, Serializable, SerializableSnapshot};
+
+/// Every case, in matrix order. Each case's `id` is also the name of its test function
+/// in [`crate::conformance_tests!`].
+pub static CASES: &[Case] = &[
+    Case {
+        id: "lock_mutual_exclusion",
+        primitive: Primitive::Lock,
+        guarantee: "mutual exclusion under contention",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        run: |h| boxed(lock::mutual_exclusion(h)),
+    },
+    Case {
+        id: "lock_fencing_tokens",
+        primitive: Primitive::Lock,
+        guarantee: "fencing tokens strictly increase",
+        needs: &[Need::Lock],
+        claim: FENCING,
+        run: |h| boxed(lock::fencing_tokens(h)),
+    },
+    Case {
+        id: "lock_try_lock",
+        primitive: Primitive::Lock,
+        guarantee: "try_lock: None while held, a guard when free",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        run: |h| boxed(lock::try_lock(h)),
+    },
+    Case {
+        id: "lock_fifo_waiters",
+        primitive: Primitive::Lock,
+        guarantee: "waiters granted in arrival order",
+        needs: &[Need::Lock],
+        claim: FIFO,
+        run: |h| boxed(lock::fifo_waiters(h)),
+    },
+    Case {
+        id: "lock_cancelled_waiter",
+        primitive: Primitive::Lock,
+        guarantee: "a cancelled waiter blocks no one",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        run: |h| boxed(lock::cancelled_waiter(h)),
+    },
+    Case {
+        id: "lock_session_end_fires_lost",
+        primitive: Primitive::Lock,
+        guarantee: "lost() fires when the store ends the session",
+        needs: &[Need::Lock],
+        claim: LOST,
+        run: |h| boxed(lock::session_end_fires_lost(h)),
+    },
+    Case {
+        id: "lock_session_end_frees_lock",
+        primitive: Primitive::Lock,
+        guarantee: "the lock frees when the store ends the session",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        run: |h| boxed(lock::session_end_frees_lock(h)),
+    },
+    Case {
+        id: "session_close_releases_all",
+        primitive: Primitive::Session,
+        guarantee: "close() releases lock, leadership and write lock",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        run: |h| boxed(session::close_releases_all(h)),
+    },
+    Case {
+        id: "election_one_leader",
+        primitive: Primitive::Election,
+        guarantee: "one leader at a time",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        run: |h| boxed(election::one_leader(h)),
+    },
+    Case {
+        id: "election_terms_increase",
+        primitive: Primitive::Election,
+        guarantee: "terms (fencing tokens) strictly increase",
+        needs: &[Need::Election],
+        claim: FENCING,
+        run: |h| boxed(election::terms_increase(h)),
+    },
+    Case {
+        id: "election_campaign_blocks",
+        primitive: Primitive::Election,
+        guarantee: "campaign blocks until elected",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        run: |h| boxed(election::campaign_blocks(h)),
+    },
+    Case {
+        id: "election_resign_hands_over",
+        primitive: Primitive::Election,
+        guarantee: "resign hands over to the next candidate",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        run: |h| boxed(election::resign_hands_over(h)),
+    },
+    Case {
+        id: "election_proclaim_not_leader",
+        primitive: Primitive::Election,
+        guarantee: "proclaim after losing leadership is NotLeader",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        run: |h| boxed(election::proclaim_not_leader(h)),
+    },
+    Case {
+        id: "election_leader_value_term",
+        primitive: Primitive::Election,
+        guarantee: "leader() returns value and term",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        run: |h| boxed(election::leader_value_and_term(h)),
+    },
+    Case {
+        id: "election_observe_in_order",
+        primitive: Primitive::Election,
+        guarantee: "observe() sees every change in order",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        run: |h| boxed(election::observe_in_order(h)),
+    },
+    Case {
+        id: "rwlock_readers_share",
+        primitive: Primitive::RwLock,
+        guarantee: "readers share",
+        needs: &[Need::RwLock],
+        claim: Claim::Offered,
+        run: |h| boxed(rwlock::readers_share(h)),
+    },
+    Case {
+        id: "rwlock_writer_excludes",
+        primitive: Primitive::RwLock,
+        guarantee: "a writer excludes readers and writers",
+        needs: &[Need::RwLock],
+        claim: Claim::Offered,
+        run: |h| boxed(rwlock::writer_excludes(h)),
+    },
+    Case {
+        id: "rwlock_waiting_writer_blocks_readers",
+        primitive: Primitive::RwLock,
+        guarantee: "a waiting writer blocks later readers",
+        needs: &[Need::RwLock],
+        claim: Claim::Offered,
+        run: |h| boxed(rwlock::waiting_writer_blocks_readers(h)),
+    },
+    Case {
+        id: "rwlock_write_tokens",
+        primitive: Primitive::RwLock,
+        guarantee: "write tokens strictly increase",
+        needs: &[Need::RwLock],
+        claim: FENCING,
+        run: |h| boxed(rwlock::write_tokens(h)),
+    },
+    Case {
+        id: "queue_fifo",
+        primitive: Primitive::Queue,
+        guarantee: "FIFO order",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        run: |h| boxed(queue::fifo(h)),
+    },
+    Case {
+        id: "queue_priority",
+        primitive: Primitive::Queue,
+        guarantee: "priority order (lower first, FIFO within)",
+        needs: &[Need::Queue, Need::PriorityQueue],
+        claim: Claim::Offered,
+        run: |h| boxed(queue::priority(h)),
+    },
+    Case {
+        id: "queue_no_loss_no_duplicate",
+        primitive: Primitive::Queue,
+        guarantee: "no loss, no duplicate with cancelled consumers",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        run: |h| boxed(queue::no_loss_no_duplicate(h)),
+    },
+    Case {
+        id: "queue_empty",
+        primitive: Primitive::Queue,
+        guarantee: "try_dequeue on empty is None; dequeue wakes",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        run: |h| boxed(queue::empty_queue(h)),
+    },
+    Case {
+        id: "barrier_wait_not_held",
+        primitive: Primitive::Barrier,
+        guarantee: "wait returns at once when not held",
+        needs: &[Need::Barrier],
+        claim: Claim::Offered,
+        run: |h| boxed(barrier::wait_when_not_held(h)),
+    },
+    Case {
+        id: "barrier_blocks_until_release",
+        primitive: Primitive::Barrier,
+        guarantee: "waiters block while held, all pass on release",
+        needs: &[Need::Barrier],
+        claim: Claim::Offered,
+        run: |h| boxed(barrier::blocks_until_release(h)),
+    },
+    Case {
+        id: "double_barrier_enter_leave",
+        primitive: Primitive::DoubleBarrier,
+        guarantee: "enter and leave wait for every participant",
+        needs: &[Need::DoubleBarrier],
+        claim: Claim::Offered,
+        run: |h| boxed(barrier::double_enter_leave(h)),
+    },
+    Case {
+        id: "double_barrier_too_many",
+        primitive: Primitive::DoubleBarrier,
+        guarantee: "participant count+1 gets TooManyParticipants",
+        needs: &[Need::DoubleBarrier],
+        claim: Claim::Offered,
+        run: |h| boxed(barrier::too_many_participants(h)),
+    },
+    Case {
+        id: "stm_bank_serializable_snapshot",
+        primitive: Primitive::Stm,
+        guarantee: "bank total kept at SerializableSnapshot",
+        needs: &[Need::Stm(SerializableSnapshot)],
+        claim: Claim::Offered,
+        run: |h| boxed(stm::bank(h, SerializableSnapshot)),
+    },
+    Case {
+        id: "stm_bank_serializable",
+        primitive: Primitive::Stm,
+        guarantee: "bank total kept at Serializable",
+        needs: &[Need::Stm(Serializable)],
+        claim: Claim::Offered,
+        run: |h| boxed(stm::bank(h, Serializable)),
+    },
+    Case {
+        id: "stm_bank_repeatable_reads",
+        primitive: Primitive::Stm,
+        guarantee: "bank total kept at RepeatableReads",
+        needs: &[Need::Stm(RepeatableReads)],
+        claim: Claim::Offered,
+        run: |h| boxed(stm::bank(h, RepeatableReads)),
+    },
+    Case {
+        id: "stm_conflict_serializable_snapshot",
+        primitive: Primitive::Stm,
+        guarantee: "conflicts retried at SerializableSnapshot",
+        needs: &[Need::Stm(SerializableSnapshot)],
+        claim: Claim::Offered,
+        run: |h| boxed(stm::conflict_retried(h, SerializableSnapshot)),
+    },
+    Case {
+        id: "stm_conflict_serializable",
+        primitive: Primitive::Stm,
+        guarantee: "conflicts retried at Serializable",
+        needs: &[Need::Stm(Serializable)],
+        claim: Claim::Offered,
+        run: |h| boxed(stm::conflict_retried(h, Serializable)),
+    },
+    Case {
+        id: "stm_conflict_repeatable_reads",
+        primitive: Primitive::Stm,
+        guarantee: "conflicts retried at RepeatableReads",
+        needs: &[Need::Stm(RepeatableReads)],
+        claim: Claim::Offered,
+        run: |h| boxed(stm::conflict_retried(h, RepeatableReads)),
+    },
+    Case {
+        id: "stm_read_committed_lost_update",
+        primitive: Primitive::Stm,
+        guarantee: "ReadCommitted: lost update possible, as documented",
+        needs: &[Need::Stm(ReadCommitted)],
+        claim: Claim::Offered,
+        run: |h| boxed(stm::read_committed_lost_update(h)),
+    },
+    Case {
+        id: "api_invalid_names_and_arguments",
+        primitive: Primitive::Api,
+        guarantee: "invalid names and arguments are typed errors",
+        needs: &[],
+        claim: Claim::Contract,
+        run: |h| boxed(api::invalid_names_and_arguments(h)),
+    },
+    Case {
+        id: "api_capabilities_match",
+        primitive: Primitive::Api,
+        guarantee: "undeclared primitives and levels say Unsupported",
+        needs: &[],
+        claim: Claim::Contract,
+        run: |h| boxed(api::capabilities_match(h)),
+    },
+];
+
+/// The case with id `id`.
+pub fn find(id: &str) -> Option<&'static Case> {
+    CASES.iter().find(|case| case.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_identifiers() {
+        let mut seen = HashSet::new();
+        for case in CASES {
+            assert!(seen.insert(case.id), "duplicate case id {}", case.id);
+            assert!(
+                case.id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{} is not a snake_case identifier",
+                case.id
+            );
+            assert!(find(case.id).is_some());
+        }
+    }
+}

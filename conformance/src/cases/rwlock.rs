@@ -1,0 +1,289 @@
+//! Read-write lock cases: readers share, a writer excludes, a waiting writer blocks
+//! later readers, write tokens increase.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use distsync_core::{FencingToken, RwLock};
+use tokio::time::Instant;
+
+use crate::cases::lock::{lock_vec, strictly_increasing};
+use crate::check::{
+    ensure, join_all, ms, violated, within, Check, Context, Holds, Task, LONG, PROMPT,
+};
+use crate::harness::Harness;
+
+/// Readers share: a second session's `read()` returns while the first holds a read
+/// lock, a third's `try_read` is granted too, and `try_write` is refused while they
+/// read.
+pub(crate) async fn readers_share(h: Harness) -> Check {
+    let name = h.name("rwlock").ctx("naming the rwlock")?;
+    let mut locks: Vec<Box<dyn RwLock>> = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let session = h.session().await.ctx("opening a session")?;
+        locks.push(
+            h.backend()
+                .rwlock(&session, name.clone())
+                .ctx("making an rwlock")?,
+        );
+        sessions.push(session);
+    }
+    let first = within(PROMPT, "the first read()", locks[0].read()).await?;
+    let started = Instant::now();
+    let second = within(
+        PROMPT,
+        "a second read() while the first reader holds",
+        locks[1].read(),
+    )
+    .await?;
+    let shared_after = started.elapsed();
+    let Some(third) = within(
+        PROMPT,
+        "try_read while two readers hold",
+        locks[2].try_read(),
+    )
+    .await?
+    else {
+        return violated("try_read was refused while only readers held the lock");
+    };
+    if let Some(writer) = within(
+        PROMPT,
+        "try_write while three readers hold",
+        locks[3].try_write(),
+    )
+    .await?
+    {
+        return violated(format!(
+            "try_write was granted (token {}) while three readers held",
+            writer.token()
+        ));
+    }
+    for (i, guard) in [first, second, third].into_iter().enumerate() {
+        guard.unlock().await.ctx(format!("reader {i} unlocking"))?;
+    }
+    let Some(writer) = within(
+        PROMPT,
+        "try_write once the readers left",
+        locks[3].try_write(),
+    )
+    .await?
+    else {
+        return violated("try_write was refused after every reader had unlocked");
+    };
+    writer.unlock().await.ctx("the writer unlocking")?;
+    Ok(Holds::figure(
+        format!("second reader in {}", ms(shared_after)),
+        "three read holds at once; try_write refused while they read, granted after",
+    ))
+}
+
+/// A writer excludes everyone: while it holds, `try_read` and `try_write` are refused
+/// and `read()` waits until it unlocks. Then 4 readers and 2 writers contend for 15
+/// rounds each with detectors: a writer must find no reader and no writer inside, a
+/// reader no writer.
+pub(crate) async fn writer_excludes(h: Harness) -> Check {
+    const READERS: usize = 4;
+    const WRITERS: usize = 2;
+    const ROUNDS: usize = 15;
+    let name = h.name("rwlock").ctx("naming the rwlock")?;
+    let a = h.session().await.ctx("opening session A")?;
+    let b = h.session().await.ctx("opening session B")?;
+    let la = h
+        .backend()
+        .rwlock(&a, name.clone())
+        .ctx("making rwlock A")?;
+    let lb: Arc<dyn RwLock> = Arc::from(
+        h.backend()
+            .rwlock(&b, name.clone())
+            .ctx("making rwlock B")?,
+    );
+    let writer = within(PROMPT, "A write-locking", la.write()).await?;
+    if within(PROMPT, "try_read while A writes", lb.try_read())
+        .await?
+        .is_some()
+    {
+        return violated("try_read was granted while a writer held the lock");
+    }
+    if let Some(other) = within(PROMPT, "try_write while A writes", lb.try_write()).await? {
+        return violated(format!(
+            "try_write was granted (token {}) while A held token {}",
+            other.token(),
+            writer.token()
+        ));
+    }
+    let reader_lock = lb.clone();
+    let mut reader = Task::spawn("reader B", async move {
+        reader_lock.read().await.ctx("B reading")
+    });
+    reader
+        .ensure_blocked(h.settle(), "A holds the write lock")
+        .await?;
+    writer.unlock().await.ctx("A unlocking")?;
+    let read = reader.join(PROMPT).await?;
+    read.unlock().await.ctx("B unlocking")?;
+
+    let readers = Arc::new(AtomicUsize::new(0));
+    let writers = Arc::new(AtomicUsize::new(0));
+    let breaches = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for i in 0..READERS + WRITERS {
+        let session = h.session().await.ctx("opening a session")?;
+        let lock = h
+            .backend()
+            .rwlock(&session, name.clone())
+            .ctx("making an rwlock")?;
+        let (readers, writers, breaches) = (readers.clone(), writers.clone(), breaches.clone());
+        let is_writer = i >= READERS;
+        tasks.push(Task::spawn(
+            format!("{} {i}", if is_writer { "writer" } else { "reader" }),
+            async move {
+                for round in 0..ROUNDS {
+                    if is_writer {
+                        let guard = lock
+                            .write()
+                            .await
+                            .ctx(format!("writer {i} write-locking"))?;
+                        let (w, r) = (
+                            writers.fetch_add(1, Ordering::SeqCst),
+                            readers.load(Ordering::SeqCst),
+                        );
+                        if w != 0 || r != 0 {
+                            lock_vec(&breaches).push(format!(
+                                "writer {i} round {round} found {w} writer(s), {r} reader(s)"
+                            ));
+                        }
+                        tokio::task::yield_now().await;
+                        let r = readers.load(Ordering::SeqCst);
+                        if r != 0 {
+                            lock_vec(&breaches)
+                                .push(format!("writer {i} round {round}: {r} reader(s) came in"));
+                        }
+                        writers.fetch_sub(1, Ordering::SeqCst);
+                        guard.unlock().await.ctx(format!("writer {i} unlocking"))?;
+                    } else {
+                        let guard = lock.read().await.ctx(format!("reader {i} read-locking"))?;
+                        readers.fetch_add(1, Ordering::SeqCst);
+                        let w = writers.load(Ordering::SeqCst);
+                        if w != 0 {
+                            lock_vec(&breaches)
+                                .push(format!("reader {i} round {round} found {w} writer(s)"));
+                        }
+                        tokio::task::yield_now().await;
+                        readers.fetch_sub(1, Ordering::SeqCst);
+                        guard.unlock().await.ctx(format!("reader {i} unlocking"))?;
+                    }
+                }
+                drop(session);
+                Ok(())
+            },
+        ));
+    }
+    join_all(&mut tasks, LONG).await?;
+    let breaches = std::mem::take(&mut *lock_vec(&breaches));
+    ensure!(
+        breaches.is_empty(),
+        "{} breaches, first: {}",
+        breaches.len(),
+        breaches.join("; ")
+    );
+    let holds = (READERS + WRITERS) * ROUNDS;
+    Ok(Holds::figure(
+        format!("{holds} holds in {}", ms(started.elapsed())),
+        format!("try_* refused and read() blocked under a writer; {READERS} readers + {WRITERS} writers x {ROUNDS}: no breach"),
+    ))
+}
+
+/// A waiting writer blocks later readers: R1 reads; W's `write()` waits; then a later
+/// `try_read` is refused and a later `read()` (R2) waits; when R1 unlocks, W gets the
+/// lock before R2, and R2 only once W unlocks.
+pub(crate) async fn waiting_writer_blocks_readers(h: Harness) -> Check {
+    let name = h.name("rwlock").ctx("naming the rwlock")?;
+    let mut locks: Vec<Arc<dyn RwLock>> = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let session = h.session().await.ctx("opening a session")?;
+        locks.push(Arc::from(
+            h.backend()
+                .rwlock(&session, name.clone())
+                .ctx("making an rwlock")?,
+        ));
+        sessions.push(session);
+    }
+    let r1 = within(PROMPT, "R1 reading", locks[0].read()).await?;
+    let w_lock = locks[1].clone();
+    let mut writer = Task::spawn("writer W", async move {
+        let guard = w_lock.write().await.ctx("W write-locking")?;
+        Ok((guard, Instant::now()))
+    });
+    writer
+        .ensure_blocked(h.settle(), "R1 holds a read lock")
+        .await?;
+    if within(PROMPT, "try_read while W waits", locks[3].try_read())
+        .await?
+        .is_some()
+    {
+        return violated("a try_read arriving after a waiting writer was granted");
+    }
+    let r2_lock = locks[2].clone();
+    let mut r2 = Task::spawn("reader R2", async move {
+        let guard = r2_lock.read().await.ctx("R2 reading")?;
+        Ok((guard, Instant::now()))
+    });
+    r2.ensure_blocked(h.settle(), "W was waiting before R2 arrived")
+        .await?;
+    let released = Instant::now();
+    r1.unlock().await.ctx("R1 unlocking")?;
+    let (w_guard, w_at) = writer.join(PROMPT).await?;
+    r2.ensure_blocked(h.settle(), "W holds the write lock")
+        .await?;
+    w_guard.unlock().await.ctx("W unlocking")?;
+    let (r2_guard, r2_at) = r2.join(PROMPT).await?;
+    ensure!(r2_at >= w_at, "R2 was granted before W");
+    r2_guard.unlock().await.ctx("R2 unlocking")?;
+    Ok(Holds::figure(
+        format!(
+            "writer in {} after the reader left",
+            ms(w_at.saturating_duration_since(released))
+        ),
+        "a reader arriving after a waiting writer waited for that writer",
+    ))
+}
+
+/// Write grants carry strictly increasing fencing tokens: 3 writers take the write
+/// lock 8 times each and record their token while holding it.
+pub(crate) async fn write_tokens(h: Harness) -> Check {
+    const WRITERS: usize = 3;
+    const GRANTS: usize = 8;
+    let name = h.name("rwlock").ctx("naming the rwlock")?;
+    let tokens = Arc::new(Mutex::new(Vec::<(usize, FencingToken)>::new()));
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        let session = h.session().await.ctx("opening a session")?;
+        let lock = h
+            .backend()
+            .rwlock(&session, name.clone())
+            .ctx("making an rwlock")?;
+        let tokens = tokens.clone();
+        tasks.push(Task::spawn(format!("writer {i}"), async move {
+            for _ in 0..GRANTS {
+                let guard = lock
+                    .write()
+                    .await
+                    .ctx(format!("writer {i} write-locking"))?;
+                lock_vec(&tokens).push((i, guard.token()));
+                guard.unlock().await.ctx(format!("writer {i} unlocking"))?;
+            }
+            drop(session);
+            Ok(())
+        }));
+    }
+    join_all(&mut tasks, LONG).await?;
+    let tokens = std::mem::take(&mut *lock_vec(&tokens));
+    strictly_increasing(&tokens)?;
+    Ok(Holds::figure(
+        format!("{} write grants increasing", tokens.len()),
+        "every write grant's token is greater than the previous one's",
+    ))
+}

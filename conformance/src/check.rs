@@ -1,0 +1,327 @@
+//! Plumbing for case bodies: typed failures, bounded waits, spawned tasks that abort
+//! when dropped.
+//!
+//! A case body is an `async fn(Harness) -> Check`; every wait in it goes through
+//! [`within`], [`Task::join`] or [`eventually`], so it is bounded and a timeout is
+//! reported as a violation with evidence, never a hang.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+use distsync_core::Error;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::outcome::Outcome;
+
+/// How long an operation that should be prompt (a grant after a release, a refusal,
+/// a wake-up) may take before the case calls it a violation.
+pub(crate) const PROMPT: Duration = Duration::from_secs(5);
+
+/// The bound on a whole contention phase (hundreds of grants or transactions).
+pub(crate) const LONG: Duration = Duration::from_secs(60);
+
+/// Why a case body stopped short of `Holds`.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// The guarantee does not hold; the evidence says why.
+    Violated(String),
+    /// The backend answered [`Error::Unsupported`].
+    Unsupported(String),
+}
+
+/// What a case body returns when the guarantee holds.
+#[derive(Debug)]
+pub(crate) struct Holds {
+    pub(crate) figure: Option<String>,
+    pub(crate) detail: String,
+}
+
+impl Holds {
+    /// Holds, with a detail and no figure.
+    pub(crate) fn new(detail: impl Into<String>) -> Self {
+        Self {
+            figure: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// Holds, with a figure.
+    pub(crate) fn figure(figure: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            figure: Some(figure.into()),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The result of a case body or of one of its steps.
+pub(crate) type Check<T = Holds> = std::result::Result<T, Fail>;
+
+impl From<Check> for Outcome {
+    fn from(check: Check) -> Self {
+        match check {
+            Ok(Holds { figure, detail }) => Outcome::Holds { figure, detail },
+            Err(Fail::Violated(evidence)) => Outcome::Violated { evidence },
+            Err(Fail::Unsupported(reason)) => Outcome::Unsupported { reason },
+        }
+    }
+}
+
+/// Returns from the case body with a violation unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($evidence:tt)+) => {
+        if !$cond {
+            return Err($crate::check::Fail::Violated(format!($($evidence)+)));
+        }
+    };
+}
+pub(crate) use ensure;
+
+/// A violation.
+pub(crate) fn violated<T>(evidence: impl Into<String>) -> Check<T> {
+    Err(Fail::Violated(evidence.into()))
+}
+
+/// Turns a store error into a [`Fail`] that says what the case was doing.
+pub(crate) trait Context<T> {
+    /// `Unsupported` stays `Unsupported`; every other error is a violation.
+    fn ctx(self, doing: impl Display) -> Check<T>;
+}
+
+impl<T> Context<T> for Result<T, Error> {
+    fn ctx(self, doing: impl Display) -> Check<T> {
+        self.map_err(|error| match error {
+            Error::Unsupported { .. } => Fail::Unsupported(format!("{doing}: {error}")),
+            error => Fail::Violated(format!("{doing}: unexpected error: {error}")),
+        })
+    }
+}
+
+/// Awaits `fut` for at most `limit`; a timeout or an error is a violation.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    doing: impl Display,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Check<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result.ctx(doing),
+        Err(_) => violated(format!("{doing}: did not finish within {limit:?}")),
+    }
+}
+
+/// Awaits a future whose output is already a [`Check`], for at most `limit`.
+pub(crate) async fn within_check<T>(
+    limit: Duration,
+    doing: impl Display,
+    fut: impl Future<Output = Check<T>>,
+) -> Check<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => violated(format!("{doing}: did not finish within {limit:?}")),
+    }
+}
+
+/// Polls `probe` with small growing steps until it yields `Some`, for at most `limit`.
+///
+/// For conditions the store does not notify about (a lock another client can now
+/// take, a leader gone); the steps start at 5 ms and double up to 100 ms.
+pub(crate) async fn eventually<T, F, Fut>(
+    limit: Duration,
+    doing: impl Display,
+    mut probe: F,
+) -> Check<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Check<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut step = Duration::from_millis(5);
+    loop {
+        if let Some(value) = within_check(limit, &doing, probe()).await? {
+            return Ok(value);
+        }
+        if Instant::now() + step > deadline {
+            return violated(format!("{doing}: not the case within {limit:?}"));
+        }
+        tokio::time::sleep(step).await;
+        step = (step * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A spawned part of a case (a contender, a waiter, a consumer). Aborted when dropped,
+/// so a case that stops early leaves nothing running.
+pub(crate) struct Task<T> {
+    what: String,
+    handle: Option<JoinHandle<Check<T>>>,
+}
+
+impl<T: Send + 'static> Task<T> {
+    /// Spawns `fut`, described as `what` in evidence.
+    pub(crate) fn spawn(
+        what: impl Into<String>,
+        fut: impl Future<Output = Check<T>> + Send + 'static,
+    ) -> Self {
+        Self {
+            what: what.into(),
+            handle: Some(tokio::spawn(fut)),
+        }
+    }
+
+    /// What the task is.
+    pub(crate) fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Whether the task has returned (or was joined).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.handle.as_ref().map_or(true, JoinHandle::is_finished)
+    }
+
+    /// Waits for the task's result, without a bound (bound it with [`within_check`]
+    /// or use [`Task::join`]). Cancel-safe: dropping this future leaves the task
+    /// running and joinable.
+    pub(crate) async fn wait(&mut self) -> Check<T> {
+        let Some(handle) = self.handle.as_mut() else {
+            return violated(format!("{} was joined twice", self.what));
+        };
+        let joined = handle.await;
+        self.handle = None;
+        match joined {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => violated(format!("{} panicked: {error}", self.what)),
+            Err(error) => violated(format!("{} was cancelled: {error}", self.what)),
+        }
+    }
+
+    /// Waits for the task's result for at most `limit`; a timeout is a violation.
+    pub(crate) async fn join(&mut self, limit: Duration) -> Check<T> {
+        let what = self.what.clone();
+        within_check(limit, format!("waiting for {what}"), self.wait()).await
+    }
+
+    /// Checks that the task is still blocked after `settle`: it must not have returned.
+    pub(crate) async fn ensure_blocked(
+        &self,
+        settle: Duration,
+        because: impl Display,
+    ) -> Check<()> {
+        tokio::time::sleep(settle).await;
+        if self.is_finished() {
+            return violated(format!(
+                "{} returned after {settle:?} although {because}",
+                self.what
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Joins every task, each for at most `limit` from now.
+pub(crate) async fn join_all<T: Send + 'static>(
+    tasks: &mut [Task<T>],
+    limit: Duration,
+) -> Check<Vec<T>> {
+    let deadline = Instant::now() + limit;
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks.iter_mut() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        results.push(task.join(left).await?);
+    }
+    Ok(results)
+}
+
+/// Milliseconds of a duration, for figures.
+pub(crate) fn ms(duration: Duration) -> String {
+    let ms = duration.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// A rate, for figures.
+pub(crate) fn per_second(count: usize, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    format!("{:.0}/s", count as f64 / secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn within_turns_a_timeout_into_evidence() {
+        let result: Check<()> = within(
+            Duration::from_millis(10),
+            "waiting forever",
+            futures::future::pending(),
+        )
+        .await;
+        match result {
+            Err(Fail::Violated(evidence)) => {
+                assert!(evidence.contains("waiting forever"), "{evidence}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_keep_unsupported_apart() {
+        let unsupported: Result<(), Error> = Err(Error::unsupported("memory", "lock"));
+        assert!(matches!(
+            unsupported.ctx("locking"),
+            Err(Fail::Unsupported(_))
+        ));
+        let other: Result<(), Error> = Err(Error::NotHeld);
+        assert!(matches!(other.ctx("locking"), Err(Fail::Violated(_))));
+    }
+
+    #[tokio::test]
+    async fn eventually_is_bounded() {
+        let result: Check<()> =
+            eventually(Duration::from_millis(30), "never", || async { Ok(None) }).await;
+        assert!(matches!(result, Err(Fail::Violated(_))));
+        let mut n = 0;
+        let got = eventually(Duration::from_secs(1), "third time", || {
+            n += 1;
+            let n = n;
+            async move { Ok((n >= 3).then_some(n)) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 3);
+    }
+
+    #[tokio::test]
+    async fn tasks_report_panics_and_abort_on_drop() {
+        let mut task: Task<()> = Task::spawn("a panicking task", async { panic!("boom") });
+        match task.join(Duration::from_secs(1)).await {
+            Err(Fail::Violated(evidence)) => assert!(evidence.contains("panicked"), "{evidence}"),
+            other => panic!("{other:?}"),
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let blocked: Task<()> = Task::spawn("blocked", async move {
+            let _tx = tx;
+            futures::future::pending::<()>().await;
+            Ok(())
+        });
+        blocked
+            .ensure_blocked(Duration::from_millis(5), "it waits forever")
+            .await
+            .unwrap();
+        drop(blocked);
+        // The sender is dropped with the aborted task.
+        assert!(rx.await.is_err());
+    }
+}

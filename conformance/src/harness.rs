@@ -1,0 +1,334 @@
+//! The harness a case runs in: the backend, a name prefix of its own, session TTLs,
+//! a settle time, and the fault hooks.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use distsync_core::{
+    Backend, Capabilities, Coordinator, Error, FencingToken, Name, Result, Session, SessionId,
+    SessionOptions,
+};
+use tokio::time::Instant;
+
+/// The TTL of sessions of ordinary cases (raised to the backend's minimum): long
+/// enough that a loaded machine never loses one by accident, short enough that the
+/// residue of an aborted run expires soon.
+pub const SESSION_TTL: Duration = Duration::from_secs(10);
+
+/// The TTL of sessions of fault cases (raised to the backend's minimum): short, so
+/// that expiry-bound figures stay within a few seconds.
+pub const FAULT_TTL: Duration = Duration::from_secs(2);
+
+/// The shortest settle time (see [`Harness::settle`]).
+pub const MIN_SETTLE: Duration = Duration::from_millis(100);
+
+/// The longest settle time.
+pub const MAX_SETTLE: Duration = Duration::from_secs(1);
+
+/// Ways to break things from outside the client under test, as DistributedLock's test
+/// strategies and object_store's integration module do.
+///
+/// The harness holds one as a trait object. Every hook has a default: ending a
+/// session from the store side uses [`Backend::revoke_session`]; the process and
+/// server hooks answer [`Error::Unsupported`] until a backend's test support provides
+/// them (a lock holder in a child process that can be killed or paused with SIGSTOP,
+/// a server restart). A case that needs a hook the harness lacks reports it.
+#[async_trait]
+pub trait Faults: Send + Sync + 'static {
+    /// A short description for logs, e.g. `store-side revoke`.
+    fn describe(&self) -> String {
+        "store-side session revoke".to_owned()
+    }
+
+    /// Ends `session` from the store side, as an operator would (etcd: lease revoke).
+    /// Its owner must learn through `lost()`, and everything it held is released.
+    ///
+    /// # Errors
+    /// The store's error.
+    async fn end_session(&self, backend: &dyn Backend, session: SessionId) -> Result<()> {
+        backend.revoke_session(session).await
+    }
+
+    /// Starts a process outside this one that takes the lock `name` through a session
+    /// of `ttl` and holds it until killed; returns once it holds the lock.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default.
+    async fn spawn_lock_holder(
+        &self,
+        backend: &dyn Backend,
+        name: &Name,
+        ttl: Duration,
+    ) -> Result<Box<dyn ExternalHolder>> {
+        let _ = (name, ttl);
+        Err(Error::unsupported(
+            backend.capabilities().backend,
+            "fault hook: a lock holder in a child process",
+        ))
+    }
+
+    /// Restarts the store's server and returns once it answers again.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default.
+    async fn restart_server(&self, backend: &dyn Backend) -> Result<()> {
+        Err(Error::unsupported(
+            backend.capabilities().backend,
+            "fault hook: server restart",
+        ))
+    }
+}
+
+/// A lock holder running outside this process (see [`Faults::spawn_lock_holder`]).
+#[async_trait]
+pub trait ExternalHolder: Send + Sync {
+    /// The fencing token of the holder's grant.
+    fn token(&self) -> FencingToken;
+
+    /// Kills the holder (SIGKILL): it releases nothing itself.
+    async fn kill(&mut self) -> Result<()>;
+
+    /// Pauses the holder (SIGSTOP): it stops renewing its session.
+    async fn pause(&mut self) -> Result<()>;
+
+    /// Resumes a paused holder (SIGCONT).
+    async fn resume(&mut self) -> Result<()>;
+}
+
+/// The default fault hooks: only [`Faults::end_session`], through
+/// [`Backend::revoke_session`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreFaults;
+
+impl Faults for StoreFaults {}
+
+/// What a case runs against: the backend, its own name prefix, TTLs, a settle time,
+/// and fault hooks.
+///
+/// Every case run gets a fresh prefix `conf/<case>/<unique id>` (see
+/// [`Harness::for_case`]), so cases never collide on a shared server, not even two runs
+/// of one case at once.
+#[derive(Clone)]
+pub struct Harness {
+    backend: Arc<dyn Backend>,
+    faults: Arc<dyn Faults>,
+    prefix: String,
+    settle: Duration,
+}
+
+impl fmt::Debug for Harness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Harness")
+            .field("backend", &self.backend.capabilities().backend)
+            .field("faults", &self.faults.describe())
+            .field("prefix", &self.prefix)
+            .field("settle", &self.settle)
+            .finish()
+    }
+}
+
+impl From<Arc<dyn Backend>> for Harness {
+    fn from(backend: Arc<dyn Backend>) -> Self {
+        Self::new(backend)
+    }
+}
+
+impl From<Coordinator> for Harness {
+    fn from(coordinator: Coordinator) -> Self {
+        Self::new(Arc::clone(coordinator.backend()))
+    }
+}
+
+impl Harness {
+    /// A harness over `backend` with the default fault hooks ([`StoreFaults`]).
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            faults: Arc::new(StoreFaults),
+            prefix: "conf".to_owned(),
+            settle: MIN_SETTLE,
+        }
+    }
+
+    /// The same harness with other fault hooks.
+    pub fn with_faults(mut self, faults: Arc<dyn Faults>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// A coordinator over the backend (for the `&str`-name conveniences).
+    pub fn coordinator(&self) -> Coordinator {
+        Coordinator::from_arc(Arc::clone(&self.backend))
+    }
+
+    /// The backend's capabilities.
+    pub fn capabilities(&self) -> &Capabilities {
+        self.backend.capabilities()
+    }
+
+    /// The fault hooks.
+    pub fn faults(&self) -> &dyn Faults {
+        &*self.faults
+    }
+
+    /// The name prefix of this harness (`conf` before [`Harness::for_case`]).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A harness for one run of case `case`, with the fresh prefix
+    /// `conf/<case>/<unique id>`.
+    pub fn for_case(&self, case: &str) -> Self {
+        Self {
+            prefix: format!("conf/{case}/{}", unique_id()),
+            ..self.clone()
+        }
+    }
+
+    /// The key `<prefix>/<suffix>` as a string (for STM keys and `&str` APIs).
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}/{suffix}", self.prefix)
+    }
+
+    /// The validated name `<prefix>/<suffix>`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] if `suffix` makes the name invalid.
+    pub fn name(&self, suffix: &str) -> Result<Name> {
+        Name::new(self.key(suffix))
+    }
+
+    /// The TTL of ordinary sessions: [`SESSION_TTL`] or the backend's minimum.
+    pub fn session_ttl(&self) -> Duration {
+        SESSION_TTL.max(self.capabilities().min_session_ttl)
+    }
+
+    /// The TTL of fault-case sessions: [`FAULT_TTL`] or the backend's minimum.
+    pub fn fault_ttl(&self) -> Duration {
+        FAULT_TTL.max(self.capabilities().min_session_ttl)
+    }
+
+    /// Opens a session with [`Harness::session_ttl`].
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn session(&self) -> Result<Session> {
+        self.backend
+            .session(SessionOptions::with_ttl(self.session_ttl()))
+            .await
+    }
+
+    /// Opens a session with [`Harness::fault_ttl`].
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn fault_session(&self) -> Result<Session> {
+        self.backend
+            .session(SessionOptions::with_ttl(self.fault_ttl()))
+            .await
+    }
+
+    /// Ends `session` from the store side through the fault hooks.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn end_session(&self, session: &Session) -> Result<()> {
+        self.faults.end_session(&*self.backend, session.id()).await
+    }
+
+    /// How long a case lets a just-started waiter run before starting the next one or
+    /// asserting that it is still blocked.
+    ///
+    /// The [`Backend`] trait has no way to ask the store whether a waiter has
+    /// registered (its key written, its watch set), so a case gives it this long: ten
+    /// store round trips as measured by [`Harness::calibrate`], at least
+    /// [`MIN_SETTLE`], at most [`MAX_SETTLE`]. A settle that is too short can only make
+    /// an order-checking case report a violation that is not there, never hide one.
+    pub fn settle(&self) -> Duration {
+        self.settle
+    }
+
+    /// Measures the store's round trip (opening and closing a session, three times)
+    /// and sets [`Harness::settle`] from it. Keeps the current settle if the store
+    /// cannot be reached (the cases will then report the errors).
+    pub async fn calibrate(mut self) -> Self {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let opened = tokio::time::timeout(MAX_SETTLE * 5, self.session()).await;
+            let Ok(Ok(session)) = opened else {
+                tracing::warn!("calibration could not open a session; keeping the default settle");
+                return self;
+            };
+            if let Err(error) = session.close().await {
+                tracing::warn!(%error, "calibration could not close its session");
+            }
+            slowest = slowest.max(started.elapsed());
+        }
+        self.settle = (slowest * 10).clamp(MIN_SETTLE, MAX_SETTLE);
+        tracing::debug!(round_trip = ?slowest, settle = ?self.settle, "calibrated");
+        self
+    }
+}
+
+/// A process-unique, time-based id: nanoseconds since the epoch, the process id and a
+/// counter, in hexadecimal.
+fn unique_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{n:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use distsync_core::memory::MemoryBackend;
+
+    use super::*;
+
+    #[test]
+    fn case_prefixes_are_unique_and_valid() {
+        let harness = Harness::new(Arc::new(MemoryBackend::new()));
+        let a = harness.for_case("lock_fencing_tokens");
+        let b = harness.for_case("lock_fencing_tokens");
+        assert_ne!(a.prefix(), b.prefix());
+        assert!(a.prefix().starts_with("conf/lock_fencing_tokens/"));
+        assert!(a.name("mutex").is_ok());
+        assert!(a.name("").is_err());
+    }
+
+    #[test]
+    fn ttls_respect_the_backend_minimum() {
+        let harness = Harness::new(Arc::new(MemoryBackend::new()));
+        let min = harness.capabilities().min_session_ttl;
+        assert!(harness.session_ttl() >= min);
+        assert!(harness.fault_ttl() >= min);
+        assert!(harness.fault_ttl() <= harness.session_ttl());
+    }
+
+    #[tokio::test]
+    async fn default_process_hooks_are_unsupported() {
+        let backend = MemoryBackend::new();
+        let name = Name::new("x").unwrap();
+        let faults = StoreFaults;
+        assert!(matches!(
+            faults.spawn_lock_holder(&backend, &name, FAULT_TTL).await,
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            faults.restart_server(&backend).await,
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}

@@ -1,0 +1,266 @@
+//! The guarantee matrix: reports rendered as markdown (guarantees as rows, backends as
+//! columns) or JSON (one object per backend and case).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::case::{Claim, Report};
+use crate::cases::CASES;
+use crate::outcome::{Outcome, OutcomeKind};
+
+/// One row of the JSON matrix.
+#[derive(Clone, Debug, Serialize)]
+pub struct JsonRow<'a> {
+    /// The backend's label.
+    pub backend: &'a str,
+    /// The case id.
+    pub case: &'static str,
+    /// The primitive.
+    pub primitive: &'static str,
+    /// The guarantee checked.
+    pub guarantee: &'static str,
+    /// `holds`, `violated` or `unsupported`.
+    pub outcome: OutcomeKind,
+    /// What the capabilities claimed: `true`, `false`, or `null` where there is no
+    /// claim (a contract every backend keeps).
+    pub declared: Option<bool>,
+    /// The capability flag behind `declared`, when the claim is a guarantee flag.
+    pub capability: Option<&'static str>,
+    /// The measured figure, if any.
+    pub figure: Option<&'a str>,
+    /// The detail (holds), evidence (violated) or reason (unsupported).
+    pub detail: &'a str,
+    /// Whether this result fails the run (see [`Report::is_failure`]).
+    pub failure: bool,
+    /// Whether declared and measured disagree (see [`Report::disagrees`]).
+    pub disagrees: bool,
+    /// How long the case took, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl<'a> From<&'a Report> for JsonRow<'a> {
+    fn from(report: &'a Report) -> Self {
+        Self {
+            backend: &report.backend,
+            case: report.case.id,
+            primitive: report.case.primitive.as_str(),
+            guarantee: report.case.guarantee,
+            outcome: report.outcome.kind(),
+            declared: report.declared,
+            capability: capability(report),
+            figure: report.outcome.figure(),
+            detail: report.outcome.detail(),
+            failure: report.is_failure(),
+            disagrees: report.disagrees(),
+            elapsed_ms: u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn capability(report: &Report) -> Option<&'static str> {
+    match report.case.claim {
+        Claim::Flag(flag, _) => Some(flag),
+        Claim::Offered => report.case.needs.first().map(|need| need.flag()),
+        Claim::Contract => None,
+    }
+}
+
+/// The reports as a JSON array of [`JsonRow`]s, pretty-printed.
+pub fn json(reports: &[Report]) -> String {
+    let rows: Vec<JsonRow<'_>> = reports.iter().map(JsonRow::from).collect();
+    serde_json::to_string_pretty(&rows)
+        .unwrap_or_else(|error| format!("[] // serialising failed: {error}"))
+}
+
+/// The reports as a markdown table: one row per case (in suite order), one column per
+/// backend (in order of first appearance), then notes for every violation and every
+/// disagreement between declared and measured.
+pub fn markdown(reports: &[Report]) -> String {
+    let mut backends: Vec<&str> = Vec::new();
+    for report in reports {
+        if !backends.contains(&report.backend.as_str()) {
+            backends.push(&report.backend);
+        }
+    }
+    let mut out = String::new();
+    let _ = write!(out, "| primitive | guarantee |");
+    for backend in &backends {
+        let _ = write!(out, " {} |", escape(backend));
+    }
+    out.push('\n');
+    out.push_str("|---|---|");
+    for _ in &backends {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for case in CASES {
+        if !reports.iter().any(|report| report.case.id == case.id) {
+            continue;
+        }
+        let _ = write!(out, "| {} | {} |", case.primitive, escape(case.guarantee));
+        for backend in &backends {
+            let cell = reports
+                .iter()
+                .find(|report| report.case.id == case.id && report.backend == *backend)
+                .map_or_else(|| "–".to_owned(), cell);
+            let _ = write!(out, " {} |", escape(&cell));
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "\n`holds (figure)`: measured to hold. `unsupported`: the backend declares it does not offer it. \
+         `**VIOLATED**`: measured not to hold although claimed (or part of every backend's contract). \
+         `violated (not declared)`: measured not to hold, as the backend's capabilities admit. \
+         ⚠ marks a disagreement between declared and measured.\n",
+    );
+    let notes: Vec<&Report> = reports
+        .iter()
+        .filter(|report| matches!(report.outcome, Outcome::Violated { .. }) || report.disagrees())
+        .collect();
+    if !notes.is_empty() {
+        out.push_str("\n### Notes\n\n");
+        for report in notes {
+            let declared = match (report.declared, capability(report)) {
+                (Some(value), Some(flag)) => format!("declares `{flag}` = {value}"),
+                (Some(value), None) => format!("declared {value}"),
+                (None, _) => "contract".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "- **{} / {}** ({declared}): {}",
+                report.backend, report.case.id, report.outcome
+            );
+        }
+    }
+    out
+}
+
+/// The text of one matrix cell.
+fn cell(report: &Report) -> String {
+    let figure = report
+        .outcome
+        .figure()
+        .map(|figure| format!(" ({figure})"))
+        .unwrap_or_default();
+    match (&report.outcome, report.declared) {
+        (Outcome::Holds { .. }, Some(false)) => format!("holds{figure} ⚠ not declared"),
+        (Outcome::Holds { .. }, _) => format!("holds{figure}"),
+        (Outcome::Violated { .. }, Some(false)) => "violated (not declared)".to_owned(),
+        (Outcome::Violated { .. }, Some(true)) => "**VIOLATED** ⚠ declared".to_owned(),
+        (Outcome::Violated { .. }, None) => "**VIOLATED**".to_owned(),
+        (Outcome::Unsupported { .. }, _) => "unsupported".to_owned(),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cases::find;
+
+    fn report(backend: &str, case: &str, declared: Option<bool>, outcome: Outcome) -> Report {
+        Report {
+            backend: backend.to_owned(),
+            case: find(case).unwrap(),
+            declared,
+            outcome,
+            elapsed: Duration::from_millis(12),
+        }
+    }
+
+    fn sample() -> Vec<Report> {
+        vec![
+            report(
+                "memory",
+                "lock_mutual_exclusion",
+                Some(true),
+                Outcome::Holds {
+                    figure: Some("400 grants | fast".into()),
+                    detail: "ok".into(),
+                },
+            ),
+            report(
+                "memory",
+                "lock_fifo_waiters",
+                Some(false),
+                Outcome::holds("in order"),
+            ),
+            report(
+                "redis",
+                "lock_mutual_exclusion",
+                Some(true),
+                Outcome::violated("two holders"),
+            ),
+            report(
+                "redis",
+                "lock_fifo_waiters",
+                Some(false),
+                Outcome::violated("out of order"),
+            ),
+            report(
+                "redis",
+                "stm_bank_serializable",
+                Some(false),
+                Outcome::Unsupported {
+                    reason: "capabilities declare stm_serializable = false".into(),
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn markdown_has_backends_as_columns_and_flags_disagreements() {
+        let text = markdown(&sample());
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("| primitive | guarantee | memory | redis |")
+        );
+        assert_eq!(lines.next(), Some("|---|---|---|---|"));
+        assert!(text.contains("| lock | mutual exclusion under contention | holds (400 grants \\| fast) | **VIOLATED** ⚠ declared |"), "{text}");
+        assert!(
+            text.contains("holds ⚠ not declared | violated (not declared) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| stm | bank total kept at Serializable | – | unsupported |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "**redis / lock_mutual_exclusion** (declares `lock` = true): VIOLATED: two holders"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("**memory / lock_fifo_waiters** (declares `fifo_waiters` = false)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_rows_carry_the_required_fields() {
+        let value: serde_json::Value = serde_json::from_str(&json(&sample())).unwrap();
+        let rows = value.as_array().unwrap();
+        assert_eq!(rows.len(), 5);
+        let row = &rows[2];
+        assert_eq!(row["backend"], "redis");
+        assert_eq!(row["case"], "lock_mutual_exclusion");
+        assert_eq!(row["primitive"], "lock");
+        assert_eq!(row["guarantee"], "mutual exclusion under contention");
+        assert_eq!(row["outcome"], "violated");
+        assert_eq!(row["declared"], true);
+        assert_eq!(row["figure"], serde_json::Value::Null);
+        assert_eq!(row["detail"], "two holders");
+        assert_eq!(row["failure"], true);
+        assert_eq!(rows[3]["failure"], false);
+        assert_eq!(rows[4]["outcome"], "unsupported");
+        assert_eq!(rows[0]["figure"], "400 grants | fast");
+    }
+}
