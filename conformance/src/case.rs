@@ -249,6 +249,9 @@ impl fmt::Display for Report {
 /// running. A case that runs and meets [`distsync_core::Error::Unsupported`] from the
 /// backend has found a contradiction (the capabilities offered what the backend
 /// refuses): that is reported as `Violated`. A panic in the case body is `Violated`.
+///
+/// Cancel-safety: the case body runs in a spawned task; dropping this future leaves
+/// it running until it finishes (every wait in it is bounded).
 pub async fn run_case(case: &'static Case, harness: &Harness) -> Report {
     run_case_as(case, harness, harness.capabilities().backend).await
 }
@@ -297,6 +300,8 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
 /// Runs every case `select` accepts, one after another (cases measure concurrency
 /// and timing, so they do not share the machine with each other), labelling reports
 /// `label` and handing each to `on_report` as it completes.
+///
+/// Cancel-safety: as [`run_case`]; cases not yet started are not run.
 pub async fn run_suite(
     harness: &Harness,
     label: &str,

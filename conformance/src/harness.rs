@@ -218,6 +218,9 @@ impl Harness {
 
     /// Opens a session with [`Harness::session_ttl`].
     ///
+    /// Cancel-safety: as [`Backend::session`]; a session granted but dropped with the
+    /// future is revoked in the background or expires.
+    ///
     /// # Errors
     /// The backend's error.
     pub async fn session(&self) -> Result<Session> {
@@ -228,6 +231,8 @@ impl Harness {
 
     /// Opens a session with [`Harness::fault_ttl`].
     ///
+    /// Cancel-safety: as [`Harness::session`].
+    ///
     /// # Errors
     /// The backend's error.
     pub async fn fault_session(&self) -> Result<Session> {
@@ -237,6 +242,8 @@ impl Harness {
     }
 
     /// Ends `session` from the store side through the fault hooks.
+    ///
+    /// Cancel-safety: dropping the future may or may not have ended the session.
     ///
     /// # Errors
     /// The store's error.
@@ -259,6 +266,9 @@ impl Harness {
     /// Measures the store's round trip (opening and closing a session, three times)
     /// and sets [`Harness::settle`] from it. Keeps the current settle if the store
     /// cannot be reached (the cases will then report the errors).
+    ///
+    /// Cancel-safety: cancel-safe; a session opened by a dropped calibration is
+    /// revoked in the background.
     pub async fn calibrate(mut self) -> Self {
         let mut slowest = Duration::ZERO;
         for _ in 0..3 {

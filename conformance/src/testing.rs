@@ -11,7 +11,10 @@ use crate::harness::Harness;
 ///
 /// When the variable is unset or empty, says so loudly on stderr and returns `None`
 /// (the test then skips) — except under `CI=true`, where a missing server is a
-/// failure: this panics.
+/// failure.
+///
+/// # Panics
+/// When the variable is unset or empty and `CI=true`.
 pub fn server_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.trim().is_empty() => Some(url),
