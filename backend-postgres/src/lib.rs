@@ -1,12 +1,254 @@
-//! distsync backend for postgres (filled by its own issue).
+//! # distsync-postgres
+//!
+//! The PostgreSQL backend of distsync, on `sqlx`: every primitive of
+//! [`distsync_core`] over one database, addressed as
+//! `postgres://user[:password]@host[:port]/database[?schema=name]` (also
+//! `postgresql://`; default schema `distsync`).
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+//! let coordinator = distsync_postgres::connect("postgres://app@db:5432/app?schema=locks").await?;
+//! let session = coordinator.session().await?;
+//! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+//! // ... pass guard.token() with every write to the protected resource ...
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//! - **Schema** ([`schema`](crate::schema) module docs): tables and functions are created
+//!   on first use, idempotently, in the configured schema, by an ordinary role (it needs
+//!   `CREATE` on the database, or an existing schema it may create objects in).
+//!   PostgreSQL 14 or later.
+//! - **Sessions**: a heartbeat row per session renewed every TTL/3 over a dedicated
+//!   control connection (not from the pool); `lost()` fires when a session connection
+//!   dies or the row is gone or expired. Each held lock, read lock or candidacy sits on
+//!   a dedicated connection of its session, so waits never block each other.
+//! - **Locks, read-write locks, elections**: session-level advisory locks
+//!   (`pg_advisory_lock`, `pg_advisory_lock_shared`) keyed by (schema OID, id in a name
+//!   table), so PostgreSQL's lock queue gives FIFO waiters and immediate hand-off, and
+//!   two names never share a key. The fencing token (the election term) is a counter row
+//!   bumped by the statement that grants the lock.
+//! - **TTL enforcement**: a stalled process keeps its TCP connection, and so its advisory
+//!   locks. Waiters end the backends of holders whose heartbeat is older than their TTL
+//!   (`pg_terminate_backend`, which a role may do to its own backends), so a stalled
+//!   holder loses its locks after its TTL as on etcd and Redis — once somebody waits for
+//!   them. All sessions of a deployment must therefore connect as the same role (or as
+//!   members of `pg_signal_backend`).
+//! - **Queue**: rows claimed with `DELETE ... FOR UPDATE SKIP LOCKED ... RETURNING`;
+//!   **barriers** on rows; waiters woken by `LISTEN`/`NOTIFY` through one listening
+//!   connection per backend.
+//! - **STM**: PostgreSQL transactions over a key-value table; see the `stm` module for
+//!   how etcd's four isolation levels map.
+//!
+//! # Connection poolers
+//! Locks are *session-level* advisory locks, which belong to a server connection. Behind
+//! PgBouncer or another pooler, use **session pooling**: with transaction (or statement)
+//! pooling, a lock would stay with a server connection that the pooler hands to other
+//! clients, and `LISTEN` would not work.
+#![warn(missing_docs)]
 
-use distsync_core::{Error, Result};
+mod barrier;
+mod double_barrier;
+mod election;
+mod error;
+mod hold;
+mod lock;
+mod notify;
+mod queue;
+mod rwlock;
+pub mod schema;
+mod session;
+mod shared;
+mod stm;
+pub mod url;
 
-/// Connects to the store named by `url`.
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::{
+    Backend, Barrier, Capabilities, Coordinator, DoubleBarrier, Election, Error, Locker, Name,
+    Queue, Result, RwLock, Session, SessionId, SessionOptions, Stm,
+};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::error::{map, BACKEND};
+use crate::session::{LeaseInner, PgLease};
+use crate::shared::Shared;
+
+/// Connections in the pool used for queues, barriers, STM, name lookups and watchdogs
+/// (sessions' connections are outside it).
+const POOL_SIZE: u32 = 8;
+
+/// Connects to the database named by `url` and returns a [`Coordinator`] over it.
 ///
 /// # Errors
-/// Until this backend lands: [`Error::Unsupported`].
-pub async fn connect(url: &str) -> Result<distsync_core::Coordinator> {
-    let _ = url;
-    Err(Error::unsupported("postgres", "connect"))
+/// [`Error::InvalidUrl`] for a malformed URL, or the connection or schema-creation error.
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(backend(url).await?))
+}
+
+/// Connects to the database named by `url`, creating the schema's objects if needed.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn backend(url: &str) -> Result<PostgresBackend> {
+    let parsed = url::parse(url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .connect_with(parsed.options.clone().application_name("distsync"))
+        .await
+        .map_err(map)?;
+    let ns_oid = schema::ensure(&pool, &parsed.schema).await?;
+    Ok(PostgresBackend {
+        shared: Arc::new(Shared::new(pool, parsed.options, parsed.schema, ns_oid)),
+        capabilities: capabilities(),
+    })
+}
+
+/// What the PostgreSQL backend offers and claims.
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        lock: true,
+        election: true,
+        rwlock: true,
+        queue: true,
+        priority_queue: true,
+        barrier: true,
+        double_barrier: true,
+        stm_serializable_snapshot: true,
+        stm_serializable: true,
+        stm_repeatable_reads: true,
+        stm_read_committed: true,
+        fencing: true,
+        fifo_waiters: true,
+        lost_notification: true,
+        stalled_holder_expires: true,
+        survives_restart: true,
+        linearizable: true,
+        min_session_ttl: Duration::from_secs(1),
+        ..Capabilities::none(BACKEND)
+    }
+}
+
+/// The PostgreSQL backend (`postgres://`). See the crate docs.
+pub struct PostgresBackend {
+    shared: Arc<Shared>,
+    capabilities: Capabilities,
+}
+
+impl std::fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("schema", &self.shared.schema)
+            .finish()
+    }
+}
+
+impl PostgresBackend {
+    /// The schema holding this backend's tables.
+    pub fn schema(&self) -> &str {
+        &self.shared.schema
+    }
+
+    fn lease(&self, session: &Session) -> Result<Arc<LeaseInner>> {
+        let lease = &session.lease_for::<PgLease>(BACKEND)?.inner;
+        if !Arc::ptr_eq(&lease.shared, &self.shared) {
+            return Err(Error::InvalidArgument(format!(
+                "session {} was granted by another postgres backend",
+                session.id()
+            )));
+        }
+        Ok(Arc::clone(lease))
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn session(&self, options: SessionOptions) -> Result<Session> {
+        if options.ttl < self.capabilities.min_session_ttl {
+            return Err(Error::InvalidArgument(format!(
+                "session ttl {:?} is below the postgres backend's minimum {:?}",
+                options.ttl, self.capabilities.min_session_ttl
+            )));
+        }
+        session::open(&self.shared, options.ttl).await
+    }
+
+    async fn revoke_session(&self, id: SessionId) -> Result<()> {
+        let id = i64::try_from(id.0)
+            .map_err(|_| Error::InvalidArgument(format!("no postgres session has id {id}")))?;
+        self.shared.end_sessions(&[id]).await
+    }
+
+    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        Ok(Box::new(lock::PgLocker {
+            lease: self.lease(session)?,
+            session: session.clone(),
+            name,
+        }))
+    }
+
+    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
+        Ok(Box::new(election::PgElection {
+            lease: self.lease(session)?,
+            session: session.clone(),
+            name,
+        }))
+    }
+
+    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
+        Ok(Box::new(rwlock::PgRwLock {
+            lease: self.lease(session)?,
+            session: session.clone(),
+            name,
+        }))
+    }
+
+    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
+        Ok(Box::new(queue::PgQueue {
+            shared: Arc::clone(&self.shared),
+            name,
+        }))
+    }
+
+    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
+        Ok(Box::new(barrier::PgBarrier {
+            shared: Arc::clone(&self.shared),
+            name,
+        }))
+    }
+
+    fn double_barrier(
+        &self,
+        session: &Session,
+        name: Name,
+        count: usize,
+    ) -> Result<Box<dyn DoubleBarrier>> {
+        if count == 0 {
+            return Err(Error::InvalidArgument(
+                "a double barrier needs at least one participant".into(),
+            ));
+        }
+        let count_sql = i32::try_from(count).map_err(|_| {
+            Error::InvalidArgument(format!("double barrier count {count} is too large"))
+        })?;
+        Ok(Box::new(double_barrier::PgDoubleBarrier {
+            lease: self.lease(session)?,
+            name,
+            count,
+            count_sql,
+        }))
+    }
+
+    fn stm(&self) -> Result<Arc<dyn Stm>> {
+        Ok(Arc::new(stm::PgStm {
+            shared: Arc::clone(&self.shared),
+        }))
+    }
 }

@@ -1,0 +1,133 @@
+//! The double barrier: one entry row per session, and an open flag per barrier.
+//!
+//! `enter` adds the session's entry and, when it completes the count, opens the barrier,
+//! under the barrier row's lock (schema function `dbarrier_enter`); the others wait for
+//! the `NOTIFY` of the flag's change. `leave` deletes the entry (closing the barrier when
+//! nobody is left) and waits until no live participant remains. Entries reference their
+//! session row, so they are deleted with it; the entries of an expired session are
+//! ignored, and a waiter ends that session when it finds one (and wakes at the next
+//! participant's expiry while it waits for them to leave).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::{DoubleBarrier, Error, Name, Result};
+
+use crate::error::map;
+use crate::hold::session_error;
+use crate::session::LeaseInner;
+
+pub(crate) struct PgDoubleBarrier {
+    pub(crate) lease: Arc<LeaseInner>,
+    pub(crate) name: Name,
+    pub(crate) count: usize,
+    /// `count` as the `integer` the schema's functions take.
+    pub(crate) count_sql: i32,
+}
+
+type State = (Option<bool>, Option<i32>, Option<f64>);
+
+impl PgDoubleBarrier {
+    async fn state(&self) -> Result<(bool, i32, Option<Duration>)> {
+        let (ready, others, next): State = sqlx::query_as(&self.lease.shared.sql(
+            "SELECT ready, others, next_expiry FROM {s}.dbarrier_state($1, $2)",
+        ))
+        .bind(self.name.as_str())
+        .bind(self.lease.id)
+        .fetch_one(&self.lease.shared.pool)
+        .await
+        .map_err(map)?;
+        let next = next.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok());
+        Ok((ready.unwrap_or(false), others.unwrap_or(0), next))
+    }
+
+    async fn with_lost<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let lost = self.lease.lost_token();
+        tokio::select! {
+            biased;
+            () = lost.cancelled() => Err(Error::SessionLost),
+            result = work => result,
+        }
+    }
+}
+
+#[async_trait]
+impl DoubleBarrier for PgDoubleBarrier {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Cancel-safety: dropping the future leaves this session's entry until its session
+    /// ends or `leave` is called.
+    async fn enter(&self) -> Result<()> {
+        if self.lease.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        let shared = &self.lease.shared;
+        let mut subscription = shared.hub.subscribe(format!("d:{}", self.name)).await?;
+        let entered: i32 = sqlx::query_scalar(&shared.sql("SELECT {s}.dbarrier_enter($1, $2, $3)"))
+            .bind(self.name.as_str())
+            .bind(self.lease.id)
+            .bind(self.count_sql)
+            .fetch_one(&shared.pool)
+            .await
+            .map_err(|error| session_error(&self.lease, error))?;
+        match entered {
+            -1 => Err(Error::TooManyParticipants {
+                name: self.name.as_str().to_owned(),
+                count: self.count,
+            }),
+            1 => Ok(()),
+            _ => {
+                self.with_lost(async {
+                    loop {
+                        subscription.changed().await?;
+                        if self.state().await?.0 {
+                            return Ok(());
+                        }
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Cancel-safety: dropping the future may leave this session's entry deleted or not;
+    /// either way it ends with the session.
+    async fn leave(&self) -> Result<()> {
+        let shared = &self.lease.shared;
+        let mut subscription = shared.hub.subscribe(format!("d:{}", self.name)).await?;
+        sqlx::query(&shared.sql("SELECT {s}.dbarrier_leave($1, $2)"))
+            .bind(self.name.as_str())
+            .bind(self.lease.id)
+            .execute(&shared.pool)
+            .await
+            .map_err(map)?;
+        self.with_lost(async {
+            loop {
+                let (_, others, next_expiry) = self.state().await?;
+                if others == 0 {
+                    return Ok(());
+                }
+                match next_expiry {
+                    Some(until) => {
+                        let until = until + Duration::from_millis(20);
+                        tokio::select! {
+                            changed = subscription.changed() => { changed?; }
+                            () = tokio::time::sleep(until) => {}
+                        }
+                    }
+                    None => {
+                        subscription.changed().await?;
+                    }
+                }
+            }
+        })
+        .await
+    }
+}

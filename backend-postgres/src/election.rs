@@ -1,0 +1,265 @@
+//! Leader election: an advisory lock per election, plus a leader row and a log.
+//!
+//! A candidate waits for the election's exclusive advisory lock on a dedicated connection
+//! of its session (FIFO among candidates, see [`crate::hold`]). The statement that grants
+//! it also bumps the election's counter (the term, a fencing token) and writes the leader
+//! row (value, term, version; tied to the session, so deleted with it) and a log entry.
+//! `proclaim` bumps the version and logs again; `resign` deletes the row, then unlocks.
+//!
+//! `leader()` reads the row, ignoring a leader whose session has expired. `observe()`
+//! reads the current leader, then follows the log in (term, version) order, woken by
+//! `NOTIFY`: every win and every proclaim is yielded in order, and never an older one
+//! after a newer one. The log keeps ten minutes of history: an observer that falls
+//! further behind skips entries but stays in order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::{
+    Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, ReleaseFn, Result,
+    Session,
+};
+use futures::stream::{BoxStream, StreamExt};
+use futures::FutureExt;
+
+use crate::error::map;
+use crate::hold::{self, session_error, Grant, Hold};
+use crate::lock::hold_key;
+use crate::notify::Subscription;
+use crate::session::LeaseInner;
+use crate::shared::{LockKind, Shared};
+
+pub(crate) struct PgElection {
+    pub(crate) lease: Arc<LeaseInner>,
+    pub(crate) session: Session,
+    pub(crate) name: Name,
+}
+
+struct PgProclaim {
+    lease: Arc<LeaseInner>,
+    hold: Arc<Hold>,
+    election: String,
+    term: i64,
+}
+
+#[async_trait]
+impl Proclaim for PgProclaim {
+    async fn proclaim(&self, value: Bytes) -> Result<()> {
+        let sql = self.lease.shared.sql("SELECT {s}.proclaim($1, $2, $3, $4)");
+        let (election, session, term) = (self.election.clone(), self.lease.id, self.term);
+        let outcome = self
+            .hold
+            .with_conn(|conn| {
+                async move {
+                    sqlx::query_scalar::<_, bool>(&sql)
+                        .bind(election)
+                        .bind(session)
+                        .bind(term)
+                        .bind(value.as_ref())
+                        .fetch_one(conn)
+                        .await
+                }
+                .boxed()
+            })
+            .await;
+        match outcome {
+            Some(Ok(true)) => Ok(()),
+            Some(Ok(false)) | None => Err(Error::NotLeader),
+            Some(Err(error)) => match session_error(&self.lease, error) {
+                Error::SessionLost => Err(Error::NotLeader),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+fn resign_fn(lease: &Arc<LeaseInner>, hold: Arc<Hold>, election: String, term: i64) -> ReleaseFn {
+    let lease = Arc::clone(lease);
+    Box::new(move || {
+        Box::pin(async move {
+            let sql = lease.shared.sql(
+                "DELETE FROM {s}.election_leaders \
+                 WHERE election = $1 AND session_id = $2 AND term = $3",
+            );
+            let session = lease.id;
+            let deleted = hold
+                .with_conn(|conn| {
+                    async move {
+                        sqlx::query(&sql)
+                            .bind(election)
+                            .bind(session)
+                            .bind(term)
+                            .execute(conn)
+                            .await
+                    }
+                    .boxed()
+                })
+                .await;
+            match deleted {
+                Some(Ok(_)) => hold.release(&lease).await,
+                Some(Err(error)) => Err(session_error(&lease, error)),
+                None => Err(Error::NotLeader),
+            }
+        })
+    })
+}
+
+#[async_trait]
+impl Election for PgElection {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Cancel-safety: cancel-safe; a dropped campaign terminates its waiting backend
+    /// (see [`crate::hold`]), so it never becomes leader afterwards.
+    async fn campaign(&self, value: Bytes) -> Result<Leadership> {
+        let id = self
+            .lease
+            .shared
+            .name_id(LockKind::Election, self.name.as_str())
+            .await?;
+        let grant = Grant::Campaign {
+            election: self.name.as_str(),
+            value: value.as_ref(),
+        };
+        let (hold, term) = hold::acquire_waiting(&self.lease, id, grant).await?;
+        let proclaim = Arc::new(PgProclaim {
+            lease: Arc::clone(&self.lease),
+            hold: Arc::clone(&hold),
+            election: self.name.as_str().to_owned(),
+            term,
+        });
+        Ok(Leadership::new(
+            hold_key(&self.lease, "election", &self.name),
+            FencingToken(term.max(0) as u64),
+            &self.session,
+            proclaim,
+            resign_fn(&self.lease, hold, self.name.as_str().to_owned(), term),
+        ))
+    }
+
+    async fn leader(&self) -> Result<Option<LeaderInfo>> {
+        let row: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(&self.lease.shared.sql(
+            "SELECT l.term, l.session_id, l.value FROM {s}.election_leaders l \
+             JOIN {s}.sessions x ON x.id = l.session_id \
+             WHERE l.election = $1 AND x.expires_at > clock_timestamp()",
+        ))
+        .bind(self.name.as_str())
+        .fetch_optional(&self.lease.shared.pool)
+        .await
+        .map_err(map)?;
+        Ok(row.map(|(term, session, value)| {
+            leader_info(&self.lease.shared, &self.name, term, session, value)
+        }))
+    }
+
+    fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>> {
+        let observer = Observer {
+            shared: Arc::clone(&self.lease.shared),
+            name: self.name.clone(),
+            subscription: None,
+            cursor: None,
+            pending: VecDeque::new(),
+        };
+        futures::stream::unfold(Some(observer), |state| async move {
+            let mut observer = state?;
+            match observer.next().await {
+                Ok(info) => Some((Ok(info), Some(observer))),
+                Err(error) => Some((Err(error), None)),
+            }
+        })
+        .boxed()
+    }
+}
+
+fn leader_info(shared: &Shared, name: &Name, term: i64, session: i64, value: Vec<u8>) -> LeaderInfo {
+    LeaderInfo {
+        value: Bytes::from(value),
+        term: FencingToken(term.max(0) as u64),
+        key: format!("{}/election/{name}/{session:x}", shared.schema),
+    }
+}
+
+struct Observer {
+    shared: Arc<Shared>,
+    name: Name,
+    subscription: Option<Subscription>,
+    /// The (term, version) of the last leader yielded, or known to be history.
+    cursor: Option<(i64, i64)>,
+    pending: VecDeque<LeaderInfo>,
+}
+
+type LogRow = (i64, i64, i64, Vec<u8>);
+
+impl Observer {
+    async fn next(&mut self) -> Result<LeaderInfo> {
+        loop {
+            if let Some(info) = self.pending.pop_front() {
+                return Ok(info);
+            }
+            if self.subscription.is_none() {
+                let payload = format!("e:{}", self.name);
+                self.subscription = Some(self.shared.hub.subscribe(payload).await?);
+            }
+            let Some(cursor) = self.cursor else {
+                if let Some(current) = self.start().await? {
+                    return Ok(current);
+                }
+                continue;
+            };
+            let rows: Vec<LogRow> = sqlx::query_as(&self.shared.sql(
+                "SELECT term, version, session_id, value FROM {s}.election_log \
+                 WHERE election = $1 AND (term, version) > ($2, $3) \
+                 ORDER BY term, version LIMIT 100",
+            ))
+            .bind(self.name.as_str())
+            .bind(cursor.0)
+            .bind(cursor.1)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(map)?;
+            if rows.is_empty() {
+                if let Some(subscription) = self.subscription.as_mut() {
+                    subscription.changed().await?;
+                }
+                continue;
+            }
+            for (term, version, session, value) in rows {
+                self.cursor = Some((term, version));
+                self.pending
+                    .push_back(leader_info(&self.shared, &self.name, term, session, value));
+            }
+        }
+    }
+
+    /// Reads the current leader and the log's end in one snapshot; sets the cursor.
+    async fn start(&mut self) -> Result<Option<LeaderInfo>> {
+        type StartRow = (Option<i64>, Option<i64>, Option<i64>, Option<Vec<u8>>, Option<i64>, Option<i64>);
+        let row: StartRow = sqlx::query_as(&self.shared.sql(
+            "SELECT c.term, c.version, c.session_id, c.value, m.term, m.version \
+             FROM (SELECT 1) AS one \
+             LEFT JOIN (SELECT l.term, l.version, l.session_id, l.value \
+                          FROM {s}.election_leaders l \
+                          JOIN {s}.sessions x ON x.id = l.session_id \
+                         WHERE l.election = $1 AND x.expires_at > clock_timestamp()) AS c ON true \
+             LEFT JOIN (SELECT term, version FROM {s}.election_log WHERE election = $1 \
+                         ORDER BY term DESC, version DESC LIMIT 1) AS m ON true",
+        ))
+        .bind(self.name.as_str())
+        .fetch_one(&self.shared.pool)
+        .await
+        .map_err(map)?;
+        match row {
+            (Some(term), Some(version), Some(session), Some(value), _, _) => {
+                self.cursor = Some((term, version));
+                Ok(Some(leader_info(&self.shared, &self.name, term, session, value)))
+            }
+            (_, _, _, _, term, version) => {
+                self.cursor = Some((term.unwrap_or(0), version.unwrap_or(0)));
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The mutex: an exclusive session-level advisory lock (see [`crate::hold`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::{FencingToken, LockGuard, Locker, Name, ReleaseFn, Result, Session};
+
+use crate::hold::{self, Grant, Hold};
+use crate::session::LeaseInner;
+use crate::shared::LockKind;
+
+pub(crate) struct PgLocker {
+    pub(crate) lease: Arc<LeaseInner>,
+    pub(crate) session: Session,
+    pub(crate) name: Name,
+}
+
+/// The guard over a granted exclusive hold of `kind` `name`.
+pub(crate) fn guard(
+    lease: &Arc<LeaseInner>,
+    session: &Session,
+    kind: &str,
+    name: &Name,
+    hold: Arc<Hold>,
+    token: i64,
+) -> LockGuard {
+    LockGuard::new(
+        hold_key(lease, kind, name),
+        FencingToken(token.max(0) as u64),
+        session,
+        release_fn(lease, hold),
+    )
+}
+
+/// The key string of a hold: `<schema>/<kind>/<name>/<session id hex>`.
+pub(crate) fn hold_key(lease: &LeaseInner, kind: &str, name: &Name) -> String {
+    format!("{}/{kind}/{name}/{:x}", lease.shared.schema, lease.id)
+}
+
+/// The release step of a guard: unlock on the hold's connection.
+pub(crate) fn release_fn(lease: &Arc<LeaseInner>, hold: Arc<Hold>) -> ReleaseFn {
+    let lease = Arc::clone(lease);
+    Box::new(move || Box::pin(async move { hold.release(&lease).await }))
+}
+
+#[async_trait]
+impl Locker for PgLocker {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Waits in PostgreSQL's lock queue (FIFO) on a dedicated connection.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped wait terminates its backend, which leaves
+    /// the queue (or releases a lock granted in the meantime).
+    async fn lock(&self) -> Result<LockGuard> {
+        let id = self.lease.shared.name_id(LockKind::Lock, self.name.as_str()).await?;
+        let (hold, token) =
+            hold::acquire_waiting(&self.lease, id, Grant::Lock { exclusive: true }).await?;
+        Ok(guard(&self.lease, &self.session, "lock", &self.name, hold, token))
+    }
+
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        let id = self.lease.shared.name_id(LockKind::Lock, self.name.as_str()).await?;
+        let granted = hold::acquire(&self.lease, id, Grant::Lock { exclusive: true }, false).await?;
+        Ok(granted.map(|(hold, token)| guard(&self.lease, &self.session, "lock", &self.name, hold, token)))
+    }
+}

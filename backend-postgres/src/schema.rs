@@ -1,0 +1,474 @@
+//! The tables and functions of the backend, created on first use in the configured schema.
+//!
+//! Creation is idempotent (`CREATE ... IF NOT EXISTS`, `CREATE OR REPLACE`) and runs in
+//! one transaction holding a transaction-level advisory lock, so concurrent first users
+//! take turns; a version row lets later connections skip it. Nothing needs a superuser:
+//! the role needs `CREATE` on the database (or an existing schema it owns), and
+//! `plpgsql`, which every PostgreSQL has. PostgreSQL 14 or later is required
+//! (`CREATE OR REPLACE TRIGGER`, `pg_terminate_backend(pid, timeout)`,
+//! `client_connection_check_interval`).
+//!
+//! # Layout
+//! - `sessions`: one heartbeat row per session (id, backend pid, TTL, `expires_at`).
+//!   Every dedicated connection of session `N` carries the `application_name`
+//!   `distsync/<schema oid>/<N>`, which ties a backend (and the advisory locks it holds)
+//!   to its session.
+//! - `lock_names`: the name table of locks, read-write locks and elections. Its `id` is
+//!   the second key of the two-key advisory locks (the first is the schema's OID), so
+//!   two names never share a lock; `token` is the fencing counter.
+//! - `election_leaders` (the current leader, tied to its session) and `election_log`
+//!   (every win and proclaim, for `observe`; pruned after ten minutes).
+//! - `queue_items`, `barriers`, `double_barriers` / `double_barrier_entries`, `kv` (STM).
+//!
+//! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
+//! `<kind>:<name>`), by triggers, so they are delivered at commit.
+
+use sqlx::postgres::types::Oid;
+use sqlx::{Connection, PgPool};
+
+use crate::error::map;
+use distsync_core::Result;
+
+/// Bumped whenever the DDL below changes.
+const SCHEMA_VERSION: i32 = 1;
+
+/// The DDL; `{s}` stands for the quoted schema name.
+const DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS {s};
+
+CREATE TABLE IF NOT EXISTS {s}.meta (
+    version integer NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS {s}.sessions (
+    id         bigserial PRIMARY KEY,
+    pid        integer,
+    ttl_ms     bigint NOT NULL,
+    expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+CREATE TABLE IF NOT EXISTS {s}.lock_names (
+    id    serial PRIMARY KEY,
+    kind  text NOT NULL,
+    name  text NOT NULL,
+    token bigint NOT NULL DEFAULT 0,
+    UNIQUE (kind, name)
+);
+
+CREATE TABLE IF NOT EXISTS {s}.election_leaders (
+    election   text PRIMARY KEY,
+    session_id bigint NOT NULL REFERENCES {s}.sessions (id) ON DELETE CASCADE,
+    term       bigint NOT NULL,
+    version    bigint NOT NULL,
+    value      bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS election_leaders_session ON {s}.election_leaders (session_id);
+
+CREATE TABLE IF NOT EXISTS {s}.election_log (
+    election   text NOT NULL,
+    term       bigint NOT NULL,
+    version    bigint NOT NULL,
+    session_id bigint NOT NULL,
+    value      bytea NOT NULL,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (election, term, version)
+);
+
+CREATE TABLE IF NOT EXISTS {s}.queue_items (
+    id       bigserial PRIMARY KEY,
+    queue    text NOT NULL,
+    priority integer NOT NULL,
+    item     bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_items_order ON {s}.queue_items (queue, priority, id);
+
+CREATE TABLE IF NOT EXISTS {s}.barriers (
+    name text PRIMARY KEY
+);
+
+CREATE TABLE IF NOT EXISTS {s}.double_barriers (
+    name  text PRIMARY KEY,
+    ready boolean NOT NULL DEFAULT false
+);
+
+CREATE TABLE IF NOT EXISTS {s}.double_barrier_entries (
+    name       text NOT NULL,
+    session_id bigint NOT NULL REFERENCES {s}.sessions (id) ON DELETE CASCADE,
+    PRIMARY KEY (name, session_id)
+);
+CREATE INDEX IF NOT EXISTS double_barrier_entries_session
+    ON {s}.double_barrier_entries (session_id);
+
+CREATE TABLE IF NOT EXISTS {s}.kv (
+    key   text PRIMARY KEY,
+    value bytea NOT NULL
+);
+
+-- 'distsync/<schema oid>/': the application_name prefix of session connections.
+CREATE OR REPLACE FUNCTION {s}.tag_prefix() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT 'distsync/' || ('{s}'::regnamespace::oid)::text || '/'
+$$;
+
+CREATE OR REPLACE FUNCTION {s}.notify(payload text) RETURNS void LANGUAGE sql AS $$
+    SELECT pg_notify('distsync_' || ('{s}'::regnamespace::oid)::text, payload)
+$$;
+
+CREATE OR REPLACE FUNCTION {s}.notify_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM {s}.notify('q:' || NEW.queue);
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER queue_items_notify AFTER INSERT ON {s}.queue_items
+    FOR EACH ROW EXECUTE FUNCTION {s}.notify_queue();
+
+CREATE OR REPLACE FUNCTION {s}.notify_barrier() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM {s}.notify('b:' || OLD.name);
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER barriers_notify AFTER DELETE ON {s}.barriers
+    FOR EACH ROW EXECUTE FUNCTION {s}.notify_barrier();
+
+CREATE OR REPLACE FUNCTION {s}.notify_double_barrier() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM {s}.notify('d:' || OLD.name);
+    ELSE
+        PERFORM {s}.notify('d:' || NEW.name);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER double_barriers_notify AFTER INSERT OR UPDATE ON {s}.double_barriers
+    FOR EACH ROW EXECUTE FUNCTION {s}.notify_double_barrier();
+CREATE OR REPLACE TRIGGER double_barrier_entries_notify
+    AFTER INSERT OR DELETE ON {s}.double_barrier_entries
+    FOR EACH ROW EXECUTE FUNCTION {s}.notify_double_barrier();
+
+CREATE OR REPLACE FUNCTION {s}.notify_election() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM {s}.notify('e:' || OLD.election);
+    ELSE
+        PERFORM {s}.notify('e:' || NEW.election);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER election_leaders_notify
+    AFTER INSERT OR UPDATE OR DELETE ON {s}.election_leaders
+    FOR EACH ROW EXECUTE FUNCTION {s}.notify_election();
+
+-- Ends sessions at once: deletes their rows (cascading to their leader rows and
+-- double-barrier entries) and terminates their backends, which releases their advisory
+-- locks. Waits up to 5 s for each backend to exit.
+CREATE OR REPLACE FUNCTION {s}.end_sessions(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    ended integer;
+BEGIN
+    DELETE FROM {s}.sessions WHERE id = ANY (ids);
+    SELECT count(*) INTO ended FROM (
+        SELECT pg_terminate_backend(a.pid, 5000)
+          FROM pg_stat_activity a
+         WHERE a.pid <> pg_backend_pid()
+           AND a.application_name = ANY (
+               SELECT {s}.tag_prefix() || i::text FROM unnest(ids) AS i)
+    ) AS t;
+    RETURN ended;
+END
+$$;
+
+-- Ends those of `ids` whose heartbeat is older than their TTL (or whose row is gone).
+CREATE OR REPLACE FUNCTION {s}.reap_sessions(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    dead bigint[];
+BEGIN
+    SELECT coalesce(array_agg(i), '{}') INTO dead
+      FROM unnest(ids) AS i
+     WHERE NOT EXISTS (SELECT 1 FROM {s}.sessions x
+                        WHERE x.id = i AND x.expires_at > clock_timestamp());
+    IF cardinality(dead) = 0 THEN
+        RETURN 0;
+    END IF;
+    RAISE LOG 'distsync: ending expired sessions %', dead;
+    PERFORM {s}.end_sessions(dead);
+    RETURN cardinality(dead);
+END
+$$;
+
+-- Enforces the TTL on one advisory lock key: ends every session, other than `own`, that
+-- holds or waits for (k1, k2) and has expired. Returns how many were ended and the
+-- seconds until the next expiry of a live one (NULL if none).
+CREATE OR REPLACE FUNCTION {s}.reap_key(k1 integer, k2 integer, own bigint,
+                                        OUT reaped integer, OUT next_expiry double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    prefix text := {s}.tag_prefix();
+    sids bigint[];
+BEGIN
+    SELECT coalesce(array_agg(DISTINCT substr(a.application_name, length(prefix) + 1)::bigint),
+                    '{}')
+      INTO sids
+      FROM pg_locks l
+      JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory'
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND l.classid = k1::oid AND l.objid = k2::oid AND l.objsubid = 2
+       AND a.application_name LIKE prefix || '%'
+       AND substr(a.application_name, length(prefix) + 1) ~ '^[0-9]{1,18}$';
+    sids := array_remove(sids, own);
+    reaped := {s}.reap_sessions(sids);
+    SELECT extract(epoch FROM min(x.expires_at) - clock_timestamp()) INTO next_expiry
+      FROM {s}.sessions x
+     WHERE x.id = ANY (sids) AND x.expires_at > clock_timestamp();
+END
+$$;
+
+-- Raises DS001 (and releases (k1, k2)) unless session p_session is alive: a session
+-- that has expired or been ended must not be granted anything.
+CREATE OR REPLACE FUNCTION {s}.check_session(p_session bigint, k1 integer, k2 integer,
+                                             exclusive boolean) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM {s}.sessions WHERE id = p_session AND expires_at > clock_timestamp();
+    IF NOT FOUND THEN
+        IF exclusive THEN
+            PERFORM pg_advisory_unlock(k1, k2);
+        ELSE
+            PERFORM pg_advisory_unlock_shared(k1, k2);
+        END IF;
+        RAISE EXCEPTION 'distsync session % has ended', p_session USING ERRCODE = 'DS001';
+    END IF;
+END
+$$;
+
+-- Takes advisory lock (k1, k2) on this connection for session p_session, exclusive or
+-- shared, waiting or not. An exclusive grant bumps and returns the name's fencing
+-- counter; a shared one returns 0; a failed try returns NULL.
+CREATE OR REPLACE FUNCTION {s}.lock_grant(k1 integer, k2 integer, exclusive boolean,
+                                          wait boolean, p_session bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    t bigint;
+BEGIN
+    IF exclusive THEN
+        IF wait THEN
+            PERFORM pg_advisory_lock(k1, k2);
+        ELSIF NOT pg_try_advisory_lock(k1, k2) THEN
+            RETURN NULL;
+        END IF;
+        PERFORM {s}.check_session(p_session, k1, k2, true);
+        UPDATE {s}.lock_names SET token = token + 1 WHERE id = k2 RETURNING token INTO t;
+        RETURN t;
+    END IF;
+    IF wait THEN
+        PERFORM pg_advisory_lock_shared(k1, k2);
+    ELSIF NOT pg_try_advisory_lock_shared(k1, k2) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM {s}.check_session(p_session, k1, k2, false);
+    RETURN 0;
+END
+$$;
+
+-- Takes the election's advisory lock, then starts a term: bumps the fencing counter and
+-- writes the leader row and a log entry. Returns the term, or NULL for a failed try.
+CREATE OR REPLACE FUNCTION {s}.campaign_grant(k1 integer, k2 integer, p_election text,
+                                              p_session bigint, p_value bytea,
+                                              wait boolean) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    t bigint;
+BEGIN
+    IF wait THEN
+        PERFORM pg_advisory_lock(k1, k2);
+    ELSIF NOT pg_try_advisory_lock(k1, k2) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM {s}.check_session(p_session, k1, k2, true);
+    UPDATE {s}.lock_names SET token = token + 1 WHERE id = k2 RETURNING token INTO t;
+    INSERT INTO {s}.election_leaders (election, session_id, term, version, value)
+         VALUES (p_election, p_session, t, 1, p_value)
+    ON CONFLICT (election) DO UPDATE
+            SET session_id = EXCLUDED.session_id, term = EXCLUDED.term,
+                version = 1, value = EXCLUDED.value;
+    INSERT INTO {s}.election_log (election, term, version, session_id, value)
+         VALUES (p_election, t, 1, p_session, p_value);
+    DELETE FROM {s}.election_log
+     WHERE election = p_election AND at < clock_timestamp() - interval '10 minutes';
+    RETURN t;
+END
+$$;
+
+-- Replaces the leader's value if (p_session, p_term) still leads; false otherwise.
+CREATE OR REPLACE FUNCTION {s}.proclaim(p_election text, p_session bigint, p_term bigint,
+                                        p_value bytea) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v bigint;
+BEGIN
+    UPDATE {s}.election_leaders SET version = version + 1, value = p_value
+     WHERE election = p_election AND session_id = p_session AND term = p_term
+    RETURNING version INTO v;
+    IF v IS NULL THEN
+        RETURN false;
+    END IF;
+    INSERT INTO {s}.election_log (election, term, version, session_id, value)
+         VALUES (p_election, p_term, v, p_session, p_value);
+    RETURN true;
+END
+$$;
+
+-- Enters double barrier p_name for p_count participants. Returns -1 when the barrier is
+-- full (nothing entered), 1 when the count is reached (or the barrier is already open),
+-- 0 when the caller must wait.
+CREATE OR REPLACE FUNCTION {s}.dbarrier_enter(p_name text, p_session bigint,
+                                              p_count integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    is_ready boolean;
+    others integer;
+BEGIN
+    INSERT INTO {s}.double_barriers (name) VALUES (p_name) ON CONFLICT (name) DO NOTHING;
+    SELECT ready INTO is_ready FROM {s}.double_barriers WHERE name = p_name FOR UPDATE;
+    SELECT count(*) INTO others
+      FROM {s}.double_barrier_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.name = p_name AND e.session_id <> p_session
+       AND x.expires_at > clock_timestamp();
+    IF is_ready AND others = 0 THEN
+        UPDATE {s}.double_barriers SET ready = false WHERE name = p_name;
+        is_ready := false;
+    END IF;
+    IF others + 1 > p_count THEN
+        RETURN -1;
+    END IF;
+    INSERT INTO {s}.double_barrier_entries (name, session_id) VALUES (p_name, p_session)
+    ON CONFLICT DO NOTHING;
+    IF others + 1 = p_count AND NOT is_ready THEN
+        UPDATE {s}.double_barriers SET ready = true WHERE name = p_name;
+        is_ready := true;
+    END IF;
+    RETURN CASE WHEN is_ready THEN 1 ELSE 0 END;
+END
+$$;
+
+-- Leaves double barrier p_name; closes it when nobody is left. Returns how many live
+-- participants remain.
+CREATE OR REPLACE FUNCTION {s}.dbarrier_leave(p_name text, p_session bigint) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    live integer;
+BEGIN
+    PERFORM 1 FROM {s}.double_barriers WHERE name = p_name FOR UPDATE;
+    DELETE FROM {s}.double_barrier_entries WHERE name = p_name AND session_id = p_session;
+    SELECT count(*) INTO live
+      FROM {s}.double_barrier_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.name = p_name AND x.expires_at > clock_timestamp();
+    IF live = 0 THEN
+        UPDATE {s}.double_barriers SET ready = false WHERE name = p_name AND ready;
+    END IF;
+    RETURN live;
+END
+$$;
+
+-- The state of double barrier p_name as seen by p_session: whether it is open, how many
+-- other live participants it has, and the seconds until the first of them expires.
+-- Ends the sessions of expired entries on the way.
+CREATE OR REPLACE FUNCTION {s}.dbarrier_state(p_name text, p_session bigint,
+                                              OUT ready boolean, OUT others integer,
+                                              OUT next_expiry double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    dead bigint[];
+BEGIN
+    SELECT coalesce(array_agg(e.session_id), '{}') INTO dead
+      FROM {s}.double_barrier_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.name = p_name AND x.expires_at <= clock_timestamp();
+    IF cardinality(dead) > 0 THEN
+        PERFORM {s}.reap_sessions(dead);
+    END IF;
+    SELECT coalesce((SELECT b.ready FROM {s}.double_barriers b WHERE b.name = p_name), false)
+      INTO ready;
+    SELECT count(*), extract(epoch FROM min(x.expires_at) - clock_timestamp())
+      INTO others, next_expiry
+      FROM {s}.double_barrier_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.name = p_name AND e.session_id <> p_session
+       AND x.expires_at > clock_timestamp();
+END
+$$;
+"#;
+
+/// Quotes a validated schema name as an SQL identifier.
+pub(crate) fn quote(schema: &str) -> String {
+    format!("\"{}\"", schema.replace('"', "\"\""))
+}
+
+/// `template` with `{s}` replaced by the quoted schema.
+pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
+    template.replace("{s}", quoted_schema)
+}
+
+/// Creates the schema's objects unless they are already at [`SCHEMA_VERSION`], and
+/// returns the schema's OID.
+pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
+    let quoted = quote(schema);
+    if current_version(pool, &quoted).await? != Some(SCHEMA_VERSION) {
+        let mut conn = pool.acquire().await.map_err(map)?;
+        let mut tx = conn.begin().await.map_err(map)?;
+        // One creator at a time; the key is in the one-bigint space, which never meets the
+        // two-int keys of locks.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))")
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        sqlx::query("SET LOCAL client_min_messages = warning")
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        sqlx::raw_sql(&render(DDL, &quoted))
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        sqlx::query(&render("DELETE FROM {s}.meta", &quoted))
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        sqlx::query(&render("INSERT INTO {s}.meta (version) VALUES ($1)", &quoted))
+            .bind(SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        tx.commit().await.map_err(map)?;
+        tracing::info!(schema, version = SCHEMA_VERSION, "distsync schema ready");
+    }
+    let oid: Oid = sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
+        .bind(schema)
+        .fetch_one(pool)
+        .await
+        .map_err(map)?;
+    Ok(oid.0)
+}
+
+async fn current_version(pool: &PgPool, quoted: &str) -> Result<Option<i32>> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{quoted}.meta"))
+        .fetch_one(pool)
+        .await
+        .map_err(map)?;
+    if !exists {
+        return Ok(None);
+    }
+    sqlx::query_scalar(&render("SELECT max(version) FROM {s}.meta", quoted))
+        .fetch_one(pool)
+        .await
+        .map_err(map)
+}

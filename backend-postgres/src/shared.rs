@@ -1,0 +1,172 @@
+//! What every primitive of one backend shares: the pool, the schema, the name table
+//! cache, the notification hub and the sessions of this process.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, Weak};
+
+use distsync_core::{Error, Result};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, PgPool};
+
+use crate::error::{map, BACKEND};
+use crate::notify::Hub;
+use crate::schema;
+use crate::session::LeaseInner;
+
+/// The kinds of names that get advisory lock keys (rows of `lock_names`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum LockKind {
+    /// [`crate::lock`].
+    Lock,
+    /// [`crate::rwlock`].
+    RwLock,
+    /// [`crate::election`].
+    Election,
+}
+
+impl LockKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            LockKind::Lock => "lock",
+            LockKind::RwLock => "rwlock",
+            LockKind::Election => "election",
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) pool: PgPool,
+    options: PgConnectOptions,
+    pub(crate) schema: String,
+    quoted: String,
+    ns_oid: u32,
+    pub(crate) hub: Hub,
+    names: Mutex<HashMap<(LockKind, String), i32>>,
+    sessions: Mutex<HashMap<i64, Weak<LeaseInner>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn new(pool: PgPool, options: PgConnectOptions, schema: String, ns_oid: u32) -> Self {
+        let hub = Hub::new(pool.clone(), format!("distsync_{ns_oid}"));
+        Self {
+            pool,
+            options,
+            quoted: schema::quote(&schema),
+            schema,
+            ns_oid,
+            hub,
+            names: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `template` with `{s}` replaced by the quoted schema name.
+    pub(crate) fn sql(&self, template: &str) -> String {
+        schema::render(template, &self.quoted)
+    }
+
+    /// The first key of every advisory lock of this schema: the schema's OID, as the
+    /// `int4` `pg_advisory_lock(int4, int4)` takes (same bits).
+    pub(crate) fn key1(&self) -> i32 {
+        self.ns_oid as i32
+    }
+
+    /// The `application_name` of the dedicated connections of session `id`.
+    pub(crate) fn tag(&self, id: i64) -> String {
+        format!("distsync/{}/{id}", self.ns_oid)
+    }
+
+    /// Opens a connection outside the pool, tagged as belonging to session `id`. The
+    /// server checks every second, while a statement runs, whether the client is still
+    /// there (`client_connection_check_interval`), so a waiter whose process died leaves
+    /// the lock queue.
+    pub(crate) async fn connect_dedicated(&self, id: i64) -> Result<(PgConnection, i32)> {
+        let options = self
+            .options
+            .clone()
+            .application_name(&self.tag(id))
+            .options([("client_connection_check_interval", "1000")]);
+        let mut conn = PgConnection::connect_with(&options).await.map_err(map)?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(map)?;
+        Ok((conn, pid))
+    }
+
+    /// The id of `name` in the name table (created on first use); the second key of its
+    /// advisory lock and the row of its fencing counter.
+    pub(crate) async fn name_id(&self, kind: LockKind, name: &str) -> Result<i32> {
+        if let Some(&id) = lock(&self.names).get(&(kind, name.to_owned())) {
+            return Ok(id);
+        }
+        let sql = self.sql(
+            "WITH ins AS (INSERT INTO {s}.lock_names (kind, name) VALUES ($1, $2) \
+             ON CONFLICT (kind, name) DO NOTHING RETURNING id) \
+             SELECT id FROM ins UNION ALL \
+             SELECT id FROM {s}.lock_names WHERE kind = $1 AND name = $2",
+        );
+        // A concurrent creator's row may commit after this statement's snapshot: then
+        // neither branch returns it, and the next attempt does.
+        for _ in 0..5 {
+            let id: Option<i32> = sqlx::query_scalar(&sql)
+                .bind(kind.as_str())
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map)?;
+            if let Some(id) = id {
+                lock(&self.names).insert((kind, name.to_owned()), id);
+                return Ok(id);
+            }
+        }
+        Err(Error::backend(
+            BACKEND,
+            format!("could not register the {} name {name:?}", kind.as_str()),
+        ))
+    }
+
+    /// Ends sessions now: deletes their rows (with their leader rows and double-barrier
+    /// entries) and terminates their backends, releasing their advisory locks.
+    pub(crate) async fn end_sessions(&self, ids: &[i64]) -> Result<()> {
+        for id in ids {
+            if let Some(lease) = lock(&self.sessions).get(id).and_then(Weak::upgrade) {
+                lease.fail();
+            }
+        }
+        sqlx::query(&self.sql("SELECT {s}.end_sessions($1)"))
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(map)?;
+        Ok(())
+    }
+
+    /// Terminates backend `pid` if it still belongs to session `id`.
+    pub(crate) async fn terminate(&self, id: i64, pid: i32) -> Result<()> {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+             WHERE pid = $1 AND application_name = $2",
+        )
+        .bind(pid)
+        .bind(self.tag(id))
+        .execute(&self.pool)
+        .await
+        .map_err(map)?;
+        Ok(())
+    }
+
+    pub(crate) fn register_session(&self, id: i64, lease: Weak<LeaseInner>) {
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, lease| lease.strong_count() > 0);
+        sessions.insert(id, lease);
+    }
+
+    pub(crate) fn unregister_session(&self, id: i64) {
+        lock(&self.sessions).remove(&id);
+    }
+}
