@@ -24,7 +24,7 @@ use crate::name::Name;
 use crate::session::Session;
 use crate::token::FencingToken;
 
-use super::hold::{explain_lease_error, gate, release_fn, watch_hold, Cleanup};
+use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at};
 use super::wait::{next_event, until_lost, wait_deletes};
 
@@ -177,15 +177,15 @@ impl Election for KvElection {
             }
         }
         let gate = cleanup.disarm();
-        let resign = release_fn(
-            Arc::clone(&self.kv),
-            self.key.clone(),
-            term,
-            self.session.clone(),
-            self.lease,
-            || Error::NotLeader,
-        );
+        let held = HeldKey {
+            kv: Arc::clone(&self.kv),
+            key: self.key.clone(),
+            create_revision: term,
+            session: self.session.clone(),
+            lease: self.lease,
+        };
         let token = FencingToken(u64::try_from(term).unwrap_or_default());
+        let resign = held.release_fn(|| Error::NotLeader);
         let mut leadership = Leadership::new(
             self.key.clone(),
             token,
@@ -196,13 +196,7 @@ impl Election for KvElection {
         if let Some(gate) = gate {
             leadership = leadership.with_gate(gate);
         }
-        watch_hold(
-            Arc::clone(&self.kv),
-            self.key.clone(),
-            term,
-            mine.revision + 1,
-            leadership.lost_token().clone(),
-        );
+        held.watch(mine.revision + 1, leadership.lost_token().clone());
         Ok(leadership)
     }
 

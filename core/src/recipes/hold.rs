@@ -44,14 +44,8 @@ pub(crate) async fn explain_lease_error(
     lease: LeaseId,
     error: Error,
 ) -> Error {
-    if session.is_lost() {
-        return Error::SessionLost;
-    }
-    match kv.lease_keep_alive(lease).await {
-        Ok(KeepAlive::Gone) => {
-            session.mark_lost();
-            Error::SessionLost
-        }
+    match lease_gone(kv, session, lease).await {
+        Ok(true) => Error::SessionLost,
         _ => error,
     }
 }
@@ -161,61 +155,84 @@ async fn remove(
     Ok(())
 }
 
-/// The release step of a guard over `key` created at `create_revision`: deletes it.
-/// If it was already gone, answers [`Error::SessionLost`] when the lease is gone too
-/// (marking the session lost), else `not_held` (someone deleted the key).
-pub(crate) fn release_fn(
-    kv: Arc<dyn Kv>,
-    key: String,
-    create_revision: Revision,
-    session: Session,
-    lease: LeaseId,
-    not_held: fn() -> Error,
-) -> ReleaseFn {
-    Box::new(move || {
-        async move {
-            if delete_if_created_at(&*kv, &key, create_revision).await? {
-                return Ok(());
-            }
-            if session.is_lost() {
-                return Err(Error::SessionLost);
-            }
-            match kv.lease_keep_alive(lease).await? {
-                KeepAlive::Gone => {
-                    session.mark_lost();
-                    Err(Error::SessionLost)
-                }
-                KeepAlive::Renewed => Err(not_held()),
-            }
+/// Whether `lease` is gone from the store; if so, marks `session` lost (so that its
+/// `lost()` fires now rather than at the next renewal).
+async fn lease_gone(kv: &dyn Kv, session: &Session, lease: LeaseId) -> Result<bool> {
+    if session.is_lost() {
+        return Ok(true);
+    }
+    match kv.lease_keep_alive(lease).await? {
+        KeepAlive::Gone => {
+            session.mark_lost();
+            Ok(true)
         }
-        .boxed()
-    })
+        KeepAlive::Renewed => Ok(false),
+    }
 }
 
-/// Watches a held key from revision `from` and cancels `lost` (the guard's token) when
-/// the key is deleted by anyone but the guard's own release. Ends when `lost` fires.
-pub(crate) fn watch_hold(
-    kv: Arc<dyn Kv>,
-    key: String,
-    create_revision: Revision,
-    from: Revision,
-    lost: CancellationToken,
-) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        match wait_delete(&*kv, &key, create_revision, from, Some(&lost)).await {
-            Ok(()) => {
-                if !lost.is_cancelled() {
-                    tracing::debug!(%key, "held key deleted; hold lost");
-                    lost.cancel();
+/// A session-bound key now held by a guard: what its release step and its watch need.
+#[derive(Clone)]
+pub(crate) struct HeldKey {
+    /// The store.
+    pub(crate) kv: Arc<dyn Kv>,
+    /// The key.
+    pub(crate) key: String,
+    /// The revision that created it (the hold's identity, and its fencing token).
+    pub(crate) create_revision: Revision,
+    /// The session it is held through.
+    pub(crate) session: Session,
+    /// The session's lease.
+    pub(crate) lease: LeaseId,
+}
+
+impl HeldKey {
+    /// The release step of the guard: deletes the key. If it was already gone,
+    /// answers [`Error::SessionLost`] when the lease is gone too (marking the session
+    /// lost), else `not_held()` (someone else deleted the key).
+    pub(crate) fn release_fn(&self, not_held: fn() -> Error) -> ReleaseFn {
+        let held = self.clone();
+        Box::new(move || {
+            async move {
+                let kv = &*held.kv;
+                if delete_if_created_at(kv, &held.key, held.create_revision).await? {
+                    return Ok(());
+                }
+                if lease_gone(kv, &held.session, held.lease).await? {
+                    Err(Error::SessionLost)
+                } else {
+                    Err(not_held())
                 }
             }
-            Err(Error::SessionLost) => {}
-            Err(error) => {
-                tracing::debug!(%key, %error, "watching a held key failed; relying on the session");
+            .boxed()
+        })
+    }
+
+    /// Watches the key from revision `from` and cancels `lost` (the guard's token)
+    /// when the key is deleted other than by the guard's own release; if the lease is
+    /// gone too, the session is marked lost first. Ends when `lost` fires.
+    pub(crate) fn watch(&self, from: Revision, lost: CancellationToken) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let held = self.clone();
+        runtime.spawn(async move {
+            let kv = &*held.kv;
+            match wait_delete(kv, &held.key, held.create_revision, from, Some(&lost)).await {
+                Ok(()) => {
+                    if lost.is_cancelled() {
+                        return;
+                    }
+                    if let Err(error) = lease_gone(kv, &held.session, held.lease).await {
+                        tracing::debug!(key = %held.key, %error, "checking the lease of a lost hold failed");
+                    }
+                    tracing::debug!(key = %held.key, "held key deleted; hold lost");
+                    lost.cancel();
+                }
+                Err(Error::SessionLost) => {}
+                Err(error) => {
+                    tracing::debug!(key = %held.key, %error, "watching a held key failed; relying on the session");
+                }
             }
-        }
-    });
+        });
+    }
 }

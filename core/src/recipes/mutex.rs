@@ -21,7 +21,7 @@ use crate::name::Name;
 use crate::session::Session;
 use crate::token::FencingToken;
 
-use super::hold::{explain_lease_error, gate, release_fn, watch_hold, Cleanup};
+use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at};
 use super::wait::{until_lost, wait_deletes};
 
@@ -124,26 +124,20 @@ impl KvMutex {
             watch_from = mine.revision + 1;
         }
         let gate = cleanup.disarm();
-        let release = release_fn(
-            Arc::clone(&self.kv),
-            self.key.clone(),
-            my_revision,
-            self.session.clone(),
-            self.lease,
-            || Error::NotHeld,
-        );
+        let held = HeldKey {
+            kv: Arc::clone(&self.kv),
+            key: self.key.clone(),
+            create_revision: my_revision,
+            session: self.session.clone(),
+            lease: self.lease,
+        };
         let token = FencingToken(u64::try_from(my_revision).unwrap_or_default());
+        let release = held.release_fn(|| Error::NotHeld);
         let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release);
         if let Some(gate) = gate {
             guard = guard.with_gate(gate);
         }
-        watch_hold(
-            Arc::clone(&self.kv),
-            self.key.clone(),
-            my_revision,
-            watch_from,
-            guard.lost_token().clone(),
-        );
+        held.watch(watch_from, guard.lost_token().clone());
         Ok(Some(guard))
     }
 }
@@ -334,12 +328,15 @@ mod tests {
         let waiter = tokio::spawn(async move { m2.lock().await });
         backend.revoke_session(s1.id()).await.unwrap();
         within(held.lost()).await;
+        assert!(
+            s1.is_lost(),
+            "the guard learnt of the revoke before its session"
+        );
         within(waiter).await.unwrap().unwrap();
         assert!(matches!(
             held.unlock().await,
             Err(crate::Error::SessionLost)
         ));
-        assert!(s1.is_lost());
     }
 
     #[tokio::test]

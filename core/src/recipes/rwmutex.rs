@@ -21,7 +21,7 @@ use crate::rwlock::RwLock;
 use crate::session::Session;
 use crate::token::FencingToken;
 
-use super::hold::{explain_lease_error, release_fn, watch_hold, Cleanup};
+use super::hold::{explain_lease_error, Cleanup, HeldKey};
 use super::key::{put_new_key, UniqueKeys};
 use super::wait::{until_lost, wait_delete};
 
@@ -135,44 +135,30 @@ impl KvRwMutex {
         }))
     }
 
-    fn read_guard(&self, held: Acquired) -> ReadGuard {
-        let release = release_fn(
-            Arc::clone(&self.kv),
-            held.key.clone(),
-            held.revision,
-            self.session.clone(),
-            self.lease,
-            || Error::NotHeld,
-        );
-        let guard = ReadGuard::new(held.key.clone(), &self.session, release);
-        watch_hold(
-            Arc::clone(&self.kv),
-            held.key,
-            held.revision,
-            held.watch_from,
-            guard.lost_token().clone(),
-        );
+    fn held_key(&self, held: &Acquired) -> HeldKey {
+        HeldKey {
+            kv: Arc::clone(&self.kv),
+            key: held.key.clone(),
+            create_revision: held.revision,
+            session: self.session.clone(),
+            lease: self.lease,
+        }
+    }
+
+    fn read_guard(&self, acquired: Acquired) -> ReadGuard {
+        let held = self.held_key(&acquired);
+        let release = held.release_fn(|| Error::NotHeld);
+        let guard = ReadGuard::new(acquired.key, &self.session, release);
+        held.watch(acquired.watch_from, guard.lost_token().clone());
         guard
     }
 
-    fn write_guard(&self, held: Acquired) -> LockGuard {
-        let release = release_fn(
-            Arc::clone(&self.kv),
-            held.key.clone(),
-            held.revision,
-            self.session.clone(),
-            self.lease,
-            || Error::NotHeld,
-        );
-        let token = FencingToken(u64::try_from(held.revision).unwrap_or_default());
-        let guard = LockGuard::new(held.key.clone(), token, &self.session, release);
-        watch_hold(
-            Arc::clone(&self.kv),
-            held.key,
-            held.revision,
-            held.watch_from,
-            guard.lost_token().clone(),
-        );
+    fn write_guard(&self, acquired: Acquired) -> LockGuard {
+        let held = self.held_key(&acquired);
+        let release = held.release_fn(|| Error::NotHeld);
+        let token = FencingToken(u64::try_from(acquired.revision).unwrap_or_default());
+        let guard = LockGuard::new(acquired.key, token, &self.session, release);
+        held.watch(acquired.watch_from, guard.lost_token().clone());
         guard
     }
 
