@@ -111,6 +111,17 @@ pub(crate) async fn within<T>(
     }
 }
 
+/// `fut.bounded(doing)`: [`within`] with the [`PROMPT`] bound, for the one-shot
+/// operations of a case (opening a session, unlocking, resigning, revoking).
+pub(crate) trait Bounded<T>: Future<Output = Result<T, Error>> + Sized {
+    /// Awaits the operation for at most [`PROMPT`].
+    async fn bounded(self, doing: impl Display) -> Check<T> {
+        within(PROMPT, doing, self).await
+    }
+}
+
+impl<T, F: Future<Output = Result<T, Error>>> Bounded<T> for F {}
+
 /// Awaits a future whose output is already a [`Check`], for at most `limit`.
 pub(crate) async fn within_check<T>(
     limit: Duration,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use distsync_core::{Bytes, Error, Isolation, Result, SessionOptions};
 
-use crate::check::{violated, within, Check, Context, Holds, PROMPT};
+use crate::check::{violated, within, Bounded, Check, Context, Holds, PROMPT};
 use crate::harness::Harness;
 
 /// The invalid names every primitive must refuse (empty, leading `/`, empty segment,
@@ -30,7 +30,7 @@ fn bad_names() -> Vec<String> {
 pub(crate) async fn invalid_names_and_arguments(h: Harness) -> Check {
     let caps = h.capabilities().clone();
     let coordinator = h.coordinator();
-    let session = h.session().await.ctx("opening a session")?;
+    let session = h.session().bounded("opening a session").await?;
     let mut checks = 0usize;
     for bad in bad_names() {
         let shown = shown(&bad);
@@ -169,7 +169,7 @@ fn invalid_name(bad: &str, what: &str, result: Result<()>) -> Check<()> {
 pub(crate) async fn capabilities_match(h: Harness) -> Check {
     let caps = h.capabilities().clone();
     let backend = h.backend().clone();
-    let session = h.session().await.ctx("opening a session")?;
+    let session = h.session().bounded("opening a session").await?;
     let name = h.name("probe").ctx("naming the probe")?;
     let mut refused = Vec::new();
     let mut made = Vec::new();

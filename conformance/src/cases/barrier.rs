@@ -5,7 +5,9 @@ use std::sync::Arc;
 use distsync_core::{Barrier, DoubleBarrier, Error};
 use tokio::time::Instant;
 
-use crate::check::{ensure, join_all, ms, violated, within, Check, Context, Holds, Task, PROMPT};
+use crate::check::{
+    ensure, join_all, ms, violated, within, Bounded, Check, Context, Holds, Task, PROMPT,
+};
 use crate::harness::Harness;
 
 /// `wait` returns at once on a barrier that is not held: a fresh one, and one held and
@@ -75,7 +77,7 @@ pub(crate) async fn double_enter_leave(h: Harness) -> Check {
     let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..COUNT {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         let barrier = h
             .backend()
             .double_barrier(&session, name.clone(), COUNT)
@@ -168,7 +170,7 @@ pub(crate) async fn too_many_participants(h: Harness) -> Check {
     let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..=COUNT {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         participants.push(Arc::from(
             h.backend()
                 .double_barrier(&session, name.clone(), COUNT)

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::cases::lock::{lock_vec, strictly_increasing};
 use crate::check::{
-    ensure, join_all, ms, violated, within, within_check, Check, Context, Fail, Holds, Task, LONG,
-    PROMPT,
+    ensure, join_all, ms, violated, within, within_check, Bounded, Check, Context, Fail, Holds,
+    Task, LONG, PROMPT,
 };
 use crate::harness::Harness;
 
@@ -27,7 +27,7 @@ pub(crate) async fn one_leader(h: Harness) -> Check {
     let mut tasks = Vec::new();
     let started = Instant::now();
     for i in 0..CANDIDATES {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         let election = h
             .backend()
             .election(&session, name.clone())
@@ -47,8 +47,8 @@ pub(crate) async fn one_leader(h: Harness) -> Check {
                 leaders.fetch_sub(1, Ordering::SeqCst);
                 leadership
                     .resign()
-                    .await
-                    .ctx(format!("candidate {i} resigning"))?;
+                    .bounded(format!("candidate {i} resigning"))
+                    .await?;
             }
             drop(session);
             Ok(())
@@ -76,7 +76,7 @@ pub(crate) async fn terms_increase(h: Harness) -> Check {
     let terms = Arc::new(Mutex::new(Vec::<(usize, FencingToken)>::new()));
     let mut tasks = Vec::new();
     for i in 0..CANDIDATES {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         let election = h
             .backend()
             .election(&session, name.clone())
@@ -91,8 +91,8 @@ pub(crate) async fn terms_increase(h: Harness) -> Check {
                 lock_vec(&terms).push((i, leadership.term()));
                 leadership
                     .resign()
-                    .await
-                    .ctx(format!("candidate {i} resigning"))?;
+                    .bounded(format!("candidate {i} resigning"))
+                    .await?;
             }
             drop(session);
             Ok(())
@@ -110,8 +110,8 @@ pub(crate) async fn terms_increase(h: Harness) -> Check {
 /// `campaign` blocks while another candidate leads, and returns once it resigns.
 pub(crate) async fn campaign_blocks(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.session().await.ctx("opening session A")?;
-    let b = h.session().await.ctx("opening session B")?;
+    let a = h.session().bounded("opening session A").await?;
+    let b = h.session().bounded("opening session B").await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -138,14 +138,14 @@ pub(crate) async fn campaign_blocks(h: Harness) -> Check {
     );
     let term_a = lead_a.term();
     let resigned = Instant::now();
-    lead_a.resign().await.ctx("A resigning")?;
+    lead_a.resign().bounded("A resigning").await?;
     let (lead_b, elected_at) = waiter.join(PROMPT).await?;
     ensure!(
         lead_b.term() > term_a,
         "B's term {} is not above A's {term_a}",
         lead_b.term()
     );
-    lead_b.resign().await.ctx("B resigning")?;
+    lead_b.resign().bounded("B resigning").await?;
     Ok(Holds::figure(
         format!(
             "elected {} after the resign",
@@ -160,7 +160,7 @@ pub(crate) async fn campaign_blocks(h: Harness) -> Check {
 /// names the winner with a higher term; when it resigns the last one is elected.
 pub(crate) async fn resign_hands_over(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.session().await.ctx("opening session A")?;
+    let a = h.session().bounded("opening session A").await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -173,7 +173,7 @@ pub(crate) async fn resign_hands_over(h: Harness) -> Check {
     .await?;
     let mut waiters = Vec::new();
     for who in ["b", "c"] {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         let election = h
             .backend()
             .election(&session, name.clone())
@@ -190,7 +190,7 @@ pub(crate) async fn resign_hands_over(h: Harness) -> Check {
     }
     let term_a = lead_a.term();
     let resigned = Instant::now();
-    lead_a.resign().await.ctx("A resigning")?;
+    lead_a.resign().bounded("A resigning").await?;
     let mut c = waiters
         .pop()
         .ok_or_else(|| Fail::Violated("lost track of candidate c".into()))?;
@@ -230,7 +230,7 @@ pub(crate) async fn resign_hands_over(h: Harness) -> Check {
         "the new leader's term {} is not above A's {term_a}",
         leadership.term()
     );
-    leadership.resign().await.ctx("the winner resigning")?;
+    leadership.resign().bounded("the winner resigning").await?;
     let (last, last_leadership, _last_session) = loser.join(PROMPT).await?;
     ensure!(
         last_leadership.term() > term_a,
@@ -239,8 +239,8 @@ pub(crate) async fn resign_hands_over(h: Harness) -> Check {
     );
     last_leadership
         .resign()
-        .await
-        .ctx("the last candidate resigning")?;
+        .bounded("the last candidate resigning")
+        .await?;
     Ok(Holds::figure(
         format!("next leader in {}", ms(handover)),
         format!("A resigned -> {winner} elected (the other kept waiting) -> {last} elected"),
@@ -252,7 +252,7 @@ pub(crate) async fn resign_hands_over(h: Harness) -> Check {
 /// `proclaim` fails with `NotLeader` and the leader's value is untouched.
 pub(crate) async fn proclaim_not_leader(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.fault_session().await.ctx("opening session A")?;
+    let a = h.fault_session().bounded("opening session A").await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -275,11 +275,11 @@ pub(crate) async fn proclaim_not_leader(h: Harness) -> Check {
         "after proclaiming a2, leader() is {seen:?}"
     );
     h.end_session(&a)
-        .await
-        .ctx("ending A's session from the store side")?;
+        .bounded("ending A's session from the store side")
+        .await?;
     expect_not_leader(&lead_a, "right after the store ended A's session").await?;
 
-    let b = h.session().await.ctx("opening session B")?;
+    let b = h.session().bounded("opening session B").await?;
     let eb = h.backend().election(&b, name).ctx("making election B")?;
     let lead_b = within(
         PROMPT,
@@ -317,8 +317,8 @@ async fn expect_not_leader(leadership: &Leadership, when: &str) -> Check<()> {
 /// resign, and a higher term for the next leader.
 pub(crate) async fn leader_value_and_term(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.session().await.ctx("opening session A")?;
-    let b = h.session().await.ctx("opening session B")?;
+    let a = h.session().bounded("opening session A").await?;
+    let b = h.session().bounded("opening session B").await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -341,7 +341,7 @@ pub(crate) async fn leader_value_and_term(h: Harness) -> Check {
     .await?;
     expect_leader(&*eb, b"a2", lead_a.term(), "after A proclaimed a2").await?;
     let term_a = lead_a.term();
-    lead_a.resign().await.ctx("A resigning")?;
+    lead_a.resign().bounded("A resigning").await?;
     let after = within(PROMPT, "leader() after A resigned", eb.leader()).await?;
     ensure!(
         after.is_none(),
@@ -359,7 +359,7 @@ pub(crate) async fn leader_value_and_term(h: Harness) -> Check {
         "B's term {} is not above A's {term_a}",
         lead_b.term()
     );
-    lead_b.resign().await.ctx("B resigning")?;
+    lead_b.resign().bounded("B resigning").await?;
     Ok(Holds::new(
         "none / value+term / proclaimed value, same term / none / next term higher",
     ))
@@ -387,9 +387,12 @@ async fn expect_leader(
 /// seen (same value and term) is tolerated and counted.
 pub(crate) async fn observe_in_order(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.session().await.ctx("opening session A")?;
-    let b = h.session().await.ctx("opening session B")?;
-    let o = h.session().await.ctx("opening the observer's session")?;
+    let a = h.session().bounded("opening session A").await?;
+    let b = h.session().bounded("opening session B").await?;
+    let o = h
+        .session()
+        .bounded("opening the observer's session")
+        .await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -442,7 +445,7 @@ pub(crate) async fn observe_in_order(h: Harness) -> Check {
             .expect(value, term_a, "A's proclaims, in order")
             .await?;
     }
-    lead_a.resign().await.ctx("A resigning")?;
+    lead_a.resign().bounded("A resigning").await?;
     let lead_b = within(
         PROMPT,
         "B campaigning",
@@ -475,7 +478,7 @@ pub(crate) async fn observe_in_order(h: Harness) -> Check {
         );
         observer.repeats += 1;
     }
-    lead_b.resign().await.ctx("B resigning")?;
+    lead_b.resign().bounded("B resigning").await?;
     Ok(Holds::figure(
         format!("{} changes in order", observer.seen.len()),
         format!(

@@ -8,8 +8,8 @@ use distsync_core::{Error, FencingToken, Locker};
 use tokio::time::Instant;
 
 use crate::check::{
-    ensure, join_all, ms, per_second, violated, within, Check, Context, Fail, Holds, Task, LONG,
-    PROMPT,
+    ensure, join_all, ms, per_second, violated, within, Bounded, Check, Context, Fail, Holds, Task,
+    LONG, PROMPT,
 };
 use crate::harness::Harness;
 
@@ -29,7 +29,7 @@ pub(crate) async fn mutual_exclusion(h: Harness) -> Check {
     let counter = Arc::new(AtomicU64::new(0));
     let mut lockers = Vec::new();
     for i in 0..CONTENDERS {
-        let session = h.session().await.ctx(format!("opening session {i}"))?;
+        let session = h.session().bounded(format!("opening session {i}")).await?;
         let locker = h
             .backend()
             .locker(&session, name.clone())
@@ -57,8 +57,8 @@ pub(crate) async fn mutual_exclusion(h: Harness) -> Check {
                     holders.fetch_sub(1, Ordering::SeqCst);
                     guard
                         .unlock()
-                        .await
-                        .ctx(format!("contender {i} unlocking (round {round})"))?;
+                        .bounded(format!("contender {i} unlocking (round {round})"))
+                        .await?;
                 }
                 drop(session);
                 Ok(())
@@ -96,7 +96,7 @@ pub(crate) async fn fencing_tokens(h: Harness) -> Check {
     let tokens = Arc::new(Mutex::new(Vec::<(usize, FencingToken)>::new()));
     let mut tasks = Vec::new();
     for i in 0..TASKS {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         let locker = h
             .backend()
             .locker(&session, name.clone())
@@ -108,22 +108,22 @@ pub(crate) async fn fencing_tokens(h: Harness) -> Check {
                 lock_vec(&tokens).push((i, guard.token()));
                 guard
                     .unlock()
-                    .await
-                    .ctx(format!("contender {i} unlocking"))?;
+                    .bounded(format!("contender {i} unlocking"))
+                    .await?;
             }
             drop(session);
             Ok(())
         }));
     }
     join_all(&mut tasks, LONG).await?;
-    let session = h.session().await.ctx("opening a session")?;
+    let session = h.session().bounded("opening a session").await?;
     let locker = h.backend().locker(&session, name).ctx("making a locker")?;
     let Some(last) = within(PROMPT, "try_lock on the free lock", locker.try_lock()).await? else {
         return violated("try_lock returned None on a lock nobody holds");
     };
     let mut tokens = std::mem::take(&mut *lock_vec(&tokens));
     tokens.push((TASKS, last.token()));
-    last.unlock().await.ctx("unlocking")?;
+    last.unlock().bounded("unlocking").await?;
     strictly_increasing(&tokens)?;
     let first = tokens.first().map(|(_, t)| t.get()).unwrap_or_default();
     let last = tokens.last().map(|(_, t)| t.get()).unwrap_or_default();
@@ -138,8 +138,8 @@ pub(crate) async fn fencing_tokens(h: Harness) -> Check {
 pub(crate) async fn try_lock(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let (a, b) = (
-        h.session().await.ctx("opening session A")?,
-        h.session().await.ctx("opening session B")?,
+        h.session().bounded("opening session A").await?,
+        h.session().bounded("opening session B").await?,
     );
     let la = h
         .backend()
@@ -159,7 +159,7 @@ pub(crate) async fn try_lock(h: Harness) -> Check {
         ));
     }
     let refusal = started.elapsed();
-    held.unlock().await.ctx("A unlocking")?;
+    held.unlock().bounded("A unlocking").await?;
     let Some(b_held) = within(PROMPT, "B's try_lock after A unlocked", lb.try_lock()).await? else {
         return violated("B's try_lock returned None after A unlocked");
     };
@@ -169,7 +169,7 @@ pub(crate) async fn try_lock(h: Harness) -> Check {
     {
         return violated("A's try_lock was granted while B held the lock");
     }
-    b_held.unlock().await.ctx("B unlocking")?;
+    b_held.unlock().bounded("B unlocking").await?;
     Ok(Holds::figure(
         format!("refused in {}", ms(refusal)),
         "None while another session holds, a guard once free",
@@ -183,7 +183,7 @@ pub(crate) async fn try_lock(h: Harness) -> Check {
 pub(crate) async fn fifo_waiters(h: Harness) -> Check {
     const WAITERS: usize = 5;
     let name = h.name("mutex").ctx("naming the lock")?;
-    let holder_session = h.session().await.ctx("opening the holder's session")?;
+    let holder_session = h.session().bounded("opening the holder's session").await?;
     let holder = h
         .backend()
         .locker(&holder_session, name.clone())
@@ -192,7 +192,7 @@ pub(crate) async fn fifo_waiters(h: Harness) -> Check {
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for i in 0..WAITERS {
-        let session = h.session().await.ctx("opening a waiter's session")?;
+        let session = h.session().bounded("opening a waiter's session").await?;
         let locker = h
             .backend()
             .locker(&session, name.clone())
@@ -201,7 +201,10 @@ pub(crate) async fn fifo_waiters(h: Harness) -> Check {
         let waiter = Task::spawn(format!("waiter {i}"), async move {
             let guard = locker.lock().await.ctx(format!("waiter {i} locking"))?;
             lock_vec(&order).push(i);
-            guard.unlock().await.ctx(format!("waiter {i} unlocking"))?;
+            guard
+                .unlock()
+                .bounded(format!("waiter {i} unlocking"))
+                .await?;
             drop(session);
             Ok(())
         });
@@ -210,7 +213,7 @@ pub(crate) async fn fifo_waiters(h: Harness) -> Check {
             .await?;
         waiters.push(waiter);
     }
-    held.unlock().await.ctx("the holder unlocking")?;
+    held.unlock().bounded("the holder unlocking").await?;
     join_all(&mut waiters, LONG).await?;
     let order = std::mem::take(&mut *lock_vec(&order));
     let expected: Vec<usize> = (0..WAITERS).collect();
@@ -230,9 +233,9 @@ pub(crate) async fn fifo_waiters(h: Harness) -> Check {
 /// the lock promptly, and B can lock again afterwards.
 pub(crate) async fn cancelled_waiter(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
-    let a = h.session().await.ctx("opening session A")?;
-    let b = h.session().await.ctx("opening session B")?;
-    let c = h.session().await.ctx("opening session C")?;
+    let a = h.session().bounded("opening session A").await?;
+    let b = h.session().bounded("opening session B").await?;
+    let c = h.session().bounded("opening session C").await?;
     let la = h
         .backend()
         .locker(&a, name.clone())
@@ -261,7 +264,7 @@ pub(crate) async fn cancelled_waiter(h: Harness) -> Check {
         .await?;
     let mut c_waiter = c_waiter;
     let released = Instant::now();
-    held.unlock().await.ctx("A unlocking")?;
+    held.unlock().bounded("A unlocking").await?;
     let (c_guard, granted_at) = c_waiter.join(PROMPT).await.map_err(|fail| match fail {
         Fail::Violated(evidence) => Fail::Violated(format!(
             "after B's lock() was cancelled, C did not get the lock once A released it: {evidence}"
@@ -269,9 +272,9 @@ pub(crate) async fn cancelled_waiter(h: Harness) -> Check {
         other => other,
     })?;
     let handover = granted_at.saturating_duration_since(released);
-    c_guard.unlock().await.ctx("C unlocking")?;
+    c_guard.unlock().bounded("C unlocking").await?;
     let again = within(PROMPT, "B locking again after C released", lb.lock()).await?;
-    again.unlock().await.ctx("B unlocking")?;
+    again.unlock().bounded("B unlocking").await?;
     Ok(Holds::figure(
         format!("next waiter granted {} after release", ms(handover)),
         "a waiter dropped mid-wait left nothing that blocked the next waiter or itself",
@@ -284,15 +287,15 @@ pub(crate) async fn session_end_fires_lost(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let a = h
         .fault_session()
-        .await
-        .ctx("opening the holder's session")?;
+        .bounded("opening the holder's session")
+        .await?;
     let la = h.backend().locker(&a, name).ctx("making a locker")?;
     let held = within(PROMPT, "locking", la.lock()).await?;
     let lost = held.lost();
     let started = Instant::now();
     h.end_session(&a)
-        .await
-        .ctx("ending the session from the store side")?;
+        .bounded("ending the session from the store side")
+        .await?;
     let limit = h.fault_ttl() * 2 + PROMPT;
     if tokio::time::timeout(limit, lost).await.is_err() {
         return violated(format!(
@@ -341,9 +344,9 @@ pub(crate) async fn session_end_frees_lock(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let a = h
         .fault_session()
-        .await
-        .ctx("opening the holder's session")?;
-    let b = h.session().await.ctx("opening the waiter's session")?;
+        .bounded("opening the holder's session")
+        .await?;
+    let b = h.session().bounded("opening the waiter's session").await?;
     let la = h
         .backend()
         .locker(&a, name.clone())
@@ -360,8 +363,8 @@ pub(crate) async fn session_end_frees_lock(h: Harness) -> Check {
     let mut waiter = waiter;
     let revoked = Instant::now();
     h.end_session(&a)
-        .await
-        .ctx("ending A's session from the store side")?;
+        .bounded("ending A's session from the store side")
+        .await?;
     let limit = h.fault_ttl() * 2 + PROMPT;
     let (guard, granted_at) = waiter.join(limit).await?;
     let took = granted_at.saturating_duration_since(revoked);
@@ -371,7 +374,7 @@ pub(crate) async fn session_end_frees_lock(h: Harness) -> Check {
         guard.token(),
         held.token()
     );
-    guard.unlock().await.ctx("B unlocking")?;
+    guard.unlock().bounded("B unlocking").await?;
     drop(held);
     Ok(Holds::figure(
         format!("re-acquired {} after the revoke", ms(took)),

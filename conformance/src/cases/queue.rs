@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use crate::cases::lock::lock_vec;
 use crate::check::{
-    ensure, join_all, ms, per_second, violated, within, Check, Context, Holds, Task, LONG, PROMPT,
+    ensure, join_all, ms, per_second, violated, within, Bounded, Check, Context, Holds, Task, LONG,
+    PROMPT,
 };
 use crate::harness::Harness;
 use crate::rng::Rng;
@@ -157,8 +158,8 @@ pub(crate) async fn no_loss_no_duplicate(h: Harness) -> Check {
             for i in 0..PER_PRODUCER {
                 queue
                     .enqueue(Bytes::from(format!("p{p}-{i:03}")))
-                    .await
-                    .ctx(format!("producer {p} enqueueing"))?;
+                    .bounded(format!("producer {p} enqueueing"))
+                    .await?;
             }
             Ok(())
         }));

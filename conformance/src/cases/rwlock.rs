@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::cases::lock::{lock_vec, strictly_increasing};
 use crate::check::{
-    ensure, join_all, ms, violated, within, Check, Context, Holds, Task, LONG, PROMPT,
+    ensure, join_all, ms, violated, within, Bounded, Check, Context, Holds, Task, LONG, PROMPT,
 };
 use crate::harness::Harness;
 
@@ -21,7 +21,7 @@ pub(crate) async fn readers_share(h: Harness) -> Check {
     let mut locks: Vec<Box<dyn RwLock>> = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..4 {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         locks.push(
             h.backend()
                 .rwlock(&session, name.clone())
@@ -60,7 +60,10 @@ pub(crate) async fn readers_share(h: Harness) -> Check {
         ));
     }
     for (i, guard) in [first, second, third].into_iter().enumerate() {
-        guard.unlock().await.ctx(format!("reader {i} unlocking"))?;
+        guard
+            .unlock()
+            .bounded(format!("reader {i} unlocking"))
+            .await?;
     }
     let Some(writer) = within(
         PROMPT,
@@ -71,7 +74,7 @@ pub(crate) async fn readers_share(h: Harness) -> Check {
     else {
         return violated("try_write was refused after every reader had unlocked");
     };
-    writer.unlock().await.ctx("the writer unlocking")?;
+    writer.unlock().bounded("the writer unlocking").await?;
     Ok(Holds::figure(
         format!("second reader in {}", ms(shared_after)),
         "three read holds at once; try_write refused while they read, granted after",
@@ -87,8 +90,8 @@ pub(crate) async fn writer_excludes(h: Harness) -> Check {
     const WRITERS: usize = 2;
     const ROUNDS: usize = 15;
     let name = h.name("rwlock").ctx("naming the rwlock")?;
-    let a = h.session().await.ctx("opening session A")?;
-    let b = h.session().await.ctx("opening session B")?;
+    let a = h.session().bounded("opening session A").await?;
+    let b = h.session().bounded("opening session B").await?;
     let la = h
         .backend()
         .rwlock(&a, name.clone())
@@ -119,9 +122,9 @@ pub(crate) async fn writer_excludes(h: Harness) -> Check {
     reader
         .ensure_blocked(h.settle(), "A holds the write lock")
         .await?;
-    writer.unlock().await.ctx("A unlocking")?;
+    writer.unlock().bounded("A unlocking").await?;
     let read = reader.join(PROMPT).await?;
-    read.unlock().await.ctx("B unlocking")?;
+    read.unlock().bounded("B unlocking").await?;
 
     let readers = Arc::new(AtomicUsize::new(0));
     let writers = Arc::new(AtomicUsize::new(0));
@@ -129,7 +132,7 @@ pub(crate) async fn writer_excludes(h: Harness) -> Check {
     let mut tasks = Vec::new();
     let started = Instant::now();
     for i in 0..READERS + WRITERS {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         let lock = h
             .backend()
             .rwlock(&session, name.clone())
@@ -161,7 +164,10 @@ pub(crate) async fn writer_excludes(h: Harness) -> Check {
                                 .push(format!("writer {i} round {round}: {r} reader(s) came in"));
                         }
                         writers.fetch_sub(1, Ordering::SeqCst);
-                        guard.unlock().await.ctx(format!("writer {i} unlocking"))?;
+                        guard
+                            .unlock()
+                            .bounded(format!("writer {i} unlocking"))
+                            .await?;
                     } else {
                         let guard = lock.read().await.ctx(format!("reader {i} read-locking"))?;
                         readers.fetch_add(1, Ordering::SeqCst);
@@ -172,7 +178,10 @@ pub(crate) async fn writer_excludes(h: Harness) -> Check {
                         }
                         tokio::task::yield_now().await;
                         readers.fetch_sub(1, Ordering::SeqCst);
-                        guard.unlock().await.ctx(format!("reader {i} unlocking"))?;
+                        guard
+                            .unlock()
+                            .bounded(format!("reader {i} unlocking"))
+                            .await?;
                     }
                 }
                 drop(session);
@@ -203,7 +212,7 @@ pub(crate) async fn waiting_writer_blocks_readers(h: Harness) -> Check {
     let mut locks: Vec<Arc<dyn RwLock>> = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..4 {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         locks.push(Arc::from(
             h.backend()
                 .rwlock(&session, name.clone())
@@ -234,14 +243,14 @@ pub(crate) async fn waiting_writer_blocks_readers(h: Harness) -> Check {
     r2.ensure_blocked(h.settle(), "W was waiting before R2 arrived")
         .await?;
     let released = Instant::now();
-    r1.unlock().await.ctx("R1 unlocking")?;
+    r1.unlock().bounded("R1 unlocking").await?;
     let (w_guard, w_at) = writer.join(PROMPT).await?;
     r2.ensure_blocked(h.settle(), "W holds the write lock")
         .await?;
-    w_guard.unlock().await.ctx("W unlocking")?;
+    w_guard.unlock().bounded("W unlocking").await?;
     let (r2_guard, r2_at) = r2.join(PROMPT).await?;
     ensure!(r2_at >= w_at, "R2 was granted before W");
-    r2_guard.unlock().await.ctx("R2 unlocking")?;
+    r2_guard.unlock().bounded("R2 unlocking").await?;
     Ok(Holds::figure(
         format!(
             "writer in {} after the reader left",
@@ -260,7 +269,7 @@ pub(crate) async fn write_tokens(h: Harness) -> Check {
     let tokens = Arc::new(Mutex::new(Vec::<(usize, FencingToken)>::new()));
     let mut tasks = Vec::new();
     for i in 0..WRITERS {
-        let session = h.session().await.ctx("opening a session")?;
+        let session = h.session().bounded("opening a session").await?;
         let lock = h
             .backend()
             .rwlock(&session, name.clone())
@@ -273,7 +282,10 @@ pub(crate) async fn write_tokens(h: Harness) -> Check {
                     .await
                     .ctx(format!("writer {i} write-locking"))?;
                 lock_vec(&tokens).push((i, guard.token()));
-                guard.unlock().await.ctx(format!("writer {i} unlocking"))?;
+                guard
+                    .unlock()
+                    .bounded(format!("writer {i} unlocking"))
+                    .await?;
             }
             drop(session);
             Ok(())

@@ -3,7 +3,7 @@
 use distsync_core::Bytes;
 use tokio::time::Instant;
 
-use crate::check::{ensure, eventually, ms, within, Check, Context, Holds, PROMPT};
+use crate::check::{ensure, eventually, ms, within, Bounded, Check, Context, Holds, PROMPT};
 use crate::harness::Harness;
 
 /// `close()` releases everything held through the session at once: a lock, and where
@@ -16,8 +16,8 @@ pub(crate) async fn close_releases_all(h: Harness) -> Check {
     let lock_name = h.name("mutex").ctx("naming the lock")?;
     let election_name = h.name("election").ctx("naming the election")?;
     let rwlock_name = h.name("rwlock").ctx("naming the rwlock")?;
-    let closing = h.session().await.ctx("opening the session to close")?;
-    let other = h.session().await.ctx("opening another session")?;
+    let closing = h.session().bounded("opening the session to close").await?;
+    let other = h.session().bounded("opening another session").await?;
 
     let guard = within(
         PROMPT,
@@ -76,7 +76,7 @@ pub(crate) async fn close_releases_all(h: Harness) -> Check {
         || async { locker.try_lock().await.ctx("try_lock by another session") },
     )
     .await?;
-    taken.unlock().await.ctx("unlocking")?;
+    taken.unlock().bounded("unlocking").await?;
 
     if let Some(leadership) = &leadership {
         ensure!(
@@ -93,7 +93,7 @@ pub(crate) async fn close_releases_all(h: Harness) -> Check {
             election.campaign(Bytes::from_static(b"next")),
         )
         .await?;
-        won.resign().await.ctx("resigning")?;
+        won.resign().bounded("resigning").await?;
         covered.push("election");
     }
     if let Some(write) = &write {
@@ -111,7 +111,7 @@ pub(crate) async fn close_releases_all(h: Harness) -> Check {
             || async { rwlock.try_write().await.ctx("try_write by another session") },
         )
         .await?;
-        taken.unlock().await.ctx("unlocking the write lock")?;
+        taken.unlock().bounded("unlocking the write lock").await?;
         covered.push("rwlock");
     }
     let took = closed.elapsed();
