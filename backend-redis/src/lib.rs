@@ -1,12 +1,122 @@
-//! distsync backend for redis (filled by its own issue).
+//! # distsync-redis
+//!
+//! The Redis backend of distsync: every primitive of [`distsync_core`] — lock,
+//! election, read-write lock, FIFO and priority queue, barrier, double barrier, STM —
+//! on a Redis server, through the `redis` crate (a multiplexed connection that
+//! reconnects, plus one pub/sub connection for wake-ups).
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+//! let coordinator = distsync_redis::connect("redis://127.0.0.1:6379/0?namespace=myapp:").await?;
+//! let session = coordinator.session().await?;
+//! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+//! // ... send guard.token() with every write to the protected resource ...
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## URL
+//!
+//! `redis://[user[:password]@]host[:port][/db][?namespace=prefix]` (see [`RedisUrl`]).
+//! The namespace prefixes every key and defaults to `distsync:`; `?namespace=` gives
+//! an empty one. `rediss://` parses but this build has no TLS support
+//! ([`distsync_core::Error::Unsupported`]).
+//!
+//! ## How it works
+//!
+//! * **One script per step.** Every grant, release, renewal and commit is one Lua
+//!   script (`EVALSHA`, one round trip), so it is atomic on the server.
+//! * **Hash tags.** The keys of one primitive share the hash tag `{<namespace><name>}`
+//!   (all STM keys share `{<namespace>stm}`), so each primitive lives in one Redis
+//!   Cluster slot. The session scripts (renewal, revoke) touch the keys a session
+//!   holds, which may lie in several slots: this backend targets a single Redis server
+//!   (or a primary); running it on a Cluster would need per-slot session registries.
+//! * **Sessions.** A session id comes from a counter; the session key and every key
+//!   held through the session carry the session TTL as their PX, and a registry hash
+//!   lists the held keys. The keepalive (every TTL/3) renews all of them in one
+//!   round trip and reports the session gone when its key is missing or a held key is
+//!   missing or taken over, releasing the rest at once. Revoking (closing, or
+//!   [`Backend::revoke_session`](distsync_core::Backend::revoke_session) from another
+//!   connection) releases everything in one script and wakes the next waiters.
+//! * **Locks, read-write locks, elections** are one fair queue of session-held
+//!   entries (`fair` module): FIFO, a waiting writer blocks later readers, fencing
+//!   tokens from a counter incremented by the granting script, one wake-up per newly
+//!   granted waiter on its own pub/sub channel (no thundering herd, no polling). A
+//!   crashed waiter's or holder's entry expires with its session; waiters re-check when
+//!   the current holders' TTL runs out, as a safety net for wake-ups that never come.
+//!   Elections publish every change (new leader, no leader, proclaim) with a change
+//!   number; observers apply them in order and re-read after a gap.
+//! * **Queues** are one sorted set per queue (priority, then arrival); a dequeue parks
+//!   its item under its call id until it has returned it, so a cancelled dequeue puts
+//!   it back ([`queue::WAITER_TTL`] explains the blocking side).
+//! * **Barriers** are a key plus a channel; **double barriers** count session-held
+//!   participant entries.
+//! * **STM** keeps a mod revision per key and commits by one compare-and-apply script,
+//!   at all four of etcd's isolation levels (see the `stm` module).
+//! * **Waiting** uses one shared pub/sub connection; after it reconnects every
+//!   waiter re-reads, since messages may have been missed.
+//!
+//! ## Guarantees ([`capabilities()`])
+//!
+//! Offered: every primitive, all four STM levels, fencing, FIFO waiters, `lost()` when
+//! the store ends a session, and expiry of a stalled holder after its TTL (keys carry
+//! PX TTLs that only the holder's keepalive renews).
+//!
+//! Not claimed:
+//! * `survives_restart: false` — Redis keeps its data in memory. Unless the server is
+//!   run with an append-only file fsynced on every write, a restart loses queues,
+//!   barriers, STM keys and counters (fencing tokens may then start again from 1).
+//!   The backend cannot rely on the server's persistence settings, so it does not
+//!   claim durability.
+//! * `linearizable: false` — one Redis server executes commands one at a time, so
+//!   against a single server that never restarts, operations are linearizable. But a
+//!   restart without persistence forgets acknowledged writes, and with replicas the
+//!   replication is asynchronous: a failover loses acknowledged writes (including lock
+//!   grants) too. Redis as deployed does not give that guarantee, so it is not claimed.
+//! * Under a server restart without persistence, sessions vanish too: their owners'
+//!   `lost()` fires at the next renewal.
+#![warn(missing_docs)]
 
-use distsync_core::{Error, Result};
+mod backend;
+mod background;
+mod barrier;
+mod double_barrier;
+mod election;
+mod error;
+mod fair;
+mod hold;
+mod keys;
+mod lock;
+mod notify;
+pub mod queue;
+mod rwlock;
+mod scripts;
+mod session;
+mod stm;
+mod url;
 
-/// Connects to the store named by `url`.
+use distsync_core::{Coordinator, Result};
+
+pub use crate::backend::{capabilities, RedisBackend};
+pub use crate::url::{RedisUrl, DEFAULT_NAMESPACE};
+
+/// The backend's short name.
+pub const BACKEND: &str = "redis";
+
+/// Connects to the Redis server `url` names and returns a [`Coordinator`] over it.
 ///
 /// # Errors
-/// Until this backend lands: [`Error::Unsupported`].
-pub async fn connect(url: &str) -> Result<distsync_core::Coordinator> {
-    let _ = url;
-    Err(Error::unsupported("redis", "connect"))
+/// [`distsync_core::Error::InvalidUrl`] for a bad URL,
+/// [`distsync_core::Error::Unsupported`] for `rediss://`,
+/// [`distsync_core::Error::Connection`] when the server cannot be reached.
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(backend(url).await?))
+}
+
+/// Connects to the Redis server `url` names and returns the backend itself.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn backend(url: &str) -> Result<RedisBackend> {
+    RedisBackend::connect(url).await
 }

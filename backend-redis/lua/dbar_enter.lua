@@ -1,0 +1,39 @@
+-- Enters a double barrier, or checks an earlier entry.
+-- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
+-- ARGV: channel prefix, p, id, ttl ms, count, how (enter|check).
+-- Returns {1} when the barrier is ready for this entry, {0} while waiting, {-2} for a
+-- participant over the count (its entry removed), {-1} when the session is gone.
+local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
+local p, id, ttl, count, how = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local val = 'd' .. id
+if how == 'check' then
+  if redis.call('GET', ekey) ~= val then
+    return {-1}
+  end
+  local mine = tonumber(redis.call('ZSCORE', p .. ':p', id) or '0')
+  local ready = tonumber(redis.call('GET', p .. ':ready') or '0')
+  if ready > mine then
+    return {1}
+  end
+  return {0}
+end
+if redis.call('EXISTS', skey) == 0 then
+  return {-1}
+end
+redis.call('SET', ekey, val, 'PX', ttl)
+redis.call('HSET', reg, ekey, val)
+redis.call('PEXPIRE', reg, ttl)
+redis.call('ZADD', p .. ':p', redis.call('INCR', p .. ':seq'), id)
+local n = dbar_live(p)
+if n > count then
+  redis.call('DEL', ekey)
+  redis.call('HDEL', reg, ekey)
+  redis.call('ZREM', p .. ':p', id)
+  return {-2}
+end
+if n == count then
+  redis.call('SET', p .. ':ready', redis.call('INCR', p .. ':seq'))
+  publish(p .. ':ch', 'ready')
+  return {1}
+end
+return {0}

@@ -1,0 +1,49 @@
+-- Joins, re-checks or tries a fair queue (lock, rwlock, election).
+-- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
+-- ARGV: channel prefix, p, id, mode (w|r), ttl ms, how (wait|try|check), value (elections).
+-- Returns {1, token} when granted; {0, ms} when waiting, ms being the shortest TTL among
+-- the holders (when to re-check if no wake-up comes); {0, 0} when a try fails; {-1}
+-- when the session (or this entry) is gone.
+local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
+local p, id, mode, ttl, how = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local val = mode .. id
+local elect = string.sub(p, -6) == ':elect'
+if how == 'check' then
+  if redis.call('GET', ekey) ~= val then
+    release_hold(ekey, val)
+    return {-1}
+  end
+else
+  if redis.call('EXISTS', skey) == 0 then
+    return {-1}
+  end
+  redis.call('SET', ekey, val, 'PX', ttl)
+  redis.call('HSET', reg, ekey, val)
+  redis.call('PEXPIRE', reg, ttl)
+  redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
+  if elect then
+    redis.call('HSET', p .. ':v', id, ARGV[7])
+  end
+end
+fq_settle(p)
+local token = redis.call('HGET', p .. ':g', id)
+if (not token) and how == 'try' then
+  redis.call('DEL', ekey)
+  redis.call('HDEL', reg, ekey)
+  fq_forget(p, id)
+  return {0, 0}
+end
+if elect then
+  elect_sync(p)
+end
+if token then
+  return {1, tonumber(token)}
+end
+local soonest = tonumber(ttl)
+for _, h in ipairs(redis.call('HKEYS', p .. ':g')) do
+  local t = redis.call('PTTL', p .. ':e:' .. h)
+  if t >= 0 and t < soonest then
+    soonest = t
+  end
+end
+return {0, soonest}

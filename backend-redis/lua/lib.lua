@@ -1,0 +1,204 @@
+-- distsync: functions shared by the scripts (prepended to every script that needs them).
+--
+-- Convention: ARGV[1] of every script is the pub/sub channel prefix. Channels are global
+-- to a Redis server (not per database), so the prefix carries the database number.
+local CHP = ARGV[1]
+
+local function publish(channel, message)
+  redis.call('PUBLISH', CHP .. channel, message)
+end
+
+local function decimal(n)
+  return string.format('%d', n)
+end
+
+-- Fair queues: locks (kind "lock"), read-write locks ("rw") and elections ("elect").
+-- Under the prefix p = "{<namespace><name>}:<kind>":
+--   p:q        sorted set of entry ids, scored by arrival (p:seq)
+--   p:g        hash of granted entry ids -> fencing token (0 for readers)
+--   p:e:<id>   the entry key, value "<mode><id>" (mode w or r), PX = session TTL,
+--              listed in its session's registry and renewed with it
+--   p:fence    the fencing-token counter (never deleted, so tokens only grow)
+--   p:w:<id>   the channel that wakes entry <id> when it is granted
+-- Elections also keep p:v (id -> value), p:ver (change counter), p:cur (id of the
+-- leader last published) and the channel p:ch (one message per change).
+
+local function fq_forget(p, id)
+  redis.call('ZREM', p .. ':q', id)
+  redis.call('HDEL', p .. ':g', id)
+  redis.call('HDEL', p .. ':v', id)
+end
+
+-- Grants what the fair rule now admits: the first live entry if it is a writer, or
+-- every reader with no live writer ahead of it. Entries whose key is gone (their
+-- session expired) are forgotten on the way. Each newly granted entry gets its token
+-- (writers: the next value of p:fence) and exactly one wake-up.
+local function fq_settle(p)
+  local q = p .. ':q'
+  local g = p .. ':g'
+  local live_ahead = false
+  local start = 0
+  while true do
+    local ids = redis.call('ZRANGE', q, start, start + 63)
+    if #ids == 0 then
+      return
+    end
+    local kept = 0
+    for _, id in ipairs(ids) do
+      local v = redis.call('GET', p .. ':e:' .. id)
+      if not v then
+        fq_forget(p, id)
+      else
+        kept = kept + 1
+        local writer = string.sub(v, 1, 1) == 'w'
+        if writer and live_ahead then
+          return
+        end
+        if redis.call('HEXISTS', g, id) == 0 then
+          local token = 0
+          if writer then
+            token = redis.call('INCR', p .. ':fence')
+          end
+          redis.call('HSET', g, id, token)
+          publish(p .. ':w:' .. id, decimal(token))
+        end
+        if writer then
+          return
+        end
+        live_ahead = true
+      end
+    end
+    start = start + kept
+  end
+end
+
+-- The granted head of an election (its id and term), or nil.
+local function elect_leader(p)
+  local head = redis.call('ZRANGE', p .. ':q', 0, 0)
+  if #head == 0 then
+    return nil, nil
+  end
+  local term = redis.call('HGET', p .. ':g', head[1])
+  if not term then
+    return nil, nil
+  end
+  return head[1], term
+end
+
+-- Publishes the election's state as change number p:ver + 1:
+-- "<ver> <term> <pttl of the leader's key> <key length> <key><value>", or
+-- "<ver> 0 0 0 " when there is no leader.
+local function elect_publish(p, id, term)
+  local ver = decimal(redis.call('INCR', p .. ':ver'))
+  if id then
+    local key = p .. ':e:' .. id
+    local value = redis.call('HGET', p .. ':v', id) or ''
+    local pttl = decimal(redis.call('PTTL', key))
+    redis.call('SET', p .. ':cur', id)
+    publish(p .. ':ch', ver .. ' ' .. term .. ' ' .. pttl .. ' ' .. decimal(string.len(key)) .. ' ' .. key .. value)
+  else
+    redis.call('DEL', p .. ':cur')
+    publish(p .. ':ch', ver .. ' 0 0 0 ')
+  end
+end
+
+-- Publishes a change of leader, if there was one since the last publication.
+local function elect_sync(p)
+  local id, term = elect_leader(p)
+  local cur = redis.call('GET', p .. ':cur')
+  if (id or false) ~= cur then
+    elect_publish(p, id, term)
+  end
+end
+
+-- Double barriers: under p = "{<namespace><name>}:dbar":
+--   p:p        sorted set of participant ids by arrival (p:seq)
+--   p:e:<id>   the participant's entry key (session-held, as above)
+--   p:ready    set (to a p:seq value) when the count is reached
+--   p:gen      bumped each time the last participant leaves
+--   p:ch       channel: "ready" and "left"
+
+-- Forgets dead participants; returns the live count and the smallest remaining TTL.
+local function dbar_live(p)
+  local ids = redis.call('ZRANGE', p .. ':p', 0, -1)
+  local n = 0
+  local soonest = -1
+  for _, id in ipairs(ids) do
+    local t = redis.call('PTTL', p .. ':e:' .. id)
+    if t == -2 then
+      redis.call('ZREM', p .. ':p', id)
+    else
+      n = n + 1
+      if t >= 0 and (soonest < 0 or t < soonest) then
+        soonest = t
+      end
+    end
+  end
+  return n, soonest
+end
+
+-- Ends the round: every participant has left.
+local function dbar_done(p)
+  redis.call('DEL', p .. ':ready')
+  redis.call('INCR', p .. ':gen')
+  publish(p .. ':ch', 'left')
+end
+
+-- Releases one session-held entry key (lock, rwlock or election entry, double-barrier
+-- participant): deletes it if it still holds val, removes it from its primitive, and
+-- wakes whoever that lets through. Returns 1 if the key still held val, else 0.
+local function release_hold(ekey, val)
+  local p, kind, id = string.match(ekey, '^(.*}:(%a+)):e:(.+)$')
+  if not p then
+    return 0
+  end
+  local mine = 0
+  if redis.call('GET', ekey) == val then
+    redis.call('DEL', ekey)
+    mine = 1
+  end
+  if kind == 'dbar' then
+    redis.call('ZREM', p .. ':p', id)
+    if dbar_live(p) == 0 then
+      dbar_done(p)
+    end
+  else
+    fq_forget(p, id)
+    fq_settle(p)
+    if kind == 'elect' then
+      elect_sync(p)
+    end
+  end
+  return mine
+end
+
+-- Releases everything a session registry lists, and deletes the registry.
+local function release_all(reg)
+  local held = redis.call('HGETALL', reg)
+  redis.call('DEL', reg)
+  for i = 1, #held, 2 do
+    release_hold(held[i], held[i + 1])
+  end
+end
+
+-- Queues: under p = "{<namespace><name>}:queue":
+--   p:items     sorted set scored by priority; member = 16 hex digits of p:seq, then
+--               the item (so equal priorities pop in arrival order)
+--   p:inflight  hash consumer call id -> "<priority, 5 digits><member>" of an item
+--               popped but not yet acknowledged (restored if the call is cancelled)
+--   p:waiters   sorted set of waiting consumer call ids by arrival
+--   p:wm:<cid>  a waiting consumer's marker (PX), p:w:<cid> its wake-up channel
+
+-- Wakes the longest-waiting live consumer, if any.
+local function queue_wake(p)
+  while true do
+    local w = redis.call('ZPOPMIN', p .. ':waiters')
+    if #w == 0 then
+      return
+    end
+    if redis.call('DEL', p .. ':wm:' .. w[1]) == 1 then
+      publish(p .. ':w:' .. w[1], '1')
+      return
+    end
+  end
+end

@@ -1,0 +1,261 @@
+//! [`RedisBackend`]: the connection, the pub/sub notifier and the primitive factories.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::{
+    Backend, Barrier, Capabilities, DoubleBarrier, Election, Error, Locker, Name, Queue, Result,
+    RwLock, Session, SessionId, SessionOptions, Stm,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, ScriptInvocation, Value};
+
+use crate::error::redis_error;
+use crate::keys::Keys;
+use crate::notify::Notifier;
+use crate::session::RedisLease;
+use crate::url::RedisUrl;
+use crate::BACKEND;
+
+/// How long one command may take before the connection counts as broken.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the Redis backend offers and claims; see the crate documentation for why.
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        lock: true,
+        election: true,
+        rwlock: true,
+        queue: true,
+        priority_queue: true,
+        barrier: true,
+        double_barrier: true,
+        stm_serializable_snapshot: true,
+        stm_serializable: true,
+        stm_repeatable_reads: true,
+        stm_read_committed: true,
+        fencing: true,
+        fifo_waiters: true,
+        lost_notification: true,
+        stalled_holder_expires: true,
+        survives_restart: false,
+        linearizable: false,
+        min_session_ttl: Duration::from_millis(100),
+        ..Capabilities::none(BACKEND)
+    }
+}
+
+/// What every primitive of one backend shares.
+pub(crate) struct Shared {
+    conn: ConnectionManager,
+    pub(crate) notifier: Notifier,
+    pub(crate) keys: Keys,
+    namespace: String,
+    /// Identifies the store (server, database, namespace): sessions of another store
+    /// are refused.
+    store: String,
+    instance: u64,
+    calls: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh id for a dequeue call, unique across every client of the store.
+    pub(crate) fn call_id(&self) -> String {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        format!("c{}.{n}", self.instance)
+    }
+
+    /// A connection handle (cheap: the connection is multiplexed).
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Starts a call of `script`, with the channel prefix as `ARGV[1]`.
+    pub(crate) fn script(&self, script: &'static Script) -> ScriptInvocation<'static> {
+        let mut call = script.prepare_invoke();
+        call.arg(self.keys.channel_prefix());
+        call
+    }
+
+    /// Runs a script call (one round trip; `EVALSHA`, loading the script if needed).
+    pub(crate) async fn eval(&self, call: &ScriptInvocation<'_>) -> Result<Value> {
+        call.invoke_async::<Value>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Runs one command.
+    pub(crate) async fn query(&self, command: &redis::Cmd) -> Result<Value> {
+        command
+            .query_async::<Value>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+}
+
+/// The Redis backend (`redis://host:port[/db][?namespace=...]`).
+///
+/// Cheap to clone; clones share one multiplexed connection (reconnecting on failure)
+/// and one pub/sub connection for wake-ups.
+#[derive(Clone)]
+pub struct RedisBackend {
+    shared: Arc<Shared>,
+    capabilities: Capabilities,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("store", &self.shared.store)
+            .finish()
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the server `url` names.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a bad URL, [`Error::Unsupported`] for `rediss://`,
+    /// [`Error::Connection`] when the server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_to(&RedisUrl::parse(url)?).await
+    }
+
+    /// Connects to a parsed URL.
+    ///
+    /// # Errors
+    /// As [`RedisBackend::connect`].
+    pub async fn connect_to(url: &RedisUrl) -> Result<Self> {
+        let client = url.client()?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT));
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(redis_error)?;
+        let keys = Keys::new(url.namespace(), url.db());
+        let instance: u64 = redis::cmd("INCR")
+            .arg(keys.client_counter())
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let shared = Shared {
+            conn,
+            notifier: Notifier::start(client),
+            keys,
+            namespace: url.namespace().to_owned(),
+            store: format!("{}?namespace={}", url.server(), url.namespace()),
+            instance,
+            calls: AtomicU64::new(0),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+            capabilities: capabilities(),
+        })
+    }
+
+    /// The key prefix of this backend.
+    pub fn namespace(&self) -> &str {
+        &self.shared.namespace
+    }
+
+    /// The session's lease, if the session was granted by this store.
+    pub(crate) fn lease<'s>(&self, session: &'s Session) -> Result<&'s RedisLease> {
+        let lease = session.lease_for::<RedisLease>(BACKEND)?;
+        if lease.shared().store != self.shared.store {
+            return Err(Error::InvalidArgument(format!(
+                "session {} belongs to the store {}, not to {}",
+                session.id(),
+                lease.shared().store,
+                self.shared.store
+            )));
+        }
+        Ok(lease)
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn session(&self, options: SessionOptions) -> Result<Session> {
+        if options.ttl < self.capabilities.min_session_ttl {
+            return Err(Error::InvalidArgument(format!(
+                "session ttl {:?} is below the redis backend's minimum {:?}",
+                options.ttl, self.capabilities.min_session_ttl
+            )));
+        }
+        RedisLease::open(&self.shared, options.ttl).await
+    }
+
+    async fn revoke_session(&self, id: SessionId) -> Result<()> {
+        crate::session::revoke(&self.shared, id.0).await
+    }
+
+    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        self.lease(session)?;
+        Ok(Box::new(crate::lock::RedisLock::new(
+            &self.shared,
+            session,
+            name,
+        )))
+    }
+
+    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
+        self.lease(session)?;
+        Ok(Box::new(crate::election::RedisElection::new(
+            &self.shared,
+            session,
+            name,
+        )))
+    }
+
+    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
+        self.lease(session)?;
+        Ok(Box::new(crate::rwlock::RedisRwLock::new(
+            &self.shared,
+            session,
+            name,
+        )))
+    }
+
+    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
+        Ok(Box::new(crate::queue::RedisQueue::new(&self.shared, name)))
+    }
+
+    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
+        Ok(Box::new(crate::barrier::RedisBarrier::new(
+            &self.shared,
+            name,
+        )))
+    }
+
+    fn double_barrier(
+        &self,
+        session: &Session,
+        name: Name,
+        count: usize,
+    ) -> Result<Box<dyn DoubleBarrier>> {
+        self.lease(session)?;
+        if count == 0 {
+            return Err(Error::InvalidArgument(
+                "a double barrier needs a count of at least 1".into(),
+            ));
+        }
+        Ok(Box::new(crate::double_barrier::RedisDoubleBarrier::new(
+            &self.shared,
+            session,
+            name,
+            count,
+        )))
+    }
+
+    fn stm(&self) -> Result<Arc<dyn Stm>> {
+        Ok(Arc::new(crate::stm::RedisStm::new(&self.shared)))
+    }
+}

@@ -1,0 +1,78 @@
+//! The barrier: one key, held while it exists; lowering it publishes a wake-up.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::{Barrier, Name, Result};
+
+use crate::backend::Shared;
+use crate::error::int;
+use crate::keys::Kind;
+use crate::notify::Event;
+use crate::scripts::SCRIPTS;
+
+/// A Redis barrier: the key `{<ns><name>}:barrier` (durable, no TTL) is the hold;
+/// `release` deletes it and publishes on `{<ns><name>}:barrier:ch` in one script.
+pub(crate) struct RedisBarrier {
+    shared: Arc<Shared>,
+    name: Name,
+    key: String,
+}
+
+impl RedisBarrier {
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
+        Self {
+            key: shared.keys.primitive(&name, Kind::Barrier),
+            shared: Arc::clone(shared),
+            name,
+        }
+    }
+
+    async fn held(&self) -> Result<bool> {
+        let reply = self
+            .shared
+            .query(redis::cmd("EXISTS").arg(&self.key))
+            .await?;
+        Ok(int("EXISTS", &reply)? == 1)
+    }
+}
+
+#[async_trait]
+impl Barrier for RedisBarrier {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn hold(&self) -> Result<()> {
+        self.shared
+            .query(redis::cmd("SET").arg(&self.key).arg("held"))
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self) -> Result<()> {
+        let mut call = self.shared.script(&SCRIPTS.barrier_release);
+        call.key(&self.key);
+        self.shared.eval(&call).await?;
+        Ok(())
+    }
+
+    /// Returns at once if the barrier is not held, else when it is released.
+    ///
+    /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
+    async fn wait(&self) -> Result<()> {
+        let channel = self.shared.keys.channel(&format!("{}:ch", self.key));
+        let mut wake = self.shared.notifier.subscribe(channel).await?;
+        loop {
+            if !self.held().await? {
+                return Ok(());
+            }
+            match wake.recv().await? {
+                // A release happened after we subscribed: we may pass even if the
+                // barrier was raised again since.
+                Event::Message(_) => return Ok(()),
+                Event::Resync => {}
+            }
+        }
+    }
+}

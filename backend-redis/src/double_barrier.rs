@@ -1,0 +1,200 @@
+//! The double barrier: session-held participant entries, a ready flag, a round counter.
+//!
+//! Under `p = {<ns><name>}:dbar`, each participant is an entry key `p:e:<id>` held
+//! through its session (as the lock entries, renewed with the session) and its id in
+//! the sorted set `p:p`. `enter` adds the entry and counts the live ones in one
+//! script: over the count, the entry is removed again
+//! ([`Error::TooManyParticipants`]); at the count, `p:ready` is set and `ready`
+//! published. `leave` removes the entry; the one that leaves last (or finds only
+//! dead entries left) deletes `p:ready`, bumps `p:gen` and publishes `left`. A
+//! participant whose session ends drops out the same way. Leavers waiting on a crashed
+//! participant re-check when its entry's TTL runs out.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::{DoubleBarrier, Error, Name, Result, Session};
+
+use crate::backend::Shared;
+use crate::error::{array, int, unexpected};
+use crate::keys::Kind;
+use crate::scripts::SCRIPTS;
+use crate::session::RedisLease;
+use crate::BACKEND;
+
+const RECHECK_MARGIN: Duration = Duration::from_millis(5);
+
+/// A Redis double barrier.
+pub(crate) struct RedisDoubleBarrier {
+    shared: Arc<Shared>,
+    session: Session,
+    name: Name,
+    prefix: String,
+    count: usize,
+    /// The id of this participant's entry since `enter`.
+    entry: Mutex<Option<String>>,
+}
+
+impl RedisDoubleBarrier {
+    pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name, count: usize) -> Self {
+        Self {
+            prefix: shared.keys.primitive(&name, Kind::DoubleBarrier),
+            shared: Arc::clone(shared),
+            session: session.clone(),
+            name,
+            count,
+            entry: Mutex::new(None),
+        }
+    }
+
+    fn lease(&self) -> Result<&RedisLease> {
+        if self.session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        self.session.lease_for::<RedisLease>(BACKEND)
+    }
+
+    fn entry(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.entry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn entry_key(&self, id: &str) -> String {
+        format!("{}:e:{id}", self.prefix)
+    }
+
+    async fn enter_call(&self, lease: &RedisLease, id: &str, check: bool) -> Result<i64> {
+        let mut call = self.shared.script(&SCRIPTS.dbar_enter);
+        call.key(self.entry_key(id))
+            .key(lease.key())
+            .key(lease.registry())
+            .arg(&self.prefix)
+            .arg(id)
+            .arg(lease.ttl_ms())
+            .arg(self.count)
+            .arg(if check { "check" } else { "enter" });
+        let reply = self.shared.eval(&call).await?;
+        let fields = array("dbar_enter", reply.clone())?;
+        match fields.first() {
+            Some(flag) => int("dbar_enter", flag),
+            None => Err(unexpected("dbar_enter", &reply)),
+        }
+    }
+
+    /// `Ok(None)` when everyone has left, else the generation and when to re-check.
+    async fn leave_call(
+        &self,
+        lease: &RedisLease,
+        id: &str,
+        generation: Option<i64>,
+    ) -> Result<Option<(i64, Option<Duration>)>> {
+        let mut call = self.shared.script(&SCRIPTS.dbar_leave);
+        call.key(self.entry_key(id))
+            .key(lease.registry())
+            .arg(&self.prefix)
+            .arg(id);
+        match generation {
+            None => call.arg("leave"),
+            Some(generation) => call.arg("check").arg(generation),
+        };
+        let reply = self.shared.eval(&call).await?;
+        let fields = array("dbar_leave", reply.clone())?;
+        let number = |i: usize| match fields.get(i) {
+            Some(field) => int("dbar_leave", field),
+            None => Err(unexpected("dbar_leave", &reply)),
+        };
+        match number(0)? {
+            1 => Ok(None),
+            0 => {
+                let recheck = u64::try_from(number(2)?)
+                    .ok()
+                    .map(|ms| Duration::from_millis(ms) + RECHECK_MARGIN);
+                Ok(Some((number(1)?, recheck)))
+            }
+            _ => Err(unexpected("dbar_leave", &reply)),
+        }
+    }
+
+    async fn wake_channel(&self) -> Result<crate::notify::Subscription> {
+        let channel = self.shared.keys.channel(&format!("{}:ch", self.prefix));
+        self.shared.notifier.subscribe(channel).await
+    }
+}
+
+#[async_trait]
+impl DoubleBarrier for RedisDoubleBarrier {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Enters and waits until `count` participants have entered.
+    ///
+    /// Cancel-safety: a dropped call leaves this participant's entry until its
+    /// session ends or `leave` is called.
+    async fn enter(&self) -> Result<()> {
+        let lease = self.lease()?;
+        let id = lease.next_entry_id();
+        let mut wake = self.wake_channel().await?;
+        *self.entry() = Some(id.clone());
+        let mut outcome = self.enter_call(lease, &id, false).await?;
+        loop {
+            match outcome {
+                1 => return Ok(()),
+                -2 => {
+                    *self.entry() = None;
+                    return Err(Error::TooManyParticipants {
+                        name: self.name.to_string(),
+                        count: self.count,
+                    });
+                }
+                -1 => return Err(Error::SessionLost),
+                _ => {}
+            }
+            tokio::select! {
+                biased;
+                () = self.session.lost() => return Err(Error::SessionLost),
+                event = wake.recv() => { event?; wake.drain(); }
+            }
+            outcome = self.enter_call(lease, &id, true).await?;
+        }
+    }
+
+    /// Leaves and waits until every participant has left.
+    ///
+    /// # Errors
+    /// [`Error::NotHeld`] without a prior `enter`.
+    ///
+    /// Cancel-safety: a dropped call may or may not have removed this participant's
+    /// entry; either way it is bounded by the session.
+    async fn leave(&self) -> Result<()> {
+        let lease = self.lease()?;
+        let Some(id) = self.entry().clone() else {
+            return Err(Error::NotHeld);
+        };
+        let mut wake = self.wake_channel().await?;
+        let mut state = self.leave_call(lease, &id, None).await?;
+        *self.entry() = None;
+        while let Some((generation, recheck)) = state {
+            // This entry is gone already: the session no longer matters here.
+            tokio::select! {
+                event = wake.recv() => { event?; wake.drain(); }
+                () = sleep_for(recheck) => {}
+            }
+            state = self.leave_call(lease, &id, Some(generation)).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_for(delay: Option<Duration>) {
+    match delay {
+        Some(delay) => tokio::time::sleep(delay).await,
+        None => std::future::pending().await,
+    }
+}

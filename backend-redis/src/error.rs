@@ -1,0 +1,93 @@
+//! Turning the `redis` crate's errors and replies into distsync's [`Error`].
+
+use distsync_core::Error;
+use redis::{RedisError, Value};
+
+use crate::BACKEND;
+
+/// Maps a client error: a broken, refused or timed-out connection is
+/// [`Error::Connection`] (transient), anything else [`Error::Backend`].
+pub(crate) fn redis_error(error: RedisError) -> Error {
+    if error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+    {
+        Error::connection(BACKEND, error)
+    } else {
+        Error::backend(BACKEND, error)
+    }
+}
+
+/// A reply of a shape the scripts never produce.
+pub(crate) fn unexpected(what: &str, value: &Value) -> Error {
+    Error::backend(BACKEND, format!("unexpected reply to {what}: {value:?}"))
+}
+
+/// An integer reply.
+pub(crate) fn int(what: &str, value: &Value) -> Result<i64, Error> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| unexpected(what, value)),
+        other => Err(unexpected(what, other)),
+    }
+}
+
+/// An array reply.
+pub(crate) fn array(what: &str, value: Value) -> Result<Vec<Value>, Error> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
+/// A binary string reply, `None` for nil.
+pub(crate) fn bytes(what: &str, value: Value) -> Result<Option<Vec<u8>>, Error> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::BulkString(bytes) => Ok(Some(bytes)),
+        Value::SimpleString(text) => Ok(Some(text.into_bytes())),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
+/// A string reply.
+pub(crate) fn string(what: &str, value: Value) -> Result<String, Error> {
+    match bytes(what, value)? {
+        Some(bytes) => String::from_utf8(bytes)
+            .map_err(|_| Error::backend(BACKEND, format!("non-UTF-8 reply to {what}"))),
+        None => Err(Error::backend(BACKEND, format!("nil reply to {what}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_of_the_wrong_shape_are_typed_errors() {
+        assert_eq!(int("x", &Value::Int(7)).unwrap(), 7);
+        assert_eq!(int("x", &Value::BulkString(b"12".to_vec())).unwrap(), 12);
+        assert!(matches!(int("x", &Value::Nil), Err(Error::Backend { .. })));
+        assert!(matches!(
+            array("x", Value::Int(1)),
+            Err(Error::Backend { .. })
+        ));
+        assert_eq!(bytes("x", Value::Nil).unwrap(), None);
+        assert!(matches!(
+            string("x", Value::BulkString(vec![0xff])),
+            Err(Error::Backend { .. })
+        ));
+    }
+
+    #[test]
+    fn connection_failures_are_transient() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(redis_error(refused).is_transient());
+        let other = RedisError::from((redis::ErrorKind::UnexpectedReturnType, "bad"));
+        assert!(!redis_error(other).is_transient());
+    }
+}

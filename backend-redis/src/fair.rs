@@ -1,0 +1,254 @@
+//! The fair queue behind the lock, the read-write lock and the election.
+//!
+//! Under the prefix `p = {<ns><name>}:<kind>`, every acquisition is an entry: a key
+//! `p:e:<id>` held through the session (PX = session TTL, renewed with it), and its
+//! id in the sorted set `p:q`, scored by arrival. The fair rule grants the first live
+//! entry if it is a writer, and every reader with no live writer ahead of it; so a
+//! waiting writer blocks the readers that arrive after it, and waiters are served in
+//! arrival order. A lock and an election use writers only.
+//!
+//! Each grant, release and re-check is one script (`lua/fair_acquire.lua`,
+//! `lua/release.lua`), which also forgets entries whose key expired (a crashed
+//! waiter or holder), grants what that lets in, gives each newly granted writer the
+//! next fencing token (`INCR p:fence` in the granting script) and publishes exactly
+//! one wake-up on the channel of each newly granted entry. A waiter subscribes to its
+//! own channel before it enqueues, so only the waiters next in line are woken.
+//!
+//! Safety net: a waiter whose wake-up never comes (its predecessor crashed, so nobody
+//! released; or the pub/sub connection dropped a message) re-checks when the shortest
+//! TTL among the current holders runs out, the earliest moment the line can move
+//! without a release. While holders keep renewing, that is once per TTL or so; it is
+//! not a polling interval, and no waiter re-checks more often.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use distsync_core::{Error, FencingToken, Name, ReleaseFn, Result, Session};
+
+use crate::backend::Shared;
+use crate::error::{array, int, unexpected};
+use crate::hold::{Cleanup, Hold};
+use crate::keys::Kind;
+use crate::scripts::SCRIPTS;
+use crate::session::RedisLease;
+use crate::BACKEND;
+
+/// Added to every re-check delay, so that the key has really expired by then.
+const RECHECK_MARGIN: Duration = Duration::from_millis(5);
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Shared or exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Read,
+    Write,
+}
+
+impl Mode {
+    fn letter(self) -> &'static str {
+        match self {
+            Mode::Read => "r",
+            Mode::Write => "w",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    Wait,
+    Try,
+    Check,
+}
+
+impl How {
+    fn as_str(self) -> &'static str {
+        match self {
+            How::Wait => "wait",
+            How::Try => "try",
+            How::Check => "check",
+        }
+    }
+}
+
+enum Reply {
+    Granted(u64),
+    Waiting(Duration),
+    Refused,
+    Lost,
+}
+
+/// A granted entry.
+pub(crate) struct Granted {
+    pub(crate) hold: Arc<Hold>,
+    pub(crate) token: FencingToken,
+}
+
+impl Granted {
+    pub(crate) fn key(&self) -> String {
+        self.hold.key().to_owned()
+    }
+
+    pub(crate) fn release_fn(&self, session: &Session) -> ReleaseFn {
+        Arc::clone(&self.hold).release_fn(session)
+    }
+}
+
+/// One named fair queue, used through one session.
+pub(crate) struct FairQueue {
+    shared: Arc<Shared>,
+    session: Session,
+    name: Name,
+    prefix: String,
+}
+
+impl FairQueue {
+    pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name, kind: Kind) -> Self {
+        Self {
+            prefix: shared.keys.primitive(&name, kind),
+            shared: Arc::clone(shared),
+            session: session.clone(),
+            name,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &Name {
+        &self.name
+    }
+
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn lease(&self) -> Result<&RedisLease> {
+        if self.session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        self.session.lease_for::<RedisLease>(BACKEND)
+    }
+
+    fn new_hold(&self, lease: &RedisLease, mode: Mode) -> (String, Arc<Hold>) {
+        let id = lease.next_entry_id();
+        let key = format!("{}:e:{id}", self.prefix);
+        let value = format!("{}{id}", mode.letter());
+        (id, Arc::new(Hold::new(lease, key, value)))
+    }
+
+    async fn call(
+        &self,
+        lease: &RedisLease,
+        id: &str,
+        hold: &Hold,
+        mode: Mode,
+        how: How,
+        value: Option<&Bytes>,
+    ) -> Result<Reply> {
+        let mut call = self.shared.script(&SCRIPTS.fair_acquire);
+        call.key(hold.key())
+            .key(lease.key())
+            .key(lease.registry())
+            .arg(&self.prefix)
+            .arg(id)
+            .arg(mode.letter())
+            .arg(lease.ttl_ms())
+            .arg(how.as_str());
+        if let Some(value) = value {
+            call.arg(value.as_ref());
+        }
+        let reply = self.shared.eval(&call).await?;
+        let fields = array("fair_acquire", reply.clone())?;
+        let number = |i: usize| match fields.get(i) {
+            Some(field) => int("fair_acquire", field),
+            None => Err(unexpected("fair_acquire", &reply)),
+        };
+        Ok(match (number(0)?, how) {
+            (1, _) => Reply::Granted(
+                u64::try_from(number(1)?).map_err(|_| unexpected("fair_acquire", &reply))?,
+            ),
+            (0, How::Try) => Reply::Refused,
+            (0, _) => Reply::Waiting(Duration::from_millis(
+                u64::try_from(number(1)?.max(0)).unwrap_or(0),
+            )),
+            (-1, _) => Reply::Lost,
+            _ => return Err(unexpected("fair_acquire", &reply)),
+        })
+    }
+
+    /// Waits until granted in `mode`. An election candidate passes its `value`.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the
+    /// background (or leaves it to the lease), releasing it if it had been granted.
+    pub(crate) async fn acquire(&self, mode: Mode, value: Option<&Bytes>) -> Result<Granted> {
+        let lease = self.lease()?;
+        let (id, hold) = self.new_hold(lease, mode);
+        let channel = self.shared.keys.channel(&format!("{}:w:{id}", self.prefix));
+        let mut wake = self.shared.notifier.subscribe(channel).await?;
+        let mut cleanup = Cleanup::arm(&hold, &self.session);
+        let mut how = How::Wait;
+        let mut pause = RETRY_PAUSE;
+        loop {
+            let delay = match self.call(lease, &id, &hold, mode, how, value).await {
+                Ok(Reply::Granted(token)) => {
+                    cleanup.disarm();
+                    return Ok(Granted {
+                        hold,
+                        token: FencingToken(token),
+                    });
+                }
+                Ok(Reply::Lost) => {
+                    cleanup.disarm();
+                    return Err(Error::SessionLost);
+                }
+                Ok(Reply::Waiting(delay)) => {
+                    pause = RETRY_PAUSE;
+                    delay + RECHECK_MARGIN
+                }
+                // Only a try is refused; re-check at once should it ever happen.
+                Ok(Reply::Refused) => RECHECK_MARGIN,
+                // Once in line, a broken connection is waited out (the session's
+                // keepalive decides when it is lost); the first call reports it.
+                Err(error) if how == How::Check && error.is_transient() => {
+                    tracing::debug!(%error, key = hold.key(), "re-check failed; retrying");
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    pause
+                }
+                Err(error) => return Err(error),
+            };
+            how = How::Check;
+            tokio::select! {
+                biased;
+                () = self.session.lost() => return Err(Error::SessionLost),
+                event = wake.recv() => { event?; wake.drain(); }
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Takes a grant in `mode` if the fair rule admits it now.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call releases what it may have taken.
+    pub(crate) async fn try_acquire(&self, mode: Mode) -> Result<Option<Granted>> {
+        let lease = self.lease()?;
+        let (id, hold) = self.new_hold(lease, mode);
+        let mut cleanup = Cleanup::arm(&hold, &self.session);
+        let reply = self.call(lease, &id, &hold, mode, How::Try, None).await?;
+        cleanup.disarm();
+        match reply {
+            Reply::Granted(token) => Ok(Some(Granted {
+                hold,
+                token: FencingToken(token),
+            })),
+            Reply::Refused | Reply::Waiting(_) => Ok(None),
+            Reply::Lost => Err(Error::SessionLost),
+        }
+    }
+}

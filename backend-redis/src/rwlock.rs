@@ -1,0 +1,80 @@
+//! The read-write lock: a fair queue of readers and writers.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::{LockGuard, Name, ReadGuard, Result, RwLock, Session};
+
+use crate::backend::Shared;
+use crate::fair::{FairQueue, Mode};
+use crate::keys::Kind;
+
+/// A Redis read-write lock: readers share, a writer excludes all, and a waiting
+/// writer blocks the readers that arrive after it (etcd's recipe). Write grants carry
+/// fencing tokens. See [`crate::fair`].
+pub(crate) struct RedisRwLock {
+    queue: FairQueue,
+}
+
+impl RedisRwLock {
+    pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name) -> Self {
+        Self {
+            queue: FairQueue::new(shared, session, name, Kind::RwLock),
+        }
+    }
+}
+
+#[async_trait]
+impl RwLock for RedisRwLock {
+    fn name(&self) -> &Name {
+        self.queue.name()
+    }
+
+    /// Waits for a shared hold.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped waiter withdraws in the background.
+    async fn read(&self) -> Result<ReadGuard> {
+        let granted = self.queue.acquire(Mode::Read, None).await?;
+        let session = self.queue.session();
+        Ok(ReadGuard::new(
+            granted.key(),
+            session,
+            granted.release_fn(session),
+        ))
+    }
+
+    async fn try_read(&self) -> Result<Option<ReadGuard>> {
+        let session = self.queue.session();
+        Ok(self
+            .queue
+            .try_acquire(Mode::Read)
+            .await?
+            .map(|granted| ReadGuard::new(granted.key(), session, granted.release_fn(session))))
+    }
+
+    /// Waits for the exclusive hold.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped waiter withdraws in the background.
+    async fn write(&self) -> Result<LockGuard> {
+        let granted = self.queue.acquire(Mode::Write, None).await?;
+        let session = self.queue.session();
+        Ok(LockGuard::new(
+            granted.key(),
+            granted.token,
+            session,
+            granted.release_fn(session),
+        ))
+    }
+
+    async fn try_write(&self) -> Result<Option<LockGuard>> {
+        let session = self.queue.session();
+        Ok(self.queue.try_acquire(Mode::Write).await?.map(|granted| {
+            LockGuard::new(
+                granted.key(),
+                granted.token,
+                session,
+                granted.release_fn(session),
+            )
+        }))
+    }
+}
