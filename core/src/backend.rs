@@ -163,7 +163,7 @@ impl Coordinator {
         self.backend.double_barrier(session, Name::new(name)?, count)
     }
 
-    /// See [`Backend::stm`]; run transactions with [`Stm::atomically`].
+    /// See [`Backend::stm`]; run transactions with [`atomically`](crate::stm::Stm#method.atomically).
     pub fn stm(&self) -> Result<Arc<dyn Stm>> {
         self.backend.stm()
     }

@@ -61,7 +61,7 @@ impl fmt::Display for Isolation {
 /// One write of a transaction: a value to put, or `None` to delete.
 pub type Write = (Name, Option<Bytes>);
 
-/// A backend's STM: begins attempts; the retry loop is [`Stm::atomically`]'s.
+/// A backend's STM: begins attempts; the retry loop is [`atomically`](crate::stm::Stm#method.atomically)'s.
 #[async_trait]
 pub trait Stm: Send + Sync {
     /// Begins one attempt at `isolation`. `prefetch` lists the keys the previous
@@ -88,7 +88,7 @@ pub trait StmAttempt: Send + Sync {
     async fn commit(self: Box<Self>, writes: Vec<Write>) -> Result<bool>;
 }
 
-/// Options of [`Stm::atomically_with`].
+/// Options of [`atomically_with`](crate::stm::Stm#method.atomically_with).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StmOptions {
     /// Attempts before giving up with [`Error::StmConflict`]. Default 100.
@@ -250,10 +250,10 @@ impl dyn Stm + '_ {
             .value)
     }
 
-    /// As [`Stm::atomically`], with options, reporting the number of attempts.
+    /// As [`atomically`](crate::stm::Stm#method.atomically), with options, reporting the number of attempts.
     ///
     /// # Errors
-    /// As [`Stm::atomically`].
+    /// As [`atomically`](crate::stm::Stm#method.atomically).
     pub async fn atomically_with<T, F, Fut>(
         &self,
         isolation: Isolation,

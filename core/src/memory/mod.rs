@@ -8,7 +8,7 @@ use crate::recipes::KvBackend;
 
 mod store;
 
-pub use store::MemoryKv;
+pub use store::{MemoryKv, StoreError, DEFAULT_RETAINED_REVISIONS};
 
 /// The in-memory backend (`memory://`).
 pub type MemoryBackend = KvBackend<MemoryKv>;
