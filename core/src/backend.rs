@@ -10,6 +10,9 @@ use crate::barrier::{Barrier, DoubleBarrier};
 use crate::capabilities::Capabilities;
 use crate::election::Election;
 use crate::error::Result;
+use crate::instrument::{
+    InstrumentedElection, InstrumentedLocker, InstrumentedQueue, InstrumentedRwLock,
+};
 use crate::lock::Locker;
 use crate::name::Name;
 use crate::queue::Queue;
@@ -128,24 +131,41 @@ impl Coordinator {
         self.backend.session(SessionOptions::with_ttl(ttl)).await
     }
 
-    /// See [`Backend::locker`].
+    fn backend_name(&self) -> &'static str {
+        self.backend.capabilities().backend
+    }
+
+    /// See [`Backend::locker`]. Acquisitions, waits, holds and releases are traced and
+    /// counted (see [`crate::instrument`]).
     pub fn locker(&self, session: &Session, name: &str) -> Result<Box<dyn Locker>> {
-        self.backend.locker(session, Name::new(name)?)
+        Ok(Box::new(InstrumentedLocker {
+            backend: self.backend_name(),
+            inner: self.backend.locker(session, Name::new(name)?)?,
+        }))
     }
 
-    /// See [`Backend::election`].
+    /// See [`Backend::election`]. Campaigns and terms are traced and counted.
     pub fn election(&self, session: &Session, name: &str) -> Result<Box<dyn Election>> {
-        self.backend.election(session, Name::new(name)?)
+        Ok(Box::new(InstrumentedElection {
+            backend: self.backend_name(),
+            inner: self.backend.election(session, Name::new(name)?)?,
+        }))
     }
 
-    /// See [`Backend::rwlock`].
+    /// See [`Backend::rwlock`]. Read and write holds are traced and counted.
     pub fn rwlock(&self, session: &Session, name: &str) -> Result<Box<dyn RwLock>> {
-        self.backend.rwlock(session, Name::new(name)?)
+        Ok(Box::new(InstrumentedRwLock {
+            backend: self.backend_name(),
+            inner: self.backend.rwlock(session, Name::new(name)?)?,
+        }))
     }
 
-    /// See [`Backend::queue`].
+    /// See [`Backend::queue`]. Enqueues and dequeues are counted.
     pub fn queue(&self, name: &str) -> Result<Box<dyn Queue>> {
-        self.backend.queue(Name::new(name)?)
+        Ok(Box::new(InstrumentedQueue {
+            backend: self.backend_name(),
+            inner: self.backend.queue(Name::new(name)?)?,
+        }))
     }
 
     /// See [`Backend::barrier`].
@@ -160,7 +180,8 @@ impl Coordinator {
         name: &str,
         count: usize,
     ) -> Result<Box<dyn DoubleBarrier>> {
-        self.backend.double_barrier(session, Name::new(name)?, count)
+        self.backend
+            .double_barrier(session, Name::new(name)?, count)
     }
 
     /// See [`Backend::stm`]; run transactions with [`atomically`](crate::stm::Stm#method.atomically).

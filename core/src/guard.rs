@@ -3,6 +3,7 @@
 use std::fmt;
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -56,6 +57,24 @@ impl Held {
 
     pub(crate) fn set_gate(&mut self, gate: OwnedMutexGuard<()>) {
         self.gate = Some(gate);
+    }
+
+    /// Calls `observer` with the release's outcome once the release step has run,
+    /// whether by `unlock()`/`resign()` or by a drop.
+    pub(crate) fn observe_release(
+        &mut self,
+        observer: impl FnOnce(&Result<()>) + Send + Sync + 'static,
+    ) {
+        if let Some(release) = self.release.take() {
+            self.release = Some(Box::new(move || {
+                release()
+                    .map(move |result| {
+                        observer(&result);
+                        result
+                    })
+                    .boxed()
+            }));
+        }
     }
 
     /// Runs the release step; reports `SessionLost` if the hold had already ended.
@@ -127,6 +146,15 @@ macro_rules! guard_accessors {
         /// The token behind `lost()`, for backends that detect a lost hold themselves.
         pub fn lost_token(&self) -> &tokio_util::sync::CancellationToken {
             self.held.lost_token()
+        }
+
+        /// Calls `observer` with the outcome of the release, however it happens.
+        pub(crate) fn observe_release(
+            mut self,
+            observer: impl FnOnce(&$crate::error::Result<()>) + Send + Sync + 'static,
+        ) -> Self {
+            self.held.observe_release(observer);
+            self
         }
 
         /// Keeps an in-process gate (see [`crate::Session::exclusive`]) until the hold is

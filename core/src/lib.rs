@@ -16,6 +16,7 @@ pub mod capabilities;
 pub mod election;
 pub mod error;
 pub mod guard;
+pub mod instrument;
 pub mod kv;
 pub mod lock;
 pub mod memory;

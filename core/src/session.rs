@@ -118,7 +118,12 @@ impl Session {
     /// The keepalive renews every `ttl / 3`. `lost()` fires when a renewal answers
     /// [`KeepAlive::Gone`], or when renewals keep failing until `ttl` has passed since
     /// the last success. Must be called within a tokio runtime.
-    pub fn start(backend: &'static str, id: SessionId, ttl: Duration, lease: Arc<dyn Lease>) -> Self {
+    pub fn start(
+        backend: &'static str,
+        id: SessionId,
+        ttl: Duration,
+        lease: Arc<dyn Lease>,
+    ) -> Self {
         let lost = CancellationToken::new();
         let task = tokio::spawn(keepalive_loop(
             backend,
@@ -179,6 +184,9 @@ impl Session {
     /// renewal, e.g. a dropped dedicated connection). Stops the keepalive.
     pub fn mark_lost(&self) {
         self.stop_keepalive();
+        if !self.inner.closed.load(Ordering::SeqCst) {
+            count_lost(self.inner.backend, self.inner.id, &self.inner.lost);
+        }
         self.inner.lost.cancel();
     }
 
@@ -194,7 +202,8 @@ impl Session {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.mark_lost();
+        self.stop_keepalive();
+        self.inner.lost.cancel();
         self.inner.lease.revoke().await
     }
 
@@ -280,6 +289,15 @@ impl Drop for SessionInner {
     }
 }
 
+/// Counts a session that ends other than by `close()` (once: only while `lost` has not
+/// fired yet).
+fn count_lost(backend: &'static str, id: SessionId, lost: &CancellationToken) {
+    if !lost.is_cancelled() {
+        tracing::warn!(backend, session = %id, "distsync.session.lost");
+        metrics::counter!("distsync_sessions_lost_total", "backend" => backend).increment(1);
+    }
+}
+
 async fn keepalive_loop(
     backend: &'static str,
     id: SessionId,
@@ -304,6 +322,7 @@ async fn keepalive_loop(
             }
             Ok(Ok(KeepAlive::Gone)) => {
                 tracing::warn!(backend, session = %id, "session lease is gone");
+                count_lost(backend, id, &lost);
                 lost.cancel();
                 return;
             }
@@ -313,6 +332,7 @@ async fn keepalive_loop(
             }
             Ok(Err(_)) | Err(_) => {
                 tracing::warn!(backend, session = %id, ?ttl, "no renewal within the TTL; session lost");
+                count_lost(backend, id, &lost);
                 lost.cancel();
                 return;
             }
@@ -365,7 +385,12 @@ mod tests {
     }
 
     fn start(lease: &Arc<ScriptedLease>, ttl: Duration) -> Session {
-        Session::start("test", SessionId(0xabc), ttl, Arc::clone(lease) as Arc<dyn Lease>)
+        Session::start(
+            "test",
+            SessionId(0xabc),
+            ttl,
+            Arc::clone(lease) as Arc<dyn Lease>,
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -421,7 +446,11 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(lease.revokes.load(Ordering::SeqCst), 1);
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(lease.renewals.load(Ordering::SeqCst), 0, "keepalive stopped");
+        assert_eq!(
+            lease.renewals.load(Ordering::SeqCst),
+            0,
+            "keepalive stopped"
+        );
     }
 
     #[tokio::test]

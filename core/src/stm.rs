@@ -207,7 +207,9 @@ impl StmTx {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl dyn Stm + '_ {
@@ -266,7 +268,9 @@ impl dyn Stm + '_ {
         T: Send,
     {
         if options.max_attempts == 0 {
-            return Err(Error::InvalidArgument("max_attempts must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "max_attempts must be at least 1".into(),
+            ));
         }
         let mut prefetch: Vec<Name> = Vec::new();
         for attempt in 1..=options.max_attempts {
@@ -275,7 +279,14 @@ impl dyn Stm + '_ {
             prefetch = tx.read_keys().await;
             match outcome {
                 Ok(value) => match tx.finish().await {
-                    Ok(true) => return Ok(Committed { value, attempts: attempt }),
+                    Ok(true) => {
+                        metrics::counter!("distsync_stm_commits_total", "isolation" => isolation.as_str())
+                            .increment(1);
+                        return Ok(Committed {
+                            value,
+                            attempts: attempt,
+                        });
+                    }
                     Ok(false) | Err(Error::StmConflict { .. }) => {}
                     Err(error) => return Err(error),
                 },
@@ -283,6 +294,8 @@ impl dyn Stm + '_ {
                 Err(error) => return Err(error),
             }
             tracing::debug!(attempt, %isolation, "stm conflict; retrying");
+            metrics::counter!("distsync_stm_retries_total", "isolation" => isolation.as_str())
+                .increment(1);
             tokio::task::yield_now().await;
         }
         Err(Error::StmConflict {
