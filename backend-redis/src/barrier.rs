@@ -9,6 +9,7 @@ use crate::backend::Shared;
 use crate::error::int;
 use crate::keys::Kind;
 use crate::notify::Event;
+use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 
 /// A Redis barrier: the key `{<ns><name>}:barrier` (durable, no TTL) is the hold;
@@ -63,9 +64,19 @@ impl Barrier for RedisBarrier {
     async fn wait(&self) -> Result<()> {
         let channel = self.shared.keys.channel(&format!("{}:ch", self.key));
         let mut wake = self.shared.notifier.subscribe(channel).await?;
+        let mut backoff = Backoff::new();
         loop {
-            if !self.held().await? {
-                return Ok(());
+            match self.held().await {
+                Ok(false) => return Ok(()),
+                Ok(true) => backoff.succeeded(),
+                Err(error) => {
+                    let pause = backoff.failed(&error).ok_or(error)?;
+                    tokio::select! {
+                        event = wake.recv() => if let Event::Message(_) = event? { return Ok(()) },
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
             }
             match wake.recv().await? {
                 // A release happened after we subscribed: we may pass even if the

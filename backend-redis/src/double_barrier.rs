@@ -19,6 +19,7 @@ use distsync_core::{DoubleBarrier, Error, Name, Result, Session};
 use crate::backend::Shared;
 use crate::error::{array, int, unexpected};
 use crate::keys::Kind;
+use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::BACKEND;
@@ -143,6 +144,8 @@ impl DoubleBarrier for RedisDoubleBarrier {
         let mut wake = self.wake_channel().await?;
         *self.entry() = Some(id.clone());
         let mut outcome = self.enter_call(lease, &id, false).await?;
+        let mut backoff = Backoff::new();
+        let mut retry = None;
         loop {
             match outcome {
                 1 => return Ok(()),
@@ -160,8 +163,17 @@ impl DoubleBarrier for RedisDoubleBarrier {
                 biased;
                 () = self.session.lost() => return Err(Error::SessionLost),
                 event = wake.recv() => { event?; wake.drain(); }
+                () = sleep_for(retry) => {}
             }
-            outcome = self.enter_call(lease, &id, true).await?;
+            // Checking is idempotent: connection trouble is ridden out.
+            match self.enter_call(lease, &id, true).await {
+                Ok(next) => {
+                    backoff.succeeded();
+                    outcome = next;
+                    retry = None;
+                }
+                Err(error) => retry = Some(backoff.failed(&error).ok_or(error)?),
+            }
         }
     }
 
@@ -180,13 +192,21 @@ impl DoubleBarrier for RedisDoubleBarrier {
         let mut wake = self.wake_channel().await?;
         let mut state = self.leave_call(lease, &id, None).await?;
         *self.entry() = None;
+        let mut backoff = Backoff::new();
         while let Some((generation, recheck)) = state {
             // This entry is gone already: the session no longer matters here.
             tokio::select! {
                 event = wake.recv() => { event?; wake.drain(); }
                 () = sleep_for(recheck) => {}
             }
-            state = self.leave_call(lease, &id, Some(generation)).await?;
+            // Checking is idempotent: connection trouble is ridden out.
+            state = match self.leave_call(lease, &id, Some(generation)).await {
+                Ok(next) => {
+                    backoff.succeeded();
+                    next
+                }
+                Err(error) => Some((generation, Some(backoff.failed(&error).ok_or(error)?))),
+            };
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ use crate::fair::{FairQueue, Mode};
 use crate::hold::Hold;
 use crate::keys::Kind;
 use crate::notify::{Event, Subscription};
+use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 
 /// Added to the leader's remaining TTL before an observer re-reads.
@@ -89,6 +90,7 @@ impl Election for RedisElection {
             reread: true,
             expires: None,
             failed: false,
+            backoff: Backoff::new(),
         };
         stream::unfold(observer, |mut observer| async move {
             observer.next().await.map(|item| (item, observer))
@@ -208,6 +210,7 @@ struct Observer {
     /// When the current leader's key expires unless renewed.
     expires: Option<Instant>,
     failed: bool,
+    backoff: Backoff,
 }
 
 impl Observer {
@@ -245,17 +248,26 @@ impl Observer {
                 }
             };
             if self.reread {
-                self.reread = false;
                 subscription.drain();
                 match read(&self.shared, &self.prefix).await {
-                    Ok(state) => match self.apply(state) {
-                        Some(info) => return Some(Ok(info)),
-                        None => continue,
-                    },
-                    Err(error) => {
-                        self.failed = true;
-                        return Some(Err(error));
+                    Ok(state) => {
+                        self.reread = false;
+                        self.backoff.succeeded();
+                        match self.apply(state) {
+                            Some(info) => return Some(Ok(info)),
+                            None => continue,
+                        }
                     }
+                    // Connection trouble is ridden out for a while: re-read later.
+                    Err(error) => match self.backoff.failed(&error) {
+                        Some(pause) => {
+                            self.expires = Some(Instant::now() + pause);
+                        }
+                        None => {
+                            self.failed = true;
+                            return Some(Err(error));
+                        }
+                    },
                 }
             }
             let expires = self.expires;

@@ -30,14 +30,13 @@ use crate::backend::Shared;
 use crate::error::{array, int, unexpected};
 use crate::hold::{Cleanup, Hold};
 use crate::keys::Kind;
+use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::BACKEND;
 
 /// Added to every re-check delay, so that the key has really expired by then.
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Shared or exclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +193,7 @@ impl FairQueue {
         let mut wake = self.shared.notifier.subscribe(channel).await?;
         let mut cleanup = Cleanup::arm(&hold, &self.session);
         let mut how = How::Wait;
-        let mut pause = RETRY_PAUSE;
+        let mut backoff = Backoff::new();
         loop {
             let delay = match self.call(lease, &id, &hold, mode, how, value).await {
                 Ok(Reply::Granted(token)) => {
@@ -209,19 +208,17 @@ impl FairQueue {
                     return Err(Error::SessionLost);
                 }
                 Ok(Reply::Waiting(delay)) => {
-                    pause = RETRY_PAUSE;
+                    backoff.succeeded();
                     delay + RECHECK_MARGIN
                 }
                 // Only a try is refused; re-check at once should it ever happen.
                 Ok(Reply::Refused) => RECHECK_MARGIN,
-                // Once in line, a broken connection is waited out (the session's
-                // keepalive decides when it is lost); the first call reports it.
-                Err(error) if how == How::Check && error.is_transient() => {
-                    tracing::debug!(%error, key = hold.key(), "re-check failed; retrying");
-                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
-                    pause
-                }
-                Err(error) => return Err(error),
+                // Once in line, connection trouble is ridden out (re-checking is
+                // idempotent); the first call, which joins the line, reports it.
+                Err(error) => match backoff.failed(&error) {
+                    Some(pause) if how == How::Check => pause,
+                    _ => return Err(error),
+                },
             };
             how = How::Check;
             tokio::select! {

@@ -89,6 +89,7 @@ mod keys;
 mod lock;
 mod notify;
 pub mod queue;
+mod retry;
 mod rwlock;
 mod scripts;
 mod session;

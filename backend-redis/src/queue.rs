@@ -35,6 +35,7 @@ use crate::backend::Shared;
 use crate::background::spawn_retrying;
 use crate::error::{array, bytes, int, unexpected};
 use crate::keys::Kind;
+use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 
 /// How long a waiting consumer's registration lasts without renewal.
@@ -173,14 +174,23 @@ impl Queue for RedisQueue {
             .keys
             .channel(&format!("{}:w:{}", self.prefix, call.id));
         let mut wake = self.shared.notifier.subscribe(channel).await?;
+        let mut backoff = Backoff::new();
         loop {
-            if let Some(item) = self.pop(&call.id, true).await? {
-                call.acknowledge();
-                return Ok(item);
-            }
+            // A pop is idempotent per call id, so connection trouble is ridden out.
+            let delay = match self.pop(&call.id, true).await {
+                Ok(Some(item)) => {
+                    call.acknowledge();
+                    return Ok(item);
+                }
+                Ok(None) => {
+                    backoff.succeeded();
+                    WAITER_TTL * 2 / 3
+                }
+                Err(error) => backoff.failed(&error).ok_or(error)?,
+            };
             tokio::select! {
                 event = wake.recv() => { event?; wake.drain(); }
-                () = tokio::time::sleep(WAITER_TTL * 2 / 3) => {}
+                () = tokio::time::sleep(delay) => {}
             }
         }
     }
