@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# Test servers for distsync: one etcd, a three-member etcd cluster, Redis and
+# PostgreSQL, on loopback, with their state under .servers/ in the repository root.
+#
+#   scripts/servers.sh up              install what is missing, start what is not running
+#   scripts/servers.sh down            stop what this script started
+#   scripts/servers.sh status          show each server up/down (exit 1 if any is down)
+#   scripts/servers.sh env             print `export K=V` lines: eval "$(scripts/servers.sh env)"
+#   scripts/servers.sh restart etcd|redis|postgres
+#   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
+#   scripts/servers.sh start-member N  start it again
+#
+# A server already answering on its port counts as up and is never started again;
+# only processes started by this script (pid files under the state directory) are
+# ever stopped.
+#
+# Ports (defaults in brackets) can be moved, e.g. to run a second set beside the first:
+#   DISTSYNC_PORT_BASE=B             etcd B, cluster B+1..B+3, etcd peer B+10, cluster
+#                                    peers B+11..B+13, Redis B+20, PostgreSQL B+21; the
+#                                    state directory becomes .servers/base-B
+#   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
+#   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
+#   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
+#   DISTSYNC_REDIS_PORT [26379]       DISTSYNC_POSTGRES_PORT [25432]
+#   DISTSYNC_SERVERS_DIR              state directory [.servers]
+set -euo pipefail
+
+readonly WAIT_SECONDS=30
+readonly HOST=127.0.0.1
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+readonly ROOT
+
+log() { printf 'servers: %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+is_port() { [[ $1 =~ ^[0-9]+$ ]] && ((1 <= $1 && $1 <= 65535)); }
+
+# --- configuration ---------------------------------------------------------------
+
+base=${DISTSYNC_PORT_BASE:-}
+if [[ -n $base ]]; then
+    if ! { is_port "$base" && is_port $((base + 21)); }; then
+        die "DISTSYNC_PORT_BASE=$base is not a usable port base"
+    fi
+    defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21)))
+    default_dir=$ROOT/.servers/base-$base
+else
+    defaults=(23790 23800 23791 23801 26379 25432)
+    default_dir=$ROOT/.servers
+fi
+ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
+ETCD_PEER_PORT=${DISTSYNC_ETCD_PEER_PORT:-${defaults[1]}}
+CLUSTER_PORT=${DISTSYNC_ETCD_CLUSTER_PORT:-${defaults[2]}}
+CLUSTER_PEER_PORT=${DISTSYNC_ETCD_CLUSTER_PEER_PORT:-${defaults[3]}}
+REDIS_PORT=${DISTSYNC_REDIS_PORT:-${defaults[4]}}
+PG_PORT=${DISTSYNC_POSTGRES_PORT:-${defaults[5]}}
+for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) "$REDIS_PORT" "$PG_PORT"; do
+    is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
+done
+DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
+readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
+
+readonly MEMBERS=(1 2 3)
+member_port() { echo $((CLUSTER_PORT + $1 - 1)); }
+member_peer_port() { echo $((CLUSTER_PEER_PORT + $1 - 1)); }
+
+urls() {
+    local cluster=() n
+    for n in "${MEMBERS[@]}"; do cluster+=("$HOST:$(member_port "$n")"); done
+    local IFS=,
+    echo "DISTSYNC_ETCD_URL=etcd://$HOST:$ETCD_PORT"
+    echo "DISTSYNC_ETCD_CLUSTER_URL=etcd://${cluster[*]}"
+    echo "DISTSYNC_REDIS_URL=redis://$HOST:$REDIS_PORT"
+    echo "DISTSYNC_POSTGRES_URL=postgres://distsync@$HOST:$PG_PORT/distsync"
+}
+
+# --- installation ----------------------------------------------------------------
+
+pg_bin() {
+    local dir
+    dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+    [[ -n $dir && -x $dir/initdb ]] && echo "$dir"
+}
+
+ensure_installed() {
+    local missing=() cmd pkg
+    # command:package pairs; cc is needed by cargo to link, protoc by etcd-client's build.
+    for pair in etcd:etcd-server etcdctl:etcd-client redis-server:redis-server \
+        redis-cli:redis-server protoc:protobuf-compiler cc:gcc; do
+        cmd=${pair%%:*} pkg=${pair#*:}
+        command -v "$cmd" >/dev/null || missing+=("$pkg")
+    done
+    pg_bin >/dev/null || missing+=(postgresql)
+    ((${#missing[@]})) || return 0
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    local sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null || die "missing packages (${missing[*]}) and not root, no sudo: install them as root"
+        sudo=(sudo)
+    fi
+    log "installing ${missing[*]}"
+    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300)
+    "${apt[@]}" update -qq
+    "${apt[@]}" install -y -qq "${missing[@]}" >/dev/null
+    pg_bin >/dev/null || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
+}
+
+# --- probes ----------------------------------------------------------------------
+
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null; }
+
+etcd_healthy() {
+    ETCDCTL_API=3 etcdctl --endpoints="http://$HOST:$1" --dial-timeout=1s --command-timeout=2s \
+        endpoint health >/dev/null 2>&1
+}
+redis_healthy() { [[ $(redis-cli -h "$HOST" -p "$1" ping 2>/dev/null) == PONG ]]; }
+# Ready means the distsync role can log in to its database, not just that the port answers.
+postgres_healthy() {
+    PGCONNECT_TIMEOUT=2 "$(pg_bin)/psql" -h "$HOST" -p "$1" -U distsync -d distsync -Atqc 'select 1' >/dev/null 2>&1
+}
+
+# wait_until LOG COMMAND...: bounded poll; on timeout, fail with the tail of LOG.
+wait_until() {
+    local logfile=$1 deadline=$((SECONDS + WAIT_SECONDS))
+    shift
+    until "$@"; do
+        if ((SECONDS >= deadline)); then
+            log "'$*' still failing after ${WAIT_SECONDS}s"
+            [[ -f $logfile ]] && { log "last lines of $logfile:"; tail -n 20 "$logfile" >&2; }
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
+# --- processes this script owns ----------------------------------------------------
+
+# Every server runs with its own directory under $DIR as working directory; a pid
+# counts as ours only while that still holds, so a stale pid file never gets a
+# stranger killed.
+owned_pid() {
+    local name=$1 pid
+    [[ -f $DIR/$name.pid ]] || return 1
+    pid=$(<"$DIR/$name.pid")
+    [[ $pid =~ ^[0-9]+$ ]] && [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$DIR/$name" ]] && echo "$pid"
+}
+
+# spawn NAME COMMAND...: run COMMAND detached in $DIR/NAME, log to $DIR/NAME.log.
+spawn() {
+    local name=$1
+    shift
+    mkdir -p "$DIR/$name"
+    chmod 700 "$DIR/$name"
+    (cd "$DIR/$name" && exec setsid nohup "$@" >>"$DIR/$name.log" 2>&1 </dev/null 9>&-) &
+    echo $! >"$DIR/$name.pid"
+    log "started $name (pid $!, log $DIR/$name.log)"
+}
+
+stop_owned() {
+    local name=$1 pid deadline signal=TERM
+    if ! pid=$(owned_pid "$name"); then
+        rm -f "$DIR/$name.pid"
+        return 1
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + WAIT_SECONDS))
+    # owned_pid, not kill -0: an exited server may linger as a zombie until reaped.
+    while owned_pid "$name" >/dev/null; do
+        if ((SECONDS >= deadline)); then
+            [[ $signal == KILL ]] && die "$name (pid $pid) survives SIGKILL"
+            log "$name (pid $pid) ignored SIGTERM for ${WAIT_SECONDS}s; sending SIGKILL"
+            signal=KILL deadline=$((SECONDS + 5))
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        sleep 0.1
+    done
+    rm -f "$DIR/$name.pid"
+    log "stopped $name (pid $pid)"
+}
+
+# --- servers -------------------------------------------------------------------------
+# Each server NAME has: NAME_port, NAME_check (health probe taking the port) and
+# NAME_start (start it; only called when nothing answers on the port).
+
+etcd_port() { echo "$ETCD_PORT"; }
+etcd_check() { etcd_healthy "$@"; }
+etcd_start() {
+    etcd_spawn etcd "$ETCD_PORT" "$ETCD_PEER_PORT" "etcd=http://$HOST:$ETCD_PEER_PORT" "single-$ETCD_PEER_PORT"
+}
+
+member_start() {
+    local n=$1 m peers=()
+    for m in "${MEMBERS[@]}"; do peers+=("etcd-$m=http://$HOST:$(member_peer_port "$m")"); done
+    etcd_spawn "etcd-$n" "$(member_port "$n")" "$(member_peer_port "$n")" \
+        "$(IFS=,; echo "${peers[*]}")" "cluster-$CLUSTER_PEER_PORT"
+}
+
+# etcd_spawn NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER CLUSTER_TOKEN
+etcd_spawn() {
+    local name=$1 client=http://$HOST:$2 peer=http://$HOST:$3
+    spawn "$name" etcd --name "$name" --data-dir "$DIR/$name/data" \
+        --listen-client-urls "$client" --advertise-client-urls "$client" \
+        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+        --initial-cluster "$4" --initial-cluster-token "distsync-$5" \
+        --initial-cluster-state new --logger zap --log-outputs stderr
+}
+
+redis_port() { echo "$REDIS_PORT"; }
+redis_check() { redis_healthy "$@"; }
+redis_start() {
+    spawn redis redis-server --bind "$HOST" --port "$REDIS_PORT" --save '' --appendonly no \
+        --dir "$DIR/redis"
+}
+
+# PostgreSQL refuses to run as root: as root, its files belong to and its commands run
+# as the `postgres` OS user. (fd 9, the state lock, must not leak into the server.)
+as_pg() {
+    if ((EUID == 0)); then
+        (cd / && exec runuser -u postgres -- "$@" 9>&-)
+    else
+        "$@" 9>&-
+    fi
+}
+
+# The directory holding PostgreSQL's data: $DIR/postgres, or, when the postgres user
+# cannot reach it (a checkout under /root), a directory under /tmp that
+# $DIR/postgres links to.
+pg_home() {
+    local home=$DIR/postgres
+    if [[ ! -e $home ]]; then
+        mkdir -p "$home"
+        if ((EUID == 0)); then
+            chown postgres: "$home"
+            if ! as_pg test -w "$home"; then
+                rmdir "$home"
+                ln -s "$(mktemp -d /tmp/distsync-postgres.XXXXXX)" "$home"
+                chown postgres: "$home/"
+                log "postgres cannot reach $DIR; its data lives in $(readlink "$home")"
+            fi
+        fi
+    fi
+    readlink -f "$home"
+}
+
+postgres_port() { echo "$PG_PORT"; }
+postgres_check() { postgres_healthy "$@"; }
+postgres_start() {
+    local home bin data
+    home=$(pg_home)
+    bin=$(pg_bin)
+    data=$home/data
+    if [[ ! -f $data/PG_VERSION ]]; then
+        as_pg rm -rf "$data"
+        log "initdb $data"
+        as_pg "$bin/initdb" -D "$data" -U postgres -A trust --no-locale -E UTF8 >"$home/initdb.log" 2>&1 ||
+            { tail -n 20 "$home/initdb.log" >&2; die "initdb failed"; }
+        echo "include_if_exists = 'distsync.conf'" | as_pg tee -a "$data/postgresql.conf" >/dev/null
+    fi
+    # Rewritten on every start so a port change takes effect. TCP on loopback only; no
+    # Unix socket (its path length limit would bite deep checkouts); no fsync: these
+    # are throwaway test servers.
+    as_pg tee "$data/distsync.conf" >/dev/null <<EOF
+port = $PG_PORT
+listen_addresses = '$HOST'
+unix_socket_directories = ''
+max_connections = 300
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+    as_pg "$bin/pg_ctl" -D "$data" -l "$home/server.log" -W start >/dev/null
+    wait_until "$home/server.log" "$bin/pg_isready" -q -h "$HOST" -p "$PG_PORT" -t 2
+    head -n 1 "$data/postmaster.pid" >"$DIR/postgres.pid"
+    log "started postgres (pid $(<"$DIR/postgres.pid"), log $home/server.log)"
+    # The role the tests use: a login that owns its database but is not a superuser.
+    PGCONNECT_TIMEOUT=5 "$bin/psql" -h "$HOST" -p "$PG_PORT" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null <<'EOF'
+SELECT 'CREATE ROLE distsync LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB'
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'distsync') \gexec
+SELECT 'CREATE DATABASE distsync OWNER distsync'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'distsync') \gexec
+EOF
+}
+
+postgres_stop() {
+    local data=$DIR/postgres/data
+    [[ -f $data/postmaster.pid ]] || return 1
+    as_pg "$(pg_bin)/pg_ctl" -D "$(readlink -f "$data")" -m fast -w -t "$WAIT_SECONDS" stop >/dev/null ||
+        die "pg_ctl stop failed (log: $(log_of postgres))"
+    rm -f "$DIR/postgres.pid"
+    log "stopped postgres"
+}
+
+# Server names and, for the cluster, which member: etcd, etcd-N, redis, postgres.
+ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres)
+port_of() { case $1 in etcd-*) member_port "${1#etcd-}" ;; *) "$1_port" ;; esac }
+check() { case $1 in etcd-*) etcd_healthy "$(port_of "$1")" ;; *) "$1_check" "$(port_of "$1")" ;; esac }
+start() { case $1 in etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
+stop() { case $1 in postgres) postgres_stop ;; *) stop_owned "$1" ;; esac }
+log_of() { case $1 in postgres) echo "$DIR/postgres/server.log" ;; *) echo "$DIR/$1.log" ;; esac }
+
+# bring_up NAME...: start each named server whose port is closed, then wait for all of
+# them to answer (all are started before any wait: a cluster member is only healthy
+# once a quorum runs).
+bring_up() {
+    local name
+    for name in "$@"; do
+        if port_open "$(port_of "$name")"; then
+            log "$name: port $(port_of "$name") already answering; not starting it"
+        else
+            start "$name"
+        fi
+    done
+    for name in "$@"; do
+        wait_until "$(log_of "$name")" check "$name"
+    done
+}
+
+# Serialises concurrent runs on one state directory. Servers started under the lock
+# must not inherit fd 9 (spawn and as_pg close it).
+lock_state_dir() {
+    mkdir -p "$DIR"
+    exec 9>"$DIR/servers.lock"
+    flock -w 120 9 || die "another servers.sh has held $DIR/servers.lock for 2 minutes"
+}
+
+member_arg() {
+    [[ ${1:-} =~ ^[123]$ ]] || die "expected a cluster member number 1, 2 or 3, got '${1:-}'"
+    echo "etcd-$1"
+}
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+}
+
+cmd=${1:-}
+(($#)) && shift
+case $cmd in
+up)
+    ensure_installed
+    lock_state_dir
+    bring_up "${ALL[@]}"
+    log "all servers up"
+    urls
+    ;;
+down)
+    lock_state_dir
+    for name in "${ALL[@]}"; do stop "$name" || true; done
+    ;;
+status)
+    down=0
+    for name in "${ALL[@]}"; do
+        state=down
+        if check "$name" 2>/dev/null; then state=up; else down=1; fi
+        who="not started here"
+        if [[ $name == postgres ]]; then
+            [[ -f $DIR/postgres/data/postmaster.pid ]] && who="started here"
+        elif pid=$(owned_pid "$name"); then
+            who="started here, pid $pid"
+        fi
+        printf '%-9s %s:%-5s %-4s (%s)\n' "$name" "$HOST" "$(port_of "$name")" "$state" "$who"
+    done
+    exit "$down"
+    ;;
+env)
+    urls | sed 's/^/export /'
+    ;;
+restart)
+    case ${1:-} in etcd | redis | postgres) ;; *) die "restart what? etcd, redis or postgres" ;; esac
+    lock_state_dir
+    if ! stop "$1" && port_open "$(port_of "$1")"; then
+        die "$1 on port $(port_of "$1") was not started by this script (state in $DIR); not touching it"
+    fi
+    bring_up "$1"
+    ;;
+stop-member)
+    name=$(member_arg "${1:-}")
+    lock_state_dir
+    stop "$name" || die "$name is not running under $DIR"
+    ;;
+start-member)
+    name=$(member_arg "${1:-}")
+    lock_state_dir
+    bring_up "$name"
+    ;;
+*) usage ;;
+esac
