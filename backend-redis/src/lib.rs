@@ -37,7 +37,8 @@
 //!   round trip and reports the session gone when its key is missing or a held key is
 //!   missing or taken over, releasing the rest at once. Revoking (closing, or
 //!   [`Backend::revoke_session`](distsync_core::Backend::revoke_session) from another
-//!   connection) releases everything in one script and wakes the next waiters.
+//!   connection) releases everything in one script, wakes the next waiters and tells
+//!   the owner over pub/sub, so its `lost()` fires at once.
 //! * **Locks, read-write locks, elections** are one fair queue of session-held
 //!   entries (`fair` module): FIFO, a waiting writer blocks later readers, fencing
 //!   tokens from a counter incremented by the granting script, one wake-up per newly

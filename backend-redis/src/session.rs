@@ -8,7 +8,9 @@
 //! registry and every held key in one round trip, and answers
 //! [`KeepAlive::Gone`] when the session key is gone or a held key is gone or holds
 //! another value, releasing what is left at once. Revoking runs every held key's
-//! release (waking the next waiters) and deletes the session key.
+//! release (waking the next waiters), deletes the session key and publishes on
+//! `<session key>:lost`, which the owner listens to: `lost()` then fires at once
+//! rather than at the next renewal.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +19,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::{KeepAlive, Lease, Result, Session, SessionId};
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::Shared;
 use crate::error::{int, unexpected};
+use crate::notify::Event;
 use crate::scripts::SCRIPTS;
 use crate::BACKEND;
 
@@ -53,7 +57,9 @@ impl RedisLease {
             entries: AtomicU64::new(0),
         };
         tracing::debug!(session = id, ?ttl, "redis session opened");
-        Ok(Session::start(BACKEND, SessionId(id), ttl, Arc::new(lease)))
+        let session = Session::start(BACKEND, SessionId(id), ttl, Arc::new(lease));
+        watch_revocation(shared, id, session.lost_token().clone());
+        Ok(session)
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -106,6 +112,40 @@ impl Lease for RedisLease {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// Fires `lost` as soon as the store revokes session `id` (the revoke script
+/// publishes on `<session key>:lost`), rather than at the next renewal. Best effort:
+/// should the subscription fail, the keepalive still finds out within TTL/3. The task
+/// ends with the session.
+fn watch_revocation(shared: &Arc<Shared>, id: u64, lost: CancellationToken) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let channel = shared
+            .keys
+            .channel(&format!("{}:lost", shared.keys.session(id)));
+        let subscribed = tokio::select! {
+            () = lost.cancelled() => return,
+            subscribed = shared.notifier.subscribe(channel) => subscribed,
+        };
+        let Ok(mut revoked) = subscribed else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = lost.cancelled() => return,
+                event = revoked.recv() => match event {
+                    Ok(Event::Message(_)) => {
+                        tracing::debug!(session = id, "redis session revoked by the store");
+                        lost.cancel();
+                        return;
+                    }
+                    Ok(Event::Resync) => {}
+                    Err(_) => return,
+                },
+            }
+        }
+    });
 }
 
 /// Ends session `id` in the store: releases all it holds, deletes its key.
