@@ -4,7 +4,7 @@
 //! with their value in the hash `p:v`; the term is the fencing token the granting
 //! script gives the new leader. Every change (a new leader, no leader, a proclaim)
 //! bumps `p:ver` and publishes the whole state on `p:ch` in the same script, so
-//! [`RedisElection::observe`] sees every change in order. An observer yields only
+//! `observe()` sees every change in order. An observer yields only
 //! states with a higher change number than the last one it yielded, and re-reads the
 //! state after a gap in the numbers, after a reconnection of the pub/sub connection,
 //! and when the leader's key would expire (a crashed leader is then forgotten and

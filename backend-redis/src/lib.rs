@@ -40,7 +40,7 @@
 //!   connection) releases everything in one script, wakes the next waiters and tells
 //!   the owner over pub/sub, so its `lost()` fires at once.
 //! * **Locks, read-write locks, elections** are one fair queue of session-held
-//!   entries (`fair` module): FIFO, a waiting writer blocks later readers, fencing
+//!   entries ([`fair`]): FIFO, a waiting writer blocks later readers, fencing
 //!   tokens from a counter incremented by the granting script, one wake-up per newly
 //!   granted waiter on its own pub/sub channel (no thundering herd, no polling). A
 //!   crashed waiter's or holder's entry expires with its session; waiters re-check when
@@ -53,9 +53,11 @@
 //! * **Barriers** are a key plus a channel; **double barriers** count session-held
 //!   participant entries.
 //! * **STM** keeps a mod revision per key and commits by one compare-and-apply script,
-//!   at all four of etcd's isolation levels (see the `stm` module).
+//!   at all four of etcd's isolation levels (see [`stm`]).
 //! * **Waiting** uses one shared pub/sub connection; after it reconnects every
 //!   waiter re-reads, since messages may have been missed.
+//!
+//! The modules document each part's layout and protocol.
 //!
 //! ## Guarantees ([`capabilities()`])
 //!
@@ -80,21 +82,21 @@
 
 mod backend;
 mod background;
-mod barrier;
-mod double_barrier;
-mod election;
+pub mod barrier;
+pub mod double_barrier;
+pub mod election;
 mod error;
-mod fair;
+pub mod fair;
 mod hold;
-mod keys;
+pub mod keys;
 mod lock;
-mod notify;
+pub mod notify;
 pub mod queue;
 mod retry;
 mod rwlock;
 mod scripts;
-mod session;
-mod stm;
+pub mod session;
+pub mod stm;
 mod url;
 
 use distsync_core::{Coordinator, Result};

@@ -4,8 +4,8 @@
 //! A waiter subscribes to its own channel *before* the script that enqueues it runs,
 //! so a wake-up published by any later script reaches it. When the pub/sub connection
 //! breaks, messages may have been missed: after reconnecting and re-subscribing, every
-//! subscriber receives [`Event::Resync`] and re-reads the state it waits on. The
-//! connection is pinged every [`PING_EVERY`] so that a silently dead connection is
+//! subscriber receives a resync event and re-reads the state it waits on. The
+//! connection is pinged every 15 s so that a silently dead connection is
 //! noticed too.
 
 use std::collections::{HashMap, HashSet};
