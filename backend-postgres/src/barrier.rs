@@ -16,9 +16,11 @@ pub(crate) struct PgBarrier {
 
 impl PgBarrier {
     async fn is_held(&self) -> Result<bool> {
-        sqlx::query_scalar(&self.shared.sql(
-            "SELECT EXISTS (SELECT 1 FROM {s}.barriers WHERE name = $1)",
-        ))
+        sqlx::query_scalar(
+            &self
+                .shared
+                .sql("SELECT EXISTS (SELECT 1 FROM {s}.barriers WHERE name = $1)"),
+        )
         .bind(self.name.as_str())
         .fetch_one(&self.shared.pool)
         .await
@@ -33,9 +35,11 @@ impl Barrier for PgBarrier {
     }
 
     async fn hold(&self) -> Result<()> {
-        sqlx::query(&self.shared.sql(
-            "INSERT INTO {s}.barriers (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-        ))
+        sqlx::query(
+            &self
+                .shared
+                .sql("INSERT INTO {s}.barriers (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"),
+        )
         .bind(self.name.as_str())
         .execute(&self.shared.pool)
         .await
@@ -57,7 +61,11 @@ impl Barrier for PgBarrier {
     ///
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
-        let mut subscription = self.shared.hub.subscribe(format!("b:{}", self.name)).await?;
+        let mut subscription = self
+            .shared
+            .hub
+            .subscribe(format!("b:{}", self.name))
+            .await?;
         while self.is_held().await? {
             // Only a deletion notifies; after a resync, look again.
             if subscription.changed().await? == Wake::Notified {

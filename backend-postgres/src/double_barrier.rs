@@ -30,9 +30,12 @@ type State = (Option<bool>, Option<i32>, Option<f64>);
 
 impl PgDoubleBarrier {
     async fn state(&self) -> Result<(bool, i32, Option<Duration>)> {
-        let (ready, others, next): State = sqlx::query_as(&self.lease.shared.sql(
-            "SELECT ready, others, next_expiry FROM {s}.dbarrier_state($1, $2)",
-        ))
+        let (ready, others, next): State = sqlx::query_as(
+            &self
+                .lease
+                .shared
+                .sql("SELECT ready, others, next_expiry FROM {s}.dbarrier_state($1, $2)"),
+        )
         .bind(self.name.as_str())
         .bind(self.lease.id)
         .fetch_one(&self.lease.shared.pool)

@@ -174,7 +174,13 @@ impl Election for PgElection {
     }
 }
 
-fn leader_info(shared: &Shared, name: &Name, term: i64, session: i64, value: Vec<u8>) -> LeaderInfo {
+fn leader_info(
+    shared: &Shared,
+    name: &Name,
+    term: i64,
+    session: i64,
+    value: Vec<u8>,
+) -> LeaderInfo {
     LeaderInfo {
         value: Bytes::from(value),
         term: FencingToken(term.max(0) as u64),
@@ -236,7 +242,14 @@ impl Observer {
 
     /// Reads the current leader and the log's end in one snapshot; sets the cursor.
     async fn start(&mut self) -> Result<Option<LeaderInfo>> {
-        type StartRow = (Option<i64>, Option<i64>, Option<i64>, Option<Vec<u8>>, Option<i64>, Option<i64>);
+        type StartRow = (
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<Vec<u8>>,
+            Option<i64>,
+            Option<i64>,
+        );
         let row: StartRow = sqlx::query_as(&self.shared.sql(
             "SELECT c.term, c.version, c.session_id, c.value, m.term, m.version \
              FROM (SELECT 1) AS one \
@@ -254,7 +267,13 @@ impl Observer {
         match row {
             (Some(term), Some(version), Some(session), Some(value), _, _) => {
                 self.cursor = Some((term, version));
-                Ok(Some(leader_info(&self.shared, &self.name, term, session, value)))
+                Ok(Some(leader_info(
+                    &self.shared,
+                    &self.name,
+                    term,
+                    session,
+                    value,
+                )))
             }
             (_, _, _, _, term, version) => {
                 self.cursor = Some((term.unwrap_or(0), version.unwrap_or(0)));

@@ -258,7 +258,11 @@ impl Drop for Fuse {
                 });
             }
             Err(_) => {
-                tracing::warn!(session, pid, "lock wait abandoned outside a runtime; its connection closes");
+                tracing::warn!(
+                    session,
+                    pid,
+                    "lock wait abandoned outside a runtime; its connection closes"
+                );
             }
         }
     }

@@ -252,3 +252,15 @@ impl Backend for PostgresBackend {
         }))
     }
 }
+
+#[cfg(test)]
+mod send_check {
+    fn assert_send<T: Send>(_: T) {}
+
+    /// `connect` and `backend` can be spawned (compile-time check).
+    #[allow(dead_code)]
+    fn futures_are_send() {
+        assert_send(super::backend(""));
+        assert_send(super::connect(""));
+    }
+}

@@ -69,9 +69,10 @@ impl Subscription {
     /// # Errors
     /// [`Error::Connection`] if the backend (and so the hub) has been dropped.
     pub(crate) async fn changed(&mut self) -> Result<Wake> {
-        self.receiver.changed().await.map_err(|_| {
-            Error::connection(BACKEND, "the notification listener has stopped")
-        })?;
+        self.receiver
+            .changed()
+            .await
+            .map_err(|_| Error::connection(BACKEND, "the notification listener has stopped"))?;
         let resyncs = self.inner.resyncs.load(Ordering::SeqCst);
         if resyncs != self.resyncs {
             self.resyncs = resyncs;

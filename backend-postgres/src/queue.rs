@@ -88,7 +88,11 @@ impl Drop for ClaimReceiver {
         // item is already here.
         self.receiver.close();
         if let Ok(Ok(Some(claimed))) = self.receiver.try_recv() {
-            put_back(Arc::clone(&self.shared), std::mem::take(&mut self.queue), claimed);
+            put_back(
+                Arc::clone(&self.shared),
+                std::mem::take(&mut self.queue),
+                claimed,
+            );
         }
     }
 }
@@ -131,9 +135,11 @@ impl Queue for PgQueue {
     }
 
     async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        sqlx::query(&self.shared.sql(
-            "INSERT INTO {s}.queue_items (queue, priority, item) VALUES ($1, $2, $3)",
-        ))
+        sqlx::query(
+            &self
+                .shared
+                .sql("INSERT INTO {s}.queue_items (queue, priority, item) VALUES ($1, $2, $3)"),
+        )
         .bind(self.name.as_str())
         .bind(i32::from(priority))
         .bind(item.as_ref())
@@ -146,7 +152,11 @@ impl Queue for PgQueue {
     /// Cancel-safety: cancel-safe; an item claimed for a dropped call is put back in its
     /// place (see the module docs).
     async fn dequeue(&self) -> Result<Bytes> {
-        let mut subscription = self.shared.hub.subscribe(format!("q:{}", self.name)).await?;
+        let mut subscription = self
+            .shared
+            .hub
+            .subscribe(format!("q:{}", self.name))
+            .await?;
         loop {
             if let Some(item) = self.claim_protected().await? {
                 return Ok(item);
@@ -160,9 +170,11 @@ impl Queue for PgQueue {
     }
 
     async fn len(&self) -> Result<usize> {
-        let n: i64 = sqlx::query_scalar(&self.shared.sql(
-            "SELECT count(*) FROM {s}.queue_items WHERE queue = $1",
-        ))
+        let n: i64 = sqlx::query_scalar(
+            &self
+                .shared
+                .sql("SELECT count(*) FROM {s}.queue_items WHERE queue = $1"),
+        )
         .bind(self.name.as_str())
         .fetch_one(&self.shared.pool)
         .await

@@ -22,12 +22,20 @@ pub(crate) struct PgRwLock {
 
 impl PgRwLock {
     async fn try_acquire(&self, exclusive: bool) -> Result<Option<(Arc<Hold>, i64)>> {
-        let id = self.lease.shared.name_id(LockKind::RwLock, self.name.as_str()).await?;
+        let id = self
+            .lease
+            .shared
+            .name_id(LockKind::RwLock, self.name.as_str())
+            .await?;
         hold::acquire(&self.lease, id, Grant::Lock { exclusive }, false).await
     }
 
     async fn acquire(&self, exclusive: bool) -> Result<(Arc<Hold>, i64)> {
-        let id = self.lease.shared.name_id(LockKind::RwLock, self.name.as_str()).await?;
+        let id = self
+            .lease
+            .shared
+            .name_id(LockKind::RwLock, self.name.as_str())
+            .await?;
         hold::acquire_waiting(&self.lease, id, Grant::Lock { exclusive }).await
     }
 
@@ -53,19 +61,35 @@ impl RwLock for PgRwLock {
     }
 
     async fn try_read(&self) -> Result<Option<ReadGuard>> {
-        Ok(self.try_acquire(false).await?.map(|(hold, _)| self.read_guard(hold)))
+        Ok(self
+            .try_acquire(false)
+            .await?
+            .map(|(hold, _)| self.read_guard(hold)))
     }
 
     /// Cancel-safety: cancel-safe; see [`crate::hold`].
     async fn write(&self) -> Result<LockGuard> {
         let (hold, token) = self.acquire(true).await?;
-        Ok(guard(&self.lease, &self.session, "rwlock", &self.name, hold, token))
+        Ok(guard(
+            &self.lease,
+            &self.session,
+            "rwlock",
+            &self.name,
+            hold,
+            token,
+        ))
     }
 
     async fn try_write(&self) -> Result<Option<LockGuard>> {
-        Ok(self
-            .try_acquire(true)
-            .await?
-            .map(|(hold, token)| guard(&self.lease, &self.session, "rwlock", &self.name, hold, token)))
+        Ok(self.try_acquire(true).await?.map(|(hold, token)| {
+            guard(
+                &self.lease,
+                &self.session,
+                "rwlock",
+                &self.name,
+                hold,
+                token,
+            )
+        }))
     }
 }

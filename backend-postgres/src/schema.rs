@@ -24,13 +24,14 @@
 //! `<kind>:<name>`), by triggers, so they are delivered at commit.
 
 use sqlx::postgres::types::Oid;
-use sqlx::{Connection, PgPool};
+use sqlx::postgres::PgConnection;
+use sqlx::{Executor, PgPool};
 
 use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -164,20 +165,29 @@ CREATE OR REPLACE TRIGGER election_leaders_notify
 
 -- Ends sessions at once: deletes their rows (cascading to their leader rows and
 -- double-barrier entries) and terminates their backends, which releases their advisory
--- locks. Waits up to 5 s for each backend to exit.
+-- locks. Waits (up to 5 s) until those backends have exited, so that their locks are
+-- free when it returns.
 CREATE OR REPLACE FUNCTION {s}.end_sessions(ids bigint[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
+    tags text[];
     ended integer;
 BEGIN
     DELETE FROM {s}.sessions WHERE id = ANY (ids);
+    SELECT coalesce(array_agg({s}.tag_prefix() || i::text), '{}') INTO tags FROM unnest(ids) AS i;
     SELECT count(*) INTO ended FROM (
-        SELECT pg_terminate_backend(a.pid, 5000)
+        SELECT pg_terminate_backend(a.pid)
           FROM pg_stat_activity a
-         WHERE a.pid <> pg_backend_pid()
-           AND a.application_name = ANY (
-               SELECT {s}.tag_prefix() || i::text FROM unnest(ids) AS i)
+         WHERE a.pid <> pg_backend_pid() AND a.application_name = ANY (tags)
     ) AS t;
+    FOR attempt IN 1..500 LOOP
+        -- pg_stat_activity is a snapshot per transaction unless cleared.
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                               WHERE a.pid <> pg_backend_pid()
+                                 AND a.application_name = ANY (tags));
+        PERFORM pg_sleep(0.01);
+    END LOOP;
     RETURN ended;
 END
 $$;
@@ -422,29 +432,27 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
 pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
     let quoted = quote(schema);
     if current_version(pool, &quoted).await? != Some(SCHEMA_VERSION) {
-        let mut conn = pool.acquire().await.map_err(map)?;
-        let mut tx = conn.begin().await.map_err(map)?;
+        let ddl = render(DDL, &quoted);
+        let clear = render("DELETE FROM {s}.meta", &quoted);
+        let stamp = render("INSERT INTO {s}.meta (version) VALUES ($1)", &quoted);
+        let mut tx = pool.begin().await.map_err(map)?;
+        let conn: &mut PgConnection = &mut tx;
         // One creator at a time; the key is in the one-bigint space, which never meets the
         // two-int keys of locks.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))")
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(map)?;
         sqlx::query("SET LOCAL client_min_messages = warning")
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(map)?;
-        sqlx::raw_sql(&render(DDL, &quoted))
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
-        sqlx::query(&render("DELETE FROM {s}.meta", &quoted))
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
-        sqlx::query(&render("INSERT INTO {s}.meta (version) VALUES ($1)", &quoted))
+        // No arguments: sent with the simple query protocol, which runs many statements.
+        conn.execute(ddl.as_str()).await.map_err(map)?;
+        sqlx::query(&clear).execute(&mut *conn).await.map_err(map)?;
+        sqlx::query(&stamp)
             .bind(SCHEMA_VERSION)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(map)?;
         tx.commit().await.map_err(map)?;

@@ -49,7 +49,9 @@ pub(crate) struct LeaseInner {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Opens a session with `ttl`.
@@ -189,16 +191,15 @@ impl LeaseInner {
         let Some(conn) = control.as_mut() else {
             return Ok(KeepAlive::Gone);
         };
-        let renewed: std::result::Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
-            &self.shared.sql(
+        let renewed: std::result::Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar(&self.shared.sql(
                 "UPDATE {s}.sessions \
                  SET expires_at = clock_timestamp() + ttl_ms * interval '1 millisecond' \
                  WHERE id = $1 AND expires_at > clock_timestamp() RETURNING id",
-            ),
-        )
-        .bind(self.id)
-        .fetch_optional(&mut *conn)
-        .await;
+            ))
+            .bind(self.id)
+            .fetch_optional(&mut *conn)
+            .await;
         match renewed {
             Ok(Some(_)) => Ok(KeepAlive::Renewed),
             Ok(None) => {

@@ -46,11 +46,18 @@ pub(crate) struct Shared {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
-    pub(crate) fn new(pool: PgPool, options: PgConnectOptions, schema: String, ns_oid: u32) -> Self {
+    pub(crate) fn new(
+        pool: PgPool,
+        options: PgConnectOptions,
+        schema: String,
+        ns_oid: u32,
+    ) -> Self {
         let hub = Hub::new(pool.clone(), format!("distsync_{ns_oid}"));
         Self {
             pool,
@@ -149,7 +156,7 @@ impl Shared {
     /// Terminates backend `pid` if it still belongs to session `id`.
     pub(crate) async fn terminate(&self, id: i64, pid: i32) -> Result<()> {
         sqlx::query(
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE pid = $1 AND application_name = $2",
         )
         .bind(pid)

@@ -89,7 +89,9 @@ impl PgAttempt {
     async fn fetch(&mut self, keys: &[Name]) -> Result<()> {
         let wanted: Vec<&str> = keys.iter().map(Name::as_str).collect();
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            &self.shared.sql("SELECT key, value FROM {s}.kv WHERE key = ANY($1)"),
+            &self
+                .shared
+                .sql("SELECT key, value FROM {s}.kv WHERE key = ANY($1)"),
         )
         .bind(&wanted)
         .fetch_all(&mut *self.tx)
@@ -136,9 +138,11 @@ impl StmAttempt for PgAttempt {
                     .map(Name::as_str)
                     .collect();
                 if !read_only.is_empty() {
-                    sqlx::query(&this.shared.sql(
-                        "SELECT 1 FROM {s}.kv WHERE key = ANY($1) ORDER BY key FOR SHARE",
-                    ))
+                    sqlx::query(
+                        &this
+                            .shared
+                            .sql("SELECT 1 FROM {s}.kv WHERE key = ANY($1) ORDER BY key FOR SHARE"),
+                    )
                     .bind(&read_only)
                     .execute(&mut *this.tx)
                     .await?;

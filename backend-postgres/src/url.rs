@@ -58,8 +58,8 @@ pub fn parse(url: &str) -> Result<PgUrl> {
     } else {
         parsed.query_pairs_mut().clear().extend_pairs(&rest);
     }
-    let options = PgConnectOptions::from_str(parsed.as_str())
-        .map_err(|error| invalid(error.to_string()))?;
+    let options =
+        PgConnectOptions::from_str(parsed.as_str()).map_err(|error| invalid(error.to_string()))?;
     Ok(PgUrl { options, schema })
 }
 
@@ -73,7 +73,10 @@ fn validate_schema(schema: &str) -> std::result::Result<(), &'static str> {
     if schema.len() > 63 {
         return Err("is longer than 63 bytes");
     }
-    if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if !schema
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         return Err("has characters other than ASCII letters, digits and '_'");
     }
     Ok(())

@@ -1,0 +1,343 @@
+//! PostgreSQL-specific behaviour, against the server named by `DISTSYNC_POSTGRES_URL`
+//! (skipped loudly when unset; a failure under `CI=true`): TTL enforcement on stalled
+//! holders, crash release, store-side session ends, cancel safety of campaigns, schema
+//! creation, and argument checks.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use distsync_conformance::ExternalHolder;
+use distsync_core::{Backend, Error, Name, SessionOptions};
+use distsync_postgres::PostgresBackend;
+use tokio::time::Instant;
+
+lock_holder_child!();
+
+fn unique(what: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("pgtest/{what}/{nanos:x}-{}", std::process::id())
+}
+
+async fn backend() -> Option<(String, PostgresBackend)> {
+    let url = support::url()?;
+    let backend = distsync_postgres::backend(&url).await.unwrap();
+    Some((url, backend))
+}
+
+/// Polls `check` until it returns true, failing after `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many backends wait for a lock held by someone, as PostgreSQL sees it.
+async fn advisory_waiters(url: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_holder_loses_lock_after_its_ttl() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let name = Name::new(unique("stalled")).unwrap();
+    let ttl = Duration::from_secs(2);
+    let mut child = support::spawn_holder(&url, &name, ttl).await.unwrap();
+    child.pause().await.unwrap();
+    let paused = Instant::now();
+    let session = backend
+        .session(SessionOptions::with_ttl(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let locker = backend.locker(&session, name).unwrap();
+    let guard = tokio::time::timeout(ttl * 3, locker.lock())
+        .await
+        .expect("a stalled holder kept the lock past three TTLs")
+        .unwrap();
+    let took = paused.elapsed();
+    assert!(
+        guard.token() > child.token(),
+        "token {} not above the stalled holder's {}",
+        guard.token(),
+        child.token()
+    );
+    assert!(
+        took <= ttl + Duration::from_secs(1),
+        "took {took:?} with a TTL of {ttl:?}"
+    );
+    eprintln!("stalled holder (TTL {ttl:?}) lost the lock {took:?} after SIGSTOP");
+    guard.unlock().await.unwrap();
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_lock_ends_an_expired_holder() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let name = Name::new(unique("try-expired")).unwrap();
+    let ttl = Duration::from_secs(1);
+    let mut child = support::spawn_holder(&url, &name, ttl).await.unwrap();
+    child.pause().await.unwrap();
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let locker = backend.locker(&session, name).unwrap();
+    assert!(
+        locker.try_lock().await.unwrap().is_none(),
+        "the holder has not expired yet"
+    );
+    let deadline = Instant::now() + ttl * 3;
+    let guard = loop {
+        if let Some(guard) = locker.try_lock().await.unwrap() {
+            break guard;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "try_lock never ended the expired holder"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(guard.token() > child.token());
+    guard.unlock().await.unwrap();
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_holder_releases_at_once() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let name = Name::new(unique("killed")).unwrap();
+    // A long TTL: the release must come from the dead connection, not from expiry.
+    let ttl = Duration::from_secs(30);
+    let mut child = support::spawn_holder(&url, &name, ttl).await.unwrap();
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let locker = backend.locker(&session, name).unwrap();
+    let killed = Instant::now();
+    child.kill().await.unwrap();
+    let guard = tokio::time::timeout(Duration::from_secs(5), locker.lock())
+        .await
+        .expect("a killed holder's lock was not released")
+        .unwrap();
+    eprintln!(
+        "killed holder released its lock {:?} after SIGKILL",
+        killed.elapsed()
+    );
+    assert!(guard.token() > child.token());
+    guard.unlock().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_from_another_process_fires_lost_within_the_ttl() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let other = distsync_postgres::backend(&url).await.unwrap();
+    let ttl = Duration::from_secs(1);
+    let session = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let locker = backend
+        .locker(&session, Name::new(unique("revoked")).unwrap())
+        .unwrap();
+    let guard = locker.lock().await.unwrap();
+    let revoked = Instant::now();
+    other.revoke_session(session.id()).await.unwrap();
+    tokio::time::timeout(ttl, guard.lost())
+        .await
+        .expect("lost() did not fire within the TTL of a store-side revoke");
+    eprintln!("remote revoke noticed after {:?}", revoked.elapsed());
+    assert!(matches!(guard.unlock().await, Err(Error::SessionLost)));
+    // The session cannot be used for new holds.
+    assert!(matches!(locker.try_lock().await, Err(Error::SessionLost)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminated_control_connection_loses_the_session() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let ttl = Duration::from_secs(1);
+    let session = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let terminated: Vec<bool> = sqlx::query_scalar(&format!(
+        "SELECT pg_terminate_backend(pid) FROM {}.sessions WHERE id = $1",
+        backend.schema()
+    ))
+    .bind(session.id().0 as i64)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(terminated, [true]);
+    tokio::time::timeout(ttl, session.lost())
+        .await
+        .expect("lost() did not fire after the control connection died");
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelled_campaign_leaves_the_queue_and_never_leads() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let name = Name::new(unique("election")).unwrap();
+    let (a, b, c) = (
+        backend.session(SessionOptions::default()).await.unwrap(),
+        backend.session(SessionOptions::default()).await.unwrap(),
+        backend.session(SessionOptions::default()).await.unwrap(),
+    );
+    let ea = backend.election(&a, name.clone()).unwrap();
+    let eb = backend.election(&b, name.clone()).unwrap();
+    let ec = backend.election(&c, name).unwrap();
+    let leading = ea.campaign("a".into()).await.unwrap();
+    let waiters_before = advisory_waiters(&url).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), eb.campaign("b".into()))
+            .await
+            .is_err(),
+        "b was elected while a leads"
+    );
+    // The dropped campaign's backend leaves PostgreSQL's lock queue.
+    eventually(
+        Duration::from_secs(5),
+        "the cancelled campaign leaving the queue",
+        || {
+            let url = url.clone();
+            async move { advisory_waiters(&url).await <= waiters_before }
+        },
+    )
+    .await;
+    leading.resign().await.unwrap();
+    assert_eq!(
+        eb.leader().await.unwrap(),
+        None,
+        "a cancelled candidate became leader"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(5), ec.campaign("c".into()))
+        .await
+        .expect("c was not elected")
+        .unwrap();
+    assert_eq!(ec.leader().await.unwrap().unwrap().value, "c");
+    next.resign().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_is_created_concurrently_by_an_ordinary_role() {
+    let Some(url) = support::url() else { return };
+    let schema = format!(
+        "t_{}_{:x}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{separator}schema={schema}");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let superuser: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    if superuser {
+        eprintln!("note: the test role is a superuser; this test proves less");
+    }
+    let creators: Vec<_> = (0..4)
+        .map(|_| {
+            let scoped = scoped.clone();
+            tokio::spawn(async move { distsync_postgres::backend(&scoped).await })
+        })
+        .collect();
+    let mut backends = Vec::new();
+    for creator in creators {
+        backends.push(creator.await.unwrap().unwrap());
+    }
+    assert_eq!(backends[0].schema(), schema);
+    // The schema works: a queue round trip and a lock.
+    let queue = backends[0].queue(Name::new("q").unwrap()).unwrap();
+    queue.enqueue("x".into()).await.unwrap();
+    assert_eq!(
+        backends[1]
+            .queue(Name::new("q").unwrap())
+            .unwrap()
+            .dequeue()
+            .await
+            .unwrap(),
+        "x"
+    );
+    let session = backends[2]
+        .session(SessionOptions::default())
+        .await
+        .unwrap();
+    let guard = backends[2]
+        .locker(&session, Name::new("l").unwrap())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    guard.unlock().await.unwrap();
+    session.close().await.unwrap();
+    drop(backends);
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn arguments_are_checked() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let other = distsync_postgres::backend(&url).await.unwrap();
+    let foreign = other.session(SessionOptions::default()).await.unwrap();
+    let name = Name::new(unique("args")).unwrap();
+    assert!(matches!(
+        backend.locker(&foreign, name.clone()),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        backend
+            .session(SessionOptions::with_ttl(Duration::from_millis(500)))
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    assert!(matches!(
+        backend.double_barrier(&session, name.clone(), 0),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        distsync_postgres::connect("postgres://h/db?schema=bad-name").await,
+        Err(Error::InvalidUrl { .. })
+    ));
+    assert!(matches!(
+        distsync_postgres::connect("redis://127.0.0.1:6379").await,
+        Err(Error::InvalidUrl { .. })
+    ));
+}
