@@ -122,13 +122,13 @@ postgres_healthy() {
     PGCONNECT_TIMEOUT=2 "$(pg_bin)/psql" -h "$HOST" -p "$1" -U distsync -d distsync -Atqc 'select 1' >/dev/null 2>&1
 }
 
-# wait_until LOG COMMAND...: bounded poll; on timeout, fail with the tail of LOG.
+# wait_until WHAT LOG COMMAND...: bounded poll; on timeout, fail with the tail of LOG.
 wait_until() {
-    local logfile=$1 deadline=$((SECONDS + WAIT_SECONDS))
-    shift
+    local what=$1 logfile=$2 deadline=$((SECONDS + WAIT_SECONDS))
+    shift 2
     until "$@"; do
         if ((SECONDS >= deadline)); then
-            log "'$*' still failing after ${WAIT_SECONDS}s"
+            log "$what: not ready after ${WAIT_SECONDS}s ($* fails)"
             [[ -f $logfile ]] && { log "last lines of $logfile:"; tail -n 20 "$logfile" >&2; }
             exit 1
         fi
@@ -272,7 +272,7 @@ synchronous_commit = off
 full_page_writes = off
 EOF
     as_pg "$bin/pg_ctl" -D "$data" -l "$home/server.log" -W start >/dev/null
-    wait_until "$home/server.log" "$bin/pg_isready" -q -h "$HOST" -p "$PG_PORT" -t 2
+    wait_until "postgres on port $PG_PORT" "$home/server.log" "$bin/pg_isready" -q -h "$HOST" -p "$PG_PORT" -t 2
     head -n 1 "$data/postmaster.pid" >"$DIR/postgres.pid"
     log "started postgres (pid $(<"$DIR/postgres.pid"), log $home/server.log)"
     # The role the tests use: a login that owns its database but is not a superuser.
@@ -314,7 +314,7 @@ bring_up() {
         fi
     done
     for name in "$@"; do
-        wait_until "$(log_of "$name")" check "$name"
+        wait_until "$name on port $(port_of "$name")" "$(log_of "$name")" check "$name"
     done
 }
 
