@@ -1,0 +1,337 @@
+//! The command line's grammar (clap).
+
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const LONG_ABOUT: &str = "\
+Distributed locks, leader elections, read-write locks, queues, barriers and STM from \
+the shell, over etcd, Redis, PostgreSQL or an in-process memory store.
+
+Results are lines on standard output, stable and meant to be parsed; errors go to \
+standard error, and so do logs (filter them with RUST_LOG, default `warn`).";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    the operation failed (store or connection error, `queue pop --no-wait` on an
+       empty queue, STM bank sum changed under a level that promises it)
+  2    usage or configuration error: bad arguments, no backend given, bad URL, backend
+       not compiled in, invalid name, primitive not supported by the backend
+  3    the session was lost while something was held or awaited
+  130  interrupted by SIGINT (Ctrl-C) or SIGTERM, after releasing what was held
+  lock/rwlock with `-- CMD`: CMD's exit code (128+N if signal N killed it; 126 if CMD
+  could not be run, 127 if not found). If the session is lost while CMD runs, CMD
+  gets SIGTERM (SIGKILL 10 s later) and distsync exits with 3.
+
+Backends (URL in --backend or DISTSYNC_URL):
+  memory://                                   in-process (one process only)
+  etcd://host:port[,host:port...][/namespace] needs the `etcd` feature
+  redis://host:port[/db][?namespace=...]      needs the `redis` feature
+  postgres://user@host:port/db[?schema=...]   needs the `postgres` feature
+  Install with every backend: cargo install --path cli --features full";
+
+/// `distsync`: distributed concurrency primitives from the shell.
+#[derive(Debug, Parser)]
+#[command(
+    name = "distsync",
+    version,
+    about = "Distributed locks, elections, queues, barriers and STM over etcd, Redis, PostgreSQL or memory",
+    long_about = LONG_ABOUT,
+    after_long_help = EXIT_CODES,
+    after_help = "Exit codes: 0 ok, 1 operation error, 2 usage/config error, 3 session lost, 130 interrupted (see --help)"
+)]
+pub struct Cli {
+    /// The store's URL: memory://, etcd://…, redis://…, postgres://…
+    #[arg(long, env = "DISTSYNC_URL", global = true, value_name = "URL")]
+    pub backend: Option<String>,
+
+    /// Session TTL in seconds, for what is held through a session (locks, candidacies,
+    /// double-barrier entries): a crashed distsync releases them after this long.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ttl: u64,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Acquire a lock, print `NAME key=<key> token=<token>`, and hold it while CMD runs
+    /// (or until interrupted, without CMD).
+    Lock(LockArgs),
+    /// Campaign and hold leadership until interrupted, or (--listen) print every leader
+    /// change.
+    Elect(ElectArgs),
+    /// Acquire a read or write lock and hold it while CMD runs (or until interrupted).
+    Rwlock(RwLockArgs),
+    /// Push to, pop from or count a durable (priority) queue.
+    Queue(QueueArgs),
+    /// Hold, release or wait on a barrier.
+    Barrier(BarrierArgs),
+    /// Enter a double barrier of COUNT participants, print `entered`, wait for a line
+    /// (or end) on standard input, leave, print `left`.
+    DoubleBarrier(DoubleBarrierArgs),
+    /// Run the STM bank-transfer demo and print the final sum.
+    StmBank(StmBankArgs),
+    /// Read commands line by line from standard input, as etcd's Go demo programs do,
+    /// so that two terminals can play the demo against any backend.
+    #[command(visible_alias = "repl")]
+    Interactive(InteractiveArgs),
+    // Reserved: `migrate --from URL --to URL [--dry-run]` (issue 7) lands here with
+    // the migration API.
+}
+
+impl Command {
+    /// The primitive names the command uses, to validate before connecting.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Command::Lock(args) => vec![args.name.clone()],
+            Command::Elect(args) => vec![args.name.clone()],
+            Command::Rwlock(args) => vec![args.name.clone()],
+            Command::Queue(args) => vec![args.name.clone()],
+            Command::Barrier(args) => vec![args.name.clone()],
+            Command::DoubleBarrier(args) => vec![args.name.clone()],
+            Command::StmBank(args) => vec![format!("{}/0", args.prefix)],
+            Command::Interactive(args) => vec![args.name.clone()],
+        }
+    }
+}
+
+/// `distsync lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lock's name.
+    pub name: String,
+    /// The command to run while holding the lock, after `--`. It gets DISTSYNC_LOCK_KEY
+    /// and DISTSYNC_FENCING_TOKEN in its environment.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// `distsync elect`.
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// Print every leader change (`<value> term=<term>` per line) instead of
+    /// campaigning.
+    #[arg(long, conflicts_with = "value")]
+    pub listen: bool,
+    /// The election's name.
+    pub name: String,
+    /// The value to campaign with (required unless --listen).
+    #[arg(required_unless_present = "listen")]
+    pub value: Option<String>,
+}
+
+/// Read or write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RwMode {
+    /// A shared hold (no fencing token).
+    Read,
+    /// The exclusive hold (with a fencing token).
+    Write,
+}
+
+/// `distsync rwlock`.
+#[derive(Debug, Args)]
+pub struct RwLockArgs {
+    /// The lock's name.
+    pub name: String,
+    /// Which hold to take.
+    pub mode: RwMode,
+    /// The command to run while holding, after `--` (DISTSYNC_LOCK_KEY, and for a write
+    /// hold DISTSYNC_FENCING_TOKEN, in its environment).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// `distsync queue`.
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// The queue's name.
+    pub name: String,
+    /// What to do with it.
+    #[command(subcommand)]
+    pub action: QueueAction,
+}
+
+/// What to do with a queue.
+#[derive(Debug, Subcommand)]
+pub enum QueueAction {
+    /// Append ITEM (prints nothing).
+    Push {
+        /// The item.
+        item: String,
+        /// Lower numbers come out first; FIFO within a priority.
+        #[arg(long, default_value_t = 0)]
+        priority: u16,
+    },
+    /// Remove the first item and print it, waiting for one if the queue is empty.
+    Pop {
+        /// Do not wait: exit with 1 (and print nothing) if the queue is empty.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Print how many items are queued.
+    Len,
+}
+
+/// What to do with a barrier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BarrierAction {
+    /// Raise the barrier (prints `held`).
+    Hold,
+    /// Lower it, letting every waiter through (prints `released`).
+    Release,
+    /// Wait until it is not held (prints `passed`).
+    Wait,
+}
+
+/// `distsync barrier`.
+#[derive(Debug, Args)]
+pub struct BarrierArgs {
+    /// The barrier's name.
+    pub name: String,
+    /// What to do.
+    pub action: BarrierAction,
+}
+
+/// `distsync double-barrier`.
+#[derive(Debug, Args)]
+pub struct DoubleBarrierArgs {
+    /// The barrier's name.
+    pub name: String,
+    /// How many participants enter and leave together.
+    pub count: usize,
+}
+
+/// An STM isolation level, as on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    /// Snapshot reads, read and write sets checked at commit (the default).
+    SerializableSnapshot,
+    /// Snapshot reads, read set checked at commit.
+    Serializable,
+    /// Repeatable reads, read set checked at commit.
+    RepeatableReads,
+    /// Latest reads, nothing checked: lost updates are possible.
+    ReadCommitted,
+}
+
+impl From<IsolationArg> for distsync::Isolation {
+    fn from(level: IsolationArg) -> Self {
+        match level {
+            IsolationArg::SerializableSnapshot => distsync::Isolation::SerializableSnapshot,
+            IsolationArg::Serializable => distsync::Isolation::Serializable,
+            IsolationArg::RepeatableReads => distsync::Isolation::RepeatableReads,
+            IsolationArg::ReadCommitted => distsync::Isolation::ReadCommitted,
+        }
+    }
+}
+
+/// `distsync stm-bank`.
+#[derive(Debug, Args)]
+pub struct StmBankArgs {
+    /// How many accounts (each starts with 100).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    pub accounts: u32,
+    /// How many concurrent workers.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub workers: u32,
+    /// How many transfers each worker makes.
+    #[arg(long, default_value_t = 100)]
+    pub transfers: u32,
+    /// The STM isolation level of every transaction.
+    #[arg(long, value_enum, default_value_t = IsolationArg::SerializableSnapshot)]
+    pub isolation: IsolationArg,
+    /// The accounts' key prefix: accounts are PREFIX/0, PREFIX/1, …
+    #[arg(long, default_value = "accts")]
+    pub prefix: String,
+    /// Attempts per transfer before giving up on conflicts.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+}
+
+/// Which demo program to play interactively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReplKind {
+    /// `elect [VALUE]`, `proclaim [VALUE]`, `resign`, `watch`, `query`, `rev`.
+    Election,
+    /// `lock`, `unlock`.
+    Lock,
+    /// `r` (read lock), `w` (write lock), `unlock`.
+    Rwlock,
+    /// `push ITEM [PRIORITY]`, `pop`, `len`.
+    Queue,
+}
+
+/// `distsync interactive`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Commands (one per line; `help` lists them, `quit`/`exit` or end of input ends the session, \
+releasing what is held):
+  election: elect [VALUE]  proclaim [VALUE]  resign  watch  query  rev
+  lock:     lock  unlock
+  rwlock:   r  w  unlock
+  queue:    push ITEM [PRIORITY]  pop  len
+Without VALUE, elect and proclaim use `value-<id>-<count>` as the Go demo does.")]
+pub struct InteractiveArgs {
+    /// Which demo.
+    pub kind: ReplKind,
+    /// The primitive's name.
+    pub name: String,
+    /// This node's id, for the default election values `value-<id>-<count>` (default:
+    /// the process id).
+    #[arg(long)]
+    pub id: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lock_takes_the_command_after_the_separator() {
+        let cli =
+            Cli::try_parse_from(["distsync", "lock", "a", "--ttl", "5", "--", "sh", "-c", "x"])
+                .unwrap();
+        assert_eq!(cli.ttl, 5);
+        match cli.command {
+            Command::Lock(args) => {
+                assert_eq!(args.name, "a");
+                assert_eq!(args.command, ["sh", "-c", "x"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn elect_needs_a_value_unless_listening() {
+        assert!(Cli::try_parse_from(["distsync", "elect", "e"]).is_err());
+        assert!(Cli::try_parse_from(["distsync", "elect", "--listen", "e"]).is_ok());
+        assert!(Cli::try_parse_from(["distsync", "elect", "--listen", "e", "v"]).is_err());
+    }
+
+    #[test]
+    fn queue_actions_follow_the_name() {
+        let cli = Cli::try_parse_from(["distsync", "queue", "q", "push", "x", "--priority", "3"])
+            .unwrap();
+        match cli.command {
+            Command::Queue(QueueArgs {
+                name,
+                action: QueueAction::Push { item, priority },
+            }) => assert_eq!((name.as_str(), item.as_str(), priority), ("q", "x", 3)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

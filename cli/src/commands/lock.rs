@@ -1,0 +1,32 @@
+//! `distsync lock NAME [-- CMD ARGS...]`.
+
+use distsync::{Name, Session};
+
+use super::{close, Ctx};
+use crate::args::LockArgs;
+use crate::exit::Failure;
+use crate::hold::{self, Hold};
+
+/// Acquires the lock, prints `NAME key=<key> token=<token>`, and holds it while CMD runs
+/// (or until interrupted), then releases it and closes the session.
+///
+/// # Errors
+/// See the exit codes in the crate docs.
+pub async fn run(ctx: &mut Ctx, args: LockArgs) -> Result<u8, Failure> {
+    let name = Name::new(args.name)?;
+    let session = ctx.session().await?;
+    let outcome = locked(ctx, &session, &name, &args.command).await;
+    close(&session).await;
+    outcome
+}
+
+async fn locked(
+    ctx: &mut Ctx,
+    session: &Session,
+    name: &Name,
+    command: &[std::ffi::OsString],
+) -> Result<u8, Failure> {
+    let locker = ctx.coordinator.backend().locker(session, name.clone())?;
+    let guard = ctx.wait(locker.lock(), Some(session)).await?;
+    hold::keep(name, Hold::Exclusive(guard), command, &mut ctx.interrupts).await
+}

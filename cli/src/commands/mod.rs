@@ -1,0 +1,108 @@
+//! The subcommands, and what they share: the connection, the signal handlers, sessions.
+
+mod barrier;
+mod double_barrier;
+mod elect;
+mod lock;
+mod queue;
+mod rwlock;
+mod stm_bank;
+
+use std::future::Future;
+use std::time::Duration;
+
+use distsync::{Coordinator, Session};
+
+use crate::args::{Cli, Command};
+use crate::exit::Failure;
+use crate::repl;
+use crate::signals::Interrupts;
+use crate::wait::{race, Raced};
+
+/// How long closing a session may take before it is left to expire.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every command works with.
+pub struct Ctx {
+    /// The store.
+    pub coordinator: Coordinator,
+    /// SIGINT and SIGTERM.
+    pub interrupts: Interrupts,
+    /// The TTL of the sessions to open.
+    pub ttl: Duration,
+}
+
+impl Ctx {
+    /// Runs `op` until it finishes, failing with the interrupt's exit code (130) when
+    /// SIGINT or SIGTERM comes first, or with exit code 3 when `session` is lost first.
+    ///
+    /// # Errors
+    /// As said, or `op`'s error.
+    pub async fn wait<T>(
+        &mut self,
+        op: impl Future<Output = distsync::Result<T>>,
+        session: Option<&Session>,
+    ) -> Result<T, Failure> {
+        match race(op, &mut self.interrupts, session).await {
+            Raced::Done(output) => Ok(output?),
+            Raced::Interrupted => Err(Failure::interrupted()),
+            Raced::Lost => Err(Failure::session_lost("while waiting")),
+        }
+    }
+
+    /// Opens a session with the command line's TTL.
+    ///
+    /// # Errors
+    /// Exit code 130 when interrupted, 2 for a TTL the backend refuses, else the
+    /// store's error.
+    pub async fn session(&mut self) -> Result<Session, Failure> {
+        let coordinator = self.coordinator.clone();
+        let ttl = self.ttl;
+        self.wait(coordinator.session_with_ttl(ttl), None).await
+    }
+}
+
+/// Closes `session`, waiting at most [`CLOSE_TIMEOUT`]; a failure is logged, since the
+/// lease then expires by itself after its TTL.
+pub async fn close(session: &Session) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "closing the session failed; it expires after its TTL")
+        }
+        Err(_) => tracing::warn!("closing the session timed out; it expires after its TTL"),
+    }
+}
+
+/// Connects to `url` and runs the command.
+///
+/// # Errors
+/// The command's failure, with its exit code.
+pub async fn run(cli: Cli, url: String) -> Result<u8, Failure> {
+    // Names first: an invalid one is a usage error whether or not the store answers.
+    for name in cli.command.names() {
+        distsync::Name::new(name)?;
+    }
+    let mut interrupts = Interrupts::install()
+        .map_err(|error| Failure::failed(format!("cannot install signal handlers: {error}")))?;
+    let coordinator = match race(distsync::connect(&url), &mut interrupts, None).await {
+        Raced::Done(coordinator) => coordinator?,
+        Raced::Interrupted | Raced::Lost => return Err(Failure::interrupted()),
+    };
+    tracing::debug!(backend = coordinator.capabilities().backend, "connected");
+    let mut ctx = Ctx {
+        coordinator,
+        interrupts,
+        ttl: Duration::from_secs(cli.ttl),
+    };
+    match cli.command {
+        Command::Lock(args) => lock::run(&mut ctx, args).await,
+        Command::Elect(args) => elect::run(&mut ctx, args).await,
+        Command::Rwlock(args) => rwlock::run(&mut ctx, args).await,
+        Command::Queue(args) => queue::run(&mut ctx, args).await,
+        Command::Barrier(args) => barrier::run(&mut ctx, args).await,
+        Command::DoubleBarrier(args) => double_barrier::run(&mut ctx, args).await,
+        Command::StmBank(args) => stm_bank::run(&mut ctx, args).await,
+        Command::Interactive(args) => repl::run(&mut ctx, args).await,
+    }
+}

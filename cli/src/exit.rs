@@ -1,0 +1,103 @@
+//! Exit codes and the failure a command ends with.
+
+use distsync::Error;
+
+/// Success.
+pub const OK: u8 = 0;
+/// The operation failed.
+pub const FAILED: u8 = 1;
+/// Usage or configuration error (bad arguments, URL, name; backend missing or lacking
+/// the primitive).
+pub const USAGE: u8 = 2;
+/// The session was lost while something was held or awaited.
+pub const SESSION_LOST: u8 = 3;
+/// CMD could not be executed (as a shell says).
+pub const CANNOT_EXECUTE: u8 = 126;
+/// CMD was not found (as a shell says).
+pub const NOT_FOUND: u8 = 127;
+/// Interrupted by SIGINT or SIGTERM, after releasing what was held.
+pub const INTERRUPTED: u8 = 130;
+
+/// What a command ends with when it does not succeed: a message for standard error and
+/// the process's exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: u8,
+    /// One line for standard error (empty: print nothing).
+    pub message: String,
+}
+
+impl Failure {
+    /// A usage or configuration error (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: USAGE,
+            message: message.into(),
+        }
+    }
+
+    /// A failed operation (exit code 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            code: FAILED,
+            message: message.into(),
+        }
+    }
+
+    /// Interrupted by SIGINT or SIGTERM (exit code 130, nothing printed).
+    pub fn interrupted() -> Self {
+        Self {
+            code: INTERRUPTED,
+            message: String::new(),
+        }
+    }
+
+    /// The session was lost (exit code 3).
+    pub fn session_lost(what: &str) -> Self {
+        Self {
+            code: SESSION_LOST,
+            message: format!("session lost {what}"),
+        }
+    }
+}
+
+/// The exit code for a distsync error: 2 for what the caller got wrong (name, argument,
+/// URL, feature, an unsupported primitive), 3 for a lost session, 1 otherwise.
+pub fn code_of(error: &Error) -> u8 {
+    match error {
+        Error::InvalidName { .. }
+        | Error::InvalidArgument(_)
+        | Error::InvalidUrl { .. }
+        | Error::FeatureDisabled { .. }
+        | Error::Unsupported { .. } => USAGE,
+        Error::SessionLost => SESSION_LOST,
+        _ => FAILED,
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            code: code_of(&error),
+            message: error.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_errors_are_usage_errors() {
+        let invalid = distsync::Name::new("a//b").unwrap_err();
+        assert_eq!(Failure::from(invalid).code, USAGE);
+        assert_eq!(
+            code_of(&Error::unsupported("redis", "stm at ReadCommitted")),
+            USAGE
+        );
+        assert_eq!(code_of(&Error::SessionLost), SESSION_LOST);
+        assert_eq!(code_of(&Error::NotHeld), FAILED);
+    }
+}

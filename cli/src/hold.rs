@@ -1,0 +1,126 @@
+//! A held lock, write lock or read lock, and keeping it while CMD runs or until
+//! interrupted.
+
+use std::ffi::OsString;
+use std::future::Future;
+
+use distsync::{FencingToken, LockGuard, Name, ReadGuard};
+
+use crate::child::{self, ChildEnd};
+use crate::exit::{self, Failure};
+use crate::output::say;
+use crate::signals::Interrupts;
+
+/// The environment variable that tells CMD the store key of its hold.
+pub const ENV_KEY: &str = "DISTSYNC_LOCK_KEY";
+/// The environment variable that tells CMD the fencing token of its hold.
+pub const ENV_TOKEN: &str = "DISTSYNC_FENCING_TOKEN";
+
+/// What a lock command holds.
+pub enum Hold {
+    /// A lock or write lock, with its fencing token.
+    Exclusive(LockGuard),
+    /// A read lock.
+    Shared(ReadGuard),
+}
+
+impl Hold {
+    /// The store key.
+    pub fn key(&self) -> &str {
+        match self {
+            Hold::Exclusive(guard) => guard.key(),
+            Hold::Shared(guard) => guard.key(),
+        }
+    }
+
+    /// The fencing token (exclusive holds only).
+    pub fn token(&self) -> Option<FencingToken> {
+        match self {
+            Hold::Exclusive(guard) => Some(guard.token()),
+            Hold::Shared(_) => None,
+        }
+    }
+
+    /// Resolves when the hold is lost.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        match self {
+            Hold::Exclusive(guard) => guard.lost(),
+            Hold::Shared(guard) => guard.lost(),
+        }
+    }
+
+    /// Releases the hold.
+    ///
+    /// # Errors
+    /// [`distsync::Error::SessionLost`] if it had been lost, or the store's error.
+    pub async fn release(self) -> distsync::Result<()> {
+        match self {
+            Hold::Exclusive(guard) => guard.unlock().await,
+            Hold::Shared(guard) => guard.unlock().await,
+        }
+    }
+
+    /// `key=<key> token=<token>` (without the token for a read lock).
+    pub fn describe(&self) -> String {
+        match self.token() {
+            Some(token) => format!("key={} token={token}", self.key()),
+            None => format!("key={}", self.key()),
+        }
+    }
+
+    /// CMD's environment: the key, and the token of an exclusive hold.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![(ENV_KEY, self.key().to_owned())];
+        if let Some(token) = self.token() {
+            env.push((ENV_TOKEN, token.to_string()));
+        }
+        env
+    }
+}
+
+/// Announces `hold` (`NAME key=<key> [token=<token>]` on standard output), keeps it
+/// while `command` runs (or, without a command, until SIGINT/SIGTERM), then releases
+/// it. Returns the exit code: CMD's, or 130 when interrupted.
+///
+/// # Errors
+/// Exit code 3 when the hold is lost (CMD is then terminated, see [`child::run`]), or
+/// the code of a failure to run CMD or to release.
+pub async fn keep(
+    name: &Name,
+    hold: Hold,
+    command: &[OsString],
+    interrupts: &mut Interrupts,
+) -> Result<u8, Failure> {
+    say!("{name} {}", hold.describe());
+    let code = if command.is_empty() {
+        tokio::select! {
+            _ = interrupts.recv() => exit::INTERRUPTED,
+            () = hold.lost() => return Err(Failure::session_lost("while holding the lock")),
+        }
+    } else {
+        match child::run(command, &hold.env(), hold.lost(), interrupts).await {
+            Ok(ChildEnd::Exited(code)) => code,
+            Ok(ChildEnd::Interrupted) => exit::INTERRUPTED,
+            Ok(ChildEnd::Lost) => {
+                return Err(Failure::session_lost(
+                    "while the command was running; it was sent SIGTERM",
+                ))
+            }
+            Err(failure) => {
+                release(hold).await?;
+                return Err(failure);
+            }
+        }
+    };
+    release(hold).await?;
+    Ok(code)
+}
+
+async fn release(hold: Hold) -> Result<(), Failure> {
+    hold.release().await.map_err(|error| match error {
+        distsync::Error::SessionLost => {
+            Failure::session_lost("before the lock was released: it may not have been exclusive")
+        }
+        other => Failure::from(other),
+    })
+}

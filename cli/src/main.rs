@@ -1,0 +1,132 @@
+//! # `distsync`, the command line
+//!
+//! Locks, leader elections, read-write locks, queues, barriers and the STM bank demo
+//! of [distsync](https://example.invalid/distsync) from a shell, over any backend:
+//!
+//! ```text
+//! distsync --backend etcd://127.0.0.1:2379 lock jobs/nightly -- ./run-nightly.sh
+//! export DISTSYNC_URL=redis://127.0.0.1:6379
+//! distsync elect service/leader node-1          # campaigns, holds until Ctrl-C
+//! distsync elect --listen service/leader         # prints every leader change
+//! distsync rwlock config write -- ./rewrite-config.sh
+//! distsync queue jobs push build-42 --priority 1
+//! distsync queue jobs pop
+//! distsync barrier deploy hold | release | wait
+//! distsync double-barrier batch 3
+//! distsync stm-bank --isolation serializable
+//! distsync interactive election demo             # the Go demo programs' stdin commands
+//! ```
+//!
+//! The backend comes from `--backend URL` or the environment variable `DISTSYNC_URL`
+//! (`memory://`, `etcd://…`, `redis://…`, `postgres://…`). The crate builds with no
+//! backend but `memory://` by default; install it with every backend with
+//! `cargo install --path cli --features full` (or pick `etcd`, `redis`, `postgres`).
+//!
+//! ## Output
+//!
+//! Results are lines on standard output, stable and meant to be parsed (`NAME
+//! key=<key> token=<token>` once a lock is held, `leader NAME value=<v> term=<t>` once
+//! elected, …); errors are one line on standard error, and logs go to standard error
+//! through `tracing` (filter with `RUST_LOG`, default `warn`). See `cli/README.md` for
+//! every command's lines.
+//!
+//! ## Exit codes
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | the operation failed (store error, connection refused, `queue pop --no-wait` on an empty queue, STM bank sum changed) |
+//! | 2 | usage or configuration error: bad arguments, no backend given, a bad URL, a backend not compiled in, an invalid name, an operation the backend does not support |
+//! | 3 | the session was lost (expired, revoked, connection gone) while something was held or awaited |
+//! | 130 | interrupted by SIGINT (Ctrl-C) or SIGTERM, after releasing what was held |
+//! | CMD's | `lock`/`rwlock … -- CMD`: CMD's own exit code (128+N when a signal N killed it); 126 if CMD could not be run, 127 if it was not found |
+//!
+//! ## Holding while a command runs
+//!
+//! `distsync lock NAME -- CMD ARGS…` acquires, prints the lock line, runs CMD with
+//! `DISTSYNC_LOCK_KEY` and `DISTSYNC_FENCING_TOKEN` in its environment, releases when
+//! CMD exits and exits with CMD's code. If the session is lost while CMD runs, the lock
+//! is no longer exclusive: distsync sends SIGTERM to CMD (SIGKILL 10 s later if it is
+//! still running) and exits with 3, whatever CMD's code. SIGINT and SIGTERM received
+//! by distsync are forwarded to CMD; distsync waits for CMD (a second signal kills it),
+//! releases, and exits with 130.
+#![warn(missing_docs)]
+
+mod args;
+mod child;
+mod commands;
+mod exit;
+mod hold;
+mod output;
+mod repl;
+mod signals;
+mod stdin;
+mod wait;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::args::Cli;
+use crate::exit::Failure;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let code = match cli.backend.clone().filter(|url| !url.trim().is_empty()) {
+        None => {
+            report(&Failure::usage(
+                "no backend: pass --backend URL or set the environment variable DISTSYNC_URL \
+                 (e.g. memory://, etcd://127.0.0.1:2379, redis://127.0.0.1:6379, \
+                 postgres://user@127.0.0.1:5432/db)",
+            ));
+            exit::USAGE
+        }
+        Some(url) => run(cli, url),
+    };
+    ExitCode::from(code)
+}
+
+fn run(cli: Cli, url: String) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report(&Failure::failed(format!(
+                "cannot start the async runtime: {error}"
+            )));
+            return exit::FAILED;
+        }
+    };
+    let code = match runtime.block_on(commands::run(cli, url)) {
+        Ok(code) => code,
+        Err(failure) => {
+            report(&failure);
+            failure.code
+        }
+    };
+    // Nothing should still be running; do not let a stray task hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+fn report(failure: &Failure) {
+    // An interrupt is no error to report: the exit code (130) says it.
+    if !failure.message.is_empty() {
+        eprintln!("distsync: error: {}", failure.message);
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A second subscriber cannot be installed; there is none before this one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
