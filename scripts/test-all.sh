@@ -3,24 +3,28 @@
 # (scripts/servers.sh up), then runs, timing each step:
 #   cargo fmt --check, clippy -D warnings, cargo test --workspace --all-features, and the
 #   conformance runner over memory, etcd, Redis and PostgreSQL.
-# All check steps run even when one fails; the exit status is non-zero if any did.
-# Works on a fresh Debian 12 machine with a Rust toolchain (run as root or with sudo).
-# Under CI=true a backend test that finds no server fails instead of skipping.
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Every step runs even when an earlier one failed (so one run reports everything),
+# except the tests when the servers did not come up; the exit status is non-zero if
+# any step failed. Works on a fresh Debian 12 machine with a Rust toolchain (run as
+# root or with sudo). Under CI=true a backend test that finds no server fails instead
+# of skipping.
+set -uo pipefail # no -e: step() handles each command's failure
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 results=()
 failed=0
 
-# step NAME COMMAND...: run COMMAND, print its duration, remember the outcome.
+# step NAME COMMAND...: run COMMAND, print its duration, remember the outcome; returns
+# COMMAND's status.
 step() {
-    local name=$1 start=$SECONDS outcome=ok
+    local name=$1 start=$SECONDS status=0 outcome=ok
     shift
     printf '\n==> %s: %s\n' "$name" "$*" >&2
-    "$@" || outcome="FAILED (exit $?)"
-    [[ $outcome == ok ]] || failed=1
+    "$@" || status=$?
+    ((status == 0)) || { outcome="FAILED (exit $status)" failed=1; }
     results+=("$(printf '%-12s %6ss  %s' "$name" $((SECONDS - start)) "$outcome")")
     printf '<== %s: %s in %ss\n' "$name" "$outcome" $((SECONDS - start)) >&2
+    return "$status"
 }
 
 summary() {
@@ -34,13 +38,12 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 
 step fmt cargo fmt --all -- --check
-step servers scripts/servers.sh up
-if [[ $failed != 0 ]]; then
+if ! step servers scripts/servers.sh up; then
     summary
-    echo "test-all: servers did not come up; not running the tests" >&2
+    echo "test-all: the servers did not come up; not running the tests" >&2
     exit 1
 fi
-eval "$(scripts/servers.sh env)"
+eval "$(scripts/servers.sh env)" || exit 1
 
 step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 step test cargo test --workspace --all-features
