@@ -275,8 +275,17 @@ EOF
     wait_until "postgres on port $PG_PORT" "$home/server.log" "$bin/pg_isready" -q -h "$HOST" -p "$PG_PORT" -t 2
     head -n 1 "$data/postmaster.pid" >"$DIR/postgres.pid"
     log "started postgres (pid $(<"$DIR/postgres.pid"), log $home/server.log)"
-    # The role the tests use: a login that owns its database but is not a superuser.
-    PGCONNECT_TIMEOUT=5 "$bin/psql" -h "$HOST" -p "$PG_PORT" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null <<'EOF'
+}
+
+# The role the tests use, a login that owns its database but is not a superuser, made
+# through the `postgres` superuser if missing (a fresh data directory, or a server
+# started by hand without it).
+postgres_ensure_role() {
+    local bin
+    bin=$(pg_bin)
+    wait_until "postgres on port $PG_PORT" "$(log_of postgres)" "$bin/pg_isready" -q -h "$HOST" -p "$PG_PORT" -t 2
+    PGCONNECT_TIMEOUT=5 "$bin/psql" -h "$HOST" -p "$PG_PORT" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 \
+        >/dev/null <<'EOF' || log "warning: could not create role and database distsync as user postgres"
 SELECT 'CREATE ROLE distsync LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB'
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'distsync') \gexec
 SELECT 'CREATE DATABASE distsync OWNER distsync'
@@ -314,6 +323,7 @@ bring_up() {
         fi
     done
     for name in "$@"; do
+        [[ $name != postgres ]] || postgres_check "$PG_PORT" || postgres_ensure_role
         wait_until "$name on port $(port_of "$name")" "$(log_of "$name")" check "$name"
     done
 }
