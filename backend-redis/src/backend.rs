@@ -10,7 +10,7 @@ use distsync_core::{
     RwLock, Session, SessionId, SessionOptions, Stm,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, ScriptInvocation, Value};
+use redis::{AsyncConnectionConfig, Script, ScriptInvocation, Value};
 
 use crate::error::redis_error;
 use crate::keys::Keys;
@@ -130,16 +130,27 @@ impl RedisBackend {
     /// As [`RedisBackend::connect`].
     pub async fn connect_to(url: &RedisUrl) -> Result<Self> {
         let client = url.client()?;
+        let keys = Keys::new(url.namespace(), url.db());
+        // One plain attempt first, so that an unreachable server fails fast (the
+        // connection manager retries with backoff, which suits reconnections only).
+        let mut probe = client
+            .get_multiplexed_async_connection_with_config(
+                &AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_connection_timeout(Some(CONNECTION_TIMEOUT)),
+            )
+            .await
+            .map_err(redis_error)?;
+        let instance: u64 = redis::cmd("INCR")
+            .arg(keys.client_counter())
+            .query_async(&mut probe)
+            .await
+            .map_err(redis_error)?;
+        drop(probe);
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECTION_TIMEOUT));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(redis_error)?;
-        let keys = Keys::new(url.namespace(), url.db());
-        let instance: u64 = redis::cmd("INCR")
-            .arg(keys.client_counter())
-            .query_async(&mut conn)
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(redis_error)?;
         let shared = Shared {

@@ -118,7 +118,7 @@ async fn session_keepalive_renews_and_close_fires_lost() {
     let f = fixture!();
     let session = f
         .coordinator
-        .session_with_ttl(Duration::from_millis(300))
+        .session_with_ttl(Duration::from_millis(900))
         .await
         .unwrap();
     let guard = f
@@ -129,7 +129,7 @@ async fn session_keepalive_renews_and_close_fires_lost() {
         .await
         .unwrap();
     // Several TTLs pass: the keepalive renews the session and the lock entry.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!session.is_lost());
     let other = f.coordinator.session().await.unwrap();
     assert!(f
@@ -394,7 +394,7 @@ async fn a_waiter_whose_session_is_revoked_gets_session_lost() {
         .unwrap();
     let other = f
         .coordinator
-        .session_with_ttl(Duration::from_millis(300))
+        .session_with_ttl(Duration::from_millis(1000))
         .await
         .unwrap();
     let waiter = f.coordinator.locker(&other, "w").unwrap();
@@ -704,7 +704,7 @@ async fn double_barrier_leave_is_not_blocked_by_a_dead_participant() {
     let s1 = f.coordinator.session().await.unwrap();
     let s2 = f
         .coordinator
-        .session_with_ttl(Duration::from_millis(300))
+        .session_with_ttl(Duration::from_millis(1000))
         .await
         .unwrap();
     let b1 = f.coordinator.double_barrier(&s1, "dead", 2).unwrap();
