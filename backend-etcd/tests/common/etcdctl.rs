@@ -66,15 +66,28 @@ impl Etcdctl {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends `signal` (e.g. `-STOP`) to the process.
+    pub fn signal(&self, signal: &str) -> Result<(), String> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| format!("{}: already exited", self.what))?;
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .map_err(|error| format!("running kill: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill {signal} {pid}: {status}"))
+        }
+    }
+
     /// Asks the process to stop (SIGTERM: etcdctl then releases what it holds and
     /// revokes its session) and waits at most `limit` for it to exit. Returns whether
     /// it exited successfully.
     pub async fn terminate(&mut self, limit: Duration) -> bool {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
+        let _ = self.signal("-TERM");
         self.wait(limit).await
     }
 
@@ -90,7 +103,8 @@ impl Etcdctl {
 
 impl Drop for Etcdctl {
     fn drop(&mut self) {
-        // Never leave a child behind, whatever the test did.
+        // Never leave a child behind, whatever the test did (SIGKILL ends a stopped
+        // process too).
         let _ = self.child.start_kill();
     }
 }

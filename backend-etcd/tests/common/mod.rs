@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod etcdctl;
+pub mod faults;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
