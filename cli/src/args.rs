@@ -9,7 +9,7 @@ Distributed locks, leader elections, read-write locks, queues, barriers and STM 
 the shell, over etcd, Redis, PostgreSQL or an in-process memory store.
 
 Results are lines on standard output, stable and meant to be parsed; errors go to \
-standard error, and so do logs (filter them with RUST_LOG, default `warn`).";
+standard error, and so do logs (filter them with RUST_LOG, default `warn,sqlx=error`).";
 
 const EXIT_CODES: &str = "\
 Exit codes:

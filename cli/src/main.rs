@@ -27,7 +27,7 @@
 //! Results are lines on standard output, stable and meant to be parsed (`NAME
 //! key=<key> token=<token>` once a lock is held, `leader NAME value=<v> term=<t>` once
 //! elected, …); errors are one line on standard error, and logs go to standard error
-//! through `tracing` (filter with `RUST_LOG`, default `warn`). See `cli/README.md` for
+//! through `tracing` (filter with `RUST_LOG`, default `warn,sqlx=error`). See `cli/README.md` for
 //! every command's lines.
 //!
 //! ## Exit codes
@@ -123,7 +123,7 @@ fn report(failure: &Failure) {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
     // A second subscriber cannot be installed; there is none before this one.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

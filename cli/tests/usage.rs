@@ -1,0 +1,257 @@
+//! The binary's contract with scripts: exit codes, error messages, output lines, on
+//! the in-process memory backend (no server needed).
+#![cfg(unix)]
+
+mod common;
+
+use common::{command, field, number, run, unique, Proc};
+
+#[test]
+fn missing_backend_is_a_usage_error_naming_the_flag_and_the_variable() {
+    let (code, lines, stderr) = run(None, &["lock", "a"]);
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(lines.is_empty(), "{lines:?}");
+    assert!(stderr.contains("--backend"), "{stderr}");
+    assert!(stderr.contains("DISTSYNC_URL"), "{stderr}");
+}
+
+#[test]
+fn the_backend_can_come_from_the_environment() {
+    let mut distsync = command(None, &["queue", "q", "len"]);
+    distsync.env("DISTSYNC_URL", "memory://");
+    let output = distsync.output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "0\n");
+}
+
+#[test]
+fn an_invalid_name_is_a_usage_error_with_the_typed_message() {
+    for args in [
+        &["lock", "a//b"][..],
+        &["queue", "/q", "len"],
+        &["interactive", "election", "e/"],
+    ] {
+        let (code, _, stderr) = run(Some("memory://"), args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid name"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_bad_url_is_a_usage_error() {
+    let (code, _, stderr) = run(Some("zookeeper://127.0.0.1:2181"), &["lock", "a"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid url"), "{stderr}");
+    assert!(stderr.contains("zookeeper"), "{stderr}");
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn a_backend_not_compiled_in_names_its_feature() {
+    let (code, _, stderr) = run(Some("etcd://127.0.0.1:2379"), &["lock", "a"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("feature `etcd`"), "{stderr}");
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    for args in [
+        &["elect", "e"][..],
+        &["queue", "q", "push"],
+        &["rwlock", "r", "sideways"],
+        &["lock", "a", "--ttl", "0"],
+    ] {
+        let (code, _, stderr) = run(Some("memory://"), args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = run(Some("memory://"), &["double-barrier", "d", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("count"), "{stderr}");
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let output = command(None, &["--help"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "Exit codes",
+        "130",
+        "session was lost",
+        "DISTSYNC_URL",
+        "--features full",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[test]
+fn lock_runs_the_command_with_key_and_token_and_exits_with_its_code() {
+    let name = unique("lock-cmd");
+    let (code, lines, stderr) = run(
+        Some("memory://"),
+        &[
+            "lock",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "echo \"$DISTSYNC_LOCK_KEY $DISTSYNC_FENCING_TOKEN\"; exit 7",
+        ],
+    );
+    assert_eq!(code, 7, "{stderr}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with(&format!("{name} key=")), "{lines:?}");
+    let (key, token) = (field(&lines[0], "key"), number(&lines[0], "token"));
+    assert!(key.starts_with(&name), "{key}");
+    assert_eq!(lines[1], format!("{key} {token}"));
+}
+
+#[test]
+fn a_missing_command_exits_127_and_a_signal_128_plus_n() {
+    let (code, _, stderr) = run(Some("memory://"), &["lock", "a", "--", "/nonexistent/cmd"]);
+    assert_eq!(code, 127, "{stderr}");
+    assert!(stderr.contains("/nonexistent/cmd"), "{stderr}");
+    let (code, _, stderr) = run(
+        Some("memory://"),
+        &["lock", "a", "--", "sh", "-c", "kill -TERM $$"],
+    );
+    assert_eq!(code, 128 + 15, "{stderr}");
+}
+
+#[test]
+fn interrupting_a_holder_exits_130() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let mut holder = Proc::spawn(Some("memory://"), &["lock", "held"]);
+        holder.expect("held key=");
+        holder.signal(signal);
+        assert_eq!(holder.wait(), 130, "signal {signal}: {}", holder.stderr());
+        assert!(holder.stderr().is_empty(), "{}", holder.stderr());
+    }
+}
+
+#[test]
+fn interrupting_the_command_forwards_the_signal_and_exits_130() {
+    let mut holder = Proc::spawn(
+        Some("memory://"),
+        &[
+            "lock",
+            "held",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 0' TERM; echo ready; while :; do sleep 0.05; done",
+        ],
+    );
+    holder.expect("held key=");
+    holder.expect("ready");
+    holder.signal(libc::SIGTERM);
+    holder.expect("got-term");
+    assert_eq!(holder.wait(), 130, "{}", holder.stderr());
+}
+
+#[test]
+fn queue_commands_print_stable_lines() {
+    let mut repl = Proc::spawn(Some("memory://"), &["interactive", "queue", "q"]);
+    for line in [
+        "push a",
+        "push low 9",
+        "push b",
+        "push",
+        "len",
+        "pop",
+        "pop",
+        "pop",
+        "len",
+        "frobnicate",
+    ] {
+        repl.send(line);
+    }
+    repl.close_stdin();
+    assert_eq!(repl.wait(), 0, "{}", repl.stderr());
+    assert_eq!(
+        repl.rest(),
+        [
+            "pushed a",
+            "pushed low",
+            "pushed b",
+            "must set value to push",
+            "len 3",
+            "popped a",
+            "popped b",
+            "popped low",
+            "len 0",
+            "unknown action: frobnicate",
+        ]
+    );
+}
+
+#[test]
+fn the_lock_and_rwlock_demos_take_the_go_commands() {
+    let mut lock = Proc::spawn(Some("memory://"), &["repl", "lock", "l"]);
+    lock.send("lock");
+    lock.expect("acquiring lock");
+    let first = number(&lock.expect("acquired lock key=l/"), "token");
+    lock.send("unlock");
+    lock.expect("released lock");
+    lock.send("lock");
+    lock.expect("acquiring lock");
+    let second = number(&lock.expect("acquired lock key=l/"), "token");
+    assert!(second > first, "{second} > {first}");
+    lock.close_stdin();
+    assert_eq!(lock.wait(), 0, "{}", lock.stderr());
+
+    let mut rwlock = Proc::spawn(Some("memory://"), &["repl", "rwlock", "rw"]);
+    for line in ["r", "unlock", "w", "r", "unlock"] {
+        rwlock.send(line);
+    }
+    rwlock.close_stdin();
+    assert_eq!(rwlock.wait(), 0, "{}", rwlock.stderr());
+    let lines = rwlock.rest();
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    assert_eq!(lines[0], "acquiring read lock");
+    assert!(
+        lines[1].starts_with("acquired read lock key=rw/"),
+        "{lines:?}"
+    );
+    assert!(!lines[1].contains("token="), "{lines:?}");
+    assert_eq!(lines[2], "released read lock");
+    assert_eq!(lines[3], "acquiring write lock");
+    assert!(
+        lines[4].starts_with("acquired write lock key=rw/"),
+        "{lines:?}"
+    );
+    assert!(lines[4].contains(" token="), "{lines:?}");
+    assert_eq!(lines[5], "error: already holding; unlock first");
+    assert_eq!(lines[6], "released write lock");
+}
+
+#[test]
+fn the_stm_bank_keeps_its_sum() {
+    let (code, lines, stderr) = run(
+        Some("memory://"),
+        &["stm-bank", "--isolation", "serializable"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert!(
+        lines[0].starts_with("account accts/0 balance="),
+        "{lines:?}"
+    );
+    let summary = &lines[5];
+    assert_eq!(number(summary, "sum"), 500, "{summary}");
+    assert_eq!(number(summary, "commits"), 1000, "{summary}");
+    assert_eq!(field(summary, "isolation"), "Serializable");
+    let balances: u64 = lines[..5].iter().map(|line| number(line, "balance")).sum();
+    assert_eq!(balances, 500);
+}
+
+#[test]
+fn the_double_barrier_enters_and_leaves_on_a_line() {
+    let mut participant = Proc::spawn(Some("memory://"), &["double-barrier", "d", "1"]);
+    participant.expect("entered");
+    participant.quiet();
+    participant.send("");
+    participant.expect("left");
+    assert_eq!(participant.wait(), 0, "{}", participant.stderr());
+}
