@@ -182,11 +182,8 @@ stop_owned() {
 }
 
 # --- servers -------------------------------------------------------------------------
-# Each server NAME has: NAME_port, NAME_check (health probe taking the port) and
-# NAME_start (start it; only called when nothing answers on the port).
+# NAME_start starts a server; it is only called when nothing answers on its port.
 
-etcd_port() { echo "$ETCD_PORT"; }
-etcd_check() { etcd_healthy "$@"; }
 etcd_start() {
     etcd_spawn etcd "$ETCD_PORT" "$ETCD_PEER_PORT" "etcd=http://$HOST:$ETCD_PEER_PORT" "single-$ETCD_PEER_PORT"
 }
@@ -208,8 +205,6 @@ etcd_spawn() {
         --initial-cluster-state new --logger zap --log-outputs stderr
 }
 
-redis_port() { echo "$REDIS_PORT"; }
-redis_check() { redis_healthy "$@"; }
 redis_start() {
     spawn redis redis-server --bind "$HOST" --port "$REDIS_PORT" --save '' --appendonly no \
         --dir "$DIR/redis"
@@ -245,8 +240,6 @@ pg_home() {
     readlink -f "$home"
 }
 
-postgres_port() { echo "$PG_PORT"; }
-postgres_check() { postgres_healthy "$@"; }
 postgres_start() {
     local home bin data
     home=$(pg_home)
@@ -304,8 +297,20 @@ postgres_stop() {
 
 # Server names and, for the cluster, which member: etcd, etcd-N, redis, postgres.
 ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres)
-port_of() { case $1 in etcd-*) member_port "${1#etcd-}" ;; *) "$1_port" ;; esac }
-check() { case $1 in etcd-*) etcd_healthy "$(port_of "$1")" ;; *) "$1_check" "$(port_of "$1")" ;; esac }
+port_of() {
+    case $1 in
+    etcd) echo "$ETCD_PORT" ;;
+    etcd-*) member_port "${1#etcd-}" ;;
+    redis) echo "$REDIS_PORT" ;;
+    postgres) echo "$PG_PORT" ;;
+    esac
+}
+check() {
+    case $1 in
+    etcd*) etcd_healthy "$(port_of "$1")" ;;
+    *) "$1_healthy" "$(port_of "$1")" ;;
+    esac
+}
 start() { case $1 in etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
 stop() { case $1 in postgres) postgres_stop ;; *) stop_owned "$1" ;; esac }
 log_of() { case $1 in postgres) echo "$DIR/postgres/server.log" ;; *) echo "$DIR/$1.log" ;; esac }
@@ -323,7 +328,7 @@ bring_up() {
         fi
     done
     for name in "$@"; do
-        [[ $name != postgres ]] || postgres_check "$PG_PORT" || postgres_ensure_role
+        [[ $name != postgres ]] || check postgres || postgres_ensure_role
         wait_until "$name on port $(port_of "$name")" "$(log_of "$name")" check "$name"
     done
 }
