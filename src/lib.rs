@@ -53,9 +53,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
         "postgres" | "postgresql" => connect_postgres(url).await,
         other => Err(Error::InvalidUrl {
             url: url.to_owned(),
-            reason: format!(
-                "unknown scheme `{other}`; expected memory, etcd, redis or postgres"
-            ),
+            reason: format!("unknown scheme `{other}`; expected memory, etcd, redis or postgres"),
         }),
     }
 }

@@ -31,7 +31,11 @@ async fn unparsable_url_is_an_invalid_url() {
 #[tokio::test]
 async fn etcd_without_its_feature_names_the_feature() {
     match distsync::connect("etcd://127.0.0.1:2379").await {
-        Err(error @ Error::FeatureDisabled { feature: "etcd", .. }) => {
+        Err(
+            error @ Error::FeatureDisabled {
+                feature: "etcd", ..
+            },
+        ) => {
             assert!(error.to_string().contains("feature `etcd`"), "{error}");
         }
         other => panic!("{other:?}"),
@@ -43,7 +47,10 @@ async fn etcd_without_its_feature_names_the_feature() {
 async fn redis_without_its_feature_names_the_feature() {
     assert!(matches!(
         distsync::connect("redis://127.0.0.1:6379").await,
-        Err(Error::FeatureDisabled { feature: "redis", .. })
+        Err(Error::FeatureDisabled {
+            feature: "redis",
+            ..
+        })
     ));
 }
 
@@ -52,6 +59,9 @@ async fn redis_without_its_feature_names_the_feature() {
 async fn postgres_without_its_feature_names_the_feature() {
     assert!(matches!(
         distsync::connect("postgres://u@127.0.0.1:5432/db").await,
-        Err(Error::FeatureDisabled { feature: "postgres", .. })
+        Err(Error::FeatureDisabled {
+            feature: "postgres",
+            ..
+        })
     ));
 }
