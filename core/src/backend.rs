@@ -14,6 +14,7 @@ use crate::instrument::{
     InstrumentedElection, InstrumentedLocker, InstrumentedQueue, InstrumentedRwLock,
 };
 use crate::lock::Locker;
+use crate::migrate::Snapshot;
 use crate::name::Name;
 use crate::queue::Queue;
 use crate::rwlock::RwLock;
@@ -71,6 +72,18 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The STM over this backend's key-value space.
     fn stm(&self) -> Result<Arc<dyn Stm>>;
+
+    /// Reads the durable state under this backend's namespace (queues, STM keys, held
+    /// barriers) and lists its live holds, for [`crate::migrate::migrate`]. Reads only.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] where the backend cannot enumerate its state.
+    async fn export(&self) -> Result<Snapshot> {
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "export (migration)",
+        ))
+    }
 }
 
 /// The handle an application holds: a shared backend plus conveniences that take

@@ -73,6 +73,16 @@ pub enum Error {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// A migration found live holds (locks, leadership, ...) in its source.
+    #[error(
+        "the source still has {count} active holds (e.g. {example:?}); stop its clients or force"
+    )]
+    ActiveHolders {
+        /// How many holds.
+        count: usize,
+        /// The store key of one of them.
+        example: String,
+    },
     /// An operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

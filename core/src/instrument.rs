@@ -55,6 +55,7 @@ pub(crate) fn error_label(error: &Error) -> &'static str {
         Error::NotLeader => "not_leader",
         Error::TooManyParticipants { .. } => "too_many_participants",
         Error::StmConflict { .. } => "stm_conflict",
+        Error::ActiveHolders { .. } => "active_holders",
         Error::Timeout(_) => "timeout",
         Error::Connection { .. } => "connection",
         Error::Backend { .. } => "backend",

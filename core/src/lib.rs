@@ -20,6 +20,7 @@ pub mod instrument;
 pub mod kv;
 pub mod lock;
 pub mod memory;
+pub mod migrate;
 pub mod name;
 pub mod queue;
 pub mod recipes;

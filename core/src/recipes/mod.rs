@@ -34,6 +34,7 @@
 mod barrier;
 mod double_barrier;
 mod election;
+mod export;
 mod hold;
 mod key;
 mod mutex;
@@ -56,6 +57,7 @@ use crate::election::Election;
 use crate::error::{Error, Result};
 use crate::kv::{Kv, LeaseId};
 use crate::lock::Locker;
+use crate::migrate::Snapshot;
 use crate::name::Name;
 use crate::queue::Queue;
 use crate::rwlock::RwLock;
@@ -266,5 +268,12 @@ impl<K: Kv> Backend for KvBackend<K> {
             &self.namespace,
             self.capabilities.clone(),
         )))
+    }
+
+    /// Classifies every key under the namespace by the recipes' layouts: leased keys
+    /// are live holds, `<name>/<%05d>/<%016d>` keys queue items, other empty keys held
+    /// barriers and the rest STM keys (so an empty-valued STM key reads as a barrier).
+    async fn export(&self) -> Result<Snapshot> {
+        export::export(&*self.kv, &self.namespace).await
     }
 }

@@ -1,0 +1,342 @@
+//! Copying the durable state of one backend into another.
+//!
+//! Durable state is what outlives every session: queue items (with their priorities,
+//! in dequeue order), STM keys, and held barriers. Locks, leadership, read/write holds
+//! and double-barrier entries belong to live sessions and are not copied; a source
+//! that still has some is refused unless forced, since its owners would keep working
+//! against the old store.
+//!
+//! [`migrate`] copies (the source is left as it was), appending each queue's items to
+//! the destination queue of the same name in the source's dequeue order, writing STM
+//! keys in transactions, and holding the same barriers; then it exports the
+//! destination again and verifies that every queue ends with the copied items, in
+//! order, and that every key and barrier arrived.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+//! use distsync_core::migrate::{migrate, MigrateOptions};
+//! use distsync_core::{memory::MemoryBackend, Coordinator};
+//! let (from, to) = (Coordinator::new(MemoryBackend::new()), Coordinator::new(MemoryBackend::new()));
+//! from.queue("jobs")?.enqueue_with_priority("urgent".into(), 0).await?;
+//! let report = migrate(&**from.backend(), &**to.backend(), &MigrateOptions::default()).await?;
+//! assert_eq!(report.queue_items, 1);
+//! assert_eq!(to.queue("jobs")?.dequeue().await?, "urgent");
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::name::Name;
+use crate::stm::Isolation;
+
+/// One queued item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueItem {
+    /// Its priority (lower first).
+    pub priority: u16,
+    /// The item.
+    pub item: Bytes,
+}
+
+/// The durable state of a backend (under its namespace), as [`Backend::export`] reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every non-empty queue, with its items in dequeue order.
+    pub queues: BTreeMap<Name, Vec<QueueItem>>,
+    /// Every STM key and its value.
+    pub stm: BTreeMap<Name, Bytes>,
+    /// Every held barrier.
+    pub barriers: Vec<Name>,
+    /// The store keys of live session-bound holds (locks, leadership, read/write
+    /// holds, double-barrier entries, waiters), which are not copied.
+    pub active_holds: Vec<String>,
+}
+
+impl Snapshot {
+    /// How many queue items the snapshot holds.
+    pub fn queue_items(&self) -> usize {
+        self.queues.values().map(Vec::len).sum()
+    }
+}
+
+/// How [`migrate`] runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrateOptions {
+    /// Export and report only; write nothing.
+    pub dry_run: bool,
+    /// Copy even while the source has active holds.
+    pub force: bool,
+}
+
+/// What [`migrate`] copied (or, in a dry run, would copy).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Queues copied.
+    pub queues: usize,
+    /// Queue items copied.
+    pub queue_items: usize,
+    /// STM keys copied.
+    pub stm_keys: usize,
+    /// Barriers held in the destination.
+    pub barriers: usize,
+    /// Live holds found in the source (not copied).
+    pub active_holds: usize,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// STM keys written per transaction.
+const STM_BATCH: usize = 64;
+
+/// Copies the durable state of `from` into `to` and verifies it arrived.
+///
+/// # Errors
+/// [`Error::ActiveHolders`] when the source has live holds and `force` is off;
+/// [`Error::Unsupported`] when either backend cannot export; the stores' errors; and
+/// [`Error::InvalidArgument`] naming what differs if the verification fails.
+///
+/// Cancel-safety: not cancel-safe: a dropped future may leave part of the state
+/// copied. Re-running appends the queues again; check the destination first.
+pub async fn migrate(
+    from: &dyn Backend,
+    to: &dyn Backend,
+    options: &MigrateOptions,
+) -> Result<MigrationReport> {
+    let source = from.export().await?;
+    let report = MigrationReport {
+        queues: source.queues.len(),
+        queue_items: source.queue_items(),
+        stm_keys: source.stm.len(),
+        barriers: source.barriers.len(),
+        active_holds: source.active_holds.len(),
+        dry_run: options.dry_run,
+    };
+    if !source.active_holds.is_empty() && !options.force {
+        return Err(Error::ActiveHolders {
+            count: source.active_holds.len(),
+            example: source.active_holds[0].clone(),
+        });
+    }
+    let before = to.export().await?;
+    if options.dry_run {
+        return Ok(report);
+    }
+    for (name, items) in &source.queues {
+        let queue = to.queue(name.clone())?;
+        for item in items {
+            queue
+                .enqueue_with_priority(item.item.clone(), item.priority)
+                .await?;
+        }
+    }
+    if !source.stm.is_empty() {
+        let stm = to.stm()?;
+        let keys: Vec<(&Name, &Bytes)> = source.stm.iter().collect();
+        for batch in keys.chunks(STM_BATCH) {
+            stm.atomically(Isolation::default(), |tx| async move {
+                for (key, value) in batch {
+                    tx.put(key.as_str(), (*value).clone());
+                }
+                Ok(())
+            })
+            .await?;
+        }
+    }
+    for name in &source.barriers {
+        to.barrier(name.clone())?.hold().await?;
+    }
+    verify(&source, &before, &to.export().await?)?;
+    tracing::info!(?report, "migration copied and verified");
+    Ok(report)
+}
+
+/// Checks that `after` (the destination now) is `before` plus `source`.
+fn verify(source: &Snapshot, before: &Snapshot, after: &Snapshot) -> Result<()> {
+    let mismatch = |what: String| {
+        Err(Error::InvalidArgument(format!(
+            "migration verification failed: {what}"
+        )))
+    };
+    for (name, items) in &source.queues {
+        let had = before.queues.get(name).map_or(0, Vec::len);
+        let has = after
+            .queues
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if has.len() != had + items.len() {
+            return mismatch(format!(
+                "queue {name:?} holds {} items, expected {} + {}",
+                has.len(),
+                had,
+                items.len()
+            ));
+        }
+        // Within each priority, the destination holds what it had, then the copies.
+        for priority in items.iter().map(|item| item.priority) {
+            let expected: Vec<&Bytes> = before
+                .queues
+                .get(name)
+                .into_iter()
+                .flatten()
+                .chain(items)
+                .filter(|item| item.priority == priority)
+                .map(|item| &item.item)
+                .collect();
+            let found: Vec<&Bytes> = has
+                .iter()
+                .filter(|item| item.priority == priority)
+                .map(|item| &item.item)
+                .collect();
+            if found != expected {
+                return mismatch(format!(
+                    "queue {name:?} priority {priority}: order differs from the source"
+                ));
+            }
+        }
+    }
+    for (key, value) in &source.stm {
+        if after.stm.get(key) != Some(value) {
+            return mismatch(format!("stm key {key:?} did not arrive"));
+        }
+    }
+    for name in &source.barriers {
+        if !after.barriers.contains(name) {
+            return mismatch(format!("barrier {name:?} is not held"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryBackend;
+    use crate::Coordinator;
+
+    fn memory() -> Coordinator {
+        Coordinator::new(MemoryBackend::new())
+    }
+
+    async fn fill(source: &Coordinator) {
+        let jobs = source.queue("jobs").unwrap();
+        for (item, priority) in [("b1", 1), ("a1", 0), ("b2", 1), ("a2", 0)] {
+            jobs.enqueue_with_priority(item.into(), priority)
+                .await
+                .unwrap();
+        }
+        source
+            .queue("mail")
+            .unwrap()
+            .enqueue("m".into())
+            .await
+            .unwrap();
+        source.barrier("gate").unwrap().hold().await.unwrap();
+        source
+            .stm()
+            .unwrap()
+            .atomically(Isolation::default(), |tx| async move {
+                tx.put("accounts/a", "100");
+                tx.put("accounts/b", "7");
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn drain(queue: &Coordinator, name: &str) -> Vec<Bytes> {
+        let queue = queue.queue(name).unwrap();
+        let mut items = Vec::new();
+        while let Some(item) = queue.try_dequeue().await.unwrap() {
+            items.push(item);
+        }
+        items
+    }
+
+    #[tokio::test]
+    async fn copies_queues_in_order_keys_and_barriers_and_leaves_the_source() {
+        let (from, to) = (memory(), memory());
+        fill(&from).await;
+        to.queue("jobs")
+            .unwrap()
+            .enqueue_with_priority("old".into(), 1)
+            .await
+            .unwrap();
+        let report = migrate(
+            &**from.backend(),
+            &**to.backend(),
+            &MigrateOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            report,
+            MigrationReport {
+                queues: 2,
+                queue_items: 5,
+                stm_keys: 2,
+                barriers: 1,
+                active_holds: 0,
+                dry_run: false
+            }
+        );
+        assert_eq!(drain(&to, "jobs").await, ["a1", "a2", "old", "b1", "b2"]);
+        assert_eq!(drain(&to, "mail").await, ["m"]);
+        let copied = to.backend().export().await.unwrap();
+        assert_eq!(
+            copied.stm.get(&Name::new("accounts/a").unwrap()).unwrap(),
+            "100"
+        );
+        assert_eq!(copied.barriers, [Name::new("gate").unwrap()]);
+        assert_eq!(from.backend().export().await.unwrap().queue_items(), 5);
+    }
+
+    #[tokio::test]
+    async fn refuses_a_source_with_live_holds_unless_forced() {
+        let (from, to) = (memory(), memory());
+        fill(&from).await;
+        let session = from.session().await.unwrap();
+        let _guard = from.locker(&session, "busy").unwrap().lock().await.unwrap();
+        match migrate(
+            &**from.backend(),
+            &**to.backend(),
+            &MigrateOptions::default(),
+        )
+        .await
+        {
+            Err(Error::ActiveHolders { count: 1, example }) => {
+                assert!(example.starts_with("busy/"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(to.backend().export().await.unwrap(), Snapshot::default());
+        let forced = MigrateOptions {
+            force: true,
+            ..MigrateOptions::default()
+        };
+        let report = migrate(&**from.backend(), &**to.backend(), &forced)
+            .await
+            .unwrap();
+        assert_eq!((report.active_holds, report.queue_items), (1, 5));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_writes_nothing() {
+        let (from, to) = (memory(), memory());
+        fill(&from).await;
+        let dry = MigrateOptions {
+            dry_run: true,
+            ..MigrateOptions::default()
+        };
+        let report = migrate(&**from.backend(), &**to.backend(), &dry)
+            .await
+            .unwrap();
+        assert!(report.dry_run);
+        assert_eq!(report.queue_items, 5);
+        assert_eq!(to.backend().export().await.unwrap(), Snapshot::default());
+    }
+}
