@@ -86,6 +86,8 @@ pub struct Proc {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// Closed when standard error has been read to its end.
+    stderr_done: Receiver<()>,
 }
 
 impl Proc {
@@ -115,6 +117,7 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut child_stderr = child.stderr.take().unwrap();
         let collected = Arc::clone(&stderr);
+        let (done, stderr_done) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             while let Ok(n @ 1..) = child_stderr.read(&mut buffer) {
@@ -123,6 +126,7 @@ impl Proc {
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&buffer[..n]));
             }
+            drop(done);
         });
         Proc {
             what: format!("distsync {}", args.join(" ")),
@@ -130,6 +134,7 @@ impl Proc {
             child,
             lines,
             stderr,
+            stderr_done,
         }
     }
 
@@ -201,7 +206,8 @@ impl Proc {
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
-    /// Waits for the process to exit (bounded by [`DEADLINE`]) and returns its code.
+    /// Waits for the process to exit (bounded by [`DEADLINE`]) and returns its code;
+    /// [`Proc::stderr`] is then complete.
     pub fn wait(&mut self) -> i32 {
         let status = self.wait_status();
         status
@@ -213,6 +219,12 @@ impl Proc {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                let drained = self.stderr_done.recv_timeout(DEADLINE);
+                assert!(
+                    matches!(drained, Err(RecvTimeoutError::Disconnected)),
+                    "{}: standard error still open {DEADLINE:?} after the exit",
+                    self.what
+                );
                 return status;
             }
             assert!(
