@@ -1,0 +1,201 @@
+//! The command line and the plan (counts and time caps) it resolves to.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::target::BackendKind;
+
+/// What the bench measures; each can be selected with `--cases`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum Case {
+    /// Uncontended lock+unlock cycle, beside the raw store commands and the peers.
+    Cycle,
+    /// Contended hand-off from `unlock()` to the next waiter holding.
+    Handoff,
+    /// `resign()` to the new leader seen by `observe()`.
+    Election,
+    /// Queue enqueue and dequeue throughput.
+    Queue,
+    /// STM bank transfers.
+    Stm,
+}
+
+impl Case {
+    /// Every case, in report order.
+    pub const ALL: [Case; 5] = [
+        Case::Cycle,
+        Case::Handoff,
+        Case::Election,
+        Case::Queue,
+        Case::Stm,
+    ];
+}
+
+/// `distsync-bench`: measures distsync on every backend, beside the raw store commands
+/// and peer libraries, and writes markdown tables and SVG plots.
+///
+/// Servers come from the same variables as the tests (`eval "$(scripts/servers.sh env)"`).
+/// All traffic goes to the URLs given, which should be on this machine.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "distsync-bench", version)]
+pub struct Args {
+    /// Backends to measure, comma-separated [default: memory and every backend
+    /// compiled in]. A backend without a URL is reported as skipped.
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Vec<BackendKind>,
+    /// etcd URL.
+    #[arg(long, env = "DISTSYNC_ETCD_URL")]
+    pub etcd_url: Option<String>,
+    /// Redis URL.
+    #[arg(long, env = "DISTSYNC_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// PostgreSQL URL.
+    #[arg(long, env = "DISTSYNC_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
+    /// Directory to write `BENCHMARKS.md` and `bench/*.svg` into (e.g. `docs`).
+    /// Without it the tables go to standard output only.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A smoke run: tiny counts and short caps (seconds on every backend).
+    #[arg(long)]
+    pub quick: bool,
+    /// Cases to run, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub cases: Vec<Case>,
+    /// Skip the peer libraries and programs in the cycle case.
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Measured lock+unlock cycles per implementation (process-spawning peers do a
+    /// tenth of them).
+    #[arg(long)]
+    pub cycles: Option<usize>,
+    /// Waiter counts for the hand-off case, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub waiters: Vec<usize>,
+    /// Measured hand-offs per waiter count.
+    #[arg(long)]
+    pub handoffs: Option<usize>,
+    /// Measured leader changes in the election case.
+    #[arg(long)]
+    pub elections: Option<usize>,
+    /// Items per queue run (split among the clients).
+    #[arg(long)]
+    pub queue_items: Option<usize>,
+    /// Transfers per STM run (split among the workers).
+    #[arg(long)]
+    pub stm_transfers: Option<usize>,
+    /// Time cap of one measurement, in seconds.
+    #[arg(long)]
+    pub case_secs: Option<u64>,
+    /// How long a holder (or leader) waits after the last contender has entered its
+    /// wait before releasing, in milliseconds, so the release hands over to a queued
+    /// waiter rather than racing a late one.
+    #[arg(long)]
+    pub settle_ms: Option<u64>,
+}
+
+/// The counts and caps of one run, with `--quick` and the defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The cases to run.
+    pub cases: Vec<Case>,
+    /// Whether peers run beside the library in the cycle case.
+    pub peers: bool,
+    /// Warm-up cycles per implementation (not measured).
+    pub warmup: usize,
+    /// Measured cycles per implementation.
+    pub cycles: usize,
+    /// Rounds the cycles are split into; implementations take turns each round, so a
+    /// burst of load on the machine hits all of them alike.
+    pub rounds: usize,
+    /// Waiter counts for the hand-off case.
+    pub waiters: Vec<usize>,
+    /// Measured hand-offs per waiter count.
+    pub handoffs: usize,
+    /// Measured leader changes.
+    pub elections: usize,
+    /// Items per queue run.
+    pub queue_items: usize,
+    /// Client counts for queue and STM runs.
+    pub clients: Vec<usize>,
+    /// Transfers per STM run.
+    pub stm_transfers: usize,
+    /// Time cap of one measurement.
+    pub case_time: Duration,
+    /// See [`Args::settle_ms`].
+    pub settle: Duration,
+}
+
+impl Plan {
+    /// The plan `args` ask for.
+    pub fn from_args(args: &Args) -> Self {
+        let quick = args.quick;
+        let pick = |given: Option<usize>, full: usize, smoke: usize| {
+            given.unwrap_or(if quick { smoke } else { full }).max(1)
+        };
+        let mut cases = if args.cases.is_empty() {
+            Case::ALL.to_vec()
+        } else {
+            args.cases.clone()
+        };
+        cases.sort();
+        cases.dedup();
+        let mut waiters = if args.waiters.is_empty() {
+            if quick {
+                vec![1, 3]
+            } else {
+                vec![1, 10, 100]
+            }
+        } else {
+            args.waiters.iter().map(|&w| w.max(1)).collect()
+        };
+        waiters.sort_unstable();
+        waiters.dedup();
+        Self {
+            cases,
+            peers: !args.no_peers,
+            warmup: if quick { 2 } else { 50 },
+            cycles: pick(args.cycles, 2000, 20),
+            rounds: if quick { 2 } else { 10 },
+            waiters,
+            handoffs: pick(args.handoffs, 200, 5),
+            elections: pick(args.elections, 100, 3),
+            queue_items: pick(args.queue_items, 800, 16),
+            clients: vec![1, 8],
+            stm_transfers: pick(args.stm_transfers, 400, 16),
+            case_time: Duration::from_secs(args.case_secs.unwrap_or(if quick { 10 } else { 20 })),
+            settle: Duration::from_millis(args.settle_ms.unwrap_or(if quick { 1 } else { 5 })),
+        }
+    }
+
+    /// Whether `case` is selected.
+    pub fn runs(&self, case: Case) -> bool {
+        self.cases.contains(&case)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_is_small_and_flags_override() {
+        let args = Args::parse_from(["distsync-bench", "--quick", "--cycles", "7"]);
+        let plan = Plan::from_args(&args);
+        assert_eq!(plan.cycles, 7);
+        assert_eq!(plan.waiters, vec![1, 3]);
+        assert_eq!(plan.cases, Case::ALL.to_vec());
+        let full = Plan::from_args(&Args::parse_from([
+            "distsync-bench",
+            "--cases",
+            "stm,cycle",
+            "--waiters",
+            "100,1,0",
+        ]));
+        assert_eq!(full.cases, vec![Case::Cycle, Case::Stm]);
+        assert_eq!(full.waiters, vec![1, 100]);
+        assert!(full.cycles > plan.cycles);
+    }
+}

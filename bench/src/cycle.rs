@@ -1,0 +1,308 @@
+//! The uncontended lock+unlock cycle: distsync, the raw store commands and the peers
+//! on one store, measured in interleaved rounds.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use distsync::{Coordinator, Locker, Session};
+
+use crate::args::Plan;
+use crate::stats::Samples;
+use crate::target::Target;
+use crate::Result;
+
+/// What a cycle implementation is, for the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// distsync itself.
+    Library,
+    /// The minimal command sequence on the same client crate.
+    Raw,
+    /// Another lock library or program on the same store.
+    Peer,
+    /// Not a lock: a reference figure (e.g. spawning a process).
+    Baseline,
+}
+
+/// One lock implementation that can run lock+unlock cycles.
+#[async_trait]
+pub trait Cycler: Send {
+    /// The row label.
+    fn label(&self) -> String;
+
+    /// What it is.
+    fn role(&self) -> Role;
+
+    /// How many measured cycles it gets when others get `cycles` (process-spawning
+    /// implementations take far longer per cycle and do fewer).
+    fn cycles(&self, cycles: usize) -> usize {
+        cycles
+    }
+
+    /// One acquire and release, uncontended.
+    async fn cycle(&mut self) -> Result<()>;
+
+    /// Sub-phases recorded along the cycles (e.g. acquire and release apart), if any.
+    fn phases(&self) -> Vec<(String, Samples)> {
+        Vec::new()
+    }
+
+    /// Releases what it holds (sessions, leases, connections).
+    async fn close(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The outcome of one implementation.
+#[derive(Debug)]
+pub struct CycleResult {
+    /// Row label.
+    pub label: String,
+    /// What it is.
+    pub role: Role,
+    /// Cycle latencies (empty if it failed before measuring).
+    pub samples: Samples,
+    /// Sub-phase latencies.
+    pub phases: Vec<(String, Samples)>,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// distsync's cycle: `lock().await?.unlock().await?` on one locker of one session.
+pub struct DistsyncCycle {
+    session: Session,
+    locker: Box<dyn Locker>,
+}
+
+impl DistsyncCycle {
+    /// A locker named `name` through a new session of `coordinator`.
+    ///
+    /// # Errors
+    /// The backend's error opening the session.
+    pub async fn new(coordinator: &Coordinator, name: &str) -> Result<Self> {
+        let session = coordinator.session().await?;
+        let locker = coordinator.locker(&session, name)?;
+        Ok(Self { session, locker })
+    }
+}
+
+#[async_trait]
+impl Cycler for DistsyncCycle {
+    fn label(&self) -> String {
+        "distsync".into()
+    }
+
+    fn role(&self) -> Role {
+        Role::Library
+    }
+
+    async fn cycle(&mut self) -> Result<()> {
+        self.locker.lock().await?.unlock().await?;
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) -> Result<()> {
+        self.session.close().await?;
+        Ok(())
+    }
+}
+
+/// Everything that runs the cycle on `target`: distsync first, then the raw sequence
+/// and the peers this build has. Implementations that cannot start are returned as
+/// failed results, with the reason.
+pub async fn contenders(
+    target: &Target,
+    run_id: &str,
+    plan: &Plan,
+) -> (Vec<Box<dyn Cycler>>, Vec<CycleResult>) {
+    let mut ready: Vec<Box<dyn Cycler>> = Vec::new();
+    let mut failed = Vec::new();
+    let name = |what: &str| format!("{run_id}/cycle/{what}");
+    match DistsyncCycle::new(&target.coordinator, &name("distsync")).await {
+        Ok(cycler) => ready.push(Box::new(cycler)),
+        Err(error) => failed.push(failure("distsync", Role::Library, &error)),
+    }
+    let others = crate::raw::contenders(target, &name("raw")).await;
+    let others = if plan.peers {
+        others
+            .into_iter()
+            .chain(crate::peers::contenders(target, &name("peer")).await)
+            .collect()
+    } else {
+        others
+    };
+    for other in others {
+        match other {
+            Ok(cycler) => ready.push(cycler),
+            Err((label, role, error)) => failed.push(failure(&label, role, &error)),
+        }
+    }
+    (ready, failed)
+}
+
+/// A contender that could not start.
+pub type Unavailable = (String, Role, crate::BoxError);
+
+/// A result for `label`, which failed with `error` before measuring.
+pub fn failure(label: &str, role: Role, error: &dyn std::fmt::Display) -> CycleResult {
+    CycleResult {
+        label: label.into(),
+        role,
+        samples: Samples::new(),
+        phases: Vec::new(),
+        error: Some(error.to_string()),
+    }
+}
+
+/// Runs every contender: a warm-up each, then `plan.rounds` rounds in which each
+/// contender (in rotating order) runs its share of cycles, capped at
+/// `plan.case_time / plan.rounds` per round. A contender that errors is dropped from
+/// later rounds with its error recorded. Closes every contender at the end.
+pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResult> {
+    let mut slots: Vec<(Box<dyn Cycler>, CycleResult)> = contenders
+        .into_iter()
+        .map(|cycler| {
+            let result = CycleResult {
+                label: cycler.label(),
+                role: cycler.role(),
+                samples: Samples::new(),
+                phases: Vec::new(),
+                error: None,
+            };
+            (cycler, result)
+        })
+        .collect();
+    let rounds = plan.rounds.max(1);
+    let slice = plan.case_time / u32::try_from(rounds).unwrap_or(u32::MAX);
+    for (cycler, result) in &mut slots {
+        let warmup = cycler.cycles(plan.warmup).max(1);
+        let mut discard = Samples::new();
+        if let Err(error) = cycles(cycler.as_mut(), warmup, slice, &mut discard).await {
+            result.error = Some(format!("warm-up: {error}"));
+        }
+    }
+    let count = slots.len();
+    for round in 0..rounds {
+        for offset in 0..count {
+            let (cycler, result) = &mut slots[(round + offset) % count];
+            if result.error.is_some() {
+                continue;
+            }
+            let share = cycler.cycles(plan.cycles).div_ceil(rounds).max(1);
+            if let Err(error) = cycles(cycler.as_mut(), share, slice, &mut result.samples).await {
+                result.error = Some(error.to_string());
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(count);
+    for (cycler, mut result) in slots {
+        result.phases = cycler.phases();
+        if let Err(error) = cycler.close().await {
+            tracing::warn!(label = %result.label, %error, "closing a contender failed");
+        }
+        results.push(result);
+    }
+    results
+}
+
+/// Runs up to `count` cycles within `cap`, recording each.
+async fn cycles(
+    cycler: &mut dyn Cycler,
+    count: usize,
+    cap: Duration,
+    samples: &mut Samples,
+) -> Result<()> {
+    let deadline = Instant::now() + cap;
+    for _ in 0..count {
+        let start = Instant::now();
+        // A cycle that hangs (a peer waiting on a lock it can never get) is an error,
+        // not a stuck benchmark.
+        match tokio::time::timeout(cap.max(Duration::from_secs(5)), cycler.cycle()).await {
+            Ok(outcome) => outcome?,
+            Err(_) => return Err(format!("one cycle took over {cap:?}").into()),
+        }
+        samples.push(start.elapsed());
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Args, Plan};
+    use clap::Parser;
+
+    struct Counting {
+        calls: usize,
+        fail_at: Option<usize>,
+    }
+
+    #[async_trait]
+    impl Cycler for Counting {
+        fn label(&self) -> String {
+            "counting".into()
+        }
+        fn role(&self) -> Role {
+            Role::Raw
+        }
+        async fn cycle(&mut self) -> Result<()> {
+            self.calls += 1;
+            if Some(self.calls) == self.fail_at {
+                return Err("boom".into());
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_warmup_then_rounds_and_records_errors() {
+        let plan = Plan::from_args(&Args::parse_from([
+            "distsync-bench",
+            "--quick",
+            "--cycles",
+            "10",
+        ]));
+        let results = run(
+            vec![
+                Box::new(Counting {
+                    calls: 0,
+                    fail_at: None,
+                }),
+                Box::new(Counting {
+                    calls: 0,
+                    fail_at: Some(plan.warmup + 3),
+                }),
+            ],
+            &plan,
+        )
+        .await;
+        assert_eq!(results[0].samples.len(), 10);
+        assert!(results[0].error.is_none());
+        assert_eq!(results[1].samples.len(), 2);
+        assert_eq!(results[1].error.as_deref(), Some("boom"));
+    }
+
+    #[tokio::test]
+    async fn distsync_cycles_on_memory() {
+        let coordinator = distsync::connect("memory://").await.unwrap();
+        let mut cycler = DistsyncCycle::new(&coordinator, "bench/cycle")
+            .await
+            .unwrap();
+        let mut samples = Samples::new();
+        cycles(&mut cycler, 5, Duration::from_secs(5), &mut samples)
+            .await
+            .unwrap();
+        assert_eq!(samples.len(), 5);
+        let session = coordinator.session().await.unwrap();
+        let free = coordinator
+            .locker(&session, "bench/cycle")
+            .unwrap()
+            .try_lock()
+            .await
+            .unwrap();
+        assert!(free.is_some(), "the lock is free after the cycles");
+    }
+}

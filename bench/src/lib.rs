@@ -1,0 +1,34 @@
+//! # distsync-bench
+//!
+//! The benchmark program of distsync: per backend (memory, etcd, Redis, PostgreSQL) it
+//! measures the uncontended lock+unlock cycle beside the minimal raw store commands and
+//! peer lock libraries, the contended hand-off with 1, 10 and 100 waiters, election
+//! leader changes, queue throughput and STM bank transfers, and writes markdown tables
+//! and SVG plots (`docs/BENCHMARKS.md`, `docs/bench/*.svg`). Run it through
+//! `scripts/bench.sh`.
+//!
+//! Every loop is bounded by a count and a time cap, and all traffic goes to the URLs
+//! given (the test servers on loopback).
+#![warn(missing_docs)]
+
+pub mod args;
+pub mod cycle;
+pub mod election;
+pub mod handoff;
+pub mod machine;
+pub mod peers;
+pub mod plot;
+pub mod queue;
+pub mod raw;
+pub mod report;
+pub mod run;
+pub mod stats;
+pub mod stm;
+pub mod svg;
+pub mod target;
+
+/// Any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The bench's result type.
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;

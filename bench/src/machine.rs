@@ -1,0 +1,197 @@
+//! Facts about the machine and the servers, printed with the results.
+
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::target::{BackendKind, Target};
+
+/// What the machine was, when, and how busy.
+#[derive(Clone, Debug, Default)]
+pub struct Machine {
+    /// Logical CPUs available to this process.
+    pub cpus: usize,
+    /// CPU model name.
+    pub cpu_model: Option<String>,
+    /// Total memory, human-readable.
+    pub memory: Option<String>,
+    /// Operating system.
+    pub os: Option<String>,
+    /// Kernel release.
+    pub kernel: Option<String>,
+    /// `rustc --version`.
+    pub rustc: Option<String>,
+    /// `git rev-parse --short HEAD` and whether the tree had changes.
+    pub commit: Option<String>,
+    /// UTC time the run started.
+    pub started: String,
+    /// Load averages (1, 5, 15 min) when the run started.
+    pub load_start: Option<String>,
+    /// Load averages when the run ended.
+    pub load_end: Option<String>,
+}
+
+impl Machine {
+    /// Reads what it can; missing facts stay `None`.
+    pub fn read() -> Self {
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu_model: read_file("/proc/cpuinfo").and_then(|info| {
+                info.lines()
+                    .find(|line| line.starts_with("model name"))
+                    .and_then(|line| line.split_once(':'))
+                    .map(|(_, model)| model.trim().to_owned())
+            }),
+            memory: read_file("/proc/meminfo").and_then(|info| {
+                let kib: u64 = info
+                    .lines()
+                    .find(|line| line.starts_with("MemTotal:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some(format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
+            }),
+            os: read_file("/etc/os-release").and_then(|release| {
+                release
+                    .lines()
+                    .find_map(|line| line.strip_prefix("PRETTY_NAME="))
+                    .map(|name| name.trim_matches('"').to_owned())
+            }),
+            kernel: read_file("/proc/sys/kernel/osrelease").map(|text| text.trim().to_owned()),
+            rustc: command("rustc", &["--version"]),
+            commit: command("git", &["rev-parse", "--short", "HEAD"]).map(|commit| {
+                let dirty = command("git", &["status", "--porcelain", "--untracked-files=no"])
+                    .is_some_and(|status| !status.is_empty());
+                if dirty {
+                    format!("{commit} (with uncommitted changes)")
+                } else {
+                    commit
+                }
+            }),
+            started: utc_now(),
+            load_start: load(),
+            load_end: None,
+        }
+    }
+
+    /// Records the load at the end of the run.
+    pub fn finish(&mut self) {
+        self.load_end = load();
+    }
+}
+
+fn read_file(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+fn command(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn load() -> Option<String> {
+    read_file("/proc/loadavg").map(|text| {
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" / ")
+    })
+}
+
+/// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
+pub fn utc_now() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    utc(seconds)
+}
+
+/// `seconds` since the Unix epoch as `YYYY-MM-DD HH:MM UTC` (proleptic Gregorian).
+pub fn utc(seconds: u64) -> String {
+    let days = i64::try_from(seconds / 86_400).unwrap_or(0);
+    let minutes = (seconds % 86_400) / 60;
+    // Days to civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        minutes / 60,
+        minutes % 60
+    )
+}
+
+/// The server's version, as the server reports it.
+pub async fn server_version(target: &Target) -> Option<String> {
+    match target.kind {
+        BackendKind::Memory => Some("in-process".into()),
+        #[cfg(feature = "etcd")]
+        BackendKind::Etcd => {
+            let mut client = crate::raw::etcd::client(&target.url).await.ok()?;
+            let status = client.status().await.ok()?;
+            Some(format!("etcd {}", status.version()))
+        }
+        #[cfg(feature = "redis")]
+        BackendKind::Redis => {
+            let client = crate::raw::redis::client(&target.url).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            info.lines()
+                .find_map(|line| line.strip_prefix("redis_version:"))
+                .map(|version| format!("Redis {}", version.trim()))
+        }
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => {
+            use sqlx::Connection;
+            let options = distsync::postgres::url::parse(&target.url).ok()?.options;
+            let mut conn = sqlx::PgConnection::connect_with(&options).await.ok()?;
+            let version: String = sqlx::query_scalar("SHOW server_version")
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+            let max: String = sqlx::query_scalar("SHOW max_connections")
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+            conn.close().await.ok()?;
+            Some(format!("PostgreSQL {version} (max_connections {max})"))
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// `etcdctl version`'s first line, if the program is there.
+pub fn etcdctl_version() -> Option<String> {
+    command("etcdctl", &["version"]).and_then(|text| text.lines().next().map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400 + 3_660), "2000-02-29 01:01 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
+
+    #[test]
+    fn reads_the_cpu_count() {
+        assert!(Machine::read().cpus >= 1);
+    }
+}

@@ -1,0 +1,97 @@
+//! PostgreSQL: `pg_advisory_lock`, then `pg_advisory_unlock`, on one connection.
+
+use async_trait::async_trait;
+use sqlx::{Connection, PgConnection};
+
+use crate::cycle::{Cycler, Role, Unavailable};
+use crate::Result;
+
+/// The label of this row.
+pub const LABEL: &str = "raw: pg_advisory_lock + pg_advisory_unlock";
+
+/// The raw PostgreSQL cycle on its own connection.
+pub struct RawPostgres {
+    conn: Option<PgConnection>,
+    key: i64,
+}
+
+impl RawPostgres {
+    /// Connects to the database of the distsync URL `url`; the advisory lock key is
+    /// derived from `name`.
+    pub async fn start(url: &str, name: &str) -> std::result::Result<Box<dyn Cycler>, Unavailable> {
+        Self::connect(url, name)
+            .await
+            .map(|raw| Box::new(raw) as Box<dyn Cycler>)
+            .map_err(|error| (LABEL.to_owned(), Role::Raw, error))
+    }
+
+    async fn connect(url: &str, name: &str) -> Result<Self> {
+        let options = distsync::postgres::url::parse(url)?.options;
+        let conn = PgConnection::connect_with(&options).await?;
+        Ok(Self {
+            conn: Some(conn),
+            key: advisory_key(name),
+        })
+    }
+}
+
+/// A stable 64-bit advisory lock key for `name` (FNV-1a).
+pub fn advisory_key(name: &str) -> i64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+#[async_trait]
+impl Cycler for RawPostgres {
+    fn label(&self) -> String {
+        LABEL.into()
+    }
+
+    fn role(&self) -> Role {
+        Role::Raw
+    }
+
+    async fn cycle(&mut self) -> Result<()> {
+        let conn = self.conn.as_mut().ok_or("connection closed")?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(self.key)
+            .execute(&mut *conn)
+            .await?;
+        let unlocked: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !unlocked {
+            return Err("pg_advisory_unlock: the lock was not held".into());
+        }
+        Ok(())
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<()> {
+        if let Some(conn) = self.conn.take() {
+            conn.close().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Connections the server at the distsync URL `url` can still accept:
+/// `max_connections` less those open and those reserved for superusers.
+///
+/// # Errors
+/// The connection or query error.
+pub async fn free_connections(url: &str) -> Result<usize> {
+    let options = distsync::postgres::url::parse(url)?.options;
+    let mut conn = PgConnection::connect_with(&options).await?;
+    let (max, reserved, used): (i64, i64, i64) = sqlx::query_as(
+        "SELECT current_setting('max_connections')::bigint, \
+                current_setting('superuser_reserved_connections')::bigint, \
+                (SELECT count(*) FROM pg_stat_activity)",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(usize::try_from((max - reserved - used).max(0))?)
+}

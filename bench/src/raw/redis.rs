@@ -1,0 +1,103 @@
+//! Redis: `SET key token NX PX ttl`, then a compare-and-delete script.
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::cycle::{Cycler, Role, Unavailable};
+use crate::Result;
+
+/// The key's TTL, as a distsync session's default.
+const TTL_MS: u64 = 60_000;
+
+/// Deletes `KEYS[1]` only if it still holds `ARGV[1]`.
+const COMPARE_AND_DELETE: &str = r"
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+";
+
+/// The label of this row.
+pub const LABEL: &str = "raw: SET NX PX + compare-and-delete script";
+
+/// The raw Redis cycle on its own connection (a `ConnectionManager`, as distsync's).
+pub struct RawRedis {
+    conn: ConnectionManager,
+    script: Script,
+    key: String,
+    token: String,
+}
+
+impl RawRedis {
+    /// Connects to the server of the distsync URL `url`.
+    pub async fn start(url: &str, name: &str) -> std::result::Result<Box<dyn Cycler>, Unavailable> {
+        Self::connect(url, name)
+            .await
+            .map(|raw| Box::new(raw) as Box<dyn Cycler>)
+            .map_err(|error| (LABEL.to_owned(), Role::Raw, error))
+    }
+
+    async fn connect(url: &str, name: &str) -> Result<Self> {
+        let client = client(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self {
+            conn,
+            script: Script::new(COMPARE_AND_DELETE),
+            key: name.to_owned(),
+            token: format!("{}:{name}", std::process::id()),
+        })
+    }
+}
+
+/// A `redis` client for the server and database of the distsync URL `url`.
+///
+/// # Errors
+/// A URL distsync would reject.
+pub fn client(url: &str) -> Result<redis::Client> {
+    Ok(redis::Client::open(server_url(url)?)?)
+}
+
+/// The server and database of the distsync URL `url`, without distsync's own
+/// parameters.
+///
+/// # Errors
+/// A URL distsync would reject.
+pub fn server_url(url: &str) -> Result<String> {
+    Ok(distsync::redis::RedisUrl::parse(url)?.server().to_owned())
+}
+
+#[async_trait]
+impl Cycler for RawRedis {
+    fn label(&self) -> String {
+        LABEL.into()
+    }
+
+    fn role(&self) -> Role {
+        Role::Raw
+    }
+
+    async fn cycle(&mut self) -> Result<()> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&self.key)
+            .arg(&self.token)
+            .arg("NX")
+            .arg("PX")
+            .arg(TTL_MS)
+            .query_async(&mut self.conn)
+            .await?;
+        if set.is_none() {
+            return Err(format!("{} is already set", self.key).into());
+        }
+        let deleted: i64 = self
+            .script
+            .key(&self.key)
+            .arg(&self.token)
+            .invoke_async(&mut self.conn)
+            .await?;
+        if deleted != 1 {
+            return Err(format!("{} was not ours to delete", self.key).into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,561 @@
+//! The markdown report: machine, targets, tables, plots, and the hand-written analysis
+//! carried over from the previous `BENCHMARKS.md`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::cycle::{CycleResult, Role};
+use crate::run::Report;
+use crate::stats::{fmt_duration, fmt_rate, fmt_ratio, ratio, Summary};
+
+/// Marks the start of the hand-written analysis kept across runs.
+pub const ANALYSIS_BEGIN: &str =
+    "<!-- analysis: hand-written, kept when the bench rewrites this file -->";
+/// Marks its end.
+pub const ANALYSIS_END: &str = "<!-- /analysis -->";
+
+/// The library overhead target: distsync's cycle p50 at most this times the raw one.
+pub const OVERHEAD_TARGET: f64 = 1.10;
+/// The herd target: hand-off p50 at the most waiters at most this times at 1 waiter.
+pub const HERD_TARGET: f64 = 2.0;
+
+/// The hand-written analysis in an earlier report, if it has one.
+pub fn analysis_of(previous: &str) -> Option<&str> {
+    let start = previous.find(ANALYSIS_BEGIN)? + ANALYSIS_BEGIN.len();
+    let end = start + previous[start..].find(ANALYSIS_END)?;
+    Some(previous[start..end].trim_matches('\n'))
+}
+
+/// Where the plots are, relative to the markdown file.
+pub const CYCLE_SVG: &str = "bench/cycle.svg";
+/// See [`CYCLE_SVG`].
+pub const HANDOFF_SVG: &str = "bench/handoff.svg";
+
+/// The whole report. `plots` says whether the SVG files were written beside it.
+pub fn markdown(report: &Report, analysis: Option<&str>, plots: bool) -> String {
+    let mut out = String::new();
+    header(&mut out, report);
+    targets(&mut out, report);
+    cycle_table(&mut out, report, plots);
+    handoff_table(&mut out, report, plots);
+    election_table(&mut out, report);
+    queue_table(&mut out, report);
+    stm_table(&mut out, report);
+    let _ = writeln!(out, "## Analysis\n\n{ANALYSIS_BEGIN}");
+    out.push_str(analysis.unwrap_or(
+        "_Not written yet: explain here what the figures show and why a target is missed; \
+         the bench keeps this section when it rewrites the file._",
+    ));
+    let _ = writeln!(out, "\n{ANALYSIS_END}");
+    out
+}
+
+/// Only the tables (for standard output).
+pub fn tables(report: &Report) -> String {
+    let mut out = String::new();
+    targets(&mut out, report);
+    cycle_table(&mut out, report, false);
+    handoff_table(&mut out, report, false);
+    election_table(&mut out, report);
+    queue_table(&mut out, report);
+    stm_table(&mut out, report);
+    out
+}
+
+fn header(out: &mut String, report: &Report) {
+    let machine = &report.machine;
+    let plan = &report.plan;
+    let _ = writeln!(
+        out,
+        "# Benchmarks\n\n\
+         Written by `distsync-bench` (crate `bench/`); everything but the Analysis section is \
+         regenerated on every run.\n\n\
+         **Reproduce** (starts the test servers if needed, then runs the bench and rewrites \
+         this file and `docs/bench/*.svg`):\n\n\
+         ```sh\nscripts/bench.sh\n```\n\n\
+         which runs `cargo run --release -p distsync-bench --features full -- {}`. \
+         A smoke run: `scripts/bench.sh --quick --out /tmp/bench`.\n",
+        report.arguments.join(" ")
+    );
+    let _ = writeln!(out, "## Machine and run\n\n| | |\n|---|---|");
+    let mut fact = |name: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            let _ = writeln!(out, "| {name} | {value} |");
+        }
+    };
+    fact("date", Some(&machine.started));
+    fact("CPUs (nproc)", Some(&machine.cpus.to_string()));
+    fact("CPU", machine.cpu_model.as_deref());
+    fact("memory", machine.memory.as_deref());
+    fact("OS", machine.os.as_deref());
+    fact("kernel", machine.kernel.as_deref());
+    fact("rustc", machine.rustc.as_deref());
+    fact("commit", machine.commit.as_deref());
+    for backend in &report.backends {
+        fact(
+            &format!("{} server", backend.kind),
+            backend.server.as_deref(),
+        );
+    }
+    fact("etcdctl", report.etcdctl.as_deref());
+    fact(
+        "load average (1/5/15 min) at start",
+        machine.load_start.as_deref(),
+    );
+    fact("load average at end", machine.load_end.as_deref());
+    fact(
+        "wall time of the run",
+        Some(&format!("{:.0} s", report.elapsed.as_secs_f64())),
+    );
+    let _ = writeln!(
+        out,
+        "\nAll servers run on this machine, on loopback, beside the bench (so client and \
+         server share its {} CPUs). Other work on the machine (e.g. compilations) shows up as \
+         noise, mostly in the p99 column; the load averages above say how busy it was. The \
+         cycle rows of one store run in {} interleaved rounds so that such noise hits all of \
+         them alike and their ratios stay meaningful.\n\n\
+         Counts: {} measured cycles per implementation after {} warm-up cycles \
+         (process-spawning rows a tenth); {} hand-offs per waiter count; {} leader changes; \
+         {} queue items and {} STM transfers per client count; every measurement capped at \
+         {} s.\n",
+        machine.cpus,
+        plan.rounds,
+        plan.cycles,
+        plan.warmup,
+        plan.handoffs,
+        plan.elections,
+        plan.queue_items,
+        plan.stm_transfers,
+        plan.case_time.as_secs()
+    );
+    for (kind, reason) in &report.skipped {
+        let _ = writeln!(out, "- **{kind}: not measured** — {reason}");
+    }
+    if !report.skipped.is_empty() {
+        out.push('\n');
+    }
+}
+
+fn summary(row: &CycleResult) -> Option<Summary> {
+    row.samples.summary()
+}
+
+fn p50(row: Option<&CycleResult>) -> Option<Duration> {
+    row.and_then(summary).map(|summary| summary.p50)
+}
+
+fn targets(out: &mut String, report: &Report) {
+    let _ = writeln!(
+        out,
+        "## Targets\n\n| target | backend | measured | verdict |\n|---|---|---|---|"
+    );
+    for backend in &report.backends {
+        let kind = backend.kind;
+        let library = p50(backend.cycle_row(Role::Library));
+        let raw = p50(backend.cycle_row(Role::Raw));
+        if let (Some(library), Some(raw)) = (library, raw) {
+            let factor = ratio(library, raw).unwrap_or(f64::INFINITY);
+            let _ = writeln!(
+                out,
+                "| library overhead ≤ 10% over the raw sequence (cycle p50) | {kind} | {} vs {} raw: {:+.0}% | {} |",
+                fmt_duration(library),
+                fmt_duration(raw),
+                (factor - 1.0) * 100.0,
+                verdict(factor <= OVERHEAD_TARGET)
+            );
+        }
+    }
+    for backend in &report.backends {
+        let measured: Vec<_> = backend
+            .handoff
+            .iter()
+            .filter_map(|result| Some((result.waiters, result.samples.summary()?.p50)))
+            .collect();
+        let first = backend.handoff.first().map(|result| result.waiters);
+        let last = backend.handoff.last().map(|result| result.waiters);
+        match (measured.first(), measured.last(), first, last) {
+            (Some(&(low, base)), Some(&(high, top)), Some(wanted_low), Some(wanted_high))
+                if high > low =>
+            {
+                let factor = ratio(top, base).unwrap_or(f64::INFINITY);
+                let complete = low == wanted_low && high == wanted_high;
+                let _ = writeln!(
+                    out,
+                    "| hand-off p50 at {wanted_high} waiters ≤ 2× at {wanted_low} (no herd) | {} | {} at {high} waiters vs {} at {low} waiter{}: ×{factor:.2} | {} |",
+                    backend.kind,
+                    fmt_duration(top),
+                    fmt_duration(base),
+                    if low == 1 { "" } else { "s" },
+                    if complete {
+                        verdict(factor <= HERD_TARGET).to_owned()
+                    } else {
+                        format!(
+                            "{} up to {high} waiters; {wanted_high} not measured",
+                            verdict(factor <= HERD_TARGET)
+                        )
+                    }
+                );
+            }
+            (_, _, Some(wanted_low), Some(wanted_high)) if wanted_high > wanted_low => {
+                let _ = writeln!(
+                    out,
+                    "| hand-off p50 at {wanted_high} waiters ≤ 2× at {wanted_low} (no herd) | {} | — | not measured |",
+                    backend.kind
+                );
+            }
+            _ => {}
+        }
+    }
+    for backend in &report.backends {
+        let Some(library) = p50(backend.cycle_row(Role::Library)) else {
+            continue;
+        };
+        let peers: Vec<_> = backend
+            .cycle
+            .iter()
+            .filter(|row| row.role == Role::Peer)
+            .collect();
+        if peers.is_empty() {
+            continue;
+        }
+        let mut figures = Vec::new();
+        let mut slower_than = Vec::new();
+        for peer in &peers {
+            match p50(Some(peer)) {
+                Some(theirs) => {
+                    figures.push(format!("{}: {}", peer.label, fmt_ratio(theirs, library)));
+                    if theirs < library {
+                        slower_than.push(peer.label.clone());
+                    }
+                }
+                None => figures.push(format!("{}: not measured", peer.label)),
+            }
+        }
+        let _ = writeln!(
+            out,
+            "| at least as fast as every peer (cycle p50, peer ÷ distsync) | {} | {} | {} |",
+            backend.kind,
+            figures.join("; "),
+            if slower_than.is_empty() {
+                verdict(true).to_owned()
+            } else {
+                format!("**missed**: slower than {}", slower_than.join(", "))
+            }
+        );
+    }
+    out.push('\n');
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+fn cycle_table(out: &mut String, report: &Report, plots: bool) {
+    if report
+        .backends
+        .iter()
+        .all(|backend| backend.cycle.is_empty())
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Uncontended lock+unlock cycle\n\n\
+         One session (or client), one name, no other contender: `lock()` then `unlock()` \
+         back to back. *vs raw* is the row's p50 over the raw sequence's p50 on the same \
+         store and client crate; *vs distsync* is the row's p50 over distsync's (above 1: \
+         distsync is faster). ops/s is for one client running cycles back to back.\n"
+    );
+    if plots {
+        let _ = writeln!(
+            out,
+            "![cycle latency per backend and implementation]({CYCLE_SVG})\n"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| backend | implementation | cycles | p50 | p99 | ops/s | vs raw | vs distsync |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut notes = Vec::new();
+    for backend in &report.backends {
+        let library = p50(backend.cycle_row(Role::Library));
+        let raw = p50(backend.cycle_row(Role::Raw));
+        for row in &backend.cycle {
+            let label = match row.role {
+                Role::Library => format!("**{}**", row.label),
+                Role::Baseline => format!("_{}_", row.label),
+                _ => row.label.clone(),
+            };
+            match summary(row) {
+                Some(summary) => {
+                    let versus = |base: Option<Duration>| match base {
+                        Some(base) if row.role != Role::Baseline => fmt_ratio(summary.p50, base),
+                        _ => "—".into(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {} | {label} | {} | {} | {} | {} | {} | {} |",
+                        backend.kind,
+                        summary.count,
+                        fmt_duration(summary.p50),
+                        fmt_duration(summary.p99),
+                        fmt_rate(summary.ops_per_sec),
+                        versus(raw),
+                        versus(library),
+                    );
+                    for (phase, samples) in &row.phases {
+                        if let Some(phase_summary) = samples.summary() {
+                            let _ = writeln!(
+                                out,
+                                "| {} | &nbsp;&nbsp;↳ {phase} | {} | {} | {} | | | |",
+                                backend.kind,
+                                phase_summary.count,
+                                fmt_duration(phase_summary.p50),
+                                fmt_duration(phase_summary.p99),
+                            );
+                        }
+                    }
+                    if let Some(error) = &row.error {
+                        notes.push(format!(
+                            "{} / {}: stopped early: {error}",
+                            backend.kind, row.label
+                        ));
+                    }
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {label} | — | — | — | — | — | — |",
+                        backend.kind
+                    );
+                    notes.push(format!(
+                        "{} / {}: not measured: {}",
+                        backend.kind,
+                        row.label,
+                        row.error.as_deref().unwrap_or("no samples")
+                    ));
+                }
+            }
+        }
+        if backend.kind == crate::target::BackendKind::Memory {
+            notes.push("memory: no raw sequence (there is no client crate beneath the in-process store), so no ratio".into());
+        }
+    }
+    notes_list(out, &notes);
+}
+
+fn notes_list(out: &mut String, notes: &[String]) {
+    out.push('\n');
+    for note in notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+    }
+}
+
+fn handoff_table(out: &mut String, report: &Report, plots: bool) {
+    if report
+        .backends
+        .iter()
+        .all(|backend| backend.handoff.is_empty())
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Contended hand-off\n\n\
+         From the holder calling `unlock()` to the next waiter's `lock()` returning, with N \
+         waiters in line, each on its own session (all sessions over one client connection). \
+         Every participant re-queues after its turn, and a holder releases only once all \
+         the others have been waiting for {} ms, so each release hands over to a queued \
+         waiter. A herd shows as p50 growing with N.\n",
+        report.plan.settle.as_millis()
+    );
+    if plots {
+        let _ = writeln!(out, "![hand-off latency against waiters]({HANDOFF_SVG})\n");
+    }
+    let _ = writeln!(
+        out,
+        "| backend | waiters | hand-offs | p50 | p99 | p50 ÷ p50 at {} |\n|---|---:|---:|---:|---:|---:|",
+        report.plan.waiters.first().copied().unwrap_or(1)
+    );
+    let mut notes = Vec::new();
+    for backend in &report.backends {
+        let base = backend
+            .handoff
+            .first()
+            .and_then(|result| result.samples.summary())
+            .map(|summary| summary.p50);
+        for result in &backend.handoff {
+            match result.samples.summary() {
+                Some(summary) => {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} | {} |",
+                        backend.kind,
+                        result.waiters,
+                        summary.count,
+                        fmt_duration(summary.p50),
+                        fmt_duration(summary.p99),
+                        base.map_or("—".into(), |base| fmt_ratio(summary.p50, base)),
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | — | — | — | — |",
+                        backend.kind, result.waiters
+                    );
+                }
+            }
+            if let Some(error) = &result.error {
+                notes.push(format!(
+                    "{} with {} waiters: {error}",
+                    backend.kind, result.waiters
+                ));
+            }
+        }
+    }
+    notes_list(out, &notes);
+}
+
+fn election_table(out: &mut String, report: &Report) {
+    if report
+        .backends
+        .iter()
+        .all(|backend| backend.election.is_none())
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Election\n\n\
+         From the leader's `resign()` to an `observe()` stream (on a third session) reporting \
+         the candidate that was waiting in `campaign()`.\n\n\
+         | backend | leader changes | p50 | p99 |\n|---|---:|---:|---:|"
+    );
+    let mut notes = Vec::new();
+    for backend in &report.backends {
+        let Some(result) = &backend.election else {
+            continue;
+        };
+        match result.samples.summary() {
+            Some(summary) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    backend.kind,
+                    summary.count,
+                    fmt_duration(summary.p50),
+                    fmt_duration(summary.p99)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "| {} | — | — | — |", backend.kind);
+            }
+        }
+        if let Some(error) = &result.error {
+            notes.push(format!("{}: {error}", backend.kind));
+        }
+    }
+    notes_list(out, &notes);
+}
+
+fn queue_table(out: &mut String, report: &Report) {
+    if report
+        .backends
+        .iter()
+        .all(|backend| backend.queue.is_empty())
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Queue\n\n\
+         Items enqueued by N concurrent clients, then dequeued by N concurrent clients (each \
+         client its own connection; on memory, one shared store); items per second for all \
+         clients together.\n\n\
+         | backend | clients | items | enqueue items/s | dequeue items/s |\n|---|---:|---:|---:|---:|"
+    );
+    let mut notes = Vec::new();
+    for backend in &report.backends {
+        for result in &backend.queue {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} / {} | {} | {} |",
+                backend.kind,
+                result.clients,
+                result.enqueued.0,
+                result.dequeued.0,
+                fmt_rate(result.enqueue_rate()),
+                fmt_rate(result.dequeue_rate()),
+            );
+            if let Some(error) = &result.error {
+                notes.push(format!(
+                    "{} with {} clients: {error}",
+                    backend.kind, result.clients
+                ));
+            }
+        }
+    }
+    notes_list(out, &notes);
+}
+
+fn stm_table(out: &mut String, report: &Report) {
+    if report.backends.iter().all(|backend| backend.stm.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## STM\n\n\
+         Bank transfers (half of a random account's balance to another of 5 accounts opened \
+         at 100; the sum is checked to still be 500 afterwards) by N concurrent workers, each \
+         its own connection, through `<dyn Stm>::atomically_with`, which reports the attempts \
+         each commit took.\n\n\
+         | backend | workers | isolation | transfers | transfers/s | retries per commit |\n\
+         |---|---:|---|---:|---:|---:|"
+    );
+    let mut notes = Vec::new();
+    for backend in &report.backends {
+        for result in &backend.stm {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {:.2} |",
+                backend.kind,
+                result.workers,
+                result
+                    .isolation
+                    .map_or("—".to_owned(), |level| level.to_string()),
+                result.commits,
+                fmt_rate(result.rate()),
+                result.retries_per_commit(),
+            );
+            if let Some(error) = &result.error {
+                notes.push(format!(
+                    "{} with {} workers: {error}",
+                    backend.kind, result.workers
+                ));
+            }
+        }
+    }
+    notes_list(out, &notes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_kept_analysis() {
+        let previous =
+            format!("# B\n\n## Analysis\n\n{ANALYSIS_BEGIN}\nkept *text*\n{ANALYSIS_END}\n");
+        assert_eq!(analysis_of(&previous), Some("kept *text*"));
+        assert_eq!(analysis_of("# B\n"), None);
+    }
+}

@@ -1,0 +1,176 @@
+//! Latency samples and their summary (percentiles, throughput).
+
+use std::time::Duration;
+
+/// Latencies measured one by one (one entry per operation).
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    durations: Vec<Duration>,
+}
+
+impl Samples {
+    /// No samples yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one latency.
+    pub fn push(&mut self, duration: Duration) {
+        self.durations.push(duration);
+    }
+
+    /// Appends all of `other`.
+    pub fn extend(&mut self, other: &Samples) {
+        self.durations.extend_from_slice(&other.durations);
+    }
+
+    /// How many latencies were recorded.
+    pub fn len(&self) -> usize {
+        self.durations.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.durations.is_empty()
+    }
+
+    /// The summary, or `None` without samples.
+    pub fn summary(&self) -> Option<Summary> {
+        if self.durations.is_empty() {
+            return None;
+        }
+        let mut sorted = self.durations.clone();
+        sorted.sort_unstable();
+        let total: Duration = sorted.iter().sum();
+        let count = sorted.len();
+        Some(Summary {
+            count,
+            p50: percentile(&sorted, 0.50),
+            p99: percentile(&sorted, 0.99),
+            max: sorted[count - 1],
+            mean: total / u32::try_from(count).unwrap_or(u32::MAX),
+            ops_per_sec: per_second(count, total),
+        })
+    }
+}
+
+/// The summary of a set of [`Samples`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    /// Number of samples.
+    pub count: usize,
+    /// Median (nearest rank).
+    pub p50: Duration,
+    /// 99th percentile (nearest rank).
+    pub p99: Duration,
+    /// Largest sample.
+    pub max: Duration,
+    /// Arithmetic mean.
+    pub mean: Duration,
+    /// Operations per second for one client running them back to back:
+    /// `count / sum of the samples`.
+    pub ops_per_sec: f64,
+}
+
+/// The nearest-rank percentile `q` (0 < q <= 1) of sorted, non-empty `sorted`.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// `count` operations in `elapsed`, per second (0 for an empty interval).
+pub fn per_second(count: usize, elapsed: Duration) -> f64 {
+    let seconds = elapsed.as_secs_f64();
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// A duration for a table: µs below 1 ms, ms with precision up to 10 s, else s.
+pub fn fmt_duration(duration: Duration) -> String {
+    let micros = duration.as_secs_f64() * 1e6;
+    if micros < 1_000.0 {
+        format!("{micros:.1} µs")
+    } else if micros < 10_000_000.0 {
+        format!("{:.2} ms", micros / 1_000.0)
+    } else {
+        format!("{:.1} s", micros / 1e6)
+    }
+}
+
+/// A rate for a table, with thousands grouped by a thin space.
+pub fn fmt_rate(rate: f64) -> String {
+    if rate >= 100.0 {
+        let whole = rate.round() as u64;
+        let digits = whole.to_string();
+        let mut grouped = String::new();
+        for (index, digit) in digits.chars().enumerate() {
+            if index > 0 && (digits.len() - index) % 3 == 0 {
+                grouped.push('\u{2009}');
+            }
+            grouped.push(digit);
+        }
+        grouped
+    } else {
+        format!("{rate:.1}")
+    }
+}
+
+/// `a / b` as a ratio for a table (`×1.23`), or `n/a` when `b` is zero.
+pub fn fmt_ratio(a: Duration, b: Duration) -> String {
+    match ratio(a, b) {
+        Some(ratio) => format!("×{ratio:.2}"),
+        None => "n/a".into(),
+    }
+}
+
+/// `a / b`, or `None` when `b` is zero.
+pub fn ratio(a: Duration, b: Duration) -> Option<f64> {
+    let b = b.as_secs_f64();
+    (b > 0.0).then(|| a.as_secs_f64() / b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut samples = Samples::new();
+        for n in (1..=100).rev() {
+            samples.push(ms(n));
+        }
+        let summary = samples.summary().unwrap();
+        assert_eq!(summary.count, 100);
+        assert_eq!(summary.p50, ms(50));
+        assert_eq!(summary.p99, ms(99));
+        assert_eq!(summary.max, ms(100));
+        assert!((summary.ops_per_sec - 100.0 / 5.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_single_sample_is_every_percentile() {
+        let mut samples = Samples::new();
+        samples.push(ms(7));
+        let summary = samples.summary().unwrap();
+        assert_eq!((summary.p50, summary.p99), (ms(7), ms(7)));
+        assert!(Samples::new().summary().is_none());
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(fmt_duration(Duration::from_nanos(12_345)), "12.3 µs");
+        assert_eq!(fmt_duration(ms(3)), "3.00 ms");
+        assert_eq!(fmt_duration(Duration::from_secs(12)), "12.0 s");
+        assert_eq!(fmt_rate(1_234_567.4), "1\u{2009}234\u{2009}567");
+        assert_eq!(fmt_rate(12.34), "12.3");
+        assert_eq!(fmt_ratio(ms(3), ms(2)), "×1.50");
+        assert_eq!(fmt_ratio(ms(3), Duration::ZERO), "n/a");
+    }
+}

@@ -1,0 +1,72 @@
+//! A `--quick` run of the bench binary against `memory://` only: it must write the
+//! report with its tables and plots, and keep the hand-written analysis.
+
+use std::process::Command;
+
+const ANALYSIS_BEGIN: &str =
+    "<!-- analysis: hand-written, kept when the bench rewrites this file -->";
+
+#[test]
+fn quick_run_on_memory_writes_tables_and_plots() {
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(
+        out.path().join("BENCHMARKS.md"),
+        format!("old\n{ANALYSIS_BEGIN}\nKEEP THIS NOTE\n<!-- /analysis -->\n"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_distsync-bench"))
+        .args(["--quick", "--backends", "memory", "--out"])
+        .arg(out.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+
+    let report = std::fs::read_to_string(out.path().join("BENCHMARKS.md")).unwrap();
+    for expected in [
+        "| backend | implementation | cycles | p50 | p99 | ops/s | vs raw | vs distsync |",
+        "| memory | **distsync** | 20 |",
+        "| memory | 1 | 5 |",
+        "| memory | 3 | 5 |",
+        "| hand-off p50 at 3 waiters ≤ 2× at 1 (no herd) | memory |",
+        "| memory | 8 | SerializableSnapshot | 16 |",
+        "![hand-off latency against waiters](bench/handoff.svg)",
+        "scripts/bench.sh",
+        "KEEP THIS NOTE",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing `{expected}` in:\n{report}"
+        );
+    }
+    assert!(!report.contains("old\n"), "the generated part is rewritten");
+    for plot in ["cycle.svg", "handoff.svg"] {
+        let svg = std::fs::read_to_string(out.path().join("bench").join(plot)).unwrap();
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("memory"), "{plot} plots the memory backend");
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("| memory | **distsync** |"),
+        "tables on stdout: {stdout}"
+    );
+}
+
+#[test]
+fn no_backend_is_an_error_that_says_why() {
+    let output = Command::new(env!("CARGO_BIN_EXE_distsync-bench"))
+        .args(["--quick", "--backends", "etcd"])
+        .env_remove("DISTSYNC_ETCD_URL")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("etcd:")
+            && (stderr.contains("DISTSYNC_ETCD_URL") || stderr.contains("--features etcd")),
+        "{stderr}"
+    );
+}
