@@ -7,6 +7,7 @@ use distsync_core::{Barrier, Name, Result};
 
 use crate::error::map;
 use crate::notify::Wake;
+use crate::retry::Backoff;
 use crate::shared::Shared;
 
 pub(crate) struct PgBarrier {
@@ -59,19 +60,36 @@ impl Barrier for PgBarrier {
     /// Returns at the first release after the call (even if the barrier is held again
     /// right away, as etcd's recipe, which waits for the key's deletion).
     ///
+    /// Waits out connection trouble (see [`crate::retry`]).
+    ///
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
-        let mut subscription = self
-            .shared
-            .hub
-            .subscribe(format!("b:{}", self.name))
-            .await?;
-        while self.is_held().await? {
-            // Only a deletion notifies; after a resync, look again.
-            if subscription.changed().await? == Wake::Notified {
-                break;
+        let mut backoff = Backoff::new();
+        let payload = format!("b:{}", self.name);
+        let mut subscription = loop {
+            match self.shared.hub.subscribe(payload.clone()).await {
+                Ok(subscription) => break subscription,
+                Err(error) if Backoff::retryable(&error) => {
+                    backoff.pause("a barrier release", &error).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        loop {
+            match self.is_held().await {
+                Ok(false) => return Ok(()),
+                Ok(true) => {
+                    backoff.reset();
+                    // Only a deletion notifies; after a resync, look again.
+                    if subscription.changed().await? == Wake::Notified {
+                        return Ok(());
+                    }
+                }
+                Err(error) if Backoff::retryable(&error) => {
+                    backoff.pause("a barrier release", &error).await;
+                }
+                Err(error) => return Err(error),
             }
         }
-        Ok(())
     }
 }

@@ -28,6 +28,7 @@ use crate::error::map;
 use crate::hold::{self, session_error, Grant, Hold};
 use crate::lock::hold_key;
 use crate::notify::Subscription;
+use crate::retry::Backoff;
 use crate::session::LeaseInner;
 use crate::shared::{LockKind, Shared};
 
@@ -200,44 +201,56 @@ struct Observer {
 type LogRow = (i64, i64, i64, Vec<u8>);
 
 impl Observer {
+    /// The next leader to yield, waiting out connection trouble (see [`crate::retry`]).
     async fn next(&mut self) -> Result<LeaderInfo> {
+        let mut backoff = Backoff::new();
         loop {
-            if let Some(info) = self.pending.pop_front() {
-                return Ok(info);
-            }
-            if self.subscription.is_none() {
-                let payload = format!("e:{}", self.name);
-                self.subscription = Some(self.shared.hub.subscribe(payload).await?);
-            }
-            let Some(cursor) = self.cursor else {
-                if let Some(current) = self.start().await? {
-                    return Ok(current);
+            match self.step().await {
+                Ok(Some(info)) => return Ok(info),
+                Ok(None) => backoff.reset(),
+                Err(error) if Backoff::retryable(&error) => {
+                    backoff.pause("a leader change", &error).await;
                 }
-                continue;
-            };
-            let rows: Vec<LogRow> = sqlx::query_as(&self.shared.sql(
-                "SELECT term, version, session_id, value FROM {s}.election_log \
-                 WHERE election = $1 AND (term, version) > ($2, $3) \
-                 ORDER BY term, version LIMIT 100",
-            ))
-            .bind(self.name.as_str())
-            .bind(cursor.0)
-            .bind(cursor.1)
-            .fetch_all(&self.shared.pool)
-            .await
-            .map_err(map)?;
-            if rows.is_empty() {
-                if let Some(subscription) = self.subscription.as_mut() {
-                    subscription.changed().await?;
-                }
-                continue;
-            }
-            for (term, version, session, value) in rows {
-                self.cursor = Some((term, version));
-                self.pending
-                    .push_back(leader_info(&self.shared, &self.name, term, session, value));
+                Err(error) => return Err(error),
             }
         }
+    }
+
+    /// One step: a leader to yield, or `None` after reading nothing new and waiting.
+    async fn step(&mut self) -> Result<Option<LeaderInfo>> {
+        if let Some(info) = self.pending.pop_front() {
+            return Ok(Some(info));
+        }
+        if self.subscription.is_none() {
+            let payload = format!("e:{}", self.name);
+            self.subscription = Some(self.shared.hub.subscribe(payload).await?);
+        }
+        let Some(cursor) = self.cursor else {
+            return self.start().await;
+        };
+        let rows: Vec<LogRow> = sqlx::query_as(&self.shared.sql(
+            "SELECT term, version, session_id, value FROM {s}.election_log \
+             WHERE election = $1 AND (term, version) > ($2, $3) \
+             ORDER BY term, version LIMIT 100",
+        ))
+        .bind(self.name.as_str())
+        .bind(cursor.0)
+        .bind(cursor.1)
+        .fetch_all(&self.shared.pool)
+        .await
+        .map_err(map)?;
+        if rows.is_empty() {
+            if let Some(subscription) = self.subscription.as_mut() {
+                subscription.changed().await?;
+            }
+            return Ok(None);
+        }
+        for (term, version, session, value) in rows {
+            self.cursor = Some((term, version));
+            self.pending
+                .push_back(leader_info(&self.shared, &self.name, term, session, value));
+        }
+        Ok(self.pending.pop_front())
     }
 
     /// Reads the current leader and the log's end in one snapshot; sets the cursor.

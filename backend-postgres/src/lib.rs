@@ -16,30 +16,40 @@
 //! ```
 //!
 //! # How it works
-//! - **Schema** ([`schema`](crate::schema) module docs): tables and functions are created
-//!   on first use, idempotently, in the configured schema, by an ordinary role (it needs
-//!   `CREATE` on the database, or an existing schema it may create objects in).
-//!   PostgreSQL 14 or later.
-//! - **Sessions**: a heartbeat row per session renewed every TTL/3 over a dedicated
+//! Each part's design is documented in its module:
+//! - [`schema`]: tables and functions, created on first use, idempotently, in the
+//!   configured schema, by an ordinary role (it needs `CREATE` on the database, or an
+//!   existing schema it may create objects in). PostgreSQL 14 or later.
+//! - [`session`]: a heartbeat row per session renewed every TTL/3 over a dedicated
 //!   control connection (not from the pool); `lost()` fires when a session connection
-//!   dies or the row is gone or expired. Each held lock, read lock or candidacy sits on
-//!   a dedicated connection of its session, so waits never block each other.
-//! - **Locks, read-write locks, elections**: session-level advisory locks
-//!   (`pg_advisory_lock`, `pg_advisory_lock_shared`) keyed by (schema OID, id in a name
-//!   table), so PostgreSQL's lock queue gives FIFO waiters and immediate hand-off, and
-//!   two names never share a key. The fencing token (the election term) is a counter row
-//!   bumped by the statement that grants the lock.
-//! - **TTL enforcement**: a stalled process keeps its TCP connection, and so its advisory
-//!   locks. Waiters end the backends of holders whose heartbeat is older than their TTL
-//!   (`pg_terminate_backend`, which a role may do to its own backends), so a stalled
-//!   holder loses its locks after its TTL as on etcd and Redis — once somebody waits for
-//!   them. All sessions of a deployment must therefore connect as the same role (or as
-//!   members of `pg_signal_backend`).
-//! - **Queue**: rows claimed with `DELETE ... FOR UPDATE SKIP LOCKED ... RETURNING`;
-//!   **barriers** on rows; waiters woken by `LISTEN`/`NOTIFY` through one listening
-//!   connection per backend.
-//! - **STM**: PostgreSQL transactions over a key-value table; see the `stm` module for
-//!   how etcd's four isolation levels map.
+//!   dies, when the row is gone or expired, or at once when another process ends the
+//!   session (announced with `NOTIFY`).
+//! - [`hold`]: locks, read-write locks and candidacies are session-level advisory locks
+//!   (`pg_advisory_lock`, `pg_advisory_lock_shared`), each on a dedicated connection of
+//!   its session, keyed by (schema OID, id in a name table), so PostgreSQL's lock queue
+//!   gives FIFO waiters and immediate hand-off, and two names never share a key. The
+//!   fencing token (the election term) is a counter row bumped by the statement that
+//!   grants the lock. A dropped wait terminates its backend, so it is cancel-safe.
+//! - **TTL enforcement** ([`hold`]): a stalled process keeps its TCP connection, and so
+//!   its advisory locks. Waiters end the backends of holders whose heartbeat is older
+//!   than their TTL (`pg_terminate_backend`, which a role may do to its own backends), so
+//!   a stalled holder loses its locks after its TTL as on etcd and Redis — once somebody
+//!   waits for them. All sessions of a deployment must therefore connect as the same
+//!   role (or as members of `pg_signal_backend`).
+//! - [`election`]: the advisory lock plus a leader row and a log; `observe()` follows
+//!   the log through `LISTEN`/`NOTIFY` and never yields a stale leader.
+//! - [`queue`]: rows claimed with `DELETE ... FOR UPDATE SKIP LOCKED ... RETURNING`,
+//!   cancel-safe; [`barrier`] and [`double_barrier`] on rows. Waiters are woken through
+//!   one listening connection per backend ([`notify`]) and ride out connection trouble
+//!   ([`retry`]).
+//! - [`stm`]: PostgreSQL transactions over a key-value table:
+//!
+//! | etcd level | PostgreSQL |
+//! |---|---|
+//! | `SerializableSnapshot` | `SERIALIZABLE` |
+//! | `Serializable` | `SERIALIZABLE` |
+//! | `RepeatableReads` | `REPEATABLE READ`, with the keys read locked `FOR SHARE` at commit |
+//! | `ReadCommitted` | `READ COMMITTED` (lost updates possible, as on etcd) |
 //!
 //! # Connection poolers
 //! Locks are *session-level* advisory locks, which belong to a server connection. Behind
@@ -48,19 +58,20 @@
 //! clients, and `LISTEN` would not work.
 #![warn(missing_docs)]
 
-mod barrier;
-mod double_barrier;
-mod election;
+pub mod barrier;
+pub mod double_barrier;
+pub mod election;
 mod error;
-mod hold;
-mod lock;
-mod notify;
-mod queue;
-mod rwlock;
+pub mod hold;
+pub mod lock;
+pub mod notify;
+pub mod queue;
+pub mod retry;
+pub mod rwlock;
 pub mod schema;
-mod session;
+pub mod session;
 mod shared;
-mod stm;
+pub mod stm;
 pub mod url;
 
 use std::sync::Arc;

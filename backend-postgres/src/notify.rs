@@ -4,7 +4,7 @@
 //! entry, a leader change) is announced by a trigger with `NOTIFY` on the schema's channel
 //! `distsync_<schema oid>`, with the payload `<kind>:<name>`. The hub holds one
 //! [`PgListener`] (one pooled connection, however many waiters there are) and bumps a
-//! per-payload counter; waiters hold a [`Subscription`] to it.
+//! per-payload counter; waiters hold a subscription to it.
 //!
 //! A waiter subscribes *before* it reads the state it waits on, then waits for the
 //! counter to move, then reads again: a change committed after the subscription is never

@@ -23,6 +23,7 @@ use distsync_core::{Error, Name, Queue, Result};
 use tokio::sync::oneshot;
 
 use crate::error::map;
+use crate::retry::Backoff;
 use crate::shared::Shared;
 
 pub(crate) struct PgQueue {
@@ -149,19 +150,34 @@ impl Queue for PgQueue {
         Ok(())
     }
 
+    /// Waits out connection trouble (see [`crate::retry`]).
+    ///
     /// Cancel-safety: cancel-safe; an item claimed for a dropped call is put back in its
     /// place (see the module docs).
     async fn dequeue(&self) -> Result<Bytes> {
-        let mut subscription = self
-            .shared
-            .hub
-            .subscribe(format!("q:{}", self.name))
-            .await?;
-        loop {
-            if let Some(item) = self.claim_protected().await? {
-                return Ok(item);
+        let mut backoff = Backoff::new();
+        let payload = format!("q:{}", self.name);
+        let mut subscription = loop {
+            match self.shared.hub.subscribe(payload.clone()).await {
+                Ok(subscription) => break subscription,
+                Err(error) if Backoff::retryable(&error) => {
+                    backoff.pause("a queue item", &error).await;
+                }
+                Err(error) => return Err(error),
             }
-            subscription.changed().await?;
+        };
+        loop {
+            match self.claim_protected().await {
+                Ok(Some(item)) => return Ok(item),
+                Ok(None) => {
+                    backoff.reset();
+                    subscription.changed().await?;
+                }
+                Err(error) if Backoff::retryable(&error) => {
+                    backoff.pause("a queue item", &error).await;
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
 

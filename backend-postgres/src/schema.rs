@@ -21,7 +21,8 @@
 //! - `queue_items`, `barriers`, `double_barriers` / `double_barrier_entries`, `kv` (STM).
 //!
 //! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
-//! `<kind>:<name>`), by triggers, so they are delivered at commit.
+//! `<kind>:<name>`: `q` queue, `b` barrier, `d` double barrier, `e` election; `s:<id>`
+//! when a session is ended), by triggers and functions, so they are delivered at commit.
 
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::PgConnection;
@@ -31,7 +32,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -174,6 +175,8 @@ DECLARE
     ended integer;
 BEGIN
     DELETE FROM {s}.sessions WHERE id = ANY (ids);
+    -- Tells the sessions' owners at once (delivered at commit).
+    PERFORM {s}.notify('s:' || i::text) FROM unnest(ids) AS i;
     SELECT coalesce(array_agg({s}.tag_prefix() || i::text), '{}') INTO tags FROM unnest(ids) AS i;
     SELECT count(*) INTO ended FROM (
         SELECT pg_terminate_backend(a.pid)

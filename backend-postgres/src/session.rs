@@ -6,9 +6,10 @@
 //! `distsync/<schema oid>/<session id>`; the keepalive renews `expires_at` through it every
 //! TTL/3 and pings the session's hold connections. The session is lost when the control
 //! connection or a hold connection dies, or when the row is gone or expired (revoked, or
-//! ended by a waiter that found it stalled). Whenever it ends, for whatever reason, its row
-//! is deleted and every backend carrying its tag is terminated, so the store releases all
-//! it held.
+//! ended by a waiter that found it stalled); a session ended by another process is
+//! announced with `NOTIFY s:<id>`, so its owner learns at once rather than at the next
+//! renewal. Whenever it ends, for whatever reason, its row is deleted and every backend
+//! carrying its tag is terminated, so the store releases all it held.
 //!
 //! Locks, read locks and candidacies are session-level advisory locks, and a session may
 //! hold many at once and wait for several concurrently. A blocking `pg_advisory_lock`
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{is_connection_loss, map, BACKEND};
 use crate::hold::Hold;
+use crate::notify::{Subscription, Wake};
 use crate::shared::Shared;
 
 /// Idle hold connections kept per session for reuse.
@@ -107,15 +109,45 @@ pub(crate) async fn open(shared: &Arc<Shared>, ttl: Duration) -> Result<Session>
     let lost = session.lost_token().clone();
     let _ = inner.lost.set(lost.clone());
     shared.register_session(id, Arc::downgrade(&inner));
+    // A session ended by another process (revoked, or found expired) is announced with
+    // NOTIFY: its owner learns at once instead of at the next renewal.
+    let ended_elsewhere = match shared.hub.subscribe(format!("s:{id}")).await {
+        Ok(subscription) => Some(subscription),
+        Err(error) => {
+            tracing::debug!(session = id, %error, "no notification of store-side ends; the keepalive notices them");
+            None
+        }
+    };
     // However the session ends (closed, dropped, lost), end it in the store too.
     tokio::spawn(async move {
-        lost.cancelled().await;
+        tokio::select! {
+            () = lost.cancelled() => {}
+            () = ended(ended_elsewhere) => {
+                tracing::warn!(session = inner.id, "session ended from the store side");
+                inner.fail();
+            }
+        }
         if let Err(error) = inner.end().await {
             tracing::warn!(session = inner.id, %error, "ending a lost session failed; its row expires and waiters end it");
         }
     });
     tracing::debug!(session = id, ?ttl, "postgres session opened");
     Ok(session)
+}
+
+/// Resolves when the store announces the end of the session.
+async fn ended(subscription: Option<Subscription>) {
+    if let Some(mut subscription) = subscription {
+        loop {
+            match subscription.changed().await {
+                Ok(Wake::Notified) => return,
+                // Missed notifications are the keepalive's to notice.
+                Ok(Wake::Resync) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 impl LeaseInner {

@@ -1,8 +1,7 @@
 //! STM on PostgreSQL transactions over the `kv` table.
 //!
-//! Each attempt is one transaction on a pooled connection; core's
-//! [`atomically`](distsync_core::Stm::atomically) buffers the writes and retries on
-//! conflict. etcd's levels map to PostgreSQL's:
+//! Each attempt is one transaction on a pooled connection; core's `atomically` buffers
+//! the writes and retries on conflict. etcd's levels map to PostgreSQL's:
 //!
 //! | etcd level | PostgreSQL | conflicts detected |
 //! |---|---|---|

@@ -7,7 +7,6 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use distsync_conformance::ExternalHolder;
 use distsync_core::{Backend, Error, Name, SessionOptions};
 use distsync_postgres::PostgresBackend;
 use tokio::time::Instant;

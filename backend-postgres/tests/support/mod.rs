@@ -1,19 +1,16 @@
-//! Test support: the server URL, and fault hooks that hold a lock in a child process
-//! which can be killed (SIGKILL) or paused (SIGSTOP).
+//! Test support: the server URL, and a lock holder in a child process which can be
+//! killed (SIGKILL) or paused (SIGSTOP).
 //!
 //! The child is this very test binary, re-run with only its `lock_holder_child` test
 //! (ignored in normal runs) and the lock to take in environment variables. Every test
-//! binary that uses [`PgFaults`] must define that test with [`lock_holder_child!`].
+//! binary that uses [`spawn_holder`] must define that test with [`lock_holder_child!`].
 
 #![allow(dead_code)]
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use distsync_conformance::{ExternalHolder, Faults, Harness};
-use distsync_core::{Backend, Error, FencingToken, Name, Result, SessionOptions};
+use distsync_core::{Backend, Error, FencingToken, Name, SessionOptions};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -26,41 +23,11 @@ pub fn url() -> Option<String> {
     distsync_conformance::server_url("DISTSYNC_POSTGRES_URL")
 }
 
-/// The backend and a harness with the child-process fault hooks, or `None` to skip.
-pub async fn harness() -> Option<Harness> {
-    let url = url()?;
-    let backend = match distsync_postgres::backend(&url).await {
-        Ok(backend) => backend,
-        Err(error) => panic!("connecting to postgres at {url}: {error}"),
-    };
-    Some(Harness::new(Arc::new(backend)).with_faults(Arc::new(PgFaults { url })))
-}
-
-/// Fault hooks for PostgreSQL: store-side revoke (the default), and a lock holder in a
-/// child process.
-pub struct PgFaults {
-    pub url: String,
-}
-
-#[async_trait]
-impl Faults for PgFaults {
-    fn describe(&self) -> String {
-        "store-side revoke; lock holder in a child process".to_owned()
-    }
-
-    async fn spawn_lock_holder(
-        &self,
-        _backend: &dyn Backend,
-        name: &Name,
-        ttl: Duration,
-    ) -> Result<Box<dyn ExternalHolder>> {
-        Ok(Box::new(spawn_holder(&self.url, name, ttl).await?))
-    }
-}
-
 fn io_error(doing: &str, error: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("{doing}: {error}"))
 }
+
+type Result<T> = std::result::Result<T, Error>;
 
 /// A child process holding a lock.
 pub struct ChildHolder {
@@ -140,13 +107,14 @@ async fn signal(pid: u32, signal: &str) -> Result<()> {
     }
 }
 
-#[async_trait]
-impl ExternalHolder for ChildHolder {
-    fn token(&self) -> FencingToken {
+impl ChildHolder {
+    /// The fencing token of the child's grant.
+    pub fn token(&self) -> FencingToken {
         self.token
     }
 
-    async fn kill(&mut self) -> Result<()> {
+    /// Kills the child (SIGKILL): it releases nothing itself.
+    pub async fn kill(&mut self) -> Result<()> {
         self.killed = true;
         self.child
             .kill()
@@ -154,11 +122,13 @@ impl ExternalHolder for ChildHolder {
             .map_err(|e| io_error("killing the child", e))
     }
 
-    async fn pause(&mut self) -> Result<()> {
+    /// Pauses the child (SIGSTOP): it stops renewing its session.
+    pub async fn pause(&mut self) -> Result<()> {
         signal(self.pid, "-STOP").await
     }
 
-    async fn resume(&mut self) -> Result<()> {
+    /// Resumes a paused child (SIGCONT).
+    pub async fn resume(&mut self) -> Result<()> {
         signal(self.pid, "-CONT").await
     }
 }
