@@ -274,7 +274,18 @@ impl dyn Stm + '_ {
         }
         let mut prefetch: Vec<Name> = Vec::new();
         for attempt in 1..=options.max_attempts {
-            let tx = StmTx::new(self.begin(isolation, &prefetch).await?);
+            let tx = match self.begin(isolation, &prefetch).await {
+                Ok(attempt) => StmTx::new(attempt),
+                // A conflict while beginning (e.g. during the prefetch) is retried too.
+                Err(Error::StmConflict { .. }) => {
+                    tracing::debug!(attempt, %isolation, "stm conflict while beginning; retrying");
+                    metrics::counter!("distsync_stm_retries_total", "isolation" => isolation.as_str())
+                        .increment(1);
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let outcome = body(tx.clone()).await;
             prefetch = tx.read_keys().await;
             match outcome {

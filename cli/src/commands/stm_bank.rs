@@ -46,25 +46,9 @@ pub async fn run(ctx: &mut Ctx, args: StmBankArgs) -> Result<u8, Failure> {
         workers.spawn(async move {
             let mut retries = 0u64;
             for _ in 0..transfers {
-                let mut escaped = 0;
-                let committed = loop {
-                    let outcome = stm
-                        .atomically_with(isolation, &options, |tx| transfer(tx, Arc::clone(&keys)))
-                        .await;
-                    match outcome {
-                        // A conflict a backend reports from `Stm::begin` (Postgres, when
-                        // the prefetch of a retry hits a serialization failure) escapes
-                        // core's retry loop with `attempts: 0`; it is a conflict all the
-                        // same, so retry it here too, within the same bound.
-                        Err(Error::StmConflict { attempts: 0 })
-                            if escaped < options.max_attempts =>
-                        {
-                            escaped += 1;
-                            retries += 1;
-                        }
-                        outcome => break outcome?,
-                    }
-                };
+                let committed = stm
+                    .atomically_with(isolation, &options, |tx| transfer(tx, Arc::clone(&keys)))
+                    .await?;
                 retries += u64::from(committed.attempts.saturating_sub(1));
             }
             Ok::<_, Error>(retries)
