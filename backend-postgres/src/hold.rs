@@ -15,7 +15,10 @@
 //! heartbeat is older than their TTL (`pg_terminate_backend`, allowed between backends of
 //! the same role), and sleeps until the next such expiry. A stalled holder thus loses its
 //! locks at most a few milliseconds after its TTL once somebody wants them. `try_*` calls
-//! do the same check once before reporting the lock as taken.
+//! do the same check once before reporting the lock as taken. Besides, the keepalive of
+//! every session sweeps the sessions table (at most every 10 s per backend) and ends the
+//! expired ones, so a stalled holder loses its locks within about 10 s of its TTL even
+//! when nobody waits for them.
 //!
 //! # Cancel safety
 //! The waiting future owns the connection. If it is dropped before it returns (the caller

@@ -256,6 +256,7 @@ impl Lease for PgLease {
             inner.fail();
             return Ok(KeepAlive::Gone);
         }
+        inner.shared.sweep_if_due();
         let holds: Vec<Arc<Hold>> = lock(&inner.active)
             .iter()
             .filter_map(Weak::upgrade)

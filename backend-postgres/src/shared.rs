@@ -2,7 +2,8 @@
 //! cache, the notification hub and the sessions of this process.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use distsync_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -43,7 +44,11 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     names: Mutex<HashMap<(LockKind, String), i32>>,
     sessions: Mutex<HashMap<i64, Weak<LeaseInner>>>,
+    last_sweep: Mutex<Option<Instant>>,
 }
+
+/// How often one backend sweeps the sessions table for expired sessions.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -68,6 +73,7 @@ impl Shared {
             hub,
             names: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(None),
         }
     }
 
@@ -175,5 +181,32 @@ impl Shared {
 
     pub(crate) fn unregister_session(&self, id: i64) {
         lock(&self.sessions).remove(&id);
+    }
+
+    /// At most every [`SWEEP_EVERY`], ends (in the background) sessions whose heartbeat
+    /// is older than their TTL: the rows of crashed clients go, and a stalled holder
+    /// loses its locks even when nobody waits for them. Called by keepalives.
+    pub(crate) fn sweep_if_due(self: &Arc<Self>) {
+        {
+            let mut last = lock(&self.last_sweep);
+            if last.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let swept = sqlx::query_scalar::<_, i32>(&shared.sql(
+                "SELECT {s}.reap_sessions(ARRAY(SELECT id FROM {s}.sessions \
+                 WHERE expires_at <= clock_timestamp() ORDER BY expires_at LIMIT 100))",
+            ))
+            .fetch_one(&shared.pool)
+            .await;
+            match swept {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "ended expired sessions"),
+                Err(error) => tracing::debug!(%error, "sweeping expired sessions failed"),
+            }
+        });
     }
 }

@@ -1,16 +1,20 @@
 //! The whole conformance suite against the PostgreSQL server named by
-//! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`).
+//! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`), with
+//! the fault hooks of a server (`distsync_conformance::ServerFaults`): holders in child
+//! processes (this test binary re-run as `conformance_child`), session connections
+//! ended with `pg_terminate_backend` through `psql`, and a private PostgreSQL cluster
+//! to restart.
 
-use std::sync::Arc;
+use distsync_conformance::{connector, server_url, Harness};
 
-use distsync_core::Backend;
-
-async fn postgres() -> Option<Arc<dyn Backend>> {
-    let url = distsync_conformance::server_url("DISTSYNC_POSTGRES_URL")?;
-    match distsync_postgres::backend(&url).await {
-        Ok(backend) => Some(Arc::new(backend)),
-        Err(error) => panic!("connecting to postgres at {url}: {error}"),
-    }
+async fn postgres() -> Option<Harness> {
+    let url = server_url("DISTSYNC_POSTGRES_URL")?;
+    let connect = connector(|url| async move { distsync_postgres::backend(&url).await });
+    Some(
+        Harness::connect(&url, connect)
+            .await
+            .unwrap_or_else(|error| panic!("connecting to postgres at {url}: {error}")),
+    )
 }
 
 distsync_conformance::conformance_tests!(postgres);

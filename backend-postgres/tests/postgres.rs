@@ -90,6 +90,47 @@ async fn stalled_holder_loses_lock_after_its_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn keepalives_sweep_a_stalled_holder_nobody_waits_for() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let name = Name::new(unique("swept")).unwrap();
+    let ttl = Duration::from_secs(1);
+    let mut child = support::spawn_holder(&url, &name, ttl).await.unwrap();
+    child.pause().await.unwrap();
+    // A live session of this process: its keepalive sweeps expired sessions.
+    let _session = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let held = format!(
+        "SELECT count(*) FROM pg_locks l JOIN {schema}.lock_names n ON l.objid = n.id::oid \
+         WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted \
+         AND l.classid = '{schema}'::regnamespace::oid \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND n.kind = 'lock' AND n.name = $1",
+        schema = backend.schema()
+    );
+    let count = || async {
+        sqlx::query_scalar::<_, i64>(&held)
+            .bind(name.as_str())
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count().await, 1, "the child holds the lock");
+    eventually(
+        Duration::from_secs(20),
+        "the sweep ending the stalled holder",
+        || async { count().await == 0 },
+    )
+    .await;
+    child.kill().await.unwrap();
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn try_lock_ends_an_expired_holder() {
     let Some((url, backend)) = backend().await else {
         return;
