@@ -1,126 +1,37 @@
 //! State survives an etcd restart, and live clients ride it out: a private etcd (the
-//! Debian `etcd` binary, on free loopback ports, data in a temporary directory) is
-//! stopped and started again under a connected backend.
+//! conformance suite's, `distsync_conformance::faults::private`: the Debian `etcd`
+//! binary on free loopback ports, data in a temporary directory) is stopped and
+//! started again under a connected backend.
 //!
-//! A private server, because restarting the shared test server would disturb every
-//! other test using it.
+//! The suite's restart cases check what every backend must do; this checks what etcd
+//! does beyond that: leases (so holders) survive, and waiters blocked across the
+//! restart carry on.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
+use distsync_conformance::faults::private;
+use distsync_conformance::{connector, StoreKind};
 use distsync_core::kv::{Kv, Range};
 use distsync_core::{Backend, Isolation, Name, SessionOptions};
-use distsync_etcd::EtcdKv;
-use tokio::process::{Child, Command};
 
-use common::{eventually, unique, within};
+use common::{eventually, within};
 
-const ETCD: &str = "/usr/bin/etcd";
 const WAIT: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// An etcd of this test's own.
-struct PrivateEtcd {
-    dir: PathBuf,
-    client_port: u16,
-    peer_port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateEtcd {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(unique("distsync-etcd-restart"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self {
-            dir,
-            client_port: free_port(),
-            peer_port: free_port(),
-            child: None,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
-    }
-
-    /// Starts the server (on the same data directory every time) and waits until it
-    /// answers.
-    async fn start(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("etcd.log"))
-            .unwrap();
-        let child = Command::new(ETCD)
-            .args(["--name", "restart", "--data-dir"])
-            .arg(self.dir.join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("restart={peer}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("etcd starts");
-        self.child = Some(child);
-        let endpoint = self.endpoint();
-        eventually(WAIT, "the private etcd to answer", || async {
-            EtcdKv::connect(&[endpoint.as_str()]).await.ok().map(drop)
-        })
-        .await;
-    }
-
-    /// Stops the server (SIGTERM, as an operator would) and waits for it to exit.
-    async fn stop(&mut self) {
-        let mut child = self.child.take().expect("running");
-        if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        within(WAIT, "etcd to exit", child.wait()).await.unwrap();
-    }
-}
-
-impl Drop for PrivateEtcd {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn etcd_installed() -> bool {
-    if Path::new(ETCD).exists() {
-        return true;
+    match private::available(StoreKind::Etcd) {
+        Ok(()) => true,
+        Err(reason) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI=true but no private etcd can be started: {reason}");
+            }
+            eprintln!("\n!!! SKIPPED: {reason}, so the restart test did not run.\n");
+            false
+        }
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{ETCD} is missing but CI=true: install Debian's etcd-server");
-    }
-    eprintln!("\n!!! SKIPPED: {ETCD} is missing (Debian package etcd-server), so the restart test did not run.\n");
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,9 +39,9 @@ async fn state_and_live_clients_survive_a_restart() {
     if !etcd_installed() {
         return;
     }
-    let mut server = PrivateEtcd::new();
-    server.start().await;
-    let backend = distsync_etcd::backend(&format!("etcd://{}/app", server.endpoint()))
+    let connect = connector(|url| async move { distsync_etcd::backend(&url).await });
+    let mut server = private::start(StoreKind::Etcd, connect).await.unwrap();
+    let backend = distsync_etcd::backend(&format!("{}/app", server.url()))
         .await
         .unwrap();
 
@@ -185,8 +96,8 @@ async fn state_and_live_clients_survive_a_restart() {
         tokio::spawn(async move { barrier.wait().await })
     };
 
-    server.stop().await;
-    server.start().await;
+    server.stop().await.unwrap();
+    server.start().await.unwrap();
 
     // Everything is still there.
     assert_eq!(queue.len().await.unwrap(), 3);

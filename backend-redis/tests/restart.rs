@@ -1,65 +1,23 @@
 //! Behaviour across a restart of the server (without persistence), on a private
-//! `redis-server` this test starts on a free port and stops itself.
+//! `redis-server` on a free port (the conformance suite's,
+//! `distsync_conformance::faults::private`). The suite's restart cases check what
+//! every backend must do; this checks exactly what Redis does: every session and
+//! hold is gone, and fencing tokens start again from 1.
 //!
 //! Runs when `DISTSYNC_REDIS_URL` is set (the test servers are installed); skipped
 //! loudly otherwise, a failure under `CI=true`.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use distsync_conformance::faults::private;
+use distsync_conformance::{connector, StoreKind};
 use distsync_core::Error;
-
-struct Server {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server");
-        let server = Self {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 fn servers_available() -> bool {
     if std::env::var("DISTSYNC_REDIS_URL").is_ok_and(|url| !url.is_empty()) {
+        if let Err(reason) = private::available(StoreKind::Redis) {
+            panic!("the Redis test server is set but no private one can be started: {reason}");
+        }
         return true;
     }
     assert!(
@@ -83,9 +41,9 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
     if !servers_available() {
         return;
     }
-    let port = free_port();
-    let mut server = Server::start(port);
-    let coordinator = distsync_redis::connect(&server.url()).await.unwrap();
+    let connect = connector(|url| async move { distsync_redis::backend(&url).await });
+    let mut server = private::start(StoreKind::Redis, connect).await.unwrap();
+    let coordinator = distsync_redis::connect(server.url()).await.unwrap();
 
     let holder = coordinator
         .session_with_ttl(Duration::from_millis(600))
@@ -113,8 +71,8 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    server.kill();
-    let _server = Server::start(port);
+    server.stop().await.unwrap();
+    server.start().await.unwrap();
 
     // Everything in memory is gone: the sessions learn it at their next renewal.
     within(Duration::from_secs(10), holder.lost()).await;

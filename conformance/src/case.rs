@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::faults::Hook;
 use crate::harness::Harness;
 use crate::outcome::Outcome;
 
@@ -34,6 +35,8 @@ pub enum Primitive {
     DoubleBarrier,
     /// [`distsync_core::Stm`].
     Stm,
+    /// The store's server as a whole: restarts, cluster members.
+    Server,
     /// Names, arguments and capabilities, across every primitive.
     Api,
 }
@@ -50,6 +53,7 @@ impl Primitive {
             Self::Barrier => "barrier",
             Self::DoubleBarrier => "double_barrier",
             Self::Stm => "stm",
+            Self::Server => "server",
             Self::Api => "api",
         }
     }
@@ -154,6 +158,9 @@ pub struct Case {
     pub needs: &'static [Need],
     /// What the capabilities claim about the guarantee.
     pub claim: Claim,
+    /// The fault hooks it needs; a case whose hooks the harness does not offer is
+    /// [`Outcome::Unsupported`] with the hooks' reason (not a failure).
+    pub hooks: &'static [Hook],
     /// The case body. Called with a harness of its own ([`Harness::for_case`]).
     pub run: fn(Harness) -> BoxFuture<'static, Outcome>,
 }
@@ -166,6 +173,7 @@ impl fmt::Debug for Case {
             .field("guarantee", &self.guarantee)
             .field("needs", &self.needs)
             .field("claim", &self.claim)
+            .field("hooks", &self.hooks)
             .finish()
     }
 }
@@ -177,6 +185,24 @@ impl Case {
             .iter()
             .copied()
             .find(|need| !need.offered(capabilities))
+    }
+
+    /// Why the harness cannot run this case's fault hooks, if it cannot.
+    pub fn missing_hook(&self, harness: &Harness) -> Option<String> {
+        self.hooks
+            .iter()
+            .find_map(|&hook| harness.offers(hook).err())
+    }
+
+    /// Whether this is a fault case that mostly waits (for TTLs, processes, servers):
+    /// [`run_suite`] runs those concurrently, after the others.
+    pub fn waits_on_faults(&self) -> bool {
+        self.hooks.iter().any(|hook| {
+            matches!(
+                hook,
+                Hook::ChildHolder | Hook::PausedHolder | Hook::PrivateServer | Hook::Cluster
+            )
+        })
     }
 
     /// What `capabilities` claim about this case's guarantee: `None` where there is no
@@ -245,8 +271,8 @@ impl fmt::Display for Report {
 /// Runs `case` against the harness's backend, under a fresh prefix, bounded by
 /// [`CASE_LIMIT`].
 ///
-/// A case whose [`Need`]s the capabilities do not offer is `Unsupported` without
-/// running. A case that runs and meets [`distsync_core::Error::Unsupported`] from the
+/// A case whose [`Need`]s the capabilities do not offer, or whose fault [`Hook`]s the
+/// harness does not offer, is `Unsupported` without running. A case that runs and meets [`distsync_core::Error::Unsupported`] from the
 /// backend has found a contradiction (the capabilities offered what the backend
 /// refuses): that is reported as `Violated`. A panic in the case body is `Violated`.
 ///
@@ -261,11 +287,12 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
     let capabilities = harness.capabilities().clone();
     let declared = case.declared(&capabilities);
     let started = Instant::now();
-    let outcome = match case.missing(&capabilities) {
-        Some(need) => Outcome::Unsupported {
+    let outcome = match (case.missing(&capabilities), case.missing_hook(harness)) {
+        (Some(need), _) => Outcome::Unsupported {
             reason: format!("capabilities declare {} = false", need.flag()),
         },
-        None => {
+        (None, Some(reason)) => Outcome::Unsupported { reason },
+        (None, None) => {
             let body = tokio::spawn((case.run)(harness.for_case(case.id)));
             let abort = body.abort_handle();
             match tokio::time::timeout(CASE_LIMIT, body).await {
@@ -297,9 +324,13 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
     }
 }
 
-/// Runs every case `select` accepts, one after another (cases measure concurrency
-/// and timing, so they do not share the machine with each other), labelling reports
-/// `label` and handing each to `on_report` as it completes.
+/// Runs every case `select` accepts, labelling reports `label` and handing each to
+/// `on_report` as it completes; returns the reports in suite order.
+///
+/// Ordinary cases run one after another (they measure concurrency and timing, so they
+/// do not share the machine with each other); then the fault cases that mostly wait
+/// for TTLs, processes and servers ([`Case::waits_on_faults`]) run all at once, each
+/// on names of its own, so that their waits overlap.
 ///
 /// Cancel-safety: as [`run_case`]; cases not yet started are not run.
 pub async fn run_suite(
@@ -308,12 +339,32 @@ pub async fn run_suite(
     select: impl Fn(&Case) -> bool,
     mut on_report: impl FnMut(&Report),
 ) -> Vec<Report> {
+    let selected: Vec<&'static Case> = crate::cases::CASES
+        .iter()
+        .filter(|case| select(case))
+        .collect();
     let mut reports = Vec::new();
-    for case in crate::cases::CASES.iter().filter(|case| select(case)) {
+    for case in selected.iter().filter(|case| !case.waits_on_faults()) {
         let report = run_case_as(case, harness, label).await;
         on_report(&report);
         reports.push(report);
     }
+    let mut waiting: futures::stream::FuturesUnordered<_> = selected
+        .iter()
+        .filter(|case| case.waits_on_faults())
+        .map(|case| run_case_as(case, harness, label))
+        .collect();
+    while let Some(report) = futures::StreamExt::next(&mut waiting).await {
+        on_report(&report);
+        reports.push(report);
+    }
+    let order = |report: &Report| {
+        selected
+            .iter()
+            .position(|case| std::ptr::eq(*case, report.case))
+            .unwrap_or(usize::MAX)
+    };
+    reports.sort_by_key(order);
     reports
 }
 
@@ -343,6 +394,7 @@ mod tests {
             guarantee: "test",
             needs: &[Need::Lock],
             claim,
+            hooks: &[],
             run: |_| Box::pin(async { Outcome::holds("ok") }),
         }))
     }
@@ -410,6 +462,7 @@ mod tests {
             guarantee: "test",
             needs: &[],
             claim: Claim::Contract,
+            hooks: &[],
             run: |_| {
                 Box::pin(async {
                     Outcome::Unsupported {
@@ -431,6 +484,7 @@ mod tests {
             guarantee: "test",
             needs: &[],
             claim: Claim::Contract,
+            hooks: &[],
             run: |_| Box::pin(async { panic!("boom") }),
         }));
         let report = run_case(panicking, &harness).await;

@@ -261,6 +261,11 @@ pub(crate) fn ms(duration: Duration) -> String {
     }
 }
 
+/// Seconds of a duration, for figures of fault cases (about a TTL).
+pub(crate) fn secs(duration: Duration) -> String {
+    format!("{:.2} s", duration.as_secs_f64())
+}
+
 /// A rate, for figures.
 pub(crate) fn per_second(count: usize, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);

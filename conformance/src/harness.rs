@@ -6,12 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use distsync_core::{
-    Backend, Capabilities, Coordinator, Error, FencingToken, Name, Result, Session, SessionId,
-    SessionOptions,
-};
+use distsync_core::{Backend, Capabilities, Coordinator, Name, Result, Session, SessionOptions};
 use tokio::time::Instant;
+
+use crate::faults::{ExternalHolder, Faults, HoldKind, HolderSpec, Hook, StoreFaults};
 
 /// The TTL of sessions of ordinary cases (raised to the backend's minimum): long
 /// enough that a loaded machine never loses one by accident, short enough that the
@@ -22,88 +20,17 @@ pub const SESSION_TTL: Duration = Duration::from_secs(10);
 /// that expiry-bound figures stay within a few seconds.
 pub const FAULT_TTL: Duration = Duration::from_secs(2);
 
+/// The TTL of the sessions of external holders (child processes, frozen in-process
+/// holders), raised to the backend's minimum: the figures of crash and pause cases are
+/// about one TTL, so it is short; a second keeps a child's renewals (every TTL/3) clear
+/// of scheduling hiccups of a loaded machine.
+pub const HOLDER_TTL: Duration = Duration::from_secs(1);
+
 /// The shortest settle time (see [`Harness::settle`]).
 pub const MIN_SETTLE: Duration = Duration::from_millis(100);
 
 /// The longest settle time.
 pub const MAX_SETTLE: Duration = Duration::from_secs(1);
-
-/// Ways to break things from outside the client under test, as DistributedLock's test
-/// strategies and object_store's integration module do.
-///
-/// The harness holds one as a trait object. Every hook has a default: ending a
-/// session from the store side uses [`Backend::revoke_session`]; the process and
-/// server hooks answer [`Error::Unsupported`] until a backend's test support provides
-/// them (a lock holder in a child process that can be killed or paused with SIGSTOP,
-/// a server restart). A case that needs a hook the harness lacks reports it.
-#[async_trait]
-pub trait Faults: Send + Sync + 'static {
-    /// A short description for logs, e.g. `store-side revoke`.
-    fn describe(&self) -> String {
-        "store-side session revoke".to_owned()
-    }
-
-    /// Ends `session` from the store side, as an operator would (etcd: lease revoke).
-    /// Its owner must learn through `lost()`, and everything it held is released.
-    ///
-    /// # Errors
-    /// The store's error.
-    async fn end_session(&self, backend: &dyn Backend, session: SessionId) -> Result<()> {
-        backend.revoke_session(session).await
-    }
-
-    /// Starts a process outside this one that takes the lock `name` through a session
-    /// of `ttl` and holds it until killed; returns once it holds the lock.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] by default.
-    async fn spawn_lock_holder(
-        &self,
-        backend: &dyn Backend,
-        name: &Name,
-        ttl: Duration,
-    ) -> Result<Box<dyn ExternalHolder>> {
-        let _ = (name, ttl);
-        Err(Error::unsupported(
-            backend.capabilities().backend,
-            "fault hook: a lock holder in a child process",
-        ))
-    }
-
-    /// Restarts the store's server and returns once it answers again.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] by default.
-    async fn restart_server(&self, backend: &dyn Backend) -> Result<()> {
-        Err(Error::unsupported(
-            backend.capabilities().backend,
-            "fault hook: server restart",
-        ))
-    }
-}
-
-/// A lock holder running outside this process (see [`Faults::spawn_lock_holder`]).
-#[async_trait]
-pub trait ExternalHolder: Send + Sync {
-    /// The fencing token of the holder's grant.
-    fn token(&self) -> FencingToken;
-
-    /// Kills the holder (SIGKILL): it releases nothing itself.
-    async fn kill(&mut self) -> Result<()>;
-
-    /// Pauses the holder (SIGSTOP): it stops renewing its session.
-    async fn pause(&mut self) -> Result<()>;
-
-    /// Resumes a paused holder (SIGCONT).
-    async fn resume(&mut self) -> Result<()>;
-}
-
-/// The default fault hooks: only [`Faults::end_session`], through
-/// [`Backend::revoke_session`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StoreFaults;
-
-impl Faults for StoreFaults {}
 
 /// What a case runs against: the backend, its own name prefix, TTLs, a settle time,
 /// and fault hooks.
@@ -216,6 +143,37 @@ impl Harness {
         FAULT_TTL.max(self.capabilities().min_session_ttl)
     }
 
+    /// The TTL of external holders' sessions: [`HOLDER_TTL`] or the backend's minimum.
+    pub fn holder_ttl(&self) -> Duration {
+        HOLDER_TTL.max(self.capabilities().min_session_ttl)
+    }
+
+    /// Whether the fault hooks offer `hook`, or why not.
+    pub fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
+        self.faults.offers(hook)
+    }
+
+    /// Starts an external holder (see [`Faults::spawn_holder`]) of `kind` on the name
+    /// `<prefix>/<suffix>`, through a session of [`Harness::holder_ttl`].
+    ///
+    /// Cancel-safety: dropping the future kills a child holder being started.
+    ///
+    /// # Errors
+    /// [`distsync_core::Error::Unsupported`] when the hooks cannot, or the holder's
+    /// error.
+    pub async fn spawn_holder(
+        &self,
+        kind: HoldKind,
+        suffix: &str,
+    ) -> Result<Box<dyn ExternalHolder>> {
+        let spec = HolderSpec {
+            kind,
+            name: self.name(suffix)?,
+            ttl: self.holder_ttl(),
+        };
+        self.faults.spawn_holder(&*self.backend, &spec).await
+    }
+
     /// Opens a session with [`Harness::session_ttl`].
     ///
     /// Cancel-safety: as [`Backend::session`]; a session granted but dropped with the
@@ -325,20 +283,5 @@ mod tests {
         assert!(harness.session_ttl() >= min);
         assert!(harness.fault_ttl() >= min);
         assert!(harness.fault_ttl() <= harness.session_ttl());
-    }
-
-    #[tokio::test]
-    async fn default_process_hooks_are_unsupported() {
-        let backend = MemoryBackend::new();
-        let name = Name::new("x").unwrap();
-        let faults = StoreFaults;
-        assert!(matches!(
-            faults.spawn_lock_holder(&backend, &name, FAULT_TTL).await,
-            Err(Error::Unsupported { .. })
-        ));
-        assert!(matches!(
-            faults.restart_server(&backend).await,
-            Err(Error::Unsupported { .. })
-        ));
     }
 }

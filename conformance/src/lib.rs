@@ -31,6 +31,8 @@
 mod case;
 mod cases;
 mod check;
+pub mod faults;
+mod fenced;
 mod harness;
 pub mod matrix;
 mod outcome;
@@ -41,8 +43,10 @@ pub use case::{
     run_case, run_case_as, run_suite, Case, Claim, Need, Primitive, Report, CASE_LIMIT,
 };
 pub use cases::{find, CASES};
-pub use harness::{
-    ExternalHolder, Faults, Harness, StoreFaults, FAULT_TTL, MAX_SETTLE, MIN_SETTLE, SESSION_TTL,
+pub use faults::{
+    connector, Cluster, Connect, ExternalHolder, Faults, HoldKind, HolderSpec, Hook, MemoryFaults,
+    PrivateServer, ServerFaults, StoreFaults, StoreKind,
 };
+pub use harness::{Harness, FAULT_TTL, HOLDER_TTL, MAX_SETTLE, MIN_SETTLE, SESSION_TTL};
 pub use outcome::{Outcome, OutcomeKind};
-pub use testing::{assert_lists_every_case, run_test, server_url};
+pub use testing::{assert_lists_every_case, run_test, run_with, server_url};

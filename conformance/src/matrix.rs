@@ -109,14 +109,15 @@ pub fn markdown(reports: &[Report]) -> String {
         out.push('\n');
     }
     out.push_str(
-        "\n`holds (figure)`: measured to hold. `unsupported`: the backend declares it does not offer it. \
+        "\n`holds (figure)`: measured to hold. `unsupported`: the backend declares it does not offer it, \
+         or the fault cannot be injected there (the notes say why). \
          `**VIOLATED**`: measured not to hold although claimed (or part of every backend's contract). \
          `violated (not declared)`: measured not to hold, as the backend's capabilities admit. \
          ⚠ marks a disagreement between declared and measured.\n",
     );
     let notes: Vec<&Report> = reports
         .iter()
-        .filter(|report| matches!(report.outcome, Outcome::Violated { .. }) || report.disagrees())
+        .filter(|report| !matches!(report.outcome, Outcome::Holds { .. }) || report.disagrees())
         .collect();
     if !notes.is_empty() {
         out.push_str("\n### Notes\n\n");
@@ -128,12 +129,91 @@ pub fn markdown(reports: &[Report]) -> String {
             };
             let _ = writeln!(
                 out,
-                "- **{} / {}** ({declared}): {}",
-                report.backend, report.case.id, report.outcome
+                "- **{} / {}** ({declared}): {} — {}",
+                report.backend,
+                report.case.id,
+                kind(&report.outcome),
+                escape(report.outcome.detail())
             );
         }
     }
     out
+}
+
+/// `holds (figure)`, `VIOLATED` or `unsupported`.
+fn kind(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Holds {
+            figure: Some(figure),
+            ..
+        } => format!("holds ({figure})"),
+        Outcome::Holds { figure: None, .. } => "holds".to_owned(),
+        Outcome::Violated { .. } => "VIOLATED".to_owned(),
+        Outcome::Unsupported { .. } => "unsupported".to_owned(),
+    }
+}
+
+/// The figure-free outline of a markdown matrix (as [`markdown`] renders it): every
+/// measured figure and every note's detail removed, so that two runs that measured
+/// the same outcomes have the same outline. What `scripts/check-readme-matrix.sh`
+/// compares between README.md and a fresh run.
+pub fn outline(markdown: &str) -> String {
+    let mut out = String::new();
+    for line in markdown.trim().lines() {
+        let line = line.trim_end();
+        if line.starts_with('|') {
+            let cells: Vec<String> = split_cells(line).iter().map(|c| strip_figure(c)).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        } else if line.starts_with("- **") {
+            let head = line.split(" — ").next().unwrap_or(line);
+            match head.split_once("): ") {
+                Some((who, what)) => {
+                    let _ = writeln!(out, "{who}): {}", strip_figure(what));
+                }
+                None => {
+                    let _ = writeln!(out, "{head}");
+                }
+            }
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
+}
+
+/// The cells of a table row, split on `|` but not on an escaped `\|`.
+fn split_cells(row: &str) -> Vec<String> {
+    let inner = row.trim().trim_start_matches('|');
+    let inner = inner.strip_suffix('|').unwrap_or(inner);
+    let mut cells = vec![String::new()];
+    let mut escaped = false;
+    for c in inner.chars() {
+        match c {
+            '|' if !escaped => cells.push(String::new()),
+            _ => {
+                if let Some(cell) = cells.last_mut() {
+                    cell.push(c);
+                }
+            }
+        }
+        escaped = c == '\\' && !escaped;
+    }
+    cells
+        .into_iter()
+        .map(|cell| cell.trim().to_owned())
+        .collect()
+}
+
+/// `holds (figure)...` without the figure; anything else as it is.
+fn strip_figure(cell: &str) -> String {
+    let cell = cell.trim();
+    match cell.strip_prefix("holds (") {
+        Some(rest) => match rest.rfind(')') {
+            Some(end) => format!("holds{}", &rest[end + 1..]),
+            None => cell.to_owned(),
+        },
+        None => cell.to_owned(),
+    }
 }
 
 /// The text of one matrix cell.
@@ -234,14 +314,58 @@ mod tests {
         );
         assert!(
             text.contains(
-                "**redis / lock_mutual_exclusion** (declares `lock` = true): VIOLATED: two holders"
+                "**redis / lock_mutual_exclusion** (declares `lock` = true): VIOLATED — two holders"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("**redis / stm_bank_serializable** (declares `stm_serializable` = false): unsupported — capabilities declare"),
             "{text}"
         );
         assert!(
             text.contains("**memory / lock_fifo_waiters** (declares `fifo_waiters` = false)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn outlines_drop_figures_and_details_only() {
+        let mut other = sample();
+        other[0].outcome = Outcome::Holds {
+            figure: Some("12 grants (slow) | very".into()),
+            detail: "other".into(),
+        };
+        other[1].outcome = Outcome::Holds {
+            figure: Some("x".into()),
+            detail: "other".into(),
+        };
+        other[2].outcome = Outcome::violated("three holders");
+        let (a, b) = (markdown(&sample()), markdown(&other));
+        assert_ne!(a, b);
+        assert_eq!(outline(&a), outline(&b), "{a}\n{b}");
+        let outline = outline(&a);
+        assert!(
+            outline.contains(
+                "| lock | mutual exclusion under contention | holds | **VIOLATED** ⚠ declared |"
+            ),
+            "{outline}"
+        );
+        assert!(
+            outline.contains("| holds ⚠ not declared | violated (not declared) |"),
+            "{outline}"
+        );
+        assert!(
+            outline.contains(
+                "- **redis / lock_mutual_exclusion** (declares `lock` = true): VIOLATED\n"
+            ),
+            "{outline}"
+        );
+        // A different outcome is a different outline.
+        let mut changed = sample();
+        changed[3].outcome = Outcome::holds("in order after all");
+        assert_ne!(super::outline(&markdown(&changed)), outline);
+        // Surrounding blank lines do not matter.
+        assert_eq!(super::outline(&format!("\n{a}\n\n")), outline);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::future::Future;
 
 use crate::case::run_case;
 use crate::cases::{find, CASES};
+use crate::faults::child::{self, Launcher};
 use crate::harness::Harness;
 
 /// The URL of a test server from the environment variable `var`
@@ -35,8 +36,12 @@ pub fn server_url(var: &str) -> Option<String> {
 /// [`server_url`]), calibrates the harness, runs the case and panics with the
 /// report if it fails ([`crate::Report::is_failure`]): a violation of a claimed or
 /// contracted guarantee, a contradiction between capabilities and behaviour, or a
-/// timeout. `Unsupported` passes: it is reported only when the capabilities declare
-/// the primitive is not offered.
+/// timeout. `Unsupported` passes: it is reported when the capabilities declare the
+/// primitive is not offered, or the harness lacks a fault hook the case needs.
+///
+/// Child-process holders re-run this test binary's `conformance_child` test (see
+/// [`crate::faults::child`]), which [`crate::conformance_tests!`] defines: this
+/// registers that launcher.
 ///
 /// # Panics
 /// On failure, on an unknown case id, and when the runtime cannot be built.
@@ -49,6 +54,7 @@ where
     let Some(case) = find(case) else {
         panic!("no conformance case named {case}");
     };
+    register_test_launcher();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -64,6 +70,46 @@ where
         eprintln!("{report}");
         assert!(!report.is_failure(), "{report}");
     });
+}
+
+/// Runs `body` as one test against the harness `factory` makes (`None` skips, see
+/// [`server_url`]), on a multi-threaded runtime, with this test binary registered as
+/// the launcher of child-process holders — for a backend's own fault tests beyond the
+/// suite. The binary must define the `conformance_child` test, as
+/// [`crate::conformance_tests!`] does.
+///
+/// # Panics
+/// When `body` panics, and when the runtime cannot be built.
+pub fn run_with<F, Fut, H, B, BFut>(factory: F, body: B)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Option<H>>,
+    H: Into<Harness>,
+    B: FnOnce(Harness) -> BFut,
+    BFut: Future<Output = ()>,
+{
+    register_test_launcher();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|error| panic!("cannot build a tokio runtime: {error}"));
+    runtime.block_on(async {
+        let Some(harness) = factory().await else {
+            eprintln!("skipped: no backend");
+            return;
+        };
+        body(harness.into().calibrate().await).await;
+    });
+}
+
+fn register_test_launcher() {
+    match Launcher::test_binary() {
+        Ok(launcher) => {
+            child::register(launcher);
+        }
+        Err(error) => eprintln!("no child-process holders in this test binary: {error}"),
+    }
 }
 
 /// Panics unless `listed` names every case of the suite exactly once (guards the
@@ -93,8 +139,11 @@ pub fn assert_lists_every_case(listed: &[&str]) {
 }
 
 /// Expands to one `#[test]` per conformance case, each running on a multi-threaded
-/// tokio runtime against the backend `factory` makes, plus a test that the list is
-/// complete.
+/// tokio runtime against the backend `factory` makes, a test that the list is
+/// complete, and the ignored test `conformance_child`: the entry point of the
+/// child-process holders of the fault cases (see [`crate::faults::child`]), which
+/// re-run the test binary with only that test, and get their backend from the same
+/// `factory`.
 ///
 /// `factory` is a function (or closure) called once per test, returning a future of
 /// `Option<H>` where `H: Into<Harness>` — an `Arc<dyn Backend>`, a `Coordinator`, or a
@@ -102,12 +151,19 @@ pub fn assert_lists_every_case(listed: &[&str]) {
 /// missing server is loud, and a failure under `CI=true`).
 ///
 /// ```ignore
-/// async fn etcd() -> Option<distsync_core::Coordinator> {
-///     let url = distsync_conformance::server_url("DISTSYNC_ETCD_URL")?;
-///     Some(distsync_etcd::connect(&url).await.expect("connecting to etcd"))
+/// use distsync_conformance::{connector, server_url, Harness};
+///
+/// async fn etcd() -> Option<Harness> {
+///     let url = server_url("DISTSYNC_ETCD_URL")?;
+///     let connect = connector(|url| async move { distsync_etcd::backend(&url).await });
+///     Some(Harness::connect(&url, connect).await.expect("connecting to etcd"))
 /// }
 /// distsync_conformance::conformance_tests!(etcd);
 /// ```
+///
+/// A harness made with [`Harness::connect`] has the fault hooks of a server
+/// ([`crate::ServerFaults`]); a plain backend gets only the store-side revoke, and the
+/// fault cases that need more report `unsupported`.
 ///
 /// The case tests are plain `#[test]`s that build their runtime in this crate, so the
 /// calling crate needs no tokio macros.
@@ -123,8 +179,13 @@ macro_rules! conformance_tests {
             lock_cancelled_waiter
             lock_session_end_fires_lost
             lock_session_end_frees_lock
+            lock_holder_crash
+            lock_holder_pause
+            lock_jepsen_counter
             session_close_releases_all
+            session_store_kill
             election_one_leader
+            election_leader_crash
             election_terms_increase
             election_campaign_blocks
             election_resign_hands_over
@@ -150,6 +211,10 @@ macro_rules! conformance_tests {
             stm_conflict_serializable
             stm_conflict_repeatable_reads
             stm_read_committed_lost_update
+            stm_no_stale_read
+            server_restart_live_clients
+            server_restart_durable_state
+            server_cluster_leader_loss
             api_invalid_names_and_arguments
             api_capabilities_match
         }
@@ -170,6 +235,12 @@ macro_rules! __conformance_tests {
         #[test]
         fn conformance_tests_list_every_case() {
             $crate::assert_lists_every_case(&[$(stringify!($case)),*]);
+        }
+
+        #[test]
+        #[ignore = "the child-process holder of the fault cases; they start it themselves"]
+        fn conformance_child() {
+            $crate::faults::child::child_main($factory);
         }
     };
 }

@@ -1,12 +1,10 @@
-//! The whole conformance suite against the in-memory backend.
+//! The whole conformance suite against the in-process memory backend, with its fault
+//! hooks (frozen leases model paused holders; process-level faults are unsupported).
 
-use std::sync::Arc;
+use distsync_conformance::Harness;
 
-use distsync_core::memory::MemoryBackend;
-use distsync_core::Backend;
-
-async fn memory() -> Option<Arc<dyn Backend>> {
-    Some(Arc::new(MemoryBackend::new()))
+async fn memory() -> Option<Harness> {
+    Some(Harness::memory())
 }
 
 distsync_conformance::conformance_tests!(memory);

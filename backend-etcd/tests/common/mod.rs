@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 pub mod etcdctl;
-pub mod faults;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,23 +1,47 @@
 //! `distsync-conformance`: runs the conformance suite against backends given by URL
-//! and prints the guarantee matrix (markdown or JSON) on stdout; progress goes to
-//! stderr. Exits 1 if any case fails (a violated guarantee that is claimed or part of
-//! the contract, or a contradiction between capabilities and behaviour), 2 if a
-//! backend cannot be reached or the arguments are wrong.
+//! (or `--all`: memory and the `DISTSYNC_*_URL` servers) and prints the guarantee
+//! matrix (markdown or JSON) on stdout; progress goes to stderr. Exits 1 if any case
+//! fails (a violated guarantee that is claimed or part of the contract, or a
+//! contradiction between capabilities and behaviour), 2 if a backend cannot be reached
+//! or the arguments are wrong.
+//!
+//! Fault hooks: `memory://` runs with the memory store's hooks (frozen leases); a
+//! server URL with [`ServerFaults`], whose child-process holders are this binary
+//! re-executed with the hidden `--child` flag, and whose etcd cluster is
+//! `DISTSYNC_ETCD_CLUSTER_URL`.
+//!
+//! `--outline` reads a markdown matrix on stdin and prints it without figures (what
+//! `scripts/check-readme-matrix.sh` compares).
 
+use std::io::Read as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
-use distsync_conformance::{matrix, run_suite, Harness, Report, CASES};
+use distsync_conformance::faults::child::{self, ChildSpec, Launcher};
+use distsync_conformance::{matrix, run_suite, Connect, Harness, Report, ServerFaults, CASES};
+use distsync_core::Backend;
+
+/// The environment variables `--all` reads, in matrix order (after memory://).
+const SERVER_VARS: [&str; 3] = [
+    "DISTSYNC_ETCD_URL",
+    "DISTSYNC_REDIS_URL",
+    "DISTSYNC_POSTGRES_URL",
+];
 
 /// Runs the distsync conformance suite and prints the guarantee matrix.
 #[derive(Parser, Debug)]
 #[command(name = "distsync-conformance", version)]
 struct Args {
     /// A backend URL (memory://, etcd://..., redis://..., postgres://...); repeat for
-    /// several backends, one matrix column each.
-    #[arg(long = "backend", value_name = "URL", default_value = "memory://")]
+    /// several backends, one matrix column each. Default: memory://.
+    #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
+
+    /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL and
+    /// DISTSYNC_POSTGRES_URL that is set (under CI=true, all must be).
+    #[arg(long, conflicts_with = "backends")]
+    all: bool,
 
     /// Output format of the matrix.
     #[arg(long, value_enum, default_value_t = Format::Markdown)]
@@ -30,6 +54,14 @@ struct Args {
     /// List the case ids and exit.
     #[arg(long)]
     list: bool,
+
+    /// Read a markdown matrix on stdin, print its figure-free outline, and exit.
+    #[arg(long)]
+    outline: bool,
+
+    /// Run as a child-process holder of the fault cases (spec in the environment).
+    #[arg(long, hide = true)]
+    child: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,9 +70,69 @@ enum Format {
     Json,
 }
 
+/// Connects by URL through the facade (with the backends this build's features bring).
+fn facade() -> Connect {
+    Arc::new(|url: String| {
+        Box::pin(async move {
+            let coordinator = distsync::connect(&url).await?;
+            Ok(Arc::clone(coordinator.backend()) as Arc<dyn Backend>)
+        })
+    })
+}
+
+/// The backends of `--all`, or why not.
+fn all_backends() -> Result<Vec<String>, String> {
+    let ci = std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"));
+    let mut urls = vec!["memory://".to_owned()];
+    for var in SERVER_VARS {
+        match std::env::var(var) {
+            Ok(url) if !url.trim().is_empty() => urls.push(url),
+            _ if ci => return Err(format!("CI=true but {var} is not set")),
+            _ => eprintln!("!!! {var} is not set: --all runs without that backend"),
+        }
+    }
+    Ok(urls)
+}
+
+async fn run_child() -> ExitCode {
+    let spec = match ChildSpec::from_env() {
+        Some(Ok(spec)) => spec,
+        Some(Err(error)) => {
+            eprintln!("--child: {error}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprintln!("--child: {} is not set", child::SPEC_VAR);
+            return ExitCode::from(2);
+        }
+    };
+    let backend = match distsync::connect(&spec.url).await {
+        Ok(coordinator) => Arc::clone(coordinator.backend()),
+        Err(error) => {
+            println!("{}error connecting to {}: {error}", child::MARKER, spec.url);
+            return ExitCode::from(1);
+        }
+    };
+    let status = child::serve(backend, spec).await;
+    // Not a return: the runtime's shutdown would wait for the blocking read of stdin.
+    std::process::exit(status)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.child {
+        return run_child().await;
+    }
+    if args.outline {
+        let mut text = String::new();
+        if let Err(error) = std::io::stdin().read_to_string(&mut text) {
+            eprintln!("reading stdin: {error}");
+            return ExitCode::from(2);
+        }
+        print!("{}", matrix::outline(&text));
+        return ExitCode::SUCCESS;
+    }
     if args.list {
         for case in CASES {
             println!("{}\t{}\t{}", case.id, case.primitive, case.guarantee);
@@ -54,14 +146,38 @@ async fn main() -> ExitCode {
         eprintln!("no case matches {:?}; see --list", args.cases);
         return ExitCode::from(2);
     }
+    let urls = if args.all {
+        match all_backends() {
+            Ok(urls) => urls,
+            Err(error) => {
+                eprintln!("--all: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    } else if args.backends.is_empty() {
+        vec!["memory://".to_owned()]
+    } else {
+        args.backends.clone()
+    };
+    match Launcher::current_exe(["--child".to_owned()]) {
+        Ok(launcher) => {
+            child::register(launcher);
+        }
+        Err(error) => eprintln!("no child-process holders: {error}"),
+    }
 
     let mut harnesses = Vec::new();
-    for url in &args.backends {
+    for url in &urls {
         eprintln!("connecting to {url}");
-        match distsync::connect(url).await {
-            Ok(coordinator) => {
-                harnesses.push((url.clone(), Harness::new(Arc::clone(coordinator.backend()))))
-            }
+        let harness = if url.starts_with("memory:") {
+            Ok(Harness::memory())
+        } else if ServerFaults::new(url, facade()).is_ok() {
+            Harness::connect(url, facade()).await
+        } else {
+            distsync::connect(url).await.map(Harness::from)
+        };
+        match harness {
+            Ok(harness) => harnesses.push((url.clone(), harness)),
             Err(error) => {
                 eprintln!("cannot use {url}: {error}");
                 return ExitCode::from(2);
@@ -84,8 +200,9 @@ async fn main() -> ExitCode {
         };
         let harness = harness.calibrate().await;
         eprintln!(
-            "running the suite against {label} ({url}), settle {:?}",
-            harness.settle()
+            "running the suite against {label} ({url}), settle {:?}, faults: {}",
+            harness.settle(),
+            harness.faults().describe()
         );
         let mut ran = run_suite(
             &harness,

@@ -7,13 +7,21 @@ use futures::future::BoxFuture;
 
 use crate::case::{Case, Claim, Need, Primitive};
 use crate::check::Check;
+use crate::faults::Hook;
 use crate::outcome::Outcome;
 
 mod api;
 mod barrier;
+mod cluster;
+mod crash;
 mod election;
+mod jepsen;
+mod kill;
+mod linearizable;
 pub(crate) mod lock;
+mod pause;
 mod queue;
+mod restart;
 mod rwlock;
 mod session;
 mod stm;
@@ -25,6 +33,11 @@ fn boxed(body: impl Future<Output = Check> + Send + 'static) -> BoxFuture<'stati
 const FENCING: Claim = Claim::Flag("fencing", |c: &Capabilities| c.fencing);
 const FIFO: Claim = Claim::Flag("fifo_waiters", |c: &Capabilities| c.fifo_waiters);
 const LOST: Claim = Claim::Flag("lost_notification", |c: &Capabilities| c.lost_notification);
+const STALLED: Claim = Claim::Flag("stalled_holder_expires", |c: &Capabilities| {
+    c.stalled_holder_expires
+});
+const SURVIVES: Claim = Claim::Flag("survives_restart", |c: &Capabilities| c.survives_restart);
+const LINEARIZABLE: Claim = Claim::Flag("linearizable", |c: &Capabilities| c.linearizable);
 
 use Isolation::{ReadCommitted, RepeatableReads, Serializable, SerializableSnapshot};
 
@@ -37,6 +50,7 @@ pub static CASES: &[Case] = &[
         guarantee: "mutual exclusion under contention",
         needs: &[Need::Lock],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(lock::mutual_exclusion(h)),
     },
     Case {
@@ -45,6 +59,7 @@ pub static CASES: &[Case] = &[
         guarantee: "fencing tokens strictly increase",
         needs: &[Need::Lock],
         claim: FENCING,
+        hooks: &[],
         run: |h| boxed(lock::fencing_tokens(h)),
     },
     Case {
@@ -53,6 +68,7 @@ pub static CASES: &[Case] = &[
         guarantee: "try_lock: None while held, a guard when free",
         needs: &[Need::Lock],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(lock::try_lock(h)),
     },
     Case {
@@ -61,6 +77,7 @@ pub static CASES: &[Case] = &[
         guarantee: "waiters granted in arrival order",
         needs: &[Need::Lock],
         claim: FIFO,
+        hooks: &[],
         run: |h| boxed(lock::fifo_waiters(h)),
     },
     Case {
@@ -69,6 +86,7 @@ pub static CASES: &[Case] = &[
         guarantee: "a cancelled waiter blocks no one",
         needs: &[Need::Lock],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(lock::cancelled_waiter(h)),
     },
     Case {
@@ -77,6 +95,7 @@ pub static CASES: &[Case] = &[
         guarantee: "lost() fires when the store ends the session",
         needs: &[Need::Lock],
         claim: LOST,
+        hooks: &[],
         run: |h| boxed(lock::session_end_fires_lost(h)),
     },
     Case {
@@ -85,7 +104,37 @@ pub static CASES: &[Case] = &[
         guarantee: "the lock frees when the store ends the session",
         needs: &[Need::Lock],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(lock::session_end_frees_lock(h)),
+    },
+    Case {
+        id: "lock_holder_crash",
+        primitive: Primitive::Lock,
+        guarantee: "a holder killed (SIGKILL) in a child process frees the lock",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[Hook::ChildHolder],
+        run: |h| boxed(crash::lock_holder(h)),
+    },
+    Case {
+        id: "lock_holder_pause",
+        primitive: Primitive::Lock,
+        guarantee:
+            "a holder paused past its TTL loses the lock, sees lost(), its write is fenced off",
+        needs: &[Need::Lock],
+        claim: STALLED,
+        hooks: &[Hook::PausedHolder],
+        run: |h| boxed(pause::lock_holder(h)),
+    },
+    Case {
+        id: "lock_jepsen_counter",
+        primitive: Primitive::Lock,
+        guarantee:
+            "counter under the lock with paused holders: lost updates without / with fencing",
+        needs: &[Need::Lock],
+        claim: FENCING,
+        hooks: &[Hook::PausedHolder],
+        run: |h| boxed(jepsen::counter(h)),
     },
     Case {
         id: "session_close_releases_all",
@@ -93,7 +142,17 @@ pub static CASES: &[Case] = &[
         guarantee: "close() releases lock, leadership and write lock",
         needs: &[Need::Lock],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(session::close_releases_all(h)),
+    },
+    Case {
+        id: "session_store_kill",
+        primitive: Primitive::Session,
+        guarantee: "a session killed by the store out of band: lost() fires, the lock frees",
+        needs: &[Need::Lock],
+        claim: LOST,
+        hooks: &[Hook::KillSession],
+        run: |h| boxed(kill::session_killed(h)),
     },
     Case {
         id: "election_one_leader",
@@ -101,7 +160,17 @@ pub static CASES: &[Case] = &[
         guarantee: "one leader at a time",
         needs: &[Need::Election],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(election::one_leader(h)),
+    },
+    Case {
+        id: "election_leader_crash",
+        primitive: Primitive::Election,
+        guarantee: "a leader killed (SIGKILL) in a child process is succeeded",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[Hook::ChildHolder],
+        run: |h| boxed(crash::leader(h)),
     },
     Case {
         id: "election_terms_increase",
@@ -109,6 +178,7 @@ pub static CASES: &[Case] = &[
         guarantee: "terms (fencing tokens) strictly increase",
         needs: &[Need::Election],
         claim: FENCING,
+        hooks: &[],
         run: |h| boxed(election::terms_increase(h)),
     },
     Case {
@@ -117,6 +187,7 @@ pub static CASES: &[Case] = &[
         guarantee: "campaign blocks until elected",
         needs: &[Need::Election],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(election::campaign_blocks(h)),
     },
     Case {
@@ -125,6 +196,7 @@ pub static CASES: &[Case] = &[
         guarantee: "resign hands over to the next candidate",
         needs: &[Need::Election],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(election::resign_hands_over(h)),
     },
     Case {
@@ -133,6 +205,7 @@ pub static CASES: &[Case] = &[
         guarantee: "proclaim after losing leadership is NotLeader",
         needs: &[Need::Election],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(election::proclaim_not_leader(h)),
     },
     Case {
@@ -141,6 +214,7 @@ pub static CASES: &[Case] = &[
         guarantee: "leader() returns value and term",
         needs: &[Need::Election],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(election::leader_value_and_term(h)),
     },
     Case {
@@ -149,6 +223,7 @@ pub static CASES: &[Case] = &[
         guarantee: "observe() sees every change in order",
         needs: &[Need::Election],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(election::observe_in_order(h)),
     },
     Case {
@@ -157,6 +232,7 @@ pub static CASES: &[Case] = &[
         guarantee: "readers share",
         needs: &[Need::RwLock],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(rwlock::readers_share(h)),
     },
     Case {
@@ -165,6 +241,7 @@ pub static CASES: &[Case] = &[
         guarantee: "a writer excludes readers and writers",
         needs: &[Need::RwLock],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(rwlock::writer_excludes(h)),
     },
     Case {
@@ -173,6 +250,7 @@ pub static CASES: &[Case] = &[
         guarantee: "a waiting writer blocks later readers",
         needs: &[Need::RwLock],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(rwlock::waiting_writer_blocks_readers(h)),
     },
     Case {
@@ -181,6 +259,7 @@ pub static CASES: &[Case] = &[
         guarantee: "write tokens strictly increase",
         needs: &[Need::RwLock],
         claim: FENCING,
+        hooks: &[],
         run: |h| boxed(rwlock::write_tokens(h)),
     },
     Case {
@@ -189,6 +268,7 @@ pub static CASES: &[Case] = &[
         guarantee: "FIFO order",
         needs: &[Need::Queue],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(queue::fifo(h)),
     },
     Case {
@@ -197,6 +277,7 @@ pub static CASES: &[Case] = &[
         guarantee: "priority order (lower first, FIFO within)",
         needs: &[Need::Queue, Need::PriorityQueue],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(queue::priority(h)),
     },
     Case {
@@ -205,6 +286,7 @@ pub static CASES: &[Case] = &[
         guarantee: "no loss, no duplicate with cancelled consumers",
         needs: &[Need::Queue],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(queue::no_loss_no_duplicate(h)),
     },
     Case {
@@ -213,6 +295,7 @@ pub static CASES: &[Case] = &[
         guarantee: "try_dequeue on empty is None; dequeue wakes",
         needs: &[Need::Queue],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(queue::empty_queue(h)),
     },
     Case {
@@ -221,6 +304,7 @@ pub static CASES: &[Case] = &[
         guarantee: "wait returns at once when not held",
         needs: &[Need::Barrier],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(barrier::wait_when_not_held(h)),
     },
     Case {
@@ -229,6 +313,7 @@ pub static CASES: &[Case] = &[
         guarantee: "waiters block while held, all pass on release",
         needs: &[Need::Barrier],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(barrier::blocks_until_release(h)),
     },
     Case {
@@ -237,6 +322,7 @@ pub static CASES: &[Case] = &[
         guarantee: "enter and leave wait for every participant",
         needs: &[Need::DoubleBarrier],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(barrier::double_enter_leave(h)),
     },
     Case {
@@ -245,6 +331,7 @@ pub static CASES: &[Case] = &[
         guarantee: "participant count+1 gets TooManyParticipants",
         needs: &[Need::DoubleBarrier],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(barrier::too_many_participants(h)),
     },
     Case {
@@ -253,6 +340,7 @@ pub static CASES: &[Case] = &[
         guarantee: "bank total kept at SerializableSnapshot",
         needs: &[Need::Stm(SerializableSnapshot)],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(stm::bank(h, SerializableSnapshot)),
     },
     Case {
@@ -261,6 +349,7 @@ pub static CASES: &[Case] = &[
         guarantee: "bank total kept at Serializable",
         needs: &[Need::Stm(Serializable)],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(stm::bank(h, Serializable)),
     },
     Case {
@@ -269,6 +358,7 @@ pub static CASES: &[Case] = &[
         guarantee: "bank total kept at RepeatableReads",
         needs: &[Need::Stm(RepeatableReads)],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(stm::bank(h, RepeatableReads)),
     },
     Case {
@@ -277,6 +367,7 @@ pub static CASES: &[Case] = &[
         guarantee: "conflicts retried at SerializableSnapshot",
         needs: &[Need::Stm(SerializableSnapshot)],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(stm::conflict_retried(h, SerializableSnapshot)),
     },
     Case {
@@ -285,6 +376,7 @@ pub static CASES: &[Case] = &[
         guarantee: "conflicts retried at Serializable",
         needs: &[Need::Stm(Serializable)],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(stm::conflict_retried(h, Serializable)),
     },
     Case {
@@ -293,6 +385,7 @@ pub static CASES: &[Case] = &[
         guarantee: "conflicts retried at RepeatableReads",
         needs: &[Need::Stm(RepeatableReads)],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(stm::conflict_retried(h, RepeatableReads)),
     },
     Case {
@@ -301,7 +394,51 @@ pub static CASES: &[Case] = &[
         guarantee: "ReadCommitted: lost update possible, as documented",
         needs: &[Need::Stm(ReadCommitted)],
         claim: Claim::Offered,
+        hooks: &[],
         run: |h| boxed(stm::read_committed_lost_update(h)),
+    },
+    Case {
+        id: "stm_no_stale_read",
+        primitive: Primitive::Stm,
+        guarantee: "no stale read across two clients (linearizability probe)",
+        needs: &[Need::Stm(SerializableSnapshot)],
+        claim: LINEARIZABLE,
+        hooks: &[Hook::SecondClient],
+        run: |h| boxed(linearizable::no_stale_read(h)),
+    },
+    Case {
+        id: "server_restart_live_clients",
+        primitive: Primitive::Server,
+        guarantee:
+            "restart: holders and waiters get lost() or an error, never a wrong answer; works after",
+        needs: &[Need::Lock, Need::Queue],
+        claim: Claim::Offered,
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(restart::live_clients(h)),
+    },
+    Case {
+        id: "server_restart_durable_state",
+        primitive: Primitive::Server,
+        guarantee: "restart: queue, STM keys, barriers and fencing counters survive",
+        needs: &[
+            Need::Lock,
+            Need::Queue,
+            Need::Barrier,
+            Need::Stm(SerializableSnapshot),
+        ],
+        claim: SURVIVES,
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(restart::durable_state(h)),
+    },
+    Case {
+        id: "server_cluster_leader_loss",
+        primitive: Primitive::Server,
+        guarantee:
+            "cluster leader killed under 8 contenders: one holder at a time, progress resumes",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[Hook::Cluster],
+        run: |h| boxed(cluster::leader_loss(h)),
     },
     Case {
         id: "api_invalid_names_and_arguments",
@@ -309,6 +446,7 @@ pub static CASES: &[Case] = &[
         guarantee: "invalid names and arguments are typed errors",
         needs: &[],
         claim: Claim::Contract,
+        hooks: &[],
         run: |h| boxed(api::invalid_names_and_arguments(h)),
     },
     Case {
@@ -317,6 +455,7 @@ pub static CASES: &[Case] = &[
         guarantee: "undeclared primitives and levels say Unsupported",
         needs: &[],
         claim: Claim::Contract,
+        hooks: &[],
         run: |h| boxed(api::capabilities_match(h)),
     },
 ];

@@ -1,0 +1,299 @@
+//! Losing the raft leader of a three-member cluster while 8 clients contend for one
+//! lock: never two holders, no lost update of a counter guarded by the lock, no
+//! session lost (their TTL is the fault TTL, so one missed renewal window would lose
+//! them), and progress resumes once the remaining members elect a new leader. The
+//! figure is the longest gap between two grants around the loss (the stall). With the
+//! member still down, new sessions, locks and queue items work too, and with it back,
+//! everything does.
+//!
+//! The member is stopped with `scripts/servers.sh stop-member N` and started again
+//! before the case ends, whatever happens.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distsync_core::{Backend, SessionOptions};
+use tokio::time::Instant;
+
+use super::lock::lock_vec;
+use crate::check::{
+    ensure, eventually, join_all, secs, violated, within, within_check, Bounded, Check, Context,
+    Holds, Task, LONG, PROMPT,
+};
+use crate::faults::Cluster;
+use crate::harness::Harness;
+
+/// Contenders, each with its own session.
+const CONTENDERS: usize = 8;
+/// Grants to see before the fault, and again after it.
+const GRANTS: usize = 2 * CONTENDERS;
+/// Rounds of new session, lock and enqueue while the member is down.
+const ROUNDS_DOWN: usize = 10;
+/// How long the cluster may take to elect a new leader and serve again.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// Starts the stopped member again if the case ends early.
+struct Restart<'a> {
+    cluster: &'a dyn Cluster,
+    member: Option<usize>,
+}
+
+impl Restart<'_> {
+    async fn now(&mut self) -> Check<()> {
+        if let Some(member) = self.member.take() {
+            within(
+                LONG,
+                format!("starting member {member} again"),
+                self.cluster.start_member(member),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Restart<'_> {
+    fn drop(&mut self) {
+        let Some(member) = self.member.take() else {
+            return;
+        };
+        // The case ended early (a violation, a timeout): bring the member back
+        // before anyone else needs the cluster, blocking this thread if need be.
+        let script = crate::faults::cluster::servers_script();
+        let started = std::process::Command::new("bash")
+            .arg(script)
+            .args(["start-member", &member.to_string()])
+            .status();
+        if let Err(error) = started {
+            tracing::error!(member, %error, "could not start an etcd member again");
+        }
+    }
+}
+
+/// Calls `op` until it succeeds, for at most [`LONG`], retrying the errors a caller
+/// may retry ([`distsync_core::Error::is_transient`]: the cluster answering
+/// "unavailable" while it elects a leader) and counting them in `transient`; another
+/// error is a violation.
+async fn retrying<T, F, Fut>(transient: &AtomicUsize, doing: String, mut op: F) -> Check<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = distsync_core::Result<T>>,
+{
+    within_check(LONG, &doing, async {
+        loop {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_transient() => {
+                    transient.fetch_add(1, Ordering::SeqCst);
+                    tracing::debug!(%error, "{doing}: transient error, retrying");
+                }
+                Err(error) => return violated(format!("{doing}: {error}")),
+            }
+        }
+    })
+    .await
+}
+
+/// The case body (see the module docs).
+pub(crate) async fn leader_loss(h: Harness) -> Check {
+    let cluster = within(
+        PROMPT,
+        "finding the cluster",
+        h.faults().cluster(&**h.backend()),
+    )
+    .await?;
+    let backend: Arc<dyn Backend> =
+        within(PROMPT, "connecting to the cluster", cluster.connect()).await?;
+    let ttl = h.fault_ttl().max(backend.capabilities().min_session_ttl);
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let holders = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::new(AtomicU64::new(0));
+    let grants = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let transient = Arc::new(AtomicUsize::new(0));
+    let mut sessions = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..CONTENDERS {
+        let session = within(
+            PROMPT,
+            format!("opening session {i}"),
+            backend.session(SessionOptions::with_ttl(ttl)),
+        )
+        .await?;
+        let locker = backend
+            .locker(&session, name.clone())
+            .ctx("making a locker")?;
+        sessions.push(session);
+        let (holders, overlaps, counter, grants, stop, transient) = (
+            holders.clone(),
+            overlaps.clone(),
+            counter.clone(),
+            grants.clone(),
+            stop.clone(),
+            transient.clone(),
+        );
+        tasks.push(Task::spawn(format!("contender {i}"), async move {
+            let mut rounds = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let guard = retrying(&transient, format!("contender {i} locking"), || {
+                    locker.lock()
+                })
+                .await?;
+                if holders.fetch_add(1, Ordering::SeqCst) != 0 {
+                    overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                let seen = counter.load(Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                counter.store(seen + 1, Ordering::SeqCst);
+                holders.fetch_sub(1, Ordering::SeqCst);
+                lock_vec(&grants).push(Instant::now());
+                match within_check(LONG, format!("contender {i} unlocking"), async {
+                    Ok(guard.unlock().await)
+                })
+                .await?
+                {
+                    Ok(()) => {}
+                    // The key stays with the session, whose next lock() finds it.
+                    Err(error) if error.is_transient() => {
+                        transient.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(error) => return violated(format!("contender {i} unlocking: {error}")),
+                }
+                rounds += 1;
+            }
+            Ok(rounds)
+        }));
+    }
+    let granted = || lock_vec(&grants).len();
+    eventually(LONG, "contention before the fault", || async {
+        Ok((granted() >= GRANTS).then_some(()))
+    })
+    .await?;
+    let leader = eventually(PROMPT, "a leader in the cluster", || async {
+        cluster.leader().await.ctx("asking for the leader")
+    })
+    .await?;
+    let before = granted();
+    let stopped = Instant::now();
+    let mut restart = Restart {
+        cluster: &*cluster,
+        member: Some(leader),
+    };
+    within(
+        LONG,
+        format!("stopping member {leader}, the leader"),
+        cluster.stop_member(leader),
+    )
+    .await?;
+    let new_leader = eventually(RECOVERY, "a new leader", || async {
+        let now = cluster.leader().await.ctx("asking for the leader")?;
+        Ok(now.filter(|member| *member != leader))
+    })
+    .await?;
+    eventually(RECOVERY, "grants after the leader was lost", || async {
+        Ok((granted() >= before + GRANTS).then_some(()))
+    })
+    .await?;
+    // New sessions, locks and queue items while the member is still down (requests
+    // balanced to it are retried on the others).
+    let queue = backend
+        .queue(h.name("jobs").ctx("naming the queue")?)
+        .ctx("making a queue")?;
+    let probe = h.name("probe").ctx("naming the probe lock")?;
+    for round in 0..ROUNDS_DOWN {
+        let session = retrying(
+            &transient,
+            format!("opening a session with a member down (round {round})"),
+            || backend.session(SessionOptions::with_ttl(ttl)),
+        )
+        .await?;
+        let locker = backend
+            .locker(&session, probe.clone())
+            .ctx("making a locker")?;
+        let guard = retrying(
+            &transient,
+            format!("locking with a member down (round {round})"),
+            || locker.lock(),
+        )
+        .await?;
+        guard.unlock().bounded("unlocking").await?;
+        // Not retried: a retry after an enqueue that was applied would duplicate it.
+        within(
+            PROMPT,
+            "enqueueing with a member down",
+            queue.enqueue(round.to_string().into()),
+        )
+        .await?;
+        session.close().bounded("closing a session").await?;
+    }
+    restart.now().await?;
+    drop(restart);
+    stop.store(true, Ordering::SeqCst);
+    let rounds: usize = join_all(&mut tasks, LONG).await?.into_iter().sum();
+
+    let overlaps = overlaps.load(Ordering::SeqCst);
+    let counted = counter.load(Ordering::SeqCst);
+    ensure!(
+        overlaps == 0,
+        "{overlaps} of {rounds} grants found another holder inside the critical section"
+    );
+    ensure!(
+        counted == rounds as u64,
+        "the counter reads {counted} after {rounds} increments under the lock: updates were lost"
+    );
+    let lost: Vec<usize> = (0..CONTENDERS).filter(|&i| sessions[i].is_lost()).collect();
+    ensure!(
+        lost.is_empty(),
+        "the sessions of contenders {lost:?} (TTL {ttl:?}) were lost while one member of {} was down",
+        cluster.members()
+    );
+    let times = std::mem::take(&mut *lock_vec(&grants));
+    let stall = times
+        .windows(2)
+        .filter(|pair| pair[1] >= stopped)
+        .map(|pair| pair[1].saturating_duration_since(pair[0]))
+        .max()
+        .unwrap_or_default();
+    // Everything works with all members back.
+    let session = within(
+        PROMPT,
+        "opening a session after the member is back",
+        backend.session(SessionOptions::with_ttl(ttl)),
+    )
+    .await?;
+    let guard = within(
+        PROMPT,
+        "locking after the member is back",
+        backend
+            .locker(&session, name)
+            .ctx("making a locker")?
+            .lock(),
+    )
+    .await?;
+    guard.unlock().bounded("unlocking").await?;
+    session.close().bounded("closing").await?;
+    for round in 0..ROUNDS_DOWN {
+        let item = within(PROMPT, "dequeueing", queue.dequeue()).await?;
+        ensure!(
+            item.as_ref() == round.to_string().as_bytes(),
+            "item {round} enqueued with a member down came back as {item:?}"
+        );
+    }
+    for session in sessions {
+        session
+            .close()
+            .bounded("closing a contender's session")
+            .await?;
+    }
+    Ok(Holds::figure(
+        format!("stalled {} when the leader died", secs(stall)),
+        format!(
+            "member {leader} (the leader) stopped, member {new_leader} took over; {rounds} grants to \
+             {CONTENDERS} contenders, never two holders, no session lost (TTL {ttl:?}); {} transient \
+             errors retried",
+            transient.load(Ordering::SeqCst)
+        ),
+    ))
+}

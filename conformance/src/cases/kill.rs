@@ -1,0 +1,79 @@
+//! A session killed by the store out of band, not through the library (etcd:
+//! `etcdctl lease revoke`; Redis: the session key deleted, with no notification;
+//! PostgreSQL: the session's connections ended with `pg_terminate_backend`; memory: a
+//! frozen lease the store expires): the holder's guard and session see `lost()`,
+//! `unlock()` reports the loss, and a waiter gets the lock with a higher token.
+
+use distsync_core::Error;
+use tokio::time::Instant;
+
+use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
+use crate::harness::Harness;
+
+/// The case body (see the module docs).
+pub(crate) async fn session_killed(h: Harness) -> Check {
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let a = h
+        .fault_session()
+        .bounded("opening the holder's session")
+        .await?;
+    let b = h.session().bounded("opening the waiter's session").await?;
+    let la = h
+        .backend()
+        .locker(&a, name.clone())
+        .ctx("making locker A")?;
+    let lb = h.backend().locker(&b, name).ctx("making locker B")?;
+    let held = within(PROMPT, "A locking", la.lock()).await?;
+    let waiter = Task::spawn("waiter B", async move {
+        let guard = lb.lock().await.ctx("B locking")?;
+        Ok((guard, Instant::now()))
+    });
+    waiter
+        .ensure_blocked(h.settle(), "A holds the lock")
+        .await?;
+    let mut waiter = waiter;
+    let started = Instant::now();
+    let how = within(
+        PROMPT,
+        "killing A's session out of band",
+        h.faults().kill_session(&**h.backend(), a.id()),
+    )
+    .await?;
+    let limit = h.fault_ttl() * 2 + PROMPT;
+    if tokio::time::timeout(limit, held.lost()).await.is_err() {
+        return violated(format!(
+            "the guard's lost() had not fired {limit:?} after the kill ({how})"
+        ));
+    }
+    let fired = started.elapsed();
+    let left = limit.saturating_sub(started.elapsed());
+    if tokio::time::timeout(left, a.lost()).await.is_err() {
+        return violated(format!(
+            "the guard's lost() fired but the session's had not {limit:?} after the kill ({how})"
+        ));
+    }
+    let (guard, granted_at) = waiter.join(limit).await?;
+    let granted = granted_at.saturating_duration_since(started);
+    ensure!(
+        guard.token() > held.token(),
+        "B's token {} is not above the killed session's {}",
+        guard.token(),
+        held.token()
+    );
+    match held.unlock().await {
+        Err(Error::SessionLost) | Err(Error::NotHeld) => {}
+        Ok(()) => return violated("unlock() of a guard whose session was killed returned Ok"),
+        Err(other) => {
+            return violated(format!("unlock() after the kill: unexpected error {other}"))
+        }
+    }
+    guard.unlock().bounded("B unlocking").await?;
+    Ok(Holds::figure(
+        format!(
+            "lost() {} after the kill, lock re-granted after {}",
+            secs(fired),
+            secs(granted)
+        ),
+        format!("{how}; session TTL {:?}", h.fault_ttl()),
+    ))
+}

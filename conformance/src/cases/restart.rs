@@ -1,0 +1,333 @@
+//! Server restarts, on a private server of the case's own (see
+//! [`crate::faults::private`]): etcd keeps its state, Redis without persistence loses
+//! it, PostgreSQL keeps its tables but drops every connection and with them the
+//! advisory locks.
+//!
+//! - *live clients*: a lock holder, a waiter and a blocked consumer are live across
+//!   the restart. Each must get `lost()` or an error, or keep a hold that is still
+//!   exclusive — never a silent wrong answer (a holder whose lock was given away
+//!   without its `lost()`, an `unlock()` that says Ok for a lock it no longer had, a
+//!   second holder while the first still holds) — and the same backend must work
+//!   again once the server is back.
+//! - *durable state*: queue items, an STM key, a held barrier and the fencing counter
+//!   are all still there after the restart (`survives_restart`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distsync_core::{Backend, Bytes, Isolation, Name, Result, SessionOptions};
+use tokio::time::Instant;
+
+use crate::check::{
+    ensure, eventually, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT,
+};
+use crate::faults::PrivateServer;
+use crate::harness::Harness;
+
+/// How long a private server may take to be created and started.
+const START: Duration = Duration::from_secs(120);
+
+/// The session TTL of the live clients: long enough for a lease to survive a quick
+/// restart where the store keeps leases (etcd), short enough that a lost one is
+/// noticed soon.
+const TTL: Duration = Duration::from_secs(4);
+
+/// How long the backend may take to work again after the restart.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+async fn private_server(h: &Harness) -> Check<(Box<dyn PrivateServer>, Arc<dyn Backend>)> {
+    let server = within(
+        START,
+        "starting a private server",
+        h.faults().private_server(&**h.backend()),
+    )
+    .await?;
+    let backend = within(PROMPT, "connecting to the private server", server.connect()).await?;
+    Ok((server, backend))
+}
+
+/// Stops and starts the server; returns when it answers again, and how long it was
+/// away.
+async fn restart(server: &mut Box<dyn PrivateServer>) -> Check<(Instant, Duration)> {
+    let stopping = Instant::now();
+    within(START, "stopping the private server", server.stop()).await?;
+    within(START, "starting the private server again", server.start()).await?;
+    Ok((Instant::now(), stopping.elapsed()))
+}
+
+fn name(h: &Harness, suffix: &str) -> Check<Name> {
+    h.name(suffix).ctx(format!("naming {suffix}"))
+}
+
+/// Lock, unlock, enqueue and dequeue through `backend`: it works.
+async fn works(backend: &Arc<dyn Backend>, lock: &Name, queue: &Name) -> Result<()> {
+    let ttl = TTL.max(backend.capabilities().min_session_ttl);
+    let session = backend.session(SessionOptions::with_ttl(ttl)).await?;
+    let guard = backend.locker(&session, lock.clone())?.lock().await?;
+    guard.unlock().await?;
+    let queue = backend.queue(queue.clone())?;
+    queue.enqueue(Bytes::from_static(b"probe")).await?;
+    queue.dequeue().await?;
+    session.close().await
+}
+
+/// The live-clients case (see the module docs).
+pub(crate) async fn live_clients(h: Harness) -> Check {
+    let (mut server, backend) = private_server(&h).await?;
+    let ttl = TTL.max(backend.capabilities().min_session_ttl);
+    let lock = name(&h, "mutex")?;
+    let jobs = name(&h, "jobs")?;
+    let open = || backend.session(SessionOptions::with_ttl(ttl));
+    let holder = within(PROMPT, "opening the holder's session", open()).await?;
+    let waiting = within(PROMPT, "opening the waiter's session", open()).await?;
+    let held = within(
+        PROMPT,
+        "the holder locking",
+        backend
+            .locker(&holder, lock.clone())
+            .ctx("making a locker")?
+            .lock(),
+    )
+    .await?;
+    let first_token = held.token();
+    let locker = backend
+        .locker(&waiting, lock.clone())
+        .ctx("making the waiter's locker")?;
+    let holder_alive = held.lost_token().clone();
+    let mut waiter = Task::spawn("the waiter", async move {
+        let granted = locker.lock().await;
+        // What the holder believed at the moment of the grant.
+        let holder_lost = holder_alive.is_cancelled();
+        Ok((granted, holder_lost, Instant::now()))
+    });
+    let consumer_queue = backend.queue(jobs.clone()).ctx("making a queue")?;
+    let mut consumer = Task::spawn(
+        "the consumer",
+        async move { Ok(consumer_queue.dequeue().await) },
+    );
+    waiter
+        .ensure_blocked(h.settle(), "the holder holds the lock")
+        .await?;
+    ensure!(
+        !consumer.is_finished(),
+        "a consumer of an empty queue returned before anything was enqueued"
+    );
+
+    let (restarted, _) = restart(&mut server).await?;
+    let probe = name(&h, "probe")?;
+    let probe_queue = name(&h, "probe-queue")?;
+    eventually(
+        RECOVERY,
+        "the backend working after the restart",
+        || async { Ok(works(&backend, &probe, &probe_queue).await.ok()) },
+    )
+    .await?;
+    let recovered = restarted.elapsed();
+    let mut facts = Vec::new();
+
+    // A lease the store lost is noticed within one TTL of failed or refused renewals.
+    let holder_lost = tokio::time::timeout(ttl * 2, held.lost()).await.is_ok();
+    if holder_lost {
+        facts.push("holder lost()".to_owned());
+        match held.unlock().await {
+            Ok(()) => {
+                return violated("unlock() by a holder whose lock the restart took returned Ok")
+            }
+            Err(error) => facts.push(format!("its unlock(): {error}")),
+        }
+        let (granted, holder_lost_then, _) = waiter.join(ttl * 2 + PROMPT).await?;
+        match granted {
+            Ok(guard) => {
+                ensure!(
+                    holder_lost_then,
+                    "the waiter was granted the lock before the holder's lost() fired"
+                );
+                facts.push(format!(
+                    "waiter granted (token {} after {first_token})",
+                    guard.token()
+                ));
+            }
+            Err(error) => facts.push(format!("waiter: {error}")),
+        }
+    } else {
+        facts.push("holder kept its lock".to_owned());
+        if waiter.is_finished() {
+            let (granted, _, _) = waiter.join(PROMPT).await?;
+            match granted {
+                Ok(guard) => {
+                    return violated(format!(
+                        "the waiter was granted token {} while the holder (token {first_token}) still held the lock",
+                        guard.token()
+                    ))
+                }
+                Err(error) => facts.push(format!("waiter: {error}")),
+            }
+        } else {
+            within(
+                PROMPT,
+                "the holder unlocking after the restart",
+                held.unlock(),
+            )
+            .await?;
+            let (granted, _, _) = waiter.join(PROMPT).await?;
+            let guard = granted.ctx("the waiter locking after the holder unlocked")?;
+            ensure!(
+                guard.token() > first_token,
+                "the waiter's token {} is not above the holder's {first_token}",
+                guard.token()
+            );
+            facts.push("waiter granted after the unlock".to_owned());
+            guard.unlock().bounded("the waiter unlocking").await?;
+        }
+    }
+
+    // The blocked consumer gets the next item or an error, never a hang or another item.
+    let producer = backend.queue(jobs.clone()).ctx("making a queue")?;
+    eventually(RECOVERY, "enqueueing after the restart", || async {
+        Ok(producer.enqueue(Bytes::from_static(b"after")).await.ok())
+    })
+    .await?;
+    match consumer.join(RECOVERY).await? {
+        Ok(item) => ensure!(
+            item.as_ref() == b"after",
+            "the consumer blocked across the restart got {item:?}, not the item enqueued after it"
+        ),
+        Err(error) => {
+            facts.push(format!("consumer: {error}"));
+            // The item is still there for the next consumer.
+            let again = within(PROMPT, "dequeueing after the restart", producer.dequeue()).await?;
+            ensure!(
+                again.as_ref() == b"after",
+                "dequeued {again:?}, not \"after\""
+            );
+        }
+    }
+
+    drop((holder, waiting));
+    Ok(Holds::figure(
+        format!(
+            "working again {} after the server was back",
+            secs(recovered)
+        ),
+        facts.join("; "),
+    ))
+}
+
+/// The durable-state case (see the module docs).
+pub(crate) async fn durable_state(h: Harness) -> Check {
+    let (mut server, backend) = private_server(&h).await?;
+    let items = ["a", "b", "c"];
+    let queue = backend.queue(name(&h, "jobs")?).ctx("making a queue")?;
+    for item in items {
+        within(PROMPT, "enqueueing", queue.enqueue(Bytes::from(item))).await?;
+    }
+    let stm = backend.stm().ctx("getting the STM")?;
+    let key = h.key("balance");
+    let put_key = key.clone();
+    within(
+        PROMPT,
+        "writing an STM key",
+        stm.atomically(Isolation::SerializableSnapshot, move |tx| {
+            let key = put_key.clone();
+            async move {
+                tx.put(&key, "100");
+                Ok(())
+            }
+        }),
+    )
+    .await?;
+    let barrier = backend.barrier(name(&h, "gate")?).ctx("making a barrier")?;
+    within(PROMPT, "holding the barrier", barrier.hold()).await?;
+    let lock = name(&h, "mutex")?;
+    let ttl = h.session_ttl().max(backend.capabilities().min_session_ttl);
+    let token = {
+        let session = within(
+            PROMPT,
+            "opening a session",
+            backend.session(SessionOptions::with_ttl(ttl)),
+        )
+        .await?;
+        let guard = within(
+            PROMPT,
+            "locking",
+            backend
+                .locker(&session, lock.clone())
+                .ctx("making a locker")?
+                .lock(),
+        )
+        .await?;
+        let token = guard.token();
+        guard.unlock().bounded("unlocking").await?;
+        session.close().bounded("closing the session").await?;
+        token
+    };
+
+    let (_, downtime) = restart(&mut server).await?;
+    let len = eventually(RECOVERY, "reading the queue after the restart", || async {
+        Ok(queue.len().await.ok())
+    })
+    .await?;
+    let mut lost = Vec::new();
+    if len != items.len() {
+        lost.push(format!("the queue holds {len} items, not {}", items.len()));
+    }
+    let mut order = Vec::new();
+    while let Some(item) = within(PROMPT, "dequeueing", queue.try_dequeue()).await? {
+        order.push(String::from_utf8_lossy(&item).into_owned());
+    }
+    if len == items.len() && order != items {
+        lost.push(format!("the queue gave {order:?}, not {items:?}"));
+    }
+    let get_key = key.clone();
+    let balance = within(
+        PROMPT,
+        "reading the STM key",
+        stm.atomically(Isolation::SerializableSnapshot, move |tx| {
+            let key = get_key.clone();
+            async move { tx.get(&key).await }
+        }),
+    )
+    .await?;
+    if balance.as_deref() != Some(&b"100"[..]) {
+        lost.push(format!("the STM key reads {balance:?}, not \"100\""));
+    }
+    let waiter_barrier = backend.barrier(name(&h, "gate")?).ctx("making a barrier")?;
+    let mut barrier_waiter = Task::spawn("a barrier waiter", async move {
+        waiter_barrier.wait().await.ctx("waiting at the barrier")
+    });
+    tokio::time::sleep(h.settle()).await;
+    if barrier_waiter.is_finished() {
+        barrier_waiter.join(PROMPT).await?;
+        lost.push("the barrier is no longer held".to_owned());
+    } else {
+        within(PROMPT, "releasing the barrier", barrier.release()).await?;
+        barrier_waiter.join(PROMPT).await?;
+    }
+    let session = within(
+        PROMPT,
+        "opening a session",
+        backend.session(SessionOptions::with_ttl(ttl)),
+    )
+    .await?;
+    let guard = within(
+        PROMPT,
+        "locking",
+        backend
+            .locker(&session, lock)
+            .ctx("making a locker")?
+            .lock(),
+    )
+    .await?;
+    if guard.token() <= token {
+        lost.push(format!(
+            "the fencing counter restarted: token {} after {token}",
+            guard.token()
+        ));
+    }
+    guard.unlock().bounded("unlocking").await?;
+    ensure!(lost.is_empty(), "after the restart: {}", lost.join("; "));
+    Ok(Holds::figure(
+        format!("all kept across a {} restart", secs(downtime)),
+        "queue items and order, an STM key, a held barrier and the fencing counter survived",
+    ))
+}

@@ -1,0 +1,539 @@
+//! Holders in child processes: the parent side ([`spawn`], [`ChildHolder`]) and the
+//! child side ([`serve`], [`child_main`]).
+//!
+//! # How a child is started
+//! The child is this very program, re-executed with a [`Launcher`]:
+//! - in `cargo test` of a backend crate, the test binary, running only the ignored test
+//!   `conformance_child` that [`crate::conformance_tests!`] generates
+//!   (`<test binary> conformance_child --exact --ignored --nocapture`), which calls
+//!   [`child_main`] with the same backend factory as the cases: no extra binary to
+//!   build or locate, and the child links exactly the backend under test;
+//! - in the runner, the runner binary with its hidden `--child` flag, which connects by
+//!   URL through the facade and calls [`serve`].
+//!
+//! [`crate::run_test`] and the runner [`register`] their launcher before running a
+//! case; [`crate::ServerFaults`] uses the registered one.
+//!
+//! # Protocol
+//! The parent passes a [`ChildSpec`] as JSON in the environment variable
+//! [`SPEC_VAR`]. The child takes the lock (or wins the election) through a session of
+//! the spec's TTL and prints, on stdout, lines starting with [`MARKER`]:
+//! - `holding <token>` once it holds (the grant's fencing token or the term);
+//! - `lost` when its guard's `lost()` resolves;
+//! - `write token=<token>` in answer to the command `write` on its stdin: the write
+//!   it would make to the protected resource, sent without checking its lease, as a
+//!   holder woken from a pause would;
+//! - `error <message>` when something fails (it then exits with status 1).
+//!
+//! The child exits when its stdin closes (the parent is gone), so a holder never
+//! outlives its test.
+
+use std::fmt;
+use std::future::Future;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::{Backend, Bytes, FencingToken, Name, Result, SessionOptions};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use super::tools::signal;
+use super::{hook_error, ExternalHolder, HoldKind, HolderSpec};
+use crate::harness::Harness;
+
+/// The environment variable carrying a child's [`ChildSpec`].
+pub const SPEC_VAR: &str = "DISTSYNC_CONFORMANCE_CHILD";
+
+/// What starts every protocol line of a child (libtest may print before it on the
+/// same line, so the parent looks for it anywhere in a line).
+pub const MARKER: &str = "DISTSYNC-CHILD: ";
+
+/// The name of the test the child runs in a test binary.
+pub const CHILD_TEST: &str = "conformance_child";
+
+/// How long a child may take to start, connect and get what it holds.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// How a process re-executes itself as a child holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launcher {
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+impl Launcher {
+    /// `program args...`.
+    pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            program: program.into(),
+            args: args.into_iter().collect(),
+        }
+    }
+
+    /// The current test binary, running only its [`CHILD_TEST`] test.
+    ///
+    /// # Errors
+    /// When the current executable cannot be found.
+    pub fn test_binary() -> Result<Self> {
+        let program = std::env::current_exe()
+            .map_err(|error| hook_error("finding the test binary", error))?;
+        Ok(Self::new(
+            program,
+            [
+                CHILD_TEST,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ]
+            .map(String::from),
+        ))
+    }
+
+    /// The current executable with `args` (the runner passes its hidden `--child`).
+    ///
+    /// # Errors
+    /// When the current executable cannot be found.
+    pub fn current_exe(args: impl IntoIterator<Item = String>) -> Result<Self> {
+        let program = std::env::current_exe()
+            .map_err(|error| hook_error("finding the current executable", error))?;
+        Ok(Self::new(program, args))
+    }
+}
+
+static LAUNCHER: OnceLock<Launcher> = OnceLock::new();
+
+/// Registers how this process starts child holders. The first registration wins (a
+/// process has one way to re-execute itself); returns whether `launcher` is the
+/// registered one.
+pub fn register(launcher: Launcher) -> bool {
+    LAUNCHER.get_or_init(|| launcher.clone()) == &launcher
+}
+
+/// The registered launcher, if any.
+pub fn registered() -> Option<&'static Launcher> {
+    LAUNCHER.get()
+}
+
+/// What a child holds, as passed in [`SPEC_VAR`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSpec {
+    /// The store's URL (the runner's child connects to it; a test binary's child uses
+    /// its backend factory, which reads the same environment as the parent).
+    pub url: String,
+    /// Lock or leadership.
+    pub kind: HoldKind,
+    /// The lock's or election's name.
+    pub name: String,
+    /// The session TTL in milliseconds.
+    pub ttl_ms: u64,
+}
+
+impl ChildSpec {
+    /// The spec in [`SPEC_VAR`]: `None` when this process is not a child.
+    pub fn from_env() -> Option<std::result::Result<Self, String>> {
+        let text = std::env::var(SPEC_VAR).ok()?;
+        Some(serde_json::from_str(&text).map_err(|error| format!("{SPEC_VAR}: {error}")))
+    }
+}
+
+/// One line of a child's protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Event {
+    Holding(u64),
+    Lost,
+    Write(u64),
+    Error(String),
+}
+
+impl Event {
+    fn parse(line: &str) -> Option<Self> {
+        let (_, message) = line.split_once(MARKER)?;
+        let message = message.trim();
+        if message == "lost" {
+            return Some(Self::Lost);
+        }
+        if let Some(token) = message.strip_prefix("holding ") {
+            return token.parse().ok().map(Self::Holding);
+        }
+        if let Some(token) = message.strip_prefix("write token=") {
+            return token.parse().ok().map(Self::Write);
+        }
+        message
+            .strip_prefix("error ")
+            .map(|error| Self::Error(error.to_owned()))
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Holding(token) => write!(f, "holding {token}"),
+            Self::Lost => f.write_str("lost"),
+            Self::Write(token) => write!(f, "write token={token}"),
+            Self::Error(error) => write!(f, "error {error}"),
+        }
+    }
+}
+
+/// A holder in a child process (the parent's handle). Killed when dropped.
+pub struct ChildHolder {
+    child: Child,
+    pid: u32,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    token: FencingToken,
+    lost: bool,
+    killed: bool,
+    kind: HoldKind,
+}
+
+/// Starts a child holder of `spec` on the store at `url` with `launcher`; returns once
+/// it holds.
+///
+/// Cancel-safety: dropping the future kills the child.
+///
+/// # Errors
+/// When the child cannot be started, fails, or does not hold within a minute.
+pub async fn spawn(launcher: &Launcher, url: &str, spec: &HolderSpec) -> Result<ChildHolder> {
+    let child_spec = ChildSpec {
+        url: url.to_owned(),
+        kind: spec.kind,
+        name: spec.name.to_string(),
+        ttl_ms: u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX),
+    };
+    let json = serde_json::to_string(&child_spec)
+        .map_err(|error| hook_error("encoding the child's spec", error))?;
+    let mut child = Command::new(&launcher.program)
+        .args(&launcher.args)
+        .env(SPEC_VAR, json)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| {
+            hook_error(
+                format!("starting a child holder ({})", launcher.program.display()),
+                error,
+            )
+        })?;
+    let pid = child
+        .id()
+        .ok_or_else(|| hook_error("starting a child holder", "it exited at once"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| hook_error("starting a child holder", "no stdout"))?;
+    let mut holder = ChildHolder {
+        stdin: child.stdin.take(),
+        child,
+        pid,
+        lines: BufReader::new(stdout).lines(),
+        token: FencingToken(0),
+        lost: false,
+        killed: false,
+        kind: spec.kind,
+    };
+    let token = tokio::time::timeout(START_LIMIT, async {
+        match holder.next_event().await? {
+            Event::Holding(token) => Ok(token),
+            other => Err(hook_error(
+                "waiting for the child to hold",
+                format!("it said `{other}`"),
+            )),
+        }
+    })
+    .await
+    .map_err(|_| {
+        hook_error(
+            "waiting for the child to hold",
+            format!("not holding after {START_LIMIT:?}"),
+        )
+    })??;
+    holder.token = FencingToken(token);
+    tracing::debug!(pid, token, kind = ?spec.kind, "child holder holds");
+    Ok(holder)
+}
+
+impl ChildHolder {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn next_event(&mut self) -> Result<Event> {
+        loop {
+            let line = self
+                .lines
+                .next_line()
+                .await
+                .map_err(|error| hook_error("reading the child's output", error))?;
+            let Some(line) = line else {
+                return Err(hook_error(
+                    format!("child {}", self.pid),
+                    "its output ended (it exited)",
+                ));
+            };
+            match Event::parse(&line) {
+                Some(Event::Error(error)) => {
+                    return Err(hook_error(format!("child {}", self.pid), error))
+                }
+                Some(Event::Lost) => {
+                    self.lost = true;
+                    return Ok(Event::Lost);
+                }
+                Some(event) => return Ok(event),
+                None => continue,
+            }
+        }
+    }
+
+    async fn command(&mut self, command: &str) -> Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| hook_error("talking to the child", "its stdin is closed"))?;
+        stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .map_err(|error| hook_error("talking to the child", error))?;
+        stdin
+            .flush()
+            .await
+            .map_err(|error| hook_error("talking to the child", error))
+    }
+}
+
+#[async_trait]
+impl ExternalHolder for ChildHolder {
+    fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    fn describe(&self) -> String {
+        let what = match self.kind {
+            HoldKind::Lock => "lock holder",
+            HoldKind::Leadership => "leader",
+        };
+        format!("{what} in child process {}", self.pid)
+    }
+
+    async fn kill(&mut self) -> Result<()> {
+        self.killed = true;
+        self.child
+            .kill()
+            .await
+            .map_err(|error| hook_error(format!("killing child {}", self.pid), error))
+    }
+
+    async fn pause(&mut self) -> Result<()> {
+        signal(self.pid, libc::SIGSTOP)
+    }
+
+    async fn resume(&mut self) -> Result<()> {
+        signal(self.pid, libc::SIGCONT)
+    }
+
+    async fn write(&mut self) -> Result<FencingToken> {
+        self.command("write").await?;
+        loop {
+            if let Event::Write(token) = self.next_event().await? {
+                return Ok(FencingToken(token));
+            }
+        }
+    }
+
+    async fn lost(&mut self) -> Result<()> {
+        while !self.lost {
+            self.next_event().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChildHolder {
+    fn drop(&mut self) {
+        if self.killed {
+            return;
+        }
+        // SIGKILL ends a stopped process too; no need to continue it first.
+        if let Err(error) = self.child.start_kill() {
+            tracing::debug!(pid = self.pid, %error, "killing a child holder on drop");
+        }
+    }
+}
+
+/// Writes protocol lines on stdout, one at a time.
+#[derive(Clone, Default)]
+struct Say(Arc<Mutex<()>>);
+
+impl Say {
+    fn line(&self, message: impl fmt::Display) {
+        let _serial = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stdout = std::io::stdout().lock();
+        // Nothing to do if the parent stopped reading: it is gone or killing us.
+        let _ = writeln!(stdout, "{MARKER}{message}");
+        let _ = stdout.flush();
+    }
+}
+
+/// The child's side: holds what `spec` says on `backend`, speaks the protocol (see the
+/// module docs) until its stdin closes, and returns the process exit status (0, or 1
+/// after an `error` line).
+///
+/// Cancel-safety: dropping the future drops the hold (released in the background).
+pub async fn serve(backend: Arc<dyn Backend>, spec: ChildSpec) -> i32 {
+    let say = Say::default();
+    match hold(&backend, &spec, &say).await {
+        Ok(()) => 0,
+        Err(error) => {
+            say.line(Event::Error(error.to_string().replace('\n', " ")));
+            1
+        }
+    }
+}
+
+async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result<()> {
+    let name = Name::new(spec.name.clone())?;
+    let ttl = Duration::from_millis(spec.ttl_ms);
+    let session = backend.session(SessionOptions::with_ttl(ttl)).await?;
+    // Keeps the hold alive until the end (dropping it would release it).
+    let (token, lost, _held): (FencingToken, _, Box<dyn std::any::Any + Send>) = match spec.kind {
+        HoldKind::Lock => {
+            let locker = backend.locker(&session, name)?;
+            let guard = locker.lock().await?;
+            (guard.token(), guard.lost(), Box::new((locker, guard)))
+        }
+        HoldKind::Leadership => {
+            let election = backend.election(&session, name)?;
+            let leadership = election.campaign(Bytes::from_static(b"child")).await?;
+            (
+                leadership.term(),
+                leadership.lost(),
+                Box::new((election, leadership)),
+            )
+        }
+    };
+    say.line(Event::Holding(token.get()));
+    let watcher = {
+        let say = say.clone();
+        tokio::spawn(async move {
+            lost.await;
+            say.line(Event::Lost);
+        })
+    };
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(command)) = commands.next_line().await {
+        match command.trim() {
+            "write" => say.line(Event::Write(token.get())),
+            "exit" => break,
+            other => say.line(Event::Error(format!("unknown command {other:?}"))),
+        }
+    }
+    watcher.abort();
+    drop(session);
+    Ok(())
+}
+
+/// The body of the `conformance_child` test of [`crate::conformance_tests!`]: when this
+/// process was started as a child holder ([`SPEC_VAR`] is set), gets the backend from
+/// `factory`, [`serve`]s, and exits the process; otherwise returns at once (the test
+/// then passes, doing nothing).
+///
+/// # Panics
+/// When the tokio runtime cannot be built.
+pub fn child_main<F, Fut, H>(factory: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Option<H>>,
+    H: Into<Harness>,
+{
+    let Some(spec) = ChildSpec::from_env() else {
+        return;
+    };
+    let say = Say::default();
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(error) => {
+            say.line(Event::Error(error));
+            std::process::exit(1);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|error| panic!("cannot build a tokio runtime: {error}"));
+    let status = runtime.block_on(async move {
+        let Some(harness) = factory().await else {
+            say.line(Event::Error(
+                "the backend factory found no server in the child".to_owned(),
+            ));
+            return 1;
+        };
+        let backend = Arc::clone(harness.into().backend());
+        serve(backend, spec).await
+    });
+    // Exiting here skips the runtime's shutdown, which could wait on background tasks.
+    std::process::exit(status);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_anywhere_in_a_line() {
+        assert_eq!(
+            Event::parse(&format!("test conformance_child ... {MARKER}holding 42")),
+            Some(Event::Holding(42))
+        );
+        assert_eq!(Event::parse(&format!("{MARKER}lost")), Some(Event::Lost));
+        assert_eq!(
+            Event::parse(&format!("{MARKER}write token=7")),
+            Some(Event::Write(7))
+        );
+        assert_eq!(
+            Event::parse(&format!("{MARKER}error no server")),
+            Some(Event::Error("no server".into()))
+        );
+        assert_eq!(Event::parse("running 1 test"), None);
+        for event in [Event::Holding(3), Event::Lost, Event::Write(9)] {
+            assert_eq!(
+                Event::parse(&format!("{MARKER}{event}")),
+                Some(event.clone())
+            );
+        }
+    }
+
+    #[test]
+    fn specs_round_trip_through_json() {
+        let spec = ChildSpec {
+            url: "redis://127.0.0.1:1".into(),
+            kind: HoldKind::Leadership,
+            name: "conf/x".into(),
+            ttl_ms: 1000,
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains("\"leadership\""), "{json}");
+        assert_eq!(serde_json::from_str::<ChildSpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn the_first_launcher_registered_wins() {
+        let first = Launcher::new("/bin/true", []);
+        let second = Launcher::new("/bin/false", []);
+        let won = register(first.clone());
+        assert_eq!(register(second.clone()), won && first == second);
+        assert!(registered().is_some());
+    }
+}

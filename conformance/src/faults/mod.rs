@@ -1,0 +1,385 @@
+//! Fault hooks: ways to break things from outside the client under test, as
+//! DistributedLock's test strategies and object_store's integration module do.
+//!
+//! A [`crate::Harness`] holds one [`Faults`] as a trait object, and a case that needs a
+//! hook names it in [`crate::Case::hooks`]; a hook the harness does not offer makes the
+//! case `unsupported` with the hook's reason (a memory store cannot be shared with a
+//! child process, a single server has no raft leader to kill, ...).
+//!
+//! Implementations:
+//! - [`StoreFaults`]: only [`Faults::end_session`], through [`Backend::revoke_session`];
+//! - [`MemoryFaults`]: the in-process memory store, whose
+//!   [`distsync_core::memory::MemoryKv::freeze_lease`] models a paused client;
+//! - [`ServerFaults`]: a server reached by URL (etcd, Redis, PostgreSQL): holders in
+//!   child processes ([`child`]), out-of-band session kills with the store's own command
+//!   line tool, private servers to restart ([`private`]), and the three-member etcd
+//!   cluster ([`cluster`]).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::{Backend, Error, FencingToken, Name, Result, SessionId};
+use futures::future::BoxFuture;
+
+pub mod child;
+pub mod cluster;
+mod memory;
+pub mod private;
+mod server;
+mod tools;
+
+pub use memory::MemoryFaults;
+pub use server::{ServerFaults, StoreKind};
+
+/// A fault hook a case may need (see [`crate::Case::hooks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// [`Faults::kill_session`]: the store ends a session out of band.
+    KillSession,
+    /// [`Faults::spawn_holder`] in a process of its own that can be SIGKILLed.
+    ChildHolder,
+    /// [`Faults::spawn_holder`] whose holder can be paused past its TTL (SIGSTOP, or
+    /// a frozen lease in process).
+    PausedHolder,
+    /// [`Faults::private_server`]: a server of the same kind the case may restart.
+    PrivateServer,
+    /// [`Faults::cluster`]: a replicated store whose leader member can be killed.
+    Cluster,
+    /// [`Faults::second_client`]: an independent client of the same store.
+    SecondClient,
+}
+
+impl Hook {
+    /// What the hook does, in a few words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::KillSession => "an out-of-band session kill",
+            Self::ChildHolder => "a holder in a child process",
+            Self::PausedHolder => "a holder paused past its TTL",
+            Self::PrivateServer => "a private server to restart",
+            Self::Cluster => "a cluster member to kill",
+            Self::SecondClient => "a second, independent client",
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// What an external holder holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldKind {
+    /// A lock ([`distsync_core::Locker::lock`]); its token is the grant's.
+    Lock,
+    /// A leadership ([`distsync_core::Election::campaign`]); its token is the term.
+    Leadership,
+}
+
+/// What [`Faults::spawn_holder`] starts: a holder of `kind` on `name`, through a
+/// session of `ttl`.
+#[derive(Clone, Debug)]
+pub struct HolderSpec {
+    /// Lock or leadership.
+    pub kind: HoldKind,
+    /// The lock's or election's name.
+    pub name: Name,
+    /// The TTL of the holder's session.
+    pub ttl: Duration,
+}
+
+/// Connects to a store by URL: how [`ServerFaults`] reaches private servers, clusters
+/// and second clients. Backend crates build one from their own `backend(url)` with
+/// [`connector`]; the runner uses the facade's `distsync::connect`.
+pub type Connect =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn Backend>>> + Send + Sync>;
+
+/// A [`Connect`] from an async function of the URL, e.g.
+/// `connector(|url| async move { distsync_redis::backend(&url).await })`.
+pub fn connector<F, Fut, B>(connect: F) -> Connect
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<B>> + Send + 'static,
+    B: Backend,
+{
+    Arc::new(move |url| {
+        let connecting = connect(url);
+        Box::pin(async move { Ok(Arc::new(connecting.await?) as Arc<dyn Backend>) })
+    })
+}
+
+/// The hooks. Every method has a default: [`Faults::end_session`] revokes through
+/// [`Backend::revoke_session`]; the others answer [`Error::Unsupported`], and
+/// [`Faults::offers`] says which are really there.
+#[async_trait]
+pub trait Faults: Send + Sync + 'static {
+    /// A short description for logs, e.g. `store-side revoke`.
+    fn describe(&self) -> String {
+        "store-side session revoke".to_owned()
+    }
+
+    /// `Ok` if `hook` is offered, otherwise why not (shown in the matrix).
+    fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
+        Err(format!("{hook}: not offered by {}", self.describe()))
+    }
+
+    /// Ends `session` from the store side, as an operator would (etcd: lease revoke).
+    /// Its owner must learn through `lost()`, and everything it held is released.
+    ///
+    /// # Errors
+    /// The store's error.
+    async fn end_session(&self, backend: &dyn Backend, session: SessionId) -> Result<()> {
+        backend.revoke_session(session).await
+    }
+
+    /// Ends `session` out of band, the store's own way and not through the library
+    /// (etcd: `etcdctl lease revoke`; Redis: the session key deleted; PostgreSQL: the
+    /// session's connections terminated). Returns how, for the report.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the tool's error.
+    async fn kill_session(&self, backend: &dyn Backend, session: SessionId) -> Result<String> {
+        let _ = session;
+        Err(unsupported(backend, Hook::KillSession))
+    }
+
+    /// Starts a process outside this one that takes the lock `name` through a session
+    /// of `ttl` and holds it until killed; returns once it holds the lock.
+    ///
+    /// Kept for hooks written against the first version of this trait; new code
+    /// implements [`Faults::spawn_holder`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default.
+    async fn spawn_lock_holder(
+        &self,
+        backend: &dyn Backend,
+        name: &Name,
+        ttl: Duration,
+    ) -> Result<Box<dyn ExternalHolder>> {
+        let _ = (name, ttl);
+        Err(unsupported(backend, Hook::ChildHolder))
+    }
+
+    /// Starts a holder outside the client under test (a child process, or for the
+    /// memory store an in-process session whose lease can be frozen) that takes what
+    /// `spec` says and holds it; returns once it holds.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default (locks go to [`Faults::spawn_lock_holder`]).
+    async fn spawn_holder(
+        &self,
+        backend: &dyn Backend,
+        spec: &HolderSpec,
+    ) -> Result<Box<dyn ExternalHolder>> {
+        match spec.kind {
+            HoldKind::Lock => self.spawn_lock_holder(backend, &spec.name, spec.ttl).await,
+            HoldKind::Leadership => Err(unsupported(backend, Hook::ChildHolder)),
+        }
+    }
+
+    /// Starts a private server of the store's kind (on a free loopback port, with its
+    /// data in a temporary directory), which a case may stop and start again without
+    /// disturbing anyone else.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the server's start-up error.
+    async fn private_server(&self, backend: &dyn Backend) -> Result<Box<dyn PrivateServer>> {
+        Err(unsupported(backend, Hook::PrivateServer))
+    }
+
+    /// The replicated cluster of the store's kind whose members a case may stop.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default.
+    async fn cluster(&self, backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
+        Err(unsupported(backend, Hook::Cluster))
+    }
+
+    /// A second client of the same store, independent of `backend` (its own
+    /// connections), for cross-client checks.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the connection error.
+    async fn second_client(&self, backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
+        Err(unsupported(backend, Hook::SecondClient))
+    }
+}
+
+/// A holder running outside the client under test (see [`Faults::spawn_holder`]).
+#[async_trait]
+pub trait ExternalHolder: Send + Sync {
+    /// The fencing token of the holder's grant (the term of a leadership).
+    fn token(&self) -> FencingToken;
+
+    /// Kills the holder (SIGKILL): it releases nothing itself.
+    async fn kill(&mut self) -> Result<()>;
+
+    /// Pauses the holder (SIGSTOP): it stops renewing its session.
+    async fn pause(&mut self) -> Result<()>;
+
+    /// Resumes a paused holder (SIGCONT).
+    async fn resume(&mut self) -> Result<()>;
+
+    /// What the holder is, for reports (`child process 1234`).
+    fn describe(&self) -> String {
+        "an external holder".to_owned()
+    }
+
+    /// Makes the holder write to the protected resource as if it still held: it
+    /// answers with the token it writes with, without checking whether its lease is
+    /// still alive (a holder woken from a pause does not know it slept).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the holder's error.
+    async fn write(&mut self) -> Result<FencingToken> {
+        Err(Error::unsupported(
+            "conformance",
+            "an external holder's write",
+        ))
+    }
+
+    /// Waits until the holder reports that its guard's `lost()` fired. Not bounded:
+    /// wrap it in a timeout.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the holder's error (it exited).
+    async fn lost(&mut self) -> Result<()> {
+        Err(Error::unsupported(
+            "conformance",
+            "an external holder's lost()",
+        ))
+    }
+}
+
+/// A server of a case's own (see [`Faults::private_server`]).
+#[async_trait]
+pub trait PrivateServer: Send + Sync {
+    /// Its URL.
+    fn url(&self) -> &str;
+
+    /// A new backend connected to it.
+    ///
+    /// # Errors
+    /// The connection error.
+    async fn connect(&self) -> Result<Arc<dyn Backend>>;
+
+    /// Stops the server (as an operator would: SIGTERM, or `pg_ctl stop -m fast`) and
+    /// waits until it has exited.
+    ///
+    /// # Errors
+    /// When it cannot be stopped.
+    async fn stop(&mut self) -> Result<()>;
+
+    /// Starts it again on the same port and data, and waits until it answers.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    async fn start(&mut self) -> Result<()>;
+}
+
+/// A replicated cluster whose members can be stopped (see [`Faults::cluster`]).
+#[async_trait]
+pub trait Cluster: Send + Sync {
+    /// The cluster's URL (every member).
+    fn url(&self) -> &str;
+
+    /// How many members it has.
+    fn members(&self) -> usize;
+
+    /// A new backend connected to it.
+    ///
+    /// # Errors
+    /// The connection error.
+    async fn connect(&self) -> Result<Arc<dyn Backend>>;
+
+    /// The member (1-based) that leads, asking the members that answer; `None` while
+    /// there is no leader.
+    ///
+    /// # Errors
+    /// When no member can be asked.
+    async fn leader(&self) -> Result<Option<usize>>;
+
+    /// Stops member `member` (1-based).
+    ///
+    /// # Errors
+    /// When it cannot be stopped.
+    async fn stop_member(&self, member: usize) -> Result<()>;
+
+    /// Starts member `member` again.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    async fn start_member(&self, member: usize) -> Result<()>;
+}
+
+/// The default fault hooks: only [`Faults::end_session`], through
+/// [`Backend::revoke_session`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreFaults;
+
+impl Faults for StoreFaults {}
+
+/// [`Error::Unsupported`] for `hook` on `backend`.
+pub(crate) fn unsupported(backend: &dyn Backend, hook: Hook) -> Error {
+    Error::unsupported(
+        backend.capabilities().backend,
+        format!("fault hook: {hook}"),
+    )
+}
+
+/// An error of a fault hook's own machinery (a process that would not start, a tool
+/// that failed), as a [`Error::Backend`] of `fault hook`.
+pub(crate) fn hook_error(doing: impl fmt::Display, error: impl fmt::Display) -> Error {
+    Error::backend("fault hook", format!("{doing}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use distsync_core::memory::MemoryBackend;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn default_hooks_are_unsupported() {
+        let backend = MemoryBackend::new();
+        let spec = HolderSpec {
+            kind: HoldKind::Leadership,
+            name: Name::new("x").unwrap(),
+            ttl: Duration::from_secs(1),
+        };
+        let faults = StoreFaults;
+        for hook in [
+            Hook::KillSession,
+            Hook::ChildHolder,
+            Hook::PausedHolder,
+            Hook::PrivateServer,
+            Hook::Cluster,
+            Hook::SecondClient,
+        ] {
+            assert!(faults.offers(hook).is_err(), "{hook}");
+        }
+        assert!(matches!(
+            faults.spawn_holder(&backend, &spec).await,
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            faults.private_server(&backend).await,
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            faults.cluster(&backend).await,
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            faults.kill_session(&backend, SessionId(1)).await,
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}

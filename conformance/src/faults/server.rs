@@ -1,0 +1,414 @@
+//! Fault hooks of a server reached by URL: etcd, Redis or PostgreSQL.
+//!
+//! Everything here goes through the stores' own command line tools and server
+//! binaries (Debian's etcd-server / etcd-client, redis-server / redis-tools,
+//! postgresql), never through a backend crate, so that the runner and every backend
+//! crate's tests share one implementation while this library depends on
+//! `distsync-core` only. A hook whose tool is missing is unsupported, with the package
+//! to install as the reason.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::{Backend, Error, Result, SessionId};
+
+use super::child::{self, Launcher};
+use super::cluster::EtcdCluster;
+use super::private;
+use super::tools::{self, require, run};
+use super::{
+    hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook,
+    PrivateServer,
+};
+use crate::harness::Harness;
+
+/// The environment variable naming the three-member etcd cluster.
+pub const ETCD_CLUSTER_VAR: &str = "DISTSYNC_ETCD_CLUSTER_URL";
+
+/// The kind of store a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreKind {
+    /// `etcd://`
+    Etcd,
+    /// `redis://`
+    Redis,
+    /// `postgres://` or `postgresql://`
+    Postgres,
+}
+
+impl StoreKind {
+    /// The kind of the store `url` names, if it is a server.
+    pub fn of_url(url: &str) -> Option<Self> {
+        let (scheme, _) = url.split_once("://")?;
+        match scheme {
+            "etcd" => Some(Self::Etcd),
+            "redis" => Some(Self::Redis),
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            _ => None,
+        }
+    }
+
+    /// `etcd`, `redis` or `postgres`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Etcd => "etcd",
+            Self::Redis => "redis",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Fault hooks of the server at a URL: out-of-band session kills with the store's
+/// tool, holders in child processes (through the [registered](child::register)
+/// launcher), private servers to restart, the etcd cluster of
+/// [`ETCD_CLUSTER_VAR`], and second clients.
+#[derive(Clone)]
+pub struct ServerFaults {
+    url: String,
+    kind: StoreKind,
+    connect: Connect,
+    cluster_url: Option<String>,
+}
+
+impl std::fmt::Debug for ServerFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerFaults")
+            .field("kind", &self.kind)
+            .field("cluster_url", &self.cluster_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerFaults {
+    /// The hooks of the server at `url`, reaching servers of its kind with `connect`.
+    /// For etcd, the cluster comes from [`ETCD_CLUSTER_VAR`] when it is set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when `url` names no etcd, Redis or PostgreSQL server.
+    pub fn new(url: &str, connect: Connect) -> Result<Self> {
+        let kind = StoreKind::of_url(url).ok_or_else(|| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: "fault hooks need an etcd://, redis:// or postgres:// server".to_owned(),
+        })?;
+        let cluster_url = match kind {
+            StoreKind::Etcd => std::env::var(ETCD_CLUSTER_VAR)
+                .ok()
+                .filter(|url| !url.trim().is_empty()),
+            _ => None,
+        };
+        Ok(Self {
+            url: url.to_owned(),
+            kind,
+            connect,
+            cluster_url,
+        })
+    }
+
+    /// The same hooks with `cluster_url` as the cluster (`None`: no cluster).
+    pub fn with_cluster(mut self, cluster_url: Option<String>) -> Self {
+        self.cluster_url = cluster_url;
+        self
+    }
+
+    /// The store's kind.
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    fn kill_tool(&self) -> std::result::Result<PathBuf, String> {
+        match self.kind {
+            StoreKind::Etcd => require("etcdctl", "etcd-client"),
+            StoreKind::Redis => require("redis-cli", "redis-tools"),
+            StoreKind::Postgres => psql(),
+        }
+    }
+
+    fn launcher(&self) -> std::result::Result<&'static Launcher, String> {
+        child::registered().ok_or_else(|| {
+            "no child-process launcher in this process (run the cases through \
+             conformance_tests! or the runner)"
+                .to_owned()
+        })
+    }
+
+    fn cluster_config(&self) -> std::result::Result<&str, String> {
+        match (self.kind, &self.cluster_url) {
+            (StoreKind::Etcd, Some(url)) => Ok(url),
+            (StoreKind::Etcd, None) => Err(format!(
+                "no cluster: {ETCD_CLUSTER_VAR} is unset (scripts/servers.sh starts one)"
+            )),
+            (kind, _) => Err(format!(
+                "no cluster: {} runs as a single server here",
+                kind.as_str()
+            )),
+        }
+    }
+
+    async fn kill_etcd(&self, tool: PathBuf, session: SessionId) -> Result<String> {
+        let endpoints = etcd_endpoints(&self.url)?.join(",");
+        run(
+            &tool,
+            [
+                format!("--endpoints={endpoints}"),
+                "--command-timeout=5s".to_owned(),
+                "lease".to_owned(),
+                "revoke".to_owned(),
+                format!("{:x}", session.0),
+            ],
+            &[("ETCDCTL_API", "3")],
+        )
+        .await?;
+        Ok("lease revoked by `etcdctl lease revoke`".to_owned())
+    }
+
+    async fn kill_redis(&self, tool: PathBuf, session: SessionId) -> Result<String> {
+        let (connection, namespace) = redis_target(&self.url)?;
+        let key = format!("{{{namespace}session:{}}}", session.0);
+        let out = run(&tool, ["-u", connection.as_str(), "DEL", key.as_str()], &[]).await?;
+        if out.stdout.trim() != "1" {
+            return Err(hook_error(
+                format!("redis-cli DEL {key}"),
+                format!("answered {:?}, not 1: no such session", out.stdout.trim()),
+            ));
+        }
+        Ok(format!("session key {key} deleted by `redis-cli DEL`"))
+    }
+
+    async fn kill_postgres(&self, tool: PathBuf, session: SessionId) -> Result<String> {
+        let (connection, schema) = postgres_target(&self.url)?;
+        let sql = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'distsync/' || \
+             (SELECT oid FROM pg_namespace WHERE nspname = '{schema}')::text || '/{}'",
+            session.0
+        );
+        let out = run(
+            &tool,
+            [connection.as_str(), "-X", "-A", "-t", "-c", sql.as_str()],
+            &[("PGCONNECT_TIMEOUT", "5")],
+        )
+        .await?;
+        let ended: u64 = out.stdout.trim().parse().unwrap_or(0);
+        if ended == 0 {
+            return Err(hook_error(
+                "pg_terminate_backend",
+                format!("no connection of session {session} found"),
+            ));
+        }
+        Ok(format!(
+            "{ended} connection(s) of the session ended by pg_terminate_backend"
+        ))
+    }
+}
+
+impl Harness {
+    /// A harness over the server at `url`, connected with `connect`, with
+    /// [`ServerFaults`].
+    ///
+    /// Cancel-safety: cancel-safe; a backend connected by a dropped call is dropped.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL that names no server, or the connection error.
+    pub async fn connect(url: &str, connect: Connect) -> Result<Self> {
+        let faults = ServerFaults::new(url, Arc::clone(&connect))?;
+        let backend = connect(url.to_owned()).await?;
+        Ok(Harness::new(backend).with_faults(Arc::new(faults)))
+    }
+}
+
+#[async_trait]
+impl Faults for ServerFaults {
+    fn describe(&self) -> String {
+        format!(
+            "{} server: revoke, out-of-band kill, child-process holders, private servers{}",
+            self.kind.as_str(),
+            if self.cluster_url.is_some() {
+                ", cluster"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
+        match hook {
+            Hook::KillSession => self.kill_tool().map(drop),
+            Hook::ChildHolder | Hook::PausedHolder => self.launcher().map(drop),
+            Hook::PrivateServer => private::available(self.kind),
+            Hook::Cluster => {
+                self.cluster_config()?;
+                EtcdCluster::available()
+            }
+            Hook::SecondClient => Ok(()),
+        }
+    }
+
+    async fn kill_session(&self, backend: &dyn Backend, session: SessionId) -> Result<String> {
+        let tool = self
+            .kill_tool()
+            .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
+        match self.kind {
+            StoreKind::Etcd => self.kill_etcd(tool, session).await,
+            StoreKind::Redis => self.kill_redis(tool, session).await,
+            StoreKind::Postgres => self.kill_postgres(tool, session).await,
+        }
+    }
+
+    async fn spawn_holder(
+        &self,
+        backend: &dyn Backend,
+        spec: &HolderSpec,
+    ) -> Result<Box<dyn ExternalHolder>> {
+        let launcher = self
+            .launcher()
+            .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
+        Ok(Box::new(child::spawn(launcher, &self.url, spec).await?))
+    }
+
+    async fn private_server(&self, backend: &dyn Backend) -> Result<Box<dyn PrivateServer>> {
+        private::available(self.kind)
+            .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
+        private::start(self.kind, Arc::clone(&self.connect)).await
+    }
+
+    async fn cluster(&self, backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
+        let url = self
+            .cluster_config()
+            .map_err(|_| unsupported(backend, Hook::Cluster))?;
+        Ok(Box::new(EtcdCluster::new(url, Arc::clone(&self.connect))?))
+    }
+
+    async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
+        (self.connect)(self.url.clone()).await
+    }
+}
+
+/// `psql`, from PostgreSQL's binaries or `PATH`.
+pub(crate) fn psql() -> std::result::Result<PathBuf, String> {
+    tools::pg_bin()
+        .map(|bin| bin.join("psql"))
+        .filter(|psql| psql.is_file())
+        .or_else(|| tools::which("psql"))
+        .ok_or_else(|| "`psql` is not installed (Debian package postgresql-client)".to_owned())
+}
+
+/// The `host:port` endpoints of an `etcd://host:port[,host:port...][/namespace]` URL.
+pub(crate) fn etcd_endpoints(url: &str) -> Result<Vec<String>> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| invalid("not an etcd:// URL"))?;
+    let hosts = rest.split('/').next().unwrap_or_default();
+    let endpoints: Vec<String> = hosts
+        .split(',')
+        .filter(|endpoint| !endpoint.is_empty())
+        .map(|endpoint| {
+            if endpoint
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+            {
+                endpoint.to_owned()
+            } else {
+                format!("{endpoint}:2379")
+            }
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err(invalid("no endpoint"));
+    }
+    Ok(endpoints)
+}
+
+/// For `redis-cli -u`: the URL without its query, and the key namespace
+/// (`?namespace=`, by default `distsync:`).
+fn redis_target(url: &str) -> Result<(String, String)> {
+    let mut parsed = url::Url::parse(url).map_err(|error| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: error.to_string(),
+    })?;
+    let namespace = parsed
+        .query_pairs()
+        .find(|(key, _)| key == "namespace")
+        .map_or_else(|| "distsync:".to_owned(), |(_, value)| value.into_owned());
+    parsed.set_query(None);
+    Ok((parsed.to_string(), namespace))
+}
+
+/// For `psql`: the URL without distsync's own `schema` parameter, and the schema
+/// (by default `distsync`).
+fn postgres_target(url: &str) -> Result<(String, String)> {
+    let invalid = |reason: String| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut parsed = url::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
+    let mut schema = "distsync".to_owned();
+    let mut rest = Vec::new();
+    for (key, value) in parsed.query_pairs() {
+        if key == "schema" {
+            schema = value.into_owned();
+        } else {
+            rest.push((key.into_owned(), value.into_owned()));
+        }
+    }
+    if schema.is_empty()
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(invalid(format!("schema {schema:?} is not an identifier")));
+    }
+    if rest.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(&rest);
+    }
+    Ok((parsed.to_string(), schema))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_store() {
+        assert_eq!(StoreKind::of_url("etcd://h:1"), Some(StoreKind::Etcd));
+        assert_eq!(StoreKind::of_url("redis://h"), Some(StoreKind::Redis));
+        assert_eq!(
+            StoreKind::of_url("postgresql://u@h/db"),
+            Some(StoreKind::Postgres)
+        );
+        assert_eq!(StoreKind::of_url("memory://"), None);
+        assert_eq!(StoreKind::of_url("nonsense"), None);
+    }
+
+    #[test]
+    fn tool_targets_come_from_the_url() {
+        assert_eq!(
+            etcd_endpoints("etcd://127.0.0.1:1,127.0.0.1:2/ns/x").unwrap(),
+            ["127.0.0.1:1", "127.0.0.1:2"]
+        );
+        assert_eq!(etcd_endpoints("etcd://db").unwrap(), ["db:2379"]);
+        assert!(etcd_endpoints("etcd:///ns").is_err());
+        assert_eq!(
+            redis_target("redis://127.0.0.1:6379/2?namespace=app:").unwrap(),
+            ("redis://127.0.0.1:6379/2".to_owned(), "app:".to_owned())
+        );
+        assert_eq!(
+            redis_target("redis://127.0.0.1:6379").unwrap().1,
+            "distsync:"
+        );
+        assert_eq!(
+            postgres_target("postgres://u@h:5/db?schema=locks&sslmode=disable").unwrap(),
+            (
+                "postgres://u@h:5/db?sslmode=disable".to_owned(),
+                "locks".to_owned()
+            )
+        );
+        assert!(postgres_target("postgres://u@h/db?schema=x';--").is_err());
+    }
+}
