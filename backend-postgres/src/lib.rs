@@ -42,6 +42,7 @@
 //!   cancel-safe; [`barrier`] and [`double_barrier`] on rows. Waiters are woken through
 //!   one listening connection per backend ([`notify`]) and ride out connection trouble
 //!   ([`retry`]).
+//! - [`export`]: the durable state, read in one snapshot for migration between backends.
 //! - [`stm`]: PostgreSQL transactions over a key-value table:
 //!
 //! | etcd level | PostgreSQL |
@@ -62,6 +63,7 @@ pub mod barrier;
 pub mod double_barrier;
 pub mod election;
 mod error;
+pub mod export;
 pub mod hold;
 pub mod lock;
 pub mod notify;
@@ -78,6 +80,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use distsync_core::migrate::Snapshot;
 use distsync_core::{
     Backend, Barrier, Capabilities, Coordinator, DoubleBarrier, Election, Error, Locker, Name,
     Queue, Result, RwLock, Session, SessionId, SessionOptions, Stm,
@@ -261,6 +264,10 @@ impl Backend for PostgresBackend {
         Ok(Arc::new(stm::PgStm {
             shared: Arc::clone(&self.shared),
         }))
+    }
+
+    async fn export(&self) -> Result<Snapshot> {
+        export::export(&self.shared).await
     }
 }
 

@@ -381,3 +381,63 @@ async fn arguments_are_checked() {
         Err(Error::InvalidUrl { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_lists_durable_state_and_live_holds() {
+    let Some(url) = support::url() else { return };
+    let schema = format!(
+        "x_{}_{:x}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let backend = distsync_postgres::backend(&format!("{url}{separator}schema={schema}"))
+        .await
+        .unwrap();
+    let name = |s: &str| Name::new(s).unwrap();
+    let queue = backend.queue(name("jobs")).unwrap();
+    queue.enqueue_with_priority("late".into(), 9).await.unwrap();
+    queue.enqueue("first".into()).await.unwrap();
+    queue.enqueue("second".into()).await.unwrap();
+    backend.barrier(name("gate")).unwrap().hold().await.unwrap();
+    backend
+        .stm()
+        .unwrap()
+        .atomically(distsync_core::Isolation::Serializable, |tx| async move {
+            tx.put("k", "v");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let guard = backend
+        .locker(&session, name("mutex"))
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+
+    let snapshot = backend.export().await.unwrap();
+    let items: Vec<(u16, &[u8])> = snapshot.queues[&name("jobs")]
+        .iter()
+        .map(|item| (item.priority, item.item.as_ref()))
+        .collect();
+    assert_eq!(items, [(0, &b"first"[..]), (0, b"second"), (9, b"late")]);
+    assert_eq!(snapshot.stm[&name("k")], "v");
+    assert_eq!(snapshot.barriers, [name("gate")]);
+    assert_eq!(snapshot.active_holds, [guard.key().to_owned()]);
+
+    guard.unlock().await.unwrap();
+    session.close().await.unwrap();
+    assert!(backend.export().await.unwrap().active_holds.is_empty());
+    drop(backend);
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
