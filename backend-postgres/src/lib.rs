@@ -121,7 +121,19 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
     })
 }
 
-/// What the PostgreSQL backend offers and claims.
+/// What the PostgreSQL backend offers and claims: every primitive and every STM level,
+/// and
+/// - `fencing`: counter rows bumped by the granting statement;
+/// - `fifo_waiters`: PostgreSQL's lock queue;
+/// - `lost_notification`: a dead session connection, a gone or expired heartbeat row,
+///   or a `NOTIFY` from the process that ended the session;
+/// - `stalled_holder_expires`: waiters (and `try_*` callers) end holders whose
+///   heartbeat is older than their TTL, and keepalives sweep expired sessions every 10 s;
+/// - `survives_restart`: queues, STM keys, barriers and fencing counters are tables
+///   (sessions, and so holds, end with their connections);
+/// - `linearizable`: one primary serves every read and grant (with replicas, point the
+///   URL at the primary);
+/// - `min_session_ttl`: 1 s.
 pub fn capabilities() -> Capabilities {
     Capabilities {
         lock: true,
