@@ -50,6 +50,7 @@ step test cargo test --workspace --all-features
 step conformance cargo run -q -p distsync-conformance --features full -- \
     --backend memory:// --backend "$DISTSYNC_ETCD_URL" \
     --backend "$DISTSYNC_REDIS_URL" --backend "$DISTSYNC_POSTGRES_URL"
+step readme-matrix scripts/check-readme-matrix.sh
 
 summary
 exit "$failed"

@@ -441,6 +441,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cases_whose_hooks_are_missing_are_unsupported_not_failed() {
+        use distsync_core::memory::MemoryBackend;
+        use std::sync::Arc;
+
+        let needs_a_cluster: &'static Case = Box::leak(Box::new(Case {
+            id: "needs_a_cluster",
+            primitive: Primitive::Server,
+            guarantee: "test",
+            needs: &[],
+            claim: Claim::Contract,
+            hooks: &[Hook::Cluster],
+            run: |_| Box::pin(async { Outcome::violated("must not run") }),
+        }));
+        assert!(needs_a_cluster.waits_on_faults());
+        let plain = Harness::new(Arc::new(MemoryBackend::new()));
+        let report = run_case(needs_a_cluster, &plain).await;
+        assert!(
+            matches!(report.outcome, Outcome::Unsupported { .. }),
+            "{report}"
+        );
+        assert!(!report.is_failure());
+        let memory = Harness::memory();
+        let report = run_case(needs_a_cluster, &memory).await;
+        assert!(report.outcome.detail().contains("no cluster"), "{report}");
+    }
+
+    #[tokio::test]
     async fn unoffered_needs_are_unsupported_and_refusals_are_contradictions() {
         use distsync_core::memory::MemoryBackend;
         use std::sync::Arc;

@@ -288,7 +288,7 @@ pub(crate) async fn leader_loss(h: Harness) -> Check {
             .await?;
     }
     Ok(Holds::figure(
-        format!("stalled {} when the leader died", secs(stall)),
+        format!("stalled {} when the leader was stopped", secs(stall)),
         format!(
             "member {leader} (the leader) stopped, member {new_leader} took over; {rounds} grants to \
              {CONTENDERS} contenders, never two holders, no session lost (TTL {ttl:?}); {} transient \

@@ -80,8 +80,7 @@ impl Launcher {
     /// # Errors
     /// When the current executable cannot be found.
     pub fn test_binary() -> Result<Self> {
-        let program = std::env::current_exe()
-            .map_err(|error| hook_error("finding the test binary", error))?;
+        let program = this_program()?;
         Ok(Self::new(
             program,
             [
@@ -100,10 +99,20 @@ impl Launcher {
     /// # Errors
     /// When the current executable cannot be found.
     pub fn current_exe(args: impl IntoIterator<Item = String>) -> Result<Self> {
-        let program = std::env::current_exe()
-            .map_err(|error| hook_error("finding the current executable", error))?;
-        Ok(Self::new(program, args))
+        Ok(Self::new(this_program()?, args))
     }
+}
+
+/// The running program: `/proc/self/exe` where there is one, so that a child runs this
+/// very binary even if cargo rebuilt the file on disk meanwhile (the target directory
+/// is shared, and a build with other features replaces the runner's binary); the path
+/// of the executable elsewhere.
+fn this_program() -> Result<PathBuf> {
+    let proc_self = PathBuf::from("/proc/self/exe");
+    if proc_self.exists() {
+        return Ok(proc_self);
+    }
+    std::env::current_exe().map_err(|error| hook_error("finding the current executable", error))
 }
 
 static LAUNCHER: OnceLock<Launcher> = OnceLock::new();

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Fails if the guarantee matrix in README.md (between `<!-- matrix:begin -->` and
+# `<!-- matrix:end -->`) differs from a fresh run of the conformance runner in
+# anything but figures: both are reduced to their figure-free outline (the runner's
+# `--outline`: every cell's outcome and ⚠ flag, every note's backend, case, claim and
+# outcome) and compared. Fix a difference with scripts/update-readme-matrix.sh.
+#
+#   scripts/check-readme-matrix.sh            every backend: memory:// and the servers of
+#                                             `scripts/servers.sh env` (already running)
+#   scripts/check-readme-matrix.sh URL...     only these backends, e.g. memory://
+#
+# Exit status: 0 when the outlines match, 1 when they differ, 2 when the runner could
+# not produce a matrix.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+readme=README.md
+begin='<!-- matrix:begin -->'
+end='<!-- matrix:end -->'
+[[ $(grep -cxF "$begin" "$readme") == 1 && $(grep -cxF "$end" "$readme") == 1 ]] ||
+    { echo "check-readme-matrix: $readme needs exactly one '$begin' and one '$end' line" >&2; exit 2; }
+
+if (($#)); then
+    args=()
+    for url in "$@"; do args+=(--backend "$url"); done
+else
+    eval "$(scripts/servers.sh env)"
+    args=(--all)
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cargo build -q -p distsync-conformance --features full
+runner=(cargo run -q -p distsync-conformance --features full --)
+
+status=0
+"${runner[@]}" --format markdown "${args[@]}" >"$tmp/fresh.md" || status=$?
+if ((status > 1)) || [[ ! -s $tmp/fresh.md ]]; then
+    echo "check-readme-matrix: the runner failed (exit $status); nothing to compare" >&2
+    exit 2
+fi
+awk -v begin="$begin" -v end="$end" '
+    $0 == end { inside = 0 }
+    inside { print }
+    $0 == begin { inside = 1 }
+' "$readme" >"$tmp/readme.md"
+
+"${runner[@]}" --outline <"$tmp/readme.md" >"$tmp/readme.outline"
+"${runner[@]}" --outline <"$tmp/fresh.md" >"$tmp/fresh.outline"
+if ! diff -u --label "$readme (committed matrix)" --label "fresh run" \
+    "$tmp/readme.outline" "$tmp/fresh.outline" >&2; then
+    echo "check-readme-matrix: the matrix in $readme is stale (see the diff above, figures ignored);" \
+        "regenerate it with scripts/update-readme-matrix.sh" >&2
+    exit 1
+fi
+((status == 0)) || echo "check-readme-matrix: matrix unchanged, but some cases failed (see the conformance run)" >&2
+echo "check-readme-matrix: $readme matches a fresh run (figures aside)" >&2
