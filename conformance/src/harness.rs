@@ -128,7 +128,7 @@ impl Harness {
     /// The validated name `<prefix>/<suffix>`.
     ///
     /// # Errors
-    /// [`Error::InvalidName`] if `suffix` makes the name invalid.
+    /// [`distsync_core::Error::InvalidName`] if `suffix` makes the name invalid.
     pub fn name(&self, suffix: &str) -> Result<Name> {
         Name::new(self.key(suffix))
     }

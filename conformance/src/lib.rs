@@ -5,7 +5,15 @@
 //! prefix of its own per run, session TTLs, a settle time, and [`Faults`] hooks). A
 //! case reports [`Outcome::Holds`] with a figure, [`Outcome::Violated`] with evidence,
 //! or [`Outcome::Unsupported`] exactly when the backend's
-//! [`distsync_core::Capabilities`] say it does not offer what the case needs.
+//! [`distsync_core::Capabilities`] say it does not offer what the case needs, or the
+//! harness cannot inject the fault it needs ([`Case::hooks`]; the reason is reported).
+//!
+//! The fault cases ([`faults`]) kill (SIGKILL) and pause (SIGSTOP) holders running in
+//! child processes, kill sessions out of band with the store's own tools, restart
+//! private servers, stop the raft leader of an etcd cluster, and run a Jepsen-style
+//! counter workload measuring lost updates with and without fencing tokens. Harnesses
+//! get their hooks from [`Harness::connect`] (a server by URL, [`ServerFaults`]) or
+//! [`Harness::memory`] ([`MemoryFaults`]).
 //!
 //! Every backend crate runs the whole suite as `cargo test` with
 //! [`conformance_tests!`]; the `distsync-conformance` binary runs it against backends
@@ -14,11 +22,9 @@
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() {
-//! use std::sync::Arc;
 //! use distsync_conformance::{matrix, run_suite, Harness};
-//! use distsync_core::memory::MemoryBackend;
 //!
-//! let harness = Harness::new(Arc::new(MemoryBackend::new())).calibrate().await;
+//! let harness = Harness::memory().calibrate().await;
 //! let reports = run_suite(&harness, "memory", |_| true, |report| eprintln!("{report}")).await;
 //! println!("{}", matrix::markdown(&reports));
 //! # }

@@ -32,7 +32,7 @@ mod server;
 mod tools;
 
 pub use memory::MemoryFaults;
-pub use server::{ServerFaults, StoreKind};
+pub use server::{ServerFaults, StoreKind, ETCD_CLUSTER_VAR};
 
 /// A fault hook a case may need (see [`crate::Case::hooks`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -117,6 +117,11 @@ where
 /// The hooks. Every method has a default: [`Faults::end_session`] revokes through
 /// [`Backend::revoke_session`]; the others answer [`Error::Unsupported`], and
 /// [`Faults::offers`] says which are really there.
+///
+/// Cancel-safety: every hook may be cancelled; a cancelled hook may or may not have
+/// done its work (a session being killed may be gone), and what it started is not
+/// leaked: a child process or private server being started is killed with the
+/// dropped future.
 #[async_trait]
 pub trait Faults: Send + Sync + 'static {
     /// A short description for logs, e.g. `store-side revoke`.
@@ -213,6 +218,11 @@ pub trait Faults: Send + Sync + 'static {
 }
 
 /// A holder running outside the client under test (see [`Faults::spawn_holder`]).
+/// Dropping it kills a child process.
+///
+/// Cancel-safety: [`ExternalHolder::lost`] is cancel-safe (a `lost` line read is
+/// remembered); a cancelled [`ExternalHolder::write`] may leave its answer unread,
+/// to be skipped by the next call.
 #[async_trait]
 pub trait ExternalHolder: Send + Sync {
     /// The fencing token of the holder's grant (the term of a leadership).
@@ -258,7 +268,11 @@ pub trait ExternalHolder: Send + Sync {
     }
 }
 
-/// A server of a case's own (see [`Faults::private_server`]).
+/// A server of a case's own (see [`Faults::private_server`]). Dropping it stops the
+/// server and removes its data.
+///
+/// Cancel-safety: a cancelled [`PrivateServer::stop`] or [`PrivateServer::start`]
+/// leaves the server in either state; the next call (or the drop) settles it.
 #[async_trait]
 pub trait PrivateServer: Send + Sync {
     /// Its URL.
@@ -285,6 +299,10 @@ pub trait PrivateServer: Send + Sync {
 }
 
 /// A replicated cluster whose members can be stopped (see [`Faults::cluster`]).
+///
+/// Cancel-safety: a cancelled [`Cluster::stop_member`] or [`Cluster::start_member`]
+/// may have done its work; call [`Cluster::start_member`] again to be sure a member
+/// runs.
 #[async_trait]
 pub trait Cluster: Send + Sync {
     /// The cluster's URL (every member).
