@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `SerializableSnapshot` | `SERIALIZABLE` | any serialization anomaly (SSI), including the write set changing since the snapshot |
 //! | `Serializable` | `SERIALIZABLE` | as above: PostgreSQL has no weaker snapshot-serializable level |
-//! | `RepeatableReads` | `REPEATABLE READ`, plus `SELECT ... FOR SHARE` of the keys read at commit | a key read or written changed since the snapshot (a key read as absent and created meanwhile is not detected) |
+//! | `RepeatableReads` | `REPEATABLE READ`, plus `SELECT ... ORDER BY key FOR UPDATE` of the keys read or written, at commit | a key read or written changed since the snapshot (a key read as absent and created meanwhile is not detected) |
 //! | `ReadCommitted` | `READ COMMITTED` | none: reads see the latest committed values, lost updates are possible (as on etcd) |
 //!
 //! Reads are cached per attempt, so re-reading a key gives the same value at every level
@@ -126,26 +126,26 @@ impl StmAttempt for PgAttempt {
         let mut this = *self;
         let outcome = async {
             if this.isolation == Isolation::RepeatableReads {
-                // REPEATABLE READ raises 40001 when a row read here changed since the
-                // snapshot and is now locked for share.
-                let written: std::collections::HashSet<&Name> =
-                    writes.iter().map(|(key, _)| key).collect();
-                let read_only: Vec<&str> = this
+                // REPEATABLE READ raises 40001 when a row locked here changed since the
+                // snapshot. Every key read or written is locked FOR UPDATE in one sorted
+                // statement: one global lock order, and no share-to-exclusive upgrade,
+                // so concurrent commits queue instead of deadlocking.
+                let mut keys: Vec<&str> = this
                     .reads
                     .iter()
-                    .filter(|key| !written.contains(key))
+                    .chain(writes.iter().map(|(key, _)| key))
                     .map(Name::as_str)
                     .collect();
-                if !read_only.is_empty() {
-                    sqlx::query(
-                        &this
-                            .shared
-                            .sql("SELECT 1 FROM {s}.kv WHERE key = ANY($1) ORDER BY key FOR SHARE"),
-                    )
-                    .bind(&read_only)
-                    .execute(&mut *this.tx)
-                    .await?;
-                }
+                keys.sort_unstable();
+                keys.dedup();
+                sqlx::query(
+                    &this
+                        .shared
+                        .sql("SELECT 1 FROM {s}.kv WHERE key = ANY($1) ORDER BY key FOR UPDATE"),
+                )
+                .bind(&keys)
+                .execute(&mut *this.tx)
+                .await?;
             }
             let (mut put_keys, mut put_values, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
             for (key, value) in &writes {
