@@ -64,27 +64,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(2);
 /// - surviving a restart: etcd's state is on disk (raft log and snapshots);
 /// - linearizable: etcd's reads and transactions are, by default.
 pub fn capabilities() -> Capabilities {
-    Capabilities {
-        lock: true,
-        election: true,
-        rwlock: true,
-        queue: true,
-        priority_queue: true,
-        barrier: true,
-        double_barrier: true,
-        stm_serializable_snapshot: true,
-        stm_serializable: true,
-        stm_repeatable_reads: true,
-        stm_read_committed: true,
-        fencing: true,
-        fifo_waiters: true,
-        lost_notification: true,
-        stalled_holder_expires: true,
-        survives_restart: true,
-        linearizable: true,
-        min_session_ttl: MIN_SESSION_TTL,
-        ..Capabilities::none(error::BACKEND)
-    }
+    Capabilities::all(error::BACKEND, MIN_SESSION_TTL)
 }
 
 /// Connects to the etcd cluster a URL names and returns the backend.

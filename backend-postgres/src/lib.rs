@@ -135,27 +135,7 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 ///   URL at the primary);
 /// - `min_session_ttl`: 1 s.
 pub fn capabilities() -> Capabilities {
-    Capabilities {
-        lock: true,
-        election: true,
-        rwlock: true,
-        queue: true,
-        priority_queue: true,
-        barrier: true,
-        double_barrier: true,
-        stm_serializable_snapshot: true,
-        stm_serializable: true,
-        stm_repeatable_reads: true,
-        stm_read_committed: true,
-        fencing: true,
-        fifo_waiters: true,
-        lost_notification: true,
-        stalled_holder_expires: true,
-        survives_restart: true,
-        linearizable: true,
-        min_session_ttl: Duration::from_secs(1),
-        ..Capabilities::none(BACKEND)
-    }
+    Capabilities::all(BACKEND, Duration::from_secs(1))
 }
 
 /// The PostgreSQL backend (`postgres://`). See the crate docs.

@@ -77,6 +77,32 @@ impl Capabilities {
         }
     }
 
+    /// A struct with every primitive, every STM level and every guarantee claimed, for
+    /// a backend to switch off what it does not give (`..Capabilities::all(name)`).
+    pub fn all(backend: &'static str, min_session_ttl: Duration) -> Self {
+        Self {
+            backend,
+            lock: true,
+            election: true,
+            rwlock: true,
+            queue: true,
+            priority_queue: true,
+            barrier: true,
+            double_barrier: true,
+            stm_serializable_snapshot: true,
+            stm_serializable: true,
+            stm_repeatable_reads: true,
+            stm_read_committed: true,
+            fencing: true,
+            fifo_waiters: true,
+            lost_notification: true,
+            stalled_holder_expires: true,
+            survives_restart: true,
+            linearizable: true,
+            min_session_ttl,
+        }
+    }
+
     /// Whether STM at `isolation` is offered.
     pub fn supports_isolation(&self, isolation: Isolation) -> bool {
         match isolation {

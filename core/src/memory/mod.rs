@@ -43,24 +43,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 /// - `survives_restart`: no, the store is in-process.
 pub fn capabilities() -> Capabilities {
     Capabilities {
-        lock: true,
-        election: true,
-        rwlock: true,
-        queue: true,
-        priority_queue: true,
-        barrier: true,
-        double_barrier: true,
-        stm_serializable_snapshot: true,
-        stm_serializable: true,
-        stm_repeatable_reads: true,
-        stm_read_committed: true,
-        fencing: true,
-        fifo_waiters: true,
-        lost_notification: true,
-        stalled_holder_expires: true,
         survives_restart: false,
-        linearizable: true,
-        min_session_ttl: MIN_SESSION_TTL,
-        ..Capabilities::none("memory")
+        ..Capabilities::all("memory", MIN_SESSION_TTL)
     }
 }
