@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use distsync_core::migrate::Snapshot;
 use distsync_core::{
     Backend, Barrier, Capabilities, DoubleBarrier, Election, Error, Locker, Name, Queue, Result,
     RwLock, Session, SessionId, SessionOptions, Stm,
@@ -268,5 +269,11 @@ impl Backend for RedisBackend {
 
     fn stm(&self) -> Result<Arc<dyn Stm>> {
         Ok(Arc::new(crate::stm::RedisStm::new(&self.shared)))
+    }
+
+    /// Queues, STM keys, held barriers and live holds of the namespace; see
+    /// [`crate::export`] for what is read, how consistently, and what is left out.
+    async fn export(&self) -> Result<Snapshot> {
+        crate::export::export(&self.shared, &self.shared.namespace).await
     }
 }

@@ -86,6 +86,7 @@ pub mod barrier;
 pub mod double_barrier;
 pub mod election;
 mod error;
+pub mod export;
 pub mod fair;
 mod hold;
 pub mod keys;
