@@ -81,8 +81,10 @@ pub enum Command {
     /// so that two terminals can play the demo against any backend.
     #[command(visible_alias = "repl")]
     Interactive(InteractiveArgs),
-    // Reserved: `migrate --from URL --to URL [--dry-run]` (issue 7) lands here with
-    // the migration API.
+    /// Copy the durable state (queues with order and priorities, STM keys, held
+    /// barriers) from the store --from into the store --to and verify it arrived;
+    /// refuses while the source has live holds unless --force. Ignores --backend.
+    Migrate(MigrateArgs),
 }
 
 impl Command {
@@ -97,7 +99,14 @@ impl Command {
             Command::DoubleBarrier(args) => vec![args.name.clone()],
             Command::StmBank(args) => vec![format!("{}/0", args.prefix)],
             Command::Interactive(args) => vec![args.name.clone()],
+            Command::Migrate(_) => Vec::new(),
         }
+    }
+
+    /// Whether the command works on the store of `--backend` (all but `migrate`, which
+    /// names its two stores itself).
+    pub fn needs_backend(&self) -> bool {
+        !matches!(self, Command::Migrate(_))
     }
 }
 
@@ -289,6 +298,31 @@ pub struct InteractiveArgs {
     pub id: Option<u64>,
 }
 
+/// `distsync migrate`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Prints `queues=N items=N stm_keys=N barriers=N active_holds=N dry_run=BOOL`, then \
+`verified` once the destination was read back and holds every copied item, key and \
+barrier (or `dry run: nothing written`). Exit codes: 0 done, 1 refused because the \
+source has live holds (the message names how many and one key) or the copy or its \
+verification failed, 2 a bad URL or a backend that cannot export. Stop the source's \
+clients first: see docs/MIGRATING.md.")]
+pub struct MigrateArgs {
+    /// The store to copy from (left as it is).
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// The store to copy into (queues are appended to, keys overwritten).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Read both stores and print what would be copied; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Copy even while the source has live holds (locks, leadership, double-barrier
+    /// entries), which are never copied.
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -320,6 +354,32 @@ mod tests {
         assert!(Cli::try_parse_from(["distsync", "elect", "e"]).is_err());
         assert!(Cli::try_parse_from(["distsync", "elect", "--listen", "e"]).is_ok());
         assert!(Cli::try_parse_from(["distsync", "elect", "--listen", "e", "v"]).is_err());
+    }
+
+    #[test]
+    fn migrate_takes_two_urls_and_needs_no_backend() {
+        let cli = Cli::try_parse_from([
+            "distsync",
+            "migrate",
+            "--from",
+            "etcd://a:1",
+            "--to",
+            "memory://",
+            "--dry-run",
+        ])
+        .unwrap();
+        assert!(!cli.command.needs_backend());
+        match cli.command {
+            Command::Migrate(args) => {
+                assert_eq!(
+                    (args.from.as_str(), args.to.as_str()),
+                    ("etcd://a:1", "memory://")
+                );
+                assert!(args.dry_run && !args.force);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["distsync", "migrate", "--from", "memory://"]).is_err());
     }
 
     #[test]

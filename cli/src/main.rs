@@ -14,6 +14,7 @@
 //! distsync barrier deploy hold | release | wait
 //! distsync double-barrier batch 3
 //! distsync stm-bank --isolation serializable
+//! distsync migrate --from etcd://127.0.0.1:2379 --to postgres://app@db/app --dry-run
 //! distsync interactive election demo             # the Go demo programs' stdin commands
 //! ```
 //!
@@ -74,21 +75,22 @@ use crate::exit::Failure;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let code = match cli.backend.clone().filter(|url| !url.trim().is_empty()) {
-        None => {
-            report(&Failure::usage(
-                "no backend: pass --backend URL or set the environment variable DISTSYNC_URL \
-                 (e.g. memory://, etcd://127.0.0.1:2379, redis://127.0.0.1:6379, \
-                 postgres://user@127.0.0.1:5432/db)",
-            ));
-            exit::USAGE
-        }
-        Some(url) => run(cli, url),
+    let backend = cli.backend.clone().filter(|url| !url.trim().is_empty());
+    let code = if backend.is_none() && cli.command.needs_backend() {
+        report(&Failure::usage(
+            "no backend: pass --backend URL or set the environment variable DISTSYNC_URL \
+             (e.g. memory://, etcd://127.0.0.1:2379, redis://127.0.0.1:6379, \
+             postgres://user@127.0.0.1:5432/db)",
+        ));
+        exit::USAGE
+    } else {
+        run(cli, backend)
     };
     ExitCode::from(code)
 }
 
-fn run(cli: Cli, url: String) -> u8 {
+/// Runs the command; `url` is the `--backend` store (given unless the command needs none).
+fn run(cli: Cli, url: Option<String>) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -4,6 +4,7 @@ mod barrier;
 mod double_barrier;
 mod elect;
 mod lock;
+mod migrate;
 mod queue;
 mod rwlock;
 mod stm_bank;
@@ -74,17 +75,23 @@ pub async fn close(session: &Session) {
     }
 }
 
-/// Connects to `url` and runs the command.
+/// Connects to `url` (the `--backend` store) and runs the command; `migrate` connects to
+/// the stores it names instead.
 ///
 /// # Errors
 /// The command's failure, with its exit code.
-pub async fn run(cli: Cli, url: String) -> Result<u8, Failure> {
+pub async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
     // Names first: an invalid one is a usage error whether or not the store answers.
     for name in cli.command.names() {
         distsync::Name::new(name)?;
     }
     let mut interrupts = Interrupts::install()
         .map_err(|error| Failure::failed(format!("cannot install signal handlers: {error}")))?;
+    let cli = match cli.command {
+        Command::Migrate(args) => return migrate::run(args, &mut interrupts).await,
+        _ => cli,
+    };
+    let url = url.ok_or_else(|| Failure::usage("no backend: pass --backend URL"))?;
     let coordinator = match race(distsync::connect(&url), &mut interrupts, None).await {
         Raced::Done(coordinator) => coordinator?,
         Raced::Interrupted | Raced::Lost => return Err(Failure::interrupted()),
@@ -104,5 +111,6 @@ pub async fn run(cli: Cli, url: String) -> Result<u8, Failure> {
         Command::DoubleBarrier(args) => double_barrier::run(&mut ctx, args).await,
         Command::StmBank(args) => stm_bank::run(&mut ctx, args).await,
         Command::Interactive(args) => repl::run(&mut ctx, args).await,
+        Command::Migrate(args) => migrate::run(args, &mut ctx.interrupts).await,
     }
 }
