@@ -116,6 +116,8 @@ pub struct Plan {
     pub handoffs: usize,
     /// Measured leader changes.
     pub elections: usize,
+    /// Probes of each kind in the etcd watch-delivery probe.
+    pub probes: usize,
     /// Items per queue run.
     pub queue_items: usize,
     /// Client counts for queue and STM runs.
@@ -157,14 +159,15 @@ impl Plan {
             cases,
             peers: !args.no_peers,
             warmup: if quick { 2 } else { 50 },
-            cycles: pick(args.cycles, 2000, 20),
+            cycles: pick(args.cycles, 5000, 20),
             rounds: if quick { 2 } else { 10 },
             waiters,
-            handoffs: pick(args.handoffs, 200, 5),
+            handoffs: pick(args.handoffs, 500, 5),
             elections: pick(args.elections, 100, 3),
-            queue_items: pick(args.queue_items, 800, 16),
+            probes: if quick { 2 } else { 20 },
+            queue_items: pick(args.queue_items, 1000, 16),
             clients: vec![1, 8],
-            stm_transfers: pick(args.stm_transfers, 400, 16),
+            stm_transfers: pick(args.stm_transfers, 500, 16),
             case_time: Duration::from_secs(args.case_secs.unwrap_or(if quick { 10 } else { 20 })),
             settle: Duration::from_millis(args.settle_ms.unwrap_or(if quick { 1 } else { 5 })),
         }

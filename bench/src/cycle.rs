@@ -18,6 +18,8 @@ pub enum Role {
     Library,
     /// The minimal command sequence on the same client crate.
     Raw,
+    /// The raw sequence plus one step distsync takes, to show where its overhead goes.
+    Diagnostic,
     /// Another lock library or program on the same store.
     Peer,
     /// Not a lock: a reference figure (e.g. spawning a process).

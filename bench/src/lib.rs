@@ -18,6 +18,7 @@ pub mod handoff;
 pub mod machine;
 pub mod peers;
 pub mod plot;
+pub mod probe;
 pub mod queue;
 pub mod raw;
 pub mod report;

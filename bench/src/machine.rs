@@ -162,12 +162,16 @@ pub async fn server_version(target: &Target) -> Option<String> {
                 .fetch_one(&mut conn)
                 .await
                 .ok()?;
-            let max: String = sqlx::query_scalar("SHOW max_connections")
-                .fetch_one(&mut conn)
-                .await
-                .ok()?;
+            let mut settings = Vec::new();
+            for setting in ["max_connections", "fsync", "synchronous_commit"] {
+                let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+                    .fetch_one(&mut conn)
+                    .await
+                    .ok()?;
+                settings.push(format!("{setting} = {value}"));
+            }
             conn.close().await.ok()?;
-            Some(format!("PostgreSQL {version} (max_connections {max})"))
+            Some(format!("PostgreSQL {version} ({})", settings.join(", ")))
         }
         #[allow(unreachable_patterns)]
         _ => None,

@@ -16,6 +16,7 @@ fn role_color(role: Role) -> &'static str {
     match role {
         Role::Library => "#1f77b4",
         Role::Raw => "#8c8c8c",
+        Role::Diagnostic => "#c6dbef",
         Role::Peer => "#ff7f0e",
         Role::Baseline => "#cfcfcf",
     }
@@ -55,8 +56,8 @@ pub fn cycle_svg(report: &Report) -> String {
             }
         }
     }
-    let (left, right, top, row_height) = (430.0, 40.0, 58.0, 24.0);
-    let width = 1100.0;
+    let (left, right, top, row_height) = (560.0, 40.0, 58.0, 24.0);
+    let width = 1250.0;
     let height = top + row_height * bars.len().max(1) as f64 + 70.0;
     let axis = LogAxis::covering(
         bars.iter().flat_map(|bar| [bar.p50, bar.p99]),
@@ -116,14 +117,15 @@ pub fn cycle_svg(report: &Report) -> String {
     let legend = [
         (Role::Library, "distsync"),
         (Role::Raw, "raw store commands"),
+        (Role::Diagnostic, "raw + one distsync step"),
         (Role::Peer, "peer library / program"),
         (Role::Baseline, "process spawn only"),
     ];
-    let mut x = left;
+    let mut x = 20.0;
     for (role, name) in legend {
         svg.rect(x, height - 30.0, 14.0, 14.0, role_color(role), None);
         svg.text((x + 20.0, height - 19.0), name, 12.0, Anchor::Start, INK);
-        x += 170.0;
+        x += 150.0;
     }
     svg.finish()
 }
@@ -289,16 +291,11 @@ pub fn handoff_svg(report: &Report) -> String {
             .handoff
             .iter()
             .filter(|result| result.samples.is_empty())
-            .map(move |result| {
-                (
-                    backend.kind,
-                    format!("{} waiters not measured", result.waiters),
-                )
-            })
+            .map(move |result| (backend.kind, format!("at {}: not measured", result.waiters)))
     }) {
         svg.text(
             (x, y + 4.0),
-            &format!("{kind}: {reason}"),
+            &format!("{kind} {reason}"),
             10.0,
             Anchor::Start,
             AXIS,

@@ -62,7 +62,6 @@ pub async fn run(target: &Target, run_id: &str, clients: usize, plan: &Plan) -> 
         }
     }
     let deadline = Instant::now() + plan.case_time;
-    let share = plan.queue_items.div_ceil(clients);
 
     let start = Instant::now();
     let producers: Vec<_> = queues
@@ -70,6 +69,7 @@ pub async fn run(target: &Target, run_id: &str, clients: usize, plan: &Plan) -> 
         .enumerate()
         .map(|(client, queue)| {
             let queue = Arc::clone(queue);
+            let share = crate::stats::share(plan.queue_items, clients, client);
             tokio::spawn(async move {
                 let mut done = 0;
                 while done < share && Instant::now() < deadline {

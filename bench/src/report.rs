@@ -39,6 +39,7 @@ pub fn markdown(report: &Report, analysis: Option<&str>, plots: bool) -> String 
     cycle_table(&mut out, report, plots);
     handoff_table(&mut out, report, plots);
     election_table(&mut out, report);
+    watch_table(&mut out, report);
     queue_table(&mut out, report);
     stm_table(&mut out, report);
     let _ = writeln!(out, "## Analysis\n\n{ANALYSIS_BEGIN}");
@@ -57,6 +58,7 @@ pub fn tables(report: &Report) -> String {
     cycle_table(&mut out, report, false);
     handoff_table(&mut out, report, false);
     election_table(&mut out, report);
+    watch_table(&mut out, report);
     queue_table(&mut out, report);
     stm_table(&mut out, report);
     out
@@ -70,8 +72,8 @@ fn header(out: &mut String, report: &Report) {
         "# Benchmarks\n\n\
          Written by `distsync-bench` (crate `bench/`); everything but the Analysis section is \
          regenerated on every run.\n\n\
-         **Reproduce** (starts the test servers if needed, then runs the bench and rewrites \
-         this file and `docs/bench/*.svg`):\n\n\
+         **Reproduce** (starts a set of test servers of its own through `scripts/servers.sh`, \
+         runs the bench, rewrites this file and `docs/bench/*.svg`, stops the servers):\n\n\
          ```sh\nscripts/bench.sh\n```\n\n\
          which runs `cargo run --release -p distsync-bench --features full -- {}`. \
          A smoke run: `scripts/bench.sh --quick --out /tmp/bench`.\n",
@@ -92,10 +94,11 @@ fn header(out: &mut String, report: &Report) {
     fact("rustc", machine.rustc.as_deref());
     fact("commit", machine.commit.as_deref());
     for backend in &report.backends {
-        fact(
-            &format!("{} server", backend.kind),
-            backend.server.as_deref(),
-        );
+        let server = match &backend.server {
+            Some(version) => format!("{version} at `{}`", backend.url),
+            None => format!("`{}`", backend.url),
+        };
+        fact(&format!("{} server", backend.kind), Some(&server));
     }
     fact("etcdctl", report.etcdctl.as_deref());
     fact(
@@ -268,7 +271,10 @@ fn cycle_table(out: &mut String, report: &Report, plots: bool) {
          One session (or client), one name, no other contender: `lock()` then `unlock()` \
          back to back. *vs raw* is the row's p50 over the raw sequence's p50 on the same \
          store and client crate; *vs distsync* is the row's p50 over distsync's (above 1: \
-         distsync is faster). ops/s is for one client running cycles back to back.\n"
+         distsync is faster). ops/s is for one client running cycles back to back. Rows in \
+         italics are not locks of their own: the raw sequence plus one step distsync takes on \
+         that store (to show where its overhead goes), and the cost of merely spawning \
+         `etcdctl`.\n"
     );
     if plots {
         let _ = writeln!(
@@ -288,7 +294,7 @@ fn cycle_table(out: &mut String, report: &Report, plots: bool) {
         for row in &backend.cycle {
             let label = match row.role {
                 Role::Library => format!("**{}**", row.label),
-                Role::Baseline => format!("_{}_", row.label),
+                Role::Baseline | Role::Diagnostic => format!("_{}_", row.label),
                 _ => row.label.clone(),
             };
             match summary(row) {
@@ -462,6 +468,53 @@ fn election_table(out: &mut String, report: &Report) {
         }
         if let Some(error) = &result.error {
             notes.push(format!("{}: {error}", backend.kind));
+        }
+    }
+    notes_list(out, &notes);
+}
+
+fn watch_table(out: &mut String, report: &Report) {
+    let probes: Vec<_> = report
+        .backends
+        .iter()
+        .filter_map(|backend| Some((backend.kind, backend.watch_delivery.as_ref()?)))
+        .collect();
+    if probes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "### Evidence: etcd watch delivery\n\n\
+         From a put to the event on a watch of that key, for a watch started from the \
+         revision after a read when nothing else was written in between (etcd serves it as \
+         writes happen) and when one unrelated write came in between (its start revision \
+         is then in the past and etcd serves it from a catch-up loop that runs every \
+         100 ms).\n\n\
+         | backend | watch starts at | probes | p50 | p99 |\n|---|---|---:|---:|---:|"
+    );
+    let mut notes = Vec::new();
+    for (kind, probe) in probes {
+        for (what, samples) in [
+            ("the next revision (synced)", &probe.synced),
+            ("a revision already written (unsynced)", &probe.unsynced),
+        ] {
+            match samples.summary() {
+                Some(summary) => {
+                    let _ = writeln!(
+                        out,
+                        "| {kind} | {what} | {} | {} | {} |",
+                        summary.count,
+                        fmt_duration(summary.p50),
+                        fmt_duration(summary.p99)
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "| {kind} | {what} | — | — | — |");
+                }
+            }
+        }
+        if let Some(error) = &probe.error {
+            notes.push(format!("{kind}: {error}"));
         }
     }
     notes_list(out, &notes);

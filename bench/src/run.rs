@@ -7,6 +7,7 @@ use crate::cycle::{self, CycleResult};
 use crate::election::{self, ElectionResult};
 use crate::handoff::{self, HandoffResult};
 use crate::machine::{self, Machine};
+use crate::probe::WatchDelivery;
 use crate::queue::{self, QueueResult};
 use crate::stm::{self, StmResult};
 use crate::target::{BackendKind, Target};
@@ -35,6 +36,8 @@ pub struct Report {
 pub struct BackendReport {
     /// Which backend.
     pub kind: BackendKind,
+    /// The URL measured.
+    pub url: String,
     /// The server's version.
     pub server: Option<String>,
     /// Cycle rows: distsync, raw, peers.
@@ -43,6 +46,8 @@ pub struct BackendReport {
     pub handoff: Vec<HandoffResult>,
     /// Leader changes.
     pub election: Option<ElectionResult>,
+    /// etcd only: watch delivery from a synced and an unsynced start revision.
+    pub watch_delivery: Option<WatchDelivery>,
     /// Queue throughput per client count.
     pub queue: Vec<QueueResult>,
     /// STM per worker count.
@@ -148,10 +153,12 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
     let kind = target.kind;
     let mut report = BackendReport {
         kind,
+        url: target.url.clone(),
         server: machine::server_version(target).await,
         cycle: Vec::new(),
         handoff: Vec::new(),
         election: None,
+        watch_delivery: None,
         queue: Vec::new(),
         stm: Vec::new(),
     };
@@ -172,6 +179,18 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
     if plan.runs(Case::Election) {
         tracing::info!(backend = %kind, "election");
         report.election = Some(election::run(target, run_id, plan).await);
+        #[cfg(feature = "etcd")]
+        if kind == BackendKind::Etcd {
+            tracing::info!(backend = %kind, "watch delivery probe");
+            report.watch_delivery = Some(
+                crate::probe::etcd_watch_delivery(
+                    &target.url,
+                    &format!("{run_id}/watch-probe"),
+                    plan.probes,
+                )
+                .await,
+            );
+        }
     }
     if plan.runs(Case::Queue) {
         for &clients in &plan.clients {

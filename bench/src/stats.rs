@@ -88,6 +88,13 @@ pub fn per_second(count: usize, elapsed: Duration) -> f64 {
     }
 }
 
+/// Worker `index`'s part of `total` items split among `workers` (the first
+/// `total % workers` take one more), so the parts add up to `total`.
+pub fn share(total: usize, workers: usize, index: usize) -> usize {
+    let workers = workers.max(1);
+    total / workers + usize::from(index < total % workers)
+}
+
 /// A duration for a table: µs below 1 ms, ms with precision up to 10 s, else s.
 pub fn fmt_duration(duration: Duration) -> String {
     let micros = duration.as_secs_f64() * 1e6;
@@ -161,6 +168,14 @@ mod tests {
         let summary = samples.summary().unwrap();
         assert_eq!((summary.p50, summary.p99), (ms(7), ms(7)));
         assert!(Samples::new().summary().is_none());
+    }
+
+    #[test]
+    fn shares_add_up() {
+        assert_eq!((0..8).map(|i| share(500, 8, i)).sum::<usize>(), 500);
+        assert_eq!(share(500, 8, 0), 63);
+        assert_eq!(share(500, 8, 7), 62);
+        assert_eq!(share(3, 1, 0), 3);
     }
 
     #[test]

@@ -143,7 +143,6 @@ async fn measure(
     for _ in 0..workers {
         stms.push(target.client().await?.stm()?);
     }
-    let share = plan.stm_transfers.div_ceil(workers);
     let deadline = Instant::now() + plan.case_time;
     let options = StmOptions {
         max_attempts: MAX_ATTEMPTS,
@@ -155,6 +154,7 @@ async fn measure(
         .map(|(worker, stm)| {
             let keys = Arc::clone(keys);
             let options = options.clone();
+            let share = crate::stats::share(plan.stm_transfers, workers, worker);
             tokio::spawn(async move {
                 let mut picker = Picker(0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1));
                 let (mut commits, mut attempts) = (0_usize, 0_u64);

@@ -8,6 +8,11 @@
 //! - PostgreSQL (`sqlx`): `pg_advisory_lock`, then `pg_advisory_unlock`, on one
 //!   connection;
 //! - memory: none (there is no client crate beneath it).
+//!
+//! Each store also gets a diagnostic row: the raw sequence plus the one extra step
+//! distsync takes there (etcd: a watch on the held key; Redis: subscribing to a
+//! wake-up channel per acquire; PostgreSQL: bumping a fencing counter row in the
+//! granting statement), so the report can show where the library's overhead goes.
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -29,11 +34,20 @@ pub async fn contenders(
     match target.kind {
         BackendKind::Memory => Vec::new(),
         #[cfg(feature = "etcd")]
-        BackendKind::Etcd => vec![etcd::RawEtcd::start(&target.url, name).await],
+        BackendKind::Etcd => vec![
+            etcd::RawEtcd::start(&target.url, name, false).await,
+            etcd::RawEtcd::start(&target.url, &format!("{name}/watched"), true).await,
+        ],
         #[cfg(feature = "redis")]
-        BackendKind::Redis => vec![redis::RawRedis::start(&target.url, name).await],
+        BackendKind::Redis => vec![
+            redis::RawRedis::start(&target.url, name, false).await,
+            redis::RawRedis::start(&target.url, &format!("{name}/subscribed"), true).await,
+        ],
         #[cfg(feature = "postgres")]
-        BackendKind::Postgres => vec![postgres::RawPostgres::start(&target.url, name).await],
+        BackendKind::Postgres => vec![
+            postgres::RawPostgres::start(&target.url, name, false).await,
+            postgres::RawPostgres::start(&target.url, &format!("{name}/counted"), true).await,
+        ],
         #[allow(unreachable_patterns)]
         _ => Vec::new(),
     }

@@ -1,7 +1,7 @@
 //! Redis: `SET key token NX PX ttl`, then a compare-and-delete script.
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, PubSub};
 use redis::Script;
 
 use crate::cycle::{Cycler, Role, Unavailable};
@@ -18,34 +18,57 @@ end
 return 0
 ";
 
-/// The label of this row.
+/// The label of the raw row.
 pub const LABEL: &str = "raw: SET NX PX + compare-and-delete script";
+/// The label of the diagnostic row.
+pub const SUBSCRIBED_LABEL: &str =
+    "raw + SUBSCRIBE before / UNSUBSCRIBE after (as distsync's per-acquire wake-up channel)";
 
-/// The raw Redis cycle on its own connection (a `ConnectionManager`, as distsync's).
+/// The raw Redis cycle on its own connection (a `ConnectionManager`, as distsync's);
+/// as a diagnostic, wrapped in subscribing to a fresh channel on a pub/sub connection
+/// first and unsubscribing after, as distsync's `lock()` does for its wake-ups.
 pub struct RawRedis {
     conn: ConnectionManager,
     script: Script,
     key: String,
     token: String,
+    pubsub: Option<PubSub>,
+    cycles: u64,
 }
 
 impl RawRedis {
     /// Connects to the server of the distsync URL `url`.
-    pub async fn start(url: &str, name: &str) -> std::result::Result<Box<dyn Cycler>, Unavailable> {
-        Self::connect(url, name)
+    pub async fn start(
+        url: &str,
+        name: &str,
+        subscribed: bool,
+    ) -> std::result::Result<Box<dyn Cycler>, Unavailable> {
+        let (label, role) = if subscribed {
+            (SUBSCRIBED_LABEL, Role::Diagnostic)
+        } else {
+            (LABEL, Role::Raw)
+        };
+        Self::connect(url, name, subscribed)
             .await
             .map(|raw| Box::new(raw) as Box<dyn Cycler>)
-            .map_err(|error| (LABEL.to_owned(), Role::Raw, error))
+            .map_err(|error| (label.to_owned(), role, error))
     }
 
-    async fn connect(url: &str, name: &str) -> Result<Self> {
+    async fn connect(url: &str, name: &str, subscribed: bool) -> Result<Self> {
         let client = client(url)?;
+        let pubsub = if subscribed {
+            Some(client.get_async_pubsub().await?)
+        } else {
+            None
+        };
         let conn = ConnectionManager::new(client).await?;
         Ok(Self {
             conn,
             script: Script::new(COMPARE_AND_DELETE),
             key: name.to_owned(),
             token: format!("{}:{name}", std::process::id()),
+            pubsub,
+            cycles: 0,
         })
     }
 }
@@ -70,14 +93,28 @@ pub fn server_url(url: &str) -> Result<String> {
 #[async_trait]
 impl Cycler for RawRedis {
     fn label(&self) -> String {
-        LABEL.into()
+        if self.pubsub.is_some() {
+            SUBSCRIBED_LABEL
+        } else {
+            LABEL
+        }
+        .into()
     }
 
     fn role(&self) -> Role {
-        Role::Raw
+        if self.pubsub.is_some() {
+            Role::Diagnostic
+        } else {
+            Role::Raw
+        }
     }
 
     async fn cycle(&mut self) -> Result<()> {
+        self.cycles += 1;
+        let channel = format!("{}:w:{}", self.key, self.cycles);
+        if let Some(pubsub) = &mut self.pubsub {
+            pubsub.subscribe(&channel).await?;
+        }
         let set: Option<String> = redis::cmd("SET")
             .arg(&self.key)
             .arg(&self.token)
@@ -97,6 +134,9 @@ impl Cycler for RawRedis {
             .await?;
         if deleted != 1 {
             return Err(format!("{} was not ours to delete", self.key).into());
+        }
+        if let Some(pubsub) = &mut self.pubsub {
+            pubsub.unsubscribe(&channel).await?;
         }
         Ok(())
     }
