@@ -83,6 +83,10 @@ pub enum Error {
         /// The store key of one of them.
         example: String,
     },
+    /// A migration's verification found the destination different from what was
+    /// copied (see [`crate::migrate`]).
+    #[error("migration verification failed: {0}")]
+    MigrationMismatch(String),
     /// An operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

@@ -56,6 +56,7 @@ pub(crate) fn error_label(error: &Error) -> &'static str {
         Error::TooManyParticipants { .. } => "too_many_participants",
         Error::StmConflict { .. } => "stm_conflict",
         Error::ActiveHolders { .. } => "active_holders",
+        Error::MigrationMismatch(_) => "migration_mismatch",
         Error::Timeout(_) => "timeout",
         Error::Connection { .. } => "connection",
         Error::Backend { .. } => "backend",

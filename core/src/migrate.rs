@@ -97,7 +97,7 @@ const STM_BATCH: usize = 64;
 /// # Errors
 /// [`Error::ActiveHolders`] when the source has live holds and `force` is off;
 /// [`Error::Unsupported`] when either backend cannot export; the stores' errors; and
-/// [`Error::InvalidArgument`] naming what differs if the verification fails.
+/// [`Error::MigrationMismatch`] naming what differs if the verification fails.
 ///
 /// Cancel-safety: not cancel-safe: a dropped future may leave part of the state
 /// copied. Re-running appends the queues again; check the destination first.
@@ -156,11 +156,7 @@ pub async fn migrate(
 
 /// Checks that `after` (the destination now) is `before` plus `source`.
 fn verify(source: &Snapshot, before: &Snapshot, after: &Snapshot) -> Result<()> {
-    let mismatch = |what: String| {
-        Err(Error::InvalidArgument(format!(
-            "migration verification failed: {what}"
-        )))
-    };
+    let mismatch = |what: String| Err(Error::MigrationMismatch(what));
     for (name, items) in &source.queues {
         let had = before.queues.get(name).map_or(0, Vec::len);
         let has = after

@@ -112,8 +112,6 @@ fn failure(error: Error) -> Failure {
              the durable state anyway (holds are never copied)",
             if count == 1 { "" } else { "s" }
         )),
-        // `migrate` reports a verification failure as an invalid argument.
-        Error::InvalidArgument(message) => Failure::failed(message),
         other => other.into(),
     }
 }
@@ -148,9 +146,7 @@ mod tests {
         assert!(refused.message.contains("2 active holds"));
         assert!(refused.message.contains("busy/694d"));
         assert!(refused.message.contains("--force"));
-        let mismatch = failure(Error::InvalidArgument(
-            "migration verification failed: x".into(),
-        ));
+        let mismatch = failure(Error::MigrationMismatch("x".into()));
         assert_eq!(mismatch.code, exit::FAILED);
         assert_eq!(
             failure(Error::unsupported("x", "export (migration)")).code,
