@@ -42,11 +42,16 @@ pub use distsync_redis as redis;
 /// [`Error::FeatureDisabled`] for a backend not compiled in, or the backend's
 /// connection error.
 pub async fn connect(url: &str) -> Result<Coordinator> {
-    let parsed = url::Url::parse(url).map_err(|error| Error::InvalidUrl {
-        url: url.to_owned(),
-        reason: error.to_string(),
-    })?;
-    match parsed.scheme() {
+    // Only the scheme is read here: each backend parses the rest of its URL itself
+    // (an etcd URL may name several members, `etcd://h1:2379,h2:2379`, which is no
+    // valid generic URL).
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: "expected <scheme>://..., e.g. memory:// or etcd://127.0.0.1:2379".into(),
+        });
+    };
+    match scheme.to_ascii_lowercase().as_str() {
         "memory" => Ok(Coordinator::new(memory::MemoryBackend::new())),
         "etcd" => connect_etcd(url).await,
         "redis" | "rediss" => connect_redis(url).await,

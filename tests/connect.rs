@@ -65,3 +65,29 @@ async fn postgres_without_its_feature_names_the_feature() {
         })
     ));
 }
+
+#[tokio::test]
+async fn a_url_without_a_scheme_separator_is_an_invalid_url() {
+    assert!(matches!(
+        distsync::connect("127.0.0.1:2379").await,
+        Err(Error::InvalidUrl { .. })
+    ));
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn a_multi_member_etcd_url_reaches_the_etcd_backend() {
+    // An unreachable cluster: the error must come from the etcd backend (a
+    // connection error), not from generic URL parsing.
+    let result = distsync::connect("etcd://127.0.0.1:1,127.0.0.1:2").await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::Connection {
+                backend: "etcd",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+}

@@ -74,21 +74,10 @@ enum Format {
 fn facade() -> Connect {
     Arc::new(|url: String| {
         Box::pin(async move {
-            let coordinator = connect(&url).await?;
+            let coordinator = distsync::connect(&url).await?;
             Ok(Arc::clone(coordinator.backend()) as Arc<dyn Backend>)
         })
     })
-}
-
-/// `distsync::connect`, except that `etcd://` URLs go to the etcd backend directly:
-/// the facade's generic URL parsing refuses a URL naming several members
-/// (`etcd://h:1,h:2,h:3`), which the etcd backend accepts.
-async fn connect(url: &str) -> distsync_core::Result<distsync_core::Coordinator> {
-    #[cfg(feature = "etcd")]
-    if url.starts_with("etcd://") {
-        return distsync::etcd::connect(url).await;
-    }
-    distsync::connect(url).await
 }
 
 /// The backends of `--all`, or why not.
@@ -117,7 +106,7 @@ async fn run_child() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let backend = match connect(&spec.url).await {
+    let backend = match distsync::connect(&spec.url).await {
         Ok(coordinator) => Arc::clone(coordinator.backend()),
         Err(error) => {
             println!("{}error connecting to {}: {error}", child::MARKER, spec.url);
@@ -185,7 +174,7 @@ async fn main() -> ExitCode {
         } else if ServerFaults::new(url, facade()).is_ok() {
             Harness::connect(url, facade()).await
         } else {
-            connect(url).await.map(Harness::from)
+            distsync::connect(url).await.map(Harness::from)
         };
         match harness {
             Ok(harness) => harnesses.push((url.clone(), harness)),
