@@ -160,7 +160,7 @@ impl Plan {
             peers: !args.no_peers,
             warmup: if quick { 2 } else { 50 },
             cycles: pick(args.cycles, 5000, 20),
-            rounds: if quick { 2 } else { 10 },
+            rounds: if quick { 2 } else { 30 },
             waiters,
             handoffs: pick(args.handoffs, 500, 5),
             elections: pick(args.elections, 100, 3),

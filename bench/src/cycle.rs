@@ -190,7 +190,7 @@ pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResu
             if result.error.is_some() {
                 continue;
             }
-            let share = cycler.cycles(plan.cycles).div_ceil(rounds).max(1);
+            let share = crate::stats::share(cycler.cycles(plan.cycles), rounds, round);
             if let Err(error) = cycles(cycler.as_mut(), share, slice, &mut result.samples).await {
                 result.error = Some(error.to_string());
             }
@@ -219,9 +219,10 @@ async fn cycles(
         let start = Instant::now();
         // A cycle that hangs (a peer waiting on a lock it can never get) is an error,
         // not a stuck benchmark.
-        match tokio::time::timeout(cap.max(Duration::from_secs(5)), cycler.cycle()).await {
+        let limit = cap.max(Duration::from_secs(5));
+        match tokio::time::timeout(limit, cycler.cycle()).await {
             Ok(outcome) => outcome?,
-            Err(_) => return Err(format!("one cycle took over {cap:?}").into()),
+            Err(_) => return Err(format!("one cycle took over {limit:?}").into()),
         }
         samples.push(start.elapsed());
         if Instant::now() >= deadline {

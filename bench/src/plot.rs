@@ -31,6 +31,21 @@ fn backend_color(kind: BackendKind) -> &'static str {
     }
 }
 
+/// A generous average width of one character of 12 px text, for layout.
+const TEXT_WIDTH: f64 = 7.2;
+
+/// A row label short enough for the plot: without its parenthesised remark, and at most
+/// 70 characters.
+fn plot_label(label: &str) -> String {
+    let short = label.split(" (").next().unwrap_or(label);
+    if short.chars().count() > 70 {
+        let cut: String = short.chars().take(69).collect();
+        format!("{cut}…")
+    } else {
+        short.to_owned()
+    }
+}
+
 /// Horizontal bars: p50 of every cycle row, grouped by backend, with a whisker to p99.
 pub fn cycle_svg(report: &Report) -> String {
     struct Bar {
@@ -46,7 +61,7 @@ pub fn cycle_svg(report: &Report) -> String {
         for row in &backend.cycle {
             if let Some(summary) = row.samples.summary() {
                 bars.push(Bar {
-                    label: format!("{} · {}", backend.kind, row.label),
+                    label: format!("{} · {}", backend.kind, plot_label(&row.label)),
                     role: row.role,
                     p50: summary.p50.as_secs_f64(),
                     p99: summary.p99.as_secs_f64(),
@@ -56,8 +71,14 @@ pub fn cycle_svg(report: &Report) -> String {
             }
         }
     }
-    let (left, right, top, row_height) = (560.0, 40.0, 58.0, 24.0);
-    let width = 1250.0;
+    let longest = bars
+        .iter()
+        .map(|bar| bar.label.chars().count())
+        .max()
+        .unwrap_or(10);
+    let (right, top, row_height) = (40.0, 58.0, 24.0);
+    let left = (TEXT_WIDTH * longest as f64 + 30.0).max(200.0);
+    let width = (left + 720.0).max(900.0);
     let height = top + row_height * bars.len().max(1) as f64 + 70.0;
     let axis = LogAxis::covering(
         bars.iter().flat_map(|bar| [bar.p50, bar.p99]),
@@ -125,7 +146,7 @@ pub fn cycle_svg(report: &Report) -> String {
     for (role, name) in legend {
         svg.rect(x, height - 30.0, 14.0, 14.0, role_color(role), None);
         svg.text((x + 20.0, height - 19.0), name, 12.0, Anchor::Start, INK);
-        x += 150.0;
+        x += 20.0 + TEXT_WIDTH * name.chars().count() as f64 + 30.0;
     }
     svg.finish()
 }

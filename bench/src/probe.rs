@@ -7,8 +7,6 @@
 //! the revision after a read, makes one unrelated write first (unsynced) or not
 //! (synced), then puts the key and times the event.
 
-use std::time::{Duration, Instant};
-
 use crate::stats::Samples;
 
 /// Watch delivery latencies, started from the next revision and from a past one.
@@ -39,6 +37,8 @@ async fn probe(
     count: usize,
     result: &mut WatchDelivery,
 ) -> crate::Result<()> {
+    use std::time::{Duration, Instant};
+
     use etcd_client::{GetOptions, WatchOptions};
 
     let mut client = crate::raw::etcd::client(url).await?;

@@ -55,7 +55,7 @@ pub struct BackendReport {
 }
 
 impl BackendReport {
-    /// The row of the given role and label prefix, if measured.
+    /// The first measured cycle row of `role`.
     pub fn cycle_row(&self, role: cycle::Role) -> Option<&CycleResult> {
         self.cycle
             .iter()

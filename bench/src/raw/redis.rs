@@ -1,7 +1,7 @@
 //! Redis: `SET key token NX PX ttl`, then a compare-and-delete script.
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, PubSub};
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::Script;
 
 use crate::cycle::{Cycler, Role, Unavailable};
@@ -22,17 +22,18 @@ return 0
 pub const LABEL: &str = "raw: SET NX PX + compare-and-delete script";
 /// The label of the diagnostic row.
 pub const SUBSCRIBED_LABEL: &str =
-    "raw + SUBSCRIBE before / UNSUBSCRIBE after (as distsync's per-acquire wake-up channel)";
+    "raw + SUBSCRIBE before, UNSUBSCRIBE after in the background (as distsync's per-acquire wake-up channel)";
 
 /// The raw Redis cycle on its own connection (a `ConnectionManager`, as distsync's);
 /// as a diagnostic, wrapped in subscribing to a fresh channel on a pub/sub connection
-/// first and unsubscribing after, as distsync's `lock()` does for its wake-ups.
+/// first (waiting for the confirmation) and unsubscribing after (without waiting), as
+/// distsync's `lock()` does for its wake-ups.
 pub struct RawRedis {
     conn: ConnectionManager,
     script: Script,
     key: String,
     token: String,
-    pubsub: Option<PubSub>,
+    pubsub: Option<(PubSubSink, PubSubStream)>,
     cycles: u64,
 }
 
@@ -57,7 +58,7 @@ impl RawRedis {
     async fn connect(url: &str, name: &str, subscribed: bool) -> Result<Self> {
         let client = client(url)?;
         let pubsub = if subscribed {
-            Some(client.get_async_pubsub().await?)
+            Some(client.get_async_pubsub().await?.split())
         } else {
             None
         };
@@ -112,8 +113,8 @@ impl Cycler for RawRedis {
     async fn cycle(&mut self) -> Result<()> {
         self.cycles += 1;
         let channel = format!("{}:w:{}", self.key, self.cycles);
-        if let Some(pubsub) = &mut self.pubsub {
-            pubsub.subscribe(&channel).await?;
+        if let Some((sink, _)) = &mut self.pubsub {
+            sink.subscribe(&channel).await?;
         }
         let set: Option<String> = redis::cmd("SET")
             .arg(&self.key)
@@ -135,8 +136,13 @@ impl Cycler for RawRedis {
         if deleted != 1 {
             return Err(format!("{} was not ours to delete", self.key).into());
         }
-        if let Some(pubsub) = &mut self.pubsub {
-            pubsub.unsubscribe(&channel).await?;
+        if let Some((sink, _)) = &self.pubsub {
+            let mut sink = sink.clone();
+            tokio::spawn(async move {
+                if let Err(error) = sink.unsubscribe(&channel).await {
+                    tracing::debug!(%error, "unsubscribing failed");
+                }
+            });
         }
         Ok(())
     }
