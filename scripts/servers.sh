@@ -94,6 +94,9 @@ ensure_installed() {
         command -v "$cmd" >/dev/null || missing+=("$pkg")
     done
     pg_bin >/dev/null || missing+=(postgresql)
+    # The benchmark's peer crates link OpenSSL (native-tls) through pkg-config.
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    [[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
     ((${#missing[@]})) || return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     local sudo=()
