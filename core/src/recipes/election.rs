@@ -282,28 +282,45 @@ impl Observer {
             ObserveState::Find { at } => {
                 let kv = &*self.kv;
                 let first = Range::prefix(&self.prefix).first_create();
+                let current = kv.range(first.clone()).await?;
                 let past = match *at {
-                    Some(revision) => kv.range(first.clone().at_revision(revision)).await.ok(),
+                    Some(revision) => kv.range(first.at_revision(revision)).await.ok(),
                     None => None,
                 };
-                let response = match past {
-                    Some(response) => response,
-                    None => {
-                        // Never asked, or compacted away: the current leader will do.
-                        *at = None;
-                        kv.range(first).await?
+                // Follow from the current revision when nothing can have been missed
+                // since the hand-over: a watch from a past revision is exact but etcd
+                // serves such ("unsynced") watches only every 100 ms.
+                let (leader, from) = match (past, current.kvs.first()) {
+                    // The leader at the hand-over is still there, unchanged.
+                    (Some(past), Some(now))
+                        if past.kvs.first().is_some_and(|then| {
+                            then.create_revision == now.create_revision
+                                && then.mod_revision == now.mod_revision
+                        }) =>
+                    {
+                        (now.clone(), current.revision + 1)
                     }
-                };
-                let leader = match response.kvs.into_iter().next() {
-                    Some(leader) => leader,
-                    None => {
-                        // Wait for the first put under the prefix after the read;
-                        // deletes are ignored. (A read at a past revision answers
-                        // with the current revision, so watch from the past one.)
-                        let from = at.map_or(response.revision, |at| at) + 1;
+                    // It changed since: replay its history from the hand-over.
+                    (Some(past), _) if !past.kvs.is_empty() => {
+                        let then = past.kvs.into_iter().next().unwrap_or_default();
+                        let from = then.mod_revision + 1;
+                        (then, from)
+                    }
+                    // No history asked for (or it was compacted): the current leader.
+                    (None, Some(now)) => (now.clone(), current.revision + 1),
+                    // No leader at the hand-over (or none now): wait for the first
+                    // put after it, from the hand-over if known (exact), else from now.
+                    (past, _) => {
+                        let from = match (past, *at) {
+                            (Some(_), Some(at)) => at + 1,
+                            _ => current.revision + 1,
+                        };
                         match next_event(kv, &self.prefix, true, from, EventKind::Put, None).await?
                         {
-                            Some(event) => event.kv,
+                            Some(event) => {
+                                let from = event.kv.mod_revision + 1;
+                                (event.kv, from)
+                            }
                             None => return Ok(()),
                         }
                     }
@@ -311,7 +328,7 @@ impl Observer {
                 self.state = ObserveState::Follow {
                     key: leader.key.clone(),
                     term: leader.create_revision,
-                    from: leader.mod_revision + 1,
+                    from,
                     stream: None,
                 };
                 self.pending.push_back(leader);
