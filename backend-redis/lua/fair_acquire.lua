@@ -25,7 +25,8 @@ else
     redis.call('HSET', p .. ':v', id, ARGV[7])
   end
 end
-fq_settle(p)
+-- This entry learns of its own grant from the reply: no wake-up for it.
+fq_settle(p, id)
 local token = redis.call('HGET', p .. ':g', id)
 if (not token) and how == 'try' then
   redis.call('DEL', ekey)

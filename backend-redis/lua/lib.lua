@@ -32,8 +32,9 @@ end
 -- Grants what the fair rule now admits: the first live entry if it is a writer, or
 -- every reader with no live writer ahead of it. Entries whose key is gone (their
 -- session expired) are forgotten on the way. Each newly granted entry gets its token
--- (writers: the next value of p:fence) and exactly one wake-up.
-local function fq_settle(p)
+-- (writers: the next value of p:fence) and exactly one wake-up, except the entry
+-- `quiet` (optional): the caller's own, which learns of its grant from the reply.
+local function fq_settle(p, quiet)
   local q = p .. ':q'
   local g = p .. ':g'
   local live_ahead = false
@@ -60,7 +61,9 @@ local function fq_settle(p)
             token = redis.call('INCR', p .. ':fence')
           end
           redis.call('HSET', g, id, token)
-          publish(p .. ':w:' .. id, decimal(token))
+          if id ~= quiet then
+            publish(p .. ':w:' .. id, decimal(token))
+          end
         end
         if writer then
           return

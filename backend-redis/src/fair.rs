@@ -11,8 +11,28 @@
 //! `lua/release.lua`), which also forgets entries whose key expired (a crashed
 //! waiter or holder), grants what that lets in, gives each newly granted writer the
 //! next fencing token (`INCR p:fence` in the granting script) and publishes exactly
-//! one wake-up on the channel of each newly granted entry. A waiter subscribes to its
-//! own channel before it enqueues, so only the waiters next in line are woken.
+//! one wake-up on the channel `p:w:<id>` of each newly granted entry, other than the
+//! caller's own (which learns of its grant from the script's reply). So only the
+//! waiters next in line are woken, and a release that lets nobody in publishes
+//! nothing.
+//!
+//! Acquiring:
+//!
+//! 1. The grant script enqueues the entry and settles the line. If that grants it
+//!    (the uncontended case), the acquisition is over: one round trip, no
+//!    subscription.
+//! 2. Otherwise the waiter subscribes to its own channel and waits until the server
+//!    has confirmed the SUBSCRIBE.
+//! 3. It then re-checks (the script with `check`) once. A release that granted it
+//!    between step 1 and the confirmed subscription published a wake-up nobody
+//!    received; the re-check reads the grant from the store instead, so that race
+//!    costs one round trip and no polling. Every wake-up published after the
+//!    confirmation is delivered.
+//! 4. It waits for a wake-up (or the safety net below, or the pub/sub connection's
+//!    resync after a reconnect) and re-checks; repeat until granted.
+//!
+//! A dropped acquisition withdraws its entry in the background (releasing it if it
+//! was granted meanwhile); should that fail, the entry expires with its session's TTL.
 //!
 //! Safety net: a waiter whose wake-up never comes (its predecessor crashed, so nobody
 //! released; or the pub/sub connection dropped a message) re-checks when the shortest
@@ -184,18 +204,39 @@ impl FairQueue {
 
     /// Waits until granted in `mode`. An election candidate passes its `value`.
     ///
+    /// Joins the line in one script call; only if that does not grant at once does it
+    /// subscribe to the entry's wake-up channel, re-check once the subscription is
+    /// confirmed (closing the race with a release in between), and then wait for the
+    /// wake-up (or the TTL safety net) before each further re-check.
+    ///
     /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the
     /// background (or leaves it to the lease), releasing it if it had been granted.
     pub(crate) async fn acquire(&self, mode: Mode, value: Option<&Bytes>) -> Result<Granted> {
         let lease = self.lease()?;
         let (id, hold) = self.new_hold(lease, mode);
+        let mut cleanup = Cleanup::arm(&hold, &self.session);
+        // Joining reports connection trouble: nothing is in line to ride it out for.
+        match self.call(lease, &id, &hold, mode, How::Wait, value).await? {
+            Reply::Granted(token) => {
+                cleanup.disarm();
+                return Ok(Granted {
+                    hold,
+                    token: FencingToken(token),
+                });
+            }
+            Reply::Lost => {
+                cleanup.disarm();
+                return Err(Error::SessionLost);
+            }
+            Reply::Waiting(_) | Reply::Refused => {}
+        }
         let channel = self.shared.keys.channel(&format!("{}:w:{id}", self.prefix));
         let mut wake = self.shared.notifier.subscribe(channel).await?;
-        let mut cleanup = Cleanup::arm(&hold, &self.session);
-        let mut how = How::Wait;
         let mut backoff = Backoff::new();
         loop {
-            let delay = match self.call(lease, &id, &hold, mode, how, value).await {
+            // The first check runs as soon as the subscription is confirmed: a grant
+            // published before that was missed, but the check sees it.
+            let delay = match self.call(lease, &id, &hold, mode, How::Check, None).await {
                 Ok(Reply::Granted(token)) => {
                     cleanup.disarm();
                     return Ok(Granted {
@@ -214,13 +255,12 @@ impl FairQueue {
                 // Only a try is refused; re-check at once should it ever happen.
                 Ok(Reply::Refused) => RECHECK_MARGIN,
                 // Once in line, connection trouble is ridden out (re-checking is
-                // idempotent); the first call, which joins the line, reports it.
+                // idempotent).
                 Err(error) => match backoff.failed(&error) {
-                    Some(pause) if how == How::Check => pause,
-                    _ => return Err(error),
+                    Some(pause) => pause,
+                    None => return Err(error),
                 },
             };
-            how = How::Check;
             tokio::select! {
                 biased;
                 () = self.session.lost() => return Err(Error::SessionLost),

@@ -1,8 +1,13 @@
 //! Wake-ups over Redis pub/sub: one dedicated connection per backend, shared by every
 //! waiter of the process.
 //!
-//! A waiter subscribes to its own channel *before* the script that enqueues it runs,
-//! so a wake-up published by any later script reaches it. When the pub/sub connection
+//! [`Notifier::subscribe`] returns once the server has confirmed the SUBSCRIBE, so
+//! every message published afterwards is delivered; what was published before is not.
+//! A waiter therefore reads the state it waits on *after* its subscription is
+//! confirmed: either it subscribes before the script that enqueues it runs (queues),
+//! or it runs that script first and re-checks once subscribed (fair queues, see
+//! [`crate::fair`], so that an uncontended acquisition needs no subscription at all).
+//! When the pub/sub connection
 //! breaks, messages may have been missed: after reconnecting and re-subscribing, every
 //! subscriber receives a resync event and re-reads the state it waits on. The
 //! connection is pinged every 15 s so that a silently dead connection is
