@@ -325,11 +325,14 @@ impl Observer {
                         }
                     }
                 };
+                // Open the watch now, not when the consumer next polls: a watch from a
+                // revision that is already past when it reaches etcd is served slowly.
+                let stream = kv.watch(&leader.key, false, from).await?;
                 self.state = ObserveState::Follow {
                     key: leader.key.clone(),
                     term: leader.create_revision,
                     from,
-                    stream: None,
+                    stream: Some(stream),
                 };
                 self.pending.push_back(leader);
                 Ok(())
