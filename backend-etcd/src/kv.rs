@@ -1,5 +1,6 @@
 //! [`EtcdKv`]: distsync's revisioned key-value model ([`Kv`]) on etcd's v3 API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +15,7 @@ use futures::stream::BoxStream;
 
 use crate::error::{is_lease_not_found, protocol, to_error, BACKEND};
 use crate::retry::{Idempotence, RetryPolicy};
-use crate::watch;
+use crate::watch::Watches;
 
 /// How long connecting to one member may take before the client tries another.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,6 +38,8 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// are not repeated, and fail with [`Error::Connection`]. Retries stop after a few
 /// seconds.
 ///
+/// Every watch of one `EtcdKv` and its clones shares one gRPC watch stream.
+///
 /// Keys are full store keys; the namespace is added by
 /// [`KvBackend`](distsync_core::recipes::KvBackend). Keys that are not UTF-8 (written
 /// by another program) are read lossily.
@@ -44,6 +47,7 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct EtcdKv {
     client: Client,
     retry: RetryPolicy,
+    watches: Arc<Watches>,
 }
 
 impl std::fmt::Debug for EtcdKv {
@@ -90,6 +94,7 @@ impl EtcdKv {
     /// Wraps an already connected client (no check is made that it answers).
     pub fn from_client(client: Client) -> Self {
         Self {
+            watches: Arc::new(Watches::new(client.clone())),
             client,
             retry: RetryPolicy::default(),
         }
@@ -318,7 +323,9 @@ impl Kv for EtcdKv {
         prefix: bool,
         start_revision: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-        watch::open(&self.client, &self.retry, key, prefix, start_revision).await
+        self.watches
+            .open(&self.retry, key, prefix, start_revision)
+            .await
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
