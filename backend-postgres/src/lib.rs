@@ -177,12 +177,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn session(&self, options: SessionOptions) -> Result<Session> {
-        if options.ttl < self.capabilities.min_session_ttl {
-            return Err(Error::InvalidArgument(format!(
-                "session ttl {:?} is below the postgres backend's minimum {:?}",
-                options.ttl, self.capabilities.min_session_ttl
-            )));
-        }
+        self.capabilities.check_session_ttl(options.ttl)?;
         session::open(&self.shared, options.ttl).await
     }
 

@@ -27,25 +27,9 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the Redis backend offers and claims; see the crate documentation for why.
 pub fn capabilities() -> Capabilities {
     Capabilities {
-        lock: true,
-        election: true,
-        rwlock: true,
-        queue: true,
-        priority_queue: true,
-        barrier: true,
-        double_barrier: true,
-        stm_serializable_snapshot: true,
-        stm_serializable: true,
-        stm_repeatable_reads: true,
-        stm_read_committed: true,
-        fencing: true,
-        fifo_waiters: true,
-        lost_notification: true,
-        stalled_holder_expires: true,
         survives_restart: false,
         linearizable: false,
-        min_session_ttl: Duration::from_millis(100),
-        ..Capabilities::none(BACKEND)
+        ..Capabilities::all(BACKEND, Duration::from_millis(100))
     }
 }
 
@@ -196,12 +180,7 @@ impl Backend for RedisBackend {
     }
 
     async fn session(&self, options: SessionOptions) -> Result<Session> {
-        if options.ttl < self.capabilities.min_session_ttl {
-            return Err(Error::InvalidArgument(format!(
-                "session ttl {:?} is below the redis backend's minimum {:?}",
-                options.ttl, self.capabilities.min_session_ttl
-            )));
-        }
+        self.capabilities.check_session_ttl(options.ttl)?;
         RedisLease::open(&self.shared, options.ttl).await
     }
 

@@ -103,6 +103,20 @@ impl Capabilities {
         }
     }
 
+    /// Checks a session TTL against [`Capabilities::min_session_ttl`].
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] naming the backend and its minimum.
+    pub fn check_session_ttl(&self, ttl: Duration) -> crate::Result<()> {
+        if ttl < self.min_session_ttl {
+            return Err(crate::Error::InvalidArgument(format!(
+                "session ttl {ttl:?} is below the {} backend's minimum {:?}",
+                self.backend, self.min_session_ttl
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether STM at `isolation` is offered.
     pub fn supports_isolation(&self, isolation: Isolation) -> bool {
         match isolation {

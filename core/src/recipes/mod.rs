@@ -157,14 +157,7 @@ impl<K: Kv> Backend for KvBackend<K> {
     }
 
     async fn session(&self, options: SessionOptions) -> Result<Session> {
-        if options.ttl < self.capabilities.min_session_ttl {
-            return Err(Error::InvalidArgument(format!(
-                "session ttl {:?} is below the {} backend's minimum {:?}",
-                options.ttl,
-                self.kv.backend(),
-                self.capabilities.min_session_ttl
-            )));
-        }
+        self.capabilities.check_session_ttl(options.ttl)?;
         let id = self.kv.lease_grant(options.ttl).await?;
         let lease = KvLease {
             kv: Arc::clone(&self.kv),
