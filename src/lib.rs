@@ -17,7 +17,7 @@
 //!
 //! | URL | cargo feature | backend crate |
 //! |---|---|---|
-//! | `memory://` | (always) | [`distsync_core::memory`] |
+//! | `memory://` (fresh) or `memory://NAME` (shared in the process) | (always) | [`distsync_core::memory`] |
 //! | `etcd://host:port[,host:port...][/namespace]` | `etcd` | `distsync-etcd` |
 //! | `redis://host:port[/db][?namespace=...]` | `redis` | `distsync-redis` |
 //! | `postgres://user@host:port/db[?schema=...]` | `postgres` | `distsync-postgres` |
@@ -33,7 +33,9 @@ pub use distsync_redis as redis;
 
 /// Connects to the store a URL names and returns a [`Coordinator`] over it.
 ///
-/// `memory://` is always available and gives a fresh in-process store. `etcd://`,
+/// `memory://` is always available and gives a fresh in-process store;
+/// `memory://NAME` gives the process-wide store `NAME`, shared by every `connect` with
+/// the same name (see [`memory::MemoryBackend::shared`]). `etcd://`,
 /// `redis://` (also `rediss://`) and `postgres://` (also `postgresql://`) need their
 /// cargo feature; without it the error says which feature to enable.
 ///
@@ -52,7 +54,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
         });
     };
     match scheme.to_ascii_lowercase().as_str() {
-        "memory" => Ok(Coordinator::new(memory::MemoryBackend::new())),
+        "memory" => Ok(Coordinator::new(memory_backend(url))),
         "etcd" => connect_etcd(url).await,
         "redis" | "rediss" => connect_redis(url).await,
         "postgres" | "postgresql" => connect_postgres(url).await,
@@ -60,6 +62,21 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
             url: url.to_owned(),
             reason: format!("unknown scheme `{other}`; expected memory, etcd, redis or postgres"),
         }),
+    }
+}
+
+/// `memory://` is a fresh store; `memory://NAME` the process-wide store `NAME`.
+fn memory_backend(url: &str) -> memory::MemoryBackend {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let name = rest
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    if name.is_empty() {
+        memory::MemoryBackend::new()
+    } else {
+        memory::MemoryBackend::shared(name)
     }
 }
 

@@ -91,3 +91,13 @@ async fn a_multi_member_etcd_url_reaches_the_etcd_backend() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn memory_urls_with_one_name_share_a_store() {
+    let a = distsync::connect("memory://connect-test").await.unwrap();
+    let b = distsync::connect("memory://connect-test/").await.unwrap();
+    let fresh = distsync::connect("memory://").await.unwrap();
+    a.queue("q").unwrap().enqueue("item".into()).await.unwrap();
+    assert_eq!(fresh.queue("q").unwrap().len().await.unwrap(), 0);
+    assert_eq!(b.queue("q").unwrap().dequeue().await.unwrap(), "item");
+}

@@ -1,6 +1,8 @@
 //! The in-memory backend: a revisioned key-value store with leases and watches, in
 //! process, running the same recipes as the etcd backend.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::capabilities::Capabilities;
@@ -18,6 +20,29 @@ impl KvBackend<MemoryKv> {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         KvBackend::with_kv(MemoryKv::new(), "", capabilities())
+    }
+
+    /// The process-wide in-memory store called `name` (`memory://<name>`): every
+    /// backend made with the same name shares one store, so several coordinators in
+    /// one process (say, two simulated services in a test) see each other's locks and
+    /// queues. The store lives while a backend over it does; the next call after the
+    /// last one is dropped starts an empty store.
+    pub fn shared(name: &str) -> Self {
+        static STORES: OnceLock<Mutex<HashMap<String, Weak<MemoryKv>>>> = OnceLock::new();
+        let mut stores = STORES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        stores.retain(|_, store| store.strong_count() > 0);
+        let store = match stores.get(name).and_then(Weak::upgrade) {
+            Some(store) => store,
+            None => {
+                let store = Arc::new(MemoryKv::new());
+                stores.insert(name.to_owned(), Arc::downgrade(&store));
+                store
+            }
+        };
+        KvBackend::with_shared_kv(store, "", capabilities())
     }
 }
 
@@ -45,5 +70,34 @@ pub fn capabilities() -> Capabilities {
     Capabilities {
         survives_restart: false,
         ..Capabilities::all("memory", MIN_SESSION_TTL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryBackend;
+    use crate::Coordinator;
+
+    #[tokio::test]
+    async fn backends_with_one_name_share_a_store_and_others_do_not() {
+        let a = Coordinator::new(MemoryBackend::shared("memory-mod-test"));
+        let b = Coordinator::new(MemoryBackend::shared("memory-mod-test"));
+        let other = Coordinator::new(MemoryBackend::shared("memory-mod-test-other"));
+        a.queue("q").unwrap().enqueue("x".into()).await.unwrap();
+        assert_eq!(other.queue("q").unwrap().try_dequeue().await.unwrap(), None);
+        assert_eq!(
+            b.queue("q").unwrap().try_dequeue().await.unwrap().unwrap(),
+            "x"
+        );
+        let session = a.session().await.unwrap();
+        let _held = a.locker(&session, "l").unwrap().lock().await.unwrap();
+        let session_b = b.session().await.unwrap();
+        assert!(b
+            .locker(&session_b, "l")
+            .unwrap()
+            .try_lock()
+            .await
+            .unwrap()
+            .is_none());
     }
 }

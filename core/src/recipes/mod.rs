@@ -83,8 +83,17 @@ impl<K: Kv> KvBackend<K> {
     /// A backend over `kv`, prefixing every key with `namespace` (may be empty; a
     /// non-empty namespace usually ends with `/`), declaring `capabilities`.
     pub fn with_kv(kv: K, namespace: impl Into<String>, capabilities: Capabilities) -> Self {
+        Self::with_shared_kv(Arc::new(kv), namespace, capabilities)
+    }
+
+    /// As [`KvBackend::with_kv`], over a store shared with other backends.
+    pub fn with_shared_kv(
+        kv: Arc<K>,
+        namespace: impl Into<String>,
+        capabilities: Capabilities,
+    ) -> Self {
         Self {
-            kv: Arc::new(kv),
+            kv,
             namespace: namespace.into(),
             capabilities,
         }
