@@ -40,7 +40,7 @@
 //! without a release. While holders keep renewing, that is once per TTL or so; it is
 //! not a polling interval, and no waiter re-checks more often.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,6 +54,10 @@ use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::BACKEND;
+
+/// Counts the live entries of a line (`lua/fair_count.lua`); read-only.
+static FAIR_COUNT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/fair_count.lua")));
 
 /// Added to every re-check delay, so that the key has really expired by then.
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
@@ -268,6 +272,19 @@ impl FairQueue {
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// How many live entries the line holds, holders and waiters alike: one
+    /// read-only script call. An entry counts from the moment its joining script has
+    /// run; entries whose key expired are left out, as the grant script forgets them.
+    ///
+    /// Cancel-safety: cancel-safe (a read).
+    pub(crate) async fn contenders(&self) -> Result<usize> {
+        let mut call = self.shared.script(&FAIR_COUNT);
+        call.arg(&self.prefix);
+        let reply = self.shared.eval(&call).await?;
+        let n = int("fair_count", &reply)?;
+        usize::try_from(n).map_err(|_| unexpected("fair_count", &reply))
     }
 
     /// Takes a grant in `mode` if the fair rule admits it now.

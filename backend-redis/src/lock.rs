@@ -55,4 +55,11 @@ impl Locker for RedisLock {
             )
         }))
     }
+
+    /// Counts the holder and the queued waiters whose entries are live in the store.
+    ///
+    /// Cancel-safety: cancel-safe (a read).
+    async fn contenders(&self) -> Result<usize> {
+        self.queue.contenders().await
+    }
 }

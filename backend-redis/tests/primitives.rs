@@ -382,6 +382,35 @@ async fn a_cancelled_waiter_leaves_the_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contenders_counts_the_holder_and_queued_waiters() {
+    let f = fixture!();
+    let session = f.coordinator.session().await.unwrap();
+    let locker = f.coordinator.locker(&session, "n").unwrap();
+    assert_eq!(locker.contenders().await.unwrap(), 0, "free");
+    let holder = locker.lock().await.unwrap();
+    assert_eq!(locker.contenders().await.unwrap(), 1, "held");
+    let other = f.other_client().await;
+    let waiter = tokio::spawn(async move {
+        let session = other.session().await.unwrap();
+        let guard = other.locker(&session, "n").unwrap().lock().await.unwrap();
+        guard.unlock().await.unwrap();
+        session.close().await.unwrap();
+    });
+    let deadline = Instant::now() + SHORT;
+    while locker.contenders().await.unwrap() != 2 {
+        assert!(Instant::now() < deadline, "the waiter never showed up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !waiter.is_finished(),
+        "the waiter got the lock while it was held"
+    );
+    holder.unlock().await.unwrap();
+    within(SHORT, waiter).await.unwrap();
+    assert_eq!(locker.contenders().await.unwrap(), 0, "free again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_whose_session_is_revoked_gets_session_lost() {
     let f = fixture!();
     let session = f.coordinator.session().await.unwrap();
