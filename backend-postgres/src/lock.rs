@@ -5,9 +5,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::{FencingToken, LockGuard, Locker, Name, ReleaseFn, Result, Session};
 
+use crate::error::map;
 use crate::hold::{self, Grant, Hold};
 use crate::session::LeaseInner;
-use crate::shared::LockKind;
+use crate::shared::{LockKind, Shared};
 
 pub(crate) struct PgLocker {
     pub(crate) lease: Arc<LeaseInner>,
@@ -83,4 +84,32 @@ impl Locker for PgLocker {
             guard(&self.lease, &self.session, "lock", &self.name, hold, token)
         }))
     }
+
+    /// The backends holding or queued for the lock's advisory key, as `pg_locks` shows
+    /// them: one read, which registers nothing (a name never locked counts 0).
+    ///
+    /// Cancel-safety: cancel-safe (a read).
+    async fn contenders(&self) -> Result<usize> {
+        advisory_contenders(&self.lease.shared, &self.name).await
+    }
+}
+
+/// How many backends hold or wait for the advisory lock of mutex `name` (granted and
+/// waiting `pg_locks` entries of its two-key `(schema oid, name id)`), in one statement
+/// that looks the name up in `lock_names` without creating it.
+async fn advisory_contenders(shared: &Shared, name: &Name) -> Result<usize> {
+    let sql = shared.sql(
+        "SELECT count(DISTINCT l.pid) FROM pg_locks l \
+         JOIN {s}.lock_names n ON l.objid = n.id::oid \
+         WHERE n.kind = 'lock' AND n.name = $1 \
+           AND l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = $2::oid \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    );
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(name.as_str())
+        .bind(shared.key1())
+        .fetch_one(&shared.pool)
+        .await
+        .map_err(map)?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }

@@ -409,3 +409,36 @@ async fn export_lists_durable_state_and_live_holds() {
         .unwrap();
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contenders_counts_the_holder_and_queued_waiters() {
+    let Some((_url, backend)) = backend().await else {
+        return;
+    };
+    let name = Name::new(unique("contenders")).unwrap();
+    let holder = backend.session(SessionOptions::default()).await.unwrap();
+    let waiter = backend.session(SessionOptions::default()).await.unwrap();
+    let locker = backend.locker(&holder, name.clone()).unwrap();
+    let waiting_locker = backend.locker(&waiter, name).unwrap();
+    assert_eq!(locker.contenders().await.unwrap(), 0, "never locked");
+
+    let guard = locker.lock().await.unwrap();
+    assert_eq!(locker.contenders().await.unwrap(), 1, "held");
+
+    let wait = tokio::spawn(async move { waiting_locker.lock().await });
+    eventually(Duration::from_secs(10), "the waiter is counted", || async {
+        locker.contenders().await.unwrap() == 2
+    })
+    .await;
+    assert!(!wait.is_finished(), "the waiter must still be queued");
+
+    guard.unlock().await.unwrap();
+    let waiter_guard = tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(locker.contenders().await.unwrap(), 1, "the waiter holds it");
+    waiter_guard.unlock().await.unwrap();
+    assert_eq!(locker.contenders().await.unwrap(), 0, "free again");
+}
