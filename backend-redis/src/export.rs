@@ -40,22 +40,18 @@
 //! that is a prefix of another one's (`app` and `app2`) reads the other's keys too:
 //! end namespaces with a separator (the default `distsync:` does).
 
-use std::sync::LazyLock;
-
 use bytes::Bytes;
 use distsync_core::migrate::{QueueItem, Snapshot};
 use distsync_core::{Error, Name, Result};
-use redis::{Script, Value};
+use redis::Value;
 
 use crate::backend::Shared;
 use crate::error::{array, bytes, int, string, unexpected};
+use crate::scripts::SCRIPTS;
 use crate::BACKEND;
 
 /// Keys asked for per `SCAN` step.
 const SCAN_COUNT: u32 = 1000;
-
-/// The reading script (no shared functions needed).
-static EXPORT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/export.lua")));
 
 /// The suffix of a queue's item set and of its in-flight records.
 const QUEUE_ITEMS: &str = "}:queue:items";
@@ -78,7 +74,7 @@ pub(crate) async fn export(shared: &Shared, namespace: &str) -> Result<Snapshot>
     if keys.is_empty() {
         return Ok(snapshot);
     }
-    let mut call = shared.script(&EXPORT);
+    let mut call = shared.script(&SCRIPTS.export);
     for key in &keys {
         call.key(key.as_str());
     }

@@ -40,7 +40,7 @@
 //! without a release. While holders keep renewing, that is once per TTL or so; it is
 //! not a polling interval, and no waiter re-checks more often.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,10 +54,6 @@ use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::BACKEND;
-
-/// Counts the live entries of a line (`lua/fair_count.lua`); read-only.
-static FAIR_COUNT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/fair_count.lua")));
 
 /// Added to every re-check delay, so that the key has really expired by then.
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
@@ -280,7 +276,7 @@ impl FairQueue {
     ///
     /// Cancel-safety: cancel-safe (a read).
     pub(crate) async fn contenders(&self) -> Result<usize> {
-        let mut call = self.shared.script(&FAIR_COUNT);
+        let mut call = self.shared.script(&SCRIPTS.fair_count);
         call.arg(&self.prefix);
         let reply = self.shared.eval(&call).await?;
         let n = int("fair_count", &reply)?;

@@ -19,6 +19,7 @@ pub(crate) struct Scripts {
     pub(crate) keepalive: Script,
     pub(crate) revoke: Script,
     pub(crate) fair_acquire: Script,
+    pub(crate) fair_count: Script,
     pub(crate) release: Script,
     pub(crate) leader: Script,
     pub(crate) proclaim: Script,
@@ -30,6 +31,7 @@ pub(crate) struct Scripts {
     pub(crate) dbar_leave: Script,
     pub(crate) stm_read: Script,
     pub(crate) stm_commit: Script,
+    pub(crate) export: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -37,6 +39,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     keepalive: with_lib(include_str!("../lua/keepalive.lua")),
     revoke: with_lib(include_str!("../lua/revoke.lua")),
     fair_acquire: with_lib(include_str!("../lua/fair_acquire.lua")),
+    fair_count: Script::new(include_str!("../lua/fair_count.lua")),
     release: with_lib(include_str!("../lua/release.lua")),
     leader: with_lib(include_str!("../lua/leader.lua")),
     proclaim: with_lib(include_str!("../lua/proclaim.lua")),
@@ -48,4 +51,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dbar_leave: with_lib(include_str!("../lua/dbar_leave.lua")),
     stm_read: Script::new(include_str!("../lua/stm_read.lua")),
     stm_commit: Script::new(include_str!("../lua/stm_commit.lua")),
+    export: Script::new(include_str!("../lua/export.lua")),
 });
