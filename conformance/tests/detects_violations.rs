@@ -64,6 +64,10 @@ impl Locker for NoExclusion {
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
         Ok(Some(self.grant()))
     }
+
+    async fn contenders(&self) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 #[async_trait]

@@ -178,6 +178,10 @@ impl Locker for InstrumentedLocker {
         .await?;
         Ok(guard.map(|g| lock_guard(self.backend, "lock", g)))
     }
+
+    async fn contenders(&self) -> Result<usize> {
+        self.inner.contenders().await
+    }
 }
 
 /// A [`RwLock`] with spans and metrics.

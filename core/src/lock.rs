@@ -43,4 +43,11 @@ pub trait Locker: Send + Sync {
     ///
     /// Returns `Ok(None)` when another holder has it.
     async fn try_lock(&self) -> Result<Option<LockGuard>>;
+
+    /// How many contenders are registered in the store for this lock, the holder
+    /// included (0: free). A snapshot for monitoring and tests (e.g. to wait, with a
+    /// deadline, until a waiter is queued); it may be stale by the time it returns.
+    ///
+    /// Cancel-safety: cancel-safe (a read).
+    async fn contenders(&self) -> Result<usize>;
 }

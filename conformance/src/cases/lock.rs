@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use distsync_core::{Error, FencingToken, Locker};
 use tokio::time::Instant;
@@ -177,9 +178,9 @@ pub(crate) async fn try_lock(h: Harness) -> Check {
 }
 
 /// Waiters are granted in arrival order: a holder holds; 5 waiters, each with its own
-/// session, start one after another, each given [`Harness::settle`] to register in the
-/// store before the next starts; each records its index while holding. Measured on
-/// every backend; claimed only where `fifo_waiters` is.
+/// session, start one after another, the next starting only once `contenders()` shows
+/// the previous one registered in the store (a bounded poll); each records its index
+/// while holding. Measured on every backend; claimed only where `fifo_waiters` is.
 pub(crate) async fn fifo_waiters(h: Harness) -> Check {
     const WAITERS: usize = 5;
     let name = h.name("mutex").ctx("naming the lock")?;
@@ -208,8 +209,9 @@ pub(crate) async fn fifo_waiters(h: Harness) -> Check {
             drop(session);
             Ok(())
         });
+        registered(holder.as_ref(), i + 2).await?;
         waiter
-            .ensure_blocked(h.settle(), "the holder still holds the lock")
+            .ensure_blocked(Duration::ZERO, "the holder still holds the lock")
             .await?;
         waiters.push(waiter);
     }
@@ -225,6 +227,24 @@ pub(crate) async fn fifo_waiters(h: Harness) -> Check {
         format!("{WAITERS} waiters in order"),
         format!("grant order {order:?} is the arrival order"),
     ))
+}
+
+/// Polls `locker.contenders()` (every 2 ms, for at most [`PROMPT`]) until it counts
+/// `count` (the holder and the waiters started so far).
+async fn registered(locker: &dyn Locker, count: usize) -> Check<()> {
+    let deadline = tokio::time::Instant::now() + PROMPT;
+    loop {
+        let seen = locker.contenders().await.ctx("counting contenders")?;
+        if seen >= count {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return violated(format!(
+                "a started waiter never registered: {seen} contenders after {PROMPT:?}, expected {count}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// A cancelled waiter blocks no one: while A holds, B's `lock()` is cancelled after

@@ -168,6 +168,11 @@ impl Locker for KvMutex {
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
         self.acquire(false).await
     }
+
+    /// The keys under `<ns><name>/`: the holder and every queued waiter.
+    async fn contenders(&self) -> Result<usize> {
+        Ok(self.kv.range(Range::prefix(&self.prefix)).await?.count)
+    }
 }
 
 #[cfg(test)]
