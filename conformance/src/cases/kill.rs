@@ -7,31 +7,13 @@
 use distsync_core::Error;
 use tokio::time::Instant;
 
-use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
+use crate::cases::lock::held_and_awaited;
+use crate::check::{ensure, secs, violated, within, Bounded, Check, Holds, PROMPT};
 use crate::harness::Harness;
 
 /// The case body (see the module docs).
 pub(crate) async fn session_killed(h: Harness) -> Check {
-    let name = h.name("mutex").ctx("naming the lock")?;
-    let a = h
-        .fault_session()
-        .bounded("opening the holder's session")
-        .await?;
-    let b = h.session().bounded("opening the waiter's session").await?;
-    let la = h
-        .backend()
-        .locker(&a, name.clone())
-        .ctx("making locker A")?;
-    let lb = h.backend().locker(&b, name).ctx("making locker B")?;
-    let held = within(PROMPT, "A locking", la.lock()).await?;
-    let waiter = Task::spawn("waiter B", async move {
-        let guard = lb.lock().await.ctx("B locking")?;
-        Ok((guard, Instant::now()))
-    });
-    waiter
-        .ensure_blocked(h.settle(), "A holds the lock")
-        .await?;
-    let mut waiter = waiter;
+    let (a, held, mut waiter) = held_and_awaited(&h).await?;
     let started = Instant::now();
     let how = within(
         PROMPT,

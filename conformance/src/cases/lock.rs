@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::{Error, FencingToken, Locker};
+use distsync_core::{Error, FencingToken, LockGuard, Locker, Session};
 use tokio::time::Instant;
 
 use crate::check::{
@@ -361,26 +361,7 @@ pub(crate) async fn session_end_fires_lost(h: Harness) -> Check {
 /// The lock frees when the store ends the holder's session: a waiter with another
 /// session gets it; the figure is the time from the revoke to the grant.
 pub(crate) async fn session_end_frees_lock(h: Harness) -> Check {
-    let name = h.name("mutex").ctx("naming the lock")?;
-    let a = h
-        .fault_session()
-        .bounded("opening the holder's session")
-        .await?;
-    let b = h.session().bounded("opening the waiter's session").await?;
-    let la = h
-        .backend()
-        .locker(&a, name.clone())
-        .ctx("making locker A")?;
-    let lb = h.backend().locker(&b, name).ctx("making locker B")?;
-    let held = within(PROMPT, "A locking", la.lock()).await?;
-    let waiter = Task::spawn("waiter B", async move {
-        let guard = lb.lock().await.ctx("B locking")?;
-        Ok((guard, Instant::now()))
-    });
-    waiter
-        .ensure_blocked(h.settle(), "A holds the lock")
-        .await?;
-    let mut waiter = waiter;
+    let (a, held, mut waiter) = held_and_awaited(&h).await?;
     let revoked = Instant::now();
     h.end_session(&a)
         .bounded("ending A's session from the store side")
@@ -400,6 +381,34 @@ pub(crate) async fn session_end_frees_lock(h: Harness) -> Check {
         format!("re-acquired {} after the revoke", ms(took)),
         "another session's waiter was granted the lock once the store ended the holder's session",
     ))
+}
+
+/// A lock held by A (through a session with the fault TTL) and awaited by B (another
+/// session, spawned, returning its guard and the moment it was granted), B checked to
+/// be blocked: the start of the cases that end A's session.
+pub(crate) async fn held_and_awaited(
+    h: &Harness,
+) -> Check<(Session, LockGuard, Task<(LockGuard, Instant)>)> {
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let a = h
+        .fault_session()
+        .bounded("opening the holder's session")
+        .await?;
+    let b = h.session().bounded("opening the waiter's session").await?;
+    let la = h
+        .backend()
+        .locker(&a, name.clone())
+        .ctx("making locker A")?;
+    let lb = h.backend().locker(&b, name).ctx("making locker B")?;
+    let held = within(PROMPT, "A locking", la.lock()).await?;
+    let waiter = Task::spawn("waiter B", async move {
+        let guard = lb.lock().await.ctx("B locking")?;
+        Ok((guard, Instant::now()))
+    });
+    waiter
+        .ensure_blocked(h.settle(), "A holds the lock")
+        .await?;
+    Ok((a, held, waiter))
 }
 
 /// Checks tokens strictly increase in recorded order.
