@@ -101,13 +101,14 @@ async fn advisory_contenders(shared: &Shared, name: &Name) -> Result<usize> {
     let sql = shared.sql(
         "SELECT count(DISTINCT l.pid) FROM pg_locks l \
          JOIN {s}.lock_names n ON l.objid = n.id::oid \
-         WHERE n.kind = 'lock' AND n.name = $1 \
+         WHERE n.kind = $3 AND n.name = $1 \
            AND l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = $2::oid \
            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     );
     let n: i64 = sqlx::query_scalar(&sql)
         .bind(name.as_str())
         .bind(shared.key1())
+        .bind(LockKind::Lock.as_str())
         .fetch_one(&shared.pool)
         .await
         .map_err(map)?;

@@ -26,7 +26,8 @@ pub(crate) enum LockKind {
 }
 
 impl LockKind {
-    fn as_str(self) -> &'static str {
+    /// The kind as stored in `lock_names.kind`.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LockKind::Lock => "lock",
             LockKind::RwLock => "rwlock",
