@@ -143,7 +143,9 @@ pub(crate) fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
 
 fn get_options(range: &Range) -> Result<GetOptions> {
     let mut options = GetOptions::new();
-    if range.prefix {
+    if let Some(end) = &range.range_end {
+        options = options.with_range(end.as_str());
+    } else if range.prefix {
         options = options.with_prefix();
     }
     if let Some((target, order)) = range.sort {

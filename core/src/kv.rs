@@ -67,6 +67,9 @@ pub struct Range {
     pub key: String,
     /// Read every key starting with `key`.
     pub prefix: bool,
+    /// Read every key in `[key, range_end)` (etcd's range end); takes precedence over
+    /// `prefix`.
+    pub range_end: Option<String>,
     /// Sort order; unsorted ranges come in key order.
     pub sort: Option<(SortTarget, SortOrder)>,
     /// Return at most this many keys (after sorting); `Some(0)` means no limit, as
@@ -94,6 +97,15 @@ impl Range {
         Self {
             key: prefix.into(),
             prefix: true,
+            ..Self::default()
+        }
+    }
+
+    /// Every key in `[start, end)`.
+    pub fn between(start: impl Into<String>, end: impl Into<String>) -> Self {
+        Self {
+            key: start.into(),
+            range_end: Some(end.into()),
             ..Self::default()
         }
     }

@@ -513,9 +513,31 @@ impl State {
         }
     }
 
+    /// The keys a range covers: `[key, range_end)` when it has an end, else the key or
+    /// prefix (as `matching`).
+    fn ranged<'a>(
+        &'a self,
+        range: &'a Range,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a Vec<Entry>)> + 'a> {
+        match &range.range_end {
+            Some(end) => Box::new(self.keys.range::<str, _>((
+                std::ops::Bound::Included(range.key.as_str()),
+                std::ops::Bound::Excluded(end.as_str()),
+            ))),
+            None => self.matching(&range.key, range.prefix),
+        }
+    }
+
     /// Validates a range before any part of a transaction runs.
     fn check_range(&self, range: &Range) -> Result<()> {
-        if range.key.is_empty() && !range.prefix {
+        if let Some(end) = &range.range_end {
+            if *end <= range.key {
+                return Err(Error::InvalidArgument(format!(
+                    "range: end {end:?} is not after start {:?}",
+                    range.key
+                )));
+            }
+        } else if range.key.is_empty() && !range.prefix {
             return Err(Error::InvalidArgument(
                 "range: key is not provided".to_owned(),
             ));
@@ -546,7 +568,7 @@ impl State {
             .filter(|revision| *revision > 0)
             .unwrap_or(Revision::MAX);
         let visible: Vec<&KeyValue> = self
-            .matching(&range.key, range.prefix)
+            .ranged(range)
             .filter_map(|(_, entries)| Self::visible_at(entries, at))
             .collect();
         let count = visible.len();

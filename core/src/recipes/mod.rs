@@ -19,10 +19,12 @@
 //! Session-bound keys (lock, election, rwlock, double-barrier waiters) are attached to
 //! the session's lease, so the store deletes them when the session ends.
 //!
-//! As in Go, a primitive reads every key under `<ns><name>/`, so names of one kind
-//! should not nest: a lock named `a` also queues behind holders of a lock `a/b`
-//! (over-exclusion, never under-exclusion), and a queue named `a` would take the items
-//! of a queue `a/b`. Use sibling names (`a/main`, `a/b`) instead.
+//! As in Go, locks, elections and read-write locks read every key under
+//! `<ns><name>/`, so their names should not nest: a lock named `a` also queues behind
+//! holders of a lock `a/b` (over-exclusion, never under-exclusion). Use sibling names
+//! (`a/main`, `a/b`) instead. A queue reads only `[<ns><name>/00000/,
+//! <ns><name>/65536)`, so a queue `a` leaves the items of a queue `a/b` alone (unless
+//! the nested name's first segment starts with five digits, e.g. `a/12345x`).
 //!
 //! # Waiting
 //!

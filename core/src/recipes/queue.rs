@@ -40,13 +40,20 @@ impl KvQueue {
         }
     }
 
+    /// The range of this queue's item keys, `[<ns><name>/00000/, <ns><name>/65536)`:
+    /// every priority, but not the keys of a queue nested under this name (`a/b`
+    /// beside `a`) unless the nested name's first segment starts with five digits.
+    fn items(&self) -> Range {
+        Range::between(
+            format!("{}{:05}/", self.prefix, u16::MIN),
+            format!("{}{}", self.prefix, u32::from(u16::MAX) + 1),
+        )
+    }
+
     /// Go's `PriorityQueue.Dequeue` (`wait`), or its non-waiting form.
     async fn take(&self, wait: bool) -> Result<Option<Bytes>> {
         loop {
-            let response = self
-                .kv
-                .range(Range::prefix(&self.prefix).first_key())
-                .await?;
+            let response = self.kv.range(self.items().first_key()).await?;
             if let Some(first) = response.kvs.into_iter().next() {
                 if let Some(item) = claim(&self.kv, first).await? {
                     return Ok(Some(item));
@@ -243,9 +250,9 @@ impl Queue for KvQueue {
         self.take(false).await
     }
 
-    /// The number of keys under `<ns><name>/`.
+    /// The number of item keys (see [`KvQueue::items`]).
     async fn len(&self) -> Result<usize> {
-        let mut range = Range::prefix(&self.prefix);
+        let mut range = self.items();
         range.limit = Some(1);
         Ok(self.kv.range(range).await?.count)
     }
@@ -260,6 +267,23 @@ mod tests {
     use crate::backend::Backend;
     use crate::kv::{Kv, Range};
     use crate::recipes::testing::{backend, name, settle, within};
+
+    #[tokio::test]
+    async fn a_nested_queue_keeps_its_items() {
+        let backend = backend();
+        let outer = backend.queue(name("jobs")).unwrap();
+        let nested = backend.queue(name("jobs/urgent")).unwrap();
+        nested.enqueue(Bytes::from("nested")).await.unwrap();
+        outer
+            .enqueue_with_priority(Bytes::from("outer"), 7)
+            .await
+            .unwrap();
+        assert_eq!(outer.len().await.unwrap(), 1);
+        assert_eq!(nested.len().await.unwrap(), 1);
+        assert_eq!(outer.try_dequeue().await.unwrap().unwrap(), "outer");
+        assert_eq!(outer.try_dequeue().await.unwrap(), None);
+        assert_eq!(nested.try_dequeue().await.unwrap().unwrap(), "nested");
+    }
 
     #[tokio::test]
     async fn priority_then_fifo_in_gos_layout() {
