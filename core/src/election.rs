@@ -107,6 +107,9 @@ impl Leadership {
     ///
     /// # Errors
     /// [`Error::NotLeader`] once the leadership is lost.
+    ///
+    /// Cancel-safety: one guarded write; dropped part-way, the value is either
+    /// published or not.
     pub async fn proclaim(&self, value: impl Into<Bytes> + Send) -> Result<()> {
         if self.is_lost() {
             return Err(Error::NotLeader);

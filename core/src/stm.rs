@@ -144,6 +144,8 @@ impl StmTx {
     /// # Errors
     /// [`Error::InvalidName`] for an invalid key; [`Error::StmConflict`] asks
     /// `atomically` to retry (propagate it with `?`).
+    ///
+    /// Cancel-safety: a read; dropping it leaves the transaction as it was.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let key = Name::new(key)?;
         if let Some(written) = lock(&self.inner.writes).get(&key) {
@@ -252,10 +254,13 @@ impl dyn Stm + '_ {
             .value)
     }
 
-    /// As [`atomically`](crate::stm::Stm#method.atomically), with options, reporting the number of attempts.
+    /// As [`atomically`](crate::stm::Stm#method.atomically), with options, reporting
+    /// the number of attempts.
     ///
     /// # Errors
     /// As [`atomically`](crate::stm::Stm#method.atomically).
+    ///
+    /// Cancel-safety: as `atomically`.
     pub async fn atomically_with<T, F, Fut>(
         &self,
         isolation: Isolation,
