@@ -165,11 +165,14 @@ async fn forced_conflict(h: &Harness, isolation: Isolation) -> Check<(u64, u32, 
         .ctx(format!("running A at {isolation}"))
     })
     .await?;
+    // B committed (an error from B aborts A above). It may have needed more than one
+    // attempt: a store may detect conflicts more coarsely than per key (PostgreSQL's
+    // serializable snapshot isolation locks index pages, so a concurrent case's keys on
+    // the same page can abort B), which is a retry, not a wrong answer.
     let b_attempts = b_attempts.load(Ordering::SeqCst);
-    ensure!(
-        b_attempts == 1,
-        "transaction B took {b_attempts} attempts with nothing to conflict with"
-    );
+    if b_attempts > 1 {
+        tracing::debug!(b_attempts, %isolation, "transaction B retried (coarse conflict detection)");
+    }
     let reader = x.clone();
     let last = within(
         PROMPT,
