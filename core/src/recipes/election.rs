@@ -394,13 +394,13 @@ mod tests {
 
     use crate::backend::Backend;
     use crate::kv::{Kv, Range, Txn, TxnOp};
-    use crate::recipes::testing::{backend, name, session, settle, within};
+    use crate::recipes::testing::{backend, name, session, sessions, settle, within};
     use crate::Error;
 
     #[tokio::test]
     async fn candidates_lead_in_turn_with_growing_terms() {
         let backend = backend();
-        let (s1, s2) = (session(&backend).await, session(&backend).await);
+        let [s1, s2] = sessions(&backend).await;
         let e1 = backend.election(&s1, name("e")).unwrap();
         let e2 = backend.election(&s2, name("e")).unwrap();
         assert_eq!(e1.leader().await.unwrap(), None);
@@ -432,11 +432,7 @@ mod tests {
     #[tokio::test]
     async fn observe_yields_every_leader_and_proclaim_in_order() {
         let backend = backend();
-        let (s1, s2, s3) = (
-            session(&backend).await,
-            session(&backend).await,
-            session(&backend).await,
-        );
+        let [s1, s2, s3] = sessions(&backend).await;
         let observer = backend.election(&s3, name("e")).unwrap();
         let mut changes = observer.observe();
 
@@ -503,7 +499,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_campaign_withdraws() {
         let backend = backend();
-        let (s1, s2) = (session(&backend).await, session(&backend).await);
+        let [s1, s2] = sessions(&backend).await;
         let _leader = backend
             .election(&s1, name("e"))
             .unwrap()

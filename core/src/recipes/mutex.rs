@@ -179,7 +179,7 @@ impl Locker for KvMutex {
 mod tests {
     use crate::backend::Backend;
     use crate::kv::{Kv, Range};
-    use crate::recipes::testing::{backend, name, session, settle, within};
+    use crate::recipes::testing::{backend, name, session, sessions, settle, within};
 
     #[tokio::test]
     async fn key_is_gos_and_token_is_its_create_revision() {
@@ -210,11 +210,7 @@ mod tests {
     #[tokio::test]
     async fn waiters_are_handed_the_lock_in_arrival_order() {
         let backend = backend();
-        let (s1, s2, s3) = (
-            session(&backend).await,
-            session(&backend).await,
-            session(&backend).await,
-        );
+        let [s1, s2, s3] = sessions(&backend).await;
         let first = backend
             .locker(&s1, name("l"))
             .unwrap()
@@ -248,11 +244,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_waiter_leaves_no_key_behind() {
         let backend = backend();
-        let (s1, s2, s3) = (
-            session(&backend).await,
-            session(&backend).await,
-            session(&backend).await,
-        );
+        let [s1, s2, s3] = sessions(&backend).await;
         let held = backend
             .locker(&s1, name("l"))
             .unwrap()
@@ -285,7 +277,7 @@ mod tests {
     #[tokio::test]
     async fn try_lock_does_not_wait_and_withdraws() {
         let backend = backend();
-        let (s1, s2) = (session(&backend).await, session(&backend).await);
+        let [s1, s2] = sessions(&backend).await;
         let held = backend
             .locker(&s1, name("l"))
             .unwrap()
@@ -322,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn revoking_the_session_fires_lost_and_frees_the_lock() {
         let backend = backend();
-        let (s1, s2) = (session(&backend).await, session(&backend).await);
+        let [s1, s2] = sessions(&backend).await;
         let held = backend
             .locker(&s1, name("l"))
             .unwrap()
@@ -347,7 +339,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_whose_session_is_lost_gets_session_lost() {
         let backend = backend();
-        let (s1, s2) = (session(&backend).await, session(&backend).await);
+        let [s1, s2] = sessions(&backend).await;
         let _held = backend
             .locker(&s1, name("l"))
             .unwrap()

@@ -216,17 +216,12 @@ impl RwLock for KvRwMutex {
 mod tests {
     use crate::backend::Backend;
     use crate::kv::{Kv, Range};
-    use crate::recipes::testing::{backend, name, session, settle, within};
+    use crate::recipes::testing::{backend, name, sessions, settle, within};
 
     #[tokio::test]
     async fn readers_share_and_a_waiting_writer_blocks_later_readers() {
         let backend = backend();
-        let (s1, s2, s3, s4) = (
-            session(&backend).await,
-            session(&backend).await,
-            session(&backend).await,
-            session(&backend).await,
-        );
+        let [s1, s2, s3, s4] = sessions(&backend).await;
         let r1 = backend
             .rwlock(&s1, name("rw"))
             .unwrap()
@@ -267,7 +262,7 @@ mod tests {
     #[tokio::test]
     async fn try_variants_withdraw_when_blocked() {
         let backend = backend();
-        let (s1, s2) = (session(&backend).await, session(&backend).await);
+        let [s1, s2] = sessions(&backend).await;
         let reader = backend
             .rwlock(&s1, name("rw"))
             .unwrap()
@@ -310,11 +305,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_writer_stops_blocking_readers() {
         let backend = backend();
-        let (s1, s2, s3) = (
-            session(&backend).await,
-            session(&backend).await,
-            session(&backend).await,
-        );
+        let [s1, s2, s3] = sessions(&backend).await;
         let _reader = backend
             .rwlock(&s1, name("rw"))
             .unwrap()

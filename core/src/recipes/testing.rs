@@ -21,6 +21,17 @@ pub(crate) async fn session(backend: &MemoryBackend) -> Session {
     backend.session(SessionOptions::default()).await.unwrap()
 }
 
+/// `N` sessions with the default TTL.
+pub(crate) async fn sessions<const N: usize>(backend: &MemoryBackend) -> [Session; N] {
+    let mut opened = Vec::with_capacity(N);
+    for _ in 0..N {
+        opened.push(session(backend).await);
+    }
+    opened
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("opened exactly N sessions"))
+}
+
 /// A validated name.
 pub(crate) fn name(name: &str) -> Name {
     Name::new(name).unwrap()
