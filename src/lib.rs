@@ -57,7 +57,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
         });
     };
     match scheme.to_ascii_lowercase().as_str() {
-        "memory" => Ok(Coordinator::new(memory_backend(url))),
+        "memory" => memory::connect(url).await,
         "etcd" => connect_etcd(url).await,
         "redis" | "rediss" => connect_redis(url).await,
         "postgres" | "postgresql" => connect_postgres(url).await,
@@ -65,21 +65,6 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
             url: url.to_owned(),
             reason: format!("unknown scheme `{other}`; expected memory, etcd, redis or postgres"),
         }),
-    }
-}
-
-/// `memory://` is a fresh store; `memory://NAME` the process-wide store `NAME`.
-fn memory_backend(url: &str) -> memory::MemoryBackend {
-    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-    let name = rest
-        .split(['?', '#'])
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('/');
-    if name.is_empty() {
-        memory::MemoryBackend::new()
-    } else {
-        memory::MemoryBackend::shared(name)
     }
 }
 
