@@ -7,7 +7,11 @@
 //! | `distsync.acquire` (span around `lock`, `read`, `write`, `campaign`, `try_*`) | `backend`, `primitive`, `name`, `wait_ms`, `token`, `acquired` |
 //! | `distsync.release` (event when a hold ends) | `backend`, `primitive`, `key`, `hold_ms`, `ok` |
 //! | `distsync.session.lost` (warn event) | `backend`, `session` |
-//! | `distsync.stm` (span around a transaction) | `isolation`, `attempts` |
+//! | `stm conflict; retrying` (debug event, target `distsync_core::stm`, per discarded attempt) | `attempt`, `isolation` |
+//!
+//! No span wraps an STM transaction; its outcome is counted by the `distsync_stm_*`
+//! metrics below, and the caller learns the number of attempts from
+//! [`atomically_with`](crate::stm::Stm#method.atomically_with).
 //!
 //! # Metrics
 //! Recorded through the [`metrics`] facade, so any exporter (Prometheus, StatsD, ...)
