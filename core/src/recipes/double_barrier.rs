@@ -95,7 +95,13 @@ impl KvDoubleBarrier {
         let mut names = UniqueKeys::new(self.waiters.clone());
         loop {
             let key = names.next_key();
-            let cleanup = Cleanup::new(Arc::clone(&self.kv), key.clone(), self.lease, None);
+            let cleanup = Cleanup::new(
+                Arc::clone(&self.kv),
+                &self.session,
+                key.clone(),
+                self.lease,
+                None,
+            );
             let created = put_new_key(&*self.kv, &key, Bytes::new(), self.lease).await;
             cleanup.disarm();
             match created {

@@ -120,6 +120,7 @@ impl Election for KvElection {
         let kv = &*self.kv;
         let mut cleanup = Cleanup::new(
             Arc::clone(&self.kv),
+            &self.session,
             self.key.clone(),
             self.lease,
             Some(gate),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -14,6 +15,7 @@ use crate::kv::{Kv, LeaseId, Range, Revision};
 use crate::session::{KeepAlive, Session};
 
 use super::key::delete_if_created_at;
+use super::retry::{retry_transient, GaveUp};
 use super::wait::{until_lost, wait_delete};
 
 /// Takes the session's in-process gate for `resource` (see [`Session::exclusive`]):
@@ -55,6 +57,7 @@ pub(crate) async fn explain_lease_error(
 /// so the next task of the session does not find the stale key).
 pub(crate) struct Cleanup {
     kv: Arc<dyn Kv>,
+    session: Session,
     key: String,
     lease: LeaseId,
     create_revision: Option<Revision>,
@@ -63,17 +66,20 @@ pub(crate) struct Cleanup {
 }
 
 impl Cleanup {
-    /// Arms the removal of `key`, attached to `lease`, before the write that creates it
-    /// is sent. Until [`Cleanup::created_at`] is known, the removal only deletes the
-    /// key if it is attached to `lease`.
+    /// Arms the removal of `key`, attached to `lease` (the lease of `session`), before
+    /// the write that creates it is sent. Until [`Cleanup::created_at`] is known, the
+    /// removal only deletes the key if it is attached to `lease`. The removal rides
+    /// out transient store failures as a release does (see [`remove_or_revoke`]).
     pub(crate) fn new(
         kv: Arc<dyn Kv>,
+        session: &Session,
         key: String,
         lease: LeaseId,
         gate: Option<OwnedMutexGuard<()>>,
     ) -> Self {
         Self {
             kv,
+            session: session.clone(),
             key,
             lease,
             create_revision: None,
@@ -101,9 +107,16 @@ impl Cleanup {
     /// Removes the key now, then lets the gate go.
     pub(crate) async fn remove_now(mut self) -> Result<()> {
         self.armed = false;
-        let result = remove(&*self.kv, &self.key, self.lease, self.create_revision).await;
+        let result = remove_or_revoke(
+            &self.kv,
+            &self.session,
+            self.lease,
+            &self.key,
+            self.create_revision,
+        )
+        .await;
         drop(self.gate.take());
-        result
+        result.map(drop)
     }
 }
 
@@ -113,6 +126,7 @@ impl Drop for Cleanup {
             return;
         }
         let kv = Arc::clone(&self.kv);
+        let session = self.session.clone();
         let key = std::mem::take(&mut self.key);
         let lease = self.lease;
         let create_revision = self.create_revision;
@@ -120,7 +134,9 @@ impl Drop for Cleanup {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    if let Err(error) = remove(&*kv, &key, lease, create_revision).await {
+                    if let Err(error) =
+                        remove_or_revoke(&kv, &session, lease, &key, create_revision).await
+                    {
                         tracing::warn!(%key, %error, "removing an abandoned waiter failed; its lease frees it");
                     }
                     drop(gate);
@@ -134,25 +150,90 @@ impl Drop for Cleanup {
 }
 
 /// Deletes `key` if it is ours: created at `create_revision` when known, else attached
-/// to `lease`.
+/// to `lease`. Whether it deleted it. Idempotent.
 async fn remove(
     kv: &dyn Kv,
     key: &str,
     lease: LeaseId,
     create_revision: Option<Revision>,
-) -> Result<()> {
+) -> Result<bool> {
     let create_revision = match create_revision {
         Some(revision) => revision,
         None => {
             let current = kv.range(Range::key(key)).await?;
             match current.kvs.first() {
                 Some(found) if found.lease == lease => found.create_revision,
-                _ => return Ok(()),
+                _ => return Ok(false),
             }
         }
     };
-    delete_if_created_at(kv, key, create_revision).await?;
-    Ok(())
+    delete_if_created_at(kv, key, create_revision).await
+}
+
+/// A release that finishes: deletes `key` (see [`remove`]) through transient store
+/// failures (an etcd leader change, a dropped connection), retrying with backoff
+/// until it succeeds, the session ends, or one session TTL has passed. Whether the key
+/// was there to delete (or gone after an attempt whose reply was lost).
+///
+/// # Errors
+/// [`Error::SessionLost`] when the session ended while the release was failing (the
+/// store frees the key with the lease). Otherwise, if the key cannot be deleted (a
+/// non-transient error, or a TTL of transient ones), the session is revoked, so that
+/// the store frees the key instead of a keepalive keeping it forever, and the store's
+/// error is returned. Every other hold of that session is lost with it.
+pub(crate) async fn remove_or_revoke(
+    kv: &Arc<dyn Kv>,
+    session: &Session,
+    lease: LeaseId,
+    key: &str,
+    create_revision: Option<Revision>,
+) -> Result<bool> {
+    let deadline = Instant::now() + session.ttl();
+    let mut attempts = 0u32;
+    let attempt = || {
+        attempts += 1;
+        // After a failed attempt, a key already gone was most likely deleted by that
+        // attempt, whose reply was lost: the release is done.
+        let retried = attempts > 1;
+        async move { Ok(remove(&**kv, key, lease, create_revision).await? || retried) }
+    };
+    match retry_transient(
+        "release",
+        key,
+        deadline,
+        Some(session.lost_token()),
+        attempt,
+    )
+    .await
+    {
+        Ok(removed) => Ok(removed),
+        Err(GaveUp::Stopped(_)) => Err(Error::SessionLost),
+        Err(gave_up) => {
+            let error = gave_up.into_error();
+            tracing::warn!(%key, %error, "release failed; revoking its session so that the store frees the key");
+            revoke_session(kv, session, lease);
+            Err(error)
+        }
+    }
+}
+
+/// Ends `session` now (its `lost()` fires and its keepalive stops) and revokes its
+/// lease in the background, retrying through transient failures for one TTL (after
+/// which the unrenewed lease has expired anyway).
+fn revoke_session(kv: &Arc<dyn Kv>, session: &Session, lease: LeaseId) {
+    session.mark_lost();
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let kv = Arc::clone(kv);
+    let deadline = Instant::now() + session.ttl();
+    runtime.spawn(async move {
+        let revoke = || kv.lease_revoke(lease);
+        if let Err(gave_up) = retry_transient("revoke", "", deadline, None, revoke).await {
+            let error = gave_up.into_error();
+            tracing::warn!(lease = format_args!("{lease:x}"), %error, "revoking a session failed; its lease expires after its TTL");
+        }
+    });
 }
 
 /// Whether `lease` is gone from the store; if so, marks `session` lost (so that its
@@ -186,17 +267,26 @@ pub(crate) struct HeldKey {
 }
 
 impl HeldKey {
-    /// The release step of the guard: deletes the key. If it was already gone,
-    /// answers [`Error::SessionLost`] when the lease is gone too (marking the session
-    /// lost), else `not_held()` (someone else deleted the key).
+    /// The release step of the guard: deletes the key, through transient failures
+    /// (see [`remove_or_revoke`]). If it was already gone, answers
+    /// [`Error::SessionLost`] when the lease is gone too (marking the session lost),
+    /// else `not_held()` (someone else deleted the key).
     pub(crate) fn release_fn(&self, not_held: fn() -> Error) -> ReleaseFn {
         let held = self.clone();
         Box::new(move || {
             async move {
-                let kv = &*held.kv;
-                if delete_if_created_at(kv, &held.key, held.create_revision).await? {
+                let removed = remove_or_revoke(
+                    &held.kv,
+                    &held.session,
+                    held.lease,
+                    &held.key,
+                    Some(held.create_revision),
+                )
+                .await?;
+                if removed {
                     return Ok(());
                 }
+                let kv = &*held.kv;
                 if lease_gone(kv, &held.session, held.lease).await? {
                     Err(Error::SessionLost)
                 } else {
@@ -234,5 +324,122 @@ impl HeldKey {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::Backend;
+    use crate::kv::{Kv, Range};
+    use crate::recipes::testing::{flaky_backend, name, session_of, settle, within, Failure};
+    use crate::Error;
+
+    #[tokio::test]
+    async fn an_unlock_during_a_leader_change_is_retried_until_it_finishes() {
+        for how in [Failure::NotApplied, Failure::ReplyLost] {
+            let backend = flaky_backend();
+            let s1 = session_of(&backend).await;
+            let s2 = session_of(&backend).await;
+            let held = backend
+                .locker(&s1, name("l"))
+                .unwrap()
+                .lock()
+                .await
+                .unwrap();
+            let m2 = backend.locker(&s2, name("l")).unwrap();
+            let waiter = tokio::spawn(async move { m2.lock().await });
+            settle().await;
+            assert!(!waiter.is_finished());
+
+            let before = backend.kv().txns();
+            backend.kv().fail_txns(3, how);
+            within(held.unlock())
+                .await
+                .unwrap_or_else(|error| panic!("{how:?}: unlock gave {error}"));
+            assert!(backend.kv().txns() > before + 1, "{how:?}: not retried");
+            let next = within(waiter).await.unwrap().unwrap();
+            assert!(
+                !s1.is_lost(),
+                "{how:?}: a release that finished ended its session"
+            );
+            next.unlock().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guard_dropped_during_a_leader_change_is_released_in_the_background() {
+        let backend = flaky_backend();
+        let s1 = session_of(&backend).await;
+        let s2 = session_of(&backend).await;
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let m2 = backend.locker(&s2, name("l")).unwrap();
+        let waiter = tokio::spawn(async move { m2.lock().await });
+        settle().await;
+        backend.kv().fail_txns(5, Failure::NotApplied);
+        drop(held);
+        within(waiter).await.unwrap().unwrap();
+        assert!(!s1.is_lost());
+    }
+
+    #[tokio::test]
+    async fn a_resign_during_a_leader_change_is_retried() {
+        let backend = flaky_backend();
+        let s1 = session_of(&backend).await;
+        let s2 = session_of(&backend).await;
+        let leader = backend
+            .election(&s1, name("e"))
+            .unwrap()
+            .campaign("a".into())
+            .await
+            .unwrap();
+        let e2 = backend.election(&s2, name("e")).unwrap();
+        let candidate = tokio::spawn(async move { e2.campaign("b".into()).await });
+        settle().await;
+        backend.kv().fail_txns(4, Failure::ReplyLost);
+        within(leader.resign()).await.unwrap();
+        within(candidate).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_that_cannot_finish_revokes_the_session() {
+        let backend = flaky_backend();
+        let s1 = session_of(&backend).await;
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        backend.kv().fail_txns(usize::MAX, Failure::NotApplied);
+        let started = tokio::time::Instant::now();
+        match held.unlock().await {
+            Err(error) => assert!(error.is_transient(), "{error}"),
+            Ok(()) => panic!("an unlock whose every attempt failed succeeded"),
+        }
+        assert!(
+            started.elapsed() <= s1.ttl(),
+            "retried past the session's TTL"
+        );
+        assert!(s1.is_lost(), "the session was not ended");
+        backend.kv().fail_txns(0, Failure::NotApplied);
+        // The lease is revoked in the background: the store frees the key.
+        within(async {
+            while backend.kv().range(Range::prefix("l/")).await.unwrap().count > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let s2 = session_of(&backend).await;
+        let next = backend.locker(&s2, name("l")).unwrap().try_lock().await;
+        assert!(matches!(next, Ok(Some(_))), "{next:?}");
+        assert!(matches!(
+            backend.locker(&s1, name("l")).unwrap().try_lock().await,
+            Err(Error::SessionLost)
+        ));
     }
 }

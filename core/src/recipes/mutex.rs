@@ -65,6 +65,7 @@ impl KvMutex {
         let kv = &*self.kv;
         let mut cleanup = Cleanup::new(
             Arc::clone(&self.kv),
+            &self.session,
             self.key.clone(),
             self.lease,
             Some(gate),

@@ -71,7 +71,13 @@ impl KvRwMutex {
         let mut names = UniqueKeys::new(format!("{}{kind}", self.prefix));
         let (cleanup, revision) = loop {
             let key = names.next_key();
-            let mut cleanup = Cleanup::new(Arc::clone(&self.kv), key.clone(), self.lease, None);
+            let mut cleanup = Cleanup::new(
+                Arc::clone(&self.kv),
+                &self.session,
+                key.clone(),
+                self.lease,
+                None,
+            );
             match put_new_key(kv, &key, Bytes::new(), self.lease).await {
                 Ok(Some(revision)) => {
                     cleanup.created_at(revision);

@@ -1,12 +1,20 @@
 //! Helpers for the recipes' unit tests (against the memory backend).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
 use crate::backend::Backend;
-use crate::memory::MemoryBackend;
+use crate::error::{Error, Result};
+use crate::kv::{Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse};
+use crate::memory::{MemoryBackend, MemoryKv};
 use crate::name::Name;
-use crate::session::{Session, SessionOptions};
+use crate::recipes::KvBackend;
+use crate::session::{KeepAlive, Session, SessionOptions};
 
 /// How long a test waits for something that must happen.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
@@ -51,4 +59,118 @@ pub(crate) async fn settle() {
     for _ in 0..256 {
         tokio::task::yield_now().await;
     }
+}
+
+/// How a [`FlakyKv`] fails a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The transaction is not applied; the call fails with a transient error (a
+    /// request refused during an etcd leader change).
+    NotApplied,
+    /// The transaction is applied, but its reply is lost: the call fails with a
+    /// transient error all the same.
+    ReplyLost,
+}
+
+/// A test double of our own [`Kv`] trait: a memory store whose transactions fail on
+/// demand with a transient error ([`Error::Connection`]), as etcd's do during a leader
+/// change. Everything else goes straight to the memory store.
+pub(crate) struct FlakyKv {
+    inner: MemoryKv,
+    /// Transactions still to fail, and how; `usize::MAX` fails them all.
+    failing: Mutex<(usize, Failure)>,
+    /// Transactions attempted so far.
+    txns: AtomicUsize,
+}
+
+impl FlakyKv {
+    /// A store that fails nothing yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: MemoryKv::new(),
+            failing: Mutex::new((0, Failure::NotApplied)),
+            txns: AtomicUsize::new(0),
+        }
+    }
+
+    /// Fails the next `count` transactions (`usize::MAX`: every one) as `how`.
+    pub(crate) fn fail_txns(&self, count: usize, how: Failure) {
+        *self.failing.lock().unwrap() = (count, how);
+    }
+
+    /// How many transactions were attempted so far.
+    pub(crate) fn txns(&self) -> usize {
+        self.txns.load(Ordering::SeqCst)
+    }
+
+    /// The failure planned for this transaction, if any.
+    fn next_failure(&self) -> Option<Failure> {
+        self.txns.fetch_add(1, Ordering::SeqCst);
+        let mut failing = self.failing.lock().unwrap();
+        match failing.0 {
+            0 => None,
+            usize::MAX => Some(failing.1),
+            _ => {
+                failing.0 -= 1;
+                Some(failing.1)
+            }
+        }
+    }
+}
+
+fn leader_changed() -> Error {
+    Error::connection("flaky", "etcdserver: leader changed")
+}
+
+#[async_trait]
+impl Kv for FlakyKv {
+    fn backend(&self) -> &'static str {
+        "flaky"
+    }
+
+    async fn range(&self, range: Range) -> Result<RangeResponse> {
+        self.inner.range(range).await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        match self.next_failure() {
+            None => self.inner.txn(txn).await,
+            Some(Failure::NotApplied) => Err(leader_changed()),
+            Some(Failure::ReplyLost) => {
+                self.inner.txn(txn).await?;
+                Err(leader_changed())
+            }
+        }
+    }
+
+    async fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        start_revision: Revision,
+    ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+        self.inner.watch(key, prefix, start_revision).await
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        self.inner.lease_grant(ttl).await
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+        self.inner.lease_keep_alive(lease).await
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.inner.lease_revoke(lease).await
+    }
+}
+
+/// A backend over a fresh [`FlakyKv`], with the memory backend's capabilities.
+pub(crate) fn flaky_backend() -> KvBackend<FlakyKv> {
+    KvBackend::with_kv(FlakyKv::new(), "", crate::memory::capabilities())
+}
+
+/// A session of `backend` with the default TTL.
+pub(crate) async fn session_of(backend: &impl Backend) -> Session {
+    backend.session(SessionOptions::default()).await.unwrap()
 }
