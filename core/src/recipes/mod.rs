@@ -41,6 +41,7 @@ mod hold;
 mod key;
 mod mutex;
 mod queue;
+mod retry;
 mod rwmutex;
 mod stm;
 #[cfg(test)]
