@@ -200,7 +200,11 @@ impl Case {
         self.hooks.iter().any(|hook| {
             matches!(
                 hook,
-                Hook::ChildHolder | Hook::PausedHolder | Hook::PrivateServer | Hook::Cluster
+                Hook::ChildHolder
+                    | Hook::PausedHolder
+                    | Hook::PrivateServer
+                    | Hook::Cluster
+                    | Hook::Partition
             )
         })
     }

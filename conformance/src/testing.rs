@@ -182,6 +182,8 @@ macro_rules! conformance_tests {
             lock_holder_crash
             lock_holder_pause
             lock_jepsen_counter
+            lock_partition_silent
+            lock_partition_reset
             session_close_releases_all
             session_store_kill
             election_one_leader
@@ -192,10 +194,14 @@ macro_rules! conformance_tests {
             election_proclaim_not_leader
             election_leader_value_term
             election_observe_in_order
+            election_partition_silent
+            election_partition_reset
             rwlock_readers_share
             rwlock_writer_excludes
             rwlock_waiting_writer_blocks_readers
             rwlock_write_tokens
+            rwlock_partition_silent
+            rwlock_partition_reset
             queue_fifo
             queue_priority
             queue_no_loss_no_duplicate
@@ -204,6 +210,8 @@ macro_rules! conformance_tests {
             barrier_blocks_until_release
             double_barrier_enter_leave
             double_barrier_too_many
+            double_barrier_partition_silent
+            double_barrier_partition_reset
             stm_bank_serializable_snapshot
             stm_bank_serializable
             stm_bank_repeatable_reads

@@ -43,6 +43,11 @@ pub struct Capabilities {
     pub lost_notification: bool,
     /// A holder that stops renewing (paused, hung) loses what it holds after its TTL.
     pub stalled_holder_expires: bool,
+    /// A holder cut off from the store (a silent partition, or its connections reset)
+    /// sees `lost()` before the store can grant what it held to another client: the
+    /// store frees a hold no earlier than the holder's client-side deadline (see
+    /// [`crate::session`]).
+    pub partition_safe: bool,
     /// Durable state (queues, STM keys, barriers) survives a server restart.
     pub survives_restart: bool,
     /// Reads and grants are linearizable.
@@ -71,6 +76,7 @@ impl Capabilities {
             fifo_waiters: false,
             lost_notification: false,
             stalled_holder_expires: false,
+            partition_safe: false,
             survives_restart: false,
             linearizable: false,
             min_session_ttl: Duration::from_secs(1),
@@ -97,6 +103,7 @@ impl Capabilities {
             fifo_waiters: true,
             lost_notification: true,
             stalled_holder_expires: true,
+            partition_safe: true,
             survives_restart: true,
             linearizable: true,
             min_session_ttl,
@@ -115,6 +122,16 @@ impl Capabilities {
             )));
         }
         Ok(())
+    }
+
+    /// Checks session options: the TTL against [`Capabilities::min_session_ttl`] and
+    /// the margin against the TTL ([`crate::SessionOptions::validate`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] saying which.
+    pub fn check_session(&self, options: &crate::SessionOptions) -> crate::Result<()> {
+        self.check_session_ttl(options.ttl)?;
+        options.validate()
     }
 
     /// Whether STM at `isolation` is offered.

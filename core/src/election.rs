@@ -63,7 +63,8 @@ pub trait Proclaim: Send + Sync {
 /// Dropping it without [`Leadership::resign`] resigns in the background where a tokio
 /// runtime is present, and by lease expiry otherwise. The [`Leadership::term`] is a
 /// fencing token: see [`crate::LockGuard`] for why a leader should pass it to what it
-/// writes.
+/// writes, and for [`Leadership::while_held`], which runs work only while leader.
+#[must_use = "leadership is resigned in the background as soon as it is dropped"]
 pub struct Leadership {
     held: Held,
     term: FencingToken,
@@ -82,6 +83,7 @@ impl fmt::Debug for Leadership {
 
 impl Leadership {
     /// Leadership over `key` in `term`. For backends.
+    #[doc(hidden)]
     pub fn new(
         key: String,
         term: FencingToken,

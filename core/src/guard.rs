@@ -5,10 +5,10 @@ use std::fmt;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::OwnedMutexGuard;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::session::Session;
+use crate::session::{Lost, Session};
 use crate::token::FencingToken;
 
 /// The release step a backend hands to a guard: run once, by `unlock()`/`resign()`,
@@ -43,8 +43,8 @@ impl Held {
         &self.session
     }
 
-    pub(crate) fn lost(&self) -> WaitForCancellationFutureOwned {
-        self.lost.clone().cancelled_owned()
+    pub(crate) fn lost(&self) -> Lost {
+        Lost::new(&self.lost)
     }
 
     pub(crate) fn lost_token(&self) -> &CancellationToken {
@@ -52,7 +52,7 @@ impl Held {
     }
 
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.is_cancelled()
+        self.lost.is_cancelled() || self.session.is_lost()
     }
 
     pub(crate) fn set_gate(&mut self, gate: OwnedMutexGuard<()>) {
@@ -132,18 +132,72 @@ macro_rules! guard_accessors {
             self.held.session()
         }
 
-        /// Resolves when this hold is known to be gone: its session was lost, or the
-        /// backend saw the hold taken away. Cancel-safe; the future is `'static`.
-        pub fn lost(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        /// Resolves when this hold is known to be gone: its session was lost (at the
+        /// latest at the session's client-side deadline, a margin before the store can
+        /// grant the hold to anyone else), or the backend saw the hold taken away.
+        ///
+        /// For an earlier warning (renewals failing), watch the session's health:
+        /// [`Session::health_watch`](crate::Session::health_watch).
+        ///
+        /// # Cancel safety
+        /// Cancel-safe; the future is `'static`.
+        pub fn lost(&self) -> $crate::session::Lost {
             self.held.lost()
         }
 
-        /// Whether [`Self::lost`] has fired.
+        /// Whether the hold is lost: [`Self::lost`] has fired, or the session's
+        /// client-side deadline has passed.
         pub fn is_lost(&self) -> bool {
             self.held.is_lost()
         }
 
+        /// Runs `work` only while this hold lasts: returns its output, or
+        /// [`Error::SessionLost`](crate::Error::SessionLost) (dropping `work`
+        /// part-way) as soon as the hold is lost. Saves writing the `select!` on
+        /// [`Self::lost`] by hand.
+        ///
+        /// ```
+        /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+        /// # use distsync_core::Backend;
+        /// # let backend = distsync_core::memory::MemoryBackend::new();
+        /// # let session = backend.session(Default::default()).await?;
+        /// # let locker = backend.locker(&session, distsync_core::Name::new("jobs/nightly")?)?;
+        /// let guard = locker.lock().await?;
+        /// let rows = guard
+        ///     .while_held(async {
+        ///         // ... the critical section; pass guard.token() to the resource ...
+        ///         42
+        ///     })
+        ///     .await?;
+        /// assert_eq!(rows, 42);
+        /// guard.unlock().await?;
+        /// # Ok(()) }
+        /// ```
+        ///
+        /// # Cancel safety
+        /// Cancel-safe as far as this method goes: dropping the returned future drops
+        /// `work`; whether that is safe is `work`'s own business.
+        ///
+        /// # Errors
+        /// [`Error::SessionLost`](crate::Error::SessionLost) when the hold is lost first
+        /// (or already was).
+        pub async fn while_held<F: std::future::Future>(
+            &self,
+            work: F,
+        ) -> $crate::error::Result<F::Output> {
+            if self.is_lost() {
+                return Err($crate::error::Error::SessionLost);
+            }
+            let lost = self.lost();
+            tokio::select! {
+                biased;
+                () = lost => Err($crate::error::Error::SessionLost),
+                output = work => Ok(output),
+            }
+        }
+
         /// The token behind `lost()`, for backends that detect a lost hold themselves.
+        #[doc(hidden)]
         pub fn lost_token(&self) -> &tokio_util::sync::CancellationToken {
             self.held.lost_token()
         }
@@ -159,6 +213,7 @@ macro_rules! guard_accessors {
 
         /// Keeps an in-process gate (see [`crate::Session::exclusive`]) until the hold is
         /// released. For backend implementors.
+        #[doc(hidden)]
         pub fn with_gate(mut self, gate: tokio::sync::OwnedMutexGuard<()>) -> Self {
             self.held.set_gate(gate);
             self
@@ -177,6 +232,14 @@ macro_rules! guard_accessors {
 /// No lock service can prevent that. Pass [`LockGuard::token`] with every write to the
 /// protected resource and have the resource refuse tokens lower than the highest it
 /// has seen; a stale holder's write is then rejected instead of corrupting data.
+///
+/// # Stopping in time
+/// [`LockGuard::lost`] fires at the latest at the session's client-side deadline, a
+/// margin (see [`SessionOptions::margin`](crate::SessionOptions)) before the store
+/// could free the lock; stop the work then ([`LockGuard::while_held`] does it for
+/// you). To stop taking new work earlier, as soon as renewals start failing, watch
+/// [`Session::health_watch`](crate::Session::health_watch).
+#[must_use = "the lock is released in the background as soon as the guard is dropped"]
 pub struct LockGuard {
     held: Held,
     token: FencingToken,
@@ -194,6 +257,7 @@ impl fmt::Debug for LockGuard {
 
 impl LockGuard {
     /// A guard over `key`, granted with `token`, released by `release`. For backends.
+    #[doc(hidden)]
     pub fn new(key: String, token: FencingToken, session: &Session, release: ReleaseFn) -> Self {
         Self {
             held: Held::new(key, session, release),
@@ -225,6 +289,7 @@ impl LockGuard {
 /// write).
 ///
 /// Dropping the guard releases it in the background, as [`LockGuard`].
+#[must_use = "the read lock is released in the background as soon as the guard is dropped"]
 pub struct ReadGuard {
     held: Held,
 }
@@ -240,6 +305,7 @@ impl fmt::Debug for ReadGuard {
 
 impl ReadGuard {
     /// A read guard over `key`, released by `release`. For backends.
+    #[doc(hidden)]
     pub fn new(key: String, session: &Session, release: ReleaseFn) -> Self {
         Self {
             held: Held::new(key, session, release),

@@ -1,14 +1,35 @@
-//! Sessions: liveness leases kept alive in the background.
+//! Sessions: liveness leases kept alive in the background, with a conservative
+//! client-side deadline.
+//!
+//! # The client-side deadline
+//!
+//! A session's lease is known valid only until
+//! `send time of the last acknowledged renewal (or of the grant) + ttl − margin`.
+//! The store's own expiry is at least the *arrival* time of that renewal plus the TTL,
+//! which is never earlier than its send time plus the TTL; so a holder whose `lost()`
+//! fires at the client-side deadline learns of the loss at least `margin` before the
+//! store can free what it holds and grant it to anyone else, however the network
+//! behaves (a silent partition, a reset connection, a paused server). Every sleep and
+//! retry of the keepalive is capped by that instant. After a loss the session is
+//! revoked in the background on a best-effort basis, so that a renewal which was sent
+//! before the deadline but lands after it keeps nothing alive.
+//!
+//! Between the first failed renewal and the deadline the session reports
+//! [`SessionHealth::Failing`]: an early warning on which a holder can stop taking new
+//! work (see [`Session::health_watch`]).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{watch, OwnedMutexGuard};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -18,25 +39,77 @@ use crate::error::{Error, Result};
 /// The default session TTL: 60 s, as etcd's `concurrency.NewSession`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
+/// The default safety margin as a fraction of the TTL: `ttl / 5`.
+///
+/// Why a fifth: the margin must cover (a) a difference in clock *rate* between the
+/// client and the store over one TTL (NTP keeps it under 0.05 %, a badly kept VM clock
+/// may drift 1 %), and (b) the time the holder needs to stop its work after `lost()`
+/// fires, before the store can hand the hold to someone else. A fifth gives 12 s at the
+/// default 60 s TTL and 400 ms at a 2 s TTL, while renewals (every `ttl / 3`) still get
+/// from `ttl / 3` to `4 ttl / 5` after the last success to be retried before the
+/// session is given up.
+pub const DEFAULT_MARGIN_DIVISOR: u32 = 5;
+
 /// How a session is opened.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use distsync_core::SessionOptions;
+/// let options = SessionOptions::with_ttl(Duration::from_secs(10))
+///     .margin(Duration::from_secs(3));
+/// assert_eq!(options.effective_margin(), Duration::from_secs(3));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionOptions {
     /// How long the store keeps the session after the last renewal. Renewals are sent
     /// every `ttl / 3`. Must be at least the backend's
     /// [`Capabilities::min_session_ttl`](crate::Capabilities::min_session_ttl).
     pub ttl: Duration,
+    /// How long before the store's earliest possible expiry the session declares itself
+    /// lost (see the [module docs](self)); `None` is `ttl / 5`
+    /// ([`DEFAULT_MARGIN_DIVISOR`]). Must be below `2 ttl / 3`, so that the first
+    /// renewal (at `ttl / 3`) can land before the deadline.
+    pub margin: Option<Duration>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { ttl: DEFAULT_TTL }
+        Self::with_ttl(DEFAULT_TTL)
     }
 }
 
 impl SessionOptions {
-    /// Options with the given TTL.
+    /// Options with the given TTL and the default margin.
     pub fn with_ttl(ttl: Duration) -> Self {
-        Self { ttl }
+        Self { ttl, margin: None }
+    }
+
+    /// Sets the safety margin (see [`SessionOptions::margin`](#structfield.margin)).
+    #[must_use]
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.margin = Some(margin);
+        self
+    }
+
+    /// The margin in force: the one set, or `ttl / 5`.
+    pub fn effective_margin(&self) -> Duration {
+        self.margin.unwrap_or(self.ttl / DEFAULT_MARGIN_DIVISOR)
+    }
+
+    /// Checks that the margin leaves room for a renewal: it must be below `2 ttl / 3`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming both durations.
+    pub fn validate(&self) -> Result<()> {
+        let margin = self.effective_margin();
+        if margin >= self.ttl.saturating_sub(self.ttl / 3) {
+            return Err(Error::InvalidArgument(format!(
+                "session margin {margin:?} must be below two thirds of the ttl {:?}",
+                self.ttl
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -66,7 +139,8 @@ pub enum KeepAlive {
 /// Backends implement this; users only meet [`Session`].
 #[async_trait]
 pub trait Lease: Send + Sync + 'static {
-    /// Renews the lease once.
+    /// Renews the lease once. The session cancels the call (drops the future) when its
+    /// client-side deadline passes first.
     async fn keep_alive(&self) -> Result<KeepAlive>;
     /// Ends the lease in the store, releasing everything held through it.
     async fn revoke(&self) -> Result<()>;
@@ -74,17 +148,117 @@ pub trait Lease: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
 }
 
+/// A session's health: the early warning before [`Session::lost`].
+///
+/// Instants are the client's own monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionHealth {
+    /// The last renewal was acknowledged; the lease is known valid until `valid_until`.
+    Healthy {
+        /// The client-side deadline.
+        valid_until: std::time::Instant,
+    },
+    /// Renewals have been failing since `since` (no answer, or errors); the lease is
+    /// still known valid until `valid_until`, when the session will be declared lost
+    /// unless a renewal succeeds first. A holder should stop taking new work.
+    Failing {
+        /// When the first renewal of the current run of failures was sent.
+        since: std::time::Instant,
+        /// The client-side deadline.
+        valid_until: std::time::Instant,
+    },
+    /// The session is lost (or closed): everything held through it may already be
+    /// someone else's.
+    Lost,
+}
+
+impl SessionHealth {
+    /// The client-side deadline, unless lost.
+    pub fn valid_until(&self) -> Option<std::time::Instant> {
+        match *self {
+            Self::Healthy { valid_until } | Self::Failing { valid_until, .. } => Some(valid_until),
+            Self::Lost => None,
+        }
+    }
+
+    /// Whether renewals are failing or the session is lost.
+    pub fn is_degraded(&self) -> bool {
+        !matches!(self, Self::Healthy { .. })
+    }
+}
+
+/// A watch on a session's [`SessionHealth`] (see [`Session::health_watch`]).
+#[derive(Clone, Debug)]
+pub struct HealthWatch {
+    receiver: watch::Receiver<SessionHealth>,
+}
+
+impl HealthWatch {
+    /// The health now.
+    pub fn current(&self) -> SessionHealth {
+        *self.receiver.borrow()
+    }
+
+    /// Waits for the next change of health and returns the new value;
+    /// [`SessionHealth::Lost`] once the session is gone (and at once after that).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a change that happens while no call is waiting is reported by the
+    /// next call.
+    pub async fn changed(&mut self) -> SessionHealth {
+        if self.receiver.changed().await.is_err() {
+            return SessionHealth::Lost;
+        }
+        *self.receiver.borrow_and_update()
+    }
+}
+
+/// The future returned by [`Session::lost`] and the guards' `lost()`: resolves once the
+/// session or hold is known to be gone.
+///
+/// It owns what it needs (`'static`), so it can be moved into a task or a `select!`.
+/// Cancel-safe.
+#[must_use = "futures do nothing unless polled"]
+pub struct Lost {
+    inner: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Lost {
+    pub(crate) fn new(token: &CancellationToken) -> Self {
+        Self {
+            inner: Box::pin(token.clone().cancelled_owned()),
+        }
+    }
+}
+
+impl fmt::Debug for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lost").finish_non_exhaustive()
+    }
+}
+
+impl Future for Lost {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
 /// A liveness lease with a TTL, kept alive in the background every TTL/3.
 ///
 /// Locks, election candidacies, read/write locks and double-barrier entries are held
 /// through a session: when it ends (closed, revoked, expired, connection lost) the store
 /// releases all of them without the client's help. [`Session::lost`] resolves when the
-/// lease is known to be gone. The keepalive stops when the last clone of the session
-/// (guards hold clones) is dropped; the lease is then revoked in the background if a
-/// tokio runtime is present, and expires after its TTL otherwise.
+/// lease is known to be gone, and at the latest at the client-side deadline (see the
+/// [module docs](self)): a margin before the store could free anything.
+/// [`Session::health_watch`] gives the early warning. The keepalive stops when the last
+/// clone of the session (guards hold clones) is dropped; the lease is then revoked in
+/// the background if a tokio runtime is present, and expires after its TTL otherwise.
 ///
 /// A session is cheap to clone; clones share one lease.
 #[derive(Clone)]
+#[must_use = "a session ends (and releases everything held through it) when dropped"]
 pub struct Session {
     inner: Arc<SessionInner>,
 }
@@ -95,6 +269,7 @@ struct SessionInner {
     ttl: Duration,
     lease: Arc<dyn Lease>,
     lost: CancellationToken,
+    health: watch::Sender<SessionHealth>,
     closed: AtomicBool,
     keepalive: Mutex<Option<AbortHandle>>,
     gates: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
@@ -106,7 +281,7 @@ impl fmt::Debug for Session {
             .field("backend", &self.inner.backend)
             .field("id", &self.inner.id)
             .field("ttl", &self.inner.ttl)
-            .field("lost", &self.is_lost())
+            .field("health", &self.health())
             .finish()
     }
 }
@@ -115,35 +290,54 @@ impl Session {
     /// Starts a session over a lease the backend has just granted, and spawns its
     /// keepalive task. For backend implementors.
     ///
-    /// The keepalive renews every `ttl / 3`. `lost()` fires when a renewal answers
-    /// [`KeepAlive::Gone`], or when renewals keep failing until `ttl` has passed since
-    /// the last success. Must be called within a tokio runtime.
+    /// `grant_sent` is the instant *before* the grant request was sent: the lease is
+    /// known valid until `grant_sent + ttl − margin`. The keepalive renews every
+    /// `ttl / 3` (counted from each renewal's send time); `lost()` fires when a renewal
+    /// answers [`KeepAlive::Gone`], or at the client-side deadline, whichever is first.
+    /// Must be called within a tokio runtime.
     pub fn start(
         backend: &'static str,
         id: SessionId,
-        ttl: Duration,
+        options: &SessionOptions,
+        grant_sent: Instant,
         lease: Arc<dyn Lease>,
     ) -> Self {
+        let ttl = options.ttl;
+        let margin = options.effective_margin().min(ttl);
         let lost = CancellationToken::new();
-        let task = tokio::spawn(keepalive_loop(
+        let valid_until = grant_sent + ttl.saturating_sub(margin);
+        let (health, _) = watch::channel(SessionHealth::Healthy {
+            valid_until: valid_until.into_std(),
+        });
+        let inner = Arc::new(SessionInner {
             backend,
             id,
-            Arc::clone(&lease),
             ttl,
-            lost.clone(),
-        ));
-        Self {
-            inner: Arc::new(SessionInner {
+            lease: Arc::clone(&lease),
+            lost: lost.clone(),
+            health,
+            closed: AtomicBool::new(false),
+            keepalive: Mutex::new(None),
+            gates: Mutex::new(HashMap::new()),
+        });
+        let task = tokio::spawn(keepalive_loop(
+            Arc::downgrade(&inner),
+            Renewal {
                 backend,
                 id,
-                ttl,
                 lease,
+                ttl,
+                margin,
                 lost,
-                closed: AtomicBool::new(false),
-                keepalive: Mutex::new(Some(task.abort_handle())),
-                gates: Mutex::new(HashMap::new()),
-            }),
-        }
+            },
+            grant_sent,
+            valid_until,
+        ));
+        *inner
+            .keepalive
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task.abort_handle());
+        Self { inner }
     }
 
     /// The session's id in its store.
@@ -161,40 +355,84 @@ impl Session {
         self.inner.backend
     }
 
-    /// Resolves once the session is known to be gone (closed, revoked, expired, or its
-    /// connection lost). Everything held through it is then released by the store.
+    /// Resolves once the session is known to be gone (closed, revoked, expired, its
+    /// connection lost, or its client-side deadline passed without a renewal).
+    /// Everything held through it may then be released by the store.
     ///
-    /// The future owns what it needs (`'static`), so it can be moved into a task or a
-    /// `select!`. Cancel-safe.
-    pub fn lost(&self) -> WaitForCancellationFutureOwned {
-        self.inner.lost.clone().cancelled_owned()
+    /// # Cancel safety
+    /// Cancel-safe; the future owns what it needs (`'static`), so it can be moved into a
+    /// task or a `select!`.
+    pub fn lost(&self) -> Lost {
+        Lost::new(&self.inner.lost)
     }
 
-    /// Whether [`Session::lost`] has fired.
+    /// Whether the session is lost: [`Session::lost`] has fired, or the client-side
+    /// deadline has passed (even if the keepalive task has not run yet).
     pub fn is_lost(&self) -> bool {
         self.inner.lost.is_cancelled()
+            || match self.valid_until() {
+                Some(until) => std::time::Instant::now() >= until,
+                None => true,
+            }
+    }
+
+    /// The session's health now (see [`SessionHealth`]).
+    pub fn health(&self) -> SessionHealth {
+        *self.inner.health.borrow()
+    }
+
+    /// The client-side deadline: until when the lease is known valid; `None` once lost.
+    pub fn valid_until(&self) -> Option<std::time::Instant> {
+        self.health().valid_until()
+    }
+
+    /// A watch on the session's health: the early warning before `lost()`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// # let backend = distsync_core::memory::MemoryBackend::new();
+    /// # use distsync_core::Backend;
+    /// let session = backend.session(Default::default()).await?;
+    /// let mut health = session.health_watch();
+    /// tokio::spawn(async move {
+    ///     // Stop taking new work as soon as renewals start failing.
+    ///     while !health.changed().await.is_degraded() {}
+    ///     // ... drain, then stop before `valid_until` ...
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn health_watch(&self) -> HealthWatch {
+        HealthWatch {
+            receiver: self.inner.health.subscribe(),
+        }
     }
 
     /// The token behind [`Session::lost`]; backends derive per-guard tokens from it.
+    /// For backend implementors.
+    #[doc(hidden)]
     pub fn lost_token(&self) -> &CancellationToken {
         &self.inner.lost
     }
 
     /// Declares the session lost (for backends that learn it other than by a
-    /// renewal, e.g. a dropped dedicated connection). Stops the keepalive.
+    /// renewal, e.g. a dropped dedicated connection). Stops the keepalive. For backend
+    /// implementors.
+    #[doc(hidden)]
     pub fn mark_lost(&self) {
         self.stop_keepalive();
         if !self.inner.closed.load(Ordering::SeqCst) {
             count_lost(self.inner.backend, self.inner.id, &self.inner.lost);
         }
+        self.inner.health.send_replace(SessionHealth::Lost);
         self.inner.lost.cancel();
     }
 
     /// Revokes the lease now, releasing everything held through the session, and fires
     /// `lost()`. Closing twice is harmless.
     ///
-    /// Cancel-safety: if the future is dropped, `lost()` has fired but the revoke may
-    /// not have reached the store; the lease then expires after its TTL.
+    /// # Cancel safety
+    /// If the future is dropped, `lost()` has fired but the revoke may not have reached
+    /// the store; the lease then expires after its TTL.
     ///
     /// # Errors
     /// The store's error if the revoke could not be sent; the lease then expires.
@@ -203,17 +441,20 @@ impl Session {
             return Ok(());
         }
         self.stop_keepalive();
+        self.inner.health.send_replace(SessionHealth::Lost);
         self.inner.lost.cancel();
         self.inner.lease.revoke().await
     }
 
     /// The backend's lease behind this session, if it is of type `T`.
+    #[doc(hidden)]
     pub fn lease<T: 'static>(&self) -> Option<&T> {
         self.inner.lease.as_any().downcast_ref::<T>()
     }
 
     /// Like [`Session::lease`], with a typed error naming `backend` when the session
     /// was granted by another backend.
+    #[doc(hidden)]
     pub fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T> {
         self.lease::<T>().ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -227,6 +468,7 @@ impl Session {
     /// session. For backends whose store key is per session (etcd's mutex and election
     /// keys are `<name>/<lease id>`): two tasks locking one name through one session
     /// take turns here before they reach the store. Cancel-safe.
+    #[doc(hidden)]
     pub async fn exclusive(&self, resource: &str) -> OwnedMutexGuard<()> {
         let gate = {
             let mut gates = self
@@ -273,6 +515,7 @@ impl Drop for SessionInner {
             task.abort();
         }
         let was_closed = self.closed.swap(true, Ordering::SeqCst);
+        self.health.send_replace(SessionHealth::Lost);
         self.lost.cancel();
         if was_closed {
             return;
@@ -298,46 +541,121 @@ fn count_lost(backend: &'static str, id: SessionId, lost: &CancellationToken) {
     }
 }
 
-async fn keepalive_loop(
+/// What the keepalive task renews, and how.
+struct Renewal {
     backend: &'static str,
     id: SessionId,
     lease: Arc<dyn Lease>,
     ttl: Duration,
+    margin: Duration,
     lost: CancellationToken,
+}
+
+/// The shortest pause between two failed renewals.
+const MIN_RETRY: Duration = Duration::from_millis(20);
+
+/// How long after a loss the background revoke keeps trying: by then the store has
+/// expired the lease by itself, unless a late renewal landed, which the store bounds by
+/// one more TTL.
+const REVOKE_RETRY_TTLS: u32 = 3;
+
+async fn keepalive_loop(
+    session: Weak<SessionInner>,
+    renewal: Renewal,
+    grant_sent: Instant,
+    mut valid_until: Instant,
 ) {
+    let Renewal {
+        backend,
+        id,
+        ref lease,
+        ttl,
+        margin,
+        ref lost,
+    } = renewal;
     let interval = ttl / 3;
-    let mut last_renewal = Instant::now();
-    let mut next = interval;
+    let retry = (interval / 4).max(MIN_RETRY);
+    let mut next_at = grant_sent + interval;
+    let mut failing_since: Option<Instant> = None;
+    let set_health = |health: SessionHealth| {
+        if let Some(session) = session.upgrade() {
+            session.health.send_replace(health);
+        }
+    };
     loop {
         tokio::select! {
+            biased;
             () = lost.cancelled() => return,
-            () = tokio::time::sleep(next) => {}
+            () = tokio::time::sleep_until(valid_until) => break,
+            () = tokio::time::sleep_until(next_at.min(valid_until)) => {}
         }
-        let remaining = ttl.saturating_sub(last_renewal.elapsed());
-        let outcome = tokio::time::timeout(remaining, lease.keep_alive()).await;
+        let sent = Instant::now();
+        let outcome = tokio::select! {
+            biased;
+            () = lost.cancelled() => return,
+            () = tokio::time::sleep_until(valid_until) => break,
+            outcome = lease.keep_alive() => outcome,
+        };
         match outcome {
-            Ok(Ok(KeepAlive::Renewed)) => {
-                last_renewal = Instant::now();
-                next = interval;
+            Ok(KeepAlive::Renewed) => {
+                valid_until = valid_until.max(sent + ttl.saturating_sub(margin));
+                failing_since = None;
+                next_at = sent + interval;
+                set_health(SessionHealth::Healthy {
+                    valid_until: valid_until.into_std(),
+                });
             }
-            Ok(Ok(KeepAlive::Gone)) => {
+            Ok(KeepAlive::Gone) => {
                 tracing::warn!(backend, session = %id, "session lease is gone");
-                count_lost(backend, id, &lost);
+                count_lost(backend, id, lost);
+                set_health(SessionHealth::Lost);
                 lost.cancel();
                 return;
             }
-            Ok(Err(error)) if last_renewal.elapsed() < ttl => {
-                tracing::warn!(backend, session = %id, %error, "session keepalive failed; retrying");
-                next = (interval / 4).max(Duration::from_millis(20));
-            }
-            Ok(Err(_)) | Err(_) => {
-                tracing::warn!(backend, session = %id, ?ttl, "no renewal within the TTL; session lost");
-                count_lost(backend, id, &lost);
-                lost.cancel();
-                return;
+            Err(error) => {
+                let since = *failing_since.get_or_insert(sent);
+                tracing::warn!(backend, session = %id, %error, remaining = ?valid_until.saturating_duration_since(Instant::now()), "session keepalive failed; retrying");
+                next_at = Instant::now() + retry;
+                set_health(SessionHealth::Failing {
+                    since: since.into_std(),
+                    valid_until: valid_until.into_std(),
+                });
             }
         }
     }
+    tracing::warn!(backend, session = %id, ?ttl, ?margin, "no renewal acknowledged before the client-side deadline; session lost");
+    count_lost(backend, id, lost);
+    set_health(SessionHealth::Lost);
+    lost.cancel();
+    revoke_after_loss(backend, id, lease, ttl * REVOKE_RETRY_TTLS).await;
+}
+
+/// Revokes a lost session in the background, retrying with backoff for `for_at_most`,
+/// so that a renewal which was sent before the deadline and lands after it keeps
+/// nothing alive.
+async fn revoke_after_loss(
+    backend: &'static str,
+    id: SessionId,
+    lease: &Arc<dyn Lease>,
+    for_at_most: Duration,
+) {
+    let give_up = Instant::now() + for_at_most;
+    let mut pause = MIN_RETRY;
+    loop {
+        match tokio::time::timeout_at(give_up, lease.revoke()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => {
+                tracing::debug!(backend, session = %id, %error, "revoking a lost session failed; retrying");
+            }
+            Err(_) => break,
+        }
+        if Instant::now() + pause >= give_up {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+    tracing::debug!(backend, session = %id, "gave up revoking a lost session; the store expires it");
 }
 
 #[cfg(test)]
@@ -352,6 +670,9 @@ mod tests {
         renewals: AtomicUsize,
         revokes: AtomicUsize,
         answer: Mutex<Result<KeepAlive, &'static str>>,
+        /// How long each renewal takes to answer; `None` never answers (a silent
+        /// partition).
+        delay: Mutex<Option<Duration>>,
     }
 
     impl ScriptedLease {
@@ -360,11 +681,16 @@ mod tests {
                 renewals: AtomicUsize::new(0),
                 revokes: AtomicUsize::new(0),
                 answer: Mutex::new(Ok(KeepAlive::Renewed)),
+                delay: Mutex::new(Some(Duration::ZERO)),
             })
         }
 
         fn answer(&self, answer: Result<KeepAlive, &'static str>) {
             *self.answer.lock().unwrap() = answer;
+        }
+
+        fn delay(&self, delay: Option<Duration>) {
+            *self.delay.lock().unwrap() = delay;
         }
     }
 
@@ -372,6 +698,11 @@ mod tests {
     impl Lease for ScriptedLease {
         async fn keep_alive(&self) -> Result<KeepAlive> {
             self.renewals.fetch_add(1, Ordering::SeqCst);
+            let delay = *self.delay.lock().unwrap();
+            match delay {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => std::future::pending::<()>().await,
+            }
             let answer = *self.answer.lock().unwrap();
             answer.map_err(|e| Error::connection("test", e))
         }
@@ -385,12 +716,26 @@ mod tests {
     }
 
     fn start(lease: &Arc<ScriptedLease>, ttl: Duration) -> Session {
+        start_with(lease, &SessionOptions::with_ttl(ttl))
+    }
+
+    fn start_with(lease: &Arc<ScriptedLease>, options: &SessionOptions) -> Session {
         Session::start(
             "test",
             SessionId(0xabc),
-            ttl,
+            options,
+            Instant::now(),
             Arc::clone(lease) as Arc<dyn Lease>,
         )
+    }
+
+    /// Waits (on paused time) until `session` is lost and returns how long that took
+    /// from `from`.
+    async fn lost_after(session: &Session, from: Instant) -> Duration {
+        tokio::time::timeout(Duration::from_secs(600), session.lost())
+            .await
+            .expect("lost() fires");
+        from.elapsed()
     }
 
     #[tokio::test(start_paused = true)]
@@ -415,15 +760,148 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failing_renewals_end_the_session_after_the_ttl_not_before() {
+    async fn failing_renewals_end_the_session_at_ttl_minus_margin_exactly() {
         let lease = ScriptedLease::new();
+        let start_at = Instant::now();
         let session = start(&lease, Duration::from_secs(3));
         lease.answer(Err("connection refused"));
-        tokio::time::sleep(Duration::from_millis(2900)).await;
-        assert!(!session.is_lost(), "lost before the TTL ran out");
-        tokio::time::timeout(Duration::from_millis(500), session.lost())
-            .await
-            .expect("lost() once the TTL ran out without a renewal");
+        // Default margin: ttl / 5 = 600 ms; the grant was sent at start_at.
+        assert_eq!(
+            lost_after(&session, start_at).await,
+            Duration::from_millis(2400)
+        );
+        assert!(
+            lease.renewals.load(Ordering::SeqCst) > 2,
+            "failed renewals are retried"
+        );
+        assert_eq!(session.health(), SessionHealth::Lost);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_store_ends_the_session_at_the_deadline_not_at_a_timeout() {
+        let lease = ScriptedLease::new();
+        let start_at = Instant::now();
+        let options =
+            SessionOptions::with_ttl(Duration::from_secs(6)).margin(Duration::from_secs(1));
+        let session = start_with(&lease, &options);
+        lease.delay(None);
+        assert_eq!(lost_after(&session, start_at).await, Duration::from_secs(5));
+        assert_eq!(lease.renewals.load(Ordering::SeqCst), 1, "one renewal hung");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_counts_from_the_renewals_send_time_not_its_reply() {
+        let lease = ScriptedLease::new();
+        let start_at = Instant::now();
+        let options =
+            SessionOptions::with_ttl(Duration::from_secs(3)).margin(Duration::from_millis(300));
+        // The first renewal (sent at 1 s) takes 800 ms to answer: valid until
+        // 1 s + 3 s - 0.3 s = 3.7 s, not 1.8 s + 2.7 s = 4.5 s.
+        lease.delay(Some(Duration::from_millis(800)));
+        let session = start_with(&lease, &options);
+        let mut health = session.health_watch();
+        assert_eq!(
+            health.current().valid_until(),
+            Some((start_at + Duration::from_millis(2700)).into_std())
+        );
+        let renewed = health.changed().await;
+        assert_eq!(start_at.elapsed(), Duration::from_millis(1800));
+        assert_eq!(
+            renewed,
+            SessionHealth::Healthy {
+                valid_until: (start_at + Duration::from_millis(3700)).into_std()
+            }
+        );
+        // Then the store goes silent: lost at exactly 3.7 s.
+        lease.delay(None);
+        assert_eq!(
+            lost_after(&session, start_at).await,
+            Duration::from_millis(3700)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_after_the_deadline_does_not_revive_the_session() {
+        let lease = ScriptedLease::new();
+        let start_at = Instant::now();
+        // The renewal sent at 1 s answers at 3 s, after the 2.4 s deadline.
+        lease.delay(Some(Duration::from_secs(2)));
+        let session = start(&lease, Duration::from_secs(3));
+        assert_eq!(
+            lost_after(&session, start_at).await,
+            Duration::from_millis(2400)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(session.is_lost());
+        assert_eq!(session.health(), SessionHealth::Lost);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_renewals_warn_before_the_loss() {
+        let lease = ScriptedLease::new();
+        let start_at = Instant::now();
+        let session = start(&lease, Duration::from_secs(3));
+        lease.answer(Err("connection reset"));
+        let mut health = session.health_watch();
+        let warning = health.changed().await;
+        assert_eq!(
+            start_at.elapsed(),
+            Duration::from_secs(1),
+            "at the first failed renewal"
+        );
+        match warning {
+            SessionHealth::Failing { since, valid_until } => {
+                assert_eq!(since, (start_at + Duration::from_secs(1)).into_std());
+                assert_eq!(
+                    valid_until,
+                    (start_at + Duration::from_millis(2400)).into_std()
+                );
+            }
+            other => panic!("expected Failing, got {other:?}"),
+        }
+        assert!(!session.is_lost());
+        // Renewals recover: healthy again.
+        lease.answer(Ok(KeepAlive::Renewed));
+        loop {
+            if let SessionHealth::Healthy { .. } = health.changed().await {
+                break;
+            }
+        }
+        assert!(!session.is_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_session_is_revoked_in_the_background() {
+        let lease = ScriptedLease::new();
+        let session = start(&lease, Duration::from_secs(3));
+        lease.delay(None);
+        session.lost().await;
+        let revoked = Instant::now() + Duration::from_secs(9);
+        while lease.revokes.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < revoked, "revoked after the loss");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(session);
+    }
+
+    #[tokio::test]
+    async fn a_margin_that_leaves_no_room_for_a_renewal_is_refused() {
+        let ttl = Duration::from_secs(3);
+        assert!(SessionOptions::with_ttl(ttl).validate().is_ok());
+        assert_eq!(
+            SessionOptions::with_ttl(ttl).effective_margin(),
+            Duration::from_millis(600)
+        );
+        assert!(SessionOptions::with_ttl(ttl)
+            .margin(Duration::ZERO)
+            .validate()
+            .is_ok());
+        for margin in [Duration::from_secs(2), Duration::from_secs(5)] {
+            match SessionOptions::with_ttl(ttl).margin(margin).validate() {
+                Err(Error::InvalidArgument(message)) => assert!(message.contains("margin")),
+                other => panic!("{margin:?}: {other:?}"),
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 
 use crate::case::{Case, Claim, Need, Primitive};
 use crate::check::Check;
-use crate::faults::Hook;
+use crate::faults::{Hook, PartitionMode};
 use crate::outcome::Outcome;
 
 mod api;
@@ -19,6 +19,7 @@ mod jepsen;
 mod kill;
 mod linearizable;
 pub(crate) mod lock;
+mod partition;
 mod pause;
 mod queue;
 mod restart;
@@ -36,6 +37,7 @@ const LOST: Claim = Claim::Flag("lost_notification", |c: &Capabilities| c.lost_n
 const STALLED: Claim = Claim::Flag("stalled_holder_expires", |c: &Capabilities| {
     c.stalled_holder_expires
 });
+const PARTITION: Claim = Claim::Flag("partition_safe", |c: &Capabilities| c.partition_safe);
 const SURVIVES: Claim = Claim::Flag("survives_restart", |c: &Capabilities| c.survives_restart);
 const LINEARIZABLE: Claim = Claim::Flag("linearizable", |c: &Capabilities| c.linearizable);
 
@@ -137,6 +139,24 @@ pub static CASES: &[Case] = &[
         run: |h| boxed(jepsen::counter(h)),
     },
     Case {
+        id: "lock_partition_silent",
+        primitive: Primitive::Lock,
+        guarantee: "a lock holder cut off (silent partition) sees lost() before anyone else is granted",
+        needs: &[Need::Lock],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, partition::Held::Lock, PartitionMode::Silent)),
+    },
+    Case {
+        id: "lock_partition_reset",
+        primitive: Primitive::Lock,
+        guarantee: "a lock holder cut off (connections reset) sees lost() before anyone else is granted",
+        needs: &[Need::Lock],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, partition::Held::Lock, PartitionMode::Reset)),
+    },
+    Case {
         id: "session_close_releases_all",
         primitive: Primitive::Session,
         guarantee: "close() releases lock, leadership and write lock",
@@ -227,6 +247,24 @@ pub static CASES: &[Case] = &[
         run: |h| boxed(election::observe_in_order(h)),
     },
     Case {
+        id: "election_partition_silent",
+        primitive: Primitive::Election,
+        guarantee: "a leader cut off (silent partition) sees lost() before anyone else is granted",
+        needs: &[Need::Election],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, partition::Held::Leadership, PartitionMode::Silent)),
+    },
+    Case {
+        id: "election_partition_reset",
+        primitive: Primitive::Election,
+        guarantee: "a leader cut off (connections reset) sees lost() before anyone else is granted",
+        needs: &[Need::Election],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, partition::Held::Leadership, PartitionMode::Reset)),
+    },
+    Case {
         id: "rwlock_readers_share",
         primitive: Primitive::RwLock,
         guarantee: "readers share",
@@ -261,6 +299,24 @@ pub static CASES: &[Case] = &[
         claim: FENCING,
         hooks: &[],
         run: |h| boxed(rwlock::write_tokens(h)),
+    },
+    Case {
+        id: "rwlock_partition_silent",
+        primitive: Primitive::RwLock,
+        guarantee: "a write-lock holder cut off (silent partition) sees lost() before anyone else is granted",
+        needs: &[Need::RwLock],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, partition::Held::WriteLock, PartitionMode::Silent)),
+    },
+    Case {
+        id: "rwlock_partition_reset",
+        primitive: Primitive::RwLock,
+        guarantee: "a write-lock holder cut off (connections reset) sees lost() before anyone else is granted",
+        needs: &[Need::RwLock],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, partition::Held::WriteLock, PartitionMode::Reset)),
     },
     Case {
         id: "queue_fifo",
@@ -333,6 +389,24 @@ pub static CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[],
         run: |h| boxed(barrier::too_many_participants(h)),
+    },
+    Case {
+        id: "double_barrier_partition_silent",
+        primitive: Primitive::DoubleBarrier,
+        guarantee: "a participant cut off (silent partition) sees lost() before the other participant passes",
+        needs: &[Need::DoubleBarrier],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, partition::Held::DoubleBarrierEntry, PartitionMode::Silent)),
+    },
+    Case {
+        id: "double_barrier_partition_reset",
+        primitive: Primitive::DoubleBarrier,
+        guarantee: "a participant cut off (connections reset) sees lost() before the other participant passes",
+        needs: &[Need::DoubleBarrier],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, partition::Held::DoubleBarrierEntry, PartitionMode::Reset)),
     },
     Case {
         id: "stm_bank_serializable_snapshot",

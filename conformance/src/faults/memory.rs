@@ -9,17 +9,23 @@
 //! expires it behind its owner's back).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::kv::LeaseId;
+use distsync_core::kv::{
+    Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse,
+};
 use distsync_core::memory::{self, MemoryBackend, MemoryKv};
 use distsync_core::recipes::KvBackend;
+use distsync_core::KeepAlive;
 use distsync_core::{
     Backend, Bytes, Election, Error, FencingToken, Leadership, LockGuard, Locker, Result, Session,
     SessionId, SessionOptions,
 };
+use futures::stream::{BoxStream, StreamExt};
+use tokio::sync::watch;
 
-use super::{ExternalHolder, Faults, HoldKind, HolderSpec, Hook};
+use super::{ExternalHolder, Faults, HoldKind, HolderSpec, Hook, PartitionMode, Partitioned};
 use crate::harness::Harness;
 
 /// Why process-level hooks are unsupported on the memory store.
@@ -64,7 +70,7 @@ impl Faults for MemoryFaults {
 
     fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
         match hook {
-            Hook::KillSession | Hook::PausedHolder | Hook::SecondClient => Ok(()),
+            Hook::KillSession | Hook::PausedHolder | Hook::SecondClient | Hook::Partition => Ok(()),
             Hook::ChildHolder => Err(NO_CHILD.to_owned()),
             Hook::PrivateServer => Err(
                 "no server to restart: the memory store lives and dies with its process".to_owned(),
@@ -119,6 +125,116 @@ impl Faults for MemoryFaults {
             "",
             memory::capabilities(),
         )))
+    }
+
+    async fn partitioned_client(&self, _backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+        let (mode, _) = watch::channel(PartitionMode::Forward);
+        let mode = Arc::new(mode);
+        let kv = GatedKv {
+            kv: self.kv.clone(),
+            mode: Arc::clone(&mode),
+        };
+        Ok(Box::new(GatedClient {
+            backend: Arc::new(KvBackend::with_kv(kv, "", memory::capabilities())),
+            mode,
+        }))
+    }
+}
+
+/// A second client of the memory store whose calls pass a gate: the in-process
+/// model of a network partition. The store itself goes on (expiring leases that are
+/// no longer renewed), exactly as a server behind a partition does.
+struct GatedClient {
+    backend: Arc<dyn Backend>,
+    mode: Arc<watch::Sender<PartitionMode>>,
+}
+
+impl Partitioned for GatedClient {
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
+    }
+
+    fn set(&self, mode: PartitionMode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+/// The gate: [`PartitionMode::Silent`] holds every call (and every watch event) until
+/// healed, [`PartitionMode::Reset`] fails calls at once and ends watches.
+struct GatedKv {
+    kv: MemoryKv,
+    mode: Arc<watch::Sender<PartitionMode>>,
+}
+
+/// Waits until `mode` lets a call through; the connection error on a reset.
+async fn pass(mode: &watch::Sender<PartitionMode>) -> Result<()> {
+    let mut mode = mode.subscribe();
+    loop {
+        let current = *mode.borrow_and_update();
+        match current {
+            PartitionMode::Forward => return Ok(()),
+            PartitionMode::Reset => {
+                return Err(Error::connection(
+                    "memory",
+                    "partitioned from the store (connection reset)",
+                ))
+            }
+            PartitionMode::Silent => {
+                if mode.changed().await.is_err() {
+                    return Err(Error::connection("memory", "partition gate dropped"));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Kv for GatedKv {
+    fn backend(&self) -> &'static str {
+        self.kv.backend()
+    }
+
+    async fn range(&self, range: Range) -> Result<RangeResponse> {
+        pass(&self.mode).await?;
+        self.kv.range(range).await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        pass(&self.mode).await?;
+        self.kv.txn(txn).await
+    }
+
+    async fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        start_revision: Revision,
+    ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+        pass(&self.mode).await?;
+        let events = self.kv.watch(key, prefix, start_revision).await?;
+        let mode = Arc::clone(&self.mode);
+        Ok(events
+            .then(move |event| {
+                let mode = Arc::clone(&mode);
+                async move { pass(&mode).await.and(event) }
+            })
+            .take_while(|event| futures::future::ready(event.is_ok()))
+            .boxed())
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        pass(&self.mode).await?;
+        self.kv.lease_grant(ttl).await
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+        pass(&self.mode).await?;
+        self.kv.lease_keep_alive(lease).await
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        pass(&self.mode).await?;
+        self.kv.lease_revoke(lease).await
     }
 }
 

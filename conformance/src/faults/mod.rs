@@ -28,10 +28,12 @@ pub mod child;
 pub mod cluster;
 mod memory;
 pub mod private;
+pub mod proxy;
 mod server;
 mod tools;
 
 pub use memory::MemoryFaults;
+pub use proxy::PartitionMode;
 pub use server::{ServerFaults, StoreKind, ETCD_CLUSTER_VAR};
 
 /// A fault hook a case may need (see [`crate::Case::hooks`]).
@@ -50,6 +52,9 @@ pub enum Hook {
     Cluster,
     /// [`Faults::second_client`]: an independent client of the same store.
     SecondClient,
+    /// [`Faults::partitioned_client`]: a client whose traffic to the store can be
+    /// silenced or reset.
+    Partition,
 }
 
 impl Hook {
@@ -62,6 +67,7 @@ impl Hook {
             Self::PrivateServer => "a private server to restart",
             Self::Cluster => "a cluster member to kill",
             Self::SecondClient => "a second, independent client",
+            Self::Partition => "a client that can be partitioned from the store",
         }
     }
 }
@@ -215,6 +221,28 @@ pub trait Faults: Send + Sync + 'static {
     async fn second_client(&self, backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
         Err(unsupported(backend, Hook::SecondClient))
     }
+
+    /// A client of the same store, independent of `backend`, whose traffic to the
+    /// store goes through a switch the case controls (a TCP proxy in the harness, or
+    /// for the memory store a gate in front of it): see [`Partitioned`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the connection error.
+    async fn partitioned_client(&self, backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+        Err(unsupported(backend, Hook::Partition))
+    }
+}
+
+/// A client cut off from its store on demand (see [`Faults::partitioned_client`]).
+/// Dropping it closes its connections.
+pub trait Partitioned: Send + Sync {
+    /// The client.
+    fn backend(&self) -> Arc<dyn Backend>;
+
+    /// Switches the partition: [`PartitionMode::Silent`] stops every byte (connections
+    /// stay open), [`PartitionMode::Reset`] closes every connection and refuses new
+    /// ones, [`PartitionMode::Forward`] heals.
+    fn set(&self, mode: PartitionMode);
 }
 
 /// A holder running outside the client under test (see [`Faults::spawn_holder`]).
@@ -380,6 +408,7 @@ mod tests {
             Hook::PrivateServer,
             Hook::Cluster,
             Hook::SecondClient,
+            Hook::Partition,
         ] {
             assert!(faults.offers(hook).is_err(), "{hook}");
         }

@@ -16,10 +16,11 @@ use distsync_core::{Backend, Error, Result, SessionId};
 use super::child::{self, Launcher};
 use super::cluster::EtcdCluster;
 use super::private;
+use super::proxy::{self, PartitionMode, Proxy};
 use super::tools::{self, require, run};
 use super::{
     hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook,
-    PrivateServer,
+    Partitioned, PrivateServer,
 };
 use crate::harness::Harness;
 
@@ -241,6 +242,9 @@ impl Faults for ServerFaults {
                 EtcdCluster::available()
             }
             Hook::SecondClient => Ok(()),
+            Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
+                .map(drop)
+                .map_err(|error| error.to_string()),
         }
     }
 
@@ -281,6 +285,30 @@ impl Faults for ServerFaults {
 
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
         (self.connect)(self.url.clone()).await
+    }
+
+    async fn partitioned_client(&self, _backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+        let (_, upstream) = proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())?;
+        let proxy = Proxy::start(upstream).await?;
+        let (url, _) = proxy::rewrite_url(&self.url, proxy.address())?;
+        let backend = (self.connect)(url).await?;
+        Ok(Box::new(ProxiedClient { backend, proxy }))
+    }
+}
+
+/// A client of a server whose every connection goes through a [`Proxy`].
+struct ProxiedClient {
+    backend: Arc<dyn Backend>,
+    proxy: Proxy,
+}
+
+impl Partitioned for ProxiedClient {
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
+    }
+
+    fn set(&self, mode: PartitionMode) {
+        self.proxy.set(mode);
     }
 }
 

@@ -1,0 +1,301 @@
+//! A TCP proxy between one client and its store, for partition faults.
+//!
+//! The client under test connects to the proxy instead of the server; the proxy
+//! forwards bytes both ways until told otherwise:
+//! - [`PartitionMode::Silent`]: bytes stop passing, connections stay open (a network
+//!   that drops packets, a hung middlebox): the client's requests get no answer, and
+//!   the server sees an idle client;
+//! - [`PartitionMode::Reset`]: every connection is closed at once (with a TCP reset
+//!   where the platform allows) and new ones are closed as soon as accepted (a
+//!   restarted proxy or firewall).
+//!
+//! [`Proxy::heal`] lets bytes pass again (for connections still open).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use distsync_core::{Error, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::hook_error;
+
+/// How the proxy treats traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionMode {
+    /// Bytes pass both ways.
+    Forward,
+    /// Bytes stop passing; connections stay open.
+    Silent,
+    /// Connections are closed, new ones refused.
+    Reset,
+}
+
+impl PartitionMode {
+    /// The mode in a few words, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Forward => "forwarding",
+            Self::Silent => "silent partition (bytes stop, connections stay open)",
+            Self::Reset => "reset partition (connections closed, new ones refused)",
+        }
+    }
+}
+
+/// A running proxy to one upstream address. Dropping it stops it and closes every
+/// connection it carries.
+#[derive(Debug)]
+pub struct Proxy {
+    address: SocketAddr,
+    mode: Arc<watch::Sender<PartitionMode>>,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        // Closes every forwarded connection: their pumps watch the mode.
+        self.mode.send_replace(PartitionMode::Reset);
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy on a free loopback port, forwarding to `upstream`
+    /// (`host:port`).
+    ///
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub async fn start(upstream: String) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| hook_error("binding the partition proxy", e))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| hook_error("binding the partition proxy", e))?;
+        let (mode, _) = watch::channel(PartitionMode::Forward);
+        let mode = Arc::new(mode);
+        let accept = tokio::spawn(accept_loop(listener, upstream, Arc::clone(&mode)));
+        Ok(Self {
+            address,
+            mode,
+            accept,
+        })
+    }
+
+    /// Where clients connect (`127.0.0.1:port`).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Switches the proxy to `mode`; takes effect at once on every connection.
+    pub fn set(&self, mode: PartitionMode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Lets bytes pass again.
+    pub fn heal(&self) {
+        self.set(PartitionMode::Forward);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    upstream: String,
+    mode: Arc<watch::Sender<PartitionMode>>,
+) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        if *mode.borrow() == PartitionMode::Reset {
+            reset(client);
+            continue;
+        }
+        let upstream = upstream.clone();
+        let mode = mode.subscribe();
+        tokio::spawn(async move {
+            let Ok(server) = TcpStream::connect(&upstream).await else {
+                reset(client);
+                return;
+            };
+            for stream in [&client, &server] {
+                let _ = stream.set_nodelay(true);
+                abortive_close(stream);
+            }
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            let up = pump(client_read, server_write, mode.clone());
+            let down = pump(server_read, client_write, mode);
+            // Either direction ending (EOF, error, reset) ends the connection.
+            tokio::select! {
+                () = up => {}
+                () = down => {}
+            }
+        });
+    }
+}
+
+/// Closes `stream` with a TCP reset rather than an orderly shutdown.
+fn reset(stream: TcpStream) {
+    abortive_close(&stream);
+    drop(stream);
+}
+
+/// Sets `SO_LINGER` to zero, so that closing the stream sends a reset.
+fn abortive_close(stream: &TcpStream) {
+    #[allow(deprecated)]
+    let _ = stream.set_linger(Some(std::time::Duration::ZERO));
+}
+
+/// Copies bytes from `from` to `to` while the mode lets them pass: holds them while
+/// silent, and returns (closing both halves) on reset, EOF or error.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<PartitionMode>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            () = until_reset(&mut mode) => return,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        // Silent: hold the bytes (the kernel buffers fill behind them) until healed.
+        loop {
+            let current = *mode.borrow_and_update();
+            match current {
+                PartitionMode::Forward => break,
+                PartitionMode::Reset => return,
+                PartitionMode::Silent => {
+                    if mode.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn until_reset(mode: &mut watch::Receiver<PartitionMode>) {
+    loop {
+        if *mode.borrow_and_update() == PartitionMode::Reset {
+            return;
+        }
+        if mode.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `url` with its (single) `host:port` replaced by `address`: how a client is sent
+/// through the proxy. User info, path and query are kept.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for a URL without an authority, or naming several hosts.
+pub fn rewrite_url(url: &str, address: SocketAddr) -> Result<(String, String)> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host),
+        None => (String::new(), authority),
+    };
+    if host.is_empty() || host.contains(',') {
+        return Err(invalid("a partition proxy fronts exactly one host:port"));
+    }
+    Ok((format!("{scheme}://{user}{address}{tail}"), host.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn urls_are_rewritten_to_the_proxy() {
+        let proxy: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(
+            rewrite_url(
+                "postgres://distsync@127.0.0.1:25432/distsync?schema=x",
+                proxy
+            )
+            .unwrap(),
+            (
+                "postgres://distsync@127.0.0.1:4000/distsync?schema=x".to_owned(),
+                "127.0.0.1:25432".to_owned()
+            )
+        );
+        assert_eq!(
+            rewrite_url("redis://127.0.0.1:26379", proxy).unwrap().0,
+            "redis://127.0.0.1:4000"
+        );
+        assert!(rewrite_url("etcd://a:1,b:2/ns", proxy).is_err());
+        assert!(rewrite_url("nonsense", proxy).is_err());
+    }
+
+    /// An echo server behind the proxy: bytes pass, stop when silent, pass again when
+    /// healed, and the connection dies on reset.
+    #[tokio::test]
+    async fn silent_holds_bytes_and_reset_closes() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = echo.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 64];
+                    while let Ok(n) = stream.read(&mut buffer).await {
+                        if n == 0 || stream.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = Proxy::start(upstream).await.unwrap();
+        let mut client = TcpStream::connect(proxy.address()).await.unwrap();
+        let mut answer = [0u8; 4];
+        client.write_all(b"ping").await.unwrap();
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"ping");
+
+        proxy.set(PartitionMode::Silent);
+        client.write_all(b"held").await.unwrap();
+        let silent =
+            tokio::time::timeout(Duration::from_millis(300), client.read_exact(&mut answer)).await;
+        assert!(silent.is_err(), "no byte passes a silent partition");
+        proxy.heal();
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut answer))
+            .await
+            .expect("bytes pass once healed")
+            .unwrap();
+        assert_eq!(&answer, b"held");
+
+        proxy.set(PartitionMode::Reset);
+        let closed = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+            .await
+            .expect("a reset connection ends at once");
+        assert!(matches!(closed, Ok(0) | Err(_)));
+        let mut again = TcpStream::connect(proxy.address()).await.unwrap();
+        let refused = tokio::time::timeout(Duration::from_secs(5), again.read(&mut answer))
+            .await
+            .expect("a new connection is closed at once");
+        assert!(matches!(refused, Ok(0) | Err(_)));
+    }
+}
