@@ -17,18 +17,43 @@
 //!
 //! | URL | cargo feature | backend crate |
 //! |---|---|---|
-//! | `memory://` (fresh) or `memory://NAME` (shared in the process) | (always) | [`distsync_core::memory`] |
+//! | `memory://` (fresh) or `memory://NAME` (shared in the process) | (always) | [`memory`] |
 //! | `etcd://host:port[,host:port...][/namespace]` | `etcd` | `distsync-etcd` |
 //! | `redis://host:port[/db][?namespace=...]` | `redis` | `distsync-redis` |
 //! | `postgres://user@host:port/db[?schema=...]` | `postgres` | `distsync-postgres` |
+//!
+//! The items here are the user's API: [`connect`] and the [`Coordinator`] it returns,
+//! [`Session`]s, the primitive traits and their guards, [`Error`], [`Capabilities`].
+//! What it takes to implement a store (the `Backend` trait, leases, guard
+//! constructors, the `Kv` model and the recipes over it) is in [`raw`].
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-pub use distsync_core::*;
+// The user's API, item by item (backend authors: `raw`).
+pub use distsync_core::{
+    BoxError, Bytes, Capabilities, Coordinator, Error, FencingToken, HealthWatch, LeaderInfo,
+    Leadership, LockGuard, Lost, Name, ReadGuard, Result, Session, SessionHealth, SessionId,
+    SessionOptions, DEFAULT_TTL,
+};
+// The primitives.
+pub use distsync_core::{
+    Barrier, DoubleBarrier, Election, Locker, Queue, RwLock, DEFAULT_PRIORITY,
+};
+// Software transactional memory.
+pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
+// The in-memory backend (`memory://`), observability, migration between stores, and
+// the backend author's API.
+pub use distsync_core::{instrument, memory, migrate, raw};
 
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use distsync_etcd as etcd;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use distsync_postgres as postgres;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use distsync_redis as redis;
 
 /// Connects to the store a URL names and returns a [`Coordinator`] over it.

@@ -2,13 +2,18 @@
 //!
 //! The contract of distsync: validated [`Name`]s, the [`Error`] enum, [`Session`]s
 //! (leases kept alive in the background), guards carrying [`FencingToken`]s,
-//! [`Capabilities`], and the primitive traits — [`Locker`], [`Election`],
-//! [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`] and [`Stm`] — behind the
-//! object-safe [`Backend`] trait. Also the revisioned key-value model ([`kv`]) that
-//! etcd-like stores implement, the primitives built on it as etcd's Go packages build
-//! them ([`recipes`]), and the in-memory backend ([`memory`]), a real store in-process
-//! that users can test against.
+//! [`Capabilities`], the primitive traits — [`Locker`], [`Election`], [`RwLock`],
+//! [`Queue`], [`Barrier`], [`DoubleBarrier`] and [`Stm`] — and the [`Coordinator`]
+//! that hands them out, plus the in-memory backend ([`memory`]), a real store
+//! in-process that users can test against.
+//!
+//! Applications use these through the `distsync` facade crate. Backend authors find
+//! what it takes to implement a store in [`raw`]: the object-safe `Backend` trait,
+//! leases, guard constructors, the revisioned key-value model (`Kv`) that etcd-like
+//! stores implement and the primitives built on it as etcd's Go packages build them
+//! (`recipes`), with the contract a backend must keep.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod barrier;
@@ -17,29 +22,47 @@ pub mod election;
 pub mod error;
 pub mod guard;
 pub mod instrument;
+#[doc(hidden)]
 pub mod kv;
 pub mod lock;
 pub mod memory;
 pub mod migrate;
 pub mod name;
 pub mod queue;
+pub mod raw;
+#[doc(hidden)]
 pub mod recipes;
 pub mod rwlock;
 pub mod session;
 pub mod stm;
 pub mod token;
 
-pub use backend::{Backend, Coordinator};
+pub use backend::Coordinator;
 pub use barrier::{Barrier, DoubleBarrier};
 pub use bytes::Bytes;
 pub use capabilities::Capabilities;
-pub use election::{Election, LeaderInfo, Leadership, Proclaim};
+pub use election::{Election, LeaderInfo, Leadership};
 pub use error::{BoxError, Error, Result};
-pub use guard::{LockGuard, ReadGuard, ReleaseFn};
+pub use guard::{LockGuard, ReadGuard};
 pub use lock::Locker;
 pub use name::Name;
 pub use queue::{Queue, DEFAULT_PRIORITY};
 pub use rwlock::RwLock;
-pub use session::{KeepAlive, Lease, Session, SessionId, SessionOptions, DEFAULT_TTL};
-pub use stm::{Committed, Isolation, Stm, StmAttempt, StmOptions, StmTx, Write};
+pub use session::{
+    HealthWatch, Lost, Session, SessionHealth, SessionId, SessionOptions, DEFAULT_TTL,
+};
+pub use stm::{Committed, Isolation, Stm, StmOptions, StmTx};
 pub use token::FencingToken;
+
+// The implementors' items, kept at their old paths for the backends; documented in
+// [`raw`].
+#[doc(hidden)]
+pub use backend::Backend;
+#[doc(hidden)]
+pub use election::Proclaim;
+#[doc(hidden)]
+pub use guard::ReleaseFn;
+#[doc(hidden)]
+pub use session::{KeepAlive, Lease};
+#[doc(hidden)]
+pub use stm::{StmAttempt, Write};
