@@ -14,14 +14,26 @@ pub trait Barrier: Send + Sync {
     fn name(&self) -> &Name;
 
     /// Raises the barrier; holding an already held barrier is not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it is one idempotent write, so a dropped future has
+    /// either raised the barrier or not, and calling it again is harmless.
     async fn hold(&self) -> Result<()>;
 
     /// Lowers the barrier, letting every waiter through.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it is one idempotent write, so a dropped future has
+    /// either lowered the barrier or not, and calling it again is harmless.
     async fn release(&self) -> Result<()>;
 
     /// Returns at once if the barrier is not held, or when it is released.
     ///
-    /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()>;
 }
 
@@ -44,13 +56,18 @@ pub trait DoubleBarrier: Send + Sync {
     /// [`crate::Error::TooManyParticipants`] for a participant over the count (its
     /// entry is removed).
     ///
-    /// Cancel-safety: dropping the future leaves this participant's entry until its
-    /// session ends or `leave` is called.
+    /// # Cancel safety
+    ///
+    /// This method is not fully cancel safe: dropping the future leaves this
+    /// participant's entry in the store, counted as entered, until its session ends or
+    /// [`DoubleBarrier::leave`] is called (the residue is bounded by the session).
     async fn enter(&self) -> Result<()>;
 
     /// Leaves and waits until every participant has left.
     ///
-    /// Cancel-safety: dropping the future may leave this participant's entry deleted
-    /// or not; in either case it is bounded by the session.
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes may leave this participant's entry
+    /// deleted or not; in either case it is bounded by the session.
     async fn leave(&self) -> Result<()>;
 }

@@ -37,11 +37,17 @@ pub trait Election: Send + Sync {
     /// # Errors
     /// [`Error::SessionLost`] if the session ends while waiting, or the store's error.
     ///
-    /// Cancel-safety: cancel-safe. Dropping the future withdraws the candidacy (or
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future withdraws the candidacy (or
     /// leaves it to the lease) and never leaves this candidate leader.
     async fn campaign(&self, value: Bytes) -> Result<Leadership>;
 
     /// The current leader, if any.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only reads.
     async fn leader(&self) -> Result<Option<LeaderInfo>>;
 
     /// A stream of leaders: the current one first (if any), then every change of
@@ -110,8 +116,10 @@ impl Leadership {
     /// # Errors
     /// [`Error::NotLeader`] once the leadership is lost.
     ///
-    /// Cancel-safety: one guarded write; dropped part-way, the value is either
-    /// published or not.
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it is one guarded write, so a dropped future has
+    /// either published the value or not.
     pub async fn proclaim(&self, value: impl Into<Bytes> + Send) -> Result<()> {
         if self.is_lost() {
             return Err(Error::NotLeader);
@@ -124,7 +132,10 @@ impl Leadership {
     /// # Errors
     /// [`Error::SessionLost`] if leadership had already been lost, or the store's error.
     ///
-    /// Cancel-safety: dropping the future part-way leaves the resignation to the lease.
+    /// # Cancel safety
+    ///
+    /// Dropping the future part-way leaves the resignation to the lease: the candidacy
+    /// ends at the latest when the session does.
     pub async fn resign(self) -> Result<()> {
         self.held.release().await
     }

@@ -35,19 +35,33 @@ pub trait Locker: Send + Sync {
     /// [`crate::Error::SessionLost`] if the session ends while waiting, or the store's
     /// error.
     ///
-    /// Cancel-safety: cancel-safe. Dropping the future removes this waiter's entry (or
-    /// leaves it to the lease), and never leaves the lock held.
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes removes
+    /// this waiter's entry (or leaves it to the lease, which bounds it), and never
+    /// leaves the lock held: a grant that races with the drop is released again.
     async fn lock(&self) -> Result<LockGuard>;
 
     /// Takes the lock if it is free now, without waiting.
     ///
     /// Returns `Ok(None)` when another holder has it.
+    ///
+    /// # Errors
+    /// The store's error; [`crate::Error::SessionLost`] if the session is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. It does not wait for a holder, only for the store's
+    /// answer; dropping the future before it completes removes the entry it may have
+    /// made (or leaves it to the lease) and never leaves the lock held.
     async fn try_lock(&self) -> Result<Option<LockGuard>>;
 
     /// How many contenders are registered in the store for this lock, the holder
     /// included (0: free). A snapshot for monitoring and tests (e.g. to wait, with a
     /// deadline, until a waiter is queued); it may be stale by the time it returns.
     ///
-    /// Cancel-safety: cancel-safe (a read).
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only reads.
     async fn contenders(&self) -> Result<usize>;
 }

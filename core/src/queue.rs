@@ -22,26 +22,51 @@ pub trait Queue: Send + Sync {
     fn name(&self) -> &Name;
 
     /// Appends `item` at [`DEFAULT_PRIORITY`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Queue::enqueue_with_priority`].
     async fn enqueue(&self, item: Bytes) -> Result<()> {
         self.enqueue_with_priority(item, DEFAULT_PRIORITY).await
     }
 
     /// Appends `item` behind the items of the same or a lower `priority` number.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes leaves the item enqueued once or not at
+    /// all (as any write whose answer is lost), never twice; nothing that blocks others
+    /// is left behind.
     async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()>;
 
     /// Waits for an item and removes it.
     ///
-    /// Cancel-safety: cancel-safe. Dropping the future never loses an item: an item is
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future never loses an item: an item is
     /// either returned by this call or left in the queue for another consumer.
     async fn dequeue(&self) -> Result<Bytes>;
 
     /// Removes the first item if there is one, without waiting.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe, as [`Queue::dequeue`]: an item is either returned
+    /// by this call or left in the queue.
     async fn try_dequeue(&self) -> Result<Option<Bytes>>;
 
     /// How many items are queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only reads.
     async fn len(&self) -> Result<usize>;
 
     /// Whether no item is queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only reads.
     async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
     }
