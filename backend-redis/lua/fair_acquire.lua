@@ -21,6 +21,7 @@ else
   redis.call('HSET', reg, ekey, val)
   redis.call('PEXPIRE', reg, ttl)
   redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
+  redis.call('PERSIST', p .. ':seq')
   if elect then
     redis.call('HSET', p .. ':v', id, ARGV[7])
   end

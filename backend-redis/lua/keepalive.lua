@@ -1,10 +1,15 @@
 -- Renews a session and everything held through it, in one round trip.
 -- KEYS[1]: session key, KEYS[2]: its registry (entry key -> expected value).
--- ARGV: channel prefix, ttl ms.
--- Returns 1 when renewed. Returns 0 when the session key is gone or a held key is gone
--- or holds another value; what is left of the session is then released at once.
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  release_all(KEYS[2])
+-- ARGV: channel prefix, ttl ms, nonce (the session key's value).
+-- Returns 1 when renewed. Returns 0 when the session key is gone, holds another nonce
+-- (another session's key: the server lost this one, e.g. in a restart, and the id was
+-- taken again), or a held key is gone or holds another value. What is left of this
+-- session is then released at once; another session's key and registry are left alone.
+local nonce = redis.call('GET', KEYS[1])
+if nonce ~= ARGV[3] then
+  if not nonce then
+    release_all(KEYS[2])
+  end
   return 0
 end
 local held = redis.call('HGETALL', KEYS[2])

@@ -12,13 +12,40 @@ local function decimal(n)
   return string.format('%d', n)
 end
 
+-- The next value of a counter that must never go backwards, not even across a server
+-- restart that lost it (no persistence, or a failover to a replica that had not seen
+-- the last increments): fencing tokens and election change numbers. A counter that
+-- does not exist (never used, expired while idle, or lost) is first set to the
+-- server's clock in microseconds since the Unix epoch (TIME), then incremented. So a
+-- counter recreated at time T starts above every value it gave before, provided
+--   * it was incremented less than once per microsecond on average since it was last
+--     seeded (a lock grant takes a release and an acquire, each a script run: far
+--     fewer than a million a second on one name), and
+--   * the server's clock did not go back (across servers: their clocks agree to
+--     within the time the counter was idle, or the restart took).
+-- Values stay below 2^53 (until the year 2255), so Lua's numbers hold them exactly;
+-- they are passed on as decimal strings.
+local function counter_next(key)
+  if redis.call('EXISTS', key) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', key, t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+  return redis.call('INCR', key)
+end
+
+-- How long the counters of a fair queue outlive its last entry (ms): an unused name
+-- leaves nothing behind for long, and a counter recreated later is seeded from the
+-- clock, which has moved on.
+local FAIR_IDLE_MS = 3600000
+
 -- Fair queues: locks (kind "lock"), read-write locks ("rw") and elections ("elect").
 -- Under the prefix p = "{<namespace><name>}:<kind>":
 --   p:q        sorted set of entry ids, scored by arrival (p:seq)
 --   p:g        hash of granted entry ids -> fencing token (0 for readers)
 --   p:e:<id>   the entry key, value "<mode><id>" (mode w or r), PX = session TTL,
 --              listed in its session's registry and renewed with it
---   p:fence    the fencing-token counter (never deleted, so tokens only grow)
+--   p:fence    the fencing-token counter (counter_next: seeded from the clock, so
+--              tokens only grow even when it is lost or expires while unused)
 --   p:w:<id>   the channel that wakes entry <id> when it is granted
 -- Elections also keep p:v (id -> value), p:ver (change counter), p:cur (id of the
 -- leader last published) and the channel p:ch (one message per change).
@@ -58,9 +85,10 @@ local function fq_settle(p, quiet)
         if redis.call('HEXISTS', g, id) == 0 then
           local token = 0
           if writer then
-            token = redis.call('INCR', p .. ':fence')
+            token = counter_next(p .. ':fence')
+            redis.call('PERSIST', p .. ':fence')
           end
-          redis.call('HSET', g, id, token)
+          redis.call('HSET', g, id, decimal(token))
           if id ~= quiet then
             publish(p .. ':w:' .. id, decimal(token))
           end
@@ -92,7 +120,8 @@ end
 -- "<ver> <term> <pttl of the leader's key> <key length> <key><value>", or
 -- "<ver> 0 0 0 " when there is no leader.
 local function elect_publish(p, id, term)
-  local ver = decimal(redis.call('INCR', p .. ':ver'))
+  local ver = decimal(counter_next(p .. ':ver'))
+  redis.call('PERSIST', p .. ':ver')
   if id then
     local key = p .. ':e:' .. id
     local value = redis.call('HGET', p .. ':v', id) or ''
@@ -170,6 +199,12 @@ local function release_hold(ekey, val)
     fq_settle(p)
     if kind == 'elect' then
       elect_sync(p)
+    end
+    if redis.call('EXISTS', p .. ':q') == 0 then
+      -- Nobody holds or waits: let the counters go once the name has been idle.
+      redis.call('PEXPIRE', p .. ':fence', FAIR_IDLE_MS)
+      redis.call('PEXPIRE', p .. ':seq', FAIR_IDLE_MS)
+      redis.call('PEXPIRE', p .. ':ver', FAIR_IDLE_MS)
     end
   end
   return mine

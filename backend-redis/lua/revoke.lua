@@ -1,6 +1,15 @@
 -- Ends a session: releases everything held through it (waking the next waiters),
 -- deletes its key and tells its owner on the channel "<session key>:lost".
--- KEYS[1]: session key, KEYS[2]: its registry. ARGV: channel prefix.
+-- KEYS[1]: session key, KEYS[2]: its registry. ARGV: channel prefix, nonce or "".
+-- With a nonce (the owner closing its session), a session key holding another nonce
+-- belongs to another session and is left alone; an empty nonce revokes whatever
+-- session has the key. Returns 1 if a session key was deleted, else 0.
+if ARGV[2] ~= '' then
+  local nonce = redis.call('GET', KEYS[1])
+  if nonce and nonce ~= ARGV[2] then
+    return 0
+  end
+end
 release_all(KEYS[2])
 local existed = redis.call('DEL', KEYS[1])
 publish(KEYS[1] .. ':lost', 'revoked')

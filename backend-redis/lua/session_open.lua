@@ -1,6 +1,10 @@
--- Opens a session. KEYS[1]: the session counter.
--- ARGV: channel prefix, session key prefix ("{<ns>session:"), ttl ms.
--- Returns the new session id; its key is "<prefix><id>}".
-local id = redis.call('INCR', KEYS[1])
-redis.call('SET', ARGV[2] .. string.format('%d', id) .. '}', '1', 'PX', ARGV[3])
-return id
+-- Opens a session. KEYS[1]: the session key, KEYS[2]: its registry.
+-- ARGV: channel prefix, nonce, ttl ms.
+-- Returns 1 when the session key was created (holding the nonce), 0 when a session of
+-- this id already exists (the client then draws another id). A registry left behind
+-- by an earlier session of the same id (whose key expired) is dropped.
+if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return 0
+end
+redis.call('DEL', KEYS[2])
+return 1

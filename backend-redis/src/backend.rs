@@ -24,12 +24,28 @@ use crate::BACKEND;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the Redis backend offers and claims; see the crate documentation for why.
+/// What the Redis backend offers and claims on a server that never evicts keys
+/// (`maxmemory-policy noeviction`, which [`RedisBackend::connect`] checks); see the
+/// crate documentation for why.
 pub fn capabilities() -> Capabilities {
     Capabilities {
         survives_restart: false,
         linearizable: false,
         ..Capabilities::all(BACKEND, Duration::from_millis(100))
+    }
+}
+
+/// What the Redis backend claims on a server that may evict keys, accepted with
+/// `allow_eviction=true` in the URL: [`capabilities`] without `fencing` (an evicted
+/// counter starts again) and `fifo_waiters` (an evicted waiter line loses its order).
+/// Mutual exclusion itself is weakened too, which no flag expresses: an evicted entry
+/// lets the next waiter in while its holder learns of the loss only at its next
+/// renewal; and evicted queue items are lost.
+pub fn capabilities_under_eviction() -> Capabilities {
+    Capabilities {
+        fencing: false,
+        fifo_waiters: false,
+        ..capabilities()
     }
 }
 
@@ -47,7 +63,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// A fresh id for a dequeue call, unique across every client of the store.
+    /// A fresh id for a dequeue call, unique across every client of the store (the
+    /// instance id is random, see [`crate::random`]).
     pub(crate) fn call_id(&self) -> String {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         format!("c{}.{n}", self.instance)
@@ -104,7 +121,12 @@ impl RedisBackend {
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] for a bad URL, [`Error::Unsupported`] for `rediss://`,
-    /// [`Error::Connection`] when the server cannot be reached.
+    /// [`Error::Connection`] when the server cannot be reached,
+    /// [`Error::InvalidArgument`] when the server may evict keys (its
+    /// `maxmemory-policy` is not `noeviction`, or cannot be read) and the URL does not
+    /// say `allow_eviction=true` (see [`RedisUrl`]).
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call leaves nothing behind.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_to(&RedisUrl::parse(url)?).await
     }
@@ -113,6 +135,8 @@ impl RedisBackend {
     ///
     /// # Errors
     /// As [`RedisBackend::connect`].
+    ///
+    /// Cancel-safety: as [`RedisBackend::connect`].
     pub async fn connect_to(url: &RedisUrl) -> Result<Self> {
         let client = url.client()?;
         let keys = Keys::new(url.namespace(), url.db());
@@ -126,11 +150,12 @@ impl RedisBackend {
             )
             .await
             .map_err(redis_error)?;
-        let instance: u64 = redis::cmd("INCR")
-            .arg(keys.client_counter())
-            .query_async(&mut probe)
-            .await
-            .map_err(redis_error)?;
+        // Dequeue call ids start with this instance id. Drawn at random rather than
+        // from a server counter, which a restart without persistence would reset:
+        // two live clients with one instance id could then retry each other's calls.
+        let instance = crate::random::id();
+        let policy = crate::eviction::policy(&mut probe).await?;
+        let evicting = crate::eviction::check(url, policy.as_deref())?;
         drop(probe);
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -149,7 +174,11 @@ impl RedisBackend {
         };
         Ok(Self {
             shared: Arc::new(shared),
-            capabilities: capabilities(),
+            capabilities: if evicting {
+                capabilities_under_eviction()
+            } else {
+                capabilities()
+            },
         })
     }
 
@@ -180,12 +209,12 @@ impl Backend for RedisBackend {
     }
 
     async fn session(&self, options: SessionOptions) -> Result<Session> {
-        self.capabilities.check_session_ttl(options.ttl)?;
-        RedisLease::open(&self.shared, options.ttl).await
+        self.capabilities.check_session(&options)?;
+        RedisLease::open(&self.shared, &options).await
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
-        crate::session::revoke(&self.shared, id.0).await
+        crate::session::revoke(&self.shared, id.0, None).await
     }
 
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {

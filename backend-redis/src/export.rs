@@ -10,7 +10,8 @@
 //! | live holds | the session-held entry keys `{<ns><name>}:<kind>:e:<id>` (kind `lock`, `rw`, `elect` or `dbar`) of holders, waiters and double-barrier participants | `active_holds`: their keys, as the guards' `key()` shows them |
 //!
 //! Everything else is bookkeeping and is not exported: sessions and their registries,
-//! fencing-token counters (so tokens restart on the destination), election change
+//! fencing-token counters (on a Redis destination they are seeded from its clock, so
+//! tokens keep growing if its clock is not behind the source's), election change
 //! counters, queue arrival counters and waiter registrations, the STM revision.
 //!
 //! **In-flight items are not exported.** A dequeue parks the item it pops in

@@ -10,7 +10,8 @@
 //! Each grant, release and re-check is one script (`lua/fair_acquire.lua`,
 //! `lua/release.lua`), which also forgets entries whose key expired (a crashed
 //! waiter or holder), grants what that lets in, gives each newly granted writer the
-//! next fencing token (`INCR p:fence` in the granting script) and publishes exactly
+//! next fencing token (`p:fence`, incremented in the granting script; seeded from the
+//! server's clock when absent, see the crate docs) and publishes exactly
 //! one wake-up on the channel `p:w:<id>` of each newly granted entry, other than the
 //! caller's own (which learns of its grant from the script's reply). So only the
 //! waiters next in line are woken, and a release that lets nobody in publishes

@@ -4,8 +4,6 @@
 //! |---|---|
 //! | a primitive's keys | `{<ns><name>}:<kind>:...` (kind: `lock`, `rw`, `elect`, `queue`, `barrier`, `dbar`) |
 //! | a session | `{<ns>session:<id>}`, its registry `{<ns>session:<id>}:held` |
-//! | the session counter | `{<ns>session}:seq` |
-//! | the client counter | `{<ns>client}:seq` |
 //! | an STM key | `{<ns>stm}:k:<name>`, the STM revision `{<ns>stm}:rev` |
 //!
 //! The keys of one primitive share one hash tag, hence one Redis Cluster slot; all STM
@@ -65,21 +63,13 @@ impl Keys {
     }
 
     /// What [`Keys::session`] puts before the id.
-    pub(crate) fn session_prefix(&self) -> String {
+    fn session_prefix(&self) -> String {
         format!("{{{}session:", self.ns)
     }
 
     /// `{<ns>session:<id>}:held`: entry key -> expected value of what the session holds.
     pub(crate) fn registry(&self, id: u64) -> String {
         format!("{}:held", self.session(id))
-    }
-
-    pub(crate) fn session_counter(&self) -> String {
-        format!("{{{}session}}:seq", self.ns)
-    }
-
-    pub(crate) fn client_counter(&self) -> String {
-        format!("{{{}client}}:seq", self.ns)
     }
 
     pub(crate) fn stm_key(&self, name: &Name) -> String {

@@ -17,7 +17,8 @@
 //!
 //! ## URL
 //!
-//! `redis://[user[:password]@]host[:port][/db][?namespace=prefix]` (see [`RedisUrl`]).
+//! `redis://[user[:password]@]host[:port][/db][?namespace=prefix][&allow_eviction=true]`
+//! (see [`RedisUrl`]).
 //! The namespace prefixes every key and defaults to `distsync:`; `?namespace=` gives
 //! an empty one. `rediss://` parses but this build has no TLS support
 //! ([`distsync_core::Error::Unsupported`]).
@@ -31,11 +32,15 @@
 //!   Cluster slot. The session scripts (renewal, revoke) touch the keys a session
 //!   holds, which may lie in several slots: this backend targets a single Redis server
 //!   (or a primary); running it on a Cluster would need per-slot session registries.
-//! * **Sessions.** A session id comes from a counter; the session key and every key
-//!   held through the session carry the session TTL as their PX, and a registry hash
-//!   lists the held keys. The keepalive (every TTL/3) renews all of them in one
-//!   round trip and reports the session gone when its key is missing or a held key is
-//!   missing or taken over, releasing the rest at once. Revoking (closing, or
+//! * **Sessions.** A session id is a random 63-bit number drawn by the client (never
+//!   a server counter, which a restart would reset), and the session key holds a
+//!   random nonce only its owner knows; the session key and every key held through
+//!   the session carry the session TTL as their PX, and a registry hash lists the
+//!   held keys. The keepalive (every TTL/3) renews all of them in one round trip,
+//!   provided the session key still holds the owner's nonce, and reports the session
+//!   gone when its key is missing or holds another nonce, or a held key is missing or
+//!   taken over, releasing the rest at once. So after a restart that lost the state,
+//!   every session opened before it reports `lost()` at its next renewal. Revoking (closing, or
 //!   [`Backend::revoke_session`](distsync_core::Backend::revoke_session) from another
 //!   connection) releases everything in one script, wakes the next waiters and tells
 //!   the owner over pub/sub, so its `lost()` fires at once.
@@ -65,10 +70,28 @@
 //! the store ends a session, and expiry of a stalled holder after its TTL (keys carry
 //! PX TTLs that only the holder's keepalive renews).
 //!
+//! **Fencing across restarts.** A fencing-token counter (and an election's change
+//! counter) that does not exist, because it was never used, expired after an hour
+//! without holders or waiters, or was lost in a restart without persistence or a
+//! failover, is first set to the server's clock in microseconds since the Unix
+//! epoch, then incremented (`counter_next` in `lua/lib.lua`). So tokens keep growing
+//! across such a loss, provided a name is granted less than once per microsecond on
+//! average (a grant takes a release and an acquire, each a script run) and the
+//! server's clock does not go back (after a failover: the new primary's clock is not
+//! behind the old one's by more than the time the failover took). Tokens are
+//! therefore large numbers (about 1.8 × 10¹⁵ in 2026), below 2⁵³ until the year 2255.
+//!
+//! **Eviction.** A server that may evict keys (any `maxmemory-policy` but
+//! `noeviction`) can delete held entries, waiter lines, counters and queue items, so
+//! [`connect`] refuses it with [`distsync_core::Error::InvalidArgument`] naming the
+//! setting and the fix, unless the URL says `allow_eviction=true`; the backend then
+//! declares [`capabilities_under_eviction()`] (no `fencing`, no `fifo_waiters`; and
+//! two holders of one lock become possible, which no flag expresses).
+//!
 //! Not claimed:
 //! * `survives_restart: false` — Redis keeps its data in memory. Unless the server is
 //!   run with an append-only file fsynced on every write, a restart loses queues,
-//!   barriers, STM keys and counters (fencing tokens may then start again from 1).
+//!   barriers and STM keys (fencing tokens still grow, see above).
 //!   The backend cannot rely on the server's persistence settings, so it does not
 //!   claim durability.
 //! * `linearizable: false` — one Redis server executes commands one at a time, so
@@ -86,6 +109,7 @@ pub mod barrier;
 pub mod double_barrier;
 pub mod election;
 mod error;
+mod eviction;
 pub mod export;
 pub mod fair;
 mod hold;
@@ -93,6 +117,7 @@ pub mod keys;
 mod lock;
 pub mod notify;
 pub mod queue;
+mod random;
 mod retry;
 mod rwlock;
 mod scripts;
@@ -102,7 +127,7 @@ mod url;
 
 use distsync_core::{Coordinator, Result};
 
-pub use crate::backend::{capabilities, RedisBackend};
+pub use crate::backend::{capabilities, capabilities_under_eviction, RedisBackend};
 pub use crate::url::{RedisUrl, DEFAULT_NAMESPACE};
 
 /// The backend's short name.
@@ -113,7 +138,11 @@ pub const BACKEND: &str = "redis";
 /// # Errors
 /// [`distsync_core::Error::InvalidUrl`] for a bad URL,
 /// [`distsync_core::Error::Unsupported`] for `rediss://`,
-/// [`distsync_core::Error::Connection`] when the server cannot be reached.
+/// [`distsync_core::Error::Connection`] when the server cannot be reached,
+/// [`distsync_core::Error::InvalidArgument`] when the server may evict keys and the
+/// URL does not say `allow_eviction=true` ([`RedisBackend::connect`]).
+///
+/// Cancel-safety: cancel-safe; a dropped call leaves nothing behind.
 pub async fn connect(url: &str) -> Result<Coordinator> {
     Ok(Coordinator::new(backend(url).await?))
 }

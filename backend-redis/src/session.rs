@@ -1,7 +1,13 @@
-//! Sessions: a counter-issued id, a key with a PX TTL, and a registry of what the
-//! session holds, all renewed by one script call.
+//! Sessions: a random id, a key with a PX TTL holding a random nonce, and a registry
+//! of what the session holds, all renewed by one script call.
 //!
-//! `{<ns>session:<id>}` exists while the session lives. `{<ns>session:<id>}:held` is a
+//! `{<ns>session:<id>}` exists while the session lives; `<id>` is a random 63-bit
+//! number drawn by the client ([`crate::random`]), never a server counter, so it does
+//! not repeat after a restart without persistence or a failover (a counter would
+//! start again from 1 and hand a dead session's id to a new one). The key holds a
+//! random 128-bit nonce that only the owner knows: the renewal compares it, so a
+//! holder whose session vanished never renews another session that took the same
+//! key, and learns of the loss at its next renewal ([`KeepAlive::Gone`]). `{<ns>session:<id>}:held` is a
 //! hash from each key held through the session (a lock, rwlock or election entry, a
 //! double-barrier participant) to the value it must hold. Every held key carries the
 //! session's TTL as its own PX. The keepalive script renews the session key, the
@@ -18,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::{KeepAlive, Lease, Result, Session, SessionId};
+use distsync_core::{KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Shared;
@@ -33,31 +39,57 @@ pub(crate) struct RedisLease {
     id: u64,
     key: String,
     registry: String,
+    /// The session key's value, compared by every renewal.
+    nonce: String,
     ttl: Duration,
     entries: AtomicU64,
 }
 
+/// How many ids [`RedisLease::open`] draws before giving up: a clash of random 63-bit
+/// ids is not expected to happen even once.
+const MAX_DRAWS: u32 = 8;
+
 impl RedisLease {
-    /// Opens a session of `ttl` and starts its keepalive.
-    pub(crate) async fn open(shared: &Arc<Shared>, ttl: Duration) -> Result<Session> {
+    /// Opens a session of `options.ttl` and starts its keepalive.
+    ///
+    /// The id is drawn at random on the client ([`crate::random`]) and the session key
+    /// is created only if absent (`SET NX`), drawing again in the (astronomically
+    /// unlikely) case of a clash; the key's value is a random nonce that the renewals
+    /// compare, so a session renews only its own key.
+    pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Result<Session> {
+        let ttl = options.ttl;
         let ttl_ms = millis(ttl);
-        let mut call = shared.script(&SCRIPTS.session_open);
-        call.key(shared.keys.session_counter())
-            .arg(shared.keys.session_prefix())
-            .arg(ttl_ms);
-        let reply = shared.eval(&call).await?;
-        let id = u64::try_from(int("session_open", &reply)?)
-            .map_err(|_| unexpected("session_open", &reply))?;
+        let nonce = crate::random::nonce();
+        let mut draws = 0;
+        let (id, grant_sent) = loop {
+            let id = crate::random::id();
+            let grant_sent = tokio::time::Instant::now();
+            let mut call = shared.script(&SCRIPTS.session_open);
+            call.key(shared.keys.session(id))
+                .key(shared.keys.registry(id))
+                .arg(&nonce)
+                .arg(ttl_ms);
+            let reply = shared.eval(&call).await?;
+            match int("session_open", &reply)? {
+                1 => break (id, grant_sent),
+                0 if draws < MAX_DRAWS => {
+                    draws += 1;
+                    tracing::debug!(session = id, "redis session id taken; drawing another");
+                }
+                _ => return Err(unexpected("session_open", &reply)),
+            }
+        };
         let lease = Self {
             shared: Arc::clone(shared),
             id,
             key: shared.keys.session(id),
             registry: shared.keys.registry(id),
+            nonce,
             ttl,
             entries: AtomicU64::new(0),
         };
         tracing::debug!(session = id, ?ttl, "redis session opened");
-        let session = Session::start(BACKEND, SessionId(id), ttl, Arc::new(lease));
+        let session = Session::start(BACKEND, SessionId(id), options, grant_sent, Arc::new(lease));
         watch_revocation(shared, id, session.lost_token().clone());
         Ok(session)
     }
@@ -96,7 +128,10 @@ fn millis(ttl: Duration) -> u64 {
 impl Lease for RedisLease {
     async fn keep_alive(&self) -> Result<KeepAlive> {
         let mut call = self.shared.script(&SCRIPTS.keepalive);
-        call.key(&self.key).key(&self.registry).arg(self.ttl_ms());
+        call.key(&self.key)
+            .key(&self.registry)
+            .arg(self.ttl_ms())
+            .arg(&self.nonce);
         let reply = self.shared.eval(&call).await?;
         match int("keepalive", &reply)? {
             1 => Ok(KeepAlive::Renewed),
@@ -106,7 +141,7 @@ impl Lease for RedisLease {
     }
 
     async fn revoke(&self) -> Result<()> {
-        revoke(&self.shared, self.id).await
+        revoke(&self.shared, self.id, Some(&self.nonce)).await
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -148,11 +183,14 @@ fn watch_revocation(shared: &Arc<Shared>, id: u64, lost: CancellationToken) {
     });
 }
 
-/// Ends session `id` in the store: releases all it holds, deletes its key.
-pub(crate) async fn revoke(shared: &Shared, id: u64) -> Result<()> {
+/// Ends session `id` in the store: releases all it holds, deletes its key. With a
+/// `nonce` (the owner closing its own session), only if the session key still holds
+/// it; without (a revoke by id, from any client), whatever session has that id.
+pub(crate) async fn revoke(shared: &Shared, id: u64, nonce: Option<&str>) -> Result<()> {
     let mut call = shared.script(&SCRIPTS.revoke);
     call.key(shared.keys.session(id))
-        .key(shared.keys.registry(id));
+        .key(shared.keys.registry(id))
+        .arg(nonce.unwrap_or(""));
     shared.eval(&call).await?;
     tracing::debug!(session = id, "redis session revoked");
     Ok(())

@@ -10,12 +10,20 @@ pub const DEFAULT_NAMESPACE: &str = "distsync:";
 /// Where and under which prefix a [`crate::RedisBackend`] keeps its state, as parsed
 /// from a URL.
 ///
-/// `redis://[user[:password]@]host[:port][/db][?namespace=prefix]`: the port defaults
-/// to 6379, the database to 0 and the namespace to [`DEFAULT_NAMESPACE`]
-/// (`?namespace=` gives an empty one). Every key the backend writes starts with
+/// `redis://[user[:password]@]host[:port][/db][?namespace=prefix][&allow_eviction=true]`:
+/// the port defaults to 6379, the database to 0 and the namespace to
+/// [`DEFAULT_NAMESPACE`] (`?namespace=` gives an empty one). Every key the backend writes starts with
 /// `{<namespace>`, so two applications with different namespaces can share a
 /// database. `rediss://` (TLS) parses but is [`Error::Unsupported`] at connect, since
 /// this build of the `redis` crate carries no TLS support.
+///
+/// `allow_eviction` (`true` or `false`, default `false`): at connect the backend reads
+/// the server's `maxmemory-policy` and refuses any policy but `noeviction` with
+/// [`Error::InvalidArgument`], since an evicting server may drop a held lock's entry,
+/// a waiter line, a fencing-token counter or queue items (two holders, tokens going
+/// backwards, lost items). `allow_eviction=true` accepts such a server; the backend
+/// then declares the guarantees eviction takes away
+/// ([`crate::capabilities_under_eviction`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisUrl {
     connection: String,
@@ -23,6 +31,7 @@ pub struct RedisUrl {
     db: i64,
     namespace: String,
     tls: bool,
+    allow_eviction: bool,
 }
 
 impl RedisUrl {
@@ -30,8 +39,9 @@ impl RedisUrl {
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] for a URL that does not parse, has another scheme, no
-    /// host, a database that is not a number, a fragment, or a query parameter other
-    /// than `namespace`.
+    /// host, a database that is not a number, a fragment, a query parameter other
+    /// than `namespace` and `allow_eviction`, or an `allow_eviction` other than `true`
+    /// or `false`.
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: redact(url),
@@ -62,12 +72,21 @@ impl RedisUrl {
                 .map_err(|_| invalid("the path must be a database number, e.g. /0"))?,
         };
         let mut namespace = DEFAULT_NAMESPACE.to_owned();
+        let mut allow_eviction = false;
         for (key, value) in parsed.query_pairs() {
             match key.as_ref() {
                 "namespace" => namespace = value.into_owned(),
+                "allow_eviction" => {
+                    allow_eviction = match value.as_ref() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(invalid("allow_eviction must be `true` or `false`")),
+                    }
+                }
                 other => {
                     return Err(invalid(&format!(
-                        "unknown query parameter `{other}` (only `namespace` is accepted)"
+                        "unknown query parameter `{other}` (accepted: `namespace`, \
+                         `allow_eviction`)"
                     )))
                 }
             }
@@ -97,6 +116,7 @@ impl RedisUrl {
             db,
             namespace,
             tls,
+            allow_eviction,
         })
     }
 
@@ -113,6 +133,11 @@ impl RedisUrl {
     /// Whether the URL asks for TLS (`rediss://`).
     pub fn tls(&self) -> bool {
         self.tls
+    }
+
+    /// Whether the URL accepts a server that evicts keys (`allow_eviction=true`).
+    pub fn allow_eviction(&self) -> bool {
+        self.allow_eviction
     }
 
     /// The server and database, without credentials or namespace.
@@ -193,6 +218,24 @@ mod tests {
                 Err(Error::InvalidUrl { .. }) => {}
                 other => panic!("{bad:?} gave {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn allow_eviction_is_an_explicit_opt_in() {
+        assert!(!RedisUrl::parse("redis://h/0").unwrap().allow_eviction());
+        let url = RedisUrl::parse("redis://h/0?namespace=a:&allow_eviction=true").unwrap();
+        assert!(url.allow_eviction());
+        assert_eq!(url.namespace(), "a:");
+        assert!(!RedisUrl::parse("redis://h/0?allow_eviction=false")
+            .unwrap()
+            .allow_eviction());
+        for bad in ["yes", "1", "", "TRUE"] {
+            let url = format!("redis://h/0?allow_eviction={bad}");
+            assert!(
+                matches!(RedisUrl::parse(&url), Err(Error::InvalidUrl { .. })),
+                "{url}"
+            );
         }
     }
 

@@ -1,0 +1,180 @@
+//! The eviction check at connect.
+//!
+//! A Redis server with a `maxmemory` limit and an evicting `maxmemory-policy` deletes
+//! keys when memory runs short: the `allkeys-*` policies any key, the `volatile-*`
+//! ones keys with a TTL, which is every session key and every held entry. Evicting a
+//! held entry grants the lock to the next waiter while its holder still believes it
+//! holds (until its next renewal); evicting a waiter line or a fencing-token counter
+//! breaks FIFO order and lets tokens start again; evicting a queue loses its items.
+//! So [`check`] refuses any policy but `noeviction` unless the URL opts in with
+//! `allow_eviction=true` ([`crate::RedisUrl::allow_eviction`]), in which case the
+//! backend declares [`crate::capabilities_under_eviction`].
+
+use distsync_core::{Error, Result};
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+
+use crate::error::redis_error;
+use crate::url::RedisUrl;
+
+/// The one policy that never deletes a key.
+const NOEVICTION: &str = "noeviction";
+
+/// The server's `maxmemory-policy`: from `CONFIG GET`, or, where `CONFIG` is disabled
+/// or not permitted (renamed away, managed services, ACLs), from `INFO memory`.
+/// `Ok(None)` when neither says.
+///
+/// # Errors
+/// A connection error ([`Error::Connection`]) while asking.
+pub(crate) async fn policy(conn: &mut MultiplexedConnection) -> Result<Option<String>> {
+    let config = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async::<Value>(conn)
+        .await;
+    match config {
+        Ok(reply) => {
+            if let Some(policy) = from_config(reply) {
+                return Ok(Some(policy));
+            }
+        }
+        Err(error) => {
+            let error = redis_error(error);
+            if error.is_transient() {
+                return Err(error);
+            }
+            tracing::debug!(%error, "CONFIG GET maxmemory-policy refused; reading INFO memory");
+        }
+    }
+    match redis::cmd("INFO")
+        .arg("memory")
+        .query_async::<Value>(conn)
+        .await
+    {
+        Ok(reply) => Ok(from_info(&reply)),
+        Err(error) => {
+            let error = redis_error(error);
+            if error.is_transient() {
+                return Err(error);
+            }
+            tracing::debug!(%error, "INFO memory refused");
+            Ok(None)
+        }
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) | Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// The policy in a `CONFIG GET maxmemory-policy` reply: `[name, value]` (RESP2) or a
+/// map (RESP3).
+fn from_config(reply: Value) -> Option<String> {
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(key), Some(value)) = (items.next(), items.next()) {
+                pairs.push((key, value));
+            }
+            pairs
+        }
+        Value::Map(pairs) => pairs,
+        _ => return None,
+    };
+    pairs
+        .iter()
+        .find(|(key, _)| text(key).as_deref() == Some("maxmemory-policy"))
+        .and_then(|(_, value)| text(value))
+}
+
+/// The policy in an `INFO memory` reply (a line `maxmemory_policy:<policy>`).
+fn from_info(reply: &Value) -> Option<String> {
+    text(reply)?.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("maxmemory_policy:")
+            .map(|policy| policy.trim().to_owned())
+    })
+}
+
+/// Whether the backend may run on a server with `policy`: `Ok(false)` for
+/// `noeviction`, `Ok(true)` (the guarantees eviction takes away are then not
+/// declared) for another or an unknown policy when the URL allows eviction.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the setting and the fix, for another or an
+/// unknown policy without `allow_eviction=true`.
+pub(crate) fn check(url: &RedisUrl, policy: Option<&str>) -> Result<bool> {
+    if policy == Some(NOEVICTION) {
+        return Ok(false);
+    }
+    let found = match policy {
+        Some(policy) => format!("its maxmemory-policy is `{policy}`"),
+        None => "its maxmemory-policy could not be read (CONFIG GET and INFO memory \
+                 were both refused)"
+            .to_owned(),
+    };
+    if url.allow_eviction() {
+        tracing::warn!(
+            server = url.server(),
+            policy = policy.unwrap_or("unknown"),
+            "redis server may evict keys; allow_eviction=true: fencing and FIFO \
+             waiters are not claimed, and two holders of one lock are possible"
+        );
+        return Ok(true);
+    }
+    Err(Error::InvalidArgument(format!(
+        "the Redis server at {} may evict keys: {found}. Eviction can delete held locks, \
+         waiter lines, fencing-token counters and queue items (two holders, tokens going \
+         backwards, lost items). Set `maxmemory-policy noeviction` (in redis.conf, or \
+         `CONFIG SET maxmemory-policy noeviction`), or accept the weaker guarantees with \
+         `allow_eviction=true` in the URL",
+        url.server()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn reads_the_policy_from_config_and_info_replies() {
+        let resp2 = Value::Array(vec![bulk("maxmemory-policy"), bulk("allkeys-lru")]);
+        assert_eq!(from_config(resp2).as_deref(), Some("allkeys-lru"));
+        let resp3 = Value::Map(vec![(bulk("maxmemory-policy"), bulk("noeviction"))]);
+        assert_eq!(from_config(resp3).as_deref(), Some("noeviction"));
+        assert_eq!(from_config(Value::Array(vec![])), None);
+        let info = bulk("# Memory\r\nused_memory:1000\r\nmaxmemory_policy:volatile-lru\r\n");
+        assert_eq!(from_info(&info).as_deref(), Some("volatile-lru"));
+        assert_eq!(from_info(&bulk("# Memory\r\n")), None);
+    }
+
+    #[test]
+    fn only_noeviction_passes_without_the_opt_in() {
+        let strict = RedisUrl::parse("redis://user:secret@h/0").unwrap();
+        assert!(!check(&strict, Some("noeviction")).unwrap());
+        for policy in [Some("allkeys-lru"), Some("volatile-ttl"), None] {
+            match check(&strict, policy) {
+                Err(Error::InvalidArgument(message)) => {
+                    assert!(message.contains("maxmemory-policy"), "{message}");
+                    assert!(message.contains("noeviction"), "{message}");
+                    assert!(message.contains("allow_eviction=true"), "{message}");
+                    assert!(!message.contains("secret"), "{message}");
+                }
+                other => panic!("{policy:?}: {other:?}"),
+            }
+        }
+        let lenient = RedisUrl::parse("redis://h/0?allow_eviction=true").unwrap();
+        assert!(!check(&lenient, Some("noeviction")).unwrap());
+        assert!(check(&lenient, Some("allkeys-lru")).unwrap());
+        assert!(check(&lenient, None).unwrap());
+    }
+}
