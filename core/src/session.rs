@@ -582,7 +582,11 @@ async fn keepalive_loop(
             session.health.send_replace(health);
         }
     };
-    loop {
+    let failing = |since: Instant, valid_until: Instant| SessionHealth::Failing {
+        since: since.into_std(),
+        valid_until: valid_until.into_std(),
+    };
+    'renewing: loop {
         tokio::select! {
             biased;
             () = lost.cancelled() => return,
@@ -590,11 +594,24 @@ async fn keepalive_loop(
             () = tokio::time::sleep_until(next_at.min(valid_until)) => {}
         }
         let sent = Instant::now();
-        let outcome = tokio::select! {
-            biased;
-            () = lost.cancelled() => return,
-            () = tokio::time::sleep_until(valid_until) => break,
-            outcome = lease.keep_alive() => outcome,
+        let renewal = lease.keep_alive();
+        tokio::pin!(renewal);
+        // A renewal that has not answered after `retry` is reported as failing (a
+        // silent store looks like this), while it may still answer in time.
+        let mut overdue = false;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                () = lost.cancelled() => return,
+                () = tokio::time::sleep_until(valid_until) => break 'renewing,
+                outcome = &mut renewal => break outcome,
+                () = tokio::time::sleep_until(sent + retry), if !overdue => {
+                    overdue = true;
+                    let since = *failing_since.get_or_insert(sent);
+                    tracing::warn!(backend, session = %id, "session renewal unanswered; still trying");
+                    set_health(failing(since, valid_until));
+                }
+            }
         };
         match outcome {
             Ok(KeepAlive::Renewed) => {
@@ -616,10 +633,7 @@ async fn keepalive_loop(
                 let since = *failing_since.get_or_insert(sent);
                 tracing::warn!(backend, session = %id, %error, remaining = ?valid_until.saturating_duration_since(Instant::now()), "session keepalive failed; retrying");
                 next_at = Instant::now() + retry;
-                set_health(SessionHealth::Failing {
-                    since: since.into_std(),
-                    valid_until: valid_until.into_std(),
-                });
+                set_health(failing(since, valid_until));
             }
         }
     }
@@ -804,6 +818,8 @@ mod tests {
             health.current().valid_until(),
             Some((start_at + Duration::from_millis(2700)).into_std())
         );
+        // Slow (800 ms > a quarter interval): reported failing at 1.25 s, healthy at 1.8 s.
+        assert!(matches!(health.changed().await, SessionHealth::Failing { .. }));
         let renewed = health.changed().await;
         assert_eq!(start_at.elapsed(), Duration::from_millis(1800));
         assert_eq!(
@@ -868,6 +884,23 @@ mod tests {
             }
         }
         assert!(!session.is_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_renewal_warns_after_a_quarter_interval() {
+        let lease = ScriptedLease::new();
+        let start_at = Instant::now();
+        let session = start(&lease, Duration::from_secs(3));
+        lease.delay(None);
+        let mut health = session.health_watch();
+        let warning = health.changed().await;
+        assert_eq!(start_at.elapsed(), Duration::from_millis(1250));
+        assert!(
+            matches!(warning, SessionHealth::Failing { since, .. } if since == (start_at + Duration::from_secs(1)).into_std()),
+            "{warning:?}"
+        );
+        assert_eq!(health.changed().await, SessionHealth::Lost);
+        assert_eq!(start_at.elapsed(), Duration::from_millis(2400));
     }
 
     #[tokio::test(start_paused = true)]
