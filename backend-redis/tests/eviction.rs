@@ -1,0 +1,159 @@
+//! The eviction check at connect, against private `redis-server`s started with an
+//! evicting `maxmemory-policy` (one with `CONFIG` disabled, so that the policy is read
+//! from `INFO memory`).
+//!
+//! Runs when `DISTSYNC_REDIS_URL` is set (the test servers are installed); skipped
+//! loudly otherwise, a failure under `CI=true`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use distsync_core::{Backend, Error};
+
+fn servers_available() -> bool {
+    if std::env::var("DISTSYNC_REDIS_URL").is_ok_and(|url| !url.is_empty()) {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "DISTSYNC_REDIS_URL is not set and CI=true: the Redis test server is required"
+    );
+    eprintln!(
+        "\n*** SKIPPED: DISTSYNC_REDIS_URL is not set; start one with scripts/servers.sh up ***\n"
+    );
+    false
+}
+
+/// A `redis-server` of the test's own, killed when dropped.
+struct PrivateRedis {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(extra: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "distsync-redis-eviction-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let server = Self { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!("redis://127.0.0.1:{}/0{query}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects, riding out a server that accepts connections but is still loading.
+async fn connect(url: &str) -> distsync_core::Result<distsync_redis::RedisBackend> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match distsync_redis::backend(url).await {
+            Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn assert_refused(result: distsync_core::Result<distsync_redis::RedisBackend>, policy: &str) {
+    match result {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("maxmemory-policy"), "{message}");
+            assert!(message.contains(policy), "{message}");
+            assert!(message.contains("noeviction"), "{message}");
+            assert!(message.contains("allow_eviction=true"), "{message}");
+        }
+        other => panic!("an evicting server was accepted: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_evicting_server_is_refused_unless_the_url_opts_in() {
+    if !servers_available() {
+        return;
+    }
+    let server = PrivateRedis::start(&["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]);
+    assert_refused(connect(&server.url("")).await, "allkeys-lru");
+
+    let backend = connect(&server.url("?allow_eviction=true")).await.unwrap();
+    let declared = backend.capabilities();
+    assert_eq!(declared, &distsync_redis::capabilities_under_eviction());
+    assert!(!declared.fencing);
+    assert!(!declared.fifo_waiters);
+    assert!(!declared.survives_restart);
+    // It still works, with the weaker guarantees declared.
+    let session = backend
+        .session(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(5),
+        ))
+        .await
+        .unwrap();
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_policy_is_read_from_info_when_config_is_disabled() {
+    if !servers_available() {
+        return;
+    }
+    let server = PrivateRedis::start(&[
+        "--maxmemory-policy",
+        "volatile-lru",
+        "--rename-command",
+        "CONFIG",
+        "",
+    ]);
+    assert_refused(connect(&server.url("")).await, "volatile-lru");
+}
+
+#[tokio::test]
+async fn a_noeviction_server_gets_the_full_capabilities() {
+    if !servers_available() {
+        return;
+    }
+    let server = PrivateRedis::start(&["--maxmemory-policy", "noeviction"]);
+    let backend = connect(&server.url("")).await.unwrap();
+    assert_eq!(backend.capabilities(), &distsync_redis::capabilities());
+    assert!(backend.capabilities().fencing);
+    // Opting in on a server that does not evict takes nothing away.
+    let lenient = connect(&server.url("?allow_eviction=true")).await.unwrap();
+    assert_eq!(lenient.capabilities(), &distsync_redis::capabilities());
+}
