@@ -14,6 +14,25 @@ pub const MAX_NAME_LEN: usize = 255;
 /// names through this type, so an invalid name is the same typed error
 /// ([`Error::InvalidName`]) everywhere and is never silently rewritten.
 ///
+/// # How names become store keys
+///
+/// Every backend maps (primitive kind, name) pairs to store keys injectively: a queue
+/// `a`, a queue `a/b`, a lock `a` and an STM key `a` never share a key, and every key
+/// stays under the backend's namespace. Characters other backends treat specially
+/// (`{`, `}`, `:`, `/`, `%`, non-ASCII) are valid in names; each backend escapes what
+/// its store needs.
+///
+/// On etcd and the memory backend (see `recipes` for the full table):
+/// - locks and elections use the name as it is, as etcd's Go client does:
+///   `<ns><name>/<lease id in hex>`, so `etcdctl lock NAME` and distsync exclude each
+///   other. As in Go, a lock and an election of the same name form one line of
+///   contenders, and a lock `a` also waits behind holders of a lock `a/b`
+///   (over-exclusion, never two holders): prefer sibling names (`a/main`, `a/b`);
+/// - every other kind lives under `<ns>/<kind>/<escaped name>`, where the escaped name
+///   is one key segment (`%` → `%25`, `/` → `%2F`, every other character kept), so
+///   nested names and other kinds never meet there; no lock or election key can
+///   start with `<ns>/`, since a name never starts with `/`.
+///
 /// ```
 /// use distsync_core::Name;
 /// assert!(Name::new("jobs/nightly").is_ok());

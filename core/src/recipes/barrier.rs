@@ -1,7 +1,7 @@
 //! The barrier, as etcd's Go `recipes.Barrier`.
 //!
-//! Layout: the barrier is held while the key `<ns><name>` exists (empty value, no
-//! lease). `hold` creates it if absent, `release` deletes it, and `wait` reads it and,
+//! Layout: the barrier is held while the key `<ns>/barrier/<escaped name>` exists
+//! (empty value, no lease; see [`Kind::prefix`]; Go's recipe uses `<name>` itself). `hold` creates it if absent, `release` deletes it, and `wait` reads it and,
 //! if present, watches it for its deletion.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::kv::{Kv, Range, Txn, TxnOp};
 use crate::name::Name;
 
-use super::key::put_new_key;
+use super::key::{put_new_key, Kind};
 use super::wait::wait_delete;
 
 /// A [`Barrier`] over a [`Kv`] store.
@@ -29,7 +29,7 @@ impl KvBarrier {
     pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name) -> Self {
         Self {
             kv,
-            key: format!("{namespace}{name}"),
+            key: Kind::Barrier.prefix(namespace, &name),
             name,
         }
     }

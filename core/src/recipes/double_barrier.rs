@@ -1,8 +1,10 @@
 //! The double barrier, as etcd's Go `recipes.DoubleBarrier`.
 //!
-//! Layout: each participant puts the unique key `<ns><name>/waiters/<unix nanos>`
-//! (empty value, attached to its session's lease). The participant whose key is the
-//! `count`-th by create revision puts `<ns><name>/ready` (no lease), which lets every
+//! Layout: with `D = <ns>/double-barrier/<escaped name>` (see [`Kind::prefix`]; Go's
+//! recipe uses `<name>` itself), each participant puts the unique key
+//! `D/waiters/<unix nanos>` (empty value, attached to its session's lease). The
+//! participant whose key is the `count`-th by create revision puts `D/ready` (no
+//! lease), which lets every
 //! waiter through `enter`; a participant created after the `count`-th deletes its key
 //! and fails. In `leave`, the participant with the oldest key waits for the others'
 //! keys to go and then deletes `ready` and its own key; the others delete their keys
@@ -22,7 +24,7 @@ use crate::name::Name;
 use crate::session::Session;
 
 use super::hold::{explain_lease_error, Cleanup};
-use super::key::{put_new_key, UniqueKeys};
+use super::key::{put_new_key, Kind, UniqueKeys};
 use super::wait::{next_event, until_lost, wait_delete};
 
 /// This participant's key.
@@ -55,7 +57,7 @@ impl KvDoubleBarrier {
         session: Session,
         lease: LeaseId,
     ) -> Self {
-        let key = format!("{namespace}{name}");
+        let key = Kind::DoubleBarrier.prefix(namespace, &name);
         Self {
             kv,
             session,
@@ -289,7 +291,7 @@ mod tests {
         assert_eq!(
             backend
                 .kv()
-                .range(Range::prefix("db/waiters/"))
+                .range(Range::prefix("/double-barrier/db/waiters/"))
                 .await
                 .unwrap()
                 .count,
@@ -310,7 +312,7 @@ mod tests {
         assert_eq!(
             backend
                 .kv()
-                .range(Range::prefix("db/"))
+                .range(Range::prefix("/double-barrier/db/"))
                 .await
                 .unwrap()
                 .count,

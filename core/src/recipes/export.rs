@@ -1,106 +1,158 @@
 //! Reading a [`Kv`] store's durable state for migration ([`crate::migrate`]).
 //!
 //! Every key under the namespace is classified by the layouts of this module's
-//! recipes:
+//! recipes (see [`Kind::prefix`]):
 //!
-//! - a key attached to a lease is a live hold (lock, election, read/write, waiter or
-//!   double-barrier entry): listed in `active_holds`, not copied;
-//! - `<ns><name>/<%05d>/<%016d>` is a queue item of `<name>` at that priority, and
-//!   `__<ns><name>/<%05d>` its sequence guard (skipped; so a plain key of that shape
-//!   is skipped too);
-//! - any other key is a held barrier when its value is empty (a barrier is an empty
-//!   key) and an STM key otherwise.
+//! - a key attached to a lease is a live hold (lock, election, read/write, double-
+//!   barrier entry): listed in `active_holds`, not copied;
+//! - `<ns>/queue/<name>/i/<%05d>/<%016d>` is a queue item of `<name>` at that
+//!   priority; `<ns>/queue/<name>/c/<call id>/<%05d>/<%016d>` an item claimed by a
+//!   dequeue call that never handed it over (its consumer died mid-dequeue), exported
+//!   as an item at the front of its priority; sequence guards and waiter keys are
+//!   skipped;
+//! - `<ns>/barrier/<name>` is a held barrier, `<ns>/stm/<name>` an STM key;
+//! - a double barrier's `ready` key is skipped (its entries are live holds).
 //!
-//! etcd keys carry no type, so an STM key whose value is empty is exported as a held
-//! barrier; between two etcd-like stores that is the same key and value, but copied
-//! into Redis or PostgreSQL it becomes a barrier. Keys that are not valid names (other
-//! applications' keys, with an empty namespace) are skipped with a warning: give every
-//! application its own namespace.
+//! Any other key (another application's, with a shared namespace) is skipped with a
+//! warning: give every application its own namespace.
 
 use crate::error::Result;
 use crate::kv::{Kv, Range};
 use crate::migrate::{QueueItem, Snapshot};
 use crate::name::Name;
 
+use super::key::{unescape, Kind};
+
+/// Where a queue item sorts in its queue: priority, in-flight before stored, position.
+type Order = (u16, u8, u64);
+
 /// The snapshot of everything under `namespace`.
 pub(super) async fn export(kv: &dyn Kv, namespace: &str) -> Result<Snapshot> {
     let everything = kv.range(Range::prefix(namespace)).await?;
     let mut snapshot = Snapshot::default();
+    let mut queues: std::collections::BTreeMap<Name, Vec<(Order, QueueItem)>> =
+        std::collections::BTreeMap::new();
     for entry in everything.kvs {
         if entry.lease != 0 {
             snapshot.active_holds.push(entry.key);
             continue;
         }
-        let Some(relative) = entry.key.strip_prefix(namespace) else {
-            continue;
-        };
-        if let Some((name, priority)) = queue_item(relative) {
-            snapshot.queues.entry(name).or_default().push(QueueItem {
-                priority,
-                item: entry.value,
-            });
-            continue;
-        }
-        if is_sequence_guard(relative) {
-            continue;
-        }
-        let key = &entry.key;
-        let value = entry.value;
-        match Name::new(relative) {
-            Ok(name) if value.is_empty() => snapshot.barriers.push(name),
-            Ok(name) => {
-                snapshot.stm.insert(name, value);
+        let key = entry.key.as_str();
+        let classified = entry
+            .key
+            .strip_prefix(namespace)
+            .and_then(|relative| relative.strip_prefix('/'))
+            .and_then(classify);
+        match classified {
+            Some(Found::QueueItem(name, order)) => {
+                let item = QueueItem {
+                    priority: order.0,
+                    item: entry.value,
+                };
+                queues.entry(name).or_default().push((order, item));
             }
-            Err(error) => {
-                tracing::warn!(%key, %error, "export skips a key that is not a distsync name");
+            Some(Found::Barrier(name)) => snapshot.barriers.push(name),
+            Some(Found::Stm(name)) => {
+                snapshot.stm.insert(name, entry.value);
             }
+            Some(Found::Internal) => {}
+            None => tracing::warn!(%key, "export skips a key that is not distsync's"),
         }
     }
+    for (name, mut items) in queues {
+        items.sort_by_key(|(order, _)| *order);
+        let items = items.into_iter().map(|(_, item)| item).collect();
+        snapshot.queues.insert(name, items);
+    }
     Ok(snapshot)
+}
+
+/// What a key of the reserved area is.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    QueueItem(Name, Order),
+    Barrier(Name),
+    Stm(Name),
+    /// Sequence guards, waiter keys, a double barrier's `ready`.
+    Internal,
 }
 
 fn digits(segment: &str, count: usize) -> bool {
     segment.len() == count && segment.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `(<name>, priority)` if `relative` is `<name>/<%05d>/<%016d>`.
-fn queue_item(relative: &str) -> Option<(Name, u16)> {
-    let mut segments = relative.rsplitn(3, '/');
-    let sequence = segments.next()?;
-    let priority = segments.next()?;
-    let name = segments.next()?;
-    if !digits(sequence, 16) || !digits(priority, 5) {
+/// `(priority, sequence)` of `<%05d>/<%016d>`.
+fn position(relative: &str) -> Option<(u16, u64)> {
+    let (priority, sequence) = relative.split_once('/')?;
+    if !digits(priority, 5) || !digits(sequence, 16) {
         return None;
     }
-    Some((Name::new(name).ok()?, priority.parse().ok()?))
+    Some((priority.parse().ok()?, sequence.parse().ok()?))
 }
 
-/// Whether `relative` is a queue's sequence guard `__<name>/<%05d>` (seen under the
-/// namespace only when the namespace is empty).
-fn is_sequence_guard(relative: &str) -> bool {
-    match relative
-        .strip_prefix("__")
-        .and_then(|rest| rest.rsplit_once('/'))
-    {
-        Some((name, priority)) => digits(priority, 5) && Name::new(name).is_ok(),
-        None => false,
+/// Classifies `<kind>/<escaped name>[/<rest>]` (a key after `<ns>/`).
+fn classify(reserved: &str) -> Option<Found> {
+    let (word, rest) = reserved.split_once('/')?;
+    let kind = Kind::ALL.into_iter().find(|kind| kind.word() == word)?;
+    let (segment, tail) = match rest.split_once('/') {
+        Some((segment, tail)) => (segment, Some(tail)),
+        None => (rest, None),
+    };
+    let name = Name::new(unescape(segment)?).ok()?;
+    match (kind, tail) {
+        (Kind::Barrier, None) => Some(Found::Barrier(name)),
+        (Kind::Stm, None) => Some(Found::Stm(name)),
+        (Kind::Queue, Some(tail)) => {
+            if let Some(item) = tail.strip_prefix("i/") {
+                let (priority, sequence) = position(item)?;
+                return Some(Found::QueueItem(name, (priority, 1, sequence)));
+            }
+            if let Some(claim) = tail.strip_prefix("c/") {
+                let (_call, item) = claim.split_once('/')?;
+                let (priority, sequence) = position(item)?;
+                return Some(Found::QueueItem(name, (priority, 0, sequence)));
+            }
+            (tail.starts_with("s/") || tail.starts_with("w/")).then_some(Found::Internal)
+        }
+        (Kind::DoubleBarrier, Some("ready")) => Some(Found::Internal),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{is_sequence_guard, queue_item};
+    use super::{classify, Found};
+    use crate::name::Name;
+
+    fn name(name: &str) -> Name {
+        Name::new(name).unwrap()
+    }
 
     #[test]
-    fn queue_item_keys_are_recognised_by_their_layout() {
-        let (name, priority) = queue_item("jobs/eu/00007/0000000000000003").unwrap();
-        assert_eq!((name.as_str(), priority), ("jobs/eu", 7));
-        assert!(queue_item("jobs/7/0000000000000003").is_none());
-        assert!(queue_item("jobs/00007/3").is_none());
-        assert!(queue_item("00007/0000000000000003").is_none());
-        assert!(queue_item("jobs/99999/0000000000000003").is_none());
-        assert!(is_sequence_guard("__jobs/eu/00007"));
-        assert!(!is_sequence_guard("__jobs"));
-        assert!(!is_sequence_guard("jobs/00007"));
+    fn keys_are_recognised_by_their_layout() {
+        assert_eq!(
+            classify("queue/jobs%2Feu/i/00007/0000000000000003"),
+            Some(Found::QueueItem(name("jobs/eu"), (7, 1, 3)))
+        );
+        assert_eq!(
+            classify("queue/jobs/c/0123abcd/00007/0000000000000002"),
+            Some(Found::QueueItem(name("jobs"), (7, 0, 2)))
+        );
+        assert_eq!(classify("queue/jobs/s/00007"), Some(Found::Internal));
+        assert_eq!(classify("queue/jobs/w/1700000000"), Some(Found::Internal));
+        assert_eq!(classify("barrier/a%2Fb"), Some(Found::Barrier(name("a/b"))));
+        assert_eq!(classify("stm/50%25"), Some(Found::Stm(name("50%"))));
+        assert_eq!(classify("double-barrier/d/ready"), Some(Found::Internal));
+        for foreign in [
+            "queue/jobs/i/7/0000000000000003",
+            "queue/jobs/i/00007/3",
+            "queue/jobs/i/99999/0000000000000003",
+            "queue/jobs",
+            "barrier/a/b",
+            "stm/a%zz",
+            "registry/pods",
+        ] {
+            assert_eq!(classify(foreign), None, "{foreign}");
+        }
     }
 }

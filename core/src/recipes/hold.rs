@@ -382,7 +382,7 @@ mod tests {
         settle().await;
         backend.kv().fail_txns(5, Failure::NotApplied);
         drop(held);
-        within(waiter).await.unwrap().unwrap();
+        drop(within(waiter).await.unwrap().unwrap());
         assert!(!s1.is_lost());
     }
 
@@ -402,7 +402,7 @@ mod tests {
         settle().await;
         backend.kv().fail_txns(4, Failure::ReplyLost);
         within(leader.resign()).await.unwrap();
-        within(candidate).await.unwrap().unwrap();
+        drop(within(candidate).await.unwrap().unwrap());
     }
 
     #[tokio::test(start_paused = true)]

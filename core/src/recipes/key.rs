@@ -6,6 +6,90 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::kv::{Compare, CompareOp, Kv, LeaseId, Revision, Txn, TxnOp, TxnResponse};
+use crate::name::Name;
+
+/// The primitives whose keys live in the namespace's reserved area (see
+/// [`Kind::prefix`]); locks and elections keep Go's raw layout instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Read-write locks.
+    RwLock,
+    /// Queues.
+    Queue,
+    /// Barriers.
+    Barrier,
+    /// Double barriers.
+    DoubleBarrier,
+    /// STM keys.
+    Stm,
+}
+
+impl Kind {
+    /// Every kind, for decoding keys.
+    pub(crate) const ALL: [Kind; 5] = [
+        Kind::RwLock,
+        Kind::Queue,
+        Kind::Barrier,
+        Kind::DoubleBarrier,
+        Kind::Stm,
+    ];
+
+    /// The kind's segment of the reserved area.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Kind::RwLock => "rwlock",
+            Kind::Queue => "queue",
+            Kind::Barrier => "barrier",
+            Kind::DoubleBarrier => "double-barrier",
+            Kind::Stm => "stm",
+        }
+    }
+
+    /// `<ns>/<kind>/<escaped name>`: the key (barrier, STM) or the prefix (before a
+    /// `/`) of every key of primitive `name` of this kind.
+    ///
+    /// The area after `<ns>/` is out of reach of every lock and election key
+    /// (`<ns><name>/<lease hex>`, whose name cannot start with `/`), and of the range
+    /// `<ns><name>/` a lock or an election reads. Within it, the kind is one fixed
+    /// segment and the name is one segment (see [`escape`]), so distinct (kind, name)
+    /// pairs get disjoint keys and prefixes: no key of one is, or lies under, a key of
+    /// another.
+    pub(crate) fn prefix(self, namespace: &str, name: &Name) -> String {
+        format!("{namespace}/{}/{}", self.word(), escape(name.as_str()))
+    }
+}
+
+/// A name as one key segment: `%` becomes `%25` and `/` becomes `%2F`; every other
+/// byte is kept. Injective, and the result holds no `/`.
+pub(crate) fn escape(name: &str) -> String {
+    let mut escaped = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            '/' => escaped.push_str("%2F"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// The inverse of [`escape`]; `None` for a segment `escape` cannot produce.
+pub(crate) fn unescape(segment: &str) -> Option<String> {
+    let mut name = String::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some(at) = rest.find(['%', '/']) {
+        name.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3)?;
+        match escape {
+            "%25" => name.push('%'),
+            "%2F" => name.push('/'),
+            _ => return None,
+        }
+        rest = &rest[at + 3..];
+    }
+    name.push_str(rest);
+    Some(name)
+}
 
 /// A lease id as Go's `fmt.Sprintf("%x", leaseID)` writes it: lowercase hexadecimal,
 /// with a `-` sign for (never granted) negative ids.
@@ -49,6 +133,29 @@ impl UniqueKeys {
         self.last = nanos;
         format!("{}/{}", self.prefix, nanos)
     }
+}
+
+/// A fresh call id (32 lowercase hex digits) that no other call, in this process or
+/// another, draws except by chance (2⁻¹²⁸ for a pair): two SipHash outputs keyed by the
+/// standard library's per-process random keys (from the operating system) over a
+/// process-wide counter, the clock and the process id. Not cryptographic; ids only need
+/// to be unique.
+pub(crate) fn call_id() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let draw = DRAWS.fetch_add(1, Ordering::Relaxed);
+    let half = |salt: u8| {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u8(salt);
+        hasher.write_u64(draw);
+        hasher.write_i128(unix_nanos());
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    };
+    format!("{:016x}{:016x}", half(0), half(1))
 }
 
 /// Puts `key` only if it does not exist (Go's `putNewKV`: `version(key) == 0`).
@@ -104,6 +211,26 @@ mod tests {
         assert_eq!(lease_hex(0x694d_7a3c_1b2e_0f01), "694d7a3c1b2e0f01");
         assert_eq!(lease_hex(255), "ff");
         assert_eq!(lease_hex(-255), "-ff");
+    }
+
+    #[test]
+    fn escaping_is_reversible_and_leaves_no_slash() {
+        for name in ["a", "a/b", "50%", "%2F", "a%2Fb/c", "{x}:y/ü"] {
+            let escaped = escape(name);
+            assert!(!escaped.contains('/'), "{escaped}");
+            assert_eq!(unescape(&escaped).as_deref(), Some(name));
+        }
+        assert_eq!(escape("jobs/50%"), "jobs%2F50%25");
+        for foreign in ["a/b", "%", "%2", "%41"] {
+            assert_eq!(unescape(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn call_ids_differ() {
+        let ids: std::collections::BTreeSet<String> = (0..1000).map(|_| call_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 32));
     }
 
     #[test]

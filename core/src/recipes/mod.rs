@@ -1,30 +1,42 @@
-//! Every primitive built on a revisioned key-value store ([`Kv`]) exactly as etcd's Go
-//! `clientv3/concurrency` and `recipes` packages build them: same key layouts, same
-//! transactions, same waits. The memory and etcd backends are both [`KvBackend`]s.
+//! Every primitive built on a revisioned key-value store ([`Kv`]) as etcd's Go
+//! `clientv3/concurrency` and `recipes` packages build them: same transactions, same
+//! waits; Go's key layouts for locks and elections. The memory and etcd backends are
+//! both [`KvBackend`]s.
 //!
 //! # Key layouts
 //!
-//! With `<ns>` the backend's namespace and `<name>` the primitive's [`Name`]:
+//! With `<ns>` the backend's namespace, `<name>` the primitive's [`Name`] as it is, and
+//! `<n>` the name escaped into one key segment (`%` → `%25`, `/` → `%2F`):
 //!
 //! | primitive | keys |
 //! |---|---|
 //! | lock | `<ns><name>/<lease id, lowercase hex>` (as `etcdctl lock`) |
 //! | election | `<ns><name>/<lease id, lowercase hex>`, value = proclaimed value (as `etcdctl elect`) |
-//! | rwlock | `<ns><name>/read/<unix nanos>`, `<ns><name>/write/<unix nanos>` |
-//! | queue | `<ns><name>/<priority %05d>/<sequence %016d>`, guard key `__<ns><name>/<priority %05d>` |
-//! | barrier | `<ns><name>` |
-//! | double barrier | `<ns><name>/waiters/<unix nanos>`, `<ns><name>/ready` |
-//! | stm | `<ns><key>` |
+//! | rwlock | `<ns>/rwlock/<n>/read/<unix nanos>`, `<ns>/rwlock/<n>/write/<unix nanos>` |
+//! | queue | `<ns>/queue/<n>/i/<priority %05d>/<sequence %016d>` (items), `…/s/<priority>` (sequence guards), `…/c/<call id>/<priority>/<sequence>` (in-flight claims), `…/w/<unix nanos>` (waiting consumers) |
+//! | barrier | `<ns>/barrier/<n>` |
+//! | double barrier | `<ns>/double-barrier/<n>/waiters/<unix nanos>`, `<ns>/double-barrier/<n>/ready` |
+//! | stm | `<ns>/stm/<n>` |
 //!
+//! Every key is under `<ns>`, so etcd RBAC on the namespace prefix suffices.
 //! Session-bound keys (lock, election, rwlock, double-barrier waiters) are attached to
 //! the session's lease, so the store deletes them when the session ends.
 //!
-//! As in Go, locks, elections and read-write locks read every key under
-//! `<ns><name>/`, so their names should not nest: a lock named `a` also queues behind
-//! holders of a lock `a/b` (over-exclusion, never under-exclusion). Use sibling names
-//! (`a/main`, `a/b`) instead. A queue reads only `[<ns><name>/00000/,
-//! <ns><name>/65536)`, so a queue `a` leaves the items of a queue `a/b` alone (unless
-//! the nested name's first segment starts with five digits, e.g. `a/12345x`).
+//! **Distinct (kind, name) pairs never share a key.** Every kind but lock and election
+//! lives after `<ns>/`, where no lock or election key (nor the range `<ns><name>/` they
+//! read) can reach, since a name never starts with `/`; there the kind and the escaped
+//! name are one segment each, so two primitives' keys and prefixes are disjoint (a
+//! queue `q` and a queue `q/00001/x` do not meet; see the property test in this
+//! module).
+//!
+//! Locks and elections keep Go's layout so that `etcdctl lock`/`elect` and Go programs
+//! interoperate, with Go's two consequences: a lock and an election of the same name
+//! are one line of contenders (the lock holder counts as the election's leader, and
+//! two tasks of one session serialise on the shared key), and a lock or an election
+//! named `a` also waits behind holders of `a/b` (over-exclusion, never
+//! under-exclusion). Use sibling names (`a/main`, `a/b`) and distinct names for locks
+//! and elections. Go's rwlock, queue, barrier, double-barrier and STM recipes use the
+//! raw name and do not interoperate with these layouts.
 //!
 //! # Waiting
 //!
@@ -38,6 +50,8 @@ mod double_barrier;
 mod election;
 mod export;
 mod hold;
+#[cfg(test)]
+mod injective;
 mod key;
 mod mutex;
 mod queue;

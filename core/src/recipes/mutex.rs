@@ -330,7 +330,7 @@ mod tests {
             s1.is_lost(),
             "the guard learnt of the revoke before its session"
         );
-        within(waiter).await.unwrap().unwrap();
+        drop(within(waiter).await.unwrap().unwrap());
         assert!(matches!(
             held.unlock().await,
             Err(crate::Error::SessionLost)

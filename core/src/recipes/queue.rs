@@ -1,33 +1,206 @@
-//! The durable queue, as etcd's Go `recipes.PriorityQueue` (a plain `enqueue` is
-//! priority 0, so a queue used only with `enqueue` is FIFO).
+//! The durable queue, after etcd's Go `recipes.PriorityQueue` (a plain `enqueue` is
+//! priority 0, so a queue used only with `enqueue` is FIFO), made lossless and
+//! herd-free.
 //!
-//! Layout: an item is the key `<ns><name>/<priority as %05d>/<sequence as %016d>`
-//! holding the item (no lease). The sequence is one more than the last key of that
-//! priority, allocated by Go's `newSequentialKV`: a transaction that also touches the
-//! guard key `__<ns><name>/<priority as %05d>` and only succeeds if that guard was not
-//! touched since the read, so two producers never take one number. A consumer claims
-//! the first item in key order (lowest priority number, then oldest) by deleting it
-//! guarded on its mod revision, and retries on contention. A consumer with nothing to
-//! take watches the prefix for puts.
+//! # Layout
+//!
+//! Every key of queue `<name>` is under `Q = <ns>/queue/<escaped name>` (see
+//! [`Kind::prefix`]), so no other queue, lock, election or other primitive reads or
+//! writes it, and nothing is written outside the namespace:
+//!
+//! | key | value | what |
+//! |---|---|---|
+//! | `Q/i/<priority %05d>/<sequence %016d>` | the item | an item |
+//! | `Q/s/<priority %05d>` | empty | the priority's sequence guard |
+//! | `Q/c/<call id>/<priority %05d>/<sequence %016d>` | the item | an item claimed by a dequeue call, not yet handed over |
+//! | `Q/w/<unix nanos>` | the call id | a waiting consumer |
+//!
+//! # Enqueue
+//!
+//! As Go's `newSequentialKV`: the sequence is one more than the last item key of that
+//! priority, and the transaction that puts the item also touches the sequence guard,
+//! succeeding only if the guard was not touched since the read, so two producers
+//! never take one number. The same transaction reads the oldest waiting consumer,
+//! which the producer then wakes (see below).
+//!
+//! # Dequeue: delivered once, never lost
+//!
+//! Each dequeue call draws a call id. It claims the first item (lowest priority
+//! number, then oldest) in one transaction that deletes the item, guarded on its mod
+//! revision, and puts it into the in-flight record `Q/c/<call id>/…`. If the reply is
+//! lost (the transaction may or may not have been applied), the call repeats the same
+//! transaction: an applied first attempt makes the repeat fail, and its failure branch
+//! reads the call's own in-flight record, so the call finds its item. The call then
+//! returns the item and deletes the record (acknowledges) in the background. If the
+//! call is dropped before it returns the item, the record is put back as an item,
+//! under its old key if that is free (front of its priority), else at the back of its
+//! priority. Put-backs and acknowledgements ride out transient failures (they are
+//! guarded on the record, so repeating them is harmless).
+//!
+//! A record outlives its call only if the process dies between the claim and the
+//! acknowledgement, or the store stays unreachable for minutes: the item is then
+//! neither lost nor delivered twice. [`Backend::export`] lists such records as items of
+//! their queue (export with the consumers stopped); an operator may move one back
+//! after checking that its consumer did not get it (as for Redis' in-flight hash).
+//!
+//! [`Backend::export`]: crate::Backend::export
+//!
+//! # Waiting: one consumer woken per item
+//!
+//! A consumer that finds no item registers `Q/w/<unix nanos>`, reads the items again
+//! (so an item put before its registration is not missed) and watches only its own
+//! waiter key. A producer wakes the oldest waiter by deleting its key (guarded on the
+//! key's create revision, so two producers wake two waiters). A woken consumer claims
+//! the first item, or registers again at the back if another consumer was faster. A
+//! consumer whose dequeue is dropped removes its waiter key; if it had been woken
+//! meanwhile, it passes the wake-up on to the next waiter. A consumer that claims an
+//! item while more items and waiters remain wakes the next waiter too, so a wake-up
+//! lost with a crashed consumer process delays an item only until the next claim or
+//! enqueue.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::kv::{Compare, CompareOp, EventKind, KeyValue, Kv, Range, Txn, TxnOp};
+use crate::kv::{
+    Compare, CompareOp, EventKind, KeyValue, Kv, Range, Revision, Txn, TxnOp, TxnResponse,
+};
 use crate::name::Name;
 use crate::queue::Queue;
 
+use super::key::{call_id, put_new_key, range_at, Kind, UniqueKeys};
+use super::retry::retry_transient;
 use super::wait::next_event;
+
+/// How long a claim rides out transient failures before its call gives up.
+const CLAIM_BUDGET: Duration = Duration::from_secs(60);
+
+/// How long the deletion of a delivered item's in-flight record rides out transient
+/// failures.
+const ACK_BUDGET: Duration = Duration::from_secs(600);
+
+/// How long a put-back of an undelivered item rides out transient failures before it
+/// is left in its in-flight record.
+const PUT_BACK_BUDGET: Duration = Duration::from_secs(600);
+
+/// How long waking a waiter rides out transient failures.
+const WAKE_BUDGET: Duration = Duration::from_secs(10);
+
+/// The keys of one queue (see the module docs).
+#[derive(Clone, Debug)]
+struct Layout {
+    /// `<ns>/queue/<escaped name>`.
+    root: String,
+}
+
+/// Where an item sits: its priority and sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position {
+    priority: u16,
+    sequence: u64,
+}
+
+impl Layout {
+    fn new(namespace: &str, name: &Name) -> Self {
+        Self {
+            root: Kind::Queue.prefix(namespace, name),
+        }
+    }
+
+    /// The prefix of every item key.
+    fn items(&self) -> String {
+        format!("{}/i/", self.root)
+    }
+
+    /// The prefix of the item keys of `priority`.
+    fn priority(&self, priority: u16) -> String {
+        format!("{}/i/{priority:05}/", self.root)
+    }
+
+    fn item(&self, position: Position) -> String {
+        format!(
+            "{}{:016}",
+            self.priority(position.priority),
+            position.sequence
+        )
+    }
+
+    fn guard(&self, priority: u16) -> String {
+        format!("{}/s/{priority:05}", self.root)
+    }
+
+    /// The prefix of the in-flight records of `call`.
+    fn claims(&self, call: &str) -> String {
+        format!("{}/c/{call}/", self.root)
+    }
+
+    fn claim(&self, call: &str, position: Position) -> String {
+        format!(
+            "{}{:05}/{:016}",
+            self.claims(call),
+            position.priority,
+            position.sequence
+        )
+    }
+
+    /// The prefix of the waiter keys, without its trailing `/`.
+    fn waiters(&self) -> String {
+        format!("{}/w", self.root)
+    }
+
+    /// The oldest waiter.
+    fn first_waiter(&self) -> Range {
+        Range::prefix(format!("{}/", self.waiters())).first_create()
+    }
+
+    /// The position of a well-formed item key (`None` for any other key).
+    fn item_position(&self, key: &str) -> Option<Position> {
+        parse_position(key.strip_prefix(&self.items())?)
+    }
+
+    /// The position of a well-formed in-flight record key of `call`.
+    fn claim_position(&self, call: &str, key: &str) -> Option<Position> {
+        parse_position(key.strip_prefix(&self.claims(call))?)
+    }
+}
+
+/// `<priority %05d>/<sequence %016d>`.
+fn parse_position(relative: &str) -> Option<Position> {
+    let (priority, sequence) = relative.split_once('/')?;
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(priority, 5) || !digits(sequence, 16) {
+        return None;
+    }
+    Some(Position {
+        priority: priority.parse().ok()?,
+        sequence: sequence.parse().ok()?,
+    })
+}
+
+/// The first key after every key starting with `prefix` (etcd's prefix range end),
+/// for a `prefix` ending in `/`.
+fn after_prefix(prefix: &str) -> String {
+    let mut end = prefix.trim_end_matches('/').to_owned();
+    end.push('0'); // the byte after '/'
+    end
+}
 
 /// A [`Queue`] over a [`Kv`] store.
 pub(crate) struct KvQueue {
     kv: Arc<dyn Kv>,
     name: Name,
-    prefix: String,
+    layout: Layout,
+}
+
+/// An item read from the store.
+struct Item {
+    kv: KeyValue,
+    position: Position,
 }
 
 impl KvQueue {
@@ -35,121 +208,340 @@ impl KvQueue {
     pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name) -> Self {
         Self {
             kv,
-            prefix: format!("{namespace}{name}/"),
+            layout: Layout::new(namespace, &name),
             name,
         }
     }
 
-    /// The range of this queue's item keys, `[<ns><name>/00000/, <ns><name>/65536)`:
-    /// every priority, but not the keys of a queue nested under this name (`a/b`
-    /// beside `a`) unless the nested name's first segment starts with five digits.
-    fn items(&self) -> Range {
-        Range::between(
-            format!("{}{:05}/", self.prefix, u16::MIN),
-            format!("{}{}", self.prefix, u32::from(u16::MAX) + 1),
-        )
+    /// The first well-formed item (lowest priority number, then oldest) and the
+    /// revision of the read. Keys under the item prefix that are not item keys (written
+    /// by something else) are skipped.
+    async fn first_item(&self) -> Result<(Option<Item>, Revision)> {
+        let end = after_prefix(&self.layout.items());
+        let mut start = self.layout.items();
+        loop {
+            let range = Range::between(start, end.clone()).first_key();
+            let response = self.kv.range(range).await?;
+            let Some(first) = response.kvs.into_iter().next() else {
+                return Ok((None, response.revision));
+            };
+            match self.layout.item_position(&first.key) {
+                Some(position) => {
+                    return Ok((
+                        Some(Item {
+                            kv: first,
+                            position,
+                        }),
+                        response.revision,
+                    ))
+                }
+                None => {
+                    tracing::warn!(key = %first.key, "queue skips a key that is not an item key");
+                    start = format!("{}\0", first.key);
+                }
+            }
+        }
     }
 
     /// Go's `PriorityQueue.Dequeue` (`wait`), or its non-waiting form.
     async fn take(&self, wait: bool) -> Result<Option<Bytes>> {
+        let call = call_id();
         loop {
-            let response = self.kv.range(self.items().first_key()).await?;
-            if let Some(first) = response.kvs.into_iter().next() {
-                if let Some(item) = claim(&self.kv, first).await? {
-                    return Ok(Some(item));
+            let (first, _) = self.first_item().await?;
+            if let Some(item) = first {
+                match claim(&self.kv, &self.layout, &call, item).await? {
+                    Some(claimed) => return Ok(Some(claimed.deliver())),
+                    // Another consumer took it first: read the new first item.
+                    None => continue,
                 }
-                // Another consumer took it first: read the new first item.
-                continue;
             }
             if !wait {
                 return Ok(None);
             }
-            // Whatever arrives (or a watch that ended), read the first item again, so
-            // that a higher-priority item put in the same batch goes first.
-            next_event(
-                &*self.kv,
-                &self.prefix,
-                true,
-                response.revision + 1,
-                EventKind::Put,
-                None,
-            )
-            .await?;
+            self.wait_for_item(&call).await?;
+        }
+    }
+
+    /// Registers as a waiter and returns once woken, or once an item is there.
+    async fn wait_for_item(&self, call: &str) -> Result<()> {
+        let kv = &*self.kv;
+        let mut names = UniqueKeys::new(self.layout.waiters());
+        let mut waiting = loop {
+            let key = names.next_key();
+            let mut waiting = Waiting {
+                kv: Arc::clone(&self.kv),
+                layout: self.layout.clone(),
+                key: key.clone(),
+                call: call.to_owned(),
+                create_revision: None,
+                armed: true,
+            };
+            match put_new_key(kv, &key, Bytes::from(call.to_owned()), 0).await? {
+                Some(revision) => {
+                    waiting.create_revision = Some(revision);
+                    break waiting;
+                }
+                // Another consumer's key of the same nanosecond: try the next name.
+                None => waiting.armed = false,
+            }
+        };
+        let (key, mine) = match &waiting {
+            Waiting {
+                key,
+                create_revision: Some(revision),
+                ..
+            } => (key.clone(), *revision),
+            _ => return Err(Error::backend(kv.backend(), "waiter key without revision")),
+        };
+        loop {
+            // An item put before the registration woke nobody: look again. Leaving
+            // (by the drop of `waiting`) passes on a wake-up this waiter got meanwhile.
+            let (first, revision) = self.first_item().await?;
+            if first.is_some() {
+                return Ok(());
+            }
+            if next_event(kv, &key, false, revision + 1, EventKind::Delete, None)
+                .await?
+                .is_some()
+            {
+                waiting.armed = false;
+                return Ok(());
+            }
+            // The watch ended: woken meanwhile?
+            let current = kv.range(Range::key(&key)).await?;
+            if !current
+                .kvs
+                .first()
+                .is_some_and(|found| found.create_revision == mine)
+            {
+                waiting.armed = false;
+                return Ok(());
+            }
         }
     }
 }
 
-/// Go's `newSequentialKV`: puts `value` at `<seq_prefix>/<next sequence>`.
-async fn put_sequential(kv: &dyn Kv, seq_prefix: &str, value: Bytes) -> Result<()> {
-    let guard_key = format!("__{seq_prefix}");
-    loop {
-        let last = kv.range(Range::prefix(seq_prefix).last_key()).await?;
-        let next = match last.kvs.first() {
-            None => 0,
-            Some(last) => sequence_of(kv, &last.key)?.saturating_add(1),
+/// A waiter key; dropped armed (the waiter stops waiting other than by being woken),
+/// it is removed in the background, and a wake-up it got meanwhile is passed on.
+struct Waiting {
+    kv: Arc<dyn Kv>,
+    layout: Layout,
+    key: String,
+    call: String,
+    create_revision: Option<Revision>,
+    armed: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(key = %self.key, "queue waiter dropped outside a runtime; its key stays and absorbs one wake-up");
+            return;
         };
-        let key = format!("{seq_prefix}/{next:016}");
+        let kv = Arc::clone(&self.kv);
+        let layout = self.layout.clone();
+        let key = std::mem::take(&mut self.key);
+        let call = std::mem::take(&mut self.call);
+        let create_revision = self.create_revision;
+        runtime.spawn(async move {
+            let deadline = Instant::now() + WAKE_BUDGET;
+            let attempt = || withdraw(&*kv, &layout, &key, &call, create_revision);
+            match retry_transient("queue waiter removal", &key, deadline, None, attempt).await {
+                Ok(Withdrawn::Removed) => {}
+                Ok(Withdrawn::WasWoken(next)) => wake(&*kv, &layout, next).await,
+                Err(gave_up) => {
+                    let error = gave_up.into_error();
+                    tracing::warn!(%key, %error, "removing a queue waiter failed; its key absorbs one wake-up");
+                }
+            }
+        });
+    }
+}
+
+/// What [`withdraw`] found.
+enum Withdrawn {
+    /// The waiter key was there and is deleted.
+    Removed,
+    /// It was gone: a producer woke this waiter. The oldest waiter left, to pass the
+    /// wake-up on to.
+    WasWoken(Option<KeyValue>),
+}
+
+/// Deletes a waiter key if it is still there. Idempotent.
+async fn withdraw(
+    kv: &dyn Kv,
+    layout: &Layout,
+    key: &str,
+    call: &str,
+    create_revision: Option<Revision>,
+) -> Result<Withdrawn> {
+    let create_revision = match create_revision {
+        Some(revision) => revision,
+        None => {
+            // Registration's reply was lost: the key is ours if it holds our call id.
+            let current = kv.range(Range::key(key)).await?;
+            match current.kvs.first() {
+                Some(found) if found.value == call.as_bytes() => found.create_revision,
+                _ => return Ok(Withdrawn::Removed),
+            }
+        }
+    };
+    let txn = Txn::when(vec![Compare::create_revision(
+        key,
+        CompareOp::Equal,
+        create_revision,
+    )])
+    .and_then(vec![TxnOp::delete(key)])
+    .or_else(vec![TxnOp::Range(layout.first_waiter())]);
+    let response = kv.txn(txn).await?;
+    if response.succeeded {
+        return Ok(Withdrawn::Removed);
+    }
+    let next = range_at(kv, &response, 0)?.kvs.into_iter().next();
+    Ok(Withdrawn::WasWoken(next))
+}
+
+/// Wakes one waiter, starting with `first` (the oldest, as read): deletes its key,
+/// guarded on its create revision; if it is gone already (woken by someone else, or
+/// withdrawn), wakes the next oldest instead. A failure is logged, not returned: the
+/// items are stored, and a later claim or enqueue wakes a waiter again.
+async fn wake(kv: &dyn Kv, layout: &Layout, first: Option<KeyValue>) {
+    let mut next = first;
+    let deadline = Instant::now() + WAKE_BUDGET;
+    while let Some(waiter) = next {
+        let txn = Txn::when(vec![Compare::create_revision(
+            &waiter.key,
+            CompareOp::Equal,
+            waiter.create_revision,
+        )])
+        .and_then(vec![TxnOp::delete(&waiter.key)])
+        .or_else(vec![TxnOp::Range(layout.first_waiter())]);
+        let attempt = || kv.txn(txn.clone());
+        let response =
+            match retry_transient("queue wake-up", &waiter.key, deadline, None, attempt).await {
+                Ok(response) => response,
+                Err(gave_up) => {
+                    let error = gave_up.into_error();
+                    tracing::warn!(key = %waiter.key, %error, "waking a queue consumer failed");
+                    return;
+                }
+            };
+        if response.succeeded {
+            tracing::trace!(key = %waiter.key, "woke a queue consumer");
+            return;
+        }
+        next = match range_at(kv, &response, 0) {
+            Ok(range) => range.kvs.into_iter().next(),
+            Err(error) => {
+                tracing::warn!(%error, "waking a queue consumer failed");
+                return;
+            }
+        };
+    }
+}
+
+/// The oldest waiter in a transaction's answer at `index`, if any.
+fn waiter_in(kv: &dyn Kv, response: &TxnResponse, index: usize) -> Option<KeyValue> {
+    range_at(kv, response, index)
+        .ok()
+        .and_then(|range| range.kvs.into_iter().next())
+}
+
+/// Go's `newSequentialKV`: puts `value` as the next item of `priority`, and wakes the
+/// oldest waiter.
+///
+/// With `record` (an in-flight record's key and create revision), the same transaction
+/// deletes the record and only runs while it exists: `false` when it is gone (the item
+/// was already put back or acknowledged).
+async fn put_sequential(
+    kv: &dyn Kv,
+    layout: &Layout,
+    priority: u16,
+    value: Bytes,
+    record: Option<(&str, Revision)>,
+) -> Result<bool> {
+    let guard_key = layout.guard(priority);
+    loop {
+        let last = kv
+            .range(Range::prefix(layout.priority(priority)).last_key())
+            .await?;
+        let sequence = match last.kvs.first() {
+            None => 0,
+            Some(last) => match layout.item_position(&last.key) {
+                Some(position) => position.sequence.saturating_add(1),
+                None => {
+                    return Err(Error::backend(
+                        kv.backend(),
+                        format!("queue key {:?} is not an item key", last.key),
+                    ))
+                }
+            },
+        };
+        let key = layout.item(Position { priority, sequence });
         // The guard key must not have changed since the read (see the module docs).
-        let txn = Txn::when(vec![Compare::mod_revision(
+        let mut compares = vec![Compare::mod_revision(
             &guard_key,
             CompareOp::Less,
             last.revision + 1,
-        )])
-        .and_then(vec![
+        )];
+        let mut ops = vec![
             TxnOp::put(&guard_key, Bytes::new(), 0),
             TxnOp::put(key, value.clone(), 0),
-        ]);
-        if kv.txn(txn).await?.succeeded {
-            return Ok(());
+        ];
+        let mut failure = Vec::new();
+        if let Some((record, revision)) = record {
+            compares.push(Compare::create_revision(record, CompareOp::Equal, revision));
+            ops.push(TxnOp::delete(record));
+            failure.push(TxnOp::Range(Range::key(record)));
+        }
+        ops.push(TxnOp::Range(layout.first_waiter()));
+        let waiters_at = ops.len() - 1;
+        let response = kv
+            .txn(Txn::when(compares).and_then(ops).or_else(failure))
+            .await?;
+        if response.succeeded {
+            wake(kv, layout, waiter_in(kv, &response, waiters_at)).await;
+            return Ok(true);
+        }
+        if record.is_some() && range_at(kv, &response, 0)?.kvs.is_empty() {
+            return Ok(false);
         }
     }
 }
 
-/// The sequence number in the last segment of an item key (Go's `Sscanf("%d")`).
-fn sequence_of(kv: &dyn Kv, key: &str) -> Result<u64> {
-    key.rsplit('/')
-        .next()
-        .and_then(|segment| segment.parse::<u64>().ok())
-        .ok_or_else(|| {
-            Error::backend(
-                kv.backend(),
-                format!("queue key {key:?} does not end with a sequence number"),
-            )
-        })
-}
-
-/// Claims `item` by deleting it guarded on its mod revision: `Some(value)` if this
-/// call took it, `None` if another consumer did.
+/// Claims `item` for call `call`: `Some` if this call took it (now, or in an earlier
+/// attempt whose reply was lost), `None` if another consumer did.
 ///
-/// The delete runs in a spawned task and its outcome comes back through a channel
+/// The claim runs in a spawned task and its outcome comes back through a channel
 /// inside a [`Claimed`], which puts the item back if nobody receives it: a caller that
-/// drops the dequeue future while the delete is in flight loses no item.
-async fn claim(kv: &Arc<dyn Kv>, item: KeyValue) -> Result<Option<Bytes>> {
+/// drops the dequeue future while the claim is in flight loses no item.
+async fn claim(
+    kv: &Arc<dyn Kv>,
+    layout: &Layout,
+    call: &str,
+    item: Item,
+) -> Result<Option<Claimed>> {
     let (answer, outcome) = oneshot::channel::<Result<Option<Claimed>>>();
     let store = Arc::clone(kv);
+    let layout = layout.clone();
+    let call = call.to_owned();
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|error| Error::backend(kv.backend(), error))?;
     runtime.spawn(async move {
-        let txn = Txn::when(vec![Compare::mod_revision(
-            &item.key,
-            CompareOp::Equal,
-            item.mod_revision,
-        )])
-        .and_then(vec![TxnOp::delete(&item.key)]);
-        let result = match store.txn(txn).await {
-            Ok(response) if response.succeeded => Ok(Some(Claimed {
-                kv: Some(store),
-                item: Some(item),
-            })),
-            Ok(_) => Ok(None),
-            Err(error) => Err(error),
-        };
+        let (result, next_waiter) = claim_in_store(&store, &layout, &call, item).await;
         // A send to a dropped receiver hands the value back, which drops it here and
         // puts the item back.
         drop(answer.send(result));
+        if next_waiter.is_some() {
+            // More items and more waiters: pass the turn on (see the module docs).
+            wake(&*store, &layout, next_waiter).await;
+        }
     });
     match outcome.await {
-        Ok(result) => Ok(result?.map(Claimed::deliver)),
+        Ok(result) => result,
         Err(_) => Err(Error::backend(
             kv.backend(),
             "queue claim task ended without an answer",
@@ -157,62 +549,200 @@ async fn claim(kv: &Arc<dyn Kv>, item: KeyValue) -> Result<Option<Bytes>> {
     }
 }
 
-/// An item deleted from the store on behalf of a consumer. Dropped undelivered (the
-/// consumer went away), it is put back under its own key (or, if that key was reused
-/// meanwhile, at the back of its priority).
+/// The claim transaction, repeated through transient failures (see the module docs);
+/// also the oldest waiter when items remain after the claim.
+async fn claim_in_store(
+    kv: &Arc<dyn Kv>,
+    layout: &Layout,
+    call: &str,
+    item: Item,
+) -> (Result<Option<Claimed>>, Option<KeyValue>) {
+    let record = layout.claim(call, item.position);
+    let txn = Txn::when(vec![Compare::mod_revision(
+        &item.kv.key,
+        CompareOp::Equal,
+        item.kv.mod_revision,
+    )])
+    .and_then(vec![
+        TxnOp::delete(&item.kv.key),
+        TxnOp::put(&record, item.kv.value.clone(), 0),
+        TxnOp::Range(Range::between(layout.items(), after_prefix(&layout.items())).first_key()),
+        TxnOp::Range(layout.first_waiter()),
+    ])
+    .or_else(vec![TxnOp::Range(Range::prefix(layout.claims(call)))]);
+    let deadline = Instant::now() + CLAIM_BUDGET;
+    let attempt = || kv.txn(txn.clone());
+    let response = match retry_transient("queue claim", &item.kv.key, deadline, None, attempt).await
+    {
+        Ok(response) => response,
+        Err(gave_up) => {
+            let error = gave_up.into_error();
+            tracing::error!(key = %item.kv.key, call, %error, "queue claim failed with its outcome unknown; if the in-flight record appears, the item waits there");
+            return (Err(error), None);
+        }
+    };
+    let claimed = |record: KeyValue, position: Position, revision: Revision| Claimed {
+        kv: Some(Arc::clone(kv)),
+        layout: layout.clone(),
+        record: record.key,
+        record_revision: revision,
+        position,
+        value: record.value,
+    };
+    if response.succeeded {
+        let more_items = range_at(&**kv, &response, 2).is_ok_and(|range| !range.kvs.is_empty());
+        let next_waiter = more_items.then(|| waiter_in(&**kv, &response, 3)).flatten();
+        let record = KeyValue {
+            key: record,
+            value: item.kv.value,
+            ..KeyValue::default()
+        };
+        let result = claimed(record, item.position, response.revision);
+        return (Ok(Some(result)), next_waiter);
+    }
+    let mine = match range_at(&**kv, &response, 0) {
+        Ok(range) => range.kvs.into_iter().next(),
+        Err(error) => return (Err(error), None),
+    };
+    match mine {
+        // An earlier attempt, whose reply was lost, claimed it.
+        Some(found) => match layout.claim_position(call, &found.key) {
+            Some(position) => {
+                tracing::debug!(key = %found.key, "queue claim found after a lost reply");
+                let revision = found.create_revision;
+                (Ok(Some(claimed(found, position, revision))), None)
+            }
+            None => (
+                Err(Error::backend(
+                    kv.backend(),
+                    format!("queue in-flight key {:?} is malformed", found.key),
+                )),
+                None,
+            ),
+        },
+        None => (Ok(None), None),
+    }
+}
+
+/// An item moved into this call's in-flight record. Dropped before
+/// [`Claimed::acknowledge`] finished (the consumer went away), it is put back.
 struct Claimed {
     kv: Option<Arc<dyn Kv>>,
-    item: Option<KeyValue>,
+    layout: Layout,
+    record: String,
+    record_revision: Revision,
+    position: Position,
+    value: Bytes,
 }
 
 impl Claimed {
+    /// Hands the item over (at once: no await, so no cancellation, between the claim's
+    /// answer and the caller) and deletes the in-flight record in the background,
+    /// through transient failures.
     fn deliver(mut self) -> Bytes {
-        self.kv = None;
-        self.item.take().map(|item| item.value).unwrap_or_default()
+        let value = std::mem::take(&mut self.value);
+        let Some(kv) = self.kv.take() else {
+            return value;
+        };
+        let record = std::mem::take(&mut self.record);
+        let txn = Txn::when(vec![Compare::create_revision(
+            &record,
+            CompareOp::Equal,
+            self.record_revision,
+        )])
+        .and_then(vec![TxnOp::delete(&record)]);
+        let acknowledge = async move {
+            let deadline = Instant::now() + ACK_BUDGET;
+            let attempt = || kv.txn(txn.clone());
+            // Not succeeding means the record is gone already: deleted by an attempt
+            // whose reply was lost (nothing else deletes it while this call holds it).
+            if let Err(gave_up) =
+                retry_transient("queue acknowledgement", &record, deadline, None, attempt).await
+            {
+                let error = gave_up.into_error();
+                tracing::error!(%record, %error, "deleting the in-flight record of a delivered queue item failed; it stays, and must not be put back");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(acknowledge)),
+            Err(_) => tracing::error!(
+                "queue item delivered outside a runtime; its in-flight record stays"
+            ),
+        }
+        value
     }
 }
 
 impl Drop for Claimed {
     fn drop(&mut self) {
-        let (Some(kv), Some(item)) = (self.kv.take(), self.item.take()) else {
+        let Some(kv) = self.kv.take() else {
             return;
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = put_back(&*kv, &item).await {
-                        tracing::error!(key = %item.key, %error, "putting back an undelivered queue item failed; the item is lost");
-                    }
-                });
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(record = %self.record, "undelivered queue item dropped outside a runtime; it stays in its in-flight record");
+            return;
+        };
+        let layout = self.layout.clone();
+        let record = std::mem::take(&mut self.record);
+        let revision = self.record_revision;
+        let position = self.position;
+        let value = std::mem::take(&mut self.value);
+        runtime.spawn(async move {
+            let deadline = Instant::now() + PUT_BACK_BUDGET;
+            let attempt = || put_back(&*kv, &layout, &record, revision, position, value.clone());
+            if let Err(gave_up) =
+                retry_transient("queue put-back", &record, deadline, None, attempt).await
+            {
+                let error = gave_up.into_error();
+                tracing::error!(%record, %error, "putting back an undelivered queue item failed; it stays in its in-flight record");
             }
-            Err(_) => {
-                tracing::error!(key = %item.key, "undelivered queue item dropped outside a runtime; the item is lost");
-            }
-        }
+        });
     }
 }
 
-/// Restores an undelivered item: under its own key if still free (also touching the
-/// priority's guard key, so that no producer allocates that key concurrently), else
-/// as a new item of the same priority.
-async fn put_back(kv: &dyn Kv, item: &KeyValue) -> Result<()> {
-    let Some((seq_prefix, _)) = item.key.rsplit_once('/') else {
-        return Err(Error::backend(kv.backend(), "queue key without a sequence"));
-    };
-    let txn = Txn::when(vec![Compare::create_revision(
-        &item.key,
-        CompareOp::Equal,
-        0,
-    )])
+/// Restores an undelivered item from its in-flight record: under its own key if still
+/// free (also touching the priority's guard key, so that no producer allocates that
+/// key concurrently), else as a new item of the same priority. Guarded on the record,
+/// so repeating it is harmless.
+async fn put_back(
+    kv: &dyn Kv,
+    layout: &Layout,
+    record: &str,
+    revision: Revision,
+    position: Position,
+    value: Bytes,
+) -> Result<()> {
+    let key = layout.item(position);
+    let txn = Txn::when(vec![
+        Compare::create_revision(record, CompareOp::Equal, revision),
+        Compare::create_revision(&key, CompareOp::Equal, 0),
+    ])
     .and_then(vec![
-        TxnOp::put(format!("__{seq_prefix}"), Bytes::new(), 0),
-        TxnOp::put(&item.key, item.value.clone(), 0),
-    ]);
-    if kv.txn(txn).await?.succeeded {
-        tracing::debug!(key = %item.key, "undelivered queue item put back");
+        TxnOp::delete(record),
+        TxnOp::put(layout.guard(position.priority), Bytes::new(), 0),
+        TxnOp::put(&key, value.clone(), 0),
+        TxnOp::Range(layout.first_waiter()),
+    ])
+    .or_else(vec![TxnOp::Range(Range::key(record))]);
+    let response = kv.txn(txn).await?;
+    if response.succeeded {
+        tracing::debug!(%key, "undelivered queue item put back");
+        wake(kv, layout, waiter_in(kv, &response, 3)).await;
         return Ok(());
     }
-    put_sequential(kv, seq_prefix, item.value.clone()).await
+    if range_at(kv, &response, 0)?.kvs.is_empty() {
+        // Put back already, by an attempt whose reply was lost.
+        return Ok(());
+    }
+    put_sequential(
+        kv,
+        layout,
+        position.priority,
+        value,
+        Some((record, revision)),
+    )
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -221,18 +751,21 @@ impl Queue for KvQueue {
         &self.name
     }
 
-    /// Go's `PriorityQueue.Enqueue`.
+    /// Go's `PriorityQueue.Enqueue`, then wakes the oldest waiting consumer.
     ///
     /// Cancel-safety: dropping the future leaves the item either queued once or not
-    /// at all.
+    /// at all (a waiting consumer may then not be woken until the next enqueue).
     async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        put_sequential(&*self.kv, &format!("{}{priority:05}", self.prefix), item).await
+        put_sequential(&*self.kv, &self.layout, priority, item, None).await?;
+        Ok(())
     }
 
-    /// Takes the first item, waiting for puts under the prefix while there is none.
+    /// Takes the first item; while there is none, waits in line to be woken by a
+    /// producer.
     ///
-    /// Cancel-safety: cancel-safe. The claiming delete runs in a spawned task; if this
-    /// future is dropped before the item is handed over, the item is put back.
+    /// Cancel-safety: cancel-safe. The claim runs in a spawned task; if this future is
+    /// dropped before the item is handed over, the item is put back, and a wake-up
+    /// this consumer got is passed on.
     async fn dequeue(&self) -> Result<Bytes> {
         match self.take(true).await? {
             Some(item) => Ok(item),
@@ -250,9 +783,11 @@ impl Queue for KvQueue {
         self.take(false).await
     }
 
-    /// The number of item keys (see [`KvQueue::items`]).
+    /// The number of item keys (items claimed but not yet handed over are not
+    /// counted).
     async fn len(&self) -> Result<usize> {
-        let mut range = self.items();
+        let items = self.layout.items();
+        let mut range = Range::between(items.clone(), after_prefix(&items));
         range.limit = Some(1);
         Ok(self.kv.range(range).await?.count)
     }
@@ -266,27 +801,18 @@ mod tests {
 
     use crate::backend::Backend;
     use crate::kv::{Kv, Range};
-    use crate::recipes::testing::{backend, name, settle, within};
+    use crate::memory::MemoryKv;
+    use crate::recipes::testing::{backend, flaky_backend, name, session, settle, within, Failure};
+    use crate::recipes::KvBackend;
 
-    #[tokio::test]
-    async fn a_nested_queue_keeps_its_items() {
-        let backend = backend();
-        let outer = backend.queue(name("jobs")).unwrap();
-        let nested = backend.queue(name("jobs/urgent")).unwrap();
-        nested.enqueue(Bytes::from("nested")).await.unwrap();
-        outer
-            .enqueue_with_priority(Bytes::from("outer"), 7)
-            .await
-            .unwrap();
-        assert_eq!(outer.len().await.unwrap(), 1);
-        assert_eq!(nested.len().await.unwrap(), 1);
-        assert_eq!(outer.try_dequeue().await.unwrap().unwrap(), "outer");
-        assert_eq!(outer.try_dequeue().await.unwrap(), None);
-        assert_eq!(nested.try_dequeue().await.unwrap().unwrap(), "nested");
+    /// Every key in `kv`.
+    async fn keys(kv: &impl Kv) -> Vec<String> {
+        let all = kv.range(Range::prefix("")).await.unwrap();
+        all.kvs.into_iter().map(|kv| kv.key).collect()
     }
 
     #[tokio::test]
-    async fn priority_then_fifo_in_gos_layout() {
+    async fn priority_then_fifo_in_its_own_layout() {
         let backend = backend();
         let q = backend.queue(name("jobs")).unwrap();
         q.enqueue_with_priority("low-1".into(), 7).await.unwrap();
@@ -294,22 +820,18 @@ mod tests {
         q.enqueue_with_priority("low-2".into(), 7).await.unwrap();
         q.enqueue("high-2".into()).await.unwrap();
         assert_eq!(q.len().await.unwrap(), 4);
-        let keys: Vec<String> = backend
-            .kv()
-            .range(Range::prefix("jobs/"))
+        let items: Vec<String> = keys(&**backend.kv())
             .await
-            .unwrap()
-            .kvs
             .into_iter()
-            .map(|kv| kv.key)
+            .filter(|key| key.contains("/i/"))
             .collect();
         assert_eq!(
-            keys,
+            items,
             [
-                "jobs/00000/0000000000000000",
-                "jobs/00000/0000000000000001",
-                "jobs/00007/0000000000000000",
-                "jobs/00007/0000000000000001",
+                "/queue/jobs/i/00000/0000000000000000",
+                "/queue/jobs/i/00000/0000000000000001",
+                "/queue/jobs/i/00007/0000000000000000",
+                "/queue/jobs/i/00007/0000000000000001",
             ]
         );
         for expected in ["high-1", "high-2", "low-1", "low-2"] {
@@ -317,6 +839,12 @@ mod tests {
         }
         assert!(q.try_dequeue().await.unwrap().is_none());
         assert!(q.is_empty().await.unwrap());
+        settle().await; // in-flight records are deleted in the background
+        let left = keys(&**backend.kv()).await;
+        assert!(
+            left.iter().all(|key| key.contains("/s/")),
+            "only sequence guards stay: {left:?}"
+        );
     }
 
     #[tokio::test]
@@ -341,8 +869,8 @@ mod tests {
         let q = backend.queue(name("q")).unwrap();
         q.enqueue("x".into()).await.unwrap();
         q.enqueue("y".into()).await.unwrap();
-        let key = "q/00000/0000000000000000";
-        let created = |kv: &crate::memory::MemoryKv| {
+        let key = "/queue/q/i/00000/0000000000000000";
+        let created = |kv: &MemoryKv| {
             let kv = kv.clone();
             async move { kv.range(Range::key(key)).await.unwrap().kvs[0].create_revision }
         };
@@ -364,6 +892,193 @@ mod tests {
         );
         assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "x");
         assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "y");
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_reply_is_lost_still_delivers_its_item_once() {
+        for how in [Failure::ReplyLost, Failure::NotApplied] {
+            let backend = flaky_backend();
+            let q = backend.queue(name("q")).unwrap();
+            q.enqueue("x".into()).await.unwrap();
+            q.enqueue("y".into()).await.unwrap();
+            // The claim's first three attempts fail (the first one applied, with
+            // `ReplyLost`, so the later ones find its in-flight record).
+            backend.kv().fail_txns(3, how);
+            assert_eq!(
+                within(q.try_dequeue()).await.unwrap().as_deref(),
+                Some(&b"x"[..]),
+                "{how:?}"
+            );
+            assert_eq!(q.try_dequeue().await.unwrap().as_deref(), Some(&b"y"[..]));
+            assert_eq!(q.try_dequeue().await.unwrap(), None);
+            // The in-flight records are deleted in the background once delivered.
+            within(async {
+                while keys(&**backend.kv())
+                    .await
+                    .iter()
+                    .any(|k| !k.contains("/s/"))
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_put_back_during_a_leader_change_is_retried() {
+        let backend = flaky_backend();
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        // The claim goes through, then the put-back fails four times.
+        backend.kv().fail_txns_after(1, 4, Failure::ReplyLost);
+        {
+            let dequeue = q.dequeue();
+            futures::pin_mut!(dequeue);
+            assert!(futures::poll!(dequeue.as_mut()).is_pending());
+        }
+        within(async {
+            while q.len().await.unwrap() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert_eq!(q.len().await.unwrap(), 1, "put back once");
+        assert_eq!(q.try_dequeue().await.unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(q.try_dequeue().await.unwrap(), None);
+    }
+
+    /// The waiter keys of queue `q`, oldest first.
+    async fn waiters(kv: &MemoryKv) -> Vec<String> {
+        let range = Range::prefix("/queue/q/w/").sorted(
+            crate::kv::SortTarget::CreateRevision,
+            crate::kv::SortOrder::Ascend,
+            0,
+        );
+        let found = kv.range(range).await.unwrap();
+        found.kvs.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[tokio::test]
+    async fn one_waiting_consumer_is_woken_per_item_in_arrival_order() {
+        let backend = backend();
+        let mut consumers = Vec::new();
+        for _ in 0..3 {
+            let q = backend.queue(name("q")).unwrap();
+            consumers.push(tokio::spawn(async move { q.dequeue().await }));
+            settle().await;
+        }
+        let line = waiters(backend.kv()).await;
+        assert_eq!(line.len(), 3);
+        let producer = backend.queue(name("q")).unwrap();
+        producer.enqueue("x".into()).await.unwrap();
+        settle().await;
+        assert_eq!(
+            consumers
+                .iter()
+                .map(|c| c.is_finished())
+                .collect::<Vec<_>>(),
+            [true, false, false],
+            "only the oldest waiter is woken"
+        );
+        assert_eq!(
+            waiters(backend.kv()).await,
+            line[1..],
+            "the others did not wake up and line up again"
+        );
+        producer.enqueue("y".into()).await.unwrap();
+        producer.enqueue("z".into()).await.unwrap();
+        let mut taken = Vec::new();
+        for consumer in consumers {
+            taken.push(within(consumer).await.unwrap().unwrap());
+        }
+        assert_eq!(taken, ["x", "y", "z"]);
+        assert!(waiters(backend.kv()).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_consumer_passes_its_wake_up_on() {
+        let backend = backend();
+        let q1 = backend.queue(name("q")).unwrap();
+        let first = tokio::spawn(async move { q1.dequeue().await });
+        settle().await;
+        let q2 = backend.queue(name("q")).unwrap();
+        let second = tokio::spawn(async move { q2.dequeue().await });
+        settle().await;
+        // The enqueue wakes the first waiter, which is cancelled before it runs.
+        backend
+            .queue(name("q"))
+            .unwrap()
+            .enqueue("x".into())
+            .await
+            .unwrap();
+        first.abort();
+        assert_eq!(within(second).await.unwrap().unwrap(), "x");
+        settle().await;
+        assert!(waiters(backend.kv()).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn nested_names_and_other_primitives_of_the_same_name_do_not_interfere() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let lock = backend.locker(&s, name("q")).unwrap().lock().await.unwrap();
+        backend.barrier(name("q")).unwrap().hold().await.unwrap();
+        let stm = backend.stm().unwrap();
+        stm.atomically(crate::stm::Isolation::default(), |tx| async move {
+            tx.put("q", "stm");
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let q = backend.queue(name("q")).unwrap();
+        let nested = backend.queue(name("q/00001/x")).unwrap();
+        for i in 0..4 {
+            q.enqueue_with_priority(Bytes::from(format!("q{i}")), 1)
+                .await
+                .unwrap();
+            nested.enqueue(Bytes::from(format!("n{i}"))).await.unwrap();
+        }
+        assert_eq!(q.len().await.unwrap(), 4);
+        assert_eq!(nested.len().await.unwrap(), 4);
+        for i in 0..4 {
+            assert_eq!(q.try_dequeue().await.unwrap().unwrap(), format!("q{i}"));
+            assert_eq!(
+                nested.try_dequeue().await.unwrap().unwrap(),
+                format!("n{i}")
+            );
+        }
+        assert_eq!(q.try_dequeue().await.unwrap(), None);
+        assert!(!lock.is_lost());
+        assert_eq!(
+            backend
+                .locker(&s, name("q"))
+                .unwrap()
+                .contenders()
+                .await
+                .unwrap(),
+            1
+        );
+        lock.unlock().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_key_is_under_the_namespace() {
+        let backend = KvBackend::with_kv(MemoryKv::new(), "app/", crate::memory::capabilities());
+        let consumer = backend.queue(name("jobs")).unwrap();
+        let waiting = tokio::spawn(async move { consumer.dequeue().await });
+        settle().await;
+        let q = backend.queue(name("jobs")).unwrap();
+        q.enqueue("a".into()).await.unwrap();
+        q.enqueue_with_priority("b".into(), 3).await.unwrap();
+        let mut seen = keys(&**backend.kv()).await;
+        assert_eq!(within(waiting).await.unwrap().unwrap(), "a");
+        seen.extend(keys(&**backend.kv()).await);
+        assert!(!seen.is_empty());
+        assert!(
+            seen.iter().all(|key| key.starts_with("app/")),
+            "keys outside the namespace: {seen:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! The read-write lock, as etcd's Go `recipes.RWMutex`.
 //!
-//! Layout: a reader puts the unique key `<ns><name>/read/<unix nanos>`, a writer
-//! `<ns><name>/write/<unix nanos>` (empty values, attached to the session's lease).
+//! Layout: with `R = <ns>/rwlock/<escaped name>` (see [`Kind::prefix`]; Go's recipe
+//! uses `<name>` itself, which would share keys with a lock or a queue of that name),
+//! a reader puts the unique key `R/read/<unix nanos>`, a writer `R/write/<unix nanos>`
+//! (empty values, attached to the session's lease).
 //! A reader waits until no write key older than its own is left; a writer waits until
 //! no key of either kind older than its own is left. So a waiting writer blocks the
 //! readers that arrive after it, and holds are granted in arrival order. Each wait
@@ -22,7 +24,7 @@ use crate::session::Session;
 use crate::token::FencingToken;
 
 use super::hold::{explain_lease_error, Cleanup, HeldKey};
-use super::key::{put_new_key, UniqueKeys};
+use super::key::{put_new_key, Kind, UniqueKeys};
 use super::wait::{until_lost, wait_delete};
 
 /// A [`RwLock`] over a [`Kv`] store.
@@ -55,7 +57,7 @@ impl KvRwMutex {
             kv,
             session,
             lease,
-            prefix: format!("{namespace}{name}/"),
+            prefix: format!("{}/", Kind::RwLock.prefix(namespace, &name)),
             name,
         }
     }
@@ -240,7 +242,7 @@ mod tests {
             .read()
             .await
             .unwrap();
-        assert!(r1.key().starts_with("rw/read/"));
+        assert!(r1.key().starts_with("/rwlock/rw/read/"));
         let w = backend.rwlock(&s3, name("rw")).unwrap();
         let writer = tokio::spawn(async move { w.write().await });
         settle().await;
@@ -258,11 +260,11 @@ mod tests {
         assert!(!writer.is_finished());
         r2.unlock().await.unwrap();
         let writer = within(writer).await.unwrap().unwrap();
-        assert!(writer.key().starts_with("rw/write/"));
+        assert!(writer.key().starts_with("/rwlock/rw/write/"));
         settle().await;
         assert!(!late_reader.is_finished());
         writer.unlock().await.unwrap();
-        within(late_reader).await.unwrap().unwrap();
+        drop(within(late_reader).await.unwrap().unwrap());
     }
 
     #[tokio::test]
@@ -281,7 +283,7 @@ mod tests {
         assert_eq!(
             backend
                 .kv()
-                .range(Range::prefix("rw/"))
+                .range(Range::prefix("/rwlock/rw/"))
                 .await
                 .unwrap()
                 .count,
@@ -297,7 +299,7 @@ mod tests {
         assert_eq!(
             backend
                 .kv()
-                .range(Range::prefix("rw/"))
+                .range(Range::prefix("/rwlock/rw/"))
                 .await
                 .unwrap()
                 .count,

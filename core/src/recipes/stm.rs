@@ -1,7 +1,8 @@
 //! Software transactional memory, as etcd's Go `concurrency.STM`.
 //!
-//! Layout: STM key `k` is the store key `<ns>k` (raw keys, as Go's STM uses them; a
-//! namespace keeps applications apart). Values are stored as given, with no lease.
+//! Layout: STM key `k` is the store key `<ns>/stm/<escaped k>` (see [`Kind::prefix`];
+//! Go's STM uses raw keys, which would share keys with every other primitive). Values
+//! are stored as given, with no lease.
 //!
 //! An attempt records every key it reads with the key's mod revision (the read set).
 //! The commit is one transaction whose compares depend on the level, as in Go:
@@ -31,7 +32,7 @@ use crate::kv::{Compare, CompareOp, KeyValue, Kv, Range, Revision, Txn, TxnOp};
 use crate::name::Name;
 use crate::stm::{Isolation, Stm, StmAttempt, Write};
 
-use super::key::range_at;
+use super::key::{range_at, Kind};
 
 /// A [`Stm`] over a [`Kv`] store.
 pub(crate) struct KvStm {
@@ -98,7 +99,7 @@ struct KvStmAttempt {
 
 impl KvStmAttempt {
     fn store_key(&self, key: &Name) -> String {
-        format!("{}{}", self.namespace, key)
+        Kind::Stm.prefix(&self.namespace, key)
     }
 
     fn serializable(&self) -> bool {
@@ -224,6 +225,11 @@ mod tests {
     use crate::stm::{Isolation, StmOptions};
     use crate::{Error, Stm};
 
+    /// The store key of STM key `key` in a backend without namespace.
+    fn stored(key: &str) -> String {
+        format!("/stm/{}", crate::recipes::key::escape(key))
+    }
+
     fn number(value: Option<Bytes>) -> i64 {
         value.map_or(0, |v| String::from_utf8_lossy(&v).parse().unwrap())
     }
@@ -250,8 +256,12 @@ mod tests {
                     }
                     tx.get("unrelated").await?;
                     if runs.fetch_add(1, Ordering::SeqCst) == 0 {
-                        kv.txn(Txn::default().and_then(vec![TxnOp::put(interfering, "9", 0)]))
-                            .await?;
+                        kv.txn(Txn::default().and_then(vec![TxnOp::put(
+                            stored(interfering),
+                            "9",
+                            0,
+                        )]))
+                        .await?;
                     }
                     tx.put(written, "1");
                     Ok(())
@@ -299,9 +309,12 @@ mod tests {
         let backend = backend();
         let kv = backend.kv().clone();
         let stm = backend.stm().unwrap();
-        kv.txn(Txn::default().and_then(vec![TxnOp::put("a", "1", 0), TxnOp::put("b", "1", 0)]))
-            .await
-            .unwrap();
+        kv.txn(Txn::default().and_then(vec![
+            TxnOp::put(stored("a"), "1", 0),
+            TxnOp::put(stored("b"), "1", 0),
+        ]))
+        .await
+        .unwrap();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         stm.atomically(isolation, |tx| {
             let kv = kv.clone();
@@ -309,7 +322,7 @@ mod tests {
             async move {
                 let a = number(tx.get("a").await?);
                 if seen.lock().unwrap().is_empty() {
-                    kv.txn(Txn::default().and_then(vec![TxnOp::put("b", "2", 0)]))
+                    kv.txn(Txn::default().and_then(vec![TxnOp::put(stored("b"), "2", 0)]))
                         .await?;
                 }
                 let b = number(tx.get("b").await?);
@@ -413,8 +426,9 @@ mod tests {
         })
         .await
         .unwrap();
-        let stored = backend.kv().range(Range::key("x/y")).await.unwrap();
-        assert_eq!(stored.kvs[0].value, Bytes::from("v"));
+        let found = backend.kv().range(Range::key("/stm/x%2Fy")).await.unwrap();
+        assert_eq!(found.kvs[0].value, Bytes::from("v"));
+        assert_eq!(stored("x/y"), "/stm/x%2Fy");
 
         let mut capabilities = crate::memory::capabilities();
         capabilities.stm_read_committed = false;

@@ -77,8 +77,9 @@ pub(crate) enum Failure {
 /// change. Everything else goes straight to the memory store.
 pub(crate) struct FlakyKv {
     inner: MemoryKv,
-    /// Transactions still to fail, and how; `usize::MAX` fails them all.
-    failing: Mutex<(usize, Failure)>,
+    /// Transactions to let through first, transactions to fail then (`usize::MAX`:
+    /// all), and how.
+    failing: Mutex<(usize, usize, Failure)>,
     /// Transactions attempted so far.
     txns: AtomicUsize,
 }
@@ -88,14 +89,19 @@ impl FlakyKv {
     pub(crate) fn new() -> Self {
         Self {
             inner: MemoryKv::new(),
-            failing: Mutex::new((0, Failure::NotApplied)),
+            failing: Mutex::new((0, 0, Failure::NotApplied)),
             txns: AtomicUsize::new(0),
         }
     }
 
     /// Fails the next `count` transactions (`usize::MAX`: every one) as `how`.
     pub(crate) fn fail_txns(&self, count: usize, how: Failure) {
-        *self.failing.lock().unwrap() = (count, how);
+        self.fail_txns_after(0, count, how);
+    }
+
+    /// Lets the next `skip` transactions through, then fails `count` as `how`.
+    pub(crate) fn fail_txns_after(&self, skip: usize, count: usize, how: Failure) {
+        *self.failing.lock().unwrap() = (skip, count, how);
     }
 
     /// How many transactions were attempted so far.
@@ -107,12 +113,16 @@ impl FlakyKv {
     fn next_failure(&self) -> Option<Failure> {
         self.txns.fetch_add(1, Ordering::SeqCst);
         let mut failing = self.failing.lock().unwrap();
-        match failing.0 {
+        if failing.0 > 0 {
+            failing.0 -= 1;
+            return None;
+        }
+        match failing.1 {
             0 => None,
-            usize::MAX => Some(failing.1),
+            usize::MAX => Some(failing.2),
             _ => {
-                failing.0 -= 1;
-                Some(failing.1)
+                failing.1 -= 1;
+                Some(failing.2)
             }
         }
     }
