@@ -33,8 +33,10 @@
 //! a time proportional to the size of the state (the items are read with `ZRANGE`):
 //! export a large store off-peak.
 //!
-//! **Names.** A name may contain `}` and `:`, so a key's shape alone does not always
-//! say what it is: the key's type decides (a queue's items are a sorted set, an STM
+//! **Names.** A primitive's name is escaped in its keys ([`crate::keys`]: no braces
+//! inside the hash tag), and unescaped here; an STM key's name is kept as it is and may
+//! contain `}` and `:`, so a key's shape alone does not always say what it is: the
+//! key's type decides (a queue's items are a sorted set, an STM
 //! key a hash with a field `r`, a barrier and a hold entry are strings, the entry
 //! holding `<mode letter><id>`). A key whose name part is not a valid distsync name is
 //! skipped with a warning. Every namespace matched by `{<ns>*` is read, so a namespace
@@ -219,6 +221,17 @@ impl Found {
     }
 }
 
+/// The name of a primitive from the escaped name in its key.
+fn primitive_name_of(key: &str, escaped: &str) -> Option<Name> {
+    match crate::keys::unescape_name(escaped) {
+        Some(name) => name_of(key, &name),
+        None => {
+            tracing::warn!(%key, "export skips a key whose name is not escaped as distsync escapes names");
+            None
+        }
+    }
+}
+
 fn name_of(key: &str, name: &str) -> Option<Name> {
     match Name::new(name) {
         Ok(name) => Some(name),
@@ -236,7 +249,7 @@ fn add(snapshot: &mut Snapshot, key: &str, relative: &str, found: Found) -> Resu
             let Some(name) = relative.strip_suffix(QUEUE_ITEMS) else {
                 return Ok(());
             };
-            let Some(name) = name_of(key, name) else {
+            let Some(name) = primitive_name_of(key, name) else {
                 return Ok(());
             };
             let items = members
@@ -275,7 +288,7 @@ fn add(snapshot: &mut Snapshot, key: &str, relative: &str, found: Found) -> Resu
         }
         Found::String(value) => {
             if let Some(name) = relative.strip_suffix(BARRIER) {
-                if let Some(name) = name_of(key, name) {
+                if let Some(name) = primitive_name_of(key, name) {
                     snapshot.barriers.push(name);
                 }
             } else if let Some((_, letters, id)) = entry(relative) {
@@ -372,6 +385,27 @@ mod tests {
         assert!(queue_item("k", b"short".to_vec(), "0").is_err());
         assert!(queue_item("k", b"000000000000000aitem".to_vec(), "70000").is_err());
         assert!(queue_item("k", b"zzzzzzzzzzzzzzzzitem".to_vec(), "1").is_err());
+    }
+
+    #[test]
+    fn escaped_names_are_exported_unescaped() {
+        let mut snapshot = Snapshot::default();
+        add(
+            &mut snapshot,
+            "{ns:a%7Db%25}:barrier",
+            "a%7Db%25}:barrier",
+            Found::String(b"1".to_vec()),
+        )
+        .unwrap();
+        // Not an escape distsync writes: skipped.
+        add(
+            &mut snapshot,
+            "{ns:a%41}:barrier",
+            "a%41}:barrier",
+            Found::String(b"1".to_vec()),
+        )
+        .unwrap();
+        assert_eq!(snapshot.barriers, [Name::new("a}b%").unwrap()]);
     }
 
     #[test]
