@@ -21,8 +21,11 @@ Exit codes:
   3    the session was lost while something was held or awaited
   130  interrupted by SIGINT (Ctrl-C) or SIGTERM, after releasing what was held
   lock/rwlock with `-- CMD`: CMD's exit code (128+N if signal N killed it; 126 if CMD
-  could not be run, 127 if not found). If the session is lost while CMD runs, CMD
-  gets SIGTERM (SIGKILL 10 s later) and distsync exits with 3.
+  could not be run, 127 if not found). CMD is stopped before the store can give the
+  hold to anyone else: once renewals of the session fail, CMD gets SIGTERM --grace
+  seconds before the session's client-side deadline (at once if less remains), and
+  SIGKILL at that deadline if it is still running; when the session is lost, SIGTERM at
+  once and SIGKILL at the deadline at the latest. distsync then exits with 3.
 
 Backends (URL in --backend or DISTSYNC_URL):
   memory://                                   in-process (one process only)
@@ -52,9 +55,26 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ttl: u64,
 
+    /// Seconds CMD (of `lock`/`rwlock -- CMD`) gets between SIGTERM and SIGKILL when
+    /// the session's renewals fail: SIGTERM comes this long before the session's
+    /// client-side deadline (at once if less remains), SIGKILL at the deadline.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 5.0,
+          value_parser = parse_grace)]
+    pub grace: f64,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--grace`: a finite, non-negative number of seconds.
+fn parse_grace(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 /// The subcommands.

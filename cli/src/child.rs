@@ -1,18 +1,31 @@
 //! Running CMD while something is held, as `etcdctl lock NAME CMD` does.
 
 use std::ffi::OsString;
-use std::future::Future;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use distsync::{HealthWatch, Lost, SessionHealth};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::exit::{self, Failure};
 use crate::signals::{Interrupt, Interrupts};
 
-/// How long CMD has to exit after SIGTERM once the hold is lost, before SIGKILL.
+/// How long CMD has to exit after SIGTERM once the hold is lost, before SIGKILL, when
+/// no client-side deadline is known (the session was lost before any renewal failed).
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// When CMD must be stopped: the hold's `lost()`, the session's health (renewals
+/// failing: the early warning, with the client-side deadline), and the grace CMD gets
+/// between SIGTERM and SIGKILL.
+pub struct Stop {
+    /// The hold's `lost()`.
+    pub lost: Lost,
+    /// The session's health.
+    pub health: HealthWatch,
+    /// SIGTERM comes this long before the deadline once renewals fail.
+    pub grace: Duration,
+}
 
 /// How CMD's run ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,9 +41,15 @@ pub enum ChildEnd {
 /// Runs `command` (program and arguments) with `env` added to its environment, and
 /// waits for it to exit. Standard input, output and error are inherited.
 ///
-/// - When `lost` resolves first, CMD gets SIGTERM, and SIGKILL [`KILL_GRACE`] later if
-///   it is still running: it must not go on believing it is protected.
-/// - When SIGINT or SIGTERM arrives, it is forwarded to CMD; a second one kills CMD.
+/// CMD must not go on believing it is protected once the store may give the hold to
+/// someone else:
+/// - when the session's renewals fail, CMD gets SIGTERM `grace` before the session's
+///   client-side deadline (at once if less remains), and SIGKILL at the deadline if it
+///   is still running (renewals that recover before the SIGTERM cancel both);
+/// - when the hold is lost, CMD gets SIGTERM at once (if it has not had it), and
+///   SIGKILL at the last known deadline, or [`KILL_GRACE`] later if that has passed.
+///
+/// When SIGINT or SIGTERM arrives, it is forwarded to CMD; a second one kills CMD.
 ///
 /// Returns once CMD has exited, in every case.
 ///
@@ -40,7 +59,7 @@ pub enum ChildEnd {
 pub async fn run(
     command: &[OsString],
     env: &[(&str, String)],
-    lost: impl Future<Output = ()>,
+    stop: Stop,
     interrupts: &mut Interrupts,
 ) -> Result<ChildEnd, Failure> {
     let Some((program, args)) = command.split_first() else {
@@ -58,23 +77,27 @@ pub async fn run(
             },
             message: format!("cannot run {}: {error}", program.to_string_lossy()),
         })?;
-    let mut lost = std::pin::pin!(lost);
+    let Stop {
+        mut lost,
+        mut health,
+        grace,
+    } = stop;
+    // The last known client-side deadline.
+    let mut deadline = health.current().valid_until().map(Instant::from_std);
     let mut lost_seen = false;
+    let mut stopping = false;
     let mut interrupted = false;
+    let mut term_at: Option<Instant> = None;
     let mut kill_at: Option<Instant> = None;
     loop {
-        let kill_timer = async {
-            match kill_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let kill_timer = sleep_until(kill_at);
+        let term_timer = sleep_until(term_at);
         tokio::select! {
             status = child.wait() => {
                 let status = status.map_err(|error| {
                     Failure::failed(format!("waiting for {} failed: {error}", program.to_string_lossy()))
                 })?;
-                return Ok(if lost_seen {
+                return Ok(if lost_seen || stopping {
                     ChildEnd::Lost
                 } else if interrupted {
                     ChildEnd::Interrupted
@@ -84,15 +107,48 @@ pub async fn run(
             }
             () = &mut lost, if !lost_seen => {
                 lost_seen = true;
+                let now = Instant::now();
+                let kill = deadline.filter(|&at| at > now).unwrap_or(now + KILL_GRACE);
+                kill_at = Some(kill_at.map_or(kill, |at| at.min(kill)));
+                term_at = None;
+                if !stopping {
+                    stopping = true;
+                    tracing::warn!(
+                        kill_in = ?kill.saturating_duration_since(now),
+                        "the hold was lost while the command runs: sending it SIGTERM"
+                    );
+                    terminate(&mut child, Interrupt::Terminate);
+                }
+            }
+            now = health.changed(), if !lost_seen => match now {
+                SessionHealth::Failing { valid_until, .. } if !stopping => {
+                    let valid_until = Instant::from_std(valid_until);
+                    deadline = Some(valid_until);
+                    term_at = Some(valid_until.checked_sub(grace).unwrap_or(valid_until).max(Instant::now()));
+                    kill_at = Some(valid_until);
+                    tracing::warn!(
+                        remaining = ?valid_until.saturating_duration_since(Instant::now()),
+                        "session renewals are failing: the command will be stopped before the deadline"
+                    );
+                }
+                SessionHealth::Healthy { valid_until } if !stopping => {
+                    deadline = Some(Instant::from_std(valid_until));
+                    term_at = None;
+                    kill_at = None;
+                }
+                _ => {}
+            },
+            () = term_timer => {
+                stopping = true;
+                term_at = None;
                 tracing::warn!(
-                    grace = ?KILL_GRACE,
-                    "the hold was lost while the command runs: sending it SIGTERM"
+                    kill_in = ?kill_at.map(|at| at.saturating_duration_since(Instant::now())),
+                    "session renewals are failing: sending the command SIGTERM before the deadline"
                 );
                 terminate(&mut child, Interrupt::Terminate);
-                kill_at = Some(Instant::now() + KILL_GRACE);
             }
             signal = interrupts.recv() => {
-                if interrupted || lost_seen {
+                if interrupted || lost_seen || stopping {
                     tracing::warn!("second signal: killing the command");
                     kill(&mut child);
                 } else {
@@ -106,6 +162,14 @@ pub async fn run(
                 kill_at = None;
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -2,11 +2,11 @@
 //! interrupted.
 
 use std::ffi::OsString;
-use std::future::Future;
+use std::time::Duration;
 
-use distsync::{FencingToken, LockGuard, Name, ReadGuard};
+use distsync::{FencingToken, LockGuard, Lost, Name, ReadGuard, Session};
 
-use crate::child::{self, ChildEnd};
+use crate::child::{self, ChildEnd, Stop};
 use crate::exit::{self, Failure};
 use crate::output::say;
 use crate::signals::Interrupts;
@@ -42,10 +42,18 @@ impl Hold {
     }
 
     /// Resolves when the hold is lost.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub fn lost(&self) -> Lost {
         match self {
             Hold::Exclusive(guard) => guard.lost(),
             Hold::Shared(guard) => guard.lost(),
+        }
+    }
+
+    /// The session the hold is held through.
+    pub fn session(&self) -> &Session {
+        match self {
+            Hold::Exclusive(guard) => guard.session(),
+            Hold::Shared(guard) => guard.session(),
         }
     }
 
@@ -89,6 +97,7 @@ pub async fn keep(
     name: &Name,
     hold: Hold,
     command: &[OsString],
+    grace: Duration,
     interrupts: &mut Interrupts,
 ) -> Result<u8, Failure> {
     say!("{name} {}", hold.describe());
@@ -98,12 +107,17 @@ pub async fn keep(
             () = hold.lost() => return Err(Failure::session_lost("while holding the lock")),
         }
     } else {
-        match child::run(command, &hold.env(), hold.lost(), interrupts).await {
+        let stop = Stop {
+            lost: hold.lost(),
+            health: hold.session().health_watch(),
+            grace,
+        };
+        match child::run(command, &hold.env(), stop, interrupts).await {
             Ok(ChildEnd::Exited(code)) => code,
             Ok(ChildEnd::Interrupted) => exit::INTERRUPTED,
             Ok(ChildEnd::Lost) => {
                 return Err(Failure::session_lost(
-                    "while the command was running; it was sent SIGTERM",
+                    "while the command was running (or its renewals failed); it was stopped",
                 ))
             }
             Err(failure) => {

@@ -28,5 +28,12 @@ async fn locked(
 ) -> Result<u8, Failure> {
     let locker = ctx.coordinator.backend().locker(session, name.clone())?;
     let guard = ctx.wait(locker.lock(), Some(session)).await?;
-    hold::keep(name, Hold::Exclusive(guard), command, &mut ctx.interrupts).await
+    hold::keep(
+        name,
+        Hold::Exclusive(guard),
+        command,
+        ctx.grace,
+        &mut ctx.interrupts,
+    )
+    .await
 }

@@ -31,6 +31,8 @@ pub struct Ctx {
     pub interrupts: Interrupts,
     /// The TTL of the sessions to open.
     pub ttl: Duration,
+    /// How long CMD gets between SIGTERM and SIGKILL when the session fails.
+    pub grace: Duration,
 }
 
 impl Ctx {
@@ -101,6 +103,7 @@ pub async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         coordinator,
         interrupts,
         ttl: Duration::from_secs(cli.ttl),
+        grace: Duration::from_secs_f64(cli.grace),
     };
     match cli.command {
         Command::Lock(args) => lock::run(&mut ctx, args).await,

@@ -34,5 +34,5 @@ async fn locked(
         RwMode::Read => Hold::Shared(ctx.wait(rwlock.read(), Some(session)).await?),
         RwMode::Write => Hold::Exclusive(ctx.wait(rwlock.write(), Some(session)).await?),
     };
-    hold::keep(name, held, command, &mut ctx.interrupts).await
+    hold::keep(name, held, command, ctx.grace, &mut ctx.interrupts).await
 }
