@@ -1,6 +1,9 @@
-//! The double barrier: one entry row per session, and an open flag per barrier.
+//! The double barrier: one entry row per participant, and an open flag per barrier.
 //!
-//! `enter` adds the session's entry and, when it completes the count, opens the barrier,
+//! A participant is a handle (`Backend::double_barrier`): N tasks sharing one session,
+//! each with its own handle, are N participants, as on etcd and Redis. Its entry row is
+//! keyed by (barrier, session, participant number), the number drawn from a counter of
+//! this process (session ids are unique, so the pair is). `enter` adds the entry and, when it completes the count, opens the barrier,
 //! under the barrier row's lock (schema function `dbarrier_enter`); the others wait for
 //! the `NOTIFY` of the flag's change. `leave` deletes the entry (closing the barrier when
 //! nobody is left) and waits until no live participant remains. Entries reference their
@@ -8,6 +11,7 @@
 //! ignored, and a waiter ends that session when it finds one (and wakes at the next
 //! participant's expiry while it waits for them to leave).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +22,18 @@ use crate::error::map;
 use crate::hold::session_error;
 use crate::session::LeaseInner;
 
+/// Participant numbers of this process.
+static PARTICIPANTS: AtomicI64 = AtomicI64::new(1);
+
+/// A fresh participant number.
+pub(crate) fn participant() -> i64 {
+    PARTICIPANTS.fetch_add(1, Ordering::Relaxed)
+}
+
 pub(crate) struct PgDoubleBarrier {
     pub(crate) lease: Arc<LeaseInner>,
+    /// This handle's participant number (see the module docs).
+    pub(crate) participant: i64,
     pub(crate) name: Name,
     pub(crate) count: usize,
     /// `count` as the `integer` the schema's functions take.
@@ -34,10 +48,11 @@ impl PgDoubleBarrier {
             &self
                 .lease
                 .shared
-                .sql("SELECT ready, others, next_expiry FROM {s}.dbarrier_state($1, $2)"),
+                .sql("SELECT ready, others, next_expiry FROM {s}.dbarrier_state($1, $2, $3)"),
         )
         .bind(self.name.as_str())
         .bind(self.lease.id)
+        .bind(self.participant)
         .fetch_one(&self.lease.shared.pool)
         .await
         .map_err(map)?;
@@ -65,7 +80,7 @@ impl DoubleBarrier for PgDoubleBarrier {
         self.count
     }
 
-    /// Cancel-safety: dropping the future leaves this session's entry until its session
+    /// Cancel-safety: dropping the future leaves this participant's entry until its session
     /// ends or `leave` is called.
     async fn enter(&self) -> Result<()> {
         if self.lease.is_lost() {
@@ -73,13 +88,15 @@ impl DoubleBarrier for PgDoubleBarrier {
         }
         let shared = &self.lease.shared;
         let mut subscription = shared.hub.subscribe(format!("d:{}", self.name)).await?;
-        let entered: i32 = sqlx::query_scalar(&shared.sql("SELECT {s}.dbarrier_enter($1, $2, $3)"))
-            .bind(self.name.as_str())
-            .bind(self.lease.id)
-            .bind(self.count_sql)
-            .fetch_one(&shared.pool)
-            .await
-            .map_err(|error| session_error(&self.lease, error))?;
+        let entered: i32 =
+            sqlx::query_scalar(&shared.sql("SELECT {s}.dbarrier_enter($1, $2, $3, $4)"))
+                .bind(self.name.as_str())
+                .bind(self.lease.id)
+                .bind(self.participant)
+                .bind(self.count_sql)
+                .fetch_one(&shared.pool)
+                .await
+                .map_err(|error| session_error(&self.lease, error))?;
         match entered {
             -1 => Err(Error::TooManyParticipants {
                 name: self.name.as_str().to_owned(),
@@ -100,14 +117,15 @@ impl DoubleBarrier for PgDoubleBarrier {
         }
     }
 
-    /// Cancel-safety: dropping the future may leave this session's entry deleted or not;
+    /// Cancel-safety: dropping the future may leave this participant's entry deleted or not;
     /// either way it ends with the session.
     async fn leave(&self) -> Result<()> {
         let shared = &self.lease.shared;
         let mut subscription = shared.hub.subscribe(format!("d:{}", self.name)).await?;
-        sqlx::query(&shared.sql("SELECT {s}.dbarrier_leave($1, $2)"))
+        sqlx::query(&shared.sql("SELECT {s}.dbarrier_leave($1, $2, $3)"))
             .bind(self.name.as_str())
             .bind(self.lease.id)
+            .bind(self.participant)
             .execute(&shared.pool)
             .await
             .map_err(map)?;

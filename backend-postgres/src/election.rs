@@ -48,11 +48,14 @@ struct PgProclaim {
 #[async_trait]
 impl Proclaim for PgProclaim {
     async fn proclaim(&self, value: Bytes) -> Result<()> {
+        if self.lease.is_lost() {
+            return Err(Error::NotLeader);
+        }
         let sql = self.lease.shared.sql("SELECT {s}.proclaim($1, $2, $3, $4)");
         let (election, session, term) = (self.election.clone(), self.lease.id, self.term);
         let outcome = self
             .hold
-            .with_conn(|conn| {
+            .with_conn(move |conn: &mut sqlx::postgres::PgListener| {
                 async move {
                     sqlx::query_scalar::<_, bool>(&sql)
                         .bind(election)
@@ -86,7 +89,7 @@ fn resign_fn(lease: &Arc<LeaseInner>, hold: Arc<Hold>, election: String, term: i
             );
             let session = lease.id;
             let deleted = hold
-                .with_conn(|conn| {
+                .with_conn(move |conn: &mut sqlx::postgres::PgListener| {
                     async move {
                         sqlx::query(&sql)
                             .bind(election)

@@ -3,8 +3,9 @@
 //! Queues (in dequeue order), STM keys and held barriers are read in one
 //! `REPEATABLE READ` read-only transaction, so they form one snapshot. Live holds are the
 //! advisory locks of this schema held or awaited by session connections (locks, read and
-//! write holds, candidacies, waiters included), and the double-barrier entries of live
-//! sessions; they are listed by their keys (`<schema>/<kind>/<name>/<session hex>`) and
+//! write holds, candidacies, waiters included), the grants of unexpired sessions whose
+//! connection is gone (held back from others until then, see [`crate::hold`]), and the
+//! double-barrier entries of live sessions; they are listed by their keys (`<schema>/<kind>/<name>/<session hex>`) and
 //! not copied.
 
 use distsync_core::migrate::{QueueItem, Snapshot};
@@ -78,7 +79,13 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
            AND l.classid = '{s}'::regnamespace::oid \
            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
            AND a.application_name LIKE {s}.tag_prefix() || '%' \
-           AND substr(a.application_name, length({s}.tag_prefix()) + 1) ~ '^[0-9]{1,18}$' \
+           AND substr(a.application_name, length({s}.tag_prefix()) + 1) ~ '^[0-9]{1,19}$' \
+         UNION \
+         SELECT n.kind, n.name, g.session_id \
+         FROM {s}.lock_grants g \
+         JOIN {s}.lock_names n ON n.id = g.name_id \
+         JOIN {s}.sessions x ON x.id = g.session_id \
+         WHERE x.expires_at > clock_timestamp() \
          UNION \
          SELECT 'double_barrier', e.name, e.session_id \
          FROM {s}.double_barrier_entries e JOIN {s}.sessions x ON x.id = e.session_id \

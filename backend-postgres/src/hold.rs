@@ -6,36 +6,74 @@
 //! PostgreSQL's lock queue orders the waiters (FIFO; a waiting exclusive request blocks
 //! shared requests that arrive after it) and hands the lock over the moment it is
 //! released, without polling. The fencing counter is bumped by the same statement, right
-//! after the grant.
+//! after the grant and the lease gate.
+//!
+//! # The lease gate: no grant while the previous holder may believe it holds
+//! PostgreSQL frees an advisory lock the instant its connection closes, which its holder
+//! may not see (a reset by a proxy, a network partition): it believes it holds until its
+//! session's client-side deadline (`send time of its last acknowledged renewal + TTL −
+//! margin`, see `distsync_core::SessionOptions`). So every grant is recorded in
+//! `lock_grants` (name, backend pid, session), and:
+//! - a **clean release** (`unlock()`, `resign()`, a guard dropped inside a runtime, a
+//!   closed session) deletes the row in the statement that unlocks, and the next waiter
+//!   is granted at once;
+//! - a hold freed **without a release** (its connection closed, its process died, its
+//!   session declared lost) leaves its row; the next grant of the name (schema function
+//!   `grant_gate`) finds it and is held back until that row's session has expired in
+//!   the store: `expires_at` = the server's time of the last renewal + TTL, which is
+//!   never earlier than the holder's client-side deadline (the renewal was sent before
+//!   the server ran it). The waiter keeps the advisory lock (its place stays first) and
+//!   sleeps until that instant, then passes the gate again (a renewal that landed
+//!   meanwhile moves the instant on); no polling. A `try_*` call reports the lock as
+//!   taken meanwhile.
+//!
+//! The same holds for write locks, read locks (a writer waits for readers that vanished
+//! without a release; readers wait for a vanished writer) and leadership. A session its
+//! owner declares lost (a connection of it died, its renewals failed, the store said it
+//! is gone) is ended by terminating its connections but keeping its row until it expires,
+//! so its holds, leader rows and double-barrier entries count until then; a session
+//! closed (or dropped) while healthy is deleted, releasing everything at once. A session
+//! revoked from another process (`Backend::revoke_session`) is deleted too, as etcd's
+//! lease revoke frees at once.
+//!
+//! # Noticing a dead hold connection
+//! Each hold's connection is a [`crate::conn::Conn`]: a read is always pending on it, so
+//! a connection closed or reset under a hold declares the session lost within
+//! milliseconds, before the gate lets anyone else in.
 //!
 //! # TTL enforcement
 //! A paused holder keeps its TCP connection and so its advisory locks. While it waits, a
 //! waiter runs a watchdog: it looks up the sessions of every backend holding or waiting
 //! for the key (`pg_locks`, and the session tag in `application_name`), ends those whose
 //! heartbeat is older than their TTL (`pg_terminate_backend`, allowed between backends of
-//! the same role), and sleeps until the next such expiry. A stalled holder thus loses its
-//! locks at most a few milliseconds after its TTL once somebody wants them. `try_*` calls
-//! do the same check once before reporting the lock as taken. Besides, the keepalive of
-//! every session sweeps the sessions table (at most every 10 s per backend) and ends the
-//! expired ones, so a stalled holder loses its locks within about 10 s of its TTL even
-//! when nobody waits for them.
+//! the same role, checked at connect), and sleeps until the next such expiry. A stalled
+//! holder thus loses its locks at most a few milliseconds after its TTL once somebody
+//! wants them. `try_*` calls do the same check once before reporting the lock as taken.
+//! Besides, the keepalive of every session sweeps the sessions table (at most every 10 s
+//! per backend) and ends the expired ones, so a stalled holder loses its locks within
+//! about 10 s of its TTL even when nobody waits for them. All of this runs on the
+//! backend's reaper connections, never on the pool that STM bodies can exhaust.
 //!
 //! # Cancel safety
-//! The waiting future owns the connection. If it is dropped before it returns (the caller
-//! gave up, a timeout fired), a guard terminates that backend from the pool, in the
-//! background: its place in the queue, or a lock granted but not yet returned, is
-//! released by the server, never left held silently. The next hold opens a fresh
-//! connection.
+//! If the waiting future is dropped before it returns (the caller gave up, a timeout
+//! fired), a guard abandons the grant from the reaper connections, in the background:
+//! deletes its grant row, if any, and terminates its backend, so its place in the queue,
+//! or a lock granted but not yet returned, is released by the server, never left held.
+//! The next hold opens a fresh connection. A grant statement that fails (including one
+//! whose name has lost its counter row, which releases the advisory lock and raises)
+//! abandons its connection the same way: a connection is never reused while it may hold
+//! an advisory lock.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use distsync_core::{Error, Result};
-use sqlx::postgres::PgConnection;
-use sqlx::Connection;
-use tokio::sync::Mutex;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sqlx::postgres::PgListener;
 
+use crate::conn::Conn;
 use crate::error::{is_connection_loss, is_session_gone, map};
 use crate::session::LeaseInner;
 use crate::shared::Shared;
@@ -65,12 +103,27 @@ impl Grant<'_> {
     }
 }
 
+/// The outcome of one grant statement.
+enum Step {
+    /// Granted, with the token (0 for shared grants).
+    Granted(i64),
+    /// Held back by the lease gate for this long; the connection keeps the lock.
+    Gated(Duration),
+    /// A failed try.
+    Taken,
+}
+
 /// A granted advisory lock and the dedicated connection holding it.
 pub(crate) struct Hold {
-    conn: Mutex<Option<PgConnection>>,
-    pid: i32,
+    conn: Mutex<Option<Arc<Conn>>>,
     key2: i32,
     exclusive: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Takes advisory lock `key2` of the schema for `lease`'s session, waiting if `wait`.
@@ -85,32 +138,36 @@ pub(crate) async fn acquire(
     wait: bool,
 ) -> Result<Option<(Arc<Hold>, i64)>> {
     let shared = &lease.shared;
-    let (mut conn, pid) = lease.connection().await?;
+    let conn = lease.connection().await?;
     let mut fuse = Fuse {
         shared: Arc::clone(shared),
         session: lease.id,
-        pid,
+        pid: conn.pid(),
         armed: true,
     };
-    let outcome = grant_on(lease, &mut conn, key2, &grant, wait).await;
+    let outcome = grant_on(lease, &conn, key2, &grant, wait).await;
     match outcome {
         Ok(Some(token)) => {
             fuse.armed = false;
+            conn.watch_for(Some(Arc::downgrade(lease)));
+            if conn.is_dead() {
+                // Died between the grant and the watch: the lock is gone already.
+                lease.fail();
+                return Err(Error::SessionLost);
+            }
             let hold = Arc::new(Hold {
                 conn: Mutex::new(Some(conn)),
-                pid,
                 key2,
                 exclusive: grant.exclusive(),
             });
-            lease.track(&hold);
             Ok(Some((hold, token)))
         }
         Ok(None) => {
             fuse.armed = false;
-            lease.give_back(conn, pid);
+            lease.give_back(conn);
             Ok(None)
         }
-        // The fuse terminates the backend, in case it holds the lock after the error.
+        // The fuse abandons the connection, in case it holds the lock after the error.
         Err(error) => Err(error),
     }
 }
@@ -131,14 +188,15 @@ pub(crate) async fn acquire_waiting(
 
 async fn grant_on(
     lease: &Arc<LeaseInner>,
-    conn: &mut PgConnection,
+    conn: &Conn,
     key2: i32,
     grant: &Grant<'_>,
     wait: bool,
 ) -> Result<Option<i64>> {
     let shared = &lease.shared;
-    if let Some(token) = run_grant(lease, conn, key2, grant, false).await? {
-        return Ok(Some(token));
+    match run_grant(lease, conn, key2, grant, false, true).await? {
+        Step::Granted(token) => return Ok(Some(token)),
+        Step::Taken | Step::Gated(_) => {}
     }
     if !wait {
         // Somebody has it: end them if their session has expired, then try once more.
@@ -146,50 +204,109 @@ async fn grant_on(
         if reaped == 0 {
             return Ok(None);
         }
-        return run_grant(lease, conn, key2, grant, false).await;
+        return match run_grant(lease, conn, key2, grant, false, true).await? {
+            Step::Granted(token) => Ok(Some(token)),
+            Step::Taken | Step::Gated(_) => Ok(None),
+        };
     }
     let lost = lease.lost_token();
     let fallback = (lease.ttl / 3).max(Duration::from_millis(100));
-    tokio::select! {
-        biased;
-        () = lost.cancelled() => Err(Error::SessionLost),
-        granted = run_grant(lease, conn, key2, grant, true) => granted,
-        never = watchdog(shared, key2, lease.id, fallback) => match never {},
+    let mut relock = true;
+    loop {
+        let step = tokio::select! {
+            biased;
+            () = lost.cancelled() => return Err(Error::SessionLost),
+            step = run_grant(lease, conn, key2, grant, true, relock) => step?,
+            never = watchdog(shared, key2, lease.id, fallback) => match never {},
+        };
+        match step {
+            Step::Granted(token) => return Ok(Some(token)),
+            Step::Gated(pause) => {
+                // This connection holds the advisory lock: later passes skip locking.
+                relock = false;
+                tracing::debug!(
+                    session = lease.id,
+                    key = key2,
+                    ?pause,
+                    "grant held back until the previous holder's session expires"
+                );
+                tokio::select! {
+                    biased;
+                    () = lost.cancelled() => return Err(Error::SessionLost),
+                    () = tokio::time::sleep(pause + Duration::from_millis(2)) => {}
+                }
+            }
+            Step::Taken => {
+                return Err(Error::backend(
+                    crate::error::BACKEND,
+                    "a waiting lock grant returned without the lock",
+                ))
+            }
+        }
     }
 }
 
 async fn run_grant(
     lease: &LeaseInner,
-    conn: &mut PgConnection,
+    conn: &Conn,
     key2: i32,
     grant: &Grant<'_>,
     wait: bool,
-) -> Result<Option<i64>> {
+    relock: bool,
+) -> Result<Step> {
     let shared = &lease.shared;
-    let result = match grant {
+    let (key1, session) = (shared.key1(), lease.id);
+    let result: std::result::Result<(Option<i64>, Option<f64>), sqlx::Error> = match grant {
         Grant::Lock { exclusive } => {
-            sqlx::query_scalar(&shared.sql("SELECT {s}.lock_grant($1, $2, $3, $4, $5)"))
-                .bind(shared.key1())
-                .bind(key2)
-                .bind(*exclusive)
-                .bind(wait)
-                .bind(lease.id)
-                .fetch_one(&mut *conn)
-                .await
+            let sql =
+                shared.sql("SELECT o_token, o_wait FROM {s}.lock_grant($1, $2, $3, $4, $5, $6)");
+            let exclusive = *exclusive;
+            conn.run(move |c: &mut PgListener| {
+                async move {
+                    sqlx::query_as(&sql)
+                        .bind(key1)
+                        .bind(key2)
+                        .bind(exclusive)
+                        .bind(wait)
+                        .bind(session)
+                        .bind(relock)
+                        .fetch_one(&mut *c)
+                        .await
+                }
+                .boxed()
+            })
+            .await
         }
         Grant::Campaign { election, value } => {
-            sqlx::query_scalar(&shared.sql("SELECT {s}.campaign_grant($1, $2, $3, $4, $5, $6)"))
-                .bind(shared.key1())
-                .bind(key2)
-                .bind(*election)
-                .bind(lease.id)
-                .bind(*value)
-                .bind(wait)
-                .fetch_one(&mut *conn)
-                .await
+            let sql = shared
+                .sql("SELECT o_token, o_wait FROM {s}.campaign_grant($1, $2, $3, $4, $5, $6, $7)");
+            let (election, value) = ((*election).to_owned(), value.to_vec());
+            conn.run(move |c: &mut PgListener| {
+                async move {
+                    sqlx::query_as(&sql)
+                        .bind(key1)
+                        .bind(key2)
+                        .bind(election)
+                        .bind(session)
+                        .bind(value)
+                        .bind(wait)
+                        .bind(relock)
+                        .fetch_one(&mut *c)
+                        .await
+                }
+                .boxed()
+            })
+            .await
         }
     };
-    result.map_err(|error| session_error(lease, error))
+    match result {
+        Ok((Some(token), _)) => Ok(Step::Granted(token)),
+        Ok((None, Some(secs))) => Ok(Step::Gated(
+            Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).unwrap_or_default(),
+        )),
+        Ok((None, None)) => Ok(Step::Taken),
+        Err(error) => Err(session_error(lease, error)),
+    }
 }
 
 /// Maps an error on a session connection: a dead connection or an ended session is the
@@ -205,13 +322,13 @@ pub(crate) fn session_error(lease: &LeaseInner, error: sqlx::Error) -> Error {
 }
 
 /// Ends the expired sessions in the way of `key2`; returns how many were ended and how
-/// long until the next participant's expiry.
+/// long until the next participant's expiry. On the reaper's connections.
 async fn reap_key(shared: &Shared, key2: i32, own: i64) -> Result<(i32, Option<f64>)> {
     sqlx::query_as(&shared.sql("SELECT reaped, next_expiry FROM {s}.reap_key($1, $2, $3)"))
         .bind(shared.key1())
         .bind(key2)
         .bind(own)
-        .fetch_one(&shared.pool)
+        .fetch_one(&shared.reaper)
         .await
         .map_err(map)
 }
@@ -237,7 +354,8 @@ async fn watchdog(shared: &Shared, key2: i32, own: i64, fallback: Duration) -> I
     }
 }
 
-/// Terminates a dedicated backend when dropped armed: a wait abandoned part-way.
+/// Abandons a dedicated backend when dropped armed: a wait given up part-way, or a
+/// grant statement that failed.
 struct Fuse {
     shared: Arc<Shared>,
     session: i64,
@@ -255,7 +373,7 @@ impl Drop for Fuse {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    if let Err(error) = shared.terminate(session, pid).await {
+                    if let Err(error) = shared.abandon(session, pid).await {
                         tracing::warn!(session, pid, %error, "ending an abandoned lock wait failed");
                     }
                 });
@@ -272,65 +390,55 @@ impl Drop for Fuse {
 }
 
 impl Hold {
-    /// Runs `f` on the hold's connection; `None` once the hold has been released.
-    pub(crate) async fn with_conn<T>(
-        &self,
-        f: impl for<'c> FnOnce(&'c mut PgConnection) -> futures::future::BoxFuture<'c, T>,
-    ) -> Option<T> {
-        let mut conn = self.conn.lock().await;
-        match conn.as_mut() {
-            Some(conn) => Some(f(conn).await),
-            None => None,
-        }
+    fn conn(&self) -> Option<Arc<Conn>> {
+        lock(&self.conn).clone()
     }
 
-    /// Releases the advisory lock and hands the connection back to the session.
+    /// Runs `f` on the hold's connection; `None` once the hold has been released.
+    pub(crate) async fn with_conn<T, F>(&self, f: F) -> Option<std::result::Result<T, sqlx::Error>>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgListener) -> BoxFuture<'c, std::result::Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        let conn = self.conn()?;
+        Some(conn.run(f).await)
+    }
+
+    /// Releases the advisory lock cleanly (deleting its grant row) and hands the
+    /// connection back to the session.
     ///
     /// # Errors
     /// [`Error::NotHeld`] if already released or not held by this connection,
     /// [`Error::SessionLost`] if the connection died (the server has released the lock).
     pub(crate) async fn release(&self, lease: &LeaseInner) -> Result<()> {
-        let Some(mut conn) = self.conn.lock().await.take() else {
+        let Some(conn) = lock(&self.conn).take() else {
             return Err(Error::NotHeld);
         };
-        let sql = if self.exclusive {
-            "SELECT pg_advisory_unlock($1, $2)"
-        } else {
-            "SELECT pg_advisory_unlock_shared($1, $2)"
-        };
-        let unlocked: std::result::Result<bool, sqlx::Error> = sqlx::query_scalar(sql)
-            .bind(lease.shared.key1())
-            .bind(self.key2)
-            .fetch_one(&mut conn)
+        let sql = lease.shared.sql("SELECT {s}.lock_release($1, $2, $3)");
+        let (key1, key2, exclusive) = (lease.shared.key1(), self.key2, self.exclusive);
+        let unlocked = conn
+            .run(move |c: &mut PgListener| {
+                async move {
+                    sqlx::query_scalar::<_, bool>(&sql)
+                        .bind(key1)
+                        .bind(key2)
+                        .bind(exclusive)
+                        .fetch_one(&mut *c)
+                        .await
+                }
+                .boxed()
+            })
             .await;
         match unlocked {
             Ok(true) => {
-                lease.give_back(conn, self.pid);
+                conn.watch_for(None);
+                lease.give_back(conn);
                 Ok(())
             }
-            Ok(false) => {
-                let _ = conn.close().await;
-                Err(Error::NotHeld)
-            }
+            Ok(false) => Err(Error::NotHeld),
             Err(error) => Err(session_error(lease, error)),
-        }
-    }
-
-    /// Whether the hold's connection still answers (`true` while it is busy or released).
-    pub(crate) async fn ping(&self) -> bool {
-        let Ok(mut conn) = self.conn.try_lock() else {
-            return true;
-        };
-        match conn.as_mut() {
-            Some(c) => match c.ping().await {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::debug!(pid = self.pid, %error, "hold connection ping failed");
-                    *conn = None;
-                    false
-                }
-            },
-            None => true,
         }
     }
 }

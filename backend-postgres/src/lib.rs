@@ -60,6 +60,8 @@
 #![warn(missing_docs)]
 
 pub mod barrier;
+pub mod checks;
+pub mod conn;
 pub mod double_barrier;
 pub mod election;
 mod error;
@@ -91,9 +93,12 @@ use crate::error::{map, BACKEND};
 use crate::session::{LeaseInner, PgLease};
 use crate::shared::Shared;
 
-/// Connections in the pool used for queues, barriers, STM, name lookups and watchdogs
-/// (sessions' connections are outside it).
+/// Connections in the pool used for queues, barriers, STM and name lookups (sessions'
+/// connections are outside it).
 const POOL_SIZE: u32 = 8;
+
+/// Connections of the reaper (ending sessions, TTL enforcement), apart from the pool.
+const REAPER_SIZE: u32 = 2;
 
 /// Connects to the database named by `url` and returns a [`Coordinator`] over it.
 ///
@@ -109,16 +114,32 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
 /// As [`connect`].
 pub async fn backend(url: &str) -> Result<PostgresBackend> {
     let parsed = url::parse(url)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(POOL_SIZE)
+    checks::refuse_transaction_pooling(&parsed.options).await?;
+    let pool = pool_options(POOL_SIZE)
         .connect_with(parsed.options.clone().application_name("distsync"))
         .await
         .map_err(map)?;
+    let reaper = pool_options(REAPER_SIZE)
+        .connect_lazy_with(parsed.options.clone().application_name("distsync/reaper"));
     let ns_oid = schema::ensure(&pool, &parsed.schema).await?;
+    let shared = Shared::new(pool, reaper, parsed.options, parsed.schema, ns_oid);
+    checks::require_signal_rights(&shared.pool, &format!("distsync/{ns_oid}/")).await?;
     Ok(PostgresBackend {
-        shared: Arc::new(Shared::new(pool, parsed.options, parsed.schema, ns_oid)),
+        shared: Arc::new(shared),
         capabilities: capabilities(),
     })
+}
+
+/// Pool options whose connections commit durably (see [`conn::POOL_SETUP`]).
+fn pool_options(size: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query(conn::POOL_SETUP).execute(conn).await?;
+                Ok(())
+            })
+        })
 }
 
 /// What the PostgreSQL backend offers and claims: every primitive and every STM level,
@@ -135,7 +156,12 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 ///   URL at the primary);
 /// - `min_session_ttl`: 1 s.
 pub fn capabilities() -> Capabilities {
-    Capabilities::all(BACKEND, Duration::from_secs(1))
+    Capabilities {
+        // A hold connection that closes frees its advisory lock at once, before the
+        // holder's client-side deadline: not yet safe under a reset partition.
+        partition_safe: false,
+        ..Capabilities::all(BACKEND, Duration::from_secs(1))
+    }
 }
 
 /// The PostgreSQL backend (`postgres://`). See the crate docs.
@@ -177,8 +203,8 @@ impl Backend for PostgresBackend {
     }
 
     async fn session(&self, options: SessionOptions) -> Result<Session> {
-        self.capabilities.check_session_ttl(options.ttl)?;
-        session::open(&self.shared, options.ttl).await
+        self.capabilities.check_session(&options)?;
+        session::open(&self.shared, &options).await
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
@@ -241,6 +267,7 @@ impl Backend for PostgresBackend {
         })?;
         Ok(Box::new(double_barrier::PgDoubleBarrier {
             lease: self.lease(session)?,
+            participant: double_barrier::participant(),
             name,
             count,
             count_sql,

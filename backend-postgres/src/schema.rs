@@ -32,7 +32,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -101,6 +101,23 @@ CREATE TABLE IF NOT EXISTS {s}.double_barrier_entries (
 );
 CREATE INDEX IF NOT EXISTS double_barrier_entries_session
     ON {s}.double_barrier_entries (session_id);
+-- Version 4: one entry per participant (a handle), not per session.
+ALTER TABLE {s}.double_barrier_entries ADD COLUMN IF NOT EXISTS participant bigint NOT NULL DEFAULT 0;
+ALTER TABLE {s}.double_barrier_entries DROP CONSTRAINT IF EXISTS double_barrier_entries_pkey;
+ALTER TABLE {s}.double_barrier_entries ADD PRIMARY KEY (name, session_id, participant);
+
+-- The grants of advisory locks: one row per hold (name, holding backend), deleted by a
+-- clean release. A row whose backend is gone is a hold freed without a release (the
+-- connection closed): the next grant of the name waits until its session has expired.
+CREATE TABLE IF NOT EXISTS {s}.lock_grants (
+    name_id    integer NOT NULL,
+    pid        integer NOT NULL,
+    session_id bigint NOT NULL REFERENCES {s}.sessions (id) ON DELETE CASCADE,
+    exclusive  boolean NOT NULL,
+    PRIMARY KEY (name_id, pid)
+);
+CREATE INDEX IF NOT EXISTS lock_grants_session ON {s}.lock_grants (session_id);
+CREATE INDEX IF NOT EXISTS lock_grants_pid ON {s}.lock_grants (pid);
 
 CREATE TABLE IF NOT EXISTS {s}.kv (
     key   text PRIMARY KEY,
@@ -195,6 +212,18 @@ BEGIN
 END
 $$;
 
+-- Ends the connections of sessions whose owner has declared them lost, keeping their
+-- rows: they expire at their `expires_at`, and until then the holds their connections
+-- had are not granted to anyone else (see lock_grant), nor are their double-barrier
+-- entries and leader rows forgotten.
+CREATE OR REPLACE FUNCTION {s}.terminate_sessions(ids bigint[]) RETURNS integer
+LANGUAGE sql AS $$
+    SELECT count(pg_terminate_backend(a.pid))::integer
+      FROM pg_stat_activity a
+     WHERE a.pid <> pg_backend_pid()
+       AND a.application_name = ANY (ARRAY(SELECT {s}.tag_prefix() || i::text FROM unnest(ids) AS i))
+$$;
+
 -- Ends those of `ids` whose heartbeat is older than their TTL (or whose row is gone).
 CREATE OR REPLACE FUNCTION {s}.reap_sessions(ids bigint[]) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -233,7 +262,7 @@ BEGIN
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
        AND l.classid = k1::oid AND l.objid = k2::oid AND l.objsubid = 2
        AND a.application_name LIKE prefix || '%'
-       AND substr(a.application_name, length(prefix) + 1) ~ '^[0-9]{1,18}$';
+       AND substr(a.application_name, length(prefix) + 1) ~ '^[0-9]{1,19}$';
     sids := array_remove(sids, own);
     reaped := {s}.reap_sessions(sids);
     SELECT extract(epoch FROM min(x.expires_at) - clock_timestamp()) INTO next_expiry
@@ -260,61 +289,163 @@ BEGIN
 END
 $$;
 
--- Takes advisory lock (k1, k2) on this connection for session p_session, exclusive or
--- shared, waiting or not. An exclusive grant bumps and returns the name's fencing
--- counter; a shared one returns 0; a failed try returns NULL.
-CREATE OR REPLACE FUNCTION {s}.lock_grant(k1 integer, k2 integer, exclusive boolean,
-                                          wait boolean, p_session bigint) RETURNS bigint
+DROP FUNCTION IF EXISTS {s}.lock_grant(integer, integer, boolean, boolean, bigint);
+DROP FUNCTION IF EXISTS {s}.campaign_grant(integer, integer, text, bigint, bytea, boolean);
+
+-- Releases advisory lock (k1, k2) of this connection.
+CREATE OR REPLACE FUNCTION {s}.advisory_unlock(k1 integer, k2 integer, exclusive boolean)
+RETURNS boolean LANGUAGE sql AS $$
+    SELECT CASE WHEN exclusive THEN pg_advisory_unlock(k1, k2)
+                ELSE pg_advisory_unlock_shared(k1, k2) END
+$$;
+
+-- Takes advisory lock (k1, k2) on this connection, waiting or not; false for a failed try.
+CREATE OR REPLACE FUNCTION {s}.advisory_lock(k1 integer, k2 integer, exclusive boolean,
+                                             wait boolean) RETURNS boolean
 LANGUAGE plpgsql AS $$
-DECLARE
-    t bigint;
 BEGIN
     IF exclusive THEN
         IF wait THEN
             PERFORM pg_advisory_lock(k1, k2);
-        ELSIF NOT pg_try_advisory_lock(k1, k2) THEN
-            RETURN NULL;
+            RETURN true;
         END IF;
-        PERFORM {s}.check_session(p_session, k1, k2, true);
-        UPDATE {s}.lock_names SET token = token + 1 WHERE id = k2 RETURNING token INTO t;
-        RETURN t;
+        RETURN pg_try_advisory_lock(k1, k2);
     END IF;
     IF wait THEN
         PERFORM pg_advisory_lock_shared(k1, k2);
-    ELSIF NOT pg_try_advisory_lock_shared(k1, k2) THEN
-        RETURN NULL;
+        RETURN true;
     END IF;
-    PERFORM {s}.check_session(p_session, k1, k2, false);
-    RETURN 0;
+    RETURN pg_try_advisory_lock_shared(k1, k2);
 END
 $$;
 
--- Takes the election's advisory lock, then starts a term: bumps the fencing counter and
--- writes the leader row and a log entry. Returns the term, or NULL for a failed try.
-CREATE OR REPLACE FUNCTION {s}.campaign_grant(k1 integer, k2 integer, p_election text,
-                                              p_session bigint, p_value bytea,
-                                              wait boolean) RETURNS bigint
+-- The lease gate, run once this connection has advisory lock (k1, k2). The grant rows
+-- of the name that conflict with this grant (all of them for an exclusive grant, the
+-- exclusive ones for a shared grant) belong to holds whose connection is gone without a
+-- release (a clean release deletes its row). Their holders may still believe they hold
+-- until their session expires, so: if one of their sessions has not expired, returns
+-- the seconds until the last of them does (the caller keeps the advisory lock and asks
+-- again then). Otherwise deletes them, records this grant, and returns NULL.
+-- Raises DS002 (and releases the advisory lock) when the name has no counter row.
+DROP FUNCTION IF EXISTS {s}.grant_gate(integer, integer, boolean, bigint);
+CREATE FUNCTION {s}.grant_gate(k1 integer, k2 integer, p_exclusive boolean,
+                                          p_session bigint) RETURNS double precision
 LANGUAGE plpgsql AS $$
 DECLARE
-    t bigint;
+    bound timestamptz;
 BEGIN
-    IF wait THEN
-        PERFORM pg_advisory_lock(k1, k2);
-    ELSIF NOT pg_try_advisory_lock(k1, k2) THEN
-        RETURN NULL;
+    PERFORM 1 FROM {s}.lock_names WHERE id = k2 FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM {s}.advisory_unlock(k1, k2, p_exclusive);
+        RAISE EXCEPTION 'distsync lock name % has no counter row', k2 USING ERRCODE = 'DS002';
     END IF;
-    PERFORM {s}.check_session(p_session, k1, k2, true);
-    UPDATE {s}.lock_names SET token = token + 1 WHERE id = k2 RETURNING token INTO t;
+    -- FOR UPDATE waits for a release (or session end) in progress, then skips its row.
+    WITH stale AS (
+        SELECT g.session_id FROM {s}.lock_grants g
+         WHERE g.name_id = k2 AND (p_exclusive OR g.exclusive)
+           FOR UPDATE
+    )
+    SELECT max(x.expires_at) INTO bound
+      FROM stale JOIN {s}.sessions x ON x.id = stale.session_id;
+    IF bound > clock_timestamp() THEN
+        RETURN greatest(extract(epoch FROM bound - clock_timestamp()), 0.001);
+    END IF;
+    DELETE FROM {s}.lock_grants g WHERE g.name_id = k2 AND (p_exclusive OR g.exclusive);
+    INSERT INTO {s}.lock_grants (name_id, pid, session_id, exclusive)
+         VALUES (k2, pg_backend_pid(), p_session, p_exclusive)
+    ON CONFLICT (name_id, pid) DO UPDATE
+            SET session_id = EXCLUDED.session_id, exclusive = EXCLUDED.exclusive;
+    RETURN NULL;
+END
+$$;
+
+-- Takes advisory lock (k1, k2) on this connection for session p_session, exclusive or
+-- shared, waiting or not (with `relock` false, the connection already has it: a second
+-- pass through the gate). Outcomes:
+-- o_token set: granted; an exclusive grant bumps and returns the name's fencing counter,
+--   a shared one returns 0;
+-- o_wait set: the lease gate holds the grant back for o_wait seconds; the connection
+--   keeps the advisory lock (only when waiting);
+-- both NULL: a failed try (the lock is taken, or held back by the gate).
+CREATE OR REPLACE FUNCTION {s}.lock_grant(k1 integer, k2 integer, exclusive boolean,
+                                          wait boolean, p_session bigint, relock boolean,
+                                          OUT o_token bigint, OUT o_wait double precision)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF relock AND NOT {s}.advisory_lock(k1, k2, exclusive, wait) THEN
+        RETURN;
+    END IF;
+    PERFORM {s}.check_session(p_session, k1, k2, exclusive);
+    o_wait := {s}.grant_gate(k1, k2, exclusive, p_session);
+    IF o_wait IS NOT NULL THEN
+        IF NOT wait THEN
+            PERFORM {s}.advisory_unlock(k1, k2, exclusive);
+            o_wait := NULL;
+        END IF;
+        RETURN;
+    END IF;
+    IF exclusive THEN
+        UPDATE {s}.lock_names SET token = token + 1 WHERE id = k2 RETURNING token INTO o_token;
+    ELSE
+        o_token := 0;
+    END IF;
+END
+$$;
+
+-- As lock_grant (exclusive) for an election; a grant starts a term: bumps the fencing
+-- counter and writes the leader row and a log entry. o_token is the term.
+CREATE OR REPLACE FUNCTION {s}.campaign_grant(k1 integer, k2 integer, p_election text,
+                                              p_session bigint, p_value bytea,
+                                              wait boolean, relock boolean,
+                                              OUT o_token bigint, OUT o_wait double precision)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT g.o_token, g.o_wait INTO o_token, o_wait
+      FROM {s}.lock_grant(k1, k2, true, wait, p_session, relock) AS g;
+    IF o_token IS NULL THEN
+        RETURN;
+    END IF;
     INSERT INTO {s}.election_leaders (election, session_id, term, version, value)
-         VALUES (p_election, p_session, t, 1, p_value)
+         VALUES (p_election, p_session, o_token, 1, p_value)
     ON CONFLICT (election) DO UPDATE
             SET session_id = EXCLUDED.session_id, term = EXCLUDED.term,
                 version = 1, value = EXCLUDED.value;
     INSERT INTO {s}.election_log (election, term, version, session_id, value)
-         VALUES (p_election, t, 1, p_session, p_value);
+         VALUES (p_election, o_token, 1, p_session, p_value);
     DELETE FROM {s}.election_log
      WHERE election = p_election AND at < clock_timestamp() - interval '10 minutes';
-    RETURN t;
+END
+$$;
+
+-- A clean release: deletes this connection's grant row of (k1, k2), then unlocks. A
+-- waiter granted the advisory lock meanwhile waits for this transaction in the gate
+-- and finds no row. False if this connection did not hold the lock.
+CREATE OR REPLACE FUNCTION {s}.lock_release(k1 integer, k2 integer, exclusive boolean)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {s}.lock_grants WHERE name_id = k2 AND pid = pg_backend_pid();
+    RETURN {s}.advisory_unlock(k1, k2, exclusive);
+END
+$$;
+
+-- Releases everything this connection holds (its owner dropped it).
+CREATE OR REPLACE FUNCTION {s}.release_all() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {s}.lock_grants WHERE pid = pg_backend_pid();
+    PERFORM pg_advisory_unlock_all();
+END
+$$;
+
+-- A grant abandoned by its client (the waiting call was dropped): nobody believes it
+-- holds, so its row goes, and the backend is terminated (leaving the lock queue, or
+-- releasing the lock granted meanwhile). Both in one transaction: a waiter granted the
+-- lock by the termination waits for the row's deletion in the gate.
+CREATE OR REPLACE FUNCTION {s}.abandon(p_session bigint, p_pid integer) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {s}.lock_grants WHERE session_id = p_session AND pid = p_pid;
+    PERFORM pg_terminate_backend(a.pid) FROM pg_stat_activity a
+      WHERE a.pid = p_pid AND a.application_name = {s}.tag_prefix() || p_session::text;
 END
 $$;
 
@@ -337,10 +468,14 @@ BEGIN
 END
 $$;
 
--- Enters double barrier p_name for p_count participants. Returns -1 when the barrier is
--- full (nothing entered), 1 when the count is reached (or the barrier is already open),
--- 0 when the caller must wait.
-CREATE OR REPLACE FUNCTION {s}.dbarrier_enter(p_name text, p_session bigint,
+DROP FUNCTION IF EXISTS {s}.dbarrier_enter(text, bigint, integer);
+DROP FUNCTION IF EXISTS {s}.dbarrier_leave(text, bigint);
+DROP FUNCTION IF EXISTS {s}.dbarrier_state(text, bigint);
+
+-- Enters double barrier p_name for p_count participants, as participant p_part of
+-- session p_session. Returns -1 when the barrier is full (nothing entered), 1 when the
+-- count is reached (or the barrier is already open), 0 when the caller must wait.
+CREATE OR REPLACE FUNCTION {s}.dbarrier_enter(p_name text, p_session bigint, p_part bigint,
                                               p_count integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -352,7 +487,7 @@ BEGIN
     SELECT count(*) INTO others
       FROM {s}.double_barrier_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
-     WHERE e.name = p_name AND e.session_id <> p_session
+     WHERE e.name = p_name AND (e.session_id, e.participant) <> (p_session, p_part)
        AND x.expires_at > clock_timestamp();
     IF is_ready AND others = 0 THEN
         UPDATE {s}.double_barriers SET ready = false WHERE name = p_name;
@@ -361,7 +496,8 @@ BEGIN
     IF others + 1 > p_count THEN
         RETURN -1;
     END IF;
-    INSERT INTO {s}.double_barrier_entries (name, session_id) VALUES (p_name, p_session)
+    INSERT INTO {s}.double_barrier_entries (name, session_id, participant)
+         VALUES (p_name, p_session, p_part)
     ON CONFLICT DO NOTHING;
     IF others + 1 = p_count AND NOT is_ready THEN
         UPDATE {s}.double_barriers SET ready = true WHERE name = p_name;
@@ -373,13 +509,14 @@ $$;
 
 -- Leaves double barrier p_name; closes it when nobody is left. Returns how many live
 -- participants remain.
-CREATE OR REPLACE FUNCTION {s}.dbarrier_leave(p_name text, p_session bigint) RETURNS integer
-LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION {s}.dbarrier_leave(p_name text, p_session bigint, p_part bigint)
+RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     live integer;
 BEGIN
     PERFORM 1 FROM {s}.double_barriers WHERE name = p_name FOR UPDATE;
-    DELETE FROM {s}.double_barrier_entries WHERE name = p_name AND session_id = p_session;
+    DELETE FROM {s}.double_barrier_entries
+     WHERE name = p_name AND session_id = p_session AND participant = p_part;
     SELECT count(*) INTO live
       FROM {s}.double_barrier_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
@@ -391,17 +528,17 @@ BEGIN
 END
 $$;
 
--- The state of double barrier p_name as seen by p_session: whether it is open, how many
--- other live participants it has, and the seconds until the first of them expires.
--- Ends the sessions of expired entries on the way.
-CREATE OR REPLACE FUNCTION {s}.dbarrier_state(p_name text, p_session bigint,
+-- The state of double barrier p_name as seen by participant p_part of p_session: whether
+-- it is open, how many other live participants it has, and the seconds until the first
+-- of them expires. Ends the sessions of expired entries on the way.
+CREATE OR REPLACE FUNCTION {s}.dbarrier_state(p_name text, p_session bigint, p_part bigint,
                                               OUT ready boolean, OUT others integer,
                                               OUT next_expiry double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
     dead bigint[];
 BEGIN
-    SELECT coalesce(array_agg(e.session_id), '{}') INTO dead
+    SELECT coalesce(array_agg(DISTINCT e.session_id), '{}') INTO dead
       FROM {s}.double_barrier_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
      WHERE e.name = p_name AND x.expires_at <= clock_timestamp();
@@ -414,7 +551,7 @@ BEGIN
       INTO others, next_expiry
       FROM {s}.double_barrier_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
-     WHERE e.name = p_name AND e.session_id <> p_session
+     WHERE e.name = p_name AND (e.session_id, e.participant) <> (p_session, p_part)
        AND x.expires_at > clock_timestamp();
 END
 $$;

@@ -1,15 +1,32 @@
 //! Sessions: a heartbeat row, a dedicated control connection, and one dedicated
 //! connection per hold.
 //!
-//! Opening a session inserts a row in `sessions` (id, TTL, `expires_at`) and opens a
-//! control connection outside the pool whose `application_name` is
-//! `distsync/<schema oid>/<session id>`; the keepalive renews `expires_at` through it every
-//! TTL/3 and pings the session's hold connections. The session is lost when the control
-//! connection or a hold connection dies, or when the row is gone or expired (revoked, or
-//! ended by a waiter that found it stalled); a session ended by another process is
-//! announced with `NOTIFY s:<id>`, so its owner learns at once rather than at the next
-//! renewal. Whenever it ends, for whatever reason, its row is deleted and every backend
-//! carrying its tag is terminated, so the store releases all it held.
+//! Opening a session inserts a row in `sessions` (a random 63-bit id, TTL,
+//! `expires_at`) and opens a control connection outside the pool whose
+//! `application_name` is `distsync/<schema oid>/<session id>`; the keepalive renews
+//! `expires_at` (the server's clock + TTL) through it every TTL/3. The session is lost
+//! when the control connection or a hold connection closes (noticed at once, see
+//! [`crate::conn`]), or when the row is gone or expired (revoked, or ended by a waiter
+//! that found it stalled); a session ended by another process is announced with
+//! `NOTIFY s:<id>`, so its owner learns at once rather than at the next renewal.
+//!
+//! # Identity
+//! Session ids are drawn at random (63 bits, from `gen_random_uuid()`), not from a
+//! sequence: a sequence can hand out a value again after a crash of the server (its
+//! increments are logged ahead and lost with unflushed WAL), and a holder must never
+//! find "its" row renewed for somebody else. A renewal matches the row by id and only
+//! while it has not expired, so a holder whose row vanished (revoked, reaped, lost with
+//! the server's state) learns it at its next renewal. Rows, grants and fencing counters
+//! are written with `synchronous_commit = on` (see [`crate::conn`]), so a session id or a
+//! token a client has seen survives an immediate shutdown of the server.
+//!
+//! # Ending
+//! A session closed or dropped while healthy is ended cleanly: its row is deleted (with
+//! its grant rows, leader rows and double-barrier entries) and every backend carrying
+//! its tag is terminated, so the store releases all it held at once. A session its owner
+//! declares lost (a connection died, renewals failed or were refused) only has its
+//! backends terminated: its row stays until it expires, so what it held is not granted
+//! to anyone else while it may still believe it holds (see [`crate::hold`]).
 //!
 //! Locks, read locks and candidacies are session-level advisory locks, and a session may
 //! hold many at once and wait for several concurrently. A blocking `pg_advisory_lock`
@@ -17,17 +34,19 @@
 //! (see [`crate::hold`]), tagged like the control connection and reused after release.
 
 use std::any::Any;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId};
-use sqlx::postgres::PgConnection;
+use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
+use futures::FutureExt;
+use sqlx::postgres::PgListener;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::Conn;
 use crate::error::{is_connection_loss, map, BACKEND};
-use crate::hold::Hold;
 use crate::notify::{Subscription, Wake};
 use crate::shared::Shared;
 
@@ -43,11 +62,16 @@ pub(crate) struct LeaseInner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) id: i64,
     pub(crate) ttl: Duration,
-    control: tokio::sync::Mutex<Option<PgConnection>>,
-    idle: Mutex<Vec<(PgConnection, i32)>>,
-    active: Mutex<Vec<Weak<Hold>>>,
+    control: Conn,
+    idle: Mutex<Vec<Arc<Conn>>>,
     lost: OnceLock<CancellationToken>,
     ended: OnceCell<()>,
+    /// Set when this process found the session broken (a connection died, the row is
+    /// gone): its end must keep the row until it expires.
+    failed: AtomicBool,
+    /// Whether the last renewal was acknowledged (cleared while one is in flight, or
+    /// after one failed): a revoke while it is clear follows a loss, not a `close()`.
+    renewed: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,25 +81,39 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Opens a session with `ttl`.
-pub(crate) async fn open(shared: &Arc<Shared>, ttl: Duration) -> Result<Session> {
+pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Result<Session> {
+    let ttl = options.ttl;
+    let grant_sent = tokio::time::Instant::now();
     let ttl_ms = i64::try_from(ttl.as_millis())
         .map_err(|_| Error::InvalidArgument(format!("session ttl {ttl:?} is too long")))?;
-    let id: i64 = sqlx::query_scalar(&shared.sql(
-        "INSERT INTO {s}.sessions (ttl_ms, expires_at) \
-         VALUES ($1, clock_timestamp() + $1 * interval '1 millisecond') RETURNING id",
-    ))
-    .bind(ttl_ms)
-    .fetch_one(&shared.pool)
-    .await
-    .map_err(map)?;
-    let control = async {
-        let (mut conn, pid) = shared.connect_dedicated(id).await?;
-        sqlx::query(&shared.sql("UPDATE {s}.sessions SET pid = $2 WHERE id = $1"))
-            .bind(id)
-            .bind(pid)
-            .execute(&mut conn)
+    // A random id (63 bits): never handed out again, even after a crash of the server.
+    let insert = shared.sql(
+        "INSERT INTO {s}.sessions (id, ttl_ms, expires_at) \
+         VALUES (('x' || translate(gen_random_uuid()::text, '-', ''))::bit(63)::bigint, \
+                 $1, clock_timestamp() + $1 * interval '1 millisecond') \
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+    );
+    let mut id = None;
+    for _ in 0..3 {
+        id = sqlx::query_scalar::<_, i64>(&insert)
+            .bind(ttl_ms)
+            .fetch_optional(&shared.pool)
             .await
             .map_err(map)?;
+        if id.is_some() {
+            break;
+        }
+    }
+    let id = id.ok_or_else(|| Error::backend(BACKEND, "could not draw an unused session id"))?;
+    let control = async {
+        let conn = shared.connect_dedicated(id).await?;
+        let sql = shared.sql("UPDATE {s}.sessions SET pid = $2 WHERE id = $1");
+        let pid = conn.pid();
+        conn.run(move |c: &mut PgListener| {
+            async move { sqlx::query(&sql).bind(id).bind(pid).execute(&mut *c).await }.boxed()
+        })
+        .await
+        .map_err(map)?;
         Ok::<_, Error>(conn)
     }
     .await;
@@ -92,22 +130,29 @@ pub(crate) async fn open(shared: &Arc<Shared>, ttl: Duration) -> Result<Session>
         shared: Arc::clone(shared),
         id,
         ttl,
-        control: tokio::sync::Mutex::new(Some(control)),
+        control,
         idle: Mutex::new(Vec::new()),
-        active: Mutex::new(Vec::new()),
         lost: OnceLock::new(),
         ended: OnceCell::new(),
+        failed: AtomicBool::new(false),
+        renewed: AtomicBool::new(true),
     });
     let session = Session::start(
         BACKEND,
         SessionId(id as u64),
-        ttl,
+        options,
+        grant_sent,
         Arc::new(PgLease {
             inner: Arc::clone(&inner),
         }),
     );
     let lost = session.lost_token().clone();
     let _ = inner.lost.set(lost.clone());
+    // The control connection's death loses the session at once.
+    inner.control.watch_for(Some(Arc::downgrade(&inner)));
+    if inner.control.is_dead() {
+        inner.fail();
+    }
     shared.register_session(id, Arc::downgrade(&inner));
     // A session ended by another process (revoked, or found expired) is announced with
     // NOTIFY: its owner learns at once instead of at the next renewal.
@@ -118,7 +163,8 @@ pub(crate) async fn open(shared: &Arc<Shared>, ttl: Duration) -> Result<Session>
             None
         }
     };
-    // However the session ends (closed, dropped, lost), end it in the store too.
+    // A session found broken by this process is ended here, keeping its row (a close,
+    // a drop, or a loss by the deadline reach the store through `Lease::revoke`).
     tokio::spawn(async move {
         tokio::select! {
             () = lost.cancelled() => {}
@@ -127,7 +173,10 @@ pub(crate) async fn open(shared: &Arc<Shared>, ttl: Duration) -> Result<Session>
                 inner.fail();
             }
         }
-        if let Err(error) = inner.end().await {
+        if !inner.failed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(error) = inner.end(false).await {
             tracing::warn!(session = inner.id, %error, "ending a lost session failed; its row expires and waiters end it");
         }
     });
@@ -163,6 +212,7 @@ impl LeaseInner {
 
     /// Declares the session lost (a connection of it died, or its row is gone).
     pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
         if let Some(lost) = self.lost.get() {
             if !lost.is_cancelled() {
                 tracing::warn!(session = self.id, "postgres session lost");
@@ -172,46 +222,54 @@ impl LeaseInner {
     }
 
     /// A dedicated connection for a new hold: an idle one of this session, or a new one.
-    pub(crate) async fn connection(&self) -> Result<(PgConnection, i32)> {
+    pub(crate) async fn connection(&self) -> Result<Arc<Conn>> {
         if self.is_lost() {
             return Err(Error::SessionLost);
         }
-        if let Some(idle) = lock(&self.idle).pop() {
-            return Ok(idle);
+        loop {
+            let Some(idle) = lock(&self.idle).pop() else {
+                break;
+            };
+            if !idle.is_dead() {
+                return Ok(idle);
+            }
         }
-        self.shared.connect_dedicated(self.id).await
+        Ok(Arc::new(self.shared.connect_dedicated(self.id).await?))
     }
 
     /// Takes back the connection of a released hold, for reuse.
-    pub(crate) fn give_back(&self, conn: PgConnection, pid: i32) {
-        if self.is_lost() {
+    pub(crate) fn give_back(&self, conn: Arc<Conn>) {
+        if self.is_lost() || conn.is_dead() {
             return;
         }
         let mut idle = lock(&self.idle);
         if idle.len() < MAX_IDLE {
-            idle.push((conn, pid));
+            idle.push(conn);
         }
     }
 
-    /// Tracks a granted hold, so the keepalive checks its connection.
-    pub(crate) fn track(&self, hold: &Arc<Hold>) {
-        let mut active = lock(&self.active);
-        active.retain(|hold| hold.strong_count() > 0);
-        active.push(Arc::downgrade(hold));
-    }
-
-    /// Ends the session in the store, once: deletes its row and terminates its backends.
-    pub(crate) async fn end(&self) -> Result<()> {
+    /// Ends the session in the store, once. `clean` (a close or drop) asks for a clean
+    /// end: the row is deleted and everything it held is released at once. Otherwise,
+    /// or when the session was found broken or its last renewal was not acknowledged,
+    /// only its backends are terminated and its row is left to expire (see the module
+    /// docs).
+    pub(crate) async fn end(&self, clean: bool) -> Result<()> {
         self.ended
             .get_or_try_init(|| async {
-                self.fail();
-                lock(&self.idle).clear();
-                self.shared.end_sessions(&[self.id]).await?;
-                self.shared.unregister_session(self.id);
-                if let Ok(mut control) = self.control.try_lock() {
-                    *control = None;
+                let clean = clean
+                    && !self.failed.load(Ordering::SeqCst)
+                    && self.renewed.load(Ordering::SeqCst);
+                if let Some(lost) = self.lost.get() {
+                    lost.cancel();
                 }
-                tracing::debug!(session = self.id, "postgres session ended");
+                lock(&self.idle).clear();
+                if clean {
+                    self.shared.end_sessions(&[self.id]).await?;
+                } else {
+                    self.shared.terminate_session(self.id).await?;
+                }
+                self.shared.unregister_session(self.id);
+                tracing::debug!(session = self.id, clean, "postgres session ended");
                 Ok::<_, Error>(())
             })
             .await
@@ -219,18 +277,26 @@ impl LeaseInner {
     }
 
     async fn renew(&self) -> Result<KeepAlive> {
-        let mut control = self.control.lock().await;
-        let Some(conn) = control.as_mut() else {
+        if self.control.is_dead() {
             return Ok(KeepAlive::Gone);
-        };
-        let renewed: std::result::Result<Option<i64>, sqlx::Error> =
-            sqlx::query_scalar(&self.shared.sql(
-                "UPDATE {s}.sessions \
-                 SET expires_at = clock_timestamp() + ttl_ms * interval '1 millisecond' \
-                 WHERE id = $1 AND expires_at > clock_timestamp() RETURNING id",
-            ))
-            .bind(self.id)
-            .fetch_optional(&mut *conn)
+        }
+        let sql = self.shared.sql(
+            "UPDATE {s}.sessions \
+             SET expires_at = clock_timestamp() + ttl_ms * interval '1 millisecond' \
+             WHERE id = $1 AND expires_at > clock_timestamp() RETURNING id",
+        );
+        let id = self.id;
+        let renewed = self
+            .control
+            .run(move |c: &mut PgListener| {
+                async move {
+                    sqlx::query_scalar::<_, i64>(&sql)
+                        .bind(id)
+                        .fetch_optional(&mut *c)
+                        .await
+                }
+                .boxed()
+            })
             .await;
         match renewed {
             Ok(Some(_)) => Ok(KeepAlive::Renewed),
@@ -240,7 +306,6 @@ impl LeaseInner {
             }
             Err(error) if is_connection_loss(&error) => {
                 tracing::warn!(session = self.id, %error, "session control connection lost");
-                *control = None;
                 Ok(KeepAlive::Gone)
             }
             Err(error) => Err(map(error)),
@@ -252,27 +317,18 @@ impl LeaseInner {
 impl Lease for PgLease {
     async fn keep_alive(&self) -> Result<KeepAlive> {
         let inner = &self.inner;
+        inner.renewed.store(false, Ordering::SeqCst);
         if inner.renew().await? == KeepAlive::Gone {
             inner.fail();
             return Ok(KeepAlive::Gone);
         }
+        inner.renewed.store(true, Ordering::SeqCst);
         inner.shared.sweep_if_due();
-        let holds: Vec<Arc<Hold>> = lock(&inner.active)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for hold in holds {
-            if !hold.ping().await {
-                tracing::warn!(session = inner.id, "a hold connection of the session died");
-                inner.fail();
-                return Ok(KeepAlive::Gone);
-            }
-        }
         Ok(KeepAlive::Renewed)
     }
 
     async fn revoke(&self) -> Result<()> {
-        self.inner.end().await
+        self.inner.end(true).await
     }
 
     fn as_any(&self) -> &dyn Any {

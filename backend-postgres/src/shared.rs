@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use distsync_core::{Error, Result};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, PgPool};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
 
+use crate::conn::Conn;
 use crate::error::{map, BACKEND};
 use crate::notify::Hub;
 use crate::schema;
@@ -38,6 +39,9 @@ impl LockKind {
 
 pub(crate) struct Shared {
     pub(crate) pool: PgPool,
+    /// The reaper's own connections: ending sessions, enforcing TTLs, abandoning waits.
+    /// Separate from `pool`, which STM bodies and blocked dequeues can exhaust.
+    pub(crate) reaper: PgPool,
     options: PgConnectOptions,
     pub(crate) schema: String,
     quoted: String,
@@ -60,6 +64,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn new(
         pool: PgPool,
+        reaper: PgPool,
         options: PgConnectOptions,
         schema: String,
         ns_oid: u32,
@@ -67,6 +72,7 @@ impl Shared {
         let hub = Hub::new(pool.clone(), format!("distsync_{ns_oid}"));
         Self {
             pool,
+            reaper,
             options,
             quoted: schema::quote(&schema),
             schema,
@@ -94,22 +100,13 @@ impl Shared {
         format!("distsync/{}/{id}", self.ns_oid)
     }
 
-    /// Opens a connection outside the pool, tagged as belonging to session `id`. The
-    /// server checks every second, while a statement runs, whether the client is still
-    /// there (`client_connection_check_interval`), so a waiter whose process died leaves
-    /// the lock queue.
-    pub(crate) async fn connect_dedicated(&self, id: i64) -> Result<(PgConnection, i32)> {
-        let options = self
-            .options
-            .clone()
-            .application_name(&self.tag(id))
-            .options([("client_connection_check_interval", "1000")]);
-        let mut conn = PgConnection::connect_with(&options).await.map_err(map)?;
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut conn)
+    /// Opens a connection outside the pool, tagged as belonging to session `id`, watched
+    /// for its death (see [`crate::conn`]).
+    pub(crate) async fn connect_dedicated(&self, id: i64) -> Result<Conn> {
+        let options = self.options.clone().application_name(&self.tag(id));
+        Conn::open(&options, self.sql("SELECT {s}.release_all()"))
             .await
-            .map_err(map)?;
-        Ok((conn, pid))
+            .map_err(map)
     }
 
     /// The id of `name` in the name table (created on first use); the second key of its
@@ -154,23 +151,32 @@ impl Shared {
         }
         sqlx::query(&self.sql("SELECT {s}.end_sessions($1)"))
             .bind(ids)
-            .execute(&self.pool)
+            .execute(&self.reaper)
             .await
             .map_err(map)?;
         Ok(())
     }
 
-    /// Terminates backend `pid` if it still belongs to session `id`.
-    pub(crate) async fn terminate(&self, id: i64, pid: i32) -> Result<()> {
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE pid = $1 AND application_name = $2",
-        )
-        .bind(pid)
-        .bind(self.tag(id))
-        .execute(&self.pool)
-        .await
-        .map_err(map)?;
+    /// Ends the connections of session `id`, whose owner has declared it lost, keeping
+    /// its row: what it held stays held back from others until the row expires.
+    pub(crate) async fn terminate_session(&self, id: i64) -> Result<()> {
+        sqlx::query(&self.sql("SELECT {s}.terminate_sessions($1)"))
+            .bind(&[id][..])
+            .execute(&self.reaper)
+            .await
+            .map_err(map)?;
+        Ok(())
+    }
+
+    /// Abandons a grant its client gave up on: deletes the grant rows of backend `pid`
+    /// and terminates it if it still belongs to session `id`.
+    pub(crate) async fn abandon(&self, id: i64, pid: i32) -> Result<()> {
+        sqlx::query(&self.sql("SELECT {s}.abandon($1, $2)"))
+            .bind(id)
+            .bind(pid)
+            .execute(&self.reaper)
+            .await
+            .map_err(map)?;
         Ok(())
     }
 
@@ -201,7 +207,7 @@ impl Shared {
                 "SELECT {s}.reap_sessions(ARRAY(SELECT id FROM {s}.sessions \
                  WHERE expires_at <= clock_timestamp() ORDER BY expires_at LIMIT 100))",
             ))
-            .fetch_one(&shared.pool)
+            .fetch_one(&shared.reaper)
             .await;
             match swept {
                 Ok(0) => {}

@@ -7,8 +7,16 @@
 //! |---|---|---|
 //! | `SerializableSnapshot` | `SERIALIZABLE` | any serialization anomaly (SSI), including the write set changing since the snapshot |
 //! | `Serializable` | `SERIALIZABLE` | as above: PostgreSQL has no weaker snapshot-serializable level |
-//! | `RepeatableReads` | `REPEATABLE READ`, plus `SELECT ... ORDER BY key FOR UPDATE` of the keys read or written, at commit | a key read or written changed since the snapshot (a key read as absent and created meanwhile is not detected) |
+//! | `RepeatableReads` | `REPEATABLE READ`, plus, at commit, `SELECT ... ORDER BY key FOR UPDATE` of the keys read or written, and a placeholder insert of each key read as absent | a key read or written changed since the snapshot, or a key read as absent created meanwhile (as etcd, which compares every key read, present or not) |
 //! | `ReadCommitted` | `READ COMMITTED` | none: reads see the latest committed values, lost updates are possible (as on etcd) |
+//!
+//! `RepeatableReads` validates absent keys as etcd does: at commit, each key read as
+//! absent (and not written) is inserted with `ON CONFLICT DO NOTHING` and deleted again
+//! in the same transaction. In `REPEATABLE READ`, an insert that meets a row committed
+//! after the snapshot fails with a serialization failure, and one that meets a row not
+//! yet committed waits for it first; so two overlapping transactions that each read two
+//! absent keys and create one of them cannot both commit. The placeholder is never
+//! visible to anyone: it is deleted before the commit.
 //!
 //! Reads are cached per attempt, so re-reading a key gives the same value at every level
 //! (as etcd's STM). A serialization failure (SQLSTATE 40001) or a deadlock (40P01), from a
@@ -146,6 +154,34 @@ impl StmAttempt for PgAttempt {
                 .bind(&keys)
                 .execute(&mut *this.tx)
                 .await?;
+                // Keys read as absent and not written: a created-meanwhile row makes the
+                // placeholder insert fail with 40001 (see the module docs).
+                let written: std::collections::HashSet<&str> =
+                    writes.iter().map(|(key, _)| key.as_str()).collect();
+                let mut absent: Vec<&str> = this
+                    .reads
+                    .iter()
+                    .filter(|key| matches!(this.cache.get(*key), Some(None)))
+                    .map(Name::as_str)
+                    .filter(|key| !written.contains(key))
+                    .collect();
+                absent.sort_unstable();
+                absent.dedup();
+                if !absent.is_empty() {
+                    sqlx::query(&this.shared.sql(
+                        "INSERT INTO {s}.kv (key, value) \
+                         SELECT k, ''::bytea FROM unnest($1::text[]) AS k ORDER BY k \
+                         ON CONFLICT (key) DO NOTHING",
+                    ))
+                    .bind(&absent)
+                    .execute(&mut *this.tx)
+                    .await?;
+                    // Every such row visible now is a placeholder of this transaction.
+                    sqlx::query(&this.shared.sql("DELETE FROM {s}.kv WHERE key = ANY($1)"))
+                        .bind(&absent)
+                        .execute(&mut *this.tx)
+                        .await?;
+                }
             }
             let (mut put_keys, mut put_values, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
             for (key, value) in &writes {

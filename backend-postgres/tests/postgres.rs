@@ -442,3 +442,380 @@ async fn contenders_counts_the_holder_and_queued_waiters() {
     waiter_guard.unlock().await.unwrap();
     assert_eq!(locker.contenders().await.unwrap(), 0, "free again");
 }
+
+/// Terminates, from another connection, the backend granted the advisory lock of mutex
+/// `name` (its holder's hold connection); returns how many were ended.
+async fn kill_hold_connection(url: &str, schema: &str, name: &Name) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l \
+         JOIN {schema}.lock_names n ON l.objid = n.id::oid \
+         WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted \
+         AND l.classid = '{schema}'::regnamespace::oid \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND n.kind = 'lock' AND n.name = $1"
+    ))
+    .bind(name.as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    ended
+}
+
+/// Whether session `id`'s row has expired (or is gone), by the server's clock.
+async fn session_expired(url: &str, schema: &str, id: u64) -> bool {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let live: Option<bool> = sqlx::query_scalar(&format!(
+        "SELECT expires_at > clock_timestamp() FROM {schema}.sessions WHERE id = $1"
+    ))
+    .bind(id as i64)
+    .fetch_optional(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    !live.unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_hold_connection_loses_at_once_and_is_granted_only_after_the_lease() {
+    let Some((url, holder_backend)) = backend().await else {
+        return;
+    };
+    let waiter_backend = distsync_postgres::backend(&url).await.unwrap();
+    let ttl = Duration::from_secs(3);
+    let name = Name::new(unique("gated")).unwrap();
+    let holder = holder_backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let guard = holder_backend
+        .locker(&holder, name.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let first_token = guard.token();
+    let waiting = waiter_backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let waiter = waiter_backend.locker(&waiting, name.clone()).unwrap();
+    let probe = waiter_backend.locker(&waiting, name.clone()).unwrap();
+    let wait = tokio::spawn(async move {
+        let guard = waiter.lock().await;
+        (Instant::now(), guard)
+    });
+    eventually(Duration::from_secs(10), "the waiter is queued", || async {
+        probe.contenders().await.unwrap() == 2
+    })
+    .await;
+
+    let killed = Instant::now();
+    assert_eq!(
+        kill_hold_connection(&url, holder_backend.schema(), &name).await,
+        1,
+        "the holder's connection was found and ended"
+    );
+    tokio::time::timeout(Duration::from_millis(100), guard.lost())
+        .await
+        .expect("the holder's lost() did not fire within 100 ms of its connection closing");
+    let lost_after = killed.elapsed();
+    assert!(
+        !session_expired(&url, holder_backend.schema(), holder.id().0).await,
+        "the test needs the holder's lease to outlive the kill"
+    );
+    assert!(!wait.is_finished(), "granted while the holder's lease runs");
+
+    let (granted, next) = tokio::time::timeout(ttl * 3, wait)
+        .await
+        .expect("the waiter was never granted")
+        .unwrap();
+    let next = next.unwrap();
+    assert!(
+        session_expired(&url, holder_backend.schema(), holder.id().0).await,
+        "granted before the previous holder's session expired in the store"
+    );
+    assert!(next.token() > first_token);
+    eprintln!(
+        "hold connection closed: holder lost() after {lost_after:?}, waiter granted after {:?} (ttl {ttl:?})",
+        granted - killed
+    );
+    assert!(matches!(guard.unlock().await, Err(Error::SessionLost)));
+    next.unlock().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_unlock_or_close_hands_over_at_once() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let other = distsync_postgres::backend(&url).await.unwrap();
+    // A long TTL: a hand-over gated by the lease would take seconds.
+    let ttl = Duration::from_secs(30);
+    let name = Name::new(unique("clean")).unwrap();
+    for close in [false, true] {
+        let holder = backend
+            .session(SessionOptions::with_ttl(ttl))
+            .await
+            .unwrap();
+        let guard = backend
+            .locker(&holder, name.clone())
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let waiting = other.session(SessionOptions::with_ttl(ttl)).await.unwrap();
+        let waiter = other.locker(&waiting, name.clone()).unwrap();
+        let probe = other.locker(&waiting, name.clone()).unwrap();
+        let wait = tokio::spawn(async move { waiter.lock().await });
+        eventually(Duration::from_secs(10), "the waiter is queued", || async {
+            probe.contenders().await.unwrap() == 2
+        })
+        .await;
+        let released = Instant::now();
+        if close {
+            holder.close().await.unwrap();
+        } else {
+            guard.unlock().await.unwrap();
+        }
+        let next = tokio::time::timeout(Duration::from_secs(2), wait)
+            .await
+            .expect("a clean release did not hand over at once")
+            .unwrap()
+            .unwrap();
+        eprintln!(
+            "clean {}: waiter granted after {:?}",
+            if close { "close" } else { "unlock" },
+            released.elapsed()
+        );
+        next.unlock().await.unwrap();
+        waiting.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_lock_reports_a_lock_held_back_by_a_lease_as_taken() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    let name = Name::new(unique("gated-try")).unwrap();
+    let holder = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let guard = backend
+        .locker(&holder, name.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    assert_eq!(kill_hold_connection(&url, backend.schema(), &name).await, 1);
+    tokio::time::timeout(Duration::from_millis(100), guard.lost())
+        .await
+        .expect("lost() within 100 ms");
+    let other = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let locker = backend.locker(&other, name.clone()).unwrap();
+    assert!(
+        locker.try_lock().await.unwrap().is_none(),
+        "try_lock got a lock whose holder's lease still runs"
+    );
+    let deadline = Instant::now() + ttl * 3;
+    let next = loop {
+        if let Some(next) = locker.try_lock().await.unwrap() {
+            break next;
+        }
+        assert!(Instant::now() < deadline, "never granted after the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(session_expired(&url, backend.schema(), holder.id().0).await);
+    next.unlock().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_control_connection_loses_the_session_within_100ms() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let session = backend
+        .session(SessionOptions::with_ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let killed = Instant::now();
+    let terminated: Vec<bool> = sqlx::query_scalar(&format!(
+        "SELECT pg_terminate_backend(pid) FROM {}.sessions WHERE id = $1",
+        backend.schema()
+    ))
+    .bind(session.id().0 as i64)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(terminated, [true]);
+    tokio::time::timeout(Duration::from_millis(100), session.lost())
+        .await
+        .expect("lost() did not fire within 100 ms of the control connection closing");
+    eprintln!(
+        "control connection closed: lost() after {:?}",
+        killed.elapsed()
+    );
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ttl_enforcement_does_not_need_the_pool() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let name = Name::new(unique("reaper")).unwrap();
+    let ttl = Duration::from_secs(1);
+    let mut child = spawn_holder(&url, &name, ttl).await;
+    child.pause().await.unwrap();
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let locker = backend.locker(&session, name).unwrap();
+    // Registers the name (a pool read) before the pool is exhausted.
+    assert!(locker.try_lock().await.unwrap().is_none());
+    // STM bodies hold every pooled connection in an open transaction.
+    let stm = backend.stm().unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut bodies = Vec::new();
+    for i in 0..8 {
+        let (stm, release) = (Arc::clone(&stm), Arc::clone(&release));
+        bodies.push(tokio::spawn(async move {
+            stm.atomically(distsync_core::Isolation::Serializable, |tx| {
+                let release = Arc::clone(&release);
+                async move {
+                    tx.get(&format!("pgtest/reaper/{i}")).await?;
+                    release.notified().await;
+                    Ok(())
+                }
+            })
+            .await
+        }));
+    }
+    let started = Instant::now();
+    let guard = tokio::time::timeout(ttl * 5, locker.lock())
+        .await
+        .expect("the stalled holder was not ended while the pool was exhausted")
+        .unwrap();
+    eprintln!(
+        "stalled holder ended with the pool exhausted after {:?}",
+        started.elapsed()
+    );
+    assert!(guard.token() > child.token());
+    release.notify_waiters();
+    for body in bodies {
+        body.abort();
+    }
+    guard.unlock().await.unwrap();
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_sharing_a_session_are_separate_double_barrier_participants() {
+    let Some((_url, backend)) = backend().await else {
+        return;
+    };
+    let name = Name::new(unique("dbarrier")).unwrap();
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let entering: Vec<_> = (0..3)
+        .map(|_| {
+            let barrier = backend.double_barrier(&session, name.clone(), 3).unwrap();
+            tokio::spawn(async move {
+                barrier.enter().await?;
+                Ok::<_, Error>(barrier)
+            })
+        })
+        .collect();
+    let mut barriers = Vec::new();
+    for task in entering {
+        let barrier = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("three participants of one session did not all enter")
+            .unwrap()
+            .unwrap();
+        barriers.push(barrier);
+    }
+    let fourth = backend.double_barrier(&session, name.clone(), 3).unwrap();
+    assert!(matches!(
+        fourth.enter().await,
+        Err(Error::TooManyParticipants { .. })
+    ));
+    let leaving: Vec<_> = barriers
+        .into_iter()
+        .map(|barrier| tokio::spawn(async move { barrier.leave().await }))
+        .collect();
+    for task in leaving {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("leave did not return once all had left")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeatable_reads_validates_keys_read_as_absent() {
+    let Some((_url, backend)) = backend().await else {
+        return;
+    };
+    let stm = backend.stm().unwrap();
+    for trial in 0..5 {
+        let a = unique(&format!("phantom-a-{trial}"));
+        let b = unique(&format!("phantom-b-{trial}"));
+        // Both first attempts read both keys before either commits.
+        let both_read = Arc::new(tokio::sync::Barrier::new(2));
+        let tasks: Vec<_> = [(a.clone(), b.clone()), (b.clone(), a.clone())]
+            .into_iter()
+            .map(|(mine, theirs)| {
+                let (stm, both_read) = (Arc::clone(&stm), Arc::clone(&both_read));
+                tokio::spawn(async move {
+                    let attempts = std::sync::atomic::AtomicUsize::new(0);
+                    stm.atomically(distsync_core::Isolation::RepeatableReads, |tx| {
+                        let first = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                        let (mine, theirs, both_read) =
+                            (mine.clone(), theirs.clone(), Arc::clone(&both_read));
+                        async move {
+                            let absent =
+                                tx.get(&mine).await?.is_none() && tx.get(&theirs).await?.is_none();
+                            if first {
+                                both_read.wait().await;
+                            }
+                            if absent {
+                                tx.put(&mine, "created");
+                            }
+                            Ok(())
+                        }
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("a transaction did not finish")
+                .unwrap()
+                .unwrap();
+        }
+        let (ka, kb) = (a.clone(), b.clone());
+        let present = stm
+            .atomically(distsync_core::Isolation::Serializable, move |tx| {
+                let (ka, kb) = (ka.clone(), kb.clone());
+                async move {
+                    Ok(usize::from(tx.get(&ka).await?.is_some())
+                        + usize::from(tx.get(&kb).await?.is_some()))
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            present, 1,
+            "trial {trial}: both transactions created their key after reading both absent"
+        );
+    }
+}
