@@ -1,22 +1,42 @@
 //! Turning the `redis` crate's errors and replies into distsync's [`Error`].
 
 use distsync_core::Error;
-use redis::{RedisError, Value};
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use crate::BACKEND;
 
-/// Maps a client error: a broken, refused or timed-out connection is
-/// [`Error::Connection`] (transient), anything else [`Error::Backend`].
+/// Maps a client error: a broken, refused or timed-out connection, or a server that
+/// cannot serve for now ([`unavailable`]), is [`Error::Connection`] (transient),
+/// anything else [`Error::Backend`].
 pub(crate) fn redis_error(error: RedisError) -> Error {
     if error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_timeout()
+        || unavailable(&error)
     {
         Error::connection(BACKEND, error)
     } else {
         Error::backend(BACKEND, error)
     }
+}
+
+/// Whether the server refused for a reason that passes: loading its data after a
+/// restart (`LOADING`), running a long script (`BUSY`), a replica not (yet) promoted
+/// or a demoted primary (`READONLY`, `MASTERDOWN`), a cluster resharding or down
+/// (`TRYAGAIN`, `CLUSTERDOWN`), or out of memory under `maxmemory` (`OOM`: writes are
+/// refused until memory is freed).
+fn unavailable(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::ReadOnly
+        )
+    ) || matches!(error.code(), Some("BUSY" | "OOM"))
 }
 
 /// A reply of a shape the scripts never produce.
@@ -89,5 +109,10 @@ mod tests {
         assert!(redis_error(refused).is_transient());
         let other = RedisError::from((redis::ErrorKind::UnexpectedReturnType, "bad"));
         assert!(!redis_error(other).is_transient());
+        let loading =
+            RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "LOADING"));
+        assert!(redis_error(loading).is_transient());
+        let denied = RedisError::from((ErrorKind::Server(ServerErrorKind::NoPerm), "NOPERM"));
+        assert!(!redis_error(denied).is_transient());
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use distsync_core::{Error, ReleaseFn, Result, Session};
 
 use crate::backend::Shared;
-use crate::background::spawn_retrying;
+use crate::background::{spawn_retrying, GiveUp};
 use crate::error::int;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
@@ -16,6 +16,9 @@ pub(crate) struct Hold {
     key: String,
     registry: String,
     value: String,
+    /// The session's id and nonce, to end it should a release fail for good.
+    session_id: u64,
+    session_nonce: String,
 }
 
 impl Hold {
@@ -25,6 +28,8 @@ impl Hold {
             key,
             registry: lease.registry().to_owned(),
             value,
+            session_id: lease.id(),
+            session_nonce: lease.nonce().to_owned(),
         }
     }
 
@@ -45,13 +50,50 @@ impl Hold {
         Ok(int("release", &reply)? == 1)
     }
 
-    /// Releases in the background, retrying transient failures while the session
-    /// lives: a session that keeps renewing would otherwise keep the entry forever.
+    /// Releases in the background, retrying transient failures until the release
+    /// succeeds or the session ends (a session that keeps renewing would otherwise
+    /// keep the entry forever). Should the release fail for good, the session is
+    /// ended: `lost()` fires, and the session is revoked (or, if that fails too,
+    /// expires, its keepalive stopped), so the store frees the entry.
     pub(crate) fn release_in_background(self: Arc<Self>, session: &Session) {
-        spawn_retrying("release", Some(session.lost_token().clone()), move || {
+        let lost = session.lost_token().clone();
+        let give_up: GiveUp = {
             let hold = Arc::clone(&self);
-            Box::pin(async move { hold.release().await.map(|_| ()) })
-        });
+            let lost = lost.clone();
+            Box::new(move |error| {
+                Box::pin(async move {
+                    tracing::warn!(
+                        key = hold.key(),
+                        session = hold.session_id,
+                        %error,
+                        "a release failed for good; ending the session so that the store frees it"
+                    );
+                    lost.cancel();
+                    let revoked = crate::session::revoke(
+                        &hold.shared,
+                        hold.session_id,
+                        Some(&hold.session_nonce),
+                    )
+                    .await;
+                    if let Err(error) = revoked {
+                        tracing::warn!(
+                            session = hold.session_id,
+                            %error,
+                            "revoking failed; the session expires after its TTL"
+                        );
+                    }
+                })
+            })
+        };
+        spawn_retrying(
+            "release",
+            Some(lost),
+            move || {
+                let hold = Arc::clone(&self);
+                Box::pin(async move { hold.release().await.map(|_| ()) })
+            },
+            Some(give_up),
+        );
     }
 
     /// The release step of a guard: [`Error::SessionLost`] if the entry was already

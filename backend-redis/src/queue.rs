@@ -111,12 +111,17 @@ impl Call {
         let shared = Arc::clone(&self.shared);
         let inflight = format!("{}:inflight", self.prefix);
         let id = self.id.clone();
-        spawn_retrying("queue acknowledgement", None, move || {
-            let shared = Arc::clone(&shared);
-            let mut command = redis::cmd("HDEL");
-            command.arg(&inflight).arg(&id);
-            Box::pin(async move { shared.query(&command).await.map(|_| ()) })
-        });
+        spawn_retrying(
+            "queue acknowledgement",
+            None,
+            move || {
+                let shared = Arc::clone(&shared);
+                let mut command = redis::cmd("HDEL");
+                command.arg(&inflight).arg(&id);
+                Box::pin(async move { shared.query(&command).await.map(|_| ()) })
+            },
+            None,
+        );
     }
 
     /// Nothing was popped and the call is not registered as a waiter.
@@ -133,20 +138,25 @@ impl Drop for Call {
         let shared = Arc::clone(&self.shared);
         let prefix = self.prefix.clone();
         let id = self.id.clone();
-        spawn_retrying("queue cancel", None, move || {
-            let shared = Arc::clone(&shared);
-            let prefix = prefix.clone();
-            let id = id.clone();
-            Box::pin(async move {
-                let mut call = shared.script(&SCRIPTS.queue_cancel);
-                call.arg(&prefix).arg(&id);
-                let reply = shared.eval(&call).await?;
-                if int("queue_cancel", &reply)? == 1 {
-                    tracing::debug!(%prefix, "cancelled dequeue put its item back");
-                }
-                Ok(())
-            })
-        });
+        spawn_retrying(
+            "queue cancel",
+            None,
+            move || {
+                let shared = Arc::clone(&shared);
+                let prefix = prefix.clone();
+                let id = id.clone();
+                Box::pin(async move {
+                    let mut call = shared.script(&SCRIPTS.queue_cancel);
+                    call.arg(&prefix).arg(&id);
+                    let reply = shared.eval(&call).await?;
+                    if int("queue_cancel", &reply)? == 1 {
+                        tracing::debug!(%prefix, "cancelled dequeue put its item back");
+                    }
+                    Ok(())
+                })
+            },
+            None,
+        );
     }
 }
 

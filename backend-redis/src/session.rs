@@ -103,6 +103,16 @@ impl RedisLease {
         &self.key
     }
 
+    /// The session id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The nonce the session key holds.
+    pub(crate) fn nonce(&self) -> &str {
+        &self.nonce
+    }
+
     /// The registry of held keys.
     pub(crate) fn registry(&self) -> &str {
         &self.registry

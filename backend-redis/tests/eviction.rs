@@ -5,12 +5,12 @@
 //! Runs when `DISTSYNC_REDIS_URL` is set (the test servers are installed); skipped
 //! loudly otherwise, a failure under `CI=true`.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use distsync_core::{Backend, Error};
+use support::PrivateRedis;
 
 fn servers_available() -> bool {
     if std::env::var("DISTSYNC_REDIS_URL").is_ok_and(|url| !url.is_empty()) {
@@ -24,60 +24,6 @@ fn servers_available() -> bool {
         "\n*** SKIPPED: DISTSYNC_REDIS_URL is not set; start one with scripts/servers.sh up ***\n"
     );
     false
-}
-
-/// A `redis-server` of the test's own, killed when dropped.
-struct PrivateRedis {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start(extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!(
-            "distsync-redis-eviction-{}-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server");
-        let server = Self { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self, query: &str) -> String {
-        format!("redis://127.0.0.1:{}/0{query}", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Connects, riding out a server that accepts connections but is still loading.

@@ -1,0 +1,99 @@
+//! A `redis-server` of a test's own, on a free loopback port, with the settings the
+//! test asks for (the conformance suite's private servers have fixed settings).
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private `redis-server`, killed (and its directory removed) when dropped.
+pub struct PrivateRedis {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+    args: Vec<String>,
+}
+
+impl PrivateRedis {
+    /// Starts a server without persistence, with `extra` arguments
+    /// (`--name value ...`), which may turn persistence on again.
+    pub fn start(extra: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("distsync-redis-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            child: None,
+            dir,
+            port,
+            args: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+        };
+        server.run();
+        server
+    }
+
+    /// Starts the server (again, after [`PrivateRedis::stop`]: same port and directory).
+    pub fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server with SIGTERM (which writes its append-only file, if any) and
+    /// waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() {
+                assert!(Instant::now() < deadline, "redis-server ignored SIGTERM");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts the stopped server again, on the same port and directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    /// The server's URL, with `query` (e.g. `?namespace=x`) appended.
+    pub fn url(&self, query: &str) -> String {
+        format!("redis://127.0.0.1:{}/0{query}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
