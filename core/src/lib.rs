@@ -22,16 +22,12 @@ pub mod election;
 pub mod error;
 pub mod guard;
 pub mod instrument;
-#[doc(hidden)]
-pub mod kv;
 pub mod lock;
 pub mod memory;
 pub mod migrate;
 pub mod name;
 pub mod queue;
 pub mod raw;
-#[doc(hidden)]
-pub mod recipes;
 pub mod rwlock;
 pub mod session;
 pub mod stm;
@@ -56,6 +52,8 @@ pub use token::FencingToken;
 
 // The implementors' items, kept at their old paths for the backends; documented in
 // [`raw`].
+#[doc(hidden)]
+pub use raw::{kv, recipes};
 #[doc(hidden)]
 pub use backend::Backend;
 #[doc(hidden)]

@@ -27,7 +27,8 @@
 //!
 //! The old paths (`distsync_core::kv`, `distsync_core::recipes`,
 //! `distsync_core::Backend`, ...) still work; they are hidden from the crate root's
-//! docs and this module is where they are documented.
+//! docs and this module is where they are documented (the files stay
+//! `core/src/kv.rs` and `core/src/recipes/`).
 //!
 //! # Contract
 //!
@@ -77,6 +78,11 @@
 //! strategies (recipes over [`Kv`](kv::Kv), the Redis waiter line, PostgreSQL advisory
 //! locks) and the checklist for adding a backend.
 
+#[path = "kv.rs"]
+pub mod kv;
+#[path = "recipes/mod.rs"]
+pub mod recipes;
+
 #[doc(inline)]
 pub use crate::backend::Backend;
 #[doc(inline)]
@@ -85,8 +91,6 @@ pub use crate::guard::ReleaseFn;
 pub use crate::session::{KeepAlive, Lease};
 #[doc(inline)]
 pub use crate::stm::{StmAttempt, Write};
-#[doc(inline)]
-pub use crate::{kv, recipes};
 
 pub use crate::barrier::{Barrier, DoubleBarrier};
 pub use crate::capabilities::Capabilities;
