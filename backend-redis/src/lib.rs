@@ -39,7 +39,9 @@
 //!   held keys. The keepalive (every TTL/3) renews all of them in one round trip,
 //!   provided the session key still holds the owner's nonce, and reports the session
 //!   gone when its key is missing or holds another nonce, or a held key is missing or
-//!   taken over, releasing the rest at once. So after a restart that lost the state,
+//!   taken over, or when the key has less than the session's margin left of its TTL
+//!   (the renewal then arrives after the owner's client-side deadline: nothing
+//!   renews a session past it), releasing the rest at once. So after a restart that lost the state,
 //!   every session opened before it reports `lost()` at its next renewal. Revoking (closing, or
 //!   [`Backend::revoke_session`](distsync_core::Backend::revoke_session) from another
 //!   connection) releases everything in one script, wakes the next waiters and tells

@@ -7,7 +7,10 @@
 //! start again from 1 and hand a dead session's id to a new one). The key holds a
 //! random 128-bit nonce that only the owner knows: the renewal compares it, so a
 //! holder whose session vanished never renews another session that took the same
-//! key, and learns of the loss at its next renewal ([`KeepAlive::Gone`]). `{<ns>session:<id>}:held` is a
+//! key, and learns of the loss at its next renewal ([`KeepAlive::Gone`]). The renewal
+//! also refuses a session key with less than the session's margin left of its TTL:
+//! such a renewal arrives after the owner's client-side deadline (the reasoning is in
+//! `RedisLease::keep_alive`), so nothing renews a session its owner gave up. `{<ns>session:<id>}:held` is a
 //! hash from each key held through the session (a lock, rwlock or election entry, a
 //! double-barrier participant) to the value it must hold. Every held key carries the
 //! session's TTL as its own PX. The keepalive script renews the session key, the
@@ -42,6 +45,9 @@ pub(crate) struct RedisLease {
     /// The session key's value, compared by every renewal.
     nonce: String,
     ttl: Duration,
+    /// The session's safety margin ([`SessionOptions::effective_margin`]): a renewal
+    /// that finds less than this left of the session key's TTL is refused.
+    margin: Duration,
     entries: AtomicU64,
 }
 
@@ -86,6 +92,7 @@ impl RedisLease {
             registry: shared.keys.registry(id),
             nonce,
             ttl,
+            margin: options.effective_margin(),
             entries: AtomicU64::new(0),
         };
         tracing::debug!(session = id, ?ttl, "redis session opened");
@@ -138,10 +145,25 @@ fn millis(ttl: Duration) -> u64 {
 impl Lease for RedisLease {
     async fn keep_alive(&self) -> Result<KeepAlive> {
         let mut call = self.shared.script(&SCRIPTS.keepalive);
+        // The script refuses (answers gone, releasing everything) a renewal that finds
+        // less than the margin left of the session key's TTL: nothing may renew a
+        // session past its client-side deadline. Why that test suffices: the server
+        // expires the key at (arrival of the last renewal that landed) + ttl, which is
+        // at least (send time of the last acknowledged renewal, or of the grant) + ttl,
+        // since a renewal lands after it is sent and the last one that landed is no
+        // older than the last one acknowledged. The client's deadline is that send
+        // time + ttl - margin. So when a renewal arrives with PTTL < margin, it
+        // arrives after the deadline: the owner has already declared the session
+        // lost (give or take the clocks' rate difference, which the margin also
+        // covers), and renewing would keep its holds alive behind its back. A renewal
+        // landing after the deadline with more than the margin left (because an
+        // earlier renewal landed whose answer was lost) is not caught here; the core
+        // revokes the session in the background after the loss, which ends it.
         call.key(&self.key)
             .key(&self.registry)
             .arg(self.ttl_ms())
-            .arg(&self.nonce);
+            .arg(&self.nonce)
+            .arg(u64::try_from(self.margin.as_millis()).unwrap_or(u64::MAX));
         let reply = self.shared.eval(&call).await?;
         match int("keepalive", &reply)? {
             1 => Ok(KeepAlive::Renewed),
