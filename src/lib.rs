@@ -44,6 +44,8 @@ pub use distsync_core::{
 pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
 // The in-memory backend (`memory://`), observability, migration between stores, and
 // the backend author's API.
+/// The in-memory backend, for tests: `Coordinator::new(MemoryBackend::new())`.
+pub use distsync_core::memory::MemoryBackend;
 pub use distsync_core::{instrument, memory, migrate, raw};
 
 #[cfg(feature = "etcd")]
