@@ -40,6 +40,15 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Every watch of one `EtcdKv` and its clones shares one gRPC watch stream.
 ///
+/// Every request requires a leader (gRPC metadata `hasleader: true`, as Go's
+/// `clientv3.WithRequireLeader`): a member cut off from the raft leader refuses new
+/// requests at once, so they are retried on another member, and cancels open watch
+/// streams after a few election timeouts without a leader, instead of keeping them
+/// open and silent. Waiters then re-read and watch again (riding out the errors while
+/// their session lives), so they make progress as soon as a member with a leader
+/// answers. [`EtcdKv::connect`] sets this; a client given to [`EtcdKv::from_client`]
+/// should be built with `ConnectOptions::with_require_leader(true)` for the same.
+///
 /// Keys are full store keys; the namespace is added by
 /// [`KvBackend`](distsync_core::recipes::KvBackend). Keys that are not UTF-8 (written
 /// by another program) are read lossily.
@@ -76,7 +85,9 @@ impl EtcdKv {
         let options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
-            .with_keep_alive_while_idle(false);
+            .with_keep_alive_while_idle(false)
+            // Go's `clientv3.WithRequireLeader` (see the type's docs).
+            .with_require_leader(true);
         let client =
             Client::connect(endpoints, Some(options))
                 .await
@@ -91,7 +102,9 @@ impl EtcdKv {
         Ok(kv)
     }
 
-    /// Wraps an already connected client (no check is made that it answers).
+    /// Wraps an already connected client (no check is made that it answers). Build it
+    /// with `ConnectOptions::with_require_leader(true)` so that watches on a member
+    /// cut off from the leader end instead of hanging (see the type's docs).
     pub fn from_client(client: Client) -> Self {
         Self {
             watches: Arc::new(Watches::new(client.clone())),

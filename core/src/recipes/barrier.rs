@@ -15,7 +15,7 @@ use crate::kv::{Kv, Range, Txn, TxnOp};
 use crate::name::Name;
 
 use super::key::{put_new_key, Kind};
-use super::wait::wait_delete;
+use super::wait::{read, wait_delete};
 
 /// A [`Barrier`] over a [`Kv`] store.
 pub(crate) struct KvBarrier {
@@ -59,7 +59,7 @@ impl Barrier for KvBarrier {
     ///
     /// Cancel-safety: cancel-safe; waiting writes nothing.
     async fn wait(&self) -> Result<()> {
-        let current = self.kv.range(Range::key(&self.key)).await?;
+        let current = read(&*self.kv, Range::key(&self.key), None).await?;
         match current.kvs.first() {
             None => Ok(()),
             Some(held) => {

@@ -25,7 +25,7 @@ use crate::session::Session;
 
 use super::hold::{explain_lease_error, Cleanup};
 use super::key::{put_new_key, Kind, UniqueKeys};
-use super::wait::{next_event, until_lost, wait_delete};
+use super::wait::{next_event, read, wait_delete};
 
 /// This participant's key.
 #[derive(Clone, Debug)]
@@ -87,7 +87,7 @@ impl KvDoubleBarrier {
     async fn entered(&self) -> Result<Vec<KeyValue>> {
         let mut range = Range::prefix(&self.waiters);
         range.sort = Some((SortTarget::CreateRevision, SortOrder::Ascend));
-        let response = until_lost(Some(self.session.lost_token()), self.kv.range(range)).await??;
+        let response = read(&*self.kv, range, Some(self.session.lost_token())).await?;
         Ok(response.kvs)
     }
 
@@ -137,7 +137,7 @@ impl KvDoubleBarrier {
             {
                 return Ok(());
             }
-            let current = until_lost(lost, kv.range(Range::key(&self.ready))).await??;
+            let current = read(kv, Range::key(&self.ready), lost).await?;
             if current
                 .kvs
                 .first()
@@ -217,7 +217,7 @@ impl DoubleBarrier for KvDoubleBarrier {
         let kv = &*self.kv;
         let mut deleted = false;
         loop {
-            let response = until_lost(lost, kv.range(Range::prefix(&self.waiters))).await??;
+            let response = read(kv, Range::prefix(&self.waiters), lost).await?;
             let (Some(lowest), Some(highest)) = (
                 response.kvs.iter().min_by_key(|waiter| waiter.mod_revision),
                 response.kvs.iter().max_by_key(|waiter| waiter.mod_revision),

@@ -26,7 +26,7 @@ use crate::token::FencingToken;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at};
-use super::wait::{next_event, until_lost, wait_deletes};
+use super::wait::{next_event, read, wait_deletes};
 
 /// An [`Election`] over a [`Kv`] store.
 pub(crate) struct KvElection {
@@ -169,7 +169,7 @@ impl Election for KvElection {
         let term = proclaim.term;
         // Errors (and a lost session) leave `cleanup` armed: the candidacy is withdrawn.
         wait_deletes(kv, &self.prefix, term - 1, Some(lost)).await?;
-        let mine = until_lost(Some(lost), kv.range(Range::key(&self.key))).await??;
+        let mine = read(kv, Range::key(&self.key), Some(lost)).await?;
         match mine.kvs.first() {
             Some(found) if found.create_revision == term => {}
             _ => {

@@ -442,4 +442,36 @@ mod tests {
             Err(Error::SessionLost)
         ));
     }
+
+    #[tokio::test]
+    async fn waiters_ride_out_a_store_without_leader() {
+        let backend = flaky_backend();
+        let s1 = session_of(&backend).await;
+        let s2 = session_of(&backend).await;
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        // The waiter's reads and watches fail for a while, as on a member cut off
+        // from the raft leader; it must neither give up nor miss the release.
+        backend.kv().fail_reads(6);
+        let m2 = backend.locker(&s2, name("l")).unwrap();
+        let waiter = tokio::spawn(async move { m2.lock().await });
+        within(async {
+            while backend
+                .kv()
+                .failing_reads
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(!waiter.is_finished(), "{:?}", waiter.await);
+        held.unlock().await.unwrap();
+        drop(within(waiter).await.unwrap().unwrap());
+    }
 }

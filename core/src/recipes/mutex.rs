@@ -23,7 +23,7 @@ use crate::token::FencingToken;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at};
-use super::wait::{until_lost, wait_deletes};
+use super::wait::{read, wait_deletes};
 
 /// A [`Locker`] over a [`Kv`] store.
 pub(crate) struct KvMutex {
@@ -114,7 +114,7 @@ impl KvMutex {
             }
             // Errors (and a lost session) leave `cleanup` armed: the key is removed.
             wait_deletes(kv, &self.prefix, my_revision - 1, Some(lost)).await?;
-            let mine = until_lost(Some(lost), kv.range(Range::key(&self.key))).await??;
+            let mine = read(kv, Range::key(&self.key), Some(lost)).await?;
             match mine.kvs.first() {
                 Some(found) if found.create_revision == my_revision => {}
                 _ => {

@@ -75,7 +75,7 @@ use crate::queue::Queue;
 
 use super::key::{call_id, put_new_key, range_at, Kind, UniqueKeys};
 use super::retry::retry_transient;
-use super::wait::next_event;
+use super::wait::{next_event, patiently, read};
 
 /// How long a claim rides out transient failures before its call gives up.
 const CLAIM_BUDGET: Duration = Duration::from_secs(60);
@@ -247,7 +247,12 @@ impl KvQueue {
     async fn take(&self, wait: bool) -> Result<Option<Bytes>> {
         let call = call_id();
         loop {
-            let (first, _) = self.first_item().await?;
+            // A waiting dequeue rides out transient errors (see `wait`).
+            let (first, _) = if wait {
+                patiently(None, "queue read", &self.layout.root, || self.first_item()).await?
+            } else {
+                self.first_item().await?
+            };
             if let Some(item) = first {
                 match claim(&self.kv, &self.layout, &call, item).await? {
                     Some(claimed) => return Ok(Some(claimed.deliver())),
@@ -276,13 +281,13 @@ impl KvQueue {
                 create_revision: None,
                 armed: true,
             };
-            match put_new_key(kv, &key, Bytes::from(call.to_owned()), 0).await? {
-                Some(revision) => {
-                    waiting.create_revision = Some(revision);
-                    break waiting;
-                }
-                // Another consumer's key of the same nanosecond: try the next name.
-                None => waiting.armed = false,
+            let value = Bytes::from(call.to_owned());
+            let register = || put_new_key(kv, &key, value.clone(), 0);
+            // A repeat after a lost reply finds the key taken, by this call: `waiting`
+            // then removes it (it holds this call's id) when dropped.
+            if let Some(revision) = patiently(None, "queue wait", &key, register).await? {
+                waiting.create_revision = Some(revision);
+                break waiting;
             }
         };
         let (key, mine) = match &waiting {
@@ -296,7 +301,8 @@ impl KvQueue {
         loop {
             // An item put before the registration woke nobody: look again. Leaving
             // (by the drop of `waiting`) passes on a wake-up this waiter got meanwhile.
-            let (first, revision) = self.first_item().await?;
+            let (first, revision) =
+                patiently(None, "queue read", &key, || self.first_item()).await?;
             if first.is_some() {
                 return Ok(());
             }
@@ -308,7 +314,7 @@ impl KvQueue {
                 return Ok(());
             }
             // The watch ended: woken meanwhile?
-            let current = kv.range(Range::key(&key)).await?;
+            let current = read(kv, Range::key(&key), None).await?;
             if !current
                 .kvs
                 .first()

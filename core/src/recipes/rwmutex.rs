@@ -25,7 +25,7 @@ use crate::token::FencingToken;
 
 use super::hold::{explain_lease_error, Cleanup, HeldKey};
 use super::key::{put_new_key, Kind, UniqueKeys};
-use super::wait::{until_lost, wait_delete};
+use super::wait::{read, wait_delete};
 
 /// A [`RwLock`] over a [`Kv`] store.
 pub(crate) struct KvRwMutex {
@@ -106,7 +106,7 @@ impl KvRwMutex {
                 .last_rev()
                 .max_mod_revision(revision - 1);
             // Errors (and a lost session) leave `cleanup` armed: the key is removed.
-            let response = until_lost(Some(lost), kv.range(range)).await??;
+            let response = read(kv, range, Some(lost)).await?;
             let Some(blocker) = response.kvs.into_iter().next() else {
                 break response.revision + 1;
             };
@@ -125,7 +125,7 @@ impl KvRwMutex {
         };
         let key = cleanup.key().to_owned();
         if wait {
-            let mine = until_lost(Some(lost), kv.range(Range::key(&key))).await??;
+            let mine = read(kv, Range::key(&key), Some(lost)).await?;
             if !mine
                 .kvs
                 .first()

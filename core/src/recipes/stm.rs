@@ -438,4 +438,110 @@ mod tests {
             Err(Error::Unsupported { .. })
         ));
     }
+
+    /// Two transactions race on `keys`: each reads both, and if the rule `allowed`
+    /// holds for the values read, writes `"1"` to its own key (`keys[0]` for the first,
+    /// `keys[1]` for the second). The second runs to its commit in the middle of the
+    /// first's first attempt, after the first's reads. Returns the first's attempts
+    /// and the values left in the store.
+    async fn race(
+        isolation: Isolation,
+        initial: Option<&'static str>,
+        allowed: fn(i64, i64) -> bool,
+    ) -> (u32, i64, i64) {
+        let backend = backend();
+        let stm = backend.stm().unwrap();
+        let keys = ["race/a", "race/b"];
+        if let Some(initial) = initial {
+            stm.atomically(isolation, |tx| async move {
+                tx.put(keys[0], initial);
+                tx.put(keys[1], initial);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        let runs = Arc::new(AtomicU32::new(0));
+        let second = Arc::clone(&stm);
+        let committed = stm
+            .atomically_with(isolation, &StmOptions::default(), |tx| {
+                let runs = Arc::clone(&runs);
+                let second = Arc::clone(&second);
+                async move {
+                    let a = tx.get(keys[0]).await?;
+                    let b = tx.get(keys[1]).await?;
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        second
+                            .atomically(isolation, |tx| async move {
+                                let a = tx.get(keys[0]).await?;
+                                let b = tx.get(keys[1]).await?;
+                                if allowed(number(a), number(b)) {
+                                    tx.put(keys[1], "1");
+                                }
+                                Ok(())
+                            })
+                            .await?;
+                    }
+                    if allowed(number(a), number(b)) {
+                        tx.put(keys[0], "1");
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        let (a, b) = stm
+            .atomically(isolation, |tx| async move {
+                Ok((
+                    number(tx.get(keys[0]).await?),
+                    number(tx.get(keys[1]).await?),
+                ))
+            })
+            .await
+            .unwrap();
+        (committed.attempts, a, b)
+    }
+
+    #[tokio::test]
+    async fn write_skew_is_prevented_at_every_level_but_read_committed() {
+        // Two doctors on call (0: on duty): each may go off duty (write 1) only while
+        // both are on duty, so at least one stays.
+        let both_on_duty = |a: i64, b: i64| a == 0 && b == 0;
+        for isolation in [
+            Isolation::SerializableSnapshot,
+            Isolation::Serializable,
+            Isolation::RepeatableReads,
+        ] {
+            let (attempts, a, b) = race(isolation, Some("0"), both_on_duty).await;
+            assert_eq!(attempts, 2, "{isolation}: the first was not retried");
+            assert_eq!((a, b), (0, 1), "{isolation}: write skew");
+        }
+        let (attempts, a, b) = race(Isolation::ReadCommitted, Some("0"), both_on_duty).await;
+        assert_eq!(
+            (attempts, a, b),
+            (1, 1, 1),
+            "read committed allows the write skew"
+        );
+    }
+
+    #[tokio::test]
+    async fn phantoms_of_absent_keys_are_prevented_at_every_level_but_read_committed() {
+        // Each creates its key only if neither key exists yet.
+        let neither = |a: i64, b: i64| a == 0 && b == 0;
+        for isolation in [
+            Isolation::SerializableSnapshot,
+            Isolation::Serializable,
+            Isolation::RepeatableReads,
+        ] {
+            let (attempts, a, b) = race(isolation, None, neither).await;
+            assert_eq!(attempts, 2, "{isolation}: the first was not retried");
+            assert_eq!((a, b), (0, 1), "{isolation}: phantom");
+        }
+        let (attempts, a, b) = race(Isolation::ReadCommitted, None, neither).await;
+        assert_eq!(
+            (attempts, a, b),
+            (1, 1, 1),
+            "read committed allows the phantom"
+        );
+    }
 }

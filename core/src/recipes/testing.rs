@@ -82,6 +82,8 @@ pub(crate) struct FlakyKv {
     failing: Mutex<(usize, usize, Failure)>,
     /// Transactions attempted so far.
     txns: AtomicUsize,
+    /// Watch creations and reads still to fail.
+    pub(crate) failing_reads: AtomicUsize,
 }
 
 impl FlakyKv {
@@ -91,6 +93,7 @@ impl FlakyKv {
             inner: MemoryKv::new(),
             failing: Mutex::new((0, 0, Failure::NotApplied)),
             txns: AtomicUsize::new(0),
+            failing_reads: AtomicUsize::new(0),
         }
     }
 
@@ -102,6 +105,21 @@ impl FlakyKv {
     /// Lets the next `skip` transactions through, then fails `count` as `how`.
     pub(crate) fn fail_txns_after(&self, skip: usize, count: usize, how: Failure) {
         *self.failing.lock().unwrap() = (skip, count, how);
+    }
+
+    /// Fails the next `count` reads and watch creations (as a member without a leader
+    /// refuses them).
+    pub(crate) fn fail_reads(&self, count: usize) {
+        self.failing_reads.store(count, Ordering::SeqCst);
+    }
+
+    /// Whether this read or watch creation is to fail.
+    fn read_fails(&self) -> bool {
+        self.failing_reads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
     }
 
     /// How many transactions were attempted so far.
@@ -139,6 +157,9 @@ impl Kv for FlakyKv {
     }
 
     async fn range(&self, range: Range) -> Result<RangeResponse> {
+        if self.read_fails() {
+            return Err(Error::connection("flaky", "etcdserver: no leader"));
+        }
         self.inner.range(range).await
     }
 
@@ -159,6 +180,9 @@ impl Kv for FlakyKv {
         prefix: bool,
         start_revision: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+        if self.read_fails() {
+            return Err(Error::connection("flaky", "etcdserver: no leader"));
+        }
         self.inner.watch(key, prefix, start_revision).await
     }
 

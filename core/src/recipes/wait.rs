@@ -6,14 +6,59 @@
 //! re-reads the current state and, if it still has to wait, watches again from the
 //! read's revision. Waits held through a session also stop with
 //! [`Error::SessionLost`] when the session's lost token fires.
+//!
+//! Transient store errors while waiting (a member cut off from the raft leader that
+//! refuses or cancels the watch, a broken connection, an election in progress) are
+//! ridden out with backoff rather than returned: the waiter re-reads and watches again
+//! once the store answers, for as long as its session lives (or, for waits without a
+//! session, until the caller drops the wait). So a waiter neither hangs on a silent
+//! member nor gives up its place in line during a leader change.
 
 use std::future::Future;
 
 use futures::StreamExt;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::kv::{EventKind, Kv, Range, Revision, WatchEvent, WatchResponse};
+use crate::kv::{EventKind, Kv, Range, RangeResponse, Revision, WatchEvent, WatchResponse};
+
+use super::retry::{retry_transient, GaveUp};
+
+/// How far ahead "no deadline" is.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// Runs `operation` (a read or a watch creation: idempotent) for a waiter, riding out
+/// transient errors with backoff until it succeeds, fails otherwise, or `lost` fires
+/// ([`Error::SessionLost`]).
+pub(crate) async fn patiently<T, F, Fut>(
+    lost: Option<&CancellationToken>,
+    what: &'static str,
+    key: &str,
+    operation: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    let outcome = until_lost(lost, retry_transient(what, key, deadline, lost, operation)).await?;
+    match outcome {
+        Ok(value) => Ok(value),
+        Err(GaveUp::Stopped(_)) => Err(Error::SessionLost),
+        Err(gave_up) => Err(gave_up.into_error()),
+    }
+}
+
+/// A read for a waiter (see [`patiently`]).
+pub(crate) async fn read(
+    kv: &dyn Kv,
+    range: Range,
+    lost: Option<&CancellationToken>,
+) -> Result<RangeResponse> {
+    let key = range.key.clone();
+    patiently(lost, "read", &key, || kv.range(range.clone())).await
+}
 
 /// Runs `future` unless `lost` fires first, which gives [`Error::SessionLost`].
 pub(crate) async fn until_lost<F: Future>(
@@ -33,8 +78,9 @@ pub(crate) async fn until_lost<F: Future>(
 /// Watches `key` (every key under it when `prefix`) from revision `from` and returns
 /// the first event of `kind`.
 ///
-/// `Ok(None)` means the watch ended or its start revision was compacted before such an
-/// event arrived: the caller re-reads the state and waits again from the read.
+/// `Ok(None)` means the watch ended (cancelled by the store, or failed transiently) or
+/// its start revision was compacted before such an event arrived: the caller re-reads
+/// the state and waits again from the read.
 pub(crate) async fn next_event(
     kv: &dyn Kv,
     key: &str,
@@ -43,11 +89,15 @@ pub(crate) async fn next_event(
     kind: EventKind,
     lost: Option<&CancellationToken>,
 ) -> Result<Option<WatchEvent>> {
-    let mut stream = until_lost(lost, kv.watch(key, prefix, from)).await??;
+    let mut stream = patiently(lost, "watch", key, || kv.watch(key, prefix, from)).await?;
     loop {
         match until_lost(lost, stream.next()).await? {
             None => {
                 tracing::debug!(key, from, "watch ended; re-reading");
+                return Ok(None);
+            }
+            Some(Err(error)) if error.is_transient() => {
+                tracing::debug!(key, from, %error, "watch failed; re-reading");
                 return Ok(None);
             }
             Some(Err(error)) => return Err(error),
@@ -81,7 +131,7 @@ pub(crate) async fn wait_delete(
         {
             return Ok(());
         }
-        let current = until_lost(lost, kv.range(Range::key(key))).await??;
+        let current = read(kv, Range::key(key), lost).await?;
         match current.kvs.first() {
             Some(found) if found.create_revision == create_revision => {
                 from = current.revision + 1;
@@ -104,7 +154,7 @@ pub(crate) async fn wait_deletes(
         let range = Range::prefix(prefix)
             .last_create()
             .max_create_revision(max_create_revision);
-        let response = until_lost(lost, kv.range(range)).await??;
+        let response = read(kv, range, lost).await?;
         let Some(last) = response.kvs.into_iter().next() else {
             return Ok(());
         };
