@@ -116,7 +116,7 @@ async fn a_waiter_on_a_member_without_leader_does_not_hang_and_carries_on() {
         Duration::from_secs(30),
         "the watch on a member without leader to end",
         async {
-            while let Some(Ok(response)) = watch.next().await {
+            if let Some(Ok(response)) = watch.next().await {
                 panic!("the watched key was not changed, yet {response:?}");
             }
         },
