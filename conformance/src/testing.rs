@@ -184,6 +184,7 @@ macro_rules! conformance_tests {
             lock_jepsen_counter
             lock_partition_silent
             lock_partition_reset
+            lock_multi_lock_opposite_orders
             session_close_releases_all
             session_store_kill
             election_one_leader
@@ -224,6 +225,7 @@ macro_rules! conformance_tests {
             server_restart_durable_state
             server_cluster_leader_loss
             api_invalid_names_and_arguments
+            api_timed_acquisition
             api_capabilities_match
         }
     };

@@ -160,6 +160,25 @@ impl Coordinator {
         }))
     }
 
+    /// A [`MultiLocker`](crate::multi_lock::MultiLocker) over `names`: all or nothing,
+    /// locked in a canonical order whatever order they are given in (no deadlock).
+    /// Each part is an instrumented [`Coordinator::locker`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for no name.
+    pub fn multi_locker(
+        &self,
+        session: &Session,
+        names: &[&str],
+    ) -> Result<crate::multi_lock::MultiLocker> {
+        let lockers = names
+            .iter()
+            .map(|name| self.locker(session, name))
+            .collect::<Result<Vec<_>>>()?;
+        crate::multi_lock::MultiLocker::new(lockers)
+    }
+
     /// See [`Backend::election`]. Campaigns and terms are traced and counted.
     pub fn election(&self, session: &Session, name: &str) -> Result<Box<dyn Election>> {
         Ok(Box::new(InstrumentedElection {

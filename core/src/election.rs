@@ -43,6 +43,22 @@ pub trait Election: Send + Sync {
     /// leaves it to the lease) and never leaves this candidate leader.
     async fn campaign(&self, value: Bytes) -> Result<Leadership>;
 
+    /// [`Self::campaign`] for at most `timeout`: gives up with
+    /// [`crate::Error::Timeout`], withdrawing the candidacy (see [`crate::timeout`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Timeout`], or [`Self::campaign`]'s errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`Self::campaign`].
+    async fn campaign_timeout(
+        &self,
+        value: Bytes,
+        timeout: std::time::Duration,
+    ) -> Result<Leadership> {
+        crate::timeout::timed(timeout, self.campaign(value)).await
+    }
+
     /// The current leader, if any.
     ///
     /// # Cancel safety

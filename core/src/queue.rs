@@ -47,6 +47,18 @@ pub trait Queue: Send + Sync {
     /// either returned by this call or left in the queue for another consumer.
     async fn dequeue(&self) -> Result<Bytes>;
 
+    /// [`Self::dequeue`] for at most `timeout`: gives up with
+    /// [`crate::Error::Timeout`], removing nothing from the queue (an item is taken only when returned) (see [`crate::timeout`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Timeout`], or [`Self::dequeue`]'s errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`Self::dequeue`].
+    async fn dequeue_timeout(&self, timeout: std::time::Duration) -> Result<Bytes> {
+        crate::timeout::timed(timeout, self.dequeue()).await
+    }
+
     /// Removes the first item if there is one, without waiting.
     ///
     /// # Cancel safety

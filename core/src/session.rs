@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use tokio::sync::{watch, OwnedMutexGuard};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
@@ -220,13 +220,18 @@ impl HealthWatch {
 /// Cancel-safe.
 #[must_use = "futures do nothing unless polled"]
 pub struct Lost {
-    inner: Pin<Box<WaitForCancellationFutureOwned>>,
+    inner: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
 }
 
 impl Lost {
     pub(crate) fn new(token: &CancellationToken) -> Self {
+        Self::from_future(token.clone().cancelled_owned())
+    }
+
+    /// Resolves when `signal` does (e.g. the first of several holds' `lost()`).
+    pub(crate) fn from_future(signal: impl Future<Output = ()> + Send + 'static) -> Self {
         Self {
-            inner: Box::pin(token.clone().cancelled_owned()),
+            inner: Box::pin(signal),
         }
     }
 }
@@ -819,7 +824,10 @@ mod tests {
             Some((start_at + Duration::from_millis(2700)).into_std())
         );
         // Slow (800 ms > a quarter interval): reported failing at 1.25 s, healthy at 1.8 s.
-        assert!(matches!(health.changed().await, SessionHealth::Failing { .. }));
+        assert!(matches!(
+            health.changed().await,
+            SessionHealth::Failing { .. }
+        ));
         let renewed = health.changed().await;
         assert_eq!(start_at.elapsed(), Duration::from_millis(1800));
         assert_eq!(

@@ -19,6 +19,7 @@ mod jepsen;
 mod kill;
 mod linearizable;
 pub(crate) mod lock;
+mod multi_lock;
 mod partition;
 mod pause;
 mod queue;
@@ -26,6 +27,7 @@ mod restart;
 mod rwlock;
 mod session;
 mod stm;
+mod timed;
 
 fn boxed(body: impl Future<Output = Check> + Send + 'static) -> BoxFuture<'static, Outcome> {
     Box::pin(async move { Outcome::from(body.await) })
@@ -155,6 +157,15 @@ pub static CASES: &[Case] = &[
         claim: PARTITION,
         hooks: &[Hook::Partition],
         run: |h| boxed(partition::cut_off_holder(h, partition::Held::Lock, PartitionMode::Reset)),
+    },
+    Case {
+        id: "lock_multi_lock_opposite_orders",
+        primitive: Primitive::Lock,
+        guarantee: "multi-lock: {a, b} and {b, a} in a loop never deadlock or overlap",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(multi_lock::opposite_orders(h)),
     },
     Case {
         id: "session_close_releases_all",
@@ -522,6 +533,15 @@ pub static CASES: &[Case] = &[
         claim: Claim::Contract,
         hooks: &[],
         run: |h| boxed(api::invalid_names_and_arguments(h)),
+    },
+    Case {
+        id: "api_timed_acquisition",
+        primitive: Primitive::Api,
+        guarantee: "every blocking call's *_timeout gives Timeout and leaves nothing behind",
+        needs: &[],
+        claim: Claim::Contract,
+        hooks: &[],
+        run: |h| boxed(timed::every_blocking_call(h)),
     },
     Case {
         id: "api_capabilities_match",

@@ -1,0 +1,182 @@
+//! Timed acquisition: every blocking call's `*_timeout` twin gives up with
+//! `Error::Timeout` after its duration and leaves nothing behind that blocks anyone.
+
+use std::time::Duration;
+
+use distsync_core::{Bytes, Error, Result};
+use tokio::time::Instant;
+
+use crate::check::{ensure, eventually, violated, within, Bounded, Check, Context, Holds, PROMPT};
+use crate::harness::Harness;
+
+/// How long each timed call waits.
+const WAIT: Duration = Duration::from_millis(300);
+
+/// Checks that `call` ended in `Error::Timeout` no sooner than [`WAIT`].
+async fn times_out<T>(what: &str, call: impl std::future::Future<Output = Result<T>>) -> Check<()> {
+    let started = Instant::now();
+    let outcome = within(WAIT + PROMPT, what, async { Ok(call.await) }).await?;
+    let waited = started.elapsed();
+    match outcome {
+        Err(Error::Timeout(after)) if after == WAIT => {
+            ensure!(
+                waited >= WAIT,
+                "{what}: gave up after {waited:?}, before its {WAIT:?}"
+            );
+            Ok(())
+        }
+        Err(error) => violated(format!("{what}: expected Timeout({WAIT:?}), got {error}")),
+        Ok(_) => violated(format!("{what}: succeeded although it could not")),
+    }
+}
+
+/// Every blocking call the backend offers, timed out while it cannot succeed, then
+/// shown to have left nothing behind: the next caller is served at once.
+pub(crate) async fn every_blocking_call(h: Harness) -> Check {
+    let caps = h.capabilities().clone();
+    let backend = h.backend().clone();
+    let a = h.session().bounded("opening session A").await?;
+    let b = h.session().bounded("opening session B").await?;
+    let c = h.session().bounded("opening session C").await?;
+    let mut checked = Vec::new();
+
+    if caps.lock {
+        let name = h.name("lock").ctx("naming")?;
+        let held = backend.locker(&a, name.clone()).ctx("locker A")?;
+        let guard = held.lock().bounded("A locking").await?;
+        let timed = backend.locker(&b, name.clone()).ctx("locker B")?;
+        times_out("B.lock_timeout", timed.lock_timeout(WAIT)).await?;
+        eventually(PROMPT, "B's waiter entry going away", || async {
+            Ok((held.contenders().await.ctx("counting contenders")? == 1).then_some(()))
+        })
+        .await?;
+        guard.unlock().bounded("A unlocking").await?;
+        let next = backend.locker(&c, name).ctx("locker C")?;
+        next.lock()
+            .bounded("C locking after A")
+            .await?
+            .unlock()
+            .bounded("C unlocking")
+            .await?;
+        checked.push("lock");
+    }
+    if caps.rwlock {
+        let name = h.name("rwlock").ctx("naming")?;
+        let writer = backend.rwlock(&a, name.clone()).ctx("rwlock A")?;
+        let guard = writer.write().bounded("A write-locking").await?;
+        let timed = backend.rwlock(&b, name.clone()).ctx("rwlock B")?;
+        times_out("B.read_timeout", timed.read_timeout(WAIT)).await?;
+        times_out("B.write_timeout", timed.write_timeout(WAIT)).await?;
+        guard.unlock().bounded("A unlocking").await?;
+        let next = backend.rwlock(&c, name).ctx("rwlock C")?;
+        next.write()
+            .bounded("C write-locking after A")
+            .await?
+            .unlock()
+            .bounded("C unlocking")
+            .await?;
+        checked.push("read, write");
+    }
+    if caps.election {
+        let name = h.name("election").ctx("naming")?;
+        let leader = backend.election(&a, name.clone()).ctx("election A")?;
+        let leadership = leader
+            .campaign(Bytes::from_static(b"a"))
+            .bounded("A campaigning")
+            .await?;
+        let timed = backend.election(&b, name.clone()).ctx("election B")?;
+        times_out(
+            "B.campaign_timeout",
+            timed.campaign_timeout(Bytes::from_static(b"b"), WAIT),
+        )
+        .await?;
+        leadership.resign().bounded("A resigning").await?;
+        let next = backend.election(&c, name).ctx("election C")?;
+        let won = next
+            .campaign(Bytes::from_static(b"c"))
+            .bounded("C campaigning after A resigned")
+            .await?;
+        let current = next.leader().bounded("reading the leader").await?;
+        ensure!(
+            current.as_ref().map(|l| l.value.as_ref()) == Some(b"c".as_slice()),
+            "after B's timed-out campaign, the leader is {current:?}, not C"
+        );
+        won.resign().bounded("C resigning").await?;
+        checked.push("campaign");
+    }
+    if caps.queue {
+        let name = h.name("queue").ctx("naming")?;
+        let timed = backend.queue(name.clone()).ctx("queue")?;
+        times_out(
+            "dequeue_timeout on an empty queue",
+            timed.dequeue_timeout(WAIT),
+        )
+        .await?;
+        timed
+            .enqueue(Bytes::from_static(b"x"))
+            .bounded("enqueueing")
+            .await?;
+        let other = backend.queue(name).ctx("queue")?;
+        let item = other.try_dequeue().bounded("dequeueing").await?;
+        ensure!(
+            item.as_deref() == Some(b"x".as_slice()),
+            "the item enqueued after a timed-out dequeue came out as {item:?}"
+        );
+        checked.push("dequeue");
+    }
+    if caps.barrier {
+        let barrier = backend
+            .barrier(h.name("barrier").ctx("naming")?)
+            .ctx("barrier")?;
+        barrier.hold().bounded("holding the barrier").await?;
+        times_out("wait_timeout on a held barrier", barrier.wait_timeout(WAIT)).await?;
+        barrier.release().bounded("releasing the barrier").await?;
+        barrier
+            .wait()
+            .bounded("waiting on the released barrier")
+            .await?;
+        checked.push("wait");
+    }
+    if caps.double_barrier {
+        let name = h.name("double").ctx("naming")?;
+        let alone = backend
+            .double_barrier(&a, name.clone(), 2)
+            .ctx("double barrier A")?;
+        times_out(
+            "enter_timeout alone in a barrier of 2",
+            alone.enter_timeout(WAIT),
+        )
+        .await?;
+        // As a cancelled enter, a timed-out one keeps its entry (entering again resumes)
+        // until the session ends: ending it withdraws A, and B and C make two, not three
+        // (which would be TooManyParticipants).
+        a.close().bounded("closing A's session").await?;
+        let second = backend
+            .double_barrier(&b, name.clone(), 2)
+            .ctx("double barrier B")?;
+        let third = backend
+            .double_barrier(&c, name, 2)
+            .ctx("double barrier C")?;
+        let (entered_b, entered_c) = tokio::join!(
+            within(PROMPT, "B entering", second.enter()),
+            within(PROMPT, "C entering", third.enter()),
+        );
+        entered_b?;
+        entered_c?;
+        let (left_b, left_c) = tokio::join!(
+            within(PROMPT, "B leaving", second.leave()),
+            within(PROMPT, "C leaving", third.leave()),
+        );
+        left_b?;
+        left_c?;
+        checked.push("enter");
+    }
+    ensure!(!checked.is_empty(), "the backend offers no blocking call");
+    Ok(Holds::figure(
+        format!(
+            "{} timed out after {WAIT:?}, nothing left behind",
+            checked.join(", ")
+        ),
+        "each timed call returned Error::Timeout, and the next caller was served at once",
+    ))
+}
