@@ -38,7 +38,8 @@ pub use distsync_core::{
 };
 // The primitives.
 pub use distsync_core::{
-    Barrier, DoubleBarrier, Election, Locker, Queue, RwLock, DEFAULT_PRIORITY,
+    Barrier, DoubleBarrier, Election, Locker, MultiLockGuard, MultiLocker, Queue, RwLock,
+    DEFAULT_PRIORITY,
 };
 // Software transactional memory.
 pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
