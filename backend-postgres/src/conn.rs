@@ -1,13 +1,13 @@
 //! Session connections that notice their own death at once.
 //!
-//! A session's control connection and its hold connections are [`Conn`]s: a dedicated
+//! A session's control connection and its hold connections are `Conn`s: a dedicated
 //! connection (outside every pool) owned by a task of its own. Statements are sent to
 //! the task and run there, one at a time, in order; between statements the task keeps a
 //! read pending on the socket (sqlx's cancel-safe `PgListener::try_recv`). A connection
 //! closed or reset under it (`pg_terminate_backend`, a proxy or middlebox restart, the
 //! server going away) is therefore seen the moment the socket reports it, not at the
 //! next ping: the task marks the connection dead and, while the connection carries a
-//! hold, declares the session lost (see [`Conn::watch_for`]).
+//! hold, declares the session lost (see `Conn::watch_for`).
 //!
 //! Settings are applied after connecting with `set_config` (one round trip), never as
 //! startup parameters, which PgBouncer rejects: `idle_session_timeout = 0` and

@@ -37,7 +37,7 @@
 //! lease revoke frees at once.
 //!
 //! # Noticing a dead hold connection
-//! Each hold's connection is a [`crate::conn::Conn`]: a read is always pending on it, so
+//! Each hold's connection is a `Conn` ([`crate::conn`]): a read is always pending on it, so
 //! a connection closed or reset under a hold declares the session lost within
 //! milliseconds, before the gate lets anyone else in.
 //!

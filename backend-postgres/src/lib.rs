@@ -20,22 +20,37 @@
 //! - [`schema`]: tables and functions, created on first use, idempotently, in the
 //!   configured schema, by an ordinary role (it needs `CREATE` on the database, or an
 //!   existing schema it may create objects in). PostgreSQL 14 or later.
-//! - [`session`]: a heartbeat row per session renewed every TTL/3 over a dedicated
-//!   control connection (not from the pool); `lost()` fires when a session connection
-//!   dies, when the row is gone or expired, or at once when another process ends the
-//!   session (announced with `NOTIFY`).
+//! - [`session`]: a heartbeat row per session (random, never-repeating id) renewed every
+//!   TTL/3 over a dedicated control connection (not from the pool); `lost()` fires when
+//!   a session connection closes (noticed at once: a read is always pending on it, see
+//!   [`conn`]), when the row is gone or expired, or at once when another process ends
+//!   the session (announced with `NOTIFY`).
 //! - [`hold`]: locks, read-write locks and candidacies are session-level advisory locks
 //!   (`pg_advisory_lock`, `pg_advisory_lock_shared`), each on a dedicated connection of
 //!   its session, keyed by (schema OID, id in a name table), so PostgreSQL's lock queue
-//!   gives FIFO waiters and immediate hand-off, and two names never share a key. The
-//!   fencing token (the election term) is a counter row bumped by the statement that
-//!   grants the lock. A dropped wait terminates its backend, so it is cancel-safe.
+//!   gives FIFO waiters, and two names never share a key. The fencing token (the
+//!   election term) is a counter row bumped, durably, by the statement that grants the
+//!   lock. A dropped wait abandons its backend, so it is cancel-safe.
+//! - **The lease gate** ([`hold`]): PostgreSQL frees an advisory lock the instant its
+//!   connection closes, which its holder may not see. The rule: *a hold freed without a
+//!   clean release (its connection closed or reset, its process died, its session was
+//!   declared lost) is granted to the next waiter only once the previous holder's
+//!   session has expired in the store* (`expires_at` = the server's time of its last
+//!   renewal + TTL, never earlier than the holder's client-side deadline); *a clean
+//!   release (`unlock()`, `resign()`, a dropped guard, `close()` of a healthy session)
+//!   hands over at once*. This applies to locks, write locks, read locks (against a
+//!   waiting writer) and leadership; double-barrier entries and leader rows of a lost
+//!   session likewise count until its row expires. So the crash-release time is bound
+//!   by the TTL, as on etcd and Redis, not immediate.
 //! - **TTL enforcement** ([`hold`]): a stalled process keeps its TCP connection, and so
 //!   its advisory locks. Waiters end the backends of holders whose heartbeat is older
 //!   than their TTL (`pg_terminate_backend`, which a role may do to its own backends), so
 //!   a stalled holder loses its locks after its TTL as on etcd and Redis — once somebody
-//!   waits for them. All sessions of a deployment must therefore connect as the same
-//!   role (or as members of `pg_signal_backend`).
+//!   waits for them; keepalives also sweep expired sessions every 10 s. This runs on
+//!   the backend's own reaper connections, never on the pool STM bodies can exhaust.
+//!   All sessions of a deployment must connect as one role (or as members of
+//!   `pg_signal_backend`): [`checks`] refuses, at connect, a role that could not end
+//!   the connections of existing sessions.
 //! - [`election`]: the advisory lock plus a leader row and a log; `observe()` follows
 //!   the log through `LISTEN`/`NOTIFY` and never yields a stale leader.
 //! - [`queue`]: rows claimed with `DELETE ... FOR UPDATE SKIP LOCKED ... RETURNING`,
@@ -49,14 +64,30 @@
 //! |---|---|
 //! | `SerializableSnapshot` | `SERIALIZABLE` |
 //! | `Serializable` | `SERIALIZABLE` |
-//! | `RepeatableReads` | `REPEATABLE READ`, with the keys read locked `FOR SHARE` at commit |
+//! | `RepeatableReads` | `REPEATABLE READ`, with the keys read or written locked `FOR UPDATE` at commit and the keys read as absent validated (etcd's semantics, see [`stm`]) |
 //! | `ReadCommitted` | `READ COMMITTED` (lost updates possible, as on etcd) |
 //!
 //! # Connection poolers
 //! Locks are *session-level* advisory locks, which belong to a server connection. Behind
 //! PgBouncer or another pooler, use **session pooling**: with transaction (or statement)
 //! pooling, a lock would stay with a server connection that the pooler hands to other
-//! clients, and `LISTEN` would not work.
+//! clients, and `LISTEN` would not work. Such a pooler is detected at connect and
+//! refused with [`Error::Unsupported`] naming the mode ([`checks`]). No startup parameter
+//! other than `application_name` is sent (PgBouncer rejects `options`): settings are
+//! applied after connecting ([`conn`]).
+//!
+//! # Toward connections proportional to the process (design notes)
+//! Today each hold and each waiter has a dedicated connection. The planned design: a
+//! process keeps a small set of *hold connections* shared by all its sessions; a hold is
+//! a `pg_try_advisory_lock` on one of them (never blocking it) plus its `lock_grants`
+//! row, which already carries the session, so the lease gate, clean releases and the
+//! reaper work unchanged (the reaper would delete the row and unlock on the shared
+//! connection instead of terminating it). A waiter holds no connection: it inserts a
+//! row in a `lock_waiters` table (name, session, sequence) and `LISTEN`s on the hub; a
+//! release (or a reaped holder) notifies the name, and only the first waiter in
+//! sequence order tries again (FIFO, no herd, no deadlock detector in the hand-off). A
+//! shared connection that closes loses only the sessions that held on it; their rows
+//! gate the next grants as today.
 #![warn(missing_docs)]
 
 pub mod barrier;
@@ -144,10 +175,16 @@ fn pool_options(size: u32) -> PgPoolOptions {
 
 /// What the PostgreSQL backend offers and claims: every primitive and every STM level,
 /// and
-/// - `fencing`: counter rows bumped by the granting statement;
+/// - `fencing`: counter rows bumped by the granting statement, committed with
+///   `synchronous_commit = on`, so tokens never go backwards across a crash or an
+///   immediate shutdown of the server;
 /// - `fifo_waiters`: PostgreSQL's lock queue;
-/// - `lost_notification`: a dead session connection, a gone or expired heartbeat row,
-///   or a `NOTIFY` from the process that ended the session;
+/// - `lost_notification`: a closed session connection (within milliseconds), a gone or
+///   expired heartbeat row, or a `NOTIFY` from the process that ended the session;
+/// - the lease gate (no flag of its own yet): a hold freed without a clean release is
+///   granted to the next waiter only once the previous holder's session has expired in
+///   the store (see the crate docs); `stm_repeatable_reads` validates keys read as
+///   absent, as etcd;
 /// - `stalled_holder_expires`: waiters (and `try_*` callers) end holders whose
 ///   heartbeat is older than their TTL, and keepalives sweep expired sessions every 10 s;
 /// - `survives_restart`: queues, STM keys, barriers and fencing counters are tables
