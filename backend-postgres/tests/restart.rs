@@ -1,5 +1,5 @@
-//! Behaviour across a server restart, on a private PostgreSQL cluster (the conformance
-//! suite's, `distsync_conformance::faults::private`). The suite's restart cases check
+//! Behaviour across a server restart, and what needs a superuser, on a private
+//! PostgreSQL cluster (the conformance suite's, `distsync_conformance::faults::private`). The suite's restart cases check
 //! that durable state survives and that sessions end; this checks what is particular to
 //! this backend: waits on durable state (a blocked `dequeue`, a barrier `wait`) ride
 //! out the restart and resume, and the fencing counter survives it.
@@ -224,5 +224,51 @@ async fn tokens_and_session_ids_survive_an_immediate_shutdown() {
         next.token()
     );
     next.unlock().await.unwrap();
+    session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_that_cannot_end_other_sessions_is_refused_at_connect() {
+    if server_url("DISTSYNC_POSTGRES_URL").is_none() {
+        return;
+    }
+    if let Err(reason) = private::available(StoreKind::Postgres) {
+        panic!("the PostgreSQL test server is set but no private one can be started: {reason}");
+    }
+    let connect = connector(|url| async move { distsync_postgres::backend(&url).await });
+    let server = private::start(StoreKind::Postgres, connect).await.unwrap();
+    let owner = distsync_postgres::backend(server.url()).await.unwrap();
+    let session = owner.session(SessionOptions::default()).await.unwrap();
+    let superuser = server
+        .url()
+        .replacen("postgres://distsync@", "postgres://postgres@", 1);
+    let admin = sqlx::PgPool::connect(&superuser).await.unwrap();
+    for statement in [
+        "CREATE ROLE intruder LOGIN",
+        "GRANT USAGE ON SCHEMA distsync TO intruder",
+        "GRANT SELECT ON distsync.meta TO intruder",
+    ] {
+        sqlx::query(statement).execute(&admin).await.unwrap();
+    }
+    let intruder = server
+        .url()
+        .replacen("postgres://distsync@", "postgres://intruder@", 1);
+    match distsync_postgres::backend(&intruder).await {
+        Err(Error::Unsupported { operation, .. }) => {
+            assert!(
+                operation.contains("\"distsync\"") && operation.contains("pg_signal_backend"),
+                "the error names the roles and the fix: {operation}"
+            );
+        }
+        other => panic!("a role that cannot end the sessions' connections got {other:?}"),
+    }
+    sqlx::query("GRANT pg_signal_backend TO intruder")
+        .execute(&admin)
+        .await
+        .unwrap();
+    distsync_postgres::backend(&intruder)
+        .await
+        .expect("a member of pg_signal_backend may end the sessions' connections");
+    admin.close().await;
     session.close().await.unwrap();
 }
