@@ -11,7 +11,7 @@
 //!
 //! ## Names are escaped: distinct (kind, name) pairs never share a key
 //!
-//! In a primitive's keys the name is escaped ([`escape_name`]): `%` becomes `%25`, `{`
+//! In a primitive's keys the name is escaped (`escape_name`): `%` becomes `%25`, `{`
 //! becomes `%7B` and `}` becomes `%7D`; every other character (`/`, `:`, non-ASCII, ...)
 //! is kept as it is. The escaped name holds no brace, so the `}` after it always closes
 //! the hash tag, and what follows it (`:<kind>:...`) is read unambiguously:

@@ -1,7 +1,7 @@
 //! Wake-ups over Redis pub/sub: one dedicated connection per backend, shared by every
 //! waiter of the process.
 //!
-//! [`Notifier::subscribe`] returns once the server has confirmed the SUBSCRIBE, so
+//! `Notifier::subscribe` returns once the server has confirmed the SUBSCRIBE, so
 //! every message published afterwards is delivered; what was published before is not.
 //! A waiter therefore reads the state it waits on *after* its subscription is
 //! confirmed: either it subscribes before the script that enqueues it runs (queues),

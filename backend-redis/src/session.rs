@@ -2,7 +2,7 @@
 //! of what the session holds, all renewed by one script call.
 //!
 //! `{<ns>session:<id>}` exists while the session lives; `<id>` is a random 63-bit
-//! number drawn by the client ([`crate::random`]), never a server counter, so it does
+//! number drawn by the client (module `random`), never a server counter, so it does
 //! not repeat after a restart without persistence or a failover (a counter would
 //! start again from 1 and hand a dead session's id to a new one). The key holds a
 //! random 128-bit nonce that only the owner knows: the renewal compares it, so a
