@@ -33,6 +33,8 @@ pub enum Primitive {
     Barrier,
     /// [`distsync_core::DoubleBarrier`].
     DoubleBarrier,
+    /// [`distsync_core::Semaphore`].
+    Semaphore,
     /// [`distsync_core::Stm`].
     Stm,
     /// The store's server as a whole: restarts, cluster members.
@@ -52,6 +54,7 @@ impl Primitive {
             Self::Queue => "queue",
             Self::Barrier => "barrier",
             Self::DoubleBarrier => "double_barrier",
+            Self::Semaphore => "semaphore",
             Self::Stm => "stm",
             Self::Server => "server",
             Self::Api => "api",
@@ -83,6 +86,8 @@ pub enum Need {
     Barrier,
     /// [`Capabilities::double_barrier`].
     DoubleBarrier,
+    /// [`Capabilities::semaphore`].
+    Semaphore,
     /// STM at this level ([`Capabilities::supports_isolation`]).
     Stm(Isolation),
 }
@@ -98,6 +103,7 @@ impl Need {
             Self::PriorityQueue => capabilities.priority_queue,
             Self::Barrier => capabilities.barrier,
             Self::DoubleBarrier => capabilities.double_barrier,
+            Self::Semaphore => capabilities.semaphore,
             Self::Stm(isolation) => capabilities.supports_isolation(isolation),
         }
     }
@@ -112,6 +118,7 @@ impl Need {
             Self::PriorityQueue => "priority_queue",
             Self::Barrier => "barrier",
             Self::DoubleBarrier => "double_barrier",
+            Self::Semaphore => "semaphore",
             Self::Stm(Isolation::SerializableSnapshot) => "stm_serializable_snapshot",
             Self::Stm(Isolation::Serializable) => "stm_serializable",
             Self::Stm(Isolation::RepeatableReads) => "stm_repeatable_reads",

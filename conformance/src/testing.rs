@@ -213,6 +213,8 @@ macro_rules! conformance_tests {
             double_barrier_too_many
             double_barrier_partition_silent
             double_barrier_partition_reset
+            semaphore_bounded_holders
+            semaphore_fifo_waiters
             stm_bank_serializable_snapshot
             stm_bank_serializable
             stm_bank_repeatable_reads

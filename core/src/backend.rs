@@ -73,6 +73,25 @@ pub trait Backend: Send + Sync + 'static {
     /// The STM over this backend's key-value space.
     fn stm(&self) -> Result<Arc<dyn Stm>>;
 
+    /// The counting semaphore `name` of `permits` permits, acquired through
+    /// `session`.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for zero permits;
+    /// [`crate::Error::Unsupported`] (the default) where the backend has none.
+    fn semaphore(
+        &self,
+        session: &Session,
+        name: Name,
+        permits: usize,
+    ) -> Result<Box<dyn crate::semaphore::Semaphore>> {
+        let _ = (session, name, permits);
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "semaphore",
+        ))
+    }
+
     /// Reads the durable state under this backend's namespace (queues, STM keys, held
     /// barriers) and lists its live holds, for [`crate::migrate::migrate`]. Reads only.
     ///
@@ -217,6 +236,16 @@ impl Coordinator {
     ) -> Result<Box<dyn DoubleBarrier>> {
         self.backend
             .double_barrier(session, Name::new(name)?, count)
+    }
+
+    /// See [`Backend::semaphore`].
+    pub fn semaphore(
+        &self,
+        session: &Session,
+        name: &str,
+        permits: usize,
+    ) -> Result<Box<dyn crate::semaphore::Semaphore>> {
+        self.backend.semaphore(session, Name::new(name)?, permits)
     }
 
     /// See [`Backend::stm`]; run transactions with [`atomically`](crate::stm::Stm#method.atomically).

@@ -43,6 +43,8 @@ pub struct Capabilities {
     pub lost_notification: bool,
     /// A holder that stops renewing (paused, hung) loses what it holds after its TTL.
     pub stalled_holder_expires: bool,
+    /// [`crate::Semaphore`].
+    pub semaphore: bool,
     /// A holder cut off from the store (a silent partition, or its connections reset)
     /// sees `lost()` before the store can grant what it held to another client: the
     /// store frees a hold no earlier than the holder's client-side deadline (see
@@ -77,6 +79,7 @@ impl Capabilities {
             lost_notification: false,
             stalled_holder_expires: false,
             partition_safe: false,
+            semaphore: false,
             survives_restart: false,
             linearizable: false,
             min_session_ttl: Duration::from_secs(1),
@@ -104,6 +107,7 @@ impl Capabilities {
             lost_notification: true,
             stalled_holder_expires: true,
             partition_safe: true,
+            semaphore: true,
             survives_restart: true,
             linearizable: true,
             min_session_ttl,

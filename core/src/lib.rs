@@ -30,6 +30,7 @@ pub mod name;
 pub mod queue;
 pub mod raw;
 pub mod rwlock;
+pub mod semaphore;
 pub mod session;
 pub mod stm;
 pub mod timeout;
@@ -47,6 +48,7 @@ pub use multi_lock::{MultiLockGuard, MultiLocker};
 pub use name::Name;
 pub use queue::{Queue, DEFAULT_PRIORITY};
 pub use rwlock::RwLock;
+pub use semaphore::Semaphore;
 pub use session::{
     HealthWatch, Lost, Session, SessionHealth, SessionId, SessionOptions, DEFAULT_TTL,
 };

@@ -25,6 +25,7 @@ mod pause;
 mod queue;
 mod restart;
 mod rwlock;
+mod semaphore;
 mod session;
 mod stm;
 mod timed;
@@ -418,6 +419,24 @@ pub static CASES: &[Case] = &[
         claim: PARTITION,
         hooks: &[Hook::Partition],
         run: |h| boxed(partition::cut_off_holder(h, partition::Held::DoubleBarrierEntry, PartitionMode::Reset)),
+    },
+    Case {
+        id: "semaphore_bounded_holders",
+        primitive: Primitive::Semaphore,
+        guarantee: "never more than N holders; another count is a typed error",
+        needs: &[Need::Semaphore],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(semaphore::bounded_holders(h)),
+    },
+    Case {
+        id: "semaphore_fifo_waiters",
+        primitive: Primitive::Semaphore,
+        guarantee: "FIFO waiters, cancelled waiters block no one, a session end frees its permit",
+        needs: &[Need::Semaphore],
+        claim: FIFO,
+        hooks: &[],
+        run: |h| boxed(semaphore::fifo_waiters(h)),
     },
     Case {
         id: "stm_bank_serializable_snapshot",

@@ -171,6 +171,21 @@ pub(crate) async fn every_blocking_call(h: Harness) -> Check {
         left_c?;
         checked.push("enter");
     }
+    if caps.semaphore {
+        let name = h.name("semaphore").ctx("naming")?;
+        let holder = backend.semaphore(&b, name.clone(), 1).ctx("semaphore B")?;
+        let permit = holder.acquire().bounded("B acquiring").await?;
+        let timed = backend.semaphore(&c, name.clone(), 1).ctx("semaphore C")?;
+        times_out("C.acquire_timeout", timed.acquire_timeout(WAIT)).await?;
+        permit.unlock().bounded("B releasing").await?;
+        let next = backend.semaphore(&b, name, 1).ctx("semaphore B")?;
+        let again = eventually(PROMPT, "C's waiter entry going away", || async {
+            next.try_acquire().await.ctx("B acquiring again")
+        })
+        .await?;
+        again.unlock().bounded("B releasing again").await?;
+        checked.push("acquire");
+    }
     ensure!(!checked.is_empty(), "the backend offers no blocking call");
     Ok(Holds::figure(
         format!(

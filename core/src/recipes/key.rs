@@ -22,16 +22,19 @@ pub(crate) enum Kind {
     DoubleBarrier,
     /// STM keys.
     Stm,
+    /// Semaphores.
+    Semaphore,
 }
 
 impl Kind {
     /// Every kind, for decoding keys.
-    pub(crate) const ALL: [Kind; 5] = [
+    pub(crate) const ALL: [Kind; 6] = [
         Kind::RwLock,
         Kind::Queue,
         Kind::Barrier,
         Kind::DoubleBarrier,
         Kind::Stm,
+        Kind::Semaphore,
     ];
 
     /// The kind's segment of the reserved area.
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Barrier => "barrier",
             Kind::DoubleBarrier => "double-barrier",
             Kind::Stm => "stm",
+            Kind::Semaphore => "semaphore",
         }
     }
 

@@ -57,6 +57,7 @@ mod mutex;
 mod queue;
 mod retry;
 mod rwmutex;
+mod semaphore;
 mod stm;
 #[cfg(test)]
 mod testing;
@@ -183,7 +184,8 @@ impl<K: Kv> Backend for KvBackend<K> {
     }
 
     async fn session(&self, options: SessionOptions) -> Result<Session> {
-        self.capabilities.check_session_ttl(options.ttl)?;
+        self.capabilities.check_session(&options)?;
+        let grant_sent = tokio::time::Instant::now();
         let id = self.kv.lease_grant(options.ttl).await?;
         let lease = KvLease {
             kv: Arc::clone(&self.kv),
@@ -192,7 +194,8 @@ impl<K: Kv> Backend for KvBackend<K> {
         Ok(Session::start(
             self.kv.backend(),
             SessionId(id as u64),
-            options.ttl,
+            &options,
+            grant_sent,
             Arc::new(lease),
         ))
     }
@@ -275,6 +278,30 @@ impl<K: Kv> Backend for KvBackend<K> {
             &self.namespace,
             name,
             count,
+            session.clone(),
+            lease,
+        )))
+    }
+
+    fn semaphore(
+        &self,
+        session: &Session,
+        name: Name,
+        permits: usize,
+    ) -> Result<Box<dyn crate::semaphore::Semaphore>> {
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.semaphore, "semaphore")?;
+        if permits == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "semaphore {:?}: permits must be at least 1",
+                name.as_str()
+            )));
+        }
+        Ok(Box::new(semaphore::KvSemaphore::new(
+            self.shared_kv(),
+            &self.namespace,
+            name,
+            permits,
             session.clone(),
             lease,
         )))
