@@ -22,7 +22,7 @@
 
 use distsync_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Executor};
+use sqlx::{Connection, Executor, Row};
 
 use crate::error::{map, BACKEND};
 
@@ -62,10 +62,10 @@ pub(crate) async fn refuse_transaction_pooling(options: &PgConnectOptions) -> Re
     Ok(())
 }
 
+/// The backend pid, read with the simple query protocol (no prepared statement, which a
+/// transaction pooler would leave on a server connection another client then gets).
 async fn pid(conn: &mut PgConnection) -> std::result::Result<i32, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(conn)
-        .await
+    conn.fetch_one("SELECT pg_backend_pid()").await?.try_get(0)
 }
 
 /// Refuses to run when this role could not end the connections of some sessions of the

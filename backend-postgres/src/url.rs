@@ -58,8 +58,11 @@ pub fn parse(url: &str) -> Result<PgUrl> {
     } else {
         parsed.query_pairs_mut().clear().extend_pairs(&rest);
     }
-    let options =
-        PgConnectOptions::from_str(parsed.as_str()).map_err(|error| invalid(error.to_string()))?;
+    // No `extra_float_digits` startup parameter: PgBouncer rejects it unless told to
+    // ignore it (the backend reads no floats as text).
+    let options = PgConnectOptions::from_str(parsed.as_str())
+        .map_err(|error| invalid(error.to_string()))?
+        .extra_float_digits(None);
     Ok(PgUrl { options, schema })
 }
 

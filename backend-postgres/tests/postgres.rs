@@ -819,3 +819,139 @@ async fn repeatable_reads_validates_keys_read_as_absent() {
         );
     }
 }
+
+/// A PgBouncer in front of the test server, in `mode`, on a free port; killed on drop.
+struct Bouncer {
+    child: std::process::Child,
+    url: String,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts PgBouncer (`pool_mode = mode`) in front of `upstream`, or `None` when it is
+/// not installed (Debian package pgbouncer).
+async fn bouncer(upstream: &str, mode: &str) -> Option<Bouncer> {
+    let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).is_file())?;
+    let upstream = url::Url::parse(upstream).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = TempDir(std::env::temp_dir().join(unique("pgbouncer").replace('/', "-")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let user = upstream.username().to_owned();
+    let ini = format!(
+        "[databases]\n* = host={} port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+         listen_port = {port}\nauth_type = trust\nauth_file = {}\npool_mode = {mode}\n\
+         unix_socket_dir =\nlogfile = {}\n",
+        upstream.host_str().unwrap(),
+        upstream.port().unwrap_or(5432),
+        dir.0.join("users.txt").display(),
+        dir.0.join("pgbouncer.log").display(),
+    );
+    std::fs::write(dir.0.join("users.txt"), format!("\"{user}\" \"\"\n")).unwrap();
+    std::fs::write(dir.0.join("pgbouncer.ini"), ini).unwrap();
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| out.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
+    let mut command = std::process::Command::new(binary);
+    if root {
+        // PgBouncer refuses to run as root; it switches to the postgres user.
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["", "users.txt", "pgbouncer.ini"] {
+            let path = dir.0.join(file);
+            let mode = if file.is_empty() { 0o777 } else { 0o644 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        command.args(["-u", "postgres"]);
+    }
+    let child = command
+        .arg(dir.0.join("pgbouncer.ini"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("postgres://{user}@127.0.0.1:{port}{}", upstream.path());
+    let bouncer = Bouncer {
+        child,
+        url,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "pgbouncer did not listen within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Some(bouncer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pgbouncer_session_pooling_works_and_transaction_pooling_is_refused() {
+    let Some(url) = url() else { return };
+    let Some(transaction) = bouncer(&url, "transaction").await else {
+        eprintln!("SKIPPED: pgbouncer is not installed (Debian package pgbouncer)");
+        return;
+    };
+    match distsync_postgres::backend(&transaction.url).await {
+        Err(Error::Unsupported { operation, .. }) => {
+            assert!(
+                operation.contains("transaction"),
+                "names the mode: {operation}"
+            );
+        }
+        other => panic!("a transaction-pooling pgbouncer was accepted: {other:?}"),
+    }
+    drop(transaction);
+
+    // Session pooling: no startup parameter PgBouncer rejects, and holds work.
+    let session_mode = bouncer(&url, "session").await.unwrap();
+    let backend = distsync_postgres::backend(&session_mode.url).await.unwrap();
+    let session = backend
+        .session(SessionOptions::with_ttl(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let name = Name::new(unique("bouncer")).unwrap();
+    let guard = backend
+        .locker(&session, name.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let other = backend.session(SessionOptions::default()).await.unwrap();
+    assert!(backend
+        .locker(&other, name)
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .is_none());
+    guard.unlock().await.unwrap();
+    session.close().await.unwrap();
+    other.close().await.unwrap();
+}
