@@ -1,10 +1,12 @@
 -- Enters a double barrier, or checks an earlier entry.
 -- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
--- ARGV: channel prefix, p, id, ttl ms, count, how (enter|check).
+-- ARGV: channel prefix, p, id, margin ms, count, how (enter|check).
 -- Returns {1} when the barrier is ready for this entry, {0} while waiting, {-2} for a
--- participant over the count (its entry removed), {-1} when the session is gone.
+-- participant over the count (its entry removed), {-1} when the session is gone or has
+-- less than the margin left of its TTL (past the owner's client-side deadline, as in
+-- keepalive.lua). A new entry expires with the session key until the next renewal.
 local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
-local p, id, ttl, count, how = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local p, id, margin, count, how = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local val = 'd' .. id
 if how == 'check' then
   if redis.call('GET', ekey) ~= val then
@@ -17,12 +19,13 @@ if how == 'check' then
   end
   return {0}
 end
-if redis.call('EXISTS', skey) == 0 then
+local left = redis.call('PTTL', skey)
+if left < margin then
   return {-1}
 end
-redis.call('SET', ekey, val, 'PX', ttl)
+redis.call('SET', ekey, val, 'PX', left)
 redis.call('HSET', reg, ekey, val)
-redis.call('PEXPIRE', reg, ttl)
+redis.call('PEXPIRE', reg, left)
 redis.call('ZADD', p .. ':p', redis.call('INCR', p .. ':seq'), id)
 local n = dbar_live(p)
 if n > count then

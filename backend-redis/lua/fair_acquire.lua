@@ -1,9 +1,13 @@
 -- Joins, re-checks or tries a fair queue (lock, rwlock, election).
 -- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
--- ARGV: channel prefix, p, id, mode (w|r), ttl ms, how (wait|try|check), value (elections).
+-- ARGV: channel prefix, p, id, mode (w|r), ttl ms, how (wait|try|check), margin ms,
+-- value (elections).
 -- Returns {1, token} when granted; {0, ms} when waiting, ms being the shortest TTL among
 -- the holders (when to re-check if no wake-up comes); {0, 0} when a try fails; {-1}
--- when the session (or this entry) is gone.
+-- when the session (or this entry) is gone, or when joining finds less than the
+-- margin left of the session key's TTL (past the owner's client-side deadline, as in
+-- keepalive.lua). A new entry expires with the session key (PX = its PTTL) until the
+-- next renewal gives both the full TTL.
 local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
 local p, id, mode, ttl, how = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local val = mode .. id
@@ -14,16 +18,17 @@ if how == 'check' then
     return {-1}
   end
 else
-  if redis.call('EXISTS', skey) == 0 then
+  local left = redis.call('PTTL', skey)
+  if left < tonumber(ARGV[7]) then
     return {-1}
   end
-  redis.call('SET', ekey, val, 'PX', ttl)
+  redis.call('SET', ekey, val, 'PX', left)
   redis.call('HSET', reg, ekey, val)
-  redis.call('PEXPIRE', reg, ttl)
+  redis.call('PEXPIRE', reg, left)
   redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
   redis.call('PERSIST', p .. ':seq')
   if elect then
-    redis.call('HSET', p .. ':v', id, ARGV[7])
+    redis.call('HSET', p .. ':v', id, ARGV[8])
   end
 end
 -- This entry learns of its own grant from the reply: no wake-up for it.

@@ -73,7 +73,7 @@ impl RedisDoubleBarrier {
             .key(lease.registry())
             .arg(&self.prefix)
             .arg(id)
-            .arg(lease.ttl_ms())
+            .arg(lease.margin_ms())
             .arg(self.count)
             .arg(if check { "check" } else { "enter" });
         let reply = self.shared.eval(&call).await?;

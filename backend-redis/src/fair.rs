@@ -180,7 +180,8 @@ impl FairQueue {
             .arg(id)
             .arg(mode.letter())
             .arg(lease.ttl_ms())
-            .arg(how.as_str());
+            .arg(how.as_str())
+            .arg(lease.margin_ms());
         if let Some(value) = value {
             call.arg(value.as_ref());
         }

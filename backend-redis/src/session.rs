@@ -130,6 +130,13 @@ impl RedisLease {
         millis(self.ttl)
     }
 
+    /// The margin in milliseconds: a session key with less than this left of its TTL
+    /// is past its owner's client-side deadline (see [`RedisLease::keep_alive`]'s
+    /// comment), so no script renews it or adds to what it holds.
+    pub(crate) fn margin_ms(&self) -> u64 {
+        u64::try_from(self.margin.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// A fresh entry id, unique in the store: `<session id>.<n>`.
     pub(crate) fn next_entry_id(&self) -> String {
         let n = self.entries.fetch_add(1, Ordering::Relaxed);
@@ -163,7 +170,7 @@ impl Lease for RedisLease {
             .key(&self.registry)
             .arg(self.ttl_ms())
             .arg(&self.nonce)
-            .arg(u64::try_from(self.margin.as_millis()).unwrap_or(u64::MAX));
+            .arg(self.margin_ms());
         let reply = self.shared.eval(&call).await?;
         match int("keepalive", &reply)? {
             1 => Ok(KeepAlive::Renewed),

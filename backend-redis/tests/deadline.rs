@@ -1,11 +1,11 @@
-//! Nothing renews a session past its client-side deadline (issue 12): the renewal
-//! script refuses a session key with less than the session's margin left of its TTL,
-//! against a real Redis (`DISTSYNC_REDIS_URL`; skipped loudly when unset, a failure
-//! under `CI=true`).
+//! Nothing renews a session past its client-side deadline (issue 12): the renewal and
+//! acquisition scripts refuse a session key with less than the session's margin left
+//! of its TTL, against a real Redis (`DISTSYNC_REDIS_URL`; skipped loudly when unset,
+//! a failure under `CI=true`).
 
 use std::time::Duration;
 
-use distsync_core::{Backend, SessionOptions};
+use distsync_core::{Backend, Error, Name, SessionOptions};
 
 fn server_url() -> Option<String> {
     match std::env::var("DISTSYNC_REDIS_URL") {
@@ -22,7 +22,7 @@ fn server_url() -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_renewal_finding_less_than_the_margin_left_is_refused() {
+async fn renewals_and_acquisitions_finding_less_than_the_margin_left_are_refused() {
     let Some(url) = server_url() else {
         return;
     };
@@ -52,6 +52,24 @@ async fn a_renewal_finding_less_than_the_margin_left_is_refused() {
         .await
         .unwrap();
     assert_eq!(set, 1, "the session key {key} is missing");
+    // Joining a line is refused too: the entry would outlive the owner's deadline.
+    let name = Name::new(format!("deadline-{}", shortened.id())).unwrap();
+    let refused = backend
+        .locker(&shortened, name.clone())
+        .unwrap()
+        .try_lock()
+        .await;
+    assert!(
+        matches!(refused, Err(Error::SessionLost)),
+        "a lock taken past the deadline: {refused:?}"
+    );
+    let control_guard = backend
+        .locker(&control, name)
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("the refused attempt left an entry behind");
     tokio::time::timeout(Duration::from_secs(5), shortened.lost())
         .await
         .expect("a renewal with less than the margin left was accepted");
@@ -64,5 +82,6 @@ async fn a_renewal_finding_less_than_the_margin_left_is_refused() {
     assert_eq!(exists, 0);
     // The control renewed past the same point and lives on.
     assert!(!control.is_lost());
+    control_guard.unlock().await.unwrap();
     control.close().await.unwrap();
 }
