@@ -8,6 +8,10 @@
 //! silent; with it, etcd cancels them after a few election timeouts. The members are
 //! then started again, and the waiter, still in line, is granted the lock when the
 //! holder releases it.
+//!
+//! And a release during a leader change (issue 14.4): the leader member is stopped and
+//! the holder unlocks at once; the unlock completes (retried through the election)
+//! and the waiter is granted.
 
 mod common;
 
@@ -25,6 +29,20 @@ use distsync_etcd::{EtcdConfig, EtcdKv};
 use futures::StreamExt;
 
 use common::{unique, within};
+
+/// The tests of this file stop members: one at a time.
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The cluster and its URL, or `None` (skip).
+fn cluster() -> Option<(EtcdCluster, String)> {
+    let url = server_url(ETCD_CLUSTER_VAR)?;
+    if let Err(reason) = EtcdCluster::available() {
+        eprintln!("\n!!! SKIPPED: {reason}, so the cluster tests did not run.\n");
+        return None;
+    }
+    let connect = connector(|url| async move { distsync_etcd::backend(&url).await });
+    Some((EtcdCluster::new(&url, connect).unwrap(), url))
+}
 
 /// Starts the stopped members again however the test ends.
 struct Restart<'a> {
@@ -63,15 +81,10 @@ impl Drop for Restart<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_on_a_member_without_leader_does_not_hang_and_carries_on() {
-    let Some(url) = server_url(ETCD_CLUSTER_VAR) else {
+    let Some((cluster, url)) = cluster() else {
         return;
     };
-    if let Err(reason) = EtcdCluster::available() {
-        eprintln!("\n!!! SKIPPED: {reason}, so the leader-loss test did not run.\n");
-        return;
-    }
-    let connect = connector(|url| async move { distsync_etcd::backend(&url).await });
-    let cluster = EtcdCluster::new(&url, connect).unwrap();
+    let _one_at_a_time = CLUSTER.lock().await;
     let endpoints = EtcdConfig::parse(&url).unwrap().endpoints().to_vec();
     let lonely = EtcdKv::connect(&endpoints[..1]).await.unwrap();
     let backend = KvBackend::with_kv(lonely.clone(), "", distsync_etcd::capabilities());
@@ -138,6 +151,70 @@ async fn a_waiter_on_a_member_without_leader_does_not_hang_and_carries_on() {
         .unwrap()
         .unwrap();
     assert!(!granted.is_lost());
+    granted.unlock().await.unwrap();
+    holder_session.close().await.unwrap();
+    waiter_session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_during_a_leader_change_completes() {
+    let Some((cluster, url)) = cluster() else {
+        return;
+    };
+    let _one_at_a_time = CLUSTER.lock().await;
+    let backend = distsync_etcd::backend(&url).await.unwrap();
+    let options = SessionOptions::with_ttl(Duration::from_secs(60));
+    let name = Name::new(unique("leader-change/lock")).unwrap();
+    let holder_session = backend.session(options.clone()).await.unwrap();
+    let waiter_session = backend.session(options).await.unwrap();
+    let held = backend
+        .locker(&holder_session, name.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let locker = Arc::new(backend.locker(&waiter_session, name).unwrap());
+    let waiter = tokio::spawn({
+        let locker = Arc::clone(&locker);
+        async move { locker.lock().await }
+    });
+    within(Duration::from_secs(10), "the waiter to line up", async {
+        while locker.contenders().await.unwrap() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let leader = within(Duration::from_secs(10), "finding the leader", async {
+        loop {
+            if let Some(leader) = cluster.leader().await.unwrap() {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    let mut restart = Restart {
+        cluster: &cluster,
+        stopped: Vec::new(),
+    };
+    restart.stop(leader).await;
+    within(
+        Duration::from_secs(30),
+        "an unlock during the leader change",
+        held.unlock(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !holder_session.is_lost(),
+        "a release that completed ended its session"
+    );
+    let granted = within(Duration::from_secs(30), "the waiter's grant", waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    restart.start_all().await;
     granted.unlock().await.unwrap();
     holder_session.close().await.unwrap();
     waiter_session.close().await.unwrap();

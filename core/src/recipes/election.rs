@@ -26,7 +26,7 @@ use crate::token::FencingToken;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at};
-use super::wait::{next_event, read, wait_deletes};
+use super::wait::{next_event, patiently, read, wait_deletes};
 
 /// An [`Election`] over a [`Kv`] store.
 pub(crate) struct KvElection {
@@ -212,7 +212,9 @@ impl Election for KvElection {
 
     /// Go's `Observe`: the current leader, then every proclaim of it, then the next
     /// leader once its key is deleted, and so on. Each item is newer (by term, then by
-    /// modification) than the one before.
+    /// modification) than the one before. Transient store errors (a member cut off from
+    /// the leader, a broken connection) are ridden out: the stream re-reads and follows
+    /// again; other errors end it.
     fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>> {
         let observer = Observer {
             kv: Arc::clone(&self.kv),
@@ -283,7 +285,7 @@ impl Observer {
             ObserveState::Find { at } => {
                 let kv = &*self.kv;
                 let first = Range::prefix(&self.prefix).first_create();
-                let current = kv.range(first.clone()).await?;
+                let current = read(kv, first.clone(), None).await?;
                 let past = match *at {
                     Some(revision) => kv.range(first.at_revision(revision)).await.ok(),
                     None => None,
@@ -328,7 +330,8 @@ impl Observer {
                 };
                 // Open the watch now, not when the consumer next polls: a watch from a
                 // revision that is already past when it reaches etcd is served slowly.
-                let stream = kv.watch(&leader.key, false, from).await?;
+                let watch = || kv.watch(&leader.key, false, from);
+                let stream = patiently(None, "watch", &leader.key, watch).await?;
                 self.state = ObserveState::Follow {
                     key: leader.key.clone(),
                     term: leader.create_revision,
@@ -346,7 +349,10 @@ impl Observer {
             } => {
                 let watch = match stream {
                     Some(watch) => watch,
-                    None => stream.insert(self.kv.watch(key, false, *from).await?),
+                    None => {
+                        let open = || self.kv.watch(key, false, *from);
+                        stream.insert(patiently(None, "watch", key, open).await?)
+                    }
                 };
                 let resync = match watch.next().await {
                     Some(Ok(WatchResponse::Events(events))) => {
@@ -367,13 +373,15 @@ impl Observer {
                         false
                     }
                     Some(Ok(WatchResponse::Compacted(_))) | None => true,
+                    // A member without leader, a broken connection: re-read.
+                    Some(Err(error)) if error.is_transient() => true,
                     Some(Err(error)) => return Err(error),
                 };
                 if resync {
                     // Re-read the leader key: yield its current value if newer, and
                     // watch again from the read; a vanished key means a new leader.
                     *stream = None;
-                    let current = self.kv.range(Range::key(key.as_str())).await?;
+                    let current = read(&*self.kv, Range::key(key.as_str()), None).await?;
                     match current.kvs.into_iter().next() {
                         Some(found) if found.create_revision == *term => {
                             *from = current.revision + 1;
