@@ -1,9 +1,10 @@
 -- Enters a double barrier, or checks an earlier entry.
 -- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
--- ARGV: channel prefix, p, id, margin ms, count, how (enter|check).
+-- ARGV: channel prefix, p, id, margin ms, count, how (enter|check), session nonce.
 -- Returns {1} when the barrier is ready for this entry, {0} while waiting, {-2} for a
--- participant over the count (its entry removed), {-1} when the session is gone or has
--- less than the margin left of its TTL (past the owner's client-side deadline, as in
+-- participant over the count (its entry removed), {-1} when the session is gone, its
+-- key holds another nonce (another session's, see keepalive.lua) or has less than the
+-- margin left of its TTL (past the owner's client-side deadline, as in
 -- keepalive.lua). A new entry expires with the session key until the next renewal.
 local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
 local p, id, margin, count, how = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -18,6 +19,9 @@ if how == 'check' then
     return {1}
   end
   return {0}
+end
+if redis.call('GET', skey) ~= ARGV[7] then
+  return {-1}
 end
 local left = redis.call('PTTL', skey)
 if left < margin then

@@ -1,10 +1,11 @@
 -- Joins, re-checks or tries a fair queue (lock, rwlock, election).
 -- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
 -- ARGV: channel prefix, p, id, mode (w|r), ttl ms, how (wait|try|check), margin ms,
--- value (elections).
+-- session nonce, value (elections).
 -- Returns {1, token} when granted; {0, ms} when waiting, ms being the shortest TTL among
 -- the holders (when to re-check if no wake-up comes); {0, 0} when a try fails; {-1}
--- when the session (or this entry) is gone, or when joining finds less than the
+-- when the session (or this entry) is gone, or when joining finds the session key
+-- holding another nonce (another session's, see keepalive.lua) or less than the
 -- margin left of the session key's TTL (past the owner's client-side deadline, as in
 -- keepalive.lua). A new entry expires with the session key (PX = its PTTL) until the
 -- next renewal gives both the full TTL.
@@ -18,6 +19,9 @@ if how == 'check' then
     return {-1}
   end
 else
+  if redis.call('GET', skey) ~= ARGV[8] then
+    return {-1}
+  end
   local left = redis.call('PTTL', skey)
   if left < tonumber(ARGV[7]) then
     return {-1}
@@ -28,7 +32,7 @@ else
   redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
   redis.call('PERSIST', p .. ':seq')
   if elect then
-    redis.call('HSET', p .. ':v', id, ARGV[8])
+    redis.call('HSET', p .. ':v', id, ARGV[9])
   end
 end
 -- This entry learns of its own grant from the reply: no wake-up for it.

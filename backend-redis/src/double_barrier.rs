@@ -75,7 +75,8 @@ impl RedisDoubleBarrier {
             .arg(id)
             .arg(lease.margin_ms())
             .arg(self.count)
-            .arg(if check { "check" } else { "enter" });
+            .arg(if check { "check" } else { "enter" })
+            .arg(lease.nonce());
         let reply = self.shared.eval(&call).await?;
         let fields = array("dbar_enter", reply.clone())?;
         match fields.first() {

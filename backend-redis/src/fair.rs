@@ -181,7 +181,8 @@ impl FairQueue {
             .arg(mode.letter())
             .arg(lease.ttl_ms())
             .arg(how.as_str())
-            .arg(lease.margin_ms());
+            .arg(lease.margin_ms())
+            .arg(lease.nonce());
         if let Some(value) = value {
             call.arg(value.as_ref());
         }

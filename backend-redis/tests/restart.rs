@@ -222,8 +222,9 @@ async fn a_session_whose_id_was_taken_over_reports_lost_and_leaves_the_new_owner
     };
     let coordinator = distsync_redis::connect(&url).await.unwrap();
     let mut conn = raw(&url).await;
+    // Renewals every 1 s: the steps below run before the next one.
     let session = coordinator
-        .session_with_ttl(Duration::from_millis(600))
+        .session_with_ttl(Duration::from_secs(3))
         .await
         .unwrap();
     let key = session_key(session.id());
@@ -242,6 +243,34 @@ async fn a_session_whose_id_was_taken_over_reports_lost_and_leaves_the_new_owner
         .query_async(&mut conn)
         .await
         .unwrap();
+    // Before its keepalive notices, the old session cannot join a line or a double
+    // barrier through the newcomer's key either.
+    assert!(
+        !session.is_lost(),
+        "the keepalive ran early: nothing tested"
+    );
+    let name = format!("taken-over-{}", session.id());
+    let locked = coordinator
+        .locker(&session, &name)
+        .unwrap()
+        .try_lock()
+        .await;
+    assert!(matches!(locked, Err(Error::SessionLost)), "{locked:?}");
+    let entered = coordinator
+        .double_barrier(&session, &name, 2)
+        .unwrap()
+        .enter_timeout(Duration::from_millis(500))
+        .await;
+    assert!(matches!(entered, Err(Error::SessionLost)), "{entered:?}");
+    let listed: i64 = redis::cmd("HLEN")
+        .arg(format!("{key}:held"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed, 0,
+        "the old session listed entries under the newcomer's key"
+    );
     within(Duration::from_secs(5), session.lost()).await;
     let (value, pttl): (Option<String>, i64) = redis::pipe()
         .cmd("GET")
