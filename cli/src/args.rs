@@ -88,6 +88,9 @@ pub enum Command {
     Elect(ElectArgs),
     /// Acquire a read or write lock and hold it while CMD runs (or until interrupted).
     Rwlock(RwLockArgs),
+    /// Acquire one of N permits of a counting semaphore, print `NAME key=<key>
+    /// token=<token>`, and hold it while CMD runs (or until interrupted).
+    Semaphore(SemaphoreArgs),
     /// Push to, pop from or count a durable (priority) queue.
     Queue(QueueArgs),
     /// Hold, release or wait on a barrier.
@@ -114,6 +117,7 @@ impl Command {
             Command::Lock(args) => vec![args.name.clone()],
             Command::Elect(args) => vec![args.name.clone()],
             Command::Rwlock(args) => vec![args.name.clone()],
+            Command::Semaphore(args) => vec![args.name.clone()],
             Command::Queue(args) => vec![args.name.clone()],
             Command::Barrier(args) => vec![args.name.clone()],
             Command::DoubleBarrier(args) => vec![args.name.clone()],
@@ -137,6 +141,20 @@ pub struct LockArgs {
     pub name: String,
     /// The command to run while holding the lock, after `--`. It gets DISTSYNC_LOCK_KEY
     /// and DISTSYNC_FENCING_TOKEN in its environment.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// `distsync semaphore`.
+#[derive(Debug, Args)]
+pub struct SemaphoreArgs {
+    /// The semaphore's name.
+    pub name: String,
+    /// How many holders it admits at once (every client must name the same count).
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub permits: u32,
+    /// The command to run while holding a permit, after `--`. It gets
+    /// DISTSYNC_LOCK_KEY and DISTSYNC_FENCING_TOKEN in its environment.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }

@@ -7,6 +7,7 @@ mod lock;
 mod migrate;
 mod queue;
 mod rwlock;
+mod semaphore;
 mod stm_bank;
 
 use std::future::Future;
@@ -109,6 +110,7 @@ pub async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::Lock(args) => lock::run(&mut ctx, args).await,
         Command::Elect(args) => elect::run(&mut ctx, args).await,
         Command::Rwlock(args) => rwlock::run(&mut ctx, args).await,
+        Command::Semaphore(args) => semaphore::run(&mut ctx, args).await,
         Command::Queue(args) => queue::run(&mut ctx, args).await,
         Command::Barrier(args) => barrier::run(&mut ctx, args).await,
         Command::DoubleBarrier(args) => double_barrier::run(&mut ctx, args).await,

@@ -1,0 +1,48 @@
+//! `distsync semaphore NAME N [-- CMD ARGS...]`.
+
+use std::ffi::OsString;
+
+use distsync::{Name, Session};
+
+use super::{close, Ctx};
+use crate::args::SemaphoreArgs;
+use crate::exit::Failure;
+use crate::hold::{self, Hold};
+
+/// Acquires one of the semaphore's permits, prints `NAME key=<key> token=<token>`, and
+/// holds it while CMD runs (or until interrupted), then releases it and closes the
+/// session.
+///
+/// # Errors
+/// See the exit codes in the crate docs (2 for a permit count that differs from the
+/// semaphore's in use, or a backend without semaphores).
+pub async fn run(ctx: &mut Ctx, args: SemaphoreArgs) -> Result<u8, Failure> {
+    let name = Name::new(args.name)?;
+    let session = ctx.session().await?;
+    let outcome = acquired(ctx, &session, &name, args.permits, &args.command).await;
+    close(&session).await;
+    outcome
+}
+
+async fn acquired(
+    ctx: &mut Ctx,
+    session: &Session,
+    name: &Name,
+    permits: u32,
+    command: &[OsString],
+) -> Result<u8, Failure> {
+    let permits = usize::try_from(permits).map_err(|_| Failure::usage("too many permits"))?;
+    let semaphore = ctx
+        .coordinator
+        .backend()
+        .semaphore(session, name.clone(), permits)?;
+    let permit = ctx.wait(semaphore.acquire(), Some(session)).await?;
+    hold::keep(
+        name,
+        Hold::Exclusive(permit),
+        command,
+        ctx.grace,
+        &mut ctx.interrupts,
+    )
+    .await
+}
