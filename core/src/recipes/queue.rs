@@ -75,7 +75,7 @@ use crate::queue::Queue;
 
 use super::key::{call_id, put_new_key, range_at, Kind, UniqueKeys};
 use super::retry::retry_transient;
-use super::wait::{next_event, patiently, read};
+use super::wait::{next_event, patiently};
 
 /// How long a claim rides out transient failures before its call gives up.
 const CLAIM_BUDGET: Duration = Duration::from_secs(60);
@@ -217,23 +217,44 @@ impl KvQueue {
     /// revision of the read. Keys under the item prefix that are not item keys (written
     /// by something else) are skipped.
     async fn first_item(&self) -> Result<(Option<Item>, Revision)> {
+        let (first, _, revision) = self.first_item_and(None).await?;
+        Ok((first, revision))
+    }
+
+    /// As [`KvQueue::first_item`], also reading `key` (when given) at the same
+    /// revision.
+    async fn first_item_and(
+        &self,
+        key: Option<&str>,
+    ) -> Result<(Option<Item>, Option<KeyValue>, Revision)> {
+        let kv = &*self.kv;
         let end = after_prefix(&self.layout.items());
         let mut start = self.layout.items();
         loop {
-            let range = Range::between(start, end.clone()).first_key();
-            let response = self.kv.range(range).await?;
-            let Some(first) = response.kvs.into_iter().next() else {
-                return Ok((None, response.revision));
+            let items = Range::between(start, end.clone()).first_key();
+            let (found, also, revision) = match key {
+                None => {
+                    let response = kv.range(items).await?;
+                    (response.kvs.into_iter().next(), None, response.revision)
+                }
+                Some(key) => {
+                    let reads = vec![TxnOp::Range(items), TxnOp::Range(Range::key(key))];
+                    let response = kv.txn(Txn::default().and_then(reads)).await?;
+                    let found = range_at(kv, &response, 0)?.kvs.into_iter().next();
+                    let also = range_at(kv, &response, 1)?.kvs.into_iter().next();
+                    (found, also, response.revision)
+                }
+            };
+            let Some(first) = found else {
+                return Ok((None, also, revision));
             };
             match self.layout.item_position(&first.key) {
                 Some(position) => {
-                    return Ok((
-                        Some(Item {
-                            kv: first,
-                            position,
-                        }),
-                        response.revision,
-                    ))
+                    let item = Item {
+                        kv: first,
+                        position,
+                    };
+                    return Ok((Some(item), also, revision));
                 }
                 None => {
                     tracing::warn!(key = %first.key, "queue skips a key that is not an item key");
@@ -299,11 +320,18 @@ impl KvQueue {
             _ => return Err(Error::backend(kv.backend(), "waiter key without revision")),
         };
         loop {
-            // An item put before the registration woke nobody: look again. Leaving
-            // (by the drop of `waiting`) passes on a wake-up this waiter got meanwhile.
-            let (first, revision) =
-                patiently(None, "queue read", &key, || self.first_item()).await?;
+            // An item put before the registration woke nobody: look again, and at the
+            // own key in the same read (a wake-up, then another consumer taking the
+            // item, both before this read, must not leave this waiter out of line and
+            // asleep). Leaving by the drop of `waiting` passes on a wake-up this waiter
+            // got meanwhile.
+            let read_both = || self.first_item_and(Some(&key));
+            let (first, own, revision) = patiently(None, "queue read", &key, read_both).await?;
             if first.is_some() {
+                return Ok(());
+            }
+            if !own.is_some_and(|found| found.create_revision == mine) {
+                waiting.armed = false;
                 return Ok(());
             }
             if next_event(kv, &key, false, revision + 1, EventKind::Delete, None)
@@ -313,16 +341,7 @@ impl KvQueue {
                 waiting.armed = false;
                 return Ok(());
             }
-            // The watch ended: woken meanwhile?
-            let current = read(kv, Range::key(&key), None).await?;
-            if !current
-                .kvs
-                .first()
-                .is_some_and(|found| found.create_revision == mine)
-            {
-                waiting.armed = false;
-                return Ok(());
-            }
+            // The watch ended: read again.
         }
     }
 }
