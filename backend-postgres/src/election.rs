@@ -119,16 +119,13 @@ impl Election for PgElection {
     /// Cancel-safety: cancel-safe; a dropped campaign terminates its waiting backend
     /// (see [`crate::hold`]), so it never becomes leader afterwards.
     async fn campaign(&self, value: Bytes) -> Result<Leadership> {
-        let id = self
-            .lease
-            .shared
-            .name_id(LockKind::Election, self.name.as_str())
-            .await?;
         let grant = Grant::Campaign {
             election: self.name.as_str(),
             value: value.as_ref(),
         };
-        let (hold, term) = hold::acquire_waiting(&self.lease, id, grant).await?;
+        let (hold, term) =
+            hold::acquire_waiting(&self.lease, LockKind::Election, self.name.as_str(), grant)
+                .await?;
         let proclaim = Arc::new(PgProclaim {
             lease: Arc::clone(&self.lease),
             hold: Arc::clone(&hold),

@@ -74,11 +74,12 @@ use futures::FutureExt;
 use sqlx::postgres::PgListener;
 
 use crate::conn::Conn;
-use crate::error::{is_connection_loss, is_session_gone, map};
+use crate::error::{is_connection_loss, is_session_gone, map, sqlstate};
 use crate::session::LeaseInner;
-use crate::shared::Shared;
+use crate::shared::{LockKind, Shared};
 
 /// What a grant does once the advisory lock is taken.
+#[derive(Clone, Copy)]
 pub(crate) enum Grant<'a> {
     /// A lock or a read/write lock: exclusive grants bump the fencing counter.
     Lock {
@@ -126,12 +127,64 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Takes advisory lock `key2` of the schema for `lease`'s session, waiting if `wait`.
+/// Takes the advisory lock of `kind` `name` for `lease`'s session, waiting if `wait`.
 /// Returns the hold and the grant's token (the fencing counter for exclusive grants, 0
-/// for shared ones), or `None` when not waiting and the lock is taken.
+/// for shared ones), or `None` when not waiting and the lock is taken. A cached name id
+/// whose row has gone (the grant statement raised `DS002` and released the lock) is
+/// looked up afresh, once.
 ///
 /// Cancel-safe: see the module docs.
 pub(crate) async fn acquire(
+    lease: &Arc<LeaseInner>,
+    kind: LockKind,
+    name: &str,
+    grant: Grant<'_>,
+    wait: bool,
+) -> Result<Option<(Arc<Hold>, i64)>> {
+    let shared = &lease.shared;
+    let mut retried = false;
+    loop {
+        let key2 = shared.name_id(kind, name).await?;
+        match acquire_key(lease, key2, grant, wait).await {
+            Err(error) if !retried && is_missing_name(&error) => {
+                tracing::debug!(key = key2, "lock name row gone; registering the name again");
+                shared.forget_name(kind, name);
+                retried = true;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// As [`acquire`], waiting until granted.
+pub(crate) async fn acquire_waiting(
+    lease: &Arc<LeaseInner>,
+    kind: LockKind,
+    name: &str,
+    grant: Grant<'_>,
+) -> Result<(Arc<Hold>, i64)> {
+    acquire(lease, kind, name, grant, true)
+        .await?
+        .ok_or_else(|| {
+            Error::backend(
+                crate::error::BACKEND,
+                "a waiting lock grant returned without the lock",
+            )
+        })
+}
+
+/// Whether `error` is the grant statement's `DS002`: the name has no counter row.
+fn is_missing_name(error: &Error) -> bool {
+    match error {
+        Error::Backend { source, .. } => source
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(|error| sqlstate(error).as_deref() == Some("DS002")),
+        _ => false,
+    }
+}
+
+/// [`acquire`] on the name's key `key2`.
+async fn acquire_key(
     lease: &Arc<LeaseInner>,
     key2: i32,
     grant: Grant<'_>,
@@ -170,20 +223,6 @@ pub(crate) async fn acquire(
         // The fuse abandons the connection, in case it holds the lock after the error.
         Err(error) => Err(error),
     }
-}
-
-/// As [`acquire`], waiting until granted.
-pub(crate) async fn acquire_waiting(
-    lease: &Arc<LeaseInner>,
-    key2: i32,
-    grant: Grant<'_>,
-) -> Result<(Arc<Hold>, i64)> {
-    acquire(lease, key2, grant, true).await?.ok_or_else(|| {
-        Error::backend(
-            crate::error::BACKEND,
-            "a waiting lock grant returned without the lock",
-        )
-    })
 }
 
 async fn grant_on(

@@ -181,10 +181,12 @@ fn pool_options(size: u32) -> PgPoolOptions {
 /// - `fifo_waiters`: PostgreSQL's lock queue;
 /// - `lost_notification`: a closed session connection (within milliseconds), a gone or
 ///   expired heartbeat row, or a `NOTIFY` from the process that ended the session;
-/// - the lease gate (no flag of its own yet): a hold freed without a clean release is
-///   granted to the next waiter only once the previous holder's session has expired in
-///   the store (see the crate docs); `stm_repeatable_reads` validates keys read as
-///   absent, as etcd;
+/// - `partition_safe`: the lease gate: a hold freed without a clean release (its
+///   connection closed or reset, its process died) is granted to the next waiter only
+///   once the previous holder's session has expired in the store, which is never
+///   earlier than the holder's client-side deadline; a clean release hands over at once
+///   (see the crate docs). Measured by the partition cases;
+/// - `stm_repeatable_reads`: keys read as absent are validated too, as on etcd;
 /// - `stalled_holder_expires`: waiters (and `try_*` callers) end holders whose
 ///   heartbeat is older than their TTL, and keepalives sweep expired sessions every 10 s;
 /// - `survives_restart`: queues, STM keys, barriers and fencing counters are tables

@@ -55,13 +55,13 @@ impl Locker for PgLocker {
     /// Cancel-safety: cancel-safe; a dropped wait terminates its backend, which leaves
     /// the queue (or releases a lock granted in the meantime).
     async fn lock(&self) -> Result<LockGuard> {
-        let id = self
-            .lease
-            .shared
-            .name_id(LockKind::Lock, self.name.as_str())
-            .await?;
-        let (hold, token) =
-            hold::acquire_waiting(&self.lease, id, Grant::Lock { exclusive: true }).await?;
+        let (hold, token) = hold::acquire_waiting(
+            &self.lease,
+            LockKind::Lock,
+            self.name.as_str(),
+            Grant::Lock { exclusive: true },
+        )
+        .await?;
         Ok(guard(
             &self.lease,
             &self.session,
@@ -73,13 +73,14 @@ impl Locker for PgLocker {
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let id = self
-            .lease
-            .shared
-            .name_id(LockKind::Lock, self.name.as_str())
-            .await?;
-        let granted =
-            hold::acquire(&self.lease, id, Grant::Lock { exclusive: true }, false).await?;
+        let granted = hold::acquire(
+            &self.lease,
+            LockKind::Lock,
+            self.name.as_str(),
+            Grant::Lock { exclusive: true },
+            false,
+        )
+        .await?;
         Ok(granted.map(|(hold, token)| {
             guard(&self.lease, &self.session, "lock", &self.name, hold, token)
         }))

@@ -22,21 +22,24 @@ pub(crate) struct PgRwLock {
 
 impl PgRwLock {
     async fn try_acquire(&self, exclusive: bool) -> Result<Option<(Arc<Hold>, i64)>> {
-        let id = self
-            .lease
-            .shared
-            .name_id(LockKind::RwLock, self.name.as_str())
-            .await?;
-        hold::acquire(&self.lease, id, Grant::Lock { exclusive }, false).await
+        hold::acquire(
+            &self.lease,
+            LockKind::RwLock,
+            self.name.as_str(),
+            Grant::Lock { exclusive },
+            false,
+        )
+        .await
     }
 
     async fn acquire(&self, exclusive: bool) -> Result<(Arc<Hold>, i64)> {
-        let id = self
-            .lease
-            .shared
-            .name_id(LockKind::RwLock, self.name.as_str())
-            .await?;
-        hold::acquire_waiting(&self.lease, id, Grant::Lock { exclusive }).await
+        hold::acquire_waiting(
+            &self.lease,
+            LockKind::RwLock,
+            self.name.as_str(),
+            Grant::Lock { exclusive },
+        )
+        .await
     }
 
     fn read_guard(&self, hold: Arc<Hold>) -> ReadGuard {

@@ -26,7 +26,9 @@
 //! its tag is terminated, so the store releases all it held at once. A session its owner
 //! declares lost (a connection died, renewals failed or were refused) only has its
 //! backends terminated: its row stays until it expires, so what it held is not granted
-//! to anyone else while it may still believe it holds (see [`crate::hold`]).
+//! to anyone else while it may still believe it holds (see [`crate::hold`]). A close
+//! that races a renewal in flight counts as such a loss: the safe side, its holds are
+//! handed over after the TTL rather than at once.
 //!
 //! Locks, read locks and candidacies are session-level advisory locks, and a session may
 //! hold many at once and wait for several concurrently. A blocking `pg_advisory_lock`

@@ -109,6 +109,11 @@ impl Shared {
             .map_err(map)
     }
 
+    /// Forgets the cached id of `name` (its row is gone).
+    pub(crate) fn forget_name(&self, kind: LockKind, name: &str) {
+        lock(&self.names).remove(&(kind, name.to_owned()));
+    }
+
     /// The id of `name` in the name table (created on first use); the second key of its
     /// advisory lock and the row of its fencing counter.
     pub(crate) async fn name_id(&self, kind: LockKind, name: &str) -> Result<i32> {

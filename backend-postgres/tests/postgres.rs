@@ -955,3 +955,42 @@ async fn pgbouncer_session_pooling_works_and_transaction_pooling_is_refused() {
     session.close().await.unwrap();
     other.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_whose_counter_row_is_gone_keeps_no_lock_and_registers_the_name_again() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let name = Name::new(unique("no-counter")).unwrap();
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let locker = backend.locker(&session, name.clone()).unwrap();
+    locker.lock().await.unwrap().unlock().await.unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let schema = backend.schema();
+    let old: i32 = sqlx::query_scalar(&format!(
+        "DELETE FROM {schema}.lock_names WHERE kind = 'lock' AND name = $1 RETURNING id"
+    ))
+    .bind(name.as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let guard = locker
+        .lock()
+        .await
+        .expect("the name is registered again after its row went");
+    let stale_locks: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 \
+         AND classid = '{schema}'::regnamespace::oid AND objid = $1::oid \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ))
+    .bind(old)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stale_locks, 0,
+        "an advisory lock on the vanished name's key is still held"
+    );
+    guard.unlock().await.unwrap();
+    pool.close().await;
+}
