@@ -222,6 +222,10 @@ macro_rules! conformance_tests {
             stm_conflict_serializable
             stm_conflict_repeatable_reads
             stm_read_committed_lost_update
+            stm_no_anomalies_serializable_snapshot
+            stm_no_anomalies_serializable
+            stm_no_anomalies_repeatable_reads
+            stm_read_committed_anomalies
             stm_no_stale_read
             server_restart_live_clients
             server_restart_durable_state
