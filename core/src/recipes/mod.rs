@@ -127,7 +127,9 @@ impl<K: Kv> KvBackend<K> {
         &self.namespace
     }
 
-    /// The full store key of a primitive's name.
+    /// `<ns><name>`: the prefix of the keys of a lock or an election named `name`
+    /// (`<ns><name>/<lease id in hex>`, Go's layout). Other kinds' keys are elsewhere
+    /// (see the [module docs](self)).
     pub fn key(&self, name: &Name) -> String {
         format!("{}{}", self.namespace, name)
     }
