@@ -446,6 +446,11 @@ async fn contenders_counts_the_holder_and_queued_waiters() {
 /// Terminates, from another connection, the backend granted the advisory lock of mutex
 /// `name` (its holder's hold connection); returns how many were ended.
 async fn kill_hold_connection(url: &str, schema: &str, name: &Name) -> i64 {
+    kill_holds_of(url, schema, "lock", name).await
+}
+
+/// As [`kill_hold_connection`], for the holds of `kind` (`lock`, `rwlock`) `name`.
+async fn kill_holds_of(url: &str, schema: &str, kind: &str, name: &Name) -> i64 {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
     let ended: i64 = sqlx::query_scalar(&format!(
         "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l \
@@ -453,9 +458,10 @@ async fn kill_hold_connection(url: &str, schema: &str, name: &Name) -> i64 {
          WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted \
          AND l.classid = '{schema}'::regnamespace::oid \
          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND n.kind = 'lock' AND n.name = $1"
+         AND n.kind = $2 AND n.name = $1"
     ))
     .bind(name.as_str())
+    .bind(kind)
     .fetch_one(&pool)
     .await
     .unwrap();
@@ -993,4 +999,48 @@ async fn a_grant_whose_counter_row_is_gone_keeps_no_lock_and_registers_the_name_
     );
     guard.unlock().await.unwrap();
     pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_waits_for_the_lease_of_a_reader_whose_connection_closed() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let other = distsync_postgres::backend(&url).await.unwrap();
+    let ttl = Duration::from_secs(2);
+    let name = Name::new(unique("gated-read")).unwrap();
+    let reader = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let read = backend
+        .rwlock(&reader, name.clone())
+        .unwrap()
+        .read()
+        .await
+        .unwrap();
+    let writing = other.session(SessionOptions::with_ttl(ttl)).await.unwrap();
+    let writer = other.rwlock(&writing, name.clone()).unwrap();
+    let write = tokio::spawn(async move { writer.write().await });
+    assert_eq!(
+        kill_holds_of(&url, backend.schema(), "rwlock", &name).await,
+        1
+    );
+    tokio::time::timeout(Duration::from_millis(100), read.lost())
+        .await
+        .expect("the reader's lost() within 100 ms of its connection closing");
+    assert!(
+        !session_expired(&url, backend.schema(), reader.id().0).await,
+        "the test needs the reader's lease to outlive the kill"
+    );
+    let granted = tokio::time::timeout(ttl * 3, write)
+        .await
+        .expect("the writer was never granted")
+        .unwrap()
+        .unwrap();
+    assert!(
+        session_expired(&url, backend.schema(), reader.id().0).await,
+        "the writer was granted before the vanished reader's session expired"
+    );
+    granted.unlock().await.unwrap();
 }
