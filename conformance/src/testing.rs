@@ -229,6 +229,7 @@ macro_rules! conformance_tests {
             stm_no_stale_read
             server_restart_live_clients
             server_restart_durable_state
+            server_restart_fencing_tokens
             server_cluster_leader_loss
             api_invalid_names_and_arguments
             api_timed_acquisition

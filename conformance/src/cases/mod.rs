@@ -571,6 +571,15 @@ pub static CASES: &[Case] = &[
         run: |h| boxed(restart::durable_state(h)),
     },
     Case {
+        id: "server_restart_fencing_tokens",
+        primitive: Primitive::Server,
+        guarantee: "restart: lock, write-lock and election tokens keep increasing",
+        needs: &[Need::Lock],
+        claim: FENCING,
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(restart::fencing_tokens(h)),
+    },
+    Case {
         id: "server_cluster_leader_loss",
         primitive: Primitive::Server,
         guarantee:

@@ -331,3 +331,74 @@ pub(crate) async fn durable_state(h: Harness) -> Check {
         "queue items and order, an STM key, a held barrier and the fencing counter survived",
     ))
 }
+
+/// The tokens of one lock, one write lock and one election, each granted once.
+async fn grant_tokens(h: &Harness, backend: &Arc<dyn Backend>) -> Check<[u64; 3]> {
+    let caps = backend.capabilities().clone();
+    let ttl = h.session_ttl().max(caps.min_session_ttl);
+    let session = eventually(RECOVERY, "opening a session", || async {
+        Ok(backend.session(SessionOptions::with_ttl(ttl)).await.ok())
+    })
+    .await?;
+    let guard = backend
+        .locker(&session, name(h, "fenced-lock")?)
+        .ctx("making a locker")?
+        .lock()
+        .bounded("locking")
+        .await?;
+    let lock = guard.token().get();
+    guard.unlock().bounded("unlocking").await?;
+    let mut write = 0;
+    if caps.rwlock {
+        let guard = backend
+            .rwlock(&session, name(h, "fenced-rwlock")?)
+            .ctx("making an rwlock")?
+            .write()
+            .bounded("write-locking")
+            .await?;
+        write = guard.token().get();
+        guard.unlock().bounded("unlocking the write lock").await?;
+    }
+    let mut term = 0;
+    if caps.election {
+        let leadership = backend
+            .election(&session, name(h, "fenced-election")?)
+            .ctx("making an election")?
+            .campaign(Bytes::from_static(b"fenced"))
+            .bounded("campaigning")
+            .await?;
+        term = leadership.term().get();
+        leadership.resign().bounded("resigning").await?;
+    }
+    session.close().bounded("closing the session").await?;
+    Ok([lock, write, term])
+}
+
+/// Fencing tokens across a restart: a lock, a write lock and a leadership are granted
+/// once before and once after the private server restarts (losing its state where
+/// the store does: Redis without persistence); every token after must be greater than
+/// its counterpart before. A store whose tokens may repeat must not declare `fencing`.
+pub(crate) async fn fencing_tokens(h: Harness) -> Check {
+    let (mut server, backend) = private_server(&h).await?;
+    let before = grant_tokens(&h, &backend).await?;
+    let (_, downtime) = restart(&mut server).await?;
+    let after = grant_tokens(&h, &backend).await?;
+    let kinds = ["lock", "write lock", "election term"];
+    for ((kind, before), after) in kinds.iter().zip(before).zip(after) {
+        ensure!(
+            before == 0 || after > before,
+            "the {kind} token went from {before} before the restart to {after} after it"
+        );
+    }
+    Ok(Holds::figure(
+        format!(
+            "lock token {} → {} across a {} restart",
+            before[0],
+            after[0],
+            secs(downtime)
+        ),
+        format!(
+            "tokens before {before:?}, after {after:?} (lock, write lock, term; 0 = not offered)"
+        ),
+    ))
+}
