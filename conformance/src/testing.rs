@@ -232,6 +232,7 @@ macro_rules! conformance_tests {
             server_restart_fencing_tokens
             server_cluster_leader_loss
             api_invalid_names_and_arguments
+            api_names_do_not_collide
             api_timed_acquisition
             api_capabilities_match
         }

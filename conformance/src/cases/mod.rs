@@ -20,6 +20,7 @@ mod kill;
 mod linearizable;
 pub(crate) mod lock;
 mod multi_lock;
+mod names;
 mod partition;
 mod pause;
 mod queue;
@@ -597,6 +598,15 @@ pub static CASES: &[Case] = &[
         claim: Claim::Contract,
         hooks: &[],
         run: |h| boxed(api::invalid_names_and_arguments(h)),
+    },
+    Case {
+        id: "api_names_do_not_collide",
+        primitive: Primitive::Api,
+        guarantee: "distinct (kind, name) pairs never share a key: nested, alike and random names",
+        needs: &[],
+        claim: Claim::Contract,
+        hooks: &[],
+        run: |h| boxed(names::do_not_collide(h)),
     },
     Case {
         id: "api_timed_acquisition",
