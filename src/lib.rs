@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | `memory://` (fresh) or `memory://NAME` (shared in the process) | (always) | [`memory`] |
 //! | `etcd://host:port[,host:port...][/namespace]` | `etcd` | `distsync-etcd` |
-//! | `redis://host:port[/db][?namespace=...]` | `redis` | `distsync-redis` |
+//! | `redis://host:port[/db][?namespace=...][&allow_eviction=true]` (a server must run `maxmemory-policy noeviction` unless `allow_eviction=true`, which declares the guarantees lost) | `redis` | `distsync-redis` |
 //! | `postgres://user@host:port/db[?schema=...]` | `postgres` | `distsync-postgres` |
 //!
 //! The items here are the user's API: [`connect`] and the [`Coordinator`] it returns,
@@ -36,18 +36,22 @@ pub use distsync_core::{
     Leadership, LockGuard, Lost, Name, ReadGuard, Result, Session, SessionHealth, SessionId,
     SessionOptions, DEFAULT_TTL,
 };
+
 // The primitives.
 pub use distsync_core::{
     Barrier, DoubleBarrier, Election, Locker, MultiLockGuard, MultiLocker, Queue, RwLock,
-    DEFAULT_PRIORITY,
+    Semaphore, DEFAULT_PRIORITY,
 };
+
 // Software transactional memory.
 pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
-// The in-memory backend (`memory://`), observability, migration between stores, and
-// the backend author's API.
+
 /// The in-memory backend, for tests: `Coordinator::new(MemoryBackend::new())`.
 pub use distsync_core::memory::MemoryBackend;
-pub use distsync_core::{instrument, memory, migrate, raw};
+
+// The in-memory backend (`memory://`), observability, migration between stores, the
+// notes on timed acquisition, and the backend author's API.
+pub use distsync_core::{instrument, memory, migrate, raw, timeout};
 
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
