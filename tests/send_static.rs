@@ -9,9 +9,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use distsync::{
     Barrier, Bytes, Coordinator, DoubleBarrier, Election, Isolation, LeaderInfo, Leadership,
-    LockGuard, Locker, Lost, Queue, ReadGuard, Result, RwLock, Session, Stm, StmTx,
+    LockGuard, Locker, Lost, MultiLockGuard, MultiLocker, Queue, ReadGuard, Result, RwLock,
+    Semaphore, Session, Stm, StmTx,
 };
 
 fn assert_send_static<T: Send + 'static>(_: &T) {}
@@ -39,6 +42,8 @@ fn guards_and_results_are_send_static() {
     send_static::<LockGuard>();
     send_static::<ReadGuard>();
     send_static::<Leadership>();
+    send_static::<MultiLockGuard>();
+    send_static::<MultiLocker>();
     send_static::<Lost>();
     send_static::<LeaderInfo>();
     send_static::<Result<LockGuard>>();
@@ -139,6 +144,38 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     assert_spawnable(async move {
         double.enter().await?;
         double.leave().await
+    });
+
+    // Semaphore: acquire, try_acquire, and the timed twin.
+    let semaphore: Box<dyn Semaphore> = coordinator.semaphore(&session, "send/semaphore", 2)?;
+    assert_send_sync_static(&semaphore);
+    assert_send(&semaphore.acquire());
+    assert_send(&semaphore.try_acquire());
+    assert_spawnable(async move {
+        let permit = semaphore.acquire_timeout(Duration::from_secs(1)).await?;
+        permit.unlock().await?;
+        semaphore.try_acquire().await?;
+        semaphore.acquire().await
+    });
+
+    // MultiLocker: lock, try_lock; its guard.
+    let multi: MultiLocker = coordinator.multi_locker(&session, &["send/a", "send/b"])?;
+    assert_send_sync_static(&multi);
+    assert_send(&multi.lock());
+    assert_send(&multi.try_lock());
+    let all = multi.lock().await?;
+    assert_send_static(&all);
+    assert_spawnable(all.lost());
+    assert_spawnable(all.unlock());
+    assert_spawnable(async move { multi.lock().await });
+
+    // The timed twins of the blocking calls.
+    let locker = coordinator.locker(&session, "send/timed")?;
+    let queue = coordinator.queue("send/timed")?;
+    assert_spawnable(async move {
+        let guard = locker.lock_timeout(Duration::from_secs(1)).await?;
+        guard.unlock().await?;
+        queue.dequeue_timeout(Duration::from_millis(1)).await
     });
 
     // STM: atomically, atomically_with.

@@ -10,8 +10,8 @@
 //! - [`Lease`] and [`KeepAlive`]: the store's side of a session, handed to
 //!   `Session::start` together with the instant the grant was sent;
 //! - the primitive traits a backend returns boxed ([`Locker`], [`Election`] with its
-//!   [`Proclaim`] part, [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`]) and the
-//!   STM engine ([`Stm`], [`StmAttempt`], [`Write`]);
+//!   [`Proclaim`] part, [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`],
+//!   [`Semaphore`]) and the STM engine ([`Stm`], [`StmAttempt`], [`Write`]);
 //! - guards and leaderships, made with `LockGuard::new`, `ReadGuard::new` and
 //!   `Leadership::new` from the key, the token, the session and a [`ReleaseFn`]
 //!   (these constructors are hidden from the user docs);
@@ -102,6 +102,7 @@ pub use crate::migrate::{QueueItem, Snapshot};
 pub use crate::name::Name;
 pub use crate::queue::Queue;
 pub use crate::rwlock::RwLock;
+pub use crate::semaphore::Semaphore;
 pub use crate::session::{Session, SessionId, SessionOptions};
 pub use crate::stm::Stm;
 pub use crate::token::FencingToken;
