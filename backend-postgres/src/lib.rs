@@ -196,9 +196,6 @@ fn pool_options(size: u32) -> PgPoolOptions {
 /// - `min_session_ttl`: 1 s.
 pub fn capabilities() -> Capabilities {
     Capabilities {
-        // A hold connection that closes frees its advisory lock at once, before the
-        // holder's client-side deadline: not yet safe under a reset partition.
-        partition_safe: false,
         // Not built on PostgreSQL yet: `Backend::semaphore` answers Unsupported.
         semaphore: false,
         ..Capabilities::all(BACKEND, Duration::from_secs(1))
