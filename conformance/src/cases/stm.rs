@@ -330,7 +330,6 @@ async fn provoke(h: &Harness, isolation: Isolation, anomaly: Anomaly) -> Check<(
     let committed = within_check(PROMPT * 2, format!("transaction A ({anomaly:?})"), async {
         stm.atomically_with(isolation, &StmOptions::default(), |tx| {
             let (stm_b, x, y, b_ran) = (stm_b.clone(), xa.clone(), ya.clone(), b_ran.clone());
-            let step = step.clone();
             async move {
                 let first = tx.get(&x).await?;
                 let second = tx.get(&y).await?;
