@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Test servers for distsync: one etcd, a three-member etcd cluster, Redis and
-# PostgreSQL, on loopback, with their state under .servers/ in the repository root.
+# PostgreSQL, on loopback, with their state under .servers/ in the repository root;
+# plus an etcd with client-certificate TLS and auth (RBAC) and a Redis with TLS and an
+# ACL user, whose throwaway CA, certificates and passwords are generated at the first
+# `up` under <state directory>/tls (see docs/CONNECTING.md).
 #
 #   scripts/servers.sh up              install what is missing, start what is not running
 #   scripts/servers.sh down            stop what this script started
@@ -17,11 +20,14 @@
 # Ports (defaults in brackets) can be moved, e.g. to run a second set beside the first:
 #   DISTSYNC_PORT_BASE=B             etcd B, cluster B+1..B+3, etcd peer B+10, cluster
 #                                    peers B+11..B+13, Redis B+20, PostgreSQL B+21; the
-#                                    state directory becomes .servers/base-B
+#                                    state directory becomes .servers/base-B;
+#                                    TLS etcd B+4 (peer B+14), TLS Redis B+22
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
 #   DISTSYNC_REDIS_PORT [26379]       DISTSYNC_POSTGRES_PORT [25432]
+#   DISTSYNC_ETCD_TLS_PORT [23794]    DISTSYNC_ETCD_TLS_PEER_PORT [23804]
+#   DISTSYNC_REDIS_TLS_PORT [26380]
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
 
@@ -42,13 +48,14 @@ is_port() { [[ $1 =~ ^[0-9]+$ ]] && ((1 <= $1 && $1 <= 65535)); }
 
 base=${DISTSYNC_PORT_BASE:-}
 if [[ -n $base ]]; then
-    if ! { is_port "$base" && is_port $((base + 21)); }; then
+    if ! { is_port "$base" && is_port $((base + 22)); }; then
         die "DISTSYNC_PORT_BASE=$base is not a usable port base"
     fi
-    defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21)))
+    defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
+        $((base + 4)) $((base + 14)) $((base + 22)))
     default_dir=$ROOT/.servers/base-$base
 else
-    defaults=(23790 23800 23791 23801 26379 25432)
+    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -57,16 +64,26 @@ CLUSTER_PORT=${DISTSYNC_ETCD_CLUSTER_PORT:-${defaults[2]}}
 CLUSTER_PEER_PORT=${DISTSYNC_ETCD_CLUSTER_PEER_PORT:-${defaults[3]}}
 REDIS_PORT=${DISTSYNC_REDIS_PORT:-${defaults[4]}}
 PG_PORT=${DISTSYNC_POSTGRES_PORT:-${defaults[5]}}
-for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) "$REDIS_PORT" "$PG_PORT"; do
+ETCD_TLS_PORT=${DISTSYNC_ETCD_TLS_PORT:-${defaults[6]}}
+ETCD_TLS_PEER_PORT=${DISTSYNC_ETCD_TLS_PEER_PORT:-${defaults[7]}}
+REDIS_TLS_PORT=${DISTSYNC_REDIS_TLS_PORT:-${defaults[8]}}
+for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) "$REDIS_PORT" "$PG_PORT" \
+    "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT"; do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
+readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT
+# The throwaway CA, certificates and passwords of the TLS servers.
+readonly TLS=$DIR/tls
+# The user and key prefix the TLS etcd's RBAC role and the TLS Redis's ACL allow.
+readonly TLS_USER=distsync TLS_PREFIX=distsync-tls
 
 readonly MEMBERS=(1 2 3)
 member_port() { echo $((CLUSTER_PORT + $1 - 1)); }
 member_peer_port() { echo $((CLUSTER_PEER_PORT + $1 - 1)); }
 
+# urls [redacted]: the URLs, the TLS servers' passwords shown as *** with `redacted`.
 urls() {
     local cluster=() n
     for n in "${MEMBERS[@]}"; do cluster+=("$HOST:$(member_port "$n")"); done
@@ -75,6 +92,36 @@ urls() {
     echo "DISTSYNC_ETCD_CLUSTER_URL=etcd://${cluster[*]}"
     echo "DISTSYNC_REDIS_URL=redis://$HOST:$REDIS_PORT"
     echo "DISTSYNC_POSTGRES_URL=postgres://distsync@$HOST:$PG_PORT/distsync"
+    if [[ ${1:-} == redacted ]]; then
+        tls_urls | sed -E "s|://$TLS_USER:[^@]*@|://$TLS_USER:***@|"
+    else
+        tls_urls
+    fi
+}
+
+# The TLS servers' URLs, once their certificates and passwords exist (the first `up`
+# makes them). They carry a password: print them to a terminal or `eval` them, never
+# to a log.
+tls_urls() {
+    [[ -f $TLS/complete ]] || return 0
+    local files
+    files="ca=$(query_escape "$TLS/ca.crt")&cert=$(query_escape "$TLS/client.crt")&key=$(query_escape "$TLS/client.key")"
+    echo "DISTSYNC_TLS_DIR=$(printf %q "$TLS")"
+    echo "DISTSYNC_ETCD_TLS_URL='etcd://$TLS_USER:$(<"$TLS/etcd.password")@$HOST:$ETCD_TLS_PORT/$TLS_PREFIX?tls=true&$files'"
+    echo "DISTSYNC_REDIS_TLS_URL='rediss://$TLS_USER:$(<"$TLS/redis.password")@$HOST:$REDIS_TLS_PORT/0?namespace=$TLS_PREFIX:&$files'"
+}
+
+# Percent-encodes what would break a URL query value (a path with spaces, `&`, `#`...).
+query_escape() {
+    local text=$1 out='' char i
+    for ((i = 0; i < ${#text}; i++)); do
+        char=${text:i:1}
+        case $char in
+        [A-Za-z0-9/._~-]) out+=$char ;;
+        *) out+=$(printf '%%%02X' "'$char") ;;
+        esac
+    done
+    printf '%s' "$out"
 }
 
 # --- installation ----------------------------------------------------------------
@@ -89,7 +136,7 @@ ensure_installed() {
     local missing=() cmd pkg
     # command:package pairs; cc is needed by cargo to link, protoc by etcd-client's build.
     for pair in etcd:etcd-server etcdctl:etcd-client redis-server:redis-server \
-        redis-cli:redis-server protoc:protobuf-compiler cc:gcc; do
+        redis-cli:redis-server protoc:protobuf-compiler cc:gcc openssl:openssl; do
         cmd=${pair%%:*} pkg=${pair#*:}
         command -v "$cmd" >/dev/null || missing+=("$pkg")
     done
@@ -120,6 +167,19 @@ etcd_healthy() {
         endpoint health >/dev/null 2>&1
 }
 redis_healthy() { [[ $(redis-cli -h "$HOST" -p "$1" ping 2>/dev/null) == PONG ]]; }
+# TLS servers: a client certificate from the throwaway CA, and the password from the
+# environment (never on a command line).
+etcd_tls_ctl() {
+    ETCDCTL_API=3 etcdctl --endpoints="https://$HOST:$ETCD_TLS_PORT" --dial-timeout=2s --command-timeout=5s \
+        --cacert="$TLS/ca.crt" --cert="$TLS/client.crt" --key="$TLS/client.key" "$@"
+}
+# Healthy with auth on or off: etcdctl counts `permission denied` as healthy.
+etcd_tls_healthy() { etcd_tls_ctl endpoint health >/dev/null 2>&1; }
+redis_tls_healthy() {
+    [[ $(REDISCLI_AUTH=$(<"$TLS/redis.password") redis-cli --tls --cacert "$TLS/ca.crt" \
+        --cert "$TLS/client.crt" --key "$TLS/client.key" -h "$HOST" -p "$1" --user "$TLS_USER" \
+        --no-auth-warning ping 2>/dev/null) == PONG ]]
+}
 # Ready means the distsync role can log in to its database, not just that the port answers.
 postgres_healthy() {
     PGCONNECT_TIMEOUT=2 "$(pg_bin)/psql" -h "$HOST" -p "$1" -U distsync -d distsync -Atqc 'select 1' >/dev/null 2>&1
@@ -206,6 +266,101 @@ etcd_spawn() {
         --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
         --initial-cluster "$4" --initial-cluster-token "distsync-$5" \
         --initial-cluster-state new --logger zap --log-outputs stderr
+}
+
+# --- TLS servers ---------------------------------------------------------------------
+
+# The throwaway CA (and a second, untrusted one, for tests of a wrong CA or a client
+# certificate it did not sign), a server certificate for 127.0.0.1 and localhost, client
+# certificates, and random passwords: made once, in a temporary directory renamed into
+# place when complete, so an interrupted run leaves nothing half made.
+tls_ensure() {
+    [[ -f $TLS/complete ]] && return 0
+    local tmp
+    tmp=$(mktemp -d "$DIR/tls.XXXXXX")
+    chmod 700 "$tmp"
+    if ! (cd "$tmp" && tls_generate) >"$tmp/openssl.log" 2>&1; then
+        tail -n 20 "$tmp/openssl.log" >&2
+        rm -rf "$tmp"
+        die "generating the TLS certificates failed"
+    fi
+    rm -rf "$TLS"
+    mv "$tmp" "$TLS"
+    log "made a throwaway CA, certificates and passwords in $TLS"
+}
+
+# issue NAME CA SUBJECT EXTENSIONS: a P-256 key and a certificate signed by CA.
+tls_issue() {
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$3" \
+        -keyout "$1.key" -out "$1.csr"
+    printf '%s\n' "$4" >"$1.ext"
+    openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial \
+        -days 3650 -extfile "$1.ext" -out "$1.crt"
+    rm -f "$1.csr" "$1.ext"
+}
+
+# Runs in the new directory, in a subshell.
+tls_generate() {
+    set -e
+    umask 077
+    local name client_ext=$'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature'
+    for name in ca other-ca; do
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+            -subj "/CN=distsync test $name" -keyout "$name.key" -out "$name.crt" \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    done
+    tls_issue server ca localhost $'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature'
+    tls_issue client ca distsync-client "$client_ext"
+    tls_issue other-client other-ca distsync-client "$client_ext"
+    for name in redis etcd etcd-root; do openssl rand -hex 16 >"$name.password"; done
+    # Redis: the default user is off, so every client logs in as the ACL user, whose
+    # keys and channels are limited to the test prefix (hash-tagged: `{prefix...`).
+    printf 'user default off\nuser %s on >%s ~{%s:* &{%s:* +@all -@dangerous +config|get +info\n' \
+        "$TLS_USER" "$(<redis.password)" "$TLS_PREFIX" "$TLS_PREFIX" >redis.acl
+    touch complete
+}
+
+etcd_tls_start() {
+    local client=https://$HOST:$ETCD_TLS_PORT peer=http://$HOST:$ETCD_TLS_PEER_PORT
+    spawn etcd-tls etcd --name etcd-tls --data-dir "$DIR/etcd-tls/data" \
+        --listen-client-urls "$client" --advertise-client-urls "$client" \
+        --cert-file "$TLS/server.crt" --key-file "$TLS/server.key" \
+        --client-cert-auth --trusted-ca-file "$TLS/ca.crt" \
+        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+        --initial-cluster "etcd-tls=$peer" --initial-cluster-token "distsync-tls-$ETCD_TLS_PEER_PORT" \
+        --initial-cluster-state new --logger zap --log-outputs stderr
+}
+
+# etcd_tls_step COMMAND...: one etcdctl step of the auth setup; "already exists" (from
+# an interrupted earlier run) counts as done.
+etcd_tls_step() {
+    local out
+    out=$(etcd_tls_ctl "$@" 2>&1) || [[ $out == *"already exists"* || $out == *"already granted"* ]] ||
+        { log "etcd-tls: etcdctl $1 $2 failed: $out"; return 1; }
+}
+
+# Auth on the TLS etcd, once: a root user, and the test user whose role may read and
+# write the test prefix only.
+etcd_tls_ensure_auth() {
+    if ETCDCTL_USER=root:$(<"$TLS/etcd-root.password") etcd_tls_ctl user get "$TLS_USER" >/dev/null 2>&1; then
+        return 0
+    fi
+    etcd_tls_step user add root --new-user-password="$(<"$TLS/etcd-root.password")" &&
+        etcd_tls_step role add root &&
+        etcd_tls_step user grant-role root root &&
+        etcd_tls_step user add "$TLS_USER" --new-user-password="$(<"$TLS/etcd.password")" &&
+        etcd_tls_step role add "$TLS_PREFIX" &&
+        etcd_tls_step role grant-permission "$TLS_PREFIX" --prefix=true readwrite "$TLS_PREFIX/" &&
+        etcd_tls_step user grant-role "$TLS_USER" "$TLS_PREFIX" &&
+        etcd_tls_step auth enable || return 1
+    log "etcd-tls: auth enabled (users root and $TLS_USER; role $TLS_PREFIX on $TLS_PREFIX/)"
+}
+
+redis_tls_start() {
+    spawn redis-tls redis-server --bind "$HOST" --port 0 --tls-port "$REDIS_TLS_PORT" \
+        --tls-cert-file "$TLS/server.crt" --tls-key-file "$TLS/server.key" \
+        --tls-ca-cert-file "$TLS/ca.crt" --tls-auth-clients optional \
+        --aclfile "$TLS/redis.acl" --save '' --appendonly no --dir "$DIR/redis-tls"
 }
 
 redis_start() {
@@ -299,10 +454,12 @@ postgres_stop() {
 }
 
 # Server names and, for the cluster, which member: etcd, etcd-N, redis, postgres.
-ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres)
+ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
+    etcd-tls) echo "$ETCD_TLS_PORT" ;;
+    redis-tls) echo "$REDIS_TLS_PORT" ;;
     etcd-*) member_port "${1#etcd-}" ;;
     redis) echo "$REDIS_PORT" ;;
     postgres) echo "$PG_PORT" ;;
@@ -310,11 +467,13 @@ port_of() {
 }
 check() {
     case $1 in
+    etcd-tls) etcd_tls_healthy ;;
+    redis-tls) redis_tls_healthy "$(port_of "$1")" ;;
     etcd*) etcd_healthy "$(port_of "$1")" ;;
     *) "$1_healthy" "$(port_of "$1")" ;;
     esac
 }
-start() { case $1 in etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
+start() { case $1 in etcd-tls) etcd_tls_start ;; redis-tls) redis_tls_start ;; etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
 stop() { case $1 in postgres) postgres_stop ;; *) stop_owned "$1" ;; esac }
 log_of() { case $1 in postgres) echo "$DIR/postgres/server.log" ;; *) echo "$DIR/$1.log" ;; esac }
 
@@ -333,6 +492,7 @@ bring_up() {
     for name in "$@"; do
         [[ $name != postgres ]] || check postgres || postgres_ensure_role
         wait_until "$name on port $(port_of "$name")" "$(log_of "$name")" check "$name"
+        [[ $name != etcd-tls ]] || etcd_tls_ensure_auth || die "etcd-tls: could not enable auth (log: $(log_of etcd-tls))"
     done
 }
 
@@ -360,9 +520,10 @@ case $cmd in
 up)
     ensure_installed
     lock_state_dir
+    tls_ensure
     bring_up "${ALL[@]}"
     log "all servers up"
-    urls
+    urls redacted
     ;;
 down)
     lock_state_dir
