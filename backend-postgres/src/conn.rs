@@ -206,3 +206,47 @@ fn died(dead: &CancellationToken, holder: &Mutex<Option<Weak<LeaseInner>>>, pid:
         None => tracing::debug!(pid, "an idle session connection closed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    /// A dedicated connection applies its settings after connecting (none are sent as
+    /// startup parameters), and a statement runs on it.
+    #[tokio::test]
+    async fn settings_are_applied_after_connecting() {
+        let Some(url) = distsync_conformance::server_url("DISTSYNC_POSTGRES_URL") else {
+            return;
+        };
+        let options = PgConnectOptions::from_str(&url).unwrap();
+        let conn = Conn::open(&options, "SELECT 1".into()).await.unwrap();
+        let settings = conn
+            .run(|c: &mut PgListener| {
+                Box::pin(async move {
+                    sqlx::query_as::<_, (String, String, String, String, i32)>(
+                        "SELECT current_setting('idle_session_timeout'), \
+                                current_setting('lock_timeout'), \
+                                current_setting('client_connection_check_interval'), \
+                                current_setting('synchronous_commit'), \
+                                pg_backend_pid()",
+                    )
+                    .fetch_one(&mut *c)
+                    .await
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            settings,
+            (
+                "0".to_owned(),
+                "0".to_owned(),
+                "1s".to_owned(),
+                "on".to_owned(),
+                conn.pid()
+            )
+        );
+    }
+}

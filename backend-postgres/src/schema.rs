@@ -32,7 +32,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS {s}.double_barrier_entries (
 );
 CREATE INDEX IF NOT EXISTS double_barrier_entries_session
     ON {s}.double_barrier_entries (session_id);
--- Version 4: one entry per participant (a handle), not per session.
+-- Since version 4: one entry per participant (a handle), not per session.
 ALTER TABLE {s}.double_barrier_entries ADD COLUMN IF NOT EXISTS participant bigint NOT NULL DEFAULT 0;
 ALTER TABLE {s}.double_barrier_entries DROP CONSTRAINT IF EXISTS double_barrier_entries_pkey;
 ALTER TABLE {s}.double_barrier_entries ADD PRIMARY KEY (name, session_id, participant);
@@ -420,9 +420,12 @@ $$;
 -- A clean release: deletes this connection's grant row of (k1, k2), then unlocks. A
 -- waiter granted the advisory lock meanwhile waits for this transaction in the gate
 -- and finds no row. False if this connection did not hold the lock.
+-- Committed asynchronously: a release lost in a crash of the server leaves a grant row
+-- that gates the next grant until its session expires, the safe side.
 CREATE OR REPLACE FUNCTION {s}.lock_release(k1 integer, k2 integer, exclusive boolean)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
     DELETE FROM {s}.lock_grants WHERE name_id = k2 AND pid = pg_backend_pid();
     RETURN {s}.advisory_unlock(k1, k2, exclusive);
 END
