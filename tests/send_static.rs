@@ -69,7 +69,7 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     assert_spawnable(owned(&coordinator, |c| async move { c.session().await }));
 
     // Locker: lock, try_lock; its guard.
-    let locker: Box<dyn Locker> = coordinator.locker(&session, "send/lock")?;
+    let locker: Arc<dyn Locker> = coordinator.locker(&session, "send/lock")?;
     assert_send_sync_static(&locker);
     assert_send(&locker.lock());
     assert_send(&locker.try_lock());
@@ -83,7 +83,7 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     assert_spawnable(async move { locker.try_lock().await });
 
     // RwLock: read, write, try_read, try_write; their guards.
-    let rwlock: Box<dyn RwLock> = coordinator.rwlock(&session, "send/rwlock")?;
+    let rwlock: Arc<dyn RwLock> = coordinator.rwlock(&session, "send/rwlock")?;
     assert_send_sync_static(&rwlock);
     assert_send(&rwlock.read());
     assert_send(&rwlock.write());
@@ -102,7 +102,7 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     });
 
     // Election: campaign, leader, observe; the leadership.
-    let election: Box<dyn Election> = coordinator.election(&session, "send/election")?;
+    let election: Arc<dyn Election> = coordinator.election(&session, "send/election")?;
     assert_send_sync_static(&election);
     assert_send(&election.campaign(Bytes::from("a")));
     assert_send(&election.leader());
@@ -113,7 +113,7 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     assert_spawnable(async move { election.campaign(Bytes::from("b")).await });
 
     // Queue: dequeue, try_dequeue.
-    let queue: Box<dyn Queue> = coordinator.queue("send/queue")?;
+    let queue: Arc<dyn Queue> = coordinator.queue("send/queue")?;
     assert_send_sync_static(&queue);
     assert_send(&queue.dequeue());
     assert_send(&queue.try_dequeue());
@@ -125,7 +125,7 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     });
 
     // Barrier: hold, release, wait.
-    let barrier: Box<dyn Barrier> = coordinator.barrier("send/barrier")?;
+    let barrier: Arc<dyn Barrier> = coordinator.barrier("send/barrier")?;
     assert_send_sync_static(&barrier);
     assert_send(&barrier.wait());
     assert_send(&barrier.hold());
@@ -137,7 +137,7 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     });
 
     // DoubleBarrier: enter, leave.
-    let double: Box<dyn DoubleBarrier> = coordinator.double_barrier(&session, "send/double", 2)?;
+    let double: Arc<dyn DoubleBarrier> = coordinator.double_barrier(&session, "send/double", 2)?;
     assert_send_sync_static(&double);
     assert_send(&double.enter());
     assert_send(&double.leave());
@@ -147,7 +147,7 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     });
 
     // Semaphore: acquire, try_acquire, and the timed twin.
-    let semaphore: Box<dyn Semaphore> = coordinator.semaphore(&session, "send/semaphore", 2)?;
+    let semaphore: Arc<dyn Semaphore> = coordinator.semaphore(&session, "send/semaphore", 2)?;
     assert_send_sync_static(&semaphore);
     assert_send(&semaphore.acquire());
     assert_send(&semaphore.try_acquire());

@@ -1,6 +1,7 @@
 //! The uncontended lock+unlock cycle: distsync, the raw store commands and the peers
 //! on one store, measured in interleaved rounds.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -73,7 +74,7 @@ pub struct CycleResult {
 /// distsync's cycle: `lock().await?.unlock().await?` on one locker of one session.
 pub struct DistsyncCycle {
     session: Session,
-    locker: Box<dyn Locker>,
+    locker: Arc<dyn Locker>,
 }
 
 impl DistsyncCycle {

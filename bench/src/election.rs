@@ -6,6 +6,7 @@
 //! clock runs until the observer reports the other's value. Each campaign carries a
 //! fresh value, so the observer's report identifies it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distsync::{Election, Leadership, Session};
@@ -26,9 +27,9 @@ pub struct ElectionResult {
     pub error: Option<String>,
 }
 
-type Campaign = JoinHandle<(Box<dyn Election>, distsync::Result<Leadership>)>;
+type Campaign = JoinHandle<(Arc<dyn Election>, distsync::Result<Leadership>)>;
 
-fn campaign(election: Box<dyn Election>, value: String) -> Campaign {
+fn campaign(election: Arc<dyn Election>, value: String) -> Campaign {
     tokio::spawn(async move {
         let outcome = election.campaign(value.into()).await;
         (election, outcome)

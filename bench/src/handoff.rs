@@ -126,7 +126,7 @@ impl Line {
 
 /// One participant: lock, wait for a full line, unlock, again, until the run stops.
 /// A participant that fails stops the run, so no holder waits for it.
-async fn participant(line: Arc<Line>, locker: Box<dyn Locker>) -> Result<()> {
+async fn participant(line: Arc<Line>, locker: Arc<dyn Locker>) -> Result<()> {
     let outcome = turns(&line, locker.as_ref()).await;
     if outcome.is_err() {
         line.stop();

@@ -172,8 +172,11 @@ impl Coordinator {
 
     /// See [`Backend::locker`]. Acquisitions, waits, holds and releases are traced and
     /// counted (see [`crate::instrument`]).
-    pub fn locker(&self, session: &Session, name: &str) -> Result<Box<dyn Locker>> {
-        Ok(Box::new(InstrumentedLocker {
+    ///
+    /// Handles are cheap to clone (an `Arc`) and can be shared across tasks; two tasks
+    /// locking through one handle (one session) take turns.
+    pub fn locker(&self, session: &Session, name: &str) -> Result<Arc<dyn Locker>> {
+        Ok(Arc::new(InstrumentedLocker {
             backend: self.backend_name(),
             inner: self.backend.locker(session, Name::new(name)?)?,
         }))
@@ -199,32 +202,32 @@ impl Coordinator {
     }
 
     /// See [`Backend::election`]. Campaigns and terms are traced and counted.
-    pub fn election(&self, session: &Session, name: &str) -> Result<Box<dyn Election>> {
-        Ok(Box::new(InstrumentedElection {
+    pub fn election(&self, session: &Session, name: &str) -> Result<Arc<dyn Election>> {
+        Ok(Arc::new(InstrumentedElection {
             backend: self.backend_name(),
             inner: self.backend.election(session, Name::new(name)?)?,
         }))
     }
 
     /// See [`Backend::rwlock`]. Read and write holds are traced and counted.
-    pub fn rwlock(&self, session: &Session, name: &str) -> Result<Box<dyn RwLock>> {
-        Ok(Box::new(InstrumentedRwLock {
+    pub fn rwlock(&self, session: &Session, name: &str) -> Result<Arc<dyn RwLock>> {
+        Ok(Arc::new(InstrumentedRwLock {
             backend: self.backend_name(),
             inner: self.backend.rwlock(session, Name::new(name)?)?,
         }))
     }
 
     /// See [`Backend::queue`]. Enqueues and dequeues are counted.
-    pub fn queue(&self, name: &str) -> Result<Box<dyn Queue>> {
-        Ok(Box::new(InstrumentedQueue {
+    pub fn queue(&self, name: &str) -> Result<Arc<dyn Queue>> {
+        Ok(Arc::new(InstrumentedQueue {
             backend: self.backend_name(),
             inner: self.backend.queue(Name::new(name)?)?,
         }))
     }
 
     /// See [`Backend::barrier`].
-    pub fn barrier(&self, name: &str) -> Result<Box<dyn Barrier>> {
-        self.backend.barrier(Name::new(name)?)
+    pub fn barrier(&self, name: &str) -> Result<Arc<dyn Barrier>> {
+        Ok(Arc::from(self.backend.barrier(Name::new(name)?)?))
     }
 
     /// See [`Backend::double_barrier`].
@@ -233,9 +236,12 @@ impl Coordinator {
         session: &Session,
         name: &str,
         count: usize,
-    ) -> Result<Box<dyn DoubleBarrier>> {
-        self.backend
-            .double_barrier(session, Name::new(name)?, count)
+    ) -> Result<Arc<dyn DoubleBarrier>> {
+        Ok(Arc::from(self.backend.double_barrier(
+            session,
+            Name::new(name)?,
+            count,
+        )?))
     }
 
     /// See [`Backend::semaphore`].
@@ -244,8 +250,12 @@ impl Coordinator {
         session: &Session,
         name: &str,
         permits: usize,
-    ) -> Result<Box<dyn crate::semaphore::Semaphore>> {
-        self.backend.semaphore(session, Name::new(name)?, permits)
+    ) -> Result<Arc<dyn crate::semaphore::Semaphore>> {
+        Ok(Arc::from(self.backend.semaphore(
+            session,
+            Name::new(name)?,
+            permits,
+        )?))
     }
 
     /// See [`Backend::stm`]; run transactions with [`atomically`](crate::stm::Stm#method.atomically).

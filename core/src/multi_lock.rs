@@ -8,6 +8,7 @@
 //! (FIFO waiters, fencing tokens, `lost()`) on every backend.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{select_all, FutureExt};
@@ -37,7 +38,7 @@ use crate::token::FencingToken;
 /// ```
 pub struct MultiLocker {
     /// One locker per distinct name, in canonical order.
-    lockers: Vec<Box<dyn Locker>>,
+    lockers: Vec<Arc<dyn Locker>>,
 }
 
 impl fmt::Debug for MultiLocker {
@@ -53,7 +54,7 @@ impl MultiLocker {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `lockers` is empty.
-    pub fn new(mut lockers: Vec<Box<dyn Locker>>) -> Result<Self> {
+    pub fn new(mut lockers: Vec<Arc<dyn Locker>>) -> Result<Self> {
         if lockers.is_empty() {
             return Err(Error::InvalidArgument(
                 "a multi-lock needs at least one name".into(),

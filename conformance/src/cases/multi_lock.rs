@@ -27,7 +27,7 @@ pub(crate) async fn opposite_orders(h: Harness) -> Check {
         let session = h.session().bounded(format!("opening session {i}")).await?;
         let lockers = order
             .iter()
-            .map(|&name| h.backend().locker(&session, name.clone()))
+            .map(|&name| h.backend().locker(&session, name.clone()).map(Arc::from))
             .collect::<distsync_core::Result<Vec<_>>>()
             .ctx("making lockers")?;
         let multi = MultiLocker::new(lockers).ctx("making the multi-lock")?;
@@ -65,13 +65,13 @@ pub(crate) async fn opposite_orders(h: Harness) -> Check {
     let holder = h.session().bounded("opening the holder's session").await?;
     let other = h.session().bounded("opening the other session").await?;
     let held = MultiLocker::new(vec![
-        h.backend().locker(&holder, a.clone()).ctx("locker")?,
-        h.backend().locker(&holder, b.clone()).ctx("locker")?,
+        Arc::from(h.backend().locker(&holder, a.clone()).ctx("locker")?),
+        Arc::from(h.backend().locker(&holder, b.clone()).ctx("locker")?),
     ])
     .ctx("multi-lock")?;
     let refused = MultiLocker::new(vec![
-        h.backend().locker(&other, b).ctx("locker")?,
-        h.backend().locker(&other, a).ctx("locker")?,
+        Arc::from(h.backend().locker(&other, b).ctx("locker")?),
+        Arc::from(h.backend().locker(&other, a).ctx("locker")?),
     ])
     .ctx("multi-lock")?;
     let guard = held.lock().bounded("locking {a, b}").await?;
