@@ -1,9 +1,10 @@
--- Joins, re-checks or tries a fair queue (lock, rwlock, election).
+-- Joins, re-checks or tries a fair queue (lock, rwlock, election, semaphore).
 -- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
--- ARGV: channel prefix, p, id, mode (w|r), ttl ms, how (wait|try|check), margin ms,
--- session nonce, value (elections).
+-- ARGV: channel prefix, p, id, mode (w|r|s), ttl ms, how (wait|try|check), margin ms,
+-- session nonce, value (elections) or permit count (semaphores, decimal).
 -- Returns {1, token} when granted; {0, ms} when waiting, ms being the shortest TTL among
--- the holders (when to re-check if no wake-up comes); {0, 0} when a try fails; {-1}
+-- the holders (when to re-check if no wake-up comes); {0, 0} when a try fails;
+-- {-2, count} when joining a semaphore in use with another permit count; {-1}
 -- when the session (or this entry) is gone, or when joining finds the session key
 -- holding another nonce (another session's, see keepalive.lua) or less than the
 -- margin left of the session key's TTL (past the owner's client-side deadline, as in
@@ -13,6 +14,7 @@ local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
 local p, id, mode, ttl, how = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local val = mode .. id
 local elect = string.sub(p, -6) == ':elect'
+local sem = string.sub(p, -4) == ':sem'
 if how == 'check' then
   if redis.call('GET', ekey) ~= val then
     release_hold(ekey, val)
@@ -25,6 +27,12 @@ else
   local left = redis.call('PTTL', skey)
   if left < tonumber(ARGV[7]) then
     return {-1}
+  end
+  if sem then
+    local other = sem_agree(p, ARGV[9])
+    if other then
+      return {-2, tonumber(other)}
+    end
   end
   redis.call('SET', ekey, val, 'PX', left)
   redis.call('HSET', reg, ekey, val)

@@ -38,17 +38,21 @@ end
 -- clock, which has moved on.
 local FAIR_IDLE_MS = 3600000
 
--- Fair queues: locks (kind "lock"), read-write locks ("rw") and elections ("elect").
+-- Fair queues: locks (kind "lock"), read-write locks ("rw"), elections ("elect") and
+-- semaphores ("sem").
 -- Under the prefix p = "{<namespace><name>}:<kind>":
 --   p:q        sorted set of entry ids, scored by arrival (p:seq)
 --   p:g        hash of granted entry ids -> fencing token (0 for readers)
---   p:e:<id>   the entry key, value "<mode><id>" (mode w or r), PX = session TTL,
---              listed in its session's registry and renewed with it
+--   p:e:<id>   the entry key, value "<mode><id>" (mode w, r, or s for a semaphore
+--              permit), PX = session TTL, listed in its session's registry and
+--              renewed with it
 --   p:fence    the fencing-token counter (counter_next: seeded from the clock, so
 --              tokens only grow even when it is lost or expires while unused)
 --   p:w:<id>   the channel that wakes entry <id> when it is granted
 -- Elections also keep p:v (id -> value), p:ver (change counter), p:cur (id of the
 -- leader last published) and the channel p:ch (one message per change).
+-- Semaphores also keep p:n, the permit count: set by the first entry to join, checked
+-- by every later one (sem_agree), deleted when the line empties.
 
 local function fq_forget(p, id)
   redis.call('ZREM', p .. ':q', id)
@@ -57,14 +61,22 @@ local function fq_forget(p, id)
 end
 
 -- Grants what the fair rule now admits: the first live entry if it is a writer, or
--- every reader with no live writer ahead of it. Entries whose key is gone (their
--- session expired) are forgotten on the way. Each newly granted entry gets its token
--- (writers: the next value of p:fence) and exactly one wake-up, except the entry
--- `quiet` (optional): the caller's own, which learns of its grant from the reply.
+-- every reader with no live writer ahead of it, or (semaphores) the first p:n live
+-- permit entries. Entries whose key is gone (their session expired) are forgotten on
+-- the way. Each newly granted entry gets its token (writers and permits: the next
+-- value of p:fence) and exactly one wake-up, except the entry `quiet` (optional): the
+-- caller's own, which learns of its grant from the reply.
 local function fq_settle(p, quiet)
   local q = p .. ':q'
   local g = p .. ':g'
   local live_ahead = false
+  -- Semaphores: the permit count (1, the safe side, should p:n be missing) and the
+  -- live entries seen so far.
+  local cap = 1
+  if string.sub(p, -4) == ':sem' then
+    cap = tonumber(redis.call('GET', p .. ':n')) or 1
+  end
+  local live = 0
   local start = 0
   while true do
     local ids = redis.call('ZRANGE', q, start, start + 63)
@@ -79,12 +91,13 @@ local function fq_settle(p, quiet)
       else
         kept = kept + 1
         local writer = string.sub(v, 1, 1) == 'w'
-        if writer and live_ahead then
+        local permit = string.sub(v, 1, 1) == 's'
+        if (writer and live_ahead) or (permit and live >= cap) then
           return
         end
         if redis.call('HEXISTS', g, id) == 0 then
           local token = 0
-          if writer then
+          if writer or permit then
             token = counter_next(p .. ':fence')
             redis.call('PERSIST', p .. ':fence')
           end
@@ -97,10 +110,35 @@ local function fq_settle(p, quiet)
           return
         end
         live_ahead = true
+        live = live + 1
       end
     end
     start = start + kept
   end
+end
+
+-- The live entries of a fair queue (holders and waiters); read-only. An entry whose
+-- key is gone (its session expired) is not counted: fq_settle forgets it.
+local function fq_live(p)
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGE', p .. ':q', 0, -1)) do
+    if redis.call('EXISTS', p .. ':e:' .. id) == 1 then
+      n = n + 1
+    end
+  end
+  return n
+end
+
+-- A semaphore's permit count is part of its state: a joiner naming count n (a decimal
+-- string) agrees with p:n, or sets it when nobody is live in the line. Returns nil
+-- when it agrees, else the count in use (a decimal string).
+local function sem_agree(p, n)
+  local cur = redis.call('GET', p .. ':n')
+  if cur and cur ~= n and fq_live(p) > 0 then
+    return cur
+  end
+  redis.call('SET', p .. ':n', n)
+  return nil
 end
 
 -- The granted head of an election (its id and term), or nil.
@@ -205,6 +243,8 @@ local function release_hold(ekey, val)
       redis.call('PEXPIRE', p .. ':fence', FAIR_IDLE_MS)
       redis.call('PEXPIRE', p .. ':seq', FAIR_IDLE_MS)
       redis.call('PEXPIRE', p .. ':ver', FAIR_IDLE_MS)
+      -- A semaphore's count is state only while someone holds or waits.
+      redis.call('DEL', p .. ':n')
     end
   end
   return mine

@@ -31,8 +31,6 @@ pub fn capabilities() -> Capabilities {
     Capabilities {
         survives_restart: false,
         linearizable: false,
-        // Not built on Redis yet: `Backend::semaphore` answers Unsupported.
-        semaphore: false,
         ..Capabilities::all(BACKEND, Duration::from_millis(100))
     }
 }
@@ -275,6 +273,21 @@ impl Backend for RedisBackend {
             name,
             count,
         )))
+    }
+
+    fn semaphore(
+        &self,
+        session: &Session,
+        name: Name,
+        permits: usize,
+    ) -> Result<Box<dyn distsync_core::Semaphore>> {
+        self.lease(session)?;
+        Ok(Box::new(crate::semaphore::RedisSemaphore::new(
+            &self.shared,
+            session,
+            name,
+            permits,
+        )?))
     }
 
     fn stm(&self) -> Result<Arc<dyn Stm>> {

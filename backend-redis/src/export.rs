@@ -7,7 +7,7 @@
 //! | queue items | the sorted set `{<ns><name>}:queue:items` | the queue `<name>`, in `ZRANGE` order (priority, then arrival: the dequeue order); the priority is the score, the item what follows the 16 hex digits of the arrival number |
 //! | STM keys | the hash `{<ns>stm}:k:<name>` with its value in `v` | the STM key `<name>`; a deleted key (its tombstone has only the revision `r`) is skipped |
 //! | barriers | the string `{<ns><name>}:barrier` | a held barrier `<name>` |
-//! | live holds | the session-held entry keys `{<ns><name>}:<kind>:e:<id>` (kind `lock`, `rw`, `elect` or `dbar`) of holders, waiters and double-barrier participants | `active_holds`: their keys, as the guards' `key()` shows them |
+//! | live holds | the session-held entry keys `{<ns><name>}:<kind>:e:<id>` (kind `lock`, `rw`, `elect`, `sem` or `dbar`) of holders, waiters, semaphore permits and double-barrier participants | `active_holds`: their keys, as the guards' `key()` shows them |
 //!
 //! Everything else is bookkeeping and is not exported: sessions and their registries,
 //! fencing-token counters (on a Redis destination they are seeded from its clock, so
@@ -63,11 +63,12 @@ const BARRIER: &str = "}:barrier";
 /// What starts an STM key, after `{<ns>`.
 const STM_KEY: &str = "stm}:k:";
 /// The kinds of session-held entry, with the mode letters their values start with.
-const ENTRY_KINDS: [(&str, &[u8]); 4] = [
+const ENTRY_KINDS: [(&str, &[u8]); 5] = [
     ("}:lock", b"w"),
     ("}:rw", b"rw"),
     ("}:elect", b"w"),
     ("}:dbar", b"d"),
+    ("}:sem", b"s"),
 ];
 
 /// The snapshot of everything under `namespace`.

@@ -1,11 +1,16 @@
-//! The fair queue behind the lock, the read-write lock and the election.
+//! The fair queue behind the lock, the read-write lock, the election and the
+//! semaphore.
 //!
 //! Under the prefix `p = {<ns><name>}:<kind>`, every acquisition is an entry: a key
 //! `p:e:<id>` held through the session (PX = session TTL, renewed with it), and its
 //! id in the sorted set `p:q`, scored by arrival. The fair rule grants the first live
 //! entry if it is a writer, and every reader with no live writer ahead of it; so a
 //! waiting writer blocks the readers that arrive after it, and waiters are served in
-//! arrival order. A lock and an election use writers only.
+//! arrival order. A lock and an election use writers only. A semaphore uses permit
+//! entries only, and grants the first `N` live ones, `N` being the permit count
+//! stored in `p:n` by the first entry to join and checked by every later one (a
+//! joiner naming another count while an entry is live is refused); like writers,
+//! permits get fencing tokens.
 //!
 //! Each grant, release and re-check is one script (`lua/fair_acquire.lua`,
 //! `lua/release.lua`), which also forgets entries whose key expired (a crashed
@@ -59,11 +64,14 @@ use crate::BACKEND;
 /// Added to every re-check delay, so that the key has really expired by then.
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
 
-/// Shared or exclusive.
+/// Shared, exclusive, or one of a semaphore's permits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
     Read,
     Write,
+    /// A semaphore permit: the first `N` live entries hold one (`N` in `p:n`, the
+    /// count passed as the entry's value when joining).
+    Permit,
 }
 
 impl Mode {
@@ -71,6 +79,7 @@ impl Mode {
         match self {
             Mode::Read => "r",
             Mode::Write => "w",
+            Mode::Permit => "s",
         }
     }
 }
@@ -97,6 +106,8 @@ enum Reply {
     Waiting(Duration),
     Refused,
     Lost,
+    /// A semaphore joiner named another permit count than the one in use (given).
+    OtherCount(i64),
 }
 
 /// A granted entry.
@@ -201,11 +212,23 @@ impl FairQueue {
                 u64::try_from(number(1)?.max(0)).unwrap_or(0),
             )),
             (-1, _) => Reply::Lost,
+            (-2, _) => Reply::OtherCount(number(1)?),
             _ => return Err(unexpected("fair_acquire", &reply)),
         })
     }
 
-    /// Waits until granted in `mode`. An election candidate passes its `value`.
+    /// The error of a semaphore joiner whose count (`value`) is not the count in use.
+    fn other_count(&self, in_use: i64, value: Option<&Bytes>) -> Error {
+        let ours = value.map(|v| String::from_utf8_lossy(v).into_owned());
+        Error::InvalidArgument(format!(
+            "semaphore {:?} is in use with {in_use} permits, not {}",
+            self.name.as_str(),
+            ours.as_deref().unwrap_or("?")
+        ))
+    }
+
+    /// Waits until granted in `mode`. An election candidate passes its `value`, a
+    /// semaphore its permit count (decimal).
     ///
     /// Joins the line in one script call; only if that does not grant at once does it
     /// subscribe to the entry's wake-up channel, re-check once the subscription is
@@ -231,6 +254,10 @@ impl FairQueue {
                 cleanup.disarm();
                 return Err(Error::SessionLost);
             }
+            Reply::OtherCount(in_use) => {
+                cleanup.disarm();
+                return Err(self.other_count(in_use, value));
+            }
             Reply::Waiting(_) | Reply::Refused => {}
         }
         let channel = self.shared.keys.channel(&format!("{}:w:{id}", self.prefix));
@@ -255,8 +282,9 @@ impl FairQueue {
                     backoff.succeeded();
                     delay + RECHECK_MARGIN
                 }
-                // Only a try is refused; re-check at once should it ever happen.
-                Ok(Reply::Refused) => RECHECK_MARGIN,
+                // Only a try is refused, and only a join meets another count;
+                // re-check at once should it ever happen.
+                Ok(Reply::Refused | Reply::OtherCount(_)) => RECHECK_MARGIN,
                 // Once in line, connection trouble is ridden out (re-checking is
                 // idempotent).
                 Err(error) => match backoff.failed(&error) {
@@ -290,10 +318,22 @@ impl FairQueue {
     ///
     /// Cancel-safety: cancel-safe; a dropped call releases what it may have taken.
     pub(crate) async fn try_acquire(&self, mode: Mode) -> Result<Option<Granted>> {
+        self.try_acquire_with(mode, None).await
+    }
+
+    /// [`Self::try_acquire`], passing a `value` as [`Self::acquire`] does (a
+    /// semaphore's permit count).
+    ///
+    /// Cancel-safety: as [`Self::try_acquire`].
+    pub(crate) async fn try_acquire_with(
+        &self,
+        mode: Mode,
+        value: Option<&Bytes>,
+    ) -> Result<Option<Granted>> {
         let lease = self.lease()?;
         let (id, hold) = self.new_hold(lease, mode);
         let mut cleanup = Cleanup::arm(&hold, &self.session);
-        let reply = self.call(lease, &id, &hold, mode, How::Try, None).await?;
+        let reply = self.call(lease, &id, &hold, mode, How::Try, value).await?;
         cleanup.disarm();
         match reply {
             Reply::Granted(token) => Ok(Some(Granted {
@@ -302,6 +342,7 @@ impl FairQueue {
             })),
             Reply::Refused | Reply::Waiting(_) => Ok(None),
             Reply::Lost => Err(Error::SessionLost),
+            Reply::OtherCount(in_use) => Err(self.other_count(in_use, value)),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | what | key |
 //! |---|---|
-//! | a primitive's keys | `{<ns><escaped name>}:<kind>:...` (kind: `lock`, `rw`, `elect`, `queue`, `barrier`, `dbar`) |
+//! | a primitive's keys | `{<ns><escaped name>}:<kind>:...` (kind: `lock`, `rw`, `elect`, `queue`, `barrier`, `dbar`, `sem`) |
 //! | a session | `{<ns>session:<id>}`, its registry `{<ns>session:<id>}:held` |
 //! | an STM key | `{<ns>stm}:k:<name>`, the STM revision `{<ns>stm}:rev` |
 //!
@@ -91,6 +91,7 @@ pub(crate) enum Kind {
     Queue,
     Barrier,
     DoubleBarrier,
+    Semaphore,
 }
 
 impl Kind {
@@ -102,6 +103,7 @@ impl Kind {
             Kind::Queue => "queue",
             Kind::Barrier => "barrier",
             Kind::DoubleBarrier => "dbar",
+            Kind::Semaphore => "sem",
         }
     }
 }
@@ -250,6 +252,7 @@ mod tests {
                     "elect" => Kind::Election,
                     "queue" => Kind::Queue,
                     "barrier" => Kind::Barrier,
+                    "sem" => Kind::Semaphore,
                     _ => Kind::DoubleBarrier,
                 };
                 let p = keys.primitive(&Name::new(name.as_str()).unwrap(), kind);
@@ -257,6 +260,7 @@ mod tests {
                     Kind::Lock | Kind::RwLock | Kind::Election => &[
                         ":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":v", ":ver", ":cur",
                     ],
+                    Kind::Semaphore => &[":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":n"],
                     Kind::Queue => &[":items", ":inflight", ":waiters", ":wm:c9.1", ":seq"],
                     Kind::Barrier => &[""],
                     Kind::DoubleBarrier => &[":p", ":e:17.0", ":ready", ":gen", ":seq"],
@@ -264,6 +268,7 @@ mod tests {
                 let channels: &[&str] = match kind {
                     Kind::Queue => &[":w:c9.1"],
                     Kind::Lock | Kind::RwLock | Kind::Election => &[":w:17.0", ":ch"],
+                    Kind::Semaphore => &[":w:17.0"],
                     Kind::Barrier | Kind::DoubleBarrier => &[":ch"],
                 };
                 suffixes
@@ -288,7 +293,7 @@ mod tests {
             "a", "b", "k", "q", "e", "s", "t", "m", "{", "}", "/", ":", "%", "7", "D", "B", "2",
             "5", "é", "😀", ".", " ", "lock", "stm",
         ];
-        const KINDS: [&str; 6] = ["lock", "rw", "elect", "queue", "barrier", "dbar"];
+        const KINDS: [&str; 7] = ["lock", "rw", "elect", "queue", "barrier", "dbar", "sem"];
         let mut rng = Rng(0x5eed_1234_abcd_0001);
         let mut names: Vec<String> = [
             "stm}:k:x",

@@ -1,9 +1,9 @@
 //! # distsync-redis
 //!
 //! The Redis backend of distsync: every primitive of [`distsync_core`] — lock,
-//! election, read-write lock, FIFO and priority queue, barrier, double barrier, STM —
-//! on a Redis server, through the `redis` crate (a multiplexed connection that
-//! reconnects, plus one pub/sub connection for wake-ups).
+//! election, read-write lock, semaphore, FIFO and priority queue, barrier, double
+//! barrier, STM — on a Redis server, through the `redis` crate (a multiplexed
+//! connection that reconnects, plus one pub/sub connection for wake-ups).
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
@@ -54,6 +54,10 @@
 //!   the current holders' TTL runs out, as a safety net for wake-ups that never come.
 //!   Elections publish every change (new leader, no leader, proclaim) with a change
 //!   number; observers apply them in order and re-read after a gap.
+//! * **Semaphores** are the same fair queue with permit entries: the first `N` live
+//!   entries hold a permit, each grant with a fencing token; the count `N` is stored
+//!   with the line while anyone holds or waits, and a joiner naming another count is
+//!   refused.
 //! * **Queues** are one sorted set per queue (priority, then arrival); a dequeue parks
 //!   its item under its call id until it has returned it, so a cancelled dequeue puts
 //!   it back ([`queue::WAITER_TTL`] explains the blocking side).
@@ -123,6 +127,7 @@ mod random;
 mod retry;
 mod rwlock;
 mod scripts;
+mod semaphore;
 pub mod session;
 pub mod stm;
 mod url;

@@ -39,7 +39,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     keepalive: with_lib(include_str!("../lua/keepalive.lua")),
     revoke: with_lib(include_str!("../lua/revoke.lua")),
     fair_acquire: with_lib(include_str!("../lua/fair_acquire.lua")),
-    fair_count: Script::new(include_str!("../lua/fair_count.lua")),
+    fair_count: with_lib(include_str!("../lua/fair_count.lua")),
     release: with_lib(include_str!("../lua/release.lua")),
     leader: with_lib(include_str!("../lua/leader.lua")),
     proclaim: with_lib(include_str!("../lua/proclaim.lua")),

@@ -1,0 +1,100 @@
+//! The counting semaphore: the fair queue ([`crate::fair`]) of permit entries, whose
+//! first `N` live entries hold a permit.
+//!
+//! Layout (under `p = {<ns><escaped name>}:sem`): the fair queue's keys (`p:q`, `p:g`,
+//! `p:e:<id>`, `p:fence`, `p:seq`, the wake-up channels `p:w:<id>`), plus `p:n`, the
+//! permit count. The first entry to join sets `p:n`; a later joiner naming another
+//! count while any entry is live is refused ([`Error::InvalidArgument`]) and leaves
+//! nothing behind; `p:n` is deleted when the line empties, so once nobody holds or
+//! waits, any count may be used.
+//!
+//! What the fair queue gives, it gives here: each permit entry is held through its
+//! session (registered with it, renewed with it, released when it ends, expires with
+//! it); waiters are granted in arrival order; a release wakes only the waiter it lets
+//! in (one message on that waiter's channel); each grant takes the next value of the
+//! name's fencing counter (seeded from the server clock when missing, so tokens never
+//! go backwards); a dropped acquisition withdraws its entry.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::{Error, LockGuard, Name, Result, Semaphore, Session};
+
+use crate::backend::Shared;
+use crate::fair::{FairQueue, Granted, Mode};
+use crate::keys::Kind;
+
+/// A Redis counting semaphore (see the module docs).
+pub(crate) struct RedisSemaphore {
+    queue: FairQueue,
+    permits: usize,
+    /// The permit count as the scripts get it (decimal).
+    count: Bytes,
+}
+
+impl RedisSemaphore {
+    /// The semaphore `name` of `permits` permits, acquired through `session`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for zero permits.
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        session: &Session,
+        name: Name,
+        permits: usize,
+    ) -> Result<Self> {
+        if permits == 0 {
+            return Err(Error::InvalidArgument(
+                "a semaphore needs at least 1 permit".into(),
+            ));
+        }
+        Ok(Self {
+            queue: FairQueue::new(shared, session, name, Kind::Semaphore),
+            permits,
+            count: Bytes::from(permits.to_string()),
+        })
+    }
+
+    fn guard(&self, granted: Granted) -> LockGuard {
+        let session = self.queue.session();
+        LockGuard::new(
+            granted.key(),
+            granted.token,
+            session,
+            granted.release_fn(session),
+        )
+    }
+}
+
+#[async_trait]
+impl Semaphore for RedisSemaphore {
+    fn name(&self) -> &Name {
+        self.queue.name()
+    }
+
+    fn permits(&self) -> usize {
+        self.permits
+    }
+
+    /// Waits until this session holds a permit.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the
+    /// background (or leaves it to the lease) and never leaves a permit held.
+    async fn acquire(&self) -> Result<LockGuard> {
+        let granted = self.queue.acquire(Mode::Permit, Some(&self.count)).await?;
+        Ok(self.guard(granted))
+    }
+
+    /// Takes a permit if the fair rule admits it now (a free permit, nobody waiting
+    /// ahead).
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call releases what it may have taken.
+    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        Ok(self
+            .queue
+            .try_acquire_with(Mode::Permit, Some(&self.count))
+            .await?
+            .map(|granted| self.guard(granted)))
+    }
+}
