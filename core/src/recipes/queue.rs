@@ -21,7 +21,9 @@
 //! priority, and the transaction that puts the item also touches the sequence guard,
 //! succeeding only if the guard was not touched since the read, so two producers
 //! never take one number. The same transaction reads the oldest waiting consumer,
-//! which the producer then wakes (see below).
+//! which the producer then wakes (see below). An enqueue whose reply is lost returns
+//! the store's error although the item may be queued: a caller that retries may queue
+//! it twice (making enqueues idempotent would cost a receipt key per item).
 //!
 //! # Dequeue: delivered once, never lost
 //!
@@ -48,8 +50,10 @@
 //! # Waiting: one consumer woken per item
 //!
 //! A consumer that finds no item registers `Q/w/<unix nanos>`, reads the items again
-//! (so an item put before its registration is not missed) and watches only its own
-//! waiter key. A producer wakes the oldest waiter by deleting its key (guarded on the
+//! together with its own key, at one revision (so neither an item put before its
+//! registration nor a wake-up before that read is missed), and watches only its own
+//! waiter key. Transient store errors while waiting are ridden out (see `wait`), so a
+//! `dequeue` waits through a store outage; bound it with a timeout. A producer wakes the oldest waiter by deleting its key (guarded on the
 //! key's create revision, so two producers wake two waiters). A woken consumer claims
 //! the first item, or registers again at the back if another consumer was faster. A
 //! consumer whose dequeue is dropped removes its waiter key; if it had been woken
