@@ -9,7 +9,7 @@
 #   scripts/servers.sh down            stop what this script started
 #   scripts/servers.sh status          show each server up/down (exit 1 if any is down)
 #   scripts/servers.sh env             print `export K=V` lines: eval "$(scripts/servers.sh env)"
-#   scripts/servers.sh restart etcd|redis|postgres
+#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh start-member N  start it again
 #
@@ -313,10 +313,6 @@ tls_generate() {
     tls_issue client ca distsync-client "$client_ext"
     tls_issue other-client other-ca distsync-client "$client_ext"
     for name in redis etcd etcd-root; do openssl rand -hex 16 >"$name.password"; done
-    # Redis: the default user is off, so every client logs in as the ACL user, whose
-    # keys and channels are limited to the test prefix (hash-tagged: `{prefix...`).
-    printf 'user default off\nuser %s on >%s ~{%s:* &{%s:* +@all -@dangerous +config|get +info\n' \
-        "$TLS_USER" "$(<redis.password)" "$TLS_PREFIX" "$TLS_PREFIX" >redis.acl
     touch complete
 }
 
@@ -357,6 +353,14 @@ etcd_tls_ensure_auth() {
 }
 
 redis_tls_start() {
+    # Rewritten on every start. The default user is off, so every client logs in as the
+    # ACL user, whose keys (`{<namespace>...`) and pub/sub channels
+    # (`<db>|{<namespace>...`) are limited to the test prefix.
+    (
+        umask 077
+        printf 'user default off\nuser %s on >%s ~{%s:* &*|{%s:* +@all -@dangerous +config|get +info\n' \
+            "$TLS_USER" "$(<"$TLS/redis.password")" "$TLS_PREFIX" "$TLS_PREFIX" >"$TLS/redis.acl"
+    )
     spawn redis-tls redis-server --bind "$HOST" --port 0 --tls-port "$REDIS_TLS_PORT" \
         --tls-cert-file "$TLS/server.crt" --tls-key-file "$TLS/server.key" \
         --tls-ca-cert-file "$TLS/ca.crt" --tls-auth-clients optional \
@@ -548,7 +552,7 @@ env)
     urls | sed 's/^/export /'
     ;;
 restart)
-    case ${1:-} in etcd | redis | postgres) ;; *) die "restart what? etcd, redis or postgres" ;; esac
+    case ${1:-} in etcd | redis | postgres | etcd-tls | redis-tls) ;; *) die "restart what? etcd, redis, postgres, etcd-tls or redis-tls" ;; esac
     lock_state_dir
     if ! stop "$1" && port_open "$(port_of "$1")"; then
         die "$1 on port $(port_of "$1") was not started by this script (state in $DIR); not touching it"

@@ -16,13 +16,10 @@ use redis::{AsyncConnectionConfig, Script, ScriptInvocation, Value};
 use crate::error::redis_error;
 use crate::keys::Keys;
 use crate::notify::Notifier;
+use crate::options::RedisOptions;
 use crate::session::RedisLease;
 use crate::url::RedisUrl;
 use crate::BACKEND;
-
-/// How long one command may take before the connection counts as broken.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the Redis backend offers and claims on a server that never evicts keys
 /// (`maxmemory-policy noeviction`, which [`RedisBackend::connect`] checks); see the
@@ -117,21 +114,27 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to the server `url` names.
+    /// Connects to the server `url` names (see [`RedisUrl`] for the URL forms: TLS,
+    /// credentials, timeouts).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a bad URL, [`Error::Unsupported`] for `rediss://`,
-    /// [`Error::Connection`] when the server cannot be reached,
-    /// [`Error::InvalidArgument`] when the server may evict keys (its
-    /// `maxmemory-policy` is not `noeviction`, or cannot be read) and the URL does not
-    /// say `allow_eviction=true` (see [`RedisUrl`]).
+    /// [`Error::InvalidUrl`] for a bad URL; [`Error::InvalidArgument`] for certificate
+    /// or key files that cannot be read or used; [`Error::Unsupported`] for
+    /// `rediss://` in a build without the `tls` feature; [`Error::Connection`] when
+    /// the server cannot be reached, fails the TLS handshake (an untrusted server
+    /// certificate, a client certificate the server refuses) or does not answer within
+    /// the connect timeout; [`Error::Backend`] whose message starts with
+    /// "authentication failed" for a wrong user or password; [`Error::InvalidArgument`]
+    /// when the server may evict keys (its `maxmemory-policy` is not `noeviction`, or
+    /// cannot be read) and the URL does not say `allow_eviction=true`.
     ///
     /// Cancel-safety: cancel-safe; a dropped call leaves nothing behind.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_to(&RedisUrl::parse(url)?).await
     }
 
-    /// Connects to a parsed URL.
+    /// Connects to a parsed URL (whose timeouts may have been changed in code with
+    /// [`RedisUrl::with_connect_timeout`] and [`RedisUrl::with_request_timeout`]).
     ///
     /// # Errors
     /// As [`RedisBackend::connect`].
@@ -139,14 +142,74 @@ impl RedisBackend {
     /// Cancel-safety: as [`RedisBackend::connect`].
     pub async fn connect_to(url: &RedisUrl) -> Result<Self> {
         let client = url.client()?;
-        let keys = Keys::new(url.namespace(), url.db());
+        Self::start(client, url.options().clone(), url.server().to_owned()).await
+    }
+
+    /// A backend over a [`redis::Client`] of your own (built with its TLS
+    /// certificates, credentials and database), with `options` for the namespace,
+    /// eviction and timeouts. The client must address a single server or a primary
+    /// (not a Cluster), and may connect any number of times: the backend opens a
+    /// multiplexed connection (through a connection manager, which reconnects) and a
+    /// pub/sub connection for wake-ups. Connects and checks the server as
+    /// [`RedisBackend::connect`] does.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// use distsync_redis::{redis, RedisBackend, RedisOptions};
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/0").expect("a valid URL");
+    /// let backend = RedisBackend::from_client(client, RedisOptions::new().namespace("myapp:")).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`RedisBackend::connect`], but for the URL errors.
+    ///
+    /// Cancel-safety: as [`RedisBackend::connect`].
+    pub async fn from_client(client: redis::Client, options: RedisOptions) -> Result<Self> {
+        let info = client.get_connection_info();
+        let scheme = match info.addr() {
+            redis::ConnectionAddr::TcpTls { .. } => "rediss",
+            _ => "redis",
+        };
+        // Host, port and database only: never the credentials.
+        let server = format!("{scheme}://{}/{}", info.addr(), info.redis_settings().db());
+        Self::start(client, options, server).await
+    }
+
+    async fn start(client: redis::Client, options: RedisOptions, server: String) -> Result<Self> {
+        let connect_timeout = options.connect_timeout;
+        tokio::time::timeout(
+            connect_timeout,
+            Self::start_unbounded(client, options, &server),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::connection(
+                BACKEND,
+                format!(
+                    "{server} did not answer within the connect timeout \
+                         ({connect_timeout:?}; `connect_timeout=` in the URL)"
+                ),
+            ))
+        })
+    }
+
+    async fn start_unbounded(
+        client: redis::Client,
+        options: RedisOptions,
+        server: &str,
+    ) -> Result<Self> {
+        #[cfg(feature = "tls")]
+        crate::tls::install_crypto_provider();
+        let db = client.get_connection_info().redis_settings().db();
+        let keys = Keys::new(&options.namespace, db);
         // One plain attempt first, so that an unreachable server fails fast (the
         // connection manager retries with backoff, which suits reconnections only).
         let mut probe = client
             .get_multiplexed_async_connection_with_config(
                 &AsyncConnectionConfig::new()
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_connection_timeout(Some(CONNECTION_TIMEOUT)),
+                    .set_response_timeout(Some(options.request_timeout))
+                    .set_connection_timeout(Some(options.connect_timeout)),
             )
             .await
             .map_err(redis_error)?;
@@ -154,21 +217,28 @@ impl RedisBackend {
         // from a server counter, which a restart without persistence would reset:
         // two live clients with one instance id could then retry each other's calls.
         let instance = crate::random::id();
+        // A server that requires a login answers NOAUTH to a client that gave none:
+        // say so before anything else is asked.
+        redis::cmd("PING")
+            .query_async::<Value>(&mut probe)
+            .await
+            .map_err(redis_error)?;
         let policy = crate::eviction::policy(&mut probe).await?;
-        let evicting = crate::eviction::check(url, policy.as_deref())?;
+        let evicting = crate::eviction::check(&options, server, policy.as_deref())?;
         drop(probe);
         let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT));
+            .set_response_timeout(Some(options.request_timeout))
+            .set_connection_timeout(Some(options.connect_timeout));
         let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(redis_error)?;
+        tracing::debug!(backend = BACKEND, server, namespace = %options.namespace, "connected");
         let shared = Shared {
             conn,
-            notifier: Notifier::start(client),
+            notifier: Notifier::start(client, options.connect_timeout),
             keys,
-            namespace: url.namespace().to_owned(),
-            store: format!("{}?namespace={}", url.server(), url.namespace()),
+            store: format!("{server}?namespace={}", options.namespace),
+            namespace: options.namespace,
             instance,
             calls: AtomicU64::new(0),
         };

@@ -8,7 +8,17 @@ use crate::BACKEND;
 /// Maps a client error: a broken, refused or timed-out connection, or a server that
 /// cannot serve for now ([`unavailable`]), is [`Error::Connection`] (transient),
 /// anything else [`Error::Backend`].
+///
+/// A refused login (wrong user or password, or none where one is required) is
+/// [`Error::Backend`] whose message starts with "authentication failed" (not transient:
+/// retrying does not help). The server's reply never contains the password.
 pub(crate) fn redis_error(error: RedisError) -> Error {
+    if auth_failed(&error) {
+        return Error::backend(
+            BACKEND,
+            format!("authentication failed (check the user and password): {error}"),
+        );
+    }
     if error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -19,6 +29,13 @@ pub(crate) fn redis_error(error: RedisError) -> Error {
     } else {
         Error::backend(BACKEND, error)
     }
+}
+
+/// Whether the server refused the login: `WRONGPASS`, `NOAUTH`, or the client's own
+/// authentication error.
+fn auth_failed(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
 }
 
 /// Whether the server refused for a reason that passes: loading its data after a
@@ -114,5 +131,17 @@ mod tests {
         assert!(redis_error(loading).is_transient());
         let denied = RedisError::from((ErrorKind::Server(ServerErrorKind::NoPerm), "NOPERM"));
         assert!(!redis_error(denied).is_transient());
+    }
+
+    #[test]
+    fn a_refused_login_says_authentication_failed() {
+        let refused = RedisError::from((ErrorKind::AuthenticationFailed, "WRONGPASS"));
+        let error = redis_error(refused);
+        assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+        assert!(!error.is_transient());
+        assert!(
+            error.to_string().contains("authentication failed"),
+            "{error}"
+        );
     }
 }

@@ -15,6 +15,8 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 
 use crate::error::redis_error;
+use crate::options::RedisOptions;
+#[cfg(test)]
 use crate::url::RedisUrl;
 
 /// The one policy that never deletes a key.
@@ -108,7 +110,7 @@ fn from_info(reply: &Value) -> Option<String> {
 /// # Errors
 /// [`Error::InvalidArgument`] naming the setting and the fix, for another or an
 /// unknown policy without `allow_eviction=true`.
-pub(crate) fn check(url: &RedisUrl, policy: Option<&str>) -> Result<bool> {
+pub(crate) fn check(options: &RedisOptions, server: &str, policy: Option<&str>) -> Result<bool> {
     if policy == Some(NOEVICTION) {
         return Ok(false);
     }
@@ -118,9 +120,9 @@ pub(crate) fn check(url: &RedisUrl, policy: Option<&str>) -> Result<bool> {
                  were both refused)"
             .to_owned(),
     };
-    if url.allow_eviction() {
+    if options.get_allow_eviction() {
         tracing::warn!(
-            server = url.server(),
+            server,
             policy = policy.unwrap_or("unknown"),
             "redis server may evict keys; allow_eviction=true: fencing and FIFO \
              waiters are not claimed, and two holders of one lock are possible"
@@ -133,7 +135,7 @@ pub(crate) fn check(url: &RedisUrl, policy: Option<&str>) -> Result<bool> {
          backwards, lost items). Set `maxmemory-policy noeviction` (in redis.conf, or \
          `CONFIG SET maxmemory-policy noeviction`), or accept the weaker guarantees with \
          `allow_eviction=true` in the URL",
-        url.server()
+        server
     )))
 }
 
@@ -160,9 +162,9 @@ mod tests {
     #[test]
     fn only_noeviction_passes_without_the_opt_in() {
         let strict = RedisUrl::parse("redis://user:secret@h/0").unwrap();
-        assert!(!check(&strict, Some("noeviction")).unwrap());
+        assert!(!check(strict.options(), strict.server(), Some("noeviction")).unwrap());
         for policy in [Some("allkeys-lru"), Some("volatile-ttl"), None] {
-            match check(&strict, policy) {
+            match check(strict.options(), strict.server(), policy) {
                 Err(Error::InvalidArgument(message)) => {
                     assert!(message.contains("maxmemory-policy"), "{message}");
                     assert!(message.contains("noeviction"), "{message}");
@@ -173,8 +175,8 @@ mod tests {
             }
         }
         let lenient = RedisUrl::parse("redis://h/0?allow_eviction=true").unwrap();
-        assert!(!check(&lenient, Some("noeviction")).unwrap());
-        assert!(check(&lenient, Some("allkeys-lru")).unwrap());
-        assert!(check(&lenient, None).unwrap());
+        assert!(!check(lenient.options(), lenient.server(), Some("noeviction")).unwrap());
+        assert!(check(lenient.options(), lenient.server(), Some("allkeys-lru")).unwrap());
+        assert!(check(lenient.options(), lenient.server(), None).unwrap());
     }
 }

@@ -17,11 +17,17 @@
 //!
 //! ## URL
 //!
-//! `redis://[user[:password]@]host[:port][/db][?namespace=prefix][&allow_eviction=true]`
+//! `redis[s]://[user[:password]@]host[:port][/db][?namespace=prefix][&allow_eviction=true]`
+//! `[&ca=PATH][&cert=PATH&key=PATH][&connect_timeout=5s][&timeout=10s]`
 //! (see [`RedisUrl`]).
 //! The namespace prefixes every key and defaults to `distsync:`; `?namespace=` gives
-//! an empty one. `rediss://` parses but this build has no TLS support
-//! ([`distsync_core::Error::Unsupported`]).
+//! an empty one. `rediss://` is TLS through rustls (cargo feature `tls`, on by
+//! default), with the CA file `ca` and the client certificate `cert`/`key`; the user
+//! and password log in to an ACL user. The password never appears in errors, logs
+//! or `Debug` output.
+//!
+//! An application that already has a configured [`redis::Client`] hands it over with
+//! [`RedisBackend::from_client`] and [`RedisOptions`].
 //!
 //! ## How it works
 //!
@@ -130,12 +136,19 @@ mod scripts;
 mod semaphore;
 pub mod session;
 pub mod stm;
+#[cfg(feature = "tls")]
+mod tls;
+mod options;
 mod url;
 
 use distsync_core::{Coordinator, Result};
 
 pub use crate::backend::{capabilities, capabilities_under_eviction, RedisBackend};
+pub use crate::options::{RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use crate::url::{RedisUrl, DEFAULT_NAMESPACE};
+
+/// Re-export of the client crate, for [`RedisBackend::from_client`].
+pub use redis;
 
 /// The backend's short name.
 pub const BACKEND: &str = "redis";
@@ -144,8 +157,11 @@ pub const BACKEND: &str = "redis";
 ///
 /// # Errors
 /// [`distsync_core::Error::InvalidUrl`] for a bad URL,
-/// [`distsync_core::Error::Unsupported`] for `rediss://`,
-/// [`distsync_core::Error::Connection`] when the server cannot be reached,
+/// [`distsync_core::Error::InvalidArgument`] for unreadable certificate files,
+/// [`distsync_core::Error::Connection`] when the server cannot be reached, refuses the
+/// TLS handshake or does not answer within the connect timeout,
+/// [`distsync_core::Error::Backend`] saying "authentication failed" for a wrong user
+/// or password,
 /// [`distsync_core::Error::InvalidArgument`] when the server may evict keys and the
 /// URL does not say `allow_eviction=true` ([`RedisBackend::connect`]).
 ///

@@ -101,10 +101,17 @@ impl Notifier {
     /// Starts the connection task (it connects lazily, on the first subscription).
     /// Must be called within a tokio runtime. The task ends when the notifier and
     /// every subscription are dropped.
-    pub(crate) fn start(client: redis::Client) -> Self {
+    /// Each connection attempt (TCP, TLS, login, re-subscription) may take up to
+    /// `connect_timeout`.
+    pub(crate) fn start(client: redis::Client, connect_timeout: Duration) -> Self {
         let registry = Arc::new(Registry::default());
         let (commands, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, Arc::clone(&registry), receiver));
+        tokio::spawn(run(
+            client,
+            connect_timeout,
+            Arc::clone(&registry),
+            receiver,
+        ));
         Self { registry, commands }
     }
 
@@ -194,6 +201,7 @@ impl Drop for Subscription {
 /// The connection task: connects, (re)subscribes, dispatches messages, reconnects.
 async fn run(
     client: redis::Client,
+    connect_timeout: Duration,
     registry: Arc<Registry>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
@@ -211,31 +219,32 @@ async fn run(
                 Some(Command::Unsubscribe { .. }) => continue,
             }
         }
-        let (mut sink, mut stream, mut subscribed) = match connect(&client, &registry).await {
-            Ok(connection) => connection,
-            Err(error) => {
-                tracing::warn!(%error, ?backoff, "redis pub/sub connection failed; retrying");
-                for done in owed.drain(..) {
-                    let _ = done.send(Err(redis_error(error.clone())));
-                }
-                let pause = tokio::time::sleep(backoff);
-                tokio::pin!(pause);
-                loop {
-                    tokio::select! {
-                        () = &mut pause => break,
-                        command = commands.recv() => match command {
-                            None => return,
-                            Some(Command::Subscribe { done, .. }) => {
-                                let _ = done.send(Err(redis_error(error.clone())));
-                            }
-                            Some(Command::Unsubscribe { .. }) => {}
-                        },
+        let (mut sink, mut stream, mut subscribed) =
+            match connect(&client, connect_timeout, &registry).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::warn!(%error, ?backoff, "redis pub/sub connection failed; retrying");
+                    for done in owed.drain(..) {
+                        let _ = done.send(Err(redis_error(error.clone())));
                     }
+                    let pause = tokio::time::sleep(backoff);
+                    tokio::pin!(pause);
+                    loop {
+                        tokio::select! {
+                            () = &mut pause => break,
+                            command = commands.recv() => match command {
+                                None => return,
+                                Some(Command::Subscribe { done, .. }) => {
+                                    let _ = done.send(Err(redis_error(error.clone())));
+                                }
+                                Some(Command::Unsubscribe { .. }) => {}
+                            },
+                        }
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
+            };
         backoff = MIN_BACKOFF;
         for done in owed.drain(..) {
             let _ = done.send(Ok(()));
@@ -296,12 +305,25 @@ async fn run(
 
 async fn connect(
     client: &redis::Client,
+    connect_timeout: Duration,
     registry: &Registry,
 ) -> redis::RedisResult<(PubSubSink, PubSubStream, HashSet<String>)> {
-    let (mut sink, stream) = client.get_async_pubsub().await?.split();
-    let channels = registry.channels();
-    if !channels.is_empty() {
-        sink.subscribe(&channels).await?;
-    }
-    Ok((sink, stream, channels.into_iter().collect()))
+    let attempt = async {
+        let (mut sink, stream) = client.get_async_pubsub().await?.split();
+        let channels = registry.channels();
+        if !channels.is_empty() {
+            sink.subscribe(&channels).await?;
+        }
+        Ok((sink, stream, channels.into_iter().collect()))
+    };
+    // A server that accepts the connection but never answers must not hold every
+    // waiter forever.
+    tokio::time::timeout(connect_timeout, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the pub/sub connection got no answer within {connect_timeout:?}"),
+            )))
+        })
 }

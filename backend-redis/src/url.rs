@@ -1,21 +1,45 @@
-//! Parsing `redis://host:port[/db][?namespace=...]` URLs.
+//! Parsing `redis://` and `rediss://` URLs.
+
+use std::fmt;
+use std::time::Duration;
 
 use distsync_core::{Error, Result};
 
+#[cfg(feature = "tls")]
+use crate::options::read_pem;
+use crate::options::{parse_duration, RedisOptions};
+#[cfg(not(feature = "tls"))]
 use crate::BACKEND;
 
-/// The key prefix used when the URL names none.
-pub const DEFAULT_NAMESPACE: &str = "distsync:";
+pub use crate::options::DEFAULT_NAMESPACE;
 
-/// Where and under which prefix a [`crate::RedisBackend`] keeps its state, as parsed
-/// from a URL.
+/// Where and under which prefix a [`crate::RedisBackend`] keeps its state, how it
+/// connects and with which timeouts, as parsed from a URL.
 ///
-/// `redis://[user[:password]@]host[:port][/db][?namespace=prefix][&allow_eviction=true]`:
-/// the port defaults to 6379, the database to 0 and the namespace to
-/// [`DEFAULT_NAMESPACE`] (`?namespace=` gives an empty one). Every key the backend writes starts with
-/// `{<namespace>`, so two applications with different namespaces can share a
-/// database. `rediss://` (TLS) parses but is [`Error::Unsupported`] at connect, since
-/// this build of the `redis` crate carries no TLS support.
+/// `redis[s]://[user[:password]@]host[:port][/db][?param=value&...]`: the port
+/// defaults to 6379 and the database to 0. `rediss://` connects over TLS (rustls; the
+/// cargo feature `tls`, on by default). The user and password log in with `AUTH`
+/// (a Redis 6 ACL user, or the `default` user when only a password is given:
+/// `redis://:password@host`); percent-encode `@`, `:` and `/` in them. Query
+/// parameters:
+///
+/// | parameter | meaning | default |
+/// |---|---|---|
+/// | `namespace` | key prefix; `?namespace=` gives an empty one | [`DEFAULT_NAMESPACE`] |
+/// | `allow_eviction` | `true` accepts a server that may evict keys (see below) | `false` |
+/// | `ca` | path of a PEM file of CA certificates to trust (`rediss://` only) | the system's roots |
+/// | `cert`, `key` | paths of the PEM client certificate (chain) and its private key, for servers that require client certificates (`rediss://` only, both or neither) | none |
+/// | `connect_timeout` | how long connecting (TCP, TLS, login, first command) may take | 5 s |
+/// | `timeout` | how long one command may wait for its reply | 10 s |
+///
+/// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
+/// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
+///
+/// Every key the backend writes starts with `{<namespace>` and every pub/sub channel
+/// with `<db>|{<namespace>`, so two applications with different namespaces can share a
+/// database, and an ACL user limited to `~{<namespace>*` and `&*|{<namespace>*` can run
+/// every primitive (it also needs `CONFIG GET` or `INFO`, see below, and the scripting
+/// commands).
 ///
 /// `allow_eviction` (`true` or `false`, default `false`): at connect the backend reads
 /// the server's `maxmemory-policy` and refuses any policy but `noeviction` with
@@ -24,24 +48,42 @@ pub const DEFAULT_NAMESPACE: &str = "distsync:";
 /// backwards, lost items). `allow_eviction=true` accepts such a server; the backend
 /// then declares the guarantees eviction takes away
 /// ([`crate::capabilities_under_eviction`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The password is never shown: not by [`RedisUrl::server`], `Debug`, nor in errors.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
     connection: String,
     display: String,
     db: i64,
-    namespace: String,
     tls: bool,
-    allow_eviction: bool,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    options: RedisOptions,
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisUrl")
+            .field("server", &self.display)
+            .field("tls", &self.tls)
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisUrl {
     /// Parses `url`.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a URL that does not parse, has another scheme, no
-    /// host, a database that is not a number, a fragment, a query parameter other
-    /// than `namespace` and `allow_eviction`, or an `allow_eviction` other than `true`
-    /// or `false`.
+    /// [`Error::InvalidUrl`] (with the password masked) for a URL that does not parse,
+    /// has another scheme, no host, a database that is not a number, a fragment, an
+    /// unknown query parameter, an `allow_eviction` other than `true` or `false`, a
+    /// timeout that is not a positive duration, `ca`/`cert`/`key` on `redis://`, or
+    /// `cert` without `key` (or the reverse).
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: redact(url),
@@ -71,25 +113,52 @@ impl RedisUrl {
                 .map(i64::from)
                 .map_err(|_| invalid("the path must be a database number, e.g. /0"))?,
         };
-        let mut namespace = DEFAULT_NAMESPACE.to_owned();
-        let mut allow_eviction = false;
-        for (key, value) in parsed.query_pairs() {
-            match key.as_ref() {
-                "namespace" => namespace = value.into_owned(),
+        let mut options = RedisOptions::new();
+        let (mut ca, mut cert, mut key) = (None, None, None);
+        for (name, value) in parsed.query_pairs() {
+            match name.as_ref() {
+                "namespace" => options.namespace = value.into_owned(),
                 "allow_eviction" => {
-                    allow_eviction = match value.as_ref() {
+                    options.allow_eviction = match value.as_ref() {
                         "true" => true,
                         "false" => false,
                         _ => return Err(invalid("allow_eviction must be `true` or `false`")),
                     }
                 }
+                "connect_timeout" => {
+                    options.connect_timeout = parse_duration(&value)
+                        .map_err(|reason| invalid(&format!("connect_timeout: {reason}")))?;
+                }
+                "timeout" => {
+                    options.request_timeout = parse_duration(&value)
+                        .map_err(|reason| invalid(&format!("timeout: {reason}")))?;
+                }
+                file @ ("ca" | "cert" | "key") => {
+                    if !tls {
+                        return Err(invalid(&format!("`{file}` is for TLS: use rediss://")));
+                    }
+                    if value.is_empty() {
+                        return Err(invalid(&format!("`{file}` needs a file path")));
+                    }
+                    let slot = match file {
+                        "ca" => &mut ca,
+                        "cert" => &mut cert,
+                        _ => &mut key,
+                    };
+                    *slot = Some(value.into_owned());
+                }
                 other => {
                     return Err(invalid(&format!(
                         "unknown query parameter `{other}` (accepted: `namespace`, \
-                         `allow_eviction`)"
+                         `allow_eviction`, `ca`, `cert`, `key`, `connect_timeout`, `timeout`)"
                     )))
                 }
             }
+        }
+        if cert.is_some() != key.is_some() {
+            return Err(invalid(
+                "a client certificate needs both `cert` and `key` (PEM file paths)",
+            ));
         }
         let port = parsed.port().unwrap_or(6379);
         let credentials = match (parsed.username(), parsed.password()) {
@@ -106,7 +175,7 @@ impl RedisUrl {
         let connection = format!("{scheme}://{credentials}{host}:{port}/{db}");
         let display = format!("{scheme}://{host}:{port}/{db}");
         // The redis crate has the last word on what it can connect to.
-        if !tls {
+        if !tls || cfg!(feature = "tls") {
             redis::Client::open(connection.as_str())
                 .map_err(|error| invalid(&error.to_string()))?;
         }
@@ -114,9 +183,11 @@ impl RedisUrl {
             connection,
             display,
             db,
-            namespace,
             tls,
-            allow_eviction,
+            ca,
+            cert,
+            key,
+            options,
         })
     }
 
@@ -127,7 +198,7 @@ impl RedisUrl {
 
     /// The key prefix.
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.options.namespace
     }
 
     /// Whether the URL asks for TLS (`rediss://`).
@@ -137,7 +208,44 @@ impl RedisUrl {
 
     /// Whether the URL accepts a server that evicts keys (`allow_eviction=true`).
     pub fn allow_eviction(&self) -> bool {
-        self.allow_eviction
+        self.options.allow_eviction
+    }
+
+    /// The path of the CA certificates file (`ca=`), if any.
+    pub fn ca_file(&self) -> Option<&str> {
+        self.ca.as_deref()
+    }
+
+    /// The paths of the client certificate and key files (`cert=`, `key=`), if any.
+    pub fn client_cert_files(&self) -> Option<(&str, &str)> {
+        self.cert.as_deref().zip(self.key.as_deref())
+    }
+
+    /// The connect timeout (`connect_timeout=`).
+    pub fn connect_timeout(&self) -> Duration {
+        self.options.connect_timeout
+    }
+
+    /// The request timeout (`timeout=`).
+    pub fn request_timeout(&self) -> Duration {
+        self.options.request_timeout
+    }
+
+    /// Overrides the connect timeout, in code (see [`RedisOptions::connect_timeout`]).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.options = self.options.connect_timeout(timeout);
+        self
+    }
+
+    /// Overrides the request timeout, in code (see [`RedisOptions::request_timeout`]).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.options = self.options.request_timeout(timeout);
+        self
+    }
+
+    /// Everything but the server and credentials: namespace, eviction and timeouts.
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
     }
 
     /// The server and database, without credentials or namespace.
@@ -145,17 +253,56 @@ impl RedisUrl {
         &self.display
     }
 
-    pub(crate) fn client(&self) -> Result<redis::Client> {
-        if self.tls {
-            return Err(Error::unsupported(
-                BACKEND,
-                "TLS (rediss://): this build of distsync-redis has no TLS support",
-            ));
-        }
-        redis::Client::open(self.connection.as_str()).map_err(|error| Error::InvalidUrl {
+    /// A client for this URL; for `rediss://`, the CA and client certificate files are
+    /// read now.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a certificate or key file that cannot be read or
+    /// parsed, [`Error::Unsupported`] for `rediss://` in a build without the `tls`
+    /// feature, [`Error::InvalidUrl`] if the redis crate refuses the URL.
+    pub fn client(&self) -> Result<redis::Client> {
+        let invalid = |error: redis::RedisError| Error::InvalidUrl {
             url: self.display.clone(),
             reason: error.to_string(),
-        })
+        };
+        if !self.tls {
+            return redis::Client::open(self.connection.as_str()).map_err(invalid);
+        }
+        #[cfg(feature = "tls")]
+        {
+            crate::tls::install_crypto_provider();
+            let root_cert = self
+                .ca
+                .as_deref()
+                .map(|path| read_pem("CA certificate", path))
+                .transpose()?;
+            let client_tls = match self.client_cert_files() {
+                Some((cert, key)) => Some(redis::ClientTlsConfig {
+                    client_cert: read_pem("client certificate", cert)?,
+                    client_key: read_pem("client key", key)?,
+                }),
+                None => None,
+            };
+            redis::Client::build_with_tls(
+                self.connection.as_str(),
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert,
+                },
+            )
+            .map_err(|error| {
+                Error::InvalidArgument(format!(
+                    "redis: the TLS certificates or key of {} are unusable: {error}",
+                    self.display
+                ))
+            })
+        }
+        #[cfg(not(feature = "tls"))]
+        Err(Error::unsupported(
+            BACKEND,
+            "TLS (rediss://): this build of distsync-redis has no TLS support (enable its \
+             cargo feature `tls`)",
+        ))
     }
 }
 
@@ -240,9 +387,59 @@ mod tests {
     }
 
     #[test]
-    fn tls_parses_but_is_unsupported() {
-        let url = RedisUrl::parse("rediss://localhost:6380").unwrap();
+    fn tls_files_and_timeouts() {
+        let url = RedisUrl::parse(
+            "rediss://u:secret@localhost:6380/2?ca=/a/ca.pem&cert=/a/c.pem&key=/a/k.pem\
+             &connect_timeout=2s&timeout=1500",
+        )
+        .unwrap();
         assert!(url.tls());
-        assert!(matches!(url.client(), Err(Error::Unsupported { .. })));
+        assert_eq!(url.db(), 2);
+        assert_eq!(url.ca_file(), Some("/a/ca.pem"));
+        assert_eq!(url.client_cert_files(), Some(("/a/c.pem", "/a/k.pem")));
+        assert_eq!(url.connect_timeout(), Duration::from_secs(2));
+        assert_eq!(url.request_timeout(), Duration::from_millis(1500));
+        let debug = format!("{url:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("/a/ca.pem"), "{debug}");
+        let url = url.with_connect_timeout(Duration::from_millis(300));
+        assert_eq!(url.connect_timeout(), Duration::from_millis(300));
+        let plain = RedisUrl::parse("redis://localhost").unwrap();
+        assert_eq!(
+            plain.connect_timeout(),
+            crate::options::DEFAULT_CONNECT_TIMEOUT
+        );
+        assert_eq!(
+            plain.request_timeout(),
+            crate::options::DEFAULT_REQUEST_TIMEOUT
+        );
+        for bad in [
+            "redis://localhost?ca=/x",
+            "rediss://localhost?cert=/x",
+            "rediss://localhost?key=/x",
+            "rediss://localhost?ca=",
+            "redis://localhost?timeout=0",
+            "redis://localhost?connect_timeout=fast",
+            "rediss://u:secret@localhost?timeout=1h",
+        ] {
+            match RedisUrl::parse(bad) {
+                Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_certificate_files_are_typed_errors_naming_the_path() {
+        let url =
+            RedisUrl::parse("rediss://u:secret@localhost:6380?ca=/nonexistent/ca.pem").unwrap();
+        match url.client() {
+            Err(Error::InvalidArgument(message)) if cfg!(feature = "tls") => {
+                assert!(message.contains("/nonexistent/ca.pem"), "{message}");
+                assert!(!message.contains("secret"), "{message}");
+            }
+            Err(Error::Unsupported { .. }) if !cfg!(feature = "tls") => {}
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -1,0 +1,169 @@
+//! [`RedisOptions`]: what a [`crate::RedisBackend`] needs besides a client.
+
+use std::time::Duration;
+
+use distsync_core::{Error, Result};
+
+/// The key prefix used when neither the URL nor the options name one.
+pub const DEFAULT_NAMESPACE: &str = "distsync:";
+
+/// How long connecting (TCP, TLS handshake and login) may take by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one command may wait for its reply by default, after which the connection
+/// counts as broken.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options of a [`crate::RedisBackend`]: the key namespace, whether an evicting server
+/// is accepted, and the timeouts. A URL sets them through its query
+/// ([`crate::RedisUrl`]); [`crate::RedisBackend::from_client`] takes them with a client
+/// of your own.
+///
+/// ```
+/// # use std::time::Duration;
+/// let options = distsync_redis::RedisOptions::new()
+///     .namespace("myapp:")
+///     .connect_timeout(Duration::from_secs(2))
+///     .request_timeout(Duration::from_secs(3));
+/// assert_eq!(options.get_namespace(), "myapp:");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisOptions {
+    pub(crate) namespace: String,
+    pub(crate) allow_eviction: bool,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            allow_eviction: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// The defaults: namespace [`DEFAULT_NAMESPACE`], no eviction accepted,
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the key prefix (may be empty).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Accepts a server whose `maxmemory-policy` is not `noeviction`, with weaker
+    /// guarantees ([`crate::capabilities_under_eviction`]).
+    pub fn allow_eviction(mut self, allow: bool) -> Self {
+        self.allow_eviction = allow;
+        self
+    }
+
+    /// Sets how long connecting (TCP, TLS handshake, login and the first command) may
+    /// take; a zero duration is replaced by one millisecond.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets how long one command may wait for its reply; a zero duration is replaced
+    /// by one millisecond. Blocking calls (`lock`, `dequeue`, ...) wait on
+    /// notifications, not on one command, so this does not bound them.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The key prefix.
+    pub fn get_namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Whether an evicting server is accepted.
+    pub fn get_allow_eviction(&self) -> bool {
+        self.allow_eviction
+    }
+
+    /// The connect timeout.
+    pub fn get_connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The request timeout.
+    pub fn get_request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+}
+
+/// Parses a timeout from a URL: a whole number of milliseconds (`1500`), or a whole
+/// number with the unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`); zero is refused.
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "ms"),
+    };
+    let bad = || format!("{text:?} is not a duration (e.g. `1500`, `1500ms`, `2s`, `1m`)");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?}: a timeout must be greater than zero"));
+    }
+    Ok(duration)
+}
+
+/// An [`Error::InvalidArgument`] for an unreadable certificate or key file (the path
+/// is shown, never the contents).
+pub(crate) fn read_pem(what: &str, path: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| {
+        Error::InvalidArgument(format!(
+            "redis: cannot read the {what} file {path:?}: {error}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1500"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "-1",
+            "1h",
+            "1.5s",
+            "s",
+            "2 s",
+            "99999999999999999999m",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn zero_timeouts_in_code_become_one_millisecond() {
+        let options = RedisOptions::new()
+            .connect_timeout(Duration::ZERO)
+            .request_timeout(Duration::ZERO);
+        assert_eq!(options.get_connect_timeout(), Duration::from_millis(1));
+        assert_eq!(options.get_request_timeout(), Duration::from_millis(1));
+    }
+}

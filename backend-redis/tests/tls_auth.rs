@@ -1,0 +1,299 @@
+//! TLS, ACL login and timeouts against the TLS Redis of `scripts/servers.sh`
+//! (`DISTSYNC_REDIS_TLS_URL`, `DISTSYNC_TLS_DIR`), and against a local listener that
+//! accepts connections and never answers (no server needed).
+//!
+//! Every failure must be a typed error that arrives within the connect timeout and
+//! never shows the password.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use distsync_core::{Coordinator, Error};
+use distsync_redis::{RedisBackend, RedisOptions, RedisUrl};
+
+/// Generous bound for "within the timeout": the timeout plus scheduling slack.
+const SLACK: Duration = Duration::from_secs(2);
+
+/// The TLS server's URL with a namespace of its own under the ACL's prefix
+/// (`distsync-tls:`), or `None` (after saying so) when the servers are not running.
+fn tls_url() -> Option<url::Url> {
+    let raw = distsync_conformance::server_url("DISTSYNC_REDIS_TLS_URL")?;
+    let mut url = url::Url::parse(&raw).expect("DISTSYNC_REDIS_TLS_URL parses");
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unique = format!(
+        "test-{}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(key, value)| {
+            let value = if key == "namespace" {
+                format!("{value}{unique}")
+            } else {
+                value.into_owned()
+            };
+            (key.into_owned(), value)
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(&pairs);
+    Some(url)
+}
+
+fn tls_dir() -> String {
+    distsync_conformance::server_url("DISTSYNC_TLS_DIR")
+        .expect("DISTSYNC_TLS_DIR is set with the TLS URLs")
+}
+
+/// `url` with query parameter `key` set to `value`.
+fn with_param(url: &url::Url, key: &str, value: &str) -> url::Url {
+    let mut pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| name != key)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    pairs.push((key.to_owned(), value.to_owned()));
+    let mut url = url.clone();
+    url.query_pairs_mut().clear().extend_pairs(&pairs);
+    url
+}
+
+/// Asserts that neither the error's message, its `Debug` nor its source chain shows
+/// `secret`.
+fn assert_no_secret(error: &Error, secret: &str) {
+    let mut texts = vec![error.to_string(), format!("{error:?}")];
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        texts.push(inner.to_string());
+        source = inner.source();
+    }
+    for text in texts {
+        assert!(!text.contains(secret), "the password leaked: {text}");
+    }
+}
+
+/// Connects and expects a failure, within `connect_timeout` plus slack.
+async fn connect_err(url: &str, connect_timeout: Duration) -> Error {
+    let started = Instant::now();
+    let result = tokio::time::timeout(connect_timeout + SLACK, RedisBackend::connect(url))
+        .await
+        .expect("connect must fail within its connect timeout, never hang");
+    match result {
+        Ok(backend) => panic!("connected, but expected an error: {backend:?}"),
+        Err(error) => {
+            assert!(started.elapsed() < connect_timeout + SLACK);
+            error
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_election_and_queue_over_tls_with_an_acl_user() {
+    let Some(url) = tls_url() else { return };
+    let password = url
+        .password()
+        .expect("the TLS URL has a password")
+        .to_owned();
+    let backend = RedisBackend::connect(url.as_str()).await.unwrap();
+    for debug in [
+        format!("{backend:?}"),
+        format!("{:?}", RedisUrl::parse(url.as_str()).unwrap()),
+    ] {
+        assert!(!debug.contains(&password), "the password leaked: {debug}");
+    }
+    let coordinator = Coordinator::new(backend);
+    let session = coordinator.session().await.unwrap();
+    let guard = coordinator
+        .locker(&session, "l")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let other = coordinator.session().await.unwrap();
+    assert!(coordinator
+        .locker(&other, "l")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .is_none());
+    guard.unlock().await.unwrap();
+    let election = coordinator.election(&session, "e").unwrap();
+    let leadership = election.campaign(Bytes::from_static(b"me")).await.unwrap();
+    let leader = election.leader().await.unwrap().expect("a leader");
+    assert_eq!(leader.value, Bytes::from_static(b"me"));
+    leadership.resign().await.unwrap();
+    let queue = coordinator.queue("q").unwrap();
+    queue.enqueue(Bytes::from_static(b"1")).await.unwrap();
+    queue.enqueue(Bytes::from_static(b"2")).await.unwrap();
+    assert_eq!(queue.dequeue().await.unwrap(), Bytes::from_static(b"1"));
+    assert_eq!(
+        queue.try_dequeue().await.unwrap(),
+        Some(Bytes::from_static(b"2"))
+    );
+    other.close().await.unwrap();
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_authentication_error_without_the_password() {
+    let Some(url) = tls_url() else { return };
+    let real = url
+        .password()
+        .expect("the TLS URL has a password")
+        .to_owned();
+    let mut wrong = url.clone();
+    let wrong_password = "not-the-password-4f1c";
+    wrong.set_password(Some(wrong_password)).unwrap();
+    let error = connect_err(wrong.as_str(), RedisOptions::new().get_connect_timeout()).await;
+    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("authentication failed"),
+        "{error}"
+    );
+    assert!(!error.is_transient());
+    assert_no_secret(&error, wrong_password);
+    assert_no_secret(&error, &real);
+    // No password at all: the server's default user is off.
+    let mut anonymous = url.clone();
+    anonymous.set_password(None).unwrap();
+    anonymous.set_username("").unwrap();
+    let error = connect_err(
+        anonymous.as_str(),
+        RedisOptions::new().get_connect_timeout(),
+    )
+    .await;
+    assert!(
+        error.to_string().contains("authentication failed"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_server_certificate_is_a_connection_error() {
+    let Some(url) = tls_url() else { return };
+    let password = url.password().unwrap().to_owned();
+    let other_ca = format!("{}/other-ca.crt", tls_dir());
+    let url = with_param(&url, "ca", &other_ca);
+    let error = connect_err(url.as_str(), RedisOptions::new().get_connect_timeout()).await;
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    assert!(
+        format!("{error:?}").to_lowercase().contains("certificate"),
+        "{error:?}"
+    );
+    assert_no_secret(&error, &password);
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_refused() {
+    let Some(url) = tls_url() else { return };
+    let password = url.password().unwrap().to_owned();
+    let dir = tls_dir();
+    let url = with_param(&url, "cert", &format!("{dir}/other-client.crt"));
+    let url = with_param(&url, "key", &format!("{dir}/other-client.key"));
+    let error = connect_err(url.as_str(), RedisOptions::new().get_connect_timeout()).await;
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    assert_no_secret(&error, &password);
+}
+
+#[tokio::test]
+async fn missing_certificate_files_are_invalid_arguments() {
+    let Some(url) = tls_url() else { return };
+    let url = with_param(&url, "ca", "/nonexistent/distsync/ca.crt");
+    let error = connect_err(url.as_str(), Duration::ZERO).await;
+    assert!(matches!(error, Error::InvalidArgument(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("/nonexistent/distsync/ca.crt"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_client_takes_a_tls_client_of_your_own() {
+    let Some(url) = tls_url() else { return };
+    let parsed = RedisUrl::parse(url.as_str()).unwrap();
+    let dir = tls_dir();
+    let read = |name: &str| std::fs::read(format!("{dir}/{name}")).unwrap();
+    let mut plain = url.clone();
+    plain.set_query(None);
+    let client = distsync_redis::redis::Client::build_with_tls(
+        plain.as_str(),
+        distsync_redis::redis::TlsCertificates {
+            client_tls: Some(distsync_redis::redis::ClientTlsConfig {
+                client_cert: read("client.crt"),
+                client_key: read("client.key"),
+            }),
+            root_cert: Some(read("ca.crt")),
+        },
+    )
+    .unwrap();
+    let options = RedisOptions::new()
+        .namespace(parsed.namespace())
+        .connect_timeout(Duration::from_secs(3));
+    let backend = RedisBackend::from_client(client, options).await.unwrap();
+    let debug = format!("{backend:?}");
+    assert!(!debug.contains(url.password().unwrap()), "{debug}");
+    assert!(debug.contains("rediss://"), "{debug}");
+    let coordinator = Coordinator::new(backend);
+    let session = coordinator.session().await.unwrap();
+    let guard = coordinator
+        .locker(&session, "own")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    guard.unlock().await.unwrap();
+    session.close().await.unwrap();
+}
+
+/// A listener that accepts connections and never reads or writes: the connections it
+/// accepted stay open until the returned task is aborted.
+async fn silent_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, task)
+}
+
+#[tokio::test]
+async fn a_silent_server_fails_connect_within_the_connect_timeout() {
+    let (address, server) = silent_server().await;
+    let timeout = Duration::from_millis(400);
+    for url in [
+        format!("redis://u:hunter2-secret@{address}/0?connect_timeout=400ms"),
+        format!("rediss://u:hunter2-secret@{address}/0?connect_timeout=400"),
+    ] {
+        let started = Instant::now();
+        let error = connect_err(&url, timeout).await;
+        assert!(
+            matches!(error, Error::Connection { .. }),
+            "{url}: {error:?}"
+        );
+        assert!(error.is_transient());
+        assert!(
+            started.elapsed() >= timeout / 2,
+            "{url}: failed before the server could answer: {error}"
+        );
+        assert_no_secret(&error, "hunter2-secret");
+    }
+    // Set in code rather than in the URL.
+    let parsed = RedisUrl::parse(&format!("redis://{address}/0"))
+        .unwrap()
+        .with_connect_timeout(timeout);
+    let started = Instant::now();
+    let result = tokio::time::timeout(timeout + SLACK, RedisBackend::connect_to(&parsed))
+        .await
+        .expect("never hangs");
+    assert!(
+        matches!(result, Err(Error::Connection { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < timeout + SLACK);
+    server.abort();
+}
