@@ -6,37 +6,19 @@
 //! refuses writes carrying a token lower than the highest it has seen turns that
 //! stale write into a refusal. These counters measure the difference.
 
-use std::fmt;
-
+use distsync_core::fence::Fence;
 use distsync_core::FencingToken;
 
-/// A write refused by a [`FencedCounter`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Refused {
-    /// The token the write carried.
-    pub(crate) token: FencingToken,
-    /// The highest token seen before it.
-    pub(crate) highest: FencingToken,
-}
+/// A write refused by a [`FencedCounter`]: the public rule's refusal.
+pub(crate) type Refused = distsync_core::fence::StaleToken;
 
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "token {} is below the highest seen, {}",
-            self.token, self.highest
-        )
-    }
-}
-
-/// A counter that refuses writes carrying a token lower than the highest it has seen
-/// (equal tokens are accepted: one holder writes many times with its grant's token).
+/// A counter behind the public [`Fence`]: refuses writes carrying a token lower than
+/// the highest it has seen (equal tokens are accepted: one holder writes many times
+/// with its grant's token).
 #[derive(Debug, Default)]
 pub(crate) struct FencedCounter {
     value: u64,
-    highest: Option<FencingToken>,
-    accepted: u64,
-    refused: u64,
+    fence: Fence,
 }
 
 impl FencedCounter {
@@ -47,26 +29,19 @@ impl FencedCounter {
 
     /// Sets the value to `value` unless `token` is stale.
     pub(crate) fn write(&mut self, token: FencingToken, value: u64) -> Result<(), Refused> {
-        if let Some(highest) = self.highest {
-            if token < highest {
-                self.refused += 1;
-                return Err(Refused { token, highest });
-            }
-        }
-        self.highest = Some(token);
+        self.fence.admit(token)?;
         self.value = value;
-        self.accepted += 1;
         Ok(())
     }
 
     /// How many writes were accepted.
     pub(crate) fn accepted(&self) -> u64 {
-        self.accepted
+        self.fence.admitted()
     }
 
     /// How many writes were refused.
     pub(crate) fn refused(&self) -> u64 {
-        self.refused
+        self.fence.refused()
     }
 }
 

@@ -20,6 +20,7 @@ pub mod barrier;
 pub mod capabilities;
 pub mod election;
 pub mod error;
+pub mod fence;
 pub mod guard;
 pub mod instrument;
 pub mod lock;
