@@ -51,7 +51,7 @@ pub use distsync_core::memory::MemoryBackend;
 
 // The in-memory backend (`memory://`), observability, migration between stores, the
 // notes on timed acquisition, and the backend author's API.
-pub use distsync_core::{instrument, memory, migrate, raw, timeout};
+pub use distsync_core::{fence, instrument, memory, migrate, raw, timeout};
 
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
