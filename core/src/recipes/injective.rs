@@ -2,8 +2,8 @@
 //!
 //! Random names from a small alphabet rich in the characters that could make two
 //! names meet (`/`, `%`, the escape digits, digits that look like queue positions,
-//! `{`, `}`, `:`, non-ASCII) are each given a lock, a read lock, a queue item, a held
-//! barrier, a double-barrier entry and an STM key, all through the real recipes on
+//! `{`, `}`, `:`, non-ASCII) are each given a lock, a write lock, a queue item, a held
+//! barrier, a double-barrier entry, a semaphore permit and an STM key, all through the real recipes on
 //! the memory store. After each operation the whole store is compared with its state
 //! before: an operation may only create, change or delete keys of its own primitive.
 //! At the end every primitive still sees exactly its own state.
@@ -130,6 +130,7 @@ async fn distinct_kinds_and_names_never_share_a_key() {
                 "queue",
                 "barrier",
                 "double-barrier",
+                "semaphore",
                 "stm",
             ] {
                 let before = state(&kv).await;
@@ -159,6 +160,12 @@ async fn distinct_kinds_and_names_never_share_a_key() {
                             .unwrap();
                     }
                     "barrier" => backend.barrier(name.clone()).unwrap().hold().await.unwrap(),
+                    "semaphore" => {
+                        let semaphore = backend.semaphore(&session, name.clone(), 1).unwrap();
+                        let permit = semaphore.try_acquire().await.unwrap();
+                        let permit = permit.unwrap_or_else(|| panic!("semaphore {name:?} blocked"));
+                        holds.push(Box::new(permit));
+                    }
                     "double-barrier" => {
                         let db = backend.double_barrier(&session, name.clone(), 1).unwrap();
                         db.enter().await.unwrap();
