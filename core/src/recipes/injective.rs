@@ -3,10 +3,10 @@
 //! Random names from a small alphabet rich in the characters that could make two
 //! names meet (`/`, `%`, the escape digits, digits that look like queue positions,
 //! `{`, `}`, `:`, non-ASCII) are each given a lock, a write lock, a queue item, a held
-//! barrier, a double-barrier entry, a semaphore permit and an STM key, all through the real recipes on
-//! the memory store. After each operation the whole store is compared with its state
-//! before: an operation may only create, change or delete keys of its own primitive.
-//! At the end every primitive still sees exactly its own state.
+//! barrier, a double-barrier entry, a semaphore permit and an STM key, all through the
+//! real recipes on the memory store. After each operation the whole store is compared
+//! with its state before: an operation may only create, change or delete keys of its
+//! own primitive. At the end every primitive still sees exactly its own state.
 
 use std::collections::{BTreeMap, BTreeSet};
 
