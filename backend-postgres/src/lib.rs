@@ -51,6 +51,10 @@
 //!   All sessions of a deployment must connect as one role (or as members of
 //!   `pg_signal_backend`): [`checks`] refuses, at connect, a role that could not end
 //!   the connections of existing sessions.
+//! - [`semaphore`]: a line of entry rows per name, the first `N` live ones holding a
+//!   permit, each grant bumping the name's fencing counter; waiters hold no connection
+//!   and are woken one by one (`NOTIFY` to the waiter a release lets in); entries count
+//!   until their session's row is deleted or expires, which is the lease gate.
 //! - [`election`]: the advisory lock plus a leader row and a log; `observe()` follows
 //!   the log through `LISTEN`/`NOTIFY` and never yields a stale leader.
 //! - [`queue`]: rows claimed with `DELETE ... FOR UPDATE SKIP LOCKED ... RETURNING`,
@@ -104,6 +108,7 @@ pub mod queue;
 pub mod retry;
 pub mod rwlock;
 pub mod schema;
+pub mod semaphore;
 pub mod session;
 mod shared;
 pub mod stm;
@@ -196,8 +201,6 @@ fn pool_options(size: u32) -> PgPoolOptions {
 /// - `min_session_ttl`: 1 s.
 pub fn capabilities() -> Capabilities {
     Capabilities {
-        // Not built on PostgreSQL yet: `Backend::semaphore` answers Unsupported.
-        semaphore: false,
         ..Capabilities::all(BACKEND, Duration::from_secs(1))
     }
 }
@@ -309,6 +312,29 @@ impl Backend for PostgresBackend {
             name,
             count,
             count_sql,
+        }))
+    }
+
+    fn semaphore(
+        &self,
+        session: &Session,
+        name: Name,
+        permits: usize,
+    ) -> Result<Box<dyn distsync_core::Semaphore>> {
+        if permits == 0 {
+            return Err(Error::InvalidArgument(
+                "a semaphore needs at least 1 permit".into(),
+            ));
+        }
+        let permits_sql = i32::try_from(permits).map_err(|_| {
+            Error::InvalidArgument(format!("semaphore permit count {permits} is too large"))
+        })?;
+        Ok(Box::new(semaphore::PgSemaphore {
+            lease: self.lease(session)?,
+            session: session.clone(),
+            name,
+            permits,
+            permits_sql,
         }))
     }
 

@@ -19,10 +19,13 @@
 //! - `election_leaders` (the current leader, tied to its session) and `election_log`
 //!   (every win and proclaim, for `observe`; pruned after ten minutes).
 //! - `queue_items`, `barriers`, `double_barriers` / `double_barrier_entries`, `kv` (STM).
+//! - `semaphores` and `semaphore_entries`, with their functions, defined in
+//!   [`crate::semaphore`] and created here after the rest.
 //!
 //! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
 //! `<kind>:<name>`: `q` queue, `b` barrier, `d` double barrier, `e` election; `s:<id>`
-//! when a session is ended), by triggers and functions, so they are delivered at commit.
+//! when a session is ended; `m:<session>.<entry>` when a semaphore waiter may be
+//! granted), by triggers and functions, so they are delivered at commit.
 
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::PgConnection;
@@ -32,7 +35,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 5;
+const SCHEMA_VERSION: i32 = 6;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -592,6 +595,9 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
             .map_err(map)?;
         // No arguments: sent with the simple query protocol, which runs many statements.
         conn.execute(ddl.as_str()).await.map_err(map)?;
+        // Since version 6: the semaphore's tables and functions (kept with its module).
+        let semaphore = render(crate::semaphore::DDL, &quoted);
+        conn.execute(semaphore.as_str()).await.map_err(map)?;
         sqlx::query(&clear).execute(&mut *conn).await.map_err(map)?;
         sqlx::query(&stamp)
             .bind(SCHEMA_VERSION)

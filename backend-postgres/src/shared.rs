@@ -24,6 +24,8 @@ pub(crate) enum LockKind {
     RwLock,
     /// [`crate::election`].
     Election,
+    /// [`crate::semaphore`] (its name row holds the fencing counter; no advisory lock).
+    Semaphore,
 }
 
 impl LockKind {
@@ -33,6 +35,7 @@ impl LockKind {
             LockKind::Lock => "lock",
             LockKind::RwLock => "rwlock",
             LockKind::Election => "election",
+            LockKind::Semaphore => "semaphore",
         }
     }
 }

@@ -1,0 +1,620 @@
+//! The counting semaphore: a line of entry rows per name, the first `N` live ones
+//! holding a permit; waiters hold no connection and are woken one by one with `NOTIFY`.
+//!
+//! # Layout ([`DDL`], created with the rest of the schema)
+//! - `semaphores`: one row per name (`name_id`, the name's id in `lock_names`, kind
+//!   `semaphore`), with the permit count `permits`. Its row lock serializes the joins
+//!   and grants of one name.
+//! - `semaphore_entries`: one row per acquisition, ordered by `ord` (a sequence drawn
+//!   while holding the name's row lock, so arrival order), keyed by (session, entry
+//!   number drawn by the client), referencing its session row (deleted with it), with
+//!   the fencing `token` once granted.
+//!
+//! An entry is **live** while its session row has not expired. The first `permits` live
+//! entries of a name hold a permit; the others wait in `ord` order. Entries only ever
+//! leave the line (released, cancelled, their session deleted or expired), so an entry's
+//! rank never grows: once within the first `permits`, it stays there until it leaves.
+//!
+//! # Granting
+//! An entry is granted by its own caller's statement (`semaphore_join`, then
+//! `semaphore_check` while waiting), under the name's row lock: if fewer than `permits`
+//! live entries are ahead of it, it takes the next value of the name's fencing counter
+//! (the `lock_names` row, bumped durably as the locks' tokens are; so tokens never go
+//! backwards, across restarts too) and holds.
+//!
+//! # Waking (no herd)
+//! Every waiter subscribes to its own payload `m:<session>.<entry>` on the backend's
+//! notification hub ([`crate::notify`]) before it joins. When an entry leaves (a row
+//! trigger on delete: a release, a cancelled wait, the cascade of a closed or revoked
+//! session), `sem_wake` notifies exactly the waiters now within the first `permits`
+//! live entries that have no token yet; a grant notifies those too (two permits freed
+//! by concurrent transactions, each seeing only its own, still wake both waiters). So a
+//! release wakes the waiter it lets in and nobody else.
+//!
+//! # The lease gate and crashes
+//! A holder whose process died or whose connections closed keeps its session row until
+//! that row expires (see [`crate::hold`]): its entry counts until then, so its permit is
+//! never granted while it may still believe it holds. Each waiter re-checks at the
+//! earliest expiry among the live entries ahead of it, the first moment the line can
+//! move without a notification; a renewal moves that instant on. A clean release, and
+//! the close of a healthy session (which deletes its row), hand over at once.
+//!
+//! # The count is part of the state
+//! The first joiner of an unused name sets `permits`; a joiner naming another count while
+//! the name has a live entry gets [`Error::InvalidArgument`], and joins nothing.
+//!
+//! # Cancel safety
+//! A dropped `acquire` withdraws its entry in the background (`semaphore_leave`,
+//! retried until done or the session ends), releasing it if it was granted meanwhile.
+//! The entry number is drawn before joining, so a withdrawal that overtakes a join
+//! still in flight leaves a tombstone under the name's row lock, and that join then
+//! gives up; a tombstone never counts and goes with its session.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::{Error, FencingToken, LockGuard, Name, ReleaseFn, Result, Semaphore, Session};
+
+use crate::error::{is_session_gone, map, sqlstate};
+use crate::lock::hold_key;
+use crate::retry::Backoff;
+use crate::session::LeaseInner;
+use crate::shared::{LockKind, Shared};
+
+/// The semaphore's tables and functions (`{s}`: the quoted schema), run by
+/// [`crate::schema`] after its own DDL.
+pub(crate) const DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS {s}.semaphores (
+    name_id integer PRIMARY KEY,
+    permits integer NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS {s}.semaphore_entries (
+    ord        bigserial PRIMARY KEY,
+    name_id    integer NOT NULL,
+    session_id bigint NOT NULL REFERENCES {s}.sessions (id) ON DELETE CASCADE,
+    entry      bigint NOT NULL,
+    token      bigint,
+    cancelled  boolean NOT NULL DEFAULT false,
+    UNIQUE (session_id, entry)
+);
+CREATE INDEX IF NOT EXISTS semaphore_entries_line ON {s}.semaphore_entries (name_id, ord);
+
+-- Notifies the waiters of name k that can be granted now: the live entries within the
+-- first `permits` that have no token yet, other than the entry `except_ord`.
+CREATE OR REPLACE FUNCTION {s}.sem_wake(k integer, except_ord bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
+    IF n IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text)
+       FROM (SELECT e.ord, e.session_id, e.entry, e.token
+               FROM {s}.semaphore_entries e
+               JOIN {s}.sessions x ON x.id = e.session_id
+              WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp()
+              ORDER BY e.ord
+              LIMIT n) AS w
+      WHERE w.token IS NULL AND w.ord <> except_ord;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION {s}.semaphore_entry_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT OLD.cancelled THEN
+        PERFORM {s}.sem_wake(OLD.name_id, 0);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER semaphore_entries_gone AFTER DELETE ON {s}.semaphore_entries
+    FOR EACH ROW EXECUTE FUNCTION {s}.semaphore_entry_gone();
+
+-- Re-checks entry (p_session, p_entry) of name k. o_state: 1 granted (o_token), 0
+-- waiting (o_wait: seconds until the first expiry among the live entries ahead), -1 the
+-- entry is gone (its session ended or expired). Raises DS002 when the name has no
+-- counter row.
+CREATE OR REPLACE FUNCTION {s}.semaphore_check(k integer, p_session bigint, p_entry bigint,
+                                               OUT o_state integer, OUT o_token bigint,
+                                               OUT o_wait double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    my_ord bigint;
+    ahead integer;
+BEGIN
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    SELECT e.ord, e.token INTO my_ord, o_token
+      FROM {s}.semaphore_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.session_id = p_session AND e.entry = p_entry AND e.name_id = k
+       AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+    IF my_ord IS NULL THEN
+        o_state := -1;
+        o_token := NULL;
+        RETURN;
+    END IF;
+    IF o_token IS NOT NULL THEN
+        o_state := 1;
+        RETURN;
+    END IF;
+    SELECT count(*), extract(epoch FROM min(x.expires_at) - clock_timestamp())
+      INTO ahead, o_wait
+      FROM {s}.semaphore_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.name_id = k AND e.ord < my_ord AND NOT e.cancelled
+       AND x.expires_at > clock_timestamp();
+    IF ahead < coalesce(n, 1) THEN
+        UPDATE {s}.lock_names SET token = token + 1 WHERE id = k RETURNING token INTO o_token;
+        IF o_token IS NULL THEN
+            RAISE EXCEPTION 'distsync semaphore name % has no counter row', k
+                USING ERRCODE = 'DS002';
+        END IF;
+        UPDATE {s}.semaphore_entries SET token = o_token WHERE ord = my_ord;
+        PERFORM {s}.sem_wake(k, my_ord);
+        o_state := 1;
+        o_wait := NULL;
+        RETURN;
+    END IF;
+    o_state := 0;
+END
+$$;
+
+-- Joins name k with entry (p_session, p_entry), naming p_permits permits, waiting or not.
+-- o_state: as semaphore_check; 2 a failed try (nothing joined); 3 another count is in
+-- use (o_in_use, nothing joined); 4 the caller withdrew before this ran (tombstone
+-- found and removed, nothing joined: the caller is gone, nobody reads this). Raises
+-- DS001 when the session has ended.
+CREATE OR REPLACE FUNCTION {s}.semaphore_join(k integer, p_session bigint, p_entry bigint,
+                                              p_permits integer, wait boolean,
+                                              OUT o_state integer, OUT o_token bigint,
+                                              OUT o_wait double precision,
+                                              OUT o_in_use integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    live integer;
+BEGIN
+    INSERT INTO {s}.semaphores (name_id, permits) VALUES (k, p_permits)
+    ON CONFLICT (name_id) DO NOTHING;
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    DELETE FROM {s}.semaphore_entries
+     WHERE session_id = p_session AND entry = p_entry AND cancelled;
+    IF FOUND THEN
+        o_state := 4;
+        RETURN;
+    END IF;
+    PERFORM 1 FROM {s}.sessions WHERE id = p_session AND expires_at > clock_timestamp();
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'distsync session % has ended', p_session USING ERRCODE = 'DS001';
+    END IF;
+    -- Entries of expired sessions count no more: forget them.
+    DELETE FROM {s}.semaphore_entries e USING {s}.sessions x
+     WHERE e.name_id = k AND x.id = e.session_id AND x.expires_at <= clock_timestamp();
+    SELECT count(*) INTO live
+      FROM {s}.semaphore_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+    IF n <> p_permits THEN
+        IF live > 0 THEN
+            o_state := 3;
+            o_in_use := n;
+            RETURN;
+        END IF;
+        UPDATE {s}.semaphores SET permits = p_permits WHERE name_id = k;
+    END IF;
+    IF NOT wait AND live >= p_permits THEN
+        o_state := 2;
+        RETURN;
+    END IF;
+    INSERT INTO {s}.semaphore_entries (name_id, session_id, entry) VALUES (k, p_session, p_entry);
+    SELECT c.o_state, c.o_token, c.o_wait INTO o_state, o_token, o_wait
+      FROM {s}.semaphore_check(k, p_session, p_entry) AS c;
+END
+$$;
+
+-- Removes entry (p_session, p_entry) of name k (a release, or a withdrawn wait); true if
+-- it was there. With p_tombstone, an entry not there yet gets a tombstone, so that a
+-- join of it still in flight gives up (see semaphore_join).
+CREATE OR REPLACE FUNCTION {s}.semaphore_leave(k integer, p_session bigint, p_entry bigint,
+                                               p_tombstone boolean) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    DELETE FROM {s}.semaphore_entries
+     WHERE session_id = p_session AND entry = p_entry AND NOT cancelled;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    IF p_tombstone THEN
+        INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, cancelled)
+             SELECT k, p_session, p_entry, true
+              WHERE EXISTS (SELECT 1 FROM {s}.sessions WHERE id = p_session)
+        ON CONFLICT (session_id, entry) DO NOTHING;
+    END IF;
+    RETURN false;
+END
+$$;
+"#;
+
+/// Entry numbers of this process; with the session id (never reused) they identify an
+/// entry.
+static ENTRIES: AtomicI64 = AtomicI64::new(1);
+
+/// A PostgreSQL counting semaphore (see the module docs).
+pub(crate) struct PgSemaphore {
+    pub(crate) lease: Arc<LeaseInner>,
+    pub(crate) session: Session,
+    pub(crate) name: Name,
+    pub(crate) permits: usize,
+    /// `permits` as the `integer` the schema's functions take.
+    pub(crate) permits_sql: i32,
+}
+
+/// One entry of the line, as the schema's functions address it.
+#[derive(Clone)]
+struct Entry {
+    shared: Arc<Shared>,
+    name_id: i32,
+    session: i64,
+    entry: i64,
+}
+
+/// What a join or a check found.
+enum Outcome {
+    Granted(i64),
+    Waiting(Option<Duration>),
+    Refused,
+    OtherCount(i32),
+    Gone,
+}
+
+type Row = (Option<i32>, Option<i64>, Option<f64>, Option<i32>);
+
+fn outcome(row: Row) -> Result<Outcome> {
+    let (state, token, wait, in_use) = row;
+    let wait = wait.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok());
+    Ok(match (state, token) {
+        (Some(1), Some(token)) => Outcome::Granted(token),
+        (Some(0), _) => Outcome::Waiting(wait),
+        (Some(2), _) => Outcome::Refused,
+        (Some(3), _) => Outcome::OtherCount(in_use.unwrap_or(0)),
+        (Some(-1), _) => Outcome::Gone,
+        _ => {
+            return Err(Error::backend(
+                crate::error::BACKEND,
+                format!("unexpected semaphore state {state:?}"),
+            ))
+        }
+    })
+}
+
+/// Maps a statement error: an ended session is the session lost.
+fn entry_error(lease: &LeaseInner, error: sqlx::Error) -> Error {
+    if is_session_gone(&error) {
+        lease.fail();
+        Error::SessionLost
+    } else {
+        map(error)
+    }
+}
+
+/// Whether `error` is `DS002`: the name has no counter row.
+fn is_missing_name(error: &sqlx::Error) -> bool {
+    sqlstate(error).as_deref() == Some("DS002")
+}
+
+impl Entry {
+    async fn join(&self, permits: i32, wait: bool) -> std::result::Result<Outcome, sqlx::Error> {
+        let sql = self.shared.sql(
+            "SELECT o_state, o_token, o_wait, o_in_use FROM {s}.semaphore_join($1, $2, $3, $4, $5)",
+        );
+        let row: Row = sqlx::query_as(&sql)
+            .bind(self.name_id)
+            .bind(self.session)
+            .bind(self.entry)
+            .bind(permits)
+            .bind(wait)
+            .fetch_one(&self.shared.pool)
+            .await?;
+        outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
+    }
+
+    async fn check(&self) -> std::result::Result<Outcome, sqlx::Error> {
+        let sql = self.shared.sql(
+            "SELECT o_state, o_token, o_wait, NULL::integer FROM {s}.semaphore_check($1, $2, $3)",
+        );
+        let row: Row = sqlx::query_as(&sql)
+            .bind(self.name_id)
+            .bind(self.session)
+            .bind(self.entry)
+            .fetch_one(&self.shared.pool)
+            .await?;
+        outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
+    }
+
+    /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave`.
+    async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            &self
+                .shared
+                .sql("SELECT {s}.semaphore_leave($1, $2, $3, $4)"),
+        )
+        .bind(self.name_id)
+        .bind(self.session)
+        .bind(self.entry)
+        .bind(tombstone)
+        .fetch_one(&self.shared.pool)
+        .await
+    }
+
+    /// Withdraws the entry in the background (a dropped wait, a release that failed):
+    /// retried until done or the session ends, whose end takes the entry with it.
+    fn leave_in_background(self, lease: &Arc<LeaseInner>, tombstone: bool) {
+        let lost = lease.lost_token();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                session = self.session,
+                "semaphore entry abandoned outside a runtime; it ends with its session"
+            );
+            return;
+        };
+        runtime.spawn(async move {
+            let mut backoff = Backoff::new();
+            loop {
+                let error = tokio::select! {
+                    biased;
+                    () = lost.cancelled() => return,
+                    left = self.leave(tombstone) => match left {
+                        Ok(_) => return,
+                        Err(error) if is_session_gone(&error) => return,
+                        Err(error) => map(error),
+                    },
+                };
+                if !Backoff::retryable(&error) {
+                    tracing::warn!(session = self.session, %error, "withdrawing a semaphore entry failed; it ends with its session");
+                    return;
+                }
+                backoff.pause("withdrawing a semaphore entry", &error).await;
+            }
+        });
+    }
+}
+
+/// Withdraws an entry when dropped armed: the clean-up of a dropped acquisition.
+struct Cleanup {
+    entry: Option<Entry>,
+    lease: Arc<LeaseInner>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            tracing::debug!(
+                session = entry.session,
+                entry = entry.entry,
+                "semaphore acquisition dropped; withdrawing"
+            );
+            entry.leave_in_background(&self.lease, true);
+        }
+    }
+}
+
+impl PgSemaphore {
+    async fn acquire_or_try(&self, wait: bool) -> Result<Option<LockGuard>> {
+        let mut retried = false;
+        loop {
+            match self.attempt(wait).await {
+                Err(AttemptError::MissingName) if !retried => {
+                    tracing::debug!(name = %self.name, "semaphore name row gone; registering it again");
+                    self.lease
+                        .shared
+                        .forget_name(LockKind::Semaphore, self.name.as_str());
+                    retried = true;
+                }
+                Err(AttemptError::MissingName) => {
+                    return Err(Error::backend(
+                        crate::error::BACKEND,
+                        format!(
+                            "the semaphore name {:?} has no counter row",
+                            self.name.as_str()
+                        ),
+                    ))
+                }
+                Err(AttemptError::Other(error)) => return Err(error),
+                Ok(granted) => return Ok(granted),
+            }
+        }
+    }
+
+    async fn attempt(&self, wait: bool) -> std::result::Result<Option<LockGuard>, AttemptError> {
+        if self.lease.is_lost() {
+            return Err(Error::SessionLost.into());
+        }
+        let shared = &self.lease.shared;
+        let entry = Entry {
+            shared: Arc::clone(shared),
+            name_id: shared
+                .name_id(LockKind::Semaphore, self.name.as_str())
+                .await?,
+            session: self.lease.id,
+            entry: ENTRIES.fetch_add(1, Ordering::Relaxed),
+        };
+        // Subscribed before joining: a wake-up committed after the join is never missed.
+        let mut wake = if wait {
+            Some(
+                shared
+                    .hub
+                    .subscribe(format!("m:{}.{}", entry.session, entry.entry))
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let mut cleanup = Cleanup {
+            entry: Some(entry.clone()),
+            lease: Arc::clone(&self.lease),
+        };
+        let joined = entry.join(self.permits_sql, wait).await;
+        let mut state = match joined {
+            Ok(state) => state,
+            Err(error) if is_missing_name(&error) => {
+                // The statement failed as a whole: nothing joined.
+                cleanup.entry = None;
+                return Err(AttemptError::MissingName);
+            }
+            Err(error) => return Err(entry_error(&self.lease, error).into()),
+        };
+        let lost = self.lease.lost_token();
+        let fallback = self.lease.ttl;
+        let mut backoff = Backoff::new();
+        loop {
+            let pause = match state {
+                Outcome::Granted(token) => {
+                    cleanup.entry = None;
+                    return Ok(Some(self.guard(entry, token)));
+                }
+                Outcome::Refused => {
+                    cleanup.entry = None;
+                    return Ok(None);
+                }
+                Outcome::OtherCount(in_use) => {
+                    cleanup.entry = None;
+                    return Err(Error::InvalidArgument(format!(
+                        "semaphore {:?} is in use with {in_use} permits, not {}",
+                        self.name.as_str(),
+                        self.permits
+                    ))
+                    .into());
+                }
+                Outcome::Gone => {
+                    cleanup.entry = None;
+                    self.lease.fail();
+                    return Err(Error::SessionLost.into());
+                }
+                Outcome::Waiting(until) => {
+                    until.map_or(fallback, |until| until + Duration::from_millis(5))
+                }
+            };
+            let Some(wake) = wake.as_mut() else {
+                // Not waiting: a join that did not grant refuses (state 2); anything else
+                // is withdrawn by the clean-up.
+                return Ok(None);
+            };
+            tokio::select! {
+                biased;
+                () = lost.cancelled() => return Err(Error::SessionLost.into()),
+                woke = wake.changed() => { woke?; }
+                () = tokio::time::sleep(pause) => {}
+            }
+            state = loop {
+                match entry.check().await {
+                    Ok(state) => {
+                        backoff.reset();
+                        break state;
+                    }
+                    Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
+                    Err(error) => {
+                        let error = entry_error(&self.lease, error);
+                        if !Backoff::retryable(&error) {
+                            return Err(error.into());
+                        }
+                        // Once in line, connection trouble is ridden out (checking is
+                        // idempotent).
+                        tokio::select! {
+                            biased;
+                            () = lost.cancelled() => return Err(Error::SessionLost.into()),
+                            () = backoff.pause("a semaphore permit", &error) => {}
+                        }
+                    }
+                }
+            };
+        }
+    }
+
+    fn guard(&self, entry: Entry, token: i64) -> LockGuard {
+        let key = format!(
+            "{}/{}",
+            hold_key(&self.lease, "semaphore", &self.name),
+            entry.entry
+        );
+        LockGuard::new(
+            key,
+            FencingToken(u64::try_from(token).unwrap_or_default()),
+            &self.session,
+            release_fn(&self.lease, entry),
+        )
+    }
+}
+
+/// Why one attempt failed: the name's counter row is gone (register it again, once), or
+/// anything else.
+enum AttemptError {
+    MissingName,
+    Other(Error),
+}
+
+impl From<Error> for AttemptError {
+    fn from(error: Error) -> Self {
+        AttemptError::Other(error)
+    }
+}
+
+/// The release step of a permit: delete its entry (waking the waiter it lets in).
+/// [`Error::SessionLost`] if the entry was gone already (its session ended); on a
+/// transient failure, the release goes on in the background and the error is returned.
+fn release_fn(lease: &Arc<LeaseInner>, entry: Entry) -> ReleaseFn {
+    let lease = Arc::clone(lease);
+    Box::new(move || {
+        Box::pin(async move {
+            match entry.leave(false).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::SessionLost),
+                Err(error) => {
+                    let error = entry_error(&lease, error);
+                    if error.is_transient() {
+                        entry.leave_in_background(&lease, false);
+                    }
+                    Err(error)
+                }
+            }
+        })
+    })
+}
+
+#[async_trait]
+impl Semaphore for PgSemaphore {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn permits(&self) -> usize {
+        self.permits
+    }
+
+    /// Joins the line and waits until this entry is among the first `permits` live ones.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the background
+    /// (releasing the permit if it was granted meanwhile), or leaves it to the session.
+    async fn acquire(&self) -> Result<LockGuard> {
+        self.acquire_or_try(true).await?.ok_or_else(|| {
+            Error::backend(
+                crate::error::BACKEND,
+                "a waiting semaphore acquire returned without a permit",
+            )
+        })
+    }
+
+    /// Takes a permit if fewer than `permits` live entries are in line (a free permit,
+    /// nobody waiting).
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call withdraws what it may have joined.
+    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        self.acquire_or_try(false).await
+    }
+}
