@@ -101,6 +101,7 @@ pub mod double_barrier;
 pub mod election;
 mod error;
 pub mod export;
+pub mod fence;
 pub mod hold;
 pub mod lock;
 pub mod notify;
