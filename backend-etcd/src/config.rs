@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use distsync_core::{Error, Name, Result};
 
@@ -11,8 +12,16 @@ pub const SCHEME: &str = "etcd";
 /// The client port etcd listens on by default, used when a URL gives a host alone.
 pub const DEFAULT_PORT: u16 = 2379;
 
-/// Where the etcd cluster is and which key namespace to use, as parsed from
-/// `etcd://host:port[,host:port...][/namespace]`.
+/// How long connecting (to any member, TLS and login included, and the first request)
+/// may take by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one request may wait for its answer (for a watch or keepalive stream: for
+/// the stream to open) by default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the etcd cluster is, which key namespace to use, and how to connect, as parsed
+/// from `etcd://[user:password@]host:port[,host:port...][/namespace][?param=value&...]`.
 ///
 /// - Every `host:port` is one cluster member; the client balances requests across
 ///   them and keeps working while a minority is down. A host without a port gets
@@ -22,20 +31,67 @@ pub const DEFAULT_PORT: u16 = 2379;
 ///   if it has none. By default there is none, which is what Go programs and
 ///   `etcdctl lock NAME` / `etcdctl elect NAME` use: to share a lock or an election
 ///   with them, use the same namespace they do (usually none).
-/// - User info, query strings and fragments are rejected: TLS and authentication are
-///   not offered by this URL form.
+/// - `user:password@` logs in (etcd auth, `etcdctl --user`); percent-encode `@`, `:`
+///   and `/` in them. The token is refreshed when it expires. Every key distsync
+///   writes or reads falls inside the namespace, so a user whose role grants
+///   `readwrite` on the namespace prefix alone (`etcdctl role grant-permission ROLE
+///   --prefix=true readwrite NAMESPACE/`) can run every primitive.
+/// - Query parameters (fragments are rejected):
+///
+/// | parameter | meaning | default |
+/// |---|---|---|
+/// | `tls` | `true`: connect over TLS (rustls; the cargo feature `tls`, on by default) | `false`, or `true` when `ca` or `cert` is given |
+/// | `ca` | path of a PEM file of CA certificates to trust (`etcdctl --cacert`) | the system's roots |
+/// | `cert`, `key` | paths of the PEM client certificate and its key (`etcdctl --cert --key`), both or neither | none |
+/// | `connect_timeout` | how long connecting (TCP, TLS, login, a first read) may take in all | 5 s |
+/// | `timeout` | how long one request may wait for its answer (a stream: for it to open) | 10 s |
+///
+/// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
+/// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
+///
+/// The password is never shown: `Display`, `Debug` and errors show `***` instead.
 ///
 /// ```
 /// # use distsync_etcd::EtcdConfig;
 /// let config: EtcdConfig = "etcd://10.0.0.1:2379,10.0.0.2:2379/apps/billing".parse()?;
 /// assert_eq!(config.endpoints(), ["10.0.0.1:2379", "10.0.0.2:2379"]);
 /// assert_eq!(config.namespace(), "apps/billing/");
+/// let secure: EtcdConfig =
+///     "etcd://app:s3cret@10.0.0.1:2379/apps?ca=/etc/etcd/ca.pem&cert=/etc/etcd/app.pem&key=/etc/etcd/app-key.pem"
+///         .parse()?;
+/// assert!(secure.tls());
+/// assert_eq!(secure.user(), Some("app"));
+/// assert!(!format!("{secure} {secure:?}").contains("s3cret"));
 /// # Ok::<(), distsync_core::Error>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     endpoints: Vec<String>,
     namespace: String,
+    user: Option<(String, String)>,
+    tls: bool,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("namespace", &self.namespace)
+            .field("user", &self.user())
+            .field("password", &self.user.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 impl EtcdConfig {
@@ -58,16 +114,25 @@ impl EtcdConfig {
         Ok(Self {
             endpoints,
             namespace: normalize_namespace(namespace)?,
+            user: None,
+            tls: false,
+            ca: None,
+            cert: None,
+            key: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         })
     }
 
-    /// Parses an `etcd://host:port[,host:port...][/namespace]` URL.
+    /// Parses an `etcd://[user:password@]host:port[,host:port...][/namespace][?...]`
+    /// URL.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] saying what is wrong.
+    /// [`Error::InvalidUrl`] saying what is wrong, with the password masked.
     pub fn parse(url: &str) -> Result<Self> {
+        let shown = redact(url);
         let invalid = |reason: String| Error::InvalidUrl {
-            url: url.to_owned(),
+            url: shown.clone(),
             reason,
         };
         let rest = url
@@ -75,20 +140,21 @@ impl EtcdConfig {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(SCHEME))
             .map(|(_, rest)| rest)
             .ok_or_else(|| invalid(format!("expected a URL starting with `{SCHEME}://`")))?;
-        if rest.contains(['?', '#']) {
-            return Err(invalid(
-                "query strings and fragments are not supported".into(),
-            ));
+        if rest.contains('#') {
+            return Err(invalid("fragments are not supported".into()));
         }
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash + 1..]),
             None => (rest, ""),
         };
-        if authority.contains('@') {
-            return Err(invalid(
-                "user info is not supported (no authentication in etcd:// URLs)".into(),
-            ));
-        }
+        let (user, authority) = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(parse_userinfo(userinfo).map_err(invalid)?), hosts),
+            None => (None, authority),
+        };
         if authority.is_empty() {
             return Err(invalid("no endpoint: expected host:port".into()));
         }
@@ -103,10 +169,131 @@ impl EtcdConfig {
             ));
         }
         let namespace = normalize_namespace(path).map_err(|error| invalid(error.to_string()))?;
-        Ok(Self {
-            endpoints,
-            namespace,
-        })
+        let mut config = Self {
+            user,
+            ..Self::new(&endpoints, "").map_err(|error| invalid(error.to_string()))?
+        };
+        config.namespace = namespace;
+        let mut tls = None;
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match name.as_ref() {
+                "tls" => {
+                    tls = Some(match value.as_ref() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(invalid("tls must be `true` or `false`".into())),
+                    })
+                }
+                "connect_timeout" => {
+                    config.connect_timeout = parse_duration(&value)
+                        .map_err(|reason| invalid(format!("connect_timeout: {reason}")))?;
+                }
+                "timeout" => {
+                    config.request_timeout = parse_duration(&value)
+                        .map_err(|reason| invalid(format!("timeout: {reason}")))?;
+                }
+                file @ ("ca" | "cert" | "key") => {
+                    if value.is_empty() {
+                        return Err(invalid(format!("`{file}` needs a file path")));
+                    }
+                    let slot = match file {
+                        "ca" => &mut config.ca,
+                        "cert" => &mut config.cert,
+                        _ => &mut config.key,
+                    };
+                    *slot = Some(value.into_owned());
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "unknown query parameter `{other}` (accepted: `tls`, `ca`, `cert`, \
+                         `key`, `connect_timeout`, `timeout`)"
+                    )))
+                }
+            }
+        }
+        if config.cert.is_some() != config.key.is_some() {
+            return Err(invalid(
+                "a client certificate needs both `cert` and `key` (PEM file paths)".into(),
+            ));
+        }
+        let files = config.ca.is_some() || config.cert.is_some();
+        config.tls = match tls {
+            Some(false) if files => {
+                return Err(invalid(
+                    "`ca`, `cert` and `key` are for TLS, but the URL says tls=false".into(),
+                ))
+            }
+            Some(tls) => tls,
+            None => files,
+        };
+        Ok(config)
+    }
+
+    /// Logs in as `user` with `password` (etcd auth).
+    pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Connects over TLS, trusting the CA certificates of the PEM file `ca` (`None`:
+    /// the system's roots) and presenting the client certificate and key of the PEM
+    /// files `client` (`None`: none).
+    pub fn with_tls(mut self, ca: Option<&str>, client: Option<(&str, &str)>) -> Self {
+        self.tls = true;
+        self.ca = ca.map(str::to_owned);
+        self.cert = client.map(|(cert, _)| cert.to_owned());
+        self.key = client.map(|(_, key)| key.to_owned());
+        self
+    }
+
+    /// Sets how long connecting may take in all (a zero duration becomes 1 ms).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets how long one request may wait for its answer (a zero duration becomes
+    /// 1 ms). Lock waits are watches and are not bounded by it.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The user to log in as, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_ref().map(|(user, _)| user.as_str())
+    }
+
+    /// The user and password (for building a client; never print them).
+    pub(crate) fn credentials(&self) -> Option<(&str, &str)> {
+        self.user
+            .as_ref()
+            .map(|(user, password)| (user.as_str(), password.as_str()))
+    }
+
+    /// Whether to connect over TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The path of the CA certificates file, if any.
+    pub fn ca_file(&self) -> Option<&str> {
+        self.ca.as_deref()
+    }
+
+    /// The paths of the client certificate and key files, if any.
+    pub fn client_cert_files(&self) -> Option<(&str, &str)> {
+        self.cert.as_deref().zip(self.key.as_deref())
+    }
+
+    /// How long connecting may take in all.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// How long one request may wait for its answer.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// The members to connect to, as `host:port`.
@@ -128,14 +315,89 @@ impl FromStr for EtcdConfig {
     }
 }
 
+/// The URL, with `***` for the password and without the timeouts.
 impl fmt::Display for EtcdConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME}://{}", self.endpoints.join(","))?;
+        write!(f, "{SCHEME}://")?;
+        if let Some(user) = self.user() {
+            let user: String = url::form_urlencoded::byte_serialize(user.as_bytes()).collect();
+            write!(f, "{user}:***@")?;
+        }
+        write!(f, "{}", self.endpoints.join(","))?;
         if !self.namespace.is_empty() {
             write!(f, "/{}", self.namespace)?;
         }
+        if self.tls {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("tls", "true");
+            for (name, value) in [("ca", &self.ca), ("cert", &self.cert), ("key", &self.key)] {
+                if let Some(value) = value {
+                    query.append_pair(name, value);
+                }
+            }
+            write!(f, "?{}", query.finish())?;
+        }
         Ok(())
     }
+}
+
+/// `url` with the password of its user info (if any) replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let masked = if userinfo.contains(':') { ":***" } else { "" };
+            format!(
+                "{scheme}://{user}{masked}@{hosts}{}",
+                &rest[authority_end..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// `user:password` (percent-decoded); a user without a password is refused.
+fn parse_userinfo(userinfo: &str) -> std::result::Result<(String, String), String> {
+    let (user, password) = userinfo
+        .split_once(':')
+        .ok_or_else(|| "user info needs a password: `user:password@host`".to_owned())?;
+    let decode = |text: &str| {
+        url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default()
+    };
+    let (user, password) = (decode(user), decode(password));
+    if user.is_empty() {
+        return Err("empty user name in the user info".into());
+    }
+    Ok((user, password))
+}
+
+/// A timeout from a URL: a whole number of milliseconds (`1500`), or a whole number
+/// with the unit `ms`, `s` or `m`; zero is refused.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "ms"),
+    };
+    let bad = || format!("{text:?} is not a duration (e.g. `1500`, `1500ms`, `2s`, `1m`)");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?}: a timeout must be greater than zero"));
+    }
+    Ok(duration)
 }
 
 /// `""` stays empty; anything else must be a valid [`Name`] once one trailing `/` is
@@ -242,6 +504,11 @@ mod tests {
             "etcd://[::1]x",
             "etcd://user@a:1",
             "etcd://a:1?x=1",
+            "etcd://a:1?tls=yes",
+            "etcd://a:1?cert=/c",
+            "etcd://a:1?ca=/c&tls=false",
+            "etcd://a:1?timeout=0",
+            "etcd://a:1?connect_timeout=1h",
             "etcd://a:1#f",
             "etcd://a:1//",
             "etcd://a:1/x//y",
@@ -251,6 +518,63 @@ mod tests {
             match parse(url) {
                 Err(Error::InvalidUrl { url: got, .. }) => assert_eq!(got, url),
                 other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn credentials_tls_and_timeouts() {
+        let config = parse(
+            "etcd://app%40x:p%40ss%3Aw0rd@a:1,b:2/ns?ca=/c/ca.pem&cert=/c/a.pem&key=/c/a.key\
+             &timeout=3s&connect_timeout=1500",
+        )
+        .unwrap();
+        assert_eq!(config.endpoints(), ["a:1", "b:2"]);
+        assert_eq!(config.namespace(), "ns/");
+        assert_eq!(config.user(), Some("app@x"));
+        assert_eq!(config.credentials(), Some(("app@x", "p@ss:w0rd")));
+        assert!(config.tls());
+        assert_eq!(config.ca_file(), Some("/c/ca.pem"));
+        assert_eq!(config.client_cert_files(), Some(("/c/a.pem", "/c/a.key")));
+        assert_eq!(config.request_timeout(), Duration::from_secs(3));
+        assert_eq!(config.connect_timeout(), Duration::from_millis(1500));
+        let shown = format!("{config} {config:?}");
+        assert!(
+            !shown.contains("p@ss") && !shown.contains("p%40ss"),
+            "{shown}"
+        );
+        assert!(shown.contains("***"), "{shown}");
+        assert!(parse("etcd://a:1?tls=true").unwrap().tls());
+        let plain = parse("etcd://a:1").unwrap();
+        assert!(!plain.tls());
+        assert_eq!(plain.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(plain.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
+        let coded = plain
+            .with_user("u", "hunter2")
+            .with_tls(Some("/ca"), None)
+            .with_connect_timeout(Duration::ZERO);
+        assert_eq!(coded.connect_timeout(), Duration::from_millis(1));
+        assert!(coded.tls());
+        assert!(!format!("{coded} {coded:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_never_show_the_password() {
+        for url in [
+            "etcd://u:hunter2@a:x",
+            "etcd://u:hunter2@a:1?bad=1",
+            "etcd://u:hunter2@a:1/x//y",
+            "etcd://u:hunter2@a:1#frag",
+            "etcd://u:hunter2@",
+            "etcd://:hunter2@a:1",
+        ] {
+            match parse(url) {
+                Err(error @ Error::InvalidUrl { .. }) => {
+                    let shown = format!("{error} {error:?}");
+                    assert!(!shown.contains("hunter2"), "{shown}");
+                    assert!(shown.contains(":***@"), "{shown}");
+                }
+                other => panic!("{url}: {other:?}"),
             }
         }
     }

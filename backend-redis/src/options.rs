@@ -123,6 +123,7 @@ pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String
     Ok(duration)
 }
 
+#[cfg(feature = "tls")]
 /// An [`Error::InvalidArgument`] for an unreadable certificate or key file (the path
 /// is shown, never the contents).
 pub(crate) fn read_pem(what: &str, path: &str) -> Result<Vec<u8>> {
