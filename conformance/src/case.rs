@@ -88,6 +88,8 @@ pub enum Need {
     DoubleBarrier,
     /// [`Capabilities::semaphore`].
     Semaphore,
+    /// [`Capabilities::guarded_writes`].
+    GuardedWrites,
     /// STM at this level ([`Capabilities::supports_isolation`]).
     Stm(Isolation),
 }
@@ -104,6 +106,7 @@ impl Need {
             Self::Barrier => capabilities.barrier,
             Self::DoubleBarrier => capabilities.double_barrier,
             Self::Semaphore => capabilities.semaphore,
+            Self::GuardedWrites => capabilities.guarded_writes,
             Self::Stm(isolation) => capabilities.supports_isolation(isolation),
         }
     }
@@ -119,6 +122,7 @@ impl Need {
             Self::Barrier => "barrier",
             Self::DoubleBarrier => "double_barrier",
             Self::Semaphore => "semaphore",
+            Self::GuardedWrites => "guarded_writes",
             Self::Stm(Isolation::SerializableSnapshot) => "stm_serializable_snapshot",
             Self::Stm(Isolation::Serializable) => "stm_serializable",
             Self::Stm(Isolation::RepeatableReads) => "stm_repeatable_reads",

@@ -185,6 +185,7 @@ macro_rules! conformance_tests {
             lock_partition_silent
             lock_partition_reset
             lock_multi_lock_opposite_orders
+            lock_guarded_write
             session_close_releases_all
             session_store_kill
             election_one_leader

@@ -45,6 +45,9 @@ pub struct Capabilities {
     pub stalled_holder_expires: bool,
     /// [`crate::Semaphore`].
     pub semaphore: bool,
+    /// [`crate::LockGuard::put_if_held`]: writes that commit only while the lock is
+    /// held.
+    pub guarded_writes: bool,
     /// A holder cut off from the store (a silent partition, or its connections reset)
     /// sees `lost()` before the store can grant what it held to another client: the
     /// store frees a hold no earlier than the holder's client-side deadline (see
@@ -80,6 +83,7 @@ impl Capabilities {
             stalled_holder_expires: false,
             partition_safe: false,
             semaphore: false,
+            guarded_writes: false,
             survives_restart: false,
             linearizable: false,
             min_session_ttl: Duration::from_secs(1),
@@ -108,6 +112,7 @@ impl Capabilities {
             stalled_holder_expires: true,
             partition_safe: true,
             semaphore: true,
+            guarded_writes: true,
             survives_restart: true,
             linearizable: true,
             min_session_ttl,

@@ -11,6 +11,15 @@ use crate::error::{Error, Result};
 use crate::session::{Lost, Session};
 use crate::token::FencingToken;
 
+/// A backend's guarded write for a guard: writes an STM key only while the guard's
+/// hold is still the store's. For backend implementors (see [`LockGuard::put_if_held`]).
+#[async_trait::async_trait]
+pub trait GuardedWrite: Send + Sync + 'static {
+    /// Writes `value` to the STM key `key` in the same atomic step as checking that
+    /// the hold is still held; `Ok(false)` (nothing written) when it is not.
+    async fn put_if_held(&self, key: &crate::name::Name, value: bytes::Bytes) -> Result<bool>;
+}
+
 /// The release step a backend hands to a guard: run once, by `unlock()`/`resign()`,
 /// or in the background when the guard is dropped.
 pub type ReleaseFn = Box<dyn FnOnce() -> BoxFuture<'static, Result<()>> + Send + Sync>;
@@ -243,6 +252,7 @@ macro_rules! guard_accessors {
 pub struct LockGuard {
     held: Held,
     token: FencingToken,
+    guarded: Option<std::sync::Arc<dyn GuardedWrite>>,
 }
 
 impl fmt::Debug for LockGuard {
@@ -262,6 +272,54 @@ impl LockGuard {
         Self {
             held: Held::new(key, session, release),
             token,
+            guarded: None,
+        }
+    }
+
+    /// Lets [`LockGuard::put_if_held`] write through `guarded`. For backends.
+    #[doc(hidden)]
+    pub fn with_guarded_write(mut self, guarded: std::sync::Arc<dyn GuardedWrite>) -> Self {
+        self.guarded = Some(guarded);
+        self
+    }
+
+    /// Writes `value` to the STM key `key` (readable with [`crate::Stm`]) only while
+    /// this guard still holds the lock, checked by the store in the same atomic step as
+    /// the write (etcd: a transaction comparing the lock key's create revision, as Go's
+    /// `Mutex.IsOwner()`). A holder that lost the lock, even one that does not know it
+    /// yet (paused past its lease), writes nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// let coordinator = distsync_core::Coordinator::new(distsync_core::memory::MemoryBackend::new());
+    /// let session = coordinator.session().await?;
+    /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+    /// guard.put_if_held("jobs/nightly/state", "running").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotHeld`] when the lock is no longer this guard's (nothing written);
+    /// [`Error::InvalidName`] for a bad key; [`Error::Unsupported`] on a backend without
+    /// guarded writes ([`crate::Capabilities::guarded_writes`]); the store's error.
+    ///
+    /// # Cancel safety
+    /// One atomic write: dropped part-way, it happened or it did not.
+    pub async fn put_if_held(&self, key: &str, value: impl Into<bytes::Bytes>) -> Result<()> {
+        let key = crate::name::Name::new(key)?;
+        let Some(guarded) = &self.guarded else {
+            return Err(Error::unsupported(
+                self.session().backend(),
+                "guarded writes",
+            ));
+        };
+        if self.is_lost() {
+            return Err(Error::NotHeld);
+        }
+        if guarded.put_if_held(&key, value.into()).await? {
+            Ok(())
+        } else {
+            Err(Error::NotHeld)
         }
     }
 

@@ -86,7 +86,7 @@ pub mod recipes;
 #[doc(inline)]
 pub use crate::backend::Backend;
 #[doc(inline)]
-pub use crate::guard::ReleaseFn;
+pub use crate::guard::{GuardedWrite, ReleaseFn};
 #[doc(inline)]
 pub use crate::session::{KeepAlive, Lease};
 #[doc(inline)]

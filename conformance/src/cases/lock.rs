@@ -429,3 +429,57 @@ pub(crate) fn lock_vec<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Guarded writes: a holder's `put_if_held` commits while it holds; once the store has
+/// ended its session (the holder may not know yet), its guarded write is refused with
+/// `NotHeld` and writes nothing; the next holder's guarded write commits.
+pub(crate) async fn guarded_write(h: Harness) -> Check {
+    let name = h.name("mutex").ctx("naming the lock")?;
+    let key = h.key("guarded");
+    let a = h.fault_session().bounded("opening A's session").await?;
+    let b = h.session().bounded("opening B's session").await?;
+    let held = h
+        .backend()
+        .locker(&a, name.clone())
+        .ctx("making A's locker")?
+        .lock()
+        .bounded("A locking")
+        .await?;
+    held.put_if_held(&key, "a")
+        .bounded("A's guarded write while holding")
+        .await?;
+    h.end_session(&a)
+        .bounded("ending A's session in the store")
+        .await?;
+    let b_locker = h.backend().locker(&b, name).ctx("making B's locker")?;
+    let next = within(PROMPT, "B locking after A's session ended", b_locker.lock()).await?;
+    match held.put_if_held(&key, "stale").await {
+        Err(Error::NotHeld | Error::SessionLost) => {}
+        Ok(()) => {
+            return violated("A's guarded write committed after its session was ended and B holds")
+        }
+        Err(error) => {
+            return violated(format!("A's stale guarded write: unexpected error {error}"))
+        }
+    }
+    next.put_if_held(&key, "b")
+        .bounded("B's guarded write")
+        .await?;
+    let stm = h.backend().stm().ctx("getting the STM")?;
+    let read = key.clone();
+    let value = stm
+        .atomically(distsync_core::Isolation::SerializableSnapshot, move |tx| {
+            let read = read.clone();
+            async move { tx.get(&read).await }
+        })
+        .bounded("reading the guarded key")
+        .await?;
+    ensure!(
+        value.as_deref() == Some(b"b".as_slice()),
+        "the guarded key reads {value:?} after A wrote \"a\", A's stale write was refused and B wrote \"b\""
+    );
+    next.unlock().bounded("B unlocking").await?;
+    Ok(Holds::new(
+        "the holder's write committed; the stale holder's was refused (NotHeld); the next holder's committed",
+    ))
+}

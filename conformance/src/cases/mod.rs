@@ -170,6 +170,15 @@ pub static CASES: &[Case] = &[
         run: |h| boxed(multi_lock::opposite_orders(h)),
     },
     Case {
+        id: "lock_guarded_write",
+        primitive: Primitive::Lock,
+        guarantee: "put_if_held commits only while held: a stale holder's write is refused",
+        needs: &[Need::Lock, Need::GuardedWrites],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(lock::guarded_write(h)),
+    },
+    Case {
         id: "session_close_releases_all",
         primitive: Primitive::Session,
         guarantee: "close() releases lock, leadership and write lock",

@@ -49,6 +49,7 @@ mod barrier;
 mod double_barrier;
 mod election;
 mod export;
+mod guarded;
 mod hold;
 #[cfg(test)]
 mod injective;

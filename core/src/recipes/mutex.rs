@@ -21,6 +21,7 @@ use crate::name::Name;
 use crate::session::Session;
 use crate::token::FencingToken;
 
+use super::guarded::KvGuardedWrite;
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at};
 use super::wait::{read, wait_deletes};
@@ -33,6 +34,7 @@ pub(crate) struct KvMutex {
     name: Name,
     prefix: String,
     key: String,
+    namespace: String,
 }
 
 impl KvMutex {
@@ -53,6 +55,7 @@ impl KvMutex {
             name,
             prefix,
             key,
+            namespace: namespace.to_owned(),
         }
     }
 
@@ -134,7 +137,11 @@ impl KvMutex {
         };
         let token = FencingToken(u64::try_from(my_revision).unwrap_or_default());
         let release = held.release_fn(|| Error::NotHeld);
-        let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release);
+        let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release)
+            .with_guarded_write(Arc::new(KvGuardedWrite {
+                held: held.clone(),
+                namespace: self.namespace.clone(),
+            }));
         if let Some(gate) = gate {
             guard = guard.with_gate(gate);
         }
