@@ -1,0 +1,358 @@
+//! The PostgreSQL semaphore beyond the conformance cases, against the server named by
+//! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`): one
+//! wake-up per grant and no connection per waiter, the lease gate after a lost session,
+//! the count forgotten once the line has expired, and a withdrawal that overtakes its
+//! join.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use distsync_conformance::server_url;
+use distsync_core::{Backend, Error, Name, Session, SessionOptions};
+use distsync_postgres::PostgresBackend;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+const SHORT: Duration = Duration::from_secs(10);
+
+fn unique(what: &str) -> Name {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    Name::new(format!(
+        "pgtest/sem/{what}/{nanos:x}-{}",
+        std::process::id()
+    ))
+    .unwrap()
+}
+
+async fn backend() -> Option<(String, PostgresBackend)> {
+    let url = server_url("DISTSYNC_POSTGRES_URL")?;
+    let backend = distsync_postgres::backend(&url).await.unwrap();
+    Some((url, backend))
+}
+
+async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(SHORT, future)
+        .await
+        .expect("did not finish in time")
+}
+
+/// Polls `check` until it returns true, failing after [`SHORT`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + SHORT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {SHORT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Entries of semaphore `name` in line (holders, waiters, tombstones).
+async fn in_line(pool: &PgPool, schema: &str, name: &Name) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.semaphore_entries e \
+         JOIN {schema}.lock_names n ON n.id = e.name_id \
+         WHERE n.kind = 'semaphore' AND n.name = $1"
+    ))
+    .bind(name.as_str())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Whether session `id`'s row has expired (or is gone), by the server's clock.
+async fn session_expired(pool: &PgPool, schema: &str, session: &Session) -> bool {
+    let live: Option<bool> = sqlx::query_scalar(&format!(
+        "SELECT expires_at > clock_timestamp() FROM {schema}.sessions WHERE id = $1"
+    ))
+    .bind(session.id().0 as i64)
+    .fetch_optional(pool)
+    .await
+    .unwrap();
+    !live.unwrap_or(false)
+}
+
+/// Terminates every connection of `session` (as a network reset would): its owner
+/// declares it lost, and its row stays until it expires.
+async fn cut(pool: &PgPool, schema: &str, session: &Session) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'distsync/' || ('{schema}'::regnamespace::oid)::text || '/' || $1::text"
+    ))
+    .bind(session.id().0 as i64)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// With both permits of 2 held and three waiters, each of three releases publishes one
+/// wake-up, addressed to the waiter it lets in; the waiters hold no connection besides
+/// their sessions' control connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_release_wakes_only_the_waiter_it_lets_in() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
+    let pool = PgPool::connect(&url).await.unwrap();
+    let oid: i64 = sqlx::query_scalar(&format!("SELECT ('{schema}'::regnamespace::oid)::bigint"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut listener = PgListener::connect(&url).await.unwrap();
+    listener.listen(&format!("distsync_{oid}")).await.unwrap();
+
+    let name = unique("herd");
+    let (a, b) = (
+        backend.session(SessionOptions::default()).await.unwrap(),
+        backend.session(SessionOptions::default()).await.unwrap(),
+    );
+    let held_a = within(backend.semaphore(&a, name.clone(), 2).unwrap().acquire())
+        .await
+        .unwrap();
+    let held_b = within(backend.semaphore(&b, name.clone(), 2).unwrap().acquire())
+        .await
+        .unwrap();
+    let mut waiters = Vec::new();
+    let mut sessions = vec![a.id().0, b.id().0];
+    for i in 0..3 {
+        let session = backend.session(SessionOptions::default()).await.unwrap();
+        sessions.push(session.id().0);
+        let semaphore = backend.semaphore(&session, name.clone(), 2).unwrap();
+        waiters.push(tokio::spawn(async move {
+            let permit = semaphore.acquire().await.unwrap();
+            (permit, semaphore, session)
+        }));
+        eventually("the waiter joins", || async {
+            in_line(&pool, &schema, &name).await == 3 + i
+        })
+        .await;
+    }
+    let tags: Vec<String> = sessions[2..]
+        .iter()
+        .map(|id| format!("distsync/{oid}/{id}"))
+        .collect();
+    let connections: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY ($1)",
+    )
+    .bind(&tags)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        connections, 3,
+        "one control connection per waiting session, nothing more"
+    );
+
+    let mut waiters = waiters.into_iter();
+    held_a.unlock().await.unwrap();
+    let (first, _s0, _) = within(waiters.next().unwrap()).await.unwrap();
+    held_b.unlock().await.unwrap();
+    let (second, _s1, _) = within(waiters.next().unwrap()).await.unwrap();
+    let first_key = first.key().to_owned();
+    first.unlock().await.unwrap();
+    let (third, _s2, _) = within(waiters.next().unwrap()).await.unwrap();
+    // Payloads are delivered in commit order: everything notified so far comes before
+    // the sentinel.
+    let sentinel = format!("m:sentinel-{}", name.as_str());
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(format!("distsync_{oid}"))
+        .bind(&sentinel)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut woken = Vec::new();
+    loop {
+        let notification = within(listener.recv()).await.unwrap();
+        let payload = notification.payload();
+        if payload == sentinel {
+            break;
+        }
+        let Some(rest) = payload.strip_prefix("m:") else {
+            continue;
+        };
+        let session: u64 = rest.split('.').next().unwrap().parse().unwrap();
+        if sessions.contains(&session) {
+            woken.push(rest.to_owned());
+        }
+    }
+    // A permit's key ends with `/<session hex>/<entry>`: the payload is
+    // `<session decimal>.<entry>`.
+    let wake_of = |key: &str| {
+        let mut parts = key.rsplit('/');
+        let entry = parts.next().unwrap();
+        let session = u64::from_str_radix(parts.next().unwrap(), 16).unwrap();
+        format!("{session}.{entry}")
+    };
+    assert_eq!(
+        woken,
+        vec![
+            wake_of(&first_key),
+            wake_of(second.key()),
+            wake_of(third.key())
+        ],
+        "exactly one wake-up per grant, to the waiter granted"
+    );
+    assert!(third.token() > second.token());
+    drop((second, third));
+}
+
+/// A holder whose session is cut (its connections reset) learns it at once, but its
+/// permit is granted to the waiter only once the holder's session has expired in the
+/// store; while the line lives, another count is refused; once it has expired, any
+/// count is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_holders_permit_is_granted_only_after_its_lease() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
+    let pool = PgPool::connect(&url).await.unwrap();
+    let other = distsync_postgres::backend(&url).await.unwrap();
+    let ttl = Duration::from_secs(2);
+    let name = unique("gated");
+    let holder = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let permit = within(
+        backend
+            .semaphore(&holder, name.clone(), 1)
+            .unwrap()
+            .acquire(),
+    )
+    .await
+    .unwrap();
+    let waiting = other.session(SessionOptions::with_ttl(ttl)).await.unwrap();
+    let semaphore = other.semaphore(&waiting, name.clone(), 1).unwrap();
+    let wait = tokio::spawn(async move {
+        let permit = semaphore.acquire().await;
+        (Instant::now(), permit)
+    });
+    eventually("the waiter joins", || async {
+        in_line(&pool, &schema, &name).await == 2
+    })
+    .await;
+
+    let cut_at = Instant::now();
+    assert!(
+        cut(&pool, &schema, &holder).await >= 1,
+        "the holder's connections were found"
+    );
+    within(permit.lost()).await;
+    let lost_after = cut_at.elapsed();
+    assert!(
+        !session_expired(&pool, &schema, &holder).await,
+        "the test needs the holder's lease to outlive the cut"
+    );
+    assert!(!wait.is_finished(), "granted while the holder's lease runs");
+    let refused = other.semaphore(&waiting, name.clone(), 3).unwrap();
+    assert!(matches!(
+        refused.try_acquire().await,
+        Err(Error::InvalidArgument(m)) if m.contains("in use with 1 permits")
+    ));
+
+    let (granted, next) = within(wait).await.unwrap();
+    let next = next.unwrap();
+    assert!(
+        session_expired(&pool, &schema, &holder).await,
+        "granted before the previous holder's session expired in the store"
+    );
+    assert!(next.token() > permit.token());
+    eprintln!(
+        "semaphore holder cut: lost() after {lost_after:?}, waiter granted after {:?} (ttl {ttl:?})",
+        granted - cut_at
+    );
+    assert!(matches!(permit.unlock().await, Err(Error::SessionLost)));
+    next.unlock().await.unwrap();
+    // Nobody is live: another count is accepted, and the line holds only its entries.
+    let three = other.semaphore(&waiting, name.clone(), 3).unwrap();
+    let p1 = three
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("a first permit of 3");
+    let p2 = three
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("a second permit of 3");
+    assert!(p2.token() > p1.token());
+    assert_eq!(
+        in_line(&pool, &schema, &name).await,
+        2,
+        "expired entries were forgotten"
+    );
+}
+
+/// A withdrawal that reaches the store before its join (a dropped acquire whose join
+/// was still in flight) leaves a tombstone; the join then gives up and joins nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_withdrawal_that_overtakes_its_join_makes_it_give_up() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
+    let pool = PgPool::connect(&url).await.unwrap();
+    let name = unique("tombstone");
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    // Registers the name and its count.
+    let semaphore = backend.semaphore(&session, name.clone(), 1).unwrap();
+    semaphore
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("a free permit")
+        .unlock()
+        .await
+        .unwrap();
+    let k: i32 = sqlx::query_scalar(&format!(
+        "SELECT id FROM {schema}.lock_names WHERE kind = 'semaphore' AND name = $1"
+    ))
+    .bind(name.as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let id = session.id().0 as i64;
+    let entry = i64::MAX - 7;
+    let left: bool = sqlx::query_scalar(&format!(
+        "SELECT {schema}.semaphore_leave($1, $2, $3, true)"
+    ))
+    .bind(k)
+    .bind(id)
+    .bind(entry)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!left, "nothing to leave yet");
+    assert_eq!(in_line(&pool, &schema, &name).await, 1, "a tombstone");
+    // The tombstone does not count: the permit is free.
+    semaphore
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("the tombstone holds no permit")
+        .unlock()
+        .await
+        .unwrap();
+    let state: i32 = sqlx::query_scalar(&format!(
+        "SELECT o_state FROM {schema}.semaphore_join($1, $2, $3, 1, true)"
+    ))
+    .bind(k)
+    .bind(id)
+    .bind(entry)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(state, 4, "the join gave up");
+    assert_eq!(
+        in_line(&pool, &schema, &name).await,
+        0,
+        "nothing joined, tombstone gone"
+    );
+}
