@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every test against every backend: installs and starts the test servers
 # (scripts/servers.sh up), then runs, timing each step:
-#   cargo fmt --check, clippy -D warnings, cargo test --workspace --all-features, and the
-#   conformance runner over memory, etcd, Redis and PostgreSQL.
+#   cargo fmt --check, clippy -D warnings, cargo test --workspace --all-features, the
+#   conformance runner over memory, etcd, Redis and PostgreSQL, then the runner over the
+#   TLS and authenticated etcd and Redis (a subset of cases) and their typed-error tests
+#   (untrusted CA, client certificate of another CA, wrong password, silent server).
 # Every step runs even when an earlier one failed (so one run reports everything),
 # except the tests when the servers did not come up; the exit status is non-zero if
 # any step failed. Works on a fresh Debian 12 machine with a Rust toolchain (run as
@@ -25,6 +27,20 @@ step() {
     results+=("$(printf '%-12s %6ss  %s' "$name" $((SECONDS - start)) "$outcome")")
     printf '<== %s: %s in %ss\n' "$name" "$outcome" $((SECONDS - start)) >&2
     return "$status"
+}
+
+# Masks the password of every `scheme://user:password@` in its input (the TLS servers'
+# URLs carry one, and the runner prints the URLs it connects to).
+mask_passwords() { sed -E 's#(://[^:/@[:space:]]*:)[^@/[:space:]]*@#\1***@#g'; }
+
+# The conformance runner over the TLS+auth servers: one lock, election and queue case
+# each; its output with the passwords masked.
+tls_conformance() {
+    : "${DISTSYNC_REDIS_TLS_URL:?not set: scripts/servers.sh env prints it}"
+    : "${DISTSYNC_ETCD_TLS_URL:?not set: scripts/servers.sh env prints it}"
+    cargo run -q -p distsync-conformance --features full -- \
+        --backend "$DISTSYNC_REDIS_TLS_URL" --backend "$DISTSYNC_ETCD_TLS_URL" \
+        --case lock_mutual_exclusion --case election_one_leader --case queue_fifo 2>&1 | mask_passwords
 }
 
 summary() {
@@ -50,6 +66,11 @@ step test cargo test --workspace --all-features
 # The conformance runner over every backend (memory and the servers above), whose
 # matrix must also match README's in everything but figures.
 step conformance scripts/check-readme-matrix.sh
+# TLS, client certificates and authentication (etcd RBAC limited to the namespace,
+# Redis ACL): the runner over those servers, then the typed errors as cargo tests
+# (they also run in `test` above; here they are reported on their own).
+step tls-conform tls_conformance
+step tls-errors cargo test -q -p distsync-redis -p distsync-etcd --test tls_auth
 
 summary
 exit "$failed"
