@@ -273,3 +273,30 @@ async fn a_silent_server_fails_connect_within_the_connect_timeout() {
     assert!(started.elapsed() < timeout + SLACK);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_silent_after_connect_fails_calls_within_the_request_timeout() {
+    use distsync_conformance::faults::proxy::{rewrite_url, PartitionMode, Proxy};
+    let Some(url) = tls_url() else { return };
+    let config = EtcdConfig::parse(&url).unwrap();
+    let proxy = Proxy::start(config.endpoints()[0].clone()).await.unwrap();
+    let url = with_param(&url, "timeout", "500ms");
+    let (through, _) = rewrite_url(&url, proxy.address()).unwrap();
+    let coordinator = Coordinator::new(distsync_etcd::backend(&through).await.unwrap());
+    let queue = coordinator.queue("silent").unwrap();
+    queue.enqueue(Bytes::from_static(b"x")).await.unwrap();
+    proxy.set(PartitionMode::Silent);
+    let started = Instant::now();
+    // Reads are retried across members for the retry budget (3 s, see `EtcdKv`), each
+    // attempt bounded by the request timeout; a transaction that may have been sent is
+    // not repeated.
+    let bound = Duration::from_millis(500) + Duration::from_secs(3) + SLACK;
+    let result = tokio::time::timeout(bound, queue.enqueue(Bytes::from_static(b"y")))
+        .await
+        .expect("a call to a silent server must fail within the request timeout and retry budget");
+    let error = result.expect_err("the server is silent");
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "{error}");
+    assert_no_secret(&error, &password(&url));
+    proxy.heal();
+}
