@@ -4,9 +4,10 @@
 //! `REPEATABLE READ` read-only transaction, so they form one snapshot. Live holds are the
 //! advisory locks of this schema held or awaited by session connections (locks, read and
 //! write holds, candidacies, waiters included), the grants of unexpired sessions whose
-//! connection is gone (held back from others until then, see [`crate::hold`]), and the
-//! double-barrier entries of live sessions; they are listed by their keys (`<schema>/<kind>/<name>/<session hex>`) and
-//! not copied.
+//! connection is gone (held back from others until then, see [`crate::hold`]), the
+//! double-barrier entries of live sessions, and the semaphore entries of live sessions;
+//! they are listed by their keys (`<schema>/<kind>/<name>/<session hex>`, a semaphore's
+//! with `/<entry>` after it, as its permits' keys) and not copied.
 
 use distsync_core::migrate::{QueueItem, Snapshot};
 use distsync_core::{Bytes, Error, Name, Result};
@@ -99,6 +100,23 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         .into_iter()
         .map(|(kind, name, session)| format!("{}/{kind}/{name}/{session:x}", shared.schema))
         .collect();
+    // Semaphore entries of live sessions (holders and waiters), keyed as their permits.
+    let entries: Vec<(String, i64, i64)> = sqlx::query_as(&shared.sql(
+        "SELECT n.name, e.session_id, e.entry \
+         FROM {s}.semaphore_entries e \
+         JOIN {s}.lock_names n ON n.id = e.name_id \
+         JOIN {s}.sessions x ON x.id = e.session_id \
+         WHERE NOT e.cancelled AND x.expires_at > clock_timestamp() \
+         ORDER BY 1, 2, 3",
+    ))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map)?;
+    snapshot
+        .active_holds
+        .extend(entries.into_iter().map(|(name, session, entry)| {
+            format!("{}/semaphore/{name}/{session:x}/{entry}", shared.schema)
+        }));
 
     tx.commit().await.map_err(map)?;
     Ok(snapshot)

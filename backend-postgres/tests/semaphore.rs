@@ -356,3 +356,30 @@ async fn a_withdrawal_that_overtakes_its_join_makes_it_give_up() {
         "nothing joined, tombstone gone"
     );
 }
+
+/// A held permit is a live hold in the export, under its key; a released one is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_export_lists_permits() {
+    let Some((_, backend)) = backend().await else {
+        return;
+    };
+    let name = unique("exported");
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let permit = within(
+        backend
+            .semaphore(&session, name.clone(), 2)
+            .unwrap()
+            .acquire(),
+    )
+    .await
+    .unwrap();
+    let holds = backend.export().await.unwrap().active_holds;
+    assert!(
+        holds.contains(&permit.key().to_owned()),
+        "{} not in {holds:?}",
+        permit.key()
+    );
+    let key = permit.key().to_owned();
+    permit.unlock().await.unwrap();
+    assert!(!backend.export().await.unwrap().active_holds.contains(&key));
+}
