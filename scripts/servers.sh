@@ -287,6 +287,12 @@ tls_ensure() {
     rm -rf "$TLS"
     mv "$tmp" "$TLS"
     log "made a throwaway CA, certificates and passwords in $TLS"
+    # Servers of an earlier set of certificates and passwords (the directory was
+    # removed) cannot be reached with the new ones: stop them; etcd keeps its users in
+    # its data, so that goes too.
+    local name
+    for name in etcd-tls redis-tls; do stop_owned "$name" || true; done
+    rm -rf "$DIR/etcd-tls/data"
 }
 
 # issue NAME CA SUBJECT EXTENSIONS: a P-256 key and a certificate signed by CA.
