@@ -35,7 +35,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 6;
+const SCHEMA_VERSION: i32 = 7;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -87,6 +87,17 @@ CREATE TABLE IF NOT EXISTS {s}.queue_items (
     item     bytea NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_items_order ON {s}.queue_items (queue, priority, id);
+
+-- Since version 7: claims in flight, named by the consumer's call id, so that a retry
+-- after a lost reply finds the item its first attempt took (see queue.rs).
+CREATE TABLE IF NOT EXISTS {s}.queue_inflight (
+    call       text PRIMARY KEY,
+    id         bigint NOT NULL,
+    queue      text NOT NULL,
+    priority   integer NOT NULL,
+    item       bytea NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 
 CREATE TABLE IF NOT EXISTS {s}.barriers (
     name text PRIMARY KEY

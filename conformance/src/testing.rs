@@ -207,6 +207,7 @@ macro_rules! conformance_tests {
             queue_fifo
             queue_priority
             queue_no_loss_no_duplicate
+            queue_lost_replies
             queue_empty
             barrier_wait_not_held
             barrier_blocks_until_release

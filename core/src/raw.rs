@@ -106,3 +106,11 @@ pub use crate::semaphore::Semaphore;
 pub use crate::session::{Session, SessionId, SessionOptions};
 pub use crate::stm::Stm;
 pub use crate::token::FencingToken;
+
+/// A fresh id for one store call (32 lowercase hex digits), unique across processes
+/// except by chance (2⁻¹²⁸ for a pair): for backends that make a call idempotent by
+/// naming it, so that a retry after a lost reply finds the first attempt's effect
+/// (the queues' in-flight claims).
+pub fn call_id() -> String {
+    recipes::call_id()
+}

@@ -368,6 +368,15 @@ pub static CASES: &[Case] = &[
         run: |h| boxed(queue::no_loss_no_duplicate(h)),
     },
     Case {
+        id: "queue_lost_replies",
+        primitive: Primitive::Queue,
+        guarantee: "lost replies to claims (connections reset mid-dequeue): every item once",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(queue::lost_replies(h)),
+    },
+    Case {
         id: "queue_empty",
         primitive: Primitive::Queue,
         guarantee: "try_dequeue on empty is None; dequeue wakes",

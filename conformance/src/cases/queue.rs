@@ -14,6 +14,7 @@ use crate::check::{
     ensure, join_all, ms, per_second, violated, within, Bounded, Check, Context, Holds, Task, LONG,
     PROMPT,
 };
+use crate::faults::PartitionMode;
 use crate::harness::Harness;
 use crate::rng::Rng;
 
@@ -267,4 +268,103 @@ fn summary(items: &[String]) -> String {
         shown.push_str(", ...");
     }
     shown
+}
+
+/// Items enqueued for the lost-replies case.
+const LOST_REPLY_ITEMS: usize = 60;
+
+/// Lost replies to claims: a consumer reaches the store through the partition proxy,
+/// which resets every connection every few tens of milliseconds, so claims whose
+/// write was applied lose their reply and dequeues are dropped mid-claim by short
+/// timeouts. Every item must still be delivered exactly once: to that consumer, or
+/// afterwards to a direct client draining what was put back.
+pub(crate) async fn lost_replies(h: Harness) -> Check {
+    let name = h.name("jobs").ctx("naming the queue")?;
+    let partition = h
+        .faults()
+        .partitioned_client(h.backend().as_ref())
+        .bounded("connecting the consumer through the proxy")
+        .await?;
+    let producer = h.backend().queue(name.clone()).ctx("making the producer")?;
+    for i in 0..LOST_REPLY_ITEMS {
+        producer
+            .enqueue(Bytes::from(format!("item-{i:03}")))
+            .bounded("enqueueing")
+            .await?;
+    }
+    let consumer = partition
+        .backend()
+        .queue(name.clone())
+        .ctx("making the consumer")?;
+    let fault_period = Duration::from_secs(4);
+    let partition: Arc<dyn crate::faults::Partitioned> = Arc::from(partition);
+    let switch = Arc::clone(&partition);
+    let faults = tokio::spawn(async move {
+        let (mut round, until) = (0u64, Instant::now() + fault_period);
+        while Instant::now() < until {
+            round += 1;
+            tokio::time::sleep(Duration::from_millis(15 + round * 7 % 20)).await;
+            switch.set(PartitionMode::Reset);
+            tokio::time::sleep(Duration::from_millis(5 + round * 3 % 10)).await;
+            switch.set(PartitionMode::Forward);
+        }
+        round
+    });
+    let mut delivered: Vec<Bytes> = Vec::new();
+    let mut limits = [1u64, 3, 10, 50, 200].into_iter().cycle();
+    let mut failed = 0usize;
+    while !faults.is_finished() {
+        let limit = Duration::from_millis(limits.next().unwrap_or(10));
+        match tokio::time::timeout(limit, consumer.try_dequeue()).await {
+            Ok(Ok(Some(item))) => delivered.push(item),
+            Ok(Err(_)) => failed += 1,
+            Ok(Ok(None)) | Err(_) => {}
+        }
+        // Spread the dequeues over the whole fault period.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let resets = within(PROMPT, "the fault task", async {
+        faults
+            .await
+            .map_err(|error| distsync_core::Error::backend("conformance", error.to_string()))
+    })
+    .await?;
+    partition.set(PartitionMode::Forward);
+    let through_proxy = delivered.len();
+    // What was not delivered is in the queue, or on its way back (claims and put-backs
+    // finish in the background once the consumer's connection works again).
+    let drain = h.backend().queue(name).ctx("making the draining client")?;
+    let deadline = Instant::now() + LONG;
+    while delivered.len() < LOST_REPLY_ITEMS && Instant::now() < deadline {
+        match drain.try_dequeue().bounded("draining").await? {
+            Some(item) => delivered.push(item),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let mut counts = BTreeMap::<Bytes, usize>::new();
+    for item in &delivered {
+        *counts.entry(item.clone()).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    ensure!(twice.is_empty(), "delivered twice: {twice:?}");
+    ensure!(
+        counts.len() == LOST_REPLY_ITEMS,
+        "items lost: {} of {LOST_REPLY_ITEMS} delivered within {LONG:?} after the faults",
+        counts.len()
+    );
+    let rest = drain
+        .try_dequeue()
+        .bounded("checking the queue is empty")
+        .await?;
+    ensure!(
+        rest.is_none(),
+        "an item came out once all were seen: {rest:?}"
+    );
+    drop(partition);
+    Ok(Holds::figure(
+        format!(
+            "{LOST_REPLY_ITEMS} items once each across {resets} resets ({through_proxy} through the proxy, {failed} failed dequeues)"
+        ),
+        "claims whose replies were lost were recovered or put back",
+    ))
 }

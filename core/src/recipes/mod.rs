@@ -54,6 +54,8 @@ mod hold;
 #[cfg(test)]
 mod injective;
 mod key;
+
+pub(crate) use key::call_id;
 mod mutex;
 mod queue;
 mod retry;
