@@ -31,6 +31,12 @@
 //! by concurrent transactions, each seeing only its own, still wake both waiters). So a
 //! release wakes the waiter it lets in and nobody else.
 //!
+//! The trigger takes no lock (a session's end deletes its entries of many names at once;
+//! locking them there could deadlock with the grants of those names), so one race is
+//! left: a waiter whose join runs while another transaction ends a holder's session may
+//! not see that end, nor be seen by its trigger. It is then woken by its safety net
+//! below, at the ended holder's former expiry, within one TTL.
+//!
 //! # The lease gate and crashes
 //! A holder whose process died or whose connections closed keeps its session row until
 //! that row expires (see [`crate::hold`]): its entry counts until then, so its permit is
