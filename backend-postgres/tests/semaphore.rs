@@ -383,3 +383,73 @@ async fn the_export_lists_permits() {
     permit.unlock().await.unwrap();
     assert!(!backend.export().await.unwrap().active_holds.contains(&key));
 }
+
+/// A holder that pauses (its runtime stops: no renewal, connections left open) past its
+/// TTL loses its permit to the waiter once its session has expired in the store; when it
+/// resumes, its permit reports `lost()` and its release `SessionLost`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_holder_loses_its_permit_after_its_ttl() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
+    let pool = PgPool::connect(&url).await.unwrap();
+    let name = unique("paused");
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
+    let holder_name = name.clone();
+    let holder = std::thread::spawn(move || {
+        // One thread: while it sleeps below, nothing of this client runs.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let backend = distsync_postgres::backend(&url).await.unwrap();
+            let session = backend
+                .session(SessionOptions::with_ttl(Duration::from_secs(1)))
+                .await
+                .unwrap();
+            let permit = backend
+                .semaphore(&session, holder_name, 1)
+                .unwrap()
+                .acquire()
+                .await
+                .unwrap();
+            held_tx.send((session.id(), permit.token())).unwrap();
+            resume_rx.recv().unwrap();
+            let lost = tokio::time::timeout(Duration::from_secs(2), permit.lost())
+                .await
+                .is_ok();
+            (lost, permit.unlock().await)
+        })
+    });
+    let (holder_id, holder_token) = held_rx.recv_timeout(SHORT).unwrap();
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let permit = within(
+        backend
+            .semaphore(&session, name.clone(), 1)
+            .unwrap()
+            .acquire(),
+    )
+    .await
+    .unwrap();
+    let expired: bool = sqlx::query_scalar(&format!(
+        "SELECT coalesce((SELECT expires_at <= clock_timestamp() FROM {schema}.sessions \
+         WHERE id = $1), true)"
+    ))
+    .bind(holder_id.0 as i64)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        expired,
+        "granted before the paused holder's session expired"
+    );
+    assert!(permit.token() > holder_token);
+    resume_tx.send(()).unwrap();
+    let (lost, released) = holder.join().unwrap();
+    assert!(lost, "the resumed holder's permit did not report lost()");
+    assert!(matches!(released, Err(Error::SessionLost)), "{released:?}");
+    permit.unlock().await.unwrap();
+}
