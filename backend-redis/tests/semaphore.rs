@@ -321,3 +321,64 @@ async fn the_export_lists_permits() {
     permit.unlock().await.unwrap();
     assert!(backend.export().await.unwrap().active_holds.is_empty());
 }
+
+/// A holder that pauses (its runtime stops: no renewal, connections left open) past its
+/// TTL loses its permit to the waiter once its entry has expired; when it resumes, its
+/// permit reports `lost()` and its release `SessionLost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_loses_its_permit_after_its_ttl() {
+    let f = fixture!();
+    let url = f.url.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        // One thread: while it blocks below, nothing of this client runs.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let coordinator = distsync_redis::connect(&url).await.unwrap();
+            let session = coordinator
+                .session_with_ttl(Duration::from_millis(500))
+                .await
+                .unwrap();
+            let permit = coordinator
+                .semaphore(&session, "paused", 1)
+                .unwrap()
+                .acquire()
+                .await
+                .unwrap();
+            held_tx
+                .send((permit.token(), permit.key().to_owned()))
+                .unwrap();
+            resume_rx.recv().unwrap();
+            let lost = tokio::time::timeout(Duration::from_secs(2), permit.lost())
+                .await
+                .is_ok();
+            (lost, permit.unlock().await)
+        })
+    });
+    let (token, key) = held_rx.recv_timeout(SHORT).unwrap();
+    let session = f.coordinator.session().await.unwrap();
+    let permit = within(
+        f.coordinator
+            .semaphore(&session, "paused", 1)
+            .unwrap()
+            .acquire(),
+    )
+    .await
+    .unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut f.raw().await)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "granted while the paused holder's entry lives");
+    assert!(permit.token() > token);
+    resume_tx.send(()).unwrap();
+    let (lost, released) = holder.join().unwrap();
+    assert!(lost, "the resumed holder's permit did not report lost()");
+    assert!(matches!(released, Err(Error::SessionLost)), "{released:?}");
+    permit.unlock().await.unwrap();
+}
