@@ -1,7 +1,7 @@
 //! The counting semaphore: a line of entry rows per name, the first `N` live ones
 //! holding a permit; waiters hold no connection and are woken one by one with `NOTIFY`.
 //!
-//! # Layout ([`DDL`], created with the rest of the schema)
+//! # Layout (created with the rest of the schema, see [`crate::schema`])
 //! - `semaphores`: one row per name (`name_id`, the name's id in `lock_names`, kind
 //!   `semaphore`), with the permit count `permits`. Its row lock serializes the joins
 //!   and grants of one name.
