@@ -70,7 +70,7 @@ step conformance scripts/check-readme-matrix.sh
 # Redis ACL): the runner over those servers, then the typed errors as cargo tests
 # (they also run in `test` above; here they are reported on their own).
 step tls-conform tls_conformance
-step tls-errors cargo test -q -p distsync-redis -p distsync-etcd --test tls_auth
+step tls-errors cargo test -q -p distsync-redis -p distsync-etcd --test tls_auth --test tls_logs
 
 summary
 exit "$failed"
