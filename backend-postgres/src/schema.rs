@@ -25,7 +25,8 @@
 //! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
 //! `<kind>:<name>`: `q` queue, `b` barrier, `d` double barrier, `e` election; `s:<id>`
 //! when a session is ended; `m:<session>.<entry>` when a semaphore waiter may be
-//! granted), by triggers and functions, so they are delivered at commit.
+//! granted, `M:<name id>` when all of a semaphore's waiters must re-check), by
+//! triggers and functions, so they are delivered at commit.
 
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::PgConnection;
@@ -35,7 +36,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 7;
+const SCHEMA_VERSION: i32 = 8;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -606,7 +607,8 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
             .map_err(map)?;
         // No arguments: sent with the simple query protocol, which runs many statements.
         conn.execute(ddl.as_str()).await.map_err(map)?;
-        // Since version 6: the semaphore's tables and functions (kept with its module).
+        // Since version 6 (8: the trigger takes the name's lock if free): the
+        // semaphore's tables and functions (kept with its module).
         let semaphore = render(crate::semaphore::DDL, &quoted);
         conn.execute(semaphore.as_str()).await.map_err(map)?;
         sqlx::query(&clear).execute(&mut *conn).await.map_err(map)?;

@@ -31,11 +31,14 @@
 //! by concurrent transactions, each seeing only its own, still wake both waiters). So a
 //! release wakes the waiter it lets in and nobody else.
 //!
-//! The trigger takes no lock (a session's end deletes its entries of many names at once;
-//! locking them there could deadlock with the grants of those names), so one race is
-//! left: a waiter whose join runs while another transaction ends a holder's session may
-//! not see that end, nor be seen by its trigger. It is then woken by its safety net
-//! below, at the ended holder's former expiry, within one TTL.
+//! A deletion that does not run under the name's row lock (the cascade of a session's
+//! end, which deletes entries of many names at once) takes that lock in the trigger if
+//! it is free, never waiting for it (waiting could deadlock with the grants of those
+//! names): joins and grants that come later wait for it and see the deletion. If a join
+//! or grant holds the lock at that moment, it may not see the deletion, nor the trigger
+//! its entry; then every waiter of the name is told to re-check (payload
+//! `M:<name id>`, to which waiters subscribe too): the one case where a release wakes
+//! more than the waiters it lets in.
 //!
 //! # The lease gate and crashes
 //! A holder whose process died or whose connections closed keeps its session row until
@@ -110,9 +113,18 @@ BEGIN
 END
 $$;
 
+-- An entry left: wake whoever that lets in. The name's row lock is taken if free, never
+-- waited for (a session's end deletes entries of many names at once: waiting could
+-- deadlock), so that joins and grants after this one see the deletion. If a join or
+-- grant holds it now, that one may not see the deletion: every waiter of the name is
+-- told to re-check ('M:<name id>'), the one case with more wake-ups than grants.
 CREATE OR REPLACE FUNCTION {s}.semaphore_entry_gone() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT OLD.cancelled THEN
+        PERFORM 1 FROM {s}.semaphores WHERE name_id = OLD.name_id FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            PERFORM {s}.notify('M:' || OLD.name_id::text);
+        END IF;
         PERFORM {s}.sem_wake(OLD.name_id, 0);
     END IF;
     RETURN NULL;
@@ -453,12 +465,12 @@ impl PgSemaphore {
         };
         // Subscribed before joining: a wake-up committed after the join is never missed.
         let mut wake = if wait {
-            Some(
-                shared
-                    .hub
-                    .subscribe(format!("m:{}.{}", entry.session, entry.entry))
-                    .await?,
-            )
+            let own = format!("m:{}.{}", entry.session, entry.entry);
+            let name = format!("M:{}", entry.name_id);
+            Some((
+                shared.hub.subscribe(own).await?,
+                shared.hub.subscribe(name).await?,
+            ))
         } else {
             None
         };
@@ -507,7 +519,7 @@ impl PgSemaphore {
                     until.map_or(fallback, |until| until + Duration::from_millis(5))
                 }
             };
-            let Some(wake) = wake.as_mut() else {
+            let Some((own, everyone)) = wake.as_mut() else {
                 // Not waiting: a join that did not grant refuses (state 2); anything else
                 // is withdrawn by the clean-up.
                 return Ok(None);
@@ -515,7 +527,8 @@ impl PgSemaphore {
             tokio::select! {
                 biased;
                 () = lost.cancelled() => return Err(Error::SessionLost.into()),
-                woke = wake.changed() => { woke?; }
+                woke = own.changed() => { woke?; }
+                woke = everyone.changed() => { woke?; }
                 () = tokio::time::sleep(pause) => {}
             }
             state = loop {

@@ -453,3 +453,69 @@ async fn a_paused_holder_loses_its_permit_after_its_ttl() {
     assert!(matches!(released, Err(Error::SessionLost)), "{released:?}");
     permit.unlock().await.unwrap();
 }
+
+/// A join that runs while another transaction ends a holder's session (the deletion not
+/// yet committed) is still granted as soon as that transaction commits, not at the
+/// ended holder's former expiry: the deletion's trigger holds the name's lock, so the
+/// join waits for it and then sees the permit free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_racing_a_session_end_is_granted_at_its_commit() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
+    let pool = PgPool::connect(&url).await.unwrap();
+    let name = unique("race");
+    let ttl = Duration::from_secs(10);
+    let holder = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let permit = within(
+        backend
+            .semaphore(&holder, name.clone(), 1)
+            .unwrap()
+            .acquire(),
+    )
+    .await
+    .unwrap();
+    // Another process ends the holder's session, and has not committed yet.
+    let mut ending = pool.begin().await.unwrap();
+    sqlx::query(&format!("DELETE FROM {schema}.sessions WHERE id = $1"))
+        .bind(holder.id().0 as i64)
+        .execute(&mut *ending)
+        .await
+        .unwrap();
+    let waiting = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let semaphore = backend.semaphore(&waiting, name.clone(), 1).unwrap();
+    let wait = tokio::spawn(async move { semaphore.acquire().await.map(|p| (p, semaphore)) });
+    // The join has started: it waits for the name's lock, or (without the trigger's
+    // lock) has joined behind the holder's entry, still visible.
+    eventually("the join runs", || async {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE query LIKE '%semaphore_join%' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        blocked > 0 || in_line(&pool, &schema, &name).await == 2
+    })
+    .await;
+    let committed = Instant::now();
+    ending.commit().await.unwrap();
+    let (next, _semaphore) = tokio::time::timeout(Duration::from_secs(3), wait)
+        .await
+        .expect("the join was not granted at the commit (only at the holder's former expiry)")
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "join racing a session end granted {:?} after the commit",
+        committed.elapsed()
+    );
+    assert!(next.token() > permit.token());
+    next.unlock().await.unwrap();
+}
