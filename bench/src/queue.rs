@@ -49,10 +49,9 @@ pub async fn run(target: &Target, run_id: &str, clients: usize, plan: &Plan) -> 
     let name = format!("{run_id}/queue/{clients}");
     let mut queues: Vec<Arc<dyn Queue>> = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let opened = async {
-            Ok::<Arc<dyn Queue>, crate::BoxError>(Arc::from(target.client().await?.queue(&name)?))
-        }
-        .await;
+        let opened =
+            async { Ok::<Arc<dyn Queue>, crate::BoxError>(target.client().await?.queue(&name)?) }
+                .await;
         match opened {
             Ok(queue) => queues.push(queue),
             Err(error) => {
