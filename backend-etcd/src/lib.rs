@@ -153,7 +153,7 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
 /// No request is made: the first call reports an unreachable cluster.
 ///
 /// # Errors
-/// [`Error::InvalidName`](distsync_core::Error::InvalidName) for a namespace breaking
+/// [`Error::InvalidName`] for a namespace breaking
 /// the name rules.
 pub fn backend_from_client(client: Client, namespace: &str) -> Result<EtcdBackend> {
     let namespace = EtcdConfig::new(&["localhost"], namespace)?
