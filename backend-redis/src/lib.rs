@@ -128,6 +128,7 @@ mod hold;
 pub mod keys;
 mod lock;
 pub mod notify;
+mod options;
 pub mod queue;
 mod random;
 mod retry;
@@ -138,7 +139,6 @@ pub mod session;
 pub mod stm;
 #[cfg(feature = "tls")]
 mod tls;
-mod options;
 mod url;
 
 use distsync_core::{Coordinator, Result};
