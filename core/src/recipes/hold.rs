@@ -10,10 +10,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::guard::ReleaseFn;
+use crate::guard::{LockGuard, ReleaseFn};
 use crate::kv::{Kv, LeaseId, Range, Revision};
 use crate::session::{KeepAlive, Session};
+use crate::token::FencingToken;
 
+use super::guarded::KvGuardedWrite;
 use super::key::delete_if_created_at;
 use super::retry::{retry_transient, GaveUp};
 use super::wait::{until_lost, wait_delete};
@@ -267,6 +269,31 @@ pub(crate) struct HeldKey {
 }
 
 impl HeldKey {
+    /// The [`LockGuard`] of this hold (a lock, a write lock, a permit): its fencing
+    /// token is the key's create revision; it releases through [`HeldKey::release_fn`],
+    /// keeps the in-process `gate` until released, writes guarded STM keys under
+    /// `namespace` ([`crate::LockGuard::put_if_held`]), and loses the hold when the key
+    /// goes ([`HeldKey::watch`] from `watch_from`).
+    pub(crate) fn lock_guard(
+        self,
+        watch_from: Revision,
+        gate: Option<OwnedMutexGuard<()>>,
+        namespace: &str,
+    ) -> LockGuard {
+        let token = FencingToken(u64::try_from(self.create_revision).unwrap_or_default());
+        let release = self.release_fn(|| Error::NotHeld);
+        let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release)
+            .with_guarded_write(Arc::new(KvGuardedWrite {
+                held: self.clone(),
+                namespace: namespace.to_owned(),
+            }));
+        if let Some(gate) = gate {
+            guard = guard.with_gate(gate);
+        }
+        self.watch(watch_from, guard.lost_token().clone());
+        guard
+    }
+
     /// The release step of the guard: deletes the key, through transient failures
     /// (see [`remove_or_revoke`]). If it was already gone, answers
     /// [`Error::SessionLost`] when the lease is gone too (marking the session lost),

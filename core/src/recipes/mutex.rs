@@ -19,9 +19,7 @@ use crate::kv::{Compare, CompareOp, Kv, LeaseId, Range, Txn, TxnOp};
 use crate::lock::Locker;
 use crate::name::Name;
 use crate::session::Session;
-use crate::token::FencingToken;
 
-use super::guarded::KvGuardedWrite;
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at};
 use super::wait::{read, wait_deletes};
@@ -135,18 +133,7 @@ impl KvMutex {
             session: self.session.clone(),
             lease: self.lease,
         };
-        let token = FencingToken(u64::try_from(my_revision).unwrap_or_default());
-        let release = held.release_fn(|| Error::NotHeld);
-        let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release)
-            .with_guarded_write(Arc::new(KvGuardedWrite {
-                held: held.clone(),
-                namespace: self.namespace.clone(),
-            }));
-        if let Some(gate) = gate {
-            guard = guard.with_gate(gate);
-        }
-        held.watch(watch_from, guard.lost_token().clone());
-        Ok(Some(guard))
+        Ok(Some(held.lock_guard(watch_from, gate, &self.namespace)))
     }
 }
 

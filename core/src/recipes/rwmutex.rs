@@ -21,7 +21,6 @@ use crate::kv::{Kv, LeaseId, Range, Revision};
 use crate::name::Name;
 use crate::rwlock::RwLock;
 use crate::session::Session;
-use crate::token::FencingToken;
 
 use super::hold::{explain_lease_error, Cleanup, HeldKey};
 use super::key::{put_new_key, Kind, UniqueKeys};
@@ -34,6 +33,7 @@ pub(crate) struct KvRwMutex {
     lease: LeaseId,
     name: Name,
     prefix: String,
+    namespace: String,
 }
 
 /// A key that is now held.
@@ -58,6 +58,7 @@ impl KvRwMutex {
             session,
             lease,
             prefix: format!("{}/", Kind::RwLock.prefix(namespace, &name)),
+            namespace: namespace.to_owned(),
             name,
         }
     }
@@ -162,12 +163,8 @@ impl KvRwMutex {
     }
 
     fn write_guard(&self, acquired: Acquired) -> LockGuard {
-        let held = self.held_key(&acquired);
-        let release = held.release_fn(|| Error::NotHeld);
-        let token = FencingToken(u64::try_from(acquired.revision).unwrap_or_default());
-        let guard = LockGuard::new(acquired.key, token, &self.session, release);
-        held.watch(acquired.watch_from, guard.lost_token().clone());
-        guard
+        self.held_key(&acquired)
+            .lock_guard(acquired.watch_from, None, &self.namespace)
     }
 
     fn missing(&self) -> Error {

@@ -30,7 +30,6 @@ use crate::kv::{
 use crate::name::Name;
 use crate::semaphore::Semaphore;
 use crate::session::Session;
-use crate::token::FencingToken;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at, Kind};
@@ -43,6 +42,7 @@ pub(crate) struct KvSemaphore {
     lease: LeaseId,
     name: Name,
     permits: usize,
+    namespace: String,
     /// `S/`: every entry's key starts with it.
     prefix: String,
     key: String,
@@ -66,6 +66,7 @@ impl KvSemaphore {
             lease,
             name,
             permits,
+            namespace: namespace.to_owned(),
             prefix,
             key,
         }
@@ -179,14 +180,7 @@ impl KvSemaphore {
             session: self.session.clone(),
             lease: self.lease,
         };
-        let token = FencingToken(u64::try_from(my_revision).unwrap_or_default());
-        let release = held.release_fn(|| Error::NotHeld);
-        let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release);
-        if let Some(gate) = gate {
-            guard = guard.with_gate(gate);
-        }
-        held.watch(watch_from, guard.lost_token().clone());
-        Ok(Some(guard))
+        Ok(Some(held.lock_guard(watch_from, gate, &self.namespace)))
     }
 
     /// Rewrites the own entry (same value and lease, only if it is still ours), so the
