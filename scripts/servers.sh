@@ -275,7 +275,12 @@ etcd_spawn() {
 # certificates, and random passwords: made once, in a temporary directory renamed into
 # place when complete, so an interrupted run leaves nothing half made.
 tls_ensure() {
-    [[ -f $TLS/complete ]] && return 0
+    if [[ -f $TLS/complete ]]; then
+        # Made by an earlier version of this script: add what it lacked.
+        [[ -f $TLS/expired-client.crt ]] || (cd "$TLS" && tls_expired_client) >/dev/null 2>&1 ||
+            log "warning: could not make $TLS/expired-client.crt"
+        return 0
+    fi
     local tmp
     tmp=$(mktemp -d "$DIR/tls.XXXXXX")
     chmod 700 "$tmp"
@@ -305,6 +310,27 @@ tls_issue() {
     rm -f "$1.csr" "$1.ext"
 }
 
+# A client certificate of the CA that expired in 2000 (openssl x509 cannot backdate;
+# openssl ca can), for the tests of an expired client certificate. Runs in the TLS
+# directory, in a subshell.
+tls_expired_client() {
+    set -e
+    umask 077
+    local db
+    db=$(mktemp -d ca-db.XXXXXX)
+    printf '[ca]\ndefault_ca = d\n[d]\ndatabase = %s/index.txt\nnew_certs_dir = %s\nserial = %s/serial\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n' \
+        "$db" "$db" "$db" >"$db/ca.cnf"
+    touch "$db/index.txt"
+    echo 01 >"$db/serial"
+    printf 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n' >"$db/ext"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=distsync-client" \
+        -keyout expired-client.key -out "$db/expired-client.csr"
+    openssl ca -batch -config "$db/ca.cnf" -cert ca.crt -keyfile ca.key -in "$db/expired-client.csr" \
+        -out expired-client.crt -startdate 20000101000000Z -enddate 20000102000000Z \
+        -extfile "$db/ext" -notext
+    rm -rf "$db"
+}
+
 # Runs in the new directory, in a subshell.
 tls_generate() {
     set -e
@@ -318,6 +344,7 @@ tls_generate() {
     tls_issue server ca localhost $'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature'
     tls_issue client ca distsync-client "$client_ext"
     tls_issue other-client other-ca distsync-client "$client_ext"
+    tls_expired_client
     for name in redis etcd etcd-root; do openssl rand -hex 16 >"$name.password"; done
     touch complete
 }

@@ -300,3 +300,17 @@ async fn a_server_gone_silent_after_connect_fails_calls_within_the_request_timeo
     assert_no_secret(&error, &password(&url));
     proxy.heal();
 }
+
+#[tokio::test]
+/// etcd closes the connection after the handshake (TLS 1.3 verifies the client's
+/// certificate last), so the client sees a closed connection, not the reason; etcd's
+/// log has "certificate has expired".
+async fn an_expired_client_certificate_is_refused() {
+    let Some(url) = tls_url() else { return };
+    let dir = tls_dir();
+    let url = with_param(&url, "cert", &format!("{dir}/expired-client.crt"));
+    let url = with_param(&url, "key", &format!("{dir}/expired-client.key"));
+    let error = connect_err(&url, DEFAULT_CONNECT_TIMEOUT).await;
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    assert_no_secret(&error, &password(&url));
+}

@@ -324,3 +324,17 @@ async fn a_server_gone_silent_after_connect_fails_calls_within_the_request_timeo
     assert_no_secret(&error, &password);
     proxy.heal();
 }
+
+#[tokio::test]
+async fn an_expired_client_certificate_is_refused() {
+    let Some(url) = tls_url() else { return };
+    let password = url.password().unwrap().to_owned();
+    let dir = tls_dir();
+    let url = with_param(&url, "cert", &format!("{dir}/expired-client.crt"));
+    let url = with_param(&url, "key", &format!("{dir}/expired-client.key"));
+    let error = connect_err(url.as_str(), RedisOptions::new().get_connect_timeout()).await;
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    // The server says why in its TLS alert.
+    assert!(format!("{error:?}").contains("Expired"), "{error:?}");
+    assert_no_secret(&error, &password);
+}
