@@ -192,6 +192,9 @@ fn pool_options(size: u32) -> PgPoolOptions {
 ///   once the previous holder's session has expired in the store, which is never
 ///   earlier than the holder's client-side deadline; a clean release hands over at once
 ///   (see the crate docs). Measured by the partition cases;
+/// - `semaphore`: entry rows per name, the first N live ones hold (see [`semaphore`]);
+/// - `guarded_writes`: not yet (`LockGuard::put_if_held` answers `Unsupported`); enforce
+///   tokens at a table with [`fence::admit`] instead;
 /// - `stm_repeatable_reads`: keys read as absent are validated too, as on etcd;
 /// - `stalled_holder_expires`: waiters (and `try_*` callers) end holders whose
 ///   heartbeat is older than their TTL, and keepalives sweep expired sessions every 10 s;
@@ -202,6 +205,9 @@ fn pool_options(size: u32) -> PgPoolOptions {
 /// - `min_session_ttl`: 1 s.
 pub fn capabilities() -> Capabilities {
     Capabilities {
+        // Not built on PostgreSQL yet (`distsync_postgres::fence` enforces tokens at a
+        // resource instead): `LockGuard::put_if_held` answers Unsupported.
+        guarded_writes: false,
         ..Capabilities::all(BACKEND, Duration::from_secs(1))
     }
 }
