@@ -59,13 +59,13 @@ pub use token::FencingToken;
 // The implementors' items, kept at their old paths for the backends; documented in
 // [`raw`].
 #[doc(hidden)]
-pub use raw::{kv, recipes};
-#[doc(hidden)]
 pub use backend::Backend;
 #[doc(hidden)]
 pub use election::Proclaim;
 #[doc(hidden)]
 pub use guard::ReleaseFn;
+#[doc(hidden)]
+pub use raw::{kv, recipes};
 #[doc(hidden)]
 pub use session::{KeepAlive, Lease};
 #[doc(hidden)]
