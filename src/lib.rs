@@ -19,8 +19,13 @@
 //! |---|---|---|
 //! | `memory://` (fresh) or `memory://NAME` (shared in the process) | (always) | [`memory`] |
 //! | `etcd://host:port[,host:port...][/namespace]` | `etcd` | `distsync-etcd` |
+//! | `etcd://user:password@host:port[,...][/namespace]?tls=true&ca=PATH&cert=PATH&key=PATH` | `etcd` | `distsync-etcd` |
 //! | `redis://host:port[/db][?namespace=...][&allow_eviction=true]` (a server must run `maxmemory-policy noeviction` unless `allow_eviction=true`, which declares the guarantees lost) | `redis` | `distsync-redis` |
+//! | `rediss://user:password@host:port[/db]?ca=PATH&cert=PATH&key=PATH[&namespace=...]` | `redis` | `distsync-redis` |
 //! | `postgres://user@host:port/db[?schema=...]` | `postgres` | `distsync-postgres` |
+//!
+//! etcd and Redis URLs also take `connect_timeout=` and `timeout=`; see
+//! `docs/CONNECTING.md`. Print URLs with [`redact_url`]: it masks passwords.
 //!
 //! The items here are the user's API: [`connect`] and the [`Coordinator`] it returns,
 //! [`Session`]s, the primitive traits and their guards, [`Error`], [`Capabilities`].
@@ -36,6 +41,8 @@ pub use distsync_core::{
     Leadership, LockGuard, Lost, Name, ReadGuard, Result, Session, SessionHealth, SessionId,
     SessionOptions, DEFAULT_TTL,
 };
+/// Masks the secrets of a URL for printing (see [`distsync_core::redact_url`]).
+pub use distsync_core::redact_url;
 
 // The primitives.
 pub use distsync_core::{
@@ -84,7 +91,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     // valid generic URL).
     let Some((scheme, _)) = url.split_once("://") else {
         return Err(Error::InvalidUrl {
-            url: url.to_owned(),
+            url: redact_url(url),
             reason: "expected <scheme>://..., e.g. memory:// or etcd://127.0.0.1:2379".into(),
         });
     };
@@ -94,7 +101,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
         "redis" | "rediss" => connect_redis(url).await,
         "postgres" | "postgresql" => connect_postgres(url).await,
         other => Err(Error::InvalidUrl {
-            url: url.to_owned(),
+            url: redact_url(url),
             reason: format!("unknown scheme `{other}`; expected memory, etcd, redis or postgres"),
         }),
     }

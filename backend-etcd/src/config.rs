@@ -341,24 +341,9 @@ impl fmt::Display for EtcdConfig {
     }
 }
 
-/// `url` with the password of its user info (if any) replaced by `***`.
+/// `url` with its secrets masked (see [`distsync_core::redact_url`]).
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let masked = if userinfo.contains(':') { ":***" } else { "" };
-            format!(
-                "{scheme}://{user}{masked}@{hosts}{}",
-                &rest[authority_end..]
-            )
-        }
-        None => url.to_owned(),
-    }
+    distsync_core::redact_url(url)
 }
 
 /// `user:password` (percent-decoded); a user without a password is refused.

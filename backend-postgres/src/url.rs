@@ -29,7 +29,7 @@ pub struct PgUrl {
 /// invalid schema name.
 pub fn parse(url: &str) -> Result<PgUrl> {
     let invalid = |reason: String| Error::InvalidUrl {
-        url: url.to_owned(),
+        url: distsync_core::redact_url(url),
         reason,
     };
     let mut parsed = url::Url::parse(url).map_err(|error| invalid(error.to_string()))?;

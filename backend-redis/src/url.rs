@@ -308,13 +308,7 @@ impl RedisUrl {
 
 /// The URL with its password masked, for error messages.
 fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
+    distsync_core::redact_url(url)
 }
 
 #[cfg(test)]

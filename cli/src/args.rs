@@ -49,6 +49,12 @@ pub struct Cli {
     #[arg(long, env = "DISTSYNC_URL", global = true, value_name = "URL")]
     pub backend: Option<String>,
 
+    /// Read the store's URL from this file (its first line), so that a URL with a
+    /// password never appears on a command line or in the process list. Also
+    /// DISTSYNC_URL_FILE. Overrides --backend.
+    #[arg(long, env = "DISTSYNC_URL_FILE", global = true, value_name = "PATH")]
+    pub backend_file: Option<std::path::PathBuf>,
+
     /// Session TTL in seconds, for what is held through a session (locks, candidacies,
     /// double-barrier entries): a crashed distsync releases them after this long.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10,

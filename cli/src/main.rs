@@ -75,7 +75,20 @@ use crate::exit::Failure;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let backend = cli.backend.clone().filter(|url| !url.trim().is_empty());
+    let backend = match &cli.backend_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text.lines().next().map(|line| line.trim().to_owned()),
+            Err(error) => {
+                report(&Failure::usage(format!(
+                    "cannot read the URL from {}: {error}",
+                    path.display()
+                )));
+                return ExitCode::from(exit::USAGE);
+            }
+        },
+        None => cli.backend.clone(),
+    }
+    .filter(|url| !url.trim().is_empty());
     let code = if backend.is_none() && cli.command.needs_backend() {
         report(&Failure::usage(
             "no backend: pass --backend URL or set the environment variable DISTSYNC_URL \

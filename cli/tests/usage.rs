@@ -25,6 +25,49 @@ fn the_backend_can_come_from_the_environment() {
 }
 
 #[test]
+fn the_backend_can_come_from_a_file_and_its_password_is_never_printed() {
+    let dir = std::env::temp_dir().join(unique("distsync-url-file").replace('/', "-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good");
+    std::fs::write(&good, "memory://\n").unwrap();
+    let output = command(
+        None,
+        &[
+            "--backend-file",
+            good.to_str().unwrap(),
+            "queue",
+            "q",
+            "len",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "0\n");
+
+    // A URL the backend refuses: the error names it, with the password masked.
+    let bad = dir.join("bad");
+    std::fs::write(&bad, "memory://user:s3cret@shared?x=1\n").unwrap();
+    let output = command(
+        None,
+        &["--backend-file", bad.to_str().unwrap(), "queue", "q", "len"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("user:***@"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password was printed: {stderr}"
+    );
+
+    let (code, _, stderr) = run(None, &["--backend-file", "/nonexistent/url", "lock", "a"]);
+    assert_eq!(code, 2, "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn an_invalid_name_is_a_usage_error_with_the_typed_message() {
     for args in [
         &["lock", "a//b"][..],

@@ -29,6 +29,7 @@ pub mod migrate;
 pub mod multi_lock;
 pub mod name;
 pub mod queue;
+pub mod redact;
 pub mod raw;
 pub mod rwlock;
 pub mod semaphore;
@@ -48,6 +49,7 @@ pub use lock::Locker;
 pub use multi_lock::{MultiLockGuard, MultiLocker};
 pub use name::Name;
 pub use queue::{Queue, DEFAULT_PRIORITY};
+pub use redact::redact_url;
 pub use rwlock::RwLock;
 pub use semaphore::Semaphore;
 pub use session::{

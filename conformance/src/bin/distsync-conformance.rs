@@ -109,7 +109,11 @@ async fn run_child() -> ExitCode {
     let backend = match distsync::connect(&spec.url).await {
         Ok(coordinator) => Arc::clone(coordinator.backend()),
         Err(error) => {
-            println!("{}error connecting to {}: {error}", child::MARKER, spec.url);
+            println!(
+                "{}error connecting to {}: {error}",
+                child::MARKER,
+                distsync::redact_url(&spec.url)
+            );
             return ExitCode::from(1);
         }
     };
@@ -168,7 +172,7 @@ async fn main() -> ExitCode {
 
     let mut harnesses = Vec::new();
     for url in &urls {
-        eprintln!("connecting to {url}");
+        eprintln!("connecting to {}", distsync::redact_url(url));
         let harness = if url.starts_with("memory:") {
             Ok(Harness::memory())
         } else if ServerFaults::new(url, facade()).is_ok() {
@@ -179,7 +183,7 @@ async fn main() -> ExitCode {
         match harness {
             Ok(harness) => harnesses.push((url.clone(), harness)),
             Err(error) => {
-                eprintln!("cannot use {url}: {error}");
+                eprintln!("cannot use {}: {error}", distsync::redact_url(url));
                 return ExitCode::from(2);
             }
         }
@@ -194,13 +198,14 @@ async fn main() -> ExitCode {
         let name = harness.capabilities().backend;
         let same_kind = kinds.iter().filter(|kind| **kind == name).count();
         let label = if same_kind > 1 {
-            url.clone()
+            distsync::redact_url(&url)
         } else {
             name.to_owned()
         };
         let harness = harness.calibrate().await;
         eprintln!(
-            "running the suite against {label} ({url}), settle {:?}, faults: {}",
+            "running the suite against {label} ({}), settle {:?}, faults: {}",
+            distsync::redact_url(&url),
             harness.settle(),
             harness.faults().describe()
         );

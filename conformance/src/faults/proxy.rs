@@ -206,7 +206,7 @@ async fn until_reset(mode: &mut watch::Receiver<PartitionMode>) {
 /// [`Error::InvalidUrl`] for a URL without an authority, or naming several hosts.
 pub fn rewrite_url(url: &str, address: SocketAddr) -> Result<(String, String)> {
     let invalid = |reason: &str| Error::InvalidUrl {
-        url: url.to_owned(),
+        url: distsync_core::redact_url(url),
         reason: reason.to_owned(),
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme"))?;

@@ -89,7 +89,7 @@ impl ServerFaults {
     /// [`Error::InvalidUrl`] when `url` names no etcd, Redis or PostgreSQL server.
     pub fn new(url: &str, connect: Connect) -> Result<Self> {
         let kind = StoreKind::of_url(url).ok_or_else(|| Error::InvalidUrl {
-            url: url.to_owned(),
+            url: distsync_core::redact_url(url),
             reason: "fault hooks need an etcd://, redis:// or postgres:// server".to_owned(),
         })?;
         let cluster_url = match kind {
@@ -99,7 +99,7 @@ impl ServerFaults {
             _ => None,
         };
         Ok(Self {
-            url: url.to_owned(),
+            url: distsync_core::redact_url(url),
             kind,
             connect,
             cluster_url,
@@ -324,7 +324,7 @@ pub(crate) fn psql() -> std::result::Result<PathBuf, String> {
 /// The `host:port` endpoints of an `etcd://host:port[,host:port...][/namespace]` URL.
 pub(crate) fn etcd_endpoints(url: &str) -> Result<Vec<String>> {
     let invalid = |reason: &str| Error::InvalidUrl {
-        url: url.to_owned(),
+        url: distsync_core::redact_url(url),
         reason: reason.to_owned(),
     };
     let rest = url
@@ -355,7 +355,7 @@ pub(crate) fn etcd_endpoints(url: &str) -> Result<Vec<String>> {
 /// (`?namespace=`, by default `distsync:`).
 fn redis_target(url: &str) -> Result<(String, String)> {
     let mut parsed = url::Url::parse(url).map_err(|error| Error::InvalidUrl {
-        url: url.to_owned(),
+        url: distsync_core::redact_url(url),
         reason: error.to_string(),
     })?;
     let namespace = parsed
@@ -370,7 +370,7 @@ fn redis_target(url: &str) -> Result<(String, String)> {
 /// (by default `distsync`).
 fn postgres_target(url: &str) -> Result<(String, String)> {
     let invalid = |reason: String| Error::InvalidUrl {
-        url: url.to_owned(),
+        url: distsync_core::redact_url(url),
         reason,
     };
     let mut parsed = url::Url::parse(url).map_err(|error| invalid(error.to_string()))?;

@@ -61,7 +61,7 @@ impl KvBackend<MemoryKv> {
     /// query or fragment (the memory backend takes no options).
     pub fn from_url(url: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidUrl {
-            url: url.to_owned(),
+            url: crate::redact::redact_url(url),
             reason,
         };
         let Some((scheme, rest)) = url.split_once("://") else {
