@@ -254,14 +254,14 @@ fn the_lock_and_rwlock_demos_take_the_go_commands() {
     assert_eq!(lines.len(), 7, "{lines:?}");
     assert_eq!(lines[0], "acquiring read lock");
     assert!(
-        lines[1].starts_with("acquired read lock key=rw/"),
+        lines[1].starts_with("acquired read lock key=/rwlock/rw/"),
         "{lines:?}"
     );
     assert!(!lines[1].contains("token="), "{lines:?}");
     assert_eq!(lines[2], "released read lock");
     assert_eq!(lines[3], "acquiring write lock");
     assert!(
-        lines[4].starts_with("acquired write lock key=rw/"),
+        lines[4].starts_with("acquired write lock key=/rwlock/rw/"),
         "{lines:?}"
     );
     assert!(lines[4].contains(" token="), "{lines:?}");
