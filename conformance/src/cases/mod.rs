@@ -173,7 +173,8 @@ pub static CASES: &[Case] = &[
         id: "lock_guarded_write",
         primitive: Primitive::Lock,
         guarantee: "put_if_held commits only while held: a stale holder's write is refused",
-        needs: &[Need::Lock, Need::GuardedWrites],
+        // The specific need first: the matrix notes name the first need's flag.
+        needs: &[Need::GuardedWrites, Need::Lock],
         claim: Claim::Offered,
         hooks: &[],
         run: |h| boxed(lock::guarded_write(h)),
