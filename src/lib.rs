@@ -36,13 +36,13 @@
 #![warn(missing_docs)]
 
 // The user's API, item by item (backend authors: `raw`).
+/// Masks the secrets of a URL for printing (see [`distsync_core::redact_url`]).
+pub use distsync_core::redact_url;
 pub use distsync_core::{
     BoxError, Bytes, Capabilities, Coordinator, Error, FencingToken, HealthWatch, LeaderInfo,
     Leadership, LockGuard, Lost, Name, ReadGuard, Result, Session, SessionHealth, SessionId,
     SessionOptions, DEFAULT_TTL,
 };
-/// Masks the secrets of a URL for printing (see [`distsync_core::redact_url`]).
-pub use distsync_core::redact_url;
 
 // The primitives.
 pub use distsync_core::{
