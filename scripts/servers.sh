@@ -144,6 +144,8 @@ ensure_installed() {
     # The benchmark's peer crates link OpenSSL (native-tls) through pkg-config.
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     [[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+    # The PostgreSQL backend's pooler tests start their own PgBouncer.
+    [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
     ((${#missing[@]})) || return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     local sudo=()
