@@ -376,7 +376,8 @@ impl Session {
     pub fn is_lost(&self) -> bool {
         self.inner.lost.is_cancelled()
             || match self.valid_until() {
-                Some(until) => std::time::Instant::now() >= until,
+                // The deadline was taken on tokio's clock (paused in tests): compare on it.
+                Some(until) => Instant::now().into_std() >= until,
                 None => true,
             }
     }
