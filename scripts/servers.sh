@@ -11,7 +11,19 @@
 #   scripts/servers.sh env             print `export K=V` lines: eval "$(scripts/servers.sh env)"
 #   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
+#   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
 #   scripts/servers.sh start-member N  start it again
+#   scripts/servers.sh sentinel-primary         print the number (1-2) of the Redis node
+#                                               the Sentinels name primary
+#   scripts/servers.sh sentinel-kill-primary    SIGKILL that node; prints its number
+#   scripts/servers.sh sentinel-start-node N    start node N again, as a replica of the
+#                                               other once that one is primary
+#   scripts/servers.sh sentinel-pause-replica   SIGSTOP the replica (replication lags)
+#   scripts/servers.sh sentinel-resume-replica  SIGCONT it
+#
+# The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
+# redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
+# `distsync` (DISTSYNC_REDIS_SENTINEL_URL, with replica acknowledgement `wait_replicas=1`).
 #
 # A server already answering on its port counts as up and is never started again;
 # only processes started by this script (pid files under the state directory) are
@@ -21,13 +33,16 @@
 #   DISTSYNC_PORT_BASE=B             etcd B, cluster B+1..B+3, etcd peer B+10, cluster
 #                                    peers B+11..B+13, Redis B+20, PostgreSQL B+21; the
 #                                    state directory becomes .servers/base-B;
-#                                    TLS etcd B+4 (peer B+14), TLS Redis B+22
+#                                    TLS etcd B+4 (peer B+14), TLS Redis B+22;
+#                                    Redis Sentinel nodes B+23, B+24, Sentinels B+25..B+27
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
 #   DISTSYNC_REDIS_PORT [26379]       DISTSYNC_POSTGRES_PORT [25432]
 #   DISTSYNC_ETCD_TLS_PORT [23794]    DISTSYNC_ETCD_TLS_PEER_PORT [23804]
 #   DISTSYNC_REDIS_TLS_PORT [26380]
+#   DISTSYNC_REDIS_HA_PORT [26381] (the two Sentinel-watched nodes use it and the next)
+#   DISTSYNC_SENTINEL_PORT [26383] (the three Sentinels use it and the next two)
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
 
@@ -48,14 +63,14 @@ is_port() { [[ $1 =~ ^[0-9]+$ ]] && ((1 <= $1 && $1 <= 65535)); }
 
 base=${DISTSYNC_PORT_BASE:-}
 if [[ -n $base ]]; then
-    if ! { is_port "$base" && is_port $((base + 22)); }; then
+    if ! { is_port "$base" && is_port $((base + 27)); }; then
         die "DISTSYNC_PORT_BASE=$base is not a usable port base"
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
-        $((base + 4)) $((base + 14)) $((base + 22)))
+        $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)))
     default_dir=$ROOT/.servers/base-$base
 else
-    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380)
+    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -67,13 +82,15 @@ PG_PORT=${DISTSYNC_POSTGRES_PORT:-${defaults[5]}}
 ETCD_TLS_PORT=${DISTSYNC_ETCD_TLS_PORT:-${defaults[6]}}
 ETCD_TLS_PEER_PORT=${DISTSYNC_ETCD_TLS_PEER_PORT:-${defaults[7]}}
 REDIS_TLS_PORT=${DISTSYNC_REDIS_TLS_PORT:-${defaults[8]}}
+REDIS_HA_PORT=${DISTSYNC_REDIS_HA_PORT:-${defaults[9]}}
+SENTINEL_PORT=${DISTSYNC_SENTINEL_PORT:-${defaults[10]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) "$REDIS_PORT" "$PG_PORT" \
-    "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT"; do
+    "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)); do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
-readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT
+readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT
 # The throwaway CA, certificates and passwords of the TLS servers.
 readonly TLS=$DIR/tls
 # The user and key prefix the TLS etcd's RBAC role and the TLS Redis's ACL allow.
@@ -82,6 +99,11 @@ readonly TLS_USER=distsync TLS_PREFIX=distsync-tls
 readonly MEMBERS=(1 2 3)
 member_port() { echo $((CLUSTER_PORT + $1 - 1)); }
 member_peer_port() { echo $((CLUSTER_PEER_PORT + $1 - 1)); }
+# The Sentinel group: nodes redis-ha-1 and redis-ha-2, Sentinels sentinel-1..3, the
+# service name the Sentinels monitor.
+readonly HA_NODES=(1 2) SENTINELS=(1 2 3) SENTINEL_SERVICE=distsync
+ha_port() { echo $((REDIS_HA_PORT + $1 - 1)); }
+sentinel_port() { echo $((SENTINEL_PORT + $1 - 1)); }
 
 # urls [redacted]: the URLs, the TLS servers' passwords shown as *** with `redacted`.
 urls() {
@@ -92,6 +114,9 @@ urls() {
     echo "DISTSYNC_ETCD_CLUSTER_URL=etcd://${cluster[*]}"
     echo "DISTSYNC_REDIS_URL=redis://$HOST:$REDIS_PORT"
     echo "DISTSYNC_POSTGRES_URL=postgres://distsync@$HOST:$PG_PORT/distsync"
+    local sentinels=()
+    for n in "${SENTINELS[@]}"; do sentinels+=("$HOST:$(sentinel_port "$n")"); done
+    echo "DISTSYNC_REDIS_SENTINEL_URL='redis+sentinel://${sentinels[*]}/$SENTINEL_SERVICE/0?wait_replicas=1&wait_timeout=500'"
     if [[ ${1:-} == redacted ]]; then
         tls_urls | sed -E "s|://$TLS_USER:[^@]*@|://$TLS_USER:***@|"
     else
@@ -407,6 +432,84 @@ redis_start() {
         --dir "$DIR/redis"
 }
 
+# --- the Redis Sentinel group -----------------------------------------------------
+
+# ha_role N: `master`, `slave`, or nothing when node N does not answer.
+ha_role() { redis-cli -h "$HOST" -p "$(ha_port "$1")" role 2>/dev/null | head -n 1 || true; }
+ha_other() { echo $((3 - $1)); }
+
+# The node (1 or 2) the Sentinels name primary, else the node that says it is one.
+ha_primary() {
+    local n addr
+    for n in "${SENTINELS[@]}"; do
+        addr=$(redis-cli -h "$HOST" -p "$(sentinel_port "$n")" sentinel get-master-addr-by-name \
+            "$SENTINEL_SERVICE" 2>/dev/null | sed -n 2p || true)
+        for m in "${HA_NODES[@]}"; do [[ $addr == "$(ha_port "$m")" ]] && { echo "$m"; return 0; }; done
+    done
+    for m in "${HA_NODES[@]}"; do [[ $(ha_role "$m") == master ]] && { echo "$m"; return 0; }; done
+    return 1
+}
+
+# Node N starts as a replica of the other node when that one answers as the primary,
+# as the primary when the other answers as a replica; when the other does not answer,
+# node 1 starts as the primary and node 2 as its replica (the first `up`).
+redis_ha_start() {
+    local n=$1 other role replicaof=()
+    other=$(ha_other "$n")
+    role=$(ha_role "$other")
+    if [[ $role == master || ($role != slave && $n == 2) ]]; then
+        replicaof=(--replicaof "$HOST" "$(ha_port "$other")")
+    fi
+    # No persistence (test servers); a short replication timeout so that a replica
+    # notices a dead primary quickly.
+    spawn "redis-ha-$n" redis-server --bind "$HOST" --port "$(ha_port "$n")" --save '' \
+        --appendonly no --dir "$DIR/redis-ha-$n" --repl-timeout 5 "${replicaof[@]}"
+}
+
+# A Sentinel's configuration, rewritten at every start (the Sentinel rewrites it
+# while it runs): a fixed id per Sentinel, so that a restarted one is not counted
+# twice by the others, and the primary as the nodes say now. Failures are noticed
+# after 1 s without an answer; quorum 2 of 3.
+sentinel_start() {
+    local n=$1 primary dir=$DIR/sentinel-$1
+    primary=$(ha_primary) || primary=1
+    mkdir -p "$dir"
+    cat >"$dir/sentinel.conf" <<EOF
+port $(sentinel_port "$n")
+bind $HOST
+daemonize no
+dir $dir
+sentinel myid $(printf 'distsync-sentinel-%s-%s' "$n" "$SENTINEL_PORT" | sha1sum | cut -c1-40)
+sentinel monitor $SENTINEL_SERVICE $HOST $(ha_port "$primary") 2
+sentinel down-after-milliseconds $SENTINEL_SERVICE 1000
+sentinel failover-timeout $SENTINEL_SERVICE 4000
+sentinel parallel-syncs $SENTINEL_SERVICE 1
+EOF
+    spawn "sentinel-$n" redis-server "$dir/sentinel.conf" --sentinel
+}
+
+# Ready: answers, and knows the two other Sentinels (a failover needs them).
+sentinel_healthy() {
+    local others
+    others=$(redis-cli -h "$HOST" -p "$1" sentinel master "$SENTINEL_SERVICE" 2>/dev/null |
+        awk 'prev == "num-other-sentinels" { print; exit } { prev = $0 }' || true)
+    [[ ${others:-0} -ge 2 ]]
+}
+
+# kill_owned NAME: SIGKILL a server this script started, and wait until it is gone.
+kill_owned() {
+    local name=$1 pid deadline
+    pid=$(owned_pid "$name") || die "$name is not running under $DIR"
+    kill -KILL "$pid"
+    deadline=$((SECONDS + WAIT_SECONDS))
+    while owned_pid "$name" >/dev/null; do
+        ((SECONDS < deadline)) || die "$name (pid $pid) survives SIGKILL"
+        sleep 0.05
+    done
+    rm -f "$DIR/$name.pid"
+    log "killed $name (pid $pid, SIGKILL)"
+}
+
 # PostgreSQL refuses to run as root: as root, its files belong to and its commands run
 # as the `postgres` OS user. (fd 9, the state lock, must not leak into the server.)
 as_pg() {
@@ -493,12 +596,14 @@ postgres_stop() {
 }
 
 # Server names and, for the cluster, which member: etcd, etcd-N, redis, postgres.
-ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls)
+ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
     etcd-tls) echo "$ETCD_TLS_PORT" ;;
     redis-tls) echo "$REDIS_TLS_PORT" ;;
+    redis-ha-*) ha_port "${1#redis-ha-}" ;;
+    sentinel-*) sentinel_port "${1#sentinel-}" ;;
     etcd-*) member_port "${1#etcd-}" ;;
     redis) echo "$REDIS_PORT" ;;
     postgres) echo "$PG_PORT" ;;
@@ -508,11 +613,13 @@ check() {
     case $1 in
     etcd-tls) etcd_tls_healthy ;;
     redis-tls) redis_tls_healthy "$(port_of "$1")" ;;
+    redis-ha-*) redis_healthy "$(port_of "$1")" ;;
+    sentinel-*) sentinel_healthy "$(port_of "$1")" ;;
     etcd*) etcd_healthy "$(port_of "$1")" ;;
     *) "$1_healthy" "$(port_of "$1")" ;;
     esac
 }
-start() { case $1 in etcd-tls) etcd_tls_start ;; redis-tls) redis_tls_start ;; etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
+start() { case $1 in etcd-tls) etcd_tls_start ;; redis-tls) redis_tls_start ;; redis-ha-*) redis_ha_start "${1#redis-ha-}" ;; sentinel-*) sentinel_start "${1#sentinel-}" ;; etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
 stop() { case $1 in postgres) postgres_stop ;; *) stop_owned "$1" ;; esac }
 log_of() { case $1 in postgres) echo "$DIR/postgres/server.log" ;; *) echo "$DIR/$1.log" ;; esac }
 
@@ -603,6 +710,40 @@ start-member)
     name=$(member_arg "${1:-}")
     lock_state_dir
     bring_up "$name"
+    ;;
+kill-member)
+    name=$(member_arg "${1:-}")
+    lock_state_dir
+    kill_owned "$name"
+    ;;
+sentinel-primary)
+    ha_primary || die "no Redis node of the Sentinel group is primary"
+    ;;
+sentinel-kill-primary)
+    lock_state_dir
+    primary=$(ha_primary) || die "no Redis node of the Sentinel group is primary"
+    kill_owned "redis-ha-$primary"
+    echo "$primary"
+    ;;
+sentinel-start-node)
+    [[ ${1:-} =~ ^[12]$ ]] || die "expected a Sentinel group node number 1 or 2, got '${1:-}'"
+    lock_state_dir
+    other=$(ha_other "$1")
+    # A replica of the other node once the Sentinels have promoted it.
+    deadline=$((SECONDS + WAIT_SECONDS))
+    until [[ $(ha_role "$other") == master ]]; do
+        ((SECONDS < deadline)) || die "redis-ha-$other did not become primary within ${WAIT_SECONDS}s"
+        sleep 0.1
+    done
+    bring_up "redis-ha-$1"
+    ;;
+sentinel-pause-replica | sentinel-resume-replica)
+    lock_state_dir
+    primary=$(ha_primary) || die "no Redis node of the Sentinel group is primary"
+    replica=redis-ha-$(ha_other "$primary")
+    pid=$(owned_pid "$replica") || die "$replica is not running under $DIR"
+    if [[ $cmd == sentinel-pause-replica ]]; then kill -STOP "$pid"; else kill -CONT "$pid"; fi
+    log "${cmd#sentinel-} $replica (pid $pid)"
     ;;
 *) usage ;;
 esac
