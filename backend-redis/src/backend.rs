@@ -28,8 +28,9 @@ pub fn capabilities() -> Capabilities {
     Capabilities {
         survives_restart: false,
         linearizable: false,
-        // Not built on Redis yet: `LockGuard::put_if_held` answers Unsupported.
-        guarded_writes: false,
+        // `LockGuard::put_if_held`: one script checks the grant and writes
+        // (`crate::guarded`).
+        guarded_writes: true,
         ..Capabilities::all(BACKEND, Duration::from_millis(100))
     }
 }

@@ -124,6 +124,7 @@ mod error;
 mod eviction;
 pub mod export;
 pub mod fair;
+mod guarded;
 mod hold;
 pub mod keys;
 mod lock;

@@ -41,7 +41,8 @@ impl Locker for RedisLock {
             granted.token,
             session,
             granted.release_fn(session),
-        ))
+        )
+        .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted)))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
@@ -53,6 +54,7 @@ impl Locker for RedisLock {
                 session,
                 granted.release_fn(session),
             )
+            .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted))
         }))
     }
 

@@ -63,7 +63,8 @@ impl RwLock for RedisRwLock {
             granted.token,
             session,
             granted.release_fn(session),
-        ))
+        )
+        .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted)))
     }
 
     async fn try_write(&self) -> Result<Option<LockGuard>> {
@@ -75,6 +76,7 @@ impl RwLock for RedisRwLock {
                 session,
                 granted.release_fn(session),
             )
+            .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted))
         }))
     }
 }

@@ -64,6 +64,7 @@ impl RedisSemaphore {
             session,
             granted.release_fn(session),
         )
+        .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted))
     }
 }
 

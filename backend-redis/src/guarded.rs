@@ -1,0 +1,70 @@
+//! Guarded writes ([`distsync_core::LockGuard::put_if_held`]) on Redis: one script
+//! (`lua/guarded_put.lua`) writes the STM key only while the guard's entry is still
+//! the current grant of its line.
+//!
+//! A hold is current while its entry key `p:e:<id>` still holds the value it was
+//! created with (the key expires with the session, and a release or a revoke deletes
+//! it) and the line's grant table `p:g` records the entry's grant with the guard's
+//! fencing token (see [`crate::fair`] for the layout). The check and the write run in
+//! one script, hence atomically on the server: a holder whose session the store has
+//! ended (revoked, expired while it was paused) writes nothing, even before its own
+//! `lost()` fires. The write itself is an STM commit of one key (its value and the
+//! next STM revision, as `lua/stm_commit.lua` writes), so [`distsync_core::Stm`]
+//! reads it and STM transactions see it as a change.
+
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::raw::GuardedWrite;
+use distsync_core::{Name, Result};
+use redis::Script;
+
+use crate::backend::Shared;
+use crate::error::{int, unexpected};
+use crate::fair::Granted;
+
+/// The script, compiled (hashed) once per process.
+static GUARDED_PUT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/guarded_put.lua")));
+
+/// The guarded write of one granted entry (a lock, a write lock or a permit).
+pub(crate) struct RedisGuardedWrite {
+    shared: Arc<Shared>,
+    /// The entry key `p:e:<id>`.
+    entry: String,
+    /// The value the entry key was created with.
+    value: String,
+    /// The grant's fencing token, as `p:g` records it.
+    token: String,
+}
+
+/// The hook for a guard over `granted`: attach it with
+/// [`distsync_core::LockGuard::with_guarded_write`].
+pub(crate) fn hook(shared: &Arc<Shared>, granted: &Granted) -> Arc<dyn GuardedWrite> {
+    Arc::new(RedisGuardedWrite {
+        shared: Arc::clone(shared),
+        entry: granted.hold.key().to_owned(),
+        value: granted.hold.value().to_owned(),
+        token: granted.token.0.to_string(),
+    })
+}
+
+#[async_trait]
+impl GuardedWrite for RedisGuardedWrite {
+    async fn put_if_held(&self, key: &Name, value: Bytes) -> Result<bool> {
+        let mut call = self.shared.script(&GUARDED_PUT);
+        call.key(&self.entry)
+            .key(self.shared.keys.stm_revision())
+            .key(self.shared.keys.stm_key(key))
+            .arg(&self.value)
+            .arg(&self.token)
+            .arg(value.as_ref());
+        let reply = self.shared.eval(&call).await?;
+        match int("guarded_put", &reply)? {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(unexpected("guarded_put", &reply)),
+        }
+    }
+}
