@@ -53,10 +53,19 @@ pub struct Capabilities {
     /// store frees a hold no earlier than the holder's client-side deadline (see
     /// [`crate::session`]).
     pub partition_safe: bool,
+    /// [`crate::Queue::receive`]: at-least-once delivery, an item held through the
+    /// consumer's session until acknowledged, put back at its place by `nack` or the
+    /// session's end, with a redelivery count (see [`crate::delivery`]).
+    pub reliable_delivery: bool,
     /// Durable state (queues, STM keys, barriers) survives a server restart.
     pub survives_restart: bool,
     /// Reads and grants are linearizable.
     pub linearizable: bool,
+    /// What was acknowledged survives the store failing over to a replica (etcd: a
+    /// raft leader killed; Redis: a primary killed under Sentinel with replica
+    /// acknowledgement, `wait_replicas`): no two holders of a lock across the
+    /// failover, tokens keep growing, no acknowledged queue item lost.
+    pub survives_failover: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,
 }
@@ -84,8 +93,10 @@ impl Capabilities {
             partition_safe: false,
             semaphore: false,
             guarded_writes: false,
+            reliable_delivery: false,
             survives_restart: false,
             linearizable: false,
+            survives_failover: false,
             min_session_ttl: Duration::from_secs(1),
         }
     }
@@ -113,8 +124,10 @@ impl Capabilities {
             partition_safe: true,
             semaphore: true,
             guarded_writes: true,
+            reliable_delivery: true,
             survives_restart: true,
             linearizable: true,
+            survives_failover: true,
             min_session_ttl,
         }
     }

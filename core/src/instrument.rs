@@ -62,6 +62,7 @@ pub(crate) fn error_label(error: &Error) -> &'static str {
         Error::ActiveHolders { .. } => "active_holders",
         Error::MigrationMismatch(_) => "migration_mismatch",
         Error::Timeout(_) => "timeout",
+        Error::Authentication { .. } => "authentication",
         Error::Connection { .. } => "connection",
         Error::Backend { .. } => "backend",
     }
@@ -335,6 +336,24 @@ impl Queue for InstrumentedQueue {
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
         match self.inner.try_dequeue().await {
             Ok(Some(item)) => self.dequeued(Ok(Some(item))),
+            other => other,
+        }
+    }
+
+    async fn receive(
+        &self,
+        session: &crate::session::Session,
+    ) -> Result<crate::delivery::Delivery> {
+        let delivery = self.inner.receive(session).await;
+        self.dequeued(delivery)
+    }
+
+    async fn try_receive(
+        &self,
+        session: &crate::session::Session,
+    ) -> Result<Option<crate::delivery::Delivery>> {
+        match self.inner.try_receive(session).await {
+            Ok(Some(delivery)) => self.dequeued(Ok(Some(delivery))),
             other => other,
         }
     }

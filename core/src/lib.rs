@@ -3,8 +3,8 @@
 //! The contract of distsync: validated [`Name`]s, the [`Error`] enum, [`Session`]s
 //! (leases kept alive in the background), guards carrying [`FencingToken`]s,
 //! [`Capabilities`], the primitive traits — [`Locker`], [`Election`], [`RwLock`],
-//! [`Queue`], [`Barrier`], [`DoubleBarrier`] and [`Stm`] — and the [`Coordinator`]
-//! that hands them out, plus the in-memory backend ([`memory`]), a real store
+//! [`Queue`], [`Barrier`], [`DoubleBarrier`] — the [`Stm`] handle for transactions,
+//! and the [`Coordinator`] that hands them out, plus the in-memory backend ([`memory`]), a real store
 //! in-process that users can test against.
 //!
 //! Applications use these through the `distsync` facade crate. Backend authors find
@@ -18,6 +18,7 @@
 pub mod backend;
 pub mod barrier;
 pub mod capabilities;
+pub mod delivery;
 pub mod election;
 pub mod error;
 pub mod fence;
@@ -34,6 +35,7 @@ pub mod redact;
 pub mod rwlock;
 pub mod semaphore;
 pub mod session;
+pub mod status;
 pub mod stm;
 pub mod timeout;
 pub mod token;
@@ -42,6 +44,7 @@ pub use backend::Coordinator;
 pub use barrier::{Barrier, DoubleBarrier};
 pub use bytes::Bytes;
 pub use capabilities::Capabilities;
+pub use delivery::Delivery;
 pub use election::{Election, LeaderInfo, Leadership};
 pub use error::{BoxError, Error, Result};
 pub use guard::{LockGuard, ReadGuard};
@@ -71,4 +74,4 @@ pub use raw::{kv, recipes};
 #[doc(hidden)]
 pub use session::{KeepAlive, Lease};
 #[doc(hidden)]
-pub use stm::{StmAttempt, Write};
+pub use stm::{StmAttempt, StmEngine, StmRetry, Write};

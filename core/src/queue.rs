@@ -3,8 +3,10 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::delivery::Delivery;
+use crate::error::{Error, Result};
 use crate::name::Name;
+use crate::session::Session;
 
 /// The priority of [`Queue::enqueue`]: the highest (lowest number), so a queue used
 /// only with `enqueue` is plain FIFO.
@@ -16,6 +18,21 @@ pub const DEFAULT_PRIORITY: u16 = 0;
 /// Items do not belong to a session and outlive their producer. Under any mix of
 /// concurrent producers and consumers, including consumers cancelled mid-dequeue, no
 /// item is lost or delivered twice. Created by [`crate::Backend::queue`].
+///
+/// Two ways to consume:
+/// - **at most once**: [`Queue::dequeue`] / [`Queue::try_dequeue`] remove the item as
+///   they return it; a consumer that crashes while processing it loses it;
+/// - **at least once**: [`Queue::receive`] / [`Queue::try_receive`] return a
+///   [`Delivery`] held through the consumer's [`Session`]: [`Delivery::ack`] removes
+///   the item, [`Delivery::nack`], dropping the delivery, or the end of the session
+///   (crash, partition) put it back at its place with its redelivery count one
+///   higher (see [`crate::delivery`]). Where a backend does not offer it
+///   ([`crate::Capabilities::reliable_delivery`]), these answer
+///   [`Error::Unsupported`].
+///
+/// Named after the message-queue clients users know (`receive`/`ack`/`nack`, as SQS,
+/// Pub/Sub and AMQP clients), and kept apart from `dequeue` so that its at-most-once
+/// meaning does not change.
 #[async_trait]
 pub trait Queue: Send + Sync {
     /// The queue's name.
@@ -67,7 +84,58 @@ pub trait Queue: Send + Sync {
     /// by this call or left in the queue.
     async fn try_dequeue(&self) -> Result<Option<Bytes>>;
 
-    /// How many items are queued.
+    /// Waits for an item and holds it through `session` until the returned
+    /// [`Delivery`] is acknowledged (at-least-once delivery; see [`crate::delivery`]).
+    /// Items are received in queue order; an item held by a live session is skipped.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] where the backend does not offer
+    /// [`crate::Capabilities::reliable_delivery`]; [`Error::SessionLost`] when
+    /// `session` is lost; [`Error::InvalidArgument`] for a session of another backend;
+    /// the store's error.
+    ///
+    /// # Cancel safety
+    /// This method is cancel safe: dropping the future never loses an item nor leaves
+    /// one held; an item is either returned in a `Delivery` or left in the queue.
+    async fn receive(&self, session: &Session) -> Result<Delivery> {
+        Err(Error::unsupported(
+            session.backend(),
+            "reliable queue delivery",
+        ))
+    }
+
+    /// [`Self::receive`] for at most `timeout`: gives up with
+    /// [`crate::Error::Timeout`], holding nothing (see [`crate::timeout`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Timeout`], or [`Self::receive`]'s errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`Self::receive`].
+    async fn receive_timeout(
+        &self,
+        session: &Session,
+        timeout: std::time::Duration,
+    ) -> Result<Delivery> {
+        crate::timeout::timed(timeout, self.receive(session)).await
+    }
+
+    /// Receives the first item if there is one, without waiting (see
+    /// [`Self::receive`]).
+    ///
+    /// # Errors
+    /// As [`Self::receive`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`Self::receive`].
+    async fn try_receive(&self, session: &Session) -> Result<Option<Delivery>> {
+        Err(Error::unsupported(
+            session.backend(),
+            "reliable queue delivery",
+        ))
+    }
+
+    /// How many items are queued (items held by a live receiver are not counted).
     ///
     /// # Cancel safety
     ///

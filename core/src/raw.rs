@@ -11,7 +11,9 @@
 //!   `Session::start` together with the instant the grant was sent;
 //! - the primitive traits a backend returns boxed ([`Locker`], [`Election`] with its
 //!   [`Proclaim`] part, [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`],
-//!   [`Semaphore`]) and the STM engine ([`Stm`], [`StmAttempt`], [`Write`]);
+//!   [`Semaphore`]) and the STM engine ([`StmEngine`], [`StmAttempt`], [`Write`],
+//!   the conflict signal [`StmRetry`]), whose user handle [`Stm`](crate::Stm) a
+//!   backend makes with `Stm::new`;
 //! - guards and leaderships, made with `LockGuard::new`, `ReadGuard::new` and
 //!   `Leadership::new` from the key, the token, the session and a [`ReleaseFn`]
 //!   (these constructors are hidden from the user docs);
@@ -67,6 +69,11 @@
 //! - **Queues.** Items are durable; under any mix of producers, consumers and
 //!   cancelled dequeues no item is lost or delivered twice; lower priority numbers
 //!   first, FIFO within a priority.
+//! - **STM.** An attempt that sees a conflict (a read no longer consistent with its
+//!   snapshot, a serialization failure) says so with [`StmRetry`] (or `Ok(false)` from
+//!   [`StmAttempt::commit`]); [`Stm`](crate::Stm) retries it. A backend never returns
+//!   [`Error::StmConflict`](crate::Error::StmConflict), which means only that a
+//!   transaction gave up after its last attempt.
 //! - **Errors.** Typed ([`Error`](crate::Error)), no panic on anything the network or
 //!   the user controls, and no secret (password, token) in an error, a log line, a
 //!   `Debug` output or a printed URL.
@@ -86,11 +93,13 @@ pub mod recipes;
 #[doc(inline)]
 pub use crate::backend::Backend;
 #[doc(inline)]
+pub use crate::delivery::Settle;
+#[doc(inline)]
 pub use crate::guard::{GuardedWrite, ReleaseFn};
 #[doc(inline)]
 pub use crate::session::{KeepAlive, Lease};
 #[doc(inline)]
-pub use crate::stm::{StmAttempt, Write};
+pub use crate::stm::{StmAttempt, StmEngine, StmRetry, Write};
 
 pub use crate::barrier::{Barrier, DoubleBarrier};
 pub use crate::capabilities::Capabilities;
@@ -104,7 +113,6 @@ pub use crate::queue::Queue;
 pub use crate::rwlock::RwLock;
 pub use crate::semaphore::Semaphore;
 pub use crate::session::{Session, SessionId, SessionOptions};
-pub use crate::stm::Stm;
 pub use crate::token::FencingToken;
 
 /// A fresh id for one store call (32 lowercase hex digits), unique across processes

@@ -112,7 +112,9 @@ fn classify(reserved: &str) -> Option<Found> {
                 let (priority, sequence) = position(item)?;
                 return Some(Found::QueueItem(name, (priority, 0, sequence)));
             }
-            (tail.starts_with("s/") || tail.starts_with("w/")).then_some(Found::Internal)
+            // Sequence guards, waiters, delivery counters (hold keys are leased).
+            (tail.starts_with("s/") || tail.starts_with("w/") || tail.starts_with("d/"))
+                .then_some(Found::Internal)
         }
         (Kind::DoubleBarrier, Some("ready")) => Some(Found::Internal),
         _ => None,

@@ -61,7 +61,8 @@ mod queue;
 mod retry;
 mod rwmutex;
 mod semaphore;
-mod stm;
+mod status;
+pub(crate) mod stm;
 #[cfg(test)]
 mod testing;
 mod wait;
@@ -248,10 +249,14 @@ impl<K: Kv> Backend for KvBackend<K> {
     fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
         // The recipe is Go's priority queue; `enqueue` is priority 0.
         self.offers(self.capabilities.queue, "queue")?;
+        let backend = self.kv.backend();
+        let lease_of: queue::LeaseOf =
+            Arc::new(move |session: &Session| Ok(session.lease_for::<KvLease<K>>(backend)?.id));
         Ok(Box::new(KvQueue::new(
             self.shared_kv(),
             &self.namespace,
             name,
+            lease_of,
         )))
     }
 
@@ -312,13 +317,13 @@ impl<K: Kv> Backend for KvBackend<K> {
         )))
     }
 
-    fn stm(&self) -> Result<Arc<dyn Stm>> {
+    fn stm(&self) -> Result<Stm> {
         self.offers(self.capabilities.stm(), "stm")?;
-        Ok(Arc::new(KvStm::new(
+        Ok(Stm::new(Arc::new(KvStm::new(
             self.shared_kv(),
             &self.namespace,
             self.capabilities.clone(),
-        )))
+        ))))
     }
 
     /// Classifies every key under the namespace by the recipes' layouts: leased keys
@@ -326,5 +331,11 @@ impl<K: Kv> Backend for KvBackend<K> {
     /// barriers and the rest STM keys (so an empty-valued STM key reads as a barrier).
     async fn export(&self) -> Result<Snapshot> {
         export::export(&*self.kv, &self.namespace).await
+    }
+
+    /// One range read of the namespace, classified by the recipes' layouts (see
+    /// `recipes/status.rs`).
+    async fn status(&self, prefix: &str) -> Result<crate::status::StatusReport> {
+        status::status(&*self.kv, &self.namespace, prefix).await
     }
 }

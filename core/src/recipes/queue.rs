@@ -14,6 +14,18 @@
 //! | `Q/s/<priority %05d>` | empty | the priority's sequence guard |
 //! | `Q/c/<call id>/<priority %05d>/<sequence %016d>` | the item | an item claimed by a dequeue call, not yet handed over |
 //! | `Q/w/<unix nanos>` | the call id | a waiting consumer |
+//! | `Q/h/<priority %05d>/<sequence %016d>` | the call id, on the receiver's lease | an item received (at-least-once), held through a session |
+//! | `Q/d/<priority %05d>/<sequence %016d>` | decimal count | how many times `receive` delivered the item |
+//!
+//! A call id is `<unix ms %013d>-<32 hex digits>`: the claim's wall-clock time, then
+//! a random id.
+//!
+//! # At-least-once delivery
+//!
+//! `receive` leaves the item at its key and puts a hold key on the receiver's lease;
+//! every reader skips held items; `nack` or the lease's end deletes the hold key, so
+//! the item is queued again at its place (see the `delivery` submodule,
+//! `queue_delivery.rs`). At-most-once claims skip held items too.
 //!
 //! # Enqueue
 //!
@@ -45,6 +57,10 @@
 //! their queue (export with the consumers stopped); an operator may move one back
 //! after checking that its consumer did not get it (as for Redis' in-flight hash).
 //!
+//! No record stays forever: a record older than 15 minutes is put back by any consumer
+//! of the queue (see the `queue_sweep` submodule, `queue_sweep.rs`, for when and at
+//! what price).
+//!
 //! [`Backend::export`]: crate::Backend::export
 //!
 //! # Waiting: one consumer woken per item
@@ -60,8 +76,12 @@
 //! meanwhile, it passes the wake-up on to the next waiter. A consumer that claims an
 //! item while more items and waiters remain wakes the next waiter too, so a wake-up
 //! lost with a crashed consumer process delays an item only until the next claim or
-//! enqueue.
+//! enqueue. The first waiter in line also watches the hold keys, so that an item put
+//! back by a receiver (`nack`, its session's end) wakes it, and every other waiter
+//! watches its predecessor's key (re-reading when it leaves the line, to learn it is
+//! first now): one waiter is woken per returned item too.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,12 +92,13 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::kv::{
-    Compare, CompareOp, EventKind, KeyValue, Kv, Range, Revision, Txn, TxnOp, TxnResponse,
+    Compare, CompareOp, EventKind, KeyValue, Kv, LeaseId, Range, RangeResponse, Revision,
+    SortOrder, SortTarget, Txn, TxnOp, TxnResponse,
 };
 use crate::name::Name;
 use crate::queue::Queue;
 
-use super::key::{call_id, put_new_key, range_at, Kind, UniqueKeys};
+use super::key::{put_new_key, range_at, Kind, UniqueKeys};
 use super::retry::retry_transient;
 use super::wait::{next_event, patiently};
 
@@ -103,7 +124,7 @@ struct Layout {
 }
 
 /// Where an item sits: its priority and sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Position {
     priority: u16,
     sequence: u64,
@@ -152,6 +173,40 @@ impl Layout {
         )
     }
 
+    /// The prefix of every hold key (an item received, held through a session).
+    fn holds(&self) -> String {
+        format!("{}/h/", self.root)
+    }
+
+    /// The hold key of the item at `position`, attached to the holder's lease.
+    fn hold(&self, position: Position) -> String {
+        format!(
+            "{}{:05}/{:016}",
+            self.holds(),
+            position.priority,
+            position.sequence
+        )
+    }
+
+    /// The delivery counter of the item at `position` (how many times `receive` gave
+    /// it out; absent for 0).
+    fn deliveries(&self, position: Position) -> String {
+        format!(
+            "{}/d/{:05}/{:016}",
+            self.root, position.priority, position.sequence
+        )
+    }
+
+    /// The position of a well-formed hold key.
+    fn hold_position(&self, key: &str) -> Option<Position> {
+        parse_position(key.strip_prefix(&self.holds())?)
+    }
+
+    /// The prefix of every in-flight record, of every call.
+    fn all_claims(&self) -> String {
+        format!("{}/c/", self.root)
+    }
+
     /// The prefix of the waiter keys, without its trailing `/`.
     fn waiters(&self) -> String {
         format!("{}/w", self.root)
@@ -194,11 +249,24 @@ fn after_prefix(prefix: &str) -> String {
     end
 }
 
+#[path = "queue_delivery.rs"]
+mod delivery;
+#[path = "queue_sweep.rs"]
+mod queue_sweep;
+
+use self::queue_sweep::claim_call_id;
+
+/// How a queue finds the store lease behind a session (the backend's lease type is
+/// generic, the queue is not).
+pub(crate) type LeaseOf = Arc<dyn Fn(&crate::session::Session) -> Result<LeaseId> + Send + Sync>;
+
 /// A [`Queue`] over a [`Kv`] store.
 pub(crate) struct KvQueue {
     kv: Arc<dyn Kv>,
     name: Name,
     layout: Layout,
+    lease_of: LeaseOf,
+    sweep: queue_sweep::Sweep,
 }
 
 /// An item read from the store.
@@ -209,68 +277,83 @@ struct Item {
 
 impl KvQueue {
     /// The queue `name` under `namespace`.
-    pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name) -> Self {
+    pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name, lease_of: LeaseOf) -> Self {
         Self {
             kv,
             layout: Layout::new(namespace, &name),
             name,
+            lease_of,
+            sweep: queue_sweep::Sweep::default(),
         }
     }
 
-    /// The first well-formed item (lowest priority number, then oldest) and the
-    /// revision of the read. Keys under the item prefix that are not item keys (written
-    /// by something else) are skipped.
+    /// The first well-formed item that no live session holds (lowest priority
+    /// number, then oldest) and the revision of the read. Keys under the item prefix
+    /// that are not item keys (written by something else) are skipped.
     async fn first_item(&self) -> Result<(Option<Item>, Revision)> {
-        let (first, _, revision) = self.first_item_and(None).await?;
+        let (first, _, revision) = self.scan(Vec::new()).await?;
         Ok((first, revision))
     }
 
-    /// As [`KvQueue::first_item`], also reading `key` (when given) at the same
-    /// revision.
-    async fn first_item_and(
+    /// As [`KvQueue::first_item`], also running the reads `extra` at the same
+    /// revision; their answers come back in order.
+    async fn scan(
         &self,
-        key: Option<&str>,
-    ) -> Result<(Option<Item>, Option<KeyValue>, Revision)> {
+        extra: Vec<Range>,
+    ) -> Result<(Option<Item>, Vec<RangeResponse>, Revision)> {
         let kv = &*self.kv;
         let end = after_prefix(&self.layout.items());
         let mut start = self.layout.items();
+        let mut batch = 1usize;
         loop {
-            let items = Range::between(start, end.clone()).first_key();
-            let (found, also, revision) = match key {
-                None => {
-                    let response = kv.range(items).await?;
-                    (response.kvs.into_iter().next(), None, response.revision)
+            // Plain reads (not a transaction), all at the revision of the first.
+            let holds = kv.range(Range::prefix(self.layout.holds())).await?;
+            let revision = holds.revision;
+            let items = Range::between(start.clone(), end.clone())
+                .sorted(SortTarget::Key, SortOrder::Ascend, batch)
+                .at_revision(revision);
+            let items = kv.range(items).await?;
+            let mut extras = Vec::with_capacity(extra.len());
+            for read in &extra {
+                extras.push(kv.range(read.clone().at_revision(revision)).await?);
+            }
+            let held: HashSet<Position> = holds
+                .kvs
+                .iter()
+                .filter_map(|hold| self.layout.hold_position(&hold.key))
+                .collect();
+            let seen = items.kvs.len();
+            let mut last = None;
+            for found in items.kvs {
+                match self.layout.item_position(&found.key) {
+                    Some(position) if !held.contains(&position) => {
+                        let item = Item {
+                            kv: found,
+                            position,
+                        };
+                        return Ok((Some(item), extras, revision));
+                    }
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!(key = %found.key, "queue skips a key that is not an item key");
+                    }
                 }
-                Some(key) => {
-                    let reads = vec![TxnOp::Range(items), TxnOp::Range(Range::key(key))];
-                    let response = kv.txn(Txn::default().and_then(reads)).await?;
-                    let found = range_at(kv, &response, 0)?.kvs.into_iter().next();
-                    let also = range_at(kv, &response, 1)?.kvs.into_iter().next();
-                    (found, also, response.revision)
+                last = Some(found.key);
+            }
+            match last {
+                Some(last) if seen == batch && items.count > seen => {
+                    start = format!("{last}\0");
+                    batch = (held.len() + 1).max(batch * 2).min(1024);
                 }
-            };
-            let Some(first) = found else {
-                return Ok((None, also, revision));
-            };
-            match self.layout.item_position(&first.key) {
-                Some(position) => {
-                    let item = Item {
-                        kv: first,
-                        position,
-                    };
-                    return Ok((Some(item), also, revision));
-                }
-                None => {
-                    tracing::warn!(key = %first.key, "queue skips a key that is not an item key");
-                    start = format!("{}\0", first.key);
-                }
+                _ => return Ok((None, extras, revision)),
             }
         }
     }
 
     /// Go's `PriorityQueue.Dequeue` (`wait`), or its non-waiting form.
     async fn take(&self, wait: bool) -> Result<Option<Bytes>> {
-        let call = call_id();
+        let call = claim_call_id();
+        self.sweep_if_due().await;
         loop {
             // A waiting dequeue rides out transient errors (see `wait`).
             let (first, _) = if wait {
@@ -288,12 +371,19 @@ impl KvQueue {
             if !wait {
                 return Ok(None);
             }
-            self.wait_for_item(&call).await?;
+            self.wait_for_item(&call, None).await?;
         }
     }
 
-    /// Registers as a waiter and returns once woken, or once an item is there.
-    async fn wait_for_item(&self, call: &str) -> Result<()> {
+    /// Registers as a waiter and returns once woken, or once an item is there (or,
+    /// with stale in-flight records about, once the next one is due for its sweep).
+    /// With `lost` (a receive through a session), gives up with
+    /// [`Error::SessionLost`] when it fires.
+    async fn wait_for_item(
+        &self,
+        call: &str,
+        lost: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<()> {
         let kv = &*self.kv;
         let mut names = UniqueKeys::new(self.layout.waiters());
         let mut waiting = loop {
@@ -310,7 +400,7 @@ impl KvQueue {
             let register = || put_new_key(kv, &key, value.clone(), 0);
             // A repeat after a lost reply finds the key taken, by this call: `waiting`
             // then removes it (it holds this call's id) when dropped.
-            if let Some(revision) = patiently(None, "queue wait", &key, register).await? {
+            if let Some(revision) = patiently(lost, "queue wait", &key, register).await? {
                 waiting.create_revision = Some(revision);
                 break waiting;
             }
@@ -323,30 +413,67 @@ impl KvQueue {
             } => (key.clone(), *revision),
             _ => return Err(Error::backend(kv.backend(), "waiter key without revision")),
         };
+        let waiters = format!("{}/", self.layout.waiters());
+        let predecessor = Range::prefix(waiters)
+            .last_create()
+            .max_create_revision(mine - 1);
+        let mut predecessor_left = false;
         loop {
             // An item put before the registration woke nobody: look again, and at the
             // own key in the same read (a wake-up, then another consumer taking the
             // item, both before this read, must not leave this waiter out of line and
             // asleep). Leaving by the drop of `waiting` passes on a wake-up this waiter
             // got meanwhile.
-            let read_both = || self.first_item_and(Some(&key));
-            let (first, own, revision) = patiently(None, "queue read", &key, read_both).await?;
-            if first.is_some() {
+            let extra = vec![Range::key(&key), predecessor.clone()];
+            let read = || self.scan(extra.clone());
+            let (first, extras, revision) = patiently(lost, "queue read", &key, read).await?;
+            // After the predecessor left the line, an item there is likely the one
+            // that woke it: this read only learns whether this waiter is first now.
+            if first.is_some() && !predecessor_left {
                 return Ok(());
             }
+            let own = extras.first().and_then(|own| own.kvs.first());
             if !own.is_some_and(|found| found.create_revision == mine) {
                 waiting.armed = false;
                 return Ok(());
             }
-            if next_event(kv, &key, false, revision + 1, EventKind::Delete, None)
-                .await?
-                .is_some()
-            {
-                waiting.armed = false;
-                return Ok(());
+            let before = extras.get(1).and_then(|range| range.kvs.first().cloned());
+            let woken = next_event(kv, &key, false, revision + 1, EventKind::Delete, lost);
+            // The first waiter in line also watches the holds, so that an item put back
+            // (a nack, a receiver's session ending) reaches one waiter; every other
+            // waiter watches its predecessor, and re-reads when it leaves the line.
+            let (watched, prefix) = match &before {
+                Some(waiter) => (waiter.key.clone(), false),
+                None => (self.layout.holds(), true),
+            };
+            let changed = next_event(kv, &watched, prefix, revision + 1, EventKind::Delete, lost);
+            let sweep_due = self.next_sweep_in();
+            predecessor_left = false;
+            tokio::select! {
+                event = woken => {
+                    if event?.is_some() {
+                        waiting.armed = false;
+                        return Ok(());
+                    }
+                    // The watch ended: read again.
+                }
+                event = changed => {
+                    predecessor_left = event?.is_some() && !prefix;
+                    continue;
+                }
+                () = sleep_or_forever(sweep_due) => {
+                    self.sweep_now().await;
+                }
             }
-            // The watch ended: read again.
         }
+    }
+}
+
+/// Sleeps for `delay`, or forever without one.
+async fn sleep_or_forever(delay: Option<Duration>) {
+    match delay {
+        Some(delay) => tokio::time::sleep(delay).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -587,13 +714,14 @@ async fn claim_in_store(
     item: Item,
 ) -> (Result<Option<Claimed>>, Option<KeyValue>) {
     let record = layout.claim(call, item.position);
-    let txn = Txn::when(vec![Compare::mod_revision(
-        &item.kv.key,
-        CompareOp::Equal,
-        item.kv.mod_revision,
-    )])
+    // The item unchanged and not held by a receiver (see `delivery`).
+    let txn = Txn::when(vec![
+        Compare::mod_revision(&item.kv.key, CompareOp::Equal, item.kv.mod_revision),
+        Compare::version(layout.hold(item.position), CompareOp::Equal, 0),
+    ])
     .and_then(vec![
         TxnOp::delete(&item.kv.key),
+        TxnOp::delete(layout.deliveries(item.position)),
         TxnOp::put(&record, item.kv.value.clone(), 0),
         TxnOp::Range(Range::between(layout.items(), after_prefix(&layout.items())).first_key()),
         TxnOp::Range(layout.first_waiter()),
@@ -619,8 +747,8 @@ async fn claim_in_store(
         value: record.value,
     };
     if response.succeeded {
-        let more_items = range_at(&**kv, &response, 2).is_ok_and(|range| !range.kvs.is_empty());
-        let next_waiter = more_items.then(|| waiter_in(&**kv, &response, 3)).flatten();
+        let more_items = range_at(&**kv, &response, 3).is_ok_and(|range| !range.kvs.is_empty());
+        let next_waiter = more_items.then(|| waiter_in(&**kv, &response, 4)).flatten();
         let record = KeyValue {
             key: record,
             value: item.kv.value,
@@ -812,13 +940,43 @@ impl Queue for KvQueue {
         self.take(false).await
     }
 
-    /// The number of item keys (items claimed but not yet handed over are not
-    /// counted).
+    /// Receives the first item not held by anyone, and holds it through `session`
+    /// (see the `delivery` module).
+    ///
+    /// Cancel-safety: cancel-safe. The hold runs in a spawned task; a delivery it
+    /// makes for a dropped call is dropped, which nacks it.
+    async fn receive(
+        &self,
+        session: &crate::session::Session,
+    ) -> Result<crate::delivery::Delivery> {
+        match self.receive_through(session, true).await? {
+            Some(delivery) => Ok(delivery),
+            None => Err(Error::backend(
+                self.kv.backend(),
+                "receive returned without an item",
+            )),
+        }
+    }
+
+    /// As [`KvQueue::receive`], without waiting.
+    async fn try_receive(
+        &self,
+        session: &crate::session::Session,
+    ) -> Result<Option<crate::delivery::Delivery>> {
+        self.receive_through(session, false).await
+    }
+
+    /// The number of item keys less the held ones (items claimed but not yet handed
+    /// over, and items held by a receiver, are not counted).
     async fn len(&self) -> Result<usize> {
         let items = self.layout.items();
         let mut range = Range::between(items.clone(), after_prefix(&items));
         range.limit = Some(1);
-        Ok(self.kv.range(range).await?.count)
+        let mut holds = Range::prefix(self.layout.holds());
+        holds.limit = Some(1);
+        let holds = self.kv.range(holds).await?;
+        let items = self.kv.range(range.at_revision(holds.revision)).await?;
+        Ok(items.count.saturating_sub(holds.count))
     }
 }
 
@@ -1016,6 +1174,8 @@ mod tests {
             "the others did not wake up and line up again"
         );
         producer.enqueue("y".into()).await.unwrap();
+        // Two consumers woken at once race for the first item: let one take it first.
+        settle().await;
         producer.enqueue("z".into()).await.unwrap();
         let mut taken = Vec::new();
         for consumer in consumers {
@@ -1108,6 +1268,181 @@ mod tests {
             seen.iter().all(|key| key.starts_with("app/")),
             "keys outside the namespace: {seen:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn receive_holds_ack_removes_nack_returns_to_its_place() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        for item in ["a", "b", "c"] {
+            q.enqueue(Bytes::from(item)).await.unwrap();
+        }
+        let a = q.try_receive(&s).await.unwrap().unwrap();
+        assert_eq!((a.item().as_ref(), a.redeliveries()), (&b"a"[..], 0));
+        assert_eq!(q.len().await.unwrap(), 2, "a held item is not counted");
+        let b = q.receive(&s).await.unwrap();
+        assert_eq!(b.item(), "b");
+        // At-most-once dequeue skips held items too.
+        assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "c");
+        assert!(q.try_receive(&s).await.unwrap().is_none());
+        a.nack().await.unwrap();
+        let again = q.try_receive(&s).await.unwrap().unwrap();
+        assert_eq!(
+            (again.item().as_ref(), again.redeliveries()),
+            (&b"a"[..], 1)
+        );
+        b.ack().await.unwrap();
+        again.ack().await.unwrap();
+        assert!(q.is_empty().await.unwrap());
+        settle().await;
+        let left = keys(&**backend.kv()).await;
+        assert!(
+            left.iter().all(|key| key.contains("/s/")),
+            "only sequence guards stay: {left:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_nacked_item_keeps_its_place_among_priorities() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue_with_priority("p1-a".into(), 1).await.unwrap();
+        q.enqueue_with_priority("p1-b".into(), 1).await.unwrap();
+        q.enqueue_with_priority("p2".into(), 2).await.unwrap();
+        let first = q.try_receive(&s).await.unwrap().unwrap();
+        q.enqueue_with_priority("p0".into(), 0).await.unwrap();
+        first.nack().await.unwrap();
+        let mut order = Vec::new();
+        while let Some(item) = q.try_dequeue().await.unwrap() {
+            order.push(item);
+        }
+        assert_eq!(order, ["p0", "p1-a", "p1-b", "p2"]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_delivery_is_nacked() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        drop(q.try_receive(&s).await.unwrap().unwrap());
+        let again = within(q.receive(&s)).await.unwrap();
+        assert_eq!(
+            (again.item().as_ref(), again.redeliveries()),
+            (&b"x"[..], 1)
+        );
+        again.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_receivers_session_end_returns_the_item_and_wakes_one_waiter() {
+        let backend = backend();
+        let [holder, s1, s2] = crate::recipes::testing::sessions::<3>(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        q.enqueue("y".into()).await.unwrap();
+        let held = q.try_receive(&holder).await.unwrap().unwrap();
+        assert_eq!(held.item(), "x");
+        let y = q.try_receive(&s1).await.unwrap().unwrap();
+        let mut waiters = Vec::new();
+        for s in [s1.clone(), s2.clone()] {
+            let q = backend.queue(name("q")).unwrap();
+            waiters.push(tokio::spawn(async move { q.receive(&s).await }));
+            settle().await;
+        }
+        assert_eq!(self::waiters(backend.kv()).await.len(), 2);
+        backend.revoke_session(holder.id()).await.unwrap();
+        settle().await;
+        assert_eq!(
+            waiters.iter().map(|w| w.is_finished()).collect::<Vec<_>>(),
+            [true, false],
+            "the first waiter, and only it, gets the returned item"
+        );
+        let first = within(waiters.remove(0)).await.unwrap().unwrap();
+        assert_eq!(
+            (first.item().as_ref(), first.redeliveries()),
+            (&b"x"[..], 1)
+        );
+        assert!(matches!(held.ack().await, Err(crate::Error::SessionLost)));
+        // The second waiter is now first in line: a nack reaches it.
+        y.nack().await.unwrap();
+        let second = within(waiters.remove(0)).await.unwrap().unwrap();
+        assert_eq!(
+            (second.item().as_ref(), second.redeliveries()),
+            (&b"y"[..], 1)
+        );
+        first.ack().await.unwrap();
+        second.ack().await.unwrap();
+        assert!(q.is_empty().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_receive_holds_nothing() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        {
+            let receive = q.receive(&s);
+            futures::pin_mut!(receive);
+            for _ in 0..8 {
+                let _ = futures::poll!(receive.as_mut());
+            }
+        }
+        within(async {
+            while q.len().await.unwrap() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let again = q.try_receive(&s).await.unwrap().unwrap();
+        assert_eq!(again.item(), "x");
+        again.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stale_in_flight_record_is_put_back_at_its_place() {
+        let backend = backend();
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("first".into()).await.unwrap();
+        q.enqueue("second".into()).await.unwrap();
+        // A claim whose consumer died 20 minutes ago: its record, no item key.
+        let twenty_minutes_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            - 20 * 60 * 1000;
+        let call = format!("{twenty_minutes_ago:013}-{}", crate::recipes::call_id());
+        let kv = backend.kv();
+        let item = "/queue/q/i/00000/0000000000000000";
+        let record = format!("/queue/q/c/{call}/00000/0000000000000000");
+        let txn = crate::kv::Txn::default().and_then(vec![
+            crate::kv::TxnOp::delete(item),
+            crate::kv::TxnOp::put(&record, Bytes::from("first"), 0),
+        ]);
+        kv.txn(txn).await.unwrap();
+        // A fresh record (a claim in progress) stays.
+        let fresh = format!(
+            "/queue/q/c/{}/00000/0000000000000009",
+            super::claim_call_id()
+        );
+        kv.txn(
+            crate::kv::Txn::default().and_then(vec![crate::kv::TxnOp::put(
+                &fresh,
+                Bytes::from("in flight"),
+                0,
+            )]),
+        )
+        .await
+        .unwrap();
+        let fresh_handle = backend.queue(name("q")).unwrap();
+        assert_eq!(fresh_handle.try_dequeue().await.unwrap().unwrap(), "first");
+        assert_eq!(fresh_handle.try_dequeue().await.unwrap().unwrap(), "second");
+        assert!(fresh_handle.try_dequeue().await.unwrap().is_none());
+        assert!(!keys(&**kv).await.contains(&record));
+        assert!(keys(&**kv).await.contains(&fresh));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
