@@ -22,6 +22,7 @@
 //! | `etcd://user:password@host:port[,...][/namespace]?tls=true&ca=PATH&cert=PATH&key=PATH` | `etcd` | `distsync-etcd` |
 //! | `redis://host:port[/db][?namespace=...][&allow_eviction=true]` (a server must run `maxmemory-policy noeviction` unless `allow_eviction=true`, which declares the guarantees lost) | `redis` | `distsync-redis` |
 //! | `rediss://user:password@host:port[/db]?ca=PATH&cert=PATH&key=PATH[&namespace=...]` | `redis` | `distsync-redis` |
+//! | `redis+sentinel://host:port[,host:port...]/service[/db][?wait_replicas=1&wait_timeout=500]` (the primary found through Sentinels; `wait_replicas` makes grants survive a failover) | `redis` | `distsync-redis` |
 //! | `postgres://user@host:port/db[?schema=...]` | `postgres` | `distsync-postgres` |
 //!
 //! etcd and Redis URLs also take `connect_timeout=` and `timeout=`; see
@@ -98,7 +99,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     match scheme.to_ascii_lowercase().as_str() {
         "memory" => memory::connect(url).await,
         "etcd" => connect_etcd(url).await,
-        "redis" | "rediss" => connect_redis(url).await,
+        "redis" | "rediss" | "redis+sentinel" => connect_redis(url).await,
         "postgres" | "postgresql" => connect_postgres(url).await,
         other => Err(Error::InvalidUrl {
             url: redact_url(url),

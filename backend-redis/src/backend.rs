@@ -11,7 +11,10 @@ use distsync_core::{
     RwLock, Session, SessionId, SessionOptions, Stm,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Script, ScriptInvocation, Value};
+use redis::{AsyncConnectionConfig, Script, Value};
+
+use crate::call::{Ack, Call};
+use crate::sentinel::{Connection, Following, Sentinels, Target};
 
 use crate::error::redis_error;
 use crate::keys::Keys;
@@ -28,6 +31,10 @@ pub fn capabilities() -> Capabilities {
     Capabilities {
         survives_restart: false,
         linearizable: false,
+        // One server: a failover to a replica (done by hand, or under Sentinel without
+        // replica acknowledgement, see `capabilities_under_sentinel`) may lose what
+        // was acknowledged.
+        survives_failover: false,
         // `LockGuard::put_if_held`: one script checks the grant and writes
         // (`crate::guarded`).
         guarded_writes: true,
@@ -49,9 +56,31 @@ pub fn capabilities_under_eviction() -> Capabilities {
     }
 }
 
+/// What the Redis backend claims under Sentinel (`redis+sentinel://`): with replica
+/// acknowledgement (`wait_replicas` of 1 or more) [`capabilities`] plus
+/// `survives_failover`; without it, neither `survives_failover` nor `fencing` (the
+/// promoted replica may lack the last increments of a fencing-token counter, so
+/// tokens can go backwards), and two holders of one lock become possible across a
+/// failover. See the crate docs, "Sentinel and replica acknowledgement".
+pub fn capabilities_under_sentinel(wait_replicas: u32) -> Capabilities {
+    if wait_replicas > 0 {
+        Capabilities {
+            survives_failover: true,
+            ..capabilities()
+        }
+    } else {
+        Capabilities {
+            fencing: false,
+            ..capabilities()
+        }
+    }
+}
+
 /// What every primitive of one backend shares.
 pub(crate) struct Shared {
-    conn: ConnectionManager,
+    conn: Connection,
+    /// Replica acknowledgement of every script run (`wait_replicas`), if asked.
+    ack: Option<Ack>,
     pub(crate) notifier: Notifier,
     pub(crate) keys: Keys,
     namespace: String,
@@ -71,30 +100,26 @@ impl Shared {
     }
 
     /// A connection handle (cheap: the connection is multiplexed).
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Connection {
         self.conn.clone()
     }
 
     /// Starts a call of `script`, with the channel prefix as `ARGV[1]`.
-    pub(crate) fn script(&self, script: &'static Script) -> ScriptInvocation<'static> {
-        let mut call = script.prepare_invoke();
+    pub(crate) fn script(&self, script: &'static Script) -> Call {
+        let mut call = Call::new(script);
         call.arg(self.keys.channel_prefix());
         call
     }
 
-    /// Runs a script call (one round trip; `EVALSHA`, loading the script if needed).
-    pub(crate) async fn eval(&self, call: &ScriptInvocation<'_>) -> Result<Value> {
-        call.invoke_async::<Value>(&mut self.conn())
-            .await
-            .map_err(redis_error)
+    /// Runs a script call (one round trip; `EVALSHA`, loading the script if needed),
+    /// acknowledged by replicas when the URL asks for it ([`crate::call`]).
+    pub(crate) async fn eval(&self, call: &Call) -> Result<Value> {
+        crate::call::eval(&mut self.conn(), call, self.ack.as_ref()).await
     }
 
-    /// Runs one command.
+    /// Runs one command, acknowledged by replicas when the URL asks for it.
     pub(crate) async fn query(&self, command: &redis::Cmd) -> Result<Value> {
-        command
-            .query_async::<Value>(&mut self.conn())
-            .await
-            .map_err(redis_error)
+        crate::call::query(&mut self.conn(), command, self.ack.as_ref()).await
     }
 }
 
@@ -144,8 +169,11 @@ impl RedisBackend {
     ///
     /// Cancel-safety: as [`RedisBackend::connect`].
     pub async fn connect_to(url: &RedisUrl) -> Result<Self> {
-        let client = url.client()?;
-        Self::start(client, url.options().clone(), url.server().to_owned()).await
+        let target = match Sentinels::of_url(url)? {
+            Some(sentinels) => Target::Sentinel(Arc::new(sentinels)),
+            None => Target::Server(Box::new(url.client()?)),
+        };
+        Self::start(target, url.options().clone(), url.server().to_owned()).await
     }
 
     /// A backend over a [`redis::Client`] of your own (built with its TLS
@@ -176,14 +204,14 @@ impl RedisBackend {
         };
         // Host, port and database only: never the credentials.
         let server = format!("{scheme}://{}/{}", info.addr(), info.redis_settings().db());
-        Self::start(client, options, server).await
+        Self::start(Target::Server(Box::new(client)), options, server).await
     }
 
-    async fn start(client: redis::Client, options: RedisOptions, server: String) -> Result<Self> {
+    async fn start(target: Target, options: RedisOptions, server: String) -> Result<Self> {
         let connect_timeout = options.connect_timeout;
         tokio::time::timeout(
             connect_timeout,
-            Self::start_unbounded(client, options, &server),
+            Self::start_unbounded(target, options, &server),
         )
         .await
         .unwrap_or_else(|_| {
@@ -197,23 +225,20 @@ impl RedisBackend {
         })
     }
 
-    async fn start_unbounded(
-        client: redis::Client,
-        options: RedisOptions,
-        server: &str,
-    ) -> Result<Self> {
+    async fn start_unbounded(target: Target, options: RedisOptions, server: &str) -> Result<Self> {
         #[cfg(feature = "tls")]
         crate::tls::install_crypto_provider();
+        // Under Sentinel, the primary the Sentinels name now.
+        let client = target.client().await.map_err(redis_error)?;
         let db = client.get_connection_info().redis_settings().db();
         let keys = Keys::new(&options.namespace, db);
         // One plain attempt first, so that an unreachable server fails fast (the
         // connection manager retries with backoff, which suits reconnections only).
+        let probe_config = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(options.request_timeout))
+            .set_connection_timeout(Some(options.connect_timeout));
         let mut probe = client
-            .get_multiplexed_async_connection_with_config(
-                &AsyncConnectionConfig::new()
-                    .set_response_timeout(Some(options.request_timeout))
-                    .set_connection_timeout(Some(options.connect_timeout)),
-            )
+            .get_multiplexed_async_connection_with_config(&probe_config)
             .await
             .map_err(redis_error)?;
         // Dequeue call ids start with this instance id. Drawn at random rather than
@@ -228,17 +253,40 @@ impl RedisBackend {
             .map_err(redis_error)?;
         let policy = crate::eviction::policy(&mut probe).await?;
         let evicting = crate::eviction::check(&options, server, policy.as_deref())?;
-        drop(probe);
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.request_timeout))
-            .set_connection_timeout(Some(options.connect_timeout));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(redis_error)?;
+        let conn = match &target {
+            Target::Server(client) => {
+                drop(probe);
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(options.request_timeout))
+                    .set_connection_timeout(Some(options.connect_timeout));
+                let manager = ConnectionManager::new_with_config((**client).clone(), config)
+                    .await
+                    .map_err(redis_error)?;
+                Connection::Server(manager)
+            }
+            Target::Sentinel(sentinels) => Connection::Sentinel(Arc::new(Following::new(
+                Arc::clone(sentinels),
+                probe,
+                probe_config,
+                options.clone(),
+                db,
+            ))),
+        };
         tracing::debug!(backend = BACKEND, server, namespace = %options.namespace, "connected");
+        let capabilities = match (&target, evicting) {
+            (_, true) => capabilities_under_eviction(),
+            (Target::Sentinel(_), false) => capabilities_under_sentinel(options.wait_replicas),
+            (Target::Server(_), false) => capabilities(),
+        };
+        let ack = Ack::new(
+            options.wait_replicas,
+            options.wait_timeout,
+            format!("{}{{{}wait", keys.channel_prefix(), options.namespace),
+        );
         let shared = Shared {
             conn,
-            notifier: Notifier::start(client, options.connect_timeout),
+            ack,
+            notifier: Notifier::start(target, options.connect_timeout),
             keys,
             store: format!("{server}?namespace={}", options.namespace),
             namespace: options.namespace,
@@ -247,11 +295,7 @@ impl RedisBackend {
         };
         Ok(Self {
             shared: Arc::new(shared),
-            capabilities: if evicting {
-                capabilities_under_eviction()
-            } else {
-                capabilities()
-            },
+            capabilities,
         })
     }
 

@@ -100,6 +100,31 @@
 //! declares [`capabilities_under_eviction()`] (no `fencing`, no `fifo_waiters`; and
 //! two holders of one lock become possible, which no flag expresses).
 //!
+//! ## Sentinel and replica acknowledgement
+//!
+//! `redis+sentinel://host:port[,host:port...]/service[/db]` asks the Sentinels for the
+//! service's primary and follows it across a failover ([`sentinel`]). Redis
+//! replicates asynchronously: the replica the Sentinels promote may lack the last
+//! writes the old primary acknowledged, so without more, a failover can lose a grant
+//! (two holders of one lock), a renewal (a key expiring earlier on the new primary
+//! than its holder's deadline), a fencing-counter increment (tokens going back) or a
+//! queue item. Under Sentinel the backend therefore declares
+//! [`capabilities_under_sentinel()`]: no `fencing` and no `survives_failover`, unless
+//! the URL asks for **replica acknowledgement**, `wait_replicas=N` (and
+//! `wait_timeout=T`, 500 ms by default): every script run (grant, re-check, release,
+//! renewal, enqueue, dequeue, commit) is then followed on its connection by
+//! `WAIT N T` (as Redisson's replica-sync check), and one that fewer than `N` replicas
+//! acknowledged fails with a transient [`distsync_core::Error::Connection`] (it took
+//! effect on the primary, so it is not retried blindly: a waiting acquisition
+//! re-checks until a re-check is acknowledged, a renewal that was not acknowledged
+//! does not extend the session, other calls report the error). With `N` at least 1
+//! and the Sentinels promoting a replica that acknowledged (they pick the one with
+//! the most replicated data among those they can reach), grants, renewals, tokens and
+//! acknowledged queue items survive the failover: `fencing` and `survives_failover`
+//! are declared. The price: one more round trip's worth of replication latency per
+//! call, and no progress while fewer than `N` replicas are connected (with one
+//! replica, until the old primary is back as a replica).
+//!
 //! Not claimed:
 //! * `survives_restart: false` — Redis keeps its data in memory. Unless the server is
 //!   run with an append-only file fsynced on every write, a restart loses queues,
@@ -118,6 +143,7 @@
 mod backend;
 mod background;
 pub mod barrier;
+mod call;
 pub mod double_barrier;
 pub mod election;
 mod error;
@@ -136,6 +162,7 @@ mod retry;
 mod rwlock;
 mod scripts;
 mod semaphore;
+pub mod sentinel;
 pub mod session;
 pub mod stm;
 #[cfg(feature = "tls")]
@@ -144,8 +171,12 @@ mod url;
 
 use distsync_core::{Coordinator, Result};
 
-pub use crate::backend::{capabilities, capabilities_under_eviction, RedisBackend};
-pub use crate::options::{RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use crate::backend::{
+    capabilities, capabilities_under_eviction, capabilities_under_sentinel, RedisBackend,
+};
+pub use crate::options::{
+    RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
+};
 pub use crate::url::{RedisUrl, DEFAULT_NAMESPACE};
 
 /// Re-export of the client crate, for [`RedisBackend::from_client`].

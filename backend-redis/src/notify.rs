@@ -24,6 +24,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::redis_error;
+use crate::sentinel::Target;
 use crate::BACKEND;
 
 /// How often the pub/sub connection is pinged.
@@ -103,11 +104,12 @@ impl Notifier {
     /// every subscription are dropped.
     /// Each connection attempt (TCP, TLS, login, re-subscription) may take up to
     /// `connect_timeout`.
-    pub(crate) fn start(client: redis::Client, connect_timeout: Duration) -> Self {
+    /// Under Sentinel, each connection goes to the primary the Sentinels name then.
+    pub(crate) fn start(target: Target, connect_timeout: Duration) -> Self {
         let registry = Arc::new(Registry::default());
         let (commands, receiver) = mpsc::unbounded_channel();
         tokio::spawn(run(
-            client,
+            target,
             connect_timeout,
             Arc::clone(&registry),
             receiver,
@@ -200,7 +202,7 @@ impl Drop for Subscription {
 
 /// The connection task: connects, (re)subscribes, dispatches messages, reconnects.
 async fn run(
-    client: redis::Client,
+    target: Target,
     connect_timeout: Duration,
     registry: Arc<Registry>,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -220,7 +222,7 @@ async fn run(
             }
         }
         let (mut sink, mut stream, mut subscribed) =
-            match connect(&client, connect_timeout, &registry).await {
+            match connect(&target, connect_timeout, &registry).await {
                 Ok(connection) => connection,
                 Err(error) => {
                     tracing::warn!(%error, ?backoff, "redis pub/sub connection failed; retrying");
@@ -304,11 +306,12 @@ async fn run(
 }
 
 async fn connect(
-    client: &redis::Client,
+    target: &Target,
     connect_timeout: Duration,
     registry: &Registry,
 ) -> redis::RedisResult<(PubSubSink, PubSubStream, HashSet<String>)> {
     let attempt = async {
+        let client = target.client().await?;
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
         let channels = registry.channels();
         if !channels.is_empty() {

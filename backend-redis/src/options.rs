@@ -14,6 +14,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// counts as broken.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a write waits for its replica acknowledgement by default
+/// ([`RedisOptions::replica_acknowledgement`]).
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Options of a [`crate::RedisBackend`]: the key namespace, whether an evicting server
 /// is accepted, and the timeouts. A URL sets them through its query
 /// ([`crate::RedisUrl`]); [`crate::RedisBackend::from_client`] takes them with a client
@@ -33,6 +37,8 @@ pub struct RedisOptions {
     pub(crate) allow_eviction: bool,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) wait_replicas: u32,
+    pub(crate) wait_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -42,6 +48,8 @@ impl Default for RedisOptions {
             allow_eviction: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            wait_replicas: 0,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
         }
     }
 }
@@ -79,6 +87,28 @@ impl RedisOptions {
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout.max(Duration::from_millis(1));
         self
+    }
+
+    /// Asks for replica acknowledgement of every script run: each is followed, on the
+    /// same connection, by `WAIT replicas timeout`, and a run that fewer than
+    /// `replicas` replicas acknowledged within `timeout` counts as failed (a transient
+    /// [`Error::Connection`]; see the crate docs, "Sentinel and replica
+    /// acknowledgement"). `replicas = 0` turns it off (the default); a zero `timeout`
+    /// is replaced by one millisecond (`WAIT` with 0 would wait forever).
+    pub fn replica_acknowledgement(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_replicas = replicas;
+        self.wait_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many replicas must acknowledge each script run (0: none asked).
+    pub fn get_wait_replicas(&self) -> u32 {
+        self.wait_replicas
+    }
+
+    /// How long a script run waits for its replica acknowledgement.
+    pub fn get_wait_timeout(&self) -> Duration {
+        self.wait_timeout
     }
 
     /// The key prefix.

@@ -1,4 +1,4 @@
-//! Parsing `redis://` and `rediss://` URLs.
+//! Parsing `redis://`, `rediss://` and `redis+sentinel://` URLs.
 
 use std::fmt;
 use std::time::Duration;
@@ -31,6 +31,16 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// | `cert`, `key` | paths of the PEM client certificate (chain) and its private key, for servers that require client certificates (`rediss://` only, both or neither) | none |
 /// | `connect_timeout` | how long connecting (TCP, TLS, login, first command) may take | 5 s |
 /// | `timeout` | how long one command may wait for its reply | 10 s |
+/// | `wait_replicas` | replicas that must acknowledge every script run (`WAIT`; see [`RedisOptions::replica_acknowledgement`]); 0 asks none | 0 |
+/// | `wait_timeout` | how long a script run waits for that acknowledgement | 500 ms |
+///
+/// **Sentinel**: `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/service[/db][?...]`
+/// names the Sentinels (port 26379 by default) and the service they monitor; the
+/// backend asks them for the primary, connects to it (checking with `ROLE` that it is
+/// the primary), and asks them again whenever the connection breaks or the server
+/// answers `READONLY` (a failover): see [`crate::sentinel`]. The user and password
+/// log in to the Redis nodes (the Sentinels are asked without a login). TLS (`ca`,
+/// `cert`, `key`) is not offered with Sentinel. The query parameters are the table's.
 ///
 /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
 /// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
@@ -60,7 +70,22 @@ pub struct RedisUrl {
     cert: Option<String>,
     key: Option<String>,
     options: RedisOptions,
+    sentinel: Option<SentinelAddress>,
 }
+
+/// The Sentinels and the service name of a `redis+sentinel://` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SentinelAddress {
+    /// `(host, port)` of each Sentinel, in URL order.
+    pub(crate) sentinels: Vec<(String, u16)>,
+    /// The service (master) name the Sentinels monitor.
+    pub(crate) service: String,
+}
+
+/// The scheme of a URL that names Sentinels.
+pub(crate) const SENTINEL_SCHEME: &str = "redis+sentinel";
+/// The Sentinels' default port.
+const SENTINEL_PORT: u16 = 26379;
 
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,6 +96,7 @@ impl fmt::Debug for RedisUrl {
             .field("cert", &self.cert)
             .field("key", &self.key)
             .field("options", &self.options)
+            .field("sentinel", &self.sentinel)
             .finish_non_exhaustive()
     }
 }
@@ -83,12 +109,20 @@ impl RedisUrl {
     /// has another scheme, no host, a database that is not a number, a fragment, an
     /// unknown query parameter, an `allow_eviction` other than `true` or `false`, a
     /// timeout that is not a positive duration, `ca`/`cert`/`key` on `redis://`, or
-    /// `cert` without `key` (or the reverse).
+    /// `cert` without `key` (or the reverse), a `wait_replicas` that is not a number,
+    /// or, for `redis+sentinel://`, no Sentinel, a bad Sentinel address, no service
+    /// name, or TLS parameters.
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: redact(url),
             reason: reason.to_owned(),
         };
+        if let Some(rest) = url
+            .strip_prefix(SENTINEL_SCHEME)
+            .and_then(|rest| rest.strip_prefix("://"))
+        {
+            return Self::parse_sentinel(url, rest);
+        }
         let parsed = url::Url::parse(url).map_err(|error| invalid(&error.to_string()))?;
         let tls = match parsed.scheme() {
             "redis" => false,
@@ -133,6 +167,15 @@ impl RedisUrl {
                     options.request_timeout = parse_duration(&value)
                         .map_err(|reason| invalid(&format!("timeout: {reason}")))?;
                 }
+                "wait_replicas" => {
+                    options.wait_replicas = value.parse().map_err(|_| {
+                        invalid("wait_replicas must be a number of replicas (0 asks none)")
+                    })?;
+                }
+                "wait_timeout" => {
+                    options.wait_timeout = parse_duration(&value)
+                        .map_err(|reason| invalid(&format!("wait_timeout: {reason}")))?;
+                }
                 file @ ("ca" | "cert" | "key") => {
                     if !tls {
                         return Err(invalid(&format!("`{file}` is for TLS: use rediss://")));
@@ -150,7 +193,8 @@ impl RedisUrl {
                 other => {
                     return Err(invalid(&format!(
                         "unknown query parameter `{other}` (accepted: `namespace`, \
-                         `allow_eviction`, `ca`, `cert`, `key`, `connect_timeout`, `timeout`)"
+                         `allow_eviction`, `ca`, `cert`, `key`, `connect_timeout`, `timeout`, \
+                         `wait_replicas`, `wait_timeout`)"
                     )))
                 }
             }
@@ -188,7 +232,87 @@ impl RedisUrl {
             cert,
             key,
             options,
+            sentinel: None,
         })
+    }
+
+    /// `redis+sentinel://[credentials@]sentinels/service[/db][?query]`, `rest` being
+    /// what follows the scheme. The credentials, database and query are checked by
+    /// parsing them as a `redis://` URL's.
+    fn parse_sentinel(url: &str, rest: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: redact(url),
+            reason: reason.to_owned(),
+        };
+        if rest.contains('#') {
+            return Err(invalid("a fragment is not allowed"));
+        }
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, hosts) = match authority.rsplit_once('@') {
+            Some((credentials, hosts)) => (Some(credentials), hosts),
+            None => (None, authority),
+        };
+        let sentinels = hosts
+            .split(',')
+            .map(|host| sentinel_address(host).map_err(|reason| invalid(&reason)))
+            .collect::<Result<Vec<_>>>()?;
+        let (service, db) = match path.split_once('/') {
+            Some((service, db)) => (service, db),
+            None => (path, ""),
+        };
+        if service.is_empty() {
+            return Err(invalid(
+                "no service name: redis+sentinel://host:port[,host:port...]/service[/db]",
+            ));
+        }
+        let as_redis = format!(
+            "redis://{}localhost/{db}{}",
+            credentials.map(|c| format!("{c}@")).unwrap_or_default(),
+            query.map(|q| format!("?{q}")).unwrap_or_default()
+        );
+        let mut parsed = Self::parse(&as_redis).map_err(|error| match error {
+            Error::InvalidUrl { reason, .. } => {
+                invalid(&reason.replace("use rediss://", "not offered with Sentinel"))
+            }
+            other => other,
+        })?;
+        let sentinel = SentinelAddress {
+            sentinels,
+            service: service.to_owned(),
+        };
+        let hosts: Vec<String> = sentinel
+            .sentinels
+            .iter()
+            .map(|(host, port)| format!("{host}:{port}"))
+            .collect();
+        parsed.display = format!(
+            "{SENTINEL_SCHEME}://{}/{}/{}",
+            hosts.join(","),
+            sentinel.service,
+            parsed.db
+        );
+        parsed.sentinel = Some(sentinel);
+        Ok(parsed)
+    }
+
+    /// Whether the URL names Sentinels (`redis+sentinel://`) rather than a server.
+    pub fn is_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+
+    /// The Sentinels and service name of a `redis+sentinel://` URL.
+    pub(crate) fn sentinel(&self) -> Option<&SentinelAddress> {
+        self.sentinel.as_ref()
+    }
+
+    /// The connection string of the Redis nodes (credentials and database, on a
+    /// placeholder host for Sentinel URLs): never shown.
+    pub(crate) fn connection(&self) -> &str {
+        &self.connection
     }
 
     /// The database number.
@@ -258,13 +382,21 @@ impl RedisUrl {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a certificate or key file that cannot be read or
-    /// parsed, [`Error::Unsupported`] for `rediss://` in a build without the `tls`
-    /// feature, [`Error::InvalidUrl`] if the redis crate refuses the URL.
+    /// parsed, or for a `redis+sentinel://` URL (whose server is found when
+    /// connecting: use [`crate::RedisBackend::connect_to`]), [`Error::Unsupported`] for
+    /// `rediss://` in a build without the `tls` feature, [`Error::InvalidUrl`] if the
+    /// redis crate refuses the URL.
     pub fn client(&self) -> Result<redis::Client> {
         let invalid = |error: redis::RedisError| Error::InvalidUrl {
             url: self.display.clone(),
             reason: error.to_string(),
         };
+        if self.sentinel.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{} names Sentinels, not one server: its primary is found when connecting",
+                self.display
+            )));
+        }
         if !self.tls {
             return redis::Client::open(self.connection.as_str()).map_err(invalid);
         }
@@ -304,6 +436,32 @@ impl RedisUrl {
              cargo feature `tls`)",
         ))
     }
+}
+
+/// `host[:port]` (an IPv6 host in brackets) of one Sentinel.
+fn sentinel_address(text: &str) -> std::result::Result<(String, u16), String> {
+    let bad = || format!("{text:?} is not a Sentinel address (host[:port])");
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match text.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() || host.contains(['/', '@', '?', ' ']) {
+        return Err(bad());
+    }
+    let port = match port {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(bad)?,
+        None => SENTINEL_PORT,
+    };
+    Ok((host.to_owned(), port))
 }
 
 /// The URL with its password masked, for error messages.
@@ -421,6 +579,65 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let url = RedisUrl::parse(
+            "redis+sentinel://u:secret@127.0.0.1:26383,[::1],db:1/mymaster/2\
+             ?namespace=app:&wait_replicas=1&wait_timeout=250",
+        )
+        .unwrap();
+        assert!(url.is_sentinel());
+        let sentinel = url.sentinel().unwrap();
+        assert_eq!(
+            sentinel.sentinels,
+            [
+                ("127.0.0.1".to_owned(), 26383),
+                ("::1".to_owned(), 26379),
+                ("db".to_owned(), 1)
+            ]
+        );
+        assert_eq!(sentinel.service, "mymaster");
+        assert_eq!(url.db(), 2);
+        assert_eq!(url.namespace(), "app:");
+        assert_eq!(url.options().get_wait_replicas(), 1);
+        assert_eq!(url.options().get_wait_timeout(), Duration::from_millis(250));
+        assert_eq!(
+            url.server(),
+            "redis+sentinel://127.0.0.1:26383,::1:26379,db:1/mymaster/2"
+        );
+        assert!(!format!("{url:?}").contains("secret"));
+        assert!(matches!(url.client(), Err(Error::InvalidArgument(_))));
+        let plain = RedisUrl::parse("redis+sentinel://h/s").unwrap();
+        assert_eq!(plain.db(), 0);
+        assert_eq!(plain.options().get_wait_replicas(), 0);
+        for bad in [
+            "redis+sentinel://h",
+            "redis+sentinel://h/",
+            "redis+sentinel:///s",
+            "redis+sentinel://h:0/s",
+            "redis+sentinel://h:x/s",
+            "redis+sentinel://h,/s",
+            "redis+sentinel://h/s/x",
+            "redis+sentinel://h/s#f",
+            "redis+sentinel://u:secret@h/s?ca=/x",
+            "redis+sentinel://u:secret@h/s?wait_replicas=-1",
+            "redis+sentinel://h/s?wait_timeout=0",
+        ] {
+            match RedisUrl::parse(bad) {
+                Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn wait_parameters_on_a_plain_url() {
+        let url = RedisUrl::parse("redis://h/0?wait_replicas=2&wait_timeout=1s").unwrap();
+        assert_eq!(url.options().get_wait_replicas(), 2);
+        assert_eq!(url.options().get_wait_timeout(), Duration::from_secs(1));
+        assert!(!url.is_sentinel());
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! One script or command run, and its replica acknowledgement.
+//!
+//! Every script of [`crate::scripts`] runs through [`Call`] and
+//! [`crate::backend::Shared::eval`] (and single commands through
+//! [`crate::backend::Shared::query`]), which come here: `EVALSHA`, loading the script
+//! on `NOSCRIPT` (a restarted server, or a newly promoted replica, has an empty
+//! script cache).
+//!
+//! **Replica acknowledgement** ([`Ack`], `wait_replicas=N&wait_timeout=T` in the URL):
+//! the script is followed, in one pipeline on the same connection, by a `PUBLISH` on
+//! a channel nobody listens to and `WAIT N T`. `WAIT` counts the replicas that have
+//! acknowledged this connection's last write, and the `PUBLISH` (replicated like any
+//! write) makes that last write come after the script and after every write other
+//! clients made before it: so a re-check that only reads a grant another client's
+//! release script made is acknowledged only once that grant is on the replicas too.
+//! Fewer than `N` acknowledgements make the run fail with a transient
+//! [`Error::Connection`] *after* the script took effect on the primary: the caller
+//! treats it as any connection error (a waiting acquisition re-checks, and only
+//! returns a grant whose re-check was acknowledged; a first join, a `try_*`, an
+//! enqueue or a release report the error; a renewal that fails this way does not
+//! extend the session's deadline).
+
+use std::time::Duration;
+
+use distsync_core::{Error, Result};
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, ToRedisArgs, Value};
+
+use crate::error::{int, redis_error};
+use crate::BACKEND;
+
+/// A script call being built: `key`s and `arg`s as with redis-rs's
+/// `ScriptInvocation`, run with [`crate::backend::Shared::eval`].
+pub(crate) struct Call {
+    script: &'static Script,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call {
+    pub(crate) fn new(script: &'static Script) -> Self {
+        Self {
+            script,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds a key (`KEYS[i]`).
+    pub(crate) fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    /// Adds an argument (`ARGV[i]`).
+    pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    fn evalsha(&self) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
+
+/// Replica acknowledgement of every run: `WAIT replicas timeout`.
+#[derive(Clone, Debug)]
+pub(crate) struct Ack {
+    pub(crate) replicas: u32,
+    pub(crate) timeout: Duration,
+    /// The channel of the `PUBLISH` that precedes `WAIT` (within the namespace's
+    /// channels, which an ACL user may publish on).
+    pub(crate) channel: String,
+}
+
+impl Ack {
+    /// `None` when `replicas` is 0.
+    pub(crate) fn new(replicas: u32, timeout: Duration, channel: String) -> Option<Self> {
+        (replicas > 0).then_some(Self {
+            replicas,
+            timeout,
+            channel,
+        })
+    }
+}
+
+/// Runs `call` on `conn`: `EVALSHA`, loading the script once on `NOSCRIPT`; with
+/// `ack`, acknowledged by replicas (see the module docs).
+///
+/// # Errors
+/// The script's or connection's error ([`redis_error`]); a transient
+/// [`Error::Connection`] when fewer replicas than asked acknowledged it.
+pub(crate) async fn eval(
+    conn: &mut impl ConnectionLike,
+    call: &Call,
+    ack: Option<&Ack>,
+) -> Result<Value> {
+    let command = call.evalsha();
+    match run(conn, &command, ack).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            call.script.load_async(conn).await.map_err(redis_error)?;
+            run(conn, &command, ack).await.map_err(redis_error)
+        }
+        other => other.map_err(redis_error),
+    }
+    .and_then(|(value, acknowledged)| match (ack, acknowledged) {
+        (Some(ack), Some(acknowledged)) if acknowledged < i64::from(ack.replicas) => {
+            Err(not_acknowledged(ack, acknowledged))
+        }
+        _ => Ok(value),
+    })
+}
+
+/// Runs one command on `conn`, acknowledged by replicas with `ack`.
+///
+/// # Errors
+/// As [`eval`].
+pub(crate) async fn query(
+    conn: &mut impl ConnectionLike,
+    command: &Cmd,
+    ack: Option<&Ack>,
+) -> Result<Value> {
+    let (value, acknowledged) = run(conn, command, ack).await.map_err(redis_error)?;
+    match (ack, acknowledged) {
+        (Some(ack), Some(acknowledged)) if acknowledged < i64::from(ack.replicas) => {
+            Err(not_acknowledged(ack, acknowledged))
+        }
+        _ => Ok(value),
+    }
+}
+
+/// `command`'s reply and, with `ack`, how many replicas acknowledged it.
+async fn run(
+    conn: &mut impl ConnectionLike,
+    command: &Cmd,
+    ack: Option<&Ack>,
+) -> std::result::Result<(Value, Option<i64>), RedisError> {
+    let Some(ack) = ack else {
+        return Ok((command.query_async::<Value>(conn).await?, None));
+    };
+    let timeout_ms = u64::try_from(ack.timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let mut pipeline = redis::pipe();
+    pipeline
+        .ignore_errors()
+        .add_command(command.clone())
+        .cmd("PUBLISH")
+        .arg(&ack.channel)
+        .arg("")
+        .ignore()
+        .cmd("WAIT")
+        .arg(ack.replicas)
+        .arg(timeout_ms);
+    let replies = match pipeline.query_async::<Value>(conn).await? {
+        Value::Array(replies) => replies,
+        other => {
+            return Err(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "a pipeline answered with no array",
+                format!("{other:?}"),
+            )))
+        }
+    };
+    let mut replies = replies.into_iter();
+    let (Some(value), Some(waited)) = (replies.next(), replies.next()) else {
+        return Err(RedisError::from((
+            ErrorKind::UnexpectedReturnType,
+            "a pipeline answered with too few replies",
+        )));
+    };
+    if let Value::ServerError(error) = value {
+        return Err(error.into());
+    }
+    if let Value::ServerError(error) = waited {
+        return Err(error.into());
+    }
+    let acknowledged = int("WAIT", &waited).map_err(|error| {
+        RedisError::from((ErrorKind::UnexpectedReturnType, "WAIT", error.to_string()))
+    })?;
+    Ok((value, Some(acknowledged)))
+}
+
+fn not_acknowledged(ack: &Ack, acknowledged: i64) -> Error {
+    Error::connection(
+        BACKEND,
+        format!(
+            "replica acknowledgement: {acknowledged} of the {} replicas asked for \
+             (wait_replicas) acknowledged the write within {:?} (wait_timeout); it took \
+             effect on the primary but may not survive a failover",
+            ack.replicas, ack.timeout
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_acknowledgement_asked_for_zero_replicas() {
+        assert!(Ack::new(0, Duration::from_millis(5), "c".into()).is_none());
+        let ack = Ack::new(1, Duration::from_millis(5), "c".into()).unwrap();
+        let error = not_acknowledged(&ack, 0);
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains("0 of the 1"), "{error}");
+    }
+
+    #[test]
+    fn a_call_is_an_evalsha_of_its_keys_and_args() {
+        static SCRIPT: std::sync::LazyLock<Script> =
+            std::sync::LazyLock::new(|| Script::new("return 1"));
+        let mut call = Call::new(&SCRIPT);
+        call.key("k1").key("k2").arg(7).arg("x");
+        let packed = call.evalsha().get_packed_command();
+        let text = String::from_utf8_lossy(&packed);
+        assert!(text.contains("EVALSHA"), "{text}");
+        assert!(text.contains(SCRIPT.get_hash()), "{text}");
+        assert!(
+            text.contains("\r\n2\r\n$2\r\nk1\r\n$2\r\nk2\r\n$1\r\n7\r\n$1\r\nx\r\n"),
+            "{text}"
+        );
+    }
+}

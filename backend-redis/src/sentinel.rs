@@ -1,0 +1,325 @@
+//! Redis Sentinel: finding the primary of a `redis+sentinel://` URL and following it
+//! across a failover.
+//!
+//! The Sentinels are asked through redis-rs's [`SentinelClient`], which asks each
+//! Sentinel in turn for the service's primary (`SENTINEL MASTERS`) and checks with
+//! `ROLE` that the server it names really is a primary. The backend's connections
+//! go through a [`Target`]:
+//!
+//! * commands go through [`Connection::Sentinel`]: one multiplexed connection to the
+//!   primary, dropped when a command meets a broken connection or an answer that says
+//!   the server is no longer the primary (`READONLY`, `MASTERDOWN`); the next command
+//!   asks the Sentinels again and connects to the primary they name now (redis-rs's
+//!   `ConnectionManager` would reconnect to the old address, which after a failover
+//!   is dead or a replica). The failed command itself reports a transient
+//!   [`distsync_core::Error::Connection`]: blocking calls ride it out, others return
+//!   it to the caller (nothing is retried behind its back, since a write may have
+//!   been applied).
+//! * the pub/sub connection of [`crate::notify`] asks the Sentinels each time it
+//!   reconnects; after a reconnection every waiter re-reads, since wake-ups published
+//!   on the old primary may have been lost.
+//!
+//! Every new primary is checked as the first one was: a server that may evict keys is
+//! refused unless the URL accepts eviction (see [`crate::RedisUrl`]).
+//!
+//! What survives a failover depends on replica acknowledgement (`wait_replicas`, see
+//! the crate docs, "Sentinel and replica acknowledgement"): Redis replicates
+//! asynchronously, so without it the promoted replica may lack the last grants,
+//! renewals, queue items and fencing-counter increments.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use distsync_core::Result;
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    RedisResult, ServerErrorKind, Value,
+};
+
+use crate::options::RedisOptions;
+use crate::url::RedisUrl;
+
+/// The Sentinels of one service, asked for its primary.
+pub(crate) struct Sentinels {
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The Sentinels and service, without credentials, for messages.
+    display: String,
+    connect_timeout: Duration,
+}
+
+impl Sentinels {
+    /// The Sentinels a `redis+sentinel://` URL names; `None` for another URL.
+    ///
+    /// # Errors
+    /// [`distsync_core::Error::InvalidUrl`] if redis-rs refuses the addresses.
+    pub(crate) fn of_url(url: &RedisUrl) -> Result<Option<Self>> {
+        let Some(address) = url.sentinel() else {
+            return Ok(None);
+        };
+        let invalid = |error: RedisError| distsync_core::Error::InvalidUrl {
+            url: url.server().to_owned(),
+            reason: error.to_string(),
+        };
+        // The nodes' login and database, from the URL's redis:// form.
+        let node = url.connection().into_connection_info().map_err(invalid)?;
+        let node = SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(node.redis_settings().clone());
+        let sentinels: Vec<String> = address
+            .sentinels
+            .iter()
+            .map(|(host, port)| {
+                if host.contains(':') {
+                    format!("redis://[{host}]:{port}")
+                } else {
+                    format!("redis://{host}:{port}")
+                }
+            })
+            .collect();
+        let client = SentinelClient::build(
+            sentinels,
+            address.service.clone(),
+            Some(node),
+            SentinelServerType::Master,
+        )
+        .map_err(invalid)?;
+        Ok(Some(Self {
+            client: tokio::sync::Mutex::new(client),
+            display: url.server().to_owned(),
+            connect_timeout: url.connect_timeout(),
+        }))
+    }
+
+    /// A client of the primary the Sentinels name now (checked with `ROLE`), asking
+    /// for at most the connect timeout.
+    pub(crate) async fn primary(&self) -> RedisResult<redis::Client> {
+        let asking = async { self.client.lock().await.async_get_client().await };
+        match tokio::time::timeout(self.connect_timeout, asking).await {
+            Ok(Ok(client)) => {
+                tracing::debug!(sentinels = %self.display, primary = %client.get_connection_info().addr(), "primary found");
+                Ok(client)
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the Sentinels of {} named no primary within {:?}",
+                    self.display, self.connect_timeout
+                ),
+            ))),
+        }
+    }
+}
+
+/// Where a backend's connections go: one server, or the primary the Sentinels name.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// One server (`redis://`, `rediss://`, or a client of the user's own).
+    Server(Box<redis::Client>),
+    /// The primary of a Sentinel-watched service, asked for at every connection.
+    Sentinel(Arc<Sentinels>),
+}
+
+impl Target {
+    /// A client of the server to connect to now.
+    pub(crate) async fn client(&self) -> RedisResult<redis::Client> {
+        match self {
+            Self::Server(client) => Ok((**client).clone()),
+            Self::Sentinel(sentinels) => sentinels.primary().await,
+        }
+    }
+}
+
+/// The backend's multiplexed command connection.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// One server, through redis-rs's connection manager (reconnects to the same
+    /// address).
+    Server(ConnectionManager),
+    /// The primary the Sentinels name, found again after a failure.
+    Sentinel(Arc<Following>),
+}
+
+/// A connection to the primary that follows failovers (see the module docs).
+pub(crate) struct Following {
+    sentinels: Arc<Sentinels>,
+    config: AsyncConnectionConfig,
+    options: RedisOptions,
+    /// The connection in use and its generation; `None` until the next command
+    /// connects.
+    current: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    generations: AtomicU64,
+    db: i64,
+}
+
+impl Following {
+    /// Follows the primary of `sentinels`, starting with `first`, a connection to the
+    /// primary already checked by the caller.
+    pub(crate) fn new(
+        sentinels: Arc<Sentinels>,
+        first: MultiplexedConnection,
+        config: AsyncConnectionConfig,
+        options: RedisOptions,
+        db: i64,
+    ) -> Self {
+        Self {
+            sentinels,
+            config,
+            options,
+            current: tokio::sync::Mutex::new(Some((0, first))),
+            generations: AtomicU64::new(1),
+            db,
+        }
+    }
+
+    /// The connection in use, connecting to the primary the Sentinels name now if
+    /// there is none.
+    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        let mut current = self.current.lock().await;
+        if let Some((generation, connection)) = &*current {
+            return Ok((*generation, connection.clone()));
+        }
+        let client = self.sentinels.primary().await?;
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        let server = client.get_connection_info().addr().to_string();
+        check_eviction(&mut connection, &self.options, &server).await?;
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(sentinels = %self.sentinels.display, primary = %server, "connected to the primary");
+        *current = Some((generation, connection.clone()));
+        Ok((generation, connection))
+    }
+
+    /// Drops connection `generation` (if still in use) after `error`, when the error
+    /// says the connection broke or the server is no longer the primary.
+    async fn after(&self, generation: u64, error: &RedisError) {
+        if !primary_lost(error) {
+            return;
+        }
+        let mut current = self.current.lock().await;
+        if matches!(&*current, Some((in_use, _)) if *in_use == generation) {
+            tracing::info!(%error, sentinels = %self.sentinels.display, "asking the Sentinels for the primary again");
+            *current = None;
+        }
+    }
+}
+
+/// Refuses a new primary that may evict keys when the backend's guarantees assume it
+/// does not (the check [`crate::RedisBackend::connect`] makes on the first one).
+async fn check_eviction(
+    connection: &mut MultiplexedConnection,
+    options: &RedisOptions,
+    server: &str,
+) -> RedisResult<()> {
+    let checked = match crate::eviction::policy(connection).await {
+        Ok(policy) => crate::eviction::check(options, server, policy.as_deref()).map(drop),
+        Err(error) => Err(error),
+    };
+    checked.map_err(|error| {
+        RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "the new primary was refused",
+            error.to_string(),
+        ))
+    })
+}
+
+/// Whether `error` means the connection is broken or its server no longer the primary.
+fn primary_lost(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        )
+}
+
+/// The first error reply among a pipeline's replies (which redis-rs hands over as
+/// values when errors are ignored).
+fn error_reply(values: &[Value]) -> Option<RedisError> {
+    values.iter().find_map(|value| match value {
+        Value::ServerError(error) => Some(RedisError::from(error.clone())),
+        _ => None,
+    })
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Server(manager) => manager.req_packed_command(cmd),
+            Self::Sentinel(following) => Box::pin(async move {
+                let (generation, mut connection) = following.connection().await?;
+                let reply = connection.req_packed_command(cmd).await;
+                if let Err(error) = &reply {
+                    following.after(generation, error).await;
+                }
+                reply
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Server(manager) => manager.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(following) => Box::pin(async move {
+                let (generation, mut connection) = following.connection().await?;
+                let replies = connection
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+                match &replies {
+                    Err(error) => following.after(generation, error).await,
+                    Ok(values) => {
+                        if let Some(error) = error_reply(values) {
+                            following.after(generation, &error).await;
+                        }
+                    }
+                }
+                replies
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Server(manager) => manager.get_db(),
+            Self::Sentinel(following) => following.db,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failover_errors_send_the_connection_back_to_the_sentinels() {
+        let readonly = RedisError::from((ErrorKind::Server(ServerErrorKind::ReadOnly), "READONLY"));
+        assert!(primary_lost(&readonly));
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(primary_lost(&refused));
+        let script = RedisError::from((ErrorKind::Server(ServerErrorKind::NoScript), "NOSCRIPT"));
+        assert!(!primary_lost(&script));
+    }
+
+    #[test]
+    fn sentinel_urls_make_sentinels_and_others_do_not() {
+        let url = RedisUrl::parse("redis+sentinel://u:p@127.0.0.1:1,127.0.0.1:2/svc/3").unwrap();
+        let sentinels = Sentinels::of_url(&url).unwrap().expect("sentinels");
+        assert_eq!(
+            sentinels.display,
+            "redis+sentinel://127.0.0.1:1,127.0.0.1:2/svc/3"
+        );
+        let plain = RedisUrl::parse("redis://127.0.0.1:1").unwrap();
+        assert!(Sentinels::of_url(&plain).unwrap().is_none());
+    }
+}

@@ -1,0 +1,106 @@
+//! Redis under Sentinel (`DISTSYNC_REDIS_SENTINEL_URL`, started by
+//! `scripts/servers.sh`; skipped loudly when unset, a failure under `CI=true`): the
+//! backend finds the primary through the Sentinels, declares what replica
+//! acknowledgement gives, refuses a write no replica acknowledged, and follows a
+//! failover (the primary killed with SIGKILL; the old primary started again as a
+//! replica before the test ends).
+
+use std::time::Duration;
+
+use distsync_conformance::server_url;
+use distsync_core::{Backend, Error, Name, SessionOptions};
+use distsync_redis::RedisBackend;
+
+/// The Sentinel URL with its query replaced by `query`.
+fn with_query(url: &str, query: &str) -> String {
+    let base = url.split_once('?').map_or(url, |(base, _)| base);
+    format!("{base}?{query}")
+}
+
+fn name(text: &str) -> Name {
+    Name::new(format!("sentinel-test/{}/{text}", std::process::id())).unwrap()
+}
+
+#[tokio::test]
+async fn finds_the_primary_and_declares_what_acknowledgement_gives() {
+    let Some(url) = server_url("DISTSYNC_REDIS_SENTINEL_URL") else {
+        return;
+    };
+    let acked = RedisBackend::connect(&with_query(&url, "wait_replicas=1&wait_timeout=2s"))
+        .await
+        .unwrap();
+    assert!(acked.capabilities().survives_failover);
+    assert!(acked.capabilities().fencing);
+    let plain = RedisBackend::connect(&with_query(&url, "wait_replicas=0"))
+        .await
+        .unwrap();
+    assert!(!plain.capabilities().survives_failover);
+    assert!(!plain.capabilities().fencing);
+    // Grants and queue items go through the primary (and, acknowledged, its replica).
+    for backend in [&acked, &plain] {
+        let session = backend
+            .session(SessionOptions::with_ttl(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        let guard = backend
+            .locker(&session, name("lock"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        guard.unlock().await.unwrap();
+        let queue = backend.queue(name("queue")).unwrap();
+        queue.enqueue("x".into()).await.unwrap();
+        assert_eq!(queue.dequeue().await.unwrap().as_ref(), b"x");
+        session.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn more_acknowledgements_than_replicas_fail_as_a_transient_error() {
+    let Some(url) = server_url("DISTSYNC_REDIS_SENTINEL_URL") else {
+        return;
+    };
+    // One replica runs: asking for two can never be met.
+    let backend = RedisBackend::connect(&with_query(&url, "wait_replicas=2&wait_timeout=50"))
+        .await
+        .unwrap();
+    let error = backend
+        .queue(name("unacked"))
+        .unwrap()
+        .enqueue("y".into())
+        .await
+        .expect_err("a write only one replica could acknowledge");
+    assert!(error.is_transient(), "{error}");
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("replica acknowledgement"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_bad_sentinel_url_is_a_typed_error_without_the_password() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for bad in [
+        "redis+sentinel://u:secret@127.0.0.1:1",
+        "redis+sentinel://u:secret@127.0.0.1:x/svc",
+    ] {
+        match runtime.block_on(RedisBackend::connect(bad)) {
+            Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // Nothing listens there: a connection error naming no password.
+    let unreachable = "redis+sentinel://u:secret@127.0.0.1:9/svc?connect_timeout=500";
+    match runtime.block_on(RedisBackend::connect(unreachable)) {
+        Err(error) => {
+            assert!(error.is_transient(), "{error:?}");
+            assert!(!error.to_string().contains("secret"), "{error}");
+        }
+        Ok(_) => panic!("connected to nothing"),
+    }
+}
