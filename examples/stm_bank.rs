@@ -37,7 +37,7 @@ async fn main() -> Result<()> {
 
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        let stm = Arc::clone(&stm);
+        let stm = stm.clone();
         workers.push(tokio::spawn(async move {
             for _ in 0..TRANSFERS {
                 stm.atomically(Isolation::SerializableSnapshot, exchange)

@@ -179,7 +179,7 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     });
 
     // STM: atomically, atomically_with.
-    let stm: Arc<dyn Stm> = coordinator.stm()?;
+    let stm: Stm = coordinator.stm()?;
     assert_send_sync_static(&stm);
     assert_send(&stm.atomically(Isolation::default(), transfer));
     assert_spawnable(async move {

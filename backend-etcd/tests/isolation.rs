@@ -22,7 +22,7 @@ fn number(value: Option<Bytes>) -> i64 {
 /// key; the second runs inside the first's first attempt. The first's attempts and the
 /// values left.
 async fn race(
-    stm: &Arc<dyn Stm>,
+    stm: &Stm,
     isolation: Isolation,
     keys: &[String; 2],
     allowed: fn(i64, i64) -> bool,
@@ -31,7 +31,7 @@ async fn race(
     let committed = stm
         .atomically_with(isolation, &StmOptions::default(), |tx| {
             let runs = Arc::clone(&runs);
-            let second = Arc::clone(stm);
+            let second = stm.clone();
             let keys = keys.clone();
             async move {
                 let a = number(tx.get(&keys[0]).await?);

@@ -345,10 +345,10 @@ impl Backend for PostgresBackend {
         }))
     }
 
-    fn stm(&self) -> Result<Arc<dyn Stm>> {
-        Ok(Arc::new(stm::PgStm {
+    fn stm(&self) -> Result<Stm> {
+        Ok(Stm::new(Arc::new(stm::PgStm {
             shared: Arc::clone(&self.shared),
-        }))
+        })))
     }
 
     async fn export(&self) -> Result<Snapshot> {

@@ -30,7 +30,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::{Error, Isolation, Name, Result, Stm, StmAttempt, Write};
+use distsync_core::raw::{StmAttempt, StmEngine, StmRetry, Write};
+use distsync_core::{Error, Isolation, Name, Result};
 use sqlx::{Postgres, Transaction};
 
 use crate::error::{is_conflict, map};
@@ -49,10 +50,10 @@ struct PgAttempt {
     cache: HashMap<Name, Option<Bytes>>,
 }
 
-/// A conflict inside a transaction body asks `atomically` to retry.
+/// A conflict inside a transaction body asks `atomically` to retry ([`StmRetry`]).
 fn conflict_or(error: sqlx::Error) -> Error {
     if is_conflict(&error) {
-        Error::StmConflict { attempts: 0 }
+        StmRetry.into()
     } else {
         map(error)
     }
@@ -69,7 +70,7 @@ fn begin_statement(isolation: Isolation) -> &'static str {
 }
 
 #[async_trait]
-impl Stm for PgStm {
+impl StmEngine for PgStm {
     async fn begin(&self, isolation: Isolation, prefetch: &[Name]) -> Result<Box<dyn StmAttempt>> {
         let tx = self
             .shared

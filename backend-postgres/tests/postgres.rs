@@ -690,7 +690,7 @@ async fn ttl_enforcement_does_not_need_the_pool() {
     let release = Arc::new(tokio::sync::Notify::new());
     let mut bodies = Vec::new();
     for i in 0..8 {
-        let (stm, release) = (Arc::clone(&stm), Arc::clone(&release));
+        let (stm, release) = (stm.clone(), Arc::clone(&release));
         bodies.push(tokio::spawn(async move {
             stm.atomically(distsync_core::Isolation::Serializable, |tx| {
                 let release = Arc::clone(&release);
@@ -778,7 +778,7 @@ async fn repeatable_reads_validates_keys_read_as_absent() {
         let tasks: Vec<_> = [(a.clone(), b.clone()), (b.clone(), a.clone())]
             .into_iter()
             .map(|(mine, theirs)| {
-                let (stm, both_read) = (Arc::clone(&stm), Arc::clone(&both_read));
+                let (stm, both_read) = (stm.clone(), Arc::clone(&both_read));
                 tokio::spawn(async move {
                     let attempts = std::sync::atomic::AtomicUsize::new(0);
                     stm.atomically(distsync_core::Isolation::RepeatableReads, |tx| {

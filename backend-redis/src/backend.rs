@@ -407,8 +407,8 @@ impl Backend for RedisBackend {
         )?))
     }
 
-    fn stm(&self) -> Result<Arc<dyn Stm>> {
-        Ok(Arc::new(crate::stm::RedisStm::new(&self.shared)))
+    fn stm(&self) -> Result<Stm> {
+        Ok(Stm::new(Arc::new(crate::stm::RedisStm::new(&self.shared))))
     }
 
     /// Queues, STM keys, held barriers and live holds of the namespace; see

@@ -24,13 +24,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::{Error, Isolation, Name, Result, Stm, StmAttempt, Write};
+use distsync_core::raw::{StmAttempt, StmEngine, StmRetry, Write};
+use distsync_core::{Isolation, Name, Result};
 
 use crate::backend::Shared;
 use crate::error::{array, bytes, int, unexpected};
 use crate::scripts::SCRIPTS;
 
-/// The Redis STM.
+/// The Redis STM engine.
 pub(crate) struct RedisStm {
     shared: Arc<Shared>,
 }
@@ -44,7 +45,7 @@ impl RedisStm {
 }
 
 #[async_trait]
-impl Stm for RedisStm {
+impl StmEngine for RedisStm {
     async fn begin(&self, isolation: Isolation, prefetch: &[Name]) -> Result<Box<dyn StmAttempt>> {
         let mut attempt = Attempt {
             shared: Arc::clone(&self.shared),
@@ -130,7 +131,7 @@ impl StmAttempt for Attempt {
                 None => self.snapshot = Some(revision),
                 Some(snapshot) if read.0 > snapshot => {
                     // Changed since the snapshot: this attempt cannot see it consistently.
-                    return Err(Error::StmConflict { attempts: 0 });
+                    return Err(StmRetry.into());
                 }
                 Some(_) => {}
             }

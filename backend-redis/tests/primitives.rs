@@ -762,7 +762,7 @@ async fn bank(coordinator: &Coordinator, isolation: Isolation) {
     }
     let mut workers = Vec::new();
     for w in 0..10u64 {
-        let stm = Arc::clone(&stm);
+        let stm = stm.clone();
         workers.push(tokio::spawn(async move {
             let mut seed = w * 7919 + 1;
             for _ in 0..100 {
@@ -833,7 +833,7 @@ async fn stm_levels_differ_on_write_skew_and_lost_updates() {
         (Isolation::Serializable, false),
     ] {
         let key = format!("w/{isolation}");
-        let other = Arc::clone(&stm);
+        let other = stm.clone();
         let interfered = Arc::new(AtomicU64::new(0));
         let committed = stm
             .atomically_with(isolation, &distsync_core::StmOptions::default(), |tx| {
@@ -869,7 +869,7 @@ async fn stm_levels_differ_on_write_skew_and_lost_updates() {
     })
     .await
     .unwrap();
-    let other = Arc::clone(&stm);
+    let other = stm.clone();
     let first = Arc::new(AtomicU64::new(0));
     let committed = stm
         .atomically_with(

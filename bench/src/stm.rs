@@ -139,7 +139,7 @@ async fn measure(
             }
         })
         .await?;
-    let mut stms: Vec<Arc<dyn Stm>> = Vec::with_capacity(workers);
+    let mut stms: Vec<Stm> = Vec::with_capacity(workers);
     for _ in 0..workers {
         stms.push(target.client().await?.stm()?);
     }

@@ -116,7 +116,7 @@ impl Backend for Broken {
         self.inner.double_barrier(session, name, count)
     }
 
-    fn stm(&self) -> Result<Arc<dyn Stm>> {
+    fn stm(&self) -> Result<Stm> {
         self.inner.stm()
     }
 }

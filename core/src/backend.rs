@@ -70,8 +70,9 @@ pub trait Backend: Send + Sync + 'static {
         count: usize,
     ) -> Result<Box<dyn DoubleBarrier>>;
 
-    /// The STM over this backend's key-value space.
-    fn stm(&self) -> Result<Arc<dyn Stm>>;
+    /// The STM over this backend's key-value space: the user's [`Stm`] handle around
+    /// the backend's [`StmEngine`](crate::raw::StmEngine), made with `Stm::new`.
+    fn stm(&self) -> Result<Stm>;
 
     /// The counting semaphore `name` of `permits` permits, acquired through
     /// `session`.
@@ -258,8 +259,12 @@ impl Coordinator {
         )?))
     }
 
-    /// See [`Backend::stm`]; run transactions with [`atomically`](crate::stm::Stm#method.atomically).
-    pub fn stm(&self) -> Result<Arc<dyn Stm>> {
+    /// The backend's software transactional memory; run transactions with
+    /// [`Stm::atomically`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the backend offers no STM.
+    pub fn stm(&self) -> Result<Stm> {
         self.backend.stm()
     }
 }

@@ -66,8 +66,9 @@ pub enum Error {
         /// Its participant count.
         count: usize,
     },
-    /// An STM transaction kept conflicting. Inside a transaction body a backend
-    /// returns this with `attempts: 0` to ask for a retry.
+    /// An STM transaction conflicted on every attempt and
+    /// [`Stm::atomically`](crate::Stm::atomically) gave up (see
+    /// [`StmOptions::max_attempts`](crate::StmOptions::max_attempts)).
     #[error("stm transaction conflicted {attempts} times; gave up")]
     StmConflict {
         /// How many attempts were made.

@@ -1,8 +1,16 @@
 //! Software transactional memory over a key-value space, as etcd's `concurrency.STM`.
+//!
+//! Users hold an [`Stm`] (from [`Coordinator::stm`](crate::Coordinator::stm)) and run
+//! transactions with [`Stm::atomically`]; the body gets an [`StmTx`] to read and
+//! buffer writes. Backends implement the engine under it, [`StmEngine`] and
+//! [`StmAttempt`] (re-exported in [`crate::raw`]), and signal a conflict with
+//! [`StmRetry`]; [`Error::StmConflict`] is only what a user sees when a transaction
+//! gave up after its last attempt.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -61,14 +69,16 @@ impl fmt::Display for Isolation {
 /// One write of a transaction: a value to put, or `None` to delete.
 pub type Write = (Name, Option<Bytes>);
 
-/// A backend's STM: begins attempts; the retry loop is [`atomically`](crate::stm::Stm#method.atomically)'s.
+/// A backend's STM engine: it begins attempts, and [`Stm`] runs the retry loop around
+/// them. Backend authors implement it (see [`crate::raw`]); users hold a [`Stm`].
 #[async_trait]
-pub trait Stm: Send + Sync {
+pub trait StmEngine: Send + Sync {
     /// Begins one attempt at `isolation`. `prefetch` lists the keys the previous
     /// attempt read, which a backend may fetch in one round trip.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] for a level the backend does not offer.
+    /// [`Error::Unsupported`] for a level the backend does not offer; an error made
+    /// from [`StmRetry`] when a conflict is already visible (the attempt is retried).
     async fn begin(&self, isolation: Isolation, prefetch: &[Name]) -> Result<Box<dyn StmAttempt>>;
 }
 
@@ -77,18 +87,51 @@ pub trait Stm: Send + Sync {
 #[async_trait]
 pub trait StmAttempt: Send + Sync {
     /// Reads `key` as the isolation level says. A backend that detects a conflict
-    /// while reading returns [`Error::StmConflict`] (with `attempts: 0`) to retry.
+    /// while reading returns `Err(StmRetry.into())` ([`StmRetry`]): the attempt is
+    /// discarded and retried, whatever the body does with the error.
     async fn get(&mut self, key: &Name) -> Result<Option<Bytes>>;
 
     /// The keys read so far (for prefetch on retry).
     fn read_keys(&self) -> Vec<Name>;
 
-    /// Applies `writes` atomically if the level's checks pass. `Ok(false)` means a
-    /// conflict: the attempt is discarded and retried.
+    /// Applies `writes` atomically if the level's checks pass. `Ok(false)` (or an
+    /// error made from [`StmRetry`]) means a conflict: the attempt is discarded and
+    /// retried.
     async fn commit(self: Box<Self>, writes: Vec<Write>) -> Result<bool>;
 }
 
-/// Options of [`atomically_with`](crate::stm::Stm#method.atomically_with).
+/// The signal an [`StmEngine`] gives to have the current attempt retried: converted
+/// into an [`Error`] (`StmRetry.into()`), returned from [`StmAttempt::get`],
+/// [`StmAttempt::commit`] or [`StmEngine::begin`].
+///
+/// It exists for backend authors only. Inside a transaction body it reaches the user as
+/// an opaque [`Error::Backend`] from [`StmTx::get`], to be propagated with `?`; the
+/// transaction remembers the conflict, so it is retried even if the body drops the
+/// error. It never leaves [`Stm::atomically`]: a transaction that keeps conflicting
+/// ends with [`Error::StmConflict`] (gave up after N attempts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StmRetry;
+
+impl fmt::Display for StmRetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the store changed under this stm attempt; the transaction is retried")
+    }
+}
+
+impl std::error::Error for StmRetry {}
+
+impl From<StmRetry> for Error {
+    fn from(retry: StmRetry) -> Self {
+        Error::backend("stm", retry)
+    }
+}
+
+/// Whether `error` is the [`StmRetry`] signal.
+fn is_retry(error: &Error) -> bool {
+    matches!(error, Error::Backend { source, .. } if source.is::<StmRetry>())
+}
+
+/// Options of [`Stm::atomically_with`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StmOptions {
     /// Attempts before giving up with [`Error::StmConflict`]. Default 100.
@@ -123,6 +166,9 @@ pub struct StmTx {
 
 struct TxInner {
     attempt: tokio::sync::Mutex<Option<Box<dyn StmAttempt>>>,
+    /// Set when the engine signalled [`StmRetry`]: the attempt is retried, whatever the
+    /// body returns.
+    conflicted: AtomicBool,
     writes: Mutex<BTreeMap<Name, Option<Bytes>>>,
     deferred_error: Mutex<Option<Error>>,
 }
@@ -132,6 +178,7 @@ impl StmTx {
         Self {
             inner: Arc::new(TxInner {
                 attempt: tokio::sync::Mutex::new(Some(attempt)),
+                conflicted: AtomicBool::new(false),
                 writes: Mutex::new(BTreeMap::new()),
                 deferred_error: Mutex::new(None),
             }),
@@ -142,10 +189,13 @@ impl StmTx {
     /// as the isolation level says.
     ///
     /// # Errors
-    /// [`Error::InvalidName`] for an invalid key; [`Error::StmConflict`] asks
-    /// `atomically` to retry (propagate it with `?`).
+    /// [`Error::InvalidName`] for an invalid key. When the store changed under the
+    /// transaction, an error that ends this attempt: propagate it with `?` and
+    /// [`Stm::atomically`] runs the body again (it does so even if the body drops the
+    /// error, since what the attempt read is no longer consistent).
     ///
-    /// Cancel-safety: a read; dropping it leaves the transaction as it was.
+    /// # Cancel safety
+    /// A read; dropping it leaves the transaction as it was.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let key = Name::new(key)?;
         if let Some(written) = lock(&self.inner.writes).get(&key) {
@@ -153,7 +203,13 @@ impl StmTx {
         }
         let mut attempt = self.inner.attempt.lock().await;
         match attempt.as_mut() {
-            Some(attempt) => attempt.get(&key).await,
+            Some(attempt) => {
+                let read = attempt.get(&key).await;
+                if matches!(&read, Err(error) if is_retry(error)) {
+                    self.inner.conflicted.store(true, Ordering::SeqCst);
+                }
+                read
+            }
             None => Err(Error::InvalidArgument(
                 "the transaction has already finished".into(),
             )),
@@ -197,6 +253,10 @@ impl StmTx {
         }
     }
 
+    fn conflicted(&self) -> bool {
+        self.inner.conflicted.load(Ordering::SeqCst)
+    }
+
     async fn read_keys(&self) -> Vec<Name> {
         self.inner
             .attempt
@@ -214,12 +274,39 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl dyn Stm + '_ {
+/// Software transactional memory over a backend's key-value space: run a
+/// transaction with [`atomically`](Stm::atomically).
+///
+/// This is the user's handle, from [`Coordinator::stm`](crate::Coordinator::stm): cheap
+/// to clone (one `Arc`) and shared across tasks. The backend's side is an
+/// [`StmEngine`] (see [`crate::raw`]); the name follows etcd's `concurrency.STM`.
+///
+/// Keys are [`Name`]s in their own space: an STM key `a` is not the lock or queue `a`.
+#[derive(Clone)]
+pub struct Stm {
+    engine: Arc<dyn StmEngine>,
+}
+
+impl fmt::Debug for Stm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stm").finish_non_exhaustive()
+    }
+}
+
+impl Stm {
+    /// The handle over a backend's engine, for [`Backend::stm`](crate::raw::Backend::stm)
+    /// (backend authors; see [`crate::raw`]).
+    #[doc(hidden)]
+    pub fn new(engine: Arc<dyn StmEngine>) -> Self {
+        Self { engine }
+    }
+
     /// Runs `body` as one transaction at `isolation`, retrying on conflict (up to 100
     /// attempts), and returns what it returned.
     ///
     /// The body may run several times: keep side effects out of it. An error from the
-    /// body other than [`Error::StmConflict`] aborts the transaction without writing.
+    /// body aborts the transaction without writing, unless the attempt conflicted (a
+    /// read of [`StmTx::get`] failed because the store changed): then it is retried.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
@@ -237,11 +324,13 @@ impl dyn Stm + '_ {
     /// ```
     ///
     /// # Errors
-    /// [`Error::StmConflict`] after the last attempt, [`Error::Unsupported`] for a
-    /// level the backend does not offer, or the body's error.
+    /// [`Error::StmConflict`] when the last attempt conflicted too (it is the only
+    /// meaning of that error), [`Error::Unsupported`] for a level the backend does
+    /// not offer, or the body's error.
     ///
-    /// Cancel-safety: dropping the future before the commit writes nothing; dropped
-    /// during the commit, the transaction is either wholly applied or not at all.
+    /// # Cancel safety
+    /// Dropping the future before the commit writes nothing; dropped during the
+    /// commit, the transaction is either wholly applied or not at all.
     pub async fn atomically<T, F, Fut>(&self, isolation: Isolation, body: F) -> Result<T>
     where
         F: FnMut(StmTx) -> Fut + Send,
@@ -254,13 +343,15 @@ impl dyn Stm + '_ {
             .value)
     }
 
-    /// As [`atomically`](crate::stm::Stm#method.atomically), with options, reporting
-    /// the number of attempts.
+    /// As [`atomically`](Stm::atomically), with options, reporting the number of
+    /// attempts.
     ///
     /// # Errors
-    /// As [`atomically`](crate::stm::Stm#method.atomically).
+    /// As [`atomically`](Stm::atomically); [`Error::InvalidArgument`] for
+    /// `max_attempts == 0`.
     ///
-    /// Cancel-safety: as `atomically`.
+    /// # Cancel safety
+    /// As [`atomically`](Stm::atomically).
     pub async fn atomically_with<T, F, Fut>(
         &self,
         isolation: Isolation,
@@ -279,10 +370,10 @@ impl dyn Stm + '_ {
         }
         let mut prefetch: Vec<Name> = Vec::new();
         for attempt in 1..=options.max_attempts {
-            let tx = match self.begin(isolation, &prefetch).await {
+            let tx = match self.engine.begin(isolation, &prefetch).await {
                 Ok(attempt) => StmTx::new(attempt),
                 // A conflict while beginning (e.g. during the prefetch) is retried too.
-                Err(Error::StmConflict { .. }) => {
+                Err(error) if is_retry(&error) => {
                     tracing::debug!(attempt, %isolation, "stm conflict while beginning; retrying");
                     metrics::counter!("distsync_stm_retries_total", "isolation" => isolation.as_str())
                         .increment(1);
@@ -294,6 +385,7 @@ impl dyn Stm + '_ {
             let outcome = body(tx.clone()).await;
             prefetch = tx.read_keys().await;
             match outcome {
+                _ if tx.conflicted() => {}
                 Ok(value) => match tx.finish().await {
                     Ok(true) => {
                         metrics::counter!("distsync_stm_commits_total", "isolation" => isolation.as_str())
@@ -303,10 +395,11 @@ impl dyn Stm + '_ {
                             attempts: attempt,
                         });
                     }
-                    Ok(false) | Err(Error::StmConflict { .. }) => {}
+                    Ok(false) => {}
+                    Err(error) if is_retry(&error) => {}
                     Err(error) => return Err(error),
                 },
-                Err(Error::StmConflict { .. }) => {}
+                Err(error) if is_retry(&error) => {}
                 Err(error) => return Err(error),
             }
             tracing::debug!(attempt, %isolation, "stm conflict; retrying");
@@ -317,5 +410,191 @@ impl dyn Stm + '_ {
         Err(Error::StmConflict {
             attempts: options.max_attempts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::{Isolation, Stm, StmAttempt, StmEngine, StmOptions, StmRetry, Write};
+    use crate::backend::Backend;
+    use crate::error::{Error, Result};
+    use crate::name::Name;
+    use crate::recipes::stm::KvStm;
+
+    /// The memory backend's engine, except that the first `conflicting` attempts get
+    /// [`StmRetry`] from their first read (a fault, as a backend that detects a
+    /// changed key while reading reports it).
+    struct ConflictingReads {
+        inner: KvStm,
+        conflicting: u32,
+        begun: AtomicU32,
+    }
+
+    struct Attempt {
+        inner: Box<dyn StmAttempt>,
+        conflict: bool,
+    }
+
+    #[async_trait]
+    impl StmEngine for ConflictingReads {
+        async fn begin(
+            &self,
+            isolation: Isolation,
+            prefetch: &[Name],
+        ) -> Result<Box<dyn StmAttempt>> {
+            let number = self.begun.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(Attempt {
+                inner: self.inner.begin(isolation, prefetch).await?,
+                conflict: number < self.conflicting,
+            }))
+        }
+    }
+
+    #[async_trait]
+    impl StmAttempt for Attempt {
+        async fn get(&mut self, key: &Name) -> Result<Option<Bytes>> {
+            if std::mem::take(&mut self.conflict) {
+                return Err(StmRetry.into());
+            }
+            self.inner.get(key).await
+        }
+
+        fn read_keys(&self) -> Vec<Name> {
+            self.inner.read_keys()
+        }
+
+        async fn commit(self: Box<Self>, writes: Vec<Write>) -> Result<bool> {
+            self.inner.commit(writes).await
+        }
+    }
+
+    fn conflicting(conflicting: u32) -> (crate::memory::MemoryBackend, Stm) {
+        let backend = crate::memory::MemoryBackend::new();
+        let engine = ConflictingReads {
+            inner: KvStm::new(backend.kv().clone(), "", crate::memory::capabilities()),
+            conflicting,
+            begun: AtomicU32::new(0),
+        };
+        (backend, Stm::new(Arc::new(engine)))
+    }
+
+    #[tokio::test]
+    async fn a_read_conflict_is_retried_even_when_the_body_drops_the_error() {
+        let (backend, stm) = conflicting(2);
+        let committed = stm
+            .atomically_with(
+                Isolation::default(),
+                &StmOptions::default(),
+                |tx| async move {
+                    // The body swallows the read's error and writes anyway.
+                    let seen = tx.get("k").await.ok().flatten();
+                    tx.put("k", "written");
+                    Ok(seen)
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            committed.attempts, 3,
+            "two conflicting attempts, then one commit"
+        );
+        assert_eq!(committed.value, None);
+        let read = backend
+            .stm()
+            .unwrap()
+            .atomically(Isolation::default(), |tx| async move { tx.get("k").await })
+            .await
+            .unwrap();
+        assert_eq!(read, Some(Bytes::from("written")));
+    }
+
+    #[tokio::test]
+    async fn the_retry_signal_reaches_the_body_as_an_opaque_error_never_stm_conflict() {
+        let (_backend, stm) = conflicting(1);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        stm.atomically(Isolation::default(), move |tx| {
+            let record = Arc::clone(&record);
+            async move {
+                let read = tx.get("k").await;
+                let is_conflict = matches!(read, Err(Error::StmConflict { .. }));
+                record.lock().unwrap().push((read.is_err(), is_conflict));
+                read.map(drop)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(*seen.lock().unwrap(), [(true, false), (false, false)]);
+    }
+
+    #[tokio::test]
+    async fn stm_conflict_means_gave_up_after_max_attempts() {
+        let (_backend, stm) = conflicting(u32::MAX);
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&runs);
+        let outcome = stm
+            .atomically_with(
+                Isolation::default(),
+                &StmOptions { max_attempts: 4 },
+                move |tx| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async move { tx.get("k").await }
+                },
+            )
+            .await;
+        assert!(
+            matches!(outcome, Err(Error::StmConflict { attempts: 4 })),
+            "{outcome:?}"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_gave_up_error_from_the_body_is_not_retried() {
+        // A body that runs a nested transaction which gave up returns StmConflict: that
+        // is the body's error, returned as it is, not a request to retry.
+        let backend = crate::memory::MemoryBackend::new();
+        let stm = backend.stm().unwrap();
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&runs);
+        let outcome: Result<()> = stm
+            .atomically(Isolation::default(), move |_tx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move { Err(Error::StmConflict { attempts: 7 }) }
+            })
+            .await;
+        assert!(
+            matches!(outcome, Err(Error::StmConflict { attempts: 7 })),
+            "{outcome:?}"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn max_attempts_zero_is_a_typed_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let stm = crate::memory::MemoryBackend::new().stm().unwrap();
+        let outcome = rt.block_on(stm.atomically_with(
+            Isolation::default(),
+            &StmOptions { max_attempts: 0 },
+            |_tx| async move { Ok(()) },
+        ));
+        assert!(matches!(outcome, Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn handle_is_cheap_to_share() {
+        fn assert_clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+        assert_clone_send_sync::<Stm>();
+        let stm = crate::memory::MemoryBackend::new().stm().unwrap();
+        assert_eq!(format!("{stm:?}"), "Stm { .. }");
     }
 }

@@ -41,7 +41,7 @@ pub async fn run(ctx: &mut Ctx, args: StmBankArgs) -> Result<u8, Failure> {
     };
     let mut workers = JoinSet::new();
     for _ in 0..args.workers {
-        let (stm, keys, options) = (Arc::clone(&stm), Arc::clone(&keys), options.clone());
+        let (stm, keys, options) = (stm.clone(), Arc::clone(&keys), options.clone());
         let transfers = args.transfers;
         workers.spawn(async move {
             let mut retries = 0u64;
@@ -85,7 +85,7 @@ pub async fn run(ctx: &mut Ctx, args: StmBankArgs) -> Result<u8, Failure> {
 }
 
 async fn open_accounts(
-    stm: &Arc<dyn Stm>,
+    stm: &Stm,
     isolation: Isolation,
     keys: &Arc<Vec<String>>,
 ) -> distsync::Result<()> {
@@ -118,7 +118,7 @@ async fn transfer(tx: StmTx, keys: Arc<Vec<String>>) -> distsync::Result<()> {
 }
 
 async fn read_balances(
-    stm: &Arc<dyn Stm>,
+    stm: &Stm,
     isolation: Isolation,
     keys: &Arc<Vec<String>>,
 ) -> distsync::Result<Vec<u64>> {

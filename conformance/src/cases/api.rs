@@ -235,8 +235,8 @@ pub(crate) async fn capabilities_match(h: Harness) -> Check {
                 let flag = crate::case::Need::Stm(level).flag();
                 let result = within(
                     PROMPT,
-                    format!("beginning an STM attempt at {level}"),
-                    async { Ok(stm.begin(level, &[]).await.map(drop)) },
+                    format!("running an empty STM transaction at {level}"),
+                    async { Ok(stm.atomically(level, |_tx| async { Ok(()) }).await) },
                 )
                 .await?;
                 agree(

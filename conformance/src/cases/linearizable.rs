@@ -5,8 +5,6 @@
 //! reads from a lagging replica or cache fails this; a linearizable one cannot. (It
 //! does not prove linearizability: concurrent histories are not checked.)
 
-use std::sync::Arc;
-
 use distsync_core::{Bytes, Isolation, Stm};
 
 use crate::check::{ensure, within, Check, Context, Holds, PROMPT};
@@ -23,7 +21,7 @@ pub(crate) async fn no_stale_read(h: Harness) -> Check {
         h.faults().second_client(&**h.backend()),
     )
     .await?;
-    let clients: [Arc<dyn Stm>; 2] = [
+    let clients: [Stm; 2] = [
         h.backend().stm().ctx("getting the first client's STM")?,
         other.stm().ctx("getting the second client's STM")?,
     ];

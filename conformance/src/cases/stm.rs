@@ -243,12 +243,7 @@ pub(crate) async fn read_committed_lost_update(h: Harness) -> Check {
 }
 
 /// Adds `n` to `key` in one transaction; returns the attempts it took.
-async fn add(
-    stm: &Arc<dyn Stm>,
-    isolation: Isolation,
-    key: &str,
-    n: u64,
-) -> distsync_core::Result<u32> {
+async fn add(stm: &Stm, isolation: Isolation, key: &str, n: u64) -> distsync_core::Result<u32> {
     let key = key.to_owned();
     let committed = stm
         .atomically_with(isolation, &StmOptions::default(), move |tx| {
@@ -318,7 +313,7 @@ async fn provoke(h: &Harness, isolation: Isolation, anomaly: Anomaly) -> Check<(
         .await?;
     }
     // One transaction: reads both keys; writes `own` if the condition holds.
-    let step = |stm: Arc<dyn Stm>, own: String, other: String| async move {
+    let step = |stm: Stm, own: String, other: String| async move {
         stm.atomically(isolation, move |tx| {
             let (own, other) = (own.clone(), other.clone());
             async move { decide(&tx, anomaly, &own, &other).await }

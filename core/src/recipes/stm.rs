@@ -30,11 +30,11 @@ use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::kv::{Compare, CompareOp, KeyValue, Kv, Range, Revision, Txn, TxnOp};
 use crate::name::Name;
-use crate::stm::{Isolation, Stm, StmAttempt, Write};
+use crate::stm::{Isolation, StmAttempt, StmEngine, Write};
 
 use super::key::{range_at, Kind};
 
-/// A [`Stm`] over a [`Kv`] store.
+/// An [`StmEngine`] over a [`Kv`] store.
 pub(crate) struct KvStm {
     kv: Arc<dyn Kv>,
     namespace: String,
@@ -61,7 +61,7 @@ struct Read {
 }
 
 #[async_trait]
-impl Stm for KvStm {
+impl StmEngine for KvStm {
     async fn begin(&self, isolation: Isolation, prefetch: &[Name]) -> Result<Box<dyn StmAttempt>> {
         if !self.capabilities.supports_isolation(isolation) {
             return Err(Error::unsupported(
@@ -222,7 +222,7 @@ mod tests {
     use crate::backend::Backend;
     use crate::kv::{Kv, Range, Txn, TxnOp};
     use crate::recipes::testing::{backend, within};
-    use crate::stm::{Isolation, StmOptions};
+    use crate::stm::{Isolation, StmEngine, StmOptions};
     use crate::{Error, Stm};
 
     /// The store key of STM key `key` in a backend without namespace.
@@ -363,7 +363,7 @@ mod tests {
             Isolation::RepeatableReads,
         ] {
             let backend = backend();
-            let stm: Arc<dyn Stm> = backend.stm().unwrap();
+            let stm: Stm = backend.stm().unwrap();
             let accounts = ["acct/0", "acct/1", "acct/2", "acct/3", "acct/4"];
             stm.atomically(isolation, |tx| async move {
                 for account in accounts {
@@ -375,7 +375,7 @@ mod tests {
             .unwrap();
             let mut workers = Vec::new();
             for worker in 0..6usize {
-                let stm = Arc::clone(&stm);
+                let stm = stm.clone();
                 workers.push(tokio::spawn(async move {
                     for round in 0..20usize {
                         let from = accounts[(worker + round) % 5];
@@ -462,11 +462,11 @@ mod tests {
             .unwrap();
         }
         let runs = Arc::new(AtomicU32::new(0));
-        let second = Arc::clone(&stm);
+        let second = stm.clone();
         let committed = stm
             .atomically_with(isolation, &StmOptions::default(), |tx| {
                 let runs = Arc::clone(&runs);
-                let second = Arc::clone(&second);
+                let second = second.clone();
                 async move {
                     let a = tx.get(keys[0]).await?;
                     let b = tx.get(keys[1]).await?;
