@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Test servers for distsync: one etcd, a three-member etcd cluster, Redis and
 # PostgreSQL, on loopback, with their state under .servers/ in the repository root;
-# plus an etcd with client-certificate TLS and auth (RBAC) and a Redis with TLS and an
-# ACL user, whose throwaway CA, certificates and passwords are generated at the first
+# plus an etcd with client-certificate TLS and auth (RBAC), a Redis with TLS and an
+# ACL user, and a PostgreSQL requiring TLS, a client certificate and a SCRAM password,
+# whose throwaway CA, certificates and passwords are generated at the first
 # `up` under <state directory>/tls (see docs/CONNECTING.md).
 #
 #   scripts/servers.sh up              install what is missing, start what is not running
 #   scripts/servers.sh down            stop what this script started
 #   scripts/servers.sh status          show each server up/down (exit 1 if any is down)
 #   scripts/servers.sh env             print `export K=V` lines: eval "$(scripts/servers.sh env)"
-#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls
+#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
 #   scripts/servers.sh start-member N  start it again
@@ -34,13 +35,14 @@
 #                                    peers B+11..B+13, Redis B+20, PostgreSQL B+21; the
 #                                    state directory becomes .servers/base-B;
 #                                    TLS etcd B+4 (peer B+14), TLS Redis B+22;
-#                                    Redis Sentinel nodes B+23, B+24, Sentinels B+25..B+27
+#                                    Redis Sentinel nodes B+23, B+24, Sentinels B+25..B+27;
+#                                    TLS PostgreSQL B+28
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
 #   DISTSYNC_REDIS_PORT [26379]       DISTSYNC_POSTGRES_PORT [25432]
 #   DISTSYNC_ETCD_TLS_PORT [23794]    DISTSYNC_ETCD_TLS_PEER_PORT [23804]
-#   DISTSYNC_REDIS_TLS_PORT [26380]
+#   DISTSYNC_REDIS_TLS_PORT [26380]   DISTSYNC_POSTGRES_TLS_PORT [25433]
 #   DISTSYNC_REDIS_HA_PORT [26381] (the two Sentinel-watched nodes use it and the next)
 #   DISTSYNC_SENTINEL_PORT [26383] (the three Sentinels use it and the next two)
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
@@ -63,14 +65,14 @@ is_port() { [[ $1 =~ ^[0-9]+$ ]] && ((1 <= $1 && $1 <= 65535)); }
 
 base=${DISTSYNC_PORT_BASE:-}
 if [[ -n $base ]]; then
-    if ! { is_port "$base" && is_port $((base + 27)); }; then
+    if ! { is_port "$base" && is_port $((base + 28)); }; then
         die "DISTSYNC_PORT_BASE=$base is not a usable port base"
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
-        $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)))
+        $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28)))
     default_dir=$ROOT/.servers/base-$base
 else
-    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383)
+    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -84,13 +86,14 @@ ETCD_TLS_PEER_PORT=${DISTSYNC_ETCD_TLS_PEER_PORT:-${defaults[7]}}
 REDIS_TLS_PORT=${DISTSYNC_REDIS_TLS_PORT:-${defaults[8]}}
 REDIS_HA_PORT=${DISTSYNC_REDIS_HA_PORT:-${defaults[9]}}
 SENTINEL_PORT=${DISTSYNC_SENTINEL_PORT:-${defaults[10]}}
+PG_TLS_PORT=${DISTSYNC_POSTGRES_TLS_PORT:-${defaults[11]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) "$REDIS_PORT" "$PG_PORT" \
-    "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)); do
+    "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT"; do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
-readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT
+readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT
 # The throwaway CA, certificates and passwords of the TLS servers.
 readonly TLS=$DIR/tls
 # The user and key prefix the TLS etcd's RBAC role and the TLS Redis's ACL allow.
@@ -134,6 +137,8 @@ tls_urls() {
     echo "DISTSYNC_TLS_DIR=$(printf %q "$TLS")"
     echo "DISTSYNC_ETCD_TLS_URL='etcd://$TLS_USER:$(<"$TLS/etcd.password")@$HOST:$ETCD_TLS_PORT/$TLS_PREFIX?tls=true&$files'"
     echo "DISTSYNC_REDIS_TLS_URL='rediss://$TLS_USER:$(<"$TLS/redis.password")@$HOST:$REDIS_TLS_PORT/0?namespace=$TLS_PREFIX:&$files'"
+    [[ -f $TLS/postgres.password ]] || return 0
+    echo "DISTSYNC_POSTGRES_TLS_URL='postgres://$TLS_USER:$(<"$TLS/postgres.password")@$HOST:$PG_TLS_PORT/distsync?sslmode=verify-full&sslrootcert=$(query_escape "$TLS/ca.crt")&sslcert=$(query_escape "$TLS/client.crt")&sslkey=$(query_escape "$TLS/client.key")'"
 }
 
 # Percent-encodes what would break a URL query value (a path with spaces, `&`, `#`...).
@@ -210,6 +215,18 @@ redis_tls_healthy() {
 # Ready means the distsync role can log in to its database, not just that the port answers.
 postgres_healthy() {
     PGCONNECT_TIMEOUT=2 "$(pg_bin)/psql" -h "$HOST" -p "$1" -U distsync -d distsync -Atqc 'select 1' >/dev/null 2>&1
+}
+# psql to the TLS PostgreSQL as USER (password file PASSWORD_FILE, client certificate of
+# the CA, server verified): pg_tls_psql USER PASSWORD_FILE DATABASE ARGS...
+pg_tls_psql() {
+    local user=$1 password=$2 database=$3
+    shift 3
+    PGCONNECT_TIMEOUT=5 PGPASSWORD=$(<"$password") PGSSLMODE=verify-full PGSSLROOTCERT=$TLS/ca.crt \
+        PGSSLCERT=$TLS/client.crt PGSSLKEY=$TLS/client.key \
+        "$(pg_bin)/psql" -h "$HOST" -p "$PG_TLS_PORT" -U "$user" -d "$database" "$@"
+}
+postgres_tls_healthy() {
+    pg_tls_psql "$TLS_USER" "$TLS/postgres.password" distsync -Atqc 'select 1' >/dev/null 2>&1
 }
 
 # wait_until WHAT LOG COMMAND...: bounded poll; on timeout, fail with the tail of LOG.
@@ -306,6 +323,8 @@ tls_ensure() {
         # Made by an earlier version of this script: add what it lacked.
         [[ -f $TLS/expired-client.crt ]] || (cd "$TLS" && tls_expired_client) >/dev/null 2>&1 ||
             log "warning: could not make $TLS/expired-client.crt"
+        [[ -f $TLS/postgres.password ]] || (cd "$TLS" && tls_postgres_passwords) ||
+            log "warning: could not make $TLS/postgres.password"
         return 0
     fi
     local tmp
@@ -325,6 +344,9 @@ tls_ensure() {
     local name
     for name in etcd-tls redis-tls; do stop_owned "$name" || true; done
     rm -rf "$DIR/etcd-tls/data"
+    # postgres-tls keeps its roles' passwords in its data directory.
+    postgres_stop postgres-tls || true
+    [[ ! -e $DIR/postgres-tls ]] || as_pg rm -rf "$(readlink -f "$DIR/postgres-tls")/data"
 }
 
 # issue NAME CA SUBJECT EXTENSIONS: a P-256 key and a certificate signed by CA.
@@ -373,7 +395,20 @@ tls_generate() {
     tls_issue other-client other-ca distsync-client "$client_ext"
     tls_expired_client
     for name in redis etcd etcd-root; do openssl rand -hex 16 >"$name.password"; done
+    tls_postgres_passwords
     touch complete
+}
+
+# The TLS PostgreSQL's passwords (its superuser's, and the distsync role's), made apart
+# so a TLS directory of an earlier version of this script gets them too.
+tls_postgres_passwords() {
+    (
+        umask 077
+        openssl rand -hex 16 >postgres-root.password.tmp &&
+            openssl rand -hex 16 >postgres.password.tmp &&
+            mv postgres-root.password.tmp postgres-root.password &&
+            mv postgres.password.tmp postgres.password
+    )
 }
 
 etcd_tls_start() {
@@ -524,7 +559,7 @@ as_pg() {
 # cannot reach it (a checkout under /root), a directory under /tmp that
 # $DIR/postgres links to.
 pg_home() {
-    local home=$DIR/postgres
+    local home=$DIR/${1:-postgres}
     if [[ ! -e $home ]]; then
         mkdir -p "$home"
         if ((EUID == 0)); then
@@ -586,17 +621,88 @@ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'distsync') \gexec
 EOF
 }
 
+# postgres_stop [NAME]: postgres (default) or postgres-tls.
 postgres_stop() {
-    local data=$DIR/postgres/data
+    local name=${1:-postgres}
+    local data=$DIR/$name/data
     [[ -f $data/postmaster.pid ]] || return 1
     as_pg "$(pg_bin)/pg_ctl" -D "$(readlink -f "$data")" -m fast -w -t "$WAIT_SECONDS" stop >/dev/null ||
-        die "pg_ctl stop failed (log: $(log_of postgres))"
-    rm -f "$DIR/postgres.pid"
-    log "stopped postgres"
+        die "pg_ctl stop failed (log: $(log_of "$name"))"
+    rm -f "$DIR/$name.pid"
+    log "stopped $name"
+}
+
+# The PostgreSQL that requires TLS and a password: its own data directory
+# ($DIR/postgres-tls), `ssl = on` with the throwaway CA's server certificate, only
+# `hostssl` logins from loopback, SCRAM passwords, and a client certificate of the CA
+# (clientcert=verify-ca) for every role. The superuser postgres and the role distsync
+# (owner of the database distsync) log in with the passwords in $TLS.
+postgres_tls_start() {
+    local home bin data file
+    home=$(pg_home postgres-tls)
+    bin=$(pg_bin)
+    data=$home/data
+    if [[ ! -f $data/PG_VERSION ]]; then
+        as_pg rm -rf "$data"
+        log "initdb $data (TLS)"
+        as_pg tee "$home/pwfile" <"$TLS/postgres-root.password" >/dev/null
+        as_pg chmod 600 "$home/pwfile"
+        as_pg "$bin/initdb" -D "$data" -U postgres --pwfile="$home/pwfile" -A scram-sha-256 \
+            --no-locale -E UTF8 >"$home/initdb.log" 2>&1 ||
+            { as_pg rm -f "$home/pwfile"; tail -n 20 "$home/initdb.log" >&2; die "initdb (TLS) failed"; }
+        as_pg rm -f "$home/pwfile"
+        echo "include_if_exists = 'distsync.conf'" | as_pg tee -a "$data/postgresql.conf" >/dev/null
+    fi
+    # The server reads its key as its own OS user, who cannot enter $TLS: copies in the
+    # data directory, rewritten on every start with the rest.
+    for file in server.crt server.key ca.crt; do
+        as_pg tee "$data/$file" <"$TLS/$file" >/dev/null
+        as_pg chmod 600 "$data/$file"
+    done
+    as_pg tee "$data/pg_hba.conf" >/dev/null <<EOF
+# TYPE  DATABASE USER ADDRESS       METHOD
+hostssl all      all  $HOST/32 scram-sha-256 clientcert=verify-ca
+EOF
+    as_pg tee "$data/distsync.conf" >/dev/null <<EOF
+port = $PG_TLS_PORT
+listen_addresses = '$HOST'
+unix_socket_directories = ''
+max_connections = 300
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_ca_file = 'ca.crt'
+password_encryption = 'scram-sha-256'
+EOF
+    as_pg "$bin/pg_ctl" -D "$data" -l "$home/server.log" -W start >/dev/null
+    wait_until "postgres-tls on port $PG_TLS_PORT" "$home/server.log" "$bin/pg_isready" -q -h "$HOST" -p "$PG_TLS_PORT" -t 2
+    head -n 1 "$data/postmaster.pid" >"$DIR/postgres-tls.pid"
+    log "started postgres-tls (pid $(<"$DIR/postgres-tls.pid"), log $home/server.log)"
+}
+
+# The TLS PostgreSQL's role distsync (not a superuser, its password set from $TLS) and
+# its database, made through the superuser when missing.
+postgres_tls_ensure_role() {
+    local bin
+    bin=$(pg_bin)
+    wait_until "postgres-tls on port $PG_TLS_PORT" "$(log_of postgres-tls)" "$bin/pg_isready" -q -h "$HOST" -p "$PG_TLS_PORT" -t 2
+    # The new password goes through the environment (\getenv), never a command line.
+    DISTSYNC_PG_PASSWORD=$(<"$TLS/postgres.password") pg_tls_psql postgres "$TLS/postgres-root.password" postgres \
+        -qAt -v ON_ERROR_STOP=1 >/dev/null <<'EOF' || log "warning: postgres-tls: could not create role and database distsync"
+SELECT 'CREATE ROLE distsync LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB'
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'distsync') \gexec
+\getenv pw DISTSYNC_PG_PASSWORD
+ALTER ROLE distsync PASSWORD :'pw';
+SELECT 'CREATE DATABASE distsync OWNER distsync'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'distsync') \gexec
+EOF
 }
 
 # Server names and, for the cluster, which member: etcd, etcd-N, redis, postgres.
-ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3)
+ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
@@ -607,21 +713,23 @@ port_of() {
     etcd-*) member_port "${1#etcd-}" ;;
     redis) echo "$REDIS_PORT" ;;
     postgres) echo "$PG_PORT" ;;
+    postgres-tls) echo "$PG_TLS_PORT" ;;
     esac
 }
 check() {
     case $1 in
     etcd-tls) etcd_tls_healthy ;;
     redis-tls) redis_tls_healthy "$(port_of "$1")" ;;
+    postgres-tls) postgres_tls_healthy ;;
     redis-ha-*) redis_healthy "$(port_of "$1")" ;;
     sentinel-*) sentinel_healthy "$(port_of "$1")" ;;
     etcd*) etcd_healthy "$(port_of "$1")" ;;
     *) "$1_healthy" "$(port_of "$1")" ;;
     esac
 }
-start() { case $1 in etcd-tls) etcd_tls_start ;; redis-tls) redis_tls_start ;; redis-ha-*) redis_ha_start "${1#redis-ha-}" ;; sentinel-*) sentinel_start "${1#sentinel-}" ;; etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
-stop() { case $1 in postgres) postgres_stop ;; *) stop_owned "$1" ;; esac }
-log_of() { case $1 in postgres) echo "$DIR/postgres/server.log" ;; *) echo "$DIR/$1.log" ;; esac }
+start() { case $1 in etcd-tls) etcd_tls_start ;; redis-tls) redis_tls_start ;; postgres-tls) postgres_tls_start ;; redis-ha-*) redis_ha_start "${1#redis-ha-}" ;; sentinel-*) sentinel_start "${1#sentinel-}" ;; etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
+stop() { case $1 in postgres | postgres-tls) postgres_stop "$1" ;; *) stop_owned "$1" ;; esac }
+log_of() { case $1 in postgres | postgres-tls) echo "$DIR/$1/server.log" ;; *) echo "$DIR/$1.log" ;; esac }
 
 # bring_up NAME...: start each named server whose port is closed, then wait for all of
 # them to answer (all are started before any wait: a cluster member is only healthy
@@ -637,6 +745,7 @@ bring_up() {
     done
     for name in "$@"; do
         [[ $name != postgres ]] || check postgres || postgres_ensure_role
+        [[ $name != postgres-tls ]] || check postgres-tls || postgres_tls_ensure_role
         wait_until "$name on port $(port_of "$name")" "$(log_of "$name")" check "$name"
         [[ $name != etcd-tls ]] || etcd_tls_ensure_auth || die "etcd-tls: could not enable auth (log: $(log_of etcd-tls))"
     done
@@ -681,8 +790,8 @@ status)
         state=down
         if check "$name" 2>/dev/null; then state=up; else down=1; fi
         who="not started here"
-        if [[ $name == postgres ]]; then
-            [[ -f $DIR/postgres/data/postmaster.pid ]] && who="started here"
+        if [[ $name == postgres || $name == postgres-tls ]]; then
+            [[ -f $DIR/$name/data/postmaster.pid ]] && who="started here"
         elif pid=$(owned_pid "$name"); then
             who="started here, pid $pid"
         fi
@@ -694,7 +803,7 @@ env)
     urls | sed 's/^/export /'
     ;;
 restart)
-    case ${1:-} in etcd | redis | postgres | etcd-tls | redis-tls) ;; *) die "restart what? etcd, redis, postgres, etcd-tls or redis-tls" ;; esac
+    case ${1:-} in etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls) ;; *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls or postgres-tls" ;; esac
     lock_state_dir
     if ! stop "$1" && port_open "$(port_of "$1")"; then
         die "$1 on port $(port_of "$1") was not started by this script (state in $DIR); not touching it"

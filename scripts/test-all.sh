@@ -3,8 +3,9 @@
 # (scripts/servers.sh up), then runs, timing each step:
 #   cargo fmt --check, clippy -D warnings, cargo test --workspace --all-features, the
 #   conformance runner over memory, etcd, Redis and PostgreSQL, then the runner over the
-#   TLS and authenticated etcd and Redis (a subset of cases) and their typed-error tests
-#   (untrusted CA, client certificate of another CA, wrong password, silent server).
+#   TLS and authenticated etcd, Redis and PostgreSQL (a subset of cases) and their
+#   typed-error tests (untrusted CA, client certificate of another CA or expired, wrong
+#   password, silent server, no password in errors or logs).
 # Every step runs even when an earlier one failed (so one run reports everything),
 # except the tests when the servers did not come up; the exit status is non-zero if
 # any step failed. Works on a fresh Debian 12 machine with a Rust toolchain (run as
@@ -38,8 +39,10 @@ mask_passwords() { sed -E 's#(://[^:/@[:space:]]*:)[^@/[:space:]]*@#\1***@#g'; }
 tls_conformance() {
     : "${DISTSYNC_REDIS_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_ETCD_TLS_URL:?not set: scripts/servers.sh env prints it}"
+    : "${DISTSYNC_POSTGRES_TLS_URL:?not set: scripts/servers.sh env prints it}"
     cargo run -q -p distsync-conformance --features full -- \
         --backend "$DISTSYNC_REDIS_TLS_URL" --backend "$DISTSYNC_ETCD_TLS_URL" \
+        --backend "$DISTSYNC_POSTGRES_TLS_URL" \
         --case lock_mutual_exclusion --case election_one_leader --case queue_fifo 2>&1 | mask_passwords
 }
 
@@ -67,10 +70,10 @@ step test cargo test --workspace --all-features
 # matrix must also match README's in everything but figures.
 step conformance scripts/check-readme-matrix.sh
 # TLS, client certificates and authentication (etcd RBAC limited to the namespace,
-# Redis ACL): the runner over those servers, then the typed errors as cargo tests
+# Redis ACL, PostgreSQL SCRAM with a required client certificate): the runner over those servers, then the typed errors as cargo tests
 # (they also run in `test` above; here they are reported on their own).
 step tls-conform tls_conformance
-step tls-errors cargo test -q -p distsync-redis -p distsync-etcd --test tls_auth --test tls_logs
+step tls-errors cargo test -q -p distsync-redis -p distsync-etcd -p distsync-postgres --test tls_auth --test tls_logs
 
 summary
 exit "$failed"

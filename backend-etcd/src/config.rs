@@ -364,26 +364,8 @@ fn parse_userinfo(userinfo: &str) -> std::result::Result<(String, String), Strin
     Ok((user, password))
 }
 
-/// A timeout from a URL: a whole number of milliseconds (`1500`), or a whole number
-/// with the unit `ms`, `s` or `m`; zero is refused.
-fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "ms"),
-    };
-    let bad = || format!("{text:?} is not a duration (e.g. `1500`, `1500ms`, `2s`, `1m`)");
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
-    if duration.is_zero() {
-        return Err(format!("{text:?}: a timeout must be greater than zero"));
-    }
-    Ok(duration)
-}
+/// A timeout from a URL (the syntax every backend's URL shares).
+use distsync_core::timeout::parse_url_timeout as parse_duration;
 
 /// `""` stays empty; anything else must be a valid [`Name`] once one trailing `/` is
 /// taken off, and gets that `/` back.

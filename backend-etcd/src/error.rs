@@ -72,9 +72,32 @@ pub(crate) fn is_lease_not_found(error: &etcd_client::Error) -> bool {
     }
 }
 
-/// A distsync error for an etcd-client error: connection and availability problems
-/// become [`Error::Connection`], everything else [`Error::Backend`].
+/// Whether etcd refused the login: a wrong user or password (`authentication failed`),
+/// or a token it no longer accepts (`invalid auth token`, `Unauthenticated`). The
+/// server's message never holds the password.
+pub(crate) fn is_auth_failure(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            status.code() == Code::Unauthenticated
+                || message.contains("authentication failed")
+                || message.contains("invalid auth token")
+        }
+        _ => false,
+    }
+}
+
+/// A distsync error for an etcd-client error: a refused login becomes
+/// [`Error::Authentication`], connection and availability problems
+/// [`Error::Connection`], everything else [`Error::Backend`].
 pub(crate) fn to_error(error: etcd_client::Error) -> Error {
+    if is_auth_failure(&error) {
+        let message = match &error {
+            etcd_client::Error::GRpcStatus(status) => status.message().to_owned(),
+            other => other.to_string(),
+        };
+        return Error::authentication(BACKEND, message);
+    }
     match classify(&error) {
         Failure::NotSent | Failure::Transient => Error::connection(BACKEND, error),
         Failure::Permanent => Error::backend(BACKEND, error),
@@ -117,6 +140,26 @@ mod tests {
             classify(&etcd_client::Error::GRpcStatus(refused)),
             Failure::NotSent
         );
+    }
+
+    #[test]
+    fn a_refused_login_is_an_authentication_error() {
+        let refused = etcd_client::Error::GRpcStatus(tonic::Status::new(
+            Code::InvalidArgument,
+            "etcdserver: authentication failed, invalid user ID or password",
+        ));
+        let error = to_error(refused);
+        assert!(matches!(error, Error::Authentication { .. }), "{error:?}");
+        assert!(!error.is_transient());
+        assert!(
+            error.to_string().contains("authentication failed"),
+            "{error}"
+        );
+        let expired = etcd_client::Error::GRpcStatus(tonic::Status::new(
+            Code::Unauthenticated,
+            "etcdserver: invalid auth token",
+        ));
+        assert!(matches!(to_error(expired), Error::Authentication { .. }));
     }
 
     #[test]

@@ -109,9 +109,9 @@ pub async fn backend(url: &str) -> Result<EtcdBackend> {
 /// - [`Error::Connection`] when no member answers within the connect timeout, or the
 ///   TLS handshake fails (an untrusted server certificate, a client certificate the
 ///   server refuses);
-/// - [`Error::Backend`] whose message starts with "authentication failed" for a wrong
-///   user or password, or with "permission denied" when the user may not read the
-///   namespace.
+/// - [`Error::Authentication`] for a wrong user or password;
+/// - [`Error::Backend`] whose message starts with "permission denied" when the user
+///   may not read the namespace.
 pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
     let timeout = config.connect_timeout();
     let connect = async {
@@ -260,17 +260,12 @@ async fn probe(client: &Client, namespace: &str) -> Result<()> {
         .map_err(connect_error)
 }
 
-/// A connect-time error: a refused login or permission says so in plain words (the
-/// server's message never holds the password); the rest as any request's.
+/// A connect-time error: a refused permission says so in plain words (the server's
+/// message never holds the password); the rest (a refused login included, see
+/// [`to_error`]) as any request's.
 fn connect_error(error: etcd_client::Error) -> Error {
     if let etcd_client::Error::GRpcStatus(status) = &error {
         let message = status.message();
-        if message.contains("authentication failed") || message.contains("invalid auth token") {
-            return Error::backend(
-                BACKEND,
-                format!("authentication failed (check the user and password): {message}"),
-            );
-        }
         if status.code() == tonic::Code::PermissionDenied {
             return Error::backend(
                 BACKEND,

@@ -143,7 +143,7 @@ async fn a_wrong_password_is_an_authentication_error_without_the_password() {
     let wrong_password = "not-the-password-4f1c";
     let wrong = url.replace(&format!(":{real}@"), &format!(":{wrong_password}@"));
     let error = connect_err(&wrong, DEFAULT_CONNECT_TIMEOUT).await;
-    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    assert!(matches!(error, Error::Authentication { .. }), "{error:?}");
     assert!(
         error.to_string().contains("authentication failed"),
         "{error}"

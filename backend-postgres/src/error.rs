@@ -42,9 +42,24 @@ pub(crate) fn is_connection_loss(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Converts a `sqlx` error: connection failures become [`Error::Connection`], the rest
-/// [`Error::Backend`].
+/// The server refused the login: SQLSTATE class 28 ("invalid authorization
+/// specification": `28P01` a wrong password, `28000` no `pg_hba.conf` entry allows
+/// it, e.g. a role without the required client certificate).
+pub(crate) fn is_auth_failure(error: &sqlx::Error) -> bool {
+    matches!(sqlstate(error), Some(code) if code.starts_with("28"))
+}
+
+/// Converts a `sqlx` error: a refused login becomes [`Error::Authentication`] (with the
+/// server's message, which never holds the password), connection failures
+/// [`Error::Connection`], the rest [`Error::Backend`].
 pub(crate) fn map(error: sqlx::Error) -> Error {
+    if is_auth_failure(&error) {
+        let message = match &error {
+            sqlx::Error::Database(db) => db.message().to_owned(),
+            other => other.to_string(),
+        };
+        return Error::authentication(BACKEND, message);
+    }
     if is_connection_loss(&error) {
         Error::connection(BACKEND, error)
     } else {

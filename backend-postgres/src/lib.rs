@@ -15,6 +15,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Connecting
+//! TLS as libpq (`sslmode=require|verify-ca|verify-full`, `sslrootcert`, `sslcert`,
+//! `sslkey`; rustls through sqlx, the cargo feature `tls`, on by default), SCRAM
+//! passwords, `connect_timeout=` and `timeout=`: see [`PgUrl::parse`]. A wrong password
+//! is [`Error::Authentication`]; no password appears in errors, logs or `Debug`. In
+//! code: [`backend_with_url`]; with a `sqlx::PgPool` of your own: [`backend_from_pool`]
+//! (its requirements: session pooling, one role, durable commits).
+//!
 //! # How it works
 //! Each part's design is documented in its module:
 //! - [`schema`]: tables and functions, created on first use, idempotently, in the
@@ -113,7 +121,13 @@ pub mod semaphore;
 pub mod session;
 mod shared;
 pub mod stm;
+mod tls;
 pub mod url;
+
+/// The `sqlx` this crate is built with, for [`backend_from_pool`] (its `PgPool` and
+/// `PgConnectOptions` must come from this version).
+pub use sqlx;
+pub use url::PgUrl;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,38 +153,150 @@ const REAPER_SIZE: u32 = 2;
 
 /// Connects to the database named by `url` and returns a [`Coordinator`] over it.
 ///
+/// Cancel-safe: dropping the future drops the connection attempt.
+///
 /// # Errors
-/// [`Error::InvalidUrl`] for a malformed URL, or the connection or schema-creation error.
+/// As [`backend`].
 pub async fn connect(url: &str) -> Result<Coordinator> {
     Ok(Coordinator::new(backend(url).await?))
 }
 
-/// Connects to the database named by `url`, creating the schema's objects if needed.
+/// Connects to the database named by `url` (see [`PgUrl::parse`] for the URL form,
+/// TLS and timeouts), creating the schema's objects if needed.
+///
+/// Cancel-safe: dropping the future drops the connection attempt.
 ///
 /// # Errors
-/// As [`connect`].
+/// [`Error::InvalidUrl`] for a malformed URL (password masked), and as
+/// [`backend_with_url`].
 pub async fn backend(url: &str) -> Result<PostgresBackend> {
-    let parsed = url::parse(url)?;
-    checks::refuse_transaction_pooling(&parsed.options).await?;
-    let pool = pool_options(POOL_SIZE)
-        .connect_with(parsed.options.clone().application_name("distsync"))
+    backend_with_url(&PgUrl::parse(url)?).await
+}
+
+/// Like [`backend`], from an already parsed (or built, [`PgUrl::from_options`]) URL.
+///
+/// Cancel-safe: dropping the future drops the connection attempt.
+///
+/// # Errors
+/// - [`Error::InvalidArgument`] for certificate or key files that cannot be read;
+/// - [`Error::Connection`] when the server cannot be reached, fails the TLS handshake
+///   (an untrusted server certificate, a client certificate it refuses) or does not
+///   answer within the connect timeout;
+/// - [`Error::Authentication`] for a wrong user or password, or a login `pg_hba.conf`
+///   refuses (e.g. without the client certificate it requires);
+/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode, or for a role
+///   that could not end other sessions' connections ([`checks`]);
+/// - the schema-creation error.
+pub async fn backend_with_url(url: &PgUrl) -> Result<PostgresBackend> {
+    tls::check_files(url)?;
+    let pool = within_connect_timeout(url, async {
+        checks::refuse_transaction_pooling(&url.options).await?;
+        pool_options(POOL_SIZE, url)
+            .connect_with(url.options.clone().application_name("distsync"))
+            .await
+            .map_err(map)
+    })
+    .await?;
+    finish(pool, url).await
+}
+
+/// A backend over a [`sqlx::PgPool`] of your own (its queues, barriers, STM and name
+/// lookups run on it), and `url`'s connection options, schema and timeouts for the
+/// connections it opens itself: each session's control and hold connections, the
+/// reaper's two connections and the checks made here. Build `url` with
+/// [`PgUrl::from_options`] from the same `PgConnectOptions` as the pool (credentials,
+/// TLS), or parse one.
+///
+/// Requirements:
+/// - **Session pooling.** If a pooler (PgBouncer, ...) stands between the application
+///   and PostgreSQL, it must run `pool_mode = session` for both the pool and the
+///   dedicated connections: session-level advisory locks and `LISTEN` belong to a
+///   server connection. A transaction pooler behind `url` is detected and refused.
+/// - **One role** for every process sharing the schema (or members of
+///   `pg_signal_backend`), with `CREATE` on the database or on an existing schema
+///   (see [`checks`] and [`schema`]); the pool and `url` must log in as that role.
+/// - **Durable commits** on the pool: `synchronous_commit` `on` (the server's
+///   default); a pool whose connections say otherwise is refused (checked on one
+///   connection), since fencing counters must not go backwards after a crash. Set it
+///   per connection with `after_connect` running
+///   `SELECT set_config('synchronous_commit', 'on', false)` if the role's or
+///   database's default is off.
+/// - Room in the pool: blocked STM bodies and dequeues hold pool connections while
+///   they run.
+///
+/// Cancel-safe: dropping the future drops the checks.
+///
+/// # Errors
+/// As [`backend_with_url`]; [`Error::InvalidArgument`] for a pool whose commits are
+/// not durable.
+pub async fn backend_from_pool(pool: sqlx::PgPool, url: &PgUrl) -> Result<PostgresBackend> {
+    tls::check_files(url)?;
+    within_connect_timeout(url, async {
+        checks::refuse_transaction_pooling(&url.options).await?;
+        let commit: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+            .fetch_one(&pool)
+            .await
+            .map_err(map)?;
+        if !matches!(commit.as_str(), "on" | "remote_write" | "remote_apply") {
+            return Err(Error::InvalidArgument(format!(
+                "the pool's connections run with synchronous_commit = {commit}: fencing \
+                 tokens could go backwards after a server crash (set it to on, e.g. in \
+                 the pool's after_connect)"
+            )));
+        }
+        Ok(())
+    })
+    .await?;
+    finish(pool, url).await
+}
+
+/// Runs `connect` for at most the connect timeout of `url`, then an
+/// [`Error::Connection`] naming the server (password masked).
+async fn within_connect_timeout<T>(
+    url: &PgUrl,
+    connect: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let timeout = url.connect_timeout();
+    tokio::time::timeout(timeout, connect)
         .await
-        .map_err(map)?;
-    let reaper = pool_options(REAPER_SIZE)
-        .connect_lazy_with(parsed.options.clone().application_name("distsync/reaper"));
-    let ns_oid = schema::ensure(&pool, &parsed.schema).await?;
-    let shared = Shared::new(pool, reaper, parsed.options, parsed.schema, ns_oid);
-    checks::require_signal_rights(&shared.pool, &format!("distsync/{ns_oid}/")).await?;
+        .unwrap_or_else(|_| {
+            Err(Error::connection(
+                BACKEND,
+                format!(
+                    "{url} did not answer within the connect timeout ({timeout:?}; \
+                     `connect_timeout=` in the URL)"
+                ),
+            ))
+        })
+}
+
+/// The rest of connecting, on a working pool: the reaper's pool, the schema, the
+/// signal rights.
+async fn finish(pool: sqlx::PgPool, url: &PgUrl) -> Result<PostgresBackend> {
+    let reaper = pool_options(REAPER_SIZE, url)
+        .connect_lazy_with(url.options.clone().application_name("distsync/reaper"));
+    let holds = pool_options(HOLDS_SIZE, url)
+        .connect_lazy_with(url.options.clone().application_name("distsync/holds"));
+    let ns_oid = schema::ensure(&pool, &url.schema).await?;
+    let pools = shared::Pools {
+        pool,
+        holds,
+        reaper,
+    };
+    let shared = Shared::new(pools, url.schema.clone(), ns_oid, Limits::default());
+    tracing::debug!(backend = BACKEND, %url, "connected");
     Ok(PostgresBackend {
         shared: Arc::new(shared),
         capabilities: capabilities(),
     })
 }
 
-/// Pool options whose connections commit durably (see [`conn::POOL_SETUP`]).
-fn pool_options(size: u32) -> PgPoolOptions {
+/// Pool options whose connections commit durably (see [`conn::POOL_SETUP`]); opening a
+/// connection or waiting for a free one is bounded by `url`'s request timeout.
+fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
+        .acquire_timeout(url.request_timeout())
         .after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::query(conn::POOL_SETUP).execute(conn).await?;

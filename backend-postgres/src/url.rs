@@ -1,69 +1,248 @@
-//! Parsing `postgres://user@host:port/db[?schema=...]` URLs.
+//! Parsing `postgres://user[:password]@host:port/db[?param=value&...]` URLs, and the
+//! same settings built in code ([`PgUrl::from_options`]).
 
+use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
+use distsync_core::timeout::parse_url_timeout;
 use distsync_core::{Error, Result};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// The schema used when the URL names none.
 pub const DEFAULT_SCHEMA: &str = "distsync";
 
-/// A parsed backend URL: how to connect, and the schema holding distsync's tables.
-#[derive(Clone, Debug)]
+/// How long connecting may take when the URL does not say (`connect_timeout=`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one request may wait when the URL does not say (`timeout=`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A parsed backend URL: how to connect, the schema holding distsync's tables, and the
+/// timeouts.
+///
+/// `Debug` and `Display` never show the password (see [`PgUrl::parse`] for the URL
+/// form).
+#[derive(Clone)]
 pub struct PgUrl {
-    /// Connection options for `sqlx` (everything in the URL but `schema`).
+    /// Connection options for `sqlx` (everything in the URL but `schema`,
+    /// `connect_timeout` and `timeout`). Its own `Debug` shows the password: print the
+    /// `PgUrl` instead.
     pub options: PgConnectOptions,
     /// The schema (namespace) of every table, function and lock key of this backend.
     pub schema: String,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    /// The certificate and key files named in the URL, checked at connect.
+    files: Vec<(&'static str, String)>,
+    /// The URL with its secrets masked, for `Display` and errors.
+    display: String,
 }
 
-/// Parses a backend URL.
-///
-/// Accepts the schemes `postgres` and `postgresql`, every connection parameter `sqlx`
-/// understands (`sslmode`, `application_name`, ...), and `schema`: an identifier of 1 to
-/// 63 ASCII letters, digits and underscores, not starting with a digit (default
-/// [`DEFAULT_SCHEMA`]).
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgUrl")
+            .field("url", &self.display)
+            .field("schema", &self.schema)
+            .field("ssl_mode", &self.options.get_ssl_mode())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Parses a backend URL (see [`PgUrl::parse`]).
 ///
 /// # Errors
-/// [`Error::InvalidUrl`] for an unparsable URL, another scheme, a missing host, or an
-/// invalid schema name.
+/// As [`PgUrl::parse`].
 pub fn parse(url: &str) -> Result<PgUrl> {
-    let invalid = |reason: String| Error::InvalidUrl {
-        url: distsync_core::redact_url(url),
-        reason,
-    };
-    let mut parsed = url::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
-    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-        return Err(invalid(format!(
-            "scheme `{}` is not postgres:// or postgresql://",
-            parsed.scheme()
-        )));
-    }
-    if parsed.host_str().map_or(true, str::is_empty) {
-        return Err(invalid("no host".into()));
-    }
-    let mut schema = None;
-    let mut rest = Vec::new();
-    for (key, value) in parsed.query_pairs() {
-        if key == "schema" {
-            schema = Some(value.into_owned());
-        } else {
-            rest.push((key.into_owned(), value.into_owned()));
+    PgUrl::parse(url)
+}
+
+impl PgUrl {
+    /// Parses a backend URL:
+    /// `postgres[ql]://[user[:password]@]host[:port]/database[?param=value&...]`, with
+    /// libpq's parameters for TLS and every other connection parameter `sqlx`
+    /// understands (`application_name`, `password`, ...):
+    ///
+    /// | parameter | meaning | default |
+    /// |---|---|---|
+    /// | `schema` | schema of every table and function: 1 to 63 ASCII letters, digits and `_`, not starting with a digit | [`DEFAULT_SCHEMA`] |
+    /// | `sslmode` | `disable`, `allow` (as `disable`), `prefer` (TLS if the server offers it, unverified), `require` (TLS, unverified; as `verify-ca` when `sslrootcert` is given, as libpq does), `verify-ca` (the server's certificate chains to a trusted CA), `verify-full` (and names the host) | `prefer` (or `PGSSLMODE`) |
+    /// | `sslrootcert` | PEM file of CA certificates to trust, added to the system's roots | the system's roots |
+    /// | `sslcert`, `sslkey` | PEM client certificate and its key, both or neither | none |
+    /// | `connect_timeout` | connecting in all: TCP, TLS, login, the checks made at connect; also opening a pool connection later | [`DEFAULT_CONNECT_TIMEOUT`] |
+    /// | `timeout` | waiting for a pool connection (free or new) for one request | [`DEFAULT_REQUEST_TIMEOUT`] |
+    ///
+    /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
+    /// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`); note that libpq's own
+    /// `connect_timeout` counts seconds, so write the unit (`connect_timeout=10s`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] (password masked) for an unparsable URL, another scheme, a
+    /// missing host, an invalid schema name, timeout or `sslmode`, or `sslcert` without
+    /// `sslkey` (or the reverse); [`Error::Unsupported`] for an `sslmode` that requires
+    /// TLS in a build without the cargo feature `tls`.
+    pub fn parse(url: &str) -> Result<Self> {
+        let display = distsync_core::redact_url(url);
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: display.clone(),
+            reason,
+        };
+        let mut parsed = url::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(invalid(format!(
+                "scheme `{}` is not postgres:// or postgresql://",
+                parsed.scheme()
+            )));
         }
+        if parsed.host_str().map_or(true, str::is_empty) {
+            return Err(invalid("no host".into()));
+        }
+        let mut schema = None;
+        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+        let mut request_timeout = DEFAULT_REQUEST_TIMEOUT;
+        let mut files = Vec::new();
+        let mut rest = Vec::new();
+        for (key, value) in parsed.query_pairs() {
+            match &*key {
+                "schema" => schema = Some(value.into_owned()),
+                "connect_timeout" => {
+                    connect_timeout = parse_url_timeout(&value)
+                        .map_err(|reason| invalid(format!("connect_timeout: {reason}")))?;
+                }
+                "timeout" => {
+                    request_timeout = parse_url_timeout(&value)
+                        .map_err(|reason| invalid(format!("timeout: {reason}")))?;
+                }
+                _ => {
+                    let what = match &*key {
+                        "sslmode" | "ssl-mode" => {
+                            PgSslMode::from_str(&value).map_err(|_| {
+                                invalid(format!(
+                                    "sslmode {value:?} is not one of disable, allow, prefer, \
+                                     require, verify-ca, verify-full"
+                                ))
+                            })?;
+                            None
+                        }
+                        "sslrootcert" | "ssl-root-cert" | "ssl-ca" => Some("CA certificate"),
+                        "sslcert" | "ssl-cert" => Some("client certificate"),
+                        "sslkey" | "ssl-key" => Some("client key"),
+                        _ => None,
+                    };
+                    if let Some(what) = what {
+                        if value.is_empty() {
+                            return Err(invalid(format!("{key}: empty path")));
+                        }
+                        files.push((what, value.to_string()));
+                    }
+                    rest.push((key.into_owned(), value.into_owned()));
+                }
+            }
+        }
+        let has = |what: &str| files.iter().any(|(kind, _)| *kind == what);
+        if has("client certificate") != has("client key") {
+            return Err(invalid(
+                "sslcert and sslkey go together (both or neither)".into(),
+            ));
+        }
+        let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+        validate_schema(&schema)
+            .map_err(|reason| invalid(format!("schema {schema:?} {reason}")))?;
+        if rest.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(&rest);
+        }
+        // No `extra_float_digits` startup parameter: PgBouncer rejects it unless told to
+        // ignore it (the backend reads no floats as text).
+        let mut options = PgConnectOptions::from_str(parsed.as_str())
+            .map_err(|error| invalid(error.to_string()))?
+            .extra_float_digits(None);
+        // libpq: "if a root CA file exists, sslmode=require behaves as verify-ca".
+        if matches!(options.get_ssl_mode(), PgSslMode::Require) && has("CA certificate") {
+            options = options.ssl_mode(PgSslMode::VerifyCa);
+        }
+        crate::tls::check_mode(options.get_ssl_mode())?;
+        Ok(Self {
+            options,
+            schema,
+            connect_timeout,
+            request_timeout,
+            files,
+            display,
+        })
     }
-    let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
-    validate_schema(&schema).map_err(|reason| invalid(format!("schema {schema:?} {reason}")))?;
-    if rest.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(&rest);
+
+    /// Settings from connection options built in code (with your own credentials and
+    /// TLS files), the schema [`DEFAULT_SCHEMA`] and the default timeouts.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for an SSL mode that requires TLS in a build without the
+    /// cargo feature `tls`.
+    pub fn from_options(options: PgConnectOptions) -> Result<Self> {
+        crate::tls::check_mode(options.get_ssl_mode())?;
+        let display = format!(
+            "postgres://{}@{}:{}/{}",
+            options.get_username(),
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        Ok(Self {
+            options,
+            schema: DEFAULT_SCHEMA.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            files: Vec::new(),
+            display,
+        })
     }
-    // No `extra_float_digits` startup parameter: PgBouncer rejects it unless told to
-    // ignore it (the backend reads no floats as text).
-    let options = PgConnectOptions::from_str(parsed.as_str())
-        .map_err(|error| invalid(error.to_string()))?
-        .extra_float_digits(None);
-    Ok(PgUrl { options, schema })
+
+    /// Sets the schema (same rules as the URL's `schema`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid schema name.
+    pub fn with_schema(mut self, schema: &str) -> Result<Self> {
+        validate_schema(schema)
+            .map_err(|reason| Error::InvalidArgument(format!("schema {schema:?} {reason}")))?;
+        self.schema = schema.to_owned();
+        Ok(self)
+    }
+
+    /// Overrides the connect timeout (see [`PgUrl::parse`]); zero counts as 1 ms.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Overrides the request timeout (see [`PgUrl::parse`]); zero counts as 1 ms.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The connect timeout (`connect_timeout=`).
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The request timeout (`timeout=`).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The certificate and key files the URL names, as (what, path).
+    pub(crate) fn files(&self) -> &[(&'static str, String)] {
+        &self.files
+    }
 }
 
 fn validate_schema(schema: &str) -> std::result::Result<(), &'static str> {
@@ -103,6 +282,78 @@ mod tests {
     fn defaults_schema_and_accepts_postgresql_scheme() {
         let url = parse("postgresql://u@h/db").unwrap();
         assert_eq!(url.schema, DEFAULT_SCHEMA);
+    }
+
+    #[test]
+    fn tls_parameters_and_timeouts() {
+        let url = parse(
+            "postgres://u:pw-3e1@h/db?sslmode=verify-full&sslrootcert=/ca.crt\
+             &sslcert=/c.crt&sslkey=/c.key&connect_timeout=1500&timeout=2s",
+        )
+        .unwrap();
+        assert!(matches!(url.options.get_ssl_mode(), PgSslMode::VerifyFull));
+        assert_eq!(url.connect_timeout(), Duration::from_millis(1500));
+        assert_eq!(url.request_timeout(), Duration::from_secs(2));
+        assert_eq!(url.files().len(), 3);
+        for shown in [format!("{url:?}"), url.to_string()] {
+            assert!(!shown.contains("pw-3e1"), "{shown}");
+            assert!(shown.contains("u:***@h"), "{shown}");
+        }
+        let plain = parse("postgres://u@h/db").unwrap();
+        assert_eq!(plain.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(plain.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
+        // As libpq: `require` with a CA file verifies the chain.
+        let require = parse("postgres://u@h/db?sslmode=require&sslrootcert=/ca.crt").unwrap();
+        assert!(matches!(
+            require.options.get_ssl_mode(),
+            PgSslMode::VerifyCa
+        ));
+        let coded = plain
+            .with_connect_timeout(Duration::ZERO)
+            .with_request_timeout(Duration::from_secs(3))
+            .with_schema("other")
+            .unwrap();
+        assert_eq!(coded.connect_timeout(), Duration::from_millis(1));
+        assert_eq!(coded.request_timeout(), Duration::from_secs(3));
+        assert_eq!(coded.schema, "other");
+        assert!(matches!(
+            coded.with_schema("1x"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn options_built_in_code_never_show_the_password() {
+        let options = PgConnectOptions::new()
+            .host("db")
+            .username("app")
+            .password("pw-77aa")
+            .database("app");
+        let url = PgUrl::from_options(options).unwrap();
+        assert_eq!(url.schema, DEFAULT_SCHEMA);
+        for shown in [format!("{url:?}"), url.to_string()] {
+            assert!(!shown.contains("pw-77aa"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_tls_and_timeout_parameters_without_the_password() {
+        for bad in [
+            "postgres://u:pw-91c@h/db?sslmode=sometimes",
+            "postgres://u:pw-91c@h/db?sslcert=/c.crt",
+            "postgres://u:pw-91c@h/db?sslkey=/c.key",
+            "postgres://u:pw-91c@h/db?sslrootcert=",
+            "postgres://u:pw-91c@h/db?connect_timeout=0",
+            "postgres://u:pw-91c@h/db?timeout=1h",
+        ] {
+            match parse(bad) {
+                Err(error @ Error::InvalidUrl { .. }) => {
+                    let shown = format!("{error} {error:?}");
+                    assert!(!shown.contains("pw-91c"), "{shown}");
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -151,8 +151,8 @@ impl RedisBackend {
     /// `rediss://` in a build without the `tls` feature; [`Error::Connection`] when
     /// the server cannot be reached, fails the TLS handshake (an untrusted server
     /// certificate, a client certificate the server refuses) or does not answer within
-    /// the connect timeout; [`Error::Backend`] whose message starts with
-    /// "authentication failed" for a wrong user or password; [`Error::InvalidArgument`]
+    /// the connect timeout; [`Error::Authentication`] for a wrong user or password;
+    /// [`Error::InvalidArgument`]
     /// when the server may evict keys (its `maxmemory-policy` is not `noeviction`, or
     /// cannot be read) and the URL does not say `allow_eviction=true`.
     ///

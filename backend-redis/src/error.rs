@@ -10,14 +10,11 @@ use crate::BACKEND;
 /// anything else [`Error::Backend`].
 ///
 /// A refused login (wrong user or password, or none where one is required) is
-/// [`Error::Backend`] whose message starts with "authentication failed" (not transient:
-/// retrying does not help). The server's reply never contains the password.
+/// [`Error::Authentication`] (not transient: retrying does not help). The server's
+/// reply never contains the password.
 pub(crate) fn redis_error(error: RedisError) -> Error {
     if auth_failed(&error) {
-        return Error::backend(
-            BACKEND,
-            format!("authentication failed (check the user and password): {error}"),
-        );
+        return Error::authentication(BACKEND, error.to_string());
     }
     if error.is_io_error()
         || error.is_connection_dropped()
@@ -137,7 +134,7 @@ mod tests {
     fn a_refused_login_says_authentication_failed() {
         let refused = RedisError::from((ErrorKind::AuthenticationFailed, "WRONGPASS"));
         let error = redis_error(refused);
-        assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+        assert!(matches!(error, Error::Authentication { .. }), "{error:?}");
         assert!(!error.is_transient());
         assert!(
             error.to_string().contains("authentication failed"),

@@ -192,8 +192,7 @@ pub const BACKEND: &str = "redis";
 /// [`distsync_core::Error::InvalidArgument`] for unreadable certificate files,
 /// [`distsync_core::Error::Connection`] when the server cannot be reached, refuses the
 /// TLS handshake or does not answer within the connect timeout,
-/// [`distsync_core::Error::Backend`] saying "authentication failed" for a wrong user
-/// or password,
+/// [`distsync_core::Error::Authentication`] for a wrong user or password,
 /// [`distsync_core::Error::InvalidArgument`] when the server may evict keys and the
 /// URL does not say `allow_eviction=true` ([`RedisBackend::connect`]).
 ///

@@ -132,26 +132,8 @@ impl RedisOptions {
     }
 }
 
-/// Parses a timeout from a URL: a whole number of milliseconds (`1500`), or a whole
-/// number with the unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`); zero is refused.
-pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "ms"),
-    };
-    let bad = || format!("{text:?} is not a duration (e.g. `1500`, `1500ms`, `2s`, `1m`)");
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
-    if duration.is_zero() {
-        return Err(format!("{text:?}: a timeout must be greater than zero"));
-    }
-    Ok(duration)
-}
+/// Parses a timeout from a URL (the syntax every backend's URL shares).
+pub(crate) use distsync_core::timeout::parse_url_timeout as parse_duration;
 
 #[cfg(feature = "tls")]
 /// An [`Error::InvalidArgument`] for an unreadable certificate or key file (the path
@@ -167,27 +149,6 @@ pub(crate) fn read_pem(what: &str, path: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1500"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        for bad in [
-            "",
-            "0",
-            "0s",
-            "-1",
-            "1h",
-            "1.5s",
-            "s",
-            "2 s",
-            "99999999999999999999m",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn zero_timeouts_in_code_become_one_millisecond() {

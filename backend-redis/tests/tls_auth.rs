@@ -147,7 +147,7 @@ async fn a_wrong_password_is_an_authentication_error_without_the_password() {
     let wrong_password = "not-the-password-4f1c";
     wrong.set_password(Some(wrong_password)).unwrap();
     let error = connect_err(wrong.as_str(), RedisOptions::new().get_connect_timeout()).await;
-    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    assert!(matches!(error, Error::Authentication { .. }), "{error:?}");
     assert!(
         error.to_string().contains("authentication failed"),
         "{error}"

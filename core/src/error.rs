@@ -91,6 +91,16 @@ pub enum Error {
     /// An operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The store refused the credentials: a wrong user or password, none where one is
+    /// required, or an expired or revoked login. Not transient (retrying does not
+    /// help). The message is the store's reason and never contains the password.
+    #[error("{backend}: authentication failed (check the user and password): {message}")]
+    Authentication {
+        /// The backend, e.g. `postgres`.
+        backend: &'static str,
+        /// The store's reason (never the password).
+        message: String,
+    },
     /// The store could not be reached or the connection broke.
     #[error("{backend}: connection error: {source}")]
     Connection {
@@ -125,6 +135,14 @@ impl Error {
         Self::Connection {
             backend,
             source: source.into(),
+        }
+    }
+
+    /// An [`Error::Authentication`]; `message` must not contain the password.
+    pub fn authentication(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::Authentication {
+            backend,
+            message: message.into(),
         }
     }
 

@@ -63,6 +63,7 @@ pub(crate) fn error_label(error: &Error) -> &'static str {
         Error::MigrationMismatch(_) => "migration_mismatch",
         Error::Timeout(_) => "timeout",
         Error::Authentication { .. } => "authentication",
+        Error::Authentication { .. } => "authentication",
         Error::Connection { .. } => "connection",
         Error::Backend { .. } => "backend",
     }

@@ -1,0 +1,97 @@
+//! TLS to the server: sqlx's rustls support (cargo feature `tls`, on by default), with
+//! ring as its crypto provider and the system's root certificates plus the URL's
+//! `sslrootcert`.
+//!
+//! Every connection the backend opens (the pool, the reaper's pool, the sessions'
+//! dedicated connections, the `LISTEN` connection, the checks made at connect) is made
+//! from the one [`PgConnectOptions`](sqlx::postgres::PgConnectOptions) of its
+//! [`PgUrl`], so all of them use the same `sslmode` and files.
+//!
+//! Errors: a certificate or key file that cannot be read is [`Error::InvalidArgument`]
+//! naming the path (checked at connect, before any connection); an untrusted server
+//! certificate or a client certificate the server refuses is [`Error::Connection`]
+//! with sqlx's TLS error as its source, as on etcd and Redis.
+
+use distsync_core::{Error, Result};
+use sqlx::postgres::PgSslMode;
+
+use crate::url::PgUrl;
+
+/// Whether `mode` needs TLS (every mode but `disable`, `allow` and `prefer`).
+fn requires_tls(mode: PgSslMode) -> bool {
+    matches!(
+        mode,
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    )
+}
+
+/// Refuses an SSL mode that needs TLS in a build without it.
+///
+/// # Errors
+/// [`Error::Unsupported`] when `mode` requires TLS and the cargo feature `tls` is off.
+pub(crate) fn check_mode(mode: PgSslMode) -> Result<()> {
+    if requires_tls(mode) && !cfg!(feature = "tls") {
+        return Err(Error::unsupported(
+            crate::error::BACKEND,
+            format!(
+                "TLS (sslmode={mode:?}): this build of distsync-postgres has no TLS support \
+                 (enable its cargo feature `tls`)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every certificate and key file of `url` can be read, so that a wrong
+/// path is a typed error naming it rather than a failed handshake.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the file (its path, never its contents).
+pub(crate) fn check_files(url: &PgUrl) -> Result<()> {
+    for (what, path) in url.files() {
+        // sqlx also takes inline PEM text in place of a path; nothing to read then.
+        if path.trim_start().starts_with("-----BEGIN") {
+            continue;
+        }
+        std::fs::File::open(path).map_err(|error| {
+            Error::InvalidArgument(format!(
+                "postgres: cannot read the {what} file {path:?}: {error}"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_files_are_invalid_arguments_naming_the_path() {
+        let url = crate::url::parse(
+            "postgres://u:pw-5b@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ds/ca.crt",
+        )
+        .unwrap();
+        match check_files(&url) {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(message.contains("/nonexistent/ds/ca.crt"), "{message}");
+                assert!(!message.contains("pw-5b"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_modes_need_the_feature() {
+        for mode in [PgSslMode::Disable, PgSslMode::Allow, PgSslMode::Prefer] {
+            assert!(check_mode(mode).is_ok());
+        }
+        for mode in [
+            PgSslMode::Require,
+            PgSslMode::VerifyCa,
+            PgSslMode::VerifyFull,
+        ] {
+            assert_eq!(check_mode(mode).is_ok(), cfg!(feature = "tls"), "{mode:?}");
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! TLS, SCRAM passwords, client certificates and timeouts against the TLS PostgreSQL of
+//! `scripts/servers.sh` (`DISTSYNC_POSTGRES_TLS_URL`, `DISTSYNC_TLS_DIR`: `hostssl`
+//! only, `scram-sha-256`, `clientcert=verify-ca`), and against a local listener that
+//! accepts connections and never answers (no server needed).
+//!
+//! Every failure must be a typed error that arrives within the connect timeout and
+//! never shows the password.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use distsync_core::{Coordinator, Error};
+use distsync_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use distsync_postgres::url::DEFAULT_CONNECT_TIMEOUT;
+use distsync_postgres::PgUrl;
+
+/// Generous bound for "within the timeout": the timeout plus scheduling slack.
+const SLACK: Duration = Duration::from_secs(2);
+
+/// The TLS server's URL with a schema of its own, or `None` (after saying so) when the
+/// servers are not running.
+fn tls_url() -> Option<url::Url> {
+    let raw = distsync_conformance::server_url("DISTSYNC_POSTGRES_TLS_URL")?;
+    let url = url::Url::parse(&raw).expect("DISTSYNC_POSTGRES_TLS_URL parses");
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let schema = format!(
+        "tls_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    Some(with_param(&url, "schema", &schema))
+}
+
+fn tls_dir() -> String {
+    distsync_conformance::server_url("DISTSYNC_TLS_DIR")
+        .expect("DISTSYNC_TLS_DIR is set with the TLS URLs")
+}
+
+/// `url` with query parameter `key` set to `value`.
+fn with_param(url: &url::Url, key: &str, value: &str) -> url::Url {
+    let mut pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| name != key)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    pairs.push((key.to_owned(), value.to_owned()));
+    let mut url = url.clone();
+    url.query_pairs_mut().clear().extend_pairs(&pairs);
+    url
+}
+
+/// `url` without query parameter `key`.
+fn without_param(url: &url::Url, key: &str) -> url::Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| name != key)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    let mut url = url.clone();
+    url.query_pairs_mut().clear().extend_pairs(&pairs);
+    url
+}
+
+/// Asserts that neither the error's message, its `Debug` nor its source chain shows
+/// `secret`.
+fn assert_no_secret(error: &Error, secret: &str) {
+    let mut texts = vec![error.to_string(), format!("{error:?}")];
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        texts.push(inner.to_string());
+        texts.push(format!("{inner:?}"));
+        source = inner.source();
+    }
+    for text in texts {
+        assert!(!text.contains(secret), "the password leaked: {text}");
+    }
+}
+
+/// Connects and expects a failure, within `connect_timeout` plus slack.
+async fn connect_err(url: &str, connect_timeout: Duration) -> Error {
+    let started = Instant::now();
+    let result = tokio::time::timeout(connect_timeout + SLACK, distsync_postgres::backend(url))
+        .await
+        .expect("connect must fail within its connect timeout, never hang");
+    match result {
+        Ok(backend) => panic!("connected, but expected an error: {backend:?}"),
+        Err(error) => {
+            assert!(started.elapsed() < connect_timeout + SLACK);
+            error
+        }
+    }
+}
+
+/// A lock (and a second session refused it), an election and a queue round trip.
+async fn lock_election_and_queue(coordinator: &Coordinator) {
+    let session = coordinator.session().await.unwrap();
+    let guard = coordinator
+        .locker(&session, "l")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let other = coordinator.session().await.unwrap();
+    assert!(coordinator
+        .locker(&other, "l")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .is_none());
+    guard.unlock().await.unwrap();
+    let election = coordinator.election(&session, "e").unwrap();
+    let leadership = election.campaign(Bytes::from_static(b"me")).await.unwrap();
+    let leader = election.leader().await.unwrap().expect("a leader");
+    assert_eq!(leader.value, Bytes::from_static(b"me"));
+    leadership.resign().await.unwrap();
+    let queue = coordinator.queue("q").unwrap();
+    queue.enqueue(Bytes::from_static(b"1")).await.unwrap();
+    queue.enqueue(Bytes::from_static(b"2")).await.unwrap();
+    assert_eq!(queue.dequeue().await.unwrap(), Bytes::from_static(b"1"));
+    assert_eq!(
+        queue.try_dequeue().await.unwrap(),
+        Some(Bytes::from_static(b"2"))
+    );
+    other.close().await.unwrap();
+    session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_election_and_queue_over_tls_with_a_password_and_a_client_certificate() {
+    let Some(url) = tls_url() else { return };
+    let password = url
+        .password()
+        .expect("the TLS URL has a password")
+        .to_owned();
+    let parsed = PgUrl::parse(url.as_str()).unwrap();
+    assert!(matches!(
+        parsed.options.get_ssl_mode(),
+        PgSslMode::VerifyFull
+    ));
+    let backend = distsync_postgres::backend(url.as_str()).await.unwrap();
+    for shown in [
+        format!("{backend:?}"),
+        format!("{parsed:?}"),
+        parsed.to_string(),
+    ] {
+        assert!(!shown.contains(&password), "the password leaked: {shown}");
+    }
+    lock_election_and_queue(&Coordinator::new(backend)).await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_authentication_error_without_the_password() {
+    let Some(url) = tls_url() else { return };
+    let real = url
+        .password()
+        .expect("the TLS URL has a password")
+        .to_owned();
+    let mut wrong = url.clone();
+    let wrong_password = "not-the-password-7c2d";
+    wrong.set_password(Some(wrong_password)).unwrap();
+    let error = connect_err(wrong.as_str(), DEFAULT_CONNECT_TIMEOUT).await;
+    assert!(matches!(error, Error::Authentication { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("authentication failed"),
+        "{error}"
+    );
+    assert!(!error.is_transient());
+    assert_no_secret(&error, wrong_password);
+    assert_no_secret(&error, &real);
+    // No password at all.
+    let mut none = url.clone();
+    none.set_password(None).unwrap();
+    let error = connect_err(none.as_str(), DEFAULT_CONNECT_TIMEOUT).await;
+    assert!(matches!(error, Error::Authentication { .. }), "{error:?}");
+    assert_no_secret(&error, &real);
+}
+
+#[tokio::test]
+async fn a_login_without_the_required_client_certificate_is_an_authentication_error() {
+    let Some(url) = tls_url() else { return };
+    let password = url.password().unwrap().to_owned();
+    let url = without_param(&without_param(&url, "sslcert"), "sslkey");
+    let error = connect_err(url.as_str(), DEFAULT_CONNECT_TIMEOUT).await;
+    // SQLSTATE 28000: "connection requires a valid client certificate".
+    assert!(matches!(error, Error::Authentication { .. }), "{error:?}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    assert_no_secret(&error, &password);
+}
+
+#[tokio::test]
+async fn an_untrusted_server_certificate_is_a_connection_error() {
+    let Some(url) = tls_url() else { return };
+    let password = url.password().unwrap().to_owned();
+    let url = with_param(&url, "sslrootcert", &format!("{}/other-ca.crt", tls_dir()));
+    let error = connect_err(url.as_str(), DEFAULT_CONNECT_TIMEOUT).await;
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    assert!(
+        format!("{error:?}").to_lowercase().contains("certificate"),
+        "{error:?}"
+    );
+    assert_no_secret(&error, &password);
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_refused() {
+    let Some(url) = tls_url() else { return };
+    let password = url.password().unwrap().to_owned();
+    let dir = tls_dir();
+    let url = with_param(&url, "sslcert", &format!("{dir}/other-client.crt"));
+    let url = with_param(&url, "sslkey", &format!("{dir}/other-client.key"));
+    let error = connect_err(url.as_str(), DEFAULT_CONNECT_TIMEOUT).await;
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    assert_no_secret(&error, &password);
+}
+
+#[tokio::test]
+async fn an_expired_client_certificate_is_refused() {
+    let Some(url) = tls_url() else { return };
+    let password = url.password().unwrap().to_owned();
+    let dir = tls_dir();
+    let url = with_param(&url, "sslcert", &format!("{dir}/expired-client.crt"));
+    let url = with_param(&url, "sslkey", &format!("{dir}/expired-client.key"));
+    let error = connect_err(url.as_str(), DEFAULT_CONNECT_TIMEOUT).await;
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    // The server says why in its TLS alert.
+    assert!(format!("{error:?}").contains("Expired"), "{error:?}");
+    assert_no_secret(&error, &password);
+}
+
+#[tokio::test]
+async fn missing_certificate_files_are_invalid_arguments() {
+    let Some(url) = tls_url() else { return };
+    let url = with_param(&url, "sslrootcert", "/nonexistent/distsync/ca.crt");
+    let error = connect_err(url.as_str(), Duration::ZERO).await;
+    assert!(matches!(error, Error::InvalidArgument(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("/nonexistent/distsync/ca.crt"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_from_pool_takes_a_pool_of_your_own() {
+    let Some(url) = tls_url() else { return };
+    let password = url.password().unwrap().to_owned();
+    let dir = tls_dir();
+    let schema = url
+        .query_pairs()
+        .find(|(key, _)| key == "schema")
+        .map(|(_, value)| value.into_owned())
+        .unwrap();
+    // Options built in code, as an application holding its secrets elsewhere would.
+    let options = PgConnectOptions::new()
+        .host(url.host_str().unwrap())
+        .port(url.port().unwrap())
+        .username(url.username())
+        .password(&password)
+        .database("distsync")
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(format!("{dir}/ca.crt"))
+        .ssl_client_cert(format!("{dir}/client.crt"))
+        .ssl_client_key(format!("{dir}/client.key"));
+    let settings = PgUrl::from_options(options.clone())
+        .unwrap()
+        .with_schema(&schema)
+        .unwrap()
+        .with_connect_timeout(Duration::from_secs(3));
+    // The test server runs with synchronous_commit = off: a pool that leaves it so is
+    // refused (fencing tokens must survive a crash of the server).
+    let lax = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let error = distsync_postgres::backend_from_pool(lax, &settings)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidArgument(message) if message.contains("synchronous_commit")),
+        "{error:?}"
+    );
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                distsync_postgres::sqlx::query(
+                    "SELECT set_config('synchronous_commit', 'on', false)",
+                )
+                .execute(conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .unwrap();
+    let backend = distsync_postgres::backend_from_pool(pool, &settings)
+        .await
+        .unwrap();
+    let debug = format!("{backend:?} {settings:?} {settings}");
+    assert!(!debug.contains(&password), "{debug}");
+    lock_election_and_queue(&Coordinator::new(backend)).await;
+}
+
+/// A listener that accepts connections and never reads or writes: the connections it
+/// accepted stay open until the returned task is aborted.
+async fn silent_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, task)
+}
+
+#[tokio::test]
+async fn a_silent_server_fails_connect_within_the_connect_timeout() {
+    let (address, server) = silent_server().await;
+    let timeout = Duration::from_millis(400);
+    for url in [
+        format!("postgres://u:hunter2-secret@{address}/db?sslmode=disable&connect_timeout=400ms"),
+        format!("postgres://u:hunter2-secret@{address}/db?sslmode=require&connect_timeout=400"),
+    ] {
+        let started = Instant::now();
+        let error = connect_err(&url, timeout).await;
+        assert!(
+            matches!(error, Error::Connection { .. }),
+            "{url}: {error:?}"
+        );
+        assert!(error.is_transient());
+        assert!(
+            started.elapsed() >= timeout / 2,
+            "{url}: failed before the server could answer: {error}"
+        );
+        assert!(error.to_string().contains("connect timeout"), "{error}");
+        assert_no_secret(&error, "hunter2-secret");
+    }
+    // Set in code rather than in the URL.
+    let parsed = PgUrl::parse(&format!("postgres://u@{address}/db"))
+        .unwrap()
+        .with_connect_timeout(timeout);
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        timeout + SLACK,
+        distsync_postgres::backend_with_url(&parsed),
+    )
+    .await
+    .expect("never hangs");
+    assert!(
+        matches!(result, Err(Error::Connection { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < timeout + SLACK);
+    server.abort();
+}
