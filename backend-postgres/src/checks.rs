@@ -1,10 +1,10 @@
-//! Checks made at connect: connection poolers, and the right to end other backends.
+//! Checks made at connect: connection poolers.
 //!
 //! # Transaction pooling
-//! Locks are session-level advisory locks and belong to a server connection. Behind a
-//! pooler in transaction (or statement) pooling mode, consecutive statements of one
-//! client connection may run on different server connections: a lock would stay with a
-//! server connection handed to other clients. Such a pooler is detected and refused
+//! Notifications (`LISTEN`) belong to a server connection. Behind a pooler in
+//! transaction (or statement) pooling mode, consecutive statements of one client
+//! connection may run on different server connections: the listening connection would
+//! miss the wake-ups of waiters. Such a pooler is detected and refused
 //! with [`Error::Unsupported`] naming the mode: connection A reads its backend pid;
 //! connection B opens a transaction (pinning a server connection) and reads its pid;
 //! A reads its pid again. Without a pooler, or with session pooling, A's two pids are
@@ -12,13 +12,9 @@
 //! between its statements: B was given it (same pid), or A's second statement ran on
 //! another one (pid changed).
 //!
-//! # Ending other backends
-//! TTL enforcement ends stalled holders with `pg_terminate_backend`, which a role may use
-//! on backends of roles it is a member of, or on any non-superuser backend if it is a
-//! member of `pg_signal_backend`. At connect the backend reads which roles the
-//! connections of this schema's sessions use; if it could not end some of them, that is
-//! an [`Error::Unsupported`] naming the roles and the fix (`GRANT pg_signal_backend`, or
-//! one role for every process), rather than a TTL that silently goes unenforced.
+//! Nothing else needs checking: holds are rows and the TTL is enforced by rows expiring,
+//! so the backend never ends other backends (no `pg_signal_backend` is needed, and
+//! processes may connect as different roles that share the schema).
 
 use distsync_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -56,7 +52,7 @@ pub(crate) async fn refuse_transaction_pooling(options: &PgConnectOptions) -> Re
             BACKEND,
             "connecting through a pooler in transaction (or statement) pooling mode \
              (the server connection changed between two statements of one client \
-             connection; session-level advisory locks need pool_mode = session)",
+             connection; LISTEN wake-ups need pool_mode = session)",
         ));
     }
     Ok(())
@@ -66,38 +62,4 @@ pub(crate) async fn refuse_transaction_pooling(options: &PgConnectOptions) -> Re
 /// transaction pooler would leave on a server connection another client then gets).
 async fn pid(conn: &mut PgConnection) -> std::result::Result<i32, sqlx::Error> {
     conn.fetch_one("SELECT pg_backend_pid()").await?.try_get(0)
-}
-
-/// Refuses to run when this role could not end the connections of some sessions of the
-/// schema (see the module docs). `prefix` is the sessions' `application_name` prefix.
-///
-/// # Errors
-/// [`Error::Unsupported`] naming the roles, or a database error.
-pub(crate) async fn require_signal_rights(pool: &sqlx::PgPool, prefix: &str) -> Result<()> {
-    let (role, foreign): (String, Vec<String>) = sqlx::query_as(
-        "SELECT current_user::text, coalesce(array_agg(DISTINCT r.rolname::text) \
-                FILTER (WHERE r.rolname IS NOT NULL), '{}') \
-           FROM pg_stat_activity a \
-           JOIN pg_roles r ON r.oid = a.usesysid \
-          WHERE starts_with(a.application_name, $1) \
-            AND NOT pg_has_role(current_user, a.usesysid, 'MEMBER') \
-            AND NOT (pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') \
-                     AND NOT r.rolsuper) \
-            AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
-    )
-    .bind(prefix)
-    .fetch_one(pool)
-    .await
-    .map_err(map)?;
-    if foreign.is_empty() {
-        return Ok(());
-    }
-    Err(Error::unsupported(
-        BACKEND,
-        format!(
-            "enforcing session TTLs as role {role:?}, which may not end the connections \
-             of sessions held by roles {foreign:?} (GRANT pg_signal_backend TO the role, \
-             or connect every process as one role)"
-        ),
-    ))
 }

@@ -1,16 +1,19 @@
-//! Leader election: an advisory lock per election, plus a leader row and a log.
+//! Leader election: candidacies are exclusive entries in the election's line (see
+//! [`crate::hold`]), plus a leader row and a log.
 //!
-//! A candidate waits for the election's exclusive advisory lock on a dedicated connection
-//! of its session (FIFO among candidates, see [`crate::hold`]). The statement that grants
-//! it also bumps the election's counter (the term, a fencing token) and writes the leader
-//! row (value, term, version; tied to the session, so deleted with it) and a log entry.
-//! `proclaim` bumps the version and logs again; `resign` deletes the row, then unlocks.
+//! A candidate joins the election's line and waits, holding no connection (FIFO among
+//! candidates). The statement that grants it also bumps the election's counter (the
+//! term, a fencing token) and writes the leader row (value, term, version; tied to the
+//! session, so deleted with it) and a log entry. `proclaim` bumps the version and logs
+//! again, only while the leader's row and session are live; `resign` deletes the leader
+//! row with the entry in one statement, which wakes the next candidate.
 //!
 //! `leader()` reads the row, ignoring a leader whose session has expired. `observe()`
 //! reads the current leader, then follows the log in (term, version) order, woken by
 //! `NOTIFY`: every win and every proclaim is yielded in order, and never an older one
-//! after a newer one. The log keeps ten minutes of history: an observer that falls
-//! further behind skips entries but stays in order.
+//! after a newer one. The log is bounded (see [`crate::limits`]): the last 1,000 entries
+//! of an election and ten minutes of history by default; an observer that falls further
+//! behind skips entries but stays in order.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,13 +25,12 @@ use distsync_core::{
     Session,
 };
 use futures::stream::{BoxStream, StreamExt};
-use futures::FutureExt;
 
-use crate::error::map;
-use crate::hold::{self, session_error, Grant, Hold};
+use crate::error::{is_session_gone, map};
 use crate::lock::hold_key;
 use crate::notify::Subscription;
 use crate::retry::Backoff;
+use crate::semaphore::{self, Ask, Entry};
 use crate::session::LeaseInner;
 use crate::shared::{LockKind, Shared};
 
@@ -40,7 +42,6 @@ pub(crate) struct PgElection {
 
 struct PgProclaim {
     lease: Arc<LeaseInner>,
-    hold: Arc<Hold>,
     election: String,
     term: i64,
 }
@@ -51,60 +52,42 @@ impl Proclaim for PgProclaim {
         if self.lease.is_lost() {
             return Err(Error::NotLeader);
         }
-        let sql = self.lease.shared.sql("SELECT {s}.proclaim($1, $2, $3, $4)");
-        let (election, session, term) = (self.election.clone(), self.lease.id, self.term);
-        let outcome = self
-            .hold
-            .with_conn(move |conn: &mut sqlx::postgres::PgListener| {
-                async move {
-                    sqlx::query_scalar::<_, bool>(&sql)
-                        .bind(election)
-                        .bind(session)
-                        .bind(term)
-                        .bind(value.as_ref())
-                        .fetch_one(conn)
-                        .await
-                }
-                .boxed()
-            })
-            .await;
-        match outcome {
-            Some(Ok(true)) => Ok(()),
-            Some(Ok(false)) | None => Err(Error::NotLeader),
-            Some(Err(error)) => match session_error(&self.lease, error) {
-                Error::SessionLost => Err(Error::NotLeader),
-                other => Err(other),
-            },
+        let shared = &self.lease.shared;
+        let proclaimed: std::result::Result<bool, sqlx::Error> =
+            sqlx::query_scalar(&shared.sql("SELECT {s}.proclaim($1, $2, $3, $4, $5)"))
+                .bind(&self.election)
+                .bind(self.lease.id)
+                .bind(self.term)
+                .bind(value.as_ref())
+                .bind(shared.limits().log_keep_sql())
+                .fetch_one(&shared.holds)
+                .await;
+        match proclaimed {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::NotLeader),
+            Err(error) if is_session_gone(&error) => Err(Error::NotLeader),
+            Err(error) => Err(map(error)),
         }
     }
 }
 
-fn resign_fn(lease: &Arc<LeaseInner>, hold: Arc<Hold>, election: String, term: i64) -> ReleaseFn {
+/// The resign step: deletes the candidacy's entry and, with it, the leader row of its
+/// term (one statement, waking the next candidate).
+fn resign_fn(lease: &Arc<LeaseInner>, entry: Entry) -> ReleaseFn {
     let lease = Arc::clone(lease);
     Box::new(move || {
         Box::pin(async move {
-            let sql = lease.shared.sql(
-                "DELETE FROM {s}.election_leaders \
-                 WHERE election = $1 AND session_id = $2 AND term = $3",
-            );
-            let session = lease.id;
-            let deleted = hold
-                .with_conn(move |conn: &mut sqlx::postgres::PgListener| {
-                    async move {
-                        sqlx::query(&sql)
-                            .bind(election)
-                            .bind(session)
-                            .bind(term)
-                            .execute(conn)
-                            .await
+            match entry.leave(false).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::NotLeader),
+                Err(error) if is_session_gone(&error) => Err(Error::NotLeader),
+                Err(error) => {
+                    let error = map(error);
+                    if error.is_transient() {
+                        entry.leave_in_background(&lease, false);
                     }
-                    .boxed()
-                })
-                .await;
-            match deleted {
-                Some(Ok(_)) => hold.release(&lease).await,
-                Some(Err(error)) => Err(session_error(&lease, error)),
-                None => Err(Error::NotLeader),
+                    Err(error)
+                }
             }
         })
     })
@@ -116,19 +99,26 @@ impl Election for PgElection {
         &self.name
     }
 
-    /// Cancel-safety: cancel-safe; a dropped campaign terminates its waiting backend
-    /// (see [`crate::hold`]), so it never becomes leader afterwards.
+    /// Cancel-safety: cancel-safe; a dropped campaign withdraws its entry in the
+    /// background (see [`crate::hold`]); if it was granted meanwhile, the withdrawal
+    /// ends that term and deletes its leader row.
     async fn campaign(&self, value: Bytes) -> Result<Leadership> {
-        let grant = Grant::Campaign {
-            election: self.name.as_str(),
-            value: value.as_ref(),
+        let ask = Ask {
+            kind: LockKind::Election,
+            permits: 1,
+            shared: false,
+            campaign: Some(value.as_ref()),
         };
-        let (hold, term) =
-            hold::acquire_waiting(&self.lease, LockKind::Election, self.name.as_str(), grant)
-                .await?;
+        let (entry, term) = semaphore::take(&self.lease, &self.name, &ask, true)
+            .await?
+            .ok_or_else(|| {
+                Error::backend(
+                    crate::error::BACKEND,
+                    "a waiting campaign returned without leadership",
+                )
+            })?;
         let proclaim = Arc::new(PgProclaim {
             lease: Arc::clone(&self.lease),
-            hold: Arc::clone(&hold),
             election: self.name.as_str().to_owned(),
             term,
         });
@@ -137,7 +127,7 @@ impl Election for PgElection {
             FencingToken(term.max(0) as u64),
             &self.session,
             proclaim,
-            resign_fn(&self.lease, hold, self.name.as_str().to_owned(), term),
+            resign_fn(&self.lease, entry),
         ))
     }
 

@@ -28,43 +28,41 @@
 //! - [`schema`]: tables and functions, created on first use, idempotently, in the
 //!   configured schema, by an ordinary role (it needs `CREATE` on the database, or an
 //!   existing schema it may create objects in). PostgreSQL 14 or later.
-//! - [`session`]: a heartbeat row per session (random, never-repeating id) renewed every
-//!   TTL/3 over a dedicated control connection (not from the pool); `lost()` fires when
-//!   a session connection closes (noticed at once: a read is always pending on it, see
-//!   [`conn`]), when the row is gone or expired, or at once when another process ends
-//!   the session (announced with `NOTIFY`).
-//! - [`hold`]: locks, read-write locks and candidacies are session-level advisory locks
-//!   (`pg_advisory_lock`, `pg_advisory_lock_shared`), each on a dedicated connection of
-//!   its session, keyed by (schema OID, id in a name table), so PostgreSQL's lock queue
-//!   gives FIFO waiters, and two names never share a key. The fencing token (the
-//!   election term) is a counter row bumped, durably, by the statement that grants the
-//!   lock. A dropped wait abandons its backend, so it is cancel-safe.
-//! - **The lease gate** ([`hold`]): PostgreSQL frees an advisory lock the instant its
-//!   connection closes, which its holder may not see. The rule: *a hold freed without a
-//!   clean release (its connection closed or reset, its process died, its session was
-//!   declared lost) is granted to the next waiter only once the previous holder's
-//!   session has expired in the store* (`expires_at` = the server's time of its last
-//!   renewal + TTL, never earlier than the holder's client-side deadline); *a clean
-//!   release (`unlock()`, `resign()`, a dropped guard, `close()` of a healthy session)
-//!   hands over at once*. This applies to locks, write locks, read locks (against a
-//!   waiting writer) and leadership; double-barrier entries and leader rows of a lost
-//!   session likewise count until its row expires. So the crash-release time is bound
-//!   by the TTL, as on etcd and Redis, not immediate.
-//! - **TTL enforcement** ([`hold`]): a stalled process keeps its TCP connection, and so
-//!   its advisory locks. Waiters end the backends of holders whose heartbeat is older
-//!   than their TTL (`pg_terminate_backend`, which a role may do to its own backends), so
-//!   a stalled holder loses its locks after its TTL as on etcd and Redis — once somebody
-//!   waits for them; keepalives also sweep expired sessions every 10 s. This runs on
-//!   the backend's own reaper connections, never on the pool STM bodies can exhaust.
-//!   All sessions of a deployment must connect as one role (or as members of
-//!   `pg_signal_backend`): [`checks`] refuses, at connect, a role that could not end
-//!   the connections of existing sessions.
+//! - [`session`]: a heartbeat row per session (random, never-repeating id); a session
+//!   holds no connection. The keepalives of all the process's sessions are batched by
+//!   one heartbeat task into `UPDATE ... WHERE id = ANY($1)` statements,
+//!   each session keeping its own client-side deadline (`send time of its last
+//!   acknowledged renewal + TTL − margin`) and `lost()`: its row gone or expired, a
+//!   `NOTIFY` from the process that ended it, or its deadline passing.
+//! - [`hold`]: locks, read-write locks and candidacies are entries in a line of rows per
+//!   name (the semaphore's tables, a mutex being a semaphore of one permit, a read lock a
+//!   shared entry): FIFO, granted by the caller's own statement, which bumps the name's
+//!   fencing counter (the election term) durably. Waiters hold no connection and are
+//!   woken one by one through `NOTIFY`. A dropped wait withdraws its entry.
+//! - **Connections proportional to the process**: a backend uses at most 19
+//!   connections (pool 8, holds 8, reaper 2, one listener) however many sessions,
+//!   holds and waiters it has: 10,000 held locks and 1,000 waiters from one process
+//!   measure at that (see docs/BENCHMARKS.md).
+//! - **The lease gate** ([`hold`]): *an entry counts until its session's row is deleted
+//!   or expires* (`expires_at` = the server's time of its last renewal + TTL, never
+//!   earlier than the holder's client-side deadline), so a holder that vanished without
+//!   a release (crashed, partitioned, stalled, declared lost) is granted to the next
+//!   waiter only once it can no longer believe it holds; *a clean release (`unlock()`,
+//!   `resign()`, a dropped guard, `close()` of a healthy session) hands over at once*.
+//!   This applies to locks, write locks, read locks, leadership, permits and
+//!   double-barrier entries. The crash-release time is bound by the TTL, as on etcd
+//!   and Redis. A connection's death frees nothing.
+//! - **TTL enforcement** ([`hold`]): a stalled holder stops renewing, so its row expires
+//!   after its TTL and the next waiter is granted then; no backend is ever terminated.
+//!   Keepalives sweep expired rows, unused names and old election log entries (bounded
+//!   growth, see [`limits`]) on the reaper's connections.
 //! - [`semaphore`]: a line of entry rows per name, the first `N` live ones holding a
 //!   permit, each grant bumping the name's fencing counter; waiters hold no connection
 //!   and are woken one by one (`NOTIFY` to the waiter a release lets in); entries count
 //!   until their session's row is deleted or expires, which is the lease gate.
-//! - [`election`]: the advisory lock plus a leader row and a log; `observe()` follows
-//!   the log through `LISTEN`/`NOTIFY` and never yields a stale leader.
+//! - [`election`]: a candidacy in the election's line plus a leader row and a bounded
+//!   log; `observe()` follows the log through `LISTEN`/`NOTIFY` and never yields a stale
+//!   leader.
 //! - [`queue`]: rows claimed with `DELETE ... FOR UPDATE SKIP LOCKED ... RETURNING`,
 //!   cancel-safe; [`barrier`] and [`double_barrier`] on rows. Waiters are woken through
 //!   one listening connection per backend ([`notify`]) and ride out connection trouble
@@ -80,26 +78,12 @@
 //! | `ReadCommitted` | `READ COMMITTED` (lost updates possible, as on etcd) |
 //!
 //! # Connection poolers
-//! Locks are *session-level* advisory locks, which belong to a server connection. Behind
-//! PgBouncer or another pooler, use **session pooling**: with transaction (or statement)
-//! pooling, a lock would stay with a server connection that the pooler hands to other
-//! clients, and `LISTEN` would not work. Such a pooler is detected at connect and
-//! refused with [`Error::Unsupported`] naming the mode ([`checks`]). No startup parameter
-//! other than `application_name` is sent (PgBouncer rejects `options`): settings are
-//! applied after connecting ([`conn`]).
-//!
-//! # Toward connections proportional to the process (design notes)
-//! Today each hold and each waiter has a dedicated connection. The planned design: a
-//! process keeps a small set of *hold connections* shared by all its sessions; a hold is
-//! a `pg_try_advisory_lock` on one of them (never blocking it) plus its `lock_grants`
-//! row, which already carries the session, so the lease gate, clean releases and the
-//! reaper work unchanged (the reaper would delete the row and unlock on the shared
-//! connection instead of terminating it). A waiter holds no connection: it inserts a
-//! row in a `lock_waiters` table (name, session, sequence) and `LISTEN`s on the hub; a
-//! release (or a reaped holder) notifies the name, and only the first waiter in
-//! sequence order tries again (FIFO, no herd, no deadlock detector in the hand-off). A
-//! shared connection that closes loses only the sessions that held on it; their rows
-//! gate the next grants as today.
+//! Holds are rows, so statements may run on any server connection, but waiters are
+//! woken through `LISTEN`, which belongs to a server connection. Behind PgBouncer or
+//! another pooler, use **session pooling**: a transaction (or statement) pooler is
+//! detected at connect and refused with [`Error::Unsupported`] naming the mode
+//! ([`checks`]). No startup parameter other than `application_name` is sent (PgBouncer
+//! rejects `options`): settings are applied after connecting ([`conn`]).
 #![warn(missing_docs)]
 
 pub mod barrier;
@@ -110,7 +94,9 @@ pub mod election;
 mod error;
 pub mod export;
 pub mod fence;
+pub mod heartbeat;
 pub mod hold;
+pub mod limits;
 pub mod lock;
 pub mod notify;
 pub mod queue;
@@ -143,13 +129,20 @@ use sqlx::postgres::PgPoolOptions;
 use crate::error::{map, BACKEND};
 use crate::session::{LeaseInner, PgLease};
 use crate::shared::Shared;
+pub use crate::limits::Limits;
 
 /// Connections in the pool used for queues, barriers, STM and name lookups (sessions'
 /// connections are outside it).
 const POOL_SIZE: u32 = 8;
 
-/// Connections of the reaper (ending sessions, TTL enforcement), apart from the pool.
+/// Connections of the reaper (the sessions' batched renewals, ending sessions, the
+/// sweep), apart from the pool.
 const REAPER_SIZE: u32 = 2;
+
+/// Connections for the sessions' holds, waits and releases (every lock, read-write
+/// lock, candidacy and permit of the process, see [`hold`]), apart from the pool that
+/// STM bodies can exhaust.
+const HOLDS_SIZE: u32 = 8;
 
 /// Connects to the database named by `url` and returns a [`Coordinator`] over it.
 ///
@@ -310,22 +303,22 @@ fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
 /// - `fencing`: counter rows bumped by the granting statement, committed with
 ///   `synchronous_commit = on`, so tokens never go backwards across a crash or an
 ///   immediate shutdown of the server;
-/// - `fifo_waiters`: PostgreSQL's lock queue;
-/// - `lost_notification`: a closed session connection (within milliseconds), a gone or
-///   expired heartbeat row, or a `NOTIFY` from the process that ended the session;
-/// - `partition_safe`: the lease gate: a hold freed without a clean release (its
-///   connection closed or reset, its process died) is granted to the next waiter only
-///   once the previous holder's session has expired in the store, which is never
+/// - `fifo_waiters`: entries in arrival order (see [`hold`]);
+/// - `lost_notification`: a gone or expired heartbeat row, or a `NOTIFY` from the
+///   process that ended the session;
+/// - `partition_safe`: the lease gate: a hold left without a clean release (its
+///   process died or was partitioned away) is granted to the next waiter only once the
+///   previous holder's session has expired in the store, which is never
 ///   earlier than the holder's client-side deadline; a clean release hands over at once
 ///   (see the crate docs). Measured by the partition cases;
 /// - `semaphore`: entry rows per name, the first N live ones hold (see [`semaphore`]);
 /// - `guarded_writes`: not yet (`LockGuard::put_if_held` answers `Unsupported`); enforce
 ///   tokens at a table with [`fence::admit`] instead;
 /// - `stm_repeatable_reads`: keys read as absent are validated too, as on etcd;
-/// - `stalled_holder_expires`: waiters (and `try_*` callers) end holders whose
-///   heartbeat is older than their TTL, and keepalives sweep expired sessions every 10 s;
-/// - `survives_restart`: queues, STM keys, barriers and fencing counters are tables
-///   (sessions, and so holds, end with their connections);
+/// - `stalled_holder_expires`: a stalled holder's row expires after its TTL and its
+///   entry stops counting (no backend is terminated); keepalives sweep expired rows;
+/// - `survives_restart`: queues, STM keys, barriers, fencing counters, sessions and
+///   their holds are tables (a session survives a restart shorter than its deadline);
 /// - `linearizable`: one primary serves every read and grant (with replicas, point the
 ///   URL at the primary);
 /// - `min_session_ttl`: 1 s.

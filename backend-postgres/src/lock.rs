@@ -1,12 +1,12 @@
-//! The mutex: an exclusive session-level advisory lock (see [`crate::hold`]).
+//! The mutex: an exclusive entry in the name's line (see [`crate::hold`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::{FencingToken, LockGuard, Locker, Name, ReleaseFn, Result, Session};
+use distsync_core::{LockGuard, Locker, Name, Result, Session};
 
 use crate::error::map;
-use crate::hold::{self, Grant, Hold};
+use crate::hold;
 use crate::session::LeaseInner;
 use crate::shared::{LockKind, Shared};
 
@@ -16,32 +16,9 @@ pub(crate) struct PgLocker {
     pub(crate) name: Name,
 }
 
-/// The guard over a granted exclusive hold of `kind` `name`.
-pub(crate) fn guard(
-    lease: &Arc<LeaseInner>,
-    session: &Session,
-    kind: &str,
-    name: &Name,
-    hold: Arc<Hold>,
-    token: i64,
-) -> LockGuard {
-    LockGuard::new(
-        hold_key(lease, kind, name),
-        FencingToken(token.max(0) as u64),
-        session,
-        release_fn(lease, hold),
-    )
-}
-
 /// The key string of a hold: `<schema>/<kind>/<name>/<session id hex>`.
 pub(crate) fn hold_key(lease: &LeaseInner, kind: &str, name: &Name) -> String {
     format!("{}/{kind}/{name}/{:x}", lease.shared.schema, lease.id)
-}
-
-/// The release step of a guard: unlock on the hold's connection.
-pub(crate) fn release_fn(lease: &Arc<LeaseInner>, hold: Arc<Hold>) -> ReleaseFn {
-    let lease = Arc::clone(lease);
-    Box::new(move || Box::pin(async move { hold.release(&lease).await }))
 }
 
 #[async_trait]
@@ -50,66 +27,58 @@ impl Locker for PgLocker {
         &self.name
     }
 
-    /// Waits in PostgreSQL's lock queue (FIFO) on a dedicated connection.
+    /// Joins the name's line and waits, holding no connection, until first (FIFO).
     ///
-    /// Cancel-safety: cancel-safe; a dropped wait terminates its backend, which leaves
-    /// the queue (or releases a lock granted in the meantime).
+    /// Cancel-safety: cancel-safe; a dropped wait withdraws its entry in the background
+    /// (releasing the lock if it was granted in the meantime).
     async fn lock(&self) -> Result<LockGuard> {
-        let (hold, token) = hold::acquire_waiting(
-            &self.lease,
-            LockKind::Lock,
-            self.name.as_str(),
-            Grant::Lock { exclusive: true },
-        )
-        .await?;
-        Ok(guard(
+        let (entry, token) = hold::acquire(&self.lease, LockKind::Lock, &self.name, false, true)
+            .await?
+            .ok_or_else(|| {
+                distsync_core::Error::backend(
+                    crate::error::BACKEND,
+                    "a waiting lock returned without the lock",
+                )
+            })?;
+        Ok(hold::lock_guard(
             &self.lease,
             &self.session,
             "lock",
             &self.name,
-            hold,
+            entry,
             token,
         ))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let granted = hold::acquire(
-            &self.lease,
-            LockKind::Lock,
-            self.name.as_str(),
-            Grant::Lock { exclusive: true },
-            false,
-        )
-        .await?;
-        Ok(granted.map(|(hold, token)| {
-            guard(&self.lease, &self.session, "lock", &self.name, hold, token)
+        let granted = hold::acquire(&self.lease, LockKind::Lock, &self.name, false, false).await?;
+        Ok(granted.map(|(entry, token)| {
+            hold::lock_guard(&self.lease, &self.session, "lock", &self.name, entry, token)
         }))
     }
 
-    /// The backends holding or queued for the lock's advisory key, as `pg_locks` shows
-    /// them: one read, which registers nothing (a name never locked counts 0).
+    /// The live entries in the lock's line (the holder and its waiters): one read,
+    /// which registers nothing (a name never locked counts 0).
     ///
     /// Cancel-safety: cancel-safe (a read).
     async fn contenders(&self) -> Result<usize> {
-        advisory_contenders(&self.lease.shared, &self.name).await
+        line_contenders(&self.lease.shared, LockKind::Lock, &self.name).await
     }
 }
 
-/// How many backends hold or wait for the advisory lock of mutex `name` (granted and
-/// waiting `pg_locks` entries of its two-key `(schema oid, name id)`), in one statement
-/// that looks the name up in `lock_names` without creating it.
-async fn advisory_contenders(shared: &Shared, name: &Name) -> Result<usize> {
+/// How many live entries (holding or waiting) the line of `kind` `name` has, in one
+/// statement that looks the name up without registering it.
+pub(crate) async fn line_contenders(shared: &Shared, kind: LockKind, name: &Name) -> Result<usize> {
     let sql = shared.sql(
-        "SELECT count(DISTINCT l.pid) FROM pg_locks l \
-         JOIN {s}.lock_names n ON l.objid = n.id::oid \
-         WHERE n.kind = $3 AND n.name = $1 \
-           AND l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = $2::oid \
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        "SELECT count(*) FROM {s}.semaphore_entries e \
+         JOIN {s}.lock_names n ON n.id = e.name_id \
+         JOIN {s}.sessions x ON x.id = e.session_id \
+         WHERE n.kind = $1 AND n.name = $2 AND NOT e.cancelled \
+           AND x.expires_at > clock_timestamp()",
     );
     let n: i64 = sqlx::query_scalar(&sql)
+        .bind(kind.as_str())
         .bind(name.as_str())
-        .bind(shared.key1())
-        .bind(LockKind::Lock.as_str())
         .fetch_one(&shared.pool)
         .await
         .map_err(map)?;

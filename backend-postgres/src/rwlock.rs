@@ -1,16 +1,16 @@
-//! The read-write lock: shared and exclusive session-level advisory locks on one key.
+//! The read-write lock: shared and exclusive entries in one line (see [`crate::hold`]).
 //!
-//! Fairness comes from PostgreSQL's lock queue: a shared request that conflicts with a
-//! *waiting* exclusive request queues behind it, so a waiting writer blocks the readers
-//! that arrive after it, as etcd's recipe does. `try_read` fails while a writer waits.
+//! A reader holds when no live writer's entry is ahead of it; a writer when no live
+//! entry is. So a waiting writer blocks the readers that arrive after it, as etcd's
+//! recipe does, and `try_read` fails while a writer holds or waits.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::{LockGuard, Name, ReadGuard, Result, RwLock, Session};
+use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, RwLock, Session};
 
-use crate::hold::{self, Grant, Hold};
-use crate::lock::{guard, hold_key, release_fn};
+use crate::hold;
+use crate::semaphore::Entry;
 use crate::session::LeaseInner;
 use crate::shared::LockKind;
 
@@ -21,32 +21,27 @@ pub(crate) struct PgRwLock {
 }
 
 impl PgRwLock {
-    async fn try_acquire(&self, exclusive: bool) -> Result<Option<(Arc<Hold>, i64)>> {
-        hold::acquire(
-            &self.lease,
-            LockKind::RwLock,
-            self.name.as_str(),
-            Grant::Lock { exclusive },
-            false,
-        )
-        .await
+    async fn take(&self, exclusive: bool, wait: bool) -> Result<Option<(Entry, i64)>> {
+        hold::acquire(&self.lease, LockKind::RwLock, &self.name, !exclusive, wait).await
     }
 
-    async fn acquire(&self, exclusive: bool) -> Result<(Arc<Hold>, i64)> {
-        hold::acquire_waiting(
-            &self.lease,
-            LockKind::RwLock,
-            self.name.as_str(),
-            Grant::Lock { exclusive },
-        )
-        .await
+    async fn wait_for(&self, exclusive: bool) -> Result<(Entry, i64)> {
+        self.take(exclusive, true).await?.ok_or_else(|| {
+            Error::backend(
+                crate::error::BACKEND,
+                "a waiting read-write lock returned without the lock",
+            )
+        })
     }
 
-    fn read_guard(&self, hold: Arc<Hold>) -> ReadGuard {
-        ReadGuard::new(
-            hold_key(&self.lease, "rwlock", &self.name),
+    fn write_guard(&self, entry: Entry, token: i64) -> LockGuard {
+        hold::lock_guard(
+            &self.lease,
             &self.session,
-            release_fn(&self.lease, hold),
+            "rwlock",
+            &self.name,
+            entry,
+            token,
         )
     }
 }
@@ -59,40 +54,32 @@ impl RwLock for PgRwLock {
 
     /// Cancel-safety: cancel-safe; see [`crate::hold`].
     async fn read(&self) -> Result<ReadGuard> {
-        let (hold, _) = self.acquire(false).await?;
-        Ok(self.read_guard(hold))
+        let (entry, _) = self.wait_for(false).await?;
+        Ok(hold::read_guard(
+            &self.lease,
+            &self.session,
+            &self.name,
+            entry,
+        ))
     }
 
     async fn try_read(&self) -> Result<Option<ReadGuard>> {
         Ok(self
-            .try_acquire(false)
+            .take(false, false)
             .await?
-            .map(|(hold, _)| self.read_guard(hold)))
+            .map(|(entry, _)| hold::read_guard(&self.lease, &self.session, &self.name, entry)))
     }
 
     /// Cancel-safety: cancel-safe; see [`crate::hold`].
     async fn write(&self) -> Result<LockGuard> {
-        let (hold, token) = self.acquire(true).await?;
-        Ok(guard(
-            &self.lease,
-            &self.session,
-            "rwlock",
-            &self.name,
-            hold,
-            token,
-        ))
+        let (entry, token) = self.wait_for(true).await?;
+        Ok(self.write_guard(entry, token))
     }
 
     async fn try_write(&self) -> Result<Option<LockGuard>> {
-        Ok(self.try_acquire(true).await?.map(|(hold, token)| {
-            guard(
-                &self.lease,
-                &self.session,
-                "rwlock",
-                &self.name,
-                hold,
-                token,
-            )
-        }))
+        Ok(self
+            .take(true, false)
+            .await?
+            .map(|(entry, token)| self.write_guard(entry, token)))
     }
 }

@@ -36,7 +36,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 8;
+const SCHEMA_VERSION: i32 = 9;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -121,18 +121,21 @@ ALTER TABLE {s}.double_barrier_entries ADD COLUMN IF NOT EXISTS participant bigi
 ALTER TABLE {s}.double_barrier_entries DROP CONSTRAINT IF EXISTS double_barrier_entries_pkey;
 ALTER TABLE {s}.double_barrier_entries ADD PRIMARY KEY (name, session_id, participant);
 
--- The grants of advisory locks: one row per hold (name, holding backend), deleted by a
--- clean release. A row whose backend is gone is a hold freed without a release (the
--- connection closed): the next grant of the name waits until its session has expired.
-CREATE TABLE IF NOT EXISTS {s}.lock_grants (
-    name_id    integer NOT NULL,
-    pid        integer NOT NULL,
-    session_id bigint NOT NULL REFERENCES {s}.sessions (id) ON DELETE CASCADE,
-    exclusive  boolean NOT NULL,
-    PRIMARY KEY (name_id, pid)
+-- Until version 8, holds were advisory locks recorded in lock_grants; since version 9
+-- they are entries in the line of semaphore_entries (see crate::hold).
+DROP TABLE IF EXISTS {s}.lock_grants;
+
+-- Since version 9: names are pruned when unused (see prune_names); a name registered
+-- again starts its fencing counter at the highest counter ever pruned, so that no
+-- name's tokens go backwards.
+ALTER TABLE {s}.lock_names ADD COLUMN IF NOT EXISTS used_at timestamptz NOT NULL
+    DEFAULT clock_timestamp();
+CREATE INDEX IF NOT EXISTS lock_names_used_at ON {s}.lock_names (used_at);
+CREATE TABLE IF NOT EXISTS {s}.token_floor (
+    floor bigint NOT NULL
 );
-CREATE INDEX IF NOT EXISTS lock_grants_session ON {s}.lock_grants (session_id);
-CREATE INDEX IF NOT EXISTS lock_grants_pid ON {s}.lock_grants (pid);
+INSERT INTO {s}.token_floor (floor) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM {s}.token_floor);
+CREATE INDEX IF NOT EXISTS election_log_at ON {s}.election_log (at);
 
 CREATE TABLE IF NOT EXISTS {s}.kv (
     key   text PRIMARY KEY,
@@ -196,47 +199,34 @@ CREATE OR REPLACE TRIGGER election_leaders_notify
     AFTER INSERT OR UPDATE OR DELETE ON {s}.election_leaders
     FOR EACH ROW EXECUTE FUNCTION {s}.notify_election();
 
--- Ends sessions at once: deletes their rows (cascading to their leader rows and
--- double-barrier entries) and terminates their backends, which releases their advisory
--- locks. Waits (up to 5 s) until those backends have exited, so that their locks are
--- free when it returns.
-CREATE OR REPLACE FUNCTION {s}.end_sessions(ids bigint[]) RETURNS integer
+DROP FUNCTION IF EXISTS {s}.end_sessions(bigint[]);
+DROP FUNCTION IF EXISTS {s}.terminate_sessions(bigint[]);
+DROP FUNCTION IF EXISTS {s}.reap_key(integer, integer, bigint);
+DROP FUNCTION IF EXISTS {s}.check_session(bigint, integer, integer, boolean);
+DROP FUNCTION IF EXISTS {s}.lock_grant(integer, integer, boolean, boolean, bigint, boolean);
+DROP FUNCTION IF EXISTS {s}.campaign_grant(integer, integer, text, bigint, bytea, boolean, boolean);
+DROP FUNCTION IF EXISTS {s}.grant_gate(integer, integer, boolean, bigint);
+DROP FUNCTION IF EXISTS {s}.advisory_unlock(integer, integer, boolean);
+DROP FUNCTION IF EXISTS {s}.advisory_lock(integer, integer, boolean, boolean);
+DROP FUNCTION IF EXISTS {s}.lock_release(integer, integer, boolean);
+DROP FUNCTION IF EXISTS {s}.release_all();
+DROP FUNCTION IF EXISTS {s}.abandon(bigint, integer);
+DROP FUNCTION IF EXISTS {s}.proclaim(text, bigint, bigint, bytea);
+
+-- Ends sessions at once: deletes their rows, cascading to their entries (holds, waits,
+-- permits), leader rows and double-barrier entries, which wakes the waiters they let
+-- in, and tells their owners (NOTIFY s:<id>, delivered at commit). Returns how many
+-- rows it deleted.
+CREATE FUNCTION {s}.end_sessions(ids bigint[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    tags text[];
     ended integer;
 BEGIN
-    DELETE FROM {s}.sessions WHERE id = ANY (ids);
-    -- Tells the sessions' owners at once (delivered at commit).
+    WITH gone AS (DELETE FROM {s}.sessions WHERE id = ANY (ids) RETURNING id)
+    SELECT count(*) INTO ended FROM gone;
     PERFORM {s}.notify('s:' || i::text) FROM unnest(ids) AS i;
-    SELECT coalesce(array_agg({s}.tag_prefix() || i::text), '{}') INTO tags FROM unnest(ids) AS i;
-    SELECT count(*) INTO ended FROM (
-        SELECT pg_terminate_backend(a.pid)
-          FROM pg_stat_activity a
-         WHERE a.pid <> pg_backend_pid() AND a.application_name = ANY (tags)
-    ) AS t;
-    FOR attempt IN 1..500 LOOP
-        -- pg_stat_activity is a snapshot per transaction unless cleared.
-        PERFORM pg_stat_clear_snapshot();
-        EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                               WHERE a.pid <> pg_backend_pid()
-                                 AND a.application_name = ANY (tags));
-        PERFORM pg_sleep(0.01);
-    END LOOP;
     RETURN ended;
 END
-$$;
-
--- Ends the connections of sessions whose owner has declared them lost, keeping their
--- rows: they expire at their `expires_at`, and until then the holds their connections
--- had are not granted to anyone else (see lock_grant), nor are their double-barrier
--- entries and leader rows forgotten.
-CREATE OR REPLACE FUNCTION {s}.terminate_sessions(ids bigint[]) RETURNS integer
-LANGUAGE sql AS $$
-    SELECT count(pg_terminate_backend(a.pid))::integer
-      FROM pg_stat_activity a
-     WHERE a.pid <> pg_backend_pid()
-       AND a.application_name = ANY (ARRAY(SELECT {s}.tag_prefix() || i::text FROM unnest(ids) AS i))
 $$;
 
 -- Ends those of `ids` whose heartbeat is older than their TTL (or whose row is gone).
@@ -258,230 +248,145 @@ BEGIN
 END
 $$;
 
--- Enforces the TTL on one advisory lock key: ends every session, other than `own`, that
--- holds or waits for (k1, k2) and has expired. Returns how many were ended and the
--- seconds until the next expiry of a live one (NULL if none).
-CREATE OR REPLACE FUNCTION {s}.reap_key(k1 integer, k2 integer, own bigint,
-                                        OUT reaped integer, OUT next_expiry double precision)
+-- Renews the sessions `ids` that have not expired (one statement for every session of a
+-- process, see crate::heartbeat); returns those renewed.
+CREATE OR REPLACE FUNCTION {s}.renew_sessions(ids bigint[]) RETURNS SETOF bigint
+LANGUAGE sql AS $$
+    UPDATE {s}.sessions SET expires_at = clock_timestamp() + ttl_ms * interval '1 millisecond'
+     WHERE id = ANY (ids) AND expires_at > clock_timestamp()
+    RETURNING id
+$$;
+
+-- The id of name (p_kind, p_name), registered if new, with its fencing counter starting
+-- at the token floor (the highest counter of a pruned name). Taking the floor row FOR
+-- SHARE waits for a prune in progress, so a name pruned and registered again never
+-- starts below the counter it had.
+CREATE OR REPLACE FUNCTION {s}.register_name(p_kind text, p_name text) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    prefix text := {s}.tag_prefix();
-    sids bigint[];
+    r integer;
+    f bigint;
 BEGIN
-    SELECT coalesce(array_agg(DISTINCT substr(a.application_name, length(prefix) + 1)::bigint),
-                    '{}')
-      INTO sids
-      FROM pg_locks l
-      JOIN pg_stat_activity a ON a.pid = l.pid
-     WHERE l.locktype = 'advisory'
-       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-       AND l.classid = k1::oid AND l.objid = k2::oid AND l.objsubid = 2
-       AND a.application_name LIKE prefix || '%'
-       AND substr(a.application_name, length(prefix) + 1) ~ '^[0-9]{1,19}$';
-    sids := array_remove(sids, own);
-    reaped := {s}.reap_sessions(sids);
-    SELECT extract(epoch FROM min(x.expires_at) - clock_timestamp()) INTO next_expiry
-      FROM {s}.sessions x
-     WHERE x.id = ANY (sids) AND x.expires_at > clock_timestamp();
-END
-$$;
-
--- Raises DS001 (and releases (k1, k2)) unless session p_session is alive: a session
--- that has expired or been ended must not be granted anything.
-CREATE OR REPLACE FUNCTION {s}.check_session(p_session bigint, k1 integer, k2 integer,
-                                             exclusive boolean) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM 1 FROM {s}.sessions WHERE id = p_session AND expires_at > clock_timestamp();
-    IF NOT FOUND THEN
-        IF exclusive THEN
-            PERFORM pg_advisory_unlock(k1, k2);
-        ELSE
-            PERFORM pg_advisory_unlock_shared(k1, k2);
+    LOOP
+        SELECT id INTO r FROM {s}.lock_names WHERE kind = p_kind AND name = p_name;
+        IF FOUND THEN
+            RETURN r;
         END IF;
-        RAISE EXCEPTION 'distsync session % has ended', p_session USING ERRCODE = 'DS001';
-    END IF;
-END
-$$;
-
-DROP FUNCTION IF EXISTS {s}.lock_grant(integer, integer, boolean, boolean, bigint);
-DROP FUNCTION IF EXISTS {s}.campaign_grant(integer, integer, text, bigint, bytea, boolean);
-
--- Releases advisory lock (k1, k2) of this connection.
-CREATE OR REPLACE FUNCTION {s}.advisory_unlock(k1 integer, k2 integer, exclusive boolean)
-RETURNS boolean LANGUAGE sql AS $$
-    SELECT CASE WHEN exclusive THEN pg_advisory_unlock(k1, k2)
-                ELSE pg_advisory_unlock_shared(k1, k2) END
-$$;
-
--- Takes advisory lock (k1, k2) on this connection, waiting or not; false for a failed try.
-CREATE OR REPLACE FUNCTION {s}.advisory_lock(k1 integer, k2 integer, exclusive boolean,
-                                             wait boolean) RETURNS boolean
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF exclusive THEN
-        IF wait THEN
-            PERFORM pg_advisory_lock(k1, k2);
-            RETURN true;
+        SELECT floor INTO f FROM {s}.token_floor FOR SHARE;
+        INSERT INTO {s}.lock_names (kind, name, token) VALUES (p_kind, p_name, coalesce(f, 0))
+        ON CONFLICT (kind, name) DO NOTHING RETURNING id INTO r;
+        IF FOUND THEN
+            RETURN r;
         END IF;
-        RETURN pg_try_advisory_lock(k1, k2);
-    END IF;
-    IF wait THEN
-        PERFORM pg_advisory_lock_shared(k1, k2);
-        RETURN true;
-    END IF;
-    RETURN pg_try_advisory_lock_shared(k1, k2);
+    END LOOP;
 END
 $$;
 
--- The lease gate, run once this connection has advisory lock (k1, k2). The grant rows
--- of the name that conflict with this grant (all of them for an exclusive grant, the
--- exclusive ones for a shared grant) belong to holds whose connection is gone without a
--- release (a clean release deletes its row). Their holders may still believe they hold
--- until their session expires, so: if one of their sessions has not expired, returns
--- the seconds until the last of them does (the caller keeps the advisory lock and asks
--- again then). Otherwise deletes them, records this grant, and returns NULL.
--- Raises DS002 (and releases the advisory lock) when the name has no counter row.
-DROP FUNCTION IF EXISTS {s}.grant_gate(integer, integer, boolean, bigint);
-CREATE FUNCTION {s}.grant_gate(k1 integer, k2 integer, p_exclusive boolean,
-                                          p_session bigint) RETURNS double precision
-LANGUAGE plpgsql AS $$
+-- Deletes up to p_limit names unused for p_idle seconds that have no entry in line (and
+-- their semaphore rows), raising the token floor to their highest counter first. A name
+-- locked by a grant in progress is skipped; a waiter whose name went meanwhile finds no
+-- counter row (DS002) and registers it again. Returns how many went.
+CREATE OR REPLACE FUNCTION {s}.prune_names(p_idle double precision, p_limit integer)
+RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
-    bound timestamptz;
+    top bigint;
+    gone integer;
 BEGIN
-    PERFORM 1 FROM {s}.lock_names WHERE id = k2 FOR UPDATE;
-    IF NOT FOUND THEN
-        PERFORM {s}.advisory_unlock(k1, k2, p_exclusive);
-        RAISE EXCEPTION 'distsync lock name % has no counter row', k2 USING ERRCODE = 'DS002';
-    END IF;
-    -- FOR UPDATE waits for a release (or session end) in progress, then skips its row.
-    WITH stale AS (
-        SELECT g.session_id FROM {s}.lock_grants g
-         WHERE g.name_id = k2 AND (p_exclusive OR g.exclusive)
-           FOR UPDATE
+    PERFORM 1 FROM {s}.token_floor FOR UPDATE;
+    WITH victims AS (
+        SELECT n.id FROM {s}.lock_names n
+         WHERE n.used_at < clock_timestamp() - p_idle * interval '1 second'
+           AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries e WHERE e.name_id = n.id)
+         ORDER BY n.used_at
+         LIMIT p_limit
+           FOR UPDATE OF n SKIP LOCKED
+    ), sem AS (
+        DELETE FROM {s}.semaphores m USING victims v WHERE m.name_id = v.id
+    ), del AS (
+        DELETE FROM {s}.lock_names n USING victims v WHERE n.id = v.id RETURNING n.token
     )
-    SELECT max(x.expires_at) INTO bound
-      FROM stale JOIN {s}.sessions x ON x.id = stale.session_id;
-    IF bound > clock_timestamp() THEN
-        RETURN greatest(extract(epoch FROM bound - clock_timestamp()), 0.001);
-    END IF;
-    DELETE FROM {s}.lock_grants g WHERE g.name_id = k2 AND (p_exclusive OR g.exclusive);
-    INSERT INTO {s}.lock_grants (name_id, pid, session_id, exclusive)
-         VALUES (k2, pg_backend_pid(), p_session, p_exclusive)
-    ON CONFLICT (name_id, pid) DO UPDATE
-            SET session_id = EXCLUDED.session_id, exclusive = EXCLUDED.exclusive;
-    RETURN NULL;
+    SELECT max(token), count(*) INTO top, gone FROM del;
+    UPDATE {s}.token_floor SET floor = greatest(floor, coalesce(top, 0));
+    RETURN gone;
 END
 $$;
 
--- Takes advisory lock (k1, k2) on this connection for session p_session, exclusive or
--- shared, waiting or not (with `relock` false, the connection already has it: a second
--- pass through the gate). Outcomes:
--- o_token set: granted; an exclusive grant bumps and returns the name's fencing counter,
---   a shared one returns 0;
--- o_wait set: the lease gate holds the grant back for o_wait seconds; the connection
---   keeps the advisory lock (only when waiting);
--- both NULL: a failed try (the lock is taken, or held back by the gate).
-CREATE OR REPLACE FUNCTION {s}.lock_grant(k1 integer, k2 integer, exclusive boolean,
-                                          wait boolean, p_session bigint, relock boolean,
-                                          OUT o_token bigint, OUT o_wait double precision)
-LANGUAGE plpgsql AS $$
+-- Deletes up to p_limit election log entries older than p_age seconds.
+CREATE OR REPLACE FUNCTION {s}.prune_election_log(p_age double precision, p_limit integer)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    gone integer;
 BEGIN
-    IF relock AND NOT {s}.advisory_lock(k1, k2, exclusive, wait) THEN
-        RETURN;
-    END IF;
-    PERFORM {s}.check_session(p_session, k1, k2, exclusive);
-    o_wait := {s}.grant_gate(k1, k2, exclusive, p_session);
-    IF o_wait IS NOT NULL THEN
-        IF NOT wait THEN
-            PERFORM {s}.advisory_unlock(k1, k2, exclusive);
-            o_wait := NULL;
-        END IF;
-        RETURN;
-    END IF;
-    IF exclusive THEN
-        UPDATE {s}.lock_names SET token = token + 1 WHERE id = k2 RETURNING token INTO o_token;
-    ELSE
-        o_token := 0;
+    WITH old AS (
+        SELECT election, term, version FROM {s}.election_log
+         WHERE at < clock_timestamp() - p_age * interval '1 second'
+         ORDER BY at LIMIT p_limit
+    ), del AS (
+        DELETE FROM {s}.election_log l USING old o
+         WHERE (l.election, l.term, l.version) = (o.election, o.term, o.version)
+        RETURNING 1
+    )
+    SELECT count(*) INTO gone FROM del;
+    RETURN gone;
+END
+$$;
+
+-- Keeps the last p_keep entries of election p_election's log.
+CREATE OR REPLACE FUNCTION {s}.trim_election_log(p_election text, p_keep integer)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    t bigint;
+    v bigint;
+BEGIN
+    SELECT term, version INTO t, v FROM {s}.election_log WHERE election = p_election
+     ORDER BY term DESC, version DESC OFFSET greatest(p_keep, 1) LIMIT 1;
+    IF t IS NOT NULL THEN
+        DELETE FROM {s}.election_log WHERE election = p_election AND (term, version) <= (t, v);
     END IF;
 END
 $$;
 
--- As lock_grant (exclusive) for an election; a grant starts a term: bumps the fencing
--- counter and writes the leader row and a log entry. o_token is the term.
-CREATE OR REPLACE FUNCTION {s}.campaign_grant(k1 integer, k2 integer, p_election text,
-                                              p_session bigint, p_value bytea,
-                                              wait boolean, relock boolean,
-                                              OUT o_token bigint, OUT o_wait double precision)
+-- A candidacy granted (see semaphore_check): starts term p_term of p_election with
+-- p_session as the leader, logs it, and trims the log to p_keep entries.
+CREATE OR REPLACE FUNCTION {s}.campaign_won(p_election text, p_session bigint, p_term bigint,
+                                            p_value bytea, p_keep integer) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    SELECT g.o_token, g.o_wait INTO o_token, o_wait
-      FROM {s}.lock_grant(k1, k2, true, wait, p_session, relock) AS g;
-    IF o_token IS NULL THEN
-        RETURN;
-    END IF;
     INSERT INTO {s}.election_leaders (election, session_id, term, version, value)
-         VALUES (p_election, p_session, o_token, 1, p_value)
+         VALUES (p_election, p_session, p_term, 1, p_value)
     ON CONFLICT (election) DO UPDATE
             SET session_id = EXCLUDED.session_id, term = EXCLUDED.term,
                 version = 1, value = EXCLUDED.value;
     INSERT INTO {s}.election_log (election, term, version, session_id, value)
-         VALUES (p_election, o_token, 1, p_session, p_value);
-    DELETE FROM {s}.election_log
-     WHERE election = p_election AND at < clock_timestamp() - interval '10 minutes';
+         VALUES (p_election, p_term, 1, p_session, p_value);
+    PERFORM {s}.trim_election_log(p_election, p_keep);
 END
 $$;
 
--- A clean release: deletes this connection's grant row of (k1, k2), then unlocks. A
--- waiter granted the advisory lock meanwhile waits for this transaction in the gate
--- and finds no row. False if this connection did not hold the lock.
--- Committed asynchronously: a release lost in a crash of the server leaves a grant row
--- that gates the next grant until its session expires, the safe side.
-CREATE OR REPLACE FUNCTION {s}.lock_release(k1 integer, k2 integer, exclusive boolean)
-RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
-    DELETE FROM {s}.lock_grants WHERE name_id = k2 AND pid = pg_backend_pid();
-    RETURN {s}.advisory_unlock(k1, k2, exclusive);
-END
-$$;
+DROP FUNCTION IF EXISTS {s}.campaign_resign(integer, text, bigint, bigint, bigint);
 
--- Releases everything this connection holds (its owner dropped it).
-CREATE OR REPLACE FUNCTION {s}.release_all() RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM {s}.lock_grants WHERE pid = pg_backend_pid();
-    PERFORM pg_advisory_unlock_all();
-END
-$$;
-
--- A grant abandoned by its client (the waiting call was dropped): nobody believes it
--- holds, so its row goes, and the backend is terminated (leaving the lock queue, or
--- releasing the lock granted meanwhile). Both in one transaction: a waiter granted the
--- lock by the termination waits for the row's deletion in the gate.
-CREATE OR REPLACE FUNCTION {s}.abandon(p_session bigint, p_pid integer) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM {s}.lock_grants WHERE session_id = p_session AND pid = p_pid;
-    PERFORM pg_terminate_backend(a.pid) FROM pg_stat_activity a
-      WHERE a.pid = p_pid AND a.application_name = {s}.tag_prefix() || p_session::text;
-END
-$$;
-
--- Replaces the leader's value if (p_session, p_term) still leads; false otherwise.
+-- Replaces the leader's value if (p_session, p_term) still leads and its session has not
+-- expired; false otherwise. Every 16 versions the log is trimmed to p_keep entries, so a
+-- long-lived leader that proclaims often keeps it bounded.
 CREATE OR REPLACE FUNCTION {s}.proclaim(p_election text, p_session bigint, p_term bigint,
-                                        p_value bytea) RETURNS boolean
+                                        p_value bytea, p_keep integer) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     v bigint;
 BEGIN
-    UPDATE {s}.election_leaders SET version = version + 1, value = p_value
-     WHERE election = p_election AND session_id = p_session AND term = p_term
+    UPDATE {s}.election_leaders l SET version = version + 1, value = p_value
+     WHERE l.election = p_election AND l.session_id = p_session AND l.term = p_term
+       AND EXISTS (SELECT 1 FROM {s}.sessions x
+                    WHERE x.id = p_session AND x.expires_at > clock_timestamp())
     RETURNING version INTO v;
     IF v IS NULL THEN
         RETURN false;
     END IF;
     INSERT INTO {s}.election_log (election, term, version, session_id, value)
          VALUES (p_election, p_term, v, p_session, p_value);
+    IF v % 16 = 0 THEN
+        PERFORM {s}.trim_election_log(p_election, p_keep);
+    END IF;
     RETURN true;
 END
 $$;

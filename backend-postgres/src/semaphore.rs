@@ -90,9 +90,18 @@ CREATE TABLE IF NOT EXISTS {s}.semaphore_entries (
     UNIQUE (session_id, entry)
 );
 CREATE INDEX IF NOT EXISTS semaphore_entries_line ON {s}.semaphore_entries (name_id, ord);
+-- Since version 9 the line also carries locks, read-write locks and candidacies (see
+-- crate::hold): a shared entry (a read lock) holds beside other shared entries; a
+-- candidacy carries its election's name and value, written as the leader on grant.
+ALTER TABLE {s}.semaphore_entries ADD COLUMN IF NOT EXISTS shared boolean NOT NULL DEFAULT false;
+ALTER TABLE {s}.semaphore_entries ADD COLUMN IF NOT EXISTS election text;
+ALTER TABLE {s}.semaphore_entries ADD COLUMN IF NOT EXISTS value bytea;
+CREATE INDEX IF NOT EXISTS semaphore_entries_shared ON {s}.semaphore_entries (name_id) WHERE shared;
 
--- Notifies the waiters of name k that can be granted now: the live entries within the
--- first `permits` that have no token yet, other than the entry `except_ord`.
+-- Notifies the waiters of name k that can be granted now, other than the entry
+-- `except_ord`: the live entries without a token that are exclusive with fewer than
+-- `permits` live entries ahead, or shared with no live exclusive entry ahead. A line
+-- without shared entries reads only its first `permits` entries.
 CREATE OR REPLACE FUNCTION {s}.sem_wake(k integer, except_ord bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -102,14 +111,27 @@ BEGIN
     IF n IS NULL THEN
         RETURN;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k AND shared) THEN
+        PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text)
+           FROM (SELECT e.ord, e.session_id, e.entry, e.token
+                   FROM {s}.semaphore_entries e
+                   JOIN {s}.sessions x ON x.id = e.session_id
+                  WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp()
+                  ORDER BY e.ord
+                  LIMIT n) AS w
+          WHERE w.token IS NULL AND w.ord <> except_ord;
+        RETURN;
+    END IF;
     PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text)
-       FROM (SELECT e.ord, e.session_id, e.entry, e.token
+       FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared,
+                    count(*) OVER (ORDER BY e.ord) - 1 AS before,
+                    count(*) FILTER (WHERE NOT e.shared) OVER (ORDER BY e.ord) AS exclusive_upto
                FROM {s}.semaphore_entries e
                JOIN {s}.sessions x ON x.id = e.session_id
-              WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp()
-              ORDER BY e.ord
-              LIMIT n) AS w
-      WHERE w.token IS NULL AND w.ord <> except_ord;
+              WHERE e.name_id = k AND NOT e.cancelled
+                AND x.expires_at > clock_timestamp()) AS w
+      WHERE w.token IS NULL AND w.ord <> except_ord
+        AND CASE WHEN w.shared THEN w.exclusive_upto = 0 ELSE w.before < n END;
 END
 $$;
 
@@ -135,19 +157,29 @@ CREATE OR REPLACE TRIGGER semaphore_entries_gone AFTER DELETE ON {s}.semaphore_e
 
 -- Re-checks entry (p_session, p_entry) of name k. o_state: 1 granted (o_token), 0
 -- waiting (o_wait: seconds until the first expiry among the live entries ahead), -1 the
--- entry is gone (its session ended or expired). Raises DS002 when the name has no
--- counter row.
+-- entry is gone (its session ended or expired). An exclusive entry is granted with
+-- fewer than `permits` live entries ahead and takes the next value of the name's
+-- fencing counter; a shared entry (a read lock) with no live exclusive entry ahead, and
+-- token 0. A candidacy's grant writes its election's leader row and log entry (the
+-- token is the term). Raises DS002 when the name has no counter row.
+DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint);
 CREATE OR REPLACE FUNCTION {s}.semaphore_check(k integer, p_session bigint, p_entry bigint,
-                                               OUT o_state integer, OUT o_token bigint,
-                                               OUT o_wait double precision)
+                                    p_log_keep integer DEFAULT 1000,
+                                    OUT o_state integer, OUT o_token bigint,
+                                    OUT o_wait double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
     my_ord bigint;
+    my_shared boolean;
+    my_election text;
+    my_value bytea;
     ahead integer;
+    exclusive_ahead integer;
 BEGIN
     SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
-    SELECT e.ord, e.token INTO my_ord, o_token
+    SELECT e.ord, e.token, e.shared, e.election, e.value
+      INTO my_ord, o_token, my_shared, my_election, my_value
       FROM {s}.semaphore_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
      WHERE e.session_id = p_session AND e.entry = p_entry AND e.name_id = k
@@ -161,19 +193,28 @@ BEGIN
         o_state := 1;
         RETURN;
     END IF;
-    SELECT count(*), extract(epoch FROM min(x.expires_at) - clock_timestamp())
-      INTO ahead, o_wait
+    SELECT count(*), count(*) FILTER (WHERE NOT e.shared),
+           extract(epoch FROM min(x.expires_at) - clock_timestamp())
+      INTO ahead, exclusive_ahead, o_wait
       FROM {s}.semaphore_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
      WHERE e.name_id = k AND e.ord < my_ord AND NOT e.cancelled
        AND x.expires_at > clock_timestamp();
-    IF ahead < coalesce(n, 1) THEN
-        UPDATE {s}.lock_names SET token = token + 1 WHERE id = k RETURNING token INTO o_token;
-        IF o_token IS NULL THEN
-            RAISE EXCEPTION 'distsync semaphore name % has no counter row', k
-                USING ERRCODE = 'DS002';
+    IF (my_shared AND exclusive_ahead = 0) OR (NOT my_shared AND ahead < coalesce(n, 1)) THEN
+        IF my_shared THEN
+            o_token := 0;
+        ELSE
+            UPDATE {s}.lock_names SET token = token + 1, used_at = clock_timestamp()
+             WHERE id = k RETURNING token INTO o_token;
+            IF o_token IS NULL THEN
+                RAISE EXCEPTION 'distsync lock name % has no counter row', k
+                    USING ERRCODE = 'DS002';
+            END IF;
         END IF;
         UPDATE {s}.semaphore_entries SET token = o_token WHERE ord = my_ord;
+        IF my_election IS NOT NULL THEN
+            PERFORM {s}.campaign_won(my_election, p_session, o_token, my_value, p_log_keep);
+        END IF;
         PERFORM {s}.sem_wake(k, my_ord);
         o_state := 1;
         o_wait := NULL;
@@ -183,13 +224,20 @@ BEGIN
 END
 $$;
 
--- Joins name k with entry (p_session, p_entry), naming p_permits permits, waiting or not.
--- o_state: as semaphore_check; 2 a failed try (nothing joined); 3 another count is in
--- use (o_in_use, nothing joined); 4 the caller withdrew before this ran (tombstone
--- found and removed, nothing joined: the caller is gone, nobody reads this). Raises
--- DS001 when the session has ended.
+-- Joins name k with entry (p_session, p_entry), naming p_permits permits, waiting or not;
+-- shared (a read lock) or not, for election p_election with p_value (a candidacy) or not.
+-- o_state: as semaphore_check; 2 a failed try (nothing joined: an exclusive try with
+-- `permits` live entries in line, a shared try with a live exclusive entry in line,
+-- holding or waiting); 3 another count is in use (o_in_use, nothing joined); 4 the
+-- caller withdrew before this ran (tombstone found and removed, nothing joined: the
+-- caller is gone, nobody reads this). Raises DS001 when the session has ended.
+DROP FUNCTION IF EXISTS {s}.semaphore_join(integer, bigint, bigint, integer, boolean);
 CREATE OR REPLACE FUNCTION {s}.semaphore_join(k integer, p_session bigint, p_entry bigint,
                                               p_permits integer, wait boolean,
+                                              p_shared boolean DEFAULT false,
+                                              p_election text DEFAULT NULL,
+                                              p_value bytea DEFAULT NULL,
+                                              p_log_keep integer DEFAULT 1000,
                                               OUT o_state integer, OUT o_token bigint,
                                               OUT o_wait double precision,
                                               OUT o_in_use integer)
@@ -197,6 +245,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
     live integer;
+    live_exclusive integer;
 BEGIN
     INSERT INTO {s}.semaphores (name_id, permits) VALUES (k, p_permits)
     ON CONFLICT (name_id) DO NOTHING;
@@ -214,7 +263,7 @@ BEGIN
     -- Entries of expired sessions count no more: forget them.
     DELETE FROM {s}.semaphore_entries e USING {s}.sessions x
      WHERE e.name_id = k AND x.id = e.session_id AND x.expires_at <= clock_timestamp();
-    SELECT count(*) INTO live
+    SELECT count(*), count(*) FILTER (WHERE NOT e.shared) INTO live, live_exclusive
       FROM {s}.semaphore_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
      WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
@@ -226,27 +275,38 @@ BEGIN
         END IF;
         UPDATE {s}.semaphores SET permits = p_permits WHERE name_id = k;
     END IF;
-    IF NOT wait AND live >= p_permits THEN
+    IF NOT wait AND ((p_shared AND live_exclusive > 0) OR (NOT p_shared AND live >= p_permits)) THEN
         o_state := 2;
         RETURN;
     END IF;
-    INSERT INTO {s}.semaphore_entries (name_id, session_id, entry) VALUES (k, p_session, p_entry);
+    INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election, value)
+         VALUES (k, p_session, p_entry, p_shared, p_election, p_value);
     SELECT c.o_state, c.o_token, c.o_wait INTO o_state, o_token, o_wait
-      FROM {s}.semaphore_check(k, p_session, p_entry) AS c;
+      FROM {s}.semaphore_check(k, p_session, p_entry, p_log_keep) AS c;
 END
 $$;
 
--- Removes entry (p_session, p_entry) of name k (a release, or a withdrawn wait); true if
--- it was there. With p_tombstone, an entry not there yet gets a tombstone, so that a
+-- Removes entry (p_session, p_entry) of name k (a release, a resign, or a withdrawn
+-- wait), with the leader row of a candidacy that led; true if it was there. With p_tombstone, an entry not there yet gets a tombstone, so that a
 -- join of it still in flight gives up (see semaphore_join).
 CREATE OR REPLACE FUNCTION {s}.semaphore_leave(k integer, p_session bigint, p_entry bigint,
                                                p_tombstone boolean) RETURNS boolean
 LANGUAGE plpgsql AS $$
+DECLARE
+    gone_election text;
+    gone_token bigint;
 BEGIN
     PERFORM 1 FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
     DELETE FROM {s}.semaphore_entries
-     WHERE session_id = p_session AND entry = p_entry AND NOT cancelled;
+     WHERE session_id = p_session AND entry = p_entry AND NOT cancelled
+    RETURNING election, token INTO gone_election, gone_token;
     IF FOUND THEN
+        -- A candidacy that led: its term ends with it (a resign, or a dropped campaign
+        -- granted meanwhile).
+        IF gone_election IS NOT NULL AND gone_token IS NOT NULL THEN
+            DELETE FROM {s}.election_leaders
+             WHERE election = gone_election AND session_id = p_session AND term = gone_token;
+        END IF;
         RETURN true;
     END IF;
     IF p_tombstone THEN
@@ -274,9 +334,23 @@ pub(crate) struct PgSemaphore {
     pub(crate) permits_sql: i32,
 }
 
+/// What an entry asks of the line: the semaphore's, and the holds' of
+/// [`crate::hold`] (locks, read-write locks, candidacies).
+#[derive(Clone, Copy)]
+pub(crate) struct Ask<'a> {
+    /// The kind of the name (its row in `lock_names`).
+    pub(crate) kind: LockKind,
+    /// The permits of the name (1 for locks, write locks and elections).
+    pub(crate) permits: i32,
+    /// A shared entry (a read lock): holds beside other shared entries.
+    pub(crate) shared: bool,
+    /// A candidacy: its value, written as the election's leader on grant.
+    pub(crate) campaign: Option<&'a [u8]>,
+}
+
 /// One entry of the line, as the schema's functions address it.
 #[derive(Clone)]
-struct Entry {
+pub(crate) struct Entry {
     shared: Arc<Shared>,
     name_id: i32,
     session: i64,
@@ -314,12 +388,7 @@ fn outcome(row: Row) -> Result<Outcome> {
 
 /// Maps a statement error: an ended session is the session lost.
 fn entry_error(lease: &LeaseInner, error: sqlx::Error) -> Error {
-    if is_session_gone(&error) {
-        lease.fail();
-        Error::SessionLost
-    } else {
-        map(error)
-    }
+    crate::hold::session_error(lease, error)
 }
 
 /// Whether `error` is `DS002`: the name has no counter row.
@@ -328,36 +397,48 @@ fn is_missing_name(error: &sqlx::Error) -> bool {
 }
 
 impl Entry {
-    async fn join(&self, permits: i32, wait: bool) -> std::result::Result<Outcome, sqlx::Error> {
+    async fn join(
+        &self,
+        ask: &Ask<'_>,
+        election: &str,
+        wait: bool,
+    ) -> std::result::Result<Outcome, sqlx::Error> {
         let sql = self.shared.sql(
-            "SELECT o_state, o_token, o_wait, o_in_use FROM {s}.semaphore_join($1, $2, $3, $4, $5)",
+            "SELECT o_state, o_token, o_wait, o_in_use \
+             FROM {s}.semaphore_join($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         );
         let row: Row = sqlx::query_as(&sql)
             .bind(self.name_id)
             .bind(self.session)
             .bind(self.entry)
-            .bind(permits)
+            .bind(ask.permits)
             .bind(wait)
-            .fetch_one(&self.shared.pool)
+            .bind(ask.shared)
+            .bind(ask.campaign.map(|_| election))
+            .bind(ask.campaign)
+            .bind(self.shared.limits().log_keep_sql())
+            .fetch_one(&self.shared.holds)
             .await?;
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
     }
 
     async fn check(&self) -> std::result::Result<Outcome, sqlx::Error> {
         let sql = self.shared.sql(
-            "SELECT o_state, o_token, o_wait, NULL::integer FROM {s}.semaphore_check($1, $2, $3)",
+            "SELECT o_state, o_token, o_wait, NULL::integer \
+             FROM {s}.semaphore_check($1, $2, $3, $4)",
         );
         let row: Row = sqlx::query_as(&sql)
             .bind(self.name_id)
             .bind(self.session)
             .bind(self.entry)
-            .fetch_one(&self.shared.pool)
+            .bind(self.shared.limits().log_keep_sql())
+            .fetch_one(&self.shared.holds)
             .await?;
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
     }
 
     /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave`.
-    async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
+    pub(crate) async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
         sqlx::query_scalar(
             &self
                 .shared
@@ -367,18 +448,18 @@ impl Entry {
         .bind(self.session)
         .bind(self.entry)
         .bind(tombstone)
-        .fetch_one(&self.shared.pool)
+        .fetch_one(&self.shared.holds)
         .await
     }
 
     /// Withdraws the entry in the background (a dropped wait, a release that failed):
     /// retried until done or the session ends, whose end takes the entry with it.
-    fn leave_in_background(self, lease: &Arc<LeaseInner>, tombstone: bool) {
+    pub(crate) fn leave_in_background(self, lease: &Arc<LeaseInner>, tombstone: bool) {
         let lost = lease.lost_token();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
                 session = self.session,
-                "semaphore entry abandoned outside a runtime; it ends with its session"
+                "entry abandoned outside a runtime; it ends with its session"
             );
             return;
         };
@@ -395,10 +476,10 @@ impl Entry {
                     },
                 };
                 if !Backoff::retryable(&error) {
-                    tracing::warn!(session = self.session, %error, "withdrawing a semaphore entry failed; it ends with its session");
+                    tracing::warn!(session = self.session, %error, "withdrawing an entry failed; it ends with its session");
                     return;
                 }
-                backoff.pause("withdrawing a semaphore entry", &error).await;
+                backoff.pause("withdrawing an entry", &error).await;
             }
         });
     }
@@ -416,144 +497,168 @@ impl Drop for Cleanup {
             tracing::debug!(
                 session = entry.session,
                 entry = entry.entry,
-                "semaphore acquisition dropped; withdrawing"
+                "acquisition dropped; withdrawing its entry"
             );
             entry.leave_in_background(&self.lease, true);
         }
     }
 }
 
-impl PgSemaphore {
-    async fn acquire_or_try(&self, wait: bool) -> Result<Option<LockGuard>> {
-        let mut retried = false;
-        loop {
-            match self.attempt(wait).await {
-                Err(AttemptError::MissingName) if !retried => {
-                    tracing::debug!(name = %self.name, "semaphore name row gone; registering it again");
-                    self.lease
-                        .shared
-                        .forget_name(LockKind::Semaphore, self.name.as_str());
-                    retried = true;
-                }
-                Err(AttemptError::MissingName) => {
-                    return Err(Error::backend(
-                        crate::error::BACKEND,
-                        format!(
-                            "the semaphore name {:?} has no counter row",
-                            self.name.as_str()
-                        ),
-                    ))
-                }
-                Err(AttemptError::Other(error)) => return Err(error),
-                Ok(granted) => return Ok(granted),
+/// Joins the line of `ask.kind` `name` and, if `wait`, waits until granted. Returns the
+/// entry and its token, or `None` for a failed try. A cached name id whose row has gone
+/// (pruned, see [`crate::shared`]) is looked up afresh, once.
+///
+/// Cancel-safe: a dropped call withdraws its entry in the background.
+pub(crate) async fn take(
+    lease: &Arc<LeaseInner>,
+    name: &Name,
+    ask: &Ask<'_>,
+    wait: bool,
+) -> Result<Option<(Entry, i64)>> {
+    let mut retried = false;
+    loop {
+        match attempt(lease, name, ask, wait).await {
+            Err(AttemptError::MissingName) if !retried => {
+                tracing::debug!(%name, "name row gone; registering it again");
+                lease.shared.forget_name(ask.kind, name.as_str());
+                retried = true;
             }
+            Err(AttemptError::MissingName) => {
+                return Err(Error::backend(
+                    crate::error::BACKEND,
+                    format!(
+                        "the {} name {:?} has no counter row",
+                        ask.kind.as_str(),
+                        name.as_str()
+                    ),
+                ))
+            }
+            Err(AttemptError::Other(error)) => return Err(error),
+            Ok(granted) => return Ok(granted),
         }
     }
+}
 
-    async fn attempt(&self, wait: bool) -> std::result::Result<Option<LockGuard>, AttemptError> {
-        if self.lease.is_lost() {
-            return Err(Error::SessionLost.into());
+async fn attempt(
+    lease: &Arc<LeaseInner>,
+    name: &Name,
+    ask: &Ask<'_>,
+    wait: bool,
+) -> std::result::Result<Option<(Entry, i64)>, AttemptError> {
+    if lease.is_lost() {
+        return Err(Error::SessionLost.into());
+    }
+    let shared = &lease.shared;
+    let entry = Entry {
+        shared: Arc::clone(shared),
+        name_id: shared.name_id(ask.kind, name.as_str()).await?,
+        session: lease.id,
+        entry: ENTRIES.fetch_add(1, Ordering::Relaxed),
+    };
+    // Subscribed before joining: a wake-up committed after the join is never missed.
+    let mut wake = if wait {
+        let own = format!("m:{}.{}", entry.session, entry.entry);
+        let everyone = format!("M:{}", entry.name_id);
+        Some((
+            shared.hub.subscribe(own).await?,
+            shared.hub.subscribe(everyone).await?,
+        ))
+    } else {
+        None
+    };
+    let mut cleanup = Cleanup {
+        entry: Some(entry.clone()),
+        lease: Arc::clone(lease),
+    };
+    let joined = entry.join(ask, name.as_str(), wait).await;
+    let mut state = match joined {
+        Ok(state) => state,
+        Err(error) if is_missing_name(&error) => {
+            // The statement failed as a whole: nothing joined.
+            cleanup.entry = None;
+            return Err(AttemptError::MissingName);
         }
-        let shared = &self.lease.shared;
-        let entry = Entry {
-            shared: Arc::clone(shared),
-            name_id: shared
-                .name_id(LockKind::Semaphore, self.name.as_str())
-                .await?,
-            session: self.lease.id,
-            entry: ENTRIES.fetch_add(1, Ordering::Relaxed),
-        };
-        // Subscribed before joining: a wake-up committed after the join is never missed.
-        let mut wake = if wait {
-            let own = format!("m:{}.{}", entry.session, entry.entry);
-            let name = format!("M:{}", entry.name_id);
-            Some((
-                shared.hub.subscribe(own).await?,
-                shared.hub.subscribe(name).await?,
-            ))
-        } else {
-            None
-        };
-        let mut cleanup = Cleanup {
-            entry: Some(entry.clone()),
-            lease: Arc::clone(&self.lease),
-        };
-        let joined = entry.join(self.permits_sql, wait).await;
-        let mut state = match joined {
-            Ok(state) => state,
-            Err(error) if is_missing_name(&error) => {
-                // The statement failed as a whole: nothing joined.
+        Err(error) => return Err(entry_error(lease, error).into()),
+    };
+    let lost = lease.lost_token();
+    let fallback = lease.ttl;
+    let mut backoff = Backoff::new();
+    loop {
+        let pause = match state {
+            Outcome::Granted(token) => {
                 cleanup.entry = None;
-                return Err(AttemptError::MissingName);
+                return Ok(Some((entry, token)));
             }
-            Err(error) => return Err(entry_error(&self.lease, error).into()),
-        };
-        let lost = self.lease.lost_token();
-        let fallback = self.lease.ttl;
-        let mut backoff = Backoff::new();
-        loop {
-            let pause = match state {
-                Outcome::Granted(token) => {
-                    cleanup.entry = None;
-                    return Ok(Some(self.guard(entry, token)));
-                }
-                Outcome::Refused => {
-                    cleanup.entry = None;
-                    return Ok(None);
-                }
-                Outcome::OtherCount(in_use) => {
-                    cleanup.entry = None;
-                    return Err(Error::InvalidArgument(format!(
-                        "semaphore {:?} is in use with {in_use} permits, not {}",
-                        self.name.as_str(),
-                        self.permits
-                    ))
-                    .into());
-                }
-                Outcome::Gone => {
-                    cleanup.entry = None;
-                    self.lease.fail();
-                    return Err(Error::SessionLost.into());
-                }
-                Outcome::Waiting(until) => {
-                    until.map_or(fallback, |until| until + Duration::from_millis(5))
-                }
-            };
-            let Some((own, everyone)) = wake.as_mut() else {
-                // Not waiting: a join that did not grant refuses (state 2); anything else
-                // is withdrawn by the clean-up.
+            Outcome::Refused => {
+                cleanup.entry = None;
                 return Ok(None);
-            };
-            tokio::select! {
-                biased;
-                () = lost.cancelled() => return Err(Error::SessionLost.into()),
-                woke = own.changed() => { woke?; }
-                woke = everyone.changed() => { woke?; }
-                () = tokio::time::sleep(pause) => {}
             }
-            state = loop {
-                match entry.check().await {
-                    Ok(state) => {
-                        backoff.reset();
-                        break state;
+            Outcome::OtherCount(in_use) => {
+                cleanup.entry = None;
+                return Err(Error::InvalidArgument(format!(
+                    "semaphore {:?} is in use with {in_use} permits, not {}",
+                    name.as_str(),
+                    ask.permits
+                ))
+                .into());
+            }
+            Outcome::Gone => {
+                cleanup.entry = None;
+                lease.fail();
+                return Err(Error::SessionLost.into());
+            }
+            Outcome::Waiting(until) => {
+                until.map_or(fallback, |until| until + Duration::from_millis(5))
+            }
+        };
+        let Some((own, everyone)) = wake.as_mut() else {
+            // Not waiting: a join that did not grant refuses (state 2); anything else
+            // is withdrawn by the clean-up.
+            return Ok(None);
+        };
+        tokio::select! {
+            biased;
+            () = lost.cancelled() => return Err(Error::SessionLost.into()),
+            woke = own.changed() => { woke?; }
+            woke = everyone.changed() => { woke?; }
+            () = tokio::time::sleep(pause) => {}
+        }
+        state = loop {
+            match entry.check().await {
+                Ok(state) => {
+                    backoff.reset();
+                    break state;
+                }
+                Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
+                Err(error) => {
+                    let error = entry_error(lease, error);
+                    if !Backoff::retryable(&error) {
+                        return Err(error.into());
                     }
-                    Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
-                    Err(error) => {
-                        let error = entry_error(&self.lease, error);
-                        if !Backoff::retryable(&error) {
-                            return Err(error.into());
-                        }
-                        // Once in line, connection trouble is ridden out (checking is
-                        // idempotent).
-                        tokio::select! {
-                            biased;
-                            () = lost.cancelled() => return Err(Error::SessionLost.into()),
-                            () = backoff.pause("a semaphore permit", &error) => {}
-                        }
+                    // Once in line, connection trouble is ridden out (checking is
+                    // idempotent).
+                    tokio::select! {
+                        biased;
+                        () = lost.cancelled() => return Err(Error::SessionLost.into()),
+                        () = backoff.pause("a place in line", &error) => {}
                     }
                 }
-            };
-        }
+            }
+        };
+    }
+}
+
+impl PgSemaphore {
+    async fn acquire_or_try(&self, wait: bool) -> Result<Option<LockGuard>> {
+        let ask = Ask {
+            kind: LockKind::Semaphore,
+            permits: self.permits_sql,
+            shared: false,
+            campaign: None,
+        };
+        Ok(take(&self.lease, &self.name, &ask, wait)
+            .await?
+            .map(|(entry, token)| self.guard(entry, token)))
     }
 
     fn guard(&self, entry: Entry, token: i64) -> LockGuard {
@@ -584,10 +689,11 @@ impl From<Error> for AttemptError {
     }
 }
 
-/// The release step of a permit: delete its entry (waking the waiter it lets in).
-/// [`Error::SessionLost`] if the entry was gone already (its session ended); on a
-/// transient failure, the release goes on in the background and the error is returned.
-fn release_fn(lease: &Arc<LeaseInner>, entry: Entry) -> ReleaseFn {
+/// The release step of an entry (a permit, a lock, a read or write lock): delete it
+/// (waking the waiter it lets in). [`Error::SessionLost`] if the entry was gone already
+/// (its session ended); on a transient failure, the release goes on in the background
+/// and the error is returned.
+pub(crate) fn release_fn(lease: &Arc<LeaseInner>, entry: Entry) -> ReleaseFn {
     let lease = Arc::clone(lease);
     Box::new(move || {
         Box::pin(async move {

@@ -1,14 +1,18 @@
-//! Sessions: a heartbeat row, a dedicated control connection, and one dedicated
-//! connection per hold.
+//! Sessions: a heartbeat row each, renewed in batches; no connection of their own.
 //!
 //! Opening a session inserts a row in `sessions` (a random 63-bit id, TTL,
-//! `expires_at`) and opens a control connection outside the pool whose
-//! `application_name` is `distsync/<schema oid>/<session id>`; the keepalive renews
-//! `expires_at` (the server's clock + TTL) through it every TTL/3. The session is lost
-//! when the control connection or a hold connection closes (noticed at once, see
-//! [`crate::conn`]), or when the row is gone or expired (revoked, or ended by a waiter
-//! that found it stalled); a session ended by another process is announced with
-//! `NOTIFY s:<id>`, so its owner learns at once rather than at the next renewal.
+//! `expires_at`) through the pool. Its keepalive (`distsync_core::Session::start`: every
+//! TTL/3, with its own client-side deadline) renews `expires_at` (the server's clock +
+//! TTL) through the backend's heartbeat ([`crate::heartbeat`]), which renews every
+//! session of the process that asked meanwhile in one statement. A session holds no
+//! connection: its holds and waits are rows ([`crate::hold`]), so no connection's
+//! death can free anything it holds, and a connection error is a failed renewal like
+//! any other (retried until the client-side deadline).
+//!
+//! The session is lost when a renewal finds its row gone or expired (revoked, ended by
+//! the sweep after a stall), at once when another process ends it (`end_sessions`
+//! announces it with `NOTIFY s:<id>`), or at its client-side deadline when renewals
+//! keep failing.
 //!
 //! # Identity
 //! Session ids are drawn at random (63 bits, from `gen_random_uuid()`), not from a
@@ -16,44 +20,32 @@
 //! increments are logged ahead and lost with unflushed WAL), and a holder must never
 //! find "its" row renewed for somebody else. A renewal matches the row by id and only
 //! while it has not expired, so a holder whose row vanished (revoked, reaped, lost with
-//! the server's state) learns it at its next renewal. Rows, grants and fencing counters
-//! are written with `synchronous_commit = on` (see [`crate::conn`]), so a session id or a
+//! the server's state) learns it at its next renewal. Rows and fencing counters are
+//! written with `synchronous_commit = on` (see [`crate::conn`]), so a session id or a
 //! token a client has seen survives an immediate shutdown of the server.
 //!
 //! # Ending
 //! A session closed or dropped while healthy is ended cleanly: its row is deleted (with
-//! its grant rows, leader rows and double-barrier entries) and every backend carrying
-//! its tag is terminated, so the store releases all it held at once. A session its owner
-//! declares lost (a connection died, renewals failed or were refused) only has its
-//! backends terminated: its row stays until it expires, so what it held is not granted
-//! to anyone else while it may still believe it holds (see [`crate::hold`]). A close
-//! that races a renewal in flight counts as such a loss: the safe side, its holds are
-//! handed over after the TTL rather than at once.
-//!
-//! Locks, read locks and candidacies are session-level advisory locks, and a session may
-//! hold many at once and wait for several concurrently. A blocking `pg_advisory_lock`
-//! occupies its connection until granted, so each hold gets a connection of its own
-//! (see [`crate::hold`]), tagged like the control connection and reused after release.
+//! its entries, leader rows and double-barrier entries), so the store releases all it
+//! held at once and wakes the waiters that lets in. A session its owner declares lost
+//! (its row is gone, its renewals failed until the deadline) keeps its row until it
+//! expires, so what it held is not granted to anyone else while it may still believe
+//! it holds (see [`crate::hold`]). A close that races a renewal in flight counts as
+//! such a loss: the safe side, its holds are handed over after the TTL rather than at
+//! once.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
-use futures::FutureExt;
-use sqlx::postgres::PgListener;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::Conn;
-use crate::error::{is_connection_loss, map, BACKEND};
+use crate::error::{map, BACKEND};
 use crate::notify::{Subscription, Wake};
 use crate::shared::Shared;
-
-/// Idle hold connections kept per session for reuse.
-const MAX_IDLE: usize = 4;
 
 /// The [`Lease`] of a PostgreSQL session.
 pub(crate) struct PgLease {
@@ -63,23 +55,15 @@ pub(crate) struct PgLease {
 pub(crate) struct LeaseInner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) id: i64,
-    pub(crate) ttl: Duration,
-    control: Conn,
-    idle: Mutex<Vec<Arc<Conn>>>,
+    pub(crate) ttl: std::time::Duration,
     lost: OnceLock<CancellationToken>,
     ended: OnceCell<()>,
-    /// Set when this process found the session broken (a connection died, the row is
-    /// gone): its end must keep the row until it expires.
+    /// Set when this process found the session broken (its row is gone, its renewals
+    /// failed): its end must keep the row until it expires.
     failed: AtomicBool,
     /// Whether the last renewal was acknowledged (cleared while one is in flight, or
     /// after one failed): a revoke while it is clear follows a loss, not a `close()`.
     renewed: AtomicBool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Opens a session with `ttl`.
@@ -99,7 +83,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
     for _ in 0..3 {
         id = sqlx::query_scalar::<_, i64>(&insert)
             .bind(ttl_ms)
-            .fetch_optional(&shared.pool)
+            .fetch_optional(&shared.holds)
             .await
             .map_err(map)?;
         if id.is_some() {
@@ -107,33 +91,19 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         }
     }
     let id = id.ok_or_else(|| Error::backend(BACKEND, "could not draw an unused session id"))?;
-    let control = async {
-        let conn = shared.connect_dedicated(id).await?;
-        let sql = shared.sql("UPDATE {s}.sessions SET pid = $2 WHERE id = $1");
-        let pid = conn.pid();
-        conn.run(move |c: &mut PgListener| {
-            async move { sqlx::query(&sql).bind(id).bind(pid).execute(&mut *c).await }.boxed()
-        })
-        .await
-        .map_err(map)?;
-        Ok::<_, Error>(conn)
-    }
-    .await;
-    let control = match control {
-        Ok(conn) => conn,
+    // A session ended by another process (revoked, or found expired) is announced with
+    // NOTIFY: its owner learns at once instead of at the next renewal.
+    let ended_elsewhere = match shared.hub.subscribe(format!("s:{id}")).await {
+        Ok(subscription) => Some(subscription),
         Err(error) => {
-            if let Err(cleanup) = shared.end_sessions(&[id]).await {
-                tracing::debug!(session = id, %cleanup, "removing a half-opened session failed; it expires");
-            }
-            return Err(error);
+            tracing::debug!(session = id, %error, "no notification of store-side ends; the keepalive notices them");
+            None
         }
     };
     let inner = Arc::new(LeaseInner {
         shared: Arc::clone(shared),
         id,
         ttl,
-        control,
-        idle: Mutex::new(Vec::new()),
         lost: OnceLock::new(),
         ended: OnceCell::new(),
         failed: AtomicBool::new(false),
@@ -150,36 +120,24 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
     );
     let lost = session.lost_token().clone();
     let _ = inner.lost.set(lost.clone());
-    // The control connection's death loses the session at once.
-    inner.control.watch_for(Some(Arc::downgrade(&inner)));
-    if inner.control.is_dead() {
-        inner.fail();
-    }
     shared.register_session(id, Arc::downgrade(&inner));
-    // A session ended by another process (revoked, or found expired) is announced with
-    // NOTIFY: its owner learns at once instead of at the next renewal.
-    let ended_elsewhere = match shared.hub.subscribe(format!("s:{id}")).await {
-        Ok(subscription) => Some(subscription),
-        Err(error) => {
-            tracing::debug!(session = id, %error, "no notification of store-side ends; the keepalive notices them");
-            None
-        }
-    };
-    // A session found broken by this process is ended here, keeping its row (a close,
-    // a drop, or a loss by the deadline reach the store through `Lease::revoke`).
+    let watched = Arc::downgrade(&inner);
     tokio::spawn(async move {
         tokio::select! {
             () = lost.cancelled() => {}
             () = ended(ended_elsewhere) => {
-                tracing::warn!(session = inner.id, "session ended from the store side");
-                inner.fail();
+                if let Some(inner) = watched.upgrade() {
+                    tracing::warn!(session = inner.id, "session ended from the store side");
+                    inner.fail();
+                }
             }
         }
-        if !inner.failed.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Err(error) = inner.end(false).await {
-            tracing::warn!(session = inner.id, %error, "ending a lost session failed; its row expires and waiters end it");
+        // A session found broken by this process keeps its row until it expires; it
+        // only leaves this process's registry.
+        if let Some(inner) = watched.upgrade() {
+            if inner.failed.load(Ordering::SeqCst) {
+                inner.shared.unregister_session(inner.id);
+            }
         }
     });
     tracing::debug!(session = id, ?ttl, "postgres session opened");
@@ -212,7 +170,7 @@ impl LeaseInner {
         self.lost.get().is_some_and(CancellationToken::is_cancelled)
     }
 
-    /// Declares the session lost (a connection of it died, or its row is gone).
+    /// Declares the session lost (its row is gone, or it was ended from elsewhere).
     pub(crate) fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
         if let Some(lost) = self.lost.get() {
@@ -223,38 +181,10 @@ impl LeaseInner {
         }
     }
 
-    /// A dedicated connection for a new hold: an idle one of this session, or a new one.
-    pub(crate) async fn connection(&self) -> Result<Arc<Conn>> {
-        if self.is_lost() {
-            return Err(Error::SessionLost);
-        }
-        loop {
-            let Some(idle) = lock(&self.idle).pop() else {
-                break;
-            };
-            if !idle.is_dead() {
-                return Ok(idle);
-            }
-        }
-        Ok(Arc::new(self.shared.connect_dedicated(self.id).await?))
-    }
-
-    /// Takes back the connection of a released hold, for reuse.
-    pub(crate) fn give_back(&self, conn: Arc<Conn>) {
-        if self.is_lost() || conn.is_dead() {
-            return;
-        }
-        let mut idle = lock(&self.idle);
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
-    }
-
     /// Ends the session in the store, once. `clean` (a close or drop) asks for a clean
     /// end: the row is deleted and everything it held is released at once. Otherwise,
     /// or when the session was found broken or its last renewal was not acknowledged,
-    /// only its backends are terminated and its row is left to expire (see the module
-    /// docs).
+    /// its row is left to expire (see the module docs).
     pub(crate) async fn end(&self, clean: bool) -> Result<()> {
         self.ended
             .get_or_try_init(|| async {
@@ -264,11 +194,8 @@ impl LeaseInner {
                 if let Some(lost) = self.lost.get() {
                     lost.cancel();
                 }
-                lock(&self.idle).clear();
                 if clean {
                     self.shared.end_sessions(&[self.id]).await?;
-                } else {
-                    self.shared.terminate_session(self.id).await?;
                 }
                 self.shared.unregister_session(self.id);
                 tracing::debug!(session = self.id, clean, "postgres session ended");
@@ -277,42 +204,6 @@ impl LeaseInner {
             .await
             .map(|_| ())
     }
-
-    async fn renew(&self) -> Result<KeepAlive> {
-        if self.control.is_dead() {
-            return Ok(KeepAlive::Gone);
-        }
-        let sql = self.shared.sql(
-            "UPDATE {s}.sessions \
-             SET expires_at = clock_timestamp() + ttl_ms * interval '1 millisecond' \
-             WHERE id = $1 AND expires_at > clock_timestamp() RETURNING id",
-        );
-        let id = self.id;
-        let renewed = self
-            .control
-            .run(move |c: &mut PgListener| {
-                async move {
-                    sqlx::query_scalar::<_, i64>(&sql)
-                        .bind(id)
-                        .fetch_optional(&mut *c)
-                        .await
-                }
-                .boxed()
-            })
-            .await;
-        match renewed {
-            Ok(Some(_)) => Ok(KeepAlive::Renewed),
-            Ok(None) => {
-                tracing::warn!(session = self.id, "session row expired or removed");
-                Ok(KeepAlive::Gone)
-            }
-            Err(error) if is_connection_loss(&error) => {
-                tracing::warn!(session = self.id, %error, "session control connection lost");
-                Ok(KeepAlive::Gone)
-            }
-            Err(error) => Err(map(error)),
-        }
-    }
 }
 
 #[async_trait]
@@ -320,7 +211,8 @@ impl Lease for PgLease {
     async fn keep_alive(&self) -> Result<KeepAlive> {
         let inner = &self.inner;
         inner.renewed.store(false, Ordering::SeqCst);
-        if inner.renew().await? == KeepAlive::Gone {
+        if !inner.shared.heartbeat.renew(inner.id).await? {
+            tracing::warn!(session = inner.id, "session row expired or removed");
             inner.fail();
             return Ok(KeepAlive::Gone);
         }

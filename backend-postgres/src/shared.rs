@@ -1,21 +1,22 @@
 //! What every primitive of one backend shares: the pool, the schema, the name table
-//! cache, the notification hub and the sessions of this process.
+//! cache, the notification hub, the heartbeat and the sessions of this process, and
+//! the sweep that keeps the tables bounded (see [`crate::limits`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use distsync_core::{Error, Result};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
-use crate::conn::Conn;
 use crate::error::{map, BACKEND};
+use crate::heartbeat::Heartbeat;
+use crate::limits::Limits;
 use crate::notify::Hub;
 use crate::schema;
 use crate::session::LeaseInner;
 
-/// The kinds of names that get advisory lock keys (rows of `lock_names`).
+/// The kinds of names (rows of `lock_names`: a fencing counter and a line of entries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum LockKind {
     /// [`crate::lock`].
@@ -24,7 +25,7 @@ pub(crate) enum LockKind {
     RwLock,
     /// [`crate::election`].
     Election,
-    /// [`crate::semaphore`] (its name row holds the fencing counter; no advisory lock).
+    /// [`crate::semaphore`].
     Semaphore,
 }
 
@@ -40,23 +41,42 @@ impl LockKind {
     }
 }
 
+/// The backend's pools (see [`crate::conn`]).
+pub(crate) struct Pools {
+    /// Queues, barriers, STM, reads.
+    pub(crate) pool: PgPool,
+    /// Holds, waits and releases; session rows and name registration.
+    pub(crate) holds: PgPool,
+    /// Renewals, session ends, the sweep.
+    pub(crate) reaper: PgPool,
+}
+
 pub(crate) struct Shared {
     pub(crate) pool: PgPool,
-    /// The reaper's own connections: ending sessions, enforcing TTLs, abandoning waits.
-    /// Separate from `pool`, which STM bodies and blocked dequeues can exhaust.
+    /// The connections of holds, waits and releases: apart from `pool`, which STM
+    /// bodies and blocked dequeues can exhaust, so that a grant or a release never
+    /// waits for them.
+    pub(crate) holds: PgPool,
+    /// The reaper's own connections: renewals (the heartbeat), ending sessions, the
+    /// sweep. Separate from `pool`, which STM bodies and blocked dequeues can exhaust.
     pub(crate) reaper: PgPool,
-    options: PgConnectOptions,
     pub(crate) schema: String,
     quoted: String,
-    ns_oid: u32,
     pub(crate) hub: Hub,
+    pub(crate) heartbeat: Heartbeat,
+    limits: std::sync::RwLock<Limits>,
     names: Mutex<HashMap<(LockKind, String), i32>>,
-    sessions: Mutex<HashMap<i64, Weak<LeaseInner>>>,
+    sessions: Mutex<Registry>,
     last_sweep: Mutex<Option<Instant>>,
 }
 
-/// How often one backend sweeps the sessions table for expired sessions.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The sessions of this process, by id; dead entries are pruned when the map has
+/// doubled since the last pruning (amortized O(1) per session).
+#[derive(Default)]
+struct Registry {
+    sessions: HashMap<i64, Weak<LeaseInner>>,
+    prune_at: usize,
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -65,24 +85,30 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        pool: PgPool,
-        reaper: PgPool,
-        options: PgConnectOptions,
-        schema: String,
-        ns_oid: u32,
-    ) -> Self {
+    /// Must be called within a tokio runtime (it starts the heartbeat).
+    pub(crate) fn new(pools: Pools, schema: String, ns_oid: u32, limits: Limits) -> Self {
+        let Pools {
+            pool,
+            holds,
+            reaper,
+        } = pools;
         let hub = Hub::new(pool.clone(), format!("distsync_{ns_oid}"));
+        let quoted = schema::quote(&schema);
+        let heartbeat = Heartbeat::start(
+            reaper.clone(),
+            schema::render("SELECT {s}.renew_sessions($1)", &quoted),
+        );
         Self {
             pool,
+            holds,
             reaper,
-            options,
-            quoted: schema::quote(&schema),
+            quoted,
             schema,
-            ns_oid,
             hub,
+            heartbeat,
+            limits: std::sync::RwLock::new(limits),
             names: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Registry::default()),
             last_sweep: Mutex::new(None),
         }
     }
@@ -92,24 +118,20 @@ impl Shared {
         schema::render(template, &self.quoted)
     }
 
-    /// The first key of every advisory lock of this schema: the schema's OID, as the
-    /// `int4` `pg_advisory_lock(int4, int4)` takes (same bits).
-    pub(crate) fn key1(&self) -> i32 {
-        self.ns_oid as i32
+    /// The limits in force (see [`crate::limits`]).
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
-    /// The `application_name` of the dedicated connections of session `id`.
-    pub(crate) fn tag(&self, id: i64) -> String {
-        format!("distsync/{}/{id}", self.ns_oid)
-    }
-
-    /// Opens a connection outside the pool, tagged as belonging to session `id`, watched
-    /// for its death (see [`crate::conn`]).
-    pub(crate) async fn connect_dedicated(&self, id: i64) -> Result<Conn> {
-        let options = self.options.clone().application_name(&self.tag(id));
-        Conn::open(&options, self.sql("SELECT {s}.release_all()"))
-            .await
-            .map_err(map)
+    /// Replaces the limits.
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        *self
+            .limits
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = limits;
     }
 
     /// Forgets the cached id of `name` (its row is gone).
@@ -117,43 +139,51 @@ impl Shared {
         lock(&self.names).remove(&(kind, name.to_owned()));
     }
 
-    /// The id of `name` in the name table (created on first use); the second key of its
-    /// advisory lock and the row of its fencing counter.
+    /// The id of `name` in the name table (registered on first use, see
+    /// `register_name`): the row of its fencing counter and its line of entries.
     pub(crate) async fn name_id(&self, kind: LockKind, name: &str) -> Result<i32> {
         if let Some(&id) = lock(&self.names).get(&(kind, name.to_owned())) {
             return Ok(id);
         }
-        let sql = self.sql(
-            "WITH ins AS (INSERT INTO {s}.lock_names (kind, name) VALUES ($1, $2) \
-             ON CONFLICT (kind, name) DO NOTHING RETURNING id) \
-             SELECT id FROM ins UNION ALL \
-             SELECT id FROM {s}.lock_names WHERE kind = $1 AND name = $2",
-        );
-        // A concurrent creator's row may commit after this statement's snapshot: then
-        // neither branch returns it, and the next attempt does.
-        for _ in 0..5 {
-            let id: Option<i32> = sqlx::query_scalar(&sql)
-                .bind(kind.as_str())
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map)?;
-            if let Some(id) = id {
-                lock(&self.names).insert((kind, name.to_owned()), id);
-                return Ok(id);
-            }
+        let id: Option<i32> = sqlx::query_scalar(&self.sql("SELECT {s}.register_name($1, $2)"))
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_one(&self.holds)
+            .await
+            .map_err(map)?;
+        let id = id.ok_or_else(|| {
+            Error::backend(
+                BACKEND,
+                format!("could not register the {} name {name:?}", kind.as_str()),
+            )
+        })?;
+        let mut names = lock(&self.names);
+        if names.len() >= self.limits().name_cache.max(1) {
+            // Full: drop half (any half); those names are looked up again on next use.
+            let mut keep = false;
+            names.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
         }
-        Err(Error::backend(
-            BACKEND,
-            format!("could not register the {} name {name:?}", kind.as_str()),
-        ))
+        names.insert((kind, name.to_owned()), id);
+        Ok(id)
     }
 
-    /// Ends sessions now: deletes their rows (with their leader rows and double-barrier
-    /// entries) and terminates their backends, releasing their advisory locks.
+    /// How many names the in-process cache holds.
+    pub(crate) fn cached_names(&self) -> usize {
+        lock(&self.names).len()
+    }
+
+    /// Ends sessions now: deletes their rows (with their entries, leader rows and
+    /// double-barrier entries), which releases what they held and wakes the waiters.
     pub(crate) async fn end_sessions(&self, ids: &[i64]) -> Result<()> {
         for id in ids {
-            if let Some(lease) = lock(&self.sessions).get(id).and_then(Weak::upgrade) {
+            let lease = lock(&self.sessions)
+                .sessions
+                .get(id)
+                .and_then(Weak::upgrade);
+            if let Some(lease) = lease {
                 lease.fail();
             }
         }
@@ -165,63 +195,91 @@ impl Shared {
         Ok(())
     }
 
-    /// Ends the connections of session `id`, whose owner has declared it lost, keeping
-    /// its row: what it held stays held back from others until the row expires.
-    pub(crate) async fn terminate_session(&self, id: i64) -> Result<()> {
-        sqlx::query(&self.sql("SELECT {s}.terminate_sessions($1)"))
-            .bind(&[id][..])
-            .execute(&self.reaper)
-            .await
-            .map_err(map)?;
-        Ok(())
-    }
-
-    /// Abandons a grant its client gave up on: deletes the grant rows of backend `pid`
-    /// and terminates it if it still belongs to session `id`.
-    pub(crate) async fn abandon(&self, id: i64, pid: i32) -> Result<()> {
-        sqlx::query(&self.sql("SELECT {s}.abandon($1, $2)"))
-            .bind(id)
-            .bind(pid)
-            .execute(&self.reaper)
-            .await
-            .map_err(map)?;
-        Ok(())
-    }
-
     pub(crate) fn register_session(&self, id: i64, lease: Weak<LeaseInner>) {
-        let mut sessions = lock(&self.sessions);
-        sessions.retain(|_, lease| lease.strong_count() > 0);
-        sessions.insert(id, lease);
+        let mut registry = lock(&self.sessions);
+        if registry.sessions.len() >= registry.prune_at {
+            registry
+                .sessions
+                .retain(|_, lease| lease.strong_count() > 0);
+            registry.prune_at = (registry.sessions.len() * 2).max(64);
+        }
+        registry.sessions.insert(id, lease);
     }
 
     pub(crate) fn unregister_session(&self, id: i64) {
-        lock(&self.sessions).remove(&id);
+        lock(&self.sessions).sessions.remove(&id);
     }
 
-    /// At most every [`SWEEP_EVERY`], ends (in the background) sessions whose heartbeat
-    /// is older than their TTL: the rows of crashed clients go, and a stalled holder
-    /// loses its locks even when nobody waits for them. Called by keepalives.
+    /// At most every `limits.sweep_every`, in the background: ends sessions whose
+    /// heartbeat is older than their TTL (the rows of crashed or stalled clients go,
+    /// with their entries), prunes unused names and old election log entries (see
+    /// [`crate::limits`]). Called by keepalives.
     pub(crate) fn sweep_if_due(self: &Arc<Self>) {
         {
             let mut last = lock(&self.last_sweep);
-            if last.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+            if last.is_some_and(|at| at.elapsed() < self.limits().sweep_every) {
                 return;
             }
             *last = Some(Instant::now());
         }
         let shared = Arc::clone(self);
         tokio::spawn(async move {
-            let swept = sqlx::query_scalar::<_, i32>(&shared.sql(
-                "SELECT {s}.reap_sessions(ARRAY(SELECT id FROM {s}.sessions \
-                 WHERE expires_at <= clock_timestamp() ORDER BY expires_at LIMIT 100))",
-            ))
-            .fetch_one(&shared.reaper)
-            .await;
-            match swept {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(sessions = n, "ended expired sessions"),
-                Err(error) => tracing::debug!(%error, "sweeping expired sessions failed"),
+            if let Err(error) = shared.sweep().await {
+                tracing::debug!(%error, "sweeping failed");
             }
         });
+    }
+
+    /// One sweep (see [`Shared::sweep_if_due`]); returns the sessions ended, names
+    /// pruned and log entries pruned.
+    pub(crate) async fn sweep(&self) -> Result<(i32, i64, i64)> {
+        let swept = sqlx::query_scalar::<_, i32>(&self.sql(
+            "SELECT {s}.reap_sessions(ARRAY(SELECT id FROM {s}.sessions \
+             WHERE expires_at <= clock_timestamp() ORDER BY expires_at LIMIT 1000))",
+        ))
+        .fetch_one(&self.reaper)
+        .await
+        .map_err(map)?;
+        if swept > 0 {
+            tracing::info!(sessions = swept, "ended expired sessions");
+        }
+        let limits = self.limits();
+        let limit = limits.names_per_sweep_sql();
+        let idle = limits.name_idle.as_secs_f64();
+        let mut names = 0_i64;
+        for _ in 0..10 {
+            let pruned: i32 = sqlx::query_scalar(&self.sql("SELECT {s}.prune_names($1, $2)"))
+                .bind(idle)
+                .bind(limit)
+                .fetch_one(&self.reaper)
+                .await
+                .map_err(map)?;
+            names += i64::from(pruned);
+            if pruned < limit {
+                break;
+            }
+        }
+        let mut log = 0_i64;
+        for _ in 0..10 {
+            let pruned: i32 =
+                sqlx::query_scalar(&self.sql("SELECT {s}.prune_election_log($1, $2)"))
+                    .bind(limits.election_log_age.as_secs_f64())
+                    .bind(limit)
+                    .fetch_one(&self.reaper)
+                    .await
+                    .map_err(map)?;
+            log += i64::from(pruned);
+            if pruned < limit {
+                break;
+            }
+        }
+        if names > 0 || log > 0 {
+            tracing::debug!(
+                names,
+                log,
+                "pruned unused names and old election log entries"
+            );
+        }
+        Ok((swept, names, log))
     }
 }

@@ -1,13 +1,16 @@
 //! PostgreSQL-specific behaviour beyond the conformance suite, against the server named
 //! by `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`):
 //! TTL enforcement by `try_lock` and by keepalive sweeps, session ends from another
-//! process, a dead control connection, cancel safety of campaigns, schema creation,
+//! process, connections ended under a holder, partitioned holders (the lease gate),
+//! cancel safety of campaigns, schema creation,
 //! export, and argument checks.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::faults::child::{self, ChildHolder, Launcher};
+use distsync_conformance::faults::proxy::{self, Proxy};
+use distsync_conformance::faults::PartitionMode;
 use distsync_conformance::{server_url, ExternalHolder, HoldKind, HolderSpec};
 use distsync_core::{Backend, Error, Name, SessionOptions};
 use distsync_postgres::PostgresBackend;
@@ -68,18 +71,30 @@ where
     }
 }
 
-/// How many backends wait for a lock held by someone, as PostgreSQL sees it.
-async fn advisory_waiters(url: &str) -> i64 {
+/// How many entries (holding or waiting) the line of `kind` `name` has in `schema`.
+async fn line_entries(url: &str, schema: &str, kind: &str, name: &Name) -> i64 {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.semaphore_entries e \
+         JOIN {schema}.lock_names n ON n.id = e.name_id \
+         WHERE n.kind = $1 AND n.name = $2 AND NOT e.cancelled"
+    ))
+    .bind(kind)
+    .bind(name.as_str())
     .fetch_one(&pool)
     .await
     .unwrap();
     pool.close().await;
     n
+}
+
+/// A backend whose every connection goes through a proxy, to partition it away.
+async fn proxied_backend(url: &str) -> (Proxy, PostgresBackend) {
+    let (_, upstream) = proxy::rewrite_url(url, ([127, 0, 0, 1], 0).into()).unwrap();
+    let proxy = Proxy::start(upstream).await.unwrap();
+    let (proxied, _) = proxy::rewrite_url(url, proxy.address()).unwrap();
+    let backend = distsync_postgres::backend(&proxied).await.unwrap();
+    (proxy, backend)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,12 +112,12 @@ async fn keepalives_sweep_a_stalled_holder_nobody_waits_for() {
         .await
         .unwrap();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    // The child's entry in the lock's line, expired or not: the sweep deletes the
+    // stalled session's row, and its entry with it.
     let held = format!(
-        "SELECT count(*) FROM pg_locks l JOIN {schema}.lock_names n ON l.objid = n.id::oid \
-         WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted \
-         AND l.classid = '{schema}'::regnamespace::oid \
-         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND n.kind = 'lock' AND n.name = $1",
+        "SELECT count(*) FROM {schema}.semaphore_entries e \
+         JOIN {schema}.lock_names n ON n.id = e.name_id \
+         WHERE n.kind = 'lock' AND n.name = $1",
         schema = backend.schema()
     );
     let count = || async {
@@ -180,30 +195,55 @@ async fn revoke_from_another_process_fires_lost_within_the_ttl() {
     assert!(matches!(locker.try_lock().await, Err(Error::SessionLost)));
 }
 
+/// Sessions and holds live in rows, not in connections: every connection of the
+/// backend ended under a holder loses nothing; the pool reconnects, the session renews
+/// and the lock stays held (nobody else gets it), then unlocks cleanly.
 #[tokio::test(flavor = "multi_thread")]
-async fn terminated_control_connection_loses_the_session() {
+async fn ended_connections_lose_nothing() {
     let Some((url, backend)) = backend().await else {
         return;
     };
+    let other = distsync_postgres::backend(&url).await.unwrap();
     let ttl = Duration::from_secs(1);
+    let name = Name::new(unique("conn-ended")).unwrap();
     let session = backend
         .session(SessionOptions::with_ttl(ttl))
         .await
         .unwrap();
+    let guard = backend
+        .locker(&session, name.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let terminated: Vec<bool> = sqlx::query_scalar(&format!(
-        "SELECT pg_terminate_backend(pid) FROM {}.sessions WHERE id = $1",
-        backend.schema()
-    ))
-    .bind(session.id().0 as i64)
-    .fetch_all(&pool)
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND application_name LIKE 'distsync%' \
+           AND datname = current_database()",
+    )
+    .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(terminated, [true]);
-    tokio::time::timeout(ttl, session.lost())
-        .await
-        .expect("lost() did not fire after the control connection died");
+    assert!(ended > 0, "no connection of the backend was found");
     pool.close().await;
+    let watcher = other.session(SessionOptions::with_ttl(ttl)).await.unwrap();
+    let rival = other.locker(&watcher, name).unwrap();
+    let until = Instant::now() + ttl * 3;
+    while Instant::now() < until {
+        assert!(!session.is_lost(), "a connection's end lost the session");
+        assert!(
+            rival.try_lock().await.unwrap().is_none(),
+            "the lock was granted to another while its holder lives"
+        );
+        tokio::time::sleep(ttl / 4).await;
+    }
+    assert_eq!(guard.token(), guard.token());
+    guard.unlock().await.unwrap();
+    assert!(
+        rival.try_lock().await.unwrap().is_some(),
+        "free after unlock"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -219,22 +259,22 @@ async fn cancelled_campaign_leaves_the_queue_and_never_leads() {
     );
     let ea = backend.election(&a, name.clone()).unwrap();
     let eb = backend.election(&b, name.clone()).unwrap();
-    let ec = backend.election(&c, name).unwrap();
+    let ec = backend.election(&c, name.clone()).unwrap();
     let leading = ea.campaign("a".into()).await.unwrap();
-    let waiters_before = advisory_waiters(&url).await;
     assert!(
         tokio::time::timeout(Duration::from_millis(300), eb.campaign("b".into()))
             .await
             .is_err(),
         "b was elected while a leads"
     );
-    // The dropped campaign's backend leaves PostgreSQL's lock queue.
+    // The dropped campaign's entry leaves the line: only the leader's is left.
     eventually(
         Duration::from_secs(5),
-        "the cancelled campaign leaving the queue",
+        "the cancelled campaign leaving the line",
         || {
-            let url = url.clone();
-            async move { advisory_waiters(&url).await <= waiters_before }
+            let (url, name) = (url.clone(), name.clone());
+            let schema = backend.schema().to_owned();
+            async move { line_entries(&url, &schema, "election", &name).await == 1 }
         },
     )
     .await;
@@ -443,32 +483,6 @@ async fn contenders_counts_the_holder_and_queued_waiters() {
     assert_eq!(locker.contenders().await.unwrap(), 0, "free again");
 }
 
-/// Terminates, from another connection, the backend granted the advisory lock of mutex
-/// `name` (its holder's hold connection); returns how many were ended.
-async fn kill_hold_connection(url: &str, schema: &str, name: &Name) -> i64 {
-    kill_holds_of(url, schema, "lock", name).await
-}
-
-/// As [`kill_hold_connection`], for the holds of `kind` (`lock`, `rwlock`) `name`.
-async fn kill_holds_of(url: &str, schema: &str, kind: &str, name: &Name) -> i64 {
-    let pool = sqlx::PgPool::connect(url).await.unwrap();
-    let ended: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l \
-         JOIN {schema}.lock_names n ON l.objid = n.id::oid \
-         WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted \
-         AND l.classid = '{schema}'::regnamespace::oid \
-         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND n.kind = $2 AND n.name = $1"
-    ))
-    .bind(name.as_str())
-    .bind(kind)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    ended
-}
-
 /// Whether session `id`'s row has expired (or is gone), by the server's clock.
 async fn session_expired(url: &str, schema: &str, id: u64) -> bool {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
@@ -483,12 +497,15 @@ async fn session_expired(url: &str, schema: &str, id: u64) -> bool {
     !live.unwrap_or(false)
 }
 
+/// A holder partitioned away (its connections reset, new ones refused) keeps its entry
+/// until its session's row expires: the waiter is granted then, not before; the
+/// holder's own lost() fires at its client-side deadline, before that.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_closed_hold_connection_loses_at_once_and_is_granted_only_after_the_lease() {
-    let Some((url, holder_backend)) = backend().await else {
+async fn a_partitioned_holder_is_granted_to_the_next_only_after_its_lease() {
+    let Some((url, waiter_backend)) = backend().await else {
         return;
     };
-    let waiter_backend = distsync_postgres::backend(&url).await.unwrap();
+    let (proxy, holder_backend) = proxied_backend(&url).await;
     let ttl = Duration::from_secs(3);
     let name = Name::new(unique("gated")).unwrap();
     let holder = holder_backend
@@ -517,38 +534,36 @@ async fn a_closed_hold_connection_loses_at_once_and_is_granted_only_after_the_le
     })
     .await;
 
-    let killed = Instant::now();
-    assert_eq!(
-        kill_hold_connection(&url, holder_backend.schema(), &name).await,
-        1,
-        "the holder's connection was found and ended"
-    );
-    tokio::time::timeout(Duration::from_millis(100), guard.lost())
+    let cut = Instant::now();
+    proxy.set(PartitionMode::Reset);
+    tokio::time::timeout(ttl * 2, guard.lost())
         .await
-        .expect("the holder's lost() did not fire within 100 ms of its connection closing");
-    let lost_after = killed.elapsed();
+        .expect("the holder's lost() did not fire at its client-side deadline");
+    let lost_after = cut.elapsed();
     assert!(
-        !session_expired(&url, holder_backend.schema(), holder.id().0).await,
-        "the test needs the holder's lease to outlive the kill"
+        !wait.is_finished(),
+        "granted before the holder's client-side deadline"
     );
-    assert!(!wait.is_finished(), "granted while the holder's lease runs");
-
     let (granted, next) = tokio::time::timeout(ttl * 3, wait)
         .await
         .expect("the waiter was never granted")
         .unwrap();
     let next = next.unwrap();
     assert!(
-        session_expired(&url, holder_backend.schema(), holder.id().0).await,
+        session_expired(&url, waiter_backend.schema(), holder.id().0).await,
         "granted before the previous holder's session expired in the store"
+    );
+    assert!(
+        granted - cut >= lost_after,
+        "granted before the holder knew"
     );
     assert!(next.token() > first_token);
     eprintln!(
-        "hold connection closed: holder lost() after {lost_after:?}, waiter granted after {:?} (ttl {ttl:?})",
-        granted - killed
+        "holder partitioned: holder lost() after {lost_after:?}, waiter granted after {:?} (ttl {ttl:?})",
+        granted - cut
     );
-    assert!(matches!(guard.unlock().await, Err(Error::SessionLost)));
     next.unlock().await.unwrap();
+    drop(proxy);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -605,22 +620,20 @@ async fn try_lock_reports_a_lock_held_back_by_a_lease_as_taken() {
     let Some((url, backend)) = backend().await else {
         return;
     };
+    let (proxy, holder_backend) = proxied_backend(&url).await;
     let ttl = Duration::from_secs(2);
     let name = Name::new(unique("gated-try")).unwrap();
-    let holder = backend
+    let holder = holder_backend
         .session(SessionOptions::with_ttl(ttl))
         .await
         .unwrap();
-    let guard = backend
+    let _guard = holder_backend
         .locker(&holder, name.clone())
         .unwrap()
         .lock()
         .await
         .unwrap();
-    assert_eq!(kill_hold_connection(&url, backend.schema(), &name).await, 1);
-    tokio::time::timeout(Duration::from_millis(100), guard.lost())
-        .await
-        .expect("lost() within 100 ms");
+    proxy.set(PartitionMode::Reset);
     let other = backend
         .session(SessionOptions::with_ttl(ttl))
         .await
@@ -640,36 +653,6 @@ async fn try_lock_reports_a_lock_held_back_by_a_lease_as_taken() {
     };
     assert!(session_expired(&url, backend.schema(), holder.id().0).await);
     next.unlock().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_closed_control_connection_loses_the_session_within_100ms() {
-    let Some((url, backend)) = backend().await else {
-        return;
-    };
-    let session = backend
-        .session(SessionOptions::with_ttl(Duration::from_secs(30)))
-        .await
-        .unwrap();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let killed = Instant::now();
-    let terminated: Vec<bool> = sqlx::query_scalar(&format!(
-        "SELECT pg_terminate_backend(pid) FROM {}.sessions WHERE id = $1",
-        backend.schema()
-    ))
-    .bind(session.id().0 as i64)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(terminated, [true]);
-    tokio::time::timeout(Duration::from_millis(100), session.lost())
-        .await
-        .expect("lost() did not fire within 100 ms of the control connection closing");
-    eprintln!(
-        "control connection closed: lost() after {:?}",
-        killed.elapsed()
-    );
-    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1002,11 +985,11 @@ async fn a_grant_whose_counter_row_is_gone_keeps_no_lock_and_registers_the_name_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_writer_waits_for_the_lease_of_a_reader_whose_connection_closed() {
-    let Some((url, backend)) = backend().await else {
+async fn a_writer_waits_for_the_lease_of_a_partitioned_reader() {
+    let Some((url, other)) = backend().await else {
         return;
     };
-    let other = distsync_postgres::backend(&url).await.unwrap();
+    let (proxy, backend) = proxied_backend(&url).await;
     let ttl = Duration::from_secs(2);
     let name = Name::new(unique("gated-read")).unwrap();
     let reader = backend
@@ -1022,16 +1005,17 @@ async fn a_writer_waits_for_the_lease_of_a_reader_whose_connection_closed() {
     let writing = other.session(SessionOptions::with_ttl(ttl)).await.unwrap();
     let writer = other.rwlock(&writing, name.clone()).unwrap();
     let write = tokio::spawn(async move { writer.write().await });
-    assert_eq!(
-        kill_holds_of(&url, backend.schema(), "rwlock", &name).await,
-        1
-    );
-    tokio::time::timeout(Duration::from_millis(100), read.lost())
+    eventually(Duration::from_secs(10), "the writer is queued", || async {
+        line_entries(&url, other.schema(), "rwlock", &name).await == 2
+    })
+    .await;
+    proxy.set(PartitionMode::Reset);
+    tokio::time::timeout(ttl * 2, read.lost())
         .await
-        .expect("the reader's lost() within 100 ms of its connection closing");
+        .expect("the reader's lost() at its client-side deadline");
     assert!(
-        !session_expired(&url, backend.schema(), reader.id().0).await,
-        "the test needs the reader's lease to outlive the kill"
+        !write.is_finished(),
+        "the writer was granted while the reader believed it read"
     );
     let granted = tokio::time::timeout(ttl * 3, write)
         .await
@@ -1039,7 +1023,7 @@ async fn a_writer_waits_for_the_lease_of_a_reader_whose_connection_closed() {
         .unwrap()
         .unwrap();
     assert!(
-        session_expired(&url, backend.schema(), reader.id().0).await,
+        session_expired(&url, other.schema(), reader.id().0).await,
         "the writer was granted before the vanished reader's session expired"
     );
     granted.unlock().await.unwrap();

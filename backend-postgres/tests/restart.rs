@@ -2,7 +2,8 @@
 //! PostgreSQL cluster (the conformance suite's, `distsync_conformance::faults::private`). The suite's restart cases check
 //! that durable state survives and that sessions end; this checks what is particular to
 //! this backend: waits on durable state (a blocked `dequeue`, a barrier `wait`) ride
-//! out the restart and resume, and the fencing counter survives it.
+//! out the restart and resume, sessions and their holds (rows) survive a restart shorter
+//! than their TTL, and the fencing counter survives it.
 //!
 //! Runs when `DISTSYNC_POSTGRES_URL` is set (the test servers are installed); skipped
 //! loudly otherwise, a failure under `CI=true`.
@@ -32,7 +33,9 @@ async fn a_restart_ends_sessions_while_durable_waits_resume() {
     let backend = distsync_postgres::backend(server.url()).await.unwrap();
     let name = |s: &str| Name::new(s).unwrap();
 
-    let ttl = Duration::from_secs(1);
+    // A TTL longer than the restart: the session's row is durable, and so are its
+    // holds (rows, not connections).
+    let ttl = Duration::from_secs(30);
     let session = backend
         .session(SessionOptions::with_ttl(ttl))
         .await
@@ -57,11 +60,34 @@ async fn a_restart_ends_sessions_while_durable_waits_resume() {
     server.stop().await.unwrap();
     server.start().await.unwrap();
 
-    // The session did not survive: its connections died.
-    within(ttl * 3, "the session's lost()", session.lost()).await;
-    assert!(guard.is_lost());
+    // The session survived (its row did; renewals resume on new connections), and so
+    // did its hold: nobody else is granted the lock.
+    let rival_session = backend.session(SessionOptions::default()).await.unwrap();
+    let rival = backend.locker(&rival_session, name("mutex")).unwrap();
+    assert!(
+        rival.try_lock().await.unwrap().is_none(),
+        "the lock was granted to another across the restart"
+    );
+    within(
+        Duration::from_secs(10),
+        "a renewal after the restart",
+        async {
+            let renewed_from = std::time::Instant::now();
+            loop {
+                if let distsync_core::SessionHealth::Healthy { valid_until } = session.health() {
+                    if valid_until > renewed_from + ttl / 2 {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await;
+    assert!(!guard.is_lost(), "the session was lost across the restart");
     let stale_token = guard.token();
-    assert!(matches!(guard.unlock().await, Err(Error::SessionLost)));
+    guard.unlock().await.unwrap();
+    rival_session.close().await.unwrap();
 
     // Waits on durable state rode out the restart.
     backend
@@ -84,9 +110,7 @@ async fn a_restart_ends_sessions_while_durable_waits_resume() {
         .unwrap()
         .unwrap();
 
-    // The lock is free again once the lost session's lease has run out (the lease gate:
-    // its holder's connection closed without a release), and its fencing counter
-    // survived.
+    // The lock is free again after the clean unlock, and its fencing counter survived.
     let again = backend.session(SessionOptions::default()).await.unwrap();
     let next = within(
         ttl * 3,
@@ -227,8 +251,9 @@ async fn tokens_and_session_ids_survive_an_immediate_shutdown() {
     session.close().await.unwrap();
 }
 
+/// Processes of different roles may share the schema (no role ends another's backends).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_role_that_cannot_end_other_sessions_is_refused_at_connect() {
+async fn a_role_that_cannot_end_other_sessions_connects() {
     if server_url("DISTSYNC_POSTGRES_URL").is_none() {
         return;
     }
@@ -253,22 +278,11 @@ async fn a_role_that_cannot_end_other_sessions_is_refused_at_connect() {
     let intruder = server
         .url()
         .replacen("postgres://distsync@", "postgres://intruder@", 1);
-    match distsync_postgres::backend(&intruder).await {
-        Err(Error::Unsupported { operation, .. }) => {
-            assert!(
-                operation.contains("\"distsync\"") && operation.contains("pg_signal_backend"),
-                "the error names the roles and the fix: {operation}"
-            );
-        }
-        other => panic!("a role that cannot end the sessions' connections got {other:?}"),
-    }
-    sqlx::query("GRANT pg_signal_backend TO intruder")
-        .execute(&admin)
-        .await
-        .unwrap();
+    // TTLs are enforced by rows expiring, never by ending other backends: no
+    // pg_signal_backend is needed to share the schema with another role's sessions.
     distsync_postgres::backend(&intruder)
         .await
-        .expect("a member of pg_signal_backend may end the sessions' connections");
+        .expect("a role that cannot end other roles' connections may connect");
     admin.close().await;
     session.close().await.unwrap();
 }

@@ -178,10 +178,10 @@ impl ServerFaults {
 
     async fn kill_postgres(&self, tool: PathBuf, session: SessionId) -> Result<String> {
         let (connection, schema) = postgres_target(&self.url)?;
+        // The schema's own end (row deleted, owner notified), as a revoke from another
+        // process: sessions hold no connection of their own to end.
         let sql = format!(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = 'distsync/' || \
-             (SELECT oid FROM pg_namespace WHERE nspname = '{schema}')::text || '/{}'",
+            "SELECT \"{schema}\".end_sessions(ARRAY[{}]::bigint[])",
             session.0
         );
         let out = run(
@@ -193,13 +193,11 @@ impl ServerFaults {
         let ended: u64 = out.stdout.trim().parse().unwrap_or(0);
         if ended == 0 {
             return Err(hook_error(
-                "pg_terminate_backend",
-                format!("no connection of session {session} found"),
+                "end_sessions",
+                format!("no row of session {session} found"),
             ));
         }
-        Ok(format!(
-            "{ended} connection(s) of the session ended by pg_terminate_backend"
-        ))
+        Ok("session row deleted by the schema's end_sessions (psql)".to_owned())
     }
 }
 

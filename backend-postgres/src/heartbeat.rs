@@ -1,0 +1,112 @@
+//! One heartbeat for every session of a backend: renewals batched into one statement.
+//!
+//! Each session keeps its own keepalive task (`distsync_core::Session::start`: a
+//! renewal every TTL/3, its own client-side deadline `send time of the last
+//! acknowledged renewal + TTL − margin`, its own `lost()`), but its renewal does not
+//! run a statement of its own: it hands its id to the backend's heartbeat task and
+//! waits for the answer. The task takes every id handed to it while the previous batch
+//! ran and renews them together (`renew_sessions`: `UPDATE ... WHERE id = ANY($1) AND
+//! expires_at > now() RETURNING id`), on the backend's reaper connections (never the
+//! pool that STM bodies can exhaust). So 10,000 sessions cost one connection and a
+//! few statements a second, not 10,000 connections.
+//!
+//! Partition safety is unchanged: the session's keepalive records the send time
+//! *before* handing the id over, and the batch is sent after that, so the server's
+//! `expires_at` (its clock at the update + TTL) is never earlier than the client-side
+//! deadline that the acknowledgement extends. A batch that fails answers every session
+//! in it with the error: each keepalive retries on its own schedule, and a session
+//! whose renewals fail until its deadline is lost, as with a statement of its own.
+
+use std::collections::HashSet;
+
+use distsync_core::{Error, Result};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::error::{map, BACKEND};
+
+/// The most sessions renewed by one statement.
+const MAX_BATCH: usize = 20_000;
+
+type Reply = oneshot::Sender<std::result::Result<bool, String>>;
+
+/// The heartbeat of one backend (see the module docs).
+pub(crate) struct Heartbeat {
+    requests: mpsc::UnboundedSender<(i64, Reply)>,
+    task: AbortHandle,
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Heartbeat {
+    /// Starts the heartbeat task, renewing with `sql` (`renew_sessions($1)`) on `pool`.
+    /// Must be called within a tokio runtime.
+    pub(crate) fn start(pool: PgPool, sql: String) -> Self {
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(pool, sql, receiver)).abort_handle();
+        Self { requests, task }
+    }
+
+    /// Renews session `id` in the next batch: `Ok(true)` renewed, `Ok(false)` its row
+    /// has expired or is gone.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call may still renew the session (its
+    /// batch runs anyway), which only extends the row, the safe side.
+    ///
+    /// # Errors
+    /// [`Error::Connection`] when the batch's statement failed (retry later).
+    pub(crate) async fn renew(&self, id: i64) -> Result<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send((id, reply))
+            .map_err(|_| Error::connection(BACKEND, "the session heartbeat has stopped"))?;
+        match answer.await {
+            Ok(Ok(renewed)) => Ok(renewed),
+            Ok(Err(message)) => Err(Error::connection(BACKEND, message)),
+            Err(_) => Err(Error::connection(
+                BACKEND,
+                "the session heartbeat has stopped",
+            )),
+        }
+    }
+}
+
+async fn run(pool: PgPool, sql: String, mut receiver: mpsc::UnboundedReceiver<(i64, Reply)>) {
+    let mut batch: Vec<(i64, Reply)> = Vec::new();
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+        let renewed = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await;
+        match renewed {
+            Ok(renewed) => {
+                let renewed: HashSet<i64> = renewed.into_iter().collect();
+                tracing::trace!(sessions = ids.len(), renewed = renewed.len(), "heartbeat");
+                for (id, reply) in batch.drain(..) {
+                    let _ = reply.send(Ok(renewed.contains(&id)));
+                }
+            }
+            Err(error) => {
+                let error = map(error);
+                tracing::warn!(sessions = ids.len(), %error, "session heartbeat failed");
+                let message = format!("renewing the session failed: {error}");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
