@@ -101,7 +101,16 @@ impl Sentinels {
                 tracing::debug!(sentinels = %self.display, primary = %client.get_connection_info().addr(), "primary found");
                 Ok(client)
             }
-            Ok(Err(error)) => Err(error),
+            // During a failover the Sentinels may name a dead primary, or none yet:
+            // a transient connection error, retried like any other.
+            Ok(Err(error)) if error.is_io_error() => Err(error),
+            Ok(Err(error)) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!(
+                    "the Sentinels of {} name no usable primary: {error}",
+                    self.display
+                ),
+            ))),
             Err(_) => Err(RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(

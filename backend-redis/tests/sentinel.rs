@@ -104,3 +104,48 @@ fn a_bad_sentinel_url_is_a_typed_error_without_the_password() {
         Ok(_) => panic!("connected to nothing"),
     }
 }
+
+/// Runs the conformance case `id` against the Sentinel group, with its fault hooks
+/// (the primary killed, the replica paused), and fails on a claimed guarantee
+/// violated.
+fn failover_case(id: &str) {
+    let Some(url) = server_url("DISTSYNC_REDIS_SENTINEL_URL") else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let connect =
+            distsync_conformance::connector(
+                |url| async move { distsync_redis::backend(&url).await },
+            );
+        let harness = distsync_conformance::Harness::connect_sentinel(&url, connect)
+            .await
+            .unwrap();
+        let case = distsync_conformance::find(id).expect("the case");
+        let report = distsync_conformance::run_case(case, &harness).await;
+        eprintln!("{report}");
+        assert!(!report.is_failure(), "{report}");
+        assert!(
+            !matches!(
+                report.outcome,
+                distsync_conformance::Outcome::Unsupported { .. }
+            ),
+            "{report}"
+        );
+    });
+}
+
+/// With `wait_replicas=1`: nothing acknowledged is lost across the failover.
+#[test]
+fn primary_killed_with_replica_acknowledgement() {
+    failover_case("server_primary_kill_acknowledged");
+}
+
+/// With `wait_replicas=0`: measured, not claimed (a violation is the expected finding).
+#[test]
+fn primary_killed_without_replica_acknowledgement() {
+    failover_case("server_primary_kill_unacknowledged");
+}

@@ -233,6 +233,9 @@ macro_rules! conformance_tests {
             server_restart_durable_state
             server_restart_fencing_tokens
             server_cluster_leader_loss
+            server_cluster_leader_kill
+            server_primary_kill_acknowledged
+            server_primary_kill_unacknowledged
             api_invalid_names_and_arguments
             api_names_do_not_collide
             api_timed_acquisition

@@ -14,6 +14,7 @@ mod api;
 mod barrier;
 mod cluster;
 mod crash;
+mod failover;
 mod election;
 mod jepsen;
 mod kill;
@@ -43,6 +44,8 @@ const STALLED: Claim = Claim::Flag("stalled_holder_expires", |c: &Capabilities| 
 });
 const PARTITION: Claim = Claim::Flag("partition_safe", |c: &Capabilities| c.partition_safe);
 const SURVIVES: Claim = Claim::Flag("survives_restart", |c: &Capabilities| c.survives_restart);
+const SURVIVES_FAILOVER: Claim =
+    Claim::Flag("survives_failover", |c: &Capabilities| c.survives_failover);
 const LINEARIZABLE: Claim = Claim::Flag("linearizable", |c: &Capabilities| c.linearizable);
 
 use Isolation::{ReadCommitted, RepeatableReads, Serializable, SerializableSnapshot};
@@ -608,6 +611,38 @@ pub static CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[Hook::Cluster],
         run: |h| boxed(cluster::leader_loss(h)),
+    },
+    Case {
+        id: "server_cluster_leader_kill",
+        primitive: Primitive::Server,
+        guarantee: "cluster leader SIGKILLed under lock, election and queue load: one holder, \
+                    tokens grow, no acknowledged item lost",
+        needs: &[Need::Lock, Need::Election, Need::Queue],
+        claim: SURVIVES_FAILOVER,
+        hooks: &[Hook::Cluster],
+        run: |h| boxed(failover::failover(h, failover::Fault::Leader)),
+    },
+    Case {
+        id: "server_primary_kill_acknowledged",
+        primitive: Primitive::Server,
+        guarantee: "primary SIGKILLed after its replica lagged, replica acknowledgement on: \
+                    one holder, tokens grow, no acknowledged item lost",
+        needs: &[Need::Lock, Need::Election, Need::Queue],
+        claim: SURVIVES_FAILOVER,
+        hooks: &[Hook::Failover],
+        run: |h| boxed(failover::failover(h, failover::Fault::Primary { acknowledged: true })),
+    },
+    Case {
+        id: "server_primary_kill_unacknowledged",
+        primitive: Primitive::Server,
+        guarantee: "primary SIGKILLed after its replica lagged, no replica acknowledgement: \
+                    one holder, tokens grow, no acknowledged item lost",
+        needs: &[Need::Lock, Need::Election, Need::Queue],
+        // No configuration without replica acknowledgement claims it (the case
+        // connects with `wait_replicas=0`, whose capabilities declare it false).
+        claim: Claim::Flag("survives_failover (wait_replicas=0)", |_: &Capabilities| false),
+        hooks: &[Hook::Failover],
+        run: |h| boxed(failover::failover(h, failover::Fault::Primary { acknowledged: false })),
     },
     Case {
         id: "api_invalid_names_and_arguments",

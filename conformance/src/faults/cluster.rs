@@ -1,7 +1,7 @@
 //! The three-member etcd cluster of `scripts/servers.sh` (its URL in
 //! `DISTSYNC_ETCD_CLUSTER_URL`): which member leads (`etcdctl endpoint status`), and
-//! stopping and starting a member (`scripts/servers.sh stop-member N` /
-//! `start-member N`, members numbered in URL order).
+//! stopping, killing (SIGKILL) and starting a member (`scripts/servers.sh
+//! stop-member N` / `kill-member N` / `start-member N`, members numbered in URL order).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -155,6 +155,10 @@ impl Cluster for EtcdCluster {
 
     async fn start_member(&self, member: usize) -> Result<()> {
         self.servers("start-member", member).await
+    }
+
+    async fn kill_member(&self, member: usize) -> Result<()> {
+        self.servers("kill-member", member).await
     }
 }
 

@@ -75,7 +75,9 @@ impl Faults for MemoryFaults {
             Hook::PrivateServer => Err(
                 "no server to restart: the memory store lives and dies with its process".to_owned(),
             ),
-            Hook::Cluster => Err("no cluster: the memory store is one in-process map".to_owned()),
+            Hook::Cluster | Hook::Failover => {
+                Err("no cluster: the memory store is one in-process map".to_owned())
+            }
         }
     }
 

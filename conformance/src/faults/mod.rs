@@ -29,6 +29,7 @@ pub mod cluster;
 mod memory;
 pub mod private;
 pub mod proxy;
+pub mod sentinel;
 mod server;
 mod tools;
 
@@ -50,6 +51,10 @@ pub enum Hook {
     PrivateServer,
     /// [`Faults::cluster`]: a replicated store whose leader member can be killed.
     Cluster,
+    /// [`Faults::cluster`] of a primary and a replica (Redis under Sentinel) whose
+    /// replica can be paused ([`Cluster::pause_member`]) so that it lags, and whose
+    /// clients can be made with other URL settings ([`Cluster::connect_with`]).
+    Failover,
     /// [`Faults::second_client`]: an independent client of the same store.
     SecondClient,
     /// [`Faults::partitioned_client`]: a client whose traffic to the store can be
@@ -66,6 +71,7 @@ impl Hook {
             Self::PausedHolder => "a holder paused past its TTL",
             Self::PrivateServer => "a private server to restart",
             Self::Cluster => "a cluster member to kill",
+            Self::Failover => "a primary to kill after its replica lagged",
             Self::SecondClient => "a second, independent client",
             Self::Partition => "a client that can be partitioned from the store",
         }
@@ -358,11 +364,62 @@ pub trait Cluster: Send + Sync {
     /// When it cannot be stopped.
     async fn stop_member(&self, member: usize) -> Result<()>;
 
-    /// Starts member `member` again.
+    /// Starts member `member` again (a killed primary comes back as a replica).
     ///
     /// # Errors
     /// When it does not come up.
     async fn start_member(&self, member: usize) -> Result<()>;
+
+    /// Kills member `member` with SIGKILL (its data stays for
+    /// [`Cluster::start_member`]).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; when it cannot be killed.
+    async fn kill_member(&self, member: usize) -> Result<()> {
+        let _ = member;
+        Err(Error::unsupported(
+            "conformance",
+            "killing a cluster member",
+        ))
+    }
+
+    /// Pauses member `member` (SIGSTOP): a replica stops applying what its primary
+    /// sends, so it lags.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default.
+    async fn pause_member(&self, member: usize) -> Result<()> {
+        let _ = member;
+        Err(Error::unsupported(
+            "conformance",
+            "pausing a cluster member",
+        ))
+    }
+
+    /// Resumes a paused member (SIGCONT).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default.
+    async fn resume_member(&self, member: usize) -> Result<()> {
+        let _ = member;
+        Err(Error::unsupported(
+            "conformance",
+            "resuming a cluster member",
+        ))
+    }
+
+    /// A new backend connected to the cluster with the URL query parameters `query`
+    /// (`key=value&...`) set, replacing those of the cluster's URL.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the connection error.
+    async fn connect_with(&self, query: &str) -> Result<Arc<dyn Backend>> {
+        let _ = query;
+        Err(Error::unsupported(
+            "conformance",
+            "connecting with other URL settings",
+        ))
+    }
 }
 
 /// The default fault hooks: only [`Faults::end_session`], through

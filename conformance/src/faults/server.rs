@@ -240,6 +240,11 @@ impl Faults for ServerFaults {
                 EtcdCluster::available()
             }
             Hook::SecondClient => Ok(()),
+            Hook::Failover => Err(format!(
+                "no primary with a replica: {} runs as one server here (the Sentinel \
+                 group runs under redis+sentinel://)",
+                self.kind.as_str()
+            )),
             Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
                 .map(drop)
                 .map_err(|error| error.to_string()),
