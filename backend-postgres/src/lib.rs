@@ -327,6 +327,9 @@ pub fn capabilities() -> Capabilities {
         // Not built on PostgreSQL yet (`distsync_postgres::fence` enforces tokens at a
         // resource instead): `LockGuard::put_if_held` answers Unsupported.
         guarded_writes: false,
+        // `Queue::receive` (at-least-once delivery) is not built on PostgreSQL yet: it
+        // answers Unsupported.
+        reliable_delivery: false,
         ..Capabilities::all(BACKEND, Duration::from_secs(1))
     }
 }

@@ -90,6 +90,8 @@ pub enum Need {
     Semaphore,
     /// [`Capabilities::guarded_writes`].
     GuardedWrites,
+    /// [`Capabilities::reliable_delivery`].
+    ReliableDelivery,
     /// STM at this level ([`Capabilities::supports_isolation`]).
     Stm(Isolation),
 }
@@ -107,6 +109,7 @@ impl Need {
             Self::DoubleBarrier => capabilities.double_barrier,
             Self::Semaphore => capabilities.semaphore,
             Self::GuardedWrites => capabilities.guarded_writes,
+            Self::ReliableDelivery => capabilities.reliable_delivery,
             Self::Stm(isolation) => capabilities.supports_isolation(isolation),
         }
     }
@@ -123,6 +126,7 @@ impl Need {
             Self::DoubleBarrier => "double_barrier",
             Self::Semaphore => "semaphore",
             Self::GuardedWrites => "guarded_writes",
+            Self::ReliableDelivery => "reliable_delivery",
             Self::Stm(Isolation::SerializableSnapshot) => "stm_serializable_snapshot",
             Self::Stm(Isolation::Serializable) => "stm_serializable",
             Self::Stm(Isolation::RepeatableReads) => "stm_repeatable_reads",

@@ -368,3 +368,287 @@ pub(crate) async fn lost_replies(h: Harness) -> Check {
         "claims whose replies were lost were recovered or put back",
     ))
 }
+
+/// Reliable delivery, session end: consumer A receives the first of three items
+/// through its session, which the store then ends (as after a crash or a partition);
+/// consumer B, already waiting, receives the same item first (at its place, before
+/// the others) with a redelivery count of 1, then the others in order, and its
+/// acknowledgements empty the queue. A's late `ack` must fail.
+pub(crate) async fn reliable_session_end(h: Harness) -> Check {
+    let name = h.name("queue").ctx("naming the queue")?;
+    let queue = h.backend().queue(name.clone()).ctx("making a queue")?;
+    for item in ["first", "second", "third"] {
+        within(PROMPT, "enqueueing", queue.enqueue(Bytes::from(item))).await?;
+    }
+    let a = h.fault_session().bounded("opening A's session").await?;
+    let held = within(PROMPT, "A receiving", queue.receive(&a)).await?;
+    ensure!(
+        held.item().as_ref() == b"first" && held.redeliveries() == 0,
+        "A's first receive gave {:?} (redeliveries {})",
+        held.item(),
+        held.redeliveries()
+    );
+    let b = h.session().bounded("opening B's session").await?;
+    let len = within(PROMPT, "len() while A holds an item", queue.len()).await?;
+    ensure!(len == 2, "len() is {len} with one of three items held");
+    // B takes the other two, and then waits: nothing is left but A's item.
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        others.push(within(PROMPT, "B receiving", queue.receive(&b)).await?);
+    }
+    let got: Vec<&[u8]> = others.iter().map(|d| d.item().as_ref()).collect();
+    ensure!(
+        got == [&b"second"[..], &b"third"[..]],
+        "while A held the first item, B received {got:?}"
+    );
+    for delivery in others {
+        delivery.ack().bounded("B acknowledging").await?;
+    }
+    let waiting_queue: Arc<dyn Queue> = Arc::from(h.backend().queue(name).ctx("making B's queue")?);
+    let waiter_session = b.clone();
+    let mut waiter = Task::spawn("B waiting", async move {
+        let delivery = waiting_queue
+            .receive(&waiter_session)
+            .await
+            .ctx("B receiving A's item")?;
+        Ok((delivery, Instant::now()))
+    });
+    waiter
+        .ensure_blocked(h.settle(), "A holds the only item")
+        .await?;
+    let ended = Instant::now();
+    within(
+        PROMPT,
+        "ending A's session from the store",
+        h.end_session(&a),
+    )
+    .await?;
+    let (again, at) = waiter.join(h.fault_ttl() * 3 + PROMPT).await?;
+    ensure!(
+        again.item().as_ref() == b"first" && again.redeliveries() == 1,
+        "after A's session ended, B received {:?} with redelivery count {} (expected \"first\", 1)",
+        again.item(),
+        again.redeliveries()
+    );
+    match held.ack().await {
+        Err(_) => {}
+        Ok(()) => {
+            return violated("A acknowledged an item redelivered to B after A's session ended")
+        }
+    }
+    again.ack().bounded("B acknowledging").await?;
+    let left = within(PROMPT, "len() at the end", queue.len()).await?;
+    ensure!(
+        left == 0,
+        "len() is {left} after every item was acknowledged"
+    );
+    let empty = within(PROMPT, "try_dequeue at the end", queue.try_dequeue()).await?;
+    ensure!(
+        empty.is_none(),
+        "an acknowledged item came out again: {empty:?}"
+    );
+    Ok(Holds::figure(
+        format!("redelivered {} after the session ended", ms(at.saturating_duration_since(ended))),
+        "A's session ended by the store while holding an item: the waiting B got it, first, redelivery count 1; A's ack refused",
+    ))
+}
+
+/// Reliable delivery, nack: items at two priorities; the first is received and
+/// nacked, a dropped delivery is nacked too, and each comes back at its place (before
+/// the items behind it, behind a higher priority enqueued meanwhile) with its
+/// redelivery count one higher; `dequeue` (at most once) skips held items.
+pub(crate) async fn reliable_nack_keeps_place(h: Harness) -> Check {
+    let queue = h
+        .backend()
+        .queue(h.name("queue").ctx("naming the queue")?)
+        .ctx("making a queue")?;
+    let session = h.session().bounded("opening a session").await?;
+    for (item, priority) in [("p5-a", 5), ("p5-b", 5), ("p9", 9)] {
+        within(
+            PROMPT,
+            "enqueueing",
+            queue.enqueue_with_priority(Bytes::from(item), priority),
+        )
+        .await?;
+    }
+    let first = within(PROMPT, "receiving", queue.receive(&session)).await?;
+    ensure!(
+        first.item().as_ref() == b"p5-a",
+        "received {:?} first",
+        first.item()
+    );
+    let second = within(PROMPT, "receiving", queue.receive(&session)).await?;
+    let skipped = within(PROMPT, "dequeue while two are held", queue.try_dequeue()).await?;
+    ensure!(
+        skipped.as_deref() == Some(&b"p9"[..]),
+        "dequeue with p5-a and p5-b held gave {skipped:?}"
+    );
+    within(
+        PROMPT,
+        "enqueueing",
+        queue.enqueue_with_priority(Bytes::from("p1"), 1),
+    )
+    .await?;
+    within(
+        PROMPT,
+        "enqueueing",
+        queue.enqueue_with_priority(Bytes::from("p7"), 7),
+    )
+    .await?;
+    first.nack().bounded("nacking").await?;
+    drop(second); // nacked in the background
+    let mut got = Vec::new();
+    let deadline = Instant::now() + PROMPT;
+    while got.len() < 4 {
+        ensure!(
+            Instant::now() < deadline,
+            "after the nacks only {got:?} came back within {PROMPT:?}"
+        );
+        match within(PROMPT, "try_receive", queue.try_receive(&session)).await? {
+            Some(delivery) => {
+                got.push((
+                    String::from_utf8_lossy(delivery.item()).into_owned(),
+                    delivery.redeliveries(),
+                ));
+                delivery.ack().bounded("acknowledging").await?;
+            }
+            // The dropped delivery's background nack is on its way.
+            None => tokio::task::yield_now().await,
+        }
+    }
+    let expected = [("p1", 0), ("p5-a", 1), ("p5-b", 1), ("p7", 0)];
+    let matches = got.len() == expected.len()
+        && got
+            .iter()
+            .zip(expected)
+            .all(|((item, n), (e, en))| item == e && *n == en);
+    ensure!(
+        matches,
+        "received {got:?}, expected {expected:?} (item, redeliveries)"
+    );
+    Ok(Holds::new(
+        "nack and a dropped delivery return the item at its place, redelivery count +1; dequeue skips held items",
+    ))
+}
+
+/// Reliable delivery under concurrent consumers: 4 consumers, each through its own
+/// session, receive 200 items while a producer enqueues them; each nacks about one
+/// delivery in five and acknowledges the rest. No item is ever held by two consumers
+/// at once, every item is acknowledged exactly once, each consumer sees items in queue
+/// order apart from redeliveries, and the queue ends empty.
+pub(crate) async fn reliable_concurrent(h: Harness) -> Check {
+    const ITEMS: usize = 200;
+    const CONSUMERS: usize = 4;
+    let name = h.name("queue").ctx("naming the queue")?;
+    let held = Arc::new(Mutex::new(std::collections::BTreeSet::<Bytes>::new()));
+    let acked = Arc::new(Mutex::new(Vec::<Bytes>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut consumers = Vec::new();
+    for c in 0..CONSUMERS {
+        let queue = h
+            .backend()
+            .queue(name.clone())
+            .ctx("making a consumer's queue")?;
+        let session = h.session().bounded("opening a consumer's session").await?;
+        let (held, acked, count) = (held.clone(), acked.clone(), count.clone());
+        consumers.push(Task::spawn(format!("consumer {c}"), async move {
+            let mut rng = Rng::new(c as u64 + 11);
+            let mut nacks = 0usize;
+            let mut last_first_delivery: Option<Bytes> = None;
+            let deadline = Instant::now() + LONG;
+            while count.load(Ordering::SeqCst) < ITEMS {
+                ensure!(
+                    Instant::now() < deadline,
+                    "consumer {c} gave up after {LONG:?} with {} of {ITEMS} acknowledged",
+                    count.load(Ordering::SeqCst)
+                );
+                let delivery =
+                    match tokio::time::timeout(Duration::from_millis(200), queue.receive(&session))
+                        .await
+                    {
+                        Ok(delivery) => delivery.ctx(format!("consumer {c} receiving"))?,
+                        Err(_) => continue,
+                    };
+                let item = delivery.item().clone();
+                if !lock_vec(&held).insert(item.clone()) {
+                    return violated(format!(
+                        "consumer {c} received {} while another consumer held it",
+                        String::from_utf8_lossy(&item)
+                    ));
+                }
+                if delivery.redeliveries() == 0 {
+                    // First deliveries come in queue order (items are numbered).
+                    if let Some(last) = &last_first_delivery {
+                        ensure!(
+                            item > *last,
+                            "consumer {c} received {} after {} (out of order)",
+                            String::from_utf8_lossy(&item),
+                            String::from_utf8_lossy(last)
+                        );
+                    }
+                    last_first_delivery = Some(item.clone());
+                }
+                let nack = rng.below(5) == 0;
+                // Release the in-flight mark before the store can give the item out.
+                lock_vec(&held).remove(&item);
+                if nack {
+                    nacks += 1;
+                    delivery
+                        .nack()
+                        .bounded(format!("consumer {c} nacking"))
+                        .await?;
+                } else {
+                    lock_vec(&acked).push(item);
+                    delivery
+                        .ack()
+                        .bounded(format!("consumer {c} acknowledging"))
+                        .await?;
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            drop(session);
+            Ok(nacks)
+        }));
+    }
+    let producer = h.backend().queue(name.clone()).ctx("making the producer")?;
+    for i in 0..ITEMS {
+        producer
+            .enqueue(Bytes::from(format!("item-{i:04}")))
+            .bounded("enqueueing")
+            .await?;
+    }
+    let nacks: usize = join_all(&mut consumers, LONG + PROMPT)
+        .await?
+        .into_iter()
+        .sum();
+    let acked = std::mem::take(&mut *lock_vec(&acked));
+    let mut counts = BTreeMap::<Bytes, usize>::new();
+    for item in &acked {
+        *counts.entry(item.clone()).or_default() += 1;
+    }
+    let twice: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(item, n)| format!("{} x{n}", String::from_utf8_lossy(item)))
+        .collect();
+    ensure!(
+        twice.is_empty(),
+        "items acknowledged twice: {}",
+        summary(&twice)
+    );
+    ensure!(
+        counts.len() == ITEMS,
+        "{} of {ITEMS} items acknowledged",
+        counts.len()
+    );
+    let left = within(PROMPT, "len() at the end", producer.len()).await?;
+    ensure!(
+        left == 0,
+        "len() is {left} after every item was acknowledged"
+    );
+    Ok(Holds::figure(
+        format!("{ITEMS} items, {nacks} nacks, {}", per_second(ITEMS, started.elapsed())),
+        format!("{CONSUMERS} consumers with their own sessions: never held by two, each acknowledged once, first deliveries in order"),
+    ))
+}
