@@ -851,7 +851,14 @@ sentinel-pause-replica | sentinel-resume-replica)
     primary=$(ha_primary) || die "no Redis node of the Sentinel group is primary"
     replica=redis-ha-$(ha_other "$primary")
     pid=$(owned_pid "$replica") || die "$replica is not running under $DIR"
-    if [[ $cmd == sentinel-pause-replica ]]; then kill -STOP "$pid"; else kill -CONT "$pid"; fi
+    if [[ $cmd == sentinel-pause-replica ]]; then
+        kill -STOP "$pid"
+        # Also cut its replication link, so that what the primary accepts from now on
+        # stays there (not even in the paused replica's socket buffer): it lags.
+        redis-cli -h "$HOST" -p "$(ha_port "$primary")" client kill type replica >/dev/null || true
+    else
+        kill -CONT "$pid"
+    fi
     log "${cmd#sentinel-} $replica (pid $pid)"
     ;;
 *) usage ;;
