@@ -47,8 +47,8 @@ pub use distsync_core::{
 
 // The primitives.
 pub use distsync_core::{
-    Barrier, DoubleBarrier, Election, Locker, MultiLockGuard, MultiLocker, Queue, RwLock,
-    Semaphore, DEFAULT_PRIORITY,
+    Barrier, Delivery, DoubleBarrier, Election, Locker, MultiLockGuard, MultiLocker, Queue,
+    RwLock, Semaphore, DEFAULT_PRIORITY,
 };
 
 // Software transactional memory.
