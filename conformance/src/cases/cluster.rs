@@ -34,16 +34,16 @@ const ROUNDS_DOWN: usize = 10;
 /// renewal window before the client-side deadline.
 const SESSION_RIDE_OUT: Duration = Duration::from_secs(4);
 /// How long the cluster may take to elect a new leader and serve again.
-const RECOVERY: Duration = Duration::from_secs(30);
+pub(super) const RECOVERY: Duration = Duration::from_secs(30);
 
 /// Starts the stopped member again if the case ends early.
-struct Restart<'a> {
-    cluster: &'a dyn Cluster,
-    member: Option<usize>,
+pub(super) struct Restart<'a> {
+    pub(super) cluster: &'a dyn Cluster,
+    pub(super) member: Option<usize>,
 }
 
 impl Restart<'_> {
-    async fn now(&mut self) -> Check<()> {
+    pub(super) async fn now(&mut self) -> Check<()> {
         if let Some(member) = self.member.take() {
             within(
                 LONG,

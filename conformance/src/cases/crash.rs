@@ -8,41 +8,48 @@
 use distsync_core::Bytes;
 use tokio::time::Instant;
 
+use super::contender::{Contender, Target};
 use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
 use crate::faults::HoldKind;
 use crate::harness::Harness;
 
-/// A killed lock holder's lock is granted to a waiter with a higher token.
-pub(crate) async fn lock_holder(h: Harness) -> Check {
+/// A killed holder's lock (or permit) is granted to a waiter with a higher token.
+pub(crate) async fn holder(h: Harness, target: Target) -> Check {
     let mut holder = h
-        .spawn_holder(HoldKind::Lock, "mutex")
+        .spawn_holder(target.hold_kind(), target.suffix())
         .await
-        .ctx("starting a lock holder in a child process")?;
-    let name = h.name("mutex").ctx("naming the lock")?;
+        .ctx("starting a holder in a child process")?;
     let session = h.session().bounded("opening the waiter's session").await?;
-    let locker = h.backend().locker(&session, name).ctx("making a locker")?;
-    if let Some(intruder) =
-        within(PROMPT, "try_lock while the child holds", locker.try_lock()).await?
+    let contender = Contender::new(&h, &session, target, true)
+        .bounded("making the waiter's contender")
+        .await?;
+    if let Some(intruder) = within(
+        PROMPT,
+        "try_lock / try_acquire while the child holds",
+        contender.try_acquire(),
+    )
+    .await?
     {
         return violated(format!(
-            "try_lock was granted token {} while {} held token {}",
+            "{} was granted with token {} while {} held token {}",
+            target.describe(),
             intruder.token(),
             holder.describe(),
             holder.token()
         ));
     }
     let waiter = Task::spawn("the waiter", async move {
-        let guard = locker.lock().await.ctx("the waiter locking")?;
-        Ok((guard, Instant::now()))
+        let guard = contender.acquire().await.ctx("the waiter acquiring")?;
+        Ok((guard, Instant::now(), contender))
     });
     waiter
-        .ensure_blocked(h.settle(), "the child holds the lock")
+        .ensure_blocked(h.settle(), "the child holds what the waiter waits for")
         .await?;
     let mut waiter = waiter;
     let killed = Instant::now();
     holder.kill().await.ctx("killing the child")?;
     let limit = h.holder_ttl() * 3 + PROMPT;
-    let (guard, granted_at) = waiter.join(limit).await?;
+    let (guard, granted_at, contender) = waiter.join(limit).await?;
     let took = granted_at.saturating_duration_since(killed);
     ensure!(
         guard.token() > holder.token(),
@@ -50,14 +57,16 @@ pub(crate) async fn lock_holder(h: Harness) -> Check {
         guard.token(),
         holder.token()
     );
-    guard.unlock().bounded("unlocking").await?;
+    guard.unlock().bounded("releasing").await?;
+    drop(contender);
     drop(session);
     Ok(Holds::figure(
         format!("re-acquired {} after SIGKILL", secs(took)),
         format!(
-            "{} (token {}) was killed; a waiter got the lock with a higher token; holder TTL {:?}",
+            "{} (token {}) was killed; a waiter got {} with a higher token; holder TTL {:?}",
             holder.describe(),
             holder.token(),
+            target.describe(),
             h.holder_ttl()
         ),
     ))

@@ -9,13 +9,17 @@ use crate::case::{Case, Claim, Need, Primitive};
 use crate::check::Check;
 use crate::faults::{Hook, PartitionMode};
 use crate::outcome::Outcome;
+use contender::Target;
 
 mod api;
 mod barrier;
 mod cluster;
+mod cluster_release;
+mod contender;
 mod crash;
-mod failover;
 mod election;
+mod eviction;
+mod failover;
 mod jepsen;
 mod kill;
 mod linearizable;
@@ -30,6 +34,7 @@ mod rwlock;
 mod semaphore;
 mod session;
 mod stm;
+mod takeover;
 mod timed;
 
 fn boxed(body: impl Future<Output = Check> + Send + 'static) -> BoxFuture<'static, Outcome> {
@@ -50,8 +55,8 @@ const LINEARIZABLE: Claim = Claim::Flag("linearizable", |c: &Capabilities| c.lin
 
 use Isolation::{ReadCommitted, RepeatableReads, Serializable, SerializableSnapshot};
 
-/// Every case, in matrix order. Each case's `id` is also the name of its test function
-/// in [`crate::conformance_tests!`].
+/// Every case, in matrix order: the only list. Each case's `id` is also the name of
+/// the test [`crate::conformance_tests!`] generates for it.
 pub static CASES: &[Case] = &[
     Case {
         id: "lock_mutual_exclusion",
@@ -123,7 +128,7 @@ pub static CASES: &[Case] = &[
         needs: &[Need::Lock],
         claim: Claim::Offered,
         hooks: &[Hook::ChildHolder],
-        run: |h| boxed(crash::lock_holder(h)),
+        run: |h| boxed(crash::holder(h, Target::Lock)),
     },
     Case {
         id: "lock_holder_pause",
@@ -133,7 +138,7 @@ pub static CASES: &[Case] = &[
         needs: &[Need::Lock],
         claim: STALLED,
         hooks: &[Hook::PausedHolder],
-        run: |h| boxed(pause::lock_holder(h)),
+        run: |h| boxed(pause::holder(h, Target::Lock)),
     },
     Case {
         id: "lock_jepsen_counter",
@@ -489,6 +494,25 @@ pub static CASES: &[Case] = &[
         run: |h| boxed(semaphore::fifo_waiters(h)),
     },
     Case {
+        id: "semaphore_holder_crash",
+        primitive: Primitive::Semaphore,
+        guarantee: "a permit holder killed (SIGKILL) in a child process frees its permit",
+        needs: &[Need::Semaphore],
+        claim: Claim::Offered,
+        hooks: &[Hook::ChildHolder],
+        run: |h| boxed(crash::holder(h, Target::Permit)),
+    },
+    Case {
+        id: "semaphore_holder_pause",
+        primitive: Primitive::Semaphore,
+        guarantee:
+            "a permit holder paused past its TTL loses its permit, sees lost(), its write is fenced off",
+        needs: &[Need::Semaphore],
+        claim: STALLED,
+        hooks: &[Hook::PausedHolder],
+        run: |h| boxed(pause::holder(h, Target::Permit)),
+    },
+    Case {
         id: "stm_bank_serializable_snapshot",
         primitive: Primitive::Stm,
         guarantee: "bank total kept at SerializableSnapshot",
@@ -670,6 +694,33 @@ pub static CASES: &[Case] = &[
         claim: Claim::Flag("survives_failover (wait_replicas=0)", |_: &Capabilities| false),
         hooks: &[Hook::Failover],
         run: |h| boxed(failover::failover(h, failover::Fault::Primary { acknowledged: false })),
+    },
+    Case {
+        id: "server_cluster_release_during_leader_change",
+        primitive: Primitive::Server,
+        guarantee: "an unlock during a leader change completes: a waiter is granted long before the TTL",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[Hook::Cluster],
+        run: |h| boxed(cluster_release::release_during_leader_change(h)),
+    },
+    Case {
+        id: "server_eviction_refused",
+        primitive: Primitive::Server,
+        guarantee: "a store that evicts keys is refused unless the URL opts in, which declares what is lost",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[Hook::EvictingServer],
+        run: |h| boxed(eviction::evicting_server_refused(h)),
+    },
+    Case {
+        id: "server_session_id_taken_over",
+        primitive: Primitive::Server,
+        guarantee: "a session whose id another owner took over (restart, repeated id) sees lost() and grants nothing",
+        needs: &[Need::Lock],
+        claim: LOST,
+        hooks: &[Hook::SessionTakeover],
+        run: |h| boxed(takeover::session_id_taken_over(h)),
     },
     Case {
         id: "api_invalid_names_and_arguments",

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::contender::{Contender, Target};
 use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
-use crate::faults::HoldKind;
 use crate::fenced::FencedCounter;
 use crate::harness::Harness;
 
@@ -18,31 +18,32 @@ use crate::harness::Harness;
 /// next look).
 const EXPIRY_SLACK: Duration = Duration::from_secs(2);
 
-/// The case body (see the module docs).
-pub(crate) async fn lock_holder(h: Harness) -> Check {
+/// The case body (see the module docs), for a lock or a semaphore permit.
+pub(crate) async fn holder(h: Harness, target: Target) -> Check {
     let ttl = h.holder_ttl();
     let mut holder = h
-        .spawn_holder(HoldKind::Lock, "mutex")
+        .spawn_holder(target.hold_kind(), target.suffix())
         .await
-        .ctx("starting an external lock holder")?;
+        .ctx("starting an external holder")?;
     let stale_token = holder.token();
-    let name = h.name("mutex").ctx("naming the lock")?;
     let session = h.session().bounded("opening the waiter's session").await?;
-    let locker = h
-        .backend()
-        .locker(&session, name.clone())
-        .ctx("making a locker")?;
+    let contender = Contender::new(&h, &session, target, true)
+        .bounded("making the waiter's contender")
+        .await?;
     let waiter = Task::spawn("the waiter", async move {
-        let guard = locker.lock().await.ctx("the waiter locking")?;
-        Ok((guard, Instant::now()))
+        let guard = contender.acquire().await.ctx("the waiter acquiring")?;
+        Ok((guard, Instant::now(), contender))
     });
     waiter
-        .ensure_blocked(h.settle(), "the external holder holds the lock")
+        .ensure_blocked(
+            h.settle(),
+            "the external holder holds what the waiter waits for",
+        )
         .await?;
     let mut waiter = waiter;
     let paused = Instant::now();
     holder.pause().await.ctx("pausing the holder")?;
-    let (guard, granted_at) = waiter.join(ttl * 3 + PROMPT).await?;
+    let (guard, granted_at, _contender) = waiter.join(ttl * 3 + PROMPT).await?;
     let took = granted_at.saturating_duration_since(paused);
     // The holder renewed at most TTL/3 before the pause, so its lease had at least
     // 2/3 of the TTL left: a grant before half the TTL took it from a live lease.
@@ -93,18 +94,24 @@ pub(crate) async fn lock_holder(h: Harness) -> Check {
         "the new holder's guard reports lost after the stale holder woke"
     );
     let third_session = h.session().bounded("opening a third session").await?;
-    let third = h
-        .backend()
-        .locker(&third_session, name)
-        .ctx("making a third locker")?;
-    if let Some(intruder) = within(PROMPT, "a third try_lock", third.try_lock()).await? {
+    let third = Contender::new(&h, &third_session, target, false)
+        .bounded("making a third contender")
+        .await?;
+    if let Some(intruder) = within(
+        PROMPT,
+        "a third try_lock / try_acquire",
+        third.try_acquire(),
+    )
+    .await?
+    {
         return violated(format!(
-            "a third client got token {} while the new holder held token {}",
+            "a third client got {} with token {} while the new holder held token {}",
+            target.describe(),
             intruder.token(),
             guard.token()
         ));
     }
-    guard.unlock().bounded("the new holder unlocking").await?;
+    guard.unlock().bounded("the new holder releasing").await?;
     drop(holder);
     Ok(Holds::figure(
         format!(

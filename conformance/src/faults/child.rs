@@ -43,7 +43,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::tools::signal;
-use super::{hook_error, ExternalHolder, HoldKind, HolderSpec};
+use super::{hook_error, ExternalHolder, HoldKind, HolderSpec, HOLDER_PERMITS};
 use crate::harness::Harness;
 
 /// The environment variable carrying a child's [`ChildSpec`].
@@ -135,9 +135,9 @@ pub struct ChildSpec {
     /// The store's URL (the runner's child connects to it; a test binary's child uses
     /// its backend factory, which reads the same environment as the parent).
     pub url: String,
-    /// Lock or leadership.
+    /// Lock, leadership or permit.
     pub kind: HoldKind,
-    /// The lock's or election's name.
+    /// The lock's, election's or semaphore's name.
     pub name: String,
     /// The session TTL in milliseconds.
     pub ttl_ms: u64,
@@ -329,6 +329,7 @@ impl ExternalHolder for ChildHolder {
         let what = match self.kind {
             HoldKind::Lock => "lock holder",
             HoldKind::Leadership => "leader",
+            HoldKind::Permit => "permit holder",
         };
         format!("{what} in child process {}", self.pid)
     }
@@ -430,6 +431,11 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
                 leadership.lost(),
                 Box::new((election, leadership)),
             )
+        }
+        HoldKind::Permit => {
+            let semaphore = backend.semaphore(&session, name, HOLDER_PERMITS)?;
+            let permit = semaphore.acquire().await?;
+            (permit.token(), permit.lost(), Box::new((semaphore, permit)))
         }
     };
     say.line(Event::Holding(token.get()));

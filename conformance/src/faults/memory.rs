@@ -19,13 +19,15 @@ use distsync_core::memory::{self, MemoryBackend, MemoryKv};
 use distsync_core::recipes::KvBackend;
 use distsync_core::KeepAlive;
 use distsync_core::{
-    Backend, Bytes, Election, Error, FencingToken, Leadership, LockGuard, Locker, Result, Session,
-    SessionId, SessionOptions,
+    Backend, Bytes, Election, Error, FencingToken, Leadership, LockGuard, Locker, Result,
+    Semaphore, Session, SessionId, SessionOptions,
 };
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::watch;
 
-use super::{ExternalHolder, Faults, HoldKind, HolderSpec, Hook, PartitionMode, Partitioned};
+use super::{
+    ExternalHolder, Faults, HoldKind, HolderSpec, Hook, PartitionMode, Partitioned, HOLDER_PERMITS,
+};
 use crate::harness::Harness;
 
 /// Why process-level hooks are unsupported on the memory store.
@@ -78,6 +80,10 @@ impl Faults for MemoryFaults {
             Hook::Cluster | Hook::Failover => {
                 Err("no cluster: the memory store is one in-process map".to_owned())
             }
+            Hook::EvictingServer => Err("the memory store never evicts".to_owned()),
+            Hook::SessionTakeover => {
+                Err("session ids are the store's lease ids, assigned once per process".to_owned())
+            }
         }
     }
 
@@ -111,6 +117,14 @@ impl Faults for MemoryFaults {
                 Hold::Leadership {
                     _election: election,
                     leadership,
+                }
+            }
+            HoldKind::Permit => {
+                let semaphore = backend.semaphore(&session, spec.name.clone(), HOLDER_PERMITS)?;
+                let guard = semaphore.acquire().await?;
+                Hold::Permit {
+                    _semaphore: semaphore,
+                    guard,
                 }
             }
         };
@@ -250,6 +264,10 @@ enum Hold {
         _election: Box<dyn Election>,
         leadership: Leadership,
     },
+    Permit {
+        _semaphore: Box<dyn Semaphore>,
+        guard: LockGuard,
+    },
 }
 
 /// An in-process holder whose "pause" freezes its lease.
@@ -263,7 +281,7 @@ struct FrozenHolder {
 impl ExternalHolder for FrozenHolder {
     fn token(&self) -> FencingToken {
         match &self.hold {
-            Hold::Lock { guard, .. } => guard.token(),
+            Hold::Lock { guard, .. } | Hold::Permit { guard, .. } => guard.token(),
             Hold::Leadership { leadership, .. } => leadership.term(),
         }
     }
@@ -299,7 +317,7 @@ impl ExternalHolder for FrozenHolder {
 
     async fn lost(&mut self) -> Result<()> {
         match &self.hold {
-            Hold::Lock { guard, .. } => guard.lost().await,
+            Hold::Lock { guard, .. } | Hold::Permit { guard, .. } => guard.lost().await,
             Hold::Leadership { leadership, .. } => leadership.lost().await,
         }
         Ok(())

@@ -60,6 +60,12 @@ pub enum Hook {
     /// [`Faults::partitioned_client`]: a client whose traffic to the store can be
     /// silenced or reset.
     Partition,
+    /// [`Faults::evicting_server`]: a private server configured to evict keys under
+    /// memory pressure.
+    EvictingServer,
+    /// [`Faults::take_over_session`]: another session takes a live session's id in the
+    /// store (what a restart that forgets sessions, then repeats an id, produces).
+    SessionTakeover,
 }
 
 impl Hook {
@@ -74,6 +80,8 @@ impl Hook {
             Self::Failover => "a primary to kill after its replica lagged",
             Self::SecondClient => "a second, independent client",
             Self::Partition => "a client that can be partitioned from the store",
+            Self::EvictingServer => "a server that evicts keys",
+            Self::SessionTakeover => "a session id taken over in the store",
         }
     }
 }
@@ -92,15 +100,21 @@ pub enum HoldKind {
     Lock,
     /// A leadership ([`distsync_core::Election::campaign`]); its token is the term.
     Leadership,
+    /// One permit of a semaphore of [`HOLDER_PERMITS`] permits
+    /// ([`distsync_core::Semaphore::acquire`]); its token is the permit grant's.
+    Permit,
 }
+
+/// The permit count of the semaphore a [`HoldKind::Permit`] holder takes a permit of.
+pub const HOLDER_PERMITS: usize = 2;
 
 /// What [`Faults::spawn_holder`] starts: a holder of `kind` on `name`, through a
 /// session of `ttl`.
 #[derive(Clone, Debug)]
 pub struct HolderSpec {
-    /// Lock or leadership.
+    /// Lock, leadership or permit.
     pub kind: HoldKind,
-    /// The lock's or election's name.
+    /// The lock's, election's or semaphore's name.
     pub name: Name,
     /// The TTL of the holder's session.
     pub ttl: Duration,
@@ -197,7 +211,7 @@ pub trait Faults: Send + Sync + 'static {
     ) -> Result<Box<dyn ExternalHolder>> {
         match spec.kind {
             HoldKind::Lock => self.spawn_lock_holder(backend, &spec.name, spec.ttl).await,
-            HoldKind::Leadership => Err(unsupported(backend, Hook::ChildHolder)),
+            HoldKind::Leadership | HoldKind::Permit => Err(unsupported(backend, Hook::ChildHolder)),
         }
     }
 
@@ -209,6 +223,27 @@ pub trait Faults: Send + Sync + 'static {
     /// [`Error::Unsupported`] by default; the server's start-up error.
     async fn private_server(&self, backend: &dyn Backend) -> Result<Box<dyn PrivateServer>> {
         Err(unsupported(backend, Hook::PrivateServer))
+    }
+
+    /// Starts a private server of the store's kind configured to evict keys under
+    /// memory pressure (Redis `maxmemory-policy allkeys-lru`).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default: a store that never evicts.
+    async fn evicting_server(&self, backend: &dyn Backend) -> Result<EvictingServer> {
+        Err(unsupported(backend, Hook::EvictingServer))
+    }
+
+    /// Makes the store hold, under `session`'s id, a session that is not it (a key
+    /// or row of another owner), as a restart that forgot the session and then handed
+    /// its id out again would; returns what was done.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default: a store that assigns and persists session
+    /// ids, so that none can be handed out twice.
+    async fn take_over_session(&self, backend: &dyn Backend, session: SessionId) -> Result<String> {
+        let _ = session;
+        Err(unsupported(backend, Hook::SessionTakeover))
     }
 
     /// The replicated cluster of the store's kind whose members a case may stop.
@@ -330,6 +365,49 @@ pub trait PrivateServer: Send + Sync {
     /// # Errors
     /// When it does not come up.
     async fn start(&mut self) -> Result<()>;
+}
+
+/// A private server that evicts keys (see [`Faults::evicting_server`]), reached
+/// either with the store's default URL, which the backend must refuse, or with the
+/// URL that opts in to eviction, which it must accept while declaring the guarantees
+/// it then loses.
+pub struct EvictingServer {
+    /// The server, whose [`PrivateServer::connect`] uses the opted-in URL.
+    pub server: Box<dyn PrivateServer>,
+    /// The URL without the opt-in.
+    pub strict_url: String,
+    /// The eviction policy the server runs, as the backend should name it.
+    pub policy: String,
+    /// Connects by URL.
+    pub connect: Connect,
+}
+
+impl fmt::Debug for EvictingServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EvictingServer")
+            .field("url", &self.server.url())
+            .field("strict_url", &self.strict_url)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EvictingServer {
+    /// Connects with the URL that does not opt in to eviction.
+    ///
+    /// # Errors
+    /// The backend's refusal (what the case expects).
+    pub async fn connect_strict(&self) -> Result<Arc<dyn Backend>> {
+        (self.connect)(self.strict_url.clone()).await
+    }
+
+    /// Connects with the URL that opts in to eviction.
+    ///
+    /// # Errors
+    /// The connection error.
+    pub async fn connect_opted_in(&self) -> Result<Arc<dyn Backend>> {
+        self.server.connect().await
+    }
 }
 
 /// A replicated cluster whose members can be stopped (see [`Faults::cluster`]).

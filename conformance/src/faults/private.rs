@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::server::StoreKind;
 use super::tools::{self, free_port, is_root, pg_bin, port_open, require};
-use super::{hook_error, Connect, PrivateServer};
+use super::{hook_error, Connect, EvictingServer, PrivateServer};
 
 /// How long a private server may take to start or stop.
 const WAIT: Duration = Duration::from_secs(60);
@@ -74,7 +74,7 @@ pub async fn start(kind: StoreKind, connect: Connect) -> Result<Box<dyn PrivateS
             connect,
         }),
         StoreKind::Redis => Box::new(Private {
-            kind: Kind::Redis,
+            kind: Kind::Redis { args: Vec::new() },
             url: format!("redis://127.0.0.1:{port}"),
             dir,
             port,
@@ -99,10 +99,52 @@ pub async fn start(kind: StoreKind, connect: Connect) -> Result<Box<dyn PrivateS
     Ok(server)
 }
 
+/// The eviction policy of [`start_evicting_redis`].
+const EVICTION_POLICY: &str = "allkeys-lru";
+
+/// Starts a private `redis-server` that evicts keys (`maxmemory 64mb`,
+/// `maxmemory-policy allkeys-lru`), reached with a URL that opts in to eviction
+/// (`allow_eviction=true`), so that it can be probed; the URL without it is
+/// [`EvictingServer::strict_url`].
+///
+/// # Errors
+/// When it cannot be started or does not answer within a minute.
+pub async fn start_evicting_redis(connect: Connect) -> Result<EvictingServer> {
+    let dir = tools::temp_dir("private-redis-evicting")?;
+    let port = free_port()?;
+    let strict_url = format!("redis://127.0.0.1:{port}");
+    let mut server: Box<dyn PrivateServer> = Box::new(Private {
+        kind: Kind::Redis {
+            args: ["--maxmemory", "64mb", "--maxmemory-policy", EVICTION_POLICY]
+                .map(str::to_owned)
+                .to_vec(),
+        },
+        url: format!("{strict_url}?allow_eviction=true"),
+        dir,
+        port,
+        child: None,
+        connect: Arc::clone(&connect),
+    });
+    server.start().await?;
+    Ok(EvictingServer {
+        server,
+        strict_url,
+        policy: EVICTION_POLICY.to_owned(),
+        connect,
+    })
+}
+
 enum Kind {
-    Etcd { peer_port: u16 },
-    Redis,
-    Postgres { bin: PathBuf },
+    Etcd {
+        peer_port: u16,
+    },
+    /// With extra command-line arguments.
+    Redis {
+        args: Vec<String>,
+    },
+    Postgres {
+        bin: PathBuf,
+    },
 }
 
 /// A private server.
@@ -247,7 +289,7 @@ impl PrivateServer for Private {
 
     async fn stop(&mut self) -> Result<()> {
         match &self.kind {
-            Kind::Etcd { .. } | Kind::Redis => self.wait_exit().await,
+            Kind::Etcd { .. } | Kind::Redis { .. } => self.wait_exit().await,
             Kind::Postgres { bin } => {
                 let mut stop = Self::postgres_command(&bin.join("pg_ctl"));
                 stop.arg("-D")
@@ -281,12 +323,13 @@ impl PrivateServer for Private {
                     .map_err(|error| hook_error("starting etcd", error))?;
                 self.child = Some(child);
             }
-            Kind::Redis => {
+            Kind::Redis { args } => {
                 let redis = require("redis-server", "redis-server")
                     .map_err(|reason| hook_error("starting redis-server", reason))?;
                 let child = Command::new(redis)
                     .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
                     .args(["--save", "", "--appendonly", "no"])
+                    .args(args)
                     .arg("--dir")
                     .arg(&self.dir)
                     .stdin(Stdio::null())

@@ -19,8 +19,8 @@ use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
 use super::tools::{self, require, run};
 use super::{
-    hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook,
-    Partitioned, PrivateServer,
+    hook_error, unsupported, Cluster, Connect, EvictingServer, ExternalHolder, Faults, HolderSpec,
+    Hook, Partitioned, PrivateServer,
 };
 use crate::harness::Harness;
 
@@ -245,6 +245,24 @@ impl Faults for ServerFaults {
                  group runs under redis+sentinel://)",
                 self.kind.as_str()
             )),
+            Hook::EvictingServer => match self.kind {
+                StoreKind::Redis => private::available(self.kind),
+                StoreKind::Etcd | StoreKind::Postgres => Err(format!(
+                    "{} never evicts keys",
+                    self.kind.as_str()
+                )),
+            },
+            Hook::SessionTakeover => match self.kind {
+                StoreKind::Redis => self.kill_tool().map(drop),
+                StoreKind::Etcd => Err(
+                    "etcd assigns lease ids and keeps them across restarts: none is handed out twice"
+                        .to_owned(),
+                ),
+                StoreKind::Postgres => Err(
+                    "session rows are durable: a restart keeps them, so no id is handed out twice"
+                        .to_owned(),
+                ),
+            },
             Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
                 .map(drop)
                 .map_err(|error| error.to_string()),
@@ -271,6 +289,47 @@ impl Faults for ServerFaults {
             .launcher()
             .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
         Ok(Box::new(child::spawn(launcher, &self.url, spec).await?))
+    }
+
+    async fn evicting_server(&self, backend: &dyn Backend) -> Result<EvictingServer> {
+        self.offers(Hook::EvictingServer)
+            .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
+        private::start_evicting_redis(Arc::clone(&self.connect)).await
+    }
+
+    async fn take_over_session(&self, backend: &dyn Backend, session: SessionId) -> Result<String> {
+        self.offers(Hook::SessionTakeover)
+            .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
+        let tool = self
+            .kill_tool()
+            .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
+        let (connection, namespace) = redis_target(&self.url)?;
+        let key = format!("{{{namespace}session:{}}}", session.0);
+        // Another owner's key: its own nonce, a TTL of its own (long enough to
+        // outlast the case, short enough to clean up after it).
+        let out = run(
+            &tool,
+            [
+                "-u",
+                connection.as_str(),
+                "SET",
+                key.as_str(),
+                "taken-over-by-another-session",
+                "PX",
+                "120000",
+            ],
+            &[],
+        )
+        .await?;
+        if out.stdout.trim() != "OK" {
+            return Err(hook_error(
+                format!("redis-cli SET {key}"),
+                format!("answered {:?}, not OK", out.stdout.trim()),
+            ));
+        }
+        Ok(format!(
+            "session key {key} overwritten by another owner's (`redis-cli SET ... PX 120000`)"
+        ))
     }
 
     async fn private_server(&self, backend: &dyn Backend) -> Result<Box<dyn PrivateServer>> {

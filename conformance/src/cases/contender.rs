@@ -1,0 +1,112 @@
+//! What the crash and pause cases contend for: a lock, or a permit of a semaphore whose
+//! other permits are taken, so that in both an external holder's hold is the one thing
+//! a waiter waits for, and the grant is a [`LockGuard`] with a fencing token.
+
+use distsync_core::{LockGuard, Locker, Result, Semaphore, Session};
+
+use crate::faults::{HoldKind, HOLDER_PERMITS};
+use crate::harness::Harness;
+
+/// A lock or a semaphore permit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A lock named `mutex`.
+    Lock,
+    /// A permit of a semaphore of [`HOLDER_PERMITS`] permits named `semaphore`.
+    Permit,
+}
+
+impl Target {
+    /// What an external holder of this target holds.
+    pub(crate) fn hold_kind(self) -> HoldKind {
+        match self {
+            Self::Lock => HoldKind::Lock,
+            Self::Permit => HoldKind::Permit,
+        }
+    }
+
+    /// The name suffix (see [`Harness::name`]).
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            Self::Lock => "mutex",
+            Self::Permit => "semaphore",
+        }
+    }
+
+    /// What is contended for, in a few words.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Self::Lock => "the lock",
+            Self::Permit => "the last free permit",
+        }
+    }
+}
+
+/// A client of the target through one session.
+pub(crate) enum Contender {
+    /// A locker.
+    Lock(Box<dyn Locker>),
+    /// A semaphore, with the permits taken (each through a session of its own: a
+    /// session has one entry per semaphore) to leave only the external holder's
+    /// permit to wait for.
+    Permit {
+        semaphore: Box<dyn Semaphore>,
+        _fillers: Vec<(Session, Box<dyn Semaphore>, LockGuard)>,
+    },
+}
+
+impl Contender {
+    /// A contender for `target` through `session`. With `fill`, a permit contender
+    /// first takes every permit but one (the external holder's), each through a
+    /// session of its own, so that an `acquire` waits exactly for the external
+    /// holder.
+    pub(crate) async fn new(
+        h: &Harness,
+        session: &Session,
+        target: Target,
+        fill: bool,
+    ) -> Result<Self> {
+        let name = h.name(target.suffix())?;
+        Ok(match target {
+            Target::Lock => Self::Lock(h.backend().locker(session, name)?),
+            Target::Permit => {
+                let mut fillers = Vec::new();
+                if fill {
+                    for _ in 1..HOLDER_PERMITS {
+                        let session = h.session().await?;
+                        let semaphore =
+                            h.backend()
+                                .semaphore(&session, name.clone(), HOLDER_PERMITS)?;
+                        let permit = semaphore.acquire().await?;
+                        fillers.push((session, semaphore, permit));
+                    }
+                }
+                let semaphore = h.backend().semaphore(session, name, HOLDER_PERMITS)?;
+                Self::Permit {
+                    semaphore,
+                    _fillers: fillers,
+                }
+            }
+        })
+    }
+
+    /// Waits for the target.
+    ///
+    /// Cancel-safety: as `Locker::lock` / `Semaphore::acquire`.
+    pub(crate) async fn acquire(&self) -> Result<LockGuard> {
+        match self {
+            Self::Lock(locker) => locker.lock().await,
+            Self::Permit { semaphore, .. } => semaphore.acquire().await,
+        }
+    }
+
+    /// Takes the target if it is free.
+    ///
+    /// Cancel-safety: as `Locker::try_lock` / `Semaphore::try_acquire`.
+    pub(crate) async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        match self {
+            Self::Lock(locker) => locker.try_lock().await,
+            Self::Permit { semaphore, .. } => semaphore.try_acquire().await,
+        }
+    }
+}
