@@ -10,6 +10,14 @@
 //! counter to move, then reads again: a change committed after the subscription is never
 //! missed. When the listening connection is lost (notifications may have been dropped),
 //! every subscription is woken once the listener is back, so waiters re-read.
+//!
+//! # Cost per subscription
+//! Subscribers are indexed by payload in a map: subscribing, dropping a subscription
+//! and delivering a notification each touch one entry, whatever the number of
+//! subscriptions (10,000 sessions each watching `s:<id>` plus their waiters' `m:`
+//! payloads). A payload's entry is removed when its last subscription is dropped, so
+//! the map holds only payloads someone waits on; only a reconnection of the listener
+//! visits them all (once).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,11 +53,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A waiter's interest in one payload.
+/// A waiter's interest in one payload; dropping the last subscription of a payload
+/// removes it from the hub.
 pub(crate) struct Subscription {
     receiver: watch::Receiver<u64>,
     inner: Arc<HubInner>,
+    payload: String,
     resyncs: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut subscribers = self.inner.subscribers();
+        // Under the map's lock, which every new subscription takes too: a count of one
+        // (this receiver, dropped right after) means nobody else waits on the payload.
+        if subscribers
+            .get(&self.payload)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            subscribers.remove(&self.payload);
+        }
+    }
 }
 
 /// Why a [`Subscription`] woke.
@@ -108,24 +132,28 @@ impl Hub {
                 Ok::<_, Error>(AbortOnDrop(task.abort_handle()))
             })
             .await?;
-        let mut subscribers = self.inner.subscribers();
-        if subscribers.len() >= 256 {
-            subscribers.retain(|_, sender| sender.receiver_count() > 0);
-        }
-        let receiver = subscribers
-            .entry(payload)
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe();
-        drop(subscribers);
-        Ok(Subscription {
-            receiver,
-            resyncs: self.inner.resyncs.load(Ordering::SeqCst),
-            inner: Arc::clone(&self.inner),
-        })
+        Ok(self.inner.register(payload))
     }
 }
 
 impl HubInner {
+    /// A subscription to `payload`: one map entry looked up (or made), whatever the
+    /// number of subscriptions.
+    fn register(self: &Arc<Self>, payload: String) -> Subscription {
+        let mut subscribers = self.subscribers();
+        let receiver = subscribers
+            .entry(payload.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        drop(subscribers);
+        Subscription {
+            receiver,
+            resyncs: self.resyncs.load(Ordering::SeqCst),
+            inner: Arc::clone(self),
+            payload,
+        }
+    }
+
     fn subscribers(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
         self.subscribers
             .lock()
@@ -179,5 +207,60 @@ async fn run(inner: Arc<HubInner>, mut listener: PgListener) {
                 inner.wake_all();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Arc<HubInner> {
+        let options = sqlx::postgres::PgConnectOptions::new().host("localhost");
+        Arc::new(HubInner {
+            pool: sqlx::postgres::PgPoolOptions::new().connect_lazy_with(options),
+            channel: "distsync_test".into(),
+            subscribers: Mutex::new(HashMap::new()),
+            resyncs: AtomicU64::new(0),
+        })
+    }
+
+    #[tokio::test]
+    async fn dropped_subscriptions_leave_the_map_and_others_still_wake() {
+        let hub = hub();
+        let many: Vec<Subscription> = (0..10_000)
+            .map(|i| hub.register(format!("m:{i}.1")))
+            .collect();
+        assert_eq!(hub.subscribers().len(), 10_000);
+        let mut first = hub.register("s:7".into());
+        let mut second = hub.register("s:7".into());
+        assert_eq!(hub.subscribers().len(), 10_001, "one entry per payload");
+        drop(many);
+        assert_eq!(hub.subscribers().len(), 1, "dropped payloads are removed");
+        drop(second);
+        assert_eq!(hub.subscribers().len(), 1, "s:7 still has a subscriber");
+        hub.wake("m:3.1");
+        hub.wake("s:7");
+        assert_eq!(first.changed().await.unwrap(), Wake::Notified);
+        second = hub.register("s:7".into());
+        hub.wake_all();
+        assert_eq!(first.changed().await.unwrap(), Wake::Resync);
+        assert_eq!(second.changed().await.unwrap(), Wake::Resync);
+        drop((first, second));
+        assert!(hub.subscribers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wake_reaches_only_its_payload() {
+        let hub = hub();
+        let mut a = hub.register("m:1.1".into());
+        let mut b = hub.register("m:2.1".into());
+        hub.wake("m:2.1");
+        assert_eq!(b.changed().await.unwrap(), Wake::Notified);
+        assert!(
+            !a.receiver.has_changed().unwrap(),
+            "a notification for m:2.1 woke m:1.1"
+        );
+        hub.wake("m:1.1");
+        assert_eq!(a.changed().await.unwrap(), Wake::Notified);
     }
 }
