@@ -5,6 +5,9 @@
 //! restart, and the three-member cluster of `DISTSYNC_ETCD_CLUSTER_URL` whose leader
 //! is stopped with `scripts/servers.sh`.
 //!
+//! A `harness = false` target: `conformance_tests!` writes its `main`, with one test
+//! per case and the extra tests named there (plain functions, not `#[test]`s).
+//!
 //! Then what etcd gives beyond the suite's contract: a killed holder's lock stays
 //! taken until its lease expires, and a revoke is idempotent.
 
@@ -23,13 +26,16 @@ async fn etcd() -> Option<Harness> {
     )
 }
 
-distsync_conformance::conformance_tests!(etcd);
+distsync_conformance::conformance_tests!(
+    etcd,
+    a_killed_holders_lock_stays_taken_until_its_lease_expires,
+    a_store_side_revoke_is_seen_and_can_be_repeated,
+);
 
 /// A killed holder's lease lives on until its TTL runs out (etcd checks expiry about
 /// every half second): the lock comes free between about 2/3 of the TTL (the holder
 /// renewed at most TTL/3 before the kill) and the TTL plus a second or two, not
 /// before, and the next grant's token is higher.
-#[test]
 fn a_killed_holders_lock_stays_taken_until_its_lease_expires() {
     run_with(etcd, |harness| async move {
         if let Err(reason) = harness.offers(Hook::ChildHolder) {
@@ -70,7 +76,6 @@ fn a_killed_holders_lock_stays_taken_until_its_lease_expires() {
 
 /// The store-side revoke is seen by the session's owner, and revoking an already
 /// revoked lease is not an error.
-#[test]
 fn a_store_side_revoke_is_seen_and_can_be_repeated() {
     run_with(etcd, |harness| async move {
         let session = harness.fault_session().await.unwrap();

@@ -16,7 +16,8 @@
 //! [`Harness::memory`] ([`MemoryFaults`]).
 //!
 //! Every backend crate runs the whole suite as `cargo test` with
-//! [`conformance_tests!`]; the `distsync-conformance` binary runs it against backends
+//! [`conformance_tests!`], which generates one test per case of [`CASES`] (the only
+//! list of cases; see [`run_tests`]); the `distsync-conformance` binary runs it against backends
 //! given by URL and prints the guarantee matrix ([`matrix::markdown`],
 //! [`matrix::json`]).
 //!
@@ -43,6 +44,7 @@ mod harness;
 pub mod matrix;
 mod outcome;
 mod rng;
+mod status;
 mod testing;
 
 pub use case::{
@@ -55,4 +57,5 @@ pub use faults::{
 };
 pub use harness::{Harness, FAULT_TTL, HOLDER_TTL, MAX_SETTLE, MIN_SETTLE, SESSION_TTL};
 pub use outcome::{Outcome, OutcomeKind};
-pub use testing::{assert_lists_every_case, run_test, run_with, server_url};
+pub use status::check_status;
+pub use testing::{run_test, run_tests, run_with, server_url, ExtraTest};
