@@ -11,7 +11,8 @@ use crate::capabilities::Capabilities;
 use crate::election::Election;
 use crate::error::Result;
 use crate::instrument::{
-    InstrumentedElection, InstrumentedLocker, InstrumentedQueue, InstrumentedRwLock,
+    InstrumentedBarrier, InstrumentedDoubleBarrier, InstrumentedElection, InstrumentedLocker,
+    InstrumentedQueue, InstrumentedRwLock, InstrumentedSemaphore,
 };
 use crate::lock::Locker;
 use crate::migrate::Snapshot;
@@ -19,6 +20,7 @@ use crate::name::Name;
 use crate::queue::Queue;
 use crate::rwlock::RwLock;
 use crate::session::{Session, SessionId, SessionOptions};
+use crate::status::StatusReport;
 use crate::stm::Stm;
 
 /// A coordination store: grants sessions and makes primitives. Object-safe, so a
@@ -102,6 +104,25 @@ pub trait Backend: Send + Sync + 'static {
         Err(crate::Error::unsupported(
             self.capabilities().backend,
             "export (migration)",
+        ))
+    }
+
+    /// Who holds what: the live locks, elections, read-write locks and semaphores
+    /// (holders, waiters in order, leaders), non-empty queues and held barriers whose
+    /// names start with `prefix` (empty: all), under this backend's namespace. Reads
+    /// only; see [`crate::status`] for what each store records.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] (the default) where the backend cannot list its
+    /// state; the store's error.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    async fn status(&self, prefix: &str) -> Result<StatusReport> {
+        let _ = prefix;
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "status",
         ))
     }
 }
@@ -226,37 +247,68 @@ impl Coordinator {
         }))
     }
 
-    /// See [`Backend::barrier`].
+    /// See [`Backend::barrier`]. Waits are traced and counted.
     pub fn barrier(&self, name: &str) -> Result<Arc<dyn Barrier>> {
-        Ok(Arc::from(self.backend.barrier(Name::new(name)?)?))
+        Ok(Arc::new(InstrumentedBarrier {
+            backend: self.backend_name(),
+            inner: self.backend.barrier(Name::new(name)?)?,
+        }))
     }
 
-    /// See [`Backend::double_barrier`].
+    /// See [`Backend::double_barrier`]. Entries, waits and participations are traced
+    /// and counted.
     pub fn double_barrier(
         &self,
         session: &Session,
         name: &str,
         count: usize,
     ) -> Result<Arc<dyn DoubleBarrier>> {
-        Ok(Arc::from(self.backend.double_barrier(
-            session,
-            Name::new(name)?,
-            count,
-        )?))
+        Ok(Arc::new(InstrumentedDoubleBarrier {
+            backend: self.backend_name(),
+            inner: self
+                .backend
+                .double_barrier(session, Name::new(name)?, count)?,
+            session: session.clone(),
+            entered: std::sync::Mutex::new(None),
+        }))
     }
 
-    /// See [`Backend::semaphore`].
+    /// See [`Backend::semaphore`]. Acquisitions, waits and holds of permits are traced
+    /// and counted.
     pub fn semaphore(
         &self,
         session: &Session,
         name: &str,
         permits: usize,
     ) -> Result<Arc<dyn crate::semaphore::Semaphore>> {
-        Ok(Arc::from(self.backend.semaphore(
-            session,
-            Name::new(name)?,
-            permits,
-        )?))
+        Ok(Arc::new(InstrumentedSemaphore {
+            backend: self.backend_name(),
+            inner: self.backend.semaphore(session, Name::new(name)?, permits)?,
+        }))
+    }
+
+    /// Who holds what under a prefix of names: see [`Backend::status`] and
+    /// [`crate::status`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// use distsync_core::{memory::MemoryBackend, status::LineKind, Coordinator};
+    /// let coordinator = Coordinator::new(MemoryBackend::new());
+    /// let session = coordinator.session().await?;
+    /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+    /// let report = coordinator.status("jobs/").await?;
+    /// let line = report.line(LineKind::Lock, "jobs/nightly").expect("held");
+    /// assert_eq!(line.holders[0].token, Some(guard.token()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Backend::status`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn status(&self, prefix: &str) -> Result<StatusReport> {
+        self.backend.status(prefix).await
     }
 
     /// The backend's software transactional memory; run transactions with

@@ -636,6 +636,8 @@ async fn keepalive_loop(
                 return;
             }
             Err(error) => {
+                metrics::counter!("distsync_session_renewal_failures_total", "backend" => backend)
+                    .increment(1);
                 let since = *failing_since.get_or_insert(sent);
                 tracing::warn!(backend, session = %id, %error, remaining = ?valid_until.saturating_duration_since(Instant::now()), "session keepalive failed; retrying");
                 next_at = Instant::now() + retry;

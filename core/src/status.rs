@@ -1,0 +1,293 @@
+//! Who holds what: a read-only view of the live state of a store
+//! ([`Coordinator::status`](crate::Coordinator::status), `distsync status` on the
+//! command line).
+//!
+//! A [`StatusReport`] lists, for the primitives whose names start with a prefix:
+//! every lock, election, read-write lock and semaphore with someone holding or waiting
+//! ([`LineStatus`]: holders, waiters in the order they will be served, a leader's value
+//! and term, a semaphore's permit count), every non-empty queue ([`QueueStatus`]),
+//! every held barrier and every double barrier with participants
+//! ([`DoubleBarrierStatus`]).
+//!
+//! The report is read in one pass over the store and is a snapshot only as far as the
+//! store allows: on etcd and memory it is one range read at one revision; on Redis
+//! (a `SCAN` of the namespace, then reads) and PostgreSQL (a few `SELECT`s) a change
+//! made while it is read may show half-done. It is for people and monitoring, never
+//! for deciding who may write (use fencing tokens for that, see [`crate::fence`]).
+//!
+//! What each store records differs; a field the store does not record is `None`:
+//!
+//! | field | etcd, memory | Redis | PostgreSQL |
+//! |---|---|---|---|
+//! | [`HoldStatus::token`] | the key's create revision | the grant's token | the grant's token where the table keeps it |
+//! | [`HoldStatus::age`] | read-write locks (their keys carry the creation time) | not recorded | where a row keeps its creation time |
+//! | [`HoldStatus::session`] | the lease id (hex) | the session id (hex) | the session id (hex) |
+//!
+//! On etcd and memory, locks and elections share Go's key layout
+//! (`<ns><name>/<lease hex>`), so the store cannot tell them apart: a line with a
+//! non-empty value is reported as an election (candidates write their value; locks
+//! write none), every other line as a lock.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::token::FencingToken;
+
+/// The kind of a [`LineStatus`]: the primitives whose holders and waiters form a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LineKind {
+    /// A mutex ([`crate::Locker`]).
+    Lock,
+    /// An election ([`crate::Election`]).
+    Election,
+    /// A read-write lock ([`crate::RwLock`]).
+    RwLock,
+    /// A counting semaphore ([`crate::Semaphore`]).
+    Semaphore,
+}
+
+impl LineKind {
+    /// The kind as a word: `lock`, `election`, `rwlock`, `semaphore`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineKind::Lock => "lock",
+            LineKind::Election => "election",
+            LineKind::RwLock => "rwlock",
+            LineKind::Semaphore => "semaphore",
+        }
+    }
+}
+
+impl fmt::Display for LineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an entry holds or waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HoldMode {
+    /// Alone: a lock, a write lock, a candidacy.
+    Exclusive,
+    /// With other readers: a read lock.
+    Shared,
+    /// One of a semaphore's permits.
+    Permit,
+}
+
+impl HoldMode {
+    /// The mode as a word: `exclusive`, `shared`, `permit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldMode::Exclusive => "exclusive",
+            HoldMode::Shared => "shared",
+            HoldMode::Permit => "permit",
+        }
+    }
+}
+
+impl fmt::Display for HoldMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One holder or waiter of a line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldStatus {
+    /// The store key (or row) that represents the entry, as a guard's `key()` shows it.
+    pub key: String,
+    /// How it holds or waits.
+    pub mode: HoldMode,
+    /// The id of the session it is held through, as [`SessionId`](crate::SessionId)
+    /// displays it (hex; on etcd the lease id), if the store records it.
+    pub session: Option<String>,
+    /// The fencing token of the grant (holders only, exclusive and permit modes).
+    pub token: Option<FencingToken>,
+    /// How long ago the entry joined the line, if the store records when.
+    pub age: Option<Duration>,
+}
+
+/// The leader of an election.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderStatus {
+    /// The value the leader campaigned with or last proclaimed.
+    pub value: Bytes,
+    /// The leader's term (its fencing token).
+    pub term: FencingToken,
+}
+
+/// A lock, an election, a read-write lock or a semaphore with live entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineStatus {
+    /// What it is.
+    pub kind: LineKind,
+    /// Its name.
+    pub name: String,
+    /// The entries holding it now (for an election: the leader).
+    pub holders: Vec<HoldStatus>,
+    /// The entries waiting, first to be served first.
+    pub waiters: Vec<HoldStatus>,
+    /// Elections with a leader: the leader's value and term.
+    pub leader: Option<LeaderStatus>,
+    /// Semaphores: the permit count in use, if the store records it.
+    pub permits: Option<usize>,
+}
+
+/// A queue with items.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// Its name.
+    pub name: String,
+    /// Items waiting to be dequeued.
+    pub ready: usize,
+    /// Items handed to a consumer and not yet acknowledged (or claimed by a dequeue
+    /// call still under way), where the store keeps them apart.
+    pub in_flight: usize,
+}
+
+/// A double barrier with participants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoubleBarrierStatus {
+    /// Its name.
+    pub name: String,
+    /// Live participants.
+    pub participants: usize,
+    /// Whether the count was reached (the participants may go through `enter`).
+    pub ready: bool,
+}
+
+/// Who holds what under a prefix of names (see the [module docs](self)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The backend that answered (`etcd`, `redis`, `postgres`, `memory`).
+    pub backend: &'static str,
+    /// The name prefix the report covers (empty: every name).
+    pub prefix: String,
+    /// Locks, elections, read-write locks and semaphores with live entries, by kind
+    /// then name.
+    pub lines: Vec<LineStatus>,
+    /// Non-empty queues, by name.
+    pub queues: Vec<QueueStatus>,
+    /// Held barriers, by name.
+    pub barriers: Vec<String>,
+    /// Double barriers with participants, by name.
+    pub double_barriers: Vec<DoubleBarrierStatus>,
+}
+
+impl StatusReport {
+    /// An empty report of `backend` for `prefix`.
+    pub fn new(backend: &'static str, prefix: impl Into<String>) -> Self {
+        Self {
+            backend,
+            prefix: prefix.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether nothing is held, waited for or queued.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+            && self.queues.is_empty()
+            && self.barriers.is_empty()
+            && self.double_barriers.is_empty()
+    }
+
+    /// The line of `kind` named `name`, if it has live entries.
+    pub fn line(&self, kind: LineKind, name: &str) -> Option<&LineStatus> {
+        self.lines
+            .iter()
+            .find(|line| line.kind == kind && line.name == name)
+    }
+
+    /// Whether `name` is covered by the report's prefix.
+    pub fn covers(&self, name: &str) -> bool {
+        name.starts_with(&self.prefix)
+    }
+
+    /// Puts every list in its documented order (kind then name; names), and drops
+    /// lines with no entry. For backends, after filling the report in.
+    pub fn sort(&mut self) {
+        self.lines
+            .retain(|line| !line.holders.is_empty() || !line.waiters.is_empty());
+        self.lines
+            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        self.queues
+            .retain(|queue| queue.ready + queue.in_flight > 0);
+        self.queues.sort_by(|a, b| a.name.cmp(&b.name));
+        self.barriers.sort();
+        self.barriers.dedup();
+        self.double_barriers
+            .retain(|barrier| barrier.participants > 0 || barrier.ready);
+        self.double_barriers.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(key: &str) -> HoldStatus {
+        HoldStatus {
+            key: key.into(),
+            mode: HoldMode::Exclusive,
+            session: None,
+            token: None,
+            age: None,
+        }
+    }
+
+    #[test]
+    fn sort_orders_by_kind_then_name_and_drops_empty_entries() {
+        let line = |kind, name: &str, holders: Vec<HoldStatus>| LineStatus {
+            kind,
+            name: name.into(),
+            holders,
+            waiters: Vec::new(),
+            leader: None,
+            permits: None,
+        };
+        let mut report = StatusReport::new("memory", "");
+        report.lines = vec![
+            line(LineKind::Election, "a", vec![hold("e")]),
+            line(LineKind::Lock, "b", vec![hold("b")]),
+            line(LineKind::Lock, "a", vec![hold("a")]),
+            line(LineKind::Lock, "empty", vec![]),
+        ];
+        report.queues = vec![
+            QueueStatus {
+                name: "q".into(),
+                ready: 0,
+                in_flight: 0,
+            },
+            QueueStatus {
+                name: "p".into(),
+                ready: 2,
+                in_flight: 0,
+            },
+        ];
+        report.barriers = vec!["z".into(), "y".into(), "z".into()];
+        report.sort();
+        let order: Vec<_> = report
+            .lines
+            .iter()
+            .map(|line| (line.kind, line.name.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (LineKind::Lock, "a"),
+                (LineKind::Lock, "b"),
+                (LineKind::Election, "a")
+            ]
+        );
+        assert_eq!(report.queues.len(), 1);
+        assert_eq!(report.barriers, ["y", "z"]);
+        assert!(report.line(LineKind::Lock, "b").is_some());
+        assert!(report.line(LineKind::Lock, "empty").is_none());
+        assert!(!report.is_empty());
+        assert!(StatusReport::new("memory", "x").is_empty());
+    }
+}
