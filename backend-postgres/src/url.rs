@@ -285,6 +285,22 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "tls"))]
+    fn tls_modes_are_unsupported_without_the_feature() {
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://u:pw-3e1@h/db?sslmode={mode}");
+            match parse(&url) {
+                Err(error @ Error::Unsupported { .. }) => {
+                    assert!(!format!("{error:?}").contains("pw-3e1"));
+                }
+                other => panic!("{mode}: {other:?}"),
+            }
+        }
+        assert!(parse("postgres://u@h/db?sslmode=prefer").is_ok());
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
     fn tls_parameters_and_timeouts() {
         let url = parse(
             "postgres://u:pw-3e1@h/db?sslmode=verify-full&sslrootcert=/ca.crt\
