@@ -214,6 +214,101 @@ local function dbar_done(p)
   publish(p .. ':ch', 'left')
 end
 
+-- Queues: under p = "{<namespace><name>}:queue":
+--   p:items     sorted set scored by priority; member = 16 hex digits of p:seq, then
+--               the item (so equal priorities pop in arrival order)
+--   p:inflight  hash consumer call id -> "<priority, 5 digits><member>" of an item
+--               popped (at most once) but not yet acknowledged (restored if the call
+--               is cancelled)
+--   p:ift       sorted set of those call ids by the server's time of the claim (ms):
+--               a record older than QUEUE_STALE_MS is put back (its consumer died)
+--   p:held      hash receiver call id -> "<priority, 5 digits><member>" of an item
+--               received (at least once) and held through a session
+--   p:e:<cid>   the hold's key, value "q<cid>", PX = the session's TTL, listed in the
+--               session's registry and renewed with it; when it is gone (the session
+--               ended), the item goes back at its place
+--   p:dc        hash member -> how many times it was received (deliveries)
+--   p:waiters   sorted set of waiting consumer call ids by arrival
+--   p:wm:<cid>  a waiting consumer's marker (PX), p:w:<cid> its wake-up channel
+
+-- How old an at-most-once claim must be before it is put back (15 minutes: longer
+-- than any acknowledgement or put-back its owner may still be attempting).
+local QUEUE_STALE_MS = 900000
+
+-- Wakes the longest-waiting live consumer, if any.
+local function queue_wake(p)
+  while true do
+    local w = redis.call('ZPOPMIN', p .. ':waiters')
+    if #w == 0 then
+      return
+    end
+    if redis.call('DEL', p .. ':wm:' .. w[1]) == 1 then
+      publish(p .. ':w:' .. w[1], '1')
+      return
+    end
+  end
+end
+
+-- Puts a record "<priority, 5 digits><member>" back at its place.
+local function queue_restore(p, rec)
+  redis.call('ZADD', p .. ':items', tonumber(string.sub(rec, 1, 5)), string.sub(rec, 6))
+end
+
+-- Ends the hold of receiver call cid (its key is deleted or gone): the item goes back
+-- at its place and one waiting consumer is woken. Returns 1 if an item went back.
+local function queue_unhold(p, cid)
+  local rec = redis.call('HGET', p .. ':held', cid)
+  if not rec then
+    return 0
+  end
+  redis.call('HDEL', p .. ':held', cid)
+  queue_restore(p, rec)
+  queue_wake(p)
+  return 1
+end
+
+-- The server's clock in ms.
+local function queue_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Puts back items whose hold key is gone (the receiver's session ended) and stale
+-- at-most-once claims. Returns the shortest TTL (ms) of the live holds, or -1.
+local function queue_sweep(p)
+  local soonest = -1
+  local held = redis.call('HKEYS', p .. ':held')
+  for _, cid in ipairs(held) do
+    local t = redis.call('PTTL', p .. ':e:' .. cid)
+    if t == -2 then
+      queue_unhold(p, cid)
+    elseif t >= 0 and (soonest < 0 or t < soonest) then
+      soonest = t
+    end
+  end
+  local inflight = p .. ':inflight'
+  if redis.call('EXISTS', inflight) == 1 or redis.call('EXISTS', p .. ':ift') == 1 then
+    local now = queue_now()
+    if redis.call('HLEN', inflight) > redis.call('ZCARD', p .. ':ift') then
+      -- Records of earlier versions carry no time: they are timed from now.
+      for _, cid in ipairs(redis.call('HKEYS', inflight)) do
+        redis.call('ZADD', p .. ':ift', 'NX', now, cid)
+      end
+    end
+    local stale = redis.call('ZRANGEBYSCORE', p .. ':ift', '-inf', now - QUEUE_STALE_MS)
+    for _, cid in ipairs(stale) do
+      local rec = redis.call('HGET', inflight, cid)
+      if rec then
+        redis.call('HDEL', inflight, cid)
+        queue_restore(p, rec)
+        queue_wake(p)
+      end
+      redis.call('ZREM', p .. ':ift', cid)
+    end
+  end
+  return soonest
+end
+
 -- Releases one session-held entry key (lock, rwlock or election entry, double-barrier
 -- participant): deletes it if it still holds val, removes it from its primitive, and
 -- wakes whoever that lets through. Returns 1 if the key still held val, else 0.
@@ -227,7 +322,9 @@ local function release_hold(ekey, val)
     redis.call('DEL', ekey)
     mine = 1
   end
-  if kind == 'dbar' then
+  if kind == 'queue' then
+    queue_unhold(p, id)
+  elseif kind == 'dbar' then
     redis.call('ZREM', p .. ':p', id)
     if dbar_live(p) == 0 then
       dbar_done(p)
@@ -256,27 +353,5 @@ local function release_all(reg)
   redis.call('DEL', reg)
   for i = 1, #held, 2 do
     release_hold(held[i], held[i + 1])
-  end
-end
-
--- Queues: under p = "{<namespace><name>}:queue":
---   p:items     sorted set scored by priority; member = 16 hex digits of p:seq, then
---               the item (so equal priorities pop in arrival order)
---   p:inflight  hash consumer call id -> "<priority, 5 digits><member>" of an item
---               popped but not yet acknowledged (restored if the call is cancelled)
---   p:waiters   sorted set of waiting consumer call ids by arrival
---   p:wm:<cid>  a waiting consumer's marker (PX), p:w:<cid> its wake-up channel
-
--- Wakes the longest-waiting live consumer, if any.
-local function queue_wake(p)
-  while true do
-    local w = redis.call('ZPOPMIN', p .. ':waiters')
-    if #w == 0 then
-      return
-    end
-    if redis.call('DEL', p .. ':wm:' .. w[1]) == 1 then
-      publish(p .. ':w:' .. w[1], '1')
-      return
-    end
   end
 end

@@ -1,6 +1,9 @@
--- Pops the first item into p:inflight under the call id, or registers the call as a
--- waiting consumer. ARGV: channel prefix, p, call id, how (try|wait), marker ttl ms.
--- Returns {1, item} or {0}. Retrying a call id returns the item it popped, if any.
+-- Pops the first item into p:inflight under the call id (at most once), or registers
+-- the call as a waiting consumer. ARGV: channel prefix, p, call id, how (try|wait),
+-- marker ttl ms. Returns {1, item} or {0, ms}, ms being the shortest TTL of the items
+-- held by receivers (-1 if none): when one may come back without a wake-up. Retrying
+-- a call id returns the item it popped, if any. Items of ended holds and stale claims
+-- are put back first (queue_sweep).
 local p, cid = ARGV[2], ARGV[3]
 local items = p .. ':items'
 local held = redis.call('HGET', p .. ':inflight', cid)
@@ -8,9 +11,13 @@ if held then
   -- A retry of a call whose reply was lost: the same item again.
   return {1, string.sub(held, 22)}
 end
+local soonest = queue_sweep(p)
 local top = redis.call('ZPOPMIN', items)
 if #top > 0 then
   redis.call('HSET', p .. ':inflight', cid, string.format('%05d', tonumber(top[2])) .. top[1])
+  redis.call('ZADD', p .. ':ift', queue_now(), cid)
+  -- An item taken at most once is gone: its delivery count with it.
+  redis.call('HDEL', p .. ':dc', top[1])
   redis.call('DEL', p .. ':wm:' .. cid)
   redis.call('ZREM', p .. ':waiters', cid)
   if redis.call('ZCARD', items) > 0 then
@@ -22,4 +29,4 @@ if ARGV[4] == 'wait' then
   redis.call('SET', p .. ':wm:' .. cid, '1', 'PX', ARGV[5])
   redis.call('ZADD', p .. ':waiters', 'NX', redis.call('INCR', p .. ':seq'), cid)
 end
-return {0}
+return {0, soonest}

@@ -38,16 +38,16 @@ pub fn capabilities() -> Capabilities {
         // `LockGuard::put_if_held`: one script checks the grant and writes
         // (`crate::guarded`).
         guarded_writes: true,
-        // `Queue::receive` (at-least-once delivery) is not built on Redis yet: it
-        // answers Unsupported.
-        reliable_delivery: false,
+        // `Queue::receive`: a hold key in the session's registry (`crate::queue`).
+        reliable_delivery: true,
         ..Capabilities::all(BACKEND, Duration::from_millis(100))
     }
 }
 
 /// What the Redis backend claims on a server that may evict keys, accepted with
 /// `allow_eviction=true` in the URL: [`capabilities`] without `fencing` (an evicted
-/// counter starts again) and `fifo_waiters` (an evicted waiter line loses its order).
+/// counter starts again), `fifo_waiters` (an evicted waiter line loses its order) and
+/// `reliable_delivery` (an evicted hold key or held-item record loses its item).
 /// Mutual exclusion itself is weakened too, which no flag expresses: an evicted entry
 /// lets the next waiter in while its holder learns of the loss only at its next
 /// renewal; and evicted queue items are lost.
@@ -55,6 +55,7 @@ pub fn capabilities_under_eviction() -> Capabilities {
     Capabilities {
         fencing: false,
         fifo_waiters: false,
+        reliable_delivery: false,
         ..capabilities()
     }
 }
@@ -89,7 +90,7 @@ pub(crate) struct Shared {
     namespace: String,
     /// Identifies the store (server, database, namespace): sessions of another store
     /// are refused.
-    store: String,
+    pub(crate) store: String,
     instance: u64,
     calls: AtomicU64,
 }

@@ -21,15 +21,38 @@
 //! safety net, a waiting consumer re-registers every two thirds of [`WAITER_TTL`].
 //!
 //! A consumer *process* that crashes between the pop and the acknowledgement leaves
-//! its item in `p:inflight`, neither lost nor delivered twice; an operator can move
-//! it back.
+//! its item in `p:inflight`, neither lost nor delivered twice. Each record is timed
+//! (`p:ift`, the server's clock at the claim) and a record older than
+//! [`STALE_CLAIM`] (15 minutes, as on the other backends) is put back at its place by
+//! the next dequeue or receive of the queue: the price is a second delivery of an item
+//! whose consumer got it but whose acknowledgement did not reach the store for that
+//! long.
+//!
+//! # At-least-once delivery ([`Queue::receive`])
+//!
+//! A receive moves the first item into the hash `p:held` under its call id and sets
+//! the hold key `p:e:<call id>` (PX = the session's TTL), listed in the session's
+//! registry like a lock's entry: the keepalive renews it, and the end of the session
+//! (revoked, closed, or found gone by its keepalive) releases it, putting the item
+//! back at its place (same score, same member) and waking one waiting consumer. A
+//! session that simply expires (its process died) leaves its hold key to expire: the
+//! next dequeue, receive or settle of the queue puts such items back (`queue_sweep` in
+//! `lua/lib.lua`), and a waiting consumer re-checks when the shortest-lived hold it saw
+//! is due, so the item is back within the session's TTL. `ack` deletes the hold and
+//! the record; `nack` puts the item back. The delivery count lives in `p:dc` (member
+//! to count), dropped with the item. A receive dropped before it returns puts back
+//! what it may have held (the clean-up script of a dequeue), uncounted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::{Name, Queue, Result};
+use distsync_core::raw::Settle;
+use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
+use redis::Script;
 
 use crate::backend::Shared;
 use crate::background::spawn_retrying;
@@ -37,9 +60,52 @@ use crate::error::{array, bytes, int, unexpected};
 use crate::keys::Kind;
 use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
+use crate::session::RedisLease;
+use crate::BACKEND;
 
 /// How long a waiting consumer's registration lasts without renewal.
 pub const WAITER_TTL: Duration = Duration::from_secs(30);
+
+/// How old an at-most-once claim must be before another consumer puts its item back
+/// (`QUEUE_STALE_MS` in `lua/lib.lua`): longer than any acknowledgement or put-back
+/// its owner may still be attempting.
+pub const STALE_CLAIM: Duration = Duration::from_secs(15 * 60);
+
+/// The scripts of at-least-once delivery (with `lua/lib.lua` prepended, as in
+/// [`crate::scripts`]).
+struct DeliveryScripts {
+    receive: Script,
+    settle: Script,
+    len: Script,
+}
+
+static DELIVERY: LazyLock<DeliveryScripts> = LazyLock::new(|| {
+    let lib = include_str!("../lua/lib.lua");
+    let with_lib = |body: &str| Script::new(&format!("{lib}\n{body}"));
+    DeliveryScripts {
+        receive: with_lib(include_str!("../lua/queue_receive.lua")),
+        settle: with_lib(include_str!("../lua/queue_settle.lua")),
+        len: with_lib(include_str!("../lua/queue_len.lua")),
+    }
+});
+
+/// What one pop or receive attempt found.
+enum Popped {
+    /// An item: at most once, or held (with its earlier deliveries and its record).
+    Item(Bytes, Option<(u32, String)>),
+    /// Nothing; a held item may come back within this long (the shortest hold TTL).
+    Empty(Option<Duration>),
+    /// The receiving session is gone.
+    SessionGone,
+}
+
+/// When a waiting consumer re-checks without a wake-up: its re-registration period,
+/// or just after the shortest-lived hold it saw is due (its item may come back with
+/// no one to announce it: the holder's process died and its session expired).
+fn recheck_after(soonest: Option<Duration>) -> Duration {
+    let renew = WAITER_TTL * 2 / 3;
+    soonest.map_or(renew, |ttl| renew.min(ttl + Duration::from_millis(5)))
+}
 
 /// A Redis queue.
 pub(crate) struct RedisQueue {
@@ -58,7 +124,7 @@ impl RedisQueue {
     }
 
     /// One pop attempt of call `id`; `wait` registers the call as a waiter when empty.
-    async fn pop(&self, id: &str, wait: bool) -> Result<Option<Bytes>> {
+    async fn pop(&self, id: &str, wait: bool) -> Result<Popped> {
         let mut call = self.shared.script(&SCRIPTS.queue_pop);
         call.arg(&self.prefix)
             .arg(id)
@@ -78,11 +144,201 @@ impl RedisQueue {
                     .transpose()?
                     .flatten()
                     .unwrap_or_default();
-                Ok(Some(Bytes::from(item)))
+                Ok(Popped::Item(Bytes::from(item), None))
             }
-            Some(0) => Ok(None),
+            Some(0) => Ok(Popped::Empty(soonest("queue_pop", fields.next())?)),
             _ => Err(unexpected("queue_pop", &reply)),
         }
+    }
+
+    /// One receive attempt of call `id` through `lease`.
+    async fn receive_once(&self, id: &str, lease: &RedisLease, wait: bool) -> Result<Popped> {
+        let mut call = self.shared.script(&DELIVERY.receive);
+        call.key(lease.key())
+            .key(lease.registry())
+            .arg(&self.prefix)
+            .arg(id)
+            .arg(if wait { "wait" } else { "try" })
+            .arg(u64::try_from(WAITER_TTL.as_millis()).unwrap_or(u64::MAX))
+            .arg(lease.nonce())
+            .arg(lease.margin_ms());
+        let reply = self.shared.eval(&call).await?;
+        let mut fields = array("queue_receive", reply.clone())?.into_iter();
+        match fields
+            .next()
+            .map(|flag| int("queue_receive", &flag))
+            .transpose()?
+        {
+            Some(1) => {
+                let item = fields
+                    .next()
+                    .map(|item| bytes("queue_receive", item))
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or_default();
+                let earlier = fields
+                    .next()
+                    .map(|n| int("queue_receive", &n))
+                    .transpose()?
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| unexpected("queue_receive", &reply))?;
+                let record = fields
+                    .next()
+                    .map(|record| bytes("queue_receive", record))
+                    .transpose()?
+                    .flatten()
+                    .ok_or_else(|| unexpected("queue_receive", &reply))?;
+                let record =
+                    String::from_utf8(record).map_err(|_| unexpected("queue_receive", &reply))?;
+                Ok(Popped::Item(Bytes::from(item), Some((earlier, record))))
+            }
+            Some(0) => Ok(Popped::Empty(soonest("queue_receive", fields.next())?)),
+            Some(-1) => Ok(Popped::SessionGone),
+            _ => Err(unexpected("queue_receive", &reply)),
+        }
+    }
+
+    /// The session's lease, if `session` was granted by this store.
+    fn lease<'s>(&self, session: &'s Session) -> Result<&'s RedisLease> {
+        let lease = session.lease_for::<RedisLease>(BACKEND)?;
+        if lease.shared().store != self.shared.store {
+            return Err(Error::InvalidArgument(format!(
+                "session {} belongs to the store {}, not to {}",
+                session.id(),
+                lease.shared().store,
+                self.shared.store
+            )));
+        }
+        Ok(lease)
+    }
+
+    /// `receive` (`wait`) or `try_receive`.
+    async fn receive_through(&self, session: &Session, wait: bool) -> Result<Option<Delivery>> {
+        let lease = self.lease(session)?;
+        if session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        let lost = session.lost_token().clone();
+        let call = Call::receiving(self, lease);
+        let mut wake = if wait {
+            let channel = self
+                .shared
+                .keys
+                .channel(&format!("{}:w:{}", self.prefix, call.id));
+            Some(self.shared.notifier.subscribe(channel).await?)
+        } else {
+            None
+        };
+        let mut backoff = Backoff::new();
+        loop {
+            // A receive is idempotent per call id, so connection trouble is ridden out.
+            let delay = match self.receive_once(&call.id, lease, wait).await {
+                Ok(Popped::Item(item, Some((earlier, record)))) => {
+                    let settle = RedisSettle {
+                        shared: Arc::clone(&self.shared),
+                        prefix: self.prefix.clone(),
+                        id: call.id.clone(),
+                        registry: lease.registry().to_owned(),
+                        record,
+                    };
+                    call.disarm();
+                    return Ok(Some(Delivery::new(
+                        item,
+                        earlier,
+                        session,
+                        Box::new(settle),
+                    )));
+                }
+                Ok(Popped::Item(_, None)) => {
+                    return Err(Error::backend(
+                        BACKEND,
+                        "queue_receive answered without a hold",
+                    ))
+                }
+                Ok(Popped::SessionGone) => {
+                    call.disarm();
+                    return Err(Error::SessionLost);
+                }
+                Ok(Popped::Empty(soonest)) => {
+                    if !wait {
+                        call.disarm();
+                        return Ok(None);
+                    }
+                    backoff.succeeded();
+                    recheck_after(soonest)
+                }
+                Err(error) => backoff.failed(&error).ok_or(error)?,
+            };
+            let Some(wake) = wake.as_mut() else {
+                tokio::time::sleep(delay).await;
+                continue;
+            };
+            tokio::select! {
+                event = wake.recv() => { event?; wake.drain(); }
+                () = tokio::time::sleep(delay) => {}
+                () = lost.cancelled() => return Err(Error::SessionLost),
+            }
+        }
+    }
+}
+
+/// The shortest hold TTL a pop or receive reported (`-1`: no hold).
+fn soonest(what: &str, field: Option<redis::Value>) -> Result<Option<Duration>> {
+    let Some(field) = field else {
+        return Ok(None);
+    };
+    let ms = int(what, &field)?;
+    Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+}
+
+/// One held item's acknowledgement and return.
+struct RedisSettle {
+    shared: Arc<Shared>,
+    prefix: String,
+    id: String,
+    registry: String,
+    record: String,
+}
+
+impl RedisSettle {
+    async fn settle(&self, op: &str) -> Result<i64> {
+        let mut backoff = Backoff::new();
+        let give_up = tokio::time::Instant::now() + SETTLE_BUDGET;
+        loop {
+            let mut call = self.shared.script(&DELIVERY.settle);
+            call.key(&self.registry)
+                .arg(&self.prefix)
+                .arg(&self.id)
+                .arg(op)
+                .arg(&self.record);
+            match self.shared.eval(&call).await {
+                Ok(reply) => return int("queue_settle", &reply),
+                Err(error) => match backoff.failed(&error) {
+                    Some(pause) if tokio::time::Instant::now() + pause < give_up => {
+                        tokio::time::sleep(pause).await;
+                    }
+                    _ => return Err(error),
+                },
+            }
+        }
+    }
+}
+
+/// How long an acknowledgement or a nack rides out connection trouble (it is
+/// idempotent: keyed by the call id).
+const SETTLE_BUDGET: Duration = Duration::from_secs(30);
+
+#[async_trait]
+impl Settle for RedisSettle {
+    async fn ack(&self) -> Result<()> {
+        match self.settle("ack").await? {
+            0 => Err(Error::SessionLost),
+            _ => Ok(()),
+        }
+    }
+
+    async fn nack(&self) -> Result<()> {
+        self.settle("nack").await.map(|_| ())
     }
 }
 
@@ -92,15 +348,26 @@ struct Call {
     shared: Arc<Shared>,
     prefix: String,
     id: String,
+    /// The session registry of a receive call ("" for a dequeue).
+    registry: String,
     armed: bool,
 }
 
 impl Call {
     fn new(queue: &RedisQueue) -> Self {
+        Self::with_registry(queue, String::new())
+    }
+
+    fn receiving(queue: &RedisQueue, lease: &RedisLease) -> Self {
+        Self::with_registry(queue, lease.registry().to_owned())
+    }
+
+    fn with_registry(queue: &RedisQueue, registry: String) -> Self {
         Self {
             shared: Arc::clone(&queue.shared),
             prefix: queue.prefix.clone(),
             id: queue.shared.call_id(),
+            registry,
             armed: true,
         }
     }
@@ -110,6 +377,7 @@ impl Call {
         self.armed = false;
         let shared = Arc::clone(&self.shared);
         let inflight = format!("{}:inflight", self.prefix);
+        let timed = format!("{}:ift", self.prefix);
         let id = self.id.clone();
         spawn_retrying(
             "queue acknowledgement",
@@ -118,7 +386,12 @@ impl Call {
                 let shared = Arc::clone(&shared);
                 let mut command = redis::cmd("HDEL");
                 command.arg(&inflight).arg(&id);
-                Box::pin(async move { shared.query(&command).await.map(|_| ()) })
+                let mut untime = redis::cmd("ZREM");
+                untime.arg(&timed).arg(&id);
+                Box::pin(async move {
+                    shared.query(&command).await?;
+                    shared.query(&untime).await.map(|_| ())
+                })
             },
             None,
         );
@@ -138,6 +411,7 @@ impl Drop for Call {
         let shared = Arc::clone(&self.shared);
         let prefix = self.prefix.clone();
         let id = self.id.clone();
+        let registry = self.registry.clone();
         spawn_retrying(
             "queue cancel",
             None,
@@ -145,9 +419,10 @@ impl Drop for Call {
                 let shared = Arc::clone(&shared);
                 let prefix = prefix.clone();
                 let id = id.clone();
+                let registry = registry.clone();
                 Box::pin(async move {
                     let mut call = shared.script(&SCRIPTS.queue_cancel);
-                    call.arg(&prefix).arg(&id);
+                    call.arg(&prefix).arg(&id).arg(&registry);
                     let reply = shared.eval(&call).await?;
                     if int("queue_cancel", &reply)? == 1 {
                         tracing::debug!(%prefix, "cancelled dequeue put its item back");
@@ -188,13 +463,16 @@ impl Queue for RedisQueue {
         loop {
             // A pop is idempotent per call id, so connection trouble is ridden out.
             let delay = match self.pop(&call.id, true).await {
-                Ok(Some(item)) => {
+                Ok(Popped::Item(item, _)) => {
                     call.acknowledge();
                     return Ok(item);
                 }
-                Ok(None) => {
+                Ok(Popped::Empty(soonest)) => {
                     backoff.succeeded();
-                    WAITER_TTL * 2 / 3
+                    recheck_after(soonest)
+                }
+                Ok(Popped::SessionGone) => {
+                    return Err(unexpected("queue_pop", &redis::Value::Nil));
                 }
                 Err(error) => backoff.failed(&error).ok_or(error)?,
             };
@@ -211,22 +489,44 @@ impl Queue for RedisQueue {
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
         let call = Call::new(self);
         match self.pop(&call.id, false).await? {
-            Some(item) => {
+            Popped::Item(item, _) => {
                 call.acknowledge();
                 Ok(Some(item))
             }
-            None => {
+            Popped::Empty(_) | Popped::SessionGone => {
                 call.disarm();
                 Ok(None)
             }
         }
     }
 
+    /// Waits for an item and holds it through `session` (see the module docs).
+    ///
+    /// Cancel-safety: cancel-safe. A dropped call puts back, in the background, an
+    /// item it may have held, at its place, uncounted.
+    async fn receive(&self, session: &Session) -> Result<Delivery> {
+        match self.receive_through(session, true).await? {
+            Some(delivery) => Ok(delivery),
+            None => Err(Error::backend(
+                BACKEND,
+                "a waiting receive returned nothing",
+            )),
+        }
+    }
+
+    /// Holds the first item through `session` if there is one.
+    ///
+    /// Cancel-safety: cancel-safe, as [`RedisQueue::receive`].
+    async fn try_receive(&self, session: &Session) -> Result<Option<Delivery>> {
+        self.receive_through(session, false).await
+    }
+
+    /// Counts queued items, including those whose holder's session has ended but that
+    /// no consumer has put back yet.
     async fn len(&self) -> Result<usize> {
-        let reply = self
-            .shared
-            .query(redis::cmd("ZCARD").arg(format!("{}:items", self.prefix)))
-            .await?;
-        usize::try_from(int("ZCARD", &reply)?).map_err(|_| unexpected("ZCARD", &reply))
+        let mut call = self.shared.script(&DELIVERY.len);
+        call.arg(&self.prefix);
+        let reply = self.shared.eval(&call).await?;
+        usize::try_from(int("queue_len", &reply)?).map_err(|_| unexpected("queue_len", &reply))
     }
 }

@@ -1,0 +1,32 @@
+-- Acknowledges (removes) or nacks (puts back at its place) an item held by receiver
+-- call cid. KEYS[1]: the session registry.
+-- ARGV: channel prefix, p, call id, ack|nack, the hold's record.
+-- Returns 1 when the hold was this call's; 0 when it is gone and the item is in the
+-- queue or held by another call (the session ended first); 2 when it is gone and so
+-- is the item (an earlier ack whose reply was lost, or another consumer's).
+local reg = KEYS[1]
+local p, cid, op, rec = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ekey = p .. ':e:' .. cid
+local member = string.sub(rec, 6)
+if redis.call('GET', ekey) ~= 'q' .. cid then
+  -- The session ended: the hold is gone (and its item goes back, if not yet).
+  queue_sweep(p)
+  if redis.call('ZSCORE', p .. ':items', member) then
+    return 0
+  end
+  for _, other in ipairs(redis.call('HVALS', p .. ':held')) do
+    if other == rec then
+      return 0
+    end
+  end
+  return 2
+end
+redis.call('DEL', ekey)
+redis.call('HDEL', reg, ekey)
+if op == 'ack' then
+  redis.call('HDEL', p .. ':held', cid)
+  redis.call('HDEL', p .. ':dc', member)
+else
+  queue_unhold(p, cid)
+end
+return 1
