@@ -90,7 +90,8 @@ pub(crate) async fn acquire(
     semaphore::take(lease, name, &ask, wait).await
 }
 
-/// The guard over a granted exclusive hold of `kind` `name`.
+/// The guard over a granted exclusive hold of `kind` `name`, with its guarded write
+/// ([`crate::guarded`]).
 pub(crate) fn lock_guard(
     lease: &Arc<LeaseInner>,
     session: &Session,
@@ -99,12 +100,14 @@ pub(crate) fn lock_guard(
     entry: Entry,
     token: i64,
 ) -> LockGuard {
+    let guarded = crate::guarded::hook(&entry, token);
     LockGuard::new(
         hold_key(lease, kind, name),
         FencingToken(u64::try_from(token).unwrap_or_default()),
         session,
         release_fn(lease, entry),
     )
+    .with_guarded_write(guarded)
 }
 
 /// The guard over a granted shared hold of read-write lock `name`.

@@ -94,6 +94,7 @@ pub mod election;
 mod error;
 pub mod export;
 pub mod fence;
+mod guarded;
 pub mod heartbeat;
 pub mod hold;
 pub mod limits;
@@ -312,8 +313,11 @@ fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
 ///   earlier than the holder's client-side deadline; a clean release hands over at once
 ///   (see the crate docs). Measured by the partition cases;
 /// - `semaphore`: entry rows per name, the first N live ones hold (see [`semaphore`]);
-/// - `guarded_writes`: not yet (`LockGuard::put_if_held` answers `Unsupported`); enforce
-///   tokens at a table with [`fence::admit`] instead;
+/// - `guarded_writes`: `LockGuard::put_if_held` (locks, write locks, permits) writes the
+///   STM key in one statement that first checks, under the name's row lock that every
+///   grant takes, that the guard's entry is still there with its token, its session
+///   live and it first in line; a stale holder writes nothing. To enforce tokens at a
+///   table of your own, see [`fence::admit`];
 /// - `stm_repeatable_reads`: keys read as absent are validated too, as on etcd;
 /// - `stalled_holder_expires`: a stalled holder's row expires after its TTL and its
 ///   entry stops counting (no backend is terminated); keepalives sweep expired rows;
@@ -324,9 +328,9 @@ fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
 /// - `min_session_ttl`: 1 s.
 pub fn capabilities() -> Capabilities {
     Capabilities {
-        // Not built on PostgreSQL yet (`distsync_postgres::fence` enforces tokens at a
-        // resource instead): `LockGuard::put_if_held` answers Unsupported.
-        guarded_writes: false,
+        // `guarded_put`: the write commits only while the guard's entry is a current
+        // grant (see the guarded-write module).
+        guarded_writes: true,
         // `Queue::receive` (at-least-once delivery) is not built on PostgreSQL yet: it
         // answers Unsupported.
         reliable_delivery: false,

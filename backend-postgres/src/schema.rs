@@ -18,7 +18,7 @@
 //!   two names never share a lock; `token` is the fencing counter.
 //! - `election_leaders` (the current leader, tied to its session) and `election_log`
 //!   (every win and proclaim, for `observe`; pruned after ten minutes).
-//! - `queue_items`, `barriers`, `double_barriers` / `double_barrier_entries`, `kv` (STM).
+//! - `queue_items` (and `queue_inflight`, `queue_waiters`: see [`crate::queue`]), `barriers`, `double_barriers` / `double_barrier_entries`, `kv` (STM).
 //! - `semaphores` and `semaphore_entries`, with their functions, defined in
 //!   [`crate::semaphore`] and created here after the rest.
 //!
@@ -36,7 +36,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 9;
+const SCHEMA_VERSION: i32 = 11;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -151,14 +151,8 @@ CREATE OR REPLACE FUNCTION {s}.notify(payload text) RETURNS void LANGUAGE sql AS
     SELECT pg_notify('distsync_' || ('{s}'::regnamespace::oid)::text, payload)
 $$;
 
-CREATE OR REPLACE FUNCTION {s}.notify_queue() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM {s}.notify('q:' || NEW.queue);
-    RETURN NULL;
-END
-$$;
-CREATE OR REPLACE TRIGGER queue_items_notify AFTER INSERT ON {s}.queue_items
-    FOR EACH ROW EXECUTE FUNCTION {s}.notify_queue();
+-- The queue's trigger (queue_items_notify: an insert wakes one waiting consumer) and
+-- the rest of its objects are defined in crate::queue (since version 11).
 
 CREATE OR REPLACE FUNCTION {s}.notify_barrier() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -516,6 +510,13 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         // semaphore's tables and functions (kept with its module).
         let semaphore = render(crate::semaphore::DDL, &quoted);
         conn.execute(semaphore.as_str()).await.map_err(map)?;
+        // Since version 10: the guarded write (`guarded_put`, kept with its module).
+        let guarded = render(crate::guarded::DDL, &quoted);
+        conn.execute(guarded.as_str()).await.map_err(map)?;
+        // Since version 11: the queue's holds, waiter line and wake-one trigger
+        // (kept with its module).
+        let queue = render(crate::queue::DDL, &quoted);
+        conn.execute(queue.as_str()).await.map_err(map)?;
         sqlx::query(&clear).execute(&mut *conn).await.map_err(map)?;
         sqlx::query(&stamp)
             .bind(SCHEMA_VERSION)

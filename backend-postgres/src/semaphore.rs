@@ -351,10 +351,13 @@ pub(crate) struct Ask<'a> {
 /// One entry of the line, as the schema's functions address it.
 #[derive(Clone)]
 pub(crate) struct Entry {
-    shared: Arc<Shared>,
-    name_id: i32,
-    session: i64,
-    entry: i64,
+    pub(crate) shared: Arc<Shared>,
+    /// The name's id in `lock_names`.
+    pub(crate) name_id: i32,
+    /// The session's id.
+    pub(crate) session: i64,
+    /// The entry's number (unique in this process; with the session, in the store).
+    pub(crate) entry: i64,
 }
 
 /// What a join or a check found.
@@ -667,12 +670,14 @@ impl PgSemaphore {
             hold_key(&self.lease, "semaphore", &self.name),
             entry.entry
         );
+        let guarded = crate::guarded::hook(&entry, token);
         LockGuard::new(
             key,
             FencingToken(u64::try_from(token).unwrap_or_default()),
             &self.session,
             release_fn(&self.lease, entry),
         )
+        .with_guarded_write(guarded)
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use distsync_conformance::faults::private;
 use distsync_conformance::{connector, server_url, StoreKind};
-use distsync_core::{Backend, Error, Name, SessionOptions};
+use distsync_core::{Backend, Name, SessionOptions};
 
 async fn within<T>(limit: Duration, what: &str, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(limit, future)
