@@ -142,16 +142,25 @@ where
     let arguments = Arguments::from_args();
     let mut trials: Vec<Trial> = CASES
         .iter()
-        .map(|case| Trial::test(case.id, move || Ok(run_test(case.id, factory))))
+        .map(|case| {
+            Trial::test(case.id, move || {
+                run_test(case.id, factory);
+                Ok(())
+            })
+        })
         .collect();
-    trials.extend(
-        extra
-            .iter()
-            .map(|&(name, test)| Trial::test(name, move || Ok(test()))),
-    );
+    trials.extend(extra.iter().map(|&(name, test)| {
+        Trial::test(name, move || {
+            test();
+            Ok(())
+        })
+    }));
     trials.push(
-        Trial::test(child::CHILD_TEST, move || Ok(child::child_main(factory)))
-            .with_ignored_flag(true),
+        Trial::test(child::CHILD_TEST, move || {
+            child::child_main(factory);
+            Ok(())
+        })
+        .with_ignored_flag(true),
     );
     libtest_mimic::run(&arguments, trials).exit_code()
 }

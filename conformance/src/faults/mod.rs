@@ -180,39 +180,19 @@ pub trait Faults: Send + Sync + 'static {
         Err(unsupported(backend, Hook::KillSession))
     }
 
-    /// Starts a process outside this one that takes the lock `name` through a session
-    /// of `ttl` and holds it until killed; returns once it holds the lock.
-    ///
-    /// Kept for hooks written against the first version of this trait; new code
-    /// implements [`Faults::spawn_holder`].
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] by default.
-    async fn spawn_lock_holder(
-        &self,
-        backend: &dyn Backend,
-        name: &Name,
-        ttl: Duration,
-    ) -> Result<Box<dyn ExternalHolder>> {
-        let _ = (name, ttl);
-        Err(unsupported(backend, Hook::ChildHolder))
-    }
-
     /// Starts a holder outside the client under test (a child process, or for the
     /// memory store an in-process session whose lease can be frozen) that takes what
     /// `spec` says and holds it; returns once it holds.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] by default (locks go to [`Faults::spawn_lock_holder`]).
+    /// [`Error::Unsupported`] by default.
     async fn spawn_holder(
         &self,
         backend: &dyn Backend,
         spec: &HolderSpec,
     ) -> Result<Box<dyn ExternalHolder>> {
-        match spec.kind {
-            HoldKind::Lock => self.spawn_lock_holder(backend, &spec.name, spec.ttl).await,
-            HoldKind::Leadership | HoldKind::Permit => Err(unsupported(backend, Hook::ChildHolder)),
-        }
+        let _ = spec;
+        Err(unsupported(backend, Hook::ChildHolder))
     }
 
     /// Starts a private server of the store's kind (on a free loopback port, with its
