@@ -31,8 +31,9 @@
 //! # }
 //! ```
 //!
-//! This library depends on `distsync-core` only, so that backend crates can use it
-//! as a dev-dependency.
+//! With its default feature `runner` off (as the workspace's backend crates take it),
+//! this library depends on `distsync-core` only, so that backend crates can use it
+//! as a dev-dependency; `runner` adds the facade and the runner binary.
 #![warn(missing_docs)]
 
 mod case;
