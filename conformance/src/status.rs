@@ -1,0 +1,325 @@
+//! A check of [`Coordinator::status`] (who holds what) that every backend's tests run
+//! against its real store: it builds a known state (a held lock with two waiters, a
+//! leader, a read lock with a writer waiting, a semaphore permit, a queue, a barrier, a
+//! double-barrier participant) under a fresh prefix and compares the report with what
+//! the guards say, then ends one waiter's session in the store and checks that its
+//! entry is no longer shown, and that the waiters are served in the order shown.
+
+use std::time::Duration;
+
+use distsync_core::status::{HoldMode, LineKind, StatusReport};
+use distsync_core::{Coordinator, Session};
+use tokio::time::Instant;
+
+/// How long the check waits for a waiter to show up in the report.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+macro_rules! ensure {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+/// Reads the report until `done` accepts it (a bounded poll: a waiter's entry appears
+/// once its task has joined the line, which no call reports).
+async fn until(
+    coordinator: &Coordinator,
+    prefix: &str,
+    what: &str,
+    done: impl Fn(&StatusReport) -> bool,
+) -> Result<StatusReport, String> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let report = coordinator
+            .status(prefix)
+            .await
+            .map_err(|error| format!("status({prefix:?}): {error}"))?;
+        if done(&report) {
+            return Ok(report);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{what}: not seen within {DEADLINE:?}; last report: {report:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn waiters(report: &StatusReport, kind: LineKind, name: &str) -> usize {
+    report.line(kind, name).map_or(0, |line| line.waiters.len())
+}
+
+/// Runs the check under `prefix` (a fresh one per run, ending with `/`). `other`
+/// must be a second client of the same store (another connection, as another process
+/// would have), so that waiters and holders do not share one client.
+///
+/// # Errors
+/// What differs from the expected report.
+pub async fn check_status(
+    coordinator: &Coordinator,
+    other: &Coordinator,
+    prefix: &str,
+) -> Result<(), String> {
+    let fail = |what: &str| {
+        let what = what.to_owned();
+        move |error: distsync_core::Error| format!("{what}: {error}")
+    };
+    let lock = format!("{prefix}lock");
+    let leader = format!("{prefix}leader");
+    let rw = format!("{prefix}rw");
+    let pool = format!("{prefix}pool");
+    let queue = format!("{prefix}queue");
+    let gate = format!("{prefix}gate");
+
+    let holder = coordinator.session().await.map_err(fail("session"))?;
+    let first: Session = other.session().await.map_err(fail("session"))?;
+    let second: Session = other.session().await.map_err(fail("session"))?;
+    let guard = coordinator
+        .locker(&holder, &lock)
+        .map_err(fail("locker"))?
+        .lock()
+        .await
+        .map_err(fail("lock"))?;
+    let first_locker = other.locker(&first, &lock).map_err(fail("locker"))?;
+    let first_wait = tokio::spawn(async move { first_locker.lock().await });
+    until(coordinator, prefix, "the first waiter", |report| {
+        waiters(report, LineKind::Lock, &lock) == 1
+    })
+    .await?;
+    let second_locker = other.locker(&second, &lock).map_err(fail("locker"))?;
+    let second_wait = tokio::spawn(async move { second_locker.lock().await });
+    until(coordinator, prefix, "the second waiter", |report| {
+        waiters(report, LineKind::Lock, &lock) == 2
+    })
+    .await?;
+    let leadership = coordinator
+        .election(&holder, &leader)
+        .map_err(fail("election"))?
+        .campaign("node-1".into())
+        .await
+        .map_err(fail("campaign"))?;
+    let read = coordinator
+        .rwlock(&holder, &rw)
+        .map_err(fail("rwlock"))?
+        .read()
+        .await
+        .map_err(fail("read"))?;
+    let writer = other.rwlock(&first, &rw).map_err(fail("rwlock"))?;
+    let write_wait = tokio::spawn(async move { writer.write().await });
+    let semaphore = coordinator.capabilities().semaphore;
+    let permit = if semaphore {
+        Some(
+            coordinator
+                .semaphore(&holder, &pool, 2)
+                .map_err(fail("semaphore"))?
+                .acquire()
+                .await
+                .map_err(fail("acquire"))?,
+        )
+    } else {
+        None
+    };
+    let items = coordinator.queue(&queue).map_err(fail("queue"))?;
+    items.enqueue("a".into()).await.map_err(fail("enqueue"))?;
+    items.enqueue("b".into()).await.map_err(fail("enqueue"))?;
+    coordinator
+        .barrier(&gate)
+        .map_err(fail("barrier"))?
+        .hold()
+        .await
+        .map_err(fail("hold"))?;
+
+    let report = until(coordinator, prefix, "the waiting writer", |report| {
+        waiters(report, LineKind::RwLock, &rw) == 1
+    })
+    .await?;
+    let backend = coordinator.capabilities().backend;
+    ensure!(
+        report.backend == backend,
+        "backend {} ≠ {backend}",
+        report.backend
+    );
+    // The lock: the holder with its key, token and session; two waiters, in order.
+    let line = report
+        .line(LineKind::Lock, &lock)
+        .ok_or_else(|| format!("no lock line: {report:#?}"))?;
+    ensure!(line.holders.len() == 1, "lock holders: {line:#?}");
+    let held = &line.holders[0];
+    ensure!(
+        held.key == guard.key(),
+        "holder key {} ≠ guard's {}",
+        held.key,
+        guard.key()
+    );
+    ensure!(
+        held.token == Some(guard.token()),
+        "holder token {:?} ≠ {}",
+        held.token,
+        guard.token()
+    );
+    ensure!(
+        held.session == Some(holder.id().to_string()),
+        "holder session {:?} ≠ {}",
+        held.session,
+        holder.id()
+    );
+    let order: Vec<Option<String>> = line.waiters.iter().map(|w| w.session.clone()).collect();
+    ensure!(
+        order == [Some(first.id().to_string()), Some(second.id().to_string())],
+        "waiters {order:?}, expected [{}, {}] in arrival order",
+        first.id(),
+        second.id()
+    );
+    ensure!(
+        line.waiters.iter().all(|w| w.token.is_none()),
+        "waiters with tokens: {line:#?}"
+    );
+    let first_key = line.waiters[0].key.clone();
+    // The leader.
+    let elected = report
+        .line(LineKind::Election, &leader)
+        .and_then(|line| line.leader.as_ref())
+        .ok_or_else(|| format!("no leader: {report:#?}"))?;
+    ensure!(
+        elected.value == "node-1",
+        "leader value {:?}",
+        elected.value
+    );
+    ensure!(
+        elected.term == leadership.term(),
+        "term {} ≠ {}",
+        elected.term,
+        leadership.term()
+    );
+    // The read-write lock: a reader holding, a writer waiting.
+    let line = report.line(LineKind::RwLock, &rw).ok_or("no rwlock line")?;
+    ensure!(
+        line.holders.len() == 1 && line.holders[0].mode == HoldMode::Shared,
+        "rwlock holders: {line:#?}"
+    );
+    ensure!(
+        line.holders[0].key == read.key(),
+        "reader key {} ≠ {}",
+        line.holders[0].key,
+        read.key()
+    );
+    ensure!(
+        line.waiters[0].mode == HoldMode::Exclusive,
+        "rwlock waiter: {line:#?}"
+    );
+    // The semaphore, the queue, the barrier.
+    if let Some(permit) = &permit {
+        let line = report
+            .line(LineKind::Semaphore, &pool)
+            .ok_or("no semaphore line")?;
+        ensure!(line.permits == Some(2), "permits {:?}", line.permits);
+        ensure!(
+            line.holders.len() == 1 && line.holders[0].token == Some(permit.token()),
+            "semaphore holders: {line:#?}"
+        );
+    }
+    ensure!(
+        report
+            .queues
+            .iter()
+            .any(|q| q.name == queue && q.ready == 2),
+        "queues: {:?}",
+        report.queues
+    );
+    ensure!(
+        report.barriers == [gate.clone()],
+        "barriers: {:?}",
+        report.barriers
+    );
+    // Only names under the prefix.
+    let outside = coordinator
+        .status(&format!("{prefix}none/"))
+        .await
+        .map_err(fail("status"))?;
+    ensure!(
+        outside.is_empty(),
+        "a prefix nothing is under: {outside:#?}"
+    );
+
+    // The second waiter's session ends in the store: its entry is no longer shown.
+    other
+        .backend()
+        .revoke_session(second.id())
+        .await
+        .map_err(fail("revoke_session"))?;
+    until(coordinator, prefix, "the ended waiter gone", |report| {
+        waiters(report, LineKind::Lock, &lock) == 1
+    })
+    .await?;
+    // Served in the order shown.
+    guard.unlock().await.map_err(fail("unlock"))?;
+    let next = tokio::time::timeout(DEADLINE, first_wait)
+        .await
+        .map_err(|_| "the first waiter was not granted".to_owned())?
+        .map_err(|error| format!("the first waiter's task: {error}"))?
+        .map_err(fail("the first waiter's lock"))?;
+    ensure!(
+        next.key() == first_key,
+        "granted {} ≠ first waiter {first_key}",
+        next.key()
+    );
+    let report = coordinator.status(prefix).await.map_err(fail("status"))?;
+    let line = report.line(LineKind::Lock, &lock).ok_or("no lock line")?;
+    ensure!(
+        line.holders.len() == 1
+            && line.holders[0].token == Some(next.token())
+            && line.waiters.is_empty(),
+        "after the hand-over: {line:#?}"
+    );
+    // Its owner learns of the loss at its next renewal; closing tells it at once.
+    second
+        .close()
+        .await
+        .map_err(fail("closing the ended session"))?;
+    let second_result = tokio::time::timeout(DEADLINE, second_wait)
+        .await
+        .map_err(|_| "the ended waiter's lock() did not return".to_owned())?;
+    ensure!(
+        !matches!(second_result, Ok(Ok(_))),
+        "the ended waiter got the lock"
+    );
+
+    next.unlock().await.map_err(fail("unlock"))?;
+    read.unlock().await.map_err(fail("unlock"))?;
+    let write = tokio::time::timeout(DEADLINE, write_wait)
+        .await
+        .map_err(|_| "the writer was not granted".to_owned())?
+        .map_err(|error| format!("the writer's task: {error}"))?
+        .map_err(fail("write"))?;
+    write.unlock().await.map_err(fail("unlock"))?;
+    if let Some(permit) = permit {
+        permit.unlock().await.map_err(fail("unlock"))?;
+    }
+    leadership.resign().await.map_err(fail("resign"))?;
+    coordinator
+        .barrier(&gate)
+        .map_err(fail("barrier"))?
+        .release()
+        .await
+        .map_err(fail("release"))?;
+    while items
+        .try_dequeue()
+        .await
+        .map_err(fail("dequeue"))?
+        .is_some()
+    {}
+    let report = until(
+        coordinator,
+        prefix,
+        "an empty report",
+        StatusReport::is_empty,
+    )
+    .await?;
+    ensure!(report.is_empty(), "left behind: {report:#?}");
+    for session in [holder, first] {
+        session.close().await.map_err(fail("close"))?;
+    }
+    Ok(())
+}
