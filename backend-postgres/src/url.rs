@@ -78,7 +78,7 @@ impl PgUrl {
     /// | `sslrootcert` | PEM file of CA certificates to trust, added to the system's roots | the system's roots |
     /// | `sslcert`, `sslkey` | PEM client certificate and its key, both or neither | none |
     /// | `connect_timeout` | connecting in all: TCP, TLS, login, the checks made at connect; also opening a pool connection later | [`DEFAULT_CONNECT_TIMEOUT`] |
-    /// | `timeout` | waiting for a pool connection (free or new) for one request | [`DEFAULT_REQUEST_TIMEOUT`] |
+    /// | `timeout` | taking a pool connection for one request (queues, barriers, STM, name lookups): waiting for a free one, opening one, or pinging an idle one, so such a call to a server gone silent fails within it; a statement already sent, or one on a session's own connection, is not bounded by it | [`DEFAULT_REQUEST_TIMEOUT`] |
     ///
     /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
     /// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`); note that libpq's own

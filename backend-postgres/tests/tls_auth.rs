@@ -358,3 +358,31 @@ async fn a_silent_server_fails_connect_within_the_connect_timeout() {
     assert!(started.elapsed() < timeout + SLACK);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_silent_after_connect_fails_pool_calls_within_the_request_timeout() {
+    use distsync_conformance::faults::proxy::{rewrite_url, PartitionMode, Proxy};
+    let Some(url) = tls_url() else { return };
+    let password = url.password().unwrap().to_owned();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let proxy = Proxy::start(upstream).await.unwrap();
+    let timeout = Duration::from_millis(500);
+    let url = with_param(&url, "timeout", "500ms");
+    let (through, _) = rewrite_url(url.as_str(), proxy.address()).unwrap();
+    let coordinator = Coordinator::new(distsync_postgres::backend(&through).await.unwrap());
+    let queue = coordinator.queue("silent").unwrap();
+    queue.enqueue(Bytes::from_static(b"x")).await.unwrap();
+    proxy.set(PartitionMode::Silent);
+    // The call takes a pool connection: the pool checks an idle one with a ping first,
+    // which the silent server never answers; the wait is bounded by `timeout`.
+    let started = Instant::now();
+    let result = tokio::time::timeout(timeout + SLACK, queue.enqueue(Bytes::from_static(b"y")))
+        .await
+        .expect("a call to a silent server must fail within the request timeout");
+    let error = result.expect_err("the server is silent");
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    assert!(error.is_transient());
+    assert!(started.elapsed() >= timeout / 2, "{error}");
+    assert_no_secret(&error, &password);
+    proxy.heal();
+}
