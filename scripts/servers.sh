@@ -795,7 +795,7 @@ status)
         elif pid=$(owned_pid "$name"); then
             who="started here, pid $pid"
         fi
-        printf '%-9s %s:%-5s %-4s (%s)\n' "$name" "$HOST" "$(port_of "$name")" "$state" "$who"
+        printf '%-12s %s:%-5s %-4s (%s)\n' "$name" "$HOST" "$(port_of "$name")" "$state" "$who"
     done
     exit "$down"
     ;;
