@@ -331,9 +331,9 @@ pub fn capabilities() -> Capabilities {
         // `guarded_put`: the write commits only while the guard's entry is a current
         // grant (see the guarded-write module).
         guarded_writes: true,
-        // `Queue::receive` (at-least-once delivery) is not built on PostgreSQL yet: it
-        // answers Unsupported.
-        reliable_delivery: false,
+        // `Queue::receive`: a hold on the item's row, counting while the session's row
+        // is live (see the queue module).
+        reliable_delivery: true,
         ..Capabilities::all(BACKEND, Duration::from_secs(1))
     }
 }

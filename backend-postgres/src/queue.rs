@@ -3,8 +3,7 @@
 //! An item is removed by one autocommitted statement,
 //! `DELETE ... WHERE id = (SELECT id ... ORDER BY priority, id FOR UPDATE SKIP LOCKED
 //! LIMIT 1) RETURNING ...`, so concurrent consumers never block each other or take the
-//! same item; order is priority (lower first), then arrival. An insert fires a `NOTIFY`
-//! that wakes blocked consumers.
+//! same item; order is priority (lower first), then arrival.
 //!
 //! # Lost replies
 //! A claim is named by a fresh call id and moves the item into `queue_inflight` in the
@@ -17,6 +16,14 @@
 //! background. So an item is delivered once or stays in the queue (or in flight), never
 //! lost to a lost reply.
 //!
+//! # Stale claims
+//! A consumer process that dies between a committed claim and its hand-over (or whose
+//! store stays unreachable past every retry) leaves the item in `queue_inflight`. Every
+//! claim of the queue also moves records older than [`STALE_CLAIM`] (15 minutes, as on
+//! the other backends; `claimed_at` is the server's clock) back to `queue_items` at
+//! their place. The price: an item delivered but whose record could not be deleted for
+//! that long is delivered again.
+//!
 //! # Cancel safety
 //! Once a claim is sent, the server commits it whether or not the client still reads
 //! the answer: a consumer dropped at that moment would lose the item. So the claim runs
@@ -25,19 +32,132 @@
 //! channel), the item is put back with its original id and priority (moved back from
 //! `queue_inflight` in one statement), so it keeps its place.
 //!
-//! Not yet: a consumer process that dies between a committed claim and its hand-over
-//! leaves the item in `queue_inflight` (listed by nothing but that table).
+//! # At-least-once delivery ([`Queue::receive`])
+//! A received item stays in its row (so at its place): the receive sets `held_by` (the
+//! session's id), `held_call` (the call id, unique while set, so a retry after a lost
+//! reply finds its item and a late first attempt cannot hold a second one) and bumps
+//! `deliveries`, in one statement that also checks the session row is live. An item
+//! counts as held only while its session's row exists and has not expired: every reader
+//! (`dequeue`, `receive`, `len`) skips such items, and the end of the session (its row
+//! deleted, or expired: the holder's process died) makes the item visible again at its
+//! place with no client's help. `ack` deletes the row (if the hold is still this call's
+//! and the session live); `nack` clears the hold. A receive dropped before it returns
+//! hands its delivery back, whose drop nacks it.
+//!
+//! # Waking one consumer per item
+//! A blocking consumer registers in the line `queue_waiters` (its own notification
+//! payload `W:<call id>`, an expiry renewed while it waits). An insert into
+//! `queue_items`, a nack, and the end of a session holding items call `queue_wake`,
+//! which takes the first live waiter out of the line and notifies it alone. A consumer
+//! that takes an item while others remain, or that is dropped while registered, passes
+//! the wake-up on (`queue_pass`), so one lost with a crashed consumer is not lost for
+//! good; and a waiting consumer re-checks when its registration is due for renewal, or
+//! when the first hold it saw would expire.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::{Error, Name, Queue, Result};
+use distsync_core::raw::Settle;
+use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use tokio::sync::oneshot;
 
 use crate::error::map;
 use crate::retry::Backoff;
+use crate::session::PgLease;
 use crate::shared::Shared;
+
+/// How old an at-most-once claim must be before a consumer puts its item back: longer
+/// than every budget its owner may still be acting within.
+pub const STALE_CLAIM: Duration = Duration::from_secs(15 * 60);
+
+/// How long a waiting consumer's place in the line lasts without renewal.
+const WAITER_TTL: Duration = Duration::from_secs(30);
+
+/// The queue's tables and functions beyond those of [`crate::schema`] (since version
+/// 11), created after them. `{s}` stands for the quoted schema.
+pub(crate) const DDL: &str = r#"
+ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS held_by bigint;
+ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS held_call text;
+ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS deliveries integer NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX IF NOT EXISTS queue_items_held_call ON {s}.queue_items (held_call)
+    WHERE held_call IS NOT NULL;
+CREATE INDEX IF NOT EXISTS queue_items_held_by ON {s}.queue_items (held_by)
+    WHERE held_by IS NOT NULL;
+CREATE INDEX IF NOT EXISTS queue_inflight_claimed_at ON {s}.queue_inflight (claimed_at);
+
+CREATE TABLE IF NOT EXISTS {s}.queue_waiters (
+    id         bigserial PRIMARY KEY,
+    queue      text NOT NULL,
+    waiter     text NOT NULL UNIQUE,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_waiters_line ON {s}.queue_waiters (queue, id);
+
+-- Whether an item held by p_session counts as held: its session row is live.
+CREATE OR REPLACE FUNCTION {s}.queue_held(p_session bigint) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT p_session IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.sessions x
+        WHERE x.id = p_session AND x.expires_at > clock_timestamp())
+$$;
+
+-- Wakes the first live waiter of p_queue (taking it out of the line), if any.
+CREATE OR REPLACE FUNCTION {s}.queue_wake(p_queue text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    w text;
+    live boolean;
+BEGIN
+    LOOP
+        w := NULL;
+        DELETE FROM {s}.queue_waiters WHERE id = (
+            SELECT id FROM {s}.queue_waiters WHERE queue = p_queue
+             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING waiter, expires_at > clock_timestamp() INTO w, live;
+        IF w IS NULL THEN
+            RETURN;
+        END IF;
+        IF live THEN
+            PERFORM {s}.notify('W:' || w);
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Withdraws p_waiter (if still in line) and, if p_queue has an item nobody holds,
+-- wakes the next waiter: a wake-up the caller may have consumed is passed on.
+CREATE OR REPLACE FUNCTION {s}.queue_pass(p_queue text, p_waiter text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {s}.queue_waiters WHERE waiter = p_waiter;
+    IF EXISTS (SELECT 1 FROM {s}.queue_items i WHERE i.queue = p_queue
+                AND NOT {s}.queue_held(i.held_by)) THEN
+        PERFORM {s}.queue_wake(p_queue);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION {s}.notify_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM {s}.queue_wake(NEW.queue);
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER queue_items_notify AFTER INSERT ON {s}.queue_items
+    FOR EACH ROW EXECUTE FUNCTION {s}.notify_queue();
+
+-- A session's end makes the items it held visible again: one waiter per item.
+CREATE OR REPLACE FUNCTION {s}.queue_session_end() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM {s}.queue_wake(i.queue) FROM {s}.queue_items i WHERE i.held_by = OLD.id;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER sessions_queue_end AFTER DELETE ON {s}.sessions
+    FOR EACH ROW EXECUTE FUNCTION {s}.queue_session_end();
+"#;
 
 pub(crate) struct PgQueue {
     pub(crate) shared: Arc<Shared>,
@@ -85,10 +205,11 @@ async fn claim_once(
     call: &str,
 ) -> std::result::Result<Option<Claimed>, sqlx::Error> {
     sqlx::query_as(&shared.sql(
-        "WITH earlier AS (             SELECT id, priority, item FROM {s}.queue_inflight WHERE call = $2),          taken AS (             DELETE FROM {s}.queue_items WHERE id = (                 SELECT id FROM {s}.queue_items WHERE queue = $1                  ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED)              AND NOT EXISTS (SELECT 1 FROM earlier)              RETURNING id, priority, item),          recorded AS (             INSERT INTO {s}.queue_inflight (call, id, queue, priority, item)              SELECT $2, id, $1, priority, item FROM taken              RETURNING id, priority, item)          SELECT id, priority, item FROM earlier          UNION ALL SELECT id, priority, item FROM recorded",
+        "WITH stale AS (             DELETE FROM {s}.queue_inflight WHERE queue = $1              AND claimed_at < clock_timestamp() - $3 * interval '1 millisecond'              RETURNING id, queue, priority, item),          restored AS (             INSERT INTO {s}.queue_items (id, queue, priority, item)              SELECT id, queue, priority, item FROM stale ON CONFLICT (id) DO NOTHING),          earlier AS (             SELECT id, priority, item FROM {s}.queue_inflight WHERE call = $2),          taken AS (             DELETE FROM {s}.queue_items WHERE id = (                 SELECT id FROM {s}.queue_items WHERE queue = $1                  AND NOT {s}.queue_held(held_by)                  ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED)              AND NOT EXISTS (SELECT 1 FROM earlier)              RETURNING id, priority, item),          recorded AS (             INSERT INTO {s}.queue_inflight (call, id, queue, priority, item)              SELECT $2, id, $1, priority, item FROM taken              RETURNING id, priority, item)          SELECT id, priority, item FROM earlier          UNION ALL SELECT id, priority, item FROM recorded",
     ))
     .bind(queue)
     .bind(call)
+    .bind(i64::try_from(STALE_CLAIM.as_millis()).unwrap_or(i64::MAX))
     .fetch_optional(&shared.pool)
     .await
 }
@@ -219,6 +340,373 @@ impl PgQueue {
     }
 }
 
+/// What a blocking consumer waits for: an item (or a delivery) it tries to take.
+type Attempt<'a, T> =
+    Box<dyn FnMut() -> futures::future::BoxFuture<'a, Result<Option<T>>> + Send + 'a>;
+
+/// A blocking consumer's place in `queue_waiters`: withdrawn when dropped, passing on a
+/// wake-up it may have consumed (see the module docs).
+struct Waiter {
+    shared: Arc<Shared>,
+    queue: String,
+    id: String,
+    registered: bool,
+}
+
+impl Waiter {
+    /// Joins (or renews its place in) the line; returns how long until the first hold
+    /// of the queue expires, if any (its item may then come back unannounced).
+    async fn register(&mut self) -> Result<Option<Duration>> {
+        self.registered = true;
+        let soonest: Option<i64> = sqlx::query_scalar(&self.shared.sql(
+            "WITH reg AS (INSERT INTO {s}.queue_waiters (queue, waiter, expires_at) \
+                 VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond') \
+                 ON CONFLICT (waiter) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+                 RETURNING 1) \
+             SELECT (SELECT (extract(epoch FROM min(x.expires_at) - clock_timestamp()) \
+                             * 1000)::bigint \
+                       FROM {s}.queue_items i JOIN {s}.sessions x ON x.id = i.held_by \
+                      WHERE i.queue = $1 AND x.expires_at > clock_timestamp()) \
+               FROM reg",
+        ))
+        .bind(&self.queue)
+        .bind(&self.id)
+        .bind(i64::try_from(WAITER_TTL.as_millis()).unwrap_or(i64::MAX))
+        .fetch_one(&self.shared.pool)
+        .await
+        .map_err(map)?;
+        Ok(soonest
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis))
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let queue = std::mem::take(&mut self.queue);
+        let id = std::mem::take(&mut self.id);
+        runtime.spawn(async move {
+            let mut backoff = Backoff::new();
+            let give_up = tokio::time::Instant::now() + WAITER_TTL;
+            loop {
+                let passed = sqlx::query(&shared.sql("SELECT {s}.queue_pass($1, $2)"))
+                    .bind(&queue)
+                    .bind(&id)
+                    .execute(&shared.pool)
+                    .await
+                    .map_err(map);
+                match passed {
+                    Ok(_) => return,
+                    Err(error)
+                        if Backoff::retryable(&error) && tokio::time::Instant::now() < give_up =>
+                    {
+                        backoff.pause("a queue waiter's withdrawal", &error).await;
+                    }
+                    Err(error) => {
+                        // Its place expires after WAITER_TTL; waiters re-check by then.
+                        tracing::debug!(%error, "withdrawing a queue waiter failed");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// When a waiting consumer re-checks without a wake-up: when its place in the line is
+/// due for renewal, or just after the first hold it saw expires.
+fn recheck_after(soonest: Option<Duration>) -> Duration {
+    let renew = WAITER_TTL * 2 / 3;
+    soonest.map_or(renew, |ttl| renew.min(ttl + Duration::from_millis(5)))
+}
+
+impl PgQueue {
+    /// Runs `attempt` until it yields, waiting in the line between attempts (woken
+    /// alone, see the module docs); `lost` ends the wait with [`Error::SessionLost`].
+    async fn wait_for<'a, T>(
+        &'a self,
+        mut attempt: Attempt<'a, T>,
+        lost: Option<tokio_util::sync::CancellationToken>,
+    ) -> Result<T> {
+        let mut waiter = Waiter {
+            shared: Arc::clone(&self.shared),
+            queue: self.name.as_str().to_owned(),
+            id: distsync_core::raw::call_id(),
+            registered: false,
+        };
+        let mut backoff = Backoff::new();
+        let mut subscription = loop {
+            match self.shared.hub.subscribe(format!("W:{}", waiter.id)).await {
+                Ok(subscription) => break subscription,
+                Err(error) if Backoff::retryable(&error) => {
+                    backoff.pause("a queue item", &error).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        let mut in_line = false;
+        let mut soonest = None;
+        loop {
+            let step = match attempt().await {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) if in_line => None,
+                Ok(None) => Some(waiter.register().await),
+                Err(error) => Some(Err(error)),
+            };
+            match step {
+                None => {}
+                Some(Ok(due)) => {
+                    // Registered: try once more before waiting (an item may have come
+                    // in between the attempt and the registration).
+                    backoff.reset();
+                    soonest = due;
+                    in_line = true;
+                    continue;
+                }
+                Some(Err(error)) if Backoff::retryable(&error) => {
+                    backoff.pause("a queue item", &error).await;
+                    continue;
+                }
+                Some(Err(error)) => return Err(error),
+            }
+            let cancelled = async {
+                match &lost {
+                    Some(lost) => lost.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                woken = subscription.changed() => { woken?; }
+                () = tokio::time::sleep(recheck_after(soonest)) => {}
+                () = cancelled => return Err(Error::SessionLost),
+            }
+            // Woken (out of the line) or due for renewal: register again if empty.
+            in_line = false;
+        }
+    }
+
+    /// The session's id, if `session` was granted by this backend.
+    fn session_id(&self, session: &Session) -> Result<i64> {
+        let lease = &session.lease_for::<PgLease>(crate::error::BACKEND)?.inner;
+        if !Arc::ptr_eq(&lease.shared, &self.shared) {
+            return Err(Error::InvalidArgument(format!(
+                "session {} was granted by another postgres backend",
+                session.id()
+            )));
+        }
+        Ok(lease.id)
+    }
+
+    /// Holds the first item through `session`, if any. Cancel-safe: the hold runs in
+    /// a spawned task; a delivery nobody takes is dropped, which nacks it.
+    async fn hold_protected(&self, session: &Session, held_by: i64) -> Result<Option<Delivery>> {
+        let (sender, receiver) = oneshot::channel();
+        let shared = Arc::clone(&self.shared);
+        let queue = self.name.as_str().to_owned();
+        let session = session.clone();
+        tokio::spawn(async move {
+            let held = hold(&shared, &queue, &session, held_by).await;
+            // A send to a dropped receiver hands the delivery back: its drop nacks it.
+            drop(sender.send(held));
+        });
+        match receiver.await {
+            Ok(held) => held,
+            Err(_) => Err(Error::backend(
+                crate::error::BACKEND,
+                "the queue hold task stopped",
+            )),
+        }
+    }
+}
+
+/// A held item's row id, payload and earlier deliveries; or the session gone.
+enum Held {
+    Item(i64, Vec<u8>, i32),
+    SessionGone,
+}
+
+/// Holds the first item of `queue` through session `held_by` under a fresh call id,
+/// retrying the (idempotent) hold through lost replies.
+async fn hold(
+    shared: &Arc<Shared>,
+    queue: &str,
+    session: &Session,
+    held_by: i64,
+) -> Result<Option<Delivery>> {
+    let call = distsync_core::raw::call_id();
+    let give_up = tokio::time::Instant::now() + CLAIM_RETRIES_FOR;
+    let mut backoff = Backoff::new();
+    let held = loop {
+        match hold_once(shared, queue, &call, held_by).await {
+            Ok(held) => break held,
+            Err(error) => {
+                // A unique violation on `held_call`: an earlier attempt of this hold,
+                // whose reply was lost, committed concurrently; the next finds it.
+                let racing = matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"));
+                let error = map(error);
+                if (racing || Backoff::retryable(&error)) && tokio::time::Instant::now() < give_up {
+                    backoff.pause("a queue hold's answer", &error).await;
+                } else {
+                    return Err(error);
+                }
+            }
+        }
+    };
+    match held {
+        None => Ok(None),
+        Some(Held::SessionGone) => Err(Error::SessionLost),
+        Some(Held::Item(id, item, deliveries)) => {
+            let settle = PgSettle {
+                shared: Arc::clone(shared),
+                id,
+                call,
+                session: held_by,
+            };
+            let earlier = u32::try_from(deliveries.saturating_sub(1)).unwrap_or(0);
+            Ok(Some(Delivery::new(
+                Bytes::from(item),
+                earlier,
+                session,
+                Box::new(settle),
+            )))
+        }
+    }
+}
+
+/// A row of [`hold_once`]'s answer: kind (1 an item, 0 the session is gone), row id,
+/// payload, deliveries.
+type HoldRow = (i32, Option<i64>, Option<Vec<u8>>, Option<i32>);
+
+/// One attempt of the hold named `call`: the item an earlier attempt of it holds, or
+/// the first item nobody holds, if the session is live.
+async fn hold_once(
+    shared: &Shared,
+    queue: &str,
+    call: &str,
+    held_by: i64,
+) -> std::result::Result<Option<Held>, sqlx::Error> {
+    let rows: Vec<HoldRow> = sqlx::query_as(&shared.sql(
+        "WITH live AS ( \
+             SELECT 1 FROM {s}.sessions WHERE id = $3 AND expires_at > clock_timestamp()), \
+         earlier AS ( \
+             SELECT id, item, deliveries FROM {s}.queue_items \
+              WHERE held_call = $2 AND held_by = $3 AND EXISTS (SELECT 1 FROM live)), \
+         taken AS ( \
+             UPDATE {s}.queue_items SET held_by = $3, held_call = $2, deliveries = deliveries + 1 \
+              WHERE id = ( \
+                  SELECT id FROM {s}.queue_items WHERE queue = $1 \
+                     AND NOT {s}.queue_held(held_by) \
+                   ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                AND NOT EXISTS (SELECT 1 FROM earlier) AND EXISTS (SELECT 1 FROM live) \
+             RETURNING id, item, deliveries) \
+         SELECT 1, id, item, deliveries FROM earlier \
+         UNION ALL SELECT 1, id, item, deliveries FROM taken \
+         UNION ALL SELECT 0, NULL::bigint, NULL::bytea, NULL::integer \
+          WHERE NOT EXISTS (SELECT 1 FROM live)",
+    ))
+    .bind(queue)
+    .bind(call)
+    .bind(held_by)
+    .fetch_all(&shared.pool)
+    .await?;
+    for (kind, id, item, deliveries) in &rows {
+        if let (1, Some(id), Some(item), Some(deliveries)) = (kind, id, item, deliveries) {
+            return Ok(Some(Held::Item(*id, item.clone(), *deliveries)));
+        }
+    }
+    if rows.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(Held::SessionGone))
+    }
+}
+
+/// How long an acknowledgement or a nack rides out connection trouble (both are
+/// idempotent: keyed by the row and the call id).
+const SETTLE_BUDGET: Duration = Duration::from_secs(30);
+
+/// One held item's acknowledgement and return.
+struct PgSettle {
+    shared: Arc<Shared>,
+    id: i64,
+    call: String,
+    session: i64,
+}
+
+impl PgSettle {
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+    {
+        let give_up = tokio::time::Instant::now() + SETTLE_BUDGET;
+        let mut backoff = Backoff::new();
+        loop {
+            match op().await.map_err(map) {
+                Ok(done) => return Ok(done),
+                Err(error)
+                    if Backoff::retryable(&error) && tokio::time::Instant::now() < give_up =>
+                {
+                    backoff.pause(what, &error).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Settle for PgSettle {
+    async fn ack(&self) -> Result<()> {
+        let sql = self.shared.sql(
+            "WITH gone AS (DELETE FROM {s}.queue_items \
+                 WHERE id = $1 AND held_call = $2 AND held_by = $3 AND {s}.queue_held($3) \
+                 RETURNING 1) \
+             SELECT (SELECT count(*) FROM gone), \
+                    (SELECT count(*) FROM {s}.queue_items WHERE id = $1)",
+        );
+        let (acked, present): (i64, i64) = self
+            .retrying("a queue acknowledgement", || {
+                sqlx::query_as(&sql)
+                    .bind(self.id)
+                    .bind(&self.call)
+                    .bind(self.session)
+                    .fetch_one(&self.shared.pool)
+            })
+            .await?;
+        if acked > 0 || present == 0 {
+            // Deleted now, or by an earlier attempt whose reply was lost.
+            Ok(())
+        } else {
+            // The session ended first: the item is back (or with another consumer).
+            Err(Error::SessionLost)
+        }
+    }
+
+    async fn nack(&self) -> Result<()> {
+        let sql = self.shared.sql(
+            "WITH back AS (UPDATE {s}.queue_items SET held_by = NULL, held_call = NULL \
+                 WHERE id = $1 AND held_call = $2 RETURNING queue) \
+             SELECT {s}.queue_wake(queue) FROM back",
+        );
+        self.retrying("a queue nack", || {
+            sqlx::query(&sql)
+                .bind(self.id)
+                .bind(&self.call)
+                .execute(&self.shared.pool)
+        })
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Queue for PgQueue {
     fn name(&self) -> &Name {
@@ -245,42 +733,47 @@ impl Queue for PgQueue {
     /// Cancel-safety: cancel-safe; an item claimed for a dropped call is put back in its
     /// place (see the module docs).
     async fn dequeue(&self) -> Result<Bytes> {
-        let mut backoff = Backoff::new();
-        let payload = format!("q:{}", self.name);
-        let mut subscription = loop {
-            match self.shared.hub.subscribe(payload.clone()).await {
-                Ok(subscription) => break subscription,
-                Err(error) if Backoff::retryable(&error) => {
-                    backoff.pause("a queue item", &error).await;
-                }
-                Err(error) => return Err(error),
-            }
-        };
-        loop {
-            match self.claim_protected().await {
-                Ok(Some(item)) => return Ok(item),
-                Ok(None) => {
-                    backoff.reset();
-                    subscription.changed().await?;
-                }
-                Err(error) if Backoff::retryable(&error) => {
-                    backoff.pause("a queue item", &error).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        self.wait_for(Box::new(|| Box::pin(self.claim_protected())), None)
+            .await
     }
 
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
         self.claim_protected().await
     }
 
-    async fn len(&self) -> Result<usize> {
-        let n: i64 = sqlx::query_scalar(
-            &self
-                .shared
-                .sql("SELECT count(*) FROM {s}.queue_items WHERE queue = $1"),
+    /// Waits for an item and holds it through `session` (see the module docs).
+    ///
+    /// Cancel-safety: cancel-safe; a delivery made for a dropped call is nacked.
+    async fn receive(&self, session: &Session) -> Result<Delivery> {
+        let held_by = self.session_id(session)?;
+        if session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        let lost = session.lost_token().clone();
+        self.wait_for(
+            Box::new(move || Box::pin(self.hold_protected(session, held_by))),
+            Some(lost),
         )
+        .await
+    }
+
+    /// Holds the first item through `session` if there is one.
+    ///
+    /// Cancel-safety: cancel-safe, as [`PgQueue::receive`].
+    async fn try_receive(&self, session: &Session) -> Result<Option<Delivery>> {
+        let held_by = self.session_id(session)?;
+        if session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        self.hold_protected(session, held_by).await
+    }
+
+    /// Items held by a live session are not counted.
+    async fn len(&self) -> Result<usize> {
+        let n: i64 = sqlx::query_scalar(&self.shared.sql(
+            "SELECT count(*) FROM {s}.queue_items \
+              WHERE queue = $1 AND NOT {s}.queue_held(held_by)",
+        ))
         .bind(self.name.as_str())
         .fetch_one(&self.shared.pool)
         .await

@@ -18,7 +18,8 @@
 //!   two names never share a lock; `token` is the fencing counter.
 //! - `election_leaders` (the current leader, tied to its session) and `election_log`
 //!   (every win and proclaim, for `observe`; pruned after ten minutes).
-//! - `queue_items` (and `queue_inflight`, `queue_waiters`: see [`crate::queue`]), `barriers`, `double_barriers` / `double_barrier_entries`, `kv` (STM).
+//! - `queue_items` (with `queue_inflight` and `queue_waiters`, see [`crate::queue`]),
+//!   `barriers`, `double_barriers` / `double_barrier_entries`, `kv` (STM).
 //! - `semaphores` and `semaphore_entries`, with their functions, defined in
 //!   [`crate::semaphore`] and created here after the rest.
 //!

@@ -1,0 +1,124 @@
+//! PostgreSQL queue waiters beyond the conformance suite, against the server named by
+//! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`): an
+//! enqueue wakes one waiting consumer, the longest waiting, not all of them; a
+//! cancelled waiter leaves the line.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use distsync_conformance::server_url;
+use distsync_core::{Backend, Name};
+use tokio::time::Instant;
+
+fn unique(what: &str) -> Name {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    Name::new(format!("pgtest/{what}/{nanos:x}-{}", std::process::id())).unwrap()
+}
+
+/// The waiter ids of `queue`'s line, oldest first (ids of rows: a woken waiter that
+/// lined up again would get a new one).
+async fn line(pool: &sqlx::PgPool, schema: &str, queue: &Name) -> Vec<i64> {
+    sqlx::query_scalar(&format!(
+        "SELECT id FROM \"{schema}\".queue_waiters WHERE queue = $1 ORDER BY id"
+    ))
+    .bind(queue.as_str())
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Polls `line` until it has `n` waiters, failing after 10 s.
+async fn line_of(pool: &sqlx::PgPool, schema: &str, queue: &Name, n: usize) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = line(pool, schema, queue).await;
+        if waiting.len() == n {
+            return waiting;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the line has {} waiters, not {n}, after 10 s",
+            waiting.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn within<T>(task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("a woken consumer took longer than 10 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_waiting_consumer_is_woken_per_item_in_arrival_order() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let backend = Arc::new(distsync_postgres::backend(&url).await.unwrap());
+    let schema = backend.schema().to_owned();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let name = unique("wake-one");
+    let mut consumers = Vec::new();
+    for n in 0..3 {
+        let queue = backend.queue(name.clone()).unwrap();
+        consumers.push(tokio::spawn(async move { queue.dequeue().await }));
+        // Line them up one after the other, so that their order is known.
+        line_of(&pool, &schema, &name, n + 1).await;
+    }
+    let waiting = line(&pool, &schema, &name).await;
+    let producer = backend.queue(name.clone()).unwrap();
+    for (n, item) in ["x", "y", "z"].into_iter().enumerate() {
+        producer.enqueue(item.into()).await.unwrap();
+        // The wake-up took its waiter out of the line in the enqueue's transaction:
+        // the others are still in line, with their places (not woken, not lined up
+        // again).
+        assert_eq!(
+            line(&pool, &schema, &name).await,
+            waiting[n + 1..],
+            "after enqueueing {item}, only the oldest waiter is taken out of the line"
+        );
+        let consumer = consumers.remove(0);
+        assert_eq!(within(consumer).await.unwrap(), item);
+        assert!(
+            consumers.iter().all(|c| !c.is_finished()),
+            "a consumer not woken returned"
+        );
+    }
+    assert!(line(&pool, &schema, &name).await.is_empty());
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_waiter_leaves_the_line_and_passes_its_wake_up_on() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let backend = Arc::new(distsync_postgres::backend(&url).await.unwrap());
+    let schema = backend.schema().to_owned();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let name = unique("wake-cancel");
+    let first_queue = backend.queue(name.clone()).unwrap();
+    let first = tokio::spawn(async move { first_queue.dequeue().await });
+    line_of(&pool, &schema, &name, 1).await;
+    let second_queue = backend.queue(name.clone()).unwrap();
+    let second = tokio::spawn(async move { second_queue.dequeue().await });
+    line_of(&pool, &schema, &name, 2).await;
+    // The first waiter is cancelled: it leaves the line.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    line_of(&pool, &schema, &name, 1).await;
+    backend
+        .queue(name.clone())
+        .unwrap()
+        .enqueue("x".into())
+        .await
+        .unwrap();
+    assert_eq!(within(second).await.unwrap(), "x");
+    assert!(line(&pool, &schema, &name).await.is_empty());
+    pool.close().await;
+}
