@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use distsync_core::raw::Backoff;
 use tokio::time::Instant;
 
 use crate::error::{classify, Failure, BACKEND};
@@ -29,7 +30,8 @@ pub(crate) enum Idempotence {
 pub(crate) struct RetryPolicy {
     /// No new attempt starts later than this after the first one.
     pub(crate) budget: Duration,
-    /// The pause after the first failure; doubles up to `max_backoff`.
+    /// The pause after the first failure; doubles up to `max_backoff` (core's
+    /// [`Backoff`]).
     pub(crate) first_backoff: Duration,
     /// The longest pause between attempts.
     pub(crate) max_backoff: Duration,
@@ -60,7 +62,7 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = Instant::now() + self.budget;
-        let mut backoff = self.first_backoff;
+        let mut backoff = Backoff::new(self.first_backoff, self.max_backoff);
         let mut attempt = 1u32;
         loop {
             let error = match call().await {
@@ -72,12 +74,11 @@ impl RetryPolicy {
                 Failure::Transient => idempotence == Idempotence::Idempotent,
                 Failure::Permanent => false,
             };
-            if !retryable || Instant::now() + backoff > deadline {
+            if !retryable || Instant::now() + backoff.peek() > deadline {
                 return Err(error);
             }
             tracing::debug!(backend = BACKEND, what, attempt, %error, "retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.max_backoff);
+            tokio::time::sleep(backoff.next_pause()).await;
             attempt += 1;
         }
     }

@@ -9,21 +9,23 @@
 
 use std::time::Duration;
 
+use distsync_core::raw::Backoff as Pauses;
 use distsync_core::Error;
 
 const FIRST: Duration = Duration::from_millis(50);
 const LONGEST: Duration = Duration::from_secs(2);
 
-/// The backoff state of one waiting call.
+/// The backoff state of one waiting call: core's pause schedule, and whether an
+/// outage was logged.
 pub(crate) struct Backoff {
-    next: Duration,
+    pauses: Pauses,
     failing: bool,
 }
 
 impl Backoff {
     pub(crate) fn new() -> Self {
         Self {
-            next: FIRST,
+            pauses: Pauses::new(FIRST, LONGEST),
             failing: false,
         }
     }
@@ -39,8 +41,7 @@ impl Backoff {
             tracing::warn!(%error, waiting_for, "postgres unreachable; waiting for it to come back");
             self.failing = true;
         }
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(LONGEST);
+        tokio::time::sleep(self.pauses.next_pause()).await;
     }
 
     /// Notes a success: the next failure starts a new outage.
@@ -48,7 +49,7 @@ impl Backoff {
         if self.failing {
             tracing::info!("postgres reachable again");
         }
-        self.next = FIRST;
+        self.pauses.reset();
         self.failing = false;
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use distsync_core::raw::Backoff as Pauses;
 use distsync_core::Error;
 use tokio::time::Instant;
 
@@ -12,23 +13,24 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// How long a waiting call rides out a store it cannot reach.
 pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
-/// The retry state of one waiting call.
+/// The retry state of one waiting call: core's pause schedule, and since when the
+/// store has been failing.
 pub(crate) struct Backoff {
-    pause: Duration,
+    pauses: Pauses,
     failing_since: Option<Instant>,
 }
 
 impl Backoff {
     pub(crate) fn new() -> Self {
         Self {
-            pause: FIRST_PAUSE,
+            pauses: Pauses::new(FIRST_PAUSE, MAX_PAUSE),
             failing_since: None,
         }
     }
 
     /// The store answered.
     pub(crate) fn succeeded(&mut self) {
-        self.pause = FIRST_PAUSE;
+        self.pauses.reset();
         self.failing_since = None;
     }
 
@@ -42,9 +44,8 @@ impl Backoff {
         if since.elapsed() > GIVE_UP_AFTER {
             return None;
         }
-        tracing::debug!(%error, pause = ?self.pause, "store unreachable while waiting; retrying");
-        let pause = self.pause;
-        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        let pause = self.pauses.next_pause();
+        tracing::debug!(%error, ?pause, "store unreachable while waiting; retrying");
         Some(pause)
     }
 }

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+mod backoff;
 pub mod barrier;
 pub mod capabilities;
 pub mod delivery;

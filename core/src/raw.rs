@@ -25,7 +25,8 @@
 //!   memory backends do;
 //! - [`MemoryKv`]: the in-memory [`Kv`](kv::Kv), a reference model of etcd's MVCC
 //!   store with fault hooks ([`MemoryKv::freeze_lease`], [`MemoryKv::compact`]);
-//! - [`Snapshot`]: what [`Backend::export`] returns for migrations.
+//! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
+//! - [`Backoff`]: the exponential pause schedule every retry loop uses.
 //!
 //! The old paths (`distsync_core::kv`, `distsync_core::recipes`,
 //! `distsync_core::Backend`, ...) still work; they are hidden from the crate root's
@@ -92,6 +93,8 @@ pub mod recipes;
 
 #[doc(inline)]
 pub use crate::backend::Backend;
+#[doc(inline)]
+pub use crate::backoff::Backoff;
 #[doc(inline)]
 pub use crate::delivery::Settle;
 #[doc(inline)]

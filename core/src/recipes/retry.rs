@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 
 /// The first pause after a transient failure.
@@ -25,25 +26,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Exponential backoff from 10 ms, doubling up to 1 s.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    /// A fresh backoff.
-    pub(crate) fn new() -> Self {
-        Self {
-            next: FIRST_BACKOFF,
-        }
-    }
-
-    /// The next pause (and doubles the one after it).
-    pub(crate) fn next_pause(&mut self) -> Duration {
-        let pause = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        pause
-    }
+fn backoff() -> Backoff {
+    Backoff::new(FIRST_BACKOFF, MAX_BACKOFF)
 }
 
 /// Why [`retry_transient`] stopped without a success.
@@ -67,7 +51,7 @@ impl GaveUp {
 }
 
 /// Runs `operation` until it succeeds or fails with an error that is not transient,
-/// pausing with [`Backoff`] after each transient failure; gives up (with the last
+/// pausing with a [`Backoff`] after each transient failure; gives up (with the last
 /// error) once the next attempt would start after `deadline`, or when `stop` fires.
 ///
 /// `operation` must be idempotent: an attempt whose reply was lost may have been
@@ -83,7 +67,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     let mut attempt = 1u32;
     loop {
         let error = match operation().await {
