@@ -420,4 +420,9 @@ impl Backend for RedisBackend {
     async fn export(&self) -> Result<Snapshot> {
         crate::export::export(&self.shared, &self.shared.namespace).await
     }
+
+    /// Who holds what under the namespace; see [`crate::status`] for what is read.
+    async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
+        crate::status::status(&self.shared, &self.shared.namespace, prefix).await
+    }
 }

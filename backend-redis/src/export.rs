@@ -73,7 +73,7 @@ const ENTRY_KINDS: [(&str, &[u8]); 5] = [
 
 /// The snapshot of everything under `namespace`.
 pub(crate) async fn export(shared: &Shared, namespace: &str) -> Result<Snapshot> {
-    let keys = scan(shared, namespace).await?;
+    let keys = scan(shared, namespace, is_candidate).await?;
     let mut snapshot = Snapshot::default();
     if keys.is_empty() {
         return Ok(snapshot);
@@ -103,8 +103,13 @@ pub(crate) async fn export(shared: &Shared, namespace: &str) -> Result<Snapshot>
     Ok(snapshot)
 }
 
-/// Every key under the namespace that may hold exported state, each once.
-async fn scan(shared: &Shared, namespace: &str) -> Result<Vec<String>> {
+/// Every key under the namespace whose part after `{<ns>` passes `keep`, each once,
+/// sorted (`SCAN` cursor by cursor, never `KEYS`). Also used by [`crate::status`].
+pub(crate) async fn scan(
+    shared: &Shared,
+    namespace: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<String>> {
     let pattern = format!("{{{}*", glob_escape(namespace));
     let mut keys = std::collections::BTreeSet::new();
     let mut cursor = String::from("0");
@@ -130,7 +135,7 @@ async fn scan(shared: &Shared, namespace: &str) -> Result<Vec<String>> {
                 if key
                     .strip_prefix('{')
                     .and_then(|key| key.strip_prefix(namespace))
-                    .is_some_and(is_candidate)
+                    .is_some_and(&keep)
                 {
                     keys.insert(key);
                 }

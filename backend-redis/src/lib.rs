@@ -164,6 +164,7 @@ mod scripts;
 mod semaphore;
 pub mod sentinel;
 pub mod session;
+mod status;
 pub mod stm;
 #[cfg(feature = "tls")]
 mod tls;

@@ -1,0 +1,38 @@
+-- Reads who holds what (distsync status) at one instant; read-only.
+-- ARGV: channel prefix, then pairs (what, p):
+--   line    p = "{<ns><name>}:<kind>" of a fair queue (lock, rw, elect, sem): returns
+--           {permit count or '', then per entry of p:q in arrival order: its id, the
+--           entry key's value ('' once it expired), its grant's token in p:g ('' while
+--           waiting), its election value in p:v ('')}
+--   queue   p = "{<ns><name>}:queue": {ZCARD p:items, HLEN p:inflight}
+--   barrier p = the barrier's key: {EXISTS p}
+--   dbar    p = "{<ns><name>}:dbar": {live participants, EXISTS p:ready}
+-- Returns one answer per pair, in order.
+local out = {}
+for i = 2, #ARGV - 1, 2 do
+  local what, p = ARGV[i], ARGV[i + 1]
+  local answer
+  if what == 'line' then
+    answer = {redis.call('GET', p .. ':n') or ''}
+    for _, id in ipairs(redis.call('ZRANGE', p .. ':q', 0, -1)) do
+      answer[#answer + 1] = id
+      answer[#answer + 1] = redis.call('GET', p .. ':e:' .. id) or ''
+      answer[#answer + 1] = redis.call('HGET', p .. ':g', id) or ''
+      answer[#answer + 1] = redis.call('HGET', p .. ':v', id) or ''
+    end
+  elseif what == 'queue' then
+    answer = {redis.call('ZCARD', p .. ':items'), redis.call('HLEN', p .. ':inflight')}
+  elseif what == 'barrier' then
+    answer = {redis.call('EXISTS', p)}
+  elseif what == 'dbar' then
+    local live = 0
+    for _, id in ipairs(redis.call('ZRANGE', p .. ':p', 0, -1)) do
+      live = live + redis.call('EXISTS', p .. ':e:' .. id)
+    end
+    answer = {live, redis.call('EXISTS', p .. ':ready')}
+  else
+    answer = {}
+  end
+  out[#out + 1] = answer
+end
+return out

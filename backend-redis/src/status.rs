@@ -1,0 +1,249 @@
+//! Who holds what ([`distsync_core::Backend::status`]) on Redis.
+//!
+//! Two steps, as [`crate::export`]: a `SCAN` of the namespace (`MATCH {<ns>*`, cursor
+//! by cursor, never `KEYS`) finds the primitives by their keys' shapes
+//! ([`crate::keys`]), then one read-only script (`lua/status.lua`) reads them all at
+//! one instant:
+//!
+//! | found by | read |
+//! |---|---|
+//! | `{<ns><name>}:<kind>:q`, kind `lock`, `rw`, `elect`, `sem` (the fair queue's line, [`crate::fair`]) | every entry in arrival order: its entry key's value (mode letter; gone once its session expired: skipped), its grant's token in `p:g` (granted entries are the holders, the others the waiters), an election's value in `p:v`, a semaphore's permit count `p:n` |
+//! | `{<ns><name>}:queue:items`, `…:queue:inflight` | the number of items waiting, and of items popped and not yet acknowledged |
+//! | `{<ns><name>}:barrier` | a held barrier |
+//! | `{<ns><name>}:dbar:p`, `…:dbar:ready` | the live participants (entry keys present) and whether the count was reached |
+//!
+//! A key is matched exactly on what follows the hash tag, so an STM key (whose name may
+//! contain `}` and `:`) is never taken for a primitive. An entry's session is the part
+//! of its id before the `.` (shown in hex, as [`SessionId`] displays it); Redis records no grant time, so ages are `None`. A key
+//! created during the scan may be missed (the scan is not atomic); what the script
+//! reads is consistent.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use distsync_core::status::{
+    DoubleBarrierStatus, HoldMode, HoldStatus, LeaderStatus, LineKind, LineStatus, QueueStatus,
+    StatusReport,
+};
+use distsync_core::{FencingToken, Result, SessionId};
+use redis::{Script, Value};
+
+use crate::backend::Shared;
+use crate::error::{array, bytes, int, unexpected};
+use crate::BACKEND;
+
+/// The script, compiled (hashed) once per process.
+static STATUS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/status.lua")));
+
+/// What a key after the hash tag says the primitive is, and what the script reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum What {
+    Line(LineKindKey),
+    Queue,
+    Barrier,
+    DoubleBarrier,
+}
+
+/// [`LineKind`] with an order, for the map below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LineKindKey {
+    Lock,
+    RwLock,
+    Election,
+    Semaphore,
+}
+
+impl LineKindKey {
+    fn kind(self) -> LineKind {
+        match self {
+            LineKindKey::Lock => LineKind::Lock,
+            LineKindKey::RwLock => LineKind::RwLock,
+            LineKindKey::Election => LineKind::Election,
+            LineKindKey::Semaphore => LineKind::Semaphore,
+        }
+    }
+}
+
+/// The primitive a key's tail (what follows `}`) belongs to, and the suffix that
+/// makes its prefix `p` when removed.
+fn classify(tail: &str) -> Option<(What, &'static str)> {
+    Some(match tail {
+        ":lock:q" => (What::Line(LineKindKey::Lock), ":q"),
+        ":rw:q" => (What::Line(LineKindKey::RwLock), ":q"),
+        ":elect:q" => (What::Line(LineKindKey::Election), ":q"),
+        ":sem:q" => (What::Line(LineKindKey::Semaphore), ":q"),
+        ":queue:items" => (What::Queue, ":items"),
+        ":queue:inflight" => (What::Queue, ":inflight"),
+        ":barrier" => (What::Barrier, ""),
+        ":dbar:p" => (What::DoubleBarrier, ":p"),
+        ":dbar:ready" => (What::DoubleBarrier, ":ready"),
+        _ => return None,
+    })
+}
+
+/// `(escaped name, tail)` of a key's part after `{<ns>`: the name runs to the first
+/// `}` (escaped names hold no brace).
+fn split(relative: &str) -> Option<(&str, &str)> {
+    let end = relative.find('}')?;
+    Some((&relative[..end], &relative[end + 1..]))
+}
+
+/// The report of everything under `namespace` whose name starts with `prefix`.
+pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Result<StatusReport> {
+    let keys = crate::export::scan(shared, namespace, |relative| {
+        split(relative).is_some_and(|(_, tail)| classify(tail).is_some())
+    })
+    .await?;
+    // (what, name) -> p, each primitive once.
+    let mut found: BTreeMap<(What, String), String> = BTreeMap::new();
+    for key in &keys {
+        let Some(relative) = key
+            .strip_prefix('{')
+            .and_then(|key| key.strip_prefix(namespace))
+        else {
+            continue;
+        };
+        let Some((escaped, tail)) = split(relative) else {
+            continue;
+        };
+        let Some((what, suffix)) = classify(tail) else {
+            continue;
+        };
+        let Some(name) = crate::keys::unescape_name(escaped) else {
+            continue;
+        };
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let Some(p) = key.strip_suffix(suffix) else {
+            continue;
+        };
+        found.insert((what, name), p.to_owned());
+    }
+    let mut report = StatusReport::new(BACKEND, prefix);
+    if found.is_empty() {
+        return Ok(report);
+    }
+    let mut call = shared.script(&STATUS);
+    for ((what, _), p) in &found {
+        let word = match what {
+            What::Line(_) => "line",
+            What::Queue => "queue",
+            What::Barrier => "barrier",
+            What::DoubleBarrier => "dbar",
+        };
+        call.arg(word).arg(p.as_str());
+    }
+    let reply = shared.eval(&call).await?;
+    let answers = array("status", reply.clone())?;
+    if answers.len() != found.len() {
+        return Err(unexpected("status", &reply));
+    }
+    for (((what, name), p), answer) in found.into_iter().zip(answers) {
+        let fields = array("status", answer)?;
+        match what {
+            What::Line(kind) => report.lines.push(line(kind.kind(), name, &p, fields)?),
+            What::Queue => {
+                let [ready, in_flight] = counts::<2>(&fields)?;
+                report.queues.push(QueueStatus {
+                    name,
+                    ready,
+                    in_flight,
+                });
+            }
+            What::Barrier => {
+                if counts::<1>(&fields)? == [1] {
+                    report.barriers.push(name);
+                }
+            }
+            What::DoubleBarrier => {
+                let [participants, ready] = counts::<2>(&fields)?;
+                report.double_barriers.push(DoubleBarrierStatus {
+                    name,
+                    participants,
+                    ready: ready == 1,
+                });
+            }
+        }
+    }
+    report.sort();
+    Ok(report)
+}
+
+/// `N` counts from the script.
+fn counts<const N: usize>(fields: &[Value]) -> Result<[usize; N]> {
+    let mut out = [0; N];
+    if fields.len() != N {
+        return Err(unexpected("status", &Value::Array(fields.to_vec())));
+    }
+    for (slot, field) in out.iter_mut().zip(fields) {
+        *slot = usize::try_from(int("status", field)?).unwrap_or(0);
+    }
+    Ok(out)
+}
+
+/// One line (prefix `p`) from the script's answer: the permit count, then per entry
+/// its id, entry value, token and election value.
+fn line(kind: LineKind, name: String, p: &str, fields: Vec<Value>) -> Result<LineStatus> {
+    let mut fields = fields.into_iter();
+    let text = |field: Option<Value>| -> Result<String> {
+        let field = field.ok_or_else(|| unexpected("status", &Value::Nil))?;
+        Ok(bytes("status", field)?
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+            .unwrap_or_default())
+    };
+    let permits = text(fields.next())?.parse::<usize>().ok();
+    let mut status = LineStatus {
+        kind,
+        name,
+        holders: Vec::new(),
+        waiters: Vec::new(),
+        leader: None,
+        permits: permits.filter(|_| kind == LineKind::Semaphore),
+    };
+    while let Some(id) = fields.next() {
+        let id = text(Some(id))?;
+        let entry = text(fields.next())?;
+        let token = text(fields.next())?;
+        let value = fields
+            .next()
+            .map(|field| bytes("status", field))
+            .transpose()?
+            .flatten()
+            .unwrap_or_default();
+        let mode = match entry.as_bytes().first() {
+            // The entry key expired with its session: not live.
+            None => continue,
+            Some(b'r') => HoldMode::Shared,
+            Some(b's') => HoldMode::Permit,
+            Some(_) => HoldMode::Exclusive,
+        };
+        let granted = token.parse::<u64>().ok();
+        let hold = HoldStatus {
+            key: format!("{p}:e:{id}"),
+            mode,
+            session: id
+                .split_once('.')
+                .and_then(|(session, _)| session.parse::<u64>().ok())
+                .map(|session| SessionId(session).to_string()),
+            token: granted
+                .filter(|_| mode != HoldMode::Shared)
+                .map(FencingToken),
+            age: None,
+        };
+        match granted {
+            Some(term) => {
+                if kind == LineKind::Election && status.leader.is_none() {
+                    status.leader = Some(LeaderStatus {
+                        value: Bytes::from(value),
+                        term: FencingToken(term),
+                    });
+                }
+                status.holders.push(hold);
+            }
+            None => status.waiters.push(hold),
+        }
+    }
+    Ok(status)
+}
