@@ -35,6 +35,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// `connect`'s future (every backend's connect, TLS and Sentinel discovery included)
+// nests deeper than the default query depth when its layout is computed.
+#![recursion_limit = "256"]
 
 // The user's API, item by item (backend authors: `raw`).
 /// Masks the secrets of a URL for printing (see [`distsync_core::redact_url`]).
