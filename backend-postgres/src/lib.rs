@@ -107,6 +107,7 @@ pub mod schema;
 pub mod semaphore;
 pub mod session;
 mod shared;
+pub mod status;
 pub mod stm;
 mod tls;
 pub mod url;
@@ -479,6 +480,11 @@ impl Backend for PostgresBackend {
 
     async fn export(&self) -> Result<Snapshot> {
         export::export(&self.shared).await
+    }
+
+    /// Who holds what in the schema; see [`status`] for what is read.
+    async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
+        status::status(&self.shared, prefix).await
     }
 }
 

@@ -1,0 +1,193 @@
+//! Who holds what ([`distsync_core::Backend::status`]) on PostgreSQL: a few `SELECT`s
+//! in one `REPEATABLE READ READ ONLY` transaction, hence one consistent snapshot.
+//!
+//! What is read (the layout of [`crate::schema`], [`crate::hold`] and
+//! [`crate::semaphore`], schema version 9):
+//!
+//! | state | read from |
+//! |---|---|
+//! | locks, read-write locks, elections, semaphores | the live entries of `semaphore_entries` (not withdrawn, their session's row not expired: the lease gate's definition of live), with their name's `lock_names.kind` and `name`, in line order (`ord`); an entry with a token holds, the others wait; a semaphore's permit count from `semaphores` |
+//! | leaders | `election_leaders` (value and term), for the elections whose leader's session is live |
+//! | queues | `queue_items` (ready) and `queue_inflight` (claimed, not yet handed over) counted per queue |
+//! | barriers | `barriers` |
+//! | double barriers | `double_barriers` (`ready`) and the live entries of `double_barrier_entries` |
+//!
+//! An entry's key is built as a guard's (`crate::lock::hold_key`):
+//! `<schema>/<kind>/<name>/<session id hex>`. The tables record no grant time, so
+//! ages are `None`. Every statement is kept here, so a change of the tables is one
+//! place to follow.
+
+use std::collections::BTreeMap;
+
+use distsync_core::status::{
+    DoubleBarrierStatus, HoldMode, HoldStatus, LeaderStatus, LineKind, LineStatus, QueueStatus,
+    StatusReport,
+};
+use distsync_core::{Bytes, FencingToken, Result, SessionId};
+
+use crate::error::{map, BACKEND};
+use crate::shared::Shared;
+
+/// The live entries of every line whose name starts with `$1`, in line order.
+const ENTRIES: &str = "\
+SELECT n.kind, n.name, e.session_id, e.token, e.shared, s.permits
+  FROM {s}.semaphore_entries e
+  JOIN {s}.sessions x ON x.id = e.session_id
+  JOIN {s}.lock_names n ON n.id = e.name_id
+  LEFT JOIN {s}.semaphores s ON s.name_id = e.name_id
+ WHERE NOT e.cancelled AND x.expires_at > clock_timestamp()
+   AND starts_with(n.name, $1)
+ ORDER BY n.kind, n.name, e.ord";
+
+/// A row of [`ENTRIES`]: kind, name, session id, token (once granted), shared, the
+/// semaphore's permit count.
+type EntryRow = (String, String, i64, Option<i64>, bool, Option<i32>);
+
+/// The leaders whose session is live.
+const LEADERS: &str = "\
+SELECT l.election, l.term, l.value
+  FROM {s}.election_leaders l
+  JOIN {s}.sessions x ON x.id = l.session_id
+ WHERE x.expires_at > clock_timestamp() AND starts_with(l.election, $1)";
+
+/// Queue lengths: ready items, then claimed items in flight.
+const QUEUES: &str = "\
+SELECT queue, sum(ready)::bigint, sum(in_flight)::bigint FROM (
+    SELECT queue, 1 AS ready, 0 AS in_flight FROM {s}.queue_items
+     WHERE starts_with(queue, $1)
+    UNION ALL
+    SELECT queue, 0, 1 FROM {s}.queue_inflight WHERE starts_with(queue, $1)
+) AS items GROUP BY queue";
+
+const BARRIERS: &str = "SELECT name FROM {s}.barriers WHERE starts_with(name, $1)";
+
+/// Double barriers with their live participants.
+const DOUBLE_BARRIERS: &str = "\
+SELECT d.name, d.ready, count(x.id)
+  FROM {s}.double_barriers d
+  LEFT JOIN {s}.double_barrier_entries p ON p.name = d.name
+  LEFT JOIN {s}.sessions x ON x.id = p.session_id AND x.expires_at > clock_timestamp()
+ WHERE starts_with(d.name, $1)
+ GROUP BY d.name, d.ready";
+
+/// The kind of a line from `lock_names.kind`.
+fn kind(word: &str) -> Option<LineKind> {
+    Some(match word {
+        "lock" => LineKind::Lock,
+        "rwlock" => LineKind::RwLock,
+        "election" => LineKind::Election,
+        "semaphore" => LineKind::Semaphore,
+        _ => return None,
+    })
+}
+
+/// The report of everything in the schema whose name starts with `prefix`.
+pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
+    let mut tx = shared
+        .pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(map)?;
+    let entries: Vec<EntryRow> = sqlx::query_as(&shared.sql(ENTRIES))
+        .bind(prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    let leaders: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(&shared.sql(LEADERS))
+        .bind(prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    let queues: Vec<(String, i64, i64)> = sqlx::query_as(&shared.sql(QUEUES))
+        .bind(prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    let barriers: Vec<(String,)> = sqlx::query_as(&shared.sql(BARRIERS))
+        .bind(prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    let double_barriers: Vec<(String, bool, i64)> = sqlx::query_as(&shared.sql(DOUBLE_BARRIERS))
+        .bind(prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    tx.commit().await.map_err(map)?;
+
+    let mut report = StatusReport::new(BACKEND, prefix);
+    let leaders: BTreeMap<String, LeaderStatus> = leaders
+        .into_iter()
+        .map(|(election, term, value)| {
+            let term = FencingToken(u64::try_from(term).unwrap_or_default());
+            (
+                election,
+                LeaderStatus {
+                    value: Bytes::from(value),
+                    term,
+                },
+            )
+        })
+        .collect();
+    let mut lines: BTreeMap<(LineKind, String), LineStatus> = BTreeMap::new();
+    for (word, name, session, token, is_shared, permits) in entries {
+        let Some(kind) = kind(&word) else {
+            continue;
+        };
+        let line = lines
+            .entry((kind, name.clone()))
+            .or_insert_with(|| LineStatus {
+                kind,
+                leader: (kind == LineKind::Election)
+                    .then(|| leaders.get(&name).cloned())
+                    .flatten(),
+                permits: (kind == LineKind::Semaphore)
+                    .then(|| permits.and_then(|n| usize::try_from(n).ok()))
+                    .flatten(),
+                name: name.clone(),
+                holders: Vec::new(),
+                waiters: Vec::new(),
+            });
+        let session = SessionId(u64::try_from(session).unwrap_or_default()).to_string();
+        let mode = match (is_shared, kind) {
+            (true, _) => HoldMode::Shared,
+            (false, LineKind::Semaphore) => HoldMode::Permit,
+            (false, _) => HoldMode::Exclusive,
+        };
+        let hold = HoldStatus {
+            key: format!("{}/{word}/{name}/{session}", shared.schema),
+            mode,
+            session: Some(session),
+            token: token
+                .filter(|_| !is_shared)
+                .and_then(|token| u64::try_from(token).ok())
+                .map(FencingToken),
+            age: None,
+        };
+        if token.is_some() {
+            line.holders.push(hold);
+        } else {
+            line.waiters.push(hold);
+        }
+    }
+    report.lines = lines.into_values().collect();
+    report.queues = queues
+        .into_iter()
+        .map(|(name, ready, in_flight)| QueueStatus {
+            name,
+            ready: usize::try_from(ready).unwrap_or_default(),
+            in_flight: usize::try_from(in_flight).unwrap_or_default(),
+        })
+        .collect();
+    report.barriers = barriers.into_iter().map(|(name,)| name).collect();
+    report.double_barriers = double_barriers
+        .into_iter()
+        .map(|(name, ready, participants)| DoubleBarrierStatus {
+            name,
+            participants: usize::try_from(participants).unwrap_or_default(),
+            ready,
+        })
+        .collect();
+    report.sort();
+    Ok(report)
+}
