@@ -197,21 +197,77 @@ async fn claim(shared: &Arc<Shared>, queue: &str) -> Result<Option<(String, Clai
     Ok(claimed.map(|claimed| (call, claimed)))
 }
 
+/// The common table expressions that put back the queue's stale claims (those older
+/// than `$<stale>` ms): `restored` has a row per item put back. Items put back are not
+/// visible to the rest of the statement, which then says so (kind 2) to be retried.
+fn stale_ctes(stale: u8) -> String {
+    format!(
+        "stale AS ( \
+             DELETE FROM {{s}}.queue_inflight WHERE queue = $1 \
+                AND claimed_at < clock_timestamp() - ${stale} * interval '1 millisecond' \
+             RETURNING id, queue, priority, item), \
+         restored AS ( \
+             INSERT INTO {{s}}.queue_items (id, queue, priority, item) \
+             SELECT id, queue, priority, item FROM stale ON CONFLICT (id) DO NOTHING \
+             RETURNING 1)"
+    )
+}
+
+/// [`STALE_CLAIM`] in ms, as bound to [`stale_ctes`].
+fn stale_ms() -> i64 {
+    i64::try_from(STALE_CLAIM.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A row of a claim's answer: kind (1 an item, 2 stale claims were put back), row id,
+/// priority, payload.
+type ClaimRow = (i32, Option<i64>, Option<i32>, Option<Vec<u8>>);
+
 /// One attempt of the claim named `call`: the item an earlier attempt of it took, or
-/// the first item, moved into `queue_inflight`.
+/// the first item, moved into `queue_inflight`. Claims older than [`STALE_CLAIM`]
+/// are put back first; when that finds some and the claim took nothing, it is made
+/// again (the items put back were not visible to the statement).
 async fn claim_once(
     shared: &Shared,
     queue: &str,
     call: &str,
 ) -> std::result::Result<Option<Claimed>, sqlx::Error> {
-    sqlx::query_as(&shared.sql(
-        "WITH stale AS (             DELETE FROM {s}.queue_inflight WHERE queue = $1              AND claimed_at < clock_timestamp() - $3 * interval '1 millisecond'              RETURNING id, queue, priority, item),          restored AS (             INSERT INTO {s}.queue_items (id, queue, priority, item)              SELECT id, queue, priority, item FROM stale ON CONFLICT (id) DO NOTHING),          earlier AS (             SELECT id, priority, item FROM {s}.queue_inflight WHERE call = $2),          taken AS (             DELETE FROM {s}.queue_items WHERE id = (                 SELECT id FROM {s}.queue_items WHERE queue = $1                  AND NOT {s}.queue_held(held_by)                  ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED)              AND NOT EXISTS (SELECT 1 FROM earlier)              RETURNING id, priority, item),          recorded AS (             INSERT INTO {s}.queue_inflight (call, id, queue, priority, item)              SELECT $2, id, $1, priority, item FROM taken              RETURNING id, priority, item)          SELECT id, priority, item FROM earlier          UNION ALL SELECT id, priority, item FROM recorded",
-    ))
-    .bind(queue)
-    .bind(call)
-    .bind(i64::try_from(STALE_CLAIM.as_millis()).unwrap_or(i64::MAX))
-    .fetch_optional(&shared.pool)
-    .await
+    let sql = shared.sql(&format!(
+        "WITH {stale}, \
+         earlier AS ( \
+             SELECT id, priority, item FROM {{s}}.queue_inflight WHERE call = $2), \
+         taken AS ( \
+             DELETE FROM {{s}}.queue_items WHERE id = ( \
+                 SELECT id FROM {{s}}.queue_items WHERE queue = $1 \
+                    AND NOT {{s}}.queue_held(held_by) \
+                  ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+               AND NOT EXISTS (SELECT 1 FROM earlier) \
+             RETURNING id, priority, item), \
+         recorded AS ( \
+             INSERT INTO {{s}}.queue_inflight (call, id, queue, priority, item) \
+             SELECT $2, id, $1, priority, item FROM taken \
+             RETURNING id, priority, item) \
+         SELECT 1, id, priority, item FROM earlier \
+         UNION ALL SELECT 1, id, priority, item FROM recorded \
+         UNION ALL SELECT 2, NULL::bigint, NULL::integer, NULL::bytea \
+          WHERE EXISTS (SELECT 1 FROM restored)",
+        stale = stale_ctes(3)
+    ));
+    loop {
+        let rows: Vec<ClaimRow> = sqlx::query_as(&sql)
+            .bind(queue)
+            .bind(call)
+            .bind(stale_ms())
+            .fetch_all(&shared.pool)
+            .await?;
+        for (kind, id, priority, item) in &rows {
+            if let (1, Some(id), Some(priority), Some(item)) = (kind, id, priority, item) {
+                return Ok(Some((*id, *priority, item.clone())));
+            }
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+    }
 }
 
 /// Deletes the in-flight record of a handed-over claim, through connection trouble.
@@ -580,51 +636,62 @@ async fn hold(
     }
 }
 
-/// A row of [`hold_once`]'s answer: kind (1 an item, 0 the session is gone), row id,
-/// payload, deliveries.
+/// A row of [`hold_once`]'s answer: kind (1 an item, 0 the session is gone, 2 stale
+/// claims were put back), row id, payload, deliveries.
 type HoldRow = (i32, Option<i64>, Option<Vec<u8>>, Option<i32>);
 
 /// One attempt of the hold named `call`: the item an earlier attempt of it holds, or
-/// the first item nobody holds, if the session is live.
+/// the first item nobody holds, if the session is live. Stale claims are put back
+/// first, as in [`claim_once`].
 async fn hold_once(
     shared: &Shared,
     queue: &str,
     call: &str,
     held_by: i64,
 ) -> std::result::Result<Option<Held>, sqlx::Error> {
-    let rows: Vec<HoldRow> = sqlx::query_as(&shared.sql(
-        "WITH live AS ( \
-             SELECT 1 FROM {s}.sessions WHERE id = $3 AND expires_at > clock_timestamp()), \
+    let sql = shared.sql(&format!(
+        "WITH {stale}, \
+         live AS ( \
+             SELECT 1 FROM {{s}}.sessions WHERE id = $3 AND expires_at > clock_timestamp()), \
          earlier AS ( \
-             SELECT id, item, deliveries FROM {s}.queue_items \
+             SELECT id, item, deliveries FROM {{s}}.queue_items \
               WHERE held_call = $2 AND held_by = $3 AND EXISTS (SELECT 1 FROM live)), \
          taken AS ( \
-             UPDATE {s}.queue_items SET held_by = $3, held_call = $2, deliveries = deliveries + 1 \
+             UPDATE {{s}}.queue_items SET held_by = $3, held_call = $2, deliveries = deliveries + 1 \
               WHERE id = ( \
-                  SELECT id FROM {s}.queue_items WHERE queue = $1 \
-                     AND NOT {s}.queue_held(held_by) \
+                  SELECT id FROM {{s}}.queue_items WHERE queue = $1 \
+                     AND NOT {{s}}.queue_held(held_by) \
                    ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
                 AND NOT EXISTS (SELECT 1 FROM earlier) AND EXISTS (SELECT 1 FROM live) \
              RETURNING id, item, deliveries) \
          SELECT 1, id, item, deliveries FROM earlier \
          UNION ALL SELECT 1, id, item, deliveries FROM taken \
          UNION ALL SELECT 0, NULL::bigint, NULL::bytea, NULL::integer \
-          WHERE NOT EXISTS (SELECT 1 FROM live)",
-    ))
-    .bind(queue)
-    .bind(call)
-    .bind(held_by)
-    .fetch_all(&shared.pool)
-    .await?;
-    for (kind, id, item, deliveries) in &rows {
-        if let (1, Some(id), Some(item), Some(deliveries)) = (kind, id, item, deliveries) {
-            return Ok(Some(Held::Item(*id, item.clone(), *deliveries)));
+          WHERE NOT EXISTS (SELECT 1 FROM live) \
+         UNION ALL SELECT 2, NULL::bigint, NULL::bytea, NULL::integer \
+          WHERE EXISTS (SELECT 1 FROM restored)",
+        stale = stale_ctes(4)
+    ));
+    loop {
+        let rows: Vec<HoldRow> = sqlx::query_as(&sql)
+            .bind(queue)
+            .bind(call)
+            .bind(held_by)
+            .bind(stale_ms())
+            .fetch_all(&shared.pool)
+            .await?;
+        for (kind, id, item, deliveries) in &rows {
+            if let (1, Some(id), Some(item), Some(deliveries)) = (kind, id, item, deliveries) {
+                return Ok(Some(Held::Item(*id, item.clone(), *deliveries)));
+            }
         }
-    }
-    if rows.is_empty() {
-        Ok(None)
-    } else {
-        Ok(Some(Held::SessionGone))
+        if rows.iter().any(|(kind, ..)| *kind == 0) {
+            return Ok(Some(Held::SessionGone));
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        // Stale claims were put back, unseen by this statement: hold again.
     }
 }
 

@@ -1,13 +1,15 @@
 //! PostgreSQL queue waiters beyond the conformance suite, against the server named by
 //! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`): an
 //! enqueue wakes one waiting consumer, the longest waiting, not all of them; a
-//! cancelled waiter leaves the line.
+//! cancelled waiter leaves the line; an at-most-once claim left in flight by a dead
+//! consumer is put back after `STALE_CLAIM`, and not before.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::server_url;
 use distsync_core::{Backend, Name};
+use distsync_postgres::queue::STALE_CLAIM;
 use tokio::time::Instant;
 
 fn unique(what: &str) -> Name {
@@ -120,5 +122,67 @@ async fn a_cancelled_waiter_leaves_the_line_and_passes_its_wake_up_on() {
         .unwrap();
     assert_eq!(within(second).await.unwrap(), "x");
     assert!(line(&pool, &schema, &name).await.is_empty());
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let backend = Arc::new(distsync_postgres::backend(&url).await.unwrap());
+    let schema = backend.schema().to_owned();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let name = unique("stale");
+    let queue = backend.queue(name.clone()).unwrap();
+    queue.enqueue("dead".into()).await.unwrap();
+    queue.enqueue("busy".into()).await.unwrap();
+    // Two consumers claimed an item each and never came back (their processes died
+    // between the claim and the hand-over): one 16 minutes ago, one just now.
+    let stale_ms = i64::try_from(STALE_CLAIM.as_millis()).unwrap() + 60_000;
+    for (call, item, age_ms) in [("dead-call", "dead", stale_ms), ("busy-call", "busy", 0)] {
+        let call = format!("{call}-{}", name.as_str());
+        sqlx::query(&format!(
+            "WITH taken AS (DELETE FROM \"{schema}\".queue_items \
+                 WHERE queue = $1 AND item = $2 RETURNING id, queue, priority, item) \
+             INSERT INTO \"{schema}\".queue_inflight (call, id, queue, priority, item, claimed_at) \
+             SELECT $3, id, queue, priority, item, \
+                    clock_timestamp() - $4 * interval '1 millisecond' FROM taken"
+        ))
+        .bind(name.as_str())
+        .bind(item.as_bytes())
+        .bind(&call)
+        .bind(age_ms)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    assert_eq!(queue.len().await.unwrap(), 0);
+    assert_eq!(
+        queue.try_dequeue().await.unwrap().as_deref(),
+        Some(&b"dead"[..]),
+        "the claim older than STALE_CLAIM is put back and delivered"
+    );
+    assert_eq!(
+        queue.try_dequeue().await.unwrap(),
+        None,
+        "a recent claim stays in flight"
+    );
+    let left: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT call FROM \"{schema}\".queue_inflight WHERE queue = $1"
+    ))
+    .bind(name.as_str())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // (The record of this test's own dequeue is deleted in the background.)
+    assert!(
+        left.iter().any(|call| call.starts_with("busy-call")),
+        "{left:?}"
+    );
+    assert!(
+        !left.iter().any(|call| call.starts_with("dead-call")),
+        "{left:?}"
+    );
     pool.close().await;
 }
