@@ -7,7 +7,6 @@
 //! ```
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
 
 use distsync::{Isolation, Result, StmTx};
 

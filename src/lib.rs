@@ -126,7 +126,12 @@ async fn connect_etcd(_url: &str) -> Result<Coordinator> {
 
 #[cfg(feature = "redis")]
 async fn connect_redis(url: &str) -> Result<Coordinator> {
-    distsync_redis::connect(url).await
+    // Boxed and type-erased: Sentinel discovery makes this future nest deeper than
+    // the compiler's default query depth in every crate that awaits `connect`.
+    let connect: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Coordinator>> + Send + '_>,
+    > = Box::pin(distsync_redis::connect(url));
+    connect.await
 }
 
 #[cfg(not(feature = "redis"))]

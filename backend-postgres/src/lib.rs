@@ -85,6 +85,7 @@
 //! ([`checks`]). No startup parameter other than `application_name` is sent (PgBouncer
 //! rejects `options`): settings are applied after connecting ([`conn`]).
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod barrier;
 pub mod checks;

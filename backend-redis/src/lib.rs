@@ -139,6 +139,7 @@
 //! * Under a server restart without persistence, sessions vanish too: their owners'
 //!   `lost()` fires at the next renewal.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod backend;
 mod background;

@@ -837,7 +837,7 @@ async fn stm_levels_differ_on_write_skew_and_lost_updates() {
         let interfered = Arc::new(AtomicU64::new(0));
         let committed = stm
             .atomically_with(isolation, &distsync_core::StmOptions::default(), |tx| {
-                let other = Arc::clone(&other);
+                let other = other.clone();
                 let interfered = Arc::clone(&interfered);
                 let key = key.clone();
                 async move {
@@ -876,7 +876,7 @@ async fn stm_levels_differ_on_write_skew_and_lost_updates() {
             Isolation::RepeatableReads,
             &distsync_core::StmOptions::default(),
             |tx| {
-                let other = Arc::clone(&other);
+                let other = other.clone();
                 let first = Arc::clone(&first);
                 async move {
                     let seen = tx.get("d/x").await?;

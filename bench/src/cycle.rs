@@ -77,6 +77,12 @@ pub struct DistsyncCycle {
     locker: Arc<dyn Locker>,
 }
 
+impl std::fmt::Debug for DistsyncCycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistsyncCycle").finish_non_exhaustive()
+    }
+}
+
 impl DistsyncCycle {
     /// A locker named `name` through a new session of `coordinator`.
     ///

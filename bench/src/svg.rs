@@ -9,6 +9,15 @@ pub struct Svg {
     body: String,
 }
 
+impl std::fmt::Debug for Svg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Svg")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Escapes text for SVG content and attribute values.
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")

@@ -189,6 +189,7 @@ fn code_of(status: ExitStatus) -> u8 {
 }
 
 /// Sends `signal` to the child (SIGKILL where signals are not available).
+#[allow(unsafe_code)]
 fn terminate(child: &mut Child, signal: Interrupt) {
     #[cfg(unix)]
     {

@@ -52,6 +52,8 @@
 //! by distsync are forwarded to CMD; distsync waits for CMD (a second signal kills it),
 //! releases, and exits with 130.
 #![warn(missing_docs)]
+// Unsafe only in `child.rs`'s wrapper of kill(2) (`terminate`).
+#![deny(unsafe_code)]
 
 mod args;
 mod child;

@@ -35,6 +35,8 @@
 //! this library depends on `distsync-core` only, so that backend crates can use it
 //! as a dev-dependency; `runner` adds the facade and the runner binary.
 #![warn(missing_docs)]
+// Unsafe only in the two libc wrappers of `faults/tools.rs` (kill, geteuid).
+#![deny(unsafe_code)]
 
 mod case;
 mod cases;

@@ -164,6 +164,12 @@ pub struct StmTx {
     inner: Arc<TxInner>,
 }
 
+impl std::fmt::Debug for StmTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StmTx").finish_non_exhaustive()
+    }
+}
+
 struct TxInner {
     attempt: tokio::sync::Mutex<Option<Box<dyn StmAttempt>>>,
     /// Set when the engine signalled [`StmRetry`]: the attempt is retried, whatever the

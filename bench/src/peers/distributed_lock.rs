@@ -23,6 +23,13 @@ pub struct DistributedLockRedis {
     lock: RedisDistributedLock,
 }
 
+impl std::fmt::Debug for DistributedLockRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedLockRedis")
+            .finish_non_exhaustive()
+    }
+}
+
 impl DistributedLockRedis {
     /// A provider for the server of the distsync URL `url`.
     pub async fn start(url: &str, name: &str) -> std::result::Result<Box<dyn Cycler>, Unavailable> {
@@ -59,6 +66,13 @@ impl Cycler for DistributedLockRedis {
 /// `acquire(None)` then `release()` on one `PostgresDistributedLock`.
 pub struct DistributedLockPostgres {
     lock: PostgresDistributedLock,
+}
+
+impl std::fmt::Debug for DistributedLockPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedLockPostgres")
+            .finish_non_exhaustive()
+    }
 }
 
 impl DistributedLockPostgres {

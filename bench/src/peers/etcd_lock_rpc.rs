@@ -19,6 +19,15 @@ pub struct LockRpc {
     name: String,
 }
 
+impl std::fmt::Debug for LockRpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockRpc")
+            .field("lease", &self.lease)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LockRpc {
     /// Connects to the endpoints of the distsync URL `url` and grants a lease.
     pub async fn start(url: &str, name: &str) -> std::result::Result<Box<dyn Cycler>, Unavailable> {

@@ -20,6 +20,12 @@ pub struct Rslock {
     resource: Vec<u8>,
 }
 
+impl std::fmt::Debug for Rslock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rslock").finish_non_exhaustive()
+    }
+}
+
 impl Rslock {
     /// A lock manager for the server of the distsync URL `url`.
     pub async fn start(url: &str, name: &str) -> std::result::Result<Box<dyn Cycler>, Unavailable> {

@@ -25,6 +25,15 @@ pub struct RawEtcd {
     watched: bool,
 }
 
+impl std::fmt::Debug for RawEtcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawEtcd")
+            .field("lease", &self.lease)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RawEtcd {
     /// Connects to the endpoints of the distsync URL `url` and grants a lease.
     pub async fn start(

@@ -25,6 +25,14 @@ pub struct RawPostgres {
     counted: bool,
 }
 
+impl std::fmt::Debug for RawPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawPostgres")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RawPostgres {
     /// Connects to the database of the distsync URL `url`; the advisory lock key is
     /// derived from `name`.

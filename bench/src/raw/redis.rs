@@ -37,6 +37,14 @@ pub struct RawRedis {
     cycles: u64,
 }
 
+impl std::fmt::Debug for RawRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawRedis")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RawRedis {
     /// Connects to the server of the distsync URL `url`.
     pub async fn start(

@@ -202,6 +202,14 @@ pub struct ChildHolder {
     kind: HoldKind,
 }
 
+impl std::fmt::Debug for ChildHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildHolder")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Starts a child holder of `spec` on the store at `url` with `launcher`; returns once
 /// it holds.
 ///

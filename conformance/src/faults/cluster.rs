@@ -38,6 +38,14 @@ pub struct EtcdCluster {
     connect: Connect,
 }
 
+impl std::fmt::Debug for EtcdCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCluster")
+            .field("url", &distsync_core::redact_url(&self.url))
+            .finish_non_exhaustive()
+    }
+}
+
 impl EtcdCluster {
     /// Whether the tools are there (`etcdctl`, `bash`, `scripts/servers.sh`), or why not.
     pub fn available() -> std::result::Result<(), String> {

@@ -50,6 +50,14 @@ pub struct SentinelGroup {
     connect: Connect,
 }
 
+impl std::fmt::Debug for SentinelGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelGroup")
+            .field("url", &distsync_core::redact_url(&self.url))
+            .finish_non_exhaustive()
+    }
+}
+
 impl SentinelGroup {
     /// Whether the tools are there (`bash`, `redis-cli`, `scripts/servers.sh`), or why not.
     pub fn available() -> std::result::Result<(), String> {
@@ -167,6 +175,14 @@ impl SentinelGroup {
 pub struct SentinelFaults {
     url: String,
     connect: Connect,
+}
+
+impl std::fmt::Debug for SentinelFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelFaults")
+            .field("url", &distsync_core::redact_url(&self.url))
+            .finish_non_exhaustive()
+    }
 }
 
 impl SentinelFaults {

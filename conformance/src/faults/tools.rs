@@ -101,6 +101,7 @@ pub(crate) async fn run_command(mut command: Command, env: &[(&str, &str)]) -> R
 }
 
 /// Sends `signal` to process `pid`.
+#[allow(unsafe_code)]
 pub(crate) fn signal(pid: u32, signal: libc::c_int) -> Result<()> {
     let pid = libc::pid_t::try_from(pid)
         .map_err(|_| hook_error("signalling", format!("pid {pid} out of range")))?;
@@ -156,6 +157,7 @@ pub(crate) fn temp_dir(what: &str) -> Result<PathBuf> {
 }
 
 /// Whether this process runs as root.
+#[allow(unsafe_code)]
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

@@ -101,6 +101,15 @@ pub struct KvBackend<K: Kv> {
     capabilities: Capabilities,
 }
 
+impl<K: Kv> std::fmt::Debug for KvBackend<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvBackend")
+            .field("backend", &self.kv.backend())
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<K: Kv> KvBackend<K> {
     /// A backend over `kv`, prefixing every key with `namespace` (may be empty; a
     /// non-empty namespace usually ends with `/`), declaring `capabilities`.
@@ -159,6 +168,14 @@ impl<K: Kv> KvBackend<K> {
 pub struct KvLease<K: Kv> {
     kv: Arc<K>,
     id: LeaseId,
+}
+
+impl<K: Kv> std::fmt::Debug for KvLease<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvLease")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K: Kv> KvLease<K> {
