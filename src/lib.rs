@@ -60,9 +60,15 @@ pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
 /// The in-memory backend, for tests: `Coordinator::new(MemoryBackend::new())`.
 pub use distsync_core::memory::MemoryBackend;
 
-// The in-memory backend (`memory://`), observability, migration between stores, the
-// notes on timed acquisition, and the backend author's API.
-pub use distsync_core::{fence, instrument, memory, migrate, raw, timeout};
+// The in-memory backend (`memory://`), observability, migration between stores, who
+// holds what, the notes on timed acquisition, and the backend author's API.
+pub use distsync_core::{fence, instrument, memory, migrate, raw, status, timeout};
+
+// Who holds what ([`Coordinator::status`]).
+pub use distsync_core::status::{
+    DoubleBarrierStatus, HoldMode, HoldStatus, LeaderStatus, LineKind, LineStatus, QueueStatus,
+    StatusReport,
+};
 
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]

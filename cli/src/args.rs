@@ -114,6 +114,10 @@ pub enum Command {
     /// barriers) from the store --from into the store --to and verify it arrived;
     /// refuses while the source has live holds unless --force. Ignores --backend.
     Migrate(MigrateArgs),
+    /// Show who holds what under PREFIX (all names without it): locks with holder,
+    /// token and waiters in order, leaders with value and term, read-write locks,
+    /// semaphore permits, queue lengths, held barriers. Reads only.
+    Status(StatusArgs),
 }
 
 impl Command {
@@ -129,7 +133,7 @@ impl Command {
             Command::DoubleBarrier(args) => vec![args.name.clone()],
             Command::StmBank(args) => vec![format!("{}/0", args.prefix)],
             Command::Interactive(args) => vec![args.name.clone()],
-            Command::Migrate(_) => Vec::new(),
+            Command::Migrate(_) | Command::Status(_) => Vec::new(),
         }
     }
 
@@ -340,6 +344,31 @@ pub struct InteractiveArgs {
     /// the process id).
     #[arg(long)]
     pub id: Option<u64>,
+}
+
+/// How `distsync status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// Aligned columns under a header: KIND NAME ROLE SESSION TOKEN AGE KEY DETAIL.
+    Text,
+    /// One JSON object (the fields of the library's `StatusReport`).
+    Json,
+}
+
+/// `distsync status`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Text rows: one per holder (ROLE `holder`, `leader` for an election), waiter (`waiter-1`, \
+`waiter-2`, ... in the order they will be served), queue (DETAIL `ready=N in_flight=N`), \
+held barrier and double barrier; `-` where the store does not record a field (Redis \
+records no ages). PREFIX is a plain prefix of names (`jobs/` covers `jobs/a`). The view \
+is for people and monitoring, not for deciding who may write: use fencing tokens.")]
+pub struct StatusArgs {
+    /// Only names starting with this (default: every name).
+    pub prefix: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
 }
 
 /// `distsync migrate`.

@@ -8,6 +8,7 @@ mod migrate;
 mod queue;
 mod rwlock;
 mod semaphore;
+mod status;
 mod stm_bank;
 
 use std::future::Future;
@@ -117,5 +118,6 @@ pub async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::StmBank(args) => stm_bank::run(&mut ctx, args).await,
         Command::Interactive(args) => repl::run(&mut ctx, args).await,
         Command::Migrate(args) => migrate::run(args, &mut ctx.interrupts).await,
+        Command::Status(args) => status::run(&mut ctx, args).await,
     }
 }

@@ -1,0 +1,319 @@
+//! `distsync status [PREFIX] [--format text|json]`: who holds what.
+//!
+//! Text (the default) is one aligned row per holder, waiter, queue or barrier, under
+//! a header:
+//!
+//! ```text
+//! KIND      NAME     ROLE      SESSION           TOKEN  AGE    KEY                   DETAIL
+//! lock      jobs/a   holder    694d7a3c1b2e0f01  17     -      distsync/jobs/a/694…  -
+//! lock      jobs/a   waiter-1  694d7a3c1b2e0f07  -      -      distsync/jobs/a/694…  -
+//! election  leader   leader    694d7a3c1b2e0f01  21     -      distsync/leader/694…  value=node-1
+//! queue     jobs     -         -                 -      -      -                     ready=2 in_flight=0
+//! ```
+//!
+//! Roles: `holder` (`leader` for an election's holder), `waiter-N` in the order the
+//! waiters will be served; `held` for a barrier, `-` for a queue and a double barrier.
+//! A field the store does not record is `-`. JSON (`--format json`) is one object with
+//! the fields of `distsync::status::StatusReport` (ages in milliseconds, values as
+//! UTF-8 text).
+
+use distsync::status::{HoldStatus, LineKind, StatusReport};
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::args::{StatusArgs, StatusFormat};
+use crate::exit::Failure;
+use crate::output::{say, text};
+
+/// Reads the store's state under the prefix and prints it.
+///
+/// # Errors
+/// Exit code 2 on a backend that cannot list its state, 1 for a store error, 130 when
+/// interrupted.
+pub async fn run(ctx: &mut Ctx, args: StatusArgs) -> Result<u8, Failure> {
+    let coordinator = ctx.coordinator.clone();
+    let prefix = args.prefix.unwrap_or_default();
+    let report = ctx.wait(coordinator.status(&prefix), None).await?;
+    match args.format {
+        StatusFormat::Text => {
+            for row in aligned(&rows(&report)) {
+                say!("{row}");
+            }
+        }
+        StatusFormat::Json => say!("{}", to_json(&report)),
+    }
+    Ok(0)
+}
+
+const HEADER: [&str; 8] = [
+    "KIND", "NAME", "ROLE", "SESSION", "TOKEN", "AGE", "KEY", "DETAIL",
+];
+
+/// A missing field.
+const NONE: &str = "-";
+
+/// The table's rows, header first.
+fn rows(report: &StatusReport) -> Vec<[String; 8]> {
+    let mut rows = vec![HEADER.map(str::to_owned)];
+    for line in &report.lines {
+        let detail = match (&line.leader, line.permits) {
+            (Some(leader), _) => format!("value={}", text(&leader.value)),
+            (None, Some(permits)) => format!("permits={permits}"),
+            (None, None) => NONE.to_owned(),
+        };
+        let holder_role = if line.kind == LineKind::Election {
+            "leader"
+        } else {
+            "holder"
+        };
+        for hold in &line.holders {
+            rows.push(entry_row(
+                line.kind,
+                &line.name,
+                holder_role.to_owned(),
+                hold,
+                &detail,
+            ));
+        }
+        for (rank, hold) in line.waiters.iter().enumerate() {
+            rows.push(entry_row(
+                line.kind,
+                &line.name,
+                format!("waiter-{}", rank + 1),
+                hold,
+                NONE,
+            ));
+        }
+    }
+    for queue in &report.queues {
+        rows.push(plain_row(
+            "queue",
+            &queue.name,
+            NONE,
+            format!("ready={} in_flight={}", queue.ready, queue.in_flight),
+        ));
+    }
+    for barrier in &report.barriers {
+        rows.push(plain_row("barrier", barrier, "held", NONE.to_owned()));
+    }
+    for barrier in &report.double_barriers {
+        rows.push(plain_row(
+            "double-barrier",
+            &barrier.name,
+            NONE,
+            format!(
+                "participants={} ready={}",
+                barrier.participants, barrier.ready
+            ),
+        ));
+    }
+    rows
+}
+
+fn entry_row(
+    kind: LineKind,
+    name: &str,
+    role: String,
+    hold: &HoldStatus,
+    detail: &str,
+) -> [String; 8] {
+    let mode = match hold.mode {
+        distsync::status::HoldMode::Shared => "(read)",
+        _ => "",
+    };
+    [
+        kind.to_string(),
+        name.to_owned(),
+        format!("{role}{mode}"),
+        hold.session.clone().unwrap_or_else(|| NONE.to_owned()),
+        hold.token
+            .map_or_else(|| NONE.to_owned(), |token| token.to_string()),
+        hold.age
+            .map_or_else(|| NONE.to_owned(), |age| format!("{}s", age.as_secs())),
+        hold.key.clone(),
+        detail.to_owned(),
+    ]
+}
+
+fn plain_row(kind: &str, name: &str, role: &str, detail: String) -> [String; 8] {
+    [
+        kind.to_owned(),
+        name.to_owned(),
+        role.to_owned(),
+        NONE.to_owned(),
+        NONE.to_owned(),
+        NONE.to_owned(),
+        NONE.to_owned(),
+        detail,
+    ]
+}
+
+/// The rows as text, each column padded to its widest cell (two spaces between
+/// columns, none after the last).
+fn aligned(rows: &[[String; 8]]) -> Vec<String> {
+    let mut widths = [0usize; 8];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut out = String::new();
+            for (column, cell) in row.iter().enumerate() {
+                out.push_str(cell);
+                if column + 1 < row.len() {
+                    let pad = widths[column] - cell.chars().count() + 2;
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+            out.trim_end().to_owned()
+        })
+        .collect()
+}
+
+fn hold_json(hold: &HoldStatus) -> Value {
+    json!({
+        "key": hold.key,
+        "mode": hold.mode.as_str(),
+        "session": hold.session,
+        "token": hold.token.map(|token| token.0),
+        "age_ms": hold.age.map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+    })
+}
+
+/// The report as one JSON object.
+fn to_json(report: &StatusReport) -> Value {
+    json!({
+        "backend": report.backend,
+        "prefix": report.prefix,
+        "lines": report.lines.iter().map(|line| json!({
+            "kind": line.kind.as_str(),
+            "name": line.name,
+            "holders": line.holders.iter().map(hold_json).collect::<Vec<_>>(),
+            "waiters": line.waiters.iter().map(hold_json).collect::<Vec<_>>(),
+            "leader": line.leader.as_ref().map(|leader| json!({
+                "value": text(&leader.value),
+                "term": leader.term.0,
+            })),
+            "permits": line.permits,
+        })).collect::<Vec<_>>(),
+        "queues": report.queues.iter().map(|queue| json!({
+            "name": queue.name,
+            "ready": queue.ready,
+            "in_flight": queue.in_flight,
+        })).collect::<Vec<_>>(),
+        "barriers": report.barriers,
+        "double_barriers": report.double_barriers.iter().map(|barrier| json!({
+            "name": barrier.name,
+            "participants": barrier.participants,
+            "ready": barrier.ready,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use distsync::status::{HoldMode, LeaderStatus, LineStatus, QueueStatus};
+    use distsync::FencingToken;
+
+    use super::*;
+
+    fn report() -> StatusReport {
+        let hold = |key: &str, token: Option<u64>| HoldStatus {
+            key: key.into(),
+            mode: HoldMode::Exclusive,
+            session: Some("1f".into()),
+            token: token.map(FencingToken),
+            age: Some(Duration::from_millis(2500)),
+        };
+        let mut report = StatusReport::new("memory", "jobs/");
+        report.lines.push(LineStatus {
+            kind: LineKind::Lock,
+            name: "jobs/a".into(),
+            holders: vec![hold("k1", Some(7))],
+            waiters: vec![hold("k2", None), hold("k3", None)],
+            leader: None,
+            permits: None,
+        });
+        report.lines.push(LineStatus {
+            kind: LineKind::Election,
+            name: "jobs/leader".into(),
+            holders: vec![hold("k4", Some(9))],
+            waiters: vec![],
+            leader: Some(LeaderStatus {
+                value: "node-1".into(),
+                term: FencingToken(9),
+            }),
+            permits: None,
+        });
+        report.queues.push(QueueStatus {
+            name: "jobs/q".into(),
+            ready: 2,
+            in_flight: 1,
+        });
+        report
+    }
+
+    #[test]
+    fn text_rows_are_aligned_with_waiters_in_order() {
+        let lines = aligned(&rows(&report()));
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("KIND      NAME         ROLE"),
+            "{}",
+            lines[0]
+        );
+        let role_column = lines[0].find("ROLE").unwrap();
+        let cells: Vec<Vec<&str>> = lines
+            .iter()
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            cells[1][..7],
+            ["lock", "jobs/a", "holder", "1f", "7", "2s", "k1"]
+        );
+        assert_eq!(cells[2][2], "waiter-1");
+        assert_eq!(cells[2][6], "k2");
+        assert_eq!(cells[3][2], "waiter-2");
+        assert_eq!(cells[4][..3], ["election", "jobs/leader", "leader"]);
+        assert_eq!(cells[4][7], "value=node-1");
+        assert_eq!(
+            cells[5],
+            [
+                "queue",
+                "jobs/q",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "ready=2",
+                "in_flight=1"
+            ]
+        );
+        // Every row's ROLE starts at the header's ROLE column.
+        for line in &lines[1..] {
+            assert_ne!(line.as_bytes()[role_column], b' ', "{line}");
+            assert_eq!(line.as_bytes()[role_column - 1], b' ', "{line}");
+        }
+    }
+
+    #[test]
+    fn json_carries_every_field() {
+        let value = to_json(&report());
+        assert_eq!(value["backend"], "memory");
+        assert_eq!(value["prefix"], "jobs/");
+        let lock = &value["lines"][0];
+        assert_eq!(lock["kind"], "lock");
+        assert_eq!(lock["holders"][0]["token"], 7);
+        assert_eq!(lock["holders"][0]["age_ms"], 2500);
+        assert_eq!(lock["waiters"][1]["key"], "k3");
+        assert_eq!(lock["waiters"][1]["token"], Value::Null);
+        assert_eq!(value["lines"][1]["leader"]["value"], "node-1");
+        assert_eq!(value["lines"][1]["leader"]["term"], 9);
+        assert_eq!(value["queues"][0]["in_flight"], 1);
+    }
+}
