@@ -1,6 +1,6 @@
 //! Losing the raft leader of a three-member cluster while 8 clients contend for one
 //! lock: never two holders, no lost update of a counter guarded by the lock, no
-//! session lost (their TTL is 4 s, so renewals must resume within about two
+//! session lost (their TTL is 6 s, so renewals must resume within about three
 //! seconds), and progress resumes once the remaining members elect a new leader. The
 //! figure is the longest gap between two grants around the loss (the stall). With the
 //! member still down, new sessions, locks and queue items work too, and with it back,
