@@ -134,8 +134,8 @@ use crate::session::{LeaseInner, PgLease};
 use crate::shared::Shared;
 pub use crate::limits::Limits;
 
-/// Connections in the pool used for queues, barriers, STM and name lookups (sessions'
-/// connections are outside it).
+/// Connections in the pool used for queues, barriers and STM, and the notification
+/// listener (holds and renewals have pools of their own).
 const POOL_SIZE: u32 = 8;
 
 /// Connections of the reaper (the sessions' batched renewals, ending sessions, the
@@ -180,8 +180,7 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 ///   answer within the connect timeout;
 /// - [`Error::Authentication`] for a wrong user or password, or a login `pg_hba.conf`
 ///   refuses (e.g. without the client certificate it requires);
-/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode, or for a role
-///   that could not end other sessions' connections ([`checks`]);
+/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode ([`checks`]);
 /// - the schema-creation error.
 pub async fn backend_with_url(url: &PgUrl) -> Result<PostgresBackend> {
     tls::check_files(url)?;
@@ -196,21 +195,20 @@ pub async fn backend_with_url(url: &PgUrl) -> Result<PostgresBackend> {
     finish(pool, url).await
 }
 
-/// A backend over a [`sqlx::PgPool`] of your own (its queues, barriers, STM and name
-/// lookups run on it), and `url`'s connection options, schema and timeouts for the
-/// connections it opens itself: each session's control and hold connections, the
-/// reaper's two connections and the checks made here. Build `url` with
+/// A backend over a [`sqlx::PgPool`] of your own (its queues, barriers and STM run on
+/// it, and the notification listener takes one of its connections), and `url`'s
+/// connection options, schema and timeouts for the connections it opens itself: the
+/// holds' pool (8), the reaper's (2) and the checks made here. Build `url` with
 /// [`PgUrl::from_options`] from the same `PgConnectOptions` as the pool (credentials,
 /// TLS), or parse one.
 ///
 /// Requirements:
 /// - **Session pooling.** If a pooler (PgBouncer, ...) stands between the application
-///   and PostgreSQL, it must run `pool_mode = session` for both the pool and the
-///   dedicated connections: session-level advisory locks and `LISTEN` belong to a
-///   server connection. A transaction pooler behind `url` is detected and refused.
-/// - **One role** for every process sharing the schema (or members of
-///   `pg_signal_backend`), with `CREATE` on the database or on an existing schema
-///   (see [`checks`] and [`schema`]); the pool and `url` must log in as that role.
+///   and PostgreSQL, it must run `pool_mode = session` for both the pool and `url`'s
+///   connections: `LISTEN` belongs to a server connection. A transaction pooler behind
+///   `url` is detected and refused.
+/// - A role with `CREATE` on the database or on an existing schema (see [`schema`]),
+///   or one that may use the schema's objects once another role has created them.
 /// - **Durable commits** on the pool: `synchronous_commit` `on` (the server's
 ///   default); a pool whose connections say otherwise is refused (checked on one
 ///   connection), since fencing counters must not go backwards after a crash. Set it
@@ -266,8 +264,8 @@ async fn within_connect_timeout<T>(
         })
 }
 
-/// The rest of connecting, on a working pool: the reaper's pool, the schema, the
-/// signal rights.
+/// The rest of connecting, on a working pool: the holds' and the reaper's pools, the
+/// schema.
 async fn finish(pool: sqlx::PgPool, url: &PgUrl) -> Result<PostgresBackend> {
     let reaper = pool_options(REAPER_SIZE, url)
         .connect_lazy_with(url.options.clone().application_name("distsync/reaper"));

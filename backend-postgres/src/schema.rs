@@ -1,33 +1,40 @@
 //! The tables and functions of the backend, created on first use in the configured schema.
 //!
 //! Creation is idempotent (`CREATE ... IF NOT EXISTS`, `CREATE OR REPLACE`) and runs in
-//! one transaction holding a transaction-level advisory lock, so concurrent first users
-//! take turns; a version row lets later connections skip it. Nothing needs a superuser:
-//! the role needs `CREATE` on the database (or an existing schema it owns), and
-//! `plpgsql`, which every PostgreSQL has. PostgreSQL 14 or later is required
-//! (`CREATE OR REPLACE TRIGGER`, `pg_terminate_backend(pid, timeout)`,
-//! `client_connection_check_interval`).
+//! one transaction holding a transaction-level advisory lock (the only advisory lock
+//! the backend takes), so concurrent first users take turns; a version row lets later
+//! connections skip it. Nothing needs a superuser: the role needs `CREATE` on the
+//! database (or an existing schema it owns), and `plpgsql`, which every PostgreSQL has.
+//! PostgreSQL 14 or later is required (`CREATE OR REPLACE TRIGGER`).
 //!
 //! # Layout
-//! - `sessions`: one heartbeat row per session (id, backend pid, TTL, `expires_at`).
-//!   Every dedicated connection of session `N` carries the `application_name`
-//!   `distsync/<schema oid>/<N>`, which ties a backend (and the advisory locks it holds)
-//!   to its session.
-//! - `lock_names`: the name table of locks, read-write locks and elections. Its `id` is
-//!   the second key of the two-key advisory locks (the first is the schema's OID), so
-//!   two names never share a lock; `token` is the fencing counter.
+//! - `sessions`: one heartbeat row per session (a random id, TTL, `expires_at`), renewed
+//!   in batches by the backend's heartbeat ([`crate::heartbeat`]). A session holds no
+//!   connection: everything it holds or waits for is a row tied to this one (deleted
+//!   with it), and counts until the row is deleted or expires (the lease gate, see
+//!   [`crate::hold`]).
+//! - `lock_names`: the name table of locks, read-write locks, elections and semaphores
+//!   (kind, name), with each name's fencing counter `token` (the election term) and
+//!   `used_at`; unused names are pruned by the sweep, their counters folded into
+//!   `token_floor` first so that a name registered again never goes backwards (see
+//!   [`crate::limits`]).
+//! - `semaphores` and `semaphore_entries` (defined in [`crate::semaphore`] and created
+//!   here after the rest): the line of every name, one entry row per acquisition —
+//!   locks and write locks are exclusive entries of a line of one permit, read locks
+//!   shared entries, candidacies exclusive entries carrying their value; the grant
+//!   statement bumps the name's counter ([`crate::hold`]). The guarded write
+//!   (`guarded_put`, for `LockGuard::put_if_held`) checks an entry and writes `kv` in
+//!   one statement.
 //! - `election_leaders` (the current leader, tied to its session) and `election_log`
-//!   (every win and proclaim, for `observe`; pruned after ten minutes).
-//! - `queue_items` (with `queue_inflight` and `queue_waiters`, see [`crate::queue`]),
-//!   `barriers`, `double_barriers` / `double_barrier_entries`, `kv` (STM).
-//! - `semaphores` and `semaphore_entries`, with their functions, defined in
-//!   [`crate::semaphore`] and created here after the rest.
+//!   (every win and proclaim, for `observe`; trimmed per election and pruned by age).
+//! - `queue_items` / `queue_inflight`, `barriers`, `double_barriers` /
+//!   `double_barrier_entries`, `kv` (STM).
 //!
 //! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
 //! `<kind>:<name>`: `q` queue, `b` barrier, `d` double barrier, `e` election; `s:<id>`
-//! when a session is ended; `m:<session>.<entry>` when a semaphore waiter may be
-//! granted, `M:<name id>` when all of a semaphore's waiters must re-check), by
-//! triggers and functions, so they are delivered at commit.
+//! when a session is ended; `m:<session>.<entry>` when a waiting entry may be granted,
+//! `M:<name id>` when all of a name's waiters must re-check), by triggers and functions,
+//! so they are delivered at commit.
 
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::PgConnection;
@@ -509,11 +516,13 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         conn.execute(ddl.as_str()).await.map_err(map)?;
         // Since version 6 (8: the trigger takes the name's lock if free): the
         // semaphore's tables and functions (kept with its module).
-        let semaphore = render(crate::semaphore::DDL, &quoted);
+        // Since version 10, with them: the guarded write (`guarded_put`, kept with its
+        // module).
+        let semaphore = render(
+            &[crate::semaphore::DDL, crate::guarded::DDL].concat(),
+            &quoted,
+        );
         conn.execute(semaphore.as_str()).await.map_err(map)?;
-        // Since version 10: the guarded write (`guarded_put`, kept with its module).
-        let guarded = render(crate::guarded::DDL, &quoted);
-        conn.execute(guarded.as_str()).await.map_err(map)?;
         // Since version 11: the queue's holds, waiter line and wake-one trigger
         // (kept with its module).
         let queue = render(crate::queue::DDL, &quoted);

@@ -1,9 +1,9 @@
 //! The whole conformance suite against the PostgreSQL server named by
 //! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`), with
 //! the fault hooks of a server (`distsync_conformance::ServerFaults`): holders in child
-//! processes (this test binary re-run as `conformance_child`), session connections
-//! ended with `pg_terminate_backend` through `psql`, and a private PostgreSQL cluster
-//! to restart.
+//! processes (this test binary re-run as `conformance_child`), session rows ended out
+//! of band through `psql` (the schema's `end_sessions`; sessions hold no connection),
+//! and a private PostgreSQL cluster to restart.
 
 use distsync_conformance::{connector, server_url, Harness};
 

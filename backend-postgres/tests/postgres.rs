@@ -967,20 +967,38 @@ async fn a_grant_whose_counter_row_is_gone_keeps_no_lock_and_registers_the_name_
         .lock()
         .await
         .expect("the name is registered again after its row went");
-    let stale_locks: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 \
-         AND classid = '{schema}'::regnamespace::oid AND objid = $1::oid \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    // The failed grant joined nothing under the vanished id (the statement failed as a
+    // whole), and the hold is an entry under the name registered again.
+    let orphans: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.semaphore_entries WHERE name_id = $1"
     ))
     .bind(old)
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(
-        stale_locks, 0,
-        "an advisory lock on the vanished name's key is still held"
-    );
+    assert_eq!(orphans, 0, "an entry is left under the vanished name's id");
+    let (new, held): (i32, i64) = sqlx::query_as(&format!(
+        "SELECT n.id, (SELECT count(*) FROM {schema}.semaphore_entries e \
+                        WHERE e.name_id = n.id AND e.token IS NOT NULL) \
+         FROM {schema}.lock_names n WHERE n.kind = 'lock' AND n.name = $1"
+    ))
+    .bind(name.as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_ne!(new, old, "the name was not registered again");
+    assert_eq!(held, 1, "the hold is not a granted entry of the new name");
+    // And it excludes: another session cannot take it.
+    let other = backend.session(SessionOptions::default()).await.unwrap();
+    assert!(backend
+        .locker(&other, name.clone())
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .is_none());
     guard.unlock().await.unwrap();
+    other.close().await.unwrap();
     pool.close().await;
 }
 

@@ -1,7 +1,8 @@
 //! A session killed by the store out of band, not through the library (etcd:
 //! `etcdctl lease revoke`; Redis: the session key deleted, with no notification;
-//! PostgreSQL: the session's connections ended with `pg_terminate_backend`; memory: a
-//! frozen lease the store expires): the holder's guard and session see `lost()`,
+//! PostgreSQL: the session's row ended through `psql` with the schema's `end_sessions`,
+//! as a revoke from another process would (sessions hold no connection to end); memory:
+//! a frozen lease the store expires): the holder's guard and session see `lost()`,
 //! `unlock()` reports the loss, and a waiter gets the lock with a higher token.
 
 use distsync_core::Error;
