@@ -421,7 +421,8 @@ impl Backend for RedisBackend {
         crate::export::export(&self.shared, &self.shared.namespace).await
     }
 
-    /// Who holds what under the namespace; see [`crate::status`] for what is read.
+    /// Who holds what under the namespace: a `SCAN` of the namespace and one read-only
+    /// script (the crate's `status.rs` says what is read).
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
         crate::status::status(&self.shared, &self.shared.namespace, prefix).await
     }

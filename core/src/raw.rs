@@ -78,6 +78,11 @@
 //! - **Errors.** Typed ([`Error`](crate::Error)), no panic on anything the network or
 //!   the user controls, and no secret (password, token) in an error, a log line, a
 //!   `Debug` output or a printed URL.
+//! - **Status.** [`Backend::status`] (who holds what, default `Unsupported`) only
+//!   reads: it never changes, extends or settles what it reports. It lists the live
+//!   entries only (an entry whose session has ended or expired is left out), holders
+//!   apart from waiters, waiters in the order the store will serve them, and each
+//!   holder's key exactly as its guard's `key()` shows it (see [`crate::status`]).
 //! - **Claims are measured.** Every `true` in [`Capabilities`] is a claim the
 //!   conformance suite measures; a claim it cannot confirm is a bug. Declare `false`
 //!   what a configuration cannot give, and it is shown as such in the README matrix.
