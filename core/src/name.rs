@@ -110,22 +110,34 @@ impl TryFrom<String> for Name {
 
 #[cfg(test)]
 mod tests {
+    use rstest::rstest;
+
     use super::*;
 
-    #[test]
-    fn accepts_valid_names() {
-        for ok in ["a", "a/b", "a-b_c.d", "λ/ünï", &"x".repeat(255)] {
-            assert_eq!(Name::new(ok).unwrap().as_str(), ok);
-        }
+    #[rstest]
+    #[case::one_segment("a")]
+    #[case::segments("a/b")]
+    #[case::punctuation("a-b_c.d")]
+    #[case::non_ascii("λ/ünï")]
+    #[case::longest(&"x".repeat(MAX_NAME_LEN))]
+    fn accepts_valid_names(#[case] ok: &str) {
+        assert_eq!(Name::new(ok).unwrap().as_str(), ok);
     }
 
-    #[test]
-    fn rejects_invalid_names_with_typed_error() {
-        for bad in ["", "/a", "a/", "a//b", "a\0b", &"x".repeat(256)] {
-            match Name::new(bad) {
-                Err(Error::InvalidName { name, .. }) => assert_eq!(name, bad),
-                other => panic!("{bad:?} gave {other:?}"),
+    #[rstest]
+    #[case::empty("", "is empty")]
+    #[case::leading_slash("/a", "starts with '/'")]
+    #[case::trailing_slash("a/", "ends with '/'")]
+    #[case::empty_segment("a//b", "has an empty '/'-separated segment")]
+    #[case::nul("a\0b", "contains a NUL byte")]
+    #[case::too_long(&"x".repeat(MAX_NAME_LEN + 1), "is longer than 255 bytes")]
+    fn rejects_invalid_names_with_typed_error(#[case] bad: &str, #[case] why: &str) {
+        match Name::new(bad) {
+            Err(Error::InvalidName { name, reason }) => {
+                assert_eq!(name, bad);
+                assert_eq!(reason, why);
             }
+            other => panic!("{bad:?} gave {other:?}"),
         }
     }
 }

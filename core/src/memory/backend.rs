@@ -121,10 +121,13 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 /// - `stalled_holder_expires`: leases not renewed within their TTL expire and
 ///   their keys are deleted;
 /// - `linearizable`: one store behind one lock;
-/// - `survives_restart`: no, the store is in-process.
+/// - `survives_restart`: no, the store is in-process;
+/// - `survives_failover`: no, there is no replica to fail over to (the store lives and
+///   dies with its process).
 pub fn capabilities() -> Capabilities {
     Capabilities {
         survives_restart: false,
+        survives_failover: false,
         ..Capabilities::all(BACKEND, MIN_SESSION_TTL)
     }
 }
@@ -195,25 +198,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bad_urls_are_invalid_urls() {
-        for url in [
-            "memory:",
-            "memory",
-            "",
-            "etcd://127.0.0.1:2379",
-            "memorys://",
-            "memory://?namespace=x",
-            "memory://name#fragment",
-        ] {
-            match MemoryBackend::from_url(url) {
-                Err(Error::InvalidUrl { url: given, reason }) => {
-                    assert_eq!(given, url);
-                    assert!(!reason.is_empty());
-                }
-                Err(other) => panic!("{url}: {other:?}"),
-                Ok(_) => panic!("{url}: accepted"),
+    #[rstest::rstest]
+    #[case::no_slashes("memory:")]
+    #[case::no_scheme("memory")]
+    #[case::empty("")]
+    #[case::other_scheme("etcd://127.0.0.1:2379")]
+    #[case::unknown_scheme("memorys://")]
+    #[case::query("memory://?namespace=x")]
+    #[case::fragment("memory://name#fragment")]
+    fn bad_urls_are_invalid_urls(#[case] url: &str) {
+        match MemoryBackend::from_url(url) {
+            Err(Error::InvalidUrl { url: given, reason }) => {
+                assert_eq!(given, url);
+                assert!(!reason.is_empty());
             }
+            Err(other) => panic!("{url}: {other:?}"),
+            Ok(_) => panic!("{url}: accepted"),
         }
     }
 }
