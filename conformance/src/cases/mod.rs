@@ -422,6 +422,18 @@ pub static CASES: &[Case] = &[
         run: |h| boxed(queue::reliable_concurrent(h)),
     },
     Case {
+        id: "queue_reliable_consumer_crash",
+        primitive: Primitive::Queue,
+        guarantee: "reliable delivery: a consumer killed (SIGKILL, child process) after receiving loses nothing: redelivered with count 1 after its session's TTL",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        // Kills a child-process consumer (Hook::ChildHolder) where there is one, and
+        // freezes the consumer's lease on the memory store (Hook::PausedHolder): the
+        // body picks whichever the store's hooks offer.
+        hooks: &[],
+        run: |h| boxed(queue::reliable_consumer_crash(h)),
+    },
+    Case {
         id: "barrier_wait_not_held",
         primitive: Primitive::Barrier,
         guarantee: "wait returns at once when not held",

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::{Bytes, Queue};
+use distsync_core::{Bytes, Error, Queue};
 use tokio::time::Instant;
 
 use crate::cases::lock::lock_vec;
@@ -14,7 +14,7 @@ use crate::check::{
     ensure, join_all, ms, per_second, violated, within, Bounded, Check, Context, Holds, Task, LONG,
     PROMPT,
 };
-use crate::faults::PartitionMode;
+use crate::faults::{HoldKind, PartitionMode};
 use crate::harness::Harness;
 use crate::rng::Rng;
 
@@ -650,5 +650,127 @@ pub(crate) async fn reliable_concurrent(h: Harness) -> Check {
     Ok(Holds::figure(
         format!("{ITEMS} items, {nacks} nacks, {}", per_second(ITEMS, started.elapsed())),
         format!("{CONSUMERS} consumers with their own sessions: never held by two, each acknowledged once, first deliveries in order"),
+    ))
+}
+
+/// Reliable delivery, consumer crash: a consumer in a child process receives the first
+/// of two items and is killed (SIGKILL) before acknowledging it. While its session
+/// lives, nobody else gets that item (another consumer gets the second, then finds
+/// nothing); once the session's TTL has run out, a waiting consumer receives it with
+/// a redelivery count of 1, and acknowledging it empties the queue. The memory store
+/// has no child process: its holder's lease is frozen instead (the store then sees
+/// what a SIGKILL shows it: no more renewals).
+pub(crate) async fn reliable_consumer_crash(h: Harness) -> Check {
+    let name = h.name("queue").ctx("naming the queue")?;
+    let queue = h.backend().queue(name.clone()).ctx("making a queue")?;
+    for item in ["first", "second"] {
+        within(PROMPT, "enqueueing", queue.enqueue(Bytes::from(item))).await?;
+    }
+    let mut consumer = h
+        .spawn_holder(HoldKind::Delivery, "queue")
+        .await
+        .ctx("starting a consumer that receives the first item")?;
+    ensure!(
+        consumer.token().get() == 1,
+        "{} received its item as delivery number {} (expected the first delivery)",
+        consumer.describe(),
+        consumer.token()
+    );
+    let session = h
+        .session()
+        .bounded("opening the other consumer's session")
+        .await?;
+    let other = within(
+        PROMPT,
+        "receiving beside the consumer",
+        queue.try_receive(&session),
+    )
+    .await?;
+    match other {
+        Some(delivery) if delivery.item().as_ref() == b"second" => {
+            delivery
+                .ack()
+                .bounded("acknowledging the second item")
+                .await?;
+        }
+        Some(delivery) => {
+            return violated(format!(
+                "while {} held the first item, another consumer received {:?} (redeliveries {})",
+                consumer.describe(),
+                delivery.item(),
+                delivery.redeliveries()
+            ))
+        }
+        None => return violated("the second item was not receivable beside the held first"),
+    }
+    let nothing = within(
+        PROMPT,
+        "try_receive with only the held item left",
+        queue.try_receive(&session),
+    )
+    .await?;
+    if let Some(delivery) = nothing {
+        return violated(format!(
+            "{:?} was received while {} held it",
+            delivery.item(),
+            consumer.describe()
+        ));
+    }
+    let waiting_queue: Arc<dyn Queue> =
+        Arc::from(h.backend().queue(name).ctx("making the waiter's queue")?);
+    let waiter_session = session.clone();
+    let waiter = Task::spawn("the waiting consumer", async move {
+        let delivery = waiting_queue
+            .receive(&waiter_session)
+            .await
+            .ctx("receiving the crashed consumer's item")?;
+        Ok((delivery, Instant::now()))
+    });
+    waiter
+        .ensure_blocked(h.settle(), "the live consumer holds the only item")
+        .await?;
+    let mut waiter = waiter;
+    let crashed = Instant::now();
+    let how = match consumer.kill().await {
+        Ok(()) => "SIGKILL",
+        Err(Error::Unsupported { .. }) => {
+            consumer
+                .pause()
+                .await
+                .ctx("freezing the consumer's lease (no child process)")?;
+            "frozen lease"
+        }
+        Err(error) => return violated(format!("killing the consumer: {error}")),
+    };
+    let (again, at) = waiter.join(h.holder_ttl() * 3 + PROMPT).await?;
+    let took = at.saturating_duration_since(crashed);
+    ensure!(
+        again.item().as_ref() == b"first" && again.redeliveries() == 1,
+        "after the consumer's {how}, the waiter received {:?} with redelivery count {} (expected \"first\", 1)",
+        again.item(),
+        again.redeliveries()
+    );
+    again
+        .ack()
+        .bounded("acknowledging the redelivered item")
+        .await?;
+    let left = within(PROMPT, "len() at the end", queue.len()).await?;
+    ensure!(
+        left == 0,
+        "len() is {left} after every item was acknowledged"
+    );
+    let empty = within(PROMPT, "try_dequeue at the end", queue.try_dequeue()).await?;
+    ensure!(
+        empty.is_none(),
+        "an acknowledged item came out again: {empty:?}"
+    );
+    drop(session);
+    Ok(Holds::figure(
+        format!("redelivered {} after {how}", ms(took)),
+        format!(
+            "{} received an item and was stopped ({how}) before acknowledging it; nobody else got it meanwhile; a waiter got it after the session's TTL ({:?}), redelivery count 1",
+            consumer.describe(),
+            h.holder_ttl()
+        ),
     ))
 }

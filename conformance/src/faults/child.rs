@@ -18,7 +18,8 @@
 //! The parent passes a [`ChildSpec`] as JSON in the environment variable
 //! [`SPEC_VAR`]. The child takes the lock (or wins the election) through a session of
 //! the spec's TTL and prints, on stdout, lines starting with [`MARKER`]:
-//! - `holding <token>` once it holds (the grant's fencing token or the term);
+//! - `holding <token>` once it holds (the grant's fencing token or the term; for a
+//!   queue delivery, its number: redeliveries + 1);
 //! - `lost` when its guard's `lost()` resolves;
 //! - `write token=<token>` in answer to the command `write` on its stdin: the write
 //!   it would make to the protected resource, sent without checking its lease, as a
@@ -338,6 +339,7 @@ impl ExternalHolder for ChildHolder {
             HoldKind::Lock => "lock holder",
             HoldKind::Leadership => "leader",
             HoldKind::Permit => "permit holder",
+            HoldKind::Delivery => "queue consumer",
         };
         format!("{what} in child process {}", self.pid)
     }
@@ -444,6 +446,12 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
             let semaphore = backend.semaphore(&session, name, HOLDER_PERMITS)?;
             let permit = semaphore.acquire().await?;
             (permit.token(), permit.lost(), Box::new((semaphore, permit)))
+        }
+        HoldKind::Delivery => {
+            let queue = backend.queue(name)?;
+            let delivery = queue.receive(&session).await?;
+            let number = FencingToken(u64::from(delivery.redeliveries()) + 1);
+            (number, delivery.lost(), Box::new((queue, delivery)))
         }
     };
     say.line(Event::Holding(token.get()));

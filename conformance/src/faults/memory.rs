@@ -19,8 +19,8 @@ use distsync_core::memory::{self, MemoryBackend, MemoryKv};
 use distsync_core::recipes::KvBackend;
 use distsync_core::KeepAlive;
 use distsync_core::{
-    Backend, Bytes, Election, Error, FencingToken, Leadership, LockGuard, Locker, Result,
-    Semaphore, Session, SessionId, SessionOptions,
+    Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Queue,
+    Result, Semaphore, Session, SessionId, SessionOptions,
 };
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::watch;
@@ -125,6 +125,14 @@ impl Faults for MemoryFaults {
                 Hold::Permit {
                     _semaphore: semaphore,
                     guard,
+                }
+            }
+            HoldKind::Delivery => {
+                let queue = backend.queue(spec.name.clone())?;
+                let delivery = queue.receive(&session).await?;
+                Hold::Delivery {
+                    _queue: queue,
+                    delivery,
                 }
             }
         };
@@ -268,6 +276,10 @@ enum Hold {
         _semaphore: Box<dyn Semaphore>,
         guard: LockGuard,
     },
+    Delivery {
+        _queue: Box<dyn Queue>,
+        delivery: Delivery,
+    },
 }
 
 /// An in-process holder whose "pause" freezes its lease.
@@ -283,6 +295,7 @@ impl ExternalHolder for FrozenHolder {
         match &self.hold {
             Hold::Lock { guard, .. } | Hold::Permit { guard, .. } => guard.token(),
             Hold::Leadership { leadership, .. } => leadership.term(),
+            Hold::Delivery { delivery, .. } => FencingToken(u64::from(delivery.redeliveries()) + 1),
         }
     }
 
@@ -319,6 +332,7 @@ impl ExternalHolder for FrozenHolder {
         match &self.hold {
             Hold::Lock { guard, .. } | Hold::Permit { guard, .. } => guard.lost().await,
             Hold::Leadership { leadership, .. } => leadership.lost().await,
+            Hold::Delivery { delivery, .. } => delivery.lost().await,
         }
         Ok(())
     }

@@ -103,6 +103,10 @@ pub enum HoldKind {
     /// One permit of a semaphore of [`HOLDER_PERMITS`] permits
     /// ([`distsync_core::Semaphore::acquire`]); its token is the permit grant's.
     Permit,
+    /// The first item of a queue, received with at-least-once delivery
+    /// ([`distsync_core::Queue::receive`]) and never acknowledged; its "token" is the
+    /// delivery's number (its redelivery count plus one: 1 on a first delivery).
+    Delivery,
 }
 
 /// The permit count of the semaphore a [`HoldKind::Permit`] holder takes a permit of.
