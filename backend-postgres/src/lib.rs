@@ -334,6 +334,9 @@ pub fn capabilities() -> Capabilities {
         // `Queue::receive`: a hold on the item's row, counting while the session's row
         // is live (see the queue module).
         reliable_delivery: true,
+        // One server, no synchronous standby: a failover to a streaming standby can
+        // lose what the primary acknowledged last (docs/HIGH_AVAILABILITY.md).
+        survives_failover: false,
         ..Capabilities::all(BACKEND, Duration::from_secs(1))
     }
 }

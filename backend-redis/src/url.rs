@@ -84,6 +84,10 @@ pub(crate) struct SentinelAddress {
 
 /// The scheme of a URL that names Sentinels.
 pub(crate) const SENTINEL_SCHEME: &str = "redis+sentinel";
+
+/// The schemes of Redis Cluster URLs, which [`RedisUrl::parse`] answers with
+/// [`Error::Unsupported`] (Redis Cluster is not supported yet).
+const CLUSTER_SCHEMES: [&str; 2] = ["redis+cluster", "rediss+cluster"];
 /// The Sentinels' default port.
 const SENTINEL_PORT: u16 = 26379;
 
@@ -111,7 +115,8 @@ impl RedisUrl {
     /// timeout that is not a positive duration, `ca`/`cert`/`key` on `redis://`, or
     /// `cert` without `key` (or the reverse), a `wait_replicas` that is not a number,
     /// or, for `redis+sentinel://`, no Sentinel, a bad Sentinel address, no service
-    /// name, or TLS parameters.
+    /// name, or TLS parameters. [`Error::Unsupported`] for a Redis Cluster URL
+    /// (`redis+cluster://`, `rediss+cluster://`).
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: redact(url),
@@ -122,6 +127,17 @@ impl RedisUrl {
             .and_then(|rest| rest.strip_prefix("://"))
         {
             return Self::parse_sentinel(url, rest);
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            if CLUSTER_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+                return Err(Error::unsupported(
+                    "redis",
+                    format!(
+                        "Redis Cluster ({scheme}://): the backend runs on one server or a \
+                         Sentinel group (redis+sentinel://), not on a sharded cluster yet"
+                    ),
+                ));
+            }
         }
         let parsed = url::Url::parse(url).map_err(|error| invalid(&error.to_string()))?;
         let tls = match parsed.scheme() {
@@ -480,6 +496,23 @@ mod tests {
         assert_eq!(url.namespace(), "app1:");
         assert_eq!(url.server(), "redis://127.0.0.1:26379/3");
         assert!(!url.tls());
+    }
+
+    #[test]
+    fn cluster_urls_are_unsupported_without_their_password() {
+        for url in [
+            "redis+cluster://u:secret@127.0.0.1:7000,127.0.0.1:7001",
+            "REDISS+CLUSTER://127.0.0.1:7000",
+        ] {
+            match RedisUrl::parse(url) {
+                Err(Error::Unsupported { backend, operation }) => {
+                    assert_eq!(backend, "redis");
+                    assert!(operation.contains("Redis Cluster"), "{operation}");
+                    assert!(!operation.contains("secret"), "{operation}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
     }
 
     #[test]

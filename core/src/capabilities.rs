@@ -64,7 +64,12 @@ pub struct Capabilities {
     /// What was acknowledged survives the store failing over to a replica (etcd: a
     /// raft leader killed; Redis: a primary killed under Sentinel with replica
     /// acknowledgement, `wait_replicas`): no two holders of a lock across the
-    /// failover, tokens keep growing, no acknowledged queue item lost.
+    /// failover, tokens keep growing, no acknowledged queue item lost, the lock not
+    /// stuck behind a lost grant, and a holder whose hold is gone learns it (`lost()`)
+    /// before anyone else is granted it. `false` where there is no replica to fail
+    /// over to (the memory store, one Redis or PostgreSQL server) or where a failover
+    /// may lose acknowledged writes (asynchronous replication); see
+    /// `docs/HIGH_AVAILABILITY.md`.
     pub survives_failover: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,

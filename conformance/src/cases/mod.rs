@@ -679,7 +679,7 @@ pub static CASES: &[Case] = &[
         id: "server_cluster_leader_kill",
         primitive: Primitive::Server,
         guarantee: "cluster leader SIGKILLed under lock, election and queue load: one holder, \
-                    tokens grow, no acknowledged item lost",
+                    tokens grow, no acknowledged item lost, no stuck or silent hold",
         needs: &[Need::Lock, Need::Election, Need::Queue],
         claim: SURVIVES_FAILOVER,
         hooks: &[Hook::Cluster],
@@ -689,7 +689,7 @@ pub static CASES: &[Case] = &[
         id: "server_primary_kill_acknowledged",
         primitive: Primitive::Server,
         guarantee: "primary SIGKILLed after its replica lagged, replica acknowledgement on: \
-                    one holder, tokens grow, no acknowledged item lost",
+                    one holder, tokens grow, no acknowledged item lost, no stuck or silent hold",
         needs: &[Need::Lock, Need::Election, Need::Queue],
         claim: SURVIVES_FAILOVER,
         hooks: &[Hook::Failover],
@@ -699,10 +699,11 @@ pub static CASES: &[Case] = &[
         id: "server_primary_kill_unacknowledged",
         primitive: Primitive::Server,
         guarantee: "primary SIGKILLed after its replica lagged, no replica acknowledgement: \
-                    one holder, tokens grow, no acknowledged item lost",
+                    one holder, tokens grow, no acknowledged item lost, no stuck or silent hold",
         needs: &[Need::Lock, Need::Election, Need::Queue],
         // No configuration without replica acknowledgement claims it (the case
-        // connects with `wait_replicas=0`, whose capabilities declare it false).
+        // connects with `wait_replicas=0`, whose capabilities declare it false): what
+        // breaks is measured and shown as `violated (not declared)`.
         claim: Claim::Flag("survives_failover (wait_replicas=0)", |_: &Capabilities| false),
         hooks: &[Hook::Failover],
         run: |h| boxed(failover::failover(h, failover::Fault::Primary { acknowledged: false })),
