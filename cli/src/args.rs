@@ -232,6 +232,14 @@ pub enum QueueAction {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Receive the first item (at least once), print it, and acknowledge it once it is
+    /// written out; if the process dies first or the output fails, the item goes back
+    /// to the queue, at its place.
+    Receive {
+        /// Do not wait: exit with 1 (and print nothing) if the queue is empty.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Print how many items are queued.
     Len,
 }

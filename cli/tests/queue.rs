@@ -47,3 +47,30 @@ fn a_blocking_pop_waits_for_a_push_from_another_process() {
         assert_eq!(consumer.wait(), 0, "{label}: {}", consumer.stderr());
     }
 }
+
+#[test]
+fn receive_prints_and_acknowledges() {
+    for server in servers() {
+        let label = server.label;
+        let name = unique("queue-receive");
+        let url = Some(server.url.as_str());
+        let ok = |args: &[&str]| {
+            let (code, lines, stderr) = run(url, args);
+            assert_eq!(code, 0, "{label}: distsync {args:?}: {stderr}");
+            lines
+        };
+        ok(&["queue", &name, "push", "first"]);
+        ok(&["queue", &name, "push", "second"]);
+        assert_eq!(ok(&["queue", &name, "receive"]), ["first"], "{label}");
+        assert_eq!(ok(&["queue", &name, "len"]), ["1"], "{label}: acknowledged");
+        assert_eq!(
+            ok(&["queue", &name, "receive", "--no-wait"]),
+            ["second"],
+            "{label}"
+        );
+        let (code, lines, stderr) = run(url, &["queue", &name, "receive", "--no-wait"]);
+        assert_eq!(code, 1, "{label}: {stderr}");
+        assert!(lines.is_empty(), "{label}: {lines:?}");
+        assert!(stderr.contains("empty"), "{label}: {stderr}");
+    }
+}
