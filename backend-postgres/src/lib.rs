@@ -318,6 +318,10 @@ fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
 ///   grant takes, that the guard's entry is still there with its token, its session
 ///   live and it first in line; a stale holder writes nothing. To enforce tokens at a
 ///   table of your own, see [`fence::admit`];
+/// - `reliable_delivery`: `Queue::receive` marks the item's row as held by the
+///   session; the hold counts only while the session's row is live, so a consumer
+///   that dies loses nothing: its items come back at their place when its session
+///   expires or ends (see [`queue`]);
 /// - `stm_repeatable_reads`: keys read as absent are validated too, as on etcd;
 /// - `stalled_holder_expires`: a stalled holder's row expires after its TTL and its
 ///   entry stops counting (no backend is terminated); keepalives sweep expired rows;
