@@ -255,10 +255,9 @@ impl RedisQueue {
                         "queue_receive answered without a hold",
                     ))
                 }
-                Ok(Popped::SessionGone) => {
-                    call.disarm();
-                    return Err(Error::SessionLost);
-                }
+                // Left armed: the clean-up withdraws the call as a waiter (an earlier
+                // attempt may have registered it) and passes on a wake-up.
+                Ok(Popped::SessionGone) => return Err(Error::SessionLost),
                 Ok(Popped::Empty(soonest)) => {
                     if !wait {
                         call.disarm();
