@@ -6,7 +6,10 @@
 # outcome) and compared. Fix a difference with scripts/update-readme-matrix.sh.
 #
 #   scripts/check-readme-matrix.sh            every backend: memory:// and the servers of
-#                                             `scripts/servers.sh env` (already running)
+#                                             `scripts/servers.sh env` (already running),
+#                                             the Redis Sentinel group included (its
+#                                             `redis-sentinel` column: the failover cases
+#                                             and the lock, election and queue basics)
 #   scripts/check-readme-matrix.sh URL...     only these backends, e.g. memory://
 #
 # The fresh matrix is printed on standard output, so this one run of the runner is

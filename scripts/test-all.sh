@@ -5,7 +5,9 @@
 #   conformance runner over memory, etcd, Redis and PostgreSQL, then the runner over the
 #   TLS and authenticated etcd, Redis and PostgreSQL (a subset of cases) and their
 #   typed-error tests (untrusted CA, client certificate of another CA or expired, wrong
-#   password, silent server, no password in errors or logs).
+#   password, silent server, no password in errors or logs), then the Redis Sentinel
+#   tests with the primary killed (backend-redis/tests/sentinel.rs, a step of their own,
+#   timed; the conformance step's redis-sentinel column runs the same failover cases).
 # Every step runs even when an earlier one failed (so one run reports everything),
 # except the tests when the servers did not come up; the exit status is non-zero if
 # any step failed. Works on a fresh Debian 12 machine with a Rust toolchain (run as
@@ -65,7 +67,9 @@ fi
 eval "$(scripts/servers.sh env)" || exit 1
 
 step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
-step test cargo test --workspace --all-features
+# The Sentinel failover tests kill the group's primary: they run in the `failover`
+# step below, alone.
+step test cargo test --workspace --all-features -- --skip primary_killed_
 # The conformance runner over every backend (memory and the servers above), whose
 # matrix must also match README's in everything but figures.
 step conformance scripts/check-readme-matrix.sh
@@ -74,6 +78,9 @@ step conformance scripts/check-readme-matrix.sh
 # (they also run in `test` above; here they are reported on their own).
 step tls-conform tls_conformance
 step tls-errors cargo test -q -p distsync-redis -p distsync-etcd -p distsync-postgres --test tls_auth --test tls_logs
+# Redis under Sentinel: the primary SIGKILLed under load, with and without replica
+# acknowledgement (under CI=true a missing DISTSYNC_REDIS_SENTINEL_URL fails).
+step failover cargo test -q -p distsync-redis --all-features --test sentinel -- primary_killed_ --test-threads 1
 
 summary
 exit "$failed"

@@ -3,7 +3,11 @@
 # and puts its output between the `<!-- matrix:begin -->` and `<!-- matrix:end -->`
 # markers.
 #
-#   scripts/update-readme-matrix.sh             every backend (starts the test servers)
+#   scripts/update-readme-matrix.sh             every backend (starts the test servers):
+#                                               the runner's --all, as
+#                                               scripts/check-readme-matrix.sh runs it
+#                                               (memory, etcd, redis, postgres, and the
+#                                               redis-sentinel column: a subset of cases)
 #   scripts/update-readme-matrix.sh URL...      only these backends, e.g. memory://
 #
 # A matrix with violated guarantees is still written (it is the measurement), but the
@@ -17,15 +21,17 @@ end='<!-- matrix:end -->'
 [[ $(grep -cxF "$begin" "$readme") == 1 && $(grep -cxF "$end" "$readme") == 1 ]] ||
     { echo "update-readme-matrix: $readme needs exactly one '$begin' and one '$end' line" >&2; exit 1; }
 
+args=()
 if (($#)); then
     urls=("$@")
+    for url in "${urls[@]}"; do args+=(--backend "$url"); done
 else
     scripts/servers.sh up >/dev/null
     eval "$(scripts/servers.sh env)"
-    urls=(memory:// "$DISTSYNC_ETCD_URL" "$DISTSYNC_REDIS_URL" "$DISTSYNC_POSTGRES_URL")
+    # The same backends, columns and case subsets as check-readme-matrix.sh.
+    urls=(--all)
+    args=(--all)
 fi
-args=()
-for url in "${urls[@]}"; do args+=(--backend "$url"); done
 
 matrix=$(mktemp)
 trap 'rm -f "$matrix" "$readme.new"' EXIT

@@ -8,7 +8,14 @@
 //! Fault hooks: `memory://` runs with the memory store's hooks (frozen leases); a
 //! server URL with [`ServerFaults`], whose child-process holders are this binary
 //! re-executed with the hidden `--child` flag, and whose etcd cluster is
-//! `DISTSYNC_ETCD_CLUSTER_URL`.
+//! `DISTSYNC_ETCD_CLUSTER_URL`; a `redis+sentinel://` URL with the Sentinel group's
+//! hooks ([`Harness::connect_sentinel`]: its primary killed after its replica lagged),
+//! in a matrix column of its own, `redis-sentinel`.
+//!
+//! Under `--all`, the Sentinel group (`DISTSYNC_REDIS_SENTINEL_URL`) runs a subset of
+//! the suite ([`SENTINEL_SUBSET`]: the failover cases and the lock, election and queue
+//! basics), to keep CI within its budget: its other cells are `–` (not run). A
+//! `--backend redis+sentinel://...` runs the whole suite there.
 //!
 //! `--outline` reads a markdown matrix on stdin and prints it without figures (what
 //! `scripts/check-readme-matrix.sh` compares).
@@ -22,14 +29,35 @@ use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use distsync_conformance::faults::child::{self, ChildSpec, Launcher};
-use distsync_conformance::{matrix, run_suite, Connect, Harness, Report, ServerFaults, CASES};
+use distsync_conformance::{
+    matrix, run_suite, Connect, Harness, Hook, Report, ServerFaults, CASES,
+};
 use distsync_core::Backend;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
-const SERVER_VARS: [&str; 3] = [
+const SERVER_VARS: [&str; 4] = [
     "DISTSYNC_ETCD_URL",
     "DISTSYNC_REDIS_URL",
     "DISTSYNC_POSTGRES_URL",
+    "DISTSYNC_REDIS_SENTINEL_URL",
+];
+
+/// The scheme of Redis Sentinel URLs, whose column is labelled `redis-sentinel`.
+const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+/// The cases `--all` runs on the Sentinel group: the failover cases, and the lock,
+/// election and queue basics (through a primary found by the Sentinels, with
+/// replica acknowledgement).
+const SENTINEL_SUBSET: [&str; 9] = [
+    "lock_mutual_exclusion",
+    "lock_fencing_tokens",
+    "lock_try_lock",
+    "lock_session_end_frees_lock",
+    "election_one_leader",
+    "queue_fifo",
+    "server_primary_kill_acknowledged",
+    "server_primary_kill_unacknowledged",
+    "api_capabilities_match",
 ];
 
 /// Runs the distsync conformance suite and prints the guarantee matrix.
@@ -41,8 +69,9 @@ struct Args {
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
 
-    /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL and
-    /// DISTSYNC_POSTGRES_URL that is set (under CI=true, all must be).
+    /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL,
+    /// DISTSYNC_POSTGRES_URL and DISTSYNC_REDIS_SENTINEL_URL (a subset of the cases)
+    /// that is set (under CI=true, all must be).
     #[arg(long, conflicts_with = "backends")]
     all: bool,
 
@@ -81,6 +110,16 @@ fn facade() -> Connect {
             Ok(Arc::clone(coordinator.backend()) as Arc<dyn Backend>)
         })
     })
+}
+
+/// The matrix column of a backend: its capabilities' name, `redis-sentinel` for a
+/// Redis Sentinel group.
+fn column(url: &str, harness: &Harness) -> &'static str {
+    if url.starts_with(SENTINEL_SCHEME) {
+        "redis-sentinel"
+    } else {
+        harness.capabilities().backend
+    }
 }
 
 /// The backends of `--all`, or why not.
@@ -178,6 +217,8 @@ async fn main() -> ExitCode {
         eprintln!("connecting to {}", distsync::redact_url(url));
         let harness = if url.starts_with("memory:") {
             Ok(Harness::memory())
+        } else if url.starts_with(SENTINEL_SCHEME) {
+            Harness::connect_sentinel(url, facade()).await
         } else if ServerFaults::new(url, facade()).is_ok() {
             Harness::connect(url, facade()).await
         } else {
@@ -194,17 +235,19 @@ async fn main() -> ExitCode {
 
     let kinds: Vec<&'static str> = harnesses
         .iter()
-        .map(|(_, harness)| harness.capabilities().backend)
+        .map(|(url, harness)| column(url, harness))
         .collect();
     let mut reports: Vec<Report> = Vec::new();
     for (url, harness) in harnesses {
-        let name = harness.capabilities().backend;
+        let name = column(&url, &harness);
         let same_kind = kinds.iter().filter(|kind| **kind == name).count();
         let label = if same_kind > 1 {
             distsync::redact_url(&url)
         } else {
             name.to_owned()
         };
+        // `--all` runs a subset on the Sentinel group (see SENTINEL_SUBSET).
+        let subset = args.all && url.starts_with(SENTINEL_SCHEME);
         let harness = harness.calibrate().await;
         eprintln!(
             "running the suite against {label} ({}), settle {:?}, faults: {}",
@@ -212,14 +255,23 @@ async fn main() -> ExitCode {
             harness.settle(),
             harness.faults().describe()
         );
-        let mut ran = run_suite(
-            &harness,
-            &label,
-            |case| selected(case.id),
-            |report| eprintln!("{report}"),
-        )
-        .await;
-        reports.append(&mut ran);
+        // The cases that fail the store over run last: the harness's own backend meets
+        // the failover as a transient error on its next command, which the other cases
+        // do not retry.
+        for fails_over in [false, true] {
+            let mut ran = run_suite(
+                &harness,
+                &label,
+                |case| {
+                    selected(case.id)
+                        && (!subset || SENTINEL_SUBSET.contains(&case.id))
+                        && case.hooks.contains(&Hook::Failover) == fails_over
+                },
+                |report| eprintln!("{report}"),
+            )
+            .await;
+            reports.append(&mut ran);
+        }
     }
 
     match args.format {
@@ -233,5 +285,26 @@ async fn main() -> ExitCode {
     } else {
         eprintln!("all {} case run(s) passed", reports.len());
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sentinel_subset_names_existing_cases_and_the_failover_cases() {
+        for id in SENTINEL_SUBSET {
+            assert!(CASES.iter().any(|case| case.id == id), "{id} is not a case");
+        }
+        for case in CASES {
+            if case.hooks.contains(&Hook::Failover) {
+                assert!(
+                    SENTINEL_SUBSET.contains(&case.id),
+                    "{} needs the Sentinel group but is not in its subset",
+                    case.id
+                );
+            }
+        }
     }
 }
