@@ -35,9 +35,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-// `connect`'s future (every backend's connect, TLS and Sentinel discovery included)
-// nests deeper than the default query depth when its layout is computed.
-#![recursion_limit = "256"]
 
 // The user's API, item by item (backend authors: `raw`).
 /// Masks the secrets of a URL for printing (see [`distsync_core::redact_url`]).
@@ -50,8 +47,8 @@ pub use distsync_core::{
 
 // The primitives.
 pub use distsync_core::{
-    Barrier, Delivery, DoubleBarrier, Election, Locker, MultiLockGuard, MultiLocker, Queue,
-    RwLock, Semaphore, DEFAULT_PRIORITY,
+    Barrier, Delivery, DoubleBarrier, Election, Locker, MultiLockGuard, MultiLocker, Queue, RwLock,
+    Semaphore, DEFAULT_PRIORITY,
 };
 
 // Software transactional memory.

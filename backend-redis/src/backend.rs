@@ -213,20 +213,23 @@ impl RedisBackend {
 
     async fn start(target: Target, options: RedisOptions, server: String) -> Result<Self> {
         let connect_timeout = options.connect_timeout;
-        tokio::time::timeout(
-            connect_timeout,
-            Self::start_unbounded(target, options, &server),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::connection(
-                BACKEND,
-                format!(
-                    "{server} did not answer within the connect timeout \
+        // Boxed and type-erased: the connect path (TLS, Sentinel discovery, the
+        // eviction check) nests deeper than the compiler's default query depth would
+        // allow in every crate that awaits it.
+        let starting: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Self>> + Send + '_>,
+        > = Box::pin(Self::start_unbounded(target, options, &server));
+        tokio::time::timeout(connect_timeout, starting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::connection(
+                    BACKEND,
+                    format!(
+                        "{server} did not answer within the connect timeout \
                          ({connect_timeout:?}; `connect_timeout=` in the URL)"
-                ),
-            ))
-        })
+                    ),
+                ))
+            })
     }
 
     async fn start_unbounded(target: Target, options: RedisOptions, server: &str) -> Result<Self> {

@@ -1,8 +1,6 @@
 //! `Coordinator::status` (who holds what) against a real Redis (`DISTSYNC_REDIS_URL`;
 //! skipped loudly when unset, a failure under `CI=true`), each run in its own
 //! namespace.
-// The Redis client's connect future is deep (as in the conformance runner).
-#![recursion_limit = "256"]
 
 use distsync_conformance::{check_status, server_url};
 use distsync_core::status::LineKind;

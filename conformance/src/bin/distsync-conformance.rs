@@ -19,9 +19,6 @@
 //!
 //! `--outline` reads a markdown matrix on stdin and prints it without figures (what
 //! `scripts/check-readme-matrix.sh` compares).
-// The facade's `connect` future (every backend's connect, TLS and Sentinel discovery
-// included) nests deeper than the default query depth when its layout is computed.
-#![recursion_limit = "256"]
 
 use std::io::Read as _;
 use std::process::ExitCode;
