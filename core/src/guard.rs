@@ -24,6 +24,13 @@ pub trait GuardedWrite: Send + Sync + 'static {
 /// or in the background when the guard is dropped.
 pub type ReleaseFn = Box<dyn FnOnce() -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
+/// A backend's deferred loss detection for a guard: started, with the guard's lost
+/// token, the first time the guard's `lost()`, `is_lost()` or `while_held()` is used
+/// (never if none is), so a hold nobody asks about costs no watch on the store. It
+/// must cancel the token when the store no longer holds the hold, including when that
+/// happened before it was started.
+pub(crate) type LossWatchFn = Box<dyn FnOnce(CancellationToken) + Send + Sync>;
+
 /// What every guard shares: the store key, the session, the lost signal, the release.
 pub(crate) struct Held {
     key: String,
@@ -31,6 +38,8 @@ pub(crate) struct Held {
     lost: CancellationToken,
     release: Option<ReleaseFn>,
     gate: Option<OwnedMutexGuard<()>>,
+    /// Started (once) by the first `lost()`/`is_lost()`; see [`LossWatchFn`].
+    loss_watch: std::sync::Mutex<Option<LossWatchFn>>,
 }
 
 impl Held {
@@ -41,6 +50,7 @@ impl Held {
             session: session.clone(),
             release: Some(release),
             gate: None,
+            loss_watch: std::sync::Mutex::new(None),
         }
     }
 
@@ -53,6 +63,7 @@ impl Held {
     }
 
     pub(crate) fn lost(&self) -> Lost {
+        self.start_loss_watch();
         Lost::new(&self.lost)
     }
 
@@ -61,7 +72,37 @@ impl Held {
     }
 
     pub(crate) fn is_lost(&self) -> bool {
+        self.start_loss_watch();
+        self.known_lost()
+    }
+
+    /// Whether the hold is known to be lost, without starting the loss watch (for
+    /// the guard's own checks: its release, `Debug`, a guarded write the store checks
+    /// anyway).
+    pub(crate) fn known_lost(&self) -> bool {
         self.lost.is_cancelled() || self.session.is_lost()
+    }
+
+    pub(crate) fn set_loss_watch(&mut self, watch: LossWatchFn) {
+        *self
+            .loss_watch
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(watch);
+    }
+
+    /// Starts the backend's loss detection, the first time only, unless the hold has
+    /// already ended.
+    fn start_loss_watch(&self) {
+        let watch = self
+            .loss_watch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(watch) = watch {
+            if !self.lost.is_cancelled() {
+                watch(self.lost.clone());
+            }
+        }
     }
 
     pub(crate) fn set_gate(&mut self, gate: OwnedMutexGuard<()>) {
@@ -88,7 +129,7 @@ impl Held {
 
     /// Runs the release step; reports `SessionLost` if the hold had already ended.
     pub(crate) async fn release(mut self) -> Result<()> {
-        let was_lost = self.is_lost();
+        let was_lost = self.known_lost();
         let release = self.release.take();
         let result = match release {
             Some(release) => release().await,
@@ -206,6 +247,8 @@ macro_rules! guard_accessors {
         }
 
         /// The token behind `lost()`, for backends that detect a lost hold themselves.
+        /// Unlike `lost()`, it does not start the backend's loss watch: awaiting it
+        /// alone learns of a session's end, not of a hold taken away in the store.
         #[doc(hidden)]
         pub fn lost_token(&self) -> &tokio_util::sync::CancellationToken {
             self.held.lost_token()
@@ -225,6 +268,15 @@ macro_rules! guard_accessors {
         #[doc(hidden)]
         pub fn with_gate(mut self, gate: tokio::sync::OwnedMutexGuard<()>) -> Self {
             self.held.set_gate(gate);
+            self
+        }
+
+        /// Detects a hold taken away in the store with `watch`, started only when the
+        /// guard's `lost()`, `is_lost()` or `while_held()` is first used (see
+        /// `LossWatchFn`).
+        #[allow(dead_code)]
+        pub(crate) fn with_loss_watch(mut self, watch: $crate::guard::LossWatchFn) -> Self {
+            self.held.set_loss_watch(watch);
             self
         }
     };
@@ -260,7 +312,7 @@ impl fmt::Debug for LockGuard {
         f.debug_struct("LockGuard")
             .field("key", &self.key())
             .field("token", &self.token)
-            .field("lost", &self.is_lost())
+            .field("lost", &self.held.known_lost())
             .finish()
     }
 }
@@ -313,7 +365,7 @@ impl LockGuard {
                 "guarded writes",
             ));
         };
-        if self.is_lost() {
+        if self.held.known_lost() {
             return Err(Error::NotHeld);
         }
         if guarded.put_if_held(&key, value.into()).await? {
@@ -356,7 +408,7 @@ impl fmt::Debug for ReadGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadGuard")
             .field("key", &self.key())
-            .field("lost", &self.is_lost())
+            .field("lost", &self.held.known_lost())
             .finish()
     }
 }

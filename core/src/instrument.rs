@@ -24,7 +24,7 @@
 //! | `distsync_acquire_failures_total` | counter | `backend`, `primitive`, `error` | acquisitions that ended in an error |
 //! | `distsync_acquire_wait_seconds` | histogram | `backend`, `primitive` | time from the call to the grant |
 //! | `distsync_hold_seconds` | histogram | `backend`, `primitive` | time from the grant to the release |
-//! | `distsync_holds_in_flight` | gauge | `backend`, `primitive` | holds of this process now: up at the grant, down when the hold ends, however it ends (`unlock()`/`resign()`/`leave()`, the guard dropped, the hold or its session lost) |
+//! | `distsync_holds_in_flight` | gauge | `backend`, `primitive` | holds of this process now: up at the grant, down when the hold ends, however it ends (`unlock()`/`resign()`/`leave()`, the guard dropped, its session lost, or the hold taken away in the store: on etcd and memory, once the guard's `lost()`/`is_lost()` has been asked, which starts its watch on the key) |
 //! | `distsync_waiters_in_flight` | gauge | `backend`, `primitive` | blocking calls of this process waiting now (`lock`, `read`, `write`, `campaign`, `acquire`, a barrier's `wait`, a double barrier's `enter`/`leave`, and their `_timeout` forms): up at the call, down when it returns or its future is dropped |
 //! | `distsync_is_leader` | gauge | `backend`, `election` | leaderships this process holds in the election named (1 while leader, 0 after) |
 //! | `distsync_session_renewal_failures_total` | counter | `backend` | renewals that failed (an error from the store; a renewal left unanswered is counted when it fails) |
@@ -243,7 +243,8 @@ fn on_release(
 fn lock_guard(backend: &'static str, primitive: &'static str, guard: LockGuard) -> LockGuard {
     let key = guard.key().to_owned();
     let count = HoldCount::start(backend, primitive, None);
-    count.end_when(guard.lost());
+    // The token, not `lost()`: counting must not start the backend's loss watch.
+    count.end_when(Lost::new(guard.lost_token()));
     guard.observe_release(on_release(backend, primitive, key, count))
 }
 
@@ -301,7 +302,7 @@ impl InstrumentedRwLock {
     fn read_guard(&self, guard: ReadGuard) -> ReadGuard {
         let key = guard.key().to_owned();
         let count = HoldCount::start(self.backend, "read", None);
-        count.end_when(guard.lost());
+        count.end_when(Lost::new(guard.lost_token()));
         guard.observe_release(on_release(self.backend, "read", key, count))
     }
 }
@@ -783,6 +784,8 @@ mod tests {
                 .read()
                 .await
                 .unwrap();
+            // Asking starts the guards' watches on their keys (not started by a grant).
+            assert!(!guard.is_lost() && !read.is_lost());
             let read_labels = [("backend", "memory"), ("primitive", "read")];
             assert_eq!(snapshotter.get(HOLDS, &lock), 1.0);
             assert_eq!(snapshotter.get(HOLDS, &read_labels), 1.0);

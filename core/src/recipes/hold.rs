@@ -18,7 +18,7 @@ use crate::token::FencingToken;
 use super::guarded::KvGuardedWrite;
 use super::key::delete_if_created_at;
 use super::retry::{retry_transient, GaveUp};
-use super::wait::{until_lost, wait_delete};
+use super::wait::{read, until_lost, wait_delete};
 
 /// Takes the session's in-process gate for `resource` (see [`Session::exclusive`]):
 /// waiting for it unless `wait` is false, in which case a busy gate gives `None`.
@@ -269,29 +269,67 @@ pub(crate) struct HeldKey {
 }
 
 impl HeldKey {
-    /// The [`LockGuard`] of this hold (a lock, a write lock, a permit): its fencing
-    /// token is the key's create revision; it releases through [`HeldKey::release_fn`],
-    /// keeps the in-process `gate` until released, writes guarded STM keys under
+    /// The [`LockGuard`] of this hold (a lock, a write lock): its fencing token is
+    /// the key's create revision; it releases through [`HeldKey::release_fn`], keeps
+    /// the in-process `gate` until released, writes guarded STM keys under
     /// `namespace` ([`crate::LockGuard::put_if_held`]), and loses the hold when the key
-    /// goes ([`HeldKey::watch`] from `watch_from`).
+    /// goes ([`HeldKey::loss_watch`], started by the guard's first `lost()`).
+    pub(crate) fn lazy_lock_guard(
+        self,
+        gate: Option<OwnedMutexGuard<()>>,
+        namespace: &str,
+    ) -> LockGuard {
+        let watch = self.loss_watch();
+        self.guard(gate, namespace).with_loss_watch(watch)
+    }
+
+    /// [`HeldKey::lazy_lock_guard`], but watching the key from `watch_from` at once
+    /// ([`HeldKey::watch`]), whether or not anyone asks the guard about a loss.
     pub(crate) fn lock_guard(
         self,
         watch_from: Revision,
         gate: Option<OwnedMutexGuard<()>>,
         namespace: &str,
     ) -> LockGuard {
+        let held = self.clone();
+        let guard = self.guard(gate, namespace);
+        held.watch(watch_from, guard.lost_token().clone());
+        guard
+    }
+
+    fn guard(self, gate: Option<OwnedMutexGuard<()>>, namespace: &str) -> LockGuard {
         let token = FencingToken(u64::try_from(self.create_revision).unwrap_or_default());
         let release = self.release_fn(|| Error::NotHeld);
         let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release)
             .with_guarded_write(Arc::new(KvGuardedWrite {
-                held: self.clone(),
+                held: self,
                 namespace: namespace.to_owned(),
             }));
         if let Some(gate) = gate {
             guard = guard.with_gate(gate);
         }
-        self.watch(watch_from, guard.lost_token().clone());
         guard
+    }
+
+    /// The guard's deferred watch on the key (see [`crate::guard::LossWatchFn`]):
+    /// started only when the guard's `lost()` (or `is_lost()`, `while_held()`) is
+    /// first used, so a hold nobody asks about costs the store no watch (a watch
+    /// created and cancelled per hold, and its events). Once started, it reads the
+    /// key first: if the key is gone or was created again, the hold was lost before
+    /// anyone asked, and `lost()` fires at once; otherwise it watches from the read's
+    /// revision on (see [`HeldKey::watch`]), so no deletion between the grant and the
+    /// first `lost()` is missed, and the watch starts at the store's current revision
+    /// (which etcd serves as writes happen, not from its catch-up loop).
+    pub(crate) fn loss_watch(&self) -> crate::guard::LossWatchFn {
+        let held = self.clone();
+        Box::new(move |lost| held.spawn_watch(None, lost))
+    }
+
+    /// Watches the key from revision `from` and cancels `lost` (the guard's token)
+    /// when the key is deleted other than by the guard's own release; if the lease is
+    /// gone too, the session is marked lost first. Ends when `lost` fires.
+    pub(crate) fn watch(&self, from: Revision, lost: CancellationToken) {
+        self.spawn_watch(Some(from), lost);
     }
 
     /// The release step of the guard: deletes the key, through transient failures
@@ -324,17 +362,33 @@ impl HeldKey {
         })
     }
 
-    /// Watches the key from revision `from` and cancels `lost` (the guard's token)
-    /// when the key is deleted other than by the guard's own release; if the lease is
-    /// gone too, the session is marked lost first. Ends when `lost` fires.
-    pub(crate) fn watch(&self, from: Revision, lost: CancellationToken) {
+    /// [`HeldKey::watch`] from `from`, or, with `None`, from just after a read of the
+    /// key (the hold counting as lost at once if that read finds it gone or created
+    /// again).
+    fn spawn_watch(&self, from: Option<Revision>, lost: CancellationToken) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let held = self.clone();
         runtime.spawn(async move {
             let kv = &*held.kv;
-            match wait_delete(kv, &held.key, held.create_revision, from, Some(&lost)).await {
+            let deleted = match from {
+                Some(from) => {
+                    wait_delete(kv, &held.key, held.create_revision, from, Some(&lost)).await
+                }
+                None => match read(kv, Range::key(&held.key), Some(&lost)).await {
+                    Ok(current) => match current.kvs.first() {
+                        Some(found) if found.create_revision == held.create_revision => {
+                            let from = current.revision + 1;
+                            wait_delete(kv, &held.key, held.create_revision, from, Some(&lost))
+                                .await
+                        }
+                        _ => Ok(()),
+                    },
+                    Err(error) => Err(error),
+                },
+            };
+            match deleted {
                 Ok(()) => {
                     if lost.is_cancelled() {
                         return;

@@ -103,7 +103,6 @@ impl KvMutex {
         };
         cleanup.created_at(my_revision);
         let owner = range_at(kv, &response, 1)?;
-        let mut watch_from = response.revision + 1;
         let owns = match owner.kvs.first() {
             Some(first) => first.create_revision == my_revision,
             None => true,
@@ -123,7 +122,6 @@ impl KvMutex {
                     return Err(Error::SessionLost);
                 }
             }
-            watch_from = mine.revision + 1;
         }
         let gate = cleanup.disarm();
         let held = HeldKey {
@@ -133,7 +131,7 @@ impl KvMutex {
             session: self.session.clone(),
             lease: self.lease,
         };
-        Ok(Some(held.lock_guard(watch_from, gate, &self.namespace)))
+        Ok(Some(held.lazy_lock_guard(gate, &self.namespace)))
     }
 }
 
@@ -173,7 +171,7 @@ impl Locker for KvMutex {
 #[cfg(test)]
 mod tests {
     use crate::backend::Backend;
-    use crate::kv::{Kv, Range};
+    use crate::kv::{Kv, Range, Txn, TxnOp};
     use crate::recipes::testing::{backend, name, session, sessions, settle, within};
 
     #[tokio::test]
@@ -304,6 +302,28 @@ mod tests {
         drop(first); // released in the background, gate handed over after it
         let second = within(second).await.unwrap().unwrap();
         assert!(second.token() > first_token);
+    }
+
+    #[tokio::test]
+    async fn a_key_deleted_before_lost_is_asked_is_lost_once_asked() {
+        let backend = backend();
+        let [s1, s2] = sessions(&backend).await;
+        let guard = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        // Deleted behind the guard's back before anyone asked about a loss (no watch
+        // runs on the key yet): asking must still learn it.
+        let deleted = Txn::when(vec![]).and_then(vec![TxnOp::delete(guard.key())]);
+        backend.kv().txn(deleted).await.unwrap();
+        within(guard.lost()).await;
+        assert!(guard.is_lost());
+        assert!(!s1.is_lost(), "only the hold was taken away");
+        assert!(matches!(guard.unlock().await, Err(crate::Error::NotHeld)));
+        let next = backend.locker(&s2, name("l")).unwrap().try_lock().await;
+        assert!(matches!(next, Ok(Some(_))), "{next:?}");
     }
 
     #[tokio::test]

@@ -40,7 +40,6 @@ pub(crate) struct KvRwMutex {
 struct Acquired {
     key: String,
     revision: Revision,
-    watch_from: Revision,
 }
 
 impl KvRwMutex {
@@ -102,14 +101,14 @@ impl KvRwMutex {
         } else {
             format!("{}write", self.prefix)
         };
-        let watch_from = loop {
+        loop {
             let range = Range::prefix(&blockers)
                 .last_rev()
                 .max_mod_revision(revision - 1);
             // Errors (and a lost session) leave `cleanup` armed: the key is removed.
             let response = read(kv, range, Some(lost)).await?;
             let Some(blocker) = response.kvs.into_iter().next() else {
-                break response.revision + 1;
+                break;
             };
             if !wait {
                 cleanup.remove_now().await?;
@@ -123,7 +122,7 @@ impl KvRwMutex {
                 Some(lost),
             )
             .await?;
-        };
+        }
         let key = cleanup.key().to_owned();
         if wait {
             let mine = read(kv, Range::key(&key), Some(lost)).await?;
@@ -137,11 +136,7 @@ impl KvRwMutex {
             }
         }
         cleanup.disarm();
-        Ok(Some(Acquired {
-            key,
-            revision,
-            watch_from,
-        }))
+        Ok(Some(Acquired { key, revision }))
     }
 
     fn held_key(&self, held: &Acquired) -> HeldKey {
@@ -157,14 +152,12 @@ impl KvRwMutex {
     fn read_guard(&self, acquired: Acquired) -> ReadGuard {
         let held = self.held_key(&acquired);
         let release = held.release_fn(|| Error::NotHeld);
-        let guard = ReadGuard::new(acquired.key, &self.session, release);
-        held.watch(acquired.watch_from, guard.lost_token().clone());
-        guard
+        ReadGuard::new(acquired.key, &self.session, release).with_loss_watch(held.loss_watch())
     }
 
     fn write_guard(&self, acquired: Acquired) -> LockGuard {
         self.held_key(&acquired)
-            .lock_guard(acquired.watch_from, None, &self.namespace)
+            .lazy_lock_guard(None, &self.namespace)
     }
 
     fn missing(&self) -> Error {
