@@ -37,6 +37,22 @@ else
   redis.call('SET', ekey, val, 'PX', left)
   redis.call('HSET', reg, ekey, val)
   redis.call('PEXPIRE', reg, left)
+  -- Uncontended (a lock or read-write lock whose line is empty): the entry is first
+  -- in line, so it is granted at once, as fq_settle would, without walking the line.
+  -- Its arrival score is 0: every later arrival takes the next p:seq, which is at
+  -- least 1, so it stays behind (p:seq is left alone, idling out as after a release).
+  -- p:fence keeps the idle TTL the last release gave it: should it run out while
+  -- this entry holds, the next grant seeds it from the clock again (counter_next),
+  -- so tokens still only grow, and an uncontended cycle writes no TTL changes.
+  if not elect and not sem and redis.call('EXISTS', p .. ':q') == 0 then
+    redis.call('ZADD', p .. ':q', 0, id)
+    local token = 0
+    if mode == 'w' then
+      token = counter_next(p .. ':fence')
+    end
+    redis.call('HSET', p .. ':g', id, decimal(token))
+    return {1, token}
+  end
   redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
   redis.call('PERSIST', p .. ':seq')
   if elect then

@@ -1,4 +1,28 @@
 -- Releases one session-held entry. KEYS[1]: entry key, KEYS[2]: session registry.
 -- ARGV: channel prefix, expected value. Returns 1 if it was still held, else 0.
-redis.call('HDEL', KEYS[2], KEYS[1])
-return release_hold(KEYS[1], ARGV[2])
+local ekey, val = KEYS[1], ARGV[2]
+redis.call('HDEL', KEYS[2], ekey)
+-- Uncontended (a lock or read-write lock entry alone in its line): nobody is to be
+-- granted or woken, so the line and its grants go at once and the counters idle out,
+-- as release_hold leaves them, without walking the line.
+local p, kind, id = string.match(ekey, '^(.*}:(%a+)):e:(.+)$')
+if kind == 'lock' or kind == 'rw' then
+  local line = redis.call('ZRANGE', p .. ':q', 0, 1)
+  if #line == 1 and line[1] == id then
+    local mine = 0
+    if redis.call('GET', ekey) == val then
+      redis.call('DEL', ekey)
+      mine = 1
+    end
+    redis.call('DEL', p .. ':q', p .. ':g')
+    -- Counters without a TTL (set by a contended grant or join) get the idle one;
+    -- one that has it keeps it (see fair_acquire.lua), so this writes nothing more.
+    for _, counter in ipairs({p .. ':fence', p .. ':seq'}) do
+      if redis.call('PTTL', counter) == -1 then
+        redis.call('PEXPIRE', counter, FAIR_IDLE_MS)
+      end
+    end
+    return mine
+  end
+end
+return release_hold(ekey, val)
