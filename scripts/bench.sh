@@ -31,6 +31,17 @@ fi
 scripts/servers.sh up >&2
 eval "$(scripts/servers.sh env)"
 
+# Production settings for the stores measured (the test servers run with their fast
+# settings): etcd as servers.sh starts it is etcd's defaults (fsync on every commit);
+# Redis gets back its default persistence (RDB snapshots, `save 3600 1 300 100 60
+# 10000`; appendonly stays no, Redis's default), which servers.sh turns off. The
+# report states the settings each server runs with. The shared test servers are left
+# as they are.
+if [[ ${DISTSYNC_BENCH_SHARED:-0} != 1 && ${DISTSYNC_REDIS_URL:-} =~ ^redis://([^:/]+):([0-9]+) ]]; then
+    redis-cli -h "${BASH_REMATCH[1]}" -p "${BASH_REMATCH[2]}" CONFIG SET save "3600 1 300 100 60 10000" >/dev/null ||
+        echo "bench.sh: could not restore Redis's default persistence; the report shows what it runs with" >&2
+fi
+
 args=("$@")
 has_out=0
 for arg in "${args[@]}"; do
