@@ -149,9 +149,29 @@ pub async fn server_version(target: &Target) -> Option<String> {
                 .query_async(&mut conn)
                 .await
                 .ok()?;
-            info.lines()
+            let version = info
+                .lines()
                 .find_map(|line| line.strip_prefix("redis_version:"))
-                .map(|version| format!("Redis {}", version.trim()))
+                .map(|version| format!("Redis {}", version.trim()))?;
+            // Persistence, as it matters to write latency (CONFIG may be refused to
+            // an ACL user: then the version alone).
+            let mut settings = Vec::new();
+            for setting in ["appendonly", "appendfsync", "save"] {
+                let reply: Option<Vec<String>> = redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(setting)
+                    .query_async(&mut conn)
+                    .await
+                    .ok();
+                if let Some([_, value]) = reply.as_deref() {
+                    settings.push(format!("{setting} = {value:?}"));
+                }
+            }
+            if settings.is_empty() {
+                Some(version)
+            } else {
+                Some(format!("{version} ({})", settings.join(", ")))
+            }
         }
         #[cfg(feature = "postgres")]
         BackendKind::Postgres => {
