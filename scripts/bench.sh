@@ -17,6 +17,15 @@
 # 300, which 100 waiters need). Servers this script starts are stopped when it ends
 # (DISTSYNC_BENCH_KEEP_SERVERS=1 keeps them). DISTSYNC_BENCH_SHARED=1 measures the
 # default test servers (ports 23790, 26379, 25432) instead.
+#
+# PostgreSQL is measured at its production settings: the test servers run with
+# fsync = off and synchronous_commit = off, so this script starts a private PostgreSQL
+# of its own (initdb in .servers/bench-durable-postgres, port DISTSYNC_BENCH_PG_PORT,
+# default 24140) with fsync = on, synchronous_commit = on, full_page_writes = on and
+# max_connections at its default of 100, points DISTSYNC_POSTGRES_URL at it, and stops
+# and removes it at the end. It uses the PostgreSQL that scripts/servers.sh installs,
+# so it works on a fresh machine. DISTSYNC_BENCH_PG=test measures the test server set's
+# PostgreSQL (fsync off) instead.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
@@ -26,6 +35,7 @@ if [[ ${DISTSYNC_BENCH_SHARED:-0} != 1 ]]; then
 fi
 
 if ! scripts/servers.sh status >/dev/null 2>&1 && [[ ${DISTSYNC_BENCH_KEEP_SERVERS:-0} != 1 ]]; then
+    BENCH_STARTED_SERVERS=1
     trap 'scripts/servers.sh down || true' EXIT
 fi
 scripts/servers.sh up >&2
@@ -40,6 +50,62 @@ eval "$(scripts/servers.sh env)"
 if [[ ${DISTSYNC_BENCH_SHARED:-0} != 1 && ${DISTSYNC_REDIS_URL:-} =~ ^redis://([^:/]+):([0-9]+) ]]; then
     redis-cli -h "${BASH_REMATCH[1]}" -p "${BASH_REMATCH[2]}" CONFIG SET save "3600 1 300 100 60 10000" >/dev/null ||
         echo "bench.sh: could not restore Redis's default persistence; the report shows what it runs with" >&2
+fi
+
+# as_pg CMD...: runs CMD as the postgres user when root (initdb refuses root).
+as_pg() {
+    if ((EUID == 0)); then
+        (cd / && exec runuser -u postgres -- "$@")
+    else
+        "$@"
+    fi
+}
+
+durable_postgres_start() {
+    local bin port home data
+    bin=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+    [[ -n $bin && -x $bin/initdb ]] || { echo "bench.sh: no PostgreSQL found (scripts/servers.sh up installs it)" >&2; exit 1; }
+    port=${DISTSYNC_BENCH_PG_PORT:-24140}
+    home=$ROOT/.servers/bench-durable-postgres
+    # Not under /tmp, which may be a tmpfs (where fsync costs nothing).
+    mkdir -p "$home"
+    if ((EUID == 0)); then
+        chown postgres: "$home"
+        if ! runuser -u postgres -- test -w "$home"; then
+            home=$(mktemp -d /var/tmp/distsync-bench-postgres.XXXXXX)
+            chown postgres: "$home"
+        fi
+    fi
+    data=$home/data
+    as_pg rm -rf "$data"
+    as_pg "$bin/initdb" -D "$data" -U postgres -A trust --no-locale -E UTF8 >"$home/initdb.log" 2>&1 ||
+        { tail -n 20 "$home/initdb.log" >&2; exit 1; }
+    printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" "unix_socket_directories = ''" \
+        "fsync = on" "synchronous_commit = on" "full_page_writes = on" "max_connections = 100" |
+        as_pg tee -a "$data/postgresql.conf" >/dev/null
+    DURABLE_PG=("$bin" "$data" "$home")
+    trap durable_postgres_stop EXIT
+    as_pg "$bin/pg_ctl" -D "$data" -l "$home/server.log" -w start >/dev/null ||
+        { tail -n 20 "$home/server.log" >&2; exit 1; }
+    "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 \
+        -c 'CREATE ROLE distsync LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB' \
+        -c 'CREATE DATABASE distsync OWNER distsync' >/dev/null
+    export DISTSYNC_POSTGRES_URL="postgres://distsync@127.0.0.1:$port/distsync"
+    echo "bench.sh: private PostgreSQL (fsync on, synchronous_commit on, max_connections 100) at $DISTSYNC_POSTGRES_URL" >&2
+}
+
+durable_postgres_stop() {
+    local bin=${DURABLE_PG[0]} data=${DURABLE_PG[1]} home=${DURABLE_PG[2]}
+    as_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+    as_pg rm -rf "$data"
+    if [[ $home == /var/tmp/distsync-bench-postgres.* ]]; then rm -rf "$home"; fi
+    if [[ ${BENCH_STARTED_SERVERS:-0} == 1 ]]; then
+        scripts/servers.sh down || true
+    fi
+}
+
+if [[ ${DISTSYNC_BENCH_PG:-durable} == durable ]]; then
+    durable_postgres_start
 fi
 
 args=("$@")

@@ -20,16 +20,20 @@ pub enum Case {
     Queue,
     /// STM bank transfers.
     Stm,
+    /// PostgreSQL at scale: 10,000 locks held and 1,000 waiting from one process
+    /// (connections, client memory, time to acquire, hand-off up to 1,000 waiters).
+    Scale,
 }
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 5] = [
+    pub const ALL: [Case; 6] = [
         Case::Cycle,
         Case::Handoff,
         Case::Election,
         Case::Queue,
         Case::Stm,
+        Case::Scale,
     ];
 }
 
@@ -89,6 +93,16 @@ pub struct Args {
     /// Time cap of one measurement, in seconds.
     #[arg(long)]
     pub case_secs: Option<u64>,
+    /// Scale case (PostgreSQL): locks held at once, one per session.
+    #[arg(long)]
+    pub scale_holds: Option<usize>,
+    /// Scale case: sessions waiting, each on one of the held locks.
+    #[arg(long)]
+    pub scale_waiting: Option<usize>,
+    /// Scale case: waiter counts of the hand-off measured while the locks are held,
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub scale_waiters: Vec<usize>,
     /// How long a holder (or leader) waits after the last contender has entered its
     /// wait before releasing, in milliseconds, so the release hands over to a queued
     /// waiter rather than racing a late one.
@@ -124,6 +138,12 @@ pub struct Plan {
     pub clients: Vec<usize>,
     /// Transfers per STM run.
     pub stm_transfers: usize,
+    /// Scale case: locks held at once.
+    pub scale_holds: usize,
+    /// Scale case: sessions waiting on held locks.
+    pub scale_waiting: usize,
+    /// Scale case: hand-off waiter counts, measured with the locks held.
+    pub scale_handoff_waiters: Vec<usize>,
     /// Time cap of one measurement.
     pub case_time: Duration,
     /// See [`Args::settle_ms`].
@@ -155,6 +175,17 @@ impl Plan {
         };
         waiters.sort_unstable();
         waiters.dedup();
+        let mut scale_handoff_waiters = if args.scale_waiters.is_empty() {
+            if quick {
+                vec![1, 10]
+            } else {
+                vec![1, 10, 100, 1000]
+            }
+        } else {
+            args.scale_waiters.iter().map(|&w| w.max(1)).collect()
+        };
+        scale_handoff_waiters.sort_unstable();
+        scale_handoff_waiters.dedup();
         Self {
             cases,
             peers: !args.no_peers,
@@ -168,6 +199,9 @@ impl Plan {
             queue_items: pick(args.queue_items, 1000, 16),
             clients: vec![1, 8],
             stm_transfers: pick(args.stm_transfers, 500, 16),
+            scale_holds: pick(args.scale_holds, 10_000, 200),
+            scale_waiting: pick(args.scale_waiting, 1_000, 20),
+            scale_handoff_waiters,
             case_time: Duration::from_secs(args.case_secs.unwrap_or(if quick { 10 } else { 20 })),
             settle: Duration::from_millis(args.settle_ms.unwrap_or(if quick { 1 } else { 5 })),
         }

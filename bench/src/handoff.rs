@@ -239,20 +239,19 @@ async fn close(sessions: Vec<Session>) {
     }
 }
 
-/// Whether the store can take `waiters + 1` sessions at once: each PostgreSQL session
-/// holds a control connection and a connection per lock it holds or waits for.
+/// Whether the store can take `waiters + 1` sessions at once: PostgreSQL sessions hold
+/// no connection, but a backend opens up to 19 (its pools and its listener).
 #[allow(unused_variables)]
 async fn capacity(target: &Target, waiters: usize) -> std::result::Result<(), String> {
     #[cfg(feature = "postgres")]
     if target.kind == crate::target::BackendKind::Postgres {
-        let needed = 2 * (waiters + 1);
+        let needed = 19;
         match crate::raw::postgres::free_connections(&target.url).await {
             Ok(free) if free < needed => {
                 return Err(format!(
-                    "not run: {} sessions need about {needed} connections (a control \
-                     connection and a lock connection each); the server has {free} free \
-                     under max_connections",
-                    waiters + 1
+                    "not run: a backend needs up to {needed} connections (pools and \
+                     listener, however many sessions); the server has {free} free under \
+                     max_connections"
                 ))
             }
             Ok(_) => {}

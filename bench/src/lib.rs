@@ -3,7 +3,8 @@
 //! The benchmark program of distsync: per backend (memory, etcd, Redis, PostgreSQL) it
 //! measures the uncontended lock+unlock cycle beside the minimal raw store commands and
 //! peer lock libraries, the contended hand-off with 1, 10 and 100 waiters, election
-//! leader changes, queue throughput and STM bank transfers, and writes markdown tables
+//! leader changes, queue throughput and STM bank transfers, PostgreSQL at scale (10,000
+//! locks held and 1,000 waiting from one process), and writes markdown tables
 //! and SVG plots (`docs/BENCHMARKS.md`, `docs/bench/*.svg`). Run it through
 //! `scripts/bench.sh`.
 //!
@@ -23,6 +24,7 @@ pub mod queue;
 pub mod raw;
 pub mod report;
 pub mod run;
+pub mod scale;
 pub mod stats;
 pub mod stm;
 pub mod svg;

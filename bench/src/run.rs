@@ -9,6 +9,7 @@ use crate::handoff::{self, HandoffResult};
 use crate::machine::{self, Machine};
 use crate::probe::WatchDelivery;
 use crate::queue::{self, QueueResult};
+use crate::scale::ScaleResult;
 use crate::stm::{self, StmResult};
 use crate::target::{BackendKind, Target};
 
@@ -52,6 +53,8 @@ pub struct BackendReport {
     pub queue: Vec<QueueResult>,
     /// STM per worker count.
     pub stm: Vec<StmResult>,
+    /// PostgreSQL at scale (other backends: not run).
+    pub scale: Option<ScaleResult>,
 }
 
 impl BackendReport {
@@ -161,6 +164,7 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
         watch_delivery: None,
         queue: Vec::new(),
         stm: Vec::new(),
+        scale: None,
     };
     if plan.runs(Case::Cycle) {
         tracing::info!(backend = %kind, "cycle: distsync, raw sequence and peers");
@@ -207,6 +211,16 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
                 .stm
                 .push(stm::run(target, run_id, workers, plan).await);
         }
+    }
+    #[cfg(feature = "postgres")]
+    if plan.runs(Case::Scale) && kind == BackendKind::Postgres {
+        tracing::info!(
+            backend = %kind,
+            holds = plan.scale_holds,
+            waiting = plan.scale_waiting,
+            "scale"
+        );
+        report.scale = Some(crate::scale::run(target, run_id, plan).await);
     }
     report
 }
