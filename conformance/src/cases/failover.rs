@@ -25,7 +25,13 @@
 //!   acknowledgement (`wait_replicas=1`) nothing acknowledged can be lost; without it,
 //!   what the old primary acknowledged during the lag is gone: the case measures it.
 //!
-//! The killed member is started again before the case ends, whatever happens.
+//! * [`Fault::Promoted`]: a PostgreSQL primary stopped with `pg_ctl stop -m
+//!   immediate`, its streaming standby promoted and the clients' proxy pointed at it
+//!   ([`crate::faults::private::PostgresStandbyPair`]), with a synchronous standby or
+//!   an asynchronous one (which may lose the last acknowledged commits).
+//!
+//! The killed member is started again before the case ends, whatever happens (a
+//! killed PostgreSQL primary stays down: its pair is the case's own).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,6 +75,9 @@ pub(crate) enum Fault {
     /// The primary of a Sentinel group after its replica lagged, with or without
     /// replica acknowledgement.
     Primary { acknowledged: bool },
+    /// A PostgreSQL primary stopped with `pg_ctl stop -m immediate`, its streaming
+    /// standby (synchronous or not) promoted, clients sent to it through a proxy.
+    Promoted,
 }
 
 /// Starts the killed member (and resumes a paused one) if the case ends early.
@@ -350,14 +359,22 @@ async fn check_holder(
 
 /// The case body (see the module docs).
 pub(crate) async fn failover(h: Harness, fault: Fault) -> Check {
+    // A PostgreSQL pair is started here (initdb, base backup): more than a prompt.
     let cluster = within(
-        PROMPT,
+        LONG,
         "finding the cluster",
         h.faults().cluster(&**h.backend()),
     )
     .await?;
+    if matches!(fault, Fault::Promoted) && h.capabilities().backend != "postgres" {
+        return Err(crate::check::Fail::Unsupported(
+            "a promoted streaming standby is PostgreSQL's failover; this store's is \
+             measured by its own failover cases"
+                .to_owned(),
+        ));
+    }
     let backend: Arc<dyn Backend> = match fault {
-        Fault::Leader => within(PROMPT, "connecting", cluster.connect()).await?,
+        Fault::Leader | Fault::Promoted => within(PROMPT, "connecting", cluster.connect()).await?,
         Fault::Primary { acknowledged } => {
             let query = if acknowledged {
                 "wait_replicas=1&wait_timeout=500"
@@ -442,10 +459,16 @@ pub(crate) async fn failover(h: Harness, fault: Fault) -> Check {
     } else {
         None
     };
-    restore.command.extend(match fault {
-        Fault::Leader => ["start-member".to_owned(), leader.to_string()],
-        Fault::Primary { .. } => ["sentinel-start-node".to_owned(), leader.to_string()],
-    });
+    match fault {
+        Fault::Leader => restore
+            .command
+            .extend(["start-member".to_owned(), leader.to_string()]),
+        Fault::Primary { .. } => restore
+            .command
+            .extend(["sentinel-start-node".to_owned(), leader.to_string()]),
+        // The pair is the case's own: nothing of servers.sh to restore.
+        Fault::Promoted => {}
+    }
     within(
         LONG,
         format!("killing member {leader}"),

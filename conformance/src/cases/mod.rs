@@ -709,6 +709,18 @@ pub static CASES: &[Case] = &[
         run: |h| boxed(failover::failover(h, failover::Fault::Primary { acknowledged: false })),
     },
     Case {
+        id: "server_primary_failover_postgres",
+        primitive: Primitive::Server,
+        guarantee: "PostgreSQL primary killed (immediate stop), streaming standby promoted, clients \
+                    redirected: one holder, tokens grow, no acknowledged item lost, no stuck or silent hold",
+        needs: &[Need::Lock, Need::Election, Need::Queue],
+        // PostgreSQL declares it false (no synchronous standby is assumed); with a
+        // synchronous standby the backend's own test requires it to hold.
+        claim: SURVIVES_FAILOVER,
+        hooks: &[Hook::Failover],
+        run: |h| boxed(failover::failover(h, failover::Fault::Promoted)),
+    },
+    Case {
         id: "server_cluster_release_during_leader_change",
         primitive: Primitive::Server,
         guarantee: "an unlock during a leader change completes: a waiter is granted long before the TTL",

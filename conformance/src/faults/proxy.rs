@@ -10,6 +10,10 @@
 //!   restarted proxy or firewall).
 //!
 //! [`Proxy::heal`] lets bytes pass again (for connections still open).
+//!
+//! [`Proxy::redirect`] points the proxy at another upstream, closing the connections
+//! to the old one (as a virtual IP moved to a promoted standby, or a pooler
+//! reconfigured after a failover): clients reconnect and reach the new server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +54,9 @@ impl PartitionMode {
 pub struct Proxy {
     address: SocketAddr,
     mode: Arc<watch::Sender<PartitionMode>>,
+    upstream: Arc<std::sync::Mutex<String>>,
+    /// Bumped by [`Proxy::redirect`]: every connection of an older epoch ends.
+    epoch: Arc<watch::Sender<u64>>,
     accept: JoinHandle<()>,
 }
 
@@ -76,10 +83,19 @@ impl Proxy {
             .map_err(|e| hook_error("binding the partition proxy", e))?;
         let (mode, _) = watch::channel(PartitionMode::Forward);
         let mode = Arc::new(mode);
-        let accept = tokio::spawn(accept_loop(listener, upstream, Arc::clone(&mode)));
+        let upstream = Arc::new(std::sync::Mutex::new(upstream));
+        let epoch = Arc::new(watch::channel(0u64).0);
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&upstream),
+            Arc::clone(&mode),
+            Arc::clone(&epoch),
+        ));
         Ok(Self {
             address,
             mode,
+            upstream,
+            epoch,
             accept,
         })
     }
@@ -98,12 +114,23 @@ impl Proxy {
     pub fn heal(&self) {
         self.set(PartitionMode::Forward);
     }
+
+    /// Points the proxy at `upstream` (`host:port`): the connections it carries are
+    /// closed (reset), and new ones go to `upstream`.
+    pub fn redirect(&self, upstream: String) {
+        *self
+            .upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = upstream;
+        self.epoch.send_modify(|epoch| *epoch += 1);
+    }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    upstream: String,
+    upstream: Arc<std::sync::Mutex<String>>,
     mode: Arc<watch::Sender<PartitionMode>>,
+    epoch: Arc<watch::Sender<u64>>,
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
@@ -113,8 +140,12 @@ async fn accept_loop(
             reset(client);
             continue;
         }
-        let upstream = upstream.clone();
+        let upstream = upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mode = mode.subscribe();
+        let mut epoch = epoch.subscribe();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(&upstream).await else {
                 reset(client);
@@ -128,10 +159,12 @@ async fn accept_loop(
             let (server_read, server_write) = server.into_split();
             let up = pump(client_read, server_write, mode.clone());
             let down = pump(server_read, client_write, mode);
-            // Either direction ending (EOF, error, reset) ends the connection.
+            // Either direction ending (EOF, error, reset) ends the connection, and so
+            // does a redirect (closed with a reset: SO_LINGER is zero).
             tokio::select! {
                 () = up => {}
                 () = down => {}
+                _ = epoch.changed() => {}
             }
         });
     }
@@ -297,5 +330,44 @@ mod tests {
             .await
             .expect("a new connection is closed at once");
         assert!(matches!(refused, Ok(0) | Err(_)));
+    }
+
+    /// A server that answers every connection with its name.
+    async fn namer(name: &'static [u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = stream.write_all(name).await;
+                    let mut buffer = [0u8; 8];
+                    // Held open until the client goes.
+                    while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        address
+    }
+
+    /// After a redirect, open connections end and new ones reach the new upstream.
+    #[tokio::test]
+    async fn redirect_closes_old_connections_and_sends_new_ones_elsewhere() {
+        let (a, b) = (namer(b"a").await, namer(b"b").await);
+        let proxy = Proxy::start(a).await.unwrap();
+        let mut first = TcpStream::connect(proxy.address()).await.unwrap();
+        let mut name = [0u8; 1];
+        first.read_exact(&mut name).await.unwrap();
+        assert_eq!(&name, b"a");
+        proxy.redirect(b);
+        let closed = tokio::time::timeout(Duration::from_secs(5), first.read(&mut name))
+            .await
+            .expect("the old connection ends at once");
+        assert!(matches!(closed, Ok(0) | Err(_)));
+        let mut second = TcpStream::connect(proxy.address()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut name))
+            .await
+            .expect("the new upstream answers")
+            .unwrap();
+        assert_eq!(&name, b"b");
     }
 }

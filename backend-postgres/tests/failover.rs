@@ -1,0 +1,69 @@
+//! PostgreSQL failover (issue 16): the conformance case `server_primary_failover_postgres`
+//! against private primaries with a streaming standby
+//! (`distsync_conformance::faults::private::PostgresStandbyPair`): the primary
+//! stopped with `pg_ctl stop -m immediate` under lock, election and queue load, the
+//! standby promoted and the clients' proxy pointed at it. Needs
+//! `DISTSYNC_POSTGRES_URL` for the harness's own server (skipped loudly when unset; a
+//! failure under `CI=true`) and PostgreSQL's server binaries for the private pair.
+//!
+//! With a synchronous standby (`synchronous_standby_names`) the case must hold:
+//! nothing acknowledged is lost, holders do not hold silently, tokens grow. With an
+//! asynchronous one it is measured (PostgreSQL declares `survives_failover: false`).
+
+use std::time::Duration;
+
+use distsync_conformance::{connector, find, run_case, server_url, Harness, Outcome, Report};
+
+/// The pairs take turns (each is two PostgreSQL servers on a small machine).
+static PAIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs the case against a pair (`synchronous` or not); `None` without a server.
+fn failover(synchronous: bool) -> Option<Report> {
+    let url = server_url("DISTSYNC_POSTGRES_URL")?;
+    let _turn = PAIRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let connect = connector(|url| async move { distsync_postgres::backend(&url).await });
+        let harness = Harness::connect_postgres_standby(&url, connect, synchronous)
+            .await
+            .unwrap_or_else(|error| panic!("connecting to postgres: {error}"));
+        let case = find("server_primary_failover_postgres").expect("the case");
+        let report = run_case(case, &harness).await;
+        eprintln!("{report}");
+        assert!(!report.is_failure(), "{report}");
+        assert!(
+            !matches!(report.outcome, Outcome::Unsupported { .. }),
+            "{report}"
+        );
+        assert!(
+            report.elapsed < Duration::from_secs(90),
+            "took {:?}: {report}",
+            report.elapsed
+        );
+        Some(report)
+    })
+}
+
+/// A synchronous standby: everything acknowledged is on the promoted standby.
+#[test]
+fn promoted_synchronous_standby_loses_nothing() {
+    if let Some(report) = failover(true) {
+        assert!(
+            matches!(report.outcome, Outcome::Holds { .. }),
+            "with a synchronous standby nothing may break: {report}"
+        );
+    }
+}
+
+/// An asynchronous standby: measured and reported (declared not to survive).
+#[test]
+fn promoted_asynchronous_standby_is_measured() {
+    if let Some(report) = failover(false) {
+        assert_eq!(report.declared, Some(false), "{report}");
+    }
+}
