@@ -36,7 +36,7 @@ const ROUNDS_DOWN: usize = 10;
 /// take a few seconds (4 s, leaving 2 s, lost sessions under CI load).
 const SESSION_RIDE_OUT: Duration = Duration::from_secs(6);
 /// How long the cluster may take to elect a new leader and serve again.
-pub(super) const RECOVERY: Duration = Duration::from_secs(30);
+const RECOVERY: Duration = Duration::from_secs(30);
 
 /// Starts the stopped member again if the case ends early.
 pub(super) struct Restart<'a> {
