@@ -441,10 +441,22 @@ pub(crate) async fn failover(h: Harness, fault: Fault) -> Check {
     let mut restore = Restore {
         command: Vec::new(),
     };
-    let lagged = if let Fault::Primary { .. } = fault {
-        let replica = if leader == 1 { 2 } else { 1 };
-        restore.command = vec!["sentinel-resume-replica".into(), String::new()];
-        within(PROMPT, "pausing the replica", cluster.pause_member(replica)).await?;
+    let lag_replica = match fault {
+        Fault::Primary { .. } => {
+            let replica = if leader == 1 { 2 } else { 1 };
+            restore.command = vec!["sentinel-resume-replica".into(), String::new()];
+            within(PROMPT, "pausing the replica", cluster.pause_member(replica)).await?;
+            Some(replica)
+        }
+        // An asynchronous standby lags; a synchronous one cannot be paused (commits
+        // would wait for it), and is not.
+        Fault::Promoted => match tokio::time::timeout(PROMPT, cluster.pause_member(2)).await {
+            Ok(Ok(())) => Some(2),
+            Ok(Err(_)) | Err(_) => None,
+        },
+        Fault::Leader => None,
+    };
+    let lagged = if let Some(replica) = lag_replica {
         let (tokens, items) = (granted(), acked());
         let lag = Instant::now();
         // While the replica lags: what does the primary still acknowledge?

@@ -440,6 +440,8 @@ pub struct PostgresStandbyPair {
     url: String,
     leader: std::sync::atomic::AtomicUsize,
     synchronous: bool,
+    /// The standby's WAL receiver, while paused (SIGSTOP).
+    paused: std::sync::Mutex<Option<u32>>,
 }
 
 impl std::fmt::Debug for PostgresStandbyPair {
@@ -540,6 +542,7 @@ impl PostgresStandbyPair {
             url,
             leader: std::sync::atomic::AtomicUsize::new(1),
             synchronous,
+            paused: std::sync::Mutex::new(None),
         };
         if synchronous {
             pair.psql(&format!(
@@ -554,9 +557,13 @@ impl PostgresStandbyPair {
 
     /// Runs `sql` on the primary as `postgres`; its output.
     async fn psql(&self, sql: &str) -> Result<String> {
-        let psql =
-            super::server::psql().map_err(|reason| hook_error("asking the primary", reason))?;
-        let port = self.primary.port.to_string();
+        self.psql_at(self.primary.port, sql).await
+    }
+
+    /// Runs `sql` on the server at `port` as `postgres`; its output.
+    async fn psql_at(&self, port: u16, sql: &str) -> Result<String> {
+        let psql = super::server::psql().map_err(|reason| hook_error("asking postgres", reason))?;
+        let port = port.to_string();
         let out = tools::run(
             &psql,
             [
@@ -603,6 +610,19 @@ impl PostgresStandbyPair {
         }
     }
 
+    /// Lets a paused WAL receiver run again.
+    fn unpause(&self) -> Result<()> {
+        let paused = self
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match paused {
+            Some(pid) => tools::signal(pid, libc::SIGCONT),
+            None => Ok(()),
+        }
+    }
+
     fn standby_data(&self) -> PathBuf {
         self.primary.dir.join("standby")
     }
@@ -626,7 +646,8 @@ fn append(path: &Path, text: &str) -> Result<()> {
 impl Drop for PostgresStandbyPair {
     fn drop(&mut self) {
         // The standby lives in the primary's directory, which the primary's drop
-        // removes: stop it first.
+        // removes: stop it first (its WAL receiver running again).
+        let _ = self.unpause();
         let data = self.standby_data();
         if data.join("postmaster.pid").exists() {
             let pg_ctl = self.bin.join("pg_ctl");
@@ -690,6 +711,9 @@ impl Cluster for PostgresStandbyPair {
         let primary = self.primary.data();
         self.pg_ctl(&primary, &["-m", "immediate", "-w", "-t", "60", "stop"])
             .await?;
+        // A paused WAL receiver runs again (it finds the primary gone): what it had
+        // not received is lost, as with a standby behind a slow link.
+        self.unpause()?;
         let standby = self.standby_data();
         self.pg_ctl(&standby, &["-w", "-t", "60", "promote"])
             .await?;
@@ -697,6 +721,38 @@ impl Cluster for PostgresStandbyPair {
             .redirect(format!("127.0.0.1:{}", self.standby_port));
         self.leader.store(2, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Pauses the asynchronous standby's replication: its WAL receiver stopped
+    /// (SIGSTOP) and its connection to the primary ended, so that what the primary
+    /// commits from now on stays there. Unsupported with a synchronous standby (every
+    /// commit would wait for it).
+    async fn pause_member(&self, member: usize) -> Result<()> {
+        if self.synchronous || member != 2 {
+            return Err(distsync_core::Error::unsupported(
+                "postgres",
+                "pausing a synchronous standby (every commit would wait for it)",
+            ));
+        }
+        let pid: u32 = self
+            .psql_at(self.standby_port, "SELECT pid FROM pg_stat_wal_receiver")
+            .await?
+            .trim()
+            .parse()
+            .map_err(|error| hook_error("finding the WAL receiver", error))?;
+        tools::signal(pid, libc::SIGSTOP)?;
+        *self
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pid);
+        self.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+            .await
+            .map(drop)
+    }
+
+    /// Resumes a paused standby (already done when the primary was killed).
+    async fn resume_member(&self, _member: usize) -> Result<()> {
+        self.unpause()
     }
 
     async fn connect_with(&self, _query: &str) -> Result<Arc<dyn Backend>> {
