@@ -130,9 +130,9 @@ use distsync_core::{
 use sqlx::postgres::PgPoolOptions;
 
 use crate::error::{map, BACKEND};
+pub use crate::limits::Limits;
 use crate::session::{LeaseInner, PgLease};
 use crate::shared::Shared;
-pub use crate::limits::Limits;
 
 /// Connections in the pool used for queues, barriers and STM, and the notification
 /// listener (holds and renewals have pools of their own).
