@@ -43,8 +43,7 @@ async fn logs_never_show_the_password() {
     session.close().await.unwrap();
     let error = distsync_etcd::backend(&wrong)
         .await
-        .err()
-        .expect("a wrong password is refused");
+        .expect_err("a wrong password is refused");
     tracing::warn!(%error, "refused");
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     // The backend's own "connected" event is captured (so the capture works), and
