@@ -4,9 +4,9 @@
 //! The Sentinels are asked through redis-rs's [`SentinelClient`], which asks each
 //! Sentinel in turn for the service's primary (`SENTINEL MASTERS`) and checks with
 //! `ROLE` that the server it names really is a primary. The backend's connections
-//! go through a [`Target`]:
+//! go through a `Target`:
 //!
-//! * commands go through [`Connection::Sentinel`]: one multiplexed connection to the
+//! * commands go through `Connection::Sentinel`: one multiplexed connection to the
 //!   primary, dropped when a command meets a broken connection or an answer that says
 //!   the server is no longer the primary (`READONLY`, `MASTERDOWN`); the next command
 //!   asks the Sentinels again and connects to the primary they name now (redis-rs's
