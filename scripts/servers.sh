@@ -485,6 +485,16 @@ ha_primary() {
     return 1
 }
 
+# sentinels_agree N: every Sentinel names node N as the primary.
+sentinels_agree() {
+    local n addr
+    for n in "${SENTINELS[@]}"; do
+        addr=$(redis-cli -h "$HOST" -p "$(sentinel_port "$n")" sentinel get-master-addr-by-name \
+            "$SENTINEL_SERVICE" 2>/dev/null | sed -n 2p || true)
+        [[ $addr == "$(ha_port "$1")" ]] || return 1
+    done
+}
+
 # Node N starts as a replica of the other node when that one answers as the primary,
 # as the primary when the other answers as a replica; when the other does not answer,
 # node 1 starts as the primary and node 2 as its replica (the first `up`).
@@ -838,9 +848,11 @@ sentinel-start-node)
     [[ ${1:-} =~ ^[12]$ ]] || die "expected a Sentinel group node number 1 or 2, got '${1:-}'"
     lock_state_dir
     other=$(ha_other "$1")
-    # A replica of the other node once the Sentinels have promoted it.
+    # A replica of the other node once the Sentinels have promoted it, every one of
+    # them: a Sentinel that still names this node's address as the primary would see
+    # it come back as a replica and promote it again (empty), a second failover.
     deadline=$((SECONDS + WAIT_SECONDS))
-    until [[ $(ha_role "$other") == master ]]; do
+    until [[ $(ha_role "$other") == master ]] && sentinels_agree "$other"; do
         ((SECONDS < deadline)) || die "redis-ha-$other did not become primary within ${WAIT_SECONDS}s"
         sleep 0.1
     done

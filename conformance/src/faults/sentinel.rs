@@ -7,6 +7,11 @@
 //! replica paused and resumed (`sentinel-pause-replica` / `sentinel-resume-replica`)
 //! so that it lags behind the primary.
 //!
+//! The group is shared by every process on the machine: a case that fails it over
+//! first takes its turn ([`SentinelFaults::cluster`] waits until it can create a
+//! turn file in the temporary directory), so that two test processes never fail it
+//! over at once.
+//!
 //! [`SentinelFaults`] offers the group ([`Hook::Failover`]) and second clients; the
 //! other hooks (out-of-band session kills, child holders, private servers, proxies)
 //! need one server's address and are not offered under Sentinel.
@@ -43,11 +48,74 @@ pub fn with_query(url: &str, query: &str) -> String {
     }
 }
 
+/// How long a case waits for its turn at the group.
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(55);
+
+/// An exclusive turn at the group, across processes: a file created with
+/// `create_new` in the temporary directory, holding the owner's pid (a file whose owner
+/// is gone is taken over), removed when dropped.
+struct Turn {
+    path: PathBuf,
+}
+
+impl Turn {
+    /// Waits (at most [`TURN_WAIT`]) for the turn.
+    async fn take() -> Result<Self> {
+        use std::io::Write as _;
+        let path = std::env::temp_dir().join("distsync-sentinel-failover.turn");
+        let deadline = tokio::time::Instant::now() + TURN_WAIT;
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    file.write_all(std::process::id().to_string().as_bytes())
+                        .map_err(|error| hook_error("writing the Sentinel group's turn", error))?;
+                    return Ok(Self { path });
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    let alive = owner
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+                    // A turn being written has no pid yet: not stale.
+                    if !alive && !owner.trim().is_empty() {
+                        tracing::warn!(owner = owner.trim(), "taking over a stale Sentinel turn");
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                }
+                Err(error) => return Err(hook_error("taking the Sentinel group's turn", error)),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(hook_error(
+                    "waiting for the Sentinel group",
+                    format!("another process held it for {TURN_WAIT:?}"),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            tracing::warn!(%error, "could not give back the Sentinel group's turn");
+        }
+    }
+}
+
 /// The Sentinel group at a URL.
 pub struct SentinelGroup {
     url: String,
     script: PathBuf,
     connect: Connect,
+    /// This process's turn at the group, when taken by [`SentinelFaults::cluster`].
+    _turn: Option<Turn>,
 }
 
 impl std::fmt::Debug for SentinelGroup {
@@ -87,6 +155,7 @@ impl SentinelGroup {
             url: url.to_owned(),
             script: servers_script(),
             connect,
+            _turn: None,
         })
     }
 
@@ -226,10 +295,9 @@ impl Faults for SentinelFaults {
 
     async fn cluster(&self, backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
         SentinelGroup::available().map_err(|_| unsupported(backend, Hook::Failover))?;
-        Ok(Box::new(SentinelGroup::new(
-            &self.url,
-            Arc::clone(&self.connect),
-        )?))
+        let mut group = SentinelGroup::new(&self.url, Arc::clone(&self.connect))?;
+        group._turn = Some(Turn::take().await?);
+        Ok(Box::new(group))
     }
 
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
