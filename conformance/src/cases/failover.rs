@@ -366,13 +366,6 @@ pub(crate) async fn failover(h: Harness, fault: Fault) -> Check {
         h.faults().cluster(&**h.backend()),
     )
     .await?;
-    if matches!(fault, Fault::Promoted) && h.capabilities().backend != "postgres" {
-        return Err(crate::check::Fail::Unsupported(
-            "a promoted streaming standby is PostgreSQL's failover; this store's is \
-             measured by its own failover cases"
-                .to_owned(),
-        ));
-    }
     let backend: Arc<dyn Backend> = match fault {
         Fault::Leader | Fault::Promoted => within(PROMPT, "connecting", cluster.connect()).await?,
         Fault::Primary { acknowledged } => {

@@ -717,7 +717,8 @@ pub static CASES: &[Case] = &[
         // PostgreSQL declares it false (no synchronous standby is assumed); with a
         // synchronous standby the backend's own test requires it to hold.
         claim: SURVIVES_FAILOVER,
-        hooks: &[Hook::Failover],
+        // The pair is private servers: only the standby-pair harness offers both.
+        hooks: &[Hook::Failover, Hook::PrivateServer],
         run: |h| boxed(failover::failover(h, failover::Fault::Promoted)),
     },
     Case {

@@ -809,7 +809,8 @@ impl Faults for PostgresFailoverFaults {
 
     fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
         match hook {
-            Hook::Failover => PostgresStandbyPair::available(),
+            // The pair is two private servers.
+            Hook::Failover | Hook::PrivateServer => PostgresStandbyPair::available(),
             Hook::SecondClient => Ok(()),
             other => Err(format!(
                 "{other}: not offered by the standby-pair harness (run the other cases \
