@@ -224,6 +224,16 @@ impl Case {
         })
     }
 
+    /// Whether the case breaks a store that other cases of the same process share
+    /// (the etcd cluster, the Sentinel group): such cases take turns
+    /// ([`run_case_as`] holds a process-wide lock around them), since one case's
+    /// killed leader would be another's unexplained fault.
+    pub fn breaks_shared_topology(&self) -> bool {
+        self.hooks
+            .iter()
+            .any(|hook| matches!(hook, Hook::Cluster | Hook::Failover))
+    }
+
     /// What `capabilities` claim about this case's guarantee: `None` where there is no
     /// claim (a contract every backend must keep).
     pub fn declared(&self, capabilities: &Capabilities) -> Option<bool> {
@@ -287,6 +297,10 @@ impl fmt::Display for Report {
     }
 }
 
+/// The turn of the cases that break a store other cases share
+/// ([`Case::breaks_shared_topology`]): held while one of them runs.
+static SHARED_TOPOLOGY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs `case` against the harness's backend, under a fresh prefix, bounded by
 /// [`CASE_LIMIT`].
 ///
@@ -312,6 +326,12 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
         },
         (None, Some(reason)) => Outcome::Unsupported { reason },
         (None, None) => {
+            // Cases that kill members of a shared cluster take turns.
+            let _turn = if case.breaks_shared_topology() {
+                Some(SHARED_TOPOLOGY.lock().await)
+            } else {
+                None
+            };
             let body = tokio::spawn((case.run)(harness.for_case(case.id)));
             let abort = body.abort_handle();
             match tokio::time::timeout(CASE_LIMIT, body).await {
