@@ -105,7 +105,9 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     match scheme.to_ascii_lowercase().as_str() {
         "memory" => memory::connect(url).await,
         "etcd" => connect_etcd(url).await,
-        "redis" | "rediss" | "redis+sentinel" => connect_redis(url).await,
+        "redis" | "rediss" | "redis+sentinel" | "redis+cluster" | "rediss+cluster" => {
+            connect_redis(url).await
+        }
         "postgres" | "postgresql" => connect_postgres(url).await,
         other => Err(Error::InvalidUrl {
             url: redact_url(url),

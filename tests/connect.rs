@@ -101,3 +101,22 @@ async fn memory_urls_with_one_name_share_a_store() {
     assert_eq!(fresh.queue("q").unwrap().len().await.unwrap(), 0);
     assert_eq!(b.queue("q").unwrap().dequeue().await.unwrap(), "item");
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_redis_cluster_url_is_unsupported_not_unknown() {
+    for url in [
+        "redis+cluster://user:cluster-secret@127.0.0.1:7000,127.0.0.1:7001",
+        "rediss+cluster://user:cluster-secret@127.0.0.1:7000",
+    ] {
+        let error = distsync::connect(url).await.expect_err(url);
+        assert!(
+            matches!(error, Error::Unsupported { .. }),
+            "{url}: {error:?}"
+        );
+        assert!(
+            !format!("{error} {error:?}").contains("cluster-secret"),
+            "{error:?}"
+        );
+    }
+}
