@@ -177,6 +177,11 @@ async fn contend(
             .await
             .ctx("opening a session")?;
         let locker = backend.locker(&session, lock.clone()).ctx("a locker")?;
+        // The token of a hold whose unlock did not finish (the failover cut it off):
+        // its key may still be there, and this session's next lock() then resumes
+        // that same hold, with the same token. That is not a token handed out
+        // twice: nobody else held in between (the overlap check would see it).
+        let mut unreleased: Option<u64> = None;
         while !stop.load(Ordering::SeqCst) {
             let guard = match locker.lock_timeout(WAIT).await {
                 Ok(guard) => guard,
@@ -198,13 +203,17 @@ async fn contend(
             {
                 let mut tokens = lock_vec(&seen.tokens);
                 let token = guard.token().0;
-                seen.grew("lock token", tokens.last().map(|(t, _)| *t), token);
+                let last = tokens.last().map(|(t, _)| *t);
+                if !(unreleased == Some(token) && last == Some(token)) {
+                    seen.grew("lock token", last, token);
+                }
                 tokens.push((token, Instant::now()));
             }
+            unreleased = Some(guard.token().0);
             tokio::task::yield_now().await;
             seen.holders.fetch_sub(1, Ordering::SeqCst);
             match tokio::time::timeout(PROMPT, guard.unlock()).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => unreleased = None,
                 Ok(Err(error)) if error.is_transient() || matches!(error, Error::SessionLost) => {
                     Seen::count(&seen.transient);
                 }
