@@ -49,9 +49,10 @@
 //! payload `W:<call id>`, an expiry renewed while it waits). An insert into
 //! `queue_items`, a nack, and the end of a session holding items call `queue_wake`,
 //! which takes the first live waiter out of the line and notifies it alone. A consumer
-//! that takes an item while others remain, or that is dropped while registered, passes
-//! the wake-up on (`queue_pass`), so one lost with a crashed consumer is not lost for
-//! good; and a waiting consumer re-checks when its registration is due for renewal, or
+//! that was woken (out of the line) and took an item while others remain, or that is
+//! dropped while registered, passes the wake-up on (`queue_pass`), so one lost with a
+//! crashed consumer is not lost for good; a consumer that took an item withdraws before
+//! it returns, so that what it passes on is judged before its caller acts again; and a waiting consumer re-checks when its registration is due for renewal, or
 //! when the first hold it saw would expire.
 
 use std::sync::Arc;
@@ -126,13 +127,16 @@ BEGIN
 END
 $$;
 
--- Withdraws p_waiter (if still in line) and, if p_queue has an item nobody holds,
--- wakes the next waiter: a wake-up the caller may have consumed is passed on.
+-- Withdraws p_waiter. If it was no longer in line (a wake-up took it out: it may have
+-- consumed one meant for another item) and p_queue has an item nobody holds, wakes the
+-- next waiter: the wake-up is passed on. A waiter still in line consumed none, and
+-- passes nothing on (a spurious wake-up would let a later waiter overtake an earlier
+-- one that is already woken for the item).
 CREATE OR REPLACE FUNCTION {s}.queue_pass(p_queue text, p_waiter text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM {s}.queue_waiters WHERE waiter = p_waiter;
-    IF EXISTS (SELECT 1 FROM {s}.queue_items i WHERE i.queue = p_queue
+    IF NOT FOUND AND EXISTS (SELECT 1 FROM {s}.queue_items i WHERE i.queue = p_queue
                 AND NOT {s}.queue_held(i.held_by)) THEN
         PERFORM {s}.queue_wake(p_queue);
     END IF;
@@ -437,6 +441,30 @@ impl Waiter {
     }
 }
 
+impl Waiter {
+    /// Leaves the line, passing on a wake-up this waiter may have consumed (see
+    /// `queue_pass`).
+    async fn pass(shared: &Shared, queue: &str, id: &str) -> Result<()> {
+        sqlx::query(&shared.sql("SELECT {s}.queue_pass($1, $2)"))
+            .bind(queue)
+            .bind(id)
+            .execute(&shared.pool)
+            .await
+            .map_err(map)?;
+        Ok(())
+    }
+
+    /// Leaves the line before the consumer returns what it took, so that a wake-up it
+    /// passes on is judged against the queue as it is now, not as it will be once the
+    /// caller has enqueued more. On failure the withdrawal is left to the drop (in the
+    /// background, retried).
+    async fn withdraw(&mut self) {
+        if self.registered && Self::pass(&self.shared, &self.queue, &self.id).await.is_ok() {
+            self.registered = false;
+        }
+    }
+}
+
 impl Drop for Waiter {
     fn drop(&mut self) {
         if !self.registered {
@@ -452,14 +480,8 @@ impl Drop for Waiter {
             let mut backoff = Backoff::new();
             let give_up = tokio::time::Instant::now() + WAITER_TTL;
             loop {
-                let passed = sqlx::query(&shared.sql("SELECT {s}.queue_pass($1, $2)"))
-                    .bind(&queue)
-                    .bind(&id)
-                    .execute(&shared.pool)
-                    .await
-                    .map_err(map);
-                match passed {
-                    Ok(_) => return,
+                match Waiter::pass(&shared, &queue, &id).await {
+                    Ok(()) => return,
                     Err(error)
                         if Backoff::retryable(&error) && tokio::time::Instant::now() < give_up =>
                     {
@@ -511,7 +533,10 @@ impl PgQueue {
         let mut soonest = None;
         loop {
             let step = match attempt().await {
-                Ok(Some(found)) => return Ok(found),
+                Ok(Some(found)) => {
+                    waiter.withdraw().await;
+                    return Ok(found);
+                }
                 Ok(None) if in_line => None,
                 Ok(None) => Some(waiter.register().await),
                 Err(error) => Some(Err(error)),

@@ -44,7 +44,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 11;
+const SCHEMA_VERSION: i32 = 12;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -524,7 +524,8 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         );
         conn.execute(semaphore.as_str()).await.map_err(map)?;
         // Since version 11: the queue's holds, waiter line and wake-one trigger
-        // (kept with its module).
+        // (kept with its module); version 12: a waiter passes a wake-up on only if it
+        // was woken.
         let queue = render(crate::queue::DDL, &quoted);
         conn.execute(queue.as_str()).await.map_err(map)?;
         sqlx::query(&clear).execute(&mut *conn).await.map_err(map)?;
