@@ -5,8 +5,7 @@ use std::error::Error as StdError;
 use distsync_core::Error;
 use tonic::Code;
 
-/// The backend name used in errors and logs.
-pub(crate) const BACKEND: &str = "etcd";
+pub(crate) use crate::BACKEND;
 
 /// What an etcd-client error says about the request that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,6 +28,9 @@
 //! - An application with its own configured [`etcd_client::Client`] hands it over with
 //!   [`backend_from_client`].
 //!
+//! [`Backend`]: distsync_core::Backend
+//! [`Capabilities::min_session_ttl`]: distsync_core::Capabilities::min_session_ttl
+//!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
 //! let coordinator = distsync_etcd::connect("etcd://127.0.0.1:2379").await?;
@@ -43,19 +46,16 @@
 
 use std::time::Duration;
 
-use distsync_core::recipes::KvBackend;
-use distsync_core::{Backend, Capabilities, Coordinator, Error, Result};
-use etcd_client::{Client, ConnectOptions, GetOptions};
-
-use crate::error::{to_error, BACKEND};
-use crate::retry::{Idempotence, RetryPolicy};
-
+mod backend;
 mod config;
 mod error;
 mod kv;
 mod retry;
 mod watch;
 
+pub use backend::{
+    backend, backend_from_client, backend_with_config, capabilities, connect, EtcdBackend,
+};
 pub use config::{
     EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, SCHEME,
 };
@@ -64,233 +64,14 @@ pub use kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 /// Re-export of the client crate, for [`EtcdKv::from_client`] and [`EtcdKv::client`].
 pub use etcd_client;
 
-/// The etcd backend: every primitive of [`distsync_core::recipes`] over [`EtcdKv`].
-pub type EtcdBackend = KvBackend<EtcdKv>;
+/// The backend's name, as it appears in [`Capabilities::backend`], in errors
+/// ([`Error::Connection`] and the others name the backend) and in log fields.
+///
+/// [`Capabilities::backend`]: distsync_core::Capabilities::backend
+/// [`Error::Connection`]: distsync_core::Error::Connection
+pub const BACKEND: &str = "etcd";
 
 /// The shortest lease etcd grants with its default timing (`--heartbeat-interval`
 /// 100 ms, `--election-timeout` 1000 ms): 1.5 election timeouts, rounded up to whole
 /// seconds. Asked for 1 s, etcd 3.4 grants 2 s.
 pub const MIN_SESSION_TTL: Duration = Duration::from_secs(2);
-
-/// What the etcd backend offers: every primitive and STM level, and every guarantee.
-///
-/// - fencing: create revisions strictly increase;
-/// - FIFO waiters: each waiter watches the key created just before its own;
-/// - lost notification and stalled holders expiring: leases;
-/// - surviving a restart: etcd's state is on disk (raft log and snapshots);
-/// - linearizable: etcd's reads and transactions are, by default.
-pub fn capabilities() -> Capabilities {
-    Capabilities::all(error::BACKEND, MIN_SESSION_TTL)
-}
-
-/// Connects to the etcd cluster a URL names and returns the backend.
-///
-/// URL: `etcd://[user:password@]host:port[,host:port...][/namespace][?tls=true&ca=...]`
-/// (see [`EtcdConfig`]). The namespace prefixes every key; leave it out to share locks
-/// and elections with `etcdctl lock NAME` / `etcdctl elect NAME` and Go programs that
-/// use no namespace.
-///
-/// Cancel-safe: dropping the future drops the connection attempt.
-///
-/// # Errors
-/// [`Error::InvalidUrl`] for a malformed URL (password masked), and as
-/// [`backend_with_config`].
-pub async fn backend(url: &str) -> Result<EtcdBackend> {
-    let config = EtcdConfig::parse(url)?;
-    backend_with_config(&config).await
-}
-
-/// Like [`backend`], from an already parsed (or built) configuration.
-///
-/// Cancel-safe: dropping the future drops the connection attempt.
-///
-/// # Errors
-/// - [`Error::InvalidArgument`] for certificate or key files that cannot be read;
-/// - [`Error::Unsupported`] for TLS in a build without the `tls` feature;
-/// - [`Error::Connection`] when no member answers within the connect timeout, or the
-///   TLS handshake fails (an untrusted server certificate, a client certificate the
-///   server refuses);
-/// - [`Error::Authentication`] for a wrong user or password;
-/// - [`Error::Backend`] whose message starts with "permission denied" when the user
-///   may not read the namespace.
-pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
-    let timeout = config.connect_timeout();
-    let connect = async {
-        let client = Client::connect(config.endpoints(), Some(connect_options(config)?))
-            .await
-            .map_err(|error| match error {
-                etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
-                    Error::InvalidArgument(format!("etcd endpoints: {error}"))
-                }
-                error => connect_error(error),
-            })?;
-        probe(&client, config.namespace()).await?;
-        Ok::<_, Error>(client)
-    };
-    let client = tokio::time::timeout(timeout, connect)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::connection(
-                BACKEND,
-                format!(
-                    "no etcd member of {config} answered within the connect timeout \
-                     ({timeout:?}; `connect_timeout=` in the URL)"
-                ),
-            ))
-        })?;
-    tracing::debug!(backend = BACKEND, %config, "connected");
-    Ok(KvBackend::with_kv(
-        EtcdKv::from_client(client),
-        config.namespace(),
-        capabilities(),
-    ))
-}
-
-/// A backend over an [`etcd_client::Client`] of your own (built with its TLS options,
-/// credentials and timeouts), with every key under `namespace` (empty, or ending with
-/// `/`, as [`EtcdConfig::namespace`]). Build the client with
-/// `ConnectOptions::with_require_leader(true)` (see [`EtcdKv`]) and, with a user,
-/// `with_auto_token_refresh(true)`, so that sessions outlive the auth token's TTL.
-/// No request is made: the first call reports an unreachable cluster.
-///
-/// # Errors
-/// [`Error::InvalidName`] for a namespace breaking
-/// the name rules.
-pub fn backend_from_client(client: Client, namespace: &str) -> Result<EtcdBackend> {
-    let namespace = EtcdConfig::new(&["localhost"], namespace)?
-        .namespace()
-        .to_owned();
-    Ok(KvBackend::with_kv(
-        EtcdKv::from_client(client),
-        namespace,
-        capabilities(),
-    ))
-}
-
-/// The client options of `config`: timeouts, keepalive, leader requirement (as
-/// [`EtcdKv::connect`]), user and TLS.
-fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions> {
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(config.connect_timeout().min(CONNECT_TIMEOUT))
-        .with_timeout(config.request_timeout())
-        .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
-        .with_keep_alive_while_idle(false)
-        // Go's `clientv3.WithRequireLeader` (see `EtcdKv`).
-        .with_require_leader(true);
-    if let Some((user, password)) = config.credentials() {
-        options = options
-            .with_user(user, password)
-            .with_auto_token_refresh(true);
-    }
-    if config.tls() {
-        options = tls::with_tls(options, config)?;
-    }
-    Ok(options)
-}
-
-#[cfg(feature = "tls")]
-mod tls {
-    use distsync_core::{Error, Result};
-    use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
-
-    use crate::EtcdConfig;
-
-    fn read(what: &str, path: &str) -> Result<Vec<u8>> {
-        std::fs::read(path).map_err(|error| {
-            Error::InvalidArgument(format!(
-                "etcd: cannot read the {what} file {path:?}: {error}"
-            ))
-        })
-    }
-
-    pub(crate) fn with_tls(options: ConnectOptions, config: &EtcdConfig) -> Result<ConnectOptions> {
-        // rustls cannot choose a crypto provider by itself when the build enables more
-        // than one (another crate may enable aws-lc-rs): install ring unless one is.
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let mut tls = TlsOptions::new();
-        tls = match config.ca_file() {
-            Some(path) => tls.ca_certificate(Certificate::from_pem(read("CA certificate", path)?)),
-            None => tls.with_native_roots(),
-        };
-        if let Some((cert, key)) = config.client_cert_files() {
-            tls = tls.identity(Identity::from_pem(
-                read("client certificate", cert)?,
-                read("client key", key)?,
-            ));
-        }
-        Ok(options.with_tls(tls))
-    }
-}
-
-#[cfg(not(feature = "tls"))]
-mod tls {
-    use distsync_core::{Error, Result};
-    use etcd_client::ConnectOptions;
-
-    use crate::EtcdConfig;
-
-    pub(crate) fn with_tls(_: ConnectOptions, _: &EtcdConfig) -> Result<ConnectOptions> {
-        Err(Error::unsupported(
-            crate::error::BACKEND,
-            "TLS (tls=true): this build of distsync-etcd has no TLS support (enable its \
-             cargo feature `tls`)",
-        ))
-    }
-}
-
-/// One cheap linearizable read inside the namespace (a user limited to it may read
-/// nothing else), to learn whether a member answers and the login works.
-async fn probe(client: &Client, namespace: &str) -> Result<()> {
-    let key = if namespace.is_empty() {
-        "\0"
-    } else {
-        namespace
-    };
-    RetryPolicy::default()
-        .run("connect", Idempotence::Idempotent, || {
-            let mut kv = client.kv_client();
-            async move {
-                kv.get(key, Some(GetOptions::new().with_count_only()))
-                    .await
-                    .map(drop)
-            }
-        })
-        .await
-        .map_err(connect_error)
-}
-
-/// A connect-time error: a refused permission says so in plain words (the server's
-/// message never holds the password); the rest (a refused login included, see
-/// [`to_error`]) as any request's.
-fn connect_error(error: etcd_client::Error) -> Error {
-    if let etcd_client::Error::GRpcStatus(status) = &error {
-        let message = status.message();
-        if status.code() == tonic::Code::PermissionDenied {
-            return Error::backend(
-                BACKEND,
-                format!("permission denied (the user's role must grant the namespace prefix): {message}"),
-            );
-        }
-    }
-    to_error(error)
-}
-
-/// Connects to the etcd cluster a URL names (see [`backend`]) and returns a
-/// [`Coordinator`] over it. This is what `distsync::connect("etcd://…")` calls.
-///
-/// Cancel-safe: dropping the future drops the connection attempt.
-///
-/// # Errors
-/// As [`backend`].
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    let backend = backend(url).await?;
-    Ok(Coordinator::new(backend))
-}
-
-/// Checks at compile time that the backend is a [`Backend`].
-const _: fn() = || {
-    fn is_backend<B: Backend>() {}
-    is_backend::<EtcdBackend>();
-};
