@@ -15,10 +15,11 @@ use crate::outcome::Outcome;
 /// The bound on one whole case run; a case that exceeds it is a violation.
 pub const CASE_LIMIT: Duration = Duration::from_secs(180);
 
-/// The primitive a case exercises (a matrix row group).
+/// A matrix row group: the primitive a case exercises, or [`Group::Server`] (the store's
+/// server as a whole) or [`Group::Api`] (the contract across every primitive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Primitive {
+pub enum Group {
     /// Sessions (leases).
     Session,
     /// [`distsync_core::Locker`].
@@ -43,8 +44,8 @@ pub enum Primitive {
     Api,
 }
 
-impl Primitive {
-    /// The primitive's name in the matrix.
+impl Group {
+    /// The group's name in the matrix (its first column).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Session => "session",
@@ -62,7 +63,7 @@ impl Primitive {
     }
 }
 
-impl fmt::Display for Primitive {
+impl fmt::Display for Group {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -165,8 +166,8 @@ impl fmt::Debug for Claim {
 pub struct Case {
     /// The case's id, a Rust identifier (also the test function's name).
     pub id: &'static str,
-    /// The primitive it exercises.
-    pub primitive: Primitive,
+    /// Its matrix row group (the primitive it exercises, or server or API).
+    pub group: Group,
     /// The guarantee it checks, in a few words (a matrix row).
     pub guarantee: &'static str,
     /// What the backend must offer for the case to run.
@@ -184,7 +185,7 @@ impl fmt::Debug for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Case")
             .field("id", &self.id)
-            .field("primitive", &self.primitive)
+            .field("group", &self.group)
             .field("guarantee", &self.guarantee)
             .field("needs", &self.needs)
             .field("claim", &self.claim)
@@ -429,7 +430,7 @@ mod tests {
     fn case(claim: Claim) -> &'static Case {
         Box::leak(Box::new(Case {
             id: "test_case",
-            primitive: Primitive::Lock,
+            group: Group::Lock,
             guarantee: "test",
             needs: &[Need::Lock],
             claim,
@@ -486,7 +487,7 @@ mod tests {
 
         let needs_a_cluster: &'static Case = Box::leak(Box::new(Case {
             id: "needs_a_cluster",
-            primitive: Primitive::Server,
+            group: Group::Server,
             guarantee: "test",
             needs: &[],
             claim: Claim::Contract,
@@ -524,7 +525,7 @@ mod tests {
 
         let refusing: &'static Case = Box::leak(Box::new(Case {
             id: "refusing",
-            primitive: Primitive::Api,
+            group: Group::Api,
             guarantee: "test",
             needs: &[],
             claim: Claim::Contract,
@@ -546,7 +547,7 @@ mod tests {
 
         let panicking: &'static Case = Box::leak(Box::new(Case {
             id: "panicking",
-            primitive: Primitive::Api,
+            group: Group::Api,
             guarantee: "test",
             needs: &[],
             claim: Claim::Contract,

@@ -1,8 +1,9 @@
 //! # distsync-conformance
 //!
-//! One list of cases ([`CASES`]), each naming the primitive and the guarantee it
-//! measures, run against any [`distsync_core::Backend`] through a [`Harness`] (a name
-//! prefix of its own per run, session TTLs, a settle time, and [`Faults`] hooks). A
+//! One list of cases ([`CASES`]), each naming its matrix row group ([`Group`]: a
+//! primitive, the server, or the API) and the guarantee it measures, run against any
+//! [`distsync_core::Backend`] through a [`Harness`] (a name prefix of its own per run,
+//! session TTLs, a settle time, and [`Faults`] hooks). A
 //! case reports [`Outcome::Holds`] with a figure, [`Outcome::Violated`] with evidence,
 //! or [`Outcome::Unsupported`] exactly when the backend's
 //! [`distsync_core::Capabilities`] say it does not offer what the case needs, or the
@@ -50,9 +51,7 @@ mod rng;
 mod status;
 mod testing;
 
-pub use case::{
-    run_case, run_case_as, run_suite, Case, Claim, Need, Primitive, Report, CASE_LIMIT,
-};
+pub use case::{run_case, run_case_as, run_suite, Case, Claim, Group, Need, Report, CASE_LIMIT};
 pub use cases::{find, CASES};
 pub use faults::{
     connector, Cluster, Connect, ExternalHolder, Faults, HoldKind, HolderSpec, Hook, MemoryFaults,

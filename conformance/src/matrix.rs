@@ -16,8 +16,8 @@ pub struct JsonRow<'a> {
     pub backend: &'a str,
     /// The case id.
     pub case: &'static str,
-    /// The primitive.
-    pub primitive: &'static str,
+    /// The case's matrix row group ([`crate::Group`]: a primitive, `server` or `api`).
+    pub group: &'static str,
     /// The guarantee checked.
     pub guarantee: &'static str,
     /// `holds`, `violated` or `unsupported`.
@@ -44,7 +44,7 @@ impl<'a> From<&'a Report> for JsonRow<'a> {
         Self {
             backend: &report.backend,
             case: report.case.id,
-            primitive: report.case.primitive.as_str(),
+            group: report.case.group.as_str(),
             guarantee: report.case.guarantee,
             outcome: report.outcome.kind(),
             declared: report.declared,
@@ -98,7 +98,7 @@ pub fn markdown(reports: &[Report]) -> String {
         if !reports.iter().any(|report| report.case.id == case.id) {
             continue;
         }
-        let _ = write!(out, "| {} | {} |", case.primitive, escape(case.guarantee));
+        let _ = write!(out, "| {} | {} |", case.group, escape(case.guarantee));
         for backend in &backends {
             let cell = reports
                 .iter()
@@ -376,7 +376,7 @@ mod tests {
         let row = &rows[2];
         assert_eq!(row["backend"], "redis");
         assert_eq!(row["case"], "lock_mutual_exclusion");
-        assert_eq!(row["primitive"], "lock");
+        assert_eq!(row["group"], "lock");
         assert_eq!(row["guarantee"], "mutual exclusion under contention");
         assert_eq!(row["outcome"], "violated");
         assert_eq!(row["declared"], true);

@@ -179,7 +179,7 @@ async fn main() -> ExitCode {
     }
     if args.list {
         for case in CASES {
-            println!("{}\t{}\t{}", case.id, case.primitive, case.guarantee);
+            println!("{}\t{}\t{}", case.id, case.group, case.guarantee);
         }
         return ExitCode::SUCCESS;
     }

@@ -5,7 +5,7 @@ use std::future::Future;
 use distsync_core::{Capabilities, Isolation};
 use futures::future::BoxFuture;
 
-use crate::case::{Case, Claim, Need, Primitive};
+use crate::case::{Case, Claim, Group, Need};
 use crate::check::Check;
 use crate::faults::{Hook, PartitionMode};
 use crate::outcome::Outcome;
@@ -60,7 +60,7 @@ use Isolation::{ReadCommitted, RepeatableReads, Serializable, SerializableSnapsh
 pub static CASES: &[Case] = &[
     Case {
         id: "lock_mutual_exclusion",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "mutual exclusion under contention",
         needs: &[Need::Lock],
         claim: Claim::Offered,
@@ -69,7 +69,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_fencing_tokens",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "fencing tokens strictly increase",
         needs: &[Need::Lock],
         claim: FENCING,
@@ -78,7 +78,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_try_lock",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "try_lock: None while held, a guard when free",
         needs: &[Need::Lock],
         claim: Claim::Offered,
@@ -87,7 +87,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_fifo_waiters",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "waiters granted in arrival order",
         needs: &[Need::Lock],
         claim: FIFO,
@@ -96,7 +96,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_cancelled_waiter",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "a cancelled waiter blocks no one",
         needs: &[Need::Lock],
         claim: Claim::Offered,
@@ -105,7 +105,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_session_end_fires_lost",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "lost() fires when the store ends the session",
         needs: &[Need::Lock],
         claim: LOST,
@@ -114,7 +114,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_session_end_frees_lock",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "the lock frees when the store ends the session",
         needs: &[Need::Lock],
         claim: Claim::Offered,
@@ -123,7 +123,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_holder_crash",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "a holder killed (SIGKILL) in a child process frees the lock",
         needs: &[Need::Lock],
         claim: Claim::Offered,
@@ -132,7 +132,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_holder_pause",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee:
             "a holder paused past its TTL loses the lock, sees lost(), its write is fenced off",
         needs: &[Need::Lock],
@@ -142,7 +142,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_jepsen_counter",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee:
             "counter under the lock with paused holders: lost updates without / with fencing",
         needs: &[Need::Lock],
@@ -152,7 +152,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_partition_silent",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "a lock holder cut off (silent partition) sees lost() before anyone else is granted",
         needs: &[Need::Lock],
         claim: PARTITION,
@@ -161,7 +161,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_partition_reset",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "a lock holder cut off (connections reset) sees lost() before anyone else is granted",
         needs: &[Need::Lock],
         claim: PARTITION,
@@ -170,7 +170,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_multi_lock_opposite_orders",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "multi-lock: {a, b} and {b, a} in a loop never deadlock or overlap",
         needs: &[Need::Lock],
         claim: Claim::Offered,
@@ -179,7 +179,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "lock_guarded_write",
-        primitive: Primitive::Lock,
+        group: Group::Lock,
         guarantee: "put_if_held commits only while held: a stale holder's write is refused",
         // The specific need first: the matrix notes name the first need's flag.
         needs: &[Need::GuardedWrites, Need::Lock],
@@ -189,7 +189,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "session_close_releases_all",
-        primitive: Primitive::Session,
+        group: Group::Session,
         guarantee: "close() releases lock, leadership and write lock",
         needs: &[Need::Lock],
         claim: Claim::Offered,
@@ -198,7 +198,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "session_store_kill",
-        primitive: Primitive::Session,
+        group: Group::Session,
         guarantee: "a session killed by the store out of band: lost() fires, the lock frees",
         needs: &[Need::Lock],
         claim: LOST,
@@ -207,7 +207,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_one_leader",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "one leader at a time",
         needs: &[Need::Election],
         claim: Claim::Offered,
@@ -216,7 +216,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_leader_crash",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "a leader killed (SIGKILL) in a child process is succeeded",
         needs: &[Need::Election],
         claim: Claim::Offered,
@@ -225,7 +225,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_terms_increase",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "terms (fencing tokens) strictly increase",
         needs: &[Need::Election],
         claim: FENCING,
@@ -234,7 +234,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_campaign_blocks",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "campaign blocks until elected",
         needs: &[Need::Election],
         claim: Claim::Offered,
@@ -243,7 +243,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_resign_hands_over",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "resign hands over to the next candidate",
         needs: &[Need::Election],
         claim: Claim::Offered,
@@ -252,7 +252,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_proclaim_not_leader",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "proclaim after losing leadership is NotLeader",
         needs: &[Need::Election],
         claim: Claim::Offered,
@@ -261,7 +261,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_leader_value_term",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "leader() returns value and term",
         needs: &[Need::Election],
         claim: Claim::Offered,
@@ -270,7 +270,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_observe_in_order",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "observe() sees every change in order",
         needs: &[Need::Election],
         claim: Claim::Offered,
@@ -279,7 +279,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_partition_silent",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "a leader cut off (silent partition) sees lost() before anyone else is granted",
         needs: &[Need::Election],
         claim: PARTITION,
@@ -288,7 +288,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "election_partition_reset",
-        primitive: Primitive::Election,
+        group: Group::Election,
         guarantee: "a leader cut off (connections reset) sees lost() before anyone else is granted",
         needs: &[Need::Election],
         claim: PARTITION,
@@ -297,7 +297,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "rwlock_readers_share",
-        primitive: Primitive::RwLock,
+        group: Group::RwLock,
         guarantee: "readers share",
         needs: &[Need::RwLock],
         claim: Claim::Offered,
@@ -306,7 +306,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "rwlock_writer_excludes",
-        primitive: Primitive::RwLock,
+        group: Group::RwLock,
         guarantee: "a writer excludes readers and writers",
         needs: &[Need::RwLock],
         claim: Claim::Offered,
@@ -315,7 +315,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "rwlock_waiting_writer_blocks_readers",
-        primitive: Primitive::RwLock,
+        group: Group::RwLock,
         guarantee: "a waiting writer blocks later readers",
         needs: &[Need::RwLock],
         claim: Claim::Offered,
@@ -324,7 +324,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "rwlock_write_tokens",
-        primitive: Primitive::RwLock,
+        group: Group::RwLock,
         guarantee: "write tokens strictly increase",
         needs: &[Need::RwLock],
         claim: FENCING,
@@ -333,7 +333,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "rwlock_partition_silent",
-        primitive: Primitive::RwLock,
+        group: Group::RwLock,
         guarantee: "a write-lock holder cut off (silent partition) sees lost() before anyone else is granted",
         needs: &[Need::RwLock],
         claim: PARTITION,
@@ -342,7 +342,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "rwlock_partition_reset",
-        primitive: Primitive::RwLock,
+        group: Group::RwLock,
         guarantee: "a write-lock holder cut off (connections reset) sees lost() before anyone else is granted",
         needs: &[Need::RwLock],
         claim: PARTITION,
@@ -351,7 +351,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "queue_fifo",
-        primitive: Primitive::Queue,
+        group: Group::Queue,
         guarantee: "FIFO order",
         needs: &[Need::Queue],
         claim: Claim::Offered,
@@ -360,7 +360,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "queue_priority",
-        primitive: Primitive::Queue,
+        group: Group::Queue,
         guarantee: "priority order (lower first, FIFO within)",
         needs: &[Need::Queue, Need::PriorityQueue],
         claim: Claim::Offered,
@@ -369,7 +369,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "queue_no_loss_no_duplicate",
-        primitive: Primitive::Queue,
+        group: Group::Queue,
         guarantee: "no loss, no duplicate with cancelled consumers",
         needs: &[Need::Queue],
         claim: Claim::Offered,
@@ -378,7 +378,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "queue_lost_replies",
-        primitive: Primitive::Queue,
+        group: Group::Queue,
         guarantee: "lost replies to claims (connections reset mid-dequeue): every item once",
         needs: &[Need::Queue],
         claim: Claim::Offered,
@@ -387,7 +387,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "queue_empty",
-        primitive: Primitive::Queue,
+        group: Group::Queue,
         guarantee: "try_dequeue on empty is None; dequeue wakes",
         needs: &[Need::Queue],
         claim: Claim::Offered,
@@ -396,7 +396,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "queue_reliable_session_end",
-        primitive: Primitive::Queue,
+        group: Group::Queue,
         guarantee: "reliable delivery: a receiver's session ended by the store returns its item first, redelivery count 1",
         needs: &[Need::Queue, Need::ReliableDelivery],
         claim: Claim::Offered,
@@ -405,7 +405,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "queue_reliable_nack_keeps_place",
-        primitive: Primitive::Queue,
+        group: Group::Queue,
         guarantee: "reliable delivery: nack (or a dropped delivery) returns the item at its place; dequeue skips held items",
         needs: &[Need::Queue, Need::PriorityQueue, Need::ReliableDelivery],
         claim: Claim::Offered,
@@ -414,7 +414,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "queue_reliable_concurrent",
-        primitive: Primitive::Queue,
+        group: Group::Queue,
         guarantee: "reliable delivery: concurrent consumers never hold one item at once; each acked once, in order",
         needs: &[Need::Queue, Need::ReliableDelivery],
         claim: Claim::Offered,
@@ -423,7 +423,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "queue_reliable_consumer_crash",
-        primitive: Primitive::Queue,
+        group: Group::Queue,
         guarantee: "reliable delivery: a consumer killed (SIGKILL, child process) after receiving loses nothing: redelivered with count 1 after its session's TTL",
         needs: &[Need::Queue, Need::ReliableDelivery],
         claim: Claim::Offered,
@@ -435,7 +435,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "barrier_wait_not_held",
-        primitive: Primitive::Barrier,
+        group: Group::Barrier,
         guarantee: "wait returns at once when not held",
         needs: &[Need::Barrier],
         claim: Claim::Offered,
@@ -444,7 +444,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "barrier_blocks_until_release",
-        primitive: Primitive::Barrier,
+        group: Group::Barrier,
         guarantee: "waiters block while held, all pass on release",
         needs: &[Need::Barrier],
         claim: Claim::Offered,
@@ -453,7 +453,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "double_barrier_enter_leave",
-        primitive: Primitive::DoubleBarrier,
+        group: Group::DoubleBarrier,
         guarantee: "enter and leave wait for every participant",
         needs: &[Need::DoubleBarrier],
         claim: Claim::Offered,
@@ -462,7 +462,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "double_barrier_too_many",
-        primitive: Primitive::DoubleBarrier,
+        group: Group::DoubleBarrier,
         guarantee: "participant count+1 gets TooManyParticipants",
         needs: &[Need::DoubleBarrier],
         claim: Claim::Offered,
@@ -471,7 +471,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "double_barrier_partition_silent",
-        primitive: Primitive::DoubleBarrier,
+        group: Group::DoubleBarrier,
         guarantee: "a participant cut off (silent partition) sees lost() before the other participant passes",
         needs: &[Need::DoubleBarrier],
         claim: PARTITION,
@@ -480,7 +480,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "double_barrier_partition_reset",
-        primitive: Primitive::DoubleBarrier,
+        group: Group::DoubleBarrier,
         guarantee: "a participant cut off (connections reset) sees lost() before the other participant passes",
         needs: &[Need::DoubleBarrier],
         claim: PARTITION,
@@ -489,7 +489,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "semaphore_bounded_holders",
-        primitive: Primitive::Semaphore,
+        group: Group::Semaphore,
         guarantee: "never more than N holders; another count is a typed error",
         needs: &[Need::Semaphore],
         claim: Claim::Offered,
@@ -498,7 +498,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "semaphore_fifo_waiters",
-        primitive: Primitive::Semaphore,
+        group: Group::Semaphore,
         guarantee: "FIFO waiters, cancelled waiters block no one, a session end frees its permit",
         needs: &[Need::Semaphore],
         claim: FIFO,
@@ -507,7 +507,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "semaphore_holder_crash",
-        primitive: Primitive::Semaphore,
+        group: Group::Semaphore,
         guarantee: "a permit holder killed (SIGKILL) in a child process frees its permit",
         needs: &[Need::Semaphore],
         claim: Claim::Offered,
@@ -516,7 +516,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "semaphore_holder_pause",
-        primitive: Primitive::Semaphore,
+        group: Group::Semaphore,
         guarantee:
             "a permit holder paused past its TTL loses its permit, sees lost(), its write is fenced off",
         needs: &[Need::Semaphore],
@@ -526,7 +526,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_bank_serializable_snapshot",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "bank total kept at SerializableSnapshot",
         needs: &[Need::Stm(SerializableSnapshot)],
         claim: Claim::Offered,
@@ -535,7 +535,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_bank_serializable",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "bank total kept at Serializable",
         needs: &[Need::Stm(Serializable)],
         claim: Claim::Offered,
@@ -544,7 +544,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_bank_repeatable_reads",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "bank total kept at RepeatableReads",
         needs: &[Need::Stm(RepeatableReads)],
         claim: Claim::Offered,
@@ -553,7 +553,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_conflict_serializable_snapshot",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "conflicts retried at SerializableSnapshot",
         needs: &[Need::Stm(SerializableSnapshot)],
         claim: Claim::Offered,
@@ -562,7 +562,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_conflict_serializable",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "conflicts retried at Serializable",
         needs: &[Need::Stm(Serializable)],
         claim: Claim::Offered,
@@ -571,7 +571,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_conflict_repeatable_reads",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "conflicts retried at RepeatableReads",
         needs: &[Need::Stm(RepeatableReads)],
         claim: Claim::Offered,
@@ -580,7 +580,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_read_committed_lost_update",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "ReadCommitted: lost update possible, as documented",
         needs: &[Need::Stm(ReadCommitted)],
         claim: Claim::Offered,
@@ -589,7 +589,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_no_anomalies_serializable_snapshot",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "no write skew, no phantom on absent keys at SerializableSnapshot",
         needs: &[Need::Stm(SerializableSnapshot)],
         claim: Claim::Offered,
@@ -598,7 +598,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_no_anomalies_serializable",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "no write skew, no phantom on absent keys at Serializable",
         needs: &[Need::Stm(Serializable)],
         claim: Claim::Offered,
@@ -607,7 +607,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_no_anomalies_repeatable_reads",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "no write skew, no phantom on absent keys at RepeatableReads",
         needs: &[Need::Stm(RepeatableReads)],
         claim: Claim::Offered,
@@ -616,7 +616,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_read_committed_anomalies",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "ReadCommitted: write skew and phantom possible, as documented",
         needs: &[Need::Stm(ReadCommitted)],
         claim: Claim::Offered,
@@ -625,7 +625,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "stm_no_stale_read",
-        primitive: Primitive::Stm,
+        group: Group::Stm,
         guarantee: "no stale read across two clients (linearizability probe)",
         needs: &[Need::Stm(SerializableSnapshot)],
         claim: LINEARIZABLE,
@@ -634,7 +634,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_restart_live_clients",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee:
             "restart: holders and waiters get lost() or an error, never a wrong answer; works after",
         needs: &[Need::Lock, Need::Queue],
@@ -644,7 +644,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_restart_durable_state",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee: "restart: queue, STM keys, barriers and fencing counters survive",
         needs: &[
             Need::Lock,
@@ -658,7 +658,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_restart_fencing_tokens",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee: "restart: lock, write-lock and election tokens keep increasing",
         needs: &[Need::Lock],
         claim: FENCING,
@@ -667,7 +667,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_cluster_leader_loss",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee:
             "cluster leader killed under 8 contenders: one holder at a time, progress resumes",
         needs: &[Need::Lock],
@@ -677,7 +677,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_cluster_leader_kill",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee: "cluster leader SIGKILLed under lock, election and queue load: one holder, \
                     tokens grow, no acknowledged item lost, no stuck or silent hold",
         needs: &[Need::Lock, Need::Election, Need::Queue],
@@ -687,7 +687,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_primary_kill_acknowledged",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee: "primary SIGKILLed after its replica lagged, replica acknowledgement on: \
                     one holder, tokens grow, no acknowledged item lost, no stuck or silent hold",
         needs: &[Need::Lock, Need::Election, Need::Queue],
@@ -697,7 +697,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_primary_kill_unacknowledged",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee: "primary SIGKILLed after its replica lagged, no replica acknowledgement: \
                     one holder, tokens grow, no acknowledged item lost, no stuck or silent hold",
         needs: &[Need::Lock, Need::Election, Need::Queue],
@@ -710,7 +710,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_primary_failover_postgres",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee: "PostgreSQL primary killed (immediate stop), streaming standby promoted, clients \
                     redirected: one holder, tokens grow, no acknowledged item lost, no stuck or silent hold",
         needs: &[Need::Lock, Need::Election, Need::Queue],
@@ -723,7 +723,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_cluster_release_during_leader_change",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee: "an unlock during a leader change completes: a waiter is granted long before the TTL",
         needs: &[Need::Lock],
         claim: Claim::Offered,
@@ -732,7 +732,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_eviction_refused",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee: "a store that evicts keys is refused unless the URL opts in, which declares what is lost",
         needs: &[Need::Lock],
         claim: Claim::Offered,
@@ -741,7 +741,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "server_session_id_taken_over",
-        primitive: Primitive::Server,
+        group: Group::Server,
         guarantee: "a session whose id another owner took over (restart, repeated id) sees lost() and grants nothing",
         needs: &[Need::Lock],
         claim: LOST,
@@ -750,7 +750,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "api_invalid_names_and_arguments",
-        primitive: Primitive::Api,
+        group: Group::Api,
         guarantee: "invalid names and arguments are typed errors",
         needs: &[],
         claim: Claim::Contract,
@@ -759,7 +759,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "api_names_do_not_collide",
-        primitive: Primitive::Api,
+        group: Group::Api,
         guarantee: "distinct (kind, name) pairs never share a key: nested, alike and random names",
         needs: &[],
         claim: Claim::Contract,
@@ -768,7 +768,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "api_timed_acquisition",
-        primitive: Primitive::Api,
+        group: Group::Api,
         guarantee: "every blocking call's *_timeout gives Timeout and leaves nothing behind",
         needs: &[],
         claim: Claim::Contract,
@@ -777,7 +777,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         id: "api_capabilities_match",
-        primitive: Primitive::Api,
+        group: Group::Api,
         guarantee: "undeclared primitives and levels say Unsupported",
         needs: &[],
         claim: Claim::Contract,
