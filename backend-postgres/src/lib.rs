@@ -24,17 +24,18 @@
 //! (its requirements: session pooling, one role, durable commits).
 //!
 //! # How it works
-//! Each part's design is documented in its module:
-//! - [`schema`]: tables and functions, created on first use, idempotently, in the
+//! Each part's design is documented in the prose of its module, private to the crate
+//! (`backend-postgres/src/<module>.rs`, linked from `docs/ARCHITECTURE.md`):
+//! - `schema`: tables and functions, created on first use, idempotently, in the
 //!   configured schema, by an ordinary role (it needs `CREATE` on the database, or an
 //!   existing schema it may create objects in). PostgreSQL 14 or later.
-//! - [`session`]: a heartbeat row per session (random, never-repeating id); a session
+//! - `session`: a heartbeat row per session (random, never-repeating id); a session
 //!   holds no connection. The keepalives of all the process's sessions are batched by
 //!   one heartbeat task into `UPDATE ... WHERE id = ANY($1)` statements,
 //!   each session keeping its own client-side deadline (`send time of its last
 //!   acknowledged renewal + TTL − margin`) and `lost()`: its row gone or expired, a
 //!   `NOTIFY` from the process that ended it, or its deadline passing.
-//! - [`hold`]: locks, read-write locks and candidacies are entries in a line of rows per
+//! - `hold`: locks, read-write locks and candidacies are entries in a line of rows per
 //!   name (the semaphore's tables, a mutex being a semaphore of one permit, a read lock a
 //!   shared entry): FIFO, granted by the caller's own statement, which bumps the name's
 //!   fencing counter (the election term) durably. Waiters hold no connection and are
@@ -43,7 +44,7 @@
 //!   connections (pool 8, holds 8, reaper 2, one listener) however many sessions,
 //!   holds and waiters it has: 10,000 held locks and 1,000 waiters from one process
 //!   measure at that (see docs/BENCHMARKS.md).
-//! - **The lease gate** ([`hold`]): *an entry counts until its session's row is deleted
+//! - **The lease gate** (`hold`): *an entry counts until its session's row is deleted
 //!   or expires* (`expires_at` = the server's time of its last renewal + TTL, never
 //!   earlier than the holder's client-side deadline), so a holder that vanished without
 //!   a release (crashed, partitioned, stalled, declared lost) is granted to the next
@@ -52,29 +53,29 @@
 //!   This applies to locks, write locks, read locks, leadership, permits and
 //!   double-barrier entries. The crash-release time is bound by the TTL, as on etcd
 //!   and Redis. A connection's death frees nothing.
-//! - **TTL enforcement** ([`hold`]): a stalled holder stops renewing, so its row expires
+//! - **TTL enforcement** (`hold`): a stalled holder stops renewing, so its row expires
 //!   after its TTL and the next waiter is granted then; no backend is ever terminated.
 //!   Keepalives sweep expired rows, unused names and old election log entries (bounded
-//!   growth, see [`limits`]) on the reaper's connections.
-//! - [`semaphore`]: a line of entry rows per name, the first `N` live ones holding a
+//!   growth, see `limits`) on the reaper's connections.
+//! - `semaphore`: a line of entry rows per name, the first `N` live ones holding a
 //!   permit, each grant bumping the name's fencing counter; waiters hold no connection
 //!   and are woken one by one (`NOTIFY` to the waiter a release lets in); entries count
 //!   until their session's row is deleted or expires, which is the lease gate.
-//! - [`election`]: a candidacy in the election's line plus a leader row and a bounded
+//! - `election`: a candidacy in the election's line plus a leader row and a bounded
 //!   log; `observe()` follows the log through `LISTEN`/`NOTIFY` and never yields a stale
 //!   leader.
-//! - [`queue`]: rows claimed with `DELETE ... FOR UPDATE SKIP LOCKED ... RETURNING`,
-//!   cancel-safe; [`barrier`] and [`double_barrier`] on rows. Waiters are woken through
-//!   one listening connection per backend ([`notify`]) and ride out connection trouble
-//!   ([`retry`]).
-//! - [`export`]: the durable state, read in one snapshot for migration between backends.
-//! - [`stm`]: PostgreSQL transactions over a key-value table:
+//! - `queue`: rows claimed with `DELETE ... FOR UPDATE SKIP LOCKED ... RETURNING`,
+//!   cancel-safe; `barrier` and `double_barrier` on rows. Waiters are woken through
+//!   one listening connection per backend (`notify`) and ride out connection trouble
+//!   (`retry`).
+//! - `export`: the durable state, read in one snapshot for migration between backends.
+//! - `stm`: PostgreSQL transactions over a key-value table:
 //!
 //! | etcd level | PostgreSQL |
 //! |---|---|
 //! | `SerializableSnapshot` | `SERIALIZABLE` |
 //! | `Serializable` | `SERIALIZABLE` |
-//! | `RepeatableReads` | `REPEATABLE READ`, with the keys read or written locked `FOR UPDATE` at commit and the keys read as absent validated (etcd's semantics, see [`stm`]) |
+//! | `RepeatableReads` | `REPEATABLE READ`, with the keys read or written locked `FOR UPDATE` at commit and the keys read as absent validated (etcd's semantics, see `stm`) |
 //! | `ReadCommitted` | `READ COMMITTED` (lost updates possible, as on etcd) |
 //!
 //! # Connection poolers
@@ -82,41 +83,42 @@
 //! woken through `LISTEN`, which belongs to a server connection. Behind PgBouncer or
 //! another pooler, use **session pooling**: a transaction (or statement) pooler is
 //! detected at connect and refused with [`Error::Unsupported`] naming the mode
-//! ([`checks`]). No startup parameter other than `application_name` is sent (PgBouncer
-//! rejects `options`): settings are applied after connecting ([`conn`]).
+//! (`checks`). No startup parameter other than `application_name` is sent (PgBouncer
+//! rejects `options`): settings are applied after connecting (`conn`).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod barrier;
-pub mod checks;
-pub mod conn;
-pub mod double_barrier;
-pub mod election;
+mod barrier;
+mod checks;
+mod conn;
+mod double_barrier;
+mod election;
 mod error;
-pub mod export;
+mod export;
 pub mod fence;
 mod guarded;
-pub mod heartbeat;
-pub mod hold;
-pub mod limits;
-pub mod lock;
-pub mod notify;
-pub mod queue;
-pub mod retry;
-pub mod rwlock;
-pub mod schema;
-pub mod semaphore;
-pub mod session;
+mod heartbeat;
+mod hold;
+mod limits;
+mod lock;
+mod notify;
+mod queue;
+mod retry;
+mod rwlock;
+mod schema;
+mod semaphore;
+mod session;
 mod shared;
-pub mod status;
-pub mod stm;
+mod status;
+mod stm;
 mod tls;
-pub mod url;
+mod url;
 
+pub use queue::STALE_CLAIM;
 /// The `sqlx` this crate is built with, for [`backend_from_pool`] (its `PgPool` and
 /// `PgConnectOptions` must come from this version).
 pub use sqlx;
-pub use url::PgUrl;
+pub use url::{PgUrl, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SCHEMA};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +145,7 @@ const POOL_SIZE: u32 = 8;
 const REAPER_SIZE: u32 = 2;
 
 /// Connections for the sessions' holds, waits and releases (every lock, read-write
-/// lock, candidacy and permit of the process, see [`hold`]), apart from the pool that
+/// lock, candidacy and permit of the process, see `hold`), apart from the pool that
 /// STM bodies can exhaust.
 const HOLDS_SIZE: u32 = 8;
 
@@ -180,7 +182,7 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 ///   answer within the connect timeout;
 /// - [`Error::Authentication`] for a wrong user or password, or a login `pg_hba.conf`
 ///   refuses (e.g. without the client certificate it requires);
-/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode ([`checks`]);
+/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`checks`);
 /// - the schema-creation error.
 pub async fn backend_with_url(url: &PgUrl) -> Result<PostgresBackend> {
     tls::check_files(url)?;
@@ -207,7 +209,7 @@ pub async fn backend_with_url(url: &PgUrl) -> Result<PostgresBackend> {
 ///   and PostgreSQL, it must run `pool_mode = session` for both the pool and `url`'s
 ///   connections: `LISTEN` belongs to a server connection. A transaction pooler behind
 ///   `url` is detected and refused.
-/// - A role with `CREATE` on the database or on an existing schema (see [`schema`]),
+/// - A role with `CREATE` on the database or on an existing schema (see `schema`),
 ///   or one that may use the schema's objects once another role has created them.
 /// - **Durable commits** on the pool: `synchronous_commit` `on` (the server's
 ///   default); a pool whose connections say otherwise is refused (checked on one
@@ -285,7 +287,7 @@ async fn finish(pool: sqlx::PgPool, url: &PgUrl) -> Result<PostgresBackend> {
     })
 }
 
-/// Pool options whose connections commit durably (see [`conn::POOL_SETUP`]); opening a
+/// Pool options whose connections commit durably (see `conn::POOL_SETUP`); opening a
 /// connection or waiting for a free one is bounded by `url`'s request timeout.
 fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
     PgPoolOptions::new()
@@ -304,7 +306,7 @@ fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
 /// - `fencing`: counter rows bumped by the granting statement, committed with
 ///   `synchronous_commit = on`, so tokens never go backwards across a crash or an
 ///   immediate shutdown of the server;
-/// - `fifo_waiters`: entries in arrival order (see [`hold`]);
+/// - `fifo_waiters`: entries in arrival order (see `hold`);
 /// - `lost_notification`: a gone or expired heartbeat row, or a `NOTIFY` from the
 ///   process that ended the session;
 /// - `partition_safe`: the lease gate: a hold left without a clean release (its
@@ -312,7 +314,7 @@ fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
 ///   previous holder's session has expired in the store, which is never
 ///   earlier than the holder's client-side deadline; a clean release hands over at once
 ///   (see the crate docs). Measured by the partition cases;
-/// - `semaphore`: entry rows per name, the first N live ones hold (see [`semaphore`]);
+/// - `semaphore`: entry rows per name, the first N live ones hold (see `semaphore`);
 /// - `guarded_writes`: `LockGuard::put_if_held` (locks, write locks, permits) writes the
 ///   STM key in one statement that first checks, under the name's row lock that every
 ///   grant takes, that the guard's entry is still there with its token, its session
@@ -321,7 +323,7 @@ fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
 /// - `reliable_delivery`: `Queue::receive` marks the item's row as held by the
 ///   session; the hold counts only while the session's row is live, so a consumer
 ///   that dies loses nothing: its items come back at their place when its session
-///   expires or ends (see [`queue`]);
+///   expires or ends (see `queue`);
 /// - `stm_repeatable_reads`: keys read as absent are validated too, as on etcd;
 /// - `stalled_holder_expires`: a stalled holder's row expires after its TTL and its
 ///   entry stops counting (no backend is terminated); keepalives sweep expired rows;
@@ -488,7 +490,7 @@ impl Backend for PostgresBackend {
         export::export(&self.shared).await
     }
 
-    /// Who holds what in the schema; see [`status`] for what is read.
+    /// Who holds what in the schema; see `status` for what is read.
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
         status::status(&self.shared, prefix).await
     }

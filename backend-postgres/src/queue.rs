@@ -459,7 +459,11 @@ impl Waiter {
     /// caller has enqueued more. On failure the withdrawal is left to the drop (in the
     /// background, retried).
     async fn withdraw(&mut self) {
-        if self.registered && Self::pass(&self.shared, &self.queue, &self.id).await.is_ok() {
+        if self.registered
+            && Self::pass(&self.shared, &self.queue, &self.id)
+                .await
+                .is_ok()
+        {
             self.registered = false;
         }
     }

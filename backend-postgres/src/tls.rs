@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn unreadable_files_are_invalid_arguments_naming_the_path() {
-        let url = crate::url::parse(
+        let url = crate::url::PgUrl::parse(
             "postgres://u:pw-5b@h/db?sslmode=prefer&sslrootcert=/nonexistent/ds/ca.crt",
         )
         .unwrap();

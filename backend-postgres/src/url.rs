@@ -57,14 +57,6 @@ impl fmt::Display for PgUrl {
     }
 }
 
-/// Parses a backend URL (see [`PgUrl::parse`]).
-///
-/// # Errors
-/// As [`PgUrl::parse`].
-pub fn parse(url: &str) -> Result<PgUrl> {
-    PgUrl::parse(url)
-}
-
 impl PgUrl {
     /// Parses a backend URL:
     /// `postgres[ql]://[user[:password]@]host[:port]/database[?param=value&...]`, with
@@ -270,7 +262,7 @@ mod tests {
 
     #[test]
     fn parses_schema_and_keeps_other_parameters() {
-        let url = parse("postgres://u@h:5433/db?schema=app_1&sslmode=disable").unwrap();
+        let url = PgUrl::parse("postgres://u@h:5433/db?schema=app_1&sslmode=disable").unwrap();
         assert_eq!(url.schema, "app_1");
         assert_eq!(url.options.get_host(), "h");
         assert_eq!(url.options.get_port(), 5433);
@@ -280,7 +272,7 @@ mod tests {
 
     #[test]
     fn defaults_schema_and_accepts_postgresql_scheme() {
-        let url = parse("postgresql://u@h/db").unwrap();
+        let url = PgUrl::parse("postgresql://u@h/db").unwrap();
         assert_eq!(url.schema, DEFAULT_SCHEMA);
     }
 
@@ -289,20 +281,20 @@ mod tests {
     fn tls_modes_are_unsupported_without_the_feature() {
         for mode in ["require", "verify-ca", "verify-full"] {
             let url = format!("postgres://u:pw-3e1@h/db?sslmode={mode}");
-            match parse(&url) {
+            match PgUrl::parse(&url) {
                 Err(error @ Error::Unsupported { .. }) => {
                     assert!(!format!("{error:?}").contains("pw-3e1"));
                 }
                 other => panic!("{mode}: {other:?}"),
             }
         }
-        assert!(parse("postgres://u@h/db?sslmode=prefer").is_ok());
+        assert!(PgUrl::parse("postgres://u@h/db?sslmode=prefer").is_ok());
     }
 
     #[test]
     #[cfg(feature = "tls")]
     fn tls_parameters_and_timeouts() {
-        let url = parse(
+        let url = PgUrl::parse(
             "postgres://u:pw-3e1@h/db?sslmode=verify-full&sslrootcert=/ca.crt\
              &sslcert=/c.crt&sslkey=/c.key&connect_timeout=1500&timeout=2s",
         )
@@ -315,11 +307,12 @@ mod tests {
             assert!(!shown.contains("pw-3e1"), "{shown}");
             assert!(shown.contains("u:***@h"), "{shown}");
         }
-        let plain = parse("postgres://u@h/db").unwrap();
+        let plain = PgUrl::parse("postgres://u@h/db").unwrap();
         assert_eq!(plain.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(plain.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
         // As libpq: `require` with a CA file verifies the chain.
-        let require = parse("postgres://u@h/db?sslmode=require&sslrootcert=/ca.crt").unwrap();
+        let require =
+            PgUrl::parse("postgres://u@h/db?sslmode=require&sslrootcert=/ca.crt").unwrap();
         assert!(matches!(
             require.options.get_ssl_mode(),
             PgSslMode::VerifyCa
@@ -362,7 +355,7 @@ mod tests {
             "postgres://u:pw-91c@h/db?connect_timeout=0",
             "postgres://u:pw-91c@h/db?timeout=1h",
         ] {
-            match parse(bad) {
+            match PgUrl::parse(bad) {
                 Err(error @ Error::InvalidUrl { .. }) => {
                     let shown = format!("{error} {error:?}");
                     assert!(!shown.contains("pw-91c"), "{shown}");
@@ -383,12 +376,12 @@ mod tests {
             "postgres://h/db?schema=a-b",
             "postgres://h/db?schema=a%22b",
         ] {
-            match parse(bad) {
+            match PgUrl::parse(bad) {
                 Err(Error::InvalidUrl { url, .. }) => assert_eq!(url, bad),
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
         let long = format!("postgres://h/db?schema={}", "s".repeat(64));
-        assert!(matches!(parse(&long), Err(Error::InvalidUrl { .. })));
+        assert!(matches!(PgUrl::parse(&long), Err(Error::InvalidUrl { .. })));
     }
 }

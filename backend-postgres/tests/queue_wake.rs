@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::server_url;
 use distsync_core::{Backend, Name};
-use distsync_postgres::queue::STALE_CLAIM;
+use distsync_postgres::STALE_CLAIM;
 use tokio::time::Instant;
 
 fn unique(what: &str) -> Name {

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use distsync_core::{Coordinator, Error};
 use distsync_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use distsync_postgres::url::DEFAULT_CONNECT_TIMEOUT;
-use distsync_postgres::PgUrl;
+use distsync_postgres::{PgUrl, DEFAULT_CONNECT_TIMEOUT};
 
 /// Generous bound for "within the timeout": the timeout plus scheduling slack.
 const SLACK: Duration = Duration::from_secs(2);
