@@ -85,8 +85,10 @@ pub use distsync_redis as redis;
 /// `redis://` (also `rediss://`) and `postgres://` (also `postgresql://`) need their
 /// cargo feature; without it the error says which feature to enable.
 ///
-/// Cancel-safety: dropping the future drops the half-made connection; nothing is
-/// held in the store yet.
+/// # Cancel safety
+///
+/// Dropping the future drops the half-made connection; nothing is held in the store
+/// yet.
 ///
 /// # Errors
 /// [`Error::InvalidUrl`] for a URL that does not parse or names an unknown scheme,

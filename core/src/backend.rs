@@ -177,13 +177,19 @@ impl Coordinator {
 
     /// A session with the default TTL (60 s).
     ///
-    /// Cancel-safety: a session granted while the future is dropped is never
-    /// renewed, so the store ends it after its TTL.
+    /// # Cancel safety
+    ///
+    /// A session granted while the future is dropped is never renewed, so the store
+    /// ends it after its TTL.
     pub async fn session(&self) -> Result<Session> {
         self.backend.session(SessionOptions::default()).await
     }
 
-    /// A session with the given TTL. Cancel-safety: as [`Coordinator::session`].
+    /// A session with the given TTL.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Coordinator::session`].
     pub async fn session_with_ttl(&self, ttl: Duration) -> Result<Session> {
         self.backend.session(SessionOptions::with_ttl(ttl)).await
     }

@@ -128,15 +128,33 @@ impl Held {
     }
 
     /// Runs the release step; reports `SessionLost` if the hold had already ended.
+    /// Runs the release and waits for it. The release runs in a task of its own (when
+    /// in a tokio runtime): a caller that stops waiting (a timeout around `unlock()`)
+    /// does not stop it, so the hold is released as if the guard had been dropped, and
+    /// the in-process gate is let go only once the store has released it.
     pub(crate) async fn release(mut self) -> Result<()> {
         let was_lost = self.known_lost();
         let release = self.release.take();
-        let result = match release {
-            Some(release) => release().await,
-            None => Ok(()),
+        let gate = self.gate.take();
+        let lost = self.lost.clone();
+        let finish = async move {
+            let result = match release {
+                Some(release) => release().await,
+                None => Ok(()),
+            };
+            lost.cancel();
+            drop(gate);
+            result
         };
-        self.lost.cancel();
-        drop(self.gate.take());
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn(finish).await.unwrap_or_else(|error| {
+                Err(Error::backend(
+                    "distsync",
+                    format!("the release task failed: {error}"),
+                ))
+            }),
+            Err(_) => finish.await,
+        };
         match result {
             Ok(()) if was_lost => Err(Error::SessionLost),
             other => other,
@@ -388,8 +406,10 @@ impl LockGuard {
     /// [`Error::SessionLost`] if the lock had already been lost (the critical section
     /// may not have been exclusive), or the store's error.
     ///
-    /// Cancel-safety: dropping the future part-way leaves the lock to be freed by the
-    /// lease.
+    /// # Cancel safety
+    ///
+    /// Dropping the future part-way does not stop the release: it goes on in the
+    /// background, as when the guard is dropped.
     pub async fn unlock(self) -> Result<()> {
         self.held.release().await
     }
@@ -429,10 +449,54 @@ impl ReadGuard {
     /// # Errors
     /// As [`LockGuard::unlock`].
     ///
-    /// Cancel-safety: as [`LockGuard::unlock`].
+    /// # Cancel safety
+    ///
+    /// As [`LockGuard::unlock`].
     pub async fn unlock(self) -> Result<()> {
         self.held.release().await
     }
 }
 
 pub(crate) use guard_accessors;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::Backend;
+    use crate::memory::MemoryBackend;
+    use crate::session::SessionOptions;
+
+    #[tokio::test]
+    async fn an_unlock_whose_caller_stops_waiting_still_releases() {
+        let session = MemoryBackend::new()
+            .session(SessionOptions::default())
+            .await
+            .unwrap();
+        let (go, store_answers) = tokio::sync::oneshot::channel::<()>();
+        let (released, was_released) = tokio::sync::oneshot::channel::<()>();
+        let release: ReleaseFn = Box::new(move || {
+            Box::pin(async move {
+                // A store slow to answer the release.
+                let _ = store_answers.await;
+                let _ = released.send(());
+                Ok(())
+            })
+        });
+        let guard = LockGuard::new("k".into(), FencingToken(1), &session, release);
+        let lost = guard.lost();
+        // The caller gives up on the unlock before the store answered.
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), guard.unlock()).await;
+        assert!(gave_up.is_err(), "the release could not have finished yet");
+        go.send(()).unwrap();
+        // The release went on without its caller.
+        tokio::time::timeout(Duration::from_secs(5), was_released)
+            .await
+            .expect("the release was dropped with the unlock's future")
+            .expect("the release was dropped with the unlock's future");
+        tokio::time::timeout(Duration::from_secs(5), lost)
+            .await
+            .expect("lost() fires once the hold is released");
+    }
+}

@@ -99,8 +99,10 @@ const STM_BATCH: usize = 64;
 /// [`Error::Unsupported`] when either backend cannot export; the stores' errors; and
 /// [`Error::MigrationMismatch`] naming what differs if the verification fails.
 ///
-/// Cancel-safety: not cancel-safe: a dropped future may leave part of the state
-/// copied. Re-running appends the queues again; check the destination first.
+/// # Cancel safety
+///
+/// Not cancel safe: a dropped future may leave part of the state copied. Re-running
+/// appends the queues again; check the destination first.
 pub async fn migrate(
     from: &dyn Backend,
     to: &dyn Backend,
