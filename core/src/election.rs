@@ -150,8 +150,8 @@ impl Leadership {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future part-way leaves the resignation to the lease: the candidacy
-    /// ends at the latest when the session does.
+    /// Dropping the future part-way does not stop the resignation: it goes on in the
+    /// background, as when the leadership is dropped.
     pub async fn resign(self) -> Result<()> {
         self.held.release().await
     }
