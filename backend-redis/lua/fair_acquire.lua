@@ -1,4 +1,4 @@
--- Joins, re-checks or tries a fair queue (lock, rwlock, election, semaphore).
+-- Joins, re-checks or tries a waiter line (lock, rwlock, election, semaphore).
 -- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
 -- ARGV: channel prefix, p, id, mode (w|r|s), ttl ms, how (wait|try|check), margin ms,
 -- session nonce, value (elections) or permit count (semaphores, decimal).

@@ -33,7 +33,7 @@ local function counter_next(key)
   return redis.call('INCR', key)
 end
 
--- How long the counters of a fair queue outlive its last entry (ms): an unused name
+-- How long the counters of a waiter line outlive its last entry (ms): an unused name
 -- leaves nothing behind for long, and a counter recreated later is seeded from the
 -- clock, which has moved on.
 local FAIR_IDLE_MS = 3600000
@@ -117,7 +117,7 @@ local function fq_settle(p, quiet)
   end
 end
 
--- The live entries of a fair queue (holders and waiters); read-only. An entry whose
+-- The live entries of a waiter line (holders and waiters); read-only. An entry whose
 -- key is gone (its session expired) is not counted: fq_settle forgets it.
 local function fq_live(p)
   local n = 0

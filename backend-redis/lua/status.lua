@@ -1,6 +1,6 @@
 -- Reads who holds what (distsync status) at one instant; read-only.
 -- ARGV: channel prefix, then pairs (what, p):
---   line    p = "{<ns><name>}:<kind>" of a fair queue (lock, rw, elect, sem): returns
+--   line    p = "{<ns><name>}:<kind>" of a waiter line (lock, rw, elect, sem): returns
 --           {permit count or '', then per entry of p:q in arrival order: its id, the
 --           entry key's value ('' once it expired), its grant's token in p:g ('' while
 --           waiting), its election value in p:v ('')}

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::{Barrier, Name, Result};
 
-use crate::backend::Shared;
 use crate::error::int;
 use crate::keys::Kind;
 use crate::notify::Event;
 use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
+use crate::store::Shared;
 
 /// A Redis barrier: the key `{<ns><name>}:barrier` (durable, no TTL) is the hold;
 /// `release` deletes it and publishes on `{<ns><name>}:barrier:ch` in one script.

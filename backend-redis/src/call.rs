@@ -1,8 +1,8 @@
 //! One script or command run, and its replica acknowledgement.
 //!
 //! Every script of [`crate::scripts`] runs through [`Call`] and
-//! [`crate::backend::Shared::eval`] (and single commands through
-//! [`crate::backend::Shared::query`]), which come here: `EVALSHA`, loading the script
+//! [`crate::store::Shared::eval`] (and single commands through
+//! [`crate::store::Shared::query`]), which come here: `EVALSHA`, loading the script
 //! on `NOSCRIPT` (a restarted server, or a newly promoted replica, has an empty
 //! script cache).
 //!
@@ -30,7 +30,7 @@ use crate::error::{int, redis_error};
 use crate::BACKEND;
 
 /// A script call being built: `key`s and `arg`s as with redis-rs's
-/// `ScriptInvocation`, run with [`crate::backend::Shared::eval`].
+/// `ScriptInvocation`, run with [`crate::store::Shared::eval`].
 pub(crate) struct Call {
     script: &'static Script,
     keys: Vec<Vec<u8>>,

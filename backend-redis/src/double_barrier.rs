@@ -16,12 +16,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use distsync_core::{DoubleBarrier, Error, Name, Result, Session};
 
-use crate::backend::Shared;
 use crate::error::{array, int, unexpected};
 use crate::keys::Kind;
 use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
+use crate::store::Shared;
 use crate::BACKEND;
 
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);

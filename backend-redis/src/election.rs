@@ -1,6 +1,6 @@
-//! Leader election: a fair queue of candidates whose granted head is the leader.
+//! Leader election: a waiter line of candidates whose granted head is the leader.
 //!
-//! Under `p = {<ns><name>}:elect`, candidates are writer entries of [`crate::fair`]
+//! Under `p = {<ns><name>}:elect`, candidates are writer entries of [`crate::waiter_line`]
 //! with their value in the hash `p:v`; the term is the fencing token the granting
 //! script gives the new leader. Every change (a new leader, no leader, a proclaim)
 //! bumps `p:ver` and publishes the whole state on `p:ch` in the same script, so
@@ -22,27 +22,27 @@ use futures::stream::{self, BoxStream, StreamExt};
 use redis::Value;
 use tokio::time::Instant;
 
-use crate::backend::Shared;
 use crate::error::{array, bytes, int, string, unexpected};
-use crate::fair::{FairQueue, Mode};
 use crate::hold::Hold;
 use crate::keys::Kind;
 use crate::notify::{Event, Subscription};
 use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
+use crate::store::Shared;
+use crate::waiter_line::{Mode, WaiterLine};
 
 /// Added to the leader's remaining TTL before an observer re-reads.
 const EXPIRY_MARGIN: Duration = Duration::from_millis(5);
 
 /// A Redis election.
 pub(crate) struct RedisElection {
-    queue: FairQueue,
+    queue: WaiterLine,
 }
 
 impl RedisElection {
     pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name) -> Self {
         Self {
-            queue: FairQueue::new(shared, session, name, Kind::Election),
+            queue: WaiterLine::new(shared, session, name, Kind::Election),
         }
     }
 }

@@ -48,9 +48,9 @@ use distsync_core::migrate::{QueueItem, Snapshot};
 use distsync_core::{Error, Name, Result};
 use redis::Value;
 
-use crate::backend::Shared;
 use crate::error::{array, bytes, int, string, unexpected};
 use crate::scripts::SCRIPTS;
+use crate::store::Shared;
 use crate::BACKEND;
 
 /// Keys asked for per `SCAN` step.

@@ -5,7 +5,7 @@
 //! A hold is current while its entry key `p:e:<id>` still holds the value it was
 //! created with (the key expires with the session, and a release or a revoke deletes
 //! it) and the line's grant table `p:g` records the entry's grant with the guard's
-//! fencing token (see [`crate::fair`] for the layout). The check and the write run in
+//! fencing token (see [`crate::waiter_line`] for the layout). The check and the write run in
 //! one script, hence atomically on the server: a holder whose session the store has
 //! ended (revoked, expired while it was paused) writes nothing, even before its own
 //! `lost()` fires. The write itself is an STM commit of one key (its value and the
@@ -20,9 +20,9 @@ use distsync_core::raw::GuardedWrite;
 use distsync_core::{Name, Result};
 use redis::Script;
 
-use crate::backend::Shared;
 use crate::error::{int, unexpected};
-use crate::fair::Granted;
+use crate::store::Shared;
+use crate::waiter_line::Granted;
 
 /// The script, compiled (hashed) once per process.
 static GUARDED_PUT: LazyLock<Script> =

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use distsync_core::{Error, ReleaseFn, Result, Session};
 
-use crate::backend::Shared;
 use crate::background::{spawn_retrying, GiveUp};
 use crate::error::int;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
+use crate::store::Shared;
 
 /// One session-held entry key and the value it must hold.
 pub(crate) struct Hold {

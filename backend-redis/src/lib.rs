@@ -52,29 +52,32 @@
 //!   [`Backend::revoke_session`](distsync_core::Backend::revoke_session) from another
 //!   connection) releases everything in one script, wakes the next waiters and tells
 //!   the owner over pub/sub, so its `lost()` fires at once.
-//! * **Locks, read-write locks, elections** are one fair queue of session-held
-//!   entries ([`fair`]): FIFO, a waiting writer blocks later readers, fencing
+//! * **Locks, read-write locks, elections** are one waiter line of session-held
+//!   entries (`src/waiter_line.rs`): FIFO, a waiting writer blocks later readers, fencing
 //!   tokens from a counter incremented by the granting script, one wake-up per newly
 //!   granted waiter on its own pub/sub channel (no thundering herd, no polling). A
 //!   crashed waiter's or holder's entry expires with its session; waiters re-check when
 //!   the current holders' TTL runs out, as a safety net for wake-ups that never come.
 //!   Elections publish every change (new leader, no leader, proclaim) with a change
 //!   number; observers apply them in order and re-read after a gap.
-//! * **Semaphores** are the same fair queue with permit entries: the first `N` live
+//! * **Semaphores** are the same waiter line with permit entries: the first `N` live
 //!   entries hold a permit, each grant with a fencing token; the count `N` is stored
 //!   with the line while anyone holds or waits, and a joiner naming another count is
 //!   refused.
 //! * **Queues** are one sorted set per queue (priority, then arrival); a dequeue parks
 //!   its item under its call id until it has returned it, so a cancelled dequeue puts
-//!   it back ([`queue::WAITER_TTL`] explains the blocking side).
+//!   it back (`src/queue.rs` explains the blocking side).
 //! * **Barriers** are a key plus a channel; **double barriers** count session-held
 //!   participant entries.
 //! * **STM** keeps a mod revision per key and commits by one compare-and-apply script,
-//!   at all four of etcd's isolation levels (see [`stm`]).
+//!   at all four of etcd's isolation levels (see `src/stm.rs`).
 //! * **Waiting** uses one shared pub/sub connection; after it reconnects every
 //!   waiter re-reads, since messages may have been missed.
 //!
-//! The modules document each part's layout and protocol.
+//! The modules document each part's layout and protocol, in their source files
+//! (`src/*.rs`: `waiter_line.rs`, `session.rs`, `notify.rs`, `queue.rs`, `barrier.rs`,
+//! `double_barrier.rs`, `election.rs`, `stm.rs`, `keys.rs`, `export.rs`, `status.rs`,
+//! `sentinel.rs`); `docs/ARCHITECTURE.md` links to each.
 //!
 //! ## Guarantees ([`capabilities()`])
 //!
@@ -103,7 +106,7 @@
 //! ## Sentinel and replica acknowledgement
 //!
 //! `redis+sentinel://host:port[,host:port...]/service[/db]` asks the Sentinels for the
-//! service's primary and follows it across a failover ([`sentinel`]). Redis
+//! service's primary and follows it across a failover (`src/sentinel.rs`). Redis
 //! replicates asynchronously: the replica the Sentinels promote may lack the last
 //! writes the old primary acknowledged, so without more, a failover can lose a grant
 //! (two holders of one lock), a renewal (a key expiring earlier on the new primary
@@ -143,42 +146,46 @@
 
 mod backend;
 mod background;
-pub mod barrier;
+mod barrier;
 mod call;
-pub mod double_barrier;
-pub mod election;
+mod capabilities;
+mod double_barrier;
+mod election;
 mod error;
 mod eviction;
-pub mod export;
-pub mod fair;
+mod export;
 mod guarded;
 mod hold;
-pub mod keys;
+mod keys;
 mod lock;
-pub mod notify;
+mod notify;
 mod options;
-pub mod queue;
+mod queue;
 mod random;
 mod retry;
 mod rwlock;
 mod scripts;
 mod semaphore;
-pub mod sentinel;
-pub mod session;
+mod sentinel;
+mod session;
 mod status;
-pub mod stm;
+mod stm;
+mod store;
 #[cfg(feature = "tls")]
 mod tls;
 mod url;
+mod waiter_line;
 
 use distsync_core::{Coordinator, Result};
 
-pub use crate::backend::{
-    capabilities, capabilities_under_eviction, capabilities_under_sentinel, RedisBackend,
+pub use crate::backend::RedisBackend;
+pub use crate::capabilities::{
+    capabilities, capabilities_under_eviction, capabilities_under_sentinel,
 };
 pub use crate::options::{
     RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
 };
+pub use crate::queue::STALE_CLAIM;
 pub use crate::url::{RedisUrl, DEFAULT_NAMESPACE};
 
 /// Re-export of the client crate, for [`RedisBackend::from_client`].

@@ -1,24 +1,24 @@
-//! The mutex: a fair queue of writers.
+//! The mutex: a waiter line of writers.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::{LockGuard, Locker, Name, Result, Session};
 
-use crate::backend::Shared;
-use crate::fair::{FairQueue, Mode};
 use crate::keys::Kind;
+use crate::store::Shared;
+use crate::waiter_line::{Mode, WaiterLine};
 
 /// A Redis mutex: FIFO waiters, fencing tokens from a counter incremented in the
-/// granting script, held through a session (see [`crate::fair`] for the layout).
+/// granting script, held through a session (see [`crate::waiter_line`] for the layout).
 pub(crate) struct RedisLock {
-    queue: FairQueue,
+    queue: WaiterLine,
 }
 
 impl RedisLock {
     pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name) -> Self {
         Self {
-            queue: FairQueue::new(shared, session, name, Kind::Lock),
+            queue: WaiterLine::new(shared, session, name, Kind::Lock),
         }
     }
 }

@@ -5,8 +5,8 @@
 //! every message published afterwards is delivered; what was published before is not.
 //! A waiter therefore reads the state it waits on *after* its subscription is
 //! confirmed: either it subscribes before the script that enqueues it runs (queues),
-//! or it runs that script first and re-checks once subscribed (fair queues, see
-//! [`crate::fair`], so that an uncontended acquisition needs no subscription at all).
+//! or it runs that script first and re-checks once subscribed (waiter lines, see
+//! [`crate::waiter_line`], so that an uncontended acquisition needs no subscription at all).
 //! When the pub/sub connection
 //! breaks, messages may have been missed: after reconnecting and re-subscribing, every
 //! subscriber receives a resync event and re-reads the state it waits on. The

@@ -54,17 +54,17 @@ use distsync_core::raw::Settle;
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use redis::Script;
 
-use crate::backend::Shared;
 use crate::background::spawn_retrying;
 use crate::error::{array, bytes, int, unexpected};
 use crate::keys::Kind;
 use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
+use crate::store::Shared;
 use crate::BACKEND;
 
 /// How long a waiting consumer's registration lasts without renewal.
-pub const WAITER_TTL: Duration = Duration::from_secs(30);
+pub(crate) const WAITER_TTL: Duration = Duration::from_secs(30);
 
 /// How old an at-most-once claim must be before another consumer puts its item back
 /// (`QUEUE_STALE_MS` in `lua/lib.lua`): longer than any acknowledgement or put-back

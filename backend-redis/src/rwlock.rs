@@ -1,25 +1,25 @@
-//! The read-write lock: a fair queue of readers and writers.
+//! The read-write lock: a waiter line of readers and writers.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::{LockGuard, Name, ReadGuard, Result, RwLock, Session};
 
-use crate::backend::Shared;
-use crate::fair::{FairQueue, Mode};
 use crate::keys::Kind;
+use crate::store::Shared;
+use crate::waiter_line::{Mode, WaiterLine};
 
 /// A Redis read-write lock: readers share, a writer excludes all, and a waiting
 /// writer blocks the readers that arrive after it (etcd's recipe). Write grants carry
-/// fencing tokens. See [`crate::fair`].
+/// fencing tokens. See [`crate::waiter_line`].
 pub(crate) struct RedisRwLock {
-    queue: FairQueue,
+    queue: WaiterLine,
 }
 
 impl RedisRwLock {
     pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name) -> Self {
         Self {
-            queue: FairQueue::new(shared, session, name, Kind::RwLock),
+            queue: WaiterLine::new(shared, session, name, Kind::RwLock),
         }
     }
 }

@@ -1,14 +1,14 @@
-//! The counting semaphore: the fair queue ([`crate::fair`]) of permit entries, whose
+//! The counting semaphore: the waiter line ([`crate::waiter_line`]) of permit entries, whose
 //! first `N` live entries hold a permit.
 //!
-//! Layout (under `p = {<ns><escaped name>}:sem`): the fair queue's keys (`p:q`, `p:g`,
+//! Layout (under `p = {<ns><escaped name>}:sem`): the waiter line's keys (`p:q`, `p:g`,
 //! `p:e:<id>`, `p:fence`, `p:seq`, the wake-up channels `p:w:<id>`), plus `p:n`, the
 //! permit count. The first entry to join sets `p:n`; a later joiner naming another
 //! count while any entry is live is refused ([`Error::InvalidArgument`]) and leaves
 //! nothing behind; `p:n` is deleted when the line empties, so once nobody holds or
 //! waits, any count may be used.
 //!
-//! What the fair queue gives, it gives here: each permit entry is held through its
+//! What the waiter line gives, it gives here: each permit entry is held through its
 //! session (registered with it, renewed with it, released when it ends, expires with
 //! it); waiters are granted in arrival order; a release wakes only the waiter it lets
 //! in (one message on that waiter's channel); each grant takes the next value of the
@@ -21,13 +21,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::{Error, LockGuard, Name, Result, Semaphore, Session};
 
-use crate::backend::Shared;
-use crate::fair::{FairQueue, Granted, Mode};
 use crate::keys::Kind;
+use crate::store::Shared;
+use crate::waiter_line::{Granted, Mode, WaiterLine};
 
 /// A Redis counting semaphore (see the module docs).
 pub(crate) struct RedisSemaphore {
-    queue: FairQueue,
+    queue: WaiterLine,
     permits: usize,
     /// The permit count as the scripts get it (decimal).
     count: Bytes,
@@ -50,7 +50,7 @@ impl RedisSemaphore {
             ));
         }
         Ok(Self {
-            queue: FairQueue::new(shared, session, name, Kind::Semaphore),
+            queue: WaiterLine::new(shared, session, name, Kind::Semaphore),
             permits,
             count: Bytes::from(permits.to_string()),
         })

@@ -30,10 +30,10 @@ use async_trait::async_trait;
 use distsync_core::{KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Shared;
 use crate::error::{int, unexpected};
 use crate::notify::Event;
 use crate::scripts::SCRIPTS;
+use crate::store::Shared;
 use crate::BACKEND;
 
 /// The Redis side of a [`Session`].

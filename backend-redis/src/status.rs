@@ -7,7 +7,7 @@
 //!
 //! | found by | read |
 //! |---|---|
-//! | `{<ns><name>}:<kind>:q`, kind `lock`, `rw`, `elect`, `sem` (the fair queue's line, [`crate::fair`]) | every entry in arrival order: its entry key's value (mode letter; gone once its session expired: skipped), its grant's token in `p:g` (granted entries are the holders, the others the waiters), an election's value in `p:v`, a semaphore's permit count `p:n` |
+//! | `{<ns><name>}:<kind>:q`, kind `lock`, `rw`, `elect`, `sem` (the waiter line, [`crate::waiter_line`]) | every entry in arrival order: its entry key's value (mode letter; gone once its session expired: skipped), its grant's token in `p:g` (granted entries are the holders, the others the waiters), an election's value in `p:v`, a semaphore's permit count `p:n` |
 //! | `{<ns><name>}:queue:items`, `…:queue:inflight` | the number of items waiting, and of items popped and not yet acknowledged |
 //! | `{<ns><name>}:barrier` | a held barrier |
 //! | `{<ns><name>}:dbar:p`, `…:dbar:ready` | the live participants (entry keys present) and whether the count was reached |
@@ -29,8 +29,8 @@ use distsync_core::status::{
 use distsync_core::{FencingToken, Result, SessionId};
 use redis::{Script, Value};
 
-use crate::backend::Shared;
 use crate::error::{array, bytes, int, unexpected};
+use crate::store::Shared;
 use crate::BACKEND;
 
 /// The script, compiled (hashed) once per process.

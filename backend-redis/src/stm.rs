@@ -27,9 +27,9 @@ use bytes::Bytes;
 use distsync_core::raw::{StmAttempt, StmEngine, StmRetry, Write};
 use distsync_core::{Isolation, Name, Result};
 
-use crate::backend::Shared;
 use crate::error::{array, bytes, int, unexpected};
 use crate::scripts::SCRIPTS;
+use crate::store::Shared;
 
 /// The Redis STM engine.
 pub(crate) struct RedisStm {

@@ -38,7 +38,7 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// names the Sentinels (port 26379 by default) and the service they monitor; the
 /// backend asks them for the primary, connects to it (checking with `ROLE` that it is
 /// the primary), and asks them again whenever the connection breaks or the server
-/// answers `READONLY` (a failover): see [`crate::sentinel`]. The user and password
+/// answers `READONLY` (a failover): see `src/sentinel.rs`. The user and password
 /// log in to the Redis nodes (the Sentinels are asked without a login). TLS (`ca`,
 /// `cert`, `key`) is not offered with Sentinel. The query parameters are the table's.
 ///

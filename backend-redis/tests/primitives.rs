@@ -75,7 +75,7 @@ impl Fixture {
             .unwrap()
     }
 
-    /// Number of entries in line (holders and waiters) of a fair queue.
+    /// Number of entries in line (holders and waiters) of a waiter line.
     async fn in_line(&self, name: &str, kind: &str) -> usize {
         let mut raw = self.raw().await;
         redis::cmd("ZCARD")

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::server_url;
 use distsync_core::{Backend, Name};
-use distsync_redis::queue::STALE_CLAIM;
+use distsync_redis::STALE_CLAIM;
 use tokio::time::Instant;
 
 fn namespace() -> String {

@@ -123,7 +123,7 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
 }
 
 /// The session key of `id` under the default namespace (the layout of
-/// `distsync_redis::keys`).
+/// `backend-redis/src/keys.rs`).
 fn session_key(id: SessionId) -> String {
     format!("{{{}session:{}}}", distsync_redis::DEFAULT_NAMESPACE, id.0)
 }

@@ -1,5 +1,6 @@
-//! The fair queue behind the lock, the read-write lock, the election and the
-//! semaphore.
+//! The waiter line: the fair line of holders and waiters behind the lock, the
+//! read-write lock, the election and the semaphore ([`WaiterLine`]; not the queue
+//! primitive, which is `queue.rs`).
 //!
 //! Under the prefix `p = {<ns><name>}:<kind>`, every acquisition is an entry: a key
 //! `p:e:<id>` held through the session (PX = session TTL, renewed with it), and its
@@ -52,13 +53,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use distsync_core::{Error, FencingToken, Name, ReleaseFn, Result, Session};
 
-use crate::backend::Shared;
 use crate::error::{array, int, unexpected};
 use crate::hold::{Cleanup, Hold};
 use crate::keys::Kind;
 use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
+use crate::store::Shared;
 use crate::BACKEND;
 
 /// Added to every re-check delay, so that the key has really expired by then.
@@ -126,15 +127,16 @@ impl Granted {
     }
 }
 
-/// One named fair queue, used through one session.
-pub(crate) struct FairQueue {
+/// One named waiter line (holders first, then waiters in arrival order), used
+/// through one session by a lock, read-write lock, election or semaphore.
+pub(crate) struct WaiterLine {
     shared: Arc<Shared>,
     session: Session,
     name: Name,
     prefix: String,
 }
 
-impl FairQueue {
+impl WaiterLine {
     pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name, kind: Kind) -> Self {
         Self {
             prefix: shared.keys.primitive(&name, kind),

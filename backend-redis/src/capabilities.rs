@@ -1,0 +1,64 @@
+//! What the Redis backend claims: on a server that never evicts keys, on one that may,
+//! and under Sentinel (see the crate documentation for why).
+
+use std::time::Duration;
+
+use distsync_core::Capabilities;
+
+use crate::BACKEND;
+
+/// What the Redis backend offers and claims on a server that never evicts keys
+/// (`maxmemory-policy noeviction`, which [`crate::backend()`] checks); see the
+/// crate documentation for why.
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        survives_restart: false,
+        linearizable: false,
+        // One server: a failover to a replica (done by hand, or under Sentinel without
+        // replica acknowledgement, see `capabilities_under_sentinel`) may lose what
+        // was acknowledged.
+        survives_failover: false,
+        // `LockGuard::put_if_held`: one script checks the grant and writes
+        // (`crate::guarded`).
+        guarded_writes: true,
+        // `Queue::receive`: a hold key in the session's registry (`crate::queue`).
+        reliable_delivery: true,
+        ..Capabilities::all(BACKEND, Duration::from_millis(100))
+    }
+}
+
+/// What the Redis backend claims on a server that may evict keys, accepted with
+/// `allow_eviction=true` in the URL: [`capabilities`] without `fencing` (an evicted
+/// counter starts again), `fifo_waiters` (an evicted waiter line loses its order) and
+/// `reliable_delivery` (an evicted hold key or held-item record loses its item).
+/// Mutual exclusion itself is weakened too, which no flag expresses: an evicted entry
+/// lets the next waiter in while its holder learns of the loss only at its next
+/// renewal; and evicted queue items are lost.
+pub fn capabilities_under_eviction() -> Capabilities {
+    Capabilities {
+        fencing: false,
+        fifo_waiters: false,
+        reliable_delivery: false,
+        ..capabilities()
+    }
+}
+
+/// What the Redis backend claims under Sentinel (`redis+sentinel://`): with replica
+/// acknowledgement (`wait_replicas` of 1 or more) [`capabilities`] plus
+/// `survives_failover`; without it, neither `survives_failover` nor `fencing` (the
+/// promoted replica may lack the last increments of a fencing-token counter, so
+/// tokens can go backwards), and two holders of one lock become possible across a
+/// failover. See the crate docs, "Sentinel and replica acknowledgement".
+pub fn capabilities_under_sentinel(wait_replicas: u32) -> Capabilities {
+    if wait_replicas > 0 {
+        Capabilities {
+            survives_failover: true,
+            ..capabilities()
+        }
+    } else {
+        Capabilities {
+            fencing: false,
+            ..capabilities()
+        }
+    }
+}

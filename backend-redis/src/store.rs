@@ -1,0 +1,175 @@
+//! [`Shared`]: the connection state that every primitive of one backend shares — the
+//! multiplexed connection (to a server, or following the Sentinels' primary), replica
+//! acknowledgement, the pub/sub notifier, the key layout and the namespace — and how
+//! it is opened and checked ([`Shared::open`]).
+//!
+//! The primitives' modules take their connection from here; the factories in
+//! `backend.rs` hand a [`Shared`] to each primitive they build.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use distsync_core::{Error, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, Script, Value};
+
+use crate::call::{Ack, Call};
+use crate::error::redis_error;
+use crate::keys::Keys;
+use crate::notify::Notifier;
+use crate::options::RedisOptions;
+use crate::sentinel::{Connection, Following, Target};
+use crate::BACKEND;
+
+/// What every primitive of one backend shares.
+pub(crate) struct Shared {
+    conn: Connection,
+    /// Replica acknowledgement of every script run (`wait_replicas`), if asked.
+    ack: Option<Ack>,
+    pub(crate) notifier: Notifier,
+    pub(crate) keys: Keys,
+    namespace: String,
+    /// Identifies the store (server, database, namespace): sessions of another store
+    /// are refused.
+    pub(crate) store: String,
+    instance: u64,
+    calls: AtomicU64,
+}
+
+impl Shared {
+    /// The key prefix of this store.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// A fresh id for a dequeue call, unique across every client of the store (the
+    /// instance id is random, see [`crate::random`]).
+    pub(crate) fn call_id(&self) -> String {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        format!("c{}.{n}", self.instance)
+    }
+
+    /// A connection handle (cheap: the connection is multiplexed).
+    pub(crate) fn conn(&self) -> Connection {
+        self.conn.clone()
+    }
+
+    /// Starts a call of `script`, with the channel prefix as `ARGV[1]`.
+    pub(crate) fn script(&self, script: &'static Script) -> Call {
+        let mut call = Call::new(script);
+        call.arg(self.keys.channel_prefix());
+        call
+    }
+
+    /// Runs a script call (one round trip; `EVALSHA`, loading the script if needed),
+    /// acknowledged by replicas when the URL asks for it ([`crate::call`]).
+    pub(crate) async fn eval(&self, call: &Call) -> Result<Value> {
+        crate::call::eval(&mut self.conn(), call, self.ack.as_ref()).await
+    }
+
+    /// Runs one command, acknowledged by replicas when the URL asks for it.
+    pub(crate) async fn query(&self, command: &redis::Cmd) -> Result<Value> {
+        crate::call::query(&mut self.conn(), command, self.ack.as_ref()).await
+    }
+
+    /// Connects to `target` (within the connect timeout of `options`), checks the
+    /// server (login, eviction policy) and opens the connections: returns the state
+    /// and whether the server may evict keys (accepted only with `allow_eviction`).
+    /// `server` names the server in errors and logs, without credentials.
+    ///
+    /// # Errors
+    /// As `RedisBackend::connect`.
+    pub(crate) async fn open(
+        target: Target,
+        options: RedisOptions,
+        server: &str,
+    ) -> Result<(Self, bool)> {
+        let connect_timeout = options.connect_timeout;
+        // Boxed and type-erased: the connect path (TLS, Sentinel discovery, the
+        // eviction check) nests deeper than the compiler's default query depth would
+        // allow in every crate that awaits it.
+        let starting: futures::future::BoxFuture<'_, Result<(Self, bool)>> =
+            Box::pin(Self::open_unbounded(target, options, server));
+        tokio::time::timeout(connect_timeout, starting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::connection(
+                    BACKEND,
+                    format!(
+                        "{server} did not answer within the connect timeout \
+                         ({connect_timeout:?}; `connect_timeout=` in the URL)"
+                    ),
+                ))
+            })
+    }
+
+    async fn open_unbounded(
+        target: Target,
+        options: RedisOptions,
+        server: &str,
+    ) -> Result<(Self, bool)> {
+        #[cfg(feature = "tls")]
+        crate::tls::install_crypto_provider();
+        // Under Sentinel, the primary the Sentinels name now.
+        let client = target.client().await.map_err(redis_error)?;
+        let db = client.get_connection_info().redis_settings().db();
+        let keys = Keys::new(&options.namespace, db);
+        // One plain attempt first, so that an unreachable server fails fast (the
+        // connection manager retries with backoff, which suits reconnections only).
+        let probe_config = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(options.request_timeout))
+            .set_connection_timeout(Some(options.connect_timeout));
+        let mut probe = client
+            .get_multiplexed_async_connection_with_config(&probe_config)
+            .await
+            .map_err(redis_error)?;
+        // Dequeue call ids start with this instance id. Drawn at random rather than
+        // from a server counter, which a restart without persistence would reset:
+        // two live clients with one instance id could then retry each other's calls.
+        let instance = crate::random::id();
+        // A server that requires a login answers NOAUTH to a client that gave none:
+        // say so before anything else is asked.
+        redis::cmd("PING")
+            .query_async::<Value>(&mut probe)
+            .await
+            .map_err(redis_error)?;
+        let policy = crate::eviction::policy(&mut probe).await?;
+        let evicting = crate::eviction::check(&options, server, policy.as_deref())?;
+        let conn = match &target {
+            Target::Server(client) => {
+                drop(probe);
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(options.request_timeout))
+                    .set_connection_timeout(Some(options.connect_timeout));
+                let manager = ConnectionManager::new_with_config((**client).clone(), config)
+                    .await
+                    .map_err(redis_error)?;
+                Connection::Server(manager)
+            }
+            Target::Sentinel(sentinels) => Connection::Sentinel(Arc::new(Following::new(
+                Arc::clone(sentinels),
+                probe,
+                probe_config,
+                options.clone(),
+                db,
+            ))),
+        };
+        tracing::debug!(backend = BACKEND, server, namespace = %options.namespace, "connected");
+        let ack = Ack::new(
+            options.wait_replicas,
+            options.wait_timeout,
+            format!("{}{{{}wait", keys.channel_prefix(), options.namespace),
+        );
+        let shared = Self {
+            conn,
+            ack,
+            notifier: Notifier::start(target, options.connect_timeout),
+            keys,
+            store: format!("{server}?namespace={}", options.namespace),
+            namespace: options.namespace,
+            instance,
+            calls: AtomicU64::new(0),
+        };
+        Ok((shared, evicting))
+    }
+}
