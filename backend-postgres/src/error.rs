@@ -2,8 +2,7 @@
 
 use distsync_core::Error;
 
-/// The backend's short name, as it appears in errors, logs and capabilities.
-pub(crate) const BACKEND: &str = "postgres";
+pub(crate) use crate::BACKEND;
 
 /// The SQLSTATE of a database error, if `error` is one.
 pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {

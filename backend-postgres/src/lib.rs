@@ -18,9 +18,9 @@
 //! # Connecting
 //! TLS as libpq (`sslmode=require|verify-ca|verify-full`, `sslrootcert`, `sslcert`,
 //! `sslkey`; rustls through sqlx, the cargo feature `tls`, on by default), SCRAM
-//! passwords, `connect_timeout=` and `timeout=`: see [`PgUrl::parse`]. A wrong password
+//! passwords, `connect_timeout=` and `timeout=`: see [`PostgresConfig::parse`]. A wrong password
 //! is [`Error::Authentication`]; no password appears in errors, logs or `Debug`. In
-//! code: [`backend_with_url`]; with a `sqlx::PgPool` of your own: [`backend_from_pool`]
+//! code: [`backend_with_config`]; with a `sqlx::PgPool` of your own: [`backend_from_pool`]
 //! (its requirements: session pooling, one role, durable commits).
 //!
 //! # How it works
@@ -90,6 +90,7 @@
 
 mod barrier;
 mod checks;
+mod config;
 mod conn;
 mod double_barrier;
 mod election;
@@ -112,13 +113,14 @@ mod shared;
 mod status;
 mod stm;
 mod tls;
-mod url;
 
+pub use config::{
+    PostgresConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SCHEMA,
+};
 pub use queue::STALE_CLAIM;
 /// The `sqlx` this crate is built with, for [`backend_from_pool`] (its `PgPool` and
 /// `PgConnectOptions` must come from this version).
 pub use sqlx;
-pub use url::{PgUrl, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SCHEMA};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,10 +133,19 @@ use distsync_core::{
 };
 use sqlx::postgres::PgPoolOptions;
 
-use crate::error::{map, BACKEND};
+use crate::error::map;
 pub use crate::limits::Limits;
 use crate::session::{LeaseInner, PgLease};
 use crate::shared::Shared;
+
+/// The backend's short name, as it appears in errors, logs and [`Capabilities`].
+pub const BACKEND: &str = "postgres";
+
+/// The shortest session TTL this backend accepts ([`Capabilities::min_session_ttl`];
+/// a shorter one is refused with [`Error::InvalidArgument`] when the session is
+/// opened): renewals are batched statements on the reaper's connections and a
+/// session's row must outlive a renewal's round trip and a durable commit.
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// Connections in the pool used for queues, barriers and STM, and the notification
 /// listener (holds and renewals have pools of their own).
@@ -159,19 +170,19 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     Ok(Coordinator::new(backend(url).await?))
 }
 
-/// Connects to the database named by `url` (see [`PgUrl::parse`] for the URL form,
+/// Connects to the database named by `url` (see [`PostgresConfig::parse`] for the URL form,
 /// TLS and timeouts), creating the schema's objects if needed.
 ///
 /// Cancel-safe: dropping the future drops the connection attempt.
 ///
 /// # Errors
 /// [`Error::InvalidUrl`] for a malformed URL (password masked), and as
-/// [`backend_with_url`].
+/// [`backend_with_config`].
 pub async fn backend(url: &str) -> Result<PostgresBackend> {
-    backend_with_url(&PgUrl::parse(url)?).await
+    backend_with_config(&PostgresConfig::parse(url)?).await
 }
 
-/// Like [`backend`], from an already parsed (or built, [`PgUrl::from_options`]) URL.
+/// Like [`backend`], from an already parsed (or built, [`PostgresConfig::from_options`]) URL.
 ///
 /// Cancel-safe: dropping the future drops the connection attempt.
 ///
@@ -184,7 +195,7 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 ///   refuses (e.g. without the client certificate it requires);
 /// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`checks`);
 /// - the schema-creation error.
-pub async fn backend_with_url(url: &PgUrl) -> Result<PostgresBackend> {
+pub async fn backend_with_config(url: &PostgresConfig) -> Result<PostgresBackend> {
     tls::check_files(url)?;
     let pool = within_connect_timeout(url, async {
         checks::refuse_transaction_pooling(&url.options).await?;
@@ -201,7 +212,7 @@ pub async fn backend_with_url(url: &PgUrl) -> Result<PostgresBackend> {
 /// it, and the notification listener takes one of its connections), and `url`'s
 /// connection options, schema and timeouts for the connections it opens itself: the
 /// holds' pool (8), the reaper's (2) and the checks made here. Build `url` with
-/// [`PgUrl::from_options`] from the same `PgConnectOptions` as the pool (credentials,
+/// [`PostgresConfig::from_options`] from the same `PgConnectOptions` as the pool (credentials,
 /// TLS), or parse one.
 ///
 /// Requirements:
@@ -223,9 +234,12 @@ pub async fn backend_with_url(url: &PgUrl) -> Result<PostgresBackend> {
 /// Cancel-safe: dropping the future drops the checks.
 ///
 /// # Errors
-/// As [`backend_with_url`]; [`Error::InvalidArgument`] for a pool whose commits are
+/// As [`backend_with_config`]; [`Error::InvalidArgument`] for a pool whose commits are
 /// not durable.
-pub async fn backend_from_pool(pool: sqlx::PgPool, url: &PgUrl) -> Result<PostgresBackend> {
+pub async fn backend_from_pool(
+    pool: sqlx::PgPool,
+    url: &PostgresConfig,
+) -> Result<PostgresBackend> {
     tls::check_files(url)?;
     within_connect_timeout(url, async {
         checks::refuse_transaction_pooling(&url.options).await?;
@@ -249,7 +263,7 @@ pub async fn backend_from_pool(pool: sqlx::PgPool, url: &PgUrl) -> Result<Postgr
 /// Runs `connect` for at most the connect timeout of `url`, then an
 /// [`Error::Connection`] naming the server (password masked).
 async fn within_connect_timeout<T>(
-    url: &PgUrl,
+    url: &PostgresConfig,
     connect: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
     let timeout = url.connect_timeout();
@@ -268,7 +282,7 @@ async fn within_connect_timeout<T>(
 
 /// The rest of connecting, on a working pool: the holds' and the reaper's pools, the
 /// schema.
-async fn finish(pool: sqlx::PgPool, url: &PgUrl) -> Result<PostgresBackend> {
+async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBackend> {
     let reaper = pool_options(REAPER_SIZE, url)
         .connect_lazy_with(url.options.clone().application_name("distsync/reaper"));
     let holds = pool_options(HOLDS_SIZE, url)
@@ -289,7 +303,7 @@ async fn finish(pool: sqlx::PgPool, url: &PgUrl) -> Result<PostgresBackend> {
 
 /// Pool options whose connections commit durably (see `conn::POOL_SETUP`); opening a
 /// connection or waiting for a free one is bounded by `url`'s request timeout.
-fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
+fn pool_options(size: u32, url: &PostgresConfig) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(url.request_timeout())
@@ -331,7 +345,7 @@ fn pool_options(size: u32, url: &PgUrl) -> PgPoolOptions {
 ///   their holds are tables (a session survives a restart shorter than its deadline);
 /// - `linearizable`: one primary serves every read and grant (with replicas, point the
 ///   URL at the primary);
-/// - `min_session_ttl`: 1 s.
+/// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s.
 pub fn capabilities() -> Capabilities {
     Capabilities {
         // `guarded_put`: the write commits only while the guard's entry is a current
@@ -343,7 +357,7 @@ pub fn capabilities() -> Capabilities {
         // One server, no synchronous standby: a failover to a streaming standby can
         // lose what the primary acknowledged last (docs/HIGH_AVAILABILITY.md).
         survives_failover: false,
-        ..Capabilities::all(BACKEND, Duration::from_secs(1))
+        ..Capabilities::all(BACKEND, MIN_SESSION_TTL)
     }
 }
 

@@ -5,7 +5,7 @@
 //! Every connection the backend opens (the pool, the reaper's pool, the sessions'
 //! dedicated connections, the `LISTEN` connection, the checks made at connect) is made
 //! from the one [`PgConnectOptions`](sqlx::postgres::PgConnectOptions) of its
-//! [`PgUrl`], so all of them use the same `sslmode` and files.
+//! [`PostgresConfig`], so all of them use the same `sslmode` and files.
 //!
 //! Errors: a certificate or key file that cannot be read is [`Error::InvalidArgument`]
 //! naming the path (checked at connect, before any connection); an untrusted server
@@ -15,7 +15,7 @@
 use distsync_core::{Error, Result};
 use sqlx::postgres::PgSslMode;
 
-use crate::url::PgUrl;
+use crate::config::PostgresConfig;
 
 /// Whether `mode` needs TLS (every mode but `disable`, `allow` and `prefer`).
 fn requires_tls(mode: PgSslMode) -> bool {
@@ -47,7 +47,7 @@ pub(crate) fn check_mode(mode: PgSslMode) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the file (its path, never its contents).
-pub(crate) fn check_files(url: &PgUrl) -> Result<()> {
+pub(crate) fn check_files(url: &PostgresConfig) -> Result<()> {
     for (what, path) in url.files() {
         // sqlx also takes inline PEM text in place of a path; nothing to read then.
         if path.trim_start().starts_with("-----BEGIN") {
@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn unreadable_files_are_invalid_arguments_naming_the_path() {
-        let url = crate::url::PgUrl::parse(
+        let url = crate::config::PostgresConfig::parse(
             "postgres://u:pw-5b@h/db?sslmode=prefer&sslrootcert=/nonexistent/ds/ca.crt",
         )
         .unwrap();

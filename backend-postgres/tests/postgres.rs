@@ -1046,3 +1046,28 @@ async fn a_writer_waits_for_the_lease_of_a_partitioned_reader() {
     );
     granted.unlock().await.unwrap();
 }
+
+/// The crate root's constants are what the backend declares and enforces: a session
+/// shorter than [`distsync_postgres::MIN_SESSION_TTL`] is refused with a typed error,
+/// one of exactly that TTL is opened.
+#[tokio::test]
+async fn min_session_ttl_is_declared_and_enforced() {
+    let Some((_, backend)) = backend().await else {
+        return;
+    };
+    let caps = backend.capabilities();
+    assert_eq!(caps.backend, distsync_postgres::BACKEND);
+    assert_eq!(caps.min_session_ttl, distsync_postgres::MIN_SESSION_TTL);
+    assert_eq!(distsync_postgres::capabilities(), *caps);
+    let short = distsync_postgres::MIN_SESSION_TTL - Duration::from_millis(1);
+    match backend.session(SessionOptions::with_ttl(short)).await {
+        Err(Error::InvalidArgument(_)) => {}
+        other => panic!("a TTL below the minimum: {other:?}"),
+    }
+    let session = backend
+        .session(SessionOptions::with_ttl(distsync_postgres::MIN_SESSION_TTL))
+        .await
+        .unwrap();
+    assert_eq!(session.ttl(), distsync_postgres::MIN_SESSION_TTL);
+    session.close().await.unwrap();
+}

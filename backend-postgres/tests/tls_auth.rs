@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use distsync_core::{Coordinator, Error};
 use distsync_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use distsync_postgres::{PgUrl, DEFAULT_CONNECT_TIMEOUT};
+use distsync_postgres::{PostgresConfig, DEFAULT_CONNECT_TIMEOUT};
 
 /// Generous bound for "within the timeout": the timeout plus scheduling slack.
 const SLACK: Duration = Duration::from_secs(2);
@@ -133,7 +133,7 @@ async fn lock_election_and_queue_over_tls_with_a_password_and_a_client_certifica
         .password()
         .expect("the TLS URL has a password")
         .to_owned();
-    let parsed = PgUrl::parse(url.as_str()).unwrap();
+    let parsed = PostgresConfig::parse(url.as_str()).unwrap();
     assert!(matches!(
         parsed.options.get_ssl_mode(),
         PgSslMode::VerifyFull
@@ -266,7 +266,7 @@ async fn backend_from_pool_takes_a_pool_of_your_own() {
         .ssl_root_cert(format!("{dir}/ca.crt"))
         .ssl_client_cert(format!("{dir}/client.crt"))
         .ssl_client_key(format!("{dir}/client.key"));
-    let settings = PgUrl::from_options(options.clone())
+    let settings = PostgresConfig::from_options(options.clone())
         .unwrap()
         .with_schema(&schema)
         .unwrap()
@@ -345,13 +345,13 @@ async fn a_silent_server_fails_connect_within_the_connect_timeout() {
         assert_no_secret(&error, "hunter2-secret");
     }
     // Set in code rather than in the URL.
-    let parsed = PgUrl::parse(&format!("postgres://u@{address}/db"))
+    let parsed = PostgresConfig::parse(&format!("postgres://u@{address}/db"))
         .unwrap()
         .with_connect_timeout(timeout);
     let started = Instant::now();
     let result = tokio::time::timeout(
         timeout + SLACK,
-        distsync_postgres::backend_with_url(&parsed),
+        distsync_postgres::backend_with_config(&parsed),
     )
     .await
     .expect("never hangs");

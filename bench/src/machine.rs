@@ -176,7 +176,9 @@ pub async fn server_version(target: &Target) -> Option<String> {
         #[cfg(feature = "postgres")]
         BackendKind::Postgres => {
             use sqlx::Connection;
-            let options = distsync::postgres::PgUrl::parse(&target.url).ok()?.options;
+            let options = distsync::postgres::PostgresConfig::parse(&target.url)
+                .ok()?
+                .options;
             let mut conn = sqlx::PgConnection::connect_with(&options).await.ok()?;
             let version: String = sqlx::query_scalar("SHOW server_version")
                 .fetch_one(&mut conn)

@@ -96,7 +96,7 @@ mod measure {
 
     impl Probe {
         async fn connect(url: &str) -> Result<Self> {
-            let parsed = distsync::postgres::PgUrl::parse(url)?;
+            let parsed = distsync::postgres::PostgresConfig::parse(url)?;
             let conn = PgConnection::connect_with(&parsed.options).await?;
             Ok(Self {
                 conn,

@@ -79,7 +79,7 @@ impl DistributedLockPostgres {
     /// A provider over a pool for the database of the distsync URL `url`.
     pub async fn start(url: &str, name: &str) -> std::result::Result<Box<dyn Cycler>, Unavailable> {
         let started: Result<Self> = async {
-            let options = distsync::postgres::PgUrl::parse(url)?.options;
+            let options = distsync::postgres::PostgresConfig::parse(url)?.options;
             let pool = sqlx::PgPool::connect_with(options).await?;
             let provider = PostgresLockProvider::builder().pool(pool).build().await?;
             Ok(Self {

@@ -53,7 +53,7 @@ impl RawPostgres {
     }
 
     async fn connect(url: &str, name: &str, counted: bool) -> Result<Self> {
-        let options = distsync::postgres::PgUrl::parse(url)?.options;
+        let options = distsync::postgres::PostgresConfig::parse(url)?.options;
         let mut conn = PgConnection::connect_with(&options).await?;
         let key = advisory_key(name);
         if counted {
@@ -151,7 +151,7 @@ impl Cycler for RawPostgres {
 /// # Errors
 /// The connection or query error.
 pub async fn free_connections(url: &str) -> Result<usize> {
-    let options = distsync::postgres::PgUrl::parse(url)?.options;
+    let options = distsync::postgres::PostgresConfig::parse(url)?.options;
     let mut conn = PgConnection::connect_with(&options).await?;
     let (max, reserved, used): (i64, i64, i64) = sqlx::query_as(
         "SELECT current_setting('max_connections')::bigint, \

@@ -1,5 +1,5 @@
 //! Parsing `postgres://user[:password]@host:port/db[?param=value&...]` URLs, and the
-//! same settings built in code ([`PgUrl::from_options`]).
+//! same settings built in code ([`PostgresConfig::from_options`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,13 +21,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A parsed backend URL: how to connect, the schema holding distsync's tables, and the
 /// timeouts.
 ///
-/// `Debug` and `Display` never show the password (see [`PgUrl::parse`] for the URL
+/// `Debug` and `Display` never show the password (see [`PostgresConfig::parse`] for the URL
 /// form).
 #[derive(Clone)]
-pub struct PgUrl {
+pub struct PostgresConfig {
     /// Connection options for `sqlx` (everything in the URL but `schema`,
     /// `connect_timeout` and `timeout`). Its own `Debug` shows the password: print the
-    /// `PgUrl` instead.
+    /// `PostgresConfig` instead.
     pub options: PgConnectOptions,
     /// The schema (namespace) of every table, function and lock key of this backend.
     pub schema: String,
@@ -39,9 +39,9 @@ pub struct PgUrl {
     display: String,
 }
 
-impl fmt::Debug for PgUrl {
+impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgUrl")
+        f.debug_struct("PostgresConfig")
             .field("url", &self.display)
             .field("schema", &self.schema)
             .field("ssl_mode", &self.options.get_ssl_mode())
@@ -51,13 +51,22 @@ impl fmt::Debug for PgUrl {
     }
 }
 
-impl fmt::Display for PgUrl {
+impl FromStr for PostgresConfig {
+    type Err = Error;
+
+    /// As [`PostgresConfig::parse`].
+    fn from_str(url: &str) -> Result<Self> {
+        Self::parse(url)
+    }
+}
+
+impl fmt::Display for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display)
     }
 }
 
-impl PgUrl {
+impl PostgresConfig {
     /// Parses a backend URL:
     /// `postgres[ql]://[user[:password]@]host[:port]/database[?param=value&...]`, with
     /// libpq's parameters for TLS and every other connection parameter `sqlx`
@@ -209,13 +218,13 @@ impl PgUrl {
         Ok(self)
     }
 
-    /// Overrides the connect timeout (see [`PgUrl::parse`]); zero counts as 1 ms.
+    /// Overrides the connect timeout (see [`PostgresConfig::parse`]); zero counts as 1 ms.
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
-    /// Overrides the request timeout (see [`PgUrl::parse`]); zero counts as 1 ms.
+    /// Overrides the request timeout (see [`PostgresConfig::parse`]); zero counts as 1 ms.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout.max(Duration::from_millis(1));
         self
@@ -262,7 +271,8 @@ mod tests {
 
     #[test]
     fn parses_schema_and_keeps_other_parameters() {
-        let url = PgUrl::parse("postgres://u@h:5433/db?schema=app_1&sslmode=disable").unwrap();
+        let url =
+            PostgresConfig::parse("postgres://u@h:5433/db?schema=app_1&sslmode=disable").unwrap();
         assert_eq!(url.schema, "app_1");
         assert_eq!(url.options.get_host(), "h");
         assert_eq!(url.options.get_port(), 5433);
@@ -272,7 +282,7 @@ mod tests {
 
     #[test]
     fn defaults_schema_and_accepts_postgresql_scheme() {
-        let url = PgUrl::parse("postgresql://u@h/db").unwrap();
+        let url: PostgresConfig = "postgresql://u@h/db".parse().unwrap();
         assert_eq!(url.schema, DEFAULT_SCHEMA);
     }
 
@@ -281,20 +291,20 @@ mod tests {
     fn tls_modes_are_unsupported_without_the_feature() {
         for mode in ["require", "verify-ca", "verify-full"] {
             let url = format!("postgres://u:pw-3e1@h/db?sslmode={mode}");
-            match PgUrl::parse(&url) {
+            match PostgresConfig::parse(&url) {
                 Err(error @ Error::Unsupported { .. }) => {
                     assert!(!format!("{error:?}").contains("pw-3e1"));
                 }
                 other => panic!("{mode}: {other:?}"),
             }
         }
-        assert!(PgUrl::parse("postgres://u@h/db?sslmode=prefer").is_ok());
+        assert!(PostgresConfig::parse("postgres://u@h/db?sslmode=prefer").is_ok());
     }
 
     #[test]
     #[cfg(feature = "tls")]
     fn tls_parameters_and_timeouts() {
-        let url = PgUrl::parse(
+        let url = PostgresConfig::parse(
             "postgres://u:pw-3e1@h/db?sslmode=verify-full&sslrootcert=/ca.crt\
              &sslcert=/c.crt&sslkey=/c.key&connect_timeout=1500&timeout=2s",
         )
@@ -307,12 +317,12 @@ mod tests {
             assert!(!shown.contains("pw-3e1"), "{shown}");
             assert!(shown.contains("u:***@h"), "{shown}");
         }
-        let plain = PgUrl::parse("postgres://u@h/db").unwrap();
+        let plain = PostgresConfig::parse("postgres://u@h/db").unwrap();
         assert_eq!(plain.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(plain.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
         // As libpq: `require` with a CA file verifies the chain.
         let require =
-            PgUrl::parse("postgres://u@h/db?sslmode=require&sslrootcert=/ca.crt").unwrap();
+            PostgresConfig::parse("postgres://u@h/db?sslmode=require&sslrootcert=/ca.crt").unwrap();
         assert!(matches!(
             require.options.get_ssl_mode(),
             PgSslMode::VerifyCa
@@ -338,7 +348,7 @@ mod tests {
             .username("app")
             .password("pw-77aa")
             .database("app");
-        let url = PgUrl::from_options(options).unwrap();
+        let url = PostgresConfig::from_options(options).unwrap();
         assert_eq!(url.schema, DEFAULT_SCHEMA);
         for shown in [format!("{url:?}"), url.to_string()] {
             assert!(!shown.contains("pw-77aa"), "{shown}");
@@ -355,7 +365,7 @@ mod tests {
             "postgres://u:pw-91c@h/db?connect_timeout=0",
             "postgres://u:pw-91c@h/db?timeout=1h",
         ] {
-            match PgUrl::parse(bad) {
+            match PostgresConfig::parse(bad) {
                 Err(error @ Error::InvalidUrl { .. }) => {
                     let shown = format!("{error} {error:?}");
                     assert!(!shown.contains("pw-91c"), "{shown}");
@@ -376,12 +386,15 @@ mod tests {
             "postgres://h/db?schema=a-b",
             "postgres://h/db?schema=a%22b",
         ] {
-            match PgUrl::parse(bad) {
+            match PostgresConfig::parse(bad) {
                 Err(Error::InvalidUrl { url, .. }) => assert_eq!(url, bad),
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
         let long = format!("postgres://h/db?schema={}", "s".repeat(64));
-        assert!(matches!(PgUrl::parse(&long), Err(Error::InvalidUrl { .. })));
+        assert!(matches!(
+            PostgresConfig::parse(&long),
+            Err(Error::InvalidUrl { .. })
+        ));
     }
 }
