@@ -98,7 +98,7 @@ impl fmt::Debug for Leadership {
         f.debug_struct("Leadership")
             .field("key", &self.key())
             .field("term", &self.term)
-            .field("lost", &self.is_lost())
+            .field("lost", &self.held.known_lost())
             .finish()
     }
 }
@@ -137,7 +137,9 @@ impl Leadership {
     /// This method is cancel safe: it is one guarded write, so a dropped future has
     /// either published the value or not.
     pub async fn proclaim(&self, value: impl Into<Bytes> + Send) -> Result<()> {
-        if self.is_lost() {
+        // Known losses only: asking would start the backend's loss watch, and the
+        // store checks the hold in the same step as the write anyway.
+        if self.held.known_lost() {
             return Err(Error::NotLeader);
         }
         self.proclaim.proclaim(value.into()).await

@@ -53,7 +53,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::barrier::{Barrier, DoubleBarrier};
@@ -147,16 +148,62 @@ impl HoldCount {
     }
 
     /// Ends the count when `lost` fires (the hold or its session is lost, or the hold
-    /// is released or dropped, which fire it too), watched by a task on the current
-    /// runtime; without a runtime, only [`HoldCount::end`] ends it.
-    fn end_when(&self, lost: Lost) {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let count = self.clone();
+    /// is released or dropped, which fire it too), watched by the one task of
+    /// `session` that watches all its holds ([`SessionHolds`]); without a runtime,
+    /// only [`HoldCount::end`] ends it.
+    fn end_when(&self, session: &Session, lost: Lost) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let holds = session
+            .counted_holds()
+            .get_or_init(|| SessionHolds::start(&runtime));
+        if let Err(mpsc::error::SendError((lost, count))) = holds.watch.send((lost, self.clone())) {
+            // The runtime that ran the session's watcher is gone (the session outlived
+            // it): this hold is watched on its own, on the current one.
             runtime.spawn(async move {
                 lost.await;
                 count.end();
             });
         }
+    }
+}
+
+/// The counted holds of one session, watched by one task (not one per hold): each
+/// hold's count ends when its lost signal fires. The task ends once the session is
+/// dropped (the sender with it) and every hold it watched has ended, which a dropped
+/// session's holds have (their signals are children of the session's).
+pub(crate) struct SessionHolds {
+    watch: mpsc::UnboundedSender<(Lost, HoldCount)>,
+}
+
+impl SessionHolds {
+    /// Spawns the session's watcher on `runtime`.
+    fn start(runtime: &tokio::runtime::Handle) -> Self {
+        let (watch, holds) = mpsc::unbounded_channel();
+        runtime.spawn(watch_holds(holds));
+        Self { watch }
+    }
+}
+
+/// The task of [`SessionHolds`].
+async fn watch_holds(mut incoming: mpsc::UnboundedReceiver<(Lost, HoldCount)>) {
+    let mut holds = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(count) = holds.next() => HoldCount::end(&count),
+            hold = incoming.recv() => match hold {
+                Some((lost, count)) => holds.push(async move {
+                    lost.await;
+                    count
+                }),
+                None => break,
+            },
+        }
+    }
+    while let Some(count) = holds.next().await {
+        count.end();
     }
 }
 
@@ -244,7 +291,7 @@ fn lock_guard(backend: &'static str, primitive: &'static str, guard: LockGuard) 
     let key = guard.key().to_owned();
     let count = HoldCount::start(backend, primitive, None);
     // The token, not `lost()`: counting must not start the backend's loss watch.
-    count.end_when(Lost::new(guard.lost_token()));
+    count.end_when(guard.session(), Lost::new(guard.lost_token()));
     guard.observe_release(on_release(backend, primitive, key, count))
 }
 
@@ -302,7 +349,7 @@ impl InstrumentedRwLock {
     fn read_guard(&self, guard: ReadGuard) -> ReadGuard {
         let key = guard.key().to_owned();
         let count = HoldCount::start(self.backend, "read", None);
-        count.end_when(Lost::new(guard.lost_token()));
+        count.end_when(guard.session(), Lost::new(guard.lost_token()));
         guard.observe_release(on_release(self.backend, "read", key, count))
     }
 }
@@ -393,7 +440,8 @@ impl Election for InstrumentedElection {
         .ok_or(Error::NotLeader)?;
         let key = leadership.key().to_owned();
         let count = HoldCount::start(self.backend, "leadership", Some(self.inner.name()));
-        count.end_when(leadership.lost());
+        // The token, not `lost()`: counting must not start the backend's loss watch.
+        count.end_when(leadership.session(), Lost::new(leadership.lost_token()));
         Ok(leadership.observe_release(on_release(self.backend, "leadership", key, count)))
     }
 
@@ -534,7 +582,7 @@ impl DoubleBarrier for InstrumentedDoubleBarrier {
         )
         .await?;
         let count = HoldCount::start(self.backend, "double_barrier", None);
-        count.end_when(self.session.lost());
+        count.end_when(&self.session, self.session.lost());
         if let Some(previous) = self.entered().replace(count) {
             previous.end();
         }
@@ -803,6 +851,61 @@ mod tests {
             tokio::task::yield_now().await;
             assert_eq!(snapshotter.get(HOLDS, &lock), 0.0);
             assert_eq!(snapshotter.get(HOLDS, &read_labels), 0.0);
+        });
+    }
+
+    /// The holds of one session are watched by one task, not one each: taking many
+    /// more holds through the session starts no task; a second session starts one.
+    /// Their counts still end with the session.
+    #[test]
+    fn one_watching_task_per_session_not_per_hold() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = Gauges::new(&recorder);
+        let lock = [("backend", "memory"), ("primitive", "lock")];
+        run(&recorder, async {
+            let tasks = || {
+                tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks()
+            };
+            let coordinator = Coordinator::new(MemoryBackend::new());
+            let session = coordinator.session().await.unwrap();
+            let mut guards = vec![coordinator
+                .locker(&session, "many/0")
+                .unwrap()
+                .lock()
+                .await
+                .unwrap()];
+            tokio::task::yield_now().await;
+            let with_one = tasks();
+            for i in 1..50 {
+                let locker = coordinator.locker(&session, &format!("many/{i}")).unwrap();
+                guards.push(locker.lock().await.unwrap());
+            }
+            tokio::task::yield_now().await;
+            assert_eq!(tasks(), with_one, "holds of one session started tasks");
+            assert_eq!(snapshotter.get(HOLDS, &lock), 50.0);
+
+            let other = coordinator.session().await.unwrap();
+            let without_holds = tasks();
+            let other_guard = coordinator
+                .locker(&other, "other")
+                .unwrap()
+                .lock()
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+            assert_eq!(tasks(), without_holds + 1, "a session's first hold");
+
+            // Half of them released, then the session ended with the rest held.
+            for guard in guards.drain(..25) {
+                guard.unlock().await.unwrap();
+            }
+            assert_eq!(snapshotter.get(HOLDS, &lock), 26.0);
+            session.close().await.unwrap();
+            until_gauge(&snapshotter, HOLDS, &lock, 1.0).await;
+            other_guard.unlock().await.unwrap();
+            assert_eq!(snapshotter.get(HOLDS, &lock), 0.0);
         });
     }
 

@@ -278,6 +278,9 @@ struct SessionInner {
     closed: AtomicBool,
     keepalive: Mutex<Option<AbortHandle>>,
     gates: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// The one task that counts down the metrics of this session's holds when they
+    /// end (see `instrument`), started by the first hold a `Coordinator` counts.
+    holds: std::sync::OnceLock<crate::instrument::SessionHolds>,
 }
 
 impl fmt::Debug for Session {
@@ -324,6 +327,7 @@ impl Session {
             closed: AtomicBool::new(false),
             keepalive: Mutex::new(None),
             gates: Mutex::new(HashMap::new()),
+            holds: std::sync::OnceLock::new(),
         });
         let task = tokio::spawn(keepalive_loop(
             Arc::downgrade(&inner),
@@ -495,6 +499,11 @@ impl Session {
             }
         };
         gate.lock_owned().await
+    }
+
+    /// The watcher of this session's counted holds (see `instrument`).
+    pub(crate) fn counted_holds(&self) -> &std::sync::OnceLock<crate::instrument::SessionHolds> {
+        &self.inner.holds
     }
 
     fn stop_keepalive(&self) {

@@ -197,8 +197,10 @@ impl Election for KvElection {
         if let Some(gate) = gate {
             leadership = leadership.with_gate(gate);
         }
-        held.watch(mine.revision + 1, leadership.lost_token().clone());
-        Ok(leadership)
+        // The key watch starts with the first `lost()`/`is_lost()`/`while_held()`, as a
+        // lock's does (see `HeldKey::loss_watch`): a campaign nobody asks about opens
+        // no watch on the store.
+        Ok(leadership.with_loss_watch(held.loss_watch()))
     }
 
     /// Go's `Leader`: the first-created candidate key.
@@ -403,8 +405,55 @@ mod tests {
 
     use crate::backend::Backend;
     use crate::kv::{Kv, Range, Txn, TxnOp};
-    use crate::recipes::testing::{backend, name, session, sessions, settle, within};
+    use crate::recipes::testing::{
+        backend, flaky_backend, name, session, session_of, sessions, settle, until_watches, within,
+    };
     use crate::Error;
+
+    /// A leadership won at once opens no watch on the store until its `lost()` is
+    /// asked (as a lock's guard; proclaiming and `Debug` do not ask); a leader key
+    /// deleted before anyone asked is lost once asked; one asked about is watched.
+    #[tokio::test]
+    async fn a_leadership_watches_its_key_only_once_asked() {
+        let backend = flaky_backend();
+        let (a, b) = (session_of(&backend).await, session_of(&backend).await);
+        let leadership = within(
+            backend
+                .election(&a, name("e"))
+                .unwrap()
+                .campaign("a".into()),
+        )
+        .await
+        .unwrap();
+        leadership.proclaim("a2").await.unwrap();
+        let _ = format!("{leadership:?}");
+        settle().await;
+        assert_eq!(backend.kv().watches(), 0, "won at once: no watch");
+
+        let delete = |key: &str| Txn::when(vec![]).and_then(vec![TxnOp::delete(key)]);
+        backend.kv().txn(delete(leadership.key())).await.unwrap();
+        within(leadership.lost()).await;
+        assert!(!a.is_lost(), "only the leadership was taken away");
+        assert!(matches!(
+            leadership.proclaim("a3").await,
+            Err(Error::NotLeader)
+        ));
+        drop(leadership);
+
+        let next = within(
+            backend
+                .election(&b, name("e"))
+                .unwrap()
+                .campaign("b".into()),
+        )
+        .await
+        .unwrap();
+        let watches = backend.kv().watches();
+        assert!(!next.is_lost());
+        until_watches(&backend, watches + 1).await;
+        backend.kv().txn(delete(next.key())).await.unwrap();
+        within(next.lost()).await;
+    }
 
     #[tokio::test]
     async fn candidates_lead_in_turn_with_growing_terms() {

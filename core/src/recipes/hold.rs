@@ -269,7 +269,7 @@ pub(crate) struct HeldKey {
 }
 
 impl HeldKey {
-    /// The [`LockGuard`] of this hold (a lock, a write lock): its fencing token is
+    /// The [`LockGuard`] of this hold (a lock, a write lock, a permit): its fencing token is
     /// the key's create revision; it releases through [`HeldKey::release_fn`], keeps
     /// the in-process `gate` until released, writes guarded STM keys under
     /// `namespace` ([`crate::LockGuard::put_if_held`]), and loses the hold when the key
@@ -281,20 +281,6 @@ impl HeldKey {
     ) -> LockGuard {
         let watch = self.loss_watch();
         self.guard(gate, namespace).with_loss_watch(watch)
-    }
-
-    /// [`HeldKey::lazy_lock_guard`], but watching the key from `watch_from` at once
-    /// ([`HeldKey::watch`]), whether or not anyone asks the guard about a loss.
-    pub(crate) fn lock_guard(
-        self,
-        watch_from: Revision,
-        gate: Option<OwnedMutexGuard<()>>,
-        namespace: &str,
-    ) -> LockGuard {
-        let held = self.clone();
-        let guard = self.guard(gate, namespace);
-        held.watch(watch_from, guard.lost_token().clone());
-        guard
     }
 
     fn guard(self, gate: Option<OwnedMutexGuard<()>>, namespace: &str) -> LockGuard {
@@ -317,19 +303,13 @@ impl HeldKey {
     /// created and cancelled per hold, and its events). Once started, it reads the
     /// key first: if the key is gone or was created again, the hold was lost before
     /// anyone asked, and `lost()` fires at once; otherwise it watches from the read's
-    /// revision on (see [`HeldKey::watch`]), so no deletion between the grant and the
-    /// first `lost()` is missed, and the watch starts at the store's current revision
-    /// (which etcd serves as writes happen, not from its catch-up loop).
+    /// revision on (see [`HeldKey::spawn_watch`]), so no deletion between the grant
+    /// and the first `lost()` is missed, and the watch starts at the store's current
+    /// revision (which etcd serves as writes happen, not from its catch-up loop).
+    /// Locks, write and read locks, permits and leaderships all use it.
     pub(crate) fn loss_watch(&self) -> crate::guard::LossWatchFn {
         let held = self.clone();
-        Box::new(move |lost| held.spawn_watch(None, lost))
-    }
-
-    /// Watches the key from revision `from` and cancels `lost` (the guard's token)
-    /// when the key is deleted other than by the guard's own release; if the lease is
-    /// gone too, the session is marked lost first. Ends when `lost` fires.
-    pub(crate) fn watch(&self, from: Revision, lost: CancellationToken) {
-        self.spawn_watch(Some(from), lost);
+        Box::new(move |lost| held.spawn_watch(lost))
     }
 
     /// The release step of the guard: deletes the key, through transient failures
@@ -362,31 +342,26 @@ impl HeldKey {
         })
     }
 
-    /// [`HeldKey::watch`] from `from`, or, with `None`, from just after a read of the
-    /// key (the hold counting as lost at once if that read finds it gone or created
-    /// again).
-    fn spawn_watch(&self, from: Option<Revision>, lost: CancellationToken) {
+    /// Reads the key, then watches it from just after the read, and cancels `lost`
+    /// (the guard's token) when the key is deleted other than by the guard's own
+    /// release, or at once if the read finds it gone or created again; if the lease is
+    /// gone too, the session is marked lost first. Ends when `lost` fires.
+    fn spawn_watch(&self, lost: CancellationToken) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let held = self.clone();
         runtime.spawn(async move {
             let kv = &*held.kv;
-            let deleted = match from {
-                Some(from) => {
-                    wait_delete(kv, &held.key, held.create_revision, from, Some(&lost)).await
-                }
-                None => match read(kv, Range::key(&held.key), Some(&lost)).await {
-                    Ok(current) => match current.kvs.first() {
-                        Some(found) if found.create_revision == held.create_revision => {
-                            let from = current.revision + 1;
-                            wait_delete(kv, &held.key, held.create_revision, from, Some(&lost))
-                                .await
-                        }
-                        _ => Ok(()),
-                    },
-                    Err(error) => Err(error),
+            let deleted = match read(kv, Range::key(&held.key), Some(&lost)).await {
+                Ok(current) => match current.kvs.first() {
+                    Some(found) if found.create_revision == held.create_revision => {
+                        let from = current.revision + 1;
+                        wait_delete(kv, &held.key, held.create_revision, from, Some(&lost)).await
+                    }
+                    _ => Ok(()),
                 },
+                Err(error) => Err(error),
             };
             match deleted {
                 Ok(()) => {

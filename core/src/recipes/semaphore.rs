@@ -135,7 +135,6 @@ impl KvSemaphore {
             return Err(error);
         }
         let mut waited = false;
-        let watch_from;
         loop {
             let rank = entries
                 .kvs
@@ -147,7 +146,6 @@ impl KvSemaphore {
                 return Err(Error::SessionLost);
             };
             if rank < self.permits {
-                watch_from = entries.revision + 1;
                 break;
             }
             if !wait {
@@ -180,7 +178,7 @@ impl KvSemaphore {
             session: self.session.clone(),
             lease: self.lease,
         };
-        Ok(Some(held.lock_guard(watch_from, gate, &self.namespace)))
+        Ok(Some(held.lazy_lock_guard(gate, &self.namespace)))
     }
 
     /// Rewrites the own entry (same value and lease, only if it is still ours), so the
@@ -225,8 +223,42 @@ impl Semaphore for KvSemaphore {
 #[cfg(test)]
 mod tests {
     use crate::backend::Backend;
-    use crate::recipes::testing::{backend, name, sessions, within};
+    use crate::kv::{Kv, Txn, TxnOp};
+    use crate::recipes::testing::{
+        backend, flaky_backend, name, session_of, sessions, settle, until_watches, within,
+    };
     use crate::Error;
+
+    /// A permit granted at once opens no watch on the store until its `lost()` is
+    /// asked (as a lock's guard); a permit whose entry was deleted before anyone
+    /// asked is lost once asked; one asked about is watched and lost when deleted.
+    #[tokio::test]
+    async fn a_permit_watches_its_entry_only_once_asked() {
+        let backend = flaky_backend();
+        let (a, b) = (session_of(&backend).await, session_of(&backend).await);
+        let first = backend.semaphore(&a, name("s"), 2).unwrap();
+        let second = backend.semaphore(&b, name("s"), 2).unwrap();
+        let pa = within(first.acquire()).await.unwrap();
+        let pb = within(second.acquire()).await.unwrap();
+        // The guard's own checks do not start it either.
+        let _ = format!("{pa:?}{pb:?}");
+        settle().await;
+        assert_eq!(backend.kv().watches(), 0, "granted at once: no watch");
+
+        let delete = |key: &str| Txn::when(vec![]).and_then(vec![TxnOp::delete(key)]);
+        backend.kv().txn(delete(pa.key())).await.unwrap();
+        within(pa.lost()).await;
+        assert!(
+            pa.is_lost() && !a.is_lost(),
+            "only the permit was taken away"
+        );
+
+        assert!(!pb.is_lost());
+        until_watches(&backend, 1).await;
+        backend.kv().txn(delete(pb.key())).await.unwrap();
+        within(pb.lost()).await;
+        assert!(matches!(pb.unlock().await, Err(Error::NotHeld)));
+    }
 
     #[tokio::test]
     async fn at_most_n_holders_fifo_and_the_count_is_part_of_the_state() {

@@ -84,6 +84,8 @@ pub(crate) struct FlakyKv {
     txns: AtomicUsize,
     /// Watch creations and reads still to fail.
     pub(crate) failing_reads: AtomicUsize,
+    /// Watches opened so far.
+    watches: AtomicUsize,
 }
 
 impl FlakyKv {
@@ -94,6 +96,7 @@ impl FlakyKv {
             failing: Mutex::new((0, 0, Failure::NotApplied)),
             txns: AtomicUsize::new(0),
             failing_reads: AtomicUsize::new(0),
+            watches: AtomicUsize::new(0),
         }
     }
 
@@ -125,6 +128,11 @@ impl FlakyKv {
     /// How many transactions were attempted so far.
     pub(crate) fn txns(&self) -> usize {
         self.txns.load(Ordering::SeqCst)
+    }
+
+    /// How many watches were opened so far (failed creations included).
+    pub(crate) fn watches(&self) -> usize {
+        self.watches.load(Ordering::SeqCst)
     }
 
     /// The failure planned for this transaction, if any.
@@ -180,6 +188,7 @@ impl Kv for FlakyKv {
         prefix: bool,
         start_revision: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+        self.watches.fetch_add(1, Ordering::SeqCst);
         if self.read_fails() {
             return Err(Error::connection("flaky", "etcdserver: no leader"));
         }
@@ -197,6 +206,18 @@ impl Kv for FlakyKv {
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
         self.inner.lease_revoke(lease).await
     }
+}
+
+/// Waits (yielding, bounded by [`DEADLINE`]) until `backend`'s store has opened
+/// `count` watches.
+pub(crate) async fn until_watches(backend: &KvBackend<FlakyKv>, count: usize) {
+    within(async {
+        while backend.kv().watches() < count {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(backend.kv().watches(), count);
 }
 
 /// A backend over a fresh [`FlakyKv`], with the memory backend's capabilities.
