@@ -163,6 +163,7 @@ impl fmt::Debug for Claim {
 }
 
 /// One conformance case: a guarantee of a primitive, measured against a backend.
+#[derive(Clone, Copy)]
 pub struct Case {
     /// The case's id, a Rust identifier (also the test function's name).
     pub id: &'static str,

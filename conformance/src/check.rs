@@ -7,9 +7,10 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use distsync_core::Error;
+use distsync_core::{Error, FencingToken};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -249,6 +250,25 @@ pub(crate) async fn join_all<T: Send + 'static>(
         results.push(task.join(left).await?);
     }
     Ok(results)
+}
+
+/// Checks tokens strictly increase in recorded order.
+pub(crate) fn strictly_increasing(tokens: &[(usize, FencingToken)]) -> Check<()> {
+    for pair in tokens.windows(2) {
+        let ((who_a, a), (who_b, b)) = (pair[0], pair[1]);
+        ensure!(
+            b > a,
+            "grant by contender {who_b} got token {b}, not above the previous grant's {a} (contender {who_a})"
+        );
+    }
+    Ok(())
+}
+
+/// Locks a std mutex, ignoring poisoning (a panicking task is reported separately).
+pub(crate) fn lock_vec<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Milliseconds of a duration, for figures.

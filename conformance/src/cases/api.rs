@@ -1,12 +1,57 @@
 //! Cases across every primitive: typed errors for invalid names and arguments, and
 //! capabilities that match what the factories do.
 
+mod names;
+mod timed;
+
 use std::time::Duration;
 
 use distsync_core::{Bytes, Error, Isolation, Result, SessionOptions};
 
+use super::boxed;
+use crate::case::{Case, Claim, Group};
 use crate::check::{violated, within, Bounded, Check, Context, Holds, PROMPT};
 use crate::harness::Harness;
+
+/// The API cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "api_invalid_names_and_arguments",
+        group: Group::Api,
+        guarantee: "invalid names and arguments are typed errors",
+        needs: &[],
+        claim: Claim::Contract,
+        hooks: &[],
+        run: |h| boxed(invalid_names_and_arguments(h)),
+    },
+    Case {
+        id: "api_names_do_not_collide",
+        group: Group::Api,
+        guarantee: "distinct (kind, name) pairs never share a key: nested, alike and random names",
+        needs: &[],
+        claim: Claim::Contract,
+        hooks: &[],
+        run: |h| boxed(names::do_not_collide(h)),
+    },
+    Case {
+        id: "api_timed_acquisition",
+        group: Group::Api,
+        guarantee: "every blocking call's *_timeout gives Timeout and leaves nothing behind",
+        needs: &[],
+        claim: Claim::Contract,
+        hooks: &[],
+        run: |h| boxed(timed::every_blocking_call(h)),
+    },
+    Case {
+        id: "api_capabilities_match",
+        group: Group::Api,
+        guarantee: "undeclared primitives and levels say Unsupported",
+        needs: &[],
+        claim: Claim::Contract,
+        hooks: &[],
+        run: |h| boxed(capabilities_match(h)),
+    },
+];
 
 /// The invalid names every primitive must refuse (empty, leading `/`, empty segment,
 /// trailing `/`, NUL, 256 bytes).
@@ -27,7 +72,7 @@ fn bad_names() -> Vec<String> {
 /// double-barrier count of 0 and a session TTL below the backend's minimum are
 /// `Error::InvalidArgument`. Primitives the backend does not offer may answer
 /// `Unsupported` for the count check.
-pub(crate) async fn invalid_names_and_arguments(h: Harness) -> Check {
+async fn invalid_names_and_arguments(h: Harness) -> Check {
     let caps = h.capabilities().clone();
     let coordinator = h.coordinator();
     let session = h.session().bounded("opening a session").await?;
@@ -166,7 +211,7 @@ fn invalid_name(bad: &str, what: &str, result: Result<()>) -> Check<()> {
 /// Capabilities match the factories: a primitive declared `false` is refused with
 /// `Error::Unsupported` (so is `enqueue_with_priority` when `priority_queue` is false,
 /// and an STM level declared `false`), and a primitive declared `true` is made.
-pub(crate) async fn capabilities_match(h: Harness) -> Check {
+async fn capabilities_match(h: Harness) -> Check {
     let caps = h.capabilities().clone();
     let backend = h.backend().clone();
     let session = h.session().bounded("opening a session").await?;

@@ -1,18 +1,40 @@
-//! Barrier and double-barrier cases.
+//! Barrier cases: `wait` on a barrier not held, waiters blocked until `release`.
 
 use std::sync::Arc;
 
-use distsync_core::{Barrier, DoubleBarrier, Error};
+use distsync_core::Barrier;
 use tokio::time::Instant;
 
-use crate::check::{
-    ensure, join_all, ms, violated, within, Bounded, Check, Context, Holds, Task, PROMPT,
-};
+use super::boxed;
+use crate::case::{Case, Claim, Group, Need};
+use crate::check::{join_all, ms, within, Check, Context, Holds, Task, PROMPT};
 use crate::harness::Harness;
+
+/// The barrier cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "barrier_wait_not_held",
+        group: Group::Barrier,
+        guarantee: "wait returns at once when not held",
+        needs: &[Need::Barrier],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(wait_when_not_held(h)),
+    },
+    Case {
+        id: "barrier_blocks_until_release",
+        group: Group::Barrier,
+        guarantee: "waiters block while held, all pass on release",
+        needs: &[Need::Barrier],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(blocks_until_release(h)),
+    },
+];
 
 /// `wait` returns at once on a barrier that is not held: a fresh one, and one held and
 /// released again.
-pub(crate) async fn wait_when_not_held(h: Harness) -> Check {
+async fn wait_when_not_held(h: Harness) -> Check {
     let barrier = h
         .backend()
         .barrier(h.name("barrier").ctx("naming the barrier")?)
@@ -31,7 +53,7 @@ pub(crate) async fn wait_when_not_held(h: Harness) -> Check {
 
 /// Waiters block while the barrier is held (holding twice is fine) and all pass on
 /// `release`.
-pub(crate) async fn blocks_until_release(h: Harness) -> Check {
+async fn blocks_until_release(h: Harness) -> Check {
     const WAITERS: usize = 3;
     let name = h.name("barrier").ctx("naming the barrier")?;
     let barrier = h.backend().barrier(name.clone()).ctx("making a barrier")?;
@@ -66,173 +88,4 @@ pub(crate) async fn blocks_until_release(h: Harness) -> Check {
         format!("{WAITERS} waiters passed within {}", ms(last)),
         "waiters blocked while held, every one passed on release",
     ))
-}
-
-/// Double barrier: `count` (3) participants, each with its own session. None returns
-/// from `enter` before the last has entered; none returns from `leave` before the last
-/// has left.
-pub(crate) async fn double_enter_leave(h: Harness) -> Check {
-    const COUNT: usize = 3;
-    let name = h.name("double").ctx("naming the double barrier")?;
-    let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
-    let mut sessions = Vec::new();
-    for _ in 0..COUNT {
-        let session = h.session().bounded("opening a session").await?;
-        let barrier = h
-            .backend()
-            .double_barrier(&session, name.clone(), COUNT)
-            .ctx("making a double barrier")?;
-        ensure!(
-            barrier.count() == COUNT,
-            "count() is {}, made with {COUNT}",
-            barrier.count()
-        );
-        participants.push(Arc::from(barrier));
-        sessions.push(session);
-    }
-    let enter = |i: usize| {
-        let barrier = participants[i].clone();
-        Task::spawn(format!("participant {i} entering"), async move {
-            barrier
-                .enter()
-                .await
-                .ctx(format!("participant {i} entering"))?;
-            Ok(Instant::now())
-        })
-    };
-    let mut entering = Vec::new();
-    for i in 0..COUNT - 1 {
-        let task = enter(i);
-        task.ensure_blocked(
-            h.settle(),
-            format!("only {} of {COUNT} participants had entered", i + 1),
-        )
-        .await?;
-        entering.push(task);
-    }
-    for task in &entering {
-        ensure!(
-            !task.is_finished(),
-            "{} returned before the last participant entered",
-            task.what()
-        );
-    }
-    let last_entered = Instant::now();
-    entering.push(enter(COUNT - 1));
-    let entered = join_all(&mut entering, PROMPT).await?;
-    let enter_took = entered
-        .iter()
-        .map(|at| at.saturating_duration_since(last_entered))
-        .max()
-        .unwrap_or_default();
-
-    let leave = |i: usize| {
-        let barrier = participants[i].clone();
-        Task::spawn(format!("participant {i} leaving"), async move {
-            barrier
-                .leave()
-                .await
-                .ctx(format!("participant {i} leaving"))?;
-            Ok(Instant::now())
-        })
-    };
-    let mut leaving = Vec::new();
-    for i in 0..COUNT - 1 {
-        let task = leave(i);
-        task.ensure_blocked(
-            h.settle(),
-            format!("only {} of {COUNT} participants had left", i + 1),
-        )
-        .await?;
-        leaving.push(task);
-    }
-    for task in &leaving {
-        ensure!(
-            !task.is_finished(),
-            "{} returned before the last participant left",
-            task.what()
-        );
-    }
-    leaving.push(leave(COUNT - 1));
-    join_all(&mut leaving, PROMPT).await?;
-    drop(sessions);
-    Ok(Holds::figure(
-        format!("all entered within {} of the last", ms(enter_took)),
-        format!("{COUNT} participants: enter and leave each returned only once all had arrived"),
-    ))
-}
-
-/// A participant over the count gets `TooManyParticipants`: with a count of 2, two
-/// participants enter; the third's `enter` fails promptly with the typed error.
-pub(crate) async fn too_many_participants(h: Harness) -> Check {
-    const COUNT: usize = 2;
-    let name = h.name("double").ctx("naming the double barrier")?;
-    let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
-    let mut sessions = Vec::new();
-    for _ in 0..=COUNT {
-        let session = h.session().bounded("opening a session").await?;
-        participants.push(Arc::from(
-            h.backend()
-                .double_barrier(&session, name.clone(), COUNT)
-                .ctx("making a double barrier")?,
-        ));
-        sessions.push(session);
-    }
-    let mut entering: Vec<Task<()>> = participants[..COUNT]
-        .iter()
-        .enumerate()
-        .map(|(i, barrier)| {
-            let barrier = barrier.clone();
-            Task::spawn(format!("participant {i} entering"), async move {
-                barrier
-                    .enter()
-                    .await
-                    .ctx(format!("participant {i} entering"))
-            })
-        })
-        .collect();
-    join_all(&mut entering, PROMPT).await?;
-    match tokio::time::timeout(PROMPT, participants[COUNT].enter()).await {
-        Ok(Err(Error::TooManyParticipants { count, .. })) => {
-            ensure!(
-                count == COUNT,
-                "TooManyParticipants names count {count}, the barrier has {COUNT}"
-            )
-        }
-        Ok(Ok(())) => {
-            return violated(format!(
-                "participant {} of a {COUNT}-participant barrier entered",
-                COUNT + 1
-            ))
-        }
-        Ok(Err(other)) => {
-            return violated(format!(
-                "the extra participant got {other}, not TooManyParticipants"
-            ))
-        }
-        Err(_) => {
-            return violated(format!(
-                "the extra participant's enter() did not return within {PROMPT:?}"
-            ))
-        }
-    }
-    let mut leaving: Vec<Task<()>> = participants[..COUNT]
-        .iter()
-        .enumerate()
-        .map(|(i, barrier)| {
-            let barrier = barrier.clone();
-            Task::spawn(format!("participant {i} leaving"), async move {
-                barrier
-                    .leave()
-                    .await
-                    .ctx(format!("participant {i} leaving"))
-            })
-        })
-        .collect();
-    join_all(&mut leaving, PROMPT).await?;
-    drop(sessions);
-    Ok(Holds::new(format!(
-        "participant {} of {COUNT} got TooManyParticipants; the others left normally",
-        COUNT + 1
-    )))
 }

@@ -9,16 +9,125 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::cases::lock::{lock_vec, strictly_increasing};
+use super::scenario::{partition, Held};
+use super::{boxed, FENCING, PARTITION};
+use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
-    ensure, join_all, ms, violated, within, within_check, Bounded, Check, Context, Fail, Holds,
-    Task, LONG, PROMPT,
+    ensure, join_all, lock_vec, ms, secs, strictly_increasing, violated, within, within_check,
+    Bounded, Check, Context, Fail, Holds, Task, LONG, PROMPT,
 };
+use crate::faults::{HoldKind, Hook, PartitionMode};
 use crate::harness::Harness;
+
+/// The election cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "election_one_leader",
+        group: Group::Election,
+        guarantee: "one leader at a time",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(one_leader(h)),
+    },
+    Case {
+        id: "election_leader_crash",
+        group: Group::Election,
+        guarantee: "a leader killed (SIGKILL) in a child process is succeeded",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[Hook::ChildHolder],
+        run: |h| boxed(leader_crash(h)),
+    },
+    Case {
+        id: "election_terms_increase",
+        group: Group::Election,
+        guarantee: "terms (fencing tokens) strictly increase",
+        needs: &[Need::Election],
+        claim: FENCING,
+        hooks: &[],
+        run: |h| boxed(terms_increase(h)),
+    },
+    Case {
+        id: "election_campaign_blocks",
+        group: Group::Election,
+        guarantee: "campaign blocks until elected",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(campaign_blocks(h)),
+    },
+    Case {
+        id: "election_resign_hands_over",
+        group: Group::Election,
+        guarantee: "resign hands over to the next candidate",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(resign_hands_over(h)),
+    },
+    Case {
+        id: "election_proclaim_not_leader",
+        group: Group::Election,
+        guarantee: "proclaim after losing leadership is NotLeader",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(proclaim_not_leader(h)),
+    },
+    Case {
+        id: "election_leader_value_term",
+        group: Group::Election,
+        guarantee: "leader() returns value and term",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(leader_value_and_term(h)),
+    },
+    Case {
+        id: "election_observe_in_order",
+        group: Group::Election,
+        guarantee: "observe() sees every change in order",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(observe_in_order(h)),
+    },
+    Case {
+        id: "election_partition_silent",
+        group: Group::Election,
+        guarantee: "a leader cut off (silent partition) sees lost() before anyone else is granted",
+        needs: &[Need::Election],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| {
+            boxed(partition::cut_off_holder(
+                h,
+                Held::Leadership,
+                PartitionMode::Silent,
+            ))
+        },
+    },
+    Case {
+        id: "election_partition_reset",
+        group: Group::Election,
+        guarantee: "a leader cut off (connections reset) sees lost() before anyone else is granted",
+        needs: &[Need::Election],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| {
+            boxed(partition::cut_off_holder(
+                h,
+                Held::Leadership,
+                PartitionMode::Reset,
+            ))
+        },
+    },
+];
 
 /// One leader at a time: 5 candidates, each with its own session, campaign 6 times
 /// each; a leader checks an overlap detector, yields, and resigns.
-pub(crate) async fn one_leader(h: Harness) -> Check {
+async fn one_leader(h: Harness) -> Check {
     const CANDIDATES: usize = 5;
     const TERMS: usize = 6;
     let name = h.name("election").ctx("naming the election")?;
@@ -69,7 +178,7 @@ pub(crate) async fn one_leader(h: Harness) -> Check {
 
 /// Leadership terms strictly increase: 3 candidates campaign 8 times each and record
 /// their term while leading.
-pub(crate) async fn terms_increase(h: Harness) -> Check {
+async fn terms_increase(h: Harness) -> Check {
     const CANDIDATES: usize = 3;
     const TERMS: usize = 8;
     let name = h.name("election").ctx("naming the election")?;
@@ -108,7 +217,7 @@ pub(crate) async fn terms_increase(h: Harness) -> Check {
 }
 
 /// `campaign` blocks while another candidate leads, and returns once it resigns.
-pub(crate) async fn campaign_blocks(h: Harness) -> Check {
+async fn campaign_blocks(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
     let a = h.session().bounded("opening session A").await?;
     let b = h.session().bounded("opening session B").await?;
@@ -158,7 +267,7 @@ pub(crate) async fn campaign_blocks(h: Harness) -> Check {
 /// Resign hands over to the next candidate: A leads, B and C wait; A resigns; exactly
 /// one of B and C becomes leader promptly while the other stays blocked; `leader()`
 /// names the winner with a higher term; when it resigns the last one is elected.
-pub(crate) async fn resign_hands_over(h: Harness) -> Check {
+async fn resign_hands_over(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
     let a = h.session().bounded("opening session A").await?;
     let ea = h
@@ -250,7 +359,7 @@ pub(crate) async fn resign_hands_over(h: Harness) -> Check {
 /// A leader that lost its leadership cannot proclaim: after the store ends its session
 /// (before and after another candidate wins) and after its own session is closed,
 /// `proclaim` fails with `NotLeader` and the leader's value is untouched.
-pub(crate) async fn proclaim_not_leader(h: Harness) -> Check {
+async fn proclaim_not_leader(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
     let a = h.fault_session().bounded("opening session A").await?;
     let ea = h
@@ -315,7 +424,7 @@ async fn expect_not_leader(leadership: &Leadership, when: &str) -> Check<()> {
 /// `leader()` returns the leader's value and term: none before anyone campaigns, the
 /// leader's value and term, the proclaimed value with the same term, none after the
 /// resign, and a higher term for the next leader.
-pub(crate) async fn leader_value_and_term(h: Harness) -> Check {
+async fn leader_value_and_term(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
     let a = h.session().bounded("opening session A").await?;
     let b = h.session().bounded("opening session B").await?;
@@ -385,7 +494,7 @@ async fn expect_leader(
 /// three proclaims in a row, the resign, the next leader and its proclaim; terms never
 /// decrease and no stale value comes after a newer one. A repeat of the value just
 /// seen (same value and term) is tolerated and counted.
-pub(crate) async fn observe_in_order(h: Harness) -> Check {
+async fn observe_in_order(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
     let a = h.session().bounded("opening session A").await?;
     let b = h.session().bounded("opening session B").await?;
@@ -526,4 +635,70 @@ impl Observer {
             ));
         }
     }
+}
+
+/// A leader in a child process killed with SIGKILL (it resigns nothing): its election is
+/// won by the next candidate with a higher term, and `leader()` then names the new
+/// leader. The figure is the time from the kill to the election: about one session
+/// TTL where the store waits for the lease to expire.
+async fn leader_crash(h: Harness) -> Check {
+    let mut holder = h
+        .spawn_holder(HoldKind::Leadership, "election")
+        .await
+        .ctx("starting a leader in a child process")?;
+    let name = h.name("election").ctx("naming the election")?;
+    let session = h
+        .session()
+        .bounded("opening the candidate's session")
+        .await?;
+    let election = h
+        .backend()
+        .election(&session, name)
+        .ctx("making an election")?;
+    let current = within(PROMPT, "leader() while the child leads", election.leader()).await?;
+    ensure!(
+        current.as_ref().map(|leader| leader.term) == Some(holder.token()),
+        "while {} leads with term {}, leader() says {current:?}",
+        holder.describe(),
+        holder.token()
+    );
+    let candidate = Task::spawn("the candidate", async move {
+        let leadership = election
+            .campaign(Bytes::from_static(b"next"))
+            .await
+            .ctx("the candidate campaigning")?;
+        Ok((leadership, Instant::now(), election))
+    });
+    candidate
+        .ensure_blocked(h.settle(), "the child leads")
+        .await?;
+    let mut candidate = candidate;
+    let killed = Instant::now();
+    holder.kill().await.ctx("killing the child")?;
+    let limit = h.holder_ttl() * 3 + PROMPT;
+    let (leadership, elected_at, election) = candidate.join(limit).await?;
+    let took = elected_at.saturating_duration_since(killed);
+    ensure!(
+        leadership.term() > holder.token(),
+        "the new leader's term {} is not above the killed leader's {}",
+        leadership.term(),
+        holder.token()
+    );
+    let now = within(PROMPT, "leader() after the election", election.leader()).await?;
+    ensure!(
+        now.as_ref().is_some_and(
+            |leader| leader.value.as_ref() == b"next" && leader.term == leadership.term()
+        ),
+        "after the new leader (term {}) was elected, leader() says {now:?}",
+        leadership.term()
+    );
+    leadership.resign().bounded("resigning").await?;
+    Ok(Holds::figure(
+        format!("new leader {} after SIGKILL", secs(took)),
+        format!(
+            "{} (term {}) was killed; the waiting candidate was elected with a higher term",
+            holder.describe(),
+            holder.token()
+        ),
+    ))
 }

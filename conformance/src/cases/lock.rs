@@ -1,6 +1,9 @@
 //! Lock cases: exclusion, fencing, `try_lock`, FIFO, cancelled waiters, and what
 //! happens when the store ends the holder's session.
 
+mod jepsen;
+mod multi_lock;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,11 +11,162 @@ use std::time::Duration;
 use distsync_core::{Error, FencingToken, LockGuard, Locker, Session};
 use tokio::time::Instant;
 
+use super::scenario::{crash, partition, pause, Held, Target};
+use super::{boxed, FENCING, FIFO, LOST, PARTITION, STALLED};
+use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
-    ensure, join_all, ms, per_second, violated, within, Bounded, Check, Context, Fail, Holds, Task,
-    LONG, PROMPT,
+    ensure, join_all, lock_vec, ms, per_second, strictly_increasing, violated, within, Bounded,
+    Check, Context, Fail, Holds, Task, LONG, PROMPT,
 };
+use crate::faults::{Hook, PartitionMode};
 use crate::harness::Harness;
+
+/// The lock cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "lock_mutual_exclusion",
+        group: Group::Lock,
+        guarantee: "mutual exclusion under contention",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(mutual_exclusion(h)),
+    },
+    Case {
+        id: "lock_fencing_tokens",
+        group: Group::Lock,
+        guarantee: "fencing tokens strictly increase",
+        needs: &[Need::Lock],
+        claim: FENCING,
+        hooks: &[],
+        run: |h| boxed(fencing_tokens(h)),
+    },
+    Case {
+        id: "lock_try_lock",
+        group: Group::Lock,
+        guarantee: "try_lock: None while held, a guard when free",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(try_lock(h)),
+    },
+    Case {
+        id: "lock_fifo_waiters",
+        group: Group::Lock,
+        guarantee: "waiters granted in arrival order",
+        needs: &[Need::Lock],
+        claim: FIFO,
+        hooks: &[],
+        run: |h| boxed(fifo_waiters(h)),
+    },
+    Case {
+        id: "lock_cancelled_waiter",
+        group: Group::Lock,
+        guarantee: "a cancelled waiter blocks no one",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(cancelled_waiter(h)),
+    },
+    Case {
+        id: "lock_session_end_fires_lost",
+        group: Group::Lock,
+        guarantee: "lost() fires when the store ends the session",
+        needs: &[Need::Lock],
+        claim: LOST,
+        hooks: &[],
+        run: |h| boxed(session_end_fires_lost(h)),
+    },
+    Case {
+        id: "lock_session_end_frees_lock",
+        group: Group::Lock,
+        guarantee: "the lock frees when the store ends the session",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(session_end_frees_lock(h)),
+    },
+    Case {
+        id: "lock_holder_crash",
+        group: Group::Lock,
+        guarantee: "a holder killed (SIGKILL) in a child process frees the lock",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[Hook::ChildHolder],
+        run: |h| boxed(crash::holder(h, Target::Lock)),
+    },
+    Case {
+        id: "lock_holder_pause",
+        group: Group::Lock,
+        guarantee:
+            "a holder paused past its TTL loses the lock, sees lost(), its write is fenced off",
+        needs: &[Need::Lock],
+        claim: STALLED,
+        hooks: &[Hook::PausedHolder],
+        run: |h| boxed(pause::holder(h, Target::Lock)),
+    },
+    Case {
+        id: "lock_jepsen_counter",
+        group: Group::Lock,
+        guarantee:
+            "counter under the lock with paused holders: lost updates without / with fencing",
+        needs: &[Need::Lock],
+        claim: FENCING,
+        hooks: &[Hook::PausedHolder],
+        run: |h| boxed(jepsen::counter(h)),
+    },
+    Case {
+        id: "lock_partition_silent",
+        group: Group::Lock,
+        guarantee:
+            "a lock holder cut off (silent partition) sees lost() before anyone else is granted",
+        needs: &[Need::Lock],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| {
+            boxed(partition::cut_off_holder(
+                h,
+                Held::Lock,
+                PartitionMode::Silent,
+            ))
+        },
+    },
+    Case {
+        id: "lock_partition_reset",
+        group: Group::Lock,
+        guarantee:
+            "a lock holder cut off (connections reset) sees lost() before anyone else is granted",
+        needs: &[Need::Lock],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| {
+            boxed(partition::cut_off_holder(
+                h,
+                Held::Lock,
+                PartitionMode::Reset,
+            ))
+        },
+    },
+    Case {
+        id: "lock_multi_lock_opposite_orders",
+        group: Group::Lock,
+        guarantee: "multi-lock: {a, b} and {b, a} in a loop never deadlock or overlap",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(multi_lock::opposite_orders(h)),
+    },
+    Case {
+        id: "lock_guarded_write",
+        group: Group::Lock,
+        guarantee: "put_if_held commits only while held: a stale holder's write is refused",
+        // The specific need first: the matrix notes name the first need's flag.
+        needs: &[Need::GuardedWrites, Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(guarded_write(h)),
+    },
+];
 
 /// Contenders, each with its own session.
 const CONTENDERS: usize = 8;
@@ -23,7 +177,7 @@ const ROUNDS: usize = 50;
 /// lock 50 times each. Inside, an overlap detector (a count of current holders that
 /// must never exceed one) and a non-atomic read-modify-write of a shared counter
 /// (read, yield, write back plus one) that loses increments if two holders overlap.
-pub(crate) async fn mutual_exclusion(h: Harness) -> Check {
+async fn mutual_exclusion(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let holders = Arc::new(AtomicUsize::new(0));
     let overlaps = Arc::new(AtomicUsize::new(0));
@@ -90,7 +244,7 @@ pub(crate) async fn mutual_exclusion(h: Harness) -> Check {
 /// Fencing tokens strictly increase across successive grants: 4 contenders take the
 /// lock 10 times each and record their token while holding it; then a `try_lock`
 /// grant must top them all.
-pub(crate) async fn fencing_tokens(h: Harness) -> Check {
+async fn fencing_tokens(h: Harness) -> Check {
     const TASKS: usize = 4;
     const GRANTS: usize = 10;
     let name = h.name("mutex").ctx("naming the lock")?;
@@ -136,7 +290,7 @@ pub(crate) async fn fencing_tokens(h: Harness) -> Check {
 
 /// `try_lock` returns `None` at once while another session holds the lock, and a
 /// guard once it is free.
-pub(crate) async fn try_lock(h: Harness) -> Check {
+async fn try_lock(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let (a, b) = (
         h.session().bounded("opening session A").await?,
@@ -181,7 +335,7 @@ pub(crate) async fn try_lock(h: Harness) -> Check {
 /// session, start one after another, the next starting only once `contenders()` shows
 /// the previous one registered in the store (a bounded poll); each records its index
 /// while holding. Measured on every backend; claimed only where `fifo_waiters` is.
-pub(crate) async fn fifo_waiters(h: Harness) -> Check {
+async fn fifo_waiters(h: Harness) -> Check {
     const WAITERS: usize = 5;
     let name = h.name("mutex").ctx("naming the lock")?;
     let holder_session = h.session().bounded("opening the holder's session").await?;
@@ -251,7 +405,7 @@ async fn registered(locker: &dyn Locker, count: usize) -> Check<()> {
 /// waiting (its future dropped by a timeout) with B's session kept alive, so any
 /// residue would stay until the test ends; C then waits; when A unlocks, C must get
 /// the lock promptly, and B can lock again afterwards.
-pub(crate) async fn cancelled_waiter(h: Harness) -> Check {
+async fn cancelled_waiter(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let a = h.session().bounded("opening session A").await?;
     let b = h.session().bounded("opening session B").await?;
@@ -303,7 +457,7 @@ pub(crate) async fn cancelled_waiter(h: Harness) -> Check {
 
 /// `lost()` fires when the store ends the holder's session (revoke from the store
 /// side): the figure is the time from the revoke to the guard's `lost()`.
-pub(crate) async fn session_end_fires_lost(h: Harness) -> Check {
+async fn session_end_fires_lost(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let a = h
         .fault_session()
@@ -360,7 +514,7 @@ pub(crate) async fn session_end_fires_lost(h: Harness) -> Check {
 
 /// The lock frees when the store ends the holder's session: a waiter with another
 /// session gets it; the figure is the time from the revoke to the grant.
-pub(crate) async fn session_end_frees_lock(h: Harness) -> Check {
+async fn session_end_frees_lock(h: Harness) -> Check {
     let (a, held, mut waiter) = held_and_awaited(&h).await?;
     let revoked = Instant::now();
     h.end_session(&a)
@@ -386,7 +540,7 @@ pub(crate) async fn session_end_frees_lock(h: Harness) -> Check {
 /// A lock held by A (through a session with the fault TTL) and awaited by B (another
 /// session, spawned, returning its guard and the moment it was granted), B checked to
 /// be blocked: the start of the cases that end A's session.
-pub(crate) async fn held_and_awaited(
+pub(super) async fn held_and_awaited(
     h: &Harness,
 ) -> Check<(Session, LockGuard, Task<(LockGuard, Instant)>)> {
     let name = h.name("mutex").ctx("naming the lock")?;
@@ -411,29 +565,10 @@ pub(crate) async fn held_and_awaited(
     Ok((a, held, waiter))
 }
 
-/// Checks tokens strictly increase in recorded order.
-pub(crate) fn strictly_increasing(tokens: &[(usize, FencingToken)]) -> Check<()> {
-    for pair in tokens.windows(2) {
-        let ((who_a, a), (who_b, b)) = (pair[0], pair[1]);
-        ensure!(
-            b > a,
-            "grant by contender {who_b} got token {b}, not above the previous grant's {a} (contender {who_a})"
-        );
-    }
-    Ok(())
-}
-
-/// Locks a std mutex, ignoring poisoning (a panicking task is reported separately).
-pub(crate) fn lock_vec<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Guarded writes: a holder's `put_if_held` commits while it holds; once the store has
 /// ended its session (the holder may not know yet), its guarded write is refused with
 /// `NotHeld` and writes nothing; the next holder's guarded write commits.
-pub(crate) async fn guarded_write(h: Harness) -> Check {
+async fn guarded_write(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let key = h.key("guarded");
     let a = h.fault_session().bounded("opening A's session").await?;

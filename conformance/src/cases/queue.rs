@@ -9,17 +9,106 @@ use std::time::Duration;
 use distsync_core::{Bytes, Error, Queue};
 use tokio::time::Instant;
 
-use crate::cases::lock::lock_vec;
+use super::boxed;
+use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
-    ensure, join_all, ms, per_second, violated, within, Bounded, Check, Context, Holds, Task, LONG,
-    PROMPT,
+    ensure, join_all, lock_vec, ms, per_second, violated, within, Bounded, Check, Context, Holds,
+    Task, LONG, PROMPT,
 };
-use crate::faults::{HoldKind, PartitionMode};
+use crate::faults::{HoldKind, Hook, PartitionMode};
 use crate::harness::Harness;
 use crate::rng::Rng;
 
+/// The queue cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "queue_fifo",
+        group: Group::Queue,
+        guarantee: "FIFO order",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(fifo(h)),
+    },
+    Case {
+        id: "queue_priority",
+        group: Group::Queue,
+        guarantee: "priority order (lower first, FIFO within)",
+        needs: &[Need::Queue, Need::PriorityQueue],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(priority(h)),
+    },
+    Case {
+        id: "queue_no_loss_no_duplicate",
+        group: Group::Queue,
+        guarantee: "no loss, no duplicate with cancelled consumers",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(no_loss_no_duplicate(h)),
+    },
+    Case {
+        id: "queue_lost_replies",
+        group: Group::Queue,
+        guarantee: "lost replies to claims (connections reset mid-dequeue): every item once",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(lost_replies(h)),
+    },
+    Case {
+        id: "queue_empty",
+        group: Group::Queue,
+        guarantee: "try_dequeue on empty is None; dequeue wakes",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(empty_queue(h)),
+    },
+    Case {
+        id: "queue_reliable_session_end",
+        group: Group::Queue,
+        guarantee: "reliable delivery: a receiver's session ended by the store returns its item first, redelivery count 1",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(reliable_session_end(h)),
+    },
+    Case {
+        id: "queue_reliable_nack_keeps_place",
+        group: Group::Queue,
+        guarantee: "reliable delivery: nack (or a dropped delivery) returns the item at its place; dequeue skips held items",
+        needs: &[Need::Queue, Need::PriorityQueue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(reliable_nack_keeps_place(h)),
+    },
+    Case {
+        id: "queue_reliable_concurrent",
+        group: Group::Queue,
+        guarantee: "reliable delivery: concurrent consumers never hold one item at once; each acked once, in order",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(reliable_concurrent(h)),
+    },
+    Case {
+        id: "queue_reliable_consumer_crash",
+        group: Group::Queue,
+        guarantee: "reliable delivery: a consumer killed (SIGKILL, child process) after receiving loses nothing: redelivered with count 1 after its session's TTL",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        // Kills a child-process consumer (Hook::ChildHolder) where there is one, and
+        // freezes the consumer's lease on the memory store (Hook::PausedHolder): the
+        // body picks whichever the store's hooks offer.
+        hooks: &[],
+        run: |h| boxed(reliable_consumer_crash(h)),
+    },
+];
+
 /// FIFO: 20 items enqueued in order come out of `dequeue()` in that order.
-pub(crate) async fn fifo(h: Harness) -> Check {
+async fn fifo(h: Harness) -> Check {
     const ITEMS: usize = 20;
     let queue = h
         .backend()
@@ -56,7 +145,7 @@ pub(crate) async fn fifo(h: Harness) -> Check {
 
 /// Priority order: lower numbers first, FIFO within a priority, `enqueue` at the
 /// default (highest) priority.
-pub(crate) async fn priority(h: Harness) -> Check {
+async fn priority(h: Harness) -> Check {
     let queue = h
         .backend()
         .queue(h.name("queue").ctx("naming the queue")?)
@@ -106,7 +195,7 @@ pub(crate) async fn priority(h: Harness) -> Check {
 /// consumers dequeue; consumers bound each `dequeue()` with a timeout picked at random
 /// from 0 to 200 ms, so many dequeues are cancelled mid-flight. Every produced item
 /// must be delivered exactly once, and `len()` is 0 at the end.
-pub(crate) async fn no_loss_no_duplicate(h: Harness) -> Check {
+async fn no_loss_no_duplicate(h: Harness) -> Check {
     const PRODUCERS: usize = 4;
     const PER_PRODUCER: usize = 100;
     const CONSUMERS: usize = 4;
@@ -217,7 +306,7 @@ pub(crate) async fn no_loss_no_duplicate(h: Harness) -> Check {
 
 /// `try_dequeue` on an empty queue is `None` at once; a blocked `dequeue()` gets an
 /// item enqueued later.
-pub(crate) async fn empty_queue(h: Harness) -> Check {
+async fn empty_queue(h: Harness) -> Check {
     let name = h.name("queue").ctx("naming the queue")?;
     let queue = h.backend().queue(name.clone()).ctx("making a queue")?;
     let started = Instant::now();
@@ -278,7 +367,7 @@ const LOST_REPLY_ITEMS: usize = 60;
 /// write was applied lose their reply and dequeues are dropped mid-claim by short
 /// timeouts. Every item must still be delivered exactly once: to that consumer, or
 /// afterwards to a direct client draining what was put back.
-pub(crate) async fn lost_replies(h: Harness) -> Check {
+async fn lost_replies(h: Harness) -> Check {
     let name = h.name("jobs").ctx("naming the queue")?;
     let partition = h
         .faults()
@@ -374,7 +463,7 @@ pub(crate) async fn lost_replies(h: Harness) -> Check {
 /// consumer B, already waiting, receives the same item first (at its place, before
 /// the others) with a redelivery count of 1, then the others in order, and its
 /// acknowledgements empty the queue. A's late `ack` must fail.
-pub(crate) async fn reliable_session_end(h: Harness) -> Check {
+async fn reliable_session_end(h: Harness) -> Check {
     let name = h.name("queue").ctx("naming the queue")?;
     let queue = h.backend().queue(name.clone()).ctx("making a queue")?;
     for item in ["first", "second", "third"] {
@@ -457,7 +546,7 @@ pub(crate) async fn reliable_session_end(h: Harness) -> Check {
 /// nacked, a dropped delivery is nacked too, and each comes back at its place (before
 /// the items behind it, behind a higher priority enqueued meanwhile) with its
 /// redelivery count one higher; `dequeue` (at most once) skips held items.
-pub(crate) async fn reliable_nack_keeps_place(h: Harness) -> Check {
+async fn reliable_nack_keeps_place(h: Harness) -> Check {
     let queue = h
         .backend()
         .queue(h.name("queue").ctx("naming the queue")?)
@@ -536,7 +625,7 @@ pub(crate) async fn reliable_nack_keeps_place(h: Harness) -> Check {
 /// delivery in five and acknowledges the rest. No item is ever held by two consumers
 /// at once, every item is acknowledged exactly once, each consumer sees items in queue
 /// order apart from redeliveries, and the queue ends empty.
-pub(crate) async fn reliable_concurrent(h: Harness) -> Check {
+async fn reliable_concurrent(h: Harness) -> Check {
     const ITEMS: usize = 200;
     const CONSUMERS: usize = 4;
     let name = h.name("queue").ctx("naming the queue")?;
@@ -660,7 +749,7 @@ pub(crate) async fn reliable_concurrent(h: Harness) -> Check {
 /// a redelivery count of 1, and acknowledging it empties the queue. The memory store
 /// has no child process: its holder's lease is frozen instead (the store then sees
 /// what a SIGKILL shows it: no more renewals).
-pub(crate) async fn reliable_consumer_crash(h: Harness) -> Check {
+async fn reliable_consumer_crash(h: Harness) -> Check {
     let name = h.name("queue").ctx("naming the queue")?;
     let queue = h.backend().queue(name.clone()).ctx("making a queue")?;
     for item in ["first", "second"] {

@@ -7,16 +7,78 @@ use std::sync::{Arc, Mutex};
 use distsync_core::{FencingToken, RwLock};
 use tokio::time::Instant;
 
-use crate::cases::lock::{lock_vec, strictly_increasing};
+use super::scenario::{partition, Held};
+use super::{boxed, FENCING, PARTITION};
+use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
-    ensure, join_all, ms, violated, within, Bounded, Check, Context, Holds, Task, LONG, PROMPT,
+    ensure, join_all, lock_vec, ms, strictly_increasing, violated, within, Bounded, Check, Context,
+    Holds, Task, LONG, PROMPT,
 };
+use crate::faults::{Hook, PartitionMode};
 use crate::harness::Harness;
+
+/// The read-write lock cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "rwlock_readers_share",
+        group: Group::RwLock,
+        guarantee: "readers share",
+        needs: &[Need::RwLock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(readers_share(h)),
+    },
+    Case {
+        id: "rwlock_writer_excludes",
+        group: Group::RwLock,
+        guarantee: "a writer excludes readers and writers",
+        needs: &[Need::RwLock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(writer_excludes(h)),
+    },
+    Case {
+        id: "rwlock_waiting_writer_blocks_readers",
+        group: Group::RwLock,
+        guarantee: "a waiting writer blocks later readers",
+        needs: &[Need::RwLock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(waiting_writer_blocks_readers(h)),
+    },
+    Case {
+        id: "rwlock_write_tokens",
+        group: Group::RwLock,
+        guarantee: "write tokens strictly increase",
+        needs: &[Need::RwLock],
+        claim: FENCING,
+        hooks: &[],
+        run: |h| boxed(write_tokens(h)),
+    },
+    Case {
+        id: "rwlock_partition_silent",
+        group: Group::RwLock,
+        guarantee: "a write-lock holder cut off (silent partition) sees lost() before anyone else is granted",
+        needs: &[Need::RwLock],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, Held::WriteLock, PartitionMode::Silent)),
+    },
+    Case {
+        id: "rwlock_partition_reset",
+        group: Group::RwLock,
+        guarantee: "a write-lock holder cut off (connections reset) sees lost() before anyone else is granted",
+        needs: &[Need::RwLock],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition::cut_off_holder(h, Held::WriteLock, PartitionMode::Reset)),
+    },
+];
 
 /// Readers share: a second session's `read()` returns while the first holds a read
 /// lock, a third's `try_read` is granted too, and `try_write` is refused while they
 /// read.
-pub(crate) async fn readers_share(h: Harness) -> Check {
+async fn readers_share(h: Harness) -> Check {
     let name = h.name("rwlock").ctx("naming the rwlock")?;
     let mut locks: Vec<Box<dyn RwLock>> = Vec::new();
     let mut sessions = Vec::new();
@@ -85,7 +147,7 @@ pub(crate) async fn readers_share(h: Harness) -> Check {
 /// and `read()` waits until it unlocks. Then 4 readers and 2 writers contend for 15
 /// rounds each with detectors: a writer must find no reader and no writer inside, a
 /// reader no writer.
-pub(crate) async fn writer_excludes(h: Harness) -> Check {
+async fn writer_excludes(h: Harness) -> Check {
     const READERS: usize = 4;
     const WRITERS: usize = 2;
     const ROUNDS: usize = 15;
@@ -207,7 +269,7 @@ pub(crate) async fn writer_excludes(h: Harness) -> Check {
 /// A waiting writer blocks later readers: R1 reads; W's `write()` waits; then a later
 /// `try_read` is refused and a later `read()` (R2) waits; when R1 unlocks, W gets the
 /// lock before R2, and R2 only once W unlocks.
-pub(crate) async fn waiting_writer_blocks_readers(h: Harness) -> Check {
+async fn waiting_writer_blocks_readers(h: Harness) -> Check {
     let name = h.name("rwlock").ctx("naming the rwlock")?;
     let mut locks: Vec<Arc<dyn RwLock>> = Vec::new();
     let mut sessions = Vec::new();
@@ -262,7 +324,7 @@ pub(crate) async fn waiting_writer_blocks_readers(h: Harness) -> Check {
 
 /// Write grants carry strictly increasing fencing tokens: 3 writers take the write
 /// lock 8 times each and record their token while holding it.
-pub(crate) async fn write_tokens(h: Harness) -> Check {
+async fn write_tokens(h: Harness) -> Check {
     const WRITERS: usize = 3;
     const GRANTS: usize = 8;
     let name = h.name("rwlock").ctx("naming the rwlock")?;

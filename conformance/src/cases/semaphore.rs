@@ -7,11 +7,56 @@ use std::sync::{Arc, Mutex};
 use distsync_core::Error;
 use tokio::time::Instant;
 
+use super::scenario::{crash, pause, Target};
+use super::{boxed, FIFO, STALLED};
+use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
     ensure, join_all, ms, per_second, violated, within, Bounded, Check, Context, Holds, Task, LONG,
     PROMPT,
 };
+use crate::faults::Hook;
 use crate::harness::Harness;
+
+/// The semaphore cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "semaphore_bounded_holders",
+        group: Group::Semaphore,
+        guarantee: "never more than N holders; another count is a typed error",
+        needs: &[Need::Semaphore],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(bounded_holders(h)),
+    },
+    Case {
+        id: "semaphore_fifo_waiters",
+        group: Group::Semaphore,
+        guarantee: "FIFO waiters, cancelled waiters block no one, a session end frees its permit",
+        needs: &[Need::Semaphore],
+        claim: FIFO,
+        hooks: &[],
+        run: |h| boxed(fifo_waiters(h)),
+    },
+    Case {
+        id: "semaphore_holder_crash",
+        group: Group::Semaphore,
+        guarantee: "a permit holder killed (SIGKILL) in a child process frees its permit",
+        needs: &[Need::Semaphore],
+        claim: Claim::Offered,
+        hooks: &[Hook::ChildHolder],
+        run: |h| boxed(crash::holder(h, Target::Permit)),
+    },
+    Case {
+        id: "semaphore_holder_pause",
+        group: Group::Semaphore,
+        guarantee:
+            "a permit holder paused past its TTL loses its permit, sees lost(), its write is fenced off",
+        needs: &[Need::Semaphore],
+        claim: STALLED,
+        hooks: &[Hook::PausedHolder],
+        run: |h| boxed(pause::holder(h, Target::Permit)),
+    },
+];
 
 /// Permits of the contention case.
 const PERMITS: usize = 3;
@@ -24,7 +69,7 @@ const ROUNDS: usize = 15;
 /// refused, and a client naming 4 permits gets `InvalidArgument`; then 8 contenders,
 /// each with its own session, take one of the 3 permits 15 times each, and a counter
 /// of current holders inside must never exceed 3.
-pub(crate) async fn bounded_holders(h: Harness) -> Check {
+async fn bounded_holders(h: Harness) -> Check {
     let name = h.name("semaphore").ctx("naming the semaphore")?;
     // The count is the state's: while a permit of 3 is held, naming 4 is refused.
     let pin = h
@@ -153,7 +198,7 @@ pub(crate) async fn bounded_holders(h: Harness) -> Check {
 /// waiter whose acquire is cancelled leaves nothing; three more waiters queue; the
 /// store ends the first holder's session and a release by the second: the waiters are
 /// granted in arrival order, with tokens above the holders'.
-pub(crate) async fn fifo_waiters(h: Harness) -> Check {
+async fn fifo_waiters(h: Harness) -> Check {
     const WAITERS: usize = 3;
     let name = h.name("semaphore").ctx("naming the semaphore")?;
     let first = h

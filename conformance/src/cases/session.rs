@@ -1,17 +1,46 @@
-//! Session cases: what closing a session releases, and argument checks on sessions.
+//! Session cases: what closing a session releases, and a session killed by the store
+//! out of band.
 
-use distsync_core::Bytes;
+use distsync_core::{Bytes, Error};
 use tokio::time::Instant;
 
-use crate::check::{ensure, eventually, ms, within, Bounded, Check, Context, Holds, PROMPT};
+use super::lock::held_and_awaited;
+use super::{boxed, LOST};
+use crate::case::{Case, Claim, Group, Need};
+use crate::check::{
+    ensure, eventually, ms, secs, violated, within, Bounded, Check, Context, Holds, PROMPT,
+};
+use crate::faults::Hook;
 use crate::harness::Harness;
+
+/// The session cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "session_close_releases_all",
+        group: Group::Session,
+        guarantee: "close() releases lock, leadership and write lock",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(close_releases_all(h)),
+    },
+    Case {
+        id: "session_store_kill",
+        group: Group::Session,
+        guarantee: "a session killed by the store out of band: lost() fires, the lock frees",
+        needs: &[Need::Lock],
+        claim: LOST,
+        hooks: &[Hook::KillSession],
+        run: |h| boxed(store_kill(h)),
+    },
+];
 
 /// `close()` releases everything held through the session at once: a lock, and where
 /// the backend offers them, a leadership and a write lock, all held through one
 /// session. Afterwards the guards report `is_lost()`, and another session can take
 /// the lock and the write lock and win the election; the figure is the time from
 /// `close()` returning until all three were taken by the other session.
-pub(crate) async fn close_releases_all(h: Harness) -> Check {
+async fn close_releases_all(h: Harness) -> Check {
     let caps = h.capabilities().clone();
     let lock_name = h.name("mutex").ctx("naming the lock")?;
     let election_name = h.name("election").ctx("naming the election")?;
@@ -122,5 +151,59 @@ pub(crate) async fn close_releases_all(h: Harness) -> Check {
             "close() released {} held through one session",
             covered.join(" + ")
         ),
+    ))
+}
+
+/// A session killed by the store out of band, not through the library (etcd:
+/// `etcdctl lease revoke`; Redis: the session key deleted, with no notification;
+/// PostgreSQL: the session's row ended through `psql` with the schema's `end_sessions`,
+/// as a revoke from another process would (sessions hold no connection to end); memory:
+/// a frozen lease the store expires): the holder's guard and session see `lost()`,
+/// `unlock()` reports the loss, and a waiter gets the lock with a higher token.
+async fn store_kill(h: Harness) -> Check {
+    let (a, held, mut waiter) = held_and_awaited(&h).await?;
+    let started = Instant::now();
+    let how = within(
+        PROMPT,
+        "killing A's session out of band",
+        h.faults().kill_session(&**h.backend(), a.id()),
+    )
+    .await?;
+    let limit = h.fault_ttl() * 2 + PROMPT;
+    if tokio::time::timeout(limit, held.lost()).await.is_err() {
+        return violated(format!(
+            "the guard's lost() had not fired {limit:?} after the kill ({how})"
+        ));
+    }
+    let fired = started.elapsed();
+    let left = limit.saturating_sub(started.elapsed());
+    if tokio::time::timeout(left, a.lost()).await.is_err() {
+        return violated(format!(
+            "the guard's lost() fired but the session's had not {limit:?} after the kill ({how})"
+        ));
+    }
+    let (guard, granted_at) = waiter.join(limit).await?;
+    let granted = granted_at.saturating_duration_since(started);
+    ensure!(
+        guard.token() > held.token(),
+        "B's token {} is not above the killed session's {}",
+        guard.token(),
+        held.token()
+    );
+    match held.unlock().await {
+        Err(Error::SessionLost) | Err(Error::NotHeld) => {}
+        Ok(()) => return violated("unlock() of a guard whose session was killed returned Ok"),
+        Err(other) => {
+            return violated(format!("unlock() after the kill: unexpected error {other}"))
+        }
+    }
+    guard.unlock().bounded("B unlocking").await?;
+    Ok(Holds::figure(
+        format!(
+            "lost() {} after the kill, lock re-granted after {}",
+            secs(fired),
+            secs(granted)
+        ),
+        format!("{how}; session TTL {:?}", h.fault_ttl()),
     ))
 }

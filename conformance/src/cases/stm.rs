@@ -1,17 +1,137 @@
 //! STM cases: the bank, forced conflicts retried, and what ReadCommitted does not
 //! protect.
 
+mod linearizable;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
+use distsync_core::Isolation::{
+    ReadCommitted, RepeatableReads, Serializable, SerializableSnapshot,
+};
 use distsync_core::{Bytes, Error, Isolation, Stm, StmOptions, StmTx};
 use tokio::time::Instant;
 
+use super::{boxed, LINEARIZABLE};
+use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
     ensure, join_all, violated, within, within_check, Check, Context, Holds, Task, LONG, PROMPT,
 };
+use crate::faults::Hook;
 use crate::harness::Harness;
 use crate::rng::Rng;
+
+/// The STM cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "stm_bank_serializable_snapshot",
+        group: Group::Stm,
+        guarantee: "bank total kept at SerializableSnapshot",
+        needs: &[Need::Stm(SerializableSnapshot)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(bank(h, SerializableSnapshot)),
+    },
+    Case {
+        id: "stm_bank_serializable",
+        group: Group::Stm,
+        guarantee: "bank total kept at Serializable",
+        needs: &[Need::Stm(Serializable)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(bank(h, Serializable)),
+    },
+    Case {
+        id: "stm_bank_repeatable_reads",
+        group: Group::Stm,
+        guarantee: "bank total kept at RepeatableReads",
+        needs: &[Need::Stm(RepeatableReads)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(bank(h, RepeatableReads)),
+    },
+    Case {
+        id: "stm_conflict_serializable_snapshot",
+        group: Group::Stm,
+        guarantee: "conflicts retried at SerializableSnapshot",
+        needs: &[Need::Stm(SerializableSnapshot)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(conflict_retried(h, SerializableSnapshot)),
+    },
+    Case {
+        id: "stm_conflict_serializable",
+        group: Group::Stm,
+        guarantee: "conflicts retried at Serializable",
+        needs: &[Need::Stm(Serializable)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(conflict_retried(h, Serializable)),
+    },
+    Case {
+        id: "stm_conflict_repeatable_reads",
+        group: Group::Stm,
+        guarantee: "conflicts retried at RepeatableReads",
+        needs: &[Need::Stm(RepeatableReads)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(conflict_retried(h, RepeatableReads)),
+    },
+    Case {
+        id: "stm_read_committed_lost_update",
+        group: Group::Stm,
+        guarantee: "ReadCommitted: lost update possible, as documented",
+        needs: &[Need::Stm(ReadCommitted)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(read_committed_lost_update(h)),
+    },
+    Case {
+        id: "stm_no_anomalies_serializable_snapshot",
+        group: Group::Stm,
+        guarantee: "no write skew, no phantom on absent keys at SerializableSnapshot",
+        needs: &[Need::Stm(SerializableSnapshot)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(no_skew_no_phantom(h, SerializableSnapshot)),
+    },
+    Case {
+        id: "stm_no_anomalies_serializable",
+        group: Group::Stm,
+        guarantee: "no write skew, no phantom on absent keys at Serializable",
+        needs: &[Need::Stm(Serializable)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(no_skew_no_phantom(h, Serializable)),
+    },
+    Case {
+        id: "stm_no_anomalies_repeatable_reads",
+        group: Group::Stm,
+        guarantee: "no write skew, no phantom on absent keys at RepeatableReads",
+        needs: &[Need::Stm(RepeatableReads)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(no_skew_no_phantom(h, RepeatableReads)),
+    },
+    Case {
+        id: "stm_read_committed_anomalies",
+        group: Group::Stm,
+        guarantee: "ReadCommitted: write skew and phantom possible, as documented",
+        needs: &[Need::Stm(ReadCommitted)],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(read_committed_anomalies(h)),
+    },
+    Case {
+        id: "stm_no_stale_read",
+        group: Group::Stm,
+        guarantee: "no stale read across two clients (linearizability probe)",
+        needs: &[Need::Stm(SerializableSnapshot)],
+        claim: LINEARIZABLE,
+        hooks: &[Hook::SecondClient],
+        run: |h| boxed(linearizable::no_stale_read(h)),
+    },
+];
 
 const ACCOUNTS: usize = 5;
 const OPENING_BALANCE: u64 = 100;
@@ -21,7 +141,7 @@ const TRANSFERS: usize = 100;
 /// The bank at `isolation`: 5 accounts of 100; 10 workers each make 100 transfers of
 /// half the balance of a random account to another random account, one transaction
 /// per transfer; the total stays 500. Figure: commits per second and retries.
-pub(crate) async fn bank(h: Harness, isolation: Isolation) -> Check {
+async fn bank(h: Harness, isolation: Isolation) -> Check {
     let stm = h.backend().stm().ctx("getting the STM")?;
     let accounts: Arc<Vec<String>> = Arc::new(
         (0..ACCOUNTS)
@@ -189,7 +309,7 @@ async fn forced_conflict(h: &Harness, isolation: Isolation) -> Check<(u64, u32, 
 /// Conflicts are retried at `isolation` (a level stronger than ReadCommitted): in the
 /// forced interleaving, A's commit must fail and A retry, reading B's value; the final
 /// value reflects both transactions (0 + 10 + 1 = 11).
-pub(crate) async fn conflict_retried(h: Harness, isolation: Isolation) -> Check {
+async fn conflict_retried(h: Harness, isolation: Isolation) -> Check {
     let (seen, attempts, last) = forced_conflict(&h, isolation).await?;
     ensure!(
         last == 11,
@@ -225,7 +345,7 @@ pub(crate) async fn conflict_retried(h: Harness, isolation: Isolation) -> Check 
 /// violated only by an outcome no reading of the level allows: any other final value
 /// (a commit half applied, B's write lost without A's, a value from nowhere), or A
 /// having read something other than the committed 0 or 10.
-pub(crate) async fn read_committed_lost_update(h: Harness) -> Check {
+async fn read_committed_lost_update(h: Harness) -> Check {
     let (seen, attempts, last) = forced_conflict(&h, Isolation::ReadCommitted).await?;
     match (last, seen) {
         (1, 0) => Ok(Holds::figure(
@@ -403,7 +523,7 @@ fn write_if(
 
 /// At a level stronger than ReadCommitted, neither write skew nor a phantom on absent
 /// keys: in both forced interleavings, A retries and sees B's write.
-pub(crate) async fn no_skew_no_phantom(h: Harness, isolation: Isolation) -> Check {
+async fn no_skew_no_phantom(h: Harness, isolation: Isolation) -> Check {
     let (skew, skew_attempts) = provoke(&h, isolation, Anomaly::WriteSkew).await?;
     ensure!(
         !skew,
@@ -422,7 +542,7 @@ pub(crate) async fn no_skew_no_phantom(h: Harness, isolation: Isolation) -> Chec
 
 /// ReadCommitted allows both anomalies, as documented: the forced interleavings show
 /// them.
-pub(crate) async fn read_committed_anomalies(h: Harness) -> Check {
+async fn read_committed_anomalies(h: Harness) -> Check {
     let (skew, _) = provoke(&h, Isolation::ReadCommitted, Anomaly::WriteSkew).await?;
     let (phantom, _) = provoke(&h, Isolation::ReadCommitted, Anomaly::Phantom).await?;
     ensure!(

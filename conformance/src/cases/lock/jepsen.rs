@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::lock::lock_vec;
 use crate::check::{
-    ensure, eventually, join_all, violated, within, Bounded, Check, Context, Holds, Task, LONG,
-    PROMPT,
+    ensure, eventually, join_all, lock_vec, violated, within, Bounded, Check, Context, Holds, Task,
+    LONG, PROMPT,
 };
 use crate::faults::HoldKind;
 use crate::fenced::{FencedCounter, PlainCounter};
@@ -40,7 +39,7 @@ struct Counters {
 }
 
 /// The case body (see the module docs).
-pub(crate) async fn counter(h: Harness) -> Check {
+pub(super) async fn counter(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let counters = Arc::new(Mutex::new(Counters::default()));
     let stop = Arc::new(AtomicBool::new(false));

@@ -72,7 +72,7 @@ async fn works(backend: &Arc<dyn Backend>, lock: &Name, queue: &Name) -> Result<
 }
 
 /// The live-clients case (see the module docs).
-pub(crate) async fn live_clients(h: Harness) -> Check {
+pub(super) async fn live_clients(h: Harness) -> Check {
     let (mut server, backend) = private_server(&h).await?;
     let ttl = TTL.max(backend.capabilities().min_session_ttl);
     let lock = name(&h, "mutex")?;
@@ -214,7 +214,7 @@ pub(crate) async fn live_clients(h: Harness) -> Check {
 }
 
 /// The durable-state case (see the module docs).
-pub(crate) async fn durable_state(h: Harness) -> Check {
+pub(super) async fn durable_state(h: Harness) -> Check {
     let (mut server, backend) = private_server(&h).await?;
     let items = ["a", "b", "c"];
     let queue = backend.queue(name(&h, "jobs")?).ctx("making a queue")?;
@@ -378,7 +378,7 @@ async fn grant_tokens(h: &Harness, backend: &Arc<dyn Backend>) -> Check<[u64; 3]
 /// once before and once after the private server restarts (losing its state where
 /// the store does: Redis without persistence); every token after must be greater than
 /// its counterpart before. A store whose tokens may repeat must not declare `fencing`.
-pub(crate) async fn fencing_tokens(h: Harness) -> Check {
+pub(super) async fn fencing_tokens(h: Harness) -> Check {
     let (mut server, backend) = private_server(&h).await?;
     let before = grant_tokens(&h, &backend).await?;
     let (_, downtime) = restart(&mut server).await?;

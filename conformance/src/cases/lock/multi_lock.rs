@@ -17,7 +17,7 @@ const ROUNDS: usize = 30;
 /// overlap detector inside counts a second holder. Holds when both finish within
 /// [`LONG`] (no deadlock) with no overlap, and a third client's `try_lock` on `{b, a}`
 /// is refused while one holds.
-pub(crate) async fn opposite_orders(h: Harness) -> Check {
+pub(super) async fn opposite_orders(h: Harness) -> Check {
     let a = h.name("a").ctx("naming a")?;
     let b = h.name("b").ctx("naming b")?;
     let inside = Arc::new(AtomicUsize::new(0));

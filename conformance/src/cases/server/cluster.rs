@@ -16,10 +16,9 @@ use std::time::Duration;
 use distsync_core::{Backend, SessionOptions};
 use tokio::time::Instant;
 
-use super::lock::lock_vec;
 use crate::check::{
-    ensure, eventually, join_all, secs, violated, within, within_check, Bounded, Check, Context,
-    Holds, Task, LONG, PROMPT,
+    ensure, eventually, join_all, lock_vec, secs, violated, within, within_check, Bounded, Check,
+    Context, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::Cluster;
 use crate::harness::Harness;
@@ -101,7 +100,7 @@ where
 }
 
 /// The case body (see the module docs).
-pub(crate) async fn leader_loss(h: Harness) -> Check {
+pub(super) async fn leader_loss(h: Harness) -> Check {
     let cluster = within(
         PROMPT,
         "finding the cluster",

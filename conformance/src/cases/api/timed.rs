@@ -32,7 +32,7 @@ async fn times_out<T>(what: &str, call: impl std::future::Future<Output = Result
 
 /// Every blocking call the backend offers, timed out while it cannot succeed, then
 /// shown to have left nothing behind: the next caller is served at once.
-pub(crate) async fn every_blocking_call(h: Harness) -> Check {
+pub(super) async fn every_blocking_call(h: Harness) -> Check {
     let caps = h.capabilities().clone();
     let backend = h.backend().clone();
     let a = h.session().bounded("opening session A").await?;

@@ -14,7 +14,7 @@ use crate::harness::Harness;
 const ROUNDS: usize = 50;
 
 /// The case body (see the module docs).
-pub(crate) async fn no_stale_read(h: Harness) -> Check {
+pub(super) async fn no_stale_read(h: Harness) -> Check {
     let other = within(
         PROMPT,
         "connecting a second client",

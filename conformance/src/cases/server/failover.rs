@@ -41,9 +41,9 @@ use std::time::Duration;
 use distsync_core::{Backend, Error, LockGuard, Name, Queue, SessionOptions};
 use tokio::time::Instant;
 
-use super::lock::lock_vec;
 use crate::check::{
-    eventually, join_all, secs, violated, within, Check, Context, Holds, Task, LONG, PROMPT,
+    eventually, join_all, lock_vec, secs, violated, within, Check, Context, Holds, Task, LONG,
+    PROMPT,
 };
 use crate::harness::Harness;
 
@@ -367,7 +367,7 @@ async fn check_holder(
 }
 
 /// The case body (see the module docs).
-pub(crate) async fn failover(h: Harness, fault: Fault) -> Check {
+pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     // A PostgreSQL pair is started here (initdb, base backup): more than a prompt.
     let cluster = within(
         LONG,

@@ -10,7 +10,7 @@ use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Hold
 use crate::harness::Harness;
 
 /// The case body (see the module docs).
-pub(crate) async fn session_id_taken_over(h: Harness) -> Check {
+pub(super) async fn session_id_taken_over(h: Harness) -> Check {
     let ttl = h.session_ttl();
     let session = h.session().bounded("opening the session").await?;
     let locker = h

@@ -37,7 +37,7 @@ fn random_name(h: &Harness, rng: &mut Rng) -> Check<Name> {
 
 /// Nested and alike names keep to themselves, and random names with every special
 /// character map to distinct queues and STM keys.
-pub(crate) async fn do_not_collide(h: Harness) -> Check {
+pub(super) async fn do_not_collide(h: Harness) -> Check {
     let caps = h.capabilities().clone();
     let backend = h.backend().clone();
     let mut checked = Vec::new();

@@ -11,7 +11,7 @@ use crate::check::{ensure, violated, within, Bounded, Check, Context, Holds, LON
 use crate::harness::Harness;
 
 /// The case body (see the module docs).
-pub(crate) async fn evicting_server_refused(h: Harness) -> Check {
+pub(super) async fn evicting_server_refused(h: Harness) -> Check {
     let server = within(
         LONG,
         "starting a server that evicts keys",

@@ -28,7 +28,7 @@ use crate::harness::Harness;
 const LONG_TTL: Duration = Duration::from_secs(120);
 
 /// The case body (see the module docs).
-pub(crate) async fn release_during_leader_change(h: Harness) -> Check {
+pub(super) async fn release_during_leader_change(h: Harness) -> Check {
     let cluster = within(
         PROMPT,
         "finding the cluster",

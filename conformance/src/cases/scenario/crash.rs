@@ -1,0 +1,71 @@
+//! Holder crashes: a lock holder, or a semaphore permit holder, in a child process is
+//! killed with SIGKILL (it releases nothing); the store must free what it held, and
+//! the next grant's fencing token must be higher. The figure is the time from the kill
+//! to the next grant: about one session TTL where the store waits for the lease to
+//! expire (etcd, Redis), at once where the holder's connection is its lease
+//! (PostgreSQL).
+
+use tokio::time::Instant;
+
+use super::contender::{Contender, Target};
+use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
+use crate::harness::Harness;
+
+/// A killed holder's lock (or permit) is granted to a waiter with a higher token.
+pub(crate) async fn holder(h: Harness, target: Target) -> Check {
+    let mut holder = h
+        .spawn_holder(target.hold_kind(), target.suffix())
+        .await
+        .ctx("starting a holder in a child process")?;
+    let session = h.session().bounded("opening the waiter's session").await?;
+    let contender = Contender::new(&h, &session, target, true)
+        .bounded("making the waiter's contender")
+        .await?;
+    if let Some(intruder) = within(
+        PROMPT,
+        "try_lock / try_acquire while the child holds",
+        contender.try_acquire(),
+    )
+    .await?
+    {
+        return violated(format!(
+            "{} was granted with token {} while {} held token {}",
+            target.describe(),
+            intruder.token(),
+            holder.describe(),
+            holder.token()
+        ));
+    }
+    let waiter = Task::spawn("the waiter", async move {
+        let guard = contender.acquire().await.ctx("the waiter acquiring")?;
+        Ok((guard, Instant::now(), contender))
+    });
+    waiter
+        .ensure_blocked(h.settle(), "the child holds what the waiter waits for")
+        .await?;
+    let mut waiter = waiter;
+    let killed = Instant::now();
+    holder.kill().await.ctx("killing the child")?;
+    let limit = h.holder_ttl() * 3 + PROMPT;
+    let (guard, granted_at, contender) = waiter.join(limit).await?;
+    let took = granted_at.saturating_duration_since(killed);
+    ensure!(
+        guard.token() > holder.token(),
+        "the next grant's token {} is not above the killed holder's {}",
+        guard.token(),
+        holder.token()
+    );
+    guard.unlock().bounded("releasing").await?;
+    drop(contender);
+    drop(session);
+    Ok(Holds::figure(
+        format!("re-acquired {} after SIGKILL", secs(took)),
+        format!(
+            "{} (token {}) was killed; a waiter got {} with a higher token; holder TTL {:?}",
+            holder.describe(),
+            holder.token(),
+            target.describe(),
+            h.holder_ttl()
+        ),
+    ))
+}
