@@ -7,6 +7,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -132,6 +133,34 @@ pub(crate) async fn within_check<T>(
     match tokio::time::timeout(limit, fut).await {
         Ok(result) => result,
         Err(_) => violated(format!("{doing}: did not finish within {limit:?}")),
+    }
+}
+
+/// Calls `op` again while it fails with an error a caller may retry
+/// ([`Error::is_transient`]: a store answering "unavailable" while it elects a leader
+/// or fails over, a connection being re-established), for at most `limit`: counts
+/// each such error in `transient` and pauses 20 ms before the next attempt. Returns
+/// the first success or other error, or the last transient error once `limit` has
+/// passed.
+pub(crate) async fn retry_transient<T, F, Fut>(
+    transient: &AtomicUsize,
+    limit: Duration,
+    mut op: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match op().await {
+            Err(error) if error.is_transient() && Instant::now() < deadline => {
+                transient.fetch_add(1, Ordering::SeqCst);
+                tracing::debug!(%error, "transient error, retrying");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
     }
 }
 

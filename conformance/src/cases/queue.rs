@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::{Bytes, Error, Queue};
+use distsync_core::{Bytes, Delivery, Error, Name, Queue, Session};
 use tokio::time::Instant;
 
 use super::boxed;
@@ -110,18 +110,8 @@ pub(super) const CASES: &[Case] = &[
 /// FIFO: 20 items enqueued in order come out of `dequeue()` in that order.
 async fn fifo(h: Harness) -> Check {
     const ITEMS: usize = 20;
-    let queue = h
-        .backend()
-        .queue(h.name("queue").ctx("naming the queue")?)
-        .ctx("making a queue")?;
-    for i in 0..ITEMS {
-        within(
-            PROMPT,
-            "enqueueing",
-            queue.enqueue(Bytes::from(format!("item-{i:02}"))),
-        )
-        .await?;
-    }
+    let (_, queue) = new_queue(&h)?;
+    enqueue_all(&*queue, (0..ITEMS).map(|i| (format!("item-{i:02}"), None))).await?;
     let len = within(PROMPT, "len()", queue.len()).await?;
     ensure!(len == ITEMS, "len() is {len} after {ITEMS} enqueues");
     let mut got = Vec::new();
@@ -146,10 +136,7 @@ async fn fifo(h: Harness) -> Check {
 /// Priority order: lower numbers first, FIFO within a priority, `enqueue` at the
 /// default (highest) priority.
 async fn priority(h: Harness) -> Check {
-    let queue = h
-        .backend()
-        .queue(h.name("queue").ctx("naming the queue")?)
-        .ctx("making a queue")?;
+    let (_, queue) = new_queue(&h)?;
     let items: [(&str, Option<u16>); 8] = [
         ("p5-a", Some(5)),
         ("p1-a", Some(1)),
@@ -160,20 +147,7 @@ async fn priority(h: Harness) -> Check {
         ("default", None),
         ("p0-b", Some(0)),
     ];
-    for (item, priority) in items {
-        let item = Bytes::from(item);
-        match priority {
-            Some(priority) => {
-                within(
-                    PROMPT,
-                    "enqueueing with priority",
-                    queue.enqueue_with_priority(item, priority),
-                )
-                .await?
-            }
-            None => within(PROMPT, "enqueueing", queue.enqueue(item)).await?,
-        }
-    }
+    enqueue_all(&*queue, items).await?;
     let mut got = Vec::new();
     while let Some(item) = within(PROMPT, "try_dequeue", queue.try_dequeue()).await? {
         got.push(String::from_utf8_lossy(&item).into_owned());
@@ -257,15 +231,7 @@ async fn no_loss_no_duplicate(h: Harness) -> Check {
     join_all(&mut producers, LONG).await?;
     let consumed = join_all(&mut consumers, LONG + PROMPT).await;
     let delivered = std::mem::take(&mut *lock_vec(&delivered));
-    let mut counts = BTreeMap::<Bytes, usize>::new();
-    for item in &delivered {
-        *counts.entry(item.clone()).or_default() += 1;
-    }
-    let duplicates: Vec<String> = counts
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(item, n)| format!("{} x{n}", String::from_utf8_lossy(item)))
-        .collect();
+    let (counts, duplicates) = tally(&delivered);
     ensure!(
         duplicates.is_empty(),
         "{} item(s) delivered twice: {}",
@@ -307,8 +273,7 @@ async fn no_loss_no_duplicate(h: Harness) -> Check {
 /// `try_dequeue` on an empty queue is `None` at once; a blocked `dequeue()` gets an
 /// item enqueued later.
 async fn empty_queue(h: Harness) -> Check {
-    let name = h.name("queue").ctx("naming the queue")?;
-    let queue = h.backend().queue(name.clone()).ctx("making a queue")?;
+    let (name, queue) = new_queue(&h)?;
     let started = Instant::now();
     let none = within(PROMPT, "try_dequeue on an empty queue", queue.try_dequeue()).await?;
     let refusal = started.elapsed();
@@ -346,6 +311,93 @@ async fn empty_queue(h: Harness) -> Check {
     ))
 }
 
+/// A queue of the case's own, and its name (for other clients' handles on it).
+fn new_queue(h: &Harness) -> Check<(Name, Box<dyn Queue>)> {
+    let name = h.name("queue").ctx("naming the queue")?;
+    let queue = h.backend().queue(name.clone()).ctx("making a queue")?;
+    Ok((name, queue))
+}
+
+/// Enqueues the items in order, each at its priority (`None`: `enqueue`, the default
+/// priority).
+async fn enqueue_all<B: Into<Bytes>>(
+    queue: &dyn Queue,
+    items: impl IntoIterator<Item = (B, Option<u16>)>,
+) -> Check<()> {
+    for (item, priority) in items {
+        let item = item.into();
+        match priority {
+            Some(priority) => {
+                within(
+                    PROMPT,
+                    "enqueueing with priority",
+                    queue.enqueue_with_priority(item, priority),
+                )
+                .await?
+            }
+            None => within(PROMPT, "enqueueing", queue.enqueue(item)).await?,
+        }
+    }
+    Ok(())
+}
+
+/// How many times each item came out, and the items that came out more than once
+/// (`item xN`).
+fn tally(items: &[Bytes]) -> (BTreeMap<Bytes, usize>, Vec<String>) {
+    let mut counts = BTreeMap::<Bytes, usize>::new();
+    for item in items {
+        *counts.entry(item.clone()).or_default() += 1;
+    }
+    let repeated = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(item, n)| format!("{} x{n}", String::from_utf8_lossy(item)))
+        .collect();
+    (counts, repeated)
+}
+
+/// A consumer (`who`) receiving from the queue `name` through `session` in a task of
+/// its own, checked to be blocked (`because`); the task returns the delivery and when
+/// it came.
+async fn waiting_receiver(
+    h: &Harness,
+    name: Name,
+    session: &Session,
+    who: &str,
+    because: &str,
+) -> Check<Task<(Delivery, Instant)>> {
+    let queue: Arc<dyn Queue> = Arc::from(
+        h.backend()
+            .queue(name)
+            .ctx(format!("making the queue of {who}"))?,
+    );
+    let session = session.clone();
+    let doing = format!("{who} receiving");
+    let waiter = Task::spawn(who.to_owned(), async move {
+        let delivery = queue.receive(&session).await.ctx(doing)?;
+        Ok((delivery, Instant::now()))
+    });
+    waiter.ensure_blocked(h.settle(), because).await?;
+    Ok(waiter)
+}
+
+/// The end of a reliable-delivery case: every item acknowledged, so `len()` is 0 and
+/// `try_dequeue` finds nothing.
+async fn ensure_emptied(queue: &dyn Queue) -> Check<()> {
+    let left = within(PROMPT, "len() at the end", queue.len()).await?;
+    ensure!(
+        left == 0,
+        "len() is {left} after every item was acknowledged"
+    );
+    let empty = within(PROMPT, "try_dequeue at the end", queue.try_dequeue()).await?;
+    ensure!(
+        empty.is_none(),
+        "an acknowledged item came out again: {empty:?}"
+    );
+    Ok(())
+}
+
+/// At most ten of `items`, for evidence.
 fn summary(items: &[String]) -> String {
     let mut shown = items
         .iter()
@@ -430,12 +482,8 @@ async fn lost_replies(h: Harness) -> Check {
             None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    let mut counts = BTreeMap::<Bytes, usize>::new();
-    for item in &delivered {
-        *counts.entry(item.clone()).or_default() += 1;
-    }
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    ensure!(twice.is_empty(), "delivered twice: {twice:?}");
+    let (counts, twice) = tally(&delivered);
+    ensure!(twice.is_empty(), "delivered twice: {}", summary(&twice));
     ensure!(
         counts.len() == LOST_REPLY_ITEMS,
         "items lost: {} of {LOST_REPLY_ITEMS} delivered within {LONG:?} after the faults",
@@ -464,11 +512,12 @@ async fn lost_replies(h: Harness) -> Check {
 /// the others) with a redelivery count of 1, then the others in order, and its
 /// acknowledgements empty the queue. A's late `ack` must fail.
 async fn reliable_session_end(h: Harness) -> Check {
-    let name = h.name("queue").ctx("naming the queue")?;
-    let queue = h.backend().queue(name.clone()).ctx("making a queue")?;
-    for item in ["first", "second", "third"] {
-        within(PROMPT, "enqueueing", queue.enqueue(Bytes::from(item))).await?;
-    }
+    let (name, queue) = new_queue(&h)?;
+    enqueue_all(
+        &*queue,
+        ["first", "second", "third"].map(|item| (item, None)),
+    )
+    .await?;
     let a = h.fault_session().bounded("opening A's session").await?;
     let held = within(PROMPT, "A receiving", queue.receive(&a)).await?;
     ensure!(
@@ -493,18 +542,7 @@ async fn reliable_session_end(h: Harness) -> Check {
     for delivery in others {
         delivery.ack().bounded("B acknowledging").await?;
     }
-    let waiting_queue: Arc<dyn Queue> = Arc::from(h.backend().queue(name).ctx("making B's queue")?);
-    let waiter_session = b.clone();
-    let mut waiter = Task::spawn("B waiting", async move {
-        let delivery = waiting_queue
-            .receive(&waiter_session)
-            .await
-            .ctx("B receiving A's item")?;
-        Ok((delivery, Instant::now()))
-    });
-    waiter
-        .ensure_blocked(h.settle(), "A holds the only item")
-        .await?;
+    let mut waiter = waiting_receiver(&h, name, &b, "B", "A holds the only item").await?;
     let ended = Instant::now();
     within(
         PROMPT,
@@ -526,16 +564,7 @@ async fn reliable_session_end(h: Harness) -> Check {
         }
     }
     again.ack().bounded("B acknowledging").await?;
-    let left = within(PROMPT, "len() at the end", queue.len()).await?;
-    ensure!(
-        left == 0,
-        "len() is {left} after every item was acknowledged"
-    );
-    let empty = within(PROMPT, "try_dequeue at the end", queue.try_dequeue()).await?;
-    ensure!(
-        empty.is_none(),
-        "an acknowledged item came out again: {empty:?}"
-    );
+    ensure_emptied(&*queue).await?;
     Ok(Holds::figure(
         format!("redelivered {} after the session ended", ms(at.saturating_duration_since(ended))),
         "A's session ended by the store while holding an item: the waiting B got it, first, redelivery count 1; A's ack refused",
@@ -547,19 +576,13 @@ async fn reliable_session_end(h: Harness) -> Check {
 /// the items behind it, behind a higher priority enqueued meanwhile) with its
 /// redelivery count one higher; `dequeue` (at most once) skips held items.
 async fn reliable_nack_keeps_place(h: Harness) -> Check {
-    let queue = h
-        .backend()
-        .queue(h.name("queue").ctx("naming the queue")?)
-        .ctx("making a queue")?;
+    let (_, queue) = new_queue(&h)?;
     let session = h.session().bounded("opening a session").await?;
-    for (item, priority) in [("p5-a", 5), ("p5-b", 5), ("p9", 9)] {
-        within(
-            PROMPT,
-            "enqueueing",
-            queue.enqueue_with_priority(Bytes::from(item), priority),
-        )
-        .await?;
-    }
+    enqueue_all(
+        &*queue,
+        [("p5-a", Some(5)), ("p5-b", Some(5)), ("p9", Some(9))],
+    )
+    .await?;
     let first = within(PROMPT, "receiving", queue.receive(&session)).await?;
     ensure!(
         first.item().as_ref() == b"p5-a",
@@ -572,18 +595,7 @@ async fn reliable_nack_keeps_place(h: Harness) -> Check {
         skipped.as_deref() == Some(&b"p9"[..]),
         "dequeue with p5-a and p5-b held gave {skipped:?}"
     );
-    within(
-        PROMPT,
-        "enqueueing",
-        queue.enqueue_with_priority(Bytes::from("p1"), 1),
-    )
-    .await?;
-    within(
-        PROMPT,
-        "enqueueing",
-        queue.enqueue_with_priority(Bytes::from("p7"), 7),
-    )
-    .await?;
+    enqueue_all(&*queue, [("p1", Some(1)), ("p7", Some(7))]).await?;
     first.nack().bounded("nacking").await?;
     drop(second); // nacked in the background
     let mut got = Vec::new();
@@ -712,15 +724,7 @@ async fn reliable_concurrent(h: Harness) -> Check {
         .into_iter()
         .sum();
     let acked = std::mem::take(&mut *lock_vec(&acked));
-    let mut counts = BTreeMap::<Bytes, usize>::new();
-    for item in &acked {
-        *counts.entry(item.clone()).or_default() += 1;
-    }
-    let twice: Vec<String> = counts
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(item, n)| format!("{} x{n}", String::from_utf8_lossy(item)))
-        .collect();
+    let (counts, twice) = tally(&acked);
     ensure!(
         twice.is_empty(),
         "items acknowledged twice: {}",
@@ -750,11 +754,8 @@ async fn reliable_concurrent(h: Harness) -> Check {
 /// has no child process: its holder's lease is frozen instead (the store then sees
 /// what a SIGKILL shows it: no more renewals).
 async fn reliable_consumer_crash(h: Harness) -> Check {
-    let name = h.name("queue").ctx("naming the queue")?;
-    let queue = h.backend().queue(name.clone()).ctx("making a queue")?;
-    for item in ["first", "second"] {
-        within(PROMPT, "enqueueing", queue.enqueue(Bytes::from(item))).await?;
-    }
+    let (name, queue) = new_queue(&h)?;
+    enqueue_all(&*queue, ["first", "second"].map(|item| (item, None))).await?;
     let mut consumer = h
         .spawn_holder(HoldKind::Delivery, "queue")
         .await
@@ -805,20 +806,14 @@ async fn reliable_consumer_crash(h: Harness) -> Check {
             consumer.describe()
         ));
     }
-    let waiting_queue: Arc<dyn Queue> =
-        Arc::from(h.backend().queue(name).ctx("making the waiter's queue")?);
-    let waiter_session = session.clone();
-    let waiter = Task::spawn("the waiting consumer", async move {
-        let delivery = waiting_queue
-            .receive(&waiter_session)
-            .await
-            .ctx("receiving the crashed consumer's item")?;
-        Ok((delivery, Instant::now()))
-    });
-    waiter
-        .ensure_blocked(h.settle(), "the live consumer holds the only item")
-        .await?;
-    let mut waiter = waiter;
+    let mut waiter = waiting_receiver(
+        &h,
+        name,
+        &session,
+        "the waiting consumer",
+        "the live consumer holds the only item",
+    )
+    .await?;
     let crashed = Instant::now();
     let how = match consumer.kill().await {
         Ok(()) => "SIGKILL",
@@ -843,16 +838,7 @@ async fn reliable_consumer_crash(h: Harness) -> Check {
         .ack()
         .bounded("acknowledging the redelivered item")
         .await?;
-    let left = within(PROMPT, "len() at the end", queue.len()).await?;
-    ensure!(
-        left == 0,
-        "len() is {left} after every item was acknowledged"
-    );
-    let empty = within(PROMPT, "try_dequeue at the end", queue.try_dequeue()).await?;
-    ensure!(
-        empty.is_none(),
-        "an acknowledged item came out again: {empty:?}"
-    );
+    ensure_emptied(&*queue).await?;
     drop(session);
     Ok(Holds::figure(
         format!("redelivered {} after {how}", ms(took)),

@@ -17,8 +17,8 @@ use distsync_core::{Backend, SessionOptions};
 use tokio::time::Instant;
 
 use crate::check::{
-    ensure, eventually, join_all, lock_vec, secs, violated, within, within_check, Bounded, Check,
-    Context, Holds, Task, LONG, PROMPT,
+    ensure, eventually, join_all, lock_vec, retry_transient, secs, violated, within, within_check,
+    Bounded, Check, Context, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::Cluster;
 use crate::harness::Harness;
@@ -75,25 +75,18 @@ impl Drop for Restart<'_> {
     }
 }
 
-/// Calls `op` until it succeeds, for at most [`LONG`], retrying the errors a caller
-/// may retry ([`distsync_core::Error::is_transient`]: the cluster answering
-/// "unavailable" while it elects a leader) and counting them in `transient`; another
-/// error is a violation.
-async fn retrying<T, F, Fut>(transient: &AtomicUsize, doing: String, mut op: F) -> Check<T>
+/// [`retry_transient`] through a cluster's election, for at most [`LONG`] (`op` hanging
+/// included): another error, or a transient one still there after [`LONG`], is a
+/// violation.
+async fn retrying<T, F, Fut>(transient: &AtomicUsize, doing: String, op: F) -> Check<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = distsync_core::Result<T>>,
 {
     within_check(LONG, &doing, async {
-        loop {
-            match op().await {
-                Ok(value) => return Ok(value),
-                Err(error) if error.is_transient() => {
-                    transient.fetch_add(1, Ordering::SeqCst);
-                    tracing::debug!(%error, "{doing}: transient error, retrying");
-                }
-                Err(error) => return violated(format!("{doing}: {error}")),
-            }
+        match retry_transient(transient, LONG, op).await {
+            Ok(value) => Ok(value),
+            Err(error) => violated(format!("{doing}: {error}")),
         }
     })
     .await

@@ -42,8 +42,8 @@ use distsync_core::{Backend, Error, LockGuard, Name, Queue, SessionOptions};
 use tokio::time::Instant;
 
 use crate::check::{
-    eventually, join_all, lock_vec, secs, violated, within, Check, Context, Holds, Task, LONG,
-    PROMPT,
+    eventually, join_all, lock_vec, retry_transient, secs, violated, within, Check, Context, Holds,
+    Task, LONG, PROMPT,
 };
 use crate::harness::Harness;
 
@@ -132,26 +132,6 @@ impl Seen {
     }
 }
 
-/// Retries `op` on transient errors (counted) for at most [`LONG`]; another error is
-/// returned.
-async fn retry<T, F, Fut>(seen: &Seen, mut op: F) -> Result<T, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Error>>,
-{
-    let deadline = Instant::now() + LONG;
-    loop {
-        match op().await {
-            Err(error) if error.is_transient() && Instant::now() < deadline => {
-                Seen::count(&seen.transient);
-                // A pause between attempts while the store elects or reconnects.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Awaits a clean-up step (an unlock, a resignation, a session close) for at most
 /// [`PROMPT`]: an error or a timeout there is counted as transient, not fatal (the
 /// failover may have taken what it cleans up).
@@ -173,9 +153,11 @@ async fn contend(
     stop: Arc<AtomicBool>,
 ) -> Check<()> {
     while !stop.load(Ordering::SeqCst) {
-        let session = retry(&seen, || backend.session(SessionOptions::with_ttl(ttl)))
-            .await
-            .ctx("opening a session")?;
+        let session = retry_transient(&seen.transient, LONG, || {
+            backend.session(SessionOptions::with_ttl(ttl))
+        })
+        .await
+        .ctx("opening a session")?;
         let locker = backend.locker(&session, lock.clone()).ctx("a locker")?;
         // The token of a hold whose unlock did not finish (the failover cut it off):
         // its key may still be there, and this session's next lock() then resumes
@@ -239,9 +221,11 @@ async fn lead(
     stop: Arc<AtomicBool>,
 ) -> Check<()> {
     while !stop.load(Ordering::SeqCst) {
-        let session = retry(&seen, || backend.session(SessionOptions::with_ttl(ttl)))
-            .await
-            .ctx("opening the leader's session")?;
+        let session = retry_transient(&seen.transient, LONG, || {
+            backend.session(SessionOptions::with_ttl(ttl))
+        })
+        .await
+        .ctx("opening the leader's session")?;
         let candidate = backend
             .election(&session, election.clone())
             .ctx("an election")?;
@@ -320,9 +304,11 @@ async fn check_holder(
     ttl: Duration,
     broken: &mut Vec<String>,
 ) -> Check<String> {
-    let session = retry(seen, || backend.session(SessionOptions::with_ttl(ttl)))
-        .await
-        .ctx("opening the checker's session")?;
+    let session = retry_transient(&seen.transient, LONG, || {
+        backend.session(SessionOptions::with_ttl(ttl))
+    })
+    .await
+    .ctx("opening the checker's session")?;
     let locker = backend.locker(&session, name).ctx("the checker's locker")?;
     // While the holder's hold lasts nobody else may take it; once the holder knows it
     // lost it (or never lost it), someone else must be able to take it within a TTL
@@ -330,7 +316,7 @@ async fn check_holder(
     let deadline = Instant::now() + ttl + PROMPT;
     let detail = loop {
         let lost_before = guard.is_lost();
-        match retry(seen, || locker.try_lock()).await {
+        match retry_transient(&seen.transient, LONG, || locker.try_lock()).await {
             Ok(Some(taken)) => {
                 let detail = if lost_before {
                     "the holder learned it lost its hold, then another client took it".to_owned()
@@ -551,7 +537,7 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     // Every acknowledged item must still be in the queue.
     let mut present = HashSet::new();
     loop {
-        match retry(&seen, || queue.try_dequeue()).await {
+        match retry_transient(&seen.transient, LONG, || queue.try_dequeue()).await {
             Ok(Some(item)) => {
                 present.insert(String::from_utf8_lossy(&item).into_owned());
             }
