@@ -37,13 +37,39 @@ const SESSION_RIDE_OUT: Duration = Duration::from_secs(6);
 /// How long the cluster may take to elect a new leader and serve again.
 const RECOVERY: Duration = Duration::from_secs(30);
 
-/// Starts the stopped member again if the case ends early.
-pub(super) struct Restart<'a> {
-    pub(super) cluster: &'a dyn Cluster,
-    pub(super) member: Option<usize>,
+/// The cluster's leader member (or the Sentinel group's primary), once it names one
+/// (for at most [`PROMPT`]); `what` says which in evidence.
+pub(super) async fn leader_of(cluster: &dyn Cluster, what: &str) -> Check<usize> {
+    eventually(PROMPT, what, || async {
+        cluster.leader().await.ctx("asking for the leader")
+    })
+    .await
 }
 
-impl Restart<'_> {
+/// A stopped leader member: started again by [`Restart::now`], or when dropped if the
+/// case ends early.
+pub(super) struct Restart<'a> {
+    cluster: &'a dyn Cluster,
+    member: Option<usize>,
+}
+
+impl<'a> Restart<'a> {
+    /// Stops `leader`, the cluster's leader member (for at most [`LONG`]).
+    pub(super) async fn stop_leader(cluster: &'a dyn Cluster, leader: usize) -> Check<Self> {
+        let restart = Self {
+            cluster,
+            member: Some(leader),
+        };
+        within(
+            LONG,
+            format!("stopping member {leader}, the leader"),
+            cluster.stop_member(leader),
+        )
+        .await?;
+        Ok(restart)
+    }
+
+    /// Starts the stopped member again (for at most [`LONG`]).
     pub(super) async fn now(&mut self) -> Check<()> {
         if let Some(member) = self.member.take() {
             within(
@@ -172,22 +198,10 @@ pub(super) async fn leader_loss(h: Harness) -> Check {
         Ok((granted() >= GRANTS).then_some(()))
     })
     .await?;
-    let leader = eventually(PROMPT, "a leader in the cluster", || async {
-        cluster.leader().await.ctx("asking for the leader")
-    })
-    .await?;
+    let leader = leader_of(&*cluster, "a leader in the cluster").await?;
     let before = granted();
     let stopped = Instant::now();
-    let mut restart = Restart {
-        cluster: &*cluster,
-        member: Some(leader),
-    };
-    within(
-        LONG,
-        format!("stopping member {leader}, the leader"),
-        cluster.stop_member(leader),
-    )
-    .await?;
+    let mut restart = Restart::stop_leader(&*cluster, leader).await?;
     let new_leader = eventually(RECOVERY, "a new leader", || async {
         let now = cluster.leader().await.ctx("asking for the leader")?;
         Ok(now.filter(|member| *member != leader))

@@ -15,10 +15,9 @@ use std::time::Duration;
 use distsync_core::{Backend, SessionOptions};
 use tokio::time::Instant;
 
-use super::cluster::Restart;
+use super::cluster::{leader_of, Restart};
 use crate::check::{
-    ensure, eventually, secs, within, within_check, Bounded, Check, Context, Holds, Task, LONG,
-    PROMPT,
+    ensure, secs, within, within_check, Bounded, Check, Context, Holds, Task, LONG, PROMPT,
 };
 use crate::harness::Harness;
 
@@ -74,20 +73,8 @@ pub(super) async fn release_during_leader_change(h: Harness) -> Check {
         .ensure_blocked(h.settle(), "the holder holds the lock")
         .await?;
     let mut waiting = waiting;
-    let leader = eventually(PROMPT, "a leader in the cluster", || async {
-        cluster.leader().await.ctx("asking for the leader")
-    })
-    .await?;
-    let mut restart = Restart {
-        cluster: &*cluster,
-        member: Some(leader),
-    };
-    within(
-        LONG,
-        format!("stopping member {leader}, the leader"),
-        cluster.stop_member(leader),
-    )
-    .await?;
+    let leader = leader_of(&*cluster, "a leader in the cluster").await?;
+    let mut restart = Restart::stop_leader(&*cluster, leader).await?;
     let stopped = Instant::now();
     let released = within_check(LONG, "unlocking during the leader change", async {
         Ok(guard.unlock().await)

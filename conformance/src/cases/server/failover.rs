@@ -38,9 +38,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::{Backend, Error, LockGuard, Name, Queue, SessionOptions};
+use distsync_core::{Backend, Error, LockGuard, Name, Queue, Session, SessionOptions};
 use tokio::time::Instant;
 
+use super::cluster::leader_of;
 use crate::check::{
     eventually, join_all, lock_vec, retry_transient, secs, violated, within, Check, Context, Holds,
     Task, LONG, PROMPT,
@@ -118,6 +119,14 @@ struct Seen {
 }
 
 impl Seen {
+    /// A session of `ttl`, through the failover's transient errors (counted).
+    async fn session(&self, backend: &dyn Backend, ttl: Duration) -> Result<Session, Error> {
+        retry_transient(&self.transient, LONG, || {
+            backend.session(SessionOptions::with_ttl(ttl))
+        })
+        .await
+    }
+
     /// Records a token (a grant's or a term) in `list`, noting one that did not grow.
     fn grew(&self, what: &str, last: Option<u64>, now: u64) {
         if let Some(last) = last {
@@ -153,11 +162,10 @@ async fn contend(
     stop: Arc<AtomicBool>,
 ) -> Check<()> {
     while !stop.load(Ordering::SeqCst) {
-        let session = retry_transient(&seen.transient, LONG, || {
-            backend.session(SessionOptions::with_ttl(ttl))
-        })
-        .await
-        .ctx("opening a session")?;
+        let session = seen
+            .session(&*backend, ttl)
+            .await
+            .ctx("opening a session")?;
         let locker = backend.locker(&session, lock.clone()).ctx("a locker")?;
         // The token of a hold whose unlock did not finish (the failover cut it off):
         // its key may still be there, and this session's next lock() then resumes
@@ -221,11 +229,10 @@ async fn lead(
     stop: Arc<AtomicBool>,
 ) -> Check<()> {
     while !stop.load(Ordering::SeqCst) {
-        let session = retry_transient(&seen.transient, LONG, || {
-            backend.session(SessionOptions::with_ttl(ttl))
-        })
-        .await
-        .ctx("opening the leader's session")?;
+        let session = seen
+            .session(&*backend, ttl)
+            .await
+            .ctx("opening the leader's session")?;
         let candidate = backend
             .election(&session, election.clone())
             .ctx("an election")?;
@@ -304,11 +311,10 @@ async fn check_holder(
     ttl: Duration,
     broken: &mut Vec<String>,
 ) -> Check<String> {
-    let session = retry_transient(&seen.transient, LONG, || {
-        backend.session(SessionOptions::with_ttl(ttl))
-    })
-    .await
-    .ctx("opening the checker's session")?;
+    let session = seen
+        .session(&**backend, ttl)
+        .await
+        .ctx("opening the checker's session")?;
     let locker = backend.locker(&session, name).ctx("the checker's locker")?;
     // While the holder's hold lasts nobody else may take it; once the holder knows it
     // lost it (or never lost it), someone else must be able to take it within a TTL
@@ -422,10 +428,7 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
         Ok((granted() >= GRANTS).then_some(()))
     })
     .await?;
-    let leader = eventually(PROMPT, "a leader or primary", || async {
-        cluster.leader().await.ctx("asking for the leader")
-    })
-    .await?;
+    let leader = leader_of(&*cluster, "a leader or primary").await?;
     let mut restore = Restore {
         command: Vec::new(),
     };

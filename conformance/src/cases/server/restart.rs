@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use distsync_core::{Backend, Bytes, Isolation, Name, Result, SessionOptions};
+use distsync_core::{Backend, Bytes, Isolation, LockGuard, Name, Result, Session, SessionOptions};
 use tokio::time::Instant;
 
 use crate::check::{
@@ -59,6 +59,28 @@ fn name(h: &Harness, suffix: &str) -> Check<Name> {
     h.name(suffix).ctx(format!("naming {suffix}"))
 }
 
+/// A session of `ttl` on `backend` (for at most [`PROMPT`]).
+async fn open_session(backend: &Arc<dyn Backend>, ttl: Duration) -> Check<Session> {
+    within(
+        PROMPT,
+        "opening a session",
+        backend.session(SessionOptions::with_ttl(ttl)),
+    )
+    .await
+}
+
+/// `lock` locked through `session` on `backend` (for at most [`PROMPT`]); `doing` says
+/// who locks in evidence.
+async fn lock_through(
+    backend: &Arc<dyn Backend>,
+    session: &Session,
+    lock: Name,
+    doing: &str,
+) -> Check<LockGuard> {
+    let locker = backend.locker(session, lock).ctx("making a locker")?;
+    within(PROMPT, doing, locker.lock()).await
+}
+
 /// Lock, unlock, enqueue and dequeue through `backend`: it works.
 async fn works(backend: &Arc<dyn Backend>, lock: &Name, queue: &Name) -> Result<()> {
     let ttl = TTL.max(backend.capabilities().min_session_ttl);
@@ -80,15 +102,7 @@ pub(super) async fn live_clients(h: Harness) -> Check {
     let open = || backend.session(SessionOptions::with_ttl(ttl));
     let holder = within(PROMPT, "opening the holder's session", open()).await?;
     let waiting = within(PROMPT, "opening the waiter's session", open()).await?;
-    let held = within(
-        PROMPT,
-        "the holder locking",
-        backend
-            .locker(&holder, lock.clone())
-            .ctx("making a locker")?
-            .lock(),
-    )
-    .await?;
+    let held = lock_through(&backend, &holder, lock.clone(), "the holder locking").await?;
     let first_token = held.token();
     let locker = backend
         .locker(&waiting, lock.clone())
@@ -241,21 +255,8 @@ pub(super) async fn durable_state(h: Harness) -> Check {
     let lock = name(&h, "mutex")?;
     let ttl = h.session_ttl().max(backend.capabilities().min_session_ttl);
     let token = {
-        let session = within(
-            PROMPT,
-            "opening a session",
-            backend.session(SessionOptions::with_ttl(ttl)),
-        )
-        .await?;
-        let guard = within(
-            PROMPT,
-            "locking",
-            backend
-                .locker(&session, lock.clone())
-                .ctx("making a locker")?
-                .lock(),
-        )
-        .await?;
+        let session = open_session(&backend, ttl).await?;
+        let guard = lock_through(&backend, &session, lock.clone(), "locking").await?;
         let token = guard.token();
         guard.unlock().bounded("unlocking").await?;
         session.close().bounded("closing the session").await?;
@@ -303,21 +304,8 @@ pub(super) async fn durable_state(h: Harness) -> Check {
         within(PROMPT, "releasing the barrier", barrier.release()).await?;
         barrier_waiter.join(PROMPT).await?;
     }
-    let session = within(
-        PROMPT,
-        "opening a session",
-        backend.session(SessionOptions::with_ttl(ttl)),
-    )
-    .await?;
-    let guard = within(
-        PROMPT,
-        "locking",
-        backend
-            .locker(&session, lock)
-            .ctx("making a locker")?
-            .lock(),
-    )
-    .await?;
+    let session = open_session(&backend, ttl).await?;
+    let guard = lock_through(&backend, &session, lock, "locking").await?;
     if guard.token() <= token {
         lost.push(format!(
             "the fencing counter restarted: token {} after {token}",
