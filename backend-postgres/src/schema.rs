@@ -15,7 +15,8 @@
 //!   [`crate::hold`]).
 //! - `lock_names`: the name table of locks, read-write locks, elections and semaphores
 //!   (kind, name), with each name's fencing counter `token` (the election term) and
-//!   `used_at`; unused names are pruned by the sweep, their counters folded into
+//!   `used_at` (the last grant, to the second: a grant within a second of the last one
+//!   leaves it, so that its update is HOT); unused names are pruned by the sweep, their counters folded into
 //!   `token_floor` first so that a name registered again never goes backwards (see
 //!   [`crate::limits`]).
 //! - `semaphores` and `semaphore_entries` (defined in [`crate::semaphore`] and created
@@ -44,7 +45,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 12;
+const SCHEMA_VERSION: i32 = 13;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"

@@ -204,7 +204,12 @@ BEGIN
         IF my_shared THEN
             o_token := 0;
         ELSE
-            UPDATE {s}.lock_names SET token = token + 1, used_at = clock_timestamp()
+            -- used_at is kept to the second: rewritten only once it is a second old, so
+            -- that the other grants leave the indexed column alone and update the row
+            -- in place (HOT, no new index entries).
+            UPDATE {s}.lock_names SET token = token + 1,
+                   used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
+                                  THEN clock_timestamp() ELSE used_at END
              WHERE id = k RETURNING token INTO o_token;
             IF o_token IS NULL THEN
                 RAISE EXCEPTION 'distsync lock name % has no counter row', k
