@@ -284,6 +284,30 @@ BEGIN
         o_state := 2;
         RETURN;
     END IF;
+    IF live = 0 THEN
+        -- Nobody in line: granted at once, as semaphore_check would (no entry ahead,
+        -- nobody to wake), the entry inserted with its token in one statement.
+        IF p_shared THEN
+            o_token := 0;
+        ELSE
+            UPDATE {s}.lock_names SET token = token + 1,
+                   used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
+                                  THEN clock_timestamp() ELSE used_at END
+             WHERE id = k RETURNING token INTO o_token;
+            IF o_token IS NULL THEN
+                RAISE EXCEPTION 'distsync lock name % has no counter row', k
+                    USING ERRCODE = 'DS002';
+            END IF;
+        END IF;
+        INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election,
+                                           value, token)
+             VALUES (k, p_session, p_entry, p_shared, p_election, p_value, o_token);
+        IF p_election IS NOT NULL THEN
+            PERFORM {s}.campaign_won(p_election, p_session, o_token, p_value, p_log_keep);
+        END IF;
+        o_state := 1;
+        RETURN;
+    END IF;
     INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election, value)
          VALUES (k, p_session, p_entry, p_shared, p_election, p_value);
     SELECT c.o_state, c.o_token, c.o_wait INTO o_state, o_token, o_wait
