@@ -6,17 +6,65 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::migrate::Snapshot;
 use distsync_core::{
-    Backend, Barrier, Capabilities, DoubleBarrier, Election, Error, Locker, Name, Queue, Result,
-    RwLock, Session, SessionId, SessionOptions, Stm,
+    Backend, Barrier, Capabilities, Coordinator, DoubleBarrier, Election, Error, Locker, Name,
+    Queue, Result, RwLock, Session, SessionId, SessionOptions, Stm,
 };
 
 use crate::capabilities::{capabilities, capabilities_under_eviction, capabilities_under_sentinel};
+use crate::config::RedisConfig;
 use crate::options::RedisOptions;
 use crate::sentinel::{Sentinels, Target};
 use crate::session::RedisLease;
 use crate::store::Shared;
-use crate::url::RedisUrl;
 use crate::BACKEND;
+
+/// Connects to the Redis server `url` names and returns a [`Coordinator`] over it (see
+/// [`RedisConfig`] for the URL forms: TLS, credentials, Sentinel, timeouts).
+///
+/// # Cancel safety
+/// This function is cancel-safe: a dropped call leaves nothing behind.
+///
+/// # Errors
+/// As [`backend`].
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(backend(url).await?))
+}
+
+/// Connects to the Redis server `url` names and returns the backend itself.
+///
+/// # Cancel safety
+/// This function is cancel-safe: a dropped call leaves nothing behind.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for a bad URL (password masked), [`Error::Unsupported`] for
+/// a Redis Cluster URL, and as [`backend_with_config`].
+pub async fn backend(url: &str) -> Result<RedisBackend> {
+    backend_with_config(&RedisConfig::parse(url)?).await
+}
+
+/// Like [`backend`], from a parsed configuration (whose timeouts may have been
+/// changed in code with [`RedisConfig::with_connect_timeout`] and
+/// [`RedisConfig::with_request_timeout`]).
+///
+/// # Cancel safety
+/// This function is cancel-safe: a dropped call leaves nothing behind.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for certificate or key files that cannot be read or
+/// used; [`Error::Unsupported`] for `rediss://` in a build without the `tls`
+/// feature; [`Error::Connection`] when the server cannot be reached, fails the TLS
+/// handshake (an untrusted server certificate, a client certificate the server
+/// refuses) or does not answer within the connect timeout;
+/// [`Error::Authentication`] for a wrong user or password; [`Error::InvalidArgument`]
+/// when the server may evict keys (its `maxmemory-policy` is not `noeviction`, or
+/// cannot be read) and the URL does not say `allow_eviction=true`.
+pub async fn backend_with_config(config: &RedisConfig) -> Result<RedisBackend> {
+    let target = match Sentinels::of_url(config)? {
+        Some(sentinels) => Target::Sentinel(Arc::new(sentinels)),
+        None => Target::Server(Box::new(config.client()?)),
+    };
+    RedisBackend::start(target, config.options().clone(), config.server().to_owned()).await
+}
 
 /// The Redis backend (`redis://host:port[/db][?namespace=...]`).
 ///
@@ -37,47 +85,13 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to the server `url` names (see [`RedisUrl`] for the URL forms: TLS,
-    /// credentials, timeouts).
-    ///
-    /// # Errors
-    /// [`Error::InvalidUrl`] for a bad URL; [`Error::InvalidArgument`] for certificate
-    /// or key files that cannot be read or used; [`Error::Unsupported`] for
-    /// `rediss://` in a build without the `tls` feature; [`Error::Connection`] when
-    /// the server cannot be reached, fails the TLS handshake (an untrusted server
-    /// certificate, a client certificate the server refuses) or does not answer within
-    /// the connect timeout; [`Error::Authentication`] for a wrong user or password;
-    /// [`Error::InvalidArgument`]
-    /// when the server may evict keys (its `maxmemory-policy` is not `noeviction`, or
-    /// cannot be read) and the URL does not say `allow_eviction=true`.
-    ///
-    /// Cancel-safety: cancel-safe; a dropped call leaves nothing behind.
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_to(&RedisUrl::parse(url)?).await
-    }
-
-    /// Connects to a parsed URL (whose timeouts may have been changed in code with
-    /// [`RedisUrl::with_connect_timeout`] and [`RedisUrl::with_request_timeout`]).
-    ///
-    /// # Errors
-    /// As [`RedisBackend::connect`].
-    ///
-    /// Cancel-safety: as [`RedisBackend::connect`].
-    pub async fn connect_to(url: &RedisUrl) -> Result<Self> {
-        let target = match Sentinels::of_url(url)? {
-            Some(sentinels) => Target::Sentinel(Arc::new(sentinels)),
-            None => Target::Server(Box::new(url.client()?)),
-        };
-        Self::start(target, url.options().clone(), url.server().to_owned()).await
-    }
-
     /// A backend over a [`redis::Client`] of your own (built with its TLS
     /// certificates, credentials and database), with `options` for the namespace,
     /// eviction and timeouts. The client must address a single server or a primary
     /// (not a Cluster), and may connect any number of times: the backend opens a
     /// multiplexed connection (through a connection manager, which reconnects) and a
     /// pub/sub connection for wake-ups. Connects and checks the server as
-    /// [`RedisBackend::connect`] does.
+    /// [`backend`] does.
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
@@ -88,9 +102,10 @@ impl RedisBackend {
     /// ```
     ///
     /// # Errors
-    /// As [`RedisBackend::connect`], but for the URL errors.
+    /// As [`backend_with_config`].
     ///
-    /// Cancel-safety: as [`RedisBackend::connect`].
+    /// # Cancel safety
+    /// This method is cancel-safe: a dropped call leaves nothing behind.
     pub async fn from_client(client: redis::Client, options: RedisOptions) -> Result<Self> {
         let info = client.get_connection_info();
         let scheme = match info.addr() {

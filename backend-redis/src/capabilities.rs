@@ -1,11 +1,9 @@
 //! What the Redis backend claims: on a server that never evicts keys, on one that may,
 //! and under Sentinel (see the crate documentation for why).
 
-use std::time::Duration;
-
 use distsync_core::Capabilities;
 
-use crate::BACKEND;
+use crate::{BACKEND, MIN_SESSION_TTL};
 
 /// What the Redis backend offers and claims on a server that never evicts keys
 /// (`maxmemory-policy noeviction`, which [`crate::backend()`] checks); see the
@@ -23,7 +21,7 @@ pub fn capabilities() -> Capabilities {
         guarded_writes: true,
         // `Queue::receive`: a hold key in the session's registry (`crate::queue`).
         reliable_delivery: true,
-        ..Capabilities::all(BACKEND, Duration::from_millis(100))
+        ..Capabilities::all(BACKEND, MIN_SESSION_TTL)
     }
 }
 

@@ -7,17 +7,17 @@
 //! holds (until its next renewal); evicting a waiter line or a fencing-token counter
 //! breaks FIFO order and lets tokens start again; evicting a queue loses its items.
 //! So [`check`] refuses any policy but `noeviction` unless the URL opts in with
-//! `allow_eviction=true` ([`crate::RedisUrl::allow_eviction`]), in which case the
+//! `allow_eviction=true` ([`crate::RedisConfig::allow_eviction`]), in which case the
 //! backend declares [`crate::capabilities_under_eviction`].
 
 use distsync_core::{Error, Result};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 
+#[cfg(test)]
+use crate::config::RedisConfig;
 use crate::error::redis_error;
 use crate::options::RedisOptions;
-#[cfg(test)]
-use crate::url::RedisUrl;
 
 /// The one policy that never deletes a key.
 const NOEVICTION: &str = "noeviction";
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn only_noeviction_passes_without_the_opt_in() {
-        let strict = RedisUrl::parse("redis://user:secret@h/0").unwrap();
+        let strict = RedisConfig::parse("redis://user:secret@h/0").unwrap();
         assert!(!check(strict.options(), strict.server(), Some("noeviction")).unwrap());
         for policy in [Some("allkeys-lru"), Some("volatile-ttl"), None] {
             match check(strict.options(), strict.server(), policy) {
@@ -174,7 +174,7 @@ mod tests {
                 other => panic!("{policy:?}: {other:?}"),
             }
         }
-        let lenient = RedisUrl::parse("redis://h/0?allow_eviction=true").unwrap();
+        let lenient = RedisConfig::parse("redis://h/0?allow_eviction=true").unwrap();
         assert!(!check(lenient.options(), lenient.server(), Some("noeviction")).unwrap());
         assert!(check(lenient.options(), lenient.server(), Some("allkeys-lru")).unwrap());
         assert!(check(lenient.options(), lenient.server(), None).unwrap());

@@ -19,7 +19,7 @@
 //!
 //! `redis[s]://[user[:password]@]host[:port][/db][?namespace=prefix][&allow_eviction=true]`
 //! `[&ca=PATH][&cert=PATH&key=PATH][&connect_timeout=5s][&timeout=10s]`
-//! (see [`RedisUrl`]).
+//! (see [`RedisConfig`]).
 //! The namespace prefixes every key and defaults to `distsync:`; `?namespace=` gives
 //! an empty one. `rediss://` is TLS through rustls (cargo feature `tls`, on by
 //! default), with the CA file `ca` and the client certificate `cert`/`key`; the user
@@ -149,6 +149,7 @@ mod background;
 mod barrier;
 mod call;
 mod capabilities;
+mod config;
 mod double_barrier;
 mod election;
 mod error;
@@ -173,47 +174,36 @@ mod stm;
 mod store;
 #[cfg(feature = "tls")]
 mod tls;
-mod url;
 mod waiter_line;
 
-use distsync_core::{Coordinator, Result};
+use std::time::Duration;
 
-pub use crate::backend::RedisBackend;
+pub use crate::backend::{backend, backend_with_config, connect, RedisBackend};
 pub use crate::capabilities::{
     capabilities, capabilities_under_eviction, capabilities_under_sentinel,
 };
+pub use crate::config::{RedisConfig, DEFAULT_NAMESPACE};
 pub use crate::options::{
     RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
 };
 pub use crate::queue::STALE_CLAIM;
-pub use crate::url::{RedisUrl, DEFAULT_NAMESPACE};
 
 /// Re-export of the client crate, for [`RedisBackend::from_client`].
 pub use redis;
 
-/// The backend's short name.
+/// The backend's name, as it appears in [`Capabilities::backend`], in errors
+/// ([`Error::Connection`] and the others name the backend) and in log fields.
+///
+/// [`Capabilities::backend`]: distsync_core::Capabilities::backend
+/// [`Error::Connection`]: distsync_core::Error::Connection
 pub const BACKEND: &str = "redis";
 
-/// Connects to the Redis server `url` names and returns a [`Coordinator`] over it.
+/// The shortest session TTL the backend accepts ([`Capabilities::min_session_ttl`];
+/// a shorter one is [`Error::InvalidArgument`]). Keys carry the TTL as a
+/// millisecond `PX` and the keepalive renews every third of it, so 100 ms leaves a
+/// renewal about 33 ms to make its round trip; a session that must survive a
+/// loaded server or network wants seconds.
 ///
-/// # Errors
-/// [`distsync_core::Error::InvalidUrl`] for a bad URL,
-/// [`distsync_core::Error::InvalidArgument`] for unreadable certificate files,
-/// [`distsync_core::Error::Connection`] when the server cannot be reached, refuses the
-/// TLS handshake or does not answer within the connect timeout,
-/// [`distsync_core::Error::Authentication`] for a wrong user or password,
-/// [`distsync_core::Error::InvalidArgument`] when the server may evict keys and the
-/// URL does not say `allow_eviction=true` ([`RedisBackend::connect`]).
-///
-/// Cancel-safety: cancel-safe; a dropped call leaves nothing behind.
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    Ok(Coordinator::new(backend(url).await?))
-}
-
-/// Connects to the Redis server `url` names and returns the backend itself.
-///
-/// # Errors
-/// As [`connect`].
-pub async fn backend(url: &str) -> Result<RedisBackend> {
-    RedisBackend::connect(url).await
-}
+/// [`Capabilities::min_session_ttl`]: distsync_core::Capabilities::min_session_ttl
+/// [`Error::InvalidArgument`]: distsync_core::Error::InvalidArgument
+pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);

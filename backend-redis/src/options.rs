@@ -20,7 +20,7 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Options of a [`crate::RedisBackend`]: the key namespace, whether an evicting server
 /// is accepted, and the timeouts. A URL sets them through its query
-/// ([`crate::RedisUrl`]); [`crate::RedisBackend::from_client`] takes them with a client
+/// ([`crate::RedisConfig`]); [`crate::RedisBackend::from_client`] takes them with a client
 /// of your own.
 ///
 /// ```

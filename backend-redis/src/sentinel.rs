@@ -20,7 +20,7 @@
 //!   on the old primary may have been lost.
 //!
 //! Every new primary is checked as the first one was: a server that may evict keys is
-//! refused unless the URL accepts eviction (see [`crate::RedisUrl`]).
+//! refused unless the URL accepts eviction (see [`crate::RedisConfig`]).
 //!
 //! What survives a failover depends on replica acknowledgement (`wait_replicas`, see
 //! the crate docs, "Sentinel and replica acknowledgement"): Redis replicates
@@ -39,8 +39,8 @@ use redis::{
     RedisResult, ServerErrorKind, Value,
 };
 
+use crate::config::RedisConfig;
 use crate::options::RedisOptions;
-use crate::url::RedisUrl;
 
 /// The Sentinels of one service, asked for its primary.
 pub(crate) struct Sentinels {
@@ -55,7 +55,7 @@ impl Sentinels {
     ///
     /// # Errors
     /// [`distsync_core::Error::InvalidUrl`] if redis-rs refuses the addresses.
-    pub(crate) fn of_url(url: &RedisUrl) -> Result<Option<Self>> {
+    pub(crate) fn of_url(url: &RedisConfig) -> Result<Option<Self>> {
         let Some(address) = url.sentinel() else {
             return Ok(None);
         };
@@ -217,7 +217,7 @@ impl Following {
 }
 
 /// Refuses a new primary that may evict keys when the backend's guarantees assume it
-/// does not (the check [`crate::RedisBackend::connect`] makes on the first one).
+/// does not (the check [`crate::backend()`] makes on the first one).
 async fn check_eviction(
     connection: &mut MultiplexedConnection,
     options: &RedisOptions,
@@ -322,13 +322,13 @@ mod tests {
 
     #[test]
     fn sentinel_urls_make_sentinels_and_others_do_not() {
-        let url = RedisUrl::parse("redis+sentinel://u:p@127.0.0.1:1,127.0.0.1:2/svc/3").unwrap();
+        let url = RedisConfig::parse("redis+sentinel://u:p@127.0.0.1:1,127.0.0.1:2/svc/3").unwrap();
         let sentinels = Sentinels::of_url(&url).unwrap().expect("sentinels");
         assert_eq!(
             sentinels.display,
             "redis+sentinel://127.0.0.1:1,127.0.0.1:2/svc/3"
         );
-        let plain = RedisUrl::parse("redis://127.0.0.1:1").unwrap();
+        let plain = RedisConfig::parse("redis://127.0.0.1:1").unwrap();
         assert!(Sentinels::of_url(&plain).unwrap().is_none());
     }
 }

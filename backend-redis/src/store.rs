@@ -78,7 +78,7 @@ impl Shared {
     /// `server` names the server in errors and logs, without credentials.
     ///
     /// # Errors
-    /// As `RedisBackend::connect`.
+    /// As `crate::backend_with_config`.
     pub(crate) async fn open(
         target: Target,
         options: RedisOptions,

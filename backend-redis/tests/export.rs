@@ -8,7 +8,6 @@ use bytes::Bytes;
 use distsync_core::memory::MemoryBackend;
 use distsync_core::migrate::{migrate, MigrateOptions, QueueItem, Snapshot};
 use distsync_core::{Coordinator, Error, Isolation, Name};
-use distsync_redis::RedisBackend;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -26,7 +25,7 @@ async fn fresh_store() -> Option<(Coordinator, String)> {
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     let url = format!("{}?namespace={namespace}", server.trim_end_matches('/'));
-    let backend = RedisBackend::connect(&url).await.unwrap();
+    let backend = distsync_redis::backend(&url).await.unwrap();
     assert_eq!(backend.namespace(), namespace);
     Some((Coordinator::new(backend), namespace))
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use distsync_conformance::server_url;
 use distsync_core::{Backend, Error, Name, SessionOptions};
-use distsync_redis::RedisBackend;
 
 /// Held by every test that uses the group, so that none meets another's failover.
 static GROUP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -31,12 +30,12 @@ async fn finds_the_primary_and_declares_what_acknowledgement_gives() {
         return;
     };
     let _group = GROUP.lock().await;
-    let acked = RedisBackend::connect(&with_query(&url, "wait_replicas=1&wait_timeout=2s"))
+    let acked = distsync_redis::backend(&with_query(&url, "wait_replicas=1&wait_timeout=2s"))
         .await
         .unwrap();
     assert!(acked.capabilities().survives_failover);
     assert!(acked.capabilities().fencing);
-    let plain = RedisBackend::connect(&with_query(&url, "wait_replicas=0"))
+    let plain = distsync_redis::backend(&with_query(&url, "wait_replicas=0"))
         .await
         .unwrap();
     assert!(!plain.capabilities().survives_failover);
@@ -68,7 +67,7 @@ async fn more_acknowledgements_than_replicas_fail_as_a_transient_error() {
     };
     let _group = GROUP.lock().await;
     // One replica runs: asking for two can never be met.
-    let backend = RedisBackend::connect(&with_query(&url, "wait_replicas=2&wait_timeout=50"))
+    let backend = distsync_redis::backend(&with_query(&url, "wait_replicas=2&wait_timeout=50"))
         .await
         .unwrap();
     let error = backend
@@ -95,14 +94,14 @@ fn a_bad_sentinel_url_is_a_typed_error_without_the_password() {
         "redis+sentinel://u:secret@127.0.0.1:1",
         "redis+sentinel://u:secret@127.0.0.1:x/svc",
     ] {
-        match runtime.block_on(RedisBackend::connect(bad)) {
+        match runtime.block_on(distsync_redis::backend(bad)) {
             Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
             other => panic!("{bad}: {other:?}"),
         }
     }
     // Nothing listens there: a connection error naming no password.
     let unreachable = "redis+sentinel://u:secret@127.0.0.1:9/svc?connect_timeout=500";
-    match runtime.block_on(RedisBackend::connect(unreachable)) {
+    match runtime.block_on(distsync_redis::backend(unreachable)) {
         Err(error) => {
             assert!(error.is_transient(), "{error:?}");
             assert!(!error.to_string().contains("secret"), "{error}");

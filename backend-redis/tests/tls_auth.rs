@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use distsync_core::{Coordinator, Error};
-use distsync_redis::{RedisBackend, RedisOptions, RedisUrl};
+use distsync_redis::{RedisBackend, RedisConfig, RedisOptions};
 
 /// Generous bound for "within the timeout": the timeout plus scheduling slack.
 const SLACK: Duration = Duration::from_secs(2);
@@ -76,7 +76,7 @@ fn assert_no_secret(error: &Error, secret: &str) {
 /// Connects and expects a failure, within `connect_timeout` plus slack.
 async fn connect_err(url: &str, connect_timeout: Duration) -> Error {
     let started = Instant::now();
-    let result = tokio::time::timeout(connect_timeout + SLACK, RedisBackend::connect(url))
+    let result = tokio::time::timeout(connect_timeout + SLACK, distsync_redis::backend(url))
         .await
         .expect("connect must fail within its connect timeout, never hang");
     match result {
@@ -95,10 +95,10 @@ async fn lock_election_and_queue_over_tls_with_an_acl_user() {
         .password()
         .expect("the TLS URL has a password")
         .to_owned();
-    let backend = RedisBackend::connect(url.as_str()).await.unwrap();
+    let backend = distsync_redis::backend(url.as_str()).await.unwrap();
     for debug in [
         format!("{backend:?}"),
-        format!("{:?}", RedisUrl::parse(url.as_str()).unwrap()),
+        format!("{:?}", RedisConfig::parse(url.as_str()).unwrap()),
     ] {
         assert!(!debug.contains(&password), "the password leaked: {debug}");
     }
@@ -212,7 +212,7 @@ async fn missing_certificate_files_are_invalid_arguments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_client_takes_a_tls_client_of_your_own() {
     let Some(url) = tls_url() else { return };
-    let parsed = RedisUrl::parse(url.as_str()).unwrap();
+    let parsed = RedisConfig::parse(url.as_str()).unwrap();
     let dir = tls_dir();
     let read = |name: &str| std::fs::read(format!("{dir}/{name}")).unwrap();
     let mut plain = url.clone();
@@ -283,13 +283,16 @@ async fn a_silent_server_fails_connect_within_the_connect_timeout() {
         assert_no_secret(&error, "hunter2-secret");
     }
     // Set in code rather than in the URL.
-    let parsed = RedisUrl::parse(&format!("redis://{address}/0"))
+    let parsed = RedisConfig::parse(&format!("redis://{address}/0"))
         .unwrap()
         .with_connect_timeout(timeout);
     let started = Instant::now();
-    let result = tokio::time::timeout(timeout + SLACK, RedisBackend::connect_to(&parsed))
-        .await
-        .expect("never hangs");
+    let result = tokio::time::timeout(
+        timeout + SLACK,
+        distsync_redis::backend_with_config(&parsed),
+    )
+    .await
+    .expect("never hangs");
     assert!(
         matches!(result, Err(Error::Connection { .. })),
         "{result:?}"
@@ -307,7 +310,7 @@ async fn a_server_gone_silent_after_connect_fails_calls_within_the_request_timeo
     let proxy = Proxy::start(upstream).await.unwrap();
     let url = with_param(&url, "timeout", "500ms");
     let (through, _) = rewrite_url(url.as_str(), proxy.address()).unwrap();
-    let coordinator = Coordinator::new(RedisBackend::connect(&through).await.unwrap());
+    let coordinator = Coordinator::new(distsync_redis::backend(&through).await.unwrap());
     let queue = coordinator.queue("silent").unwrap();
     queue.enqueue(Bytes::from_static(b"x")).await.unwrap();
     proxy.set(PartitionMode::Silent);

@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use distsync_redis::RedisBackend;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -38,13 +37,13 @@ async fn logs_never_show_the_password() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     tracing::info!("capture started");
-    let backend = RedisBackend::connect(url.as_str()).await.unwrap();
+    let backend = distsync_redis::backend(url.as_str()).await.unwrap();
     let session = distsync_core::Coordinator::new(backend)
         .session()
         .await
         .unwrap();
     session.close().await.unwrap();
-    let error = RedisBackend::connect(wrong.as_str()).await.unwrap_err();
+    let error = distsync_redis::backend(wrong.as_str()).await.unwrap_err();
     tracing::warn!(%error, "refused");
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     // The backend's own "connected" event is captured (so the capture works), and

@@ -1,6 +1,8 @@
-//! Parsing `redis://`, `rediss://` and `redis+sentinel://` URLs.
+//! [`RedisConfig`]: the backend's configuration, parsed from a `redis://`, `rediss://`
+//! or `redis+sentinel://` URL.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use distsync_core::{Error, Result};
@@ -59,9 +61,9 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// then declares the guarantees eviction takes away
 /// ([`crate::capabilities_under_eviction`]).
 ///
-/// The password is never shown: not by [`RedisUrl::server`], `Debug`, nor in errors.
+/// The password is never shown: not by [`RedisConfig::server`], `Debug`, nor in errors.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl {
+pub struct RedisConfig {
     connection: String,
     display: String,
     db: i64,
@@ -85,15 +87,15 @@ pub(crate) struct SentinelAddress {
 /// The scheme of a URL that names Sentinels.
 pub(crate) const SENTINEL_SCHEME: &str = "redis+sentinel";
 
-/// The schemes of Redis Cluster URLs, which [`RedisUrl::parse`] answers with
+/// The schemes of Redis Cluster URLs, which [`RedisConfig::parse`] answers with
 /// [`Error::Unsupported`] (Redis Cluster is not supported yet).
 const CLUSTER_SCHEMES: [&str; 2] = ["redis+cluster", "rediss+cluster"];
 /// The Sentinels' default port.
 const SENTINEL_PORT: u16 = 26379;
 
-impl fmt::Debug for RedisUrl {
+impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisUrl")
+        f.debug_struct("RedisConfig")
             .field("server", &self.display)
             .field("tls", &self.tls)
             .field("ca", &self.ca)
@@ -105,7 +107,24 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-impl RedisUrl {
+impl FromStr for RedisConfig {
+    type Err = Error;
+
+    /// As [`RedisConfig::parse`].
+    fn from_str(url: &str) -> Result<Self> {
+        Self::parse(url)
+    }
+}
+
+/// The server as [`RedisConfig::server`] names it (scheme, host, port, database;
+/// never the user or password) and the namespace.
+impl fmt::Display for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}?namespace={}", self.display, self.options.namespace)
+    }
+}
+
+impl RedisConfig {
     /// Parses `url`.
     ///
     /// # Errors
@@ -399,7 +418,7 @@ impl RedisUrl {
     /// # Errors
     /// [`Error::InvalidArgument`] for a certificate or key file that cannot be read or
     /// parsed, or for a `redis+sentinel://` URL (whose server is found when
-    /// connecting: use [`crate::RedisBackend::connect_to`]), [`Error::Unsupported`] for
+    /// connecting: use [`crate::backend_with_config`]), [`Error::Unsupported`] for
     /// `rediss://` in a build without the `tls` feature, [`Error::InvalidUrl`] if the
     /// redis crate refuses the URL.
     pub fn client(&self) -> Result<redis::Client> {
@@ -491,7 +510,7 @@ mod tests {
 
     #[test]
     fn parses_host_port_db_and_namespace() {
-        let url = RedisUrl::parse("redis://127.0.0.1:26379/3?namespace=app1:").unwrap();
+        let url = RedisConfig::parse("redis://127.0.0.1:26379/3?namespace=app1:").unwrap();
         assert_eq!(url.db(), 3);
         assert_eq!(url.namespace(), "app1:");
         assert_eq!(url.server(), "redis://127.0.0.1:26379/3");
@@ -504,7 +523,7 @@ mod tests {
             "redis+cluster://u:secret@127.0.0.1:7000,127.0.0.1:7001",
             "REDISS+CLUSTER://127.0.0.1:7000",
         ] {
-            match RedisUrl::parse(url) {
+            match RedisConfig::parse(url) {
                 Err(Error::Unsupported { backend, operation }) => {
                     assert_eq!(backend, "redis");
                     assert!(operation.contains("Redis Cluster"), "{operation}");
@@ -517,19 +536,19 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let url = RedisUrl::parse("redis://localhost").unwrap();
+        let url = RedisConfig::parse("redis://localhost").unwrap();
         assert_eq!(url.db(), 0);
         assert_eq!(url.namespace(), DEFAULT_NAMESPACE);
         assert_eq!(url.server(), "redis://localhost:6379/0");
-        let empty = RedisUrl::parse("redis://localhost/?namespace=").unwrap();
+        let empty = RedisConfig::parse("redis://localhost/?namespace=").unwrap();
         assert_eq!(empty.namespace(), "");
     }
 
     #[test]
     fn credentials_are_kept_for_connecting_but_not_shown() {
-        let url = RedisUrl::parse("redis://user:secret@localhost:1/0").unwrap();
+        let url = RedisConfig::parse("redis://user:secret@localhost:1/0").unwrap();
         assert!(!url.server().contains("secret"));
-        match RedisUrl::parse("redis://user:secret@localhost:1/x") {
+        match RedisConfig::parse("redis://user:secret@localhost:1/x") {
             Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
             other => panic!("{other:?}"),
         }
@@ -546,7 +565,7 @@ mod tests {
             "redis:///0",
             "redis://localhost/-1",
         ] {
-            match RedisUrl::parse(bad) {
+            match RedisConfig::parse(bad) {
                 Err(Error::InvalidUrl { .. }) => {}
                 other => panic!("{bad:?} gave {other:?}"),
             }
@@ -555,17 +574,17 @@ mod tests {
 
     #[test]
     fn allow_eviction_is_an_explicit_opt_in() {
-        assert!(!RedisUrl::parse("redis://h/0").unwrap().allow_eviction());
-        let url = RedisUrl::parse("redis://h/0?namespace=a:&allow_eviction=true").unwrap();
+        assert!(!RedisConfig::parse("redis://h/0").unwrap().allow_eviction());
+        let url = RedisConfig::parse("redis://h/0?namespace=a:&allow_eviction=true").unwrap();
         assert!(url.allow_eviction());
         assert_eq!(url.namespace(), "a:");
-        assert!(!RedisUrl::parse("redis://h/0?allow_eviction=false")
+        assert!(!RedisConfig::parse("redis://h/0?allow_eviction=false")
             .unwrap()
             .allow_eviction());
         for bad in ["yes", "1", "", "TRUE"] {
             let url = format!("redis://h/0?allow_eviction={bad}");
             assert!(
-                matches!(RedisUrl::parse(&url), Err(Error::InvalidUrl { .. })),
+                matches!(RedisConfig::parse(&url), Err(Error::InvalidUrl { .. })),
                 "{url}"
             );
         }
@@ -573,7 +592,7 @@ mod tests {
 
     #[test]
     fn tls_files_and_timeouts() {
-        let url = RedisUrl::parse(
+        let url = RedisConfig::parse(
             "rediss://u:secret@localhost:6380/2?ca=/a/ca.pem&cert=/a/c.pem&key=/a/k.pem\
              &connect_timeout=2s&timeout=1500",
         )
@@ -589,7 +608,7 @@ mod tests {
         assert!(debug.contains("/a/ca.pem"), "{debug}");
         let url = url.with_connect_timeout(Duration::from_millis(300));
         assert_eq!(url.connect_timeout(), Duration::from_millis(300));
-        let plain = RedisUrl::parse("redis://localhost").unwrap();
+        let plain = RedisConfig::parse("redis://localhost").unwrap();
         assert_eq!(
             plain.connect_timeout(),
             crate::options::DEFAULT_CONNECT_TIMEOUT
@@ -607,7 +626,7 @@ mod tests {
             "redis://localhost?connect_timeout=fast",
             "rediss://u:secret@localhost?timeout=1h",
         ] {
-            match RedisUrl::parse(bad) {
+            match RedisConfig::parse(bad) {
                 Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
                 other => panic!("{bad:?} gave {other:?}"),
             }
@@ -616,7 +635,7 @@ mod tests {
 
     #[test]
     fn sentinel_urls() {
-        let url = RedisUrl::parse(
+        let url = RedisConfig::parse(
             "redis+sentinel://u:secret@127.0.0.1:26383,[::1],db:1/mymaster/2\
              ?namespace=app:&wait_replicas=1&wait_timeout=250",
         )
@@ -642,7 +661,7 @@ mod tests {
         );
         assert!(!format!("{url:?}").contains("secret"));
         assert!(matches!(url.client(), Err(Error::InvalidArgument(_))));
-        let plain = RedisUrl::parse("redis+sentinel://h/s").unwrap();
+        let plain = RedisConfig::parse("redis+sentinel://h/s").unwrap();
         assert_eq!(plain.db(), 0);
         assert_eq!(plain.options().get_wait_replicas(), 0);
         for bad in [
@@ -658,7 +677,7 @@ mod tests {
             "redis+sentinel://u:secret@h/s?wait_replicas=-1",
             "redis+sentinel://h/s?wait_timeout=0",
         ] {
-            match RedisUrl::parse(bad) {
+            match RedisConfig::parse(bad) {
                 Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
                 other => panic!("{bad:?} gave {other:?}"),
             }
@@ -667,7 +686,7 @@ mod tests {
 
     #[test]
     fn wait_parameters_on_a_plain_url() {
-        let url = RedisUrl::parse("redis://h/0?wait_replicas=2&wait_timeout=1s").unwrap();
+        let url = RedisConfig::parse("redis://h/0?wait_replicas=2&wait_timeout=1s").unwrap();
         assert_eq!(url.options().get_wait_replicas(), 2);
         assert_eq!(url.options().get_wait_timeout(), Duration::from_secs(1));
         assert!(!url.is_sentinel());
@@ -676,7 +695,7 @@ mod tests {
     #[test]
     fn missing_certificate_files_are_typed_errors_naming_the_path() {
         let url =
-            RedisUrl::parse("rediss://u:secret@localhost:6380?ca=/nonexistent/ca.pem").unwrap();
+            RedisConfig::parse("rediss://u:secret@localhost:6380?ca=/nonexistent/ca.pem").unwrap();
         match url.client() {
             Err(Error::InvalidArgument(message)) if cfg!(feature = "tls") => {
                 assert!(message.contains("/nonexistent/ca.pem"), "{message}");

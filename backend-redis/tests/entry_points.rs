@@ -1,0 +1,127 @@
+//! The crate's entry points, as every backend crate offers them: `BACKEND`,
+//! `MIN_SESSION_TTL`, `capabilities()`, `connect`, `backend`, `backend_with_config` and
+//! the [`RedisConfig`] parsed from a URL (which never shows its password). The
+//! server-side tests need a real Redis (`DISTSYNC_REDIS_URL`; skipped loudly when
+//! unset, a failure under `CI=true`).
+
+use std::time::Duration;
+
+use distsync_core::{Backend, Error, SessionOptions};
+use distsync_redis::{
+    capabilities, capabilities_under_eviction, capabilities_under_sentinel, RedisConfig, BACKEND,
+    MIN_SESSION_TTL,
+};
+
+fn server_url() -> Option<String> {
+    match std::env::var("DISTSYNC_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "DISTSYNC_REDIS_URL is not set and CI=true: a Redis server is required"
+            );
+            eprintln!("\n*** SKIPPED: DISTSYNC_REDIS_URL is not set ***\n");
+            None
+        }
+    }
+}
+
+/// `url` under a namespace of its own.
+fn namespaced(url: &str, test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}?namespace=test-{test}-{}-{nanos}:",
+        url.trim_end_matches('/'),
+        std::process::id()
+    )
+}
+
+#[test]
+fn every_capability_set_names_the_backend_and_its_shortest_ttl() {
+    for (what, set) in [
+        ("plain", capabilities()),
+        ("eviction", capabilities_under_eviction()),
+        ("sentinel", capabilities_under_sentinel(0)),
+        ("sentinel with acks", capabilities_under_sentinel(1)),
+    ] {
+        assert_eq!(set.backend, BACKEND, "{what}");
+        assert_eq!(set.min_session_ttl, MIN_SESSION_TTL, "{what}");
+    }
+}
+
+#[test]
+fn the_config_never_shows_its_password() {
+    let url = "redis://app:s3cret@127.0.0.1:6390/2?namespace=ns:";
+    let config: RedisConfig = url.parse().unwrap();
+    assert_eq!(config, RedisConfig::parse(url).unwrap());
+    let display = config.to_string();
+    let debug = format!("{config:?}");
+    for shown in [&display, &debug] {
+        assert!(!shown.contains("s3cret"), "password shown: {shown}");
+    }
+    assert!(display.contains("127.0.0.1:6390/2"), "{display}");
+    assert!(display.contains("namespace=ns:"), "{display}");
+    assert_eq!(config.namespace(), "ns:");
+    assert_eq!(config.db(), 2);
+}
+
+#[test]
+fn a_malformed_url_is_a_typed_error_without_the_password() {
+    for url in [
+        "redis://app:s3cret@127.0.0.1:6390/notanumber",
+        "redis://app:s3cret@127.0.0.1:6390/0?unknown=1",
+        "mysql://app:s3cret@127.0.0.1/0",
+    ] {
+        match url.parse::<RedisConfig>() {
+            Err(error @ Error::InvalidUrl { .. }) => {
+                let shown = format!("{error} {error:?}");
+                assert!(!shown.contains("s3cret"), "password shown: {shown}");
+            }
+            other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sessions_shorter_than_min_session_ttl_are_refused() {
+    let Some(url) = server_url() else { return };
+    let config = RedisConfig::parse(&namespaced(&url, "min-ttl")).unwrap();
+    let backend = distsync_redis::backend_with_config(&config).await.unwrap();
+    assert_eq!(backend.capabilities().min_session_ttl, MIN_SESSION_TTL);
+
+    let below = MIN_SESSION_TTL - Duration::from_millis(1);
+    match backend.session(SessionOptions::with_ttl(below)).await {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains(BACKEND), "{message}")
+        }
+        other => panic!("a session of {below:?} was not refused: {other:?}"),
+    }
+
+    let session = backend
+        .session(SessionOptions::with_ttl(MIN_SESSION_TTL))
+        .await
+        .expect("a session of MIN_SESSION_TTL opens");
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_and_backend_reach_the_same_store() {
+    let Some(url) = server_url() else { return };
+    let url = namespaced(&url, "entry");
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let backend = distsync_redis::backend(&url).await.unwrap();
+    let session = coordinator.session().await.unwrap();
+    // A session of one entry point is usable by the other: the same store.
+    let guard = backend
+        .locker(&session, distsync_core::Name::new("entry").unwrap())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    assert!(guard.token().get() > 0);
+    guard.unlock().await.unwrap();
+    session.close().await.unwrap();
+}
