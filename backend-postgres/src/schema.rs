@@ -45,7 +45,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 14;
+const SCHEMA_VERSION: i32 = 15;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"

@@ -147,7 +147,11 @@ BEGIN
         IF NOT FOUND THEN
             PERFORM {s}.notify('M:' || OLD.name_id::text);
         END IF;
-        PERFORM {s}.sem_wake(OLD.name_id, 0);
+        -- An empty line (an uncontended release) has nobody to wake.
+        IF EXISTS (SELECT 1 FROM {s}.semaphore_entries
+                    WHERE name_id = OLD.name_id AND NOT cancelled) THEN
+            PERFORM {s}.sem_wake(OLD.name_id, 0);
+        END IF;
     END IF;
     RETURN NULL;
 END
@@ -251,6 +255,8 @@ DECLARE
     n integer;
     live integer;
     live_exclusive integer;
+    expired boolean;
+    now_ timestamptz;
 BEGIN
     INSERT INTO {s}.semaphores (name_id, permits) VALUES (k, p_permits)
     ON CONFLICT (name_id) DO NOTHING;
@@ -265,13 +271,25 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'distsync session % has ended', p_session USING ERRCODE = 'DS001';
     END IF;
-    -- Entries of expired sessions count no more: forget them.
-    DELETE FROM {s}.semaphore_entries e USING {s}.sessions x
-     WHERE e.name_id = k AND x.id = e.session_id AND x.expires_at <= clock_timestamp();
-    SELECT count(*), count(*) FILTER (WHERE NOT e.shared) INTO live, live_exclusive
+    -- One read of the line: its live entries, and whether any entry's session has
+    -- expired (an empty line, the uncontended case, ends here).
+    now_ := clock_timestamp();
+    SELECT count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_),
+           count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_ AND NOT e.shared),
+           bool_or(x.expires_at <= now_)
+      INTO live, live_exclusive, expired
       FROM {s}.semaphore_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
-     WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+     WHERE e.name_id = k;
+    IF expired THEN
+        -- Entries of expired sessions count no more: forget them, and count again.
+        DELETE FROM {s}.semaphore_entries e USING {s}.sessions x
+         WHERE e.name_id = k AND x.id = e.session_id AND x.expires_at <= clock_timestamp();
+        SELECT count(*), count(*) FILTER (WHERE NOT e.shared) INTO live, live_exclusive
+          FROM {s}.semaphore_entries e
+          JOIN {s}.sessions x ON x.id = e.session_id
+         WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+    END IF;
     IF n <> p_permits THEN
         IF live > 0 THEN
             o_state := 3;
