@@ -18,9 +18,32 @@
 //!
 //! Every backend crate runs the whole suite as `cargo test` with
 //! [`conformance_tests!`], which generates one test per case of [`CASES`] (the only
-//! list of cases; see [`run_tests`]); the `distsync-conformance` binary runs it against backends
-//! given by URL and prints the guarantee matrix ([`matrix::markdown`],
-//! [`matrix::json`]).
+//! list of cases; see [`run_tests`]); the `distsync-conformance` binary runs it
+//! against backends given by URL and prints the guarantee matrix
+//! ([`matrix::markdown`], [`matrix::json`]).
+//!
+//! ## Running one case
+//!
+//! A case's id is its test's name, and the test binaries take libtest's filters (a
+//! name or part of one; `--exact` for exactly that name):
+//!
+//! ```text
+//! # the memory backend
+//! cargo test -p distsync-conformance --test memory -- lock_holder_crash --exact
+//! # a server (its URL from scripts/servers.sh; unset, the test skips loudly)
+//! eval "$(scripts/servers.sh env)"
+//! cargo test -p distsync-etcd --all-features --test conformance -- lock_holder_crash --exact
+//! # every lock case on Redis
+//! cargo test -p distsync-redis --all-features --test conformance -- lock_
+//! # the runner, printing the matrix rows of the cases whose ids contain the text
+//! cargo run -p distsync-conformance --features full -- --backend memory:// --case lock_holder
+//! # the ids, with their groups and guarantees
+//! cargo run -p distsync-conformance -- --list
+//! ```
+//!
+//! Each case is declared in the file of its prefix under `src/cases/` (`lock_*` in
+//! `lock.rs`, `server_*` in `server.rs`, ...), with the fault drivers several groups
+//! share in `src/cases/scenario/`.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() {
