@@ -189,16 +189,19 @@ fn code_of(status: ExitStatus) -> u8 {
 }
 
 /// Sends `signal` to the child (SIGKILL where signals are not available).
-#[allow(unsafe_code)]
 fn terminate(child: &mut Child, signal: Interrupt) {
     #[cfg(unix)]
     {
-        if let Some(pid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) {
-            // SAFETY: kill(2) takes plain integers; `pid` is our own child, not yet
-            // reaped (tokio reaps it only in `wait`), so it cannot have been reused.
-            let sent = unsafe { libc::kill(pid, signal.number()) };
-            if sent != 0 {
-                tracing::debug!(error = %std::io::Error::last_os_error(), "signalling the command failed");
+        use rustix::process::{kill_process, Pid, Signal};
+        // `pid` is our own child, not yet reaped (tokio reaps it only in `wait`), so it
+        // cannot have been reused.
+        let pid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(Pid::from_raw);
+        if let (Some(pid), Some(signal)) = (pid, Signal::from_named_raw(signal.number())) {
+            if let Err(error) = kill_process(pid, signal) {
+                tracing::debug!(%error, "signalling the command failed");
             }
         }
     }

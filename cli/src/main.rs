@@ -53,7 +53,7 @@
 //! releases, and exits with 130.
 #![warn(missing_docs)]
 // Unsafe only in `child.rs`'s wrapper of kill(2) (`terminate`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod args;
 mod child;

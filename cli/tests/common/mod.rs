@@ -201,9 +201,10 @@ impl Proc {
 
     /// Sends a signal (SIGINT, SIGTERM) to the process.
     pub fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: plain integers; the child is ours and not yet reaped.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        use rustix::process::{kill_process, Pid, Signal};
+        // The child is ours and not yet reaped, so its pid cannot have been reused.
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
+        kill_process(pid, Signal::from_named_raw(signal).unwrap()).unwrap();
     }
 
     /// Waits for the process to exit (bounded by [`DEADLINE`]) and returns its code;
