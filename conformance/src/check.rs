@@ -7,7 +7,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -298,6 +298,40 @@ pub(crate) fn lock_vec<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What contenders do inside a lock to show it excludes: count themselves in (an
+/// overlap is another holder already inside) and make a non-atomic read-modify-write
+/// of a counter (read, yield, write back plus one), which loses increments if two
+/// holders overlap.
+#[derive(Debug, Default)]
+pub(crate) struct CriticalSection {
+    holders: AtomicUsize,
+    overlaps: AtomicUsize,
+    counter: AtomicU64,
+}
+
+impl CriticalSection {
+    /// One pass through the critical section.
+    pub(crate) async fn pass(&self) {
+        if self.holders.fetch_add(1, Ordering::SeqCst) != 0 {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        let seen = self.counter.load(Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.counter.store(seen + 1, Ordering::SeqCst);
+        self.holders.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The passes that found another holder inside.
+    pub(crate) fn overlaps(&self) -> usize {
+        self.overlaps.load(Ordering::SeqCst)
+    }
+
+    /// What the counter reads: the number of passes unless updates were lost.
+    pub(crate) fn counted(&self) -> u64 {
+        self.counter.load(Ordering::SeqCst)
+    }
 }
 
 /// Milliseconds of a duration, for figures.

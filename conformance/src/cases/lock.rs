@@ -4,7 +4,6 @@
 mod jepsen;
 mod multi_lock;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use super::{boxed, FENCING, FIFO, LOST, PARTITION, STALLED};
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
     ensure, join_all, lock_vec, ms, per_second, strictly_increasing, violated, within, Bounded,
-    Check, Context, Fail, Holds, Task, LONG, PROMPT,
+    Check, Context, CriticalSection, Fail, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::{Hook, PartitionMode};
 use crate::harness::Harness;
@@ -179,9 +178,7 @@ const ROUNDS: usize = 50;
 /// (read, yield, write back plus one) that loses increments if two holders overlap.
 async fn mutual_exclusion(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
-    let holders = Arc::new(AtomicUsize::new(0));
-    let overlaps = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::new(AtomicU64::new(0));
+    let section = Arc::new(CriticalSection::default());
     let mut lockers = Vec::new();
     for i in 0..CONTENDERS {
         let session = h.session().bounded(format!("opening session {i}")).await?;
@@ -196,20 +193,14 @@ async fn mutual_exclusion(h: Harness) -> Check {
         .into_iter()
         .enumerate()
         .map(|(i, (session, locker))| {
-            let (holders, overlaps, counter) = (holders.clone(), overlaps.clone(), counter.clone());
+            let section = section.clone();
             Task::spawn(format!("contender {i}"), async move {
                 for round in 0..ROUNDS {
                     let guard = locker
                         .lock()
                         .await
                         .ctx(format!("contender {i} locking (round {round})"))?;
-                    if holders.fetch_add(1, Ordering::SeqCst) != 0 {
-                        overlaps.fetch_add(1, Ordering::SeqCst);
-                    }
-                    let seen = counter.load(Ordering::SeqCst);
-                    tokio::task::yield_now().await;
-                    counter.store(seen + 1, Ordering::SeqCst);
-                    holders.fetch_sub(1, Ordering::SeqCst);
+                    section.pass().await;
                     guard
                         .unlock()
                         .bounded(format!("contender {i} unlocking (round {round})"))
@@ -223,8 +214,8 @@ async fn mutual_exclusion(h: Harness) -> Check {
     join_all(&mut tasks, LONG).await?;
     let elapsed = started.elapsed();
     let grants = CONTENDERS * ROUNDS;
-    let overlaps = overlaps.load(Ordering::SeqCst);
-    let counted = counter.load(Ordering::SeqCst);
+    let overlaps = section.overlaps();
+    let counted = section.counted();
     ensure!(
         overlaps == 0,
         "{overlaps} of {grants} grants found another holder inside the critical section"

@@ -9,7 +9,7 @@
 //! The member is stopped with `scripts/servers.sh stop-member N` and started again
 //! before the case ends, whatever happens.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::check::{
     ensure, eventually, join_all, lock_vec, retry_transient, secs, violated, within, within_check,
-    Bounded, Check, Context, Holds, Task, LONG, PROMPT,
+    Bounded, Check, Context, CriticalSection, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::Cluster;
 use crate::harness::Harness;
@@ -36,6 +36,18 @@ const ROUNDS_DOWN: usize = 10;
 const SESSION_RIDE_OUT: Duration = Duration::from_secs(6);
 /// How long the cluster may take to elect a new leader and serve again.
 const RECOVERY: Duration = Duration::from_secs(30);
+
+/// The harness's cluster, and a backend connected to it (each for at most [`PROMPT`]).
+pub(super) async fn connect_cluster(h: &Harness) -> Check<(Box<dyn Cluster>, Arc<dyn Backend>)> {
+    let cluster = within(
+        PROMPT,
+        "finding the cluster",
+        h.faults().cluster(&**h.backend()),
+    )
+    .await?;
+    let backend = within(PROMPT, "connecting to the cluster", cluster.connect()).await?;
+    Ok((cluster, backend))
+}
 
 /// The cluster's leader member (or the Sentinel group's primary), once it names one
 /// (for at most [`PROMPT`]); `what` says which in evidence.
@@ -120,23 +132,14 @@ where
 
 /// The case body (see the module docs).
 pub(super) async fn leader_loss(h: Harness) -> Check {
-    let cluster = within(
-        PROMPT,
-        "finding the cluster",
-        h.faults().cluster(&**h.backend()),
-    )
-    .await?;
-    let backend: Arc<dyn Backend> =
-        within(PROMPT, "connecting to the cluster", cluster.connect()).await?;
+    let (cluster, backend) = connect_cluster(&h).await?;
     // Renewals get from ttl/3 to ttl − ttl/5 (the client-side deadline) to land: with
     // the 2 s fault TTL that is under a second, less than etcd's 1 s election timeout
     // plus a loaded machine's delays, so a session could be lost to the fault itself.
     // SESSION_RIDE_OUT gives the renewals room to ride out one leader change.
     let ttl = SESSION_RIDE_OUT.max(backend.capabilities().min_session_ttl);
     let name = h.name("mutex").ctx("naming the lock")?;
-    let holders = Arc::new(AtomicUsize::new(0));
-    let overlaps = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::new(AtomicU64::new(0));
+    let section = Arc::new(CriticalSection::default());
     let grants = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let transient = Arc::new(AtomicUsize::new(0));
@@ -153,10 +156,8 @@ pub(super) async fn leader_loss(h: Harness) -> Check {
             .locker(&session, name.clone())
             .ctx("making a locker")?;
         sessions.push(session);
-        let (holders, overlaps, counter, grants, stop, transient) = (
-            holders.clone(),
-            overlaps.clone(),
-            counter.clone(),
+        let (section, grants, stop, transient) = (
+            section.clone(),
             grants.clone(),
             stop.clone(),
             transient.clone(),
@@ -168,13 +169,7 @@ pub(super) async fn leader_loss(h: Harness) -> Check {
                     locker.lock()
                 })
                 .await?;
-                if holders.fetch_add(1, Ordering::SeqCst) != 0 {
-                    overlaps.fetch_add(1, Ordering::SeqCst);
-                }
-                let seen = counter.load(Ordering::SeqCst);
-                tokio::task::yield_now().await;
-                counter.store(seen + 1, Ordering::SeqCst);
-                holders.fetch_sub(1, Ordering::SeqCst);
+                section.pass().await;
                 lock_vec(&grants).push(Instant::now());
                 match within_check(LONG, format!("contender {i} unlocking"), async {
                     Ok(guard.unlock().await)
@@ -248,8 +243,8 @@ pub(super) async fn leader_loss(h: Harness) -> Check {
     stop.store(true, Ordering::SeqCst);
     let rounds: usize = join_all(&mut tasks, LONG).await?.into_iter().sum();
 
-    let overlaps = overlaps.load(Ordering::SeqCst);
-    let counted = counter.load(Ordering::SeqCst);
+    let overlaps = section.overlaps();
+    let counted = section.counted();
     ensure!(
         overlaps == 0,
         "{overlaps} of {rounds} grants found another holder inside the critical section"

@@ -9,13 +9,12 @@
 //! The member is stopped with the cluster hook and started again before the case
 //! ends, whatever happens.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use distsync_core::{Backend, SessionOptions};
+use distsync_core::SessionOptions;
 use tokio::time::Instant;
 
-use super::cluster::{leader_of, Restart};
+use super::cluster::{connect_cluster, leader_of, Restart};
 use crate::check::{
     ensure, secs, within, within_check, Bounded, Check, Context, Holds, Task, LONG, PROMPT,
 };
@@ -28,14 +27,7 @@ const LONG_TTL: Duration = Duration::from_secs(120);
 
 /// The case body (see the module docs).
 pub(super) async fn release_during_leader_change(h: Harness) -> Check {
-    let cluster = within(
-        PROMPT,
-        "finding the cluster",
-        h.faults().cluster(&**h.backend()),
-    )
-    .await?;
-    let backend: Arc<dyn Backend> =
-        within(PROMPT, "connecting to the cluster", cluster.connect()).await?;
+    let (cluster, backend) = connect_cluster(&h).await?;
     let name = h.name("mutex").ctx("naming the lock")?;
     let holder_session = within(
         PROMPT,
