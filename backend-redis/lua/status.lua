@@ -4,7 +4,9 @@
 --           {permit count or '', then per entry of p:q in arrival order: its id, the
 --           entry key's value ('' once it expired), its grant's token in p:g ('' while
 --           waiting), its election value in p:v ('')}
---   queue   p = "{<ns><name>}:queue": {ZCARD p:items, HLEN p:inflight}
+--   queue   p = "{<ns><name>}:queue": {ready, in flight}: ready = ZCARD p:items plus
+--           the received items of p:held whose hold key is gone; in flight = HLEN
+--           p:inflight plus the received items whose hold key lives
 --   barrier p = the barrier's key: {EXISTS p}
 --   dbar    p = "{<ns><name>}:dbar": {live participants, EXISTS p:ready}
 -- Returns one answer per pair, in order.
@@ -21,7 +23,17 @@ for i = 2, #ARGV - 1, 2 do
       answer[#answer + 1] = redis.call('HGET', p .. ':v', id) or ''
     end
   elseif what == 'queue' then
-    answer = {redis.call('ZCARD', p .. ':items'), redis.call('HLEN', p .. ':inflight')}
+    -- A received item is in flight while its hold key lives; once the receiver's
+    -- session has ended it is ready again (the next sweep puts it back).
+    local ready, in_flight = redis.call('ZCARD', p .. ':items'), redis.call('HLEN', p .. ':inflight')
+    for _, cid in ipairs(redis.call('HKEYS', p .. ':held')) do
+      if redis.call('EXISTS', p .. ':e:' .. cid) == 1 then
+        in_flight = in_flight + 1
+      else
+        ready = ready + 1
+      end
+    end
+    answer = {ready, in_flight}
   elseif what == 'barrier' then
     answer = {redis.call('EXISTS', p)}
   elseif what == 'dbar' then

@@ -5,9 +5,10 @@
 //! | state | keys | exported as |
 //! |---|---|---|
 //! | queue items | the sorted set `{<ns><name>}:queue:items` | the queue `<name>`, in `ZRANGE` order (priority, then arrival: the dequeue order); the priority is the score, the item what follows the 16 hex digits of the arrival number |
+//! | received items | the hash `{<ns><name>}:queue:held` (receiver call id to `<priority, 5 digits><member>`): items delivered by `receive` and not yet acknowledged | items of the queue `<name>` at their places (priority, then arrival, among the queued ones): at-least-once delivery keeps an unacknowledged item, as the other backends do |
 //! | STM keys | the hash `{<ns>stm}:k:<name>` with its value in `v` | the STM key `<name>`; a deleted key (its tombstone has only the revision `r`) is skipped |
 //! | barriers | the string `{<ns><name>}:barrier` | a held barrier `<name>` |
-//! | live holds | the session-held entry keys `{<ns><name>}:<kind>:e:<id>` (kind `lock`, `rw`, `elect`, `sem` or `dbar`) of holders, waiters, semaphore permits and double-barrier participants | `active_holds`: their keys, as the guards' `key()` shows them |
+//! | live holds | the session-held entry keys `{<ns><name>}:<kind>:e:<id>` (kind `lock`, `rw`, `elect`, `sem` or `dbar`) of holders, waiters, semaphore permits and double-barrier participants, and the hold keys `{<ns><name>}:queue:e:<call id>` of received items | `active_holds`: their keys, as the guards' `key()` shows them |
 //!
 //! Everything else is bookkeeping and is not exported: sessions and their registries,
 //! fencing-token counters (on a Redis destination they are seeded from its clock, so
@@ -59,6 +60,10 @@ const SCAN_COUNT: u32 = 1000;
 /// The suffix of a queue's item set and of its in-flight records.
 const QUEUE_ITEMS: &str = "}:queue:items";
 const QUEUE_INFLIGHT: &str = "}:queue:inflight";
+/// The suffix of a queue's received (held) items.
+const QUEUE_HELD: &str = "}:queue:held";
+/// What precedes a receiver call id in the key of its hold.
+const QUEUE_HOLD: &str = "}:queue:e:";
 const BARRIER: &str = "}:barrier";
 /// What starts an STM key, after `{<ns>`.
 const STM_KEY: &str = "stm}:k:";
@@ -74,9 +79,9 @@ const ENTRY_KINDS: [(&str, &[u8]); 5] = [
 /// The snapshot of everything under `namespace`.
 pub(crate) async fn export(shared: &Shared, namespace: &str) -> Result<Snapshot> {
     let keys = scan(shared, namespace, is_candidate).await?;
-    let mut snapshot = Snapshot::default();
+    let mut gathered = Gathered::default();
     if keys.is_empty() {
-        return Ok(snapshot);
+        return Ok(gathered.snapshot);
     }
     let mut call = shared.script(&SCRIPTS.export);
     for key in &keys {
@@ -96,11 +101,44 @@ pub(crate) async fn export(shared: &Shared, namespace: &str) -> Result<Snapshot>
         else {
             continue;
         };
-        add(&mut snapshot, key, relative, Found::parse(found)?)?;
+        gathered.add(key, relative, Found::parse(found)?)?;
     }
-    snapshot.barriers.sort();
-    snapshot.active_holds.sort();
-    Ok(snapshot)
+    Ok(gathered.finish())
+}
+
+/// A queue item at its place: priority, then the member (16 hex digits of arrival and
+/// the item), which sorts them in dequeue order.
+type Placed = (u16, Vec<u8>);
+
+/// What the export has read so far: the snapshot without its queues, and every
+/// queue's items at their places (queued and received ones come from two keys).
+#[derive(Default)]
+struct Gathered {
+    snapshot: Snapshot,
+    queues: std::collections::BTreeMap<Name, Vec<Placed>>,
+}
+
+impl Gathered {
+    /// The snapshot, each queue's items in dequeue order.
+    fn finish(mut self) -> Snapshot {
+        for (name, mut placed) in self.queues {
+            if placed.is_empty() {
+                continue;
+            }
+            placed.sort();
+            let items = placed
+                .into_iter()
+                .map(|(priority, member)| QueueItem {
+                    priority,
+                    item: Bytes::copy_from_slice(&member[16..]),
+                })
+                .collect();
+            self.snapshot.queues.insert(name, items);
+        }
+        self.snapshot.barriers.sort();
+        self.snapshot.active_holds.sort();
+        self.snapshot
+    }
 }
 
 /// Every key under the namespace whose part after `{<ns>` passes `keep`, each once,
@@ -163,6 +201,8 @@ fn glob_escape(text: &str) -> String {
 fn is_candidate(relative: &str) -> bool {
     relative.ends_with(QUEUE_ITEMS)
         || relative.ends_with(QUEUE_INFLIGHT)
+        || relative.ends_with(QUEUE_HELD)
+        || queue_hold(relative).is_some()
         || relative.ends_with(BARRIER)
         || relative.starts_with(STM_KEY)
         || entry(relative).is_some()
@@ -182,6 +222,15 @@ fn entry(relative: &str) -> Option<(&str, &'static [u8], &str)> {
         .find_map(|(suffix, letters)| head.strip_suffix(suffix).map(|name| (name, *letters, id)))
 }
 
+/// `(escaped queue name, receiver call id)` if `relative` is the hold key of a received
+/// item, `<name>}:queue:e:c<instance>.<n>` (call ids: [`Shared::call_id`]).
+fn queue_hold(relative: &str) -> Option<(&str, &str)> {
+    let (name, id) = relative.rsplit_once(QUEUE_HOLD)?;
+    let (instance, n) = id.strip_prefix('c')?.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(instance) && digits(n)).then_some((name, id))
+}
+
 /// What the script found at one key.
 enum Found {
     SortedSet(Vec<(Vec<u8>, String)>),
@@ -189,6 +238,8 @@ enum Found {
         len: i64,
         revision: bool,
         value: Option<Vec<u8>>,
+        /// Every value of a hash without a revision (a queue's records).
+        values: Vec<Vec<u8>>,
     },
     String(Vec<u8>),
     Other,
@@ -220,6 +271,10 @@ impl Found {
                 len: int("export", &next()?)?,
                 revision: int("export", &next()?)? == 1,
                 value: bytes("export", next()?)?,
+                values: array("export", next()?)?
+                    .into_iter()
+                    .map(|value| Ok(bytes("export", value)?.unwrap_or_default()))
+                    .collect::<Result<_>>()?,
             },
             "string" => Found::String(bytes("export", next()?)?.unwrap_or_default()),
             _ => Found::Other,
@@ -248,71 +303,88 @@ fn name_of(key: &str, name: &str) -> Option<Name> {
     }
 }
 
-/// Adds what one key holds to the snapshot.
-fn add(snapshot: &mut Snapshot, key: &str, relative: &str, found: Found) -> Result<()> {
-    match found {
-        Found::SortedSet(members) => {
-            let Some(name) = relative.strip_suffix(QUEUE_ITEMS) else {
-                return Ok(());
-            };
-            let Some(name) = primitive_name_of(key, name) else {
-                return Ok(());
-            };
-            let items = members
-                .into_iter()
-                .map(|(member, score)| queue_item(key, member, &score))
-                .collect::<Result<Vec<_>>>()?;
-            if !items.is_empty() {
-                snapshot.queues.insert(name, items);
+impl Gathered {
+    /// Adds what one key holds.
+    fn add(&mut self, key: &str, relative: &str, found: Found) -> Result<()> {
+        let snapshot = &mut self.snapshot;
+        match found {
+            Found::SortedSet(members) => {
+                let Some(name) = relative.strip_suffix(QUEUE_ITEMS) else {
+                    return Ok(());
+                };
+                let Some(name) = primitive_name_of(key, name) else {
+                    return Ok(());
+                };
+                let placed = members
+                    .into_iter()
+                    .map(|(member, score)| queue_item(key, member, &score))
+                    .collect::<Result<Vec<_>>>()?;
+                self.queues.entry(name).or_default().extend(placed);
             }
-        }
-        Found::Hash {
-            revision: true,
-            value,
-            ..
-        } => {
-            // An STM key; without a value it is the tombstone of a deleted key.
-            if let (Some(name), Some(value)) = (relative.strip_prefix(STM_KEY), value) {
-                if let Some(name) = name_of(key, name) {
-                    snapshot.stm.insert(name, Bytes::from(value));
+            Found::Hash {
+                revision: true,
+                value,
+                ..
+            } => {
+                // An STM key; without a value it is the tombstone of a deleted key.
+                if let (Some(name), Some(value)) = (relative.strip_prefix(STM_KEY), value) {
+                    if let Some(name) = name_of(key, name) {
+                        snapshot.stm.insert(name, Bytes::from(value));
+                    }
                 }
             }
-        }
-        Found::Hash {
-            revision: false,
-            len,
-            ..
-        } => {
-            if relative.ends_with(QUEUE_INFLIGHT) && len > 0 {
-                tracing::warn!(
-                    %key,
-                    items = len,
-                    "export leaves out queue items popped but never acknowledged (a consumer \
-                     died holding them): check them and push back what was lost before migrating"
-                );
-            }
-        }
-        Found::String(value) => {
-            if let Some(name) = relative.strip_suffix(BARRIER) {
-                if let Some(name) = primitive_name_of(key, name) {
-                    snapshot.barriers.push(name);
-                }
-            } else if let Some((_, letters, id)) = entry(relative) {
-                let live = value
-                    .split_first()
-                    .is_some_and(|(mode, rest)| letters.contains(mode) && rest == id.as_bytes());
-                if live {
-                    snapshot.active_holds.push(key.to_owned());
+            Found::Hash {
+                revision: false,
+                len,
+                values,
+                ..
+            } => {
+                if relative.ends_with(QUEUE_INFLIGHT) && len > 0 {
+                    tracing::warn!(
+                        %key,
+                        items = len,
+                        "export leaves out queue items popped but never acknowledged (a consumer \
+                         died holding them): check them and push back what was lost before migrating"
+                    );
+                } else if let Some(name) = relative.strip_suffix(QUEUE_HELD) {
+                    let Some(name) = primitive_name_of(key, name) else {
+                        return Ok(());
+                    };
+                    let placed = values
+                        .into_iter()
+                        .map(|record| held_item(key, record))
+                        .collect::<Result<Vec<_>>>()?;
+                    self.queues.entry(name).or_default().extend(placed);
                 }
             }
+            Found::String(value) => {
+                if let Some(name) = relative.strip_suffix(BARRIER) {
+                    if let Some(name) = primitive_name_of(key, name) {
+                        snapshot.barriers.push(name);
+                    }
+                } else if let Some((_, letters, id)) = entry(relative) {
+                    let live = value.split_first().is_some_and(|(mode, rest)| {
+                        letters.contains(mode) && rest == id.as_bytes()
+                    });
+                    if live {
+                        snapshot.active_holds.push(key.to_owned());
+                    }
+                } else if let Some((_, id)) = queue_hold(relative) {
+                    // A received item's hold: its value is `q<call id>`.
+                    if value.strip_prefix(b"q") == Some(id.as_bytes()) {
+                        snapshot.active_holds.push(key.to_owned());
+                    }
+                }
+            }
+            Found::Other => {}
         }
-        Found::Other => {}
+        Ok(())
     }
-    Ok(())
 }
 
-/// One member of a queue's sorted set: 16 hex digits of arrival, then the item.
-fn queue_item(key: &str, member: Vec<u8>, score: &str) -> Result<QueueItem> {
+/// One member of a queue's sorted set (16 hex digits of arrival, then the item) with
+/// its score, the priority.
+fn queue_item(key: &str, member: Vec<u8>, score: &str) -> Result<Placed> {
     let malformed = |what: &str| {
         Error::backend(
             BACKEND,
@@ -326,10 +398,19 @@ fn queue_item(key: &str, member: Vec<u8>, score: &str) -> Result<QueueItem> {
     if !arrival.iter().all(u8::is_ascii_hexdigit) {
         return Err(malformed("no arrival number"));
     }
-    Ok(QueueItem {
-        priority,
-        item: Bytes::copy_from_slice(&member[16..]),
-    })
+    Ok((priority, member))
+}
+
+/// One record of a queue's received items: `<priority, 5 digits><member>`.
+fn held_item(key: &str, mut record: Vec<u8>) -> Result<Placed> {
+    if record.len() < 5 {
+        return Err(Error::backend(
+            BACKEND,
+            format!("queue {key:?} holds a malformed record (too short)"),
+        ));
+    }
+    let member = record.split_off(5);
+    queue_item(key, member, &String::from_utf8_lossy(&record))
 }
 
 #[cfg(test)]
@@ -359,6 +440,8 @@ mod tests {
             "gate}:barrier",
             "stm}:k:accounts/a",
             "m}:lock:e:1.0",
+            "jobs}:queue:held",
+            "jobs}:queue:e:c12.3",
         ] {
             assert!(is_candidate(key), "{key}");
         }
@@ -371,6 +454,8 @@ mod tests {
             "session:4}",
             "session:4}:held",
             "client}:seq",
+            "jobs}:queue:e:12.3",
+            "jobs}:queue:e:c12",
         ] {
             assert!(!is_candidate(key), "{key}");
         }
@@ -385,9 +470,8 @@ mod tests {
     #[test]
     fn queue_members_split_into_arrival_and_item() {
         let item = queue_item("k", b"000000000000000aitem".to_vec(), "7").unwrap();
-        assert_eq!((item.priority, item.item.as_ref()), (7, &b"item"[..]));
-        let empty = queue_item("k", b"000000000000000a".to_vec(), "0").unwrap();
-        assert!(empty.item.is_empty());
+        assert_eq!(item, (7, b"000000000000000aitem".to_vec()));
+        assert!(queue_item("k", b"000000000000000a".to_vec(), "0").is_ok());
         assert!(queue_item("k", b"short".to_vec(), "0").is_err());
         assert!(queue_item("k", b"000000000000000aitem".to_vec(), "70000").is_err());
         assert!(queue_item("k", b"zzzzzzzzzzzzzzzzitem".to_vec(), "1").is_err());
@@ -395,43 +479,88 @@ mod tests {
 
     #[test]
     fn escaped_names_are_exported_unescaped() {
-        let mut snapshot = Snapshot::default();
-        add(
-            &mut snapshot,
-            "{ns:a%7Db%25}:barrier",
-            "a%7Db%25}:barrier",
-            Found::String(b"1".to_vec()),
-        )
-        .unwrap();
+        let mut gathered = Gathered::default();
+        gathered
+            .add(
+                "{ns:a%7Db%25}:barrier",
+                "a%7Db%25}:barrier",
+                Found::String(b"1".to_vec()),
+            )
+            .unwrap();
         // Not an escape distsync writes: skipped.
-        add(
-            &mut snapshot,
-            "{ns:a%41}:barrier",
-            "a%41}:barrier",
-            Found::String(b"1".to_vec()),
-        )
-        .unwrap();
-        assert_eq!(snapshot.barriers, [Name::new("a}b%").unwrap()]);
+        gathered
+            .add(
+                "{ns:a%41}:barrier",
+                "a%41}:barrier",
+                Found::String(b"1".to_vec()),
+            )
+            .unwrap();
+        assert_eq!(gathered.snapshot.barriers, [Name::new("a}b%").unwrap()]);
     }
 
     #[test]
     fn a_live_entry_holds_its_mode_letter_and_id() {
-        let mut snapshot = Snapshot::default();
+        let mut gathered = Gathered::default();
         let live = "{ns:m}:rw:e:3.1";
-        add(
-            &mut snapshot,
-            live,
-            "m}:rw:e:3.1",
-            Found::String(b"r3.1".to_vec()),
-        )
-        .unwrap();
-        add(
-            &mut snapshot,
-            "{ns:m}:lock:e:3.2",
-            "m}:lock:e:3.2",
-            Found::String(b"r3.2".to_vec()),
-        )
-        .unwrap();
-        assert_eq!(snapshot.active_holds, [live]);
+        gathered
+            .add(live, "m}:rw:e:3.1", Found::String(b"r3.1".to_vec()))
+            .unwrap();
+        gathered
+            .add(
+                "{ns:m}:lock:e:3.2",
+                "m}:lock:e:3.2",
+                Found::String(b"r3.2".to_vec()),
+            )
+            .unwrap();
+        assert_eq!(gathered.snapshot.active_holds, [live]);
+    }
+
+    #[test]
+    fn received_items_are_exported_at_their_places_and_their_holds_as_live() {
+        let mut gathered = Gathered::default();
+        // Queued: arrivals 1 and 3 at priority 0, arrival 2 at priority 5.
+        gathered
+            .add(
+                "{ns:jobs}:queue:items",
+                "jobs}:queue:items",
+                Found::SortedSet(vec![
+                    (b"0000000000000001a".to_vec(), "0".into()),
+                    (b"0000000000000003c".to_vec(), "0".into()),
+                    (b"0000000000000002b".to_vec(), "5".into()),
+                ]),
+            )
+            .unwrap();
+        // Received and not acknowledged: arrival 2 at priority 0, 4 at priority 5.
+        gathered
+            .add(
+                "{ns:jobs}:queue:held",
+                "jobs}:queue:held",
+                Found::Hash {
+                    len: 2,
+                    revision: false,
+                    value: None,
+                    values: vec![
+                        b"000050000000000000004d".to_vec(),
+                        b"000000000000000000002r".to_vec(),
+                    ],
+                },
+            )
+            .unwrap();
+        for (key, value) in [("jobs}:queue:e:c7.1", "qc7.1"), ("jobs}:queue:e:c7.2", "x")] {
+            gathered
+                .add(&format!("{{ns:{key}"), key, Found::String(value.into()))
+                .unwrap();
+        }
+        let snapshot = gathered.finish();
+        let items: Vec<(u16, &[u8])> = snapshot.queues[&Name::new("jobs").unwrap()]
+            .iter()
+            .map(|item| (item.priority, item.item.as_ref()))
+            .collect();
+        assert_eq!(
+            items,
+            [(0, &b"a"[..]), (0, b"r"), (0, b"c"), (5, b"b"), (5, b"d")]
+        );
+        assert_eq!(snapshot.active_holds, ["{ns:jobs}:queue:e:c7.1"]);
+        assert!(held_item("k", b"0000".to_vec()).is_err());
     }
 }

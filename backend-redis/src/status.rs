@@ -8,7 +8,7 @@
 //! | found by | read |
 //! |---|---|
 //! | `{<ns><name>}:<kind>:q`, kind `lock`, `rw`, `elect`, `sem` (the waiter line, [`crate::waiter_line`]) | every entry in arrival order: its entry key's value (mode letter; gone once its session expired: skipped), its grant's token in `p:g` (granted entries are the holders, the others the waiters), an election's value in `p:v`, a semaphore's permit count `p:n` |
-//! | `{<ns><name>}:queue:items`, `…:queue:inflight` | the number of items waiting, and of items popped and not yet acknowledged |
+//! | `{<ns><name>}:queue:items`, `…:queue:inflight`, `…:queue:held` | the number of items waiting, and of items popped and not yet acknowledged or received (`receive`) and not yet acknowledged; a received item whose receiver's session has ended counts as waiting |
 //! | `{<ns><name>}:barrier` | a held barrier |
 //! | `{<ns><name>}:dbar:p`, `…:dbar:ready` | the live participants (entry keys present) and whether the count was reached |
 //!
@@ -75,6 +75,7 @@ fn classify(tail: &str) -> Option<(What, &'static str)> {
         ":sem:q" => (What::Line(LineKindKey::Semaphore), ":q"),
         ":queue:items" => (What::Queue, ":items"),
         ":queue:inflight" => (What::Queue, ":inflight"),
+        ":queue:held" => (What::Queue, ":held"),
         ":barrier" => (What::Barrier, ""),
         ":dbar:p" => (What::DoubleBarrier, ":p"),
         ":dbar:ready" => (What::DoubleBarrier, ":ready"),

@@ -377,3 +377,88 @@ async fn migration_from_redis_refuses_while_a_lock_is_held_unless_forced() {
     assert_eq!(report.active_holds, 0);
     clean(&namespace).await;
 }
+
+/// `status`'s `(ready, in_flight)` of `queue`.
+async fn ready_and_in_flight(store: &Coordinator, queue: &str) -> (usize, usize) {
+    let report = store.status(queue).await.unwrap();
+    let found = report.queues.iter().find(|q| q.name == queue);
+    let found = found.unwrap_or_else(|| panic!("no queue {queue} in {report:#?}"));
+    (found.ready, found.in_flight)
+}
+
+/// The queue `jobs` of the test below, nothing held: `b`, `c` and `z` ready.
+async fn assert_settled(store: &Coordinator) {
+    let snapshot = wait_for_holds(store, 0).await;
+    assert_eq!(
+        snapshot.queues[&name("jobs")],
+        [item(0, b"b"), item(0, b"c"), item(9, b"z")]
+    );
+    assert_eq!(ready_and_in_flight(store, "jobs").await, (3, 0));
+}
+
+/// Items delivered by `receive` and not yet acknowledged (the queue's held set) are
+/// exported at their places and counted by `status` as in flight; their hold is a
+/// live hold. Acknowledged, an item is gone from both; a receiver's session that
+/// ends puts its item back.
+#[tokio::test(flavor = "multi_thread")]
+async fn received_items_are_exported_and_counted_until_acknowledged() {
+    let Some((store, namespace)) = fresh_store().await else {
+        return;
+    };
+    let jobs = store.queue("jobs").unwrap();
+    for (value, priority) in [(&b"a"[..], 0), (b"b", 0), (b"c", 0), (b"z", 9)] {
+        jobs.enqueue_with_priority(Bytes::from_static(value), priority)
+            .await
+            .unwrap();
+    }
+    let session = store.session().await.unwrap();
+    let first = jobs.receive(&session).await.unwrap();
+    assert_eq!(first.item().as_ref(), b"a");
+
+    let snapshot = export(&store).await;
+    assert_eq!(
+        snapshot.queues[&name("jobs")],
+        [item(0, b"a"), item(0, b"b"), item(0, b"c"), item(9, b"z")],
+        "the received item is exported at its place"
+    );
+    assert_eq!(snapshot.active_holds.len(), 1, "{snapshot:?}");
+    assert!(
+        snapshot.active_holds[0].contains("jobs}:queue:e:"),
+        "{:?}",
+        snapshot.active_holds
+    );
+    assert_eq!(ready_and_in_flight(&store, "jobs").await, (3, 1));
+
+    // A migration refuses the live hold, and copies the item when forced.
+    let destination = Coordinator::new(MemoryBackend::new());
+    let refused = migrate(
+        &**store.backend(),
+        &**destination.backend(),
+        &MigrateOptions::default(),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(Error::ActiveHolders { .. })),
+        "{refused:?}"
+    );
+    let forced = MigrateOptions {
+        force: true,
+        ..MigrateOptions::default()
+    };
+    migrate(&**store.backend(), &**destination.backend(), &forced)
+        .await
+        .unwrap();
+    assert_eq!(drain(&destination, "jobs").await, ["a", "b", "c", "z"]);
+
+    first.ack().await.unwrap();
+    assert_settled(&store).await;
+
+    // Held by a session that closes: back at its place, ready again.
+    let second = jobs.receive(&session).await.unwrap();
+    assert_eq!(second.item().as_ref(), b"b");
+    assert_eq!(ready_and_in_flight(&store, "jobs").await, (2, 1));
+    session.close().await.unwrap();
+    assert_settled(&store).await;
+    drop(second);
+    clean(&namespace).await;
+}
