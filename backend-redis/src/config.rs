@@ -508,6 +508,14 @@ fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `bad` is an [`Error::InvalidUrl`] that does not show the password `secret`.
+    fn assert_invalid_without_secret(bad: &str) {
+        match RedisConfig::parse(bad) {
+            Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
+            other => panic!("{bad:?} gave {other:?}"),
+        }
+    }
+
     #[test]
     fn parses_host_port_db_and_namespace() {
         let url = RedisConfig::parse("redis://127.0.0.1:26379/3?namespace=app1:").unwrap();
@@ -626,10 +634,7 @@ mod tests {
             "redis://localhost?connect_timeout=fast",
             "rediss://u:secret@localhost?timeout=1h",
         ] {
-            match RedisConfig::parse(bad) {
-                Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
-                other => panic!("{bad:?} gave {other:?}"),
-            }
+            assert_invalid_without_secret(bad);
         }
     }
 
@@ -677,10 +682,7 @@ mod tests {
             "redis+sentinel://u:secret@h/s?wait_replicas=-1",
             "redis+sentinel://h/s?wait_timeout=0",
         ] {
-            match RedisConfig::parse(bad) {
-                Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
-                other => panic!("{bad:?} gave {other:?}"),
-            }
+            assert_invalid_without_secret(bad);
         }
     }
 

@@ -3,23 +3,12 @@
 //! of its TTL, against a real Redis (`DISTSYNC_REDIS_URL`; skipped loudly when unset,
 //! a failure under `CI=true`).
 
+mod support;
+
 use std::time::Duration;
 
 use distsync_core::{Backend, Error, Name, SessionOptions};
-
-fn server_url() -> Option<String> {
-    match std::env::var("DISTSYNC_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "DISTSYNC_REDIS_URL is not set and CI=true: a Redis server is required"
-            );
-            eprintln!("\n*** SKIPPED: DISTSYNC_REDIS_URL is not set ***\n");
-            None
-        }
-    }
-}
+use support::server_url;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_and_acquisitions_finding_less_than_the_margin_left_are_refused() {

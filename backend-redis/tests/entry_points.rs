@@ -4,6 +4,8 @@
 //! server-side tests need a real Redis (`DISTSYNC_REDIS_URL`; skipped loudly when
 //! unset, a failure under `CI=true`).
 
+mod support;
+
 use std::time::Duration;
 
 use distsync_core::{Backend, Error, SessionOptions};
@@ -11,33 +13,7 @@ use distsync_redis::{
     capabilities, capabilities_under_eviction, capabilities_under_sentinel, RedisConfig, BACKEND,
     MIN_SESSION_TTL,
 };
-
-fn server_url() -> Option<String> {
-    match std::env::var("DISTSYNC_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "DISTSYNC_REDIS_URL is not set and CI=true: a Redis server is required"
-            );
-            eprintln!("\n*** SKIPPED: DISTSYNC_REDIS_URL is not set ***\n");
-            None
-        }
-    }
-}
-
-/// `url` under a namespace of its own.
-fn namespaced(url: &str, test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}?namespace=test-{test}-{}-{nanos}:",
-        url.trim_end_matches('/'),
-        std::process::id()
-    )
-}
+use support::{server_url, unique_namespace, with_namespace};
 
 #[test]
 fn every_capability_set_names_the_backend_and_its_shortest_ttl() {
@@ -88,7 +64,7 @@ fn a_malformed_url_is_a_typed_error_without_the_password() {
 #[tokio::test]
 async fn sessions_shorter_than_min_session_ttl_are_refused() {
     let Some(url) = server_url() else { return };
-    let config = RedisConfig::parse(&namespaced(&url, "min-ttl")).unwrap();
+    let config = RedisConfig::parse(&with_namespace(&url, &unique_namespace("min-ttl"))).unwrap();
     let backend = distsync_redis::backend_with_config(&config).await.unwrap();
     assert_eq!(backend.capabilities().min_session_ttl, MIN_SESSION_TTL);
 
@@ -110,7 +86,7 @@ async fn sessions_shorter_than_min_session_ttl_are_refused() {
 #[tokio::test]
 async fn connect_and_backend_reach_the_same_store() {
     let Some(url) = server_url() else { return };
-    let url = namespaced(&url, "entry");
+    let url = with_namespace(&url, &unique_namespace("entry"));
     let coordinator = distsync_redis::connect(&url).await.unwrap();
     let backend = distsync_redis::backend(&url).await.unwrap();
     let session = coordinator.session().await.unwrap();

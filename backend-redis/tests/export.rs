@@ -1,30 +1,22 @@
 //! `Backend::export` of the Redis backend, and migrations through it, against a real
 //! Redis server (`DISTSYNC_REDIS_URL`). Each test uses its own namespace.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use distsync_core::memory::MemoryBackend;
 use distsync_core::migrate::{migrate, MigrateOptions, QueueItem, Snapshot};
 use distsync_core::{Coordinator, Error, Isolation, Name};
+use support::{server_url, unique_namespace, with_namespace};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A fresh namespace on the test server, or `None` (said loudly) when unset outside CI.
 async fn fresh_store() -> Option<(Coordinator, String)> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let server = distsync_conformance::server_url("DISTSYNC_REDIS_URL")?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let namespace = format!(
-        "export-{}-{nanos}-{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let url = format!("{}?namespace={namespace}", server.trim_end_matches('/'));
+    let namespace = unique_namespace("export");
+    let url = with_namespace(&server_url()?, &namespace);
     let backend = distsync_redis::backend(&url).await.unwrap();
     assert_eq!(backend.namespace(), namespace);
     Some((Coordinator::new(backend), namespace))
@@ -32,7 +24,7 @@ async fn fresh_store() -> Option<(Coordinator, String)> {
 
 /// Deletes every key of the test's namespace.
 async fn clean(namespace: &str) {
-    let server = distsync_conformance::server_url("DISTSYNC_REDIS_URL").unwrap();
+    let server = server_url().unwrap();
     let mut raw = redis::Client::open(server)
         .unwrap()
         .get_multiplexed_async_connection()

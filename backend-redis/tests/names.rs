@@ -3,29 +3,16 @@
 //! (`DISTSYNC_REDIS_URL`; skipped loudly when unset, a failure under `CI=true`). The
 //! property test over random names is `keys::tests` in the crate.
 
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use distsync_core::{Coordinator, Isolation};
+use support::{server_url, unique_namespace, with_namespace};
 
 async fn coordinator() -> Option<Coordinator> {
-    let url = match std::env::var("DISTSYNC_REDIS_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "DISTSYNC_REDIS_URL is not set and CI=true: a Redis server is required"
-            );
-            eprintln!("\n*** SKIPPED: DISTSYNC_REDIS_URL is not set ***\n");
-            return None;
-        }
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let namespace = format!("test-names-{}-{nanos}:", std::process::id());
-    let url = format!("{}?namespace={namespace}", url.trim_end_matches('/'));
+    let url = with_namespace(&server_url()?, &unique_namespace("test-names"));
     Some(distsync_redis::connect(&url).await.unwrap())
 }
 

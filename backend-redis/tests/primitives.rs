@@ -2,6 +2,8 @@
 //!
 //! Each test uses its own namespace, so tests run in parallel on one server.
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,35 +12,7 @@ use bytes::Bytes;
 use distsync_core::{Backend, Coordinator, Error, Isolation, Name, SessionOptions};
 use distsync_redis::RedisBackend;
 use futures::StreamExt;
-
-/// The server URL, or `None` (after saying so loudly) when unset outside CI.
-fn server_url() -> Option<String> {
-    match std::env::var("DISTSYNC_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("DISTSYNC_REDIS_URL is not set and CI=true: a Redis server is required");
-            }
-            eprintln!(
-                "\n*** SKIPPED: DISTSYNC_REDIS_URL is not set; start one with scripts/servers.sh up ***\n"
-            );
-            None
-        }
-    }
-}
-
-fn namespace() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "test-{}-{nanos}-{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use support::{server_url, unique_namespace, with_namespace};
 
 struct Fixture {
     url: String,
@@ -50,8 +24,8 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Option<Self> {
         let server = server_url()?;
-        let namespace = namespace();
-        let url = format!("{}?namespace={namespace}", server.trim_end_matches('/'));
+        let namespace = unique_namespace("test");
+        let url = with_namespace(&server, &namespace);
         let backend = distsync_redis::backend(&url).await.unwrap();
         Some(Self {
             coordinator: Coordinator::new(backend.clone()),

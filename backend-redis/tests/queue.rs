@@ -5,26 +5,14 @@
 //!
 //! Each test uses its own namespace, so tests run in parallel on one server.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod support;
 
-use distsync_conformance::server_url;
+use std::time::Duration;
+
 use distsync_core::{Backend, Name};
 use distsync_redis::STALE_CLAIM;
+use support::{server_url, unique_namespace, with_namespace};
 use tokio::time::Instant;
-
-fn namespace() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "qtest-{}-{nanos}-{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 struct Fixture {
     server: String,
@@ -34,9 +22,9 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Option<Self> {
-        let server = server_url("DISTSYNC_REDIS_URL")?;
-        let namespace = namespace();
-        let url = format!("{}?namespace={namespace}", server.trim_end_matches('/'));
+        let server = server_url()?;
+        let namespace = unique_namespace("qtest");
+        let url = with_namespace(&server, &namespace);
         let backend = distsync_redis::backend(&url).await.unwrap();
         Some(Self {
             server,

@@ -14,17 +14,7 @@ use distsync_core::{Coordinator, Session};
 use support::PrivateRedis;
 
 fn servers_available() -> bool {
-    if std::env::var("DISTSYNC_REDIS_URL").is_ok_and(|url| !url.is_empty()) {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "DISTSYNC_REDIS_URL is not set and CI=true: the Redis test server is required"
-    );
-    eprintln!(
-        "\n*** SKIPPED: DISTSYNC_REDIS_URL is not set; start one with scripts/servers.sh up ***\n"
-    );
-    false
+    support::server_url().is_some()
 }
 
 /// Opens a session, riding out a server that is still coming back.

@@ -5,28 +5,15 @@
 //!
 //! Each test uses its own namespace, so tests run in parallel on one server.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use distsync_core::{Backend, Coordinator, Error};
 use futures::StreamExt;
+use support::{server_url, unique_namespace, with_namespace};
 
 const SHORT: Duration = Duration::from_secs(10);
-
-fn server_url() -> Option<String> {
-    match std::env::var("DISTSYNC_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("DISTSYNC_REDIS_URL is not set and CI=true: a Redis server is required");
-            }
-            eprintln!(
-                "\n*** SKIPPED: DISTSYNC_REDIS_URL is not set; start one with scripts/servers.sh up ***\n"
-            );
-            None
-        }
-    }
-}
 
 struct Fixture {
     server: String,
@@ -37,18 +24,9 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Option<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         let server = server_url()?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let namespace = format!(
-            "semtest-{}-{nanos}-{}:",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let url = format!("{}?namespace={namespace}", server.trim_end_matches('/'));
+        let namespace = unique_namespace("semtest");
+        let url = with_namespace(&server, &namespace);
         let coordinator = distsync_redis::connect(&url).await.unwrap();
         Some(Self {
             server,

@@ -2,21 +2,15 @@
 //! skipped loudly when unset, a failure under `CI=true`), each run in its own
 //! namespace.
 
-use distsync_conformance::{check_status, server_url};
+mod support;
+
+use distsync_conformance::check_status;
 use distsync_core::status::LineKind;
 use distsync_core::{Coordinator, Isolation};
-
-fn namespaced(url: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let namespace = format!("status-{}-{nanos}:", std::process::id());
-    format!("{}?namespace={namespace}", url.trim_end_matches('/'))
-}
+use support::{server_url, unique_namespace, with_namespace};
 
 async fn clients() -> Option<(Coordinator, Coordinator)> {
-    let url = namespaced(&server_url("DISTSYNC_REDIS_URL")?);
+    let url = with_namespace(&server_url()?, &unique_namespace("status"));
     Some((
         distsync_redis::connect(&url).await.unwrap(),
         distsync_redis::connect(&url).await.unwrap(),

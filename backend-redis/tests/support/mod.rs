@@ -1,7 +1,14 @@
-//! A `redis-server` of a test's own, on a free loopback port, with the settings the
-//! test asks for (the conformance suite's private servers have fixed settings).
+//! What this crate's tests share: a `redis-server` of a test's own, on a free
+//! loopback port, with the settings the test asks for (the conformance suite's
+//! private servers have fixed settings); and the shared test server with namespaces
+//! of a test's own (`server.rs`).
 
 #![allow(dead_code)]
+
+mod server;
+
+#[allow(unused_imports)] // Not every test binary uses all of them.
+pub use server::{server_url, unique_namespace, with_namespace};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
