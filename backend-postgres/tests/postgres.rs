@@ -1071,3 +1071,62 @@ async fn min_session_ttl_is_declared_and_enforced() {
     assert_eq!(session.ttl(), distsync_postgres::MIN_SESSION_TTL);
     session.close().await.unwrap();
 }
+
+/// A grant within a second of the name's last one leaves `lock_names.used_at` as it
+/// is (the counter update is then HOT: no new index entries), and still hands out a
+/// higher token; once the stored time is over a second old, a grant moves it on.
+#[tokio::test]
+async fn grants_within_a_second_leave_used_at_alone() {
+    let Some((url, backend)) = backend().await else {
+        return;
+    };
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let name = Name::new(unique("used-at")).unwrap();
+    let locker = backend.locker(&session, name.clone()).unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let read = format!(
+        "SELECT extract(epoch FROM used_at)::float8 FROM {}.lock_names \
+         WHERE kind = 'lock' AND name = $1",
+        backend.schema()
+    );
+    let used_at = || async {
+        sqlx::query_scalar::<_, f64>(&read)
+            .bind(name.as_str())
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let cycle = || async {
+        let guard = locker.lock().await.unwrap();
+        let token = guard.token();
+        guard.unlock().await.unwrap();
+        token
+    };
+    let first = cycle().await;
+    let registered = used_at().await;
+    let started = Instant::now();
+    let mut last = first;
+    for _ in 0..5 {
+        let token = cycle().await;
+        assert!(token > last, "token {token} after {last}");
+        last = token;
+    }
+    let unchanged = used_at().await;
+    // The grants above ran within a second of the first unless the machine stalled;
+    // only then may the stored time have moved (by the rule, not by every grant).
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(
+            unchanged, registered,
+            "grants within a second rewrote used_at"
+        );
+    }
+    tokio::time::sleep_until(started + Duration::from_millis(1100)).await;
+    let token = cycle().await;
+    assert!(token > last, "token {token} after {last}");
+    let moved = used_at().await;
+    assert!(
+        moved >= registered + 1.0,
+        "a grant over a second after the stored time left it at {moved} (was {registered})"
+    );
+    session.close().await.unwrap();
+}
