@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use super::boxed;
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
-    ensure, join_all, lock_vec, ms, per_second, violated, within, Bounded, Check, Context, Holds,
-    Task, LONG, PROMPT,
+    ensure, eventually, join_all, lock_vec, ms, per_second, violated, within, Bounded, Check,
+    Context, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::{HoldKind, Hook, PartitionMode};
 use crate::harness::Harness;
@@ -598,6 +598,18 @@ async fn reliable_nack_keeps_place(h: Harness) -> Check {
     enqueue_all(&*queue, [("p1", Some(1)), ("p7", Some(7))]).await?;
     first.nack().bounded("nacking").await?;
     drop(second); // nacked in the background
+                  // Receive once the dropped delivery's item is back: before, the next receive may
+                  // rightly give p7, behind which p5-b has not returned yet (`len()` counts the
+                  // items not held).
+    eventually(
+        PROMPT,
+        "the dropped delivery's item back in the queue",
+        || async {
+            let len = queue.len().await.ctx("len() after the nacks")?;
+            Ok((len == 4).then_some(()))
+        },
+    )
+    .await?;
     let mut got = Vec::new();
     let deadline = Instant::now() + PROMPT;
     while got.len() < 4 {
