@@ -16,7 +16,6 @@ use crate::options::RedisOptions;
 use crate::sentinel::{Sentinels, Target};
 use crate::session::RedisLease;
 use crate::store::Shared;
-use crate::BACKEND;
 
 /// Connects to the Redis server `url` names and returns a [`Coordinator`] over it (see
 /// [`RedisConfig`] for the URL forms: TLS, credentials, Sentinel, timeouts).
@@ -138,20 +137,6 @@ impl RedisBackend {
     pub fn namespace(&self) -> &str {
         self.shared.namespace()
     }
-
-    /// The session's lease, if the session was granted by this store.
-    pub(crate) fn lease<'s>(&self, session: &'s Session) -> Result<&'s RedisLease> {
-        let lease = session.lease_for::<RedisLease>(BACKEND)?;
-        if lease.shared().store != self.shared.store {
-            return Err(Error::InvalidArgument(format!(
-                "session {} belongs to the store {}, not to {}",
-                session.id(),
-                lease.shared().store,
-                self.shared.store
-            )));
-        }
-        Ok(lease)
-    }
 }
 
 #[async_trait]
@@ -170,7 +155,7 @@ impl Backend for RedisBackend {
     }
 
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        self.lease(session)?;
+        RedisLease::of(session, &self.shared)?;
         Ok(Box::new(crate::lock::RedisLock::new(
             &self.shared,
             session,
@@ -179,7 +164,7 @@ impl Backend for RedisBackend {
     }
 
     fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
-        self.lease(session)?;
+        RedisLease::of(session, &self.shared)?;
         Ok(Box::new(crate::election::RedisElection::new(
             &self.shared,
             session,
@@ -188,7 +173,7 @@ impl Backend for RedisBackend {
     }
 
     fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
-        self.lease(session)?;
+        RedisLease::of(session, &self.shared)?;
         Ok(Box::new(crate::rwlock::RedisRwLock::new(
             &self.shared,
             session,
@@ -213,7 +198,7 @@ impl Backend for RedisBackend {
         name: Name,
         count: usize,
     ) -> Result<Box<dyn DoubleBarrier>> {
-        self.lease(session)?;
+        RedisLease::of(session, &self.shared)?;
         if count == 0 {
             return Err(Error::InvalidArgument(
                 "a double barrier needs a count of at least 1".into(),
@@ -233,7 +218,7 @@ impl Backend for RedisBackend {
         name: Name,
         permits: usize,
     ) -> Result<Box<dyn distsync_core::Semaphore>> {
-        self.lease(session)?;
+        RedisLease::of(session, &self.shared)?;
         Ok(Box::new(crate::semaphore::RedisSemaphore::new(
             &self.shared,
             session,

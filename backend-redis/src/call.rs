@@ -26,8 +26,8 @@ use distsync_core::{Error, Result};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, ToRedisArgs, Value};
 
+use crate::capabilities::BACKEND;
 use crate::error::{int, redis_error};
-use crate::BACKEND;
 
 /// A script call being built: `key`s and `arg`s as with redis-rs's
 /// `ScriptInvocation`, run with [`crate::store::Shared::eval`].

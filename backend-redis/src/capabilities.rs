@@ -1,9 +1,27 @@
-//! What the Redis backend claims: on a server that never evicts keys, on one that may,
-//! and under Sentinel (see the crate documentation for why).
+//! What the Redis backend is called ([`BACKEND`]), the shortest session it accepts
+//! ([`MIN_SESSION_TTL`]), and what it claims on a server that never evicts keys, on
+//! one that may, and under Sentinel (see the crate documentation for why).
+
+use std::time::Duration;
 
 use distsync_core::Capabilities;
 
-use crate::{BACKEND, MIN_SESSION_TTL};
+/// The backend's name, as it appears in [`Capabilities::backend`], in errors
+/// ([`Error::Connection`] and the others name the backend) and in log fields.
+///
+/// [`Capabilities::backend`]: distsync_core::Capabilities::backend
+/// [`Error::Connection`]: distsync_core::Error::Connection
+pub const BACKEND: &str = "redis";
+
+/// The shortest session TTL the backend accepts ([`Capabilities::min_session_ttl`];
+/// a shorter one is [`Error::InvalidArgument`]). Keys carry the TTL as a
+/// millisecond `PX` and the keepalive renews every third of it, so 100 ms leaves a
+/// renewal about 33 ms to make its round trip; a session that must survive a
+/// loaded server or network wants seconds.
+///
+/// [`Capabilities::min_session_ttl`]: distsync_core::Capabilities::min_session_ttl
+/// [`Error::InvalidArgument`]: distsync_core::Error::InvalidArgument
+pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 
 /// What the Redis backend offers and claims on a server that never evicts keys
 /// (`maxmemory-policy noeviction`, which [`crate::backend()`] checks); see the

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use distsync_core::{Error, Result};
 
+#[cfg(not(feature = "tls"))]
+use crate::capabilities::BACKEND;
 #[cfg(feature = "tls")]
 use crate::options::read_pem;
 use crate::options::{parse_duration, RedisOptions};
-#[cfg(not(feature = "tls"))]
-use crate::BACKEND;
 
 pub use crate::options::DEFAULT_NAMESPACE;
 

@@ -22,7 +22,6 @@ use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::store::Shared;
-use crate::BACKEND;
 
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
 
@@ -47,13 +46,6 @@ impl RedisDoubleBarrier {
             count,
             entry: Mutex::new(None),
         }
-    }
-
-    fn lease(&self) -> Result<&RedisLease> {
-        if self.session.is_lost() {
-            return Err(Error::SessionLost);
-        }
-        self.session.lease_for::<RedisLease>(BACKEND)
     }
 
     fn entry(&self) -> std::sync::MutexGuard<'_, Option<String>> {
@@ -140,7 +132,7 @@ impl DoubleBarrier for RedisDoubleBarrier {
     /// Cancel-safety: a dropped call leaves this participant's entry until its
     /// session ends or `leave` is called.
     async fn enter(&self) -> Result<()> {
-        let lease = self.lease()?;
+        let lease = RedisLease::live(&self.session)?;
         let id = lease.next_entry_id();
         let mut wake = self.wake_channel().await?;
         *self.entry() = Some(id.clone());
@@ -186,7 +178,7 @@ impl DoubleBarrier for RedisDoubleBarrier {
     /// Cancel-safety: a dropped call may or may not have removed this participant's
     /// entry; either way it is bounded by the session.
     async fn leave(&self) -> Result<()> {
-        let lease = self.lease()?;
+        let lease = RedisLease::live(&self.session)?;
         let Some(id) = self.entry().clone() else {
             return Err(Error::NotHeld);
         };

@@ -3,7 +3,7 @@
 use distsync_core::Error;
 use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
-use crate::BACKEND;
+use crate::capabilities::BACKEND;
 
 /// Maps a client error: a broken, refused or timed-out connection, or a server that
 /// cannot serve for now ([`unavailable`]), is [`Error::Connection`] (transient),

@@ -49,10 +49,10 @@ use distsync_core::migrate::{QueueItem, Snapshot};
 use distsync_core::{Error, Name, Result};
 use redis::Value;
 
+use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, string, unexpected};
 use crate::scripts::SCRIPTS;
 use crate::store::Shared;
-use crate::BACKEND;
 
 /// Keys asked for per `SCAN` step.
 const SCAN_COUNT: u32 = 1000;

@@ -17,12 +17,12 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::GuardedWrite;
-use distsync_core::{Name, Result};
+use distsync_core::{LockGuard, Name, Result};
 use redis::Script;
 
 use crate::error::{int, unexpected};
 use crate::store::Shared;
-use crate::waiter_line::Granted;
+use crate::waiter_line::{Granted, WaiterLine};
 
 /// The script, compiled (hashed) once per process.
 static GUARDED_PUT: LazyLock<Script> =
@@ -37,6 +37,19 @@ pub(crate) struct RedisGuardedWrite {
     value: String,
     /// The grant's fencing token, as `p:g` records it.
     token: String,
+}
+
+/// The guard over `granted`, an entry of `line` (a lock, a write lock or a permit):
+/// its key, fencing token and release, with the guarded write attached.
+pub(crate) fn lock_guard(line: &WaiterLine, granted: &Granted) -> LockGuard {
+    let session = line.session();
+    LockGuard::new(
+        granted.key(),
+        granted.token,
+        session,
+        granted.release_fn(session),
+    )
+    .with_guarded_write(hook(line.shared(), granted))
 }
 
 /// The hook for a guard over `granted`: attach it with

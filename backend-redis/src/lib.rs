@@ -176,11 +176,10 @@ mod store;
 mod tls;
 mod waiter_line;
 
-use std::time::Duration;
-
 pub use crate::backend::{backend, backend_with_config, connect, RedisBackend};
 pub use crate::capabilities::{
-    capabilities, capabilities_under_eviction, capabilities_under_sentinel,
+    capabilities, capabilities_under_eviction, capabilities_under_sentinel, BACKEND,
+    MIN_SESSION_TTL,
 };
 pub use crate::config::{RedisConfig, DEFAULT_NAMESPACE};
 pub use crate::options::{
@@ -190,20 +189,3 @@ pub use crate::queue::STALE_CLAIM;
 
 /// Re-export of the client crate, for [`RedisBackend::from_client`].
 pub use redis;
-
-/// The backend's name, as it appears in [`Capabilities::backend`], in errors
-/// ([`Error::Connection`] and the others name the backend) and in log fields.
-///
-/// [`Capabilities::backend`]: distsync_core::Capabilities::backend
-/// [`Error::Connection`]: distsync_core::Error::Connection
-pub const BACKEND: &str = "redis";
-
-/// The shortest session TTL the backend accepts ([`Capabilities::min_session_ttl`];
-/// a shorter one is [`Error::InvalidArgument`]). Keys carry the TTL as a
-/// millisecond `PX` and the keepalive renews every third of it, so 100 ms leaves a
-/// renewal about 33 ms to make its round trip; a session that must survive a
-/// loaded server or network wants seconds.
-///
-/// [`Capabilities::min_session_ttl`]: distsync_core::Capabilities::min_session_ttl
-/// [`Error::InvalidArgument`]: distsync_core::Error::InvalidArgument
-pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);

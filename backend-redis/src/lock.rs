@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::{LockGuard, Locker, Name, Result, Session};
 
+use crate::guarded::lock_guard;
 use crate::keys::Kind;
 use crate::store::Shared;
 use crate::waiter_line::{Mode, WaiterLine};
@@ -35,27 +36,12 @@ impl Locker for RedisLock {
     /// background (or leaves it to the lease) and never leaves the lock held.
     async fn lock(&self) -> Result<LockGuard> {
         let granted = self.queue.acquire(Mode::Write, None).await?;
-        let session = self.queue.session();
-        Ok(LockGuard::new(
-            granted.key(),
-            granted.token,
-            session,
-            granted.release_fn(session),
-        )
-        .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted)))
+        Ok(lock_guard(&self.queue, &granted))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let session = self.queue.session();
-        Ok(self.queue.try_acquire(Mode::Write).await?.map(|granted| {
-            LockGuard::new(
-                granted.key(),
-                granted.token,
-                session,
-                granted.release_fn(session),
-            )
-            .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted))
-        }))
+        let granted = self.queue.try_acquire(Mode::Write).await?;
+        Ok(granted.map(|granted| lock_guard(&self.queue, &granted)))
     }
 
     /// Counts the holder and the queued waiters whose entries are live in the store.

@@ -23,9 +23,9 @@ use futures::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::capabilities::BACKEND;
 use crate::error::redis_error;
 use crate::sentinel::Target;
-use crate::BACKEND;
 
 /// How often the pub/sub connection is pinged.
 pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);

@@ -55,13 +55,13 @@ use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use redis::Script;
 
 use crate::background::spawn_retrying;
+use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
 use crate::keys::Kind;
 use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::store::Shared;
-use crate::BACKEND;
 
 /// How long a waiting consumer's registration lasts without renewal.
 pub(crate) const WAITER_TTL: Duration = Duration::from_secs(30);
@@ -198,23 +198,9 @@ impl RedisQueue {
         }
     }
 
-    /// The session's lease, if `session` was granted by this store.
-    fn lease<'s>(&self, session: &'s Session) -> Result<&'s RedisLease> {
-        let lease = session.lease_for::<RedisLease>(BACKEND)?;
-        if lease.shared().store != self.shared.store {
-            return Err(Error::InvalidArgument(format!(
-                "session {} belongs to the store {}, not to {}",
-                session.id(),
-                lease.shared().store,
-                self.shared.store
-            )));
-        }
-        Ok(lease)
-    }
-
     /// `receive` (`wait`) or `try_receive`.
     async fn receive_through(&self, session: &Session, wait: bool) -> Result<Option<Delivery>> {
-        let lease = self.lease(session)?;
+        let lease = RedisLease::of(session, &self.shared)?;
         if session.is_lost() {
             return Err(Error::SessionLost);
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::{LockGuard, Name, ReadGuard, Result, RwLock, Session};
 
+use crate::guarded::lock_guard;
 use crate::keys::Kind;
 use crate::store::Shared;
 use crate::waiter_line::{Mode, WaiterLine};
@@ -57,26 +58,11 @@ impl RwLock for RedisRwLock {
     /// Cancel-safety: cancel-safe; a dropped waiter withdraws in the background.
     async fn write(&self) -> Result<LockGuard> {
         let granted = self.queue.acquire(Mode::Write, None).await?;
-        let session = self.queue.session();
-        Ok(LockGuard::new(
-            granted.key(),
-            granted.token,
-            session,
-            granted.release_fn(session),
-        )
-        .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted)))
+        Ok(lock_guard(&self.queue, &granted))
     }
 
     async fn try_write(&self) -> Result<Option<LockGuard>> {
-        let session = self.queue.session();
-        Ok(self.queue.try_acquire(Mode::Write).await?.map(|granted| {
-            LockGuard::new(
-                granted.key(),
-                granted.token,
-                session,
-                granted.release_fn(session),
-            )
-            .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted))
-        }))
+        let granted = self.queue.try_acquire(Mode::Write).await?;
+        Ok(granted.map(|granted| lock_guard(&self.queue, &granted)))
     }
 }

@@ -21,9 +21,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::{Error, LockGuard, Name, Result, Semaphore, Session};
 
+use crate::guarded::lock_guard;
 use crate::keys::Kind;
 use crate::store::Shared;
-use crate::waiter_line::{Granted, Mode, WaiterLine};
+use crate::waiter_line::{Mode, WaiterLine};
 
 /// A Redis counting semaphore (see the module docs).
 pub(crate) struct RedisSemaphore {
@@ -55,17 +56,6 @@ impl RedisSemaphore {
             count: Bytes::from(permits.to_string()),
         })
     }
-
-    fn guard(&self, granted: Granted) -> LockGuard {
-        let session = self.queue.session();
-        LockGuard::new(
-            granted.key(),
-            granted.token,
-            session,
-            granted.release_fn(session),
-        )
-        .with_guarded_write(crate::guarded::hook(self.queue.shared(), &granted))
-    }
 }
 
 #[async_trait]
@@ -84,7 +74,7 @@ impl Semaphore for RedisSemaphore {
     /// background (or leaves it to the lease) and never leaves a permit held.
     async fn acquire(&self) -> Result<LockGuard> {
         let granted = self.queue.acquire(Mode::Permit, Some(&self.count)).await?;
-        Ok(self.guard(granted))
+        Ok(lock_guard(&self.queue, &granted))
     }
 
     /// Takes a permit if the fair rule admits it now (a free permit, nobody waiting
@@ -96,6 +86,6 @@ impl Semaphore for RedisSemaphore {
             .queue
             .try_acquire_with(Mode::Permit, Some(&self.count))
             .await?
-            .map(|granted| self.guard(granted)))
+            .map(|granted| lock_guard(&self.queue, &granted)))
     }
 }

@@ -27,14 +27,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::{KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
+use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::BACKEND;
 use crate::error::{int, unexpected};
 use crate::notify::Event;
 use crate::scripts::SCRIPTS;
 use crate::store::Shared;
-use crate::BACKEND;
 
 /// The Redis side of a [`Session`].
 pub(crate) struct RedisLease {
@@ -56,6 +56,34 @@ pub(crate) struct RedisLease {
 const MAX_DRAWS: u32 = 8;
 
 impl RedisLease {
+    /// The lease of `session`, which the store of `shared` must have granted.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a session of another backend or another store.
+    pub(crate) fn of<'s>(session: &'s Session, shared: &Shared) -> Result<&'s RedisLease> {
+        let lease = session.lease_for::<RedisLease>(BACKEND)?;
+        if lease.shared().store != shared.store {
+            return Err(Error::InvalidArgument(format!(
+                "session {} belongs to the store {}, not to {}",
+                session.id(),
+                lease.shared().store,
+                shared.store
+            )));
+        }
+        Ok(lease)
+    }
+
+    /// The lease of `session`, while it is not lost.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once it is lost.
+    pub(crate) fn live(session: &Session) -> Result<&RedisLease> {
+        if session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        session.lease_for::<RedisLease>(BACKEND)
+    }
+
     /// Opens a session of `options.ttl` and starts its keepalive.
     ///
     /// The id is drawn at random on the client ([`crate::random`]) and the session key

@@ -29,9 +29,9 @@ use distsync_core::status::{
 use distsync_core::{FencingToken, Result, SessionId};
 use redis::{Script, Value};
 
+use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
 use crate::store::Shared;
-use crate::BACKEND;
 
 /// The script, compiled (hashed) once per process.
 static STATUS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/status.lua")));

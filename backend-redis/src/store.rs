@@ -14,12 +14,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Script, Value};
 
 use crate::call::{Ack, Call};
+use crate::capabilities::BACKEND;
 use crate::error::redis_error;
 use crate::keys::Keys;
 use crate::notify::Notifier;
 use crate::options::RedisOptions;
 use crate::sentinel::{Connection, Following, Target};
-use crate::BACKEND;
 
 /// What every primitive of one backend shares.
 pub(crate) struct Shared {

@@ -60,7 +60,6 @@ use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::store::Shared;
-use crate::BACKEND;
 
 /// Added to every re-check delay, so that the key has really expired by then.
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
@@ -162,13 +161,6 @@ impl WaiterLine {
         &self.shared
     }
 
-    fn lease(&self) -> Result<&RedisLease> {
-        if self.session.is_lost() {
-            return Err(Error::SessionLost);
-        }
-        self.session.lease_for::<RedisLease>(BACKEND)
-    }
-
     fn new_hold(&self, lease: &RedisLease, mode: Mode) -> (String, Arc<Hold>) {
         let id = lease.next_entry_id();
         let key = format!("{}:e:{id}", self.prefix);
@@ -240,7 +232,7 @@ impl WaiterLine {
     /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the
     /// background (or leaves it to the lease), releasing it if it had been granted.
     pub(crate) async fn acquire(&self, mode: Mode, value: Option<&Bytes>) -> Result<Granted> {
-        let lease = self.lease()?;
+        let lease = RedisLease::live(&self.session)?;
         let (id, hold) = self.new_hold(lease, mode);
         let mut cleanup = Cleanup::arm(&hold, &self.session);
         // Joining reports connection trouble: nothing is in line to ride it out for.
@@ -332,7 +324,7 @@ impl WaiterLine {
         mode: Mode,
         value: Option<&Bytes>,
     ) -> Result<Option<Granted>> {
-        let lease = self.lease()?;
+        let lease = RedisLease::live(&self.session)?;
         let (id, hold) = self.new_hold(lease, mode);
         let mut cleanup = Cleanup::arm(&hold, &self.session);
         let reply = self.call(lease, &id, &hold, mode, How::Try, value).await?;
