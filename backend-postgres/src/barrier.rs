@@ -8,7 +8,7 @@ use distsync_core::{Barrier, Name, Result};
 use crate::error::map;
 use crate::notify::Wake;
 use crate::retry::Backoff;
-use crate::shared::Shared;
+use crate::store::Shared;
 
 pub(crate) struct PgBarrier {
     pub(crate) shared: Arc<Shared>,

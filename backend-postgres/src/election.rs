@@ -32,7 +32,7 @@ use crate::notify::Subscription;
 use crate::retry::Backoff;
 use crate::semaphore::{self, Ask, Entry};
 use crate::session::LeaseInner;
-use crate::shared::{LockKind, Shared};
+use crate::store::{LockKind, Shared};
 
 pub(crate) struct PgElection {
     pub(crate) lease: Arc<LeaseInner>,

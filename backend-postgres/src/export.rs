@@ -11,7 +11,7 @@ use distsync_core::migrate::{QueueItem, Snapshot};
 use distsync_core::{Bytes, Error, Name, Result};
 
 use crate::error::{map, BACKEND};
-use crate::shared::Shared;
+use crate::store::Shared;
 
 fn name(raw: String) -> Result<Name> {
     Name::new(raw)

@@ -67,7 +67,7 @@ use crate::error::{is_session_gone, map};
 use crate::lock::hold_key;
 use crate::semaphore::{self, release_fn, Ask, Entry};
 use crate::session::LeaseInner;
-use crate::shared::LockKind;
+use crate::store::LockKind;
 
 /// Takes an exclusive (`shared` false) or shared hold of `kind` `name` for `lease`'s
 /// session, waiting if `wait`. Returns the entry and its token (0 for shared holds),

@@ -8,7 +8,7 @@ use distsync_core::{LockGuard, Locker, Name, Result, Session};
 use crate::error::map;
 use crate::hold;
 use crate::session::LeaseInner;
-use crate::shared::{LockKind, Shared};
+use crate::store::{LockKind, Shared};
 
 pub(crate) struct PgLocker {
     pub(crate) lease: Arc<LeaseInner>,

@@ -67,7 +67,7 @@ use tokio::sync::oneshot;
 use crate::error::map;
 use crate::retry::Backoff;
 use crate::session::PgLease;
-use crate::shared::Shared;
+use crate::store::Shared;
 
 /// How old an at-most-once claim must be before a consumer puts its item back: longer
 /// than every budget its owner may still be acting within.

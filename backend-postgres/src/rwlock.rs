@@ -12,7 +12,7 @@ use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, RwLock, Session};
 use crate::hold;
 use crate::semaphore::Entry;
 use crate::session::LeaseInner;
-use crate::shared::LockKind;
+use crate::store::LockKind;
 
 pub(crate) struct PgRwLock {
     pub(crate) lease: Arc<LeaseInner>,

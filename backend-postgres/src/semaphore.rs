@@ -70,7 +70,7 @@ use crate::error::{is_session_gone, map, sqlstate};
 use crate::lock::hold_key;
 use crate::retry::Backoff;
 use crate::session::LeaseInner;
-use crate::shared::{LockKind, Shared};
+use crate::store::{LockKind, Shared};
 
 /// The semaphore's tables and functions (`{s}`: the quoted schema), run by
 /// [`crate::schema`] after its own DDL.
@@ -556,7 +556,7 @@ impl Drop for Cleanup {
 
 /// Joins the line of `ask.kind` `name` and, if `wait`, waits until granted. Returns the
 /// entry and its token, or `None` for a failed try. A cached name id whose row has gone
-/// (pruned, see [`crate::shared`]) is looked up afresh, once.
+/// (pruned, see [`crate::store`]) is looked up afresh, once.
 ///
 /// Cancel-safe: a dropped call withdraws its entry in the background.
 pub(crate) async fn take(

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{map, BACKEND};
 use crate::notify::{Subscription, Wake};
-use crate::shared::Shared;
+use crate::store::Shared;
 
 /// The [`Lease`] of a PostgreSQL session.
 pub(crate) struct PgLease {

@@ -26,7 +26,7 @@ use distsync_core::status::{
 use distsync_core::{Bytes, FencingToken, Result, SessionId};
 
 use crate::error::{map, BACKEND};
-use crate::shared::Shared;
+use crate::store::Shared;
 
 /// The live entries of every line whose name starts with `$1`, in line order.
 const ENTRIES: &str = "\

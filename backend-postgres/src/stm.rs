@@ -35,7 +35,7 @@ use distsync_core::{Error, Isolation, Name, Result};
 use sqlx::{Postgres, Transaction};
 
 use crate::error::{is_conflict, map};
-use crate::shared::Shared;
+use crate::store::Shared;
 
 pub(crate) struct PgStm {
     pub(crate) shared: Arc<Shared>,

@@ -1,0 +1,350 @@
+//! The factories (from a URL, a parsed [`PostgresConfig`], or a pool of the
+//! application's) and [`PostgresBackend`], the [`Backend`] they return.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::migrate::Snapshot;
+use distsync_core::{
+    Backend, Barrier, Capabilities, Coordinator, DoubleBarrier, Election, Error, Locker, Name,
+    Queue, Result, RwLock, Session, SessionId, SessionOptions, Stm,
+};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::error::{map, BACKEND};
+use crate::limits::Limits;
+use crate::session::{LeaseInner, PgLease};
+use crate::store::{self, Shared};
+use crate::{
+    barrier, double_barrier, election, export, lock, queue, rwlock, semaphore, session, status, stm,
+};
+use crate::{capabilities, checks, conn, schema, tls, PostgresConfig};
+
+/// Connections in the pool used for queues, barriers and STM, and the notification
+/// listener (holds and renewals have pools of their own).
+const POOL_SIZE: u32 = 8;
+
+/// Connections of the reaper (the sessions' batched renewals, ending sessions, the
+/// sweep), apart from the pool.
+const REAPER_SIZE: u32 = 2;
+
+/// Connections for the sessions' holds, waits and releases (every lock, read-write
+/// lock, candidacy and permit of the process, see `hold`), apart from the pool that
+/// STM bodies can exhaust.
+const HOLDS_SIZE: u32 = 8;
+
+/// Connects to the database named by `url` and returns a [`Coordinator`] over it.
+///
+/// Cancel-safe: dropping the future drops the connection attempt.
+///
+/// # Errors
+/// As [`backend`].
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(backend(url).await?))
+}
+
+/// Connects to the database named by `url` (see [`PostgresConfig::parse`] for the URL form,
+/// TLS and timeouts), creating the schema's objects if needed.
+///
+/// Cancel-safe: dropping the future drops the connection attempt.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for a malformed URL (password masked), and as
+/// [`backend_with_config`].
+pub async fn backend(url: &str) -> Result<PostgresBackend> {
+    backend_with_config(&PostgresConfig::parse(url)?).await
+}
+
+/// Like [`backend`], from an already parsed (or built, [`PostgresConfig::from_options`]) URL.
+///
+/// Cancel-safe: dropping the future drops the connection attempt.
+///
+/// # Errors
+/// - [`Error::InvalidArgument`] for certificate or key files that cannot be read;
+/// - [`Error::Connection`] when the server cannot be reached, fails the TLS handshake
+///   (an untrusted server certificate, a client certificate it refuses) or does not
+///   answer within the connect timeout;
+/// - [`Error::Authentication`] for a wrong user or password, or a login `pg_hba.conf`
+///   refuses (e.g. without the client certificate it requires);
+/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`checks`);
+/// - the schema-creation error.
+pub async fn backend_with_config(url: &PostgresConfig) -> Result<PostgresBackend> {
+    tls::check_files(url)?;
+    let pool = within_connect_timeout(url, async {
+        checks::refuse_transaction_pooling(&url.options).await?;
+        pool_options(POOL_SIZE, url)
+            .connect_with(url.options.clone().application_name("distsync"))
+            .await
+            .map_err(map)
+    })
+    .await?;
+    finish(pool, url).await
+}
+
+/// A backend over a [`sqlx::PgPool`] of your own (its queues, barriers and STM run on
+/// it, and the notification listener takes one of its connections), and `url`'s
+/// connection options, schema and timeouts for the connections it opens itself: the
+/// holds' pool (8), the reaper's (2) and the checks made here. Build `url` with
+/// [`PostgresConfig::from_options`] from the same `PgConnectOptions` as the pool (credentials,
+/// TLS), or parse one.
+///
+/// Requirements:
+/// - **Session pooling.** If a pooler (PgBouncer, ...) stands between the application
+///   and PostgreSQL, it must run `pool_mode = session` for both the pool and `url`'s
+///   connections: `LISTEN` belongs to a server connection. A transaction pooler behind
+///   `url` is detected and refused.
+/// - A role with `CREATE` on the database or on an existing schema (see `schema`),
+///   or one that may use the schema's objects once another role has created them.
+/// - **Durable commits** on the pool: `synchronous_commit` `on` (the server's
+///   default); a pool whose connections say otherwise is refused (checked on one
+///   connection), since fencing counters must not go backwards after a crash. Set it
+///   per connection with `after_connect` running
+///   `SELECT set_config('synchronous_commit', 'on', false)` if the role's or
+///   database's default is off.
+/// - Room in the pool: blocked STM bodies and dequeues hold pool connections while
+///   they run.
+///
+/// Cancel-safe: dropping the future drops the checks.
+///
+/// # Errors
+/// As [`backend_with_config`]; [`Error::InvalidArgument`] for a pool whose commits are
+/// not durable.
+pub async fn backend_from_pool(
+    pool: sqlx::PgPool,
+    url: &PostgresConfig,
+) -> Result<PostgresBackend> {
+    tls::check_files(url)?;
+    within_connect_timeout(url, async {
+        checks::refuse_transaction_pooling(&url.options).await?;
+        let commit: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+            .fetch_one(&pool)
+            .await
+            .map_err(map)?;
+        if !matches!(commit.as_str(), "on" | "remote_write" | "remote_apply") {
+            return Err(Error::InvalidArgument(format!(
+                "the pool's connections run with synchronous_commit = {commit}: fencing \
+                 tokens could go backwards after a server crash (set it to on, e.g. in \
+                 the pool's after_connect)"
+            )));
+        }
+        Ok(())
+    })
+    .await?;
+    finish(pool, url).await
+}
+
+/// Runs `connect` for at most the connect timeout of `url`, then an
+/// [`Error::Connection`] naming the server (password masked).
+async fn within_connect_timeout<T>(
+    url: &PostgresConfig,
+    connect: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let timeout = url.connect_timeout();
+    tokio::time::timeout(timeout, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::connection(
+                BACKEND,
+                format!(
+                    "{url} did not answer within the connect timeout ({timeout:?}; \
+                     `connect_timeout=` in the URL)"
+                ),
+            ))
+        })
+}
+
+/// The rest of connecting, on a working pool: the holds' and the reaper's pools, the
+/// schema.
+async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBackend> {
+    let reaper = pool_options(REAPER_SIZE, url)
+        .connect_lazy_with(url.options.clone().application_name("distsync/reaper"));
+    let holds = pool_options(HOLDS_SIZE, url)
+        .connect_lazy_with(url.options.clone().application_name("distsync/holds"));
+    let ns_oid = schema::ensure(&pool, &url.schema).await?;
+    let pools = store::Pools {
+        pool,
+        holds,
+        reaper,
+    };
+    let shared = Shared::new(pools, url.schema.clone(), ns_oid, Limits::default());
+    tracing::debug!(backend = BACKEND, %url, "connected");
+    Ok(PostgresBackend {
+        shared: Arc::new(shared),
+        capabilities: capabilities(),
+    })
+}
+
+/// Pool options whose connections commit durably (see `conn::POOL_SETUP`); opening a
+/// connection or waiting for a free one is bounded by `url`'s request timeout.
+fn pool_options(size: u32, url: &PostgresConfig) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(url.request_timeout())
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query(conn::POOL_SETUP).execute(conn).await?;
+                Ok(())
+            })
+        })
+}
+
+/// The PostgreSQL backend (`postgres://`). See the crate docs.
+pub struct PostgresBackend {
+    pub(crate) shared: Arc<Shared>,
+    capabilities: Capabilities,
+}
+
+impl std::fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("schema", &self.shared.schema)
+            .finish()
+    }
+}
+
+impl PostgresBackend {
+    /// The schema holding this backend's tables.
+    pub fn schema(&self) -> &str {
+        &self.shared.schema
+    }
+
+    fn lease(&self, session: &Session) -> Result<Arc<LeaseInner>> {
+        let lease = &session.lease_for::<PgLease>(BACKEND)?.inner;
+        if !Arc::ptr_eq(&lease.shared, &self.shared) {
+            return Err(Error::InvalidArgument(format!(
+                "session {} was granted by another postgres backend",
+                session.id()
+            )));
+        }
+        Ok(Arc::clone(lease))
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn session(&self, options: SessionOptions) -> Result<Session> {
+        self.capabilities.check_session(&options)?;
+        session::open(&self.shared, &options).await
+    }
+
+    async fn revoke_session(&self, id: SessionId) -> Result<()> {
+        let id = i64::try_from(id.0)
+            .map_err(|_| Error::InvalidArgument(format!("no postgres session has id {id}")))?;
+        self.shared.end_sessions(&[id]).await
+    }
+
+    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        Ok(Box::new(lock::PgLocker {
+            lease: self.lease(session)?,
+            session: session.clone(),
+            name,
+        }))
+    }
+
+    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
+        Ok(Box::new(election::PgElection {
+            lease: self.lease(session)?,
+            session: session.clone(),
+            name,
+        }))
+    }
+
+    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
+        Ok(Box::new(rwlock::PgRwLock {
+            lease: self.lease(session)?,
+            session: session.clone(),
+            name,
+        }))
+    }
+
+    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
+        Ok(Box::new(queue::PgQueue {
+            shared: Arc::clone(&self.shared),
+            name,
+        }))
+    }
+
+    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
+        Ok(Box::new(barrier::PgBarrier {
+            shared: Arc::clone(&self.shared),
+            name,
+        }))
+    }
+
+    fn double_barrier(
+        &self,
+        session: &Session,
+        name: Name,
+        count: usize,
+    ) -> Result<Box<dyn DoubleBarrier>> {
+        if count == 0 {
+            return Err(Error::InvalidArgument(
+                "a double barrier needs at least one participant".into(),
+            ));
+        }
+        let count_sql = i32::try_from(count).map_err(|_| {
+            Error::InvalidArgument(format!("double barrier count {count} is too large"))
+        })?;
+        Ok(Box::new(double_barrier::PgDoubleBarrier {
+            lease: self.lease(session)?,
+            participant: double_barrier::participant(),
+            name,
+            count,
+            count_sql,
+        }))
+    }
+
+    fn semaphore(
+        &self,
+        session: &Session,
+        name: Name,
+        permits: usize,
+    ) -> Result<Box<dyn distsync_core::Semaphore>> {
+        if permits == 0 {
+            return Err(Error::InvalidArgument(
+                "a semaphore needs at least 1 permit".into(),
+            ));
+        }
+        let permits_sql = i32::try_from(permits).map_err(|_| {
+            Error::InvalidArgument(format!("semaphore permit count {permits} is too large"))
+        })?;
+        Ok(Box::new(semaphore::PgSemaphore {
+            lease: self.lease(session)?,
+            session: session.clone(),
+            name,
+            permits,
+            permits_sql,
+        }))
+    }
+
+    fn stm(&self) -> Result<Stm> {
+        Ok(Stm::new(Arc::new(stm::PgStm {
+            shared: Arc::clone(&self.shared),
+        })))
+    }
+
+    async fn export(&self) -> Result<Snapshot> {
+        export::export(&self.shared).await
+    }
+
+    /// Who holds what in the schema; see `status` for what is read.
+    async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
+        status::status(&self.shared, prefix).await
+    }
+}
+
+#[cfg(test)]
+mod send_check {
+    fn assert_send<T: Send>(_: T) {}
+
+    /// `connect` and `backend` can be spawned (compile-time check).
+    #[allow(dead_code)]
+    fn futures_are_send() {
+        assert_send(super::backend(""));
+        assert_send(super::connect(""));
+    }
+}
