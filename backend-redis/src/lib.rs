@@ -26,7 +26,13 @@
 //! and password log in to an ACL user. The password never appears in errors, logs
 //! or `Debug` output.
 //!
-//! An application that already has a configured [`redis::Client`] hands it over with
+//! ## Entry points
+//!
+//! As in every backend crate: [`connect`] (a [`distsync_core::Coordinator`]) and
+//! [`backend`] (the [`RedisBackend`]) from a URL; [`backend_with_config`] from a
+//! [`RedisConfig`] parsed from one (`url.parse::<RedisConfig>()`) and adjusted in
+//! code; [`capabilities()`], [`BACKEND`] and [`MIN_SESSION_TTL`]. An application that
+//! already has a configured [`redis::Client`] hands it over with
 //! [`RedisBackend::from_client`] and [`RedisOptions`].
 //!
 //! ## How it works
