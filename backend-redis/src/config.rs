@@ -9,9 +9,9 @@ use distsync_core::{Error, Result};
 
 #[cfg(not(feature = "tls"))]
 use crate::capabilities::BACKEND;
-#[cfg(feature = "tls")]
-use crate::options::read_pem;
 use crate::options::{parse_duration, RedisOptions};
+#[cfg(feature = "tls")]
+use crate::tls::read_pem;
 
 pub use crate::options::DEFAULT_NAMESPACE;
 

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use distsync_core::{Error, Result};
-
 /// The key prefix used when neither the URL nor the options name one.
 pub const DEFAULT_NAMESPACE: &str = "distsync:";
 
@@ -92,7 +90,7 @@ impl RedisOptions {
     /// Asks for replica acknowledgement of every script run: each is followed, on the
     /// same connection, by `WAIT replicas timeout`, and a run that fewer than
     /// `replicas` replicas acknowledged within `timeout` counts as failed (a transient
-    /// [`Error::Connection`]; see the crate docs, "Sentinel and replica
+    /// [`distsync_core::Error::Connection`]; see the crate docs, "Sentinel and replica
     /// acknowledgement"). `replicas = 0` turns it off (the default); a zero `timeout`
     /// is replaced by one millisecond (`WAIT` with 0 would wait forever).
     pub fn replica_acknowledgement(mut self, replicas: u32, timeout: Duration) -> Self {
@@ -134,17 +132,6 @@ impl RedisOptions {
 
 /// Parses a timeout from a URL (the syntax every backend's URL shares).
 pub(crate) use distsync_core::timeout::parse_url_timeout as parse_duration;
-
-#[cfg(feature = "tls")]
-/// An [`Error::InvalidArgument`] for an unreadable certificate or key file (the path
-/// is shown, never the contents).
-pub(crate) fn read_pem(what: &str, path: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|error| {
-        Error::InvalidArgument(format!(
-            "redis: cannot read the {what} file {path:?}: {error}"
-        ))
-    })
-}
 
 #[cfg(test)]
 mod tests {

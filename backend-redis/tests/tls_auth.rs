@@ -4,6 +4,10 @@
 //!
 //! Every failure must be a typed error that arrives within the connect timeout and
 //! never shows the password.
+//!
+//! Built with the `tls` feature (on by default): without it `rediss://` is
+//! `Error::Unsupported` and `redis::Client::build_with_tls` does not exist.
+#![cfg(feature = "tls")]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
