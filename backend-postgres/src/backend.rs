@@ -166,11 +166,22 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
         holds,
         reaper,
     };
+    // Every pooled connection commits with `synchronous_commit = on` (conn::POOL_SETUP):
+    // with a synchronous standby named, a commit returns only once the standby has it,
+    // so what was acknowledged survives the standby's promotion.
+    let synchronous_standby: bool =
+        sqlx::query_scalar("SELECT current_setting('synchronous_standby_names') <> ''")
+            .fetch_one(&pools.pool)
+            .await
+            .map_err(map)?;
     let shared = Shared::new(pools, url.schema.clone(), ns_oid, Limits::default());
-    tracing::debug!(backend = BACKEND, %url, "connected");
+    tracing::debug!(backend = BACKEND, %url, synchronous_standby, "connected");
     Ok(PostgresBackend {
         shared: Arc::new(shared),
-        capabilities: capabilities(),
+        capabilities: Capabilities {
+            survives_failover: synchronous_standby,
+            ..capabilities()
+        },
     })
 }
 

@@ -169,7 +169,12 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   their holds are tables (a session survives a restart shorter than its deadline);
 /// - `linearizable`: one primary serves every read and grant (with replicas, point the
 ///   URL at the primary);
-/// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s.
+/// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s;
+/// - `survives_failover`: false here; a [`PostgresBackend`] connected to a primary whose
+///   `synchronous_standby_names` is set declares it true (checked at connect): every
+///   commit then waits for the standby, so a promoted standby has every grant, token
+///   and acknowledged item (measured by the matrix row `server_primary_failover_postgres`
+///   on a private primary with a synchronous standby).
 pub fn capabilities() -> Capabilities {
     Capabilities {
         // `guarded_put`: the write commits only while the guard's entry is a current
@@ -178,8 +183,10 @@ pub fn capabilities() -> Capabilities {
         // `Queue::receive`: a hold on the item's row, counting while the session's row
         // is live (see the queue module).
         reliable_delivery: true,
-        // One server, no synchronous standby: a failover to a streaming standby can
-        // lose what the primary acknowledged last (docs/HIGH_AVAILABILITY.md).
+        // No synchronous standby assumed: a failover to an asynchronous streaming
+        // standby can lose what the primary acknowledged last
+        // (docs/HIGH_AVAILABILITY.md). A backend connected to a primary that names a
+        // synchronous standby declares it (see `PostgresBackend`'s capabilities).
         survives_failover: false,
         ..Capabilities::all(BACKEND, MIN_SESSION_TTL)
     }

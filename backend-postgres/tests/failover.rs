@@ -53,6 +53,11 @@ fn failover(synchronous: bool) -> Option<Report> {
 #[test]
 fn promoted_synchronous_standby_loses_nothing() {
     if let Some(report) = failover(true) {
+        assert_eq!(
+            report.declared,
+            Some(true),
+            "a primary with a synchronous standby declares survives_failover: {report}"
+        );
         assert!(
             matches!(report.outcome, Outcome::Holds { .. }),
             "with a synchronous standby nothing may break: {report}"

@@ -41,6 +41,9 @@ pub const MAX_SETTLE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Harness {
     backend: Arc<dyn Backend>,
+    /// What the cases are judged against: the backend's, unless the harness's
+    /// topology is not the backend's own (see [`Harness::connect_postgres_standby`]).
+    capabilities: Option<Capabilities>,
     faults: Arc<dyn Faults>,
     prefix: String,
     settle: Duration,
@@ -74,6 +77,7 @@ impl Harness {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
+            capabilities: None,
             faults: Arc::new(StoreFaults),
             prefix: "conf".to_owned(),
             settle: MIN_SETTLE,
@@ -96,9 +100,22 @@ impl Harness {
         Coordinator::from_arc(Arc::clone(&self.backend))
     }
 
-    /// The backend's capabilities.
+    /// The capabilities the cases are judged against: the backend's, or those of the
+    /// topology the harness's fault hooks build (see
+    /// [`Harness::connect_postgres_standby`]).
     pub fn capabilities(&self) -> &Capabilities {
-        self.backend.capabilities()
+        self.capabilities
+            .as_ref()
+            .unwrap_or_else(|| self.backend.capabilities())
+    }
+
+    /// The same harness judged against `capabilities` instead of its backend's: for
+    /// hooks whose cases run on another topology than the harness's own backend (a
+    /// case there must check that a backend connected to that topology declares the
+    /// same).
+    pub(crate) fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
+        self
     }
 
     /// The fault hooks.

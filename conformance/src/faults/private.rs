@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::{Backend, Result, SessionOptions};
+use distsync_core::{Backend, Capabilities, Result, SessionOptions};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -844,6 +844,15 @@ impl crate::harness::Harness {
     ) -> Result<Self> {
         let faults = PostgresFailoverFaults::new(url, Arc::clone(&connect), synchronous);
         let backend = connect(url.to_owned()).await?;
-        Ok(Self::new(backend).with_faults(Arc::new(faults)))
+        // The cases run on the pair, whose primary names a synchronous standby or not;
+        // a backend connected to it declares `survives_failover` accordingly (the case
+        // checks that it does).
+        let capabilities = Capabilities {
+            survives_failover: synchronous,
+            ..backend.capabilities().clone()
+        };
+        Ok(Self::new(backend)
+            .with_faults(Arc::new(faults))
+            .with_capabilities(capabilities))
     }
 }

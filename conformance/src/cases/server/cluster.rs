@@ -1,6 +1,6 @@
 //! Losing the raft leader of a three-member cluster while 8 clients contend for one
 //! lock: never two holders, no lost update of a counter guarded by the lock, no
-//! session lost (their TTL is 6 s, so renewals must resume within about three
+//! session lost (their TTL is 10 s, so renewals must resume within about five
 //! seconds), and progress resumes once the remaining members elect a new leader. The
 //! figure is the longest gap between two grants around the loss (the stall). With the
 //! member still down, new sessions, locks and queue items work too, and with it back,
@@ -30,10 +30,11 @@ const GRANTS: usize = 2 * CONTENDERS;
 /// Rounds of new session, lock and enqueue while the member is down.
 const ROUNDS_DOWN: usize = 10;
 /// The session TTL of the contenders: long enough that a leader change fits in the
-/// renewal window before the client-side deadline (from TTL/3 to TTL − TTL/5: 3.2 s
+/// renewal window before the client-side deadline (from TTL/3 to TTL − TTL/5: 4.7 s
 /// here), even on a loaded machine where the election and the first renewal after it
-/// take a few seconds (4 s, leaving 2 s, lost sessions under CI load).
-const SESSION_RIDE_OUT: Duration = Duration::from_secs(6);
+/// take a few seconds (4 s, leaving 2 s, lost sessions under CI load; 6 s lost one
+/// contender's session once at load average 6.6).
+const SESSION_RIDE_OUT: Duration = Duration::from_secs(10);
 /// How long the cluster may take to elect a new leader and serve again.
 const RECOVERY: Duration = Duration::from_secs(30);
 

@@ -43,8 +43,8 @@ use tokio::time::Instant;
 
 use super::cluster::leader_of;
 use crate::check::{
-    eventually, join_all, lock_vec, retry_transient, secs, violated, within, Check, Context, Holds,
-    Task, LONG, PROMPT,
+    ensure, eventually, join_all, lock_vec, retry_transient, secs, violated, within, Check,
+    Context, Holds, Task, LONG, PROMPT,
 };
 use crate::harness::Harness;
 
@@ -378,6 +378,16 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
             within(PROMPT, "connecting", cluster.connect_with(query)).await?
         }
     };
+    // The PostgreSQL pair's harness judges by the pair's declaration (the harness's
+    // own backend is on another server): the backend on the pair must agree.
+    ensure!(
+        !matches!(fault, Fault::Promoted)
+            || backend.capabilities().survives_failover == h.capabilities().survives_failover,
+        "a backend connected to the failover topology declares survives_failover = {}, \
+         the harness judges by {}",
+        backend.capabilities().survives_failover,
+        h.capabilities().survives_failover
+    );
     let ttl = TTL.max(backend.capabilities().min_session_ttl);
     let lock = h.name("mutex").ctx("naming the lock")?;
     let held = h.name("held").ctx("naming the held lock")?;
