@@ -60,7 +60,7 @@
 //! as a dev-dependency; `runner` adds the facade and the runner binary.
 #![warn(missing_docs)]
 // Unsafe only in the two libc wrappers of `faults/tools.rs` (kill, geteuid).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod case;
 mod cases;

@@ -101,20 +101,15 @@ pub(crate) async fn run_command(mut command: Command, env: &[(&str, &str)]) -> R
 }
 
 /// Sends `signal` to process `pid`.
-#[allow(unsafe_code)]
 pub(crate) fn signal(pid: u32, signal: libc::c_int) -> Result<()> {
-    let pid = libc::pid_t::try_from(pid)
-        .map_err(|_| hook_error("signalling", format!("pid {pid} out of range")))?;
-    // SAFETY: kill(2) has no memory-safety preconditions; it only takes integers.
-    let status = unsafe { libc::kill(pid, signal) };
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(hook_error(
-            format!("kill({pid}, {signal})"),
-            std::io::Error::last_os_error(),
-        ))
-    }
+    use rustix::process::{kill_process, Pid, Signal};
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| hook_error("signalling", format!("pid {pid} out of range")))?;
+    let sig = Signal::from_named_raw(signal)
+        .ok_or_else(|| hook_error("signalling", format!("{signal} is not a named signal")))?;
+    kill_process(target, sig).map_err(|error| hook_error(format!("kill({pid}, {signal})"), error))
 }
 
 /// A loopback TCP port nobody listens on right now.
@@ -157,10 +152,8 @@ pub(crate) fn temp_dir(what: &str) -> Result<PathBuf> {
 }
 
 /// Whether this process runs as root.
-#[allow(unsafe_code)]
 pub(crate) fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 #[cfg(test)]
