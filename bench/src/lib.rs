@@ -11,6 +11,7 @@
 //! Every loop is bounded by a count and a time cap, and all traffic goes to the URLs
 //! given (the test servers on loopback).
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod args;
 pub mod cycle;

@@ -1,5 +1,7 @@
 //! `distsync-bench`: see the crate docs of `distsync_bench` and `--help`.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;

@@ -171,13 +171,10 @@ impl Cycler for Hold {
 /// Sends SIGINT to `child`, as Ctrl-C would.
 fn interrupt(child: &tokio::process::Child) -> Result<()> {
     let pid = child.id().ok_or("etcdctl already exited")?;
-    let pid = libc::pid_t::try_from(pid)?;
-    // SAFETY: kill(2) with a pid this process spawned and has not reaped yet (the
-    // child is waited for only after this call), so it cannot name another process.
-    let sent = unsafe { libc::kill(pid, libc::SIGINT) };
-    if sent != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+    // A pid this process spawned and has not reaped yet (the child is waited for only
+    // after this call), so it cannot name another process.
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid)?).ok_or("pid 0")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::INT)?;
     Ok(())
 }
 
