@@ -96,7 +96,9 @@ pub fn client(url: &str) -> Result<redis::Client> {
 /// # Errors
 /// A URL distsync would reject.
 pub fn server_url(url: &str) -> Result<String> {
-    Ok(distsync::redis::RedisConfig::parse(url)?.server().to_owned())
+    Ok(distsync::redis::RedisConfig::parse(url)?
+        .server()
+        .to_owned())
 }
 
 #[async_trait]
