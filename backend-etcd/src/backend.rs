@@ -1,30 +1,19 @@
 //! The factories of the etcd backend: [`backend`], [`backend_with_config`],
 //! [`backend_from_client`] and [`connect`] build an [`EtcdBackend`] (every primitive of
 //! [`distsync_core::recipes`] over [`EtcdKv`]) from a URL, a parsed [`EtcdConfig`] or a
-//! client of the caller's; [`capabilities`] says what it offers.
+//! client of the caller's, with the [`capabilities`] of the crate root.
 
 use distsync_core::recipes::KvBackend;
-use distsync_core::{Backend, Capabilities, Coordinator, Error, Result};
+use distsync_core::{Backend, Coordinator, Error, Result};
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
 use crate::error::to_error;
 use crate::kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::retry::{Idempotence, RetryPolicy};
-use crate::{EtcdConfig, BACKEND, MIN_SESSION_TTL};
+use crate::{capabilities, EtcdConfig, BACKEND};
 
 /// The etcd backend: every primitive of [`distsync_core::recipes`] over [`EtcdKv`].
 pub type EtcdBackend = KvBackend<EtcdKv>;
-
-/// What the etcd backend offers: every primitive and STM level, and every guarantee.
-///
-/// - fencing: create revisions strictly increase;
-/// - FIFO waiters: each waiter watches the key created just before its own;
-/// - lost notification and stalled holders expiring: leases;
-/// - surviving a restart: etcd's state is on disk (raft log and snapshots);
-/// - linearizable: etcd's reads and transactions are, by default.
-pub fn capabilities() -> Capabilities {
-    Capabilities::all(BACKEND, MIN_SESSION_TTL)
-}
 
 /// Connects to the etcd cluster a URL names and returns the backend.
 ///
@@ -241,6 +230,7 @@ const _: fn() = || {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MIN_SESSION_TTL;
 
     #[test]
     fn capabilities_name_the_backend_and_its_shortest_ttl() {

@@ -46,6 +46,8 @@
 
 use std::time::Duration;
 
+use distsync_core::Capabilities;
+
 mod backend;
 mod config;
 mod error;
@@ -53,9 +55,7 @@ mod kv;
 mod retry;
 mod watch;
 
-pub use backend::{
-    backend, backend_from_client, backend_with_config, capabilities, connect, EtcdBackend,
-};
+pub use backend::{backend, backend_from_client, backend_with_config, connect, EtcdBackend};
 pub use config::{
     EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, SCHEME,
 };
@@ -75,3 +75,14 @@ pub const BACKEND: &str = "etcd";
 /// 100 ms, `--election-timeout` 1000 ms): 1.5 election timeouts, rounded up to whole
 /// seconds. Asked for 1 s, etcd 3.4 grants 2 s.
 pub const MIN_SESSION_TTL: Duration = Duration::from_secs(2);
+
+/// What the etcd backend offers: every primitive and STM level, and every guarantee.
+///
+/// - fencing: create revisions strictly increase;
+/// - FIFO waiters: each waiter watches the key created just before its own;
+/// - lost notification and stalled holders expiring: leases;
+/// - surviving a restart: etcd's state is on disk (raft log and snapshots);
+/// - linearizable: etcd's reads and transactions are, by default.
+pub fn capabilities() -> Capabilities {
+    Capabilities::all(BACKEND, MIN_SESSION_TTL)
+}
