@@ -127,37 +127,66 @@ impl Held {
         }
     }
 
-    /// Runs the release step; reports `SessionLost` if the hold had already ended.
-    /// Runs the release and waits for it. The release runs in a task of its own (when
-    /// in a tokio runtime): a caller that stops waiting (a timeout around `unlock()`)
-    /// does not stop it, so the hold is released as if the guard had been dropped, and
-    /// the in-process gate is let go only once the store has released it.
+    /// Runs the release step and waits for it; reports `SessionLost` if the hold had
+    /// already ended. A caller that stops waiting (a timeout
+    /// around `unlock()`) does not stop it: the rest of the release is handed to a
+    /// task (when in a tokio runtime), so the hold is released as if the guard had
+    /// been dropped, and the in-process gate is let go only once the store has
+    /// released it. A release waited for to the end runs inline (no task).
     pub(crate) async fn release(mut self) -> Result<()> {
         let was_lost = self.known_lost();
         let release = self.release.take();
         let gate = self.gate.take();
         let lost = self.lost.clone();
-        let finish = async move {
-            let result = match release {
-                Some(release) => release().await,
-                None => Ok(()),
-            };
-            lost.cancel();
-            drop(gate);
-            result
+        let mut pending = DetachOnDrop {
+            key: std::mem::take(&mut self.key),
+            release: Some(Box::pin(async move {
+                let result = match release {
+                    Some(release) => release().await,
+                    None => Ok(()),
+                };
+                lost.cancel();
+                drop(gate);
+                result
+            })),
         };
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime.spawn(finish).await.unwrap_or_else(|error| {
-                Err(Error::backend(
-                    "distsync",
-                    format!("the release task failed: {error}"),
-                ))
-            }),
-            Err(_) => finish.await,
+        let result = match pending.release.as_mut() {
+            Some(release) => release.await,
+            None => Ok(()),
         };
+        pending.release = None;
         match result {
             Ok(()) if was_lost => Err(Error::SessionLost),
             other => other,
+        }
+    }
+}
+
+/// A release in progress whose waiter may go away (or a dropped guard's release, not
+/// started): dropped before it finished, it hands the rest of the release to a task
+/// of the current runtime; outside a runtime the lease frees the hold.
+struct DetachOnDrop {
+    key: String,
+    release: Option<BoxFuture<'static, Result<()>>>,
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        let Some(release) = self.release.take() else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = release.await {
+                        tracing::debug!(%key, %error, "background release failed; the lease frees it");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::debug!(%key, "release abandoned outside a runtime; the lease frees it");
+            }
         }
     }
 }
@@ -171,20 +200,14 @@ impl Drop for Held {
         // The in-process gate is handed to the background release so that the next
         // holder sharing this session reaches the store only after the release.
         let gate = self.gate.take();
-        let key = std::mem::take(&mut self.key);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = release().await {
-                        tracing::debug!(%key, %error, "background release failed; the lease frees it");
-                    }
-                    drop(gate);
-                });
-            }
-            Err(_) => {
-                tracing::debug!(%key, "guard dropped outside a runtime; the lease frees it");
-            }
-        }
+        drop(DetachOnDrop {
+            key: std::mem::take(&mut self.key),
+            release: Some(Box::pin(async move {
+                let result = release().await;
+                drop(gate);
+                result
+            })),
+        });
     }
 }
 
