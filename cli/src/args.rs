@@ -44,7 +44,7 @@ Backends (URL in --backend or DISTSYNC_URL):
     after_long_help = EXIT_CODES,
     after_help = "Exit codes: 0 ok, 1 operation error, 2 usage/config error, 3 session lost, 130 interrupted (see --help)"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The store's URL: memory://, etcd://…, redis://…, postgres://…
     #[arg(long, env = "DISTSYNC_URL", global = true, value_name = "URL")]
     pub backend: Option<String>,
@@ -85,7 +85,7 @@ fn parse_grace(text: &str) -> Result<f64, String> {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Acquire a lock, print `NAME key=<key> token=<token>`, and hold it while CMD runs
     /// (or until interrupted, without CMD).
     Lock(LockArgs),
@@ -122,7 +122,7 @@ pub enum Command {
 
 impl Command {
     /// The primitive names the command uses, to validate before connecting.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         match self {
             Command::Lock(args) => vec![args.name.clone()],
             Command::Elect(args) => vec![args.name.clone()],
@@ -139,14 +139,14 @@ impl Command {
 
     /// Whether the command works on the store of `--backend` (all but `migrate`, which
     /// names its two stores itself).
-    pub fn needs_backend(&self) -> bool {
+    pub(crate) fn needs_backend(&self) -> bool {
         !matches!(self, Command::Migrate(_))
     }
 }
 
 /// `distsync lock`.
 #[derive(Debug, Args)]
-pub struct LockArgs {
+pub(crate) struct LockArgs {
     /// The lock's name.
     pub name: String,
     /// The command to run while holding the lock, after `--`. It gets DISTSYNC_LOCK_KEY
@@ -157,7 +157,7 @@ pub struct LockArgs {
 
 /// `distsync semaphore`.
 #[derive(Debug, Args)]
-pub struct SemaphoreArgs {
+pub(crate) struct SemaphoreArgs {
     /// The semaphore's name.
     pub name: String,
     /// How many holders it admits at once (every client must name the same count).
@@ -171,7 +171,7 @@ pub struct SemaphoreArgs {
 
 /// `distsync elect`.
 #[derive(Debug, Args)]
-pub struct ElectArgs {
+pub(crate) struct ElectArgs {
     /// Print every leader change (`<value> term=<term>` per line) instead of
     /// campaigning.
     #[arg(long, conflicts_with = "value")]
@@ -185,7 +185,7 @@ pub struct ElectArgs {
 
 /// Read or write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RwMode {
+pub(crate) enum RwMode {
     /// A shared hold (no fencing token).
     Read,
     /// The exclusive hold (with a fencing token).
@@ -194,7 +194,7 @@ pub enum RwMode {
 
 /// `distsync rwlock`.
 #[derive(Debug, Args)]
-pub struct RwLockArgs {
+pub(crate) struct RwLockArgs {
     /// The lock's name.
     pub name: String,
     /// Which hold to take.
@@ -207,7 +207,7 @@ pub struct RwLockArgs {
 
 /// `distsync queue`.
 #[derive(Debug, Args)]
-pub struct QueueArgs {
+pub(crate) struct QueueArgs {
     /// The queue's name.
     pub name: String,
     /// What to do with it.
@@ -217,7 +217,7 @@ pub struct QueueArgs {
 
 /// What to do with a queue.
 #[derive(Debug, Subcommand)]
-pub enum QueueAction {
+pub(crate) enum QueueAction {
     /// Append ITEM (prints nothing).
     Push {
         /// The item.
@@ -246,7 +246,7 @@ pub enum QueueAction {
 
 /// What to do with a barrier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BarrierAction {
+pub(crate) enum BarrierAction {
     /// Raise the barrier (prints `held`).
     Hold,
     /// Lower it, letting every waiter through (prints `released`).
@@ -257,7 +257,7 @@ pub enum BarrierAction {
 
 /// `distsync barrier`.
 #[derive(Debug, Args)]
-pub struct BarrierArgs {
+pub(crate) struct BarrierArgs {
     /// The barrier's name.
     pub name: String,
     /// What to do.
@@ -266,7 +266,7 @@ pub struct BarrierArgs {
 
 /// `distsync double-barrier`.
 #[derive(Debug, Args)]
-pub struct DoubleBarrierArgs {
+pub(crate) struct DoubleBarrierArgs {
     /// The barrier's name.
     pub name: String,
     /// How many participants enter and leave together.
@@ -299,7 +299,7 @@ impl From<IsolationArg> for distsync::Isolation {
 
 /// `distsync stm-bank`.
 #[derive(Debug, Args)]
-pub struct StmBankArgs {
+pub(crate) struct StmBankArgs {
     /// How many accounts (each starts with 100).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=10_000))]
     pub accounts: u32,
@@ -322,7 +322,7 @@ pub struct StmBankArgs {
 
 /// Which demo program to play interactively.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ReplKind {
+pub(crate) enum ReplKind {
     /// `elect [VALUE]`, `proclaim [VALUE]`, `resign`, `watch`, `query`, `rev`.
     Election,
     /// `lock`, `unlock`.
@@ -343,7 +343,7 @@ releasing what is held):
   rwlock:   r  w  unlock
   queue:    push ITEM [PRIORITY]  pop  len
 Without VALUE, elect and proclaim use `value-<id>-<count>` as the Go demo does.")]
-pub struct InteractiveArgs {
+pub(crate) struct InteractiveArgs {
     /// Which demo.
     pub kind: ReplKind,
     /// The primitive's name.
@@ -356,7 +356,7 @@ pub struct InteractiveArgs {
 
 /// How `distsync status` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum StatusFormat {
+pub(crate) enum StatusFormat {
     /// Aligned columns under a header: KIND NAME ROLE SESSION TOKEN AGE KEY DETAIL.
     Text,
     /// One JSON object (the fields of the library's `StatusReport`).
@@ -371,7 +371,7 @@ Text rows: one per holder (ROLE `holder`, `leader` for an election), waiter (`wa
 held barrier and double barrier; `-` where the store does not record a field (Redis \
 records no ages). PREFIX is a plain prefix of names (`jobs/` covers `jobs/a`). The view \
 is for people and monitoring, not for deciding who may write: use fencing tokens.")]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Only names starting with this (default: every name).
     pub prefix: Option<String>,
     /// Output format.
@@ -388,7 +388,7 @@ barrier (or `dry run: nothing written`). Exit codes: 0 done, 1 refused because t
 source has live holds (the message names how many and one key) or the copy or its \
 verification failed, 2 a bad URL or a backend that cannot export. Stop the source's \
 clients first: see docs/MIGRATING.md.")]
-pub struct MigrateArgs {
+pub(crate) struct MigrateArgs {
     /// The store to copy from (left as it is).
     #[arg(long, value_name = "URL")]
     pub from: String,

@@ -13,12 +13,12 @@ use crate::signals::{Interrupt, Interrupts};
 
 /// How long CMD has to exit after SIGTERM once the hold is lost, before SIGKILL, when
 /// no client-side deadline is known (the session was lost before any renewal failed).
-pub const KILL_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// When CMD must be stopped: the hold's `lost()`, the session's health (renewals
 /// failing: the early warning, with the client-side deadline), and the grace CMD gets
 /// between SIGTERM and SIGKILL.
-pub struct Stop {
+pub(crate) struct Stop {
     /// The hold's `lost()`.
     pub lost: Lost,
     /// The session's health.
@@ -29,7 +29,7 @@ pub struct Stop {
 
 /// How CMD's run ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ChildEnd {
+pub(crate) enum ChildEnd {
     /// CMD exited by itself with this code (128+N if signal N killed it).
     Exited(u8),
     /// distsync was interrupted; the signal was forwarded and CMD has exited.
@@ -56,7 +56,7 @@ pub enum ChildEnd {
 /// # Errors
 /// Exit code 127 when the program is not found, 126 when it cannot be run, 1 when
 /// waiting for it fails.
-pub async fn run(
+pub(crate) async fn run(
     command: &[OsString],
     env: &[(&str, String)],
     stop: Stop,

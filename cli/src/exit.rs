@@ -3,25 +3,25 @@
 use distsync::Error;
 
 /// Success.
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// The operation failed.
-pub const FAILED: u8 = 1;
+pub(crate) const FAILED: u8 = 1;
 /// Usage or configuration error (bad arguments, URL, name; backend missing or lacking
 /// the primitive).
-pub const USAGE: u8 = 2;
+pub(crate) const USAGE: u8 = 2;
 /// The session was lost while something was held or awaited.
-pub const SESSION_LOST: u8 = 3;
+pub(crate) const SESSION_LOST: u8 = 3;
 /// CMD could not be executed (as a shell says).
-pub const CANNOT_EXECUTE: u8 = 126;
+pub(crate) const CANNOT_EXECUTE: u8 = 126;
 /// CMD was not found (as a shell says).
-pub const NOT_FOUND: u8 = 127;
+pub(crate) const NOT_FOUND: u8 = 127;
 /// Interrupted by SIGINT or SIGTERM, after releasing what was held.
-pub const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 
 /// What a command ends with when it does not succeed: a message for standard error and
 /// the process's exit code.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The exit code.
     pub code: u8,
     /// One line for standard error (empty: print nothing).
@@ -30,7 +30,7 @@ pub struct Failure {
 
 impl Failure {
     /// A usage or configuration error (exit code 2).
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self {
             code: USAGE,
             message: message.into(),
@@ -38,7 +38,7 @@ impl Failure {
     }
 
     /// A failed operation (exit code 1).
-    pub fn failed(message: impl Into<String>) -> Self {
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
         Self {
             code: FAILED,
             message: message.into(),
@@ -46,7 +46,7 @@ impl Failure {
     }
 
     /// Interrupted by SIGINT or SIGTERM (exit code 130, nothing printed).
-    pub fn interrupted() -> Self {
+    pub(crate) fn interrupted() -> Self {
         Self {
             code: INTERRUPTED,
             message: String::new(),
@@ -54,7 +54,7 @@ impl Failure {
     }
 
     /// The session was lost (exit code 3).
-    pub fn session_lost(what: &str) -> Self {
+    pub(crate) fn session_lost(what: &str) -> Self {
         Self {
             code: SESSION_LOST,
             message: format!("session lost {what}"),
@@ -64,7 +64,7 @@ impl Failure {
 
 /// The exit code for a distsync error: 2 for what the caller got wrong (name, argument,
 /// URL, feature, an unsupported primitive), 3 for a lost session, 1 otherwise.
-pub fn code_of(error: &Error) -> u8 {
+pub(crate) fn code_of(error: &Error) -> u8 {
     match error {
         Error::InvalidName { .. }
         | Error::InvalidArgument(_)

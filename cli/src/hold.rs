@@ -12,12 +12,12 @@ use crate::output::say;
 use crate::signals::Interrupts;
 
 /// The environment variable that tells CMD the store key of its hold.
-pub const ENV_KEY: &str = "DISTSYNC_LOCK_KEY";
+pub(crate) const ENV_KEY: &str = "DISTSYNC_LOCK_KEY";
 /// The environment variable that tells CMD the fencing token of its hold.
-pub const ENV_TOKEN: &str = "DISTSYNC_FENCING_TOKEN";
+pub(crate) const ENV_TOKEN: &str = "DISTSYNC_FENCING_TOKEN";
 
 /// What a lock command holds.
-pub enum Hold {
+pub(crate) enum Hold {
     /// A lock or write lock, with its fencing token.
     Exclusive(LockGuard),
     /// A read lock.
@@ -26,7 +26,7 @@ pub enum Hold {
 
 impl Hold {
     /// The store key.
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         match self {
             Hold::Exclusive(guard) => guard.key(),
             Hold::Shared(guard) => guard.key(),
@@ -34,7 +34,7 @@ impl Hold {
     }
 
     /// The fencing token (exclusive holds only).
-    pub fn token(&self) -> Option<FencingToken> {
+    pub(crate) fn token(&self) -> Option<FencingToken> {
         match self {
             Hold::Exclusive(guard) => Some(guard.token()),
             Hold::Shared(_) => None,
@@ -42,7 +42,7 @@ impl Hold {
     }
 
     /// Resolves when the hold is lost.
-    pub fn lost(&self) -> Lost {
+    pub(crate) fn lost(&self) -> Lost {
         match self {
             Hold::Exclusive(guard) => guard.lost(),
             Hold::Shared(guard) => guard.lost(),
@@ -50,7 +50,7 @@ impl Hold {
     }
 
     /// The session the hold is held through.
-    pub fn session(&self) -> &Session {
+    pub(crate) fn session(&self) -> &Session {
         match self {
             Hold::Exclusive(guard) => guard.session(),
             Hold::Shared(guard) => guard.session(),
@@ -61,7 +61,7 @@ impl Hold {
     ///
     /// # Errors
     /// [`distsync::Error::SessionLost`] if it had been lost, or the store's error.
-    pub async fn release(self) -> distsync::Result<()> {
+    pub(crate) async fn release(self) -> distsync::Result<()> {
         match self {
             Hold::Exclusive(guard) => guard.unlock().await,
             Hold::Shared(guard) => guard.unlock().await,
@@ -69,7 +69,7 @@ impl Hold {
     }
 
     /// `key=<key> token=<token>` (without the token for a read lock).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self.token() {
             Some(token) => format!("key={} token={token}", self.key()),
             None => format!("key={}", self.key()),
@@ -93,7 +93,7 @@ impl Hold {
 /// # Errors
 /// Exit code 3 when the hold is lost (CMD is then terminated, see [`child::run`]), or
 /// the code of a failure to run CMD or to release.
-pub async fn keep(
+pub(crate) async fn keep(
     name: &Name,
     hold: Hold,
     command: &[OsString],

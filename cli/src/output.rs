@@ -14,6 +14,6 @@ macro_rules! say {
 pub(crate) use say;
 
 /// A stored value as text (invalid UTF-8 shown with replacement characters).
-pub fn text(value: &[u8]) -> std::borrow::Cow<'_, str> {
+pub(crate) fn text(value: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(value)
 }

@@ -4,7 +4,7 @@ use std::io;
 
 /// Which signal interrupted the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Interrupt {
+pub(crate) enum Interrupt {
     /// SIGINT (Ctrl-C).
     Interrupt,
     /// SIGTERM.
@@ -14,7 +14,7 @@ pub enum Interrupt {
 impl Interrupt {
     /// The signal's number, to forward it to a child process.
     #[cfg(unix)]
-    pub fn number(self) -> libc::c_int {
+    pub(crate) fn number(self) -> libc::c_int {
         match self {
             Interrupt::Interrupt => libc::SIGINT,
             Interrupt::Terminate => libc::SIGTERM,
@@ -24,7 +24,7 @@ impl Interrupt {
 
 /// The process's SIGINT and SIGTERM handlers, installed once at start-up so that no
 /// signal arriving later kills the process before it has released what it holds.
-pub struct Interrupts {
+pub(crate) struct Interrupts {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -36,7 +36,7 @@ impl Interrupts {
     ///
     /// # Errors
     /// When the operating system refuses a handler.
-    pub fn install() -> io::Result<Self> {
+    pub(crate) fn install() -> io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -53,7 +53,7 @@ impl Interrupts {
 
     /// Waits for the next SIGINT or SIGTERM. Cancel-safe: a signal that arrives while
     /// no one waits is kept for the next call.
-    pub async fn recv(&mut self) -> Interrupt {
+    pub(crate) async fn recv(&mut self) -> Interrupt {
         #[cfg(unix)]
         {
             tokio::select! {

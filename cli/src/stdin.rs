@@ -8,13 +8,13 @@ use std::io::BufRead;
 use tokio::sync::mpsc;
 
 /// Lines of standard input (without their line ending), until end of input.
-pub struct Lines {
+pub(crate) struct Lines {
     receiver: mpsc::Receiver<String>,
 }
 
 impl Lines {
     /// Starts reading standard input on a thread of its own.
-    pub fn spawn() -> Self {
+    pub(crate) fn spawn() -> Self {
         let (sender, receiver) = mpsc::channel(16);
         let spawned = std::thread::Builder::new()
             .name("distsync-stdin".into())
@@ -27,7 +27,7 @@ impl Lines {
     }
 
     /// The next line, or `None` at end of input (or on a read error). Cancel-safe.
-    pub async fn next(&mut self) -> Option<String> {
+    pub(crate) async fn next(&mut self) -> Option<String> {
         self.receiver.recv().await
     }
 }

@@ -7,7 +7,7 @@ use distsync::Session;
 use crate::signals::Interrupts;
 
 /// How a raced operation ended.
-pub enum Raced<T> {
+pub(crate) enum Raced<T> {
     /// The operation finished with this output.
     Done(T),
     /// SIGINT or SIGTERM arrived first; the operation's future was dropped.
@@ -21,7 +21,7 @@ pub enum Raced<T> {
 /// is dropped unnoticed; a pending signal is then seen by the next wait.
 ///
 /// Cancel-safety: as cancel-safe as `op` (which is dropped when something else wins).
-pub async fn race<T>(
+pub(crate) async fn race<T>(
     op: impl Future<Output = T>,
     interrupts: &mut Interrupts,
     session: Option<&Session>,

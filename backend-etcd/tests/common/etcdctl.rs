@@ -8,10 +8,10 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 /// The binary the interop tests run.
-pub const ETCDCTL: &str = "/usr/bin/etcdctl";
+pub(crate) const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 /// Whether `etcdctl` is installed; says loudly when not (a failure under `CI=true`).
-pub fn available() -> bool {
+pub(crate) fn available() -> bool {
     if Path::new(ETCDCTL).exists() {
         return true;
     }
@@ -23,7 +23,7 @@ pub fn available() -> bool {
 }
 
 /// A running `etcdctl` whose standard output is read line by line.
-pub struct Etcdctl {
+pub(crate) struct Etcdctl {
     child: Child,
     lines: Lines<BufReader<ChildStdout>>,
     what: String,
@@ -31,7 +31,7 @@ pub struct Etcdctl {
 
 impl Etcdctl {
     /// Starts `etcdctl --endpoints=<endpoints> <args...>` with the v3 API.
-    pub fn spawn(endpoints: &str, args: &[&str]) -> Self {
+    pub(crate) fn spawn(endpoints: &str, args: &[&str]) -> Self {
         let mut child = Command::new(ETCDCTL)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
@@ -52,7 +52,7 @@ impl Etcdctl {
 
     /// The next line of output, waiting at most `limit`; panics on timeout or end of
     /// output.
-    pub async fn line(&mut self, limit: Duration) -> String {
+    pub(crate) async fn line(&mut self, limit: Duration) -> String {
         match tokio::time::timeout(limit, self.lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
             Ok(Ok(None)) => panic!("{}: output ended", self.what),
@@ -62,12 +62,12 @@ impl Etcdctl {
     }
 
     /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends `signal` (e.g. `-STOP`) to the process.
-    pub fn signal(&self, signal: &str) -> Result<(), String> {
+    pub(crate) fn signal(&self, signal: &str) -> Result<(), String> {
         let pid = self
             .child
             .id()
@@ -86,13 +86,13 @@ impl Etcdctl {
     /// Asks the process to stop (SIGTERM: etcdctl then releases what it holds and
     /// revokes its session) and waits at most `limit` for it to exit. Returns whether
     /// it exited successfully.
-    pub async fn terminate(&mut self, limit: Duration) -> bool {
+    pub(crate) async fn terminate(&mut self, limit: Duration) -> bool {
         let _ = self.signal("-TERM");
         self.wait(limit).await
     }
 
     /// Waits at most `limit` for the process to exit; returns whether it succeeded.
-    pub async fn wait(&mut self, limit: Duration) -> bool {
+    pub(crate) async fn wait(&mut self, limit: Duration) -> bool {
         match tokio::time::timeout(limit, self.child.wait()).await {
             Ok(Ok(status)) => status.success(),
             Ok(Err(error)) => panic!("{}: waiting failed: {error}", self.what),

@@ -2,7 +2,7 @@
 //! waits.
 #![allow(dead_code)]
 
-pub mod etcdctl;
+pub(crate) mod etcdctl;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The URL in `var`, or `None` after saying loudly that the tests are skipped. Under
 /// `CI=true` a missing server is a failure.
-pub fn server_url(var: &str, what: &str) -> Option<String> {
+pub(crate) fn server_url(var: &str, what: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
@@ -27,12 +27,12 @@ pub fn server_url(var: &str, what: &str) -> Option<String> {
 }
 
 /// `DISTSYNC_ETCD_URL`, or `None` (skip) as [`server_url`] says.
-pub fn etcd_url() -> Option<String> {
+pub(crate) fn etcd_url() -> Option<String> {
     server_url("DISTSYNC_ETCD_URL", "the etcd tests")
 }
 
 /// The endpoints of an `etcd://` URL, as etcdctl wants them (`host:port,host:port`).
-pub fn endpoints_of(url: &str) -> String {
+pub(crate) fn endpoints_of(url: &str) -> String {
     distsync_etcd::EtcdConfig::parse(url)
         .expect("a valid etcd URL")
         .endpoints()
@@ -40,7 +40,7 @@ pub fn endpoints_of(url: &str) -> String {
 }
 
 /// A name no other test run uses.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -54,7 +54,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Polls `check` until it returns `Some`, at most `limit`; panics with `what` otherwise.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -72,7 +72,7 @@ where
 }
 
 /// Runs `future` with a deadline; panics with `what` if it does not finish.
-pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+pub(crate) async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(limit, future).await {
         Ok(value) => value,
         Err(_) => panic!("timed out after {limit:?}: {what}"),

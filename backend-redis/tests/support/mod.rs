@@ -8,7 +8,7 @@
 mod server;
 
 #[allow(unused_imports)] // Not every test binary uses all of them.
-pub use server::{server_url, unique_namespace, with_namespace};
+pub(crate) use server::{server_url, unique_namespace, with_namespace};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A private `redis-server`, killed (and its directory removed) when dropped.
-pub struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     child: Option<Child>,
     dir: PathBuf,
     port: u16,
@@ -26,7 +26,7 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// Starts a server without persistence, with `extra` arguments
     /// (`--name value ...`), which may turn persistence on again.
-    pub fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -45,7 +45,7 @@ impl PrivateRedis {
     }
 
     /// Starts the server (again, after [`PrivateRedis::stop`]: same port and directory).
-    pub fn run(&mut self) {
+    pub(crate) fn run(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -71,7 +71,7 @@ impl PrivateRedis {
 
     /// Stops the server with SIGTERM (which writes its append-only file, if any) and
     /// waits for it to exit.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = child.id().to_string();
             let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -84,13 +84,13 @@ impl PrivateRedis {
     }
 
     /// Starts the stopped server again, on the same port and directory.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.stop();
         self.run();
     }
 
     /// The server's URL, with `query` (e.g. `?namespace=x`) appended.
-    pub fn url(&self, query: &str) -> String {
+    pub(crate) fn url(&self, query: &str) -> String {
         format!("redis://127.0.0.1:{}/0{query}", self.port)
     }
 }

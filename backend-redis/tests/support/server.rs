@@ -4,12 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The shared test server's URL, or `None` after saying loudly that the test is
 /// skipped; a failure under `CI=true` ([`distsync_conformance::server_url`]).
-pub fn server_url() -> Option<String> {
+pub(crate) fn server_url() -> Option<String> {
     distsync_conformance::server_url("DISTSYNC_REDIS_URL")
 }
 
 /// A namespace no other test of any run uses: `<tag>-<pid>-<nanos>-<n>:`.
-pub fn unique_namespace(tag: &str) -> String {
+pub(crate) fn unique_namespace(tag: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -23,6 +23,6 @@ pub fn unique_namespace(tag: &str) -> String {
 }
 
 /// `server` with `namespace` as its key prefix.
-pub fn with_namespace(server: &str, namespace: &str) -> String {
+pub(crate) fn with_namespace(server: &str, namespace: &str) -> String {
     format!("{}?namespace={namespace}", server.trim_end_matches('/'))
 }

@@ -12,7 +12,7 @@ use crate::output::say;
 ///
 /// # Errors
 /// See the exit codes in the crate docs.
-pub async fn run(ctx: &mut Ctx, args: BarrierArgs) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, args: BarrierArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let barrier = ctx.coordinator.backend().barrier(name)?;
     match args.action {

@@ -17,7 +17,7 @@ use crate::wait::{race, Raced};
 /// # Errors
 /// Exit code 2 for a count of zero or a participant over the count; else see the crate
 /// docs.
-pub async fn run(ctx: &mut Ctx, args: DoubleBarrierArgs) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, args: DoubleBarrierArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let session = ctx.session().await?;
     let outcome = participate(ctx, &session, name, args.count).await;

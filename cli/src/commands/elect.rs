@@ -14,7 +14,7 @@ use crate::output::{say, text};
 ///
 /// # Errors
 /// See the exit codes in the crate docs.
-pub async fn run(ctx: &mut Ctx, args: ElectArgs) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, args: ElectArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let session = ctx.session().await?;
     let outcome = match args.value {

@@ -12,7 +12,7 @@ use crate::hold::{self, Hold};
 ///
 /// # Errors
 /// See the exit codes in the crate docs.
-pub async fn run(ctx: &mut Ctx, args: LockArgs) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, args: LockArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let session = ctx.session().await?;
     let outcome = locked(ctx, &session, &name, &args.command).await;

@@ -21,7 +21,7 @@ use crate::wait::{race, Raced};
 /// Exit code 2 for a bad URL, a backend not compiled in or one that cannot export, or
 /// the same URL twice; 1 when the source has live holds (without `--force`), a store
 /// fails, or the verification finds a difference; 130 when interrupted.
-pub async fn run(args: MigrateArgs, interrupts: &mut Interrupts) -> Result<u8, Failure> {
+pub(super) async fn run(args: MigrateArgs, interrupts: &mut Interrupts) -> Result<u8, Failure> {
     // Two `memory://` URLs are two fresh stores; any other URL given twice is one store.
     if args.from.trim() == args.to.trim() && !args.from.trim().starts_with("memory:") {
         return Err(Failure::usage(

@@ -26,7 +26,7 @@ use crate::wait::{race, Raced};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every command works with.
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The store.
     pub coordinator: Coordinator,
     /// SIGINT and SIGTERM.
@@ -43,7 +43,7 @@ impl Ctx {
     ///
     /// # Errors
     /// As said, or `op`'s error.
-    pub async fn wait<T>(
+    pub(crate) async fn wait<T>(
         &mut self,
         op: impl Future<Output = distsync::Result<T>>,
         session: Option<&Session>,
@@ -60,7 +60,7 @@ impl Ctx {
     /// # Errors
     /// Exit code 130 when interrupted, 2 for a TTL the backend refuses, else the
     /// store's error.
-    pub async fn session(&mut self) -> Result<Session, Failure> {
+    pub(crate) async fn session(&mut self) -> Result<Session, Failure> {
         let coordinator = self.coordinator.clone();
         let ttl = self.ttl;
         self.wait(coordinator.session_with_ttl(ttl), None).await
@@ -69,7 +69,7 @@ impl Ctx {
 
 /// Closes `session`, waiting at most [`CLOSE_TIMEOUT`]; a failure is logged, since the
 /// lease then expires by itself after its TTL.
-pub async fn close(session: &Session) {
+pub(crate) async fn close(session: &Session) {
     match tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
@@ -84,7 +84,7 @@ pub async fn close(session: &Session) {
 ///
 /// # Errors
 /// The command's failure, with its exit code.
-pub async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
+pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
     // Names first: an invalid one is a usage error whether or not the store answers.
     for name in cli.command.names() {
         distsync::Name::new(name)?;

@@ -18,7 +18,7 @@ use crate::output::{say, text};
 /// # Errors
 /// Exit code 1 for `pop --no-wait` or `receive --no-wait` on an empty queue, or when
 /// the received item could not be written out; else see the crate docs.
-pub async fn run(ctx: &mut Ctx, args: QueueArgs) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, args: QueueArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let queue = ctx.coordinator.backend().queue(name.clone())?;
     match args.action {

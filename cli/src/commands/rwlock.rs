@@ -14,7 +14,7 @@ use crate::hold::{self, Hold};
 ///
 /// # Errors
 /// See the exit codes in the crate docs.
-pub async fn run(ctx: &mut Ctx, args: RwLockArgs) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, args: RwLockArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let session = ctx.session().await?;
     let outcome = locked(ctx, &session, &name, args.mode, &args.command).await;

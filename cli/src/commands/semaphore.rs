@@ -16,7 +16,7 @@ use crate::hold::{self, Hold};
 /// # Errors
 /// See the exit codes in the crate docs (2 for a permit count that differs from the
 /// semaphore's in use, or a backend without semaphores).
-pub async fn run(ctx: &mut Ctx, args: SemaphoreArgs) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, args: SemaphoreArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let session = ctx.session().await?;
     let outcome = acquired(ctx, &session, &name, args.permits, &args.command).await;

@@ -30,7 +30,7 @@ use crate::output::{say, text};
 /// # Errors
 /// Exit code 2 on a backend that cannot list its state, 1 for a store error, 130 when
 /// interrupted.
-pub async fn run(ctx: &mut Ctx, args: StatusArgs) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, args: StatusArgs) -> Result<u8, Failure> {
     let coordinator = ctx.coordinator.clone();
     let prefix = args.prefix.unwrap_or_default();
     let report = ctx.wait(coordinator.status(&prefix), None).await?;

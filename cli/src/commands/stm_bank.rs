@@ -25,7 +25,7 @@ const OPENING_BALANCE: u64 = 100;
 /// # Errors
 /// Exit code 1 when the sum changed under a level that promises it does not, or a
 /// transfer gave up on conflicts; 2 for a level the backend does not offer.
-pub async fn run(ctx: &mut Ctx, args: StmBankArgs) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, args: StmBankArgs) -> Result<u8, Failure> {
     let isolation = Isolation::from(args.isolation);
     let stm = ctx.coordinator.stm()?;
     let keys: Arc<Vec<String>> = Arc::new(

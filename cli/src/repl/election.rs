@@ -34,7 +34,7 @@ struct Demo {
 ///
 /// # Errors
 /// Exit code 3 when the session is lost.
-pub async fn run(
+pub(super) async fn run(
     ctx: &mut Ctx,
     session: &Session,
     lines: &mut Lines,

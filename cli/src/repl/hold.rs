@@ -32,7 +32,7 @@ fn label(hold: &Hold, primitive: &Primitive) -> &'static str {
 ///
 /// # Errors
 /// Exit code 3 when the session is lost.
-pub async fn run_lock(
+pub(super) async fn run_lock(
     ctx: &mut Ctx,
     session: &Session,
     lines: &mut Lines,
@@ -46,7 +46,7 @@ pub async fn run_lock(
 ///
 /// # Errors
 /// Exit code 3 when the session is lost.
-pub async fn run_rwlock(
+pub(super) async fn run_rwlock(
     ctx: &mut Ctx,
     session: &Session,
     lines: &mut Lines,

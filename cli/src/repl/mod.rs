@@ -32,7 +32,7 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// # Errors
 /// Exit code 3 when the session is lost; else see the crate docs.
-pub async fn run(ctx: &mut Ctx, args: InteractiveArgs) -> Result<u8, Failure> {
+pub(crate) async fn run(ctx: &mut Ctx, args: InteractiveArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let id = args.id.unwrap_or_else(|| u64::from(std::process::id()));
     let mut lines = Lines::spawn();
@@ -62,7 +62,7 @@ pub async fn run(ctx: &mut Ctx, args: InteractiveArgs) -> Result<u8, Failure> {
 }
 
 /// What happened next.
-pub enum Input {
+pub(crate) enum Input {
     /// A command line (trimmed, not empty).
     Line(String),
     /// `quit`, `exit` or the end of standard input.
@@ -75,7 +75,7 @@ pub enum Input {
 
 impl Input {
     /// The exit that ends the loop on this input, or `None` for a line to handle.
-    pub fn exit(&self) -> Option<Result<u8, Failure>> {
+    pub(crate) fn exit(&self) -> Option<Result<u8, Failure>> {
         match self {
             Input::Line(_) => None,
             Input::End => Some(Ok(exit::OK)),
@@ -87,7 +87,7 @@ impl Input {
 
 /// Waits for the next non-empty line, an interrupt, or the loss of `session`.
 /// Cancel-safe.
-pub async fn next_input(
+pub(crate) async fn next_input(
     lines: &mut Lines,
     interrupts: &mut Interrupts,
     session: Option<&Session>,
@@ -107,7 +107,7 @@ pub async fn next_input(
 }
 
 /// Splits a command line into its command word and the rest (trimmed).
-pub fn split(line: &str) -> (&str, &str) {
+pub(crate) fn split(line: &str) -> (&str, &str) {
     match line.split_once(char::is_whitespace) {
         Some((command, rest)) => (command, rest.trim()),
         None => (line, ""),
@@ -117,7 +117,7 @@ pub fn split(line: &str) -> (&str, &str) {
 /// Runs a blocking command (`lock`, `r`, `w`, `pop`, ...) until it finishes, an
 /// interrupt arrives or the session is lost; the latter two end the loop with the exit
 /// that [`Input::exit`] gives them.
-pub async fn blocking<T>(
+pub(crate) async fn blocking<T>(
     op: impl Future<Output = T>,
     interrupts: &mut Interrupts,
     session: Option<&Session>,
@@ -130,7 +130,7 @@ pub async fn blocking<T>(
 }
 
 /// Prints an operation's error as a result line. A lost session ends the loop.
-pub fn report(what: &str, error: distsync::Error) -> Result<(), Input> {
+pub(crate) fn report(what: &str, error: distsync::Error) -> Result<(), Input> {
     match error {
         distsync::Error::SessionLost => Err(Input::Lost),
         error => {
@@ -141,13 +141,16 @@ pub fn report(what: &str, error: distsync::Error) -> Result<(), Input> {
 }
 
 /// Prints the result line of an unknown command, as the Go demos do.
-pub fn unknown(line: &str) {
+pub(crate) fn unknown(line: &str) {
     say!("unknown action: {line}");
 }
 
 /// Releases with `release`, waiting at most [`RELEASE_TIMEOUT`]; the session's close
 /// that follows releases it anyway.
-pub async fn release_quietly(what: &str, release: impl Future<Output = distsync::Result<()>>) {
+pub(crate) async fn release_quietly(
+    what: &str,
+    release: impl Future<Output = distsync::Result<()>>,
+) {
     match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {

@@ -12,7 +12,7 @@ use crate::stdin::Lines;
 ///
 /// # Errors
 /// Exit code 2 when the backend offers no queue.
-pub async fn run(ctx: &mut Ctx, lines: &mut Lines, name: Name) -> Result<u8, Failure> {
+pub(super) async fn run(ctx: &mut Ctx, lines: &mut Lines, name: Name) -> Result<u8, Failure> {
     let queue = ctx.coordinator.backend().queue(name)?;
     loop {
         let input = next_input(lines, &mut ctx.interrupts, None).await;

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long to wait for a line or an exit that should come.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 /// How long a process must stay silent when it should be blocked.
-pub const QUIET: Duration = Duration::from_millis(1500);
+pub(crate) const QUIET: Duration = Duration::from_millis(1500);
 
 /// A backend to run a test against.
 #[derive(Clone, Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// `etcd`, `redis`, `postgres` or `memory`.
     pub label: &'static str,
     /// Its URL.
@@ -26,7 +26,7 @@ pub struct Backend {
 /// on and whose URL variable is set. A missing variable is said loudly (and fails under
 /// `CI=true`, see `distsync_conformance::server_url`); a feature that is off is said
 /// loudly too, since the binary could not reach that server.
-pub fn servers() -> Vec<Backend> {
+pub(crate) fn servers() -> Vec<Backend> {
     let candidates = [
         ("etcd", cfg!(feature = "etcd"), "DISTSYNC_ETCD_URL"),
         ("redis", cfg!(feature = "redis"), "DISTSYNC_REDIS_URL"),
@@ -53,7 +53,7 @@ pub fn servers() -> Vec<Backend> {
 }
 
 /// The in-process memory backend (one process only).
-pub fn memory() -> Backend {
+pub(crate) fn memory() -> Backend {
     Backend {
         label: "memory",
         url: "memory://".into(),
@@ -61,7 +61,7 @@ pub fn memory() -> Backend {
 }
 
 /// A primitive name no other test run uses: `cli-test/<what>/<pid>-<nanos>`.
-pub fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos());
@@ -69,7 +69,7 @@ pub fn unique(what: &str) -> String {
 }
 
 /// The binary, with a clean environment for what it reads (`DISTSYNC_URL`, `RUST_LOG`).
-pub fn command(backend: Option<&str>, args: &[&str]) -> Command {
+pub(crate) fn command(backend: Option<&str>, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_distsync"));
     command.env_remove("DISTSYNC_URL").env_remove("RUST_LOG");
     if let Some(url) = backend {
@@ -80,7 +80,7 @@ pub fn command(backend: Option<&str>, args: &[&str]) -> Command {
 }
 
 /// A running `distsync`, killed when dropped.
-pub struct Proc {
+pub(crate) struct Proc {
     what: String,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -92,12 +92,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `distsync [--backend URL] ARGS...` with piped standard streams.
-    pub fn spawn(backend: Option<&str>, args: &[&str]) -> Proc {
+    pub(crate) fn spawn(backend: Option<&str>, args: &[&str]) -> Proc {
         Self::start(command(backend, args), args)
     }
 
     /// Starts a prepared command with piped standard streams.
-    pub fn start(mut command: Command, args: &[&str]) -> Proc {
+    pub(crate) fn start(mut command: Command, args: &[&str]) -> Proc {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -139,13 +139,13 @@ impl Proc {
     }
 
     /// What the process wrote to standard error so far.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// The next line of standard output; panics (with standard error) after
     /// [`DEADLINE`].
-    pub fn line(&mut self) -> String {
+    pub(crate) fn line(&mut self) -> String {
         match self.lines.recv_timeout(DEADLINE) {
             Ok(line) => line,
             Err(RecvTimeoutError::Timeout) => panic!(
@@ -163,7 +163,7 @@ impl Proc {
     }
 
     /// The next line, which must start with `prefix`.
-    pub fn expect(&mut self, prefix: &str) -> String {
+    pub(crate) fn expect(&mut self, prefix: &str) -> String {
         let line = self.line();
         assert!(
             line.starts_with(prefix),
@@ -174,7 +174,7 @@ impl Proc {
     }
 
     /// Asserts that no line comes within [`QUIET`]: the process is blocked.
-    pub fn quiet(&mut self) {
+    pub(crate) fn quiet(&mut self) {
         match self.lines.recv_timeout(QUIET) {
             Ok(line) => panic!("{}: expected to be blocked, printed {line:?}", self.what),
             Err(RecvTimeoutError::Timeout) => {}
@@ -188,19 +188,19 @@ impl Proc {
     }
 
     /// Writes one line to standard input.
-    pub fn send(&mut self, line: &str) {
+    pub(crate) fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("standard input still open");
         writeln!(stdin, "{line}").expect("write to distsync's standard input");
         stdin.flush().unwrap();
     }
 
     /// Closes standard input (end of input).
-    pub fn close_stdin(&mut self) {
+    pub(crate) fn close_stdin(&mut self) {
         self.stdin = None;
     }
 
     /// Sends a signal (SIGINT, SIGTERM) to the process.
-    pub fn signal(&self, signal: libc::c_int) {
+    pub(crate) fn signal(&self, signal: libc::c_int) {
         use rustix::process::{kill_process, Pid, Signal};
         // The child is ours and not yet reaped, so its pid cannot have been reused.
         let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
@@ -209,7 +209,7 @@ impl Proc {
 
     /// Waits for the process to exit (bounded by [`DEADLINE`]) and returns its code;
     /// [`Proc::stderr`] is then complete.
-    pub fn wait(&mut self) -> i32 {
+    pub(crate) fn wait(&mut self) -> i32 {
         let status = self.wait_status();
         status
             .code()
@@ -239,7 +239,7 @@ impl Proc {
     }
 
     /// Every remaining line of standard output, once the process has exited.
-    pub fn rest(&mut self) -> Vec<String> {
+    pub(crate) fn rest(&mut self) -> Vec<String> {
         self.wait_status();
         let mut rest = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
@@ -258,7 +258,7 @@ impl Drop for Proc {
 
 /// Runs `distsync [--backend URL] ARGS...` to completion with empty standard input;
 /// returns its exit code, standard output lines and standard error.
-pub fn run(backend: Option<&str>, args: &[&str]) -> (i32, Vec<String>, String) {
+pub(crate) fn run(backend: Option<&str>, args: &[&str]) -> (i32, Vec<String>, String) {
     let mut proc = Proc::spawn(backend, args);
     proc.close_stdin();
     let code = proc.wait();
@@ -267,7 +267,7 @@ pub fn run(backend: Option<&str>, args: &[&str]) -> (i32, Vec<String>, String) {
 }
 
 /// The value of `key=` in a result line such as `a key=a/1 token=7`.
-pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+pub(crate) fn field<'a>(line: &'a str, key: &str) -> &'a str {
     let start = line
         .find(&format!("{key}="))
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
@@ -277,7 +277,7 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
 }
 
 /// The `token=` (or `term=`) of a result line, as a number.
-pub fn number(line: &str, key: &str) -> u64 {
+pub(crate) fn number(line: &str, key: &str) -> u64 {
     field(line, key)
         .parse()
         .unwrap_or_else(|_| panic!("{key}= is not a number in {line:?}"))
