@@ -159,6 +159,27 @@ $$;
 CREATE OR REPLACE TRIGGER semaphore_entries_gone AFTER DELETE ON {s}.semaphore_entries
     FOR EACH ROW EXECUTE FUNCTION {s}.semaphore_entry_gone();
 
+-- The next fencing token of name k, bumped durably with the grant's transaction.
+-- used_at is kept to the second: rewritten only once it is a second old, so that the
+-- other grants leave the indexed column alone and update the row in place (HOT, no
+-- new index entries).
+CREATE OR REPLACE FUNCTION {s}.next_token(k integer) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    t bigint;
+BEGIN
+    UPDATE {s}.lock_names SET token = token + 1,
+           used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
+                          THEN clock_timestamp() ELSE used_at END
+     WHERE id = k RETURNING token INTO t;
+    IF t IS NULL THEN
+        RAISE EXCEPTION 'distsync lock name % has no counter row', k
+            USING ERRCODE = 'DS002';
+    END IF;
+    RETURN t;
+END
+$$;
+
 -- Re-checks entry (p_session, p_entry) of name k. o_state: 1 granted (o_token), 0
 -- waiting (o_wait: seconds until the first expiry among the live entries ahead), -1 the
 -- entry is gone (its session ended or expired). An exclusive entry is granted with
@@ -208,17 +229,7 @@ BEGIN
         IF my_shared THEN
             o_token := 0;
         ELSE
-            -- used_at is kept to the second: rewritten only once it is a second old, so
-            -- that the other grants leave the indexed column alone and update the row
-            -- in place (HOT, no new index entries).
-            UPDATE {s}.lock_names SET token = token + 1,
-                   used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
-                                  THEN clock_timestamp() ELSE used_at END
-             WHERE id = k RETURNING token INTO o_token;
-            IF o_token IS NULL THEN
-                RAISE EXCEPTION 'distsync lock name % has no counter row', k
-                    USING ERRCODE = 'DS002';
-            END IF;
+            o_token := {s}.next_token(k);
         END IF;
         UPDATE {s}.semaphore_entries SET token = o_token WHERE ord = my_ord;
         IF my_election IS NOT NULL THEN
@@ -308,14 +319,7 @@ BEGIN
         IF p_shared THEN
             o_token := 0;
         ELSE
-            UPDATE {s}.lock_names SET token = token + 1,
-                   used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
-                                  THEN clock_timestamp() ELSE used_at END
-             WHERE id = k RETURNING token INTO o_token;
-            IF o_token IS NULL THEN
-                RAISE EXCEPTION 'distsync lock name % has no counter row', k
-                    USING ERRCODE = 'DS002';
-            END IF;
+            o_token := {s}.next_token(k);
         END IF;
         INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election,
                                            value, token)

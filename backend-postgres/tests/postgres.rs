@@ -105,12 +105,6 @@ async fn keepalives_sweep_a_stalled_holder_nobody_waits_for() {
     let name = Name::new(unique("swept")).unwrap();
     let ttl = Duration::from_secs(1);
     let mut child = spawn_holder(&url, &name, ttl).await;
-    child.pause().await.unwrap();
-    // A live session of this process: its keepalive sweeps expired sessions.
-    let _session = backend
-        .session(SessionOptions::with_ttl(ttl))
-        .await
-        .unwrap();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     // The child's entry in the lock's line, expired or not: the sweep deletes the
     // stalled session's row, and its entry with it.
@@ -127,7 +121,15 @@ async fn keepalives_sweep_a_stalled_holder_nobody_waits_for() {
             .await
             .unwrap()
     };
+    // Counted while the child still renews (once paused, any process's sweep may end
+    // it after its 1 s TTL, before this test looks).
     assert_eq!(count().await, 1, "the child holds the lock");
+    child.pause().await.unwrap();
+    // A live session of this process: its keepalive sweeps expired sessions.
+    let _session = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
     eventually(
         Duration::from_secs(20),
         "the sweep ending the stalled holder",
