@@ -66,7 +66,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use distsync_core::{Error, FencingToken, LockGuard, Name, ReleaseFn, Result, Semaphore, Session};
 
-use crate::error::{is_session_gone, map, sqlstate};
+use crate::error::{is_conflict, is_session_gone, map, sqlstate};
 use crate::lock::hold_key;
 use crate::retry::Backoff;
 use crate::session::LeaseInner;
@@ -450,6 +450,33 @@ fn is_missing_name(error: &sqlx::Error) -> bool {
     sqlstate(error).as_deref() == Some("DS002")
 }
 
+/// How often a join, check or leave is repeated after PostgreSQL aborted it as a
+/// deadlock victim or a serialization failure.
+const CONFLICT_RETRIES: u32 = 5;
+
+/// Runs `statement`, again when PostgreSQL aborted it as a deadlock victim (40P01) or a
+/// serialization failure (40001): each of these is one statement in its own
+/// transaction, rolled back whole when aborted, so repeating it is safe. The grants
+/// themselves take their rows in one order, but other transactions may not (a schema
+/// upgrade replacing triggers while older clients run, an administrator's statement).
+async fn again_after_conflicts<T, F, Fut>(mut statement: F) -> std::result::Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match statement().await {
+            Err(error) if is_conflict(&error) && tries < CONFLICT_RETRIES => {
+                tries += 1;
+                tracing::debug!(%error, tries, "a grant statement was aborted by a conflict; repeating it");
+                tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Entry {
     async fn join(
         &self,
@@ -461,18 +488,20 @@ impl Entry {
             "SELECT o_state, o_token, o_wait, o_in_use \
              FROM {s}.semaphore_join($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         );
-        let row: Row = sqlx::query_as(&sql)
-            .bind(self.name_id)
-            .bind(self.session)
-            .bind(self.entry)
-            .bind(ask.permits)
-            .bind(wait)
-            .bind(ask.shared)
-            .bind(ask.campaign.map(|_| election))
-            .bind(ask.campaign)
-            .bind(self.shared.limits().log_keep_sql())
-            .fetch_one(&self.shared.holds)
-            .await?;
+        let row: Row = again_after_conflicts(|| {
+            sqlx::query_as(&sql)
+                .bind(self.name_id)
+                .bind(self.session)
+                .bind(self.entry)
+                .bind(ask.permits)
+                .bind(wait)
+                .bind(ask.shared)
+                .bind(ask.campaign.map(|_| election))
+                .bind(ask.campaign)
+                .bind(self.shared.limits().log_keep_sql())
+                .fetch_one(&self.shared.holds)
+        })
+        .await?;
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
     }
 
@@ -481,28 +510,31 @@ impl Entry {
             "SELECT o_state, o_token, o_wait, NULL::integer \
              FROM {s}.semaphore_check($1, $2, $3, $4)",
         );
-        let row: Row = sqlx::query_as(&sql)
-            .bind(self.name_id)
-            .bind(self.session)
-            .bind(self.entry)
-            .bind(self.shared.limits().log_keep_sql())
-            .fetch_one(&self.shared.holds)
-            .await?;
+        let row: Row = again_after_conflicts(|| {
+            sqlx::query_as(&sql)
+                .bind(self.name_id)
+                .bind(self.session)
+                .bind(self.entry)
+                .bind(self.shared.limits().log_keep_sql())
+                .fetch_one(&self.shared.holds)
+        })
+        .await?;
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
     }
 
     /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave`.
     pub(crate) async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
-        sqlx::query_scalar(
-            &self
-                .shared
-                .sql("SELECT {s}.semaphore_leave($1, $2, $3, $4)"),
-        )
-        .bind(self.name_id)
-        .bind(self.session)
-        .bind(self.entry)
-        .bind(tombstone)
-        .fetch_one(&self.shared.holds)
+        let sql = self
+            .shared
+            .sql("SELECT {s}.semaphore_leave($1, $2, $3, $4)");
+        again_after_conflicts(|| {
+            sqlx::query_scalar(&sql)
+                .bind(self.name_id)
+                .bind(self.session)
+                .bind(self.entry)
+                .bind(tombstone)
+                .fetch_one(&self.shared.holds)
+        })
         .await
     }
 

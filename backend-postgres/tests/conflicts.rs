@@ -1,0 +1,108 @@
+//! A grant aborted by PostgreSQL as a deadlock victim is repeated, not returned, against
+//! the server named by `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure
+//! under `CI=true`).
+//!
+//! A test binary of its own: it holds a table lock on the lines of every lock for about
+//! a second, which would slow the grants of tests running beside it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use distsync_conformance::server_url;
+use distsync_core::{Backend, Name, SessionOptions};
+use tokio::time::Instant;
+
+fn unique(what: &str) -> Name {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    Name::new(format!("pgtest/{what}/{nanos:x}-{}", std::process::id())).unwrap()
+}
+
+async fn deadlocks(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Another transaction takes the line's table first and the name's semaphore row
+/// second, while a grant holds that row and waits for the table: a deadlock, whose
+/// victim is the grant (it waits first, so its `deadlock_timeout` runs out first and
+/// its backend finds the cycle and aborts itself).
+/// The grant is repeated and succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let backend = distsync_postgres::backend(&url).await.unwrap();
+    let schema = backend.schema().to_owned();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let name = unique("deadlock");
+    let session = backend.session(SessionOptions::default()).await.unwrap();
+    let locker: std::sync::Arc<dyn distsync_core::Locker> =
+        backend.locker(&session, name.clone()).unwrap().into();
+    // The name's rows exist from a first hold.
+    locker.lock().await.unwrap().unlock().await.unwrap();
+    let k: i32 = sqlx::query_scalar(&format!(
+        "SELECT id FROM \"{schema}\".lock_names WHERE kind = 'lock' AND name = $1"
+    ))
+    .bind(name.as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let before = deadlocks(&pool).await;
+
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE \"{schema}\".semaphore_entries IN SHARE MODE"
+    ))
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    let grant = tokio::spawn({
+        let locker = std::sync::Arc::clone(&locker);
+        async move { locker.lock().await }
+    });
+    // The grant holds the name's semaphore row and waits for the table.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM pg_locks l WHERE NOT l.granted \
+               AND l.relation = '\"{schema}\".semaphore_entries'::regclass"
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the grant never waited for the table"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Now the other way round: a deadlock, the grant its victim after 1 s.
+    sqlx::query(&format!(
+        "SELECT 1 FROM \"{schema}\".semaphores WHERE name_id = $1 FOR UPDATE"
+    ))
+    .bind(k)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    other.commit().await.unwrap();
+
+    let guard = tokio::time::timeout(Duration::from_secs(10), grant)
+        .await
+        .expect("the repeated grant took longer than 10 s")
+        .unwrap()
+        .expect("the deadlock reached the caller");
+    assert!(
+        deadlocks(&pool).await > before,
+        "no deadlock was detected: the fault was not injected"
+    );
+    guard.unlock().await.unwrap();
+    pool.close().await;
+}
