@@ -65,6 +65,23 @@ pub async fn backend_with_config(config: &RedisConfig) -> Result<RedisBackend> {
     RedisBackend::start(target, config.options().clone(), config.server().to_owned()).await
 }
 
+/// A backend over a [`redis::Client`] of your own, with `options` for the namespace,
+/// eviction and timeouts: [`RedisBackend::from_client`] as a function, as the other
+/// backend crates offer theirs (`distsync_etcd::backend_from_client`,
+/// `distsync_postgres::backend_from_pool`).
+///
+/// # Cancel safety
+/// This function is cancel-safe: a dropped call leaves nothing behind.
+///
+/// # Errors
+/// As [`backend_with_config`].
+pub async fn backend_from_client(
+    client: redis::Client,
+    options: RedisOptions,
+) -> Result<RedisBackend> {
+    RedisBackend::from_client(client, options).await
+}
+
 /// The Redis backend (`redis://host:port[/db][?namespace=...]`).
 ///
 /// Cheap to clone; clones share one multiplexed connection (reconnecting on failure)

@@ -182,7 +182,9 @@ mod store;
 mod tls;
 mod waiter_line;
 
-pub use crate::backend::{backend, backend_with_config, connect, RedisBackend};
+pub use crate::backend::{
+    backend, backend_from_client, backend_with_config, connect, RedisBackend,
+};
 pub use crate::capabilities::{
     capabilities, capabilities_under_eviction, capabilities_under_sentinel, BACKEND,
     MIN_SESSION_TTL,

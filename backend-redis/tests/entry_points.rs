@@ -1,8 +1,8 @@
 //! The crate's entry points, as every backend crate offers them: `BACKEND`,
-//! `MIN_SESSION_TTL`, `capabilities()`, `connect`, `backend`, `backend_with_config` and
-//! the [`RedisConfig`] parsed from a URL (which never shows its password). The
-//! server-side tests need a real Redis (`DISTSYNC_REDIS_URL`; skipped loudly when
-//! unset, a failure under `CI=true`).
+//! `MIN_SESSION_TTL`, `capabilities()`, `connect`, `backend`, `backend_with_config`,
+//! `backend_from_client` and the [`RedisConfig`] parsed from a URL (which never shows
+//! its password). The server-side tests need a real Redis (`DISTSYNC_REDIS_URL`;
+//! skipped loudly when unset, a failure under `CI=true`).
 
 mod support;
 
@@ -100,4 +100,34 @@ async fn connect_and_backend_reach_the_same_store() {
     assert!(guard.token().get() > 0);
     guard.unlock().await.unwrap();
     session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn backend_from_client_reaches_the_store_under_its_namespace() {
+    let Some(url) = server_url() else { return };
+    let namespace = unique_namespace("from-client");
+    let client = distsync_redis::redis::Client::open(url.as_str()).unwrap();
+    let own = distsync_redis::backend_from_client(
+        client,
+        distsync_redis::RedisOptions::new().namespace(namespace.as_str()),
+    )
+    .await
+    .unwrap();
+    let by_url = distsync_redis::backend(&with_namespace(&url, &namespace))
+        .await
+        .unwrap();
+    let name = distsync_core::Name::new("entry").unwrap();
+    let session = own.session(SessionOptions::default()).await.unwrap();
+    let guard = own
+        .locker(&session, name.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    // The same lock under the same namespace, reached by URL: held.
+    let other = by_url.session(SessionOptions::default()).await.unwrap();
+    let rival = by_url.locker(&other, name).unwrap();
+    assert!(rival.try_lock().await.unwrap().is_none());
+    guard.unlock().await.unwrap();
+    assert!(rival.try_lock().await.unwrap().is_some());
 }
