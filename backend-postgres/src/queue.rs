@@ -366,9 +366,38 @@ impl Drop for ClaimReceiver {
     }
 }
 
+/// An item claimed and not yet handed to the caller: its record stays in flight until
+/// [`Taken::hand_over`]; dropped before that (the caller went away while the waiter
+/// left the line), the item is put back at its place.
+struct Taken {
+    item: Bytes,
+    call: Option<String>,
+    shared: Arc<Shared>,
+}
+
+impl Taken {
+    /// The item, its in-flight record deleted in the background (no await: nothing
+    /// can drop the item after this).
+    fn hand_over(mut self) -> Bytes {
+        if let Some(call) = self.call.take() {
+            forget(Arc::clone(&self.shared), call);
+        }
+        std::mem::take(&mut self.item)
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            put_back(Arc::clone(&self.shared), call);
+        }
+    }
+}
+
 impl PgQueue {
-    /// Removes the first item, if any. Cancel-safe (see the module docs).
-    async fn claim_protected(&self) -> Result<Option<Bytes>> {
+    /// Removes the first item, if any, still recorded in flight (see [`Taken`]).
+    /// Cancel-safe (see the module docs).
+    async fn claim_protected(&self) -> Result<Option<Taken>> {
         let (sender, receiver) = oneshot::channel();
         let shared = Arc::clone(&self.shared);
         let queue = self.name.as_str().to_owned();
@@ -386,10 +415,11 @@ impl PgQueue {
         let claimed = (&mut receiver.receiver).await;
         receiver.done = true;
         match claimed {
-            Ok(Ok(Some((call, (_, _, item))))) => {
-                forget(Arc::clone(&self.shared), call);
-                Ok(Some(Bytes::from(item)))
-            }
+            Ok(Ok(Some((call, (_, _, item))))) => Ok(Some(Taken {
+                item: Bytes::from(item),
+                call: Some(call),
+                shared: Arc::clone(&self.shared),
+            })),
             Ok(Ok(None)) => Ok(None),
             Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::backend(
@@ -538,6 +568,8 @@ impl PgQueue {
         loop {
             let step = match attempt().await {
                 Ok(Some(found)) => {
+                    // `found` puts its item back if dropped here (a `Taken`, or a
+                    // `Delivery`, which nacks): the caller may go away meanwhile.
                     waiter.withdraw().await;
                     return Ok(found);
                 }
@@ -829,12 +861,14 @@ impl Queue for PgQueue {
     /// Cancel-safety: cancel-safe; an item claimed for a dropped call is put back in its
     /// place (see the module docs).
     async fn dequeue(&self) -> Result<Bytes> {
-        self.wait_for(Box::new(|| Box::pin(self.claim_protected())), None)
-            .await
+        let taken = self
+            .wait_for(Box::new(|| Box::pin(self.claim_protected())), None)
+            .await?;
+        Ok(taken.hand_over())
     }
 
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
-        self.claim_protected().await
+        Ok(self.claim_protected().await?.map(Taken::hand_over))
     }
 
     /// Waits for an item and holds it through `session` (see the module docs).
