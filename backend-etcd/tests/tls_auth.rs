@@ -10,11 +10,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use distsync_conformance::connect_checks::{self, assert_no_secret, silent_server, tls_dir};
 use distsync_core::{Coordinator, Error};
 use distsync_etcd::{EtcdConfig, DEFAULT_CONNECT_TIMEOUT};
 
 /// Generous bound for "within the timeout": the timeout plus scheduling slack.
 const SLACK: Duration = Duration::from_secs(2);
+
+/// The error of connecting to `url`, which must fail within `connect_timeout`.
+async fn connect_err(url: &str, connect_timeout: Duration) -> Error {
+    connect_checks::connect_err(url, connect_timeout, SLACK, |url| async move {
+        distsync_etcd::backend(&url).await
+    })
+    .await
+}
 
 /// The TLS server's URL with a namespace of its own under the prefix the limited
 /// user's role grants (`distsync-tls/`), or `None` (after saying so) when the servers
@@ -36,11 +45,6 @@ fn password(url: &str) -> String {
     userinfo.split_once(':').unwrap().1.to_owned()
 }
 
-fn tls_dir() -> String {
-    distsync_conformance::server_url("DISTSYNC_TLS_DIR")
-        .expect("DISTSYNC_TLS_DIR is set with the TLS URLs")
-}
-
 /// `url` with query parameter `key` set to `value` (paths without `&` or `%`).
 fn with_param(url: &str, key: &str, value: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
@@ -51,35 +55,6 @@ fn with_param(url: &str, key: &str, value: &str) -> String {
         .collect();
     pairs.push(format!("{key}={value}"));
     format!("{base}?{}", pairs.join("&"))
-}
-
-/// Asserts that neither the error's message, its `Debug` nor its source chain shows
-/// `secret`.
-fn assert_no_secret(error: &Error, secret: &str) {
-    let mut texts = vec![error.to_string(), format!("{error:?}")];
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        texts.push(inner.to_string());
-        source = inner.source();
-    }
-    for text in texts {
-        assert!(!text.contains(secret), "the password leaked: {text}");
-    }
-}
-
-/// Connects and expects a failure, within `connect_timeout` plus slack.
-async fn connect_err(url: &str, connect_timeout: Duration) -> Error {
-    let started = Instant::now();
-    let result = tokio::time::timeout(connect_timeout + SLACK, distsync_etcd::backend(url))
-        .await
-        .expect("connect must fail within its connect timeout, never hang");
-    match result {
-        Ok(_) => panic!("connected to {url:?}, but expected an error"),
-        Err(error) => {
-            assert!(started.elapsed() < connect_timeout + SLACK);
-            error
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,20 +194,6 @@ async fn backend_from_client_takes_a_client_of_your_own() {
     );
     guard.unlock().await.unwrap();
     session.close().await.unwrap();
-}
-
-/// A listener that accepts connections and never reads or writes: the connections it
-/// accepted stay open until the returned task is aborted.
-async fn silent_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (address, task)
 }
 
 #[tokio::test]

@@ -2,21 +2,7 @@
 //! client crates) of a successful and of a refused login over TLS is captured and
 //! searched for the passwords (`DISTSYNC_ETCD_TLS_URL`).
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use distsync_conformance::connect_checks::assert_logs_never_show;
 
 #[tokio::test]
 async fn logs_never_show_the_password() {
@@ -27,36 +13,9 @@ async fn logs_never_show_the_password() {
     let password = userinfo.split_once(':').unwrap().1.to_owned();
     let wrong_password = "not-the-password-9d2e";
     let wrong = raw.replace(&format!(":{password}@"), &format!(":{wrong_password}@"));
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::info!("capture started");
-    let backend = distsync_etcd::backend(&raw).await.unwrap();
-    let session = distsync_core::Coordinator::new(backend)
-        .session()
-        .await
-        .unwrap();
-    session.close().await.unwrap();
-    let error = distsync_etcd::backend(&wrong)
-        .await
-        .expect_err("a wrong password is refused");
-    tracing::warn!(%error, "refused");
-    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-    // The backend's own "connected" event is captured (so the capture works), and
-    // shows the server without the password.
-    assert!(logs.contains("connected"), "{logs}");
+    let logs = assert_logs_never_show(&raw, &password, &wrong, wrong_password, |url| async move {
+        distsync_etcd::backend(&url).await
+    })
+    .await;
     assert!(logs.contains(":***@"), "the URL is shown masked: {logs}");
-    assert!(
-        logs.contains("capture started") && logs.contains("refused"),
-        "{logs}"
-    );
-    assert!(!logs.contains(&password), "the password is in the logs");
-    assert!(
-        !logs.contains(wrong_password),
-        "the wrong password is in the logs"
-    );
 }

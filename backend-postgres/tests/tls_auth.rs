@@ -10,12 +10,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use distsync_conformance::connect_checks::{self, assert_no_secret, silent_server, tls_dir};
 use distsync_core::{Coordinator, Error};
 use distsync_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use distsync_postgres::{PostgresConfig, DEFAULT_CONNECT_TIMEOUT};
 
 /// Generous bound for "within the timeout": the timeout plus scheduling slack.
 const SLACK: Duration = Duration::from_secs(2);
+
+/// The error of connecting to `url`, which must fail within `connect_timeout`.
+async fn connect_err(url: &str, connect_timeout: Duration) -> Error {
+    connect_checks::connect_err(url, connect_timeout, SLACK, |url| async move {
+        distsync_postgres::backend(&url).await
+    })
+    .await
+}
 
 /// The TLS server's URL with a schema of its own, or `None` (after saying so) when the
 /// servers are not running.
@@ -29,11 +38,6 @@ fn tls_url() -> Option<url::Url> {
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     Some(with_param(&url, "schema", &schema))
-}
-
-fn tls_dir() -> String {
-    distsync_conformance::server_url("DISTSYNC_TLS_DIR")
-        .expect("DISTSYNC_TLS_DIR is set with the TLS URLs")
 }
 
 /// `url` with query parameter `key` set to `value`.
@@ -59,36 +63,6 @@ fn without_param(url: &url::Url, key: &str) -> url::Url {
     let mut url = url.clone();
     url.query_pairs_mut().clear().extend_pairs(&pairs);
     url
-}
-
-/// Asserts that neither the error's message, its `Debug` nor its source chain shows
-/// `secret`.
-fn assert_no_secret(error: &Error, secret: &str) {
-    let mut texts = vec![error.to_string(), format!("{error:?}")];
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        texts.push(inner.to_string());
-        texts.push(format!("{inner:?}"));
-        source = inner.source();
-    }
-    for text in texts {
-        assert!(!text.contains(secret), "the password leaked: {text}");
-    }
-}
-
-/// Connects and expects a failure, within `connect_timeout` plus slack.
-async fn connect_err(url: &str, connect_timeout: Duration) -> Error {
-    let started = Instant::now();
-    let result = tokio::time::timeout(connect_timeout + SLACK, distsync_postgres::backend(url))
-        .await
-        .expect("connect must fail within its connect timeout, never hang");
-    match result {
-        Ok(backend) => panic!("connected, but expected an error: {backend:?}"),
-        Err(error) => {
-            assert!(started.elapsed() < connect_timeout + SLACK);
-            error
-        }
-    }
 }
 
 /// A lock (and a second session refused it), an election and a queue round trip.
@@ -306,20 +280,6 @@ async fn backend_from_pool_takes_a_pool_of_your_own() {
     let debug = format!("{backend:?} {settings:?} {settings}");
     assert!(!debug.contains(&password), "{debug}");
     lock_election_and_queue(&Coordinator::new(backend)).await;
-}
-
-/// A listener that accepts connections and never reads or writes: the connections it
-/// accepted stay open until the returned task is aborted.
-async fn silent_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (address, task)
 }
 
 #[tokio::test]

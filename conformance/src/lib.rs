@@ -65,6 +65,7 @@
 mod case;
 mod cases;
 mod check;
+pub mod connect_checks;
 pub mod faults;
 mod fenced;
 mod harness;

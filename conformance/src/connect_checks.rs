@@ -1,0 +1,167 @@
+//! Helpers the backend crates' connection tests share (`tests/tls_auth.rs`): the TLS
+//! test files, a server that never answers, a connect that must fail in time, and the
+//! check that an error never shows a secret.
+
+use std::future::Future;
+use std::time::Duration;
+
+use distsync_core::{redact_url, Error, Result};
+use tokio::time::Instant;
+
+use crate::testing::server_url;
+
+/// The directory of the test servers' TLS files (`DISTSYNC_TLS_DIR`, exported by
+/// `scripts/servers.sh env` with the TLS URLs).
+///
+/// # Panics
+/// When the variable is unset: call it only once a TLS URL was found.
+pub fn tls_dir() -> String {
+    server_url("DISTSYNC_TLS_DIR").expect("DISTSYNC_TLS_DIR is set with the TLS URLs")
+}
+
+/// Asserts that `secret` appears nowhere in `error`: not in its message, its `Debug`,
+/// nor in the message or `Debug` of any error in its source chain.
+///
+/// # Panics
+/// When it does.
+pub fn assert_no_secret(error: &Error, secret: &str) {
+    let mut texts = vec![error.to_string(), format!("{error:?}")];
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        texts.push(inner.to_string());
+        texts.push(format!("{inner:?}"));
+        source = inner.source();
+    }
+    for text in texts {
+        assert!(!text.contains(secret), "the password leaked: {text}");
+    }
+}
+
+/// A loopback listener that accepts connections and never reads or writes: they stay
+/// open until the returned task is aborted.
+pub async fn silent_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a loopback port");
+    let address = listener.local_addr().expect("the listener's address");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, task)
+}
+
+/// The error of `connect(url)`, which must fail within `connect_timeout` plus `slack`
+/// (never hang, never succeed).
+///
+/// # Panics
+/// When it connects, or takes longer.
+pub async fn connect_err<B, F, Fut>(
+    url: &str,
+    connect_timeout: Duration,
+    slack: Duration,
+    connect: F,
+) -> Error
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<B>>,
+{
+    let started = Instant::now();
+    let result = tokio::time::timeout(connect_timeout + slack, connect(url.to_owned()))
+        .await
+        .expect("connect must fail within its connect timeout, never hang");
+    match result {
+        Ok(_) => panic!("connected to {}, but expected an error", redact_url(url)),
+        Err(error) => {
+            assert!(started.elapsed() < connect_timeout + slack);
+            error
+        }
+    }
+}
+
+/// A `tracing` writer into memory.
+#[derive(Clone, Debug, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every `tracing` event (at TRACE, from distsync and the client crates) of
+/// a login to `url` that opens and closes a session, and of a login to `wrong_url`
+/// that must be refused, and asserts that neither `password` nor `wrong_password`
+/// appears, and that the backend's own "connected" event was captured (so the capture
+/// works). Returns the captured logs, for checks of the caller's own.
+///
+/// The subscriber is the current thread's default: run it on a current-thread
+/// runtime (`#[tokio::test]`), so that the backend's tasks log through it too.
+///
+/// # Panics
+/// When a check fails, the login to `url` fails or the one to `wrong_url` succeeds.
+pub async fn assert_logs_never_show<B, F, Fut>(
+    url: &str,
+    password: &str,
+    wrong_url: &str,
+    wrong_password: &str,
+    connect: F,
+) -> String
+where
+    B: distsync_core::Backend + 'static,
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<B>>,
+{
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::info!("capture started");
+    let backend = connect(url.to_owned())
+        .await
+        .unwrap_or_else(|error| panic!("logging in: {error}"));
+    let session = distsync_core::Coordinator::new(backend)
+        .session()
+        .await
+        .unwrap_or_else(|error| panic!("opening a session: {error}"));
+    session
+        .close()
+        .await
+        .unwrap_or_else(|error| panic!("closing the session: {error}"));
+    let Err(error) = connect(wrong_url.to_owned()).await else {
+        panic!("a wrong password was accepted");
+    };
+    tracing::warn!(%error, ?error, "refused");
+    let logs = String::from_utf8_lossy(
+        &captured
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned();
+    // The backend's own "connected" event shows the server without the password.
+    assert!(logs.contains("connected"), "{logs}");
+    assert!(
+        logs.contains("capture started") && logs.contains("refused"),
+        "{logs}"
+    );
+    assert!(!logs.contains(password), "the password is in the logs");
+    assert!(
+        !logs.contains(wrong_password),
+        "the wrong password is in the logs"
+    );
+    logs
+}
