@@ -519,6 +519,8 @@ sentinel_start() {
     local n=$1 primary dir=$DIR/sentinel-$1
     primary=$(ha_primary) || primary=1
     mkdir -p "$dir"
+    # down-after 2.5 s: with 1 s, a Sentinel on a loaded 2-core CI machine once took the
+    # just-promoted primary for down and failed over again, to the node restarted empty.
     cat >"$dir/sentinel.conf" <<EOF
 port $(sentinel_port "$n")
 bind $HOST
@@ -526,8 +528,8 @@ daemonize no
 dir $dir
 sentinel myid $(printf 'distsync-sentinel-%s-%s' "$n" "$SENTINEL_PORT" | sha1sum | cut -c1-40)
 sentinel monitor $SENTINEL_SERVICE $HOST $(ha_port "$primary") 2
-sentinel down-after-milliseconds $SENTINEL_SERVICE 1000
-sentinel failover-timeout $SENTINEL_SERVICE 4000
+sentinel down-after-milliseconds $SENTINEL_SERVICE 2500
+sentinel failover-timeout $SENTINEL_SERVICE 6000
 sentinel parallel-syncs $SENTINEL_SERVICE 1
 EOF
     spawn "sentinel-$n" redis-server "$dir/sentinel.conf" --sentinel
