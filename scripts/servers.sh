@@ -21,10 +21,27 @@
 #                                               other once that one is primary
 #   scripts/servers.sh sentinel-pause-replica   SIGSTOP the replica (replication lags)
 #   scripts/servers.sh sentinel-resume-replica  SIGCONT it
+#   scripts/servers.sh redis-cluster-master-of KEY       print the number (1-6) of the
+#                                               Redis Cluster node serving KEY's slot as master
+#   scripts/servers.sh redis-cluster-replica-of KEY      print the number of its replica
+#   scripts/servers.sh redis-cluster-kill-master-of KEY  SIGKILL that master; prints its number
+#   scripts/servers.sh redis-cluster-start-node N        start node N again (a killed master
+#                                               rejoins as a replica of the node that took
+#                                               over its slots), wait until the cluster is ok
+#   scripts/servers.sh redis-cluster-pause-replica-of KEY   SIGSTOP the replica of KEY's
+#                                               master (replication lags); prints its number
+#   scripts/servers.sh redis-cluster-resume-replica-of KEY  SIGCONT it (and any node of the
+#                                               cluster left stopped)
 #
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
 # `distsync` (DISTSYNC_REDIS_SENTINEL_URL, with replica acknowledgement `wait_replicas=1`).
+#
+# The Redis Cluster: six redis-server nodes (redis-cluster-1..6), formed at the first
+# `up` into three masters with a replica each (DISTSYNC_REDIS_CLUSTER_URL, with replica
+# acknowledgement `wait_replicas=1`); a master is taken for failed after 2 s
+# (cluster-node-timeout), and its replica then takes over its slots however far it lags
+# (cluster-replica-validity-factor 0). A node's cluster bus is its port + 10000.
 #
 # A server already answering on its port counts as up and is never started again;
 # only processes started by this script (pid files under the state directory) are
@@ -36,7 +53,8 @@
 #                                    state directory becomes .servers/base-B;
 #                                    TLS etcd B+4 (peer B+14), TLS Redis B+22;
 #                                    Redis Sentinel nodes B+23, B+24, Sentinels B+25..B+27;
-#                                    TLS PostgreSQL B+28
+#                                    TLS PostgreSQL B+28; Redis Cluster nodes B+30..B+35
+#                                    (their cluster bus B+10030..B+10035)
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
@@ -45,6 +63,8 @@
 #   DISTSYNC_REDIS_TLS_PORT [26380]   DISTSYNC_POSTGRES_TLS_PORT [25433]
 #   DISTSYNC_REDIS_HA_PORT [26381] (the two Sentinel-watched nodes use it and the next)
 #   DISTSYNC_SENTINEL_PORT [26383] (the three Sentinels use it and the next two)
+#   DISTSYNC_REDIS_CLUSTER_PORT [26390] (the six Redis Cluster nodes use it and the next
+#                                    five; their cluster bus ports are 10000 above)
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
 
@@ -65,14 +85,15 @@ is_port() { [[ $1 =~ ^[0-9]+$ ]] && ((1 <= $1 && $1 <= 65535)); }
 
 base=${DISTSYNC_PORT_BASE:-}
 if [[ -n $base ]]; then
-    if ! { is_port "$base" && is_port $((base + 28)); }; then
+    if ! { is_port "$base" && is_port $((base + 35 + 10000)); }; then
         die "DISTSYNC_PORT_BASE=$base is not a usable port base"
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
-        $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28)))
+        $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28))
+        $((base + 30)))
     default_dir=$ROOT/.servers/base-$base
 else
-    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433)
+    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -87,13 +108,15 @@ REDIS_TLS_PORT=${DISTSYNC_REDIS_TLS_PORT:-${defaults[8]}}
 REDIS_HA_PORT=${DISTSYNC_REDIS_HA_PORT:-${defaults[9]}}
 SENTINEL_PORT=${DISTSYNC_SENTINEL_PORT:-${defaults[10]}}
 PG_TLS_PORT=${DISTSYNC_POSTGRES_TLS_PORT:-${defaults[11]}}
+REDIS_CLUSTER_PORT=${DISTSYNC_REDIS_CLUSTER_PORT:-${defaults[12]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) "$REDIS_PORT" "$PG_PORT" \
-    "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT"; do
+    "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" \
+    $((REDIS_CLUSTER_PORT + 5 + 10000)); do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
-readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT
+readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT REDIS_CLUSTER_PORT
 # The throwaway CA, certificates and passwords of the TLS servers.
 readonly TLS=$DIR/tls
 # The user and key prefix the TLS etcd's RBAC role and the TLS Redis's ACL allow.
@@ -107,6 +130,9 @@ member_peer_port() { echo $((CLUSTER_PEER_PORT + $1 - 1)); }
 readonly HA_NODES=(1 2) SENTINELS=(1 2 3) SENTINEL_SERVICE=distsync
 ha_port() { echo $((REDIS_HA_PORT + $1 - 1)); }
 sentinel_port() { echo $((SENTINEL_PORT + $1 - 1)); }
+# The Redis Cluster: nodes redis-cluster-1..6 (cluster bus: port + 10000).
+readonly RC_NODES=(1 2 3 4 5 6)
+rc_port() { echo $((REDIS_CLUSTER_PORT + $1 - 1)); }
 
 # urls [redacted]: the URLs, the TLS servers' passwords shown as *** with `redacted`.
 urls() {
@@ -120,6 +146,9 @@ urls() {
     local sentinels=()
     for n in "${SENTINELS[@]}"; do sentinels+=("$HOST:$(sentinel_port "$n")"); done
     echo "DISTSYNC_REDIS_SENTINEL_URL='redis+sentinel://${sentinels[*]}/$SENTINEL_SERVICE/0?wait_replicas=1&wait_timeout=500'"
+    local nodes=()
+    for n in "${RC_NODES[@]}"; do nodes+=("$HOST:$(rc_port "$n")"); done
+    echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500'"
     if [[ ${1:-} == redacted ]]; then
         tls_urls | sed -E "s|://$TLS_USER:[^@]*@|://$TLS_USER:***@|"
     else
@@ -543,6 +572,173 @@ sentinel_healthy() {
     [[ ${others:-0} -ge 2 ]]
 }
 
+# --- the Redis Cluster ----------------------------------------------------------------
+
+# rc_cli N ARGS...: redis-cli to cluster node N, bounded (a paused node never answers).
+rc_cli() {
+    local n=$1
+    shift
+    timeout 2 redis-cli -h "$HOST" -p "$(rc_port "$n")" "$@" 2>/dev/null | tr -d '\r'
+}
+
+# The node number of a cluster node's port, nothing for a port of no node.
+rc_node_of_port() {
+    local port=$1
+    [[ $port =~ ^[0-9]+$ ]] && ((REDIS_CLUSTER_PORT <= port && port < REDIS_CLUSTER_PORT + ${#RC_NODES[@]})) &&
+        echo $((port - REDIS_CLUSTER_PORT + 1))
+}
+
+# rc_paused N: node N is a process of ours stopped by SIGSTOP (asking it would hang).
+rc_paused() {
+    local pid
+    pid=$(owned_pid "redis-cluster-$1") || return 1
+    [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) == T ]]
+}
+
+# `CLUSTER NODES` as every node that answers sees the cluster, one after the other
+# (lines: id address flags master-id ping pong config-epoch link slots...).
+rc_views() {
+    local n
+    for n in "${RC_NODES[@]}"; do
+        rc_paused "$n" || rc_cli "$n" cluster nodes || true
+    done
+}
+
+# rc_slot KEY: the hash slot of KEY (its hash tag's, if it has one), asked of a node.
+rc_slot() {
+    local n slot
+    for n in "${RC_NODES[@]}"; do
+        rc_paused "$n" && continue
+        slot=$(rc_cli "$n" cluster keyslot "$1" || true)
+        [[ $slot =~ ^[0-9]+$ ]] && { echo "$slot"; return 0; }
+    done
+    return 1
+}
+
+# rc_master_of KEY: the node serving KEY's slot as master. The nodes' views may differ
+# during a failover: the claim of the highest config epoch wins, as in the cluster.
+rc_master_of() {
+    local slot port
+    slot=$(rc_slot "$1") || return 1
+    port=$(rc_views | awk -v slot="$slot" '
+        $3 ~ /master/ {
+            for (i = 9; i <= NF; i++) {
+                if ($i ~ /^\[/) continue
+                k = split($i, range, "-")
+                if (slot + 0 >= range[1] + 0 && slot + 0 <= range[k] + 0) {
+                    split($2, addr, "[:@]")
+                    print $7, addr[2]
+                }
+            }
+        }' | sort -n | tail -n 1 | cut -d' ' -f2)
+    rc_node_of_port "$port"
+}
+
+# rc_replica_of N: a replica of node N (its number), as the nodes that answer see it.
+rc_replica_of() {
+    local port
+    port=$(rc_views | awk -v port="$(rc_port "$1")" '
+        { split($2, addr, "[:@]"); port_of[$1] = addr[2]; master[$1] = $4; flags[$1] = $3 }
+        END {
+            for (id in port_of) if (port_of[id] == port) me = id
+            if (me == "") exit
+            for (id in master) if (master[id] == me && flags[id] ~ /slave/) { print port_of[id]; exit }
+        }')
+    rc_node_of_port "$port"
+}
+
+# rc_serves N: some node that answers still sees node N as the master of slots.
+rc_serves() {
+    rc_views | awk -v port="$(rc_port "$1")" '
+        { split($2, addr, "[:@]") }
+        addr[2] == port && $3 ~ /master/ && NF >= 9 { found = 1 }
+        END { exit !found }'
+}
+
+# Ready: every node answers and says cluster_state:ok, and all see the same three
+# masters (none failed) serving the 16384 slots, each with a replica that is not
+# failed. (With cluster-require-full-coverage no, cluster_state says ok even when
+# slots have no master: the coverage is counted.)
+rc_ready() {
+    local n view first=
+    for n in "${RC_NODES[@]}"; do
+        [[ $(rc_cli "$n" cluster info | grep '^cluster_state:') == cluster_state:ok ]] || return 1
+        view=$(rc_cli "$n" cluster nodes | awk '
+            { split($2, addr, "[:@]"); port[$1] = addr[2]; flags[$1] = $3; master[$1] = $4 }
+            $3 ~ /master/ && $3 !~ /fail/ && NF >= 9 {
+                slots = ""
+                for (i = 9; i <= NF; i++) {
+                    slots = slots " " $i
+                    if ($i ~ /^\[/) continue
+                    k = split($i, range, "-")
+                    total += range[k] - range[1] + 1
+                }
+                owned[$1] = slots
+            }
+            END {
+                for (id in owned) {
+                    replicas = 0
+                    for (x in master) if (master[x] == id && flags[x] !~ /fail/) replicas++
+                    print port[id] owned[id] " replicas=" replicas
+                }
+                print "slots=" total + 0
+            }' | sort)
+        if [[ -z $first ]]; then first=$view; elif [[ $view != "$first" ]]; then return 1; fi
+    done
+    [[ $(grep -c 'replicas=[1-9]' <<<"$first") == 3 && $(grep -c replicas= <<<"$first") == 3 ]] &&
+        grep -qx 'slots=16384' <<<"$first"
+}
+
+# Node N's process. Without persistence a master comes back empty: one killed a moment
+# ago that came back before its replica took over its slots would go on serving them,
+# empty. So while the nodes that answer still see N as the master of slots and one of
+# its replicas answers, wait (bounded) for the failover; node N then rejoins, with its
+# nodes.conf, as a replica of the node that took over.
+redis_cluster_start() {
+    local n=$1 replica deadline=$((SECONDS + WAIT_SECONDS))
+    while rc_serves "$n" && replica=$(rc_replica_of "$n") && ! rc_paused "$replica" &&
+        redis_healthy "$(rc_port "$replica")"; do
+        if ((SECONDS >= deadline)); then
+            log "warning: redis-cluster-$n: its replica redis-cluster-$replica did not take over its slots in ${WAIT_SECONDS}s; starting it anyway"
+            break
+        fi
+        sleep 0.2
+    done
+    spawn "redis-cluster-$n" redis-server --bind "$HOST" --port "$(rc_port "$n")" \
+        --cluster-enabled yes --cluster-config-file "$DIR/redis-cluster-$n/nodes.conf" \
+        --cluster-node-timeout 2000 --cluster-require-full-coverage no \
+        --cluster-replica-validity-factor 0 --maxmemory-policy noeviction \
+        --appendonly no --save '' --dir "$DIR/redis-cluster-$n"
+}
+
+# Forms the cluster (three masters, a replica each) when no node knows another and
+# none serves a slot (the first `up`); a formed cluster is left alone. Then waits until
+# it is ready (rc_ready).
+redis_cluster_ensure() {
+    local n info fresh=0 nodes=() logfile=$DIR/redis-cluster-create.log
+    for n in "${RC_NODES[@]}"; do
+        info=$(rc_cli "$n" cluster info)
+        if grep -qx cluster_known_nodes:1 <<<"$info" && grep -qx cluster_slots_assigned:0 <<<"$info"; then
+            fresh=$((fresh + 1))
+        fi
+        nodes+=("$HOST:$(rc_port "$n")")
+    done
+    if ((fresh == ${#RC_NODES[@]})); then
+        log "forming the Redis Cluster (3 masters, 3 replicas) on ${nodes[*]}"
+        redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$logfile" 2>&1 ||
+            { tail -n 20 "$logfile" >&2; die "redis-cli --cluster create failed (log: $logfile)"; }
+    elif ((fresh > 0)); then
+        die "$fresh Redis Cluster node(s) lost their cluster state while the others kept theirs: stop them (scripts/servers.sh down), remove $DIR/redis-cluster-*/nodes.conf, then scripts/servers.sh up"
+    fi
+    wait_until "the Redis Cluster (3 masters with a replica each)" "$logfile" rc_ready
+}
+
+# rc_key_arg KEY: KEY, which must be given.
+rc_key_arg() {
+    [[ -n ${1:-} ]] || die "expected a key (its hash slot picks the master)"
+    echo "$1"
+}
+
 # kill_owned NAME: SIGKILL a server this script started, and wait until it is gone.
 kill_owned() {
     local name=$1 pid deadline
@@ -714,7 +910,8 @@ EOF
 }
 
 # Server names and, for the cluster, which member: etcd, etcd-N, redis, postgres.
-ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3)
+ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
+    redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
@@ -722,6 +919,7 @@ port_of() {
     redis-tls) echo "$REDIS_TLS_PORT" ;;
     redis-ha-*) ha_port "${1#redis-ha-}" ;;
     sentinel-*) sentinel_port "${1#sentinel-}" ;;
+    redis-cluster-*) rc_port "${1#redis-cluster-}" ;;
     etcd-*) member_port "${1#etcd-}" ;;
     redis) echo "$REDIS_PORT" ;;
     postgres) echo "$PG_PORT" ;;
@@ -733,13 +931,13 @@ check() {
     etcd-tls) etcd_tls_healthy ;;
     redis-tls) redis_tls_healthy "$(port_of "$1")" ;;
     postgres-tls) postgres_tls_healthy ;;
-    redis-ha-*) redis_healthy "$(port_of "$1")" ;;
+    redis-ha-* | redis-cluster-*) redis_healthy "$(port_of "$1")" ;;
     sentinel-*) sentinel_healthy "$(port_of "$1")" ;;
     etcd*) etcd_healthy "$(port_of "$1")" ;;
     *) "$1_healthy" "$(port_of "$1")" ;;
     esac
 }
-start() { case $1 in etcd-tls) etcd_tls_start ;; redis-tls) redis_tls_start ;; postgres-tls) postgres_tls_start ;; redis-ha-*) redis_ha_start "${1#redis-ha-}" ;; sentinel-*) sentinel_start "${1#sentinel-}" ;; etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
+start() { case $1 in etcd-tls) etcd_tls_start ;; redis-tls) redis_tls_start ;; postgres-tls) postgres_tls_start ;; redis-ha-*) redis_ha_start "${1#redis-ha-}" ;; sentinel-*) sentinel_start "${1#sentinel-}" ;; redis-cluster-*) redis_cluster_start "${1#redis-cluster-}" ;; etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
 stop() { case $1 in postgres | postgres-tls) postgres_stop "$1" ;; *) stop_owned "$1" ;; esac }
 log_of() { case $1 in postgres | postgres-tls) echo "$DIR/$1/server.log" ;; *) echo "$DIR/$1.log" ;; esac }
 
@@ -789,6 +987,7 @@ up)
     lock_state_dir
     tls_ensure
     bring_up "${ALL[@]}"
+    redis_cluster_ensure
     log "all servers up"
     urls redacted
     ;;
@@ -807,7 +1006,7 @@ status)
         elif pid=$(owned_pid "$name"); then
             who="started here, pid $pid"
         fi
-        printf '%-12s %s:%-5s %-4s (%s)\n' "$name" "$HOST" "$(port_of "$name")" "$state" "$who"
+        printf '%-15s %s:%-5s %-4s (%s)\n' "$name" "$HOST" "$(port_of "$name")" "$state" "$who"
     done
     exit "$down"
     ;;
@@ -874,6 +1073,57 @@ sentinel-pause-replica | sentinel-resume-replica)
         kill -CONT "$pid"
     fi
     log "${cmd#sentinel-} $replica (pid $pid)"
+    ;;
+redis-cluster-master-of)
+    key=$(rc_key_arg "${1:-}")
+    rc_master_of "$key" || die "no node of the Redis Cluster serves the slot of '$key'"
+    ;;
+redis-cluster-replica-of)
+    key=$(rc_key_arg "${1:-}")
+    master=$(rc_master_of "$key") || die "no node of the Redis Cluster serves the slot of '$key'"
+    rc_replica_of "$master" || die "redis-cluster-$master (master of '$key') has no replica"
+    ;;
+redis-cluster-kill-master-of)
+    key=$(rc_key_arg "${1:-}")
+    lock_state_dir
+    master=$(rc_master_of "$key") || die "no node of the Redis Cluster serves the slot of '$key'"
+    kill_owned "redis-cluster-$master"
+    echo "$master"
+    ;;
+redis-cluster-start-node)
+    [[ ${1:-} =~ ^[1-6]$ ]] || die "expected a Redis Cluster node number 1 to 6, got '${1:-}'"
+    lock_state_dir
+    # redis_cluster_start waits for the failover of a master killed a moment ago.
+    bring_up "redis-cluster-$1"
+    wait_until "the Redis Cluster (3 masters with a replica each)" "$(log_of "redis-cluster-$1")" rc_ready
+    ;;
+redis-cluster-pause-replica-of)
+    key=$(rc_key_arg "${1:-}")
+    lock_state_dir
+    master=$(rc_master_of "$key") || die "no node of the Redis Cluster serves the slot of '$key'"
+    replica=$(rc_replica_of "$master") || die "redis-cluster-$master (master of '$key') has no replica"
+    pid=$(owned_pid "redis-cluster-$replica") || die "redis-cluster-$replica is not running under $DIR"
+    kill -STOP "$pid"
+    # As for the Sentinel group: the replication link cut too, so that what the master
+    # accepts from now on stays there (not even in the paused replica's socket buffer).
+    rc_cli "$master" client kill type replica >/dev/null || true
+    log "paused redis-cluster-$replica (pid $pid), the replica of redis-cluster-$master"
+    echo "$replica"
+    ;;
+redis-cluster-resume-replica-of)
+    key=$(rc_key_arg "${1:-}")
+    lock_state_dir
+    # Every node of the cluster left stopped: the replica of KEY's master, and any other
+    # (the master may have changed since the pause). /proc only: asking the nodes
+    # would wait for the paused one.
+    for n in "${RC_NODES[@]}"; do
+        if rc_paused "$n"; then
+            pid=$(owned_pid "redis-cluster-$n")
+            kill -CONT "$pid"
+            log "resumed redis-cluster-$n (pid $pid)"
+            echo "$n"
+        fi
+    done
     ;;
 *) usage ;;
 esac

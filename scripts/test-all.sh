@@ -2,9 +2,12 @@
 # Every test against every backend: installs and starts the test servers
 # (scripts/servers.sh up), then runs, timing each step:
 #   cargo fmt --check, clippy -D warnings, cargo test --workspace --all-features, the
-#   conformance runner over memory, etcd, Redis and PostgreSQL, then the runner over the
-#   TLS and authenticated etcd, Redis and PostgreSQL (a subset of cases) and their
-#   typed-error tests (untrusted CA, client certificate of another CA or expired, wrong
+#   conformance runner over memory, etcd, Redis and PostgreSQL, and a subset of cases
+#   on the Redis Sentinel group and on the Redis Cluster (columns redis-sentinel and
+#   redis-cluster, their failover cases included; under CI=true the runner fails when
+#   DISTSYNC_REDIS_SENTINEL_URL or DISTSYNC_REDIS_CLUSTER_URL is not set), then the
+#   runner over the TLS and authenticated etcd, Redis and PostgreSQL (a subset of
+#   cases) and their typed-error tests (untrusted CA, client certificate of another CA or expired, wrong
 #   password, silent server, no password in errors or logs), then the Redis Sentinel
 #   tests with the primary killed (backend-redis/tests/sentinel.rs, a step of their own,
 #   timed; the conformance step's redis-sentinel column runs the same failover cases).

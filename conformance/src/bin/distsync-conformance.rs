@@ -10,12 +10,16 @@
 //! re-executed with the hidden `--child` flag, and whose etcd cluster is
 //! `DISTSYNC_ETCD_CLUSTER_URL`; a `redis+sentinel://` URL with the Sentinel group's
 //! hooks ([`Harness::connect_sentinel`]: its primary killed after its replica lagged),
-//! in a matrix column of its own, `redis-sentinel`.
+//! in a matrix column of its own, `redis-sentinel`; a `redis+cluster://` URL with the
+//! Redis Cluster's hooks ([`Harness::connect_redis_cluster`]: the master serving the
+//! contended lock killed after its replica lagged), in the column `redis-cluster`.
 //!
 //! Under `--all`, the Sentinel group (`DISTSYNC_REDIS_SENTINEL_URL`) runs a subset of
 //! the suite ([`SENTINEL_SUBSET`]: the failover cases and the lock, election and queue
-//! basics), to keep CI within its budget: its other cells are `–` (not run). A
-//! `--backend redis+sentinel://...` runs the whole suite there.
+//! basics), and the Redis Cluster (`DISTSYNC_REDIS_CLUSTER_URL`) another
+//! ([`CLUSTER_SUBSET`]: the failover cases and the basics of every primitive), to keep
+//! CI within its budget: their other cells are `–` (not run). A `--backend
+//! redis+sentinel://...` or `--backend redis+cluster://...` runs the whole suite there.
 //!
 //! On a PostgreSQL server the runner manages (one whose [`ServerFaults`] it has), the
 //! row `server_primary_failover_postgres` runs on a private primary with a
@@ -33,17 +37,19 @@ use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use distsync_conformance::faults::child::{self, ChildSpec, Launcher};
+use distsync_conformance::faults::redis_cluster::{REDIS_CLUSTER_SCHEME, REDIS_CLUSTER_VAR};
 use distsync_conformance::{
     matrix, run_suite, Connect, Harness, Hook, Report, ServerFaults, CASES,
 };
 use distsync_core::Backend;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
-const SERVER_VARS: [&str; 4] = [
+const SERVER_VARS: [&str; 5] = [
     "DISTSYNC_ETCD_URL",
     "DISTSYNC_REDIS_URL",
     "DISTSYNC_POSTGRES_URL",
     "DISTSYNC_REDIS_SENTINEL_URL",
+    REDIS_CLUSTER_VAR,
 ];
 
 /// The scheme of Redis Sentinel URLs, whose column is labelled `redis-sentinel`.
@@ -65,6 +71,51 @@ const SENTINEL_SUBSET: [&str; 10] = [
     "api_capabilities_match",
 ];
 
+/// The cases `--all` runs on the Redis Cluster: the failover cases, and the basics of
+/// every primitive that needs no single-server hook (keys of one primitive share a
+/// hash slot; sessions, multi-locks and waiters span slots and nodes).
+const CLUSTER_SUBSET: [&str; 39] = [
+    "lock_mutual_exclusion",
+    "lock_fencing_tokens",
+    "lock_try_lock",
+    "lock_fifo_waiters",
+    "lock_cancelled_waiter",
+    "lock_session_end_fires_lost",
+    "lock_session_end_frees_lock",
+    "lock_multi_lock_opposite_orders",
+    "lock_guarded_write",
+    "session_close_releases_all",
+    "election_one_leader",
+    "election_terms_increase",
+    "election_resign_hands_over",
+    "election_leader_value_term",
+    "election_observe_in_order",
+    "rwlock_readers_share",
+    "rwlock_writer_excludes",
+    "rwlock_waiting_writer_blocks_readers",
+    "rwlock_write_tokens",
+    "queue_fifo",
+    "queue_priority",
+    "queue_no_loss_no_duplicate",
+    "queue_reliable_session_end",
+    "queue_reliable_nack_keeps_place",
+    "queue_reliable_concurrent",
+    "barrier_wait_not_held",
+    "barrier_blocks_until_release",
+    "double_barrier_enter_leave",
+    "double_barrier_too_many",
+    "semaphore_bounded_holders",
+    "semaphore_fifo_waiters",
+    "stm_bank_serializable_snapshot",
+    "stm_conflict_serializable_snapshot",
+    "server_primary_kill_acknowledged",
+    "server_primary_kill_unacknowledged",
+    "server_primary_failover_postgres",
+    "api_names_do_not_collide",
+    "api_timed_acquisition",
+    "api_capabilities_match",
+];
+
 /// The case run on a private PostgreSQL primary with a synchronous standby.
 const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
 
@@ -78,8 +129,8 @@ struct Args {
     backends: Vec<String>,
 
     /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL,
-    /// DISTSYNC_POSTGRES_URL and DISTSYNC_REDIS_SENTINEL_URL (a subset of the cases)
-    /// that is set (under CI=true, all must be).
+    /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL and DISTSYNC_REDIS_CLUSTER_URL
+    /// (these two: a subset of the cases) that is set (under CI=true, all must be).
     #[arg(long, conflicts_with = "backends")]
     all: bool,
 
@@ -121,10 +172,12 @@ fn facade() -> Connect {
 }
 
 /// The matrix column of a backend: its capabilities' name, `redis-sentinel` for a
-/// Redis Sentinel group.
+/// Redis Sentinel group, `redis-cluster` for a Redis Cluster.
 fn column(url: &str, harness: &Harness) -> &'static str {
     if url.starts_with(SENTINEL_SCHEME) {
         "redis-sentinel"
+    } else if url.starts_with(REDIS_CLUSTER_SCHEME) {
+        "redis-cluster"
     } else {
         harness.capabilities().backend
     }
@@ -227,6 +280,8 @@ async fn main() -> ExitCode {
             Ok(Harness::memory())
         } else if url.starts_with(SENTINEL_SCHEME) {
             Harness::connect_sentinel(url, facade()).await
+        } else if url.starts_with(REDIS_CLUSTER_SCHEME) {
+            Harness::connect_redis_cluster(url, facade()).await
         } else if ServerFaults::new(url, facade()).is_ok() {
             Harness::connect(url, facade()).await
         } else {
@@ -254,8 +309,17 @@ async fn main() -> ExitCode {
         } else {
             name.to_owned()
         };
-        // `--all` runs a subset on the Sentinel group (see SENTINEL_SUBSET).
-        let subset = args.all && url.starts_with(SENTINEL_SCHEME);
+        // `--all` runs a subset on the Sentinel group and the Redis Cluster (see
+        // SENTINEL_SUBSET and CLUSTER_SUBSET).
+        let subset: Option<&[&str]> = if !args.all {
+            None
+        } else if url.starts_with(SENTINEL_SCHEME) {
+            Some(&SENTINEL_SUBSET)
+        } else if url.starts_with(REDIS_CLUSTER_SCHEME) {
+            Some(&CLUSTER_SUBSET)
+        } else {
+            None
+        };
         let harness = harness.calibrate().await;
         eprintln!(
             "running the suite against {label} ({}), settle {:?}, faults: {}",
@@ -273,7 +337,7 @@ async fn main() -> ExitCode {
                 &label,
                 |case| {
                     selected(case.id)
-                        && (!subset || SENTINEL_SUBSET.contains(&case.id))
+                        && subset.map_or(true, |subset| subset.contains(&case.id))
                         && case.hooks.contains(&Hook::Failover) == fails_over
                         && !(standby_pair && case.id == POSTGRES_FAILOVER)
                 },
@@ -320,18 +384,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sentinel_subset_names_existing_cases_and_the_failover_cases() {
-        for id in SENTINEL_SUBSET {
-            assert!(CASES.iter().any(|case| case.id == id), "{id} is not a case");
-        }
-        for case in CASES {
-            if case.hooks.contains(&Hook::Failover) {
+    fn the_sentinel_and_cluster_subsets_name_existing_cases_and_the_failover_cases() {
+        for (group, subset) in [
+            ("the Sentinel group", &SENTINEL_SUBSET[..]),
+            ("the Redis Cluster", &CLUSTER_SUBSET[..]),
+        ] {
+            for (i, id) in subset.iter().enumerate() {
                 assert!(
-                    SENTINEL_SUBSET.contains(&case.id),
-                    "{} needs the Sentinel group but is not in its subset",
-                    case.id
+                    CASES.iter().any(|case| case.id == *id),
+                    "{id} is not a case"
                 );
+                assert!(!subset[..i].contains(id), "{id} twice in {group}'s subset");
+            }
+            for case in CASES {
+                if case.hooks.contains(&Hook::Failover) {
+                    assert!(
+                        subset.contains(&case.id),
+                        "{} needs {group} but is not in its subset",
+                        case.id
+                    );
+                }
             }
         }
+        // The cluster's subset has no case that needs a hook only a single server
+        // offers (it would only ever be `unsupported` there), beyond the PostgreSQL
+        // failover row every failover column lists.
+        for id in CLUSTER_SUBSET {
+            let case = CASES.iter().find(|case| case.id == id).unwrap();
+            assert!(
+                case.hooks
+                    .iter()
+                    .all(|hook| matches!(hook, Hook::Failover | Hook::SecondClient))
+                    || id == POSTGRES_FAILOVER,
+                "{id} needs a single-server hook"
+            );
+        }
+    }
+
+    #[test]
+    fn redis_cluster_urls_get_their_own_column_and_variable() {
+        let harness = Harness::memory();
+        assert_eq!(
+            column("redis+cluster://127.0.0.1:1,127.0.0.1:2", &harness),
+            "redis-cluster"
+        );
+        assert_eq!(column("redis+sentinel://h/s", &harness), "redis-sentinel");
+        assert_eq!(column("memory://", &harness), "memory");
+        let sentinel = SERVER_VARS
+            .iter()
+            .position(|var| *var == "DISTSYNC_REDIS_SENTINEL_URL");
+        let cluster = SERVER_VARS.iter().position(|var| *var == REDIS_CLUSTER_VAR);
+        assert_eq!(
+            cluster,
+            sentinel.map(|at| at + 1),
+            "the cluster after Sentinel"
+        );
     }
 }

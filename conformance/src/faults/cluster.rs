@@ -168,6 +168,10 @@ impl Cluster for EtcdCluster {
     async fn kill_member(&self, member: usize) -> Result<()> {
         self.servers("kill-member", member).await
     }
+
+    fn restart_args(&self, member: usize) -> Option<Vec<String>> {
+        Some(vec!["start-member".to_owned(), member.to_string()])
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@
 //! - [`ServerFaults`]: a server reached by URL (etcd, Redis, PostgreSQL): holders in
 //!   child processes ([`child`]), out-of-band session kills with the store's own command
 //!   line tool, private servers to restart ([`private`]), and the three-member etcd
-//!   cluster ([`cluster`]).
+//!   cluster ([`cluster`]);
+//! - [`sentinel::SentinelFaults`] and [`redis_cluster::RedisClusterFaults`]: the Redis
+//!   Sentinel group and the Redis Cluster of `scripts/servers.sh`, whose primary (the
+//!   master of a lock's slot) a failover case kills ([`group`]: what they share).
 
 use std::fmt;
 use std::future::Future;
@@ -26,9 +29,11 @@ use futures::future::BoxFuture;
 
 pub mod child;
 pub mod cluster;
+mod group;
 mod memory;
 pub mod private;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod sentinel;
 mod server;
 mod tools;
@@ -51,9 +56,10 @@ pub enum Hook {
     PrivateServer,
     /// [`Faults::cluster`]: a replicated store whose leader member can be killed.
     Cluster,
-    /// [`Faults::cluster`] of a primary and a replica (Redis under Sentinel) whose
-    /// replica can be paused ([`Cluster::pause_member`]) so that it lags, and whose
-    /// clients can be made with other URL settings ([`Cluster::connect_with`]).
+    /// [`Faults::cluster`] of a primary and a replica (Redis under Sentinel; in a Redis
+    /// Cluster, the master serving the case's lock and its replica) whose replica can
+    /// be paused ([`Cluster::pause_member`]) so that it lags, and whose clients can be
+    /// made with other URL settings ([`Cluster::connect_with`]).
     Failover,
     /// [`Faults::second_client`]: an independent client of the same store.
     SecondClient,
@@ -481,6 +487,46 @@ pub trait Cluster: Send + Sync {
             "conformance",
             "connecting with other URL settings",
         ))
+    }
+
+    /// Aims the cluster at the shard serving the lock `lock`, for a store that spreads
+    /// its keys over several primaries (a Redis Cluster): from then on
+    /// [`Cluster::leader`] names the primary serving that lock, and
+    /// [`Cluster::replica_of`], the kills and the pauses act on its shard. Default:
+    /// nothing (one shard holds everything).
+    fn focus(&mut self, lock: &Name) {
+        let _ = lock;
+    }
+
+    /// The replica of member `member` (the primary), the one to pause so that it lags.
+    ///
+    /// # Errors
+    /// By default, the other member of a two-member cluster, and
+    /// [`Error::Unsupported`] for a larger one.
+    async fn replica_of(&self, member: usize) -> Result<usize> {
+        match (self.members(), member) {
+            (2, 1) => Ok(2),
+            (2, 2) => Ok(1),
+            _ => Err(Error::unsupported(
+                "conformance",
+                "finding a primary's replica",
+            )),
+        }
+    }
+
+    /// The `scripts/servers.sh` arguments that start member `member` again, for a
+    /// case's clean-up in `Drop` when it ends early (no async hook can run there).
+    /// Default: `None`, nothing to run (a cluster of the case's own).
+    fn restart_args(&self, member: usize) -> Option<Vec<String>> {
+        let _ = member;
+        None
+    }
+
+    /// The `scripts/servers.sh` arguments that resume the paused member `member`, as
+    /// [`Cluster::restart_args`]. Default: `None`.
+    fn resume_args(&self, member: usize) -> Option<Vec<String>> {
+        let _ = member;
+        None
     }
 }
 

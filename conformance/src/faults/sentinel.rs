@@ -8,111 +8,29 @@
 //! so that it lags behind the primary.
 //!
 //! The group is shared by every process on the machine: a case that fails it over
-//! first takes its turn ([`SentinelFaults::cluster`] waits until it can create a
-//! turn file in the temporary directory), so that two test processes never fail it
-//! over at once.
+//! first takes its turn ([`SentinelFaults::cluster`] waits for it, see
+//! [`super::group`]), so that two test processes never fail it over at once.
 //!
 //! [`SentinelFaults`] offers the group ([`Hook::Failover`]) and second clients; the
 //! other hooks (out-of-band session kills, child holders, private servers, proxies)
 //! need one server's address and are not offered under Sentinel.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::{Backend, Error, Result};
 
-use super::cluster::servers_script;
-use super::tools::{require, run};
+pub use super::group::with_query;
+use super::group::{printed_member, redis_group_available, servers, Turn};
 use super::{hook_error, unsupported, Cluster, Connect, Faults, Hook};
 use crate::harness::Harness;
 
 /// The environment variable naming the Sentinel group's URL.
 pub const REDIS_SENTINEL_VAR: &str = "DISTSYNC_REDIS_SENTINEL_URL";
 
-/// The URL `url` with its query parameters `query` (`key=value&...`) set, replacing
-/// any of the same name.
-pub fn with_query(url: &str, query: &str) -> String {
-    let (base, old) = url.split_once('?').unwrap_or((url, ""));
-    let new: Vec<&str> = query.split('&').filter(|pair| !pair.is_empty()).collect();
-    let key = |pair: &str| pair.split('=').next().unwrap_or_default().to_owned();
-    let mut pairs: Vec<&str> = old
-        .split('&')
-        .filter(|pair| !pair.is_empty() && !new.iter().any(|n| key(n) == key(pair)))
-        .collect();
-    pairs.extend(new);
-    if pairs.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", pairs.join("&"))
-    }
-}
-
-/// How long a case waits for its turn at the group.
-const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(55);
-
-/// An exclusive turn at the group, across processes: a file created with
-/// `create_new` in the temporary directory, holding the owner's pid (a file whose owner
-/// is gone is taken over), removed when dropped.
-struct Turn {
-    path: PathBuf,
-}
-
-impl Turn {
-    /// Waits (at most [`TURN_WAIT`]) for the turn.
-    async fn take() -> Result<Self> {
-        use std::io::Write as _;
-        let path = std::env::temp_dir().join("distsync-sentinel-failover.turn");
-        let deadline = tokio::time::Instant::now() + TURN_WAIT;
-        loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    file.write_all(std::process::id().to_string().as_bytes())
-                        .map_err(|error| hook_error("writing the Sentinel group's turn", error))?;
-                    return Ok(Self { path });
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
-                    let alive = owner
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-                    // A turn being written has no pid yet: not stale.
-                    if !alive && !owner.trim().is_empty() {
-                        tracing::warn!(owner = owner.trim(), "taking over a stale Sentinel turn");
-                        let _ = std::fs::remove_file(&path);
-                        continue;
-                    }
-                }
-                Err(error) => return Err(hook_error("taking the Sentinel group's turn", error)),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(hook_error(
-                    "waiting for the Sentinel group",
-                    format!("another process held it for {TURN_WAIT:?}"),
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_file(&self.path) {
-            tracing::warn!(%error, "could not give back the Sentinel group's turn");
-        }
-    }
-}
-
 /// The Sentinel group at a URL.
 pub struct SentinelGroup {
     url: String,
-    script: PathBuf,
     connect: Connect,
     /// This process's turn at the group, when taken by [`SentinelFaults::cluster`].
     _turn: Option<Turn>,
@@ -129,14 +47,7 @@ impl std::fmt::Debug for SentinelGroup {
 impl SentinelGroup {
     /// Whether the tools are there (`bash`, `redis-cli`, `scripts/servers.sh`), or why not.
     pub fn available() -> std::result::Result<(), String> {
-        require("bash", "bash")?;
-        require("redis-cli", "redis-tools")?;
-        let script = servers_script();
-        if script.is_file() {
-            Ok(())
-        } else {
-            Err(format!("{} is missing", script.display()))
-        }
+        redis_group_available()
     }
 
     /// The group at `url` (`redis+sentinel://...`), reached with `connect`.
@@ -153,17 +64,9 @@ impl SentinelGroup {
         Self::available().map_err(|reason| hook_error("the Sentinel group", reason))?;
         Ok(Self {
             url: url.to_owned(),
-            script: servers_script(),
             connect,
             _turn: None,
         })
-    }
-
-    async fn servers(&self, args: &[&str]) -> Result<String> {
-        let bash = require("bash", "bash").map_err(|reason| hook_error("servers.sh", reason))?;
-        let mut all = vec![self.script.to_string_lossy().into_owned()];
-        all.extend(args.iter().map(|arg| (*arg).to_owned()));
-        Ok(run(&bash, all, &[]).await?.stdout)
     }
 }
 
@@ -182,7 +85,7 @@ impl Cluster for SentinelGroup {
     }
 
     async fn leader(&self) -> Result<Option<usize>> {
-        let out = self.servers(&["sentinel-primary"]).await?;
+        let out = servers(&["sentinel-primary"]).await?;
         Ok(out.trim().parse().ok())
     }
 
@@ -192,24 +95,15 @@ impl Cluster for SentinelGroup {
     }
 
     async fn start_member(&self, member: usize) -> Result<()> {
-        self.servers(&["sentinel-start-node", &member.to_string()])
+        servers(&["sentinel-start-node", &member.to_string()])
             .await
             .map(drop)
     }
 
     /// Kills `member`, which must be the primary the Sentinels name.
     async fn kill_member(&self, member: usize) -> Result<()> {
-        let killed = self.servers(&["sentinel-kill-primary"]).await?;
-        if killed.trim() != member.to_string() {
-            return Err(hook_error(
-                format!("killing Redis node {member}"),
-                format!(
-                    "node {} was the primary and was killed instead",
-                    killed.trim()
-                ),
-            ));
-        }
-        Ok(())
+        let killed = servers(&["sentinel-kill-primary"]).await?;
+        printed_member("sentinel-kill-primary", &killed, Some(member)).map(drop)
     }
 
     /// Pauses `member`, which must be the replica.
@@ -224,6 +118,14 @@ impl Cluster for SentinelGroup {
     async fn connect_with(&self, query: &str) -> Result<Arc<dyn Backend>> {
         (self.connect)(with_query(&self.url, query)).await
     }
+
+    fn restart_args(&self, member: usize) -> Option<Vec<String>> {
+        Some(vec!["sentinel-start-node".to_owned(), member.to_string()])
+    }
+
+    fn resume_args(&self, _member: usize) -> Option<Vec<String>> {
+        Some(vec!["sentinel-resume-replica".to_owned()])
+    }
 }
 
 impl SentinelGroup {
@@ -234,7 +136,7 @@ impl SentinelGroup {
                 format!("node {member} is the primary, not the replica"),
             ));
         }
-        self.servers(&[command]).await.map(drop)
+        servers(&[command]).await.map(drop)
     }
 }
 
@@ -296,35 +198,11 @@ impl Faults for SentinelFaults {
     async fn cluster(&self, backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
         SentinelGroup::available().map_err(|_| unsupported(backend, Hook::Failover))?;
         let mut group = SentinelGroup::new(&self.url, Arc::clone(&self.connect))?;
-        group._turn = Some(Turn::take().await?);
+        group._turn = Some(Turn::take("sentinel").await?);
         Ok(Box::new(group))
     }
 
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
         (self.connect)(self.url.clone()).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parameters_are_set_or_replaced() {
-        assert_eq!(
-            with_query(
-                "redis+sentinel://h/s?wait_replicas=1&namespace=a:",
-                "wait_replicas=0"
-            ),
-            "redis+sentinel://h/s?namespace=a:&wait_replicas=0"
-        );
-        assert_eq!(
-            with_query("redis+sentinel://h/s", "x=1"),
-            "redis+sentinel://h/s?x=1"
-        );
-        assert_eq!(
-            with_query("redis+sentinel://h/s?x=1", ""),
-            "redis+sentinel://h/s?x=1"
-        );
     }
 }

@@ -18,10 +18,12 @@
 //! Two faults:
 //! * [`Fault::Leader`]: the raft leader of the etcd cluster ([`crate::Hook::Cluster`]),
 //!   started again once a new leader serves.
-//! * [`Fault::Primary`]: the primary of a Redis Sentinel group
-//!   ([`crate::Hook::Failover`]), after its replica was paused for up to a second so
-//!   that it lags (as a replica behind a slow link does): the Sentinels promote the
-//!   lagging replica, and the old primary comes back as its replica. With replica
+//! * [`Fault::Primary`]: the primary of a Redis Sentinel group, or the master serving
+//!   the contended lock's slot in a Redis Cluster ([`crate::Hook::Failover`], aimed at
+//!   the lock with [`crate::Cluster::focus`]), after its replica was paused for up to
+//!   a second so that it lags (as a replica behind a slow link does): the Sentinels
+//!   (the cluster's other masters) promote the lagging replica, and the old primary
+//!   comes back as its replica. With replica
 //!   acknowledgement (`wait_replicas=1`) nothing acknowledged can be lost; without it,
 //!   what the old primary acknowledged during the lag is gone: the case measures it.
 //!
@@ -81,21 +83,23 @@ pub(crate) enum Fault {
     Promoted,
 }
 
-/// Starts the killed member (and resumes a paused one) if the case ends early.
+/// Starts the killed member (and resumes a paused one) if the case ends early: the
+/// `scripts/servers.sh` commands of [`crate::Cluster::restart_args`] and
+/// [`crate::Cluster::resume_args`].
 struct Restore {
-    command: Vec<String>,
+    commands: Vec<Vec<String>>,
 }
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        if self.command.is_empty() {
+        if self.commands.is_empty() {
             return;
         }
         let script = crate::faults::cluster::servers_script();
-        for args in self.command.chunks(2) {
+        for args in &self.commands {
             if let Err(error) = std::process::Command::new("bash")
                 .arg(&script)
-                .args(args.iter().filter(|arg| !arg.is_empty()))
+                .args(args)
                 .status()
             {
                 tracing::error!(%error, ?args, "could not restore a killed member");
@@ -361,7 +365,7 @@ async fn check_holder(
 /// The case body (see the module docs).
 pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     // A PostgreSQL pair is started here (initdb, base backup): more than a prompt.
-    let cluster = within(
+    let mut cluster = within(
         LONG,
         "finding the cluster",
         h.faults().cluster(&**h.backend()),
@@ -390,6 +394,8 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     );
     let ttl = TTL.max(backend.capabilities().min_session_ttl);
     let lock = h.name("mutex").ctx("naming the lock")?;
+    // A sharded store (Redis Cluster): the member killed serves this lock.
+    cluster.focus(&lock);
     let held = h.name("held").ctx("naming the held lock")?;
     let queue: Arc<dyn Queue> = Arc::from(
         backend
@@ -440,12 +446,17 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     .await?;
     let leader = leader_of(&*cluster, "a leader or primary").await?;
     let mut restore = Restore {
-        command: Vec::new(),
+        commands: Vec::new(),
     };
     let lag_replica = match fault {
         Fault::Primary { .. } => {
-            let replica = if leader == 1 { 2 } else { 1 };
-            restore.command = vec!["sentinel-resume-replica".into(), String::new()];
+            let replica = within(
+                PROMPT,
+                "finding the primary's replica",
+                cluster.replica_of(leader),
+            )
+            .await?;
+            restore.commands.extend(cluster.resume_args(replica));
             within(PROMPT, "pausing the replica", cluster.pause_member(replica)).await?;
             Some(replica)
         }
@@ -472,16 +483,8 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     } else {
         None
     };
-    match fault {
-        Fault::Leader => restore
-            .command
-            .extend(["start-member".to_owned(), leader.to_string()]),
-        Fault::Primary { .. } => restore
-            .command
-            .extend(["sentinel-start-node".to_owned(), leader.to_string()]),
-        // The pair is the case's own: nothing of servers.sh to restore.
-        Fault::Promoted => {}
-    }
+    // (A PostgreSQL pair is the case's own: nothing of servers.sh to restore.)
+    restore.commands.extend(cluster.restart_args(leader));
     within(
         LONG,
         format!("killing member {leader}"),
@@ -516,7 +519,7 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
         cluster.start_member(leader),
     )
     .await?;
-    restore.command.clear();
+    restore.commands.clear();
 
     let mut broken = Vec::new();
     // The lock must keep being granted: a grant or a release lost with the failover
