@@ -1,6 +1,8 @@
 -- Enters a double barrier, or checks an earlier entry.
--- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
--- ARGV: channel prefix, p, id, margin ms, count, how (enter|check), session nonce.
+-- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry; under Redis
+-- Cluster only KEYS[1] (see session_left in lib.lua).
+-- ARGV: channel prefix, p, id, margin ms, count, how (enter|check), session nonce (under
+-- Redis Cluster: the client's bound on the session's time left, ms).
 -- Returns {1} when the barrier is ready for this entry, {0} while waiting, {-2} for a
 -- participant over the count (its entry removed), {-1} when the session is gone, its
 -- key holds another nonce (another session's, see keepalive.lua) or has less than the
@@ -20,21 +22,17 @@ if how == 'check' then
   end
   return {0}
 end
-if redis.call('GET', skey) ~= ARGV[7] then
-  return {-1}
-end
-local left = redis.call('PTTL', skey)
-if left < margin then
+local left = session_left(skey, ARGV[7], margin)
+if not left then
   return {-1}
 end
 redis.call('SET', ekey, val, 'PX', left)
-redis.call('HSET', reg, ekey, val)
-redis.call('PEXPIRE', reg, left)
+session_list(reg, ekey, val, left)
 redis.call('ZADD', p .. ':p', redis.call('INCR', p .. ':seq'), id)
 local n = dbar_live(p)
 if n > count then
   redis.call('DEL', ekey)
-  redis.call('HDEL', reg, ekey)
+  session_unlist(reg, ekey)
   redis.call('ZREM', p .. ':p', id)
   return {-2}
 end

@@ -1,7 +1,9 @@
 -- Joins, re-checks or tries a waiter line (lock, rwlock, election, semaphore).
--- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry.
+-- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry; under Redis
+-- Cluster only KEYS[1] (see session_left in lib.lua).
 -- ARGV: channel prefix, p, id, mode (w|r|s), ttl ms, how (wait|try|check), margin ms,
--- session nonce, value (elections) or permit count (semaphores, decimal).
+-- session nonce (under Redis Cluster: the client's bound on the session's time left,
+-- ms), value (elections) or permit count (semaphores, decimal).
 -- Returns {1, token} when granted; {0, ms} when waiting, ms being the shortest TTL among
 -- the holders (when to re-check if no wake-up comes); {0, 0} when a try fails;
 -- {-2, count} when joining a semaphore in use with another permit count; {-1}
@@ -21,11 +23,8 @@ if how == 'check' then
     return {-1}
   end
 else
-  if redis.call('GET', skey) ~= ARGV[8] then
-    return {-1}
-  end
-  local left = redis.call('PTTL', skey)
-  if left < tonumber(ARGV[7]) then
+  local left = session_left(skey, ARGV[8], ARGV[7])
+  if not left then
     return {-1}
   end
   if sem then
@@ -35,8 +34,7 @@ else
     end
   end
   redis.call('SET', ekey, val, 'PX', left)
-  redis.call('HSET', reg, ekey, val)
-  redis.call('PEXPIRE', reg, left)
+  session_list(reg, ekey, val, left)
   -- Uncontended (a lock or read-write lock whose line is empty): the entry is first
   -- in line, so it is granted at once, as fq_settle would, without walking the line.
   -- Its arrival score is 0: every later arrival takes the next p:seq, which is at
@@ -64,7 +62,7 @@ fq_settle(p, id)
 local token = redis.call('HGET', p .. ':g', id)
 if (not token) and how == 'try' then
   redis.call('DEL', ekey)
-  redis.call('HDEL', reg, ekey)
+  session_unlist(reg, ekey)
   fq_forget(p, id)
   return {0, 0}
 end

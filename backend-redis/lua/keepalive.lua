@@ -1,5 +1,7 @@
 -- Renews a session and everything held through it, in one round trip.
--- KEYS[1]: session key, KEYS[2]: its registry (entry key -> expected value).
+-- KEYS[1]: session key, KEYS[2]: its registry (entry key -> expected value); under
+-- Redis Cluster only KEYS[1], the held keys being renewed slot by slot with
+-- keepalive_held.lua.
 -- ARGV: channel prefix, ttl ms, nonce (the session key's value), margin ms.
 -- Returns 1 when renewed. Returns 0 when the session key is gone, holds another nonce
 -- (another session's key: the server lost this one, e.g. in a restart, and the id was
@@ -19,7 +21,10 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
   redis.call('DEL', KEYS[1])
   return 0
 end
-local held = redis.call('HGETALL', KEYS[2])
+local held = {}
+if KEYS[2] then
+  held = redis.call('HGETALL', KEYS[2])
+end
 for i = 1, #held, 2 do
   if redis.call('GET', held[i]) ~= held[i + 1] then
     release_all(KEYS[2])

@@ -347,11 +347,60 @@ local function release_hold(ekey, val)
   return mine
 end
 
--- Releases everything a session registry lists, and deletes the registry.
+-- Releases everything a session registry lists, and deletes the registry. Under Redis
+-- Cluster there is no registry in the store (reg is nil): the client lists what its
+-- session holds and releases each key with release.lua.
 local function release_all(reg)
+  if not reg then
+    return
+  end
   local held = redis.call('HGETALL', reg)
   redis.call('DEL', reg)
   for i = 1, #held, 2 do
     release_hold(held[i], held[i + 1])
+  end
+end
+
+-- Sessions as seen by a script that adds a key to one (fair_acquire, dbar_enter,
+-- queue_receive).
+--
+-- One server (skey set): skey is the session key and check its nonce; the session is
+-- usable when the key holds the nonce, and what is left of it is the key's PTTL.
+-- Redis Cluster (skey nil): the session key lives in another hash slot, which a
+-- script run in a primitive's slot may not touch; check is then the client's own
+-- bound on what is left of the session (ms): its client-side deadline plus the
+-- margin, counted from the send time of its last acknowledged renewal, so never more
+-- than the session key's PTTL.
+-- Returns what is left (ms), or nil when the session is gone, another's, or has less
+-- than margin left (past the owner's client-side deadline, see keepalive.lua).
+local function session_left(skey, check, margin)
+  local left
+  if skey then
+    if redis.call('GET', skey) ~= check then
+      return nil
+    end
+    left = redis.call('PTTL', skey)
+  else
+    left = tonumber(check) or 0
+  end
+  if left < tonumber(margin) then
+    return nil
+  end
+  return left
+end
+
+-- Lists entry key ekey (value val) in the session registry reg, which lives as long as
+-- the session key (left ms); nothing under Redis Cluster (reg nil: the client lists it).
+local function session_list(reg, ekey, val, left)
+  if reg then
+    redis.call('HSET', reg, ekey, val)
+    redis.call('PEXPIRE', reg, left)
+  end
+end
+
+-- Unlists entry key ekey from the session registry reg (nil under Redis Cluster).
+local function session_unlist(reg, ekey)
+  if reg then
+    redis.call('HDEL', reg, ekey)
   end
 end

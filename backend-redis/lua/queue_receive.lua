@@ -1,15 +1,15 @@
 -- Receives the first item (at least once): holds it through a session under the call
 -- id, or registers the call as a waiting consumer.
--- KEYS[1]: session key, KEYS[2]: its registry.
--- ARGV: channel prefix, p, call id, how (try|wait), marker ttl ms, session nonce,
--- margin ms.
+-- KEYS[1]: the hold's key p:e:<call id>, KEYS[2]: session key, KEYS[3]: its registry;
+-- under Redis Cluster only KEYS[1] (see session_left in lib.lua).
+-- ARGV: channel prefix, p, call id, how (try|wait), marker ttl ms, session nonce (under
+-- Redis Cluster: the client's bound on the session's time left, ms), margin ms.
 -- Returns {1, item, earlier deliveries, record} when held; {0, ms} when there is none
 -- (ms as in queue_pop.lua); {-1} when the session is gone or past its margin (see
 -- fair_acquire.lua). Retrying a call id whose hold is alive returns the same item.
-local skey, reg = KEYS[1], KEYS[2]
+local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
 local p, cid = ARGV[2], ARGV[3]
 local items = p .. ':items'
-local ekey = p .. ':e:' .. cid
 local val = 'q' .. cid
 local rec = redis.call('HGET', p .. ':held', cid)
 if rec and redis.call('GET', ekey) == val then
@@ -18,11 +18,8 @@ if rec and redis.call('GET', ekey) == val then
   local n = tonumber(redis.call('HGET', p .. ':dc', member)) or 1
   return {1, string.sub(member, 17), n - 1, rec}
 end
-if redis.call('GET', skey) ~= ARGV[6] then
-  return {-1}
-end
-local left = redis.call('PTTL', skey)
-if left < tonumber(ARGV[7]) then
+local left = session_left(skey, ARGV[6], ARGV[7])
+if not left then
   return {-1}
 end
 local soonest = queue_sweep(p)
@@ -31,8 +28,7 @@ if #top > 0 then
   rec = string.format('%05d', tonumber(top[2])) .. top[1]
   redis.call('HSET', p .. ':held', cid, rec)
   redis.call('SET', ekey, val, 'PX', left)
-  redis.call('HSET', reg, ekey, val)
-  redis.call('PEXPIRE', reg, left)
+  session_list(reg, ekey, val, left)
   local n = redis.call('HINCRBY', p .. ':dc', top[1], 1)
   redis.call('DEL', p .. ':wm:' .. cid)
   redis.call('ZREM', p .. ':waiters', cid)

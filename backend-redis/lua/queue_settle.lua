@@ -1,12 +1,12 @@
 -- Acknowledges (removes) or nacks (puts back at its place) an item held by receiver
--- call cid. KEYS[1]: the session registry.
+-- call cid. KEYS[1]: the hold's key p:e:<cid>, KEYS[2]: the session registry (none
+-- under Redis Cluster).
 -- ARGV: channel prefix, p, call id, ack|nack, the hold's record.
 -- Returns 1 when the hold was this call's; 0 when it is gone and the item is in the
 -- queue or held by another call (the session ended first); 2 when it is gone and so
 -- is the item (an earlier ack whose reply was lost, or another consumer's).
-local reg = KEYS[1]
+local ekey, reg = KEYS[1], KEYS[2]
 local p, cid, op, rec = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local ekey = p .. ':e:' .. cid
 local member = string.sub(rec, 6)
 if redis.call('GET', ekey) ~= 'q' .. cid then
   -- The session ended: the hold is gone (and its item goes back, if not yet).
@@ -22,7 +22,7 @@ if redis.call('GET', ekey) ~= 'q' .. cid then
   return 2
 end
 redis.call('DEL', ekey)
-redis.call('HDEL', reg, ekey)
+session_unlist(reg, ekey)
 if op == 'ack' then
   redis.call('HDEL', p .. ':held', cid)
   redis.call('HDEL', p .. ':dc', member)

@@ -1,7 +1,8 @@
--- Releases one session-held entry. KEYS[1]: entry key, KEYS[2]: session registry.
--- ARGV: channel prefix, expected value. Returns 1 if it was still held, else 0.
+-- Releases one session-held entry. KEYS[1]: entry key, KEYS[2]: session registry (none
+-- under Redis Cluster). ARGV: channel prefix, expected value. Returns 1 if it was still
+-- held, else 0.
 local ekey, val = KEYS[1], ARGV[2]
-redis.call('HDEL', KEYS[2], ekey)
+session_unlist(KEYS[2], ekey)
 -- Uncontended (a lock or read-write lock entry alone in its line): nobody is to be
 -- granted or woken, so the line and its grants go at once and the counters idle out,
 -- as release_hold leaves them, without walking the line.

@@ -10,12 +10,17 @@ use distsync_core::{
     Queue, Result, RwLock, Session, SessionId, SessionOptions, Stm,
 };
 
-use crate::capabilities::{capabilities, capabilities_under_eviction, capabilities_under_sentinel};
+use crate::capabilities::{
+    capabilities, capabilities_under_cluster, capabilities_under_eviction,
+    capabilities_under_sentinel,
+};
+use crate::cluster::ClusterNodes;
 use crate::config::RedisConfig;
 use crate::options::RedisOptions;
-use crate::sentinel::{Sentinels, Target};
+use crate::sentinel::Sentinels;
 use crate::session::RedisLease;
 use crate::store::Shared;
+use crate::target::Target;
 
 /// Connects to the Redis server `url` names and returns a [`Coordinator`] over it (see
 /// [`RedisConfig`] for the URL forms: TLS, credentials, Sentinel, timeouts).
@@ -36,7 +41,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
 ///
 /// # Errors
 /// [`Error::InvalidUrl`] for a bad URL (password masked), [`Error::Unsupported`] for
-/// a Redis Cluster URL, and as [`backend_with_config`].
+/// a Redis Cluster over TLS, and as [`backend_with_config`].
 pub async fn backend(url: &str) -> Result<RedisBackend> {
     backend_with_config(&RedisConfig::parse(url)?).await
 }
@@ -58,9 +63,12 @@ pub async fn backend(url: &str) -> Result<RedisBackend> {
 /// when the server may evict keys (its `maxmemory-policy` is not `noeviction`, or
 /// cannot be read) and the URL does not say `allow_eviction=true`.
 pub async fn backend_with_config(config: &RedisConfig) -> Result<RedisBackend> {
-    let target = match Sentinels::of_url(config)? {
-        Some(sentinels) => Target::Sentinel(Arc::new(sentinels)),
-        None => Target::Server(Box::new(config.client()?)),
+    let target = if let Some(sentinels) = Sentinels::of_url(config)? {
+        Target::Sentinel(Arc::new(sentinels))
+    } else if let Some(nodes) = ClusterNodes::of_url(config, config.options())? {
+        Target::Cluster(Arc::new(nodes))
+    } else {
+        Target::Server(Box::new(config.client()?))
     };
     RedisBackend::start(target, config.options().clone(), config.server().to_owned()).await
 }
@@ -135,12 +143,15 @@ impl RedisBackend {
 
     async fn start(target: Target, options: RedisOptions, server: String) -> Result<Self> {
         let sentinel = matches!(target, Target::Sentinel(_));
+        let cluster = matches!(target, Target::Cluster(_));
         let wait_replicas = options.wait_replicas;
         let (shared, evicting) = Shared::open(target, options, &server).await?;
         let capabilities = if evicting {
             capabilities_under_eviction()
         } else if sentinel {
             capabilities_under_sentinel(wait_replicas)
+        } else if cluster {
+            capabilities_under_cluster(wait_replicas)
         } else {
             capabilities()
         };
@@ -168,7 +179,7 @@ impl Backend for RedisBackend {
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
-        crate::session::revoke(&self.shared, id.0, None).await
+        crate::session::revoke(&self.shared, id.0, None, None).await
     }
 
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {

@@ -4,7 +4,8 @@
 //! [`crate::store::Shared::eval`] (and single commands through
 //! [`crate::store::Shared::query`]), which come here: `EVALSHA`, loading the script
 //! on `NOSCRIPT` (a restarted server, or a newly promoted replica, has an empty
-//! script cache).
+//! script cache; under Redis Cluster the script is loaded on the master of the call's
+//! first key only, so that a dead node elsewhere in the cluster does not fail it).
 //!
 //! **Replica acknowledgement** ([`Ack`], `wait_replicas=N&wait_timeout=T` in the URL):
 //! the script is followed, in one pipeline on the same connection, by a `PUBLISH` on
@@ -23,22 +24,24 @@
 use std::time::Duration;
 
 use distsync_core::{Error, Result};
-use redis::aio::ConnectionLike;
-use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, ToRedisArgs, Value};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, ToRedisArgs, Value};
 
 use crate::capabilities::BACKEND;
 use crate::error::{int, redis_error};
+use crate::scripts::Lua;
+use crate::target::Connection;
 
 /// A script call being built: `key`s and `arg`s as with redis-rs's
 /// `ScriptInvocation`, run with [`crate::store::Shared::eval`].
 pub(crate) struct Call {
-    script: &'static Script,
+    script: &'static Lua,
     keys: Vec<Vec<u8>>,
     args: Vec<Vec<u8>>,
 }
 
 impl Call {
-    pub(crate) fn new(script: &'static Script) -> Self {
+    pub(crate) fn new(script: &'static Lua) -> Self {
         Self {
             script,
             keys: Vec::new(),
@@ -60,7 +63,7 @@ impl Call {
 
     fn evalsha(&self) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
+        cmd.arg(self.script.script.get_hash())
             .arg(self.keys.len())
             .arg(&self.keys)
             .arg(&self.args);
@@ -95,16 +98,13 @@ impl Ack {
 /// # Errors
 /// The script's or connection's error ([`redis_error`]); a transient
 /// [`Error::Connection`] when fewer replicas than asked acknowledged it.
-pub(crate) async fn eval(
-    conn: &mut impl ConnectionLike,
-    call: &Call,
-    ack: Option<&Ack>,
-) -> Result<Value> {
+pub(crate) async fn eval(conn: &mut Connection, call: &Call, ack: Option<&Ack>) -> Result<Value> {
     let command = call.evalsha();
-    match run(conn, &command, ack).await {
+    let key = call.keys.first().map(Vec::as_slice);
+    match run(conn, &command, key, ack).await {
         Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            call.script.load_async(conn).await.map_err(redis_error)?;
-            run(conn, &command, ack).await.map_err(redis_error)
+            load(conn, call).await.map_err(redis_error)?;
+            run(conn, &command, key, ack).await.map_err(redis_error)
         }
         other => other.map_err(redis_error),
     }
@@ -116,16 +116,43 @@ pub(crate) async fn eval(
     })
 }
 
+/// Loads `call`'s script where `call` runs: on the server, or under Redis Cluster on
+/// the master of the call's first key (redis-rs would send `SCRIPT LOAD` to every
+/// node, failing while one is down).
+async fn load(conn: &mut Connection, call: &Call) -> std::result::Result<(), RedisError> {
+    match (conn, call.keys.first()) {
+        (Connection::Cluster(cluster), Some(key)) => {
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(&call.script.code);
+            let route = Route::with_key(key, SlotAddr::Master);
+            cluster
+                .route_command(
+                    load,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await
+                .map(drop)
+        }
+        (conn, _) => call.script.script.load_async(conn).await.map(drop),
+    }
+}
+
 /// Runs one command on `conn`, acknowledged by replicas with `ack`.
 ///
 /// # Errors
 /// As [`eval`].
 pub(crate) async fn query(
-    conn: &mut impl ConnectionLike,
+    conn: &mut Connection,
     command: &Cmd,
     ack: Option<&Ack>,
 ) -> Result<Value> {
-    let (value, acknowledged) = run(conn, command, ack).await.map_err(redis_error)?;
+    // The first argument after the command's name is its key (the commands run this
+    // way take one: `EXISTS`, `SET`, `HDEL`, `ZREM`, `SCAN`'s cursor aside).
+    let key = match command.args_iter().nth(1) {
+        Some(redis::Arg::Simple(key)) => Some(key),
+        _ => None,
+    };
+    let (value, acknowledged) = run(conn, command, key, ack).await.map_err(redis_error)?;
     match (ack, acknowledged) {
         (Some(ack), Some(acknowledged)) if acknowledged < i64::from(ack.replicas) => {
             Err(not_acknowledged(ack, acknowledged))
@@ -134,10 +161,13 @@ pub(crate) async fn query(
     }
 }
 
-/// `command`'s reply and, with `ack`, how many replicas acknowledged it.
+/// `command`'s reply and, with `ack`, how many replicas acknowledged it. Under Redis
+/// Cluster the pipeline of the acknowledgement goes, whole, to the master of `key`
+/// (the command's first key): `WAIT` counts the replicas of the node it runs on.
 async fn run(
-    conn: &mut impl ConnectionLike,
+    conn: &mut Connection,
     command: &Cmd,
+    key: Option<&[u8]>,
     ack: Option<&Ack>,
 ) -> std::result::Result<(Value, Option<i64>), RedisError> {
     let Some(ack) = ack else {
@@ -153,22 +183,27 @@ async fn run(
         .cmd("PUBLISH")
         .arg(&ack.channel)
         .arg("")
-        .ignore()
         .cmd("WAIT")
         .arg(ack.replicas)
         .arg(timeout_ms);
-    let replies = match pipeline.query_async::<Value>(conn).await? {
-        Value::Array(replies) => replies,
-        other => {
-            return Err(RedisError::from((
-                ErrorKind::UnexpectedReturnType,
-                "a pipeline answered with no array",
-                format!("{other:?}"),
-            )))
+    let replies = match (conn, key) {
+        (Connection::Cluster(cluster), Some(key)) => {
+            let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+            cluster.route_pipeline(pipeline, 0, 3, route).await?
         }
+        (conn, _) => match pipeline.query_async::<Value>(conn).await? {
+            Value::Array(replies) => replies,
+            other => {
+                return Err(RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "a pipeline answered with no array",
+                    format!("{other:?}"),
+                )))
+            }
+        },
     };
     let mut replies = replies.into_iter();
-    let (Some(value), Some(waited)) = (replies.next(), replies.next()) else {
+    let (Some(value), Some(waited)) = (replies.next(), replies.nth(1)) else {
         return Err(RedisError::from((
             ErrorKind::UnexpectedReturnType,
             "a pipeline answered with too few replies",
@@ -213,14 +248,13 @@ mod tests {
 
     #[test]
     fn a_call_is_an_evalsha_of_its_keys_and_args() {
-        static SCRIPT: std::sync::LazyLock<Script> =
-            std::sync::LazyLock::new(|| Script::new("return 1"));
+        static SCRIPT: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| Lua::new("return 1"));
         let mut call = Call::new(&SCRIPT);
         call.key("k1").key("k2").arg(7).arg("x");
         let packed = call.evalsha().get_packed_command();
         let text = String::from_utf8_lossy(&packed);
         assert!(text.contains("EVALSHA"), "{text}");
-        assert!(text.contains(SCRIPT.get_hash()), "{text}");
+        assert!(text.contains(SCRIPT.script.get_hash()), "{text}");
         assert!(
             text.contains("\r\n2\r\n$2\r\nk1\r\n$2\r\nk2\r\n$1\r\n7\r\n$1\r\nx\r\n"),
             "{text}"

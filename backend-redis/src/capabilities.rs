@@ -59,6 +59,18 @@ pub fn capabilities_under_eviction() -> Capabilities {
     }
 }
 
+/// What the Redis backend claims on a Redis Cluster (`redis+cluster://`): as under
+/// Sentinel ([`capabilities_under_sentinel`]: a master's failover to its replica is a
+/// Sentinel failover for the slots it served), without `guarded_writes`
+/// (`LockGuard::put_if_held` checks a lock's grant and writes an STM key in one
+/// script, and the two live in different hash slots, which no script may span).
+pub fn capabilities_under_cluster(wait_replicas: u32) -> Capabilities {
+    Capabilities {
+        guarded_writes: false,
+        ..capabilities_under_sentinel(wait_replicas)
+    }
+}
+
 /// What the Redis backend claims under Sentinel (`redis+sentinel://`): with replica
 /// acknowledgement (`wait_replicas` of 1 or more) [`capabilities`] plus
 /// `survives_failover`; without it, neither `survives_failover` nor `fencing` (the

@@ -1,5 +1,5 @@
-//! [`RedisConfig`]: the backend's configuration, parsed from a `redis://`, `rediss://`
-//! or `redis+sentinel://` URL.
+//! [`RedisConfig`]: the backend's configuration, parsed from a `redis://`, `rediss://`,
+//! `redis+sentinel://` or `redis+cluster://` URL.
 
 use std::fmt;
 use std::str::FromStr;
@@ -44,6 +44,14 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// log in to the Redis nodes (the Sentinels are asked without a login). TLS (`ca`,
 /// `cert`, `key`) is not offered with Sentinel. The query parameters are the table's.
 ///
+/// **Redis Cluster**: `redis+cluster://[user[:password]@]host[:port][,host[:port]...][/][?...]`
+/// names some of the cluster's nodes (port 6379 by default; one that answers is enough,
+/// the others are found from it), always database 0. Commands go to the master that
+/// serves each key's slot, following `MOVED` and `ASK` redirections and the cluster's
+/// failovers (redis-rs's cluster client); see the crate docs, "Redis Cluster", for
+/// what runs where. TLS (`rediss+cluster://`) is not offered yet
+/// ([`Error::Unsupported`]). The query parameters are the table's.
+///
 /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
 /// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
 ///
@@ -73,6 +81,8 @@ pub struct RedisConfig {
     key: Option<String>,
     options: RedisOptions,
     sentinel: Option<SentinelAddress>,
+    /// `(host, port)` of each node a `redis+cluster://` URL names, in URL order.
+    cluster: Option<Vec<(String, u16)>>,
 }
 
 /// The Sentinels and the service name of a `redis+sentinel://` URL.
@@ -87,11 +97,15 @@ pub(crate) struct SentinelAddress {
 /// The scheme of a URL that names Sentinels.
 pub(crate) const SENTINEL_SCHEME: &str = "redis+sentinel";
 
-/// The schemes of Redis Cluster URLs, which [`RedisConfig::parse`] answers with
-/// [`Error::Unsupported`] (Redis Cluster is not supported yet).
-const CLUSTER_SCHEMES: [&str; 2] = ["redis+cluster", "rediss+cluster"];
+/// The scheme of a URL that names Redis Cluster nodes.
+pub(crate) const CLUSTER_SCHEME: &str = "redis+cluster";
+/// The scheme of a Redis Cluster over TLS, which [`RedisConfig::parse`] answers with
+/// [`Error::Unsupported`].
+const CLUSTER_TLS_SCHEME: &str = "rediss+cluster";
 /// The Sentinels' default port.
 const SENTINEL_PORT: u16 = 26379;
+/// The Redis nodes' default port.
+const REDIS_PORT: u16 = 6379;
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,6 +117,7 @@ impl fmt::Debug for RedisConfig {
             .field("key", &self.key)
             .field("options", &self.options)
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -134,8 +149,9 @@ impl RedisConfig {
     /// timeout that is not a positive duration, `ca`/`cert`/`key` on `redis://`, or
     /// `cert` without `key` (or the reverse), a `wait_replicas` that is not a number,
     /// or, for `redis+sentinel://`, no Sentinel, a bad Sentinel address, no service
-    /// name, or TLS parameters. [`Error::Unsupported`] for a Redis Cluster URL
-    /// (`redis+cluster://`, `rediss+cluster://`).
+    /// name, or TLS parameters; for `redis+cluster://`, no node, a bad node address, a
+    /// database other than 0, or TLS parameters. [`Error::Unsupported`] for a Redis
+    /// Cluster over TLS (`rediss+cluster://`).
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: redact(url),
@@ -147,15 +163,19 @@ impl RedisConfig {
         {
             return Self::parse_sentinel(url, rest);
         }
-        if let Some((scheme, _)) = url.split_once("://") {
-            if CLUSTER_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
-                return Err(Error::unsupported(
-                    "redis",
-                    format!(
-                        "Redis Cluster ({scheme}://): the backend runs on one server or a \
-                         Sentinel group (redis+sentinel://), not on a sharded cluster yet"
-                    ),
-                ));
+        if let Some((scheme, rest)) = url.split_once("://") {
+            match scheme.to_ascii_lowercase().as_str() {
+                CLUSTER_SCHEME => return Self::parse_cluster(url, rest),
+                CLUSTER_TLS_SCHEME => {
+                    return Err(Error::unsupported(
+                        "redis",
+                        format!(
+                            "Redis Cluster over TLS ({scheme}://): use redis+cluster:// on a \
+                             trusted network, or one server or a Sentinel group over TLS"
+                        ),
+                    ))
+                }
+                _ => {}
             }
         }
         let parsed = url::Url::parse(url).map_err(|error| invalid(&error.to_string()))?;
@@ -268,7 +288,52 @@ impl RedisConfig {
             key,
             options,
             sentinel: None,
+            cluster: None,
         })
+    }
+
+    /// `redis+cluster://[credentials@]node[,node...][/][?query]`, `rest` being what
+    /// follows the scheme. The credentials and query are checked by parsing them as a
+    /// `redis://` URL's.
+    fn parse_cluster(url: &str, rest: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: redact(url),
+            reason: reason.to_owned(),
+        };
+        let (authority, query, path) = split_multi_host(rest).map_err(invalid)?;
+        if !matches!(path, "" | "0") {
+            return Err(invalid(
+                "a Redis Cluster has only database 0: redis+cluster://host:port[,host:port...]",
+            ));
+        }
+        let (credentials, hosts) = match authority.rsplit_once('@') {
+            Some((credentials, hosts)) => (Some(credentials), hosts),
+            None => (None, authority),
+        };
+        let nodes = hosts
+            .split(',')
+            .map(|host| {
+                host_port(host, REDIS_PORT, "Redis Cluster node").map_err(|reason| invalid(&reason))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let as_redis = format!(
+            "redis://{}localhost/0{}",
+            credentials.map(|c| format!("{c}@")).unwrap_or_default(),
+            query.map(|q| format!("?{q}")).unwrap_or_default()
+        );
+        let mut parsed = Self::parse(&as_redis).map_err(|error| match error {
+            Error::InvalidUrl { reason, .. } => {
+                invalid(&reason.replace("use rediss://", "not offered with Redis Cluster"))
+            }
+            other => other,
+        })?;
+        let hosts: Vec<String> = nodes
+            .iter()
+            .map(|(host, port)| format!("{host}:{port}"))
+            .collect();
+        parsed.display = format!("{CLUSTER_SCHEME}://{}", hosts.join(","));
+        parsed.cluster = Some(nodes);
+        Ok(parsed)
     }
 
     /// `redis+sentinel://[credentials@]sentinels/service[/db][?query]`, `rest` being
@@ -279,21 +344,16 @@ impl RedisConfig {
             url: redact(url),
             reason: reason.to_owned(),
         };
-        if rest.contains('#') {
-            return Err(invalid("a fragment is not allowed"));
-        }
-        let (rest, query) = match rest.split_once('?') {
-            Some((rest, query)) => (rest, Some(query)),
-            None => (rest, None),
-        };
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (authority, query, path) = split_multi_host(rest).map_err(invalid)?;
         let (credentials, hosts) = match authority.rsplit_once('@') {
             Some((credentials, hosts)) => (Some(credentials), hosts),
             None => (None, authority),
         };
         let sentinels = hosts
             .split(',')
-            .map(|host| sentinel_address(host).map_err(|reason| invalid(&reason)))
+            .map(|host| {
+                host_port(host, SENTINEL_PORT, "Sentinel").map_err(|reason| invalid(&reason))
+            })
             .collect::<Result<Vec<_>>>()?;
         let (service, db) = match path.split_once('/') {
             Some((service, db)) => (service, db),
@@ -342,6 +402,16 @@ impl RedisConfig {
     /// The Sentinels and service name of a `redis+sentinel://` URL.
     pub(crate) fn sentinel(&self) -> Option<&SentinelAddress> {
         self.sentinel.as_ref()
+    }
+
+    /// Whether the URL names Redis Cluster nodes (`redis+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The `(host, port)` of each node a `redis+cluster://` URL names.
+    pub(crate) fn cluster_nodes(&self) -> Option<&[(String, u16)]> {
+        self.cluster.as_deref()
     }
 
     /// The connection string of the Redis nodes (credentials and database, on a
@@ -432,6 +502,12 @@ impl RedisConfig {
                 self.display
             )));
         }
+        if self.cluster.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{} names Redis Cluster nodes, not one server: use crate::backend_with_config",
+                self.display
+            )));
+        }
         if !self.tls {
             return redis::Client::open(self.connection.as_str()).map_err(invalid);
         }
@@ -473,9 +549,28 @@ impl RedisConfig {
     }
 }
 
-/// `host[:port]` (an IPv6 host in brackets) of one Sentinel.
-fn sentinel_address(text: &str) -> std::result::Result<(String, u16), String> {
-    let bad = || format!("{text:?} is not a Sentinel address (host[:port])");
+/// What follows `scheme://` in a URL naming several hosts: `(authority, query, path)`,
+/// the path without its leading `/`.
+fn split_multi_host(rest: &str) -> std::result::Result<(&str, Option<&str>, &str), &'static str> {
+    if rest.contains('#') {
+        return Err("a fragment is not allowed");
+    }
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    Ok((authority, query, path))
+}
+
+/// `host[:port]` (an IPv6 host in brackets) of one Sentinel or cluster node (`what`),
+/// `default_port` when none is given.
+fn host_port(
+    text: &str,
+    default_port: u16,
+    what: &str,
+) -> std::result::Result<(String, u16), String> {
+    let bad = || format!("{text:?} is not a {what} address (host[:port])");
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         (host, after.strip_prefix(':'))
@@ -494,7 +589,7 @@ fn sentinel_address(text: &str) -> std::result::Result<(String, u16), String> {
             .ok()
             .filter(|&p| p != 0)
             .ok_or_else(bad)?,
-        None => SENTINEL_PORT,
+        None => default_port,
     };
     Ok((host.to_owned(), port))
 }
@@ -526,19 +621,44 @@ mod tests {
     }
 
     #[test]
-    fn cluster_urls_are_unsupported_without_their_password() {
-        for url in [
-            "redis+cluster://u:secret@127.0.0.1:7000,127.0.0.1:7001",
-            "REDISS+CLUSTER://127.0.0.1:7000",
+    fn cluster_urls_name_nodes_and_tls_is_unsupported_without_the_password() {
+        let url = RedisConfig::parse(
+            "redis+cluster://u:secret@127.0.0.1:7000,[::1],db:7002/?namespace=a:&wait_replicas=1",
+        )
+        .unwrap();
+        assert!(url.is_cluster());
+        assert_eq!(
+            url.cluster_nodes().unwrap(),
+            [
+                ("127.0.0.1".to_owned(), 7000),
+                ("::1".to_owned(), 6379),
+                ("db".to_owned(), 7002)
+            ]
+        );
+        assert_eq!(
+            url.server(),
+            "redis+cluster://127.0.0.1:7000,::1:6379,db:7002"
+        );
+        assert_eq!(url.namespace(), "a:");
+        assert_eq!(url.options().wait_replicas, 1);
+        assert!(!format!("{url:?}{url}").contains("secret"));
+        assert!(matches!(url.client(), Err(Error::InvalidArgument(_))));
+        for bad in [
+            "redis+cluster://u:secret@127.0.0.1:7000/3",
+            "redis+cluster://u:secret@127.0.0.1:0",
+            "redis+cluster://u:secret@",
+            "redis+cluster://u:secret@h:1?ca=x",
+            "redis+cluster://u:secret@h:1?what=1",
         ] {
-            match RedisConfig::parse(url) {
-                Err(Error::Unsupported { backend, operation }) => {
-                    assert_eq!(backend, "redis");
-                    assert!(operation.contains("Redis Cluster"), "{operation}");
-                    assert!(!operation.contains("secret"), "{operation}");
-                }
-                other => panic!("{url}: {other:?}"),
+            assert_invalid_without_secret(bad);
+        }
+        match RedisConfig::parse("REDISS+CLUSTER://u:secret@127.0.0.1:7000") {
+            Err(Error::Unsupported { backend, operation }) => {
+                assert_eq!(backend, "redis");
+                assert!(operation.contains("Redis Cluster"), "{operation}");
+                assert!(!operation.contains("secret"), "{operation}");
             }
+            other => panic!("{other:?}"),
         }
     }
 

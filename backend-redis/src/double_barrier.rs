@@ -59,22 +59,29 @@ impl RedisDoubleBarrier {
     }
 
     async fn enter_call(&self, lease: &RedisLease, id: &str, check: bool) -> Result<i64> {
+        let key = self.entry_key(id);
         let mut call = self.shared.script(&SCRIPTS.dbar_enter);
-        call.key(self.entry_key(id))
-            .key(lease.key())
-            .key(lease.registry())
-            .arg(&self.prefix)
+        call.key(&key);
+        lease.session_keys(&mut call);
+        call.arg(&self.prefix)
             .arg(id)
             .arg(lease.margin_ms())
             .arg(self.count)
             .arg(if check { "check" } else { "enter" })
-            .arg(lease.nonce());
+            .arg(lease.session_check(&self.session));
         let reply = self.shared.eval(&call).await?;
         let fields = array("dbar_enter", reply.clone())?;
-        match fields.first() {
-            Some(flag) => int("dbar_enter", flag),
-            None => Err(unexpected("dbar_enter", &reply)),
+        let outcome = match fields.first() {
+            Some(flag) => int("dbar_enter", flag)?,
+            None => return Err(unexpected("dbar_enter", &reply)),
+        };
+        // The participant's entry is in the store while the reply is 0 or 1.
+        if outcome >= 0 {
+            lease.registry().listed(&key, &format!("d{id}"));
+        } else {
+            lease.registry().unlisted(&key);
         }
+        Ok(outcome)
     }
 
     /// `Ok(None)` when everyone has left, else the generation and when to re-check.
@@ -84,11 +91,14 @@ impl RedisDoubleBarrier {
         id: &str,
         generation: Option<i64>,
     ) -> Result<Option<(i64, Option<Duration>)>> {
+        let key = self.entry_key(id);
+        if generation.is_none() {
+            lease.registry().unlisted(&key);
+        }
         let mut call = self.shared.script(&SCRIPTS.dbar_leave);
-        call.key(self.entry_key(id))
-            .key(lease.registry())
-            .arg(&self.prefix)
-            .arg(id);
+        call.key(&key);
+        lease.registry().key_into(&mut call);
+        call.arg(&self.prefix).arg(id);
         match generation {
             None => call.arg("leave"),
             Some(generation) => call.arg("check").arg(generation),

@@ -132,8 +132,7 @@ struct State {
 
 /// Reads the state, forgetting a dead leader (and promoting the next) first.
 async fn read(shared: &Shared, prefix: &str) -> Result<State> {
-    let mut call = shared.script(&SCRIPTS.leader);
-    call.arg(prefix);
+    let call = shared.script_on(&SCRIPTS.leader, prefix);
     let reply = shared.eval(&call).await?;
     let fields = array("leader", reply)?;
     let mut fields = fields.into_iter();

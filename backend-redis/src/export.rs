@@ -148,6 +148,14 @@ pub(crate) async fn scan(
     namespace: &str,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>> {
+    if shared.is_cluster() {
+        // A scan would visit one master, and one script cannot read keys of every
+        // slot at one instant.
+        return Err(distsync_core::Error::unsupported(
+            crate::capabilities::BACKEND,
+            "store-wide scans (status reports and migration exports) on a Redis Cluster",
+        ));
+    }
     let pattern = format!("{{{}*", glob_escape(namespace));
     let mut keys = std::collections::BTreeSet::new();
     let mut cursor = String::from("0");

@@ -18,15 +18,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::GuardedWrite;
 use distsync_core::{LockGuard, Name, Result};
-use redis::Script;
 
 use crate::error::{int, unexpected};
+use crate::scripts::Lua;
 use crate::store::Shared;
 use crate::waiter_line::{Granted, WaiterLine};
 
 /// The script, compiled (hashed) once per process.
-static GUARDED_PUT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/guarded_put.lua")));
+static GUARDED_PUT: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("../lua/guarded_put.lua")));
 
 /// The guarded write of one granted entry (a lock, a write lock or a permit).
 pub(crate) struct RedisGuardedWrite {
@@ -40,16 +40,23 @@ pub(crate) struct RedisGuardedWrite {
 }
 
 /// The guard over `granted`, an entry of `line` (a lock, a write lock or a permit):
-/// its key, fencing token and release, with the guarded write attached.
+/// its key, fencing token and release, with the guarded write attached, except under
+/// Redis Cluster, where the grant and the STM key live in different hash slots and no
+/// script may check one and write the other (`put_if_held` is then
+/// [`distsync_core::Error::Unsupported`], as `capabilities_under_cluster` declares).
 pub(crate) fn lock_guard(line: &WaiterLine, granted: &Granted) -> LockGuard {
     let session = line.session();
-    LockGuard::new(
+    let guard = LockGuard::new(
         granted.key(),
         granted.token,
         session,
         granted.release_fn(session),
-    )
-    .with_guarded_write(hook(line.shared(), granted))
+    );
+    if line.shared().is_cluster() {
+        guard
+    } else {
+        guard.with_guarded_write(hook(line.shared(), granted))
+    }
 }
 
 /// The hook for a guard over `granted`: attach it with

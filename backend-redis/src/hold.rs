@@ -7,14 +7,14 @@ use distsync_core::{Error, ReleaseFn, Result, Session};
 use crate::background::{spawn_retrying, GiveUp};
 use crate::error::int;
 use crate::scripts::SCRIPTS;
-use crate::session::RedisLease;
+use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
 
 /// One session-held entry key and the value it must hold.
 pub(crate) struct Hold {
     shared: Arc<Shared>,
     key: String,
-    registry: String,
+    registry: Registry,
     value: String,
     /// The session's id and nonce, to end it should a release fail for good.
     session_id: u64,
@@ -26,7 +26,7 @@ impl Hold {
         Self {
             shared: Arc::clone(lease.shared()),
             key,
-            registry: lease.registry().to_owned(),
+            registry: lease.registry().clone(),
             value,
             session_id: lease.id(),
             session_nonce: lease.nonce().to_owned(),
@@ -41,11 +41,26 @@ impl Hold {
         &self.value
     }
 
+    /// A script's reply said the entry is in the store: the session renews it (under
+    /// Cluster, where the client lists what its session holds; see
+    /// [`Registry::listed`]).
+    pub(crate) fn listed(&self) {
+        self.registry.listed(&self.key, &self.value);
+    }
+
+    /// A script's reply said the entry is gone (or was never made).
+    pub(crate) fn unlisted(&self) {
+        self.registry.unlisted(&self.key);
+    }
+
     /// Releases the entry (one script call: delete it, unlist it from the session,
     /// grant and wake whoever that lets in). `Ok(false)` when it was no longer held.
     pub(crate) async fn release(&self) -> Result<bool> {
+        self.registry.unlisted(&self.key);
         let mut call = self.shared.script(&SCRIPTS.release);
-        call.key(&self.key).key(&self.registry).arg(&self.value);
+        call.key(&self.key);
+        self.registry.key_into(&mut call);
+        call.arg(&self.value);
         let reply = self.shared.eval(&call).await?;
         Ok(int("release", &reply)? == 1)
     }
@@ -73,6 +88,7 @@ impl Hold {
                         &hold.shared,
                         hold.session_id,
                         Some(&hold.session_nonce),
+                        Some(&hold.registry),
                     )
                     .await;
                     if let Err(error) = revoked {

@@ -155,6 +155,7 @@ mod background;
 mod barrier;
 mod call;
 mod capabilities;
+mod cluster;
 mod config;
 mod double_barrier;
 mod election;
@@ -178,6 +179,7 @@ mod session;
 mod status;
 mod stm;
 mod store;
+mod target;
 #[cfg(feature = "tls")]
 mod tls;
 mod waiter_line;
@@ -186,8 +188,8 @@ pub use crate::backend::{
     backend, backend_from_client, backend_with_config, connect, RedisBackend,
 };
 pub use crate::capabilities::{
-    capabilities, capabilities_under_eviction, capabilities_under_sentinel, BACKEND,
-    MIN_SESSION_TTL,
+    capabilities, capabilities_under_cluster, capabilities_under_eviction,
+    capabilities_under_sentinel, BACKEND, MIN_SESSION_TTL,
 };
 pub use crate::config::{RedisConfig, DEFAULT_NAMESPACE};
 pub use crate::options::{

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::capabilities::BACKEND;
 use crate::error::redis_error;
-use crate::sentinel::Target;
+use crate::target::Target;
 
 /// How often the pub/sub connection is pinged.
 pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);

@@ -52,15 +52,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::Settle;
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
-use redis::Script;
 
 use crate::background::spawn_retrying;
 use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
 use crate::keys::Kind;
 use crate::retry::Backoff;
-use crate::scripts::SCRIPTS;
-use crate::session::RedisLease;
+use crate::scripts::{Lua, SCRIPTS};
+use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
 
 /// How long a waiting consumer's registration lasts without renewal.
@@ -74,19 +73,15 @@ pub const STALE_CLAIM: Duration = Duration::from_secs(15 * 60);
 /// The scripts of at-least-once delivery (with `lua/lib.lua` prepended, as in
 /// [`crate::scripts`]).
 struct DeliveryScripts {
-    receive: Script,
-    settle: Script,
-    len: Script,
+    receive: Lua,
+    settle: Lua,
+    len: Lua,
 }
 
-static DELIVERY: LazyLock<DeliveryScripts> = LazyLock::new(|| {
-    let lib = include_str!("../lua/lib.lua");
-    let with_lib = |body: &str| Script::new(&format!("{lib}\n{body}"));
-    DeliveryScripts {
-        receive: with_lib(include_str!("../lua/queue_receive.lua")),
-        settle: with_lib(include_str!("../lua/queue_settle.lua")),
-        len: with_lib(include_str!("../lua/queue_len.lua")),
-    }
+static DELIVERY: LazyLock<DeliveryScripts> = LazyLock::new(|| DeliveryScripts {
+    receive: Lua::with_lib(include_str!("../lua/queue_receive.lua")),
+    settle: Lua::with_lib(include_str!("../lua/queue_settle.lua")),
+    len: Lua::with_lib(include_str!("../lua/queue_len.lua")),
 });
 
 /// What one pop or receive attempt found.
@@ -115,6 +110,11 @@ pub(crate) struct RedisQueue {
 }
 
 impl RedisQueue {
+    /// The key of receive call `id`'s hold, `p:e:<id>`.
+    fn hold_key(&self, id: &str) -> String {
+        format!("{}:e:{id}", self.prefix)
+    }
+
     pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
         Self {
             prefix: shared.keys.primitive(&name, Kind::Queue),
@@ -125,9 +125,8 @@ impl RedisQueue {
 
     /// One pop attempt of call `id`; `wait` registers the call as a waiter when empty.
     async fn pop(&self, id: &str, wait: bool) -> Result<Popped> {
-        let mut call = self.shared.script(&SCRIPTS.queue_pop);
-        call.arg(&self.prefix)
-            .arg(id)
+        let mut call = self.shared.script_on(&SCRIPTS.queue_pop, &self.prefix);
+        call.arg(id)
             .arg(if wait { "wait" } else { "try" })
             .arg(u64::try_from(WAITER_TTL.as_millis()).unwrap_or(u64::MAX));
         let reply = self.shared.eval(&call).await?;
@@ -151,16 +150,22 @@ impl RedisQueue {
         }
     }
 
-    /// One receive attempt of call `id` through `lease`.
-    async fn receive_once(&self, id: &str, lease: &RedisLease, wait: bool) -> Result<Popped> {
+    /// One receive attempt of call `id` through `lease` (of `session`).
+    async fn receive_once(
+        &self,
+        id: &str,
+        session: &Session,
+        lease: &RedisLease,
+        wait: bool,
+    ) -> Result<Popped> {
         let mut call = self.shared.script(&DELIVERY.receive);
-        call.key(lease.key())
-            .key(lease.registry())
-            .arg(&self.prefix)
+        call.key(self.hold_key(id));
+        lease.session_keys(&mut call);
+        call.arg(&self.prefix)
             .arg(id)
             .arg(if wait { "wait" } else { "try" })
             .arg(u64::try_from(WAITER_TTL.as_millis()).unwrap_or(u64::MAX))
-            .arg(lease.nonce())
+            .arg(lease.session_check(session))
             .arg(lease.margin_ms());
         let reply = self.shared.eval(&call).await?;
         let mut fields = array("queue_receive", reply.clone())?.into_iter();
@@ -218,13 +223,16 @@ impl RedisQueue {
         let mut backoff = Backoff::new();
         loop {
             // A receive is idempotent per call id, so connection trouble is ridden out.
-            let delay = match self.receive_once(&call.id, lease, wait).await {
+            let delay = match self.receive_once(&call.id, session, lease, wait).await {
                 Ok(Popped::Item(item, Some((earlier, record)))) => {
+                    lease
+                        .registry()
+                        .listed(&self.hold_key(&call.id), &format!("q{}", call.id));
                     let settle = RedisSettle {
                         shared: Arc::clone(&self.shared),
                         prefix: self.prefix.clone(),
                         id: call.id.clone(),
-                        registry: lease.registry().to_owned(),
+                        registry: lease.registry().clone(),
                         record,
                     };
                     call.disarm();
@@ -281,7 +289,7 @@ struct RedisSettle {
     shared: Arc<Shared>,
     prefix: String,
     id: String,
-    registry: String,
+    registry: Registry,
     record: String,
 }
 
@@ -290,9 +298,12 @@ impl RedisSettle {
         let mut backoff = Backoff::new();
         let give_up = tokio::time::Instant::now() + SETTLE_BUDGET;
         loop {
+            let hold = format!("{}:e:{}", self.prefix, self.id);
+            self.registry.unlisted(&hold);
             let mut call = self.shared.script(&DELIVERY.settle);
-            call.key(&self.registry)
-                .arg(&self.prefix)
+            call.key(&hold);
+            self.registry.key_into(&mut call);
+            call.arg(&self.prefix)
                 .arg(&self.id)
                 .arg(op)
                 .arg(&self.record);
@@ -333,21 +344,23 @@ struct Call {
     shared: Arc<Shared>,
     prefix: String,
     id: String,
-    /// The session registry of a receive call ("" for a dequeue).
-    registry: String,
+    /// The session registry of a receive call (none for a dequeue).
+    registry: Registry,
     armed: bool,
 }
 
 impl Call {
     fn new(queue: &RedisQueue) -> Self {
-        Self::with_registry(queue, String::new())
+        // A dequeue holds nothing through a session: no registry to update (the
+        // cancel script is passed "").
+        Self::with_registry(queue, Registry::Store(String::new()))
     }
 
     fn receiving(queue: &RedisQueue, lease: &RedisLease) -> Self {
-        Self::with_registry(queue, lease.registry().to_owned())
+        Self::with_registry(queue, lease.registry().clone())
     }
 
-    fn with_registry(queue: &RedisQueue, registry: String) -> Self {
+    fn with_registry(queue: &RedisQueue, registry: Registry) -> Self {
         Self {
             shared: Arc::clone(&queue.shared),
             prefix: queue.prefix.clone(),
@@ -406,8 +419,9 @@ impl Drop for Call {
                 let id = id.clone();
                 let registry = registry.clone();
                 Box::pin(async move {
-                    let mut call = shared.script(&SCRIPTS.queue_cancel);
-                    call.arg(&prefix).arg(&id).arg(&registry);
+                    registry.unlisted(&format!("{prefix}:e:{id}"));
+                    let mut call = shared.script_on(&SCRIPTS.queue_cancel, &prefix);
+                    call.arg(&id).arg(registry.arg());
                     let reply = shared.eval(&call).await?;
                     if int("queue_cancel", &reply)? == 1 {
                         tracing::debug!(%prefix, "cancelled dequeue put its item back");
@@ -427,8 +441,8 @@ impl Queue for RedisQueue {
     }
 
     async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        let mut call = self.shared.script(&SCRIPTS.queue_enqueue);
-        call.arg(&self.prefix).arg(priority).arg(item.as_ref());
+        let mut call = self.shared.script_on(&SCRIPTS.queue_enqueue, &self.prefix);
+        call.arg(priority).arg(item.as_ref());
         self.shared.eval(&call).await?;
         Ok(())
     }
@@ -509,8 +523,7 @@ impl Queue for RedisQueue {
     /// Counts queued items, including those whose holder's session has ended but that
     /// no consumer has put back yet.
     async fn len(&self) -> Result<usize> {
-        let mut call = self.shared.script(&DELIVERY.len);
-        call.arg(&self.prefix);
+        let call = self.shared.script_on(&DELIVERY.len, &self.prefix);
         let reply = self.shared.eval(&call).await?;
         usize::try_from(int("queue_len", &reply)?).map_err(|_| unexpected("queue_len", &reply))
     }

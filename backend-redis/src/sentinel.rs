@@ -32,11 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distsync_core::Result;
-use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
-    RedisResult, ServerErrorKind, Value,
+    AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, ServerErrorKind,
+    Value,
 };
 
 use crate::config::RedisConfig;
@@ -122,35 +122,6 @@ impl Sentinels {
     }
 }
 
-/// Where a backend's connections go: one server, or the primary the Sentinels name.
-#[derive(Clone)]
-pub(crate) enum Target {
-    /// One server (`redis://`, `rediss://`, or a client of the user's own).
-    Server(Box<redis::Client>),
-    /// The primary of a Sentinel-watched service, asked for at every connection.
-    Sentinel(Arc<Sentinels>),
-}
-
-impl Target {
-    /// A client of the server to connect to now.
-    pub(crate) async fn client(&self) -> RedisResult<redis::Client> {
-        match self {
-            Self::Server(client) => Ok((**client).clone()),
-            Self::Sentinel(sentinels) => sentinels.primary().await,
-        }
-    }
-}
-
-/// The backend's multiplexed command connection.
-#[derive(Clone)]
-pub(crate) enum Connection {
-    /// One server, through redis-rs's connection manager (reconnects to the same
-    /// address).
-    Server(ConnectionManager),
-    /// The primary the Sentinels name, found again after a failure.
-    Sentinel(Arc<Following>),
-}
-
 /// A connection to the primary that follows failovers (see the module docs).
 pub(crate) struct Following {
     sentinels: Arc<Sentinels>,
@@ -160,7 +131,7 @@ pub(crate) struct Following {
     /// connects.
     current: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
     generations: AtomicU64,
-    db: i64,
+    pub(crate) db: i64,
 }
 
 impl Following {
@@ -185,7 +156,7 @@ impl Following {
 
     /// The connection in use, connecting to the primary the Sentinels name now if
     /// there is none.
-    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+    pub(crate) async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
         let mut current = self.current.lock().await;
         if let Some((generation, connection)) = &*current {
             return Ok((*generation, connection.clone()));
@@ -204,7 +175,7 @@ impl Following {
 
     /// Drops connection `generation` (if still in use) after `error`, when the error
     /// says the connection broke or the server is no longer the primary.
-    async fn after(&self, generation: u64, error: &RedisError) {
+    pub(crate) async fn after(&self, generation: u64, error: &RedisError) {
         if !primary_lost(error) {
             return;
         }
@@ -237,7 +208,7 @@ async fn check_eviction(
 }
 
 /// Whether `error` means the connection is broken or its server no longer the primary.
-fn primary_lost(error: &RedisError) -> bool {
+pub(crate) fn primary_lost(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -250,60 +221,11 @@ fn primary_lost(error: &RedisError) -> bool {
 
 /// The first error reply among a pipeline's replies (which redis-rs hands over as
 /// values when errors are ignored).
-fn error_reply(values: &[Value]) -> Option<RedisError> {
+pub(crate) fn error_reply(values: &[Value]) -> Option<RedisError> {
     values.iter().find_map(|value| match value {
         Value::ServerError(error) => Some(RedisError::from(error.clone())),
         _ => None,
     })
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Server(manager) => manager.req_packed_command(cmd),
-            Self::Sentinel(following) => Box::pin(async move {
-                let (generation, mut connection) = following.connection().await?;
-                let reply = connection.req_packed_command(cmd).await;
-                if let Err(error) = &reply {
-                    following.after(generation, error).await;
-                }
-                reply
-            }),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Server(manager) => manager.req_packed_commands(pipeline, offset, count),
-            Self::Sentinel(following) => Box::pin(async move {
-                let (generation, mut connection) = following.connection().await?;
-                let replies = connection
-                    .req_packed_commands(pipeline, offset, count)
-                    .await;
-                match &replies {
-                    Err(error) => following.after(generation, error).await,
-                    Ok(values) => {
-                        if let Some(error) = error_reply(values) {
-                            following.after(generation, &error).await;
-                        }
-                    }
-                }
-                replies
-            }),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Server(manager) => manager.get_db(),
-            Self::Sentinel(following) => following.db,
-        }
-    }
 }
 
 #[cfg(test)]

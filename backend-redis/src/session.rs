@@ -20,16 +20,23 @@
 //! release (waking the next waiters), deletes the session key and publishes on
 //! `<session key>:lost`, which the owner listens to: `lost()` then fires at once
 //! rather than at the next renewal.
+//!
+//! Under Redis Cluster the session key and what it holds live in different hash
+//! slots, which no script may span: the registry is then kept by the client
+//! ([`Registry::Client`]), and a renewal is one call for the session key and one per
+//! slot of held keys, sent at once (see [`crate::cluster`]).
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
 use tokio_util::sync::CancellationToken;
 
+use crate::call::Call;
 use crate::capabilities::BACKEND;
 use crate::error::{int, unexpected};
 use crate::notify::Event;
@@ -41,7 +48,7 @@ pub(crate) struct RedisLease {
     shared: Arc<Shared>,
     id: u64,
     key: String,
-    registry: String,
+    registry: Registry,
     /// The session key's value, compared by every renewal.
     nonce: String,
     ttl: Duration,
@@ -54,6 +61,70 @@ pub(crate) struct RedisLease {
 /// How many ids [`RedisLease::open`] draws before giving up: a clash of random 63-bit
 /// ids is not expected to happen even once.
 const MAX_DRAWS: u32 = 8;
+
+/// Under Redis Cluster, the keys a session holds and the value each must hold, listed
+/// by its client: a key is listed once a script's reply says it is in the store, and
+/// unlisted before it is released (an unlisted key is no longer renewed, so at worst
+/// it expires with its TTL).
+#[derive(Default)]
+pub(crate) struct HeldKeys(Mutex<HashMap<String, String>>);
+
+impl HeldKeys {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What is listed now.
+    fn snapshot(&self) -> Vec<(String, String)> {
+        self.map()
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+}
+
+/// Where what a session holds is listed, for its renewals and its revoke.
+#[derive(Clone)]
+pub(crate) enum Registry {
+    /// The hash `{<ns>session:<id>}:held` in the store (one server, or a Sentinel
+    /// primary), which every script that adds or removes a hold updates in the same
+    /// call.
+    Store(String),
+    /// Redis Cluster: listed by the client ([`HeldKeys`]).
+    Client(Arc<HeldKeys>),
+}
+
+impl Registry {
+    /// Declares the store's registry as the next key of `call`; nothing under Cluster.
+    pub(crate) fn key_into(&self, call: &mut Call) {
+        if let Self::Store(registry) = self {
+            call.key(registry);
+        }
+    }
+
+    /// The store's registry as a script argument; `""` under Cluster.
+    pub(crate) fn arg(&self) -> &str {
+        match self {
+            Self::Store(registry) => registry,
+            Self::Client(_) => "",
+        }
+    }
+
+    /// `key` holds `value` in the store (a script's reply said so): renewed from now
+    /// on. The store's registry was updated by the script itself.
+    pub(crate) fn listed(&self, key: &str, value: &str) {
+        if let Self::Client(held) = self {
+            held.map().insert(key.to_owned(), value.to_owned());
+        }
+    }
+
+    /// `key` is being released, or is gone: no longer renewed.
+    pub(crate) fn unlisted(&self, key: &str) {
+        if let Self::Client(held) = self {
+            held.map().remove(key);
+        }
+    }
+}
 
 impl RedisLease {
     /// The lease of `session`, which the store of `shared` must have granted.
@@ -113,11 +184,16 @@ impl RedisLease {
                 _ => return Err(unexpected("session_open", &reply)),
             }
         };
+        let registry = if shared.is_cluster() {
+            Registry::Client(Arc::default())
+        } else {
+            Registry::Store(shared.keys.registry(id))
+        };
         let lease = Self {
             shared: Arc::clone(shared),
             id,
             key: shared.keys.session(id),
-            registry: shared.keys.registry(id),
+            registry,
             nonce,
             ttl,
             margin: options.effective_margin(),
@@ -133,11 +209,6 @@ impl RedisLease {
         &self.shared
     }
 
-    /// The session key.
-    pub(crate) fn key(&self) -> &str {
-        &self.key
-    }
-
     /// The session id.
     pub(crate) fn id(&self) -> u64 {
         self.id
@@ -148,9 +219,34 @@ impl RedisLease {
         &self.nonce
     }
 
-    /// The registry of held keys.
-    pub(crate) fn registry(&self) -> &str {
+    /// Where what the session holds is listed.
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Declares the session's keys for a script that adds a hold through it (see
+    /// `session_left` in `lua/lib.lua`): the session key and its registry; nothing
+    /// under Cluster, where they live in another slot.
+    pub(crate) fn session_keys(&self, call: &mut Call) {
+        if let Registry::Store(registry) = &self.registry {
+            call.key(&self.key).key(registry);
+        }
+    }
+
+    /// What such a script checks the session with: the nonce the session key must
+    /// hold; under Cluster, the client's own bound on what is left of `session` (ms):
+    /// its client-side deadline plus the margin, which is never later than the
+    /// session key's expiry (0 once lost).
+    pub(crate) fn session_check(&self, session: &Session) -> String {
+        match &self.registry {
+            Registry::Store(_) => self.nonce.clone(),
+            Registry::Client(_) => {
+                let left = session.valid_until().map_or(Duration::ZERO, |until| {
+                    until.saturating_duration_since(std::time::Instant::now()) + self.margin
+                });
+                left.as_millis().to_string()
+            }
+        }
     }
 
     /// The TTL in milliseconds, the PX of every held key.
@@ -194,21 +290,56 @@ impl Lease for RedisLease {
         // landing after the deadline with more than the margin left (because an
         // earlier renewal landed whose answer was lost) is not caught here; the core
         // revokes the session in the background after the loss, which ends it.
-        call.key(&self.key)
-            .key(&self.registry)
-            .arg(self.ttl_ms())
+        call.key(&self.key);
+        self.registry.key_into(&mut call);
+        call.arg(self.ttl_ms())
             .arg(&self.nonce)
             .arg(self.margin_ms());
-        let reply = self.shared.eval(&call).await?;
-        match int("keepalive", &reply)? {
-            1 => Ok(KeepAlive::Renewed),
-            0 => Ok(KeepAlive::Gone),
-            _ => Err(unexpected("keepalive", &reply)),
+        let renewal = async {
+            let reply = self.shared.eval(&call).await?;
+            match int("keepalive", &reply)? {
+                1 => Ok(KeepAlive::Renewed),
+                0 => Ok(KeepAlive::Gone),
+                _ => Err(unexpected("keepalive", &reply)),
+            }
+        };
+        let Registry::Client(held) = &self.registry else {
+            return renewal.await;
+        };
+        // Redis Cluster: the held keys slot by slot, all sent with the session key's
+        // renewal (the same margin test applies to each key; see keepalive_held.lua).
+        let held = held.snapshot();
+        let slots = crate::cluster::by_slot(held.iter().map(|(key, value)| (key, value)))
+            .into_iter()
+            .map(|group| {
+                let mut call = self.shared.script(&SCRIPTS.keepalive_held);
+                call.arg(self.ttl_ms()).arg(self.margin_ms());
+                for (key, value) in group {
+                    call.key(key).arg(value);
+                }
+                async move {
+                    let reply = self.shared.eval(&call).await?;
+                    int("keepalive_held", &reply)
+                }
+            });
+        let (renewal, slots) = tokio::join!(renewal, futures::future::join_all(slots));
+        let mut outcome = renewal?;
+        for renewed in slots {
+            if renewed? != 1 {
+                outcome = KeepAlive::Gone;
+            }
         }
+        Ok(outcome)
     }
 
     async fn revoke(&self) -> Result<()> {
-        revoke(&self.shared, self.id, Some(&self.nonce)).await
+        revoke(
+            &self.shared,
+            self.id,
+            Some(&self.nonce),
+            Some(&self.registry),
+        )
+        .await
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -253,12 +384,40 @@ fn watch_revocation(shared: &Arc<Shared>, id: u64, lost: CancellationToken) {
 /// Ends session `id` in the store: releases all it holds, deletes its key. With a
 /// `nonce` (the owner closing its own session), only if the session key still holds
 /// it; without (a revoke by id, from any client), whatever session has that id.
-pub(crate) async fn revoke(shared: &Shared, id: u64, nonce: Option<&str>) -> Result<()> {
+///
+/// Under Redis Cluster what the session holds is known only to its owner, which
+/// passes its `registry`: each listed key is released first (one call each, sent at
+/// once), then the session key is deleted. Without it (a revoke by id from another
+/// client), only the session key goes; its owner learns of it and releases the rest,
+/// or, if the owner is gone, the held keys expire with their TTL.
+pub(crate) async fn revoke(
+    shared: &Shared,
+    id: u64,
+    nonce: Option<&str>,
+    registry: Option<&Registry>,
+) -> Result<()> {
+    let mut failed = None;
+    if let Some(Registry::Client(held)) = registry {
+        let releases = held.snapshot().into_iter().map(|(key, value)| async move {
+            let mut call = shared.script(&SCRIPTS.release);
+            call.key(&key).arg(&value);
+            let released = shared.eval(&call).await;
+            held.map().remove(&key);
+            released
+        });
+        // The session key goes even if a release failed (that entry then expires).
+        failed = futures::future::join_all(releases)
+            .await
+            .into_iter()
+            .find_map(Result::err);
+    }
     let mut call = shared.script(&SCRIPTS.revoke);
-    call.key(shared.keys.session(id))
-        .key(shared.keys.registry(id))
-        .arg(nonce.unwrap_or(""));
+    call.key(shared.keys.session(id));
+    if !shared.is_cluster() {
+        call.key(shared.keys.registry(id));
+    }
+    call.arg(nonce.unwrap_or(""));
     shared.eval(&call).await?;
     tracing::debug!(session = id, "redis session revoked");
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }

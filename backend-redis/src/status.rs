@@ -27,14 +27,15 @@ use distsync_core::status::{
     StatusReport,
 };
 use distsync_core::{FencingToken, Result, SessionId};
-use redis::{Script, Value};
+use redis::Value;
 
 use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
+use crate::scripts::Lua;
 use crate::store::Shared;
 
 /// The script, compiled (hashed) once per process.
-static STATUS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/status.lua")));
+static STATUS: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/status.lua")));
 
 /// What a key after the hash tag says the primitive is, and what the script reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

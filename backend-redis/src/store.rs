@@ -1,5 +1,6 @@
 //! [`Shared`]: the connection state that every primitive of one backend shares — the
-//! multiplexed connection (to a server, or following the Sentinels' primary), replica
+//! multiplexed connection (to a server, following the Sentinels' primary, or to a
+//! Redis Cluster's masters), replica
 //! acknowledgement, the pub/sub notifier, the key layout and the namespace — and how
 //! it is opened and checked ([`Shared::open`]).
 //!
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use distsync_core::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Script, Value};
+use redis::{AsyncConnectionConfig, Value};
 
 use crate::call::{Ack, Call};
 use crate::capabilities::BACKEND;
@@ -19,7 +20,9 @@ use crate::error::redis_error;
 use crate::keys::Keys;
 use crate::notify::Notifier;
 use crate::options::RedisOptions;
-use crate::sentinel::{Connection, Following, Target};
+use crate::scripts::Lua;
+use crate::sentinel::Following;
+use crate::target::{Connection, Target};
 
 /// What every primitive of one backend shares.
 pub(crate) struct Shared {
@@ -34,9 +37,17 @@ pub(crate) struct Shared {
     pub(crate) store: String,
     instance: u64,
     calls: AtomicU64,
+    /// Whether the store is a Redis Cluster (see [`crate::cluster`]).
+    cluster: bool,
 }
 
 impl Shared {
+    /// Whether the store is a Redis Cluster: no script may touch two hash slots (see
+    /// [`crate::cluster`]).
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
     /// The key prefix of this store.
     pub(crate) fn namespace(&self) -> &str {
         &self.namespace
@@ -55,9 +66,20 @@ impl Shared {
     }
 
     /// Starts a call of `script`, with the channel prefix as `ARGV[1]`.
-    pub(crate) fn script(&self, script: &'static Script) -> Call {
+    pub(crate) fn script(&self, script: &'static Lua) -> Call {
         let mut call = Call::new(script);
         call.arg(self.keys.channel_prefix());
+        call
+    }
+
+    /// Starts a call of `script` about the primitive whose keys start with `prefix`,
+    /// which the script reads as `ARGV[2]`: the prefix is also declared as its only
+    /// key, unread, so that under Redis Cluster the call goes to the master of the
+    /// primitive's slot (every key the script builds from the prefix shares its hash
+    /// tag).
+    pub(crate) fn script_on(&self, script: &'static Lua, prefix: &str) -> Call {
+        let mut call = self.script(script);
+        call.key(prefix).arg(prefix);
         call
     }
 
@@ -134,7 +156,22 @@ impl Shared {
             .await
             .map_err(redis_error)?;
         let policy = crate::eviction::policy(&mut probe).await?;
-        let evicting = crate::eviction::check(&options, server, policy.as_deref())?;
+        let mut evicting = crate::eviction::check(&options, server, policy.as_deref())?;
+        if let Target::Cluster(nodes) = &target {
+            // Every node the URL names must keep keys too (a master that evicts loses
+            // the entries of its slots); one that does not answer now is left to the
+            // cluster client, the probe having found the cluster.
+            for node in nodes.nodes() {
+                let Ok(mut connection) = node
+                    .get_multiplexed_async_connection_with_config(&probe_config)
+                    .await
+                else {
+                    continue;
+                };
+                let policy = crate::eviction::policy(&mut connection).await?;
+                evicting |= crate::eviction::check(&options, server, policy.as_deref())?;
+            }
+        }
         let conn = match &target {
             Target::Server(client) => {
                 drop(probe);
@@ -145,6 +182,10 @@ impl Shared {
                     .await
                     .map_err(redis_error)?;
                 Connection::Server(manager)
+            }
+            Target::Cluster(nodes) => {
+                drop(probe);
+                Connection::Cluster(nodes.connect().await.map_err(redis_error)?)
             }
             Target::Sentinel(sentinels) => Connection::Sentinel(Arc::new(Following::new(
                 Arc::clone(sentinels),
@@ -160,7 +201,9 @@ impl Shared {
             options.wait_timeout,
             format!("{}{{{}wait", keys.channel_prefix(), options.namespace),
         );
+        let cluster = matches!(target, Target::Cluster(_));
         let shared = Self {
+            cluster,
             conn,
             ack,
             notifier: Notifier::start(target, options.connect_timeout),

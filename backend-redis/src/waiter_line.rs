@@ -178,16 +178,15 @@ impl WaiterLine {
         value: Option<&Bytes>,
     ) -> Result<Reply> {
         let mut call = self.shared.script(&SCRIPTS.fair_acquire);
-        call.key(hold.key())
-            .key(lease.key())
-            .key(lease.registry())
-            .arg(&self.prefix)
+        call.key(hold.key());
+        lease.session_keys(&mut call);
+        call.arg(&self.prefix)
             .arg(id)
             .arg(mode.letter())
             .arg(lease.ttl_ms())
             .arg(how.as_str())
             .arg(lease.margin_ms())
-            .arg(lease.nonce());
+            .arg(lease.session_check(&self.session));
         if let Some(value) = value {
             call.arg(value.as_ref());
         }
@@ -197,7 +196,7 @@ impl WaiterLine {
             Some(field) => int("fair_acquire", field),
             None => Err(unexpected("fair_acquire", &reply)),
         };
-        Ok(match (number(0)?, how) {
+        let reply = match (number(0)?, how) {
             (1, _) => Reply::Granted(
                 u64::try_from(number(1)?).map_err(|_| unexpected("fair_acquire", &reply))?,
             ),
@@ -208,7 +207,12 @@ impl WaiterLine {
             (-1, _) => Reply::Lost,
             (-2, _) => Reply::OtherCount(number(1)?),
             _ => return Err(unexpected("fair_acquire", &reply)),
-        })
+        };
+        match reply {
+            Reply::Granted(_) | Reply::Waiting(_) => hold.listed(),
+            Reply::Refused | Reply::Lost | Reply::OtherCount(_) => hold.unlisted(),
+        }
+        Ok(reply)
     }
 
     /// The error of a semaphore joiner whose count (`value`) is not the count in use.
@@ -301,8 +305,7 @@ impl WaiterLine {
     ///
     /// Cancel-safety: cancel-safe (a read).
     pub(crate) async fn contenders(&self) -> Result<usize> {
-        let mut call = self.shared.script(&SCRIPTS.fair_count);
-        call.arg(&self.prefix);
+        let call = self.shared.script_on(&SCRIPTS.fair_count, &self.prefix);
         let reply = self.shared.eval(&call).await?;
         let n = int("fair_count", &reply)?;
         usize::try_from(n).map_err(|_| unexpected("fair_count", &reply))

@@ -1,0 +1,162 @@
+//! Redis Cluster (`redis+cluster://`): the nodes a URL names, the cluster connection,
+//! and how a session's holds are grouped by hash slot.
+//!
+//! **What runs where.** Every key of one primitive shares one hash tag
+//! (`{<namespace><name>}`, see [`crate::keys`]), hence one slot, and every script call
+//! declares a key of the primitive it works on (its first key), so redis-rs's cluster
+//! client sends it to the master serving that slot, following `MOVED` and `ASK`. A
+//! script touches only keys of its primitive's slot: the keys it builds from the
+//! declared prefix (an entry `p:e:<id>`, the line `p:q`, ...) share the declared key's
+//! hash tag, which Redis accepts from a script in its declared slot. Nothing a script
+//! does spans two slots:
+//!
+//! * a **session** key (`{<ns>session:<id>}`) lives in its own slot, away from what the
+//!   session holds. Under Cluster the scripts that add an entry through a session get,
+//!   instead of the session key and its registry, the client's own bound on what is
+//!   left of the session (its client-side deadline plus the margin, counted from the
+//!   send time of its last acknowledged renewal: never more than the session key's
+//!   `PTTL`), and the client lists what the session holds
+//!   ([`crate::session::Registry::Client`]);
+//! * a **renewal** is one script call for the session key and one per slot holding
+//!   entries of the session ([`by_slot`]), all sent at once (the cluster client
+//!   pipelines them per node), so it takes one round trip however many primitives the
+//!   session holds; the session is renewed only if every call renewed everything;
+//! * a **revoke** releases each held entry (one call per entry) and then deletes the
+//!   session key;
+//! * **wake-ups** are published with `PUBLISH`, which a cluster delivers to the
+//!   subscribers of every node: the backend subscribes on one node the URL names
+//!   ([`ClusterNodes::next_node`]), and on the next one when that node fails (every
+//!   waiter then re-reads, as after any reconnection of [`crate::notify`]).
+//!
+//! What a cluster cannot do atomically is refused rather than done unsafely:
+//! `LockGuard::put_if_held` (a lock's slot and the STM keys' slot differ) and the
+//! store-wide scans of `distsync status` and migration exports are
+//! [`distsync_core::Error::Unsupported`] under Cluster.
+//!
+//! A revoke by id from another client (`Backend::revoke_session`, the CLI's `revoke`)
+//! ends the session key, which its owner learns at once (`<session key>:lost`) or at
+//! its next renewal, and then releases what it holds; should the owner be gone, its
+//! entries expire with their TTL.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use distsync_core::{Error, Result};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult};
+
+use crate::config::RedisConfig;
+use crate::options::RedisOptions;
+
+/// The nodes a `redis+cluster://` URL names.
+pub(crate) struct ClusterNodes {
+    /// A client of each node, in URL order (pub/sub and the connect-time checks).
+    nodes: Vec<redis::Client>,
+    /// The node [`ClusterNodes::next_node`] gives next.
+    next: AtomicUsize,
+    client: ClusterClient,
+}
+
+impl ClusterNodes {
+    /// The nodes a `redis+cluster://` URL names; `None` for another URL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] if redis-rs refuses the addresses.
+    pub(crate) fn of_url(url: &RedisConfig, options: &RedisOptions) -> Result<Option<Self>> {
+        let Some(addresses) = url.cluster_nodes() else {
+            return Ok(None);
+        };
+        let invalid = |error: RedisError| Error::InvalidUrl {
+            url: url.server().to_owned(),
+            reason: error.to_string(),
+        };
+        // The nodes' login, from the URL's redis:// form.
+        let login = url.connection().into_connection_info().map_err(invalid)?;
+        let infos: Vec<redis::ConnectionInfo> = addresses
+            .iter()
+            .map(|(host, port)| {
+                login
+                    .clone()
+                    .set_addr(ConnectionAddr::Tcp(host.clone(), *port))
+            })
+            .collect();
+        let nodes = infos
+            .iter()
+            .map(|info| redis::Client::open(info.clone()).map_err(invalid))
+            .collect::<Result<Vec<_>>>()?;
+        let client = ClusterClient::builder(infos)
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(options.request_timeout)
+            .build()
+            .map_err(invalid)?;
+        Ok(Some(Self {
+            nodes,
+            next: AtomicUsize::new(0),
+            client,
+        }))
+    }
+
+    /// A client of one node, each in turn: the pub/sub connection takes the next
+    /// node each time it reconnects.
+    pub(crate) fn next_node(&self) -> redis::Client {
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        self.nodes[at].clone()
+    }
+
+    /// Every node the URL names.
+    pub(crate) fn nodes(&self) -> &[redis::Client] {
+        &self.nodes
+    }
+
+    /// A cluster connection (it discovers the other nodes and the slot map).
+    pub(crate) async fn connect(&self) -> RedisResult<ClusterConnection> {
+        self.client.get_async_connection().await
+    }
+}
+
+/// `(key, value)` pairs grouped by the hash slot of the key.
+pub(crate) fn by_slot<'a>(
+    pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<Vec<(&'a String, &'a String)>> {
+    let mut groups: HashMap<Slot, Vec<(&String, &String)>> = HashMap::new();
+    for (key, value) in pairs {
+        groups
+            .entry(Slot::for_key(key))
+            .or_default()
+            .push((key, value));
+    }
+    groups.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_one_primitive_share_a_slot_and_others_spread() {
+        let keys: Vec<String> = (0..64)
+            .flat_map(|n| {
+                [
+                    format!("{{ns:name{n}}}:lock:e:1.0"),
+                    format!("{{ns:name{n}}}:lock:e:1.1"),
+                ]
+            })
+            .collect();
+        let values: Vec<String> = keys.iter().map(|_| "w1".to_owned()).collect();
+        let groups = by_slot(keys.iter().zip(&values));
+        assert!(groups.len() > 32, "{} slots for 64 names", groups.len());
+        for group in &groups {
+            let tags: std::collections::HashSet<&str> = group
+                .iter()
+                .map(|(key, _)| key.split('}').next().unwrap())
+                .collect();
+            let slots: std::collections::HashSet<Slot> =
+                group.iter().map(|(key, _)| Slot::for_key(key)).collect();
+            assert_eq!(slots.len(), 1);
+            assert!(!tags.is_empty());
+        }
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 128);
+    }
+}
