@@ -16,7 +16,7 @@
 //!   cluster ([`cluster`]);
 //! - [`sentinel::SentinelFaults`] and [`redis_cluster::RedisClusterFaults`]: the Redis
 //!   Sentinel group and the Redis Cluster of `scripts/servers.sh`, whose primary (the
-//!   master of a lock's slot) a failover case kills ([`group`]: what they share).
+//!   master of a lock's slot) a failover case kills (`faults/group.rs`: what they share).
 
 use std::fmt;
 use std::future::Future;

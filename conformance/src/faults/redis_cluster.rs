@@ -12,7 +12,7 @@
 //! (`backend-redis/src/keys.rs`), so the key [`slot_key`] names has the lock's slot.
 //!
 //! As under Sentinel, a case that fails the cluster over first takes its turn
-//! ([`super::group`]); [`RedisClusterFaults`] offers the cluster ([`Hook::Failover`]) and
+//! (`faults/group.rs`); [`RedisClusterFaults`] offers the cluster ([`Hook::Failover`]) and
 //! second clients, not the hooks that need one server's address.
 
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 //!
 //! The group is shared by every process on the machine: a case that fails it over
 //! first takes its turn ([`SentinelFaults::cluster`] waits for it, see
-//! [`super::group`]), so that two test processes never fail it over at once.
+//! `faults/group.rs`), so that two test processes never fail it over at once.
 //!
 //! [`SentinelFaults`] offers the group ([`Hook::Failover`]) and second clients; the
 //! other hooks (out-of-band session kills, child holders, private servers, proxies)
