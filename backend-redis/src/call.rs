@@ -4,8 +4,10 @@
 //! [`crate::store::Shared::eval`] (and single commands through
 //! [`crate::store::Shared::query`]), which come here: `EVALSHA`, loading the script
 //! on `NOSCRIPT` (a restarted server, or a newly promoted replica, has an empty
-//! script cache; under Redis Cluster the script is loaded on the master of the call's
-//! first key only, so that a dead node elsewhere in the cluster does not fail it).
+//! script cache): the call is then sent once more as `EVAL`, which runs it where
+//! `EVALSHA` would have and caches it there (a `SCRIPT LOAD` would take a round trip
+//! more, and under Redis Cluster redis-rs sends it to every node, failing while one
+//! is down).
 //!
 //! **Replica acknowledgement** ([`Ack`], `wait_replicas=N&wait_timeout=T` in the URL):
 //! the script is followed, in one pipeline on the same connection, by a `PUBLISH` on
@@ -24,7 +26,7 @@
 use std::time::Duration;
 
 use distsync_core::{Error, Result};
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, ToRedisArgs, Value};
 
 use crate::capabilities::BACKEND;
@@ -61,9 +63,20 @@ impl Call {
         self
     }
 
+    /// `EVALSHA`: the script by its SHA1.
     fn evalsha(&self) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.script.get_hash())
+        self.command("EVALSHA", self.script.script.get_hash())
+    }
+
+    /// `EVAL`: the script's source, which the server runs and caches (after a
+    /// `NOSCRIPT`).
+    fn eval(&self) -> Cmd {
+        self.command("EVAL", &self.script.code)
+    }
+
+    fn command(&self, name: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script)
             .arg(self.keys.len())
             .arg(&self.keys)
             .arg(&self.args);
@@ -92,8 +105,9 @@ impl Ack {
     }
 }
 
-/// Runs `call` on `conn`: `EVALSHA`, loading the script once on `NOSCRIPT`; with
-/// `ack`, acknowledged by replicas (see the module docs).
+/// Runs `call` on `conn`: `EVALSHA`, and on `NOSCRIPT` once more as `EVAL` (which
+/// caches the script where it ran); with `ack`, acknowledged by replicas (see the
+/// module docs).
 ///
 /// # Errors
 /// The script's or connection's error ([`redis_error`]); a transient
@@ -103,8 +117,7 @@ pub(crate) async fn eval(conn: &mut Connection, call: &Call, ack: Option<&Ack>) 
     let key = call.keys.first().map(Vec::as_slice);
     match run(conn, &command, key, ack).await {
         Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            load(conn, call).await.map_err(redis_error)?;
-            run(conn, &command, key, ack).await.map_err(redis_error)
+            run(conn, &call.eval(), key, ack).await.map_err(redis_error)
         }
         other => other.map_err(redis_error),
     }
@@ -114,27 +127,6 @@ pub(crate) async fn eval(conn: &mut Connection, call: &Call, ack: Option<&Ack>) 
         }
         _ => Ok(value),
     })
-}
-
-/// Loads `call`'s script where `call` runs: on the server, or under Redis Cluster on
-/// the master of the call's first key (redis-rs would send `SCRIPT LOAD` to every
-/// node, failing while one is down).
-async fn load(conn: &mut Connection, call: &Call) -> std::result::Result<(), RedisError> {
-    match (conn, call.keys.first()) {
-        (Connection::Cluster(cluster), Some(key)) => {
-            let mut load = redis::cmd("SCRIPT");
-            load.arg("LOAD").arg(&call.script.code);
-            let route = Route::with_key(key, SlotAddr::Master);
-            cluster
-                .route_command(
-                    load,
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                )
-                .await
-                .map(drop)
-        }
-        (conn, _) => call.script.script.load_async(conn).await.map(drop),
-    }
 }
 
 /// Runs one command on `conn`, acknowledged by replicas with `ack`.

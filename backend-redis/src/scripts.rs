@@ -9,7 +9,7 @@ use redis::Script;
 
 const LIB: &str = include_str!("../lua/lib.lua");
 
-/// A Lua script: its source (to load it where a call runs, see [`crate::call`]) and
+/// A Lua script: its source (sent as `EVAL` after a `NOSCRIPT`, see [`crate::call`]) and
 /// its redis-rs [`Script`] (its SHA1, for `EVALSHA`).
 pub(crate) struct Lua {
     pub(crate) script: Script,

@@ -329,6 +329,14 @@ impl Lease for RedisLease {
                 outcome = KeepAlive::Gone;
             }
         }
+        if matches!(outcome, KeepAlive::Gone) {
+            // What the session still holds in other slots goes now (on one server the
+            // keepalive script releases it in the same call), and so does the session
+            // key, should it still be this session's.
+            if let Err(error) = self.revoke().await {
+                tracing::debug!(session = self.id, %error, "releasing a lost session's holds failed; they expire with their TTL");
+            }
+        }
         Ok(outcome)
     }
 

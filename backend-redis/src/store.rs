@@ -133,18 +133,33 @@ impl Shared {
         #[cfg(feature = "tls")]
         crate::tls::install_crypto_provider();
         // Under Sentinel, the primary the Sentinels name now.
-        let client = target.client().await.map_err(redis_error)?;
-        let db = client.get_connection_info().redis_settings().db();
-        let keys = Keys::new(&options.namespace, db);
         // One plain attempt first, so that an unreachable server fails fast (the
         // connection manager retries with backoff, which suits reconnections only).
+        // Under Redis Cluster, every node the URL names in turn until one answers.
         let probe_config = AsyncConnectionConfig::new()
             .set_response_timeout(Some(options.request_timeout))
             .set_connection_timeout(Some(options.connect_timeout));
-        let mut probe = client
-            .get_multiplexed_async_connection_with_config(&probe_config)
-            .await
-            .map_err(redis_error)?;
+        let attempts = match &target {
+            Target::Cluster(nodes) => nodes.nodes().len(),
+            _ => 1,
+        };
+        let mut attempt = 0;
+        let (client, mut probe) = loop {
+            attempt += 1;
+            let client = target.client().await.map_err(redis_error)?;
+            match client
+                .get_multiplexed_async_connection_with_config(&probe_config)
+                .await
+            {
+                Ok(probe) => break (client, probe),
+                Err(error) if attempt < attempts => {
+                    tracing::debug!(%error, server, "a cluster node did not answer; trying the next");
+                }
+                Err(error) => return Err(redis_error(error)),
+            }
+        };
+        let db = client.get_connection_info().redis_settings().db();
+        let keys = Keys::new(&options.namespace, db);
         // Dequeue call ids start with this instance id. Drawn at random rather than
         // from a server counter, which a restart without persistence would reset:
         // two live clients with one instance id could then retry each other's calls.
