@@ -2,8 +2,9 @@
 //!
 //! The Redis backend of distsync: every primitive of [`distsync_core`] — lock,
 //! election, read-write lock, semaphore, FIFO and priority queue, barrier, double
-//! barrier, STM — on a Redis server, through the `redis` crate (a multiplexed
-//! connection that reconnects, plus one pub/sub connection for wake-ups).
+//! barrier, STM — on a Redis server, a Sentinel-watched primary or a Redis Cluster,
+//! through the `redis` crate (a multiplexed connection that reconnects, plus one
+//! pub/sub connection for wake-ups).
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
@@ -18,8 +19,8 @@
 //! ## URL
 //!
 //! `redis[s]://[user[:password]@]host[:port][/db][?namespace=prefix][&allow_eviction=true]`
-//! `[&ca=PATH][&cert=PATH&key=PATH][&connect_timeout=5s][&timeout=10s]`
-//! (see [`RedisConfig`]).
+//! `[&ca=PATH][&cert=PATH&key=PATH][&connect_timeout=5s][&timeout=10s]`, or
+//! `redis+sentinel://...` and `redis+cluster://...` (see [`RedisConfig`]).
 //! The namespace prefixes every key and defaults to `distsync:`; `?namespace=` gives
 //! an empty one. `rediss://` is TLS through rustls (cargo feature `tls`, on by
 //! default), with the CA file `ca` and the client certificate `cert`/`key`; the user
@@ -41,9 +42,8 @@
 //!   script (`EVALSHA`, one round trip), so it is atomic on the server.
 //! * **Hash tags.** The keys of one primitive share the hash tag `{<namespace><name>}`
 //!   (all STM keys share `{<namespace>stm}`), so each primitive lives in one Redis
-//!   Cluster slot. The session scripts (renewal, revoke) touch the keys a session
-//!   holds, which may lie in several slots: this backend targets a single Redis server
-//!   (or a primary); running it on a Cluster would need per-slot session registries.
+//!   Cluster slot, and every script call declares a key of the primitive it works on
+//!   (see "Redis Cluster" below for what differs there).
 //! * **Sessions.** A session id is a random 63-bit number drawn by the client (never
 //!   a server counter, which a restart would reset), and the session key holds a
 //!   random nonce only its owner knows; the session key and every key held through
@@ -83,7 +83,7 @@
 //! The modules document each part's layout and protocol, in their source files
 //! (`src/*.rs`: `waiter_line.rs`, `session.rs`, `notify.rs`, `queue.rs`, `barrier.rs`,
 //! `double_barrier.rs`, `election.rs`, `stm.rs`, `keys.rs`, `export.rs`, `status.rs`,
-//! `sentinel.rs`); `docs/ARCHITECTURE.md` links to each.
+//! `target.rs`, `sentinel.rs`, `cluster.rs`); `docs/ARCHITECTURE.md` links to each.
 //!
 //! ## Guarantees ([`capabilities()`])
 //!
@@ -133,6 +133,37 @@
 //! are declared. The price: one more round trip's worth of replication latency per
 //! call, and no progress while fewer than `N` replicas are connected (with one
 //! replica, until the old primary is back as a replica).
+//!
+//! ## Redis Cluster
+//!
+//! `redis+cluster://host:port[,host:port...]` (see [`RedisConfig`]) runs every
+//! primitive on a Redis Cluster through redis-rs's cluster client, which sends each
+//! call to the master of its slot and follows redirections and failovers
+//! (`src/cluster.rs` has the details):
+//!
+//! * every call runs in its primitive's slot; a session key lives in a slot of its
+//!   own, so under Cluster the client lists what each session holds, and a renewal
+//!   is one script call for the session key plus one per slot the session holds
+//!   keys in, all sent at once (one round trip however many primitives it holds); the
+//!   session counts as renewed only if every call renewed everything, and a hold
+//!   found gone in one slot ends the session and releases the others at once;
+//! * an entry joins with the client's own bound on what is left of the session (its
+//!   client-side deadline plus the margin) as its TTL, since the script cannot read
+//!   the session key: never longer than the session key lives;
+//! * wake-ups go over `PUBLISH`, which the cluster delivers on every node; the
+//!   backend subscribes on one node the URL names and moves to the next when it
+//!   fails (every waiter then re-reads);
+//! * replica acknowledgement (`wait_replicas`) runs `WAIT` on the master that ran the
+//!   call, and the capabilities are [`capabilities_under_cluster()`]: as under
+//!   Sentinel (a master's failover to its replica is a Sentinel failover for its
+//!   slots), without `guarded_writes`: `LockGuard::put_if_held` checks a lock in one
+//!   slot and writes an STM key in another, which no script may do, so it is
+//!   [`distsync_core::Error::Unsupported`], as are `status` reports and migration
+//!   exports (a store-wide scan).
+//!
+//! A revoke by id from another client deletes the session key only (what the session
+//! holds is listed by its owner): the owner learns of it at once and releases the
+//! rest; if the owner is gone, its holds expire with their TTL.
 //!
 //! Not claimed:
 //! * `survives_restart: false` — Redis keeps its data in memory. Unless the server is
