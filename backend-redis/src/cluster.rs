@@ -42,7 +42,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use distsync_core::{Error, Result};
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, NodeAddress};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult};
@@ -86,11 +86,23 @@ impl ClusterNodes {
             .iter()
             .map(|info| redis::Client::open(info.clone()).map_err(invalid))
             .collect::<Result<Vec<_>>>()?;
-        let client = ClusterClient::builder(infos)
+        let nat_map: HashMap<NodeAddress, NodeAddress> = url
+            .nat_map()
+            .iter()
+            .map(|((host, port), (to_host, to_port))| {
+                (
+                    NodeAddress::new(host.as_str(), *port),
+                    NodeAddress::new(to_host.as_str(), *to_port),
+                )
+            })
+            .collect();
+        let mut builder = ClusterClient::builder(infos)
             .connection_timeout(options.connect_timeout)
-            .response_timeout(options.request_timeout)
-            .build()
-            .map_err(invalid)?;
+            .response_timeout(options.request_timeout);
+        if !nat_map.is_empty() {
+            builder = builder.node_address_map(nat_map);
+        }
+        let client = builder.build().map_err(invalid)?;
         Ok(Some(Self {
             nodes,
             next: AtomicUsize::new(0),

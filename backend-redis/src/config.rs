@@ -50,7 +50,11 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// serves each key's slot, following `MOVED` and `ASK` redirections and the cluster's
 /// failovers (redis-rs's cluster client); see the crate docs, "Redis Cluster", for
 /// what runs where. TLS (`rediss+cluster://`) is not offered yet
-/// ([`Error::Unsupported`]). The query parameters are the table's.
+/// ([`Error::Unsupported`]). The query parameters are the table's, plus `nat_map`
+/// for nodes that announce addresses the client cannot reach (behind NAT, in
+/// containers; Redisson's `natMap`): `nat_map=ANNOUNCED:PORT=REACHED:PORT[,...]`, each
+/// announced address (as `CLUSTER SLOTS` and redirections give it) connected to at the
+/// reached one instead.
 ///
 /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
 /// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
@@ -83,7 +87,12 @@ pub struct RedisConfig {
     sentinel: Option<SentinelAddress>,
     /// `(host, port)` of each node a `redis+cluster://` URL names, in URL order.
     cluster: Option<Vec<(String, u16)>>,
+    /// A `redis+cluster://` URL's `nat_map`: announced address -> address to reach.
+    nat_map: Vec<NatEntry>,
 }
+
+/// One `nat_map` entry: a node's announced `(host, port)` and the one to connect to.
+pub(crate) type NatEntry = ((String, u16), (String, u16));
 
 /// The Sentinels and the service name of a `redis+sentinel://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -289,6 +298,7 @@ impl RedisConfig {
             options,
             sentinel: None,
             cluster: None,
+            nat_map: Vec::new(),
         })
     }
 
@@ -316,10 +326,26 @@ impl RedisConfig {
                 host_port(host, REDIS_PORT, "Redis Cluster node").map_err(|reason| invalid(&reason))
             })
             .collect::<Result<Vec<_>>>()?;
+        // `nat_map` is the cluster's own; the rest is checked as a redis:// query.
+        let mut nat_map = Vec::new();
+        let mut rest = Vec::new();
+        for pair in query.unwrap_or_default().split('&') {
+            match pair.strip_prefix("nat_map=") {
+                Some(entries) => nat_map.extend(
+                    entries
+                        .split(',')
+                        .filter(|entry| !entry.is_empty())
+                        .map(|entry| nat_entry(entry).map_err(|reason| invalid(&reason)))
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+                None => rest.push(pair),
+            }
+        }
+        let query = rest.join("&");
         let as_redis = format!(
-            "redis://{}localhost/0{}",
+            "redis://{}localhost/0{}{query}",
             credentials.map(|c| format!("{c}@")).unwrap_or_default(),
-            query.map(|q| format!("?{q}")).unwrap_or_default()
+            if query.is_empty() { "" } else { "?" },
         );
         let mut parsed = Self::parse(&as_redis).map_err(|error| match error {
             Error::InvalidUrl { reason, .. } => {
@@ -333,6 +359,7 @@ impl RedisConfig {
             .collect();
         parsed.display = format!("{CLUSTER_SCHEME}://{}", hosts.join(","));
         parsed.cluster = Some(nodes);
+        parsed.nat_map = nat_map;
         Ok(parsed)
     }
 
@@ -412,6 +439,11 @@ impl RedisConfig {
     /// The `(host, port)` of each node a `redis+cluster://` URL names.
     pub(crate) fn cluster_nodes(&self) -> Option<&[(String, u16)]> {
         self.cluster.as_deref()
+    }
+
+    /// A `redis+cluster://` URL's `nat_map`.
+    pub(crate) fn nat_map(&self) -> &[NatEntry] {
+        &self.nat_map
     }
 
     /// The connection string of the Redis nodes (credentials and database, on a
@@ -549,6 +581,17 @@ impl RedisConfig {
     }
 }
 
+/// One `nat_map` entry, `ANNOUNCED:PORT=REACHED:PORT`.
+fn nat_entry(text: &str) -> std::result::Result<NatEntry, String> {
+    let (announced, reached) = text
+        .split_once('=')
+        .ok_or_else(|| format!("nat_map entry {text:?} is not ANNOUNCED:PORT=REACHED:PORT"))?;
+    Ok((
+        host_port(announced, REDIS_PORT, "announced node")?,
+        host_port(reached, REDIS_PORT, "reached node")?,
+    ))
+}
+
 /// What follows `scheme://` in a URL naming several hosts: `(authority, query, path)`,
 /// the path without its leading `/`.
 fn split_multi_host(rest: &str) -> std::result::Result<(&str, Option<&str>, &str), &'static str> {
@@ -643,7 +686,21 @@ mod tests {
         assert_eq!(url.options().wait_replicas, 1);
         assert!(!format!("{url:?}{url}").contains("secret"));
         assert!(matches!(url.client(), Err(Error::InvalidArgument(_))));
+        let mapped = RedisConfig::parse(
+            "redis+cluster://h:1?nat_map=10.0.0.1:7000=h:1,10.0.0.2:7000=h:2&namespace=n:",
+        )
+        .unwrap();
+        assert_eq!(
+            mapped.nat_map(),
+            [
+                (("10.0.0.1".to_owned(), 7000), ("h".to_owned(), 1)),
+                (("10.0.0.2".to_owned(), 7000), ("h".to_owned(), 2))
+            ]
+        );
+        assert_eq!(mapped.namespace(), "n:");
         for bad in [
+            "redis+cluster://u:secret@h:1?nat_map=10.0.0.1:7000",
+            "redis+cluster://u:secret@h:1?nat_map=10.0.0.1:0=h:1",
             "redis+cluster://u:secret@127.0.0.1:7000/3",
             "redis+cluster://u:secret@127.0.0.1:0",
             "redis+cluster://u:secret@",
