@@ -103,6 +103,27 @@ pub struct Args {
     /// comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub scale_waiters: Vec<usize>,
+    /// Rounds the cycle case is split into (implementations take turns each round)
+    /// [default: 30; `--quick`: 2; `--guard`: 12].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Run the regression guard instead of the report: a short cycle run on etcd,
+    /// Redis and PostgreSQL whose p50 ratios (distsync ÷ the raw sequence, distsync ÷
+    /// each peer) are compared with the committed baseline (see `--baseline`); exits
+    /// with 1 when one is worse by more than the noise allows. See `distsync_bench::guard`.
+    #[arg(long, conflicts_with = "write_baseline")]
+    pub guard: bool,
+    /// Measure as `--guard` does, `--repeat` times, and write the baseline file
+    /// (the median ratio of the runs, the largest noise) instead of comparing.
+    #[arg(long)]
+    pub write_baseline: bool,
+    /// The baseline file of `--guard` and `--write-baseline` [default: the crate's
+    /// `baseline.json`, i.e. `bench/baseline.json`].
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Runs of the guard's measurement that `--write-baseline` takes the median of.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
     /// How long a holder (or leader) waits after the last contender has entered its
     /// wait before releasing, in milliseconds, so the release hands over to a queued
     /// waiter rather than racing a late one.
@@ -191,7 +212,7 @@ impl Plan {
             peers: !args.no_peers,
             warmup: if quick { 2 } else { 50 },
             cycles: pick(args.cycles, 5000, 20),
-            rounds: if quick { 2 } else { 30 },
+            rounds: args.rounds.unwrap_or(if quick { 2 } else { 30 }).max(1),
             waiters,
             handoffs: pick(args.handoffs, 500, 5),
             elections: pick(args.elections, 100, 3),

@@ -65,6 +65,9 @@ pub struct CycleResult {
     pub role: Role,
     /// Cycle latencies (empty if it failed before measuring).
     pub samples: Samples,
+    /// The same latencies round by round (see [`run`]), so that ratios between
+    /// contenders can be taken round by round and their spread read as noise.
+    pub rounds: Vec<Samples>,
     /// Sub-phase latencies.
     pub phases: Vec<(String, Samples)>,
     /// Why it stopped early, if it did.
@@ -158,6 +161,7 @@ pub fn failure(label: &str, role: Role, error: &dyn std::fmt::Display) -> CycleR
         label: label.into(),
         role,
         samples: Samples::new(),
+        rounds: Vec::new(),
         phases: Vec::new(),
         error: Some(error.to_string()),
     }
@@ -166,7 +170,9 @@ pub fn failure(label: &str, role: Role, error: &dyn std::fmt::Display) -> CycleR
 /// Runs every contender: a warm-up each, then `plan.rounds` rounds in which each
 /// contender (in rotating order) runs its share of cycles, capped at
 /// `plan.case_time / plan.rounds` per round. A contender that errors is dropped from
-/// later rounds with its error recorded. Closes every contender at the end.
+/// later rounds with its error recorded (its `rounds` then stop short). Each result
+/// keeps its samples round by round in `rounds` (index = round). Closes every
+/// contender at the end.
 pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResult> {
     let mut slots: Vec<(Box<dyn Cycler>, CycleResult)> = contenders
         .into_iter()
@@ -175,6 +181,7 @@ pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResu
                 label: cycler.label(),
                 role: cycler.role(),
                 samples: Samples::new(),
+                rounds: Vec::new(),
                 phases: Vec::new(),
                 error: None,
             };
@@ -198,9 +205,12 @@ pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResu
                 continue;
             }
             let share = crate::stats::share(cycler.cycles(plan.cycles), rounds, round);
-            if let Err(error) = cycles(cycler.as_mut(), share, slice, &mut result.samples).await {
+            let mut this_round = Samples::new();
+            if let Err(error) = cycles(cycler.as_mut(), share, slice, &mut this_round).await {
                 result.error = Some(error.to_string());
             }
+            result.samples.extend(&this_round);
+            result.rounds.push(this_round);
         }
     }
     let mut results = Vec::with_capacity(count);
@@ -290,6 +300,11 @@ mod tests {
         )
         .await;
         assert_eq!(results[0].samples.len(), 10);
+        assert_eq!(results[0].rounds.len(), plan.rounds);
+        assert_eq!(
+            results[0].rounds.iter().map(Samples::len).sum::<usize>(),
+            10
+        );
         assert!(results[0].error.is_none());
         assert_eq!(results[1].samples.len(), 2);
         assert_eq!(results[1].error.as_deref(), Some("boom"));

@@ -10,12 +10,16 @@
 //!
 //! Every loop is bounded by a count and a time cap, and all traffic goes to the URLs
 //! given (the test servers on loopback).
+//!
+//! `--guard` runs the CI regression guard instead ([`guard`]): a short cycle run whose
+//! ratios to the raw commands and to the peers are compared with `bench/baseline.json`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod args;
 pub mod cycle;
 pub mod election;
+pub mod guard;
 pub mod handoff;
 pub mod machine;
 pub mod peers;

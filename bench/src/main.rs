@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use distsync_bench::args::Args;
-use distsync_bench::{plot, report, run};
+use distsync_bench::{guard, plot, report, run};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -22,6 +22,22 @@ async fn main() -> ExitCode {
         .with_target(false)
         .init();
     let args = Args::parse();
+    if args.guard || args.write_baseline {
+        return match guard::run(&args).await {
+            Ok(run) => {
+                print!("{}", run.text);
+                if run.passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(error) => {
+                eprintln!("distsync-bench: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let report = run::run(&args).await;
     if report.backends.is_empty() {
         eprintln!("distsync-bench: no backend could be measured");

@@ -24,6 +24,31 @@ pub const DURABLE_POSTGRES_TARGET: f64 = 1.3;
 /// PostgreSQL at scale: the most connections 10,000 holds and 1,000 waiters may use.
 pub const SCALE_CONNECTIONS_TARGET: i64 = 32;
 
+/// The section on the CI regression guard ([`crate::guard`]), written into every report.
+pub const GUARD_SECTION: &str = "\
+## Regression guard (CI)
+
+`scripts/bench-guard.sh` (the `bench-guard` step of `scripts/test-all.sh`, after \
+`conformance`) runs `distsync-bench --guard`, built as above: the lock cycle only, on etcd, \
+Redis and PostgreSQL, distsync beside the raw command pair and each in-process peer (etcd \
+Lock RPC, rslock, distributed-lock on Redis and PostgreSQL; not the etcdctl processes), \
+in 12 interleaved rounds of 100 cycles each (about 10 to 30 s in all). Per round it takes \
+distsync's p50 ÷ the other's; the run's ratio is the rounds' median and its noise their \
+robust spread (1.4826 × median absolute deviation). It fails when a ratio is above its \
+committed baseline (`bench/baseline.json`, written on this machine by \
+`scripts/bench-guard.sh --write-baseline`, the median of 3 runs, with the command and \
+commit) by more than max(3 × noise, 20 % of the baseline), noise being the larger of the \
+run's and the baseline's, or when a baseline ratio could not be measured; it prints \
+ratio, baseline, noise, the ratio it fails above and the verdict. It measures the servers \
+test-all started (PostgreSQL there runs with fsync and synchronous_commit off, which is \
+fine for a ratio guard: it catches a change in distsync's statements or client work, \
+though a change that adds a durable commit weighs less there than at production settings, \
+which `scripts/bench.sh` measures). Only ratios within one run are compared, never \
+absolute times. Rewrite the baseline when distsync gets \
+faster on purpose or a peer changes.
+
+";
+
 /// The hand-written analysis in an earlier report, if it has one.
 pub fn analysis_of(previous: &str) -> Option<&str> {
     let start = previous.find(ANALYSIS_BEGIN)? + ANALYSIS_BEGIN.len();
@@ -86,6 +111,7 @@ fn header(out: &mut String, report: &Report) {
          A smoke run: `scripts/bench.sh --quick --out /tmp/bench`.\n",
         report.arguments.join(" ")
     );
+    out.push_str(GUARD_SECTION);
     let _ = writeln!(out, "## Machine and run\n\n| | |\n|---|---|");
     let mut fact = |name: &str, value: Option<&str>| {
         if let Some(value) = value {

@@ -67,7 +67,7 @@ impl BackendReport {
 }
 
 /// The backends `args` select, each with its URL or the reason it is skipped.
-fn selected(args: &Args) -> Vec<(BackendKind, Result<String, String>)> {
+pub(crate) fn selected(args: &Args) -> Vec<(BackendKind, Result<String, String>)> {
     let mut kinds = if args.backends.is_empty() {
         BackendKind::ALL
             .into_iter()

@@ -70,3 +70,48 @@ fn no_backend_is_an_error_that_says_why() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_guard_without_a_readable_baseline_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("baseline.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_distsync-bench"))
+        .args(["--guard", "--baseline"])
+        .arg(&missing)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("reading") && stderr.contains("baseline.json"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_guard_fails_a_baseline_row_it_cannot_measure() {
+    // A baseline that expects an etcd ratio, and no etcd to measure (URL removed, or
+    // the backend not compiled in): the guard must fail, not pass silently.
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("baseline.json");
+    std::fs::write(
+        &baseline,
+        r#"{"command":"test","written":"now","commit":"x","machine":"m","note":"n",
+            "ratios":[{"backend":"etcd","against":"raw","ratio":1.2,"noise":0.02,"runs":[1.2]}]}"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_distsync-bench"))
+        .args(["--guard", "--backends", "etcd", "--baseline"])
+        .arg(&baseline)
+        .env_remove("DISTSYNC_ETCD_URL")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("| etcd | raw | — | ×1.200 |") && stdout.contains("**NOT MEASURED**"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,824 @@
+//! The regression guard (issue 18, item 5): a short run of the cycle case that fails
+//! when distsync gets slower *relative to* the raw store commands or a peer library.
+//!
+//! Absolute latencies on a shared machine move by several times from run to run; the
+//! ratio of two implementations measured side by side in one run moves far less. So
+//! the guard measures, on etcd, Redis and PostgreSQL, the lock-cycle p50 of distsync,
+//! of the raw command sequence ([`crate::raw`]) and of each in-process peer
+//! ([`crate::peers`]; the process-per-cycle `etcdctl` rows are left out, they take
+//! seconds), in [`DEFAULT_ROUNDS`] interleaved rounds ([`crate::cycle::run`]: every
+//! implementation runs its share of cycles in turn each round). For each round it takes
+//! the ratio *distsync p50 ÷ the other's p50*; the run's ratio is the median of the
+//! rounds' ratios and its **noise** the rounds' robust spread (1.4826 × the median
+//! absolute deviation, which is the standard deviation for normal noise and ignores
+//! one wild round).
+//!
+//! Each ratio is compared with the committed baseline (`bench/baseline.json`, written
+//! by `--write-baseline` from runs on this machine, with the command that wrote it). A
+//! ratio above 1 means distsync is the slower one, so higher is worse. A ratio fails
+//! when it exceeds its baseline by more than `max(3 × noise, 20 % of the baseline)`,
+//! where noise is the larger of this run's and the baseline's ([`allowance`],
+//! [`judge`]): a failing CI blocks every change, so it must not fail on noise. A ratio
+//! that could not be measured (its backend unreachable, a contender erroring) also
+//! fails; a ratio without a baseline is reported as new and passes.
+//!
+//! Run it with `scripts/bench-guard.sh` (the release build `scripts/bench.sh` uses, on
+//! the servers of `scripts/servers.sh env`); `scripts/test-all.sh` runs it as its
+//! `bench-guard` step.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::args::{Args, Plan};
+use crate::cycle::{self, CycleResult, Role};
+use crate::stats::Samples;
+use crate::target::{BackendKind, Target};
+
+/// Rounds of a guard run, unless `--rounds` says otherwise.
+pub const DEFAULT_ROUNDS: usize = 12;
+/// Measured cycles per implementation per round, unless `--cycles` gives the total.
+pub const DEFAULT_CYCLES_PER_ROUND: usize = 100;
+/// Time cap of one implementation's cycles over all rounds, in seconds, unless
+/// `--case-secs` says otherwise (it bounds a guard run on a very slow machine).
+pub const DEFAULT_CAP_SECS: u64 = 6;
+/// Warm-up cycles per implementation.
+pub const WARMUP: usize = 30;
+/// A round counts only when both implementations got at least this many cycles in it.
+pub const MIN_ROUND_SAMPLES: usize = 5;
+/// A ratio needs at least this many rounds that count.
+pub const MIN_ROUNDS: usize = 3;
+/// A ratio fails when worse than its baseline by more than this many noises...
+pub const NOISE_FACTOR: f64 = 3.0;
+/// ...and by more than this share of the baseline.
+pub const FLOOR: f64 = 0.20;
+
+/// The baseline file used when `--baseline` is not given: `bench/baseline.json`.
+pub fn default_baseline_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline.json")
+}
+
+/// One ratio measured in one run: distsync's cycle p50 over `against`'s.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measured {
+    /// Median of the per-round ratios.
+    pub ratio: f64,
+    /// Robust spread of the per-round ratios (1.4826 × median absolute deviation).
+    pub noise: f64,
+    /// Rounds that counted.
+    pub rounds: usize,
+}
+
+/// The committed baseline: ratios measured on this machine, and how.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// The command that wrote it.
+    pub command: String,
+    /// When (UTC).
+    pub written: String,
+    /// The commit measured.
+    pub commit: String,
+    /// The machine and its load.
+    pub machine: String,
+    /// What the figures are and how they are used.
+    pub note: String,
+    /// One entry per (backend, implementation).
+    pub ratios: Vec<BaselineRatio>,
+}
+
+/// One baseline ratio.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BaselineRatio {
+    /// `etcd`, `redis` or `postgres`.
+    pub backend: String,
+    /// The implementation's row label (e.g. `raw: SET NX PX + compare-and-delete script`).
+    pub against: String,
+    /// distsync p50 ÷ `against`'s p50: the median over the runs written.
+    pub ratio: f64,
+    /// The largest noise of those runs.
+    pub noise: f64,
+    /// Each run's ratio.
+    pub runs: Vec<f64>,
+}
+
+impl Baseline {
+    /// Reads and parses `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a baseline.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("reading {}: {error}", path.display()))?;
+        serde_json::from_str(&text).map_err(|error| format!("parsing {}: {error}", path.display()))
+    }
+
+    /// The entry for `backend` and `against`.
+    pub fn find(&self, backend: &str, against: &str) -> Option<&BaselineRatio> {
+        self.ratios
+            .iter()
+            .find(|entry| entry.backend == backend && entry.against == against)
+    }
+}
+
+/// How far above `baseline` a ratio may go: `max(NOISE_FACTOR × noise, FLOOR × baseline)`.
+pub fn allowance(baseline: f64, noise: f64) -> f64 {
+    (NOISE_FACTOR * noise).max(FLOOR * baseline)
+}
+
+/// The verdict on one ratio.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Within the allowance of the baseline.
+    Ok,
+    /// Better than the baseline by more than the allowance (passes; the baseline may
+    /// be rewritten to keep the gain).
+    Faster,
+    /// Worse than the baseline by more than the allowance: fails.
+    Regressed,
+    /// Measured, no baseline to compare with (passes).
+    New,
+    /// In the baseline but not measured in this run, with the reason: fails.
+    Unmeasured(String),
+    /// Neither in the baseline nor measured (a contender that could not start): passes.
+    Skipped(String),
+}
+
+impl Verdict {
+    /// Whether this verdict fails the guard.
+    pub fn fails(&self) -> bool {
+        matches!(self, Verdict::Regressed | Verdict::Unmeasured(_))
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Ok => f.write_str("ok"),
+            Verdict::Faster => f.write_str("ok, faster than the baseline"),
+            Verdict::Regressed => f.write_str("**REGRESSED**"),
+            Verdict::New => f.write_str("new (no baseline)"),
+            Verdict::Unmeasured(reason) => write!(f, "**NOT MEASURED**: {reason}"),
+            Verdict::Skipped(reason) => write!(f, "skipped (no baseline): {reason}"),
+        }
+    }
+}
+
+/// Judges `measured` against `baseline`: returns the ratio above which it fails, and
+/// the verdict. The noise allowed for is the larger of the run's and the baseline's.
+pub fn judge(baseline: &BaselineRatio, measured: &Measured) -> (f64, Verdict) {
+    let noise = measured.noise.max(baseline.noise);
+    let allowed = allowance(baseline.ratio, noise);
+    let verdict = if measured.ratio > baseline.ratio + allowed {
+        Verdict::Regressed
+    } else if measured.ratio < baseline.ratio - allowed {
+        Verdict::Faster
+    } else {
+        Verdict::Ok
+    };
+    (baseline.ratio + allowed, verdict)
+}
+
+/// The median of `values` (the mean of the middle two for an even count), or `None`
+/// when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    Some(if sorted.len() % 2 == 0 {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    })
+}
+
+/// The ratio of two implementations from per-round ratios: their median, and their
+/// robust spread as noise. `None` with fewer than [`MIN_ROUNDS`] ratios.
+pub fn from_round_ratios(ratios: &[f64]) -> Option<Measured> {
+    if ratios.len() < MIN_ROUNDS {
+        return None;
+    }
+    let ratio = median(ratios)?;
+    let deviations: Vec<f64> = ratios.iter().map(|r| (r - ratio).abs()).collect();
+    Some(Measured {
+        ratio,
+        noise: 1.4826 * median(&deviations)?,
+        rounds: ratios.len(),
+    })
+}
+
+/// distsync's cycle p50 over `other`'s, round by round, then summed up by
+/// [`from_round_ratios`]. Rounds where either has fewer than [`MIN_ROUND_SAMPLES`]
+/// cycles do not count.
+///
+/// # Errors
+/// Either implementation's error, or too few rounds.
+pub fn measure(library: &CycleResult, other: &CycleResult) -> Result<Measured, String> {
+    for result in [library, other] {
+        if let Some(error) = &result.error {
+            return Err(format!("{}: {error}", result.label));
+        }
+    }
+    let p50 = |samples: &Samples| {
+        (samples.len() >= MIN_ROUND_SAMPLES)
+            .then(|| samples.summary())
+            .flatten()
+            .map(|summary| summary.p50)
+    };
+    let ratios: Vec<f64> = library
+        .rounds
+        .iter()
+        .zip(&other.rounds)
+        .filter_map(|(mine, theirs)| crate::stats::ratio(p50(mine)?, p50(theirs)?))
+        .collect();
+    from_round_ratios(&ratios).ok_or_else(|| {
+        format!(
+            "only {} rounds with {MIN_ROUND_SAMPLES} cycles or more each (at least {MIN_ROUNDS} needed)",
+            ratios.len()
+        )
+    })
+}
+
+/// What one backend gave in one guard run.
+#[derive(Debug)]
+pub struct BackendOutcome {
+    /// Which backend.
+    pub kind: BackendKind,
+    /// Why nothing was measured on it, if so.
+    pub error: Option<String>,
+    /// Each implementation compared with distsync, by row label.
+    pub ratios: Vec<(String, Result<Measured, String>)>,
+    /// How long the backend took.
+    pub elapsed: Duration,
+}
+
+/// The plan of a guard run: the cycle case only, [`DEFAULT_ROUNDS`] rounds of
+/// [`DEFAULT_CYCLES_PER_ROUND`] cycles, [`WARMUP`] warm-up cycles and a cap of
+/// [`DEFAULT_CAP_SECS`] per implementation, each overridable by its flag.
+pub fn plan(args: &Args) -> Plan {
+    let mut plan = Plan::from_args(args);
+    let rounds = args
+        .rounds
+        .unwrap_or(if args.quick { 3 } else { DEFAULT_ROUNDS });
+    plan.rounds = rounds.max(1);
+    plan.cycles = args.cycles.unwrap_or(
+        plan.rounds
+            * if args.quick {
+                10
+            } else {
+                DEFAULT_CYCLES_PER_ROUND
+            },
+    );
+    plan.warmup = if args.quick { 2 } else { WARMUP };
+    plan.case_time = Duration::from_secs(args.case_secs.unwrap_or(DEFAULT_CAP_SECS));
+    plan
+}
+
+/// Measures the ratios on one backend.
+async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> BackendOutcome {
+    let started = Instant::now();
+    let mut outcome = BackendOutcome {
+        kind,
+        error: None,
+        ratios: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    let target = match Target::connect(kind, url).await {
+        Ok(target) => target,
+        Err(error) => {
+            outcome.error = Some(format!("could not connect: {error}"));
+            return outcome;
+        }
+    };
+    let (ready, failed) = cycle::contenders(&target, run_id, plan).await;
+    let mut kept: Vec<Box<dyn cycle::Cycler>> = Vec::new();
+    for cycler in ready {
+        // Rows that are not a lock (diagnostics, process spawning) or that spawn a
+        // process per cycle (etcdctl: tens of ms each) stay out of a quick run.
+        let wanted = matches!(cycler.role(), Role::Library | Role::Raw | Role::Peer)
+            && cycler.cycles(1000) == 1000;
+        if wanted {
+            kept.push(cycler);
+        } else if let Err(error) = cycler.close().await {
+            tracing::warn!(%error, "closing a contender the guard does not run failed");
+        }
+    }
+    let results = cycle::run(kept, plan).await;
+    let library = results
+        .iter()
+        .chain(&failed)
+        .find(|result| result.role == Role::Library);
+    for other in results.iter().chain(&failed) {
+        if !matches!(other.role, Role::Raw | Role::Peer) {
+            continue;
+        }
+        let measured = match library {
+            Some(library) => measure(library, other),
+            None => Err("distsync did not run".to_owned()),
+        };
+        outcome.ratios.push((other.label.clone(), measured));
+    }
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
+/// Runs the guard's measurement once on every selected backend but memory (which has
+/// no raw sequence or peer).
+pub async fn measure_all(args: &Args, plan: &Plan, run_id: &str) -> Vec<BackendOutcome> {
+    let mut outcomes = Vec::new();
+    for (kind, url) in crate::run::selected(args) {
+        if kind == BackendKind::Memory {
+            continue;
+        }
+        let outcome = match url {
+            Ok(url) => {
+                tracing::info!(backend = %kind, "guard: cycle ratios");
+                backend(kind, url, &format!("{run_id}/{kind}"), plan).await
+            }
+            Err(reason) => BackendOutcome {
+                kind,
+                error: Some(reason),
+                ratios: Vec::new(),
+                elapsed: Duration::ZERO,
+            },
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// One line of the guard's table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// The backend.
+    pub backend: String,
+    /// The implementation distsync is divided by.
+    pub against: String,
+    /// This run's ratio, if measured.
+    pub measured: Option<Measured>,
+    /// The baseline's ratio, if any.
+    pub baseline: Option<f64>,
+    /// The ratio above which it fails, when there is a baseline and a measurement.
+    pub fails_above: Option<f64>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// Compares a run's outcomes with `baseline`: a row per measured ratio and per
+/// baseline ratio of a backend in `outcomes` that this run did not measure.
+pub fn compare(baseline: &Baseline, outcomes: &[BackendOutcome]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for outcome in outcomes {
+        let backend = outcome.kind.as_str();
+        for (against, measured) in &outcome.ratios {
+            let expected = baseline.find(backend, against);
+            let (measured, fails_above, verdict) = match (expected, measured) {
+                (Some(expected), Ok(measured)) => {
+                    let (above, verdict) = judge(expected, measured);
+                    (Some(measured.clone()), Some(above), verdict)
+                }
+                (None, Ok(measured)) => (Some(measured.clone()), None, Verdict::New),
+                (Some(_), Err(reason)) => (None, None, Verdict::Unmeasured(reason.clone())),
+                (None, Err(reason)) => (None, None, Verdict::Skipped(reason.clone())),
+            };
+            rows.push(Row {
+                backend: backend.to_owned(),
+                against: against.clone(),
+                measured,
+                baseline: expected.map(|entry| entry.ratio),
+                fails_above,
+                verdict,
+            });
+        }
+        for entry in baseline
+            .ratios
+            .iter()
+            .filter(|entry| entry.backend == backend)
+        {
+            if outcome
+                .ratios
+                .iter()
+                .any(|(against, _)| *against == entry.against)
+            {
+                continue;
+            }
+            let reason = outcome
+                .error
+                .clone()
+                .unwrap_or_else(|| "no such implementation in this run".to_owned());
+            rows.push(Row {
+                backend: backend.to_owned(),
+                against: entry.against.clone(),
+                measured: None,
+                baseline: Some(entry.ratio),
+                fails_above: None,
+                verdict: Verdict::Unmeasured(reason),
+            });
+        }
+    }
+    rows
+}
+
+/// The table of `rows`, in markdown.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| backend | distsync p50 ÷ | ratio | baseline | noise | fails above | verdict |\n\
+         |---|---|---:|---:|---:|---:|---|\n",
+    );
+    let figure = |value: Option<f64>| value.map_or("—".to_owned(), |v| format!("×{v:.3}"));
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row.backend,
+            row.against,
+            figure(row.measured.as_ref().map(|m| m.ratio)),
+            figure(row.baseline),
+            row.measured.as_ref().map_or("—".to_owned(), |m| format!(
+                "±{:.3} ({} rounds)",
+                m.noise, m.rounds
+            )),
+            figure(row.fails_above),
+            row.verdict,
+        );
+    }
+    out
+}
+
+/// What `--guard` or `--write-baseline` produced: text for standard output and
+/// whether it passed.
+#[derive(Debug)]
+pub struct GuardRun {
+    /// The table and a summary line.
+    pub text: String,
+    /// Whether every verdict passed (or the baseline was written).
+    pub passed: bool,
+}
+
+/// Runs `--guard` (compare with the baseline) or `--write-baseline` as `args` say.
+///
+/// # Errors
+/// The baseline cannot be read (guard) or written (write-baseline), or nothing could
+/// be measured: a message for standard error.
+pub async fn run(args: &Args) -> Result<GuardRun, String> {
+    let path = args.baseline.clone().unwrap_or_else(default_baseline_path);
+    let plan = plan(args);
+    let run_id = format!(
+        "distsync-bench/guard/{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs()),
+        std::process::id()
+    );
+    if args.write_baseline {
+        return write_baseline(args, &plan, &run_id, &path).await;
+    }
+    let baseline = Baseline::read(&path)?;
+    let started = Instant::now();
+    let outcomes = measure_all(args, &plan, &run_id).await;
+    if outcomes.is_empty() {
+        return Err("no backend selected: the guard measures etcd, redis and postgres".into());
+    }
+    let rows = compare(&baseline, &outcomes);
+    let failed = rows.iter().filter(|row| row.verdict.fails()).count();
+    let mut text = table(&rows);
+    let _ = writeln!(
+        text,
+        "\nbench guard: {} ratios, {failed} failing, in {:.1} s ({}; baseline {} of {}, commit {}; \
+         a ratio fails above baseline + max({NOISE_FACTOR} × noise, {:.0} % of baseline))",
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        timings(&outcomes),
+        path.display(),
+        baseline.written,
+        baseline.commit,
+        FLOOR * 100.0,
+    );
+    Ok(GuardRun {
+        text,
+        passed: failed == 0,
+    })
+}
+
+fn timings(outcomes: &[BackendOutcome]) -> String {
+    outcomes
+        .iter()
+        .map(|outcome| format!("{} {:.1} s", outcome.kind, outcome.elapsed.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Measures `args.repeat` times and writes the baseline: per ratio, the median of the
+/// runs and the largest noise. Writes nothing if any ratio failed to measure.
+async fn write_baseline(
+    args: &Args,
+    plan: &Plan,
+    run_id: &str,
+    path: &Path,
+) -> Result<GuardRun, String> {
+    let machine = crate::machine::Machine::read();
+    let mut runs: BTreeMap<(String, String), Vec<Measured>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut text = String::new();
+    for repeat in 0..args.repeat.max(1) {
+        let outcomes = measure_all(args, plan, &format!("{run_id}/{repeat}")).await;
+        let _ = writeln!(text, "run {}: {}", repeat + 1, timings(&outcomes));
+        for outcome in &outcomes {
+            if let Some(error) = &outcome.error {
+                problems.push(format!("{}: {error}", outcome.kind));
+            }
+            for (against, measured) in &outcome.ratios {
+                match measured {
+                    Ok(measured) => runs
+                        .entry((outcome.kind.as_str().to_owned(), against.clone()))
+                        .or_default()
+                        .push(measured.clone()),
+                    Err(reason) => problems.push(format!("{} / {against}: {reason}", outcome.kind)),
+                }
+            }
+        }
+    }
+    if runs.is_empty() {
+        problems.push("nothing measured".into());
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "not writing {}: {}",
+            path.display(),
+            problems.join("; ")
+        ));
+    }
+    let mut machine_line = format!("{} CPUs", machine.cpus);
+    if let Some(model) = &machine.cpu_model {
+        let _ = write!(machine_line, ", {model}");
+    }
+    if let Some(load) = &machine.load_start {
+        let _ = write!(machine_line, "; load average {load} at start");
+    }
+    let baseline = Baseline {
+        command: format!(
+            "distsync-bench {} (release build, --features full: scripts/bench-guard.sh)",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        ),
+        written: machine.started.clone(),
+        commit: machine.commit.clone().unwrap_or_default(),
+        machine: machine_line,
+        note: format!(
+            "ratio = distsync lock-cycle p50 / the other's, median of {} interleaved rounds, \
+             median over the runs; noise = the largest 1.4826 x MAD of the rounds' ratios. \
+             The guard fails a ratio above ratio + max({NOISE_FACTOR} x noise, {:.0} % of ratio).",
+            plan.rounds,
+            FLOOR * 100.0
+        ),
+        ratios: runs
+            .into_iter()
+            .map(|((backend, against), measured)| {
+                let values: Vec<f64> = measured.iter().map(|m| m.ratio).collect();
+                BaselineRatio {
+                    backend,
+                    against,
+                    ratio: round3(median(&values).unwrap_or(f64::NAN)),
+                    noise: round3(measured.iter().map(|m| m.noise).fold(0.0, f64::max)),
+                    runs: values.into_iter().map(round3).collect(),
+                }
+            })
+            .collect(),
+    };
+    let json = serde_json::to_string_pretty(&baseline).map_err(|error| error.to_string())?;
+    std::fs::write(path, json + "\n")
+        .map_err(|error| format!("writing {}: {error}", path.display()))?;
+    let rows: Vec<Row> = baseline
+        .ratios
+        .iter()
+        .map(|entry| Row {
+            backend: entry.backend.clone(),
+            against: entry.against.clone(),
+            measured: None,
+            baseline: Some(entry.ratio),
+            fails_above: Some(entry.ratio + allowance(entry.ratio, entry.noise)),
+            verdict: Verdict::New,
+        })
+        .collect();
+    text.push_str(&table(&rows));
+    let _ = writeln!(text, "\nbench guard: wrote {}", path.display());
+    Ok(GuardRun { text, passed: true })
+}
+
+/// `value` rounded to 3 decimals (the baseline file stays readable).
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ratio: f64, noise: f64) -> BaselineRatio {
+        BaselineRatio {
+            backend: "redis".into(),
+            against: "raw".into(),
+            ratio,
+            noise,
+            runs: vec![ratio],
+        }
+    }
+
+    fn measured(ratio: f64, noise: f64) -> Measured {
+        Measured {
+            ratio,
+            noise,
+            rounds: 12,
+        }
+    }
+
+    #[test]
+    fn the_allowance_is_three_noises_or_a_fifth_of_the_baseline() {
+        assert!((allowance(1.0, 0.01) - 0.2).abs() < 1e-12);
+        assert!((allowance(1.0, 0.1) - 0.3).abs() < 1e-12);
+        assert!((allowance(2.0, 0.1) - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn within_the_floor_passes_and_beyond_it_fails() {
+        // Quiet run: the 20 % floor rules (1.35 + 0.27 = 1.62).
+        let base = entry(1.35, 0.02);
+        assert_eq!(judge(&base, &measured(1.60, 0.02)).1, Verdict::Ok);
+        let (above, verdict) = judge(&base, &measured(1.63, 0.02));
+        assert!((above - 1.62).abs() < 1e-9, "{above}");
+        assert_eq!(verdict, Verdict::Regressed);
+        assert_eq!(judge(&base, &measured(1.05, 0.02)).1, Verdict::Faster);
+        assert_eq!(judge(&base, &measured(1.20, 0.02)).1, Verdict::Ok);
+    }
+
+    #[test]
+    fn noise_widens_the_allowance_from_either_side() {
+        // A noisy run (±0.15): 3 × 0.15 = 0.45 > 0.27, so 1.70 passes...
+        let base = entry(1.35, 0.02);
+        assert_eq!(judge(&base, &measured(1.70, 0.15)).1, Verdict::Ok);
+        // ...but not 1.81.
+        assert_eq!(judge(&base, &measured(1.81, 0.15)).1, Verdict::Regressed);
+        // A noisy baseline widens it the same way for a quiet run.
+        assert_eq!(
+            judge(&entry(1.35, 0.15), &measured(1.70, 0.01)).1,
+            Verdict::Ok
+        );
+    }
+
+    #[test]
+    fn the_ratio_is_the_median_round_and_noise_its_robust_spread() {
+        let measured = from_round_ratios(&[1.0, 1.1, 1.2, 1.3, 9.0]).unwrap();
+        assert!((measured.ratio - 1.2).abs() < 1e-12);
+        // Deviations 0.2, 0.1, 0, 0.1, 7.8: median 0.1, one wild round ignored.
+        assert!(
+            (measured.noise - 0.14826).abs() < 1e-9,
+            "{}",
+            measured.noise
+        );
+        assert_eq!(measured.rounds, 5);
+        assert!(from_round_ratios(&[1.0, 1.1]).is_none());
+        assert_eq!(median(&[3.0, 1.0, 2.0, 4.0]), Some(2.5));
+    }
+
+    fn result(label: &str, role: Role, rounds: &[&[u64]]) -> CycleResult {
+        let mut all = Samples::new();
+        let rounds: Vec<Samples> = rounds
+            .iter()
+            .map(|micros| {
+                let mut samples = Samples::new();
+                for &m in *micros {
+                    samples.push(Duration::from_micros(m));
+                }
+                all.extend(&samples);
+                samples
+            })
+            .collect();
+        CycleResult {
+            label: label.into(),
+            role,
+            samples: all,
+            rounds,
+            phases: Vec::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn measures_round_by_round_and_skips_thin_rounds() {
+        let five = |m: u64| vec![m; MIN_ROUND_SAMPLES];
+        let (a, b, c, d) = (five(200), five(220), five(100), five(110));
+        let library = result("distsync", Role::Library, &[&a, &b, &[300], &a]);
+        let raw = result("raw", Role::Raw, &[&c, &d, &c, &c]);
+        let measured = measure(&library, &raw).unwrap();
+        assert_eq!(
+            measured.rounds, 3,
+            "the round with one cycle does not count"
+        );
+        assert!((measured.ratio - 2.0).abs() < 1e-12);
+        let too_few = result("raw", Role::Raw, &[&c]);
+        assert!(measure(&library, &too_few).is_err());
+        let broken = cycle::failure("raw", Role::Raw, &"refused");
+        assert_eq!(measure(&library, &broken).unwrap_err(), "raw: refused");
+    }
+
+    #[test]
+    fn compare_fails_regressions_and_unmeasured_baseline_rows_only() {
+        let baseline = Baseline {
+            ratios: vec![
+                BaselineRatio {
+                    backend: "redis".into(),
+                    against: "raw".into(),
+                    ratio: 1.3,
+                    noise: 0.02,
+                    runs: vec![1.3],
+                },
+                BaselineRatio {
+                    backend: "redis".into(),
+                    against: "rslock".into(),
+                    ratio: 1.4,
+                    noise: 0.02,
+                    runs: vec![1.4],
+                },
+                BaselineRatio {
+                    backend: "etcd".into(),
+                    against: "raw".into(),
+                    ratio: 1.2,
+                    noise: 0.02,
+                    runs: vec![1.2],
+                },
+            ],
+            ..Baseline::default()
+        };
+        let outcomes = vec![
+            BackendOutcome {
+                kind: BackendKind::Redis,
+                error: None,
+                ratios: vec![
+                    ("raw".into(), Ok(measured(2.0, 0.05))),
+                    ("new peer".into(), Ok(measured(0.9, 0.05))),
+                    ("broken peer".into(), Err("no such command".into())),
+                ],
+                elapsed: Duration::ZERO,
+            },
+            BackendOutcome {
+                kind: BackendKind::Etcd,
+                error: Some("could not connect: refused".into()),
+                ratios: Vec::new(),
+                elapsed: Duration::ZERO,
+            },
+        ];
+        let rows = compare(&baseline, &outcomes);
+        let verdicts: Vec<(&str, &str, bool)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.backend.as_str(),
+                    row.against.as_str(),
+                    row.verdict.fails(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                ("redis", "raw", true),
+                ("redis", "new peer", false),
+                ("redis", "broken peer", false),
+                ("redis", "rslock", true),
+                ("etcd", "raw", true),
+            ]
+        );
+        assert_eq!(rows[0].verdict, Verdict::Regressed);
+        assert_eq!(
+            rows[4].verdict,
+            Verdict::Unmeasured("could not connect: refused".into())
+        );
+        let table = table(&rows);
+        assert!(
+            table.contains(
+                "| redis | raw | ×2.000 | ×1.300 | ±0.050 (12 rounds) | ×1.560 | **REGRESSED** |"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_baseline_file_round_trips() {
+        let baseline = Baseline {
+            command: "distsync-bench --write-baseline".into(),
+            ratios: vec![entry(1.25, 0.03)],
+            ..Baseline::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baseline.json");
+        std::fs::write(&path, serde_json::to_string(&baseline).unwrap()).unwrap();
+        assert_eq!(Baseline::read(&path).unwrap(), baseline);
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(Baseline::read(&path).unwrap_err().contains("parsing"));
+        assert!(Baseline::read(&dir.path().join("missing.json")).is_err());
+    }
+}
