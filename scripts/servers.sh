@@ -657,12 +657,20 @@ rc_serves() {
 
 # Ready: every node answers and says cluster_state:ok, and all see the same three
 # masters (none failed) serving the 16384 slots, each with a replica that is not
-# failed. (With cluster-require-full-coverage no, cluster_state says ok even when
-# slots have no master: the coverage is counted.)
+# failed; and every replication link is up, so that a write's WAIT for one replica
+# is answered (a replica that just rejoined first copies its master's data). (With
+# cluster-require-full-coverage no, cluster_state says ok even when slots have no
+# master: the coverage is counted.)
 rc_ready() {
-    local n view first=
+    local n view info first=
     for n in "${RC_NODES[@]}"; do
         [[ $(rc_cli "$n" cluster info | grep '^cluster_state:') == cluster_state:ok ]] || return 1
+        info=$(rc_cli "$n" info replication)
+        if grep -qx role:slave <<<"$info"; then
+            grep -qx master_link_status:up <<<"$info" || return 1
+        else
+            grep -q '^slave0:.*state=online' <<<"$info" || return 1
+        fi
         view=$(rc_cli "$n" cluster nodes | awk '
             { split($2, addr, "[:@]"); port[$1] = addr[2]; flags[$1] = $3; master[$1] = $4 }
             $3 ~ /master/ && $3 !~ /fail/ && NF >= 9 {

@@ -498,6 +498,14 @@ pub trait Cluster: Send + Sync {
         let _ = lock;
     }
 
+    /// Whether the keys of the primitives named `a` and `b` live on one shard, so
+    /// that a fault of the shard [`Cluster::focus`] aims at hits both. Default: `true`
+    /// (one shard holds everything).
+    fn same_shard(&self, a: &Name, b: &Name) -> bool {
+        let _ = (a, b);
+        true
+    }
+
     /// The replica of member `member` (the primary), the one to pause so that it lags.
     ///
     /// # Errors

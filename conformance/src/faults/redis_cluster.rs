@@ -69,6 +69,37 @@ pub fn slot_key(namespace: &str, lock: &Name) -> String {
     key
 }
 
+/// The Redis Cluster hash slot of `key`: the CRC16 (XMODEM) of its hash tag (what is
+/// between its first `{` and the next `}`, when that is not empty) or else of the whole
+/// key, modulo 16384, as Redis computes it (`CLUSTER KEYSLOT`).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tag = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&len| len > 0)
+            .map(|len| &rest[..len])
+    });
+    crc16_xmodem(tag.unwrap_or(bytes)) % 16384
+}
+
+/// CRC16-CCITT (XMODEM: polynomial 0x1021, initial value 0), Redis Cluster's hash.
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            };
+        }
+    }
+    crc
+}
+
 /// The Redis Cluster at a URL, aimed at one lock's slot.
 pub struct RedisClusterNodes {
     url: String,
@@ -204,6 +235,12 @@ impl Cluster for RedisClusterNodes {
         self.key = Some(slot_key(&namespace_of(&self.url), lock));
     }
 
+    /// Whether `a` and `b` share a hash slot (hence a master, whatever the slot map).
+    fn same_shard(&self, a: &Name, b: &Name) -> bool {
+        let namespace = namespace_of(&self.url);
+        key_slot(&slot_key(&namespace, a)) == key_slot(&slot_key(&namespace, b))
+    }
+
     /// The replica of `member`, which must be the focused lock's master.
     async fn replica_of(&self, member: usize) -> Result<usize> {
         let leader = self.leader().await?;
@@ -336,6 +373,20 @@ mod tests {
             keyslot(nodes.url(), &key).await,
             keyslot(nodes.url(), &format!("{key}:lock:waiters")).await
         );
+        for probe in [
+            key.as_str(),
+            "foo",
+            "{a}b",
+            "x{}y",
+            "foo{{bar}}zap",
+            "conf/é/{tag}",
+        ] {
+            assert_eq!(
+                key_slot(probe),
+                keyslot(nodes.url(), probe).await,
+                "{probe}"
+            );
+        }
         let master = nodes
             .leader()
             .await
@@ -390,6 +441,22 @@ mod tests {
             "it rejoined as replica"
         );
         eprintln!("node {replica} took over from node {master} after {took_over:?}");
+    }
+
+    #[test]
+    fn key_slots_are_redis_s() {
+        // CRC16/XMODEM's check value, and slots from Redis's cluster specification.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+        assert_eq!(key_slot("123456789"), 0x31C3, "below 16384, so itself");
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        assert_ne!(
+            key_slot("foo{}{bar}"),
+            key_slot("bar"),
+            "an empty tag hashes the key"
+        );
+        assert_eq!(key_slot("foo{{bar}}zap"), key_slot("{bar"));
+        assert_eq!(key_slot("foo{bar}{zap}"), key_slot("bar"));
     }
 
     #[test]

@@ -48,6 +48,7 @@ use crate::check::{
     ensure, eventually, join_all, lock_vec, retry_transient, secs, violated, within, Check,
     Context, Holds, Task, LONG, PROMPT,
 };
+use crate::faults::Cluster;
 use crate::harness::Harness;
 
 /// Contenders for the lock, each with its own sessions.
@@ -362,6 +363,24 @@ async fn check_holder(
     Ok(detail)
 }
 
+/// The name `<prefix>/<suffix>`, or `<prefix>/<suffix>-<n>` for the first `n` that
+/// puts it on the shard of `lock` ([`Cluster::same_shard`]): in a Redis Cluster the
+/// held lock, the queue and the election must live on the master that is killed, as
+/// the contended lock does, for the case to test them across its failover.
+fn on_lock_shard(h: &Harness, cluster: &dyn Cluster, lock: &Name, suffix: &str) -> Check<Name> {
+    let mut name = h.name(suffix).ctx("naming a primitive")?;
+    let mut n = 0u32;
+    while !cluster.same_shard(lock, &name) {
+        n += 1;
+        ensure!(
+            n < 1 << 20,
+            "no name {suffix}-N on the shard of {lock} in {n} tries"
+        );
+        name = h.name(&format!("{suffix}-{n}")).ctx("naming a primitive")?;
+    }
+    Ok(name)
+}
+
 /// The case body (see the module docs).
 pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     // A PostgreSQL pair is started here (initdb, base backup): more than a prompt.
@@ -396,13 +415,13 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     let lock = h.name("mutex").ctx("naming the lock")?;
     // A sharded store (Redis Cluster): the member killed serves this lock.
     cluster.focus(&lock);
-    let held = h.name("held").ctx("naming the held lock")?;
+    let held = on_lock_shard(&h, &*cluster, &lock, "held")?;
     let queue: Arc<dyn Queue> = Arc::from(
         backend
-            .queue(h.name("jobs").ctx("naming the queue")?)
+            .queue(on_lock_shard(&h, &*cluster, &lock, "jobs")?)
             .ctx("a queue")?,
     );
-    let election = h.name("leader").ctx("naming the election")?;
+    let election = on_lock_shard(&h, &*cluster, &lock, "leader")?;
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks: Vec<Task<()>> = Vec::new();
