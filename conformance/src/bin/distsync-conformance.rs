@@ -73,8 +73,9 @@ const SENTINEL_SUBSET: [&str; 10] = [
 
 /// The cases `--all` runs on the Redis Cluster: the failover cases, and the basics of
 /// every primitive that needs no single-server hook (keys of one primitive share a
-/// hash slot; sessions, multi-locks and waiters span slots and nodes).
-const CLUSTER_SUBSET: [&str; 39] = [
+/// hash slot; sessions, multi-locks and waiters span slots and nodes), holders in
+/// child processes killed or paused included.
+const CLUSTER_SUBSET: [&str; 44] = [
     "lock_mutual_exclusion",
     "lock_fencing_tokens",
     "lock_try_lock",
@@ -82,10 +83,13 @@ const CLUSTER_SUBSET: [&str; 39] = [
     "lock_cancelled_waiter",
     "lock_session_end_fires_lost",
     "lock_session_end_frees_lock",
+    "lock_holder_crash",
+    "lock_holder_pause",
     "lock_multi_lock_opposite_orders",
     "lock_guarded_write",
     "session_close_releases_all",
     "election_one_leader",
+    "election_leader_crash",
     "election_terms_increase",
     "election_resign_hands_over",
     "election_leader_value_term",
@@ -100,12 +104,14 @@ const CLUSTER_SUBSET: [&str; 39] = [
     "queue_reliable_session_end",
     "queue_reliable_nack_keeps_place",
     "queue_reliable_concurrent",
+    "queue_reliable_consumer_crash",
     "barrier_wait_not_held",
     "barrier_blocks_until_release",
     "double_barrier_enter_leave",
     "double_barrier_too_many",
     "semaphore_bounded_holders",
     "semaphore_fifo_waiters",
+    "semaphore_holder_crash",
     "stm_bank_serializable_snapshot",
     "stm_conflict_serializable_snapshot",
     "server_primary_kill_acknowledged",
@@ -412,10 +418,10 @@ mod tests {
         for id in CLUSTER_SUBSET {
             let case = CASES.iter().find(|case| case.id == id).unwrap();
             assert!(
-                case.hooks
-                    .iter()
-                    .all(|hook| matches!(hook, Hook::Failover | Hook::SecondClient))
-                    || id == POSTGRES_FAILOVER,
+                case.hooks.iter().all(|hook| matches!(
+                    hook,
+                    Hook::Failover | Hook::SecondClient | Hook::ChildHolder | Hook::PausedHolder
+                )) || id == POSTGRES_FAILOVER,
                 "{id} needs a single-server hook"
             );
         }

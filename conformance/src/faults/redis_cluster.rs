@@ -12,16 +12,19 @@
 //! (`backend-redis/src/keys.rs`), so the key [`slot_key`] names has the lock's slot.
 //!
 //! As under Sentinel, a case that fails the cluster over first takes its turn
-//! (`faults/group.rs`); [`RedisClusterFaults`] offers the cluster ([`Hook::Failover`]) and
-//! second clients, not the hooks that need one server's address.
+//! (`faults/group.rs`); [`RedisClusterFaults`] offers the cluster ([`Hook::Failover`]),
+//! second clients, and holders in child processes connected to the cluster's URL
+//! ([`Hook::ChildHolder`], [`Hook::PausedHolder`]), not the hooks that need one server's
+//! address.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::{Backend, Error, Name, Result};
 
+use super::child;
 use super::group::{printed_member, redis_group_available, servers, with_query, Turn};
-use super::{hook_error, unsupported, Cluster, Connect, Faults, Hook};
+use super::{hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook};
 
 /// The environment variable naming the Redis Cluster's URL.
 pub const REDIS_CLUSTER_VAR: &str = "DISTSYNC_REDIS_CLUSTER_URL";
@@ -268,8 +271,8 @@ impl Cluster for RedisClusterNodes {
     }
 }
 
-/// The fault hooks of a Redis Cluster: the cluster itself ([`Hook::Failover`]) and
-/// second clients.
+/// The fault hooks of a Redis Cluster: the cluster itself ([`Hook::Failover`]), second
+/// clients, and holders in child processes.
 #[derive(Clone)]
 pub struct RedisClusterFaults {
     url: String,
@@ -297,13 +300,14 @@ impl RedisClusterFaults {
 #[async_trait]
 impl Faults for RedisClusterFaults {
     fn describe(&self) -> String {
-        "redis cluster: master failover, second clients".to_owned()
+        "redis cluster: master failover, second clients, child-process holders".to_owned()
     }
 
     fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
         match hook {
             Hook::Failover => RedisClusterNodes::available(),
             Hook::SecondClient => Ok(()),
+            Hook::ChildHolder | Hook::PausedHolder => launcher().map(drop),
             other => Err(format!(
                 "{other}: not offered on a Redis Cluster (the hooks need one server's address)"
             )),
@@ -320,6 +324,26 @@ impl Faults for RedisClusterFaults {
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
         (self.connect)(self.url.clone()).await
     }
+
+    /// A holder in a child process (this process's registered launcher) connected to
+    /// the cluster's URL.
+    async fn spawn_holder(
+        &self,
+        backend: &dyn Backend,
+        spec: &HolderSpec,
+    ) -> Result<Box<dyn ExternalHolder>> {
+        let launcher = launcher().map_err(|_| unsupported(backend, Hook::ChildHolder))?;
+        Ok(Box::new(child::spawn(launcher, &self.url, spec).await?))
+    }
+}
+
+/// This process's child-process launcher, or why there is none.
+fn launcher() -> std::result::Result<&'static child::Launcher, String> {
+    child::registered().ok_or_else(|| {
+        "no child-process launcher in this process (run the cases through the runner or \
+         conformance_tests!)"
+            .to_owned()
+    })
 }
 
 #[cfg(test)]
