@@ -102,7 +102,7 @@ pub(super) const CASES: &[Case] = &[
         // Kills a child-process consumer (Hook::ChildHolder) where there is one, and
         // freezes the consumer's lease on the memory store (Hook::PausedHolder): the
         // body picks whichever the store's hooks offer.
-        hooks: &[],
+        hooks: &[Hook::AnyExternalHolder],
         run: |h| boxed(reliable_consumer_crash(h)),
     },
 ];

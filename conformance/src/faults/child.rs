@@ -130,6 +130,19 @@ pub fn registered() -> Option<&'static Launcher> {
     LAUNCHER.get()
 }
 
+/// The registered launcher, or why there is none (what a fault hook that spawns
+/// holders reports as not offered).
+///
+/// # Errors
+/// No launcher was registered in this process.
+pub fn launcher() -> std::result::Result<&'static Launcher, String> {
+    registered().ok_or_else(|| {
+        "no child-process launcher in this process (run the cases through \
+         conformance_tests! or the runner)"
+            .to_owned()
+    })
+}
+
 /// What a child holds, as passed in [`SPEC_VAR`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildSpec {

@@ -74,6 +74,7 @@ impl Faults for MemoryFaults {
         match hook {
             Hook::KillSession | Hook::PausedHolder | Hook::SecondClient | Hook::Partition => Ok(()),
             Hook::ChildHolder => Err(NO_CHILD.to_owned()),
+            Hook::AnyExternalHolder => super::any_external_holder(self),
             Hook::PrivateServer => Err(
                 "no server to restart: the memory store lives and dies with its process".to_owned(),
             ),

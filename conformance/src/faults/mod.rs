@@ -72,6 +72,10 @@ pub enum Hook {
     /// [`Faults::take_over_session`]: another session takes a live session's id in the
     /// store (what a restart that forgets sessions, then repeats an id, produces).
     SessionTakeover,
+    /// Either [`Hook::ChildHolder`] or [`Hook::PausedHolder`]: a holder outside the
+    /// client under test, whichever the store offers (a case that can use either
+    /// declares this; each [`Faults::offers`] resolves it with [`any_external_holder`]).
+    AnyExternalHolder,
 }
 
 impl Hook {
@@ -88,6 +92,9 @@ impl Hook {
             Self::Partition => "a client that can be partitioned from the store",
             Self::EvictingServer => "a server that evicts keys",
             Self::SessionTakeover => "a session id taken over in the store",
+            Self::AnyExternalHolder => {
+                "a holder outside the client (a child process or a frozen lease)"
+            }
         }
     }
 }
@@ -96,6 +103,18 @@ impl fmt::Display for Hook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.describe())
     }
+}
+
+/// [`Hook::AnyExternalHolder`] for `faults`: offered when [`Hook::ChildHolder`] or
+/// [`Hook::PausedHolder`] is.
+///
+/// # Errors
+/// Why neither is offered.
+pub fn any_external_holder(faults: &(impl Faults + ?Sized)) -> std::result::Result<(), String> {
+    faults
+        .offers(Hook::ChildHolder)
+        .or_else(|_| faults.offers(Hook::PausedHolder))
+        .map_err(|reason| format!("{}: {reason}", Hook::AnyExternalHolder))
 }
 
 /// What an external holder holds.

@@ -20,10 +20,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::{Backend, Error, Name, Result};
+use distsync_core::{Backend, Error, Name, Result, SessionId};
 
 use super::child;
 use super::group::{printed_member, redis_group_available, servers, with_query, Turn};
+use super::server::{delete_redis_session, take_over_redis_session};
+use super::tools::require;
 use super::{hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook};
 
 /// The environment variable naming the Redis Cluster's URL.
@@ -295,6 +297,24 @@ impl RedisClusterFaults {
             connect,
         }
     }
+
+    /// The host and port of the first node the URL names.
+    fn first_node(&self) -> Result<(String, String)> {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, rest)| rest);
+        let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+        let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, hosts)| hosts);
+        let first = hosts.split(',').next().unwrap_or_default();
+        match first.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() => Ok((host.to_owned(), port.to_owned())),
+            _ => Err(Error::InvalidUrl {
+                url: distsync_core::redact_url(&self.url),
+                reason: "no host:port of a cluster node".to_owned(),
+            }),
+        }
+    }
 }
 
 #[async_trait]
@@ -307,7 +327,11 @@ impl Faults for RedisClusterFaults {
         match hook {
             Hook::Failover => RedisClusterNodes::available(),
             Hook::SecondClient => Ok(()),
-            Hook::ChildHolder | Hook::PausedHolder => launcher().map(drop),
+            Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
+            Hook::AnyExternalHolder => super::any_external_holder(self),
+            Hook::KillSession | Hook::SessionTakeover => {
+                require("redis-cli", "redis-tools").map(drop)
+            }
             other => Err(format!(
                 "{other}: not offered on a Redis Cluster (the hooks need one server's address)"
             )),
@@ -325,6 +349,26 @@ impl Faults for RedisClusterFaults {
         (self.connect)(self.url.clone()).await
     }
 
+    /// The session key deleted with `redis-cli -c` (which follows the cluster's
+    /// redirections) through the first node of the URL.
+    async fn kill_session(&self, backend: &dyn Backend, session: SessionId) -> Result<String> {
+        let tool = require("redis-cli", "redis-tools")
+            .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
+        let (host, port) = self.first_node()?;
+        let target = ["-c", "-h", host.as_str(), "-p", port.as_str()];
+        delete_redis_session(&tool, &target, &namespace_of(&self.url), session).await
+    }
+
+    /// The session key overwritten with another owner's, as [`Faults::kill_session`]
+    /// reaches the cluster.
+    async fn take_over_session(&self, backend: &dyn Backend, session: SessionId) -> Result<String> {
+        let tool = require("redis-cli", "redis-tools")
+            .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
+        let (host, port) = self.first_node()?;
+        let target = ["-c", "-h", host.as_str(), "-p", port.as_str()];
+        take_over_redis_session(&tool, &target, &namespace_of(&self.url), session).await
+    }
+
     /// A holder in a child process (this process's registered launcher) connected to
     /// the cluster's URL.
     async fn spawn_holder(
@@ -332,18 +376,9 @@ impl Faults for RedisClusterFaults {
         backend: &dyn Backend,
         spec: &HolderSpec,
     ) -> Result<Box<dyn ExternalHolder>> {
-        let launcher = launcher().map_err(|_| unsupported(backend, Hook::ChildHolder))?;
+        let launcher = child::launcher().map_err(|_| unsupported(backend, Hook::ChildHolder))?;
         Ok(Box::new(child::spawn(launcher, &self.url, spec).await?))
     }
-}
-
-/// This process's child-process launcher, or why there is none.
-fn launcher() -> std::result::Result<&'static child::Launcher, String> {
-    child::registered().ok_or_else(|| {
-        "no child-process launcher in this process (run the cases through the runner or \
-         conformance_tests!)"
-            .to_owned()
-    })
 }
 
 #[cfg(test)]

@@ -11,18 +11,20 @@
 //! first takes its turn ([`SentinelFaults::cluster`] waits for it, see
 //! `faults/group.rs`), so that two test processes never fail it over at once.
 //!
-//! [`SentinelFaults`] offers the group ([`Hook::Failover`]) and second clients; the
-//! other hooks (out-of-band session kills, child holders, private servers, proxies)
-//! need one server's address and are not offered under Sentinel.
+//! [`SentinelFaults`] offers the group ([`Hook::Failover`]), second clients and
+//! holders in child processes connected to the Sentinels' URL; the other hooks
+//! (out-of-band session kills, private servers, proxies) need one server's address and
+//! are not offered under Sentinel.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::{Backend, Error, Result};
 
+use super::child;
 pub use super::group::with_query;
 use super::group::{printed_member, redis_group_available, servers, Turn};
-use super::{hook_error, unsupported, Cluster, Connect, Faults, Hook};
+use super::{hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook};
 use crate::harness::Harness;
 
 /// The environment variable naming the Sentinel group's URL.
@@ -189,6 +191,8 @@ impl Faults for SentinelFaults {
         match hook {
             Hook::Failover => SentinelGroup::available(),
             Hook::SecondClient => Ok(()),
+            Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
+            Hook::AnyExternalHolder => super::any_external_holder(self),
             other => Err(format!(
                 "{other}: not offered under Sentinel (the hooks need one server's address)"
             )),
@@ -204,5 +208,16 @@ impl Faults for SentinelFaults {
 
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
         (self.connect)(self.url.clone()).await
+    }
+
+    /// A holder in a child process (this process's registered launcher) connected to
+    /// the Sentinels' URL.
+    async fn spawn_holder(
+        &self,
+        backend: &dyn Backend,
+        spec: &HolderSpec,
+    ) -> Result<Box<dyn ExternalHolder>> {
+        let launcher = child::launcher().map_err(|_| unsupported(backend, Hook::ChildHolder))?;
+        Ok(Box::new(child::spawn(launcher, &self.url, spec).await?))
     }
 }

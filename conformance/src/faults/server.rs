@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::{Backend, Error, Result, SessionId};
 
-use super::child::{self, Launcher};
+use super::child;
 use super::cluster::EtcdCluster;
 use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
@@ -125,14 +125,6 @@ impl ServerFaults {
         }
     }
 
-    fn launcher(&self) -> std::result::Result<&'static Launcher, String> {
-        child::registered().ok_or_else(|| {
-            "no child-process launcher in this process (run the cases through \
-             conformance_tests! or the runner)"
-                .to_owned()
-        })
-    }
-
     fn cluster_config(&self) -> std::result::Result<&str, String> {
         match (self.kind, &self.cluster_url) {
             (StoreKind::Etcd, Some(url)) => Ok(url),
@@ -165,15 +157,7 @@ impl ServerFaults {
 
     async fn kill_redis(&self, tool: PathBuf, session: SessionId) -> Result<String> {
         let (connection, namespace) = redis_target(&self.url)?;
-        let key = format!("{{{namespace}session:{}}}", session.0);
-        let out = run(&tool, ["-u", connection.as_str(), "DEL", key.as_str()], &[]).await?;
-        if out.stdout.trim() != "1" {
-            return Err(hook_error(
-                format!("redis-cli DEL {key}"),
-                format!("answered {:?}, not 1: no such session", out.stdout.trim()),
-            ));
-        }
-        Ok(format!("session key {key} deleted by `redis-cli DEL`"))
+        delete_redis_session(&tool, &["-u", connection.as_str()], &namespace, session).await
     }
 
     async fn kill_postgres(&self, tool: PathBuf, session: SessionId) -> Result<String> {
@@ -233,7 +217,8 @@ impl Faults for ServerFaults {
     fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
         match hook {
             Hook::KillSession => self.kill_tool().map(drop),
-            Hook::ChildHolder | Hook::PausedHolder => self.launcher().map(drop),
+            Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
+            Hook::AnyExternalHolder => super::any_external_holder(self),
             Hook::PrivateServer => private::available(self.kind),
             Hook::Cluster => {
                 self.cluster_config()?;
@@ -285,8 +270,7 @@ impl Faults for ServerFaults {
         backend: &dyn Backend,
         spec: &HolderSpec,
     ) -> Result<Box<dyn ExternalHolder>> {
-        let launcher = self
-            .launcher()
+        let launcher = child::launcher()
             .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
         Ok(Box::new(child::spawn(launcher, &self.url, spec).await?))
     }
@@ -304,32 +288,7 @@ impl Faults for ServerFaults {
             .kill_tool()
             .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
         let (connection, namespace) = redis_target(&self.url)?;
-        let key = format!("{{{namespace}session:{}}}", session.0);
-        // Another owner's key: its own nonce, a TTL of its own (long enough to
-        // outlast the case, short enough to clean up after it).
-        let out = run(
-            &tool,
-            [
-                "-u",
-                connection.as_str(),
-                "SET",
-                key.as_str(),
-                "taken-over-by-another-session",
-                "PX",
-                "120000",
-            ],
-            &[],
-        )
-        .await?;
-        if out.stdout.trim() != "OK" {
-            return Err(hook_error(
-                format!("redis-cli SET {key}"),
-                format!("answered {:?}, not OK", out.stdout.trim()),
-            ));
-        }
-        Ok(format!(
-            "session key {key} overwritten by another owner's (`redis-cli SET ... PX 120000`)"
-        ))
+        take_over_redis_session(&tool, &["-u", connection.as_str()], &namespace, session).await
     }
 
     async fn private_server(&self, backend: &dyn Backend) -> Result<Box<dyn PrivateServer>> {
@@ -415,6 +374,58 @@ pub(crate) fn etcd_endpoints(url: &str) -> Result<Vec<String>> {
 
 /// For `redis-cli -u`: the URL without its query, and the key namespace
 /// (`?namespace=`, by default `distsync:`).
+/// Deletes the key of Redis session `session` under `namespace` with `redis-cli`
+/// (`tool`) reaching the store through `target` (`-u URL`, or `-c -h HOST -p PORT` on
+/// a cluster, which follows redirections).
+pub(super) async fn delete_redis_session(
+    tool: &std::path::Path,
+    target: &[&str],
+    namespace: &str,
+    session: SessionId,
+) -> Result<String> {
+    let key = format!("{{{namespace}session:{}}}", session.0);
+    let mut args = target.to_vec();
+    args.extend(["DEL", key.as_str()]);
+    let out = run(tool, args, &[]).await?;
+    if out.stdout.trim() != "1" {
+        return Err(hook_error(
+            format!("redis-cli DEL {key}"),
+            format!("answered {:?}, not 1: no such session", out.stdout.trim()),
+        ));
+    }
+    Ok(format!("session key {key} deleted by `redis-cli DEL`"))
+}
+
+/// Overwrites the key of Redis session `session` with another owner's (its own nonce,
+/// and a TTL long enough to outlast the case, short enough to clean up after it), as
+/// [`delete_redis_session`] reaches the store.
+pub(super) async fn take_over_redis_session(
+    tool: &std::path::Path,
+    target: &[&str],
+    namespace: &str,
+    session: SessionId,
+) -> Result<String> {
+    let key = format!("{{{namespace}session:{}}}", session.0);
+    let mut args = target.to_vec();
+    args.extend([
+        "SET",
+        key.as_str(),
+        "taken-over-by-another-session",
+        "PX",
+        "120000",
+    ]);
+    let out = run(tool, args, &[]).await?;
+    if out.stdout.trim() != "OK" {
+        return Err(hook_error(
+            format!("redis-cli SET {key}"),
+            format!("answered {:?}, not OK", out.stdout.trim()),
+        ));
+    }
+    Ok(format!(
+        "session key {key} overwritten by another owner's (`redis-cli SET ... PX 120000`)"
+    ))
+}
+
 fn redis_target(url: &str) -> Result<(String, String)> {
     let mut parsed = url::Url::parse(url).map_err(|error| Error::InvalidUrl {
         url: distsync_core::redact_url(url),
