@@ -24,9 +24,13 @@ use distsync_core::{Backend, Error, Name, Result, SessionId};
 
 use super::child;
 use super::group::{printed_member, redis_group_available, servers, with_query, Turn};
-use super::server::{delete_redis_session, take_over_redis_session};
+use super::proxy::Proxy;
+use super::server::{delete_redis_session, take_over_redis_session, ProxiedClient};
 use super::tools::require;
-use super::{hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook};
+use super::{
+    hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook,
+    Partitioned,
+};
 
 /// The environment variable naming the Redis Cluster's URL.
 pub const REDIS_CLUSTER_VAR: &str = "DISTSYNC_REDIS_CLUSTER_URL";
@@ -298,22 +302,34 @@ impl RedisClusterFaults {
         }
     }
 
-    /// The host and port of the first node the URL names.
-    fn first_node(&self) -> Result<(String, String)> {
+    /// The URL's parts: its credentials (`user:password@` or ""), the `host:port` of
+    /// each node it names, and its query (without `?`).
+    fn parts(&self) -> Result<(&str, Vec<&str>, &str)> {
         let rest = self
             .url
             .split_once("://")
             .map_or(self.url.as_str(), |(_, rest)| rest);
-        let hosts = rest.split(['/', '?']).next().unwrap_or_default();
-        let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, hosts)| hosts);
-        let first = hosts.split(',').next().unwrap_or_default();
-        match first.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() => Ok((host.to_owned(), port.to_owned())),
-            _ => Err(Error::InvalidUrl {
+        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let authority = authority.trim_end_matches('/');
+        let (credentials, hosts) = match authority.rsplit_once('@') {
+            Some((credentials, hosts)) => (&authority[..=credentials.len()], hosts),
+            None => ("", authority),
+        };
+        let nodes: Vec<&str> = hosts.split(',').filter(|host| !host.is_empty()).collect();
+        if nodes.iter().any(|node| node.rsplit_once(':').is_none()) || nodes.is_empty() {
+            return Err(Error::InvalidUrl {
                 url: distsync_core::redact_url(&self.url),
-                reason: "no host:port of a cluster node".to_owned(),
-            }),
+                reason: "every cluster node must be given as host:port".to_owned(),
+            });
         }
+        Ok((credentials, nodes, query))
+    }
+
+    /// The host and port of the first node the URL names.
+    fn first_node(&self) -> Result<(String, String)> {
+        let (_, nodes, _) = self.parts()?;
+        let (host, port) = nodes[0].rsplit_once(':').unwrap_or_default();
+        Ok((host.to_owned(), port.to_owned()))
     }
 }
 
@@ -332,6 +348,7 @@ impl Faults for RedisClusterFaults {
             Hook::KillSession | Hook::SessionTakeover => {
                 require("redis-cli", "redis-tools").map(drop)
             }
+            Hook::Partition => self.parts().map(drop).map_err(|error| error.to_string()),
             other => Err(format!(
                 "{other}: not offered on a Redis Cluster (the hooks need one server's address)"
             )),
@@ -347,6 +364,34 @@ impl Faults for RedisClusterFaults {
 
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
         (self.connect)(self.url.clone()).await
+    }
+
+    /// A client whose connections to every node go through a proxy of the node's own:
+    /// the URL names the proxies, and `nat_map` sends the addresses the nodes announce
+    /// (in `CLUSTER SLOTS` and redirections) to them too. The URL must name every node
+    /// of the cluster (as `scripts/servers.sh env` does): a node it leaves out would be
+    /// reached directly.
+    async fn partitioned_client(&self, _backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+        let (credentials, nodes, query) = self.parts()?;
+        let mut proxies = Vec::new();
+        let mut nat_map = Vec::new();
+        for node in &nodes {
+            let proxy = Proxy::start((*node).to_owned()).await?;
+            nat_map.push(format!("{node}={}", proxy.address()));
+            proxies.push(proxy);
+        }
+        let addresses: Vec<String> = proxies.iter().map(|p| p.address().to_string()).collect();
+        let mut query = query.to_owned();
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&format!("nat_map={}", nat_map.join(",")));
+        let url = format!(
+            "{REDIS_CLUSTER_SCHEME}{credentials}{}?{query}",
+            addresses.join(",")
+        );
+        let backend = (self.connect)(url).await?;
+        Ok(Box::new(ProxiedClient { backend, proxies }))
     }
 
     /// The session key deleted with `redis-cli -c` (which follows the cluster's

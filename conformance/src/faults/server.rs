@@ -313,14 +313,18 @@ impl Faults for ServerFaults {
         let proxy = Proxy::start(upstream).await?;
         let (url, _) = proxy::rewrite_url(&self.url, proxy.address())?;
         let backend = (self.connect)(url).await?;
-        Ok(Box::new(ProxiedClient { backend, proxy }))
+        Ok(Box::new(ProxiedClient {
+            backend,
+            proxies: vec![proxy],
+        }))
     }
 }
 
-/// A client of a server whose every connection goes through a [`Proxy`].
-struct ProxiedClient {
-    backend: Arc<dyn Backend>,
-    proxy: Proxy,
+/// A client of a store whose every connection goes through one of its [`Proxy`]s
+/// (one per server: a cluster's nodes each have theirs).
+pub(super) struct ProxiedClient {
+    pub(super) backend: Arc<dyn Backend>,
+    pub(super) proxies: Vec<Proxy>,
 }
 
 impl Partitioned for ProxiedClient {
@@ -329,7 +333,9 @@ impl Partitioned for ProxiedClient {
     }
 
     fn set(&self, mode: PartitionMode) {
-        self.proxy.set(mode);
+        for proxy in &self.proxies {
+            proxy.set(mode);
+        }
     }
 }
 
