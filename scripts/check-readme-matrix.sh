@@ -11,8 +11,7 @@
 #                                             `redis-sentinel` column: the failover cases
 #                                             and the lock, election and queue basics)
 #                                             and the Redis Cluster (its `redis-cluster`
-#                                             column: the failover cases and the basics
-#                                             of every primitive); under CI=true every
+#                                             column: the whole suite); under CI=true every
 #                                             one's URL must be set, the cluster's
 #                                             DISTSYNC_REDIS_CLUSTER_URL included
 #   scripts/check-readme-matrix.sh URL...     only these backends, e.g. memory://

@@ -2,9 +2,9 @@
 # Every test against every backend: installs and starts the test servers
 # (scripts/servers.sh up), then runs, timing each step:
 #   cargo fmt --check, clippy -D warnings, cargo test --workspace --all-features, the
-#   conformance runner over memory, etcd, Redis and PostgreSQL, and a subset of cases
-#   on the Redis Sentinel group and on the Redis Cluster (columns redis-sentinel and
-#   redis-cluster, their failover cases included; under CI=true the runner fails when
+#   conformance runner over memory, etcd, Redis and PostgreSQL, a subset of cases on
+#   the Redis Sentinel group and the whole suite on the Redis Cluster (columns
+#   redis-sentinel and redis-cluster, their failover cases included; under CI=true the runner fails when
 #   DISTSYNC_REDIS_SENTINEL_URL or DISTSYNC_REDIS_CLUSTER_URL is not set), then the
 #   runner over the TLS and authenticated etcd, Redis and PostgreSQL (a subset of
 #   cases) and their typed-error tests (untrusted CA, client certificate of another CA or expired, wrong

@@ -16,10 +16,10 @@
 //!
 //! Under `--all`, the Sentinel group (`DISTSYNC_REDIS_SENTINEL_URL`) runs a subset of
 //! the suite ([`SENTINEL_SUBSET`]: the failover cases and the lock, election and queue
-//! basics), and the Redis Cluster (`DISTSYNC_REDIS_CLUSTER_URL`) another
-//! ([`CLUSTER_SUBSET`]: the failover cases and the basics of every primitive), to keep
-//! CI within its budget: their other cells are `–` (not run). A `--backend
-//! redis+sentinel://...` or `--backend redis+cluster://...` runs the whole suite there.
+//! basics), to keep CI within its budget: its other cells are `–` (not run); a
+//! `--backend redis+sentinel://...` runs the whole suite there. The Redis Cluster
+//! (`DISTSYNC_REDIS_CLUSTER_URL`) runs the whole suite (its cases that need a single
+//! server's hooks, private servers to restart or evict, are `unsupported` there).
 //!
 //! On a PostgreSQL server the runner manages (one whose [`ServerFaults`] it has), the
 //! row `server_primary_failover_postgres` runs on a private primary with a
@@ -68,57 +68,6 @@ const SENTINEL_SUBSET: [&str; 10] = [
     "server_primary_kill_acknowledged",
     "server_primary_kill_unacknowledged",
     "server_primary_failover_postgres",
-    "api_capabilities_match",
-];
-
-/// The cases `--all` runs on the Redis Cluster: the failover cases, and the basics of
-/// every primitive that needs no single-server hook (keys of one primitive share a
-/// hash slot; sessions, multi-locks and waiters span slots and nodes), holders in
-/// child processes killed or paused included.
-const CLUSTER_SUBSET: [&str; 44] = [
-    "lock_mutual_exclusion",
-    "lock_fencing_tokens",
-    "lock_try_lock",
-    "lock_fifo_waiters",
-    "lock_cancelled_waiter",
-    "lock_session_end_fires_lost",
-    "lock_session_end_frees_lock",
-    "lock_holder_crash",
-    "lock_holder_pause",
-    "lock_multi_lock_opposite_orders",
-    "lock_guarded_write",
-    "session_close_releases_all",
-    "election_one_leader",
-    "election_leader_crash",
-    "election_terms_increase",
-    "election_resign_hands_over",
-    "election_leader_value_term",
-    "election_observe_in_order",
-    "rwlock_readers_share",
-    "rwlock_writer_excludes",
-    "rwlock_waiting_writer_blocks_readers",
-    "rwlock_write_tokens",
-    "queue_fifo",
-    "queue_priority",
-    "queue_no_loss_no_duplicate",
-    "queue_reliable_session_end",
-    "queue_reliable_nack_keeps_place",
-    "queue_reliable_concurrent",
-    "queue_reliable_consumer_crash",
-    "barrier_wait_not_held",
-    "barrier_blocks_until_release",
-    "double_barrier_enter_leave",
-    "double_barrier_too_many",
-    "semaphore_bounded_holders",
-    "semaphore_fifo_waiters",
-    "semaphore_holder_crash",
-    "stm_bank_serializable_snapshot",
-    "stm_conflict_serializable_snapshot",
-    "server_primary_kill_acknowledged",
-    "server_primary_kill_unacknowledged",
-    "server_primary_failover_postgres",
-    "api_names_do_not_collide",
-    "api_timed_acquisition",
     "api_capabilities_match",
 ];
 
@@ -315,14 +264,9 @@ async fn main() -> ExitCode {
         } else {
             name.to_owned()
         };
-        // `--all` runs a subset on the Sentinel group and the Redis Cluster (see
-        // SENTINEL_SUBSET and CLUSTER_SUBSET).
-        let subset: Option<&[&str]> = if !args.all {
-            None
-        } else if url.starts_with(SENTINEL_SCHEME) {
+        // `--all` runs a subset on the Sentinel group (see SENTINEL_SUBSET).
+        let subset: Option<&[&str]> = if args.all && url.starts_with(SENTINEL_SCHEME) {
             Some(&SENTINEL_SUBSET)
-        } else if url.starts_with(REDIS_CLUSTER_SCHEME) {
-            Some(&CLUSTER_SUBSET)
         } else {
             None
         };
@@ -390,11 +334,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sentinel_and_cluster_subsets_name_existing_cases_and_the_failover_cases() {
-        for (group, subset) in [
-            ("the Sentinel group", &SENTINEL_SUBSET[..]),
-            ("the Redis Cluster", &CLUSTER_SUBSET[..]),
-        ] {
+    fn the_sentinel_subset_names_existing_cases_and_the_failover_cases() {
+        for (group, subset) in [("the Sentinel group", &SENTINEL_SUBSET[..])] {
             for (i, id) in subset.iter().enumerate() {
                 assert!(
                     CASES.iter().any(|case| case.id == *id),
@@ -411,19 +352,6 @@ mod tests {
                     );
                 }
             }
-        }
-        // The cluster's subset has no case that needs a hook only a single server
-        // offers (it would only ever be `unsupported` there), beyond the PostgreSQL
-        // failover row every failover column lists.
-        for id in CLUSTER_SUBSET {
-            let case = CASES.iter().find(|case| case.id == id).unwrap();
-            assert!(
-                case.hooks.iter().all(|hook| matches!(
-                    hook,
-                    Hook::Failover | Hook::SecondClient | Hook::ChildHolder | Hook::PausedHolder
-                )) || id == POSTGRES_FAILOVER,
-                "{id} needs a single-server hook"
-            );
         }
     }
 
