@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The bench's regression guard (issue 18 item 5), for CI: a short run of the lock
-# cycle on etcd, Redis and PostgreSQL (about 10 to 30 s for all three, after the
-# release build) that measures, within one run, distsync's cycle p50 over the raw
-# store commands' and over each peer library's (etcd Lock RPC, rslock,
-# distributed-lock on Redis and PostgreSQL), in 12 interleaved rounds, and compares
-# each ratio with the committed baseline bench/baseline.json. It prints a table
-# (ratio, baseline, noise, the ratio it fails above, verdict) and exits 1 when a ratio
-# is worse than its baseline by more than max(3 x noise, 20 % of the baseline), noise
-# being the robust spread of the rounds' ratios (the larger of this run's and the
-# baseline's); a ratio in the baseline that could not be measured also fails. Exit 2:
-# the baseline is missing or unreadable, or no backend was selected.
+# cycle on etcd, Redis and PostgreSQL (about 20 s for all three after the release
+# build; each implementation capped at 6 s) that measures, within one run, distsync's
+# cycle p50 over the raw store commands' and over each peer library's (etcd Lock RPC,
+# rslock, distributed-lock on Redis and PostgreSQL), in 16 rounds of 200 cycles taken
+# in turns of 10, and compares each ratio (the median of the rounds' ratios) with the
+# committed baseline bench/baseline.json. It prints a table (ratio, baseline, noise,
+# the ratio it fails above, verdict) and exits 1 when a ratio is worse than its
+# baseline by more than max(3 x noise, 20 % of the baseline), noise being the robust
+# spread of the rounds' ratios (the larger of this run's and the baseline's, whose
+# noise also covers the spread between the runs that wrote it); a ratio in the
+# baseline that could not be measured also fails. Exit 2: the baseline is missing or
+# unreadable, or no backend was selected.
 #
 #   scripts/bench-guard.sh                          compare with bench/baseline.json
-#   scripts/bench-guard.sh --write-baseline         measure 3 times (--repeat N), write
-#                                                   the median ratios and largest noise
+#   scripts/bench-guard.sh --write-baseline         measure 5 times (--repeat N), write
+#                                                   the median ratios and their noise
 #   scripts/bench-guard.sh --baseline /tmp/b.json   another baseline file
 #   scripts/bench-guard.sh --backends redis         one store (any distsync-bench option)
 #

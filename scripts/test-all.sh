@@ -76,6 +76,10 @@ step test cargo test --workspace --all-features -- --skip primary_killed_
 # The conformance runner over every backend (memory and the servers above), whose
 # matrix must also match README's in everything but figures.
 step conformance scripts/check-readme-matrix.sh
+# The bench's regression guard on the servers above (release build, ~20 s of
+# measuring): distsync's lock-cycle p50 over the raw commands' and each peer's,
+# against bench/baseline.json; fails beyond max(3 x noise, 20 %).
+step bench-guard scripts/bench-guard.sh
 # TLS, client certificates and authentication (etcd RBAC limited to the namespace,
 # Redis ACL, PostgreSQL SCRAM with a required client certificate): the runner over those servers, then the typed errors as cargo tests
 # (they also run in `test` above; here they are reported on their own).

@@ -104,7 +104,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub scale_waiters: Vec<usize>,
     /// Rounds the cycle case is split into (implementations take turns each round)
-    /// [default: 30; `--quick`: 2; `--guard`: 12].
+    /// [default: 30; `--quick`: 2; `--guard`: 16].
     #[arg(long)]
     pub rounds: Option<usize>,
     /// Run the regression guard instead of the report: a short cycle run on etcd,
@@ -114,7 +114,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "write_baseline")]
     pub guard: bool,
     /// Measure as `--guard` does, `--repeat` times, and write the baseline file
-    /// (the median ratio of the runs, the largest noise) instead of comparing.
+    /// (the median ratio of the runs and their noise, see `guard::baseline_noise`)
+    /// instead of comparing.
     #[arg(long)]
     pub write_baseline: bool,
     /// The baseline file of `--guard` and `--write-baseline` [default: the crate's
@@ -122,7 +123,7 @@ pub struct Args {
     #[arg(long)]
     pub baseline: Option<PathBuf>,
     /// Runs of the guard's measurement that `--write-baseline` takes the median of.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub repeat: usize,
     /// How long a holder (or leader) waits after the last contender has entered its
     /// wait before releasing, in milliseconds, so the release hands over to a queued
@@ -145,6 +146,10 @@ pub struct Plan {
     /// Rounds the cycles are split into; implementations take turns each round, so a
     /// burst of load on the machine hits all of them alike.
     pub rounds: usize,
+    /// Cycles per turn within a round: `None` runs each contender's whole share of a
+    /// round in one turn; `Some(n)` has them take turns of `n` cycles (the guard's
+    /// finer interleaving, see [`crate::cycle::run`]).
+    pub batch: Option<usize>,
     /// Waiter counts for the hand-off case.
     pub waiters: Vec<usize>,
     /// Measured hand-offs per waiter count.
@@ -213,6 +218,7 @@ impl Plan {
             warmup: if quick { 2 } else { 50 },
             cycles: pick(args.cycles, 5000, 20),
             rounds: args.rounds.unwrap_or(if quick { 2 } else { 30 }).max(1),
+            batch: None,
             waiters,
             handoffs: pick(args.handoffs, 500, 5),
             elections: pick(args.elections, 100, 3),

@@ -169,7 +169,9 @@ pub fn failure(label: &str, role: Role, error: &dyn std::fmt::Display) -> CycleR
 
 /// Runs every contender: a warm-up each, then `plan.rounds` rounds in which each
 /// contender (in rotating order) runs its share of cycles, capped at
-/// `plan.case_time / plan.rounds` per round. A contender that errors is dropped from
+/// `plan.case_time / plan.rounds` per round; with `plan.batch`, a round runs the
+/// contenders by turns of that many cycles each, so that their samples of a round
+/// span the same stretch of time (and the same load on the machine). A contender that errors is dropped from
 /// later rounds with its error recorded (its `rounds` then stop short). Each result
 /// keeps its samples round by round in `rounds` (index = round). Closes every
 /// contender at the end.
@@ -199,18 +201,50 @@ pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResu
     }
     let count = slots.len();
     for round in 0..rounds {
-        for offset in 0..count {
-            let (cycler, result) = &mut slots[(round + offset) % count];
-            if result.error.is_some() {
-                continue;
+        // This round's share of each contender, and what it has used of its slice.
+        let mut left: Vec<usize> = slots
+            .iter()
+            .map(|(cycler, _)| crate::stats::share(cycler.cycles(plan.cycles), rounds, round))
+            .collect();
+        let mut spent = vec![Duration::ZERO; count];
+        let mut this_round: Vec<Samples> = vec![Samples::new(); count];
+        let active: Vec<bool> = slots.iter().map(|(_, r)| r.error.is_none()).collect();
+        // Turns of `plan.batch` cycles (or the whole share), in rotating order, until
+        // every contender has run its share or used its slice.
+        loop {
+            let mut ran = false;
+            for offset in 0..count {
+                let index = (round + offset) % count;
+                let (cycler, result) = &mut slots[index];
+                if result.error.is_some() || left[index] == 0 || spent[index] >= slice {
+                    continue;
+                }
+                let batch = plan.batch.map_or(left[index], |b| b.clamp(1, left[index]));
+                let started = Instant::now();
+                let outcome = cycles(
+                    cycler.as_mut(),
+                    batch,
+                    slice - spent[index],
+                    &mut this_round[index],
+                )
+                .await;
+                if let Err(error) = outcome {
+                    result.error = Some(error.to_string());
+                }
+                spent[index] += started.elapsed();
+                left[index] -= batch;
+                ran = true;
             }
-            let share = crate::stats::share(cycler.cycles(plan.cycles), rounds, round);
-            let mut this_round = Samples::new();
-            if let Err(error) = cycles(cycler.as_mut(), share, slice, &mut this_round).await {
-                result.error = Some(error.to_string());
+            if !ran {
+                break;
             }
-            result.samples.extend(&this_round);
-            result.rounds.push(this_round);
+        }
+        for (index, (_, result)) in slots.iter_mut().enumerate() {
+            if active[index] {
+                let samples = std::mem::take(&mut this_round[index]);
+                result.samples.extend(&samples);
+                result.rounds.push(samples);
+            }
         }
     }
     let mut results = Vec::with_capacity(count);

@@ -6,8 +6,9 @@
 //! the guard measures, on etcd, Redis and PostgreSQL, the lock-cycle p50 of distsync,
 //! of the raw command sequence ([`crate::raw`]) and of each in-process peer
 //! ([`crate::peers`]; the process-per-cycle `etcdctl` rows are left out, they take
-//! seconds), in [`DEFAULT_ROUNDS`] interleaved rounds ([`crate::cycle::run`]: every
-//! implementation runs its share of cycles in turn each round). For each round it takes
+//! seconds), in [`DEFAULT_ROUNDS`] rounds ([`crate::cycle::run`]: within a round the
+//! implementations take turns of [`BATCH`] cycles, so that their samples of one round
+//! span the same stretch of time and load bursts hit them alike). For each round it takes
 //! the ratio *distsync p50 ÷ the other's p50*; the run's ratio is the median of the
 //! rounds' ratios and its **noise** the rounds' robust spread (1.4826 × the median
 //! absolute deviation, which is the standard deviation for normal noise and ignores
@@ -39,12 +40,15 @@ use crate::stats::Samples;
 use crate::target::{BackendKind, Target};
 
 /// Rounds of a guard run, unless `--rounds` says otherwise.
-pub const DEFAULT_ROUNDS: usize = 12;
+pub const DEFAULT_ROUNDS: usize = 16;
 /// Measured cycles per implementation per round, unless `--cycles` gives the total.
-pub const DEFAULT_CYCLES_PER_ROUND: usize = 100;
+pub const DEFAULT_CYCLES_PER_ROUND: usize = 200;
 /// Time cap of one implementation's cycles over all rounds, in seconds, unless
 /// `--case-secs` says otherwise (it bounds a guard run on a very slow machine).
 pub const DEFAULT_CAP_SECS: u64 = 6;
+/// Cycles per turn within a round: implementations take turns of this many cycles,
+/// so that a round's samples of each span the same stretch of time.
+pub const BATCH: usize = 10;
 /// Warm-up cycles per implementation.
 pub const WARMUP: usize = 30;
 /// A round counts only when both implementations got at least this many cycles in it.
@@ -98,7 +102,9 @@ pub struct BaselineRatio {
     pub against: String,
     /// distsync p50 ÷ `against`'s p50: the median over the runs written.
     pub ratio: f64,
-    /// The largest noise of those runs.
+    /// The noise of the baseline: the larger of the runs' typical own noise (their
+    /// median) and the spread between the runs (the standard deviation of their
+    /// ratios), since a ratio also moves from run to run.
     pub noise: f64,
     /// Each run's ratio.
     pub runs: Vec<f64>,
@@ -144,6 +150,8 @@ pub enum Verdict {
     Unmeasured(String),
     /// Neither in the baseline nor measured (a contender that could not start): passes.
     Skipped(String),
+    /// Written to the baseline (`--write-baseline`).
+    Written,
 }
 
 impl Verdict {
@@ -162,6 +170,7 @@ impl std::fmt::Display for Verdict {
             Verdict::New => f.write_str("new (no baseline)"),
             Verdict::Unmeasured(reason) => write!(f, "**NOT MEASURED**: {reason}"),
             Verdict::Skipped(reason) => write!(f, "skipped (no baseline): {reason}"),
+            Verdict::Written => f.write_str("written to the baseline"),
         }
     }
 }
@@ -275,6 +284,7 @@ pub fn plan(args: &Args) -> Plan {
             },
     );
     plan.warmup = if args.quick { 2 } else { WARMUP };
+    plan.batch = Some(BATCH);
     plan.case_time = Duration::from_secs(args.case_secs.unwrap_or(DEFAULT_CAP_SECS));
     plan
 }
@@ -514,7 +524,7 @@ fn timings(outcomes: &[BackendOutcome]) -> String {
 }
 
 /// Measures `args.repeat` times and writes the baseline: per ratio, the median of the
-/// runs and the largest noise. Writes nothing if any ratio failed to measure.
+/// runs and [`baseline_noise`]. Writes nothing if any ratio failed to measure.
 async fn write_baseline(
     args: &Args,
     plan: &Plan,
@@ -570,7 +580,8 @@ async fn write_baseline(
         machine: machine_line,
         note: format!(
             "ratio = distsync lock-cycle p50 / the other's, median of {} interleaved rounds, \
-             median over the runs; noise = the largest 1.4826 x MAD of the rounds' ratios. \
+             median over the runs; noise = the larger of the runs' median 1.4826 x MAD of the \
+             rounds' ratios and the standard deviation of the runs' ratios. \
              The guard fails a ratio above ratio + max({NOISE_FACTOR} x noise, {:.0} % of ratio).",
             plan.rounds,
             FLOOR * 100.0
@@ -583,7 +594,7 @@ async fn write_baseline(
                     backend,
                     against,
                     ratio: round3(median(&values).unwrap_or(f64::NAN)),
-                    noise: round3(measured.iter().map(|m| m.noise).fold(0.0, f64::max)),
+                    noise: round3(baseline_noise(&measured)),
                     runs: values.into_iter().map(round3).collect(),
                 }
             })
@@ -598,15 +609,33 @@ async fn write_baseline(
         .map(|entry| Row {
             backend: entry.backend.clone(),
             against: entry.against.clone(),
-            measured: None,
+            measured: Some(Measured {
+                ratio: entry.ratio,
+                noise: entry.noise,
+                rounds: plan.rounds,
+            }),
             baseline: Some(entry.ratio),
             fails_above: Some(entry.ratio + allowance(entry.ratio, entry.noise)),
-            verdict: Verdict::New,
+            verdict: Verdict::Written,
         })
         .collect();
     text.push_str(&table(&rows));
     let _ = writeln!(text, "\nbench guard: wrote {}", path.display());
     Ok(GuardRun { text, passed: true })
+}
+
+/// The noise a baseline records for a ratio measured in `runs`: the larger of the
+/// median of their own noises and the standard deviation of their ratios.
+pub fn baseline_noise(runs: &[Measured]) -> f64 {
+    let noises: Vec<f64> = runs.iter().map(|m| m.noise).collect();
+    let within = median(&noises).unwrap_or(0.0);
+    if runs.len() < 2 {
+        return within;
+    }
+    let n = runs.len() as f64;
+    let mean = runs.iter().map(|m| m.ratio).sum::<f64>() / n;
+    let variance = runs.iter().map(|m| (m.ratio - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    within.max(variance.sqrt())
 }
 
 /// `value` rounded to 3 decimals (the baseline file stays readable).
@@ -667,6 +696,27 @@ mod tests {
             judge(&entry(1.35, 0.15), &measured(1.70, 0.01)).1,
             Verdict::Ok
         );
+    }
+
+    #[test]
+    fn the_baseline_noise_covers_the_spread_between_runs() {
+        let quiet = [
+            measured(1.0, 0.01),
+            measured(1.0, 0.02),
+            measured(1.0, 0.09),
+        ];
+        assert!(
+            (baseline_noise(&quiet) - 0.02).abs() < 1e-12,
+            "the median run's"
+        );
+        // Runs at 1.0, 1.2 and 1.4: standard deviation 0.2 beats their own.
+        let apart = [
+            measured(1.0, 0.05),
+            measured(1.2, 0.01),
+            measured(1.4, 0.01),
+        ];
+        assert!((baseline_noise(&apart) - 0.2).abs() < 1e-9);
+        assert!((baseline_noise(&[measured(1.0, 0.03)]) - 0.03).abs() < 1e-12);
     }
 
     #[test]

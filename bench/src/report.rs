@@ -29,23 +29,24 @@ pub const GUARD_SECTION: &str = "\
 ## Regression guard (CI)
 
 `scripts/bench-guard.sh` (the `bench-guard` step of `scripts/test-all.sh`, after \
-`conformance`) runs `distsync-bench --guard`, built as above: the lock cycle only, on etcd, \
-Redis and PostgreSQL, distsync beside the raw command pair and each in-process peer (etcd \
-Lock RPC, rslock, distributed-lock on Redis and PostgreSQL; not the etcdctl processes), \
-in 12 interleaved rounds of 100 cycles each (about 10 to 30 s in all). Per round it takes \
-distsync's p50 ÷ the other's; the run's ratio is the rounds' median and its noise their \
-robust spread (1.4826 × median absolute deviation). It fails when a ratio is above its \
-committed baseline (`bench/baseline.json`, written on this machine by \
-`scripts/bench-guard.sh --write-baseline`, the median of 3 runs, with the command and \
-commit) by more than max(3 × noise, 20 % of the baseline), noise being the larger of the \
-run's and the baseline's, or when a baseline ratio could not be measured; it prints \
-ratio, baseline, noise, the ratio it fails above and the verdict. It measures the servers \
-test-all started (PostgreSQL there runs with fsync and synchronous_commit off, which is \
-fine for a ratio guard: it catches a change in distsync's statements or client work, \
-though a change that adds a durable commit weighs less there than at production settings, \
-which `scripts/bench.sh` measures). Only ratios within one run are compared, never \
-absolute times. Rewrite the baseline when distsync gets \
-faster on purpose or a peer changes.
+`conformance`) runs `distsync-bench --guard`, built as above: the lock cycle only, on \
+etcd, Redis and PostgreSQL, distsync beside the raw command pair and each in-process \
+peer (etcd Lock RPC, rslock, distributed-lock on Redis and PostgreSQL; not the etcdctl \
+processes), in 16 rounds of 200 cycles each, taken in turns of 10 so that load bursts \
+hit all alike (about 20 s in all; each implementation is capped at 6 s). Per round it \
+takes distsync's p50 ÷ the other's; the run's ratio is the rounds' median and its \
+noise their robust spread (1.4826 × median absolute deviation). It fails when a ratio \
+is above its committed baseline (`bench/baseline.json`, written on this machine by \
+`scripts/bench-guard.sh --write-baseline`: the median of 5 runs, with the command and \
+commit; its noise also covers the spread between those runs) by more than max(3 × \
+noise, 20 % of the baseline), noise being the larger of the run's and the baseline's, \
+or when a baseline ratio could not be measured; it prints ratio, baseline, noise, the \
+ratio it fails above and the verdict. It measures the servers test-all started \
+(PostgreSQL there runs with fsync and synchronous_commit off, which is fine for a \
+ratio guard: it catches a change in distsync's statements or client work, though a \
+change that adds a durable commit weighs less there than at production settings, which \
+`scripts/bench.sh` measures). Only ratios within one run are compared, never absolute \
+times. Rewrite the baseline when distsync gets faster on purpose or a peer changes.
 
 ";
 

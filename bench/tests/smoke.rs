@@ -33,6 +33,7 @@ fn quick_run_on_memory_writes_tables_and_plots() {
         "| memory | 8 | SerializableSnapshot | 16 |",
         "![hand-off latency against waiters](bench/handoff.svg)",
         "scripts/bench.sh",
+        "## Regression guard (CI)",
         "KEEP THIS NOTE",
     ] {
         assert!(
