@@ -15,14 +15,17 @@
 //!   instead of the session key and its registry, the client's own bound on what is
 //!   left of the session (its client-side deadline plus the margin, counted from the
 //!   send time of its last acknowledged renewal: never more than the session key's
-//!   `PTTL`), and the client lists what the session holds
-//!   ([`crate::session::Registry::Client`]);
+//!   `PTTL`), and the client lists what the session holds for its renewals, and
+//!   lists it in the session's registry in the store too, with a call of its own in
+//!   the registry's slot sent beside the one that takes the key
+//!   ([`crate::session::Registry`]);
 //! * a **renewal** is one script call for the session key and one per slot holding
 //!   entries of the session ([`by_slot`]), all sent at once (the cluster client
 //!   pipelines them per node), so it takes one round trip however many primitives the
 //!   session holds; the session is renewed only if every call renewed everything;
-//! * a **revoke** releases each held entry (one call per entry) and then deletes the
-//!   session key;
+//! * a **revoke**, by the owner or by id from any client, reads the registry, releases
+//!   each held entry (one call per entry, sent at once) and then deletes the session
+//!   key and the registry;
 //! * **wake-ups** are published with `PUBLISH`, which a cluster delivers to the
 //!   subscribers of every node: the backend subscribes on one node the URL names
 //!   ([`ClusterNodes::next_node`]), and on the next one when that node fails (every
@@ -33,10 +36,10 @@
 //! store-wide scans of `distsync status` and migration exports are
 //! [`distsync_core::Error::Unsupported`] under Cluster.
 //!
-//! A revoke by id from another client (`Backend::revoke_session`, the CLI's `revoke`)
-//! ends the session key, which its owner learns at once (`<session key>:lost`) or at
-//! its next renewal, and then releases what it holds; should the owner be gone, its
-//! entries expire with their TTL.
+//! A key taken at the instant of a revoke by another client may be missing from the
+//! registry read (its listing still on its way): its owner learns of the revoke at
+//! once (`<session key>:lost`) and releases what its client lists, and should the
+//! owner be gone, the key expires with its TTL.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -69,7 +69,20 @@ impl RedisDoubleBarrier {
             .arg(self.count)
             .arg(if check { "check" } else { "enter" })
             .arg(lease.session_check(&self.session));
-        let reply = self.shared.eval(&call).await?;
+        let value = format!("d{id}");
+        let reply = if check {
+            self.shared.eval(&call).await?
+        } else {
+            // Under Cluster, listed in the store's session registry beside the entry.
+            let (reply, registered) = tokio::join!(
+                self.shared.eval(&call),
+                lease
+                    .registry()
+                    .register(&self.shared, &key, &value, lease.ttl_ms())
+            );
+            registered?;
+            reply?
+        };
         let fields = array("dbar_enter", reply.clone())?;
         let outcome = match fields.first() {
             Some(flag) => int("dbar_enter", flag)?,
@@ -77,7 +90,7 @@ impl RedisDoubleBarrier {
         };
         // The participant's entry is in the store while the reply is 0 or 1.
         if outcome >= 0 {
-            lease.registry().listed(&key, &format!("d{id}"));
+            lease.registry().listed(&key, &value);
         } else {
             lease.registry().unlisted(&key);
         }
@@ -103,7 +116,16 @@ impl RedisDoubleBarrier {
             None => call.arg("leave"),
             Some(generation) => call.arg("check").arg(generation),
         };
-        let reply = self.shared.eval(&call).await?;
+        let reply = if generation.is_none() {
+            let (reply, unregistered) = tokio::join!(
+                self.shared.eval(&call),
+                lease.registry().unregister(&self.shared, &key)
+            );
+            unregistered?;
+            reply?
+        } else {
+            self.shared.eval(&call).await?
+        };
         let fields = array("dbar_leave", reply.clone())?;
         let number = |i: usize| match fields.get(i) {
             Some(field) => int("dbar_leave", field),

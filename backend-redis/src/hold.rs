@@ -53,6 +53,23 @@ impl Hold {
         self.registry.unlisted(&self.key);
     }
 
+    /// Runs `call`, the script that takes the entry, and under Cluster lists the
+    /// entry in the store's session registry beside it ([`Registry::register`]).
+    pub(crate) async fn taking(
+        &self,
+        call: &crate::call::Call,
+        ttl_ms: u64,
+    ) -> Result<redis::Value> {
+        let (reply, registered) = tokio::join!(
+            self.shared.eval(call),
+            self.registry
+                .register(&self.shared, &self.key, &self.value, ttl_ms)
+        );
+        let reply = reply?;
+        registered?;
+        Ok(reply)
+    }
+
     /// Releases the entry (one script call: delete it, unlist it from the session,
     /// grant and wake whoever that lets in). `Ok(false)` when it was no longer held.
     pub(crate) async fn release(&self) -> Result<bool> {
@@ -61,8 +78,13 @@ impl Hold {
         call.key(&self.key);
         self.registry.key_into(&mut call);
         call.arg(&self.value);
-        let reply = self.shared.eval(&call).await?;
-        Ok(int("release", &reply)? == 1)
+        let (reply, unregistered) = tokio::join!(
+            self.shared.eval(&call),
+            self.registry.unregister(&self.shared, &self.key)
+        );
+        let released = int("release", &reply?)? == 1;
+        unregistered?;
+        Ok(released)
     }
 
     /// Releases in the background, retrying transient failures until the release

@@ -142,7 +142,7 @@
 //! (`src/cluster.rs` has the details):
 //!
 //! * every call runs in its primitive's slot; a session key lives in a slot of its
-//!   own, so under Cluster the client lists what each session holds, and a renewal
+//!   own, so under Cluster the client also lists what each session holds, and a renewal
 //!   is one script call for the session key plus one per slot the session holds
 //!   keys in, all sent at once (one round trip however many primitives it holds); the
 //!   session counts as renewed only if every call renewed everything, and a hold
@@ -161,9 +161,10 @@
 //!   [`distsync_core::Error::Unsupported`], as are `status` reports and migration
 //!   exports (a store-wide scan).
 //!
-//! A revoke by id from another client deletes the session key only (what the session
-//! holds is listed by its owner): the owner learns of it at once and releases the
-//! rest; if the owner is gone, its holds expire with their TTL.
+//! The session's registry lives in the session key's slot, so under Cluster it is
+//! updated by a call of its own sent beside the one that takes or releases a key, and
+//! a revoke (by the owner, or by id from any client) reads it and releases each key
+//! with a call of its own before deleting the session key.
 //!
 //! Not claimed:
 //! * `survives_restart: false` — Redis keeps its data in memory. Unless the server is

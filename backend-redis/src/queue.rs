@@ -225,9 +225,18 @@ impl RedisQueue {
             // A receive is idempotent per call id, so connection trouble is ridden out.
             let delay = match self.receive_once(&call.id, session, lease, wait).await {
                 Ok(Popped::Item(item, Some((earlier, record)))) => {
-                    lease
+                    let (hold, value) = (self.hold_key(&call.id), format!("q{}", call.id));
+                    lease.registry().listed(&hold, &value);
+                    // Under Cluster, listed in the store's session registry too, for a
+                    // revoke from another client; should that fail, the owner still
+                    // releases the hold itself, and it expires with the session.
+                    let registered = lease
                         .registry()
-                        .listed(&self.hold_key(&call.id), &format!("q{}", call.id));
+                        .register(&self.shared, &hold, &value, lease.ttl_ms())
+                        .await;
+                    if let Err(error) = registered {
+                        tracing::debug!(%error, hold, "listing a received item's hold in the session registry failed");
+                    }
                     let settle = RedisSettle {
                         shared: Arc::clone(&self.shared),
                         prefix: self.prefix.clone(),
@@ -297,9 +306,13 @@ impl RedisSettle {
     async fn settle(&self, op: &str) -> Result<i64> {
         let mut backoff = Backoff::new();
         let give_up = tokio::time::Instant::now() + SETTLE_BUDGET;
+        let hold = format!("{}:e:{}", self.prefix, self.id);
+        self.registry.unlisted(&hold);
+        if let Err(error) = self.registry.unregister(&self.shared, &hold).await {
+            // A listing left behind only makes a later revoke release a key already gone.
+            tracing::debug!(%error, hold, "unlisting a settled hold from the session registry failed");
+        }
         loop {
-            let hold = format!("{}:e:{}", self.prefix, self.id);
-            self.registry.unlisted(&hold);
             let mut call = self.shared.script(&DELIVERY.settle);
             call.key(&hold);
             self.registry.key_into(&mut call);
@@ -353,7 +366,7 @@ impl Call {
     fn new(queue: &RedisQueue) -> Self {
         // A dequeue holds nothing through a session: no registry to update (the
         // cancel script is passed "").
-        Self::with_registry(queue, Registry::Store(String::new()))
+        Self::with_registry(queue, Registry::none())
     }
 
     fn receiving(queue: &RedisQueue, lease: &RedisLease) -> Self {
@@ -419,7 +432,9 @@ impl Drop for Call {
                 let id = id.clone();
                 let registry = registry.clone();
                 Box::pin(async move {
-                    registry.unlisted(&format!("{prefix}:e:{id}"));
+                    let hold = format!("{prefix}:e:{id}");
+                    registry.unlisted(&hold);
+                    registry.unregister(&shared, &hold).await?;
                     let mut call = shared.script_on(&SCRIPTS.queue_cancel, &prefix);
                     call.arg(&id).arg(registry.arg());
                     let reply = shared.eval(&call).await?;

@@ -83,44 +83,105 @@ impl HeldKeys {
     }
 }
 
-/// Where what a session holds is listed, for its renewals and its revoke.
+/// Where what a session holds is listed, for its renewals and its revoke: the hash
+/// `{<ns>session:<id>}:held` in the store, which every script that adds or removes a
+/// hold updates in the same call on one server (or a Sentinel primary). Under Redis
+/// Cluster the held keys live in other slots than the registry: the client lists them
+/// ([`HeldKeys`], for the renewals) and lists them in the store's registry with a call
+/// of its own sent beside the one that takes the key ([`Registry::register`]), so that
+/// a revoke from any client finds them.
 #[derive(Clone)]
-pub(crate) enum Registry {
-    /// The hash `{<ns>session:<id>}:held` in the store (one server, or a Sentinel
-    /// primary), which every script that adds or removes a hold updates in the same
-    /// call.
-    Store(String),
-    /// Redis Cluster: listed by the client ([`HeldKeys`]).
-    Client(Arc<HeldKeys>),
+pub(crate) struct Registry {
+    /// The store's registry key; empty for a call that holds nothing (a dequeue).
+    key: String,
+    /// Under Cluster, what the client lists.
+    held: Option<Arc<HeldKeys>>,
 }
 
 impl Registry {
-    /// Declares the store's registry as the next key of `call`; nothing under Cluster.
-    pub(crate) fn key_into(&self, call: &mut Call) {
-        if let Self::Store(registry) = self {
-            call.key(registry);
+    /// The registry of the session whose registry key is `key`, on a cluster or not.
+    fn new(key: String, cluster: bool) -> Self {
+        Self {
+            key,
+            held: cluster.then(Arc::default),
         }
     }
 
-    /// The store's registry as a script argument; `""` under Cluster.
+    /// No registry: for calls that hold nothing through a session.
+    pub(crate) fn none() -> Self {
+        Self {
+            key: String::new(),
+            held: None,
+        }
+    }
+
+    /// Declares the store's registry as the next key of `call` for a script that
+    /// updates it itself; nothing under Cluster (the registry lives in another slot).
+    pub(crate) fn key_into(&self, call: &mut Call) {
+        if self.held.is_none() {
+            call.key(&self.key);
+        }
+    }
+
+    /// The store's registry as a script argument, for a script that updates it itself;
+    /// `""` under Cluster or for no registry.
     pub(crate) fn arg(&self) -> &str {
-        match self {
-            Self::Store(registry) => registry,
-            Self::Client(_) => "",
+        if self.held.is_none() {
+            &self.key
+        } else {
+            ""
         }
     }
 
     /// `key` holds `value` in the store (a script's reply said so): renewed from now
-    /// on. The store's registry was updated by the script itself.
+    /// on (under Cluster; on one server the script listed it).
     pub(crate) fn listed(&self, key: &str, value: &str) {
-        if let Self::Client(held) = self {
+        if let Some(held) = &self.held {
             held.map().insert(key.to_owned(), value.to_owned());
         }
     }
 
+    /// Under Cluster, lists `key` (holding `value`) in the store's registry, which
+    /// lives `ttl_ms` and is renewed with the session: one call in the registry's slot,
+    /// sent beside the call that takes the key. Nothing on one server.
+    ///
+    /// # Errors
+    /// The store's.
+    pub(crate) async fn register(
+        &self,
+        shared: &Shared,
+        key: &str,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<()> {
+        if self.held.is_none() {
+            return Ok(());
+        }
+        let mut call = shared.script(&SCRIPTS.registry);
+        call.key(&self.key)
+            .arg("add")
+            .arg(key)
+            .arg(value)
+            .arg(ttl_ms);
+        shared.eval(&call).await.map(drop)
+    }
+
+    /// Under Cluster, unlists `key` from the store's registry; nothing on one server.
+    ///
+    /// # Errors
+    /// The store's.
+    pub(crate) async fn unregister(&self, shared: &Shared, key: &str) -> Result<()> {
+        if self.held.is_none() {
+            return Ok(());
+        }
+        let mut call = shared.script(&SCRIPTS.registry);
+        call.key(&self.key).arg("del").arg(key);
+        shared.eval(&call).await.map(drop)
+    }
+
     /// `key` is being released, or is gone: no longer renewed.
     pub(crate) fn unlisted(&self, key: &str) {
-        if let Self::Client(held) = self {
+        if let Some(held) = &self.held {
             held.map().remove(key);
         }
     }
@@ -184,11 +245,7 @@ impl RedisLease {
                 _ => return Err(unexpected("session_open", &reply)),
             }
         };
-        let registry = if shared.is_cluster() {
-            Registry::Client(Arc::default())
-        } else {
-            Registry::Store(shared.keys.registry(id))
-        };
+        let registry = Registry::new(shared.keys.registry(id), shared.is_cluster());
         let lease = Self {
             shared: Arc::clone(shared),
             id,
@@ -228,8 +285,8 @@ impl RedisLease {
     /// `session_left` in `lua/lib.lua`): the session key and its registry; nothing
     /// under Cluster, where they live in another slot.
     pub(crate) fn session_keys(&self, call: &mut Call) {
-        if let Registry::Store(registry) = &self.registry {
-            call.key(&self.key).key(registry);
+        if self.registry.held.is_none() {
+            call.key(&self.key).key(&self.registry.key);
         }
     }
 
@@ -238,15 +295,13 @@ impl RedisLease {
     /// its client-side deadline plus the margin, which is never later than the
     /// session key's expiry (0 once lost).
     pub(crate) fn session_check(&self, session: &Session) -> String {
-        match &self.registry {
-            Registry::Store(_) => self.nonce.clone(),
-            Registry::Client(_) => {
-                let left = session.valid_until().map_or(Duration::ZERO, |until| {
-                    until.saturating_duration_since(std::time::Instant::now()) + self.margin
-                });
-                left.as_millis().to_string()
-            }
+        if self.registry.held.is_none() {
+            return self.nonce.clone();
         }
+        let left = session.valid_until().map_or(Duration::ZERO, |until| {
+            until.saturating_duration_since(std::time::Instant::now()) + self.margin
+        });
+        left.as_millis().to_string()
     }
 
     /// The TTL in milliseconds, the PX of every held key.
@@ -290,11 +345,14 @@ impl Lease for RedisLease {
         // landing after the deadline with more than the margin left (because an
         // earlier renewal landed whose answer was lost) is not caught here; the core
         // revokes the session in the background after the loss, which ends it.
-        call.key(&self.key);
-        self.registry.key_into(&mut call);
-        call.arg(self.ttl_ms())
+        call.key(&self.key)
+            .key(&self.registry.key)
+            .arg(self.ttl_ms())
             .arg(&self.nonce)
             .arg(self.margin_ms());
+        if self.registry.held.is_some() {
+            call.arg("cluster");
+        }
         let renewal = async {
             let reply = self.shared.eval(&call).await?;
             match int("keepalive", &reply)? {
@@ -303,7 +361,7 @@ impl Lease for RedisLease {
                 _ => Err(unexpected("keepalive", &reply)),
             }
         };
-        let Registry::Client(held) = &self.registry else {
+        let Some(held) = &self.registry.held else {
             return renewal.await;
         };
         // Redis Cluster: the held keys slot by slot, all sent with the session key's
@@ -393,11 +451,10 @@ fn watch_revocation(shared: &Arc<Shared>, id: u64, lost: CancellationToken) {
 /// `nonce` (the owner closing its own session), only if the session key still holds
 /// it; without (a revoke by id, from any client), whatever session has that id.
 ///
-/// Under Redis Cluster what the session holds is known only to its owner, which
-/// passes its `registry`: each listed key is released first (one call each, sent at
-/// once), then the session key is deleted. Without it (a revoke by id from another
-/// client), only the session key goes; its owner learns of it and releases the rest,
-/// or, if the owner is gone, the held keys expire with their TTL.
+/// Under Redis Cluster the held keys live in other slots than the session key: what
+/// the store's registry lists, and what the owner's `registry` lists (a key whose
+/// listing in the store was still on its way), is released first (one call each, sent
+/// at once), then the session key and its registry are deleted.
 pub(crate) async fn revoke(
     shared: &Shared,
     id: u64,
@@ -405,12 +462,24 @@ pub(crate) async fn revoke(
     registry: Option<&Registry>,
 ) -> Result<()> {
     let mut failed = None;
-    if let Some(Registry::Client(held)) = registry {
-        let releases = held.snapshot().into_iter().map(|(key, value)| async move {
+    if shared.is_cluster() {
+        let mut listed: HashMap<String, String> = registry
+            .and_then(|registry| registry.held.as_ref())
+            .map(|held| held.snapshot().into_iter().collect())
+            .unwrap_or_default();
+        let stored = shared
+            .query(redis::cmd("HGETALL").arg(shared.keys.registry(id)))
+            .await?;
+        let stored = redis::from_redis_value::<HashMap<String, String>>(stored.clone())
+            .map_err(|_| unexpected("HGETALL of a session registry", &stored))?;
+        listed.extend(stored);
+        let releases = listed.into_iter().map(|(key, value)| async move {
             let mut call = shared.script(&SCRIPTS.release);
             call.key(&key).arg(&value);
             let released = shared.eval(&call).await;
-            held.map().remove(&key);
+            if let Some(held) = registry.and_then(|registry| registry.held.as_ref()) {
+                held.map().remove(&key);
+            }
             released
         });
         // The session key goes even if a release failed (that entry then expires).
@@ -420,11 +489,12 @@ pub(crate) async fn revoke(
             .find_map(Result::err);
     }
     let mut call = shared.script(&SCRIPTS.revoke);
-    call.key(shared.keys.session(id));
-    if !shared.is_cluster() {
-        call.key(shared.keys.registry(id));
+    call.key(shared.keys.session(id))
+        .key(shared.keys.registry(id))
+        .arg(nonce.unwrap_or(""));
+    if shared.is_cluster() {
+        call.arg("cluster");
     }
-    call.arg(nonce.unwrap_or(""));
     shared.eval(&call).await?;
     tracing::debug!(session = id, "redis session revoked");
     failed.map_or(Ok(()), Err)

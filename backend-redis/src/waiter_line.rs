@@ -190,7 +190,11 @@ impl WaiterLine {
         if let Some(value) = value {
             call.arg(value.as_ref());
         }
-        let reply = self.shared.eval(&call).await?;
+        let reply = if how == How::Check {
+            self.shared.eval(&call).await?
+        } else {
+            hold.taking(&call, lease.ttl_ms()).await?
+        };
         let fields = array("fair_acquire", reply.clone())?;
         let number = |i: usize| match fields.get(i) {
             Some(field) => int("fair_acquire", field),

@@ -274,3 +274,29 @@ async fn what_spans_two_slots_is_declared_and_refused() {
     guard.unlock().await.unwrap();
     session.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_revoke_from_another_client_frees_every_slot_at_once() {
+    let Some(url) = cluster_url() else { return };
+    let url = own_namespace(&url, "revoke");
+    let owner = distsync_redis::backend(&url).await.unwrap();
+    let other = distsync_redis::backend(&url).await.unwrap();
+    let session = owner
+        .session(SessionOptions::with_ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let guards = lock_all(&owner, &session).await;
+    let keys: Vec<String> = guards.iter().map(|g| g.key().to_owned()).collect();
+    // The other client knows only the session's id: the store's registry lists the
+    // holds, which live in other slots than the session key.
+    other.revoke_session(session.id()).await.unwrap();
+    let mut conn = raw(&url).await;
+    for key in &keys {
+        assert!(!exists(&mut conn, key).await, "{key} outlived the revoke");
+    }
+    assert!(all_free(&other).await);
+    tokio::time::timeout(Duration::from_secs(10), session.lost())
+        .await
+        .expect("the owner learns of the revoke");
+    drop(guards);
+}
