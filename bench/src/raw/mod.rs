@@ -13,6 +13,9 @@
 //! distsync takes there (etcd: a watch on the held key; Redis: subscribing to a
 //! wake-up channel per acquire; PostgreSQL: bumping a fencing counter row in the
 //! granting statement), so the report can show where the library's overhead goes.
+//! Redis has a second one: the raw cycle through distsync's own grant and release
+//! scripts, without the library ([`redis_scripts`]), which splits its overhead into
+//! the scripts' and the client's.
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -20,6 +23,8 @@ pub mod etcd;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redis_scripts;
 
 use crate::cycle::{Cycler, Unavailable};
 use crate::target::Target;
@@ -42,6 +47,7 @@ pub async fn contenders(
         BackendKind::Redis => vec![
             redis::RawRedis::start(&target.url, name, false).await,
             redis::RawRedis::start(&target.url, &format!("{name}/subscribed"), true).await,
+            redis_scripts::RawRedisScripts::start(&target.url, &format!("{name}/scripts")).await,
         ],
         #[cfg(feature = "postgres")]
         BackendKind::Postgres => vec![
