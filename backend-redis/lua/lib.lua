@@ -16,7 +16,9 @@ end
 -- restart that lost it (no persistence, or a failover to a replica that had not seen
 -- the last increments): fencing tokens and election change numbers. A counter that
 -- does not exist (never used, expired while idle, or lost) is first set to the
--- server's clock in microseconds since the Unix epoch (TIME), then incremented. So a
+-- server's clock in microseconds since the Unix epoch (TIME), then incremented (it is
+-- incremented first, and seeded when that made it 1: one call, not two, when it
+-- exists; a counter found at 0 is seeded too, which only moves it forward). So a
 -- counter recreated at time T starts above every value it gave before, provided
 --   * it was incremented less than once per microsecond on average since it was last
 --     seeded (a lock grant takes a release and an acquire, each a script run: far
@@ -26,11 +28,13 @@ end
 -- Values stay below 2^53 (until the year 2255), so Lua's numbers hold them exactly;
 -- they are passed on as decimal strings.
 local function counter_next(key)
-  if redis.call('EXISTS', key) == 0 then
+  local n = redis.call('INCR', key)
+  if n == 1 then
     local t = redis.call('TIME')
     redis.call('SET', key, t[1] .. string.format('%06d', tonumber(t[2])))
+    n = redis.call('INCR', key)
   end
-  return redis.call('INCR', key)
+  return n
 end
 
 -- How long the counters of a waiter line outlive its last entry (ms): an unused name

@@ -10,12 +10,14 @@ local p, kind, id = string.match(ekey, '^(.*}:(%a+)):e:(.+)$')
 if kind == 'lock' or kind == 'rw' then
   local line = redis.call('ZRANGE', p .. ':q', 0, 1)
   if #line == 1 and line[1] == id then
+    -- One DEL for the entry (when still ours), the line and its grants.
     local mine = 0
     if redis.call('GET', ekey) == val then
-      redis.call('DEL', ekey)
       mine = 1
+      redis.call('DEL', ekey, p .. ':q', p .. ':g')
+    else
+      redis.call('DEL', p .. ':q', p .. ':g')
     end
-    redis.call('DEL', p .. ':q', p .. ':g')
     -- Counters without a TTL (set by a contended grant or join) get the idle one;
     -- one that has it keeps it (see fair_acquire.lua), so this writes nothing more.
     for _, counter in ipairs({p .. ':fence', p .. ':seq'}) do
