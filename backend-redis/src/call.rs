@@ -169,15 +169,21 @@ async fn run(
         .unwrap_or(u64::MAX)
         .max(1);
     let mut pipeline = redis::pipe();
-    pipeline
-        .ignore_errors()
-        .add_command(command.clone())
-        .cmd("PUBLISH")
-        .arg(&ack.channel)
-        .arg("")
-        .cmd("WAIT")
-        .arg(ack.replicas)
-        .arg(timeout_ms);
+    pipeline.ignore_errors().add_command(command.clone());
+    match (&*conn, key) {
+        // Under Cluster `PUBLISH` goes over the cluster bus, not the replication
+        // stream, so it would not make the connection's last write come after the
+        // call: a write in the call's own slot does (`{<hash tag>}:ack`, which no
+        // primitive's key is, gone after a second).
+        (Connection::Cluster(_), Some(key)) => pipeline
+            .cmd("SET")
+            .arg(ack_key(key))
+            .arg("")
+            .arg("PX")
+            .arg(1000),
+        _ => pipeline.cmd("PUBLISH").arg(&ack.channel).arg(""),
+    };
+    pipeline.cmd("WAIT").arg(ack.replicas).arg(timeout_ms);
     let replies = match (conn, key) {
         (Connection::Cluster(cluster), Some(key)) => {
             let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
@@ -213,6 +219,23 @@ async fn run(
     Ok((value, Some(acknowledged)))
 }
 
+/// The key whose write precedes `WAIT` under Cluster: `{<hash tag of key>}:ack`, in
+/// `key`'s slot (the whole key is the tag of a key without one).
+fn ack_key(key: &[u8]) -> Vec<u8> {
+    let tag = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    [b"{".as_slice(), tag, b"}:ack"].concat()
+}
+
 fn not_acknowledged(ack: &Ack, acknowledged: i64) -> Error {
     Error::connection(
         BACKEND,
@@ -228,6 +251,20 @@ fn not_acknowledged(ack: &Ack, acknowledged: i64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cluster_ack_key_shares_the_calls_slot() {
+        assert_eq!(ack_key(b"{ns:jobs}:lock:e:1.0"), b"{ns:jobs}:ack");
+        assert_eq!(ack_key(b"{ns:session:7}"), b"{ns:session:7}:ack");
+        assert_eq!(ack_key(b"plain"), b"{plain}:ack");
+        assert_eq!(ack_key(b"{}x"), b"{{}x}:ack");
+        for key in [&b"{ns:jobs}:lock:e:1.0"[..], b"{ns:session:7}"] {
+            assert_eq!(
+                redis::cluster_routing::Slot::for_key(key),
+                redis::cluster_routing::Slot::for_key(ack_key(key))
+            );
+        }
+    }
 
     #[test]
     fn no_acknowledgement_asked_for_zero_replicas() {

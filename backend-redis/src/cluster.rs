@@ -83,6 +83,7 @@ impl ClusterNodes {
                 login
                     .clone()
                     .set_addr(ConnectionAddr::Tcp(host.clone(), *port))
+                    .set_tcp_settings(crate::options::tcp_settings())
             })
             .collect();
         let nodes = infos
@@ -100,6 +101,7 @@ impl ClusterNodes {
             })
             .collect();
         let mut builder = ClusterClient::builder(infos)
+            .tcp_settings(crate::options::tcp_settings())
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.request_timeout);
         if !nat_map.is_empty() {
