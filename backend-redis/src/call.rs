@@ -13,8 +13,9 @@
 //! the script is followed, in one pipeline on the same connection, by a `PUBLISH` on
 //! a channel nobody listens to and `WAIT N T`. `WAIT` counts the replicas that have
 //! acknowledged this connection's last write, and the `PUBLISH` (replicated like any
-//! write) makes that last write come after the script and after every write other
-//! clients made before it: so a re-check that only reads a grant another client's
+//! write; under Redis Cluster, where `PUBLISH` goes over the cluster bus instead, a
+//! `SET` of `{<hash tag>}:ack` in the call's slot) makes that last write come after the
+//! script and after every write other clients made before it: so a re-check that only reads a grant another client's
 //! release script made is acknowledged only once that grant is on the replicas too.
 //! Fewer than `N` acknowledgements make the run fail with a transient
 //! [`Error::Connection`] *after* the script took effect on the primary: the caller
