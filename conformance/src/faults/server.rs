@@ -378,8 +378,6 @@ pub(crate) fn etcd_endpoints(url: &str) -> Result<Vec<String>> {
     Ok(endpoints)
 }
 
-/// For `redis-cli -u`: the URL without its query, and the key namespace
-/// (`?namespace=`, by default `distsync:`).
 /// Deletes the key of Redis session `session` under `namespace` with `redis-cli`
 /// (`tool`) reaching the store through `target` (`-u URL`, or `-c -h HOST -p PORT` on
 /// a cluster, which follows redirections).
@@ -389,16 +387,8 @@ pub(super) async fn delete_redis_session(
     namespace: &str,
     session: SessionId,
 ) -> Result<String> {
-    let key = format!("{{{namespace}session:{}}}", session.0);
-    let mut args = target.to_vec();
-    args.extend(["DEL", key.as_str()]);
-    let out = run(tool, args, &[]).await?;
-    if out.stdout.trim() != "1" {
-        return Err(hook_error(
-            format!("redis-cli DEL {key}"),
-            format!("answered {:?}, not 1: no such session", out.stdout.trim()),
-        ));
-    }
+    let key = session_key(namespace, session);
+    redis_cli(tool, target, &["DEL", &key], "1").await?;
     Ok(format!("session key {key} deleted by `redis-cli DEL`"))
 }
 
@@ -411,27 +401,38 @@ pub(super) async fn take_over_redis_session(
     namespace: &str,
     session: SessionId,
 ) -> Result<String> {
-    let key = format!("{{{namespace}session:{}}}", session.0);
-    let mut args = target.to_vec();
-    args.extend([
-        "SET",
-        key.as_str(),
-        "taken-over-by-another-session",
-        "PX",
-        "120000",
-    ]);
-    let out = run(tool, args, &[]).await?;
-    if out.stdout.trim() != "OK" {
-        return Err(hook_error(
-            format!("redis-cli SET {key}"),
-            format!("answered {:?}, not OK", out.stdout.trim()),
-        ));
-    }
+    let key = session_key(namespace, session);
+    let set = ["SET", &key, "taken-over-by-another-session", "PX", "120000"];
+    redis_cli(tool, target, &set, "OK").await?;
     Ok(format!(
         "session key {key} overwritten by another owner's (`redis-cli SET ... PX 120000`)"
     ))
 }
 
+/// The key of Redis session `session` under `namespace`.
+fn session_key(namespace: &str, session: SessionId) -> String {
+    format!("{{{namespace}session:{}}}", session.0)
+}
+
+/// Runs `redis-cli <target> <command>`, which must answer `expected`.
+async fn redis_cli(
+    tool: &std::path::Path,
+    target: &[&str],
+    command: &[&str],
+    expected: &str,
+) -> Result<()> {
+    let out = run(tool, target.iter().chain(command), &[]).await?;
+    if out.stdout.trim() != expected {
+        return Err(hook_error(
+            format!("redis-cli {}", command[..2.min(command.len())].join(" ")),
+            format!("answered {:?}, not {expected}", out.stdout.trim()),
+        ));
+    }
+    Ok(())
+}
+
+/// For `redis-cli -u`: the URL without its query, and the key namespace
+/// (`?namespace=`, by default `distsync:`).
 fn redis_target(url: &str) -> Result<(String, String)> {
     let mut parsed = url::Url::parse(url).map_err(|error| Error::InvalidUrl {
         url: distsync_core::redact_url(url),
