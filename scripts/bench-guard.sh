@@ -9,8 +9,10 @@
 # the ratio it fails above, verdict) and exits 1 when a ratio is worse than its
 # baseline by more than max(3 x noise, 20 % of the baseline), noise being the robust
 # spread of the rounds' ratios (the larger of this run's and the baseline's, whose
-# noise also covers the spread between the runs that wrote it); a ratio in the
-# baseline that could not be measured also fails. Exit 2: the baseline is missing or
+# noise also covers the spread between the runs that wrote it), and again when the
+# backends with a regressed ratio are measured a second time (noise seldom shows
+# twice, a regression does); a ratio in the baseline that could not be measured also
+# fails. Exit 2: the baseline is missing or
 # unreadable, or no backend was selected.
 #
 #   scripts/bench-guard.sh                          compare with bench/baseline.json

@@ -19,7 +19,9 @@
 //! ratio above 1 means distsync is the slower one, so higher is worse. A ratio fails
 //! when it exceeds its baseline by more than `max(3 × noise, 20 % of the baseline)`,
 //! where noise is the larger of this run's and the baseline's ([`allowance`],
-//! [`judge`]): a failing CI blocks every change, so it must not fail on noise. A ratio
+//! [`judge`]): a failing CI blocks every change, so it must not fail on noise. A
+//! regression must also show twice: the backends with a regressed ratio are measured
+//! once more, and only a ratio that regresses again fails ([`confirm`]). A ratio
 //! that could not be measured (its backend unreachable, a contender erroring) also
 //! fails; a ratio without a baseline is reported as new and passes.
 //!
@@ -377,6 +379,8 @@ pub struct Row {
     pub fails_above: Option<f64>,
     /// The verdict.
     pub verdict: Verdict,
+    /// Whether the figures are a second run's, taken because the first regressed.
+    pub second_run: bool,
 }
 
 /// Compares a run's outcomes with `baseline`: a row per measured ratio and per
@@ -403,6 +407,7 @@ pub fn compare(baseline: &Baseline, outcomes: &[BackendOutcome]) -> Vec<Row> {
                 baseline: expected.map(|entry| entry.ratio),
                 fails_above,
                 verdict,
+                second_run: false,
             });
         }
         for entry in baseline
@@ -428,6 +433,7 @@ pub fn compare(baseline: &Baseline, outcomes: &[BackendOutcome]) -> Vec<Row> {
                 baseline: Some(entry.ratio),
                 fails_above: None,
                 verdict: Verdict::Unmeasured(reason),
+                second_run: false,
             });
         }
     }
@@ -454,7 +460,11 @@ pub fn table(rows: &[Row]) -> String {
                 m.noise, m.rounds
             )),
             figure(row.fails_above),
-            row.verdict,
+            if row.second_run {
+                format!("{} (second run)", row.verdict)
+            } else {
+                row.verdict.to_string()
+            },
         );
     }
     out
@@ -494,16 +504,38 @@ pub async fn run(args: &Args) -> Result<GuardRun, String> {
     if outcomes.is_empty() {
         return Err("no backend selected: the guard measures etcd, redis and postgres".into());
     }
-    let rows = compare(&baseline, &outcomes);
+    let mut rows = compare(&baseline, &outcomes);
+    let mut timing = timings(&outcomes);
+    // A regression must show twice: the backends with a regressed ratio are measured
+    // once more, and only what regresses again fails.
+    let mut regressed: Vec<BackendKind> = outcomes
+        .iter()
+        .map(|outcome| outcome.kind)
+        .filter(|kind| {
+            rows.iter()
+                .any(|row| row.backend == kind.as_str() && row.verdict == Verdict::Regressed)
+        })
+        .collect();
+    regressed.dedup();
+    if !regressed.is_empty() {
+        let again_args = Args {
+            backends: regressed,
+            ..args.clone()
+        };
+        let again = measure_all(&again_args, &plan, &format!("{run_id}/again")).await;
+        let _ = write!(timing, "; second run: {}", timings(&again));
+        rows = confirm(rows, compare(&baseline, &again));
+    }
     let failed = rows.iter().filter(|row| row.verdict.fails()).count();
     let mut text = table(&rows);
     let _ = writeln!(
         text,
         "\nbench guard: {} ratios, {failed} failing, in {:.1} s ({}; baseline {} of {}, commit {}; \
-         a ratio fails above baseline + max({NOISE_FACTOR} × noise, {:.0} % of baseline))",
+         a ratio fails above baseline + max({NOISE_FACTOR} × noise, {:.0} % of baseline) in \
+         two runs)",
         rows.len(),
         started.elapsed().as_secs_f64(),
-        timings(&outcomes),
+        timing,
         path.display(),
         baseline.written,
         baseline.commit,
@@ -513,6 +545,34 @@ pub async fn run(args: &Args) -> Result<GuardRun, String> {
         text,
         passed: failed == 0,
     })
+}
+
+/// The rows of a first run, with each regressed one replaced by its second run's row
+/// (`second`, the same backends measured again): a regression stands only when the
+/// second run regresses too (or cannot measure the ratio).
+pub fn confirm(first: Vec<Row>, second: Vec<Row>) -> Vec<Row> {
+    first
+        .into_iter()
+        .map(|row| {
+            if row.verdict != Verdict::Regressed {
+                return row;
+            }
+            let again = second
+                .iter()
+                .find(|again| again.backend == row.backend && again.against == row.against);
+            match again {
+                Some(again) => Row {
+                    second_run: true,
+                    ..again.clone()
+                },
+                None => Row {
+                    second_run: true,
+                    verdict: Verdict::Unmeasured("not measured on the second run".into()),
+                    ..row
+                },
+            }
+        })
+        .collect()
 }
 
 fn timings(outcomes: &[BackendOutcome]) -> String {
@@ -617,6 +677,7 @@ async fn write_baseline(
             baseline: Some(entry.ratio),
             fails_above: Some(entry.ratio + allowance(entry.ratio, entry.noise)),
             verdict: Verdict::Written,
+            second_run: false,
         })
         .collect();
     text.push_str(&table(&rows));
@@ -854,6 +915,41 @@ mod tests {
             ),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_regression_stands_only_when_the_second_run_confirms_it() {
+        let row = |against: &str, verdict: Verdict| Row {
+            backend: "redis".into(),
+            against: against.into(),
+            measured: Some(measured(1.0, 0.01)),
+            baseline: Some(1.0),
+            fails_above: Some(1.2),
+            verdict,
+            second_run: false,
+        };
+        let first = vec![
+            row("raw", Verdict::Regressed),
+            row("rslock", Verdict::Regressed),
+            row("peer", Verdict::Ok),
+            row("gone", Verdict::Regressed),
+        ];
+        let second = vec![
+            row("raw", Verdict::Ok),
+            row("rslock", Verdict::Regressed),
+            row("peer", Verdict::Regressed),
+        ];
+        let rows = confirm(first, second);
+        let verdicts: Vec<(bool, bool)> = rows
+            .iter()
+            .map(|row| (row.verdict.fails(), row.second_run))
+            .collect();
+        assert_eq!(
+            verdicts,
+            vec![(false, true), (true, true), (false, false), (true, true)],
+            "noise once passes, twice fails; a first run that passed is kept"
+        );
+        assert!(table(&rows).contains("| ok (second run) |"));
     }
 
     #[test]

@@ -40,13 +40,15 @@ is above its committed baseline (`bench/baseline.json`, written on this machine 
 `scripts/bench-guard.sh --write-baseline`: the median of 5 runs, with the command and \
 commit; its noise also covers the spread between those runs) by more than max(3 × \
 noise, 20 % of the baseline), noise being the larger of the run's and the baseline's, \
-or when a baseline ratio could not be measured; it prints ratio, baseline, noise, the \
-ratio it fails above and the verdict. It measures the servers test-all started \
-(PostgreSQL there runs with fsync and synchronous_commit off, which is fine for a \
-ratio guard: it catches a change in distsync's statements or client work, though a \
-change that adds a durable commit weighs less there than at production settings, which \
-`scripts/bench.sh` measures). Only ratios within one run are compared, never absolute \
-times. Rewrite the baseline when distsync gets faster on purpose or a peer changes.
+in two runs (the backends with a regressed ratio are measured once more, and a ratio \
+that does not regress again passes), or when a baseline ratio could not be measured; \
+it prints ratio, baseline, noise, the ratio it fails above and the verdict. It \
+measures the servers test-all started (PostgreSQL there runs with fsync and \
+synchronous_commit off, which is fine for a ratio guard: it catches a change in \
+distsync's statements or client work, though a change that adds a durable commit \
+weighs less there than at production settings, which `scripts/bench.sh` measures). \
+Only ratios within one run are compared, never absolute times. Rewrite the baseline \
+when distsync gets faster on purpose or a peer changes.
 
 ";
 
