@@ -353,8 +353,9 @@ fn cycle_table(out: &mut String, report: &Report, plots: bool) {
          store and client crate; *vs distsync* is the row's p50 over distsync's (above 1: \
          distsync is faster). ops/s is for one client running cycles back to back. Rows in \
          italics are not locks of their own: the raw sequence plus one step distsync takes on \
-         that store (to show where its overhead goes), and the cost of merely spawning \
-         `etcdctl`.\n"
+         that store (to show where its overhead goes), on Redis the raw cycle through \
+         distsync's own grant and release scripts without the library (what the scripts cost \
+         against what the client adds), and the cost of merely spawning `etcdctl`.\n"
     );
     if plots {
         let _ = writeln!(
