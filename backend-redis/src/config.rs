@@ -431,6 +431,17 @@ impl RedisConfig {
         self.sentinel.as_ref()
     }
 
+    /// The connection info of the URL's server, with the backend's TCP settings
+    /// (`TCP_NODELAY`, see `crate::options::tcp_settings`).
+    fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        Ok(self
+            .connection
+            .as_str()
+            .into_connection_info()?
+            .set_tcp_settings(crate::options::tcp_settings()))
+    }
+
     /// Whether the URL names Redis Cluster nodes (`redis+cluster://`).
     pub fn is_cluster(&self) -> bool {
         self.cluster.is_some()
@@ -541,7 +552,7 @@ impl RedisConfig {
             )));
         }
         if !self.tls {
-            return redis::Client::open(self.connection.as_str()).map_err(invalid);
+            return redis::Client::open(self.connection_info().map_err(invalid)?).map_err(invalid);
         }
         #[cfg(feature = "tls")]
         {
@@ -559,7 +570,7 @@ impl RedisConfig {
                 None => None,
             };
             redis::Client::build_with_tls(
-                self.connection.as_str(),
+                self.connection_info().map_err(invalid)?,
                 redis::TlsCertificates {
                     client_tls,
                     root_cert,

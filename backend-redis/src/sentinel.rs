@@ -66,7 +66,8 @@ impl Sentinels {
         // The nodes' login and database, from the URL's redis:// form.
         let node = url.connection().into_connection_info().map_err(invalid)?;
         let node = SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(node.redis_settings().clone());
+            .set_redis_connection_info(node.redis_settings().clone())
+            .set_tcp_settings(crate::options::tcp_settings());
         let sentinels: Vec<String> = address
             .sentinels
             .iter()
