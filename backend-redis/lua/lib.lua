@@ -234,10 +234,23 @@ end
 --   p:dc        hash member -> how many times it was received (deliveries)
 --   p:waiters   sorted set of waiting consumer call ids by arrival
 --   p:wm:<cid>  a waiting consumer's marker (PX), p:w:<cid> its wake-up channel
+--   p:cx:<cid>  a cancelled call's tombstone (PX QUEUE_CANCELLED_MS): see queue_cancelled
 
 -- How old an at-most-once claim must be before it is put back (15 minutes: longer
 -- than any acknowledgement or put-back its owner may still be attempting).
 local QUEUE_STALE_MS = 900000
+
+-- Whether consumer call cid was cancelled (queue_cancel.lua left p:cx:<cid>): a pop or
+-- receive of that call that runs after its cancel (a request the client gave up on,
+-- sent again by a client library's retry after a reconnection, as redis-rs's cluster
+-- client does) must take nothing, since nobody would return or put back what it took.
+-- The tombstone lasts QUEUE_CANCELLED_MS, longer than such a retry can come (redis-rs
+-- retries within seconds); a claim made later still is put back by the stale sweep.
+local QUEUE_CANCELLED_MS = 120000
+
+local function queue_cancelled(p, cid)
+  return redis.call('EXISTS', p .. ':cx:' .. cid) == 1
+end
 
 -- Wakes the longest-waiting live consumer, if any.
 local function queue_wake(p)

@@ -1,8 +1,9 @@
 -- Undoes a cancelled dequeue or receive call: puts back an item it popped or held but
 -- never returned (at its place: same priority, same arrival number; a held item's
 -- delivery is not counted), withdraws it as a waiter, and passes on a wake-up it may
--- have consumed. ARGV: channel prefix, p, call id, the session registry of a receive
--- call (or ""). Returns 1 if an item was put back.
+-- have consumed, and leaves a tombstone so that the call takes nothing afterwards
+-- (queue_cancelled in lib.lua). ARGV: channel prefix, p, call id, the session registry
+-- of a receive call (or ""). Returns 1 if an item was put back.
 local p, cid, reg = ARGV[2], ARGV[3], ARGV[4]
 local back = 0
 local popped = redis.call('HGET', p .. ':inflight', cid)
@@ -29,6 +30,8 @@ if held then
 end
 redis.call('DEL', p .. ':wm:' .. cid)
 redis.call('ZREM', p .. ':waiters', cid)
+-- The call takes nothing from now on, should a copy of its pop or receive still come.
+redis.call('SET', p .. ':cx:' .. cid, '1', 'PX', QUEUE_CANCELLED_MS)
 if redis.call('ZCARD', p .. ':items') > 0 then
   queue_wake(p)
 end

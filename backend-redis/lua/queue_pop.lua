@@ -11,6 +11,9 @@ if held then
   -- A retry of a call whose reply was lost: the same item again.
   return {1, string.sub(held, 22)}
 end
+if queue_cancelled(p, cid) then
+  return {0, -1}
+end
 local soonest = queue_sweep(p)
 local top = redis.call('ZPOPMIN', items)
 if #top > 0 then

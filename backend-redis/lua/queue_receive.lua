@@ -18,6 +18,9 @@ if rec and redis.call('GET', ekey) == val then
   local n = tonumber(redis.call('HGET', p .. ':dc', member)) or 1
   return {1, string.sub(member, 17), n - 1, rec}
 end
+if queue_cancelled(p, cid) then
+  return {0, -1}
+end
 local left = session_left(skey, ARGV[6], ARGV[7])
 if not left then
   return {-1}

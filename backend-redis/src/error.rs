@@ -49,7 +49,12 @@ fn unavailable(error: &RedisError) -> bool {
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::ReadOnly
-        )
+                // A Redis Cluster whose slots are moving (a failover, a resharding)
+                // after the cluster client's own redirections ran out, or with no
+                // connection to the node of a slot yet: retried like a lost connection.
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+        ) | ErrorKind::ClusterConnectionNotFound
     ) || matches!(error.code(), Some("BUSY" | "OOM"))
 }
 
