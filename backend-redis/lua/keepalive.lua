@@ -43,7 +43,7 @@ for i = 1, #held, 2 do
   redis.call('PEXPIRE', held[i], ARGV[2])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if reg then
+if reg and (#held > 0 or not own) then
   redis.call('PEXPIRE', reg, ARGV[2])
 end
 return 1

@@ -294,14 +294,14 @@ impl RedisLease {
     /// hold; under Cluster, the client's own bound on what is left of `session` (ms):
     /// its client-side deadline plus the margin, which is never later than the
     /// session key's expiry (0 once lost).
-    pub(crate) fn session_check(&self, session: &Session) -> String {
+    pub(crate) fn session_check(&self, session: &Session) -> std::borrow::Cow<'_, str> {
         if self.registry.held.is_none() {
-            return self.nonce.clone();
+            return std::borrow::Cow::Borrowed(&self.nonce);
         }
         let left = session.valid_until().map_or(Duration::ZERO, |until| {
             until.saturating_duration_since(std::time::Instant::now()) + self.margin
         });
-        left.as_millis().to_string()
+        std::borrow::Cow::Owned(left.as_millis().to_string())
     }
 
     /// The TTL in milliseconds, the PX of every held key.

@@ -37,15 +37,13 @@ pub(crate) struct Shared {
     pub(crate) store: String,
     instance: u64,
     calls: AtomicU64,
-    /// Whether the store is a Redis Cluster (see [`crate::cluster`]).
-    cluster: bool,
 }
 
 impl Shared {
     /// Whether the store is a Redis Cluster: no script may touch two hash slots (see
     /// [`crate::cluster`]).
     pub(crate) fn is_cluster(&self) -> bool {
-        self.cluster
+        matches!(self.conn, Connection::Cluster(_))
     }
 
     /// The key prefix of this store.
@@ -216,9 +214,7 @@ impl Shared {
             options.wait_timeout,
             format!("{}{{{}wait", keys.channel_prefix(), options.namespace),
         );
-        let cluster = matches!(target, Target::Cluster(_));
         let shared = Self {
-            cluster,
             conn,
             ack,
             notifier: Notifier::start(target, options.connect_timeout),
