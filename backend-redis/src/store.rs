@@ -46,6 +46,13 @@ impl Shared {
         matches!(self.conn, Connection::Cluster(_))
     }
 
+    /// Whether every script run waits for replica acknowledgement (`wait_replicas`):
+    /// then a grant only counts once a run on the caller's own connection has been
+    /// acknowledged, so a waiter re-checks rather than trusting a wake-up's token.
+    pub(crate) fn acknowledges(&self) -> bool {
+        self.ack.is_some()
+    }
+
     /// The key prefix of this store.
     pub(crate) fn namespace(&self) -> &str {
         &self.namespace

@@ -36,7 +36,10 @@
 //!    costs one round trip and no polling. Every wake-up published after the
 //!    confirmation is delivered.
 //! 4. It waits for a wake-up (or the safety net below, or the pub/sub connection's
-//!    resync after a reconnect) and re-checks; repeat until granted.
+//!    resync after a reconnect) and re-checks; repeat until granted. A wake-up is the
+//!    grant itself (it carries the token), so a waiter that reads one holds without
+//!    re-checking; only under replica acknowledgement (`wait_replicas`), where a grant
+//!    counts once acknowledged, does the wake-up lead to a re-check instead.
 //!
 //! A dropped acquisition withdraws its entry in the background (releasing it if it
 //! was granted meanwhile); should that fail, the entry expires with its session's TTL.
@@ -56,6 +59,7 @@ use distsync_core::{Error, FencingToken, Name, ReleaseFn, Result, Session};
 use crate::error::{array, int, unexpected};
 use crate::hold::{Cleanup, Hold};
 use crate::keys::Kind;
+use crate::notify::Event;
 use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
@@ -297,9 +301,41 @@ impl WaiterLine {
             tokio::select! {
                 biased;
                 () = self.session.lost() => return Err(Error::SessionLost),
-                event = wake.recv() => { event?; wake.drain(); }
+                event = wake.recv() => {
+                    if let Some(token) = self.granted_by(&event?) {
+                        cleanup.disarm();
+                        return Ok(Granted { hold, token });
+                    }
+                    wake.drain();
+                }
                 () = tokio::time::sleep(delay) => {}
             }
+        }
+    }
+
+    /// The grant a wake-up announces, when it may be acted on without a re-check.
+    ///
+    /// The script that grants an entry publishes its token on the entry's own channel
+    /// (`p:w:<id>`, the id unique to this acquisition) in the same run, and publishes
+    /// there for nothing else; so a message is the grant itself, and the waiter holds
+    /// from the moment it reads it, one round trip sooner than a re-check would tell
+    /// it. Whether the entry outlives the grant is what every hold's renewals watch
+    /// (`lost()`), as after any grant. Not under replica acknowledgement
+    /// (`wait_replicas`): there a grant counts once a run on this client's connection
+    /// has been acknowledged, which the re-check provides, so a wake-up only prompts
+    /// it. A resync (the pub/sub connection came back) or an unreadable message also
+    /// only prompts a re-check.
+    fn granted_by(&self, event: &Event) -> Option<FencingToken> {
+        if self.shared.acknowledges() {
+            return None;
+        }
+        match event {
+            Event::Message(payload) => std::str::from_utf8(payload)
+                .ok()?
+                .parse()
+                .ok()
+                .map(FencingToken),
+            Event::Resync => None,
         }
     }
 

@@ -26,7 +26,7 @@ use crate::token::FencingToken;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at};
-use super::wait::{next_event, patiently, read, wait_deletes};
+use super::wait::{next_event, patiently, read, wait_turn};
 
 /// An [`Election`] over a [`Kv`] store.
 pub(crate) struct KvElection {
@@ -168,14 +168,9 @@ impl Election for KvElection {
         };
         let term = proclaim.term;
         // Errors (and a lost session) leave `cleanup` armed: the candidacy is withdrawn.
-        wait_deletes(kv, &self.prefix, term - 1, Some(lost)).await?;
-        let mine = read(kv, Range::key(&self.key), Some(lost)).await?;
-        match mine.kvs.first() {
-            Some(found) if found.create_revision == term => {}
-            _ => {
-                cleanup.disarm();
-                return Err(Error::SessionLost);
-            }
+        if !wait_turn(kv, &self.prefix, &self.key, term, Some(lost)).await? {
+            cleanup.disarm();
+            return Err(Error::SessionLost);
         }
         let gate = cleanup.disarm();
         let held = HeldKey {

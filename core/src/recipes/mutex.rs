@@ -22,7 +22,7 @@ use crate::session::Session;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at};
-use super::wait::{read, wait_deletes};
+use super::wait::wait_turn;
 
 /// A [`Locker`] over a [`Kv`] store.
 pub(crate) struct KvMutex {
@@ -113,14 +113,9 @@ impl KvMutex {
                 return Ok(None);
             }
             // Errors (and a lost session) leave `cleanup` armed: the key is removed.
-            wait_deletes(kv, &self.prefix, my_revision - 1, Some(lost)).await?;
-            let mine = read(kv, Range::key(&self.key), Some(lost)).await?;
-            match mine.kvs.first() {
-                Some(found) if found.create_revision == my_revision => {}
-                _ => {
-                    cleanup.disarm();
-                    return Err(Error::SessionLost);
-                }
+            if !wait_turn(kv, &self.prefix, &self.key, my_revision, Some(lost)).await? {
+                cleanup.disarm();
+                return Err(Error::SessionLost);
             }
         }
         let gate = cleanup.disarm();

@@ -21,7 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::kv::{EventKind, Kv, Range, RangeResponse, Revision, WatchEvent, WatchResponse};
+use crate::kv::{
+    EventKind, Kv, Range, RangeResponse, Revision, SortOrder, SortTarget, WatchEvent, WatchResponse,
+};
 
 use super::retry::{retry_transient, GaveUp};
 
@@ -141,27 +143,41 @@ pub(crate) async fn wait_delete(
     }
 }
 
-/// Waits until no key under `prefix` created at or before `max_create_revision` is
-/// left (Go's `waitDeletes`): each time, waits for the deletion of the last-created
-/// one only, so a waiter is woken by its direct predecessor alone.
-pub(crate) async fn wait_deletes(
+/// Waits for the turn of `key`, created under `prefix` at `create_revision`: until no
+/// key under `prefix` created before it is left (Go's `waitDeletes`, which waits for the
+/// deletion of the last-created one only, so a waiter is woken by its direct
+/// predecessor alone), then checks that `key` itself is still there, as Go does after
+/// `waitDeletes`. Returns `false` when `key` is gone (its lease expired or was revoked)
+/// or was created again.
+///
+/// Each look is one read: the two keys created last up to `create_revision`, newest
+/// first, which are `key` itself and its predecessor, if any. So a waiter woken by its
+/// predecessor's deletion holds after that one read, where `waitDeletes` and the check
+/// took two.
+pub(crate) async fn wait_turn(
     kv: &dyn Kv,
     prefix: &str,
-    max_create_revision: Revision,
+    key: &str,
+    create_revision: Revision,
     lost: Option<&CancellationToken>,
-) -> Result<()> {
+) -> Result<bool> {
     loop {
         let range = Range::prefix(prefix)
-            .last_create()
-            .max_create_revision(max_create_revision);
+            .sorted(SortTarget::CreateRevision, SortOrder::Descend, 2)
+            .max_create_revision(create_revision);
         let response = read(kv, range, lost).await?;
-        let Some(last) = response.kvs.into_iter().next() else {
-            return Ok(());
+        let mut newest = response.kvs.into_iter();
+        match newest.next() {
+            Some(own) if own.key == key && own.create_revision == create_revision => {}
+            _ => return Ok(false),
+        }
+        let Some(before) = newest.next() else {
+            return Ok(true);
         };
         wait_delete(
             kv,
-            &last.key,
-            last.create_revision,
+            &before.key,
+            before.create_revision,
             response.revision + 1,
             lost,
         )
