@@ -228,6 +228,7 @@ pub use crate::options::{
     RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
 };
 pub use crate::queue::STALE_CLAIM;
+pub use crate::scripts::script_source;
 
 /// Re-export of the client crate, for [`RedisBackend::from_client`].
 pub use redis;

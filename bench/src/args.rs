@@ -20,8 +20,9 @@ pub enum Case {
     Queue,
     /// STM bank transfers.
     Stm,
-    /// PostgreSQL at scale: 10,000 locks held and 1,000 waiting from one process
-    /// (connections, client memory, time to acquire, hand-off up to 1,000 waiters).
+    /// At scale, every backend: up to 10,000 locks held and 1,000 waiting from one
+    /// process (time to acquire, store connections, keepalive requests/s, client
+    /// memory against the number of holds, hand-off up to 1,000 waiters).
     Scale,
 }
 
@@ -93,9 +94,18 @@ pub struct Args {
     /// Time cap of one measurement, in seconds.
     #[arg(long)]
     pub case_secs: Option<u64>,
-    /// Scale case (PostgreSQL): locks held at once, one per session.
+    /// Scale case: locks held at once at the largest step, one per session (the
+    /// steps are a hundredth, a tenth and all of it, unless `--scale-sizes` says).
     #[arg(long)]
     pub scale_holds: Option<usize>,
+    /// Scale case: the numbers of holds measured, comma-separated, grown in turn
+    /// (the largest is `--scale-holds`).
+    #[arg(long, value_delimiter = ',')]
+    pub scale_sizes: Vec<usize>,
+    /// Scale case: the sessions' TTL in seconds; a keepalive window lasts a third of
+    /// it (one renewal interval) at every step [default: 15; `--quick`: 3].
+    #[arg(long)]
+    pub scale_ttl_secs: Option<u64>,
     /// Scale case: sessions waiting, each on one of the held locks.
     #[arg(long)]
     pub scale_waiting: Option<usize>,
@@ -164,8 +174,13 @@ pub struct Plan {
     pub clients: Vec<usize>,
     /// Transfers per STM run.
     pub stm_transfers: usize,
-    /// Scale case: locks held at once.
+    /// Scale case: locks held at once at the largest step.
     pub scale_holds: usize,
+    /// Scale case: the numbers of holds measured in turn (ascending; the last is
+    /// `scale_holds`).
+    pub scale_sizes: Vec<usize>,
+    /// Scale case: the sessions' TTL.
+    pub scale_ttl: Duration,
     /// Scale case: sessions waiting on held locks.
     pub scale_waiting: usize,
     /// Scale case: hand-off waiter counts, measured with the locks held.
@@ -212,6 +227,19 @@ impl Plan {
         };
         scale_handoff_waiters.sort_unstable();
         scale_handoff_waiters.dedup();
+        let scale_holds = match args.scale_sizes.iter().max() {
+            Some(&largest) if args.scale_holds.is_none() => largest.max(1),
+            _ => pick(args.scale_holds, 10_000, 200),
+        };
+        let mut scale_sizes: Vec<usize> = if args.scale_sizes.is_empty() {
+            vec![scale_holds / 100, scale_holds / 10, scale_holds]
+        } else {
+            args.scale_sizes.clone()
+        };
+        scale_sizes.retain(|&size| size >= 1 && size <= scale_holds);
+        scale_sizes.push(scale_holds);
+        scale_sizes.sort_unstable();
+        scale_sizes.dedup();
         Self {
             cases,
             peers: !args.no_peers,
@@ -226,7 +254,13 @@ impl Plan {
             queue_items: pick(args.queue_items, 1000, 16),
             clients: vec![1, 8],
             stm_transfers: pick(args.stm_transfers, 500, 16),
-            scale_holds: pick(args.scale_holds, 10_000, 200),
+            scale_holds,
+            scale_sizes,
+            scale_ttl: Duration::from_secs(
+                args.scale_ttl_secs
+                    .unwrap_or(if quick { 3 } else { 15 })
+                    .max(1),
+            ),
             scale_waiting: pick(args.scale_waiting, 1_000, 20),
             scale_handoff_waiters,
             case_time: Duration::from_secs(args.case_secs.unwrap_or(if quick { 10 } else { 20 })),
@@ -261,5 +295,30 @@ mod tests {
         assert_eq!(full.cases, vec![Case::Cycle, Case::Stm]);
         assert_eq!(full.waiters, vec![1, 100]);
         assert!(full.cycles > plan.cycles);
+    }
+
+    #[test]
+    fn scale_sizes_grow_to_the_holds() {
+        let quick = Plan::from_args(&Args::parse_from(["distsync-bench", "--quick"]));
+        assert_eq!(quick.scale_sizes, vec![2, 20, 200]);
+        assert_eq!(quick.scale_holds, 200);
+        let full = Plan::from_args(&Args::parse_from(["distsync-bench"]));
+        assert_eq!(full.scale_sizes, vec![100, 1_000, 10_000]);
+        assert_eq!(full.scale_ttl, Duration::from_secs(15));
+        let given = Plan::from_args(&Args::parse_from([
+            "distsync-bench",
+            "--scale-sizes",
+            "500,50,0",
+        ]));
+        assert_eq!(given.scale_sizes, vec![50, 500]);
+        assert_eq!(given.scale_holds, 500);
+        let capped = Plan::from_args(&Args::parse_from([
+            "distsync-bench",
+            "--scale-holds",
+            "300",
+            "--scale-sizes",
+            "10,1000",
+        ]));
+        assert_eq!(capped.scale_sizes, vec![10, 300]);
     }
 }

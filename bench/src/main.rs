@@ -67,6 +67,9 @@ fn write(out: &Path, report: &run::Report) -> std::io::Result<()> {
     std::fs::create_dir_all(&plots)?;
     std::fs::write(out.join(report::CYCLE_SVG), plot::cycle_svg(report))?;
     std::fs::write(out.join(report::HANDOFF_SVG), plot::handoff_svg(report))?;
+    for (path, svg) in distsync_bench::scale::plots::svgs(report) {
+        std::fs::write(out.join(path), svg)?;
+    }
     let file = out.join("BENCHMARKS.md");
     let previous = std::fs::read_to_string(&file).unwrap_or_default();
     let markdown = report::markdown(report, report::analysis_of(&previous), true);

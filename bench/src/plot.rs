@@ -31,6 +31,11 @@ fn backend_color(kind: BackendKind) -> &'static str {
     }
 }
 
+/// The color of `kind` in every plot (for plots drawn outside this module).
+pub fn color_of(kind: BackendKind) -> &'static str {
+    backend_color(kind)
+}
+
 /// A generous average width of one character of 12 px text, for layout.
 const TEXT_WIDTH: f64 = 7.2;
 

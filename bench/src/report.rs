@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::cycle::{CycleResult, Role};
-use crate::run::Report;
+use crate::run::{BackendReport, Report};
 use crate::stats::{fmt_duration, fmt_rate, fmt_ratio, ratio, Summary};
 
 /// Marks the start of the hand-written analysis kept across runs.
@@ -18,6 +18,15 @@ pub const ANALYSIS_END: &str = "<!-- /analysis -->";
 pub const OVERHEAD_TARGET: f64 = 1.10;
 /// The herd target: hand-off p50 at the most waiters at most this times at 1 waiter.
 pub const HERD_TARGET: f64 = 2.0;
+/// The hand-off latency target: p50 with one waiter at most this, per backend (none
+/// for the in-process memory store).
+pub fn handoff_p50_target(kind: &str) -> Option<Duration> {
+    match kind {
+        "etcd" => Some(Duration::from_millis(2)),
+        "redis" | "postgres" => Some(Duration::from_micros(400)),
+        _ => None,
+    }
+}
 /// PostgreSQL with its production settings (fsync and synchronous_commit on): the lock
 /// cycle's p50 at most this times the raw advisory lock pair's.
 pub const DURABLE_POSTGRES_TARGET: f64 = 1.3;
@@ -290,6 +299,9 @@ fn targets(out: &mut String, report: &Report) {
         }
     }
     for backend in &report.backends {
+        handoff_targets(out, backend);
+    }
+    for backend in &report.backends {
         let Some(library) = p50(backend.cycle_row(Role::Library)) else {
             continue;
         };
@@ -327,6 +339,40 @@ fn targets(out: &mut String, report: &Report) {
         );
     }
     out.push('\n');
+}
+
+/// The hand-off rows of issue 18: p50 with one waiter under the backend's target, and
+/// p99 at the most waiters at most [`HERD_TARGET`] times p99 at one.
+fn handoff_targets(out: &mut String, backend: &BackendReport) {
+    let summaries: Vec<_> = backend
+        .handoff
+        .iter()
+        .filter_map(|result| Some((result.waiters, result.samples.summary()?)))
+        .collect();
+    let kind = backend.kind.as_str();
+    let one = summaries.iter().find(|(waiters, _)| *waiters == 1);
+    if let (Some(target), Some((_, one))) = (handoff_p50_target(kind), one) {
+        let _ = writeln!(
+            out,
+            "| hand-off p50 with one waiter ≤ {} | {kind} | {} | {} |",
+            fmt_duration(target),
+            fmt_duration(one.p50),
+            verdict(one.p50 <= target)
+        );
+    }
+    let most = summaries.iter().max_by_key(|(waiters, _)| *waiters);
+    if let (Some((_, one)), Some((high, top))) = (one, most) {
+        if *high > 1 {
+            let factor = ratio(top.p99, one.p99).unwrap_or(f64::INFINITY);
+            let _ = writeln!(
+                out,
+                "| hand-off p99 at {high} waiters ≤ {HERD_TARGET}× p99 at one | {kind} | {} vs {}: ×{factor:.2} | {} |",
+                fmt_duration(top.p99),
+                fmt_duration(one.p99),
+                verdict(factor <= HERD_TARGET)
+            );
+        }
+    }
 }
 
 fn verdict(met: bool) -> &'static str {

@@ -53,7 +53,7 @@ pub struct BackendReport {
     pub queue: Vec<QueueResult>,
     /// STM per worker count.
     pub stm: Vec<StmResult>,
-    /// PostgreSQL at scale (other backends: not run).
+    /// At scale: holds grown in steps, waiters, hand-offs with the holds held.
     pub scale: Option<ScaleResult>,
 }
 
@@ -212,11 +212,10 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
                 .push(stm::run(target, run_id, workers, plan).await);
         }
     }
-    #[cfg(feature = "postgres")]
-    if plan.runs(Case::Scale) && kind == BackendKind::Postgres {
+    if plan.runs(Case::Scale) {
         tracing::info!(
             backend = %kind,
-            holds = plan.scale_holds,
+            sizes = ?plan.scale_sizes,
             waiting = plan.scale_waiting,
             "scale"
         );

@@ -1,295 +1,407 @@
-//! PostgreSQL at scale (issue 13): from one process (one backend), 10,000 sessions
-//! each holding a lock of its own, and 1,000 more sessions waiting on 1,000 of those
-//! locks; then the contended hand-off at 1, 10, 100 and 1,000 waiters while the
-//! 10,000 holds stay held.
+//! At scale (issues 13 and 18), on every backend: from one process (one backend
+//! connection set), N sessions each holding a lock of its own, grown in steps (by
+//! default 100, 1,000 and 10,000 holds), then 1,000 more sessions waiting, one on each
+//! of 1,000 of those locks; then the contended hand-off at 1, 10, 100 and 1,000
+//! waiters on one lock while the holds stay held.
 //!
-//! Reported: the connections to the database (`SELECT count(*) FROM pg_stat_activity
-//! WHERE datname = current_database()`, before the backend connects, at the peak with
-//! everything held and waiting, and the most seen by a sampler during the hand-offs;
-//! the counting connection is left out), the server's `max_connections`, the client's
-//! resident memory (`VmRSS` of `/proc/self/status`) before and at the peak, the time
-//! to open the sessions and the time to acquire all the locks, and hand-off p50/p99
-//! per waiter count (measured as [`crate::handoff`] does, on this backend).
+//! At each step (the holds of the earlier steps still held) it records the time spent
+//! opening sessions and acquiring locks so far, the client's resident memory
+//! (`VmRSS`), the store connections from this process and the keepalive requests the
+//! store served during one renewal interval (`ttl / 3`) with nothing else running, so
+//! that every session renews once in the window. The sessions use the plan's scale TTL
+//! (`--scale-ttl-secs`, shorter than the 60 s default so that a window fits the run;
+//! the requests per session per renewal interval do not depend on it). How each store
+//! is read is in [`meter`]; the process figures come from [`procfs`].
 //!
-//! The backend is a fresh one (`distsync::connect`), so the figures are its own; other
-//! cases of the same run may still hold connections of their own when this one starts,
-//! which the "before" column shows.
+//! With everything held and waiting it records the connections and memory again; it
+//! then releases the contended locks and times until every waiter holds, and measures
+//! the hand-offs as [`crate::handoff`] does, sampling the connections meanwhile.
+//!
+//! [`report`] writes the section of `BENCHMARKS.md`, with the verdicts on growth
+//! computed from these figures, and [`plots`] the `docs/bench/scale-*.svg` plots.
+//!
+//! The coordinator is a fresh one (`distsync::connect`), so the figures are its own;
+//! other cases of the same run may still hold connections of their own when this one
+//! starts, which the "before" column shows.
 
-use std::time::Duration;
+mod meter;
+pub mod plots;
+pub mod procfs;
+pub mod report;
 
-use crate::handoff::HandoffResult;
-#[cfg(feature = "postgres")]
-pub use measure::run;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use distsync::{Coordinator, LockGuard, Session};
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::args::Plan;
+use crate::handoff::{self, HandoffResult};
+use crate::target::Target;
+use crate::Result;
+use meter::Meter;
+pub use procfs::rss_kb;
+
+/// Sessions opened, and locks acquired, at once while the holds are taken.
+const IN_FLIGHT: usize = 64;
+
+/// Time added to the hand-off cap per waiter in line (its unmeasured first turn).
+const HANDOFF_TIME_PER_WAITER: Duration = Duration::from_millis(40);
+
+/// Requests a store served in a window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Requests {
+    /// Requests counted.
+    pub count: u64,
+    /// The window's length.
+    pub window: Duration,
+}
+
+impl Requests {
+    /// Requests per second.
+    pub fn per_sec(&self) -> f64 {
+        self.count as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The figures after one step of growing the holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SizePoint {
+    /// Locks held (one per session), this step's and the earlier ones'.
+    pub holds: usize,
+    /// Time spent opening the `holds` sessions, over all steps so far.
+    pub open_sessions: Duration,
+    /// Time spent acquiring the `holds` locks, over all steps so far.
+    pub acquire_all: Duration,
+    /// Client resident memory with the `holds` held, in kB.
+    pub rss_kb: Option<u64>,
+    /// Store connections with the `holds` held.
+    pub connections: Option<i64>,
+    /// Keepalive requests the store served in one renewal interval, nothing else
+    /// running.
+    pub keepalive: Option<Requests>,
+}
+
+impl SizePoint {
+    /// Acquiring time per hold.
+    pub fn acquire_per_hold(&self) -> Duration {
+        self.acquire_all / self.holds.max(1) as u32
+    }
+
+    /// Session opening time per session.
+    pub fn open_per_session(&self) -> Duration {
+        self.open_sessions / self.holds.max(1) as u32
+    }
+
+    /// Client memory per hold above `base` (kB), the memory with the coordinator
+    /// connected and nothing held.
+    pub fn rss_per_hold_kb(&self, base: Option<u64>) -> Option<f64> {
+        let grown = self.rss_kb?.saturating_sub(base?);
+        Some(grown as f64 / self.holds.max(1) as f64)
+    }
+
+    /// Keepalive requests per session and renewal interval (`interval`).
+    pub fn keepalive_per_session(&self, interval: Duration) -> Option<f64> {
+        let requests = self.keepalive?;
+        let intervals = requests.window.as_secs_f64() / interval.as_secs_f64().max(1e-9);
+        Some(requests.count as f64 / self.holds.max(1) as f64 / intervals.max(1e-9))
+    }
+}
 
 /// What the case measured.
 #[derive(Debug, Default)]
 pub struct ScaleResult {
-    /// Locks held at once (one per session).
+    /// Locks held at once at the largest step (one per session).
     pub holds: usize,
     /// Sessions waiting, each on one of the held locks.
     pub waiting: usize,
-    /// The server's `max_connections`.
+    /// The sessions' TTL (they renew every third of it).
+    pub ttl: Duration,
+    /// How the connections were counted, where they were.
+    pub connections_source: Option<&'static str>,
+    /// How the keepalive requests were counted, where they were.
+    pub keepalive_source: Option<&'static str>,
+    /// The server's connection limit, where it has one (PostgreSQL's
+    /// `max_connections`).
     pub max_connections: Option<i64>,
-    /// Connections to the database before the backend connected (without the probe).
+    /// Store connections before the case's coordinator connected.
     pub connections_before: Option<i64>,
-    /// Connections with every hold held and every waiter waiting (without the probe).
+    /// Store connections with every hold held and every waiter waiting.
     pub connections_peak: Option<i64>,
-    /// The most connections seen during the hand-offs (without the probe).
+    /// The most store connections seen during the hand-offs.
     pub connections_handoff: Option<i64>,
-    /// Client resident memory before the sessions were opened, in kB.
+    /// Client resident memory before the coordinator connected, in kB.
     pub rss_before_kb: Option<u64>,
+    /// Client resident memory with the coordinator connected and nothing held, in
+    /// kB: the base of the memory per hold.
+    pub rss_connected_kb: Option<u64>,
     /// Client resident memory with everything held and waiting, in kB.
     pub rss_peak_kb: Option<u64>,
-    /// Time to open the `holds` sessions.
+    /// Time spent opening the `holds` sessions (all steps).
     pub open_sessions: Option<Duration>,
-    /// Time to acquire the `holds` locks (sessions already open).
+    /// Time spent acquiring the `holds` locks (all steps; sessions already open).
     pub acquire_all: Option<Duration>,
     /// Time from releasing the `waiting` contended locks to every waiter holding.
     pub release_to_waiters: Option<Duration>,
+    /// The figures after each step of holds.
+    pub sizes: Vec<SizePoint>,
     /// Hand-off per waiter count, with the holds held.
     pub handoff: Vec<HandoffResult>,
     /// Why the case stopped early or did not run.
     pub error: Option<String>,
 }
 
-/// The client's resident memory (`VmRSS`), in kB.
-pub fn rss_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+impl ScaleResult {
+    /// The renewal interval of the case's sessions.
+    pub fn renewal_interval(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// The figures at the largest step measured.
+    pub fn largest(&self) -> Option<&SizePoint> {
+        self.sizes.last()
+    }
 }
 
-/// The measurement itself (needs the `postgres` feature).
-#[cfg(feature = "postgres")]
-mod measure {
-    use std::sync::atomic::{AtomicI64, Ordering};
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use distsync::{LockGuard, Session};
-    use futures::stream::{self, StreamExt, TryStreamExt};
-    use sqlx::{Connection, PgConnection};
-
-    use super::{rss_kb, ScaleResult};
-    use crate::args::Plan;
-    use crate::handoff;
-    use crate::target::Target;
-    use crate::Result;
-
-    /// Acquisitions in flight at once while the holds are taken.
-    const IN_FLIGHT: usize = 64;
-
-    /// Time added to the hand-off cap per waiter in line (its unmeasured first turn).
-    const HANDOFF_TIME_PER_WAITER: Duration = Duration::from_millis(40);
-
-    /// A connection that counts the database's connections (itself left out).
-    struct Probe {
-        conn: PgConnection,
-        schema: String,
+/// Runs the case on `target` (any backend).
+pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> ScaleResult {
+    let holds = plan.scale_sizes.last().copied().unwrap_or(0);
+    let mut result = ScaleResult {
+        holds,
+        waiting: plan.scale_waiting.min(holds),
+        ttl: plan.scale_ttl,
+        ..ScaleResult::default()
+    };
+    if let Err(error) = measure(target, run_id, plan, &mut result).await {
+        result.error = Some(error.to_string());
     }
+    result
+}
 
-    impl Probe {
-        async fn connect(url: &str) -> Result<Self> {
-            let parsed = distsync::postgres::PostgresConfig::parse(url)?;
-            let conn = PgConnection::connect_with(&parsed.options).await?;
-            Ok(Self {
-                conn,
-                schema: parsed.schema.replace('"', "\"\""),
-            })
-        }
-
-        async fn connections(&mut self) -> Result<i64> {
-            Ok(sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            )
-            .fetch_one(&mut self.conn)
-            .await?)
-        }
-
-        async fn max_connections(&mut self) -> Result<i64> {
-            Ok(
-                sqlx::query_scalar("SELECT current_setting('max_connections')::bigint")
-                    .fetch_one(&mut self.conn)
-                    .await?,
-            )
-        }
-
-        /// Entries waiting (no grant yet) in lines whose name starts with `prefix`.
-        async fn queued(&mut self, prefix: &str) -> Result<i64> {
-            let schema = &self.schema;
-            Ok(sqlx::query_scalar(&format!(
-                "SELECT count(*) FROM \"{schema}\".semaphore_entries e \
-             JOIN \"{schema}\".lock_names n ON n.id = e.name_id \
-             WHERE n.name LIKE $1 AND e.token IS NULL AND NOT e.cancelled"
-            ))
-            .bind(format!("{prefix}%"))
-            .fetch_one(&mut self.conn)
-            .await?)
-        }
+/// The name of lock `index`: the first `contended` are the ones waiters will queue
+/// on, under a prefix of their own so that their lines can be read apart.
+fn lock_name(prefix: &str, index: usize, contended: usize) -> String {
+    if index < contended {
+        format!("{prefix}w/{index}")
+    } else {
+        format!("{prefix}h/{index}")
     }
+}
 
-    /// Runs the case on `target` (PostgreSQL only; other backends are not measured).
-    pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> ScaleResult {
-        let mut result = ScaleResult {
-            holds: plan.scale_holds,
-            waiting: plan.scale_waiting,
-            ..ScaleResult::default()
-        };
-        if let Err(error) = measure(target, run_id, plan, &mut result).await {
-            result.error = Some(error.to_string());
-        }
-        result
-    }
+async fn measure(
+    target: &Target,
+    run_id: &str,
+    plan: &Plan,
+    result: &mut ScaleResult,
+) -> Result<()> {
+    let mut meter = Meter::connect(target).await?;
+    result.connections_source = meter.connections_source();
+    result.keepalive_source = meter.keepalive_source();
+    result.max_connections = meter.max_connections().await?;
+    result.connections_before = meter.connections().await?;
+    result.rss_before_kb = rss_kb();
+    let coordinator = distsync::connect(&target.url).await?;
+    result.rss_connected_kb = rss_kb();
+    let prefix = format!("{run_id}/scale/");
+    let ttl = plan.scale_ttl;
+    let contended = result.waiting;
 
-    async fn measure(
-        target: &Target,
-        run_id: &str,
-        plan: &Plan,
-        result: &mut ScaleResult,
-    ) -> Result<()> {
-        let mut probe = Probe::connect(&target.url).await?;
-        result.max_connections = Some(probe.max_connections().await?);
-        result.connections_before = Some(probe.connections().await?);
-        result.rss_before_kb = rss_kb();
-        let coordinator = distsync::connect(&target.url).await?;
-        let prefix = format!("{run_id}/scale/");
-
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut guards: Vec<LockGuard> = Vec::new();
+    let (mut opening, mut acquiring) = (Duration::ZERO, Duration::ZERO);
+    for &size in &plan.scale_sizes {
+        let base = sessions.len();
+        let more = size.saturating_sub(base);
         let started = Instant::now();
-        let sessions: Vec<Session> = stream::iter(0..plan.scale_holds)
-            .map(|_| coordinator.session())
-            .buffered(IN_FLIGHT)
-            .try_collect()
-            .await?;
-        result.open_sessions = Some(started.elapsed());
-        tracing::info!(sessions = sessions.len(), elapsed = ?started.elapsed(), "scale: sessions open");
-
+        let opened = open(&coordinator, more, ttl).await?;
+        opening += started.elapsed();
         let started = Instant::now();
-        let mut guards: Vec<LockGuard> = stream::iter(sessions.iter().enumerate())
+        let mut taken: Vec<LockGuard> = stream::iter(opened.iter().enumerate())
             .map(|(i, session)| {
                 let coordinator = coordinator.clone();
-                let name = format!("{prefix}{i}");
+                let name = lock_name(&prefix, base + i, contended);
                 async move { coordinator.locker(session, &name)?.lock().await }
             })
             .buffered(IN_FLIGHT)
             .try_collect()
             .await?;
-        result.acquire_all = Some(started.elapsed());
-        tracing::info!(holds = guards.len(), elapsed = ?started.elapsed(), "scale: all held");
-
-        // The waiters: one on each of the first `waiting` held locks.
-        let waiting = plan.scale_waiting.min(guards.len());
-        let waiter_sessions: Vec<Session> = stream::iter(0..waiting)
-            .map(|_| coordinator.session())
-            .buffered(IN_FLIGHT)
-            .try_collect()
-            .await?;
-        let mut waits = Vec::with_capacity(waiting);
-        for (i, session) in waiter_sessions.iter().enumerate() {
-            let locker = coordinator.locker(session, &format!("{prefix}{i}"))?;
-            waits.push(tokio::spawn(async move { locker.lock().await }));
-        }
-        let deadline = Instant::now() + plan.case_time + Duration::from_secs(60);
-        loop {
-            let queued = probe.queued(&prefix).await?;
-            if usize::try_from(queued)? >= waiting {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("only {queued} of {waiting} waiters queued in time").into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        result.connections_peak = Some(probe.connections().await?);
-        result.rss_peak_kb = rss_kb();
+        acquiring += started.elapsed();
+        sessions.extend(opened);
+        guards.append(&mut taken);
+        let keepalive = window(&mut meter, result.renewal_interval()).await?;
+        let point = SizePoint {
+            holds: guards.len(),
+            open_sessions: opening,
+            acquire_all: acquiring,
+            rss_kb: rss_kb(),
+            connections: meter.connections().await?,
+            keepalive,
+        };
         tracing::info!(
-            connections = ?result.connections_peak,
-            rss_kb = ?result.rss_peak_kb,
-            "scale: everything held and waiting"
+            backend = %target.kind,
+            holds = point.holds,
+            open = ?point.open_sessions,
+            acquire = ?point.acquire_all,
+            rss_kb = ?point.rss_kb,
+            connections = ?point.connections,
+            keepalive_per_sec = ?point.keepalive.map(|k| k.per_sec()),
+            "scale: all held"
         );
+        result.sizes.push(point);
+    }
+    result.open_sessions = Some(opening);
+    result.acquire_all = Some(acquiring);
 
-        // Release the contended locks; every waiter is granted, then lets go.
-        let started = Instant::now();
-        for guard in guards.drain(..waiting) {
-            guard.unlock().await?;
-        }
-        for wait in waits {
-            wait.await??.unlock().await?;
-        }
-        result.release_to_waiters = Some(started.elapsed());
-        close(waiter_sessions).await;
+    // The waiters: one on each of the first `contended` held locks.
+    let waiting = contended.min(guards.len());
+    let waiter_sessions = open(&coordinator, waiting, ttl).await?;
+    let mut waits = Vec::with_capacity(waiting);
+    for (i, session) in waiter_sessions.iter().enumerate() {
+        let locker = coordinator.locker(session, &lock_name(&prefix, i, contended))?;
+        waits.push(tokio::spawn(async move { locker.lock().await }));
+    }
+    all_queued(&coordinator, &format!("{prefix}w/"), waiting, plan).await?;
+    result.connections_peak = meter.connections().await?;
+    result.rss_peak_kb = rss_kb();
+    tracing::info!(
+        connections = ?result.connections_peak,
+        rss_kb = ?result.rss_peak_kb,
+        "scale: everything held and waiting"
+    );
 
-        // Hand-offs with the remaining holds held, sampled for connections meanwhile.
-        let most = Arc::new(AtomicI64::new(0));
-        let sampler = {
-            let most = Arc::clone(&most);
-            tokio::spawn(async move {
-                loop {
-                    match probe.connections().await {
-                        Ok(now) => {
-                            most.fetch_max(now, Ordering::Relaxed);
-                        }
-                        Err(error) => tracing::debug!(%error, "scale: sampling connections"),
+    // Release the contended locks; every waiter is granted, then lets go.
+    let started = Instant::now();
+    let contended_guards: Vec<LockGuard> = guards.drain(..waiting).collect();
+    unlock(contended_guards).await?;
+    for wait in waits {
+        wait.await??.unlock().await?;
+    }
+    result.release_to_waiters = Some(started.elapsed());
+    close(waiter_sessions).await;
+
+    // Hand-offs with the other holds held, sampled for connections meanwhile.
+    let most = Arc::new(AtomicI64::new(-1));
+    let sampler = {
+        let most = Arc::clone(&most);
+        tokio::spawn(async move {
+            loop {
+                match meter.connections().await {
+                    Ok(Some(now)) => {
+                        most.fetch_max(now, Ordering::Relaxed);
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(None) => return,
+                    Err(error) => tracing::debug!(%error, "scale: sampling connections"),
                 }
-            })
-        };
-        let on_this_backend = Target {
-            kind: target.kind,
-            url: target.url.clone(),
-            coordinator: coordinator.clone(),
-        };
-        for &waiters in &plan.scale_handoff_waiters {
-            tracing::info!(waiters, "scale: hand-off with the holds held");
-            // Every participant's first grant is not measured: with 1,000 waiters that
-            // is a thousand hand-offs before the first sample, so the cap grows with
-            // the line.
-            let capped = Plan {
-                case_time: plan.case_time + HANDOFF_TIME_PER_WAITER * waiters as u32,
-                ..plan.clone()
-            };
-            let mut measured = handoff::run(
-                &on_this_backend,
-                &format!("{prefix}handoff"),
-                waiters,
-                &capped,
-            )
-            .await;
-            if measured.samples.is_empty() && measured.error.is_none() {
-                measured.error = Some(format!(
-                    "no hand-off measured within {:?}",
-                    capped.case_time
-                ));
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            result.handoff.push(measured);
+        })
+    };
+    let on_this_backend = Target {
+        kind: target.kind,
+        url: target.url.clone(),
+        coordinator: coordinator.clone(),
+    };
+    for &waiters in &plan.scale_handoff_waiters {
+        tracing::info!(backend = %target.kind, waiters, "scale: hand-off with the holds held");
+        // Every participant's first grant is not measured: with 1,000 waiters that
+        // is a thousand hand-offs before the first sample, so the cap grows with
+        // the line.
+        let capped = Plan {
+            case_time: plan.case_time + HANDOFF_TIME_PER_WAITER * waiters as u32,
+            ..plan.clone()
+        };
+        let mut measured = handoff::run(
+            &on_this_backend,
+            &format!("{prefix}handoff"),
+            waiters,
+            &capped,
+        )
+        .await;
+        if measured.samples.is_empty() && measured.error.is_none() {
+            measured.error = Some(format!(
+                "no hand-off measured within {:?}",
+                capped.case_time
+            ));
         }
-        sampler.abort();
-        result.connections_handoff = Some(most.load(Ordering::Relaxed));
+        result.handoff.push(measured);
+    }
+    sampler.abort();
+    let most = most.load(Ordering::Relaxed);
+    result.connections_handoff = (most >= 0).then_some(most);
 
-        for guard in guards {
-            guard.unlock().await?;
+    unlock(guards).await?;
+    close(sessions).await;
+    drop(coordinator);
+    Ok(())
+}
+
+/// Opens `count` sessions of `ttl`, `IN_FLIGHT` at a time.
+async fn open(coordinator: &Coordinator, count: usize, ttl: Duration) -> Result<Vec<Session>> {
+    Ok(stream::iter(0..count)
+        .map(|_| coordinator.session_with_ttl(ttl))
+        .buffered(IN_FLIGHT)
+        .try_collect()
+        .await?)
+}
+
+/// The keepalive requests the store serves during `interval`, or `None` where the
+/// meter has no counter (nothing is waited for then).
+async fn window(meter: &mut Meter, interval: Duration) -> Result<Option<Requests>> {
+    let Some(first) = meter.keepalives().await? else {
+        return Ok(None);
+    };
+    let started = Instant::now();
+    tokio::time::sleep(interval).await;
+    let Some(last) = meter.keepalives().await? else {
+        return Ok(None);
+    };
+    Ok(Some(Requests {
+        count: last.saturating_sub(first),
+        window: started.elapsed(),
+    }))
+}
+
+/// Waits (a bounded poll of the store's status) until `waiting` waiters are queued on
+/// the lines under `prefix`.
+async fn all_queued(
+    coordinator: &Coordinator,
+    prefix: &str,
+    waiting: usize,
+    plan: &Plan,
+) -> Result<()> {
+    let deadline = Instant::now() + plan.case_time + Duration::from_secs(60);
+    loop {
+        let status = coordinator.status(prefix).await?;
+        let queued: usize = status.lines.iter().map(|line| line.waiters.len()).sum();
+        if queued >= waiting {
+            return Ok(());
         }
-        close(sessions).await;
-        drop(coordinator);
-        Ok(())
+        if Instant::now() > deadline {
+            return Err(format!("only {queued} of {waiting} waiters queued in time").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
 
-    async fn close(sessions: Vec<Session>) {
-        stream::iter(sessions)
-            .for_each_concurrent(IN_FLIGHT, |session| async move {
-                if let Err(error) = session.close().await {
-                    tracing::debug!(%error, "closing a scale session failed; it expires");
-                }
-            })
-            .await;
-    }
+/// Releases `guards`, `IN_FLIGHT` at a time.
+async fn unlock(guards: Vec<LockGuard>) -> Result<()> {
+    stream::iter(guards)
+        .map(|guard| guard.unlock())
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<()>()
+        .await?;
+    Ok(())
+}
+
+async fn close(sessions: Vec<Session>) {
+    stream::iter(sessions)
+        .for_each_concurrent(IN_FLIGHT, |session| async move {
+            if let Err(error) = session.close().await {
+                tracing::debug!(%error, "closing a scale session failed; it expires");
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]
@@ -297,8 +409,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_this_process_resident_memory() {
-        let rss = rss_kb().expect("VmRSS in /proc/self/status");
-        assert!(rss > 0);
+    fn contended_locks_have_a_prefix_of_their_own() {
+        assert_eq!(lock_name("p/", 0, 2), "p/w/0");
+        assert_eq!(lock_name("p/", 1, 2), "p/w/1");
+        assert_eq!(lock_name("p/", 2, 2), "p/h/2");
+    }
+
+    #[test]
+    fn per_hold_figures() {
+        let point = SizePoint {
+            holds: 100,
+            open_sessions: Duration::from_millis(50),
+            acquire_all: Duration::from_millis(200),
+            rss_kb: Some(1_400),
+            connections: Some(2),
+            keepalive: Some(Requests {
+                count: 200,
+                window: Duration::from_secs(10),
+            }),
+        };
+        assert_eq!(point.acquire_per_hold(), Duration::from_millis(2));
+        assert_eq!(point.open_per_session(), Duration::from_micros(500));
+        assert_eq!(point.rss_per_hold_kb(Some(1_000)), Some(4.0));
+        assert_eq!(point.rss_per_hold_kb(None), None);
+        // 200 requests in two 5 s intervals from 100 sessions: one each per interval.
+        let per = point.keepalive_per_session(Duration::from_secs(5)).unwrap();
+        assert!((per - 1.0).abs() < 1e-9, "{per}");
+        assert!((point.keepalive.unwrap().per_sec() - 20.0).abs() < 1e-9);
     }
 }

@@ -214,6 +214,18 @@ impl LogAxis {
             .collect()
     }
 
+    /// The decades on the axis, labelled by `label` (for an axis of something other
+    /// than seconds): (value, label).
+    pub fn decades_with(&self, label: impl Fn(f64) -> String) -> Vec<(f64, String)> {
+        let (low, high) = (self.low as i32, self.high as i32);
+        (low..=high)
+            .map(|exponent| {
+                let value = 10_f64.powi(exponent);
+                (value, label(value))
+            })
+            .collect()
+    }
+
     /// Minor ticks (2× and 5× each decade) inside the axis.
     pub fn minors(&self) -> Vec<f64> {
         let (low, high) = (self.low as i32, self.high as i32);

@@ -1,7 +1,8 @@
 //! Redis diagnostic: the raw cycle run with distsync's own grant and release scripts
-//! (`backend-redis/lua/fair_acquire.lua` and `release.lua`, each after `lib.lua`, as
-//! the backend composes them), sent with the same keys and arguments the backend
-//! sends, on a plain `ConnectionManager`.
+//! (`backend-redis/lua/fair_acquire.lua` and `release.lua`, each with the `lib.lua`
+//! definitions it uses, as the backend composes them: `distsync_redis::script_source`),
+//! sent with the same keys and arguments the backend sends, on a plain
+//! `ConnectionManager`.
 //!
 //! Its p50 over the raw pair's is what the scripts cost (server work and the larger
 //! requests and replies); distsync's p50 over its p50 is what the library adds on the
@@ -14,12 +15,11 @@ use redis::{Script, Value};
 use crate::cycle::{Cycler, Role, Unavailable};
 use crate::Result;
 
-/// The shared functions every distsync script starts with.
-const LIB: &str = include_str!("../../../backend-redis/lua/lib.lua");
-/// The grant script's body.
-const FAIR_ACQUIRE: &str = include_str!("../../../backend-redis/lua/fair_acquire.lua");
-/// The release script's body.
-const RELEASE: &str = include_str!("../../../backend-redis/lua/release.lua");
+/// The text the backend sends for script `name`.
+fn script(name: &str) -> Result<&'static str> {
+    distsync::redis::script_source(name)
+        .ok_or_else(|| format!("distsync-redis has no script {name:?}").into())
+}
 
 /// The row label.
 pub const LABEL: &str =
@@ -76,8 +76,8 @@ impl RawRedisScripts {
             .await?;
         Ok(Self {
             conn,
-            acquire: Script::new(&format!("{LIB}\n{FAIR_ACQUIRE}")),
-            release: Script::new(&format!("{LIB}\n{RELEASE}")),
+            acquire: Script::new(script("fair_acquire")?),
+            release: Script::new(script("release")?),
             channel_prefix: format!("{name}/ch:"),
             prefix: format!("{{{name}}}:lock"),
             registry: format!("{{{name}/session}}:registry"),

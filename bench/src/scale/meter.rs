@@ -1,0 +1,307 @@
+//! What the scale case reads at the store: its connections from this process and a
+//! counter of the keepalive requests it has served, per backend.
+//!
+//! | backend | connections | keepalive counter |
+//! |---|---|---|
+//! | etcd | this process's established TCP connections to the endpoints' ports (`/proc`, see [`super::procfs`]) | `grpc_server_msg_received_total{grpc_method="LeaseKeepAlive"}` of etcd's `/metrics` (plain HTTP on the client port) |
+//! | Redis | `connected_clients` of `INFO clients`, this meter's own connection left out | the `calls` of `evalsha` and `eval` in `INFO commandstats` (a renewal is one script call; so is a waiter's safety-net re-check) |
+//! | PostgreSQL | `pg_stat_activity` rows of the database, the meter's own left out | `xact_commit + xact_rollback` of the database in `pg_stat_database` (one per statement; the meter's own reads left out) |
+//! | memory | none (no store connection) | none (no requests) |
+//!
+//! The store-side counters count every client of the server: run the case against
+//! servers of its own (as `scripts/bench.sh` does) for clean figures. PostgreSQL
+//! publishes its statistics up to a second late, which shifts a window's count in
+//! time but does not shorten it.
+
+use crate::target::{BackendKind, Target};
+use crate::Result;
+
+/// Reads one store's figures (see the module docs).
+pub(super) enum Meter {
+    /// Nothing to read (memory, or a backend not compiled in).
+    None,
+    /// etcd.
+    #[cfg(feature = "etcd")]
+    Etcd {
+        /// `host:port` of the first endpoint, where `/metrics` is served.
+        metrics: Option<String>,
+        /// The endpoints' ports.
+        ports: Vec<u16>,
+    },
+    /// Redis.
+    #[cfg(feature = "redis")]
+    Redis(redis::aio::MultiplexedConnection),
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::Probe),
+}
+
+impl Meter {
+    /// A meter for `target`'s store.
+    pub(super) async fn connect(target: &Target) -> Result<Self> {
+        match target.kind {
+            #[cfg(feature = "etcd")]
+            BackendKind::Etcd => {
+                let config = distsync::etcd::EtcdConfig::parse(&target.url)?;
+                let metrics = config
+                    .endpoints()
+                    .first()
+                    .and_then(|endpoint| endpoint.strip_prefix("http://"))
+                    .map(|host| host.trim_end_matches('/').to_owned());
+                Ok(Self::Etcd {
+                    metrics,
+                    ports: super::procfs::url_ports(&target.url, 2379),
+                })
+            }
+            #[cfg(feature = "redis")]
+            BackendKind::Redis => {
+                let client = crate::raw::redis::client(&target.url)?;
+                Ok(Self::Redis(
+                    client.get_multiplexed_async_connection().await?,
+                ))
+            }
+            #[cfg(feature = "postgres")]
+            BackendKind::Postgres => {
+                Ok(Self::Postgres(postgres::Probe::connect(&target.url).await?))
+            }
+            _ => Ok(Self::None),
+        }
+    }
+
+    /// How [`Meter::connections`] counts, for the report.
+    pub(super) fn connections_source(&self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            #[cfg(feature = "etcd")]
+            Self::Etcd { .. } => Some("this process's TCP connections to etcd (/proc)"),
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => Some("Redis connected_clients, the meter left out"),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => Some("pg_stat_activity of the database, the meter left out"),
+        }
+    }
+
+    /// How [`Meter::keepalives`] counts, for the report.
+    pub(super) fn keepalive_source(&self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            #[cfg(feature = "etcd")]
+            Self::Etcd { metrics, .. } => metrics
+                .as_ref()
+                .map(|_| "LeaseKeepAlive messages received (etcd /metrics)"),
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => Some("EVALSHA + EVAL calls (INFO commandstats)"),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => {
+                Some("transactions (pg_stat_database xact_commit + xact_rollback)")
+            }
+        }
+    }
+
+    /// The store's connections (see the module docs); `None` where not counted.
+    pub(super) async fn connections(&mut self) -> Result<Option<i64>> {
+        match self {
+            Self::None => Ok(None),
+            #[cfg(feature = "etcd")]
+            Self::Etcd { ports, .. } => Ok(super::procfs::tcp_connections_to(ports)),
+            #[cfg(feature = "redis")]
+            Self::Redis(conn) => {
+                let info: String = redis::cmd("INFO").arg("clients").query_async(conn).await?;
+                let clients: i64 = info_field(&info, "connected_clients")
+                    .ok_or("no connected_clients in INFO clients")?
+                    .parse()?;
+                Ok(Some(clients - 1))
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres(probe) => Ok(Some(probe.connections().await?)),
+        }
+    }
+
+    /// The server's connection limit, where it has one to report.
+    pub(super) async fn max_connections(&mut self) -> Result<Option<i64>> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(probe) => Ok(Some(probe.max_connections().await?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The store's keepalive counter now (see the module docs); `None` where there is
+    /// none. Only differences of two readings mean anything.
+    pub(super) async fn keepalives(&mut self) -> Result<Option<u64>> {
+        match self {
+            Self::None => Ok(None),
+            #[cfg(feature = "etcd")]
+            Self::Etcd { metrics, .. } => match metrics {
+                Some(host) => Ok(Some(etcd_keepalives(host).await?)),
+                None => Ok(None),
+            },
+            #[cfg(feature = "redis")]
+            Self::Redis(conn) => {
+                let info: String = redis::cmd("INFO")
+                    .arg("commandstats")
+                    .query_async(conn)
+                    .await?;
+                let mut calls = 0;
+                for command in ["cmdstat_evalsha", "cmdstat_eval"] {
+                    if let Some(stats) = info_field(&info, command) {
+                        calls += stats
+                            .split(',')
+                            .find_map(|pair| pair.strip_prefix("calls="))
+                            .ok_or("no calls= in INFO commandstats")?
+                            .parse::<u64>()?;
+                    }
+                }
+                Ok(Some(calls))
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres(probe) => Ok(Some(probe.transactions().await?)),
+        }
+    }
+}
+
+/// The value of `name:` in an `INFO` answer.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(':')
+            .map(|value| value.trim())
+    })
+}
+
+/// The sum of `metric{...selector...} value` lines of a Prometheus text exposition.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+fn prometheus_sum(text: &str, metric: &str, selector: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(metric) else {
+            continue;
+        };
+        if !rest.starts_with('{') || !rest.contains(selector) {
+            continue;
+        }
+        let value: f64 = rest.rsplit_once(' ')?.1.trim().parse().ok()?;
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
+
+/// etcd's count of LeaseKeepAlive messages received, from `http://<host>/metrics`.
+#[cfg(feature = "etcd")]
+async fn etcd_keepalives(host: &str) -> Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let read = async {
+        let mut stream = tokio::net::TcpStream::connect(host).await?;
+        stream
+            .write_all(
+                format!("GET /metrics HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .map_err(|_| "etcd /metrics did not answer within 10 s")??;
+    let text = String::from_utf8_lossy(&answer);
+    let value = prometheus_sum(
+        &text,
+        "grpc_server_msg_received_total",
+        "grpc_method=\"LeaseKeepAlive\"",
+    )
+    .ok_or("no LeaseKeepAlive counter in etcd /metrics")?;
+    Ok(value as u64)
+}
+
+/// The PostgreSQL probe: one connection of its own.
+#[cfg(feature = "postgres")]
+mod postgres {
+    use sqlx::{Connection, PgConnection};
+
+    use crate::Result;
+
+    /// A connection that reads the database's statistics (itself left out).
+    pub(in crate::scale) struct Probe {
+        conn: PgConnection,
+        /// Statements this probe has run (each one transaction of the database).
+        statements: u64,
+    }
+
+    impl Probe {
+        pub(in crate::scale) async fn connect(url: &str) -> Result<Self> {
+            let parsed = distsync::postgres::PostgresConfig::parse(url)?;
+            let conn = PgConnection::connect_with(&parsed.options).await?;
+            Ok(Self {
+                conn,
+                statements: 0,
+            })
+        }
+
+        pub(in crate::scale) async fn connections(&mut self) -> Result<i64> {
+            self.statements += 1;
+            Ok(sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&mut self.conn)
+            .await?)
+        }
+
+        pub(in crate::scale) async fn max_connections(&mut self) -> Result<i64> {
+            self.statements += 1;
+            Ok(
+                sqlx::query_scalar("SELECT current_setting('max_connections')::bigint")
+                    .fetch_one(&mut self.conn)
+                    .await?,
+            )
+        }
+
+        /// Transactions of the database so far, less the ones this probe ran before
+        /// (this reading's own is not counted yet when it reads).
+        pub(in crate::scale) async fn transactions(&mut self) -> Result<u64> {
+            let own = self.statements;
+            self.statements += 1;
+            let total: i64 = sqlx::query_scalar(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database \
+                 WHERE datname = current_database()",
+            )
+            .fetch_one(&mut self.conn)
+            .await?;
+            Ok(u64::try_from(total)?.saturating_sub(own))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_the_selected_series_of_a_metric() {
+        let text = "# HELP grpc_server_msg_received_total x\n\
+            grpc_server_msg_received_total{grpc_method=\"LeaseGrant\",grpc_type=\"unary\"} 7\n\
+            grpc_server_msg_received_total{grpc_method=\"LeaseKeepAlive\",grpc_type=\"bidi_stream\"} 1.2e+04\n\
+            grpc_server_msg_received_total_other{grpc_method=\"LeaseKeepAlive\"} 5\n";
+        assert_eq!(
+            prometheus_sum(
+                text,
+                "grpc_server_msg_received_total",
+                "grpc_method=\"LeaseKeepAlive\""
+            ),
+            Some(12_000.0)
+        );
+        assert_eq!(prometheus_sum(text, "nothing", "x"), None);
+    }
+
+    #[test]
+    fn reads_info_fields() {
+        let info = "# Clients\r\nconnected_clients:12\r\ncmdstat_evalsha:calls=5,usec=1\r\n";
+        assert_eq!(info_field(info, "connected_clients"), Some("12"));
+        assert_eq!(info_field(info, "cmdstat_evalsha"), Some("calls=5,usec=1"));
+        assert_eq!(info_field(info, "cmdstat_eval"), None);
+    }
+}
