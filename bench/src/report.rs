@@ -30,7 +30,7 @@ pub fn handoff_p50_target(kind: &str) -> Option<Duration> {
 /// PostgreSQL with its production settings (fsync and synchronous_commit on): the lock
 /// cycle's p50 at most this times the raw advisory lock pair's.
 pub const DURABLE_POSTGRES_TARGET: f64 = 1.3;
-/// PostgreSQL at scale: the most connections 10,000 holds and 1,000 waiters may use.
+/// At scale: the most store connections 10,000 holds and 1,000 waiters may use.
 pub const SCALE_CONNECTIONS_TARGET: i64 = 32;
 
 /// The section on the CI regression guard ([`crate::guard`]), written into every report.
@@ -84,7 +84,7 @@ pub fn markdown(report: &Report, analysis: Option<&str>, plots: bool) -> String 
     watch_table(&mut out, report);
     queue_table(&mut out, report);
     stm_table(&mut out, report);
-    scale_table(&mut out, report);
+    scale_table(&mut out, report, plots);
     let _ = writeln!(out, "## Analysis\n\n{ANALYSIS_BEGIN}");
     out.push_str(analysis.unwrap_or(
         "_Not written yet: explain here what the figures show and why a target is missed; \
@@ -104,7 +104,7 @@ pub fn tables(report: &Report) -> String {
     watch_table(&mut out, report);
     queue_table(&mut out, report);
     stm_table(&mut out, report);
-    scale_table(&mut out, report);
+    scale_table(&mut out, report, false);
     out
 }
 
@@ -246,13 +246,13 @@ fn targets(out: &mut String, report: &Report) {
         if let Some(peak) = peak {
             let _ = writeln!(
                 out,
-                "| {} locks held and {} waiting from one process with ≤ {SCALE_CONNECTIONS_TARGET} connections | {} | {peak} connections at most (max_connections {}) | {} |",
+                "| {} locks held and {} waiting from one process with ≤ {SCALE_CONNECTIONS_TARGET} connections | {} | {peak} connections at most{} | {} |",
                 scale.holds,
                 scale.waiting,
                 backend.kind,
                 scale
                     .max_connections
-                    .map_or("?".to_owned(), |max| max.to_string()),
+                    .map_or(String::new(), |max| format!(" (max_connections {max})")),
                 verdict(peak <= SCALE_CONNECTIONS_TARGET)
             );
         }
@@ -687,80 +687,8 @@ fn queue_table(out: &mut String, report: &Report) {
     notes_list(out, &notes);
 }
 
-fn scale_table(out: &mut String, report: &Report) {
-    let scaled: Vec<_> = report
-        .backends
-        .iter()
-        .filter_map(|backend| Some((backend.kind, backend.scale.as_ref()?)))
-        .collect();
-    if scaled.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "## PostgreSQL at scale\n\n\
-         From one process and one backend: N sessions each holding a lock of its own, then \
-         M more sessions waiting, one on each of M of those locks. Connections are the \
-         database's (`pg_stat_activity` rows of `current_database()`, the counting \
-         connection left out): before the backend connected (other cases' clients), with \
-         everything held and waiting, and the most seen (sampled every 100 ms) during the \
-         hand-offs. Client memory is `VmRSS` of the bench process. The hand-offs below \
-         are measured as in the hand-off table, with the other holds still held.\n"
-    );
-    let _ = writeln!(
-        out,
-        "| backend | held | waiting | max_connections | connections before / held and waiting / during hand-offs | client RSS before → held and waiting | open sessions | acquire all | release to all waiters holding |\n|---|---:|---:|---:|---|---|---:|---:|---:|"
-    );
-    let mut notes = Vec::new();
-    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "—".into());
-    let mb = |kb: Option<u64>| kb.map(|kb| format!("{:.1} MB", kb as f64 / 1024.0));
-    for (kind, scale) in &scaled {
-        let _ = writeln!(
-            out,
-            "| {kind} | {} | {} | {} | {} / {} / {} | {} → {} | {} | {} | {} |",
-            scale.holds,
-            scale.waiting,
-            or_dash(scale.max_connections.map(|n| n.to_string())),
-            or_dash(scale.connections_before.map(|n| n.to_string())),
-            or_dash(scale.connections_peak.map(|n| n.to_string())),
-            or_dash(scale.connections_handoff.map(|n| n.to_string())),
-            or_dash(mb(scale.rss_before_kb)),
-            or_dash(mb(scale.rss_peak_kb)),
-            or_dash(scale.open_sessions.map(fmt_duration)),
-            or_dash(scale.acquire_all.map(fmt_duration)),
-            or_dash(scale.release_to_waiters.map(fmt_duration)),
-        );
-        if let Some(error) = &scale.error {
-            notes.push(format!("{kind}: {error}"));
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\n| backend | waiters (with the holds held) | hand-offs | p50 | p99 |\n|---|---:|---:|---:|---:|"
-    );
-    for (kind, scale) in &scaled {
-        for result in &scale.handoff {
-            match result.samples.summary() {
-                Some(summary) => {
-                    let _ = writeln!(
-                        out,
-                        "| {kind} | {} | {} | {} | {} |",
-                        result.waiters,
-                        summary.count,
-                        fmt_duration(summary.p50),
-                        fmt_duration(summary.p99),
-                    );
-                }
-                None => {
-                    let _ = writeln!(out, "| {kind} | {} | — | — | — |", result.waiters);
-                }
-            }
-            if let Some(error) = &result.error {
-                notes.push(format!("{kind} with {} waiters: {error}", result.waiters));
-            }
-        }
-    }
-    notes_list(out, &notes);
+fn scale_table(out: &mut String, report: &Report, plots: bool) {
+    crate::scale::report::section(out, report, plots);
 }
 
 fn stm_table(out: &mut String, report: &Report) {
