@@ -24,17 +24,25 @@ pub enum Case {
     /// process (time to acquire, store connections, keepalive requests/s, client
     /// memory against the number of holds, hand-off up to 1,000 waiters).
     Scale,
+    /// 64 concurrent clients, each cycling its own lock: aggregate cycles per second,
+    /// distsync ÷ as many raw clients (see `crate::aggregate`).
+    Aggregate,
+    /// What many distinct lock names, each locked and released once, leave in the
+    /// store, and after the backend's idle clean-up (see `crate::residue`).
+    Residue,
 }
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 6] = [
+    pub const ALL: [Case; 8] = [
         Case::Cycle,
         Case::Handoff,
         Case::Election,
         Case::Queue,
         Case::Stm,
         Case::Scale,
+        Case::Aggregate,
+        Case::Residue,
     ];
 }
 
@@ -113,6 +121,17 @@ pub struct Args {
     /// comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub scale_waiters: Vec<usize>,
+    /// Aggregate case: concurrent clients per side (distsync, raw) [default: 64].
+    #[arg(long)]
+    pub aggregate_clients: Option<usize>,
+    /// Aggregate case: measured time per side, in milliseconds [default: 3000;
+    /// `--quick`: 500].
+    #[arg(long)]
+    pub aggregate_ms: Option<u64>,
+    /// Residue case: distinct lock names, each locked and released once [default:
+    /// 100000; `--quick`: 1000].
+    #[arg(long)]
+    pub residue_names: Option<usize>,
     /// Rounds the cycle case is split into (implementations take turns each round)
     /// [default: 30; `--quick`: 2; `--guard`: 16].
     #[arg(long)]
@@ -185,6 +204,16 @@ pub struct Plan {
     pub scale_waiting: usize,
     /// Scale case: hand-off waiter counts, measured with the locks held.
     pub scale_handoff_waiters: Vec<usize>,
+    /// Aggregate case: concurrent clients per side.
+    pub aggregate_clients: usize,
+    /// Aggregate case: measured time per side.
+    pub aggregate_time: Duration,
+    /// Aggregate case: rounds that time is split into (the sides alternate).
+    pub aggregate_rounds: usize,
+    /// Residue case: distinct names, each locked and released once.
+    pub residue_names: usize,
+    /// Residue case: concurrent sessions locking them.
+    pub residue_tasks: usize,
     /// Time cap of one measurement.
     pub case_time: Duration,
     /// See [`Args::settle_ms`].
@@ -263,6 +292,15 @@ impl Plan {
             ),
             scale_waiting: pick(args.scale_waiting, 1_000, 20),
             scale_handoff_waiters,
+            aggregate_clients: args.aggregate_clients.unwrap_or(64).max(1),
+            aggregate_time: Duration::from_millis(
+                args.aggregate_ms
+                    .unwrap_or(if quick { 500 } else { 3000 })
+                    .max(1),
+            ),
+            aggregate_rounds: if quick { 2 } else { 6 },
+            residue_names: pick(args.residue_names, 100_000, 1_000),
+            residue_tasks: 32,
             case_time: Duration::from_secs(args.case_secs.unwrap_or(if quick { 10 } else { 20 })),
             settle: Duration::from_millis(args.settle_ms.unwrap_or(if quick { 1 } else { 5 })),
         }

@@ -6,7 +6,9 @@
 //! leader changes, queue throughput and STM bank transfers, PostgreSQL at scale (10,000
 //! locks held and 1,000 waiting from one process), and writes markdown tables
 //! and SVG plots (`docs/BENCHMARKS.md`, `docs/bench/*.svg`). Run it through
-//! `scripts/bench.sh`.
+//! `scripts/bench.sh`. It also measures 64 clients each cycling its own lock against
+//! 64 raw clients ([`aggregate`]) and what 100,000 released lock names leave in the
+//! store ([`residue`]).
 //!
 //! Every loop is bounded by a count and a time cap, and all traffic goes to the URLs
 //! given (the test servers on loopback).
@@ -16,6 +18,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod args;
 pub mod cycle;
 pub mod election;
@@ -28,6 +31,7 @@ pub mod probe;
 pub mod queue;
 pub mod raw;
 pub mod report;
+pub mod residue;
 pub mod run;
 pub mod scale;
 pub mod stats;

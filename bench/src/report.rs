@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::aggregate::AGGREGATE_TARGET;
 use crate::cycle::{CycleResult, Role};
 use crate::run::{BackendReport, Report};
 use crate::stats::{fmt_duration, fmt_rate, fmt_ratio, ratio, Summary};
@@ -85,6 +86,8 @@ pub fn markdown(report: &Report, analysis: Option<&str>, plots: bool) -> String 
     queue_table(&mut out, report);
     stm_table(&mut out, report);
     scale_table(&mut out, report, plots);
+    aggregate_table(&mut out, report);
+    residue_table(&mut out, report);
     let _ = writeln!(out, "## Analysis\n\n{ANALYSIS_BEGIN}");
     out.push_str(analysis.unwrap_or(
         "_Not written yet: explain here what the figures show and why a target is missed; \
@@ -105,6 +108,8 @@ pub fn tables(report: &Report) -> String {
     queue_table(&mut out, report);
     stm_table(&mut out, report);
     scale_table(&mut out, report, false);
+    aggregate_table(&mut out, report);
+    residue_table(&mut out, report);
     out
 }
 
@@ -338,6 +343,8 @@ fn targets(out: &mut String, report: &Report) {
             }
         );
     }
+    aggregate_targets(out, report);
+    residue_targets(out, report);
     out.push('\n');
 }
 
@@ -729,6 +736,264 @@ fn stm_table(out: &mut String, report: &Report) {
         }
     }
     notes_list(out, &notes);
+}
+
+fn aggregate_targets(out: &mut String, report: &Report) {
+    for backend in &report.backends {
+        let Some(aggregate) = &backend.aggregate else {
+            continue;
+        };
+        let (Some(library), Some(raw)) = (&aggregate.library, &aggregate.raw) else {
+            continue;
+        };
+        let measured = format!(
+            "{} vs {} cycles/s raw",
+            fmt_rate(library.rate()),
+            fmt_rate(raw.rate())
+        );
+        let _ = match aggregate.ratio() {
+            Some(factor) => writeln!(
+                out,
+                "| {} clients each cycling its own lock: aggregate ≥ {AGGREGATE_TARGET}× as many raw clients | {} | {measured}: ×{factor:.2} | {} |",
+                aggregate.clients,
+                backend.kind,
+                verdict(factor >= AGGREGATE_TARGET)
+            ),
+            None => writeln!(
+                out,
+                "| {} clients each cycling its own lock: aggregate ≥ {AGGREGATE_TARGET}× as many raw clients | {} | {measured} | not measured |",
+                aggregate.clients, backend.kind
+            ),
+        };
+    }
+}
+
+fn residue_targets(out: &mut String, report: &Report) {
+    for backend in &report.backends {
+        let Some(residue) = &backend.residue else {
+            continue;
+        };
+        let (measured, result) = match residue.verdict() {
+            Some((met, text)) => (text, verdict(met).to_owned()),
+            None => (
+                residue.error.clone().unwrap_or_else(|| "—".into()),
+                "not measured".to_owned(),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "| a released, unused name leaves nothing behind (or a bounded amount), tokens still monotonic ({} names) | {} | {} | {result} |",
+            residue.locked,
+            backend.kind,
+            measured.replace('|', "\\|")
+        );
+    }
+}
+
+fn aggregate_table(out: &mut String, report: &Report) {
+    let measured: Vec<_> = report
+        .backends
+        .iter()
+        .filter_map(|backend| Some((backend.kind, backend.aggregate.as_ref()?)))
+        .collect();
+    let Some((_, first)) = measured.first() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "## Many clients, each its own lock\n\n\
+         {} clients at once, each cycling lock+unlock back to back on a lock name of its \
+         own, each its own connection; beside them, as many clients running the raw \
+         sequence of the cycle table on the same store. The two sides take turns in {} \
+         rounds of {} ms each (the order alternating), so that load on the machine hits \
+         both alike. cycles/s is for all clients together; *distsync ÷ raw* is the ratio \
+         of those rates (target ≥ {AGGREGATE_TARGET}), with the lowest and highest ratio \
+         of a single round.\n\n\
+         | backend | side | clients | cycles | cycles/s | distsync ÷ raw | per-round range | setup |\n\
+         |---|---|---:|---:|---:|---:|---|---|",
+        first.clients,
+        first.rounds,
+        first.burst.as_millis()
+    );
+    let mut notes = Vec::new();
+    for (kind, aggregate) in &measured {
+        let ratio = aggregate
+            .ratio()
+            .map_or("—".to_owned(), |ratio| format!("×{ratio:.2}"));
+        let range = aggregate
+            .round_ratio_range()
+            .map_or("—".to_owned(), |(low, high)| {
+                format!("×{low:.2} – ×{high:.2}")
+            });
+        for (side, setup) in [
+            (aggregate.library.as_ref(), aggregate.setup.as_str()),
+            (aggregate.raw.as_ref(), "one connection (client) each"),
+        ] {
+            let Some(side) = side else {
+                continue;
+            };
+            let library = side.label == "distsync";
+            let _ = writeln!(
+                out,
+                "| {kind} | {} | {} | {} | {} | {} | {} | {setup} |",
+                if library {
+                    "**distsync**".to_owned()
+                } else {
+                    side.label.clone()
+                },
+                side.clients,
+                side.cycles,
+                fmt_rate(side.rate()),
+                if library { ratio.as_str() } else { "" },
+                if library { range.as_str() } else { "" },
+            );
+            if let Some(error) = &side.error {
+                notes.push(format!("{kind} / {}: {error}", side.label));
+            }
+        }
+        if let Some(error) = &aggregate.error {
+            notes.push(format!("{kind}: {error}"));
+        }
+        if *kind == crate::target::BackendKind::Memory {
+            notes.push("memory: no raw clients (no client crate beneath the in-process store), so no ratio".into());
+        }
+    }
+    notes_list(out, &notes);
+}
+
+fn residue_table(out: &mut String, report: &Report) {
+    let measured: Vec<_> = report
+        .backends
+        .iter()
+        .filter_map(|backend| Some((backend.kind, backend.residue.as_ref()?)))
+        .collect();
+    let Some((_, first)) = measured.first() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "## What released lock names leave in the store\n\n\
+         {} distinct lock names, each locked and released once by {} concurrent sessions \
+         (closed at the end), in a namespace of the run's own (removed afterwards). \
+         *before* and *after* count the keys (etcd: the prefix; Redis: `SCAN MATCH \
+         {{<namespace>*`; memory: the store) or the rows of every table of the run's \
+         schema (PostgreSQL). Store bytes: etcd's db size, Redis's `used_memory` (the \
+         whole server, so other clients' work shows too), PostgreSQL's \
+         `pg_total_relation_size` of the schema's tables (deleted rows keep their space \
+         until a vacuum). *after clean-up*: PostgreSQL after `sweep()` with `name_idle` \
+         of 1 s; Redis has nothing to trigger (its keys expire by themselves), so the \
+         keys left and their TTLs are shown. *tokens*: the first name's token when first \
+         locked, and when locked again after the clean-up (on Redis after deleting that \
+         name's keys, as their expiry would).\n\n\
+         | backend | namespace | names | time | before | after | per name | store bytes before → after | also | after clean-up | tokens |\n\
+         |---|---|---:|---:|---:|---:|---:|---|---|---|---|",
+        first.names,
+        first.tasks
+    );
+    let mut notes = Vec::new();
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "—".into());
+    for (kind, residue) in &measured {
+        let unit = residue.unit;
+        let per_name = residue
+            .left_behind()
+            .filter(|_| residue.locked > 0)
+            .map(|left| format!("{:.2}", left as f64 / residue.locked as f64));
+        let bytes = match (residue.bytes_before, residue.bytes_after) {
+            (Some(before), Some(after)) => format!(
+                "{} → {} ({:+.1} kB; {})",
+                kib(before),
+                kib(after),
+                (after - before) as f64 / 1024.0,
+                residue.bytes_measure
+            ),
+            _ => "—".into(),
+        };
+        let extra = residue
+            .bytes_extra
+            .map_or("—".to_owned(), |(what, before, after)| {
+                format!("{what}: {} → {}", kib(before), kib(after))
+            });
+        let cleanup = residue.cleanup.as_ref().map(|cleanup| {
+            let mut text = format!(
+                "{} {unit} left",
+                cleanup.left.map_or("?".to_owned(), |left| left.to_string())
+            );
+            let nonzero: Vec<String> = cleanup
+                .detail
+                .iter()
+                .filter(|(_, count)| *count > 0)
+                .map(|(table, count)| format!("{table} {count}"))
+                .collect();
+            if !nonzero.is_empty() {
+                text.push_str(&format!(" ({})", nonzero.join(", ")));
+            }
+            if let Some(no_ttl) = cleanup.no_ttl {
+                text.push_str(&format!(", {no_ttl} without TTL"));
+            }
+            if let Some((low, high)) = cleanup.ttl_range {
+                text.push_str(&format!(
+                    ", PTTL {} – {}",
+                    crate::residue::fmt_secs(low),
+                    crate::residue::fmt_secs(high)
+                ));
+            }
+            if let Some(bound) = cleanup.expire_bound {
+                text.push_str(&format!(
+                    " (FAIR_IDLE_MS {})",
+                    crate::residue::fmt_secs(bound)
+                ));
+            }
+            text.push_str(&format!("; {}", cleanup.how));
+            text
+        });
+        let _ = writeln!(
+            out,
+            "| {kind} | {} | {} | {} | {} | {} | {} | {bytes} | {extra} | {} | {} |",
+            residue.namespace,
+            residue.locked,
+            or_dash(residue.elapsed.map(fmt_duration)),
+            or_dash(residue.before.map(|n| format!("{n} {unit}"))),
+            or_dash(residue.after.map(|n| format!("{n} {unit}"))),
+            or_dash(per_name),
+            or_dash(cleanup),
+            or_dash(
+                residue
+                    .tokens
+                    .map(|(first, again)| format!("{first} → {again}"))
+            ),
+        );
+        if !residue.detail.is_empty() {
+            let detail: Vec<String> = residue
+                .detail
+                .iter()
+                .filter(|(_, before, after)| before != after || *after > 0)
+                .map(|(what, before, after)| format!("{what} {before} → {after}"))
+                .collect();
+            notes.push(format!(
+                "{kind}: {} {}",
+                if unit == "rows" {
+                    "rows per table"
+                } else {
+                    "keys per kind"
+                },
+                detail.join(", ")
+            ));
+        }
+        if residue.locked < residue.names {
+            notes.push(format!(
+                "{kind}: only {} of {} names were locked",
+                residue.locked, residue.names
+            ));
+        }
+        if let Some(error) = &residue.error {
+            notes.push(format!("{kind}: {error}"));
+        }
+    }
+    notes_list(out, &notes);
+}
+
+fn kib(bytes: i64) -> String {
+    format!("{:.1} kB", bytes as f64 / 1024.0)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::aggregate::AggregateResult;
 use crate::args::{Args, Case, Plan};
 use crate::cycle::{self, CycleResult};
 use crate::election::{self, ElectionResult};
@@ -9,6 +10,7 @@ use crate::handoff::{self, HandoffResult};
 use crate::machine::{self, Machine};
 use crate::probe::WatchDelivery;
 use crate::queue::{self, QueueResult};
+use crate::residue::ResidueResult;
 use crate::scale::ScaleResult;
 use crate::stm::{self, StmResult};
 use crate::target::{BackendKind, Target};
@@ -55,6 +57,10 @@ pub struct BackendReport {
     pub stm: Vec<StmResult>,
     /// At scale: holds grown in steps, waiters, hand-offs with the holds held.
     pub scale: Option<ScaleResult>,
+    /// Many clients each cycling its own lock: aggregate cycles per second.
+    pub aggregate: Option<AggregateResult>,
+    /// What many released names leave in the store.
+    pub residue: Option<ResidueResult>,
 }
 
 impl BackendReport {
@@ -165,6 +171,8 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
         queue: Vec::new(),
         stm: Vec::new(),
         scale: None,
+        aggregate: None,
+        residue: None,
     };
     if plan.runs(Case::Cycle) {
         tracing::info!(backend = %kind, "cycle: distsync, raw sequence and peers");
@@ -220,6 +228,14 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
             "scale"
         );
         report.scale = Some(crate::scale::run(target, run_id, plan).await);
+    }
+    if plan.runs(Case::Aggregate) {
+        tracing::info!(backend = %kind, clients = plan.aggregate_clients, "aggregate");
+        report.aggregate = Some(crate::aggregate::run(target, run_id, plan).await);
+    }
+    if plan.runs(Case::Residue) {
+        tracing::info!(backend = %kind, names = plan.residue_names, "residue");
+        report.residue = Some(crate::residue::run(target, run_id, plan).await);
     }
     report
 }

@@ -1,0 +1,452 @@
+//! The 64-client aggregate (issue 18, 3b): many clients, each its own connection (its
+//! own backend) and its own lock name, each cycling lock+unlock back to back for a
+//! fixed time; the cycles per second of all of them together, for distsync and for as
+//! many clients running the raw sequence of [`crate::raw`] on the same store.
+//!
+//! The two run in interleaved bursts (raw, distsync, distsync, raw, raw, ...: the
+//! order alternates round by round) so that a burst of load on the machine hits both
+//! alike; the report gives the ratio distsync ÷ raw of the aggregate rates (target
+//! [`AGGREGATE_TARGET`]) and the spread of the per-round ratios.
+//!
+//! Per store:
+//! - etcd and Redis: every client is a backend of its own (`distsync::connect`), and
+//!   every raw client a client of its own (one gRPC channel, one `ConnectionManager`);
+//! - PostgreSQL: every raw client is a connection of its own; distsync's clients are
+//!   sessions spread over as many backends as the server's free connections allow (at
+//!   most one per 8 clients, see [`postgres_backends`]): a backend opens up to
+//!   [`POSTGRES_CONNECTIONS_PER_BACKEND`] connections (a pool of 2 given to
+//!   `backend_from_pool`, its holds' pool of 8 and its reaper's 2), so 64 backends
+//!   would need about 200, twice the `max_connections` of 100 of a default server;
+//! - memory: one shared in-process store, no raw sequence (cycles per second only).
+
+use std::time::{Duration, Instant};
+
+use crate::args::Plan;
+use crate::cycle::{Cycler, DistsyncCycle};
+use crate::target::{BackendKind, Target};
+use crate::Result;
+
+/// The target: distsync's aggregate cycles per second at least this times the raw
+/// clients'.
+pub const AGGREGATE_TARGET: f64 = 0.9;
+
+/// Connections one PostgreSQL backend of this case may open: the pool it is given
+/// (2), its holds' pool (8) and its reaper's (2).
+pub const POSTGRES_CONNECTIONS_PER_BACKEND: usize = 12;
+
+/// The pool given to each PostgreSQL backend of this case (`backend_from_pool`): the
+/// notification listener takes one connection, name lookups the other.
+pub const POSTGRES_POOL: u32 = 2;
+
+/// The cycles of one side (distsync or raw) over all its rounds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Throughput {
+    /// The row label.
+    pub label: String,
+    /// Clients that ran.
+    pub clients: usize,
+    /// Cycles completed by all clients together, in the measured bursts.
+    pub cycles: u64,
+    /// Wall time of the measured bursts, from the start of each to its last client's
+    /// last cycle.
+    pub elapsed: Duration,
+    /// Cycles per second of each measured round.
+    pub round_rates: Vec<f64>,
+    /// The first error a client met (that client stopped there), with how many did.
+    pub error: Option<String>,
+}
+
+impl Throughput {
+    /// Aggregate cycles per second.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.cycles as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What the case measured on one backend.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AggregateResult {
+    /// Concurrent clients per side.
+    pub clients: usize,
+    /// Measured rounds (each side runs one burst per round).
+    pub rounds: usize,
+    /// Duration of one burst.
+    pub burst: Duration,
+    /// How distsync's clients are set up (backends, connections).
+    pub setup: String,
+    /// distsync's clients.
+    pub library: Option<Throughput>,
+    /// The raw clients (none on memory).
+    pub raw: Option<Throughput>,
+    /// Why the case did not run, or stopped early.
+    pub error: Option<String>,
+}
+
+impl AggregateResult {
+    /// distsync's aggregate rate ÷ the raw clients'.
+    pub fn ratio(&self) -> Option<f64> {
+        let library = self.library.as_ref()?.rate();
+        let raw = self.raw.as_ref()?.rate();
+        (raw > 0.0 && library > 0.0).then(|| library / raw)
+    }
+
+    /// The lowest and highest per-round ratio (distsync ÷ raw of the same round).
+    pub fn round_ratio_range(&self) -> Option<(f64, f64)> {
+        let library = &self.library.as_ref()?.round_rates;
+        let raw = &self.raw.as_ref()?.round_rates;
+        let ratios: Vec<f64> = library
+            .iter()
+            .zip(raw)
+            .filter(|(_, raw)| **raw > 0.0)
+            .map(|(library, raw)| library / raw)
+            .collect();
+        let low = ratios.iter().copied().reduce(f64::min)?;
+        let high = ratios.iter().copied().reduce(f64::max)?;
+        Some((low, high))
+    }
+}
+
+/// One side's clients, and its running totals.
+struct Side {
+    clients: Vec<Box<dyn Cycler>>,
+    totals: Throughput,
+    failed: usize,
+}
+
+impl Side {
+    fn new(clients: Vec<Box<dyn Cycler>>, label: String) -> Self {
+        Self {
+            totals: Throughput {
+                label,
+                clients: clients.len(),
+                ..Throughput::default()
+            },
+            clients,
+            failed: 0,
+        }
+    }
+
+    /// Runs every client for `burst`; adds the cycles and time when `measured`.
+    async fn burst(&mut self, burst: Duration, measured: bool) {
+        if self.clients.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let deadline = started + burst;
+        // A cycle that hangs is an error, not a stuck benchmark.
+        let limit = burst.max(Duration::from_secs(10));
+        let tasks: Vec<_> = std::mem::take(&mut self.clients)
+            .into_iter()
+            .map(|mut client| {
+                tokio::spawn(async move {
+                    let mut cycles = 0_u64;
+                    let mut error = None;
+                    while Instant::now() < deadline {
+                        match tokio::time::timeout(limit, client.cycle()).await {
+                            Ok(Ok(())) => cycles += 1,
+                            Ok(Err(failed)) => {
+                                error = Some(failed.to_string());
+                                break;
+                            }
+                            Err(_) => {
+                                error = Some(format!("one cycle took over {limit:?}"));
+                                break;
+                            }
+                        }
+                    }
+                    (client, cycles, error)
+                })
+            })
+            .collect();
+        let mut cycles = 0;
+        for task in tasks {
+            match task.await {
+                Ok((client, done, error)) => {
+                    cycles += done;
+                    match error {
+                        None => self.clients.push(client),
+                        Some(error) => {
+                            self.failed += 1;
+                            self.totals.error.get_or_insert(error);
+                            close(client).await;
+                        }
+                    }
+                }
+                Err(panicked) => {
+                    self.failed += 1;
+                    self.totals
+                        .error
+                        .get_or_insert(format!("a client's task failed: {panicked}"));
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        if measured {
+            self.totals.cycles += cycles;
+            self.totals.elapsed += elapsed;
+            let secs = elapsed.as_secs_f64();
+            self.totals.round_rates.push(if secs > 0.0 {
+                cycles as f64 / secs
+            } else {
+                0.0
+            });
+        }
+    }
+
+    async fn finish(mut self) -> Throughput {
+        for client in std::mem::take(&mut self.clients) {
+            close(client).await;
+        }
+        if self.failed > 0 {
+            if let Some(error) = &mut self.totals.error {
+                *error = format!(
+                    "{} of {} clients stopped: {error}",
+                    self.failed, self.totals.clients
+                );
+            }
+        }
+        self.totals
+    }
+}
+
+async fn close(client: Box<dyn Cycler>) {
+    let label = client.label();
+    if let Err(error) = client.close().await {
+        tracing::warn!(%label, %error, "closing an aggregate client failed");
+    }
+}
+
+/// Runs the case on `target` with `plan.aggregate_clients` clients a side, for
+/// `plan.aggregate_time` per side split in `plan.aggregate_rounds` rounds.
+pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult {
+    let clients = plan.aggregate_clients.max(1);
+    let rounds = plan.aggregate_rounds.max(1);
+    let burst = plan.aggregate_time / u32::try_from(rounds).unwrap_or(u32::MAX);
+    let mut result = AggregateResult {
+        clients,
+        rounds,
+        burst,
+        ..AggregateResult::default()
+    };
+    let prefix = format!("{run_id}/aggregate");
+    let raw = match raw_clients(target, &prefix, clients).await {
+        Ok(raw) => raw,
+        Err(error) => {
+            result.error = Some(format!("raw clients: {error}"));
+            None
+        }
+    };
+    let library = match library_clients(target, &prefix, clients).await {
+        Ok((library, setup)) => {
+            result.setup = setup;
+            library
+        }
+        Err(error) => {
+            result.error = Some(format!("distsync clients: {error}"));
+            if let Some((raw, _)) = raw {
+                Side::new(raw, String::new()).finish().await;
+            }
+            return result;
+        }
+    };
+    let mut library = Side::new(library, "distsync".into());
+    let mut raw = raw.map(|(clients, label)| Side::new(clients, label));
+    // Warm-up: one unmeasured burst each.
+    let warmup = burst.min(Duration::from_millis(200));
+    if let Some(raw) = &mut raw {
+        raw.burst(warmup, false).await;
+    }
+    library.burst(warmup, false).await;
+    for round in 0..rounds {
+        let raw_first = round % 2 == 0;
+        if raw_first {
+            if let Some(raw) = &mut raw {
+                raw.burst(burst, true).await;
+            }
+        }
+        library.burst(burst, true).await;
+        if !raw_first {
+            if let Some(raw) = &mut raw {
+                raw.burst(burst, true).await;
+            }
+        }
+    }
+    result.library = Some(library.finish().await);
+    if let Some(raw) = raw {
+        result.raw = Some(raw.finish().await);
+    }
+    result
+}
+
+/// The raw clients for `target`'s store and their label, or `None` on memory.
+#[allow(unused_variables)]
+async fn raw_clients(
+    target: &Target,
+    prefix: &str,
+    clients: usize,
+) -> Result<Option<(Vec<Box<dyn Cycler>>, String)>> {
+    let name = |index: usize| format!("{prefix}/raw/{index}");
+    let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
+    let label = match target.kind {
+        BackendKind::Memory => return Ok(None),
+        #[cfg(feature = "etcd")]
+        BackendKind::Etcd => {
+            for index in 0..clients {
+                made.push(
+                    crate::raw::etcd::RawEtcd::start(&target.url, &name(index), false)
+                        .await
+                        .map_err(|(_, _, error)| error)?,
+                );
+            }
+            crate::raw::etcd::LABEL
+        }
+        #[cfg(feature = "redis")]
+        BackendKind::Redis => {
+            for index in 0..clients {
+                made.push(
+                    crate::raw::redis::RawRedis::start(&target.url, &name(index), false)
+                        .await
+                        .map_err(|(_, _, error)| error)?,
+                );
+            }
+            crate::raw::redis::LABEL
+        }
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => {
+            for index in 0..clients {
+                made.push(
+                    crate::raw::postgres::RawPostgres::start(&target.url, &name(index), false)
+                        .await
+                        .map_err(|(_, _, error)| error)?,
+                );
+            }
+            crate::raw::postgres::LABEL
+        }
+        #[allow(unreachable_patterns)]
+        other => return Err(format!("{other} is not compiled in").into()),
+    };
+    Ok(Some((made, label.to_owned())))
+}
+
+/// distsync's clients for `target` and a description of how they are set up.
+async fn library_clients(
+    target: &Target,
+    prefix: &str,
+    clients: usize,
+) -> Result<(Vec<Box<dyn Cycler>>, String)> {
+    let name = |index: usize| format!("{prefix}/distsync/{index}");
+    let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
+    #[cfg(feature = "postgres")]
+    if target.kind == BackendKind::Postgres {
+        let free = crate::raw::postgres::free_connections(&target.url).await?;
+        let backends = postgres_backends(clients, free);
+        let mut coordinators = Vec::with_capacity(backends);
+        for _ in 0..backends {
+            coordinators.push(postgres_backend(&target.url).await?);
+        }
+        for index in 0..clients {
+            let coordinator = &coordinators[index % backends];
+            made.push(Box::new(
+                DistsyncCycle::new(coordinator, &name(index)).await?,
+            ));
+        }
+        let setup = format!(
+            "{clients} sessions over {backends} backend{} (each: a pool of {POSTGRES_POOL}, \
+             holds' pool 8, reaper 2; ≤ {} connections in all), chosen for the {free} \
+             connections free with the raw clients connected",
+            if backends == 1 { "" } else { "s" },
+            backends * POSTGRES_CONNECTIONS_PER_BACKEND,
+        );
+        return Ok((made, setup));
+    }
+    for index in 0..clients {
+        let coordinator = target.client().await?;
+        made.push(Box::new(
+            DistsyncCycle::new(&coordinator, &name(index)).await?,
+        ));
+    }
+    let setup = match target.kind {
+        BackendKind::Memory => format!("{clients} sessions on one shared in-process store"),
+        _ => format!("{clients} backends (`distsync::connect`), one session each"),
+    };
+    Ok((made, setup))
+}
+
+/// How many PostgreSQL backends `clients` sessions are spread over when `free`
+/// connections are left: the most of 8, 4, 2, 1 (at most one backend per 8 clients,
+/// one per client below 8) whose [`POSTGRES_CONNECTIONS_PER_BACKEND`] connections each
+/// fit in `free` less 4 kept for other work; 1 when none fits.
+pub fn postgres_backends(clients: usize, free: usize) -> usize {
+    let usable = free.saturating_sub(4);
+    [8, 4, 2, 1]
+        .into_iter()
+        .filter(|&backends| backends <= clients.max(1))
+        .find(|backends| backends * POSTGRES_CONNECTIONS_PER_BACKEND <= usable)
+        .unwrap_or(1)
+}
+
+/// A PostgreSQL backend over a pool of [`POSTGRES_POOL`] connections of its own
+/// (committing durably, as `backend_from_pool` requires).
+#[cfg(feature = "postgres")]
+async fn postgres_backend(url: &str) -> Result<distsync::Coordinator> {
+    use sqlx::postgres::PgPoolOptions;
+    let config = distsync::postgres::PostgresConfig::parse(url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(POSTGRES_POOL)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET synchronous_commit = on")
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(config.options.clone().application_name("distsync"))
+        .await?;
+    let backend = distsync::postgres::backend_from_pool(pool, &config).await?;
+    Ok(distsync::Coordinator::new(backend))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_backends_fit_the_free_connections() {
+        assert_eq!(postgres_backends(64, 300), 8);
+        assert_eq!(postgres_backends(64, 60), 4);
+        assert_eq!(postgres_backends(64, 30), 2);
+        assert_eq!(postgres_backends(64, 20), 1);
+        assert_eq!(postgres_backends(64, 0), 1);
+        assert_eq!(postgres_backends(2, 300), 2);
+    }
+
+    #[test]
+    fn ratio_and_round_range() {
+        let side = |cycles, rates: &[f64]| Throughput {
+            label: "x".into(),
+            clients: 2,
+            cycles,
+            elapsed: Duration::from_secs(2),
+            round_rates: rates.to_vec(),
+            error: None,
+        };
+        let result = AggregateResult {
+            library: Some(side(90, &[40.0, 50.0])),
+            raw: Some(side(100, &[50.0, 50.0])),
+            ..AggregateResult::default()
+        };
+        assert!((result.ratio().unwrap() - 0.9).abs() < 1e-9);
+        assert_eq!(result.round_ratio_range(), Some((0.8, 1.0)));
+        let memory = AggregateResult {
+            library: Some(side(90, &[45.0])),
+            ..AggregateResult::default()
+        };
+        assert_eq!(memory.ratio(), None);
+    }
+}
