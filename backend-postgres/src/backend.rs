@@ -175,6 +175,18 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
             .await
             .map_err(map)?;
     let shared = Shared::new(pools, url.schema.clone(), ns_oid, Limits::default());
+    // The server's epoch, so that releases commit asynchronously from the start (see
+    // `crate::unflushed`); NULL (releases stay synchronous) where it cannot be read.
+    let epoch: Option<String> = sqlx::query_scalar(&shared.sql("SELECT {s}.server_epoch()"))
+        .fetch_one(&shared.pool)
+        .await
+        .map_err(map)?;
+    if epoch.is_none() {
+        tracing::info!(
+            "the server's epoch (pg_control_checkpoint) cannot be read: releases commit synchronously"
+        );
+    }
+    shared.unflushed.settle(shared.unflushed.mark(), epoch);
     tracing::debug!(backend = BACKEND, %url, synchronous_standby, "connected");
     Ok(PostgresBackend {
         shared: Arc::new(shared),

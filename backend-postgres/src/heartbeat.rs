@@ -16,8 +16,13 @@
 //! deadline that the acknowledgement extends. A batch that fails answers every session
 //! in it with the error: each keepalive retries on its own schedule, and a session
 //! whose renewals fail until its deadline is lost, as with a statement of its own.
+//!
+//! Each batch also reads the server's epoch, which tells the asynchronous releases
+//! made before it that are durable from those the server may have lost; the latter
+//! are made again, synchronously, right after the batch (see [`crate::unflushed`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use distsync_core::{Error, Result};
 use sqlx::PgPool;
@@ -25,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::error::{map, BACKEND};
+use crate::unflushed::{Release, Unflushed};
 
 /// The most sessions renewed by one statement.
 const MAX_BATCH: usize = 20_000;
@@ -44,11 +50,10 @@ impl Drop for Heartbeat {
 }
 
 impl Heartbeat {
-    /// Starts the heartbeat task, renewing with `sql` (`renew_sessions($1)`) on `pool`.
-    /// Must be called within a tokio runtime.
-    pub(crate) fn start(pool: PgPool, sql: String) -> Self {
+    /// Starts the heartbeat task on `pool`. Must be called within a tokio runtime.
+    pub(crate) fn start(pool: PgPool, sql: Statements, unflushed: Arc<Unflushed>) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(pool, sql, receiver)).abort_handle();
+        let task = tokio::spawn(run(pool, sql, unflushed, receiver)).abort_handle();
         Self { requests, task }
     }
 
@@ -76,7 +81,22 @@ impl Heartbeat {
     }
 }
 
-async fn run(pool: PgPool, sql: String, mut receiver: mpsc::UnboundedReceiver<(i64, Reply)>) {
+/// The heartbeat's statements.
+pub(crate) struct Statements {
+    /// Renews the sessions `$1` and reads the server's epoch: `SELECT
+    /// ARRAY(SELECT renew_sessions($1)), server_epoch()`.
+    pub(crate) renew: String,
+    /// Makes releases again, synchronously, from arrays of their arguments:
+    /// `semaphore_leave` over `unnest($1, $2, $3, $4)`.
+    pub(crate) release_again: String,
+}
+
+async fn run(
+    pool: PgPool,
+    sql: Statements,
+    unflushed: Arc<Unflushed>,
+    mut receiver: mpsc::UnboundedReceiver<(i64, Reply)>,
+) {
     let mut batch: Vec<(i64, Reply)> = Vec::new();
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -87,17 +107,20 @@ async fn run(pool: PgPool, sql: String, mut receiver: mpsc::UnboundedReceiver<(i
             }
         }
         let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-        let renewed = sqlx::query_scalar::<_, i64>(&sql)
+        let mark = unflushed.mark();
+        let renewed = sqlx::query_as::<_, (Vec<i64>, Option<String>)>(&sql.renew)
             .bind(&ids)
-            .fetch_all(&pool)
+            .fetch_one(&pool)
             .await;
         match renewed {
-            Ok(renewed) => {
+            Ok((renewed, epoch)) => {
+                let (again, _) = unflushed.settle(mark, epoch);
                 let renewed: HashSet<i64> = renewed.into_iter().collect();
                 tracing::trace!(sessions = ids.len(), renewed = renewed.len(), "heartbeat");
                 for (id, reply) in batch.drain(..) {
                     let _ = reply.send(Ok(renewed.contains(&id)));
                 }
+                release_again(&pool, &sql.release_again, &unflushed, again).await;
             }
             Err(error) => {
                 let error = map(error);
@@ -106,6 +129,41 @@ async fn run(pool: PgPool, sql: String, mut receiver: mpsc::UnboundedReceiver<(i
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(message.clone()));
                 }
+            }
+        }
+    }
+}
+
+/// Makes `releases` again, synchronously, in one statement (the server may have lost
+/// them, see [`crate::unflushed`]); on failure they are kept to be made at the next
+/// heartbeat.
+async fn release_again(pool: &PgPool, sql: &str, unflushed: &Unflushed, releases: Vec<Release>) {
+    if releases.is_empty() {
+        return;
+    }
+    let mut releases = releases;
+    // The names' row locks taken in one order.
+    releases.sort_by_key(|r| (r.name_id, r.session, r.entry));
+    let column = |f: fn(&Release) -> i64| releases.iter().map(f).collect::<Vec<i64>>();
+    let names: Vec<i32> = releases.iter().map(|r| r.name_id).collect();
+    let tombstones: Vec<bool> = releases.iter().map(|r| r.tombstone).collect();
+    let done = sqlx::query_scalar::<_, i64>(sql)
+        .bind(&names)
+        .bind(column(|r| r.session))
+        .bind(column(|r| r.entry))
+        .bind(&tombstones)
+        .fetch_one(pool)
+        .await;
+    match done {
+        Ok(left) => tracing::info!(
+            releases = releases.len(),
+            left,
+            "the server's epoch moved (a checkpoint, a crash recovery or a promotion): asynchronous releases made again"
+        ),
+        Err(error) => {
+            tracing::warn!(releases = releases.len(), error = %map(error), "making releases again failed; retried at the next heartbeat");
+            for release in releases {
+                unflushed.record(None, release);
             }
         }
     }

@@ -114,6 +114,7 @@ mod status;
 mod stm;
 mod store;
 mod tls;
+mod unflushed;
 
 pub use backend::{backend, backend_from_pool, backend_with_config, connect, PostgresBackend};
 pub use config::{

@@ -45,7 +45,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 16;
+const SCHEMA_VERSION: i32 = 17;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -519,9 +519,16 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         // semaphore's tables and functions (kept with its module).
         // Since version 10, with them: the guarded write (`guarded_put`, kept with its
         // module); versions 13-16: cheaper grants (a counter update that stays HOT, one
-        // statement when nobody waits, one `next_token` for every grant).
+        // statement when nobody waits, one `next_token` for every grant); version 17:
+        // asynchronous commits of releases and waits (`server_epoch`, see
+        // `crate::unflushed`), a leaner uncontended join.
         let semaphore = render(
-            &[crate::semaphore::DDL, crate::guarded::DDL].concat(),
+            &[
+                crate::semaphore::DDL,
+                crate::guarded::DDL,
+                crate::unflushed::DDL,
+            ]
+            .concat(),
             &quoted,
         );
         conn.execute(semaphore.as_str()).await.map_err(map)?;

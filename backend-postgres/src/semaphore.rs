@@ -71,6 +71,7 @@ use crate::lock::hold_key;
 use crate::retry::Backoff;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
+use crate::unflushed::Release;
 
 /// The semaphore's tables and functions (`{s}`: the quoted schema), run by
 /// [`crate::schema`] after its own DDL.
@@ -182,14 +183,20 @@ $$;
 
 -- Re-checks entry (p_session, p_entry) of name k. o_state: 1 granted (o_token), 0
 -- waiting (o_wait: seconds until the first expiry among the live entries ahead), -1 the
--- entry is gone (its session ended or expired). An exclusive entry is granted with
+-- entry is gone (its session ended or expired), 5 (only with p_async) the entry is gone
+-- but its session is live: a join committed asynchronously and lost in a crash of the
+-- server, to be joined again. An exclusive entry is granted with
 -- fewer than `permits` live entries ahead and takes the next value of the name's
 -- fencing counter; a shared entry (a read lock) with no live exclusive entry ahead, and
 -- token 0. A candidacy's grant writes its election's leader row and log entry (the
--- token is the term). Raises DS002 when the name has no counter row.
+-- token is the term). Raises DS002 when the name has no counter row. With p_async
+-- (since version 17), a check that grants nothing commits asynchronously (it wrote only
+-- a row lock); a grant always commits synchronously.
 DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint);
+DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint, integer);
 CREATE OR REPLACE FUNCTION {s}.semaphore_check(k integer, p_session bigint, p_entry bigint,
                                     p_log_keep integer DEFAULT 1000,
+                                    p_async boolean DEFAULT false,
                                     OUT o_state integer, OUT o_token bigint,
                                     OUT o_wait double precision)
 LANGUAGE plpgsql AS $$
@@ -212,6 +219,13 @@ BEGIN
     IF my_ord IS NULL THEN
         o_state := -1;
         o_token := NULL;
+        IF p_async THEN
+            PERFORM set_config('synchronous_commit', 'off', true);
+            IF EXISTS (SELECT 1 FROM {s}.sessions
+                        WHERE id = p_session AND expires_at > clock_timestamp()) THEN
+                o_state := 5;
+            END IF;
+        END IF;
         RETURN;
     END IF;
     IF o_token IS NOT NULL THEN
@@ -240,6 +254,11 @@ BEGIN
         o_wait := NULL;
         RETURN;
     END IF;
+    IF p_async THEN
+        -- Nothing granted: losing this commit in a crash loses at most the entry
+        -- joined by this transaction (see o_state 5).
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     o_state := 0;
 END
 $$;
@@ -251,55 +270,69 @@ $$;
 -- holding or waiting); 3 another count is in use (o_in_use, nothing joined); 4 the
 -- caller withdrew before this ran (tombstone found and removed, nothing joined: the
 -- caller is gone, nobody reads this). Raises DS001 when the session has ended.
+-- With p_async (since version 17), a join that waits commits asynchronously (see
+-- crate::hold, "Asynchronous commits"); a grant always commits synchronously. An
+-- empty line (the uncontended case) is granted with one read of the line index, one
+-- update of the counter and one insert.
 DROP FUNCTION IF EXISTS {s}.semaphore_join(integer, bigint, bigint, integer, boolean);
+DROP FUNCTION IF EXISTS {s}.semaphore_join(integer, bigint, bigint, integer, boolean, boolean,
+                                           text, bytea, integer);
 CREATE OR REPLACE FUNCTION {s}.semaphore_join(k integer, p_session bigint, p_entry bigint,
                                               p_permits integer, wait boolean,
                                               p_shared boolean DEFAULT false,
                                               p_election text DEFAULT NULL,
                                               p_value bytea DEFAULT NULL,
                                               p_log_keep integer DEFAULT 1000,
+                                              p_async boolean DEFAULT false,
                                               OUT o_state integer, OUT o_token bigint,
                                               OUT o_wait double precision,
                                               OUT o_in_use integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
-    live integer;
-    live_exclusive integer;
+    live integer := 0;
+    live_exclusive integer := 0;
     expired boolean;
     now_ timestamptz;
 BEGIN
-    INSERT INTO {s}.semaphores (name_id, permits) VALUES (k, p_permits)
-    ON CONFLICT (name_id) DO NOTHING;
     SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
-    DELETE FROM {s}.semaphore_entries
-     WHERE session_id = p_session AND entry = p_entry AND cancelled;
-    IF FOUND THEN
-        o_state := 4;
-        RETURN;
+    IF NOT FOUND THEN
+        INSERT INTO {s}.semaphores (name_id, permits) VALUES (k, p_permits)
+        ON CONFLICT (name_id) DO NOTHING;
+        SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
     END IF;
     PERFORM 1 FROM {s}.sessions WHERE id = p_session AND expires_at > clock_timestamp();
     IF NOT FOUND THEN
         RAISE EXCEPTION 'distsync session % has ended', p_session USING ERRCODE = 'DS001';
     END IF;
-    -- One read of the line: its live entries, and whether any entry's session has
-    -- expired (an empty line, the uncontended case, ends here).
-    now_ := clock_timestamp();
-    SELECT count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_),
-           count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_ AND NOT e.shared),
-           bool_or(x.expires_at <= now_)
-      INTO live, live_exclusive, expired
-      FROM {s}.semaphore_entries e
-      JOIN {s}.sessions x ON x.id = e.session_id
-     WHERE e.name_id = k;
-    IF expired THEN
-        -- Entries of expired sessions count no more: forget them, and count again.
-        DELETE FROM {s}.semaphore_entries e USING {s}.sessions x
-         WHERE e.name_id = k AND x.id = e.session_id AND x.expires_at <= clock_timestamp();
-        SELECT count(*), count(*) FILTER (WHERE NOT e.shared) INTO live, live_exclusive
+    -- Rows of the name (a tombstone, live or expired entries): none in the uncontended
+    -- case, which then reads nothing more.
+    IF EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k) THEN
+        DELETE FROM {s}.semaphore_entries
+         WHERE session_id = p_session AND entry = p_entry AND cancelled;
+        IF FOUND THEN
+            o_state := 4;
+            RETURN;
+        END IF;
+        -- One read of the line: its live entries, and whether any entry's session has
+        -- expired.
+        now_ := clock_timestamp();
+        SELECT count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_),
+               count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_ AND NOT e.shared),
+               bool_or(x.expires_at <= now_)
+          INTO live, live_exclusive, expired
           FROM {s}.semaphore_entries e
           JOIN {s}.sessions x ON x.id = e.session_id
-         WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+         WHERE e.name_id = k;
+        IF expired THEN
+            -- Entries of expired sessions count no more: forget them, and count again.
+            DELETE FROM {s}.semaphore_entries e USING {s}.sessions x
+             WHERE e.name_id = k AND x.id = e.session_id AND x.expires_at <= clock_timestamp();
+            SELECT count(*), count(*) FILTER (WHERE NOT e.shared) INTO live, live_exclusive
+              FROM {s}.semaphore_entries e
+              JOIN {s}.sessions x ON x.id = e.session_id
+             WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+        END IF;
     END IF;
     IF n <> p_permits THEN
         IF live > 0 THEN
@@ -318,12 +351,27 @@ BEGIN
         -- nobody to wake), the entry inserted with its token in one statement.
         IF p_shared THEN
             o_token := 0;
+            INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election,
+                                               value, token)
+                 VALUES (k, p_session, p_entry, p_shared, p_election, p_value, o_token);
         ELSE
-            o_token := {s}.next_token(k);
+            -- The counter bumped and the entry inserted in one statement (next_token's
+            -- update, inlined).
+            WITH t AS (
+                UPDATE {s}.lock_names SET token = token + 1,
+                       used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
+                                      THEN clock_timestamp() ELSE used_at END
+                 WHERE id = k RETURNING token
+            )
+            INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election,
+                                               value, token)
+                 SELECT k, p_session, p_entry, false, p_election, p_value, t.token FROM t
+            RETURNING token INTO o_token;
+            IF o_token IS NULL THEN
+                RAISE EXCEPTION 'distsync lock name % has no counter row', k
+                    USING ERRCODE = 'DS002';
+            END IF;
         END IF;
-        INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election,
-                                           value, token)
-             VALUES (k, p_session, p_entry, p_shared, p_election, p_value, o_token);
         IF p_election IS NOT NULL THEN
             PERFORM {s}.campaign_won(p_election, p_session, o_token, p_value, p_log_keep);
         END IF;
@@ -333,20 +381,29 @@ BEGIN
     INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election, value)
          VALUES (k, p_session, p_entry, p_shared, p_election, p_value);
     SELECT c.o_state, c.o_token, c.o_wait INTO o_state, o_token, o_wait
-      FROM {s}.semaphore_check(k, p_session, p_entry, p_log_keep) AS c;
+      FROM {s}.semaphore_check(k, p_session, p_entry, p_log_keep, p_async) AS c;
 END
 $$;
 
 -- Removes entry (p_session, p_entry) of name k (a release, a resign, or a withdrawn
--- wait), with the leader row of a candidacy that led; true if it was there. With p_tombstone, an entry not there yet gets a tombstone, so that a
--- join of it still in flight gives up (see semaphore_join).
+-- wait), with the leader row of a candidacy that led; true if it was there. With
+-- p_tombstone, an entry not there yet gets a tombstone, so that a join of it still in
+-- flight gives up (see semaphore_join). Without p_sync (since version 17) it commits
+-- asynchronously: a release lost in a crash of the server only brings the entry back,
+-- and the client that made it leaves it again once it sees the crash (see crate::hold,
+-- "Asynchronous commits"; crate::unflushed).
+DROP FUNCTION IF EXISTS {s}.semaphore_leave(integer, bigint, bigint, boolean);
 CREATE OR REPLACE FUNCTION {s}.semaphore_leave(k integer, p_session bigint, p_entry bigint,
-                                               p_tombstone boolean) RETURNS boolean
+                                               p_tombstone boolean,
+                                               p_sync boolean DEFAULT true) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     gone_election text;
     gone_token bigint;
 BEGIN
+    IF NOT p_sync THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     PERFORM 1 FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
     DELETE FROM {s}.semaphore_entries
      WHERE session_id = p_session AND entry = p_entry AND NOT cancelled
@@ -418,6 +475,9 @@ enum Outcome {
     Refused,
     OtherCount(i32),
     Gone,
+    /// The entry is gone but its session lives: its join, committed asynchronously,
+    /// was lost in a crash of the server. Joined again.
+    Vanished,
 }
 
 type Row = (Option<i32>, Option<i64>, Option<f64>, Option<i32>);
@@ -431,6 +491,7 @@ fn outcome(row: Row) -> Result<Outcome> {
         (Some(2), _) => Outcome::Refused,
         (Some(3), _) => Outcome::OtherCount(in_use.unwrap_or(0)),
         (Some(-1), _) => Outcome::Gone,
+        (Some(5), _) => Outcome::Vanished,
         _ => {
             return Err(Error::backend(
                 crate::error::BACKEND,
@@ -449,6 +510,9 @@ fn entry_error(lease: &LeaseInner, error: sqlx::Error) -> Error {
 fn is_missing_name(error: &sqlx::Error) -> bool {
     sqlstate(error).as_deref() == Some("DS002")
 }
+
+/// How often an entry lost by the server is joined again before giving up.
+const VANISHED_REJOINS: u32 = 3;
 
 /// How often a join, check or leave is repeated after PostgreSQL aborted it as a
 /// deadlock victim or a serialization failure.
@@ -486,7 +550,7 @@ impl Entry {
     ) -> std::result::Result<Outcome, sqlx::Error> {
         let sql = self.shared.sql(
             "SELECT o_state, o_token, o_wait, o_in_use \
-             FROM {s}.semaphore_join($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             FROM {s}.semaphore_join($1, $2, $3, $4, $5, $6, $7, $8, $9, true)",
         );
         let row: Row = again_after_conflicts(|| {
             sqlx::query_as(&sql)
@@ -508,7 +572,7 @@ impl Entry {
     async fn check(&self) -> std::result::Result<Outcome, sqlx::Error> {
         let sql = self.shared.sql(
             "SELECT o_state, o_token, o_wait, NULL::integer \
-             FROM {s}.semaphore_check($1, $2, $3, $4)",
+             FROM {s}.semaphore_check($1, $2, $3, $4, true)",
         );
         let row: Row = again_after_conflicts(|| {
             sqlx::query_as(&sql)
@@ -522,20 +586,39 @@ impl Entry {
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
     }
 
-    /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave`.
+    /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave`. Commits
+    /// asynchronously when the backend can tell a release the server lost in a crash
+    /// and make it again ([`crate::unflushed`]), synchronously otherwise.
     pub(crate) async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
+        let unflushed = &self.shared.unflushed;
+        let sync = !unflushed.enabled();
+        // The epoch known before sending (see crate::unflushed).
+        let epoch = unflushed.epoch();
         let sql = self
             .shared
-            .sql("SELECT {s}.semaphore_leave($1, $2, $3, $4)");
-        again_after_conflicts(|| {
+            .sql("SELECT {s}.semaphore_leave($1, $2, $3, $4, $5)");
+        let left = again_after_conflicts(|| {
             sqlx::query_scalar(&sql)
                 .bind(self.name_id)
                 .bind(self.session)
                 .bind(self.entry)
                 .bind(tombstone)
+                .bind(sync)
                 .fetch_one(&self.shared.holds)
         })
-        .await
+        .await?;
+        if !sync {
+            unflushed.record(
+                epoch,
+                Release {
+                    name_id: self.name_id,
+                    session: self.session,
+                    entry: self.entry,
+                    tombstone,
+                },
+            );
+        }
+        Ok(left)
     }
 
     /// Withdraws the entry in the background (a dropped wait, a release that failed):
@@ -602,8 +685,22 @@ pub(crate) async fn take(
     wait: bool,
 ) -> Result<Option<(Entry, i64)>> {
     let mut retried = false;
+    let mut rejoined = 0;
     loop {
         match attempt(lease, name, ask, wait).await {
+            Err(AttemptError::Vanished) if rejoined < VANISHED_REJOINS => {
+                tracing::info!(%name, "an entry in line was lost by the server (a crash?); joining again");
+                rejoined += 1;
+            }
+            Err(AttemptError::Vanished) => {
+                return Err(Error::backend(
+                    crate::error::BACKEND,
+                    format!(
+                        "the entry in the line of {:?} keeps vanishing",
+                        name.as_str()
+                    ),
+                ))
+            }
             Err(AttemptError::MissingName) if !retried => {
                 tracing::debug!(%name, "name row gone; registering it again");
                 lease.shared.forget_name(ask.kind, name.as_str());
@@ -693,6 +790,10 @@ async fn attempt(
                 lease.fail();
                 return Err(Error::SessionLost.into());
             }
+            Outcome::Vanished => {
+                cleanup.entry = None;
+                return Err(AttemptError::Vanished);
+            }
             Outcome::Waiting(until) => {
                 until.map_or(fallback, |until| until + Duration::from_millis(5))
             }
@@ -764,10 +865,12 @@ impl PgSemaphore {
     }
 }
 
-/// Why one attempt failed: the name's counter row is gone (register it again, once), or
-/// anything else.
+/// Why one attempt failed: the name's counter row is gone (register it again, once),
+/// the entry vanished (its asynchronous join lost in a crash of the server: join
+/// again), or anything else.
 enum AttemptError {
     MissingName,
+    Vanished,
     Other(Error),
 }
 

@@ -10,11 +10,12 @@ use distsync_core::{Error, Result};
 use sqlx::PgPool;
 
 use crate::error::{map, BACKEND};
-use crate::heartbeat::Heartbeat;
+use crate::heartbeat::{Heartbeat, Statements};
 use crate::limits::Limits;
 use crate::notify::Hub;
 use crate::schema;
 use crate::session::LeaseInner;
+use crate::unflushed::Unflushed;
 
 /// The kinds of names (rows of `lock_names`: a fencing counter and a line of entries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     quoted: String,
     pub(crate) hub: Hub,
     pub(crate) heartbeat: Heartbeat,
+    /// The asynchronous releases not yet known durable ([`crate::unflushed`]).
+    pub(crate) unflushed: Arc<Unflushed>,
     limits: std::sync::RwLock<Limits>,
     names: Mutex<HashMap<(LockKind, String), i32>>,
     sessions: Mutex<Registry>,
@@ -94,9 +97,23 @@ impl Shared {
         } = pools;
         let hub = Hub::new(pool.clone(), format!("distsync_{ns_oid}"));
         let quoted = schema::quote(&schema);
+        let unflushed = Arc::new(Unflushed::default());
         let heartbeat = Heartbeat::start(
             reaper.clone(),
-            schema::render("SELECT {s}.renew_sessions($1)", &quoted),
+            Statements {
+                renew: schema::render(
+                    "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch()",
+                    &quoted,
+                ),
+                release_again: schema::render(
+                    "SELECT count(*) FILTER (WHERE l.gone) FROM \
+                     unnest($1::integer[], $2::bigint[], $3::bigint[], $4::boolean[]) \
+                     AS u(k, s, e, t), \
+                     LATERAL (SELECT {s}.semaphore_leave(u.k, u.s, u.e, u.t, true) AS gone) AS l",
+                    &quoted,
+                ),
+            },
+            Arc::clone(&unflushed),
         );
         Self {
             pool,
@@ -106,6 +123,7 @@ impl Shared {
             schema,
             hub,
             heartbeat,
+            unflushed,
             limits: std::sync::RwLock::new(limits),
             names: Mutex::new(HashMap::new()),
             sessions: Mutex::new(Registry::default()),
