@@ -3,9 +3,12 @@
 //! Every grant, release and renewal is one script call, so it is atomic on the
 //! server. Each script is sent with the shared definitions of `lua/lib.lua` it uses,
 //! and only those ([`compose`]): Redis runs a script's whole text on every call,
-//! defining each of its functions anew, so a definition the script never calls would
-//! still cost server time on each call (about 1.7 µs per call for the whole library,
-//! measured with `distsync-bench`'s scripts row).
+//! defining each of its functions anew, so a definition the script never calls still
+//! costs server time on each call (the whole library's definitions cost about 1.7 µs
+//! per call). The scripts that need few definitions gain most; the lock's grant and
+//! release scripts need most of them (`release_hold` serves every kind of entry), and
+//! measured within noise of the whole library (10.7 against 11.0 µs of server time per
+//! call, `INFO commandstats`, 20,000 uncontended cycles on an idle Redis 7.0).
 
 use std::sync::LazyLock;
 
