@@ -114,6 +114,11 @@ pub struct Args {
     /// it (one renewal interval) at every step [default: 15; `--quick`: 3].
     #[arg(long)]
     pub scale_ttl_secs: Option<u64>,
+    /// Internal: run only the scale case, on the one backend given, with this run id,
+    /// and print its result as JSON (the bench runs the case in a process of its own
+    /// this way, see `distsync_bench::scale::isolated`).
+    #[arg(long, hide = true)]
+    pub scale_child: Option<String>,
     /// Scale case: sessions waiting, each on one of the held locks.
     #[arg(long)]
     pub scale_waiting: Option<usize>,

@@ -22,6 +22,10 @@ async fn main() -> ExitCode {
         .with_target(false)
         .init();
     let args = Args::parse();
+    if args.scale_child.is_some() {
+        print!("{}", distsync_bench::scale::isolated::child(&args).await);
+        return ExitCode::SUCCESS;
+    }
     if args.guard || args.write_baseline {
         return match guard::run(&args).await {
             Ok(run) => {

@@ -227,7 +227,7 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
             waiting = plan.scale_waiting,
             "scale"
         );
-        report.scale = Some(crate::scale::run(target, run_id, plan).await);
+        report.scale = Some(crate::scale::isolated::run(target, run_id, plan).await);
     }
     if plan.runs(Case::Aggregate) {
         tracing::info!(backend = %kind, clients = plan.aggregate_clients, "aggregate");

@@ -24,6 +24,7 @@
 //! other cases of the same run may still hold connections of their own when this one
 //! starts, which the "before" column shows.
 
+pub mod isolated;
 mod meter;
 pub mod plots;
 pub mod procfs;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use distsync::{Coordinator, LockGuard, Session};
 use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 
 use crate::args::Plan;
 use crate::handoff::{self, HandoffResult};
@@ -50,7 +52,7 @@ const IN_FLIGHT: usize = 64;
 const HANDOFF_TIME_PER_WAITER: Duration = Duration::from_millis(40);
 
 /// Requests a store served in a window.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Requests {
     /// Requests counted.
     pub count: u64,
@@ -66,7 +68,7 @@ impl Requests {
 }
 
 /// The figures after one step of growing the holds.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SizePoint {
     /// Locks held (one per session), this step's and the earlier ones'.
     pub holds: usize,
@@ -110,7 +112,7 @@ impl SizePoint {
 }
 
 /// What the case measured.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ScaleResult {
     /// Locks held at once at the largest step (one per session).
     pub holds: usize,
@@ -118,10 +120,6 @@ pub struct ScaleResult {
     pub waiting: usize,
     /// The sessions' TTL (they renew every third of it).
     pub ttl: Duration,
-    /// How the connections were counted, where they were.
-    pub connections_source: Option<&'static str>,
-    /// How the keepalive requests were counted, where they were.
-    pub keepalive_source: Option<&'static str>,
     /// The server's connection limit, where it has one (PostgreSQL's
     /// `max_connections`).
     pub max_connections: Option<i64>,
@@ -147,6 +145,7 @@ pub struct ScaleResult {
     /// The figures after each step of holds.
     pub sizes: Vec<SizePoint>,
     /// Hand-off per waiter count, with the holds held.
+    #[serde(with = "isolated::handoffs")]
     pub handoff: Vec<HandoffResult>,
     /// Why the case stopped early or did not run.
     pub error: Option<String>,
@@ -196,8 +195,6 @@ async fn measure(
     result: &mut ScaleResult,
 ) -> Result<()> {
     let mut meter = Meter::connect(target).await?;
-    result.connections_source = meter.connections_source();
-    result.keepalive_source = meter.keepalive_source();
     result.max_connections = meter.max_connections().await?;
     result.connections_before = meter.connections().await?;
     result.rss_before_kb = rss_kb();

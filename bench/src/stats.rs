@@ -24,6 +24,11 @@ impl Samples {
         self.durations.extend_from_slice(&other.durations);
     }
 
+    /// The latencies, in the order recorded.
+    pub fn durations(&self) -> &[Duration] {
+        &self.durations
+    }
+
     /// How many latencies were recorded.
     pub fn len(&self) -> usize {
         self.durations.len()

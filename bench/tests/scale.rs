@@ -67,3 +67,61 @@ async fn scale_on_memory_fills_every_field() {
     let status = target.coordinator.status("t/scale/").await.unwrap();
     assert!(status.lines.is_empty(), "{status:?}");
 }
+
+/// Through the binary: the case runs in a child process of its own and the report
+/// gets the section, the growth verdicts and the four plots.
+#[test]
+fn the_binary_reports_the_scale_case_with_its_plots() {
+    let out = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_distsync-bench"))
+        .args([
+            "--quick",
+            "--cases",
+            "scale",
+            "--backends",
+            "memory",
+            "--scale-sizes",
+            "4,40",
+            "--scale-waiting",
+            "8",
+            "--scale-waiters",
+            "1,3",
+            "--handoffs",
+            "4",
+            "--out",
+        ])
+        .arg(out.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let report = std::fs::read_to_string(out.path().join("BENCHMARKS.md")).unwrap();
+    for expected in [
+        "## At scale",
+        "| memory | 40 | 8 | — / — / — |",
+        "### Cost against the number of holds",
+        "| memory | 4 |",
+        "| memory | 40 |",
+        "- **memory**: acquiring costs",
+        "| memory | 3 | 4 |",
+        "![client memory per hold against holds](bench/scale-memory.svg)",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing `{expected}` in:\n{report}"
+        );
+    }
+    assert!(!report.contains("stopped early"), "{report}");
+    for plot in [
+        "scale-acquire.svg",
+        "scale-memory.svg",
+        "scale-keepalive.svg",
+        "scale-handoff.svg",
+    ] {
+        let svg = std::fs::read_to_string(out.path().join("bench").join(plot)).unwrap();
+        assert!(svg.trim_end().ends_with("</svg>"), "{plot}");
+    }
+    let handoff = std::fs::read_to_string(out.path().join("bench/scale-handoff.svg")).unwrap();
+    assert!(handoff.contains("memory p50"), "{handoff}");
+}

@@ -43,11 +43,12 @@ impl Meter {
             #[cfg(feature = "etcd")]
             BackendKind::Etcd => {
                 let config = distsync::etcd::EtcdConfig::parse(&target.url)?;
-                let metrics = config
-                    .endpoints()
-                    .first()
-                    .and_then(|endpoint| endpoint.strip_prefix("http://"))
-                    .map(|host| host.trim_end_matches('/').to_owned());
+                // Plain HTTP only: with TLS, /metrics is behind the client certificate.
+                let metrics = if config.tls() {
+                    None
+                } else {
+                    config.endpoints().first().cloned()
+                };
                 Ok(Self::Etcd {
                     metrics,
                     ports: super::procfs::url_ports(&target.url, 2379),
@@ -65,36 +66,6 @@ impl Meter {
                 Ok(Self::Postgres(postgres::Probe::connect(&target.url).await?))
             }
             _ => Ok(Self::None),
-        }
-    }
-
-    /// How [`Meter::connections`] counts, for the report.
-    pub(super) fn connections_source(&self) -> Option<&'static str> {
-        match self {
-            Self::None => None,
-            #[cfg(feature = "etcd")]
-            Self::Etcd { .. } => Some("this process's TCP connections to etcd (/proc)"),
-            #[cfg(feature = "redis")]
-            Self::Redis(_) => Some("Redis connected_clients, the meter left out"),
-            #[cfg(feature = "postgres")]
-            Self::Postgres(_) => Some("pg_stat_activity of the database, the meter left out"),
-        }
-    }
-
-    /// How [`Meter::keepalives`] counts, for the report.
-    pub(super) fn keepalive_source(&self) -> Option<&'static str> {
-        match self {
-            Self::None => None,
-            #[cfg(feature = "etcd")]
-            Self::Etcd { metrics, .. } => metrics
-                .as_ref()
-                .map(|_| "LeaseKeepAlive messages received (etcd /metrics)"),
-            #[cfg(feature = "redis")]
-            Self::Redis(_) => Some("EVALSHA + EVAL calls (INFO commandstats)"),
-            #[cfg(feature = "postgres")]
-            Self::Postgres(_) => {
-                Some("transactions (pg_stat_database xact_commit + xact_rollback)")
-            }
         }
     }
 

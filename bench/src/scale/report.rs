@@ -76,7 +76,7 @@ pub fn section(out: &mut String, report: &Report, plots: bool) {
          of its own, grown in steps ({} holds; the earlier steps' holds stay held), then \
          {} more sessions waiting, one on each of {} of those locks; then the hand-off on \
          one lock with 1 to {} waiters while the holds stay held. Sessions have a TTL of \
-         {} s, so each renews every {} s; at each step the keepalive requests are counted \
+         {} s, so each renews every {:.1} s; at each step the keepalive requests are counted \
          at the store over one renewal interval with nothing else running (every session \
          renews once in it; at the default 60 s TTL the rate per second is a quarter of \
          the one at 15 s, the requests per session per renewal are the same). Sessions and \
@@ -95,7 +95,7 @@ pub fn section(out: &mut String, report: &Report, plots: bool) {
         plan.scale_waiting,
         plan.scale_handoff_waiters.last().copied().unwrap_or(1),
         plan.scale_ttl.as_secs(),
-        fmt_duration(plan.scale_ttl / 3),
+        plan.scale_ttl.as_secs_f64() / 3.0,
     );
     let or_dash = |value: Option<String>| value.unwrap_or_else(|| "—".into());
     let mb = |kb: Option<u64>| kb.map(|kb| format!("{:.1} MB", kb as f64 / 1024.0));

@@ -1,0 +1,222 @@
+//! The scale case in a process of its own, so that the client memory it reports is
+//! its own.
+//!
+//! Run inside the bench's process, the case would read a resident memory swollen by
+//! the cases and backends measured before it (the allocator keeps freed memory for
+//! reuse, so 10,000 holds on a second backend grow `VmRSS` by nothing). So the bench
+//! runs it as a child: the same binary with the hidden `--scale-child RUN_ID` and the
+//! case's counts, the backend's URL in its usual environment variable (never on the
+//! command line, where a password would show); the child measures with
+//! [`super::run`] and prints the [`ScaleResult`] as JSON, which the parent reads
+//! back. Where the running program is not `distsync-bench` (a test harness), the case
+//! runs in-process.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use super::ScaleResult;
+use crate::args::{Args, Plan};
+use crate::target::Target;
+
+/// Runs the case on `target` in a child process (in-process where the program is not
+/// the bench binary).
+pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> ScaleResult {
+    match own_binary() {
+        Some(binary) => in_child(binary, target, run_id, plan).await,
+        None => super::run(target, run_id, plan).await,
+    }
+}
+
+/// The child's side: measures the backend `args` select, as `args` ask, and returns
+/// the result as JSON for standard output.
+pub async fn child(args: &Args) -> String {
+    let plan = Plan::from_args(args);
+    let run_id = args.scale_child.clone().unwrap_or_default();
+    let holds = plan.scale_sizes.last().copied().unwrap_or(0);
+    let failed = |reason: String| ScaleResult {
+        holds,
+        waiting: plan.scale_waiting.min(holds),
+        ttl: plan.scale_ttl,
+        error: Some(reason),
+        ..ScaleResult::default()
+    };
+    let result = match crate::run::selected(args).into_iter().next() {
+        Some((kind, Ok(url))) => match Target::connect(kind, url).await {
+            Ok(target) => super::run(&target, &run_id, &plan).await,
+            Err(error) => failed(format!("could not connect: {error}")),
+        },
+        Some((_, Err(reason))) => failed(reason),
+        None => failed("no backend given".into()),
+    };
+    serde_json::to_string(&result).unwrap_or_else(|error| {
+        serde_json::to_string(&failed(format!("encoding the result: {error}"))).unwrap_or_default()
+    })
+}
+
+/// This program, if it is the bench binary.
+fn own_binary() -> Option<PathBuf> {
+    let binary = std::env::current_exe().ok()?;
+    (binary.file_stem()? == "distsync-bench").then_some(binary)
+}
+
+fn joined(counts: &[usize]) -> String {
+    counts
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn in_child(binary: PathBuf, target: &Target, run_id: &str, plan: &Plan) -> ScaleResult {
+    let holds = plan.scale_sizes.last().copied().unwrap_or(0);
+    let failed = |reason: String| ScaleResult {
+        holds,
+        waiting: plan.scale_waiting.min(holds),
+        ttl: plan.scale_ttl,
+        error: Some(reason),
+        ..ScaleResult::default()
+    };
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg("--scale-child")
+        .arg(run_id)
+        .arg("--cases")
+        .arg("scale")
+        .arg("--backends")
+        .arg(target.kind.as_str())
+        .arg("--scale-sizes")
+        .arg(joined(&plan.scale_sizes))
+        .arg("--scale-waiting")
+        .arg(plan.scale_waiting.to_string())
+        .arg("--scale-waiters")
+        .arg(joined(&plan.scale_handoff_waiters))
+        .arg("--scale-ttl-secs")
+        .arg(plan.scale_ttl.as_secs().to_string())
+        .arg("--handoffs")
+        .arg(plan.handoffs.to_string())
+        .arg("--case-secs")
+        .arg(plan.case_time.as_secs().to_string())
+        .arg("--settle-ms")
+        .arg(plan.settle.as_millis().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    if let Some(variable) = target.kind.url_variable() {
+        command.env(variable, &target.url);
+    }
+    match command.output().await {
+        Ok(output) if output.status.success() => serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|error| failed(format!("reading the scale process's result: {error}"))),
+        Ok(output) => failed(format!("the scale process failed ({})", output.status)),
+        Err(error) => failed(format!("could not start the scale process: {error}")),
+    }
+}
+
+/// (De)serializes the hand-off rows of a [`ScaleResult`] (`serde(with)`).
+pub(super) mod handoffs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::handoff::HandoffResult;
+    use crate::stats::Samples;
+
+    #[derive(Serialize, Deserialize)]
+    struct Row {
+        waiters: usize,
+        samples: Vec<Duration>,
+        error: Option<String>,
+    }
+
+    pub(in crate::scale) fn serialize<S: Serializer>(
+        rows: &[HandoffResult],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        rows.iter()
+            .map(|row| Row {
+                waiters: row.waiters,
+                samples: row.samples.durations().to_vec(),
+                error: row.error.clone(),
+            })
+            .collect::<Vec<_>>()
+            .serialize(serializer)
+    }
+
+    pub(in crate::scale) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<HandoffResult>, D::Error> {
+        Ok(Vec::<Row>::deserialize(deserializer)?
+            .into_iter()
+            .map(|row| {
+                let mut samples = Samples::new();
+                for duration in row.samples {
+                    samples.push(duration);
+                }
+                HandoffResult {
+                    waiters: row.waiters,
+                    samples,
+                    error: row.error,
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::handoff::HandoffResult;
+    use crate::scale::{Requests, SizePoint};
+    use crate::stats::Samples;
+
+    #[test]
+    fn a_result_survives_the_trip_through_json() {
+        let mut samples = Samples::new();
+        samples.push(Duration::from_micros(300));
+        samples.push(Duration::from_micros(700));
+        let result = ScaleResult {
+            holds: 10,
+            waiting: 2,
+            ttl: Duration::from_secs(15),
+            connections_peak: Some(3),
+            rss_connected_kb: Some(1_000),
+            sizes: vec![SizePoint {
+                holds: 10,
+                open_sessions: Duration::from_millis(1),
+                acquire_all: Duration::from_millis(2),
+                rss_kb: Some(1_100),
+                connections: Some(3),
+                keepalive: Some(Requests {
+                    count: 10,
+                    window: Duration::from_secs(5),
+                }),
+            }],
+            handoff: vec![HandoffResult {
+                waiters: 1,
+                samples,
+                error: Some("late".into()),
+            }],
+            ..ScaleResult::default()
+        };
+        let json = serde_json::to_string(&result).unwrap();
+        let back: ScaleResult = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.sizes, result.sizes);
+        assert_eq!(back.connections_peak, Some(3));
+        assert_eq!(back.ttl, Duration::from_secs(15));
+        assert_eq!(back.handoff.len(), 1);
+        assert_eq!(
+            back.handoff[0].samples.durations(),
+            result.handoff[0].samples.durations()
+        );
+        assert_eq!(back.handoff[0].error.as_deref(), Some("late"));
+    }
+
+    #[test]
+    fn counts_are_joined_for_the_command_line() {
+        assert_eq!(joined(&[1, 10, 100]), "1,10,100");
+        assert_eq!(joined(&[]), "");
+    }
+}
