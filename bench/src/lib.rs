@@ -3,8 +3,9 @@
 //! The benchmark program of distsync: per backend (memory, etcd, Redis, PostgreSQL) it
 //! measures the uncontended lock+unlock cycle beside the minimal raw store commands and
 //! peer lock libraries, the contended hand-off with 1, 10 and 100 waiters, election
-//! leader changes, queue throughput and STM bank transfers, PostgreSQL at scale (10,000
-//! locks held and 1,000 waiting from one process), and writes markdown tables
+//! leader changes, queue throughput and STM bank transfers, every backend at scale
+//! (up to 10,000 locks held and 1,000 waiting from one process, cost against the
+//! number of holds and waiters, [`scale`]), and writes markdown tables
 //! and SVG plots (`docs/BENCHMARKS.md`, `docs/bench/*.svg`). Run it through
 //! `scripts/bench.sh`. It also measures 64 clients each cycling its own lock against
 //! 64 raw clients ([`aggregate`]) and what 100,000 released lock names leave in the
