@@ -13,22 +13,60 @@
 //! `try_read` fails while a writer waits. Waiters are served in arrival order (FIFO).
 //!
 //! # Granting
-//! An entry is granted by its own caller's statement (`semaphore_join`, then
-//! `semaphore_check` when woken), under the name's row lock: an exclusive grant takes
-//! the next value of the name's fencing counter (bumped durably in that statement, so
-//! tokens never go backwards, across crashes too), a shared grant takes 0. A candidacy's
-//! grant also writes its election's leader row and log entry in that statement (the
-//! token is the term). A holder's connection is any of the pool's: statements of one
-//! hold may run on different connections, and the pool stays at its size however many
-//! holds there are.
+//! Every grant runs under the name's row lock and takes the next value of the name's
+//! fencing counter (an exclusive entry) or 0 (a shared one), bumped durably in the
+//! grant's transaction, so tokens never go backwards, across crashes too. An entry is
+//! granted by whichever statement finds its turn come:
+//! - its own join (`semaphore_join`: an empty line is granted at once, in one
+//!   statement that reads the line index, bumps the counter and inserts the entry) or
+//!   its own re-check (`semaphore_check`, after a wake-up or at the expiry of an entry
+//!   ahead);
+//! - the release that lets it in (since schema version 18): the delete trigger, when
+//!   it holds the name's lock (always, for a release or a withdrawal), grants the
+//!   waiters that can now hold (`sem_grant`) and notifies them; the woken waiter's
+//!   check then only reads its token (no lock, no write, no WAL flush). A candidacy is
+//!   only woken, and granted by its own check, which writes its election's leader row
+//!   and log entry (the token is the term).
+//!
+//! A holder's connection is any of the pool's: statements of one hold may run on
+//! different connections, and the pool stays at its size however many holds there are.
+//!
+//! # Asynchronous commits: only what a crash may lose at no harm
+//! Each statement is its own transaction, and a synchronous commit waits for its WAL
+//! flush, the main cost of a statement on a durable server. Since schema version 17 a
+//! statement commits asynchronously (`set_config('synchronous_commit', 'off', true)` in
+//! its own transaction; the grant paths never do, and `commit_async` leaves a
+//! transaction that granted anything synchronous) when losing it in a crash of the
+//! server is safe:
+//! - **a join or check that only waits**: lost, the waiter's entry is gone while its
+//!   session lives; its next check says so (state 5) and it joins again, at the end of
+//!   the line (order across a crash is not kept for waiters);
+//! - **a release, or a withdrawn wait, that grants nobody**: lost, the entry comes
+//!   back, holding (or waiting) for a holder that has let go. Left alone it would block
+//!   the name until its session ends, so the backend records every asynchronous release
+//!   until a later synchronous commit proves it durable and makes it again when the
+//!   server's epoch shows a crash recovery may have lost it ([`crate::unflushed`]). A
+//!   release is idempotent, so making it again is harmless. Where the epoch cannot be
+//!   read, releases commit synchronously.
+//!
+//! What must survive stays synchronous: **grants** (an entry with its token, the
+//! counter bump, a candidacy's leader row), including a release that grants the next
+//! waiter, whose commit returns, and whose notification is delivered, only after the
+//! flush, so a waiter never acts on a grant the server could lose; **session rows and
+//! renewals** (a lost renewal would put the server's expiry before the holder's
+//! client-side deadline: the lease gate below would no longer hold); guarded writes.
+//! A synchronous commit flushes the WAL up to its own record, so every asynchronous
+//! commit before it is durable with it: the grant that follows a release makes the
+//! release durable too.
 //!
 //! # Waking, one by one
 //! A waiter subscribes to its own payload (`m:<session>.<entry>`) on the backend's one
 //! listening connection ([`crate::notify`]), then joins. When an entry leaves (a
-//! release, a withdrawn wait, a session's end), the delete trigger notifies exactly the
-//! waiters that can now be granted: the next one in line, or the run of readers behind a
-//! writer. No waiter blocks in the server, so PostgreSQL's deadlock detector has no part
-//! in a hand-off, and a hand-off is one notification and one statement.
+//! release, a withdrawn wait, a session's end), the delete trigger grants and notifies
+//! exactly the waiters that can now be granted: the next one in line, or the run of
+//! readers behind a writer. No waiter blocks in the server, so PostgreSQL's deadlock
+//! detector has no part in a hand-off, and a hand-off is the release's statement (with
+//! one WAL flush when it grants), one notification and the waiter's read of its token.
 //!
 //! # The lease gate: no grant while the previous holder may believe it holds
 //! An entry counts until its session's row is deleted or expires. `expires_at` is the

@@ -45,7 +45,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 17;
+const SCHEMA_VERSION: i32 = 18;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -493,11 +493,26 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
     template.replace("{s}", quoted_schema)
 }
 
-/// Creates the schema's objects unless they are already at [`SCHEMA_VERSION`], and
-/// returns the schema's OID.
+/// Creates the schema's objects unless they are already at [`SCHEMA_VERSION`] or later,
+/// and returns the schema's OID.
+///
+/// A schema of a later version is used as it is, never taken back: a later version
+/// keeps the functions' earlier signatures callable (new parameters come last, with
+/// defaults that keep the earlier behaviour), so an older client runs against it,
+/// while replacing its functions with older ones would leave both signatures, which
+/// makes the calls ambiguous.
 pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
     let quoted = quote(schema);
-    if current_version(pool, &quoted).await? != Some(SCHEMA_VERSION) {
+    let found = current_version(pool, &quoted).await?;
+    if let Some(later) = found.filter(|&found| found > SCHEMA_VERSION) {
+        tracing::debug!(
+            schema,
+            found = later,
+            ours = SCHEMA_VERSION,
+            "the schema is of a later version; used as it is"
+        );
+    }
+    if !found.is_some_and(|found| found >= SCHEMA_VERSION) {
         let ddl = render(DDL, &quoted);
         let clear = render("DELETE FROM {s}.meta", &quoted);
         let stamp = render("INSERT INTO {s}.meta (version) VALUES ($1)", &quoted);
@@ -509,6 +524,20 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
             .execute(&mut *conn)
             .await
             .map_err(map)?;
+        // Another process may have brought the schema to this version or a later one
+        // while this one waited for its turn.
+        let now: Option<i32> = if found.is_some() {
+            sqlx::query_scalar(&render("SELECT max(version) FROM {s}.meta", &quoted))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(map)?
+        } else {
+            None
+        };
+        if now.is_some_and(|now| now >= SCHEMA_VERSION) {
+            tx.rollback().await.map_err(map)?;
+            return schema_oid(pool, schema).await;
+        }
         sqlx::query("SET LOCAL client_min_messages = warning")
             .execute(&mut *conn)
             .await
@@ -521,7 +550,8 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         // module); versions 13-16: cheaper grants (a counter update that stays HOT, one
         // statement when nobody waits, one `next_token` for every grant); version 17:
         // asynchronous commits of releases and waits (`server_epoch`, see
-        // `crate::unflushed`), a leaner uncontended join.
+        // `crate::unflushed`), a leaner uncontended join; version 18: a release grants
+        // the waiters it lets in (`sem_grant`).
         let semaphore = render(
             &[
                 crate::semaphore::DDL,
@@ -546,6 +576,11 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         tx.commit().await.map_err(map)?;
         tracing::info!(schema, version = SCHEMA_VERSION, "distsync schema ready");
     }
+    schema_oid(pool, schema).await
+}
+
+/// The OID of `schema`.
+async fn schema_oid(pool: &PgPool, schema: &str) -> Result<u32> {
     let oid: Oid = sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
         .bind(schema)
         .fetch_one(pool)
@@ -567,4 +602,85 @@ async fn current_version(pool: &PgPool, quoted: &str) -> Result<Option<i32>> {
         .fetch_one(pool)
         .await
         .map_err(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use distsync_conformance::server_url;
+    use sqlx::PgPool;
+
+    use super::SCHEMA_VERSION;
+
+    /// A schema of an earlier version is brought to this one (its functions' earlier
+    /// signatures dropped, so no call is ambiguous); a schema of a later version is
+    /// left as it is.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn upgrades_earlier_schemas_and_never_takes_a_later_one_back() {
+        let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+            return;
+        };
+        let schema = format!("x_upgrade_{}", std::process::id());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{sep}schema={schema}");
+        let pool = PgPool::connect(&url).await.unwrap();
+        let version = |pool: PgPool, schema: String| async move {
+            sqlx::query_scalar::<_, i32>(&format!("SELECT max(version) FROM {schema}.meta"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        let signatures = |pool: PgPool, schema: String| async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname = $1 AND p.proname IN ('semaphore_leave', 'semaphore_join', \
+                 'semaphore_check')",
+            )
+            .bind(schema)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        };
+        drop(crate::backend(&scoped).await.unwrap());
+        assert_eq!(version(pool.clone(), schema.clone()).await, SCHEMA_VERSION);
+        assert_eq!(signatures(pool.clone(), schema.clone()).await, 3);
+
+        // An earlier version, with a function of its signature beside this one's.
+        sqlx::query(&format!("UPDATE {schema}.meta SET version = 16"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "CREATE FUNCTION {schema}.semaphore_leave(k integer, p_session bigint, \
+             p_entry bigint, p_tombstone boolean) RETURNS boolean LANGUAGE sql AS 'SELECT false'"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        drop(crate::backend(&scoped).await.unwrap());
+        assert_eq!(version(pool.clone(), schema.clone()).await, SCHEMA_VERSION);
+        assert_eq!(
+            signatures(pool.clone(), schema.clone()).await,
+            3,
+            "the earlier signature is dropped"
+        );
+
+        // A later version: used as it is.
+        sqlx::query(&format!(
+            "UPDATE {schema}.meta SET version = {}",
+            SCHEMA_VERSION + 1
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        drop(crate::backend(&scoped).await.unwrap());
+        assert_eq!(
+            version(pool.clone(), schema.clone()).await,
+            SCHEMA_VERSION + 1,
+            "a later schema was taken back"
+        );
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
 }

@@ -16,20 +16,23 @@
 //! rank never grows: once within the first `permits`, it stays there until it leaves.
 //!
 //! # Granting
-//! An entry is granted by its own caller's statement (`semaphore_join`, then
-//! `semaphore_check` while waiting), under the name's row lock: if fewer than `permits`
-//! live entries are ahead of it, it takes the next value of the name's fencing counter
-//! (the `lock_names` row, bumped durably as the locks' tokens are; so tokens never go
-//! backwards, across restarts too) and holds.
+//! An entry is granted under the name's row lock, when fewer than `permits` live
+//! entries are ahead of it, by its own caller's statement (`semaphore_join`, then
+//! `semaphore_check` while waiting) or by the release that lets it in (the delete
+//! trigger's `sem_grant`; see [`crate::hold`], "Granting"): it takes the next value of
+//! the name's fencing counter (the `lock_names` row, bumped durably as the locks'
+//! tokens are; so tokens never go backwards, across restarts too) and holds. Which
+//! statements commit asynchronously, and why that is safe: [`crate::hold`],
+//! "Asynchronous commits".
 //!
 //! # Waking (no herd)
 //! Every waiter subscribes to its own payload `m:<session>.<entry>` on the backend's
 //! notification hub ([`crate::notify`]) before it joins. When an entry leaves (a row
 //! trigger on delete: a release, a cancelled wait, the cascade of a closed or revoked
-//! session), `sem_wake` notifies exactly the waiters now within the first `permits`
-//! live entries that have no token yet; a grant notifies those too (two permits freed
-//! by concurrent transactions, each seeing only its own, still wake both waiters). So a
-//! release wakes the waiter it lets in and nobody else.
+//! session), `sem_grant` grants and notifies exactly the waiters now within the first
+//! `permits` live entries that have no token yet; a grant by a check notifies those too
+//! (`sem_wake`: two permits freed by concurrent transactions, each seeing only its own,
+//! still wake both waiters). So a release wakes the waiter it lets in and nobody else.
 //!
 //! A deletion that does not run under the name's row lock (the cascade of a session's
 //! end, which deletes entries of many names at once) takes that lock in the trigger if
@@ -136,22 +139,87 @@ BEGIN
 END
 $$;
 
+-- Commits the transaction asynchronously unless it granted something (see sem_grant):
+-- what it wrote is lost in a crash of the server at no harm (see crate::hold,
+-- "Asynchronous commits").
+CREATE OR REPLACE FUNCTION {s}.commit_async() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(current_setting('distsync.granted', true), '') <> 'on' THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+END
+$$;
+
+-- Grants the waiters of name k that can be granted now (as semaphore_check would grant
+-- them: the live entries without a token that are exclusive with fewer than `permits`
+-- live entries ahead, or shared with no live exclusive entry ahead), in line order, and
+-- notifies them; the transaction then commits synchronously, so a grant is durable
+-- before its waiter learns of it. The caller holds the name's row lock. A candidacy is
+-- only notified, and granted by its own statement (which writes its leader row).
+CREATE OR REPLACE FUNCTION {s}.sem_grant(k integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    w record;
+    t bigint;
+BEGIN
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
+    IF n IS NULL THEN
+        RETURN;
+    END IF;
+    FOR w IN
+        SELECT q.ord, q.session_id, q.entry, q.shared, q.election
+          FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election,
+                       count(*) OVER (ORDER BY e.ord) - 1 AS before,
+                       count(*) FILTER (WHERE NOT e.shared) OVER (ORDER BY e.ord) AS exclusive_upto
+                  FROM {s}.semaphore_entries e
+                  JOIN {s}.sessions x ON x.id = e.session_id
+                 WHERE e.name_id = k AND NOT e.cancelled
+                   AND x.expires_at > clock_timestamp()) AS q
+         WHERE q.token IS NULL
+           AND CASE WHEN q.shared THEN q.exclusive_upto = 0 ELSE q.before < n END
+         ORDER BY q.ord
+    LOOP
+        IF w.election IS NULL THEN
+            IF w.shared THEN
+                t := 0;
+            ELSE
+                t := {s}.next_token(k);
+            END IF;
+            UPDATE {s}.semaphore_entries SET token = t WHERE ord = w.ord;
+            PERFORM set_config('distsync.granted', 'on', true);
+            PERFORM set_config('synchronous_commit', 'on', true);
+        END IF;
+        PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text);
+    END LOOP;
+END
+$$;
+
 -- An entry left: wake whoever that lets in. The name's row lock is taken if free, never
 -- waited for (a session's end deletes entries of many names at once: waiting could
 -- deadlock), so that joins and grants after this one see the deletion. If a join or
 -- grant holds it now, that one may not see the deletion: every waiter of the name is
 -- told to re-check ('M:<name id>'), the one case with more wake-ups than grants.
+-- Since version 18, with the name's lock taken, the waiters it lets in are granted
+-- here (sem_grant) rather than by their own statements.
 CREATE OR REPLACE FUNCTION {s}.semaphore_entry_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    locked boolean;
 BEGIN
     IF NOT OLD.cancelled THEN
         PERFORM 1 FROM {s}.semaphores WHERE name_id = OLD.name_id FOR UPDATE SKIP LOCKED;
-        IF NOT FOUND THEN
+        locked := FOUND;
+        IF NOT locked THEN
             PERFORM {s}.notify('M:' || OLD.name_id::text);
         END IF;
         -- An empty line (an uncontended release) has nobody to wake.
         IF EXISTS (SELECT 1 FROM {s}.semaphore_entries
                     WHERE name_id = OLD.name_id AND NOT cancelled) THEN
-            PERFORM {s}.sem_wake(OLD.name_id, 0);
+            IF locked THEN
+                PERFORM {s}.sem_grant(OLD.name_id);
+            ELSE
+                PERFORM {s}.sem_wake(OLD.name_id, 0);
+            END IF;
         END IF;
     END IF;
     RETURN NULL;
@@ -209,6 +277,17 @@ DECLARE
     ahead integer;
     exclusive_ahead integer;
 BEGIN
+    -- Granted meanwhile (by the release that let it in, see sem_grant): a read, no
+    -- lock, nothing written.
+    SELECT e.token INTO o_token
+      FROM {s}.semaphore_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.session_id = p_session AND e.entry = p_entry AND e.name_id = k
+       AND NOT e.cancelled AND e.token IS NOT NULL AND x.expires_at > clock_timestamp();
+    IF o_token IS NOT NULL THEN
+        o_state := 1;
+        RETURN;
+    END IF;
     SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
     SELECT e.ord, e.token, e.shared, e.election, e.value
       INTO my_ord, o_token, my_shared, my_election, my_value
@@ -220,7 +299,7 @@ BEGIN
         o_state := -1;
         o_token := NULL;
         IF p_async THEN
-            PERFORM set_config('synchronous_commit', 'off', true);
+            PERFORM {s}.commit_async();
             IF EXISTS (SELECT 1 FROM {s}.sessions
                         WHERE id = p_session AND expires_at > clock_timestamp()) THEN
                 o_state := 5;
@@ -257,7 +336,7 @@ BEGIN
     IF p_async THEN
         -- Nothing granted: losing this commit in a crash loses at most the entry
         -- joined by this transaction (see o_state 5).
-        PERFORM set_config('synchronous_commit', 'off', true);
+        PERFORM {s}.commit_async();
     END IF;
     o_state := 0;
 END

@@ -261,9 +261,11 @@ mod server_tests {
         (result, mode)
     }
 
-    /// A grant commits synchronously; a join or check that only waits, and a release,
-    /// asynchronously; a release asked synchronous (the default of older clients and of
-    /// a backend that cannot read the epoch) synchronously.
+    /// A grant commits synchronously, a release that grants the next waiter too (the
+    /// waiter's check then only reads its token); a join or check that only waits, and
+    /// a release that lets nobody in, asynchronously; a release asked synchronous (the
+    /// default of older clients and of a backend that cannot read the epoch)
+    /// synchronously.
     #[tokio::test(flavor = "multi_thread")]
     async fn grants_commit_synchronously_and_releases_asynchronously() {
         let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
@@ -323,8 +325,8 @@ mod server_tests {
         };
         assert_eq!(
             commit_mode(&mut conn, &leave(h, 1, false)).await,
-            ("true".into(), "off".into()),
-            "a release"
+            ("true".into(), "on".into()),
+            "a release that grants the waiter it lets in"
         );
         assert_eq!(
             commit_mode(&mut conn, &check).await,
@@ -335,6 +337,16 @@ mod server_tests {
             commit_mode(&mut conn, &leave(w, 2, true)).await,
             ("true".into(), "on".into()),
             "a release asked synchronous"
+        );
+        assert_eq!(
+            commit_mode(&mut conn, &join(h, 4)).await,
+            ("1".into(), "on".into()),
+            "a grant"
+        );
+        assert_eq!(
+            commit_mode(&mut conn, &leave(h, 4, false)).await,
+            ("true".into(), "off".into()),
+            "a release with nobody waiting"
         );
         let old_client = shared.sql(&format!("SELECT {{s}}.semaphore_leave({k}, {w}, 3, false)"));
         assert_eq!(
