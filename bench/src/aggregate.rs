@@ -83,6 +83,11 @@ pub struct AggregateResult {
     pub library: Option<Throughput>,
     /// The raw clients (none on memory).
     pub raw: Option<Throughput>,
+    /// The raw sequence plus the step distsync takes on that store (as the cycle
+    /// case's diagnostic row), to show where the gap to raw goes.
+    pub diagnostic: Option<Throughput>,
+    /// Remarks on the run (a side not run, and why).
+    pub notes: Vec<String>,
     /// Why the case did not run, or stopped early.
     pub error: Option<String>,
 }
@@ -93,6 +98,13 @@ impl AggregateResult {
         let library = self.library.as_ref()?.rate();
         let raw = self.raw.as_ref()?.rate();
         (raw > 0.0 && library > 0.0).then(|| library / raw)
+    }
+
+    /// distsync's aggregate rate ÷ the diagnostic clients'.
+    pub fn diagnostic_ratio(&self) -> Option<f64> {
+        let library = self.library.as_ref()?.rate();
+        let diagnostic = self.diagnostic.as_ref()?.rate();
+        (diagnostic > 0.0 && library > 0.0).then(|| library / diagnostic)
     }
 
     /// The lowest and highest per-round ratio (distsync ÷ raw of the same round).
@@ -134,6 +146,10 @@ impl Side {
     /// Runs every client for `burst`; adds the cycles and time when `measured`.
     async fn burst(&mut self, burst: Duration, measured: bool) {
         if self.clients.is_empty() {
+            // Every client has stopped: a round of nothing, so rounds stay aligned.
+            if measured {
+                self.totals.round_rates.push(0.0);
+            }
             return;
         }
         let started = Instant::now();
@@ -234,10 +250,31 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
         ..AggregateResult::default()
     };
     let prefix = format!("{run_id}/aggregate");
-    let raw = match raw_clients(target, &prefix, clients).await {
+    let raw = match raw_clients(target, &prefix, clients, false).await {
         Ok(raw) => raw,
         Err(error) => {
             result.error = Some(format!("raw clients: {error}"));
+            None
+        }
+    };
+    let diagnostic = match diagnostic_room(target, clients).await {
+        Ok(true) => match raw_clients(target, &prefix, clients, true).await {
+            Ok(diagnostic) => diagnostic,
+            Err(error) => {
+                result.notes.push(format!("diagnostic clients: {error}"));
+                None
+            }
+        },
+        Ok(false) => {
+            result.notes.push(
+                "no diagnostic row: the server has too few free connections for it beside \
+                 the raw clients and distsync's"
+                    .into(),
+            );
+            None
+        }
+        Err(error) => {
+            result.notes.push(format!("diagnostic clients: {error}"));
             None
         }
     };
@@ -248,89 +285,112 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
         }
         Err(error) => {
             result.error = Some(format!("distsync clients: {error}"));
-            if let Some((raw, _)) = raw {
-                Side::new(raw, String::new()).finish().await;
+            for (clients, label) in raw.into_iter().chain(diagnostic) {
+                Side::new(clients, label).finish().await;
             }
             return result;
         }
     };
-    let mut library = Side::new(library, "distsync".into());
-    let mut raw = raw.map(|(clients, label)| Side::new(clients, label));
+    // Sides in a fixed order: distsync, raw, diagnostic.
+    let mut sides = vec![Side::new(library, LIBRARY_LABEL.into())];
+    let has_raw = raw.is_some();
+    sides.extend(raw.map(|(clients, label)| Side::new(clients, label)));
+    sides.extend(diagnostic.map(|(clients, label)| Side::new(clients, label)));
     // Warm-up: one unmeasured burst each.
     let warmup = burst.min(Duration::from_millis(200));
-    if let Some(raw) = &mut raw {
-        raw.burst(warmup, false).await;
+    for side in &mut sides {
+        side.burst(warmup, false).await;
     }
-    library.burst(warmup, false).await;
+    // Each round starts with the next side, so that none always follows another.
+    let count = sides.len();
     for round in 0..rounds {
-        let raw_first = round % 2 == 0;
-        if raw_first {
-            if let Some(raw) = &mut raw {
-                raw.burst(burst, true).await;
-            }
-        }
-        library.burst(burst, true).await;
-        if !raw_first {
-            if let Some(raw) = &mut raw {
-                raw.burst(burst, true).await;
-            }
+        for offset in 0..count {
+            sides[(round + count - 1 + offset) % count]
+                .burst(burst, true)
+                .await;
         }
     }
-    result.library = Some(library.finish().await);
-    if let Some(raw) = raw {
-        result.raw = Some(raw.finish().await);
+    let mut finished = Vec::with_capacity(count);
+    for side in sides {
+        finished.push(side.finish().await);
     }
+    let mut finished = finished.into_iter();
+    result.library = finished.next();
+    if has_raw {
+        result.raw = finished.next();
+    }
+    result.diagnostic = finished.next();
     result
 }
 
-/// The raw clients for `target`'s store and their label, or `None` on memory.
+/// The label of distsync's side.
+pub const LIBRARY_LABEL: &str = "distsync";
+
+/// Whether the store has room for the diagnostic clients beside the raw clients
+/// (already connected) and distsync's: on PostgreSQL, when its free connections leave
+/// at least one backend's worth for distsync; elsewhere always.
+#[allow(unused_variables)]
+async fn diagnostic_room(target: &Target, clients: usize) -> Result<bool> {
+    #[cfg(feature = "postgres")]
+    if target.kind == BackendKind::Postgres {
+        let free = crate::raw::postgres::free_connections(&target.url).await?;
+        return Ok(free >= clients + POSTGRES_CONNECTIONS_PER_BACKEND + 4);
+    }
+    Ok(true)
+}
+
+/// The raw clients for `target`'s store and their label, or `None` on memory; with
+/// `diagnostic`, the raw sequence plus the step distsync takes there (the diagnostic
+/// rows of the cycle case: etcd a watch on the held key, Redis distsync's own grant
+/// and release scripts, PostgreSQL a fencing counter `UPDATE`).
 #[allow(unused_variables)]
 async fn raw_clients(
     target: &Target,
     prefix: &str,
     clients: usize,
+    diagnostic: bool,
 ) -> Result<Option<(Vec<Box<dyn Cycler>>, String)>> {
-    let name = |index: usize| format!("{prefix}/raw/{index}");
+    let side = if diagnostic { "diagnostic" } else { "raw" };
+    let name = |index: usize| format!("{prefix}/{side}/{index}");
     let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
-    let label = match target.kind {
-        BackendKind::Memory => return Ok(None),
-        #[cfg(feature = "etcd")]
-        BackendKind::Etcd => {
-            for index in 0..clients {
-                made.push(
-                    crate::raw::etcd::RawEtcd::start(&target.url, &name(index), false)
-                        .await
-                        .map_err(|(_, _, error)| error)?,
-                );
+    for index in 0..clients {
+        let client = match target.kind {
+            BackendKind::Memory => return Ok(None),
+            #[cfg(feature = "etcd")]
+            BackendKind::Etcd => {
+                crate::raw::etcd::RawEtcd::start(&target.url, &name(index), diagnostic).await
             }
-            crate::raw::etcd::LABEL
-        }
-        #[cfg(feature = "redis")]
-        BackendKind::Redis => {
-            for index in 0..clients {
-                made.push(
-                    crate::raw::redis::RawRedis::start(&target.url, &name(index), false)
-                        .await
-                        .map_err(|(_, _, error)| error)?,
-                );
+            #[cfg(feature = "redis")]
+            BackendKind::Redis if diagnostic => {
+                crate::raw::redis_scripts::RawRedisScripts::start(&target.url, &name(index)).await
             }
-            crate::raw::redis::LABEL
-        }
-        #[cfg(feature = "postgres")]
-        BackendKind::Postgres => {
-            for index in 0..clients {
-                made.push(
-                    crate::raw::postgres::RawPostgres::start(&target.url, &name(index), false)
-                        .await
-                        .map_err(|(_, _, error)| error)?,
-                );
+            #[cfg(feature = "redis")]
+            BackendKind::Redis => {
+                crate::raw::redis::RawRedis::start(&target.url, &name(index), false).await
             }
-            crate::raw::postgres::LABEL
+            #[cfg(feature = "postgres")]
+            BackendKind::Postgres => {
+                crate::raw::postgres::RawPostgres::start(&target.url, &name(index), diagnostic)
+                    .await
+            }
+            #[allow(unreachable_patterns)]
+            other => return Err(format!("{other} is not compiled in").into()),
+        };
+        match client {
+            Ok(client) => made.push(client),
+            Err((_, _, error)) => {
+                for client in made {
+                    close(client).await;
+                }
+                return Err(error);
+            }
         }
-        #[allow(unreachable_patterns)]
-        other => return Err(format!("{other} is not compiled in").into()),
-    };
-    Ok(Some((made, label.to_owned())))
+    }
+    let label = made
+        .first()
+        .map(|client| client.label())
+        .unwrap_or_default();
+    Ok(Some((made, label)))
 }
 
 /// distsync's clients for `target` and a description of how they are set up.

@@ -804,12 +804,15 @@ fn aggregate_table(out: &mut String, report: &Report) {
         "## Many clients, each its own lock\n\n\
          {} clients at once, each cycling lock+unlock back to back on a lock name of its \
          own, each its own connection; beside them, as many clients running the raw \
-         sequence of the cycle table on the same store. The two sides take turns in {} \
-         rounds of {} ms each (the order alternating), so that load on the machine hits \
-         both alike. cycles/s is for all clients together; *distsync ÷ raw* is the ratio \
-         of those rates (target ≥ {AGGREGATE_TARGET}), with the lowest and highest ratio \
-         of a single round.\n\n\
-         | backend | side | clients | cycles | cycles/s | distsync ÷ raw | per-round range | setup |\n\
+         sequence of the cycle table on the same store, and as many running the raw \
+         sequence plus the step distsync takes there (in italics: the cycle table's \
+         diagnostic row; on Redis distsync's own scripts without the library). The sides \
+         take turns in {} rounds of {} ms each (each round starting with the next side), so \
+         that load on the machine hits all alike. cycles/s is for all clients of a side \
+         together; *distsync ÷ side* is distsync's rate over that side's (target ≥ \
+         {AGGREGATE_TARGET} against raw), with the lowest and highest ratio of a single \
+         round.\n\n\
+         | backend | side | clients | cycles | cycles/s | distsync ÷ side | per-round range | setup |\n\
          |---|---|---:|---:|---:|---:|---|---|",
         first.clients,
         first.rounds,
@@ -817,39 +820,63 @@ fn aggregate_table(out: &mut String, report: &Report) {
     );
     let mut notes = Vec::new();
     for (kind, aggregate) in &measured {
-        let ratio = aggregate
-            .ratio()
-            .map_or("—".to_owned(), |ratio| format!("×{ratio:.2}"));
-        let range = aggregate
-            .round_ratio_range()
-            .map_or("—".to_owned(), |(low, high)| {
-                format!("×{low:.2} – ×{high:.2}")
-            });
-        for (side, setup) in [
+        let rows = [
             (aggregate.library.as_ref(), aggregate.setup.as_str()),
             (aggregate.raw.as_ref(), "one connection (client) each"),
-        ] {
+            (
+                aggregate.diagnostic.as_ref(),
+                "one connection (client) each",
+            ),
+        ];
+        for (index, (side, setup)) in rows.into_iter().enumerate() {
             let Some(side) = side else {
                 continue;
             };
-            let library = side.label == "distsync";
+            let label = match index {
+                0 => format!("**{}**", side.label),
+                1 => side.label.clone(),
+                _ => format!("_{}_", side.label),
+            };
+            let versus = (index > 0 && side.rate() > 0.0)
+                .then(|| {
+                    aggregate
+                        .library
+                        .as_ref()
+                        .map(|library| library.rate() / side.rate())
+                })
+                .flatten()
+                .map_or("—".to_owned(), |ratio| format!("×{ratio:.2}"));
+            let range = (index > 0)
+                .then(|| {
+                    let library = &aggregate.library.as_ref()?.round_rates;
+                    let ratios: Vec<f64> = library
+                        .iter()
+                        .zip(&side.round_rates)
+                        .filter(|(_, theirs)| **theirs > 0.0)
+                        .map(|(ours, theirs)| ours / theirs)
+                        .collect();
+                    Some((
+                        ratios.iter().copied().reduce(f64::min)?,
+                        ratios.iter().copied().reduce(f64::max)?,
+                    ))
+                })
+                .flatten()
+                .map_or("—".to_owned(), |(low, high)| {
+                    format!("×{low:.2} – ×{high:.2}")
+                });
             let _ = writeln!(
                 out,
-                "| {kind} | {} | {} | {} | {} | {} | {} | {setup} |",
-                if library {
-                    "**distsync**".to_owned()
-                } else {
-                    side.label.clone()
-                },
+                "| {kind} | {label} | {} | {} | {} | {versus} | {range} | {setup} |",
                 side.clients,
                 side.cycles,
                 fmt_rate(side.rate()),
-                if library { ratio.as_str() } else { "" },
-                if library { range.as_str() } else { "" },
             );
             if let Some(error) = &side.error {
                 notes.push(format!("{kind} / {}: {error}", side.label));
             }
+        }
+        for note in &aggregate.notes {
+            notes.push(format!("{kind}: {note}"));
         }
         if let Some(error) = &aggregate.error {
             notes.push(format!("{kind}: {error}"));
