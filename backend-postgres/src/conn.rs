@@ -10,6 +10,9 @@
 //! startup parameters, which PgBouncer rejects: `synchronous_commit = on` (a fencing
 //! counter or session id is acknowledged only once it survives a crash of the server)
 //! and `idle_session_timeout = 0` (a pooled connection may idle between renewals).
+//! Statements whose loss in a crash is harmless (a release that grants nobody, a join
+//! or check that only waits) turn it off for their own transaction only: see
+//! [`crate::hold`], "Asynchronous commits".
 
 /// The settings of pooled connections: commits acknowledged only once durable, no idle
 /// timeout.
