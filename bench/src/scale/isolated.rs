@@ -105,11 +105,17 @@ async fn in_child(binary: PathBuf, target: &Target, run_id: &str, plan: &Plan) -
     if let Some(variable) = target.kind.url_variable() {
         command.env(variable, &target.url);
     }
-    match command.output().await {
+    // `spawn` then `wait_with_output`: tokio's `output()` would capture the child's
+    // logs too, which belong on this process's standard error.
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => return failed(format!("could not start the scale process: {error}")),
+    };
+    match child.wait_with_output().await {
         Ok(output) if output.status.success() => serde_json::from_slice(&output.stdout)
             .unwrap_or_else(|error| failed(format!("reading the scale process's result: {error}"))),
         Ok(output) => failed(format!("the scale process failed ({})", output.status)),
-        Err(error) => failed(format!("could not start the scale process: {error}")),
+        Err(error) => failed(format!("waiting for the scale process: {error}")),
     }
 }
 
