@@ -402,23 +402,26 @@ mod server_tests {
             guard.unlock().await.unwrap();
             kill(pid);
             drop(victim);
-            // Recovery: the server answers again.
-            let mut conn = within(Duration::from_secs(60), "the server back", async {
+            // Recovery: the server answers again (a connection made before the
+            // postmaster reset its processes is reset too: tried again).
+            let count = backend.shared.sql(
+                "SELECT count(*) FROM {s}.semaphore_entries WHERE session_id = $1 AND NOT cancelled",
+            );
+            let back: i64 = within(Duration::from_secs(60), "the server back", async {
                 loop {
-                    match PgConnection::connect_with(&options).await {
-                        Ok(conn) => break conn,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    if let Ok(mut conn) = PgConnection::connect_with(&options).await {
+                        if let Ok(back) = sqlx::query_scalar(&count)
+                            .bind(releaser.id().0 as i64)
+                            .fetch_one(&mut conn)
+                            .await
+                        {
+                            break back;
+                        }
                     }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
             .await;
-            let back: i64 = sqlx::query_scalar(&backend.shared.sql(
-                "SELECT count(*) FROM {s}.semaphore_entries WHERE session_id = $1 AND NOT cancelled",
-            ))
-            .bind(releaser.id().0 as i64)
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
             lost += back;
             // The pools' connections died with the server's processes: the first
             // statements on them fail (a connection error), and are retried.
