@@ -113,9 +113,20 @@ impl ResidueResult {
         let left = self.left_after_cleanup()?;
         let unit = self.unit;
         let mut met;
+        let per_name_bytes = self
+            .bytes_extra
+            .map(|(_, before, after)| (after - before) as f64 / self.locked as f64)
+            .filter(|bytes| *bytes > 0.0)
+            .map_or(String::new(), |bytes| format!(", {bytes:.0} B per name"));
         let mut text = if left == 0 {
             met = true;
-            format!("0 {unit} left")
+            match self.left_behind() {
+                Some(kept) if kept > 0 => format!(
+                    "0 {unit} left after the clean-up ({:.1} per name until then)",
+                    kept as f64 / self.locked as f64
+                ),
+                _ => format!("0 {unit} left"),
+            }
         } else {
             let per_name = left as f64 / self.locked as f64;
             let expiring = self.cleanup.as_ref().and_then(|cleanup| {
@@ -125,7 +136,7 @@ impl ResidueResult {
                 Some((0, longest, bound)) if longest <= bound => {
                     met = true;
                     format!(
-                        "{left} {unit} left ({per_name:.1} per name), every one expiring within {} (longest PTTL {})",
+                        "{left} {unit} left ({per_name:.1} per name{per_name_bytes}), every one expiring within {} (longest PTTL {})",
                         fmt_secs(bound),
                         fmt_secs(longest)
                     )
@@ -831,6 +842,16 @@ mod tests {
         };
         let (met, _) = result(22, Some(forever), Some((1, 2))).verdict().unwrap();
         assert!(!met);
+        let swept = Cleanup {
+            left: Some(2),
+            ..Cleanup::default()
+        };
+        let (met, text) = result(22, Some(swept), Some((1, 2))).verdict().unwrap();
+        assert!(met, "{text}");
+        assert!(
+            text.starts_with("0 keys left after the clean-up (2.0 per name until then)"),
+            "{text}"
+        );
         let rows = Cleanup {
             left: Some(12),
             ..Cleanup::default()
