@@ -1,12 +1,20 @@
 //! The 64-client aggregate (issue 18, 3b): many clients, each its own connection (its
 //! own backend) and its own lock name, each cycling lock+unlock back to back for a
 //! fixed time; the cycles per second of all of them together, for distsync and for as
-//! many clients running the raw sequence of [`crate::raw`] on the same store.
+//! many clients running the raw sequence of [`crate::raw`] on the same store, and
+//! (where the store has room for them) as many running the raw sequence plus the step
+//! distsync takes there (the cycle case's diagnostic row), to show where a gap goes.
 //!
-//! The two run in interleaved bursts (raw, distsync, distsync, raw, raw, ...: the
-//! order alternates round by round) so that a burst of load on the machine hits both
-//! alike; the report gives the ratio distsync ÷ raw of the aggregate rates (target
-//! [`AGGREGATE_TARGET`]) and the spread of the per-round ratios.
+//! The sides run in interleaved bursts, one burst each per round, each round starting
+//! with the next side (raw, distsync, diagnostic; diagnostic, raw, distsync; ...), so
+//! that a burst of load on the machine hits all alike; the report gives the ratio
+//! distsync ÷ raw of the aggregate rates (target [`AGGREGATE_TARGET`]), distsync ÷
+//! diagnostic, and the spread of the per-round ratios.
+//!
+//! Client and server share the machine's CPUs; at 64 clients every side keeps them
+//! busy, so the ratio weighs the CPU time a cycle costs (the server's and the
+//! client's together) more than its round trips, which dominate the single-client
+//! cycle ratio.
 //!
 //! Per store:
 //! - etcd and Redis: every client is a backend of its own (`distsync::connect`), and
