@@ -48,6 +48,10 @@ pub use procfs::rss_kb;
 /// Sessions opened, and locks acquired, at once while the holds are taken.
 const IN_FLIGHT: usize = 64;
 
+/// Releases and session closes in flight at once when the case ends (not measured:
+/// as many as the store takes well, to keep the run short).
+const TEARDOWN_IN_FLIGHT: usize = 256;
+
 /// Time added to the hand-off cap per waiter in line (its unmeasured first turn).
 const HANDOFF_TIME_PER_WAITER: Duration = Duration::from_millis(40);
 
@@ -270,12 +274,12 @@ async fn measure(
     // Release the contended locks; every waiter is granted, then lets go.
     let started = Instant::now();
     let contended_guards: Vec<LockGuard> = guards.drain(..waiting).collect();
-    unlock(contended_guards).await?;
+    unlock(contended_guards, IN_FLIGHT).await?;
     for wait in waits {
         wait.await??.unlock().await?;
     }
     result.release_to_waiters = Some(started.elapsed());
-    close(waiter_sessions).await;
+    close(waiter_sessions, IN_FLIGHT).await;
 
     // Hand-offs with the other holds held, sampled for connections meanwhile.
     let most = Arc::new(AtomicI64::new(-1));
@@ -301,6 +305,7 @@ async fn measure(
     };
     for &waiters in &plan.scale_handoff_waiters {
         tracing::info!(backend = %target.kind, waiters, "scale: hand-off with the holds held");
+        let started = Instant::now();
         // Every participant's first grant is not measured: with 1,000 waiters that
         // is a thousand hand-offs before the first sample, so the cap grows with
         // the line.
@@ -321,14 +326,23 @@ async fn measure(
                 capped.case_time
             ));
         }
+        tracing::info!(
+            backend = %target.kind,
+            waiters,
+            elapsed = ?started.elapsed(),
+            p50 = ?measured.samples.summary().map(|summary| summary.p50),
+            "scale: hand-off measured"
+        );
         result.handoff.push(measured);
     }
     sampler.abort();
     let most = most.load(Ordering::Relaxed);
     result.connections_handoff = (most >= 0).then_some(most);
 
-    unlock(guards).await?;
-    close(sessions).await;
+    let started = Instant::now();
+    unlock(guards, TEARDOWN_IN_FLIGHT).await?;
+    close(sessions, TEARDOWN_IN_FLIGHT).await;
+    tracing::info!(backend = %target.kind, elapsed = ?started.elapsed(), "scale: released and closed");
     drop(coordinator);
     Ok(())
 }
@@ -381,19 +395,20 @@ async fn all_queued(
     }
 }
 
-/// Releases `guards`, `IN_FLIGHT` at a time.
-async fn unlock(guards: Vec<LockGuard>) -> Result<()> {
+/// Releases `guards`, `in_flight` at a time.
+async fn unlock(guards: Vec<LockGuard>, in_flight: usize) -> Result<()> {
     stream::iter(guards)
         .map(|guard| guard.unlock())
-        .buffer_unordered(IN_FLIGHT)
+        .buffer_unordered(in_flight)
         .try_collect::<()>()
         .await?;
     Ok(())
 }
 
-async fn close(sessions: Vec<Session>) {
+/// Closes `sessions`, `in_flight` at a time.
+async fn close(sessions: Vec<Session>, in_flight: usize) {
     stream::iter(sessions)
-        .for_each_concurrent(IN_FLIGHT, |session| async move {
+        .for_each_concurrent(in_flight, |session| async move {
             if let Err(error) = session.close().await {
                 tracing::debug!(%error, "closing a scale session failed; it expires");
             }
