@@ -45,7 +45,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 18;
+const SCHEMA_VERSION: i32 = 19;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -551,7 +551,8 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         // statement when nobody waits, one `next_token` for every grant); version 17:
         // asynchronous commits of releases and waits (`server_epoch`, see
         // `crate::unflushed`), a leaner uncontended join; version 18: a release grants
-        // the waiters it lets in (`sem_grant`).
+        // the waiters it lets in (`sem_grant`); version 19: `sem_grant` reads a line
+        // without shared entries with no window.
         let semaphore = render(
             &[
                 crate::semaphore::DDL,

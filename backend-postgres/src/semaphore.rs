@@ -167,6 +167,31 @@ BEGIN
     IF n IS NULL THEN
         RETURN;
     END IF;
+    -- A line without shared entries: its first `permits` live entries, no window.
+    FOR w IN
+        SELECT q.ord, q.session_id, q.entry, q.shared, q.election
+          FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election
+                  FROM {s}.semaphore_entries e
+                  JOIN {s}.sessions x ON x.id = e.session_id
+                 WHERE e.name_id = k AND NOT e.cancelled
+                   AND x.expires_at > clock_timestamp()
+                 ORDER BY e.ord
+                 LIMIT n) AS q
+         WHERE q.token IS NULL
+           AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k AND shared)
+         ORDER BY q.ord
+    LOOP
+        IF w.election IS NULL THEN
+            t := {s}.next_token(k);
+            UPDATE {s}.semaphore_entries SET token = t WHERE ord = w.ord;
+            PERFORM set_config('distsync.granted', 'on', true);
+            PERFORM set_config('synchronous_commit', 'on', true);
+        END IF;
+        PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text);
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k AND shared) THEN
+        RETURN;
+    END IF;
     FOR w IN
         SELECT q.ord, q.session_id, q.entry, q.shared, q.election
           FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election,
