@@ -13,7 +13,9 @@
 //! publishes its statistics up to a second late, which shifts a window's count in
 //! time but does not shorten it.
 
-use crate::target::{BackendKind, Target};
+#[cfg(any(feature = "etcd", feature = "redis", feature = "postgres"))]
+use crate::target::BackendKind;
+use crate::target::Target;
 use crate::Result;
 
 /// Reads one store's figures (see the module docs).
