@@ -279,7 +279,16 @@ fn lines_svg(
     for line in lines.iter().filter(|line| line.points.is_empty()) {
         svg.text(
             (legend_x, legend_y + 4.0),
-            &format!("{} {}: not measured", line.kind, line.what),
+            &format!(
+                "{} {}: {}",
+                line.kind,
+                line.what,
+                if line.kind == BackendKind::Memory {
+                    "no store to count"
+                } else {
+                    "not measured"
+                }
+            ),
             10.0,
             Anchor::Start,
             AXIS,
@@ -311,7 +320,7 @@ mod tests {
         ];
         let svg = lines_svg("t", "x", "y", &lines, &|v| format!("{v}"));
         assert_eq!(svg.matches("<circle").count(), 3);
-        assert!(svg.contains("memory y: not measured"));
+        assert!(svg.contains("memory y: no store to count"));
         assert!(svg.contains(">10000<"), "x decades labelled: {svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
     }
