@@ -41,7 +41,7 @@
 # `up` into three masters with a replica each (DISTSYNC_REDIS_CLUSTER_URL, with replica
 # acknowledgement `wait_replicas=1`); a master is taken for failed after 2 s
 # (cluster-node-timeout), and its replica then takes over its slots however far it lags
-# (cluster-replica-validity-factor 0). A node's cluster bus is its port + 10 (not
+# (cluster-replica-validity-factor 0). A node's cluster bus is its port + 30 (not
 # Redis's default of port + 10000, which lies in Linux's ephemeral port range: an
 # outgoing connection of a node could hold that port as its local end when another
 # node starts, which then failed to bind its bus).
@@ -57,7 +57,7 @@
 #                                    TLS etcd B+4 (peer B+14), TLS Redis B+22;
 #                                    Redis Sentinel nodes B+23, B+24, Sentinels B+25..B+27;
 #                                    TLS PostgreSQL B+28; Redis Cluster nodes B+30..B+35
-#                                    (their cluster bus B+40..B+45)
+#                                    (their cluster bus B+60..B+65)
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
@@ -67,7 +67,7 @@
 #   DISTSYNC_REDIS_HA_PORT [26381] (the two Sentinel-watched nodes use it and the next)
 #   DISTSYNC_SENTINEL_PORT [26383] (the three Sentinels use it and the next two)
 #   DISTSYNC_REDIS_CLUSTER_PORT [26390] (the six Redis Cluster nodes use it and the next
-#                                    five; their cluster bus ports are 10 above)
+#                                    five; their cluster bus ports are 30 above)
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
 
@@ -88,7 +88,7 @@ is_port() { [[ $1 =~ ^[0-9]+$ ]] && ((1 <= $1 && $1 <= 65535)); }
 
 base=${DISTSYNC_PORT_BASE:-}
 if [[ -n $base ]]; then
-    if ! { is_port "$base" && is_port $((base + 45)); }; then
+    if ! { is_port "$base" && is_port $((base + 65)); }; then
         die "DISTSYNC_PORT_BASE=$base is not a usable port base"
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
@@ -114,7 +114,7 @@ PG_TLS_PORT=${DISTSYNC_POSTGRES_TLS_PORT:-${defaults[11]}}
 REDIS_CLUSTER_PORT=${DISTSYNC_REDIS_CLUSTER_PORT:-${defaults[12]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) "$REDIS_PORT" "$PG_PORT" \
     "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" \
-    $((REDIS_CLUSTER_PORT + 5 + 10)); do
+    $((REDIS_CLUSTER_PORT + 5 + 30)); do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
@@ -133,10 +133,10 @@ member_peer_port() { echo $((CLUSTER_PEER_PORT + $1 - 1)); }
 readonly HA_NODES=(1 2) SENTINELS=(1 2 3) SENTINEL_SERVICE=distsync
 ha_port() { echo $((REDIS_HA_PORT + $1 - 1)); }
 sentinel_port() { echo $((SENTINEL_PORT + $1 - 1)); }
-# The Redis Cluster: nodes redis-cluster-1..6 (cluster bus: port + 10).
+# The Redis Cluster: nodes redis-cluster-1..6 (cluster bus: port + 30).
 readonly RC_NODES=(1 2 3 4 5 6)
 rc_port() { echo $((REDIS_CLUSTER_PORT + $1 - 1)); }
-rc_bus_port() { echo $((REDIS_CLUSTER_PORT + 10 + $1 - 1)); }
+rc_bus_port() { echo $((REDIS_CLUSTER_PORT + 30 + $1 - 1)); }
 
 # urls [redacted]: the URLs, the TLS servers' passwords shown as *** with `redacted`.
 urls() {
