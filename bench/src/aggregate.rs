@@ -30,7 +30,7 @@
 use std::time::{Duration, Instant};
 
 use crate::args::Plan;
-use crate::cycle::{Cycler, DistsyncCycle};
+use crate::cycle::{Cycler, DistsyncCycle, Unavailable};
 use crate::target::{BackendKind, Target};
 use crate::Result;
 
@@ -351,7 +351,6 @@ async fn diagnostic_room(target: &Target, clients: usize) -> Result<bool> {
 /// `diagnostic`, the raw sequence plus the step distsync takes there (the diagnostic
 /// rows of the cycle case: etcd a watch on the held key, Redis distsync's own grant
 /// and release scripts, PostgreSQL a fencing counter `UPDATE`).
-#[allow(unused_variables)]
 async fn raw_clients(
     target: &Target,
     prefix: &str,
@@ -359,34 +358,13 @@ async fn raw_clients(
     diagnostic: bool,
 ) -> Result<Option<(Vec<Box<dyn Cycler>>, String)>> {
     let side = if diagnostic { "diagnostic" } else { "raw" };
-    let name = |index: usize| format!("{prefix}/{side}/{index}");
     let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
     for index in 0..clients {
-        let client = match target.kind {
-            BackendKind::Memory => return Ok(None),
-            #[cfg(feature = "etcd")]
-            BackendKind::Etcd => {
-                crate::raw::etcd::RawEtcd::start(&target.url, &name(index), diagnostic).await
-            }
-            #[cfg(feature = "redis")]
-            BackendKind::Redis if diagnostic => {
-                crate::raw::redis_scripts::RawRedisScripts::start(&target.url, &name(index)).await
-            }
-            #[cfg(feature = "redis")]
-            BackendKind::Redis => {
-                crate::raw::redis::RawRedis::start(&target.url, &name(index), false).await
-            }
-            #[cfg(feature = "postgres")]
-            BackendKind::Postgres => {
-                crate::raw::postgres::RawPostgres::start(&target.url, &name(index), diagnostic)
-                    .await
-            }
-            #[allow(unreachable_patterns)]
-            other => return Err(format!("{other} is not compiled in").into()),
-        };
-        match client {
-            Ok(client) => made.push(client),
-            Err((_, _, error)) => {
+        let name = format!("{prefix}/{side}/{index}");
+        match raw_client(target, &name, diagnostic).await {
+            Ok(Some(client)) => made.push(client),
+            Ok(None) => return Ok(None),
+            Err(error) => {
                 for client in made {
                     close(client).await;
                 }
@@ -399,6 +377,34 @@ async fn raw_clients(
         .map(|client| client.label())
         .unwrap_or_default();
     Ok(Some((made, label)))
+}
+
+/// One raw (or diagnostic) client on `target`'s store, or `None` on memory.
+#[allow(unused_variables)]
+async fn raw_client(
+    target: &Target,
+    name: &str,
+    diagnostic: bool,
+) -> Result<Option<Box<dyn Cycler>>> {
+    let client: std::result::Result<Box<dyn Cycler>, Unavailable> = match target.kind {
+        BackendKind::Memory => return Ok(None),
+        #[cfg(feature = "etcd")]
+        BackendKind::Etcd => crate::raw::etcd::RawEtcd::start(&target.url, name, diagnostic).await,
+        #[cfg(feature = "redis")]
+        BackendKind::Redis if diagnostic => {
+            crate::raw::redis_scripts::RawRedisScripts::start(&target.url, name).await
+        }
+        #[cfg(feature = "redis")]
+        BackendKind::Redis => crate::raw::redis::RawRedis::start(&target.url, name, false).await,
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => {
+            crate::raw::postgres::RawPostgres::start(&target.url, name, diagnostic).await
+        }
+        #[allow(unreachable_patterns)]
+        other => return Err(format!("{other} is not compiled in").into()),
+    };
+    #[allow(unreachable_code)]
+    client.map(Some).map_err(|(_, _, error)| error)
 }
 
 /// distsync's clients for `target` and a description of how they are set up.

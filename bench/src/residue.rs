@@ -299,6 +299,10 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> ResidueResult {
         tasks: plan.residue_tasks,
         ..ResidueResult::default()
     };
+    #[cfg_attr(
+        not(any(feature = "etcd", feature = "redis", feature = "postgres")),
+        allow(unused_variables)
+    )]
     let tag = run_tag(run_id);
     let outcome = match target.kind {
         BackendKind::Memory => memory(&mut result, plan).await,
