@@ -12,7 +12,7 @@
 //!   until it leaves, and the check states the rule rather than trusts it).
 //!
 //! The function takes the name's row (`semaphores`) `FOR SHARE` before it checks: every
-//! grant takes that row `FOR UPDATE` (`semaphore_check`), so the next holder's grant
+//! grant takes that row `FOR UPDATE` (`semaphore_check2`), so the next holder's grant
 //! runs wholly before or wholly after a guarded write of the previous one, and a write
 //! that passed its check commits before the next grant can be made. The write itself is
 //! an upsert of the `kv` row, as an STM commit writes it, so [`distsync_core::Stm`]

@@ -17,9 +17,9 @@
 //! fencing counter (an exclusive entry) or 0 (a shared one), bumped durably in the
 //! grant's transaction, so tokens never go backwards, across crashes too. An entry is
 //! granted by whichever statement finds its turn come:
-//! - its own join (`semaphore_join`: an empty line is granted at once, in one
+//! - its own join (`semaphore_join2`: an empty line is granted at once, in one
 //!   statement that reads the line index, bumps the counter and inserts the entry) or
-//!   its own re-check (`semaphore_check`, after a wake-up or at the expiry of an entry
+//!   its own re-check (`semaphore_check2`, after a wake-up or at the expiry of an entry
 //!   ahead);
 //! - the release that lets it in (since schema version 18): the delete trigger, when
 //!   it holds the name's lock (always, for a release or a withdrawal), grants the
@@ -91,7 +91,7 @@
 //!
 //! # Cancel safety
 //! If the waiting future is dropped before it returns, its entry is withdrawn in the
-//! background (`semaphore_leave`, retried until done or the session ends), releasing
+//! background (`semaphore_leave2`, retried until done or the session ends), releasing
 //! it if it was granted meanwhile; a withdrawal that overtakes its own join leaves a
 //! tombstone that makes the join give up. An entry whose withdrawal never lands ends
 //! with its session.

@@ -45,7 +45,7 @@ use crate::error::map;
 use distsync_core::Result;
 
 /// Bumped whenever the DDL below changes.
-const SCHEMA_VERSION: i32 = 19;
+const SCHEMA_VERSION: i32 = 21;
 
 /// The DDL; `{s}` stands for the quoted schema name.
 const DDL: &str = r#"
@@ -552,7 +552,9 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         // asynchronous commits of releases and waits (`server_epoch`, see
         // `crate::unflushed`), a leaner uncontended join; version 18: a release grants
         // the waiters it lets in (`sem_grant`); version 19: `sem_grant` reads a line
-        // without shared entries with no window.
+        // without shared entries with no window; versions 20-21: the functions whose
+        // signatures changed (semaphore_join2, semaphore_check2, semaphore_leave2) under names of their own,
+        // the earlier names and signatures kept for earlier clients.
         let semaphore = render(
             &[
                 crate::semaphore::DDL,
@@ -645,14 +647,16 @@ mod tests {
         assert_eq!(version(pool.clone(), schema.clone()).await, SCHEMA_VERSION);
         assert_eq!(signatures(pool.clone(), schema.clone()).await, 3);
 
-        // An earlier version, with a function of its signature beside this one's.
+        // An earlier version (17 to 19: the new parameters under the old names), with
+        // a function of its signature beside this one's.
         sqlx::query(&format!("UPDATE {schema}.meta SET version = 16"))
             .execute(&pool)
             .await
             .unwrap();
         sqlx::query(&format!(
             "CREATE FUNCTION {schema}.semaphore_leave(k integer, p_session bigint, \
-             p_entry bigint, p_tombstone boolean) RETURNS boolean LANGUAGE sql AS 'SELECT false'"
+             p_entry bigint, p_tombstone boolean, p_sync boolean DEFAULT true) RETURNS boolean \
+             LANGUAGE sql AS 'SELECT false'"
         ))
         .execute(&pool)
         .await

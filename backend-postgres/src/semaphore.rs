@@ -17,8 +17,8 @@
 //!
 //! # Granting
 //! An entry is granted under the name's row lock, when fewer than `permits` live
-//! entries are ahead of it, by its own caller's statement (`semaphore_join`, then
-//! `semaphore_check` while waiting) or by the release that lets it in (the delete
+//! entries are ahead of it, by its own caller's statement (`semaphore_join2`, then
+//! `semaphore_check2` while waiting) or by the release that lets it in (the delete
 //! trigger's `sem_grant`; see [`crate::hold`], "Granting"): it takes the next value of
 //! the name's fencing counter (the `lock_names` row, bumped durably as the locks'
 //! tokens are; so tokens never go backwards, across restarts too) and holds. Which
@@ -56,7 +56,7 @@
 //! the name has a live entry gets [`Error::InvalidArgument`], and joins nothing.
 //!
 //! # Cancel safety
-//! A dropped `acquire` withdraws its entry in the background (`semaphore_leave`,
+//! A dropped `acquire` withdraws its entry in the background (`semaphore_leave2`,
 //! retried until done or the session ends), releasing it if it was granted meanwhile.
 //! The entry number is drawn before joining, so a withdrawal that overtakes a join
 //! still in flight leaves a tombstone under the name's row lock, and that join then
@@ -285,9 +285,11 @@ $$;
 -- token is the term). Raises DS002 when the name has no counter row. With p_async
 -- (since version 17), a check that grants nothing commits asynchronously (it wrote only
 -- a row lock); a grant always commits synchronously.
+-- Since version 20 under a name of its own (semaphore_check2; semaphore_check keeps the
+-- signature of earlier versions, see the end of this file).
 DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint);
-DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint, integer);
-CREATE OR REPLACE FUNCTION {s}.semaphore_check(k integer, p_session bigint, p_entry bigint,
+DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint, integer, boolean);
+CREATE OR REPLACE FUNCTION {s}.semaphore_check2(k integer, p_session bigint, p_entry bigint,
                                     p_log_keep integer DEFAULT 1000,
                                     p_async boolean DEFAULT false,
                                     OUT o_state integer, OUT o_token bigint,
@@ -380,8 +382,8 @@ $$;
 -- update of the counter and one insert.
 DROP FUNCTION IF EXISTS {s}.semaphore_join(integer, bigint, bigint, integer, boolean);
 DROP FUNCTION IF EXISTS {s}.semaphore_join(integer, bigint, bigint, integer, boolean, boolean,
-                                           text, bytea, integer);
-CREATE OR REPLACE FUNCTION {s}.semaphore_join(k integer, p_session bigint, p_entry bigint,
+                                           text, bytea, integer, boolean);
+CREATE OR REPLACE FUNCTION {s}.semaphore_join2(k integer, p_session bigint, p_entry bigint,
                                               p_permits integer, wait boolean,
                                               p_shared boolean DEFAULT false,
                                               p_election text DEFAULT NULL,
@@ -485,7 +487,7 @@ BEGIN
     INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election, value)
          VALUES (k, p_session, p_entry, p_shared, p_election, p_value);
     SELECT c.o_state, c.o_token, c.o_wait INTO o_state, o_token, o_wait
-      FROM {s}.semaphore_check(k, p_session, p_entry, p_log_keep, p_async) AS c;
+      FROM {s}.semaphore_check2(k, p_session, p_entry, p_log_keep, p_async) AS c;
 END
 $$;
 
@@ -496,8 +498,8 @@ $$;
 -- asynchronously: a release lost in a crash of the server only brings the entry back,
 -- and the client that made it leaves it again once it sees the crash (see crate::hold,
 -- "Asynchronous commits"; crate::unflushed).
-DROP FUNCTION IF EXISTS {s}.semaphore_leave(integer, bigint, bigint, boolean);
-CREATE OR REPLACE FUNCTION {s}.semaphore_leave(k integer, p_session bigint, p_entry bigint,
+DROP FUNCTION IF EXISTS {s}.semaphore_leave(integer, bigint, bigint, boolean, boolean);
+CREATE OR REPLACE FUNCTION {s}.semaphore_leave2(k integer, p_session bigint, p_entry bigint,
                                                p_tombstone boolean,
                                                p_sync boolean DEFAULT true) RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -529,6 +531,38 @@ BEGIN
     END IF;
     RETURN false;
 END
+$$;
+
+-- The functions under the names and signatures of versions 16 and earlier, for clients
+-- of those versions running against this schema: they commit synchronously, as
+-- before. (A client of such a version that connects re-creates its own bodies under
+-- these names and leaves semaphore_join2, semaphore_check2 and semaphore_leave2 alone, so that neither version's calls become
+-- ambiguous.)
+CREATE OR REPLACE FUNCTION {s}.semaphore_check(k integer, p_session bigint, p_entry bigint,
+                                    p_log_keep integer DEFAULT 1000,
+                                    OUT o_state integer, OUT o_token bigint,
+                                    OUT o_wait double precision)
+LANGUAGE sql AS $$
+    SELECT c.o_state, c.o_token, c.o_wait FROM {s}.semaphore_check2(k, p_session, p_entry, p_log_keep, false) AS c
+$$;
+CREATE OR REPLACE FUNCTION {s}.semaphore_join(k integer, p_session bigint, p_entry bigint,
+                                              p_permits integer, wait boolean,
+                                              p_shared boolean DEFAULT false,
+                                              p_election text DEFAULT NULL,
+                                              p_value bytea DEFAULT NULL,
+                                              p_log_keep integer DEFAULT 1000,
+                                              OUT o_state integer, OUT o_token bigint,
+                                              OUT o_wait double precision,
+                                              OUT o_in_use integer)
+LANGUAGE sql AS $$
+    SELECT j.o_state, j.o_token, j.o_wait, j.o_in_use
+      FROM {s}.semaphore_join2(k, p_session, p_entry, p_permits, wait, p_shared, p_election, p_value,
+                        p_log_keep, false) AS j
+$$;
+CREATE OR REPLACE FUNCTION {s}.semaphore_leave(k integer, p_session bigint, p_entry bigint,
+                                               p_tombstone boolean) RETURNS boolean
+LANGUAGE sql AS $$
+    SELECT {s}.semaphore_leave2(k, p_session, p_entry, p_tombstone, true)
 $$;
 "#;
 
@@ -654,7 +688,7 @@ impl Entry {
     ) -> std::result::Result<Outcome, sqlx::Error> {
         let sql = self.shared.sql(
             "SELECT o_state, o_token, o_wait, o_in_use \
-             FROM {s}.semaphore_join($1, $2, $3, $4, $5, $6, $7, $8, $9, true)",
+             FROM {s}.semaphore_join2($1, $2, $3, $4, $5, $6, $7, $8, $9, true)",
         );
         let row: Row = again_after_conflicts(|| {
             sqlx::query_as(&sql)
@@ -676,7 +710,7 @@ impl Entry {
     async fn check(&self) -> std::result::Result<Outcome, sqlx::Error> {
         let sql = self.shared.sql(
             "SELECT o_state, o_token, o_wait, NULL::integer \
-             FROM {s}.semaphore_check($1, $2, $3, $4, true)",
+             FROM {s}.semaphore_check2($1, $2, $3, $4, true)",
         );
         let row: Row = again_after_conflicts(|| {
             sqlx::query_as(&sql)
@@ -690,7 +724,7 @@ impl Entry {
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
     }
 
-    /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave`. Commits
+    /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave2`. Commits
     /// asynchronously when the backend can tell a release the server lost in a crash
     /// and make it again ([`crate::unflushed`]), synchronously otherwise.
     pub(crate) async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
@@ -700,7 +734,7 @@ impl Entry {
         let epoch = unflushed.epoch();
         let sql = self
             .shared
-            .sql("SELECT {s}.semaphore_leave($1, $2, $3, $4, $5)");
+            .sql("SELECT {s}.semaphore_leave2($1, $2, $3, $4, $5)");
         let left = again_after_conflicts(|| {
             sqlx::query_scalar(&sql)
                 .bind(self.name_id)

@@ -1,7 +1,7 @@
 //! Releases committed asynchronously, kept until a later synchronous commit of this
 //! process shows they are durable, and made again when the server may have lost them.
 //!
-//! A release (`semaphore_leave`: an unlock, a resign, a withdrawn wait and its
+//! A release (`semaphore_leave2`: an unlock, a resign, a withdrawn wait and its
 //! tombstone) commits with `synchronous_commit = off` (see [`crate::hold`],
 //! "Asynchronous commits"): it returns without waiting for the WAL flush, and a crash
 //! of the server before the flush loses it, bringing the entry back. Such an entry
@@ -55,7 +55,7 @@ $$;
 /// releases at tens of thousands a second.
 const MAX_PENDING: usize = 1 << 20;
 
-/// One release to make again: `semaphore_leave(name_id, session, entry, tombstone)`.
+/// One release to make again: `semaphore_leave2(name_id, session, entry, tombstone)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Release {
     pub(crate) name_id: i32,
@@ -296,7 +296,7 @@ mod server_tests {
             .unwrap();
         let join = |session: i64, entry: i64| {
             shared.sql(&format!(
-                "SELECT o_state FROM {{s}}.semaphore_join({k}, {session}, {entry}, 1, true, \
+                "SELECT o_state FROM {{s}}.semaphore_join2({k}, {session}, {entry}, 1, true, \
                  false, NULL, NULL, 1000, true)"
             ))
         };
@@ -311,7 +311,7 @@ mod server_tests {
             "a wait"
         );
         let check = shared.sql(&format!(
-            "SELECT o_state FROM {{s}}.semaphore_check({k}, {w}, 2, 1000, true)"
+            "SELECT o_state FROM {{s}}.semaphore_check2({k}, {w}, 2, 1000, true)"
         ));
         assert_eq!(
             commit_mode(&mut conn, &check).await,
@@ -320,7 +320,7 @@ mod server_tests {
         );
         let leave = |session: i64, entry: i64, sync: bool| {
             shared.sql(&format!(
-                "SELECT {{s}}.semaphore_leave({k}, {session}, {entry}, false, {sync})"
+                "SELECT {{s}}.semaphore_leave2({k}, {session}, {entry}, false, {sync})"
             ))
         };
         assert_eq!(
