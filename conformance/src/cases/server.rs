@@ -44,6 +44,15 @@ pub(super) const CASES: &[Case] = &[
         run: |h| boxed(restart::durable_state(h)),
     },
     Case {
+        id: "server_crash_after_release",
+        group: Group::Server,
+        guarantee: "crash: a lock released just before the server crashed is free again before its holder's session ends",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(restart::crash_after_release(h)),
+    },
+    Case {
         id: "server_restart_fencing_tokens",
         group: Group::Server,
         guarantee: "restart: lock, write-lock and election tokens keep increasing",

@@ -369,6 +369,14 @@ pub trait PrivateServer: Send + Sync {
     /// When it cannot be stopped.
     async fn stop(&mut self) -> Result<()>;
 
+    /// Crashes the server: SIGKILL (etcd, Redis), or `pg_ctl stop -m immediate` for
+    /// PostgreSQL (no shutdown checkpoint: what its WAL buffers held unwritten is lost
+    /// and the next start runs crash recovery); waits until it has exited.
+    ///
+    /// # Errors
+    /// When it cannot be stopped.
+    async fn crash(&mut self) -> Result<()>;
+
     /// Starts it again on the same port and data, and waits until it answers.
     ///
     /// # Errors

@@ -260,12 +260,13 @@ impl Private {
             .map_err(|_| hook_error("probing the private server", "no answer within 10 s"))?
     }
 
-    async fn wait_exit(&mut self) -> Result<()> {
+    /// Ends the server process with `signal` and waits until it has exited.
+    async fn wait_exit(&mut self, signal: libc::c_int) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
         if let Some(pid) = child.id() {
-            tools::signal(pid, libc::SIGTERM)?;
+            tools::signal(pid, signal)?;
         }
         match tokio::time::timeout(WAIT, child.wait()).await {
             Ok(Ok(_)) => Ok(()),
@@ -274,8 +275,25 @@ impl Private {
                 let _ = child.kill().await;
                 Err(hook_error(
                     "stopping the private server",
-                    format!("it ignored SIGTERM for {WAIT:?}"),
+                    format!("it ignored signal {signal} for {WAIT:?}"),
                 ))
+            }
+        }
+    }
+}
+
+impl Private {
+    /// Stops the server: etcd and Redis with `signal`, PostgreSQL with `pg_ctl stop -m
+    /// <mode>`.
+    async fn end(&mut self, signal: libc::c_int, mode: &str) -> Result<()> {
+        match &self.kind {
+            Kind::Etcd { .. } | Kind::Redis { .. } => self.wait_exit(signal).await,
+            Kind::Postgres { bin } => {
+                let mut stop = Self::postgres_command(&bin.join("pg_ctl"));
+                stop.arg("-D")
+                    .arg(self.data())
+                    .args(["-m", mode, "-w", "-t", "60", "stop"]);
+                tools::run_command(stop, &[]).await.map(drop)
             }
         }
     }
@@ -292,16 +310,11 @@ impl PrivateServer for Private {
     }
 
     async fn stop(&mut self) -> Result<()> {
-        match &self.kind {
-            Kind::Etcd { .. } | Kind::Redis { .. } => self.wait_exit().await,
-            Kind::Postgres { bin } => {
-                let mut stop = Self::postgres_command(&bin.join("pg_ctl"));
-                stop.arg("-D")
-                    .arg(self.data())
-                    .args(["-m", "fast", "-w", "-t", "60", "stop"]);
-                tools::run_command(stop, &[]).await.map(drop)
-            }
-        }
+        self.end(libc::SIGTERM, "fast").await
+    }
+
+    async fn crash(&mut self) -> Result<()> {
+        self.end(libc::SIGKILL, "immediate").await
     }
 
     async fn start(&mut self) -> Result<()> {

@@ -11,6 +11,13 @@
 //!   again once the server is back.
 //! - *durable state*: queue items, an STM key, a held barrier and the fencing counter
 //!   are all still there after the restart (`survives_restart`).
+//! - *crash after a release*: a lock released just before the server crashes (SIGKILL,
+//!   or PostgreSQL's immediate stop, which loses what its WAL buffers held unwritten)
+//!   is free soon after the server is back, while its former holder's session lives
+//!   on: a release the store acknowledged is never taken back for longer than the
+//!   holder's next renewal, whether the store made it durable before answering (etcd),
+//!   lost it with everything else (Redis without persistence) or committed it
+//!   asynchronously and has it made again (PostgreSQL).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -317,6 +324,72 @@ pub(super) async fn durable_state(h: Harness) -> Check {
     Ok(Holds::figure(
         format!("all kept across a {} restart", secs(downtime)),
         "queue items and order, an STM key, a held barrier and the fencing counter survived",
+    ))
+}
+
+/// The session TTL of the crash-after-release case's former holder: its row, key or
+/// lease outlives the release by at least two thirds of it (it renews every third),
+/// which bounds how long the lock may take to be free again without the session's
+/// expiry having freed it.
+const CRASH_HOLDER_TTL: Duration = Duration::from_secs(45);
+
+/// The crash-after-release case (see the module docs).
+pub(super) async fn crash_after_release(h: Harness) -> Check {
+    let (mut server, backend) = private_server(&h).await?;
+    let ttl = CRASH_HOLDER_TTL.max(backend.capabilities().min_session_ttl);
+    let lock = name(&h, "released")?;
+    let holder = open_session(&backend, ttl).await?;
+    let guard = lock_through(&backend, &holder, lock.clone(), "locking").await?;
+    let token = guard.token();
+    guard.unlock().bounded("unlocking").await?;
+    let released = Instant::now();
+    within(START, "crashing the private server", server.crash()).await?;
+    within(START, "starting the private server again", server.start()).await?;
+    let back = Instant::now();
+    // The holder's session cannot have expired before this, counted from the release
+    // (its last renewal came at most a third of the TTL before it), less a margin.
+    let bound = (ttl * 2 / 3)
+        .saturating_sub(released.elapsed())
+        .saturating_sub(Duration::from_secs(2));
+    ensure!(
+        bound >= Duration::from_secs(5),
+        "the crash and restart took {}: too long to tell a release made again from the session's expiry",
+        secs(released.elapsed())
+    );
+    let other = eventually(RECOVERY, "connecting after the restart", || async {
+        Ok(server.connect().await.ok())
+    })
+    .await?;
+    let session = eventually(RECOVERY, "opening a session after the restart", || async {
+        Ok(other.session(SessionOptions::with_ttl(ttl)).await.ok())
+    })
+    .await?;
+    let locker = other.locker(&session, lock).ctx("making a locker")?;
+    let left = bound.saturating_sub(back.elapsed());
+    let guard = within(
+        left,
+        "locking the name released just before the crash, before its former holder's session could expire",
+        locker.lock(),
+    )
+    .await?;
+    let free_after = back.elapsed();
+    let ended = holder.is_lost();
+    ensure!(
+        guard.token() > token,
+        "the fencing token went back across the crash: {} after {token}",
+        guard.token()
+    );
+    guard.unlock().bounded("unlocking").await?;
+    // Not part of the guarantee: the former holder's session may have ended with the
+    // store's state (Redis without persistence) without having noticed it yet.
+    let _ = tokio::time::timeout(PROMPT, holder.close()).await;
+    Ok(Holds::figure(
+        format!("free {} after the restart", secs(free_after)),
+        if ended {
+            "the former holder's session ended with the crash"
+        } else {
+            "while the former holder's session was still open"
+        },
     ))
 }
 
