@@ -2,7 +2,7 @@
 //! the bench binary's tables must have their fields filled and sane, and the library
 //! functions must return figures that add up.
 
-use std::process::Command;
+mod common;
 
 use clap::Parser;
 use distsync_bench::args::{Args, Plan};
@@ -60,8 +60,8 @@ async fn residue_on_memory_leaves_nothing_and_tokens_grow() {
 #[test]
 fn quick_run_of_both_cases_on_memory_writes_their_tables() {
     let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_distsync-bench"))
-        .args([
+    let (report, _) = common::run_bench(
+        &[
             "--quick",
             "--backends",
             "memory",
@@ -73,27 +73,17 @@ fn quick_run_of_both_cases_on_memory_writes_their_tables() {
             "200",
             "--residue-names",
             "50",
-            "--out",
-        ])
-        .arg(out.path())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    let report = std::fs::read_to_string(out.path().join("BENCHMARKS.md")).unwrap();
-    for expected in [
-        "## Many clients, each its own lock",
+        ],
+        out.path(),
+    );
+    common::assert_contains_all(
+        &report,
+        &["## Many clients, each its own lock",
         "| memory | **distsync** | 8 |",
         "## What released lock names leave in the store",
         "| memory | a fresh memory:// store | 50 |",
-        "| a released, unused name leaves nothing behind (or a bounded amount), tokens still monotonic (50 names) | memory | 0 keys left; token ",
-    ] {
-        assert!(
-            report.contains(expected),
-            "missing `{expected}` in:\n{report}"
-        );
-    }
+        "| a released, unused name leaves nothing behind (or a bounded amount), tokens still monotonic (50 names) | memory | 0 keys left; token ",],
+    );
     let row = report
         .lines()
         .find(|line| line.starts_with("| memory | **distsync** | 8 |"))

@@ -2,6 +2,8 @@
 //! step is measured, the waiters all get their lock, the hand-off rows are there, and
 //! the locks are left free.
 
+mod common;
+
 use clap::Parser;
 use distsync_bench::args::{Args, Plan};
 use distsync_bench::scale;
@@ -73,8 +75,8 @@ async fn scale_on_memory_fills_every_field() {
 #[test]
 fn the_binary_reports_the_scale_case_with_its_plots() {
     let out = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_distsync-bench"))
-        .args([
+    let (report, _) = common::run_bench(
+        &[
             "--quick",
             "--cases",
             "scale",
@@ -88,30 +90,22 @@ fn the_binary_reports_the_scale_case_with_its_plots() {
             "1,3",
             "--handoffs",
             "4",
-            "--out",
-        ])
-        .arg(out.path())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    let report = std::fs::read_to_string(out.path().join("BENCHMARKS.md")).unwrap();
-    for expected in [
-        "## At scale",
-        "| memory | 40 | 8 | — / — / — |",
-        "### Cost against the number of holds",
-        "| memory | 4 |",
-        "| memory | 40 |",
-        "- **memory**: acquiring costs",
-        "| memory | 3 | 4 |",
-        "![client memory per hold against holds](bench/scale-memory.svg)",
-    ] {
-        assert!(
-            report.contains(expected),
-            "missing `{expected}` in:\n{report}"
-        );
-    }
+        ],
+        out.path(),
+    );
+    common::assert_contains_all(
+        &report,
+        &[
+            "## At scale",
+            "| memory | 40 | 8 | — / — / — |",
+            "### Cost against the number of holds",
+            "| memory | 4 |",
+            "| memory | 40 |",
+            "- **memory**: acquiring costs",
+            "| memory | 3 | 4 |",
+            "![client memory per hold against holds](bench/scale-memory.svg)",
+        ],
+    );
     assert!(!report.contains("stopped early"), "{report}");
     for plot in [
         "scale-acquire.svg",

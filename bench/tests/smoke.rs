@@ -1,6 +1,8 @@
 //! A `--quick` run of the bench binary against `memory://` only: it must write the
 //! report with its tables and plots, and keep the hand-written analysis.
 
+mod common;
+
 use std::process::Command;
 
 const ANALYSIS_BEGIN: &str =
@@ -14,33 +16,22 @@ fn quick_run_on_memory_writes_tables_and_plots() {
         format!("old\n{ANALYSIS_BEGIN}\nKEEP THIS NOTE\n<!-- /analysis -->\n"),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_distsync-bench"))
-        .args(["--quick", "--backends", "memory", "--out"])
-        .arg(out.path())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-
-    let report = std::fs::read_to_string(out.path().join("BENCHMARKS.md")).unwrap();
-    for expected in [
-        "| backend | implementation | cycles | p50 | p99 | ops/s | vs raw | vs distsync |",
-        "| memory | **distsync** | 20 |",
-        "| memory | 1 | 5 |",
-        "| memory | 3 | 5 |",
-        "| hand-off p50 at 3 waiters ≤ 2× at 1 (no herd) | memory |",
-        "| memory | 8 | SerializableSnapshot | 16 |",
-        "![hand-off latency against waiters](bench/handoff.svg)",
-        "scripts/bench.sh",
-        "## Regression guard (CI)",
-        "KEEP THIS NOTE",
-    ] {
-        assert!(
-            report.contains(expected),
-            "missing `{expected}` in:\n{report}"
-        );
-    }
+    let (report, stdout) = common::run_bench(&["--quick", "--backends", "memory"], out.path());
+    common::assert_contains_all(
+        &report,
+        &[
+            "| backend | implementation | cycles | p50 | p99 | ops/s | vs raw | vs distsync |",
+            "| memory | **distsync** | 20 |",
+            "| memory | 1 | 5 |",
+            "| memory | 3 | 5 |",
+            "| hand-off p50 at 3 waiters ≤ 2× at 1 (no herd) | memory |",
+            "| memory | 8 | SerializableSnapshot | 16 |",
+            "![hand-off latency against waiters](bench/handoff.svg)",
+            "scripts/bench.sh",
+            "## Regression guard (CI)",
+            "KEEP THIS NOTE",
+        ],
+    );
     assert!(!report.contains("old\n"), "the generated part is rewritten");
     for plot in ["cycle.svg", "handoff.svg"] {
         let svg = std::fs::read_to_string(out.path().join("bench").join(plot)).unwrap();
@@ -48,7 +39,6 @@ fn quick_run_on_memory_writes_tables_and_plots() {
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("memory"), "{plot} plots the memory backend");
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("| memory | **distsync** |"),
         "tables on stdout: {stdout}"
