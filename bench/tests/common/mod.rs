@@ -5,7 +5,7 @@ use std::process::Command;
 
 /// Runs the bench binary with `args` and `--out out`, asserts that it succeeded, and
 /// returns the report it wrote (`out/BENCHMARKS.md`) and what it printed.
-pub fn run_bench(args: &[&str], out: &Path) -> (String, String) {
+pub(crate) fn run_bench(args: &[&str], out: &Path) -> (String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_distsync-bench"))
         .args(args)
         .arg("--out")
@@ -20,7 +20,7 @@ pub fn run_bench(args: &[&str], out: &Path) -> (String, String) {
 }
 
 /// Asserts that `report` contains every line part of `expected`.
-pub fn assert_contains_all(report: &str, expected: &[&str]) {
+pub(crate) fn assert_contains_all(report: &str, expected: &[&str]) {
     for expected in expected {
         assert!(
             report.contains(expected),
