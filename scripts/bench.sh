@@ -4,7 +4,7 @@
 # runs the bench binary on every backend, which rewrites docs/BENCHMARKS.md and
 # docs/bench/*.svg (keeping the hand-written Analysis section of BENCHMARKS.md).
 #
-#   scripts/bench.sh                          full run (about 5 minutes on 2 cores)
+#   scripts/bench.sh                          full run (about 8 minutes on 2 cores)
 #   scripts/bench.sh --quick --out /tmp/bench smoke run, written elsewhere
 #   scripts/bench.sh --cases cycle --no-peers any distsync-bench option (see --help)
 #

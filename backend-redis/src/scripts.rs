@@ -8,7 +8,7 @@
 //! per call). The scripts that need few definitions gain most; the lock's grant and
 //! release scripts need most of them (`release_hold` serves every kind of entry), and
 //! measured within noise of the whole library (10.7 against 11.0 µs of server time per
-//! call, `INFO commandstats`, 20,000 uncontended cycles on an idle Redis 7.0).
+//! call, `INFO commandstats`, 20,000 uncontended cycles on a private Redis 7.0).
 
 use std::sync::LazyLock;
 
