@@ -203,6 +203,10 @@ fn pool_options(size: u32, url: &PostgresConfig) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(url.request_timeout())
+        // A connection is tested before it is handed out only when it may have died
+        // unnoticed, not on every take (see crate::liveness).
+        .test_before_acquire(false)
+        .before_acquire(crate::liveness::before_acquire)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::query(conn::POOL_SETUP).execute(conn).await?;

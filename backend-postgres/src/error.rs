@@ -60,6 +60,7 @@ pub(crate) fn map(error: sqlx::Error) -> Error {
         return Error::authentication(BACKEND, message);
     }
     if is_connection_loss(&error) {
+        crate::liveness::connection_failed();
         Error::connection(BACKEND, error)
     } else {
         Error::backend(BACKEND, error)

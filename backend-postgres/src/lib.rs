@@ -102,6 +102,7 @@ mod guarded;
 mod heartbeat;
 mod hold;
 mod limits;
+mod liveness;
 mod lock;
 mod notify;
 mod queue;

@@ -1,0 +1,110 @@
+//! When the backend's pools test a connection before handing it out.
+//!
+//! sqlx's default (`test_before_acquire`) pings every connection it takes from a pool:
+//! one more round trip before every statement, so two of the four round trips of an
+//! uncontended lock cycle (75 to 100 µs each on a loopback server). The backend's pools
+//! test a connection only when it may have died unnoticed:
+//! - it has been idle for [`IDLE_TEST`] or more (the server may have restarted, or a
+//!   proxy dropped it, in the meantime), or
+//! - a connection of this process was found dead within the last [`TROUBLE_WINDOW`]:
+//!   a restart or failover of the server kills every connection at once, and the
+//!   first failure makes every later take test its connection (as sqlx's default
+//!   does) until the pools hold live ones again.
+//!
+//! A connection that dies while in use, or between a use and the next take less than
+//! [`IDLE_TEST`] later with no failure seen meanwhile, fails its next statement with a
+//! connection error, which every caller already handles (a transient error: retried by
+//! waits and background work, returned by single calls); that failure opens the window.
+//! A test that fails closes the connection and the pool takes or opens another, as
+//! with sqlx's default. Pools the application hands over (`backend_from_pool`) keep
+//! their own settings.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use sqlx::pool::PoolConnectionMetadata;
+use sqlx::{Connection, PgConnection};
+
+/// A connection idle this long is tested before it is handed out.
+pub(crate) const IDLE_TEST: Duration = Duration::from_secs(1);
+
+/// After a connection of this process was found dead, every connection is tested
+/// before it is handed out for this long.
+pub(crate) const TROUBLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// When the process's clock for [`LAST_TROUBLE_MS`] starts.
+static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Milliseconds after [`START`] when a connection was last found dead, plus one (0:
+/// never).
+static LAST_TROUBLE_MS: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Notes that a connection was found dead (see the module docs).
+pub(crate) fn connection_failed() {
+    LAST_TROUBLE_MS.store(now_ms().saturating_add(1), Ordering::Relaxed);
+}
+
+/// Whether a connection idle for `idle_for` is tested before it is handed out.
+pub(crate) fn should_test(idle_for: Duration) -> bool {
+    if idle_for >= IDLE_TEST {
+        return true;
+    }
+    match LAST_TROUBLE_MS.load(Ordering::Relaxed) {
+        0 => false,
+        last => now_ms().saturating_sub(last - 1) < millis(TROUBLE_WINDOW),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The pools' `before_acquire` hook: pings the connection when [`should_test`] says so.
+/// A failed ping closes it (the pool takes or opens another).
+pub(crate) fn before_acquire<'c>(
+    conn: &'c mut PgConnection,
+    meta: PoolConnectionMetadata,
+) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if should_test(meta.idle_for) {
+            if let Err(error) = conn.ping().await {
+                connection_failed();
+                return Err(error);
+            }
+        }
+        Ok(true)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connections_are_tested_and_busy_ones_only_after_a_failure() {
+        // The window is process-wide; other tests may have opened it, so only what a
+        // failure does is asserted after it.
+        assert!(should_test(IDLE_TEST));
+        assert!(should_test(Duration::from_secs(60)));
+        connection_failed();
+        assert!(should_test(Duration::ZERO), "a failure opens the window");
+        assert!(should_test(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn the_window_closes() {
+        let long_ago = now_ms().saturating_sub(millis(TROUBLE_WINDOW) + 5_000);
+        if long_ago == 0 {
+            return; // the process is younger than the window: nothing to check
+        }
+        LAST_TROUBLE_MS.store(long_ago + 1, Ordering::Relaxed);
+        assert!(!should_test(Duration::ZERO));
+        assert!(should_test(IDLE_TEST));
+    }
+}
