@@ -278,6 +278,26 @@ async fn relock_first(coordinator: &Coordinator) -> Result<u64> {
 }
 
 /// The time cap of the locking: generous, scaled with the names.
+/// [`lock_each_once`] over the plan's names and tasks, noting the time it took and the
+/// names locked in `result`; returns the first name's token.
+async fn lock_all(
+    coordinator: &Coordinator,
+    plan: &Plan,
+    result: &mut ResidueResult,
+) -> Result<Option<u64>> {
+    let started = Instant::now();
+    let (done, first) = lock_each_once(
+        coordinator,
+        plan.residue_names,
+        plan.residue_tasks,
+        cap(plan),
+    )
+    .await?;
+    result.elapsed = Some(started.elapsed());
+    result.locked = done;
+    Ok(first)
+}
+
 fn cap(plan: &Plan) -> Duration {
     plan.case_time.max(Duration::from_secs(10))
         + Duration::from_millis(u64::try_from(plan.residue_names).unwrap_or(u64::MAX) * 5)
@@ -342,16 +362,7 @@ async fn memory(result: &mut ResidueResult, plan: &Plan) -> Result<()> {
     let (keys, bytes) = measure().await?;
     result.before = Some(keys);
     result.bytes_before = Some(bytes);
-    let started = Instant::now();
-    let (done, first) = lock_each_once(
-        &coordinator,
-        plan.residue_names,
-        plan.residue_tasks,
-        cap(plan),
-    )
-    .await?;
-    result.elapsed = Some(started.elapsed());
-    result.locked = done;
+    let first = lock_all(&coordinator, plan, result).await?;
     let (keys, bytes) = measure().await?;
     result.after = Some(keys);
     result.bytes_after = Some(bytes);
@@ -368,11 +379,10 @@ async fn memory(result: &mut ResidueResult, plan: &Plan) -> Result<()> {
 
 #[cfg(feature = "etcd")]
 mod etcd {
-    use std::time::Instant;
 
     use etcd_client::{DeleteOptions, GetOptions};
 
-    use super::{cap, lock_each_once, relock_first, Cleanup, ResidueResult};
+    use super::{lock_all, relock_first, Cleanup, ResidueResult};
     use crate::args::Plan;
     use crate::Result;
 
@@ -398,16 +408,7 @@ mod etcd {
             result.before = Some(keys);
             result.bytes_before = Some(status.db_size());
             let in_use_before = status.raft_used_db_size();
-            let started = Instant::now();
-            let (done, first) = lock_each_once(
-                &coordinator,
-                plan.residue_names,
-                plan.residue_tasks,
-                cap(plan),
-            )
-            .await?;
-            result.elapsed = Some(started.elapsed());
-            result.locked = done;
+            let first = lock_all(&coordinator, plan, result).await?;
             let keys = count(&mut client, &namespace).await?;
             let status = client.status().await?;
             result.after = Some(keys);
@@ -451,11 +452,11 @@ mod etcd {
 #[cfg(feature = "redis")]
 mod redis {
     use std::collections::BTreeMap;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use redis::aio::MultiplexedConnection;
 
-    use super::{cap, lock_each_once, name, relock_first, Cleanup, ResidueResult};
+    use super::{lock_all, name, relock_first, Cleanup, ResidueResult};
     use crate::args::Plan;
     use crate::Result;
 
@@ -573,16 +574,7 @@ mod redis {
             result.bytes_before = Some(used_memory(&mut conn).await?);
             let usage_before: Vec<Option<i64>> =
                 per_key(&mut conn, &["MEMORY", "USAGE"], &before).await?;
-            let started = Instant::now();
-            let (done, first) = lock_each_once(
-                &coordinator,
-                plan.residue_names,
-                plan.residue_tasks,
-                cap(plan),
-            )
-            .await?;
-            result.elapsed = Some(started.elapsed());
-            result.locked = done;
+            let first = lock_all(&coordinator, plan, result).await?;
             let after = keys(&mut conn, &pattern).await?;
             result.after = Some(after.len() as u64);
             result.bytes_after = Some(used_memory(&mut conn).await?);
@@ -658,7 +650,7 @@ mod postgres {
 
     use sqlx::{Connection, PgConnection};
 
-    use super::{cap, lock_each_once, relock_first, Cleanup, ResidueResult};
+    use super::{lock_all, relock_first, Cleanup, ResidueResult};
     use crate::args::Plan;
     use crate::Result;
 
@@ -732,16 +724,7 @@ mod postgres {
             let before = rows(&mut probe, &schema).await?;
             result.before = Some(total(&before));
             result.bytes_before = Some(bytes(&mut probe, &schema).await?);
-            let started = Instant::now();
-            let (done, first) = lock_each_once(
-                &coordinator,
-                plan.residue_names,
-                plan.residue_tasks,
-                cap(plan),
-            )
-            .await?;
-            result.elapsed = Some(started.elapsed());
-            result.locked = done;
+            let first = lock_all(&coordinator, plan, result).await?;
             let after = rows(&mut probe, &schema).await?;
             result.after = Some(total(&after));
             result.bytes_after = Some(bytes(&mut probe, &schema).await?);
