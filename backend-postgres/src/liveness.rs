@@ -52,13 +52,14 @@ pub(crate) fn connection_failed() {
 
 /// Whether a connection idle for `idle_for` is tested before it is handed out.
 pub(crate) fn should_test(idle_for: Duration) -> bool {
-    if idle_for >= IDLE_TEST {
-        return true;
-    }
-    match LAST_TROUBLE_MS.load(Ordering::Relaxed) {
-        0 => false,
-        last => now_ms().saturating_sub(last - 1) < millis(TROUBLE_WINDOW),
-    }
+    test_at(idle_for, now_ms(), LAST_TROUBLE_MS.load(Ordering::Relaxed))
+}
+
+/// [`should_test`] at `now` (ms after [`START`]), the last failure noted as
+/// `last_trouble` (ms after [`START`] plus one; 0: never).
+fn test_at(idle_for: Duration, now: u64, last_trouble: u64) -> bool {
+    idle_for >= IDLE_TEST
+        || (last_trouble > 0 && now.saturating_sub(last_trouble - 1) < millis(TROUBLE_WINDOW))
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -87,24 +88,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idle_connections_are_tested_and_busy_ones_only_after_a_failure() {
-        // The window is process-wide; other tests may have opened it, so only what a
-        // failure does is asserted after it.
-        assert!(should_test(IDLE_TEST));
-        assert!(should_test(Duration::from_secs(60)));
-        connection_failed();
-        assert!(should_test(Duration::ZERO), "a failure opens the window");
-        assert!(should_test(Duration::from_millis(10)));
+    fn idle_connections_are_tested_and_busy_ones_only_within_the_window() {
+        let window = millis(TROUBLE_WINDOW);
+        let busy = Duration::from_millis(10);
+        // No failure ever: only idle connections.
+        assert!(!test_at(busy, 50_000, 0));
+        assert!(test_at(IDLE_TEST, 50_000, 0));
+        // A failure at 40 s (noted as 40_001): every take is tested until the window ends.
+        assert!(test_at(busy, 40_000, 40_001));
+        assert!(test_at(busy, 40_000 + window - 1, 40_001));
+        assert!(!test_at(busy, 40_000 + window, 40_001));
+        assert!(test_at(IDLE_TEST, 40_000 + window, 40_001));
     }
 
     #[test]
-    fn the_window_closes() {
-        let long_ago = now_ms().saturating_sub(millis(TROUBLE_WINDOW) + 5_000);
-        if long_ago == 0 {
-            return; // the process is younger than the window: nothing to check
-        }
-        LAST_TROUBLE_MS.store(long_ago + 1, Ordering::Relaxed);
-        assert!(!should_test(Duration::ZERO));
-        assert!(should_test(IDLE_TEST));
+    fn a_noted_failure_opens_the_window_now() {
+        connection_failed();
+        assert!(should_test(Duration::ZERO));
     }
 }

@@ -489,7 +489,8 @@ fn cycle_table(out: &mut String, report: &Report, plots: bool) {
     notes_list(out, &notes);
 }
 
-fn notes_list(out: &mut String, notes: &[String]) {
+/// The notes under a table, as a list (nothing when there are none).
+pub(crate) fn notes_list(out: &mut String, notes: &[String]) {
     out.push('\n');
     for note in notes {
         let _ = writeln!(out, "- {note}");

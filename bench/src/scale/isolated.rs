@@ -32,14 +32,7 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> ScaleResult {
 pub async fn child(args: &Args) -> String {
     let plan = Plan::from_args(args);
     let run_id = args.scale_child.clone().unwrap_or_default();
-    let holds = plan.scale_sizes.last().copied().unwrap_or(0);
-    let failed = |reason: String| ScaleResult {
-        holds,
-        waiting: plan.scale_waiting.min(holds),
-        ttl: plan.scale_ttl,
-        error: Some(reason),
-        ..ScaleResult::default()
-    };
+    let failed = |reason: String| failed(&plan, reason);
     let result = match crate::run::selected(args).into_iter().next() {
         Some((kind, Ok(url))) => match Target::connect(kind, url).await {
             Ok(target) => super::run(&target, &run_id, &plan).await,
@@ -51,6 +44,18 @@ pub async fn child(args: &Args) -> String {
     serde_json::to_string(&result).unwrap_or_else(|error| {
         serde_json::to_string(&failed(format!("encoding the result: {error}"))).unwrap_or_default()
     })
+}
+
+/// The result of a run that did not measure, for `reason`.
+fn failed(plan: &Plan, reason: String) -> ScaleResult {
+    let holds = plan.scale_sizes.last().copied().unwrap_or(0);
+    ScaleResult {
+        holds,
+        waiting: plan.scale_waiting.min(holds),
+        ttl: plan.scale_ttl,
+        error: Some(reason),
+        ..ScaleResult::default()
+    }
 }
 
 /// This program, if it is the bench binary.
@@ -68,14 +73,7 @@ fn joined(counts: &[usize]) -> String {
 }
 
 async fn in_child(binary: PathBuf, target: &Target, run_id: &str, plan: &Plan) -> ScaleResult {
-    let holds = plan.scale_sizes.last().copied().unwrap_or(0);
-    let failed = |reason: String| ScaleResult {
-        holds,
-        waiting: plan.scale_waiting.min(holds),
-        ttl: plan.scale_ttl,
-        error: Some(reason),
-        ..ScaleResult::default()
-    };
+    let failed = |reason: String| failed(plan, reason);
     let mut command = tokio::process::Command::new(binary);
     command
         .arg("--scale-child")

@@ -134,7 +134,7 @@ pub fn section(out: &mut String, report: &Report, plots: bool) {
             notes.push(format!("{kind}: stopped early: {error}"));
         }
     }
-    notes_list(out, &notes);
+    crate::report::notes_list(out, &notes);
 
     let _ = writeln!(
         out,
@@ -216,17 +216,7 @@ pub fn section(out: &mut String, report: &Report, plots: bool) {
             }
         }
     }
-    notes_list(out, &notes);
-}
-
-fn notes_list(out: &mut String, notes: &[String]) {
-    out.push('\n');
-    for note in notes {
-        let _ = writeln!(out, "- {note}");
-    }
-    if !notes.is_empty() {
-        out.push('\n');
-    }
+    crate::report::notes_list(out, &notes);
 }
 
 /// One sentence per measure: its per-unit cost at the smallest and largest step, the
