@@ -22,7 +22,9 @@
 # fsync = off and synchronous_commit = off, so this script starts a private PostgreSQL
 # of its own (initdb in .servers/bench-durable-postgres, port DISTSYNC_BENCH_PG_PORT,
 # default 24140) with fsync = on, synchronous_commit = on, full_page_writes = on and
-# max_connections at its default of 100, points DISTSYNC_POSTGRES_URL at it, and stops
+# max_connections = 300 (the default 100 cannot fit the 64-client case's raw,
+# diagnostic and distsync connections side by side; many production servers raise it
+# the same way), points DISTSYNC_POSTGRES_URL at it, and stops
 # and removes it at the end. It uses the PostgreSQL that scripts/servers.sh installs,
 # so it works on a fresh machine. DISTSYNC_BENCH_PG=test measures the test server set's
 # PostgreSQL (fsync off) instead.
@@ -81,7 +83,7 @@ durable_postgres_start() {
     as_pg "$bin/initdb" -D "$data" -U postgres -A trust --no-locale -E UTF8 >"$home/initdb.log" 2>&1 ||
         { tail -n 20 "$home/initdb.log" >&2; exit 1; }
     printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" "unix_socket_directories = ''" \
-        "fsync = on" "synchronous_commit = on" "full_page_writes = on" "max_connections = 100" |
+        "fsync = on" "synchronous_commit = on" "full_page_writes = on" "max_connections = 300" |
         as_pg tee -a "$data/postgresql.conf" >/dev/null
     DURABLE_PG=("$bin" "$data" "$home")
     trap durable_postgres_stop EXIT
@@ -91,7 +93,7 @@ durable_postgres_start() {
         -c 'CREATE ROLE distsync LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB' \
         -c 'CREATE DATABASE distsync OWNER distsync' >/dev/null
     export DISTSYNC_POSTGRES_URL="postgres://distsync@127.0.0.1:$port/distsync"
-    echo "bench.sh: private PostgreSQL (fsync on, synchronous_commit on, max_connections 100) at $DISTSYNC_POSTGRES_URL" >&2
+    echo "bench.sh: private PostgreSQL (fsync on, synchronous_commit on, max_connections 300) at $DISTSYNC_POSTGRES_URL" >&2
 }
 
 durable_postgres_stop() {

@@ -28,11 +28,6 @@ const POOL_SIZE: u32 = 8;
 /// sweep), apart from the pool.
 const REAPER_SIZE: u32 = 2;
 
-/// Connections for the sessions' holds, waits and releases (every lock, read-write
-/// lock, candidacy and permit of the process, see `hold`), apart from the pool that
-/// STM bodies can exhaust.
-const HOLDS_SIZE: u32 = 8;
-
 /// Connects to the database named by `url` and returns a [`Coordinator`] over it.
 ///
 /// Cancel-safe: dropping the future drops the connection attempt.
@@ -84,7 +79,7 @@ pub async fn backend_with_config(url: &PostgresConfig) -> Result<PostgresBackend
 /// A backend over a [`sqlx::PgPool`] of your own (its queues, barriers and STM run on
 /// it, and the notification listener takes one of its connections), and `url`'s
 /// connection options, schema and timeouts for the connections it opens itself: the
-/// holds' pool (8), the reaper's (2) and the checks made here. Build `url` with
+/// holds' pool (`hold_connections`, 8 by default), the reaper's (2) and the checks made here. Build `url` with
 /// [`PostgresConfig::from_options`] from the same `PgConnectOptions` as the pool (credentials,
 /// TLS), or parse one.
 ///
@@ -158,7 +153,10 @@ async fn within_connect_timeout<T>(
 async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBackend> {
     let reaper = pool_options(REAPER_SIZE, url)
         .connect_lazy_with(url.options.clone().application_name("distsync/reaper"));
-    let holds = pool_options(HOLDS_SIZE, url)
+    // The sessions' holds, waits and releases (every lock, read-write lock, candidacy
+    // and permit of the process, see `hold`) have a pool of their own, apart from the
+    // one that STM bodies can exhaust.
+    let holds = pool_options(url.hold_connections(), url)
         .connect_lazy_with(url.options.clone().application_name("distsync/holds"));
     let ns_oid = schema::ensure(&pool, &url.schema).await?;
     let pools = store::Pools {

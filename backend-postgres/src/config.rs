@@ -18,6 +18,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may wait when the URL does not say (`timeout=`).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many connections carry the sessions' holds, waits and releases when the URL does
+/// not say (`hold_connections=`).
+pub const DEFAULT_HOLD_CONNECTIONS: u32 = 8;
+
+/// The most `hold_connections=` may ask for (a server's `max_connections` is rarely
+/// above a few hundred).
+pub const MAX_HOLD_CONNECTIONS: u32 = 1000;
+
 /// A parsed backend URL: how to connect, the schema holding distsync's tables, and the
 /// timeouts.
 ///
@@ -33,6 +41,7 @@ pub struct PostgresConfig {
     pub schema: String,
     connect_timeout: Duration,
     request_timeout: Duration,
+    hold_connections: u32,
     /// The certificate and key files named in the URL, checked at connect.
     files: Vec<(&'static str, String)>,
     /// The URL with its secrets masked, for `Display` and errors.
@@ -47,6 +56,7 @@ impl fmt::Debug for PostgresConfig {
             .field("ssl_mode", &self.options.get_ssl_mode())
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("hold_connections", &self.hold_connections)
             .finish()
     }
 }
@@ -79,6 +89,7 @@ impl PostgresConfig {
     /// | `sslrootcert` | PEM file of CA certificates to trust, added to the system's roots | the system's roots |
     /// | `sslcert`, `sslkey` | PEM client certificate and its key, both or neither | none |
     /// | `connect_timeout` | connecting in all: TCP, TLS, login, the checks made at connect; also opening a pool connection later | [`DEFAULT_CONNECT_TIMEOUT`] |
+    /// | `hold_connections` | the most connections the process's locks, read-write locks, candidacies and permits take at once to join, wait on, renew and release their entries (1 to [`MAX_HOLD_CONNECTIONS`]); with more tasks locking at the same moment than this, the rest wait for a free one, so size it to the locking tasks you run at once, within the server's `max_connections` | [`DEFAULT_HOLD_CONNECTIONS`] |
     /// | `timeout` | taking a pool connection for one request (queues, barriers, STM, name lookups): waiting for a free one, opening one, or pinging an idle one, so such a call to a server gone silent fails within it; a statement already sent, or one on a session's own connection, is not bounded by it | [`DEFAULT_REQUEST_TIMEOUT`] |
     ///
     /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
@@ -87,7 +98,7 @@ impl PostgresConfig {
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] (password masked) for an unparsable URL, another scheme, a
-    /// missing host, an invalid schema name, timeout or `sslmode`, or `sslcert` without
+    /// missing host, an invalid schema name, timeout, `hold_connections` or `sslmode`, or `sslcert` without
     /// `sslkey` (or the reverse); [`Error::Unsupported`] for an `sslmode` that requires
     /// TLS in a build without the cargo feature `tls`.
     pub fn parse(url: &str) -> Result<Self> {
@@ -109,6 +120,7 @@ impl PostgresConfig {
         let mut schema = None;
         let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
         let mut request_timeout = DEFAULT_REQUEST_TIMEOUT;
+        let mut hold_connections = DEFAULT_HOLD_CONNECTIONS;
         let mut files = Vec::new();
         let mut rest = Vec::new();
         for (key, value) in parsed.query_pairs() {
@@ -121,6 +133,10 @@ impl PostgresConfig {
                 "timeout" => {
                     request_timeout = parse_url_timeout(&value)
                         .map_err(|reason| invalid(format!("timeout: {reason}")))?;
+                }
+                "hold_connections" => {
+                    hold_connections = parse_hold_connections(&value)
+                        .map_err(|reason| invalid(format!("hold_connections: {reason}")))?;
                 }
                 _ => {
                     let what = match &*key {
@@ -177,6 +193,7 @@ impl PostgresConfig {
             schema,
             connect_timeout,
             request_timeout,
+            hold_connections,
             files,
             display,
         })
@@ -202,6 +219,7 @@ impl PostgresConfig {
             schema: DEFAULT_SCHEMA.to_owned(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            hold_connections: DEFAULT_HOLD_CONNECTIONS,
             files: Vec::new(),
             display,
         })
@@ -230,6 +248,30 @@ impl PostgresConfig {
         self
     }
 
+    /// Sets how many connections carry the holds (see `hold_connections` in
+    /// [`PostgresConfig::parse`]).
+    ///
+    /// ```
+    /// # use distsync_postgres::PostgresConfig;
+    /// let config = PostgresConfig::parse("postgres://app@db.internal/app")?
+    ///     .with_hold_connections(64)?;
+    /// assert_eq!(config.hold_connections(), 64);
+    /// # Ok::<(), distsync_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for 0 or more than [`MAX_HOLD_CONNECTIONS`].
+    pub fn with_hold_connections(mut self, connections: u32) -> Result<Self> {
+        self.hold_connections = check_hold_connections(connections)
+            .map_err(|reason| Error::InvalidArgument(format!("hold_connections: {reason}")))?;
+        Ok(self)
+    }
+
+    /// How many connections carry the holds (`hold_connections=`).
+    pub fn hold_connections(&self) -> u32 {
+        self.hold_connections
+    }
+
     /// The connect timeout (`connect_timeout=`).
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
@@ -243,6 +285,24 @@ impl PostgresConfig {
     /// The certificate and key files the URL names, as (what, path).
     pub(crate) fn files(&self) -> &[(&'static str, String)] {
         &self.files
+    }
+}
+
+/// `hold_connections=`: a whole number from 1 to [`MAX_HOLD_CONNECTIONS`].
+fn parse_hold_connections(value: &str) -> std::result::Result<u32, String> {
+    let connections = value
+        .parse::<u32>()
+        .map_err(|_| format!("{value:?} is not a whole number from 1 to {MAX_HOLD_CONNECTIONS}"))?;
+    check_hold_connections(connections)
+}
+
+fn check_hold_connections(connections: u32) -> std::result::Result<u32, String> {
+    if (1..=MAX_HOLD_CONNECTIONS).contains(&connections) {
+        Ok(connections)
+    } else {
+        Err(format!(
+            "{connections} is not from 1 to {MAX_HOLD_CONNECTIONS}"
+        ))
     }
 }
 
@@ -278,6 +338,22 @@ mod tests {
         assert_eq!(url.options.get_port(), 5433);
         assert_eq!(url.options.get_username(), "u");
         assert_eq!(url.options.get_database(), Some("db"));
+        assert_eq!(url.hold_connections(), DEFAULT_HOLD_CONNECTIONS);
+    }
+
+    #[test]
+    fn hold_connections_from_the_url_or_in_code() {
+        let url = PostgresConfig::parse("postgres://u@h/db?hold_connections=64").unwrap();
+        assert_eq!(url.hold_connections(), 64);
+        assert!(format!("{url:?}").contains("hold_connections: 64"));
+        let url = url.with_hold_connections(MAX_HOLD_CONNECTIONS).unwrap();
+        assert_eq!(url.hold_connections(), MAX_HOLD_CONNECTIONS);
+        for bad in [0, MAX_HOLD_CONNECTIONS + 1] {
+            assert!(matches!(
+                url.clone().with_hold_connections(bad),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
     }
 
     #[test]
@@ -364,6 +440,10 @@ mod tests {
             "postgres://u:pw-91c@h/db?sslrootcert=",
             "postgres://u:pw-91c@h/db?connect_timeout=0",
             "postgres://u:pw-91c@h/db?timeout=1h",
+            "postgres://u:pw-91c@h/db?hold_connections=0",
+            "postgres://u:pw-91c@h/db?hold_connections=1001",
+            "postgres://u:pw-91c@h/db?hold_connections=-3",
+            "postgres://u:pw-91c@h/db?hold_connections=many",
         ] {
             match PostgresConfig::parse(bad) {
                 Err(error @ Error::InvalidUrl { .. }) => {

@@ -107,6 +107,7 @@ mod lock;
 mod notify;
 mod queue;
 mod retry;
+mod reused;
 mod rwlock;
 mod schema;
 mod semaphore;
@@ -119,7 +120,8 @@ mod unflushed;
 
 pub use backend::{backend, backend_from_pool, backend_with_config, connect, PostgresBackend};
 pub use config::{
-    PostgresConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SCHEMA,
+    PostgresConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOLD_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SCHEMA, MAX_HOLD_CONNECTIONS,
 };
 pub use limits::Limits;
 pub use queue::STALE_CLAIM;

@@ -20,11 +20,12 @@
 //! - etcd and Redis: every client is a backend of its own (`distsync::connect`), and
 //!   every raw client a client of its own (one gRPC channel, one `ConnectionManager`);
 //! - PostgreSQL: every raw client is a connection of its own; distsync's clients are
-//!   sessions spread over as many backends as the server's free connections allow (at
-//!   most one per 8 clients, see [`postgres_backends`]): a backend opens up to
-//!   [`POSTGRES_CONNECTIONS_PER_BACKEND`] connections (a pool of 2 given to
-//!   `backend_from_pool`, its holds' pool of 8 and its reaper's 2), so 64 backends
-//!   would need about 200, twice the `max_connections` of 100 of a default server;
+//!   sessions of one backend (as one service process would run them) whose holds'
+//!   pool (`hold_connections`) has as many connections as there are clients, so that
+//!   both sides have a connection per client, when the server's free connections
+//!   allow (fewer otherwise, see [`postgres_hold_connections`]); the backend also
+//!   opens the pool of [`POSTGRES_POOL`] given to `backend_from_pool` and its reaper's
+//!   2 ([`POSTGRES_OTHER_CONNECTIONS`] in all);
 //! - memory: one shared in-process store, no raw sequence (cycles per second only).
 
 use std::time::{Duration, Instant};
@@ -38,13 +39,17 @@ use crate::Result;
 /// clients'.
 pub const AGGREGATE_TARGET: f64 = 0.9;
 
-/// Connections one PostgreSQL backend of this case may open: the pool it is given
-/// (2), its holds' pool (8) and its reaper's (2).
-pub const POSTGRES_CONNECTIONS_PER_BACKEND: usize = 12;
+/// Connections distsync's PostgreSQL backend opens besides its holds' pool: the pool
+/// it is given ([`POSTGRES_POOL`]) and its reaper's (2).
+pub const POSTGRES_OTHER_CONNECTIONS: usize = 4;
 
-/// The pool given to each PostgreSQL backend of this case (`backend_from_pool`): the
+/// The pool given to the PostgreSQL backend of this case (`backend_from_pool`): the
 /// notification listener takes one connection, name lookups the other.
 pub const POSTGRES_POOL: u32 = 2;
+
+/// Free connections left for other work (the bench's own checks) when sizing the
+/// PostgreSQL sides.
+const POSTGRES_SPARE: usize = 4;
 
 /// The cycles of one side (distsync or raw) over all its rounds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -336,13 +341,13 @@ pub const LIBRARY_LABEL: &str = "distsync";
 
 /// Whether the store has room for the diagnostic clients beside the raw clients
 /// (already connected) and distsync's: on PostgreSQL, when its free connections leave
-/// at least one backend's worth for distsync; elsewhere always.
+/// distsync a connection per client as well; elsewhere always.
 #[allow(unused_variables)]
 async fn diagnostic_room(target: &Target, clients: usize) -> Result<bool> {
     #[cfg(feature = "postgres")]
     if target.kind == BackendKind::Postgres {
         let free = crate::raw::postgres::free_connections(&target.url).await?;
-        return Ok(free >= clients + POSTGRES_CONNECTIONS_PER_BACKEND + 4);
+        return Ok(free >= 2 * clients + POSTGRES_OTHER_CONNECTIONS + POSTGRES_SPARE);
     }
     Ok(true)
 }
@@ -418,23 +423,22 @@ async fn library_clients(
     #[cfg(feature = "postgres")]
     if target.kind == BackendKind::Postgres {
         let free = crate::raw::postgres::free_connections(&target.url).await?;
-        let backends = postgres_backends(clients, free);
-        let mut coordinators = Vec::with_capacity(backends);
-        for _ in 0..backends {
-            coordinators.push(postgres_backend(&target.url).await?);
-        }
+        let holds = postgres_hold_connections(clients, free);
+        let coordinator = postgres_backend(&target.url, holds).await?;
         for index in 0..clients {
-            let coordinator = &coordinators[index % backends];
             made.push(Box::new(
-                DistsyncCycle::new(coordinator, &name(index)).await?,
+                DistsyncCycle::new(&coordinator, &name(index)).await?,
             ));
         }
         let setup = format!(
-            "{clients} sessions over {backends} backend{} (each: a pool of {POSTGRES_POOL}, \
-             holds' pool 8, reaper 2; ≤ {} connections in all), chosen for the {free} \
-             connections free with the raw clients connected",
-            if backends == 1 { "" } else { "s" },
-            backends * POSTGRES_CONNECTIONS_PER_BACKEND,
+            "{clients} sessions of one backend: hold_connections={holds} (a connection per \
+             client{}), its pool {POSTGRES_POOL}, reaper 2; {free} connections were free \
+             with the other sides connected",
+            if holds < clients as u32 {
+                ", had the server room"
+            } else {
+                ""
+            },
         );
         return Ok((made, setup));
     }
@@ -451,25 +455,22 @@ async fn library_clients(
     Ok((made, setup))
 }
 
-/// How many PostgreSQL backends `clients` sessions are spread over when `free`
-/// connections are left: the most of 8, 4, 2, 1 (at most one backend per 8 clients,
-/// one per client below 8) whose [`POSTGRES_CONNECTIONS_PER_BACKEND`] connections each
-/// fit in `free` less 4 kept for other work; 1 when none fits.
-pub fn postgres_backends(clients: usize, free: usize) -> usize {
-    let usable = free.saturating_sub(4);
-    [8, 4, 2, 1]
-        .into_iter()
-        .filter(|&backends| backends <= clients.max(1))
-        .find(|backends| backends * POSTGRES_CONNECTIONS_PER_BACKEND <= usable)
-        .unwrap_or(1)
+/// The holds' pool for `clients` sessions of one PostgreSQL backend when `free`
+/// connections are left: a connection per client, or what the free connections allow
+/// beside the backend's [`POSTGRES_OTHER_CONNECTIONS`] and [`POSTGRES_SPARE`]; at
+/// least 1.
+pub fn postgres_hold_connections(clients: usize, free: usize) -> u32 {
+    let room = free.saturating_sub(POSTGRES_OTHER_CONNECTIONS + POSTGRES_SPARE);
+    u32::try_from(clients.min(room).max(1)).unwrap_or(u32::MAX)
 }
 
 /// A PostgreSQL backend over a pool of [`POSTGRES_POOL`] connections of its own
-/// (committing durably, as `backend_from_pool` requires).
+/// (committing durably, as `backend_from_pool` requires), with `holds` hold
+/// connections.
 #[cfg(feature = "postgres")]
-async fn postgres_backend(url: &str) -> Result<distsync::Coordinator> {
+async fn postgres_backend(url: &str, holds: u32) -> Result<distsync::Coordinator> {
     use sqlx::postgres::PgPoolOptions;
-    let config = distsync::postgres::PostgresConfig::parse(url)?;
+    let config = distsync::postgres::PostgresConfig::parse(url)?.with_hold_connections(holds)?;
     let pool = PgPoolOptions::new()
         .max_connections(POSTGRES_POOL)
         .after_connect(|conn, _| {
@@ -491,13 +492,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn postgres_backends_fit_the_free_connections() {
-        assert_eq!(postgres_backends(64, 300), 8);
-        assert_eq!(postgres_backends(64, 60), 4);
-        assert_eq!(postgres_backends(64, 30), 2);
-        assert_eq!(postgres_backends(64, 20), 1);
-        assert_eq!(postgres_backends(64, 0), 1);
-        assert_eq!(postgres_backends(2, 300), 2);
+    fn postgres_hold_connections_fit_the_free_connections() {
+        assert_eq!(postgres_hold_connections(64, 300), 64);
+        assert_eq!(postgres_hold_connections(64, 40), 32);
+        assert_eq!(postgres_hold_connections(64, 8), 1);
+        assert_eq!(postgres_hold_connections(64, 0), 1);
+        assert_eq!(postgres_hold_connections(2, 300), 2);
     }
 
     #[test]
