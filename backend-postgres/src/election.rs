@@ -53,15 +53,17 @@ impl Proclaim for PgProclaim {
             return Err(Error::NotLeader);
         }
         let shared = &self.lease.shared;
-        let proclaimed: std::result::Result<bool, sqlx::Error> =
-            sqlx::query_scalar(&shared.sql("SELECT {s}.proclaim($1, $2, $3, $4, $5)"))
-                .bind(&self.election)
-                .bind(self.lease.id)
-                .bind(self.term)
-                .bind(value.as_ref())
-                .bind(shared.limits().log_keep_sql())
-                .fetch_one(&shared.holds)
-                .await;
+        let mut taken = shared.holds.take().await.map_err(map)?;
+        let proclaimed = sqlx::query_scalar(&shared.sql("SELECT {s}.proclaim($1, $2, $3, $4, $5)"))
+            .bind(&self.election)
+            .bind(self.lease.id)
+            .bind(self.term)
+            .bind(value.as_ref())
+            .bind(shared.limits().log_keep_sql())
+            .fetch_one(taken.conn())
+            .await;
+        let proclaimed: std::result::Result<bool, sqlx::Error> = taken.settle(proclaimed);
+        drop(taken);
         match proclaimed {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::NotLeader),

@@ -90,16 +90,17 @@ impl GuardedWrite for PgGuardedWrite {
         let sql = entry
             .shared
             .sql("SELECT {s}.guarded_put($1, $2, $3, $4, $5, $6)");
-        let written: Option<bool> = sqlx::query_scalar(&sql)
+        let mut taken = entry.shared.holds.take().await.map_err(map)?;
+        let put = sqlx::query_scalar(&sql)
             .bind(entry.name_id)
             .bind(entry.session)
             .bind(entry.entry)
             .bind(self.token)
             .bind(key.as_str())
             .bind(value.as_ref())
-            .fetch_one(&entry.shared.holds)
-            .await
-            .map_err(map)?;
+            .fetch_one(taken.conn())
+            .await;
+        let written: Option<bool> = taken.settle(put).map_err(map)?;
         Ok(written == Some(true))
     }
 }

@@ -9,7 +9,11 @@
 //! - a connection of this process was found dead within the last [`TROUBLE_WINDOW`]:
 //!   a restart or failover of the server kills every connection at once, and the
 //!   first failure makes every later take test its connection (as sqlx's default
-//!   does) until the pools hold live ones again.
+//!   does) until the pools hold live ones again. The notification listener, always
+//!   reading, usually sees such a loss first (`notify`), before any statement fails.
+//!
+//! The holds' connections, kept out of their pool between statements
+//! ([`crate::reused`]), follow the same rule.
 //!
 //! A connection that dies while in use, or between a use and the next take less than
 //! [`IDLE_TEST`] later with no failure seen meanwhile, fails its next statement with a

@@ -690,8 +690,9 @@ impl Entry {
             "SELECT o_state, o_token, o_wait, o_in_use \
              FROM {s}.semaphore_join2($1, $2, $3, $4, $5, $6, $7, $8, $9, true)",
         );
-        let row: Row = again_after_conflicts(|| {
-            sqlx::query_as(&sql)
+        let row: Row = again_after_conflicts(|| async {
+            let mut taken = self.shared.holds.take().await?;
+            let joined = sqlx::query_as(&sql)
                 .bind(self.name_id)
                 .bind(self.session)
                 .bind(self.entry)
@@ -701,7 +702,9 @@ impl Entry {
                 .bind(ask.campaign.map(|_| election))
                 .bind(ask.campaign)
                 .bind(self.shared.limits().log_keep_sql())
-                .fetch_one(&self.shared.holds)
+                .fetch_one(taken.conn())
+                .await;
+            taken.settle(joined)
         })
         .await?;
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
@@ -712,13 +715,16 @@ impl Entry {
             "SELECT o_state, o_token, o_wait, NULL::integer \
              FROM {s}.semaphore_check2($1, $2, $3, $4, true)",
         );
-        let row: Row = again_after_conflicts(|| {
-            sqlx::query_as(&sql)
+        let row: Row = again_after_conflicts(|| async {
+            let mut taken = self.shared.holds.take().await?;
+            let checked = sqlx::query_as(&sql)
                 .bind(self.name_id)
                 .bind(self.session)
                 .bind(self.entry)
                 .bind(self.shared.limits().log_keep_sql())
-                .fetch_one(&self.shared.holds)
+                .fetch_one(taken.conn())
+                .await;
+            taken.settle(checked)
         })
         .await?;
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
@@ -735,14 +741,17 @@ impl Entry {
         let sql = self
             .shared
             .sql("SELECT {s}.semaphore_leave2($1, $2, $3, $4, $5)");
-        let left = again_after_conflicts(|| {
-            sqlx::query_scalar(&sql)
+        let left = again_after_conflicts(|| async {
+            let mut taken = self.shared.holds.take().await?;
+            let left = sqlx::query_scalar(&sql)
                 .bind(self.name_id)
                 .bind(self.session)
                 .bind(self.entry)
                 .bind(tombstone)
                 .bind(sync)
-                .fetch_one(&self.shared.holds)
+                .fetch_one(taken.conn())
+                .await;
+            taken.settle(left)
         })
         .await?;
         if !sync {

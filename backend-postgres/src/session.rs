@@ -81,11 +81,12 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
     );
     let mut id = None;
     for _ in 0..3 {
-        id = sqlx::query_scalar::<_, i64>(&insert)
+        let mut taken = shared.holds.take().await.map_err(map)?;
+        let inserted = sqlx::query_scalar::<_, i64>(&insert)
             .bind(ttl_ms)
-            .fetch_optional(&shared.holds)
-            .await
-            .map_err(map)?;
+            .fetch_optional(taken.conn())
+            .await;
+        id = taken.settle(inserted).map_err(map)?;
         if id.is_some() {
             break;
         }

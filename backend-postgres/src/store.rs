@@ -13,6 +13,7 @@ use crate::error::{map, BACKEND};
 use crate::heartbeat::{Heartbeat, Statements};
 use crate::limits::Limits;
 use crate::notify::Hub;
+use crate::reused::Reused;
 use crate::schema;
 use crate::session::LeaseInner;
 use crate::unflushed::Unflushed;
@@ -56,8 +57,8 @@ pub(crate) struct Shared {
     pub(crate) pool: PgPool,
     /// The connections of holds, waits and releases: apart from `pool`, which STM
     /// bodies and blocked dequeues can exhaust, so that a grant or a release never
-    /// waits for them.
-    pub(crate) holds: PgPool,
+    /// waits for them; kept out of their pool between statements ([`Reused`]).
+    pub(crate) holds: Reused,
     /// The reaper's own connections: renewals (the heartbeat), ending sessions, the
     /// sweep. Separate from `pool`, which STM bodies and blocked dequeues can exhaust.
     pub(crate) reaper: PgPool,
@@ -120,7 +121,7 @@ impl Shared {
         );
         Self {
             pool,
-            holds,
+            holds: Reused::from_pool(holds),
             reaper,
             quoted,
             schema,
@@ -166,12 +167,14 @@ impl Shared {
         if let Some(&id) = lock(&self.names).get(&(kind, name.to_owned())) {
             return Ok(id);
         }
-        let id: Option<i32> = sqlx::query_scalar(&self.sql("SELECT {s}.register_name($1, $2)"))
+        let mut taken = self.holds.take().await.map_err(map)?;
+        let registered = sqlx::query_scalar(&self.sql("SELECT {s}.register_name($1, $2)"))
             .bind(kind.as_str())
             .bind(name)
-            .fetch_one(&self.holds)
-            .await
-            .map_err(map)?;
+            .fetch_one(taken.conn())
+            .await;
+        let id: Option<i32> = taken.settle(registered).map_err(map)?;
+        drop(taken);
         let id = id.ok_or_else(|| {
             Error::backend(
                 BACKEND,
