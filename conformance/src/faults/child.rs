@@ -171,6 +171,8 @@ enum Event {
     Holding(u64),
     Lost,
     Write(u64),
+    /// The session's lease left by the child's clock, in ms (0: not healthy).
+    Left(u64),
     Error(String),
 }
 
@@ -187,6 +189,9 @@ impl Event {
         if let Some(token) = message.strip_prefix("write token=") {
             return token.parse().ok().map(Self::Write);
         }
+        if let Some(ms) = message.strip_prefix("left ms=") {
+            return ms.parse().ok().map(Self::Left);
+        }
         message
             .strip_prefix("error ")
             .map(|error| Self::Error(error.to_owned()))
@@ -199,6 +204,7 @@ impl fmt::Display for Event {
             Self::Holding(token) => write!(f, "holding {token}"),
             Self::Lost => f.write_str("lost"),
             Self::Write(token) => write!(f, "write token={token}"),
+            Self::Left(ms) => write!(f, "left ms={ms}"),
             Self::Error(error) => write!(f, "error {error}"),
         }
     }
@@ -382,6 +388,15 @@ impl ExternalHolder for ChildHolder {
         }
     }
 
+    async fn lease_left(&mut self) -> Result<Option<Duration>> {
+        self.command("left").await?;
+        loop {
+            if let Event::Left(ms) = self.next_event().await? {
+                return Ok(Some(Duration::from_millis(ms)));
+            }
+        }
+    }
+
     async fn lost(&mut self) -> Result<()> {
         while !self.lost {
             self.next_event().await?;
@@ -479,6 +494,17 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
     while let Ok(Some(command)) = commands.next_line().await {
         match command.trim() {
             "write" => say.line(Event::Write(token.get())),
+            "left" => {
+                let left = session
+                    .health()
+                    .valid_until()
+                    .map_or(Duration::ZERO, |until| {
+                        until.saturating_duration_since(std::time::Instant::now())
+                    });
+                say.line(Event::Left(
+                    u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                ));
+            }
             "exit" => break,
             other => say.line(Event::Error(format!("unknown command {other:?}"))),
         }
@@ -551,7 +577,16 @@ mod tests {
             Some(Event::Error("no server".into()))
         );
         assert_eq!(Event::parse("running 1 test"), None);
-        for event in [Event::Holding(3), Event::Lost, Event::Write(9)] {
+        assert_eq!(
+            Event::parse(&format!("{MARKER}left ms=1500")),
+            Some(Event::Left(1500))
+        );
+        for event in [
+            Event::Holding(3),
+            Event::Lost,
+            Event::Write(9),
+            Event::Left(0),
+        ] {
             assert_eq!(
                 Event::parse(&format!("{MARKER}{event}")),
                 Some(event.clone())

@@ -333,6 +333,17 @@ pub trait ExternalHolder: Send + Sync {
         ))
     }
 
+    /// What the holder's session has left of its lease by the holder's own clock
+    /// (its client-side deadline, `Session::health`), or `None` when the holder
+    /// cannot tell. The answer is read after the call starts, so the call's start
+    /// plus the answer is never later than the holder's deadline.
+    ///
+    /// # Errors
+    /// The holder's error (it exited).
+    async fn lease_left(&mut self) -> Result<Option<Duration>> {
+        Ok(None)
+    }
+
     /// Waits until the holder reports that its guard's `lost()` fired. Not bounded:
     /// wrap it in a timeout.
     ///
