@@ -457,7 +457,7 @@ async fn library_clients(
 
 /// The holds' pool for `clients` sessions of one PostgreSQL backend when `free`
 /// connections are left: a connection per client, or what the free connections allow
-/// beside the backend's [`POSTGRES_OTHER_CONNECTIONS`] and [`POSTGRES_SPARE`]; at
+/// beside the backend's [`POSTGRES_OTHER_CONNECTIONS`] and 4 spare ones; at
 /// least 1.
 pub fn postgres_hold_connections(clients: usize, free: usize) -> u32 {
     let room = free.saturating_sub(POSTGRES_OTHER_CONNECTIONS + POSTGRES_SPARE);
