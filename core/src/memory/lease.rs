@@ -129,15 +129,7 @@ impl MemoryKv {
         let now = Instant::now();
         let mut state = self.inner.lock();
         state.expire_due(now);
-        match state.leases.get_mut(&lease) {
-            Some(entry) => {
-                if !entry.frozen {
-                    entry.deadline = deadline_after(now, entry.ttl);
-                }
-                KeepAlive::Renewed
-            }
-            None => KeepAlive::Gone,
-        }
+        state.renew(lease, now)
     }
 
     /// Revokes a lease if the store knows it ([`Kv::lease_revoke`]).
@@ -160,16 +152,32 @@ impl State {
                 break id;
             }
         };
+        let deadline = deadline_after(now, ttl);
         self.leases.insert(
             id,
             LeaseEntry {
                 ttl,
-                deadline: deadline_after(now, ttl),
+                deadline,
                 frozen: false,
                 keys: BTreeSet::new(),
             },
         );
+        self.deadlines.insert((deadline, id));
         id
+    }
+
+    /// Renews a lease from `now`, unless frozen.
+    pub(super) fn renew(&mut self, lease: LeaseId, now: Instant) -> KeepAlive {
+        let Some(entry) = self.leases.get_mut(&lease) else {
+            return KeepAlive::Gone;
+        };
+        if !entry.frozen {
+            let deadline = deadline_after(now, entry.ttl);
+            let before = std::mem::replace(&mut entry.deadline, deadline);
+            self.deadlines.remove(&(before, lease));
+            self.deadlines.insert((deadline, lease));
+        }
+        KeepAlive::Renewed
     }
 
     /// Forgets a lease and deletes its keys in one revision; whether it existed.
@@ -177,6 +185,7 @@ impl State {
         let Some(entry) = self.leases.remove(&lease) else {
             return false;
         };
+        self.deadlines.remove(&(entry.deadline, lease));
         let mut batch = self.begin();
         for key in &entry.keys {
             self.delete_key(&mut batch, key);
@@ -188,26 +197,23 @@ impl State {
     /// Expires every lease whose deadline has passed, earliest first, each in its own
     /// revision (as etcd's lessor revokes them one by one).
     pub(super) fn expire_due(&mut self, now: Instant) {
-        let mut due: Vec<(Instant, LeaseId)> = self
-            .leases
-            .iter()
-            .filter(|(_, entry)| entry.deadline <= now)
-            .map(|(id, entry)| (entry.deadline, *id))
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        due.sort_unstable();
-        for (_, lease) in due {
+        while let Some(&(deadline, lease)) = self.deadlines.first() {
+            if deadline > now {
+                return;
+            }
             if self.revoke(lease) {
                 tracing::debug!(lease = format_args!("{lease:x}"), "memory lease expired");
+            } else {
+                // An index entry without its lease (revoke removes both, so this is a
+                // bug elsewhere): dropped, so that expiry cannot loop on it.
+                self.deadlines.remove(&(deadline, lease));
             }
         }
     }
 
     /// The earliest lease deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.leases.values().map(|entry| entry.deadline).min()
+        self.deadlines.first().map(|&(deadline, _)| deadline)
     }
 }
 
@@ -343,6 +349,35 @@ mod tests {
         kv.txn(Txn::default().and_then(vec![TxnOp::put(key, "v", lease)]))
             .await
             .unwrap_err()
+    }
+
+    #[test]
+    fn the_deadline_index_follows_grants_renewals_and_revokes() {
+        let start = Instant::now();
+        let mut state = State::new(100);
+        let long = state.grant(Duration::from_secs(30), start);
+        let short = state.grant(Duration::from_secs(10), start);
+        let middle = state.grant(Duration::from_secs(20), start);
+        assert_eq!(state.next_deadline(), Some(start + Duration::from_secs(10)));
+        // Renewed late, the shortest lease is due last.
+        assert_eq!(
+            state.renew(short, start + Duration::from_secs(15)),
+            KeepAlive::Renewed
+        );
+        let renewed = start + Duration::from_secs(25);
+        assert_eq!(state.next_deadline(), Some(start + Duration::from_secs(20)));
+        assert!(state.revoke(middle));
+        assert_eq!(state.next_deadline(), Some(renewed));
+        // Expiry takes the due leases in deadline order and leaves the index in step.
+        state.expire_due(start + Duration::from_secs(26));
+        assert_eq!(state.leases.keys().copied().collect::<Vec<_>>(), [long]);
+        assert_eq!(
+            state.deadlines.iter().copied().collect::<Vec<_>>(),
+            [(start + Duration::from_secs(30), long)]
+        );
+        state.expire_due(start + Duration::from_secs(30));
+        assert!(state.leases.is_empty() && state.deadlines.is_empty());
+        assert_eq!(state.next_deadline(), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@
 //! - `lease.rs`: grant, keepalive, revoke, expiry (the reaper) and `freeze_lease`;
 //! - `watch.rs`: history replay and live delivery to the watchers a change concerns.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -242,6 +242,9 @@ pub(super) struct State {
     /// Which keys changed at each retained revision, oldest first (for compaction).
     pub(super) changelog: VecDeque<(Revision, Vec<String>)>,
     pub(super) leases: HashMap<LeaseId, LeaseEntry>,
+    /// Every live lease by (deadline, id): the next one due without a scan, so that
+    /// a store with many leases expires and grants in logarithmic time.
+    pub(super) deadlines: BTreeSet<(Instant, LeaseId)>,
     /// Feeds lease id generation.
     pub(super) lease_counter: u64,
     pub(super) watchers: Watchers,
@@ -256,6 +259,7 @@ impl State {
             keys: BTreeMap::new(),
             changelog: VecDeque::new(),
             leases: HashMap::new(),
+            deadlines: BTreeSet::new(),
             lease_counter: 0,
             watchers: Watchers::default(),
         }
