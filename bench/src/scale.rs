@@ -262,7 +262,7 @@ async fn measure(
         let locker = coordinator.locker(session, &lock_name(&prefix, i, contended))?;
         waits.push(tokio::spawn(async move { locker.lock().await }));
     }
-    all_queued(&coordinator, &format!("{prefix}w/"), waiting, plan).await?;
+    all_queued(&coordinator, &format!("{prefix}w/"), &mut waits, plan).await?;
     result.connections_peak = meter.connections().await?;
     result.rss_peak_kb = rss_kb();
     tracing::info!(
@@ -374,19 +374,35 @@ async fn window(meter: &mut Meter, interval: Duration) -> Result<Option<Requests
 }
 
 /// Waits (a bounded poll of the store's status) until `waiting` waiters are queued on
-/// the lines under `prefix`.
+/// the lines under `prefix`. Every waiter waits on a lock that stays held meanwhile, so
+/// one whose `lock()` ended (failed, or was granted) stops the wait with what it
+/// ended with, rather than leaving a shortfall at the deadline unexplained.
 async fn all_queued(
     coordinator: &Coordinator,
     prefix: &str,
-    waiting: usize,
+    waits: &mut Vec<tokio::task::JoinHandle<distsync::Result<LockGuard>>>,
     plan: &Plan,
 ) -> Result<()> {
+    let waiting = waits.len();
     let deadline = Instant::now() + plan.case_time + Duration::from_secs(60);
     loop {
         let status = coordinator.status(prefix).await?;
         let queued: usize = status.lines.iter().map(|line| line.waiters.len()).sum();
         if queued >= waiting {
             return Ok(());
+        }
+        if let Some(index) = waits.iter().position(tokio::task::JoinHandle::is_finished) {
+            let how = match waits.swap_remove(index).await {
+                Ok(Ok(_granted)) => {
+                    "was granted while the lock was held (its holder's session ended?)".to_owned()
+                }
+                Ok(Err(error)) => format!("failed: {error}"),
+                Err(error) => format!("did not finish: {error}"),
+            };
+            return Err(format!(
+                "a waiter's lock() ended with {queued} of {waiting} waiters queued: it {how}"
+            )
+            .into());
         }
         if Instant::now() > deadline {
             return Err(format!("only {queued} of {waiting} waiters queued in time").into());
