@@ -900,7 +900,21 @@ async fn attempt(
         entry: Some(entry.clone()),
         lease: Arc::clone(lease),
     };
-    let joined = entry.join(ask, name.as_str(), wait).await;
+    // A waiting call outlasts a wait for a hold connection (many callers at once on a
+    // few `hold_connections`): no connection within the request timeout means its
+    // statement was never sent, so the join is tried again, until the session ends.
+    let joined = loop {
+        match entry.join(ask, name.as_str(), wait).await {
+            Err(sqlx::Error::PoolTimedOut) if wait => {
+                if lease.is_lost() {
+                    cleanup.entry = None;
+                    return Err(Error::SessionLost.into());
+                }
+                tracing::debug!(%name, "no hold connection free within the request timeout; still waiting for one");
+            }
+            joined => break joined,
+        }
+    };
     let mut state = match joined {
         Ok(state) => state,
         Err(error) if is_missing_name(&error) => {
@@ -1079,5 +1093,61 @@ impl Semaphore for PgSemaphore {
     /// Cancel-safety: cancel-safe; a dropped call withdraws what it may have joined.
     async fn try_acquire(&self) -> Result<Option<LockGuard>> {
         self.acquire_or_try(false).await
+    }
+}
+
+/// On a real server: a waiting acquisition and the holds' connections.
+#[cfg(test)]
+mod server_tests {
+    use std::time::Duration;
+
+    use distsync_conformance::server_url;
+    use distsync_core::{Backend, Name, SessionOptions};
+
+    /// With every hold connection busy for longer than the request timeout, `lock()`
+    /// keeps waiting (its join was never sent) instead of failing, and is granted once
+    /// a connection is free.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_waiting_lock_outlasts_a_wait_for_a_hold_connection() {
+        let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+            return;
+        };
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let timeout = Duration::from_millis(300);
+        let backend = crate::backend(&format!(
+            "{url}{separator}hold_connections=1&timeout={}ms",
+            timeout.as_millis()
+        ))
+        .await
+        .unwrap();
+        let session = backend.session(SessionOptions::default()).await.unwrap();
+        let name = Name::new(format!("busy-holds-{}", session.id().0)).unwrap();
+        let locker = backend.locker(&session, name).unwrap();
+        // Registers the name, so that the wait below is the join's alone.
+        locker
+            .try_lock()
+            .await
+            .unwrap()
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+        let busy = backend.shared.holds.take().await.unwrap();
+        let lock = tokio::spawn(async move { locker.lock().await });
+        // The absence of a failure can only be seen over time: three request timeouts.
+        tokio::time::sleep(timeout * 3).await;
+        assert!(
+            !lock.is_finished(),
+            "lock() ended while it could not get a hold connection: {:?}",
+            lock.await
+        );
+        drop(busy);
+        let guard = tokio::time::timeout(Duration::from_secs(10), lock)
+            .await
+            .expect("lock() granted once a hold connection is free")
+            .unwrap()
+            .unwrap();
+        guard.unlock().await.unwrap();
+        session.close().await.unwrap();
     }
 }
