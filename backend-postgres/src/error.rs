@@ -41,6 +41,13 @@ pub(crate) fn is_connection_loss(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `error` (a connection loss) shows a connection found dead, which opens the
+/// liveness window (`crate::liveness`): not a wait for a free connection that ran out
+/// (many callers at once on few connections) or a closed pool, which find none dead.
+fn found_dead(error: &sqlx::Error) -> bool {
+    !matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
+
 /// The server refused the login: SQLSTATE class 28 ("invalid authorization
 /// specification": `28P01` a wrong password, `28000` no `pg_hba.conf` entry allows
 /// it, e.g. a role without the required client certificate).
@@ -60,9 +67,26 @@ pub(crate) fn map(error: sqlx::Error) -> Error {
         return Error::authentication(BACKEND, message);
     }
     if is_connection_loss(&error) {
-        crate::liveness::connection_failed();
+        if found_dead(&error) {
+            crate::liveness::connection_failed();
+        }
         Error::connection(BACKEND, error)
     } else {
         Error::backend(BACKEND, error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_connection_found_dead_opens_the_liveness_window() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(is_connection_loss(&io) && found_dead(&io));
+        for busy in [sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            assert!(is_connection_loss(&busy), "{busy}");
+            assert!(!found_dead(&busy), "{busy}");
+        }
     }
 }

@@ -280,9 +280,7 @@ impl Private {
             }
         }
     }
-}
 
-impl Private {
     /// Stops the server: etcd and Redis with `signal`, PostgreSQL with `pg_ctl stop -m
     /// <mode>`.
     async fn end(&mut self, signal: libc::c_int, mode: &str) -> Result<()> {
