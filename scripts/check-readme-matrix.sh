@@ -40,8 +40,7 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cargo build -q -p distsync-conformance --features full
-runner=(cargo run -q -p distsync-conformance --features full --)
+runner=(scripts/runner.sh)
 
 status=0
 "${runner[@]}" --format markdown "${args[@]}" >"$tmp/fresh.md" || status=$?

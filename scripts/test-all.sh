@@ -45,8 +45,7 @@ tls_conformance() {
     : "${DISTSYNC_REDIS_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_ETCD_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_POSTGRES_TLS_URL:?not set: scripts/servers.sh env prints it}"
-    cargo run -q -p distsync-conformance --features full -- \
-        --backend "$DISTSYNC_REDIS_TLS_URL" --backend "$DISTSYNC_ETCD_TLS_URL" \
+    scripts/runner.sh --backend "$DISTSYNC_REDIS_TLS_URL" --backend "$DISTSYNC_ETCD_TLS_URL" \
         --backend "$DISTSYNC_POSTGRES_TLS_URL" \
         --case lock_mutual_exclusion --case election_one_leader --case queue_fifo 2>&1 | mask_passwords
 }
@@ -84,10 +83,12 @@ step bench-guard scripts/bench-guard.sh
 # Redis ACL, PostgreSQL SCRAM with a required client certificate): the runner over those servers, then the typed errors as cargo tests
 # (they also run in `test` above; here they are reported on their own).
 step tls-conform tls_conformance
-step tls-errors cargo test -q -p distsync-redis -p distsync-etcd -p distsync-postgres --test tls_auth --test tls_logs
+# The same workspace-wide feature set as `test` (and scripts/runner.sh), so nothing
+# is compiled again for these two steps.
+step tls-errors cargo test -q --workspace --all-features --test tls_auth --test tls_logs
 # Redis under Sentinel: the primary SIGKILLed under load, with and without replica
 # acknowledgement (under CI=true a missing DISTSYNC_REDIS_SENTINEL_URL fails).
-step failover cargo test -q -p distsync-redis --all-features --test sentinel -- primary_killed_ --test-threads 1
+step failover cargo test -q --workspace --all-features --test sentinel -- primary_killed_ --test-threads 1
 
 summary
 exit "$failed"

@@ -36,7 +36,7 @@ fi
 matrix=$(mktemp)
 trap 'rm -f "$matrix" "$readme.new"' EXIT
 status=0
-cargo run -q -p distsync-conformance --features full -- --format markdown "${args[@]}" >"$matrix" || status=$?
+scripts/runner.sh --format markdown "${args[@]}" >"$matrix" || status=$?
 if ((status > 1)) || [[ ! -s $matrix ]]; then
     echo "update-readme-matrix: the runner failed (exit $status); $readme unchanged" >&2
     exit "$((status ? status : 1))"

@@ -132,7 +132,7 @@ pub fn markdown(reports: &[Report]) -> String {
                 "- **{} / {}** ({declared}): {} — {}",
                 report.backend,
                 report.case.id,
-                kind(&report.outcome),
+                kind(report),
                 escape(report.outcome.detail())
             );
         }
@@ -140,14 +140,18 @@ pub fn markdown(reports: &[Report]) -> String {
     out
 }
 
-/// `holds (figure)`, `VIOLATED` or `unsupported`.
-fn kind(outcome: &Outcome) -> String {
-    match outcome {
+/// `holds (figure)`, `VIOLATED`, `violated (not declared)` (as the backend's
+/// capabilities admit, the same words as its cell) or `unsupported`.
+fn kind(report: &Report) -> String {
+    match &report.outcome {
         Outcome::Holds {
             figure: Some(figure),
             ..
         } => format!("holds ({figure})"),
         Outcome::Holds { figure: None, .. } => "holds".to_owned(),
+        Outcome::Violated { .. } if report.declared == Some(false) => {
+            "violated (not declared)".to_owned()
+        }
         Outcome::Violated { .. } => "VIOLATED".to_owned(),
         Outcome::Unsupported { .. } => "unsupported".to_owned(),
     }
