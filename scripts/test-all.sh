@@ -45,8 +45,9 @@ tls_conformance() {
     : "${DISTSYNC_REDIS_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_ETCD_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_POSTGRES_TLS_URL:?not set: scripts/servers.sh env prints it}"
-    scripts/runner.sh --backend "$DISTSYNC_REDIS_TLS_URL" --backend "$DISTSYNC_ETCD_TLS_URL" \
-        --backend "$DISTSYNC_POSTGRES_TLS_URL" \
+    # By variable name: the URLs carry passwords, which stay out of the command line.
+    scripts/runner.sh --backend-env DISTSYNC_REDIS_TLS_URL --backend-env DISTSYNC_ETCD_TLS_URL \
+        --backend-env DISTSYNC_POSTGRES_TLS_URL \
         --case lock_mutual_exclusion --case election_one_leader --case queue_fifo 2>&1 | mask_passwords
 }
 

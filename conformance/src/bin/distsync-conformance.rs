@@ -83,6 +83,13 @@ struct Args {
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
 
+    /// A backend whose URL is in the environment variable VAR, so a password in it
+    /// stays out of the command line (which other users of the machine can read);
+    /// repeat for several. Columns follow every `--backend`, then every
+    /// `--backend-env`.
+    #[arg(long = "backend-env", value_name = "VAR", conflicts_with = "all")]
+    backend_vars: Vec<String>,
+
     /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL,
     /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL and DISTSYNC_REDIS_CLUSTER_URL
     /// (these two: a subset of the cases) that is set (under CI=true, all must be).
@@ -216,10 +223,20 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
-    } else if args.backends.is_empty() {
+    } else if args.backends.is_empty() && args.backend_vars.is_empty() {
         vec!["memory://".to_owned()]
     } else {
-        args.backends.clone()
+        let mut urls = args.backends.clone();
+        for var in &args.backend_vars {
+            match std::env::var(var) {
+                Ok(url) if !url.trim().is_empty() => urls.push(url),
+                _ => {
+                    eprintln!("--backend-env {var}: the variable is not set");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        urls
     };
     match Launcher::current_exe(["--child".to_owned()]) {
         Ok(launcher) => {
