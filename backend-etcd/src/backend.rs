@@ -9,7 +9,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 
 use crate::error::to_error;
 use crate::kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
-use crate::retry::{Idempotence, RetryPolicy};
+use crate::retry::{Idempotence, RetryPolicy, DEFAULT_RETRY_BUDGET};
 use crate::{capabilities, EtcdConfig, BACKEND};
 
 /// The etcd backend: every primitive of [`distsync_core::recipes`] over [`EtcdKv`].
@@ -71,8 +71,12 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
             ))
         })?;
     tracing::debug!(backend = BACKEND, %config, "connected");
+    // No retry starts later than the request timeout after the first attempt: a request
+    // into a silent partition fails within about one `timeout=` (plus its last
+    // attempt's), not a retry budget of timeouts.
+    let budget = DEFAULT_RETRY_BUDGET.min(config.request_timeout());
     Ok(KvBackend::with_kv(
-        EtcdKv::from_client(client),
+        EtcdKv::from_client(client).with_retry_budget(budget),
         config.namespace(),
         capabilities(),
     ))

@@ -44,7 +44,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `ca` | path of a PEM file of CA certificates to trust (`etcdctl --cacert`) | the system's roots |
 /// | `cert`, `key` | paths of the PEM client certificate and its key (`etcdctl --cert --key`), both or neither | none |
 /// | `connect_timeout` | how long connecting (TCP, TLS, login, a first read) may take in all | 5 s |
-/// | `timeout` | how long one request may wait for its answer (a stream: for it to open) | 10 s |
+/// | `timeout` | how long one request may wait for its answer (a stream: for it to open); a failing request is retried across members only while less than this (at most 3 s) has passed since its first attempt, so a request into a silent partition fails within about twice it | 10 s |
 ///
 /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
 /// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).

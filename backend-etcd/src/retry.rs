@@ -37,10 +37,14 @@ pub(crate) struct RetryPolicy {
     pub(crate) max_backoff: Duration,
 }
 
+/// How long a failing request is retried by default: a few election timeouts, so a
+/// leader change is ridden out.
+pub(crate) const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(3);
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            budget: Duration::from_secs(3),
+            budget: DEFAULT_RETRY_BUDGET,
             first_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(500),
         }

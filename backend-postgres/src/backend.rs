@@ -176,7 +176,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     // The server's epoch, so that releases commit asynchronously from the start (see
     // `crate::unflushed`); NULL (releases stay synchronous) where it cannot be read.
     let epoch: Option<String> = sqlx::query_scalar(&shared.sql("SELECT {s}.server_epoch()"))
-        .fetch_one(&shared.pool)
+        .fetch_one(shared.bounded())
         .await
         .map_err(map)?;
     if epoch.is_none() {

@@ -23,7 +23,7 @@ impl PgBarrier {
                 .sql("SELECT EXISTS (SELECT 1 FROM {s}.barriers WHERE name = $1)"),
         )
         .bind(self.name.as_str())
-        .fetch_one(&self.shared.pool)
+        .fetch_one(self.shared.bounded())
         .await
         .map_err(map)
     }
@@ -42,7 +42,7 @@ impl Barrier for PgBarrier {
                 .sql("INSERT INTO {s}.barriers (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"),
         )
         .bind(self.name.as_str())
-        .execute(&self.shared.pool)
+        .execute(self.shared.bounded())
         .await
         .map_err(map)?;
         Ok(())
@@ -51,7 +51,7 @@ impl Barrier for PgBarrier {
     async fn release(&self) -> Result<()> {
         sqlx::query(&self.shared.sql("DELETE FROM {s}.barriers WHERE name = $1"))
             .bind(self.name.as_str())
-            .execute(&self.shared.pool)
+            .execute(self.shared.bounded())
             .await
             .map_err(map)?;
         Ok(())

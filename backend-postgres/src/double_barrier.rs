@@ -53,7 +53,7 @@ impl PgDoubleBarrier {
         .bind(self.name.as_str())
         .bind(self.lease.id)
         .bind(self.participant)
-        .fetch_one(&self.lease.shared.pool)
+        .fetch_one(self.lease.shared.bounded())
         .await
         .map_err(map)?;
         let next = next.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok());
@@ -94,7 +94,7 @@ impl DoubleBarrier for PgDoubleBarrier {
                 .bind(self.lease.id)
                 .bind(self.participant)
                 .bind(self.count_sql)
-                .fetch_one(&shared.pool)
+                .fetch_one(shared.bounded())
                 .await
                 .map_err(|error| session_error(&self.lease, error))?;
         match entered {
@@ -126,7 +126,7 @@ impl DoubleBarrier for PgDoubleBarrier {
             .bind(self.name.as_str())
             .bind(self.lease.id)
             .bind(self.participant)
-            .execute(&shared.pool)
+            .execute(shared.bounded())
             .await
             .map_err(map)?;
         self.with_lost(async {

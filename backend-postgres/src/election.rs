@@ -140,7 +140,7 @@ impl Election for PgElection {
              WHERE l.election = $1 AND x.expires_at > clock_timestamp()",
         ))
         .bind(self.name.as_str())
-        .fetch_optional(&self.lease.shared.pool)
+        .fetch_optional(self.lease.shared.bounded())
         .await
         .map_err(map)?;
         Ok(row.map(|(term, session, value)| {
@@ -228,7 +228,7 @@ impl Observer {
         .bind(self.name.as_str())
         .bind(cursor.0)
         .bind(cursor.1)
-        .fetch_all(&self.shared.pool)
+        .fetch_all(self.shared.bounded())
         .await
         .map_err(map)?;
         if rows.is_empty() {
@@ -266,7 +266,7 @@ impl Observer {
                          ORDER BY term DESC, version DESC LIMIT 1) AS m ON true",
         ))
         .bind(self.name.as_str())
-        .fetch_one(&self.shared.pool)
+        .fetch_one(self.shared.bounded())
         .await
         .map_err(map)?;
         match row {

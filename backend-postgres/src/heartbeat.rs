@@ -29,6 +29,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::bounded::Bounded;
 use crate::error::{map, BACKEND};
 use crate::unflushed::{Release, Unflushed};
 
@@ -101,6 +102,9 @@ async fn run(
     mut receiver: mpsc::UnboundedReceiver<(i64, Reply)>,
 ) {
     let mut batch: Vec<(i64, Reply)> = Vec::new();
+    // Each renewal fails within twice the request timeout (a connection, then the
+    // reply): one silent connection does not stall every later renewal.
+    let limit = pool.options().get_acquire_timeout() * 2;
     while let Some(first) = receiver.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -113,7 +117,7 @@ async fn run(
         let mark = unflushed.mark();
         let renewed = sqlx::query_as::<_, (Vec<i64>, Option<String>)>(&sql.renew)
             .bind(&ids)
-            .fetch_one(&pool)
+            .fetch_one(Bounded::new(&pool, limit))
             .await;
         match renewed {
             Ok((renewed, epoch)) => {
@@ -123,7 +127,13 @@ async fn run(
                 for (id, reply) in batch.drain(..) {
                     let _ = reply.send(Ok(renewed.contains(&id)));
                 }
-                release_again(&pool, &sql.release_again, &unflushed, again).await;
+                release_again(
+                    Bounded::new(&pool, limit),
+                    &sql.release_again,
+                    &unflushed,
+                    again,
+                )
+                .await;
             }
             Err(error) => {
                 let error = map(error);
@@ -140,7 +150,12 @@ async fn run(
 /// Makes `releases` again, synchronously, in one statement (the server may have lost
 /// them, see [`crate::unflushed`]); on failure they are kept to be made at the next
 /// heartbeat.
-async fn release_again(pool: &PgPool, sql: &str, unflushed: &Unflushed, releases: Vec<Release>) {
+async fn release_again(
+    pool: Bounded<&PgPool>,
+    sql: &str,
+    unflushed: &Unflushed,
+    releases: Vec<Release>,
+) {
     if releases.is_empty() {
         return;
     }

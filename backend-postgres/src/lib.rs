@@ -90,6 +90,7 @@
 
 mod backend;
 mod barrier;
+mod bounded;
 mod checks;
 mod config;
 mod conn;

@@ -79,7 +79,7 @@ pub(crate) async fn line_contenders(shared: &Shared, kind: LockKind, name: &Name
     let n: i64 = sqlx::query_scalar(&sql)
         .bind(kind.as_str())
         .bind(name.as_str())
-        .fetch_one(&shared.pool)
+        .fetch_one(shared.bounded())
         .await
         .map_err(map)?;
     Ok(usize::try_from(n).unwrap_or(0))

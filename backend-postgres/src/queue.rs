@@ -64,6 +64,7 @@ use distsync_core::raw::Settle;
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use tokio::sync::oneshot;
 
+use crate::bounded::timed_out;
 use crate::error::map;
 use crate::retry::Backoff;
 use crate::session::PgLease;
@@ -261,7 +262,7 @@ async fn claim_once(
             .bind(queue)
             .bind(call)
             .bind(stale_ms())
-            .fetch_all(&shared.pool)
+            .fetch_all(shared.bounded())
             .await?;
         for (kind, id, priority, item) in &rows {
             if let (1, Some(id), Some(priority), Some(item)) = (kind, id, priority, item) {
@@ -284,7 +285,7 @@ fn forget(shared: Arc<Shared>, call: String) {
         loop {
             let deleted = sqlx::query(&shared.sql("DELETE FROM {s}.queue_inflight WHERE call = $1"))
                 .bind(&call)
-                .execute(&shared.pool)
+                .execute(shared.bounded())
                 .await
                 .map_err(map);
             match deleted {
@@ -322,7 +323,7 @@ fn put_back(shared: Arc<Shared>, call: String) {
                  SELECT id, queue, priority, item FROM moved ON CONFLICT (id) DO NOTHING",
             ))
             .bind(&call)
-            .execute(&shared.pool)
+            .execute(shared.bounded())
             .await
             .map_err(map);
             match moved {
@@ -412,7 +413,13 @@ impl PgQueue {
             done: false,
             shared: Arc::clone(&self.shared),
         };
-        let claimed = (&mut receiver.receiver).await;
+        // Bounded as one request (`crate::bounded`): past that, `receiver` drops
+        // unanswered, and the claim task puts back whatever it takes (the task goes on
+        // retrying a claim whose reply was lost, so no item stays in flight).
+        let limit = self.shared.request_timeout() * 2;
+        let Ok(claimed) = tokio::time::timeout(limit, &mut receiver.receiver).await else {
+            return Err(map(timed_out(limit)));
+        };
         receiver.done = true;
         match claimed {
             Ok(Ok(Some((call, (_, _, item))))) => Ok(Some(Taken {
@@ -462,7 +469,7 @@ impl Waiter {
         .bind(&self.queue)
         .bind(&self.id)
         .bind(i64::try_from(WAITER_TTL.as_millis()).unwrap_or(i64::MAX))
-        .fetch_one(&self.shared.pool)
+        .fetch_one(self.shared.bounded())
         .await
         .map_err(map)?;
         Ok(soonest
@@ -478,7 +485,7 @@ impl Waiter {
         sqlx::query(&shared.sql("SELECT {s}.queue_pass($1, $2)"))
             .bind(queue)
             .bind(id)
-            .execute(&shared.pool)
+            .execute(shared.bounded())
             .await
             .map_err(map)?;
         Ok(())
@@ -633,12 +640,16 @@ impl PgQueue {
             // A send to a dropped receiver hands the delivery back: its drop nacks it.
             drop(sender.send(held));
         });
-        match receiver.await {
-            Ok(held) => held,
-            Err(_) => Err(Error::backend(
+        // Bounded as one request: a delivery the task makes later is dropped, which
+        // nacks it.
+        let limit = self.shared.request_timeout() * 2;
+        match tokio::time::timeout(limit, receiver).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(_)) => Err(Error::backend(
                 crate::error::BACKEND,
                 "the queue hold task stopped",
             )),
+            Err(_) => Err(map(timed_out(limit))),
         }
     }
 }
@@ -739,7 +750,7 @@ async fn hold_once(
             .bind(call)
             .bind(held_by)
             .bind(stale_ms())
-            .fetch_all(&shared.pool)
+            .fetch_all(shared.bounded())
             .await?;
         for (kind, id, item, deliveries) in &rows {
             if let (1, Some(id), Some(item), Some(deliveries)) = (kind, id, item, deliveries) {
@@ -806,7 +817,7 @@ impl Settle for PgSettle {
                     .bind(self.id)
                     .bind(&self.call)
                     .bind(self.session)
-                    .fetch_one(&self.shared.pool)
+                    .fetch_one(self.shared.bounded())
             })
             .await?;
         if acked > 0 || present == 0 {
@@ -828,7 +839,7 @@ impl Settle for PgSettle {
             sqlx::query(&sql)
                 .bind(self.id)
                 .bind(&self.call)
-                .execute(&self.shared.pool)
+                .execute(self.shared.bounded())
         })
         .await?;
         Ok(())
@@ -850,7 +861,7 @@ impl Queue for PgQueue {
         .bind(self.name.as_str())
         .bind(i32::from(priority))
         .bind(item.as_ref())
-        .execute(&self.shared.pool)
+        .execute(self.shared.bounded())
         .await
         .map_err(map)?;
         Ok(())
@@ -905,7 +916,7 @@ impl Queue for PgQueue {
               WHERE queue = $1 AND NOT {s}.queue_held(held_by)",
         ))
         .bind(self.name.as_str())
-        .fetch_one(&self.shared.pool)
+        .fetch_one(self.shared.bounded())
         .await
         .map_err(map)?;
         Ok(usize::try_from(n).unwrap_or(0))

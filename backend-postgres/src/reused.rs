@@ -20,10 +20,14 @@
 //!   [`crate::liveness::IDLE_TEST`], or any within the window after a connection of the
 //!   process was found dead, is pinged before it is handed out (`liveness`); one whose
 //!   ping fails is closed and the next is tried.
+//! - **Statements are bounded**: each fails within the request timeout
+//!   ([`crate::bounded`]); the ping of a kept connection too.
 //! - **A connection in doubt goes back to the pool**: after a statement that failed
 //!   with a connection error, or whose caller was dropped before [`Taken::settle`] (a
 //!   cancelled call may leave the protocol mid-way), the connection is given back to
-//!   the pool, whose ping drains it or finds it broken and closes it.
+//!   the pool, whose ping drains it or finds it broken and closes it. One whose
+//!   statement had no reply within the request timeout is closed instead (the pool's
+//!   ping would wait on a silent server as long as the statement did).
 //! - **Retired as the pool would**: a connection kept for [`KEEP_AT_MOST`] goes back
 //!   to the pool (which applies its own lifetime rules), and one left unused for
 //!   [`IDLE_CLOSE`] is closed, so a burst of callers does not keep its connections
@@ -36,6 +40,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::bounded::{is_timed_out, timed_out, Bounded};
 use crate::error::is_connection_loss;
 use crate::liveness;
 
@@ -132,7 +137,8 @@ impl Reused {
                 continue;
             }
             if liveness::should_test(kept.since.elapsed()) {
-                if let Err(error) = kept.conn.ping().await {
+                let ping = tokio::time::timeout(self.wait_at_most, kept.conn.ping()).await;
+                if let Err(error) = ping.unwrap_or_else(|_| Err(timed_out(self.wait_at_most))) {
                     tracing::debug!(%error, "a kept connection failed its test; closing it");
                     liveness::connection_failed();
                     kept.conn.close_on_drop();
@@ -172,19 +178,30 @@ impl<'a> Taken<'a> {
         }
     }
 
-    /// The connection, to run statements on.
-    pub(crate) fn conn(&mut self) -> &mut PgConnection {
-        self.conn
+    /// The connection, to run statements on, each within the request timeout.
+    pub(crate) fn conn(&mut self) -> Bounded<&mut PgConnection> {
+        let limit = self.owner.wait_at_most;
+        let conn = self
+            .conn
             .as_deref_mut()
-            .expect("a Taken holds its connection until dropped")
+            .expect("a Taken holds its connection until dropped");
+        Bounded::new(conn, limit)
     }
 
     /// Records how the statements ended: the connection is kept for the next unless
-    /// one failed with a connection error. Returns `result`.
+    /// one failed with a connection error, and closed if one had no reply in time.
+    /// Returns `result`.
     pub(crate) fn settle<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
         self.sound = match &result {
             Ok(_) => true,
-            Err(error) => !is_connection_loss(error),
+            Err(error) => {
+                if is_timed_out(error) {
+                    if let Some(conn) = self.conn.as_mut() {
+                        conn.close_on_drop();
+                    }
+                }
+                !is_connection_loss(error)
+            }
         };
         result
     }

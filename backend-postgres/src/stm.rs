@@ -34,6 +34,7 @@ use distsync_core::raw::{StmAttempt, StmEngine, StmRetry, Write};
 use distsync_core::{Error, Isolation, Name, Result};
 use sqlx::{Postgres, Transaction};
 
+use crate::bounded::{within, Bounded};
 use crate::error::{is_conflict, map};
 use crate::store::Shared;
 
@@ -72,12 +73,13 @@ fn begin_statement(isolation: Isolation) -> &'static str {
 #[async_trait]
 impl StmEngine for PgStm {
     async fn begin(&self, isolation: Isolation, prefetch: &[Name]) -> Result<Box<dyn StmAttempt>> {
-        let tx = self
-            .shared
-            .pool
-            .begin_with(begin_statement(isolation))
-            .await
-            .map_err(map)?;
+        let limit = self.shared.request_timeout() * 2;
+        let tx = within(
+            limit,
+            self.shared.pool.begin_with(begin_statement(isolation)),
+        )
+        .await
+        .map_err(map)?;
         let mut attempt = PgAttempt {
             shared: Arc::clone(&self.shared),
             isolation,
@@ -96,13 +98,14 @@ impl PgAttempt {
     /// Reads `keys` in one round trip into the cache.
     async fn fetch(&mut self, keys: &[Name]) -> Result<()> {
         let wanted: Vec<&str> = keys.iter().map(Name::as_str).collect();
+        let limit = self.shared.request_timeout();
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
             &self
                 .shared
                 .sql("SELECT key, value FROM {s}.kv WHERE key = ANY($1)"),
         )
         .bind(&wanted)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(Bounded::new(&mut *self.tx, limit))
         .await
         .map_err(conflict_or)?;
         let mut found: HashMap<String, Vec<u8>> = rows.into_iter().collect();
@@ -133,6 +136,7 @@ impl StmAttempt for PgAttempt {
 
     async fn commit(self: Box<Self>, writes: Vec<Write>) -> Result<bool> {
         let mut this = *self;
+        let limit = this.shared.request_timeout();
         let outcome = async {
             if this.isolation == Isolation::RepeatableReads {
                 // REPEATABLE READ raises 40001 when a row locked here changed since the
@@ -153,7 +157,7 @@ impl StmAttempt for PgAttempt {
                         .sql("SELECT 1 FROM {s}.kv WHERE key = ANY($1) ORDER BY key FOR UPDATE"),
                 )
                 .bind(&keys)
-                .execute(&mut *this.tx)
+                .execute(Bounded::new(&mut *this.tx, limit))
                 .await?;
                 // Keys read as absent and not written: a created-meanwhile row makes the
                 // placeholder insert fail with 40001 (see the module docs).
@@ -175,12 +179,12 @@ impl StmAttempt for PgAttempt {
                          ON CONFLICT (key) DO NOTHING",
                     ))
                     .bind(&absent)
-                    .execute(&mut *this.tx)
+                    .execute(Bounded::new(&mut *this.tx, limit))
                     .await?;
                     // Every such row visible now is a placeholder of this transaction.
                     sqlx::query(&this.shared.sql("DELETE FROM {s}.kv WHERE key = ANY($1)"))
                         .bind(&absent)
-                        .execute(&mut *this.tx)
+                        .execute(Bounded::new(&mut *this.tx, limit))
                         .await?;
                 }
             }
@@ -202,20 +206,20 @@ impl StmAttempt for PgAttempt {
                 ))
                 .bind(&put_keys)
                 .bind(&put_values)
-                .execute(&mut *this.tx)
+                .execute(Bounded::new(&mut *this.tx, limit))
                 .await?;
             }
             if !deletes.is_empty() {
                 sqlx::query(&this.shared.sql("DELETE FROM {s}.kv WHERE key = ANY($1)"))
                     .bind(&deletes)
-                    .execute(&mut *this.tx)
+                    .execute(Bounded::new(&mut *this.tx, limit))
                     .await?;
             }
             Ok::<_, sqlx::Error>(())
         }
         .await;
         let outcome = match outcome {
-            Ok(()) => this.tx.commit().await,
+            Ok(()) => within(limit, this.tx.commit()).await,
             Err(error) => Err(error),
         };
         match outcome {

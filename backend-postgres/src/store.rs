@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use distsync_core::{Error, Result};
 use sqlx::PgPool;
 
+use crate::bounded::Bounded;
 use crate::error::{map, BACKEND};
 use crate::heartbeat::{Heartbeat, Statements};
 use crate::limits::Limits;
@@ -64,6 +65,9 @@ pub(crate) struct Shared {
     pub(crate) reaper: PgPool,
     pub(crate) schema: String,
     quoted: String,
+    /// The request timeout: `pool`'s `acquire_timeout` (the URL's `timeout=`, or the
+    /// application's pool's setting).
+    request_timeout: Duration,
     pub(crate) hub: Hub,
     pub(crate) heartbeat: Heartbeat,
     /// The asynchronous releases not yet known durable ([`crate::unflushed`]).
@@ -119,9 +123,11 @@ impl Shared {
             },
             Arc::clone(&unflushed),
         );
+        let request_timeout = pool.options().get_acquire_timeout();
         Self {
             pool,
             holds: Reused::from_pool(holds),
+            request_timeout,
             reaper,
             quoted,
             schema,
@@ -133,6 +139,22 @@ impl Shared {
             sessions: Mutex::new(Registry::default()),
             last_sweep: Mutex::new(None),
         }
+    }
+
+    /// The main pool as an executor whose statements fail within twice the request
+    /// timeout: once to take a connection, once for the reply ([`crate::bounded`]).
+    pub(crate) fn bounded(&self) -> Bounded<&PgPool> {
+        Bounded::new(&self.pool, self.request_timeout * 2)
+    }
+
+    /// The request timeout (see [`crate::bounded`]).
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The reaper's pool, bounded as [`Shared::bounded`].
+    pub(crate) fn bounded_reaper(&self) -> Bounded<&PgPool> {
+        Bounded::new(&self.reaper, self.request_timeout * 2)
     }
 
     /// `template` with `{s}` replaced by the quoted schema name.
@@ -213,7 +235,7 @@ impl Shared {
         }
         sqlx::query(&self.sql("SELECT {s}.end_sessions($1)"))
             .bind(ids)
-            .execute(&self.reaper)
+            .execute(self.bounded_reaper())
             .await
             .map_err(map)?;
         Ok(())
@@ -261,7 +283,7 @@ impl Shared {
             "SELECT {s}.reap_sessions(ARRAY(SELECT id FROM {s}.sessions \
              WHERE expires_at <= clock_timestamp() ORDER BY expires_at LIMIT 1000))",
         ))
-        .fetch_one(&self.reaper)
+        .fetch_one(self.bounded_reaper())
         .await
         .map_err(map)?;
         if swept > 0 {
@@ -275,7 +297,7 @@ impl Shared {
             let pruned: i32 = sqlx::query_scalar(&self.sql("SELECT {s}.prune_names($1, $2)"))
                 .bind(idle)
                 .bind(limit)
-                .fetch_one(&self.reaper)
+                .fetch_one(self.bounded_reaper())
                 .await
                 .map_err(map)?;
             names += i64::from(pruned);
@@ -289,7 +311,7 @@ impl Shared {
                 sqlx::query_scalar(&self.sql("SELECT {s}.prune_election_log($1, $2)"))
                     .bind(limits.election_log_age.as_secs_f64())
                     .bind(limit)
-                    .fetch_one(&self.reaper)
+                    .fetch_one(self.bounded_reaper())
                     .await
                     .map_err(map)?;
             log += i64::from(pruned);

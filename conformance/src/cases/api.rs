@@ -1,6 +1,7 @@
 //! Cases across every primitive: typed errors for invalid names and arguments, and
 //! capabilities that match what the factories do.
 
+mod cut_off;
 mod names;
 mod timed;
 
@@ -9,8 +10,9 @@ use std::time::Duration;
 use distsync_core::{Bytes, Error, Isolation, Result, SessionOptions};
 
 use super::boxed;
-use crate::case::{Case, Claim, Group};
+use crate::case::{Case, Claim, Group, Need};
 use crate::check::{violated, within, Bounded, Check, Context, Holds, PROMPT};
+use crate::faults::Hook;
 use crate::harness::Harness;
 
 /// The API cases, in matrix order.
@@ -41,6 +43,16 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Contract,
         hooks: &[],
         run: |h| boxed(timed::every_blocking_call(h)),
+    },
+    Case {
+        id: "api_requests_bounded_under_partition",
+        group: Group::Api,
+        guarantee:
+            "a request into a silent partition fails within the URL's timeout; the client recovers",
+        needs: &[Need::Lock, Need::Queue],
+        claim: Claim::Contract,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(cut_off::requests_into_a_silent_partition(h)),
     },
     Case {
         id: "api_capabilities_match",

@@ -17,6 +17,7 @@ use distsync_core::kv::{
 };
 use distsync_core::memory::{self, MemoryBackend, MemoryKv};
 use distsync_core::recipes::KvBackend;
+use distsync_core::timeout::parse_url_timeout;
 use distsync_core::KeepAlive;
 use distsync_core::{
     Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Queue,
@@ -152,12 +153,32 @@ impl Faults for MemoryFaults {
         )))
     }
 
-    async fn partitioned_client(&self, _backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+    async fn partitioned_client(&self, backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+        self.partitioned_client_with(backend, "").await
+    }
+
+    /// The gated client, its requests bounded by `timeout=` in `settings` as a server
+    /// client's are (the rest, e.g. `connect_timeout=`, has nothing to bound in
+    /// process).
+    async fn partitioned_client_with(
+        &self,
+        _backend: &dyn Backend,
+        settings: &str,
+    ) -> Result<Box<dyn Partitioned>> {
+        let mut timeout = None;
+        for (key, value) in settings.split('&').filter_map(|pair| pair.split_once('=')) {
+            if key == "timeout" {
+                timeout = Some(parse_url_timeout(value).map_err(|reason| {
+                    Error::InvalidArgument(format!("partitioned client timeout: {reason}"))
+                })?);
+            }
+        }
         let (mode, _) = watch::channel(PartitionMode::Forward);
         let mode = Arc::new(mode);
         let kv = GatedKv {
             kv: self.kv.clone(),
             mode: Arc::clone(&mode),
+            timeout,
         };
         Ok(Box::new(GatedClient {
             backend: Arc::new(KvBackend::with_kv(kv, "", memory::capabilities())),
@@ -185,10 +206,29 @@ impl Partitioned for GatedClient {
 }
 
 /// The gate: [`PartitionMode::Silent`] holds every call (and every watch event) until
-/// healed, [`PartitionMode::Reset`] fails calls at once and ends watches.
+/// healed, or fails a call once its request `timeout` has passed;
+/// [`PartitionMode::Reset`] fails calls at once and ends watches.
 struct GatedKv {
     kv: MemoryKv,
     mode: Arc<watch::Sender<PartitionMode>>,
+    timeout: Option<Duration>,
+}
+
+impl GatedKv {
+    /// [`pass`] for one request, bounded by the request timeout if there is one.
+    async fn request(&self) -> Result<()> {
+        let Some(limit) = self.timeout else {
+            return pass(&self.mode).await;
+        };
+        tokio::time::timeout(limit, pass(&self.mode))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::connection(
+                    "memory",
+                    format!("partitioned from the store: no reply within {limit:?} (timeout=)"),
+                ))
+            })
+    }
 }
 
 /// Waits until `mode` lets a call through; the connection error on a reset.
@@ -220,12 +260,12 @@ impl Kv for GatedKv {
     }
 
     async fn range(&self, range: Range) -> Result<RangeResponse> {
-        pass(&self.mode).await?;
+        self.request().await?;
         self.kv.range(range).await
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        pass(&self.mode).await?;
+        self.request().await?;
         self.kv.txn(txn).await
     }
 
@@ -235,7 +275,7 @@ impl Kv for GatedKv {
         prefix: bool,
         start_revision: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-        pass(&self.mode).await?;
+        self.request().await?;
         let events = self.kv.watch(key, prefix, start_revision).await?;
         let mode = Arc::clone(&self.mode);
         Ok(events
@@ -248,17 +288,17 @@ impl Kv for GatedKv {
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        pass(&self.mode).await?;
+        self.request().await?;
         self.kv.lease_grant(ttl).await
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
-        pass(&self.mode).await?;
+        self.request().await?;
         self.kv.lease_keep_alive(lease).await
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        pass(&self.mode).await?;
+        self.request().await?;
         self.kv.lease_revoke(lease).await
     }
 }

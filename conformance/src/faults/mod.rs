@@ -281,6 +281,22 @@ pub trait Faults: Send + Sync + 'static {
     async fn partitioned_client(&self, backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
         Err(unsupported(backend, Hook::Partition))
     }
+
+    /// [`Faults::partitioned_client`] whose URL also carries `settings`, URL query
+    /// parameters every server backend takes (`timeout=1000&connect_timeout=1s`), so a
+    /// case knows the bounds of the client it cuts off.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default (the memory store's gate has no URL); the
+    /// connection error.
+    async fn partitioned_client_with(
+        &self,
+        backend: &dyn Backend,
+        settings: &str,
+    ) -> Result<Box<dyn Partitioned>> {
+        let _ = settings;
+        Err(unsupported(backend, Hook::Partition))
+    }
 }
 
 /// A client cut off from its store on demand (see [`Faults::partitioned_client`]).

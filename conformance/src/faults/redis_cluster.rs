@@ -371,7 +371,15 @@ impl Faults for RedisClusterFaults {
     /// (in `CLUSTER SLOTS` and redirections) to them too. The URL must name every node
     /// of the cluster (as `scripts/servers.sh env` does): a node it leaves out would be
     /// reached directly.
-    async fn partitioned_client(&self, _backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+    async fn partitioned_client(&self, backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+        self.partitioned_client_with(backend, "").await
+    }
+
+    async fn partitioned_client_with(
+        &self,
+        _backend: &dyn Backend,
+        settings: &str,
+    ) -> Result<Box<dyn Partitioned>> {
         let (credentials, nodes, query) = self.parts()?;
         let mut proxies = Vec::new();
         let mut nat_map = Vec::new();
@@ -390,7 +398,7 @@ impl Faults for RedisClusterFaults {
             "{REDIS_CLUSTER_SCHEME}{credentials}{}?{query}",
             addresses.join(",")
         );
-        let backend = (self.connect)(url).await?;
+        let backend = (self.connect)(with_query(&url, settings)).await?;
         Ok(Box::new(ProxiedClient { backend, proxies }))
     }
 

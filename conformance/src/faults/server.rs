@@ -15,6 +15,7 @@ use distsync_core::{Backend, Error, Result, SessionId};
 
 use super::child;
 use super::cluster::EtcdCluster;
+use super::group::with_query;
 use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
 use super::tools::{self, require, run};
@@ -308,11 +309,19 @@ impl Faults for ServerFaults {
         (self.connect)(self.url.clone()).await
     }
 
-    async fn partitioned_client(&self, _backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+    async fn partitioned_client(&self, backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
+        self.partitioned_client_with(backend, "").await
+    }
+
+    async fn partitioned_client_with(
+        &self,
+        _backend: &dyn Backend,
+        settings: &str,
+    ) -> Result<Box<dyn Partitioned>> {
         let (_, upstream) = proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())?;
         let proxy = Proxy::start(upstream).await?;
         let (url, _) = proxy::rewrite_url(&self.url, proxy.address())?;
-        let backend = (self.connect)(url).await?;
+        let backend = (self.connect)(with_query(&url, settings)).await?;
         Ok(Box::new(ProxiedClient {
             backend,
             proxies: vec![proxy],

@@ -1,0 +1,206 @@
+//! Requests into a silent partition: a client whose traffic to the store stops
+//! (connections stay open, no byte passes, as behind a hung middlebox or a dropped
+//! route) must get an error from every request within about its URL's `timeout=`
+//! (twice it at most: PostgreSQL bounds taking a connection and the reply apart, etcd
+//! may start a last retry just before the timeout), instead of hanging until the
+//! operating system gives up on the connection, minutes later. Once the
+//! partition heals, the same client works again, and what it wrote before the cut is
+//! still there.
+
+use std::time::Duration;
+
+use distsync_core::{Backend, Bytes, Error, Name, Result, Session, SessionOptions};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::time::Instant;
+
+use crate::check::{ensure, ms, violated, Bounded, Check, Context, Holds, LONG};
+use crate::faults::PartitionMode;
+use crate::harness::Harness;
+
+/// The partitioned client's `timeout=`.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The partitioned client's `connect_timeout=` (a request that reconnects through the
+/// silent proxy waits for it).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// What a request may take beyond twice its timeout before the case calls it
+/// unbounded (scheduling on a loaded machine, the error's own round of clean-up).
+const SLACK: Duration = Duration::from_millis(1500);
+
+/// One request made while the partition is silent: what it is, and the call.
+type Request<'a> = (&'static str, BoxFuture<'a, Result<()>>);
+
+/// The requests made during the cut: a queue's enqueue, claim and length, and a
+/// lock's try_lock, each on its own (a session's request and a session-free one).
+fn requests<'a>(
+    client: &'a dyn Backend,
+    queue: &'a Name,
+    lock: &'a Name,
+    session: &'a Session,
+) -> Result<Vec<Request<'a>>> {
+    let producer = client.queue(queue.clone())?;
+    let consumer = client.queue(queue.clone())?;
+    let counter = client.queue(queue.clone())?;
+    let locker = client.locker(session, lock.clone())?;
+    Ok(vec![
+        (
+            "enqueue",
+            async move { producer.enqueue(Bytes::from_static(b"during")).await }.boxed(),
+        ),
+        (
+            "try_dequeue",
+            async move { consumer.try_dequeue().await.map(drop) }.boxed(),
+        ),
+        ("len", async move { counter.len().await.map(drop) }.boxed()),
+        (
+            "try_lock",
+            async move {
+                match locker.try_lock().await {
+                    // A session past its own deadline may answer at once: also bounded.
+                    Err(Error::SessionLost) => Err(Error::SessionLost),
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(Error::NotHeld),
+                    Err(error) => Err(error),
+                }
+            }
+            .boxed(),
+        ),
+    ])
+}
+
+/// Every request into a silent partition ends within its bounds, with a transient
+/// error (or `SessionLost`); after the heal the client works again, and the item it
+/// enqueued before the cut still comes out of the queue.
+pub(super) async fn requests_into_a_silent_partition(h: Harness) -> Check {
+    let settings = format!(
+        "timeout={}ms&connect_timeout={}ms",
+        REQUEST_TIMEOUT.as_millis(),
+        CONNECT_TIMEOUT.as_millis()
+    );
+    let partition = h
+        .faults()
+        .partitioned_client_with(h.backend().as_ref(), &settings)
+        .bounded("connecting a client through the proxy")
+        .await?;
+    let client = partition.backend();
+    let queue = h.name("cut-off-queue").ctx("naming the queue")?;
+    let lock = h.name("cut-off-lock").ctx("naming the lock")?;
+    client
+        .queue(queue.clone())
+        .ctx("making the queue")?
+        .enqueue(Bytes::from_static(b"before"))
+        .bounded("enqueueing before the cut")
+        .await?;
+    let session = client
+        .session(SessionOptions::with_ttl(h.session_ttl()))
+        .bounded("opening a session before the cut")
+        .await?;
+    client
+        .locker(&session, lock.clone())
+        .ctx("making the locker")?
+        .lock()
+        .bounded("locking before the cut")
+        .await?
+        .unlock()
+        .bounded("unlocking before the cut")
+        .await?;
+
+    partition.set(PartitionMode::Silent);
+    let bound = REQUEST_TIMEOUT * 2 + SLACK;
+    let mut took = Vec::new();
+    for (what, call) in
+        requests(client.as_ref(), &queue, &lock, &session).ctx("making the requests")?
+    {
+        let started = Instant::now();
+        match tokio::time::timeout(bound, call).await {
+            Err(_) => {
+                return violated(format!(
+                    "{what} into a silent partition was still waiting after {} \
+                     (timeout={}, connect_timeout={})",
+                    ms(bound),
+                    ms(REQUEST_TIMEOUT),
+                    ms(CONNECT_TIMEOUT)
+                ))
+            }
+            Ok(Ok(())) => {
+                return violated(format!(
+                    "{what} succeeded although no byte reached the store"
+                ))
+            }
+            Ok(Err(error)) if error.is_transient() || matches!(error, Error::SessionLost) => {
+                took.push(format!("{what} {}", ms(started.elapsed())));
+            }
+            Ok(Err(error)) => {
+                return violated(format!(
+                    "{what} into a silent partition: expected a connection error or a \
+                     timeout, got {error}"
+                ))
+            }
+        }
+    }
+    // The requests' bytes still held by the proxy are dropped with their connections
+    // (a reset, then the heal): a claim whose caller already had its error is not
+    // applied behind its back (what a lost reply does to a claim is the queue cases').
+    partition.set(PartitionMode::Reset);
+    partition.set(PartitionMode::Forward);
+    drop(session);
+
+    // The same client works again: an enqueue goes through within LONG (retried, each
+    // try with its own item, as a try that timed out may still have been applied).
+    let producer = client.queue(queue.clone()).ctx("making the producer")?;
+    let healed = Instant::now();
+    let mut tries = 0u32;
+    let after = loop {
+        tries += 1;
+        let item = Bytes::from(format!("after-{tries}"));
+        match producer
+            .enqueue(item.clone())
+            .bounded("enqueueing after the heal")
+            .await
+        {
+            Ok(()) => break item,
+            Err(_) if healed.elapsed() < LONG => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let back = healed.elapsed();
+
+    // Nothing written before the cut was lost. Its order is not checked: a claim made
+    // during the cut may still be retried after the heal, and its item put back only
+    // once the claim's caller is known to be gone.
+    let before = Bytes::from_static(b"before");
+    let drain = h.backend().queue(queue).ctx("making the draining client")?;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + LONG;
+    while !(seen.contains(&before) && seen.contains(&after)) && Instant::now() < deadline {
+        match drain.try_dequeue().bounded("draining").await? {
+            Some(item) => seen.push(item),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    ensure!(
+        seen.contains(&before),
+        "the item enqueued before the cut never came out: {seen:?}"
+    );
+    ensure!(
+        seen.contains(&after),
+        "the item enqueued after the heal never came out: {seen:?}"
+    );
+    drop(partition);
+    Ok(Holds::figure(
+        format!(
+            "{}; working again {} after the heal",
+            took.join(", "),
+            ms(back)
+        ),
+        format!(
+            "each request ended within twice timeout={} (connect_timeout={})",
+            ms(REQUEST_TIMEOUT),
+            ms(CONNECT_TIMEOUT)
+        ),
+    ))
+}
