@@ -153,10 +153,6 @@ impl Faults for MemoryFaults {
         )))
     }
 
-    async fn partitioned_client(&self, backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
-        self.partitioned_client_with(backend, "").await
-    }
-
     /// The gated client, its requests bounded by `timeout=` in `settings` as a server
     /// client's are (the rest, e.g. `connect_timeout=`, has nothing to bound in
     /// process).

@@ -277,18 +277,17 @@ pub trait Faults: Send + Sync + 'static {
     /// for the memory store a gate in front of it): see [`Partitioned`].
     ///
     /// # Errors
-    /// [`Error::Unsupported`] by default; the connection error.
+    /// As [`Faults::partitioned_client_with`], which it calls with no settings.
     async fn partitioned_client(&self, backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
-        Err(unsupported(backend, Hook::Partition))
+        self.partitioned_client_with(backend, "").await
     }
 
     /// [`Faults::partitioned_client`] whose URL also carries `settings`, URL query
     /// parameters every server backend takes (`timeout=1000&connect_timeout=1s`), so a
-    /// case knows the bounds of the client it cuts off.
+    /// case knows the bounds of the client it cuts off. The one to implement.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] by default (the memory store's gate has no URL); the
-    /// connection error.
+    /// [`Error::Unsupported`] by default; the connection error.
     async fn partitioned_client_with(
         &self,
         backend: &dyn Backend,

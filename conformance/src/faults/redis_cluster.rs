@@ -371,10 +371,6 @@ impl Faults for RedisClusterFaults {
     /// (in `CLUSTER SLOTS` and redirections) to them too. The URL must name every node
     /// of the cluster (as `scripts/servers.sh env` does): a node it leaves out would be
     /// reached directly.
-    async fn partitioned_client(&self, backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
-        self.partitioned_client_with(backend, "").await
-    }
-
     async fn partitioned_client_with(
         &self,
         _backend: &dyn Backend,

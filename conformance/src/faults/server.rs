@@ -309,10 +309,6 @@ impl Faults for ServerFaults {
         (self.connect)(self.url.clone()).await
     }
 
-    async fn partitioned_client(&self, backend: &dyn Backend) -> Result<Box<dyn Partitioned>> {
-        self.partitioned_client_with(backend, "").await
-    }
-
     async fn partitioned_client_with(
         &self,
         _backend: &dyn Backend,
