@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo};
-use sqlx::{Describe, Either, Execute, Executor, Postgres};
+use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres};
 
 /// An executor whose statements fail with [`timed_out`] after `limit`.
 #[derive(Debug)]
@@ -35,6 +35,19 @@ impl<E> Bounded<E> {
     pub(crate) fn new(executor: E, limit: Duration) -> Self {
         Self { executor, limit }
     }
+}
+
+impl<'p> Bounded<&'p PgPool> {
+    /// `pool`, each statement within [`through_pool`].
+    pub(crate) fn pool(pool: &'p PgPool) -> Self {
+        Self::new(pool, through_pool(pool))
+    }
+}
+
+/// The bound of one request through `pool`: twice its `acquire_timeout` (the request
+/// timeout), once to take a connection and once for the reply.
+pub(crate) fn through_pool(pool: &PgPool) -> Duration {
+    pool.options().get_acquire_timeout() * 2
 }
 
 /// The error of a statement that had no reply within `limit`.

@@ -102,9 +102,6 @@ async fn run(
     mut receiver: mpsc::UnboundedReceiver<(i64, Reply)>,
 ) {
     let mut batch: Vec<(i64, Reply)> = Vec::new();
-    // Each renewal fails within twice the request timeout (a connection, then the
-    // reply): one silent connection does not stall every later renewal.
-    let limit = pool.options().get_acquire_timeout() * 2;
     while let Some(first) = receiver.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -117,7 +114,8 @@ async fn run(
         let mark = unflushed.mark();
         let renewed = sqlx::query_as::<_, (Vec<i64>, Option<String>)>(&sql.renew)
             .bind(&ids)
-            .fetch_one(Bounded::new(&pool, limit))
+            // Bounded: one silent connection does not stall every later renewal.
+            .fetch_one(Bounded::pool(&pool))
             .await;
         match renewed {
             Ok((renewed, epoch)) => {
@@ -127,13 +125,7 @@ async fn run(
                 for (id, reply) in batch.drain(..) {
                     let _ = reply.send(Ok(renewed.contains(&id)));
                 }
-                release_again(
-                    Bounded::new(&pool, limit),
-                    &sql.release_again,
-                    &unflushed,
-                    again,
-                )
-                .await;
+                release_again(Bounded::pool(&pool), &sql.release_again, &unflushed, again).await;
             }
             Err(error) => {
                 let error = map(error);

@@ -64,7 +64,7 @@ use distsync_core::raw::Settle;
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use tokio::sync::oneshot;
 
-use crate::bounded::timed_out;
+use crate::bounded::{through_pool, timed_out};
 use crate::error::map;
 use crate::retry::Backoff;
 use crate::session::PgLease;
@@ -416,7 +416,7 @@ impl PgQueue {
         // Bounded as one request (`crate::bounded`): past that, `receiver` drops
         // unanswered, and the claim task puts back whatever it takes (the task goes on
         // retrying a claim whose reply was lost, so no item stays in flight).
-        let limit = self.shared.request_timeout() * 2;
+        let limit = through_pool(&self.shared.pool);
         let Ok(claimed) = tokio::time::timeout(limit, &mut receiver.receiver).await else {
             return Err(map(timed_out(limit)));
         };
@@ -642,7 +642,7 @@ impl PgQueue {
         });
         // Bounded as one request: a delivery the task makes later is dropped, which
         // nacks it.
-        let limit = self.shared.request_timeout() * 2;
+        let limit = through_pool(&self.shared.pool);
         match tokio::time::timeout(limit, receiver).await {
             Ok(Ok(held)) => held,
             Ok(Err(_)) => Err(Error::backend(

@@ -40,7 +40,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::bounded::{is_timed_out, timed_out, Bounded};
+use crate::bounded::{is_timed_out, within, Bounded};
 use crate::error::is_connection_loss;
 use crate::liveness;
 
@@ -137,8 +137,7 @@ impl Reused {
                 continue;
             }
             if liveness::should_test(kept.since.elapsed()) {
-                let ping = tokio::time::timeout(self.wait_at_most, kept.conn.ping()).await;
-                if let Err(error) = ping.unwrap_or_else(|_| Err(timed_out(self.wait_at_most))) {
+                if let Err(error) = within(self.wait_at_most, kept.conn.ping()).await {
                     tracing::debug!(%error, "a kept connection failed its test; closing it");
                     liveness::connection_failed();
                     kept.conn.close_on_drop();

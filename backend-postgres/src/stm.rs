@@ -34,7 +34,7 @@ use distsync_core::raw::{StmAttempt, StmEngine, StmRetry, Write};
 use distsync_core::{Error, Isolation, Name, Result};
 use sqlx::{Postgres, Transaction};
 
-use crate::bounded::{within, Bounded};
+use crate::bounded::{through_pool, within, Bounded};
 use crate::error::{is_conflict, map};
 use crate::store::Shared;
 
@@ -73,7 +73,7 @@ fn begin_statement(isolation: Isolation) -> &'static str {
 #[async_trait]
 impl StmEngine for PgStm {
     async fn begin(&self, isolation: Isolation, prefetch: &[Name]) -> Result<Box<dyn StmAttempt>> {
-        let limit = self.shared.request_timeout() * 2;
+        let limit = through_pool(&self.shared.pool);
         let tx = within(
             limit,
             self.shared.pool.begin_with(begin_statement(isolation)),

@@ -65,9 +65,6 @@ pub(crate) struct Shared {
     pub(crate) reaper: PgPool,
     pub(crate) schema: String,
     quoted: String,
-    /// The request timeout: `pool`'s `acquire_timeout` (the URL's `timeout=`, or the
-    /// application's pool's setting).
-    request_timeout: Duration,
     pub(crate) hub: Hub,
     pub(crate) heartbeat: Heartbeat,
     /// The asynchronous releases not yet known durable ([`crate::unflushed`]).
@@ -123,11 +120,9 @@ impl Shared {
             },
             Arc::clone(&unflushed),
         );
-        let request_timeout = pool.options().get_acquire_timeout();
         Self {
             pool,
             holds: Reused::from_pool(holds),
-            request_timeout,
             reaper,
             quoted,
             schema,
@@ -144,17 +139,18 @@ impl Shared {
     /// The main pool as an executor whose statements fail within twice the request
     /// timeout: once to take a connection, once for the reply ([`crate::bounded`]).
     pub(crate) fn bounded(&self) -> Bounded<&PgPool> {
-        Bounded::new(&self.pool, self.request_timeout * 2)
+        Bounded::pool(&self.pool)
     }
 
-    /// The request timeout (see [`crate::bounded`]).
+    /// The request timeout: the main pool's `acquire_timeout` (the URL's `timeout=`, or
+    /// the application's pool's setting).
     pub(crate) fn request_timeout(&self) -> Duration {
-        self.request_timeout
+        self.pool.options().get_acquire_timeout()
     }
 
     /// The reaper's pool, bounded as [`Shared::bounded`].
     pub(crate) fn bounded_reaper(&self) -> Bounded<&PgPool> {
-        Bounded::new(&self.reaper, self.request_timeout * 2)
+        Bounded::pool(&self.reaper)
     }
 
     /// `template` with `{s}` replaced by the quoted schema name.

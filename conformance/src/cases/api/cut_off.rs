@@ -56,16 +56,8 @@ fn requests<'a>(
         ("len", async move { counter.len().await.map(drop) }.boxed()),
         (
             "try_lock",
-            async move {
-                match locker.try_lock().await {
-                    // A session past its own deadline may answer at once: also bounded.
-                    Err(Error::SessionLost) => Err(Error::SessionLost),
-                    Ok(Some(_)) => Ok(()),
-                    Ok(None) => Err(Error::NotHeld),
-                    Err(error) => Err(error),
-                }
-            }
-            .boxed(),
+            // Granted or refused, either is an answer no store could have given.
+            async move { locker.try_lock().await.map(drop) }.boxed(),
         ),
     ])
 }
@@ -118,10 +110,10 @@ pub(super) async fn requests_into_a_silent_partition(h: Harness) -> Check {
             Err(_) => {
                 return violated(format!(
                     "{what} into a silent partition was still waiting after {} \
-                     (timeout={}, connect_timeout={})",
+                     (twice timeout={}, and {} for scheduling)",
                     ms(bound),
                     ms(REQUEST_TIMEOUT),
-                    ms(CONNECT_TIMEOUT)
+                    ms(SLACK)
                 ))
             }
             Ok(Ok(())) => {
