@@ -79,7 +79,8 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
         EtcdKv::from_client(client).with_retry_budget(budget),
         config.namespace(),
         capabilities(),
-    ))
+    )
+    .with_layout(config.layout()))
 }
 
 /// A backend over an [`etcd_client::Client`] of your own (built with its TLS options,

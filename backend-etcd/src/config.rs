@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use distsync_core::raw::recipes::KeyLayout;
 use distsync_core::{Error, Name, Result};
 
 /// The URL scheme of this backend.
@@ -44,6 +45,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `ca` | path of a PEM file of CA certificates to trust (`etcdctl --cacert`) | the system's roots |
 /// | `cert`, `key` | paths of the PEM client certificate and its key (`etcdctl --cert --key`), both or neither | none |
 /// | `connect_timeout` | how long connecting (TCP, TLS, login, a first read) may take in all | 5 s |
+/// | `layout` | `go`: read-write locks, queues, barriers, double barriers and STM keys in the key layout of etcd's Go `recipes` and `concurrency` packages, shared with Go programs (names ending in a segment Go writes under a name, such as `read` or a 5-, 16- or 19-digit number, are refused; see [`KeyLayout`]); `injective`: distsync's own layout, in which distinct names never meet (locks and elections use Go's layout in both) | `injective` |
 /// | `timeout` | how long one request may wait for its answer (a stream: for it to open); a failing request is retried across members only while less than this (at most 3 s) has passed since its first attempt, so a request into a silent partition fails within about twice it | 10 s |
 ///
 /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
@@ -75,6 +77,7 @@ pub struct EtcdConfig {
     key: Option<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    layout: KeyLayout,
 }
 
 impl fmt::Debug for EtcdConfig {
@@ -90,6 +93,7 @@ impl fmt::Debug for EtcdConfig {
             .field("key", &self.key)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("layout", &self.layout)
             .finish()
     }
 }
@@ -121,6 +125,7 @@ impl EtcdConfig {
             key: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            layout: KeyLayout::default(),
         })
     }
 
@@ -192,6 +197,10 @@ impl EtcdConfig {
                     config.request_timeout = parse_duration(&value)
                         .map_err(|reason| invalid(format!("timeout: {reason}")))?;
                 }
+                "layout" => {
+                    config.layout =
+                        KeyLayout::parse(&value).map_err(|error| invalid(error.to_string()))?;
+                }
                 file @ ("ca" | "cert" | "key") => {
                     if value.is_empty() {
                         return Err(invalid(format!("`{file}` needs a file path")));
@@ -206,7 +215,7 @@ impl EtcdConfig {
                 other => {
                     return Err(invalid(format!(
                         "unknown query parameter `{other}` (accepted: `tls`, `ca`, `cert`, \
-                         `key`, `connect_timeout`, `timeout`)"
+                         `key`, `connect_timeout`, `timeout`, `layout`)"
                     )))
                 }
             }
@@ -305,6 +314,19 @@ impl EtcdConfig {
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
+
+    /// Where read-write locks, queues, barriers, double barriers and STM keys go (the
+    /// URL's `layout=`).
+    pub fn layout(&self) -> KeyLayout {
+        self.layout
+    }
+
+    /// The same configuration with `layout`.
+    #[must_use]
+    pub fn with_layout(mut self, layout: KeyLayout) -> Self {
+        self.layout = layout;
+        self
+    }
 }
 
 impl FromStr for EtcdConfig {
@@ -327,15 +349,21 @@ impl fmt::Display for EtcdConfig {
         if !self.namespace.is_empty() {
             write!(f, "/{}", self.namespace)?;
         }
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
         if self.tls {
-            let mut query = url::form_urlencoded::Serializer::new(String::new());
             query.append_pair("tls", "true");
             for (name, value) in [("ca", &self.ca), ("cert", &self.cert), ("key", &self.key)] {
                 if let Some(value) = value {
                     query.append_pair(name, value);
                 }
             }
-            write!(f, "?{}", query.finish())?;
+        }
+        if self.layout == KeyLayout::Go {
+            query.append_pair("layout", "go");
+        }
+        let query = query.finish();
+        if !query.is_empty() {
+            write!(f, "?{query}")?;
         }
         Ok(())
     }

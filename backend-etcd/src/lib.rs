@@ -27,6 +27,15 @@
 //!   never shown in errors, logs or `Debug` output.
 //! - An application with its own configured [`etcd_client::Client`] hands it over with
 //!   [`backend_from_client`].
+//! - **Sharing primitives with Go programs.** Locks and elections always use the keys
+//!   of Go's `concurrency.Mutex` and `Election`. Read-write locks, queues, barriers,
+//!   double barriers and STM keys use Go's `recipe.RWMutex`, `Queue`/`PriorityQueue`,
+//!   `Barrier`, `DoubleBarrier` and `concurrency.STM` keys with the URL's `layout=go`
+//!   ([`KeyLayout::Go`]), and distsync's own layout by default, in which distinct
+//!   names never share a key (Go's layout cannot keep a lock `a` apart from an STM key
+//!   `a/x`: Go's own recipes read every key under a name). Use the namespace the Go
+//!   programs use (usually none). Both directions are tested against etcd's own Go
+//!   code; docs/MIGRATING.md shows a migration from Go.
 //!
 //! [`Backend`]: distsync_core::Backend
 //! [`Capabilities::min_session_ttl`]: distsync_core::Capabilities::min_session_ttl
@@ -59,6 +68,7 @@ pub use backend::{backend, backend_from_client, backend_with_config, connect, Et
 pub use config::{
     EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, SCHEME,
 };
+pub use distsync_core::raw::recipes::KeyLayout;
 pub use kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 /// Re-export of the client crate, for [`EtcdKv::from_client`] and [`EtcdKv::client`].

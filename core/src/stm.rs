@@ -483,7 +483,11 @@ mod tests {
     fn conflicting(conflicting: u32) -> (crate::memory::MemoryBackend, Stm) {
         let backend = crate::memory::MemoryBackend::new();
         let engine = ConflictingReads {
-            inner: KvStm::new(backend.kv().clone(), "", crate::memory::capabilities()),
+            inner: KvStm::new(
+                backend.kv().clone(),
+                &Default::default(),
+                crate::memory::capabilities(),
+            ),
             conflicting,
             begun: AtomicU32::new(0),
         };

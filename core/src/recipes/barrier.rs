@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::kv::{Kv, Range, Txn, TxnOp};
 use crate::name::Name;
 
-use super::key::{put_new_key, Kind};
+use super::key::{put_new_key, KeySpace, Kind};
 use super::wait::{read, wait_delete};
 
 /// A [`Barrier`] over a [`Kv`] store.
@@ -26,10 +26,10 @@ pub(crate) struct KvBarrier {
 
 impl KvBarrier {
     /// The barrier `name` under `namespace`.
-    pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name) -> Self {
+    pub(crate) fn new(kv: Arc<dyn Kv>, space: &KeySpace, name: Name) -> Self {
         Self {
             kv,
-            key: Kind::Barrier.prefix(namespace, &name),
+            key: space.root(Kind::Barrier, &name),
             name,
         }
     }

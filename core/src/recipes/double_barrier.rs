@@ -24,7 +24,7 @@ use crate::name::Name;
 use crate::session::Session;
 
 use super::hold::{explain_lease_error, Cleanup};
-use super::key::{put_new_key, Kind, UniqueKeys};
+use super::key::{put_new_key, KeySpace, Kind, UniqueKeys};
 use super::wait::{next_event, read, wait_delete};
 
 /// This participant's key.
@@ -51,13 +51,13 @@ impl KvDoubleBarrier {
     /// participants, entered through `session` (lease `lease`).
     pub(crate) fn new(
         kv: Arc<dyn Kv>,
-        namespace: &str,
+        space: &KeySpace,
         name: Name,
         count: usize,
         session: Session,
         lease: LeaseId,
     ) -> Self {
-        let key = Kind::DoubleBarrier.prefix(namespace, &name);
+        let key = space.root(Kind::DoubleBarrier, &name);
         Self {
             kv,
             session,

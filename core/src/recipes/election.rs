@@ -25,7 +25,7 @@ use crate::session::Session;
 use crate::token::FencingToken;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
-use super::key::{lease_hex, range_at};
+use super::key::{lease_hex, range_at, KeySpace};
 use super::wait::{next_event, patiently, read, wait_turn};
 
 /// An [`Election`] over a [`Kv`] store.
@@ -43,12 +43,12 @@ impl KvElection {
     /// `lease`).
     pub(crate) fn new(
         kv: Arc<dyn Kv>,
-        namespace: &str,
+        space: &KeySpace,
         name: Name,
         session: Session,
         lease: LeaseId,
     ) -> Self {
-        let prefix = format!("{namespace}{name}/");
+        let prefix = format!("{}{name}/", space.namespace());
         let key = format!("{prefix}{}", lease_hex(lease));
         Self {
             kv,

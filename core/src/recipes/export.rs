@@ -13,6 +13,15 @@
 //! - `<ns>/barrier/<name>` is a held barrier, `<ns>/stm/<name>` an STM key;
 //! - a double barrier's `ready` key is skipped (its entries are live holds).
 //!
+//! In Go's layout ([`KeyLayout::Go`]) the keys outside the reserved area are read as
+//! Go's recipes write them:
+//!
+//! - `<ns><name>/<%05d>/<%016d>` is an item of queue `<name>` (Go's `PriorityQueue`),
+//!   `<ns><name>/<unix nanos>` one of priority 0 (Go's `Queue`, after the others of
+//!   priority 0); `<ns>__<name>/<%05d>` guards and `<ns><name>/ready` keys are skipped;
+//! - any other key is an STM key, or a held barrier if its value is empty (Go's
+//!   barrier key is empty; an empty STM key reads as a barrier).
+//!
 //! Any other key (another application's, with a shared namespace) is skipped with a
 //! warning: give every application its own namespace.
 
@@ -21,13 +30,15 @@ use crate::kv::{Kv, Range};
 use crate::migrate::{QueueItem, Snapshot};
 use crate::name::Name;
 
-use super::key::{unescape, Kind};
+use super::key::{unescape, KeyLayout, KeySpace, Kind};
 
 /// Where a queue item sorts in its queue: priority, in-flight before stored, position.
 type Order = (u16, u8, u64);
 
-/// The snapshot of everything under `namespace`.
-pub(super) async fn export(kv: &dyn Kv, namespace: &str) -> Result<Snapshot> {
+/// The snapshot of everything under `space`'s namespace.
+pub(super) async fn export(kv: &dyn Kv, space: &KeySpace) -> Result<Snapshot> {
+    let namespace = space.namespace();
+    let go = space.layout() == KeyLayout::Go;
     let everything = kv.range(Range::prefix(namespace)).await?;
     let mut snapshot = Snapshot::default();
     let mut queues: std::collections::BTreeMap<Name, Vec<(Order, QueueItem)>> =
@@ -38,11 +49,13 @@ pub(super) async fn export(kv: &dyn Kv, namespace: &str) -> Result<Snapshot> {
             continue;
         }
         let key = entry.key.as_str();
-        let classified = entry
-            .key
-            .strip_prefix(namespace)
-            .and_then(|relative| relative.strip_prefix('/'))
-            .and_then(classify);
+        let classified = entry.key.strip_prefix(namespace).and_then(|relative| {
+            match relative.strip_prefix('/') {
+                Some(reserved) => classify(reserved),
+                None if go => classify_go(relative, entry.value.is_empty()),
+                None => None,
+            }
+        });
         match classified {
             Some(Found::QueueItem(name, order)) => {
                 let item = QueueItem {
@@ -90,6 +103,36 @@ fn position(relative: &str) -> Option<(u16, u64)> {
     Some((priority.parse().ok()?, sequence.parse().ok()?))
 }
 
+/// Classifies a key of Go's layout (after `<ns>`, not in the reserved area); `empty`
+/// says whether its value is empty.
+fn classify_go(relative: &str, empty: bool) -> Option<Found> {
+    if let Some(guarded) = relative.strip_prefix("__") {
+        let (_, priority) = guarded.rsplit_once('/')?;
+        return digits(priority, 5).then_some(Found::Internal);
+    }
+    if let Some((parent, last)) = relative.rsplit_once('/') {
+        if last == "ready" {
+            return Some(Found::Internal);
+        }
+        if digits(last, 19) {
+            let name = Name::new(parent).ok()?;
+            return Some(Found::QueueItem(name, (0, 2, last.parse().ok()?)));
+        }
+        if let Some((queue, priority)) = parent.rsplit_once('/') {
+            if let Some((priority, sequence)) = position(&format!("{priority}/{last}")) {
+                let name = Name::new(queue).ok()?;
+                return Some(Found::QueueItem(name, (priority, 1, sequence)));
+            }
+        }
+    }
+    let name = Name::new(relative).ok()?;
+    Some(if empty {
+        Found::Barrier(name)
+    } else {
+        Found::Stm(name)
+    })
+}
+
 /// Classifies `<kind>/<escaped name>[/<rest>]` (a key after `<ns>/`).
 fn classify(reserved: &str) -> Option<Found> {
     let (word, rest) = reserved.split_once('/')?;
@@ -109,6 +152,10 @@ fn classify(reserved: &str) -> Option<Found> {
             }
             if let Some(claim) = tail.strip_prefix("c/") {
                 let (_call, item) = claim.split_once('/')?;
+                if digits(item, 19) {
+                    // A claimed item of Go's plain `Queue`.
+                    return Some(Found::QueueItem(name, (0, 0, item.parse().ok()?)));
+                }
                 let (priority, sequence) = position(item)?;
                 return Some(Found::QueueItem(name, (priority, 0, sequence)));
             }

@@ -10,30 +10,27 @@ use crate::kv::{Compare, CompareOp, Txn, TxnOp};
 use crate::name::Name;
 
 use super::hold::HeldKey;
-use super::key::Kind;
+use super::key::{KeySpace, Kind};
 
 /// Writes through a held key: the write commits only while the key still exists with
 /// the create revision of the grant.
 pub(crate) struct KvGuardedWrite {
     /// The hold.
     pub(crate) held: HeldKey,
-    /// The namespace, for the STM key's store key.
-    pub(crate) namespace: String,
+    /// Where the STM key's store key is.
+    pub(crate) space: KeySpace,
 }
 
 #[async_trait]
 impl GuardedWrite for KvGuardedWrite {
     async fn put_if_held(&self, key: &Name, value: Bytes) -> Result<bool> {
+        self.space.check(Kind::Stm, key)?;
         let txn = Txn::when(vec![Compare::create_revision(
             &self.held.key,
             CompareOp::Equal,
             self.held.create_revision,
         )])
-        .and_then(vec![TxnOp::put(
-            Kind::Stm.prefix(&self.namespace, key),
-            value,
-            0,
-        )]);
+        .and_then(vec![TxnOp::put(self.space.root(Kind::Stm, key), value, 0)]);
         Ok(self.held.kv.txn(txn).await?.succeeded)
     }
 }

@@ -16,7 +16,7 @@ use crate::session::{KeepAlive, Session};
 use crate::token::FencingToken;
 
 use super::guarded::KvGuardedWrite;
-use super::key::delete_if_created_at;
+use super::key::{delete_if_created_at, KeySpace};
 use super::retry::{retry_transient, GaveUp};
 use super::wait::{read, until_lost, wait_delete};
 
@@ -272,24 +272,24 @@ impl HeldKey {
     /// The [`LockGuard`] of this hold (a lock, a write lock, a permit): its fencing token is
     /// the key's create revision; it releases through [`HeldKey::release_fn`], keeps
     /// the in-process `gate` until released, writes guarded STM keys under
-    /// `namespace` ([`crate::LockGuard::put_if_held`]), and loses the hold when the key
+    /// `space` ([`crate::LockGuard::put_if_held`]), and loses the hold when the key
     /// goes ([`HeldKey::loss_watch`], started by the guard's first `lost()`).
     pub(crate) fn lazy_lock_guard(
         self,
         gate: Option<OwnedMutexGuard<()>>,
-        namespace: &str,
+        space: &KeySpace,
     ) -> LockGuard {
         let watch = self.loss_watch();
-        self.guard(gate, namespace).with_loss_watch(watch)
+        self.guard(gate, space).with_loss_watch(watch)
     }
 
-    fn guard(self, gate: Option<OwnedMutexGuard<()>>, namespace: &str) -> LockGuard {
+    fn guard(self, gate: Option<OwnedMutexGuard<()>>, space: &KeySpace) -> LockGuard {
         let token = FencingToken(u64::try_from(self.create_revision).unwrap_or_default());
         let release = self.release_fn(|| Error::NotHeld);
         let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release)
             .with_guarded_write(Arc::new(KvGuardedWrite {
                 held: self,
-                namespace: namespace.to_owned(),
+                space: space.clone(),
             }));
         if let Some(gate) = gate {
             guard = guard.with_gate(gate);

@@ -63,6 +63,116 @@ impl Kind {
     }
 }
 
+/// Where the recipes put the keys of the primitives that etcd's Go `recipes` and
+/// `concurrency` packages also build (read-write lock, queue, barrier, double barrier,
+/// STM). Locks and elections use Go's layout in both; semaphores, which Go lacks, use
+/// the injective one in both.
+///
+/// The default is [`KeyLayout::Injective`], because only it keeps every pair of
+/// distinct (kind, name) apart: in Go's layout every primitive named `a` reads the
+/// keys under `a/`, so a lock `a` waits behind an STM key `a/x`, and Go's own queue
+/// `q` takes the items of a queue `q/x`. [`KeyLayout::Go`] is for sharing primitives
+/// with Go programs (during a migration, say); see the
+/// [recipes' module docs](crate::recipes) for what it refuses and what it cannot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyLayout {
+    /// `<ns>/<kind>/<escaped name>`: distinct (kind, name) pairs never share a key.
+    #[default]
+    Injective,
+    /// etcd's Go recipes' own keys (`<ns><name>/...`), so Go programs and distsync
+    /// share read-write locks, queues, barriers, double barriers and STM keys.
+    Go,
+}
+
+impl KeyLayout {
+    /// The layout a URL's `layout=` value names: `injective` or `go`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for any other value.
+    pub fn parse(value: &str) -> Result<Self> {
+        match value {
+            "injective" => Ok(Self::Injective),
+            "go" => Ok(Self::Go),
+            other => Err(Error::InvalidArgument(format!(
+                "layout must be `injective` or `go`, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The namespace and the layout: where every key of a primitive goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeySpace {
+    namespace: String,
+    layout: KeyLayout,
+}
+
+/// Last segments that Go's layout writes under a primitive's own name (a read or
+/// write key's parent, a double barrier's waiters and ready keys).
+const GO_SEGMENTS: [&str; 4] = ["read", "write", "waiters", "ready"];
+
+/// The lengths of the numbers Go's layout writes as a key's last segment: a priority
+/// (`%05d`), a sequence (`%016d`), unix nanoseconds (19 digits until the year 2286).
+const GO_NUMBER_LENGTHS: [usize; 3] = [5, 16, 19];
+
+impl KeySpace {
+    pub(crate) fn new(namespace: impl Into<String>, layout: KeyLayout) -> Self {
+        Self {
+            namespace: namespace.into(),
+            layout,
+        }
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn layout(&self) -> KeyLayout {
+        self.layout
+    }
+
+    /// The key (barrier, STM) or the prefix (before a `/`) of every key of primitive
+    /// `name` of `kind`: [`Kind::prefix`] in the injective layout, Go's `<ns><name>`
+    /// in Go's (but for semaphores, which Go lacks).
+    pub(crate) fn root(&self, kind: Kind, name: &Name) -> String {
+        match (self.layout, kind) {
+            (KeyLayout::Go, Kind::Semaphore) | (KeyLayout::Injective, _) => {
+                kind.prefix(&self.namespace, name)
+            }
+            (KeyLayout::Go, _) => format!("{}{name}", self.namespace),
+        }
+    }
+
+    /// Refuses, in Go's layout, a name of `kind` whose last segment Go's recipes write
+    /// under another primitive's name (a number of 5, 16 or 19 digits, as priorities,
+    /// sequences and unique keys are written; `read`, `write`, `waiters`, `ready`), so
+    /// that no primitive's key is another's key or item. The injective layout takes
+    /// every name.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] naming the segment.
+    pub(crate) fn check(&self, kind: Kind, name: &Name) -> Result<()> {
+        if self.layout != KeyLayout::Go || kind == Kind::Semaphore {
+            return Ok(());
+        }
+        let Some((_, last)) = name.as_str().rsplit_once('/') else {
+            return Ok(());
+        };
+        let numeric = last.bytes().all(|b| b.is_ascii_digit());
+        if (numeric && GO_NUMBER_LENGTHS.contains(&last.len())) || GO_SEGMENTS.contains(&last) {
+            return Err(Error::InvalidName {
+                name: name.as_str().to_owned(),
+                reason: "in Go's key layout (layout=go) the name of a read-write lock, queue, \
+                         barrier, double barrier or STM key cannot end in a segment Go's \
+                         recipes write under the name before it (a number of 5, 16 or 19 \
+                         digits, `read`, `write`, `waiters`, `ready`)",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A name as one key segment: `%` becomes `%25` and `/` becomes `%2F`; every other
 /// byte is kept. Injective, and the result holds no `/`.
 pub(crate) fn escape(name: &str) -> String {

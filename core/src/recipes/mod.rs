@@ -49,6 +49,8 @@ mod barrier;
 mod double_barrier;
 mod election;
 mod export;
+#[cfg(test)]
+mod go_layout;
 mod guarded;
 mod hold;
 #[cfg(test)]
@@ -56,6 +58,8 @@ mod injective;
 mod key;
 
 pub(crate) use key::call_id;
+pub use key::KeyLayout;
+use key::{KeySpace, Kind};
 mod mutex;
 mod queue;
 mod retry;
@@ -97,7 +101,7 @@ use self::stm::KvStm;
 /// A [`Backend`] over any [`Kv`] store, with every key under `namespace`.
 pub struct KvBackend<K: Kv> {
     kv: Arc<K>,
-    namespace: String,
+    space: KeySpace,
     capabilities: Capabilities,
 }
 
@@ -105,7 +109,8 @@ impl<K: Kv> std::fmt::Debug for KvBackend<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KvBackend")
             .field("backend", &self.kv.backend())
-            .field("namespace", &self.namespace)
+            .field("namespace", &self.space.namespace())
+            .field("layout", &self.space.layout())
             .finish_non_exhaustive()
     }
 }
@@ -125,9 +130,34 @@ impl<K: Kv> KvBackend<K> {
     ) -> Self {
         Self {
             kv,
-            namespace: namespace.into(),
+            space: KeySpace::new(namespace, KeyLayout::default()),
             capabilities,
         }
+    }
+
+    /// The same backend with the keys of read-write locks, queues, barriers, double
+    /// barriers and STM in `layout` (see [`KeyLayout`]; the default is
+    /// [`KeyLayout::Injective`]).
+    ///
+    /// ```
+    /// use distsync_core::memory::capabilities;
+    /// use distsync_core::raw::recipes::{KeyLayout, KvBackend};
+    /// use distsync_core::raw::MemoryKv;
+    ///
+    /// let backend =
+    ///     KvBackend::with_kv(MemoryKv::new(), "apps/", capabilities()).with_layout(KeyLayout::Go);
+    /// assert_eq!(backend.layout(), KeyLayout::Go);
+    /// ```
+    #[must_use]
+    pub fn with_layout(mut self, layout: KeyLayout) -> Self {
+        self.space = KeySpace::new(self.space.namespace(), layout);
+        self
+    }
+
+    /// Where the keys of read-write locks, queues, barriers, double barriers and STM
+    /// go.
+    pub fn layout(&self) -> KeyLayout {
+        self.space.layout()
     }
 
     /// The store.
@@ -137,14 +167,14 @@ impl<K: Kv> KvBackend<K> {
 
     /// The key prefix of this backend.
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        self.space.namespace()
     }
 
     /// `<ns><name>`: the prefix of the keys of a lock or an election named `name`
     /// (`<ns><name>/<lease id in hex>`, Go's layout). Other kinds' keys are elsewhere
     /// (see the [module docs](self)).
     pub fn key(&self, name: &Name) -> String {
-        format!("{}{}", self.namespace, name)
+        format!("{}{}", self.space.namespace(), name)
     }
 
     fn lease_of(&self, session: &Session) -> Result<LeaseId> {
@@ -232,7 +262,7 @@ impl<K: Kv> Backend for KvBackend<K> {
         self.offers(self.capabilities.lock, "lock")?;
         Ok(Box::new(KvMutex::new(
             self.shared_kv(),
-            &self.namespace,
+            &self.space,
             name,
             session.clone(),
             lease,
@@ -244,7 +274,7 @@ impl<K: Kv> Backend for KvBackend<K> {
         self.offers(self.capabilities.election, "election")?;
         Ok(Box::new(KvElection::new(
             self.shared_kv(),
-            &self.namespace,
+            &self.space,
             name,
             session.clone(),
             lease,
@@ -252,11 +282,12 @@ impl<K: Kv> Backend for KvBackend<K> {
     }
 
     fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
+        self.space.check(Kind::RwLock, &name)?;
         let lease = self.lease_of(session)?;
         self.offers(self.capabilities.rwlock, "rwlock")?;
         Ok(Box::new(KvRwMutex::new(
             self.shared_kv(),
-            &self.namespace,
+            &self.space,
             name,
             session.clone(),
             lease,
@@ -264,6 +295,7 @@ impl<K: Kv> Backend for KvBackend<K> {
     }
 
     fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
+        self.space.check(Kind::Queue, &name)?;
         // The recipe is Go's priority queue; `enqueue` is priority 0.
         self.offers(self.capabilities.queue, "queue")?;
         let backend = self.kv.backend();
@@ -271,17 +303,18 @@ impl<K: Kv> Backend for KvBackend<K> {
             Arc::new(move |session: &Session| Ok(session.lease_for::<KvLease<K>>(backend)?.id));
         Ok(Box::new(KvQueue::new(
             self.shared_kv(),
-            &self.namespace,
+            &self.space,
             name,
             lease_of,
         )))
     }
 
     fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
+        self.space.check(Kind::Barrier, &name)?;
         self.offers(self.capabilities.barrier, "barrier")?;
         Ok(Box::new(KvBarrier::new(
             self.shared_kv(),
-            &self.namespace,
+            &self.space,
             name,
         )))
     }
@@ -292,6 +325,7 @@ impl<K: Kv> Backend for KvBackend<K> {
         name: Name,
         count: usize,
     ) -> Result<Box<dyn DoubleBarrier>> {
+        self.space.check(Kind::DoubleBarrier, &name)?;
         let lease = self.lease_of(session)?;
         self.offers(self.capabilities.double_barrier, "double barrier")?;
         if count == 0 {
@@ -302,7 +336,7 @@ impl<K: Kv> Backend for KvBackend<K> {
         }
         Ok(Box::new(KvDoubleBarrier::new(
             self.shared_kv(),
-            &self.namespace,
+            &self.space,
             name,
             count,
             session.clone(),
@@ -326,7 +360,7 @@ impl<K: Kv> Backend for KvBackend<K> {
         }
         Ok(Box::new(semaphore::KvSemaphore::new(
             self.shared_kv(),
-            &self.namespace,
+            &self.space,
             name,
             permits,
             session.clone(),
@@ -338,7 +372,7 @@ impl<K: Kv> Backend for KvBackend<K> {
         self.offers(self.capabilities.stm(), "stm")?;
         Ok(Stm::new(Arc::new(KvStm::new(
             self.shared_kv(),
-            &self.namespace,
+            &self.space,
             self.capabilities.clone(),
         ))))
     }
@@ -347,12 +381,12 @@ impl<K: Kv> Backend for KvBackend<K> {
     /// are live holds, `<name>/<%05d>/<%016d>` keys queue items, other empty keys held
     /// barriers and the rest STM keys (so an empty-valued STM key reads as a barrier).
     async fn export(&self) -> Result<Snapshot> {
-        export::export(&*self.kv, &self.namespace).await
+        export::export(&*self.kv, &self.space).await
     }
 
     /// One range read of the namespace, classified by the recipes' layouts (see
     /// `recipes/status.rs`).
     async fn status(&self, prefix: &str) -> Result<crate::status::StatusReport> {
-        status::status(&*self.kv, &self.namespace, prefix).await
+        status::status(&*self.kv, self.space.namespace(), prefix).await
     }
 }

@@ -21,7 +21,7 @@ use crate::name::Name;
 use crate::session::Session;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
-use super::key::{lease_hex, range_at};
+use super::key::{lease_hex, range_at, KeySpace};
 use super::wait::wait_turn;
 
 /// A [`Locker`] over a [`Kv`] store.
@@ -32,19 +32,19 @@ pub(crate) struct KvMutex {
     name: Name,
     prefix: String,
     key: String,
-    namespace: String,
+    space: KeySpace,
 }
 
 impl KvMutex {
     /// The mutex `name` under `namespace`, held through `session` (lease `lease`).
     pub(crate) fn new(
         kv: Arc<dyn Kv>,
-        namespace: &str,
+        space: &KeySpace,
         name: Name,
         session: Session,
         lease: LeaseId,
     ) -> Self {
-        let prefix = format!("{namespace}{name}/");
+        let prefix = format!("{}{name}/", space.namespace());
         let key = format!("{prefix}{}", lease_hex(lease));
         Self {
             kv,
@@ -53,7 +53,7 @@ impl KvMutex {
             name,
             prefix,
             key,
-            namespace: namespace.to_owned(),
+            space: space.clone(),
         }
     }
 
@@ -126,7 +126,7 @@ impl KvMutex {
             session: self.session.clone(),
             lease: self.lease,
         };
-        Ok(Some(held.lazy_lock_guard(gate, &self.namespace)))
+        Ok(Some(held.lazy_lock_guard(gate, &self.space)))
     }
 }
 

@@ -98,7 +98,7 @@ use crate::kv::{
 use crate::name::Name;
 use crate::queue::Queue;
 
-use super::key::{put_new_key, range_at, Kind, UniqueKeys};
+use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
 use super::retry::retry_transient;
 use super::wait::{next_event, patiently};
 
@@ -119,44 +119,76 @@ const WAKE_BUDGET: Duration = Duration::from_secs(10);
 /// The keys of one queue (see the module docs).
 #[derive(Clone, Debug)]
 struct Layout {
-    /// `<ns>/queue/<escaped name>`.
+    /// `<ns>/queue/<escaped name>`: the root of the keys only distsync reads (claims,
+    /// waiters, holds, delivery counters), in both layouts.
     root: String,
+    /// The prefix of every item key: `<root>/i/`, or Go's `<ns><name>/`.
+    items: String,
+    /// The prefix of the sequence guards: `<root>/s/`, or Go's `<ns>__<name>/`.
+    guards: String,
+    /// Whether Go programs may put items too (Go's layout): they wake nobody, so the
+    /// first waiter also watches the items.
+    shared_with_go: bool,
 }
 
-/// Where an item sits: its priority and sequence.
+/// Where an item sits: its priority and sequence, or for an item of Go's plain
+/// `recipe.Queue` (`<ns><name>/<unix nanos>`, Go's layout only) its nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Position {
     priority: u16,
     sequence: u64,
+    /// An item of Go's plain `Queue` (`sequence` holds its unix nanoseconds).
+    plain: bool,
+}
+
+impl Position {
+    /// The item key after the items prefix (also the tail of its claim, hold and
+    /// delivery counter keys): `<priority %05d>/<sequence %016d>`, or the nanoseconds
+    /// of a plain item.
+    fn relative(self) -> String {
+        if self.plain {
+            self.sequence.to_string()
+        } else {
+            format!("{:05}/{:016}", self.priority, self.sequence)
+        }
+    }
 }
 
 impl Layout {
-    fn new(namespace: &str, name: &Name) -> Self {
-        Self {
-            root: Kind::Queue.prefix(namespace, name),
+    fn new(space: &KeySpace, name: &Name) -> Self {
+        let root = Kind::Queue.prefix(space.namespace(), name);
+        match space.layout() {
+            KeyLayout::Go => Self {
+                items: format!("{}/", space.root(Kind::Queue, name)),
+                guards: format!("{}__{name}/", space.namespace()),
+                root,
+                shared_with_go: true,
+            },
+            _ => Self {
+                items: format!("{root}/i/"),
+                guards: format!("{root}/s/"),
+                root,
+                shared_with_go: false,
+            },
         }
     }
 
     /// The prefix of every item key.
     fn items(&self) -> String {
-        format!("{}/i/", self.root)
+        self.items.clone()
     }
 
     /// The prefix of the item keys of `priority`.
     fn priority(&self, priority: u16) -> String {
-        format!("{}/i/{priority:05}/", self.root)
+        format!("{}{priority:05}/", self.items)
     }
 
     fn item(&self, position: Position) -> String {
-        format!(
-            "{}{:016}",
-            self.priority(position.priority),
-            position.sequence
-        )
+        format!("{}{}", self.items, position.relative())
     }
 
     fn guard(&self, priority: u16) -> String {
-        format!("{}/s/{priority:05}", self.root)
+        format!("{}{priority:05}", self.guards)
     }
 
     /// The prefix of the in-flight records of `call`.
@@ -165,12 +197,7 @@ impl Layout {
     }
 
     fn claim(&self, call: &str, position: Position) -> String {
-        format!(
-            "{}{:05}/{:016}",
-            self.claims(call),
-            position.priority,
-            position.sequence
-        )
+        format!("{}{}", self.claims(call), position.relative())
     }
 
     /// The prefix of every hold key (an item received, held through a session).
@@ -180,21 +207,13 @@ impl Layout {
 
     /// The hold key of the item at `position`, attached to the holder's lease.
     fn hold(&self, position: Position) -> String {
-        format!(
-            "{}{:05}/{:016}",
-            self.holds(),
-            position.priority,
-            position.sequence
-        )
+        format!("{}{}", self.holds(), position.relative())
     }
 
     /// The delivery counter of the item at `position` (how many times `receive` gave
     /// it out; absent for 0).
     fn deliveries(&self, position: Position) -> String {
-        format!(
-            "{}/d/{:05}/{:016}",
-            self.root, position.priority, position.sequence
-        )
+        format!("{}/d/{}", self.root, position.relative())
     }
 
     /// The position of a well-formed hold key.
@@ -219,7 +238,7 @@ impl Layout {
 
     /// The position of a well-formed item key (`None` for any other key).
     fn item_position(&self, key: &str) -> Option<Position> {
-        parse_position(key.strip_prefix(&self.items())?)
+        parse_position(key.strip_prefix(&self.items)?)
     }
 
     /// The position of a well-formed in-flight record key of `call`.
@@ -228,16 +247,27 @@ impl Layout {
     }
 }
 
-/// `<priority %05d>/<sequence %016d>`.
+/// `<priority %05d>/<sequence %016d>`, or the 19 digits of a plain item's unix
+/// nanoseconds (Go's `Queue` writes them with `%v`).
 fn parse_position(relative: &str) -> Option<Position> {
-    let (priority, sequence) = relative.split_once('/')?;
     let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((priority, sequence)) = relative.split_once('/') else {
+        if !digits(relative, 19) {
+            return None;
+        }
+        return Some(Position {
+            priority: 0,
+            sequence: relative.parse().ok()?,
+            plain: true,
+        });
+    };
     if !digits(priority, 5) || !digits(sequence, 16) {
         return None;
     }
     Some(Position {
         priority: priority.parse().ok()?,
         sequence: sequence.parse().ok()?,
+        plain: false,
     })
 }
 
@@ -277,10 +307,10 @@ struct Item {
 
 impl KvQueue {
     /// The queue `name` under `namespace`.
-    pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name, lease_of: LeaseOf) -> Self {
+    pub(crate) fn new(kv: Arc<dyn Kv>, space: &KeySpace, name: Name, lease_of: LeaseOf) -> Self {
         Self {
             kv,
-            layout: Layout::new(namespace, &name),
+            layout: Layout::new(space, &name),
             name,
             lease_of,
             sweep: queue_sweep::Sweep::default(),
@@ -447,6 +477,24 @@ impl KvQueue {
                 None => (self.layout.holds(), true),
             };
             let changed = next_event(kv, &watched, prefix, revision + 1, EventKind::Delete, lost);
+            // Go's producers wake nobody: in Go's layout the first waiter also watches
+            // the items for a put (one waiter, so still no herd).
+            let watch_items = self.layout.shared_with_go && before.is_none();
+            let arrived = async {
+                if watch_items {
+                    next_event(
+                        kv,
+                        &self.layout.items,
+                        true,
+                        revision + 1,
+                        EventKind::Put,
+                        lost,
+                    )
+                    .await
+                } else {
+                    std::future::pending().await
+                }
+            };
             let sweep_due = self.next_sweep_in();
             predecessor_left = false;
             tokio::select! {
@@ -459,6 +507,11 @@ impl KvQueue {
                 }
                 event = changed => {
                     predecessor_left = event?.is_some() && !prefix;
+                    continue;
+                }
+                event = arrived => {
+                    // An item (or a watch that ended): read again.
+                    event?;
                     continue;
                 }
                 () = sleep_or_forever(sweep_due) => {
@@ -636,7 +689,11 @@ async fn put_sequential(
                 }
             },
         };
-        let key = layout.item(Position { priority, sequence });
+        let key = layout.item(Position {
+            priority,
+            sequence,
+            plain: false,
+        });
         // The guard key must not have changed since the read (see the module docs).
         let mut compares = vec![Compare::mod_revision(
             &guard_key,
@@ -859,8 +916,10 @@ impl Drop for Claimed {
 
 /// Restores an undelivered item from its in-flight record: under its own key if still
 /// free (also touching the priority's guard key, so that no producer allocates that
-/// key concurrently), else as a new item of the same priority. Guarded on the record,
-/// so repeating it is harmless.
+/// key concurrently), else as a new item of the same priority (priority 0 for an item
+/// of Go's plain `Queue`, whose own key is unique by its nanoseconds and so is only
+/// taken if a Go producer drew the same nanosecond). Guarded on the record, so
+/// repeating it is harmless.
 async fn put_back(
     kv: &dyn Kv,
     layout: &Layout,
@@ -874,17 +933,26 @@ async fn put_back(
         Compare::create_revision(record, CompareOp::Equal, revision),
         Compare::create_revision(&key, CompareOp::Equal, 0),
     ])
-    .and_then(vec![
-        TxnOp::delete(record),
-        TxnOp::put(layout.guard(position.priority), Bytes::new(), 0),
-        TxnOp::put(&key, value.clone(), 0),
-        TxnOp::Range(layout.first_waiter()),
-    ])
+    .and_then(
+        [TxnOp::delete(record)]
+            .into_iter()
+            // A plain item's key is unique by its nanoseconds: no guard to touch.
+            .chain(
+                (!position.plain)
+                    .then(|| TxnOp::put(layout.guard(position.priority), Bytes::new(), 0)),
+            )
+            .chain([
+                TxnOp::put(&key, value.clone(), 0),
+                TxnOp::Range(layout.first_waiter()),
+            ])
+            .collect(),
+    )
     .or_else(vec![TxnOp::Range(Range::key(record))]);
     let response = kv.txn(txn).await?;
     if response.succeeded {
         tracing::debug!(%key, "undelivered queue item put back");
-        wake(kv, layout, waiter_in(kv, &response, 3)).await;
+        let waiters_at = response.responses.len().saturating_sub(1);
+        wake(kv, layout, waiter_in(kv, &response, waiters_at)).await;
         return Ok(());
     }
     if range_at(kv, &response, 0)?.kvs.is_empty() {

@@ -23,7 +23,7 @@ use crate::rwlock::RwLock;
 use crate::session::Session;
 
 use super::hold::{explain_lease_error, Cleanup, HeldKey};
-use super::key::{put_new_key, Kind, UniqueKeys};
+use super::key::{put_new_key, KeySpace, Kind, UniqueKeys};
 use super::wait::{read, wait_delete};
 
 /// A [`RwLock`] over a [`Kv`] store.
@@ -33,7 +33,7 @@ pub(crate) struct KvRwMutex {
     lease: LeaseId,
     name: Name,
     prefix: String,
-    namespace: String,
+    space: KeySpace,
 }
 
 /// A key that is now held.
@@ -47,7 +47,7 @@ impl KvRwMutex {
     /// `lease`).
     pub(crate) fn new(
         kv: Arc<dyn Kv>,
-        namespace: &str,
+        space: &KeySpace,
         name: Name,
         session: Session,
         lease: LeaseId,
@@ -56,8 +56,8 @@ impl KvRwMutex {
             kv,
             session,
             lease,
-            prefix: format!("{}/", Kind::RwLock.prefix(namespace, &name)),
-            namespace: namespace.to_owned(),
+            prefix: format!("{}/", space.root(Kind::RwLock, &name)),
+            space: space.clone(),
             name,
         }
     }
@@ -156,8 +156,7 @@ impl KvRwMutex {
     }
 
     fn write_guard(&self, acquired: Acquired) -> LockGuard {
-        self.held_key(&acquired)
-            .lazy_lock_guard(None, &self.namespace)
+        self.held_key(&acquired).lazy_lock_guard(None, &self.space)
     }
 
     fn missing(&self) -> Error {

@@ -32,7 +32,7 @@ use crate::semaphore::Semaphore;
 use crate::session::Session;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
-use super::key::{lease_hex, range_at, Kind};
+use super::key::{lease_hex, range_at, KeySpace, Kind};
 use super::wait::{next_event, read};
 
 /// A [`Semaphore`] over a [`Kv`] store.
@@ -42,7 +42,7 @@ pub(crate) struct KvSemaphore {
     lease: LeaseId,
     name: Name,
     permits: usize,
-    namespace: String,
+    space: KeySpace,
     /// `S/`: every entry's key starts with it.
     prefix: String,
     key: String,
@@ -52,13 +52,13 @@ impl KvSemaphore {
     /// The semaphore `name` of `permits` under `namespace`, held through `session`.
     pub(crate) fn new(
         kv: Arc<dyn Kv>,
-        namespace: &str,
+        space: &KeySpace,
         name: Name,
         permits: usize,
         session: Session,
         lease: LeaseId,
     ) -> Self {
-        let prefix = format!("{}/", Kind::Semaphore.prefix(namespace, &name));
+        let prefix = format!("{}/", space.root(Kind::Semaphore, &name));
         let key = format!("{prefix}{}", lease_hex(lease));
         Self {
             kv,
@@ -66,7 +66,7 @@ impl KvSemaphore {
             lease,
             name,
             permits,
-            namespace: namespace.to_owned(),
+            space: space.clone(),
             prefix,
             key,
         }
@@ -178,7 +178,7 @@ impl KvSemaphore {
             session: self.session.clone(),
             lease: self.lease,
         };
-        Ok(Some(held.lazy_lock_guard(gate, &self.namespace)))
+        Ok(Some(held.lazy_lock_guard(gate, &self.space)))
     }
 
     /// Rewrites the own entry (same value and lease, only if it is still ours), so the

@@ -32,22 +32,22 @@ use crate::kv::{Compare, CompareOp, KeyValue, Kv, Range, Revision, Txn, TxnOp};
 use crate::name::Name;
 use crate::stm::{Isolation, StmAttempt, StmEngine, Write};
 
-use super::key::{range_at, Kind};
+use super::key::{range_at, KeySpace, Kind};
 
 /// An [`StmEngine`] over a [`Kv`] store.
 pub(crate) struct KvStm {
     kv: Arc<dyn Kv>,
-    namespace: String,
+    space: KeySpace,
     capabilities: Capabilities,
 }
 
 impl KvStm {
     /// The STM over every key under `namespace`, offering the levels `capabilities`
     /// declares.
-    pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, capabilities: Capabilities) -> Self {
+    pub(crate) fn new(kv: Arc<dyn Kv>, space: &KeySpace, capabilities: Capabilities) -> Self {
         Self {
             kv,
-            namespace: namespace.to_owned(),
+            space: space.clone(),
             capabilities,
         }
     }
@@ -71,7 +71,7 @@ impl StmEngine for KvStm {
         }
         let mut attempt = KvStmAttempt {
             kv: Arc::clone(&self.kv),
-            namespace: self.namespace.clone(),
+            space: self.space.clone(),
             isolation,
             reads: BTreeMap::new(),
             prefetched: HashMap::new(),
@@ -87,7 +87,7 @@ impl StmEngine for KvStm {
 /// One attempt of a [`KvStm`] transaction.
 struct KvStmAttempt {
     kv: Arc<dyn Kv>,
-    namespace: String,
+    space: KeySpace,
     isolation: Isolation,
     /// The read set.
     reads: BTreeMap<Name, Read>,
@@ -99,7 +99,7 @@ struct KvStmAttempt {
 
 impl KvStmAttempt {
     fn store_key(&self, key: &Name) -> String {
-        Kind::Stm.prefix(&self.namespace, key)
+        self.space.root(Kind::Stm, key)
     }
 
     fn serializable(&self) -> bool {
@@ -111,6 +111,9 @@ impl KvStmAttempt {
 
     /// Reads `keys` in one transaction (one revision) into the prefetch cache.
     async fn prefetch(&mut self, keys: &[Name]) -> Result<()> {
+        for key in keys {
+            self.space.check(Kind::Stm, key)?;
+        }
         let ops = keys
             .iter()
             .map(|key| TxnOp::Range(Range::key(self.store_key(key))))
@@ -167,6 +170,7 @@ impl StmAttempt for KvStmAttempt {
         if let Some(read) = self.reads.get(key) {
             return Ok(read.kv.as_ref().map(|kv| kv.value.clone()));
         }
+        self.space.check(Kind::Stm, key)?;
         let first_read = self.reads.is_empty();
         let read = match self.prefetched.remove(key) {
             Some(read) => read,
@@ -196,6 +200,9 @@ impl StmAttempt for KvStmAttempt {
     }
 
     async fn commit(self: Box<Self>, writes: Vec<Write>) -> Result<bool> {
+        for (key, _) in &writes {
+            self.space.check(Kind::Stm, key)?;
+        }
         let compares = self.conflicts(&writes);
         let ops = writes
             .into_iter()
@@ -432,7 +439,7 @@ mod tests {
 
         let mut capabilities = crate::memory::capabilities();
         capabilities.stm_read_committed = false;
-        let limited = super::KvStm::new(backend.kv().clone(), "", capabilities);
+        let limited = super::KvStm::new(backend.kv().clone(), &Default::default(), capabilities);
         assert!(matches!(
             limited.begin(Isolation::ReadCommitted, &[]).await,
             Err(Error::Unsupported { .. })
