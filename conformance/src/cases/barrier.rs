@@ -6,8 +6,10 @@ use distsync_core::Barrier;
 use tokio::time::Instant;
 
 use super::boxed;
+use super::scenario::go_interop;
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{join_all, ms, within, Check, Context, Holds, Task, PROMPT};
+use crate::faults::Hook;
 use crate::harness::Harness;
 
 /// The barrier cases, in matrix order.
@@ -29,6 +31,15 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[],
         run: |h| boxed(blocks_until_release(h)),
+    },
+    Case {
+        id: "barrier_interop_go",
+        group: Group::Barrier,
+        guarantee: "interoperates with etcd's Go recipe.Barrier (layout=go) both ways",
+        needs: &[Need::Barrier],
+        claim: Claim::Offered,
+        hooks: &[Hook::GoPeer],
+        run: |h| boxed(go_interop::barrier(h)),
     },
 ];
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use distsync_core::{DoubleBarrier, Error};
 use tokio::time::Instant;
 
-use super::scenario::{partition, Held};
+use super::scenario::{go_interop, partition, Held};
 use super::{boxed, PARTITION};
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{ensure, join_all, ms, violated, Bounded, Check, Context, Holds, Task, PROMPT};
@@ -51,6 +51,15 @@ pub(super) const CASES: &[Case] = &[
         claim: PARTITION,
         hooks: &[Hook::Partition],
         run: |h| boxed(partition::cut_off_holder(h, Held::DoubleBarrierEntry, PartitionMode::Reset)),
+    },
+    Case {
+        id: "double_barrier_interop_go",
+        group: Group::DoubleBarrier,
+        guarantee: "interoperates with etcd's Go recipe.DoubleBarrier (layout=go): enter and leave together",
+        needs: &[Need::DoubleBarrier],
+        claim: Claim::Offered,
+        hooks: &[Hook::GoPeer],
+        run: |h| boxed(go_interop::double_barrier(h)),
     },
 ];
 

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::scenario::{partition, Held};
+use super::scenario::{go_interop, partition, Held};
 use super::{boxed, FENCING, PARTITION};
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
@@ -122,6 +122,15 @@ pub(super) const CASES: &[Case] = &[
                 PartitionMode::Reset,
             ))
         },
+    },
+    Case {
+        id: "election_interop_go",
+        group: Group::Election,
+        guarantee: "interoperates with etcd's Go concurrency.Election: one leader, proclamations seen across languages",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[Hook::GoPeer],
+        run: |h| boxed(go_interop::election(h)),
     },
 ];
 

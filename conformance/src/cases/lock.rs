@@ -10,7 +10,7 @@ use std::time::Duration;
 use distsync_core::{Error, FencingToken, LockGuard, Locker, Session};
 use tokio::time::Instant;
 
-use super::scenario::{crash, partition, pause, Held, Target};
+use super::scenario::{crash, go_interop, partition, pause, Held, Target};
 use super::{boxed, FENCING, FIFO, LOST, PARTITION, STALLED};
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
@@ -164,6 +164,15 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[],
         run: |h| boxed(guarded_write(h)),
+    },
+    Case {
+        id: "lock_interop_go",
+        group: Group::Lock,
+        guarantee: "interoperates with etcd's Go concurrency.Mutex: mutual exclusion and one FIFO line across languages",
+        needs: &[Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[Hook::GoPeer],
+        run: |h| boxed(go_interop::lock(h)),
     },
 ];
 

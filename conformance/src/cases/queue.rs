@@ -10,6 +10,7 @@ use distsync_core::{Bytes, Delivery, Error, Name, Queue, Session};
 use tokio::time::Instant;
 
 use super::boxed;
+use super::scenario::go_interop;
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
     ensure, eventually, join_all, lock_vec, ms, per_second, violated, within, Bounded, Check,
@@ -104,6 +105,15 @@ pub(super) const CASES: &[Case] = &[
         // body picks whichever the store's hooks offer.
         hooks: &[Hook::AnyExternalHolder],
         run: |h| boxed(reliable_consumer_crash(h)),
+    },
+    Case {
+        id: "queue_interop_go",
+        group: Group::Queue,
+        guarantee: "interoperates with etcd's Go recipe.Queue and PriorityQueue (layout=go): items in order both ways",
+        needs: &[Need::Queue, Need::PriorityQueue],
+        claim: Claim::Offered,
+        hooks: &[Hook::GoPeer],
+        run: |h| boxed(go_interop::queue(h)),
     },
 ];
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use distsync_core::{FencingToken, RwLock};
 use tokio::time::Instant;
 
-use super::scenario::{partition, Held};
+use super::scenario::{go_interop, partition, Held};
 use super::{boxed, FENCING, PARTITION};
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
@@ -72,6 +72,15 @@ pub(super) const CASES: &[Case] = &[
         claim: PARTITION,
         hooks: &[Hook::Partition],
         run: |h| boxed(partition::cut_off_holder(h, Held::WriteLock, PartitionMode::Reset)),
+    },
+    Case {
+        id: "rwlock_interop_go",
+        group: Group::RwLock,
+        guarantee: "interoperates with etcd's Go recipe.RWMutex (layout=go): shared reads, exclusive writes, one FIFO line",
+        needs: &[Need::RwLock],
+        claim: Claim::Offered,
+        hooks: &[Hook::GoPeer],
+        run: |h| boxed(go_interop::rwlock(h)),
     },
 ];
 

@@ -12,6 +12,7 @@ use distsync_core::Isolation::{
 use distsync_core::{Bytes, Error, Isolation, Stm, StmOptions, StmTx};
 use tokio::time::Instant;
 
+use super::scenario::go_interop;
 use super::{boxed, LINEARIZABLE};
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
@@ -130,6 +131,15 @@ pub(super) const CASES: &[Case] = &[
         claim: LINEARIZABLE,
         hooks: &[Hook::SecondClient],
         run: |h| boxed(linearizable::no_stale_read(h)),
+    },
+    Case {
+        id: "stm_interop_go",
+        group: Group::Stm,
+        guarantee: "interoperates with etcd's Go concurrency.STM (layout=go): concurrent transfers of both keep the sum",
+        needs: &[Need::Stm(Isolation::SerializableSnapshot)],
+        claim: Claim::Offered,
+        hooks: &[Hook::GoPeer],
+        run: |h| boxed(go_interop::stm(h)),
     },
 ];
 

@@ -86,6 +86,9 @@ impl Faults for MemoryFaults {
             Hook::SessionTakeover => {
                 Err("session ids are the store's lease ids, assigned once per process".to_owned())
             }
+            Hook::GoPeer => Err(
+                "etcd's Go packages run on etcd only: the memory store is in-process".to_owned(),
+            ),
         }
     }
 

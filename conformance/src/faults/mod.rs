@@ -29,6 +29,7 @@ use futures::future::BoxFuture;
 
 pub mod child;
 pub mod cluster;
+pub mod go_peer;
 mod group;
 mod memory;
 pub mod private;
@@ -38,6 +39,7 @@ pub mod sentinel;
 mod server;
 mod tools;
 
+pub use go_peer::{GoClient, GoPeer, GO_PEER_VAR};
 pub use memory::MemoryFaults;
 pub use proxy::PartitionMode;
 pub use server::{ServerFaults, StoreKind, ETCD_CLUSTER_VAR};
@@ -76,6 +78,9 @@ pub enum Hook {
     /// client under test, whichever the store offers (a case that can use either
     /// declares this; each [`Faults::offers`] resolves it with [`any_external_holder`]).
     AnyExternalHolder,
+    /// [`Faults::go_peer`]: etcd's own Go `concurrency` and `recipes` packages as
+    /// clients of the same store.
+    GoPeer,
 }
 
 impl Hook {
@@ -95,6 +100,7 @@ impl Hook {
             Self::AnyExternalHolder => {
                 "a holder outside the client (a child process or a frozen lease)"
             }
+            Self::GoPeer => "etcd's own Go recipes on the same store",
         }
     }
 }
@@ -295,6 +301,15 @@ pub trait Faults: Send + Sync + 'static {
     ) -> Result<Box<dyn Partitioned>> {
         let _ = settings;
         Err(unsupported(backend, Hook::Partition))
+    }
+
+    /// etcd's own Go recipes beside a distsync client in Go's key layout, on the same
+    /// store (see [`GoPeer`]).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default: a store Go's packages do not run on.
+    async fn go_peer(&self, backend: &dyn Backend) -> Result<GoPeer> {
+        Err(unsupported(backend, Hook::GoPeer))
     }
 }
 

@@ -15,6 +15,7 @@ use distsync_core::{Backend, Error, Result, SessionId};
 
 use super::child;
 use super::cluster::EtcdCluster;
+use super::go_peer::{self, GoPeer};
 use super::group::with_query;
 use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
@@ -252,6 +253,13 @@ impl Faults for ServerFaults {
             Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
                 .map(drop)
                 .map_err(|error| error.to_string()),
+            Hook::GoPeer => match self.kind {
+                StoreKind::Etcd => go_peer::program().map(drop),
+                StoreKind::Redis | StoreKind::Postgres => Err(format!(
+                    "etcd's Go packages run on etcd only, not on {}",
+                    self.kind.as_str()
+                )),
+            },
         }
     }
 
@@ -307,6 +315,20 @@ impl Faults for ServerFaults {
 
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
         (self.connect)(self.url.clone()).await
+    }
+
+    async fn go_peer(&self, backend: &dyn Backend) -> Result<GoPeer> {
+        let refused = |reason: String| {
+            Error::unsupported(
+                backend.capabilities().backend,
+                format!("{}: {reason}", Hook::GoPeer),
+            )
+        };
+        self.offers(Hook::GoPeer).map_err(refused)?;
+        let program = go_peer::program().map_err(refused)?;
+        let (endpoints, namespace) = go_peer::endpoints_and_namespace(&self.url)?;
+        let go_layout = (self.connect)(with_query(&self.url, "layout=go")).await?;
+        Ok(GoPeer::new(program, endpoints, namespace, go_layout))
     }
 
     async fn partitioned_client_with(

@@ -1,7 +1,7 @@
 //! Every primitive built on a revisioned key-value store ([`Kv`]) as etcd's Go
 //! `clientv3/concurrency` and `recipes` packages build them: same transactions, same
-//! waits; Go's key layouts for locks and elections. The memory and etcd backends are
-//! both [`KvBackend`]s.
+//! waits; Go's key layouts for locks and elections, and for every other kind Go has
+//! with [`KeyLayout::Go`]. The memory and etcd backends are both [`KvBackend`]s.
 //!
 //! # Key layouts
 //!
@@ -35,9 +35,43 @@
 //! two tasks of one session serialise on the shared key), and a lock or an election
 //! named `a` also waits behind holders of `a/b` (over-exclusion, never
 //! under-exclusion). Use sibling names (`a/main`, `a/b`) and distinct names for locks
-//! and elections. Go's rwlock, queue, barrier, double-barrier and STM recipes use the
-//! raw name and do not interoperate with these layouts.
+//! and elections.
 //!
+//! # Go's layout ([`KeyLayout::Go`], etcd's `layout=go`)
+//!
+//! For sharing every primitive with Go programs, the backend can put the keys of the
+//! kinds above exactly where etcd's Go `recipes` and `concurrency` packages put them:
+//!
+//! | primitive | keys (Go's) |
+//! |---|---|
+//! | rwlock | `<ns><name>/read/<unix nanos>`, `<ns><name>/write/<unix nanos>` (`recipe.RWMutex`) |
+//! | queue | `<ns><name>/<priority %05d>/<sequence %016d>`, guard `<ns>__<name>/<priority %05d>` (`recipe.PriorityQueue`; `enqueue` is priority 0); items of Go's plain `recipe.Queue` (`<ns><name>/<unix nanos>`) are taken too |
+//! | barrier | `<ns><name>` (`recipe.Barrier`) |
+//! | double barrier | `<ns><name>/waiters/<unix nanos>`, `<ns><name>/ready` (`recipe.DoubleBarrier`) |
+//! | stm | `<ns><key>` (`concurrency.STM`) |
+//!
+//! The protocols are Go's too (the same transactions and waits), so Go and distsync
+//! exclude each other, share readers and wait in one FIFO line on a read-write lock,
+//! and take each other's queue items. What distsync adds to a queue (in-flight claims,
+//! the line of waiting consumers, receive holds, delivery counters) stays under the
+//! reserved `<ns>/queue/<escaped name>`, where Go's readers never look. Go's producers
+//! wake nobody, so the first waiting distsync consumer also watches the items.
+//! A consumer takes the first item in key order, as Go's `PriorityQueue`: items of
+//! Go's plain `Queue` (19-digit keys) come after priorities 0 to 9999 (their keys
+//! start with `1`), oldest first.
+//!
+//! In Go's layout, names can meet as in Go: every primitive named `a` lives under
+//! `a/`. distsync's readers only take keys of their own shape (a queue never takes a
+//! key that is not an item key of its own name), and a name whose last segment Go
+//! writes under another name (a number of 5, 16 or 19 digits, `read`, `write`,
+//! `waiters`, `ready`) is refused with [`Error::InvalidName`]. What cannot be detected
+//! is documented instead: Go's own readers take every key under their name (Go's
+//! `Queue` `a` takes the items of a queue `a/b`, and any key starting with `a`), a
+//! barrier and an STM key of one name are one key, and a lock, election or rwlock `a`
+//! waits behind any key under `a/` (an STM key `a/x` included). Keep each kind in a
+//! subtree of its own (`locks/...`, `queues/...`, `stm/...`) when sharing with Go.
+//! Semaphores, which Go lacks, keep the injective layout.
+
 //! # Waiting
 //!
 //! Every wait is a watch from a known revision on the one key that must change next

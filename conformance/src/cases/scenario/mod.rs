@@ -2,13 +2,15 @@
 //! a holder killed (SIGKILL) in a child process ([`crash`]), a holder paused past its
 //! TTL ([`pause`]), both on a lock or a semaphore permit ([`Target`]), and a holder
 //! cut off from the store by a partition ([`partition`], on a lock, a write lock, a
-//! leadership or a double-barrier entry: [`Held`]). The cases themselves are declared
+//! leadership or a double-barrier entry: [`Held`]), and etcd's own Go recipes beside
+//! distsync on every primitive they share ([`go_interop`]). The cases themselves are declared
 //! in the files of their groups (`lock_holder_crash` in `lock.rs`,
 //! `semaphore_holder_crash` in `semaphore.rs`), which name the scenario and what it
 //! holds.
 
 mod contender;
 pub(super) mod crash;
+pub(super) mod go_interop;
 pub(super) mod partition;
 pub(super) mod pause;
 
