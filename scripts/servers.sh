@@ -10,6 +10,8 @@
 #   scripts/servers.sh down            stop what this script started
 #   scripts/servers.sh status          show each server up/down (exit 1 if any is down)
 #   scripts/servers.sh env             print `export K=V` lines: eval "$(scripts/servers.sh env)"
+#                                      (with DISTSYNC_GO_PEER, etcd's Go recipes as a peer
+#                                      program, which `up` builds: scripts/go-peer.sh)
 #   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
@@ -153,6 +155,9 @@ urls() {
     local nodes=()
     for n in "${RC_NODES[@]}"; do nodes+=("$HOST:$(rc_port "$n")"); done
     echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500'"
+    local go_peer
+    go_peer=$("$ROOT/scripts/go-peer.sh" path)
+    [[ -x $go_peer ]] && echo "DISTSYNC_GO_PEER=$(printf %q "$go_peer")"
     if [[ ${1:-} == redacted ]]; then
         tls_urls | sed -E "s|://$TLS_USER:[^@]*@|://$TLS_USER:***@|"
     else
@@ -1000,6 +1005,9 @@ up)
     tls_ensure
     bring_up "${ALL[@]}"
     redis_cluster_ensure
+    # etcd's own Go recipes, the peer of the etcd interop cases (installs Go and etcd's
+    # Go source from Debian when missing).
+    "$ROOT/scripts/go-peer.sh" build >/dev/null
     log "all servers up"
     urls redacted
     ;;

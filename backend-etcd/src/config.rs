@@ -456,6 +456,21 @@ mod tests {
     }
 
     #[test]
+    fn the_key_layout_is_injective_unless_the_url_asks_for_gos() {
+        assert_eq!(parse("etcd://h:1").unwrap().layout(), KeyLayout::Injective);
+        let go = parse("etcd://h:1/apps?layout=go").unwrap();
+        assert_eq!(go.layout(), KeyLayout::Go);
+        assert_eq!(go.to_string(), "etcd://h:1/apps/?layout=go");
+        assert_eq!(parse(&go.to_string()).unwrap(), go);
+        let explicit = parse("etcd://h:1?layout=injective").unwrap();
+        assert_eq!(explicit.layout(), KeyLayout::Injective);
+        assert!(matches!(
+            parse("etcd://h:1?layout=Go"),
+            Err(Error::InvalidUrl { reason, .. }) if reason.contains("layout")
+        ));
+    }
+
+    #[test]
     fn one_endpoint_no_namespace() {
         let config = parse("etcd://127.0.0.1:23790").unwrap();
         assert_eq!(config.endpoints(), ["127.0.0.1:23790"]);
