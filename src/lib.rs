@@ -40,9 +40,9 @@
 /// Masks the secrets of a URL for printing (see [`distsync_core::redact_url`]).
 pub use distsync_core::redact_url;
 pub use distsync_core::{
-    BoxError, Bytes, Capabilities, Coordinator, Error, FencingToken, HealthWatch, LeaderInfo,
-    Leadership, LockGuard, Lost, Name, ReadGuard, Result, Session, SessionHealth, SessionId,
-    SessionOptions, DEFAULT_TTL,
+    BoxError, Bytes, Capabilities, Coordinator, Error, FencingToken, HealthWatch, LeadOptions,
+    LeaderInfo, Leadership, LockGuard, Lost, Name, ReadGuard, Result, Session, SessionHealth,
+    SessionId, SessionOptions, DEFAULT_TTL,
 };
 
 // The primitives.
