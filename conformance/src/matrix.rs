@@ -185,6 +185,81 @@ pub fn outline(markdown: &str) -> String {
     out
 }
 
+/// The rows of [`summary`]: a case and what its row says to a reader choosing a store.
+const SUMMARY: [(&str, &str); 10] = [
+    ("lock_mutual_exclusion", "one lock holder at a time"),
+    ("lock_fencing_tokens", "fencing tokens only grow"),
+    (
+        "lock_holder_crash",
+        "a crashed holder's lock frees by itself",
+    ),
+    (
+        "lock_holder_pause",
+        "a holder paused past its lease is fenced off",
+    ),
+    (
+        "lock_partition_silent",
+        "a holder cut off stops before anyone else is granted",
+    ),
+    ("election_one_leader", "one leader at a time"),
+    (
+        "queue_no_loss_no_duplicate",
+        "queue items never lost or delivered twice",
+    ),
+    (
+        "stm_bank_serializable_snapshot",
+        "serializable transactions (STM)",
+    ),
+    (
+        "server_restart_durable_state",
+        "state survives a server restart",
+    ),
+    ("lock_interop_go", "shared with etcd's Go programs"),
+];
+
+/// What each store gives you, in ten rows: the [`SUMMARY`] rows of a markdown matrix
+/// (as [`markdown`] renders it), each cell reduced to `yes`, `no` (measured not to
+/// hold, as the store declares), `**VIOLATED**`, `n/a` (not offered by the store, or
+/// its fault cannot be injected there) or `–` (not run on that column). README's
+/// summary table, regenerated and checked with the matrix.
+pub fn summary(markdown: &str) -> String {
+    let mut lines = markdown.lines().filter(|line| line.starts_with('|'));
+    let Some(header) = lines.next() else {
+        return String::new();
+    };
+    let columns: Vec<String> = split_cells(header).into_iter().skip(2).collect();
+    let rows: Vec<Vec<String>> = lines.map(split_cells).collect();
+    let mut out = String::new();
+    let _ = writeln!(out, "| | {} |", columns.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(columns.len()));
+    for (id, label) in SUMMARY {
+        let Some(case) = crate::cases::find(id) else {
+            continue;
+        };
+        let (group, guarantee) = (case.group.as_str(), escape(case.guarantee));
+        let Some(row) = rows
+            .iter()
+            .find(|row| row.len() >= 2 && row[0] == group && row[1] == guarantee)
+        else {
+            continue;
+        };
+        let cells: Vec<&str> = row.iter().skip(2).map(|cell| verdict(cell)).collect();
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    }
+    out
+}
+
+/// A matrix cell as one word (see [`summary`]).
+fn verdict(cell: &str) -> &'static str {
+    match cell.trim() {
+        "–" => "–",
+        "unsupported" => "n/a",
+        "violated (not declared)" => "no",
+        cell if cell.starts_with("holds") => "yes",
+        _ => "**VIOLATED**",
+    }
+}
+
 /// The cells of a table row, split on `|` but not on an escaped `\|`.
 fn split_cells(row: &str) -> Vec<String> {
     let inner = row.trim().trim_start_matches('|');
@@ -330,6 +405,29 @@ mod tests {
             text.contains("**memory / lock_fifo_waiters** (declares `fifo_waiters` = false)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_summary_reduces_chosen_rows_to_one_word_per_store() {
+        let guarantee = |id: &str| escape(find(id).unwrap().guarantee);
+        let matrix = format!(
+            "| primitive | guarantee | a | b | c |\n|---|---|---|---|---|\n\
+             | lock | {} | holds (3 grants) | violated (not declared) | unsupported |\n\
+             | lock | {} | **VIOLATED** ⚠ declared | holds ⚠ not declared | – |\n\
+             | lock | {} | holds | holds | holds |\n",
+            guarantee("lock_mutual_exclusion"),
+            guarantee("lock_holder_crash"),
+            guarantee("lock_try_lock"),
+        );
+        assert_eq!(
+            summary(&matrix),
+            "| | a | b | c |\n|---|---|---|---|\n\
+             | one lock holder at a time | yes | no | n/a |\n\
+             | a crashed holder's lock frees by itself | **VIOLATED** | yes | – |\n"
+        );
+        for (id, _) in SUMMARY {
+            assert!(find(id).is_some(), "{id} is not a case");
+        }
     }
 
     #[test]

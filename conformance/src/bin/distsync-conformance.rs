@@ -112,6 +112,11 @@ struct Args {
     #[arg(long)]
     outline: bool,
 
+    /// Read a markdown matrix on stdin, print its ten-row summary (what each store
+    /// gives you, one word a cell), and exit.
+    #[arg(long)]
+    summary: bool,
+
     /// Run as a child-process holder of the fault cases (spec in the environment).
     #[arg(long, hide = true)]
     child: bool,
@@ -193,13 +198,18 @@ async fn main() -> ExitCode {
     if args.child {
         return run_child().await;
     }
-    if args.outline {
+    if args.outline || args.summary {
         let mut text = String::new();
         if let Err(error) = std::io::stdin().read_to_string(&mut text) {
             eprintln!("reading stdin: {error}");
             return ExitCode::from(2);
         }
-        print!("{}", matrix::outline(&text));
+        let reduced = if args.summary {
+            matrix::summary(&text)
+        } else {
+            matrix::outline(&text)
+        };
+        print!("{reduced}");
         return ExitCode::SUCCESS;
     }
     if args.list {
