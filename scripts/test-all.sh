@@ -74,8 +74,9 @@ step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 # step below, alone.
 step test cargo test --workspace --all-features -- --skip primary_killed_
 # The conformance runner over every backend (memory and the servers above), whose
-# matrix must also match README's in everything but figures.
-step conformance scripts/check-readme-matrix.sh
+# matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but
+# figures.
+step conformance scripts/check-matrix.sh
 # The bench's regression guard on the servers above (release build, ~20 s of
 # measuring): distsync's lock-cycle p50 over the raw commands' and each peer's,
 # against bench/baseline.json; fails beyond max(3 x noise, 20 %).

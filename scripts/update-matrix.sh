@@ -1,25 +1,20 @@
 #!/usr/bin/env bash
-# Regenerates the guarantee matrix in README.md: runs the conformance runner (markdown)
-# and puts its output between the `<!-- matrix:begin -->` and `<!-- matrix:end -->`
-# markers.
+# Regenerates the guarantee matrix: runs the conformance runner (markdown) and puts its
+# output between the `<!-- matrix:begin -->` and `<!-- matrix:end -->` markers of
+# docs/GUARANTEES.md, and the matrix's ten-row summary (the runner's --summary) between
+# the `<!-- summary:begin -->` and `<!-- summary:end -->` markers of README.md.
 #
-#   scripts/update-readme-matrix.sh             every backend (starts the test servers):
-#                                               the runner's --all, as
-#                                               scripts/check-readme-matrix.sh runs it
-#                                               (memory, etcd, redis, postgres, and the
-#                                               redis-sentinel column: a subset of cases)
-#   scripts/update-readme-matrix.sh URL...      only these backends, e.g. memory://
+#   scripts/update-matrix.sh             every backend (starts the test servers): the
+#                                        runner's --all, as scripts/check-matrix.sh runs it
+#                                        (memory, etcd, redis, postgres, the redis-sentinel
+#                                        column: a subset of cases, and redis-cluster)
+#   scripts/update-matrix.sh URL...      only these backends, e.g. memory://
 #
 # A matrix with violated guarantees is still written (it is the measurement), but the
 # script then exits non-zero; a runner that cannot reach a backend changes nothing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-readme=README.md
-begin='<!-- matrix:begin -->'
-end='<!-- matrix:end -->'
-[[ $(grep -cxF "$begin" "$readme") == 1 && $(grep -cxF "$end" "$readme") == 1 ]] ||
-    { echo "update-readme-matrix: $readme needs exactly one '$begin' and one '$end' line" >&2; exit 1; }
+source scripts/matrix-files.sh
 
 args=()
 if (($#)); then
@@ -28,26 +23,22 @@ if (($#)); then
 else
     scripts/servers.sh up >/dev/null
     eval "$(scripts/servers.sh env)"
-    # The same backends, columns and case subsets as check-readme-matrix.sh.
+    # The same backends, columns and case subsets as check-matrix.sh.
     urls=(--all)
     args=(--all)
 fi
 
-matrix=$(mktemp)
-trap 'rm -f "$matrix" "$readme.new"' EXIT
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 status=0
-scripts/runner.sh --format markdown "${args[@]}" >"$matrix" || status=$?
-if ((status > 1)) || [[ ! -s $matrix ]]; then
-    echo "update-readme-matrix: the runner failed (exit $status); $readme unchanged" >&2
+scripts/runner.sh --format markdown "${args[@]}" >"$tmp/matrix.md" || status=$?
+if ((status > 1)) || [[ ! -s $tmp/matrix.md ]]; then
+    echo "update-matrix: the runner failed (exit $status); nothing changed" >&2
     exit "$((status ? status : 1))"
 fi
-
-awk -v begin="$begin" -v end="$end" -v matrix="$matrix" '
-    $0 == begin { print; while ((getline line < matrix) > 0) print line; skip = 1; next }
-    $0 == end { skip = 0 }
-    !skip
-' "$readme" >"$readme.new"
-mv "$readme.new" "$readme"
-echo "update-readme-matrix: $readme updated (${urls[*]})" >&2
-((status == 0)) || echo "update-readme-matrix: some cases failed; see the matrix" >&2
+scripts/runner.sh --summary <"$tmp/matrix.md" >"$tmp/summary.md"
+replace_section "$GUARANTEES" matrix "$tmp/matrix.md"
+replace_section "$README" summary "$tmp/summary.md"
+echo "update-matrix: $GUARANTEES and $README's summary updated (${urls[*]})" >&2
+((status == 0)) || echo "update-matrix: some cases failed; see the matrix" >&2
 exit "$status"

@@ -1,9 +1,8 @@
 //! # distsync
 //!
-//! Distributed concurrency primitives — lock, leader election, read-write lock, FIFO
-//! and priority queue, barrier and double barrier, software transactional memory —
-//! behind one set of traits, over etcd, Redis, PostgreSQL or an in-process memory
-//! store. Pick the store with a cargo feature and a URL, write the code once:
+//! Distributed concurrency primitives behind one set of traits, over etcd, Redis,
+//! PostgreSQL or an in-process memory store. Pick the store with a cargo feature and a
+//! URL, write the code once:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
@@ -15,18 +14,57 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## The primitives
+//!
+//! Everything starts from [`connect`], which returns a [`Coordinator`]; held
+//! primitives go through a [`Session`] (a lease kept alive in the background, whose
+//! [`Session::lost`] fires before the store can give anything it held to anyone else).
+//!
+//! | primitive | from the coordinator | what it gives |
+//! |---|---|---|
+//! | [`Locker`] | [`Coordinator::locker`] | a [`LockGuard`] with a [`FencingToken`]; FIFO waiters; [`LockGuard::while_held`] |
+//! | [`MultiLocker`] | [`Coordinator::multi_locker`] | several locks, all or nothing, without deadlock |
+//! | [`Election`] | [`Coordinator::election`], [`Coordinator::lead`] | one leader, its term a fencing token; `lead` stays leader across losses |
+//! | [`RwLock`] | [`Coordinator::rwlock`] | shared reads, exclusive fenced writes, a waiting writer blocks later readers |
+//! | [`Semaphore`] | [`Coordinator::semaphore`] | N permits, FIFO |
+//! | [`Queue`] | [`Coordinator::queue`] | durable FIFO and priority queue; at-most-once `dequeue` or at-least-once `receive` with a [`Delivery`] to ack or nack |
+//! | [`Barrier`], [`DoubleBarrier`] | [`Coordinator::barrier`], [`Coordinator::double_barrier`] | hold and release; enter and leave together |
+//! | [`Stm`] | [`Coordinator::stm`] | transactions over keys at etcd's isolation levels, retried on conflict |
+//!
+//! ## Which store?
+//!
+//! Every store gives the contract of every primitive (mutual exclusion, growing
+//! fencing tokens, FIFO waiters, no lost or duplicated queue items); they differ under
+//! faults, in durability and in speed, and the conformance suite measures each
+//! (`docs/GUARANTEES.md` in the repository):
+//!
+//! - **etcd** if you want the reference: durable, linearizable, a cluster that keeps
+//!   working when a member dies, and locks, elections and recipes shared with Go
+//!   programs that use etcd's `concurrency` and `recipes` packages (`layout=go`).
+//!   Slowest to grant; leases of at least 2 s.
+//! - **PostgreSQL** if you already run it: durable and linearizable, many holds over
+//!   a few connections, guarded writes and fencing in the same database as your data.
+//!   Needs session pooling behind a pooler.
+//! - **Redis** for speed: the fastest grants. Without an fsync-always append-only file a
+//!   restart forgets every lock and queue item, and an asynchronous failover can lose
+//!   acknowledged grants unless `wait_replicas` is set: the capabilities and the
+//!   matrix say so. Sentinel and Cluster are supported.
+//! - **memory** for tests: a real store in process, with every contract, so your code's
+//!   tests need no server ([`memory`]).
+//!
 //! | URL | cargo feature | backend crate |
 //! |---|---|---|
 //! | `memory://` (fresh) or `memory://NAME` (shared in the process) | (always) | [`memory`] |
-//! | `etcd://host:port[,host:port...][/namespace]` | `etcd` | `distsync-etcd` |
-//! | `etcd://user:password@host:port[,...][/namespace]?tls=true&ca=PATH&cert=PATH&key=PATH` | `etcd` | `distsync-etcd` |
-//! | `redis://host:port[/db][?namespace=...][&allow_eviction=true]` (a server must run `maxmemory-policy noeviction` unless `allow_eviction=true`, which declares the guarantees lost) | `redis` | `distsync-redis` |
-//! | `rediss://user:password@host:port[/db]?ca=PATH&cert=PATH&key=PATH[&namespace=...]` | `redis` | `distsync-redis` |
-//! | `redis+sentinel://host:port[,host:port...]/service[/db][?wait_replicas=1&wait_timeout=500]` (the primary found through Sentinels; `wait_replicas` makes grants survive a failover) | `redis` | `distsync-redis` |
-//! | `postgres://user@host:port/db[?schema=...]` | `postgres` | `distsync-postgres` |
+//! | `etcd://[user:password@]host:port[,host:port...][/namespace][?tls=true&ca=PATH&cert=PATH&key=PATH][&layout=go]` | `etcd` | `distsync-etcd` |
+//! | `redis://` or `rediss://[user:password@]host:port[/db][?namespace=...&ca=PATH&cert=PATH&key=PATH][&allow_eviction=true]` (a server must run `maxmemory-policy noeviction` unless `allow_eviction=true`, which declares the guarantees lost) | `redis` | `distsync-redis` |
+//! | `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db][?wait_replicas=1&wait_timeout=500]` (the primary found through Sentinels; `wait_replicas` makes grants survive a failover) | `redis` | `distsync-redis` |
+//! | `redis+cluster://[user:password@]host:port[,host:port...][?wait_replicas=1&wait_timeout=500]` (every primitive in one hash slot) | `redis` | `distsync-redis` |
+//! | `postgres://user[:password]@host:port/db[?schema=...&sslmode=verify-full&sslrootcert=PATH][&hold_connections=8]` | `postgres` | `distsync-postgres` |
 //!
-//! etcd and Redis URLs also take `connect_timeout=` and `timeout=`; see
-//! `docs/CONNECTING.md`. Print URLs with [`redact_url`]: it masks passwords.
+//! Every etcd, Redis and PostgreSQL URL also takes `connect_timeout=` (default 5 s)
+//! and `timeout=` (default 10 s per request), as `1500ms`, `2s` or `1m`; a request to
+//! a store gone silent fails within about `timeout=`. Print URLs with [`redact_url`]:
+//! it masks passwords.
 //!
 //! The items here are the user's API: [`connect`] and the [`Coordinator`] it returns,
 //! [`Session`]s, the primitive traits and their guards, [`Error`], [`Capabilities`].
@@ -160,4 +198,27 @@ async fn connect_postgres(_url: &str) -> Result<Coordinator> {
         scheme: "postgres".into(),
         feature: "postgres",
     })
+}
+
+/// The code blocks of README.md and docs/, compiled (and run, unless marked `no_run`)
+/// as doctests, so that what the documentation shows is what the code does. A block
+/// that is not Rust says so (`sh`, `text`).
+#[cfg(doctest)]
+mod markdown {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../docs/ARCHITECTURE.md")]
+    struct Architecture;
+    #[doc = include_str!("../docs/BENCHMARKS.md")]
+    struct Benchmarks;
+    #[doc = include_str!("../docs/CONNECTING.md")]
+    struct Connecting;
+    #[doc = include_str!("../docs/FENCING.md")]
+    struct Fencing;
+    #[doc = include_str!("../docs/GUARANTEES.md")]
+    struct Guarantees;
+    #[doc = include_str!("../docs/HIGH_AVAILABILITY.md")]
+    struct HighAvailability;
+    #[doc = include_str!("../docs/MIGRATING.md")]
+    struct Migrating;
 }

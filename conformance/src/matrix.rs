@@ -159,7 +159,7 @@ fn kind(report: &Report) -> String {
 
 /// The figure-free outline of a markdown matrix (as [`markdown`] renders it): every
 /// measured figure and every note's detail removed, so that two runs that measured
-/// the same outcomes have the same outline. What `scripts/check-readme-matrix.sh`
+/// the same outcomes have the same outline. What `scripts/check-matrix.sh`
 /// compares between README.md and a fresh run.
 pub fn outline(markdown: &str) -> String {
     let mut out = String::new();

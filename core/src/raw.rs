@@ -85,7 +85,7 @@
 //!   holder's key exactly as its guard's `key()` shows it (see [`crate::status`]).
 //! - **Claims are measured.** Every `true` in [`Capabilities`] is a claim the
 //!   conformance suite measures; a claim it cannot confirm is a bug. Declare `false`
-//!   what a configuration cannot give, and it is shown as such in the README matrix.
+//!   what a configuration cannot give, and it is shown as such in the guarantee matrix (docs/GUARANTEES.md).
 //!
 //! `docs/ARCHITECTURE.md` in the repository walks through the three implementation
 //! strategies (recipes over [`Kv`](kv::Kv), the Redis waiter line, PostgreSQL advisory

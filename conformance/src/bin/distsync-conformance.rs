@@ -29,7 +29,7 @@
 //! fixed matrix cell).
 //!
 //! `--outline` reads a markdown matrix on stdin and prints it without figures (what
-//! `scripts/check-readme-matrix.sh` compares).
+//! `scripts/check-matrix.sh` compares).
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -314,7 +314,7 @@ async fn main() -> ExitCode {
                 &label,
                 |case| {
                     selected(case.id)
-                        && subset.map_or(true, |subset| subset.contains(&case.id))
+                        && subset.is_none_or(|subset| subset.contains(&case.id))
                         && case.hooks.contains(&Hook::Failover) == fails_over
                         && !(standby_pair && case.id == POSTGRES_FAILOVER)
                 },
