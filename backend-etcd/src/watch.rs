@@ -355,7 +355,7 @@ impl Router {
             Next::Skip => (None, false),
             Next::End => (None, true),
         };
-        let delivered = item.map_or(true, |item| active.events.send(item).is_ok());
+        let delivered = item.is_none_or(|item| active.events.send(item).is_ok());
         if ends {
             // etcd has cancelled the watch already; dropping the sender ends the stream.
             self.remove(id);

@@ -114,7 +114,7 @@ impl PostgresConfig {
                 parsed.scheme()
             )));
         }
-        if parsed.host_str().map_or(true, str::is_empty) {
+        if parsed.host_str().is_none_or(str::is_empty) {
             return Err(invalid("no host".into()));
         }
         let mut schema = None;

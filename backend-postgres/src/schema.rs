@@ -512,7 +512,7 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
             "the schema is of a later version; used as it is"
         );
     }
-    if !found.is_some_and(|found| found >= SCHEMA_VERSION) {
+    if found.is_none_or(|found| found < SCHEMA_VERSION) {
         let ddl = render(DDL, &quoted);
         let clear = render("DELETE FROM {s}.meta", &quoted);
         let stamp = render("INSERT INTO {s}.meta (version) VALUES ($1)", &quoted);

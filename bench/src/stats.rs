@@ -119,7 +119,7 @@ pub fn fmt_rate(rate: f64) -> String {
         let digits = whole.to_string();
         let mut grouped = String::new();
         for (index, digit) in digits.chars().enumerate() {
-            if index > 0 && (digits.len() - index) % 3 == 0 {
+            if index > 0 && (digits.len() - index).is_multiple_of(3) {
                 grouped.push('\u{2009}');
             }
             grouped.push(digit);

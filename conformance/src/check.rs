@@ -217,7 +217,7 @@ impl<T: Send + 'static> Task<T> {
 
     /// Whether the task has returned (or was joined).
     pub(crate) fn is_finished(&self) -> bool {
-        self.handle.as_ref().map_or(true, JoinHandle::is_finished)
+        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Waits for the task's result, without a bound (bound it with [`within_check`]

@@ -463,7 +463,7 @@ impl KvQueue {
                 return Ok(());
             }
             let own = extras.first().and_then(|own| own.kvs.first());
-            if !own.is_some_and(|found| found.create_revision == mine) {
+            if own.is_none_or(|found| found.create_revision != mine) {
                 waiting.armed = false;
                 return Ok(());
             }

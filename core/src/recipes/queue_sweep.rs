@@ -75,7 +75,7 @@ impl KvQueue {
         let due = self
             .sweep_state()
             .last
-            .map_or(true, |last| last.elapsed() >= SWEEP_EVERY);
+            .is_none_or(|last| last.elapsed() >= SWEEP_EVERY);
         if due {
             self.sweep_now().await;
         }

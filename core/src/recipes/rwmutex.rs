@@ -126,10 +126,10 @@ impl KvRwMutex {
         let key = cleanup.key().to_owned();
         if wait {
             let mine = read(kv, Range::key(&key), Some(lost)).await?;
-            if !mine
+            if mine
                 .kvs
                 .first()
-                .is_some_and(|found| found.create_revision == revision)
+                .is_none_or(|found| found.create_revision != revision)
             {
                 cleanup.disarm();
                 return Err(Error::SessionLost);
