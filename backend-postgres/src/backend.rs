@@ -188,10 +188,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     tracing::debug!(backend = BACKEND, %url, synchronous_standby, "connected");
     Ok(PostgresBackend {
         shared: Arc::new(shared),
-        capabilities: Capabilities {
-            survives_failover: synchronous_standby,
-            ..capabilities()
-        },
+        capabilities: capabilities().with_survives_failover(synchronous_standby),
     })
 }
 

@@ -174,11 +174,11 @@ fn leader_info(
     session: i64,
     value: Vec<u8>,
 ) -> LeaderInfo {
-    LeaderInfo {
-        value: Bytes::from(value),
-        term: FencingToken(term.max(0) as u64),
-        key: format!("{}/election/{name}/{session:x}", shared.schema),
-    }
+    LeaderInfo::new(
+        Bytes::from(value),
+        FencingToken(term.max(0) as u64),
+        format!("{}/election/{name}/{session:x}", shared.schema),
+    )
 }
 
 struct Observer {

@@ -182,18 +182,16 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   and acknowledged item (measured by the matrix row `server_primary_failover_postgres`
 ///   on a private primary with a synchronous standby).
 pub fn capabilities() -> Capabilities {
-    Capabilities {
+    Capabilities::all(BACKEND, MIN_SESSION_TTL)
         // `guarded_put`: the write commits only while the guard's entry is a current
         // grant (see the guarded-write module).
-        guarded_writes: true,
+        .with_guarded_writes(true)
         // `Queue::receive`: a hold on the item's row, counting while the session's row
         // is live (see the queue module).
-        reliable_delivery: true,
+        .with_reliable_delivery(true)
         // No synchronous standby assumed: a failover to an asynchronous streaming
         // standby can lose what the primary acknowledged last
         // (docs/HIGH_AVAILABILITY.md). A backend connected to a primary that names a
         // synchronous standby declares it (see `PostgresBackend`'s capabilities).
-        survives_failover: false,
-        ..Capabilities::all(BACKEND, MIN_SESSION_TTL)
-    }
+        .with_survives_failover(false)
 }

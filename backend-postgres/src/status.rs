@@ -120,13 +120,7 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         .into_iter()
         .map(|(election, term, value)| {
             let term = FencingToken(u64::try_from(term).unwrap_or_default());
-            (
-                election,
-                LeaderStatus {
-                    value: Bytes::from(value),
-                    term,
-                },
-            )
+            (election, LeaderStatus::new(Bytes::from(value), term))
         })
         .collect();
     let mut lines: BTreeMap<(LineKind, String), LineStatus> = BTreeMap::new();
@@ -134,36 +128,33 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         let Some(kind) = kind(&word) else {
             continue;
         };
-        let line = lines
-            .entry((kind, name.clone()))
-            .or_insert_with(|| LineStatus {
-                kind,
-                leader: (kind == LineKind::Election)
-                    .then(|| leaders.get(&name).cloned())
-                    .flatten(),
-                permits: (kind == LineKind::Semaphore)
-                    .then(|| permits.and_then(|n| usize::try_from(n).ok()))
-                    .flatten(),
-                name: name.clone(),
-                holders: Vec::new(),
-                waiters: Vec::new(),
-            });
+        let line = lines.entry((kind, name.clone())).or_insert_with(|| {
+            LineStatus::new(kind, name.clone())
+                .with_leader(
+                    (kind == LineKind::Election)
+                        .then(|| leaders.get(&name).cloned())
+                        .flatten(),
+                )
+                .with_permits(
+                    (kind == LineKind::Semaphore)
+                        .then(|| permits.and_then(|n| usize::try_from(n).ok()))
+                        .flatten(),
+                )
+        });
         let session = SessionId(u64::try_from(session).unwrap_or_default()).to_string();
         let mode = match (is_shared, kind) {
             (true, _) => HoldMode::Shared,
             (false, LineKind::Semaphore) => HoldMode::Permit,
             (false, _) => HoldMode::Exclusive,
         };
-        let hold = HoldStatus {
-            key: format!("{}/{word}/{name}/{session}", shared.schema),
-            mode,
-            session: Some(session),
-            token: token
-                .filter(|_| !is_shared)
-                .and_then(|token| u64::try_from(token).ok())
-                .map(FencingToken),
-            age: None,
-        };
+        let hold = HoldStatus::new(format!("{}/{word}/{name}/{session}", shared.schema), mode)
+            .with_session(Some(session))
+            .with_token(
+                token
+                    .filter(|_| !is_shared)
+                    .and_then(|token| u64::try_from(token).ok())
+                    .map(FencingToken),
+            );
         if token.is_some() {
             line.holders.push(hold);
         } else {
@@ -173,19 +164,23 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
     report.lines = lines.into_values().collect();
     report.queues = queues
         .into_iter()
-        .map(|(name, ready, in_flight)| QueueStatus {
-            name,
-            ready: usize::try_from(ready).unwrap_or_default(),
-            in_flight: usize::try_from(in_flight).unwrap_or_default(),
+        .map(|(name, ready, in_flight)| {
+            QueueStatus::new(
+                name,
+                usize::try_from(ready).unwrap_or_default(),
+                usize::try_from(in_flight).unwrap_or_default(),
+            )
         })
         .collect();
     report.barriers = barriers.into_iter().map(|(name,)| name).collect();
     report.double_barriers = double_barriers
         .into_iter()
-        .map(|(name, ready, participants)| DoubleBarrierStatus {
-            name,
-            participants: usize::try_from(participants).unwrap_or_default(),
-            ready,
+        .map(|(name, ready, participants)| {
+            DoubleBarrierStatus::new(
+                name,
+                usize::try_from(participants).unwrap_or_default(),
+                ready,
+            )
         })
         .collect();
     report.sort();

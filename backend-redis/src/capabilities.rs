@@ -27,20 +27,18 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 /// (`maxmemory-policy noeviction`, which [`crate::backend()`] checks); see the
 /// crate documentation for why.
 pub fn capabilities() -> Capabilities {
-    Capabilities {
-        survives_restart: false,
-        linearizable: false,
+    Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        .with_survives_restart(false)
+        .with_linearizable(false)
         // One server: a failover to a replica (done by hand, or under Sentinel without
         // replica acknowledgement, see `capabilities_under_sentinel`) may lose what
         // was acknowledged.
-        survives_failover: false,
+        .with_survives_failover(false)
         // `LockGuard::put_if_held`: one script checks the grant and writes
         // (`crate::guarded`).
-        guarded_writes: true,
+        .with_guarded_writes(true)
         // `Queue::receive`: a hold key in the session's registry (`crate::queue`).
-        reliable_delivery: true,
-        ..Capabilities::all(BACKEND, MIN_SESSION_TTL)
-    }
+        .with_reliable_delivery(true)
 }
 
 /// What the Redis backend claims on a server that may evict keys, accepted with
@@ -51,12 +49,10 @@ pub fn capabilities() -> Capabilities {
 /// lets the next waiter in while its holder learns of the loss only at its next
 /// renewal; and evicted queue items are lost.
 pub fn capabilities_under_eviction() -> Capabilities {
-    Capabilities {
-        fencing: false,
-        fifo_waiters: false,
-        reliable_delivery: false,
-        ..capabilities()
-    }
+    capabilities()
+        .with_fencing(false)
+        .with_fifo_waiters(false)
+        .with_reliable_delivery(false)
 }
 
 /// What the Redis backend claims on a Redis Cluster (`redis+cluster://`): as under
@@ -65,10 +61,7 @@ pub fn capabilities_under_eviction() -> Capabilities {
 /// (`LockGuard::put_if_held` checks a lock's grant and writes an STM key in one
 /// script, and the two live in different hash slots, which no script may span).
 pub fn capabilities_under_cluster(wait_replicas: u32) -> Capabilities {
-    Capabilities {
-        guarded_writes: false,
-        ..capabilities_under_sentinel(wait_replicas)
-    }
+    capabilities_under_sentinel(wait_replicas).with_guarded_writes(false)
 }
 
 /// What the Redis backend claims under Sentinel (`redis+sentinel://`): with replica
@@ -79,14 +72,8 @@ pub fn capabilities_under_cluster(wait_replicas: u32) -> Capabilities {
 /// failover. See the crate docs, "Sentinel and replica acknowledgement".
 pub fn capabilities_under_sentinel(wait_replicas: u32) -> Capabilities {
     if wait_replicas > 0 {
-        Capabilities {
-            survives_failover: true,
-            ..capabilities()
-        }
+        capabilities().with_survives_failover(true)
     } else {
-        Capabilities {
-            fencing: false,
-            ..capabilities()
-        }
+        capabilities().with_fencing(false)
     }
 }

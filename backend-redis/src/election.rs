@@ -150,11 +150,7 @@ async fn read(shared: &Shared, prefix: &str) -> Result<State> {
     Ok(State {
         version,
         leader: Some((
-            LeaderInfo {
-                value: Bytes::from(value),
-                term: FencingToken(term),
-                key,
-            },
+            LeaderInfo::new(Bytes::from(value), FencingToken(term), key),
             ttl_left(pttl),
         )),
     })
@@ -189,11 +185,11 @@ fn parse_change(message: &[u8]) -> Option<State> {
     Some(State {
         version,
         leader: Some((
-            LeaderInfo {
-                value: Bytes::copy_from_slice(value),
-                term: FencingToken(u64::try_from(term).ok()?),
-                key: String::from_utf8(key.to_vec()).ok()?,
-            },
+            LeaderInfo::new(
+                Bytes::copy_from_slice(value),
+                FencingToken(u64::try_from(term).ok()?),
+                String::from_utf8(key.to_vec()).ok()?,
+            ),
             ttl_left(pttl),
         )),
     })

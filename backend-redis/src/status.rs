@@ -148,11 +148,7 @@ pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Re
             What::Line(kind) => report.lines.push(line(kind.kind(), name, &p, fields)?),
             What::Queue => {
                 let [ready, in_flight] = counts::<2>(&fields)?;
-                report.queues.push(QueueStatus {
-                    name,
-                    ready,
-                    in_flight,
-                });
+                report.queues.push(QueueStatus::new(name, ready, in_flight));
             }
             What::Barrier => {
                 if counts::<1>(&fields)? == [1] {
@@ -161,11 +157,11 @@ pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Re
             }
             What::DoubleBarrier => {
                 let [participants, ready] = counts::<2>(&fields)?;
-                report.double_barriers.push(DoubleBarrierStatus {
+                report.double_barriers.push(DoubleBarrierStatus::new(
                     name,
                     participants,
-                    ready: ready == 1,
-                });
+                    ready == 1,
+                ));
             }
         }
     }
@@ -196,14 +192,8 @@ fn line(kind: LineKind, name: String, p: &str, fields: Vec<Value>) -> Result<Lin
             .unwrap_or_default())
     };
     let permits = text(fields.next())?.parse::<usize>().ok();
-    let mut status = LineStatus {
-        kind,
-        name,
-        holders: Vec::new(),
-        waiters: Vec::new(),
-        leader: None,
-        permits: permits.filter(|_| kind == LineKind::Semaphore),
-    };
+    let mut status =
+        LineStatus::new(kind, name).with_permits(permits.filter(|_| kind == LineKind::Semaphore));
     while let Some(id) = fields.next() {
         let id = text(Some(id))?;
         let entry = text(fields.next())?;
@@ -222,25 +212,21 @@ fn line(kind: LineKind, name: String, p: &str, fields: Vec<Value>) -> Result<Lin
             Some(_) => HoldMode::Exclusive,
         };
         let granted = token.parse::<u64>().ok();
-        let hold = HoldStatus {
-            key: format!("{p}:e:{id}"),
-            mode,
-            session: id
-                .split_once('.')
-                .and_then(|(session, _)| session.parse::<u64>().ok())
-                .map(|session| SessionId(session).to_string()),
-            token: granted
-                .filter(|_| mode != HoldMode::Shared)
-                .map(FencingToken),
-            age: None,
-        };
+        let hold = HoldStatus::new(format!("{p}:e:{id}"), mode)
+            .with_session(
+                id.split_once('.')
+                    .and_then(|(session, _)| session.parse::<u64>().ok())
+                    .map(|session| SessionId(session).to_string()),
+            )
+            .with_token(
+                granted
+                    .filter(|_| mode != HoldMode::Shared)
+                    .map(FencingToken),
+            );
         match granted {
             Some(term) => {
                 if kind == LineKind::Election && status.leader.is_none() {
-                    status.leader = Some(LeaderStatus {
-                        value: Bytes::from(value),
-                        term: FencingToken(term),
-                    });
+                    status.leader = Some(LeaderStatus::new(Bytes::from(value), FencingToken(term)));
                 }
                 status.holders.push(hold);
             }

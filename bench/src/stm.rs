@@ -144,9 +144,7 @@ async fn measure(
         stms.push(target.client().await?.stm()?);
     }
     let deadline = Instant::now() + plan.case_time;
-    let options = StmOptions {
-        max_attempts: MAX_ATTEMPTS,
-    };
+    let options = StmOptions::with_max_attempts(MAX_ATTEMPTS);
     let start = Instant::now();
     let tasks: Vec<_> = stms
         .into_iter()

@@ -17,8 +17,10 @@ pub const CASE_LIMIT: Duration = Duration::from_secs(180);
 
 /// A matrix row group: the primitive a case exercises, or [`Group::Server`] (the store's
 /// server as a whole) or [`Group::Api`] (the contract across every primitive).
+/// `#[non_exhaustive]`: a new primitive adds a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Group {
     /// Sessions (leases).
     Session,
@@ -70,8 +72,10 @@ impl fmt::Display for Group {
 }
 
 /// Something a case needs the backend to offer; a case whose needs are not all offered
-/// is [`Outcome::Unsupported`] without running.
+/// is [`Outcome::Unsupported`] without running. `#[non_exhaustive]`: it grows with
+/// [`Capabilities`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Need {
     /// [`Capabilities::lock`].
     Lock,

@@ -9,7 +9,22 @@ use crate::stm::Isolation;
 /// The conformance suite measures every claim and reports declared against measured;
 /// a claim the suite cannot confirm is a bug in the backend. A primitive or STM level
 /// that is `false` here makes the backend return [`crate::Error::Unsupported`].
+///
+/// New primitives and guarantees add fields, so the struct is `#[non_exhaustive]`:
+/// outside this crate it is built from [`Capabilities::all`] or [`Capabilities::none`]
+/// and adjusted with the `with_*` setters (or by assigning the public fields), and a
+/// field added later starts at that constructor's value.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use distsync_core::Capabilities;
+/// let capabilities = Capabilities::all("mystore", Duration::from_secs(1))
+///     .with_survives_restart(false)
+///     .with_survives_failover(false);
+/// assert!(capabilities.lock && !capabilities.survives_restart);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// The backend's short name (`memory`, `etcd`, `redis`, `postgres`).
     pub backend: &'static str,
@@ -107,7 +122,7 @@ impl Capabilities {
     }
 
     /// A struct with every primitive, every STM level and every guarantee claimed, for
-    /// a backend to switch off what it does not give (`..Capabilities::all(name)`).
+    /// a backend to switch off what it does not give (with the `with_*` setters).
     pub fn all(backend: &'static str, min_session_ttl: Duration) -> Self {
         Self {
             backend,
@@ -135,6 +150,13 @@ impl Capabilities {
             survives_failover: true,
             min_session_ttl,
         }
+    }
+
+    /// Sets [`Capabilities::min_session_ttl`].
+    #[must_use]
+    pub fn with_min_session_ttl(mut self, min_session_ttl: Duration) -> Self {
+        self.min_session_ttl = min_session_ttl;
+        self
     }
 
     /// Checks a session TTL against [`Capabilities::min_session_ttl`].
@@ -174,5 +196,86 @@ impl Capabilities {
     /// Whether any STM level is offered.
     pub fn stm(&self) -> bool {
         Isolation::ALL.iter().any(|&i| self.supports_isolation(i))
+    }
+}
+
+/// One `with_<flag>(bool)` setter per flag, so that backends outside this crate (which
+/// `#[non_exhaustive]` keeps from struct literals) adjust a constructor's flags in one
+/// expression.
+macro_rules! flag_setters {
+    ($($flag:ident => $setter:ident,)*) => {
+        impl Capabilities {
+            $(
+                #[doc = concat!("Sets [`Capabilities::", stringify!($flag), "`].")]
+                #[must_use]
+                pub fn $setter(mut self, value: bool) -> Self {
+                    self.$flag = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+flag_setters! {
+    lock => with_lock,
+    election => with_election,
+    rwlock => with_rwlock,
+    queue => with_queue,
+    priority_queue => with_priority_queue,
+    barrier => with_barrier,
+    double_barrier => with_double_barrier,
+    stm_serializable_snapshot => with_stm_serializable_snapshot,
+    stm_serializable => with_stm_serializable,
+    stm_repeatable_reads => with_stm_repeatable_reads,
+    stm_read_committed => with_stm_read_committed,
+    fencing => with_fencing,
+    fifo_waiters => with_fifo_waiters,
+    lost_notification => with_lost_notification,
+    stalled_holder_expires => with_stalled_holder_expires,
+    semaphore => with_semaphore,
+    guarded_writes => with_guarded_writes,
+    partition_safe => with_partition_safe,
+    reliable_delivery => with_reliable_delivery,
+    survives_restart => with_survives_restart,
+    linearizable => with_linearizable,
+    survives_failover => with_survives_failover,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Capabilities;
+
+    /// Every flag has its setter: switching each on from `none` gives `all`.
+    #[test]
+    fn every_flag_has_a_setter() {
+        let ttl = Duration::from_millis(250);
+        let built = Capabilities::none("test")
+            .with_min_session_ttl(ttl)
+            .with_lock(true)
+            .with_election(true)
+            .with_rwlock(true)
+            .with_queue(true)
+            .with_priority_queue(true)
+            .with_barrier(true)
+            .with_double_barrier(true)
+            .with_stm_serializable_snapshot(true)
+            .with_stm_serializable(true)
+            .with_stm_repeatable_reads(true)
+            .with_stm_read_committed(true)
+            .with_fencing(true)
+            .with_fifo_waiters(true)
+            .with_lost_notification(true)
+            .with_stalled_holder_expires(true)
+            .with_semaphore(true)
+            .with_guarded_writes(true)
+            .with_partition_safe(true)
+            .with_reliable_delivery(true)
+            .with_survives_restart(true)
+            .with_linearizable(true)
+            .with_survives_failover(true);
+        assert_eq!(built, Capabilities::all("test", ttl));
     }
 }

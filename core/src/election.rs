@@ -15,7 +15,11 @@ use crate::token::FencingToken;
 
 /// The current leader of an election, as seen by [`Election::leader`] and
 /// [`Election::observe`].
+///
+/// `#[non_exhaustive]`, so that what a store reports of a leader can grow: backends
+/// outside this crate build it with [`LeaderInfo::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaderInfo {
     /// The leader's proclaimed value.
     pub value: Bytes,
@@ -23,6 +27,17 @@ pub struct LeaderInfo {
     pub term: FencingToken,
     /// The leader's key in the store (etcd: `<ns><name>/<lease hex>`).
     pub key: String,
+}
+
+impl LeaderInfo {
+    /// The leader whose key is `key`, proclaiming `value` in `term`. For backends.
+    pub fn new(value: impl Into<Bytes>, term: FencingToken, key: impl Into<String>) -> Self {
+        Self {
+            value: value.into(),
+            term,
+            key: key.into(),
+        }
+    }
 }
 
 /// Leader election, as etcd's `concurrency.Election`; candidacies are held through a

@@ -150,8 +150,11 @@ pub trait Lease: Send + Sync + 'static {
 
 /// A session's health: the early warning before [`Session::lost`].
 ///
-/// Instants are the client's own monotonic clock.
+/// Instants are the client's own monotonic clock. `#[non_exhaustive]`: a match needs a
+/// wildcard arm, since finer states (a closed session told apart from a lost one, say)
+/// may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionHealth {
     /// The last renewal was acknowledged; the lease is known valid until `valid_until`.
     Healthy {

@@ -15,6 +15,10 @@
 //! made while it is read may show half-done. It is for people and monitoring, never
 //! for deciding who may write (use fencing tokens for that, see [`crate::fence`]).
 //!
+//! Backends build these types with their `new` constructors and `with_*` setters (or
+//! by assigning the public fields), not with struct literals: fields are added as the
+//! stores report more.
+//!
 //! What each store records differs; a field the store does not record is `None`:
 //!
 //! | field | etcd, memory | Redis | PostgreSQL |
@@ -36,7 +40,10 @@ use bytes::Bytes;
 use crate::token::FencingToken;
 
 /// The kind of a [`LineStatus`]: the primitives whose holders and waiters form a line.
+///
+/// `#[non_exhaustive]`: a new primitive with holders and waiters adds a kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum LineKind {
     /// A mutex ([`crate::Locker`]).
     Lock,
@@ -67,7 +74,10 @@ impl fmt::Display for LineKind {
 }
 
 /// How an entry holds or waits.
+///
+/// `#[non_exhaustive]`: a new primitive may hold in a new way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum HoldMode {
     /// Alone: a lock, a write lock, a candidacy.
     Exclusive,
@@ -110,6 +120,41 @@ pub struct HoldStatus {
     pub age: Option<Duration>,
 }
 
+impl HoldStatus {
+    /// The entry stored at `key`, holding or waiting in `mode`, with no session, token
+    /// or age recorded (the `with_*` setters add what the store records).
+    pub fn new(key: impl Into<String>, mode: HoldMode) -> Self {
+        Self {
+            key: key.into(),
+            mode,
+            session: None,
+            token: None,
+            age: None,
+        }
+    }
+
+    /// Sets [`HoldStatus::session`].
+    #[must_use]
+    pub fn with_session(mut self, session: Option<String>) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Sets [`HoldStatus::token`].
+    #[must_use]
+    pub fn with_token(mut self, token: Option<FencingToken>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Sets [`HoldStatus::age`].
+    #[must_use]
+    pub fn with_age(mut self, age: Option<Duration>) -> Self {
+        self.age = age;
+        self
+    }
+}
+
 /// The leader of an election.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderStatus {
@@ -117,6 +162,16 @@ pub struct LeaderStatus {
     pub value: Bytes,
     /// The leader's term (its fencing token).
     pub term: FencingToken,
+}
+
+impl LeaderStatus {
+    /// The leader with `value` in `term`.
+    pub fn new(value: impl Into<Bytes>, term: FencingToken) -> Self {
+        Self {
+            value: value.into(),
+            term,
+        }
+    }
 }
 
 /// A lock, an election, a read-write lock or a semaphore with live entries.
@@ -136,6 +191,36 @@ pub struct LineStatus {
     pub permits: Option<usize>,
 }
 
+impl LineStatus {
+    /// The line of `kind` named `name`, with no entries yet (push them onto
+    /// [`LineStatus::holders`] and [`LineStatus::waiters`]), no leader and no permit
+    /// count.
+    pub fn new(kind: LineKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+            holders: Vec::new(),
+            waiters: Vec::new(),
+            leader: None,
+            permits: None,
+        }
+    }
+
+    /// Sets [`LineStatus::leader`].
+    #[must_use]
+    pub fn with_leader(mut self, leader: Option<LeaderStatus>) -> Self {
+        self.leader = leader;
+        self
+    }
+
+    /// Sets [`LineStatus::permits`].
+    #[must_use]
+    pub fn with_permits(mut self, permits: Option<usize>) -> Self {
+        self.permits = permits;
+        self
+    }
+}
+
 /// A queue with items.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueStatus {
@@ -148,8 +233,20 @@ pub struct QueueStatus {
     pub in_flight: usize,
 }
 
+impl QueueStatus {
+    /// The queue `name` with `ready` items waiting and `in_flight` handed out.
+    pub fn new(name: impl Into<String>, ready: usize, in_flight: usize) -> Self {
+        Self {
+            name: name.into(),
+            ready,
+            in_flight,
+        }
+    }
+}
+
 /// A double barrier with participants.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DoubleBarrierStatus {
     /// Its name.
     pub name: String,
@@ -159,8 +256,22 @@ pub struct DoubleBarrierStatus {
     pub ready: bool,
 }
 
-/// Who holds what under a prefix of names (see the [module docs](self)).
+impl DoubleBarrierStatus {
+    /// The double barrier `name` with `participants` live, `ready` once its count was
+    /// reached.
+    pub fn new(name: impl Into<String>, participants: usize, ready: bool) -> Self {
+        Self {
+            name: name.into(),
+            participants,
+            ready,
+        }
+    }
+}
+
+/// Who holds what under a prefix of names (see the [module docs](self)); built with
+/// [`StatusReport::new`], then filled in through its public fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StatusReport {
     /// The backend that answered (`etcd`, `redis`, `postgres`, `memory`).
     pub backend: &'static str,
@@ -230,24 +341,15 @@ mod tests {
     use super::*;
 
     fn hold(key: &str) -> HoldStatus {
-        HoldStatus {
-            key: key.into(),
-            mode: HoldMode::Exclusive,
-            session: None,
-            token: None,
-            age: None,
-        }
+        HoldStatus::new(key, HoldMode::Exclusive)
     }
 
     #[test]
     fn sort_orders_by_kind_then_name_and_drops_empty_entries() {
-        let line = |kind, name: &str, holders: Vec<HoldStatus>| LineStatus {
-            kind,
-            name: name.into(),
-            holders,
-            waiters: Vec::new(),
-            leader: None,
-            permits: None,
+        let line = |kind, name: &str, holders: Vec<HoldStatus>| {
+            let mut line = LineStatus::new(kind, name);
+            line.holders = holders;
+            line
         };
         let mut report = StatusReport::new("memory", "");
         report.lines = vec![
@@ -256,18 +358,7 @@ mod tests {
             line(LineKind::Lock, "a", vec![hold("a")]),
             line(LineKind::Lock, "empty", vec![]),
         ];
-        report.queues = vec![
-            QueueStatus {
-                name: "q".into(),
-                ready: 0,
-                in_flight: 0,
-            },
-            QueueStatus {
-                name: "p".into(),
-                ready: 2,
-                in_flight: 0,
-            },
-        ];
+        report.queues = vec![QueueStatus::new("q", 0, 0), QueueStatus::new("p", 2, 0)];
         report.barriers = vec!["z".into(), "y".into(), "z".into()];
         report.sort();
         let order: Vec<_> = report

@@ -131,7 +131,14 @@ fn is_retry(error: &Error) -> bool {
     matches!(error, Error::Backend { source, .. } if source.is::<StmRetry>())
 }
 
-/// Options of [`Stm::atomically_with`].
+/// Options of [`Stm::atomically_with`]: the defaults, or
+/// [`StmOptions::with_max_attempts`].
+///
+/// ```
+/// # use distsync_core::StmOptions;
+/// let options = StmOptions::with_max_attempts(5);
+/// assert_eq!(options.max_attempts, 5);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StmOptions {
     /// Attempts before giving up with [`Error::StmConflict`]. Default 100.
@@ -141,6 +148,14 @@ pub struct StmOptions {
 impl Default for StmOptions {
     fn default() -> Self {
         Self { max_attempts: 100 }
+    }
+}
+
+impl StmOptions {
+    /// The defaults with at most `max_attempts` attempts (at least 1: `atomically_with`
+    /// answers 0 with [`Error::InvalidArgument`]).
+    pub fn with_max_attempts(max_attempts: u32) -> Self {
+        Self { max_attempts }
     }
 }
 
@@ -551,7 +566,7 @@ mod tests {
         let outcome = stm
             .atomically_with(
                 Isolation::default(),
-                &StmOptions { max_attempts: 4 },
+                &StmOptions::with_max_attempts(4),
                 move |tx| {
                     counted.fetch_add(1, Ordering::SeqCst);
                     async move { tx.get("k").await }
@@ -594,7 +609,7 @@ mod tests {
         let stm = crate::memory::MemoryBackend::new().stm().unwrap();
         let outcome = rt.block_on(stm.atomically_with(
             Isolation::default(),
-            &StmOptions { max_attempts: 0 },
+            &StmOptions::with_max_attempts(0),
             |_tx| async move { Ok(()) },
         ));
         assert!(matches!(outcome, Err(Error::InvalidArgument(_))));

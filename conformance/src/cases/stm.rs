@@ -173,9 +173,7 @@ async fn bank(h: Harness, isolation: Isolation) -> Check {
         }),
     )
     .await?;
-    let options = StmOptions {
-        max_attempts: 10_000,
-    };
+    let options = StmOptions::with_max_attempts(10_000);
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..WORKERS {

@@ -44,8 +44,11 @@ pub use memory::MemoryFaults;
 pub use proxy::PartitionMode;
 pub use server::{ServerFaults, StoreKind, ETCD_CLUSTER_VAR};
 
-/// A fault hook a case may need (see [`crate::Case::hooks`]).
+/// A fault hook a case may need (see [`crate::Case::hooks`]). `#[non_exhaustive]`: new
+/// faults add hooks, and a [`Faults`] implementation answers the ones it does not know
+/// with a reason (its match needs a wildcard arm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Hook {
     /// [`Faults::kill_session`]: the store ends a session out of band.
     KillSession,
@@ -123,9 +126,11 @@ pub fn any_external_holder(faults: &(impl Faults + ?Sized)) -> std::result::Resu
         .map_err(|reason| format!("{}: {reason}", Hook::AnyExternalHolder))
 }
 
-/// What an external holder holds.
+/// What an external holder holds. `#[non_exhaustive]`: a primitive held through a
+/// session may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum HoldKind {
     /// A lock ([`distsync_core::Locker::lock`]); its token is the grant's.
     Lock,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::{Backend, Capabilities, Result, SessionOptions};
+use distsync_core::{Backend, Result, SessionOptions};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -858,10 +858,10 @@ impl crate::harness::Harness {
         // The cases run on the pair, whose primary names a synchronous standby or not;
         // a backend connected to it declares `survives_failover` accordingly (the case
         // checks that it does).
-        let capabilities = Capabilities {
-            survives_failover: synchronous,
-            ..backend.capabilities().clone()
-        };
+        let capabilities = backend
+            .capabilities()
+            .clone()
+            .with_survives_failover(synchronous);
         Ok(Self::new(backend)
             .with_faults(Arc::new(faults))
             .with_capabilities(capabilities))

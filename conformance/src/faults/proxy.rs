@@ -26,8 +26,10 @@ use tokio::task::JoinHandle;
 
 use super::hook_error;
 
-/// How the proxy treats traffic.
+/// How the proxy treats traffic. `#[non_exhaustive]`: more network faults (delays,
+/// one-way loss) may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PartitionMode {
     /// Bytes pass both ways.
     Forward,

@@ -29,8 +29,9 @@ use crate::harness::Harness;
 /// The environment variable naming the three-member etcd cluster.
 pub const ETCD_CLUSTER_VAR: &str = "DISTSYNC_ETCD_CLUSTER_URL";
 
-/// The kind of store a URL names.
+/// The kind of store a URL names. `#[non_exhaustive]`: a new backend adds a kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StoreKind {
     /// `etcd://`
     Etcd,
