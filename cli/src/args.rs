@@ -1,8 +1,12 @@
 //! The command line's grammar (clap).
 
 use std::ffi::OsString;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration;
+use crate::items::Encoding;
 
 const LONG_ABOUT: &str = "\
 Distributed locks, leader elections, read-write locks, queues, barriers and STM from \
@@ -11,28 +15,75 @@ the shell, over etcd, Redis, PostgreSQL or an in-process memory store.
 Results are lines on standard output, stable and meant to be parsed; errors go to \
 standard error, and so do logs (filter them with RUST_LOG, default `warn,sqlx=error`).";
 
-const EXIT_CODES: &str = "\
+/// The exit-code table, in `-h` and `--help` alike (the same as in `cli/README.md`); a
+/// macro, since `concat!` takes literals only.
+macro_rules! exit_code_table {
+    () => {
+        "\
 Exit codes:
-  0    success
-  1    the operation failed (store or connection error, `queue pop --no-wait` on an
-       empty queue, STM bank sum changed under a level that promises it)
-  2    usage or configuration error: bad arguments, no backend given, bad URL, backend
-       not compiled in, invalid name, primitive not supported by the backend
-  3    the session was lost while something was held or awaited
-  130  interrupted by SIGINT (Ctrl-C) or SIGTERM, after releasing what was held
-  lock/rwlock with `-- CMD`: CMD's exit code (128+N if signal N killed it; 126 if CMD
-  could not be run, 127 if not found). CMD is stopped before the store can give the
-  hold to anyone else: once renewals of the session fail, CMD gets SIGTERM --grace
-  seconds before the session's client-side deadline (at once if less remains), and
-  SIGKILL at that deadline if it is still running; when the session is lost, SIGTERM at
-  once and SIGKILL at the deadline at the latest. distsync then exits with 3.
+  0      success
+  1      nothing to take now or in time: the queue is empty or the lock, hold or permit
+         is taken elsewhere (--no-wait), or --timeout passed first
+  2      bad arguments or configuration: a bad flag or value, no backend, a bad URL, a
+         backend not compiled in, an invalid name, a primitive or isolation level the
+         backend does not offer
+  3      the session was lost (expired, revoked, connection gone) while something was
+         held or awaited
+  4      the store or the operation failed: a connection or store error, a refused or
+         unverified migration, a changed STM bank sum, output that could not be written
+  130    interrupted by SIGINT (Ctrl-C) or SIGTERM, after releasing what was held
+  CMD's  with `-- CMD` (lock, rwlock, semaphore, queue receive): CMD's exit code (128+N
+         if signal N killed it; 126 if CMD could not be run, 127 if not found)"
+    };
+}
 
-Backends (URL in --backend or DISTSYNC_URL):
-  memory://                                   in-process (one process only)
-  etcd://host:port[,host:port...][/namespace] needs the `etcd` feature
-  redis://host:port[/db][?namespace=...]      needs the `redis` feature
-  postgres://user@host:port/db[?schema=...]   needs the `postgres` feature
-  Install with every backend: cargo install --path cli --features full";
+/// `-h`: the exit codes and the URL schemes.
+const SHORT_AFTER_HELP: &str = concat!(
+    exit_code_table!(),
+    "
+
+Backends: memory://, etcd://, redis://, rediss://, redis+sentinel://, redis+cluster://,
+postgres:// (every URL form and its parameters: --help)"
+);
+
+/// `--help`: the exit codes with what happens to CMD, the URL forms, the durations.
+const LONG_AFTER_HELP: &str = concat!(
+    exit_code_table!(),
+    "
+  With `-- CMD`, exit code 1 (or 2, 3, 4) may also be CMD's own: the result line
+  (`NAME key=...`) comes only once held, so a script that needs to tell them apart reads
+  it. CMD is stopped before the store can give the hold (or a received item) to anyone
+  else: once renewals of the session fail, CMD gets SIGTERM --grace before the
+  session's client-side deadline (at once if less remains), and SIGKILL at that deadline
+  if it is still running; when the session is lost, SIGTERM at once and SIGKILL at the
+  deadline at the latest. distsync then exits with 3.
+
+Backends (URL in --backend, DISTSYNC_URL or the file of --backend-file):
+  memory://, memory://NAME
+      in-process: one distsync process only (demos, tests)
+  etcd://[user:password@]host:port[,host:port...][/namespace][?tls=true&ca=PATH&cert=PATH&key=PATH&layout=go]
+      feature `etcd`; layout=go shares rwlocks, queues, barriers and STM keys with
+      etcd's Go recipes
+  redis://[user[:password]@]host[:port][/db][?namespace=NS&allow_eviction=true]
+      feature `redis`; the server must run maxmemory-policy noeviction unless
+      allow_eviction=true (which gives up the guarantees)
+  rediss://[user[:password]@]host[:port][/db][?ca=PATH&cert=PATH&key=PATH&namespace=NS]
+      Redis over TLS
+  redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/SERVICE[/db][?wait_replicas=N&wait_timeout=DURATION]
+      the primary of SERVICE, found through its Sentinels (port 26379 by default);
+      wait_replicas=N makes grants survive a failover
+  redis+cluster://[user[:password]@]host[:port][,host[:port]...][?nat_map=ANNOUNCED:PORT=REACHED:PORT,...]
+      Redis Cluster (database 0), found from any node that answers
+  postgres://[user[:password]@]host[:port]/database[?schema=S&sslmode=verify-full&sslrootcert=PATH&sslcert=PATH&sslkey=PATH]
+      feature `postgres` (postgresql:// too); tables in schema S (default distsync)
+  Every network URL also takes connect_timeout=DURATION and timeout=DURATION (one
+  request). Install with every backend: cargo install --path cli --features full
+
+Durations (--timeout, --ttl, --grace, and the URLs' timeouts): `1500ms`, `2s`, `1m`, or
+a bare number, which means milliseconds for --timeout and in URLs but seconds for --ttl
+and --grace (scripts write `--ttl 30` meaning 30 s; as 30 ms every session would expire
+at once); write the unit to be clear."
+);
 
 /// `distsync`: distributed concurrency primitives from the shell.
 #[derive(Debug, Parser)]
@@ -41,46 +92,51 @@ Backends (URL in --backend or DISTSYNC_URL):
     version,
     about = "Distributed locks, elections, queues, barriers and STM over etcd, Redis, PostgreSQL or memory",
     long_about = LONG_ABOUT,
-    after_long_help = EXIT_CODES,
-    after_help = "Exit codes: 0 ok, 1 operation error, 2 usage/config error, 3 session lost, 130 interrupted (see --help)"
+    after_help = SHORT_AFTER_HELP,
+    after_long_help = LONG_AFTER_HELP
 )]
 pub(crate) struct Cli {
-    /// The store's URL: memory://, etcd://…, redis://…, postgres://…
-    #[arg(long, env = "DISTSYNC_URL", global = true, value_name = "URL")]
+    /// The store's URL: memory://, etcd://…, redis://…, rediss://…, redis+sentinel://…,
+    /// redis+cluster://…, postgres://… (forms: --help)
+    #[arg(
+        long,
+        env = "DISTSYNC_URL",
+        global = true,
+        help_heading = "Global options",
+        value_name = "URL"
+    )]
     pub backend: Option<String>,
 
     /// Read the store's URL from this file (its first line), so that a URL with a
     /// password never appears on a command line or in the process list. Also
     /// DISTSYNC_URL_FILE. Overrides --backend.
-    #[arg(long, env = "DISTSYNC_URL_FILE", global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "DISTSYNC_URL_FILE",
+        global = true,
+        help_heading = "Global options",
+        value_name = "PATH"
+    )]
     pub backend_file: Option<std::path::PathBuf>,
 
-    /// Session TTL in seconds, for what is held through a session (locks, candidacies,
-    /// double-barrier entries): a crashed distsync releases them after this long.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub ttl: u64,
+    /// Session TTL, for what is held through a session (locks, candidacies,
+    /// double-barrier entries, received queue items): a crashed distsync releases them
+    /// after this long. `1500ms`, `2s`, `1m`, or bare seconds.
+    #[arg(long, global = true, help_heading = "Global options", value_name = "DURATION", default_value = "10s",
+          value_parser = duration::ttl)]
+    pub ttl: Duration,
 
-    /// Seconds CMD (of `lock`/`rwlock -- CMD`) gets between SIGTERM and SIGKILL when
-    /// the session's renewals fail: SIGTERM comes this long before the session's
+    /// How long CMD (of `... -- CMD`) gets between SIGTERM and SIGKILL when the
+    /// session's renewals fail: SIGTERM comes this long before the session's
     /// client-side deadline (at once if less remains), SIGKILL at the deadline.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 5.0,
-          value_parser = parse_grace)]
-    pub grace: f64,
+    /// `1500ms`, `2s`, `1m`, or bare seconds (`0.5` too).
+    #[arg(long, global = true, help_heading = "Global options", value_name = "DURATION", default_value = "5s",
+          value_parser = duration::grace)]
+    pub grace: Duration,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// `--grace`: a finite, non-negative number of seconds.
-fn parse_grace(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Ok(secs),
-        _ => Err(format!(
-            "`{text}` is not a number of seconds between 0 and 86400"
-        )),
-    }
 }
 
 /// The subcommands.
@@ -97,7 +153,8 @@ pub(crate) enum Command {
     /// Acquire one of N permits of a counting semaphore, print `NAME key=<key>
     /// token=<token>`, and hold it while CMD runs (or until interrupted).
     Semaphore(SemaphoreArgs),
-    /// Push to, pop from or count a durable (priority) queue.
+    /// Push to, pop from, receive from (at least once, optionally into CMD) or count a
+    /// durable (priority) queue.
     Queue(QueueArgs),
     /// Hold, release or wait on a barrier.
     Barrier(BarrierArgs),
@@ -118,6 +175,15 @@ pub(crate) enum Command {
     /// token and waiters in order, leaders with value and term, read-write locks,
     /// semaphore permits, queue lengths, held barriers. Reads only.
     Status(StatusArgs),
+    /// Print a completion script for SHELL to standard output (no backend needed), e.g.
+    /// `distsync completions bash > /etc/bash_completion.d/distsync`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output (no backend needed), e.g.
+    /// `distsync man | man -l -`.
+    Man,
 }
 
 impl Command {
@@ -133,15 +199,36 @@ impl Command {
             Command::DoubleBarrier(args) => vec![args.name.clone()],
             Command::StmBank(args) => vec![format!("{}/0", args.prefix)],
             Command::Interactive(args) => vec![args.name.clone()],
-            Command::Migrate(_) | Command::Status(_) => Vec::new(),
+            Command::Migrate(_)
+            | Command::Status(_)
+            | Command::Completions { .. }
+            | Command::Man => Vec::new(),
         }
     }
 
     /// Whether the command works on the store of `--backend` (all but `migrate`, which
-    /// names its two stores itself).
+    /// names its two stores itself, and the generated completions and man page).
     pub(crate) fn needs_backend(&self) -> bool {
-        !matches!(self, Command::Migrate(_))
+        !matches!(
+            self,
+            Command::Migrate(_) | Command::Completions { .. } | Command::Man
+        )
     }
+}
+
+/// How long to wait for what a command acquires or takes: `--timeout` or `--no-wait`.
+#[derive(Clone, Copy, Debug, Default, Args)]
+pub(crate) struct WaitArgs {
+    /// Give up with exit code 1 if nothing is acquired (or received) within DURATION:
+    /// `1500ms`, `2s`, `1m`, or bare milliseconds. Counts from when the session is
+    /// open; connecting is bounded by the URL's timeouts.
+    #[arg(long, value_name = "DURATION", value_parser = duration::timeout,
+          conflicts_with = "no_wait")]
+    pub timeout: Option<Duration>,
+    /// Try once, without waiting: exit code 1 (printing nothing on standard output) if
+    /// it is taken elsewhere or the queue is empty.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// `distsync lock`.
@@ -149,6 +236,9 @@ impl Command {
 pub(crate) struct LockArgs {
     /// The lock's name.
     pub name: String,
+    /// How long to wait for the lock.
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// The command to run while holding the lock, after `--`. It gets DISTSYNC_LOCK_KEY
     /// and DISTSYNC_FENCING_TOKEN in its environment.
     #[arg(last = true, value_name = "CMD")]
@@ -163,6 +253,9 @@ pub(crate) struct SemaphoreArgs {
     /// How many holders it admits at once (every client must name the same count).
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     pub permits: u32,
+    /// How long to wait for a permit.
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// The command to run while holding a permit, after `--`. It gets
     /// DISTSYNC_LOCK_KEY and DISTSYNC_FENCING_TOKEN in its environment.
     #[arg(last = true, value_name = "CMD")]
@@ -199,6 +292,9 @@ pub(crate) struct RwLockArgs {
     pub name: String,
     /// Which hold to take.
     pub mode: RwMode,
+    /// How long to wait for the hold.
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// The command to run while holding, after `--` (DISTSYNC_LOCK_KEY, and for a write
     /// hold DISTSYNC_FENCING_TOKEN, in its environment).
     #[arg(last = true, value_name = "CMD")]
@@ -215,30 +311,83 @@ pub(crate) struct QueueArgs {
     pub action: QueueAction,
 }
 
+/// How queue items are written and read: `--format` or `-0`.
+#[derive(Clone, Copy, Debug, Args)]
+pub(crate) struct FormatArgs {
+    /// How items are written and read: `text`, one per line (an item holding a newline
+    /// does not survive); `json`, one JSON value per line, a string when the item is
+    /// UTF-8, else {"base64": "..."} (every item survives); `null`, as -0.
+    #[arg(long, value_enum, default_value_t = Encoding::Text)]
+    pub format: Encoding,
+    /// Raw bytes, each item terminated by NUL (as `xargs -0`): every item without a NUL
+    /// byte survives. Same as `--format null`.
+    #[arg(short = '0', long = "null", conflicts_with = "format")]
+    pub null: bool,
+}
+
+impl FormatArgs {
+    /// The encoding asked for.
+    pub(crate) fn encoding(self) -> Encoding {
+        if self.null {
+            Encoding::Null
+        } else {
+            self.format
+        }
+    }
+}
+
 /// What to do with a queue.
 #[derive(Debug, Subcommand)]
 pub(crate) enum QueueAction {
-    /// Append ITEM (prints nothing).
+    /// Append ITEM, or every item read from standard input without ITEM (prints
+    /// nothing). Standard input is read to its end and decoded before anything is
+    /// pushed, so malformed input pushes nothing.
     Push {
-        /// The item.
-        item: String,
+        /// The item (its bytes as given; with --format json, a JSON string or
+        /// {"base64": "..."}). Without it, items come from standard input.
+        item: Option<OsString>,
         /// Lower numbers come out first; FIFO within a priority.
         #[arg(long, default_value_t = 0)]
         priority: u16,
+        /// How ITEM or standard input is decoded.
+        #[command(flatten)]
+        format: FormatArgs,
     },
     /// Remove the first item and print it, waiting for one if the queue is empty.
+    /// At most once: the item is gone from the queue before it is printed.
     Pop {
-        /// Do not wait: exit with 1 (and print nothing) if the queue is empty.
-        #[arg(long)]
-        no_wait: bool,
+        /// How long to wait for an item.
+        #[command(flatten)]
+        wait: WaitArgs,
+        /// How the item is printed.
+        #[command(flatten)]
+        format: FormatArgs,
     },
-    /// Receive the first item (at least once), print it, and acknowledge it once it is
-    /// written out; if the process dies first or the output fails, the item goes back
-    /// to the queue, at its place.
+    /// Receive the first item (at least once). Without CMD: print it and acknowledge it
+    /// as soon as it is written and flushed to standard output (before whoever reads
+    /// standard output has done anything with it); a failed write puts it back. With
+    /// `-- CMD`: run CMD with the item's bytes as its standard input; acknowledge when
+    /// CMD exits 0, put the item back (nack) otherwise, and exit with CMD's code.
+    #[command(after_help = "\
+Until it is acknowledged, the item is held through this process's session: if distsync \
+dies, the item goes back to its place when the session ends (--ttl after the last \
+renewal), with its redelivery count one higher. With CMD: CMD's standard input is the \
+item's bytes exactly (no newline added), then end of input; its environment has \
+DISTSYNC_QUEUE (the queue's name) and DISTSYNC_REDELIVERIES (0 on the first delivery). \
+distsync prints nothing itself. CMD exiting 0 acknowledges; any other exit, a signal, or \
+SIGINT/SIGTERM sent to distsync (forwarded to CMD; exit 130) puts the item back. If the \
+session fails while CMD runs, CMD is stopped before the item can go to another consumer \
+and distsync exits with 3.")]
     Receive {
-        /// Do not wait: exit with 1 (and print nothing) if the queue is empty.
-        #[arg(long)]
-        no_wait: bool,
+        /// How long to wait for an item.
+        #[command(flatten)]
+        wait: WaitArgs,
+        /// How the item is printed (without CMD).
+        #[command(flatten)]
+        format: FormatArgs,
+        /// The command to process the item, after `--`.
+        #[arg(last = true, value_name = "CMD", conflicts_with_all = ["format", "null"])]
+        command: Vec<OsString>,
     },
     /// Print how many items are queued.
     Len,
@@ -384,7 +533,7 @@ pub(crate) struct StatusArgs {
 #[command(after_help = "\
 Prints `queues=N items=N stm_keys=N barriers=N active_holds=N dry_run=BOOL`, then \
 `verified` once the destination was read back and holds every copied item, key and \
-barrier (or `dry run: nothing written`). Exit codes: 0 done, 1 refused because the \
+barrier (or `dry run: nothing written`). Exit codes: 0 done, 4 refused because the \
 source has live holds (the message names how many and one key) or the copy or its \
 verification failed, 2 a bad URL or a backend that cannot export. Stop the source's \
 clients first: see docs/MIGRATING.md.")]
@@ -420,14 +569,95 @@ mod tests {
         let cli =
             Cli::try_parse_from(["distsync", "lock", "a", "--ttl", "5", "--", "sh", "-c", "x"])
                 .unwrap();
-        assert_eq!(cli.ttl, 5);
+        assert_eq!(cli.ttl, Duration::from_secs(5), "a bare TTL is seconds");
+        assert_eq!(cli.grace, Duration::from_secs(5));
         match cli.command {
             Command::Lock(args) => {
                 assert_eq!(args.name, "a");
                 assert_eq!(args.command, ["sh", "-c", "x"]);
+                assert_eq!(args.wait.timeout, None);
+                assert!(!args.wait.no_wait);
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn durations_take_units_and_timeouts_bare_milliseconds() {
+        let cli = Cli::try_parse_from([
+            "distsync",
+            "--ttl",
+            "1500ms",
+            "--grace",
+            "0.5",
+            "lock",
+            "a",
+            "--timeout",
+            "250",
+        ])
+        .unwrap();
+        assert_eq!(cli.ttl, Duration::from_millis(1500));
+        assert_eq!(cli.grace, Duration::from_millis(500));
+        match cli.command {
+            Command::Lock(args) => assert_eq!(args.wait.timeout, Some(Duration::from_millis(250))),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["distsync", "lock", "a", "--timeout", "0"][..],
+            &["distsync", "lock", "a", "--timeout", "1h"],
+            &["distsync", "lock", "a", "--timeout", "1s", "--no-wait"],
+            &["distsync", "--ttl", "0", "lock", "a"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn queue_items_take_a_format() {
+        let cli = Cli::try_parse_from(["distsync", "queue", "q", "push", "-0"]).unwrap();
+        match cli.command {
+            Command::Queue(QueueArgs {
+                action: QueueAction::Push { item, format, .. },
+                ..
+            }) => {
+                assert_eq!(item, None, "items from standard input");
+                assert_eq!(format.encoding(), Encoding::Null);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "distsync",
+            "queue",
+            "q",
+            "receive",
+            "--timeout",
+            "2s",
+            "--",
+            "sh",
+            "-c",
+            "cat",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Queue(QueueArgs {
+                action:
+                    QueueAction::Receive {
+                        wait,
+                        command,
+                        format,
+                    },
+                ..
+            }) => {
+                assert_eq!(wait.timeout, Some(Duration::from_secs(2)));
+                assert_eq!(command, ["sh", "-c", "cat"]);
+                assert_eq!(format.encoding(), Encoding::Text);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["distsync", "queue", "q", "pop", "-0", "--format", "json"])
+                .is_err()
+        );
     }
 
     #[test]
@@ -470,8 +700,11 @@ mod tests {
         match cli.command {
             Command::Queue(QueueArgs {
                 name,
-                action: QueueAction::Push { item, priority },
-            }) => assert_eq!((name.as_str(), item.as_str(), priority), ("q", "x", 3)),
+                action: QueueAction::Push { item, priority, .. },
+            }) => assert_eq!(
+                (name.as_str(), item, priority),
+                ("q", Some(OsString::from("x")), 3)
+            ),
             other => panic!("{other:?}"),
         }
     }

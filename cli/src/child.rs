@@ -1,10 +1,12 @@
-//! Running CMD while something is held, as `etcdctl lock NAME CMD` does.
+//! Running CMD while something is held, as `etcdctl lock NAME CMD` does (or while a
+//! received queue item is, with the item as CMD's input).
 
 use std::ffi::OsString;
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use distsync::{HealthWatch, Lost, SessionHealth};
+use distsync::{Bytes, HealthWatch, Lost, SessionHealth};
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -39,7 +41,9 @@ pub(crate) enum ChildEnd {
 }
 
 /// Runs `command` (program and arguments) with `env` added to its environment, and
-/// waits for it to exit. Standard input, output and error are inherited.
+/// waits for it to exit. Standard output and error are inherited; so is standard input,
+/// unless `input` is given: CMD then reads exactly those bytes, then end of input (a CMD
+/// that exits without reading them all is no error).
 ///
 /// CMD must not go on believing it is protected once the store may give the hold to
 /// someone else:
@@ -54,29 +58,42 @@ pub(crate) enum ChildEnd {
 /// Returns once CMD has exited, in every case.
 ///
 /// # Errors
-/// Exit code 127 when the program is not found, 126 when it cannot be run, 1 when
+/// Exit code 127 when the program is not found, 126 when it cannot be run, 4 when
 /// waiting for it fails.
 pub(crate) async fn run(
     command: &[OsString],
     env: &[(&str, String)],
+    input: Option<Bytes>,
     stop: Stop,
     interrupts: &mut Interrupts,
 ) -> Result<ChildEnd, Failure> {
     let Some((program, args)) = command.split_first() else {
         return Err(Failure::usage("no command given after `--`"));
     };
-    let mut child = Command::new(program)
+    let mut spawning = Command::new(program);
+    spawning
         .args(args)
-        .envs(env.iter().map(|(key, value)| (key, value)))
-        .spawn()
-        .map_err(|error| Failure {
-            code: if error.kind() == std::io::ErrorKind::NotFound {
-                exit::NOT_FOUND
-            } else {
-                exit::CANNOT_EXECUTE
-            },
-            message: format!("cannot run {}: {error}", program.to_string_lossy()),
-        })?;
+        .envs(env.iter().map(|(key, value)| (key, value)));
+    if input.is_some() {
+        spawning.stdin(Stdio::piped());
+    }
+    let mut child = spawning.spawn().map_err(|error| Failure {
+        code: if error.kind() == std::io::ErrorKind::NotFound {
+            exit::NOT_FOUND
+        } else {
+            exit::CANNOT_EXECUTE
+        },
+        message: format!("cannot run {}: {error}", program.to_string_lossy()),
+    })?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A task of its own, so that a CMD that reads slowly (or not at all) never
+        // holds up the watch below; dropping `stdin` at its end is CMD's end of input.
+        tokio::spawn(async move {
+            if let Err(error) = stdin.write_all(&input).await {
+                tracing::debug!(%error, "the command did not read all of its input");
+            }
+        });
+    }
     let Stop {
         mut lost,
         mut health,

@@ -1,16 +1,25 @@
 //! Exit codes and the failure a command ends with.
+//!
+//! A script tells three outcomes apart without parsing standard error: nothing to take
+//! now (1, as `grep` finding nothing and `flock -n` finding the lock taken), its own
+//! mistake (2, as clap and most tools), and a store or operation that failed (4). The
+//! table is in `cli/README.md` and in `--help` ([`crate::args`]).
 
 use distsync::Error;
 
 /// Success.
 pub(crate) const OK: u8 = 0;
-/// The operation failed.
-pub(crate) const FAILED: u8 = 1;
+/// Nothing to take now or in time: the queue is empty or the lock is held elsewhere
+/// (`--no-wait`), or `--timeout` passed first.
+pub(crate) const NOT_NOW: u8 = 1;
 /// Usage or configuration error (bad arguments, URL, name; backend missing or lacking
 /// the primitive).
 pub(crate) const USAGE: u8 = 2;
 /// The session was lost while something was held or awaited.
 pub(crate) const SESSION_LOST: u8 = 3;
+/// The store or the operation failed (connection or store error, a refused migration,
+/// a broken STM invariant, output that could not be written).
+pub(crate) const FAILED: u8 = 4;
 /// CMD could not be executed (as a shell says).
 pub(crate) const CANNOT_EXECUTE: u8 = 126;
 /// CMD was not found (as a shell says).
@@ -37,7 +46,15 @@ impl Failure {
         }
     }
 
-    /// A failed operation (exit code 1).
+    /// Nothing to take now or in time (exit code 1).
+    pub(crate) fn not_now(message: impl Into<String>) -> Self {
+        Self {
+            code: NOT_NOW,
+            message: message.into(),
+        }
+    }
+
+    /// A failed operation (exit code 4).
     pub(crate) fn failed(message: impl Into<String>) -> Self {
         Self {
             code: FAILED,
@@ -63,7 +80,9 @@ impl Failure {
 }
 
 /// The exit code for a distsync error: 2 for what the caller got wrong (name, argument,
-/// URL, feature, an unsupported primitive), 3 for a lost session, 1 otherwise.
+/// URL, feature, an unsupported primitive), 3 for a lost session, 4 otherwise (a store's
+/// own timeout included: `--timeout` is enforced by the command line, not through
+/// [`Error::Timeout`]).
 pub(crate) fn code_of(error: &Error) -> u8 {
     match error {
         Error::InvalidName { .. }
@@ -99,5 +118,10 @@ mod tests {
         );
         assert_eq!(code_of(&Error::SessionLost), SESSION_LOST);
         assert_eq!(code_of(&Error::NotHeld), FAILED);
+        assert_eq!(
+            code_of(&Error::Timeout(std::time::Duration::from_secs(1))),
+            FAILED
+        );
+        assert_ne!(FAILED, NOT_NOW);
     }
 }

@@ -112,7 +112,7 @@ pub(crate) async fn keep(
             health: hold.session().health_watch(),
             grace,
         };
-        match child::run(command, &hold.env(), stop, interrupts).await {
+        match child::run(command, &hold.env(), None, stop, interrupts).await {
             Ok(ChildEnd::Exited(code)) => code,
             Ok(ChildEnd::Interrupted) => exit::INTERRUPTED,
             Ok(ChildEnd::Lost) => {

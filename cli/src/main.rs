@@ -10,7 +10,8 @@
 //! distsync elect --listen service/leader         # prints every leader change
 //! distsync rwlock config write -- ./rewrite-config.sh
 //! distsync queue jobs push build-42 --priority 1
-//! distsync queue jobs pop
+//! distsync queue jobs pop --timeout 30s --format json
+//! distsync queue jobs receive -- ./build.sh      # acked when build.sh exits 0
 //! distsync barrier deploy hold | release | wait
 //! distsync double-barrier batch 3
 //! distsync stm-bank --isolation serializable
@@ -19,7 +20,8 @@
 //! ```
 //!
 //! The backend comes from `--backend URL` or the environment variable `DISTSYNC_URL`
-//! (`memory://`, `etcd://…`, `redis://…`, `postgres://…`). The crate builds with no
+//! (`memory://`, `etcd://…`, `redis://…`, `rediss://…`, `redis+sentinel://…`,
+//! `redis+cluster://…`, `postgres://…`). The crate builds with no
 //! backend but `memory://` by default; install it with every backend with
 //! `cargo install --path cli --features full` (or pick `etcd`, `redis`, `postgres`).
 //!
@@ -33,22 +35,20 @@
 //!
 //! ## Exit codes
 //!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | success |
-//! | 1 | the operation failed (store error, connection refused, `queue pop --no-wait` on an empty queue, STM bank sum changed) |
-//! | 2 | usage or configuration error: bad arguments, no backend given, a bad URL, a backend not compiled in, an invalid name, an operation the backend does not support |
-//! | 3 | the session was lost (expired, revoked, connection gone) while something was held or awaited |
-//! | 130 | interrupted by SIGINT (Ctrl-C) or SIGTERM, after releasing what was held |
-//! | CMD's | `lock`/`rwlock … -- CMD`: CMD's own exit code (128+N when a signal N killed it); 126 if CMD could not be run, 127 if it was not found |
+//! 0 success, 1 nothing to take now or in time (`--no-wait`, `--timeout`, an empty
+//! queue), 2 bad arguments or configuration, 3 session lost, 4 store or operation
+//! failed, 130 interrupted, and CMD's own code with `-- CMD`: the table is in
+//! `cli/README.md` and in `distsync --help`.
 //!
 //! ## Holding while a command runs
 //!
 //! `distsync lock NAME -- CMD ARGS…` acquires, prints the lock line, runs CMD with
 //! `DISTSYNC_LOCK_KEY` and `DISTSYNC_FENCING_TOKEN` in its environment, releases when
 //! CMD exits and exits with CMD's code. If the session is lost while CMD runs, the lock
-//! is no longer exclusive: distsync sends SIGTERM to CMD (SIGKILL 10 s later if it is
-//! still running) and exits with 3, whatever CMD's code. SIGINT and SIGTERM received
+//! is no longer exclusive: distsync sends SIGTERM to CMD (SIGKILL at the session's
+//! client-side deadline at the latest) and exits with 3, whatever CMD's code.
+//! `distsync queue NAME receive -- CMD` runs CMD the same way with the received item as
+//! its standard input, acknowledging the item when CMD exits 0. SIGINT and SIGTERM received
 //! by distsync are forwarded to CMD; distsync waits for CMD (a second signal kills it),
 //! releases, and exits with 130.
 #![warn(missing_docs)]
@@ -58,8 +58,11 @@
 mod args;
 mod child;
 mod commands;
+mod duration;
 mod exit;
+mod generate;
 mod hold;
+mod items;
 mod output;
 mod repl;
 mod signals;
@@ -71,12 +74,30 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::args::Cli;
+use crate::args::{Cli, Command};
 use crate::exit::Failure;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    let generated = match cli.command {
+        Command::Completions { shell } => Some(generate::completions(shell)),
+        Command::Man => Some(generate::man()),
+        _ => None,
+    };
+    if let Some(written) = generated {
+        return match written {
+            Ok(()) => ExitCode::SUCCESS,
+            // `distsync man | head`: the reader has what it wanted.
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(error) => {
+                report(&Failure::failed(format!(
+                    "writing to standard output: {error}"
+                )));
+                ExitCode::from(exit::FAILED)
+            }
+        };
+    }
     let backend = match &cli.backend_file {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => text.lines().next().map(|line| line.trim().to_owned()),

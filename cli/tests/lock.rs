@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{field, number, servers, unique, Proc};
+use std::time::{Duration, Instant};
+
+use common::{field, number, run, servers, unique, Proc};
 
 /// A command that waits for one line on its standard input (inherited from distsync),
 /// then exits with 7.
@@ -109,5 +111,110 @@ fn readers_share_and_a_writer_waits_for_both() {
         let token = number(&granted, "token");
         assert_eq!(writer.line(), format!("cmd {token}"), "{}", server.label);
         assert_eq!(writer.wait(), 0, "{}: {}", server.label, writer.stderr());
+    }
+}
+
+#[test]
+fn no_wait_and_timeout_give_up_with_exit_1_while_another_process_holds() {
+    for server in servers() {
+        let label = server.label;
+        let name = unique("lock-give-up");
+        let url = Some(server.url.as_str());
+        let mut holder = Proc::spawn(url, &["lock", &name]);
+        holder.expect(&format!("{name} key="));
+
+        let (code, lines, stderr) = run(
+            url,
+            &["lock", &name, "--no-wait", "--", "sh", "-c", "echo ran"],
+        );
+        assert_eq!(code, 1, "{label}: {stderr}");
+        assert!(
+            lines.is_empty(),
+            "{label}: no lock line, CMD not run: {lines:?}"
+        );
+        assert!(stderr.contains("held elsewhere"), "{label}: {stderr}");
+
+        let started = Instant::now();
+        let (code, lines, stderr) = run(
+            url,
+            &[
+                "lock",
+                &name,
+                "--timeout",
+                "700ms",
+                "--",
+                "sh",
+                "-c",
+                "echo ran",
+            ],
+        );
+        assert_eq!(code, 1, "{label}: {stderr}");
+        assert!(lines.is_empty(), "{label}: {lines:?}");
+        assert!(
+            stderr.contains("not acquired within 700ms"),
+            "{label}: {stderr}"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(700),
+            "{label}: gave up after {:?}, before the timeout",
+            started.elapsed()
+        );
+
+        // A timeout long enough: acquired once the holder lets go.
+        let mut waiter = Proc::spawn(
+            url,
+            &[
+                "lock",
+                &name,
+                "--timeout",
+                "30s",
+                "--",
+                "sh",
+                "-c",
+                "echo ran",
+            ],
+        );
+        waiter.quiet();
+        holder.signal(libc::SIGINT);
+        assert_eq!(holder.wait(), 130, "{label}: {}", holder.stderr());
+        waiter.expect(&format!("{name} key="));
+        assert_eq!(waiter.line(), "ran", "{label}");
+        assert_eq!(waiter.wait(), 0, "{label}: {}", waiter.stderr());
+
+        // Free: --no-wait takes it at once.
+        let (code, lines, stderr) = run(url, &["lock", &name, "--no-wait", "--", "true"]);
+        assert_eq!(code, 0, "{label}: {stderr}");
+        assert_eq!(lines.len(), 1, "{label}: {lines:?}");
+    }
+}
+
+#[test]
+fn write_locks_and_semaphores_give_up_too() {
+    for server in servers() {
+        let label = server.label;
+        let url = Some(server.url.as_str());
+
+        let rw = unique("rwlock-give-up");
+        let mut reader = Proc::spawn(url, &["rwlock", &rw, "read"]);
+        reader.expect(&format!("{rw} key="));
+        let (code, _, stderr) = run(url, &["rwlock", &rw, "read", "--no-wait", "--", "true"]);
+        assert_eq!(code, 0, "{label}: readers share: {stderr}");
+        let (code, lines, stderr) = run(url, &["rwlock", &rw, "write", "--no-wait"]);
+        assert_eq!(code, 1, "{label}: {stderr}");
+        assert!(lines.is_empty(), "{label}: {lines:?}");
+        let (code, _, stderr) = run(url, &["rwlock", &rw, "write", "--timeout", "300ms"]);
+        assert_eq!(code, 1, "{label}: {stderr}");
+        assert!(stderr.contains("not acquired within"), "{label}: {stderr}");
+
+        let sem = unique("semaphore-give-up");
+        let mut permit = Proc::spawn(url, &["semaphore", &sem, "1"]);
+        permit.expect(&format!("{sem} key="));
+        let (code, _, stderr) = run(url, &["semaphore", &sem, "1", "--no-wait", "--", "true"]);
+        if code == 2 && stderr.contains("not supported") {
+            eprintln!("{label} offers no semaphore: {stderr}");
+        } else {
+            assert_eq!(code, 1, "{label}: {stderr}");
+            assert!(stderr.contains("no free permit"), "{label}: {stderr}");
+        }
     }
 }

@@ -284,7 +284,7 @@ fn a_lock_held_by_another_process_refuses_the_migration_unless_forced() {
         holder.expect("busy key=");
 
         let (code, lines, stderr) = migrate(&source, &target, &[]);
-        assert_eq!(code, 1, "{label}: {stderr}");
+        assert_eq!(code, 4, "{label}: {stderr}");
         assert!(lines.is_empty(), "{label}: {lines:?}");
         assert!(stderr.contains("1 active hold "), "{label}: {stderr}");
         assert!(
@@ -296,7 +296,7 @@ fn a_lock_held_by_another_process_refuses_the_migration_unless_forced() {
 
         // A dry run is refused the same way.
         let (code, _, stderr) = migrate(&source, &target, &["--dry-run"]);
-        assert_eq!(code, 1, "{label}: {stderr}");
+        assert_eq!(code, 4, "{label}: {stderr}");
 
         let (code, lines, stderr) = migrate(&source, &target, &["--force"]);
         assert_eq!(code, 0, "{label}: {stderr}");

@@ -100,9 +100,18 @@ fn a_backend_not_compiled_in_names_its_feature() {
 fn bad_arguments_are_usage_errors() {
     for args in [
         &["elect", "e"][..],
-        &["queue", "q", "push"],
         &["rwlock", "r", "sideways"],
         &["lock", "a", "--ttl", "0"],
+        &["lock", "a", "--ttl", "10x"],
+        &["lock", "a", "--timeout", "0"],
+        &["lock", "a", "--timeout", "1.5s"],
+        &["lock", "a", "--timeout", "1s", "--no-wait"],
+        &["lock", "a", "--grace", "-1"],
+        &["queue", "q", "pop", "-0", "--format", "json"],
+        &["queue", "q", "receive", "--format", "json", "--", "cat"],
+        &["queue", "q", "push", "--format", "json", "not json"],
+        &["queue", "q", "push", "--format", "json", "{\"base64\": 7}"],
+        &["completions", "tcsh"],
     ] {
         let (code, _, stderr) = run(Some("memory://"), args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
@@ -113,19 +122,180 @@ fn bad_arguments_are_usage_errors() {
 }
 
 #[test]
-fn help_documents_the_exit_codes() {
+fn help_documents_the_exit_codes_and_every_url_form() {
+    for flag in ["-h", "--help"] {
+        let output = command(None, &[flag]).output().unwrap();
+        assert_eq!(output.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&output.stdout);
+        for needle in [
+            "Exit codes:",
+            "  0      success",
+            "  1      nothing to take now or in time",
+            "  2      bad arguments or configuration",
+            "  3      the session was lost",
+            "  4      the store or the operation failed",
+            "  130    interrupted",
+            "  CMD's  with `-- CMD`",
+            "memory://",
+            "etcd://",
+            "redis://",
+            "rediss://",
+            "redis+sentinel://",
+            "redis+cluster://",
+            "postgres://",
+        ] {
+            assert!(help.contains(needle), "{flag} lacks {needle:?}:\n{help}");
+        }
+    }
     let output = command(None, &["--help"]).output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
     let help = String::from_utf8_lossy(&output.stdout);
     for needle in [
-        "Exit codes",
-        "130",
-        "session was lost",
         "DISTSYNC_URL",
         "--features full",
+        "memory://NAME",
+        "etcd://[user:password@]host:port[,host:port...][/namespace]",
+        "layout=go",
+        "rediss://[user[:password]@]host[:port][/db][?ca=PATH",
+        "redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/SERVICE",
+        "wait_replicas=N",
+        "redis+cluster://[user[:password]@]host[:port][,host[:port]...]",
+        "postgres://[user[:password]@]host[:port]/database[?schema=S",
+        "connect_timeout=DURATION",
+        "`1500ms`, `2s`, `1m`",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }
+}
+
+#[test]
+fn completions_and_the_man_page_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = command(None, &["completions", shell]).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{shell}: {output:?}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(script.contains("distsync"), "{shell}:\n{script}");
+        for subcommand in ["double-barrier", "stm-bank", "receive"] {
+            assert!(
+                script.contains(subcommand),
+                "{shell} lacks {subcommand}:\n{script}"
+            );
+        }
+    }
+    let output = command(None, &["man"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH distsync 1"),
+        "{page}"
+    );
+    for needle in [".TH distsync 1", "double\\-barrier", "queue", "Exit codes"] {
+        assert!(
+            page.contains(needle),
+            "the man page lacks {needle:?}:\n{page}"
+        );
+    }
+}
+
+#[test]
+fn nothing_to_take_is_exit_1_and_a_store_error_exit_4() {
+    let name = unique("queue-empty");
+    for args in [
+        &["queue", &name, "pop", "--no-wait"][..],
+        &["queue", &name, "receive", "--no-wait"],
+    ] {
+        let (code, lines, stderr) = run(Some("memory://"), args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(lines.is_empty(), "{args:?}: {lines:?}");
+        assert!(
+            stderr.contains(&format!("queue {name} is empty")),
+            "{args:?}: {stderr}"
+        );
+    }
+    for args in [
+        &["queue", &name, "pop", "--timeout", "400ms"][..],
+        &[
+            "queue",
+            &name,
+            "receive",
+            "--timeout",
+            "400",
+            "--",
+            "sh",
+            "-c",
+            "echo ran",
+        ],
+    ] {
+        let started = std::time::Instant::now();
+        let (code, lines, stderr) = run(Some("memory://"), args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(
+            lines.is_empty(),
+            "{args:?}: the command must not run: {lines:?}"
+        );
+        assert!(
+            stderr.contains("nothing received within 400ms"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(400),
+            "{args:?}: gave up after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_store_that_refuses_the_connection_is_exit_4() {
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}?connect_timeout=2s");
+    let (code, lines, stderr) = run(Some(&url), &["queue", "q", "pop", "--no-wait"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(lines.is_empty(), "{lines:?}");
+    assert!(stderr.contains("connection"), "{stderr}");
+}
+
+#[test]
+fn every_duration_flag_takes_units() {
+    let name = unique("durations");
+    let (code, lines, stderr) = run(
+        Some("memory://"),
+        &[
+            "--ttl",
+            "1m",
+            "--grace",
+            "250ms",
+            "lock",
+            &name,
+            "--timeout",
+            "1500ms",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // Bare numbers keep their old meaning for --ttl and --grace (seconds).
+    let (code, _, stderr) = run(
+        Some("memory://"),
+        &[
+            "--ttl",
+            "3",
+            "--grace",
+            "0.5",
+            "lock",
+            &name,
+            "--no-wait",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]

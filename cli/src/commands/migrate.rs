@@ -19,7 +19,7 @@ use crate::wait::{race, Raced};
 ///
 /// # Errors
 /// Exit code 2 for a bad URL, a backend not compiled in or one that cannot export, or
-/// the same URL twice; 1 when the source has live holds (without `--force`), a store
+/// the same URL twice; 4 when the source has live holds (without `--force`), a store
 /// fails, or the verification finds a difference; 130 when interrupted.
 pub(super) async fn run(args: MigrateArgs, interrupts: &mut Interrupts) -> Result<u8, Failure> {
     // Two `memory://` URLs are two fresh stores; any other URL given twice is one store.
@@ -103,7 +103,7 @@ fn summary(report: &MigrationReport) -> String {
 }
 
 /// The failure of a migration that ran: live holds and a failed verification are
-/// operation failures (1), whatever their error variant.
+/// operation failures (4), whatever their error variant.
 fn failure(error: Error) -> Failure {
     match error {
         Error::ActiveHolders { count, example } => Failure::failed(format!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use distsync::{Coordinator, Session};
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, WaitArgs};
 use crate::exit::Failure;
 use crate::repl;
 use crate::signals::Interrupts;
@@ -53,6 +53,50 @@ impl Ctx {
             Raced::Interrupted => Err(Failure::interrupted()),
             Raced::Lost => Err(Failure::session_lost("while waiting")),
         }
+    }
+
+    /// Acquires (or takes) what `blocking` waits for, as `wait` says: waiting for it,
+    /// for at most `--timeout`, or (`--no-wait`) trying once with `once`. Not getting
+    /// it is exit code 1, with `{what} {busy}` (`--no-wait`) or `{what}: {late} within
+    /// <timeout>` as the message. `session`, when given, is watched as in
+    /// [`Ctx::wait`].
+    ///
+    /// The timeout is the command line's own (dropping `blocking` at the deadline,
+    /// which every blocking call allows: it removes its waiter's entry), so that a
+    /// store's request timeout ([`distsync::Error::Timeout`]) stays a store error.
+    ///
+    /// # Errors
+    /// As said, and as [`Ctx::wait`].
+    pub(crate) async fn acquire<T>(
+        &mut self,
+        wait: WaitArgs,
+        what: &str,
+        (busy, late): (&str, &str),
+        blocking: impl Future<Output = distsync::Result<T>>,
+        once: impl Future<Output = distsync::Result<Option<T>>>,
+        session: Option<&Session>,
+    ) -> Result<T, Failure> {
+        let got = match (wait.no_wait, wait.timeout) {
+            (true, _) => self.wait(once, session).await?,
+            (false, Some(timeout)) => {
+                let timed = async {
+                    match tokio::time::timeout(timeout, blocking).await {
+                        Ok(got) => got.map(Some),
+                        Err(_elapsed) => Ok(None),
+                    }
+                };
+                match self.wait(timed, session).await? {
+                    Some(got) => Some(got),
+                    None => {
+                        return Err(Failure::not_now(format!(
+                            "{what}: {late} within {timeout:?}"
+                        )))
+                    }
+                }
+            }
+            (false, None) => Some(self.wait(blocking, session).await?),
+        };
+        got.ok_or_else(|| Failure::not_now(format!("{what} {busy}")))
     }
 
     /// Opens a session with the command line's TTL.
@@ -104,8 +148,8 @@ pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
     let mut ctx = Ctx {
         coordinator,
         interrupts,
-        ttl: Duration::from_secs(cli.ttl),
-        grace: Duration::from_secs_f64(cli.grace),
+        ttl: cli.ttl,
+        grace: cli.grace,
     };
     match cli.command {
         Command::Lock(args) => lock::run(&mut ctx, args).await,
@@ -119,5 +163,9 @@ pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::Interactive(args) => repl::run(&mut ctx, args).await,
         Command::Migrate(args) => migrate::run(args, &mut ctx.interrupts).await,
         Command::Status(args) => status::run(&mut ctx, args).await,
+        // `main` prints these before connecting; they never get here.
+        Command::Completions { .. } | Command::Man => Err(Failure::usage(
+            "completions and man need no backend and are printed before connecting",
+        )),
     }
 }

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use distsync::{Name, Session};
 
 use super::{close, Ctx};
-use crate::args::{RwLockArgs, RwMode};
+use crate::args::{RwLockArgs, RwMode, WaitArgs};
 use crate::exit::Failure;
 use crate::hold::{self, Hold};
 
@@ -17,7 +17,7 @@ use crate::hold::{self, Hold};
 pub(super) async fn run(ctx: &mut Ctx, args: RwLockArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let session = ctx.session().await?;
-    let outcome = locked(ctx, &session, &name, args.mode, &args.command).await;
+    let outcome = locked(ctx, &session, &name, args.mode, args.wait, &args.command).await;
     close(&session).await;
     outcome
 }
@@ -27,12 +27,33 @@ async fn locked(
     session: &Session,
     name: &Name,
     mode: RwMode,
+    wait: WaitArgs,
     command: &[OsString],
 ) -> Result<u8, Failure> {
     let rwlock = ctx.coordinator.backend().rwlock(session, name.clone())?;
     let held = match mode {
-        RwMode::Read => Hold::Shared(ctx.wait(rwlock.read(), Some(session)).await?),
-        RwMode::Write => Hold::Exclusive(ctx.wait(rwlock.write(), Some(session)).await?),
+        RwMode::Read => Hold::Shared(
+            ctx.acquire(
+                wait,
+                &format!("read lock {name}"),
+                ("is blocked by a writer", "not acquired"),
+                rwlock.read(),
+                rwlock.try_read(),
+                Some(session),
+            )
+            .await?,
+        ),
+        RwMode::Write => Hold::Exclusive(
+            ctx.acquire(
+                wait,
+                &format!("write lock {name}"),
+                ("is held elsewhere", "not acquired"),
+                rwlock.write(),
+                rwlock.try_write(),
+                Some(session),
+            )
+            .await?,
+        ),
     };
     hold::keep(name, held, command, ctx.grace, &mut ctx.interrupts).await
 }

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use distsync::{Name, Session};
 
 use super::{close, Ctx};
-use crate::args::SemaphoreArgs;
+use crate::args::{SemaphoreArgs, WaitArgs};
 use crate::exit::Failure;
 use crate::hold::{self, Hold};
 
@@ -19,7 +19,7 @@ use crate::hold::{self, Hold};
 pub(super) async fn run(ctx: &mut Ctx, args: SemaphoreArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let session = ctx.session().await?;
-    let outcome = acquired(ctx, &session, &name, args.permits, &args.command).await;
+    let outcome = acquired(ctx, &session, &name, args.permits, args.wait, &args.command).await;
     close(&session).await;
     outcome
 }
@@ -29,6 +29,7 @@ async fn acquired(
     session: &Session,
     name: &Name,
     permits: u32,
+    wait: WaitArgs,
     command: &[OsString],
 ) -> Result<u8, Failure> {
     let permits = usize::try_from(permits).map_err(|_| Failure::usage("too many permits"))?;
@@ -36,7 +37,16 @@ async fn acquired(
         .coordinator
         .backend()
         .semaphore(session, name.clone(), permits)?;
-    let permit = ctx.wait(semaphore.acquire(), Some(session)).await?;
+    let permit = ctx
+        .acquire(
+            wait,
+            &format!("semaphore {name}"),
+            ("has no free permit", "no permit acquired"),
+            semaphore.acquire(),
+            semaphore.try_acquire(),
+            Some(session),
+        )
+        .await?;
     hold::keep(
         name,
         Hold::Exclusive(permit),

@@ -23,7 +23,7 @@ const OPENING_BALANCE: u64 = 100;
 /// `sum=<n> expected=<n> commits=<n> retries=<n> isolation=<level>`.
 ///
 /// # Errors
-/// Exit code 1 when the sum changed under a level that promises it does not, or a
+/// Exit code 4 when the sum changed under a level that promises it does not, or a
 /// transfer gave up on conflicts; 2 for a level the backend does not offer.
 pub(super) async fn run(ctx: &mut Ctx, args: StmBankArgs) -> Result<u8, Failure> {
     let isolation = Isolation::from(args.isolation);

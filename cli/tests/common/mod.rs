@@ -282,3 +282,48 @@ pub(crate) fn number(line: &str, key: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("{key}= is not a number in {line:?}"))
 }
+
+/// Runs `distsync [--backend URL] ARGS...` to completion with `input` as its standard
+/// input; returns its exit code, raw standard output and standard error. Bounded by
+/// [`DEADLINE`] like [`Proc::wait`].
+pub(crate) fn run_bytes(
+    backend: Option<&str>,
+    args: &[&str],
+    input: &[u8],
+) -> (i32, Vec<u8>, String) {
+    let mut child = command(backend, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the distsync binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // A thread of its own, so that a large input never blocks against a full stdout.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let (sender, output) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let output = output
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| {
+            panic!(
+                "distsync {}: still running after {DEADLINE:?}",
+                args.join(" ")
+            )
+        })
+        .expect("waiting for distsync");
+    writer.join().unwrap();
+    let code = output
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("distsync {}: killed by a signal", args.join(" ")));
+    (
+        code,
+        output.stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
