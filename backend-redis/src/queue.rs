@@ -87,7 +87,7 @@ static DELIVERY: LazyLock<DeliveryScripts> = LazyLock::new(|| DeliveryScripts {
 /// What one pop or receive attempt found.
 enum Popped {
     /// An item: at most once, or held (with its earlier deliveries and its record).
-    Item(Bytes, Option<(u32, String)>),
+    Item(Bytes, Option<(u32, Vec<u8>)>),
     /// Nothing; a held item may come back within this long (the shortest hold TTL).
     Empty(Option<Duration>),
     /// The receiving session is gone.
@@ -193,8 +193,7 @@ impl RedisQueue {
                     .transpose()?
                     .flatten()
                     .ok_or_else(|| unexpected("queue_receive", &reply))?;
-                let record =
-                    String::from_utf8(record).map_err(|_| unexpected("queue_receive", &reply))?;
+                // The record holds the item's bytes as they are: never decoded.
                 Ok(Popped::Item(Bytes::from(item), Some((earlier, record))))
             }
             Some(0) => Ok(Popped::Empty(soonest("queue_receive", fields.next())?)),
@@ -299,7 +298,8 @@ struct RedisSettle {
     prefix: String,
     id: String,
     registry: Registry,
-    record: String,
+    /// The in-flight record as stored (the item's bytes included), given back as is.
+    record: Vec<u8>,
 }
 
 impl RedisSettle {

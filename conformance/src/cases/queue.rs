@@ -32,6 +32,15 @@ pub(super) const CASES: &[Case] = &[
         run: |h| boxed(fifo(h)),
     },
     Case {
+        id: "queue_binary_items",
+        group: Group::Queue,
+        guarantee: "items are bytes: not UTF-8, NUL, newlines and the empty item round-trip through dequeue, receive and nack",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(binary_items(h)),
+    },
+    Case {
         id: "queue_priority",
         group: Group::Queue,
         guarantee: "priority order (lower first, FIFO within)",
@@ -319,6 +328,51 @@ async fn empty_queue(h: Harness) -> Check {
         format!("None in {}", ms(refusal)),
         "try_dequeue None and len 0 on an empty queue; a blocked dequeue() woke for a later item",
     ))
+}
+
+/// Items that are not text: every byte value, invalid UTF-8, NUL, a newline, the
+/// empty item. Each must come back byte for byte from `dequeue`, and from `receive`
+/// after a `nack` put it back.
+async fn binary_items(h: Harness) -> Check {
+    let (_, queue) = new_queue(&h)?;
+    let every_byte: Vec<u8> = (0..=255).collect();
+    let items: Vec<Bytes> = vec![
+        Bytes::from(every_byte),
+        Bytes::from_static(b"\xff\xfe not UTF-8 \xc3\x28"),
+        Bytes::from_static(b"nul\0inside\nand a newline\r\n"),
+        Bytes::new(),
+    ];
+    for item in &items {
+        within(PROMPT, "enqueueing", queue.enqueue(item.clone())).await?;
+    }
+    let session = h.session().bounded("opening a session").await?;
+    for expected in &items[..2] {
+        let delivery = within(PROMPT, "receiving", queue.receive(&session)).await?;
+        ensure!(
+            delivery.item() == expected,
+            "receive gave {:?} for {expected:?}",
+            delivery.item()
+        );
+        delivery.nack().bounded("nacking").await?;
+        let again = within(PROMPT, "receiving again", queue.receive(&session)).await?;
+        ensure!(
+            again.item() == expected,
+            "after nack, receive gave {:?} for {expected:?}",
+            again.item()
+        );
+        again.ack().bounded("acknowledging").await?;
+    }
+    for expected in &items[2..] {
+        let item = within(PROMPT, "dequeuing", queue.dequeue()).await?;
+        ensure!(item == expected, "dequeue gave {item:?} for {expected:?}");
+    }
+    let left = within(PROMPT, "len()", queue.len()).await?;
+    ensure!(left == 0, "{left} items left after each was taken once");
+    session.close().bounded("closing the session").await?;
+    Ok(Holds::new(format!(
+        "{} items of bytes came back exact, through dequeue and through receive after nack",
+        items.len()
+    )))
 }
 
 /// A queue of the case's own, and its name (for other clients' handles on it).
