@@ -376,15 +376,19 @@ pub(in crate::cases) async fn queue(h: Harness) -> Check {
 pub(in crate::cases) async fn barrier(h: Harness) -> Check {
     let peer = peer(&h).await?;
     let name = h.name("go-barrier").ctx("naming the barrier")?;
-    let barrier: Arc<dyn distsync_core::Barrier> =
-        peer.backend().barrier(name.clone()).ctx("making a barrier")?.into();
+    let barrier: Arc<dyn distsync_core::Barrier> = peer
+        .backend()
+        .barrier(name.clone())
+        .ctx("making a barrier")?
+        .into();
     let (mut holder, mut waiter) = (go(&peer).await?, go(&peer).await?);
     call(&mut holder, &format!("barrier-hold {name}")).await?;
     let mut ours = Task::spawn("distsync's wait()", {
         let barrier = Arc::clone(&barrier);
         async move { barrier.wait().await.ctx("waiting at the barrier") }
     });
-    ours.ensure_blocked(h.settle(), "Go holds the barrier").await?;
+    ours.ensure_blocked(h.settle(), "Go holds the barrier")
+        .await?;
     call(&mut holder, &format!("barrier-release {name}")).await?;
     ours.join(PROMPT).await?;
     barrier.hold().bounded("holding the barrier").await?;
@@ -393,7 +397,9 @@ pub(in crate::cases) async fn barrier(h: Harness) -> Check {
     ensure_go_blocked(&mut waiter, &command, "distsync holds the barrier").await?;
     barrier.release().bounded("releasing the barrier").await?;
     call(&mut holder, &command).await?;
-    Ok(Holds::new("a barrier held by either language held the other's waiters until released"))
+    Ok(Holds::new(
+        "a barrier held by either language held the other's waiters until released",
+    ))
 }
 
 /// Double barrier (Go's layout): one Go and one distsync participant of a barrier of
