@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Every test against every backend: installs and starts the test servers
-# (scripts/servers.sh up), then runs, timing each step:
-#   cargo fmt --check, clippy -D warnings, cargo test --workspace --all-features, the
-#   conformance runner over memory, etcd, Redis and PostgreSQL, a subset of cases on
+# Every test against every backend: installs and starts the test servers and builds
+# the Go peer (scripts/servers.sh up), then runs, timing each step:
+#   cargo fmt --check; the MSRV check of Cargo.lock (scripts/check-msrv.sh); clippy -D
+#   warnings; cargo test --workspace --all-features (README's and docs/' code blocks
+#   included, as the facade's doctests); the conformance runner over memory, etcd
+#   (with etcd's own Go recipes as peers), Redis and PostgreSQL, a subset of cases on
 #   the Redis Sentinel group and the whole suite on the Redis Cluster (columns
-#   redis-sentinel and redis-cluster, their failover cases included; under CI=true the runner fails when
-#   DISTSYNC_REDIS_SENTINEL_URL or DISTSYNC_REDIS_CLUSTER_URL is not set), then the
-#   runner over the TLS and authenticated etcd, Redis and PostgreSQL (a subset of
-#   cases) and their typed-error tests (untrusted CA, client certificate of another CA or expired, wrong
-#   password, silent server, no password in errors or logs), then the Redis Sentinel
-#   tests with the primary killed (backend-redis/tests/sentinel.rs, a step of their own,
-#   timed; the conformance step's redis-sentinel column runs the same failover cases).
+#   redis-sentinel and redis-cluster, their failover cases included; under CI=true the
+#   runner fails when DISTSYNC_REDIS_SENTINEL_URL or DISTSYNC_REDIS_CLUSTER_URL is not
+#   set), compared with docs/GUARANTEES.md and README's summary; the bench's
+#   regression guard; the runner over the TLS and authenticated etcd, Redis and
+#   PostgreSQL (a subset of cases) and their typed-error tests (untrusted CA, client
+#   certificate of another CA or expired, wrong password, silent server, no password
+#   in errors or logs); the Redis Sentinel tests with the primary killed
+#   (backend-redis/tests/sentinel.rs, timed on their own; the conformance step's
+#   redis-sentinel column runs the same failover cases); and the publish dry run of
+#   every published crate (scripts/check-package.sh).
 # Every step runs even when an earlier one failed (so one run reports everything),
 # except the tests when the servers did not come up; the exit status is non-zero if
 # any step failed. Works on a fresh Debian 12 machine with a Rust toolchain (run as
@@ -62,6 +67,8 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 
 step fmt cargo fmt --all -- --check
+# Cargo.lock needs no newer Rust than the `rust-version` the crates declare.
+step msrv scripts/check-msrv.sh
 if ! step servers scripts/servers.sh up; then
     summary
     echo "test-all: the servers did not come up; not running the tests" >&2
@@ -91,6 +98,10 @@ step tls-errors cargo test -q --workspace --all-features --test tls_auth --test 
 # Redis under Sentinel: the primary SIGKILLed under load, with and without replica
 # acknowledgement (under CI=true a missing DISTSYNC_REDIS_SENTINEL_URL fails).
 step failover cargo test -q --workspace --all-features --test sentinel -- primary_killed_ --test-threads 1
+
+# Every published crate packages and builds from its package alone, as crates.io
+# would receive it (`cargo publish --workspace --dry-run`).
+step package scripts/check-package.sh
 
 summary
 exit "$failed"
