@@ -70,6 +70,8 @@ impl RedisDoubleBarrier {
             .arg(if check { "check" } else { "enter" })
             .arg(lease.session_check(&self.session));
         let value = format!("d{id}");
+        // Pending for the session's renewals until listed or unlisted below.
+        let _pending = lease.registry().taking(&key);
         let reply = if check {
             self.shared.eval(&call).await?
         } else {

@@ -7,7 +7,7 @@ use distsync_core::{Error, ReleaseFn, Result, Session};
 use crate::background::{spawn_retrying, GiveUp};
 use crate::error::int;
 use crate::scripts::SCRIPTS;
-use crate::session::{RedisLease, Registry};
+use crate::session::{PendingTake, RedisLease, Registry};
 use crate::store::Shared;
 
 /// One session-held entry key and the value it must hold.
@@ -54,12 +54,15 @@ impl Hold {
     }
 
     /// Runs `call`, the script that takes the entry, and under Cluster lists the
-    /// entry in the store's session registry beside it ([`Registry::register`]).
+    /// entry in the store's session registry beside it ([`Registry::register`]). The
+    /// take stays pending for the session's renewals until the returned guard is
+    /// dropped: keep it until [`Hold::listed`] or [`Hold::unlisted`].
     pub(crate) async fn taking(
         &self,
         call: &crate::call::Call,
         ttl_ms: u64,
-    ) -> Result<redis::Value> {
+    ) -> Result<(redis::Value, PendingTake)> {
+        let pending = self.registry.taking(&self.key);
         let (reply, registered) = tokio::join!(
             self.shared.eval(call),
             self.registry
@@ -67,7 +70,7 @@ impl Hold {
         );
         let reply = reply?;
         registered?;
-        Ok(reply)
+        Ok((reply, pending))
     }
 
     /// Releases the entry (one script call: delete it, unlist it from the session,

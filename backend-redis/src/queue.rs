@@ -222,6 +222,8 @@ impl RedisQueue {
         let mut backoff = Backoff::new();
         loop {
             // A receive is idempotent per call id, so connection trouble is ridden out.
+            // Its hold stays pending for the session's renewals until listed below.
+            let _pending = lease.registry().taking(&self.hold_key(&call.id));
             let delay = match self.receive_once(&call.id, session, lease, wait).await {
                 Ok(Popped::Item(item, Some((earlier, record)))) => {
                     let (hold, value) = (self.hold_key(&call.id), format!("q{}", call.id));

@@ -66,20 +66,55 @@ const MAX_DRAWS: u32 = 8;
 /// by its client: a key is listed once a script's reply says it is in the store, and
 /// unlisted before it is released (an unlisted key is no longer renewed, so at worst
 /// it expires with its TTL).
+///
+/// A key being taken (its script sent, its reply not yet handled) is not listed yet,
+/// so a renewal sent meanwhile does not renew it: the store expires it one TTL after
+/// the take, which may be earlier than the renewal's send time plus the TTL. Such
+/// takes are counted as pending, with the instant before their script was sent, and a
+/// renewal that runs while one is pending tells the session to count from that
+/// instant ([`KeepAlive::RenewedSince`]), so the client-side deadline never passes the
+/// store's expiry of any key the session may hold.
 #[derive(Default)]
-pub(crate) struct HeldKeys(Mutex<HashMap<String, String>>);
+pub(crate) struct HeldKeys {
+    listed: Mutex<HashMap<String, String>>,
+    /// Keys being taken, each with the instant before its take was sent.
+    pending: Mutex<HashMap<String, std::time::Instant>>,
+}
 
 impl HeldKeys {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.listed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// What is listed now.
-    fn snapshot(&self) -> Vec<(String, String)> {
-        self.map()
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, std::time::Instant>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What is listed now, and the instant before the oldest take still pending.
+    fn snapshot(&self) -> (Vec<(String, String)>, Option<std::time::Instant>) {
+        let oldest = self.pending().values().min().copied();
+        let listed = self
+            .map()
             .iter()
             .map(|(key, value)| (key.clone(), value.clone()))
-            .collect()
+            .collect();
+        (listed, oldest)
+    }
+}
+
+/// A take in flight (see [`HeldKeys`]): pending from [`Registry::taking`] until it is
+/// dropped, which its owner does once the key is listed or known not to be held.
+#[must_use = "the take stops being pending when this is dropped"]
+pub(crate) struct PendingTake {
+    held: Option<Arc<HeldKeys>>,
+    key: String,
+}
+
+impl Drop for PendingTake {
+    fn drop(&mut self) {
+        if let Some(held) = &self.held {
+            held.pending().remove(&self.key);
+        }
     }
 }
 
@@ -130,6 +165,21 @@ impl Registry {
             &self.key
         } else {
             ""
+        }
+    }
+
+    /// Under Cluster, counts a take of `key` as pending from now until the returned
+    /// guard is dropped (see [`HeldKeys`]); call it before sending the take, and drop
+    /// the guard after [`Registry::listed`] or [`Registry::unlisted`].
+    pub(crate) fn taking(&self, key: &str) -> PendingTake {
+        if let Some(held) = &self.held {
+            held.pending()
+                .entry(key.to_owned())
+                .or_insert_with(std::time::Instant::now);
+        }
+        PendingTake {
+            held: self.held.clone(),
+            key: key.to_owned(),
         }
     }
 
@@ -366,7 +416,7 @@ impl Lease for RedisLease {
         };
         // Redis Cluster: the held keys slot by slot, all sent with the session key's
         // renewal (the same margin test applies to each key; see keepalive_held.lua).
-        let held = held.snapshot();
+        let (held, pending_since) = held.snapshot();
         let slots = crate::cluster::by_slot(held.iter().map(|(key, value)| (key, value)))
             .into_iter()
             .map(|group| {
@@ -381,7 +431,10 @@ impl Lease for RedisLease {
                 }
             });
         let (renewal, slots) = tokio::join!(renewal, futures::future::join_all(slots));
-        let mut outcome = renewal?;
+        let mut outcome = match (renewal?, pending_since) {
+            (KeepAlive::Renewed, Some(since)) => KeepAlive::RenewedSince(since),
+            (outcome, _) => outcome,
+        };
         for renewed in slots {
             if renewed? != 1 {
                 outcome = KeepAlive::Gone;
@@ -465,7 +518,7 @@ pub(crate) async fn revoke(
     if shared.is_cluster() {
         let mut listed: HashMap<String, String> = registry
             .and_then(|registry| registry.held.as_ref())
-            .map(|held| held.snapshot().into_iter().collect())
+            .map(|held| held.snapshot().0.into_iter().collect())
             .unwrap_or_default();
         let stored = shared
             .query(redis::cmd("HGETALL").arg(shared.keys.registry(id)))

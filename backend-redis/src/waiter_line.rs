@@ -194,10 +194,13 @@ impl WaiterLine {
         if let Some(value) = value {
             call.arg(value.as_ref());
         }
-        let reply = if how == How::Check {
-            self.shared.eval(&call).await?
+        // A take stays pending for the session's renewals until listed or unlisted
+        // below (see `HeldKeys`).
+        let (reply, _pending) = if how == How::Check {
+            (self.shared.eval(&call).await?, None)
         } else {
-            hold.taking(&call, lease.ttl_ms()).await?
+            let (reply, pending) = hold.taking(&call, lease.ttl_ms()).await?;
+            (reply, Some(pending))
         };
         let fields = array("fair_acquire", reply.clone())?;
         let number = |i: usize| match fields.get(i) {

@@ -130,6 +130,12 @@ impl fmt::Display for SessionId {
 pub enum KeepAlive {
     /// The lease was renewed for another TTL.
     Renewed,
+    /// The lease was renewed, but part of what it covers was last renewed (or granted)
+    /// by a call sent at this instant, before the renewal: the session counts its
+    /// validity from this instant instead of the renewal's send time. For a backend
+    /// whose renewal cannot cover a hold whose grant is still in flight (Redis
+    /// Cluster, where a hold lives in another slot than the session).
+    RenewedSince(std::time::Instant),
     /// The store no longer knows the lease: it expired or was revoked.
     Gone,
 }
@@ -632,8 +638,12 @@ async fn keepalive_loop(
             }
         };
         match outcome {
-            Ok(KeepAlive::Renewed) => {
-                valid_until = valid_until.max(sent + ttl.saturating_sub(margin));
+            Ok(renewed @ (KeepAlive::Renewed | KeepAlive::RenewedSince(_))) => {
+                let counted = match renewed {
+                    KeepAlive::RenewedSince(since) => sent.min(Instant::from_std(since)),
+                    _ => sent,
+                };
+                valid_until = valid_until.max(counted + ttl.saturating_sub(margin));
                 failing_since = None;
                 next_at = sent + interval;
                 set_health(SessionHealth::Healthy {
@@ -907,6 +917,22 @@ mod tests {
             }
         }
         assert!(!session.is_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_counted_from_an_earlier_instant_extends_nothing_past_it() {
+        let lease = ScriptedLease::new();
+        let start_at = Instant::now();
+        // Every renewal covers a hold last renewed at the start (a take in flight).
+        lease.answer(Ok(KeepAlive::RenewedSince(start_at.into_std())));
+        let session = start(&lease, Duration::from_secs(3));
+        session.lost().await;
+        assert_eq!(
+            start_at.elapsed(),
+            Duration::from_millis(2400),
+            "lost at the start + TTL - margin, though renewals answered at 1 s and 2 s"
+        );
+        assert!(lease.renewals.load(Ordering::SeqCst) >= 2);
     }
 
     #[tokio::test(start_paused = true)]

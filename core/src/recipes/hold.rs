@@ -249,7 +249,7 @@ async fn lease_gone(kv: &dyn Kv, session: &Session, lease: LeaseId) -> Result<bo
             session.mark_lost();
             Ok(true)
         }
-        KeepAlive::Renewed => Ok(false),
+        KeepAlive::Renewed | KeepAlive::RenewedSince(_) => Ok(false),
     }
 }
 
