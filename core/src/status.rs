@@ -106,6 +106,7 @@ impl fmt::Display for HoldMode {
 
 /// One holder or waiter of a line.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HoldStatus {
     /// The store key (or row) that represents the entry, as a guard's `key()` shows it.
     pub key: String,
@@ -157,6 +158,7 @@ impl HoldStatus {
 
 /// The leader of an election.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaderStatus {
     /// The value the leader campaigned with or last proclaimed.
     pub value: Bytes,
@@ -176,6 +178,7 @@ impl LeaderStatus {
 
 /// A lock, an election, a read-write lock or a semaphore with live entries.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LineStatus {
     /// What it is.
     pub kind: LineKind,
@@ -223,6 +226,7 @@ impl LineStatus {
 
 /// A queue with items.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueStatus {
     /// Its name.
     pub name: String,

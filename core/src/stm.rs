@@ -140,6 +140,7 @@ fn is_retry(error: &Error) -> bool {
 /// assert_eq!(options.max_attempts, 5);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StmOptions {
     /// Attempts before giving up with [`Error::StmConflict`]. Default 100.
     pub max_attempts: u32,

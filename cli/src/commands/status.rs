@@ -222,38 +222,22 @@ mod tests {
     use super::*;
 
     fn report() -> StatusReport {
-        let hold = |key: &str, token: Option<u64>| HoldStatus {
-            key: key.into(),
-            mode: HoldMode::Exclusive,
-            session: Some("1f".into()),
-            token: token.map(FencingToken),
-            age: Some(Duration::from_millis(2500)),
+        let hold = |key: &str, token: Option<u64>| {
+            HoldStatus::new(key, HoldMode::Exclusive)
+                .with_session(Some("1f".into()))
+                .with_token(token.map(FencingToken))
+                .with_age(Some(Duration::from_millis(2500)))
         };
         let mut report = StatusReport::new("memory", "jobs/");
-        report.lines.push(LineStatus {
-            kind: LineKind::Lock,
-            name: "jobs/a".into(),
-            holders: vec![hold("k1", Some(7))],
-            waiters: vec![hold("k2", None), hold("k3", None)],
-            leader: None,
-            permits: None,
-        });
-        report.lines.push(LineStatus {
-            kind: LineKind::Election,
-            name: "jobs/leader".into(),
-            holders: vec![hold("k4", Some(9))],
-            waiters: vec![],
-            leader: Some(LeaderStatus {
-                value: "node-1".into(),
-                term: FencingToken(9),
-            }),
-            permits: None,
-        });
-        report.queues.push(QueueStatus {
-            name: "jobs/q".into(),
-            ready: 2,
-            in_flight: 1,
-        });
+        let mut lock = LineStatus::new(LineKind::Lock, "jobs/a");
+        lock.holders = vec![hold("k1", Some(7))];
+        lock.waiters = vec![hold("k2", None), hold("k3", None)];
+        report.lines.push(lock);
+        let mut election = LineStatus::new(LineKind::Election, "jobs/leader")
+            .with_leader(Some(LeaderStatus::new("node-1", FencingToken(9))));
+        election.holders = vec![hold("k4", Some(9))];
+        report.lines.push(election);
+        report.queues.push(QueueStatus::new("jobs/q", 2, 1));
         report
     }
 

@@ -36,9 +36,7 @@ pub(super) async fn run(ctx: &mut Ctx, args: StmBankArgs) -> Result<u8, Failure>
     ctx.wait(open_accounts(&stm, isolation, &keys), None)
         .await?;
 
-    let options = StmOptions {
-        max_attempts: args.max_attempts,
-    };
+    let options = StmOptions::with_max_attempts(args.max_attempts);
     let mut workers = JoinSet::new();
     for _ in 0..args.workers {
         let (stm, keys, options) = (stm.clone(), Arc::clone(&keys), options.clone());
