@@ -217,8 +217,10 @@ const SUMMARY: [(&str, &str); 10] = [
     ("lock_interop_go", "shared with etcd's Go programs"),
 ];
 
-/// What each store gives you, in ten rows: the [`SUMMARY`] rows of a markdown matrix
-/// (as [`markdown`] renders it), each cell reduced to `yes`, `no` (measured not to
+/// What each store gives you, in ten rows: ten chosen rows of a markdown matrix (as
+/// [`markdown`] renders it: one lock holder at a time, fencing, crash, pause and
+/// partition safety, one leader, no lost queue item, serializable STM, durability
+/// across a restart, sharing with etcd's Go programs), each cell reduced to `yes`, `no` (measured not to
 /// hold, as the store declares), `**VIOLATED**`, `n/a` (not offered by the store, or
 /// its fault cannot be injected there) or `–` (not run on that column). README's
 /// summary table, regenerated and checked with the matrix.
