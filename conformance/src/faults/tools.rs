@@ -112,14 +112,49 @@ pub(crate) fn signal(pid: u32, signal: libc::c_int) -> Result<()> {
     kill_process(target, sig).map_err(|error| hook_error(format!("kill({pid}, {signal})"), error))
 }
 
-/// A loopback TCP port nobody listens on right now.
+/// The ports private servers take: below Linux's ephemeral range (32768 and up by
+/// default), so that no outgoing connection of this machine holds one as its local end
+/// when the server starts, and clear of `scripts/servers.sh`'s default ports
+/// (23790-26425).
+const PRIVATE_PORTS: std::ops::Range<u16> = 27000..32000;
+
+/// A loopback TCP port nobody listens on right now, for a private server to listen on.
+///
+/// An ephemeral port (what binding port 0 hands out) can be taken in the meantime as
+/// the local end of any outgoing connection, and then the server cannot start (seen
+/// under load): so the port is drawn from [`PRIVATE_PORTS`] instead, checked free by
+/// binding it.
 pub(crate) fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|error| hook_error("finding a free port", error))?;
-    listener
-        .local_addr()
-        .map(|address| address.port())
-        .map_err(|error| hook_error("finding a free port", error))
+    use std::collections::hash_map::RandomState;
+    use std::collections::VecDeque;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
+
+    // Ports handed out lately, not yet listened on maybe: never twice in a row (a
+    // server's port and its peer port).
+    static RECENT: Mutex<VecDeque<u16>> = Mutex::new(VecDeque::new());
+    let mut recent = RECENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let span = u64::from(PRIVATE_PORTS.end - PRIVATE_PORTS.start);
+    for attempt in 0..256u64 {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(attempt);
+        hasher.write_u32(std::process::id());
+        let offset = u16::try_from(hasher.finish() % span).unwrap_or(0);
+        let port = PRIVATE_PORTS.start + offset;
+        if !recent.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            if recent.len() == 64 {
+                recent.pop_front();
+            }
+            recent.push_back(port);
+            return Ok(port);
+        }
+    }
+    Err(hook_error(
+        "finding a free port",
+        format!("none free in {PRIVATE_PORTS:?} after 256 draws"),
+    ))
 }
 
 /// Whether something accepts TCP connections on loopback port `port`.
