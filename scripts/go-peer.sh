@@ -20,6 +20,8 @@ readonly OUT=$ROOT/target/go-peer
 readonly BIN=$OUT/distsync-go-peer
 readonly GOCODE=/usr/share/gocode
 
+source "$ROOT/scripts/apt-install.sh"
+
 log() { printf 'go-peer: %s\n' "$*" >&2; }
 die() {
     log "error: $*"
@@ -31,15 +33,7 @@ ensure_installed() {
     command -v go >/dev/null || missing+=(golang-go)
     [[ -d $GOCODE/src/go.etcd.io/etcd/clientv3/concurrency ]] || missing+=(golang-etcd-server-dev)
     ((${#missing[@]})) || return 0
-    local sudo=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null || die "missing packages (${missing[*]}) and not root, no sudo: install them as root"
-        sudo=(sudo)
-    fi
-    log "installing ${missing[*]}"
-    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300)
-    "${apt[@]}" update -qq
-    "${apt[@]}" install -y -qq "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}" || die "could not install ${missing[*]}"
     command -v go >/dev/null || die "golang-go installed but no go on PATH"
 }
 

@@ -78,6 +78,8 @@ readonly HOST=127.0.0.1
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 readonly ROOT
 
+source "$ROOT/scripts/apt-install.sh"
+
 log() { printf 'servers: %s\n' "$*" >&2; }
 die() {
     log "error: $*"
@@ -216,15 +218,7 @@ ensure_installed() {
     [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
     ((${#missing[@]})) || return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    local sudo=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null || die "missing packages (${missing[*]}) and not root, no sudo: install them as root"
-        sudo=(sudo)
-    fi
-    log "installing ${missing[*]}"
-    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300)
-    "${apt[@]}" update -qq
-    "${apt[@]}" install -y -qq "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}" || die "could not install ${missing[*]}"
     pg_bin >/dev/null || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
 }
 
