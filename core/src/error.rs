@@ -88,6 +88,18 @@ pub enum Error {
     /// copied (see [`crate::migrate`]).
     #[error("migration verification failed: {0}")]
     MigrationMismatch(String),
+    /// The store holds state written by a newer, incompatible key layout or schema
+    /// than this client understands. Not transient: upgrade the client (see the
+    /// upgrade procedure in docs/MIGRATING.md). The store is left untouched.
+    #[error("{backend}: the store's layout version is {found}, this client understands up to {supported}; upgrade distsync")]
+    IncompatibleLayout {
+        /// The backend, e.g. `postgres`.
+        backend: &'static str,
+        /// The layout version recorded in the store.
+        found: u32,
+        /// The newest layout version this client reads and writes.
+        supported: u32,
+    },
     /// An operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

@@ -83,6 +83,7 @@ pub(crate) fn error_label(error: &Error) -> &'static str {
         Error::StmConflict { .. } => "stm_conflict",
         Error::ActiveHolders { .. } => "active_holders",
         Error::MigrationMismatch(_) => "migration_mismatch",
+        Error::IncompatibleLayout { .. } => "incompatible_layout",
         Error::Timeout(_) => "timeout",
         Error::Authentication { .. } => "authentication",
         Error::Connection { .. } => "connection",
