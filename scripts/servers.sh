@@ -352,7 +352,8 @@ etcd_spawn() {
 # place when complete, so an interrupted run leaves nothing half made.
 tls_ensure() {
     if [[ -f $TLS/complete ]]; then
-        # Made by an earlier version of this script: add what it lacked.
+        # A directory kept from another checkout of this script may lack some of the
+        # files: make the missing ones.
         [[ -f $TLS/expired-client.crt ]] || (cd "$TLS" && tls_expired_client) >/dev/null 2>&1 ||
             log "warning: could not make $TLS/expired-client.crt"
         [[ -f $TLS/postgres.password ]] || (cd "$TLS" && tls_postgres_passwords) ||
@@ -432,7 +433,7 @@ tls_generate() {
 }
 
 # The TLS PostgreSQL's passwords (its superuser's, and the distsync role's), made apart
-# so a TLS directory of an earlier version of this script gets them too.
+# so that a TLS directory that lacks them gets them too (see tls_ensure).
 tls_postgres_passwords() {
     (
         umask 077

@@ -1,4 +1,4 @@
-//! Watches ask for a leader (issue 12.5): a waiter attached to a member cut off from
+//! Watches ask for a leader: a waiter attached to a member cut off from
 //! the raft leader must not hang forever, and makes progress once the cluster has a
 //! leader again.
 //!
@@ -9,7 +9,7 @@
 //! then started again, and the waiter, still in line, is granted the lock when the
 //! holder releases it.
 //!
-//! And a release during a leader change (issue 14.4): the leader member is stopped and
+//! And a release during a leader change: the leader member is stopped and
 //! the holder unlocks at once; the unlock completes (retried through the election)
 //! and the waiter is granted.
 

@@ -1,9 +1,9 @@
-//! Queue items survive replies lost to connection resets (issue 14.5) on a real etcd
+//! Queue items survive replies lost to connection resets on a real etcd
 //! (`DISTSYNC_ETCD_URL`): a consumer reaches etcd through a partition proxy that
 //! resets every connection every few milliseconds, so claims whose transaction was
 //! applied lose their reply, and dequeues are dropped by their timeout mid-claim.
 //! Every item must still be delivered exactly once (to that consumer, or afterwards,
-//! by a direct client draining what was put back). (Instrumented once: a run sees
+//! by a direct client draining what was put back). (A typical run sees
 //! claims found after a lost reply, retried acknowledgements and a dozen put-backs.)
 
 mod common;

@@ -307,7 +307,8 @@ local function queue_sweep(p)
   if redis.call('EXISTS', inflight) == 1 or redis.call('EXISTS', p .. ':ift') == 1 then
     local now = queue_now()
     if redis.call('HLEN', inflight) > redis.call('ZCARD', p .. ':ift') then
-      -- Records of earlier versions carry no time: they are timed from now.
+      -- A claim whose time is missing (its `:ift` entry gone while the claim stayed)
+      -- is timed from now, so that it still goes stale.
       for _, cid in ipairs(redis.call('HKEYS', inflight)) do
         redis.call('ZADD', p .. ':ift', 'NX', now, cid)
       end

@@ -1,4 +1,4 @@
-//! Nothing renews a session past its client-side deadline (issue 12): the renewal and
+//! Nothing renews a session past its client-side deadline: the renewal and
 //! acquisition scripts refuse a session key with less than the session's margin left
 //! of its TTL, against a real Redis (`DISTSYNC_REDIS_URL`; skipped loudly when unset,
 //! a failure under `CI=true`).

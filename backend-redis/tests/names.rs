@@ -1,4 +1,4 @@
-//! Names that used to meet in one key (issue 14): braces, `/`, `:`, `%` and non-ASCII
+//! Names that must never meet in one key: braces, `/`, `:`, `%` and non-ASCII
 //! in names, and primitives of different kinds named alike, against a real Redis
 //! (`DISTSYNC_REDIS_URL`; skipped loudly when unset, a failure under `CI=true`). The
 //! property test over random names is `keys::tests` in the crate.

@@ -52,7 +52,7 @@
 //! by distsync are forwarded to CMD; distsync waits for CMD (a second signal kills it),
 //! releases, and exits with 130.
 #![warn(missing_docs)]
-// Unsafe only in `child.rs`'s wrapper of kill(2) (`terminate`).
+// Signals go to CMD through rustix's safe `kill_process` (`child::terminate`).
 #![forbid(unsafe_code)]
 
 mod args;
