@@ -33,7 +33,10 @@ ours = {
     if package["id"] in members and package.get("publish") != []
 }
 if len(ours) != 1 or None in ours:
-    sys.exit(f"check-msrv: expected one rust-version across the published workspace crates, found {sorted(map(str, ours))}")
+    sys.exit(
+        "check-msrv: expected one rust-version across the published workspace crates, "
+        f"found {sorted(map(str, ours))}"
+    )
 (msrv,) = ours
 
 dependencies = [
@@ -44,14 +47,23 @@ dependencies = [
 dependencies.sort(key=lambda dependency: (parse(dependency[0]), dependency[1]), reverse=True)
 above = [dependency for dependency in dependencies if parse(dependency[0]) > parse(msrv)]
 if above:
-    print(f"check-msrv: the workspace declares rust-version {msrv}, but Cargo.lock has {len(above)} package(s) that need more:")
+    print(
+        f"check-msrv: the workspace declares rust-version {msrv}, "
+        f"but Cargo.lock has {len(above)} package(s) that need more:"
+    )
     for rust_version, name, version in above:
         print(f"  {name} {version}: rust-version {rust_version}")
-    print("Raise rust-version in the root Cargo.toml (a minor release, see docs/SEMVER.md) or lock older versions of these packages.")
+    print(
+        "Raise rust-version in the root Cargo.toml (a minor release, see docs/SEMVER.md) "
+        "or lock older versions of these packages."
+    )
     sys.exit(1)
 if dependencies:
     rust_version, name, version = dependencies[0]
-    print(f"check-msrv: ok: rust-version {msrv}; the highest a dependency declares is {rust_version} ({name} {version})")
+    print(
+        f"check-msrv: ok: rust-version {msrv}; "
+        f"the highest a dependency declares is {rust_version} ({name} {version})"
+    )
 else:
     print(f"check-msrv: ok: rust-version {msrv}; no dependency declares one")
 '

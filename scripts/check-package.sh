@@ -21,7 +21,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if ! command -v protoc >/dev/null 2>&1 && [ -z "${PROTOC:-}" ]; then
-    echo "check-package: protoc not found (Debian: apt-get install protobuf-compiler); distsync-etcd needs it to build" >&2
+    echo "check-package: protoc not found (Debian: apt-get install protobuf-compiler);" \
+        "distsync-etcd needs it to build" >&2
     exit 2
 fi
 

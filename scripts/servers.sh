@@ -116,9 +116,9 @@ REDIS_HA_PORT=${DISTSYNC_REDIS_HA_PORT:-${defaults[9]}}
 SENTINEL_PORT=${DISTSYNC_SENTINEL_PORT:-${defaults[10]}}
 PG_TLS_PORT=${DISTSYNC_POSTGRES_TLS_PORT:-${defaults[11]}}
 REDIS_CLUSTER_PORT=${DISTSYNC_REDIS_CLUSTER_PORT:-${defaults[12]}}
-for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) "$REDIS_PORT" "$PG_PORT" \
-    "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" \
-    $((REDIS_CLUSTER_PORT + 5 + 30)); do
+for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) \
+    "$REDIS_PORT" "$PG_PORT" "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" \
+    $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" $((REDIS_CLUSTER_PORT + 5 + 30)); do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
@@ -173,7 +173,8 @@ urls() {
 tls_urls() {
     [[ -f $TLS/complete ]] || return 0
     local files
-    files="ca=$(query_escape "$TLS/ca.crt")&cert=$(query_escape "$TLS/client.crt")&key=$(query_escape "$TLS/client.key")"
+    files="ca=$(query_escape "$TLS/ca.crt")"
+    files+="&cert=$(query_escape "$TLS/client.crt")&key=$(query_escape "$TLS/client.key")"
     echo "DISTSYNC_TLS_DIR=$(printf %q "$TLS")"
     echo "DISTSYNC_ETCD_TLS_URL='etcd://$TLS_USER:$(<"$TLS/etcd.password")@$HOST:$ETCD_TLS_PORT/$TLS_PREFIX?tls=true&$files'"
     echo "DISTSYNC_REDIS_TLS_URL='rediss://$TLS_USER:$(<"$TLS/redis.password")@$HOST:$REDIS_TLS_PORT/0?namespace=$TLS_PREFIX:&$files'"
@@ -400,8 +401,8 @@ tls_expired_client() {
     umask 077
     local db
     db=$(mktemp -d ca-db.XXXXXX)
-    printf '[ca]\ndefault_ca = d\n[d]\ndatabase = %s/index.txt\nnew_certs_dir = %s\nserial = %s/serial\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n' \
-        "$db" "$db" "$db" >"$db/ca.cnf"
+    printf '%s\n' '[ca]' 'default_ca = d' '[d]' "database = $db/index.txt" "new_certs_dir = $db" \
+        "serial = $db/serial" 'default_md = sha256' 'policy = p' '[p]' 'commonName = supplied' >"$db/ca.cnf"
     touch "$db/index.txt"
     echo 01 >"$db/serial"
     printf 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n' >"$db/ext"
@@ -423,7 +424,8 @@ tls_generate() {
             -subj "/CN=distsync test $name" -keyout "$name.key" -out "$name.crt" \
             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
     done
-    tls_issue server ca localhost $'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature'
+    local server_ext=$'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth'
+    tls_issue server ca localhost "$server_ext"$'\nkeyUsage=critical,digitalSignature'
     tls_issue client ca distsync-client "$client_ext"
     tls_issue other-client other-ca distsync-client "$client_ext"
     tls_expired_client
@@ -711,13 +713,15 @@ redis_cluster_start() {
     while rc_serves "$n" && replica=$(rc_replica_of "$n") && ! rc_paused "$replica" &&
         redis_healthy "$(rc_port "$replica")"; do
         if ((SECONDS >= deadline)); then
-            log "warning: redis-cluster-$n: its replica redis-cluster-$replica did not take over its slots in ${WAIT_SECONDS}s; starting it anyway"
+            log "warning: redis-cluster-$n: its replica redis-cluster-$replica did not take over" \
+                "its slots in ${WAIT_SECONDS}s; starting it anyway"
             break
         fi
         sleep 0.2
     done
     spawn "redis-cluster-$n" redis-server --bind "$HOST" --port "$(rc_port "$n")" \
-        --cluster-port "$(rc_bus_port "$n")" --cluster-enabled yes --cluster-config-file "$DIR/redis-cluster-$n/nodes.conf" \
+        --cluster-port "$(rc_bus_port "$n")" --cluster-enabled yes \
+        --cluster-config-file "$DIR/redis-cluster-$n/nodes.conf" \
         --cluster-node-timeout 2000 --cluster-require-full-coverage no \
         --cluster-replica-validity-factor 0 --maxmemory-policy noeviction \
         --appendonly no --save '' --dir "$DIR/redis-cluster-$n"
@@ -740,7 +744,9 @@ redis_cluster_ensure() {
         redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$logfile" 2>&1 ||
             { tail -n 20 "$logfile" >&2; die "redis-cli --cluster create failed (log: $logfile)"; }
     elif ((fresh > 0)); then
-        die "$fresh Redis Cluster node(s) lost their cluster state while the others kept theirs: stop them (scripts/servers.sh down), remove $DIR/redis-cluster-*/nodes.conf, then scripts/servers.sh up"
+        die "$fresh Redis Cluster node(s) lost their cluster state while the others kept theirs:" \
+            "stop them (scripts/servers.sh down), remove $DIR/redis-cluster-*/nodes.conf," \
+            "then scripts/servers.sh up"
     fi
     wait_until "the Redis Cluster (3 masters with a replica each)" "$logfile" rc_ready
 }
@@ -898,7 +904,8 @@ ssl_ca_file = 'ca.crt'
 password_encryption = 'scram-sha-256'
 EOF
     as_pg "$bin/pg_ctl" -D "$data" -l "$home/server.log" -W start >/dev/null
-    wait_until "postgres-tls on port $PG_TLS_PORT" "$home/server.log" "$bin/pg_isready" -q -h "$HOST" -p "$PG_TLS_PORT" -t 2
+    wait_until "postgres-tls on port $PG_TLS_PORT" "$home/server.log" \
+        "$bin/pg_isready" -q -h "$HOST" -p "$PG_TLS_PORT" -t 2
     head -n 1 "$data/postmaster.pid" >"$DIR/postgres-tls.pid"
     log "started postgres-tls (pid $(<"$DIR/postgres-tls.pid"), log $home/server.log)"
 }
@@ -908,10 +915,11 @@ EOF
 postgres_tls_ensure_role() {
     local bin
     bin=$(pg_bin)
-    wait_until "postgres-tls on port $PG_TLS_PORT" "$(log_of postgres-tls)" "$bin/pg_isready" -q -h "$HOST" -p "$PG_TLS_PORT" -t 2
+    wait_until "postgres-tls on port $PG_TLS_PORT" "$(log_of postgres-tls)" \
+        "$bin/pg_isready" -q -h "$HOST" -p "$PG_TLS_PORT" -t 2
     # The new password goes through the environment (\getenv), never a command line.
     DISTSYNC_PG_PASSWORD=$(<"$TLS/postgres.password") pg_tls_psql postgres "$TLS/postgres-root.password" postgres \
-        -qAt -v ON_ERROR_STOP=1 >/dev/null <<'EOF' || log "warning: postgres-tls: could not create role and database distsync"
+        -qAt -v ON_ERROR_STOP=1 >/dev/null <<'EOF' || log "warning: postgres-tls: no role and database distsync"
 SELECT 'CREATE ROLE distsync LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB'
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'distsync') \gexec
 \getenv pw DISTSYNC_PG_PASSWORD
@@ -922,7 +930,8 @@ EOF
 }
 
 # Server names and, for the cluster, which member: etcd, etcd-N, redis, postgres.
-ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
+ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls
+    redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
     redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6)
 port_of() {
     case $1 in
@@ -949,7 +958,18 @@ check() {
     *) "$1_healthy" "$(port_of "$1")" ;;
     esac
 }
-start() { case $1 in etcd-tls) etcd_tls_start ;; redis-tls) redis_tls_start ;; postgres-tls) postgres_tls_start ;; redis-ha-*) redis_ha_start "${1#redis-ha-}" ;; sentinel-*) sentinel_start "${1#sentinel-}" ;; redis-cluster-*) redis_cluster_start "${1#redis-cluster-}" ;; etcd-*) member_start "${1#etcd-}" ;; *) "$1_start" ;; esac }
+start() {
+    case $1 in
+    etcd-tls) etcd_tls_start ;;
+    redis-tls) redis_tls_start ;;
+    postgres-tls) postgres_tls_start ;;
+    redis-ha-*) redis_ha_start "${1#redis-ha-}" ;;
+    sentinel-*) sentinel_start "${1#sentinel-}" ;;
+    redis-cluster-*) redis_cluster_start "${1#redis-cluster-}" ;;
+    etcd-*) member_start "${1#etcd-}" ;;
+    *) "$1_start" ;;
+    esac
+}
 stop() { case $1 in postgres | postgres-tls) postgres_stop "$1" ;; *) stop_owned "$1" ;; esac }
 log_of() { case $1 in postgres | postgres-tls) echo "$DIR/$1/server.log" ;; *) echo "$DIR/$1.log" ;; esac }
 
@@ -969,7 +989,8 @@ bring_up() {
         [[ $name != postgres ]] || check postgres || postgres_ensure_role
         [[ $name != postgres-tls ]] || check postgres-tls || postgres_tls_ensure_role
         wait_until "$name on port $(port_of "$name")" "$(log_of "$name")" check "$name"
-        [[ $name != etcd-tls ]] || etcd_tls_ensure_auth || die "etcd-tls: could not enable auth (log: $(log_of etcd-tls))"
+        [[ $name != etcd-tls ]] || etcd_tls_ensure_auth ||
+            die "etcd-tls: could not enable auth (log: $(log_of etcd-tls))"
     done
 }
 
@@ -1029,7 +1050,10 @@ env)
     urls | sed 's/^/export /'
     ;;
 restart)
-    case ${1:-} in etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls) ;; *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls or postgres-tls" ;; esac
+    case ${1:-} in
+    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls) ;;
+    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls or postgres-tls" ;;
+    esac
     lock_state_dir
     if ! stop "$1" && port_open "$(port_of "$1")"; then
         die "$1 on port $(port_of "$1") was not started by this script (state in $DIR); not touching it"

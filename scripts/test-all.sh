@@ -89,8 +89,9 @@ step conformance scripts/check-matrix.sh
 # against bench/baseline.json; fails beyond max(3 x noise, 20 %).
 step bench-guard scripts/bench-guard.sh
 # TLS, client certificates and authentication (etcd RBAC limited to the namespace,
-# Redis ACL, PostgreSQL SCRAM with a required client certificate): the runner over those servers, then the typed errors as cargo tests
-# (they also run in `test` above; here they are reported on their own).
+# Redis ACL, PostgreSQL SCRAM with a required client certificate): the runner over
+# those servers, then the typed errors as cargo tests (they also run in `test` above;
+# here they are reported on their own).
 step tls-conform tls_conformance
 # The same workspace-wide feature set as `test` (and scripts/runner.sh), so nothing
 # is compiled again for these two steps.

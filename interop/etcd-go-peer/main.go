@@ -83,7 +83,8 @@ func main() {
 	ttl := flag.Int("ttl", 10, "session TTL in seconds")
 	flag.Parse()
 	if *endpoints == "" || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: distsync-go-peer --endpoints HOST:PORT[,HOST:PORT...] [--namespace NS] [--ttl SECONDS]")
+		fmt.Fprintln(os.Stderr, "usage: distsync-go-peer --endpoints HOST:PORT[,HOST:PORT...]"+
+			" [--namespace NS] [--ttl SECONDS]")
 		os.Exit(2)
 	}
 
