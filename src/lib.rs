@@ -93,11 +93,23 @@ pub use distsync_core::{
 pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
 
 /// The in-memory backend, for tests: `Coordinator::new(MemoryBackend::new())`.
-pub use distsync_core::memory::MemoryBackend;
+pub use distsync_kv::memory::MemoryBackend;
 
 // The in-memory backend (`memory://`), observability, migration between stores, who
 // holds what, the notes on timed acquisition, and the backend author's API.
-pub use distsync_core::{fence, instrument, memory, migrate, raw, status, timeout};
+pub use distsync_core::{fence, instrument, migrate, status, timeout};
+pub use distsync_kv::memory;
+
+/// The backend author's API: the contract of `distsync_core::raw`, and the
+/// revisioned key-value model with the primitives built on it (`distsync-kv`).
+pub mod raw {
+    #[doc(inline)]
+    pub use distsync_core::raw::*;
+    #[doc(inline)]
+    pub use distsync_kv::memory::MemoryKv;
+    #[doc(inline)]
+    pub use distsync_kv::{kv, recipes};
+}
 
 // Who holds what ([`Coordinator::status`]).
 pub use distsync_core::status::{

@@ -1,10 +1,10 @@
 //! The factories of the etcd backend: [`backend`], [`backend_with_config`],
 //! [`backend_from_client`] and [`connect`] build an [`EtcdBackend`] (every primitive of
-//! [`distsync_core::recipes`] over [`EtcdKv`]) from a URL, a parsed [`EtcdConfig`] or a
+//! [`distsync_kv::recipes`] over [`EtcdKv`]) from a URL, a parsed [`EtcdConfig`] or a
 //! client of the caller's, with the [`capabilities`] of the crate root.
 
-use distsync_core::recipes::KvBackend;
 use distsync_core::{Backend, Coordinator, Error, Result};
+use distsync_kv::recipes::KvBackend;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
 use crate::error::to_error;
@@ -12,7 +12,7 @@ use crate::kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::retry::{Idempotence, RetryPolicy, DEFAULT_RETRY_BUDGET};
 use crate::{capabilities, EtcdConfig, BACKEND};
 
-/// The etcd backend: every primitive of [`distsync_core::recipes`] over [`EtcdKv`].
+/// The etcd backend: every primitive of [`distsync_kv::recipes`] over [`EtcdKv`].
 pub type EtcdBackend = KvBackend<EtcdKv>;
 
 /// Connects to the etcd cluster a URL names and returns the backend.

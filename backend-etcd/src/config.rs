@@ -4,8 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use distsync_core::raw::recipes::KeyLayout;
 use distsync_core::{Error, Name, Result};
+use distsync_kv::recipes::KeyLayout;
 
 /// The URL scheme of this backend.
 pub const SCHEME: &str = "etcd";

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::kv::{
+use distsync_core::{Error, KeepAlive, Result};
+use distsync_kv::kv::{
     Compare, CompareOp, CompareTarget, KeyValue, Kv, LeaseId, Range, RangeResponse, Revision,
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchResponse,
 };
-use distsync_core::{Error, KeepAlive, Result};
 use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions};
 use futures::stream::BoxStream;
 
@@ -29,7 +29,7 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// See [`KEEPALIVE_INTERVAL`].
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The revisioned store of [`distsync_core::kv`] on an etcd cluster, through the
+/// The revisioned store of [`distsync_kv::kv`] on an etcd cluster, through the
 /// `etcd-client` crate.
 ///
 /// Requests are balanced over every endpoint given. A request that could not be sent
@@ -50,7 +50,7 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// should be built with `ConnectOptions::with_require_leader(true)` for the same.
 ///
 /// Keys are full store keys; the namespace is added by
-/// [`KvBackend`](distsync_core::recipes::KvBackend). Keys that are not UTF-8 (written
+/// [`KvBackend`](distsync_kv::recipes::KvBackend). Keys that are not UTF-8 (written
 /// by another program) are read lossily.
 #[derive(Clone)]
 pub struct EtcdKv {

@@ -6,8 +6,8 @@
 //! (or `etcdctl lock` / `etcdctl elect`) and a Rust service share one lock or one
 //! election on the same etcd.
 //!
-//! The primitives themselves live in [`distsync_core::recipes`], written once over the
-//! revisioned key-value model [`distsync_core::kv::Kv`]; this crate provides [`EtcdKv`],
+//! The primitives themselves live in [`distsync_kv::recipes`], written once over the
+//! revisioned key-value model [`distsync_kv::kv::Kv`]; this crate provides [`EtcdKv`],
 //! that model on the `etcd-client` crate, and [`EtcdBackend`], the [`Backend`] over it.
 //!
 //! - Sessions are etcd leases, renewed every TTL/3 by core's session loop; a renewal
@@ -68,7 +68,7 @@ pub use backend::{backend, backend_from_client, backend_with_config, connect, Et
 pub use config::{
     EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, SCHEME,
 };
-pub use distsync_core::raw::recipes::KeyLayout;
+pub use distsync_kv::recipes::KeyLayout;
 pub use kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 /// Re-export of the client crate, for [`EtcdKv::from_client`] and [`EtcdKv::client`].

@@ -13,8 +13,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use distsync_core::kv::{EventKind, Revision, WatchEvent, WatchResponse};
 use distsync_core::Result;
+use distsync_kv::kv::{EventKind, Revision, WatchEvent, WatchResponse};
 use etcd_client::{EventType, WatchOptions, WatchRequestSender, WatchResponseStream};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{mpsc, oneshot, Mutex};

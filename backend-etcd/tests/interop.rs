@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use distsync_core::kv::{Kv, Range};
 use distsync_core::{Backend, LeaderInfo, Name, Session, SessionOptions};
 use distsync_etcd::EtcdBackend;
+use distsync_kv::kv::{Kv, Range};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 

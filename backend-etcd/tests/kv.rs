@@ -6,12 +6,12 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use distsync_core::kv::{
+use distsync_core::{Backend, Error, KeepAlive, SessionOptions};
+use distsync_etcd::{EtcdConfig, EtcdKv};
+use distsync_kv::kv::{
     Compare, CompareOp, EventKind, Kv, Range, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
     WatchEvent, WatchResponse,
 };
-use distsync_core::{Backend, Error, KeepAlive, SessionOptions};
-use distsync_etcd::{EtcdConfig, EtcdKv};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 

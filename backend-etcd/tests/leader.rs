@@ -22,10 +22,10 @@ use bytes::Bytes;
 use distsync_conformance::faults::cluster::EtcdCluster;
 use distsync_conformance::faults::{Cluster, ETCD_CLUSTER_VAR};
 use distsync_conformance::{connector, server_url};
-use distsync_core::kv::{Kv, Txn, TxnOp};
-use distsync_core::recipes::KvBackend;
 use distsync_core::{Backend, Name, SessionOptions};
 use distsync_etcd::{EtcdConfig, EtcdKv};
+use distsync_kv::kv::{Kv, Txn, TxnOp};
+use distsync_kv::recipes::KvBackend;
 use futures::StreamExt;
 
 use common::{unique, within};

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use distsync_conformance::faults::private;
 use distsync_conformance::{connector, StoreKind};
-use distsync_core::kv::{Kv, Range};
 use distsync_core::{Backend, Isolation, Name, SessionOptions};
+use distsync_kv::kv::{Kv, Range};
 
 use common::{eventually, within};
 

@@ -6,9 +6,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use distsync_core::memory::MemoryBackend;
 use distsync_core::migrate::{migrate, MigrateOptions, QueueItem, Snapshot};
 use distsync_core::{Coordinator, Error, Isolation, Name};
+use distsync_kv::memory::MemoryBackend;
 use support::{server_url, unique_namespace, with_namespace};
 
 const DEADLINE: Duration = Duration::from_secs(10);

@@ -243,7 +243,7 @@ async fn bad_arguments_are_typed_errors() {
         f.coordinator.double_barrier(&session, "d", 0),
         Err(Error::InvalidArgument(_))
     ));
-    let memory = Coordinator::new(distsync_core::memory::MemoryBackend::new());
+    let memory = Coordinator::new(distsync_kv::memory::MemoryBackend::new());
     let foreign = memory.session().await.unwrap();
     assert!(matches!(
         f.coordinator.locker(&foreign, "a"),

@@ -311,9 +311,10 @@ static SHARED_TOPOLOGY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new((
 /// [`CASE_LIMIT`].
 ///
 /// A case whose [`Need`]s the capabilities do not offer, or whose fault [`Hook`]s the
-/// harness does not offer, is `Unsupported` without running. A case that runs and meets [`distsync_core::Error::Unsupported`] from the
-/// backend has found a contradiction (the capabilities offered what the backend
-/// refuses): that is reported as `Violated`. A panic in the case body is `Violated`.
+/// harness does not offer, is `Unsupported` without running. A case that runs and meets
+/// [`distsync_core::Error::Unsupported`] from the backend has found a contradiction (the
+/// capabilities offered what the backend refuses): that is reported as `Violated`. A
+/// panic in the case body is `Violated`.
 ///
 /// Cancel-safety: the case body runs in a spawned task; dropping this future leaves
 /// it running until it finishes (every wait in it is bounded).
@@ -487,7 +488,7 @@ mod tests {
 
     #[tokio::test]
     async fn cases_whose_hooks_are_missing_are_unsupported_not_failed() {
-        use distsync_core::memory::MemoryBackend;
+        use distsync_kv::memory::MemoryBackend;
         use std::sync::Arc;
 
         let needs_a_cluster: &'static Case = Box::leak(Box::new(Case {
@@ -514,7 +515,7 @@ mod tests {
 
     #[tokio::test]
     async fn unoffered_needs_are_unsupported_and_refusals_are_contradictions() {
-        use distsync_core::memory::MemoryBackend;
+        use distsync_kv::memory::MemoryBackend;
         use std::sync::Arc;
 
         let harness = Harness::new(Arc::new(MemoryBackend::new()));

@@ -291,7 +291,7 @@ fn unique_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    use distsync_core::memory::MemoryBackend;
+    use distsync_kv::memory::MemoryBackend;
 
     use super::*;
 

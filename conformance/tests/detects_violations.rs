@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_conformance::{find, run_case, Harness, Outcome};
-use distsync_core::memory::MemoryBackend;
 use distsync_core::{
     Backend, Barrier, Capabilities, DoubleBarrier, Election, Error, FencingToken, LockGuard,
     Locker, Name, Queue, Result, RwLock, Session, SessionId, SessionOptions, Stm,
 };
+use distsync_kv::memory::MemoryBackend;
 
 /// The memory backend, except that its lock grants everyone at once with token 1, and
 /// its queue is refused although the capabilities offer it.

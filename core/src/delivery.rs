@@ -60,7 +60,7 @@ pub trait Settle: Send + Sync + 'static {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// let coordinator = distsync_core::Coordinator::new(distsync_core::memory::MemoryBackend::new());
+/// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
 /// let session = coordinator.session().await?;
 /// let jobs = coordinator.queue("jobs")?;
 /// jobs.enqueue("build".into()).await?;

@@ -29,7 +29,7 @@ pub type ReleaseFn = Box<dyn FnOnce() -> BoxFuture<'static, Result<()>> + Send +
 /// (never if none is), so a hold nobody asks about costs no watch on the store. It
 /// must cancel the token when the store no longer holds the hold, including when that
 /// happened before it was started.
-pub(crate) type LossWatchFn = Box<dyn FnOnce(CancellationToken) + Send + Sync>;
+pub type LossWatchFn = Box<dyn FnOnce(CancellationToken) + Send + Sync>;
 
 /// What every guard shares: the store key, the session, the lost signal, the release.
 pub(crate) struct Held {
@@ -250,7 +250,7 @@ macro_rules! guard_accessors {
         /// ```
         /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
         /// # use distsync_core::Backend;
-        /// # let backend = distsync_core::memory::MemoryBackend::new();
+        /// # let backend = distsync_kv::memory::MemoryBackend::new();
         /// # let session = backend.session(Default::default()).await?;
         /// # let locker = backend.locker(&session, distsync_core::Name::new("jobs/nightly")?)?;
         /// let guard = locker.lock().await?;
@@ -315,8 +315,8 @@ macro_rules! guard_accessors {
         /// Detects a hold taken away in the store with `watch`, started only when the
         /// guard's `lost()`, `is_lost()` or `while_held()` is first used (see
         /// `LossWatchFn`).
-        #[allow(dead_code)]
-        pub(crate) fn with_loss_watch(mut self, watch: $crate::guard::LossWatchFn) -> Self {
+        #[doc(hidden)]
+        pub fn with_loss_watch(mut self, watch: $crate::guard::LossWatchFn) -> Self {
             self.held.set_loss_watch(watch);
             self
         }
@@ -384,7 +384,7 @@ impl LockGuard {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// let coordinator = distsync_core::Coordinator::new(distsync_core::memory::MemoryBackend::new());
+    /// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
     /// let session = coordinator.session().await?;
     /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
     /// guard.put_if_held("jobs/nightly/state", "running").await?;
@@ -481,45 +481,3 @@ impl ReadGuard {
 }
 
 pub(crate) use guard_accessors;
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::backend::Backend;
-    use crate::memory::MemoryBackend;
-    use crate::session::SessionOptions;
-
-    #[tokio::test]
-    async fn an_unlock_whose_caller_stops_waiting_still_releases() {
-        let session = MemoryBackend::new()
-            .session(SessionOptions::default())
-            .await
-            .unwrap();
-        let (go, store_answers) = tokio::sync::oneshot::channel::<()>();
-        let (released, was_released) = tokio::sync::oneshot::channel::<()>();
-        let release: ReleaseFn = Box::new(move || {
-            Box::pin(async move {
-                // A store slow to answer the release.
-                let _ = store_answers.await;
-                let _ = released.send(());
-                Ok(())
-            })
-        });
-        let guard = LockGuard::new("k".into(), FencingToken(1), &session, release);
-        let lost = guard.lost();
-        // The caller gives up on the unlock before the store answered.
-        let gave_up = tokio::time::timeout(Duration::from_millis(20), guard.unlock()).await;
-        assert!(gave_up.is_err(), "the release could not have finished yet");
-        go.send(()).unwrap();
-        // The release went on without its caller.
-        tokio::time::timeout(Duration::from_secs(5), was_released)
-            .await
-            .expect("the release was dropped with the unlock's future")
-            .expect("the release was dropped with the unlock's future");
-        tokio::time::timeout(Duration::from_secs(5), lost)
-            .await
-            .expect("lost() fires once the hold is released");
-    }
-}

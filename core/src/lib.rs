@@ -2,16 +2,15 @@
 //!
 //! The contract of distsync: validated [`Name`]s, the [`Error`] enum, [`Session`]s
 //! (leases kept alive in the background), guards carrying [`FencingToken`]s,
-//! [`Capabilities`], the primitive traits — [`Locker`], [`Election`], [`RwLock`],
-//! [`Queue`], [`Barrier`], [`DoubleBarrier`] — the [`Stm`] handle for transactions,
-//! and the [`Coordinator`] that hands them out, plus the in-memory backend ([`memory`]), a real store
-//! in-process that users can test against.
+//! [`Capabilities`], the primitive traits ([`Locker`], [`Election`], [`RwLock`],
+//! [`Queue`], [`Barrier`], [`DoubleBarrier`], [`Semaphore`]), the [`Stm`] handle for
+//! transactions, and the [`Coordinator`] that hands them out through the metrics and
+//! tracing layer ([`instrument`]).
 //!
 //! Applications use these through the `distsync` facade crate. Backend authors find
 //! what it takes to implement a store in [`raw`]: the object-safe `Backend` trait,
-//! leases, guard constructors, the revisioned key-value model (`Kv`) that etcd-like
-//! stores implement and the primitives built on it as etcd's Go packages build them
-//! (`recipes`), with the contract a backend must keep.
+//! leases, guard constructors and the contract a backend must keep. The in-memory
+//! store and the primitives over a revisioned key-value store live in `distsync-kv`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -19,6 +18,7 @@ pub mod backend;
 mod backoff;
 pub mod barrier;
 pub mod capabilities;
+pub mod coordinator;
 pub mod delivery;
 pub mod election;
 pub mod error;
@@ -27,7 +27,6 @@ pub mod guard;
 pub mod instrument;
 pub mod lead;
 pub mod lock;
-pub mod memory;
 pub mod migrate;
 pub mod multi_lock;
 pub mod name;
@@ -37,15 +36,16 @@ pub mod redact;
 pub mod rwlock;
 pub mod semaphore;
 pub mod session;
+pub mod snapshot;
 pub mod status;
 pub mod stm;
 pub mod timeout;
 pub mod token;
 
-pub use backend::Coordinator;
 pub use barrier::{Barrier, DoubleBarrier};
 pub use bytes::Bytes;
 pub use capabilities::Capabilities;
+pub use coordinator::Coordinator;
 pub use delivery::Delivery;
 pub use election::{Election, LeaderInfo, Leadership};
 pub use error::{BoxError, Error, Result};
@@ -64,16 +64,14 @@ pub use session::{
 pub use stm::{Committed, Isolation, Stm, StmOptions, StmTx};
 pub use token::FencingToken;
 
-// The implementors' items, kept at their old paths for the backends; documented in
-// [`raw`].
+// The implementors' items at the crate root too, where the backends name them;
+// documented in [`raw`].
 #[doc(hidden)]
 pub use backend::Backend;
 #[doc(hidden)]
 pub use election::Proclaim;
 #[doc(hidden)]
 pub use guard::ReleaseFn;
-#[doc(hidden)]
-pub use raw::{kv, recipes};
 #[doc(hidden)]
 pub use session::{KeepAlive, Lease};
 #[doc(hidden)]

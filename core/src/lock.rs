@@ -15,7 +15,8 @@ use crate::name::Name;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// use distsync_core::{memory::MemoryBackend, Coordinator};
+/// use distsync_kv::memory::MemoryBackend;
+/// use distsync_core::{Coordinator};
 /// let coordinator = Coordinator::new(MemoryBackend::new());
 /// let session = coordinator.session().await?;
 /// let mutex = coordinator.locker(&session, "jobs/nightly")?;

@@ -15,7 +15,8 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
 //! use distsync_core::migrate::{migrate, MigrateOptions};
-//! use distsync_core::{memory::MemoryBackend, Coordinator};
+//! use distsync_kv::memory::MemoryBackend;
+//! use distsync_core::Coordinator;
 //! let (from, to) = (Coordinator::new(MemoryBackend::new()), Coordinator::new(MemoryBackend::new()));
 //! from.queue("jobs")?.enqueue_with_priority("urgent".into(), 0).await?;
 //! let report = migrate(&**from.backend(), &**to.backend(), &MigrateOptions::default()).await?;
@@ -24,44 +25,13 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::name::Name;
+pub use crate::snapshot::{QueueItem, Snapshot};
 use crate::stm::Isolation;
-
-/// One queued item.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueItem {
-    /// Its priority (lower first).
-    pub priority: u16,
-    /// The item.
-    pub item: Bytes,
-}
-
-/// The durable state of a backend (under its namespace), as [`Backend::export`] reads it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Every non-empty queue, with its items in dequeue order.
-    pub queues: BTreeMap<Name, Vec<QueueItem>>,
-    /// Every STM key and its value.
-    pub stm: BTreeMap<Name, Bytes>,
-    /// Every held barrier.
-    pub barriers: Vec<Name>,
-    /// The store keys of live session-bound holds (locks, leadership, read/write
-    /// holds, double-barrier entries, waiters), which are not copied.
-    pub active_holds: Vec<String>,
-}
-
-impl Snapshot {
-    /// How many queue items the snapshot holds.
-    pub fn queue_items(&self) -> usize {
-        self.queues.values().map(Vec::len).sum()
-    }
-}
 
 /// How [`migrate`] runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -208,133 +178,4 @@ fn verify(source: &Snapshot, before: &Snapshot, after: &Snapshot) -> Result<()> 
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::memory::MemoryBackend;
-    use crate::Coordinator;
-
-    fn memory() -> Coordinator {
-        Coordinator::new(MemoryBackend::new())
-    }
-
-    async fn fill(source: &Coordinator) {
-        let jobs = source.queue("jobs").unwrap();
-        for (item, priority) in [("b1", 1), ("a1", 0), ("b2", 1), ("a2", 0)] {
-            jobs.enqueue_with_priority(item.into(), priority)
-                .await
-                .unwrap();
-        }
-        source
-            .queue("mail")
-            .unwrap()
-            .enqueue("m".into())
-            .await
-            .unwrap();
-        source.barrier("gate").unwrap().hold().await.unwrap();
-        source
-            .stm()
-            .unwrap()
-            .atomically(Isolation::default(), |tx| async move {
-                tx.put("accounts/a", "100");
-                tx.put("accounts/b", "7");
-                Ok(())
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn drain(queue: &Coordinator, name: &str) -> Vec<Bytes> {
-        let queue = queue.queue(name).unwrap();
-        let mut items = Vec::new();
-        while let Some(item) = queue.try_dequeue().await.unwrap() {
-            items.push(item);
-        }
-        items
-    }
-
-    #[tokio::test]
-    async fn copies_queues_in_order_keys_and_barriers_and_leaves_the_source() {
-        let (from, to) = (memory(), memory());
-        fill(&from).await;
-        to.queue("jobs")
-            .unwrap()
-            .enqueue_with_priority("old".into(), 1)
-            .await
-            .unwrap();
-        let report = migrate(
-            &**from.backend(),
-            &**to.backend(),
-            &MigrateOptions::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            report,
-            MigrationReport {
-                queues: 2,
-                queue_items: 5,
-                stm_keys: 2,
-                barriers: 1,
-                active_holds: 0,
-                dry_run: false
-            }
-        );
-        assert_eq!(drain(&to, "jobs").await, ["a1", "a2", "old", "b1", "b2"]);
-        assert_eq!(drain(&to, "mail").await, ["m"]);
-        let copied = to.backend().export().await.unwrap();
-        assert_eq!(
-            copied.stm.get(&Name::new("accounts/a").unwrap()).unwrap(),
-            "100"
-        );
-        assert_eq!(copied.barriers, [Name::new("gate").unwrap()]);
-        assert_eq!(from.backend().export().await.unwrap().queue_items(), 5);
-    }
-
-    #[tokio::test]
-    async fn refuses_a_source_with_live_holds_unless_forced() {
-        let (from, to) = (memory(), memory());
-        fill(&from).await;
-        let session = from.session().await.unwrap();
-        let _guard = from.locker(&session, "busy").unwrap().lock().await.unwrap();
-        match migrate(
-            &**from.backend(),
-            &**to.backend(),
-            &MigrateOptions::default(),
-        )
-        .await
-        {
-            Err(Error::ActiveHolders { count: 1, example }) => {
-                assert!(example.starts_with("busy/"))
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(to.backend().export().await.unwrap(), Snapshot::default());
-        let forced = MigrateOptions {
-            force: true,
-            ..MigrateOptions::default()
-        };
-        let report = migrate(&**from.backend(), &**to.backend(), &forced)
-            .await
-            .unwrap();
-        assert_eq!((report.active_holds, report.queue_items), (1, 5));
-    }
-
-    #[tokio::test]
-    async fn a_dry_run_writes_nothing() {
-        let (from, to) = (memory(), memory());
-        fill(&from).await;
-        let dry = MigrateOptions {
-            dry_run: true,
-            ..MigrateOptions::default()
-        };
-        let report = migrate(&**from.backend(), &**to.backend(), &dry)
-            .await
-            .unwrap();
-        assert!(report.dry_run);
-        assert_eq!(report.queue_items, 5);
-        assert_eq!(to.backend().export().await.unwrap(), Snapshot::default());
-    }
 }

@@ -24,7 +24,7 @@ use crate::token::FencingToken;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// let coordinator = distsync_core::Coordinator::new(distsync_core::memory::MemoryBackend::new());
+/// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
 /// let session = coordinator.session().await?;
 /// let accounts = coordinator.multi_locker(&session, &["accounts/b", "accounts/a"])?;
 /// let guard = accounts.lock().await?;

@@ -19,7 +19,7 @@ use crate::name::Name;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// let coordinator = distsync_core::Coordinator::new(distsync_core::memory::MemoryBackend::new());
+/// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
 /// let session = coordinator.session().await?;
 /// let pool = coordinator.semaphore(&session, "db/connections", 3)?;
 /// let permit = pool.acquire().await?;

@@ -287,9 +287,10 @@ struct SessionInner {
     closed: AtomicBool,
     keepalive: Mutex<Option<AbortHandle>>,
     gates: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-    /// The one task that counts down the metrics of this session's holds when they
-    /// end (see `instrument`), started by the first hold a `Coordinator` counts.
-    holds: std::sync::OnceLock<crate::instrument::SessionHolds>,
+    /// Per-session state of the layer above the contract, made at its first use: the
+    /// metrics layer keeps there the one task that counts this session's holds down.
+    /// Typed `Any` so that the contract names no layer.
+    layer_state: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl fmt::Debug for Session {
@@ -336,7 +337,7 @@ impl Session {
             closed: AtomicBool::new(false),
             keepalive: Mutex::new(None),
             gates: Mutex::new(HashMap::new()),
-            holds: std::sync::OnceLock::new(),
+            layer_state: std::sync::OnceLock::new(),
         });
         let task = tokio::spawn(keepalive_loop(
             Arc::downgrade(&inner),
@@ -409,7 +410,7 @@ impl Session {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// # let backend = distsync_core::memory::MemoryBackend::new();
+    /// # let backend = distsync_kv::memory::MemoryBackend::new();
     /// # use distsync_core::Backend;
     /// let session = backend.session(Default::default()).await?;
     /// let mut health = session.health_watch();
@@ -510,9 +511,9 @@ impl Session {
         gate.lock_owned().await
     }
 
-    /// The watcher of this session's counted holds (see `instrument`).
-    pub(crate) fn counted_holds(&self) -> &std::sync::OnceLock<crate::instrument::SessionHolds> {
-        &self.inner.holds
+    /// The state the layer above the contract keeps for this session.
+    pub(crate) fn layer_state(&self) -> &std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>> {
+        &self.inner.layer_state
     }
 
     fn stop_keepalive(&self) {

@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::kv::{
-    Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse,
-};
-use distsync_core::memory::{self, MemoryBackend, MemoryKv};
-use distsync_core::recipes::KvBackend;
 use distsync_core::timeout::parse_url_timeout;
 use distsync_core::KeepAlive;
 use distsync_core::{
     Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Queue,
     Result, Semaphore, Session, SessionId, SessionOptions,
 };
+use distsync_kv::kv::{
+    Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse,
+};
+use distsync_kv::memory::{self, MemoryBackend, MemoryKv};
+use distsync_kv::recipes::KvBackend;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::watch;
 

@@ -9,7 +9,7 @@
 //! Implementations:
 //! - [`StoreFaults`]: only [`Faults::end_session`], through [`Backend::revoke_session`];
 //! - [`MemoryFaults`]: the in-process memory store, whose
-//!   [`distsync_core::memory::MemoryKv::freeze_lease`] models a paused client;
+//!   [`distsync_kv::memory::MemoryKv::freeze_lease`] models a paused client;
 //! - [`ServerFaults`]: a server reached by URL (etcd, Redis, PostgreSQL): holders in
 //!   child processes ([`child`]), out-of-band session kills with the store's own command
 //!   line tool, private servers to restart ([`private`]), and the three-member etcd
@@ -634,7 +634,7 @@ pub(crate) fn hook_error(doing: impl fmt::Display, error: impl fmt::Display) -> 
 
 #[cfg(test)]
 mod tests {
-    use distsync_core::memory::MemoryBackend;
+    use distsync_kv::memory::MemoryBackend;
 
     use super::*;
 

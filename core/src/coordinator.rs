@@ -1,0 +1,224 @@
+//! The handle users hold: a shared backend behind the metrics and tracing layer.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::barrier::{Barrier, DoubleBarrier};
+use crate::capabilities::Capabilities;
+use crate::election::Election;
+use crate::error::Result;
+use crate::instrument::{
+    InstrumentedBarrier, InstrumentedDoubleBarrier, InstrumentedElection, InstrumentedLocker,
+    InstrumentedQueue, InstrumentedRwLock, InstrumentedSemaphore,
+};
+use crate::lock::Locker;
+use crate::name::Name;
+use crate::queue::Queue;
+use crate::rwlock::RwLock;
+use crate::session::{Session, SessionOptions};
+use crate::status::StatusReport;
+use crate::stm::Stm;
+
+/// The handle an application holds: a shared backend plus conveniences that take
+/// plain `&str` names and validate them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+/// use distsync_kv::memory::MemoryBackend;
+/// use distsync_core::{Coordinator};
+/// let coordinator = Coordinator::new(MemoryBackend::new());
+/// let queue = coordinator.queue("jobs")?;
+/// queue.enqueue("build".into()).await?;
+/// assert_eq!(queue.dequeue().await?, "build");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Coordinator {
+    backend: Arc<dyn Backend>,
+}
+
+impl fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("backend", &self.backend.capabilities().backend)
+            .finish()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator over `backend`.
+    pub fn new(backend: impl Backend) -> Self {
+        Self {
+            backend: Arc::new(backend),
+        }
+    }
+
+    /// A coordinator over an already shared backend.
+    pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// What the backend offers and claims.
+    pub fn capabilities(&self) -> &Capabilities {
+        self.backend.capabilities()
+    }
+
+    /// A session with the default TTL (60 s).
+    ///
+    /// # Cancel safety
+    ///
+    /// A session granted while the future is dropped is never renewed, so the store
+    /// ends it after its TTL.
+    pub async fn session(&self) -> Result<Session> {
+        self.backend.session(SessionOptions::default()).await
+    }
+
+    /// A session with the given TTL.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Coordinator::session`].
+    pub async fn session_with_ttl(&self, ttl: Duration) -> Result<Session> {
+        self.backend.session(SessionOptions::with_ttl(ttl)).await
+    }
+
+    fn backend_name(&self) -> &'static str {
+        self.backend.capabilities().backend
+    }
+
+    /// See [`Backend::locker`]. Acquisitions, waits, holds and releases are traced and
+    /// counted (see [`crate::instrument`]).
+    ///
+    /// Handles are cheap to clone (an `Arc`) and can be shared across tasks; two tasks
+    /// locking through one handle (one session) take turns.
+    pub fn locker(&self, session: &Session, name: &str) -> Result<Arc<dyn Locker>> {
+        Ok(Arc::new(InstrumentedLocker {
+            backend: self.backend_name(),
+            inner: self.backend.locker(session, Name::new(name)?)?,
+        }))
+    }
+
+    /// A [`MultiLocker`](crate::multi_lock::MultiLocker) over `names`: all or nothing,
+    /// locked in a canonical order whatever order they are given in (no deadlock).
+    /// Each part is an instrumented [`Coordinator::locker`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for no name.
+    pub fn multi_locker(
+        &self,
+        session: &Session,
+        names: &[&str],
+    ) -> Result<crate::multi_lock::MultiLocker> {
+        let lockers = names
+            .iter()
+            .map(|name| self.locker(session, name))
+            .collect::<Result<Vec<_>>>()?;
+        crate::multi_lock::MultiLocker::new(lockers)
+    }
+
+    /// See [`Backend::election`]. Campaigns and terms are traced and counted.
+    pub fn election(&self, session: &Session, name: &str) -> Result<Arc<dyn Election>> {
+        Ok(Arc::new(InstrumentedElection {
+            backend: self.backend_name(),
+            inner: self.backend.election(session, Name::new(name)?)?,
+        }))
+    }
+
+    /// See [`Backend::rwlock`]. Read and write holds are traced and counted.
+    pub fn rwlock(&self, session: &Session, name: &str) -> Result<Arc<dyn RwLock>> {
+        Ok(Arc::new(InstrumentedRwLock {
+            backend: self.backend_name(),
+            inner: self.backend.rwlock(session, Name::new(name)?)?,
+        }))
+    }
+
+    /// See [`Backend::queue`]. Enqueues and dequeues are counted.
+    pub fn queue(&self, name: &str) -> Result<Arc<dyn Queue>> {
+        Ok(Arc::new(InstrumentedQueue {
+            backend: self.backend_name(),
+            inner: self.backend.queue(Name::new(name)?)?,
+        }))
+    }
+
+    /// See [`Backend::barrier`]. Waits are traced and counted.
+    pub fn barrier(&self, name: &str) -> Result<Arc<dyn Barrier>> {
+        Ok(Arc::new(InstrumentedBarrier {
+            backend: self.backend_name(),
+            inner: self.backend.barrier(Name::new(name)?)?,
+        }))
+    }
+
+    /// See [`Backend::double_barrier`]. Entries, waits and participations are traced
+    /// and counted.
+    pub fn double_barrier(
+        &self,
+        session: &Session,
+        name: &str,
+        count: usize,
+    ) -> Result<Arc<dyn DoubleBarrier>> {
+        Ok(Arc::new(InstrumentedDoubleBarrier {
+            backend: self.backend_name(),
+            inner: self
+                .backend
+                .double_barrier(session, Name::new(name)?, count)?,
+            session: session.clone(),
+            entered: std::sync::Mutex::new(None),
+        }))
+    }
+
+    /// See [`Backend::semaphore`]. Acquisitions, waits and holds of permits are traced
+    /// and counted.
+    pub fn semaphore(
+        &self,
+        session: &Session,
+        name: &str,
+        permits: usize,
+    ) -> Result<Arc<dyn crate::semaphore::Semaphore>> {
+        Ok(Arc::new(InstrumentedSemaphore {
+            backend: self.backend_name(),
+            inner: self.backend.semaphore(session, Name::new(name)?, permits)?,
+        }))
+    }
+
+    /// Who holds what under a prefix of names: see [`Backend::status`] and
+    /// [`crate::status`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// use distsync_kv::memory::MemoryBackend;
+    /// use distsync_core::{status::LineKind, Coordinator};
+    /// let coordinator = Coordinator::new(MemoryBackend::new());
+    /// let session = coordinator.session().await?;
+    /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+    /// let report = coordinator.status("jobs/").await?;
+    /// let line = report.line(LineKind::Lock, "jobs/nightly").expect("held");
+    /// assert_eq!(line.holders[0].token, Some(guard.token()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Backend::status`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn status(&self, prefix: &str) -> Result<StatusReport> {
+        self.backend.status(prefix).await
+    }
+
+    /// The backend's software transactional memory; run transactions with
+    /// [`Stm::atomically`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the backend offers no STM.
+    pub fn stm(&self) -> Result<Stm> {
+        self.backend.stm()
+    }
+}

@@ -1,0 +1,117 @@
+//! The backend author's API: what it takes to implement a store for distsync.
+//!
+//! Users of the primitives need nothing here: they hold a [`Coordinator`](crate::Coordinator)
+//! from `distsync::connect` and the handles, guards and sessions it gives. This module
+//! gathers, as OpenDAL's `raw` does, the traits a backend implements and the pieces it
+//! builds them from:
+//!
+//! - [`Backend`]: the object-safe store (sessions and primitive factories), held by a
+//!   `Coordinator` as `Arc<dyn Backend>`;
+//! - [`Lease`] and [`KeepAlive`]: the store's side of a session, handed to
+//!   `Session::start` together with the instant the grant was sent;
+//! - the primitive traits a backend returns boxed ([`Locker`], [`Election`] with its
+//!   [`Proclaim`] part, [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`],
+//!   [`Semaphore`]) and the STM engine ([`StmEngine`], [`StmAttempt`], [`Write`],
+//!   the conflict signal [`StmRetry`]), whose user handle [`Stm`](crate::Stm) a
+//!   backend makes with `Stm::new`;
+//! - guards and leaderships, made with `LockGuard::new`, `ReadGuard::new` and
+//!   `Leadership::new` from the key, the token, the session and a [`ReleaseFn`]
+//!   (these constructors are hidden from the user docs);
+//! - [`call_id`]: a fresh id that makes a store call idempotent by naming it;
+//! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
+//! - [`Backoff`]: the exponential pause schedule every retry loop uses.
+//!
+//! A store that offers etcd's operations (ranges by revision, compare-and-swap
+//! transactions, watches from a revision, leases) need not build the primitives
+//! itself: it implements the `Kv` trait of the `distsync-kv` crate and gets every
+//! primitive from `distsync_kv::recipes::KvBackend`, as the etcd and memory backends
+//! do.
+//!
+//! # Contract
+//!
+//! The conformance suite (`distsync-conformance`) checks most of this, and each backend
+//! crate runs it as `cargo test`; what it cannot measure is still required. A backend
+//! must guarantee:
+//!
+//! - **Names and keys.** Every key lives under the namespace the URL names. Distinct
+//!   (kind, name) pairs never share a store key: a queue `a`, a queue `a/b`, a lock
+//!   `a` and an STM key `a` do not interfere. Names arrive validated ([`Name`]).
+//! - **Factories do no I/O.** A primitive or STM level the backend does not offer is
+//!   [`Error::Unsupported`](crate::Error::Unsupported), exactly as its
+//!   [`Capabilities`] say; a [`Session`] from another backend is
+//!   [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+//! - **Sessions.** A session is a lease with the TTL asked for (at least
+//!   [`Capabilities::min_session_ttl`]). Start it with `Session::start`, passing the
+//!   instant *before* the grant request was sent: the session counts its validity from
+//!   there and fires `lost()` a margin before the TTL, whatever the network does.
+//!   [`Lease::keep_alive`] answers [`KeepAlive::Gone`] once the store no longer knows
+//!   the lease; [`Lease::revoke`] of a lease already gone succeeds.
+//! - **Holds die with their session.** Locks, candidacies, read/write locks and
+//!   double-barrier entries are released by the store when the session ends (closed,
+//!   revoked, expired), without the client's help. Where the store frees a hold on a
+//!   signal the holder may not see (PostgreSQL frees advisory locks when a connection
+//!   closes), the next waiter is not granted before the previous holder's client-side
+//!   deadline, unless it released cleanly.
+//! - **Fencing.** While [`Capabilities::fencing`] is declared, every lock grant,
+//!   write-lock grant and leadership term carries a [`FencingToken`] that strictly
+//!   increases across successive grants of one name, also across a server restart or
+//!   a failover; session ids never repeat.
+//! - **Waiting.** Every blocking call is cancel safe: dropping its future leaves no
+//!   residue that blocks anyone else (the waiter's entry is removed, or bounded by the
+//!   lease). Waiters wake on a notification from the store, never on a fixed polling
+//!   interval, and only the waiter next in line where the store allows it. `try_*`
+//!   calls return at once.
+//! - **Queues.** Items are durable; under any mix of producers, consumers and
+//!   cancelled dequeues no item is lost or delivered twice; lower priority numbers
+//!   first, FIFO within a priority.
+//! - **STM.** An attempt that sees a conflict (a read no longer consistent with its
+//!   snapshot, a serialization failure) says so with [`StmRetry`] (or `Ok(false)` from
+//!   [`StmAttempt::commit`]); [`Stm`](crate::Stm) retries it. A backend never returns
+//!   [`Error::StmConflict`](crate::Error::StmConflict), which means only that a
+//!   transaction gave up after its last attempt.
+//! - **Errors.** Typed ([`Error`](crate::Error)), no panic on anything the network or
+//!   the user controls, and no secret (password, token) in an error, a log line, a
+//!   `Debug` output or a printed URL.
+//! - **Status.** [`Backend::status`] (who holds what, default `Unsupported`) only
+//!   reads: it never changes, extends or settles what it reports. It lists the live
+//!   entries only (an entry whose session has ended or expired is left out), holders
+//!   apart from waiters, waiters in the order the store will serve them, and each
+//!   holder's key exactly as its guard's `key()` shows it (see [`crate::status`]).
+//! - **Claims are measured.** Every `true` in [`Capabilities`] is a claim the
+//!   conformance suite measures; a claim it cannot confirm is a bug. Declare `false`
+//!   what a configuration cannot give, and it is shown as such in the guarantee matrix
+//!   (docs/GUARANTEES.md).
+//!
+//! `docs/ARCHITECTURE.md` in the repository walks through the three implementation
+//! strategies (recipes over `distsync_kv::kv::Kv`, the Redis waiter line, PostgreSQL
+//! advisory locks) and the checklist for adding a backend.
+
+mod call_id;
+
+pub use call_id::call_id;
+
+#[doc(inline)]
+pub use crate::backend::Backend;
+#[doc(inline)]
+pub use crate::backoff::Backoff;
+#[doc(inline)]
+pub use crate::delivery::Settle;
+#[doc(inline)]
+pub use crate::guard::{GuardedWrite, LossWatchFn, ReleaseFn};
+#[doc(inline)]
+pub use crate::session::{KeepAlive, Lease};
+#[doc(inline)]
+pub use crate::stm::{StmAttempt, StmEngine, StmRetry, Write};
+
+pub use crate::barrier::{Barrier, DoubleBarrier};
+pub use crate::capabilities::Capabilities;
+pub use crate::election::{Election, LeaderInfo, Leadership, Proclaim};
+pub use crate::guard::{LockGuard, ReadGuard};
+pub use crate::lock::Locker;
+pub use crate::migrate::{QueueItem, Snapshot};
+pub use crate::name::Name;
+pub use crate::queue::Queue;
+pub use crate::rwlock::RwLock;
+pub use crate::semaphore::Semaphore;
+pub use crate::session::{Session, SessionId, SessionOptions};
+pub use crate::token::FencingToken;

@@ -1,0 +1,430 @@
+//! The revisioned key-value store model that etcd-like backends implement.
+//!
+//! etcd's Go `concurrency` and `recipes` packages are built on a handful of etcd
+//! operations: ranges sorted by create or mod revision with revision bounds, one-shot
+//! transactions comparing revisions, watches from a revision, and leases. This module
+//! states those operations as the [`Kv`] trait; [`crate::recipes`] builds every
+//! primitive on it exactly as the Go packages do (same key layouts, same waits). The
+//! in-memory backend and the etcd backend are two implementations of [`Kv`], so they
+//! share one implementation of the primitives.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use distsync_core::error::Result;
+use distsync_core::session::KeepAlive;
+
+/// A store revision: increases by one with every transaction that changes something.
+pub type Revision = i64;
+
+/// A lease id; `0` means "no lease".
+pub type LeaseId = i64;
+
+/// A key with its value and revisions, as etcd's `mvccpb.KeyValue`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct KeyValue {
+    /// The key.
+    pub key: String,
+    /// The value (empty for a delete event).
+    pub value: Bytes,
+    /// The revision that created the key (`0` in a delete event's kv is not used).
+    pub create_revision: Revision,
+    /// The revision of the last change (for a delete event: the deletion's revision).
+    pub mod_revision: Revision,
+    /// How many times the key was written since it was created (1 after creation).
+    pub version: i64,
+    /// The lease the key is attached to, or `0`.
+    pub lease: LeaseId,
+}
+
+/// What a range is sorted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortTarget {
+    /// The key, bytewise.
+    Key,
+    /// The create revision.
+    CreateRevision,
+    /// The mod revision.
+    ModRevision,
+}
+
+/// Sort direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortOrder {
+    /// Smallest first.
+    Ascend,
+    /// Largest first.
+    Descend,
+}
+
+/// A read of one key or of every key under a prefix, as etcd's `Get` with options.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Range {
+    /// The key, or the prefix when `prefix` is set.
+    pub key: String,
+    /// Read every key starting with `key`.
+    pub prefix: bool,
+    /// Read every key in `[key, range_end)` (etcd's range end); takes precedence over
+    /// `prefix`.
+    pub range_end: Option<String>,
+    /// Sort order; unsorted ranges come in key order.
+    pub sort: Option<(SortTarget, SortOrder)>,
+    /// Return at most this many keys (after sorting); `Some(0)` means no limit, as
+    /// in etcd.
+    pub limit: Option<usize>,
+    /// Only keys created at or before this revision (`0`: no bound, as in etcd).
+    pub max_create_revision: Option<Revision>,
+    /// Only keys last modified at or before this revision (`0`: no bound).
+    pub max_mod_revision: Option<Revision>,
+    /// Read at this past revision instead of the latest.
+    pub revision: Option<Revision>,
+}
+
+impl Range {
+    /// One key.
+    pub fn key(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Every key under `prefix`.
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        Self {
+            key: prefix.into(),
+            prefix: true,
+            ..Self::default()
+        }
+    }
+
+    /// Every key in `[start, end)`.
+    pub fn between(start: impl Into<String>, end: impl Into<String>) -> Self {
+        Self {
+            key: start.into(),
+            range_end: Some(end.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Sorted by `target` in `order`, first `limit` keys.
+    pub fn sorted(mut self, target: SortTarget, order: SortOrder, limit: usize) -> Self {
+        self.sort = Some((target, order));
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The key with the lowest create revision (Go's `WithFirstCreate`).
+    pub fn first_create(self) -> Self {
+        self.sorted(SortTarget::CreateRevision, SortOrder::Ascend, 1)
+    }
+
+    /// The key with the highest create revision (Go's `WithLastCreate`).
+    pub fn last_create(self) -> Self {
+        self.sorted(SortTarget::CreateRevision, SortOrder::Descend, 1)
+    }
+
+    /// The key with the lowest mod revision (Go's `WithFirstRev`).
+    pub fn first_rev(self) -> Self {
+        self.sorted(SortTarget::ModRevision, SortOrder::Ascend, 1)
+    }
+
+    /// The key with the highest mod revision (Go's `WithLastRev`).
+    pub fn last_rev(self) -> Self {
+        self.sorted(SortTarget::ModRevision, SortOrder::Descend, 1)
+    }
+
+    /// The smallest key (Go's `WithFirstKey`).
+    pub fn first_key(self) -> Self {
+        self.sorted(SortTarget::Key, SortOrder::Ascend, 1)
+    }
+
+    /// The largest key (Go's `WithLastKey`).
+    pub fn last_key(self) -> Self {
+        self.sorted(SortTarget::Key, SortOrder::Descend, 1)
+    }
+
+    /// Only keys created at or before `revision` (Go's `WithMaxCreateRev`).
+    pub fn max_create_revision(mut self, revision: Revision) -> Self {
+        self.max_create_revision = Some(revision);
+        self
+    }
+
+    /// Only keys modified at or before `revision` (Go's `WithMaxModRev`).
+    pub fn max_mod_revision(mut self, revision: Revision) -> Self {
+        self.max_mod_revision = Some(revision);
+        self
+    }
+
+    /// Read at a past revision (Go's `WithRev`).
+    pub fn at_revision(mut self, revision: Revision) -> Self {
+        self.revision = Some(revision);
+        self
+    }
+}
+
+/// The answer to a [`Range`].
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RangeResponse {
+    /// The keys, sorted and limited as asked.
+    pub kvs: Vec<KeyValue>,
+    /// How many keys are in the range, counted as etcd does: before the limit and
+    /// before the `max_*_revision` filters.
+    pub count: usize,
+    /// The store revision the read was served at (etcd's header revision).
+    pub revision: Revision,
+}
+
+/// What a [`Compare`] looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The key's create revision (`0` when the key does not exist).
+    CreateRevision,
+    /// The key's mod revision (`0` when the key does not exist).
+    ModRevision,
+    /// The key's version (`0` when the key does not exist).
+    Version,
+}
+
+/// How a [`Compare`] compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    /// `==`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `<`
+    Less,
+    /// `>`
+    Greater,
+}
+
+/// One guard of a [`Txn`], as etcd's `Compare`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    /// The key compared.
+    pub key: String,
+    /// What of the key is compared.
+    pub target: CompareTarget,
+    /// How.
+    pub op: CompareOp,
+    /// Against what.
+    pub value: i64,
+}
+
+impl Compare {
+    /// `create_revision(key) op value`.
+    pub fn create_revision(key: impl Into<String>, op: CompareOp, value: Revision) -> Self {
+        Self {
+            key: key.into(),
+            target: CompareTarget::CreateRevision,
+            op,
+            value,
+        }
+    }
+
+    /// `mod_revision(key) op value`.
+    pub fn mod_revision(key: impl Into<String>, op: CompareOp, value: Revision) -> Self {
+        Self {
+            key: key.into(),
+            target: CompareTarget::ModRevision,
+            op,
+            value,
+        }
+    }
+
+    /// `version(key) op value`.
+    pub fn version(key: impl Into<String>, op: CompareOp, value: i64) -> Self {
+        Self {
+            key: key.into(),
+            target: CompareTarget::Version,
+            op,
+            value,
+        }
+    }
+}
+
+/// One operation of a [`Txn`] branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+        /// Attach to this lease (`0`: none).
+        lease: LeaseId,
+        /// Keep the key's current lease (Go's `WithIgnoreLease`); `lease` is ignored.
+        ignore_lease: bool,
+    },
+    /// Delete a key, or every key under a prefix.
+    Delete {
+        /// The key or prefix.
+        key: String,
+        /// Delete every key starting with `key`.
+        prefix: bool,
+    },
+    /// Read, within the transaction.
+    Range(Range),
+}
+
+impl TxnOp {
+    /// A put, attached to `lease` (`0`: none).
+    pub fn put(key: impl Into<String>, value: impl Into<Bytes>, lease: LeaseId) -> Self {
+        Self::Put {
+            key: key.into(),
+            value: value.into(),
+            lease,
+            ignore_lease: false,
+        }
+    }
+
+    /// A put that keeps the key's lease.
+    pub fn put_ignore_lease(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Self::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: 0,
+            ignore_lease: true,
+        }
+    }
+
+    /// A delete of one key.
+    pub fn delete(key: impl Into<String>) -> Self {
+        Self::Delete {
+            key: key.into(),
+            prefix: false,
+        }
+    }
+}
+
+/// A transaction: if every compare holds, run `success`, else `failure`; atomically.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Txn {
+    /// Guards, all of which must hold.
+    pub compares: Vec<Compare>,
+    /// Operations when they hold.
+    pub success: Vec<TxnOp>,
+    /// Operations when one does not.
+    pub failure: Vec<TxnOp>,
+}
+
+impl Txn {
+    /// A transaction guarded by `compares`.
+    pub fn when(compares: Vec<Compare>) -> Self {
+        Self {
+            compares,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the success branch.
+    pub fn and_then(mut self, ops: Vec<TxnOp>) -> Self {
+        self.success = ops;
+        self
+    }
+
+    /// Sets the failure branch.
+    pub fn or_else(mut self, ops: Vec<TxnOp>) -> Self {
+        self.failure = ops;
+        self
+    }
+}
+
+/// The answer to one [`TxnOp`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOpResponse {
+    /// A put was applied.
+    Put,
+    /// A delete removed this many keys.
+    Delete(i64),
+    /// A range read.
+    Range(RangeResponse),
+}
+
+/// The answer to a [`Txn`].
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TxnResponse {
+    /// Whether the compares held (and `success` ran).
+    pub succeeded: bool,
+    /// One answer per operation of the branch that ran.
+    pub responses: Vec<TxnOpResponse>,
+    /// The store revision after the transaction.
+    pub revision: Revision,
+}
+
+impl TxnResponse {
+    /// The range answer at `index`, if that operation was a range.
+    pub fn range(&self, index: usize) -> Option<&RangeResponse> {
+        match self.responses.get(index) {
+            Some(TxnOpResponse::Range(range)) => Some(range),
+            _ => None,
+        }
+    }
+}
+
+/// What happened to a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Created or updated.
+    Put,
+    /// Deleted (also when its lease ended).
+    Delete,
+}
+
+/// One change seen by a watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The key after the change; for a delete, its key and the deletion's revision as
+    /// `mod_revision`.
+    pub kv: KeyValue,
+}
+
+/// One message of a watch stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchResponse {
+    /// Changes, in revision order.
+    Events(Vec<WatchEvent>),
+    /// The start revision has been compacted away; the stream ends after this. Re-read
+    /// and watch again from the read's revision.
+    Compacted(Revision),
+}
+
+/// A revisioned key-value store with leases and watches: the operations etcd's Go
+/// concurrency recipes need. Keys given here are full store keys (namespace included).
+#[async_trait]
+pub trait Kv: Send + Sync + 'static {
+    /// The backend's short name, for errors and logs.
+    fn backend(&self) -> &'static str;
+
+    /// Reads a key or a prefix.
+    async fn range(&self, range: Range) -> Result<RangeResponse>;
+
+    /// Runs a transaction atomically.
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
+
+    /// Watches `key` (or every key under it when `prefix`) for changes at or after
+    /// `start_revision`. The stream ends when the watch is cancelled by the store or
+    /// the connection; callers then re-read and watch again.
+    async fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        start_revision: Revision,
+    ) -> Result<BoxStream<'static, Result<WatchResponse>>>;
+
+    /// Grants a lease of `ttl` (rounded up to whole seconds by etcd).
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId>;
+
+    /// Renews a lease once.
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive>;
+
+    /// Revokes a lease, deleting every key attached to it.
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()>;
+}

@@ -1,0 +1,33 @@
+//! # distsync-kv
+//!
+//! distsync over a revisioned key-value store, the model etcd offers: ranges read at
+//! a revision, compare-and-swap transactions, watches from a revision, and leases.
+//!
+//! - [`kv`]: the [`Kv`](kv::Kv) trait a store implements to offer those operations;
+//! - [`recipes`]: every primitive of distsync built on a [`Kv`](kv::Kv) exactly as
+//!   etcd's Go `concurrency` and `recipes` packages build them, behind one
+//!   [`Backend`](distsync_core::raw::Backend), [`KvBackend`](recipes::KvBackend);
+//! - [`memory`]: the in-memory store, a reference model of etcd's MVCC store with
+//!   fault hooks, and the `memory://` backend over it: a real store in-process that
+//!   users test against.
+//!
+//! The etcd backend (`distsync-etcd`) is a [`Kv`](kv::Kv) over etcd's client and a
+//! [`KvBackend`](recipes::KvBackend) over it, as the memory backend is over
+//! [`MemoryKv`](memory::MemoryKv).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+//! use distsync_core::Coordinator;
+//! use distsync_kv::memory::MemoryBackend;
+//! let coordinator = Coordinator::new(MemoryBackend::new());
+//! let session = coordinator.session().await?;
+//! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod kv;
+pub mod memory;
+pub mod recipes;

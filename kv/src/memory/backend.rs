@@ -1,0 +1,217 @@
+//! The memory backend: the recipes of [`crate::recipes`] over a [`MemoryKv`], its URL
+//! and what it claims.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use super::store::MemoryKv;
+use crate::recipes::KvBackend;
+use distsync_core::capabilities::Capabilities;
+use distsync_core::coordinator::Coordinator;
+use distsync_core::error::{Error, Result};
+
+/// The backend name, as in [`Capabilities::backend`] and in errors.
+pub const BACKEND: &str = "memory";
+
+/// The URL scheme of the memory backend: `memory://` (a fresh store) or
+/// `memory://NAME` (the process-wide store `NAME`).
+pub const SCHEME: &str = "memory";
+
+/// The in-memory backend (`memory://`).
+pub type MemoryBackend = KvBackend<MemoryKv>;
+
+impl KvBackend<MemoryKv> {
+    /// A fresh, empty in-memory store.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        KvBackend::with_kv(MemoryKv::new(), "", capabilities())
+    }
+
+    /// The process-wide in-memory store called `name` (`memory://<name>`): every
+    /// backend made with the same name shares one store, so several coordinators in
+    /// one process (say, two simulated services in a test) see each other's locks and
+    /// queues. The store lives while a backend over it does; the next call after the
+    /// last one is dropped starts an empty store.
+    pub fn shared(name: &str) -> Self {
+        static STORES: OnceLock<Mutex<HashMap<String, Weak<MemoryKv>>>> = OnceLock::new();
+        let mut stores = STORES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        stores.retain(|_, store| store.strong_count() > 0);
+        let store = match stores.get(name).and_then(Weak::upgrade) {
+            Some(store) => store,
+            None => {
+                let store = Arc::new(MemoryKv::new());
+                stores.insert(name.to_owned(), Arc::downgrade(&store));
+                store
+            }
+        };
+        KvBackend::with_shared_kv(store, "", capabilities())
+    }
+
+    /// The backend a `memory://` URL names: `memory://` is a fresh store (as
+    /// [`MemoryBackend::new`]); `memory://NAME` (a trailing `/` ignored) the
+    /// process-wide store `NAME` (as [`MemoryBackend::shared`]). The scheme is
+    /// case-insensitive.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL of another scheme, without `://`, or with a
+    /// query or fragment (the memory backend takes no options).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: distsync_core::redact::redact_url(url),
+            reason,
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(invalid("expected memory:// or memory://NAME".to_owned()));
+        };
+        if !scheme.eq_ignore_ascii_case(SCHEME) {
+            return Err(invalid(format!(
+                "scheme `{scheme}` is not `{SCHEME}` (expected memory:// or memory://NAME)"
+            )));
+        }
+        let (name, options) = match rest.find(['?', '#']) {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        if options.len() > 1 {
+            return Err(invalid(format!(
+                "the memory backend takes no options, found `{options}`"
+            )));
+        }
+        let name = name.trim_end_matches('/');
+        Ok(if name.is_empty() {
+            Self::new()
+        } else {
+            Self::shared(name)
+        })
+    }
+}
+
+/// A [`Coordinator`] over the memory store a `memory://` URL names (see
+/// [`MemoryBackend::from_url`]).
+///
+/// # Cancel safety
+/// This method is cancel safe: it does no I/O.
+///
+/// # Errors
+/// [`Error::InvalidUrl`], as [`MemoryBackend::from_url`].
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(MemoryBackend::from_url(url)?))
+}
+
+/// The shortest session TTL the memory backend accepts: 100 ms.
+///
+/// The store keeps lease TTLs exactly (it does not round up to whole seconds as etcd
+/// does) and the session renews every TTL/3, so a 100 ms session is renewed every
+/// ~33 ms; shorter TTLs would expire under ordinary scheduling delays of a busy test
+/// machine rather than because a holder stalled.
+pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
+
+/// What the memory backend offers: every primitive and every STM level, through the
+/// same recipes as etcd ([`crate::recipes`]), with etcd's guarantees, except that its
+/// state lives in the process and so does not survive a restart.
+///
+/// - `fencing`: tokens are create revisions, which only grow;
+/// - `fifo_waiters`: each waiter waits for its direct predecessor's key;
+/// - `lost_notification`: a revoked or expired lease is seen by the next renewal,
+///   and guards also watch their own key;
+/// - `stalled_holder_expires`: leases not renewed within their TTL expire and
+///   their keys are deleted;
+/// - `linearizable`: one store behind one lock;
+/// - `survives_restart`: no, the store is in-process;
+/// - `survives_failover`: no, there is no replica to fail over to (the store lives and
+///   dies with its process).
+pub fn capabilities() -> Capabilities {
+    Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        .with_survives_restart(false)
+        .with_survives_failover(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryBackend;
+    use distsync_core::{Coordinator, Error};
+
+    #[tokio::test]
+    async fn backends_with_one_name_share_a_store_and_others_do_not() {
+        let a = Coordinator::new(MemoryBackend::shared("memory-mod-test"));
+        let b = Coordinator::new(MemoryBackend::shared("memory-mod-test"));
+        let other = Coordinator::new(MemoryBackend::shared("memory-mod-test-other"));
+        a.queue("q").unwrap().enqueue("x".into()).await.unwrap();
+        assert_eq!(other.queue("q").unwrap().try_dequeue().await.unwrap(), None);
+        assert_eq!(
+            b.queue("q").unwrap().try_dequeue().await.unwrap().unwrap(),
+            "x"
+        );
+        let session = a.session().await.unwrap();
+        let _held = a.locker(&session, "l").unwrap().lock().await.unwrap();
+        let session_b = b.session().await.unwrap();
+        assert!(b
+            .locker(&session_b, "l")
+            .unwrap()
+            .try_lock()
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn urls_name_a_fresh_or_a_shared_store() {
+        let cases = [
+            ("memory://", None),
+            ("MEMORY://", None),
+            ("memory:///", None),
+            ("memory://memory-url-test", Some("memory-url-test")),
+            ("memory://memory-url-test/", Some("memory-url-test")),
+            ("Memory://memory-url-test?", Some("memory-url-test")),
+            ("memory://a/b", Some("a/b")),
+        ];
+        for (url, shared) in cases {
+            let from_url = Coordinator::new(MemoryBackend::from_url(url).unwrap());
+            from_url
+                .queue("q")
+                .unwrap()
+                .enqueue("x".into())
+                .await
+                .unwrap();
+            let len = match shared {
+                Some(name) => {
+                    let twin = Coordinator::new(MemoryBackend::shared(name));
+                    let queue = twin.queue("q").unwrap();
+                    let len = queue.len().await.unwrap();
+                    queue.try_dequeue().await.unwrap();
+                    len
+                }
+                None => Coordinator::new(MemoryBackend::from_url(url).unwrap())
+                    .queue("q")
+                    .unwrap()
+                    .len()
+                    .await
+                    .unwrap(),
+            };
+            assert_eq!(len, usize::from(shared.is_some()), "{url}");
+        }
+    }
+
+    #[rstest::rstest]
+    #[case::no_slashes("memory:")]
+    #[case::no_scheme("memory")]
+    #[case::empty("")]
+    #[case::other_scheme("etcd://127.0.0.1:2379")]
+    #[case::unknown_scheme("memorys://")]
+    #[case::query("memory://?namespace=x")]
+    #[case::fragment("memory://name#fragment")]
+    fn bad_urls_are_invalid_urls(#[case] url: &str) {
+        match MemoryBackend::from_url(url) {
+            Err(Error::InvalidUrl { url: given, reason }) => {
+                assert_eq!(given, url);
+                assert!(!reason.is_empty());
+            }
+            Err(other) => panic!("{url}: {other:?}"),
+            Ok(_) => panic!("{url}: accepted"),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Reading a [`Kv`] store's durable state for migration ([`distsync_core::migrate`]).
+//!
+//! Every key under the namespace is classified by the layouts of this module's
+//! recipes (see [`Kind::prefix`]):
+//!
+//! - a key attached to a lease is a live hold (lock, election, read/write, double-
+//!   barrier entry): listed in `active_holds`, not copied;
+//! - `<ns>/queue/<name>/i/<%05d>/<%016d>` is a queue item of `<name>` at that
+//!   priority; `<ns>/queue/<name>/c/<call id>/<%05d>/<%016d>` an item claimed by a
+//!   dequeue call that never handed it over (its consumer died mid-dequeue), exported
+//!   as an item at the front of its priority; sequence guards and waiter keys are
+//!   skipped;
+//! - `<ns>/barrier/<name>` is a held barrier, `<ns>/stm/<name>` an STM key;
+//! - a double barrier's `ready` key is skipped (its entries are live holds).
+//!
+//! In Go's layout ([`KeyLayout::Go`]) the keys outside the reserved area are read as
+//! Go's recipes write them:
+//!
+//! - `<ns><name>/<%05d>/<%016d>` is an item of queue `<name>` (Go's `PriorityQueue`),
+//!   `<ns><name>/<unix nanos>` one of priority 0 (Go's `Queue`, after the others of
+//!   priority 0); `<ns>__<name>/<%05d>` guards and `<ns><name>/ready` keys are skipped;
+//! - any other key is an STM key, or a held barrier if its value is empty (Go's
+//!   barrier key is empty; an empty STM key reads as a barrier).
+//!
+//! Any other key (another application's, with a shared namespace) is skipped with a
+//! warning: give every application its own namespace.
+
+use crate::kv::{Kv, Range};
+use distsync_core::error::Result;
+use distsync_core::migrate::{QueueItem, Snapshot};
+use distsync_core::name::Name;
+
+use super::key::{unescape, KeyLayout, KeySpace, Kind};
+
+/// Where a queue item sorts in its queue: priority, in-flight before stored, position.
+type Order = (u16, u8, u64);
+
+/// The snapshot of everything under `space`'s namespace.
+pub(super) async fn export(kv: &dyn Kv, space: &KeySpace) -> Result<Snapshot> {
+    let namespace = space.namespace();
+    let go = space.layout() == KeyLayout::Go;
+    let everything = kv.range(Range::prefix(namespace)).await?;
+    let mut snapshot = Snapshot::default();
+    let mut queues: std::collections::BTreeMap<Name, Vec<(Order, QueueItem)>> =
+        std::collections::BTreeMap::new();
+    for entry in everything.kvs {
+        if entry.lease != 0 {
+            snapshot.active_holds.push(entry.key);
+            continue;
+        }
+        let key = entry.key.as_str();
+        let classified = entry.key.strip_prefix(namespace).and_then(|relative| {
+            match relative.strip_prefix('/') {
+                Some(reserved) => classify(reserved),
+                None if go => classify_go(relative, entry.value.is_empty()),
+                None => None,
+            }
+        });
+        match classified {
+            Some(Found::QueueItem(name, order)) => {
+                let item = QueueItem {
+                    priority: order.0,
+                    item: entry.value,
+                };
+                queues.entry(name).or_default().push((order, item));
+            }
+            Some(Found::Barrier(name)) => snapshot.barriers.push(name),
+            Some(Found::Stm(name)) => {
+                snapshot.stm.insert(name, entry.value);
+            }
+            Some(Found::Internal) => {}
+            None => tracing::warn!(%key, "export skips a key that is not distsync's"),
+        }
+    }
+    for (name, mut items) in queues {
+        items.sort_by_key(|(order, _)| *order);
+        let items = items.into_iter().map(|(_, item)| item).collect();
+        snapshot.queues.insert(name, items);
+    }
+    Ok(snapshot)
+}
+
+/// What a key of the reserved area is.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    QueueItem(Name, Order),
+    Barrier(Name),
+    Stm(Name),
+    /// Sequence guards, waiter keys, a double barrier's `ready`.
+    Internal,
+}
+
+fn digits(segment: &str, count: usize) -> bool {
+    segment.len() == count && segment.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `(priority, sequence)` of `<%05d>/<%016d>`.
+fn position(relative: &str) -> Option<(u16, u64)> {
+    let (priority, sequence) = relative.split_once('/')?;
+    if !digits(priority, 5) || !digits(sequence, 16) {
+        return None;
+    }
+    Some((priority.parse().ok()?, sequence.parse().ok()?))
+}
+
+/// Classifies a key of Go's layout (after `<ns>`, not in the reserved area); `empty`
+/// says whether its value is empty.
+fn classify_go(relative: &str, empty: bool) -> Option<Found> {
+    if let Some(guarded) = relative.strip_prefix("__") {
+        let (_, priority) = guarded.rsplit_once('/')?;
+        return digits(priority, 5).then_some(Found::Internal);
+    }
+    if let Some((parent, last)) = relative.rsplit_once('/') {
+        if last == "ready" {
+            return Some(Found::Internal);
+        }
+        if digits(last, 19) {
+            let name = Name::new(parent).ok()?;
+            return Some(Found::QueueItem(name, (0, 2, last.parse().ok()?)));
+        }
+        if let Some((queue, priority)) = parent.rsplit_once('/') {
+            if let Some((priority, sequence)) = position(&format!("{priority}/{last}")) {
+                let name = Name::new(queue).ok()?;
+                return Some(Found::QueueItem(name, (priority, 1, sequence)));
+            }
+        }
+    }
+    let name = Name::new(relative).ok()?;
+    Some(if empty {
+        Found::Barrier(name)
+    } else {
+        Found::Stm(name)
+    })
+}
+
+/// Classifies `<kind>/<escaped name>[/<rest>]` (a key after `<ns>/`).
+fn classify(reserved: &str) -> Option<Found> {
+    let (word, rest) = reserved.split_once('/')?;
+    let kind = Kind::ALL.into_iter().find(|kind| kind.word() == word)?;
+    let (segment, tail) = match rest.split_once('/') {
+        Some((segment, tail)) => (segment, Some(tail)),
+        None => (rest, None),
+    };
+    let name = Name::new(unescape(segment)?).ok()?;
+    match (kind, tail) {
+        (Kind::Barrier, None) => Some(Found::Barrier(name)),
+        (Kind::Stm, None) => Some(Found::Stm(name)),
+        (Kind::Queue, Some(tail)) => {
+            if let Some(item) = tail.strip_prefix("i/") {
+                let (priority, sequence) = position(item)?;
+                return Some(Found::QueueItem(name, (priority, 1, sequence)));
+            }
+            if let Some(claim) = tail.strip_prefix("c/") {
+                let (_call, item) = claim.split_once('/')?;
+                if digits(item, 19) {
+                    // A claimed item of Go's plain `Queue`.
+                    return Some(Found::QueueItem(name, (0, 0, item.parse().ok()?)));
+                }
+                let (priority, sequence) = position(item)?;
+                return Some(Found::QueueItem(name, (priority, 0, sequence)));
+            }
+            // Sequence guards, waiters, delivery counters (hold keys are leased).
+            (tail.starts_with("s/") || tail.starts_with("w/") || tail.starts_with("d/"))
+                .then_some(Found::Internal)
+        }
+        (Kind::DoubleBarrier, Some("ready")) => Some(Found::Internal),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{classify, Found};
+    use distsync_core::name::Name;
+
+    fn name(name: &str) -> Name {
+        Name::new(name).unwrap()
+    }
+
+    #[test]
+    fn keys_are_recognised_by_their_layout() {
+        assert_eq!(
+            classify("queue/jobs%2Feu/i/00007/0000000000000003"),
+            Some(Found::QueueItem(name("jobs/eu"), (7, 1, 3)))
+        );
+        assert_eq!(
+            classify("queue/jobs/c/0123abcd/00007/0000000000000002"),
+            Some(Found::QueueItem(name("jobs"), (7, 0, 2)))
+        );
+        assert_eq!(classify("queue/jobs/s/00007"), Some(Found::Internal));
+        assert_eq!(classify("queue/jobs/w/1700000000"), Some(Found::Internal));
+        assert_eq!(classify("barrier/a%2Fb"), Some(Found::Barrier(name("a/b"))));
+        assert_eq!(classify("stm/50%25"), Some(Found::Stm(name("50%"))));
+        assert_eq!(classify("double-barrier/d/ready"), Some(Found::Internal));
+        for foreign in [
+            "queue/jobs/i/7/0000000000000003",
+            "queue/jobs/i/00007/3",
+            "queue/jobs/i/99999/0000000000000003",
+            "queue/jobs",
+            "barrier/a/b",
+            "stm/a%zz",
+            "registry/pods",
+        ] {
+            assert_eq!(classify(foreign), None, "{foreign}");
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! Holding a session-bound key: the in-process gate, the clean-up of a waiter whose
+//! future is dropped, the release step handed to guards, and the watch that tells a
+//! guard its key was taken away.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::kv::{Kv, LeaseId, Range, Revision};
+use distsync_core::error::{Error, Result};
+use distsync_core::guard::{LockGuard, ReleaseFn};
+use distsync_core::session::{KeepAlive, Session};
+use distsync_core::token::FencingToken;
+
+use super::guarded::KvGuardedWrite;
+use super::key::{delete_if_created_at, KeySpace};
+use super::retry::{retry_transient, GaveUp};
+use super::wait::{read, until_lost, wait_delete};
+
+/// Takes the session's in-process gate for `resource` (see [`Session::exclusive`]):
+/// waiting for it unless `wait` is false, in which case a busy gate gives `None`.
+/// Stops with [`Error::SessionLost`] if the session ends while waiting.
+pub(crate) async fn gate(
+    session: &Session,
+    resource: &str,
+    wait: bool,
+) -> Result<Option<OwnedMutexGuard<()>>> {
+    if session.is_lost() {
+        return Err(Error::SessionLost);
+    }
+    if wait {
+        until_lost(Some(session.lost_token()), session.exclusive(resource))
+            .await
+            .map(Some)
+    } else {
+        Ok(session.exclusive(resource).now_or_never())
+    }
+}
+
+/// Turns an error from a write attaching `lease` into [`Error::SessionLost`] when the
+/// lease is gone (the store refuses puts on a revoked lease), marking the session lost.
+pub(crate) async fn explain_lease_error(
+    kv: &dyn Kv,
+    session: &Session,
+    lease: LeaseId,
+    error: Error,
+) -> Error {
+    match lease_gone(kv, session, lease).await {
+        Ok(true) => Error::SessionLost,
+        _ => error,
+    }
+}
+
+/// Removes a waiter's key unless disarmed: dropping an acquisition future part-way
+/// runs the removal in the background (keeping the in-process gate until it is done,
+/// so the next task of the session does not find the stale key).
+pub(crate) struct Cleanup {
+    kv: Arc<dyn Kv>,
+    session: Session,
+    key: String,
+    lease: LeaseId,
+    create_revision: Option<Revision>,
+    gate: Option<OwnedMutexGuard<()>>,
+    armed: bool,
+}
+
+impl Cleanup {
+    /// Arms the removal of `key`, attached to `lease` (the lease of `session`), before
+    /// the write that creates it is sent. Until [`Cleanup::created_at`] is known, the
+    /// removal only deletes the key if it is attached to `lease`. The removal rides
+    /// out transient store failures as a release does (see [`remove_or_revoke`]).
+    pub(crate) fn new(
+        kv: Arc<dyn Kv>,
+        session: &Session,
+        key: String,
+        lease: LeaseId,
+        gate: Option<OwnedMutexGuard<()>>,
+    ) -> Self {
+        Self {
+            kv,
+            session: session.clone(),
+            key,
+            lease,
+            create_revision: None,
+            gate,
+            armed: true,
+        }
+    }
+
+    /// The key now known to have been created at `revision`.
+    pub(crate) fn created_at(&mut self, revision: Revision) {
+        self.create_revision = Some(revision);
+    }
+
+    /// The key.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Keeps the key (it is held, or already gone) and hands back the gate.
+    pub(crate) fn disarm(mut self) -> Option<OwnedMutexGuard<()>> {
+        self.armed = false;
+        self.gate.take()
+    }
+
+    /// Removes the key now, then lets the gate go.
+    pub(crate) async fn remove_now(mut self) -> Result<()> {
+        self.armed = false;
+        let result = remove_or_revoke(
+            &self.kv,
+            &self.session,
+            self.lease,
+            &self.key,
+            self.create_revision,
+        )
+        .await;
+        drop(self.gate.take());
+        result.map(drop)
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let kv = Arc::clone(&self.kv);
+        let session = self.session.clone();
+        let key = std::mem::take(&mut self.key);
+        let lease = self.lease;
+        let create_revision = self.create_revision;
+        let gate = self.gate.take();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) =
+                        remove_or_revoke(&kv, &session, lease, &key, create_revision).await
+                    {
+                        tracing::warn!(%key, %error, "removing an abandoned waiter failed; its lease frees it");
+                    }
+                    drop(gate);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%key, "waiter abandoned outside a runtime; its lease frees it");
+            }
+        }
+    }
+}
+
+/// Deletes `key` if it is ours: created at `create_revision` when known, else attached
+/// to `lease`. Whether it deleted it. Idempotent.
+async fn remove(
+    kv: &dyn Kv,
+    key: &str,
+    lease: LeaseId,
+    create_revision: Option<Revision>,
+) -> Result<bool> {
+    let create_revision = match create_revision {
+        Some(revision) => revision,
+        None => {
+            let current = kv.range(Range::key(key)).await?;
+            match current.kvs.first() {
+                Some(found) if found.lease == lease => found.create_revision,
+                _ => return Ok(false),
+            }
+        }
+    };
+    delete_if_created_at(kv, key, create_revision).await
+}
+
+/// A release that finishes: deletes `key` (see [`remove`]) through transient store
+/// failures (an etcd leader change, a dropped connection), retrying with backoff
+/// until it succeeds, the session ends, or one session TTL has passed. Whether the key
+/// was there to delete (or gone after an attempt whose reply was lost).
+///
+/// # Errors
+/// [`Error::SessionLost`] when the session ended while the release was failing (the
+/// store frees the key with the lease). Otherwise, if the key cannot be deleted (a
+/// non-transient error, or a TTL of transient ones), the session is revoked, so that
+/// the store frees the key instead of a keepalive keeping it forever, and the store's
+/// error is returned. Every other hold of that session is lost with it.
+pub(crate) async fn remove_or_revoke(
+    kv: &Arc<dyn Kv>,
+    session: &Session,
+    lease: LeaseId,
+    key: &str,
+    create_revision: Option<Revision>,
+) -> Result<bool> {
+    let deadline = Instant::now() + session.ttl();
+    let mut attempts = 0u32;
+    let attempt = || {
+        attempts += 1;
+        // After a failed attempt, a key already gone was most likely deleted by that
+        // attempt, whose reply was lost: the release is done.
+        let retried = attempts > 1;
+        async move { Ok(remove(&**kv, key, lease, create_revision).await? || retried) }
+    };
+    match retry_transient(
+        "release",
+        key,
+        deadline,
+        Some(session.lost_token()),
+        attempt,
+    )
+    .await
+    {
+        Ok(removed) => Ok(removed),
+        Err(GaveUp::Stopped(_)) => Err(Error::SessionLost),
+        Err(gave_up) => {
+            let error = gave_up.into_error();
+            tracing::warn!(%key, %error, "release failed; revoking its session so that the store frees the key");
+            revoke_session(kv, session, lease);
+            Err(error)
+        }
+    }
+}
+
+/// Ends `session` now (its `lost()` fires and its keepalive stops) and revokes its
+/// lease in the background, retrying through transient failures for one TTL (after
+/// which the unrenewed lease has expired anyway).
+fn revoke_session(kv: &Arc<dyn Kv>, session: &Session, lease: LeaseId) {
+    session.mark_lost();
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let kv = Arc::clone(kv);
+    let deadline = Instant::now() + session.ttl();
+    runtime.spawn(async move {
+        let revoke = || kv.lease_revoke(lease);
+        if let Err(gave_up) = retry_transient("revoke", "", deadline, None, revoke).await {
+            let error = gave_up.into_error();
+            tracing::warn!(lease = format_args!("{lease:x}"), %error, "revoking a session failed; its lease expires after its TTL");
+        }
+    });
+}
+
+/// Whether `lease` is gone from the store; if so, marks `session` lost (so that its
+/// `lost()` fires now rather than at the next renewal).
+async fn lease_gone(kv: &dyn Kv, session: &Session, lease: LeaseId) -> Result<bool> {
+    if session.is_lost() {
+        return Ok(true);
+    }
+    match kv.lease_keep_alive(lease).await? {
+        KeepAlive::Gone => {
+            session.mark_lost();
+            Ok(true)
+        }
+        KeepAlive::Renewed | KeepAlive::RenewedSince(_) => Ok(false),
+    }
+}
+
+/// A session-bound key now held by a guard: what its release step and its watch need.
+#[derive(Clone)]
+pub(crate) struct HeldKey {
+    /// The store.
+    pub(crate) kv: Arc<dyn Kv>,
+    /// The key.
+    pub(crate) key: String,
+    /// The revision that created it (the hold's identity, and its fencing token).
+    pub(crate) create_revision: Revision,
+    /// The session it is held through.
+    pub(crate) session: Session,
+    /// The session's lease.
+    pub(crate) lease: LeaseId,
+}
+
+impl HeldKey {
+    /// The [`LockGuard`] of this hold (a lock, a write lock, a permit): its fencing token is
+    /// the key's create revision; it releases through [`HeldKey::release_fn`], keeps
+    /// the in-process `gate` until released, writes guarded STM keys under
+    /// `space` ([`distsync_core::LockGuard::put_if_held`]), and loses the hold when the key
+    /// goes ([`HeldKey::loss_watch`], started by the guard's first `lost()`).
+    pub(crate) fn lazy_lock_guard(
+        self,
+        gate: Option<OwnedMutexGuard<()>>,
+        space: &KeySpace,
+    ) -> LockGuard {
+        let watch = self.loss_watch();
+        self.guard(gate, space).with_loss_watch(watch)
+    }
+
+    fn guard(self, gate: Option<OwnedMutexGuard<()>>, space: &KeySpace) -> LockGuard {
+        let token = FencingToken(u64::try_from(self.create_revision).unwrap_or_default());
+        let release = self.release_fn(|| Error::NotHeld);
+        let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release)
+            .with_guarded_write(Arc::new(KvGuardedWrite {
+                held: self,
+                space: space.clone(),
+            }));
+        if let Some(gate) = gate {
+            guard = guard.with_gate(gate);
+        }
+        guard
+    }
+
+    /// The guard's deferred watch on the key (see [`distsync_core::guard::LossWatchFn`]):
+    /// started only when the guard's `lost()` (or `is_lost()`, `while_held()`) is
+    /// first used, so a hold nobody asks about costs the store no watch (a watch
+    /// created and cancelled per hold, and its events). Once started, it reads the
+    /// key first: if the key is gone or was created again, the hold was lost before
+    /// anyone asked, and `lost()` fires at once; otherwise it watches from the read's
+    /// revision on (see [`HeldKey::spawn_watch`]), so no deletion between the grant
+    /// and the first `lost()` is missed, and the watch starts at the store's current
+    /// revision (which etcd serves as writes happen, not from its catch-up loop).
+    /// Locks, write and read locks, permits and leaderships all use it.
+    pub(crate) fn loss_watch(&self) -> distsync_core::guard::LossWatchFn {
+        let held = self.clone();
+        Box::new(move |lost| held.spawn_watch(lost))
+    }
+
+    /// The release step of the guard: deletes the key, through transient failures
+    /// (see [`remove_or_revoke`]). If it was already gone, answers
+    /// [`Error::SessionLost`] when the lease is gone too (marking the session lost),
+    /// else `not_held()` (someone else deleted the key).
+    pub(crate) fn release_fn(&self, not_held: fn() -> Error) -> ReleaseFn {
+        let held = self.clone();
+        Box::new(move || {
+            async move {
+                let removed = remove_or_revoke(
+                    &held.kv,
+                    &held.session,
+                    held.lease,
+                    &held.key,
+                    Some(held.create_revision),
+                )
+                .await?;
+                if removed {
+                    return Ok(());
+                }
+                let kv = &*held.kv;
+                if lease_gone(kv, &held.session, held.lease).await? {
+                    Err(Error::SessionLost)
+                } else {
+                    Err(not_held())
+                }
+            }
+            .boxed()
+        })
+    }
+
+    /// Reads the key, then watches it from just after the read, and cancels `lost`
+    /// (the guard's token) when the key is deleted other than by the guard's own
+    /// release, or at once if the read finds it gone or created again; if the lease is
+    /// gone too, the session is marked lost first. Ends when `lost` fires.
+    fn spawn_watch(&self, lost: CancellationToken) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let held = self.clone();
+        runtime.spawn(async move {
+            let kv = &*held.kv;
+            let deleted = match read(kv, Range::key(&held.key), Some(&lost)).await {
+                Ok(current) => match current.kvs.first() {
+                    Some(found) if found.create_revision == held.create_revision => {
+                        let from = current.revision + 1;
+                        wait_delete(kv, &held.key, held.create_revision, from, Some(&lost)).await
+                    }
+                    _ => Ok(()),
+                },
+                Err(error) => Err(error),
+            };
+            match deleted {
+                Ok(()) => {
+                    if lost.is_cancelled() {
+                        return;
+                    }
+                    if let Err(error) = lease_gone(kv, &held.session, held.lease).await {
+                        tracing::debug!(key = %held.key, %error, "checking the lease of a lost hold failed");
+                    }
+                    tracing::debug!(key = %held.key, "held key deleted; hold lost");
+                    lost.cancel();
+                }
+                Err(Error::SessionLost) => {}
+                Err(error) => {
+                    tracing::debug!(key = %held.key, %error, "watching a held key failed; relying on the session");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kv::{Kv, Range};
+    use crate::recipes::testing::{flaky_backend, name, session_of, settle, within, Failure};
+    use distsync_core::backend::Backend;
+    use distsync_core::Error;
+
+    #[tokio::test]
+    async fn an_unlock_during_a_leader_change_is_retried_until_it_finishes() {
+        for how in [Failure::NotApplied, Failure::ReplyLost] {
+            let backend = flaky_backend();
+            let s1 = session_of(&backend).await;
+            let s2 = session_of(&backend).await;
+            let held = backend
+                .locker(&s1, name("l"))
+                .unwrap()
+                .lock()
+                .await
+                .unwrap();
+            let m2 = backend.locker(&s2, name("l")).unwrap();
+            let waiter = tokio::spawn(async move { m2.lock().await });
+            settle().await;
+            assert!(!waiter.is_finished());
+
+            let before = backend.kv().txns();
+            backend.kv().fail_txns(3, how);
+            within(held.unlock())
+                .await
+                .unwrap_or_else(|error| panic!("{how:?}: unlock gave {error}"));
+            assert!(backend.kv().txns() > before + 1, "{how:?}: not retried");
+            let next = within(waiter).await.unwrap().unwrap();
+            assert!(
+                !s1.is_lost(),
+                "{how:?}: a release that finished ended its session"
+            );
+            next.unlock().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guard_dropped_during_a_leader_change_is_released_in_the_background() {
+        let backend = flaky_backend();
+        let s1 = session_of(&backend).await;
+        let s2 = session_of(&backend).await;
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let m2 = backend.locker(&s2, name("l")).unwrap();
+        let waiter = tokio::spawn(async move { m2.lock().await });
+        settle().await;
+        backend.kv().fail_txns(5, Failure::NotApplied);
+        drop(held);
+        drop(within(waiter).await.unwrap().unwrap());
+        assert!(!s1.is_lost());
+    }
+
+    #[tokio::test]
+    async fn a_resign_during_a_leader_change_is_retried() {
+        let backend = flaky_backend();
+        let s1 = session_of(&backend).await;
+        let s2 = session_of(&backend).await;
+        let leader = backend
+            .election(&s1, name("e"))
+            .unwrap()
+            .campaign("a".into())
+            .await
+            .unwrap();
+        let e2 = backend.election(&s2, name("e")).unwrap();
+        let candidate = tokio::spawn(async move { e2.campaign("b".into()).await });
+        settle().await;
+        backend.kv().fail_txns(4, Failure::ReplyLost);
+        within(leader.resign()).await.unwrap();
+        drop(within(candidate).await.unwrap().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_that_cannot_finish_revokes_the_session() {
+        let backend = flaky_backend();
+        let s1 = session_of(&backend).await;
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        backend.kv().fail_txns(usize::MAX, Failure::NotApplied);
+        let started = tokio::time::Instant::now();
+        match held.unlock().await {
+            Err(error) => assert!(error.is_transient(), "{error}"),
+            Ok(()) => panic!("an unlock whose every attempt failed succeeded"),
+        }
+        assert!(
+            started.elapsed() <= s1.ttl(),
+            "retried past the session's TTL"
+        );
+        assert!(s1.is_lost(), "the session was not ended");
+        backend.kv().fail_txns(0, Failure::NotApplied);
+        // The lease is revoked in the background: the store frees the key.
+        within(async {
+            while backend.kv().range(Range::prefix("l/")).await.unwrap().count > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let s2 = session_of(&backend).await;
+        let next = backend.locker(&s2, name("l")).unwrap().try_lock().await;
+        assert!(matches!(next, Ok(Some(_))), "{next:?}");
+        assert!(matches!(
+            backend.locker(&s1, name("l")).unwrap().try_lock().await,
+            Err(Error::SessionLost)
+        ));
+    }
+
+    #[tokio::test]
+    async fn waiters_ride_out_a_store_without_leader() {
+        let backend = flaky_backend();
+        let s1 = session_of(&backend).await;
+        let s2 = session_of(&backend).await;
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        // The waiter's reads and watches fail for a while, as on a member cut off
+        // from the raft leader; it must neither give up nor miss the release.
+        backend.kv().fail_reads(6);
+        let m2 = backend.locker(&s2, name("l")).unwrap();
+        let waiter = tokio::spawn(async move { m2.lock().await });
+        within(async {
+            while backend
+                .kv()
+                .failing_reads
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(!waiter.is_finished(), "{:?}", waiter.await);
+        held.unlock().await.unwrap();
+        drop(within(waiter).await.unwrap().unwrap());
+    }
+}

@@ -1,0 +1,427 @@
+//! Every primitive built on a revisioned key-value store ([`Kv`]) as etcd's Go
+//! `clientv3/concurrency` and `recipes` packages build them: same transactions, same
+//! waits; Go's key layouts for locks and elections, and for every other kind Go has
+//! with [`KeyLayout::Go`]. The memory and etcd backends are both [`KvBackend`]s.
+//!
+//! # Key layouts
+//!
+//! With `<ns>` the backend's namespace, `<name>` the primitive's [`Name`] as it is, and
+//! `<n>` the name escaped into one key segment (`%` → `%25`, `/` → `%2F`):
+//!
+//! | primitive | keys |
+//! |---|---|
+//! | lock | `<ns><name>/<lease id, lowercase hex>` (as `etcdctl lock`) |
+//! | election | `<ns><name>/<lease id, lowercase hex>`, value = proclaimed value (as `etcdctl elect`) |
+//! | rwlock | `<ns>/rwlock/<n>/read/<unix nanos>`, `<ns>/rwlock/<n>/write/<unix nanos>` |
+//! | queue | `<ns>/queue/<n>/i/<priority %05d>/<sequence %016d>` (items), `…/s/<priority>` (sequence guards), `…/c/<call id>/<priority>/<sequence>` (in-flight claims), `…/w/<unix nanos>` (waiting consumers) |
+//! | barrier | `<ns>/barrier/<n>` |
+//! | double barrier | `<ns>/double-barrier/<n>/waiters/<unix nanos>`, `<ns>/double-barrier/<n>/ready` |
+//! | stm | `<ns>/stm/<n>` |
+//!
+//! Every key is under `<ns>`, so etcd RBAC on the namespace prefix suffices.
+//! Session-bound keys (lock, election, rwlock, double-barrier waiters) are attached to
+//! the session's lease, so the store deletes them when the session ends.
+//!
+//! **Distinct (kind, name) pairs never share a key.** Every kind but lock and election
+//! lives after `<ns>/`, where no lock or election key (nor the range `<ns><name>/` they
+//! read) can reach, since a name never starts with `/`; there the kind and the escaped
+//! name are one segment each, so two primitives' keys and prefixes are disjoint (a
+//! queue `q` and a queue `q/00001/x` do not meet; see the property test in this
+//! module).
+//!
+//! Locks and elections keep Go's layout so that `etcdctl lock`/`elect` and Go programs
+//! interoperate, with Go's two consequences: a lock and an election of the same name
+//! are one line of contenders (the lock holder counts as the election's leader, and
+//! two tasks of one session serialise on the shared key), and a lock or an election
+//! named `a` also waits behind holders of `a/b` (over-exclusion, never
+//! under-exclusion). Use sibling names (`a/main`, `a/b`) and distinct names for locks
+//! and elections.
+//!
+//! # Go's layout ([`KeyLayout::Go`], etcd's `layout=go`)
+//!
+//! For sharing every primitive with Go programs, the backend can put the keys of the
+//! kinds above exactly where etcd's Go `recipes` and `concurrency` packages put them:
+//!
+//! | primitive | keys (Go's) |
+//! |---|---|
+//! | rwlock | `<ns><name>/read/<unix nanos>`, `<ns><name>/write/<unix nanos>` (`recipe.RWMutex`) |
+//! | queue | `<ns><name>/<priority %05d>/<sequence %016d>`, guard `<ns>__<name>/<priority %05d>` (`recipe.PriorityQueue`; `enqueue` is priority 0); items of Go's plain `recipe.Queue` (`<ns><name>/<unix nanos>`) are taken too |
+//! | barrier | `<ns><name>` (`recipe.Barrier`) |
+//! | double barrier | `<ns><name>/waiters/<unix nanos>`, `<ns><name>/ready` (`recipe.DoubleBarrier`) |
+//! | stm | `<ns><key>` (`concurrency.STM`) |
+//!
+//! The protocols are Go's too (the same transactions and waits), so Go and distsync
+//! exclude each other, share readers and wait in one FIFO line on a read-write lock,
+//! and take each other's queue items. What distsync adds to a queue (in-flight claims,
+//! the line of waiting consumers, receive holds, delivery counters) stays under the
+//! reserved `<ns>/queue/<escaped name>`, where Go's readers never look. Go's producers
+//! wake nobody, so the first waiting distsync consumer also watches the items.
+//! A consumer takes the first item in key order, as Go's `PriorityQueue`: items of
+//! Go's plain `Queue` (19-digit keys) come after priorities 0 to 9999 (their keys
+//! start with `1`), oldest first.
+//!
+//! In Go's layout, names can meet as in Go: every primitive named `a` lives under
+//! `a/`. distsync's readers only take keys of their own shape (a queue never takes a
+//! key that is not an item key of its own name), and a name whose last segment Go
+//! writes under another name (a number of 5, 16 or 19 digits, `read`, `write`,
+//! `waiters`, `ready`) is refused with [`Error::InvalidName`]. What cannot be detected
+//! is documented instead: Go's own readers take every key under their name (Go's
+//! `Queue` `a` takes the items of a queue `a/b`, and any key starting with `a`), a
+//! barrier and an STM key of one name are one key, and a lock, election or rwlock `a`
+//! waits behind any key under `a/` (an STM key `a/x` included). Keep each kind in a
+//! subtree of its own (`locks/...`, `queues/...`, `stm/...`) when sharing with Go.
+//! Semaphores, which Go lacks, keep the injective layout.
+
+//! # Waiting
+//!
+//! Every wait is a watch from a known revision on the one key that must change next
+//! (the predecessor's), with a re-read when the watch ends or is compacted; waits held
+//! through a session end with [`Error::SessionLost`] when the session is lost. Guards
+//! also watch their own key and fire `lost()` when it is deleted by anyone else.
+
+mod barrier;
+mod double_barrier;
+mod election;
+mod export;
+#[cfg(test)]
+mod go_layout;
+mod guarded;
+mod hold;
+#[cfg(test)]
+mod injective;
+mod key;
+
+pub use key::KeyLayout;
+use key::{KeySpace, Kind};
+mod mutex;
+mod queue;
+mod retry;
+mod rwmutex;
+mod semaphore;
+mod status;
+pub(crate) mod stm;
+#[cfg(test)]
+mod stm_atomically;
+#[cfg(test)]
+mod testing;
+mod wait;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::kv::{Kv, LeaseId};
+use distsync_core::backend::Backend;
+use distsync_core::barrier::{Barrier, DoubleBarrier};
+use distsync_core::capabilities::Capabilities;
+use distsync_core::election::Election;
+use distsync_core::error::{Error, Result};
+use distsync_core::lock::Locker;
+use distsync_core::migrate::Snapshot;
+use distsync_core::name::Name;
+use distsync_core::queue::Queue;
+use distsync_core::rwlock::RwLock;
+use distsync_core::session::{KeepAlive, Lease, Session, SessionId, SessionOptions};
+use distsync_core::stm::Stm;
+
+use self::barrier::KvBarrier;
+use self::double_barrier::KvDoubleBarrier;
+use self::election::KvElection;
+use self::mutex::KvMutex;
+use self::queue::KvQueue;
+use self::rwmutex::KvRwMutex;
+use self::stm::KvStm;
+
+/// A [`Backend`] over any [`Kv`] store, with every key under `namespace`.
+pub struct KvBackend<K: Kv> {
+    kv: Arc<K>,
+    space: KeySpace,
+    capabilities: Capabilities,
+}
+
+impl<K: Kv> std::fmt::Debug for KvBackend<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvBackend")
+            .field("backend", &self.kv.backend())
+            .field("namespace", &self.space.namespace())
+            .field("layout", &self.space.layout())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Kv> KvBackend<K> {
+    /// A backend over `kv`, prefixing every key with `namespace` (may be empty; a
+    /// non-empty namespace usually ends with `/`), declaring `capabilities`.
+    pub fn with_kv(kv: K, namespace: impl Into<String>, capabilities: Capabilities) -> Self {
+        Self::with_shared_kv(Arc::new(kv), namespace, capabilities)
+    }
+
+    /// As [`KvBackend::with_kv`], over a store shared with other backends.
+    pub fn with_shared_kv(
+        kv: Arc<K>,
+        namespace: impl Into<String>,
+        capabilities: Capabilities,
+    ) -> Self {
+        Self {
+            kv,
+            space: KeySpace::new(namespace, KeyLayout::default()),
+            capabilities,
+        }
+    }
+
+    /// The same backend with the keys of read-write locks, queues, barriers, double
+    /// barriers and STM in `layout` (see [`KeyLayout`]; the default is
+    /// [`KeyLayout::Injective`]).
+    ///
+    /// ```
+    /// use distsync_kv::memory::capabilities;
+    /// use distsync_kv::recipes::{KeyLayout, KvBackend};
+    /// use distsync_kv::memory::MemoryKv;
+    ///
+    /// let backend =
+    ///     KvBackend::with_kv(MemoryKv::new(), "apps/", capabilities()).with_layout(KeyLayout::Go);
+    /// assert_eq!(backend.layout(), KeyLayout::Go);
+    /// ```
+    #[must_use]
+    pub fn with_layout(mut self, layout: KeyLayout) -> Self {
+        self.space = KeySpace::new(self.space.namespace(), layout);
+        self
+    }
+
+    /// Where the keys of read-write locks, queues, barriers, double barriers and STM
+    /// go.
+    pub fn layout(&self) -> KeyLayout {
+        self.space.layout()
+    }
+
+    /// The store.
+    pub fn kv(&self) -> &Arc<K> {
+        &self.kv
+    }
+
+    /// The key prefix of this backend.
+    pub fn namespace(&self) -> &str {
+        self.space.namespace()
+    }
+
+    /// `<ns><name>`: the prefix of the keys of a lock or an election named `name`
+    /// (`<ns><name>/<lease id in hex>`, Go's layout). Other kinds' keys are elsewhere
+    /// (see the [module docs](self)).
+    pub fn key(&self, name: &Name) -> String {
+        format!("{}{}", self.space.namespace(), name)
+    }
+
+    fn lease_of(&self, session: &Session) -> Result<LeaseId> {
+        Ok(session.lease_for::<KvLease<K>>(self.kv.backend())?.id)
+    }
+
+    fn offers(&self, offered: bool, what: &str) -> Result<()> {
+        if offered {
+            Ok(())
+        } else {
+            Err(Error::unsupported(self.kv.backend(), what))
+        }
+    }
+
+    fn shared_kv(&self) -> Arc<dyn Kv> {
+        Arc::clone(&self.kv) as Arc<dyn Kv>
+    }
+}
+
+/// The [`Lease`] behind a session of a [`KvBackend`].
+pub struct KvLease<K: Kv> {
+    kv: Arc<K>,
+    id: LeaseId,
+}
+
+impl<K: Kv> std::fmt::Debug for KvLease<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvLease")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Kv> KvLease<K> {
+    /// The store's lease id.
+    pub fn id(&self) -> LeaseId {
+        self.id
+    }
+}
+
+#[async_trait]
+impl<K: Kv> Lease for KvLease<K> {
+    async fn keep_alive(&self) -> Result<KeepAlive> {
+        self.kv.lease_keep_alive(self.id).await
+    }
+
+    async fn revoke(&self) -> Result<()> {
+        self.kv.lease_revoke(self.id).await
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[async_trait]
+impl<K: Kv> Backend for KvBackend<K> {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn session(&self, options: SessionOptions) -> Result<Session> {
+        self.capabilities.check_session(&options)?;
+        let grant_sent = tokio::time::Instant::now();
+        let id = self.kv.lease_grant(options.ttl).await?;
+        let lease = KvLease {
+            kv: Arc::clone(&self.kv),
+            id,
+        };
+        Ok(Session::start(
+            self.kv.backend(),
+            SessionId(id as u64),
+            &options,
+            grant_sent,
+            Arc::new(lease),
+        ))
+    }
+
+    async fn revoke_session(&self, id: SessionId) -> Result<()> {
+        self.kv.lease_revoke(id.0 as LeaseId).await
+    }
+
+    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.lock, "lock")?;
+        Ok(Box::new(KvMutex::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+            session.clone(),
+            lease,
+        )))
+    }
+
+    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.election, "election")?;
+        Ok(Box::new(KvElection::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+            session.clone(),
+            lease,
+        )))
+    }
+
+    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
+        self.space.check(Kind::RwLock, &name)?;
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.rwlock, "rwlock")?;
+        Ok(Box::new(KvRwMutex::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+            session.clone(),
+            lease,
+        )))
+    }
+
+    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
+        self.space.check(Kind::Queue, &name)?;
+        // The recipe is Go's priority queue; `enqueue` is priority 0.
+        self.offers(self.capabilities.queue, "queue")?;
+        let backend = self.kv.backend();
+        let lease_of: queue::LeaseOf =
+            Arc::new(move |session: &Session| Ok(session.lease_for::<KvLease<K>>(backend)?.id));
+        Ok(Box::new(KvQueue::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+            lease_of,
+        )))
+    }
+
+    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
+        self.space.check(Kind::Barrier, &name)?;
+        self.offers(self.capabilities.barrier, "barrier")?;
+        Ok(Box::new(KvBarrier::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+        )))
+    }
+
+    fn double_barrier(
+        &self,
+        session: &Session,
+        name: Name,
+        count: usize,
+    ) -> Result<Box<dyn DoubleBarrier>> {
+        self.space.check(Kind::DoubleBarrier, &name)?;
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.double_barrier, "double barrier")?;
+        if count == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "double barrier {:?}: count must be at least 1",
+                name.as_str()
+            )));
+        }
+        Ok(Box::new(KvDoubleBarrier::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+            count,
+            session.clone(),
+            lease,
+        )))
+    }
+
+    fn semaphore(
+        &self,
+        session: &Session,
+        name: Name,
+        permits: usize,
+    ) -> Result<Box<dyn distsync_core::semaphore::Semaphore>> {
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.semaphore, "semaphore")?;
+        if permits == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "semaphore {:?}: permits must be at least 1",
+                name.as_str()
+            )));
+        }
+        Ok(Box::new(semaphore::KvSemaphore::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+            permits,
+            session.clone(),
+            lease,
+        )))
+    }
+
+    fn stm(&self) -> Result<Stm> {
+        self.offers(self.capabilities.stm(), "stm")?;
+        Ok(Stm::new(Arc::new(KvStm::new(
+            self.shared_kv(),
+            &self.space,
+            self.capabilities.clone(),
+        ))))
+    }
+
+    /// Classifies every key under the namespace by the recipes' layouts: leased keys
+    /// are live holds, `<name>/<%05d>/<%016d>` keys queue items, other empty keys held
+    /// barriers and the rest STM keys (so an empty-valued STM key reads as a barrier).
+    async fn export(&self) -> Result<Snapshot> {
+        export::export(&*self.kv, &self.space).await
+    }
+
+    /// One range read of the namespace, classified by the recipes' layouts (see
+    /// `recipes/status.rs`).
+    async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
+        status::status(&*self.kv, self.space.namespace(), prefix).await
+    }
+}

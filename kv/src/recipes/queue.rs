@@ -1,0 +1,1580 @@
+//! The durable queue, after etcd's Go `recipes.PriorityQueue` (a plain `enqueue` is
+//! priority 0, so a queue used only with `enqueue` is FIFO), made lossless and
+//! herd-free.
+//!
+//! # Layout
+//!
+//! Every key of queue `<name>` is under `Q = <ns>/queue/<escaped name>` (see
+//! [`Kind::prefix`]), so no other queue, lock, election or other primitive reads or
+//! writes it, and nothing is written outside the namespace:
+//!
+//! | key | value | what |
+//! |---|---|---|
+//! | `Q/i/<priority %05d>/<sequence %016d>` | the item | an item |
+//! | `Q/s/<priority %05d>` | empty | the priority's sequence guard |
+//! | `Q/c/<call id>/<priority %05d>/<sequence %016d>` | the item | an item claimed by a dequeue call, not yet handed over |
+//! | `Q/w/<unix nanos>` | the call id | a waiting consumer |
+//! | `Q/h/<priority %05d>/<sequence %016d>` | the call id, on the receiver's lease | an item received (at-least-once), held through a session |
+//! | `Q/d/<priority %05d>/<sequence %016d>` | decimal count | how many times `receive` delivered the item |
+//!
+//! A call id is `<unix ms %013d>-<32 hex digits>`: the claim's wall-clock time, then
+//! a random id.
+//!
+//! # At-least-once delivery
+//!
+//! `receive` leaves the item at its key and puts a hold key on the receiver's lease;
+//! every reader skips held items; `nack` or the lease's end deletes the hold key, so
+//! the item is queued again at its place (see the `delivery` submodule,
+//! `queue_delivery.rs`). At-most-once claims skip held items too.
+//!
+//! # Enqueue
+//!
+//! As Go's `newSequentialKV`: the sequence is one more than the last item key of that
+//! priority, and the transaction that puts the item also touches the sequence guard,
+//! succeeding only if the guard was not touched since the read, so two producers
+//! never take one number. The same transaction reads the oldest waiting consumer,
+//! which the producer then wakes (see below). An enqueue whose reply is lost returns
+//! the store's error although the item may be queued: a caller that retries may queue
+//! it twice (making enqueues idempotent would cost a receipt key per item).
+//!
+//! # Dequeue: delivered once, never lost
+//!
+//! Each dequeue call draws a call id. It claims the first item (lowest priority
+//! number, then oldest) in one transaction that deletes the item, guarded on its mod
+//! revision, and puts it into the in-flight record `Q/c/<call id>/…`. If the reply is
+//! lost (the transaction may or may not have been applied), the call repeats the same
+//! transaction: an applied first attempt makes the repeat fail, and its failure branch
+//! reads the call's own in-flight record, so the call finds its item. The call then
+//! returns the item and deletes the record (acknowledges) in the background. If the
+//! call is dropped before it returns the item, the record is put back as an item,
+//! under its old key if that is free (front of its priority), else at the back of its
+//! priority. Put-backs and acknowledgements ride out transient failures (they are
+//! guarded on the record, so repeating them is harmless).
+//!
+//! A record outlives its call only if the process dies between the claim and the
+//! acknowledgement, or the store stays unreachable for minutes: the item is then
+//! neither lost nor delivered twice. [`Backend::export`] lists such records as items of
+//! their queue (export with the consumers stopped); an operator may move one back
+//! after checking that its consumer did not get it (as for Redis' in-flight hash).
+//!
+//! No record stays forever: a record older than 15 minutes is put back by any consumer
+//! of the queue (see the `queue_sweep` submodule, `queue_sweep.rs`, for when and at
+//! what price).
+//!
+//! [`Backend::export`]: distsync_core::Backend::export
+//!
+//! # Waiting: one consumer woken per item
+//!
+//! A consumer that finds no item registers `Q/w/<unix nanos>`, reads the items again
+//! together with its own key, at one revision (so neither an item put before its
+//! registration nor a wake-up before that read is missed), and watches only its own
+//! waiter key. Transient store errors while waiting are ridden out (see `wait`), so a
+//! `dequeue` waits through a store outage; bound it with a timeout. A producer wakes the oldest waiter by deleting its key (guarded on the
+//! key's create revision, so two producers wake two waiters). A woken consumer claims
+//! the first item, or registers again at the back if another consumer was faster. A
+//! consumer whose dequeue is dropped removes its waiter key; if it had been woken
+//! meanwhile, it passes the wake-up on to the next waiter. A consumer that claims an
+//! item while more items and waiters remain wakes the next waiter too, so a wake-up
+//! lost with a crashed consumer process delays an item only until the next claim or
+//! enqueue. The first waiter in line also watches the hold keys, so that an item put
+//! back by a receiver (`nack`, its session's end) wakes it, and every other waiter
+//! watches its predecessor's key (re-reading when it leaves the line, to learn it is
+//! first now): one waiter is woken per returned item too.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::kv::{
+    Compare, CompareOp, EventKind, KeyValue, Kv, LeaseId, Range, RangeResponse, Revision,
+    SortOrder, SortTarget, Txn, TxnOp, TxnResponse,
+};
+use distsync_core::error::{Error, Result};
+use distsync_core::name::Name;
+use distsync_core::queue::Queue;
+
+use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
+use super::retry::retry_transient;
+use super::wait::{next_event, patiently};
+
+/// How long a claim rides out transient failures before its call gives up.
+const CLAIM_BUDGET: Duration = Duration::from_secs(60);
+
+/// How long the deletion of a delivered item's in-flight record rides out transient
+/// failures.
+const ACK_BUDGET: Duration = Duration::from_secs(600);
+
+/// How long a put-back of an undelivered item rides out transient failures before it
+/// is left in its in-flight record.
+const PUT_BACK_BUDGET: Duration = Duration::from_secs(600);
+
+/// How long waking a waiter rides out transient failures.
+const WAKE_BUDGET: Duration = Duration::from_secs(10);
+
+/// The keys of one queue (see the module docs).
+#[derive(Clone, Debug)]
+struct Layout {
+    /// `<ns>/queue/<escaped name>`: the root of the keys only distsync reads (claims,
+    /// waiters, holds, delivery counters), in both layouts.
+    root: String,
+    /// The prefix of every item key: `<root>/i/`, or Go's `<ns><name>/`.
+    items: String,
+    /// The prefix of the sequence guards: `<root>/s/`, or Go's `<ns>__<name>/`.
+    guards: String,
+    /// Whether Go programs may put items too (Go's layout): they wake nobody, so the
+    /// first waiter also watches the items.
+    shared_with_go: bool,
+}
+
+/// Where an item sits: its priority and sequence, or for an item of Go's plain
+/// `recipe.Queue` (`<ns><name>/<unix nanos>`, Go's layout only) its nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Position {
+    priority: u16,
+    sequence: u64,
+    /// An item of Go's plain `Queue` (`sequence` holds its unix nanoseconds).
+    plain: bool,
+}
+
+impl Position {
+    /// The item key after the items prefix (also the tail of its claim, hold and
+    /// delivery counter keys): `<priority %05d>/<sequence %016d>`, or the nanoseconds
+    /// of a plain item.
+    fn relative(self) -> String {
+        if self.plain {
+            self.sequence.to_string()
+        } else {
+            format!("{:05}/{:016}", self.priority, self.sequence)
+        }
+    }
+}
+
+impl Layout {
+    fn new(space: &KeySpace, name: &Name) -> Self {
+        let root = Kind::Queue.prefix(space.namespace(), name);
+        match space.layout() {
+            KeyLayout::Go => Self {
+                items: format!("{}/", space.root(Kind::Queue, name)),
+                guards: format!("{}__{name}/", space.namespace()),
+                root,
+                shared_with_go: true,
+            },
+            _ => Self {
+                items: format!("{root}/i/"),
+                guards: format!("{root}/s/"),
+                root,
+                shared_with_go: false,
+            },
+        }
+    }
+
+    /// The prefix of every item key.
+    fn items(&self) -> String {
+        self.items.clone()
+    }
+
+    /// The prefix of the item keys of `priority`.
+    fn priority(&self, priority: u16) -> String {
+        format!("{}{priority:05}/", self.items)
+    }
+
+    fn item(&self, position: Position) -> String {
+        format!("{}{}", self.items, position.relative())
+    }
+
+    fn guard(&self, priority: u16) -> String {
+        format!("{}{priority:05}", self.guards)
+    }
+
+    /// The prefix of the in-flight records of `call`.
+    fn claims(&self, call: &str) -> String {
+        format!("{}/c/{call}/", self.root)
+    }
+
+    fn claim(&self, call: &str, position: Position) -> String {
+        format!("{}{}", self.claims(call), position.relative())
+    }
+
+    /// The prefix of every hold key (an item received, held through a session).
+    fn holds(&self) -> String {
+        format!("{}/h/", self.root)
+    }
+
+    /// The hold key of the item at `position`, attached to the holder's lease.
+    fn hold(&self, position: Position) -> String {
+        format!("{}{}", self.holds(), position.relative())
+    }
+
+    /// The delivery counter of the item at `position` (how many times `receive` gave
+    /// it out; absent for 0).
+    fn deliveries(&self, position: Position) -> String {
+        format!("{}/d/{}", self.root, position.relative())
+    }
+
+    /// The position of a well-formed hold key.
+    fn hold_position(&self, key: &str) -> Option<Position> {
+        parse_position(key.strip_prefix(&self.holds())?)
+    }
+
+    /// The prefix of every in-flight record, of every call.
+    fn all_claims(&self) -> String {
+        format!("{}/c/", self.root)
+    }
+
+    /// The prefix of the waiter keys, without its trailing `/`.
+    fn waiters(&self) -> String {
+        format!("{}/w", self.root)
+    }
+
+    /// The oldest waiter.
+    fn first_waiter(&self) -> Range {
+        Range::prefix(format!("{}/", self.waiters())).first_create()
+    }
+
+    /// The position of a well-formed item key (`None` for any other key).
+    fn item_position(&self, key: &str) -> Option<Position> {
+        parse_position(key.strip_prefix(&self.items)?)
+    }
+
+    /// The position of a well-formed in-flight record key of `call`.
+    fn claim_position(&self, call: &str, key: &str) -> Option<Position> {
+        parse_position(key.strip_prefix(&self.claims(call))?)
+    }
+}
+
+/// `<priority %05d>/<sequence %016d>`, or the 19 digits of a plain item's unix
+/// nanoseconds (Go's `Queue` writes them with `%v`).
+fn parse_position(relative: &str) -> Option<Position> {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((priority, sequence)) = relative.split_once('/') else {
+        if !digits(relative, 19) {
+            return None;
+        }
+        return Some(Position {
+            priority: 0,
+            sequence: relative.parse().ok()?,
+            plain: true,
+        });
+    };
+    if !digits(priority, 5) || !digits(sequence, 16) {
+        return None;
+    }
+    Some(Position {
+        priority: priority.parse().ok()?,
+        sequence: sequence.parse().ok()?,
+        plain: false,
+    })
+}
+
+/// The first key after every key starting with `prefix` (etcd's prefix range end),
+/// for a `prefix` ending in `/`.
+fn after_prefix(prefix: &str) -> String {
+    let mut end = prefix.trim_end_matches('/').to_owned();
+    end.push('0'); // the byte after '/'
+    end
+}
+
+#[path = "queue_delivery.rs"]
+mod delivery;
+#[path = "queue_sweep.rs"]
+mod queue_sweep;
+
+use self::queue_sweep::claim_call_id;
+
+/// How a queue finds the store lease behind a session (the backend's lease type is
+/// generic, the queue is not).
+pub(crate) type LeaseOf =
+    Arc<dyn Fn(&distsync_core::session::Session) -> Result<LeaseId> + Send + Sync>;
+
+/// A [`Queue`] over a [`Kv`] store.
+pub(crate) struct KvQueue {
+    kv: Arc<dyn Kv>,
+    name: Name,
+    layout: Layout,
+    lease_of: LeaseOf,
+    sweep: queue_sweep::Sweep,
+}
+
+/// An item read from the store.
+struct Item {
+    kv: KeyValue,
+    position: Position,
+}
+
+impl KvQueue {
+    /// The queue `name` under `namespace`.
+    pub(crate) fn new(kv: Arc<dyn Kv>, space: &KeySpace, name: Name, lease_of: LeaseOf) -> Self {
+        Self {
+            kv,
+            layout: Layout::new(space, &name),
+            name,
+            lease_of,
+            sweep: queue_sweep::Sweep::default(),
+        }
+    }
+
+    /// The first well-formed item that no live session holds (lowest priority
+    /// number, then oldest) and the revision of the read. Keys under the item prefix
+    /// that are not item keys (written by something else) are skipped.
+    async fn first_item(&self) -> Result<(Option<Item>, Revision)> {
+        let (first, _, revision) = self.scan(Vec::new()).await?;
+        Ok((first, revision))
+    }
+
+    /// As [`KvQueue::first_item`], also running the reads `extra` at the same
+    /// revision; their answers come back in order.
+    async fn scan(
+        &self,
+        extra: Vec<Range>,
+    ) -> Result<(Option<Item>, Vec<RangeResponse>, Revision)> {
+        let kv = &*self.kv;
+        let end = after_prefix(&self.layout.items());
+        let mut start = self.layout.items();
+        let mut batch = 1usize;
+        loop {
+            // Plain reads (not a transaction), all at the revision of the first.
+            let holds = kv.range(Range::prefix(self.layout.holds())).await?;
+            let revision = holds.revision;
+            let items = Range::between(start.clone(), end.clone())
+                .sorted(SortTarget::Key, SortOrder::Ascend, batch)
+                .at_revision(revision);
+            let items = kv.range(items).await?;
+            let mut extras = Vec::with_capacity(extra.len());
+            for read in &extra {
+                extras.push(kv.range(read.clone().at_revision(revision)).await?);
+            }
+            let held: HashSet<Position> = holds
+                .kvs
+                .iter()
+                .filter_map(|hold| self.layout.hold_position(&hold.key))
+                .collect();
+            let seen = items.kvs.len();
+            let mut last = None;
+            for found in items.kvs {
+                match self.layout.item_position(&found.key) {
+                    Some(position) if !held.contains(&position) => {
+                        let item = Item {
+                            kv: found,
+                            position,
+                        };
+                        return Ok((Some(item), extras, revision));
+                    }
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!(key = %found.key, "queue skips a key that is not an item key");
+                    }
+                }
+                last = Some(found.key);
+            }
+            match last {
+                Some(last) if seen == batch && items.count > seen => {
+                    start = format!("{last}\0");
+                    batch = (held.len() + 1).max(batch * 2).min(1024);
+                }
+                _ => return Ok((None, extras, revision)),
+            }
+        }
+    }
+
+    /// Go's `PriorityQueue.Dequeue` (`wait`), or its non-waiting form.
+    async fn take(&self, wait: bool) -> Result<Option<Bytes>> {
+        let call = claim_call_id();
+        self.sweep_if_due().await;
+        loop {
+            // A waiting dequeue rides out transient errors (see `wait`).
+            let (first, _) = if wait {
+                patiently(None, "queue read", &self.layout.root, || self.first_item()).await?
+            } else {
+                self.first_item().await?
+            };
+            if let Some(item) = first {
+                match claim(&self.kv, &self.layout, &call, item).await? {
+                    Some(claimed) => return Ok(Some(claimed.deliver())),
+                    // Another consumer took it first: read the new first item.
+                    None => continue,
+                }
+            }
+            if !wait {
+                return Ok(None);
+            }
+            self.wait_for_item(&call, None).await?;
+        }
+    }
+
+    /// Registers as a waiter and returns once woken, or once an item is there (or,
+    /// with stale in-flight records about, once the next one is due for its sweep).
+    /// With `lost` (a receive through a session), gives up with
+    /// [`Error::SessionLost`] when it fires.
+    async fn wait_for_item(
+        &self,
+        call: &str,
+        lost: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<()> {
+        let kv = &*self.kv;
+        let mut names = UniqueKeys::new(self.layout.waiters());
+        let mut waiting = loop {
+            let key = names.next_key();
+            let mut waiting = Waiting {
+                kv: Arc::clone(&self.kv),
+                layout: self.layout.clone(),
+                key: key.clone(),
+                call: call.to_owned(),
+                create_revision: None,
+                armed: true,
+            };
+            let value = Bytes::from(call.to_owned());
+            let register = || put_new_key(kv, &key, value.clone(), 0);
+            // A repeat after a lost reply finds the key taken, by this call: `waiting`
+            // then removes it (it holds this call's id) when dropped.
+            if let Some(revision) = patiently(lost, "queue wait", &key, register).await? {
+                waiting.create_revision = Some(revision);
+                break waiting;
+            }
+        };
+        let (key, mine) = match &waiting {
+            Waiting {
+                key,
+                create_revision: Some(revision),
+                ..
+            } => (key.clone(), *revision),
+            _ => return Err(Error::backend(kv.backend(), "waiter key without revision")),
+        };
+        let waiters = format!("{}/", self.layout.waiters());
+        let predecessor = Range::prefix(waiters)
+            .last_create()
+            .max_create_revision(mine - 1);
+        let mut predecessor_left = false;
+        loop {
+            // An item put before the registration woke nobody: look again, and at the
+            // own key in the same read (a wake-up, then another consumer taking the
+            // item, both before this read, must not leave this waiter out of line and
+            // asleep). Leaving by the drop of `waiting` passes on a wake-up this waiter
+            // got meanwhile.
+            let extra = vec![Range::key(&key), predecessor.clone()];
+            let read = || self.scan(extra.clone());
+            let (first, extras, revision) = patiently(lost, "queue read", &key, read).await?;
+            // After the predecessor left the line, an item there is likely the one
+            // that woke it: this read only learns whether this waiter is first now.
+            if first.is_some() && !predecessor_left {
+                return Ok(());
+            }
+            let own = extras.first().and_then(|own| own.kvs.first());
+            if own.is_none_or(|found| found.create_revision != mine) {
+                waiting.armed = false;
+                return Ok(());
+            }
+            let before = extras.get(1).and_then(|range| range.kvs.first().cloned());
+            let woken = next_event(kv, &key, false, revision + 1, EventKind::Delete, lost);
+            // The first waiter in line also watches the holds, so that an item put back
+            // (a nack, a receiver's session ending) reaches one waiter; every other
+            // waiter watches its predecessor, and re-reads when it leaves the line.
+            let (watched, prefix) = match &before {
+                Some(waiter) => (waiter.key.clone(), false),
+                None => (self.layout.holds(), true),
+            };
+            let changed = next_event(kv, &watched, prefix, revision + 1, EventKind::Delete, lost);
+            // Go's producers wake nobody: in Go's layout the first waiter also watches
+            // the items for a put (one waiter, so still no herd).
+            let watch_items = self.layout.shared_with_go && before.is_none();
+            let arrived = async {
+                if watch_items {
+                    next_event(
+                        kv,
+                        &self.layout.items,
+                        true,
+                        revision + 1,
+                        EventKind::Put,
+                        lost,
+                    )
+                    .await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let sweep_due = self.next_sweep_in();
+            predecessor_left = false;
+            tokio::select! {
+                event = woken => {
+                    if event?.is_some() {
+                        waiting.armed = false;
+                        return Ok(());
+                    }
+                    // The watch ended: read again.
+                }
+                event = changed => {
+                    predecessor_left = event?.is_some() && !prefix;
+                    continue;
+                }
+                event = arrived => {
+                    // An item (or a watch that ended): read again.
+                    event?;
+                    continue;
+                }
+                () = sleep_or_forever(sweep_due) => {
+                    self.sweep_now().await;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for `delay`, or forever without one.
+async fn sleep_or_forever(delay: Option<Duration>) {
+    match delay {
+        Some(delay) => tokio::time::sleep(delay).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A waiter key; dropped armed (the waiter stops waiting other than by being woken),
+/// it is removed in the background, and a wake-up it got meanwhile is passed on.
+struct Waiting {
+    kv: Arc<dyn Kv>,
+    layout: Layout,
+    key: String,
+    call: String,
+    create_revision: Option<Revision>,
+    armed: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(key = %self.key, "queue waiter dropped outside a runtime; its key stays and absorbs one wake-up");
+            return;
+        };
+        let kv = Arc::clone(&self.kv);
+        let layout = self.layout.clone();
+        let key = std::mem::take(&mut self.key);
+        let call = std::mem::take(&mut self.call);
+        let create_revision = self.create_revision;
+        runtime.spawn(async move {
+            let deadline = Instant::now() + WAKE_BUDGET;
+            let attempt = || withdraw(&*kv, &layout, &key, &call, create_revision);
+            match retry_transient("queue waiter removal", &key, deadline, None, attempt).await {
+                Ok(Withdrawn::Removed) => {}
+                Ok(Withdrawn::WasWoken(next)) => wake(&*kv, &layout, next).await,
+                Err(gave_up) => {
+                    let error = gave_up.into_error();
+                    tracing::warn!(%key, %error, "removing a queue waiter failed; its key absorbs one wake-up");
+                }
+            }
+        });
+    }
+}
+
+/// What [`withdraw`] found.
+enum Withdrawn {
+    /// The waiter key was there and is deleted.
+    Removed,
+    /// It was gone: a producer woke this waiter. The oldest waiter left, to pass the
+    /// wake-up on to.
+    WasWoken(Option<KeyValue>),
+}
+
+/// Deletes a waiter key if it is still there. Idempotent.
+async fn withdraw(
+    kv: &dyn Kv,
+    layout: &Layout,
+    key: &str,
+    call: &str,
+    create_revision: Option<Revision>,
+) -> Result<Withdrawn> {
+    let create_revision = match create_revision {
+        Some(revision) => revision,
+        None => {
+            // Registration's reply was lost: the key is ours if it holds our call id.
+            let current = kv.range(Range::key(key)).await?;
+            match current.kvs.first() {
+                Some(found) if found.value == call.as_bytes() => found.create_revision,
+                _ => return Ok(Withdrawn::Removed),
+            }
+        }
+    };
+    let txn = Txn::when(vec![Compare::create_revision(
+        key,
+        CompareOp::Equal,
+        create_revision,
+    )])
+    .and_then(vec![TxnOp::delete(key)])
+    .or_else(vec![TxnOp::Range(layout.first_waiter())]);
+    let response = kv.txn(txn).await?;
+    if response.succeeded {
+        return Ok(Withdrawn::Removed);
+    }
+    let next = range_at(kv, &response, 0)?.kvs.into_iter().next();
+    Ok(Withdrawn::WasWoken(next))
+}
+
+/// Wakes one waiter, starting with `first` (the oldest, as read): deletes its key,
+/// guarded on its create revision; if it is gone already (woken by someone else, or
+/// withdrawn), wakes the next oldest instead. A failure is logged, not returned: the
+/// items are stored, and a later claim or enqueue wakes a waiter again.
+async fn wake(kv: &dyn Kv, layout: &Layout, first: Option<KeyValue>) {
+    let mut next = first;
+    let deadline = Instant::now() + WAKE_BUDGET;
+    while let Some(waiter) = next {
+        let txn = Txn::when(vec![Compare::create_revision(
+            &waiter.key,
+            CompareOp::Equal,
+            waiter.create_revision,
+        )])
+        .and_then(vec![TxnOp::delete(&waiter.key)])
+        .or_else(vec![TxnOp::Range(layout.first_waiter())]);
+        let attempt = || kv.txn(txn.clone());
+        let response =
+            match retry_transient("queue wake-up", &waiter.key, deadline, None, attempt).await {
+                Ok(response) => response,
+                Err(gave_up) => {
+                    let error = gave_up.into_error();
+                    tracing::warn!(key = %waiter.key, %error, "waking a queue consumer failed");
+                    return;
+                }
+            };
+        if response.succeeded {
+            tracing::trace!(key = %waiter.key, "woke a queue consumer");
+            return;
+        }
+        next = match range_at(kv, &response, 0) {
+            Ok(range) => range.kvs.into_iter().next(),
+            Err(error) => {
+                tracing::warn!(%error, "waking a queue consumer failed");
+                return;
+            }
+        };
+    }
+}
+
+/// The oldest waiter in a transaction's answer at `index`, if any.
+fn waiter_in(kv: &dyn Kv, response: &TxnResponse, index: usize) -> Option<KeyValue> {
+    range_at(kv, response, index)
+        .ok()
+        .and_then(|range| range.kvs.into_iter().next())
+}
+
+/// Go's `newSequentialKV`: puts `value` as the next item of `priority`, and wakes the
+/// oldest waiter.
+///
+/// With `record` (an in-flight record's key and create revision), the same transaction
+/// deletes the record and only runs while it exists: `false` when it is gone (the item
+/// was already put back or acknowledged).
+async fn put_sequential(
+    kv: &dyn Kv,
+    layout: &Layout,
+    priority: u16,
+    value: Bytes,
+    record: Option<(&str, Revision)>,
+) -> Result<bool> {
+    let guard_key = layout.guard(priority);
+    loop {
+        let last = kv
+            .range(Range::prefix(layout.priority(priority)).last_key())
+            .await?;
+        let sequence = match last.kvs.first() {
+            None => 0,
+            Some(last) => match layout.item_position(&last.key) {
+                Some(position) => position.sequence.saturating_add(1),
+                None => {
+                    return Err(Error::backend(
+                        kv.backend(),
+                        format!("queue key {:?} is not an item key", last.key),
+                    ))
+                }
+            },
+        };
+        let key = layout.item(Position {
+            priority,
+            sequence,
+            plain: false,
+        });
+        // The guard key must not have changed since the read (see the module docs).
+        let mut compares = vec![Compare::mod_revision(
+            &guard_key,
+            CompareOp::Less,
+            last.revision + 1,
+        )];
+        let mut ops = vec![
+            TxnOp::put(&guard_key, Bytes::new(), 0),
+            TxnOp::put(key, value.clone(), 0),
+        ];
+        let mut failure = Vec::new();
+        if let Some((record, revision)) = record {
+            compares.push(Compare::create_revision(record, CompareOp::Equal, revision));
+            ops.push(TxnOp::delete(record));
+            failure.push(TxnOp::Range(Range::key(record)));
+        }
+        ops.push(TxnOp::Range(layout.first_waiter()));
+        let waiters_at = ops.len() - 1;
+        let response = kv
+            .txn(Txn::when(compares).and_then(ops).or_else(failure))
+            .await?;
+        if response.succeeded {
+            wake(kv, layout, waiter_in(kv, &response, waiters_at)).await;
+            return Ok(true);
+        }
+        if record.is_some() && range_at(kv, &response, 0)?.kvs.is_empty() {
+            return Ok(false);
+        }
+    }
+}
+
+/// Claims `item` for call `call`: `Some` if this call took it (now, or in an earlier
+/// attempt whose reply was lost), `None` if another consumer did.
+///
+/// The claim runs in a spawned task and its outcome comes back through a channel
+/// inside a [`Claimed`], which puts the item back if nobody receives it: a caller that
+/// drops the dequeue future while the claim is in flight loses no item.
+async fn claim(
+    kv: &Arc<dyn Kv>,
+    layout: &Layout,
+    call: &str,
+    item: Item,
+) -> Result<Option<Claimed>> {
+    let (answer, outcome) = oneshot::channel::<Result<Option<Claimed>>>();
+    let store = Arc::clone(kv);
+    let layout = layout.clone();
+    let call = call.to_owned();
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|error| Error::backend(kv.backend(), error))?;
+    runtime.spawn(async move {
+        let (result, next_waiter) = claim_in_store(&store, &layout, &call, item).await;
+        // A send to a dropped receiver hands the value back, which drops it here and
+        // puts the item back.
+        drop(answer.send(result));
+        if next_waiter.is_some() {
+            // More items and more waiters: pass the turn on (see the module docs).
+            wake(&*store, &layout, next_waiter).await;
+        }
+    });
+    match outcome.await {
+        Ok(result) => result,
+        Err(_) => Err(Error::backend(
+            kv.backend(),
+            "queue claim task ended without an answer",
+        )),
+    }
+}
+
+/// The claim transaction, repeated through transient failures (see the module docs);
+/// also the oldest waiter when items remain after the claim.
+async fn claim_in_store(
+    kv: &Arc<dyn Kv>,
+    layout: &Layout,
+    call: &str,
+    item: Item,
+) -> (Result<Option<Claimed>>, Option<KeyValue>) {
+    let record = layout.claim(call, item.position);
+    // The item unchanged and not held by a receiver (see `delivery`).
+    let txn = Txn::when(vec![
+        Compare::mod_revision(&item.kv.key, CompareOp::Equal, item.kv.mod_revision),
+        Compare::version(layout.hold(item.position), CompareOp::Equal, 0),
+    ])
+    .and_then(vec![
+        TxnOp::delete(&item.kv.key),
+        TxnOp::delete(layout.deliveries(item.position)),
+        TxnOp::put(&record, item.kv.value.clone(), 0),
+        TxnOp::Range(Range::between(layout.items(), after_prefix(&layout.items())).first_key()),
+        TxnOp::Range(layout.first_waiter()),
+    ])
+    .or_else(vec![TxnOp::Range(Range::prefix(layout.claims(call)))]);
+    let deadline = Instant::now() + CLAIM_BUDGET;
+    let attempt = || kv.txn(txn.clone());
+    let response = match retry_transient("queue claim", &item.kv.key, deadline, None, attempt).await
+    {
+        Ok(response) => response,
+        Err(gave_up) => {
+            let error = gave_up.into_error();
+            tracing::error!(key = %item.kv.key, call, %error, "queue claim failed with its outcome unknown; if the in-flight record appears, the item waits there");
+            return (Err(error), None);
+        }
+    };
+    let claimed = |record: KeyValue, position: Position, revision: Revision| Claimed {
+        kv: Some(Arc::clone(kv)),
+        layout: layout.clone(),
+        record: record.key,
+        record_revision: revision,
+        position,
+        value: record.value,
+    };
+    if response.succeeded {
+        let more_items = range_at(&**kv, &response, 3).is_ok_and(|range| !range.kvs.is_empty());
+        let next_waiter = more_items.then(|| waiter_in(&**kv, &response, 4)).flatten();
+        let record = KeyValue {
+            key: record,
+            value: item.kv.value,
+            ..KeyValue::default()
+        };
+        let result = claimed(record, item.position, response.revision);
+        return (Ok(Some(result)), next_waiter);
+    }
+    let mine = match range_at(&**kv, &response, 0) {
+        Ok(range) => range.kvs.into_iter().next(),
+        Err(error) => return (Err(error), None),
+    };
+    match mine {
+        // An earlier attempt, whose reply was lost, claimed it.
+        Some(found) => match layout.claim_position(call, &found.key) {
+            Some(position) => {
+                tracing::debug!(key = %found.key, "queue claim found after a lost reply");
+                let revision = found.create_revision;
+                (Ok(Some(claimed(found, position, revision))), None)
+            }
+            None => (
+                Err(Error::backend(
+                    kv.backend(),
+                    format!("queue in-flight key {:?} is malformed", found.key),
+                )),
+                None,
+            ),
+        },
+        None => (Ok(None), None),
+    }
+}
+
+/// An item moved into this call's in-flight record. Dropped before
+/// [`Claimed::acknowledge`] finished (the consumer went away), it is put back.
+struct Claimed {
+    kv: Option<Arc<dyn Kv>>,
+    layout: Layout,
+    record: String,
+    record_revision: Revision,
+    position: Position,
+    value: Bytes,
+}
+
+impl Claimed {
+    /// Hands the item over (at once: no await, so no cancellation, between the claim's
+    /// answer and the caller) and deletes the in-flight record in the background,
+    /// through transient failures.
+    fn deliver(mut self) -> Bytes {
+        let value = std::mem::take(&mut self.value);
+        let Some(kv) = self.kv.take() else {
+            return value;
+        };
+        let record = std::mem::take(&mut self.record);
+        let txn = Txn::when(vec![Compare::create_revision(
+            &record,
+            CompareOp::Equal,
+            self.record_revision,
+        )])
+        .and_then(vec![TxnOp::delete(&record)]);
+        let acknowledge = async move {
+            let deadline = Instant::now() + ACK_BUDGET;
+            let attempt = || kv.txn(txn.clone());
+            // Not succeeding means the record is gone already: deleted by an attempt
+            // whose reply was lost (nothing else deletes it while this call holds it).
+            if let Err(gave_up) =
+                retry_transient("queue acknowledgement", &record, deadline, None, attempt).await
+            {
+                let error = gave_up.into_error();
+                tracing::error!(%record, %error, "deleting the in-flight record of a delivered queue item failed; it stays, and must not be put back");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(acknowledge)),
+            Err(_) => tracing::error!(
+                "queue item delivered outside a runtime; its in-flight record stays"
+            ),
+        }
+        value
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        let Some(kv) = self.kv.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(record = %self.record, "undelivered queue item dropped outside a runtime; it stays in its in-flight record");
+            return;
+        };
+        let layout = self.layout.clone();
+        let record = std::mem::take(&mut self.record);
+        let revision = self.record_revision;
+        let position = self.position;
+        let value = std::mem::take(&mut self.value);
+        runtime.spawn(async move {
+            let deadline = Instant::now() + PUT_BACK_BUDGET;
+            let attempt = || put_back(&*kv, &layout, &record, revision, position, value.clone());
+            if let Err(gave_up) =
+                retry_transient("queue put-back", &record, deadline, None, attempt).await
+            {
+                let error = gave_up.into_error();
+                tracing::error!(%record, %error, "putting back an undelivered queue item failed; it stays in its in-flight record");
+            }
+        });
+    }
+}
+
+/// Restores an undelivered item from its in-flight record: under its own key if still
+/// free (also touching the priority's guard key, so that no producer allocates that
+/// key concurrently), else as a new item of the same priority (priority 0 for an item
+/// of Go's plain `Queue`, whose own key is unique by its nanoseconds and so is only
+/// taken if a Go producer drew the same nanosecond). Guarded on the record, so
+/// repeating it is harmless.
+async fn put_back(
+    kv: &dyn Kv,
+    layout: &Layout,
+    record: &str,
+    revision: Revision,
+    position: Position,
+    value: Bytes,
+) -> Result<()> {
+    let key = layout.item(position);
+    let txn = Txn::when(vec![
+        Compare::create_revision(record, CompareOp::Equal, revision),
+        Compare::create_revision(&key, CompareOp::Equal, 0),
+    ])
+    .and_then(
+        [TxnOp::delete(record)]
+            .into_iter()
+            // A plain item's key is unique by its nanoseconds: no guard to touch.
+            .chain(
+                (!position.plain)
+                    .then(|| TxnOp::put(layout.guard(position.priority), Bytes::new(), 0)),
+            )
+            .chain([
+                TxnOp::put(&key, value.clone(), 0),
+                TxnOp::Range(layout.first_waiter()),
+            ])
+            .collect(),
+    )
+    .or_else(vec![TxnOp::Range(Range::key(record))]);
+    let response = kv.txn(txn).await?;
+    if response.succeeded {
+        tracing::debug!(%key, "undelivered queue item put back");
+        let waiters_at = response.responses.len().saturating_sub(1);
+        wake(kv, layout, waiter_in(kv, &response, waiters_at)).await;
+        return Ok(());
+    }
+    if range_at(kv, &response, 0)?.kvs.is_empty() {
+        // Put back already, by an attempt whose reply was lost.
+        return Ok(());
+    }
+    put_sequential(
+        kv,
+        layout,
+        position.priority,
+        value,
+        Some((record, revision)),
+    )
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Queue for KvQueue {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Go's `PriorityQueue.Enqueue`, then wakes the oldest waiting consumer.
+    ///
+    /// Cancel-safety: dropping the future leaves the item either queued once or not
+    /// at all (a waiting consumer may then not be woken until the next enqueue).
+    async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
+        put_sequential(&*self.kv, &self.layout, priority, item, None).await?;
+        Ok(())
+    }
+
+    /// Takes the first item; while there is none, waits in line to be woken by a
+    /// producer.
+    ///
+    /// Cancel-safety: cancel-safe. The claim runs in a spawned task; if this future is
+    /// dropped before the item is handed over, the item is put back, and a wake-up
+    /// this consumer got is passed on.
+    async fn dequeue(&self) -> Result<Bytes> {
+        match self.take(true).await? {
+            Some(item) => Ok(item),
+            None => Err(Error::backend(
+                self.kv.backend(),
+                "dequeue returned without an item",
+            )),
+        }
+    }
+
+    /// Takes the first item if there is one.
+    ///
+    /// Cancel-safety: as [`KvQueue::dequeue`].
+    async fn try_dequeue(&self) -> Result<Option<Bytes>> {
+        self.take(false).await
+    }
+
+    /// Receives the first item not held by anyone, and holds it through `session`
+    /// (see the `delivery` module).
+    ///
+    /// Cancel-safety: cancel-safe. The hold runs in a spawned task; a delivery it
+    /// makes for a dropped call is dropped, which nacks it.
+    async fn receive(
+        &self,
+        session: &distsync_core::session::Session,
+    ) -> Result<distsync_core::delivery::Delivery> {
+        match self.receive_through(session, true).await? {
+            Some(delivery) => Ok(delivery),
+            None => Err(Error::backend(
+                self.kv.backend(),
+                "receive returned without an item",
+            )),
+        }
+    }
+
+    /// As [`KvQueue::receive`], without waiting.
+    async fn try_receive(
+        &self,
+        session: &distsync_core::session::Session,
+    ) -> Result<Option<distsync_core::delivery::Delivery>> {
+        self.receive_through(session, false).await
+    }
+
+    /// The number of item keys less the held ones (items claimed but not yet handed
+    /// over, and items held by a receiver, are not counted).
+    async fn len(&self) -> Result<usize> {
+        let items = self.layout.items();
+        let mut range = Range::between(items.clone(), after_prefix(&items));
+        range.limit = Some(1);
+        let mut holds = Range::prefix(self.layout.holds());
+        holds.limit = Some(1);
+        let holds = self.kv.range(holds).await?;
+        let items = self.kv.range(range.at_revision(holds.revision)).await?;
+        Ok(items.count.saturating_sub(holds.count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use bytes::Bytes;
+
+    use crate::kv::{Kv, Range};
+    use crate::memory::MemoryKv;
+    use crate::recipes::testing::{backend, flaky_backend, name, session, settle, within, Failure};
+    use crate::recipes::KvBackend;
+    use distsync_core::backend::Backend;
+
+    /// Every key in `kv`.
+    async fn keys(kv: &impl Kv) -> Vec<String> {
+        let all = kv.range(Range::prefix("")).await.unwrap();
+        all.kvs.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[tokio::test]
+    async fn priority_then_fifo_in_its_own_layout() {
+        let backend = backend();
+        let q = backend.queue(name("jobs")).unwrap();
+        q.enqueue_with_priority("low-1".into(), 7).await.unwrap();
+        q.enqueue("high-1".into()).await.unwrap();
+        q.enqueue_with_priority("low-2".into(), 7).await.unwrap();
+        q.enqueue("high-2".into()).await.unwrap();
+        assert_eq!(q.len().await.unwrap(), 4);
+        let items: Vec<String> = keys(&**backend.kv())
+            .await
+            .into_iter()
+            .filter(|key| key.contains("/i/"))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                "/queue/jobs/i/00000/0000000000000000",
+                "/queue/jobs/i/00000/0000000000000001",
+                "/queue/jobs/i/00007/0000000000000000",
+                "/queue/jobs/i/00007/0000000000000001",
+            ]
+        );
+        for expected in ["high-1", "high-2", "low-1", "low-2"] {
+            assert_eq!(q.try_dequeue().await.unwrap().unwrap(), expected);
+        }
+        assert!(q.try_dequeue().await.unwrap().is_none());
+        assert!(q.is_empty().await.unwrap());
+        settle().await; // in-flight records are deleted in the background
+        let left = keys(&**backend.kv()).await;
+        assert!(
+            left.iter().all(|key| key.contains("/s/")),
+            "only sequence guards stay: {left:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn dequeue_waits_for_an_item() {
+        let backend = backend();
+        let consumer = backend.queue(name("q")).unwrap();
+        let waiting = tokio::spawn(async move { consumer.dequeue().await });
+        settle().await;
+        assert!(!waiting.is_finished());
+        backend
+            .queue(name("q"))
+            .unwrap()
+            .enqueue("x".into())
+            .await
+            .unwrap();
+        assert_eq!(within(waiting).await.unwrap().unwrap(), "x");
+    }
+
+    #[tokio::test]
+    async fn a_dequeue_dropped_mid_claim_puts_the_item_back_in_front() {
+        let backend = backend();
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        q.enqueue("y".into()).await.unwrap();
+        let key = "/queue/q/i/00000/0000000000000000";
+        let created = |kv: &MemoryKv| {
+            let kv = kv.clone();
+            async move { kv.range(Range::key(key)).await.unwrap().kvs[0].create_revision }
+        };
+        let before = created(backend.kv()).await;
+        {
+            // Polled without letting the spawned claim run, then dropped: the claim
+            // completes afterwards with nobody to hand the item to.
+            let dequeue = q.dequeue();
+            futures::pin_mut!(dequeue);
+            for _ in 0..8 {
+                assert!(futures::poll!(dequeue.as_mut()).is_pending());
+            }
+        }
+        settle().await;
+        assert_eq!(q.len().await.unwrap(), 2);
+        assert!(
+            created(backend.kv()).await > before,
+            "the item was claimed and put back"
+        );
+        assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "x");
+        assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "y");
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_reply_is_lost_still_delivers_its_item_once() {
+        for how in [Failure::ReplyLost, Failure::NotApplied] {
+            let backend = flaky_backend();
+            let q = backend.queue(name("q")).unwrap();
+            q.enqueue("x".into()).await.unwrap();
+            q.enqueue("y".into()).await.unwrap();
+            // The claim's first three attempts fail (the first one applied, with
+            // `ReplyLost`, so the later ones find its in-flight record).
+            backend.kv().fail_txns(3, how);
+            assert_eq!(
+                within(q.try_dequeue()).await.unwrap().as_deref(),
+                Some(&b"x"[..]),
+                "{how:?}"
+            );
+            assert_eq!(q.try_dequeue().await.unwrap().as_deref(), Some(&b"y"[..]));
+            assert_eq!(q.try_dequeue().await.unwrap(), None);
+            // The in-flight records are deleted in the background once delivered.
+            within(async {
+                while keys(&**backend.kv())
+                    .await
+                    .iter()
+                    .any(|k| !k.contains("/s/"))
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_put_back_during_a_leader_change_is_retried() {
+        let backend = flaky_backend();
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        // The claim goes through, then the put-back fails four times.
+        backend.kv().fail_txns_after(1, 4, Failure::ReplyLost);
+        {
+            let dequeue = q.dequeue();
+            futures::pin_mut!(dequeue);
+            assert!(futures::poll!(dequeue.as_mut()).is_pending());
+        }
+        within(async {
+            while q.len().await.unwrap() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert_eq!(q.len().await.unwrap(), 1, "put back once");
+        assert_eq!(q.try_dequeue().await.unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(q.try_dequeue().await.unwrap(), None);
+    }
+
+    /// The waiter keys of queue `q`, oldest first.
+    async fn waiters(kv: &MemoryKv) -> Vec<String> {
+        let range = Range::prefix("/queue/q/w/").sorted(
+            crate::kv::SortTarget::CreateRevision,
+            crate::kv::SortOrder::Ascend,
+            0,
+        );
+        let found = kv.range(range).await.unwrap();
+        found.kvs.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[tokio::test]
+    async fn one_waiting_consumer_is_woken_per_item_in_arrival_order() {
+        let backend = backend();
+        let mut consumers = Vec::new();
+        for _ in 0..3 {
+            let q = backend.queue(name("q")).unwrap();
+            consumers.push(tokio::spawn(async move { q.dequeue().await }));
+            settle().await;
+        }
+        let line = waiters(backend.kv()).await;
+        assert_eq!(line.len(), 3);
+        let producer = backend.queue(name("q")).unwrap();
+        producer.enqueue("x".into()).await.unwrap();
+        settle().await;
+        assert_eq!(
+            consumers
+                .iter()
+                .map(|c| c.is_finished())
+                .collect::<Vec<_>>(),
+            [true, false, false],
+            "only the oldest waiter is woken"
+        );
+        assert_eq!(
+            waiters(backend.kv()).await,
+            line[1..],
+            "the others did not wake up and line up again"
+        );
+        producer.enqueue("y".into()).await.unwrap();
+        // Two consumers woken at once race for the first item: let one take it first.
+        settle().await;
+        producer.enqueue("z".into()).await.unwrap();
+        let mut taken = Vec::new();
+        for consumer in consumers {
+            taken.push(within(consumer).await.unwrap().unwrap());
+        }
+        assert_eq!(taken, ["x", "y", "z"]);
+        assert!(waiters(backend.kv()).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_consumer_passes_its_wake_up_on() {
+        let backend = backend();
+        let q1 = backend.queue(name("q")).unwrap();
+        let first = tokio::spawn(async move { q1.dequeue().await });
+        settle().await;
+        let q2 = backend.queue(name("q")).unwrap();
+        let second = tokio::spawn(async move { q2.dequeue().await });
+        settle().await;
+        // The enqueue wakes the first waiter, which is cancelled before it runs.
+        backend
+            .queue(name("q"))
+            .unwrap()
+            .enqueue("x".into())
+            .await
+            .unwrap();
+        first.abort();
+        assert_eq!(within(second).await.unwrap().unwrap(), "x");
+        settle().await;
+        assert!(waiters(backend.kv()).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn nested_names_and_other_primitives_of_the_same_name_do_not_interfere() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let lock = backend.locker(&s, name("q")).unwrap().lock().await.unwrap();
+        backend.barrier(name("q")).unwrap().hold().await.unwrap();
+        let stm = backend.stm().unwrap();
+        stm.atomically(distsync_core::stm::Isolation::default(), |tx| async move {
+            tx.put("q", "stm");
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let q = backend.queue(name("q")).unwrap();
+        let nested = backend.queue(name("q/00001/x")).unwrap();
+        for i in 0..4 {
+            q.enqueue_with_priority(Bytes::from(format!("q{i}")), 1)
+                .await
+                .unwrap();
+            nested.enqueue(Bytes::from(format!("n{i}"))).await.unwrap();
+        }
+        assert_eq!(q.len().await.unwrap(), 4);
+        assert_eq!(nested.len().await.unwrap(), 4);
+        for i in 0..4 {
+            assert_eq!(q.try_dequeue().await.unwrap().unwrap(), format!("q{i}"));
+            assert_eq!(
+                nested.try_dequeue().await.unwrap().unwrap(),
+                format!("n{i}")
+            );
+        }
+        assert_eq!(q.try_dequeue().await.unwrap(), None);
+        assert!(!lock.is_lost());
+        assert_eq!(
+            backend
+                .locker(&s, name("q"))
+                .unwrap()
+                .contenders()
+                .await
+                .unwrap(),
+            1
+        );
+        lock.unlock().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_key_is_under_the_namespace() {
+        let backend = KvBackend::with_kv(MemoryKv::new(), "app/", crate::memory::capabilities());
+        let consumer = backend.queue(name("jobs")).unwrap();
+        let waiting = tokio::spawn(async move { consumer.dequeue().await });
+        settle().await;
+        let q = backend.queue(name("jobs")).unwrap();
+        q.enqueue("a".into()).await.unwrap();
+        q.enqueue_with_priority("b".into(), 3).await.unwrap();
+        let mut seen = keys(&**backend.kv()).await;
+        assert_eq!(within(waiting).await.unwrap().unwrap(), "a");
+        seen.extend(keys(&**backend.kv()).await);
+        assert!(!seen.is_empty());
+        assert!(
+            seen.iter().all(|key| key.starts_with("app/")),
+            "keys outside the namespace: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn receive_holds_ack_removes_nack_returns_to_its_place() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        for item in ["a", "b", "c"] {
+            q.enqueue(Bytes::from(item)).await.unwrap();
+        }
+        let a = q.try_receive(&s).await.unwrap().unwrap();
+        assert_eq!((a.item().as_ref(), a.redeliveries()), (&b"a"[..], 0));
+        assert_eq!(q.len().await.unwrap(), 2, "a held item is not counted");
+        let b = q.receive(&s).await.unwrap();
+        assert_eq!(b.item(), "b");
+        // At-most-once dequeue skips held items too.
+        assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "c");
+        assert!(q.try_receive(&s).await.unwrap().is_none());
+        a.nack().await.unwrap();
+        let again = q.try_receive(&s).await.unwrap().unwrap();
+        assert_eq!(
+            (again.item().as_ref(), again.redeliveries()),
+            (&b"a"[..], 1)
+        );
+        b.ack().await.unwrap();
+        again.ack().await.unwrap();
+        assert!(q.is_empty().await.unwrap());
+        settle().await;
+        let left = keys(&**backend.kv()).await;
+        assert!(
+            left.iter().all(|key| key.contains("/s/")),
+            "only sequence guards stay: {left:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_nacked_item_keeps_its_place_among_priorities() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue_with_priority("p1-a".into(), 1).await.unwrap();
+        q.enqueue_with_priority("p1-b".into(), 1).await.unwrap();
+        q.enqueue_with_priority("p2".into(), 2).await.unwrap();
+        let first = q.try_receive(&s).await.unwrap().unwrap();
+        q.enqueue_with_priority("p0".into(), 0).await.unwrap();
+        first.nack().await.unwrap();
+        let mut order = Vec::new();
+        while let Some(item) = q.try_dequeue().await.unwrap() {
+            order.push(item);
+        }
+        assert_eq!(order, ["p0", "p1-a", "p1-b", "p2"]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_delivery_is_nacked() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        drop(q.try_receive(&s).await.unwrap().unwrap());
+        let again = within(q.receive(&s)).await.unwrap();
+        assert_eq!(
+            (again.item().as_ref(), again.redeliveries()),
+            (&b"x"[..], 1)
+        );
+        again.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_receivers_session_end_returns_the_item_and_wakes_one_waiter() {
+        let backend = backend();
+        let [holder, s1, s2] = crate::recipes::testing::sessions::<3>(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        q.enqueue("y".into()).await.unwrap();
+        let held = q.try_receive(&holder).await.unwrap().unwrap();
+        assert_eq!(held.item(), "x");
+        let y = q.try_receive(&s1).await.unwrap().unwrap();
+        let mut waiters = Vec::new();
+        for s in [s1.clone(), s2.clone()] {
+            let q = backend.queue(name("q")).unwrap();
+            waiters.push(tokio::spawn(async move { q.receive(&s).await }));
+            settle().await;
+        }
+        assert_eq!(self::waiters(backend.kv()).await.len(), 2);
+        backend.revoke_session(holder.id()).await.unwrap();
+        settle().await;
+        assert_eq!(
+            waiters.iter().map(|w| w.is_finished()).collect::<Vec<_>>(),
+            [true, false],
+            "the first waiter, and only it, gets the returned item"
+        );
+        let first = within(waiters.remove(0)).await.unwrap().unwrap();
+        assert_eq!(
+            (first.item().as_ref(), first.redeliveries()),
+            (&b"x"[..], 1)
+        );
+        assert!(matches!(
+            held.ack().await,
+            Err(distsync_core::Error::SessionLost)
+        ));
+        // The second waiter is now first in line: a nack reaches it.
+        y.nack().await.unwrap();
+        let second = within(waiters.remove(0)).await.unwrap().unwrap();
+        assert_eq!(
+            (second.item().as_ref(), second.redeliveries()),
+            (&b"y"[..], 1)
+        );
+        first.ack().await.unwrap();
+        second.ack().await.unwrap();
+        assert!(q.is_empty().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_receive_holds_nothing() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x".into()).await.unwrap();
+        {
+            let receive = q.receive(&s);
+            futures::pin_mut!(receive);
+            for _ in 0..8 {
+                let _ = futures::poll!(receive.as_mut());
+            }
+        }
+        within(async {
+            while q.len().await.unwrap() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let again = q.try_receive(&s).await.unwrap().unwrap();
+        assert_eq!(again.item(), "x");
+        again.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stale_in_flight_record_is_put_back_at_its_place() {
+        let backend = backend();
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("first".into()).await.unwrap();
+        q.enqueue("second".into()).await.unwrap();
+        // A claim whose consumer died 20 minutes ago: its record, no item key.
+        let twenty_minutes_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            - 20 * 60 * 1000;
+        let call = format!("{twenty_minutes_ago:013}-{}", distsync_core::raw::call_id());
+        let kv = backend.kv();
+        let item = "/queue/q/i/00000/0000000000000000";
+        let record = format!("/queue/q/c/{call}/00000/0000000000000000");
+        let txn = crate::kv::Txn::default().and_then(vec![
+            crate::kv::TxnOp::delete(item),
+            crate::kv::TxnOp::put(&record, Bytes::from("first"), 0),
+        ]);
+        kv.txn(txn).await.unwrap();
+        // A fresh record (a claim in progress) stays.
+        let fresh = format!(
+            "/queue/q/c/{}/00000/0000000000000009",
+            super::claim_call_id()
+        );
+        kv.txn(
+            crate::kv::Txn::default().and_then(vec![crate::kv::TxnOp::put(
+                &fresh,
+                Bytes::from("in flight"),
+                0,
+            )]),
+        )
+        .await
+        .unwrap();
+        let fresh_handle = backend.queue(name("q")).unwrap();
+        assert_eq!(fresh_handle.try_dequeue().await.unwrap().unwrap(), "first");
+        assert_eq!(fresh_handle.try_dequeue().await.unwrap().unwrap(), "second");
+        assert!(fresh_handle.try_dequeue().await.unwrap().is_none());
+        assert!(!keys(&**kv).await.contains(&record));
+        assert!(keys(&**kv).await.contains(&fresh));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_consumers_take_each_item_once() {
+        let backend = std::sync::Arc::new(backend());
+        const PRODUCERS: usize = 3;
+        const ITEMS: usize = 30;
+        let mut producers = Vec::new();
+        for p in 0..PRODUCERS {
+            let q = backend.queue(name("q")).unwrap();
+            producers.push(tokio::spawn(async move {
+                for i in 0..ITEMS {
+                    q.enqueue(Bytes::from(format!("{p}-{i}"))).await.unwrap();
+                }
+            }));
+        }
+        let mut consumers = Vec::new();
+        for c in 0..3 {
+            let q = backend.queue(name("q")).unwrap();
+            consumers.push(tokio::spawn(async move {
+                let mut taken = Vec::new();
+                for attempt in 0..PRODUCERS * ITEMS {
+                    if attempt % 3 == c {
+                        // Abandon a dequeue part-way now and then.
+                        let dequeue = q.dequeue();
+                        futures::pin_mut!(dequeue);
+                        if let std::task::Poll::Ready(item) = futures::poll!(dequeue.as_mut()) {
+                            taken.push(item.unwrap());
+                        }
+                        continue;
+                    }
+                    match q.try_dequeue().await.unwrap() {
+                        Some(item) => taken.push(item),
+                        None => tokio::task::yield_now().await,
+                    }
+                }
+                taken
+            }));
+        }
+        for producer in producers {
+            within(producer).await.unwrap();
+        }
+        let mut taken = Vec::new();
+        for consumer in consumers {
+            taken.extend(within(consumer).await.unwrap());
+        }
+        let q = backend.queue(name("q")).unwrap();
+        // Put-backs of abandoned claims run in the background: drain until all arrive.
+        within(async {
+            while taken.len() < PRODUCERS * ITEMS {
+                match q.try_dequeue().await.unwrap() {
+                    Some(item) => taken.push(item),
+                    None => tokio::task::yield_now().await,
+                }
+            }
+        })
+        .await;
+        let distinct: BTreeSet<_> = taken.iter().cloned().collect();
+        assert_eq!(distinct.len(), taken.len(), "an item was delivered twice");
+        assert_eq!(taken.len(), PRODUCERS * ITEMS);
+        assert!(q.try_dequeue().await.unwrap().is_none());
+    }
+}

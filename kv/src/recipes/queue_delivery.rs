@@ -1,0 +1,260 @@
+//! At-least-once delivery over a [`Kv`] store ([`distsync_core::Queue::receive`]).
+//!
+//! # Holding an item through a session
+//!
+//! A received item stays where it is, under its item key `Q/i/<priority>/<sequence>`;
+//! the receiver puts the hold key `Q/h/<priority>/<sequence>` (value: the call id),
+//! **attached to its session's lease**, and bumps the delivery counter
+//! `Q/d/<priority>/<sequence>` (no lease; absent means 0), in one transaction
+//! guarded on the item being unchanged, the hold key absent and the counter as read.
+//! Every reader of the queue (`dequeue`, `receive`, `len`) treats an item with a hold
+//! key as absent. So:
+//!
+//! - `ack` deletes the item, its hold key and its counter, guarded on the hold key
+//!   being this delivery's (same create revision);
+//! - `nack` deletes the hold key only: the item is queued again **at its own key**,
+//!   so at its place (same priority, same sequence);
+//! - when the session ends (closed, revoked, expired after a crash or a partition),
+//!   the store deletes the hold key with the lease: the item is queued again at its
+//!   place, with no client's help, and the counter, which outlives the lease, makes
+//!   its next delivery report one more redelivery.
+//!
+//! A returned item wakes one waiting consumer: the first waiter in line watches the
+//! hold keys (every other waiter watches its predecessor in line, and re-reads when it
+//! leaves), so a deleted hold key whose item is still there makes it claim.
+//!
+//! A hold whose reply is lost is repeated: the repeat finds the hold key with this
+//! call's id and this lease, and takes it as its own. The hold runs in a spawned task
+//! that hands the [`Delivery`] over through a channel; a receive dropped meanwhile
+//! drops the delivery, which nacks it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::kv::{Compare, CompareOp, Kv, LeaseId, Range, Revision, Txn, TxnOp};
+use distsync_core::delivery::{Delivery, Settle};
+use distsync_core::error::{Error, Result};
+use distsync_core::session::Session;
+
+use super::super::key::range_at;
+use super::super::retry::retry_transient;
+use super::super::wait::patiently;
+use super::queue_sweep::claim_call_id;
+use super::{Item, KvQueue, Layout, Position, CLAIM_BUDGET};
+
+/// How long an acknowledgement or a nack rides out transient failures.
+const SETTLE_BUDGET: Duration = Duration::from_secs(30);
+
+impl KvQueue {
+    /// `receive` (`wait`) or `try_receive`.
+    pub(super) async fn receive_through(
+        &self,
+        session: &Session,
+        wait: bool,
+    ) -> Result<Option<Delivery>> {
+        let lease = (self.lease_of)(session)?;
+        if session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        let lost = session.lost_token().clone();
+        let call = claim_call_id();
+        self.sweep_if_due().await;
+        loop {
+            let (first, _) = if wait {
+                patiently(Some(&lost), "queue read", &self.layout.root, || {
+                    self.first_item()
+                })
+                .await?
+            } else {
+                self.first_item().await?
+            };
+            if let Some(item) = first {
+                match hold(&self.kv, &self.layout, session, lease, &call, item).await? {
+                    Some(delivery) => return Ok(Some(delivery)),
+                    // Taken or changed meanwhile: read the new first item.
+                    None => continue,
+                }
+            }
+            if !wait {
+                return Ok(None);
+            }
+            self.wait_for_item(&call, Some(&lost)).await?;
+        }
+    }
+}
+
+/// Holds `item` through `lease` in a spawned task (see the module docs); `None` when
+/// another consumer took or changed it first.
+async fn hold(
+    kv: &Arc<dyn Kv>,
+    layout: &Layout,
+    session: &Session,
+    lease: LeaseId,
+    call: &str,
+    item: Item,
+) -> Result<Option<Delivery>> {
+    let (answer, outcome) = oneshot::channel::<Result<Option<Delivery>>>();
+    let store = Arc::clone(kv);
+    let layout = layout.clone();
+    let call = call.to_owned();
+    let session = session.clone();
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|error| Error::backend(kv.backend(), error))?;
+    runtime.spawn(async move {
+        let result = hold_in_store(&store, &layout, &session, lease, &call, item).await;
+        // A send to a dropped receiver hands the delivery back, whose drop nacks it.
+        drop(answer.send(result));
+    });
+    match outcome.await {
+        Ok(result) => result,
+        Err(_) => Err(Error::backend(
+            kv.backend(),
+            "queue hold task ended without an answer",
+        )),
+    }
+}
+
+async fn hold_in_store(
+    kv: &Arc<dyn Kv>,
+    layout: &Layout,
+    session: &Session,
+    lease: LeaseId,
+    call: &str,
+    item: Item,
+) -> Result<Option<Delivery>> {
+    let deadline = Instant::now() + CLAIM_BUDGET;
+    let lost = session.lost_token();
+    let position = item.position;
+    let hold_key = layout.hold(position);
+    let counter_key = layout.deliveries(position);
+    let read_counter = || kv.range(Range::key(&counter_key));
+    let counter = retry_transient(
+        "queue delivery count",
+        &counter_key,
+        deadline,
+        Some(lost),
+        read_counter,
+    )
+    .await
+    .map_err(super::super::retry::GaveUp::into_error)?;
+    let (delivered, counter_revision) = match counter.kvs.first() {
+        Some(found) => {
+            let count = std::str::from_utf8(&found.value)
+                .ok()
+                .and_then(|text| text.parse::<u32>().ok())
+                .unwrap_or(0);
+            (count, found.mod_revision)
+        }
+        None => (0, 0),
+    };
+    let txn = Txn::when(vec![
+        Compare::mod_revision(&item.kv.key, CompareOp::Equal, item.kv.mod_revision),
+        Compare::version(&hold_key, CompareOp::Equal, 0),
+        Compare::mod_revision(&counter_key, CompareOp::Equal, counter_revision),
+    ])
+    .and_then(vec![
+        TxnOp::put(&hold_key, Bytes::from(call.to_owned()), lease),
+        TxnOp::put(
+            &counter_key,
+            Bytes::from(delivered.saturating_add(1).to_string()),
+            0,
+        ),
+    ])
+    .or_else(vec![TxnOp::Range(Range::key(&hold_key))]);
+    let attempt = || kv.txn(txn.clone());
+    let response = match retry_transient("queue hold", &hold_key, deadline, Some(lost), attempt)
+        .await
+    {
+        Ok(response) => response,
+        Err(gave_up) => {
+            let error = gave_up.into_error();
+            tracing::warn!(key = %hold_key, %error, "queue hold failed with its outcome unknown; a hold taken goes with the session");
+            return Err(error);
+        }
+    };
+    let created = if response.succeeded {
+        response.revision
+    } else {
+        let found = range_at(&**kv, &response, 0)?.kvs.into_iter().next();
+        match found {
+            // An earlier attempt, whose reply was lost, took it.
+            Some(found) if found.value == call.as_bytes() && found.lease == lease => {
+                found.create_revision
+            }
+            _ => return Ok(None),
+        }
+    };
+    let settle = KvSettle {
+        kv: Arc::clone(kv),
+        layout: layout.clone(),
+        position,
+        hold: hold_key,
+        created,
+    };
+    Ok(Some(Delivery::new(
+        item.kv.value,
+        delivered,
+        session,
+        Box::new(settle),
+    )))
+}
+
+/// One held item's acknowledgement and return.
+struct KvSettle {
+    kv: Arc<dyn Kv>,
+    layout: Layout,
+    position: Position,
+    hold: String,
+    created: Revision,
+}
+
+impl KvSettle {
+    fn mine(&self) -> Compare {
+        Compare::create_revision(&self.hold, CompareOp::Equal, self.created)
+    }
+}
+
+#[async_trait]
+impl Settle for KvSettle {
+    async fn ack(&self) -> Result<()> {
+        let item = self.layout.item(self.position);
+        let txn = Txn::when(vec![self.mine()])
+            .and_then(vec![
+                TxnOp::delete(&item),
+                TxnOp::delete(&self.hold),
+                TxnOp::delete(self.layout.deliveries(self.position)),
+            ])
+            .or_else(vec![TxnOp::Range(Range::key(&item))]);
+        let deadline = Instant::now() + SETTLE_BUDGET;
+        let attempt = || self.kv.txn(txn.clone());
+        let response = retry_transient("queue ack", &self.hold, deadline, None, attempt)
+            .await
+            .map_err(super::super::retry::GaveUp::into_error)?;
+        if response.succeeded {
+            return Ok(());
+        }
+        // The hold is gone. If the item is gone too, an earlier attempt whose reply
+        // was lost deleted it; otherwise the session ended first and the item is back.
+        if range_at(&*self.kv, &response, 0)?.kvs.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::SessionLost)
+        }
+    }
+
+    async fn nack(&self) -> Result<()> {
+        let txn = Txn::when(vec![self.mine()]).and_then(vec![TxnOp::delete(&self.hold)]);
+        let deadline = Instant::now() + SETTLE_BUDGET;
+        let attempt = || self.kv.txn(txn.clone());
+        // Not succeeding means the hold is gone already: the item is back either way.
+        retry_transient("queue nack", &self.hold, deadline, None, attempt)
+            .await
+            .map_err(super::super::retry::GaveUp::into_error)?;
+        Ok(())
+    }
+}

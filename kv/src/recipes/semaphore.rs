@@ -1,0 +1,303 @@
+//! The counting semaphore over a [`Kv`] store (no Go counterpart; built as the mutex
+//! is).
+//!
+//! Layout: with `S = <ns>/semaphore/<escaped name>` (see [`Kind::prefix`]), each
+//! contender puts `S/<lease id in lowercase hex>`, attached to its session's lease,
+//! holding the permit count it was created with. Contenders are ranked by create
+//! revision; the first `permits` hold a permit, the others wait in that order. The
+//! fencing token is the own key's create revision.
+//!
+//! Herd-free waiting: the first waiter (rank `permits`) watches the prefix for
+//! deletions (a holder leaving); a later waiter watches only its predecessor's key. A
+//! waiter that becomes a holder rewrites its key (same value, same lease), which wakes
+//! its successor, now the first waiter; a waiter that gives up deletes its key, which
+//! wakes its successor too. So a release wakes one waiter, not all of them.
+//!
+//! The count lives in the entries themselves: a contender whose count differs from
+//! any entry's withdraws and gets [`Error::InvalidArgument`]. Nothing stays behind
+//! once the last holder leaves.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::kv::{
+    Compare, CompareOp, EventKind, Kv, LeaseId, Range, Revision, SortOrder, SortTarget, Txn, TxnOp,
+};
+use distsync_core::error::{Error, Result};
+use distsync_core::guard::LockGuard;
+use distsync_core::name::Name;
+use distsync_core::semaphore::Semaphore;
+use distsync_core::session::Session;
+
+use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
+use super::key::{lease_hex, range_at, KeySpace, Kind};
+use super::wait::{next_event, read};
+
+/// A [`Semaphore`] over a [`Kv`] store.
+pub(crate) struct KvSemaphore {
+    kv: Arc<dyn Kv>,
+    session: Session,
+    lease: LeaseId,
+    name: Name,
+    permits: usize,
+    space: KeySpace,
+    /// `S/`: every entry's key starts with it.
+    prefix: String,
+    key: String,
+}
+
+impl KvSemaphore {
+    /// The semaphore `name` of `permits` under `namespace`, held through `session`.
+    pub(crate) fn new(
+        kv: Arc<dyn Kv>,
+        space: &KeySpace,
+        name: Name,
+        permits: usize,
+        session: Session,
+        lease: LeaseId,
+    ) -> Self {
+        let prefix = format!("{}/", space.root(Kind::Semaphore, &name));
+        let key = format!("{prefix}{}", lease_hex(lease));
+        Self {
+            kv,
+            session,
+            lease,
+            name,
+            permits,
+            space: space.clone(),
+            prefix,
+            key,
+        }
+    }
+
+    fn entries(&self) -> Range {
+        let mut range = Range::prefix(&self.prefix);
+        range.sort = Some((SortTarget::CreateRevision, SortOrder::Ascend));
+        range
+    }
+
+    fn count_bytes(&self) -> Bytes {
+        Bytes::from(self.permits.to_string())
+    }
+
+    /// The first entry whose count is not ours, as an error.
+    fn disagreement(&self, entries: &[crate::kv::KeyValue]) -> Option<Error> {
+        let ours = self.count_bytes();
+        entries.iter().find(|e| e.value != ours).map(|e| {
+            Error::InvalidArgument(format!(
+                "semaphore {:?} is in use with {} permits, not {}",
+                self.name.as_str(),
+                String::from_utf8_lossy(&e.value),
+                self.permits
+            ))
+        })
+    }
+
+    async fn acquire_or_try(&self, wait: bool) -> Result<Option<LockGuard>> {
+        let Some(gate) = gate(&self.session, &self.key, wait).await? else {
+            return Ok(None);
+        };
+        let lost = self.session.lost_token();
+        let kv = &*self.kv;
+        let mut cleanup = Cleanup::new(
+            Arc::clone(&self.kv),
+            &self.session,
+            self.key.clone(),
+            self.lease,
+            Some(gate),
+        );
+        let txn = Txn::when(vec![Compare::create_revision(
+            &self.key,
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then(vec![
+            TxnOp::put(&self.key, self.count_bytes(), self.lease),
+            TxnOp::Range(self.entries()),
+        ])
+        .or_else(vec![TxnOp::Range(self.entries())]);
+        let response = match kv.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
+            }
+        };
+        let mut entries = range_at(kv, &response, if response.succeeded { 1 } else { 0 })?;
+        let Some(mine) = entries.kvs.iter().find(|e| e.key == self.key) else {
+            return Err(Error::backend(kv.backend(), "own semaphore entry vanished"));
+        };
+        let my_revision = mine.create_revision;
+        cleanup.created_at(my_revision);
+        if let Some(error) = self.disagreement(&entries.kvs) {
+            cleanup.remove_now().await?;
+            return Err(error);
+        }
+        let mut waited = false;
+        loop {
+            let rank = entries
+                .kvs
+                .iter()
+                .position(|e| e.create_revision == my_revision);
+            let Some(rank) = rank else {
+                // Our entry is gone: the session ended.
+                cleanup.disarm();
+                return Err(Error::SessionLost);
+            };
+            if rank < self.permits {
+                break;
+            }
+            if !wait {
+                cleanup.remove_now().await?;
+                return Ok(None);
+            }
+            waited = true;
+            let from = entries.revision + 1;
+            if rank == self.permits {
+                // First in line: any deletion may free a permit.
+                next_event(kv, &self.prefix, true, from, EventKind::Delete, Some(lost)).await?;
+            } else {
+                // Later: only the predecessor's change (granted, or gone) matters.
+                let predecessor = &entries.kvs[rank - 1].key;
+                tokio::select! {
+                    changed = next_event(kv, predecessor, false, from, EventKind::Put, Some(lost)) => { changed?; }
+                    changed = next_event(kv, predecessor, false, from, EventKind::Delete, Some(lost)) => { changed?; }
+                }
+            }
+            entries = read(kv, self.entries(), Some(lost)).await?;
+        }
+        if waited {
+            self.wake_successor(my_revision).await?;
+        }
+        let gate = cleanup.disarm();
+        let held = HeldKey {
+            kv: Arc::clone(&self.kv),
+            key: self.key.clone(),
+            create_revision: my_revision,
+            session: self.session.clone(),
+            lease: self.lease,
+        };
+        Ok(Some(held.lazy_lock_guard(gate, &self.space)))
+    }
+
+    /// Rewrites the own entry (same value and lease, only if it is still ours), so the
+    /// waiter behind it, watching it, learns that it is now first in line.
+    async fn wake_successor(&self, my_revision: Revision) -> Result<()> {
+        let txn = Txn::when(vec![Compare::create_revision(
+            &self.key,
+            CompareOp::Equal,
+            my_revision,
+        )])
+        .and_then(vec![TxnOp::put(&self.key, self.count_bytes(), self.lease)]);
+        self.kv.txn(txn).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Semaphore for KvSemaphore {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn permits(&self) -> usize {
+        self.permits
+    }
+
+    async fn acquire(&self) -> Result<LockGuard> {
+        match self.acquire_or_try(true).await? {
+            Some(guard) => Ok(guard),
+            None => Err(Error::backend(
+                self.kv.backend(),
+                "acquire returned without a permit",
+            )),
+        }
+    }
+
+    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        self.acquire_or_try(false).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kv::{Kv, Txn, TxnOp};
+    use crate::recipes::testing::{
+        backend, flaky_backend, name, session_of, sessions, settle, until_watches, within,
+    };
+    use distsync_core::backend::Backend;
+    use distsync_core::Error;
+
+    /// A permit granted at once opens no watch on the store until its `lost()` is
+    /// asked (as a lock's guard); a permit whose entry was deleted before anyone
+    /// asked is lost once asked; one asked about is watched and lost when deleted.
+    #[tokio::test]
+    async fn a_permit_watches_its_entry_only_once_asked() {
+        let backend = flaky_backend();
+        let (a, b) = (session_of(&backend).await, session_of(&backend).await);
+        let first = backend.semaphore(&a, name("s"), 2).unwrap();
+        let second = backend.semaphore(&b, name("s"), 2).unwrap();
+        let pa = within(first.acquire()).await.unwrap();
+        let pb = within(second.acquire()).await.unwrap();
+        // The guard's own checks do not start it either.
+        let _ = format!("{pa:?}{pb:?}");
+        settle().await;
+        assert_eq!(backend.kv().watches(), 0, "granted at once: no watch");
+
+        let delete = |key: &str| Txn::when(vec![]).and_then(vec![TxnOp::delete(key)]);
+        backend.kv().txn(delete(pa.key())).await.unwrap();
+        within(pa.lost()).await;
+        assert!(
+            pa.is_lost() && !a.is_lost(),
+            "only the permit was taken away"
+        );
+
+        assert!(!pb.is_lost());
+        until_watches(&backend, 1).await;
+        backend.kv().txn(delete(pb.key())).await.unwrap();
+        within(pb.lost()).await;
+        assert!(matches!(pb.unlock().await, Err(Error::NotHeld)));
+    }
+
+    #[tokio::test]
+    async fn at_most_n_holders_fifo_and_the_count_is_part_of_the_state() {
+        let backend = backend();
+        let [a, b, c, d] = sessions::<4>(&backend).await;
+        let sem = |s| backend.semaphore(s, name("pool"), 2).unwrap();
+        let (sa, sb, sc, sd) = (sem(&a), sem(&b), sem(&c), sem(&d));
+        let pa = within(sa.acquire()).await.unwrap();
+        let pb = within(sb.acquire()).await.unwrap();
+        assert!(pb.token() > pa.token());
+        assert!(
+            sc.try_acquire().await.unwrap().is_none(),
+            "two permits taken"
+        );
+        let wrong = backend.semaphore(&c, name("pool"), 3).unwrap();
+        assert!(
+            matches!(wrong.acquire().await, Err(Error::InvalidArgument(m)) if m.contains("2 permits"))
+        );
+        let waiting_c = tokio::spawn(async move { sc.acquire().await.map(|g| (g, sc)) });
+        crate::recipes::testing::settle().await;
+        let waiting_d = tokio::spawn(async move { sd.acquire().await.map(|g| (g, sd)) });
+        crate::recipes::testing::settle().await;
+        pa.unlock().await.unwrap();
+        let (pc, _sc) = within(waiting_c).await.unwrap().unwrap();
+        assert!(pc.token() > pb.token());
+        assert!(!waiting_d.is_finished(), "d waits behind c");
+        pb.unlock().await.unwrap();
+        let (pd, _sd) = within(waiting_d).await.unwrap().unwrap();
+        assert!(pd.token() > pc.token());
+        drop((pc, pd));
+    }
+
+    #[tokio::test]
+    async fn zero_permits_is_a_typed_error() {
+        let backend = backend();
+        let [a] = sessions::<1>(&backend).await;
+        assert!(matches!(
+            backend.semaphore(&a, name("pool"), 0),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}

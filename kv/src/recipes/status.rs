@@ -1,0 +1,378 @@
+//! Who holds what on a [`Kv`] store ([`distsync_core::Backend::status`] for etcd and memory):
+//! one range read of the namespace at one revision, each key classified by the key
+//! layouts of the recipes (see the [module docs](super)):
+//!
+//! - `<ns><name>/<lease hex>` attached to a lease: a lock or election entry; entries
+//!   of one name, by create revision, are the line (the first holds, the token or
+//!   term is its create revision); a line with a non-empty value is an election
+//!   (the leader's value is its key's value), else a lock;
+//! - `<ns>/rwlock/<n>/{read,write}/<unix nanos>`: read-write lock entries, granted
+//!   by the recipe's rule (a writer with no older entry; a reader with no older
+//!   writer); their age comes from the nanos in the key;
+//! - `<ns>/semaphore/<n>/<lease hex>` (value: the permit count): the first `permits`
+//!   by create revision hold;
+//! - `<ns>/queue/<n>/i/...` ready items, `<ns>/queue/<n>/c/...` items claimed by a
+//!   consumer and not yet handed over or acknowledged;
+//! - `<ns>/barrier/<n>`: a held barrier; `<ns>/double-barrier/<n>/waiters/<nanos>`
+//!   and `.../ready`: a double barrier's participants and readiness.
+//!
+//! Anything else (STM keys, sequence guards, waiting consumers, another
+//! application's keys) is not reported.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::kv::{KeyValue, Kv, Range};
+use distsync_core::error::Result;
+use distsync_core::status::{
+    DoubleBarrierStatus, HoldMode, HoldStatus, LeaderStatus, LineKind, LineStatus, QueueStatus,
+    StatusReport,
+};
+use distsync_core::token::FencingToken;
+
+use super::key::{lease_hex, unescape, Kind};
+
+/// One entry of a line, before the line's rule says whether it holds.
+struct Entry {
+    kv: KeyValue,
+    mode: HoldMode,
+    age: Option<Duration>,
+}
+
+/// The lines, queues and barriers found, keyed by kind and name.
+#[derive(Default)]
+struct Found {
+    lines: BTreeMap<(LineKind, String), Vec<Entry>>,
+    queues: BTreeMap<String, QueueStatus>,
+    barriers: Vec<String>,
+    double_barriers: BTreeMap<String, DoubleBarrierStatus>,
+}
+
+/// The report of everything under `namespace` whose name starts with `prefix`.
+pub(super) async fn status(kv: &dyn Kv, namespace: &str, prefix: &str) -> Result<StatusReport> {
+    let everything = kv.range(Range::prefix(namespace)).await?;
+    let now = unix_nanos();
+    let mut found = Found::default();
+    for entry in everything.kvs {
+        let Some(relative) = entry.key.strip_prefix(namespace) else {
+            continue;
+        };
+        match relative.strip_prefix('/') {
+            Some(reserved) => found.reserved(reserved.to_owned(), entry, prefix, now),
+            None => found.lock_or_election(relative.to_owned(), entry, prefix),
+        }
+    }
+    let mut report = StatusReport::new(kv.backend(), prefix);
+    for ((kind, name), mut entries) in found.lines {
+        entries.sort_by_key(|entry| entry.kv.create_revision);
+        report.lines.push(line(kind, name, entries));
+    }
+    report.queues = found.queues.into_values().collect();
+    report.barriers = found.barriers;
+    report.double_barriers = found.double_barriers.into_values().collect();
+    report.sort();
+    Ok(report)
+}
+
+impl Found {
+    /// `<name>/<lease hex>` with a lease: an entry of a lock's or an election's line.
+    fn lock_or_election(&mut self, relative: String, kv: KeyValue, prefix: &str) {
+        let Some((name, hex)) = relative.rsplit_once('/') else {
+            return;
+        };
+        if kv.lease == 0 || hex != lease_hex(kv.lease) || !name.starts_with(prefix) {
+            return;
+        }
+        self.lines
+            .entry((LineKind::Lock, name.to_owned()))
+            .or_default()
+            .push(Entry {
+                kv,
+                mode: HoldMode::Exclusive,
+                age: None,
+            });
+    }
+
+    /// `<kind>/<escaped name>[/<rest>]`, a key after `<ns>/`.
+    fn reserved(&mut self, reserved: String, kv: KeyValue, prefix: &str, now: i128) {
+        let Some((word, rest)) = reserved.split_once('/') else {
+            return;
+        };
+        let Some(kind) = Kind::ALL.into_iter().find(|kind| kind.word() == word) else {
+            return;
+        };
+        let (segment, tail) = match rest.split_once('/') {
+            Some((segment, tail)) => (segment, Some(tail)),
+            None => (rest, None),
+        };
+        let Some(name) = unescape(segment) else {
+            return;
+        };
+        if !name.starts_with(prefix) {
+            return;
+        }
+        match (kind, tail) {
+            (Kind::RwLock, Some(tail)) => {
+                let (mode, nanos) = match tail.split_once('/') {
+                    Some(("read", nanos)) => (HoldMode::Shared, nanos),
+                    Some(("write", nanos)) => (HoldMode::Exclusive, nanos),
+                    _ => return,
+                };
+                if kv.lease == 0 {
+                    return;
+                }
+                let age = age(nanos, now);
+                self.lines
+                    .entry((LineKind::RwLock, name))
+                    .or_default()
+                    .push(Entry { kv, mode, age });
+            }
+            (Kind::Semaphore, Some(hex)) => {
+                if kv.lease == 0 || hex != lease_hex(kv.lease) {
+                    return;
+                }
+                self.lines
+                    .entry((LineKind::Semaphore, name))
+                    .or_default()
+                    .push(Entry {
+                        kv,
+                        mode: HoldMode::Permit,
+                        age: None,
+                    });
+            }
+            (Kind::Queue, Some(tail)) => {
+                let queue = self
+                    .queues
+                    .entry(name.clone())
+                    .or_insert_with(|| QueueStatus::new(name, 0, 0));
+                if tail.starts_with("i/") {
+                    queue.ready += 1;
+                } else if tail.starts_with("c/") {
+                    queue.in_flight += 1;
+                }
+            }
+            (Kind::Barrier, None) => self.barriers.push(name),
+            (Kind::DoubleBarrier, Some(tail)) => {
+                let barrier = self
+                    .double_barriers
+                    .entry(name.clone())
+                    .or_insert_with(|| DoubleBarrierStatus::new(name, 0, false));
+                if tail == "ready" {
+                    barrier.ready = true;
+                } else if tail.starts_with("waiters/") && kv.lease != 0 {
+                    barrier.participants += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A line from its entries in create-revision order, split into holders and waiters
+/// by the rule of its kind.
+fn line(kind: LineKind, name: String, entries: Vec<Entry>) -> LineStatus {
+    let permits = (kind == LineKind::Semaphore)
+        .then(|| {
+            entries.first().and_then(|entry| {
+                std::str::from_utf8(&entry.kv.value)
+                    .ok()
+                    .and_then(|count| count.parse::<usize>().ok())
+            })
+        })
+        .flatten();
+    // A lock's line whose entries carry values is an election's (see the module docs).
+    let kind = if kind == LineKind::Lock && entries.iter().any(|entry| !entry.kv.value.is_empty()) {
+        LineKind::Election
+    } else {
+        kind
+    };
+    let mut holders = Vec::new();
+    let mut waiters = Vec::new();
+    let mut writer_ahead = false;
+    for (rank, entry) in entries.into_iter().enumerate() {
+        let holds = match entry.mode {
+            HoldMode::Exclusive => rank == 0,
+            HoldMode::Shared => !writer_ahead,
+            // Permits, and any mode a later primitive adds: the first `permits`.
+            _ => rank < permits.unwrap_or(1),
+        };
+        if entry.mode == HoldMode::Exclusive {
+            writer_ahead = true;
+        }
+        let token = (holds && entry.mode != HoldMode::Shared)
+            .then(|| FencingToken(u64::try_from(entry.kv.create_revision).unwrap_or_default()));
+        let status = HoldStatus::new(entry.kv.key.clone(), entry.mode)
+            .with_session(Some(lease_hex(entry.kv.lease)))
+            .with_token(token)
+            .with_age(entry.age);
+        if holds {
+            holders.push((status, entry.kv));
+        } else {
+            waiters.push(status);
+        }
+    }
+    let leader = (kind == LineKind::Election)
+        .then(|| {
+            holders.first().map(|(status, kv)| {
+                LeaderStatus::new(kv.value.clone(), status.token.unwrap_or_default())
+            })
+        })
+        .flatten();
+    let mut line = LineStatus::new(kind, name)
+        .with_leader(leader)
+        .with_permits(permits);
+    line.holders = holders.into_iter().map(|(status, _)| status).collect();
+    line.waiters = waiters;
+    line
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+fn unix_nanos() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i128::try_from(elapsed.as_nanos()).unwrap_or(i128::MAX))
+        .unwrap_or(0)
+}
+
+/// The age of a key named after its creation time in unix nanos.
+fn age(nanos: &str, now: i128) -> Option<Duration> {
+    let created: i128 = nanos.parse().ok()?;
+    let elapsed = u64::try_from(now.checked_sub(created)?.max(0)).ok()?;
+    Some(Duration::from_nanos(elapsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::memory::MemoryBackend;
+    use distsync_core::backend::Backend;
+    use distsync_core::name::Name;
+    use distsync_core::status::{HoldMode, LineKind};
+
+    fn name(name: &str) -> Name {
+        Name::new(name).unwrap()
+    }
+
+    /// Waits (bounded) until the report shows `waiters` waiters on the line.
+    async fn until_waiters(
+        backend: &MemoryBackend,
+        kind: LineKind,
+        line: &str,
+        waiters: usize,
+    ) -> distsync_core::status::StatusReport {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let report = backend.status("").await.unwrap();
+            if report
+                .line(kind, line)
+                .is_some_and(|line| line.waiters.len() == waiters)
+            {
+                return report;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never saw {waiters} waiters: {report:?}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_its_waiters_in_order_and_a_leader() {
+        let backend = MemoryBackend::new();
+        let holder = backend.session(Default::default()).await.unwrap();
+        let first = backend.session(Default::default()).await.unwrap();
+        let second = backend.session(Default::default()).await.unwrap();
+        let guard = backend
+            .locker(&holder, name("jobs/a"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let first_locker = backend.locker(&first, name("jobs/a")).unwrap();
+        let first_wait = tokio::spawn(async move { first_locker.lock().await });
+        until_waiters(&backend, LineKind::Lock, "jobs/a", 1).await;
+        let second_locker = backend.locker(&second, name("jobs/a")).unwrap();
+        let second_wait = tokio::spawn(async move { second_locker.lock().await });
+        until_waiters(&backend, LineKind::Lock, "jobs/a", 2).await;
+
+        let leadership = backend
+            .election(&holder, name("leader"))
+            .unwrap()
+            .campaign("node-1".into())
+            .await
+            .unwrap();
+        let report = backend.status("").await.unwrap();
+        let lock = report.line(LineKind::Lock, "jobs/a").unwrap();
+        assert_eq!(lock.holders.len(), 1);
+        assert_eq!(lock.holders[0].key, guard.key());
+        assert_eq!(lock.holders[0].token, Some(guard.token()));
+        assert_eq!(
+            lock.holders[0].session.as_deref(),
+            Some(holder.id().to_string().as_str())
+        );
+        let waiting: Vec<_> = lock.waiters.iter().map(|w| w.session.clone()).collect();
+        assert_eq!(
+            waiting,
+            [Some(first.id().to_string()), Some(second.id().to_string())]
+        );
+        assert!(lock.waiters.iter().all(|w| w.token.is_none()));
+        let election = report.line(LineKind::Election, "leader").unwrap();
+        let leader = election.leader.as_ref().unwrap();
+        assert_eq!(leader.value, "node-1");
+        assert_eq!(leader.term, leadership.term());
+
+        // The prefix filters by name.
+        let only_jobs = backend.status("jobs/").await.unwrap();
+        assert_eq!(only_jobs.lines.len(), 1);
+        assert!(backend.status("nothing/").await.unwrap().is_empty());
+
+        guard.unlock().await.unwrap();
+        let next = first_wait.await.unwrap().unwrap();
+        let report = until_waiters(&backend, LineKind::Lock, "jobs/a", 1).await;
+        let lock = report.line(LineKind::Lock, "jobs/a").unwrap();
+        assert_eq!(lock.holders[0].token, Some(next.token()));
+        next.unlock().await.unwrap();
+        second_wait.await.unwrap().unwrap().unlock().await.unwrap();
+        leadership.resign().await.unwrap();
+        assert!(backend.status("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn rwlock_semaphore_queue_and_barriers() {
+        let backend = MemoryBackend::new();
+        let session = backend.session(Default::default()).await.unwrap();
+        let other = backend.session(Default::default()).await.unwrap();
+        let rw = backend.rwlock(&session, name("rw")).unwrap();
+        let read = rw.read().await.unwrap();
+        let writer = backend.rwlock(&other, name("rw")).unwrap();
+        let write_wait = tokio::spawn(async move { writer.write().await });
+        let report = until_waiters(&backend, LineKind::RwLock, "rw", 1).await;
+        let line = report.line(LineKind::RwLock, "rw").unwrap();
+        assert_eq!(line.holders[0].mode, HoldMode::Shared);
+        assert_eq!(line.holders[0].key, read.key());
+        assert!(line.holders[0].age.is_some());
+        assert_eq!(line.waiters[0].mode, HoldMode::Exclusive);
+
+        let sem = backend.semaphore(&session, name("pool"), 2).unwrap();
+        let permit = sem.acquire().await.unwrap();
+        let queue = backend.queue(name("jobs")).unwrap();
+        queue.enqueue("a".into()).await.unwrap();
+        queue.enqueue("b".into()).await.unwrap();
+        backend.barrier(name("gate")).unwrap().hold().await.unwrap();
+
+        let report = backend.status("").await.unwrap();
+        let pool = report.line(LineKind::Semaphore, "pool").unwrap();
+        assert_eq!(pool.permits, Some(2));
+        assert_eq!(pool.holders[0].token, Some(permit.token()));
+        assert_eq!(report.queues.len(), 1);
+        assert_eq!(report.queues[0].name, "jobs");
+        assert_eq!(report.queues[0].ready, 2);
+        assert_eq!(report.barriers, ["gate"]);
+
+        read.unlock().await.unwrap();
+        write_wait.await.unwrap().unwrap().unlock().await.unwrap();
+        permit.unlock().await.unwrap();
+    }
+}
