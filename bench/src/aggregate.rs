@@ -31,7 +31,8 @@
 use std::time::{Duration, Instant};
 
 use crate::args::Plan;
-use crate::cycle::{Cycler, DistsyncCycle, Unavailable};
+use crate::contender::{Cycler, Unavailable};
+use crate::cycle::DistsyncCycle;
 use crate::target::{BackendKind, Target};
 use crate::Result;
 

@@ -27,14 +27,11 @@ pub enum Case {
     /// 64 concurrent clients, each cycling its own lock: aggregate cycles per second,
     /// distsync ÷ as many raw clients (see `crate::aggregate`).
     Aggregate,
-    /// What many distinct lock names, each locked and released once, leave in the
-    /// store, and after the backend's idle clean-up (see `crate::residue`).
-    Residue,
 }
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 8] = [
+    pub const ALL: [Case; 7] = [
         Case::Cycle,
         Case::Handoff,
         Case::Election,
@@ -42,12 +39,11 @@ impl Case {
         Case::Stm,
         Case::Scale,
         Case::Aggregate,
-        Case::Residue,
     ];
 }
 
 /// `distsync-bench`: measures distsync on every backend, beside the raw store commands
-/// and peer libraries, and writes markdown tables and SVG plots.
+/// and peer libraries, and writes markdown tables.
 ///
 /// Servers come from the same variables as the tests (`eval "$(scripts/servers.sh env)"`).
 /// All traffic goes to the URLs given, which should be on this machine.
@@ -67,7 +63,7 @@ pub struct Args {
     /// PostgreSQL URL.
     #[arg(long, env = "DISTSYNC_POSTGRES_URL")]
     pub postgres_url: Option<String>,
-    /// Directory to write `BENCHMARKS.md` and `bench/*.svg` into (e.g. `docs`).
+    /// Directory whose `BENCHMARKS.md` gets the tables (e.g. `docs`).
     /// Without it the tables go to standard output only.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -133,10 +129,6 @@ pub struct Args {
     /// `--quick`: 500].
     #[arg(long)]
     pub aggregate_ms: Option<u64>,
-    /// Residue case: distinct lock names, each locked and released once [default:
-    /// 100000; `--quick`: 1000].
-    #[arg(long)]
-    pub residue_names: Option<usize>,
     /// Rounds the cycle case is split into (implementations take turns each round)
     /// [default: 30; `--quick`: 2; `--guard`: 16].
     #[arg(long)]
@@ -166,6 +158,47 @@ pub struct Args {
     pub settle_ms: Option<u64>,
 }
 
+impl Args {
+    /// The backends selected, each with its URL or the reason it is skipped.
+    pub fn selected(&self) -> Vec<(BackendKind, Result<String, String>)> {
+            let args = self;
+        let mut kinds = if args.backends.is_empty() {
+            BackendKind::ALL
+                .into_iter()
+                .filter(|kind| kind.compiled_in())
+                .collect()
+        } else {
+            args.backends.clone()
+        };
+        kinds.sort();
+        kinds.dedup();
+        kinds
+            .into_iter()
+            .map(|kind| {
+                let url = if !kind.compiled_in() {
+                    Err(format!(
+                        "not compiled in: build with `--features {kind}` (or `full`)"
+                    ))
+                } else {
+                    let given = match kind {
+                        BackendKind::Memory => Some("memory://".to_owned()),
+                        BackendKind::Etcd => args.etcd_url.clone(),
+                        BackendKind::Redis => args.redis_url.clone(),
+                        BackendKind::Postgres => args.postgres_url.clone(),
+                    };
+                    given.ok_or_else(|| {
+                        format!(
+                            "no URL: set {} (eval \"$(scripts/servers.sh env)\")",
+                            kind.url_variable().unwrap_or("its URL")
+                        )
+                    })
+                };
+                (kind, url)
+            })
+            .collect()
+    }
+}
+
 /// The counts and caps of one run, with `--quick` and the defaults applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -190,8 +223,6 @@ pub struct Plan {
     pub handoffs: usize,
     /// Measured leader changes.
     pub elections: usize,
-    /// Probes of each kind in the etcd watch-delivery probe.
-    pub probes: usize,
     /// Items per queue run.
     pub queue_items: usize,
     /// Client counts for queue and STM runs.
@@ -215,10 +246,6 @@ pub struct Plan {
     pub aggregate_time: Duration,
     /// Aggregate case: rounds that time is split into (the sides alternate).
     pub aggregate_rounds: usize,
-    /// Residue case: distinct names, each locked and released once.
-    pub residue_names: usize,
-    /// Residue case: concurrent sessions locking them.
-    pub residue_tasks: usize,
     /// Time cap of one measurement.
     pub case_time: Duration,
     /// See [`Args::settle_ms`].
@@ -284,7 +311,6 @@ impl Plan {
             waiters,
             handoffs: pick(args.handoffs, 500, 5),
             elections: pick(args.elections, 100, 3),
-            probes: if quick { 2 } else { 20 },
             queue_items: pick(args.queue_items, 1000, 16),
             clients: vec![1, 8],
             stm_transfers: pick(args.stm_transfers, 500, 16),
@@ -304,8 +330,6 @@ impl Plan {
                     .max(1),
             ),
             aggregate_rounds: if quick { 2 } else { 6 },
-            residue_names: pick(args.residue_names, 100_000, 1_000),
-            residue_tasks: 32,
             case_time: Duration::from_secs(args.case_secs.unwrap_or(if quick { 10 } else { 20 })),
             settle: Duration::from_millis(args.settle_ms.unwrap_or(if quick { 1 } else { 5 })),
         }
@@ -363,5 +387,25 @@ mod tests {
             "10,1000",
         ]));
         assert_eq!(capped.scale_sizes, vec![10, 300]);
+    }
+
+    #[test]
+    fn a_backend_without_url_or_feature_is_skipped_with_the_reason() {
+        let args = Args::parse_from(["distsync-bench", "--backends", "postgres,memory,etcd"]);
+        let selected = Args {
+            etcd_url: None,
+            ..args
+        }
+        .selected();
+        assert_eq!(selected[0], (BackendKind::Memory, Ok("memory://".into())));
+        let (kind, etcd) = &selected[1];
+        assert_eq!(*kind, BackendKind::Etcd);
+        let reason = etcd.as_ref().unwrap_err();
+        if cfg!(feature = "etcd") {
+            assert!(reason.contains("DISTSYNC_ETCD_URL"), "{reason}");
+        } else {
+            assert!(reason.contains("--features etcd"), "{reason}");
+        }
+        assert_eq!(selected[2].0, BackendKind::Postgres);
     }
 }

@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::args::{Args, Plan};
-use crate::cycle::{self, CycleResult, Role};
+use crate::contender::{self, CycleResult, Role};
+use crate::cycle;
 use crate::stats::Samples;
 use crate::target::{BackendKind, Target};
 
@@ -308,7 +309,7 @@ async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> B
         }
     };
     let (ready, failed) = cycle::contenders(&target, run_id, plan).await;
-    let mut kept: Vec<Box<dyn cycle::Cycler>> = Vec::new();
+    let mut kept: Vec<Box<dyn contender::Cycler>> = Vec::new();
     for cycler in ready {
         // Rows that are not a lock (diagnostics, process spawning) or that spawn a
         // process per cycle (etcdctl: tens of ms each) stay out of a quick run.
@@ -343,7 +344,7 @@ async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> B
 /// no raw sequence or peer).
 pub async fn measure_all(args: &Args, plan: &Plan, run_id: &str) -> Vec<BackendOutcome> {
     let mut outcomes = Vec::new();
-    for (kind, url) in crate::run::selected(args) {
+    for (kind, url) in args.selected() {
         if kind == BackendKind::Memory {
             continue;
         }
@@ -832,7 +833,7 @@ mod tests {
         assert!((measured.ratio - 2.0).abs() < 1e-12);
         let too_few = result("raw", Role::Raw, &[&c]);
         assert!(measure(&library, &too_few).is_err());
-        let broken = cycle::failure("raw", Role::Raw, &"refused");
+        let broken = contender::failure("raw", Role::Raw, &"refused");
         assert_eq!(measure(&library, &broken).unwrap_err(), "raw: refused");
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use distsync::{Locker, Session};
 use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::args::Plan;
@@ -20,7 +21,7 @@ use crate::target::Target;
 use crate::Result;
 
 /// The outcome for one waiter count.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct HandoffResult {
     /// Waiters in line behind the holder.
     pub waiters: usize,

@@ -21,23 +21,21 @@
 
 pub mod aggregate;
 pub mod args;
+pub mod contender;
 pub mod cycle;
 pub mod election;
 pub mod guard;
 pub mod handoff;
 pub mod machine;
+pub mod markdown;
 pub mod peers;
-pub mod plot;
-pub mod probe;
 pub mod queue;
 pub mod raw;
 pub mod report;
-pub mod residue;
 pub mod run;
 pub mod scale;
 pub mod stats;
 pub mod stm;
-pub mod svg;
 pub mod target;
 
 /// Any error, boxed.

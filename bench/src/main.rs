@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use distsync_bench::args::Args;
-use distsync_bench::{guard, plot, report, run};
+use distsync_bench::{guard, markdown, report, run};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -51,31 +51,27 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Some(out) = &args.out {
-        if let Err(error) = write(out, &report) {
-            eprintln!("distsync-bench: writing to {}: {error}", out.display());
+        let file = out.join("BENCHMARKS.md");
+        if let Err(error) = write(&file, &report) {
+            eprintln!("distsync-bench: writing {}: {error}", file.display());
             return ExitCode::FAILURE;
         }
-        eprintln!(
-            "distsync-bench: wrote {} and {}",
-            out.join("BENCHMARKS.md").display(),
-            out.join("bench").display()
-        );
+        eprintln!("distsync-bench: wrote the tables into {}", file.display());
     }
-    print!("{}", report::tables(&report));
+    print!("{}", report::text(&report));
     ExitCode::SUCCESS
 }
 
-/// Writes `BENCHMARKS.md` (keeping the analysis of the one it replaces) and the plots.
-fn write(out: &Path, report: &run::Report) -> std::io::Result<()> {
-    let plots = out.join("bench");
-    std::fs::create_dir_all(&plots)?;
-    std::fs::write(out.join(report::CYCLE_SVG), plot::cycle_svg(report))?;
-    std::fs::write(out.join(report::HANDOFF_SVG), plot::handoff_svg(report))?;
-    for (path, svg) in distsync_bench::scale::plots::svgs(report) {
-        std::fs::write(out.join(path), svg)?;
+/// Writes the tables of `report` between their markers in `file`, keeping every other
+/// line (a missing file is created with the tables alone).
+fn write(file: &Path, report: &run::Report) -> std::io::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    let file = out.join("BENCHMARKS.md");
-    let previous = std::fs::read_to_string(&file).unwrap_or_default();
-    let markdown = report::markdown(report, report::analysis_of(&previous), true);
-    std::fs::write(file, markdown)
+    let previous = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(error),
+    };
+    std::fs::write(file, markdown::splice(&previous, &report::sections(report)))
 }

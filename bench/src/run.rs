@@ -4,13 +4,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::AggregateResult;
 use crate::args::{Args, Case, Plan};
-use crate::cycle::{self, CycleResult};
+use crate::contender::{CycleResult, Role};
+use crate::cycle;
 use crate::election::{self, ElectionResult};
 use crate::handoff::{self, HandoffResult};
 use crate::machine::{self, Machine};
-use crate::probe::WatchDelivery;
 use crate::queue::{self, QueueResult};
-use crate::residue::ResidueResult;
 use crate::scale::ScaleResult;
 use crate::stm::{self, StmResult};
 use crate::target::{BackendKind, Target};
@@ -49,8 +48,6 @@ pub struct BackendReport {
     pub handoff: Vec<HandoffResult>,
     /// Leader changes.
     pub election: Option<ElectionResult>,
-    /// etcd only: watch delivery from a synced and an unsynced start revision.
-    pub watch_delivery: Option<WatchDelivery>,
     /// Queue throughput per client count.
     pub queue: Vec<QueueResult>,
     /// STM per worker count.
@@ -59,55 +56,15 @@ pub struct BackendReport {
     pub scale: Option<ScaleResult>,
     /// Many clients each cycling its own lock: aggregate cycles per second.
     pub aggregate: Option<AggregateResult>,
-    /// What many released names leave in the store.
-    pub residue: Option<ResidueResult>,
 }
 
 impl BackendReport {
     /// The first measured cycle row of `role`.
-    pub fn cycle_row(&self, role: cycle::Role) -> Option<&CycleResult> {
+    pub fn cycle_row(&self, role: Role) -> Option<&CycleResult> {
         self.cycle
             .iter()
             .find(|row| row.role == role && !row.samples.is_empty())
     }
-}
-
-/// The backends `args` select, each with its URL or the reason it is skipped.
-pub(crate) fn selected(args: &Args) -> Vec<(BackendKind, Result<String, String>)> {
-    let mut kinds = if args.backends.is_empty() {
-        BackendKind::ALL
-            .into_iter()
-            .filter(|kind| kind.compiled_in())
-            .collect()
-    } else {
-        args.backends.clone()
-    };
-    kinds.sort();
-    kinds.dedup();
-    kinds
-        .into_iter()
-        .map(|kind| {
-            let url = if !kind.compiled_in() {
-                Err(format!(
-                    "not compiled in: build with `--features {kind}` (or `full`)"
-                ))
-            } else {
-                let given = match kind {
-                    BackendKind::Memory => Some("memory://".to_owned()),
-                    BackendKind::Etcd => args.etcd_url.clone(),
-                    BackendKind::Redis => args.redis_url.clone(),
-                    BackendKind::Postgres => args.postgres_url.clone(),
-                };
-                given.ok_or_else(|| {
-                    format!(
-                        "no URL: set {} (eval \"$(scripts/servers.sh env)\")",
-                        kind.url_variable().unwrap_or("its URL")
-                    )
-                })
-            };
-            (kind, url)
-        })
-        .collect()
 }
 
 /// Runs the bench as `args` ask.
@@ -127,7 +84,7 @@ pub async fn run(args: &Args) -> Report {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
     let run_id = format!("distsync-bench/{stamp}-{}", std::process::id());
-    for (kind, url) in selected(args) {
+    for (kind, url) in args.selected() {
         let url = match url {
             Ok(url) => url,
             Err(reason) => {
@@ -167,12 +124,10 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
         cycle: Vec::new(),
         handoff: Vec::new(),
         election: None,
-        watch_delivery: None,
         queue: Vec::new(),
         stm: Vec::new(),
         scale: None,
         aggregate: None,
-        residue: None,
     };
     if plan.runs(Case::Cycle) {
         tracing::info!(backend = %kind, "cycle: distsync, raw sequence and peers");
@@ -191,18 +146,6 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
     if plan.runs(Case::Election) {
         tracing::info!(backend = %kind, "election");
         report.election = Some(election::run(target, run_id, plan).await);
-        #[cfg(feature = "etcd")]
-        if kind == BackendKind::Etcd {
-            tracing::info!(backend = %kind, "watch delivery probe");
-            report.watch_delivery = Some(
-                crate::probe::etcd_watch_delivery(
-                    &target.url,
-                    &format!("{run_id}/watch-probe"),
-                    plan.probes,
-                )
-                .await,
-            );
-        }
     }
     if plan.runs(Case::Queue) {
         for &clients in &plan.clients {
@@ -233,34 +176,5 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
         tracing::info!(backend = %kind, clients = plan.aggregate_clients, "aggregate");
         report.aggregate = Some(crate::aggregate::run(target, run_id, plan).await);
     }
-    if plan.runs(Case::Residue) {
-        tracing::info!(backend = %kind, names = plan.residue_names, "residue");
-        report.residue = Some(crate::residue::run(target, run_id, plan).await);
-    }
     report
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[test]
-    fn a_backend_without_url_or_feature_is_skipped_with_the_reason() {
-        let args = Args::parse_from(["distsync-bench", "--backends", "postgres,memory,etcd"]);
-        let selected = selected(&Args {
-            etcd_url: None,
-            ..args
-        });
-        assert_eq!(selected[0], (BackendKind::Memory, Ok("memory://".into())));
-        let (kind, etcd) = &selected[1];
-        assert_eq!(*kind, BackendKind::Etcd);
-        let reason = etcd.as_ref().unwrap_err();
-        if cfg!(feature = "etcd") {
-            assert!(reason.contains("DISTSYNC_ETCD_URL"), "{reason}");
-        } else {
-            assert!(reason.contains("--features etcd"), "{reason}");
-        }
-        assert_eq!(selected[2].0, BackendKind::Postgres);
-    }
 }

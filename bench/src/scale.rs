@@ -1,4 +1,4 @@
-//! At scale (issues 13 and 18), on every backend: from one process (one backend
+//! At scale, on every backend: from one process (one backend
 //! connection set), N sessions each holding a lock of its own, grown in steps (by
 //! default 100, 1,000 and 10,000 holds), then 1,000 more sessions waiting, one on each
 //! of 1,000 of those locks; then the contended hand-off at 1, 10, 100 and 1,000
@@ -17,18 +17,13 @@
 //! then releases the contended locks and times until every waiter holds, and measures
 //! the hand-offs as [`crate::handoff`] does, sampling the connections meanwhile.
 //!
-//! [`report`] writes the section of `BENCHMARKS.md`, with the verdicts on growth
-//! computed from these figures, and [`plots`] the `docs/bench/scale-*.svg` plots.
-//!
 //! The coordinator is a fresh one (`distsync::connect`), so the figures are its own;
 //! other cases of the same run may still hold connections of their own when this one
 //! starts, which the "before" column shows.
 
 pub mod isolated;
 mod meter;
-pub mod plots;
 pub mod procfs;
-pub mod report;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -149,7 +144,6 @@ pub struct ScaleResult {
     /// The figures after each step of holds.
     pub sizes: Vec<SizePoint>,
     /// Hand-off per waiter count, with the holds held.
-    #[serde(with = "isolated::handoffs")]
     pub handoff: Vec<HandoffResult>,
     /// Why the case stopped early or did not run.
     pub error: Option<String>,

@@ -58,11 +58,6 @@ async fn scale_on_memory_fills_every_field() {
         assert!(row.error.is_none(), "{:?}", row.error);
         assert_eq!(row.samples.len(), 5, "{} waiters", row.waiters);
     }
-    let sentence = scale::report::growth_sentence(&result);
-    assert!(
-        sentence.contains("acquiring costs") && sentence.contains("hand-off p50"),
-        "{sentence}"
-    );
 
     // Everything was released: every lock of the case is free again (the case
     // connects a coordinator of its own to the same named in-process store).
@@ -71,9 +66,9 @@ async fn scale_on_memory_fills_every_field() {
 }
 
 /// Through the binary: the case runs in a child process of its own and the report
-/// gets the section, the growth verdicts and the four plots.
+/// gets its three tables.
 #[test]
-fn the_binary_reports_the_scale_case_with_its_plots() {
+fn the_binary_reports_the_scale_case() {
     let out = tempfile::tempdir().unwrap();
     let (report, _) = common::run_bench(
         &[
@@ -98,24 +93,12 @@ fn the_binary_reports_the_scale_case_with_its_plots() {
         &[
             "## At scale",
             "| memory | 40 | 8 | — / — / — |",
-            "### Cost against the number of holds",
+            "## Cost against the number of holds",
             "| memory | 4 |",
             "| memory | 40 |",
-            "- **memory**: acquiring costs",
+            "## Hand-off with the holds held",
             "| memory | 3 | 4 |",
-            "![client memory per hold against holds](bench/scale-memory.svg)",
         ],
     );
     assert!(!report.contains("stopped early"), "{report}");
-    for plot in [
-        "scale-acquire.svg",
-        "scale-memory.svg",
-        "scale-keepalive.svg",
-        "scale-handoff.svg",
-    ] {
-        let svg = std::fs::read_to_string(out.path().join("bench").join(plot)).unwrap();
-        assert!(svg.trim_end().ends_with("</svg>"), "{plot}");
-    }
-    let handoff = std::fs::read_to_string(out.path().join("bench/scale-handoff.svg")).unwrap();
-    assert!(handoff.contains("memory p50"), "{handoff}");
 }

@@ -10,7 +10,7 @@ use distributed_lock::{PostgresLockProvider, RedisLockProvider};
 type RedisDistributedLock = <RedisLockProvider as LockProvider>::Lock;
 type PostgresDistributedLock = <PostgresLockProvider as LockProvider>::Lock;
 
-use crate::cycle::{Cycler, Role, Unavailable};
+use crate::contender::{Cycler, Role, Unavailable};
 use crate::Result;
 
 /// The label of the Redis row.

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use etcd_client::{Client, LockOptions};
 
-use crate::cycle::{Cycler, Role, Unavailable};
+use crate::contender::{Cycler, Role, Unavailable};
 use crate::Result;
 
 /// The lease TTL, as a distsync session's default.

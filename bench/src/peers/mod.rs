@@ -15,7 +15,7 @@ pub mod etcdctl;
 #[cfg(feature = "redis")]
 pub mod rslock;
 
-use crate::cycle::{Cycler, Unavailable};
+use crate::contender::{Cycler, Unavailable};
 use crate::target::Target;
 
 /// The peers this build has for `target`'s store, on names derived from `name`.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rslock::LockManager;
 
-use crate::cycle::{Cycler, Role, Unavailable};
+use crate::contender::{Cycler, Role, Unavailable};
 use crate::Result;
 
 /// The lock TTL, as a distsync session's default.

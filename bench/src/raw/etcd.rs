@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, WatchOptions};
 use tokio::task::JoinHandle;
 
-use crate::cycle::{Cycler, Role, Unavailable};
+use crate::contender::{Cycler, Role, Unavailable};
 use crate::Result;
 
 /// The lease TTL, as a distsync session's default.

@@ -26,7 +26,7 @@ pub mod redis;
 #[cfg(feature = "redis")]
 pub mod redis_scripts;
 
-use crate::cycle::{Cycler, Unavailable};
+use crate::contender::{Cycler, Unavailable};
 use crate::target::Target;
 
 /// The raw sequence for `target`'s store, on a key derived from `name`.

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::{Connection, PgConnection};
 
-use crate::cycle::{Cycler, Role, Unavailable};
+use crate::contender::{Cycler, Role, Unavailable};
 use crate::Result;
 
 /// The label of the raw row.

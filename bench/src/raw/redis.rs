@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::Script;
 
-use crate::cycle::{Cycler, Role, Unavailable};
+use crate::contender::{Cycler, Role, Unavailable};
 use crate::Result;
 
 /// The key's TTL, as a distsync session's default.

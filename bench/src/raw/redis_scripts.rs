@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
-use crate::cycle::{Cycler, Role, Unavailable};
+use crate::contender::{Cycler, Role, Unavailable};
 use crate::Result;
 
 /// The text the backend sends for script `name`.

@@ -33,7 +33,7 @@ pub async fn child(args: &Args) -> String {
     let plan = Plan::from_args(args);
     let run_id = args.scale_child.clone().unwrap_or_default();
     let failed = |reason: String| failed(&plan, reason);
-    let result = match crate::run::selected(args).into_iter().next() {
+    let result = match args.selected().into_iter().next() {
         Some((kind, Ok(url))) => match Target::connect(kind, url).await {
             Ok(target) => super::run(&target, &run_id, &plan).await,
             Err(error) => failed(format!("could not connect: {error}")),
@@ -114,56 +114,6 @@ async fn in_child(binary: PathBuf, target: &Target, run_id: &str, plan: &Plan) -
             .unwrap_or_else(|error| failed(format!("reading the scale process's result: {error}"))),
         Ok(output) => failed(format!("the scale process failed ({})", output.status)),
         Err(error) => failed(format!("waiting for the scale process: {error}")),
-    }
-}
-
-/// (De)serializes the hand-off rows of a [`ScaleResult`] (`serde(with)`).
-pub(super) mod handoffs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use crate::handoff::HandoffResult;
-    use crate::stats::Samples;
-
-    #[derive(Serialize, Deserialize)]
-    struct Row {
-        waiters: usize,
-        samples: Vec<Duration>,
-        error: Option<String>,
-    }
-
-    pub(in crate::scale) fn serialize<S: Serializer>(
-        rows: &[HandoffResult],
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        rows.iter()
-            .map(|row| Row {
-                waiters: row.waiters,
-                samples: row.samples.durations().to_vec(),
-                error: row.error.clone(),
-            })
-            .collect::<Vec<_>>()
-            .serialize(serializer)
-    }
-
-    pub(in crate::scale) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<HandoffResult>, D::Error> {
-        Ok(Vec::<Row>::deserialize(deserializer)?
-            .into_iter()
-            .map(|row| {
-                let mut samples = Samples::new();
-                for duration in row.samples {
-                    samples.push(duration);
-                }
-                HandoffResult {
-                    waiters: row.waiters,
-                    samples,
-                    error: row.error,
-                }
-            })
-            .collect())
     }
 }
 
