@@ -11,14 +11,17 @@ use distsync_core::{
 };
 use sqlx::postgres::PgPoolOptions;
 
+use crate::capabilities::capabilities;
+use crate::connection::config::PostgresConfig;
+use crate::connection::{checks, liveness, tls, POOL_SETUP};
 use crate::error::{map, BACKEND};
 use crate::limits::Limits;
+use crate::schema;
 use crate::session::{LeaseInner, PgLease};
 use crate::store::{self, Shared};
 use crate::{
     barrier, double_barrier, election, export, lock, queue, rwlock, semaphore, session, status, stm,
 };
-use crate::{capabilities, checks, conn, schema, tls, PostgresConfig};
 
 /// Connections in the pool used for queues, barriers and STM, and the notification
 /// listener (holds and renewals have pools of their own).
@@ -64,7 +67,7 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 /// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`checks`);
 /// - the schema-creation error.
 pub async fn backend_with_config(url: &PostgresConfig) -> Result<PostgresBackend> {
-    tls::check_files(url)?;
+    tls::check_files(url.files())?;
     let pool = within_connect_timeout(url, async {
         checks::refuse_transaction_pooling(&url.options).await?;
         pool_options(POOL_SIZE, url)
@@ -108,7 +111,7 @@ pub async fn backend_from_pool(
     pool: sqlx::PgPool,
     url: &PostgresConfig,
 ) -> Result<PostgresBackend> {
-    tls::check_files(url)?;
+    tls::check_files(url.files())?;
     within_connect_timeout(url, async {
         checks::refuse_transaction_pooling(&url.options).await?;
         let commit: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
@@ -164,7 +167,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
         holds,
         reaper,
     };
-    // Every pooled connection commits with `synchronous_commit = on` (conn::POOL_SETUP):
+    // Every pooled connection commits with `synchronous_commit = on` (connection::POOL_SETUP):
     // with a synchronous standby named, a commit returns only once the standby has it,
     // so what was acknowledged survives the standby's promotion.
     let synchronous_standby: bool =
@@ -174,7 +177,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
             .map_err(map)?;
     let shared = Shared::new(pools, url.schema.clone(), ns_oid, Limits::default());
     // The server's epoch, so that releases commit asynchronously from the start (see
-    // `crate::unflushed`); NULL (releases stay synchronous) where it cannot be read.
+    // `crate::connection::unflushed`); NULL (releases stay synchronous) where it cannot be read.
     let epoch: Option<String> = sqlx::query_scalar(&shared.sql("SELECT {s}.server_epoch()"))
         .fetch_one(shared.bounded())
         .await
@@ -192,19 +195,19 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     })
 }
 
-/// Pool options whose connections commit durably (see `conn::POOL_SETUP`); opening a
+/// Pool options whose connections commit durably (see `connection::POOL_SETUP`); opening a
 /// connection or waiting for a free one is bounded by `url`'s request timeout.
 fn pool_options(size: u32, url: &PostgresConfig) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(url.request_timeout())
         // A connection is tested before it is handed out only when it may have died
-        // unnoticed, not on every take (see crate::liveness).
+        // unnoticed, not on every take (see crate::connection::liveness).
         .test_before_acquire(false)
-        .before_acquire(crate::liveness::before_acquire)
+        .before_acquire(liveness::before_acquire)
         .after_connect(|conn, _| {
             Box::pin(async move {
-                sqlx::query(conn::POOL_SETUP).execute(conn).await?;
+                sqlx::query(POOL_SETUP).execute(conn).await?;
                 Ok(())
             })
         })
@@ -239,6 +242,39 @@ impl PostgresBackend {
             )));
         }
         Ok(Arc::clone(lease))
+    }
+}
+
+impl PostgresBackend {
+    /// Replaces the bounds on this backend's tables and caches (see [`Limits`]); in
+    /// force from the next sweep and the next name looked up.
+    pub fn set_limits(&self, limits: Limits) {
+        self.shared.set_limits(limits);
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> Limits {
+        self.shared.limits()
+    }
+
+    /// How many names the in-process name cache holds (bounded by
+    /// [`Limits::name_cache`]).
+    pub fn cached_names(&self) -> usize {
+        self.shared.cached_names()
+    }
+
+    /// Runs one sweep now (it also runs every [`Limits::sweep_every`] from the
+    /// sessions' keepalives): ends expired sessions, prunes unused names and old
+    /// election log entries. Returns (sessions ended, names pruned, log entries pruned).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: each step is one statement; a dropped sweep leaves the rest to the
+    /// next one.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn sweep(&self) -> Result<(i32, i64, i64)> {
+        self.shared.sweep().await
     }
 }
 

@@ -19,7 +19,6 @@ use async_trait::async_trait;
 use distsync_core::{DoubleBarrier, Error, Name, Result};
 
 use crate::error::map;
-use crate::hold::session_error;
 use crate::session::LeaseInner;
 
 /// Participant numbers of this process.
@@ -96,7 +95,7 @@ impl DoubleBarrier for PgDoubleBarrier {
                 .bind(self.count_sql)
                 .fetch_one(shared.bounded())
                 .await
-                .map_err(|error| session_error(&self.lease, error))?;
+                .map_err(|error| self.lease.statement_error(error))?;
         match entered {
             -1 => Err(Error::TooManyParticipants {
                 name: self.name.as_str().to_owned(),

@@ -1,5 +1,5 @@
 //! Leader election: candidacies are exclusive entries in the election's line (see
-//! [`crate::hold`]), plus a leader row and a log.
+//! [`crate::waiter_line`]), plus a leader row and a log.
 //!
 //! A candidate joins the election's line and waits, holding no connection (FIFO among
 //! candidates). The statement that grants it also bumps the election's counter (the
@@ -27,12 +27,11 @@ use distsync_core::{
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::error::{is_session_gone, map};
-use crate::lock::hold_key;
 use crate::notify::Subscription;
 use crate::retry::Backoff;
-use crate::semaphore::{self, Ask, Entry};
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
+use crate::waiter_line::{self, hold_key, Ask, Entry};
 
 pub(crate) struct PgElection {
     pub(crate) lease: Arc<LeaseInner>,
@@ -102,7 +101,7 @@ impl Election for PgElection {
     }
 
     /// Cancel-safety: cancel-safe; a dropped campaign withdraws its entry in the
-    /// background (see [`crate::hold`]); if it was granted meanwhile, the withdrawal
+    /// background (see [`crate::waiter_line`]); if it was granted meanwhile, the withdrawal
     /// ends that term and deletes its leader row.
     async fn campaign(&self, value: Bytes) -> Result<Leadership> {
         let ask = Ask {
@@ -111,7 +110,7 @@ impl Election for PgElection {
             shared: false,
             campaign: Some(value.as_ref()),
         };
-        let (entry, term) = semaphore::take(&self.lease, &self.name, &ask, true)
+        let (entry, term) = waiter_line::take(&self.lease, &self.name, &ask, true)
             .await?
             .ok_or_else(|| {
                 Error::backend(

@@ -2,7 +2,7 @@
 
 use distsync_core::Error;
 
-pub(crate) use crate::BACKEND;
+pub(crate) use crate::capabilities::BACKEND;
 
 /// The SQLSTATE of a database error, if `error` is one.
 pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
@@ -42,7 +42,7 @@ pub(crate) fn is_connection_loss(error: &sqlx::Error) -> bool {
 }
 
 /// Whether `error` (a connection loss) shows a connection found dead, which opens the
-/// liveness window (`crate::liveness`): not a wait for a free connection that ran out
+/// liveness window (`crate::connection::liveness`): not a wait for a free connection that ran out
 /// (many callers at once on few connections) or a closed pool, which find none dead.
 fn found_dead(error: &sqlx::Error) -> bool {
     !matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
@@ -68,7 +68,7 @@ pub(crate) fn map(error: sqlx::Error) -> Error {
     }
     if is_connection_loss(&error) {
         if found_dead(&error) {
-            crate::liveness::connection_failed();
+            crate::connection::liveness::connection_failed();
         }
         Error::connection(BACKEND, error)
     } else {

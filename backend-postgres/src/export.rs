@@ -3,7 +3,7 @@
 //! Queues (in dequeue order), STM keys and held barriers are read in one
 //! `REPEATABLE READ` read-only transaction, so they form one snapshot. Live holds are the
 //! entries of live sessions (locks, read and write holds, candidacies and permits,
-//! waiters included, see [`crate::hold`]) and the double-barrier entries of live
+//! waiters included, see [`crate::waiter_line`]) and the double-barrier entries of live
 //! sessions; they are listed by their keys (`<schema>/<kind>/<name>/<session hex>`, a semaphore's
 //! with `/<entry>` after it, as its permits' keys) and not copied.
 

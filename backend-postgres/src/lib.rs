@@ -90,108 +90,40 @@
 
 mod backend;
 mod barrier;
-mod bounded;
-mod checks;
-mod config;
-mod conn;
+mod capabilities;
+mod connection;
 mod double_barrier;
+mod driver;
 mod election;
 mod error;
 mod export;
 pub mod fence;
 mod guarded;
-mod heartbeat;
-mod hold;
 mod limits;
-mod liveness;
 mod lock;
 mod notify;
 mod queue;
 mod retry;
-mod reused;
 mod rwlock;
 mod schema;
 mod semaphore;
+#[cfg(test)]
+mod server_tests;
 mod session;
 mod status;
 mod stm;
 mod store;
-mod tls;
-mod unflushed;
+mod waiter_line;
 
 pub use backend::{backend, backend_from_pool, backend_with_config, connect, PostgresBackend};
-pub use config::{
+pub use capabilities::{capabilities, BACKEND, MIN_SESSION_TTL};
+pub use connection::config::{
     PostgresConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOLD_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SCHEMA, MAX_HOLD_CONNECTIONS,
 };
+pub use driver::DRIVER;
 pub use limits::Limits;
 pub use queue::STALE_CLAIM;
 /// The `sqlx` this crate is built with, for [`backend_from_pool`] (its `PgPool` and
 /// `PgConnectOptions` must come from this version).
 pub use sqlx;
-
-use std::time::Duration;
-
-use distsync_core::Capabilities;
-
-/// The backend's short name, as it appears in errors, logs and [`Capabilities`].
-pub const BACKEND: &str = "postgres";
-
-/// The shortest session TTL this backend accepts ([`Capabilities::min_session_ttl`];
-/// a shorter one is refused with
-/// [`Error::InvalidArgument`](distsync_core::Error::InvalidArgument) when the session
-/// is opened): renewals are batched statements on the reaper's connections and a
-/// session's row must outlive a renewal's round trip and a durable commit.
-pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
-
-/// What the PostgreSQL backend offers and claims: every primitive and every STM level,
-/// and
-/// - `fencing`: counter rows bumped by the granting statement, committed with
-///   `synchronous_commit = on`, so tokens never go backwards across a crash or an
-///   immediate shutdown of the server (only releases and waits that grant nothing
-///   commit asynchronously, see `hold`);
-/// - `fifo_waiters`: entries in arrival order (see `hold`);
-/// - `lost_notification`: a gone or expired heartbeat row, or a `NOTIFY` from the
-///   process that ended the session;
-/// - `partition_safe`: the lease gate: a hold left without a clean release (its
-///   process died or was partitioned away) is granted to the next waiter only once the
-///   previous holder's session has expired in the store, which is never
-///   earlier than the holder's client-side deadline; a clean release hands over at once
-///   (see the crate docs). Measured by the partition cases;
-/// - `semaphore`: entry rows per name, the first N live ones hold (see `semaphore`);
-/// - `guarded_writes`: `LockGuard::put_if_held` (locks, write locks, permits) writes the
-///   STM key in one statement that first checks, under the name's row lock that every
-///   grant takes, that the guard's entry is still there with its token, its session
-///   live and it first in line; a stale holder writes nothing. To enforce tokens at a
-///   table of your own, see [`fence::admit`];
-/// - `reliable_delivery`: `Queue::receive` marks the item's row as held by the
-///   session; the hold counts only while the session's row is live, so a consumer
-///   that dies loses nothing: its items come back at their place when its session
-///   expires or ends (see `queue`);
-/// - `stm_repeatable_reads`: keys read as absent are validated too, as on etcd;
-/// - `stalled_holder_expires`: a stalled holder's row expires after its TTL and its
-///   entry stops counting (no backend is terminated); keepalives sweep expired rows;
-/// - `survives_restart`: queues, STM keys, barriers, fencing counters, sessions and
-///   their holds are tables (a session survives a restart shorter than its deadline);
-/// - `linearizable`: one primary serves every read and grant (with replicas, point the
-///   URL at the primary);
-/// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s;
-/// - `survives_failover`: false here; a [`PostgresBackend`] connected to a primary whose
-///   `synchronous_standby_names` is set declares it true (checked at connect): every
-///   commit then waits for the standby, so a promoted standby has every grant, token
-///   and acknowledged item (measured by the matrix row `server_primary_failover_postgres`
-///   on a private primary with a synchronous standby).
-pub fn capabilities() -> Capabilities {
-    Capabilities::all(BACKEND, MIN_SESSION_TTL)
-        // `guarded_put`: the write commits only while the guard's entry is a current
-        // grant (see the guarded-write module).
-        .with_guarded_writes(true)
-        // `Queue::receive`: a hold on the item's row, counting while the session's row
-        // is live (see the queue module).
-        .with_reliable_delivery(true)
-        // No synchronous standby assumed: a failover to an asynchronous streaming
-        // standby can lose what the primary acknowledged last
-        // (docs/HIGH_AVAILABILITY.md). A backend connected to a primary that names a
-        // synchronous standby declares it (see `PostgresBackend`'s capabilities).
-        .with_survives_failover(false)
-}

@@ -67,36 +67,3 @@ impl Limits {
         i32::try_from(self.names_per_sweep.max(1)).unwrap_or(i32::MAX)
     }
 }
-
-impl crate::PostgresBackend {
-    /// Replaces the bounds on this backend's tables and caches (see [`Limits`]); in
-    /// force from the next sweep and the next name looked up.
-    pub fn set_limits(&self, limits: Limits) {
-        self.shared.set_limits(limits);
-    }
-
-    /// The bounds in force.
-    pub fn limits(&self) -> Limits {
-        self.shared.limits()
-    }
-
-    /// How many names the in-process name cache holds (bounded by
-    /// [`Limits::name_cache`]).
-    pub fn cached_names(&self) -> usize {
-        self.shared.cached_names()
-    }
-
-    /// Runs one sweep now (it also runs every [`Limits::sweep_every`] from the
-    /// sessions' keepalives): ends expired sessions, prunes unused names and old
-    /// election log entries. Returns (sessions ended, names pruned, log entries pruned).
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: each step is one statement; a dropped sweep leaves the rest to the
-    /// next one.
-    ///
-    /// # Errors
-    /// The database's error.
-    pub async fn sweep(&self) -> distsync_core::Result<(i32, i64, i64)> {
-        self.shared.sweep().await
-    }
-}

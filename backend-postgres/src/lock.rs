@@ -1,4 +1,4 @@
-//! The mutex: an exclusive entry in the name's line (see [`crate::hold`]).
+//! The mutex: an exclusive entry in the name's line (see [`crate::waiter_line`]).
 
 use std::sync::Arc;
 
@@ -6,9 +6,10 @@ use async_trait::async_trait;
 use distsync_core::{LockGuard, Locker, Name, Result, Session};
 
 use crate::error::map;
-use crate::hold;
+use crate::guarded::lock_guard;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
+use crate::waiter_line::{acquire, hold_key, Entry};
 
 pub(crate) struct PgLocker {
     pub(crate) lease: Arc<LeaseInner>,
@@ -16,9 +17,11 @@ pub(crate) struct PgLocker {
     pub(crate) name: Name,
 }
 
-/// The key string of a hold: `<schema>/<kind>/<name>/<session id hex>`.
-pub(crate) fn hold_key(lease: &LeaseInner, kind: &str, name: &Name) -> String {
-    format!("{}/{kind}/{name}/{:x}", lease.shared.schema, lease.id)
+impl PgLocker {
+    fn guard(&self, entry: Entry, token: i64) -> LockGuard {
+        let key = hold_key(&self.lease, "lock", &self.name);
+        lock_guard(&self.lease, &self.session, key, entry, token)
+    }
 }
 
 #[async_trait]
@@ -32,7 +35,7 @@ impl Locker for PgLocker {
     /// Cancel-safety: cancel-safe; a dropped wait withdraws its entry in the background
     /// (releasing the lock if it was granted in the meantime).
     async fn lock(&self) -> Result<LockGuard> {
-        let (entry, token) = hold::acquire(&self.lease, LockKind::Lock, &self.name, false, true)
+        let (entry, token) = acquire(&self.lease, LockKind::Lock, &self.name, false, true)
             .await?
             .ok_or_else(|| {
                 distsync_core::Error::backend(
@@ -40,21 +43,12 @@ impl Locker for PgLocker {
                     "a waiting lock returned without the lock",
                 )
             })?;
-        Ok(hold::lock_guard(
-            &self.lease,
-            &self.session,
-            "lock",
-            &self.name,
-            entry,
-            token,
-        ))
+        Ok(self.guard(entry, token))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let granted = hold::acquire(&self.lease, LockKind::Lock, &self.name, false, false).await?;
-        Ok(granted.map(|(entry, token)| {
-            hold::lock_guard(&self.lease, &self.session, "lock", &self.name, entry, token)
-        }))
+        let granted = acquire(&self.lease, LockKind::Lock, &self.name, false, false).await?;
+        Ok(granted.map(|(entry, token)| self.guard(entry, token)))
     }
 
     /// The live entries in the lock's line (the holder and its waiters): one read,

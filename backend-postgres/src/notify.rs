@@ -188,15 +188,15 @@ async fn run(inner: Arc<HubInner>, mut listener: PgListener) {
             // whatever was notified in between is gone, so everyone re-reads.
             // The listener is always reading, so it usually sees a restart of the
             // server first: the other connections of the process are tested before
-            // use from now on (crate::liveness), not handed out dead.
+            // use from now on (crate::connection::liveness), not handed out dead.
             Ok(None) => {
                 tracing::warn!(channel = %inner.channel, "notification connection lost; reconnected");
-                crate::liveness::connection_failed();
+                crate::connection::liveness::connection_failed();
                 inner.wake_all();
             }
             Err(error) => {
                 tracing::warn!(channel = %inner.channel, %error, "notification connection failed; reconnecting");
-                crate::liveness::connection_failed();
+                crate::connection::liveness::connection_failed();
                 inner.wake_all();
                 let mut backoff = Duration::from_millis(50);
                 listener = loop {

@@ -64,7 +64,7 @@ use distsync_core::raw::Settle;
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use tokio::sync::oneshot;
 
-use crate::bounded::{through_pool, timed_out};
+use crate::connection::bounded::{through_pool, timed_out};
 use crate::error::map;
 use crate::retry::Backoff;
 use crate::session::PgLease;
@@ -76,93 +76,6 @@ pub const STALE_CLAIM: Duration = Duration::from_secs(15 * 60);
 
 /// How long a waiting consumer's place in the line lasts without renewal.
 const WAITER_TTL: Duration = Duration::from_secs(30);
-
-/// The queue's tables and functions beyond those of [`crate::schema`] (since version
-/// 11), created after them. `{s}` stands for the quoted schema.
-pub(crate) const DDL: &str = r#"
-ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS held_by bigint;
-ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS held_call text;
-ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS deliveries integer NOT NULL DEFAULT 0;
-CREATE UNIQUE INDEX IF NOT EXISTS queue_items_held_call ON {s}.queue_items (held_call)
-    WHERE held_call IS NOT NULL;
-CREATE INDEX IF NOT EXISTS queue_items_held_by ON {s}.queue_items (held_by)
-    WHERE held_by IS NOT NULL;
-CREATE INDEX IF NOT EXISTS queue_inflight_claimed_at ON {s}.queue_inflight (claimed_at);
-
-CREATE TABLE IF NOT EXISTS {s}.queue_waiters (
-    id         bigserial PRIMARY KEY,
-    queue      text NOT NULL,
-    waiter     text NOT NULL UNIQUE,
-    expires_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS queue_waiters_line ON {s}.queue_waiters (queue, id);
-
--- Whether an item held by p_session counts as held: its session row is live.
-CREATE OR REPLACE FUNCTION {s}.queue_held(p_session bigint) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT p_session IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.sessions x
-        WHERE x.id = p_session AND x.expires_at > clock_timestamp())
-$$;
-
--- Wakes the first live waiter of p_queue (taking it out of the line), if any.
-CREATE OR REPLACE FUNCTION {s}.queue_wake(p_queue text) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    w text;
-    live boolean;
-BEGIN
-    LOOP
-        w := NULL;
-        DELETE FROM {s}.queue_waiters WHERE id = (
-            SELECT id FROM {s}.queue_waiters WHERE queue = p_queue
-             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-        RETURNING waiter, expires_at > clock_timestamp() INTO w, live;
-        IF w IS NULL THEN
-            RETURN;
-        END IF;
-        IF live THEN
-            PERFORM {s}.notify('W:' || w);
-            RETURN;
-        END IF;
-    END LOOP;
-END
-$$;
-
--- Withdraws p_waiter. If it was no longer in line (a wake-up took it out: it may have
--- consumed one meant for another item) and p_queue has an item nobody holds, wakes the
--- next waiter: the wake-up is passed on. A waiter still in line consumed none, and
--- passes nothing on (a spurious wake-up would let a later waiter overtake an earlier
--- one that is already woken for the item).
-CREATE OR REPLACE FUNCTION {s}.queue_pass(p_queue text, p_waiter text) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM {s}.queue_waiters WHERE waiter = p_waiter;
-    IF NOT FOUND AND EXISTS (SELECT 1 FROM {s}.queue_items i WHERE i.queue = p_queue
-                AND NOT {s}.queue_held(i.held_by)) THEN
-        PERFORM {s}.queue_wake(p_queue);
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION {s}.notify_queue() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM {s}.queue_wake(NEW.queue);
-    RETURN NULL;
-END
-$$;
-CREATE OR REPLACE TRIGGER queue_items_notify AFTER INSERT ON {s}.queue_items
-    FOR EACH ROW EXECUTE FUNCTION {s}.notify_queue();
-
--- A session's end makes the items it held visible again: one waiter per item.
-CREATE OR REPLACE FUNCTION {s}.queue_session_end() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM {s}.queue_wake(i.queue) FROM {s}.queue_items i WHERE i.held_by = OLD.id;
-    RETURN NULL;
-END
-$$;
-CREATE OR REPLACE TRIGGER sessions_queue_end AFTER DELETE ON {s}.sessions
-    FOR EACH ROW EXECUTE FUNCTION {s}.queue_session_end();
-"#;
 
 pub(crate) struct PgQueue {
     pub(crate) shared: Arc<Shared>,
@@ -413,7 +326,7 @@ impl PgQueue {
             done: false,
             shared: Arc::clone(&self.shared),
         };
-        // Bounded as one request (`crate::bounded`): past that, `receiver` drops
+        // Bounded as one request (`crate::connection::bounded`): past that, `receiver` drops
         // unanswered, and the claim task puts back whatever it takes (the task goes on
         // retrying a claim whose reply was lost, so no item stays in flight).
         let limit = through_pool(&self.shared.pool);

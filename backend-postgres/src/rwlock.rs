@@ -1,4 +1,4 @@
-//! The read-write lock: shared and exclusive entries in one line (see [`crate::hold`]).
+//! The read-write lock: shared and exclusive entries in one line (see [`crate::waiter_line`]).
 //!
 //! A reader holds when no live writer's entry is ahead of it; a writer when no live
 //! entry is. So a waiting writer blocks the readers that arrive after it, as etcd's
@@ -9,10 +9,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, RwLock, Session};
 
-use crate::hold;
-use crate::semaphore::Entry;
+use crate::guarded::lock_guard;
 use crate::session::LeaseInner;
 use crate::store::LockKind;
+use crate::waiter_line::{acquire, hold_key, read_guard, Entry};
 
 pub(crate) struct PgRwLock {
     pub(crate) lease: Arc<LeaseInner>,
@@ -22,7 +22,7 @@ pub(crate) struct PgRwLock {
 
 impl PgRwLock {
     async fn take(&self, exclusive: bool, wait: bool) -> Result<Option<(Entry, i64)>> {
-        hold::acquire(&self.lease, LockKind::RwLock, &self.name, !exclusive, wait).await
+        acquire(&self.lease, LockKind::RwLock, &self.name, !exclusive, wait).await
     }
 
     async fn wait_for(&self, exclusive: bool) -> Result<(Entry, i64)> {
@@ -35,14 +35,8 @@ impl PgRwLock {
     }
 
     fn write_guard(&self, entry: Entry, token: i64) -> LockGuard {
-        hold::lock_guard(
-            &self.lease,
-            &self.session,
-            "rwlock",
-            &self.name,
-            entry,
-            token,
-        )
+        let key = hold_key(&self.lease, "rwlock", &self.name);
+        lock_guard(&self.lease, &self.session, key, entry, token)
     }
 }
 
@@ -52,25 +46,20 @@ impl RwLock for PgRwLock {
         &self.name
     }
 
-    /// Cancel-safety: cancel-safe; see [`crate::hold`].
+    /// Cancel-safety: cancel-safe; see [`crate::waiter_line`].
     async fn read(&self) -> Result<ReadGuard> {
         let (entry, _) = self.wait_for(false).await?;
-        Ok(hold::read_guard(
-            &self.lease,
-            &self.session,
-            &self.name,
-            entry,
-        ))
+        Ok(read_guard(&self.lease, &self.session, &self.name, entry))
     }
 
     async fn try_read(&self) -> Result<Option<ReadGuard>> {
         Ok(self
             .take(false, false)
             .await?
-            .map(|(entry, _)| hold::read_guard(&self.lease, &self.session, &self.name, entry)))
+            .map(|(entry, _)| read_guard(&self.lease, &self.session, &self.name, entry)))
     }
 
-    /// Cancel-safety: cancel-safe; see [`crate::hold`].
+    /// Cancel-safety: cancel-safe; see [`crate::waiter_line`].
     async fn write(&self) -> Result<LockGuard> {
         let (entry, token) = self.wait_for(true).await?;
         Ok(self.write_guard(entry, token))

@@ -3,9 +3,9 @@
 //! Opening a session inserts a row in `sessions` (a random 63-bit id, TTL,
 //! `expires_at`) through the pool. Its keepalive (`distsync_core::Session::start`: every
 //! TTL/3, with its own client-side deadline) renews `expires_at` (the server's clock +
-//! TTL) through the backend's heartbeat ([`crate::heartbeat`]), which renews every
+//! TTL) through the backend's heartbeat ([`crate::connection::heartbeat`]), which renews every
 //! session of the process that asked meanwhile in one statement. A session holds no
-//! connection: its holds and waits are rows ([`crate::hold`]), so no connection's
+//! connection: its holds and waits are rows ([`crate::waiter_line`]), so no connection's
 //! death can free anything it holds, and a connection error is a failed renewal like
 //! any other (retried until the client-side deadline).
 //!
@@ -21,7 +21,7 @@
 //! find "its" row renewed for somebody else. A renewal matches the row by id and only
 //! while it has not expired, so a holder whose row vanished (revoked, reaped, lost with
 //! the server's state) learns it at its next renewal. Rows and fencing counters are
-//! written with `synchronous_commit = on` (see [`crate::conn`]), so a session id or a
+//! written with `synchronous_commit = on` (see [`crate::connection`]), so a session id or a
 //! token a client has seen survives an immediate shutdown of the server.
 //!
 //! # Ending
@@ -30,7 +30,7 @@
 //! held at once and wakes the waiters that lets in. A session its owner declares lost
 //! (its row is gone, its renewals failed until the deadline) keeps its row until it
 //! expires, so what it held is not granted to anyone else while it may still believe
-//! it holds (see [`crate::hold`]). A close that races a renewal in flight counts as
+//! it holds (see [`crate::waiter_line`]). A close that races a renewal in flight counts as
 //! such a loss: the safe side, its holds are handed over after the TTL rather than at
 //! once.
 
@@ -43,9 +43,9 @@ use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, Session
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{map, BACKEND};
+use crate::error::{is_session_gone, map, BACKEND};
 use crate::notify::{Subscription, Wake};
-use crate::store::Shared;
+use crate::store::{Registered, Shared};
 
 /// The [`Lease`] of a PostgreSQL session.
 pub(crate) struct PgLease {
@@ -121,7 +121,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
     );
     let lost = session.lost_token().clone();
     let _ = inner.lost.set(lost.clone());
-    shared.register_session(id, Arc::downgrade(&inner));
+    shared.register_session(id, Arc::<LeaseInner>::downgrade(&inner));
     let watched = Arc::downgrade(&inner);
     tokio::spawn(async move {
         tokio::select! {
@@ -182,6 +182,18 @@ impl LeaseInner {
         }
     }
 
+    /// Maps a statement error of one of the session's entries: an ended session
+    /// (`DS001`, or a row referencing its deleted row) is the session lost.
+    pub(crate) fn statement_error(&self, error: sqlx::Error) -> Error {
+        if is_session_gone(&error) {
+            tracing::debug!(session = self.id, %error, "the session has ended");
+            self.fail();
+            Error::SessionLost
+        } else {
+            map(error)
+        }
+    }
+
     /// Ends the session in the store, once. `clean` (a close or drop) asks for a clean
     /// end: the row is deleted and everything it held is released at once. Otherwise,
     /// or when the session was found broken or its last renewal was not acknowledged,
@@ -204,6 +216,12 @@ impl LeaseInner {
             })
             .await
             .map(|_| ())
+    }
+}
+
+impl Registered for LeaseInner {
+    fn fail(&self) {
+        LeaseInner::fail(self);
     }
 }
 

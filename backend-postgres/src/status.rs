@@ -1,8 +1,7 @@
 //! Who holds what ([`distsync_core::Backend::status`]) on PostgreSQL: a few `SELECT`s
 //! in one `REPEATABLE READ READ ONLY` transaction, hence one consistent snapshot.
 //!
-//! What is read (the layout of [`crate::schema`], [`crate::hold`] and
-//! [`crate::semaphore`], schema version 9):
+//! What is read (the layout of [`crate::schema`] and [`crate::waiter_line`]):
 //!
 //! | state | read from |
 //! |---|---|
@@ -12,7 +11,7 @@
 //! | barriers | `barriers` |
 //! | double barriers | `double_barriers` (`ready`) and the live entries of `double_barrier_entries` |
 //!
-//! An entry's key is built as a guard's (`crate::lock::hold_key`):
+//! An entry's key is built as a guard's (`crate::waiter_line::hold_key`):
 //! `<schema>/<kind>/<name>/<session id hex>`. The tables record no grant time, so
 //! ages are `None`. Every statement is kept here, so a change of the tables is one
 //! place to follow.

@@ -34,7 +34,7 @@ use distsync_core::raw::{StmAttempt, StmEngine, StmRetry, Write};
 use distsync_core::{Error, Isolation, Name, Result};
 use sqlx::{Postgres, Transaction};
 
-use crate::bounded::{through_pool, within, Bounded};
+use crate::connection::bounded::{through_pool, within, Bounded};
 use crate::error::{is_conflict, map};
 use crate::store::Shared;
 

@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 use distsync_core::{Error, Result};
 use sqlx::PgPool;
 
-use crate::bounded::Bounded;
+use crate::connection::bounded::Bounded;
+use crate::connection::heartbeat::{Heartbeat, Statements};
+use crate::connection::reused::Reused;
+use crate::connection::unflushed::Unflushed;
 use crate::error::{map, BACKEND};
-use crate::heartbeat::{Heartbeat, Statements};
 use crate::limits::Limits;
 use crate::notify::Hub;
-use crate::reused::Reused;
 use crate::schema;
-use crate::session::LeaseInner;
-use crate::unflushed::Unflushed;
 
 /// The kinds of names (rows of `lock_names`: a fencing counter and a line of entries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,7 +43,7 @@ impl LockKind {
     }
 }
 
-/// The backend's pools (see [`crate::conn`]).
+/// The backend's pools (see [`crate::connection`]).
 pub(crate) struct Pools {
     /// Queues, barriers, STM, reads.
     pub(crate) pool: PgPool,
@@ -67,7 +66,7 @@ pub(crate) struct Shared {
     quoted: String,
     pub(crate) hub: Hub,
     pub(crate) heartbeat: Heartbeat,
-    /// The asynchronous releases not yet known durable ([`crate::unflushed`]).
+    /// The asynchronous releases not yet known durable ([`crate::connection::unflushed`]).
     pub(crate) unflushed: Arc<Unflushed>,
     limits: std::sync::RwLock<Limits>,
     names: Mutex<HashMap<(LockKind, String), i32>>,
@@ -75,11 +74,17 @@ pub(crate) struct Shared {
     last_sweep: Mutex<Option<Instant>>,
 }
 
+/// A session of this process as [`Shared`] knows it: told when the store ends it.
+pub(crate) trait Registered: Send + Sync {
+    /// Declares the session lost.
+    fn fail(&self);
+}
+
 /// The sessions of this process, by id; dead entries are pruned when the map has
 /// doubled since the last pruning (amortized O(1) per session).
 #[derive(Default)]
 struct Registry {
-    sessions: HashMap<i64, Weak<LeaseInner>>,
+    sessions: HashMap<i64, Weak<dyn Registered>>,
     prune_at: usize,
 }
 
@@ -137,7 +142,7 @@ impl Shared {
     }
 
     /// The main pool as an executor whose statements fail within twice the request
-    /// timeout: once to take a connection, once for the reply ([`crate::bounded`]).
+    /// timeout: once to take a connection, once for the reply ([`crate::connection::bounded`]).
     pub(crate) fn bounded(&self) -> Bounded<&PgPool> {
         Bounded::pool(&self.pool)
     }
@@ -237,7 +242,7 @@ impl Shared {
         Ok(())
     }
 
-    pub(crate) fn register_session(&self, id: i64, lease: Weak<LeaseInner>) {
+    pub(crate) fn register_session(&self, id: i64, lease: Weak<dyn Registered>) {
         let mut registry = lock(&self.sessions);
         if registry.sessions.len() >= registry.prune_at {
             registry

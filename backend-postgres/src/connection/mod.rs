@@ -1,7 +1,8 @@
-//! The settings of the backend's connections.
+//! The backend's connections: their settings, bounds, liveness tests and checks, TLS,
+//! the heartbeat that renews sessions, and the releases awaiting a durable commit.
 //!
 //! The backend opens no dedicated connection per session or per hold: holds and
-//! waiters are rows ([`crate::hold`]) and renewals are batched ([`crate::heartbeat`]),
+//! waiters are rows ([`crate::waiter_line`]) and renewals are batched ([`crate::connection::heartbeat`]),
 //! so every statement runs on one of three small pools — the main pool (queues,
 //! barriers, STM, grants and releases), the reaper's (renewals, session ends, the
 //! sweep) and the notification hub's one listening connection ([`crate::notify`]).
@@ -12,9 +13,18 @@
 //! and `idle_session_timeout = 0` (a pooled connection may idle between renewals).
 //! Statements whose loss in a crash is harmless (a release that grants nobody, a join
 //! or check that only waits) turn it off for their own transaction only: see
-//! [`crate::hold`], "Asynchronous commits".
+//! [`crate::waiter_line`], "Asynchronous commits".
 
 /// The settings of pooled connections: commits acknowledged only once durable, no idle
 /// timeout.
 pub(crate) const POOL_SETUP: &str = "SELECT set_config('synchronous_commit', 'on', false), \
      set_config('idle_session_timeout', '0', false)";
+
+pub(crate) mod bounded;
+pub(crate) mod checks;
+pub(crate) mod config;
+pub(crate) mod heartbeat;
+pub(crate) mod liveness;
+pub(crate) mod reused;
+pub(crate) mod tls;
+pub(crate) mod unflushed;

@@ -13,7 +13,7 @@
 //!   reading, usually sees such a loss first (`notify`), before any statement fails.
 //!
 //! The holds' connections, kept out of their pool between statements
-//! ([`crate::reused`]), follow the same rule.
+//! ([`crate::connection::reused`]), follow the same rule.
 //!
 //! A connection that dies while in use, or between a use and the next take less than
 //! [`IDLE_TEST`] later with no failure seen meanwhile, fails its next statement with a

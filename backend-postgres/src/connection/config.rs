@@ -187,7 +187,7 @@ impl PostgresConfig {
         if matches!(options.get_ssl_mode(), PgSslMode::Require) && has("CA certificate") {
             options = options.ssl_mode(PgSslMode::VerifyCa);
         }
-        crate::tls::check_mode(options.get_ssl_mode())?;
+        crate::connection::tls::check_mode(options.get_ssl_mode())?;
         Ok(Self {
             options,
             schema,
@@ -206,7 +206,7 @@ impl PostgresConfig {
     /// [`Error::Unsupported`] for an SSL mode that requires TLS in a build without the
     /// cargo feature `tls`.
     pub fn from_options(options: PgConnectOptions) -> Result<Self> {
-        crate::tls::check_mode(options.get_ssl_mode())?;
+        crate::connection::tls::check_mode(options.get_ssl_mode())?;
         let display = format!(
             "postgres://{}@{}:{}/{}",
             options.get_username(),

@@ -13,7 +13,7 @@
 //! A statement that timed out may still have been applied (its reply was lost), as
 //! after any connection error. The connection it ran on is in doubt: a pool's takes it
 //! back and tests it (sqlx pings every returned connection); one taken from
-//! [`crate::reused::Reused`] is closed ([`Taken::settle`](crate::reused::Taken::settle)).
+//! [`crate::connection::reused::Reused`] is closed ([`Taken::settle`](crate::connection::reused::Taken::settle)).
 
 use std::time::Duration;
 

@@ -17,11 +17,11 @@
 //!   [`sqlx::Error::PoolTimedOut`] as the pool would), then the most recently used
 //!   kept connection, or a new one from the pool.
 //! - **Liveness as the pool's**: a kept connection idle for
-//!   [`crate::liveness::IDLE_TEST`], or any within the window after a connection of the
+//!   [`crate::connection::liveness::IDLE_TEST`], or any within the window after a connection of the
 //!   process was found dead, is pinged before it is handed out (`liveness`); one whose
 //!   ping fails is closed and the next is tried.
 //! - **Statements are bounded**: each fails within the request timeout
-//!   ([`crate::bounded`]); the ping of a kept connection too.
+//!   ([`crate::connection::bounded`]); the ping of a kept connection too.
 //! - **A connection in doubt goes back to the pool**: after a statement that failed
 //!   with a connection error, or whose caller was dropped before [`Taken::settle`] (a
 //!   cancelled call may leave the protocol mid-way), the connection is given back to
@@ -40,9 +40,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::bounded::{is_timed_out, within, Bounded};
+use crate::connection::bounded::{is_timed_out, within, Bounded};
+use crate::connection::liveness;
 use crate::error::is_connection_loss;
-use crate::liveness;
 
 /// How long a connection is kept out of the pool at most (sqlx's default
 /// `max_lifetime`).

@@ -19,7 +19,7 @@
 //!
 //! Each batch also reads the server's epoch, which tells the asynchronous releases
 //! made before it that are durable from those the server may have lost; the latter
-//! are made again, synchronously, right after the batch (see [`crate::unflushed`]).
+//! are made again, synchronously, right after the batch (see [`crate::connection::unflushed`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,9 +29,9 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use crate::bounded::Bounded;
+use crate::connection::bounded::Bounded;
+use crate::connection::unflushed::{Release, Unflushed};
 use crate::error::{map, BACKEND};
-use crate::unflushed::{Release, Unflushed};
 
 /// The most sessions renewed by one statement.
 const MAX_BATCH: usize = 20_000;
@@ -140,7 +140,7 @@ async fn run(
 }
 
 /// Makes `releases` again, synchronously, in one statement (the server may have lost
-/// them, see [`crate::unflushed`]); on failure they are kept to be made at the next
+/// them, see [`crate::connection::unflushed`]); on failure they are kept to be made at the next
 /// heartbeat.
 async fn release_again(
     pool: Bounded<&PgPool>,

@@ -1,0 +1,485 @@
+CREATE TABLE IF NOT EXISTS {s}.semaphores (
+    name_id integer PRIMARY KEY,
+    permits integer NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS {s}.semaphore_entries (
+    ord        bigserial PRIMARY KEY,
+    name_id    integer NOT NULL,
+    session_id bigint NOT NULL REFERENCES {s}.sessions (id) ON DELETE CASCADE,
+    entry      bigint NOT NULL,
+    token      bigint,
+    cancelled  boolean NOT NULL DEFAULT false,
+    UNIQUE (session_id, entry)
+);
+CREATE INDEX IF NOT EXISTS semaphore_entries_line ON {s}.semaphore_entries (name_id, ord);
+-- Since version 9 the line also carries locks, read-write locks and candidacies (see
+-- crate::hold): a shared entry (a read lock) holds beside other shared entries; a
+-- candidacy carries its election's name and value, written as the leader on grant.
+ALTER TABLE {s}.semaphore_entries ADD COLUMN IF NOT EXISTS shared boolean NOT NULL DEFAULT false;
+ALTER TABLE {s}.semaphore_entries ADD COLUMN IF NOT EXISTS election text;
+ALTER TABLE {s}.semaphore_entries ADD COLUMN IF NOT EXISTS value bytea;
+CREATE INDEX IF NOT EXISTS semaphore_entries_shared ON {s}.semaphore_entries (name_id) WHERE shared;
+
+-- Notifies the waiters of name k that can be granted now, other than the entry
+-- `except_ord`: the live entries without a token that are exclusive with fewer than
+-- `permits` live entries ahead, or shared with no live exclusive entry ahead. A line
+-- without shared entries reads only its first `permits` entries.
+CREATE OR REPLACE FUNCTION {s}.sem_wake(k integer, except_ord bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
+    IF n IS NULL THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k AND shared) THEN
+        PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text)
+           FROM (SELECT e.ord, e.session_id, e.entry, e.token
+                   FROM {s}.semaphore_entries e
+                   JOIN {s}.sessions x ON x.id = e.session_id
+                  WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp()
+                  ORDER BY e.ord
+                  LIMIT n) AS w
+          WHERE w.token IS NULL AND w.ord <> except_ord;
+        RETURN;
+    END IF;
+    PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text)
+       FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared,
+                    count(*) OVER (ORDER BY e.ord) - 1 AS before,
+                    count(*) FILTER (WHERE NOT e.shared) OVER (ORDER BY e.ord) AS exclusive_upto
+               FROM {s}.semaphore_entries e
+               JOIN {s}.sessions x ON x.id = e.session_id
+              WHERE e.name_id = k AND NOT e.cancelled
+                AND x.expires_at > clock_timestamp()) AS w
+      WHERE w.token IS NULL AND w.ord <> except_ord
+        AND CASE WHEN w.shared THEN w.exclusive_upto = 0 ELSE w.before < n END;
+END
+$$;
+
+-- Commits the transaction asynchronously unless it granted something (see sem_grant):
+-- what it wrote is lost in a crash of the server at no harm (see crate::hold,
+-- "Asynchronous commits").
+CREATE OR REPLACE FUNCTION {s}.commit_async() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(current_setting('distsync.granted', true), '') <> 'on' THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+END
+$$;
+
+-- Grants the waiters of name k that can be granted now (as semaphore_check would grant
+-- them: the live entries without a token that are exclusive with fewer than `permits`
+-- live entries ahead, or shared with no live exclusive entry ahead), in line order, and
+-- notifies them; the transaction then commits synchronously, so a grant is durable
+-- before its waiter learns of it. The caller holds the name's row lock. A candidacy is
+-- only notified, and granted by its own statement (which writes its leader row).
+CREATE OR REPLACE FUNCTION {s}.sem_grant(k integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    w record;
+    t bigint;
+BEGIN
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
+    IF n IS NULL THEN
+        RETURN;
+    END IF;
+    -- A line without shared entries: its first `permits` live entries, no window.
+    FOR w IN
+        SELECT q.ord, q.session_id, q.entry, q.shared, q.election
+          FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election
+                  FROM {s}.semaphore_entries e
+                  JOIN {s}.sessions x ON x.id = e.session_id
+                 WHERE e.name_id = k AND NOT e.cancelled
+                   AND x.expires_at > clock_timestamp()
+                 ORDER BY e.ord
+                 LIMIT n) AS q
+         WHERE q.token IS NULL
+           AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k AND shared)
+         ORDER BY q.ord
+    LOOP
+        IF w.election IS NULL THEN
+            t := {s}.next_token(k);
+            UPDATE {s}.semaphore_entries SET token = t WHERE ord = w.ord;
+            PERFORM set_config('distsync.granted', 'on', true);
+            PERFORM set_config('synchronous_commit', 'on', true);
+        END IF;
+        PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text);
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k AND shared) THEN
+        RETURN;
+    END IF;
+    FOR w IN
+        SELECT q.ord, q.session_id, q.entry, q.shared, q.election
+          FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election,
+                       count(*) OVER (ORDER BY e.ord) - 1 AS before,
+                       count(*) FILTER (WHERE NOT e.shared) OVER (ORDER BY e.ord) AS exclusive_upto
+                  FROM {s}.semaphore_entries e
+                  JOIN {s}.sessions x ON x.id = e.session_id
+                 WHERE e.name_id = k AND NOT e.cancelled
+                   AND x.expires_at > clock_timestamp()) AS q
+         WHERE q.token IS NULL
+           AND CASE WHEN q.shared THEN q.exclusive_upto = 0 ELSE q.before < n END
+         ORDER BY q.ord
+    LOOP
+        IF w.election IS NULL THEN
+            IF w.shared THEN
+                t := 0;
+            ELSE
+                t := {s}.next_token(k);
+            END IF;
+            UPDATE {s}.semaphore_entries SET token = t WHERE ord = w.ord;
+            PERFORM set_config('distsync.granted', 'on', true);
+            PERFORM set_config('synchronous_commit', 'on', true);
+        END IF;
+        PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text);
+    END LOOP;
+END
+$$;
+
+-- An entry left: wake whoever that lets in. The name's row lock is taken if free, never
+-- waited for (a session's end deletes entries of many names at once: waiting could
+-- deadlock), so that joins and grants after this one see the deletion. If a join or
+-- grant holds it now, that one may not see the deletion: every waiter of the name is
+-- told to re-check ('M:<name id>'), the one case with more wake-ups than grants.
+-- Since version 18, with the name's lock taken, the waiters it lets in are granted
+-- here (sem_grant) rather than by their own statements.
+CREATE OR REPLACE FUNCTION {s}.semaphore_entry_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    locked boolean;
+BEGIN
+    IF NOT OLD.cancelled THEN
+        PERFORM 1 FROM {s}.semaphores WHERE name_id = OLD.name_id FOR UPDATE SKIP LOCKED;
+        locked := FOUND;
+        IF NOT locked THEN
+            PERFORM {s}.notify('M:' || OLD.name_id::text);
+        END IF;
+        -- An empty line (an uncontended release) has nobody to wake.
+        IF EXISTS (SELECT 1 FROM {s}.semaphore_entries
+                    WHERE name_id = OLD.name_id AND NOT cancelled) THEN
+            IF locked THEN
+                PERFORM {s}.sem_grant(OLD.name_id);
+            ELSE
+                PERFORM {s}.sem_wake(OLD.name_id, 0);
+            END IF;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER semaphore_entries_gone AFTER DELETE ON {s}.semaphore_entries
+    FOR EACH ROW EXECUTE FUNCTION {s}.semaphore_entry_gone();
+
+-- The next fencing token of name k, bumped durably with the grant's transaction.
+-- used_at is kept to the second: rewritten only once it is a second old, so that the
+-- other grants leave the indexed column alone and update the row in place (HOT, no
+-- new index entries).
+CREATE OR REPLACE FUNCTION {s}.next_token(k integer) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    t bigint;
+BEGIN
+    UPDATE {s}.lock_names SET token = token + 1,
+           used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
+                          THEN clock_timestamp() ELSE used_at END
+     WHERE id = k RETURNING token INTO t;
+    IF t IS NULL THEN
+        RAISE EXCEPTION 'distsync lock name % has no counter row', k
+            USING ERRCODE = 'DS002';
+    END IF;
+    RETURN t;
+END
+$$;
+
+-- Re-checks entry (p_session, p_entry) of name k. o_state: 1 granted (o_token), 0
+-- waiting (o_wait: seconds until the first expiry among the live entries ahead), -1 the
+-- entry is gone (its session ended or expired), 5 (only with p_async) the entry is gone
+-- but its session is live: a join committed asynchronously and lost in a crash of the
+-- server, to be joined again. An exclusive entry is granted with
+-- fewer than `permits` live entries ahead and takes the next value of the name's
+-- fencing counter; a shared entry (a read lock) with no live exclusive entry ahead, and
+-- token 0. A candidacy's grant writes its election's leader row and log entry (the
+-- token is the term). Raises DS002 when the name has no counter row. With p_async
+-- (since version 17), a check that grants nothing commits asynchronously (it wrote only
+-- a row lock); a grant always commits synchronously.
+-- Since version 20 under a name of its own (semaphore_check2; semaphore_check keeps the
+-- signature of earlier versions, see the end of this file).
+DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint);
+DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint, integer, boolean);
+CREATE OR REPLACE FUNCTION {s}.semaphore_check2(k integer, p_session bigint, p_entry bigint,
+                                    p_log_keep integer DEFAULT 1000,
+                                    p_async boolean DEFAULT false,
+                                    OUT o_state integer, OUT o_token bigint,
+                                    OUT o_wait double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    my_ord bigint;
+    my_shared boolean;
+    my_election text;
+    my_value bytea;
+    ahead integer;
+    exclusive_ahead integer;
+BEGIN
+    -- Granted meanwhile (by the release that let it in, see sem_grant): a read, no
+    -- lock, nothing written.
+    SELECT e.token INTO o_token
+      FROM {s}.semaphore_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.session_id = p_session AND e.entry = p_entry AND e.name_id = k
+       AND NOT e.cancelled AND e.token IS NOT NULL AND x.expires_at > clock_timestamp();
+    IF o_token IS NOT NULL THEN
+        o_state := 1;
+        RETURN;
+    END IF;
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    SELECT e.ord, e.token, e.shared, e.election, e.value
+      INTO my_ord, o_token, my_shared, my_election, my_value
+      FROM {s}.semaphore_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.session_id = p_session AND e.entry = p_entry AND e.name_id = k
+       AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+    IF my_ord IS NULL THEN
+        o_state := -1;
+        o_token := NULL;
+        IF p_async THEN
+            PERFORM {s}.commit_async();
+            IF EXISTS (SELECT 1 FROM {s}.sessions
+                        WHERE id = p_session AND expires_at > clock_timestamp()) THEN
+                o_state := 5;
+            END IF;
+        END IF;
+        RETURN;
+    END IF;
+    IF o_token IS NOT NULL THEN
+        o_state := 1;
+        RETURN;
+    END IF;
+    SELECT count(*), count(*) FILTER (WHERE NOT e.shared),
+           extract(epoch FROM min(x.expires_at) - clock_timestamp())
+      INTO ahead, exclusive_ahead, o_wait
+      FROM {s}.semaphore_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.name_id = k AND e.ord < my_ord AND NOT e.cancelled
+       AND x.expires_at > clock_timestamp();
+    IF (my_shared AND exclusive_ahead = 0) OR (NOT my_shared AND ahead < coalesce(n, 1)) THEN
+        IF my_shared THEN
+            o_token := 0;
+        ELSE
+            o_token := {s}.next_token(k);
+        END IF;
+        UPDATE {s}.semaphore_entries SET token = o_token WHERE ord = my_ord;
+        IF my_election IS NOT NULL THEN
+            PERFORM {s}.campaign_won(my_election, p_session, o_token, my_value, p_log_keep);
+        END IF;
+        PERFORM {s}.sem_wake(k, my_ord);
+        o_state := 1;
+        o_wait := NULL;
+        RETURN;
+    END IF;
+    IF p_async THEN
+        -- Nothing granted: losing this commit in a crash loses at most the entry
+        -- joined by this transaction (see o_state 5).
+        PERFORM {s}.commit_async();
+    END IF;
+    o_state := 0;
+END
+$$;
+
+-- Joins name k with entry (p_session, p_entry), naming p_permits permits, waiting or not;
+-- shared (a read lock) or not, for election p_election with p_value (a candidacy) or not.
+-- o_state: as semaphore_check; 2 a failed try (nothing joined: an exclusive try with
+-- `permits` live entries in line, a shared try with a live exclusive entry in line,
+-- holding or waiting); 3 another count is in use (o_in_use, nothing joined); 4 the
+-- caller withdrew before this ran (tombstone found and removed, nothing joined: the
+-- caller is gone, nobody reads this). Raises DS001 when the session has ended.
+-- With p_async (since version 17), a join that waits commits asynchronously (see
+-- crate::hold, "Asynchronous commits"); a grant always commits synchronously. An
+-- empty line (the uncontended case) is granted with one read of the line index, one
+-- update of the counter and one insert.
+DROP FUNCTION IF EXISTS {s}.semaphore_join(integer, bigint, bigint, integer, boolean);
+DROP FUNCTION IF EXISTS {s}.semaphore_join(integer, bigint, bigint, integer, boolean, boolean,
+                                           text, bytea, integer, boolean);
+CREATE OR REPLACE FUNCTION {s}.semaphore_join2(k integer, p_session bigint, p_entry bigint,
+                                              p_permits integer, wait boolean,
+                                              p_shared boolean DEFAULT false,
+                                              p_election text DEFAULT NULL,
+                                              p_value bytea DEFAULT NULL,
+                                              p_log_keep integer DEFAULT 1000,
+                                              p_async boolean DEFAULT false,
+                                              OUT o_state integer, OUT o_token bigint,
+                                              OUT o_wait double precision,
+                                              OUT o_in_use integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    live integer := 0;
+    live_exclusive integer := 0;
+    expired boolean;
+    now_ timestamptz;
+BEGIN
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO {s}.semaphores (name_id, permits) VALUES (k, p_permits)
+        ON CONFLICT (name_id) DO NOTHING;
+        SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    END IF;
+    PERFORM 1 FROM {s}.sessions WHERE id = p_session AND expires_at > clock_timestamp();
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'distsync session % has ended', p_session USING ERRCODE = 'DS001';
+    END IF;
+    -- Rows of the name (a tombstone, live or expired entries): none in the uncontended
+    -- case, which then reads nothing more.
+    IF EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k) THEN
+        DELETE FROM {s}.semaphore_entries
+         WHERE session_id = p_session AND entry = p_entry AND cancelled;
+        IF FOUND THEN
+            o_state := 4;
+            RETURN;
+        END IF;
+        -- One read of the line: its live entries, and whether any entry's session has
+        -- expired.
+        now_ := clock_timestamp();
+        SELECT count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_),
+               count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_ AND NOT e.shared),
+               bool_or(x.expires_at <= now_)
+          INTO live, live_exclusive, expired
+          FROM {s}.semaphore_entries e
+          JOIN {s}.sessions x ON x.id = e.session_id
+         WHERE e.name_id = k;
+        IF expired THEN
+            -- Entries of expired sessions count no more: forget them, and count again.
+            DELETE FROM {s}.semaphore_entries e USING {s}.sessions x
+             WHERE e.name_id = k AND x.id = e.session_id AND x.expires_at <= clock_timestamp();
+            SELECT count(*), count(*) FILTER (WHERE NOT e.shared) INTO live, live_exclusive
+              FROM {s}.semaphore_entries e
+              JOIN {s}.sessions x ON x.id = e.session_id
+             WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+        END IF;
+    END IF;
+    IF n <> p_permits THEN
+        IF live > 0 THEN
+            o_state := 3;
+            o_in_use := n;
+            RETURN;
+        END IF;
+        UPDATE {s}.semaphores SET permits = p_permits WHERE name_id = k;
+    END IF;
+    IF NOT wait AND ((p_shared AND live_exclusive > 0) OR (NOT p_shared AND live >= p_permits)) THEN
+        o_state := 2;
+        RETURN;
+    END IF;
+    IF live = 0 THEN
+        -- Nobody in line: granted at once, as semaphore_check would (no entry ahead,
+        -- nobody to wake), the entry inserted with its token in one statement.
+        IF p_shared THEN
+            o_token := 0;
+            INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election,
+                                               value, token)
+                 VALUES (k, p_session, p_entry, p_shared, p_election, p_value, o_token);
+        ELSE
+            -- The counter bumped and the entry inserted in one statement (next_token's
+            -- update, inlined).
+            WITH t AS (
+                UPDATE {s}.lock_names SET token = token + 1,
+                       used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
+                                      THEN clock_timestamp() ELSE used_at END
+                 WHERE id = k RETURNING token
+            )
+            INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election,
+                                               value, token)
+                 SELECT k, p_session, p_entry, false, p_election, p_value, t.token FROM t
+            RETURNING token INTO o_token;
+            IF o_token IS NULL THEN
+                RAISE EXCEPTION 'distsync lock name % has no counter row', k
+                    USING ERRCODE = 'DS002';
+            END IF;
+        END IF;
+        IF p_election IS NOT NULL THEN
+            PERFORM {s}.campaign_won(p_election, p_session, o_token, p_value, p_log_keep);
+        END IF;
+        o_state := 1;
+        RETURN;
+    END IF;
+    INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election, value)
+         VALUES (k, p_session, p_entry, p_shared, p_election, p_value);
+    SELECT c.o_state, c.o_token, c.o_wait INTO o_state, o_token, o_wait
+      FROM {s}.semaphore_check2(k, p_session, p_entry, p_log_keep, p_async) AS c;
+END
+$$;
+
+-- Removes entry (p_session, p_entry) of name k (a release, a resign, or a withdrawn
+-- wait), with the leader row of a candidacy that led; true if it was there. With
+-- p_tombstone, an entry not there yet gets a tombstone, so that a join of it still in
+-- flight gives up (see semaphore_join). Without p_sync (since version 17) it commits
+-- asynchronously: a release lost in a crash of the server only brings the entry back,
+-- and the client that made it leaves it again once it sees the crash (see crate::hold,
+-- "Asynchronous commits"; crate::connection::unflushed).
+DROP FUNCTION IF EXISTS {s}.semaphore_leave(integer, bigint, bigint, boolean, boolean);
+CREATE OR REPLACE FUNCTION {s}.semaphore_leave2(k integer, p_session bigint, p_entry bigint,
+                                               p_tombstone boolean,
+                                               p_sync boolean DEFAULT true) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    gone_election text;
+    gone_token bigint;
+BEGIN
+    IF NOT p_sync THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    PERFORM 1 FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    DELETE FROM {s}.semaphore_entries
+     WHERE session_id = p_session AND entry = p_entry AND NOT cancelled
+    RETURNING election, token INTO gone_election, gone_token;
+    IF FOUND THEN
+        -- A candidacy that led: its term ends with it (a resign, or a dropped campaign
+        -- granted meanwhile).
+        IF gone_election IS NOT NULL AND gone_token IS NOT NULL THEN
+            DELETE FROM {s}.election_leaders
+             WHERE election = gone_election AND session_id = p_session AND term = gone_token;
+        END IF;
+        RETURN true;
+    END IF;
+    IF p_tombstone THEN
+        INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, cancelled)
+             SELECT k, p_session, p_entry, true
+              WHERE EXISTS (SELECT 1 FROM {s}.sessions WHERE id = p_session)
+        ON CONFLICT (session_id, entry) DO NOTHING;
+    END IF;
+    RETURN false;
+END
+$$;
+
+-- The functions under the names and signatures of versions 16 and earlier, for clients
+-- of those versions running against this schema: they commit synchronously, as
+-- before. (A client of such a version that connects re-creates its own bodies under
+-- these names and leaves semaphore_join2, semaphore_check2 and semaphore_leave2 alone, so that neither version's calls become
+-- ambiguous.)
+CREATE OR REPLACE FUNCTION {s}.semaphore_check(k integer, p_session bigint, p_entry bigint,
+                                    p_log_keep integer DEFAULT 1000,
+                                    OUT o_state integer, OUT o_token bigint,
+                                    OUT o_wait double precision)
+LANGUAGE sql AS $$
+    SELECT c.o_state, c.o_token, c.o_wait FROM {s}.semaphore_check2(k, p_session, p_entry, p_log_keep, false) AS c
+$$;
+CREATE OR REPLACE FUNCTION {s}.semaphore_join(k integer, p_session bigint, p_entry bigint,
+                                              p_permits integer, wait boolean,
+                                              p_shared boolean DEFAULT false,
+                                              p_election text DEFAULT NULL,
+                                              p_value bytea DEFAULT NULL,
+                                              p_log_keep integer DEFAULT 1000,
+                                              OUT o_state integer, OUT o_token bigint,
+                                              OUT o_wait double precision,
+                                              OUT o_in_use integer)
+LANGUAGE sql AS $$
+    SELECT j.o_state, j.o_token, j.o_wait, j.o_in_use
+      FROM {s}.semaphore_join2(k, p_session, p_entry, p_permits, wait, p_shared, p_election, p_value,
+                        p_log_keep, false) AS j
+$$;
+CREATE OR REPLACE FUNCTION {s}.semaphore_leave(k integer, p_session bigint, p_entry bigint,
+                                               p_tombstone boolean) RETURNS boolean
+LANGUAGE sql AS $$
+    SELECT {s}.semaphore_leave2(k, p_session, p_entry, p_tombstone, true)
+$$;

@@ -1,0 +1,621 @@
+//! The waiter line: every lock, read-write lock, candidacy and semaphore permit is an
+//! entry in a line of rows per name; no hold and no waiter occupies a connection.
+//!
+//! # Layout (created with the rest of the schema, see [`crate::schema`])
+//! - `lock_names`: one row per name (kind `lock`, `rwlock`, `election` or `semaphore`),
+//!   holding the name's fencing counter (an election's term).
+//! - `semaphores`: one row per name with a line, with the permit count `permits` (1 for
+//!   locks, read-write locks and elections). Its row lock serializes the joins and
+//!   grants of one name.
+//! - `semaphore_entries`: one row per acquisition, ordered by `ord` (a sequence drawn
+//!   while holding the name's row lock, so arrival order), keyed by (session, entry
+//!   number drawn by the client), referencing its session row (deleted with it), with
+//!   the fencing `token` once granted, `shared` for a read lock, and the election's name
+//!   and value for a candidacy (written as the leader on grant).
+//!
+//! An entry is **live** while its session's row has not expired. An exclusive entry (a
+//! lock, a write lock, a candidacy, a permit) holds when fewer than `permits` live
+//! entries are ahead of it; a shared entry (a read lock) holds when no live exclusive
+//! entry is ahead of it, so a waiting writer blocks the readers that come after it
+//! (writer preference, as etcd's recipe), and `try_read` fails while a writer waits.
+//! Waiters are served in arrival order (FIFO). Entries only ever leave the line
+//! (released, cancelled, their session deleted or expired), so an entry's rank never
+//! grows: once granted, it holds until it leaves.
+//!
+//! # Granting
+//! Every grant runs under the name's row lock and takes the next value of the name's
+//! fencing counter (an exclusive entry) or 0 (a shared one), bumped durably in the
+//! grant's transaction, so tokens never go backwards, across crashes too. An entry is
+//! granted by whichever statement finds its turn come:
+//! - its own join (`semaphore_join`: an empty line is granted at once, in one statement
+//!   that reads the line index, bumps the counter and inserts the entry) or its own
+//!   re-check (`semaphore_check`, after a wake-up or at the expiry of an entry ahead);
+//! - the release that lets it in: the delete trigger, when it holds the name's lock
+//!   (always, for a release or a withdrawal), grants the waiters that can now hold
+//!   (`sem_grant`) and notifies them; the woken waiter's check then only reads its token
+//!   (no lock, no write, no WAL flush). A candidacy is only woken, and granted by its own
+//!   check, which writes its election's leader row and log entry (the token is the term).
+//!
+//! A holder's connection is any of the pool's: statements of one hold may run on
+//! different connections, and the pool stays at its size however many holds there are.
+//!
+//! # Asynchronous commits: only what a crash may lose at no harm
+//! Each statement is its own transaction, and a synchronous commit waits for its WAL
+//! flush, the main cost of a statement on a durable server. A statement commits
+//! asynchronously (`set_config('synchronous_commit', 'off', true)` in its own
+//! transaction; the grant paths never do, and `commit_async` leaves a transaction that
+//! granted anything synchronous) when losing it in a crash of the server is safe:
+//! - **a join or check that only waits**: lost, the waiter's entry is gone while its
+//!   session lives; its next check says so (state 5) and it joins again, at the end of
+//!   the line (order across a crash is not kept for waiters);
+//! - **a release, or a withdrawn wait, that grants nobody**: lost, the entry comes
+//!   back, holding (or waiting) for a holder that has let go. Left alone it would block
+//!   the name until its session ends, so the backend records every asynchronous release
+//!   until a later synchronous commit proves it durable and makes it again when the
+//!   server's epoch shows a crash recovery may have lost it
+//!   ([`crate::connection::unflushed`]). A release is idempotent, so making it again is
+//!   harmless. Where the epoch cannot be read, releases commit synchronously.
+//!
+//! What must survive stays synchronous: **grants** (an entry with its token, the
+//! counter bump, a candidacy's leader row), including a release that grants the next
+//! waiter, whose commit returns, and whose notification is delivered, only after the
+//! flush, so a waiter never acts on a grant the server could lose; **session rows and
+//! renewals** (a lost renewal would put the server's expiry before the holder's
+//! client-side deadline: the lease gate below would no longer hold); guarded writes.
+//! A synchronous commit flushes the WAL up to its own record, so every asynchronous
+//! commit before it is durable with it: the grant that follows a release makes the
+//! release durable too.
+//!
+//! # Waking, one by one (no herd)
+//! Every waiter subscribes to its own payload `m:<session>.<entry>` on the backend's
+//! one listening connection ([`crate::notify`]) before it joins. When an entry leaves (a
+//! row trigger on delete: a release, a withdrawn wait, the cascade of a closed or
+//! revoked session), `sem_grant` grants and notifies exactly the waiters that can now
+//! be granted: the next one in line, or the run of readers behind a writer. A grant by
+//! a check notifies those too (`sem_wake`: two permits freed by concurrent
+//! transactions, each seeing only its own, still wake both waiters). No waiter blocks
+//! in the server, so PostgreSQL's deadlock detector has no part in a hand-off, and a
+//! hand-off is the release's statement (with one WAL flush when it grants), one
+//! notification and the waiter's read of its token.
+//!
+//! A deletion that does not run under the name's row lock (the cascade of a session's
+//! end, which deletes entries of many names at once) takes that lock in the trigger if
+//! it is free, never waiting for it (waiting could deadlock with the grants of those
+//! names): joins and grants that come later wait for it and see the deletion. If a join
+//! or grant holds the lock at that moment, it may not see the deletion, nor the trigger
+//! its entry; then every waiter of the name is told to re-check (payload
+//! `M:<name id>`, to which waiters subscribe too): the one case where a release wakes
+//! more than the waiters it lets in.
+//!
+//! # The lease gate: no grant while the previous holder may believe it holds
+//! An entry counts until its session's row is deleted or expires. `expires_at` is the
+//! server's time of the last renewal + TTL, never earlier than the holder's client-side
+//! deadline (`send time of its last acknowledged renewal + TTL − margin`, see
+//! `distsync_core::SessionOptions`; the renewal was sent before the server ran it). So:
+//! - a **clean release** (`unlock()`, `resign()`, a guard dropped inside a runtime, the
+//!   close of a healthy session) deletes the entry (or the session's row), and the next
+//!   waiter is woken and granted at once;
+//! - a holder that **vanished without a release** (its process died, it is partitioned
+//!   away, it stalled, its session was declared lost) keeps its entry until its row
+//!   expires: waiters re-check at the earliest expiry among the live entries ahead of
+//!   them (a renewal that landed meanwhile moves that instant on), and are granted then.
+//!   A connection's death frees nothing, since no hold lives in a connection.
+//!
+//! # TTL enforcement
+//! A stalled holder stops renewing (its keepalive is stalled with it), so its row
+//! expires after its TTL and the next waiter is granted then, whatever the stalled
+//! process's connections do: no backend needs ending (`pg_terminate_backend` is not
+//! used). Keepalives also sweep expired session rows every 10 s (see
+//! [`crate::limits`]).
+//!
+//! # Cancel safety
+//! If the waiting future is dropped before it returns, its entry is withdrawn in the
+//! background (`semaphore_leave`, retried until done or the session ends), releasing
+//! it if it was granted meanwhile. The entry number is drawn before joining, so a
+//! withdrawal that overtakes a join still in flight leaves a tombstone under the name's
+//! row lock, and that join then gives up; a tombstone never counts and goes with its
+//! session. An entry whose withdrawal never lands ends with its session.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use distsync_core::{Error, Name, ReadGuard, ReleaseFn, Result, Session};
+
+use crate::connection::unflushed::Release;
+use crate::error::{is_conflict, is_session_gone, map, sqlstate};
+use crate::retry::Backoff;
+use crate::session::LeaseInner;
+use crate::store::{LockKind, Shared};
+
+/// Entry numbers of this process; with the session id (never reused) they identify an
+/// entry.
+static ENTRIES: AtomicI64 = AtomicI64::new(1);
+
+/// What an entry asks of the line: a permit, a lock, a read or write lock, a candidacy.
+#[derive(Clone, Copy)]
+pub(crate) struct Ask<'a> {
+    /// The kind of the name (its row in `lock_names`).
+    pub(crate) kind: LockKind,
+    /// The permits of the name (1 for locks, write locks and elections).
+    pub(crate) permits: i32,
+    /// A shared entry (a read lock): holds beside other shared entries.
+    pub(crate) shared: bool,
+    /// A candidacy: its value, written as the election's leader on grant.
+    pub(crate) campaign: Option<&'a [u8]>,
+}
+
+/// One entry of the line, as the schema's functions address it.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) shared: Arc<Shared>,
+    /// The name's id in `lock_names`.
+    pub(crate) name_id: i32,
+    /// The session's id.
+    pub(crate) session: i64,
+    /// The entry's number (unique in this process; with the session, in the store).
+    pub(crate) entry: i64,
+}
+
+/// What a join or a check found.
+enum Outcome {
+    Granted(i64),
+    Waiting(Option<Duration>),
+    Refused,
+    OtherCount(i32),
+    Gone,
+    /// The entry is gone but its session lives: its join, committed asynchronously,
+    /// was lost in a crash of the server. Joined again.
+    Vanished,
+}
+
+type Row = (Option<i32>, Option<i64>, Option<f64>, Option<i32>);
+
+fn outcome(row: Row) -> Result<Outcome> {
+    let (state, token, wait, in_use) = row;
+    let wait = wait.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok());
+    Ok(match (state, token) {
+        (Some(1), Some(token)) => Outcome::Granted(token),
+        (Some(0), _) => Outcome::Waiting(wait),
+        (Some(2), _) => Outcome::Refused,
+        (Some(3), _) => Outcome::OtherCount(in_use.unwrap_or(0)),
+        (Some(-1), _) => Outcome::Gone,
+        (Some(5), _) => Outcome::Vanished,
+        _ => {
+            return Err(Error::backend(
+                crate::error::BACKEND,
+                format!("unexpected semaphore state {state:?}"),
+            ))
+        }
+    })
+}
+
+/// Whether `error` is `DS002`: the name has no counter row.
+fn is_missing_name(error: &sqlx::Error) -> bool {
+    sqlstate(error).as_deref() == Some("DS002")
+}
+
+/// How often an entry lost by the server is joined again before giving up.
+const VANISHED_REJOINS: u32 = 3;
+
+/// How often a join, check or leave is repeated after PostgreSQL aborted it as a
+/// deadlock victim or a serialization failure.
+const CONFLICT_RETRIES: u32 = 5;
+
+/// Runs `statement`, again when PostgreSQL aborted it as a deadlock victim (40P01) or a
+/// serialization failure (40001): each of these is one statement in its own
+/// transaction, rolled back whole when aborted, so repeating it is safe. The grants
+/// themselves take their rows in one order, but other transactions may not (an
+/// administrator's statement, say).
+async fn again_after_conflicts<T, F, Fut>(mut statement: F) -> std::result::Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match statement().await {
+            Err(error) if is_conflict(&error) && tries < CONFLICT_RETRIES => {
+                tries += 1;
+                tracing::debug!(%error, tries, "a grant statement was aborted by a conflict; repeating it");
+                tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Entry {
+    async fn join(
+        &self,
+        ask: &Ask<'_>,
+        election: &str,
+        wait: bool,
+    ) -> std::result::Result<Outcome, sqlx::Error> {
+        let sql = self.shared.sql(
+            "SELECT o_state, o_token, o_wait, o_in_use \
+             FROM {s}.semaphore_join2($1, $2, $3, $4, $5, $6, $7, $8, $9, true)",
+        );
+        let row: Row = again_after_conflicts(|| async {
+            let mut taken = self.shared.holds.take().await?;
+            let joined = sqlx::query_as(&sql)
+                .bind(self.name_id)
+                .bind(self.session)
+                .bind(self.entry)
+                .bind(ask.permits)
+                .bind(wait)
+                .bind(ask.shared)
+                .bind(ask.campaign.map(|_| election))
+                .bind(ask.campaign)
+                .bind(self.shared.limits().log_keep_sql())
+                .fetch_one(taken.conn())
+                .await;
+            taken.settle(joined)
+        })
+        .await?;
+        outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
+    }
+
+    async fn check(&self) -> std::result::Result<Outcome, sqlx::Error> {
+        let sql = self.shared.sql(
+            "SELECT o_state, o_token, o_wait, NULL::integer \
+             FROM {s}.semaphore_check2($1, $2, $3, $4, true)",
+        );
+        let row: Row = again_after_conflicts(|| async {
+            let mut taken = self.shared.holds.take().await?;
+            let checked = sqlx::query_as(&sql)
+                .bind(self.name_id)
+                .bind(self.session)
+                .bind(self.entry)
+                .bind(self.shared.limits().log_keep_sql())
+                .fetch_one(taken.conn())
+                .await;
+            taken.settle(checked)
+        })
+        .await?;
+        outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
+    }
+
+    /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave2`. Commits
+    /// asynchronously when the backend can tell a release the server lost in a crash
+    /// and make it again ([`crate::connection::unflushed`]), synchronously otherwise.
+    pub(crate) async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
+        let unflushed = &self.shared.unflushed;
+        let sync = !unflushed.enabled();
+        // The epoch known before sending (see crate::connection::unflushed).
+        let epoch = unflushed.epoch();
+        let sql = self
+            .shared
+            .sql("SELECT {s}.semaphore_leave2($1, $2, $3, $4, $5)");
+        let left = again_after_conflicts(|| async {
+            let mut taken = self.shared.holds.take().await?;
+            let left = sqlx::query_scalar(&sql)
+                .bind(self.name_id)
+                .bind(self.session)
+                .bind(self.entry)
+                .bind(tombstone)
+                .bind(sync)
+                .fetch_one(taken.conn())
+                .await;
+            taken.settle(left)
+        })
+        .await?;
+        if !sync {
+            unflushed.record(
+                epoch,
+                Release {
+                    name_id: self.name_id,
+                    session: self.session,
+                    entry: self.entry,
+                    tombstone,
+                },
+            );
+        }
+        Ok(left)
+    }
+
+    /// Withdraws the entry in the background (a dropped wait, a release that failed):
+    /// retried until done or the session ends, whose end takes the entry with it.
+    pub(crate) fn leave_in_background(self, lease: &Arc<LeaseInner>, tombstone: bool) {
+        let lost = lease.lost_token();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                session = self.session,
+                "entry abandoned outside a runtime; it ends with its session"
+            );
+            return;
+        };
+        runtime.spawn(async move {
+            let mut backoff = Backoff::new();
+            loop {
+                let error = tokio::select! {
+                    biased;
+                    () = lost.cancelled() => return,
+                    left = self.leave(tombstone) => match left {
+                        Ok(_) => return,
+                        Err(error) if is_session_gone(&error) => return,
+                        Err(error) => map(error),
+                    },
+                };
+                if !Backoff::retryable(&error) {
+                    tracing::warn!(session = self.session, %error, "withdrawing an entry failed; it ends with its session");
+                    return;
+                }
+                backoff.pause("withdrawing an entry", &error).await;
+            }
+        });
+    }
+}
+
+/// Withdraws an entry when dropped armed: the clean-up of a dropped acquisition.
+struct Cleanup {
+    entry: Option<Entry>,
+    lease: Arc<LeaseInner>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            tracing::debug!(
+                session = entry.session,
+                entry = entry.entry,
+                "acquisition dropped; withdrawing its entry"
+            );
+            entry.leave_in_background(&self.lease, true);
+        }
+    }
+}
+
+/// Joins the line of `ask.kind` `name` and, if `wait`, waits until granted. Returns the
+/// entry and its token, or `None` for a failed try. A cached name id whose row has gone
+/// (pruned, see [`crate::store`]) is looked up afresh, once.
+///
+/// Cancel-safe: a dropped call withdraws its entry in the background.
+pub(crate) async fn take(
+    lease: &Arc<LeaseInner>,
+    name: &Name,
+    ask: &Ask<'_>,
+    wait: bool,
+) -> Result<Option<(Entry, i64)>> {
+    let mut retried = false;
+    let mut rejoined = 0;
+    loop {
+        match attempt(lease, name, ask, wait).await {
+            Err(AttemptError::Vanished) if rejoined < VANISHED_REJOINS => {
+                tracing::info!(%name, "an entry in line was lost by the server (a crash?); joining again");
+                rejoined += 1;
+            }
+            Err(AttemptError::Vanished) => {
+                return Err(Error::backend(
+                    crate::error::BACKEND,
+                    format!(
+                        "the entry in the line of {:?} keeps vanishing",
+                        name.as_str()
+                    ),
+                ))
+            }
+            Err(AttemptError::MissingName) if !retried => {
+                tracing::debug!(%name, "name row gone; registering it again");
+                lease.shared.forget_name(ask.kind, name.as_str());
+                retried = true;
+            }
+            Err(AttemptError::MissingName) => {
+                return Err(Error::backend(
+                    crate::error::BACKEND,
+                    format!(
+                        "the {} name {:?} has no counter row",
+                        ask.kind.as_str(),
+                        name.as_str()
+                    ),
+                ))
+            }
+            Err(AttemptError::Other(error)) => return Err(error),
+            Ok(granted) => return Ok(granted),
+        }
+    }
+}
+
+async fn attempt(
+    lease: &Arc<LeaseInner>,
+    name: &Name,
+    ask: &Ask<'_>,
+    wait: bool,
+) -> std::result::Result<Option<(Entry, i64)>, AttemptError> {
+    if lease.is_lost() {
+        return Err(Error::SessionLost.into());
+    }
+    let shared = &lease.shared;
+    let entry = Entry {
+        shared: Arc::clone(shared),
+        name_id: shared.name_id(ask.kind, name.as_str()).await?,
+        session: lease.id,
+        entry: ENTRIES.fetch_add(1, Ordering::Relaxed),
+    };
+    // Subscribed before joining: a wake-up committed after the join is never missed.
+    let mut wake = if wait {
+        let own = format!("m:{}.{}", entry.session, entry.entry);
+        let everyone = format!("M:{}", entry.name_id);
+        Some((
+            shared.hub.subscribe(own).await?,
+            shared.hub.subscribe(everyone).await?,
+        ))
+    } else {
+        None
+    };
+    let mut cleanup = Cleanup {
+        entry: Some(entry.clone()),
+        lease: Arc::clone(lease),
+    };
+    // A waiting call outlasts a wait for a hold connection (many callers at once on a
+    // few `hold_connections`): no connection within the request timeout means its
+    // statement was never sent, so the join is tried again, until the session ends.
+    let joined = loop {
+        match entry.join(ask, name.as_str(), wait).await {
+            Err(sqlx::Error::PoolTimedOut) if wait => {
+                if lease.is_lost() {
+                    cleanup.entry = None;
+                    return Err(Error::SessionLost.into());
+                }
+                tracing::debug!(%name, "no hold connection free within the request timeout; still waiting for one");
+            }
+            joined => break joined,
+        }
+    };
+    let mut state = match joined {
+        Ok(state) => state,
+        Err(error) if is_missing_name(&error) => {
+            // The statement failed as a whole: nothing joined.
+            cleanup.entry = None;
+            return Err(AttemptError::MissingName);
+        }
+        Err(error) => return Err(lease.statement_error(error).into()),
+    };
+    let lost = lease.lost_token();
+    let fallback = lease.ttl;
+    let mut backoff = Backoff::new();
+    loop {
+        let pause = match state {
+            Outcome::Granted(token) => {
+                cleanup.entry = None;
+                return Ok(Some((entry, token)));
+            }
+            Outcome::Refused => {
+                cleanup.entry = None;
+                return Ok(None);
+            }
+            Outcome::OtherCount(in_use) => {
+                cleanup.entry = None;
+                return Err(Error::InvalidArgument(format!(
+                    "semaphore {:?} is in use with {in_use} permits, not {}",
+                    name.as_str(),
+                    ask.permits
+                ))
+                .into());
+            }
+            Outcome::Gone => {
+                cleanup.entry = None;
+                lease.fail();
+                return Err(Error::SessionLost.into());
+            }
+            Outcome::Vanished => {
+                cleanup.entry = None;
+                return Err(AttemptError::Vanished);
+            }
+            Outcome::Waiting(until) => {
+                until.map_or(fallback, |until| until + Duration::from_millis(5))
+            }
+        };
+        let Some((own, everyone)) = wake.as_mut() else {
+            // Not waiting: a join that did not grant refuses (state 2); anything else
+            // is withdrawn by the clean-up.
+            return Ok(None);
+        };
+        tokio::select! {
+            biased;
+            () = lost.cancelled() => return Err(Error::SessionLost.into()),
+            woke = own.changed() => { woke?; }
+            woke = everyone.changed() => { woke?; }
+            () = tokio::time::sleep(pause) => {}
+        }
+        state = loop {
+            match entry.check().await {
+                Ok(state) => {
+                    backoff.reset();
+                    break state;
+                }
+                Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
+                Err(error) => {
+                    let error = lease.statement_error(error);
+                    if !Backoff::retryable(&error) {
+                        return Err(error.into());
+                    }
+                    // Once in line, connection trouble is ridden out (checking is
+                    // idempotent).
+                    tokio::select! {
+                        biased;
+                        () = lost.cancelled() => return Err(Error::SessionLost.into()),
+                        () = backoff.pause("a place in line", &error) => {}
+                    }
+                }
+            }
+        };
+    }
+}
+
+/// Why one attempt failed: the name's counter row is gone (register it again, once),
+/// the entry vanished (its asynchronous join lost in a crash of the server: join
+/// again), or anything else.
+enum AttemptError {
+    MissingName,
+    Vanished,
+    Other(Error),
+}
+
+impl From<Error> for AttemptError {
+    fn from(error: Error) -> Self {
+        AttemptError::Other(error)
+    }
+}
+
+/// The release step of an entry (a permit, a lock, a read or write lock): delete it
+/// (waking the waiter it lets in). [`Error::SessionLost`] if the entry was gone already
+/// (its session ended); on a transient failure, the release goes on in the background
+/// and the error is returned.
+pub(crate) fn release_fn(lease: &Arc<LeaseInner>, entry: Entry) -> ReleaseFn {
+    let lease = Arc::clone(lease);
+    Box::new(move || {
+        Box::pin(async move {
+            match entry.leave(false).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::SessionLost),
+                Err(error) => {
+                    let error = lease.statement_error(error);
+                    if error.is_transient() {
+                        entry.leave_in_background(&lease, false);
+                    }
+                    Err(error)
+                }
+            }
+        })
+    })
+}
+
+/// Takes an exclusive (`shared` false) or shared hold of `kind` `name` for `lease`'s
+/// session, waiting if `wait`. Returns the entry and its token (0 for shared holds),
+/// or `None` for a failed try.
+///
+/// Cancel-safe: see the module docs.
+pub(crate) async fn acquire(
+    lease: &Arc<LeaseInner>,
+    kind: LockKind,
+    name: &Name,
+    shared: bool,
+    wait: bool,
+) -> Result<Option<(Entry, i64)>> {
+    let ask = Ask {
+        kind,
+        permits: 1,
+        shared,
+        campaign: None,
+    };
+    take(lease, name, &ask, wait).await
+}
+
+/// The guard over a granted shared hold of read-write lock `name`.
+pub(crate) fn read_guard(
+    lease: &Arc<LeaseInner>,
+    session: &Session,
+    name: &Name,
+    entry: Entry,
+) -> ReadGuard {
+    ReadGuard::new(
+        hold_key(lease, "rwlock", name),
+        session,
+        release_fn(lease, entry),
+    )
+}
+
+/// The key string of a hold: `<schema>/<kind>/<name>/<session id hex>`.
+pub(crate) fn hold_key(lease: &LeaseInner, kind: &str, name: &Name) -> String {
+    format!("{}/{kind}/{name}/{:x}", lease.shared.schema, lease.id)
+}
