@@ -89,6 +89,9 @@ pub use distsync_core::{
     Semaphore, DEFAULT_PRIORITY,
 };
 
+// The backends: one driver per store, and the list `connect` reads.
+pub use distsync_core::driver::{self, Driver};
+
 // Software transactional memory.
 pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
 
@@ -127,13 +130,33 @@ pub use distsync_postgres as postgres;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use distsync_redis as redis;
 
+/// Every backend this build knows, in the order `connect` asks them: one line per
+/// backend crate. A backend whose cargo feature is off is still listed, so that its
+/// URLs get [`Error::FeatureDisabled`] naming the feature, not "unknown scheme".
+pub const DRIVERS: &[Driver] = &[
+    memory::DRIVER,
+    #[cfg(feature = "etcd")]
+    distsync_etcd::DRIVER,
+    #[cfg(not(feature = "etcd"))]
+    disabled::ETCD,
+    #[cfg(feature = "redis")]
+    distsync_redis::DRIVER,
+    #[cfg(not(feature = "redis"))]
+    disabled::REDIS,
+    #[cfg(feature = "postgres")]
+    distsync_postgres::DRIVER,
+    #[cfg(not(feature = "postgres"))]
+    disabled::POSTGRES,
+];
+
 /// Connects to the store a URL names and returns a [`Coordinator`] over it.
 ///
 /// `memory://` is always available and gives a fresh in-process store;
 /// `memory://NAME` gives the process-wide store `NAME`, shared by every `connect` with
 /// the same name (see [`memory::MemoryBackend::shared`]). `etcd://`,
-/// `redis://` (also `rediss://`) and `postgres://` (also `postgresql://`) need their
-/// cargo feature; without it the error says which feature to enable.
+/// `redis://` (also `rediss://`, `redis+sentinel://`, `redis+cluster://`) and
+/// `postgres://` (also `postgresql://`) need their cargo feature; without it the error
+/// says which feature to enable. [`DRIVERS`] lists them.
 ///
 /// # Cancel safety
 ///
@@ -148,68 +171,54 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     // Only the scheme is read here: each backend parses the rest of its URL itself
     // (an etcd URL may name several members, `etcd://h1:2379,h2:2379`, which is no
     // valid generic URL).
-    let Some((scheme, _)) = url.split_once("://") else {
-        return Err(Error::InvalidUrl {
-            url: redact_url(url),
-            reason: "expected <scheme>://..., e.g. memory:// or etcd://127.0.0.1:2379".into(),
+    let driver = driver::find(DRIVERS, url)?;
+    (driver.connect)(url).await
+}
+
+/// The drivers of backends whose cargo feature is off: their schemes, answered with
+/// [`Error::FeatureDisabled`].
+#[allow(dead_code)]
+mod disabled {
+    use distsync_core::{driver::Driver, Capabilities, Coordinator, Error, Result};
+    use futures::future::BoxFuture;
+
+    pub(crate) const ETCD: Driver =
+        Driver::new("etcd", &["etcd"], etcd, || Capabilities::none("etcd"));
+    pub(crate) const REDIS: Driver = Driver::new(
+        "redis",
+        &[
+            "redis",
+            "rediss",
+            "redis+sentinel",
+            "redis+cluster",
+            "rediss+cluster",
+        ],
+        redis,
+        || Capabilities::none("redis"),
+    );
+    pub(crate) const POSTGRES: Driver =
+        Driver::new("postgres", &["postgres", "postgresql"], postgres, || {
+            Capabilities::none("postgres")
         });
-    };
-    match scheme.to_ascii_lowercase().as_str() {
-        "memory" => memory::connect(url).await,
-        "etcd" => connect_etcd(url).await,
-        "redis" | "rediss" | "redis+sentinel" | "redis+cluster" | "rediss+cluster" => {
-            connect_redis(url).await
-        }
-        "postgres" | "postgresql" => connect_postgres(url).await,
-        other => Err(Error::InvalidUrl {
-            url: redact_url(url),
-            reason: format!("unknown scheme `{other}`; expected memory, etcd, redis or postgres"),
-        }),
+
+    fn off(url: &str, feature: &'static str) -> BoxFuture<'static, Result<Coordinator>> {
+        let scheme = distsync_core::driver::scheme_of(url)
+            .unwrap_or(feature)
+            .to_ascii_lowercase();
+        Box::pin(async move { Err(Error::FeatureDisabled { scheme, feature }) })
     }
-}
 
-#[cfg(feature = "etcd")]
-async fn connect_etcd(url: &str) -> Result<Coordinator> {
-    distsync_etcd::connect(url).await
-}
+    fn etcd(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
+        off(url, "etcd")
+    }
 
-#[cfg(not(feature = "etcd"))]
-async fn connect_etcd(_url: &str) -> Result<Coordinator> {
-    Err(Error::FeatureDisabled {
-        scheme: "etcd".into(),
-        feature: "etcd",
-    })
-}
+    fn redis(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
+        off(url, "redis")
+    }
 
-#[cfg(feature = "redis")]
-async fn connect_redis(url: &str) -> Result<Coordinator> {
-    // Boxed and type-erased: Sentinel discovery makes this future nest deeper than
-    // the compiler's default query depth in every crate that awaits `connect`.
-    let connect: std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Coordinator>> + Send + '_>,
-    > = Box::pin(distsync_redis::connect(url));
-    connect.await
-}
-
-#[cfg(not(feature = "redis"))]
-async fn connect_redis(_url: &str) -> Result<Coordinator> {
-    Err(Error::FeatureDisabled {
-        scheme: "redis".into(),
-        feature: "redis",
-    })
-}
-
-#[cfg(feature = "postgres")]
-async fn connect_postgres(url: &str) -> Result<Coordinator> {
-    distsync_postgres::connect(url).await
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn connect_postgres(_url: &str) -> Result<Coordinator> {
-    Err(Error::FeatureDisabled {
-        scheme: "postgres".into(),
-        feature: "postgres",
-    })
+    fn postgres(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
+        off(url, "postgres")
+    }
 }
 
 /// The code blocks of README.md and docs/, compiled (and run, unless marked `no_run`)

@@ -128,3 +128,32 @@ async fn a_redis_cluster_url_is_known_and_its_errors_are_typed_without_the_passw
         "{error:?}"
     );
 }
+
+#[test]
+fn every_scheme_belongs_to_one_driver_that_names_its_backend() {
+    let mut seen = std::collections::BTreeSet::new();
+    for driver in distsync::DRIVERS {
+        assert_eq!((driver.capabilities)().backend, driver.name);
+        for scheme in driver.schemes {
+            assert!(seen.insert(*scheme), "`{scheme}` answered by two drivers");
+            assert_eq!(*scheme, scheme.to_ascii_lowercase());
+            let url = format!("{}://h", scheme.to_ascii_uppercase());
+            let found = distsync::driver::find(distsync::DRIVERS, &url).unwrap();
+            assert_eq!(found.name, driver.name);
+        }
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+#[tokio::test]
+async fn every_redis_scheme_without_its_feature_names_the_feature() {
+    for url in ["rediss://h", "redis+sentinel://h/s", "redis+cluster://h:1"] {
+        match distsync::connect(url).await {
+            Err(Error::FeatureDisabled { scheme, feature }) => {
+                assert_eq!(feature, "redis");
+                assert!(url.starts_with(&scheme), "{scheme} of {url}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}

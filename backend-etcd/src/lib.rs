@@ -59,6 +59,7 @@ use distsync_core::Capabilities;
 
 mod backend;
 mod config;
+mod driver;
 mod error;
 mod kv;
 mod retry;
@@ -69,6 +70,7 @@ pub use config::{
     EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, SCHEME,
 };
 pub use distsync_kv::recipes::KeyLayout;
+pub use driver::DRIVER;
 pub use kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 /// Re-export of the client crate, for [`EtcdKv::from_client`] and [`EtcdKv::client`].

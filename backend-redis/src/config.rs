@@ -103,6 +103,15 @@ pub(crate) struct SentinelAddress {
     pub(crate) service: String,
 }
 
+/// Every scheme a Redis URL may have.
+pub(crate) const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    SENTINEL_SCHEME,
+    CLUSTER_SCHEME,
+    CLUSTER_TLS_SCHEME,
+];
+
 /// The scheme of a URL that names Sentinels.
 pub(crate) const SENTINEL_SCHEME: &str = "redis+sentinel";
 

@@ -190,6 +190,7 @@ mod capabilities;
 mod cluster;
 mod config;
 mod double_barrier;
+mod driver;
 mod election;
 mod error;
 mod eviction;
@@ -224,6 +225,7 @@ pub use crate::capabilities::{
     capabilities_under_sentinel, BACKEND, MIN_SESSION_TTL,
 };
 pub use crate::config::{RedisConfig, DEFAULT_NAMESPACE};
+pub use crate::driver::DRIVER;
 pub use crate::options::{
     RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
 };

@@ -215,3 +215,11 @@ mod tests {
         }
     }
 }
+
+/// The memory backend in the facade's list of drivers: `memory://` URLs.
+pub const DRIVER: distsync_core::Driver =
+    distsync_core::Driver::new(BACKEND, &[SCHEME], connect_boxed, capabilities);
+
+fn connect_boxed(url: &str) -> futures::future::BoxFuture<'_, Result<Coordinator>> {
+    Box::pin(connect(url))
+}

@@ -16,5 +16,5 @@ mod store;
 mod test_support;
 mod watch;
 
-pub use backend::{capabilities, connect, MemoryBackend, BACKEND, MIN_SESSION_TTL, SCHEME};
+pub use backend::{capabilities, connect, MemoryBackend, BACKEND, DRIVER, MIN_SESSION_TTL, SCHEME};
 pub use store::{MemoryKv, StoreError, DEFAULT_RETAINED_REVISIONS};
