@@ -266,7 +266,8 @@ async fn main() -> ExitCode {
     let mut harnesses = Vec::new();
     for url in &urls {
         eprintln!("connecting to {}", distsync::redact_url(url));
-        let harness = if url.starts_with("memory:") {
+        let backend = distsync::driver::find(distsync::DRIVERS, url).map(|driver| driver.name);
+        let harness = if backend.as_ref().is_ok_and(|name| *name == distsync::memory::BACKEND) {
             Ok(Harness::memory())
         } else if url.starts_with(SENTINEL_SCHEME) {
             Harness::connect_sentinel(url, facade()).await
