@@ -99,7 +99,8 @@ impl Sentinels {
         let asking = async { self.client.lock().await.async_get_client().await };
         match tokio::time::timeout(self.connect_timeout, asking).await {
             Ok(Ok(client)) => {
-                tracing::debug!(sentinels = %self.display, primary = %client.get_connection_info().addr(), "primary found");
+                let primary = client.get_connection_info().addr();
+                tracing::debug!(sentinels = %self.display, %primary, "primary found");
                 Ok(client)
             }
             // During a failover the Sentinels may name a dead primary, or none yet:

@@ -450,7 +450,11 @@ impl Lease for RedisLease {
             // keepalive script releases it in the same call), and so does the session
             // key, should it still be this session's.
             if let Err(error) = self.revoke().await {
-                tracing::debug!(session = self.id, %error, "releasing a lost session's holds failed; they expire with their TTL");
+                tracing::debug!(
+                    session = self.id,
+                    %error,
+                    "releasing a lost session's holds failed; they expire with their TTL"
+                );
             }
         }
         Ok(outcome)

@@ -14,9 +14,9 @@
 //!
 //! A key is matched exactly on what follows the hash tag, so an STM key (whose name may
 //! contain `}` and `:`) is never taken for a primitive. An entry's session is the part
-//! of its id before the `.` (shown in hex, as [`SessionId`] displays it); Redis records no grant time, so ages are `None`. A key
-//! created during the scan may be missed (the scan is not atomic); what the script
-//! reads is consistent.
+//! of its id before the `.` (shown in hex, as [`SessionId`] displays it); Redis records
+//! no grant time, so ages are `None`. A key created during the scan may be missed (the
+//! scan is not atomic); what the script reads is consistent.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

@@ -384,7 +384,13 @@ mod tests {
             Some("| primitive | guarantee | memory | redis |")
         );
         assert_eq!(lines.next(), Some("|---|---|---|---|"));
-        assert!(text.contains("| lock | mutual exclusion under contention | holds (400 grants \\| fast) | **VIOLATED** ⚠ declared |"), "{text}");
+        assert!(
+            text.contains(
+                "| lock | mutual exclusion under contention | holds (400 grants \
+                 \\| fast) | **VIOLATED** ⚠ declared |"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("holds ⚠ not declared | violated (not declared) |"),
             "{text}"
@@ -400,7 +406,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("**redis / stm_bank_serializable** (declares `stm_serializable` = false): unsupported — capabilities declare"),
+            text.contains(
+                "**redis / stm_bank_serializable** (declares `stm_serializable` = \
+                 false): unsupported — capabilities declare"
+            ),
             "{text}"
         );
         assert!(

@@ -24,7 +24,11 @@ pub fn server_url(var: &str) -> Option<String> {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
             let ci = std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"));
-            assert!(!ci, "CI=true but {var} is not set: the conformance suite needs its server (see scripts/servers.sh)");
+            assert!(
+                !ci,
+                "CI=true but {var} is not set: the conformance suite needs its server \
+                 (see scripts/servers.sh)"
+            );
             eprintln!(
                 "\n!!! {var} is not set: SKIPPING this conformance test. \
                  Start the servers with scripts/servers.sh and export {var}. !!!\n"

@@ -15,7 +15,10 @@ pub(crate) fn server_url(var: &str, what: &str) -> Option<String> {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
             if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{var} is unset but CI=true: {what} must run against a real server (start it with scripts/servers.sh)");
+                panic!(
+                    "{var} is unset but CI=true: {what} must run against a real server \
+                     (start it with scripts/servers.sh)"
+                );
             }
             eprintln!(
                 "\n!!! SKIPPED: {var} is unset, so {what} did not run. \

@@ -192,7 +192,8 @@ async fn invalid_names_and_arguments(h: Harness) -> Check {
     within(PROMPT, "closing the session", session.close()).await?;
     Ok(Holds::figure(
         format!("{checks} typed errors"),
-        "InvalidName for 6 bad names on every primitive and STM key; InvalidArgument for count 0 and a TTL below the minimum",
+        "InvalidName for 6 bad names on every primitive and STM key; InvalidArgument for count \
+         0 and a TTL below the minimum",
     ))
 }
 

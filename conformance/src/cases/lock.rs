@@ -168,7 +168,8 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "lock_interop_go",
         group: Group::Lock,
-        guarantee: "interoperates with etcd's Go concurrency.Mutex: mutual exclusion and one FIFO line across languages",
+        guarantee: "interoperates with etcd's Go concurrency.Mutex: mutual exclusion and one \
+                    FIFO line across languages",
         needs: &[Need::Lock],
         claim: Claim::Offered,
         hooks: &[Hook::GoPeer],

@@ -34,7 +34,8 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "queue_binary_items",
         group: Group::Queue,
-        guarantee: "items are bytes: not UTF-8, NUL, newlines and the empty item round-trip through dequeue, receive and nack",
+        guarantee: "items are bytes: not UTF-8, NUL, newlines and the empty item round-trip \
+                    through dequeue, receive and nack",
         needs: &[Need::Queue, Need::ReliableDelivery],
         claim: Claim::Offered,
         hooks: &[],
@@ -79,7 +80,8 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "queue_reliable_session_end",
         group: Group::Queue,
-        guarantee: "reliable delivery: a receiver's session ended by the store returns its item first, redelivery count 1",
+        guarantee: "reliable delivery: a receiver's session ended by the store returns its item \
+                    first, redelivery count 1",
         needs: &[Need::Queue, Need::ReliableDelivery],
         claim: Claim::Offered,
         hooks: &[],
@@ -88,7 +90,8 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "queue_reliable_nack_keeps_place",
         group: Group::Queue,
-        guarantee: "reliable delivery: nack (or a dropped delivery) returns the item at its place; dequeue skips held items",
+        guarantee: "reliable delivery: nack (or a dropped delivery) returns the item at its \
+                    place; dequeue skips held items",
         needs: &[Need::Queue, Need::PriorityQueue, Need::ReliableDelivery],
         claim: Claim::Offered,
         hooks: &[],
@@ -106,7 +109,8 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "queue_reliable_consumer_crash",
         group: Group::Queue,
-        guarantee: "reliable delivery: a consumer killed (SIGKILL, child process) after receiving loses nothing: redelivered with count 1 after its session's TTL",
+        guarantee: "reliable delivery: a consumer killed (SIGKILL, child process) after \
+                    receiving loses nothing: redelivered with count 1 after its session's TTL",
         needs: &[Need::Queue, Need::ReliableDelivery],
         claim: Claim::Offered,
         // Kills a child-process consumer (Hook::ChildHolder) where there is one, and
@@ -564,7 +568,8 @@ async fn lost_replies(h: Harness) -> Check {
     drop(partition);
     Ok(Holds::figure(
         format!(
-            "{LOST_REPLY_ITEMS} items once each across {resets} resets ({through_proxy} through the proxy, {failed} failed dequeues)"
+            "{LOST_REPLY_ITEMS} items once each across {resets} resets ({through_proxy} through \
+             the proxy, {failed} failed dequeues)"
         ),
         "claims whose replies were lost were recovered or put back",
     ))
@@ -630,8 +635,12 @@ async fn reliable_session_end(h: Harness) -> Check {
     again.ack().bounded("B acknowledging").await?;
     ensure_emptied(&*queue).await?;
     Ok(Holds::figure(
-        format!("redelivered {} after the session ended", ms(at.saturating_duration_since(ended))),
-        "A's session ended by the store while holding an item: the waiting B got it, first, redelivery count 1; A's ack refused",
+        format!(
+            "redelivered {} after the session ended",
+            ms(at.saturating_duration_since(ended))
+        ),
+        "A's session ended by the store while holding an item: the waiting B got it, first, \
+         redelivery count 1; A's ack refused",
     ))
 }
 
@@ -817,8 +826,14 @@ async fn reliable_concurrent(h: Harness) -> Check {
         "len() is {left} after every item was acknowledged"
     );
     Ok(Holds::figure(
-        format!("{ITEMS} items, {nacks} nacks, {}", per_second(ITEMS, started.elapsed())),
-        format!("{CONSUMERS} consumers with their own sessions: never held by two, each acknowledged once, first deliveries in order"),
+        format!(
+            "{ITEMS} items, {nacks} nacks, {}",
+            per_second(ITEMS, started.elapsed())
+        ),
+        format!(
+            "{CONSUMERS} consumers with their own sessions: never held by two, each \
+             acknowledged once, first deliveries in order"
+        ),
     ))
 }
 
@@ -919,7 +934,9 @@ async fn reliable_consumer_crash(h: Harness) -> Check {
     Ok(Holds::figure(
         format!("redelivered {} after {how}", ms(took)),
         format!(
-            "{} received an item and was stopped ({how}) before acknowledging it; nobody else got it meanwhile; a waiter got it after the session's TTL ({:?}), redelivery count 1",
+            "{} received an item and was stopped ({how}) before acknowledging it; nobody else \
+             got it meanwhile; a waiter got it after the session's TTL ({:?}), redelivery \
+             count 1",
             consumer.describe(),
             h.holder_ttl()
         ),

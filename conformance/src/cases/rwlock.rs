@@ -76,7 +76,8 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "rwlock_interop_go",
         group: Group::RwLock,
-        guarantee: "interoperates with etcd's Go recipe.RWMutex (layout=go): shared reads, exclusive writes, one FIFO line",
+        guarantee: "interoperates with etcd's Go recipe.RWMutex (layout=go): shared reads, \
+                    exclusive writes, one FIFO line",
         needs: &[Need::RwLock],
         claim: Claim::Offered,
         hooks: &[Hook::GoPeer],
@@ -271,7 +272,10 @@ async fn writer_excludes(h: Harness) -> Check {
     let holds = (READERS + WRITERS) * ROUNDS;
     Ok(Holds::figure(
         format!("{holds} holds in {}", ms(started.elapsed())),
-        format!("try_* refused and read() blocked under a writer; {READERS} readers + {WRITERS} writers x {ROUNDS}: no breach"),
+        format!(
+            "try_* refused and read() blocked under a writer; {READERS} readers + {WRITERS} \
+             writers x {ROUNDS}: no breach"
+        ),
     ))
 }
 

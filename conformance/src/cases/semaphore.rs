@@ -100,7 +100,8 @@ async fn bounded_holders(h: Harness) -> Check {
         Err(Error::InvalidArgument(message)) => message,
         other => {
             return violated(format!(
-                "a client naming {} permits while the semaphore of {PERMITS} was held got {other:?}, not InvalidArgument",
+                "a client naming {} permits while the semaphore of {PERMITS} was held got \
+                 {other:?}, not InvalidArgument",
                 PERMITS + 1
             ))
         }

@@ -46,7 +46,8 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "server_crash_after_release",
         group: Group::Server,
-        guarantee: "crash: a lock released just before the server crashed is free again before its holder's session ends",
+        guarantee: "crash: a lock released just before the server crashed is free again before \
+                    its holder's session ends",
         needs: &[Need::Lock],
         claim: Claim::Offered,
         hooks: &[Hook::PrivateServer],

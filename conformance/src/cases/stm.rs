@@ -135,7 +135,8 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "stm_interop_go",
         group: Group::Stm,
-        guarantee: "interoperates with etcd's Go concurrency.STM (layout=go): concurrent transfers of both keep the sum",
+        guarantee: "interoperates with etcd's Go concurrency.STM (layout=go): concurrent \
+                    transfers of both keep the sum",
         needs: &[Need::Stm(Isolation::SerializableSnapshot)],
         claim: Claim::Offered,
         hooks: &[Hook::GoPeer],
@@ -358,14 +359,18 @@ async fn read_committed_lost_update(h: Harness) -> Check {
     match (last, seen) {
         (1, 0) => Ok(Holds::figure(
             "lost update observed",
-            format!("lost update observed, as documented: A committed on attempt {attempts} and overwrote B's +10 (x = 1)"),
+            format!(
+                "lost update observed, as documented: A committed on attempt {attempts} and \
+                 overwrote B's +10 (x = 1)"
+            ),
         )),
         (11, 10) => Ok(Holds::figure(
             "no lost update",
             format!("the backend protected more than ReadCommitted promises: A retried ({attempts} attempts), x = 11"),
         )),
         _ => violated(format!(
-            "at ReadCommitted A last read {seen} and x ended at {last}; only 1 (lost update) or 11 (serialised) are possible"
+            "at ReadCommitted A last read {seen} and x ended at {last}; only 1 (lost update) or \
+             11 (serialised) are possible"
         )),
     }
 }
@@ -555,7 +560,8 @@ async fn read_committed_anomalies(h: Harness) -> Check {
     let (phantom, _) = provoke(&h, Isolation::ReadCommitted, Anomaly::Phantom).await?;
     ensure!(
         skew && phantom,
-        "ReadCommitted was expected to allow both anomalies (write skew: {skew}, phantom: {phantom}): the documentation would be wrong"
+        "ReadCommitted was expected to allow both anomalies (write skew: {skew}, phantom: \
+         {phantom}): the documentation would be wrong"
     );
     Ok(Holds::figure(
         "write skew and phantom observed",

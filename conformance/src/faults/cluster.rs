@@ -180,7 +180,11 @@ mod tests {
 
     #[test]
     fn status_json_gives_member_and_leader() {
-        let json = r#"[{"Endpoint":"127.0.0.1:23791","Status":{"header":{"cluster_id":8850262067644324224,"member_id":3844697888467255435,"revision":5971,"raft_term":9},"version":"3.4.23","leader":5080238166377795827,"raftIndex":14739}}]"#;
+        // `etcdctl endpoint status -w json`'s output, one line there.
+        let json = r#"[{"Endpoint":"127.0.0.1:23791","Status":{
+            "header":{"cluster_id":8850262067644324224,"member_id":3844697888467255435,
+                "revision":5971,"raft_term":9},
+            "version":"3.4.23","leader":5080238166377795827,"raftIndex":14739}}]"#;
         assert_eq!(
             parse_status(json),
             Some((3844697888467255435, 5080238166377795827))

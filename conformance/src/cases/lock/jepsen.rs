@@ -128,7 +128,8 @@ pub(super) async fn counter(h: Harness) -> Check {
     let fenced_value = counters.fenced.value();
     ensure!(
         fenced_value == fenced_accepted,
-        "the fenced counter reads {fenced_value} after {fenced_accepted} accepted increments: {} updates lost despite fencing",
+        "the fenced counter reads {fenced_value} after {fenced_accepted} accepted increments: \
+         {} updates lost despite fencing",
         fenced_accepted.abs_diff(fenced_value)
     );
     ensure!(

@@ -103,6 +103,7 @@ pub(super) async fn opposite_orders(h: Harness) -> Check {
             2 * ROUNDS,
             ms(elapsed)
         ),
-        "two clients locking {a, b} and {b, a} in a loop never deadlocked or overlapped; try_lock took nothing while refused",
+        "two clients locking {a, b} and {b, a} in a loop never deadlocked or overlapped; \
+         try_lock took nothing while refused",
     ))
 }

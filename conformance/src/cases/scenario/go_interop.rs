@@ -251,7 +251,8 @@ pub(in crate::cases) async fn rwlock(h: Harness) -> Check {
     let read = reader.join(PROMPT).await?;
     read.unlock().bounded("releasing the read").await?;
     Ok(Holds::new(
-        "readers shared across languages; writers excluded; later readers of either language waited behind a waiting writer of the other",
+        "readers shared across languages; writers excluded; later readers of either language \
+         waited behind a waiting writer of the other",
     ))
 }
 
@@ -323,7 +324,11 @@ pub(in crate::cases) async fn queue(h: Harness) -> Check {
     }
     for expected in ["q2", "q4", "q9"] {
         let item = first(&call(&mut consumer, &format!("pdequeue {prioritised}")).await?);
-        ensure!(item == expected, "Go's PriorityQueue dequeued {item:?} where distsync's priorities put {expected:?} next");
+        ensure!(
+            item == expected,
+            "Go's PriorityQueue dequeued {item:?} where distsync's \
+             priorities put {expected:?} next"
+        );
     }
     // A waiting distsync consumer gets Go's item (Go's producers wake nobody).
     let mut waiting = Task::spawn("distsync's dequeue()", {
@@ -361,7 +366,8 @@ pub(in crate::cases) async fn queue(h: Harness) -> Check {
     );
     Ok(Holds::figure(
         format!("waiting consumer woken by Go's put in {}", ms(woken)),
-        "Go's Queue and PriorityQueue items in order both ways; waiting consumers of each language got the other's items",
+        "Go's Queue and PriorityQueue items in order both ways; waiting consumers of each \
+         language got the other's items",
     ))
 }
 

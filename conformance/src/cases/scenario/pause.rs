@@ -97,7 +97,8 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
     let refusal = match resource.write(written, 2) {
         Ok(()) => {
             return violated(format!(
-                "the fenced resource accepted the stale holder's write (token {written}) after the new holder's (token {})",
+                "the fenced resource accepted the stale holder's write (token {written}) after \
+                 the new holder's (token {})",
                 guard.token()
             ))
         }

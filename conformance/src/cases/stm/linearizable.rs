@@ -54,7 +54,8 @@ pub(super) async fn no_stale_read(h: Harness) -> Check {
         .await?;
         ensure!(
             read.as_deref() == Some(value.as_bytes()),
-            "stale read: client {reader} read {read:?} right after client {writer}'s write of {value:?} was acknowledged"
+            "stale read: client {reader} read {read:?} right after client {writer}'s write of \
+             {value:?} was acknowledged"
         );
     }
     Ok(Holds::figure(
