@@ -5,10 +5,12 @@
 //! the guards say, then ends one waiter's session in the store and checks that its
 //! entry is no longer shown, and that the waiters are served in the order shown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use distsync_core::status::{HoldMode, LineKind, StatusReport};
-use distsync_core::{Coordinator, Session};
+use distsync_core::{Coordinator, Leadership, LockGuard, Queue, ReadGuard, Session};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// How long the check waits for a waiter to show up in the report.
@@ -62,77 +64,9 @@ pub async fn check_status(
     other: &Coordinator,
     prefix: &str,
 ) -> Result<(), String> {
-    let fail = |what: &str| {
-        let what = what.to_owned();
-        move |error: distsync_core::Error| format!("{what}: {error}")
-    };
-    let lock = format!("{prefix}lock");
-    let leader = format!("{prefix}leader");
-    let rw = format!("{prefix}rw");
-    let pool = format!("{prefix}pool");
-    let queue = format!("{prefix}queue");
-    let gate = format!("{prefix}gate");
-
-    let holder = coordinator.session().await.map_err(fail("session"))?;
-    let first: Session = other.session().await.map_err(fail("session"))?;
-    let second: Session = other.session().await.map_err(fail("session"))?;
-    let guard = coordinator
-        .locker(&holder, &lock)
-        .map_err(fail("locker"))?
-        .lock()
-        .await
-        .map_err(fail("lock"))?;
-    let first_locker = other.locker(&first, &lock).map_err(fail("locker"))?;
-    let first_wait = tokio::spawn(async move { first_locker.lock().await });
-    until(coordinator, prefix, "the first waiter", |report| {
-        waiters(report, LineKind::Lock, &lock) == 1
-    })
-    .await?;
-    let second_locker = other.locker(&second, &lock).map_err(fail("locker"))?;
-    let second_wait = tokio::spawn(async move { second_locker.lock().await });
-    until(coordinator, prefix, "the second waiter", |report| {
-        waiters(report, LineKind::Lock, &lock) == 2
-    })
-    .await?;
-    let leadership = coordinator
-        .election(&holder, &leader)
-        .map_err(fail("election"))?
-        .campaign("node-1".into())
-        .await
-        .map_err(fail("campaign"))?;
-    let read = coordinator
-        .rwlock(&holder, &rw)
-        .map_err(fail("rwlock"))?
-        .read()
-        .await
-        .map_err(fail("read"))?;
-    let writer = other.rwlock(&first, &rw).map_err(fail("rwlock"))?;
-    let write_wait = tokio::spawn(async move { writer.write().await });
-    let semaphore = coordinator.capabilities().semaphore;
-    let permit = if semaphore {
-        Some(
-            coordinator
-                .semaphore(&holder, &pool, 2)
-                .map_err(fail("semaphore"))?
-                .acquire()
-                .await
-                .map_err(fail("acquire"))?,
-        )
-    } else {
-        None
-    };
-    let items = coordinator.queue(&queue).map_err(fail("queue"))?;
-    items.enqueue("a".into()).await.map_err(fail("enqueue"))?;
-    items.enqueue("b".into()).await.map_err(fail("enqueue"))?;
-    coordinator
-        .barrier(&gate)
-        .map_err(fail("barrier"))?
-        .hold()
-        .await
-        .map_err(fail("hold"))?;
-
+    let scene = Scene::build(coordinator, other, prefix).await?;
     let report = until(coordinator, prefix, "the waiting writer", |report| {
-        waiters(report, LineKind::RwLock, &rw) == 1
+        waiters(report, LineKind::RwLock, &scene.names.rw) == 1
     })
     .await?;
     let backend = coordinator.capabilities().backend;
@@ -141,98 +75,10 @@ pub async fn check_status(
         "backend {} ≠ {backend}",
         report.backend
     );
-    // The lock: the holder with its key, token and session; two waiters, in order.
-    let line = report
-        .line(LineKind::Lock, &lock)
-        .ok_or_else(|| format!("no lock line: {report:#?}"))?;
-    ensure!(line.holders.len() == 1, "lock holders: {line:#?}");
-    let held = &line.holders[0];
-    ensure!(
-        held.key == guard.key(),
-        "holder key {} ≠ guard's {}",
-        held.key,
-        guard.key()
-    );
-    ensure!(
-        held.token == Some(guard.token()),
-        "holder token {:?} ≠ {}",
-        held.token,
-        guard.token()
-    );
-    ensure!(
-        held.session == Some(holder.id().to_string()),
-        "holder session {:?} ≠ {}",
-        held.session,
-        holder.id()
-    );
-    let order: Vec<Option<String>> = line.waiters.iter().map(|w| w.session.clone()).collect();
-    ensure!(
-        order == [Some(first.id().to_string()), Some(second.id().to_string())],
-        "waiters {order:?}, expected [{}, {}] in arrival order",
-        first.id(),
-        second.id()
-    );
-    ensure!(
-        line.waiters.iter().all(|w| w.token.is_none()),
-        "waiters with tokens: {line:#?}"
-    );
-    let first_key = line.waiters[0].key.clone();
-    // The leader.
-    let elected = report
-        .line(LineKind::Election, &leader)
-        .and_then(|line| line.leader.as_ref())
-        .ok_or_else(|| format!("no leader: {report:#?}"))?;
-    ensure!(
-        elected.value == "node-1",
-        "leader value {:?}",
-        elected.value
-    );
-    ensure!(
-        elected.term == leadership.term(),
-        "term {} ≠ {}",
-        elected.term,
-        leadership.term()
-    );
-    // The read-write lock: a reader holding, a writer waiting.
-    let line = report.line(LineKind::RwLock, &rw).ok_or("no rwlock line")?;
-    ensure!(
-        line.holders.len() == 1 && line.holders[0].mode == HoldMode::Shared,
-        "rwlock holders: {line:#?}"
-    );
-    ensure!(
-        line.holders[0].key == read.key(),
-        "reader key {} ≠ {}",
-        line.holders[0].key,
-        read.key()
-    );
-    ensure!(
-        line.waiters[0].mode == HoldMode::Exclusive,
-        "rwlock waiter: {line:#?}"
-    );
-    // The semaphore, the queue, the barrier.
-    if let Some(permit) = &permit {
-        let line = report
-            .line(LineKind::Semaphore, &pool)
-            .ok_or("no semaphore line")?;
-        ensure!(line.permits == Some(2), "permits {:?}", line.permits);
-        ensure!(
-            line.holders.len() == 1 && line.holders[0].token == Some(permit.token()),
-            "semaphore holders: {line:#?}"
-        );
-    }
-    ensure!(
-        report
-            .queues
-            .iter()
-            .any(|q| q.name == queue && q.ready == 2),
-        "queues: {:?}",
-        report.queues
-    );
-    ensure!(
-        report.barriers == [gate.clone()],
-        "barriers: {:?}",
-        report.barriers
-    );
+    let first_key = scene.check_lock(&report)?;
+    scene.check_leader(&report)?;
+    scene.check_rwlock(&report)?;
+    scene.check_semaphore_queue_and_barrier(&report)?;
     // Only names under the prefix.
     let outside = coordinator
         .status(&format!("{prefix}none/"))
@@ -242,84 +88,383 @@ pub async fn check_status(
         outside.is_empty(),
         "a prefix nothing is under: {outside:#?}"
     );
+    let rest = scene
+        .check_ended_waiter_and_order(coordinator, other, prefix, &first_key)
+        .await?;
+    rest.clean_up(coordinator, prefix).await
+}
 
-    // The second waiter's session ends in the store: its entry is no longer shown.
-    other
-        .backend()
-        .revoke_session(second.id())
-        .await
-        .map_err(fail("revoke_session"))?;
-    until(coordinator, prefix, "the ended waiter gone", |report| {
-        waiters(report, LineKind::Lock, &lock) == 1
-    })
-    .await?;
-    // Served in the order shown.
-    guard.unlock().await.map_err(fail("unlock"))?;
-    let next = tokio::time::timeout(DEADLINE, first_wait)
-        .await
-        .map_err(|_| "the first waiter was not granted".to_owned())?
-        .map_err(|error| format!("the first waiter's task: {error}"))?
-        .map_err(fail("the first waiter's lock"))?;
-    ensure!(
-        next.key() == first_key,
-        "granted {} ≠ first waiter {first_key}",
-        next.key()
-    );
-    let report = coordinator.status(prefix).await.map_err(fail("status"))?;
-    let line = report.line(LineKind::Lock, &lock).ok_or("no lock line")?;
-    ensure!(
-        line.holders.len() == 1
-            && line.holders[0].token == Some(next.token())
-            && line.waiters.is_empty(),
-        "after the hand-over: {line:#?}"
-    );
-    // Its owner learns of the loss at its next renewal; closing tells it at once.
-    second
-        .close()
-        .await
-        .map_err(fail("closing the ended session"))?;
-    let second_result = tokio::time::timeout(DEADLINE, second_wait)
-        .await
-        .map_err(|_| "the ended waiter's lock() did not return".to_owned())?;
-    ensure!(
-        !matches!(second_result, Ok(Ok(_))),
-        "the ended waiter got the lock"
-    );
+/// Maps a store error to the check's failure, naming `what` was called.
+fn fail(what: &str) -> impl Fn(distsync_core::Error) -> String {
+    let what = what.to_owned();
+    move |error| format!("{what}: {error}")
+}
 
-    next.unlock().await.map_err(fail("unlock"))?;
-    read.unlock().await.map_err(fail("unlock"))?;
-    let write = tokio::time::timeout(DEADLINE, write_wait)
-        .await
-        .map_err(|_| "the writer was not granted".to_owned())?
-        .map_err(|error| format!("the writer's task: {error}"))?
-        .map_err(fail("write"))?;
-    write.unlock().await.map_err(fail("unlock"))?;
-    if let Some(permit) = permit {
-        permit.unlock().await.map_err(fail("unlock"))?;
+/// The names of the check's primitives, under its prefix.
+struct Names {
+    lock: String,
+    leader: String,
+    rw: String,
+    pool: String,
+    queue: String,
+    gate: String,
+}
+
+/// The known state the report is compared with: what the holder's client holds, the
+/// waiters of the other client, and the queue and barrier.
+struct Scene {
+    names: Names,
+    holder: Session,
+    first: Session,
+    second: Session,
+    guard: LockGuard,
+    first_wait: JoinHandle<distsync_core::Result<LockGuard>>,
+    second_wait: JoinHandle<distsync_core::Result<LockGuard>>,
+    leadership: Leadership,
+    read: ReadGuard,
+    write_wait: JoinHandle<distsync_core::Result<LockGuard>>,
+    permit: Option<LockGuard>,
+    items: Arc<dyn Queue>,
+}
+
+impl Scene {
+    /// A held lock with two waiters (in a known order), a leader, a read lock with a
+    /// writer waiting, a semaphore permit (where offered), a queue of two items and a
+    /// held barrier.
+    async fn build(
+        coordinator: &Coordinator,
+        other: &Coordinator,
+        prefix: &str,
+    ) -> Result<Self, String> {
+        let names = Names {
+            lock: format!("{prefix}lock"),
+            leader: format!("{prefix}leader"),
+            rw: format!("{prefix}rw"),
+            pool: format!("{prefix}pool"),
+            queue: format!("{prefix}queue"),
+            gate: format!("{prefix}gate"),
+        };
+        let holder = coordinator.session().await.map_err(fail("session"))?;
+        let first: Session = other.session().await.map_err(fail("session"))?;
+        let second: Session = other.session().await.map_err(fail("session"))?;
+        let guard = coordinator
+            .locker(&holder, &names.lock)
+            .map_err(fail("locker"))?
+            .lock()
+            .await
+            .map_err(fail("lock"))?;
+        let first_locker = other.locker(&first, &names.lock).map_err(fail("locker"))?;
+        let first_wait = tokio::spawn(async move { first_locker.lock().await });
+        until(coordinator, prefix, "the first waiter", |report| {
+            waiters(report, LineKind::Lock, &names.lock) == 1
+        })
+        .await?;
+        let second_locker = other.locker(&second, &names.lock).map_err(fail("locker"))?;
+        let second_wait = tokio::spawn(async move { second_locker.lock().await });
+        until(coordinator, prefix, "the second waiter", |report| {
+            waiters(report, LineKind::Lock, &names.lock) == 2
+        })
+        .await?;
+        let leadership = coordinator
+            .election(&holder, &names.leader)
+            .map_err(fail("election"))?
+            .campaign("node-1".into())
+            .await
+            .map_err(fail("campaign"))?;
+        let read = coordinator
+            .rwlock(&holder, &names.rw)
+            .map_err(fail("rwlock"))?
+            .read()
+            .await
+            .map_err(fail("read"))?;
+        let writer = other.rwlock(&first, &names.rw).map_err(fail("rwlock"))?;
+        let write_wait = tokio::spawn(async move { writer.write().await });
+        let permit = if coordinator.capabilities().semaphore {
+            Some(
+                coordinator
+                    .semaphore(&holder, &names.pool, 2)
+                    .map_err(fail("semaphore"))?
+                    .acquire()
+                    .await
+                    .map_err(fail("acquire"))?,
+            )
+        } else {
+            None
+        };
+        let items = coordinator.queue(&names.queue).map_err(fail("queue"))?;
+        items.enqueue("a".into()).await.map_err(fail("enqueue"))?;
+        items.enqueue("b".into()).await.map_err(fail("enqueue"))?;
+        coordinator
+            .barrier(&names.gate)
+            .map_err(fail("barrier"))?
+            .hold()
+            .await
+            .map_err(fail("hold"))?;
+        Ok(Self {
+            names,
+            holder,
+            first,
+            second,
+            guard,
+            first_wait,
+            second_wait,
+            leadership,
+            read,
+            write_wait,
+            permit,
+            items,
+        })
     }
-    leadership.resign().await.map_err(fail("resign"))?;
-    coordinator
-        .barrier(&gate)
-        .map_err(fail("barrier"))?
-        .release()
-        .await
-        .map_err(fail("release"))?;
-    while items
-        .try_dequeue()
-        .await
-        .map_err(fail("dequeue"))?
-        .is_some()
-    {}
-    let report = until(
-        coordinator,
-        prefix,
-        "an empty report",
-        StatusReport::is_empty,
-    )
-    .await?;
-    ensure!(report.is_empty(), "left behind: {report:#?}");
-    for session in [holder, first] {
-        session.close().await.map_err(fail("close"))?;
+
+    /// The lock: the holder with its key, token and session; two waiters, in order.
+    /// Returns the first waiter's key.
+    fn check_lock(&self, report: &StatusReport) -> Result<String, String> {
+        let (guard, holder) = (&self.guard, &self.holder);
+        let line = report
+            .line(LineKind::Lock, &self.names.lock)
+            .ok_or_else(|| format!("no lock line: {report:#?}"))?;
+        ensure!(line.holders.len() == 1, "lock holders: {line:#?}");
+        let held = &line.holders[0];
+        ensure!(
+            held.key == guard.key(),
+            "holder key {} ≠ guard's {}",
+            held.key,
+            guard.key()
+        );
+        ensure!(
+            held.token == Some(guard.token()),
+            "holder token {:?} ≠ {}",
+            held.token,
+            guard.token()
+        );
+        ensure!(
+            held.session == Some(holder.id().to_string()),
+            "holder session {:?} ≠ {}",
+            held.session,
+            holder.id()
+        );
+        let order: Vec<Option<String>> = line.waiters.iter().map(|w| w.session.clone()).collect();
+        ensure!(
+            order
+                == [
+                    Some(self.first.id().to_string()),
+                    Some(self.second.id().to_string())
+                ],
+            "waiters {order:?}, expected [{}, {}] in arrival order",
+            self.first.id(),
+            self.second.id()
+        );
+        ensure!(
+            line.waiters.iter().all(|w| w.token.is_none()),
+            "waiters with tokens: {line:#?}"
+        );
+        Ok(line.waiters[0].key.clone())
     }
-    Ok(())
+
+    /// The leader: its value and term.
+    fn check_leader(&self, report: &StatusReport) -> Result<(), String> {
+        let elected = report
+            .line(LineKind::Election, &self.names.leader)
+            .and_then(|line| line.leader.as_ref())
+            .ok_or_else(|| format!("no leader: {report:#?}"))?;
+        ensure!(
+            elected.value == "node-1",
+            "leader value {:?}",
+            elected.value
+        );
+        ensure!(
+            elected.term == self.leadership.term(),
+            "term {} ≠ {}",
+            elected.term,
+            self.leadership.term()
+        );
+        Ok(())
+    }
+
+    /// The read-write lock: a reader holding, a writer waiting.
+    fn check_rwlock(&self, report: &StatusReport) -> Result<(), String> {
+        let line = report
+            .line(LineKind::RwLock, &self.names.rw)
+            .ok_or("no rwlock line")?;
+        ensure!(
+            line.holders.len() == 1 && line.holders[0].mode == HoldMode::Shared,
+            "rwlock holders: {line:#?}"
+        );
+        ensure!(
+            line.holders[0].key == self.read.key(),
+            "reader key {} ≠ {}",
+            line.holders[0].key,
+            self.read.key()
+        );
+        ensure!(
+            line.waiters[0].mode == HoldMode::Exclusive,
+            "rwlock waiter: {line:#?}"
+        );
+        Ok(())
+    }
+
+    /// The semaphore (where offered), the queue, the barrier.
+    fn check_semaphore_queue_and_barrier(&self, report: &StatusReport) -> Result<(), String> {
+        if let Some(permit) = &self.permit {
+            let line = report
+                .line(LineKind::Semaphore, &self.names.pool)
+                .ok_or("no semaphore line")?;
+            ensure!(line.permits == Some(2), "permits {:?}", line.permits);
+            ensure!(
+                line.holders.len() == 1 && line.holders[0].token == Some(permit.token()),
+                "semaphore holders: {line:#?}"
+            );
+        }
+        ensure!(
+            report
+                .queues
+                .iter()
+                .any(|q| q.name == self.names.queue && q.ready == 2),
+            "queues: {:?}",
+            report.queues
+        );
+        ensure!(
+            report.barriers == [self.names.gate.clone()],
+            "barriers: {:?}",
+            report.barriers
+        );
+        Ok(())
+    }
+
+    /// The second waiter's session ends in the store: its entry is no longer shown,
+    /// and the lock goes to the first waiter, whose key was `first_key`. Returns what
+    /// is left to release, with the first waiter's lock in place of the holder's.
+    async fn check_ended_waiter_and_order(
+        self,
+        coordinator: &Coordinator,
+        other: &Coordinator,
+        prefix: &str,
+        first_key: &str,
+    ) -> Result<Rest, String> {
+        let Self {
+            names,
+            holder,
+            first,
+            second,
+            guard,
+            first_wait,
+            second_wait,
+            leadership,
+            read,
+            write_wait,
+            permit,
+            items,
+        } = self;
+        other
+            .backend()
+            .revoke_session(second.id())
+            .await
+            .map_err(fail("revoke_session"))?;
+        until(coordinator, prefix, "the ended waiter gone", |report| {
+            waiters(report, LineKind::Lock, &names.lock) == 1
+        })
+        .await?;
+        // Served in the order shown.
+        guard.unlock().await.map_err(fail("unlock"))?;
+        let next = tokio::time::timeout(DEADLINE, first_wait)
+            .await
+            .map_err(|_| "the first waiter was not granted".to_owned())?
+            .map_err(|error| format!("the first waiter's task: {error}"))?
+            .map_err(fail("the first waiter's lock"))?;
+        ensure!(
+            next.key() == first_key,
+            "granted {} ≠ first waiter {first_key}",
+            next.key()
+        );
+        let report = coordinator.status(prefix).await.map_err(fail("status"))?;
+        let line = report
+            .line(LineKind::Lock, &names.lock)
+            .ok_or("no lock line")?;
+        ensure!(
+            line.holders.len() == 1
+                && line.holders[0].token == Some(next.token())
+                && line.waiters.is_empty(),
+            "after the hand-over: {line:#?}"
+        );
+        // Its owner learns of the loss at its next renewal; closing tells it at once.
+        second
+            .close()
+            .await
+            .map_err(fail("closing the ended session"))?;
+        let second_result = tokio::time::timeout(DEADLINE, second_wait)
+            .await
+            .map_err(|_| "the ended waiter's lock() did not return".to_owned())?;
+        ensure!(
+            !matches!(second_result, Ok(Ok(_))),
+            "the ended waiter got the lock"
+        );
+        Ok(Rest {
+            gate: names.gate,
+            holder,
+            first,
+            next,
+            leadership,
+            read,
+            write_wait,
+            permit,
+            items,
+        })
+    }
+}
+
+/// What the check releases at its end.
+struct Rest {
+    gate: String,
+    holder: Session,
+    first: Session,
+    next: LockGuard,
+    leadership: Leadership,
+    read: ReadGuard,
+    write_wait: JoinHandle<distsync_core::Result<LockGuard>>,
+    permit: Option<LockGuard>,
+    items: Arc<dyn Queue>,
+}
+
+impl Rest {
+    /// Releases everything (the waiting writer is granted once the reader leaves) and
+    /// checks that the report is then empty.
+    async fn clean_up(self, coordinator: &Coordinator, prefix: &str) -> Result<(), String> {
+        self.next.unlock().await.map_err(fail("unlock"))?;
+        self.read.unlock().await.map_err(fail("unlock"))?;
+        let write = tokio::time::timeout(DEADLINE, self.write_wait)
+            .await
+            .map_err(|_| "the writer was not granted".to_owned())?
+            .map_err(|error| format!("the writer's task: {error}"))?
+            .map_err(fail("write"))?;
+        write.unlock().await.map_err(fail("unlock"))?;
+        if let Some(permit) = self.permit {
+            permit.unlock().await.map_err(fail("unlock"))?;
+        }
+        self.leadership.resign().await.map_err(fail("resign"))?;
+        coordinator
+            .barrier(&self.gate)
+            .map_err(fail("barrier"))?
+            .release()
+            .await
+            .map_err(fail("release"))?;
+        while self
+            .items
+            .try_dequeue()
+            .await
+            .map_err(fail("dequeue"))?
+            .is_some()
+        {}
+        let report = until(
+            coordinator,
+            prefix,
+            "an empty report",
+            StatusReport::is_empty,
+        )
+        .await?;
+        ensure!(report.is_empty(), "left behind: {report:#?}");
+        for session in [self.holder, self.first] {
+            session.close().await.map_err(fail("close"))?;
+        }
+        Ok(())
+    }
 }

@@ -381,15 +381,9 @@ fn on_lock_shard(h: &Harness, cluster: &dyn Cluster, lock: &Name, suffix: &str) 
     Ok(name)
 }
 
-/// The case body (see the module docs).
-pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
-    // A PostgreSQL pair is started here (initdb, base backup): more than a prompt.
-    let mut cluster = within(
-        LONG,
-        "finding the cluster",
-        h.faults().cluster(&**h.backend()),
-    )
-    .await?;
+/// A backend connected to the failover topology: with or without replica
+/// acknowledgement, as `fault` asks.
+async fn connect(h: &Harness, cluster: &dyn Cluster, fault: Fault) -> Check<Arc<dyn Backend>> {
     let backend: Arc<dyn Backend> = match fault {
         Fault::Leader | Fault::Promoted => within(PROMPT, "connecting", cluster.connect()).await?,
         Fault::Primary { acknowledged } => {
@@ -411,63 +405,18 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
         backend.capabilities().survives_failover,
         h.capabilities().survives_failover
     );
-    let ttl = TTL.max(backend.capabilities().min_session_ttl);
-    let lock = h.name("mutex").ctx("naming the lock")?;
-    // A sharded store (Redis Cluster): the member killed serves this lock.
-    cluster.focus(&lock);
-    let held = on_lock_shard(&h, &*cluster, &lock, "held")?;
-    let queue: Arc<dyn Queue> = Arc::from(
-        backend
-            .queue(on_lock_shard(&h, &*cluster, &lock, "jobs")?)
-            .ctx("a queue")?,
-    );
-    let election = on_lock_shard(&h, &*cluster, &lock, "leader")?;
-    let seen = Arc::new(Seen::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks: Vec<Task<()>> = Vec::new();
-    for i in 0..CONTENDERS {
-        let (backend, seen, stop, lock) =
-            (backend.clone(), seen.clone(), stop.clone(), lock.clone());
-        tasks.push(Task::spawn(
-            format!("contender {i}"),
-            contend(i, backend, lock, ttl, seen, stop),
-        ));
-    }
-    tasks.push(Task::spawn(
-        "leader",
-        lead(backend.clone(), election, ttl, seen.clone(), stop.clone()),
-    ));
-    tasks.push(Task::spawn(
-        "producer",
-        produce(queue.clone(), seen.clone(), stop.clone()),
-    ));
-    let holder_session = within(
-        PROMPT,
-        "opening the holder's session",
-        backend.session(SessionOptions::with_ttl(ttl)),
-    )
-    .await?;
-    let holder = within(
-        PROMPT,
-        "taking the held lock",
-        backend
-            .locker(&holder_session, held.clone())
-            .ctx("the holder's locker")?
-            .lock(),
-    )
-    .await?;
+    Ok(backend)
+}
 
-    let granted = || lock_vec(&seen.tokens).len();
-    let acked = || lock_vec(&seen.acked).len();
-    eventually(LONG, "contention before the fault", || async {
-        Ok((granted() >= GRANTS).then_some(()))
-    })
-    .await?;
-    let leader = leader_of(&*cluster, "a leader or primary").await?;
-    let mut restore = Restore {
-        commands: Vec::new(),
-    };
-    let lag_replica = match fault {
+/// Pauses the replica (or asynchronous standby) that `fault` makes lag behind
+/// `leader`, registering its resumption in `restore`; `None` where nothing lags.
+async fn pause_replica(
+    cluster: &dyn Cluster,
+    fault: Fault,
+    leader: usize,
+    restore: &mut Restore,
+) -> Check<Option<usize>> {
+    Ok(match fault {
         Fault::Primary { .. } => {
             let replica = within(
                 PROMPT,
@@ -486,21 +435,208 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
             Ok(Err(_)) | Err(_) => None,
         },
         Fault::Leader => None,
+    })
+}
+
+/// Every item left in `queue`, drained.
+async fn drain(queue: &dyn Queue, seen: &Seen) -> Check<HashSet<String>> {
+    let mut present = HashSet::new();
+    loop {
+        match retry_transient(&seen.transient, LONG, || queue.try_dequeue()).await {
+            Ok(Some(item)) => {
+                present.insert(String::from_utf8_lossy(&item).into_owned());
+            }
+            Ok(None) => return Ok(present),
+            Err(error) => return violated(format!("draining the queue: {error}")),
+        }
+    }
+}
+
+/// What the failover itself looked like: who was killed, who took over and when, and
+/// what the primary acknowledged while its replica lagged (replica, grants, enqueues,
+/// for how long).
+struct Failover {
+    leader: usize,
+    new_leader: usize,
+    took_over: Duration,
+    first_after: Option<Duration>,
+    holder_detail: String,
+    lagged: Option<(usize, usize, usize, Duration)>,
+}
+
+/// The verdict, once the load has stopped and the queue is drained (`present`): what
+/// `broken` already holds, two holders at once, tokens that went backwards, and
+/// acknowledged items lost.
+fn judge(seen: &Seen, present: &HashSet<String>, mut broken: Vec<String>, took: Failover) -> Check {
+    let Failover {
+        leader,
+        new_leader,
+        took_over,
+        first_after,
+        holder_detail,
+        lagged,
+    } = took;
+    let granted = || lock_vec(&seen.tokens).len();
+    let acked_items = std::mem::take(&mut *lock_vec(&seen.acked));
+    let lost: Vec<&String> = acked_items
+        .iter()
+        .filter(|item| !present.contains(*item))
+        .collect();
+    let overlaps = seen.overlaps.load(Ordering::SeqCst);
+    let backwards = std::mem::take(&mut *lock_vec(&seen.backwards));
+    let grants = granted();
+    let sessions_lost = seen.sessions_lost.load(Ordering::SeqCst);
+    if overlaps > 0 {
+        broken.push(format!(
+            "two holders at once: {overlaps} grants found another holder in the critical section"
+        ));
+    }
+    if !backwards.is_empty() {
+        broken.push(format!(
+            "{} tokens went backwards or repeated across the failover (first: {})",
+            backwards.len(),
+            backwards[0]
+        ));
+    }
+    if !lost.is_empty() {
+        broken.push(format!(
+            "{} of {} acknowledged queue items lost (first: {})",
+            lost.len(),
+            acked_items.len(),
+            lost[0]
+        ));
+    }
+    let lag = match lagged {
+        Some((_, grants, items, took)) => format!(
+            "; while the replica lagged ({}): {grants} grants and {items} enqueues acknowledged",
+            secs(took)
+        ),
+        None => String::new(),
     };
-    let lagged = if let Some(replica) = lag_replica {
-        let (tokens, items) = (granted(), acked());
-        let lag = Instant::now();
-        // While the replica lags: what does the primary still acknowledge?
-        let _ = tokio::time::timeout(
-            LAG,
-            eventually(LAG, "acknowledgements while the replica lags", || async {
-                Ok((granted() + acked() >= tokens + items + DURING_LAG).then_some(()))
-            }),
-        )
-        .await;
-        Some((replica, granted() - tokens, acked() - items, lag.elapsed()))
-    } else {
-        None
+    let next = first_after.map_or_else(|| "none".to_owned(), secs);
+    let detail = format!(
+        "member {leader} killed, member {new_leader} took over after {}; next grant after \
+         {next}; {grants} grants, {} items acknowledged, {sessions_lost} sessions or \
+         leaderships lost and renewed, {} timed waits gave up, {} transient errors \
+         retried; {holder_detail}{lag}",
+        secs(took_over),
+        acked_items.len(),
+        seen.waits_timed_out.load(Ordering::SeqCst),
+        seen.transient.load(Ordering::SeqCst)
+    );
+    if !broken.is_empty() {
+        return violated(format!("{}; {detail}", broken.join("; ")));
+    }
+    Ok(Holds::figure(
+        format!("next grant {next} after the kill"),
+        detail,
+    ))
+}
+
+/// The load the failover happens under, until `stop`: the contenders for `lock`, a
+/// candidate staying leader of `election`, and a producer enqueueing into `queue`.
+fn spawn_load(
+    backend: &Arc<dyn Backend>,
+    lock: &Name,
+    election: Name,
+    queue: &Arc<dyn Queue>,
+    ttl: Duration,
+    seen: &Arc<Seen>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<Task<()>> {
+    let mut tasks: Vec<Task<()>> = Vec::new();
+    for i in 0..CONTENDERS {
+        let (backend, seen, stop, lock) =
+            (backend.clone(), seen.clone(), stop.clone(), lock.clone());
+        tasks.push(Task::spawn(
+            format!("contender {i}"),
+            contend(i, backend, lock, ttl, seen, stop),
+        ));
+    }
+    tasks.push(Task::spawn(
+        "leader",
+        lead(backend.clone(), election, ttl, seen.clone(), stop.clone()),
+    ));
+    tasks.push(Task::spawn(
+        "producer",
+        produce(queue.clone(), seen.clone(), stop.clone()),
+    ));
+    tasks
+}
+
+/// While `replica` lags (for at most [`LAG`]): the grants and enqueues the primary
+/// still acknowledges, and for how long it was watched.
+async fn acknowledged_while_lagging(
+    seen: &Seen,
+    replica: usize,
+) -> (usize, usize, usize, Duration) {
+    let granted = || lock_vec(&seen.tokens).len();
+    let acked = || lock_vec(&seen.acked).len();
+    let (tokens, items) = (granted(), acked());
+    let lag = Instant::now();
+    let _ = tokio::time::timeout(
+        LAG,
+        eventually(LAG, "acknowledgements while the replica lags", || async {
+            Ok((granted() + acked() >= tokens + items + DURING_LAG).then_some(()))
+        }),
+    )
+    .await;
+    (replica, granted() - tokens, acked() - items, lag.elapsed())
+}
+
+/// The case body (see the module docs).
+pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
+    // A PostgreSQL pair is started here (initdb, base backup): more than a prompt.
+    let mut cluster = within(
+        LONG,
+        "finding the cluster",
+        h.faults().cluster(&**h.backend()),
+    )
+    .await?;
+    let backend = connect(&h, &*cluster, fault).await?;
+    let ttl = TTL.max(backend.capabilities().min_session_ttl);
+    let lock = h.name("mutex").ctx("naming the lock")?;
+    // A sharded store (Redis Cluster): the member killed serves this lock.
+    cluster.focus(&lock);
+    let held = on_lock_shard(&h, &*cluster, &lock, "held")?;
+    let queue: Arc<dyn Queue> = Arc::from(
+        backend
+            .queue(on_lock_shard(&h, &*cluster, &lock, "jobs")?)
+            .ctx("a queue")?,
+    );
+    let election = on_lock_shard(&h, &*cluster, &lock, "leader")?;
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = spawn_load(&backend, &lock, election, &queue, ttl, &seen, &stop);
+    let holder_session = within(
+        PROMPT,
+        "opening the holder's session",
+        backend.session(SessionOptions::with_ttl(ttl)),
+    )
+    .await?;
+    let holder = within(
+        PROMPT,
+        "taking the held lock",
+        backend
+            .locker(&holder_session, held.clone())
+            .ctx("the holder's locker")?
+            .lock(),
+    )
+    .await?;
+
+    let granted = || lock_vec(&seen.tokens).len();
+    eventually(LONG, "contention before the fault", || async {
+        Ok((granted() >= GRANTS).then_some(()))
+    })
+    .await?;
+    let leader = leader_of(&*cluster, "a leader or primary").await?;
+    let mut restore = Restore {
+        commands: Vec::new(),
+    };
+    let lag_replica = pause_replica(&*cluster, fault, leader, &mut restore).await?;
+    let lagged = match lag_replica {
+        Some(replica) => Some(acknowledged_while_lagging(&seen, replica).await),
+        None => None,
     };
     // (A PostgreSQL pair is the case's own: nothing of servers.sh to restore.)
     restore.commands.extend(cluster.restart_args(leader));
@@ -570,68 +706,14 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     tidy(&seen, holder_session.close()).await;
 
     // Every acknowledged item must still be in the queue.
-    let mut present = HashSet::new();
-    loop {
-        match retry_transient(&seen.transient, LONG, || queue.try_dequeue()).await {
-            Ok(Some(item)) => {
-                present.insert(String::from_utf8_lossy(&item).into_owned());
-            }
-            Ok(None) => break,
-            Err(error) => return violated(format!("draining the queue: {error}")),
-        }
-    }
-    let acked_items = std::mem::take(&mut *lock_vec(&seen.acked));
-    let lost: Vec<&String> = acked_items
-        .iter()
-        .filter(|item| !present.contains(*item))
-        .collect();
-    let overlaps = seen.overlaps.load(Ordering::SeqCst);
-    let backwards = std::mem::take(&mut *lock_vec(&seen.backwards));
-    let grants = granted();
-    let sessions_lost = seen.sessions_lost.load(Ordering::SeqCst);
-    if overlaps > 0 {
-        broken.push(format!(
-            "two holders at once: {overlaps} grants found another holder in the critical section"
-        ));
-    }
-    if !backwards.is_empty() {
-        broken.push(format!(
-            "{} tokens went backwards or repeated across the failover (first: {})",
-            backwards.len(),
-            backwards[0]
-        ));
-    }
-    if !lost.is_empty() {
-        broken.push(format!(
-            "{} of {} acknowledged queue items lost (first: {})",
-            lost.len(),
-            acked_items.len(),
-            lost[0]
-        ));
-    }
-    let lag = match lagged {
-        Some((_, grants, items, took)) => format!(
-            "; while the replica lagged ({}): {grants} grants and {items} enqueues acknowledged",
-            secs(took)
-        ),
-        None => String::new(),
+    let present = drain(&*queue, &seen).await?;
+    let took = Failover {
+        leader,
+        new_leader,
+        took_over,
+        first_after,
+        holder_detail,
+        lagged,
     };
-    let next = first_after.map_or_else(|| "none".to_owned(), secs);
-    let detail = format!(
-        "member {leader} killed, member {new_leader} took over after {}; next grant after \
-         {next}; {grants} grants, {} items acknowledged, {sessions_lost} sessions or \
-         leaderships lost and renewed, {} timed waits gave up, {} transient errors \
-         retried; {holder_detail}{lag}",
-        secs(took_over),
-        acked_items.len(),
-        seen.waits_timed_out.load(Ordering::SeqCst),
-        seen.transient.load(Ordering::SeqCst)
-    );
-    if !broken.is_empty() {
-        return violated(format!("{}; {detail}", broken.join("; ")));
-    }
-    Ok(Holds::figure(
-        format!("next grant {next} after the kill"),
-        detail,
-    ))
+    judge(&seen, &present, broken, took)
 }
