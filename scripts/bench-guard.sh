@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bench's regression guard (issue 18 item 5), for CI: a short run of the lock
+# The bench's regression guard, for CI: a short run of the lock
 # cycle on etcd, Redis and PostgreSQL (about 20 s for all three after the release
 # build; each implementation capped at 6 s) that measures, within one run, distsync's
 # cycle p50 over the raw store commands' and over each peer library's (etcd Lock RPC,

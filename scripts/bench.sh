@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmarks in one command: starts a set of test servers of its own
 # (scripts/servers.sh up, which installs what is missing), exports their URLs, and
-# runs the bench binary on every backend, which rewrites docs/BENCHMARKS.md and
-# docs/bench/*.svg (keeping the hand-written Analysis section of BENCHMARKS.md).
+# runs the bench binary on every backend, which fills the tables of docs/BENCHMARKS.md
+# between their markers (every other line of it is hand-written and kept).
 #
 #   scripts/bench.sh                          full run (about 8 minutes on 2 cores)
 #   scripts/bench.sh --quick --out /tmp/bench smoke run, written elsewhere

@@ -1,4 +1,4 @@
-//! The 64-client aggregate (issue 18, 3b): many clients, each its own connection (its
+//! The 64-client aggregate: many clients, each its own connection (its
 //! own backend) and its own lock name, each cycling lock+unlock back to back for a
 //! fixed time; the cycles per second of all of them together, for distsync and for as
 //! many clients running the raw sequence of [`crate::raw`] on the same store, and
@@ -8,8 +8,8 @@
 //! The sides run in interleaved bursts, one burst each per round, each round starting
 //! with the next side (raw, distsync, diagnostic; diagnostic, raw, distsync; ...), so
 //! that a burst of load on the machine hits all alike; the report gives the ratio
-//! distsync ÷ raw of the aggregate rates (target [`AGGREGATE_TARGET`]), distsync ÷
-//! diagnostic, and the spread of the per-round ratios.
+//! distsync ÷ raw of the aggregate rates, distsync ÷ diagnostic, and the spread of the
+//! per-round ratios.
 //!
 //! Client and server share the machine's CPUs; at 64 clients every side keeps them
 //! busy, so the ratio weighs the CPU time a cycle costs (the server's and the
@@ -35,10 +35,6 @@ use crate::contender::{Cycler, Unavailable};
 use crate::cycle::DistsyncCycle;
 use crate::target::{BackendKind, Target};
 use crate::Result;
-
-/// The target: distsync's aggregate cycles per second at least this times the raw
-/// clients'.
-pub const AGGREGATE_TARGET: f64 = 0.9;
 
 /// Connections distsync's PostgreSQL backend opens besides its holds' pool: the pool
 /// it is given ([`POSTGRES_POOL`]) and its reaper's (2).
@@ -112,28 +108,6 @@ impl AggregateResult {
         let library = self.library.as_ref()?.rate();
         let raw = self.raw.as_ref()?.rate();
         (raw > 0.0 && library > 0.0).then(|| library / raw)
-    }
-
-    /// distsync's aggregate rate ÷ the diagnostic clients'.
-    pub fn diagnostic_ratio(&self) -> Option<f64> {
-        let library = self.library.as_ref()?.rate();
-        let diagnostic = self.diagnostic.as_ref()?.rate();
-        (diagnostic > 0.0 && library > 0.0).then(|| library / diagnostic)
-    }
-
-    /// The lowest and highest per-round ratio (distsync ÷ raw of the same round).
-    pub fn round_ratio_range(&self) -> Option<(f64, f64)> {
-        let library = &self.library.as_ref()?.round_rates;
-        let raw = &self.raw.as_ref()?.round_rates;
-        let ratios: Vec<f64> = library
-            .iter()
-            .zip(raw)
-            .filter(|(_, raw)| **raw > 0.0)
-            .map(|(library, raw)| library / raw)
-            .collect();
-        let low = ratios.iter().copied().reduce(f64::min)?;
-        let high = ratios.iter().copied().reduce(f64::max)?;
-        Some((low, high))
     }
 }
 
@@ -486,42 +460,4 @@ async fn postgres_backend(url: &str, holds: u32) -> Result<distsync::Coordinator
         .await?;
     let backend = distsync::postgres::backend_from_pool(pool, &config).await?;
     Ok(distsync::Coordinator::new(backend))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn postgres_hold_connections_fit_the_free_connections() {
-        assert_eq!(postgres_hold_connections(64, 300), 64);
-        assert_eq!(postgres_hold_connections(64, 40), 32);
-        assert_eq!(postgres_hold_connections(64, 8), 1);
-        assert_eq!(postgres_hold_connections(64, 0), 1);
-        assert_eq!(postgres_hold_connections(2, 300), 2);
-    }
-
-    #[test]
-    fn ratio_and_round_range() {
-        let side = |cycles, rates: &[f64]| Throughput {
-            label: "x".into(),
-            clients: 2,
-            cycles,
-            elapsed: Duration::from_secs(2),
-            round_rates: rates.to_vec(),
-            error: None,
-        };
-        let result = AggregateResult {
-            library: Some(side(90, &[40.0, 50.0])),
-            raw: Some(side(100, &[50.0, 50.0])),
-            ..AggregateResult::default()
-        };
-        assert!((result.ratio().unwrap() - 0.9).abs() < 1e-9);
-        assert_eq!(result.round_ratio_range(), Some((0.8, 1.0)));
-        let memory = AggregateResult {
-            library: Some(side(90, &[45.0])),
-            ..AggregateResult::default()
-        };
-        assert_eq!(memory.ratio(), None);
-    }
 }

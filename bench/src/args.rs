@@ -161,7 +161,7 @@ pub struct Args {
 impl Args {
     /// The backends selected, each with its URL or the reason it is skipped.
     pub fn selected(&self) -> Vec<(BackendKind, Result<String, String>)> {
-            let args = self;
+        let args = self;
         let mut kinds = if args.backends.is_empty() {
             BackendKind::ALL
                 .into_iter()
@@ -338,74 +338,5 @@ impl Plan {
     /// Whether `case` is selected.
     pub fn runs(&self, case: Case) -> bool {
         self.cases.contains(&case)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quick_is_small_and_flags_override() {
-        let args = Args::parse_from(["distsync-bench", "--quick", "--cycles", "7"]);
-        let plan = Plan::from_args(&args);
-        assert_eq!(plan.cycles, 7);
-        assert_eq!(plan.waiters, vec![1, 3]);
-        assert_eq!(plan.cases, Case::ALL.to_vec());
-        let full = Plan::from_args(&Args::parse_from([
-            "distsync-bench",
-            "--cases",
-            "stm,cycle",
-            "--waiters",
-            "100,1,0",
-        ]));
-        assert_eq!(full.cases, vec![Case::Cycle, Case::Stm]);
-        assert_eq!(full.waiters, vec![1, 100]);
-        assert!(full.cycles > plan.cycles);
-    }
-
-    #[test]
-    fn scale_sizes_grow_to_the_holds() {
-        let quick = Plan::from_args(&Args::parse_from(["distsync-bench", "--quick"]));
-        assert_eq!(quick.scale_sizes, vec![2, 20, 200]);
-        assert_eq!(quick.scale_holds, 200);
-        let full = Plan::from_args(&Args::parse_from(["distsync-bench"]));
-        assert_eq!(full.scale_sizes, vec![100, 1_000, 10_000]);
-        assert_eq!(full.scale_ttl, Duration::from_secs(15));
-        let given = Plan::from_args(&Args::parse_from([
-            "distsync-bench",
-            "--scale-sizes",
-            "500,50,0",
-        ]));
-        assert_eq!(given.scale_sizes, vec![50, 500]);
-        assert_eq!(given.scale_holds, 500);
-        let capped = Plan::from_args(&Args::parse_from([
-            "distsync-bench",
-            "--scale-holds",
-            "300",
-            "--scale-sizes",
-            "10,1000",
-        ]));
-        assert_eq!(capped.scale_sizes, vec![10, 300]);
-    }
-
-    #[test]
-    fn a_backend_without_url_or_feature_is_skipped_with_the_reason() {
-        let args = Args::parse_from(["distsync-bench", "--backends", "postgres,memory,etcd"]);
-        let selected = Args {
-            etcd_url: None,
-            ..args
-        }
-        .selected();
-        assert_eq!(selected[0], (BackendKind::Memory, Ok("memory://".into())));
-        let (kind, etcd) = &selected[1];
-        assert_eq!(*kind, BackendKind::Etcd);
-        let reason = etcd.as_ref().unwrap_err();
-        if cfg!(feature = "etcd") {
-            assert!(reason.contains("DISTSYNC_ETCD_URL"), "{reason}");
-        } else {
-            assert!(reason.contains("--features etcd"), "{reason}");
-        }
-        assert_eq!(selected[2].0, BackendKind::Postgres);
     }
 }

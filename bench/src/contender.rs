@@ -40,11 +40,6 @@ pub trait Cycler: Send {
     /// One acquire and release, uncontended.
     async fn cycle(&mut self) -> Result<()>;
 
-    /// Sub-phases recorded along the cycles (e.g. acquire and release apart), if any.
-    fn phases(&self) -> Vec<(String, Samples)> {
-        Vec::new()
-    }
-
     /// Releases what it holds (sessions, leases, connections).
     async fn close(self: Box<Self>) -> Result<()> {
         Ok(())
@@ -63,8 +58,6 @@ pub struct CycleResult {
     /// The same latencies round by round (see [`run`]), so that ratios between
     /// contenders can be taken round by round and their spread read as noise.
     pub rounds: Vec<Samples>,
-    /// Sub-phase latencies.
-    pub phases: Vec<(String, Samples)>,
     /// Why it stopped early, if it did.
     pub error: Option<String>,
 }
@@ -79,8 +72,6 @@ pub fn failure(label: &str, role: Role, error: &dyn std::fmt::Display) -> CycleR
         role,
         samples: Samples::new(),
         rounds: Vec::new(),
-        phases: Vec::new(),
         error: Some(error.to_string()),
     }
 }
-

@@ -108,7 +108,6 @@ pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResu
                 role: cycler.role(),
                 samples: Samples::new(),
                 rounds: Vec::new(),
-                phases: Vec::new(),
                 error: None,
             };
             (cycler, result)
@@ -172,8 +171,7 @@ pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResu
         }
     }
     let mut results = Vec::with_capacity(count);
-    for (cycler, mut result) in slots {
-        result.phases = cycler.phases();
+    for (cycler, result) in slots {
         if let Err(error) = cycler.close().await {
             tracing::warn!(label = %result.label, %error, "closing a contender failed");
         }
@@ -205,87 +203,4 @@ async fn cycles(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::args::{Args, Plan};
-    use clap::Parser;
-
-    struct Counting {
-        calls: usize,
-        fail_at: Option<usize>,
-    }
-
-    #[async_trait]
-    impl Cycler for Counting {
-        fn label(&self) -> String {
-            "counting".into()
-        }
-        fn role(&self) -> Role {
-            Role::Raw
-        }
-        async fn cycle(&mut self) -> Result<()> {
-            self.calls += 1;
-            if Some(self.calls) == self.fail_at {
-                return Err("boom".into());
-            }
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn runs_warmup_then_rounds_and_records_errors() {
-        let plan = Plan::from_args(&Args::parse_from([
-            "distsync-bench",
-            "--quick",
-            "--cycles",
-            "10",
-        ]));
-        let results = run(
-            vec![
-                Box::new(Counting {
-                    calls: 0,
-                    fail_at: None,
-                }),
-                Box::new(Counting {
-                    calls: 0,
-                    fail_at: Some(plan.warmup + 3),
-                }),
-            ],
-            &plan,
-        )
-        .await;
-        assert_eq!(results[0].samples.len(), 10);
-        assert_eq!(results[0].rounds.len(), plan.rounds);
-        assert_eq!(
-            results[0].rounds.iter().map(Samples::len).sum::<usize>(),
-            10
-        );
-        assert!(results[0].error.is_none());
-        assert_eq!(results[1].samples.len(), 2);
-        assert_eq!(results[1].error.as_deref(), Some("boom"));
-    }
-
-    #[tokio::test]
-    async fn distsync_cycles_on_memory() {
-        let coordinator = distsync::connect("memory://").await.unwrap();
-        let mut cycler = DistsyncCycle::new(&coordinator, "bench/cycle")
-            .await
-            .unwrap();
-        let mut samples = Samples::new();
-        cycles(&mut cycler, 5, Duration::from_secs(5), &mut samples)
-            .await
-            .unwrap();
-        assert_eq!(samples.len(), 5);
-        let session = coordinator.session().await.unwrap();
-        let free = coordinator
-            .locker(&session, "bench/cycle")
-            .unwrap()
-            .try_lock()
-            .await
-            .unwrap();
-        assert!(free.is_some(), "the lock is free after the cycles");
-    }
 }

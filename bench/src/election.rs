@@ -124,27 +124,3 @@ async fn wait_for(
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::args::{Args, Plan};
-    use crate::target::BackendKind;
-    use clap::Parser;
-
-    #[tokio::test]
-    async fn measures_leader_changes_on_memory() {
-        let plan = Plan::from_args(&Args::parse_from([
-            "distsync-bench",
-            "--quick",
-            "--elections",
-            "4",
-        ]));
-        let target = Target::connect(BackendKind::Memory, "memory://".into())
-            .await
-            .unwrap();
-        let result = run(&target, "t", &plan).await;
-        assert!(result.error.is_none(), "{:?}", result.error);
-        assert_eq!(result.samples.len(), 4);
-    }
-}

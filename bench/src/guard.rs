@@ -1,33 +1,17 @@
-//! The regression guard (issue 18, item 5): a short run of the cycle case that fails
-//! when distsync gets slower *relative to* the raw store commands or a peer library.
+//! The regression guard: a short run of the cycle case that fails when distsync gets
+//! slower *relative to* the raw store commands or a peer library.
 //!
 //! Absolute latencies on a shared machine move by several times from run to run; the
 //! ratio of two implementations measured side by side in one run moves far less. So
-//! the guard measures, on etcd, Redis and PostgreSQL, the lock-cycle p50 of distsync,
-//! of the raw command sequence ([`crate::raw`]) and of each in-process peer
-//! ([`crate::peers`]; the process-per-cycle `etcdctl` rows are left out, they take
-//! seconds), in [`DEFAULT_ROUNDS`] rounds ([`crate::cycle::run`]: within a round the
-//! implementations take turns of [`BATCH`] cycles, so that their samples of one round
-//! span the same stretch of time and load bursts hit them alike). For each round it takes
-//! the ratio *distsync p50 ÷ the other's p50*; the run's ratio is the median of the
-//! rounds' ratios and its **noise** the rounds' robust spread (1.4826 × the median
-//! absolute deviation, which is the standard deviation for normal noise and ignores
-//! one wild round).
-//!
-//! Each ratio is compared with the committed baseline (`bench/baseline.json`, written
-//! by `--write-baseline` from runs on this machine, with the command that wrote it). A
-//! ratio above 1 means distsync is the slower one, so higher is worse. A ratio fails
-//! when it exceeds its baseline by more than `max(3 × noise, 20 % of the baseline)`,
-//! where noise is the larger of this run's and the baseline's ([`allowance`],
-//! [`judge`]): a failing CI blocks every change, so it must not fail on noise. A
-//! regression must also show twice: the backends with a regressed ratio are measured
-//! once more, and only a ratio that regresses again fails ([`confirm`]). A ratio
-//! that could not be measured (its backend unreachable, a contender erroring) also
-//! fails; a ratio without a baseline is reported as new and passes.
-//!
-//! Run it with `scripts/bench-guard.sh` (the release build `scripts/bench.sh` uses, on
-//! the servers of `scripts/servers.sh env`); `scripts/test-all.sh` runs it as its
-//! `bench-guard` step.
+//! on etcd, Redis and PostgreSQL it measures distsync, the raw sequence and each
+//! in-process peer in [`DEFAULT_ROUNDS`] rounds, taken in turns of [`BATCH`] cycles
+//! ([`crate::cycle::run`]). A ratio is the median over the rounds of *distsync p50 ÷
+//! the other's p50*, its noise their robust spread (1.4826 × median absolute
+//! deviation). It fails above its baseline (`bench/baseline.json`) by more than
+//! `max(3 × noise, 20 % of the baseline)` ([`judge`]), noise being the larger of the
+//! run's and the baseline's, and only when a second run confirms it ([`confirm`]): a
+//! failing CI blocks every change, so noise must not fail it. A baseline ratio that
+//! cannot be measured fails too. `scripts/bench-guard.sh` runs it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::{Args, Plan};
 use crate::contender::{self, CycleResult, Role};
 use crate::cycle;
+use crate::markdown::Table;
 use crate::stats::Samples;
 use crate::target::{BackendKind, Target};
 
@@ -443,32 +428,32 @@ pub fn compare(baseline: &Baseline, outcomes: &[BackendOutcome]) -> Vec<Row> {
 
 /// The table of `rows`, in markdown.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| backend | distsync p50 ÷ | ratio | baseline | noise | fails above | verdict |\n\
-         |---|---|---:|---:|---:|---:|---|\n",
-    );
+    let mut table = Table::new(&[
+        "backend",
+        "distsync p50 ÷",
+        ">ratio",
+        ">baseline",
+        ">noise",
+        ">fails above",
+        "verdict",
+    ]);
     let figure = |value: Option<f64>| value.map_or("—".to_owned(), |v| format!("×{v:.3}"));
     for row in rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            row.backend,
-            row.against,
-            figure(row.measured.as_ref().map(|m| m.ratio)),
+        let noise = row.measured.as_ref().map_or("—".to_owned(), |measured| {
+            format!("±{:.3} ({} rounds)", measured.noise, measured.rounds)
+        });
+        let second = if row.second_run { " (second run)" } else { "" };
+        table.row([
+            row.backend.clone(),
+            row.against.clone(),
+            figure(row.measured.as_ref().map(|measured| measured.ratio)),
             figure(row.baseline),
-            row.measured.as_ref().map_or("—".to_owned(), |m| format!(
-                "±{:.3} ({} rounds)",
-                m.noise, m.rounds
-            )),
+            noise,
             figure(row.fails_above),
-            if row.second_run {
-                format!("{} (second run)", row.verdict)
-            } else {
-                row.verdict.to_string()
-            },
-        );
+            format!("{}{second}", row.verdict),
+        ]);
     }
-    out
+    table.render()
 }
 
 /// What `--guard` or `--write-baseline` produced: text for standard output and
@@ -703,269 +688,4 @@ pub fn baseline_noise(runs: &[Measured]) -> f64 {
 /// `value` rounded to 3 decimals (the baseline file stays readable).
 fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(ratio: f64, noise: f64) -> BaselineRatio {
-        BaselineRatio {
-            backend: "redis".into(),
-            against: "raw".into(),
-            ratio,
-            noise,
-            runs: vec![ratio],
-        }
-    }
-
-    fn measured(ratio: f64, noise: f64) -> Measured {
-        Measured {
-            ratio,
-            noise,
-            rounds: 12,
-        }
-    }
-
-    #[test]
-    fn the_allowance_is_three_noises_or_a_fifth_of_the_baseline() {
-        assert!((allowance(1.0, 0.01) - 0.2).abs() < 1e-12);
-        assert!((allowance(1.0, 0.1) - 0.3).abs() < 1e-12);
-        assert!((allowance(2.0, 0.1) - 0.4).abs() < 1e-12);
-    }
-
-    #[test]
-    fn within_the_floor_passes_and_beyond_it_fails() {
-        // Quiet run: the 20 % floor rules (1.35 + 0.27 = 1.62).
-        let base = entry(1.35, 0.02);
-        assert_eq!(judge(&base, &measured(1.60, 0.02)).1, Verdict::Ok);
-        let (above, verdict) = judge(&base, &measured(1.63, 0.02));
-        assert!((above - 1.62).abs() < 1e-9, "{above}");
-        assert_eq!(verdict, Verdict::Regressed);
-        assert_eq!(judge(&base, &measured(1.05, 0.02)).1, Verdict::Faster);
-        assert_eq!(judge(&base, &measured(1.20, 0.02)).1, Verdict::Ok);
-    }
-
-    #[test]
-    fn noise_widens_the_allowance_from_either_side() {
-        // A noisy run (±0.15): 3 × 0.15 = 0.45 > 0.27, so 1.70 passes...
-        let base = entry(1.35, 0.02);
-        assert_eq!(judge(&base, &measured(1.70, 0.15)).1, Verdict::Ok);
-        // ...but not 1.81.
-        assert_eq!(judge(&base, &measured(1.81, 0.15)).1, Verdict::Regressed);
-        // A noisy baseline widens it the same way for a quiet run.
-        assert_eq!(
-            judge(&entry(1.35, 0.15), &measured(1.70, 0.01)).1,
-            Verdict::Ok
-        );
-    }
-
-    #[test]
-    fn the_baseline_noise_covers_the_spread_between_runs() {
-        let quiet = [
-            measured(1.0, 0.01),
-            measured(1.0, 0.02),
-            measured(1.0, 0.09),
-        ];
-        assert!(
-            (baseline_noise(&quiet) - 0.02).abs() < 1e-12,
-            "the median run's"
-        );
-        // Runs at 1.0, 1.2 and 1.4: standard deviation 0.2 beats their own.
-        let apart = [
-            measured(1.0, 0.05),
-            measured(1.2, 0.01),
-            measured(1.4, 0.01),
-        ];
-        assert!((baseline_noise(&apart) - 0.2).abs() < 1e-9);
-        assert!((baseline_noise(&[measured(1.0, 0.03)]) - 0.03).abs() < 1e-12);
-    }
-
-    #[test]
-    fn the_ratio_is_the_median_round_and_noise_its_robust_spread() {
-        let measured = from_round_ratios(&[1.0, 1.1, 1.2, 1.3, 9.0]).unwrap();
-        assert!((measured.ratio - 1.2).abs() < 1e-12);
-        // Deviations 0.2, 0.1, 0, 0.1, 7.8: median 0.1, one wild round ignored.
-        assert!(
-            (measured.noise - 0.14826).abs() < 1e-9,
-            "{}",
-            measured.noise
-        );
-        assert_eq!(measured.rounds, 5);
-        assert!(from_round_ratios(&[1.0, 1.1]).is_none());
-        assert_eq!(median(&[3.0, 1.0, 2.0, 4.0]), Some(2.5));
-    }
-
-    fn result(label: &str, role: Role, rounds: &[&[u64]]) -> CycleResult {
-        let mut all = Samples::new();
-        let rounds: Vec<Samples> = rounds
-            .iter()
-            .map(|micros| {
-                let mut samples = Samples::new();
-                for &m in *micros {
-                    samples.push(Duration::from_micros(m));
-                }
-                all.extend(&samples);
-                samples
-            })
-            .collect();
-        CycleResult {
-            label: label.into(),
-            role,
-            samples: all,
-            rounds,
-            phases: Vec::new(),
-            error: None,
-        }
-    }
-
-    #[test]
-    fn measures_round_by_round_and_skips_thin_rounds() {
-        let five = |m: u64| vec![m; MIN_ROUND_SAMPLES];
-        let (a, b, c, d) = (five(200), five(220), five(100), five(110));
-        let library = result("distsync", Role::Library, &[&a, &b, &[300], &a]);
-        let raw = result("raw", Role::Raw, &[&c, &d, &c, &c]);
-        let measured = measure(&library, &raw).unwrap();
-        assert_eq!(
-            measured.rounds, 3,
-            "the round with one cycle does not count"
-        );
-        assert!((measured.ratio - 2.0).abs() < 1e-12);
-        let too_few = result("raw", Role::Raw, &[&c]);
-        assert!(measure(&library, &too_few).is_err());
-        let broken = contender::failure("raw", Role::Raw, &"refused");
-        assert_eq!(measure(&library, &broken).unwrap_err(), "raw: refused");
-    }
-
-    #[test]
-    fn compare_fails_regressions_and_unmeasured_baseline_rows_only() {
-        let baseline = Baseline {
-            ratios: vec![
-                BaselineRatio {
-                    backend: "redis".into(),
-                    against: "raw".into(),
-                    ratio: 1.3,
-                    noise: 0.02,
-                    runs: vec![1.3],
-                },
-                BaselineRatio {
-                    backend: "redis".into(),
-                    against: "rslock".into(),
-                    ratio: 1.4,
-                    noise: 0.02,
-                    runs: vec![1.4],
-                },
-                BaselineRatio {
-                    backend: "etcd".into(),
-                    against: "raw".into(),
-                    ratio: 1.2,
-                    noise: 0.02,
-                    runs: vec![1.2],
-                },
-            ],
-            ..Baseline::default()
-        };
-        let outcomes = vec![
-            BackendOutcome {
-                kind: BackendKind::Redis,
-                error: None,
-                ratios: vec![
-                    ("raw".into(), Ok(measured(2.0, 0.05))),
-                    ("new peer".into(), Ok(measured(0.9, 0.05))),
-                    ("broken peer".into(), Err("no such command".into())),
-                ],
-                elapsed: Duration::ZERO,
-            },
-            BackendOutcome {
-                kind: BackendKind::Etcd,
-                error: Some("could not connect: refused".into()),
-                ratios: Vec::new(),
-                elapsed: Duration::ZERO,
-            },
-        ];
-        let rows = compare(&baseline, &outcomes);
-        let verdicts: Vec<(&str, &str, bool)> = rows
-            .iter()
-            .map(|row| {
-                (
-                    row.backend.as_str(),
-                    row.against.as_str(),
-                    row.verdict.fails(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            verdicts,
-            vec![
-                ("redis", "raw", true),
-                ("redis", "new peer", false),
-                ("redis", "broken peer", false),
-                ("redis", "rslock", true),
-                ("etcd", "raw", true),
-            ]
-        );
-        assert_eq!(rows[0].verdict, Verdict::Regressed);
-        assert_eq!(
-            rows[4].verdict,
-            Verdict::Unmeasured("could not connect: refused".into())
-        );
-        let table = table(&rows);
-        assert!(
-            table.contains(
-                "| redis | raw | ×2.000 | ×1.300 | ±0.050 (12 rounds) | ×1.560 | **REGRESSED** |"
-            ),
-            "{table}"
-        );
-    }
-
-    #[test]
-    fn a_regression_stands_only_when_the_second_run_confirms_it() {
-        let row = |against: &str, verdict: Verdict| Row {
-            backend: "redis".into(),
-            against: against.into(),
-            measured: Some(measured(1.0, 0.01)),
-            baseline: Some(1.0),
-            fails_above: Some(1.2),
-            verdict,
-            second_run: false,
-        };
-        let first = vec![
-            row("raw", Verdict::Regressed),
-            row("rslock", Verdict::Regressed),
-            row("peer", Verdict::Ok),
-            row("gone", Verdict::Regressed),
-        ];
-        let second = vec![
-            row("raw", Verdict::Ok),
-            row("rslock", Verdict::Regressed),
-            row("peer", Verdict::Regressed),
-        ];
-        let rows = confirm(first, second);
-        let verdicts: Vec<(bool, bool)> = rows
-            .iter()
-            .map(|row| (row.verdict.fails(), row.second_run))
-            .collect();
-        assert_eq!(
-            verdicts,
-            vec![(false, true), (true, true), (false, false), (true, true)],
-            "noise once passes, twice fails; a first run that passed is kept"
-        );
-        assert!(table(&rows).contains("| ok (second run) |"));
-    }
-
-    #[test]
-    fn the_baseline_file_round_trips() {
-        let baseline = Baseline {
-            command: "distsync-bench --write-baseline".into(),
-            ratios: vec![entry(1.25, 0.03)],
-            ..Baseline::default()
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("baseline.json");
-        std::fs::write(&path, serde_json::to_string(&baseline).unwrap()).unwrap();
-        assert_eq!(Baseline::read(&path).unwrap(), baseline);
-        std::fs::write(&path, "{ not json").unwrap();
-        assert!(Baseline::read(&path).unwrap_err().contains("parsing"));
-        assert!(Baseline::read(&dir.path().join("missing.json")).is_err());
-    }
 }

@@ -280,30 +280,3 @@ async fn capacity(target: &Target, waiters: usize) -> std::result::Result<(), St
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::args::{Args, Plan};
-    use crate::target::BackendKind;
-    use clap::Parser;
-
-    #[tokio::test]
-    async fn measures_handoffs_on_memory_and_leaves_the_lock_free() {
-        let plan = Plan::from_args(&Args::parse_from([
-            "distsync-bench",
-            "--quick",
-            "--handoffs",
-            "6",
-        ]));
-        let target = Target::connect(BackendKind::Memory, "memory://".into())
-            .await
-            .unwrap();
-        let result = run(&target, "t", 3, &plan).await;
-        assert!(result.error.is_none(), "{:?}", result.error);
-        assert_eq!(result.samples.len(), 6);
-        let session = target.coordinator.session().await.unwrap();
-        let locker = target.coordinator.locker(&session, "t/handoff/3").unwrap();
-        assert!(locker.try_lock().await.unwrap().is_some());
-    }
-}

@@ -1,7 +1,6 @@
 //! Facts about the machine and the servers, printed with the results.
 
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::target::{BackendKind, Target};
 
@@ -68,7 +67,7 @@ impl Machine {
                     commit
                 }
             }),
-            started: utc_now(),
+            started: command("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
             load_start: load(),
             load_end: None,
         }
@@ -99,35 +98,6 @@ fn load() -> Option<String> {
             .collect::<Vec<_>>()
             .join(" / ")
     })
-}
-
-/// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
-pub fn utc_now() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    utc(seconds)
-}
-
-/// `seconds` since the Unix epoch as `YYYY-MM-DD HH:MM UTC` (proleptic Gregorian).
-pub fn utc(seconds: u64) -> String {
-    let days = i64::try_from(seconds / 86_400).unwrap_or(0);
-    let minutes = (seconds % 86_400) / 60;
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        minutes / 60,
-        minutes % 60
-    )
 }
 
 /// The server's version, as the server reports it.
@@ -203,21 +173,4 @@ pub async fn server_version(target: &Target) -> Option<String> {
 /// `etcdctl version`'s first line, if the program is there.
 pub fn etcdctl_version() -> Option<String> {
     command("etcdctl", &["version"]).and_then(|text| text.lines().next().map(str::to_owned))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(951_782_400 + 3_660), "2000-02-29 01:01 UTC");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
-    }
-
-    #[test]
-    fn reads_the_cpu_count() {
-        assert!(Machine::read().cpus >= 1);
-    }
 }

@@ -25,7 +25,10 @@ impl Table {
                 .iter()
                 .map(|column| column.trim_start_matches('>').to_owned())
                 .collect(),
-            right: columns.iter().map(|column| column.starts_with('>')).collect(),
+            right: columns
+                .iter()
+                .map(|column| column.starts_with('>'))
+                .collect(),
             ..Self::default()
         }
     }

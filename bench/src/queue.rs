@@ -144,36 +144,3 @@ async fn join_counts(
     }
     (total, error)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::args::{Args, Plan};
-    use crate::target::BackendKind;
-    use clap::Parser;
-
-    #[tokio::test]
-    async fn moves_every_item_through_with_several_clients() {
-        let plan = Plan::from_args(&Args::parse_from([
-            "distsync-bench",
-            "--quick",
-            "--queue-items",
-            "40",
-        ]));
-        let target = Target::connect(BackendKind::Memory, "memory://".into())
-            .await
-            .unwrap();
-        let result = run(&target, "t", 8, &plan).await;
-        assert!(result.error.is_none(), "{:?}", result.error);
-        assert_eq!(result.enqueued.0, 40);
-        assert_eq!(result.dequeued.0, 40);
-        assert!(result.enqueue_rate() > 0.0);
-        assert!(target
-            .coordinator
-            .queue("t/queue/8")
-            .unwrap()
-            .is_empty()
-            .await
-            .unwrap());
-    }
-}

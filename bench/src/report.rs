@@ -1,38 +1,17 @@
-//! The tables of a run: the machine and counts, the targets with their verdicts, and
-//! one table per case. Each is a named section that [`crate::markdown::splice`]
-//! writes between its markers in `docs/BENCHMARKS.md`; the prose around them is
-//! the document's own.
+//! The tables of a run: the machine and counts, and one table per case. Each is a
+//! named section that [`crate::markdown::splice`] writes between its markers in
+//! `docs/BENCHMARKS.md`; the prose around them is the document's own.
 
 use std::time::Duration;
 
-use crate::aggregate::{AggregateResult, Throughput, AGGREGATE_TARGET};
+use crate::aggregate::Throughput;
 use crate::contender::{CycleResult, Role};
 use crate::handoff::HandoffResult;
 use crate::markdown::Table;
-use crate::run::{BackendReport, Report};
+use crate::run::Report;
 use crate::scale::ScaleResult;
-use crate::stats::{fmt_duration, fmt_rate, fmt_ratio, ratio, Summary};
+use crate::stats::{fmt_duration, fmt_rate, fmt_ratio, Summary};
 use crate::target::BackendKind;
-
-/// The library overhead target: distsync's cycle p50 at most this times the raw one.
-pub const OVERHEAD_TARGET: f64 = 1.10;
-/// The herd target: a hand-off figure at the most waiters at most this times at 1.
-pub const HERD_TARGET: f64 = 2.0;
-/// PostgreSQL with its production settings (fsync and synchronous_commit on): the lock
-/// cycle's p50 at most this times the raw advisory lock pair's.
-pub const DURABLE_POSTGRES_TARGET: f64 = 1.3;
-/// At scale: the most store connections 10,000 holds and 1,000 waiters may use.
-pub const SCALE_CONNECTIONS_TARGET: i64 = 32;
-
-/// The hand-off latency target: p50 with one waiter at most this, per backend (none
-/// for the in-process memory store).
-pub fn handoff_p50_target(kind: BackendKind) -> Option<Duration> {
-    match kind {
-        BackendKind::Etcd => Some(Duration::from_millis(2)),
-        BackendKind::Redis | BackendKind::Postgres => Some(Duration::from_micros(400)),
-        BackendKind::Memory => None,
-    }
-}
 
 /// Every section of the report: its marker name, its title and its text.
 pub fn sections(report: &Report) -> Vec<(&'static str, &'static str, String)> {
@@ -45,16 +24,31 @@ pub fn sections(report: &Report) -> Vec<(&'static str, &'static str, String)> {
     };
     vec![
         ("run", "Machine and run", run_table(report)),
-        ("targets", "Targets", measured(targets(report))),
-        ("cycle", "Uncontended lock+unlock cycle", measured(cycle(report))),
+        (
+            "cycle",
+            "Uncontended lock+unlock cycle",
+            measured(cycle(report)),
+        ),
         ("handoff", "Contended hand-off", measured(handoff(report))),
         ("election", "Election", measured(election(report))),
         ("queue", "Queue", measured(queue(report))),
         ("stm", "STM", measured(stm(report))),
         ("scale", "At scale", measured(scale(report))),
-        ("scale-steps", "Cost against the number of holds", measured(scale_steps(report))),
-        ("scale-handoff", "Hand-off with the holds held", measured(scale_handoff(report))),
-        ("aggregate", "Many clients, each its own lock", measured(aggregate(report))),
+        (
+            "scale-steps",
+            "Cost against the number of holds",
+            measured(scale_steps(report)),
+        ),
+        (
+            "scale-handoff",
+            "Hand-off with the holds held",
+            measured(scale_handoff(report)),
+        ),
+        (
+            "aggregate",
+            "Many clients, each its own lock",
+            measured(aggregate(report)),
+        ),
     ]
 }
 
@@ -64,14 +58,6 @@ pub fn text(report: &Report) -> String {
         .into_iter()
         .map(|(_, title, body)| format!("## {title}\n\n{body}\n"))
         .collect()
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "**missed**"
-    }
 }
 
 fn dash(value: Option<String>) -> String {
@@ -98,7 +84,10 @@ fn run_table(report: &Report) -> String {
         }
     };
     fact("date", Some(machine.started.clone()));
-    fact("command", Some(format!("`distsync-bench {}`", report.arguments.join(" "))));
+    fact(
+        "command",
+        Some(format!("`distsync-bench {}`", report.arguments.join(" "))),
+    );
     fact("CPUs (nproc)", Some(machine.cpus.to_string()));
     fact("CPU", machine.cpu_model.clone());
     fact("memory", machine.memory.clone());
@@ -114,9 +103,15 @@ fn run_table(report: &Report) -> String {
         fact(&format!("{} server", backend.kind), Some(server));
     }
     fact("etcdctl", report.etcdctl.clone());
-    fact("load average (1/5/15 min) at start", machine.load_start.clone());
+    fact(
+        "load average (1/5/15 min) at start",
+        machine.load_start.clone(),
+    );
     fact("load average at end", machine.load_end.clone());
-    fact("wall time of the run", Some(format!("{:.0} s", report.elapsed.as_secs_f64())));
+    fact(
+        "wall time of the run",
+        Some(format!("{:.0} s", report.elapsed.as_secs_f64())),
+    );
     let counts = format!(
         "cycle: {} cycles per implementation after {} warm-up (process-spawning rows a \
          tenth), in {} interleaved rounds; hand-off: {} per waiter count, a holder waits \
@@ -144,195 +139,6 @@ fn run_table(report: &Report) -> String {
         table.note(format!("**{kind}: not measured**: {reason}"));
     }
     table.render()
-}
-
-fn targets(report: &Report) -> Table {
-    let mut table = Table::new(&["target", "backend", "measured", "verdict"]);
-    for backend in &report.backends {
-        cycle_targets(&mut table, backend);
-    }
-    for backend in &report.backends {
-        if let Some(scale) = &backend.scale {
-            scale_target(&mut table, backend.kind, scale);
-        }
-    }
-    for backend in &report.backends {
-        handoff_targets(&mut table, backend);
-    }
-    for backend in &report.backends {
-        peer_target(&mut table, backend);
-    }
-    for backend in &report.backends {
-        if let Some(aggregate) = &backend.aggregate {
-            aggregate_target(&mut table, backend.kind, aggregate);
-        }
-    }
-    table
-}
-
-/// The library's overhead over the raw sequence, and on a durable PostgreSQL the
-/// cycle against the advisory lock pair.
-fn cycle_targets(table: &mut Table, backend: &BackendReport) {
-    let library = p50(backend.cycle_row(Role::Library));
-    let raw = p50(backend.cycle_row(Role::Raw));
-    let (Some(library), Some(raw)) = (library, raw) else {
-        return;
-    };
-    let factor = ratio(library, raw).unwrap_or(f64::INFINITY);
-    let figures = format!("{} vs {} raw", fmt_duration(library), fmt_duration(raw));
-    table.row([
-        "library overhead ≤ 10% over the raw sequence (cycle p50)".to_owned(),
-        backend.kind.to_string(),
-        format!("{figures}: {:+.0}%", (factor - 1.0) * 100.0),
-        verdict(factor <= OVERHEAD_TARGET).to_owned(),
-    ]);
-    let durable = backend
-        .server
-        .as_deref()
-        .is_some_and(|server| server.contains("fsync = on"));
-    if backend.kind == BackendKind::Postgres && durable {
-        table.row([
-            format!(
-                "lock cycle ≤ {DURABLE_POSTGRES_TARGET}× the raw pg_advisory_lock + unlock \
-                 pair, fsync and synchronous_commit on (cycle p50)"
-            ),
-            backend.kind.to_string(),
-            format!("{figures}: ×{factor:.2}"),
-            verdict(factor <= DURABLE_POSTGRES_TARGET).to_owned(),
-        ]);
-    }
-}
-
-fn scale_target(table: &mut Table, kind: BackendKind, scale: &ScaleResult) {
-    let peak = [scale.connections_peak, scale.connections_handoff]
-        .into_iter()
-        .flatten()
-        .max();
-    let Some(peak) = peak else {
-        return;
-    };
-    let limit = scale
-        .max_connections
-        .map_or(String::new(), |max| format!(" (max_connections {max})"));
-    table.row([
-        format!(
-            "{} locks held and {} waiting from one process with ≤ {SCALE_CONNECTIONS_TARGET} \
-             connections",
-            scale.holds, scale.waiting
-        ),
-        kind.to_string(),
-        format!("{peak} connections at most{limit}"),
-        verdict(peak <= SCALE_CONNECTIONS_TARGET).to_owned(),
-    ]);
-}
-
-/// No herd (p50 and p99 at the most waiters within [`HERD_TARGET`] of one waiter's),
-/// and the backend's p50 target with one waiter.
-fn handoff_targets(table: &mut Table, backend: &BackendReport) {
-    let kind = backend.kind;
-    let measured = summaries(&backend.handoff);
-    let (Some((low, base)), Some((high, top))) = (measured.first(), measured.last()) else {
-        return;
-    };
-    if high > low {
-        let factor = ratio(top.p50, base.p50).unwrap_or(f64::INFINITY);
-        table.row([
-            format!("hand-off p50 at {high} waiters ≤ {HERD_TARGET}× at {low} (no herd)"),
-            kind.to_string(),
-            format!(
-                "{} at {high} waiters vs {} at {low}: ×{factor:.2}",
-                fmt_duration(top.p50),
-                fmt_duration(base.p50)
-            ),
-            verdict(factor <= HERD_TARGET).to_owned(),
-        ]);
-    }
-    if let (Some(target), 1) = (handoff_p50_target(kind), *low) {
-        table.row([
-            format!("hand-off p50 with one waiter ≤ {}", fmt_duration(target)),
-            kind.to_string(),
-            fmt_duration(base.p50),
-            verdict(base.p50 <= target).to_owned(),
-        ]);
-    }
-    if *low == 1 && *high > 1 {
-        let factor = ratio(top.p99, base.p99).unwrap_or(f64::INFINITY);
-        table.row([
-            format!("hand-off p99 at {high} waiters ≤ {HERD_TARGET}× p99 at one"),
-            kind.to_string(),
-            format!(
-                "{} vs {}: ×{factor:.2}",
-                fmt_duration(top.p99),
-                fmt_duration(base.p99)
-            ),
-            verdict(factor <= HERD_TARGET).to_owned(),
-        ]);
-    }
-}
-
-fn peer_target(table: &mut Table, backend: &BackendReport) {
-    let Some(library) = p50(backend.cycle_row(Role::Library)) else {
-        return;
-    };
-    let peers: Vec<&CycleResult> = backend
-        .cycle
-        .iter()
-        .filter(|row| row.role == Role::Peer)
-        .collect();
-    if peers.is_empty() {
-        return;
-    }
-    let mut figures = Vec::new();
-    let mut slower_than = Vec::new();
-    for peer in peers {
-        match p50(Some(peer)) {
-            Some(theirs) => {
-                figures.push(format!("{}: {}", peer.label, fmt_ratio(theirs, library)));
-                if theirs < library {
-                    slower_than.push(peer.label.clone());
-                }
-            }
-            None => figures.push(format!("{}: not measured", peer.label)),
-        }
-    }
-    table.row([
-        "at least as fast as every peer (cycle p50, peer ÷ distsync)".to_owned(),
-        backend.kind.to_string(),
-        figures.join("; "),
-        if slower_than.is_empty() {
-            verdict(true).to_owned()
-        } else {
-            format!("**missed**: slower than {}", slower_than.join(", "))
-        },
-    ]);
-}
-
-fn aggregate_target(table: &mut Table, kind: BackendKind, aggregate: &AggregateResult) {
-    let (Some(library), Some(raw)) = (&aggregate.library, &aggregate.raw) else {
-        return;
-    };
-    let measured = format!(
-        "{} vs {} cycles/s raw",
-        fmt_rate(library.rate()),
-        fmt_rate(raw.rate())
-    );
-    let (measured, result) = match aggregate.ratio() {
-        Some(factor) => (
-            format!("{measured}: ×{factor:.2}"),
-            verdict(factor >= AGGREGATE_TARGET),
-        ),
-        None => (measured, "not measured"),
-    };
-    table.row([
-        format!(
-            "{} clients each cycling its own lock: aggregate ≥ {AGGREGATE_TARGET}× as many raw \
-             clients",
-            aggregate.clients
-        ),
-        kind.to_string(),
-        measured,
-        result.to_owned(),
-    ]);
 }
 
 fn cycle(report: &Report) -> Table {
@@ -378,17 +184,6 @@ fn cycle(report: &Report) -> Table {
                 versus(raw),
                 versus(library),
             ]);
-            for (phase, samples) in &row.phases {
-                if let Some(phase) = samples.summary().map(|summary| (phase, summary)) {
-                    table.row([
-                        kind.to_string(),
-                        format!("&nbsp;&nbsp;↳ {}", phase.0),
-                        phase.1.count.to_string(),
-                        fmt_duration(phase.1.p50),
-                        fmt_duration(phase.1.p99),
-                    ]);
-                }
-            }
             if let Some(error) = &row.error {
                 table.note(format!("{kind} / {}: stopped early: {error}", row.label));
             }
@@ -401,9 +196,18 @@ fn cycle(report: &Report) -> Table {
 }
 
 fn handoff(report: &Report) -> Table {
-    let mut table = Table::new(&["backend", ">waiters", ">hand-offs", ">p50", ">p99", ">p50 ÷ p50 at 1"]);
+    let mut table = Table::new(&[
+        "backend",
+        ">waiters",
+        ">hand-offs",
+        ">p50",
+        ">p99",
+        ">p50 ÷ p50 at 1",
+    ]);
     for backend in &report.backends {
-        let base = summaries(&backend.handoff).first().map(|(_, summary)| summary.p50);
+        let base = summaries(&backend.handoff)
+            .first()
+            .map(|(_, summary)| summary.p50);
         for result in &backend.handoff {
             let summary = result.samples.summary();
             table.row([
@@ -412,10 +216,17 @@ fn handoff(report: &Report) -> Table {
                 dash(summary.map(|summary| summary.count.to_string())),
                 dash(summary.map(|summary| fmt_duration(summary.p50))),
                 dash(summary.map(|summary| fmt_duration(summary.p99))),
-                dash(summary.zip(base).map(|(summary, base)| fmt_ratio(summary.p50, base))),
+                dash(
+                    summary
+                        .zip(base)
+                        .map(|(summary, base)| fmt_ratio(summary.p50, base)),
+                ),
             ]);
             if let Some(error) = &result.error {
-                table.note(format!("{} with {} waiters: {error}", backend.kind, result.waiters));
+                table.note(format!(
+                    "{} with {} waiters: {error}",
+                    backend.kind, result.waiters
+                ));
             }
         }
     }
@@ -443,7 +254,13 @@ fn election(report: &Report) -> Table {
 }
 
 fn queue(report: &Report) -> Table {
-    let mut table = Table::new(&["backend", ">clients", ">items", ">enqueue items/s", ">dequeue items/s"]);
+    let mut table = Table::new(&[
+        "backend",
+        ">clients",
+        ">items",
+        ">enqueue items/s",
+        ">dequeue items/s",
+    ]);
     for backend in &report.backends {
         for result in &backend.queue {
             table.row([
@@ -454,7 +271,10 @@ fn queue(report: &Report) -> Table {
                 fmt_rate(result.dequeue_rate()),
             ]);
             if let Some(error) = &result.error {
-                table.note(format!("{} with {} clients: {error}", backend.kind, result.clients));
+                table.note(format!(
+                    "{} with {} clients: {error}",
+                    backend.kind, result.clients
+                ));
             }
         }
     }
@@ -481,7 +301,10 @@ fn stm(report: &Report) -> Table {
                 format!("{:.2}", result.retries_per_commit()),
             ]);
             if let Some(error) = &result.error {
-                table.note(format!("{} with {} workers: {error}", backend.kind, result.workers));
+                table.note(format!(
+                    "{} with {} workers: {error}",
+                    backend.kind, result.workers
+                ));
             }
         }
     }
@@ -527,7 +350,11 @@ fn scale(report: &Report) -> Table {
                 count(scale.connections_peak),
                 count(scale.connections_handoff)
             ),
-            format!("{} → {}", megabytes(scale.rss_before_kb), megabytes(scale.rss_peak_kb)),
+            format!(
+                "{} → {}",
+                megabytes(scale.rss_before_kb),
+                megabytes(scale.rss_peak_kb)
+            ),
             dash(scale.open_sessions.map(fmt_duration)),
             dash(scale.acquire_all.map(fmt_duration)),
             dash(largest.and_then(|point| Some(fmt_rate(point.keepalive?.per_sec())))),
@@ -622,7 +449,10 @@ fn versus(library: Option<&Throughput>, side: &Throughput) -> (String, String) {
     let high = rounds.iter().copied().reduce(f64::max);
     (
         format!("×{:.2}", library.rate() / side.rate()),
-        dash(low.zip(high).map(|(low, high)| format!("×{low:.2} – ×{high:.2}"))),
+        dash(
+            low.zip(high)
+                .map(|(low, high)| format!("×{low:.2} – ×{high:.2}")),
+        ),
     )
 }
 
@@ -645,7 +475,10 @@ fn aggregate(report: &Report) -> Table {
         let sides = [
             (library, aggregate.setup.as_str()),
             (aggregate.raw.as_ref(), "one connection (client) each"),
-            (aggregate.diagnostic.as_ref(), "one connection (client) each"),
+            (
+                aggregate.diagnostic.as_ref(),
+                "one connection (client) each",
+            ),
         ];
         for (index, (side, setup)) in sides.into_iter().enumerate() {
             let Some(side) = side else {

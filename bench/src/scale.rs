@@ -425,38 +425,3 @@ async fn close(sessions: Vec<Session>, in_flight: usize) {
         })
         .await;
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn contended_locks_have_a_prefix_of_their_own() {
-        assert_eq!(lock_name("p/", 0, 2), "p/w/0");
-        assert_eq!(lock_name("p/", 1, 2), "p/w/1");
-        assert_eq!(lock_name("p/", 2, 2), "p/h/2");
-    }
-
-    #[test]
-    fn per_hold_figures() {
-        let point = SizePoint {
-            holds: 100,
-            open_sessions: Duration::from_millis(50),
-            acquire_all: Duration::from_millis(200),
-            rss_kb: Some(1_400),
-            connections: Some(2),
-            keepalive: Some(Requests {
-                count: 200,
-                window: Duration::from_secs(10),
-            }),
-        };
-        assert_eq!(point.acquire_per_hold(), Duration::from_millis(2));
-        assert_eq!(point.open_per_session(), Duration::from_micros(500));
-        assert_eq!(point.rss_per_hold_kb(Some(1_000)), Some(4.0));
-        assert_eq!(point.rss_per_hold_kb(None), None);
-        // 200 requests in two 5 s intervals from 100 sessions: one each per interval.
-        let per = point.keepalive_per_session(Duration::from_secs(5)).unwrap();
-        assert!((per - 1.0).abs() < 1e-9, "{per}");
-        assert!((point.keepalive.unwrap().per_sec() - 20.0).abs() < 1e-9);
-    }
-}

@@ -212,35 +212,3 @@ async fn measure(
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::args::{Args, Plan};
-    use crate::target::BackendKind;
-    use clap::Parser;
-
-    #[tokio::test]
-    async fn transfers_keep_the_sum_and_count_attempts() {
-        let plan = Plan::from_args(&Args::parse_from([
-            "distsync-bench",
-            "--quick",
-            "--stm-transfers",
-            "40",
-        ]));
-        let target = Target::connect(BackendKind::Memory, "memory://".into())
-            .await
-            .unwrap();
-        let result = run(&target, "t", 8, &plan).await;
-        assert!(result.error.is_none(), "{:?}", result.error);
-        assert_eq!(result.commits, 40);
-        assert!(result.attempts >= 40);
-        assert!(result.retries_per_commit() >= 0.0);
-    }
-
-    #[test]
-    fn picker_stays_in_bounds() {
-        let mut picker = Picker(1);
-        assert!((0..1000).all(|_| picker.below(5) < 5));
-    }
-}

@@ -24,10 +24,8 @@ fn quick_run_on_memory_fills_the_tables_and_keeps_the_prose() {
             "| memory | **distsync** | 20 |",
             "| memory | 1 | 5 |",
             "| memory | 3 | 5 |",
-            "| hand-off p50 at 3 waiters ≤ 2× at 1 (no herd) | memory |",
             "| memory | 8 | SerializableSnapshot | 16 |",
-            "## Targets\n\n<!-- bench:targets -->\n",
-            "<!-- bench:run -->",
+            "## Machine and run\n\n<!-- bench:run -->\n",
         ],
     );
     assert!(!report.contains("old figures"), "the tables are rewritten");

@@ -1,8 +1,7 @@
 //! Peer lock implementations on the same stores, timed with the same cycle:
 //!
 //! - etcd: the server-side Lock RPC through `etcd-client` (`Client::lock`/`unlock`),
-//!   and Go's `etcdctl lock` (Debian's etcd-client package), both as one process per
-//!   cycle and as a long-running holder interrupted to release;
+//!   and Go's `etcdctl lock` (Debian's etcd-client package), one process per cycle;
 //! - Redis: `rslock` (Redlock on one server) and `distributed-lock`;
 //! - PostgreSQL: `distributed-lock`.
 

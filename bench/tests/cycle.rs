@@ -1,0 +1,91 @@
+//! The cycle runner: warm-up, interleaved rounds, errors, and distsync's cycle on memory.
+
+mod cycle {
+    use async_trait::async_trait;
+    use clap::Parser;
+    use distsync_bench::args::{Args, Plan};
+    use distsync_bench::contender::{Cycler, Role};
+    use distsync_bench::cycle::*;
+    use distsync_bench::stats::Samples;
+    use distsync_bench::Result;
+
+    struct Counting {
+        calls: usize,
+        fail_at: Option<usize>,
+    }
+
+    #[async_trait]
+    impl Cycler for Counting {
+        fn label(&self) -> String {
+            "counting".into()
+        }
+        fn role(&self) -> Role {
+            Role::Raw
+        }
+        async fn cycle(&mut self) -> Result<()> {
+            self.calls += 1;
+            if Some(self.calls) == self.fail_at {
+                return Err("boom".into());
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_warmup_then_rounds_and_records_errors() {
+        let plan = Plan::from_args(&Args::parse_from([
+            "distsync-bench",
+            "--quick",
+            "--cycles",
+            "10",
+        ]));
+        let results = run(
+            vec![
+                Box::new(Counting {
+                    calls: 0,
+                    fail_at: None,
+                }),
+                Box::new(Counting {
+                    calls: 0,
+                    fail_at: Some(plan.warmup + 3),
+                }),
+            ],
+            &plan,
+        )
+        .await;
+        assert_eq!(results[0].samples.len(), 10);
+        assert_eq!(results[0].rounds.len(), plan.rounds);
+        assert_eq!(
+            results[0].rounds.iter().map(Samples::len).sum::<usize>(),
+            10
+        );
+        assert!(results[0].error.is_none());
+        assert_eq!(results[1].samples.len(), 2);
+        assert_eq!(results[1].error.as_deref(), Some("boom"));
+    }
+
+    #[tokio::test]
+    async fn distsync_cycles_on_memory() {
+        let coordinator = distsync::connect("memory://").await.unwrap();
+        let cycler = DistsyncCycle::new(&coordinator, "bench/cycle")
+            .await
+            .unwrap();
+        let plan = Plan::from_args(&Args::parse_from([
+            "distsync-bench",
+            "--quick",
+            "--cycles",
+            "5",
+        ]));
+        let results = run(vec![Box::new(cycler)], &plan).await;
+        assert_eq!(results[0].samples.len(), 5);
+        assert!(results[0].error.is_none());
+        let session = coordinator.session().await.unwrap();
+        let free = coordinator
+            .locker(&session, "bench/cycle")
+            .unwrap()
+            .try_lock()
+            .await
+            .unwrap();
+        assert!(free.is_some(), "the lock is free after the cycles");
+    }
+}
