@@ -98,7 +98,8 @@ pub trait DoubleBarrier: Send + Sync {
     async fn leave(&self) -> Result<()>;
 
     /// [`Self::leave`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], removing nothing: the entry is gone or goes with the session (see [`crate::timeout`]).
+    /// [`crate::Error::Timeout`], removing nothing: the entry is gone or goes with the
+    /// session (see [`crate::timeout`]).
     ///
     /// # Errors
     /// [`crate::Error::Timeout`], or [`Self::leave`]'s errors.

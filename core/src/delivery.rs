@@ -181,7 +181,10 @@ impl Drop for Delivery {
         };
         runtime.spawn(async move {
             if let Err(error) = settle.nack().await {
-                tracing::debug!(%error, "background nack of a dropped queue delivery failed; the item goes back when the session ends");
+                tracing::debug!(
+                    %error,
+                    "background nack of a dropped queue delivery failed; the item goes back when the session ends",
+                );
             }
         });
     }

@@ -91,7 +91,10 @@ pub enum Error {
     /// The store holds state written by a newer, incompatible key layout or schema
     /// than this client understands. Not transient: upgrade the client (see the
     /// upgrade procedure in docs/MIGRATING.md). The store is left untouched.
-    #[error("{backend}: the store's layout version is {found}, this client understands up to {supported}; upgrade distsync")]
+    #[error(
+        "{backend}: the store's layout version is {found}, this client understands up to \
+         {supported}; upgrade distsync"
+    )]
     IncompatibleLayout {
         /// The backend, e.g. `postgres`.
         backend: &'static str,

@@ -181,7 +181,11 @@ impl Coordinator {
             tokio::select! {
                 biased;
                 () = lost => {
-                    tracing::warn!(election = name, term = %leadership.term(), "leadership lost; work stopped, campaigning again");
+                    tracing::warn!(
+                        election = name,
+                        term = %leadership.term(),
+                        "leadership lost; work stopped, campaigning again",
+                    );
                 }
                 outcome = work(Arc::clone(&leadership)) => {
                     if let Ok(leadership) = Arc::try_unwrap(leadership) {

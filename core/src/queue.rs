@@ -65,7 +65,8 @@ pub trait Queue: Send + Sync {
     async fn dequeue(&self) -> Result<Bytes>;
 
     /// [`Self::dequeue`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], removing nothing from the queue (an item is taken only when returned) (see [`crate::timeout`]).
+    /// [`crate::Error::Timeout`], removing nothing from the queue (an item is taken only
+    /// when returned) (see [`crate::timeout`]).
     ///
     /// # Errors
     /// [`crate::Error::Timeout`], or [`Self::dequeue`]'s errors.

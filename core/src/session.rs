@@ -550,7 +550,11 @@ impl Drop for SessionInner {
             let id = self.id;
             runtime.spawn(async move {
                 if let Err(error) = lease.revoke().await {
-                    tracing::debug!(session = %id, %error, "revoking a dropped session failed; it expires after its TTL");
+                    tracing::debug!(
+                        session = %id,
+                        %error,
+                        "revoking a dropped session failed; it expires after its TTL",
+                    );
                 }
             });
         }
@@ -662,13 +666,25 @@ async fn keepalive_loop(
                 metrics::counter!("distsync_session_renewal_failures_total", "backend" => backend)
                     .increment(1);
                 let since = *failing_since.get_or_insert(sent);
-                tracing::warn!(backend, session = %id, %error, remaining = ?valid_until.saturating_duration_since(Instant::now()), "session keepalive failed; retrying");
+                tracing::warn!(
+                    backend,
+                    session = %id,
+                    %error,
+                    remaining = ?valid_until.saturating_duration_since(Instant::now()),
+                    "session keepalive failed; retrying",
+                );
                 next_at = Instant::now() + retry;
                 set_health(failing(since, valid_until));
             }
         }
     }
-    tracing::warn!(backend, session = %id, ?ttl, ?margin, "no renewal acknowledged before the client-side deadline; session lost");
+    tracing::warn!(
+        backend,
+        session = %id,
+        ?ttl,
+        ?margin,
+        "no renewal acknowledged before the client-side deadline; session lost",
+    );
     count_lost(backend, id, lost);
     set_health(SessionHealth::Lost);
     lost.cancel();
@@ -946,7 +962,11 @@ mod tests {
         let warning = health.changed().await;
         assert_eq!(start_at.elapsed(), Duration::from_millis(1250));
         assert!(
-            matches!(warning, SessionHealth::Failing { since, .. } if since == (start_at + Duration::from_secs(1)).into_std()),
+            matches!(
+                warning,
+                SessionHealth::Failing { since, .. }
+                    if since == (start_at + Duration::from_secs(1)).into_std()
+            ),
             "{warning:?}"
         );
         assert_eq!(health.changed().await, SessionHealth::Lost);

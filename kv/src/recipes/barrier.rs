@@ -1,7 +1,8 @@
 //! The barrier, as etcd's Go `recipes.Barrier`.
 //!
 //! Layout: the barrier is held while the key `<ns>/barrier/<escaped name>` exists
-//! (empty value, no lease; see [`Kind::prefix`]; Go's recipe uses `<name>` itself). `hold` creates it if absent, `release` deletes it, and `wait` reads it and,
+//! (empty value, no lease; see [`Kind::prefix`]; Go's recipe uses `<name>` itself). `hold`
+//! creates it if absent, `release` deletes it, and `wait` reads it and,
 //! if present, watches it for its deletion.
 
 use std::sync::Arc;

@@ -233,7 +233,11 @@ fn revoke_session(kv: &Arc<dyn Kv>, session: &Session, lease: LeaseId) {
         let revoke = || kv.lease_revoke(lease);
         if let Err(gave_up) = retry_transient("revoke", "", deadline, None, revoke).await {
             let error = gave_up.into_error();
-            tracing::warn!(lease = format_args!("{lease:x}"), %error, "revoking a session failed; its lease expires after its TTL");
+            tracing::warn!(
+                lease = format_args!("{lease:x}"),
+                %error,
+                "revoking a session failed; its lease expires after its TTL",
+            );
         }
     });
 }

@@ -69,7 +69,8 @@
 //! together with its own key, at one revision (so neither an item put before its
 //! registration nor a wake-up before that read is missed), and watches only its own
 //! waiter key. Transient store errors while waiting are ridden out (see `wait`), so a
-//! `dequeue` waits through a store outage; bound it with a timeout. A producer wakes the oldest waiter by deleting its key (guarded on the
+//! `dequeue` waits through a store outage; bound it with a timeout. A producer wakes the
+//! oldest waiter by deleting its key (guarded on the
 //! key's create revision, so two producers wake two waiters). A woken consumer claims
 //! the first item, or registers again at the back if another consumer was faster. A
 //! consumer whose dequeue is dropped removes its waiter key; if it had been woken
@@ -548,7 +549,10 @@ impl Drop for Waiting {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key = %self.key, "queue waiter dropped outside a runtime; its key stays and absorbs one wake-up");
+            tracing::warn!(
+                key = %self.key,
+                "queue waiter dropped outside a runtime; its key stays and absorbs one wake-up",
+            );
             return;
         };
         let kv = Arc::clone(&self.kv);
@@ -792,7 +796,12 @@ async fn claim_in_store(
         Ok(response) => response,
         Err(gave_up) => {
             let error = gave_up.into_error();
-            tracing::error!(key = %item.kv.key, call, %error, "queue claim failed with its outcome unknown; if the in-flight record appears, the item waits there");
+            tracing::error!(
+                key = %item.kv.key,
+                call,
+                %error,
+                "queue claim failed with its outcome unknown; if the in-flight record appears, the item waits there",
+            );
             return (Err(error), None);
         }
     };
@@ -875,7 +884,12 @@ impl Claimed {
                 retry_transient("queue acknowledgement", &record, deadline, None, attempt).await
             {
                 let error = gave_up.into_error();
-                tracing::error!(%record, %error, "deleting the in-flight record of a delivered queue item failed; it stays, and must not be put back");
+                tracing::error!(
+                    %record,
+                    %error,
+                    "deleting the in-flight record of a delivered queue item failed; \
+                     it stays, and must not be put back",
+                );
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -894,7 +908,10 @@ impl Drop for Claimed {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::error!(record = %self.record, "undelivered queue item dropped outside a runtime; it stays in its in-flight record");
+            tracing::error!(
+                record = %self.record,
+                "undelivered queue item dropped outside a runtime; it stays in its in-flight record",
+            );
             return;
         };
         let layout = self.layout.clone();
@@ -909,7 +926,11 @@ impl Drop for Claimed {
                 retry_transient("queue put-back", &record, deadline, None, attempt).await
             {
                 let error = gave_up.into_error();
-                tracing::error!(%record, %error, "putting back an undelivered queue item failed; it stays in its in-flight record");
+                tracing::error!(
+                    %record,
+                    %error,
+                    "putting back an undelivered queue item failed; it stays in its in-flight record",
+                );
             }
         });
     }

@@ -173,7 +173,11 @@ async fn hold_in_store(
         Ok(response) => response,
         Err(gave_up) => {
             let error = gave_up.into_error();
-            tracing::warn!(key = %hold_key, %error, "queue hold failed with its outcome unknown; a hold taken goes with the session");
+            tracing::warn!(
+                key = %hold_key,
+                %error,
+                "queue hold failed with its outcome unknown; a hold taken goes with the session",
+            );
             return Err(error);
         }
     };

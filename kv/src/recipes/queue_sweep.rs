@@ -129,7 +129,10 @@ async fn sweep(kv: &dyn Kv, layout: &Layout) -> Result<Option<Duration>> {
             next = Some(next.map_or(left, |next| next.min(left)));
             continue;
         }
-        tracing::warn!(record = %record.key, "putting back an in-flight queue item whose consumer never acknowledged it");
+        tracing::warn!(
+            record = %record.key,
+            "putting back an in-flight queue item whose consumer never acknowledged it",
+        );
         put_back(
             kv,
             layout,
