@@ -1,6 +1,27 @@
-ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS held_by bigint;
-ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS held_call text;
-ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS deliveries integer NOT NULL DEFAULT 0;
+-- The queues (see crate::queue): items in order (priority, then arrival), each held by
+-- at most one session's receive (`held_by`, `held_call`); claims in flight, named by the
+-- consumer's call id, so that a retry after a lost reply finds the item its first
+-- attempt took; and the line of waiting consumers, woken one per item.
+CREATE TABLE IF NOT EXISTS {s}.queue_items (
+    id         bigserial PRIMARY KEY,
+    queue      text NOT NULL,
+    priority   integer NOT NULL,
+    item       bytea NOT NULL,
+    held_by    bigint,
+    held_call  text,
+    deliveries integer NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_items_order ON {s}.queue_items (queue, priority, id);
+
+CREATE TABLE IF NOT EXISTS {s}.queue_inflight (
+    call       text PRIMARY KEY,
+    id         bigint NOT NULL,
+    queue      text NOT NULL,
+    priority   integer NOT NULL,
+    item       bytea NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
 CREATE UNIQUE INDEX IF NOT EXISTS queue_items_held_call ON {s}.queue_items (held_call)
     WHERE held_call IS NOT NULL;
 CREATE INDEX IF NOT EXISTS queue_items_held_by ON {s}.queue_items (held_by)

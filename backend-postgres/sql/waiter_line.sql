@@ -1,3 +1,7 @@
+-- The waiter line of every name (see crate::waiter_line): the permit count of each name
+-- with a line, and one entry row per acquisition, in arrival order (`ord`). A shared
+-- entry (a read lock) holds beside other shared entries; a candidacy carries its
+-- election's name and value, written as the leader on grant.
 CREATE TABLE IF NOT EXISTS {s}.semaphores (
     name_id integer PRIMARY KEY,
     permits integer NOT NULL
@@ -10,15 +14,12 @@ CREATE TABLE IF NOT EXISTS {s}.semaphore_entries (
     entry      bigint NOT NULL,
     token      bigint,
     cancelled  boolean NOT NULL DEFAULT false,
+    shared     boolean NOT NULL DEFAULT false,
+    election   text,
+    value      bytea,
     UNIQUE (session_id, entry)
 );
 CREATE INDEX IF NOT EXISTS semaphore_entries_line ON {s}.semaphore_entries (name_id, ord);
--- Since version 9 the line also carries locks, read-write locks and candidacies (see
--- crate::hold): a shared entry (a read lock) holds beside other shared entries; a
--- candidacy carries its election's name and value, written as the leader on grant.
-ALTER TABLE {s}.semaphore_entries ADD COLUMN IF NOT EXISTS shared boolean NOT NULL DEFAULT false;
-ALTER TABLE {s}.semaphore_entries ADD COLUMN IF NOT EXISTS election text;
-ALTER TABLE {s}.semaphore_entries ADD COLUMN IF NOT EXISTS value bytea;
 CREATE INDEX IF NOT EXISTS semaphore_entries_shared ON {s}.semaphore_entries (name_id) WHERE shared;
 
 -- Notifies the waiters of name k that can be granted now, other than the entry
@@ -59,7 +60,7 @@ END
 $$;
 
 -- Commits the transaction asynchronously unless it granted something (see sem_grant):
--- what it wrote is lost in a crash of the server at no harm (see crate::hold,
+-- what it wrote is lost in a crash of the server at no harm (see crate::waiter_line,
 -- "Asynchronous commits").
 CREATE OR REPLACE FUNCTION {s}.commit_async() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -144,8 +145,7 @@ $$;
 -- deadlock), so that joins and grants after this one see the deletion. If a join or
 -- grant holds it now, that one may not see the deletion: every waiter of the name is
 -- told to re-check ('M:<name id>'), the one case with more wake-ups than grants.
--- Since version 18, with the name's lock taken, the waiters it lets in are granted
--- here (sem_grant) rather than by their own statements.
+-- With the name's lock taken, the waiters it lets in are granted here (sem_grant).
 CREATE OR REPLACE FUNCTION {s}.semaphore_entry_gone() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     locked boolean;
@@ -197,22 +197,18 @@ $$;
 -- waiting (o_wait: seconds until the first expiry among the live entries ahead), -1 the
 -- entry is gone (its session ended or expired), 5 (only with p_async) the entry is gone
 -- but its session is live: a join committed asynchronously and lost in a crash of the
--- server, to be joined again. An exclusive entry is granted with
--- fewer than `permits` live entries ahead and takes the next value of the name's
--- fencing counter; a shared entry (a read lock) with no live exclusive entry ahead, and
--- token 0. A candidacy's grant writes its election's leader row and log entry (the
--- token is the term). Raises DS002 when the name has no counter row. With p_async
--- (since version 17), a check that grants nothing commits asynchronously (it wrote only
--- a row lock); a grant always commits synchronously.
--- Since version 20 under a name of its own (semaphore_check2; semaphore_check keeps the
--- signature of earlier versions, see the end of this file).
-DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint);
-DROP FUNCTION IF EXISTS {s}.semaphore_check(integer, bigint, bigint, integer, boolean);
-CREATE OR REPLACE FUNCTION {s}.semaphore_check2(k integer, p_session bigint, p_entry bigint,
-                                    p_log_keep integer DEFAULT 1000,
-                                    p_async boolean DEFAULT false,
-                                    OUT o_state integer, OUT o_token bigint,
-                                    OUT o_wait double precision)
+-- server, to be joined again. An exclusive entry is granted with fewer than `permits`
+-- live entries ahead and takes the next value of the name's fencing counter; a shared
+-- entry (a read lock) with no live exclusive entry ahead, and token 0. A candidacy's
+-- grant writes its election's leader row and log entry (the token is the term). Raises
+-- DS002 when the name has no counter row. With p_async, a check that grants nothing
+-- commits asynchronously (it wrote only a row lock); a grant always commits
+-- synchronously.
+CREATE OR REPLACE FUNCTION {s}.semaphore_check(k integer, p_session bigint, p_entry bigint,
+                                               p_log_keep integer DEFAULT 1000,
+                                               p_async boolean DEFAULT false,
+                                               OUT o_state integer, OUT o_token bigint,
+                                               OUT o_wait double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
@@ -295,14 +291,11 @@ $$;
 -- holding or waiting); 3 another count is in use (o_in_use, nothing joined); 4 the
 -- caller withdrew before this ran (tombstone found and removed, nothing joined: the
 -- caller is gone, nobody reads this). Raises DS001 when the session has ended.
--- With p_async (since version 17), a join that waits commits asynchronously (see
--- crate::hold, "Asynchronous commits"); a grant always commits synchronously. An
+-- With p_async, a join that waits commits asynchronously (see crate::waiter_line,
+-- "Asynchronous commits"); a grant always commits synchronously. An
 -- empty line (the uncontended case) is granted with one read of the line index, one
 -- update of the counter and one insert.
-DROP FUNCTION IF EXISTS {s}.semaphore_join(integer, bigint, bigint, integer, boolean);
-DROP FUNCTION IF EXISTS {s}.semaphore_join(integer, bigint, bigint, integer, boolean, boolean,
-                                           text, bytea, integer, boolean);
-CREATE OR REPLACE FUNCTION {s}.semaphore_join2(k integer, p_session bigint, p_entry bigint,
+CREATE OR REPLACE FUNCTION {s}.semaphore_join(k integer, p_session bigint, p_entry bigint,
                                               p_permits integer, wait boolean,
                                               p_shared boolean DEFAULT false,
                                               p_election text DEFAULT NULL,
@@ -406,19 +399,18 @@ BEGIN
     INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election, value)
          VALUES (k, p_session, p_entry, p_shared, p_election, p_value);
     SELECT c.o_state, c.o_token, c.o_wait INTO o_state, o_token, o_wait
-      FROM {s}.semaphore_check2(k, p_session, p_entry, p_log_keep, p_async) AS c;
+      FROM {s}.semaphore_check(k, p_session, p_entry, p_log_keep, p_async) AS c;
 END
 $$;
 
 -- Removes entry (p_session, p_entry) of name k (a release, a resign, or a withdrawn
 -- wait), with the leader row of a candidacy that led; true if it was there. With
 -- p_tombstone, an entry not there yet gets a tombstone, so that a join of it still in
--- flight gives up (see semaphore_join). Without p_sync (since version 17) it commits
+-- flight gives up (see semaphore_join). Without p_sync it commits
 -- asynchronously: a release lost in a crash of the server only brings the entry back,
--- and the client that made it leaves it again once it sees the crash (see crate::hold,
--- "Asynchronous commits"; crate::connection::unflushed).
-DROP FUNCTION IF EXISTS {s}.semaphore_leave(integer, bigint, bigint, boolean, boolean);
-CREATE OR REPLACE FUNCTION {s}.semaphore_leave2(k integer, p_session bigint, p_entry bigint,
+-- and the client that made it leaves it again once it sees the crash (see
+-- crate::waiter_line, "Asynchronous commits"; crate::connection::unflushed).
+CREATE OR REPLACE FUNCTION {s}.semaphore_leave(k integer, p_session bigint, p_entry bigint,
                                                p_tombstone boolean,
                                                p_sync boolean DEFAULT true) RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -450,36 +442,4 @@ BEGIN
     END IF;
     RETURN false;
 END
-$$;
-
--- The functions under the names and signatures of versions 16 and earlier, for clients
--- of those versions running against this schema: they commit synchronously, as
--- before. (A client of such a version that connects re-creates its own bodies under
--- these names and leaves semaphore_join2, semaphore_check2 and semaphore_leave2 alone, so that neither version's calls become
--- ambiguous.)
-CREATE OR REPLACE FUNCTION {s}.semaphore_check(k integer, p_session bigint, p_entry bigint,
-                                    p_log_keep integer DEFAULT 1000,
-                                    OUT o_state integer, OUT o_token bigint,
-                                    OUT o_wait double precision)
-LANGUAGE sql AS $$
-    SELECT c.o_state, c.o_token, c.o_wait FROM {s}.semaphore_check2(k, p_session, p_entry, p_log_keep, false) AS c
-$$;
-CREATE OR REPLACE FUNCTION {s}.semaphore_join(k integer, p_session bigint, p_entry bigint,
-                                              p_permits integer, wait boolean,
-                                              p_shared boolean DEFAULT false,
-                                              p_election text DEFAULT NULL,
-                                              p_value bytea DEFAULT NULL,
-                                              p_log_keep integer DEFAULT 1000,
-                                              OUT o_state integer, OUT o_token bigint,
-                                              OUT o_wait double precision,
-                                              OUT o_in_use integer)
-LANGUAGE sql AS $$
-    SELECT j.o_state, j.o_token, j.o_wait, j.o_in_use
-      FROM {s}.semaphore_join2(k, p_session, p_entry, p_permits, wait, p_shared, p_election, p_value,
-                        p_log_keep, false) AS j
-$$;
-CREATE OR REPLACE FUNCTION {s}.semaphore_leave(k integer, p_session bigint, p_entry bigint,
-                                               p_tombstone boolean) RETURNS boolean
-LANGUAGE sql AS $$
-    SELECT {s}.semaphore_leave2(k, p_session, p_entry, p_tombstone, true)
 $$;

@@ -64,7 +64,10 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 ///   answer within the connect timeout;
 /// - [`Error::Authentication`] for a wrong user or password, or a login `pg_hba.conf`
 ///   refuses (e.g. without the client certificate it requires);
-/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`checks`);
+/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`connection::checks`);
+/// - [`Error::IncompatibleLayout`] for a schema written by a newer, incompatible
+///   client ([`LAYOUT_VERSION`](crate::LAYOUT_VERSION)), [`Error::Unsupported`] for one
+///   of an older layout; either is left untouched (see docs/MIGRATING.md);
 /// - the schema-creation error.
 pub async fn backend_with_config(url: &PostgresConfig) -> Result<PostgresBackend> {
     tls::check_files(url.files())?;
@@ -157,7 +160,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     let reaper = pool_options(REAPER_SIZE, url)
         .connect_lazy_with(url.options.clone().application_name("distsync/reaper"));
     // The sessions' holds, waits and releases (every lock, read-write lock, candidacy
-    // and permit of the process, see `hold`) have a pool of their own, apart from the
+    // and permit of the process, see `waiter_line`) have a pool of their own, apart from the
     // one that STM bodies can exhaust.
     let holds = pool_options(url.hold_connections(), url)
         .connect_lazy_with(url.options.clone().application_name("distsync/holds"));

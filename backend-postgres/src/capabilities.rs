@@ -20,8 +20,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// - `fencing`: counter rows bumped by the granting statement, committed with
 ///   `synchronous_commit = on`, so tokens never go backwards across a crash or an
 ///   immediate shutdown of the server (only releases and waits that grant nothing
-///   commit asynchronously, see `hold`);
-/// - `fifo_waiters`: entries in arrival order (see `hold`);
+///   commit asynchronously, see `waiter_line`);
+/// - `fifo_waiters`: entries in arrival order (see `waiter_line`);
 /// - `lost_notification`: a gone or expired heartbeat row, or a `NOTIFY` from the
 ///   process that ended the session;
 /// - `partition_safe`: the lease gate: a hold left without a clean release (its

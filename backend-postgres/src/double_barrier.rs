@@ -1,15 +1,15 @@
-//! The double barrier: one entry row per participant, and an open flag per barrier.
-//!
-//! A participant is a handle (`Backend::double_barrier`): N tasks sharing one session,
-//! each with its own handle, are N participants, as on etcd and Redis. Its entry row is
-//! keyed by (barrier, session, participant number), the number drawn from a counter of
-//! this process (session ids are unique, so the pair is). `enter` adds the entry and, when it completes the count, opens the barrier,
-//! under the barrier row's lock (schema function `dbarrier_enter`); the others wait for
-//! the `NOTIFY` of the flag's change. `leave` deletes the entry (closing the barrier when
-//! nobody is left) and waits until no live participant remains. Entries reference their
-//! session row, so they are deleted with it; the entries of an expired session are
-//! ignored, and a waiter ends that session when it finds one (and wakes at the next
-//! participant's expiry while it waits for them to leave).
+//! The double barrier: one entry row per participant, and an open flag per barrier. A
+//! participant is a handle (`Backend::double_barrier`): N tasks sharing one session, each
+//! with its own handle, are N participants, as on etcd and Redis. Its entry row is keyed
+//! by (barrier, session, participant number), the number drawn from a counter of this
+//! process (session ids are unique, so the pair is). `enter` adds the entry and, when it
+//! completes the count, opens the barrier, under the barrier row's lock (schema function
+//! `dbarrier_enter`); the others wait for the `NOTIFY` of the flag's change. `leave`
+//! deletes the entry (closing the barrier when nobody is left) and waits until no live
+//! participant remains. Entries reference their session row, so they are deleted with it;
+//! the entries of an expired session are ignored, and a waiter ends that session when it
+//! finds one (and wakes at the next participant's expiry while it waits for them to
+//! leave).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

@@ -18,25 +18,29 @@
 //! # Connecting
 //! TLS as libpq (`sslmode=require|verify-ca|verify-full`, `sslrootcert`, `sslcert`,
 //! `sslkey`; rustls through sqlx, the cargo feature `tls`, on by default), SCRAM
-//! passwords, `connect_timeout=` and `timeout=`: see [`PostgresConfig::parse`]. A wrong password
-//! is [`Error::Authentication`](distsync_core::Error::Authentication); no password appears in errors, logs or `Debug`. In
-//! code: [`backend_with_config`]; with a `sqlx::PgPool` of your own: [`backend_from_pool`]
-//! (its requirements: session pooling, one role, durable commits).
+//! passwords, `connect_timeout=` and `timeout=`: see [`PostgresConfig::parse`]. A wrong
+//! password is [`Error::Authentication`](distsync_core::Error::Authentication); no
+//! password appears in errors, logs or `Debug`. In code: [`backend_with_config`]; with a
+//! `sqlx::PgPool` of your own: [`backend_from_pool`] (its requirements: session pooling,
+//! one role, durable commits).
 //!
 //! # How it works
 //! Each part's design is documented in the prose of its module, private to the crate
 //! (`backend-postgres/src/<module>.rs`, linked from `docs/ARCHITECTURE.md`):
-//! - `schema`: tables and functions, created on first use, idempotently, in the
-//!   configured schema, by an ordinary role (it needs `CREATE` on the database, or an
-//!   existing schema it may create objects in). PostgreSQL 14 or later.
+//! - `schema`: tables and functions (`backend-postgres/sql/*.sql`), created on first use
+//!   in the configured schema by an ordinary role (it needs `CREATE` on the database, or
+//!   an existing schema it may create objects in), and marked with their layout version
+//!   ([`LAYOUT_VERSION`]): a schema of another layout is refused and left untouched
+//!   ([`Error::IncompatibleLayout`](distsync_core::Error::IncompatibleLayout) for a newer
+//!   one; docs/MIGRATING.md). PostgreSQL 14 or later.
 //! - `session`: a heartbeat row per session (random, never-repeating id); a session
 //!   holds no connection. The keepalives of all the process's sessions are batched by
 //!   one heartbeat task into `UPDATE ... WHERE id = ANY($1)` statements,
 //!   each session keeping its own client-side deadline (`send time of its last
 //!   acknowledged renewal + TTL − margin`) and `lost()`: its row gone or expired, a
 //!   `NOTIFY` from the process that ended it, or its deadline passing.
-//! - `hold`: locks, read-write locks and candidacies are entries in a line of rows per
-//!   name (the semaphore's tables, a mutex being a semaphore of one permit, a read lock a
+//! - `waiter_line`: locks, read-write locks and candidacies are entries in a line of rows
+//!   per name (the semaphore's tables, a mutex being a semaphore of one permit, a read lock a
 //!   shared entry): FIFO, granted by the caller's own statement, which bumps the name's
 //!   fencing counter (the election term) durably. Waiters hold no connection and are
 //!   woken one by one through `NOTIFY`. A dropped wait withdraws its entry.
@@ -44,7 +48,7 @@
 //!   connections (pool 8, holds 8, reaper 2, one listener) however many sessions,
 //!   holds and waiters it has: 10,000 held locks and 1,000 waiters from one process
 //!   measure at that (see docs/BENCHMARKS.md).
-//! - **The lease gate** (`hold`): *an entry counts until its session's row is deleted
+//! - **The lease gate** (`waiter_line`): *an entry counts until its session's row is deleted
 //!   or expires* (`expires_at` = the server's time of its last renewal + TTL, never
 //!   earlier than the holder's client-side deadline), so a holder that vanished without
 //!   a release (crashed, partitioned, stalled, declared lost) is granted to the next
@@ -53,14 +57,13 @@
 //!   This applies to locks, write locks, read locks, leadership, permits and
 //!   double-barrier entries. The crash-release time is bound by the TTL, as on etcd
 //!   and Redis. A connection's death frees nothing.
-//! - **TTL enforcement** (`hold`): a stalled holder stops renewing, so its row expires
-//!   after its TTL and the next waiter is granted then; no backend is ever terminated.
+//! - **TTL enforcement** (`waiter_line`): a stalled holder stops renewing, so its row
+//!   expires after its TTL and the next waiter is granted then; no backend is ever
+//!   terminated.
 //!   Keepalives sweep expired rows, unused names and old election log entries (bounded
 //!   growth, see `limits`) on the reaper's connections.
-//! - `semaphore`: a line of entry rows per name, the first `N` live ones holding a
-//!   permit, each grant bumping the name's fencing counter; waiters hold no connection
-//!   and are woken one by one (`NOTIFY` to the waiter a release lets in); entries count
-//!   until their session's row is deleted or expires, which is the lease gate.
+//! - `semaphore`: the same line with permit entries, the first `N` live ones holding a
+//!   permit.
 //! - `election`: a candidacy in the election's line plus a leader row and a bounded
 //!   log; `observe()` follows the log through `LISTEN`/`NOTIFY` and never yields a stale
 //!   leader.
@@ -83,8 +86,8 @@
 //! woken through `LISTEN`, which belongs to a server connection. Behind PgBouncer or
 //! another pooler, use **session pooling**: a transaction (or statement) pooler is
 //! detected at connect and refused with [`Error::Unsupported`](distsync_core::Error::Unsupported) naming the mode
-//! (`checks`). No startup parameter other than `application_name` is sent (PgBouncer
-//! rejects `options`): settings are applied after connecting (`conn`).
+//! (`connection::checks`). No startup parameter other than `application_name` is sent (PgBouncer
+//! rejects `options`): settings are applied after connecting (`connection`).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -124,6 +127,7 @@ pub use connection::config::{
 pub use driver::DRIVER;
 pub use limits::Limits;
 pub use queue::STALE_CLAIM;
+pub use schema::LAYOUT_VERSION;
 /// The `sqlx` this crate is built with, for [`backend_from_pool`] (its `PgPool` and
 /// `PgConnectOptions` must come from this version).
 pub use sqlx;

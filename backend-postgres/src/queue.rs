@@ -52,7 +52,8 @@
 //! that was woken (out of the line) and took an item while others remain, or that is
 //! dropped while registered, passes the wake-up on (`queue_pass`), so one lost with a
 //! crashed consumer is not lost for good; a consumer that took an item withdraws before
-//! it returns, so that what it passes on is judged before its caller acts again; and a waiting consumer re-checks when its registration is due for renewal, or
+//! it returns, so that what it passes on is judged before its caller acts again; and a
+//! waiting consumer re-checks when its registration is due for renewal, or
 //! when the first hold it saw would expire.
 
 use std::sync::Arc;
@@ -248,7 +249,11 @@ fn put_back(shared: Arc<Shared>, call: String) {
                     backoff.pause("putting a queue item back", &error).await;
                 }
                 Err(error) => {
-                    tracing::error!(call, %error, "putting back the item of a dropped consumer failed; it stays in flight");
+                    tracing::error!(
+                        call,
+                        %error,
+                        "putting back the item of a dropped consumer failed; it stays in flight"
+                    );
                     return;
                 }
             }

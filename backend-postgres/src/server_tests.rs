@@ -95,8 +95,7 @@ mod unflushed {
     /// A grant commits synchronously, a release that grants the next waiter too (the
     /// waiter's check then only reads its token); a join or check that only waits, and
     /// a release that lets nobody in, asynchronously; a release asked synchronous (the
-    /// default of older clients and of a backend that cannot read the epoch)
-    /// synchronously.
+    /// default, and what a backend that cannot read the epoch asks) synchronously.
     #[tokio::test(flavor = "multi_thread")]
     async fn grants_commit_synchronously_and_releases_asynchronously() {
         let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
@@ -127,7 +126,7 @@ mod unflushed {
             .unwrap();
         let join = |session: i64, entry: i64| {
             shared.sql(&format!(
-                "SELECT o_state FROM {{s}}.semaphore_join2({k}, {session}, {entry}, 1, true, \
+                "SELECT o_state FROM {{s}}.semaphore_join({k}, {session}, {entry}, 1, true, \
                  false, NULL, NULL, 1000, true)"
             ))
         };
@@ -142,7 +141,7 @@ mod unflushed {
             "a wait"
         );
         let check = shared.sql(&format!(
-            "SELECT o_state FROM {{s}}.semaphore_check2({k}, {w}, 2, 1000, true)"
+            "SELECT o_state FROM {{s}}.semaphore_check({k}, {w}, 2, 1000, true)"
         ));
         assert_eq!(
             commit_mode(&mut conn, &check).await,
@@ -151,7 +150,7 @@ mod unflushed {
         );
         let leave = |session: i64, entry: i64, sync: bool| {
             shared.sql(&format!(
-                "SELECT {{s}}.semaphore_leave2({k}, {session}, {entry}, false, {sync})"
+                "SELECT {{s}}.semaphore_leave({k}, {session}, {entry}, false, {sync})"
             ))
         };
         assert_eq!(
@@ -178,12 +177,6 @@ mod unflushed {
             commit_mode(&mut conn, &leave(h, 4, false)).await,
             ("true".into(), "off".into()),
             "a release with nobody waiting"
-        );
-        let old_client = shared.sql(&format!("SELECT {{s}}.semaphore_leave({k}, {w}, 3, false)"));
-        assert_eq!(
-            commit_mode(&mut conn, &old_client).await,
-            ("false".into(), "on".into()),
-            "a release with the arguments of version 16"
         );
         holder.close().await.unwrap();
         waiter.close().await.unwrap();

@@ -116,7 +116,7 @@ impl Shared {
                     "SELECT count(*) FILTER (WHERE l.gone) FROM \
                      unnest($1::integer[], $2::bigint[], $3::bigint[], $4::boolean[]) \
                      AS u(k, s, e, t), \
-                     LATERAL (SELECT {s}.semaphore_leave2(u.k, u.s, u.e, u.t, true) AS gone \
+                     LATERAL (SELECT {s}.semaphore_leave(u.k, u.s, u.e, u.t, true) AS gone \
                               WHERE EXISTS (SELECT 1 FROM {s}.semaphore_entries x \
                                              WHERE x.session_id = u.s AND x.entry = u.e \
                                                AND NOT x.cancelled)) AS l",

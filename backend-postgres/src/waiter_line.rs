@@ -234,7 +234,7 @@ impl Entry {
     ) -> std::result::Result<Outcome, sqlx::Error> {
         let sql = self.shared.sql(
             "SELECT o_state, o_token, o_wait, o_in_use \
-             FROM {s}.semaphore_join2($1, $2, $3, $4, $5, $6, $7, $8, $9, true)",
+             FROM {s}.semaphore_join($1, $2, $3, $4, $5, $6, $7, $8, $9, true)",
         );
         let row: Row = again_after_conflicts(|| async {
             let mut taken = self.shared.holds.take().await?;
@@ -259,7 +259,7 @@ impl Entry {
     async fn check(&self) -> std::result::Result<Outcome, sqlx::Error> {
         let sql = self.shared.sql(
             "SELECT o_state, o_token, o_wait, NULL::integer \
-             FROM {s}.semaphore_check2($1, $2, $3, $4, true)",
+             FROM {s}.semaphore_check($1, $2, $3, $4, true)",
         );
         let row: Row = again_after_conflicts(|| async {
             let mut taken = self.shared.holds.take().await?;
@@ -276,7 +276,7 @@ impl Entry {
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
     }
 
-    /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave2`. Commits
+    /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave`. Commits
     /// asynchronously when the backend can tell a release the server lost in a crash
     /// and make it again ([`crate::connection::unflushed`]), synchronously otherwise.
     pub(crate) async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
@@ -286,7 +286,7 @@ impl Entry {
         let epoch = unflushed.epoch();
         let sql = self
             .shared
-            .sql("SELECT {s}.semaphore_leave2($1, $2, $3, $4, $5)");
+            .sql("SELECT {s}.semaphore_leave($1, $2, $3, $4, $5)");
         let left = again_after_conflicts(|| async {
             let mut taken = self.shared.holds.take().await?;
             let left = sqlx::query_scalar(&sql)
@@ -338,7 +338,11 @@ impl Entry {
                     },
                 };
                 if !Backoff::retryable(&error) {
-                    tracing::warn!(session = self.session, %error, "withdrawing an entry failed; it ends with its session");
+                    tracing::warn!(
+                        session = self.session,
+                        %error,
+                        "withdrawing an entry failed; it ends with its session"
+                    );
                     return;
                 }
                 backoff.pause("withdrawing an entry", &error).await;

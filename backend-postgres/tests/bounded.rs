@@ -1,4 +1,4 @@
-//! Bounded growth (issue 13 item 6): with small [`Limits`], the name table, the
+//! Bounded growth: with small [`Limits`], the name table, the
 //! election log and the in-process name cache stay within their bounds however many
 //! distinct names are locked and however often a leader proclaims, and pruning never
 //! sends a name's fencing tokens backwards. Each test runs in a schema of its own, so

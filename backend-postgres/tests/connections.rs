@@ -1,4 +1,4 @@
-//! Connections proportional to the process, not to its holds (issue 13 item 1): one
+//! Connections proportional to the process, not to its holds: one
 //! backend with 500 sessions each holding a lock, and 100 more sessions waiting on some
 //! of those locks, keeps at most its bound of connections to the server (pool 8, holds
 //! 8, reaper 2, one listener: 19). The connections counted are this process's: the

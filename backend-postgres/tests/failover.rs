@@ -1,4 +1,4 @@
-//! PostgreSQL failover (issue 16): the conformance case `server_primary_failover_postgres`
+//! PostgreSQL failover: the conformance case `server_primary_failover_postgres`
 //! against private primaries with a streaming standby
 //! (`distsync_conformance::faults::private::PostgresStandbyPair`): the primary
 //! stopped with `pg_ctl stop -m immediate` under lock, election and queue load, the

@@ -308,6 +308,71 @@ async fn schema_is_created_concurrently_by_an_ordinary_role() {
     pool.close().await;
 }
 
+/// A schema marked with a newer layout than this client's is refused with the typed
+/// error and left as it is: nothing is created or replaced in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_of_a_newer_layout_is_refused_and_left_untouched() {
+    let Some(url) = url() else { return };
+    let schema = format!("x_layout_{}", std::process::id());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{separator}schema={schema}");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let run = |sql: String| {
+        let pool = pool.clone();
+        async move { sqlx::query(&sql).execute(&pool).await.unwrap() }
+    };
+    run(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;
+    drop(distsync_postgres::backend(&scoped).await.unwrap());
+    let version = || {
+        let pool = pool.clone();
+        let sql = format!("SELECT max(version) FROM \"{schema}\".layout");
+        async move {
+            sqlx::query_scalar::<_, i32>(&sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let ours = distsync_postgres::LAYOUT_VERSION;
+    assert_eq!(
+        version().await,
+        i32::try_from(ours).unwrap(),
+        "a new schema is marked"
+    );
+    // A newer client's schema: its marker moved on, and one of our functions is gone.
+    run(format!(
+        "UPDATE \"{schema}\".layout SET version = version + 1"
+    ))
+    .await;
+    run(format!("DROP FUNCTION \"{schema}\".guarded_put")).await;
+    match distsync_postgres::backend(&scoped).await {
+        Err(Error::IncompatibleLayout {
+            backend,
+            found,
+            supported,
+        }) => {
+            assert_eq!((backend, found, supported), ("postgres", ours + 1, ours));
+        }
+        other => panic!("a newer layout was not refused: {other:?}"),
+    }
+    assert_eq!(
+        version().await,
+        i32::try_from(ours + 1).unwrap(),
+        "the marker is kept"
+    );
+    let recreated: bool = sqlx::query_scalar("SELECT to_regproc($1) IS NOT NULL")
+        .bind(format!("\"{schema}\".guarded_put"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        !recreated,
+        "the refusing client created objects in the schema"
+    );
+    run(format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn arguments_are_checked() {
     let Some((url, backend)) = backend().await else {

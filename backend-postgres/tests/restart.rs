@@ -1,5 +1,6 @@
 //! Behaviour across a server restart, and what needs a superuser, on a private
-//! PostgreSQL cluster (the conformance suite's, `distsync_conformance::faults::private`). The suite's restart cases check
+//! PostgreSQL cluster (the conformance suite's, `distsync_conformance::faults::private`).
+//! The suite's restart cases check
 //! that durable state survives and that sessions end; this checks what is particular to
 //! this backend: waits on durable state (a blocked `dequeue`, a barrier `wait`) ride
 //! out the restart and resume, sessions and their holds (rows) survive a restart shorter
@@ -271,7 +272,7 @@ async fn a_role_that_cannot_end_other_sessions_connects() {
     for statement in [
         "CREATE ROLE intruder LOGIN",
         "GRANT USAGE ON SCHEMA distsync TO intruder",
-        "GRANT SELECT ON distsync.meta TO intruder",
+        "GRANT SELECT ON distsync.layout TO intruder",
     ] {
         sqlx::query(statement).execute(&admin).await.unwrap();
     }

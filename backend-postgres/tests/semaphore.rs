@@ -305,7 +305,7 @@ async fn a_withdrawal_that_overtakes_its_join_makes_it_give_up() {
     let id = session.id().0 as i64;
     let entry = i64::MAX - 7;
     let left: bool = sqlx::query_scalar(&format!(
-        "SELECT {schema}.semaphore_leave($1, $2, $3, true)"
+        "SELECT {schema}.semaphore_leave($1, $2, $3, true, true)"
     ))
     .bind(k)
     .bind(id)
@@ -325,7 +325,7 @@ async fn a_withdrawal_that_overtakes_its_join_makes_it_give_up() {
         .await
         .unwrap();
     let state: i32 = sqlx::query_scalar(&format!(
-        "SELECT o_state FROM {schema}.semaphore_join($1, $2, $3, 1, true)"
+        "SELECT o_state FROM {schema}.semaphore_join($1, $2, $3, 1, true, false, NULL, NULL, 1000, false)"
     ))
     .bind(k)
     .bind(id)

@@ -88,7 +88,7 @@ pub(crate) struct Statements {
     /// ARRAY(SELECT renew_sessions($1)), server_epoch()`.
     pub(crate) renew: String,
     /// Makes releases again, synchronously, from arrays of their arguments:
-    /// `semaphore_leave2` over `unnest($1, $2, $3, $4)`, for the entries that are there
+    /// `semaphore_leave` over `unnest($1, $2, $3, $4)`, for the entries that are there
     /// (came back): the others take no lock. A tombstone is not needed again either:
     /// a join in flight at a crash died with its connection, and one in flight at a
     /// mere checkpoint still finds the tombstone, which was not lost.
@@ -171,7 +171,11 @@ async fn release_again(
             "the server's epoch moved (a checkpoint, a crash recovery or a promotion): asynchronous releases made again"
         ),
         Err(error) => {
-            tracing::warn!(releases = releases.len(), error = %map(error), "making releases again failed; retried at the next heartbeat");
+            tracing::warn!(
+                releases = releases.len(),
+                error = %map(error),
+                "making releases again failed; retried at the next heartbeat"
+            );
             for release in releases {
                 unflushed.record(None, release);
             }

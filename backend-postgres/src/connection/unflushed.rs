@@ -1,7 +1,7 @@
 //! Releases committed asynchronously, kept until a later synchronous commit of this
 //! process shows they are durable, and made again when the server may have lost them.
 //!
-//! A release (`semaphore_leave2`: an unlock, a resign, a withdrawn wait and its
+//! A release (`semaphore_leave`: an unlock, a resign, a withdrawn wait and its
 //! tombstone) commits with `synchronous_commit = off` (see [`crate::waiter_line`],
 //! "Asynchronous commits"): it returns without waiting for the WAL flush, and a crash
 //! of the server before the flush loses it, bringing the entry back. Such an entry
@@ -28,8 +28,7 @@
 //! statement, which is then recorded in its turn.
 //!
 //! Where the epoch cannot be read (a role without access to `pg_control_checkpoint()`,
-//! which PostgreSQL grants to every role by default), releases commit synchronously,
-//! as before version 17.
+//! which PostgreSQL grants to every role by default), releases commit synchronously.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +39,7 @@ use std::sync::{Mutex, MutexGuard};
 /// releases at tens of thousands a second.
 const MAX_PENDING: usize = 1 << 20;
 
-/// One release to make again: `semaphore_leave2(name_id, session, entry, tombstone)`.
+/// One release to make again: `semaphore_leave(name_id, session, entry, tombstone)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Release {
     pub(crate) name_id: i32,

@@ -1,0 +1,58 @@
+-- The sessions: one heartbeat row each (a random id, its TTL, `expires_at`), renewed in
+-- batches (see crate::session); everything a session holds or waits for is a row tied to
+-- this one, deleted with it. Changes are announced on the channel
+-- `distsync_<schema oid>` (see crate::schema).
+CREATE TABLE IF NOT EXISTS {s}.sessions (
+    id         bigserial PRIMARY KEY,
+    ttl_ms     bigint NOT NULL,
+    expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+CREATE OR REPLACE FUNCTION {s}.notify(payload text) RETURNS void LANGUAGE sql AS $$
+    SELECT pg_notify('distsync_' || ('{s}'::regnamespace::oid)::text, payload)
+$$;
+
+-- Ends sessions at once: deletes their rows, cascading to their entries (holds, waits,
+-- permits), leader rows and double-barrier entries, which wakes the waiters they let
+-- in, and tells their owners (NOTIFY s:<id>, delivered at commit). Returns how many
+-- rows it deleted.
+CREATE OR REPLACE FUNCTION {s}.end_sessions(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    ended integer;
+BEGIN
+    WITH gone AS (DELETE FROM {s}.sessions WHERE id = ANY (ids) RETURNING id)
+    SELECT count(*) INTO ended FROM gone;
+    PERFORM {s}.notify('s:' || i::text) FROM unnest(ids) AS i;
+    RETURN ended;
+END
+$$;
+
+-- Ends those of `ids` whose heartbeat is older than their TTL (or whose row is gone).
+CREATE OR REPLACE FUNCTION {s}.reap_sessions(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    dead bigint[];
+BEGIN
+    SELECT coalesce(array_agg(i), '{}') INTO dead
+      FROM unnest(ids) AS i
+     WHERE NOT EXISTS (SELECT 1 FROM {s}.sessions x
+                        WHERE x.id = i AND x.expires_at > clock_timestamp());
+    IF cardinality(dead) = 0 THEN
+        RETURN 0;
+    END IF;
+    RAISE LOG 'distsync: ending expired sessions %', dead;
+    PERFORM {s}.end_sessions(dead);
+    RETURN cardinality(dead);
+END
+$$;
+
+-- Renews the sessions `ids` that have not expired (one statement for every session of a
+-- process, see crate::connection::heartbeat); returns those renewed.
+CREATE OR REPLACE FUNCTION {s}.renew_sessions(ids bigint[]) RETURNS SETOF bigint
+LANGUAGE sql AS $$
+    UPDATE {s}.sessions SET expires_at = clock_timestamp() + ttl_ms * interval '1 millisecond'
+     WHERE id = ANY (ids) AND expires_at > clock_timestamp()
+    RETURNING id
+$$;
