@@ -4,16 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use distsync_core::{Error, KeepAlive, Result};
 use distsync_kv::kv::{
-    Compare, CompareOp, CompareTarget, KeyValue, Kv, LeaseId, Range, RangeResponse, Revision,
-    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchResponse,
+    Compare, CompareOp, CompareTarget, Kv, LeaseId, Range, RangeResponse, Revision, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchResponse,
 };
 use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions};
 use futures::stream::BoxStream;
 
 use crate::error::{is_lease_not_found, protocol, to_error, BACKEND};
+use crate::key_value::key_value;
 use crate::retry::{Idempotence, RetryPolicy};
 use crate::watch::Watches;
 
@@ -139,18 +139,6 @@ impl EtcdKv {
             })
             .await
             .map_err(to_error)
-    }
-}
-
-/// distsync's key-value of an etcd one.
-pub(crate) fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
-    KeyValue {
-        key: String::from_utf8_lossy(kv.key()).into_owned(),
-        value: Bytes::copy_from_slice(kv.value()),
-        create_revision: kv.create_revision(),
-        mod_revision: kv.mod_revision(),
-        version: kv.version(),
-        lease: kv.lease(),
     }
 }
 

@@ -61,6 +61,7 @@ mod backend;
 mod config;
 mod driver;
 mod error;
+mod key_value;
 mod kv;
 mod retry;
 mod watch;

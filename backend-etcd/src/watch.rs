@@ -20,7 +20,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::error::{protocol, to_error, BACKEND};
-use crate::kv::key_value;
+use crate::key_value::key_value;
 use crate::retry::{Idempotence, RetryPolicy};
 
 /// The shared watch stream of one client, opened on first use and again after it

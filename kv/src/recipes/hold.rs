@@ -292,7 +292,9 @@ impl HeldKey {
         let release = self.release_fn(|| Error::NotHeld);
         let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release)
             .with_guarded_write(Arc::new(KvGuardedWrite {
-                held: self,
+                kv: self.kv,
+                key: self.key,
+                create_revision: self.create_revision,
                 space: space.clone(),
             }));
         if let Some(gate) = gate {
