@@ -58,6 +58,7 @@
 mod args;
 mod child;
 mod commands;
+mod context;
 mod duration;
 mod exit;
 mod generate;

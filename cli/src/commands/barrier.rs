@@ -2,8 +2,8 @@
 
 use distsync::Name;
 
-use super::Ctx;
 use crate::args::{BarrierAction, BarrierArgs};
+use crate::context::Ctx;
 use crate::exit::{self, Failure};
 use crate::output::say;
 

@@ -2,8 +2,8 @@
 
 use distsync::{Name, Session};
 
-use super::{close, Ctx};
 use crate::args::DoubleBarrierArgs;
+use crate::context::{close, Ctx};
 use crate::exit::{self, Failure};
 use crate::output::say;
 use crate::stdin::Lines;

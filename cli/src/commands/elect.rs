@@ -3,8 +3,8 @@
 use distsync::{Bytes, Name, Session};
 use futures::StreamExt;
 
-use super::{close, Ctx};
 use crate::args::ElectArgs;
+use crate::context::{close, Ctx};
 use crate::exit::{self, Failure};
 use crate::output::{say, text};
 

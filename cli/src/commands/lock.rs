@@ -2,8 +2,8 @@
 
 use distsync::{Name, Session};
 
-use super::{close, Ctx};
 use crate::args::{LockArgs, WaitArgs};
+use crate::context::{close, Ctx};
 use crate::exit::Failure;
 use crate::hold::{self, Hold};
 

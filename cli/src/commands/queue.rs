@@ -6,9 +6,9 @@ use std::io::Write as _;
 use distsync::{Bytes, Delivery, Name, Queue, Session};
 use tokio::io::AsyncReadExt as _;
 
-use super::{close, Ctx};
 use crate::args::{QueueAction, QueueArgs, WaitArgs};
 use crate::child::{self, ChildEnd, Stop};
+use crate::context::{close, Ctx};
 use crate::exit::{self, Failure};
 use crate::items::{self, Encoding};
 use crate::output::say;

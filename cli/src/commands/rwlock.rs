@@ -4,8 +4,8 @@ use std::ffi::OsString;
 
 use distsync::{Name, Session};
 
-use super::{close, Ctx};
 use crate::args::{RwLockArgs, RwMode, WaitArgs};
+use crate::context::{close, Ctx};
 use crate::exit::Failure;
 use crate::hold::{self, Hold};
 

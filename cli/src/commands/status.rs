@@ -20,8 +20,8 @@
 use distsync::status::{HoldStatus, LineKind, StatusReport};
 use serde_json::{json, Value};
 
-use super::Ctx;
 use crate::args::{StatusArgs, StatusFormat};
+use crate::context::Ctx;
 use crate::exit::Failure;
 use crate::output::{say, text};
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use distsync::{Error, Isolation, Stm, StmOptions, StmTx};
 use tokio::task::JoinSet;
 
-use super::Ctx;
 use crate::args::StmBankArgs;
+use crate::context::Ctx;
 use crate::exit::{self, Failure};
 use crate::output::say;
 use crate::wait::{race, Raced};

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{blocking, next_input, release_quietly, report, split, unknown, Input};
-use crate::commands::Ctx;
+use crate::context::Ctx;
 use crate::exit::{self, Failure};
 use crate::output::{say, text};
 use crate::stdin::Lines;

@@ -7,7 +7,7 @@
 use distsync::{Locker, Name, RwLock, Session};
 
 use super::{blocking, next_input, release_quietly, report, split, unknown, Input};
-use crate::commands::Ctx;
+use crate::context::Ctx;
 use crate::exit::{self, Failure};
 use crate::hold::Hold;
 use crate::output::say;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use distsync::{Name, Session};
 
 use crate::args::{InteractiveArgs, ReplKind};
-use crate::commands::{close, Ctx};
+use crate::context::{close, Ctx};
 use crate::exit::{self, Failure};
 use crate::output::say;
 use crate::signals::Interrupts;

@@ -3,7 +3,7 @@
 use distsync::{Bytes, Name, Queue};
 
 use super::{blocking, next_input, report, split, unknown, Input};
-use crate::commands::Ctx;
+use crate::context::Ctx;
 use crate::exit::{self, Failure};
 use crate::output::{say, text};
 use crate::stdin::Lines;
