@@ -130,6 +130,14 @@ pub fn capabilities() -> Capabilities {
         .with_survives_failover(false)
 }
 
+/// The memory backend in the facade's list of drivers: `memory://` URLs.
+pub const DRIVER: distsync_core::Driver =
+    distsync_core::Driver::new(BACKEND, &[SCHEME], connect_boxed, capabilities);
+
+fn connect_boxed(url: &str) -> futures::future::BoxFuture<'_, Result<Coordinator>> {
+    Box::pin(connect(url))
+}
+
 #[cfg(test)]
 mod tests {
     use super::MemoryBackend;
@@ -214,12 +222,4 @@ mod tests {
             Ok(_) => panic!("{url}: accepted"),
         }
     }
-}
-
-/// The memory backend in the facade's list of drivers: `memory://` URLs.
-pub const DRIVER: distsync_core::Driver =
-    distsync_core::Driver::new(BACKEND, &[SCHEME], connect_boxed, capabilities);
-
-fn connect_boxed(url: &str) -> futures::future::BoxFuture<'_, Result<Coordinator>> {
-    Box::pin(connect(url))
 }
