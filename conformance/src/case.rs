@@ -216,7 +216,7 @@ impl Case {
     }
 
     /// Whether this is a fault case that mostly waits (for TTLs, processes, servers):
-    /// [`run_suite`] runs those concurrently, after the others.
+    /// [`crate::run_suite`] runs those concurrently, after the others.
     pub fn waits_on_faults(&self) -> bool {
         self.hooks.iter().any(|hook| {
             matches!(
@@ -368,50 +368,6 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
         outcome,
         elapsed: started.elapsed(),
     }
-}
-
-/// Runs every case `select` accepts, labelling reports `label` and handing each to
-/// `on_report` as it completes; returns the reports in suite order.
-///
-/// Ordinary cases run one after another (they measure concurrency and timing, so they
-/// do not share the machine with each other); then the fault cases that mostly wait
-/// for TTLs, processes and servers ([`Case::waits_on_faults`]) run all at once, each
-/// on names of its own, so that their waits overlap.
-///
-/// Cancel-safety: as [`run_case`]; cases not yet started are not run.
-pub async fn run_suite(
-    harness: &Harness,
-    label: &str,
-    select: impl Fn(&Case) -> bool,
-    mut on_report: impl FnMut(&Report),
-) -> Vec<Report> {
-    let selected: Vec<&'static Case> = crate::cases::CASES
-        .iter()
-        .filter(|case| select(case))
-        .collect();
-    let mut reports = Vec::new();
-    for case in selected.iter().filter(|case| !case.waits_on_faults()) {
-        let report = run_case_as(case, harness, label).await;
-        on_report(&report);
-        reports.push(report);
-    }
-    let mut waiting: futures::stream::FuturesUnordered<_> = selected
-        .iter()
-        .filter(|case| case.waits_on_faults())
-        .map(|case| run_case_as(case, harness, label))
-        .collect();
-    while let Some(report) = futures::StreamExt::next(&mut waiting).await {
-        on_report(&report);
-        reports.push(report);
-    }
-    let order = |report: &Report| {
-        selected
-            .iter()
-            .position(|case| std::ptr::eq(*case, report.case))
-            .unwrap_or(usize::MAX)
-    };
-    reports.sort_by_key(order);
-    reports
 }
 
 fn needs_list(case: &Case) -> String {

@@ -73,9 +73,10 @@ pub mod matrix;
 mod outcome;
 mod rng;
 mod status;
+mod suite;
 mod testing;
 
-pub use case::{run_case, run_case_as, run_suite, Case, Claim, Group, Need, Report, CASE_LIMIT};
+pub use case::{run_case, run_case_as, Case, Claim, Group, Need, Report, CASE_LIMIT};
 pub use cases::{find, CASES};
 pub use faults::{
     connector, Cluster, Connect, ExternalHolder, Faults, HoldKind, HolderSpec, Hook, MemoryFaults,
@@ -84,4 +85,5 @@ pub use faults::{
 pub use harness::{Harness, FAULT_TTL, HOLDER_TTL, MAX_SETTLE, MIN_SETTLE, SESSION_TTL};
 pub use outcome::{Outcome, OutcomeKind};
 pub use status::check_status;
+pub use suite::run_suite;
 pub use testing::{run_test, run_tests, run_with, server_url, ExtraTest};

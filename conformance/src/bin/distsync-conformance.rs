@@ -267,7 +267,10 @@ async fn main() -> ExitCode {
     for url in &urls {
         eprintln!("connecting to {}", distsync::redact_url(url));
         let backend = distsync::driver::find(distsync::DRIVERS, url).map(|driver| driver.name);
-        let harness = if backend.as_ref().is_ok_and(|name| *name == distsync::memory::BACKEND) {
+        let harness = if backend
+            .as_ref()
+            .is_ok_and(|name| *name == distsync::memory::BACKEND)
+        {
             Ok(Harness::memory())
         } else if url.starts_with(SENTINEL_SCHEME) {
             Harness::connect_sentinel(url, facade()).await

@@ -1,0 +1,48 @@
+//! Running the whole list of cases: it sits above both `case` (what a case is and how
+//! one runs) and `cases` (the list), so that the case files import `case` and `case`
+//! imports none of them.
+
+use crate::case::{run_case_as, Case, Report};
+use crate::cases::CASES;
+use crate::harness::Harness;
+
+/// Runs every case `select` accepts, labelling reports `label` and handing each to
+/// `on_report` as it completes; returns the reports in suite order.
+///
+/// Ordinary cases run one after another (they measure concurrency and timing, so they
+/// do not share the machine with each other); then the fault cases that mostly wait
+/// for TTLs, processes and servers ([`Case::waits_on_faults`]) run all at once, each
+/// on names of its own, so that their waits overlap.
+///
+/// Cancel-safety: as [`crate::run_case`]; cases not yet started are not run.
+pub async fn run_suite(
+    harness: &Harness,
+    label: &str,
+    select: impl Fn(&Case) -> bool,
+    mut on_report: impl FnMut(&Report),
+) -> Vec<Report> {
+    let selected: Vec<&'static Case> = CASES.iter().filter(|case| select(case)).collect();
+    let mut reports = Vec::new();
+    for case in selected.iter().filter(|case| !case.waits_on_faults()) {
+        let report = run_case_as(case, harness, label).await;
+        on_report(&report);
+        reports.push(report);
+    }
+    let mut waiting: futures::stream::FuturesUnordered<_> = selected
+        .iter()
+        .filter(|case| case.waits_on_faults())
+        .map(|case| run_case_as(case, harness, label))
+        .collect();
+    while let Some(report) = futures::StreamExt::next(&mut waiting).await {
+        on_report(&report);
+        reports.push(report);
+    }
+    let order = |report: &Report| {
+        selected
+            .iter()
+            .position(|case| std::ptr::eq(*case, report.case))
+            .unwrap_or(usize::MAX)
+    };
+    reports.sort_by_key(order);
+    reports
+}
