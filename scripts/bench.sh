@@ -66,7 +66,10 @@ as_pg() {
 durable_postgres_start() {
     local bin port home data
     bin=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
-    [[ -n $bin && -x $bin/initdb ]] || { echo "bench.sh: no PostgreSQL found (scripts/servers.sh up installs it)" >&2; exit 1; }
+    if [[ -z $bin || ! -x $bin/initdb ]]; then
+        echo "bench.sh: no PostgreSQL found (scripts/servers.sh up installs it)" >&2
+        exit 1
+    fi
     port=${DISTSYNC_BENCH_PG_PORT:-24140}
     home=$ROOT/.servers/bench-durable-postgres
     # Not under /tmp, which may be a tmpfs (where fsync costs nothing).
@@ -93,7 +96,8 @@ durable_postgres_start() {
         -c 'CREATE ROLE distsync LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB' \
         -c 'CREATE DATABASE distsync OWNER distsync' >/dev/null
     export DISTSYNC_POSTGRES_URL="postgres://distsync@127.0.0.1:$port/distsync"
-    echo "bench.sh: private PostgreSQL (fsync on, synchronous_commit on, max_connections 300) at $DISTSYNC_POSTGRES_URL" >&2
+    echo "bench.sh: private PostgreSQL (fsync on, synchronous_commit on, max_connections 300)" \
+        "at $DISTSYNC_POSTGRES_URL" >&2
 }
 
 durable_postgres_stop() {

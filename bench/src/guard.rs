@@ -609,6 +609,39 @@ async fn write_baseline(
             problems.join("; ")
         ));
     }
+    let baseline = baseline_of(runs, plan, &machine);
+    let json = serde_json::to_string_pretty(&baseline).map_err(|error| error.to_string())?;
+    std::fs::write(path, json + "\n")
+        .map_err(|error| format!("writing {}: {error}", path.display()))?;
+    let rows: Vec<Row> = baseline
+        .ratios
+        .iter()
+        .map(|entry| Row {
+            backend: entry.backend.clone(),
+            against: entry.against.clone(),
+            measured: Some(Measured {
+                ratio: entry.ratio,
+                noise: entry.noise,
+                rounds: plan.rounds,
+            }),
+            baseline: Some(entry.ratio),
+            fails_above: Some(entry.ratio + allowance(entry.ratio, entry.noise)),
+            verdict: Verdict::Written,
+            second_run: false,
+        })
+        .collect();
+    text.push_str(&table(&rows));
+    let _ = writeln!(text, "\nbench guard: wrote {}", path.display());
+    Ok(GuardRun { text, passed: true })
+}
+
+/// The baseline of `runs` (each ratio's measurements over the runs): per ratio, the
+/// median of the runs and [`baseline_noise`], with how and where it was measured.
+fn baseline_of(
+    runs: BTreeMap<(String, String), Vec<Measured>>,
+    plan: &Plan,
+    machine: &crate::machine::Machine,
+) -> Baseline {
     let mut machine_line = format!("{} CPUs", machine.cpus);
     if let Some(model) = &machine.cpu_model {
         let _ = write!(machine_line, ", {model}");
@@ -616,7 +649,7 @@ async fn write_baseline(
     if let Some(load) = &machine.load_start {
         let _ = write!(machine_line, "; load average {load} at start");
     }
-    let baseline = Baseline {
+    Baseline {
         command: format!(
             "distsync-bench {} (release build, --features full: scripts/bench-guard.sh)",
             std::env::args().skip(1).collect::<Vec<_>>().join(" ")
@@ -645,30 +678,7 @@ async fn write_baseline(
                 }
             })
             .collect(),
-    };
-    let json = serde_json::to_string_pretty(&baseline).map_err(|error| error.to_string())?;
-    std::fs::write(path, json + "\n")
-        .map_err(|error| format!("writing {}: {error}", path.display()))?;
-    let rows: Vec<Row> = baseline
-        .ratios
-        .iter()
-        .map(|entry| Row {
-            backend: entry.backend.clone(),
-            against: entry.against.clone(),
-            measured: Some(Measured {
-                ratio: entry.ratio,
-                noise: entry.noise,
-                rounds: plan.rounds,
-            }),
-            baseline: Some(entry.ratio),
-            fails_above: Some(entry.ratio + allowance(entry.ratio, entry.noise)),
-            verdict: Verdict::Written,
-            second_run: false,
-        })
-        .collect();
-    text.push_str(&table(&rows));
-    let _ = writeln!(text, "\nbench guard: wrote {}", path.display());
-    Ok(GuardRun { text, passed: true })
+    }
 }
 
 /// The noise a baseline records for a ratio measured in `runs`: the larger of the

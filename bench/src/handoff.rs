@@ -164,40 +164,13 @@ pub async fn run(target: &Target, run_id: &str, waiters: usize, plan: &Plan) -> 
         return result;
     }
     let name = format!("{run_id}/handoff/{waiters}");
-    // Opened (and closed) 64 at a time: a line of 1,001 sessions opened one by one took
-    // most of the case's time on etcd and PostgreSQL.
-    let opened: Vec<_> = stream::iter(0..=waiters)
-        .map(|_| async {
-            let session = target.coordinator.session().await?;
-            let locker = target.coordinator.locker(&session, &name);
-            Ok::<_, crate::BoxError>((session, locker))
-        })
-        .buffer_unordered(OPEN_AT_ONCE)
-        .collect()
-        .await;
-    let mut sessions: Vec<Session> = Vec::with_capacity(waiters + 1);
-    let mut lockers = Vec::with_capacity(waiters + 1);
-    let mut failure = None;
-    for outcome in opened {
-        match outcome {
-            Ok((session, Ok(locker))) => {
-                sessions.push(session);
-                lockers.push(locker);
-            }
-            Ok((session, Err(error))) => {
-                sessions.push(session);
-                failure.get_or_insert_with(|| error.to_string());
-            }
-            Err(error) => {
-                failure.get_or_insert_with(|| error.to_string());
-            }
+    let (sessions, lockers) = match open_line(target, &name, waiters + 1).await {
+        Ok(opened) => opened,
+        Err(error) => {
+            result.error = Some(error);
+            return result;
         }
-    }
-    if let Some(error) = failure {
-        result.error = Some(format!("opening {} sessions: {error}", waiters + 1));
-        close(sessions).await;
-        return result;
-    }
+    };
     let line = Arc::new(Line {
         state: Mutex::new(State {
             waiting: 0,
@@ -244,6 +217,50 @@ pub async fn run(target: &Target, run_id: &str, waiters: usize, plan: &Plan) -> 
     result.samples = std::mem::take(&mut line.state().samples);
     close(sessions).await;
     result
+}
+
+/// Opens `count` sessions and a locker on `name` for each, 64 at a time (a line of
+/// 1,001 sessions opened one by one takes most of the case's time on etcd and
+/// PostgreSQL). On an error the sessions opened are closed.
+async fn open_line(
+    target: &Target,
+    name: &str,
+    count: usize,
+) -> std::result::Result<(Vec<Session>, Vec<Arc<dyn Locker>>), String> {
+    let opened: Vec<_> = stream::iter(0..count)
+        .map(|_| async {
+            let session = target.coordinator.session().await?;
+            let locker = target.coordinator.locker(&session, name);
+            Ok::<_, crate::BoxError>((session, locker))
+        })
+        .buffer_unordered(OPEN_AT_ONCE)
+        .collect()
+        .await;
+    let mut sessions: Vec<Session> = Vec::with_capacity(count);
+    let mut lockers = Vec::with_capacity(count);
+    let mut failure = None;
+    for outcome in opened {
+        match outcome {
+            Ok((session, Ok(locker))) => {
+                sessions.push(session);
+                lockers.push(locker);
+            }
+            Ok((session, Err(error))) => {
+                sessions.push(session);
+                failure.get_or_insert_with(|| error.to_string());
+            }
+            Err(error) => {
+                failure.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    match failure {
+        None => Ok((sessions, lockers)),
+        Some(error) => {
+            close(sessions).await;
+            Err(format!("opening {count} sessions: {error}"))
+        }
+    }
 }
 
 /// How many sessions of a line are opened or closed at once.

@@ -186,6 +186,16 @@ fn lock_name(prefix: &str, index: usize, contended: usize) -> String {
     }
 }
 
+/// The holds, one per session: the contended locks first, each under the prefix
+/// waiters queue on.
+struct Holds {
+    coordinator: Coordinator,
+    prefix: String,
+    contended: usize,
+    sessions: Vec<Session>,
+    guards: Vec<LockGuard>,
+}
+
 async fn measure(
     target: &Target,
     run_id: &str,
@@ -198,24 +208,52 @@ async fn measure(
     result.rss_before_kb = rss_kb();
     let coordinator = distsync::connect(&target.url).await?;
     result.rss_connected_kb = rss_kb();
-    let prefix = format!("{run_id}/scale/");
-    let ttl = plan.scale_ttl;
-    let contended = result.waiting;
+    let mut holds = Holds {
+        coordinator,
+        prefix: format!("{run_id}/scale/"),
+        contended: result.waiting,
+        sessions: Vec::new(),
+        guards: Vec::new(),
+    };
+    grow(target, plan, &mut holds, &mut meter, result).await?;
+    wait_and_release(plan, &mut holds, &mut meter, result).await?;
+    handoffs(target, plan, &holds, meter, result).await;
+    let started = Instant::now();
+    unlock(holds.guards, TEARDOWN_IN_FLIGHT).await?;
+    close(holds.sessions, TEARDOWN_IN_FLIGHT).await;
+    tracing::info!(backend = %target.kind, elapsed = ?started.elapsed(), "scale: released and closed");
+    Ok(())
+}
 
-    let mut sessions: Vec<Session> = Vec::new();
-    let mut guards: Vec<LockGuard> = Vec::new();
+/// Grows the holds in the plan's steps, recording each step's figures.
+async fn grow(
+    target: &Target,
+    plan: &Plan,
+    holds: &mut Holds,
+    meter: &mut Meter,
+    result: &mut ScaleResult,
+) -> Result<()> {
+    let Holds {
+        coordinator,
+        prefix,
+        contended,
+        sessions,
+        guards,
+    } = holds;
+    let (prefix, contended) = (prefix.as_str(), *contended);
+    let ttl = plan.scale_ttl;
     let (mut opening, mut acquiring) = (Duration::ZERO, Duration::ZERO);
     for &size in &plan.scale_sizes {
         let base = sessions.len();
         let more = size.saturating_sub(base);
         let started = Instant::now();
-        let opened = open(&coordinator, more, ttl).await?;
+        let opened = open(coordinator, more, ttl).await?;
         opening += started.elapsed();
         let started = Instant::now();
         let mut taken: Vec<LockGuard> = stream::iter(opened.iter().enumerate())
             .map(|(i, session)| {
                 let coordinator = coordinator.clone();
-                let name = lock_name(&prefix, base + i, contended);
+                let name = lock_name(prefix, base + i, contended);
                 async move { coordinator.locker(session, &name)?.lock().await }
             })
             .buffered(IN_FLIGHT)
@@ -224,7 +262,7 @@ async fn measure(
         acquiring += started.elapsed();
         sessions.extend(opened);
         guards.append(&mut taken);
-        let keepalive = window(&mut meter, result.renewal_interval()).await?;
+        let keepalive = window(meter, result.renewal_interval()).await?;
         let point = SizePoint {
             holds: guards.len(),
             open_sessions: opening,
@@ -248,15 +286,28 @@ async fn measure(
     result.open_sessions = Some(opening);
     result.acquire_all = Some(acquiring);
 
+    Ok(())
+}
+
+/// Queues the waiters, one on each contended lock, then releases those locks and
+/// times until every waiter holds.
+async fn wait_and_release(
+    plan: &Plan,
+    holds: &mut Holds,
+    meter: &mut Meter,
+    result: &mut ScaleResult,
+) -> Result<()> {
+    let (coordinator, prefix) = (&holds.coordinator, holds.prefix.as_str());
+    let (contended, ttl) = (holds.contended, plan.scale_ttl);
     // The waiters: one on each of the first `contended` held locks.
-    let waiting = contended.min(guards.len());
-    let waiter_sessions = open(&coordinator, waiting, ttl).await?;
+    let waiting = contended.min(holds.guards.len());
+    let waiter_sessions = open(coordinator, waiting, ttl).await?;
     let mut waits = Vec::with_capacity(waiting);
     for (i, session) in waiter_sessions.iter().enumerate() {
-        let locker = coordinator.locker(session, &lock_name(&prefix, i, contended))?;
+        let locker = coordinator.locker(session, &lock_name(prefix, i, contended))?;
         waits.push(tokio::spawn(async move { locker.lock().await }));
     }
-    all_queued(&coordinator, &format!("{prefix}w/"), &mut waits, plan).await?;
+    all_queued(coordinator, &format!("{prefix}w/"), &mut waits, plan).await?;
     result.connections_peak = meter.connections().await?;
     result.rss_peak_kb = rss_kb();
     tracing::info!(
@@ -267,14 +318,25 @@ async fn measure(
 
     // Release the contended locks; every waiter is granted, then lets go.
     let started = Instant::now();
-    let contended_guards: Vec<LockGuard> = guards.drain(..waiting).collect();
+    let contended_guards: Vec<LockGuard> = holds.guards.drain(..waiting).collect();
     unlock(contended_guards, IN_FLIGHT).await?;
     for wait in waits {
         wait.await??.unlock().await?;
     }
     result.release_to_waiters = Some(started.elapsed());
     close(waiter_sessions, IN_FLIGHT).await;
+    Ok(())
+}
 
+/// The hand-offs with the other holds held, sampling the store connections meanwhile.
+async fn handoffs(
+    target: &Target,
+    plan: &Plan,
+    holds: &Holds,
+    mut meter: Meter,
+    result: &mut ScaleResult,
+) {
+    let (coordinator, prefix) = (&holds.coordinator, holds.prefix.as_str());
     // Hand-offs with the other holds held, sampled for connections meanwhile.
     let most = Arc::new(AtomicI64::new(-1));
     let sampler = {
@@ -332,13 +394,6 @@ async fn measure(
     sampler.abort();
     let most = most.load(Ordering::Relaxed);
     result.connections_handoff = (most >= 0).then_some(most);
-
-    let started = Instant::now();
-    unlock(guards, TEARDOWN_IN_FLIGHT).await?;
-    close(sessions, TEARDOWN_IN_FLIGHT).await;
-    tracing::info!(backend = %target.kind, elapsed = ?started.elapsed(), "scale: released and closed");
-    drop(coordinator);
-    Ok(())
 }
 
 /// Opens `count` sessions of `ttl`, `IN_FLIGHT` at a time.

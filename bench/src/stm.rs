@@ -125,51 +125,26 @@ async fn measure(
     plan: &Plan,
     result: &mut StmResult,
 ) -> Result<()> {
-    let opening = Arc::clone(keys);
-    target
-        .coordinator
-        .stm()?
-        .atomically(level, move |tx| {
-            let keys = Arc::clone(&opening);
-            async move {
-                for key in keys.iter() {
-                    tx.put(key, OPENING.to_string());
-                }
-                Ok(())
-            }
-        })
-        .await?;
+    open_accounts(target, keys, level).await?;
     let mut stms: Vec<Stm> = Vec::with_capacity(workers);
     for _ in 0..workers {
         stms.push(target.client().await?.stm()?);
     }
     let deadline = Instant::now() + plan.case_time;
-    let options = StmOptions::with_max_attempts(MAX_ATTEMPTS);
     let start = Instant::now();
     let tasks: Vec<_> = stms
         .into_iter()
         .enumerate()
         .map(|(worker, stm)| {
-            let keys = Arc::clone(keys);
-            let options = options.clone();
             let share = crate::stats::share(plan.stm_transfers, workers, worker);
-            tokio::spawn(async move {
-                let mut picker = Picker(0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1));
-                let (mut commits, mut attempts) = (0_usize, 0_u64);
-                while commits < share && Instant::now() < deadline {
-                    let from = picker.below(keys.len());
-                    let to = (from + 1 + picker.below(keys.len() - 1)) % keys.len();
-                    let (from, to) = (keys[from].clone(), keys[to].clone());
-                    let committed = stm
-                        .atomically_with(level, &options, |tx| {
-                            transfer(tx, from.clone(), to.clone())
-                        })
-                        .await?;
-                    commits += 1;
-                    attempts += u64::from(committed.attempts);
-                }
-                Ok::<_, crate::BoxError>((commits, attempts))
-            })
+            tokio::spawn(transfers(
+                stm,
+                Arc::clone(keys),
+                level,
+                worker,
+                share,
+                deadline,
+            ))
         })
         .collect();
     for task in tasks {
@@ -189,8 +164,65 @@ async fn measure(
         }
     }
     result.elapsed = start.elapsed();
+    let total = sum(target, keys, level).await?;
+    let expected = OPENING * ACCOUNTS as u64;
+    if total != expected {
+        result.error.get_or_insert(format!(
+            "the accounts sum to {total}, not {expected}: a transfer was lost or doubled"
+        ));
+    }
+    Ok(())
+}
+
+/// Opens every account at [`OPENING`].
+async fn open_accounts(target: &Target, keys: &Arc<Vec<String>>, level: Isolation) -> Result<()> {
+    let opening = Arc::clone(keys);
+    target
+        .coordinator
+        .stm()?
+        .atomically(level, move |tx| {
+            let keys = Arc::clone(&opening);
+            async move {
+                for key in keys.iter() {
+                    tx.put(key, OPENING.to_string());
+                }
+                Ok(())
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// One worker: up to `share` transfers between random accounts until `deadline`;
+/// returns the commits and the attempts they took.
+async fn transfers(
+    stm: Stm,
+    keys: Arc<Vec<String>>,
+    level: Isolation,
+    worker: usize,
+    share: usize,
+    deadline: Instant,
+) -> Result<(usize, u64)> {
+    let options = StmOptions::with_max_attempts(MAX_ATTEMPTS);
+    let mut picker = Picker(0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1));
+    let (mut commits, mut attempts) = (0_usize, 0_u64);
+    while commits < share && Instant::now() < deadline {
+        let from = picker.below(keys.len());
+        let to = (from + 1 + picker.below(keys.len() - 1)) % keys.len();
+        let (from, to) = (keys[from].clone(), keys[to].clone());
+        let committed = stm
+            .atomically_with(level, &options, |tx| transfer(tx, from.clone(), to.clone()))
+            .await?;
+        commits += 1;
+        attempts += u64::from(committed.attempts);
+    }
+    Ok((commits, attempts))
+}
+
+/// The sum of every account's balance.
+async fn sum(target: &Target, keys: &Arc<Vec<String>>, level: Isolation) -> Result<u64> {
     let checked = Arc::clone(keys);
-    let total = target
+    Ok(target
         .coordinator
         .stm()?
         .atomically(level, move |tx| {
@@ -203,12 +235,5 @@ async fn measure(
                 Ok(total)
             }
         })
-        .await?;
-    let expected = OPENING * ACCOUNTS as u64;
-    if total != expected {
-        result.error.get_or_insert(format!(
-            "the accounts sum to {total}, not {expected}: a transfer was lost or doubled"
-        ));
-    }
-    Ok(())
+        .await?)
 }
