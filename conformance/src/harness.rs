@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use distsync_core::{Backend, Capabilities, Coordinator, Name, Result, Session, SessionOptions};
 use tokio::time::Instant;
 
-use crate::faults::redis_cluster::RedisClusterFaults;
-use crate::faults::{Connect, ExternalHolder, Faults, HoldKind, HolderSpec, Hook, StoreFaults};
+use crate::faults::{ExternalHolder, Faults, HoldKind, HolderSpec, Hook, StoreFaults};
 
 /// The TTL of sessions of ordinary cases (raised to the backend's minimum): long
 /// enough that a loaded machine never loses one by accident, short enough that the
@@ -89,18 +88,6 @@ impl Harness {
     pub fn with_faults(mut self, faults: Arc<dyn Faults>) -> Self {
         self.faults = faults;
         self
-    }
-
-    /// A harness over the Redis Cluster at `url` (`redis+cluster://...`, the cluster of
-    /// `scripts/servers.sh`), connected with `connect`, with [`RedisClusterFaults`]:
-    /// the master serving a failover case's lock is killed after its replica lagged.
-    ///
-    /// # Errors
-    /// The connection error.
-    pub async fn connect_redis_cluster(url: &str, connect: Connect) -> Result<Self> {
-        let faults = RedisClusterFaults::new(url, Arc::clone(&connect));
-        let backend = connect(url.to_owned()).await?;
-        Ok(Harness::new(backend).with_faults(Arc::new(faults)))
     }
 
     /// The backend.

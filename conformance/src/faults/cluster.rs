@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::{Backend, Result};
 
-use super::server::etcd_endpoints;
+use super::store::etcd_endpoints;
 use super::tools::{self, require, run};
 use super::{hook_error, Cluster, Connect};
 

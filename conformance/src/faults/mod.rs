@@ -37,12 +37,14 @@ pub mod proxy;
 pub mod redis_cluster;
 pub mod sentinel;
 mod server;
+mod store;
 mod tools;
 
 pub use go_peer::{GoClient, GoPeer, GO_PEER_VAR};
 pub use memory::MemoryFaults;
 pub use proxy::PartitionMode;
-pub use server::{ServerFaults, StoreKind, ETCD_CLUSTER_VAR};
+pub use server::{ServerFaults, ETCD_CLUSTER_VAR};
+pub use store::StoreKind;
 
 /// A fault hook a case may need (see [`crate::Case::hooks`]). `#[non_exhaustive]`: new
 /// faults add hooks, and a [`Faults`] implementation answers the ones it does not know

@@ -27,7 +27,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use super::proxy::{rewrite_url, Proxy};
-use super::server::StoreKind;
+use super::store::StoreKind;
 use super::tools::{self, free_port, is_root, pg_bin, port_open, require};
 use super::{hook_error, Cluster, Connect, EvictingServer, Faults, Hook, PrivateServer};
 
@@ -48,7 +48,7 @@ pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
             if is_root() {
                 require("runuser", "util-linux")?;
             }
-            super::server::psql()?;
+            super::store::psql()?;
             if bin.join("pg_ctl").is_file() {
                 Ok(())
             } else {
@@ -366,7 +366,7 @@ impl PrivateServer for Private {
                     .args(["-w", "-t", "60", "start"]);
                 tools::run_command(start, &[]).await?;
                 if first {
-                    let psql = super::server::psql()
+                    let psql = super::store::psql()
                         .map_err(|reason| hook_error("creating the distsync role", reason))?;
                     let port = self.port.to_string();
                     tools::run(
@@ -573,7 +573,7 @@ impl PostgresStandbyPair {
 
     /// Runs `sql` on the server at `port` as `postgres`; its output.
     async fn psql_at(&self, port: u16, sql: &str) -> Result<String> {
-        let psql = super::server::psql().map_err(|reason| hook_error("asking postgres", reason))?;
+        let psql = super::store::psql().map_err(|reason| hook_error("asking postgres", reason))?;
         let port = port.to_string();
         let out = tools::run(
             &psql,

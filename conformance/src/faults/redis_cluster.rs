@@ -31,6 +31,7 @@ use super::{
     hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook,
     Partitioned,
 };
+use crate::harness::Harness;
 
 /// The environment variable naming the Redis Cluster's URL.
 pub const REDIS_CLUSTER_VAR: &str = "DISTSYNC_REDIS_CLUSTER_URL";
@@ -330,6 +331,20 @@ impl RedisClusterFaults {
         let (_, nodes, _) = self.parts()?;
         let (host, port) = nodes[0].rsplit_once(':').unwrap_or_default();
         Ok((host.to_owned(), port.to_owned()))
+    }
+}
+
+impl Harness {
+    /// A harness over the Redis Cluster at `url` (`redis+cluster://...`, the cluster of
+    /// `scripts/servers.sh`), connected with `connect`, with [`RedisClusterFaults`]:
+    /// the master serving a failover case's lock is killed after its replica lagged.
+    ///
+    /// # Errors
+    /// The connection error.
+    pub async fn connect_redis_cluster(url: &str, connect: Connect) -> Result<Self> {
+        let faults = RedisClusterFaults::new(url, Arc::clone(&connect));
+        let backend = connect(url.to_owned()).await?;
+        Ok(Harness::new(backend).with_faults(Arc::new(faults)))
     }
 }
 

@@ -19,7 +19,8 @@ use super::go_peer::{self, GoPeer};
 use super::group::with_query;
 use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
-use super::tools::{self, require, run};
+use super::store::{etcd_endpoints, psql, StoreKind};
+use super::tools::{require, run};
 use super::{
     hook_error, unsupported, Cluster, Connect, EvictingServer, ExternalHolder, Faults, HolderSpec,
     Hook, Partitioned, PrivateServer,
@@ -28,40 +29,6 @@ use crate::harness::Harness;
 
 /// The environment variable naming the three-member etcd cluster.
 pub const ETCD_CLUSTER_VAR: &str = "DISTSYNC_ETCD_CLUSTER_URL";
-
-/// The kind of store a URL names. `#[non_exhaustive]`: a new backend adds a kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum StoreKind {
-    /// `etcd://`
-    Etcd,
-    /// `redis://`
-    Redis,
-    /// `postgres://` or `postgresql://`
-    Postgres,
-}
-
-impl StoreKind {
-    /// The kind of the store `url` names, if it is a server.
-    pub fn of_url(url: &str) -> Option<Self> {
-        let (scheme, _) = url.split_once("://")?;
-        match scheme {
-            "etcd" => Some(Self::Etcd),
-            "redis" => Some(Self::Redis),
-            "postgres" | "postgresql" => Some(Self::Postgres),
-            _ => None,
-        }
-    }
-
-    /// `etcd`, `redis` or `postgres`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Etcd => "etcd",
-            Self::Redis => "redis",
-            Self::Postgres => "postgres",
-        }
-    }
-}
 
 /// Fault hooks of the server at a URL: out-of-band session kills with the store's
 /// tool, holders in child processes (through the [registered](child::register)
@@ -367,45 +334,6 @@ impl Partitioned for ProxiedClient {
     }
 }
 
-/// `psql`, from PostgreSQL's binaries or `PATH`.
-pub(crate) fn psql() -> std::result::Result<PathBuf, String> {
-    tools::pg_bin()
-        .map(|bin| bin.join("psql"))
-        .filter(|psql| psql.is_file())
-        .or_else(|| tools::which("psql"))
-        .ok_or_else(|| "`psql` is not installed (Debian package postgresql-client)".to_owned())
-}
-
-/// The `host:port` endpoints of an `etcd://host:port[,host:port...][/namespace]` URL.
-pub(crate) fn etcd_endpoints(url: &str) -> Result<Vec<String>> {
-    let invalid = |reason: &str| Error::InvalidUrl {
-        url: distsync_core::redact_url(url),
-        reason: reason.to_owned(),
-    };
-    let rest = url
-        .strip_prefix("etcd://")
-        .ok_or_else(|| invalid("not an etcd:// URL"))?;
-    let hosts = rest.split('/').next().unwrap_or_default();
-    let endpoints: Vec<String> = hosts
-        .split(',')
-        .filter(|endpoint| !endpoint.is_empty())
-        .map(|endpoint| {
-            if endpoint
-                .rsplit_once(':')
-                .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
-            {
-                endpoint.to_owned()
-            } else {
-                format!("{endpoint}:2379")
-            }
-        })
-        .collect();
-    if endpoints.is_empty() {
-        return Err(invalid("no endpoint"));
-    }
-    Ok(endpoints)
-}
-
 /// Deletes the key of Redis session `session` under `namespace` with `redis-cli`
 /// (`tool`) reaching the store through `target` (`-u URL`, or `-c -h HOST -p PORT` on
 /// a cluster, which follows redirections).
@@ -511,25 +439,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_name_their_store() {
-        assert_eq!(StoreKind::of_url("etcd://h:1"), Some(StoreKind::Etcd));
-        assert_eq!(StoreKind::of_url("redis://h"), Some(StoreKind::Redis));
-        assert_eq!(
-            StoreKind::of_url("postgresql://u@h/db"),
-            Some(StoreKind::Postgres)
-        );
-        assert_eq!(StoreKind::of_url("memory://"), None);
-        assert_eq!(StoreKind::of_url("nonsense"), None);
-    }
-
-    #[test]
     fn tool_targets_come_from_the_url() {
-        assert_eq!(
-            etcd_endpoints("etcd://127.0.0.1:1,127.0.0.1:2/ns/x").unwrap(),
-            ["127.0.0.1:1", "127.0.0.1:2"]
-        );
-        assert_eq!(etcd_endpoints("etcd://db").unwrap(), ["db:2379"]);
-        assert!(etcd_endpoints("etcd:///ns").is_err());
         assert_eq!(
             redis_target("redis://127.0.0.1:6379/2?namespace=app:").unwrap(),
             ("redis://127.0.0.1:6379/2".to_owned(), "app:".to_owned())
