@@ -67,6 +67,9 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 
 step fmt cargo fmt --all -- --check
+# Docs and comments: every Capabilities flag in ARCHITECTURE, no issue numbers, lines
+# of at most 120 characters (scripts/check-docs.sh says which).
+step docs scripts/check-docs.sh
 # Cargo.lock needs no newer Rust than the `rust-version` the crates declare.
 step msrv scripts/check-msrv.sh
 if ! step servers scripts/servers.sh up; then
@@ -77,6 +80,8 @@ fi
 eval "$(scripts/servers.sh env)" || exit 1
 
 step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
+# Every public item documented, every intra-doc link resolved.
+step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 # The Sentinel failover tests kill the group's primary: they run in the `failover`
 # step below, alone.
 step test cargo test --workspace --all-features -- --skip primary_killed_

@@ -55,7 +55,7 @@ pub struct CycleResult {
     pub role: Role,
     /// Cycle latencies (empty if it failed before measuring).
     pub samples: Samples,
-    /// The same latencies round by round (see [`run`]), so that ratios between
+    /// The same latencies round by round (see [`crate::cycle::run`]), so that ratios between
     /// contenders can be taken round by round and their spread read as noise.
     pub rounds: Vec<Samples>,
     /// Why it stopped early, if it did.
