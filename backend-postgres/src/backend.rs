@@ -1,6 +1,7 @@
 //! The factories (from a URL, a parsed [`PostgresConfig`], or a pool of the
 //! application's) and [`PostgresBackend`], the [`Backend`] they return.
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;

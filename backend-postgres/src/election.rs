@@ -123,7 +123,7 @@ impl Election for PgElection {
             election: self.name.as_str().to_owned(),
             term,
         });
-        Ok(Leadership::new(
+        Ok(distsync_core::raw::leadership(
             hold_key(&self.lease, "election", &self.name),
             FencingToken(term.max(0) as u64),
             &self.session,

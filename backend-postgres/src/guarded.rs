@@ -50,7 +50,7 @@ pub(crate) fn lock_guard(
         entry: entry.clone(),
         token,
     });
-    LockGuard::new(
+    distsync_core::raw::lock_guard(
         key,
         FencingToken(u64::try_from(token).unwrap_or_default()),
         session,

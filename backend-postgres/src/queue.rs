@@ -56,6 +56,7 @@
 //! waiting consumer re-checks when its registration is due for renewal, or
 //! when the first hold it saw would expire.
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -34,6 +34,7 @@
 //! such a loss: the safe side, its holds are handed over after the TTL rather than at
 //! once.
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -612,7 +612,7 @@ pub(crate) fn read_guard(
     name: &Name,
     entry: Entry,
 ) -> ReadGuard {
-    ReadGuard::new(
+    distsync_core::raw::read_guard(
         hold_key(lease, "rwlock", name),
         session,
         release_fn(lease, entry),

@@ -65,7 +65,7 @@ impl Election for RedisElection {
             prefix: self.queue.prefix().to_owned(),
             hold: Arc::clone(&granted.hold),
         });
-        Ok(Leadership::new(
+        Ok(distsync_core::raw::leadership(
             granted.key(),
             granted.token,
             session,

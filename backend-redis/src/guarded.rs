@@ -46,7 +46,7 @@ pub(crate) struct RedisGuardedWrite {
 /// [`distsync_core::Error::Unsupported`], as `capabilities_under_cluster` declares).
 pub(crate) fn lock_guard(line: &WaiterLine, granted: &Granted) -> LockGuard {
     let session = line.session();
-    let guard = LockGuard::new(
+    let guard = distsync_core::raw::lock_guard(
         granted.key(),
         granted.token,
         session,

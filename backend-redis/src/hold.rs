@@ -1,5 +1,6 @@
 //! A key held through a session (a lock, rwlock or election entry), and releasing it.
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 
 use distsync_core::{Error, ReleaseFn, Result, Session};

@@ -43,6 +43,7 @@
 //! to count), dropped with the item. A receive dropped before it returns puts back
 //! what it may have held (the clean-up script of a dequeue), uncounted.
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 use std::time::Duration;
 

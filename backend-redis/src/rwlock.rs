@@ -37,7 +37,7 @@ impl RwLock for RedisRwLock {
     async fn read(&self) -> Result<ReadGuard> {
         let granted = self.queue.acquire(Mode::Read, None).await?;
         let session = self.queue.session();
-        Ok(ReadGuard::new(
+        Ok(distsync_core::raw::read_guard(
             granted.key(),
             session,
             granted.release_fn(session),
@@ -46,11 +46,9 @@ impl RwLock for RedisRwLock {
 
     async fn try_read(&self) -> Result<Option<ReadGuard>> {
         let session = self.queue.session();
-        Ok(self
-            .queue
-            .try_acquire(Mode::Read)
-            .await?
-            .map(|granted| ReadGuard::new(granted.key(), session, granted.release_fn(session))))
+        Ok(self.queue.try_acquire(Mode::Read).await?.map(|granted| {
+            distsync_core::raw::read_guard(granted.key(), session, granted.release_fn(session))
+        }))
     }
 
     /// Waits for the exclusive hold.

@@ -26,6 +26,7 @@
 //! ([`Registry::Client`]), and a renewal is one call for the session key and one per
 //! slot of held keys, sent at once (see [`crate::cluster`]).
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

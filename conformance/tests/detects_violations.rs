@@ -42,7 +42,7 @@ struct NoExclusion {
 
 impl NoExclusion {
     fn grant(&self) -> LockGuard {
-        LockGuard::new(
+        distsync_core::raw::lock_guard(
             self.name.to_string(),
             FencingToken(1),
             &self.session,

@@ -119,9 +119,8 @@ impl fmt::Debug for Leadership {
 }
 
 impl Leadership {
-    /// Leadership over `key` in `term`. For backends.
-    #[doc(hidden)]
-    pub fn new(
+    /// Leadership over `key` in `term`. For backends, through `raw::leadership`.
+    pub(crate) fn new(
         key: String,
         term: FencingToken,
         session: &Session,

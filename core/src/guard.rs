@@ -290,8 +290,7 @@ macro_rules! guard_accessors {
         /// The token behind `lost()`, for backends that detect a lost hold themselves.
         /// Unlike `lost()`, it does not start the backend's loss watch: awaiting it
         /// alone learns of a session's end, not of a hold taken away in the store.
-        #[doc(hidden)]
-        pub fn lost_token(&self) -> &tokio_util::sync::CancellationToken {
+        pub(crate) fn store_lost_token(&self) -> &tokio_util::sync::CancellationToken {
             self.held.lost_token()
         }
 
@@ -305,9 +304,8 @@ macro_rules! guard_accessors {
         }
 
         /// Keeps an in-process gate (see [`crate::Session::exclusive`]) until the hold is
-        /// released. For backend implementors.
-        #[doc(hidden)]
-        pub fn with_gate(mut self, gate: tokio::sync::OwnedMutexGuard<()>) -> Self {
+        /// released. For backend implementors, through `raw::GuardStoreSide`.
+        pub(crate) fn store_with_gate(mut self, gate: tokio::sync::OwnedMutexGuard<()>) -> Self {
             self.held.set_gate(gate);
             self
         }
@@ -315,8 +313,7 @@ macro_rules! guard_accessors {
         /// Detects a hold taken away in the store with `watch`, started only when the
         /// guard's `lost()`, `is_lost()` or `while_held()` is first used (see
         /// `LossWatchFn`).
-        #[doc(hidden)]
-        pub fn with_loss_watch(mut self, watch: $crate::guard::LossWatchFn) -> Self {
+        pub(crate) fn store_with_loss_watch(mut self, watch: $crate::guard::LossWatchFn) -> Self {
             self.held.set_loss_watch(watch);
             self
         }
@@ -359,9 +356,14 @@ impl fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
-    /// A guard over `key`, granted with `token`, released by `release`. For backends.
-    #[doc(hidden)]
-    pub fn new(key: String, token: FencingToken, session: &Session, release: ReleaseFn) -> Self {
+    /// A guard over `key`, granted with `token`, released by `release`. For backends,
+    /// through `raw::lock_guard`.
+    pub(crate) fn new(
+        key: String,
+        token: FencingToken,
+        session: &Session,
+        release: ReleaseFn,
+    ) -> Self {
         Self {
             held: Held::new(key, session, release),
             token,
@@ -457,9 +459,9 @@ impl fmt::Debug for ReadGuard {
 }
 
 impl ReadGuard {
-    /// A read guard over `key`, released by `release`. For backends.
-    #[doc(hidden)]
-    pub fn new(key: String, session: &Session, release: ReleaseFn) -> Self {
+    /// A read guard over `key`, released by `release`. For backends, through
+    /// `raw::read_guard`.
+    pub(crate) fn new(key: String, session: &Session, release: ReleaseFn) -> Self {
         Self {
             held: Held::new(key, session, release),
         }

@@ -295,7 +295,7 @@ fn lock_guard(backend: &'static str, primitive: &'static str, guard: LockGuard) 
     let key = guard.key().to_owned();
     let count = HoldCount::start(backend, primitive, None);
     // The token, not `lost()`: counting must not start the backend's loss watch.
-    count.end_when(guard.session(), Lost::new(guard.lost_token()));
+    count.end_when(guard.session(), Lost::new(guard.store_lost_token()));
     guard.observe_release(on_release(backend, primitive, key, count))
 }
 
@@ -353,7 +353,7 @@ impl InstrumentedRwLock {
     fn read_guard(&self, guard: ReadGuard) -> ReadGuard {
         let key = guard.key().to_owned();
         let count = HoldCount::start(self.backend, "read", None);
-        count.end_when(guard.session(), Lost::new(guard.lost_token()));
+        count.end_when(guard.session(), Lost::new(guard.store_lost_token()));
         guard.observe_release(on_release(self.backend, "read", key, count))
     }
 }
@@ -445,7 +445,10 @@ impl Election for InstrumentedElection {
         let key = leadership.key().to_owned();
         let count = HoldCount::start(self.backend, "leadership", Some(self.inner.name()));
         // The token, not `lost()`: counting must not start the backend's loss watch.
-        count.end_when(leadership.session(), Lost::new(leadership.lost_token()));
+        count.end_when(
+            leadership.session(),
+            Lost::new(leadership.store_lost_token()),
+        );
         Ok(leadership.observe_release(on_release(self.backend, "leadership", key, count)))
     }
 

@@ -427,18 +427,16 @@ impl Session {
         }
     }
 
-    /// The token behind [`Session::lost`]; backends derive per-guard tokens from it.
-    /// For backend implementors.
-    #[doc(hidden)]
-    pub fn lost_token(&self) -> &CancellationToken {
+    /// The token behind [`Session::lost`]; backends derive per-guard tokens from it
+    /// (through `raw::SessionStoreSide`).
+    pub(crate) fn lost_token(&self) -> &CancellationToken {
         &self.inner.lost
     }
 
     /// Declares the session lost (for backends that learn it other than by a
     /// renewal, e.g. a dropped dedicated connection). Stops the keepalive. For backend
-    /// implementors.
-    #[doc(hidden)]
-    pub fn mark_lost(&self) {
+    /// implementors, through `raw::SessionStoreSide`.
+    pub(crate) fn mark_lost(&self) {
         self.stop_keepalive();
         if !self.inner.closed.load(Ordering::SeqCst) {
             count_lost(self.inner.backend, self.inner.id, &self.inner.lost);
@@ -467,15 +465,13 @@ impl Session {
     }
 
     /// The backend's lease behind this session, if it is of type `T`.
-    #[doc(hidden)]
-    pub fn lease<T: 'static>(&self) -> Option<&T> {
+    pub(crate) fn lease<T: 'static>(&self) -> Option<&T> {
         self.inner.lease.as_any().downcast_ref::<T>()
     }
 
     /// Like [`Session::lease`], with a typed error naming `backend` when the session
     /// was granted by another backend.
-    #[doc(hidden)]
-    pub fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T> {
+    pub(crate) fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T> {
         self.lease::<T>().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "session {} was granted by the {} backend, not by {backend}",
@@ -488,8 +484,7 @@ impl Session {
     /// session. For backends whose store key is per session (etcd's mutex and election
     /// keys are `<name>/<lease id>`): two tasks locking one name through one session
     /// take turns here before they reach the store. Cancel-safe.
-    #[doc(hidden)]
-    pub async fn exclusive(&self, resource: &str) -> OwnedMutexGuard<()> {
+    pub(crate) async fn exclusive(&self, resource: &str) -> OwnedMutexGuard<()> {
         let gate = {
             let mut gates = self
                 .inner

@@ -24,7 +24,7 @@ async fn an_unlock_whose_caller_stops_waiting_still_releases() {
             Ok(())
         })
     });
-    let guard = LockGuard::new("k".into(), FencingToken(1), &session, release);
+    let guard = distsync_core::raw::lock_guard("k".into(), FencingToken(1), &session, release);
     let lost = guard.lost();
     // The caller gives up on the unlock before the store answered.
     let gave_up = tokio::time::timeout(Duration::from_millis(20), guard.unlock()).await;

@@ -14,9 +14,11 @@
 //!   [`Semaphore`]) and the STM engine ([`StmEngine`], [`StmAttempt`], [`Write`],
 //!   the conflict signal [`StmRetry`]), whose user handle [`Stm`](crate::Stm) a
 //!   backend makes with `Stm::new`;
-//! - guards and leaderships, made with `LockGuard::new`, `ReadGuard::new` and
-//!   `Leadership::new` from the key, the token, the session and a [`ReleaseFn`]
-//!   (these constructors are hidden from the user docs);
+//! - guards and leaderships, made with [`lock_guard`], [`read_guard`] and
+//!   [`leadership`] from the key, the token, the session and a [`ReleaseFn`], and the
+//!   store's side of sessions and guards ([`SessionStoreSide`]: the lost token,
+//!   `mark_lost`, the typed lease, the in-process gate; [`GuardStoreSide`]), which no
+//!   user reaches without importing `raw`;
 //! - [`call_id`]: a fresh id that makes a store call idempotent by naming it;
 //! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
 //! - [`Backoff`]: the exponential pause schedule every retry loop uses.
@@ -87,8 +89,10 @@
 //! advisory locks) and the checklist for adding a backend.
 
 mod call_id;
+mod store_side;
 
 pub use call_id::call_id;
+pub use store_side::{leadership, lock_guard, read_guard, GuardStoreSide, SessionStoreSide};
 
 #[doc(inline)]
 pub use crate::backend::Backend;

@@ -10,6 +10,7 @@
 //! keys to go and then deletes `ready` and its own key; the others delete their keys
 //! and wait for the oldest one's.
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;

@@ -6,6 +6,8 @@
 //! the deletion of the key created just before its own. This is the layout of
 //! `etcdctl elect <name>`, so Go programs and distsync see one election.
 
+use distsync_core::raw::GuardStoreSide as _;
+use distsync_core::raw::SessionStoreSide as _;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -182,7 +184,7 @@ impl Election for KvElection {
         };
         let token = FencingToken(u64::try_from(term).unwrap_or_default());
         let resign = held.release_fn(|| Error::NotLeader);
-        let mut leadership = Leadership::new(
+        let mut leadership = distsync_core::raw::leadership(
             self.key.clone(),
             token,
             &self.session,

@@ -2,6 +2,8 @@
 //! future is dropped, the release step handed to guards, and the watch that tells a
 //! guard its key was taken away.
 
+use distsync_core::raw::GuardStoreSide as _;
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -290,13 +292,14 @@ impl HeldKey {
     fn guard(self, gate: Option<OwnedMutexGuard<()>>, space: &KeySpace) -> LockGuard {
         let token = FencingToken(u64::try_from(self.create_revision).unwrap_or_default());
         let release = self.release_fn(|| Error::NotHeld);
-        let mut guard = LockGuard::new(self.key.clone(), token, &self.session, release)
-            .with_guarded_write(Arc::new(KvGuardedWrite {
-                kv: self.kv,
-                key: self.key,
-                create_revision: self.create_revision,
-                space: space.clone(),
-            }));
+        let mut guard =
+            distsync_core::raw::lock_guard(self.key.clone(), token, &self.session, release)
+                .with_guarded_write(Arc::new(KvGuardedWrite {
+                    kv: self.kv,
+                    key: self.key,
+                    create_revision: self.create_revision,
+                    space: space.clone(),
+                }));
         if let Some(gate) = gate {
             guard = guard.with_gate(gate);
         }

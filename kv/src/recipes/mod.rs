@@ -91,6 +91,7 @@ mod hold;
 mod injective;
 mod key;
 
+use distsync_core::raw::SessionStoreSide as _;
 pub use key::KeyLayout;
 use key::{KeySpace, Kind};
 mod mutex;

@@ -8,6 +8,7 @@
 //! `etcdctl lock <name>`, so Go programs and distsync exclude each other on one etcd.
 //! The fencing token is the own key's create revision.
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -28,6 +28,7 @@
 //! that hands the [`Delivery`] over through a channel; a receive dropped meanwhile
 //! drops the delivery, which nacks it.
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -10,6 +10,8 @@
 //! watches only the newest older blocking key. The write fencing token is the write
 //! key's create revision.
 
+use distsync_core::raw::GuardStoreSide as _;
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -152,7 +154,8 @@ impl KvRwMutex {
     fn read_guard(&self, acquired: Acquired) -> ReadGuard {
         let held = self.held_key(&acquired);
         let release = held.release_fn(|| Error::NotHeld);
-        ReadGuard::new(acquired.key, &self.session, release).with_loss_watch(held.loss_watch())
+        distsync_core::raw::read_guard(acquired.key, &self.session, release)
+            .with_loss_watch(held.loss_watch())
     }
 
     fn write_guard(&self, acquired: Acquired) -> LockGuard {

@@ -17,6 +17,7 @@
 //! any entry's withdraws and gets [`Error::InvalidArgument`]. Nothing stays behind
 //! once the last holder leaves.
 
+use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;

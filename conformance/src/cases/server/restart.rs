@@ -19,6 +19,7 @@
 //!   lost it with everything else (Redis without persistence) or committed it
 //!   asynchronously and has it made again (PostgreSQL).
 
+use distsync_core::raw::GuardStoreSide as _;
 use std::sync::Arc;
 use std::time::Duration;
 

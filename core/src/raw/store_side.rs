@@ -1,0 +1,164 @@
+//! The store's side of sessions and guards: what only a backend does with them.
+//!
+//! A user who could cancel a session's lost token, declare it lost, or make a guard
+//! with any key and token could forge a loss or a hold. These operations therefore
+//! live here, as extension traits and constructors a backend imports from `raw`,
+//! and not as methods of [`Session`] and the guards.
+//!
+//! Without `raw`, a session cannot be declared lost nor a guard made:
+//!
+//! ```compile_fail
+//! fn forge(session: &distsync_core::Session) {
+//!     session.mark_lost();
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! fn forge(session: &distsync_core::Session, release: distsync_core::raw::ReleaseFn) {
+//!     let token = distsync_core::FencingToken(1);
+//!     let _ = distsync_core::LockGuard::new("k".into(), token, session, release);
+//! }
+//! ```
+//!
+//! A backend imports them:
+//!
+//! ```
+//! use distsync_core::raw::{lock_guard, ReleaseFn, SessionStoreSide};
+//! fn grant(session: &distsync_core::Session, release: ReleaseFn) -> distsync_core::LockGuard {
+//!     if session.lost_token().is_cancelled() {
+//!         session.mark_lost();
+//!     }
+//!     lock_guard("k".into(), distsync_core::FencingToken(1), session, release)
+//! }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::OwnedMutexGuard;
+use tokio_util::sync::CancellationToken;
+
+use crate::election::{Leadership, Proclaim};
+use crate::error::Result;
+use crate::guard::{LockGuard, LossWatchFn, ReadGuard, ReleaseFn};
+use crate::session::Session;
+use crate::token::FencingToken;
+
+/// What a backend does with a session it granted.
+pub trait SessionStoreSide {
+    /// The token behind [`Session::lost`]; a backend derives per-guard tokens from it.
+    fn lost_token(&self) -> &CancellationToken;
+
+    /// Declares the session lost, for a backend that learns it other than by a renewal
+    /// (a dropped dedicated connection). Stops the keepalive.
+    fn mark_lost(&self);
+
+    /// The backend's lease behind this session, if it is of type `T`.
+    fn lease<T: 'static>(&self) -> Option<&T>;
+
+    /// Like [`SessionStoreSide::lease`], with a typed error naming `backend` when the
+    /// session was granted by another backend.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for a session of another backend.
+    fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T>;
+
+    /// Serialises, within this process, the holders of one resource that share this
+    /// session: for a backend whose store key is per session (etcd's mutex and
+    /// election keys are `<name>/<lease id>`), two tasks locking one name through one
+    /// session take turns here before they reach the store.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a dropped wait holds nothing.
+    fn exclusive(&self, resource: &str) -> impl Future<Output = OwnedMutexGuard<()>> + Send;
+}
+
+impl SessionStoreSide for Session {
+    fn lost_token(&self) -> &CancellationToken {
+        Session::lost_token(self)
+    }
+
+    fn mark_lost(&self) {
+        Session::mark_lost(self);
+    }
+
+    fn lease<T: 'static>(&self) -> Option<&T> {
+        Session::lease(self)
+    }
+
+    fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T> {
+        Session::lease_for(self, backend)
+    }
+
+    fn exclusive(&self, resource: &str) -> impl Future<Output = OwnedMutexGuard<()>> + Send {
+        Session::exclusive(self, resource)
+    }
+}
+
+/// What a backend does with a guard or a leadership it made.
+pub trait GuardStoreSide: Sized {
+    /// The token behind the guard's `lost()`, for a backend that detects a lost hold
+    /// itself. Unlike `lost()`, it does not start the backend's loss watch.
+    fn lost_token(&self) -> &CancellationToken;
+
+    /// Keeps an in-process gate (see [`SessionStoreSide::exclusive`]) until the hold
+    /// is released.
+    #[must_use]
+    fn with_gate(self, gate: OwnedMutexGuard<()>) -> Self;
+
+    /// Detects a hold taken away in the store with `watch`, started only when the
+    /// guard's `lost()`, `is_lost()` or `while_held()` is first used.
+    #[must_use]
+    fn with_loss_watch(self, watch: LossWatchFn) -> Self;
+}
+
+macro_rules! guard_store_side {
+    ($guard:ty) => {
+        impl GuardStoreSide for $guard {
+            fn lost_token(&self) -> &CancellationToken {
+                self.store_lost_token()
+            }
+
+            fn with_gate(self, gate: OwnedMutexGuard<()>) -> Self {
+                self.store_with_gate(gate)
+            }
+
+            fn with_loss_watch(self, watch: LossWatchFn) -> Self {
+                self.store_with_loss_watch(watch)
+            }
+        }
+    };
+}
+
+guard_store_side!(LockGuard);
+guard_store_side!(ReadGuard);
+guard_store_side!(Leadership);
+
+/// A lock guard over the store key `key`, granted with `token` through `session`,
+/// released by `release` (on `unlock()` or drop).
+pub fn lock_guard(
+    key: String,
+    token: FencingToken,
+    session: &Session,
+    release: ReleaseFn,
+) -> LockGuard {
+    LockGuard::new(key, token, session, release)
+}
+
+/// A read guard over the store key `key`, held through `session`, released by
+/// `release`.
+pub fn read_guard(key: String, session: &Session, release: ReleaseFn) -> ReadGuard {
+    ReadGuard::new(key, session, release)
+}
+
+/// Leadership over the store key `key` in `term`, held through `session`; `proclaim`
+/// changes its value and `resign` ends it.
+pub fn leadership(
+    key: String,
+    term: FencingToken,
+    session: &Session,
+    proclaim: Arc<dyn Proclaim>,
+    resign: ReleaseFn,
+) -> Leadership {
+    Leadership::new(key, term, session, proclaim, resign)
+}
