@@ -11,8 +11,7 @@ use distsync_core::capabilities::Capabilities;
 use distsync_core::coordinator::Coordinator;
 use distsync_core::error::{Error, Result};
 
-/// The backend name, as in [`Capabilities::backend`] and in errors.
-pub const BACKEND: &str = "memory";
+pub use super::store::BACKEND;
 
 /// The URL scheme of the memory backend: `memory://` (a fresh store) or
 /// `memory://NAME` (the process-wide store `NAME`).

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::records::LeaseEntry;
 use super::store::{Inner, MemoryKv, State};
 use crate::kv::LeaseId;
 use distsync_core::error::{Error, Result};
@@ -18,15 +19,6 @@ const MAX_LEASE_TTL: Duration = Duration::from_secs(9_000_000_000);
 
 /// A deadline used when `now + ttl` does not fit in an [`Instant`].
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-
-/// A live lease.
-#[derive(Debug)]
-pub(super) struct LeaseEntry {
-    pub(super) ttl: Duration,
-    pub(super) deadline: Instant,
-    pub(super) frozen: bool,
-    pub(super) keys: BTreeSet<String>,
-}
 
 impl MemoryKv {
     /// Test / fault hook: from now on, renewals of `lease` are answered

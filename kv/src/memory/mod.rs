@@ -11,10 +11,12 @@
 mod backend;
 mod lease;
 mod mvcc;
+mod records;
 mod store;
 #[cfg(test)]
 mod test_support;
 mod watch;
+mod watchers;
 
 pub use backend::{capabilities, connect, MemoryBackend, BACKEND, DRIVER, MIN_SESSION_TTL, SCHEME};
 pub use store::{MemoryKv, StoreError, DEFAULT_RETAINED_REVISIONS};

@@ -10,21 +10,13 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
+use super::records::Entry;
 use super::store::{MemoryKv, State, StoreError};
 use crate::kv::{
     Compare, CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, Range, RangeResponse,
     Revision, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchEvent,
 };
 use distsync_core::error::{Error, Result};
-
-/// One version of a key: a put (`kv`) or a deletion tombstone (`None`).
-#[derive(Clone, Debug)]
-pub(super) struct Entry {
-    pub(super) revision: Revision,
-    /// Position of the change within its revision's transaction.
-    pub(super) sub: usize,
-    pub(super) kv: Option<KeyValue>,
-}
 
 /// The changes of one transaction being applied.
 pub(super) struct Batch {

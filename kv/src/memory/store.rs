@@ -16,13 +16,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::backend::BACKEND;
-use super::lease::LeaseEntry;
-use super::mvcc::Entry;
-use super::watch::Watchers;
+use super::records::{Entry, LeaseEntry};
+use super::watchers::Watchers;
 use crate::kv::{Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse};
 use distsync_core::error::{Error, Result};
 use distsync_core::session::KeepAlive;
+
+/// The backend name, as in `Capabilities::backend` and in errors.
+pub const BACKEND: &str = "memory";
 
 /// How many revisions a store keeps readable by default before compacting older ones.
 pub const DEFAULT_RETAINED_REVISIONS: i64 = 10_000;
