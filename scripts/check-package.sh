@@ -26,6 +26,19 @@ if ! command -v protoc >/dev/null 2>&1 && [ -z "${PROTOC:-}" ]; then
     exit 2
 fi
 
+# `cargo publish --workspace` verifies each crate against the others' packages through a
+# temporary local registry under target/package, and cargo extracts a registry crate only
+# once per registry path: a machine that packaged an earlier commit from the same
+# checkout path would build against that commit's sources. The extracted and cached
+# copies of this workspace's crates from local registries (the `-<hash>` directories;
+# crates.io's own is `index.crates.io-*`) go before each run.
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+crates=$(cargo metadata --no-deps --format-version 1 --locked |
+    python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))')
+for crate in $crates; do
+    rm -rf "$cargo_home"/registry/src/-*/"$crate"-[0-9]* "$cargo_home"/registry/cache/-*/"$crate"-[0-9]*.crate
+done
+
 start=$SECONDS
 cargo publish --workspace --dry-run --allow-dirty --locked "$@"
 echo "check-package: every published crate packages and builds ($((SECONDS - start))s)" >&2
