@@ -1,14 +1,11 @@
 //! The 64-client aggregate: many clients, each its own connection (its
 //! own backend) and its own lock name, each cycling lock+unlock back to back for a
 //! fixed time; the cycles per second of all of them together, for distsync and for as
-//! many clients running the raw sequence of [`crate::raw`] on the same store, and
-//! (where the store has room for them) as many running the raw sequence plus the step
-//! distsync takes there (the cycle case's diagnostic row), to show where a gap goes.
+//! many clients running the raw sequence of [`crate::raw`] on the same store.
 //!
 //! The sides run in interleaved bursts, one burst each per round, each round starting
-//! with the next side (raw, distsync, diagnostic; diagnostic, raw, distsync; ...), so
-//! that a burst of load on the machine hits all alike; the report gives the ratio
-//! distsync ÷ raw of the aggregate rates, distsync ÷ diagnostic, and the spread of the
+//! with the other side, so that a burst of load on the machine hits both alike; the
+//! report gives the ratio distsync ÷ raw of the aggregate rates and the spread of the
 //! per-round ratios.
 //!
 //! Client and server share the machine's CPUs; at 64 clients every side keeps them
@@ -31,8 +28,9 @@
 use std::time::{Duration, Instant};
 
 use crate::args::Plan;
-use crate::contender::{Cycler, Unavailable};
-use crate::cycle::DistsyncCycle;
+use crate::contender::Cycler;
+use crate::cycle::distsync;
+use crate::stats::per_second;
 use crate::target::{BackendKind, Target};
 use crate::Result;
 
@@ -56,7 +54,7 @@ pub struct Throughput {
     /// Clients that ran.
     pub clients: usize,
     /// Cycles completed by all clients together, in the measured bursts.
-    pub cycles: u64,
+    pub cycles: usize,
     /// Wall time of the measured bursts, from the start of each to its last client's
     /// last cycle.
     pub elapsed: Duration,
@@ -69,12 +67,7 @@ pub struct Throughput {
 impl Throughput {
     /// Aggregate cycles per second.
     pub fn rate(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.cycles as f64 / secs
-        } else {
-            0.0
-        }
+        per_second(self.cycles, self.elapsed)
     }
 }
 
@@ -93,11 +86,6 @@ pub struct AggregateResult {
     pub library: Option<Throughput>,
     /// The raw clients (none on memory).
     pub raw: Option<Throughput>,
-    /// The raw sequence plus the step distsync takes on that store (as the cycle
-    /// case's diagnostic row), to show where the gap to raw goes.
-    pub diagnostic: Option<Throughput>,
-    /// Remarks on the run (a side not run, and why).
-    pub notes: Vec<String>,
     /// Why the case did not run, or stopped early.
     pub error: Option<String>,
 }
@@ -148,7 +136,7 @@ impl Side {
             .into_iter()
             .map(|mut client| {
                 tokio::spawn(async move {
-                    let mut cycles = 0_u64;
+                    let mut cycles = 0;
                     let mut error = None;
                     while Instant::now() < deadline {
                         match tokio::time::timeout(limit, client.cycle()).await {
@@ -193,12 +181,7 @@ impl Side {
         if measured {
             self.totals.cycles += cycles;
             self.totals.elapsed += elapsed;
-            let secs = elapsed.as_secs_f64();
-            self.totals.round_rates.push(if secs > 0.0 {
-                cycles as f64 / secs
-            } else {
-                0.0
-            });
+            self.totals.round_rates.push(per_second(cycles, elapsed));
         }
     }
 
@@ -219,9 +202,8 @@ impl Side {
 }
 
 async fn close(client: Box<dyn Cycler>) {
-    let label = client.label();
     if let Err(error) = client.close().await {
-        tracing::warn!(%label, %error, "closing an aggregate client failed");
+        tracing::warn!(%error, "closing an aggregate client failed");
     }
 }
 
@@ -238,31 +220,10 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
         ..AggregateResult::default()
     };
     let prefix = format!("{run_id}/aggregate");
-    let raw = match raw_clients(target, &prefix, clients, false).await {
+    let raw = match raw_clients(target, &prefix, clients).await {
         Ok(raw) => raw,
         Err(error) => {
             result.error = Some(format!("raw clients: {error}"));
-            None
-        }
-    };
-    let diagnostic = match diagnostic_room(target, clients).await {
-        Ok(true) => match raw_clients(target, &prefix, clients, true).await {
-            Ok(diagnostic) => diagnostic,
-            Err(error) => {
-                result.notes.push(format!("diagnostic clients: {error}"));
-                None
-            }
-        },
-        Ok(false) => {
-            result.notes.push(
-                "no diagnostic row: the server has too few free connections for it beside \
-                 the raw clients and distsync's"
-                    .into(),
-            );
-            None
-        }
-        Err(error) => {
-            result.notes.push(format!("diagnostic clients: {error}"));
             None
         }
     };
@@ -273,17 +234,14 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
         }
         Err(error) => {
             result.error = Some(format!("distsync clients: {error}"));
-            for (clients, label) in raw.into_iter().chain(diagnostic) {
+            if let Some((clients, label)) = raw {
                 Side::new(clients, label).finish().await;
             }
             return result;
         }
     };
-    // Sides in a fixed order: distsync, raw, diagnostic.
-    let mut sides = vec![Side::new(library, LIBRARY_LABEL.into())];
-    let has_raw = raw.is_some();
+    let mut sides = vec![Side::new(library, "distsync".into())];
     sides.extend(raw.map(|(clients, label)| Side::new(clients, label)));
-    sides.extend(diagnostic.map(|(clients, label)| Side::new(clients, label)));
     // Warm-up: one unmeasured burst each.
     let warmup = burst.min(Duration::from_millis(200));
     for side in &mut sides {
@@ -304,47 +262,25 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
     }
     let mut finished = finished.into_iter();
     result.library = finished.next();
-    if has_raw {
-        result.raw = finished.next();
-    }
-    result.diagnostic = finished.next();
+    result.raw = finished.next();
     result
 }
 
-/// The label of distsync's side.
-pub const LIBRARY_LABEL: &str = "distsync";
-
-/// Whether the store has room for the diagnostic clients beside the raw clients
-/// (already connected) and distsync's: on PostgreSQL, when its free connections leave
-/// distsync a connection per client as well; elsewhere always.
-#[allow(unused_variables)]
-async fn diagnostic_room(target: &Target, clients: usize) -> Result<bool> {
-    #[cfg(feature = "postgres")]
-    if target.kind == BackendKind::Postgres {
-        let free = crate::raw::postgres::free_connections(&target.url).await?;
-        return Ok(free >= 2 * clients + POSTGRES_OTHER_CONNECTIONS + POSTGRES_SPARE);
-    }
-    Ok(true)
-}
-
-/// The raw clients for `target`'s store and their label, or `None` on memory; with
-/// `diagnostic`, the raw sequence plus the step distsync takes there (the diagnostic
-/// rows of the cycle case: etcd a watch on the held key, Redis distsync's own grant
-/// and release scripts, PostgreSQL a fencing counter `UPDATE`).
+/// `clients` raw clients for `target`'s store and their label, or `None` on memory.
 async fn raw_clients(
     target: &Target,
     prefix: &str,
     clients: usize,
-    diagnostic: bool,
 ) -> Result<Option<(Vec<Box<dyn Cycler>>, String)>> {
-    let side = if diagnostic { "diagnostic" } else { "raw" };
-    let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
+    let (mut made, mut label) = (Vec::with_capacity(clients), String::new());
     for index in 0..clients {
-        let name = format!("{prefix}/{side}/{index}");
-        match raw_client(target, &name, diagnostic).await {
-            Ok(Some(client)) => made.push(client),
-            Ok(None) => return Ok(None),
-            Err(error) => {
+        match crate::raw::contender(target, &format!("{prefix}/raw/{index}")).await {
+            Some(Ok(client)) => {
+                label = client.label;
+                made.push(client.cycler);
+            }
+            None => return Ok(None),
+            Some(Err((_, _, error))) => {
                 for client in made {
                     close(client).await;
                 }
@@ -352,39 +288,7 @@ async fn raw_clients(
             }
         }
     }
-    let label = made
-        .first()
-        .map(|client| client.label())
-        .unwrap_or_default();
     Ok(Some((made, label)))
-}
-
-/// One raw (or diagnostic) client on `target`'s store, or `None` on memory.
-#[allow(unused_variables)]
-async fn raw_client(
-    target: &Target,
-    name: &str,
-    diagnostic: bool,
-) -> Result<Option<Box<dyn Cycler>>> {
-    let client: std::result::Result<Box<dyn Cycler>, Unavailable> = match target.kind {
-        BackendKind::Memory => return Ok(None),
-        #[cfg(feature = "etcd")]
-        BackendKind::Etcd => crate::raw::etcd::RawEtcd::start(&target.url, name, diagnostic).await,
-        #[cfg(feature = "redis")]
-        BackendKind::Redis if diagnostic => {
-            crate::raw::redis_scripts::RawRedisScripts::start(&target.url, name).await
-        }
-        #[cfg(feature = "redis")]
-        BackendKind::Redis => crate::raw::redis::RawRedis::start(&target.url, name, false).await,
-        #[cfg(feature = "postgres")]
-        BackendKind::Postgres => {
-            crate::raw::postgres::RawPostgres::start(&target.url, name, diagnostic).await
-        }
-        #[allow(unreachable_patterns)]
-        other => return Err(format!("{other} is not compiled in").into()),
-    };
-    #[allow(unreachable_code)]
-    client.map(Some).map_err(|(_, _, error)| error)
 }
 
 /// distsync's clients for `target` and a description of how they are set up.
@@ -401,9 +305,7 @@ async fn library_clients(
         let holds = postgres_hold_connections(clients, free);
         let coordinator = postgres_backend(&target.url, holds).await?;
         for index in 0..clients {
-            made.push(Box::new(
-                DistsyncCycle::new(&coordinator, &name(index)).await?,
-            ));
+            made.push(distsync(&coordinator, &name(index)).await?.cycler);
         }
         let setup = format!(
             "{clients} sessions of one backend: hold_connections={holds} (a connection per \
@@ -418,10 +320,11 @@ async fn library_clients(
         return Ok((made, setup));
     }
     for index in 0..clients {
-        let coordinator = target.client().await?;
-        made.push(Box::new(
-            DistsyncCycle::new(&coordinator, &name(index)).await?,
-        ));
+        made.push(
+            distsync(&target.client().await?, &name(index))
+                .await?
+                .cycler,
+        );
     }
     let setup = match target.kind {
         BackendKind::Memory => format!("{clients} sessions on one shared in-process store"),

@@ -14,35 +14,63 @@ pub enum Role {
     Library,
     /// The minimal command sequence on the same client crate.
     Raw,
-    /// The raw sequence plus one step distsync takes, to show where its overhead goes.
-    Diagnostic,
     /// Another lock library or program on the same store.
     Peer,
-    /// Not a lock: a reference figure (e.g. spawning a process).
-    Baseline,
 }
 
 /// One lock implementation that can run lock+unlock cycles.
 #[async_trait]
 pub trait Cycler: Send {
-    /// The row label.
-    fn label(&self) -> String;
-
-    /// What it is.
-    fn role(&self) -> Role;
-
-    /// How many measured cycles it gets when others get `cycles` (process-spawning
-    /// implementations take far longer per cycle and do fewer).
-    fn cycles(&self, cycles: usize) -> usize {
-        cycles
-    }
-
     /// One acquire and release, uncontended.
     async fn cycle(&mut self) -> Result<()>;
 
     /// Releases what it holds (sessions, leases, connections).
     async fn close(self: Box<Self>) -> Result<()> {
         Ok(())
+    }
+}
+
+/// A cycle implementation with its row in the report.
+pub struct Contender {
+    /// The row label.
+    pub label: String,
+    /// What it is.
+    pub role: Role,
+    /// Whether it starts a process per cycle (etcdctl), which takes far longer than the
+    /// others: it runs a tenth of their cycles, and the guard leaves it out.
+    pub spawns: bool,
+    /// The implementation.
+    pub cycler: Box<dyn Cycler>,
+}
+
+impl std::fmt::Debug for Contender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contender")
+            .field("label", &self.label)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Contender {
+    /// `cycler` as row `label` of `role`.
+    pub fn new(label: &str, role: Role, cycler: impl Cycler + 'static) -> Self {
+        let (label, spawns, cycler) = (label.to_owned(), false, Box::new(cycler));
+        Self {
+            label,
+            role,
+            spawns,
+            cycler,
+        }
+    }
+
+    /// How many measured cycles it gets when the others get `cycles`.
+    pub fn cycles(&self, cycles: usize) -> usize {
+        if self.spawns {
+            (cycles / 10).max(1)
+        } else {
+            cycles
+        }
     }
 }
 
@@ -62,16 +90,39 @@ pub struct CycleResult {
     pub error: Option<String>,
 }
 
-/// A contender that could not start.
+/// A contender that could not start: its label, its role and why.
 pub type Unavailable = (String, Role, crate::BoxError);
+
+/// A contender ready to run, or why it could not start.
+pub type Started = std::result::Result<Contender, Unavailable>;
+
+/// `made` as row `label` of `role`, or its error as the reason that row did not run.
+pub fn started<C: Cycler + 'static>(label: &str, role: Role, made: Result<C>) -> Started {
+    match made {
+        Ok(cycler) => Ok(Contender::new(label, role, cycler)),
+        Err(error) => Err((label.to_owned(), role, error)),
+    }
+}
+
+impl CycleResult {
+    /// A result for `label` with nothing measured yet.
+    pub fn new(label: &str, role: Role) -> Self {
+        let (label, samples, rounds) = (label.into(), Samples::new(), Vec::new());
+        Self {
+            label,
+            role,
+            samples,
+            rounds,
+            error: None,
+        }
+    }
+}
 
 /// A result for `label`, which failed with `error` before measuring.
 pub fn failure(label: &str, role: Role, error: &dyn std::fmt::Display) -> CycleResult {
+    let error = Some(error.to_string());
     CycleResult {
-        label: label.into(),
-        role,
-        samples: Samples::new(),
-        rounds: Vec::new(),
-        error: Some(error.to_string()),
+        error,
+        ..CycleResult::new(label, role)
     }
 }

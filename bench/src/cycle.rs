@@ -8,45 +8,30 @@ use async_trait::async_trait;
 use distsync::{Coordinator, Locker, Session};
 
 use crate::args::Plan;
-use crate::contender::{failure, CycleResult, Cycler, Role};
-use crate::stats::Samples;
+use crate::contender::{failure, Contender, CycleResult, Cycler, Role};
+use crate::stats::{share, Samples};
 use crate::target::Target;
 use crate::Result;
 
 /// distsync's cycle: `lock().await?.unlock().await?` on one locker of one session.
-pub struct DistsyncCycle {
+struct DistsyncCycle {
     session: Session,
     locker: Arc<dyn Locker>,
 }
 
-impl std::fmt::Debug for DistsyncCycle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DistsyncCycle").finish_non_exhaustive()
-    }
-}
-
-impl DistsyncCycle {
-    /// A locker named `name` through a new session of `coordinator`.
-    ///
-    /// # Errors
-    /// The backend's error opening the session.
-    pub async fn new(coordinator: &Coordinator, name: &str) -> Result<Self> {
-        let session = coordinator.session().await?;
-        let locker = coordinator.locker(&session, name)?;
-        Ok(Self { session, locker })
-    }
+/// distsync's cycle on a locker named `name` through a new session of `coordinator`.
+///
+/// # Errors
+/// The backend's error opening the session.
+pub async fn distsync(coordinator: &Coordinator, name: &str) -> Result<Contender> {
+    let session = coordinator.session().await?;
+    let locker = coordinator.locker(&session, name)?;
+    let cycler = DistsyncCycle { session, locker };
+    Ok(Contender::new("distsync", Role::Library, cycler))
 }
 
 #[async_trait]
 impl Cycler for DistsyncCycle {
-    fn label(&self) -> String {
-        "distsync".into()
-    }
-
-    fn role(&self) -> Role {
-        Role::Library
-    }
-
     async fn cycle(&mut self) -> Result<()> {
         self.locker.lock().await?.unlock().await?;
         Ok(())
@@ -65,25 +50,19 @@ pub async fn contenders(
     target: &Target,
     run_id: &str,
     plan: &Plan,
-) -> (Vec<Box<dyn Cycler>>, Vec<CycleResult>) {
-    let mut ready: Vec<Box<dyn Cycler>> = Vec::new();
-    let mut failed = Vec::new();
+) -> (Vec<Contender>, Vec<CycleResult>) {
     let name = |what: &str| format!("{run_id}/cycle/{what}");
-    match DistsyncCycle::new(&target.coordinator, &name("distsync")).await {
-        Ok(cycler) => ready.push(Box::new(cycler)),
-        Err(error) => failed.push(failure("distsync", Role::Library, &error)),
-    }
-    let others = crate::raw::contenders(target, &name("raw")).await;
-    let others = if plan.peers {
-        others
-            .into_iter()
-            .chain(crate::peers::contenders(target, &name("peer")).await)
-            .collect()
+    let library = distsync(&target.coordinator, &name("distsync")).await;
+    let library = library.map_err(|error| ("distsync".to_owned(), Role::Library, error));
+    let raw = crate::raw::contender(target, &name("raw")).await;
+    let peers = if plan.peers {
+        crate::peers::contenders(target, &name("peer")).await
     } else {
-        others
+        Vec::new()
     };
-    for other in others {
-        match other {
+    let (mut ready, mut failed) = (Vec::new(), Vec::new());
+    for contender in std::iter::once(library).chain(raw).chain(peers) {
+        match contender {
             Ok(cycler) => ready.push(cycler),
             Err((label, role, error)) => failed.push(failure(&label, role, &error)),
         }
@@ -95,30 +74,25 @@ pub async fn contenders(
 /// contender (in rotating order) runs its share of cycles, capped at
 /// `plan.case_time / plan.rounds` per round; with `plan.batch`, a round runs the
 /// contenders by turns of that many cycles each, so that their samples of a round
-/// span the same stretch of time (and the same load on the machine). A contender that errors is dropped from
-/// later rounds with its error recorded (its `rounds` then stop short). Each result
-/// keeps its samples round by round in `rounds` (index = round). Closes every
-/// contender at the end.
-pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResult> {
-    let mut slots: Vec<(Box<dyn Cycler>, CycleResult)> = contenders
+/// span the same stretch of time (and the same load on the machine). A contender that
+/// errors is dropped from later rounds with its error recorded (its `rounds` then stop
+/// short). Each result keeps its samples round by round in `rounds` (index = round).
+/// Closes every contender at the end.
+pub async fn run(contenders: Vec<Contender>, plan: &Plan) -> Vec<CycleResult> {
+    let mut slots: Vec<(Contender, CycleResult)> = contenders
         .into_iter()
-        .map(|cycler| {
-            let result = CycleResult {
-                label: cycler.label(),
-                role: cycler.role(),
-                samples: Samples::new(),
-                rounds: Vec::new(),
-                error: None,
-            };
-            (cycler, result)
+        .map(|contender| {
+            let result = CycleResult::new(&contender.label, contender.role);
+            (contender, result)
         })
         .collect();
     let rounds = plan.rounds.max(1);
     let slice = plan.case_time / u32::try_from(rounds).unwrap_or(u32::MAX);
-    for (cycler, result) in &mut slots {
-        let warmup = cycler.cycles(plan.warmup).max(1);
+    for (contender, result) in &mut slots {
+        let warmup = contender.cycles(plan.warmup).max(1);
         let mut discard = Samples::new();
-        if let Err(error) = cycles(cycler.as_mut(), warmup, slice, &mut discard).await {
+        let cycler = contender.cycler.as_mut();
+        if let Err(error) = cycles(cycler, warmup, slice, &mut discard).await {
             result.error = Some(format!("warm-up: {error}"));
         }
     }
@@ -127,7 +101,7 @@ pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResu
         // This round's share of each contender, and what it has used of its slice.
         let mut left: Vec<usize> = slots
             .iter()
-            .map(|(cycler, _)| crate::stats::share(cycler.cycles(plan.cycles), rounds, round))
+            .map(|(contender, _)| share(contender.cycles(plan.cycles), rounds, round))
             .collect();
         let mut spent = vec![Duration::ZERO; count];
         let mut this_round: Vec<Samples> = vec![Samples::new(); count];
@@ -138,19 +112,14 @@ pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResu
             let mut ran = false;
             for offset in 0..count {
                 let index = (round + offset) % count;
-                let (cycler, result) = &mut slots[index];
+                let (contender, result) = &mut slots[index];
                 if result.error.is_some() || left[index] == 0 || spent[index] >= slice {
                     continue;
                 }
                 let batch = plan.batch.map_or(left[index], |b| b.clamp(1, left[index]));
                 let started = Instant::now();
-                let outcome = cycles(
-                    cycler.as_mut(),
-                    batch,
-                    slice - spent[index],
-                    &mut this_round[index],
-                )
-                .await;
+                let (cycler, cap) = (contender.cycler.as_mut(), slice - spent[index]);
+                let outcome = cycles(cycler, batch, cap, &mut this_round[index]).await;
                 if let Err(error) = outcome {
                     result.error = Some(error.to_string());
                 }
@@ -171,8 +140,8 @@ pub async fn run(contenders: Vec<Box<dyn Cycler>>, plan: &Plan) -> Vec<CycleResu
         }
     }
     let mut results = Vec::with_capacity(count);
-    for (cycler, result) in slots {
-        if let Err(error) = cycler.close().await {
+    for (contender, result) in slots {
+        if let Err(error) = contender.cycler.close().await {
             tracing::warn!(label = %result.label, %error, "closing a contender failed");
         }
         results.push(result);

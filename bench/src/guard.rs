@@ -4,7 +4,7 @@
 //! Absolute latencies on a shared machine move by several times from run to run; the
 //! ratio of two implementations measured side by side in one run moves far less. So
 //! on etcd, Redis and PostgreSQL it measures distsync, the raw sequence and each
-//! in-process peer in [`DEFAULT_ROUNDS`] rounds, taken in turns of [`BATCH`] cycles
+//! in-process peer in 16 rounds (`--rounds`), taken in turns of [`BATCH`] cycles
 //! ([`crate::cycle::run`]). A ratio is the median over the rounds of *distsync p50 ÷
 //! the other's p50*, its noise their robust spread (1.4826 × median absolute
 //! deviation). It fails above its baseline (`bench/baseline.json`) by more than
@@ -21,24 +21,15 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::args::{Args, Plan};
-use crate::contender::{self, CycleResult, Role};
+use crate::contender::{CycleResult, Role};
 use crate::cycle;
 use crate::markdown::Table;
 use crate::stats::Samples;
 use crate::target::{BackendKind, Target};
 
-/// Rounds of a guard run, unless `--rounds` says otherwise.
-pub const DEFAULT_ROUNDS: usize = 16;
-/// Measured cycles per implementation per round, unless `--cycles` gives the total.
-pub const DEFAULT_CYCLES_PER_ROUND: usize = 200;
-/// Time cap of one implementation's cycles over all rounds, in seconds, unless
-/// `--case-secs` says otherwise (it bounds a guard run on a very slow machine).
-pub const DEFAULT_CAP_SECS: u64 = 6;
 /// Cycles per turn within a round: implementations take turns of this many cycles,
 /// so that a round's samples of each span the same stretch of time.
 pub const BATCH: usize = 10;
-/// Warm-up cycles per implementation.
-pub const WARMUP: usize = 30;
 /// A round counts only when both implementations got at least this many cycles in it.
 pub const MIN_ROUND_SAMPLES: usize = 5;
 /// A ratio needs at least this many rounds that count.
@@ -254,27 +245,14 @@ pub struct BackendOutcome {
     pub elapsed: Duration,
 }
 
-/// The plan of a guard run: the cycle case only, [`DEFAULT_ROUNDS`] rounds of
-/// [`DEFAULT_CYCLES_PER_ROUND`] cycles, [`WARMUP`] warm-up cycles and a cap of
-/// [`DEFAULT_CAP_SECS`] per implementation, each overridable by its flag.
+/// The plan of a guard run: the cycle case only, in turns of [`BATCH`] cycles (its
+/// rounds, cycles, warm-up and cap have the guard's defaults, see [`Plan`]).
 pub fn plan(args: &Args) -> Plan {
-    let mut plan = Plan::from_args(args);
-    let rounds = args
-        .rounds
-        .unwrap_or(if args.quick { 3 } else { DEFAULT_ROUNDS });
-    plan.rounds = rounds.max(1);
-    plan.cycles = args.cycles.unwrap_or(
-        plan.rounds
-            * if args.quick {
-                10
-            } else {
-                DEFAULT_CYCLES_PER_ROUND
-            },
-    );
-    plan.warmup = if args.quick { 2 } else { WARMUP };
-    plan.batch = Some(BATCH);
-    plan.case_time = Duration::from_secs(args.case_secs.unwrap_or(DEFAULT_CAP_SECS));
-    plan
+    let batch = Some(BATCH);
+    Plan {
+        batch,
+        ..Plan::from_args(args)
+    }
 }
 
 /// Measures the ratios on one backend.
@@ -294,15 +272,12 @@ async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> B
         }
     };
     let (ready, failed) = cycle::contenders(&target, run_id, plan).await;
-    let mut kept: Vec<Box<dyn contender::Cycler>> = Vec::new();
-    for cycler in ready {
-        // Rows that are not a lock (diagnostics, process spawning) or that spawn a
-        // process per cycle (etcdctl: tens of ms each) stay out of a quick run.
-        let wanted = matches!(cycler.role(), Role::Library | Role::Raw | Role::Peer)
-            && cycler.cycles(1000) == 1000;
-        if wanted {
-            kept.push(cycler);
-        } else if let Err(error) = cycler.close().await {
+    let mut kept = Vec::new();
+    for contender in ready {
+        // Peers that spawn a process per cycle (etcdctl: tens of ms each) stay out.
+        if !contender.spawns {
+            kept.push(contender);
+        } else if let Err(error) = contender.cycler.close().await {
             tracing::warn!(%error, "closing a contender the guard does not run failed");
         }
     }
@@ -312,7 +287,7 @@ async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> B
         .chain(&failed)
         .find(|result| result.role == Role::Library);
     for other in results.iter().chain(&failed) {
-        if !matches!(other.role, Role::Raw | Role::Peer) {
+        if other.role == Role::Library {
             continue;
         }
         let measured = match library {

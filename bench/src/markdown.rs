@@ -48,6 +48,13 @@ impl Table {
         self.notes.push(note.into());
     }
 
+    /// Adds the note `what: error` when there is an error.
+    pub fn error(&mut self, what: impl std::fmt::Display, error: &Option<String>) {
+        if let Some(error) = error {
+            self.notes.push(format!("{what}: {error}"));
+        }
+    }
+
     /// Whether no row was added.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()

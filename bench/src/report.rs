@@ -2,54 +2,49 @@
 //! named section that [`crate::markdown::splice`] writes between its markers in
 //! `docs/BENCHMARKS.md`; the prose around them is the document's own.
 
-use std::time::Duration;
-
 use crate::aggregate::Throughput;
-use crate::contender::{CycleResult, Role};
-use crate::handoff::HandoffResult;
+use crate::contender::Role;
 use crate::markdown::Table;
 use crate::run::Report;
 use crate::scale::ScaleResult;
-use crate::stats::{fmt_duration, fmt_rate, fmt_ratio, Summary};
+use crate::stats::{fmt_duration, fmt_rate, fmt_ratio, Samples};
 use crate::target::BackendKind;
+
+/// The sections that are one table each: marker name, title and the table's maker.
+type Tables = [(&'static str, &'static str, fn(&Report) -> Table); 9];
 
 /// Every section of the report: its marker name, its title and its text.
 pub fn sections(report: &Report) -> Vec<(&'static str, &'static str, String)> {
-    let measured = |table: Table| {
-        if table.is_empty() {
-            "_Not measured in this run._\n".to_owned()
-        } else {
-            table.render()
-        }
-    };
-    vec![
-        ("run", "Machine and run", run_table(report)),
-        (
-            "cycle",
-            "Uncontended lock+unlock cycle",
-            measured(cycle(report)),
-        ),
-        ("handoff", "Contended hand-off", measured(handoff(report))),
-        ("election", "Election", measured(election(report))),
-        ("queue", "Queue", measured(queue(report))),
-        ("stm", "STM", measured(stm(report))),
-        ("scale", "At scale", measured(scale(report))),
+    let tables: Tables = [
+        ("cycle", "Uncontended lock+unlock cycle", cycle),
+        ("handoff", "Contended hand-off", handoff),
+        ("election", "Election", election),
+        ("queue", "Queue", queue),
+        ("stm", "STM", stm),
+        ("scale", "At scale", scale),
         (
             "scale-steps",
             "Cost against the number of holds",
-            measured(scale_steps(report)),
+            scale_steps,
         ),
         (
             "scale-handoff",
             "Hand-off with the holds held",
-            measured(scale_handoff(report)),
+            scale_handoff,
         ),
-        (
-            "aggregate",
-            "Many clients, each its own lock",
-            measured(aggregate(report)),
-        ),
-    ]
+        ("aggregate", "Many clients, each its own lock", aggregate),
+    ];
+    let mut sections = vec![("run", "Machine and run", run_table(report))];
+    for (name, title, table) in tables {
+        let table = table(report);
+        let body = if table.is_empty() {
+            "_Not measured in this run._\n".to_owned()
+        } else {
+            table.render()
+        };
+        sections.push((name, title, body));
+    }
+    sections
 }
 
 /// Every section with its title as a heading (for standard output).
@@ -64,15 +59,20 @@ fn dash(value: Option<String>) -> String {
     value.unwrap_or_else(|| "—".into())
 }
 
-fn p50(row: Option<&CycleResult>) -> Option<Duration> {
-    Some(row?.samples.summary()?.p50)
+fn dashes<const N: usize>() -> [String; N] {
+    std::array::from_fn(|_| "—".into())
 }
 
-fn summaries(handoffs: &[HandoffResult]) -> Vec<(usize, Summary)> {
-    handoffs
-        .iter()
-        .filter_map(|result| Some((result.waiters, result.samples.summary()?)))
-        .collect()
+/// The count, p50 and p99 of `samples`, or dashes without samples.
+fn latencies(samples: &Samples) -> [String; 3] {
+    match samples.summary() {
+        Some(summary) => [
+            summary.count.to_string(),
+            fmt_duration(summary.p50),
+            fmt_duration(summary.p99),
+        ],
+        None => dashes(),
+    }
 }
 
 fn run_table(report: &Report) -> String {
@@ -84,10 +84,8 @@ fn run_table(report: &Report) -> String {
         }
     };
     fact("date", Some(machine.started.clone()));
-    fact(
-        "command",
-        Some(format!("`distsync-bench {}`", report.arguments.join(" "))),
-    );
+    let command = format!("`distsync-bench {}`", report.arguments.join(" "));
+    fact("command", Some(command));
     fact("CPUs (nproc)", Some(machine.cpus.to_string()));
     fact("CPU", machine.cpu_model.clone());
     fact("memory", machine.memory.clone());
@@ -103,15 +101,11 @@ fn run_table(report: &Report) -> String {
         fact(&format!("{} server", backend.kind), Some(server));
     }
     fact("etcdctl", report.etcdctl.clone());
-    fact(
-        "load average (1/5/15 min) at start",
-        machine.load_start.clone(),
-    );
+    let load = machine.load_start.clone();
+    fact("load average (1/5/15 min) at start", load);
     fact("load average at end", machine.load_end.clone());
-    fact(
-        "wall time of the run",
-        Some(format!("{:.0} s", report.elapsed.as_secs_f64())),
-    );
+    let wall = format!("{:.0} s", report.elapsed.as_secs_f64());
+    fact("wall time of the run", Some(wall));
     let counts = format!(
         "cycle: {} cycles per implementation after {} warm-up (process-spawning rows a \
          tenth), in {} interleaved rounds; hand-off: {} per waiter count, a holder waits \
@@ -126,7 +120,7 @@ fn run_table(report: &Report) -> String {
         plan.elections,
         plan.queue_items,
         plan.stm_transfers,
-        plan.scale_holds,
+        plan.scale_holds.unwrap_or_default(),
         plan.scale_waiting,
         plan.scale_ttl.as_secs(),
         plan.aggregate_clients,
@@ -154,12 +148,11 @@ fn cycle(report: &Report) -> Table {
     ]);
     for backend in &report.backends {
         let kind = backend.kind;
-        let library = p50(backend.cycle_row(Role::Library));
-        let raw = p50(backend.cycle_row(Role::Raw));
+        let p50 = |role| Some(backend.cycle_row(role)?.samples.summary()?.p50);
+        let (library, raw) = (p50(Role::Library), p50(Role::Raw));
         for row in &backend.cycle {
             let label = match row.role {
                 Role::Library => format!("**{}**", row.label),
-                Role::Baseline | Role::Diagnostic => format!("_{}_", row.label),
                 Role::Raw | Role::Peer => row.label.clone(),
             };
             let Some(summary) = row.samples.summary() else {
@@ -170,10 +163,7 @@ fn cycle(report: &Report) -> Table {
                 table.note(format!("{kind} / {}: not measured: {reason}", row.label));
                 continue;
             };
-            let versus = |base: Option<Duration>| match base {
-                Some(base) if row.role != Role::Baseline => fmt_ratio(summary.p50, base),
-                _ => "—".into(),
-            };
+            let versus = |base: Option<_>| dash(base.map(|base| fmt_ratio(summary.p50, base)));
             table.row([
                 kind.to_string(),
                 label,
@@ -184,9 +174,7 @@ fn cycle(report: &Report) -> Table {
                 versus(raw),
                 versus(library),
             ]);
-            if let Some(error) = &row.error {
-                table.note(format!("{kind} / {}: stopped early: {error}", row.label));
-            }
+            table.error(format!("{kind} / {}: stopped early", row.label), &row.error);
         }
         if kind == BackendKind::Memory && !backend.cycle.is_empty() {
             table.note("memory: no raw sequence (no client crate beneath the in-process store)");
@@ -205,29 +193,26 @@ fn handoff(report: &Report) -> Table {
         ">p50 ÷ p50 at 1",
     ]);
     for backend in &report.backends {
-        let base = summaries(&backend.handoff)
-            .first()
-            .map(|(_, summary)| summary.p50);
-        for result in &backend.handoff {
-            let summary = result.samples.summary();
+        let p50s: Vec<_> = backend
+            .handoff
+            .iter()
+            .map(|result| Some(result.samples.summary()?.p50))
+            .collect();
+        let base = p50s.iter().flatten().next().copied();
+        for (result, p50) in backend.handoff.iter().zip(p50s) {
+            let versus = p50.zip(base).map(|(p50, base)| fmt_ratio(p50, base));
+            let [count, p50, p99] = latencies(&result.samples);
+            let waiters = result.waiters.to_string();
             table.row([
                 backend.kind.to_string(),
-                result.waiters.to_string(),
-                dash(summary.map(|summary| summary.count.to_string())),
-                dash(summary.map(|summary| fmt_duration(summary.p50))),
-                dash(summary.map(|summary| fmt_duration(summary.p99))),
-                dash(
-                    summary
-                        .zip(base)
-                        .map(|(summary, base)| fmt_ratio(summary.p50, base)),
-                ),
+                waiters,
+                count,
+                p50,
+                p99,
+                dash(versus),
             ]);
-            if let Some(error) = &result.error {
-                table.note(format!(
-                    "{} with {} waiters: {error}",
-                    backend.kind, result.waiters
-                ));
-            }
+            let what = format!("{} with {} waiters", backend.kind, result.waiters);
+            table.error(what, &result.error);
         }
     }
     table
@@ -236,18 +221,10 @@ fn handoff(report: &Report) -> Table {
 fn election(report: &Report) -> Table {
     let mut table = Table::new(&["backend", ">leader changes", ">p50", ">p99"]);
     for backend in &report.backends {
-        let Some(result) = &backend.election else {
-            continue;
-        };
-        let summary = result.samples.summary();
-        table.row([
-            backend.kind.to_string(),
-            dash(summary.map(|summary| summary.count.to_string())),
-            dash(summary.map(|summary| fmt_duration(summary.p50))),
-            dash(summary.map(|summary| fmt_duration(summary.p99))),
-        ]);
-        if let Some(error) = &result.error {
-            table.note(format!("{}: {error}", backend.kind));
+        if let Some(result) = &backend.election {
+            let kind = backend.kind.to_string();
+            table.row([kind.clone()].into_iter().chain(latencies(&result.samples)));
+            table.error(kind, &result.error);
         }
     }
     table
@@ -270,12 +247,8 @@ fn queue(report: &Report) -> Table {
                 fmt_rate(result.enqueue_rate()),
                 fmt_rate(result.dequeue_rate()),
             ]);
-            if let Some(error) = &result.error {
-                table.note(format!(
-                    "{} with {} clients: {error}",
-                    backend.kind, result.clients
-                ));
-            }
+            let what = format!("{} with {} clients", backend.kind, result.clients);
+            table.error(what, &result.error);
         }
     }
     table
@@ -300,12 +273,8 @@ fn stm(report: &Report) -> Table {
                 fmt_rate(result.rate()),
                 format!("{:.2}", result.retries_per_commit()),
             ]);
-            if let Some(error) = &result.error {
-                table.note(format!(
-                    "{} with {} workers: {error}",
-                    backend.kind, result.workers
-                ));
-            }
+            let what = format!("{} with {} workers", backend.kind, result.workers);
+            table.error(what, &result.error);
         }
     }
     table
@@ -340,16 +309,13 @@ fn scale(report: &Report) -> Table {
     ]);
     for (kind, scale) in scaled(report) {
         let largest = scale.largest();
+        let (before, peak) = (scale.connections_before, scale.connections_peak);
+        let handoff = scale.connections_handoff;
         table.row([
             kind.to_string(),
             largest.map_or(0, |point| point.holds).to_string(),
             scale.waiting.to_string(),
-            format!(
-                "{} / {} / {}",
-                count(scale.connections_before),
-                count(scale.connections_peak),
-                count(scale.connections_handoff)
-            ),
+            format!("{} / {} / {}", count(before), count(peak), count(handoff)),
             format!(
                 "{} → {}",
                 megabytes(scale.rss_before_kb),
@@ -363,9 +329,7 @@ fn scale(report: &Report) -> Table {
         if let Some(max) = scale.max_connections {
             table.note(format!("{kind}: the server's max_connections is {max}"));
         }
-        if let Some(error) = &scale.error {
-            table.note(format!("{kind}: stopped early: {error}"));
-        }
+        table.error(format!("{kind}: stopped early"), &scale.error);
     }
     table
 }
@@ -387,17 +351,18 @@ fn scale_steps(report: &Report) -> Table {
                 .keepalive
                 .zip(point.keepalive_per_session(scale.renewal_interval()))
                 .map(|(requests, per)| format!("{} ({per:.2})", fmt_rate(requests.per_sec())));
+            let (open, acquire) = (point.open_sessions, point.acquire_all);
             table.row([
                 kind.to_string(),
                 point.holds.to_string(),
                 format!(
                     "{} ({})",
-                    fmt_duration(point.open_sessions),
+                    fmt_duration(open),
                     fmt_duration(point.open_per_session())
                 ),
                 format!(
                     "{} ({})",
-                    fmt_duration(point.acquire_all),
+                    fmt_duration(acquire),
                     fmt_duration(point.acquire_per_hold())
                 ),
                 format!(
@@ -417,43 +382,32 @@ fn scale_handoff(report: &Report) -> Table {
     let mut table = Table::new(&["backend", ">waiters", ">hand-offs", ">p50", ">p99"]);
     for (kind, scale) in scaled(report) {
         for result in &scale.handoff {
-            let summary = result.samples.summary();
-            table.row([
-                kind.to_string(),
-                result.waiters.to_string(),
-                dash(summary.map(|summary| summary.count.to_string())),
-                dash(summary.map(|summary| fmt_duration(summary.p50))),
-                dash(summary.map(|summary| fmt_duration(summary.p99))),
-            ]);
-            if let Some(error) = &result.error {
-                table.note(format!("{kind} with {} waiters: {error}", result.waiters));
-            }
+            let head = [kind.to_string(), result.waiters.to_string()];
+            table.row(head.into_iter().chain(latencies(&result.samples)));
+            let what = format!("{kind} with {} waiters", result.waiters);
+            table.error(what, &result.error);
         }
     }
     table
 }
 
-/// distsync's rate over `side`'s, and the lowest and highest ratio of one round.
-fn versus(library: Option<&Throughput>, side: &Throughput) -> (String, String) {
-    let Some(library) = library.filter(|_| side.rate() > 0.0) else {
-        return ("—".into(), "—".into());
-    };
-    let rounds: Vec<f64> = library
-        .round_rates
-        .iter()
-        .zip(&side.round_rates)
+/// distsync's rate over `raw`'s, and the lowest and highest ratio of one round.
+fn versus(library: &Throughput, raw: &Throughput) -> [String; 2] {
+    if raw.rate() <= 0.0 {
+        return dashes();
+    }
+    let rounds = library.round_rates.iter().zip(&raw.round_rates);
+    let ratios = rounds
         .filter(|(_, theirs)| **theirs > 0.0)
-        .map(|(ours, theirs)| ours / theirs)
-        .collect();
-    let low = rounds.iter().copied().reduce(f64::min);
-    let high = rounds.iter().copied().reduce(f64::max);
-    (
-        format!("×{:.2}", library.rate() / side.rate()),
-        dash(
-            low.zip(high)
-                .map(|(low, high)| format!("×{low:.2} – ×{high:.2}")),
-        ),
-    )
+        .map(|(ours, theirs)| ours / theirs);
+    let range = ratios.fold(None, |range: Option<(f64, f64)>, ratio| {
+        let (low, high) = range.unwrap_or((ratio, ratio));
+        Some((low.min(ratio), high.max(ratio)))
+    });
+    [
+        format!("×{:.2}", library.rate() / raw.rate()),
+        dash(range.map(|(low, high)| format!("×{low:.2} – ×{high:.2}"))),
+    ]
 }
 
 fn aggregate(report: &Report) -> Table {
@@ -472,23 +426,7 @@ fn aggregate(report: &Report) -> Table {
             continue;
         };
         let library = aggregate.library.as_ref();
-        let sides = [
-            (library, aggregate.setup.as_str()),
-            (aggregate.raw.as_ref(), "one connection (client) each"),
-            (
-                aggregate.diagnostic.as_ref(),
-                "one connection (client) each",
-            ),
-        ];
-        for (index, (side, setup)) in sides.into_iter().enumerate() {
-            let Some(side) = side else {
-                continue;
-            };
-            let (label, (ratio, range)) = match index {
-                0 => (format!("**{}**", side.label), ("—".into(), "—".into())),
-                1 => (side.label.clone(), versus(library, side)),
-                _ => (format!("_{}_", side.label), versus(library, side)),
-            };
+        let mut side_row = |side: &Throughput, label, [ratio, range]: [String; 2], setup| {
             table.row([
                 kind.to_string(),
                 label,
@@ -497,15 +435,24 @@ fn aggregate(report: &Report) -> Table {
                 fmt_rate(side.rate()),
                 ratio,
                 range,
-                setup.to_owned(),
+                String::from(setup),
             ]);
-            if let Some(error) = &side.error {
-                table.note(format!("{kind} / {}: {error}", side.label));
-            }
+            table.error(format!("{kind} / {}", side.label), &side.error);
+        };
+        if let Some(library) = library {
+            let label = format!("**{}**", library.label);
+            side_row(library, label, dashes(), aggregate.setup.as_str());
         }
-        for note in aggregate.notes.iter().chain(&aggregate.error) {
-            table.note(format!("{kind}: {note}"));
+        if let Some(raw) = &aggregate.raw {
+            let ratios = library.map_or_else(dashes, |library| versus(library, raw));
+            side_row(
+                raw,
+                raw.label.clone(),
+                ratios,
+                "one connection (client) each",
+            );
         }
+        table.error(kind, &aggregate.error);
     }
     table
 }

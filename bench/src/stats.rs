@@ -55,8 +55,6 @@ impl Samples {
             count,
             p50: percentile(&sorted, 0.50),
             p99: percentile(&sorted, 0.99),
-            max: sorted[count - 1],
-            mean: total / u32::try_from(count).unwrap_or(u32::MAX),
             ops_per_sec: per_second(count, total),
         })
     }
@@ -71,10 +69,6 @@ pub struct Summary {
     pub p50: Duration,
     /// 99th percentile (nearest rank).
     pub p99: Duration,
-    /// Largest sample.
-    pub max: Duration,
-    /// Arithmetic mean.
-    pub mean: Duration,
     /// Operations per second for one client running them back to back:
     /// `count / sum of the samples`.
     pub ops_per_sec: f64,

@@ -21,14 +21,6 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    /// Every backend, in report order.
-    pub const ALL: [BackendKind; 4] = [
-        BackendKind::Memory,
-        BackendKind::Etcd,
-        BackendKind::Redis,
-        BackendKind::Postgres,
-    ];
-
     /// The name used in tables.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,7 +4,7 @@ mod cycle {
     use async_trait::async_trait;
     use clap::Parser;
     use distsync_bench::args::{Args, Plan};
-    use distsync_bench::contender::{Cycler, Role};
+    use distsync_bench::contender::{Contender, Cycler, Role};
     use distsync_bench::cycle::*;
     use distsync_bench::stats::Samples;
     use distsync_bench::Result;
@@ -16,12 +16,6 @@ mod cycle {
 
     #[async_trait]
     impl Cycler for Counting {
-        fn label(&self) -> String {
-            "counting".into()
-        }
-        fn role(&self) -> Role {
-            Role::Raw
-        }
         async fn cycle(&mut self) -> Result<()> {
             self.calls += 1;
             if Some(self.calls) == self.fail_at {
@@ -29,6 +23,10 @@ mod cycle {
             }
             Ok(())
         }
+    }
+
+    fn counting(fail_at: Option<usize>) -> Contender {
+        Contender::new("counting", Role::Raw, Counting { calls: 0, fail_at })
     }
 
     #[tokio::test]
@@ -39,20 +37,7 @@ mod cycle {
             "--cycles",
             "10",
         ]));
-        let results = run(
-            vec![
-                Box::new(Counting {
-                    calls: 0,
-                    fail_at: None,
-                }),
-                Box::new(Counting {
-                    calls: 0,
-                    fail_at: Some(plan.warmup + 3),
-                }),
-            ],
-            &plan,
-        )
-        .await;
+        let results = run(vec![counting(None), counting(Some(plan.warmup + 3))], &plan).await;
         assert_eq!(results[0].samples.len(), 10);
         assert_eq!(results[0].rounds.len(), plan.rounds);
         assert_eq!(
@@ -67,16 +52,14 @@ mod cycle {
     #[tokio::test]
     async fn distsync_cycles_on_memory() {
         let coordinator = distsync::connect("memory://").await.unwrap();
-        let cycler = DistsyncCycle::new(&coordinator, "bench/cycle")
-            .await
-            .unwrap();
+        let cycler = distsync(&coordinator, "bench/cycle").await.unwrap();
         let plan = Plan::from_args(&Args::parse_from([
             "distsync-bench",
             "--quick",
             "--cycles",
             "5",
         ]));
-        let results = run(vec![Box::new(cycler)], &plan).await;
+        let results = run(vec![cycler], &plan).await;
         assert_eq!(results[0].samples.len(), 5);
         assert!(results[0].error.is_none());
         let session = coordinator.session().await.unwrap();

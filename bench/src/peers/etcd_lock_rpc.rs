@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use etcd_client::{Client, LockOptions};
 
-use crate::contender::{Cycler, Role, Unavailable};
+use crate::contender::{started, Cycler, Role, Started};
 use crate::Result;
 
 /// The lease TTL, as a distsync session's default.
@@ -13,58 +13,32 @@ const LEASE_TTL_SECS: i64 = 60;
 pub const LABEL: &str = "etcd Lock RPC (etcd-client lock/unlock)";
 
 /// `Client::lock(name, lease)` then `Client::unlock(key)`, on one lease.
-pub struct LockRpc {
+struct LockRpc {
     client: Client,
     lease: i64,
     name: String,
 }
 
-impl std::fmt::Debug for LockRpc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockRpc")
-            .field("lease", &self.lease)
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LockRpc {
-    /// Connects to the endpoints of the distsync URL `url` and grants a lease.
-    pub async fn start(url: &str, name: &str) -> std::result::Result<Box<dyn Cycler>, Unavailable> {
-        let started: Result<Self> = async {
-            let mut client = crate::raw::etcd::client(url).await?;
-            let lease = client.lease_grant(LEASE_TTL_SECS, None).await?.id();
-            Ok(Self {
-                client,
-                lease,
-                name: name.to_owned(),
-            })
-        }
-        .await;
-        started
-            .map(|peer| Box::new(peer) as Box<dyn Cycler>)
-            .map_err(|error| (LABEL.to_owned(), Role::Peer, error))
-    }
+/// Connects to the endpoints of the distsync URL `url` and grants a lease.
+pub async fn start(url: &str, name: &str) -> Started {
+    let made = async {
+        let mut client = crate::raw::etcd::client(url).await?;
+        let lease = client.lease_grant(LEASE_TTL_SECS, None).await?.id();
+        let name = name.to_owned();
+        Ok(LockRpc {
+            client,
+            lease,
+            name,
+        })
+    };
+    started(LABEL, Role::Peer, made.await)
 }
 
 #[async_trait]
 impl Cycler for LockRpc {
-    fn label(&self) -> String {
-        LABEL.into()
-    }
-
-    fn role(&self) -> Role {
-        Role::Peer
-    }
-
     async fn cycle(&mut self) -> Result<()> {
-        let locked = self
-            .client
-            .lock(
-                self.name.as_str(),
-                Some(LockOptions::new().with_lease(self.lease)),
-            )
-            .await?;
+        let options = LockOptions::new().with_lease(self.lease);
+        let locked = self.client.lock(self.name.as_str(), Some(options)).await?;
         self.client.unlock(locked.key()).await?;
         Ok(())
     }

@@ -1,36 +1,25 @@
 //! Go's `etcdctl lock` (Debian's etcd-client package), which runs etcd's Go
 //! `concurrency.Mutex`: one process per lock, so every figure here includes starting
-//! a Go program, connecting, granting a lease and exiting. Reported as it is, with
-//! the cost of spawning `etcdctl version` (no network) beside it for scale.
+//! a Go program, connecting, granting a lease and exiting.
 
 use std::process::Stdio;
 
 use async_trait::async_trait;
 use tokio::process::Command;
 
-use crate::contender::{Cycler, Role, Unavailable};
+use crate::contender::{Contender, Cycler, Role, Started};
 use crate::Result;
 
 /// The program.
 const ETCDCTL: &str = "etcdctl";
 
-/// Label of the one-process-per-cycle row.
-pub const EXEC_LABEL: &str = "etcdctl lock NAME -- true (a process per cycle)";
-/// Label of the process-spawn baseline row.
-pub const SPAWN_LABEL: &str = "etcdctl version (process spawn only, no lock)";
+/// The label of this row.
+pub const LABEL: &str = "etcdctl lock NAME -- true (a process per cycle)";
 
-/// The `etcdctl` rows, or why they cannot run.
-pub async fn contenders(
-    url: &str,
-    name: &str,
-) -> Vec<std::result::Result<Box<dyn Cycler>, Unavailable>> {
-    let labels = [EXEC_LABEL, SPAWN_LABEL];
-    let unavailable = |error: String| {
-        labels
-            .iter()
-            .map(|label| Err((label.to_string(), Role::Peer, error.clone().into())))
-            .collect()
-    };
+/// `etcdctl lock NAME -- true` for the endpoints of the distsync URL `url`, or why it
+/// cannot run.
+pub async fn start(url: &str, name: &str) -> Started {
+    let unavailable = |error: String| Err((LABEL.to_owned(), Role::Peer, error.into()));
     let endpoints = match distsync::etcd::EtcdConfig::parse(url) {
         Ok(config) => config.endpoints().join(","),
         Err(error) => return unavailable(error.to_string()),
@@ -44,18 +33,12 @@ pub async fn contenders(
             ))
         }
     }
-    vec![
-        Ok(Box::new(Exec {
-            endpoints,
-            name: format!("{name}/etcdctl-exec"),
-        })),
-        Ok(Box::new(Spawn)),
-    ]
-}
-
-/// Process-spawning rows do a tenth of the cycles of the others.
-fn process_cycles(cycles: usize) -> usize {
-    (cycles / 10).max(1)
+    let name = name.to_owned();
+    let exec = Contender::new(LABEL, Role::Peer, Exec { endpoints, name });
+    Ok(Contender {
+        spawns: true,
+        ..exec
+    })
 }
 
 /// `etcdctl lock NAME -- true`: lock, run `true`, unlock, exit.
@@ -66,18 +49,6 @@ struct Exec {
 
 #[async_trait]
 impl Cycler for Exec {
-    fn label(&self) -> String {
-        EXEC_LABEL.into()
-    }
-
-    fn role(&self) -> Role {
-        Role::Peer
-    }
-
-    fn cycles(&self, cycles: usize) -> usize {
-        process_cycles(cycles)
-    }
-
     async fn cycle(&mut self) -> Result<()> {
         let status = Command::new(ETCDCTL)
             .arg(format!("--endpoints={}", self.endpoints))
@@ -90,38 +61,6 @@ impl Cycler for Exec {
             .await?;
         if !status.success() {
             return Err(format!("etcdctl lock exited with {status}").into());
-        }
-        Ok(())
-    }
-}
-
-/// `etcdctl version`: the cost of starting the program, without any lock.
-struct Spawn;
-
-#[async_trait]
-impl Cycler for Spawn {
-    fn label(&self) -> String {
-        SPAWN_LABEL.into()
-    }
-
-    fn role(&self) -> Role {
-        Role::Baseline
-    }
-
-    fn cycles(&self, cycles: usize) -> usize {
-        process_cycles(cycles)
-    }
-
-    async fn cycle(&mut self) -> Result<()> {
-        let status = Command::new(ETCDCTL)
-            .arg("version")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await?;
-        if !status.success() {
-            return Err(format!("etcdctl version exited with {status}").into());
         }
         Ok(())
     }

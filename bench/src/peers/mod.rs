@@ -14,49 +14,32 @@ pub mod etcdctl;
 #[cfg(feature = "redis")]
 pub mod rslock;
 
-use crate::contender::{Cycler, Unavailable};
+use crate::contender::Started;
 use crate::target::Target;
 
 /// The peers this build has for `target`'s store, on names derived from `name`.
 #[allow(unused_variables)]
-pub async fn contenders(
-    target: &Target,
-    name: &str,
-) -> Vec<std::result::Result<Box<dyn Cycler>, Unavailable>> {
-    use crate::target::BackendKind;
+pub async fn contenders(target: &Target, name: &str) -> Vec<Started> {
     #[allow(unused_mut)]
     let mut peers = Vec::new();
+    let url = target.url.as_str();
     match target.kind {
-        BackendKind::Memory => {}
         #[cfg(feature = "etcd")]
-        BackendKind::Etcd => {
-            peers.push(etcd_lock_rpc::LockRpc::start(&target.url, &format!("{name}/rpc")).await);
-            peers.extend(etcdctl::contenders(&target.url, name).await);
+        crate::target::BackendKind::Etcd => {
+            peers.push(etcd_lock_rpc::start(url, &format!("{name}/rpc")).await);
+            peers.push(etcdctl::start(url, &format!("{name}/etcdctl")).await);
         }
         #[cfg(feature = "redis")]
-        BackendKind::Redis => {
-            peers.push(rslock::Rslock::start(&target.url, &format!("{name}/rslock")).await);
+        crate::target::BackendKind::Redis => {
+            peers.push(rslock::start(url, &format!("{name}/rslock")).await);
             #[cfg(feature = "distributed-lock")]
-            peers.push(
-                distributed_lock::DistributedLockRedis::start(
-                    &target.url,
-                    &format!("{name}/distributed-lock"),
-                )
-                .await,
-            );
+            peers.push(distributed_lock::redis(url, &format!("{name}/distributed-lock")).await);
         }
-        #[cfg(feature = "postgres")]
-        BackendKind::Postgres => {
-            #[cfg(feature = "distributed-lock")]
-            peers.push(
-                distributed_lock::DistributedLockPostgres::start(
-                    &target.url,
-                    &format!("{name}/distributed-lock"),
-                )
-                .await,
-            );
+        #[cfg(feature = "distributed-lock")]
+        crate::target::BackendKind::Postgres => {
+            let name = format!("{name}/distributed-lock");
+            peers.push(distributed_lock::postgres(url, &name).await);
         }
-        #[allow(unreachable_patterns)]
         _ => {}
     }
     peers

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rslock::LockManager;
 
-use crate::contender::{Cycler, Role, Unavailable};
+use crate::contender::{started, Cycler, Role, Started};
 use crate::Result;
 
 /// The lock TTL, as a distsync session's default.
@@ -15,40 +15,22 @@ const TTL: Duration = Duration::from_secs(60);
 pub const LABEL: &str = "rslock 0.10 (lock + unlock)";
 
 /// `LockManager::lock(resource, ttl)` then `LockManager::unlock(&lock)`.
-pub struct Rslock {
+struct Rslock {
     manager: LockManager,
     resource: Vec<u8>,
 }
 
-impl std::fmt::Debug for Rslock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rslock").finish_non_exhaustive()
-    }
-}
-
-impl Rslock {
-    /// A lock manager for the server of the distsync URL `url`.
-    pub async fn start(url: &str, name: &str) -> std::result::Result<Box<dyn Cycler>, Unavailable> {
-        match crate::raw::redis::server_url(url) {
-            Ok(server) => Ok(Box::new(Self {
-                manager: LockManager::new(vec![server]),
-                resource: name.as_bytes().to_vec(),
-            })),
-            Err(error) => Err((LABEL.to_owned(), Role::Peer, error)),
-        }
-    }
+/// A lock manager for the server of the distsync URL `url`.
+pub async fn start(url: &str, name: &str) -> Started {
+    let made = crate::raw::redis::server_url(url).map(|server| Rslock {
+        manager: LockManager::new(vec![server]),
+        resource: name.as_bytes().to_vec(),
+    });
+    started(LABEL, Role::Peer, made)
 }
 
 #[async_trait]
 impl Cycler for Rslock {
-    fn label(&self) -> String {
-        LABEL.into()
-    }
-
-    fn role(&self) -> Role {
-        Role::Peer
-    }
-
     async fn cycle(&mut self) -> Result<()> {
         let lock = self
             .manager

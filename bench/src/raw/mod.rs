@@ -8,14 +8,6 @@
 //! - PostgreSQL (`sqlx`): `pg_advisory_lock`, then `pg_advisory_unlock`, on one
 //!   connection;
 //! - memory: none (there is no client crate beneath it).
-//!
-//! Each store also gets a diagnostic row: the raw sequence plus the one extra step
-//! distsync takes there (etcd: a watch on the held key; Redis: subscribing to a
-//! wake-up channel per acquire; PostgreSQL: bumping a fencing counter row in the
-//! granting statement), so the report can show where the library's overhead goes.
-//! Redis has a second one: the raw cycle through distsync's own grant and release
-//! scripts, without the library ([`redis_scripts`]), which splits its overhead into
-//! the scripts' and the client's.
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -23,38 +15,22 @@ pub mod etcd;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(feature = "redis")]
-pub mod redis_scripts;
 
-use crate::contender::{Cycler, Unavailable};
+use crate::contender::Started;
 use crate::target::Target;
 
-/// The raw sequence for `target`'s store, on a key derived from `name`.
+/// The raw sequence for `target`'s store on a key derived from `name`, or `None` on
+/// memory (and on a backend not compiled in).
 #[allow(unused_variables)]
-pub async fn contenders(
-    target: &Target,
-    name: &str,
-) -> Vec<std::result::Result<Box<dyn Cycler>, Unavailable>> {
-    use crate::target::BackendKind;
+pub async fn contender(target: &Target, name: &str) -> Option<Started> {
+    let url = target.url.as_str();
     match target.kind {
-        BackendKind::Memory => Vec::new(),
         #[cfg(feature = "etcd")]
-        BackendKind::Etcd => vec![
-            etcd::RawEtcd::start(&target.url, name, false).await,
-            etcd::RawEtcd::start(&target.url, &format!("{name}/watched"), true).await,
-        ],
+        crate::target::BackendKind::Etcd => Some(etcd::start(url, name).await),
         #[cfg(feature = "redis")]
-        BackendKind::Redis => vec![
-            redis::RawRedis::start(&target.url, name, false).await,
-            redis::RawRedis::start(&target.url, &format!("{name}/subscribed"), true).await,
-            redis_scripts::RawRedisScripts::start(&target.url, &format!("{name}/scripts")).await,
-        ],
+        crate::target::BackendKind::Redis => Some(redis::start(url, name).await),
         #[cfg(feature = "postgres")]
-        BackendKind::Postgres => vec![
-            postgres::RawPostgres::start(&target.url, name, false).await,
-            postgres::RawPostgres::start(&target.url, &format!("{name}/counted"), true).await,
-        ],
-        #[allow(unreachable_patterns)]
-        _ => Vec::new(),
+        crate::target::BackendKind::Postgres => Some(postgres::start(url, name).await),
+        _ => None,
     }
 }
