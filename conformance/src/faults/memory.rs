@@ -9,22 +9,16 @@
 //! expires it behind its owner's back).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::timeout::parse_url_timeout;
-use distsync_core::KeepAlive;
 use distsync_core::{
     Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Queue,
     Result, Semaphore, Session, SessionId, SessionOptions,
 };
-use distsync_kv::kv::{
-    Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse,
-};
-use distsync_kv::memory::{self, MemoryBackend, MemoryKv};
+use distsync_kv::kv::LeaseId;
+use distsync_kv::memory::{self, FaultyKv, MemoryBackend, MemoryKv, Partition};
 use distsync_kv::recipes::KvBackend;
-use futures::stream::{BoxStream, StreamExt};
-use tokio::sync::watch;
 
 use super::{
     ExternalHolder, Faults, HoldKind, HolderSpec, Hook, PartitionMode, Partitioned, HOLDER_PERMITS,
@@ -172,26 +166,20 @@ impl Faults for MemoryFaults {
                 })?);
             }
         }
-        let (mode, _) = watch::channel(PartitionMode::Forward);
-        let mode = Arc::new(mode);
-        let kv = GatedKv {
-            kv: self.kv.clone(),
-            mode: Arc::clone(&mode),
-            timeout,
-        };
+        let kv = FaultyKv::new(self.kv.clone()).with_request_timeout(timeout);
         Ok(Box::new(GatedClient {
-            backend: Arc::new(KvBackend::with_kv(kv, "", memory::capabilities())),
-            mode,
+            backend: Arc::new(KvBackend::with_kv(kv.clone(), "", memory::capabilities())),
+            kv,
         }))
     }
 }
 
-/// A second client of the memory store whose calls pass a gate: the in-process
-/// model of a network partition. The store itself goes on (expiring leases that are
-/// no longer renewed), exactly as a server behind a partition does.
+/// A second client of the memory store behind a [`FaultyKv`]: the in-process model of
+/// a network partition. The store itself goes on (expiring leases that are no longer
+/// renewed), exactly as a server behind a partition does.
 struct GatedClient {
     backend: Arc<dyn Backend>,
-    mode: Arc<watch::Sender<PartitionMode>>,
+    kv: FaultyKv,
 }
 
 impl Partitioned for GatedClient {
@@ -200,105 +188,11 @@ impl Partitioned for GatedClient {
     }
 
     fn set(&self, mode: PartitionMode) {
-        self.mode.send_replace(mode);
-    }
-}
-
-/// The gate: [`PartitionMode::Silent`] holds every call (and every watch event) until
-/// healed, or fails a call once its request `timeout` has passed;
-/// [`PartitionMode::Reset`] fails calls at once and ends watches.
-struct GatedKv {
-    kv: MemoryKv,
-    mode: Arc<watch::Sender<PartitionMode>>,
-    timeout: Option<Duration>,
-}
-
-impl GatedKv {
-    /// [`pass`] for one request, bounded by the request timeout if there is one.
-    async fn request(&self) -> Result<()> {
-        let Some(limit) = self.timeout else {
-            return pass(&self.mode).await;
-        };
-        tokio::time::timeout(limit, pass(&self.mode))
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::connection(
-                    "memory",
-                    format!("partitioned from the store: no reply within {limit:?} (timeout=)"),
-                ))
-            })
-    }
-}
-
-/// Waits until `mode` lets a call through; the connection error on a reset.
-async fn pass(mode: &watch::Sender<PartitionMode>) -> Result<()> {
-    let mut mode = mode.subscribe();
-    loop {
-        let current = *mode.borrow_and_update();
-        match current {
-            PartitionMode::Forward => return Ok(()),
-            PartitionMode::Reset => {
-                return Err(Error::connection(
-                    "memory",
-                    "partitioned from the store (connection reset)",
-                ))
-            }
-            PartitionMode::Silent => {
-                if mode.changed().await.is_err() {
-                    return Err(Error::connection("memory", "partition gate dropped"));
-                }
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Kv for GatedKv {
-    fn backend(&self) -> &'static str {
-        self.kv.backend()
-    }
-
-    async fn range(&self, range: Range) -> Result<RangeResponse> {
-        self.request().await?;
-        self.kv.range(range).await
-    }
-
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        self.request().await?;
-        self.kv.txn(txn).await
-    }
-
-    async fn watch(
-        &self,
-        key: &str,
-        prefix: bool,
-        start_revision: Revision,
-    ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-        self.request().await?;
-        let events = self.kv.watch(key, prefix, start_revision).await?;
-        let mode = Arc::clone(&self.mode);
-        Ok(events
-            .then(move |event| {
-                let mode = Arc::clone(&mode);
-                async move { pass(&mode).await.and(event) }
-            })
-            .take_while(|event| futures::future::ready(event.is_ok()))
-            .boxed())
-    }
-
-    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        self.request().await?;
-        self.kv.lease_grant(ttl).await
-    }
-
-    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
-        self.request().await?;
-        self.kv.lease_keep_alive(lease).await
-    }
-
-    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.request().await?;
-        self.kv.lease_revoke(lease).await
+        self.kv.partition(match mode {
+            PartitionMode::Forward => Partition::Open,
+            PartitionMode::Silent => Partition::Silent,
+            PartitionMode::Reset => Partition::Reset,
+        });
     }
 }
 

@@ -6,9 +6,12 @@
 //! - [`MemoryKv`] (`store.rs`): the store, a faithful in-process model of etcd's MVCC
 //!   store, split by concern into `mvcc.rs` (revisions, history, compaction, ranges and
 //!   transactions), `lease.rs` (grant, keepalive, expiry, [`MemoryKv::freeze_lease`])
-//!   and `watch.rs` (history replay and live delivery).
+//!   and `watch.rs` (history replay and live delivery);
+//! - [`FaultyKv`] (`faulty.rs`): the store behind a fault injector (partitions, failed
+//!   transactions and reads), for tests that need a store that misbehaves on demand.
 
 mod backend;
+mod faulty;
 mod lease;
 mod mvcc;
 mod records;
@@ -19,4 +22,5 @@ mod watch;
 mod watchers;
 
 pub use backend::{capabilities, connect, MemoryBackend, BACKEND, DRIVER, MIN_SESSION_TTL, SCHEME};
+pub use faulty::{FaultyKv, Partition, TxnFault};
 pub use store::{MemoryKv, StoreError, DEFAULT_RETAINED_REVISIONS};

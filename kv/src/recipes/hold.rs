@@ -395,13 +395,14 @@ impl HeldKey {
 #[cfg(test)]
 mod tests {
     use crate::kv::{Kv, Range};
-    use crate::recipes::testing::{flaky_backend, name, session_of, settle, within, Failure};
+    use crate::memory::TxnFault;
+    use crate::recipes::testing::{flaky_backend, name, session_of, settle, within};
     use distsync_core::backend::Backend;
     use distsync_core::Error;
 
     #[tokio::test]
     async fn an_unlock_during_a_leader_change_is_retried_until_it_finishes() {
-        for how in [Failure::NotApplied, Failure::ReplyLost] {
+        for how in [TxnFault::NotApplied, TxnFault::ReplyLost] {
             let backend = flaky_backend();
             let s1 = session_of(&backend).await;
             let s2 = session_of(&backend).await;
@@ -445,7 +446,7 @@ mod tests {
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let waiter = tokio::spawn(async move { m2.lock().await });
         settle().await;
-        backend.kv().fail_txns(5, Failure::NotApplied);
+        backend.kv().fail_txns(5, TxnFault::NotApplied);
         drop(held);
         drop(within(waiter).await.unwrap().unwrap());
         assert!(!s1.is_lost());
@@ -465,7 +466,7 @@ mod tests {
         let e2 = backend.election(&s2, name("e")).unwrap();
         let candidate = tokio::spawn(async move { e2.campaign("b".into()).await });
         settle().await;
-        backend.kv().fail_txns(4, Failure::ReplyLost);
+        backend.kv().fail_txns(4, TxnFault::ReplyLost);
         within(leader.resign()).await.unwrap();
         drop(within(candidate).await.unwrap().unwrap());
     }
@@ -480,7 +481,7 @@ mod tests {
             .lock()
             .await
             .unwrap();
-        backend.kv().fail_txns(usize::MAX, Failure::NotApplied);
+        backend.kv().fail_txns(usize::MAX, TxnFault::NotApplied);
         let started = tokio::time::Instant::now();
         match held.unlock().await {
             Err(error) => assert!(error.is_transient(), "{error}"),
@@ -491,7 +492,7 @@ mod tests {
             "retried past the session's TTL"
         );
         assert!(s1.is_lost(), "the session was not ended");
-        backend.kv().fail_txns(0, Failure::NotApplied);
+        backend.kv().fail_txns(0, TxnFault::NotApplied);
         // The lease is revoked in the background: the store frees the key.
         within(async {
             while backend.kv().range(Range::prefix("l/")).await.unwrap().count > 0 {
@@ -525,12 +526,7 @@ mod tests {
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let waiter = tokio::spawn(async move { m2.lock().await });
         within(async {
-            while backend
-                .kv()
-                .failing_reads
-                .load(std::sync::atomic::Ordering::SeqCst)
-                > 0
-            {
+            while backend.kv().reads_still_to_fail() > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         })

@@ -1078,7 +1078,8 @@ mod tests {
 
     use crate::kv::{Kv, Range};
     use crate::memory::MemoryKv;
-    use crate::recipes::testing::{backend, flaky_backend, name, session, settle, within, Failure};
+    use crate::memory::TxnFault;
+    use crate::recipes::testing::{backend, flaky_backend, name, session, settle, within};
     use crate::recipes::KvBackend;
     use distsync_core::backend::Backend;
 
@@ -1173,7 +1174,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_whose_reply_is_lost_still_delivers_its_item_once() {
-        for how in [Failure::ReplyLost, Failure::NotApplied] {
+        for how in [TxnFault::ReplyLost, TxnFault::NotApplied] {
             let backend = flaky_backend();
             let q = backend.queue(name("q")).unwrap();
             q.enqueue("x".into()).await.unwrap();
@@ -1208,7 +1209,7 @@ mod tests {
         let q = backend.queue(name("q")).unwrap();
         q.enqueue("x".into()).await.unwrap();
         // The claim goes through, then the put-back fails four times.
-        backend.kv().fail_txns_after(1, 4, Failure::ReplyLost);
+        backend.kv().fail_txns_after(1, 4, TxnFault::ReplyLost);
         {
             let dequeue = q.dequeue();
             futures::pin_mut!(dequeue);
