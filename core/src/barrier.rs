@@ -40,7 +40,9 @@ pub trait Barrier: Send + Sync {
     /// [`crate::Error::Timeout`], removing nothing (waiting leaves no entry) (see [`crate::timeout`]).
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::wait`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::wait`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::wait`].
@@ -81,7 +83,9 @@ pub trait DoubleBarrier: Send + Sync {
     /// until [`Self::leave`] or the end of its session, which withdraws it.
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::enter`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::enter`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::enter`].
@@ -102,7 +106,9 @@ pub trait DoubleBarrier: Send + Sync {
     /// session (see [`crate::timeout`]).
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::leave`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::leave`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::leave`].

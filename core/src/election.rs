@@ -62,7 +62,9 @@ pub trait Election: Send + Sync {
     /// [`crate::Error::Timeout`], withdrawing the candidacy (see [`crate::timeout`]).
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::campaign`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::campaign`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::campaign`].

@@ -47,7 +47,9 @@ pub trait Locker: Send + Sync {
     /// [`crate::Error::Timeout`], removing this waiter's entry (see [`crate::timeout`]).
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::lock`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::lock`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::lock`].

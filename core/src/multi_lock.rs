@@ -92,7 +92,9 @@ impl MultiLocker {
     /// releasing what was taken.
     ///
     /// # Errors
-    /// [`Error::Timeout`], or [`MultiLocker::lock`]'s errors.
+    /// [`Error::Timeout`]; the store's transient error instead when the deadline passes
+    /// while the store is failing (see [`crate::raw::retry`]); or
+    /// [`MultiLocker::lock`]'s errors.
     ///
     /// # Cancel safety
     /// As [`MultiLocker::lock`].

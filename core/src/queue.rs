@@ -69,7 +69,9 @@ pub trait Queue: Send + Sync {
     /// when returned) (see [`crate::timeout`]).
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::dequeue`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::dequeue`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::dequeue`].
@@ -109,7 +111,9 @@ pub trait Queue: Send + Sync {
     /// [`crate::Error::Timeout`], holding nothing (see [`crate::timeout`]).
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::receive`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::receive`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::receive`].

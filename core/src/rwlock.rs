@@ -29,7 +29,9 @@ pub trait RwLock: Send + Sync {
     /// [`crate::Error::Timeout`], removing this reader's entry (see [`crate::timeout`]).
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::read`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::read`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::read`].
@@ -60,7 +62,9 @@ pub trait RwLock: Send + Sync {
     /// [`crate::Error::Timeout`], removing this writer's entry (see [`crate::timeout`]).
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::write`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::write`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::write`].

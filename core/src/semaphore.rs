@@ -51,7 +51,9 @@ pub trait Semaphore: Send + Sync {
     /// [`crate::Error::Timeout`], removing this waiter's entry (see [`crate::timeout`]).
     ///
     /// # Errors
-    /// [`crate::Error::Timeout`], or [`Self::acquire`]'s errors.
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`Self::acquire`]'s errors.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::acquire`].

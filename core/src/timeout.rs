@@ -1,5 +1,5 @@
 //! Timed acquisition: every blocking call has a `*_timeout` twin that gives up with
-//! [`Error::Timeout`] and leaves nothing behind.
+//! [`Error::Timeout`](crate::Error::Timeout) and leaves nothing behind.
 //!
 //! The twins are provided methods of the primitive traits ([`crate::Locker::lock_timeout`],
 //! [`crate::RwLock::read_timeout`], [`crate::Election::campaign_timeout`],
@@ -7,13 +7,15 @@
 //! [`crate::DoubleBarrier::enter_timeout`], ...). Because every blocking call is cancel-safe
 //! (dropping its future removes the waiter's entry), giving up is exactly dropping the
 //! call's future at the deadline: wrapping a call in `tokio::time::timeout` yourself is
-//! equally valid; the twins only save the mapping of the elapsed error to a typed
-//! [`Error::Timeout`] carrying the duration.
+//! equally valid; the twins also map the elapsed error to a typed
+//! [`Error::Timeout`](crate::Error::Timeout) carrying the duration, or, when the
+//! deadline passes while the store is failing, to the store's transient error, so that a caller tells "the store is down" from
+//! "nobody released in time" (see [`crate::raw::retry`]).
 
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Parses a timeout written in a backend URL (`connect_timeout=`, `timeout=`): a whole
 /// number of milliseconds (`1500`), or a whole number with the unit `ms`, `s` or `m`
@@ -40,20 +42,21 @@ pub fn parse_url_timeout(text: &str) -> std::result::Result<Duration, String> {
     Ok(duration)
 }
 
-/// Runs `call` for at most `timeout`; [`Error::Timeout`] (dropping `call`, which
-/// removes its waiter's entry) when it has not finished by then.
+/// Runs `call` for at most `timeout`; when it has not finished by then, drops it
+/// (which removes its waiter's entry) and returns
+/// [`Error::Timeout`](crate::Error::Timeout), or the store's transient error when the
+/// wait was riding out an outage (see [`crate::raw::retry`]).
 pub(crate) async fn timed<T>(
     timeout: Duration,
     call: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| Error::Timeout(timeout))?
+    crate::raw::retry::with_deadline(timeout, call).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn url_timeouts() {

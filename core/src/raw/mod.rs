@@ -21,6 +21,8 @@
 //!   user reaches without importing `raw`;
 //! - [`call_id`]: a fresh id that makes a store call idempotent by naming it;
 //! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
+//! - [`retry`]: the one retry policy of every backend ([`RetryPolicy`], [`WaitRetry`]):
+//!   what is retried after a transient store failure, for how long, per kind of call;
 //! - [`Backoff`]: the exponential pause schedule every retry loop uses.
 //!
 //! A store that offers etcd's operations (ranges by revision, compare-and-swap
@@ -89,9 +91,11 @@
 //! advisory locks) and the checklist for adding a backend.
 
 mod call_id;
+pub mod retry;
 mod store_side;
 
 pub use call_id::call_id;
+pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
 pub use store_side::{leadership, lock_guard, read_guard, GuardStoreSide, SessionStoreSide};
 
 #[doc(inline)]
