@@ -215,7 +215,7 @@ pub async fn run(target: &Target, run_id: &str, waiters: usize, plan: &Plan) -> 
         }
     }
     result.samples = std::mem::take(&mut line.state().samples);
-    close(sessions).await;
+    close(sessions, OPEN_AT_ONCE).await;
     result
 }
 
@@ -228,36 +228,21 @@ async fn open_line(
     count: usize,
 ) -> std::result::Result<(Vec<Session>, Vec<Arc<dyn Locker>>), String> {
     let opened: Vec<_> = stream::iter(0..count)
-        .map(|_| async {
-            let session = target.coordinator.session().await?;
-            let locker = target.coordinator.locker(&session, name);
-            Ok::<_, crate::BoxError>((session, locker))
-        })
+        .map(|_| target.coordinator.session())
         .buffer_unordered(OPEN_AT_ONCE)
         .collect()
         .await;
-    let mut sessions: Vec<Session> = Vec::with_capacity(count);
-    let mut lockers = Vec::with_capacity(count);
-    let mut failure = None;
-    for outcome in opened {
-        match outcome {
-            Ok((session, Ok(locker))) => {
-                sessions.push(session);
-                lockers.push(locker);
-            }
-            Ok((session, Err(error))) => {
-                sessions.push(session);
-                failure.get_or_insert_with(|| error.to_string());
-            }
-            Err(error) => {
-                failure.get_or_insert_with(|| error.to_string());
-            }
-        }
-    }
-    match failure {
-        None => Ok((sessions, lockers)),
-        Some(error) => {
-            close(sessions).await;
+    let (sessions, failed): (Vec<_>, Vec<_>) = opened.into_iter().partition(Result::is_ok);
+    let sessions: Vec<Session> = sessions.into_iter().flatten().collect();
+    let lockers: distsync::Result<Vec<_>> = sessions
+        .iter()
+        .map(|session| target.coordinator.locker(session, name))
+        .collect();
+    let failure = failed.into_iter().find_map(Result::err);
+    match (failure, lockers) {
+        (None, Ok(lockers)) => Ok((sessions, lockers)),
+        (Some(error), _) | (None, Err(error)) => {
+            close(sessions, OPEN_AT_ONCE).await;
             Err(format!("opening {count} sessions: {error}"))
         }
     }
@@ -266,11 +251,12 @@ async fn open_line(
 /// How many sessions of a line are opened or closed at once.
 const OPEN_AT_ONCE: usize = 64;
 
-async fn close(sessions: Vec<Session>) {
+/// Closes `sessions`, `in_flight` at a time (a session that fails to close expires).
+pub(crate) async fn close(sessions: Vec<Session>, in_flight: usize) {
     stream::iter(sessions)
-        .for_each_concurrent(OPEN_AT_ONCE, |session| async move {
+        .for_each_concurrent(in_flight, |session| async move {
             if let Err(error) = session.close().await {
-                tracing::debug!(%error, "closing a hand-off session failed; it expires");
+                tracing::debug!(%error, "closing a session failed; it expires");
             }
         })
         .await;

@@ -34,7 +34,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::args::Plan;
-use crate::handoff::{self, HandoffResult};
+use crate::handoff::{self, close, HandoffResult};
 use crate::target::Target;
 use crate::Result;
 use meter::Meter;
@@ -468,15 +468,4 @@ async fn unlock(guards: Vec<LockGuard>, in_flight: usize) -> Result<()> {
         .try_collect::<()>()
         .await?;
     Ok(())
-}
-
-/// Closes `sessions`, `in_flight` at a time.
-async fn close(sessions: Vec<Session>, in_flight: usize) {
-    stream::iter(sessions)
-        .for_each_concurrent(in_flight, |session| async move {
-            if let Err(error) = session.close().await {
-                tracing::debug!(%error, "closing a scale session failed; it expires");
-            }
-        })
-        .await;
 }

@@ -75,27 +75,22 @@ fn joined(counts: &[usize]) -> String {
 async fn in_child(binary: PathBuf, target: &Target, run_id: &str, plan: &Plan) -> ScaleResult {
     let failed = |reason: String| failed(plan, reason);
     let mut command = tokio::process::Command::new(binary);
+    let flags = [
+        ("--scale-child", run_id.to_owned()),
+        ("--cases", "scale".to_owned()),
+        ("--backends", target.kind.to_string()),
+        ("--scale-sizes", joined(&plan.scale_sizes)),
+        ("--scale-waiting", plan.scale_waiting.to_string()),
+        ("--scale-waiters", joined(&plan.scale_handoff_waiters)),
+        ("--scale-ttl-secs", plan.scale_ttl.as_secs().to_string()),
+        ("--handoffs", plan.handoffs.to_string()),
+        ("--case-secs", plan.case_time.as_secs().to_string()),
+        ("--settle-ms", plan.settle.as_millis().to_string()),
+    ];
+    for (flag, value) in flags {
+        command.arg(flag).arg(value);
+    }
     command
-        .arg("--scale-child")
-        .arg(run_id)
-        .arg("--cases")
-        .arg("scale")
-        .arg("--backends")
-        .arg(target.kind.as_str())
-        .arg("--scale-sizes")
-        .arg(joined(&plan.scale_sizes))
-        .arg("--scale-waiting")
-        .arg(plan.scale_waiting.to_string())
-        .arg("--scale-waiters")
-        .arg(joined(&plan.scale_handoff_waiters))
-        .arg("--scale-ttl-secs")
-        .arg(plan.scale_ttl.as_secs().to_string())
-        .arg("--handoffs")
-        .arg(plan.handoffs.to_string())
-        .arg("--case-secs")
-        .arg(plan.case_time.as_secs().to_string())
-        .arg("--settle-ms")
-        .arg(plan.settle.as_millis().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -40,7 +40,7 @@ pub(super) enum Meter {
     Redis(redis::aio::MultiplexedConnection),
     /// PostgreSQL.
     #[cfg(feature = "postgres")]
-    Postgres(postgres::Probe),
+    Postgres(Probe),
 }
 
 impl Meter {
@@ -69,9 +69,7 @@ impl Meter {
                 ))
             }
             #[cfg(feature = "postgres")]
-            BackendKind::Postgres => {
-                Ok(Self::Postgres(postgres::Probe::connect(&target.url).await?))
-            }
+            BackendKind::Postgres => Ok(Self::Postgres(Probe::connect(&target.url).await?)),
             _ => Ok(Self::None),
         }
     }
@@ -91,7 +89,14 @@ impl Meter {
                 Ok(Some(clients - 1))
             }
             #[cfg(feature = "postgres")]
-            Self::Postgres(probe) => Ok(Some(probe.connections().await?)),
+            Self::Postgres(probe) => Ok(Some(
+                probe
+                    .scalar(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    )
+                    .await?,
+            )),
         }
     }
 
@@ -99,7 +104,11 @@ impl Meter {
     pub(super) async fn max_connections(&mut self) -> Result<Option<i64>> {
         match self {
             #[cfg(feature = "postgres")]
-            Self::Postgres(probe) => Ok(Some(probe.max_connections().await?)),
+            Self::Postgres(probe) => Ok(Some(
+                probe
+                    .scalar("SELECT current_setting('max_connections')::bigint")
+                    .await?,
+            )),
             _ => Ok(None),
         }
     }
@@ -195,61 +204,43 @@ async fn etcd_keepalives(host: &str) -> Result<u64> {
     Ok(value as u64)
 }
 
-/// The PostgreSQL probe: one connection of its own.
+/// The PostgreSQL probe: a connection of its own that reads the database's statistics,
+/// counting the statements it runs (each one transaction of the database) so that its
+/// own are left out.
 #[cfg(feature = "postgres")]
-mod postgres {
-    use sqlx::{Connection, PgConnection};
+pub(super) struct Probe {
+    conn: sqlx::PgConnection,
+    statements: u64,
+}
 
-    use crate::Result;
-
-    /// A connection that reads the database's statistics (itself left out).
-    pub(in crate::scale) struct Probe {
-        conn: PgConnection,
-        /// Statements this probe has run (each one transaction of the database).
-        statements: u64,
+#[cfg(feature = "postgres")]
+impl Probe {
+    async fn connect(url: &str) -> Result<Self> {
+        use sqlx::Connection;
+        let options = crate::raw::postgres::options(url)?;
+        let conn = sqlx::PgConnection::connect_with(&options).await?;
+        Ok(Self {
+            conn,
+            statements: 0,
+        })
     }
 
-    impl Probe {
-        pub(in crate::scale) async fn connect(url: &str) -> Result<Self> {
-            let parsed = distsync::postgres::PostgresConfig::parse(url)?;
-            let conn = PgConnection::connect_with(&parsed.options).await?;
-            Ok(Self {
-                conn,
-                statements: 0,
-            })
-        }
+    /// The value `sql` selects.
+    async fn scalar(&mut self, sql: &str) -> Result<i64> {
+        self.statements += 1;
+        Ok(sqlx::query_scalar(sql).fetch_one(&mut self.conn).await?)
+    }
 
-        pub(in crate::scale) async fn connections(&mut self) -> Result<i64> {
-            self.statements += 1;
-            Ok(sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            )
-            .fetch_one(&mut self.conn)
-            .await?)
-        }
-
-        pub(in crate::scale) async fn max_connections(&mut self) -> Result<i64> {
-            self.statements += 1;
-            Ok(
-                sqlx::query_scalar("SELECT current_setting('max_connections')::bigint")
-                    .fetch_one(&mut self.conn)
-                    .await?,
-            )
-        }
-
-        /// Transactions of the database so far, less the ones this probe ran before
-        /// (this reading's own is not counted yet when it reads).
-        pub(in crate::scale) async fn transactions(&mut self) -> Result<u64> {
-            let own = self.statements;
-            self.statements += 1;
-            let total: i64 = sqlx::query_scalar(
+    /// Transactions of the database so far, less the ones this probe ran before (this
+    /// reading's own is not counted yet when it reads).
+    async fn transactions(&mut self) -> Result<u64> {
+        let own = self.statements;
+        let total = self
+            .scalar(
                 "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database \
                  WHERE datname = current_database()",
             )
-            .fetch_one(&mut self.conn)
             .await?;
-            Ok(u64::try_from(total)?.saturating_sub(own))
-        }
+        Ok(u64::try_from(total)?.saturating_sub(own))
     }
 }
