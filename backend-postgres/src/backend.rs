@@ -2,6 +2,7 @@
 //! application's) and [`PostgresBackend`], the [`Backend`] they return.
 
 use distsync_core::raw::SessionStoreSide as _;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -341,13 +342,9 @@ impl Backend for PostgresBackend {
         &self,
         session: &Session,
         name: Name,
-        count: usize,
+        count: NonZeroUsize,
     ) -> Result<Box<dyn DoubleBarrier>> {
-        if count == 0 {
-            return Err(Error::InvalidArgument(
-                "a double barrier needs at least one participant".into(),
-            ));
-        }
+        let count = count.get();
         let count_sql = i32::try_from(count).map_err(|_| {
             Error::InvalidArgument(format!("double barrier count {count} is too large"))
         })?;
@@ -364,13 +361,9 @@ impl Backend for PostgresBackend {
         &self,
         session: &Session,
         name: Name,
-        permits: usize,
+        permits: NonZeroUsize,
     ) -> Result<Box<dyn distsync_core::Semaphore>> {
-        if permits == 0 {
-            return Err(Error::InvalidArgument(
-                "a semaphore needs at least 1 permit".into(),
-            ));
-        }
+        let permits = permits.get();
         let permits_sql = i32::try_from(permits).map_err(|_| {
             Error::InvalidArgument(format!("semaphore permit count {permits} is too large"))
         })?;

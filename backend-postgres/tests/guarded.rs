@@ -4,6 +4,7 @@
 //! write locks and semaphore permits. Against the server named by
 //! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`).
 
+use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::server_url;
@@ -120,7 +121,7 @@ async fn the_store_refuses_a_writer_and_a_permit_whose_session_expired() {
         .unwrap();
     let name = Name::new(unique("guarded-semaphore")).unwrap();
     let permit = backend
-        .semaphore(&holder, name, 2)
+        .semaphore(&holder, name, NonZeroUsize::new(2).unwrap())
         .unwrap()
         .acquire()
         .await

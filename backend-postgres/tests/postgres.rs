@@ -5,6 +5,7 @@
 //! cancel safety of campaigns, schema creation,
 //! export, and argument checks.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -392,8 +393,10 @@ async fn arguments_are_checked() {
         Err(Error::InvalidArgument(_))
     ));
     let session = backend.session(SessionOptions::default()).await.unwrap();
+    // Zero cannot reach a backend (the count is a NonZeroUsize); a count above the
+    // table's integer column is refused here.
     assert!(matches!(
-        backend.double_barrier(&session, name.clone(), 0),
+        backend.double_barrier(&session, name.clone(), NonZeroUsize::MAX),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
@@ -727,9 +730,12 @@ async fn tasks_sharing_a_session_are_separate_double_barrier_participants() {
     };
     let name = Name::new(unique("dbarrier")).unwrap();
     let session = backend.session(SessionOptions::default()).await.unwrap();
+    let count = NonZeroUsize::new(3).unwrap();
     let entering: Vec<_> = (0..3)
         .map(|_| {
-            let barrier = backend.double_barrier(&session, name.clone(), 3).unwrap();
+            let barrier = backend
+                .double_barrier(&session, name.clone(), count)
+                .unwrap();
             tokio::spawn(async move {
                 barrier.enter().await?;
                 Ok::<_, Error>(barrier)
@@ -745,7 +751,9 @@ async fn tasks_sharing_a_session_are_separate_double_barrier_participants() {
             .unwrap();
         barriers.push(barrier);
     }
-    let fourth = backend.double_barrier(&session, name.clone(), 3).unwrap();
+    let fourth = backend
+        .double_barrier(&session, name.clone(), count)
+        .unwrap();
     assert!(matches!(
         fourth.enter().await,
         Err(Error::TooManyParticipants { .. })

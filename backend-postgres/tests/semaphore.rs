@@ -4,6 +4,7 @@
 //! the count forgotten once the line has expired, and a withdrawal that overtakes its
 //! join.
 
+use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::faults::proxy::{self, Proxy};
@@ -39,6 +40,11 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(SHORT, future)
         .await
         .expect("did not finish in time")
+}
+
+/// A permit count for the raw API, which takes only non-zero counts.
+fn permits(count: usize) -> NonZeroUsize {
+    NonZeroUsize::new(count).expect("a test names at least one permit")
 }
 
 /// Polls `check` until it returns true, failing after [`SHORT`].
@@ -111,18 +117,30 @@ async fn each_release_wakes_only_the_waiter_it_lets_in() {
         backend.session(SessionOptions::default()).await.unwrap(),
         backend.session(SessionOptions::default()).await.unwrap(),
     );
-    let held_a = within(backend.semaphore(&a, name.clone(), 2).unwrap().acquire())
-        .await
-        .unwrap();
-    let held_b = within(backend.semaphore(&b, name.clone(), 2).unwrap().acquire())
-        .await
-        .unwrap();
+    let held_a = within(
+        backend
+            .semaphore(&a, name.clone(), permits(2))
+            .unwrap()
+            .acquire(),
+    )
+    .await
+    .unwrap();
+    let held_b = within(
+        backend
+            .semaphore(&b, name.clone(), permits(2))
+            .unwrap()
+            .acquire(),
+    )
+    .await
+    .unwrap();
     let mut waiters = Vec::new();
     let mut sessions = vec![a.id().0, b.id().0];
     for i in 0..3 {
         let session = backend.session(SessionOptions::default()).await.unwrap();
         sessions.push(session.id().0);
-        let semaphore = backend.semaphore(&session, name.clone(), 2).unwrap();
+        let semaphore = backend
+            .semaphore(&session, name.clone(), permits(2))
+            .unwrap();
         waiters.push(tokio::spawn(async move {
             let permit = semaphore.acquire().await.unwrap();
             (permit, semaphore, session)
@@ -207,14 +225,14 @@ async fn a_lost_holders_permit_is_granted_only_after_its_lease() {
         .unwrap();
     let permit = within(
         backend
-            .semaphore(&holder, name.clone(), 1)
+            .semaphore(&holder, name.clone(), permits(1))
             .unwrap()
             .acquire(),
     )
     .await
     .unwrap();
     let waiting = other.session(SessionOptions::with_ttl(ttl)).await.unwrap();
-    let semaphore = other.semaphore(&waiting, name.clone(), 1).unwrap();
+    let semaphore = other.semaphore(&waiting, name.clone(), permits(1)).unwrap();
     let wait = tokio::spawn(async move {
         let permit = semaphore.acquire().await;
         (Instant::now(), permit)
@@ -233,7 +251,7 @@ async fn a_lost_holders_permit_is_granted_only_after_its_lease() {
         "the test needs the holder's lease to outlive the cut"
     );
     assert!(!wait.is_finished(), "granted while the holder's lease runs");
-    let refused = other.semaphore(&waiting, name.clone(), 3).unwrap();
+    let refused = other.semaphore(&waiting, name.clone(), permits(3)).unwrap();
     assert!(matches!(
         refused.try_acquire().await,
         Err(Error::InvalidArgument(m)) if m.contains("in use with 1 permits")
@@ -255,7 +273,7 @@ async fn a_lost_holders_permit_is_granted_only_after_its_lease() {
     assert!(matches!(permit.unlock().await, Err(Error::SessionLost)));
     next.unlock().await.unwrap();
     // Nobody is live: another count is accepted, and the line holds only its entries.
-    let three = other.semaphore(&waiting, name.clone(), 3).unwrap();
+    let three = other.semaphore(&waiting, name.clone(), permits(3)).unwrap();
     let p1 = three
         .try_acquire()
         .await
@@ -286,7 +304,9 @@ async fn a_withdrawal_that_overtakes_its_join_makes_it_give_up() {
     let name = unique("tombstone");
     let session = backend.session(SessionOptions::default()).await.unwrap();
     // Registers the name and its count.
-    let semaphore = backend.semaphore(&session, name.clone(), 1).unwrap();
+    let semaphore = backend
+        .semaphore(&session, name.clone(), permits(1))
+        .unwrap();
     semaphore
         .try_acquire()
         .await
@@ -351,7 +371,7 @@ async fn the_export_lists_permits() {
     let session = backend.session(SessionOptions::default()).await.unwrap();
     let permit = within(
         backend
-            .semaphore(&session, name.clone(), 2)
+            .semaphore(&session, name.clone(), permits(2))
             .unwrap()
             .acquire(),
     )
@@ -395,7 +415,7 @@ async fn a_paused_holder_loses_its_permit_after_its_ttl() {
                 .await
                 .unwrap();
             let permit = backend
-                .semaphore(&session, holder_name, 1)
+                .semaphore(&session, holder_name, permits(1))
                 .unwrap()
                 .acquire()
                 .await
@@ -412,7 +432,7 @@ async fn a_paused_holder_loses_its_permit_after_its_ttl() {
     let session = backend.session(SessionOptions::default()).await.unwrap();
     let permit = within(
         backend
-            .semaphore(&session, name.clone(), 1)
+            .semaphore(&session, name.clone(), permits(1))
             .unwrap()
             .acquire(),
     )
@@ -457,7 +477,7 @@ async fn a_join_racing_a_session_end_is_granted_at_its_commit() {
         .unwrap();
     let permit = within(
         backend
-            .semaphore(&holder, name.clone(), 1)
+            .semaphore(&holder, name.clone(), permits(1))
             .unwrap()
             .acquire(),
     )
@@ -474,7 +494,9 @@ async fn a_join_racing_a_session_end_is_granted_at_its_commit() {
         .session(SessionOptions::with_ttl(ttl))
         .await
         .unwrap();
-    let semaphore = backend.semaphore(&waiting, name.clone(), 1).unwrap();
+    let semaphore = backend
+        .semaphore(&waiting, name.clone(), permits(1))
+        .unwrap();
     let wait = tokio::spawn(async move { semaphore.acquire().await.map(|p| (p, semaphore)) });
     // The join has started: it waits for the name's lock, or (without the trigger's
     // lock) has joined behind the holder's entry, still visible.

@@ -1,13 +1,14 @@
 //! [`RedisBackend`] and its factories: connecting (the state itself is opened by
 //! [`crate::store`]) and building each primitive over the shared connection state.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::migrate::Snapshot;
 use distsync_core::{
-    Backend, Barrier, Capabilities, Coordinator, DoubleBarrier, Election, Error, Locker, Name,
-    Queue, Result, RwLock, Session, SessionId, SessionOptions, Stm,
+    Backend, Barrier, Capabilities, Coordinator, DoubleBarrier, Election, Locker, Name, Queue,
+    Result, RwLock, Session, SessionId, SessionOptions, Stm,
 };
 
 use crate::capabilities::{
@@ -42,6 +43,9 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
 /// # Errors
 /// [`Error::InvalidUrl`] for a bad URL (password masked), [`Error::Unsupported`] for
 /// a Redis Cluster over TLS, and as [`backend_with_config`].
+///
+/// [`Error::InvalidUrl`]: distsync_core::Error::InvalidUrl
+/// [`Error::Unsupported`]: distsync_core::Error::Unsupported
 pub async fn backend(url: &str) -> Result<RedisBackend> {
     backend_with_config(&RedisConfig::parse(url)?).await
 }
@@ -62,6 +66,11 @@ pub async fn backend(url: &str) -> Result<RedisBackend> {
 /// [`Error::Authentication`] for a wrong user or password; [`Error::InvalidArgument`]
 /// when the server may evict keys (its `maxmemory-policy` is not `noeviction`, or
 /// cannot be read) and the URL does not say `allow_eviction=true`.
+///
+/// [`Error::InvalidArgument`]: distsync_core::Error::InvalidArgument
+/// [`Error::Unsupported`]: distsync_core::Error::Unsupported
+/// [`Error::Connection`]: distsync_core::Error::Connection
+/// [`Error::Authentication`]: distsync_core::Error::Authentication
 pub async fn backend_with_config(config: &RedisConfig) -> Result<RedisBackend> {
     let target = if let Some(sentinels) = Sentinels::of_url(config)? {
         Target::Sentinel(Arc::new(sentinels))
@@ -224,19 +233,14 @@ impl Backend for RedisBackend {
         &self,
         session: &Session,
         name: Name,
-        count: usize,
+        count: NonZeroUsize,
     ) -> Result<Box<dyn DoubleBarrier>> {
         RedisLease::of(session, &self.shared)?;
-        if count == 0 {
-            return Err(Error::InvalidArgument(
-                "a double barrier needs a count of at least 1".into(),
-            ));
-        }
         Ok(Box::new(crate::double_barrier::RedisDoubleBarrier::new(
             &self.shared,
             session,
             name,
-            count,
+            count.get(),
         )))
     }
 
@@ -244,7 +248,7 @@ impl Backend for RedisBackend {
         &self,
         session: &Session,
         name: Name,
-        permits: usize,
+        permits: NonZeroUsize,
     ) -> Result<Box<dyn distsync_core::Semaphore>> {
         RedisLease::of(session, &self.shared)?;
         Ok(Box::new(crate::semaphore::RedisSemaphore::new(
@@ -252,7 +256,7 @@ impl Backend for RedisBackend {
             session,
             name,
             permits,
-        )?))
+        )))
     }
 
     fn stm(&self) -> Result<Stm> {

@@ -14,12 +14,15 @@
 //! in (one message on that waiter's channel); each grant takes the next value of the
 //! name's fencing counter (seeded from the server clock when missing, so tokens never
 //! go backwards); a dropped acquisition withdraws its entry.
+//!
+//! [`Error::InvalidArgument`]: distsync_core::Error::InvalidArgument
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::{Error, LockGuard, Name, Result, Semaphore, Session};
+use distsync_core::{LockGuard, Name, Result, Semaphore, Session};
 
 use crate::guarded::lock_guard;
 use crate::keys::Kind;
@@ -36,25 +39,18 @@ pub(crate) struct RedisSemaphore {
 
 impl RedisSemaphore {
     /// The semaphore `name` of `permits` permits, acquired through `session`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for zero permits.
     pub(crate) fn new(
         shared: &Arc<Shared>,
         session: &Session,
         name: Name,
-        permits: usize,
-    ) -> Result<Self> {
-        if permits == 0 {
-            return Err(Error::InvalidArgument(
-                "a semaphore needs at least 1 permit".into(),
-            ));
-        }
-        Ok(Self {
+        permits: NonZeroUsize,
+    ) -> Self {
+        let permits = permits.get();
+        Self {
             queue: WaiterLine::new(shared, session, name, Kind::Semaphore),
             permits,
             count: Bytes::from(permits.to_string()),
-        })
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! one, with a constant fencing token; a queue its capabilities offer but that it
 //! refuses) is reported violated, and those reports fail the run.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -111,7 +112,7 @@ impl Backend for Broken {
         &self,
         session: &Session,
         name: Name,
-        count: usize,
+        count: NonZeroUsize,
     ) -> Result<Box<dyn DoubleBarrier>> {
         self.inner.double_barrier(session, name, count)
     }

@@ -1,5 +1,7 @@
 //! The backend trait: what a store implements.
 
+use std::num::NonZeroUsize;
+
 use async_trait::async_trait;
 
 use crate::barrier::{Barrier, DoubleBarrier};
@@ -28,9 +30,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Opens a session (a lease) kept alive in the background.
     ///
+    /// An implementation checks `options` with [`Capabilities::check_session`] before
+    /// any I/O: raw callers reach this method without a [`crate::Coordinator`], and one
+    /// shared check keeps every backend's answer the same.
+    ///
     /// # Errors
     /// [`crate::Error::InvalidArgument`] for a TTL below
-    /// [`Capabilities::min_session_ttl`], or the store's error.
+    /// [`Capabilities::min_session_ttl`] or a margin that leaves no room for a renewal,
+    /// or the store's error.
     async fn session(&self, options: SessionOptions) -> Result<Session>;
 
     /// Ends a session from the store side, as an operator would (etcd: lease revoke).
@@ -55,13 +62,14 @@ pub trait Backend: Send + Sync + 'static {
     /// A double barrier named `name` for `count` participants, entered through
     /// `session`.
     ///
-    /// # Errors
-    /// [`crate::Error::InvalidArgument`] for a `count` of zero.
+    /// `count` is a [`NonZeroUsize`] so that a backend never sees zero: the caller
+    /// rules it out once ([`crate::Coordinator::double_barrier`] turns a zero `usize`
+    /// into [`crate::Error::InvalidArgument`]).
     fn double_barrier(
         &self,
         session: &Session,
         name: Name,
-        count: usize,
+        count: NonZeroUsize,
     ) -> Result<Box<dyn DoubleBarrier>>;
 
     /// The STM over this backend's key-value space: the user's [`Stm`] handle around
@@ -71,14 +79,17 @@ pub trait Backend: Send + Sync + 'static {
     /// The counting semaphore `name` of `permits` permits, acquired through
     /// `session`.
     ///
+    /// `permits` is a [`NonZeroUsize`] so that a backend never sees zero: the caller
+    /// rules it out once ([`crate::Coordinator::semaphore`] turns a zero `usize` into
+    /// [`crate::Error::InvalidArgument`]).
+    ///
     /// # Errors
-    /// [`crate::Error::InvalidArgument`] for zero permits;
     /// [`crate::Error::Unsupported`] (the default) where the backend has none.
     fn semaphore(
         &self,
         session: &Session,
         name: Name,
-        permits: usize,
+        permits: NonZeroUsize,
     ) -> Result<Box<dyn crate::semaphore::Semaphore>> {
         let _ = (session, name, permits);
         Err(crate::Error::unsupported(

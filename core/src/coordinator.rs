@@ -1,6 +1,7 @@
 //! The handle users hold: a shared backend behind the metrics and tracing layer.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use crate::backend::Backend;
 use crate::barrier::{Barrier, DoubleBarrier};
 use crate::capabilities::Capabilities;
 use crate::election::Election;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::instrument::{
     InstrumentedBarrier, InstrumentedDoubleBarrier, InstrumentedElection, InstrumentedLocker,
     InstrumentedQueue, InstrumentedRwLock, InstrumentedSemaphore,
@@ -110,8 +111,8 @@ impl Coordinator {
     /// Each part is an instrumented [`Coordinator::locker`].
     ///
     /// # Errors
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for no name.
+    /// [`Error::InvalidName`] for a bad name,
+    /// [`Error::InvalidArgument`] for no name.
     pub fn multi_locker(
         &self,
         session: &Session,
@@ -158,17 +159,29 @@ impl Coordinator {
 
     /// See [`Backend::double_barrier`]. Entries, waits and participations are traced
     /// and counted.
+    ///
+    /// `count` is a plain `usize` for the caller's ease; it is checked here, once,
+    /// and reaches the backend as a [`NonZeroUsize`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad name, [`Error::InvalidArgument`] for a
+    /// `count` of zero (before the backend is asked), or the backend's error.
     pub fn double_barrier(
         &self,
         session: &Session,
         name: &str,
         count: usize,
     ) -> Result<Arc<dyn DoubleBarrier>> {
+        let name = Name::new(name)?;
+        let count = non_zero(count, || {
+            format!(
+                "double barrier {:?}: count must be at least 1",
+                name.as_str()
+            )
+        })?;
         Ok(Arc::new(InstrumentedDoubleBarrier {
             backend: self.backend_name(),
-            inner: self
-                .backend
-                .double_barrier(session, Name::new(name)?, count)?,
+            inner: self.backend.double_barrier(session, name, count)?,
             session: session.clone(),
             entered: std::sync::Mutex::new(None),
         }))
@@ -176,15 +189,28 @@ impl Coordinator {
 
     /// See [`Backend::semaphore`]. Acquisitions, waits and holds of permits are traced
     /// and counted.
+    ///
+    /// `permits` is a plain `usize` for the caller's ease (as
+    /// `tokio::sync::Semaphore::new`); it is checked here, once, and reaches the
+    /// backend as a [`NonZeroUsize`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad name, [`Error::InvalidArgument`] for zero
+    /// `permits` (before the backend is asked), [`Error::Unsupported`] where the
+    /// backend has no semaphore, or the backend's error.
     pub fn semaphore(
         &self,
         session: &Session,
         name: &str,
         permits: usize,
     ) -> Result<Arc<dyn crate::semaphore::Semaphore>> {
+        let name = Name::new(name)?;
+        let permits = non_zero(permits, || {
+            format!("semaphore {:?}: permits must be at least 1", name.as_str())
+        })?;
         Ok(Arc::new(InstrumentedSemaphore {
             backend: self.backend_name(),
-            inner: self.backend.semaphore(session, Name::new(name)?, permits)?,
+            inner: self.backend.semaphore(session, name, permits)?,
         }))
     }
 
@@ -217,8 +243,15 @@ impl Coordinator {
     /// [`Stm::atomically`].
     ///
     /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) when the backend offers no STM.
+    /// [`Error::Unsupported`] when the backend offers no STM.
     pub fn stm(&self) -> Result<Stm> {
         self.backend.stm()
     }
+}
+
+/// `value` as a [`NonZeroUsize`], or [`Error::InvalidArgument`] with the message `what`
+/// gives: the one place a user's count or permit number is checked, so that no
+/// backend needs to.
+fn non_zero(value: usize, what: impl FnOnce() -> String) -> Result<NonZeroUsize> {
+    NonZeroUsize::new(value).ok_or_else(|| Error::InvalidArgument(what()))
 }

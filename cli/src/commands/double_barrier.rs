@@ -1,5 +1,7 @@
 //! `distsync double-barrier NAME COUNT`.
 
+use std::num::NonZeroUsize;
+
 use distsync::{Name, Session};
 
 use crate::args::DoubleBarrierArgs;
@@ -19,8 +21,11 @@ use crate::wait::{race, Raced};
 /// docs.
 pub(super) async fn run(ctx: &mut Ctx, args: DoubleBarrierArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
+    // Checked before a session is opened: the backend takes only a non-zero count.
+    let count = NonZeroUsize::new(args.count)
+        .ok_or_else(|| Failure::usage("a double barrier needs a count of at least 1"))?;
     let session = ctx.session().await?;
-    let outcome = participate(ctx, &session, name, args.count).await;
+    let outcome = participate(ctx, &session, name, count).await;
     close(&session).await;
     outcome
 }
@@ -29,7 +34,7 @@ async fn participate(
     ctx: &mut Ctx,
     session: &Session,
     name: Name,
-    count: usize,
+    count: NonZeroUsize,
 ) -> Result<u8, Failure> {
     let barrier = ctx
         .coordinator

@@ -1,6 +1,7 @@
 //! `distsync semaphore NAME N [-- CMD ARGS...]`.
 
 use std::ffi::OsString;
+use std::num::NonZeroUsize;
 
 use distsync::{Name, Session};
 
@@ -32,7 +33,11 @@ async fn acquired(
     wait: WaitArgs,
     command: &[OsString],
 ) -> Result<u8, Failure> {
-    let permits = usize::try_from(permits).map_err(|_| Failure::usage("too many permits"))?;
+    // The argument parser refuses zero; the conversion keeps that in the type.
+    let permits = usize::try_from(permits)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| Failure::usage("permits must be from 1 to usize::MAX"))?;
     let semaphore = ctx
         .coordinator
         .backend()

@@ -5,6 +5,7 @@ mod cut_off;
 mod names;
 mod timed;
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use distsync_core::{Bytes, Error, Isolation, Result, SessionOptions};
@@ -81,9 +82,9 @@ fn bad_names() -> Vec<String> {
 /// Invalid names and arguments give typed errors, never a panic: every bad name
 /// through the [`distsync_core::Coordinator`] of every primitive is
 /// `Error::InvalidName` naming it, as is a bad STM key in `get` and in `put`; a
-/// double-barrier count of 0 and a session TTL below the backend's minimum are
-/// `Error::InvalidArgument`. Primitives the backend does not offer may answer
-/// `Unsupported` for the count check.
+/// double-barrier count or semaphore permit number of 0 (through the Coordinator,
+/// which refuses it whatever the backend offers) and a session TTL below the backend's
+/// minimum are `Error::InvalidArgument`.
 async fn invalid_names_and_arguments(h: Harness) -> Check {
     let caps = h.capabilities().clone();
     let coordinator = h.coordinator();
@@ -149,16 +150,31 @@ async fn invalid_names_and_arguments(h: Harness) -> Check {
         }
     }
 
-    let name = h.name("double").ctx("naming the double barrier")?;
-    match h.backend().double_barrier(&session, name, 0) {
-        Err(Error::InvalidArgument(_)) => checks += 1,
-        Err(Error::Unsupported { .. }) if !caps.double_barrier => checks += 1,
-        Err(other) => {
-            return violated(format!(
-                "a double barrier with count 0 gave {other}, not InvalidArgument"
-            ))
+    // The raw API takes counts as `NonZeroUsize`; a zero is refused at the
+    // Coordinator, before the backend is asked, whatever it offers.
+    let name = h.name("zero").ctx("naming the zero-count primitives")?;
+    let zeros = [
+        (
+            "double barrier",
+            coordinator
+                .double_barrier(&session, name.as_str(), 0)
+                .map(drop),
+        ),
+        (
+            "semaphore",
+            coordinator.semaphore(&session, name.as_str(), 0).map(drop),
+        ),
+    ];
+    for (what, result) in zeros {
+        match result {
+            Err(Error::InvalidArgument(_)) => checks += 1,
+            Err(other) => {
+                return violated(format!(
+                    "a {what} with count 0 gave {other}, not InvalidArgument"
+                ))
+            }
+            Ok(()) => return violated(format!("a {what} with count 0 was made")),
         }
-        Ok(_) => return violated("a double barrier with count 0 was made"),
     }
 
     let min = caps.min_session_ttl;
@@ -193,7 +209,7 @@ async fn invalid_names_and_arguments(h: Harness) -> Check {
     Ok(Holds::figure(
         format!("{checks} typed errors"),
         "InvalidName for 6 bad names on every primitive and STM key; InvalidArgument for count \
-         0 and a TTL below the minimum",
+         0, permits 0 and a TTL below the minimum",
     ))
 }
 
@@ -256,7 +272,9 @@ async fn capabilities_match(h: Harness) -> Check {
         (
             "double_barrier",
             caps.double_barrier,
-            backend.double_barrier(&session, name.clone(), 2).map(drop),
+            backend
+                .double_barrier(&session, name.clone(), NonZeroUsize::MIN)
+                .map(drop),
         ),
     ];
     for (flag, declared, result) in probes {

@@ -2,6 +2,7 @@
 //! participant too many is a typed error (and the partition cases, in
 //! [`super::scenario::partition`]).
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use distsync_core::{DoubleBarrier, Error};
@@ -67,18 +68,18 @@ pub(super) const CASES: &[Case] = &[
 /// from `enter` before the last has entered; none returns from `leave` before the last
 /// has left.
 async fn double_enter_leave(h: Harness) -> Check {
-    const COUNT: usize = 3;
+    const COUNT: NonZeroUsize = NonZeroUsize::new(3).unwrap();
     let name = h.name("double").ctx("naming the double barrier")?;
     let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
     let mut sessions = Vec::new();
-    for _ in 0..COUNT {
+    for _ in 0..COUNT.get() {
         let session = h.session().bounded("opening a session").await?;
         let barrier = h
             .backend()
             .double_barrier(&session, name.clone(), COUNT)
             .ctx("making a double barrier")?;
         ensure!(
-            barrier.count() == COUNT,
+            barrier.count() == COUNT.get(),
             "count() is {}, made with {COUNT}",
             barrier.count()
         );
@@ -96,7 +97,7 @@ async fn double_enter_leave(h: Harness) -> Check {
         })
     };
     let mut entering = Vec::new();
-    for i in 0..COUNT - 1 {
+    for i in 0..COUNT.get() - 1 {
         let task = enter(i);
         task.ensure_blocked(
             h.settle(),
@@ -113,7 +114,7 @@ async fn double_enter_leave(h: Harness) -> Check {
         );
     }
     let last_entered = Instant::now();
-    entering.push(enter(COUNT - 1));
+    entering.push(enter(COUNT.get() - 1));
     let entered = join_all(&mut entering, PROMPT).await?;
     let enter_took = entered
         .iter()
@@ -132,7 +133,7 @@ async fn double_enter_leave(h: Harness) -> Check {
         })
     };
     let mut leaving = Vec::new();
-    for i in 0..COUNT - 1 {
+    for i in 0..COUNT.get() - 1 {
         let task = leave(i);
         task.ensure_blocked(
             h.settle(),
@@ -148,7 +149,7 @@ async fn double_enter_leave(h: Harness) -> Check {
             task.what()
         );
     }
-    leaving.push(leave(COUNT - 1));
+    leaving.push(leave(COUNT.get() - 1));
     join_all(&mut leaving, PROMPT).await?;
     drop(sessions);
     Ok(Holds::figure(
@@ -160,11 +161,11 @@ async fn double_enter_leave(h: Harness) -> Check {
 /// A participant over the count gets `TooManyParticipants`: with a count of 2, two
 /// participants enter; the third's `enter` fails promptly with the typed error.
 async fn too_many_participants(h: Harness) -> Check {
-    const COUNT: usize = 2;
+    const COUNT: NonZeroUsize = NonZeroUsize::new(2).unwrap();
     let name = h.name("double").ctx("naming the double barrier")?;
     let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
     let mut sessions = Vec::new();
-    for _ in 0..=COUNT {
+    for _ in 0..=COUNT.get() {
         let session = h.session().bounded("opening a session").await?;
         participants.push(Arc::from(
             h.backend()
@@ -173,7 +174,7 @@ async fn too_many_participants(h: Harness) -> Check {
         ));
         sessions.push(session);
     }
-    let mut entering: Vec<Task<()>> = participants[..COUNT]
+    let mut entering: Vec<Task<()>> = participants[..COUNT.get()]
         .iter()
         .enumerate()
         .map(|(i, barrier)| {
@@ -187,17 +188,17 @@ async fn too_many_participants(h: Harness) -> Check {
         })
         .collect();
     join_all(&mut entering, PROMPT).await?;
-    match tokio::time::timeout(PROMPT, participants[COUNT].enter()).await {
+    match tokio::time::timeout(PROMPT, participants[COUNT.get()].enter()).await {
         Ok(Err(Error::TooManyParticipants { count, .. })) => {
             ensure!(
-                count == COUNT,
+                count == COUNT.get(),
                 "TooManyParticipants names count {count}, the barrier has {COUNT}"
             )
         }
         Ok(Ok(())) => {
             return violated(format!(
                 "participant {} of a {COUNT}-participant barrier entered",
-                COUNT + 1
+                COUNT.get() + 1
             ))
         }
         Ok(Err(other)) => {
@@ -211,7 +212,7 @@ async fn too_many_participants(h: Harness) -> Check {
             ))
         }
     }
-    let mut leaving: Vec<Task<()>> = participants[..COUNT]
+    let mut leaving: Vec<Task<()>> = participants[..COUNT.get()]
         .iter()
         .enumerate()
         .map(|(i, barrier)| {
@@ -228,6 +229,6 @@ async fn too_many_participants(h: Harness) -> Check {
     drop(sessions);
     Ok(Holds::new(format!(
         "participant {} of {COUNT} got TooManyParticipants; the others left normally",
-        COUNT + 1
+        COUNT.get() + 1
     )))
 }

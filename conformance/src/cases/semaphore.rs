@@ -1,6 +1,7 @@
 //! Semaphore cases: never more than N holders, the count as part of the state, FIFO
 //! waiters, cancelled waiters, and permits freed when the store ends a session.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -59,7 +60,7 @@ pub(super) const CASES: &[Case] = &[
 ];
 
 /// Permits of the contention case.
-const PERMITS: usize = 3;
+const PERMITS: NonZeroUsize = NonZeroUsize::new(3).unwrap();
 /// Contenders, each with its own session.
 const CONTENDERS: usize = 8;
 /// Grants per contender.
@@ -90,7 +91,7 @@ async fn bounded_holders(h: Harness) -> Check {
         .await?;
     let disagreeing = h
         .backend()
-        .semaphore(&other, name.clone(), PERMITS + 1)
+        .semaphore(&other, name.clone(), PERMITS.saturating_add(1))
         .ctx("making the disagreeing semaphore")?;
     let attempt = within(PROMPT, "acquiring with another count", async {
         Ok(disagreeing.try_acquire().await)
@@ -102,7 +103,7 @@ async fn bounded_holders(h: Harness) -> Check {
             return violated(format!(
                 "a client naming {} permits while the semaphore of {PERMITS} was held got \
                  {other:?}, not InvalidArgument",
-                PERMITS + 1
+                PERMITS.get() + 1
             ))
         }
     };
@@ -110,7 +111,7 @@ async fn bounded_holders(h: Harness) -> Check {
     // and a fourth is refused.
     let mut sharing = vec![held];
     let mut sharing_sessions = Vec::new();
-    for i in 1..PERMITS {
+    for i in 1..PERMITS.get() {
         let session = h
             .session()
             .bounded(format!("opening sharing session {i}"))
@@ -182,7 +183,7 @@ async fn bounded_holders(h: Harness) -> Check {
     let elapsed = started.elapsed();
     let most = most.load(Ordering::SeqCst);
     ensure!(
-        most <= PERMITS,
+        most <= PERMITS.get(),
         "{most} holders were inside at once with {PERMITS} permits"
     );
     let grants = CONTENDERS * ROUNDS;
@@ -201,6 +202,7 @@ async fn bounded_holders(h: Harness) -> Check {
 /// granted in arrival order, with tokens above the holders'.
 async fn fifo_waiters(h: Harness) -> Check {
     const WAITERS: usize = 3;
+    const FIFO_PERMITS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
     let name = h.name("semaphore").ctx("naming the semaphore")?;
     let first = h
         .fault_session()
@@ -212,7 +214,7 @@ async fn fifo_waiters(h: Harness) -> Check {
         .await?;
     let hold = |session: &distsync_core::Session| {
         h.backend()
-            .semaphore(session, name.clone(), 2)
+            .semaphore(session, name.clone(), FIFO_PERMITS)
             .ctx("making a semaphore")
     };
     let (s1, s2) = (hold(&first)?, hold(&second)?);

@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,7 +149,7 @@ pub enum HoldKind {
 }
 
 /// The permit count of the semaphore a [`HoldKind::Permit`] holder takes a permit of.
-pub const HOLDER_PERMITS: usize = 2;
+pub const HOLDER_PERMITS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
 
 /// What [`Faults::spawn_holder`] starts: a holder of `kind` on `name`, through a
 /// session of `ttl`.

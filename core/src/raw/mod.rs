@@ -39,13 +39,15 @@
 //!
 //! - **Names and keys.** Every key lives under the namespace the URL names. Distinct
 //!   (kind, name) pairs never share a store key: a queue `a`, a queue `a/b`, a lock
-//!   `a` and an STM key `a` do not interfere. Names arrive validated ([`Name`]).
+//!   `a` and an STM key `a` do not interfere. Names arrive validated ([`Name`]) and
+//!   counts as [`NonZeroUsize`](std::num::NonZeroUsize): a backend checks neither again.
 //! - **Factories do no I/O.** A primitive or STM level the backend does not offer is
 //!   [`Error::Unsupported`](crate::Error::Unsupported), exactly as its
 //!   [`Capabilities`] say; a [`Session`] from another backend is
 //!   [`Error::InvalidArgument`](crate::Error::InvalidArgument).
 //! - **Sessions.** A session is a lease with the TTL asked for (at least
-//!   [`Capabilities::min_session_ttl`]). Start it with `Session::start`, passing the
+//!   [`Capabilities::min_session_ttl`]: [`Capabilities::check_session`] checks the
+//!   options, before any I/O). Start it with `Session::start`, passing the
 //!   instant *before* the grant request was sent: the session counts its validity from
 //!   there and fires `lost()` a margin before the TTL, whatever the network does.
 //!   [`Lease::keep_alive`] answers [`KeepAlive::Gone`] once the store no longer knows

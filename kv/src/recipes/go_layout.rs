@@ -142,7 +142,9 @@ async fn rwlock_barrier_double_barrier_and_stm_keys_are_gos() {
     })
     .await
     .unwrap();
-    let double = backend.double_barrier(&session, name("dbl"), 1).unwrap();
+    let double = backend
+        .double_barrier(&session, name("dbl"), std::num::NonZeroUsize::MIN)
+        .unwrap();
     within(double.enter()).await.unwrap();
     let keys = keys(&backend).await;
     let shape = |key: &str| {

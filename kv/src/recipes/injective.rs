@@ -9,6 +9,7 @@
 //! own primitive. At the end every primitive still sees exactly its own state.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroUsize;
 
 use bytes::Bytes;
 
@@ -161,13 +162,17 @@ async fn distinct_kinds_and_names_never_share_a_key() {
                     }
                     "barrier" => backend.barrier(name.clone()).unwrap().hold().await.unwrap(),
                     "semaphore" => {
-                        let semaphore = backend.semaphore(&session, name.clone(), 1).unwrap();
+                        let semaphore = backend
+                            .semaphore(&session, name.clone(), NonZeroUsize::MIN)
+                            .unwrap();
                         let permit = semaphore.try_acquire().await.unwrap();
                         let permit = permit.unwrap_or_else(|| panic!("semaphore {name:?} blocked"));
                         holds.push(Box::new(permit));
                     }
                     "double-barrier" => {
-                        let db = backend.double_barrier(&session, name.clone(), 1).unwrap();
+                        let db = backend
+                            .double_barrier(&session, name.clone(), NonZeroUsize::MIN)
+                            .unwrap();
                         db.enter().await.unwrap();
                         holds.push(Box::new(db));
                     }

@@ -108,6 +108,7 @@ mod testing;
 mod wait;
 
 use std::any::Any;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -359,22 +360,16 @@ impl<K: Kv> Backend for KvBackend<K> {
         &self,
         session: &Session,
         name: Name,
-        count: usize,
+        count: NonZeroUsize,
     ) -> Result<Box<dyn DoubleBarrier>> {
         self.space.check(Kind::DoubleBarrier, &name)?;
         let lease = self.lease_of(session)?;
         self.offers(self.capabilities.double_barrier, "double barrier")?;
-        if count == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "double barrier {:?}: count must be at least 1",
-                name.as_str()
-            )));
-        }
         Ok(Box::new(KvDoubleBarrier::new(
             self.shared_kv(),
             &self.space,
             name,
-            count,
+            count.get(),
             session.clone(),
             lease,
         )))
@@ -384,21 +379,15 @@ impl<K: Kv> Backend for KvBackend<K> {
         &self,
         session: &Session,
         name: Name,
-        permits: usize,
+        permits: NonZeroUsize,
     ) -> Result<Box<dyn distsync_core::semaphore::Semaphore>> {
         let lease = self.lease_of(session)?;
         self.offers(self.capabilities.semaphore, "semaphore")?;
-        if permits == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "semaphore {:?}: permits must be at least 1",
-                name.as_str()
-            )));
-        }
         Ok(Box::new(semaphore::KvSemaphore::new(
             self.shared_kv(),
             &self.space,
             name,
-            permits,
+            permits.get(),
             session.clone(),
             lease,
         )))

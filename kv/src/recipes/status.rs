@@ -355,7 +355,8 @@ mod tests {
         assert!(line.holders[0].age.is_some());
         assert_eq!(line.waiters[0].mode, HoldMode::Exclusive);
 
-        let sem = backend.semaphore(&session, name("pool"), 2).unwrap();
+        let permits = std::num::NonZeroUsize::new(2).unwrap();
+        let sem = backend.semaphore(&session, name("pool"), permits).unwrap();
         let permit = sem.acquire().await.unwrap();
         let queue = backend.queue(name("jobs")).unwrap();
         queue.enqueue("a".into()).await.unwrap();

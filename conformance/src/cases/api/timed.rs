@@ -1,6 +1,7 @@
 //! Timed acquisition: every blocking call's `*_timeout` twin gives up with
 //! `Error::Timeout` after its duration and leaves nothing behind that blocks anyone.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use distsync_core::{Bytes, Error, Result};
@@ -138,9 +139,10 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
         checked.push("wait");
     }
     if caps.double_barrier {
+        const PARTICIPANTS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
         let name = h.name("double").ctx("naming")?;
         let alone = backend
-            .double_barrier(&a, name.clone(), 2)
+            .double_barrier(&a, name.clone(), PARTICIPANTS)
             .ctx("double barrier A")?;
         times_out(
             "enter_timeout alone in a barrier of 2",
@@ -152,10 +154,10 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
         // (which would be TooManyParticipants).
         a.close().bounded("closing A's session").await?;
         let second = backend
-            .double_barrier(&b, name.clone(), 2)
+            .double_barrier(&b, name.clone(), PARTICIPANTS)
             .ctx("double barrier B")?;
         let third = backend
-            .double_barrier(&c, name, 2)
+            .double_barrier(&c, name, PARTICIPANTS)
             .ctx("double barrier C")?;
         let (entered_b, entered_c) = tokio::join!(
             within(PROMPT, "B entering", second.enter()),
@@ -172,13 +174,18 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
         checked.push("enter");
     }
     if caps.semaphore {
+        const PERMITS: NonZeroUsize = NonZeroUsize::MIN;
         let name = h.name("semaphore").ctx("naming")?;
-        let holder = backend.semaphore(&b, name.clone(), 1).ctx("semaphore B")?;
+        let holder = backend
+            .semaphore(&b, name.clone(), PERMITS)
+            .ctx("semaphore B")?;
         let permit = holder.acquire().bounded("B acquiring").await?;
-        let timed = backend.semaphore(&c, name.clone(), 1).ctx("semaphore C")?;
+        let timed = backend
+            .semaphore(&c, name.clone(), PERMITS)
+            .ctx("semaphore C")?;
         times_out("C.acquire_timeout", timed.acquire_timeout(WAIT)).await?;
         permit.unlock().bounded("B releasing").await?;
-        let next = backend.semaphore(&b, name, 1).ctx("semaphore B")?;
+        let next = backend.semaphore(&b, name, PERMITS).ctx("semaphore B")?;
         let again = eventually(PROMPT, "C's waiter entry going away", || async {
             next.try_acquire().await.ctx("B acquiring again")
         })

@@ -72,7 +72,7 @@ impl Contender {
             Target::Permit => {
                 let mut fillers = Vec::new();
                 if fill {
-                    for _ in 1..HOLDER_PERMITS {
+                    for _ in 1..HOLDER_PERMITS.get() {
                         let session = h.session().await?;
                         let semaphore =
                             h.backend()

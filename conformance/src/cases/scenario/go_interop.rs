@@ -5,6 +5,7 @@
 //! layout is Go's in every layout); the other kinds use the peer's client in Go's key
 //! layout (`layout=go`).
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -411,6 +412,7 @@ pub(in crate::cases) async fn barrier(h: Harness) -> Check {
 /// Double barrier (Go's layout): one Go and one distsync participant of a barrier of
 /// two enter together and leave together.
 pub(in crate::cases) async fn double_barrier(h: Harness) -> Check {
+    const PARTICIPANTS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
     let peer = peer(&h).await?;
     let backend = Arc::clone(peer.backend());
     let name = h
@@ -418,7 +420,7 @@ pub(in crate::cases) async fn double_barrier(h: Harness) -> Check {
         .ctx("naming the double barrier")?;
     let session = session(&h, &backend).await?;
     let barrier: Arc<dyn distsync_core::DoubleBarrier> = backend
-        .double_barrier(&session, name.clone(), 2)
+        .double_barrier(&session, name.clone(), PARTICIPANTS)
         .ctx("making a double barrier")?
         .into();
     let mut participant = go(&peer).await?;

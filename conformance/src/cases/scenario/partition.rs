@@ -11,6 +11,7 @@
 //! margin (grant − `lost()`), as a share of the TTL, and the median time from the cut
 //! to `lost()`.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use distsync_core::{Backend, Bytes, Lost, Name, Session, SessionOptions};
@@ -275,12 +276,13 @@ async fn double_barrier_entry(
     other: &Session,
     name: Name,
 ) -> Check<(Lost, Keep, Task<Granted>)> {
+    const PARTICIPANTS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
     let mine = cut
-        .double_barrier(holder, name.clone(), 2)
+        .double_barrier(holder, name.clone(), PARTICIPANTS)
         .ctx("making the holder's double barrier")?;
     let theirs = h
         .backend()
-        .double_barrier(other, name, 2)
+        .double_barrier(other, name, PARTICIPANTS)
         .ctx("making the other double barrier")?;
     let (entered, other_entered) = tokio::join!(
         within(PROMPT * 2, "the holder entering", mine.enter()),
