@@ -7,10 +7,11 @@ use distsync_core::{Backend, Coordinator, Error, Result};
 use distsync_kv::recipes::KvBackend;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
-use crate::error::to_error;
+use crate::error::{classify, to_error};
 use crate::kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
-use crate::retry::{Idempotence, RetryPolicy, DEFAULT_RETRY_BUDGET};
 use crate::{capabilities, EtcdConfig, BACKEND};
+use distsync_core::raw::retry::ONE_SHOT_BUDGET as DEFAULT_RETRY_BUDGET;
+use distsync_core::raw::{Idempotence, RetryPolicy};
 
 /// The etcd backend: every primitive of [`distsync_kv::recipes`] over [`EtcdKv`].
 pub type EtcdBackend = KvBackend<EtcdKv>;
@@ -186,7 +187,7 @@ async fn probe(client: &Client, namespace: &str) -> Result<()> {
         namespace
     };
     RetryPolicy::default()
-        .run("connect", Idempotence::Idempotent, || {
+        .one_shot("connect", Idempotence::Idempotent, classify, || {
             let mut kv = client.kv_client();
             async move {
                 kv.get(key, Some(GetOptions::new().with_count_only()))

@@ -7,18 +7,14 @@ use tonic::Code;
 
 pub(crate) use crate::BACKEND;
 
-/// What an etcd-client error says about the request that failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// The request never left the client (no connection to the chosen member could be
-    /// made): retrying is safe for every request, mutations included.
-    NotSent,
-    /// A connection or availability problem after the request may have reached a
-    /// member: retrying is safe for idempotent requests only.
-    Transient,
-    /// The store answered with an error: retrying does not help.
-    Permanent,
-}
+/// What an etcd-client error says about the request that failed, in the terms of
+/// core's retry policy ([`distsync_core::raw::retry`]): a request that never left the
+/// client (no connection to the chosen member could be made) is
+/// [`Failure::NotSent`], so every request is repeated after it, mutations included;
+/// a connection or availability problem after it may have reached a member is
+/// [`Failure::Transient`], repeated for idempotent requests only; an answer is
+/// [`Failure::Permanent`].
+pub(crate) use distsync_core::raw::Failure;
 
 /// Classifies an etcd-client error.
 pub(crate) fn classify(error: &etcd_client::Error) -> Failure {
@@ -139,6 +135,47 @@ mod tests {
             classify(&etcd_client::Error::GRpcStatus(refused)),
             Failure::NotSent
         );
+    }
+
+    /// The policy fed with this classification: how many calls, and whether the last
+    /// one succeeded.
+    async fn attempts(
+        idempotence: distsync_core::raw::Idempotence,
+        errors: Vec<etcd_client::Error>,
+    ) -> (usize, bool) {
+        let mut errors = errors.into_iter();
+        let mut calls = 0;
+        let result = distsync_core::raw::RetryPolicy::default()
+            .one_shot("test", idempotence, classify, || {
+                calls += 1;
+                let next = errors.next();
+                async move { next.map_or(Ok(()), Err) }
+            })
+            .await;
+        (calls, result.is_ok())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unsent_requests_are_repeated_and_maybe_sent_mutations_are_not() {
+        use distsync_core::raw::Idempotence::{Idempotent, Mutation};
+        let refused = || {
+            etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(
+                tonic::ConnectError(
+                    std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+                ),
+            )))
+        };
+        let unavailable = || {
+            etcd_client::Error::GRpcStatus(tonic::Status::unavailable("etcdserver: leader changed"))
+        };
+        assert_eq!(
+            attempts(Mutation, vec![refused(), refused()]).await,
+            (3, true)
+        );
+        assert_eq!(attempts(Mutation, vec![unavailable()]).await, (1, false));
+        assert_eq!(attempts(Idempotent, vec![unavailable()]).await, (2, true));
+        let invalid = etcd_client::Error::GRpcStatus(tonic::Status::invalid_argument("no"));
+        assert_eq!(attempts(Idempotent, vec![invalid]).await, (1, false));
     }
 
     #[test]

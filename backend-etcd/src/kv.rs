@@ -12,10 +12,10 @@ use distsync_kv::kv::{
 use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions};
 use futures::stream::BoxStream;
 
-use crate::error::{is_lease_not_found, protocol, to_error, BACKEND};
+use crate::error::{classify, is_lease_not_found, protocol, to_error, BACKEND};
 use crate::key_value::key_value;
-use crate::retry::{Idempotence, RetryPolicy};
 use crate::watch::Watches;
+use distsync_core::raw::{Idempotence, RetryPolicy};
 
 /// How long connecting to one member may take before the client tries another.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -122,14 +122,14 @@ impl EtcdKv {
     /// returned (default 3 s; zero: one attempt, except that a request a member refused
     /// to connect for is still retried once the backoff allows).
     pub fn with_retry_budget(mut self, budget: Duration) -> Self {
-        self.retry.budget = budget;
+        self.retry = self.retry.with_budget(budget);
         self
     }
 
     /// One cheap linearizable read, to learn whether a member answers.
     async fn probe(&self) -> Result<()> {
         self.retry
-            .run("connect", Idempotence::Idempotent, || {
+            .one_shot("connect", Idempotence::Idempotent, classify, || {
                 let mut kv = self.client.kv_client();
                 async move {
                     kv.get("\0", Some(GetOptions::new().with_count_only()))
@@ -258,7 +258,7 @@ impl Kv for EtcdKv {
         let options = get_options(&range)?;
         let response = self
             .retry
-            .run("range", Idempotence::Idempotent, || {
+            .one_shot("range", Idempotence::Idempotent, classify, || {
                 let mut kv = self.client.kv_client();
                 let options = options.clone();
                 let key = range.key.clone();
@@ -289,7 +289,7 @@ impl Kv for EtcdKv {
         };
         let response = self
             .retry
-            .run("txn", idempotence, || {
+            .one_shot("txn", idempotence, classify, || {
                 let mut kv = self.client.kv_client();
                 let request = request.clone();
                 async move { kv.txn(request).await }
@@ -337,7 +337,7 @@ impl Kv for EtcdKv {
         // expires after its TTL, holding nothing.
         let response = self
             .retry
-            .run("lease grant", Idempotence::Idempotent, || {
+            .one_shot("lease grant", Idempotence::Idempotent, classify, || {
                 let mut lease = self.client.lease_client();
                 async move { lease.grant(seconds, None).await }
             })
@@ -355,7 +355,7 @@ impl Kv for EtcdKv {
         // stream's first request is the renewal) and always reaches a live member.
         let outcome = self
             .retry
-            .run("lease keepalive", Idempotence::Idempotent, || {
+            .one_shot("lease keepalive", Idempotence::Idempotent, classify, || {
                 let mut client = self.client.lease_client();
                 async move {
                     match client.keep_alive(lease).await {
@@ -379,7 +379,7 @@ impl Kv for EtcdKv {
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
         self.retry
-            .run("lease revoke", Idempotence::Idempotent, || {
+            .one_shot("lease revoke", Idempotence::Idempotent, classify, || {
                 let mut client = self.client.lease_client();
                 async move {
                     match client.revoke(lease).await {

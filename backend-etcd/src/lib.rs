@@ -63,7 +63,6 @@ mod driver;
 mod error;
 mod key_value;
 mod kv;
-mod retry;
 mod watch;
 
 pub use backend::{backend, backend_from_client, backend_with_config, connect, EtcdBackend};

@@ -19,9 +19,9 @@ use etcd_client::{EventType, WatchOptions, WatchRequestSender, WatchResponseStre
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::error::{protocol, to_error, BACKEND};
+use crate::error::{classify, protocol, to_error, BACKEND};
 use crate::key_value::key_value;
-use crate::retry::{Idempotence, RetryPolicy};
+use distsync_core::raw::{Idempotence, RetryPolicy};
 
 /// The shared watch stream of one client, opened on first use and again after it
 /// breaks.
@@ -93,7 +93,7 @@ impl Watches {
         }
         let local = self.next_local.fetch_add(1, Ordering::Relaxed);
         let (created, events) = retry
-            .run("watch", Idempotence::Idempotent, || {
+            .one_shot("watch", Idempotence::Idempotent, classify, || {
                 let options = options.clone();
                 async move {
                     let (events_tx, events_rx) = mpsc::unbounded_channel();

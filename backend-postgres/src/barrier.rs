@@ -7,8 +7,8 @@ use distsync_core::{Barrier, Name, Result};
 
 use crate::error::map;
 use crate::notify::Wake;
-use crate::retry::Backoff;
 use crate::store::Shared;
+use distsync_core::raw::WaitRetry;
 
 pub(crate) struct PgBarrier {
     pub(crate) shared: Arc<Shared>,
@@ -64,13 +64,13 @@ impl Barrier for PgBarrier {
     ///
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("a barrier release");
         let payload = format!("b:{}", self.name);
         let mut subscription = loop {
             match self.shared.hub.subscribe(payload.clone()).await {
                 Ok(subscription) => break subscription,
-                Err(error) if Backoff::retryable(&error) => {
-                    backoff.pause("a barrier release", &error).await;
+                Err(error) if WaitRetry::retryable(&error) => {
+                    backoff.pause(&error).await;
                 }
                 Err(error) => return Err(error),
             }
@@ -79,14 +79,14 @@ impl Barrier for PgBarrier {
             match self.is_held().await {
                 Ok(false) => return Ok(()),
                 Ok(true) => {
-                    backoff.reset();
+                    backoff.succeeded();
                     // Only a deletion notifies; after a resync, look again.
                     if subscription.changed().await? == Wake::Notified {
                         return Ok(());
                     }
                 }
-                Err(error) if Backoff::retryable(&error) => {
-                    backoff.pause("a barrier release", &error).await;
+                Err(error) if WaitRetry::retryable(&error) => {
+                    backoff.pause(&error).await;
                 }
                 Err(error) => return Err(error),
             }

@@ -28,10 +28,10 @@ use futures::stream::{BoxStream, StreamExt};
 
 use crate::error::{is_session_gone, map};
 use crate::notify::Subscription;
-use crate::retry::Backoff;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
 use crate::waiter_line::{self, hold_key, Ask, Entry};
+use distsync_core::raw::WaitRetry;
 
 pub(crate) struct PgElection {
     pub(crate) lease: Arc<LeaseInner>,
@@ -194,13 +194,13 @@ type LogRow = (i64, i64, i64, Vec<u8>);
 impl Observer {
     /// The next leader to yield, waiting out connection trouble (see [`crate::retry`]).
     async fn next(&mut self) -> Result<LeaderInfo> {
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("a leader change");
         loop {
             match self.step().await {
                 Ok(Some(info)) => return Ok(info),
-                Ok(None) => backoff.reset(),
-                Err(error) if Backoff::retryable(&error) => {
-                    backoff.pause("a leader change", &error).await;
+                Ok(None) => backoff.succeeded(),
+                Err(error) if WaitRetry::retryable(&error) => {
+                    backoff.pause(&error).await;
                 }
                 Err(error) => return Err(error),
             }

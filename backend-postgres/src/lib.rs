@@ -106,7 +106,6 @@ mod limits;
 mod lock;
 mod notify;
 mod queue;
-mod retry;
 mod rwlock;
 mod schema;
 mod semaphore;

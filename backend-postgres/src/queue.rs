@@ -68,9 +68,9 @@ use tokio::sync::oneshot;
 
 use crate::connection::bounded::{through_pool, timed_out};
 use crate::error::map;
-use crate::retry::Backoff;
 use crate::session::PgLease;
 use crate::store::Shared;
+use distsync_core::raw::{RetryPolicy, WaitRetry};
 
 /// How old an at-most-once claim must be before a consumer puts its item back: longer
 /// than every budget its owner may still be acting within.
@@ -97,7 +97,7 @@ const CLAIM_RETRIES_FOR: std::time::Duration = std::time::Duration::from_secs(30
 async fn claim(shared: &Arc<Shared>, queue: &str) -> Result<Option<(String, Claimed)>> {
     let call = distsync_core::raw::call_id();
     let give_up = tokio::time::Instant::now() + CLAIM_RETRIES_FOR;
-    let mut backoff = Backoff::new();
+    let mut backoff = WaitRetry::new("a queue claim's answer");
     let claimed = loop {
         match claim_once(shared, queue, &call).await {
             Ok(claimed) => break claimed,
@@ -106,8 +106,9 @@ async fn claim(shared: &Arc<Shared>, queue: &str) -> Result<Option<(String, Clai
                 // reply was lost, committed concurrently; the next attempt finds it.
                 let racing = matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"));
                 let error = map(error);
-                if (racing || Backoff::retryable(&error)) && tokio::time::Instant::now() < give_up {
-                    backoff.pause("a queue claim's answer", &error).await;
+                if (racing || WaitRetry::retryable(&error)) && tokio::time::Instant::now() < give_up
+                {
+                    backoff.pause(&error).await;
                 } else {
                     return Err(error);
                 }
@@ -196,7 +197,7 @@ fn forget(shared: Arc<Shared>, call: String) {
         return;
     };
     runtime.spawn(async move {
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("forgetting a queue claim");
         loop {
             let deleted = sqlx::query(&shared.sql("DELETE FROM {s}.queue_inflight WHERE call = $1"))
                 .bind(&call)
@@ -205,8 +206,8 @@ fn forget(shared: Arc<Shared>, call: String) {
                 .map_err(map);
             match deleted {
                 Ok(_) => return,
-                Err(error) if Backoff::retryable(&error) => {
-                    backoff.pause("forgetting a queue claim", &error).await;
+                Err(error) if WaitRetry::retryable(&error) => {
+                    backoff.pause(&error).await;
                 }
                 Err(error) => {
                     tracing::error!(call, %error, "deleting a delivered queue claim's record failed");
@@ -229,7 +230,7 @@ fn put_back(shared: Arc<Shared>, call: String) {
         return;
     };
     runtime.spawn(async move {
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("putting a queue item back");
         loop {
             let moved = sqlx::query(&shared.sql(
                 "WITH moved AS (DELETE FROM {s}.queue_inflight WHERE call = $1 \
@@ -246,8 +247,8 @@ fn put_back(shared: Arc<Shared>, call: String) {
                     tracing::debug!(call, "item of a dropped consumer put back");
                     return;
                 }
-                Err(error) if Backoff::retryable(&error) => {
-                    backoff.pause("putting a queue item back", &error).await;
+                Err(error) if WaitRetry::retryable(&error) => {
+                    backoff.pause(&error).await;
                 }
                 Err(error) => {
                     tracing::error!(
@@ -437,15 +438,16 @@ impl Drop for Waiter {
         let queue = std::mem::take(&mut self.queue);
         let id = std::mem::take(&mut self.id);
         runtime.spawn(async move {
-            let mut backoff = Backoff::new();
+            let mut backoff = WaitRetry::new("a queue waiter's withdrawal");
             let give_up = tokio::time::Instant::now() + WAITER_TTL;
             loop {
                 match Waiter::pass(&shared, &queue, &id).await {
                     Ok(()) => return,
                     Err(error)
-                        if Backoff::retryable(&error) && tokio::time::Instant::now() < give_up =>
+                        if WaitRetry::retryable(&error)
+                            && tokio::time::Instant::now() < give_up =>
                     {
-                        backoff.pause("a queue waiter's withdrawal", &error).await;
+                        backoff.pause(&error).await;
                     }
                     Err(error) => {
                         // Its place expires after WAITER_TTL; waiters re-check by then.
@@ -479,12 +481,12 @@ impl PgQueue {
             id: distsync_core::raw::call_id(),
             registered: false,
         };
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("a queue item");
         let mut subscription = loop {
             match self.shared.hub.subscribe(format!("W:{}", waiter.id)).await {
                 Ok(subscription) => break subscription,
-                Err(error) if Backoff::retryable(&error) => {
-                    backoff.pause("a queue item", &error).await;
+                Err(error) if WaitRetry::retryable(&error) => {
+                    backoff.pause(&error).await;
                 }
                 Err(error) => return Err(error),
             }
@@ -508,13 +510,13 @@ impl PgQueue {
                 Some(Ok(due)) => {
                     // Registered: try once more before waiting (an item may have come
                     // in between the attempt and the registration).
-                    backoff.reset();
+                    backoff.succeeded();
                     soonest = due;
                     in_line = true;
                     continue;
                 }
-                Some(Err(error)) if Backoff::retryable(&error) => {
-                    backoff.pause("a queue item", &error).await;
+                Some(Err(error)) if WaitRetry::retryable(&error) => {
+                    backoff.pause(&error).await;
                     continue;
                 }
                 Some(Err(error)) => return Err(error),
@@ -589,7 +591,7 @@ async fn hold(
 ) -> Result<Option<Delivery>> {
     let call = distsync_core::raw::call_id();
     let give_up = tokio::time::Instant::now() + CLAIM_RETRIES_FOR;
-    let mut backoff = Backoff::new();
+    let mut backoff = WaitRetry::new("a queue hold's answer");
     let held = loop {
         match hold_once(shared, queue, &call, held_by).await {
             Ok(held) => break held,
@@ -598,8 +600,9 @@ async fn hold(
                 // whose reply was lost, committed concurrently; the next finds it.
                 let racing = matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"));
                 let error = map(error);
-                if (racing || Backoff::retryable(&error)) && tokio::time::Instant::now() < give_up {
-                    backoff.pause("a queue hold's answer", &error).await;
+                if (racing || WaitRetry::retryable(&error)) && tokio::time::Instant::now() < give_up
+                {
+                    backoff.pause(&error).await;
                 } else {
                     return Err(error);
                 }
@@ -686,10 +689,6 @@ async fn hold_once(
     }
 }
 
-/// How long an acknowledgement or a nack rides out connection trouble (both are
-/// idempotent: keyed by the row and the call id).
-const SETTLE_BUDGET: Duration = Duration::from_secs(30);
-
 /// One held item's acknowledgement and return.
 struct PgSettle {
     shared: Arc<Shared>,
@@ -699,24 +698,16 @@ struct PgSettle {
 }
 
 impl PgSettle {
-    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    /// Runs a settlement (idempotent: keyed by the row and the call id) as core's
+    /// policy says of releases: through connection trouble, within the budget.
+    async fn retrying<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
     {
-        let give_up = tokio::time::Instant::now() + SETTLE_BUDGET;
-        let mut backoff = Backoff::new();
-        loop {
-            match op().await.map_err(map) {
-                Ok(done) => return Ok(done),
-                Err(error)
-                    if Backoff::retryable(&error) && tokio::time::Instant::now() < give_up =>
-                {
-                    backoff.pause(what, &error).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        RetryPolicy::default()
+            .release(what, None, || async { op().await.map_err(map) })
+            .await
     }
 }
 

@@ -124,9 +124,9 @@ use distsync_core::{Error, Name, ReadGuard, ReleaseFn, Result, Session};
 
 use crate::connection::unflushed::Release;
 use crate::error::{is_conflict, is_session_gone, map, sqlstate};
-use crate::retry::Backoff;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
+use distsync_core::raw::WaitRetry;
 
 /// Entry numbers of this process; with the session id (never reused) they identify an
 /// entry.
@@ -326,7 +326,7 @@ impl Entry {
             return;
         };
         runtime.spawn(async move {
-            let mut backoff = Backoff::new();
+            let mut backoff = WaitRetry::new("withdrawing an entry");
             loop {
                 let error = tokio::select! {
                     biased;
@@ -337,7 +337,7 @@ impl Entry {
                         Err(error) => map(error),
                     },
                 };
-                if !Backoff::retryable(&error) {
+                if !WaitRetry::retryable(&error) {
                     tracing::warn!(
                         session = self.session,
                         %error,
@@ -345,7 +345,7 @@ impl Entry {
                     );
                     return;
                 }
-                backoff.pause("withdrawing an entry", &error).await;
+                backoff.pause(&error).await;
             }
         });
     }
@@ -476,7 +476,7 @@ async fn attempt(
     };
     let lost = lease.lost_token();
     let fallback = lease.ttl;
-    let mut backoff = Backoff::new();
+    let mut backoff = WaitRetry::new("a place in line");
     loop {
         let pause = match state {
             Outcome::Granted(token) => {
@@ -524,13 +524,13 @@ async fn attempt(
         state = loop {
             match entry.check().await {
                 Ok(state) => {
-                    backoff.reset();
+                    backoff.succeeded();
                     break state;
                 }
                 Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
                 Err(error) => {
                     let error = lease.statement_error(error);
-                    if !Backoff::retryable(&error) {
+                    if !WaitRetry::retryable(&error) {
                         return Err(error.into());
                     }
                     // Once in line, connection trouble is ridden out (checking is
@@ -538,7 +538,7 @@ async fn attempt(
                     tokio::select! {
                         biased;
                         () = lost.cancelled() => return Err(Error::SessionLost.into()),
-                        () = backoff.pause("a place in line", &error) => {}
+                        () = backoff.pause(&error) => {}
                     }
                 }
             }

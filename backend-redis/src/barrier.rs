@@ -8,9 +8,9 @@ use distsync_core::{Barrier, Name, Result};
 use crate::error::int;
 use crate::keys::Kind;
 use crate::notify::Event;
-use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::store::Shared;
+use distsync_core::raw::WaitRetry;
 
 /// A Redis barrier: the key `{<ns><name>}:barrier` (durable, no TTL) is the hold;
 /// `release` deletes it and publishes on `{<ns><name>}:barrier:ch` in one script.
@@ -64,7 +64,7 @@ impl Barrier for RedisBarrier {
     async fn wait(&self) -> Result<()> {
         let channel = self.shared.keys.channel(&format!("{}:ch", self.key));
         let mut wake = self.shared.notifier.subscribe(channel).await?;
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("barrier wait");
         loop {
             match self.held().await {
                 Ok(false) => return Ok(()),

@@ -18,10 +18,10 @@ use distsync_core::{DoubleBarrier, Error, Name, Result, Session};
 
 use crate::error::{array, int, unexpected};
 use crate::keys::Kind;
-use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::store::Shared;
+use distsync_core::raw::WaitRetry;
 
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
 
@@ -171,7 +171,7 @@ impl DoubleBarrier for RedisDoubleBarrier {
         let mut wake = self.wake_channel().await?;
         *self.entry() = Some(id.clone());
         let mut outcome = self.enter_call(lease, &id, false).await?;
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("double barrier enter");
         let mut retry = None;
         loop {
             match outcome {
@@ -219,7 +219,7 @@ impl DoubleBarrier for RedisDoubleBarrier {
         let mut wake = self.wake_channel().await?;
         let mut state = self.leave_call(lease, &id, None).await?;
         *self.entry() = None;
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("double barrier leave");
         while let Some((generation, recheck)) = state {
             // This entry is gone already: the session no longer matters here.
             tokio::select! {

@@ -26,10 +26,10 @@ use crate::error::{array, bytes, int, string, unexpected};
 use crate::hold::Hold;
 use crate::keys::Kind;
 use crate::notify::{Event, Subscription};
-use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::store::Shared;
 use crate::waiter_line::{Mode, WaiterLine};
+use distsync_core::raw::WaitRetry;
 
 /// Added to the leader's remaining TTL before an observer re-reads.
 const EXPIRY_MARGIN: Duration = Duration::from_millis(5);
@@ -90,7 +90,7 @@ impl Election for RedisElection {
             reread: true,
             expires: None,
             failed: false,
-            backoff: Backoff::new(),
+            backoff: WaitRetry::new("leader changes"),
         };
         stream::unfold(observer, |mut observer| async move {
             observer.next().await.map(|item| (item, observer))
@@ -205,7 +205,7 @@ struct Observer {
     /// When the current leader's key expires unless renewed.
     expires: Option<Instant>,
     failed: bool,
-    backoff: Backoff,
+    backoff: WaitRetry,
 }
 
 impl Observer {

@@ -203,7 +203,6 @@ mod notify;
 mod options;
 mod queue;
 mod random;
-mod retry;
 mod rwlock;
 mod scripts;
 mod semaphore;

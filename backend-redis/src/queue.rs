@@ -58,10 +58,11 @@ use crate::background::spawn_retrying;
 use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
 use crate::keys::Kind;
-use crate::retry::Backoff;
 use crate::scripts::{Lua, SCRIPTS};
 use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
+use distsync_core::raw::{RetryPolicy, WaitRetry};
+use tokio::time::Instant;
 
 /// How long a waiting consumer's registration lasts without renewal.
 pub(crate) const WAITER_TTL: Duration = Duration::from_secs(30);
@@ -220,7 +221,9 @@ impl RedisQueue {
         } else {
             None
         };
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("queue receive");
+        // A `try_receive` is a one-shot call: idempotent, retried within the budget.
+        let give_up = Instant::now() + RetryPolicy::default().budget();
         loop {
             // A receive is idempotent per call id, so connection trouble is ridden out.
             // Its hold stays pending for the session's renewals until listed below.
@@ -271,7 +274,10 @@ impl RedisQueue {
                     backoff.succeeded();
                     recheck_after(soonest)
                 }
-                Err(error) => backoff.failed(&error).ok_or(error)?,
+                Err(error) => match backoff.failed(&error) {
+                    Some(pause) if wait || Instant::now() + pause <= give_up => pause,
+                    _ => return Err(error),
+                },
             };
             let Some(wake) = wake.as_mut() else {
                 tokio::time::sleep(delay).await;
@@ -306,16 +312,16 @@ struct RedisSettle {
 }
 
 impl RedisSettle {
+    /// Settles the hold (an `ack` or a `nack`): a release, idempotent by the call id,
+    /// so retried through connection trouble as core's policy says of releases.
     async fn settle(&self, op: &str) -> Result<i64> {
-        let mut backoff = Backoff::new();
-        let give_up = tokio::time::Instant::now() + SETTLE_BUDGET;
         let hold = format!("{}:e:{}", self.prefix, self.id);
         self.registry.unlisted(&hold);
         if let Err(error) = self.registry.unregister(&self.shared, &hold).await {
             // A listing left behind only makes a later revoke release a key already gone.
             tracing::debug!(%error, hold, "unlisting a settled hold from the session registry failed");
         }
-        loop {
+        let attempt = || {
             let mut call = self.shared.script(&DELIVERY.settle);
             call.key(&hold);
             self.registry.key_into(&mut call);
@@ -323,22 +329,13 @@ impl RedisSettle {
                 .arg(&self.id)
                 .arg(op)
                 .arg(&self.record);
-            match self.shared.eval(&call).await {
-                Ok(reply) => return int("queue_settle", &reply),
-                Err(error) => match backoff.failed(&error) {
-                    Some(pause) if tokio::time::Instant::now() + pause < give_up => {
-                        tokio::time::sleep(pause).await;
-                    }
-                    _ => return Err(error),
-                },
-            }
-        }
+            async move { int("queue_settle", &self.shared.eval(&call).await?) }
+        };
+        RetryPolicy::default()
+            .release("queue settle", None, attempt)
+            .await
     }
 }
-
-/// How long an acknowledgement or a nack rides out connection trouble (it is
-/// idempotent: keyed by the call id).
-const SETTLE_BUDGET: Duration = Duration::from_secs(30);
 
 #[async_trait]
 impl Settle for RedisSettle {
@@ -476,7 +473,7 @@ impl Queue for RedisQueue {
             .keys
             .channel(&format!("{}:w:{}", self.prefix, call.id));
         let mut wake = self.shared.notifier.subscribe(channel).await?;
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("queue dequeue");
         loop {
             // A pop is idempotent per call id, so connection trouble is ridden out.
             let delay = match self.pop(&call.id, true).await {

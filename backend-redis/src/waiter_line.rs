@@ -60,10 +60,10 @@ use crate::error::{array, int, unexpected};
 use crate::hold::{Cleanup, Hold};
 use crate::keys::Kind;
 use crate::notify::Event;
-use crate::retry::Backoff;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::store::Shared;
+use distsync_core::raw::WaitRetry;
 
 /// Added to every re-check delay, so that the key has really expired by then.
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
@@ -271,7 +271,7 @@ impl WaiterLine {
         }
         let channel = self.shared.keys.channel(&format!("{}:w:{id}", self.prefix));
         let mut wake = self.shared.notifier.subscribe(channel).await?;
-        let mut backoff = Backoff::new();
+        let mut backoff = WaitRetry::new("a place in line");
         loop {
             // The first check runs as soon as the subscription is confirmed: a grant
             // published before that was missed, but the check sees it.

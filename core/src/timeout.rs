@@ -9,8 +9,9 @@
 //! call's future at the deadline: wrapping a call in `tokio::time::timeout` yourself is
 //! equally valid; the twins also map the elapsed error to a typed
 //! [`Error::Timeout`](crate::Error::Timeout) carrying the duration, or, when the
-//! deadline passes while the store is failing, to the store's transient error, so that a caller tells "the store is down" from
-//! "nobody released in time" (see [`crate::raw::retry`]).
+//! deadline passes while the store is failing, to the store's transient error, so
+//! that a caller tells "the store is down" from "nobody released in time" (see
+//! [`crate::raw::retry`]).
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Queue cases: FIFO, priority order, no loss and no duplicate under cancelled
 //! consumers, and the empty queue.
 
+mod outage;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,16 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[Hook::Partition],
         run: |h| boxed(lost_replies(h)),
+    },
+    Case {
+        id: "queue_dequeue_waits_through_outage",
+        group: Group::Queue,
+        guarantee: "a dequeue waits through a store outage longer than the one-shot budget \
+                    and gets the item enqueued after it; try_dequeue fails within the budget",
+        needs: &[Need::Queue],
+        claim: Claim::Contract,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(outage::dequeue_waits_through_an_outage(h)),
     },
     Case {
         id: "queue_empty",

@@ -19,8 +19,8 @@ use distsync_core::token::FencingToken;
 
 use super::guarded::KvGuardedWrite;
 use super::key::{delete_if_created_at, KeySpace};
-use super::retry::{retry_transient, GaveUp};
 use super::wait::{read, until_lost, wait_delete};
+use distsync_core::raw::RetryPolicy;
 
 /// Takes the session's in-process gate for `resource` (see [`Session::exclusive`]):
 /// waiting for it unless `wait` is false, in which case a busy gate gives `None`.
@@ -201,19 +201,16 @@ pub(crate) async fn remove_or_revoke(
         let retried = attempts > 1;
         async move { Ok(remove(&**kv, key, lease, create_revision).await? || retried) }
     };
-    match retry_transient(
+    let release = RetryPolicy::default().idempotent_until(
         "release",
-        key,
-        deadline,
+        Some(deadline),
         Some(session.lost_token()),
         attempt,
-    )
-    .await
-    {
+    );
+    match release.await {
         Ok(removed) => Ok(removed),
-        Err(GaveUp::Stopped(_)) => Err(Error::SessionLost),
-        Err(gave_up) => {
-            let error = gave_up.into_error();
+        Err(Error::SessionLost) => Err(Error::SessionLost),
+        Err(error) => {
             tracing::warn!(%key, %error, "release failed; revoking its session so that the store frees the key");
             revoke_session(kv, session, lease);
             Err(error)
@@ -233,8 +230,9 @@ fn revoke_session(kv: &Arc<dyn Kv>, session: &Session, lease: LeaseId) {
     let deadline = Instant::now() + session.ttl();
     runtime.spawn(async move {
         let revoke = || kv.lease_revoke(lease);
-        if let Err(gave_up) = retry_transient("revoke", "", deadline, None, revoke).await {
-            let error = gave_up.into_error();
+        let revoked =
+            RetryPolicy::default().idempotent_until("revoke", Some(deadline), None, revoke);
+        if let Err(error) = revoked.await {
             tracing::warn!(
                 lease = format_args!("{lease:x}"),
                 %error,

@@ -96,7 +96,6 @@ pub use key::KeyLayout;
 use key::{KeySpace, Kind};
 mod mutex;
 mod queue;
-mod retry;
 mod rwmutex;
 mod semaphore;
 mod status;

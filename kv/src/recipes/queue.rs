@@ -100,8 +100,8 @@ use distsync_core::name::Name;
 use distsync_core::queue::Queue;
 
 use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
-use super::retry::retry_transient;
 use super::wait::{next_event, patiently};
+use distsync_core::raw::RetryPolicy;
 
 /// How long a claim rides out transient failures before its call gives up.
 const CLAIM_BUDGET: Duration = Duration::from_secs(60);
@@ -563,11 +563,12 @@ impl Drop for Waiting {
         runtime.spawn(async move {
             let deadline = Instant::now() + WAKE_BUDGET;
             let attempt = || withdraw(&*kv, &layout, &key, &call, create_revision);
-            match retry_transient("queue waiter removal", &key, deadline, None, attempt).await {
+            match RetryPolicy::default()
+                .idempotent_until("queue waiter removal", Some(deadline), None, attempt)
+                .await {
                 Ok(Withdrawn::Removed) => {}
                 Ok(Withdrawn::WasWoken(next)) => wake(&*kv, &layout, next).await,
-                Err(gave_up) => {
-                    let error = gave_up.into_error();
+                Err(error) => {
                     tracing::warn!(%key, %error, "removing a queue waiter failed; its key absorbs one wake-up");
                 }
             }
@@ -634,15 +635,16 @@ async fn wake(kv: &dyn Kv, layout: &Layout, first: Option<KeyValue>) {
         .and_then(vec![TxnOp::delete(&waiter.key)])
         .or_else(vec![TxnOp::Range(layout.first_waiter())]);
         let attempt = || kv.txn(txn.clone());
-        let response =
-            match retry_transient("queue wake-up", &waiter.key, deadline, None, attempt).await {
-                Ok(response) => response,
-                Err(gave_up) => {
-                    let error = gave_up.into_error();
-                    tracing::warn!(key = %waiter.key, %error, "waking a queue consumer failed");
-                    return;
-                }
-            };
+        let response = match RetryPolicy::default()
+            .idempotent_until("queue wake-up", Some(deadline), None, attempt)
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(key = %waiter.key, %error, "waking a queue consumer failed");
+                return;
+            }
+        };
         if response.succeeded {
             tracing::trace!(key = %waiter.key, "woke a queue consumer");
             return;
@@ -791,11 +793,12 @@ async fn claim_in_store(
     .or_else(vec![TxnOp::Range(Range::prefix(layout.claims(call)))]);
     let deadline = Instant::now() + CLAIM_BUDGET;
     let attempt = || kv.txn(txn.clone());
-    let response = match retry_transient("queue claim", &item.kv.key, deadline, None, attempt).await
+    let response = match RetryPolicy::default()
+        .idempotent_until("queue claim", Some(deadline), None, attempt)
+        .await
     {
         Ok(response) => response,
-        Err(gave_up) => {
-            let error = gave_up.into_error();
+        Err(error) => {
             tracing::error!(
                 key = %item.kv.key,
                 call,
@@ -880,10 +883,10 @@ impl Claimed {
             let attempt = || kv.txn(txn.clone());
             // Not succeeding means the record is gone already: deleted by an attempt
             // whose reply was lost (nothing else deletes it while this call holds it).
-            if let Err(gave_up) =
-                retry_transient("queue acknowledgement", &record, deadline, None, attempt).await
+            if let Err(error) = RetryPolicy::default()
+                .idempotent_until("queue acknowledgement", Some(deadline), None, attempt)
+                .await
             {
-                let error = gave_up.into_error();
                 tracing::error!(
                     %record,
                     %error,
@@ -922,10 +925,11 @@ impl Drop for Claimed {
         runtime.spawn(async move {
             let deadline = Instant::now() + PUT_BACK_BUDGET;
             let attempt = || put_back(&*kv, &layout, &record, revision, position, value.clone());
-            if let Err(gave_up) =
-                retry_transient("queue put-back", &record, deadline, None, attempt).await
+            if let Err(error) =
+                RetryPolicy::default()
+                .idempotent_until("queue put-back", Some(deadline), None, attempt)
+                .await
             {
-                let error = gave_up.into_error();
                 tracing::error!(
                     %record,
                     %error,

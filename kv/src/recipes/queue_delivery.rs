@@ -30,7 +30,6 @@
 
 use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -43,13 +42,10 @@ use distsync_core::error::{Error, Result};
 use distsync_core::session::Session;
 
 use super::super::key::range_at;
-use super::super::retry::retry_transient;
 use super::super::wait::patiently;
 use super::queue_sweep::claim_call_id;
 use super::{Item, KvQueue, Layout, Position, CLAIM_BUDGET};
-
-/// How long an acknowledgement or a nack rides out transient failures.
-const SETTLE_BUDGET: Duration = Duration::from_secs(30);
+use distsync_core::raw::RetryPolicy;
 
 impl KvQueue {
     /// `receive` (`wait`) or `try_receive`.
@@ -134,15 +130,14 @@ async fn hold_in_store(
     let hold_key = layout.hold(position);
     let counter_key = layout.deliveries(position);
     let read_counter = || kv.range(Range::key(&counter_key));
-    let counter = retry_transient(
-        "queue delivery count",
-        &counter_key,
-        deadline,
-        Some(lost),
-        read_counter,
-    )
-    .await
-    .map_err(super::super::retry::GaveUp::into_error)?;
+    let counter = RetryPolicy::default()
+        .idempotent_until(
+            "queue delivery count",
+            Some(deadline),
+            Some(lost),
+            read_counter,
+        )
+        .await?;
     let (delivered, counter_revision) = match counter.kvs.first() {
         Some(found) => {
             let count = std::str::from_utf8(&found.value)
@@ -168,12 +163,12 @@ async fn hold_in_store(
     ])
     .or_else(vec![TxnOp::Range(Range::key(&hold_key))]);
     let attempt = || kv.txn(txn.clone());
-    let response = match retry_transient("queue hold", &hold_key, deadline, Some(lost), attempt)
+    let response = match RetryPolicy::default()
+        .idempotent_until("queue hold", Some(deadline), Some(lost), attempt)
         .await
     {
         Ok(response) => response,
-        Err(gave_up) => {
-            let error = gave_up.into_error();
+        Err(error) => {
             tracing::warn!(
                 key = %hold_key,
                 %error,
@@ -235,11 +230,10 @@ impl Settle for KvSettle {
                 TxnOp::delete(self.layout.deliveries(self.position)),
             ])
             .or_else(vec![TxnOp::Range(Range::key(&item))]);
-        let deadline = Instant::now() + SETTLE_BUDGET;
         let attempt = || self.kv.txn(txn.clone());
-        let response = retry_transient("queue ack", &self.hold, deadline, None, attempt)
-            .await
-            .map_err(super::super::retry::GaveUp::into_error)?;
+        let response = RetryPolicy::default()
+            .release("queue ack", None, attempt)
+            .await?;
         if response.succeeded {
             return Ok(());
         }
@@ -254,12 +248,11 @@ impl Settle for KvSettle {
 
     async fn nack(&self) -> Result<()> {
         let txn = Txn::when(vec![self.mine()]).and_then(vec![TxnOp::delete(&self.hold)]);
-        let deadline = Instant::now() + SETTLE_BUDGET;
         let attempt = || self.kv.txn(txn.clone());
         // Not succeeding means the hold is gone already: the item is back either way.
-        retry_transient("queue nack", &self.hold, deadline, None, attempt)
-            .await
-            .map_err(super::super::retry::GaveUp::into_error)?;
+        RetryPolicy::default()
+            .release("queue nack", None, attempt)
+            .await?;
         Ok(())
     }
 }

@@ -9,30 +9,28 @@
 //!
 //! Transient store errors while waiting (a member cut off from the raft leader that
 //! refuses or cancels the watch, a broken connection, an election in progress) are
-//! ridden out with backoff rather than returned: the waiter re-reads and watches again
-//! once the store answers, for as long as its session lives (or, for waits without a
-//! session, until the caller drops the wait). So a waiter neither hangs on a silent
-//! member nor gives up its place in line during a leader change.
+//! ridden out as core's retry policy says of waits ([`distsync_core::raw::retry`]):
+//! the waiter re-reads and watches again once the store answers, for as long as its
+//! session lives (or, for waits without a session, until the caller drops the wait).
+//! So a waiter neither hangs on a silent member nor gives up its place in line during
+//! a leader change or an outage.
 
 use std::future::Future;
 
 use futures::StreamExt;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::kv::{
     EventKind, Kv, Range, RangeResponse, Revision, SortOrder, SortTarget, WatchEvent, WatchResponse,
 };
 use distsync_core::error::{Error, Result};
-
-use super::retry::{retry_transient, GaveUp};
-
-/// How far ahead "no deadline" is.
-const PATIENCE: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+use distsync_core::raw::RetryPolicy;
 
 /// Runs `operation` (a read or a watch creation: idempotent) for a waiter, riding out
-/// transient errors with backoff until it succeeds, fails otherwise, or `lost` fires
-/// ([`Error::SessionLost`]).
+/// transient errors as core's policy says of waits ([`RetryPolicy::wait`]) until it
+/// succeeds, fails otherwise, or `lost` fires ([`Error::SessionLost`]). `key` names
+/// the wait in the outage's log lines.
 pub(crate) async fn patiently<T, F, Fut>(
     lost: Option<&CancellationToken>,
     what: &'static str,
@@ -43,13 +41,10 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let deadline = Instant::now() + PATIENCE;
-    let outcome = until_lost(lost, retry_transient(what, key, deadline, lost, operation)).await?;
-    match outcome {
-        Ok(value) => Ok(value),
-        Err(GaveUp::Stopped(_)) => Err(Error::SessionLost),
-        Err(gave_up) => Err(gave_up.into_error()),
-    }
+    let wait = RetryPolicy::default().wait(what, lost, operation);
+    until_lost(lost, wait.instrument(tracing::debug_span!("wait", key)))
+        .await
+        .and_then(|outcome| outcome)
 }
 
 /// A read for a waiter (see [`patiently`]).
