@@ -136,6 +136,33 @@ pub(crate) async fn within_check<T>(
     }
 }
 
+/// A client of `h`'s store through the partition proxy, with the URL's `timeout=` and
+/// `connect_timeout=` set to `request` and `connect`, so a case knows the bounds of the
+/// client it cuts off. Connecting comes before any cut and is not what a case measures:
+/// a connection that a loaded machine did not finish within a short `connect_timeout`
+/// is tried again, for at most [`LONG`].
+pub(crate) async fn partitioned_client_with_timeouts(
+    h: &crate::harness::Harness,
+    request: Duration,
+    connect: Duration,
+) -> Check<Box<dyn crate::faults::Partitioned>> {
+    let settings = format!(
+        "timeout={}ms&connect_timeout={}ms",
+        request.as_millis(),
+        connect.as_millis()
+    );
+    let transient = AtomicUsize::new(0);
+    within(
+        LONG,
+        "connecting a client through the proxy",
+        retry_transient(&transient, LONG, || {
+            h.faults()
+                .partitioned_client_with(h.backend().as_ref(), &settings)
+        }),
+    )
+    .await
+}
+
 /// Calls `op` again while it fails with an error a caller may retry
 /// ([`Error::is_transient`]: a store answering "unavailable" while it elects a leader
 /// or fails over, a connection being re-established), for at most `limit`: counts

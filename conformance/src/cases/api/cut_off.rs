@@ -15,7 +15,7 @@ use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::check::{
-    ensure, ms, retry_transient, violated, within, Bounded, Check, Context, Holds, LONG,
+    ensure, ms, partitioned_client_with_timeouts, violated, Bounded, Check, Context, Holds, LONG,
 };
 use crate::faults::PartitionMode;
 use crate::harness::Harness;
@@ -68,23 +68,7 @@ fn requests<'a>(
 /// error (or `SessionLost`); after the heal the client works again, and the item it
 /// enqueued before the cut still comes out of the queue.
 pub(super) async fn requests_into_a_silent_partition(h: Harness) -> Check {
-    let settings = format!(
-        "timeout={}ms&connect_timeout={}ms",
-        REQUEST_TIMEOUT.as_millis(),
-        CONNECT_TIMEOUT.as_millis()
-    );
-    // Connecting comes before the cut and is not what is measured: a connection that
-    // a loaded machine did not finish within the short connect_timeout is tried again.
-    let transient = std::sync::atomic::AtomicUsize::new(0);
-    let partition = within(
-        LONG,
-        "connecting a client through the proxy",
-        retry_transient(&transient, LONG, || {
-            h.faults()
-                .partitioned_client_with(h.backend().as_ref(), &settings)
-        }),
-    )
-    .await?;
+    let partition = partitioned_client_with_timeouts(&h, REQUEST_TIMEOUT, CONNECT_TIMEOUT).await?;
     let client = partition.backend();
     let queue = h.name("cut-off-queue").ctx("naming the queue")?;
     let lock = h.name("cut-off-lock").ctx("naming the lock")?;

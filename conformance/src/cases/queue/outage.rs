@@ -12,7 +12,9 @@ use distsync_core::raw::retry::ONE_SHOT_BUDGET;
 use distsync_core::{Bytes, Error};
 use tokio::time::Instant;
 
-use crate::check::{ms, retry_transient, violated, within, Bounded, Check, Context, Holds, LONG};
+use crate::check::{
+    ms, partitioned_client_with_timeouts, violated, Bounded, Check, Context, Holds, LONG,
+};
 use crate::faults::PartitionMode;
 use crate::harness::Harness;
 
@@ -38,21 +40,7 @@ const DEADLINE: Duration = Duration::from_millis(3000);
 /// a margin; a `dequeue_timeout` whose deadline passes during the outage returns the
 /// store's transient error, not `Timeout`.
 pub(super) async fn dequeue_waits_through_an_outage(h: Harness) -> Check {
-    let settings = format!(
-        "timeout={}ms&connect_timeout={}ms",
-        REQUEST_TIMEOUT.as_millis(),
-        REQUEST_TIMEOUT.as_millis()
-    );
-    let transient = std::sync::atomic::AtomicUsize::new(0);
-    let partition = within(
-        LONG,
-        "connecting a client through the proxy",
-        retry_transient(&transient, LONG, || {
-            h.faults()
-                .partitioned_client_with(h.backend().as_ref(), &settings)
-        }),
-    )
-    .await?;
+    let partition = partitioned_client_with_timeouts(&h, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?;
     let client = partition.backend();
     let name = h.name("outage-queue").ctx("naming the queue")?;
     let consumer = client.queue(name.clone()).ctx("making the consumer")?;
