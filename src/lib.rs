@@ -176,14 +176,21 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
 }
 
 /// The drivers of backends whose cargo feature is off: their schemes, answered with
-/// [`Error::FeatureDisabled`].
-#[allow(dead_code)]
+/// [`Error::FeatureDisabled`]. Each is compiled only when its feature is off.
+#[cfg(not(all(feature = "etcd", feature = "redis", feature = "postgres")))]
 mod disabled {
     use distsync_core::{driver::Driver, Capabilities, Coordinator, Error, Result};
     use futures::future::BoxFuture;
 
-    pub(crate) const ETCD: Driver =
-        Driver::new("etcd", &["etcd"], etcd, || Capabilities::none("etcd"));
+    #[cfg(not(feature = "etcd"))]
+    pub(crate) const ETCD: Driver = Driver::new(
+        "etcd",
+        &["etcd"],
+        |url| off(url, "etcd"),
+        || Capabilities::none("etcd"),
+    )
+    .not_built();
+    #[cfg(not(feature = "redis"))]
     pub(crate) const REDIS: Driver = Driver::new(
         "redis",
         &[
@@ -193,31 +200,24 @@ mod disabled {
             "redis+cluster",
             "rediss+cluster",
         ],
-        redis,
+        |url| off(url, "redis"),
         || Capabilities::none("redis"),
-    );
-    pub(crate) const POSTGRES: Driver =
-        Driver::new("postgres", &["postgres", "postgresql"], postgres, || {
-            Capabilities::none("postgres")
-        });
+    )
+    .not_built();
+    #[cfg(not(feature = "postgres"))]
+    pub(crate) const POSTGRES: Driver = Driver::new(
+        "postgres",
+        &["postgres", "postgresql"],
+        |url| off(url, "postgres"),
+        || Capabilities::none("postgres"),
+    )
+    .not_built();
 
     fn off(url: &str, feature: &'static str) -> BoxFuture<'static, Result<Coordinator>> {
         let scheme = distsync_core::driver::scheme_of(url)
             .unwrap_or(feature)
             .to_ascii_lowercase();
         Box::pin(async move { Err(Error::FeatureDisabled { scheme, feature }) })
-    }
-
-    fn etcd(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
-        off(url, "etcd")
-    }
-
-    fn redis(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
-        off(url, "redis")
-    }
-
-    fn postgres(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
-        off(url, "postgres")
     }
 }
 

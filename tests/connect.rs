@@ -144,6 +144,26 @@ fn every_scheme_belongs_to_one_driver_that_names_its_backend() {
     }
 }
 
+#[test]
+fn a_built_driver_documents_every_scheme_in_its_url_forms_and_only_features_off_are_not_built() {
+    for driver in distsync::DRIVERS {
+        let feature_on = match driver.name {
+            "memory" => true,
+            "etcd" => cfg!(feature = "etcd"),
+            "redis" => cfg!(feature = "redis"),
+            "postgres" => cfg!(feature = "postgres"),
+            other => panic!("a driver the facade has no feature for: {other}"),
+        };
+        assert_eq!(driver.built, feature_on, "{driver:?}");
+        if driver.built {
+            for scheme in driver.schemes {
+                let form = format!("{scheme}://");
+                assert!(driver.url_forms.contains(&form), "{driver:?} lacks {form}");
+            }
+        }
+    }
+}
+
 #[cfg(not(feature = "redis"))]
 #[tokio::test]
 async fn every_redis_scheme_without_its_feature_names_the_feature() {

@@ -10,6 +10,11 @@ pub const DRIVER: Driver = Driver::new(
     &[crate::config::SCHEME],
     connect,
     crate::capabilities,
+)
+.with_url_forms(
+    "etcd://[user:password@]host:port[,host:port...][/namespace]\
+     [?tls=true&ca=PATH&cert=PATH&key=PATH&layout=go]
+    layout=go shares rwlocks, queues, barriers and STM keys with etcd's Go recipes",
 );
 
 fn connect(url: &str) -> BoxFuture<'_, Result<Coordinator>> {

@@ -10,6 +10,11 @@ pub const DRIVER: Driver = Driver::new(
     &["postgres", "postgresql"],
     connect,
     crate::capabilities,
+)
+.with_url_forms(
+    "postgres://[user[:password]@]host[:port]/database\
+     [?schema=S&sslmode=verify-full&sslrootcert=PATH&sslcert=PATH&sslkey=PATH]
+    postgresql:// too; tables in schema S (default distsync)",
 );
 
 fn connect(url: &str) -> BoxFuture<'_, Result<Coordinator>> {

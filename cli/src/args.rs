@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::duration;
 use crate::items::Encoding;
@@ -37,19 +37,60 @@ Exit codes:
     };
 }
 
-/// `-h`: the exit codes and the URL schemes.
-const SHORT_AFTER_HELP: &str = concat!(
-    exit_code_table!(),
-    "
+/// `-h` after the options: the exit codes and the URL schemes of [`distsync::DRIVERS`].
+fn short_after_help() -> String {
+    let schemes: Vec<String> = distsync::DRIVERS
+        .iter()
+        .flat_map(|driver| driver.schemes.iter().map(|scheme| format!("{scheme}://")))
+        .collect();
+    // Wrapped as the rest of the help is, within 88 columns.
+    let mut text = format!("{}\n\nBackends:", exit_code_table!());
+    let mut width = "Backends:".len();
+    for (index, scheme) in schemes.iter().enumerate() {
+        let comma = if index + 1 < schemes.len() { "," } else { "" };
+        let word = format!("{scheme}{comma}");
+        if width + 1 + word.len() > 88 {
+            text.push('\n');
+            width = 0;
+        } else {
+            text.push(' ');
+            width += 1;
+        }
+        width += word.len();
+        text.push_str(&word);
+    }
+    text.push_str("\n(every URL form and its parameters: --help)");
+    text
+}
 
-Backends: memory://, etcd://, redis://, rediss://, redis+sentinel://, redis+cluster://,
-postgres:// (every URL form and its parameters: --help)"
-);
+/// `--help` after the options: the exit codes with what happens to CMD, each driver's
+/// URL forms (a driver whose cargo feature is off says so), the durations.
+fn long_after_help() -> String {
+    let mut backends = String::new();
+    for driver in distsync::DRIVERS {
+        if driver.built {
+            for line in driver.url_forms.lines() {
+                backends.push_str("  ");
+                backends.push_str(line);
+                backends.push('\n');
+            }
+        } else {
+            let schemes: Vec<String> = driver.schemes.iter().map(|s| format!("{s}://")).collect();
+            backends.push_str(&format!(
+                "  {}\n      cargo feature `{}`, not built into this binary\n",
+                schemes.join(", "),
+                driver.name
+            ));
+        }
+    }
+    format!(
+        "{}{LONG_AFTER_HELP_CMD}{backends}{LONG_AFTER_HELP_END}",
+        exit_code_table!()
+    )
+}
 
-/// `--help`: the exit codes with what happens to CMD, the URL forms, the durations.
-const LONG_AFTER_HELP: &str = concat!(
-    exit_code_table!(),
-    "
+/// The part of `--help` between the exit codes and the URL forms.
+const LONG_AFTER_HELP_CMD: &str = "
   With `-- CMD`, exit code 1 (or 2, 3, 4) may also be CMD's own: the result line
   (`NAME key=...`) comes only once held, so a script that needs to tell them apart reads
   it. CMD is stopped before the store can give the hold (or a received item) to anyone
@@ -59,31 +100,32 @@ const LONG_AFTER_HELP: &str = concat!(
   deadline at the latest. distsync then exits with 3.
 
 Backends (URL in --backend, DISTSYNC_URL or the file of --backend-file):
-  memory://, memory://NAME
-      in-process: one distsync process only (demos, tests)
-  etcd://[user:password@]host:port[,host:port...][/namespace][?tls=true&ca=PATH&cert=PATH&key=PATH&layout=go]
-      feature `etcd`; layout=go shares rwlocks, queues, barriers and STM keys with
-      etcd's Go recipes
-  redis://[user[:password]@]host[:port][/db][?namespace=NS&allow_eviction=true]
-      feature `redis`; the server must run maxmemory-policy noeviction unless
-      allow_eviction=true (which gives up the guarantees)
-  rediss://[user[:password]@]host[:port][/db][?ca=PATH&cert=PATH&key=PATH&namespace=NS]
-      Redis over TLS
-  redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/SERVICE[/db][?wait_replicas=N&wait_timeout=DURATION]
-      the primary of SERVICE, found through its Sentinels (port 26379 by default);
-      wait_replicas=N makes grants survive a failover
-  redis+cluster://[user[:password]@]host[:port][,host[:port]...][?nat_map=ANNOUNCED:PORT=REACHED:PORT,...]
-      Redis Cluster (database 0), found from any node that answers
-  postgres://[user[:password]@]host[:port]/database[?schema=S&sslmode=verify-full&sslrootcert=PATH&sslcert=PATH&sslkey=PATH]
-      feature `postgres` (postgresql:// too); tables in schema S (default distsync)
-  Every network URL also takes connect_timeout=DURATION and timeout=DURATION (one
+";
+
+/// The part of `--help` after the URL forms.
+const LONG_AFTER_HELP_END: &str =
+    "  Every network URL also takes connect_timeout=DURATION and timeout=DURATION (one
   request). Install with every backend: cargo install --path cli --features full
 
 Durations (--timeout, --ttl, --grace, and the URLs' timeouts): `1500ms`, `2s`, `1m`, or
 a bare number, which means milliseconds for --timeout and in URLs but seconds for --ttl
 and --grace (scripts write `--ttl 30` meaning 30 s; as 30 ms every session would expire
-at once); write the unit to be clear."
-);
+at once); write the unit to be clear.";
+
+/// The command line's full grammar with its help texts: [`Cli`]'s, and after the
+/// options the parts read from the driver list at run time.
+pub(crate) fn command() -> clap::Command {
+    Cli::command()
+        .after_help(short_after_help())
+        .after_long_help(long_after_help())
+}
+
+/// Parses the process's arguments with [`command`]; on bad arguments or `--help`, prints
+/// and exits as clap does.
+pub(crate) fn parse() -> Cli {
+    let mut matches = command().get_matches();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|error| error.exit())
+}
 
 /// `distsync`: distributed concurrency primitives from the shell.
 #[derive(Debug, Parser)]
@@ -92,8 +134,6 @@ at once); write the unit to be clear."
     version,
     about = "Distributed locks, elections, queues, barriers and STM over etcd, Redis, PostgreSQL or memory",
     long_about = LONG_ABOUT,
-    after_help = SHORT_AFTER_HELP,
-    after_long_help = LONG_AFTER_HELP
 )]
 pub(crate) struct Cli {
     /// The store's URL: memory://, etcd://…, redis://…, rediss://…, redis+sentinel://…,

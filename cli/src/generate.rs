@@ -3,17 +3,13 @@
 
 use std::io::{self, Write};
 
-use clap::CommandFactory;
-
-use crate::args::Cli;
-
 /// Writes the completion script for `shell` to standard output.
 ///
 /// # Errors
 /// Writing to standard output failed.
 pub(crate) fn completions(shell: clap_complete::Shell) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    clap_complete::generate(shell, &mut Cli::command(), "distsync", &mut out);
+    clap_complete::generate(shell, &mut crate::args::command(), "distsync", &mut out);
     out.flush()
 }
 
@@ -25,6 +21,6 @@ pub(crate) fn completions(shell: clap_complete::Shell) -> io::Result<()> {
 /// Writing to standard output failed.
 pub(crate) fn man() -> io::Result<()> {
     let mut out = io::stdout().lock();
-    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    clap_mangen::Man::new(crate::args::command()).render(&mut out)?;
     out.flush()
 }

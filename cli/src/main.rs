@@ -73,13 +73,11 @@ mod wait;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-
 use crate::args::{Cli, Command};
 use crate::exit::Failure;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = args::parse();
     init_tracing();
     let generated = match cli.command {
         Command::Completions { shell } => Some(generate::completions(shell)),

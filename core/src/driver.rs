@@ -43,6 +43,12 @@ pub struct Driver {
     /// What the backend offers and claims in its default configuration (a URL's
     /// options may claim less: the connected [`Coordinator::capabilities`] says).
     pub capabilities: fn() -> Capabilities,
+    /// The URL forms it accepts and what their parameters do, for help texts: lines
+    /// of `FORM` followed by indented description lines (empty: none given).
+    pub url_forms: &'static str,
+    /// Whether the backend is built into this binary: `false` for a facade's stand-in
+    /// whose cargo feature is off (its `connect` answers [`Error::FeatureDisabled`]).
+    pub built: bool,
 }
 
 impl Driver {
@@ -58,6 +64,26 @@ impl Driver {
             schemes,
             connect,
             capabilities,
+            url_forms: "",
+            built: true,
+        }
+    }
+
+    /// The same driver with `forms` as its [`Driver::url_forms`].
+    #[must_use]
+    pub const fn with_url_forms(self, forms: &'static str) -> Self {
+        Self {
+            url_forms: forms,
+            ..self
+        }
+    }
+
+    /// The same driver marked as not built into this binary ([`Driver::built`]).
+    #[must_use]
+    pub const fn not_built(self) -> Self {
+        Self {
+            built: false,
+            ..self
         }
     }
 
@@ -76,6 +102,7 @@ impl fmt::Debug for Driver {
         f.debug_struct("Driver")
             .field("name", &self.name)
             .field("schemes", &self.schemes)
+            .field("built", &self.built)
             .finish_non_exhaustive()
     }
 }

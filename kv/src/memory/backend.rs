@@ -131,7 +131,10 @@ pub fn capabilities() -> Capabilities {
 
 /// The memory backend in the facade's list of drivers: `memory://` URLs.
 pub const DRIVER: distsync_core::Driver =
-    distsync_core::Driver::new(BACKEND, &[SCHEME], connect_boxed, capabilities);
+    distsync_core::Driver::new(BACKEND, &[SCHEME], connect_boxed, capabilities).with_url_forms(
+        "memory://, memory://NAME
+    in-process: one distsync process only (demos, tests); NAME shares one store per process",
+    );
 
 fn connect_boxed(url: &str) -> futures::future::BoxFuture<'_, Result<Coordinator>> {
     Box::pin(connect(url))
