@@ -91,7 +91,8 @@ struct Faults {
 
 /// A [`MemoryKv`] behind a fault injector: partitions, failed transactions and reads.
 /// Cloning gives another handle on the same store and the same faults (keep one to
-/// switch faults while a backend owns the other). See the [module docs](self).
+/// switch faults while a backend owns the other). The module docs of
+/// `distsync_kv::memory` name the faults it injects.
 #[derive(Clone, Debug)]
 pub struct FaultyKv {
     store: MemoryKv,
