@@ -1,37 +1,4 @@
-//! [`FaultyKv`]: the memory store behind a fault injector, for tests of code built on
-//! distsync (and of distsync itself) that must see how it behaves when the store is
-//! unreachable or fails a request.
-//!
-//! Two kinds of fault, both switched at run time from any clone of the handle:
-//!
-//! - **a partition** ([`Partition`]): every request (and every watch event) of this
-//!   client waits at a gate while the partition is [`Partition::Silent`] (failing
-//!   once the request timeout given to [`FaultyKv::with_request_timeout`] passes), or
-//!   fails at once while it is [`Partition::Reset`]. The store itself goes on,
-//!   expiring the leases this client no longer renews, exactly as a server behind a
-//!   partition does; other clients of the same [`MemoryKv`] are not affected.
-//! - **failed transactions** ([`TxnFault`]): the next transactions fail with a
-//!   transient error ([`Error::Connection`]), either not applied (a request refused
-//!   during an etcd leader change) or applied with the reply lost; and the next reads
-//!   and watch creations fail as a member without a leader refuses them.
-//!
-//! A wrapped store counts the transactions and watches it was asked for, so a test can
-//! wait for a waiter to be parked on its watch instead of sleeping.
-//!
-//! ```
-//! use distsync_kv::kv::{Kv, Range};
-//! use distsync_kv::memory::{FaultyKv, MemoryKv, Partition};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let kv = FaultyKv::new(MemoryKv::new());
-//! kv.partition(Partition::Reset);
-//! let refused = kv.range(Range::key("k")).await.unwrap_err();
-//! assert!(refused.is_transient());
-//! kv.partition(Partition::Open);
-//! assert_eq!(kv.range(Range::key("k")).await.unwrap().count, 0);
-//! # }
-//! ```
+//! [`FaultyKv`]: the memory store behind a fault injector.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -89,10 +56,42 @@ struct Faults {
     watches: AtomicUsize,
 }
 
-/// A [`MemoryKv`] behind a fault injector: partitions, failed transactions and reads.
-/// Cloning gives another handle on the same store and the same faults (keep one to
-/// switch faults while a backend owns the other). The module docs of
-/// `distsync_kv::memory` name the faults it injects.
+/// A [`MemoryKv`] behind a fault injector: partitions, failed transactions and reads,
+/// for tests of code built on distsync (and of distsync itself) that must see how it
+/// behaves when the store is unreachable or fails a request. Cloning gives another
+/// handle on the same store and the same faults (keep one to switch faults while a
+/// backend owns the other).
+///
+/// Two kinds of fault, both switched at run time from any clone of the handle:
+///
+/// - **a partition** ([`Partition`]): every request (and every watch event) of this
+///   client waits at a gate while the partition is [`Partition::Silent`] (failing
+///   once the request timeout given to [`FaultyKv::with_request_timeout`] passes), or
+///   fails at once while it is [`Partition::Reset`]. The store itself goes on,
+///   expiring the leases this client no longer renews, exactly as a server behind a
+///   partition does; other clients of the same [`MemoryKv`] are not affected.
+/// - **failed transactions** ([`TxnFault`]): the next transactions fail with a
+///   transient error ([`Error::Connection`]), either not applied (a request refused
+///   during an etcd leader change) or applied with the reply lost; and the next reads
+///   and watch creations fail as a member without a leader refuses them.
+///
+/// A wrapped store counts the transactions and watches it was asked for, so a test can
+/// wait for a waiter to be parked on its watch instead of sleeping.
+///
+/// ```
+/// use distsync_kv::kv::{Kv, Range};
+/// use distsync_kv::memory::{FaultyKv, MemoryKv, Partition};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let kv = FaultyKv::new(MemoryKv::new());
+/// kv.partition(Partition::Reset);
+/// let refused = kv.range(Range::key("k")).await.unwrap_err();
+/// assert!(refused.is_transient());
+/// kv.partition(Partition::Open);
+/// assert_eq!(kv.range(Range::key("k")).await.unwrap().count, 0);
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct FaultyKv {
     store: MemoryKv,
