@@ -85,7 +85,7 @@ impl LeadOptions {
 /// store that did not answer. Anything else (a bad name, an unsupported election) is
 /// returned to the caller.
 fn campaigns_again(error: &Error) -> bool {
-    error.is_transient() || matches!(error, Error::SessionLost | Error::NotLeader)
+    error.is_transient() || error.needs_new_session() || matches!(error, Error::NotLeader)
 }
 
 impl Coordinator {
@@ -160,7 +160,7 @@ impl Coordinator {
         let mut backoff = Backoff::new(options.first_retry, options.longest_retry);
         loop {
             let attempt = async {
-                let session = self.backend().session(options.session.clone()).await?;
+                let session = self.session_with(options.session.clone()).await?;
                 let election = self.election(&session, name)?;
                 let leadership = election.campaign(value.clone()).await?;
                 Ok::<_, Error>((session, leadership))

@@ -413,7 +413,6 @@ tokio::task_local! {
 fn copy_transient(error: &Error) -> Error {
     match error {
         Error::Connection { backend, source } => Error::connection(backend, source.to_string()),
-        Error::Timeout(after) => Error::Timeout(*after),
         other => Error::connection("store", other.to_string()),
     }
 }
