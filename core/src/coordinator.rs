@@ -71,23 +71,65 @@ impl Coordinator {
         self.backend.capabilities()
     }
 
-    /// A session with the default TTL (60 s).
+    /// A session with the default options: [`DEFAULT_TTL`](crate::DEFAULT_TTL) (15 s),
+    /// renewed every 5 s, lost 3 s before the store could expire it. See
+    /// [`crate::session`] for how to choose a TTL.
+    ///
+    /// # Errors
+    /// As [`Coordinator::session_with`].
     ///
     /// # Cancel safety
     ///
     /// A session granted while the future is dropped is never renewed, so the store
     /// ends it after its TTL.
     pub async fn session(&self) -> Result<Session> {
-        self.backend.session(SessionOptions::default()).await
+        self.session_with(SessionOptions::default()).await
     }
 
-    /// A session with the given TTL.
+    /// A session with the given TTL and the default margin (`ttl / 5`).
+    ///
+    /// # Errors
+    /// As [`Coordinator::session_with`].
     ///
     /// # Cancel safety
     ///
     /// As [`Coordinator::session`].
     pub async fn session_with_ttl(&self, ttl: Duration) -> Result<Session> {
-        self.backend.session(SessionOptions::with_ttl(ttl)).await
+        self.session_with(SessionOptions::with_ttl(ttl)).await
+    }
+
+    /// A session with the given options (TTL and safety margin).
+    ///
+    /// The options are checked before any I/O, as every backend checks them
+    /// ([`Capabilities::check_session`]): the TTL against the backend's
+    /// [`Capabilities::min_session_ttl`] and the margin against the TTL.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// use std::time::Duration;
+    /// use distsync_core::SessionOptions;
+    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// // A long batch job: a 2-minute lease, lost 30 s before the store could free it.
+    /// let options = SessionOptions::with_ttl(Duration::from_secs(120))
+    ///     .margin(Duration::from_secs(30));
+    /// let session = coordinator.session_with(options).await?;
+    /// assert_eq!(session.ttl(), Duration::from_secs(120));
+    /// session.close().await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a TTL below the backend's minimum or a margin
+    /// that leaves no room for a renewal (not below `2 ttl / 3`), before the store is
+    /// asked; otherwise the store's error ([`Error::is_transient`] when it could not
+    /// be reached).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Coordinator::session`].
+    pub async fn session_with(&self, options: SessionOptions) -> Result<Session> {
+        self.capabilities().check_session(&options)?;
+        self.backend.session(options).await
     }
 
     fn backend_name(&self) -> &'static str {

@@ -17,6 +17,41 @@
 //! Between the first failed renewal and the deadline the session reports
 //! [`SessionHealth::Failing`]: an early warning on which a holder can stop taking new
 //! work (see [`Session::health_watch`]).
+//!
+//! # Choosing a TTL
+//!
+//! A session of TTL `t` renews every `t / 3` and, with the default margin (`t / 5`),
+//! declares itself lost `4t / 5` after the send time of its last acknowledged
+//! renewal. So:
+//!
+//! - a crashed or killed holder blocks the next one for at most `t` (the store expires
+//!   its lease);
+//! - a store or network outage shorter than `4t/5 − t/3 = 7t/15` never costs the
+//!   session, one longer than `4t / 5` always does (`lost()` fires, safely, before the
+//!   store can grant the hold to anyone else);
+//! - a process paused (GC, `SIGSTOP`, a VM migration) for longer than about `7t / 15`
+//!   may wake up to a lost session, and past `t` its hold may already be someone
+//!   else's: only fencing tokens protect the resource then.
+//!
+//! A short TTL means fast failover and more false losses under pauses and partitions;
+//! a long one, the reverse. The default, [`DEFAULT_TTL`], is 15 s (renewals every 5 s,
+//! margin 3 s, outages under 7 s ridden out), as client-go's leader election and
+//! Consul; etcd's Go `concurrency.NewSession` uses 60 s. A renewal is one request,
+//! bounded by the URL's `timeout=` (10 s by default): a renewal stuck on a connection
+//! that died silently is given up only then, so keep `timeout=` below `7t / 15` where
+//! such a connection should not cost the session.
+//!
+//! | use case | TTL | why |
+//! |---|---|---|
+//! | leader of a scheduler | 15 s (the default) | a successor takes over within 15 s of a crash; outages under 7 s ridden out; a lost term is campaigned again ([`Coordinator::lead`](crate::Coordinator::lead)) |
+//! | a lock around a short job (seconds) | 10 s | waiters stall at most 10 s behind a crashed holder (the CLI's default); renewals every 3.3 s, margin 2 s, outages under 4.6 s ridden out; a false loss costs one job's retry |
+//! | a lock around a long batch (minutes to hours) | 60 s | a false loss throws away the batch's work, a minute's stall after a rare crash costs little beside it; outages under 28 s ridden out, and the 12 s margin leaves time to checkpoint after `lost()` |
+//! | a queue consumer's hold (`receive`) | 30 s | a crashed consumer's item is redelivered within 30 s; a false loss redelivers an item still being processed (a duplicate), so lean long; outages under 14 s ridden out |
+//! | across a WAN or a flaky network, or a store that fails over (Redis Sentinel, Cluster, a PostgreSQL promotion) | 30–60 s, and above twice the store's detection plus failover time | round trips of hundreds of milliseconds and outages of seconds should not end sessions; Sentinel's own default `down-after-milliseconds` is 30 s |
+//!
+//! [`SessionOptions::margin`](SessionOptions#structfield.margin) trades the other way:
+//! a larger margin gives the holder more time to stop after `lost()`, at the price of
+//! a shorter outage ridden out.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -36,16 +71,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
-/// The default session TTL: 60 s, as etcd's `concurrency.NewSession`.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// The default session TTL: 15 s, as client-go's leader election (`LeaseDuration`)
+/// and Consul's lock sessions.
+///
+/// It bounds how long a crashed holder blocks the next one: the store frees what a
+/// killed process held at most 15 s after its last renewal. At this TTL renewals go
+/// out every 5 s and the session declares itself lost 3 s (the margin, `ttl / 5`)
+/// before the store could expire it, so an outage under 7 s never costs the session,
+/// and one over 12 s always does. etcd's Go `concurrency.NewSession`
+/// defaults to 60 s; pass [`SessionOptions::with_ttl`] where a longer TTL suits the
+/// job better (see the [module docs](self) for a table).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 
 /// The default safety margin as a fraction of the TTL: `ttl / 5`.
 ///
 /// Why a fifth: the margin must cover (a) a difference in clock *rate* between the
 /// client and the store over one TTL (NTP keeps it under 0.05 %, a badly kept VM clock
 /// may drift 1 %), and (b) the time the holder needs to stop its work after `lost()`
-/// fires, before the store can hand the hold to someone else. A fifth gives 12 s at the
-/// default 60 s TTL and 400 ms at a 2 s TTL, while renewals (every `ttl / 3`) still get
+/// fires, before the store can hand the hold to someone else. A fifth gives 3 s at the
+/// default 15 s TTL and 400 ms at a 2 s TTL, while renewals (every `ttl / 3`) still get
 /// from `ttl / 3` to `4 ttl / 5` after the last success to be retried before the
 /// session is given up.
 pub const DEFAULT_MARGIN_DIVISOR: u32 = 5;
