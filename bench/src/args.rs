@@ -124,8 +124,7 @@ pub struct Plan {
     /// Warm-up cycles per implementation, not measured [`--quick`: 2; the guard: 30].
     #[arg(long, default_value_t = 50, default_value_ifs = guard_or_quick("30", "2"))]
     pub warmup: usize,
-    /// Measured lock+unlock cycles per implementation (process-spawning peers do a
-    /// tenth of them) [`--quick`: 20; the guard: 3200].
+    /// Measured lock+unlock cycles per implementation [`--quick`: 20; the guard: 3200].
     #[arg(long, default_value_t = 5000, default_value_ifs = guard_or_quick("3200", "20"))]
     pub cycles: usize,
     /// Rounds the cycle case is split into; implementations take turns each round, so

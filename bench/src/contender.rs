@@ -36,9 +36,6 @@ pub struct Contender {
     pub label: String,
     /// What it is.
     pub role: Role,
-    /// Whether it starts a process per cycle (etcdctl), which takes far longer than the
-    /// others: it runs a tenth of their cycles, and the guard leaves it out.
-    pub spawns: bool,
     /// The implementation.
     pub cycler: Box<dyn Cycler>,
 }
@@ -55,21 +52,11 @@ impl std::fmt::Debug for Contender {
 impl Contender {
     /// `cycler` as row `label` of `role`.
     pub fn new(label: &str, role: Role, cycler: impl Cycler + 'static) -> Self {
-        let (label, spawns, cycler) = (label.to_owned(), false, Box::new(cycler));
+        let (label, cycler) = (label.to_owned(), Box::new(cycler));
         Self {
             label,
             role,
-            spawns,
             cycler,
-        }
-    }
-
-    /// How many measured cycles it gets when the others get `cycles`.
-    pub fn cycles(&self, cycles: usize) -> usize {
-        if self.spawns {
-            (cycles / 10).max(1)
-        } else {
-            cycles
         }
     }
 }

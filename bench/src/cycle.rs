@@ -89,7 +89,7 @@ pub async fn run(contenders: Vec<Contender>, plan: &Plan) -> Vec<CycleResult> {
     let rounds = plan.rounds.max(1);
     let slice = plan.case_time / u32::try_from(rounds).unwrap_or(u32::MAX);
     for (contender, result) in &mut slots {
-        let warmup = contender.cycles(plan.warmup).max(1);
+        let warmup = plan.warmup.max(1);
         let mut discard = Samples::new();
         let cycler = contender.cycler.as_mut();
         if let Err(error) = cycles(cycler, warmup, slice, &mut discard).await {
@@ -101,7 +101,7 @@ pub async fn run(contenders: Vec<Contender>, plan: &Plan) -> Vec<CycleResult> {
         // This round's share of each contender, and what it has used of its slice.
         let mut left: Vec<usize> = slots
             .iter()
-            .map(|(contender, _)| share(contender.cycles(plan.cycles), rounds, round))
+            .map(|_| share(plan.cycles, rounds, round))
             .collect();
         let mut spent = vec![Duration::ZERO; count];
         let mut this_round: Vec<Samples> = vec![Samples::new(); count];

@@ -272,16 +272,7 @@ async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> B
         }
     };
     let (ready, failed) = cycle::contenders(&target, run_id, plan).await;
-    let mut kept = Vec::new();
-    for contender in ready {
-        // Peers that spawn a process per cycle (etcdctl: tens of ms each) stay out.
-        if !contender.spawns {
-            kept.push(contender);
-        } else if let Err(error) = contender.cycler.close().await {
-            tracing::warn!(%error, "closing a contender the guard does not run failed");
-        }
-    }
-    let results = cycle::run(kept, plan).await;
+    let results = cycle::run(ready, plan).await;
     let library = results
         .iter()
         .chain(&failed)
@@ -449,13 +440,7 @@ pub struct GuardRun {
 pub async fn run(args: &Args) -> Result<GuardRun, String> {
     let path = args.baseline.clone().unwrap_or_else(default_baseline_path);
     let plan = plan(args);
-    let run_id = format!(
-        "distsync-bench/guard/{}-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs()),
-        std::process::id()
-    );
+    let run_id = crate::run_id("distsync-bench/guard");
     if args.write_baseline {
         return write_baseline(args, &plan, &run_id, &path).await;
     }

@@ -46,3 +46,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The bench's result type.
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// A store prefix no earlier run used: `prefix/<unix seconds>-<pid>`, so that a run
+/// never meets the keys a killed run left behind.
+pub fn run_id(prefix: &str) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    format!("{prefix}/{stamp}-{}", std::process::id())
+}

@@ -169,8 +169,3 @@ pub async fn server_version(target: &Target) -> Option<String> {
         _ => None,
     }
 }
-
-/// `etcdctl version`'s first line, if the program is there.
-pub fn etcdctl_version() -> Option<String> {
-    command("etcdctl", &["version"]).and_then(|text| text.lines().next().map(str::to_owned))
-}

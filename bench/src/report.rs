@@ -100,15 +100,13 @@ fn run_table(report: &Report) -> String {
         };
         fact(&format!("{} server", backend.kind), Some(server));
     }
-    fact("etcdctl", report.etcdctl.clone());
     let load = machine.load_start.clone();
     fact("load average (1/5/15 min) at start", load);
     fact("load average at end", machine.load_end.clone());
     let wall = format!("{:.0} s", report.elapsed.as_secs_f64());
     fact("wall time of the run", Some(wall));
     let counts = format!(
-        "cycle: {} cycles per implementation after {} warm-up (process-spawning rows a \
-         tenth), in {} interleaved rounds; hand-off: {} per waiter count, a holder waits \
+        "cycle: {} cycles per implementation after {} warm-up, in {} interleaved rounds; hand-off: {} per waiter count, a holder waits \
          {} ms; election: {} leader changes; queue: {} items, STM: {} transfers per client \
          count; scale: {} holds, {} waiting, TTL {} s; many clients: {} per side, {} rounds \
          of {} ms; every measurement capped at {} s",

@@ -1,6 +1,6 @@
 //! Runs the selected cases on every selected backend and collects a [`Report`].
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::aggregate::AggregateResult;
 use crate::args::{Args, Case, Plan};
@@ -27,8 +27,6 @@ pub struct Report {
     pub backends: Vec<BackendReport>,
     /// Backends not measured, with the reason.
     pub skipped: Vec<(BackendKind, String)>,
-    /// `etcdctl version`, when etcd was measured.
-    pub etcdctl: Option<String>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
 }
@@ -77,13 +75,9 @@ pub async fn run(args: &Args) -> Report {
         plan: plan.clone(),
         backends: Vec::new(),
         skipped: Vec::new(),
-        etcdctl: None,
         elapsed: Duration::ZERO,
     };
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let run_id = format!("distsync-bench/{stamp}-{}", std::process::id());
+    let run_id = crate::run_id("distsync-bench");
     for (kind, url) in args.selected() {
         let url = match url {
             Ok(url) => url,
@@ -102,9 +96,6 @@ pub async fn run(args: &Args) -> Report {
                 continue;
             }
         };
-        if kind == BackendKind::Etcd && plan.peers {
-            report.etcdctl = machine::etcdctl_version();
-        }
         report
             .backends
             .push(backend(&target, &format!("{run_id}/{kind}"), &plan).await);

@@ -1,7 +1,6 @@
 //! Peer lock implementations on the same stores, timed with the same cycle:
 //!
-//! - etcd: the server-side Lock RPC through `etcd-client` (`Client::lock`/`unlock`),
-//!   and Go's `etcdctl lock` (Debian's etcd-client package), one process per cycle;
+//! - etcd: the server-side Lock RPC through `etcd-client` (`Client::lock`/`unlock`);
 //! - Redis: `rslock` (Redlock on one server) and `distributed-lock`;
 //! - PostgreSQL: `distributed-lock`.
 
@@ -9,8 +8,6 @@
 pub mod distributed_lock;
 #[cfg(feature = "etcd")]
 pub mod etcd_lock_rpc;
-#[cfg(feature = "etcd")]
-pub mod etcdctl;
 #[cfg(feature = "redis")]
 pub mod rslock;
 
@@ -27,7 +24,6 @@ pub async fn contenders(target: &Target, name: &str) -> Vec<Started> {
         #[cfg(feature = "etcd")]
         crate::target::BackendKind::Etcd => {
             peers.push(etcd_lock_rpc::start(url, &format!("{name}/rpc")).await);
-            peers.push(etcdctl::start(url, &format!("{name}/etcdctl")).await);
         }
         #[cfg(feature = "redis")]
         crate::target::BackendKind::Redis => {
