@@ -1,11 +1,12 @@
 //! # distsync-core
 //!
 //! The contract of distsync: validated [`Name`]s, the [`Error`] enum, [`Session`]s
-//! (leases kept alive in the background), guards carrying [`FencingToken`]s,
-//! [`Capabilities`], the primitive traits ([`Locker`], [`Election`], [`RwLock`],
-//! [`Queue`], [`Barrier`], [`DoubleBarrier`], [`Semaphore`]), the [`Stm`] handle for
-//! transactions, and the [`Coordinator`] that hands them out through the metrics and
-//! tracing layer ([`instrument`]).
+//! (leases kept alive in the background) and the [`LiveSession`] that replaces them
+//! after a loss, guards carrying [`FencingToken`]s, [`Capabilities`], the primitive
+//! traits ([`Locker`], [`Election`], [`RwLock`], [`Queue`], [`Barrier`],
+//! [`DoubleBarrier`], [`Semaphore`]), the [`Stm`] handle for transactions, and the
+//! [`Coordinator`] that hands them out through the metrics and tracing layer
+//! ([`instrument`]).
 //!
 //! Applications use these through the `distsync` facade crate. Backend authors find
 //! what it takes to implement a store in [`raw`]: the object-safe `Backend` trait,
@@ -27,6 +28,7 @@ pub mod fence;
 pub mod guard;
 pub mod instrument;
 pub mod lead;
+pub mod live_session;
 pub mod lock;
 pub mod migrate;
 pub mod multi_lock;
@@ -53,6 +55,7 @@ pub use election::{Election, LeaderInfo, Leadership};
 pub use error::{BoxError, Error, Result};
 pub use guard::{LockGuard, ReadGuard};
 pub use lead::LeadOptions;
+pub use live_session::LiveSession;
 pub use lock::Locker;
 pub use multi_lock::{MultiLockGuard, MultiLocker};
 pub use name::Name;
