@@ -53,7 +53,8 @@ impl Ctx {
     ///
     /// The timeout is the command line's own (dropping `blocking` at the deadline,
     /// which every blocking call allows: it removes its waiter's entry), so that a
-    /// store's request timeout ([`distsync::Error::Timeout`]) stays a store error.
+    /// store that does not answer ([`distsync::Error::Connection`], also within the
+    /// URL's `timeout=`) stays a store error.
     ///
     /// # Errors
     /// As said, and as [`Ctx::wait`].

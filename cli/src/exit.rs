@@ -80,9 +80,9 @@ impl Failure {
 }
 
 /// The exit code for a distsync error: 2 for what the caller got wrong (name, argument,
-/// URL, feature, an unsupported primitive), 3 for a lost session, 4 otherwise (a store's
-/// own timeout included: `--timeout` is enforced by the command line, not through
-/// [`Error::Timeout`]).
+/// URL, feature, an unsupported primitive), 3 for a lost session, 4 otherwise (a store
+/// that does not answer, [`Error::Connection`], included; [`Error::Timeout`] too: the
+/// command line enforces `--timeout` itself, as exit code 1).
 pub(crate) fn code_of(error: &Error) -> u8 {
     match error {
         Error::InvalidName { .. }
