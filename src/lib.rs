@@ -79,8 +79,8 @@
 pub use distsync_core::redact_url;
 pub use distsync_core::{
     BoxError, Bytes, Capabilities, Coordinator, Error, FencingToken, HealthWatch, LeadOptions,
-    LeaderInfo, Leadership, LockGuard, Lost, Name, ReadGuard, Result, Session, SessionHealth,
-    SessionId, SessionOptions, DEFAULT_TTL,
+    LeaderInfo, Leadership, LiveSession, LockGuard, Lost, Name, ReadGuard, Result, Session,
+    SessionHealth, SessionId, SessionOptions, DEFAULT_TTL,
 };
 
 // The primitives.
