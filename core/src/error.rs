@@ -300,7 +300,8 @@ pub enum Error {
     /// Any other error from the store or its client library (a permission the
     /// store's user lacks, an answer the client did not expect).
     ///
-    /// - **Retry?** No: the store answered, and answers the same again.
+    /// - **Retry?** No: the store answered with an error that calling again does not
+    ///   fix by itself.
     /// - **May have happened?** Yes, as far as the error says: an error raised after
     ///   the store's reply, or by a script that failed part-way, may follow a change.
     /// - **Recovers by:** reading the message (and its source) and fixing the cause,
