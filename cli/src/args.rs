@@ -32,8 +32,8 @@ Exit codes:
   4      the store or the operation failed: a connection or store error, a refused or
          unverified migration, a changed STM bank sum, output that could not be written
   130    interrupted by SIGINT (Ctrl-C) or SIGTERM, after releasing what was held
-  CMD's  with `-- CMD` (lock, rwlock, semaphore, queue receive): CMD's exit code (128+N
-         if signal N killed it; 126 if CMD could not be run, 127 if not found)"
+  CMD's  with `-- CMD` (lock, rwlock, semaphore, elect, queue receive): CMD's exit code
+         (128+N if signal N killed it; 126 if CMD could not be run, 127 if not found)"
     };
 }
 
@@ -97,7 +97,8 @@ const LONG_AFTER_HELP_CMD: &str = "
   else: once renewals of the session fail, CMD gets SIGTERM --grace before the
   session's client-side deadline (at once if less remains), and SIGKILL at that deadline
   if it is still running; when the session is lost, SIGTERM at once and SIGKILL at the
-  deadline at the latest. distsync then exits with 3.
+  deadline at the latest. distsync then exits with 3, except `elect` without --once,
+  which campaigns again on a fresh session once CMD has exited.
 
 Backends (URL in --backend, DISTSYNC_URL or the file of --backend-file):
 ";
@@ -185,8 +186,22 @@ pub(crate) enum Command {
     /// Acquire a lock, print `NAME key=<key> token=<token>`, and hold it while CMD runs
     /// (or until interrupted, without CMD).
     Lock(LockArgs),
-    /// Campaign and hold leadership until interrupted, or (--listen) print every leader
-    /// change.
+    /// Campaign and stay leader: run CMD while leading (or hold until interrupted),
+    /// campaigning again after every loss (--once: exit); or (--listen) print every
+    /// leader change.
+    ///
+    /// Every win prints `leader NAME value=<value> term=<term>`. With `-- CMD`, CMD
+    /// starts on every win; when leadership or its session is lost, CMD is stopped as
+    /// `lock -- CMD` stops it (SIGTERM, then SIGKILL by the session's client-side
+    /// deadline, before anyone else can be elected), the loss is reported on standard
+    /// error, and once CMD has exited distsync campaigns again on a fresh session
+    /// (pausing 100 ms, doubling up to 5 s, while the store cannot be reached). When CMD
+    /// exits by itself, distsync resigns and exits with CMD's code. Without CMD,
+    /// distsync holds leadership until SIGINT or SIGTERM (then resigns, exit 130),
+    /// printing a new `leader` line each time it is elected again after a loss.
+    ///
+    /// With --once, distsync campaigns once: a loss stops CMD and exits with 3.
+    #[command(after_long_help = ELECT_AFTER_HELP)]
     Elect(ElectArgs),
     /// Acquire a read or write lock and hold it while CMD runs (or until interrupted).
     Rwlock(RwLockArgs),
@@ -271,6 +286,16 @@ pub(crate) struct WaitArgs {
     pub no_wait: bool,
 }
 
+/// `distsync elect --help` after the options.
+const ELECT_AFTER_HELP: &str = "\
+Examples:
+  # One scheduler at a time, started again wherever leadership goes:
+  distsync elect scheduler \"$(hostname)\" -- ./scheduler
+  # Run once as leader; exit 3 if leadership is lost meanwhile:
+  distsync elect --once nightly \"$(hostname)\" -- ./nightly.sh
+  # `<value> term=<term>` for the current leader and every change:
+  distsync elect --listen scheduler";
+
 /// `distsync lock`.
 #[derive(Debug, Args)]
 pub(crate) struct LockArgs {
@@ -307,13 +332,22 @@ pub(crate) struct SemaphoreArgs {
 pub(crate) struct ElectArgs {
     /// Print every leader change (`<value> term=<term>` per line) instead of
     /// campaigning.
-    #[arg(long, conflicts_with = "value")]
+    #[arg(long, conflicts_with_all = ["value", "once", "command"])]
     pub listen: bool,
+    /// Campaign once: when leadership is lost, stop CMD and exit with 3 instead of
+    /// campaigning again.
+    #[arg(long)]
+    pub once: bool,
     /// The election's name.
     pub name: String,
     /// The value to campaign with (required unless --listen).
     #[arg(required_unless_present = "listen")]
     pub value: Option<String>,
+    /// The command to run while leader, after `--`: started on every win, stopped on
+    /// every loss. It gets DISTSYNC_FENCING_TOKEN (the term) and DISTSYNC_ELECTION (the
+    /// name) in its environment.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
 }
 
 /// Read or write.
@@ -705,6 +739,35 @@ mod tests {
         assert!(Cli::try_parse_from(["distsync", "elect", "e"]).is_err());
         assert!(Cli::try_parse_from(["distsync", "elect", "--listen", "e"]).is_ok());
         assert!(Cli::try_parse_from(["distsync", "elect", "--listen", "e", "v"]).is_err());
+    }
+
+    #[test]
+    fn elect_takes_once_and_the_command_after_the_separator() {
+        let cli =
+            Cli::try_parse_from(["distsync", "elect", "e", "v", "--", "sh", "-c", "x"]).unwrap();
+        match cli.command {
+            Command::Elect(args) => {
+                assert_eq!(
+                    (args.name.as_str(), args.value.as_deref()),
+                    ("e", Some("v"))
+                );
+                assert_eq!(args.command, ["sh", "-c", "x"]);
+                assert!(!args.once && !args.listen);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["distsync", "elect", "--once", "e", "v"]).unwrap();
+        match cli.command {
+            Command::Elect(args) => assert!(args.once && args.command.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["distsync", "elect", "--listen", "--once", "e"][..],
+            &["distsync", "elect", "--listen", "e", "--", "true"],
+            &["distsync", "elect", "e", "--", "true"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

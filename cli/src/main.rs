@@ -7,6 +7,7 @@
 //! distsync --backend etcd://127.0.0.1:2379 lock jobs/nightly -- ./run-nightly.sh
 //! export DISTSYNC_URL=redis://127.0.0.1:6379
 //! distsync elect service/leader node-1          # campaigns, holds until Ctrl-C
+//! distsync elect scheduler node-1 -- ./scheduler # runs it while leader, wherever that is
 //! distsync elect --listen service/leader         # prints every leader change
 //! distsync rwlock config write -- ./rewrite-config.sh
 //! distsync queue jobs push build-42 --priority 1
@@ -51,6 +52,11 @@
 //! its standard input, acknowledging the item when CMD exits 0. SIGINT and SIGTERM received
 //! by distsync are forwarded to CMD; distsync waits for CMD (a second signal kills it),
 //! releases, and exits with 130.
+//!
+//! `distsync elect NAME VALUE -- CMD ARGS…` runs CMD the same way while leader (with
+//! `DISTSYNC_FENCING_TOKEN` set to the term), but a loss does not end it: once CMD has
+//! been stopped, distsync campaigns again on a fresh session and runs CMD again on the
+//! next win (`--once` exits with 3 instead). CMD's own exit ends it with CMD's code.
 #![warn(missing_docs)]
 // Signals go to CMD through rustix's safe `kill_process` (`child::terminate`).
 #![forbid(unsafe_code)]

@@ -1,10 +1,16 @@
 //! Elections: the interactive demo scripted over standard input, two candidates in two
-//! processes, `elect NAME VALUE` and `elect --listen`.
+//! processes, `elect NAME VALUE` and `elect --listen`, and `elect NAME VALUE -- CMD`
+//! (with and without `--once`) across a session revoked by the store.
 #![cfg(unix)]
 
 mod common;
 
-use common::{field, memory, number, servers, unique, Backend, Proc};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{field, memory, number, servers, unique, Backend, Proc, DEADLINE};
+use distsync::status::LineKind;
+use distsync::SessionId;
 
 fn scripted_session(backend: &Backend) {
     let name = unique("interactive-election");
@@ -149,5 +155,281 @@ fn elect_holds_until_interrupted_and_listen_prints_every_leader() {
         assert_eq!(two.wait(), 130, "{label}: {}", two.stderr());
         listener.signal(libc::SIGINT);
         assert_eq!(listener.wait(), 130, "{label}: {}", listener.stderr());
+    }
+}
+
+/// CMD for the leader tests, run as `sh -c CMD_SCRIPT sh VALUE FILE`: appends
+/// `start VALUE TERM` to FILE (TERM from the environment distsync gives it) and prints
+/// `started VALUE`; on SIGTERM or SIGINT appends `stop VALUE`, prints `stopped VALUE`
+/// and exits 0. FILE is shared by every candidate, so its order is the order in which
+/// the commands really started and stopped.
+const CMD_SCRIPT: &str = r#"
+echo "start $1 $DISTSYNC_FENCING_TOKEN" >> "$2"
+echo "started $1"
+trap 'echo "stop $1" >> "$2"; echo "stopped $1"; exit 0' TERM INT
+while :; do sleep 0.05; done
+"#;
+
+/// A fresh file for [`CMD_SCRIPT`]'s markers, removed when dropped.
+struct Markers(PathBuf);
+
+impl Markers {
+    fn new(what: &str) -> Markers {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "distsync-{what}-{}-{nanos}.log",
+            std::process::id()
+        ));
+        std::fs::write(&path, "").unwrap();
+        Markers(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// The file's lines once it has `count` of them, polled until [`DEADLINE`].
+    fn wait_for(&self, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let lines = read_lines(&self.0);
+            if lines.len() >= count {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} markers expected within {DEADLINE:?}, found {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Markers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `distsync elect NAME VALUE [extra...] -- sh -c CMD_SCRIPT sh VALUE FILE`.
+fn candidate(url: &str, name: &str, value: &str, extra: &[&str], markers: &Markers) -> Proc {
+    let mut args = vec!["elect"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[name, value, "--", "sh", "-c", CMD_SCRIPT, "sh", value]);
+    args.push(markers.path());
+    Proc::spawn(Some(url), &args)
+}
+
+/// Ends the session of the election's leader from the store's side, as an operator
+/// would: its id comes from the store's status report.
+fn revoke_leader(url: &str, name: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let coordinator = distsync::connect(url).await.unwrap();
+        let report = coordinator.status(name).await.unwrap();
+        let line = report
+            .lines
+            .iter()
+            .find(|line| line.kind == LineKind::Election && line.name == name)
+            .unwrap_or_else(|| panic!("no election {name} in {report:?}"));
+        let session = line.holders[0]
+            .session
+            .as_deref()
+            .unwrap_or_else(|| panic!("no session recorded for the leader: {line:?}"));
+        let id = u64::from_str_radix(session, 16).unwrap();
+        coordinator
+            .backend()
+            .revoke_session(SessionId(id))
+            .await
+            .unwrap();
+    });
+}
+
+/// Polls (bounded by [`DEADLINE`]) until `proc`'s standard error contains `needle`.
+fn stderr_says(proc: &Proc, needle: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while !proc.stderr().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} on standard error within {DEADLINE:?}: {}",
+            proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_command_runs_only_while_leader_and_the_loser_campaigns_again() {
+    for server in servers() {
+        let label = server.label;
+        let url = server.url.as_str();
+        let name = unique("elect-cmd");
+        let markers = Markers::new("elect-cmd");
+
+        let mut a = candidate(url, &name, "a", &[], &markers);
+        let first = number(&a.expect(&format!("leader {name} value=a term=")), "term");
+        assert_eq!(a.line(), "started a", "{label}");
+        let mut b = candidate(url, &name, "b", &[], &markers);
+        // b campaigns behind a: neither its leader line nor its command comes.
+        b.quiet();
+        assert_eq!(
+            read_lines(&markers.0),
+            [format!("start a {first}")],
+            "{label}"
+        );
+
+        revoke_leader(url, &name);
+        assert_eq!(a.line(), "stopped a", "{label}: {}", a.stderr());
+        let second = number(&b.expect(&format!("leader {name} value=b term=")), "term");
+        assert!(second > first, "{label}: {first} then {second}");
+        assert_eq!(b.line(), "started b", "{label}");
+        stderr_says(&a, &format!("lost leadership of {name} (term {first})"));
+        // a is a candidate again, not gone: it waits behind b.
+        a.quiet();
+
+        // b ends (SIGTERM reaches its command, which stops before b resigns): a wins a
+        // new term and runs its command again.
+        b.signal(libc::SIGTERM);
+        assert_eq!(b.line(), "stopped b", "{label}");
+        assert_eq!(b.wait(), 130, "{label}: {}", b.stderr());
+        let third = number(&a.expect(&format!("leader {name} value=a term=")), "term");
+        assert!(third > second, "{label}: {second} then {third}");
+        assert_eq!(a.line(), "started a", "{label}");
+
+        let lines = markers.wait_for(5);
+        assert_eq!(lines[0], format!("start a {first}"), "{label}: {lines:?}");
+        // A store-side revocation hands b the leadership at once while a learns of it
+        // by notification: a's stop and b's start may come in either order.
+        let mut middle = [lines[1].clone(), lines[2].clone()];
+        middle.sort();
+        assert_eq!(
+            middle,
+            [format!("start b {second}"), "stop a".to_owned()],
+            "{label}: {lines:?}"
+        );
+        // A resignation comes only after the command has exited.
+        assert_eq!(
+            lines[3..],
+            ["stop b".to_owned(), format!("start a {third}")],
+            "{label}"
+        );
+
+        a.signal(libc::SIGINT);
+        assert_eq!(a.line(), "stopped a", "{label}");
+        assert_eq!(a.wait(), 130, "{label}: {}", a.stderr());
+        assert_eq!(markers.wait_for(6).len(), 6, "{label}");
+    }
+}
+
+#[test]
+fn once_exits_with_3_when_leadership_is_lost() {
+    for server in servers() {
+        let label = server.label;
+        let url = server.url.as_str();
+
+        let name = unique("elect-once-cmd");
+        let markers = Markers::new("elect-once");
+        let mut leader = candidate(url, &name, "a", &["--once"], &markers);
+        leader.expect(&format!("leader {name} value=a term="));
+        assert_eq!(leader.line(), "started a", "{label}");
+        revoke_leader(url, &name);
+        assert_eq!(leader.line(), "stopped a", "{label}");
+        // CMD exited 0, but it ran unprotected for a while: the exit code says so.
+        assert_eq!(leader.wait(), 3, "{label}: {}", leader.stderr());
+        assert!(
+            leader.stderr().contains("session lost"),
+            "{label}: {}",
+            leader.stderr()
+        );
+
+        let name = unique("elect-once-hold");
+        let mut holder = Proc::spawn(Some(url), &["elect", "--once", &name, "a"]);
+        holder.expect(&format!("leader {name} value=a term="));
+        revoke_leader(url, &name);
+        assert_eq!(holder.wait(), 3, "{label}: {}", holder.stderr());
+        assert!(holder.rest().is_empty(), "{label}");
+    }
+}
+
+#[test]
+fn without_once_a_plain_leader_is_elected_again_after_a_loss() {
+    for server in servers() {
+        let label = server.label;
+        let name = unique("elect-again");
+        let mut holder = Proc::spawn(Some(&server.url), &["elect", &name, "a"]);
+        let first = number(
+            &holder.expect(&format!("leader {name} value=a term=")),
+            "term",
+        );
+        revoke_leader(&server.url, &name);
+        let second = number(
+            &holder.expect(&format!("leader {name} value=a term=")),
+            "term",
+        );
+        assert!(second > first, "{label}: {first} then {second}");
+        stderr_says(
+            &holder,
+            &format!("lost leadership of {name} (term {first})"),
+        );
+        holder.signal(libc::SIGTERM);
+        assert_eq!(holder.wait(), 130, "{label}: {}", holder.stderr());
+    }
+}
+
+fn exit_codes_propagate(backend: &Backend) {
+    let label = backend.label;
+    let url = Some(backend.url.as_str());
+    for once in [&[][..], &["--once"]] {
+        let name = unique("elect-exit");
+        let mut args = vec!["elect"];
+        args.extend_from_slice(once);
+        args.extend_from_slice(&[
+            name.as_str(),
+            "a",
+            "--",
+            "sh",
+            "-c",
+            "echo \"token=$DISTSYNC_FENCING_TOKEN election=$DISTSYNC_ELECTION\"; exit 7",
+        ]);
+        let (code, lines, stderr) = common::run(url, &args);
+        assert_eq!(code, 7, "{label} {once:?}: {stderr}");
+        assert_eq!(lines.len(), 2, "{label} {once:?}: {lines:?}");
+        let term = number(&lines[0], "term");
+        assert!(
+            lines[0].starts_with(&format!("leader {name} value=a term=")),
+            "{label}: {lines:?}"
+        );
+        assert_eq!(
+            lines[1],
+            format!("token={term} election={name}"),
+            "{label} {once:?}"
+        );
+        assert!(stderr.is_empty(), "{label} {once:?}: {stderr}");
+
+        // A CMD that cannot run ends the command as a shell would, campaigning no more.
+        let name = unique("elect-missing");
+        let mut args = vec!["elect"];
+        args.extend_from_slice(once);
+        args.extend_from_slice(&[name.as_str(), "a", "--", "/nonexistent/distsync-test-cmd"]);
+        let (code, _, stderr) = common::run(url, &args);
+        assert_eq!(code, 127, "{label} {once:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_commands_exit_code_is_elects() {
+    exit_codes_propagate(&memory());
+    for server in servers() {
+        exit_codes_propagate(&server);
     }
 }

@@ -1,50 +1,262 @@
-//! `distsync elect NAME VALUE` and `distsync elect --listen NAME`.
+//! `distsync elect NAME VALUE [--once] [-- CMD ARGS...]` and `distsync elect --listen
+//! NAME`.
+//!
+//! Staying leader is a loop of its own here rather than
+//! [`distsync::Coordinator::lead_with`], whose shape does not fit a child process:
+//! - `lead_with` drops its work the moment leadership is lost, whereas CMD must get
+//!   SIGTERM and be waited for (SIGKILL by the session's client-side deadline), as
+//!   [`child::run`] does, and the next campaign must not start before CMD has exited;
+//! - when renewals fail, [`child::run`] stops CMD before the loss; the term must then be
+//!   given up for a fresh session even if the renewals recover, and a `lead_with` work
+//!   can end its term only by ending `lead_with` itself;
+//! - SIGINT or SIGTERM while campaigning must close the session before distsync exits,
+//!   not leave it to background tasks that the runtime's shutdown may cut short;
+//! - each win and each loss is a line of distsync's own (standard output, standard
+//!   error), whatever `RUST_LOG` filters.
 
-use distsync::{Bytes, Name, Session};
+use std::ffi::OsString;
+use std::time::Duration;
+
+use distsync::raw::Backoff;
+use distsync::{Bytes, Error, FencingToken, Leadership, Name, Session};
 use futures::StreamExt;
 
 use crate::args::ElectArgs;
+use crate::child::{self, ChildEnd, Stop};
 use crate::context::{close, Ctx};
 use crate::exit::{self, Failure};
+use crate::hold::ENV_TOKEN;
 use crate::output::{say, text};
+use crate::wait::{race, Raced};
 
-/// Campaigns with VALUE, prints `leader NAME value=<value> term=<term>` once elected and
-/// holds leadership until interrupted (then resigns); or, with `--listen`, prints
-/// `<value> term=<term>` for the current leader and every change until interrupted.
+/// The environment variable that tells CMD the election's name.
+const ENV_ELECTION: &str = "DISTSYNC_ELECTION";
+
+/// The first pause before campaigning again (after a loss, or a store that did not
+/// answer), doubled after each failure up to [`LONGEST_RETRY`], as
+/// [`distsync::LeadOptions`] does by default.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest pause between two campaigns.
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
+
+/// Campaigns with VALUE and prints `leader NAME value=<value> term=<term>` on every
+/// win. With CMD, runs CMD while leader; without, holds until interrupted. Without
+/// `--once`, every loss is reported on standard error and followed by a new campaign on
+/// a fresh session; with `--once`, a loss ends the command (exit code 3). With
+/// `--listen`, prints `<value> term=<term>` for the current leader and every change
+/// until interrupted.
 ///
 /// # Errors
 /// See the exit codes in the crate docs.
 pub(super) async fn run(ctx: &mut Ctx, args: ElectArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
-    let session = ctx.session().await?;
-    let outcome = match args.value {
-        Some(value) if !args.listen => campaign(ctx, &session, &name, value).await,
-        _ => listen(ctx, &session, &name).await,
-    };
-    close(&session).await;
-    outcome
+    match args.value {
+        Some(value) if !args.listen => {
+            let value = Bytes::from(value);
+            if args.once {
+                once(ctx, &name, &value, &args.command).await
+            } else {
+                stay(ctx, &name, &value, &args.command).await
+            }
+        }
+        _ => {
+            let session = ctx.session().await?;
+            let outcome = listen(ctx, &session, &name).await;
+            close(&session).await;
+            outcome
+        }
+    }
 }
 
-async fn campaign(
+/// How one term (a campaign on one session, and the leadership it won) ended.
+enum Term {
+    /// For good: distsync exits with this code (CMD's, or 130 when interrupted).
+    Done(u8),
+    /// The campaign or the leadership was lost in a way a fresh session may recover
+    /// from: `--once` exits with `failure`, otherwise distsync campaigns again.
+    Lost {
+        /// What `--once` exits with; its message says what was lost.
+        failure: Failure,
+        /// The term that was lost, if this process had been elected.
+        term: Option<FencingToken>,
+    },
+}
+
+/// `--once`: one session, one campaign, one term.
+async fn once(
+    ctx: &mut Ctx,
+    name: &Name,
+    value: &Bytes,
+    command: &[OsString],
+) -> Result<u8, Failure> {
+    let session = ctx.session().await?;
+    let outcome = term(ctx, &session, name, value, command).await;
+    close(&session).await;
+    match outcome? {
+        Term::Done(code) => Ok(code),
+        Term::Lost { failure, .. } => Err(failure),
+    }
+}
+
+/// Campaigns on a fresh session after every loss, until CMD exits by itself, distsync
+/// is interrupted, or an error comes that a new session cannot fix.
+async fn stay(
+    ctx: &mut Ctx,
+    name: &Name,
+    value: &Bytes,
+    command: &[OsString],
+) -> Result<u8, Failure> {
+    let mut backoff = Backoff::new(FIRST_RETRY, LONGEST_RETRY);
+    loop {
+        let coordinator = ctx.coordinator.clone();
+        let opened = race(
+            coordinator.session_with_ttl(ctx.ttl),
+            &mut ctx.interrupts,
+            None,
+        )
+        .await;
+        let session = match opened {
+            Raced::Done(Ok(session)) => session,
+            Raced::Done(Err(error)) if campaigns_again(&error) => {
+                tracing::warn!(election = %name, %error, "cannot open a session; retrying");
+                pause(ctx, &mut backoff).await?;
+                continue;
+            }
+            Raced::Done(Err(error)) => return Err(error.into()),
+            Raced::Interrupted | Raced::Lost => return Err(Failure::interrupted()),
+        };
+        let outcome = term(ctx, &session, name, value, command).await;
+        close(&session).await;
+        match outcome? {
+            Term::Done(code) => return Ok(code),
+            Term::Lost {
+                failure,
+                term: Some(term),
+            } => {
+                // A term was won: the store answers, so the pauses start again short.
+                backoff.reset();
+                eprintln!(
+                    "distsync: lost leadership of {name} (term {term}): {}; campaigning again",
+                    failure.message
+                );
+            }
+            Term::Lost {
+                failure,
+                term: None,
+            } => {
+                tracing::warn!(election = %name, error = %failure.message, "campaign failed; retrying");
+            }
+        }
+        pause(ctx, &mut backoff).await?;
+    }
+}
+
+/// Whether a fresh session may succeed where `error` failed: a lost session or
+/// leadership, or a store that did not answer (as [`distsync::Coordinator::lead_with`]
+/// decides). Anything else (an unsupported election, a TTL the backend refuses) ends
+/// the command.
+fn campaigns_again(error: &Error) -> bool {
+    error.is_transient() || matches!(error, Error::SessionLost | Error::NotLeader)
+}
+
+/// Waits for the backoff's next pause before campaigning again.
+///
+/// # Errors
+/// Exit code 130 when SIGINT or SIGTERM comes first (nothing is held meanwhile).
+async fn pause(ctx: &mut Ctx, backoff: &mut Backoff) -> Result<(), Failure> {
+    let sleep = async {
+        tokio::time::sleep(backoff.next_pause()).await;
+        Ok::<_, Error>(())
+    };
+    match race(sleep, &mut ctx.interrupts, None).await {
+        Raced::Done(_) => Ok(()),
+        Raced::Interrupted | Raced::Lost => Err(Failure::interrupted()),
+    }
+}
+
+/// Campaigns on `session`, prints the leader line once elected, and leads while CMD
+/// runs (without CMD: until interrupted), then resigns.
+///
+/// # Errors
+/// Exit code 130 when interrupted while campaigning, CMD's spawn failure (126, 127),
+/// a failure to resign, or a campaign error no fresh session can fix.
+async fn term(
     ctx: &mut Ctx,
     session: &Session,
     name: &Name,
-    value: String,
-) -> Result<u8, Failure> {
+    value: &Bytes,
+    command: &[OsString],
+) -> Result<Term, Failure> {
     let election = ctx.coordinator.backend().election(session, name.clone())?;
-    let leadership = ctx
-        .wait(election.campaign(Bytes::from(value.clone())), Some(session))
-        .await?;
-    say!("leader {name} value={value} term={}", leadership.term());
-    tokio::select! {
-        _ = ctx.interrupts.recv() => {}
-        () = leadership.lost() => return Err(Failure::session_lost("while leader")),
+    let campaign = election.campaign(value.clone());
+    let leadership = match race(campaign, &mut ctx.interrupts, Some(session)).await {
+        Raced::Done(Ok(leadership)) => leadership,
+        Raced::Done(Err(error)) if campaigns_again(&error) => {
+            return Ok(Term::Lost {
+                failure: error.into(),
+                term: None,
+            })
+        }
+        Raced::Done(Err(error)) => return Err(error.into()),
+        Raced::Interrupted => return Err(Failure::interrupted()),
+        Raced::Lost => {
+            return Ok(Term::Lost {
+                failure: Failure::session_lost("while waiting"),
+                term: None,
+            })
+        }
+    };
+    let term = leadership.term();
+    say!("leader {name} value={} term={term}", text(value));
+    let lost = |what: &str| {
+        Ok(Term::Lost {
+            failure: Failure::session_lost(what),
+            term: Some(term),
+        })
+    };
+    if command.is_empty() {
+        tokio::select! {
+            _ = ctx.interrupts.recv() => {}
+            () = leadership.lost() => return lost("while leader"),
+        }
+        resign(leadership).await?;
+        return Ok(Term::Done(exit::INTERRUPTED));
     }
-    match leadership.resign().await {
-        Ok(()) => Ok(exit::INTERRUPTED),
-        Err(distsync::Error::SessionLost) => Err(Failure::session_lost("before resigning")),
-        Err(error) => Err(error.into()),
-    }
+    let stop = Stop {
+        lost: leadership.lost(),
+        health: session.health_watch(),
+        grace: ctx.grace,
+    };
+    let env = [
+        (ENV_TOKEN, term.to_string()),
+        (ENV_ELECTION, name.to_string()),
+    ];
+    let code = match child::run(command, &env, None, stop, &mut ctx.interrupts).await {
+        Ok(ChildEnd::Exited(code)) => code,
+        Ok(ChildEnd::Interrupted) => exit::INTERRUPTED,
+        // CMD has exited. The leadership, if not lost yet (renewals failing), goes
+        // with the session, which the caller closes.
+        Ok(ChildEnd::Lost) => {
+            return lost("while the command was running (or its renewals failed); it was stopped")
+        }
+        Err(failure) => {
+            resign(leadership).await?;
+            return Err(failure);
+        }
+    };
+    resign(leadership).await?;
+    Ok(Term::Done(code))
+}
+
+/// Resigns, letting the next candidate in.
+///
+/// # Errors
+/// Exit code 3 when the leadership had been lost before, else the store's error.
+async fn resign(leadership: Leadership) -> Result<(), Failure> {
+    leadership.resign().await.map_err(|error| match error {
+        Error::SessionLost => Failure::session_lost("before resigning"),
+        other => Failure::from(other),
+    })
 }
 
 async fn listen(ctx: &mut Ctx, session: &Session, name: &Name) -> Result<u8, Failure> {
