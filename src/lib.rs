@@ -234,6 +234,8 @@ mod markdown {
     struct Benchmarks;
     #[doc = include_str!("../docs/CONNECTING.md")]
     struct Connecting;
+    #[doc = include_str!("../docs/ERRORS.md")]
+    struct Errors;
     #[doc = include_str!("../docs/FENCING.md")]
     struct Fencing;
     #[doc = include_str!("../docs/GUARANTEES.md")]
