@@ -42,7 +42,7 @@
 //!     } else if error.is_timeout() {
 //!         "wait again or give up: the store is fine"
 //!     } else {
-//!         "report it: calling again fails the same way"
+//!         "match the variant: fix the input, acquire again, or report it"
 //!     }
 //! }
 //!
@@ -139,9 +139,10 @@ pub enum Error {
     ///   lost, and a grant made just before the end is released with the session. The
     ///   store frees whatever the session held, so nothing it took stays taken.
     /// - **Recovers by:** opening a new session ([`crate::Coordinator::session`]) and
-    ///   acquiring again; work done under a hold of the lost session may have
-    ///   overlapped the next holder (see the fencing token of
-    ///   [`crate::LockGuard::token`]).
+    ///   acquiring again; after an `unlock`, `resign` or `ack` nothing is left to
+    ///   release (an item not acknowledged goes back to the queue and may be delivered
+    ///   again). Work done under a hold of the lost session may have overlapped the
+    ///   next holder (see the fencing token of [`crate::LockGuard::token`]).
     #[error("session lost")]
     SessionLost,
     /// The lock is not (or no longer) held by this guard: its hold ended without this
