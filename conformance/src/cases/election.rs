@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::scenario::{go_interop, partition, Held};
+use super::scenario::{go_interop, partition, stay_leader, Held};
 use super::{boxed, FENCING, PARTITION};
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
@@ -122,6 +122,16 @@ pub(super) const CASES: &[Case] = &[
                 PartitionMode::Reset,
             ))
         },
+    },
+    Case {
+        id: "election_lead_partition",
+        group: Group::Election,
+        guarantee: "Coordinator::lead through a silent partition and heal: the cut-off leader's \
+                    work stops before the next starts, and it campaigns again by itself",
+        needs: &[Need::Election],
+        claim: PARTITION,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(stay_leader::through_partition(h, PartitionMode::Silent)),
     },
     Case {
         id: "election_interop_go",

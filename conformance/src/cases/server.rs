@@ -8,6 +8,7 @@ mod cluster_release;
 mod eviction;
 mod failover;
 mod restart;
+mod restart_lead;
 mod takeover;
 
 use distsync_core::Capabilities;
@@ -42,6 +43,16 @@ pub(super) const CASES: &[Case] = &[
         claim: SURVIVES,
         hooks: &[Hook::PrivateServer],
         run: |h| boxed(restart::durable_state(h)),
+    },
+    Case {
+        id: "server_restart_lead",
+        group: Group::Server,
+        guarantee: "restart under Coordinator::lead: never two leaders' work at once; both keep \
+                    campaigning and one leads after",
+        needs: &[Need::Election],
+        claim: SURVIVES,
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(restart_lead::keeps_one_leader(h)),
     },
     Case {
         id: "server_crash_after_release",

@@ -13,6 +13,7 @@ pub(super) mod crash;
 pub(super) mod go_interop;
 pub(super) mod partition;
 pub(super) mod pause;
+pub(crate) mod stay_leader;
 
 pub(super) use contender::Target;
 pub(super) use partition::Held;

@@ -38,12 +38,14 @@ const START: Duration = Duration::from_secs(120);
 /// The session TTL of the live clients: long enough for a lease to survive a quick
 /// restart where the store keeps leases (etcd), short enough that a lost one is
 /// noticed soon.
-const TTL: Duration = Duration::from_secs(4);
+pub(super) const TTL: Duration = Duration::from_secs(4);
 
 /// How long the backend may take to work again after the restart.
-const RECOVERY: Duration = Duration::from_secs(30);
+pub(super) const RECOVERY: Duration = Duration::from_secs(30);
 
-async fn private_server(h: &Harness) -> Check<(Box<dyn PrivateServer>, Arc<dyn Backend>)> {
+pub(super) async fn private_server(
+    h: &Harness,
+) -> Check<(Box<dyn PrivateServer>, Arc<dyn Backend>)> {
     let server = within(
         START,
         "starting a private server",
@@ -56,7 +58,7 @@ async fn private_server(h: &Harness) -> Check<(Box<dyn PrivateServer>, Arc<dyn B
 
 /// Stops and starts the server; returns when it answers again, and how long it was
 /// away.
-async fn restart(server: &mut Box<dyn PrivateServer>) -> Check<(Instant, Duration)> {
+pub(super) async fn restart(server: &mut Box<dyn PrivateServer>) -> Check<(Instant, Duration)> {
     let stopping = Instant::now();
     within(START, "stopping the private server", server.stop()).await?;
     within(START, "starting the private server again", server.start()).await?;
