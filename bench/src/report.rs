@@ -107,9 +107,10 @@ fn run_table(report: &Report) -> String {
     fact("wall time of the run", Some(wall));
     let counts = format!(
         "cycle: {} cycles per implementation after {} warm-up, in {} interleaved rounds; \
-         hand-off: {} per waiter count, a holder waits {} ms; election: {} leader changes; queue: {} items, STM: {} transfers per client \
-         count; scale: {} holds, {} waiting, TTL {} s; many clients: {} per side, {} rounds \
-         of {} ms; every measurement capped at {} s",
+         hand-off: {} per waiter count, a holder waits {} ms; election: {} leader changes; \
+         queue: {} items, STM: {} transfers per client count; scale: {} holds, {} waiting, \
+         TTL {} s; many clients: {} per side, {} rounds of {} ms; every measurement capped \
+         at {} s",
         plan.cycles,
         plan.warmup,
         plan.rounds,
