@@ -9,9 +9,10 @@
 //! (`VmRSS`), the store connections from this process and the keepalive requests the
 //! store served during one renewal interval (`ttl / 3`) with nothing else running, so
 //! that every session renews once in the window. The sessions use the plan's scale TTL
-//! (`--scale-ttl-secs`, shorter than the 60 s default so that a window fits the run;
-//! the requests per session per renewal interval do not depend on it). How each store
-//! is read is in `scale/meter.rs`; the process figures come from `scale/procfs.rs`.
+//! (`--scale-ttl-secs`: a session's default 15 s, or 3 s with `--quick` so that a window
+//! fits a short run; the requests per session per renewal interval do not depend on it).
+//! How each store is read is in `scale/meter.rs`; the process figures come from
+//! `scale/procfs.rs`.
 //!
 //! With everything held and waiting it records the connections and memory again; it
 //! then releases the contended locks and times until every waiter holds, and measures

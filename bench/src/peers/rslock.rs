@@ -8,7 +8,8 @@ use rslock::LockManager;
 use crate::contender::{started, Cycler, Role, Started};
 use crate::Result;
 
-/// The lock TTL, as a distsync session's default.
+/// The lock TTL, etcd's `concurrency` default: far longer than a hold, which lasts one
+/// cycle.
 const TTL: Duration = Duration::from_secs(60);
 
 /// The label of this row.

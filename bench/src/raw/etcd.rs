@@ -6,7 +6,8 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use crate::contender::{started, Cycler, Role, Started};
 use crate::Result;
 
-/// The lease TTL, as a distsync session's default.
+/// The lease TTL: etcd's `concurrency` default, and longer than a measurement
+/// (`--case-secs`), since the lease is granted once and never renewed.
 const LEASE_TTL_SECS: i64 = 60;
 
 /// The label of the raw row.
