@@ -205,9 +205,14 @@ impl LiveSession {
                     return Ok(session);
                 }
                 Err(error) if error.is_transient() => {
-                    let pause = backoff.next_pause();
-                    tracing::warn!(%error, ?pause, "opening a session failed; retrying");
-                    tokio::time::sleep(pause).await;
+                    // An outage is logged once as it starts (and once as it ends,
+                    // above), not at every attempt.
+                    if backoff.is_reset() {
+                        tracing::warn!(%error, "opening a session failed; retrying until the store answers");
+                    } else {
+                        tracing::debug!(%error, "opening a session failed again; retrying");
+                    }
+                    tokio::time::sleep(backoff.next_pause()).await;
                 }
                 Err(error) => return Err(error),
             }
