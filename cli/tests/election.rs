@@ -433,3 +433,64 @@ fn the_commands_exit_code_is_elects() {
         exit_codes_propagate(&server);
     }
 }
+
+/// A leader cut off from the store (a proxy that resets every connection) stops its
+/// command before the other candidate's starts, then, once the store is reachable
+/// again, campaigns again and runs its command on its next win.
+#[test]
+fn a_cut_off_leader_stops_its_command_first_and_campaigns_again_once_healed() {
+    use distsync_conformance::faults::proxy::{self, Proxy};
+    use distsync_conformance::faults::PartitionMode;
+
+    // The proxy's tasks run on this runtime's threads while the test blocks on lines.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for server in servers() {
+        let label = server.label;
+        let url = server.url.as_str();
+        let coordinator = runtime.block_on(distsync::connect(url)).unwrap();
+        if !coordinator.capabilities().partition_safe {
+            eprintln!("{label}: the backend does not declare partition_safe; skipping");
+            continue;
+        }
+        let (_, upstream) = proxy::rewrite_url(url, ([127, 0, 0, 1], 0).into()).unwrap();
+        let proxy = runtime.block_on(Proxy::start(upstream)).unwrap();
+        let (proxied, _) = proxy::rewrite_url(url, proxy.address()).unwrap();
+        let name = unique("elect-partition");
+        let markers = Markers::new("elect-partition");
+        let short = ["--ttl", "3", "--grace", "1"];
+
+        let mut a = candidate(&proxied, &name, "a", &short, &markers);
+        let first = number(&a.expect(&format!("leader {name} value=a term=")), "term");
+        assert_eq!(a.line(), "started a", "{label}");
+        let mut b = candidate(url, &name, "b", &short, &markers);
+        b.quiet();
+
+        proxy.set(PartitionMode::Reset);
+        let second = number(&b.expect(&format!("leader {name} value=b term=")), "term");
+        assert_eq!(b.line(), "started b", "{label}");
+        assert_eq!(
+            markers.wait_for(3),
+            [
+                format!("start a {first}"),
+                "stop a".to_owned(),
+                format!("start b {second}")
+            ],
+            "{label}: a's command must stop before b's starts; a said: {}",
+            a.stderr()
+        );
+        assert_eq!(a.line(), "stopped a", "{label}");
+        stderr_says(&a, &format!("lost leadership of {name} (term {first})"));
+        // a keeps trying to reach the store rather than exiting.
+        a.quiet();
+
+        proxy.heal();
+        b.signal(libc::SIGTERM);
+        assert_eq!(b.line(), "stopped b", "{label}");
+        assert_eq!(b.wait(), 130, "{label}: {}", b.stderr());
+        let third = number(&a.expect(&format!("leader {name} value=a term=")), "term");
+        assert!(third > second, "{label}: {second} then {third}");
+        assert_eq!(a.line(), "started a", "{label}");
+        a.signal(libc::SIGINT);
+        assert_eq!(a.wait(), 130, "{label}: {}", a.stderr());
+    }
+}
