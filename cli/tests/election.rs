@@ -381,6 +381,12 @@ fn without_once_a_plain_leader_is_elected_again_after_a_loss() {
             &holder,
             &format!("lost leadership of {name} (term {first})"),
         );
+        // A candidate interrupted while it waits withdraws and exits with 130.
+        let mut waiter = Proc::spawn(Some(&server.url), &["elect", &name, "w"]);
+        waiter.quiet();
+        waiter.signal(libc::SIGINT);
+        assert_eq!(waiter.wait(), 130, "{label}: {}", waiter.stderr());
+        assert!(waiter.rest().is_empty(), "{label}");
         holder.signal(libc::SIGTERM);
         assert_eq!(holder.wait(), 130, "{label}: {}", holder.stderr());
     }
