@@ -107,6 +107,8 @@ async fn stay(
     command: &[OsString],
 ) -> Result<u8, Failure> {
     let mut backoff = Backoff::new(FIRST_RETRY, LONGEST_RETRY);
+    // Failed attempts are logged once, until the next win, not at every attempt.
+    let mut failing = false;
     loop {
         let coordinator = ctx.coordinator.clone();
         let opened = race(
@@ -118,7 +120,12 @@ async fn stay(
         let session = match opened {
             Raced::Done(Ok(session)) => session,
             Raced::Done(Err(error)) if campaigns_again(&error) => {
-                tracing::warn!(election = %name, %error, "cannot open a session; retrying");
+                retrying(
+                    &mut failing,
+                    name,
+                    "cannot open a session",
+                    &error.to_string(),
+                );
                 pause(ctx, &mut backoff).await?;
                 continue;
             }
@@ -135,6 +142,7 @@ async fn stay(
             } => {
                 // A term was won: the store answers, so the pauses start again short.
                 backoff.reset();
+                failing = false;
                 eprintln!(
                     "distsync: lost leadership of {name} (term {term}): {}; campaigning again",
                     failure.message
@@ -143,11 +151,20 @@ async fn stay(
             Term::Lost {
                 failure,
                 term: None,
-            } => {
-                tracing::warn!(election = %name, error = %failure.message, "campaign failed; retrying");
-            }
+            } => retrying(&mut failing, name, "campaign failed", &failure.message),
         }
         pause(ctx, &mut backoff).await?;
+    }
+}
+
+/// Logs a failed attempt before the next: a warning for the first (while `failing` is
+/// false), then debug lines until the next win, so that a long outage does not fill
+/// standard error.
+fn retrying(failing: &mut bool, name: &Name, what: &str, error: &str) {
+    if std::mem::replace(failing, true) {
+        tracing::debug!(election = %name, error, "{what}; retrying");
+    } else {
+        tracing::warn!(election = %name, error, "{what}; retrying");
     }
 }
 
