@@ -11,13 +11,11 @@ use distsync_core::{
     Result, RwLock, Session, SessionId, SessionOptions, Stm,
 };
 
-use crate::capabilities::{
-    capabilities, capabilities_under_cluster, capabilities_under_eviction,
-    capabilities_under_sentinel,
-};
+use crate::capabilities::{measured, Topology};
 use crate::cluster::ClusterNodes;
 use crate::config::RedisConfig;
 use crate::options::RedisOptions;
+use crate::persistence::Persistence;
 use crate::sentinel::Sentinels;
 use crate::session::RedisLease;
 use crate::store::Shared;
@@ -107,6 +105,7 @@ pub async fn backend_from_client(
 pub struct RedisBackend {
     shared: Arc<Shared>,
     capabilities: Capabilities,
+    persistence: Persistence,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -151,28 +150,50 @@ impl RedisBackend {
     }
 
     async fn start(target: Target, options: RedisOptions, server: String) -> Result<Self> {
-        let sentinel = matches!(target, Target::Sentinel(_));
-        let cluster = matches!(target, Target::Cluster(_));
-        let wait_replicas = options.wait_replicas;
-        let (shared, evicting) = Shared::open(target, options, &server).await?;
-        let capabilities = if evicting {
-            capabilities_under_eviction()
-        } else if sentinel {
-            capabilities_under_sentinel(wait_replicas)
-        } else if cluster {
-            capabilities_under_cluster(wait_replicas)
-        } else {
-            capabilities()
+        let topology = match &target {
+            Target::Server(_) => Topology::Server,
+            Target::Sentinel(_) => Topology::Sentinel,
+            Target::Cluster(_) => Topology::Cluster,
         };
+        let wait_replicas = options.wait_replicas;
+        let (shared, evicting, persistence) = Shared::open(target, options, &server).await?;
+        let capabilities = measured(topology, wait_replicas, evicting, &persistence);
+        if capabilities.survives_restart {
+            tracing::info!(
+                server,
+                %persistence,
+                survives_restart = true,
+                "redis server fsyncs its append-only file on every write: acknowledged \
+                 grants, releases and queue items survive its restart"
+            );
+        } else {
+            tracing::info!(
+                server,
+                %persistence,
+                survives_restart = false,
+                "redis server does not fsync every write (survives_restart needs \
+                 appendonly yes and appendfsync always): a restart may lose acknowledged \
+                 grants, releases and queue items, and grant a lock whose old holder \
+                 learns of the loss only at its next renewal"
+            );
+        }
         Ok(Self {
             shared: Arc::new(shared),
             capabilities,
+            persistence,
         })
     }
 
     /// The key prefix of this backend.
     pub fn namespace(&self) -> &str {
         self.shared.namespace()
+    }
+
+    /// The server's persistence settings, read at connect (under Redis Cluster, the
+    /// weakest among the nodes the URL names; under Sentinel, the primary's at
+    /// connect). [`Backend::capabilities`] declares `survives_restart` from them.
+    pub fn persistence(&self) -> &Persistence {
+        &self.persistence
     }
 }
 

@@ -1,10 +1,14 @@
 //! What the Redis backend is called ([`BACKEND`]), the shortest session it accepts
 //! ([`MIN_SESSION_TTL`]), and what it claims on a server that never evicts keys, on
-//! one that may, and under Sentinel (see the crate documentation for why).
+//! one that may, and under Sentinel (see the crate documentation for why): each on a
+//! server without persistence; [`measured`] adds what the server's persistence
+//! settings, read at connect, give.
 
 use std::time::Duration;
 
 use distsync_core::Capabilities;
+
+use crate::persistence::Persistence;
 
 /// The backend's name, as it appears in [`Capabilities::backend`], in errors
 /// ([`Error::Connection`] and the others name the backend) and in log fields.
@@ -24,8 +28,13 @@ pub const BACKEND: &str = "redis";
 pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 
 /// What the Redis backend offers and claims on a server that never evicts keys
-/// (`maxmemory-policy noeviction`, which [`crate::backend()`] checks); see the
-/// crate documentation for why.
+/// (`maxmemory-policy noeviction`, which [`crate::backend()`] checks) and runs
+/// without an append-only file fsynced on every write; see the crate documentation
+/// for why. A connected backend's [`Backend::capabilities`] are the ones measured at
+/// connect: these, plus `survives_restart` on a server with `appendonly yes` and
+/// `appendfsync always` ([`crate::Persistence::survives_restart`]).
+///
+/// [`Backend::capabilities`]: distsync_core::Backend::capabilities
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_survives_restart(false)
@@ -75,5 +84,88 @@ pub fn capabilities_under_sentinel(wait_replicas: u32) -> Capabilities {
         capabilities().with_survives_failover(true)
     } else {
         capabilities().with_fencing(false)
+    }
+}
+
+/// How the backend reaches its data, as far as its capabilities go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One server (`redis://`, `rediss://`, or a client of the caller's own).
+    Server,
+    /// A primary found through Sentinels (`redis+sentinel://`).
+    Sentinel,
+    /// A Redis Cluster (`redis+cluster://`).
+    Cluster,
+}
+
+/// What a connected backend declares: the claims of its topology, or those under
+/// eviction when the server may evict keys (accepted with `allow_eviction=true`),
+/// with `survives_restart` when `persistence` makes every acknowledged write durable
+/// and nothing is evicted (an evicted queue item or STM key is gone whatever the disk
+/// holds).
+pub(crate) fn measured(
+    topology: Topology,
+    wait_replicas: u32,
+    evicting: bool,
+    persistence: &Persistence,
+) -> Capabilities {
+    let claimed = if evicting {
+        capabilities_under_eviction()
+    } else {
+        match topology {
+            Topology::Server => capabilities(),
+            Topology::Sentinel => capabilities_under_sentinel(wait_replicas),
+            Topology::Cluster => capabilities_under_cluster(wait_replicas),
+        }
+    };
+    claimed.with_survives_restart(!evicting && persistence.survives_restart())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings of a server, as `CONFIG GET` replies read by `persistence`.
+    fn server(appendonly: Option<bool>, appendfsync: Option<&str>) -> Persistence {
+        Persistence::of(appendonly, appendfsync, Some(""))
+    }
+
+    #[test]
+    fn survives_restart_only_with_every_write_fsynced_and_nothing_evicted() {
+        let none = server(Some(false), Some("everysec"));
+        let everysec = server(Some(true), Some("everysec"));
+        let always = server(Some(true), Some("always"));
+        // CONFIG refused, INFO says `aof_enabled:1`: the fsync policy is unknown.
+        let unknown_fsync = server(Some(true), None);
+        for topology in [Topology::Server, Topology::Sentinel, Topology::Cluster] {
+            for wait_replicas in [0, 1] {
+                let claims = |evicting, persistence: &Persistence| {
+                    measured(topology, wait_replicas, evicting, persistence).survives_restart
+                };
+                assert!(!claims(false, &none), "{topology:?}");
+                assert!(!claims(false, &everysec), "{topology:?}");
+                assert!(!claims(false, &unknown_fsync), "{topology:?}");
+                assert!(claims(false, &always), "{topology:?}");
+                assert!(!claims(true, &always), "{topology:?}");
+                // Nothing else changes with persistence.
+                assert_eq!(
+                    measured(topology, wait_replicas, false, &always),
+                    measured(topology, wait_replicas, false, &none).with_survives_restart(true)
+                );
+            }
+        }
+        assert_eq!(measured(Topology::Server, 0, false, &none), capabilities());
+        assert_eq!(
+            measured(Topology::Sentinel, 1, false, &none),
+            capabilities_under_sentinel(1)
+        );
+        assert_eq!(
+            measured(Topology::Cluster, 0, false, &none),
+            capabilities_under_cluster(0)
+        );
+        assert_eq!(
+            measured(Topology::Cluster, 1, true, &always),
+            capabilities_under_eviction()
+        );
     }
 }

@@ -5,6 +5,11 @@ use distsync_core::{Coordinator, Result};
 use futures::future::BoxFuture;
 
 /// The Redis backend for `redis://`, `rediss://`, `redis+sentinel://` and `redis+cluster://` URLs (`rediss+cluster://` is answered with `Unsupported`).
+///
+/// The capabilities it lists without a server are [`crate::capabilities()`]: those of
+/// one server that never evicts keys and runs without an append-only file fsynced on
+/// every write. A connected backend's own `capabilities()` are the ones measured at
+/// connect (eviction policy, persistence, Sentinel or Cluster).
 pub const DRIVER: Driver = Driver::new(
     crate::BACKEND,
     crate::config::SCHEMES,

@@ -167,11 +167,23 @@
 //! with a call of its own before deleting the session key.
 //!
 //! Not claimed:
-//! * `survives_restart: false` — Redis keeps its data in memory. Unless the server is
-//!   run with an append-only file fsynced on every write, a restart loses queues,
-//!   barriers and STM keys (fencing tokens still grow, see above).
-//!   The backend cannot rely on the server's persistence settings, so it does not
-//!   claim durability.
+//! * `survives_restart`, unless the server fsyncs every write. Redis keeps its data in
+//!   memory; at connect the backend reads the server's `appendonly`, `appendfsync` and
+//!   `save` (`CONFIG GET`, or `INFO persistence` where `CONFIG` is refused, which
+//!   leaves the fsync policy unknown), logs them, and exposes them as
+//!   [`RedisBackend::persistence`]. Only `appendonly yes` with `appendfsync always`
+//!   puts every acknowledged write on disk before its reply, and only then is
+//!   `survives_restart` declared (on a server that does not evict keys): `everysec`
+//!   loses up to a second of acknowledged grants, releases and queue items in a crash,
+//!   RDB snapshots (`save`) everything since the last one. Under Sentinel the primary
+//!   at connect is read, and a later primary is taken to share its configuration;
+//!   under Cluster every node the URL names is read and the weakest counts, the others
+//!   taken to share it. Without it, a restart loses queues, barriers, STM keys,
+//!   sessions and grants (fencing tokens still grow, see above), and a lock can be
+//!   granted to a new client while its old holder still holds, until the old holder's
+//!   next renewal (at most TTL/3 later) finds its session gone; the same holds for a
+//!   Sentinel or Cluster failover without `wait_replicas`. `appendonly yes` with
+//!   `appendfsync always` closes the first, `wait_replicas=1` the second.
 //! * `linearizable: false` — one Redis server executes commands one at a time, so
 //!   against a single server that never restarts, operations are linearizable. But a
 //!   restart without persistence forgets acknowledged writes, and with replicas the
@@ -201,6 +213,7 @@ mod keys;
 mod lock;
 mod notify;
 mod options;
+mod persistence;
 mod queue;
 mod random;
 mod rwlock;
@@ -228,6 +241,7 @@ pub use crate::driver::DRIVER;
 pub use crate::options::{
     RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
 };
+pub use crate::persistence::Persistence;
 pub use crate::queue::STALE_CLAIM;
 pub use crate::scripts::script_source;
 

@@ -20,6 +20,7 @@ use crate::error::redis_error;
 use crate::keys::Keys;
 use crate::notify::Notifier;
 use crate::options::RedisOptions;
+use crate::persistence::Persistence;
 use crate::scripts::Lua;
 use crate::sentinel::Following;
 use crate::target::{Connection, Target};
@@ -100,9 +101,12 @@ impl Shared {
     }
 
     /// Connects to `target` (within the connect timeout of `options`), checks the
-    /// server (login, eviction policy) and opens the connections: returns the state
-    /// and whether the server may evict keys (accepted only with `allow_eviction`).
-    /// `server` names the server in errors and logs, without credentials.
+    /// server (login, eviction policy), reads its persistence settings and opens the
+    /// connections: returns the state, whether the server may evict keys (accepted
+    /// only with `allow_eviction`) and its persistence. Under Redis Cluster both are
+    /// read on every node the URL names (the weakest answer counts); the nodes it does
+    /// not name are taken to share their configuration. `server` names the server in
+    /// errors and logs, without credentials.
     ///
     /// # Errors
     /// As `crate::backend_with_config`.
@@ -110,12 +114,12 @@ impl Shared {
         target: Target,
         options: RedisOptions,
         server: &str,
-    ) -> Result<(Self, bool)> {
+    ) -> Result<(Self, bool, Persistence)> {
         let connect_timeout = options.connect_timeout;
         // Boxed and type-erased: the connect path (TLS, Sentinel discovery, the
         // eviction check) nests deeper than the compiler's default query depth would
         // allow in every crate that awaits it.
-        let starting: futures::future::BoxFuture<'_, Result<(Self, bool)>> =
+        let starting: futures::future::BoxFuture<'_, Result<(Self, bool, Persistence)>> =
             Box::pin(Self::open_unbounded(target, options, server));
         tokio::time::timeout(connect_timeout, starting)
             .await
@@ -134,7 +138,7 @@ impl Shared {
         target: Target,
         options: RedisOptions,
         server: &str,
-    ) -> Result<(Self, bool)> {
+    ) -> Result<(Self, bool, Persistence)> {
         #[cfg(feature = "tls")]
         crate::tls::install_crypto_provider();
         // Under Sentinel, the primary the Sentinels name now.
@@ -177,10 +181,12 @@ impl Shared {
             .map_err(redis_error)?;
         let policy = crate::eviction::policy(&mut probe).await?;
         let mut evicting = crate::eviction::check(&options, server, policy.as_deref())?;
+        let mut persistence = crate::persistence::read(&mut probe).await?;
         if let Target::Cluster(nodes) = &target {
             // Every node the URL names must keep keys too (a master that evicts loses
-            // the entries of its slots); one that does not answer now is left to the
-            // cluster client, the probe having found the cluster.
+            // the entries of its slots), and durability is only as strong as its
+            // weakest node's; one that does not answer now is left to the cluster
+            // client, the probe having found the cluster.
             for node in nodes.nodes() {
                 let Ok(mut connection) = node
                     .get_multiplexed_async_connection_with_config(&probe_config)
@@ -190,6 +196,7 @@ impl Shared {
                 };
                 let policy = crate::eviction::policy(&mut connection).await?;
                 evicting |= crate::eviction::check(&options, server, policy.as_deref())?;
+                persistence = persistence.weaker(crate::persistence::read(&mut connection).await?);
             }
         }
         let conn = match &target {
@@ -231,6 +238,6 @@ impl Shared {
             instance,
             calls: AtomicU64::new(0),
         };
-        Ok((shared, evicting))
+        Ok((shared, evicting, persistence))
     }
 }
