@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::faults::Hook;
 use crate::harness::Harness;
 use crate::outcome::Outcome;
+use crate::profile::Profile;
 
 /// The bound on one whole case run; a case that exceeds it is a violation.
 pub const CASE_LIMIT: Duration = Duration::from_secs(180);
@@ -272,8 +273,15 @@ impl Report {
     /// or part of the contract. (A violation of a guarantee the backend declares it
     /// does not give is reported, not failed; contradictions between capabilities and
     /// behaviour are already violations, see [`run_case`].)
+    ///
+    /// A case the harness could not finish ([`Outcome::Error`]) also fails the run: it
+    /// showed nothing, so the claims it measures are not shown to hold.
     pub fn is_failure(&self) -> bool {
-        matches!(self.outcome, Outcome::Violated { .. }) && self.declared != Some(false)
+        match self.outcome {
+            Outcome::Violated { .. } => self.declared != Some(false),
+            Outcome::Error { .. } => true,
+            _ => false,
+        }
     }
 
     /// Whether measured and declared disagree (either way).
@@ -311,7 +319,8 @@ static SHARED_TOPOLOGY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new((
 /// [`CASE_LIMIT`].
 ///
 /// A case whose [`Need`]s the capabilities do not offer, or whose fault [`Hook`]s the
-/// harness does not offer, is `Unsupported` without running. A case that runs and meets
+/// harness does not offer, is `Unsupported` without running (see [`run_case_in`] for
+/// cases a profile leaves out). A case that runs and meets
 /// [`distsync_core::Error::Unsupported`] from the backend has found a contradiction (the
 /// capabilities offered what the backend refuses): that is reported as `Violated`. A
 /// panic in the case body is `Violated`.
@@ -323,16 +332,38 @@ pub async fn run_case(case: &'static Case, harness: &Harness) -> Report {
 }
 
 /// As [`run_case`], labelling the report's backend `label`.
+///
+/// Cancel-safety: as [`run_case`].
 pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) -> Report {
+    run_case_in(case, harness, label, Profile::Full).await
+}
+
+/// As [`run_case_as`], under `profile`: a case the profile leaves out
+/// ([`Profile::leaves_out`]) is [`Outcome::NotRun`] without running, whatever the
+/// capabilities and hooks offer.
+///
+/// Cancel-safety: as [`run_case`].
+pub async fn run_case_in(
+    case: &'static Case,
+    harness: &Harness,
+    label: &str,
+    profile: Profile,
+) -> Report {
     let capabilities = harness.capabilities().clone();
     let declared = case.declared(&capabilities);
     let started = Instant::now();
-    let outcome = match (case.missing(&capabilities), case.missing_hook(harness)) {
-        (Some(need), _) => Outcome::Unsupported {
+    let left_out = profile.leaves_out(case);
+    let outcome = match (
+        left_out,
+        case.missing(&capabilities),
+        case.missing_hook(harness),
+    ) {
+        (Some(reason), _, _) => Outcome::NotRun { reason },
+        (None, Some(need), _) => Outcome::Unsupported {
             reason: format!("capabilities declare {} = false", need.flag()),
         },
-        (None, Some(reason)) => Outcome::Unsupported { reason },
-        (None, None) => {
+        (None, None, Some(reason)) => Outcome::Unsupported { reason },
+        (None, None, None) => {
             // Cases that kill members of a shared cluster take turns.
             let _turn = if case.breaks_shared_topology() {
                 Some(SHARED_TOPOLOGY.lock().await)
@@ -467,6 +498,44 @@ mod tests {
         let memory = Harness::memory();
         let report = run_case(needs_a_cluster, &memory).await;
         assert!(report.outcome.detail().contains("no cluster"), "{report}");
+    }
+
+    #[tokio::test]
+    async fn the_safe_profile_reports_server_cases_not_run_without_running_them() {
+        let restarts: &'static Case = Box::leak(Box::new(Case {
+            id: "restarts_the_server",
+            group: Group::Server,
+            guarantee: "test",
+            needs: &[],
+            claim: Claim::Contract,
+            hooks: &[Hook::PrivateServer],
+            run: |_| Box::pin(async { Outcome::violated("must not run") }),
+        }));
+        let memory = Harness::memory();
+        let report = run_case_in(restarts, &memory, "memory", Profile::Safe).await;
+        assert!(matches!(report.outcome, Outcome::NotRun { .. }), "{report}");
+        assert!(report.outcome.detail().contains("safe profile"), "{report}");
+        assert!(!report.is_failure());
+        let report = run_case_in(restarts, &memory, "memory", Profile::Full).await;
+        assert!(
+            matches!(report.outcome, Outcome::Unsupported { .. }),
+            "the full profile asks the hooks: {report}"
+        );
+        let plain = case(Claim::Contract);
+        let report = run_case_in(plain, &memory, "memory", Profile::Safe).await;
+        assert!(matches!(report.outcome, Outcome::Holds { .. }), "{report}");
+    }
+
+    #[test]
+    fn harness_errors_fail_the_run() {
+        let error = Outcome::Error {
+            message: "deadline".into(),
+        };
+        assert!(report(Claim::Contract, Some(false), error).is_failure());
+        let not_run = Outcome::NotRun {
+            reason: "safe".into(),
+        };
+        assert!(!report(Claim::Contract, None, not_run).is_failure());
     }
 
     #[tokio::test]

@@ -20,7 +20,15 @@
 //! [`conformance_tests!`], which generates one test per case of [`CASES`] (the only
 //! list of cases; see [`run_tests`]); the `distsync-conformance` binary runs it
 //! against backends given by URL and prints the guarantee matrix
-//! ([`matrix::markdown`], [`matrix::json`]).
+//! ([`matrix::markdown_run`], [`matrix::json`], and [`junit::junit`] for CI), under a
+//! [`Profile`]: `full` (every case) or `safe` (only the cases that need no control over
+//! the store server, for a store you run in production; docs/CONFORMANCE.md).
+//!
+//! ## Exit statuses of the runner
+//!
+//! [`ExitStatus`]: 0 every claimed guarantee that ran held; 1 a claimed guarantee (or a
+//! contract) violated, or a case not finished within `--timeout`; 2 bad arguments; 3 a
+//! store could not be reached. Above 1, no matrix is printed.
 //!
 //! ## Running one case
 //!
@@ -66,24 +74,29 @@ mod case;
 mod cases;
 mod check;
 pub mod connect_checks;
+mod exit;
 pub mod faults;
 mod fenced;
 mod harness;
+pub mod junit;
 pub mod matrix;
 mod outcome;
+mod profile;
 mod rng;
 mod status;
 mod suite;
 mod testing;
 
-pub use case::{run_case, run_case_as, Case, Claim, Group, Need, Report, CASE_LIMIT};
+pub use case::{run_case, run_case_as, run_case_in, Case, Claim, Group, Need, Report, CASE_LIMIT};
 pub use cases::{find, CASES};
+pub use exit::ExitStatus;
 pub use faults::{
     connector, Cluster, Connect, ExternalHolder, Faults, HoldKind, HolderSpec, Hook, MemoryFaults,
     PrivateServer, ServerFaults, StoreFaults, StoreKind,
 };
 pub use harness::{Harness, FAULT_TTL, HOLDER_TTL, MAX_SETTLE, MIN_SETTLE, SESSION_TTL};
 pub use outcome::{Outcome, OutcomeKind};
+pub use profile::{controls_server, Profile, UnknownProfile};
 pub use status::check_status;
-pub use suite::run_suite;
+pub use suite::{run_suite, run_suite_in};
 pub use testing::{run_test, run_tests, run_with, server_url, ExtraTest};

@@ -1,13 +1,131 @@
 //! The guarantee matrix: reports rendered as markdown (guarantees as rows, backends as
-//! columns) or JSON (one object per backend and case).
+//! columns) or JSON (one object per backend and case); [`crate::junit`] renders them
+//! for CI.
 
 use std::fmt::Write as _;
 
+use distsync_core::Capabilities;
 use serde::Serialize;
 
 use crate::case::{Claim, Report};
 use crate::cases::CASES;
 use crate::outcome::{Outcome, OutcomeKind};
+use crate::profile::Profile;
+
+/// What a run knows beside its reports: the profile it ran and the capabilities of
+/// each store (by the reports' backend label), printed with the matrix
+/// ([`markdown_run`], [`crate::junit::junit`]).
+#[derive(Clone, Debug, Default)]
+pub struct RunInfo {
+    /// The profile the run used.
+    pub profile: Profile,
+    /// Each store's label and the capabilities the cases were judged against, in
+    /// column order.
+    pub stores: Vec<(String, Capabilities)>,
+}
+
+/// A [`Capabilities`] flag: its field name and how to read it.
+type Flag = (&'static str, fn(&Capabilities) -> bool);
+
+/// The primitives a store may offer, as [`Capabilities`] names them.
+const OFFERS: [Flag; 12] = [
+    ("lock", |c| c.lock),
+    ("election", |c| c.election),
+    ("rwlock", |c| c.rwlock),
+    ("queue", |c| c.queue),
+    ("priority_queue", |c| c.priority_queue),
+    ("barrier", |c| c.barrier),
+    ("double_barrier", |c| c.double_barrier),
+    ("semaphore", |c| c.semaphore),
+    ("stm_serializable_snapshot", |c| c.stm_serializable_snapshot),
+    ("stm_serializable", |c| c.stm_serializable),
+    ("stm_repeatable_reads", |c| c.stm_repeatable_reads),
+    ("stm_read_committed", |c| c.stm_read_committed),
+];
+
+/// The guarantees a store may claim, as [`Capabilities`] names them.
+const CLAIMS: [Flag; 10] = [
+    ("fencing", |c| c.fencing),
+    ("fifo_waiters", |c| c.fifo_waiters),
+    ("lost_notification", |c| c.lost_notification),
+    ("stalled_holder_expires", |c| c.stalled_holder_expires),
+    ("guarded_writes", |c| c.guarded_writes),
+    ("partition_safe", |c| c.partition_safe),
+    ("reliable_delivery", |c| c.reliable_delivery),
+    ("survives_restart", |c| c.survives_restart),
+    ("linearizable", |c| c.linearizable),
+    ("survives_failover", |c| c.survives_failover),
+];
+
+/// A store's facts in one line: its backend (driver) name, shortest session TTL, the
+/// primitives it offers, and the guarantees it claims and does not claim.
+///
+/// ```
+/// use distsync_core::Capabilities;
+///
+/// let facts = distsync_conformance::matrix::store_facts(
+///     &Capabilities::none("mystore").with_survives_restart(true),
+/// );
+/// assert!(facts.starts_with("backend `mystore`"), "{facts}");
+/// assert!(facts.contains("claims `survives_restart`"), "{facts}");
+/// ```
+pub fn store_facts(capabilities: &Capabilities) -> String {
+    let names = |list: &[Flag], want: bool| {
+        let named: Vec<String> = list
+            .iter()
+            .filter(|(_, flag)| flag(capabilities) == want)
+            .map(|(name, _)| format!("`{name}`"))
+            .collect();
+        if named.is_empty() {
+            "nothing".to_owned()
+        } else {
+            named.join(", ")
+        }
+    };
+    format!(
+        "backend `{}`, sessions of at least {:?}; offers {}; claims {}; does not claim {}",
+        capabilities.backend,
+        capabilities.min_session_ttl,
+        names(&OFFERS, true),
+        names(&CLAIMS, true),
+        names(&CLAIMS, false),
+    )
+}
+
+/// The heading of the store facts section of [`markdown_run`]; [`outline`] stops there.
+const FACTS_HEADING: &str = "### Store facts";
+
+/// The start of the profile line of [`markdown_run`]; [`outline`] leaves it out.
+const PROFILE_LINE: &str = "Profile: ";
+
+/// [`markdown`] with the run's profile above the table and the stores' facts
+/// ([`store_facts`]) below the notes: what the runner prints. [`outline`] drops both,
+/// so that a matrix's outline does not depend on them.
+pub fn markdown_run(reports: &[Report], info: &RunInfo) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{PROFILE_LINE}`{}` ({}).\n",
+        info.profile,
+        match info.profile {
+            Profile::Full => "every case",
+            Profile::Safe => "only cases that need no control over the store server",
+        }
+    );
+    out.push_str(&markdown(reports));
+    if !info.stores.is_empty() {
+        let _ = writeln!(out, "\n{FACTS_HEADING}\n");
+        for (label, capabilities) in &info.stores {
+            let _ = writeln!(
+                out,
+                "- **{}**: {}",
+                escape(label),
+                escape(&store_facts(capabilities))
+            );
+        }
+    }
+    out
+}
 
 /// One row of the JSON matrix.
 #[derive(Clone, Debug, Serialize)]
@@ -20,7 +138,8 @@ pub struct JsonRow<'a> {
     pub group: &'static str,
     /// The guarantee checked.
     pub guarantee: &'static str,
-    /// `holds`, `violated` or `unsupported`.
+    /// `holds`, `violated`, `unsupported`, `not_run` (left out by the run's profile) or
+    /// `error` (the harness could not finish the case).
     pub outcome: OutcomeKind,
     /// What the capabilities claimed: `true`, `false`, or `null` where there is no
     /// claim (a contract every backend keeps).
@@ -29,7 +148,8 @@ pub struct JsonRow<'a> {
     pub capability: Option<&'static str>,
     /// The measured figure, if any.
     pub figure: Option<&'a str>,
-    /// The detail (holds), evidence (violated) or reason (unsupported).
+    /// The detail (holds), evidence (violated), reason (unsupported, not run) or message
+    /// (error).
     pub detail: &'a str,
     /// Whether this result fails the run (see [`Report::is_failure`]).
     pub failure: bool,
@@ -115,6 +235,19 @@ pub fn markdown(reports: &[Report]) -> String {
          `violated (not declared)`: measured not to hold, as the backend's capabilities admit. \
          ⚠ marks a disagreement between declared and measured.\n",
     );
+    let has = |kind: OutcomeKind| reports.iter().any(|report| report.outcome.kind() == kind);
+    if has(OutcomeKind::NotRun) {
+        out.push_str(
+            "`not run`: the run's profile leaves the case out (it needs control over the store \
+             server); it says nothing about the store.\n",
+        );
+    }
+    if has(OutcomeKind::Error) {
+        out.push_str(
+            "`**ERROR**`: the harness could not finish the case (the run's deadline passed); \
+             nothing was measured.\n",
+        );
+    }
     let notes: Vec<&Report> = reports
         .iter()
         .filter(|report| !matches!(report.outcome, Outcome::Holds { .. }) || report.disagrees())
@@ -154,17 +287,28 @@ fn kind(report: &Report) -> String {
         }
         Outcome::Violated { .. } => "VIOLATED".to_owned(),
         Outcome::Unsupported { .. } => "unsupported".to_owned(),
+        Outcome::NotRun { .. } => "not run".to_owned(),
+        Outcome::Error { .. } => "ERROR".to_owned(),
     }
 }
 
 /// The figure-free outline of a markdown matrix (as [`markdown`] renders it): every
 /// measured figure and every note's detail removed, so that two runs that measured
 /// the same outcomes have the same outline. What `scripts/check-matrix.sh`
-/// compares between README.md and a fresh run.
+/// compares between README.md and a fresh run. The profile line and the store facts of
+/// [`markdown_run`] are left out (the cells say what ran).
 pub fn outline(markdown: &str) -> String {
     let mut out = String::new();
-    for line in markdown.trim().lines() {
+    let text = markdown.trim();
+    let text = match text.strip_prefix(PROFILE_LINE) {
+        Some(rest) => rest.split_once('\n').map_or("", |(_, table)| table).trim(),
+        None => text,
+    };
+    for line in text.lines() {
         let line = line.trim_end();
+        if line == FACTS_HEADING {
+            break;
+        }
         if line.starts_with('|') {
             let cells: Vec<String> = split_cells(line).iter().map(|c| strip_figure(c)).collect();
             let _ = writeln!(out, "| {} |", cells.join(" | "));
@@ -256,6 +400,8 @@ fn verdict(cell: &str) -> &'static str {
     match cell.trim() {
         "–" => "–",
         "unsupported" => "n/a",
+        "not run" => "–",
+        "**ERROR**" => "error",
         "violated (not declared)" => "no",
         cell if cell.starts_with("holds") => "yes",
         _ => "**VIOLATED**",
@@ -311,6 +457,8 @@ fn cell(report: &Report) -> String {
         (Outcome::Violated { .. }, Some(true)) => "**VIOLATED** ⚠ declared".to_owned(),
         (Outcome::Violated { .. }, None) => "**VIOLATED**".to_owned(),
         (Outcome::Unsupported { .. }, _) => "unsupported".to_owned(),
+        (Outcome::NotRun { .. }, _) => "not run".to_owned(),
+        (Outcome::Error { .. }, _) => "**ERROR**".to_owned(),
     }
 }
 
@@ -479,6 +627,37 @@ mod tests {
         assert_ne!(super::outline(&markdown(&changed)), outline);
         // Surrounding blank lines do not matter.
         assert_eq!(super::outline(&format!("\n{a}\n\n")), outline);
+    }
+
+    #[test]
+    fn the_run_matrix_names_its_profile_and_stores_outside_the_outline() {
+        let mut reports = sample();
+        reports.push(report(
+            "memory",
+            "server_restart_durable_state",
+            Some(false),
+            Outcome::NotRun {
+                reason: "not run in the safe profile".into(),
+            },
+        ));
+        let info = RunInfo {
+            profile: Profile::Safe,
+            stores: vec![("memory".to_owned(), Capabilities::none("memory"))],
+        };
+        let text = markdown_run(&reports, &info);
+        assert!(text.starts_with("Profile: `safe`"), "{text}");
+        assert!(text.contains("| not run |"), "{text}");
+        assert!(text.contains("`not run`: the run's profile"), "{text}");
+        assert!(text.contains("- **memory**: backend `memory`"), "{text}");
+        let outline = outline(&text);
+        assert!(!outline.contains("Profile:"), "{outline}");
+        assert!(!outline.contains("Store facts"), "{outline}");
+        assert!(outline.contains("| not run |"), "{outline}");
+        // The full profile's run matrix has the plain matrix's outline.
+        let full = markdown_run(&sample(), &RunInfo::default());
+        assert_eq!(super::outline(&full), super::outline(&markdown(&sample())));
+        assert_eq!(verdict("not run"), "–");
+        assert_eq!(verdict("**ERROR**"), "error");
     }
 
     #[test]

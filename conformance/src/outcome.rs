@@ -1,11 +1,15 @@
-//! What a case measured: holds, violated or unsupported.
+//! What a case measured: holds, violated or unsupported; or why it has no measure (not
+//! run in the run's profile, or the harness could not finish it).
 
 use std::fmt;
 
 use serde::Serialize;
 
 /// The result of running one case against one backend.
+///
+/// `#[non_exhaustive]`: the runner may learn new reasons a case has no measure.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The guarantee was measured to hold.
     Holds {
@@ -23,6 +27,19 @@ pub enum Outcome {
     Unsupported {
         /// Which capability is off.
         reason: String,
+    },
+    /// The case was not run because the run's [`crate::Profile`] leaves it out (it
+    /// needs control over the store server, which the profile does not take). Not a
+    /// statement about the store: distinct from [`Outcome::Unsupported`].
+    NotRun {
+        /// Which profile left it out and which hook it needs.
+        reason: String,
+    },
+    /// The harness could not finish the case (the run's deadline passed first): no
+    /// measure either way, but not a pass.
+    Error {
+        /// What went wrong in the harness.
+        message: String,
     },
 }
 
@@ -48,6 +65,8 @@ impl Outcome {
             Self::Holds { .. } => OutcomeKind::Holds,
             Self::Violated { .. } => OutcomeKind::Violated,
             Self::Unsupported { .. } => OutcomeKind::Unsupported,
+            Self::NotRun { .. } => OutcomeKind::NotRun,
+            Self::Error { .. } => OutcomeKind::Error,
         }
     }
 
@@ -59,12 +78,13 @@ impl Outcome {
         }
     }
 
-    /// The detail, evidence or reason, whichever the outcome carries.
+    /// The detail, evidence, reason or message, whichever the outcome carries.
     pub fn detail(&self) -> &str {
         match self {
             Self::Holds { detail, .. } => detail,
             Self::Violated { evidence } => evidence,
-            Self::Unsupported { reason } => reason,
+            Self::Unsupported { reason } | Self::NotRun { reason } => reason,
+            Self::Error { message } => message,
         }
     }
 }
@@ -82,13 +102,16 @@ impl fmt::Display for Outcome {
             } => write!(f, "holds: {detail}"),
             Self::Violated { evidence } => write!(f, "VIOLATED: {evidence}"),
             Self::Unsupported { reason } => write!(f, "unsupported: {reason}"),
+            Self::NotRun { reason } => write!(f, "not run: {reason}"),
+            Self::Error { message } => write!(f, "ERROR: {message}"),
         }
     }
 }
 
 /// The kind of an [`Outcome`], as the JSON matrix spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OutcomeKind {
     /// `holds`
     Holds,
@@ -96,15 +119,21 @@ pub enum OutcomeKind {
     Violated,
     /// `unsupported`
     Unsupported,
+    /// `not_run`: left out by the run's profile.
+    NotRun,
+    /// `error`: the harness could not finish the case.
+    Error,
 }
 
 impl OutcomeKind {
-    /// `holds`, `violated` or `unsupported`.
+    /// `holds`, `violated`, `unsupported`, `not_run` or `error`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Holds => "holds",
             Self::Violated => "violated",
             Self::Unsupported => "unsupported",
+            Self::NotRun => "not_run",
+            Self::Error => "error",
         }
     }
 }

@@ -2,9 +2,10 @@
 //! one runs) and `cases` (the list), so that the case files import `case` and `case`
 //! imports none of them.
 
-use crate::case::{run_case_as, Case, Report};
+use crate::case::{run_case_in, Case, Report};
 use crate::cases::CASES;
 use crate::harness::Harness;
+use crate::profile::Profile;
 
 /// Runs every case `select` accepts, labelling reports `label` and handing each to
 /// `on_report` as it completes; returns the reports in suite order.
@@ -19,19 +20,34 @@ pub async fn run_suite(
     harness: &Harness,
     label: &str,
     select: impl Fn(&Case) -> bool,
+    on_report: impl FnMut(&Report),
+) -> Vec<Report> {
+    run_suite_in(harness, label, Profile::Full, select, on_report).await
+}
+
+/// As [`run_suite`], under `profile`: the selected cases it leaves out are reported
+/// [`crate::Outcome::NotRun`] (see [`crate::run_case_in`]).
+///
+/// Cancel-safety: as [`run_suite`]; the reports handed to `on_report` before the
+/// future is dropped are those of the cases that finished.
+pub async fn run_suite_in(
+    harness: &Harness,
+    label: &str,
+    profile: Profile,
+    select: impl Fn(&Case) -> bool,
     mut on_report: impl FnMut(&Report),
 ) -> Vec<Report> {
     let selected: Vec<&'static Case> = CASES.iter().filter(|case| select(case)).collect();
     let mut reports = Vec::new();
     for case in selected.iter().filter(|case| !case.waits_on_faults()) {
-        let report = run_case_as(case, harness, label).await;
+        let report = run_case_in(case, harness, label, profile).await;
         on_report(&report);
         reports.push(report);
     }
     let mut waiting: futures::stream::FuturesUnordered<_> = selected
         .iter()
         .filter(|case| case.waits_on_faults())
-        .map(|case| run_case_as(case, harness, label))
+        .map(|case| run_case_in(case, harness, label, profile))
         .collect();
     while let Some(report) = futures::StreamExt::next(&mut waiting).await {
         on_report(&report);

@@ -1,9 +1,34 @@
 //! `distsync-conformance`: runs the conformance suite against backends given by URL
 //! (or `--all`: memory and the `DISTSYNC_*_URL` servers) and prints the guarantee
-//! matrix (markdown or JSON) on stdout; progress goes to stderr. Exits 1 if any case
-//! fails (a violated guarantee that is claimed or part of the contract, or a
-//! contradiction between capabilities and behaviour), 2 if a backend cannot be reached
-//! or the arguments are wrong.
+//! matrix (markdown, JSON or JUnit XML: `--format`) on stdout; `--junit FILE` writes
+//! JUnit XML beside it, for CI. Progress goes to stderr, one line per finished case:
+//! `[12/96] redis election_one_leader: holds (1.2 s)`. docs/CONFORMANCE.md is the guide
+//! for running it against your own store.
+//!
+//! Exit statuses ([`ExitStatus`]):
+//! - 0: every claimed guarantee (and every contract) that ran held;
+//! - 1: a case failed (a violated guarantee that is claimed or part of the contract, or
+//!   a contradiction between capabilities and behaviour), or `--timeout` passed before
+//!   every case finished (those cases are `**ERROR**` cells, JUnit `<error>`s); the
+//!   matrix is printed in both cases;
+//! - 2: bad arguments (no matrix);
+//! - 3: a store could not be reached (no matrix).
+//!
+//! Profiles (`--profile`): `full` (the default) runs every case; `safe` runs only the
+//! cases that need no control over the store server, and reports the others `not run`
+//! (distinct from `unsupported`: it says nothing about the store). Left out by `safe`:
+//! the cases needing a private server to restart (`Hook::PrivateServer`), a cluster
+//! member to kill (`Hook::Cluster`), a primary to kill after its replica lagged
+//! (`Hook::Failover`), a server configured to evict keys (`Hook::EvictingServer`), or
+//! etcd's Go recipes (`Hook::GoPeer`, a locally built Go program). Kept: holders in
+//! child processes killed or paused (`ChildHolder`, `PausedHolder`,
+//! `AnyExternalHolder`), the partition proxy between one client and the store
+//! (`Partition`), a second client (`SecondClient`), and the run's own session ended
+//! or taken over with the store's client tool (`KillSession`, `SessionTakeover`).
+//! Every case runs under a name prefix of its own, `conf/<case>/<unique id>`, and its
+//! sessions end with it or expire; the [`distsync_core::Backend`] trait has no call to
+//! delete a prefix, so data a case leaves behind (queue items, barrier and STM keys)
+//! stays under `conf/`.
 //!
 //! Fault hooks: `memory://` runs with the memory store's hooks (frozen leases); a
 //! server URL with [`ServerFaults`], whose child-process holders are this binary
@@ -34,14 +59,19 @@
 use std::io::Read as _;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, ValueEnum};
 use distsync_conformance::faults::child::{self, ChildSpec, Launcher};
 use distsync_conformance::faults::redis_cluster::{REDIS_CLUSTER_SCHEME, REDIS_CLUSTER_VAR};
+use distsync_conformance::matrix::RunInfo;
 use distsync_conformance::{
-    matrix, run_suite, Connect, Harness, Hook, Report, ServerFaults, CASES,
+    junit, matrix, run_suite_in, Case, Connect, ExitStatus, Harness, Hook, Outcome, Profile,
+    Report, ServerFaults, CASES,
 };
-use distsync_core::Backend;
+use distsync_core::{Backend, Capabilities};
+use tokio::time::Instant;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
 const SERVER_VARS: [&str; 5] = [
@@ -84,7 +114,13 @@ const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
 
 /// Runs the distsync conformance suite and prints the guarantee matrix.
 #[derive(Parser, Debug)]
-#[command(name = "distsync-conformance", version)]
+#[command(
+    name = "distsync-conformance",
+    version,
+    after_help = "Exit status: 0 every claimed guarantee that ran held; 1 a claimed guarantee \
+                  (or a contract) violated, or --timeout passed (the matrix is printed); 2 bad \
+                  arguments; 3 a store could not be reached. See docs/CONFORMANCE.md."
+)]
 struct Args {
     /// A backend URL (memory://, etcd://..., redis://..., postgres://...); repeat for
     /// several backends, one matrix column each. Default: memory://.
@@ -104,9 +140,32 @@ struct Args {
     #[arg(long, conflicts_with = "backends")]
     all: bool,
 
-    /// Output format of the matrix.
+    /// Output format of the matrix on stdout (junit: JUnit XML, one testsuite per
+    /// backend, one testcase per cell).
     #[arg(long, value_enum, default_value_t = Format::Markdown)]
     format: Format,
+
+    /// Also write the matrix as JUnit XML to FILE (beside the --format output on
+    /// stdout), for CI test reports.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<std::path::PathBuf>,
+
+    /// Which cases run: full (every case) or safe (only cases that need no control over
+    /// the store server: no restarts, cluster kills, failovers, eviction or Go peer;
+    /// the others are reported "not run").
+    #[arg(
+        long,
+        default_value = "full",
+        value_parser = clap::builder::PossibleValuesParser::new(["safe", "full"])
+            .map(|text| if text == "safe" { Profile::Safe } else { Profile::Full })
+    )]
+    profile: Profile,
+
+    /// A deadline for the whole run (e.g. 90s, 15m, 1h; a bare number is seconds): the
+    /// cases not finished by then are reported as errors, the matrix is still printed,
+    /// and the exit status is 1.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
 
     /// Run only cases whose id contains this text; repeat to widen.
     #[arg(long = "case", value_name = "TEXT")]
@@ -134,6 +193,7 @@ struct Args {
 enum Format {
     Markdown,
     Json,
+    Junit,
 }
 
 /// Connects by URL through the facade (with the backends this build's features bring).
@@ -200,6 +260,175 @@ async fn run_child() -> ExitCode {
     std::process::exit(status)
 }
 
+/// Parses `--timeout`: a number with `ms`, `s`, `m` or `h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 15m, 1h)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive duration"))
+}
+
+/// The exit status of a failure to connect with `error`: a URL the build cannot use is
+/// a bad argument; anything else means the store could not be reached.
+fn connect_status(error: &distsync_core::Error) -> ExitStatus {
+    match error {
+        distsync_core::Error::InvalidUrl { .. }
+        | distsync_core::Error::FeatureDisabled { .. }
+        | distsync_core::Error::InvalidArgument(_) => ExitStatus::BadArguments,
+        _ => ExitStatus::Unreachable,
+    }
+}
+
+fn exit(status: ExitStatus) -> ExitCode {
+    ExitCode::from(status.code())
+}
+
+/// One backend of the run: where it is, its harness and which cases run on it.
+struct Plan {
+    url: String,
+    label: String,
+    harness: Harness,
+    /// `--all` runs a subset on the Sentinel group (see [`SENTINEL_SUBSET`]).
+    subset: Option<&'static [&'static str]>,
+    /// `--all` leaves these out on the Redis Cluster (see [`REDIS_CLUSTER_LEFT_OUT`]).
+    left_out: &'static [&'static str],
+    /// A PostgreSQL server the runner manages: [`POSTGRES_FAILOVER`] runs on a private
+    /// primary with a synchronous standby.
+    standby_pair: bool,
+}
+
+impl Plan {
+    /// Whether the plan's main harness runs `case` (given the `--case` filter).
+    fn runs(&self, case: &Case, selected: &impl Fn(&str) -> bool) -> bool {
+        selected(case.id)
+            && self.subset.is_none_or(|subset| subset.contains(&case.id))
+            && !self.left_out.contains(&case.id)
+            && !(self.standby_pair && case.id == POSTGRES_FAILOVER)
+    }
+
+    /// Every case the plan runs, the standby pair's included, in suite order.
+    fn cases(&self, selected: &impl Fn(&str) -> bool) -> Vec<&'static Case> {
+        CASES
+            .iter()
+            .filter(|case| {
+                self.runs(case, selected)
+                    || (self.standby_pair && case.id == POSTGRES_FAILOVER && selected(case.id))
+            })
+            .collect()
+    }
+}
+
+/// One stderr line per finished case: `[12/96] redis election_one_leader: holds (1.2 s)`.
+fn progress(done: usize, total: usize, report: &Report) {
+    let word = match &report.outcome {
+        Outcome::Holds { .. } => "holds",
+        Outcome::Violated { .. } if report.declared == Some(false) => "violated (not declared)",
+        Outcome::Violated { .. } => "VIOLATED",
+        Outcome::Unsupported { .. } => "unsupported",
+        Outcome::NotRun { .. } => "not run",
+        _ => "ERROR",
+    };
+    let detail = match &report.outcome {
+        Outcome::Holds { .. } | Outcome::NotRun { .. } => String::new(),
+        outcome => format!(": {}", outcome.detail()),
+    };
+    eprintln!(
+        "[{done}/{total}] {} {}: {word} ({:.1} s){detail}",
+        report.backend,
+        report.case.id,
+        report.elapsed.as_secs_f64()
+    );
+}
+
+/// Runs every plan, handing each report to `finished` as it completes.
+///
+/// Cancel-safety: dropping the future (at `--timeout`) stops starting cases; the
+/// reports already in `finished` stay, and cases in flight are abandoned (their
+/// spawned bodies end with the process).
+async fn run_plans(
+    plans: Vec<Plan>,
+    profile: Profile,
+    selected: &impl Fn(&str) -> bool,
+    total: usize,
+    finished: &mut Vec<Report>,
+) -> Result<(), ExitStatus> {
+    for plan in plans {
+        let harness = plan.harness.clone().calibrate().await;
+        eprintln!(
+            "running the suite against {} ({}), profile {profile}, settle {:?}, faults: {}",
+            plan.label,
+            distsync::redact_url(&plan.url),
+            harness.settle(),
+            harness.faults().describe()
+        );
+        // The cases that fail the store over run last: the harness's own backend meets
+        // the failover as a transient error on its next command, which the other cases
+        // do not retry.
+        for fails_over in [false, true] {
+            run_suite_in(
+                &harness,
+                &plan.label,
+                profile,
+                |case| {
+                    plan.runs(case, selected) && case.hooks.contains(&Hook::Failover) == fails_over
+                },
+                |report| {
+                    finished.push(report.clone());
+                    progress(finished.len(), total, report);
+                },
+            )
+            .await;
+        }
+        if plan.standby_pair && selected(POSTGRES_FAILOVER) {
+            let left_out = distsync_conformance::find(POSTGRES_FAILOVER)
+                .is_some_and(|case| profile.leaves_out(case).is_some());
+            let pair = if left_out {
+                // Not connected: the safe profile starts no private server.
+                harness.clone()
+            } else {
+                match Harness::connect_postgres_standby(&plan.url, facade(), true).await {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        eprintln!("cannot use {}: {error}", distsync::redact_url(&plan.url));
+                        return Err(connect_status(&error));
+                    }
+                }
+            };
+            run_suite_in(
+                &pair,
+                &plan.label,
+                profile,
+                |case| case.id == POSTGRES_FAILOVER,
+                |report| {
+                    finished.push(report.clone());
+                    progress(finished.len(), total, report);
+                },
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -210,7 +439,7 @@ async fn main() -> ExitCode {
         let mut text = String::new();
         if let Err(error) = std::io::stdin().read_to_string(&mut text) {
             eprintln!("reading stdin: {error}");
-            return ExitCode::from(2);
+            return exit(ExitStatus::BadArguments);
         }
         let reduced = if args.summary {
             matrix::summary(&text)
@@ -231,14 +460,22 @@ async fn main() -> ExitCode {
     };
     if !CASES.iter().any(|case| selected(case.id)) {
         eprintln!("no case matches {:?}; see --list", args.cases);
-        return ExitCode::from(2);
+        return exit(ExitStatus::BadArguments);
+    }
+    if let Some(path) = &args.junit {
+        // Found out before the run, not after it: an unwritable report path is a bad
+        // argument.
+        if let Err(error) = std::fs::write(path, "") {
+            eprintln!("--junit {}: {error}", path.display());
+            return exit(ExitStatus::BadArguments);
+        }
     }
     let urls = if args.all {
         match all_backends() {
             Ok(urls) => urls,
             Err(error) => {
                 eprintln!("--all: {error}");
-                return ExitCode::from(2);
+                return exit(ExitStatus::BadArguments);
             }
         }
     } else if args.backends.is_empty() && args.backend_vars.is_empty() {
@@ -250,7 +487,7 @@ async fn main() -> ExitCode {
                 Ok(url) if !url.trim().is_empty() => urls.push(url),
                 _ => {
                     eprintln!("--backend-env {var}: the variable is not set");
-                    return ExitCode::from(2);
+                    return exit(ExitStatus::BadArguments);
                 }
             }
         }
@@ -262,6 +499,7 @@ async fn main() -> ExitCode {
         }
         Err(error) => eprintln!("no child-process holders: {error}"),
     }
+    let started = Instant::now();
 
     let mut harnesses = Vec::new();
     for url in &urls {
@@ -285,7 +523,7 @@ async fn main() -> ExitCode {
             Ok(harness) => harnesses.push((url.clone(), harness)),
             Err(error) => {
                 eprintln!("cannot use {}: {error}", distsync::redact_url(url));
-                return ExitCode::from(2);
+                return exit(connect_status(&error));
             }
         }
     }
@@ -294,7 +532,7 @@ async fn main() -> ExitCode {
         .iter()
         .map(|(url, harness)| column(url, harness))
         .collect();
-    let mut reports: Vec<Report> = Vec::new();
+    let mut plans = Vec::new();
     for (url, harness) in harnesses {
         let name = column(&url, &harness);
         let same_kind = kinds.iter().filter(|kind| **kind == name).count();
@@ -303,75 +541,107 @@ async fn main() -> ExitCode {
         } else {
             name.to_owned()
         };
-        // `--all` runs a subset on the Sentinel group (see SENTINEL_SUBSET).
-        let subset: Option<&[&str]> = if args.all && url.starts_with(SENTINEL_SCHEME) {
-            Some(&SENTINEL_SUBSET)
-        } else {
-            None
-        };
-        let left_out: &[&str] = if args.all && url.starts_with(REDIS_CLUSTER_SCHEME) {
-            &REDIS_CLUSTER_LEFT_OUT
-        } else {
-            &[]
-        };
-        let harness = harness.calibrate().await;
-        eprintln!(
-            "running the suite against {label} ({}), settle {:?}, faults: {}",
-            distsync::redact_url(&url),
-            harness.settle(),
-            harness.faults().describe()
-        );
-        // The cases that fail the store over run last: the harness's own backend meets
-        // the failover as a transient error on its next command, which the other cases
-        // do not retry.
-        let standby_pair = name == "postgres" && ServerFaults::new(&url, facade()).is_ok();
-        for fails_over in [false, true] {
-            let mut ran = run_suite(
-                &harness,
-                &label,
-                |case| {
-                    selected(case.id)
-                        && subset.is_none_or(|subset| subset.contains(&case.id))
-                        && !left_out.contains(&case.id)
-                        && case.hooks.contains(&Hook::Failover) == fails_over
-                        && !(standby_pair && case.id == POSTGRES_FAILOVER)
-                },
-                |report| eprintln!("{report}"),
+        plans.push(Plan {
+            subset: (args.all && url.starts_with(SENTINEL_SCHEME)).then_some(&SENTINEL_SUBSET[..]),
+            left_out: if args.all && url.starts_with(REDIS_CLUSTER_SCHEME) {
+                &REDIS_CLUSTER_LEFT_OUT
+            } else {
+                &[]
+            },
+            standby_pair: name == "postgres" && ServerFaults::new(&url, facade()).is_ok(),
+            url,
+            label,
+            harness,
+        });
+    }
+    let planned: Vec<(String, Capabilities, Vec<&'static Case>)> = plans
+        .iter()
+        .map(|plan| {
+            (
+                plan.label.clone(),
+                plan.harness.capabilities().clone(),
+                plan.cases(&selected),
             )
-            .await;
-            reports.append(&mut ran);
-        }
-        if standby_pair && selected(POSTGRES_FAILOVER) {
-            let pair = match Harness::connect_postgres_standby(&url, facade(), true).await {
-                Ok(pair) => pair,
-                Err(error) => {
-                    eprintln!("cannot use {}: {error}", distsync::redact_url(&url));
-                    return ExitCode::from(2);
+        })
+        .collect();
+    let total = planned.iter().map(|(_, _, cases)| cases.len()).sum();
+    let info = RunInfo {
+        profile: args.profile,
+        stores: planned
+            .iter()
+            .map(|(label, capabilities, _)| (label.clone(), capabilities.clone()))
+            .collect(),
+    };
+
+    let mut reports: Vec<Report> = Vec::new();
+    let running = run_plans(plans, args.profile, &selected, total, &mut reports);
+    let ran = match args.timeout {
+        Some(limit) => tokio::time::timeout_at(started + limit, running)
+            .await
+            .map_err(|_| limit),
+        None => Ok(running.await),
+    };
+    match ran {
+        Ok(Ok(())) => {}
+        Ok(Err(status)) => return exit(status),
+        Err(limit) => {
+            eprintln!("--timeout {limit:?} passed: the cases not finished are reported as errors");
+            for (label, capabilities, cases) in &planned {
+                for case in cases {
+                    let done = reports
+                        .iter()
+                        .any(|report| report.backend == *label && report.case.id == case.id);
+                    if !done {
+                        reports.push(Report {
+                            backend: label.clone(),
+                            case,
+                            declared: case.declared(capabilities),
+                            outcome: Outcome::Error {
+                                message: format!(
+                                    "not finished within the run's --timeout of {limit:?}"
+                                ),
+                            },
+                            elapsed: Duration::ZERO,
+                        });
+                    }
                 }
-            };
-            let mut ran = run_suite(
-                &pair,
-                &label,
-                |case| case.id == POSTGRES_FAILOVER,
-                |report| eprintln!("{report}"),
-            )
-            .await;
-            reports.append(&mut ran);
+            }
         }
     }
+    // Suite order within each backend, backends in column order (cases finish out of
+    // order: the fault cases run concurrently).
+    let position = |report: &Report| {
+        let column = planned
+            .iter()
+            .position(|(label, _, _)| *label == report.backend)
+            .unwrap_or(usize::MAX);
+        let row = CASES
+            .iter()
+            .position(|case| case.id == report.case.id)
+            .unwrap_or(usize::MAX);
+        (column, row)
+    };
+    reports.sort_by_key(position);
 
     match args.format {
-        Format::Markdown => println!("{}", matrix::markdown(&reports)),
+        Format::Markdown => println!("{}", matrix::markdown_run(&reports, &info)),
         Format::Json => println!("{}", matrix::json(&reports)),
+        Format::Junit => print!("{}", junit::junit(&reports, &info)),
     }
+    if let Some(path) = &args.junit {
+        if let Err(error) = std::fs::write(path, junit::junit(&reports, &info)) {
+            eprintln!("--junit {}: {error}", path.display());
+            return exit(ExitStatus::BadArguments);
+        }
+    }
+    let status = ExitStatus::of(&reports);
     let failures = reports.iter().filter(|report| report.is_failure()).count();
     if failures > 0 {
         eprintln!("{failures} case(s) failed");
-        ExitCode::FAILURE
     } else {
         eprintln!("all {} case run(s) passed", reports.len());
-        ExitCode::SUCCESS
     }
+    exit(status)
 }
 
 #[cfg(test)]
@@ -398,6 +668,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn timeouts_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        for bad in ["", "0s", "s", "2x", "-1s", "1e99h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn connection_errors_map_to_bad_arguments_or_unreachable() {
+        let bad_url = distsync_core::Error::InvalidUrl {
+            url: "bogus://x".into(),
+            reason: "unknown scheme".into(),
+        };
+        assert_eq!(connect_status(&bad_url), ExitStatus::BadArguments);
+        assert_eq!(
+            connect_status(&distsync_core::Error::Timeout(Duration::from_secs(1))),
+            ExitStatus::Unreachable
+        );
+        assert_eq!(ExitStatus::Unreachable.code(), 3);
     }
 
     #[test]
