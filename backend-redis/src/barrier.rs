@@ -63,8 +63,12 @@ impl Barrier for RedisBarrier {
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
         let channel = self.shared.keys.channel(&format!("{}:ch", self.key));
-        let mut wake = self.shared.notifier.subscribe(channel).await?;
         let mut backoff = WaitRetry::new("barrier wait");
+        let mut wake = self
+            .shared
+            .notifier
+            .subscribe_waiting(channel, &mut backoff)
+            .await?;
         loop {
             match self.held().await {
                 Ok(false) => return Ok(()),

@@ -233,7 +233,11 @@ impl Observer {
                 Some(subscription) => subscription,
                 None => {
                     let channel = self.shared.keys.channel(&format!("{}:ch", self.prefix));
-                    match self.shared.notifier.subscribe(channel).await {
+                    let subscribing = self
+                        .shared
+                        .notifier
+                        .subscribe_waiting(channel, &mut self.backoff);
+                    match subscribing.await {
                         Ok(subscription) => self.subscription.insert(subscription),
                         Err(error) => {
                             self.failed = true;

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use distsync_core::raw::retry::WaitRetry;
 use distsync_core::{Error, Result};
 use futures::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
@@ -142,6 +143,30 @@ impl Notifier {
             .map_err(|_| stopped())?;
         confirmed.await.map_err(|_| stopped())??;
         Ok(subscription)
+    }
+}
+
+impl Notifier {
+    /// [`Notifier::subscribe`] for a wait: a store that cannot be reached is waited
+    /// out with `retry`'s pauses, as the wait's own store calls are, so a wait that
+    /// starts during an outage does not fail where one already waiting rides it out
+    /// (see `distsync_core::raw::retry`). Errors that are not transient are returned.
+    ///
+    /// Cancel-safety: cancel-safe, as [`Notifier::subscribe`].
+    pub(crate) async fn subscribe_waiting(
+        &self,
+        channel: String,
+        retry: &mut WaitRetry,
+    ) -> Result<Subscription> {
+        loop {
+            match self.subscribe(channel.clone()).await {
+                Ok(subscription) => return Ok(subscription),
+                Err(error) => match retry.failed(&error) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Err(error),
+                },
+            }
+        }
     }
 }
 

@@ -212,16 +212,23 @@ impl RedisQueue {
         }
         let lost = session.lost_token().clone();
         let call = Call::receiving(self, lease);
+        let mut backoff = WaitRetry::new("queue receive");
         let mut wake = if wait {
             let channel = self
                 .shared
                 .keys
                 .channel(&format!("{}:w:{}", self.prefix, call.id));
-            Some(self.shared.notifier.subscribe(channel).await?)
+            let subscribing = self
+                .shared
+                .notifier
+                .subscribe_waiting(channel, &mut backoff);
+            tokio::select! {
+                () = lost.cancelled() => return Err(Error::SessionLost),
+                subscribed = subscribing => Some(subscribed?),
+            }
         } else {
             None
         };
-        let mut backoff = WaitRetry::new("queue receive");
         // A `try_receive` is a one-shot call: idempotent, retried within the budget.
         let give_up = Instant::now() + RetryPolicy::default().budget();
         loop {
@@ -472,8 +479,12 @@ impl Queue for RedisQueue {
             .shared
             .keys
             .channel(&format!("{}:w:{}", self.prefix, call.id));
-        let mut wake = self.shared.notifier.subscribe(channel).await?;
         let mut backoff = WaitRetry::new("queue dequeue");
+        let mut wake = self
+            .shared
+            .notifier
+            .subscribe_waiting(channel, &mut backoff)
+            .await?;
         loop {
             // A pop is idempotent per call id, so connection trouble is ridden out.
             let delay = match self.pop(&call.id, true).await {

@@ -270,8 +270,12 @@ impl WaiterLine {
             Reply::Waiting(_) | Reply::Refused => {}
         }
         let channel = self.shared.keys.channel(&format!("{}:w:{id}", self.prefix));
-        let mut wake = self.shared.notifier.subscribe(channel).await?;
         let mut backoff = WaitRetry::new("a place in line");
+        let mut wake = self
+            .shared
+            .notifier
+            .subscribe_waiting(channel, &mut backoff)
+            .await?;
         loop {
             // The first check runs as soon as the subscription is confirmed: a grant
             // published before that was missed, but the check sees it.
