@@ -176,7 +176,8 @@
 //!   `survives_restart` declared (on a server that does not evict keys): `everysec`
 //!   loses up to a second of acknowledged grants, releases and queue items in a crash,
 //!   RDB snapshots (`save`) everything since the last one. Under Sentinel the primary
-//!   at connect is read, and a later primary is taken to share its configuration;
+//!   at connect is read, and a later primary is taken to share its configuration (one
+//!   that does not, where `survives_restart` was declared, is logged as a warning);
 //!   under Cluster every node the URL names is read and the weakest counts, the others
 //!   taken to share it. Without it, a restart loses queues, barriers, STM keys,
 //!   sessions and grants (fencing tokens still grow, see above), and a lock can be

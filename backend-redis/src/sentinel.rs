@@ -134,17 +134,23 @@ pub(crate) struct Following {
     current: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
     generations: AtomicU64,
     pub(crate) db: i64,
+    /// Whether the backend declares `survives_restart` from the first primary's
+    /// persistence: a later primary that does not fsync every write is warned about
+    /// (the declared capabilities stay those read at connect).
+    durable: bool,
 }
 
 impl Following {
     /// Follows the primary of `sentinels`, starting with `first`, a connection to the
-    /// primary already checked by the caller.
+    /// primary already checked by the caller; `durable` when its persistence made the
+    /// backend declare `survives_restart`.
     pub(crate) fn new(
         sentinels: Arc<Sentinels>,
         first: MultiplexedConnection,
         config: AsyncConnectionConfig,
         options: RedisOptions,
         db: i64,
+        durable: bool,
     ) -> Self {
         Self {
             sentinels,
@@ -153,6 +159,7 @@ impl Following {
             current: tokio::sync::Mutex::new(Some((0, first))),
             generations: AtomicU64::new(1),
             db,
+            durable,
         }
     }
 
@@ -169,6 +176,9 @@ impl Following {
             .await?;
         let server = client.get_connection_info().addr().to_string();
         check_eviction(&mut connection, &self.options, &server).await?;
+        if self.durable {
+            check_persistence(&mut connection, &server).await;
+        }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sentinels = %self.sentinels.display, primary = %server, "connected to the primary");
         *current = Some((generation, connection.clone()));
@@ -207,6 +217,26 @@ async fn check_eviction(
             error.to_string(),
         ))
     })
+}
+
+/// Warns when a new primary does not fsync every write, although the backend declared
+/// `survives_restart` from the first one's settings (Sentinel-managed servers are
+/// expected to share one configuration). The connection is used all the same: the
+/// eviction check guards mutual exclusion, this one only durability across restarts.
+async fn check_persistence(connection: &mut MultiplexedConnection, server: &str) {
+    match crate::persistence::read(connection).await {
+        Ok(persistence) if !persistence.survives_restart() => tracing::warn!(
+            primary = server,
+            %persistence,
+            "the new primary does not fsync every write (appendonly yes, appendfsync \
+             always), unlike the one read at connect: a restart of it may lose \
+             acknowledged grants, releases and queue items"
+        ),
+        Ok(_) => {}
+        Err(error) => {
+            tracing::debug!(%error, primary = server, "reading the new primary's persistence")
+        }
+    }
 }
 
 /// Whether `error` means the connection is broken or its server no longer the primary.

@@ -220,6 +220,7 @@ impl Shared {
                 probe_config,
                 options.clone(),
                 db,
+                !evicting && persistence.survives_restart(),
             ))),
         };
         tracing::debug!(backend = BACKEND, server, namespace = %options.namespace, "connected");
