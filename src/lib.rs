@@ -85,8 +85,8 @@ pub use distsync_core::{
 
 // The primitives.
 pub use distsync_core::{
-    Barrier, Delivery, DoubleBarrier, Election, Locker, MultiLockGuard, MultiLocker, Queue, RwLock,
-    Semaphore, DEFAULT_PRIORITY,
+    Barrier, Consumer, ConsumerOptions, Delivery, DoubleBarrier, Election, Locker, MultiLockGuard,
+    MultiLocker, Queue, RwLock, Semaphore, DEFAULT_PRIORITY,
 };
 
 // The backends: one driver per store, and the list `connect` reads.
@@ -100,7 +100,7 @@ pub use distsync_kv::memory::MemoryBackend;
 
 // The in-memory backend (`memory://`), observability, migration between stores, who
 // holds what, the notes on timed acquisition, and the backend author's API.
-pub use distsync_core::{fence, instrument, migrate, status, timeout};
+pub use distsync_core::{consumer, fence, instrument, migrate, status, timeout};
 pub use distsync_kv::memory;
 
 /// The backend author's API: the contract of `distsync_core::raw`, and the

@@ -25,15 +25,21 @@
 //! first), counted by [`Queue::receive`](crate::Queue::receive) calls only: a
 //! redelivered item is one some consumer received before and did not acknowledge.
 //!
+//! To keep a failing item from coming straight back to the head of the queue,
+//! [`Delivery::nack_after`] holds it for a while before returning it; a
+//! [`Consumer`](crate::consumer::Consumer) does that, with a backoff, for you.
+//!
 //! At-most-once [`Queue::dequeue`](crate::Queue::dequeue) is unchanged: it removes the
 //! item when it returns it. It skips items held by a live receiver.
 
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::session::{Lost, Session};
 
 /// The backend's side of a [`Delivery`]: acknowledging or returning one held item.
@@ -164,6 +170,113 @@ impl Delivery {
             Some(settle) => settle.nack().await,
             None => Ok(()),
         }
+    }
+}
+
+impl Delivery {
+    /// Runs `work` only while the item is held: returns its output, or
+    /// [`Error::SessionLost`] (dropping `work` part-way) as soon as the session
+    /// holding the item is lost, when the store may hand the item to another consumer.
+    /// Saves writing the `select!` on [`Self::lost`] by hand.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// let session = coordinator.session().await?;
+    /// let jobs = coordinator.queue("jobs")?;
+    /// jobs.enqueue("build".into()).await?;
+    /// let delivery = jobs.receive(&session).await?;
+    /// let built = delivery
+    ///     .while_held(async {
+    ///         // ... process delivery.item() ...
+    ///         true
+    ///     })
+    ///     .await?;
+    /// assert!(built);
+    /// delivery.ack().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe as far as this method goes: dropping the returned future drops
+    /// `work`; whether that is safe is `work`'s own business. The delivery stays held.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] when the session is lost first (or already was).
+    pub async fn while_held<F: Future>(&self, work: F) -> Result<F::Output> {
+        if self.session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        let lost = self.session.lost();
+        tokio::select! {
+            biased;
+            () = lost => Err(Error::SessionLost),
+            output = work => Ok(output),
+        }
+    }
+
+    /// Nacks the item after `delay`, so that an item that failed does not come
+    /// straight back to the head of the queue: returns at once, and a background task
+    /// keeps the item held (invisible to every receiver, as while it is processed) for
+    /// `delay`, then [`nack`](Self::nack)s it (back at its place, redelivery count one
+    /// higher).
+    ///
+    /// - The hold costs nothing extra: the item is held through the session as any
+    ///   delivery is, and the session's renewals (which it makes anyway) keep it; no
+    ///   request is made until the `nack`.
+    /// - The task keeps a clone of the session, so the session stays open (renewed) for
+    ///   up to `delay` after its last other handle is dropped, as it does for a guard.
+    /// - If the session ends first (lost, closed, or the process exits or crashes
+    ///   before the delay), the store puts the item back when the session ends: at once
+    ///   after a `close`, after its TTL after a crash. Nothing is lost either way.
+    /// - If the background `nack` fails, the item goes back when the session ends.
+    ///
+    /// Needs a tokio runtime for its task. Outside one no task can wait or nack, so
+    /// the item goes back when the session ends, as for a dropped delivery (a warning
+    /// is logged).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// use std::time::Duration;
+    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// let session = coordinator.session().await?;
+    /// let jobs = coordinator.queue("jobs")?;
+    /// jobs.enqueue("flaky".into()).await?;
+    /// let delivery = jobs.receive(&session).await?;
+    /// // The work failed: try again in 50 ms, not at once.
+    /// delivery.nack_after(Duration::from_millis(50));
+    /// assert!(jobs.try_receive(&session).await?.is_none()); // still held
+    /// let again = jobs.receive(&session).await?; // waits for the nack
+    /// assert_eq!(again.redeliveries(), 1);
+    /// again.ack().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn nack_after(mut self, delay: Duration) {
+        let Some(settle) = self.settle.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                session = %self.session.id(),
+                "queue delivery nacked after a delay outside a runtime; the item goes back when the session ends"
+            );
+            return;
+        };
+        let session = self.session.clone();
+        runtime.spawn(async move {
+            tokio::select! {
+                biased;
+                // The store puts the item back itself when the session ends.
+                () = session.lost() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            if let Err(error) = settle.nack().await {
+                tracing::debug!(
+                    %error,
+                    "delayed nack of a queue delivery failed; the item goes back when the session ends",
+                );
+            }
+        });
     }
 }
 
