@@ -187,7 +187,7 @@ impl ConsumerOptions {
 ///     let text = std::str::from_utf8(&item)?;
 ///     let n: u64 = text.parse()?;
 ///     println!("job {n}");
-///     Ok(())
+///     Ok::<(), distsync_core::BoxError>(())
 /// });
 /// // Runs until its session is lost; here, until the poison item, tried twice, is
 /// // dead-lettered.
@@ -287,8 +287,9 @@ impl Consumer {
     /// offers no reliable delivery, an invalid session) ends it too.
     ///
     /// The handler gets the item's bytes; its error is any
-    /// `Into<`[`BoxError`]`>` (`?` on most error types works). It is logged, never
-    /// returned: the item is retried, then dead-lettered.
+    /// `Into<`[`BoxError`]`>`. To use `?` on several error types in an `async`
+    /// block, name its type once: `Ok::<(), BoxError>(())`. The error is logged,
+    /// never returned: the item is retried, then dead-lettered.
     ///
     /// # Cancel safety
     /// Cancel-safe: dropping the future drops the handler's future, and the item being
