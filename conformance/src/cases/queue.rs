@@ -1,6 +1,7 @@
 //! Queue cases: FIFO, priority order, no loss and no duplicate under cancelled
 //! consumers, and the empty queue.
 
+mod consumer;
 mod outage;
 
 use std::collections::BTreeMap;
@@ -130,6 +131,17 @@ pub(super) const CASES: &[Case] = &[
         // body picks whichever the store's hooks offer.
         hooks: &[Hook::AnyExternalHolder],
         run: |h| boxed(reliable_consumer_crash(h)),
+    },
+    Case {
+        id: "queue_consumer_poison_and_deadline",
+        group: Group::Queue,
+        guarantee: "consumer: a poison item is dead-lettered after max_deliveries and the \
+                    items behind it are processed; a hung handler's item is redelivered after \
+                    the processing deadline",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(consumer::poison_and_hung_handlers(h)),
     },
     Case {
         id: "queue_interop_go",
