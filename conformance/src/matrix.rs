@@ -304,11 +304,12 @@ pub fn outline(markdown: &str) -> String {
         Some(rest) => rest.split_once('\n').map_or("", |(_, table)| table).trim(),
         None => text,
     };
+    let text = match text.find(&format!("\n{FACTS_HEADING}\n")) {
+        Some(at) => text[..at].trim_end(),
+        None => text,
+    };
     for line in text.lines() {
         let line = line.trim_end();
-        if line == FACTS_HEADING {
-            break;
-        }
         if line.starts_with('|') {
             let cells: Vec<String> = split_cells(line).iter().map(|c| strip_figure(c)).collect();
             let _ = writeln!(out, "| {} |", cells.join(" | "));
@@ -653,9 +654,18 @@ mod tests {
         assert!(!outline.contains("Profile:"), "{outline}");
         assert!(!outline.contains("Store facts"), "{outline}");
         assert!(outline.contains("| not run |"), "{outline}");
-        // The full profile's run matrix has the plain matrix's outline.
-        let full = markdown_run(&sample(), &RunInfo::default());
-        assert_eq!(super::outline(&full), super::outline(&markdown(&sample())));
+        // The full profile's run matrix has the plain matrix's outline, store facts or
+        // not.
+        let plain = super::outline(&markdown(&sample()));
+        assert_eq!(
+            super::outline(&markdown_run(&sample(), &RunInfo::default())),
+            plain
+        );
+        let full = RunInfo {
+            profile: Profile::Full,
+            stores: info.stores.clone(),
+        };
+        assert_eq!(super::outline(&markdown_run(&sample(), &full)), plain);
         assert_eq!(verdict("not run"), "–");
         assert_eq!(verdict("**ERROR**"), "error");
     }
