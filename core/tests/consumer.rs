@@ -224,7 +224,11 @@ async fn while_held_stops_the_work_when_the_session_is_lost() {
     let coordinator = coordinator().await;
     let queue = coordinator.queue("held").unwrap();
     queue.enqueue("item".into()).await.unwrap();
-    let session = coordinator.session().await.unwrap();
+    // A short TTL: the revocation is learnt at the next renewal, a third of it.
+    let session = coordinator
+        .session_with_ttl(Duration::from_millis(600))
+        .await
+        .unwrap();
     let delivery = queue.receive(&session).await.unwrap();
     assert_eq!(delivery.while_held(async { 7 }).await.unwrap(), 7);
     coordinator
