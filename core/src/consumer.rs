@@ -309,7 +309,12 @@ impl Consumer {
                 Ok(delivery) => delivery,
                 Err(error) if error.is_transient() => {
                     let pause = store_backoff.next_pause();
-                    tracing::warn!(%error, queue = %self.queue.name(), pause_ms = pause.as_millis(), "consumer: receiving failed; retrying");
+                    tracing::warn!(
+                        %error,
+                        queue = %self.queue.name(),
+                        pause_ms = pause.as_millis(),
+                        "consumer: receiving failed; retrying"
+                    );
                     tokio::select! {
                         biased;
                         () = session.lost() => return Error::SessionLost,
@@ -404,7 +409,11 @@ impl Consumer {
                 Err(error) => {
                     // The item stays held until the session ends, then is delivered
                     // again: at least once.
-                    tracing::warn!(%error, "consumer: acknowledging a handled item failed; it is delivered again after the session ends");
+                    tracing::warn!(
+                        %error,
+                        "consumer: acknowledging a handled item failed; it is delivered again \
+                         after the session ends"
+                    );
                     Handled::Next
                 }
             },
@@ -428,7 +437,8 @@ impl Consumer {
                     deadline_ms = deadline.as_millis(),
                     redeliveries,
                     retry_ms = retry.as_millis(),
-                    "consumer: the handler passed the processing deadline and was dropped; the item is returned after the retry delay"
+                    "consumer: the handler passed the processing deadline and was dropped; \
+                     the item is returned after the retry delay"
                 );
                 delivery.nack_after(retry);
                 Handled::Next
@@ -460,7 +470,11 @@ impl Consumer {
             Ok(()) => Handled::Next,
             Err(error) if error.needs_new_session() => Handled::Stop(error),
             Err(error) => {
-                tracing::warn!(%error, "consumer: acknowledging a dead-lettered item failed; it is in both queues until delivered again");
+                tracing::warn!(
+                    %error,
+                    "consumer: acknowledging a dead-lettered item failed; it is in both queues \
+                     until delivered again"
+                );
                 Handled::Next
             }
         }
