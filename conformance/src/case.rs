@@ -268,6 +268,26 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+#[cfg(test)]
+impl Report {
+    /// A report of the case `id` on `backend`, for the tests of what renders reports.
+    pub(crate) fn of(
+        backend: &str,
+        id: &str,
+        declared: Option<bool>,
+        outcome: Outcome,
+        elapsed: Duration,
+    ) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            case: crate::cases::find(id).expect("a case of the suite"),
+            declared,
+            outcome,
+            elapsed,
+        }
+    }
+}
+
 impl Report {
     /// Whether this result fails the suite: a violation of a guarantee that is claimed
     /// or part of the contract. (A violation of a guarantee the backend declares it

@@ -203,17 +203,10 @@ mod tests {
     use distsync_core::Capabilities;
 
     use super::*;
-    use crate::cases::find;
     use crate::profile::Profile;
 
     fn report(backend: &str, case: &str, declared: Option<bool>, outcome: Outcome) -> Report {
-        Report {
-            backend: backend.to_owned(),
-            case: find(case).unwrap(),
-            declared,
-            outcome,
-            elapsed: Duration::from_millis(1200),
-        }
+        Report::of(backend, case, declared, outcome, Duration::from_millis(1200))
     }
 
     /// The elements of a document, checked for nesting and escaping: each start tag's

@@ -475,13 +475,7 @@ mod tests {
     use crate::cases::find;
 
     fn report(backend: &str, case: &str, declared: Option<bool>, outcome: Outcome) -> Report {
-        Report {
-            backend: backend.to_owned(),
-            case: find(case).unwrap(),
-            declared,
-            outcome,
-            elapsed: Duration::from_millis(12),
-        }
+        Report::of(backend, case, declared, outcome, Duration::from_millis(12))
     }
 
     fn sample() -> Vec<Report> {
