@@ -206,7 +206,13 @@ mod tests {
     use crate::profile::Profile;
 
     fn report(backend: &str, case: &str, declared: Option<bool>, outcome: Outcome) -> Report {
-        Report::of(backend, case, declared, outcome, Duration::from_millis(1200))
+        Report::of(
+            backend,
+            case,
+            declared,
+            outcome,
+            Duration::from_millis(1200),
+        )
     }
 
     /// The elements of a document, checked for nesting and escaping: each start tag's
