@@ -571,3 +571,15 @@ impl Consumer {
         Ok(count)
     }
 }
+impl Coordinator {
+    /// A [`Consumer`] of the queue `name`: a handler run on each item with retries, a
+    /// processing deadline and a dead-letter queue (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad queue or dead-letter queue name,
+    /// [`Error::InvalidArgument`] for `max_deliveries` of 0, a zero processing
+    /// deadline or a dead-letter queue that is the consumed queue; before any I/O.
+    pub fn consumer(&self, name: &str, options: ConsumerOptions) -> Result<Consumer> {
+        Consumer::new(self, name, options)
+    }
+}

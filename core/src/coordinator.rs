@@ -191,22 +191,6 @@ impl Coordinator {
         }))
     }
 
-    /// A [`Consumer`](crate::consumer::Consumer) of the queue `name`: a handler run on
-    /// each item with retries, a processing deadline and a dead-letter queue (see
-    /// [`crate::consumer`]).
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] for a bad queue or dead-letter queue name,
-    /// [`Error::InvalidArgument`] for `max_deliveries` of 0, a zero processing
-    /// deadline or a dead-letter queue that is the consumed queue; before any I/O.
-    pub fn consumer(
-        &self,
-        name: &str,
-        options: crate::consumer::ConsumerOptions,
-    ) -> Result<crate::consumer::Consumer> {
-        crate::consumer::Consumer::new(self, name, options)
-    }
-
     /// See [`Backend::barrier`]. Waits are traced and counted.
     pub fn barrier(&self, name: &str) -> Result<Arc<dyn Barrier>> {
         Ok(Arc::new(InstrumentedBarrier {
