@@ -400,7 +400,7 @@ async fn run_plans(
         }
         if plan.standby_pair && selected(POSTGRES_FAILOVER) {
             let left_out = distsync_conformance::find(POSTGRES_FAILOVER)
-                .is_some_and(|case| profile.leaves_out(case).is_some());
+                .is_some_and(|case| profile.leaves_out(case.hooks).is_some());
             let pair = if left_out {
                 // Not connected: the safe profile starts no private server.
                 harness.clone()
