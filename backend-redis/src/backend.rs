@@ -157,7 +157,12 @@ impl RedisBackend {
         };
         let wait_replicas = options.wait_replicas;
         let (shared, evicting, persistence) = Shared::open(target, options, &server).await?;
-        let capabilities = measured(topology, wait_replicas, evicting, &persistence);
+        let capabilities = measured(
+            topology,
+            wait_replicas,
+            evicting,
+            persistence.survives_restart(),
+        );
         if capabilities.survives_restart {
             tracing::info!(
                 server,

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use distsync_core::Capabilities;
 
-use crate::persistence::Persistence;
-
 /// The backend's name, as it appears in [`Capabilities::backend`], in errors
 /// ([`Error::Connection`] and the others name the backend) and in log fields.
 ///
@@ -100,14 +98,14 @@ pub(crate) enum Topology {
 
 /// What a connected backend declares: the claims of its topology, or those under
 /// eviction when the server may evict keys (accepted with `allow_eviction=true`),
-/// with `survives_restart` when `persistence` makes every acknowledged write durable
-/// and nothing is evicted (an evicted queue item or STM key is gone whatever the disk
-/// holds).
+/// with `survives_restart` when the server's persistence makes every acknowledged
+/// write `durable` ([`crate::Persistence::survives_restart`]) and nothing is evicted
+/// (an evicted queue item or STM key is gone whatever the disk holds).
 pub(crate) fn measured(
     topology: Topology,
     wait_replicas: u32,
     evicting: bool,
-    persistence: &Persistence,
+    durable: bool,
 ) -> Capabilities {
     let claimed = if evicting {
         capabilities_under_eviction()
@@ -118,53 +116,41 @@ pub(crate) fn measured(
             Topology::Cluster => capabilities_under_cluster(wait_replicas),
         }
     };
-    claimed.with_survives_restart(!evicting && persistence.survives_restart())
+    claimed.with_survives_restart(!evicting && durable)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The settings of a server, as `CONFIG GET` replies read by `persistence`.
-    fn server(appendonly: Option<bool>, appendfsync: Option<&str>) -> Persistence {
-        Persistence::of(appendonly, appendfsync, Some(""))
-    }
-
     #[test]
-    fn survives_restart_only_with_every_write_fsynced_and_nothing_evicted() {
-        let none = server(Some(false), Some("everysec"));
-        let everysec = server(Some(true), Some("everysec"));
-        let always = server(Some(true), Some("always"));
-        // CONFIG refused, INFO says `aof_enabled:1`: the fsync policy is unknown.
-        let unknown_fsync = server(Some(true), None);
+    fn survives_restart_only_with_every_write_durable_and_nothing_evicted() {
         for topology in [Topology::Server, Topology::Sentinel, Topology::Cluster] {
             for wait_replicas in [0, 1] {
-                let claims = |evicting, persistence: &Persistence| {
-                    measured(topology, wait_replicas, evicting, persistence).survives_restart
+                let claims = |evicting, durable| {
+                    measured(topology, wait_replicas, evicting, durable).survives_restart
                 };
-                assert!(!claims(false, &none), "{topology:?}");
-                assert!(!claims(false, &everysec), "{topology:?}");
-                assert!(!claims(false, &unknown_fsync), "{topology:?}");
-                assert!(claims(false, &always), "{topology:?}");
-                assert!(!claims(true, &always), "{topology:?}");
+                assert!(!claims(false, false), "{topology:?}");
+                assert!(claims(false, true), "{topology:?}");
+                assert!(!claims(true, true), "{topology:?}");
                 // Nothing else changes with persistence.
                 assert_eq!(
-                    measured(topology, wait_replicas, false, &always),
-                    measured(topology, wait_replicas, false, &none).with_survives_restart(true)
+                    measured(topology, wait_replicas, false, true),
+                    measured(topology, wait_replicas, false, false).with_survives_restart(true)
                 );
             }
         }
-        assert_eq!(measured(Topology::Server, 0, false, &none), capabilities());
+        assert_eq!(measured(Topology::Server, 0, false, false), capabilities());
         assert_eq!(
-            measured(Topology::Sentinel, 1, false, &none),
+            measured(Topology::Sentinel, 1, false, false),
             capabilities_under_sentinel(1)
         );
         assert_eq!(
-            measured(Topology::Cluster, 0, false, &none),
+            measured(Topology::Cluster, 0, false, false),
             capabilities_under_cluster(0)
         );
         assert_eq!(
-            measured(Topology::Cluster, 1, true, &always),
+            measured(Topology::Cluster, 1, true, true),
             capabilities_under_eviction()
         );
     }
