@@ -199,9 +199,13 @@ async fn an_expired_client_certificate_is_refused() {
     assert!(matches!(error, Error::Connection { .. }), "{error:?}");
     // The server says why in its TLS alert (rustls: `CertificateExpired`; OpenSSL,
     // when another crate of the build turns on sqlx's native-tls: "certificate
-    // expired").
+    // expired"). It closes the connection right after the alert, with the client's
+    // last handshake bytes unread, so its kernel answers with a reset, which can
+    // reach the client first and discard the alert: the refusal then reads as a
+    // reset. Either way the connection was refused.
+    let text = format!("{error:?}");
     assert!(
-        format!("{error:?}").to_lowercase().contains("expired"),
+        text.to_lowercase().contains("expired") || text.contains("ConnectionReset"),
         "{error:?}"
     );
     assert_no_secret(&error, &password);
