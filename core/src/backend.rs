@@ -98,6 +98,32 @@ pub trait Backend: Send + Sync + 'static {
         ))
     }
 
+    /// The shared counter `name` (see [`crate::counter`]). No I/O: a counter that was
+    /// never written reads 0.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] (the default) where the backend has none.
+    fn counter(&self, name: Name) -> Result<Box<dyn crate::counter::Counter>> {
+        let _ = name;
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "counter",
+        ))
+    }
+
+    /// The count-down latch `name` of initial count `count` (see [`crate::latch`]).
+    /// No I/O: the first `count_down` creates the latch in the store.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] (the default) where the backend has none.
+    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn crate::latch::CountDownLatch>> {
+        let _ = (name, count);
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "latch",
+        ))
+    }
+
     /// Reads the durable state under this backend's namespace (queues, STM keys, held
     /// barriers) and lists its live holds, for [`crate::migrate::migrate`]. Reads only.
     ///

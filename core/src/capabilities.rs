@@ -86,6 +86,11 @@ pub struct Capabilities {
     /// may lose acknowledged writes (asynchronous replication); see
     /// `docs/HIGH_AVAILABILITY.md`.
     pub survives_failover: bool,
+    /// [`crate::Counter`]: a shared 64-bit counter with atomic `add` and
+    /// `compare_and_set`.
+    pub counter: bool,
+    /// [`crate::CountDownLatch`]: a latch opened when its count reaches zero.
+    pub latch: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,
 }
@@ -117,6 +122,8 @@ impl Capabilities {
             survives_restart: false,
             linearizable: false,
             survives_failover: false,
+            counter: false,
+            latch: false,
             min_session_ttl: Duration::from_secs(1),
         }
     }
@@ -148,6 +155,8 @@ impl Capabilities {
             survives_restart: true,
             linearizable: true,
             survives_failover: true,
+            counter: true,
+            latch: true,
             min_session_ttl,
         }
     }
@@ -240,6 +249,8 @@ flag_setters! {
     survives_restart => with_survives_restart,
     linearizable => with_linearizable,
     survives_failover => with_survives_failover,
+    counter => with_counter,
+    latch => with_latch,
 }
 
 #[cfg(test)]
@@ -275,7 +286,9 @@ mod tests {
             .with_reliable_delivery(true)
             .with_survives_restart(true)
             .with_linearizable(true)
-            .with_survives_failover(true);
+            .with_survives_failover(true)
+            .with_counter(true)
+            .with_latch(true);
         assert_eq!(built, Capabilities::all("test", ttl));
     }
 }

@@ -17,6 +17,8 @@
 //! | barrier | `<ns>/barrier/<n>` |
 //! | double barrier | `<ns>/double-barrier/<n>/waiters/<unix nanos>`, `<ns>/double-barrier/<n>/ready` |
 //! | stm | `<ns>/stm/<n>` |
+//! | counter | `<ns>/counter/<n>`, value = decimal value |
+//! | latch | `<ns>/latch/<n>`, value = `<initial count> <remaining count>` |
 //!
 //! Every key is under `<ns>`, so etcd RBAC on the namespace prefix suffices.
 //! Session-bound keys (lock, election, rwlock, double-barrier waiters) are attached to
@@ -80,6 +82,7 @@
 //! also watch their own key and fire `lost()` when it is deleted by anyone else.
 
 mod barrier;
+mod counter;
 mod double_barrier;
 mod election;
 mod export;
@@ -90,6 +93,7 @@ mod hold;
 #[cfg(test)]
 mod injective;
 mod key;
+mod latch;
 
 use distsync_core::raw::SessionStoreSide as _;
 pub use key::KeyLayout;
@@ -389,6 +393,29 @@ impl<K: Kv> Backend for KvBackend<K> {
             permits.get(),
             session.clone(),
             lease,
+        )))
+    }
+
+    fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::counter::Counter>> {
+        self.offers(self.capabilities.counter, "counter")?;
+        Ok(Box::new(counter::KvCounter::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+        )))
+    }
+
+    fn latch(
+        &self,
+        name: Name,
+        count: u64,
+    ) -> Result<Box<dyn distsync_core::latch::CountDownLatch>> {
+        self.offers(self.capabilities.latch, "latch")?;
+        Ok(Box::new(latch::KvLatch::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+            count,
         )))
     }
 

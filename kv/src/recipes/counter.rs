@@ -1,0 +1,200 @@
+//! The shared counter over a [`Kv`] store.
+//!
+//! Layout: one key `<ns>/counter/<escaped name>` (no lease), its value the decimal
+//! value; absent reads 0. Every change is a transaction comparing the key's mod
+//! revision (version 0 while absent) with the one just read, so a change applies
+//! only to the value it was computed from; a failed compare writes nothing and is
+//! retried from a fresh read. A transaction whose reply is lost is never repeated
+//! (the store client sends a mutation once), so an `add` is applied at most once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::kv::{Compare, CompareOp, Kv, Range, Revision, Txn, TxnOp};
+use distsync_core::counter::{checked_add, Counter};
+use distsync_core::error::{Error, Result};
+use distsync_core::name::Name;
+
+use super::key::{escape, KeySpace};
+
+/// The key of the counter `name`: after `<ns>/`, where no lock or election key
+/// reaches, with its own kind segment, so no other primitive shares it.
+pub(crate) fn counter_key(space: &KeySpace, name: &Name) -> String {
+    format!("{}/counter/{}", space.namespace(), escape(name.as_str()))
+}
+
+/// A [`Counter`] over a [`Kv`] store.
+pub(crate) struct KvCounter {
+    kv: Arc<dyn Kv>,
+    name: Name,
+    key: String,
+}
+
+/// The value read and the compare that a write computed from it must pass.
+struct Read {
+    value: i64,
+    guard: Compare,
+}
+
+impl KvCounter {
+    pub(crate) fn new(kv: Arc<dyn Kv>, space: &KeySpace, name: Name) -> Self {
+        Self {
+            kv,
+            key: counter_key(space, &name),
+            name,
+        }
+    }
+
+    async fn read(&self) -> Result<Read> {
+        let response = self.kv.range(Range::key(&self.key)).await?;
+        Ok(match response.kvs.first() {
+            None => Read {
+                value: 0,
+                guard: Compare::version(&self.key, CompareOp::Equal, 0),
+            },
+            Some(found) => Read {
+                value: parse(self.kv.backend(), &self.name, &found.value)?,
+                guard: mod_revision_is(&self.key, found.mod_revision),
+            },
+        })
+    }
+
+    /// Writes `new` if the key is as `read` found it; whether it was.
+    async fn write_if(&self, read: Read, new: i64) -> Result<bool> {
+        let txn =
+            Txn::when(vec![read.guard]).and_then(vec![TxnOp::put(&self.key, new.to_string(), 0)]);
+        Ok(self.kv.txn(txn).await?.succeeded)
+    }
+
+    /// Applies `change` to the current value until one compare-guarded write
+    /// succeeds, and returns what `change` returned for it (`None`: write nothing).
+    async fn update<T>(
+        &self,
+        mut change: impl FnMut(i64) -> Result<(Option<i64>, T)>,
+    ) -> Result<T> {
+        loop {
+            let read = self.read().await?;
+            let (new, answer) = change(read.value)?;
+            let Some(new) = new else {
+                return Ok(answer);
+            };
+            if self.write_if(read, new).await? {
+                return Ok(answer);
+            }
+            tracing::trace!(key = %self.key, "counter changed under us; re-reading");
+        }
+    }
+}
+
+fn mod_revision_is(key: &str, revision: Revision) -> Compare {
+    Compare::mod_revision(key, CompareOp::Equal, revision)
+}
+
+/// A stored counter value; anything but a decimal `i64` is a typed error.
+fn parse(backend: &'static str, name: &Name, value: &Bytes) -> Result<i64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            Error::backend(
+                backend,
+                format!(
+                    "counter {:?} holds a value that is not an integer",
+                    name.as_str()
+                ),
+            )
+        })
+}
+
+#[async_trait]
+impl Counter for KvCounter {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn get(&self) -> Result<i64> {
+        Ok(self.read().await?.value)
+    }
+
+    async fn add(&self, delta: i64) -> Result<i64> {
+        let name = self.name.clone();
+        self.update(|current| {
+            let new = checked_add(&name, current, delta)?;
+            Ok((Some(new), new))
+        })
+        .await
+    }
+
+    async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool> {
+        self.update(|current| {
+            Ok(if current == expected {
+                (Some(new), true)
+            } else {
+                (None, false)
+            })
+        })
+        .await
+    }
+
+    async fn set(&self, value: i64) -> Result<()> {
+        self.kv
+            .txn(Txn::default().and_then(vec![TxnOp::put(&self.key, value.to_string(), 0)]))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use distsync_core::Coordinator;
+
+    use crate::memory::MemoryBackend;
+
+    #[tokio::test]
+    async fn concurrent_adds_are_never_lost() {
+        let coordinator = Coordinator::new(MemoryBackend::new());
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let counter = coordinator.counter("c").unwrap();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..25 {
+                    counter.add(2).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(coordinator.counter("c").unwrap().get().await.unwrap(), 400);
+    }
+
+    #[tokio::test]
+    async fn overflow_changes_nothing() {
+        let coordinator = Coordinator::new(MemoryBackend::new());
+        let counter = coordinator.counter("c").unwrap();
+        counter.set(i64::MAX - 1).await.unwrap();
+        assert!(counter.add(2).await.is_err());
+        assert_eq!(counter.get().await.unwrap(), i64::MAX - 1);
+        assert_eq!(counter.add(1).await.unwrap(), i64::MAX);
+    }
+
+    #[tokio::test]
+    async fn one_of_racing_swaps_wins() {
+        let coordinator = Coordinator::new(MemoryBackend::new());
+        let mut tasks = Vec::new();
+        for i in 1..=6 {
+            let counter = coordinator.counter("c").unwrap();
+            tasks.push(tokio::spawn(
+                async move { counter.compare_and_set(0, i).await },
+            ));
+        }
+        let mut wins = 0;
+        for task in tasks {
+            wins += usize::from(task.await.unwrap().unwrap());
+        }
+        assert_eq!(wins, 1);
+        assert_ne!(coordinator.counter("c").unwrap().get().await.unwrap(), 0);
+    }
+}
