@@ -47,6 +47,9 @@ pub struct Harness {
     faults: Arc<dyn Faults>,
     prefix: String,
     settle: Duration,
+    /// Whether a case whose hook the faults do not offer is not run rather than
+    /// unsupported (see [`Harness::with_absent_hooks_not_run`]).
+    absent_hooks_not_run: bool,
 }
 
 impl fmt::Debug for Harness {
@@ -56,6 +59,7 @@ impl fmt::Debug for Harness {
             .field("faults", &self.faults.describe())
             .field("prefix", &self.prefix)
             .field("settle", &self.settle)
+            .field("absent_hooks_not_run", &self.absent_hooks_not_run)
             .finish()
     }
 }
@@ -81,7 +85,25 @@ impl Harness {
             faults: Arc::new(StoreFaults),
             prefix: "conf".to_owned(),
             settle: MIN_SETTLE,
+            absent_hooks_not_run: false,
         }
+    }
+
+    /// The same harness, reporting a case whose fault hook its [`Faults`] do not offer
+    /// as [`crate::Outcome::NotRun`] instead of [`crate::Outcome::Unsupported`]: for
+    /// hooks a backend crate gives or not ([`crate::BackendUnderTest`]), where a hook
+    /// not given says nothing about the store. The workspace's own harnesses keep
+    /// `unsupported`, since theirs are missing because the store cannot have them.
+    #[must_use]
+    pub fn with_absent_hooks_not_run(mut self) -> Self {
+        self.absent_hooks_not_run = true;
+        self
+    }
+
+    /// Whether a case whose hook is not offered is reported not run (see
+    /// [`Harness::with_absent_hooks_not_run`]).
+    pub fn absent_hooks_not_run(&self) -> bool {
+        self.absent_hooks_not_run
     }
 
     /// The same harness with other fault hooks.

@@ -80,6 +80,7 @@ mod fenced;
 mod harness;
 pub mod junit;
 pub mod matrix;
+mod out_of_tree;
 mod outcome;
 mod profile;
 mod rng;
@@ -95,6 +96,7 @@ pub use faults::{
     PrivateServer, ServerFaults, StoreFaults, StoreKind,
 };
 pub use harness::{Harness, FAULT_TTL, HOLDER_TTL, MAX_SETTLE, MIN_SETTLE, SESSION_TTL};
+pub use out_of_tree::{run_backend_tests, BackendUnderTest, IntoBackend};
 pub use outcome::{Outcome, OutcomeKind};
 pub use profile::{controls_server, Profile, UnknownProfile};
 pub use status::check_status;

@@ -2,9 +2,10 @@
 //! one runs) and `cases` (the list), so that the case files import `case` and `case`
 //! imports none of them.
 
-use crate::case::{run_case_in, Case, Report};
+use crate::case::{Case, Report};
 use crate::cases::CASES;
 use crate::harness::Harness;
+use crate::out_of_tree::run_case_judged;
 use crate::profile::Profile;
 
 /// Runs every case `select` accepts, labelling reports `label` and handing each to
@@ -40,14 +41,14 @@ pub async fn run_suite_in(
     let selected: Vec<&'static Case> = CASES.iter().filter(|case| select(case)).collect();
     let mut reports = Vec::new();
     for case in selected.iter().filter(|case| !case.waits_on_faults()) {
-        let report = run_case_in(case, harness, label, profile).await;
+        let report = run_case_judged(case, harness, label, profile).await;
         on_report(&report);
         reports.push(report);
     }
     let mut waiting: futures::stream::FuturesUnordered<_> = selected
         .iter()
         .filter(|case| case.waits_on_faults())
-        .map(|case| run_case_in(case, harness, label, profile))
+        .map(|case| run_case_judged(case, harness, label, profile))
         .collect();
     while let Some(report) = futures::StreamExt::next(&mut waiting).await {
         on_report(&report);

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use libtest_mimic::{Arguments, Trial};
 
-use crate::case::run_case;
 use crate::cases::{find, CASES};
 use crate::faults::child::{self, Launcher};
 use crate::harness::Harness;
+use crate::out_of_tree::run_case_judged;
+use crate::profile::Profile;
 
 /// The URL of a test server from the environment variable `var`
 /// (`DISTSYNC_ETCD_URL`, `DISTSYNC_REDIS_URL`, `DISTSYNC_POSTGRES_URL`, ...).
@@ -73,7 +74,8 @@ where
             return;
         };
         let harness = harness.into().calibrate().await;
-        let report = run_case(case, &harness).await;
+        let label = harness.capabilities().backend;
+        let report = run_case_judged(case, &harness, label, Profile::Full).await;
         eprintln!("{report}");
         assert!(!report.is_failure(), "{report}");
     });
