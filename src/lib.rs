@@ -89,6 +89,9 @@ pub use distsync_core::{
     MultiLocker, Queue, RwLock, Semaphore, DEFAULT_PRIORITY,
 };
 
+// The rate limiter (GCRA on the store's clock).
+pub use distsync_core::rate_limiter::{self, Admission, Rate, RateLimiter};
+
 // The backends: one driver per store, and the list `connect` reads.
 pub use distsync_core::driver::{self, Driver};
 

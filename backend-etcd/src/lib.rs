@@ -94,7 +94,11 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(2);
 /// - FIFO waiters: each waiter watches the key created just before its own;
 /// - lost notification and stalled holders expiring: leases;
 /// - surviving a restart: etcd's state is on disk (raft log and snapshots);
-/// - linearizable: etcd's reads and transactions are, by default.
+/// - linearizable: etcd's reads and transactions are, by default;
+/// - no rate limiter: etcd has no clock a client can read in a transaction. Revisions
+///   are ordered but carry no time, and a lease's remaining TTL is whole seconds and is
+///   reset when the raft leader changes, so deciding on it would be neither exact nor
+///   sound; a client's clock is what the limiter must never trust.
 pub fn capabilities() -> Capabilities {
-    Capabilities::all(BACKEND, MIN_SESSION_TTL)
+    Capabilities::all(BACKEND, MIN_SESSION_TTL).with_rate_limiter(false)
 }

@@ -154,4 +154,21 @@ pub trait Backend: Send + Sync + 'static {
             "status",
         ))
     }
+
+    /// The rate limiter `name` at `rate`, decided on the store's clock (see
+    /// [`crate::rate_limiter`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] (the default) where the backend has none.
+    fn rate_limiter(
+        &self,
+        name: Name,
+        rate: crate::rate_limiter::Rate,
+    ) -> Result<Box<dyn crate::rate_limiter::RateLimiter>> {
+        let _ = (name, rate);
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "rate limiter",
+        ))
+    }
 }

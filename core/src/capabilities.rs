@@ -86,6 +86,10 @@ pub struct Capabilities {
     /// may lose acknowledged writes (asynchronous replication); see
     /// `docs/HIGH_AVAILABILITY.md`.
     pub survives_failover: bool,
+    /// [`crate::RateLimiter`], decided on the store's clock (see
+    /// [`crate::rate_limiter`]); `false` where the store has no clock a client can read
+    /// atomically with its writes (etcd).
+    pub rate_limiter: bool,
     /// [`crate::Counter`]: a shared 64-bit counter with atomic `add` and
     /// `compare_and_set`.
     pub counter: bool,
@@ -124,6 +128,7 @@ impl Capabilities {
             survives_failover: false,
             counter: false,
             latch: false,
+            rate_limiter: false,
             min_session_ttl: Duration::from_secs(1),
         }
     }
@@ -157,6 +162,7 @@ impl Capabilities {
             survives_failover: true,
             counter: true,
             latch: true,
+            rate_limiter: true,
             min_session_ttl,
         }
     }
@@ -251,6 +257,7 @@ flag_setters! {
     survives_failover => with_survives_failover,
     counter => with_counter,
     latch => with_latch,
+    rate_limiter => with_rate_limiter,
 }
 
 #[cfg(test)]
@@ -288,7 +295,8 @@ mod tests {
             .with_linearizable(true)
             .with_survives_failover(true)
             .with_counter(true)
-            .with_latch(true);
+            .with_latch(true)
+            .with_rate_limiter(true);
         assert_eq!(built, Capabilities::all("test", ttl));
     }
 }

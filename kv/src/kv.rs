@@ -427,4 +427,12 @@ pub trait Kv: Send + Sync + 'static {
 
     /// Revokes a lease, deleting every key attached to it.
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()>;
+
+    /// The store's own clock: time since an epoch the store keeps, read where the
+    /// store decides (for the memory store, in its process). `None` (the default)
+    /// where clients cannot read a store clock (etcd): the rate limiter, which must
+    /// decide on the store's time and never a client's, is then unsupported.
+    fn clock(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

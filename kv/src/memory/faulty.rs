@@ -262,6 +262,10 @@ impl Kv for FaultyKv {
         self.store.backend()
     }
 
+    fn clock(&self) -> Option<std::time::Duration> {
+        self.store.clock()
+    }
+
     async fn range(&self, range: Range) -> Result<RangeResponse> {
         self.request().await?;
         if self.read_fails() {

@@ -153,6 +153,14 @@ impl Kv for MemoryKv {
         BACKEND
     }
 
+    /// The process clock (monotonic, since the first read in this process): the
+    /// memory store lives in the process, so that clock is the store's.
+    fn clock(&self) -> Option<Duration> {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        Some(Instant::now().saturating_duration_since(epoch))
+    }
+
     async fn range(&self, range: Range) -> Result<RangeResponse> {
         self.ensure_reaper();
         let mut state = self.inner.lock();

@@ -8,8 +8,8 @@
 //! - `<ns>/queue/<name>/i/<%05d>/<%016d>` is a queue item of `<name>` at that
 //!   priority; `<ns>/queue/<name>/c/<call id>/<%05d>/<%016d>` an item claimed by a
 //!   dequeue call that never handed it over (its consumer died mid-dequeue), exported
-//!   as an item at the front of its priority; sequence guards and waiter keys are
-//!   skipped;
+//!   as an item at the front of its priority; sequence guards, waiter keys and
+//!   enqueues' idempotency records (leased, yet no hold) are skipped;
 //! - `<ns>/barrier/<name>` is a held barrier, `<ns>/stm/<name>` an STM key;
 //! - a double barrier's `ready` key is skipped (its entries are live holds).
 //!
@@ -45,7 +45,15 @@ pub(super) async fn export(kv: &dyn Kv, space: &KeySpace) -> Result<Snapshot> {
         std::collections::BTreeMap::new();
     for entry in everything.kvs {
         if entry.lease != 0 {
-            snapshot.active_holds.push(entry.key);
+            // An enqueue's idempotency record is leased only to expire: no hold.
+            let record = entry
+                .key
+                .strip_prefix(namespace)
+                .and_then(|relative| relative.strip_prefix('/'))
+                .is_some_and(|reserved| classify(reserved) == Some(Found::Internal));
+            if !record {
+                snapshot.active_holds.push(entry.key);
+            }
             continue;
         }
         let key = entry.key.as_str();
@@ -136,6 +144,10 @@ fn classify_go(relative: &str, empty: bool) -> Option<Found> {
 /// Classifies `<kind>/<escaped name>[/<rest>]` (a key after `<ns>/`).
 fn classify(reserved: &str) -> Option<Found> {
     let (word, rest) = reserved.split_once('/')?;
+    if word == super::rate_limiter::WORD {
+        // A rate limiter's TAT: time-bound state, not carried over.
+        return Some(Found::Internal);
+    }
     let kind = Kind::ALL.into_iter().find(|kind| kind.word() == word)?;
     let (segment, tail) = match rest.split_once('/') {
         Some((segment, tail)) => (segment, Some(tail)),
@@ -159,9 +171,13 @@ fn classify(reserved: &str) -> Option<Found> {
                 let (priority, sequence) = position(item)?;
                 return Some(Found::QueueItem(name, (priority, 0, sequence)));
             }
-            // Sequence guards, waiters, delivery counters (hold keys are leased).
-            (tail.starts_with("s/") || tail.starts_with("w/") || tail.starts_with("d/"))
-                .then_some(Found::Internal)
+            // Sequence guards, waiters, delivery counters (hold keys are leased),
+            // idempotency records.
+            (tail.starts_with("s/")
+                || tail.starts_with("w/")
+                || tail.starts_with("d/")
+                || tail.starts_with("k/"))
+            .then_some(Found::Internal)
         }
         (Kind::DoubleBarrier, Some("ready")) => Some(Found::Internal),
         _ => None,

@@ -100,6 +100,7 @@ pub use key::KeyLayout;
 use key::{KeySpace, Kind};
 mod mutex;
 mod queue;
+mod rate_limiter;
 mod rwmutex;
 mod semaphore;
 mod status;
@@ -416,6 +417,25 @@ impl<K: Kv> Backend for KvBackend<K> {
             &self.space,
             name,
             count,
+        )))
+    }
+
+    /// GCRA on one key, decided on the store's clock ([`Kv::clock`]); unsupported on
+    /// a store without one (etcd).
+    fn rate_limiter(
+        &self,
+        name: Name,
+        rate: distsync_core::rate_limiter::Rate,
+    ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
+        self.offers(
+            self.capabilities.rate_limiter && self.kv.clock().is_some(),
+            "rate limiter",
+        )?;
+        Ok(Box::new(rate_limiter::KvRateLimiter::new(
+            self.shared_kv(),
+            self.space.namespace(),
+            name,
+            rate,
         )))
     }
 

@@ -1,0 +1,174 @@
+//! The rate limiter over a key-value store that has a clock of its own
+//! ([`Kv::clock`]): GCRA with the theoretical arrival time in one key, updated by a
+//! compare-and-swap on its revision (see [`distsync_core::rate_limiter`]).
+//!
+//! The key is `<ns>/ratelimit/<escaped name>` (in the reserved area, whatever the
+//! layout: Go's recipes have no rate limiter to share keys with) and its value is
+//! `<tat in µs> <rate fingerprint>`. It carries no lease: an idle limiter's key says
+//! nothing a missing key would not, and is overwritten by the next grant.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::key::escape;
+use crate::kv::{Compare, CompareOp, Kv, Range, Txn, TxnOp};
+use distsync_core::error::{Error, Result};
+use distsync_core::name::Name;
+use distsync_core::rate_limiter::{gcra, Admission, Rate, RateLimiter};
+
+/// The key segment of rate limiters in the reserved area.
+pub(crate) const WORD: &str = "ratelimit";
+
+/// A [`RateLimiter`] over a [`Kv`] with a clock.
+pub(crate) struct KvRateLimiter {
+    kv: Arc<dyn Kv>,
+    key: String,
+    name: Name,
+    rate: Rate,
+}
+
+impl std::fmt::Debug for KvRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvRateLimiter")
+            .field("name", &self.name)
+            .field("rate", &self.rate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvRateLimiter {
+    pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name, rate: Rate) -> Self {
+        Self {
+            key: format!("{namespace}/{WORD}/{}", escape(name.as_str())),
+            kv,
+            name,
+            rate,
+        }
+    }
+
+    /// The store's time in microseconds.
+    fn now_us(&self) -> Result<u64> {
+        let now = self.kv.clock().ok_or_else(|| {
+            Error::unsupported(self.kv.backend(), "rate limiter (no store clock)")
+        })?;
+        Ok(u64::try_from(now.as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Parses a stored `<tat> <fingerprint>`; `None` for a value this recipe did not write
+/// (treated as an idle limiter and overwritten by the next grant).
+fn parse(value: &Bytes) -> Option<(u64, &str)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (tat, fingerprint) = text.split_once(' ')?;
+    Some((tat.parse().ok()?, fingerprint))
+}
+
+#[async_trait]
+impl RateLimiter for KvRateLimiter {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
+        self.rate.check_request(permits)?;
+        let fingerprint = self.rate.fingerprint();
+        loop {
+            let read = self.kv.range(Range::key(self.key.clone())).await?;
+            let stored = read.kvs.first();
+            let revision = stored.map_or(0, |kv| kv.mod_revision);
+            // Read after the range: the clock then sits between the read and the
+            // compare-and-swap, and a `now` earlier than the commit only refuses more.
+            let now = self.now_us()?;
+            let tat = match stored.and_then(|kv| parse(&kv.value)) {
+                Some((tat, theirs)) if tat > now => {
+                    if theirs != fingerprint {
+                        return Err(Error::InvalidArgument(format!(
+                            "rate limiter {:?} is in use at another rate ({theirs}, \
+                             permits/period µs/burst) than {fingerprint}",
+                            self.name.as_str()
+                        )));
+                    }
+                    Some(tat)
+                }
+                _ => None,
+            };
+            let (admission, new_tat) = gcra(&self.rate, tat, now, permits);
+            let (Admission::Granted, Some(new_tat)) = (admission, new_tat) else {
+                return Ok(admission);
+            };
+            let txn = Txn::when(vec![Compare::mod_revision(
+                self.key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then(vec![TxnOp::put(
+                self.key.clone(),
+                format!("{new_tat} {fingerprint}"),
+                0,
+            )]);
+            if self.kv.txn(txn).await?.succeeded {
+                return Ok(Admission::Granted);
+            }
+            tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::memory::MemoryBackend;
+    use distsync_core::rate_limiter::Rate;
+    use distsync_core::{Coordinator, Error};
+
+    #[tokio::test]
+    async fn the_burst_is_granted_then_the_rate_and_other_rates_are_refused() {
+        let a = Coordinator::new(MemoryBackend::shared("rate-limiter-test"));
+        let b = Coordinator::new(MemoryBackend::shared("rate-limiter-test"));
+        let rate = Rate::new(3, Duration::from_secs(60)).unwrap();
+        let first = a.rate_limiter("api", rate).unwrap();
+        let second = b.rate_limiter("api", rate).unwrap();
+        assert!(first.try_acquire(2).await.unwrap().is_granted());
+        assert!(second.try_acquire(1).await.unwrap().is_granted());
+        // The burst of 3 is spent across both handles: the next permit is ~20 s away.
+        let denied = second.try_acquire(1).await.unwrap().retry_after().unwrap();
+        assert!(denied > Duration::from_secs(19) && denied <= Duration::from_secs(20));
+        assert!(matches!(
+            first.acquire_timeout(1, Duration::from_millis(50)).await,
+            Err(Error::Timeout(_))
+        ));
+        let other = b
+            .rate_limiter("api", Rate::new(5, Duration::from_secs(60)).unwrap())
+            .unwrap();
+        assert!(matches!(
+            other.try_acquire(1).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            first.try_acquire(4).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        // Another name is another limiter.
+        let fresh = a.rate_limiter("api/other", rate).unwrap();
+        assert!(fresh.try_acquire(3).await.unwrap().is_granted());
+    }
+
+    #[tokio::test]
+    async fn acquire_waits_for_the_permit() {
+        let coordinator = Coordinator::new(MemoryBackend::new());
+        let limiter = coordinator
+            .rate_limiter("tick", "1/100ms".parse().unwrap())
+            .unwrap();
+        limiter.acquire(1).await.unwrap();
+        let started = tokio::time::Instant::now();
+        limiter.acquire(1).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(90));
+    }
+}
