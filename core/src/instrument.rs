@@ -645,6 +645,20 @@ impl Queue for InstrumentedQueue {
         Ok(())
     }
 
+    async fn enqueue_once(
+        &self,
+        key: &crate::queue::IdempotencyKey,
+        item: Bytes,
+        priority: u16,
+    ) -> Result<crate::queue::Enqueued> {
+        let enqueued = self.inner.enqueue_once(key, item, priority).await?;
+        if enqueued.is_new() {
+            metrics::counter!("distsync_queue_enqueued_total", "backend" => self.backend)
+                .increment(1);
+        }
+        Ok(enqueued)
+    }
+
     async fn dequeue(&self) -> Result<Bytes> {
         let item = self.inner.dequeue().await;
         self.dequeued(item)

@@ -8,6 +8,137 @@ use crate::error::{Error, Result};
 use crate::name::Name;
 use crate::session::Session;
 
+/// How long a store remembers a user's [`IdempotencyKey`] after the enqueue that first
+/// used it: 24 hours, at least (the memory and etcd backends keep a key up to one hour
+/// longer, as their records share one store lease per hour). Within the window,
+/// [`Queue::enqueue_once`] with the same key and queue answers
+/// [`Enqueued::Duplicate`], whether or not the item has been consumed since; after it,
+/// the key is forgotten and enqueues a new item. A day covers a retrying producer, a
+/// restarted process that replays its outbox, and an operator re-running a job the
+/// same day; a producer that may replay a key later deduplicates at the consumer too.
+pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// How long a store remembers the key an [`Queue::enqueue`] draws for itself: long
+/// enough to outlast the call's own retries (see [`crate::raw::retry`]) and any attempt
+/// the store applies late, short enough that the records of plain enqueues cost little.
+pub const CALL_KEY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// A name for one enqueue that makes repeating it harmless: a store that has seen the
+/// key on a queue (within [`DEDUP_WINDOW`]) does not enqueue again.
+///
+/// 1 to [`IdempotencyKey::MAX_LEN`] bytes of ASCII letters, digits, `-`, `_`, `.` and
+/// `:`, so that it fits every store's keys unescaped (an order id, a UUID, a hash in
+/// hex or `<producer>:<sequence>` all do). Keys are per queue: the same key on two
+/// queues names two items.
+///
+/// ```
+/// use distsync_core::queue::IdempotencyKey;
+///
+/// let key = IdempotencyKey::new("order-4711:charge").unwrap();
+/// assert_eq!(key.as_str(), "order-4711:charge");
+/// assert!(IdempotencyKey::new("has space").is_err());
+/// assert!(IdempotencyKey::new("").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The longest key, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// `key`, checked.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty key, one longer than
+    /// [`IdempotencyKey::MAX_LEN`], or one with a byte outside `[A-Za-z0-9._:-]`
+    /// (the message names the first such byte's position, not the key).
+    pub fn new(key: impl Into<String>) -> Result<Self> {
+        let key = key.into();
+        if key.is_empty() {
+            return Err(Error::InvalidArgument(
+                "idempotency key is empty".to_owned(),
+            ));
+        }
+        if key.len() > Self::MAX_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "idempotency key of {} bytes, longer than {}",
+                key.len(),
+                Self::MAX_LEN
+            )));
+        }
+        if let Some(at) = key
+            .bytes()
+            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "idempotency key has a byte outside [A-Za-z0-9._:-] at position {at}"
+            )));
+        }
+        Ok(Self(key))
+    }
+
+    /// The key as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("IdempotencyKey").field(&self.0).finish()
+    }
+}
+
+impl std::fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for IdempotencyKey {
+    type Err = Error;
+
+    fn from_str(key: &str) -> Result<Self> {
+        Self::new(key)
+    }
+}
+
+impl TryFrom<&str> for IdempotencyKey {
+    type Error = Error;
+
+    fn try_from(key: &str) -> Result<Self> {
+        Self::new(key)
+    }
+}
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = Error;
+
+    fn try_from(key: String) -> Result<Self> {
+        Self::new(key)
+    }
+}
+
+/// What [`Queue::enqueue_once`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Enqueued {
+    /// The item was appended: the key was not seen on this queue within
+    /// [`DEDUP_WINDOW`] (or an earlier attempt of this same call appended it and its
+    /// reply was lost).
+    New,
+    /// The key was seen on this queue within [`DEDUP_WINDOW`]: nothing was appended
+    /// (the item given then may have been consumed since).
+    Duplicate,
+}
+
+impl Enqueued {
+    /// Whether the item was appended by this call.
+    pub fn is_new(self) -> bool {
+        self == Self::New
+    }
+}
+
 /// The priority of [`Queue::enqueue`]: the highest (lowest number), so a queue used
 /// only with `enqueue` is plain FIFO.
 pub const DEFAULT_PRIORITY: u16 = 0;
@@ -49,12 +180,65 @@ pub trait Queue: Send + Sync {
 
     /// Appends `item` behind the items of the same or a lower `priority` number.
     ///
+    /// The call draws a key of its own (remembered for [`CALL_KEY_WINDOW`]) and
+    /// repeats itself with it after a reply lost to a transient failure, within the
+    /// one-shot budget of [`crate::raw::retry`], so that its own retries never append
+    /// the item twice. A caller that repeats a *failed* call makes a new call with a
+    /// new key: to make that harmless too, use [`Queue::enqueue_once`] with a key of
+    /// its own.
+    ///
+    /// # Errors
+    /// The store's error once the retries stop: an [`Error::Connection`] says the item
+    /// may have been appended (once).
+    ///
     /// # Cancel safety
     ///
     /// Dropping the future before it completes leaves the item enqueued once or not at
     /// all (as any write whose answer is lost), never twice; nothing that blocks others
     /// is left behind.
     async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()>;
+
+    /// Appends `item` at `priority` unless `key` was seen on this queue within
+    /// [`DEDUP_WINDOW`]: repeating the call with the same key, after a lost reply, a
+    /// crash or from another process, appends the item at most once. The key is
+    /// checked and recorded in the same atomic step as the append; the call repeats
+    /// itself through transient failures within the one-shot budget of
+    /// [`crate::raw::retry`], and a repeat finds its own earlier attempt by the key.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: &dyn distsync_core::Queue) -> distsync_core::Result<()> {
+    /// use distsync_core::queue::{Enqueued, IdempotencyKey};
+    ///
+    /// let key = IdempotencyKey::new("invoice-2026-0042")?;
+    /// // A producer that restarts and replays the same job appends it once.
+    /// match queue.enqueue_once(&key, "charge 42".into(), 0).await? {
+    ///     Enqueued::New => println!("queued"),
+    ///     _ => println!("already queued within the dedup window"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] where the backend does not offer it (the default); the
+    /// store's error once the retries stop: calling again with the same key is then
+    /// harmless.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the item appended once or not at all, with the key
+    /// recorded exactly when the item was appended: calling again with the same key
+    /// completes what the dropped call may not have.
+    async fn enqueue_once(
+        &self,
+        key: &IdempotencyKey,
+        item: Bytes,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        let _ = (key, item, priority);
+        Err(Error::unsupported(
+            "custom",
+            "idempotent enqueue (enqueue_once)",
+        ))
+    }
 
     /// Waits for an item and removes it.
     ///

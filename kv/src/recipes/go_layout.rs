@@ -39,7 +39,13 @@ async fn queue_items_and_guards_are_gos_priority_queue_keys() {
         .enqueue_with_priority(Bytes::from_static(b"b"), 3)
         .await
         .unwrap();
-    let keys: Vec<String> = keys(&backend).await.into_iter().map(|(k, _)| k).collect();
+    // Enqueues' idempotency records live in distsync's own area, which Go never reads.
+    let keys: Vec<String> = keys(&backend)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !k.starts_with("ns//queue/jobs/k/"))
+        .collect();
     assert_eq!(
         keys,
         [

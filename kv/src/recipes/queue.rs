@@ -16,6 +16,7 @@
 //! | `Q/w/<unix nanos>` | the call id | a waiting consumer |
 //! | `Q/h/<priority %05d>/<sequence %016d>` | the call id, on the receiver's lease | an item received (at-least-once), held through a session |
 //! | `Q/d/<priority %05d>/<sequence %016d>` | decimal count | how many times `receive` delivered the item |
+//! | `Q/k/u/<idempotency key>`, `Q/k/g/<call id>` | the enqueue's call id, on a lease | an enqueue's idempotency record (see the `dedup` submodule, `queue_dedup.rs`) |
 //!
 //! A call id is `<unix ms %013d>-<32 hex digits>`: the claim's wall-clock time, then
 //! a random id.
@@ -33,9 +34,10 @@
 //! priority, and the transaction that puts the item also touches the sequence guard,
 //! succeeding only if the guard was not touched since the read, so two producers
 //! never take one number. The same transaction reads the oldest waiting consumer,
-//! which the producer then wakes (see below). An enqueue whose reply is lost returns
-//! the store's error although the item may be queued: a caller that retries may queue
-//! it twice (making enqueues idempotent would cost a receipt key per item).
+//! which the producer then wakes (see below). The transaction also puts the enqueue's
+//! idempotency record and runs only while it is absent, so a repeat after a lost
+//! reply, or an `enqueue_once` with a key seen within the window, appends nothing (see
+//! the `dedup` submodule, `queue_dedup.rs`).
 //!
 //! # Dequeue: delivered once, never lost
 //!
@@ -222,6 +224,16 @@ impl Layout {
         parse_position(key.strip_prefix(&self.holds())?)
     }
 
+    /// The idempotency record of a user's key (see the `dedup` submodule).
+    fn dedup_user(&self, key: &str) -> String {
+        format!("{}/k/u/{key}", self.root)
+    }
+
+    /// The idempotency record of the key a plain enqueue drew.
+    fn dedup_call(&self, call: &str) -> String {
+        format!("{}/k/g/{call}", self.root)
+    }
+
     /// The prefix of every in-flight record, of every call.
     fn all_claims(&self) -> String {
         format!("{}/c/", self.root)
@@ -280,6 +292,8 @@ fn after_prefix(prefix: &str) -> String {
     end
 }
 
+#[path = "queue_dedup.rs"]
+mod dedup;
 #[path = "queue_delivery.rs"]
 mod delivery;
 #[path = "queue_sweep.rs"]
@@ -299,6 +313,7 @@ pub(crate) struct KvQueue {
     layout: Layout,
     lease_of: LeaseOf,
     sweep: queue_sweep::Sweep,
+    dedup_leases: dedup::DedupLeases,
 }
 
 /// An item read from the store.
@@ -316,6 +331,7 @@ impl KvQueue {
             name,
             lease_of,
             sweep: queue_sweep::Sweep::default(),
+            dedup_leases: dedup::DedupLeases::default(),
         }
     }
 
@@ -666,19 +682,35 @@ fn waiter_in(kv: &dyn Kv, response: &TxnResponse, index: usize) -> Option<KeyVal
         .and_then(|range| range.kvs.into_iter().next())
 }
 
+/// What [`put_sequential`] did.
+#[derive(Debug)]
+enum Put {
+    /// The item is put.
+    Done,
+    /// The in-flight record to delete with it is gone (the item was already put back
+    /// or acknowledged): nothing is put.
+    Gone,
+    /// The idempotency record exists: nothing is put by this attempt; `mine` when it
+    /// holds this call's id (an earlier attempt, whose reply was lost, put the item).
+    Duplicate { mine: bool },
+}
+
 /// Go's `newSequentialKV`: puts `value` as the next item of `priority`, and wakes the
 /// oldest waiter.
 ///
 /// With `record` (an in-flight record's key and create revision), the same transaction
-/// deletes the record and only runs while it exists: `false` when it is gone (the item
-/// was already put back or acknowledged).
+/// deletes the record and only runs while it exists ([`Put::Gone`] when it does not).
+/// With `dedup` (an idempotency record's key, its lease and the call's id, see the
+/// `dedup` submodule), the same transaction puts the record and only runs while it is
+/// absent ([`Put::Duplicate`] when it is not).
 async fn put_sequential(
     kv: &dyn Kv,
     layout: &Layout,
     priority: u16,
     value: Bytes,
     record: Option<(&str, Revision)>,
-) -> Result<bool> {
+    dedup: Option<(&str, LeaseId, &Bytes)>,
+) -> Result<Put> {
     let guard_key = layout.guard(priority);
     loop {
         let last = kv
@@ -717,6 +749,12 @@ async fn put_sequential(
             ops.push(TxnOp::delete(record));
             failure.push(TxnOp::Range(Range::key(record)));
         }
+        let dedup_at = failure.len();
+        if let Some((dedup, lease, call)) = dedup {
+            compares.push(Compare::version(dedup, CompareOp::Equal, 0));
+            ops.push(TxnOp::put(dedup, call.clone(), lease));
+            failure.push(TxnOp::Range(Range::key(dedup)));
+        }
         ops.push(TxnOp::Range(layout.first_waiter()));
         let waiters_at = ops.len() - 1;
         let response = kv
@@ -724,10 +762,17 @@ async fn put_sequential(
             .await?;
         if response.succeeded {
             wake(kv, layout, waiter_in(kv, &response, waiters_at)).await;
-            return Ok(true);
+            return Ok(Put::Done);
         }
         if record.is_some() && range_at(kv, &response, 0)?.kvs.is_empty() {
-            return Ok(false);
+            return Ok(Put::Gone);
+        }
+        if let Some((_, _, call)) = dedup {
+            if let Some(found) = range_at(kv, &response, dedup_at)?.kvs.first() {
+                return Ok(Put::Duplicate {
+                    mine: found.value == *call,
+                });
+            }
         }
     }
 }
@@ -991,6 +1036,7 @@ async fn put_back(
         position.priority,
         value,
         Some((record, revision)),
+        None,
     )
     .await?;
     Ok(())
@@ -1006,9 +1052,22 @@ impl Queue for KvQueue {
     ///
     /// Cancel-safety: dropping the future leaves the item either queued once or not
     /// at all (a waiting consumer may then not be woken until the next enqueue).
+    ///
+    /// Repeated through lost replies under a key of its own (see the `dedup`
+    /// submodule).
     async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        put_sequential(&*self.kv, &self.layout, priority, item, None).await?;
-        Ok(())
+        self.enqueue_call_key(item, priority).await
+    }
+
+    /// As [`KvQueue::enqueue_with_priority`], with the record of `key` kept for
+    /// [`distsync_core::queue::DEDUP_WINDOW`] (see the `dedup` submodule).
+    async fn enqueue_once(
+        &self,
+        key: &distsync_core::queue::IdempotencyKey,
+        item: Bytes,
+        priority: u16,
+    ) -> Result<distsync_core::queue::Enqueued> {
+        self.enqueue_user_key(key, item, priority).await
     }
 
     /// Takes the first item; while there is none, waits in line to be woken by a
@@ -1124,8 +1183,9 @@ mod tests {
         settle().await; // in-flight records are deleted in the background
         let left = keys(&**backend.kv()).await;
         assert!(
-            left.iter().all(|key| key.contains("/s/")),
-            "only sequence guards stay: {left:?}"
+            left.iter()
+                .all(|key| key.contains("/s/") || key.contains("/k/")),
+            "only sequence guards and idempotency records stay: {left:?}"
         );
     }
 
@@ -1198,13 +1258,75 @@ mod tests {
                 while keys(&**backend.kv())
                     .await
                     .iter()
-                    .any(|k| !k.contains("/s/"))
+                    .any(|k| !k.contains("/s/") && !k.contains("/k/"))
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
             })
             .await;
         }
+    }
+
+    #[tokio::test]
+    async fn an_enqueue_whose_reply_is_lost_appends_its_item_once() {
+        for how in [TxnFault::ReplyLost, TxnFault::NotApplied] {
+            let backend = flaky_backend();
+            let q = backend.queue(name("q")).unwrap();
+            // The first three attempts fail (the first applied, with `ReplyLost`, so
+            // the later ones find its idempotency record).
+            backend.kv().fail_txns(3, how);
+            within(q.enqueue("x".into())).await.unwrap();
+            let key = distsync_core::queue::IdempotencyKey::new("job-1").unwrap();
+            backend.kv().fail_txns(3, how);
+            let enqueued = within(q.enqueue_once(&key, "y".into(), 0)).await.unwrap();
+            assert_eq!(enqueued, distsync_core::queue::Enqueued::New, "{how:?}");
+            assert_eq!(q.len().await.unwrap(), 2, "{how:?}");
+            assert_eq!(q.try_dequeue().await.unwrap().as_deref(), Some(&b"x"[..]));
+            assert_eq!(q.try_dequeue().await.unwrap().as_deref(), Some(&b"y"[..]));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_enqueues_once_within_its_window_on_its_own_queue() {
+        let backend = backend();
+        let q = backend.queue(name("q")).unwrap();
+        let other = backend.queue(name("other")).unwrap();
+        let key = distsync_core::queue::IdempotencyKey::new("order-7:charge").unwrap();
+        async fn once(
+            q: &dyn distsync_core::Queue,
+            key: &distsync_core::queue::IdempotencyKey,
+            item: &'static str,
+        ) -> distsync_core::queue::Enqueued {
+            q.enqueue_once(key, item.into(), 3).await.unwrap()
+        }
+        assert_eq!(
+            once(&*q, &key, "a").await,
+            distsync_core::queue::Enqueued::New
+        );
+        assert_eq!(
+            once(&*q, &key, "b").await,
+            distsync_core::queue::Enqueued::Duplicate
+        );
+        assert_eq!(
+            once(&*other, &key, "c").await,
+            distsync_core::queue::Enqueued::New
+        );
+        assert_eq!(q.try_dequeue().await.unwrap().as_deref(), Some(&b"a"[..]));
+        assert_eq!(q.try_dequeue().await.unwrap(), None);
+        // Consumed, the key is still remembered within the window.
+        assert_eq!(
+            once(&*q, &key, "d").await,
+            distsync_core::queue::Enqueued::Duplicate
+        );
+        assert_eq!(q.len().await.unwrap(), 0);
+        // The record expires with its lease.
+        let records = backend
+            .kv()
+            .range(Range::prefix("/queue/q/k/"))
+            .await
+            .unwrap();
+        assert_eq!(records.kvs.len(), 1);
+        assert_ne!(records.kvs[0].lease, 0);
     }
 
     #[tokio::test]
@@ -1393,8 +1515,9 @@ mod tests {
         settle().await;
         let left = keys(&**backend.kv()).await;
         assert!(
-            left.iter().all(|key| key.contains("/s/")),
-            "only sequence guards stay: {left:?}"
+            left.iter()
+                .all(|key| key.contains("/s/") || key.contains("/k/")),
+            "only sequence guards and idempotency records stay: {left:?}"
         );
     }
 
