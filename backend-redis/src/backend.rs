@@ -285,6 +285,18 @@ impl Backend for RedisBackend {
         )))
     }
 
+    fn rate_limiter(
+        &self,
+        name: Name,
+        rate: distsync_core::rate_limiter::Rate,
+    ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
+        Ok(Box::new(crate::rate_limiter::RedisRateLimiter::new(
+            &self.shared,
+            name,
+            rate,
+        )))
+    }
+
     fn stm(&self) -> Result<Stm> {
         Ok(Stm::new(Arc::new(crate::stm::RedisStm::new(&self.shared))))
     }

@@ -2,7 +2,7 @@
 //!
 //! | what | key |
 //! |---|---|
-//! | a primitive's keys | `{<ns><escaped name>}:<kind>:...` (kind: `lock`, `rw`, `elect`, `queue`, `barrier`, `dbar`, `sem`) |
+//! | a primitive's keys | `{<ns><escaped name>}:<kind>:...` (kind: `lock`, `rw`, `elect`, `queue`, `barrier`, `dbar`, `sem`, `ratelimit`) |
 //! | a session | `{<ns>session:<id>}`, its registry `{<ns>session:<id>}:held` |
 //! | an STM key | `{<ns>stm}:k:<name>`, the STM revision `{<ns>stm}:rev` |
 //!
@@ -92,6 +92,7 @@ pub(crate) enum Kind {
     Barrier,
     DoubleBarrier,
     Semaphore,
+    RateLimit,
 }
 
 impl Kind {
@@ -104,6 +105,7 @@ impl Kind {
             Kind::Barrier => "barrier",
             Kind::DoubleBarrier => "dbar",
             Kind::Semaphore => "sem",
+            Kind::RateLimit => "ratelimit",
         }
     }
 }

@@ -102,6 +102,19 @@
 //! behind the old one's by more than the time the failover took). Tokens are
 //! therefore large numbers (about 1.8 × 10¹⁵ in 2026), below 2⁵³ until the year 2255.
 //!
+//! **When the store forgets.** A restart without persistence empties the store while
+//! the old holder still believes it holds until its next renewal. With
+//! `max_session_ttl=` in the URL ([`RedisOptions::max_session_ttl`]), which every
+//! client of the namespace gives and which refuses sessions with a longer TTL, a lock,
+//! read-write lock, election or semaphore whose state the store forgot grants nothing
+//! until that bound after the server started (the lock-delay; a server up for longer
+//! waits for nothing), so the old holder's `lost()` always comes first, and its
+//! fencing counter restarts above every token given before. A brand-new server makes
+//! each name's first grant wait for the rest of the bound, once. What it cannot see: a
+//! `FLUSHALL` on a server up for longer than the bound, and a replica promoted without
+//! acknowledgement (use `wait_replicas`). Queue items and STM keys are data: only
+//! persistence keeps them. See `src/amnesia.rs`.
+//!
 //! **Eviction.** A server that may evict keys (any `maxmemory-policy` but
 //! `noeviction`) can delete held entries, waiter lines, counters and queue items, so
 //! [`connect`] refuses it with [`distsync_core::Error::InvalidArgument`] naming the
@@ -195,6 +208,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod amnesia;
 mod backend;
 mod background;
 mod barrier;
@@ -217,6 +231,7 @@ mod options;
 mod persistence;
 mod queue;
 mod random;
+mod rate_limiter;
 mod rwlock;
 mod scripts;
 mod semaphore;
@@ -241,6 +256,7 @@ pub use crate::config::{RedisConfig, DEFAULT_NAMESPACE};
 pub use crate::driver::DRIVER;
 pub use crate::options::{
     RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
+    MAX_SESSION_TTL_LIMIT,
 };
 pub use crate::persistence::Persistence;
 pub use crate::queue::STALE_CLAIM;
