@@ -3,9 +3,11 @@
 -- Cluster only KEYS[1] (see session_left in lib.lua).
 -- ARGV: channel prefix, p, id, mode (w|r|s), ttl ms, how (wait|try|check), margin ms,
 -- session nonce (under Redis Cluster: the client's bound on the session's time left,
--- ms), value (elections) or permit count (semaphores, decimal).
+-- ms), the longest session TTL any client may use (ms, 0 when not bounded: see
+-- epoch_start in lib.lua), value (elections) or permit count (semaphores, decimal).
 -- Returns {1, token} when granted; {0, ms} when waiting, ms being the shortest TTL among
--- the holders (when to re-check if no wake-up comes); {0, 0} when a try fails;
+-- the holders, or what is left of the lock-delay after the store forgot the line
+-- (when to re-check if no wake-up comes); {0, 0} when a try fails;
 -- {-2, count} when joining a semaphore in use with another permit count; {-1}
 -- when the session (or this entry) is gone, or when joining finds the session key
 -- holding another nonce (another session's, see keepalive.lua) or less than the
@@ -17,6 +19,12 @@ local p, id, mode, ttl, how = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local val = mode .. id
 local elect = string.sub(p, -6) == ':elect'
 local sem = string.sub(p, -4) == ':sem'
+-- The lock-delay after the store forgot the line (epoch_wait, epoch_start in lib.lua):
+-- while it runs, nobody is granted; waiters re-check when it ends.
+local delay = epoch_wait(p)
+if delay < 0 then
+  delay = epoch_start(p, tonumber(ARGV[9]) or 0)
+end
 if how == 'check' then
   if redis.call('GET', ekey) ~= val then
     release_hold(ekey, val)
@@ -28,7 +36,7 @@ else
     return {-1}
   end
   if sem then
-    local other = sem_agree(p, ARGV[9])
+    local other = sem_agree(p, ARGV[10])
     if other then
       return {-2, tonumber(other)}
     end
@@ -42,7 +50,9 @@ else
   -- p:fence keeps the idle TTL the last release gave it: should it run out while
   -- this entry holds, the next grant seeds it from the clock again (counter_next),
   -- so tokens still only grow, and an uncontended cycle writes no TTL changes.
-  if not elect and not sem and redis.call('EXISTS', p .. ':q') == 0 then
+  -- The marker lives while the line does (an idle line lets it expire).
+  redis.call('PERSIST', p .. ':epoch')
+  if delay == 0 and not elect and not sem and redis.call('EXISTS', p .. ':q') == 0 then
     redis.call('ZADD', p .. ':q', 0, id)
     local token = 0
     if mode == 'w' then
@@ -54,7 +64,7 @@ else
   redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
   redis.call('PERSIST', p .. ':seq')
   if elect then
-    redis.call('HSET', p .. ':v', id, ARGV[9])
+    redis.call('HSET', p .. ':v', id, ARGV[10])
   end
 end
 -- This entry learns of its own grant from the reply: no wake-up for it.
@@ -71,6 +81,9 @@ if elect then
 end
 if token then
   return {1, tonumber(token)}
+end
+if delay > 0 then
+  return {0, delay}
 end
 local soonest = tonumber(ttl)
 for _, h in ipairs(redis.call('HKEYS', p .. ':g')) do

@@ -42,6 +42,58 @@ end
 -- clock, which has moved on.
 local FAIR_IDLE_MS = 3600000
 
+-- The epoch marker of a waiter line, p:epoch (see src/amnesia.rs): "0" once grants
+-- are allowed, else the store time (ms since the Unix epoch) before which the line
+-- grants nothing. A missing marker means the store forgot the line (a restart without
+-- persistence) or never knew it: nothing is granted until fair_acquire, which knows
+-- the longest session TTL in use, sets it again (epoch_start).
+-- Returns the ms left before grants are allowed (0: now), or -1 when it is missing.
+local function epoch_wait(p)
+  local m = redis.call('GET', p .. ':epoch')
+  if not m then
+    return -1
+  end
+  if m == '0' then
+    return 0
+  end
+  local t = redis.call('TIME')
+  local left = tonumber(m) - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  if left <= 0 then
+    redis.call('SET', p .. ':epoch', '0', 'KEEPTTL')
+    return 0
+  end
+  return left
+end
+
+-- Sets the missing epoch marker of a waiter line: grants wait until every session the
+-- store may have forgotten has expired on its holder's side, that is max_ttl (ms, the
+-- longest session TTL any client may use) after the server started; a server up for
+-- longer than that makes no one wait (the line is new, or it idled out: nothing held
+-- it within a session TTL of now). The fencing counter is raised above the store's
+-- clock at the end of the wait, so every token given after it is above every token
+-- the forgotten state gave (those were at most the clock then, see counter_next).
+-- Returns the ms to wait (0: none).
+local function epoch_start(p, max_ttl)
+  local delay = 0
+  if max_ttl > 0 then
+    local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)')) or 0
+    delay = math.max(0, max_ttl - up * 1000)
+  end
+  local t = redis.call('TIME')
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local floor = now_us + delay * 1000
+  local fence = tonumber(redis.call('GET', p .. ':fence') or '0') or 0
+  if fence < floor then
+    redis.call('SET', p .. ':fence', decimal(floor))
+  end
+  if delay > 0 then
+    redis.call('SET', p .. ':epoch', decimal(math.floor(now_us / 1000) + delay))
+  else
+    redis.call('SET', p .. ':epoch', '0')
+  end
+  return delay
+end
+
 -- Fair queues: locks (kind "lock"), read-write locks ("rw"), elections ("elect") and
 -- semaphores ("sem").
 -- Under the prefix p = "{<namespace><name>}:<kind>":
@@ -53,6 +105,8 @@ local FAIR_IDLE_MS = 3600000
 --   p:fence    the fencing-token counter (counter_next: seeded from the clock, so
 --              tokens only grow even when it is lost or expires while unused)
 --   p:w:<id>   the channel that wakes entry <id> when it is granted
+--   p:epoch    the epoch marker (epoch_wait): nothing is granted while it is missing
+--              or names a time not yet reached
 -- Elections also keep p:v (id -> value), p:ver (change counter), p:cur (id of the
 -- leader last published) and the channel p:ch (one message per change).
 -- Semaphores also keep p:n, the permit count: set by the first entry to join, checked
@@ -82,6 +136,10 @@ local function fq_settle(p, quiet)
   end
   local live = 0
   local start = 0
+  -- After the store forgot, nothing is granted before the lock-delay ends.
+  if epoch_wait(p) ~= 0 then
+    return
+  end
   while true do
     local ids = redis.call('ZRANGE', q, start, start + 63)
     if #ids == 0 then
@@ -358,6 +416,7 @@ local function release_hold(ekey, val)
       redis.call('PEXPIRE', p .. ':fence', FAIR_IDLE_MS)
       redis.call('PEXPIRE', p .. ':seq', FAIR_IDLE_MS)
       redis.call('PEXPIRE', p .. ':ver', FAIR_IDLE_MS)
+      redis.call('PEXPIRE', p .. ':epoch', FAIR_IDLE_MS)
       -- A semaphore's count is state only while someone holds or waits.
       redis.call('DEL', p .. ':n')
     end

@@ -35,6 +35,7 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// | `timeout` | how long one command may wait for its reply | 10 s |
 /// | `wait_replicas` | replicas that must acknowledge every script run (`WAIT`; see [`RedisOptions::replica_acknowledgement`]); 0 asks none | 0 |
 /// | `wait_timeout` | how long a script run waits for that acknowledgement | 500 ms |
+/// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at most 1 h) | none: no lock-delay |
 ///
 /// **Sentinel**: `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/service[/db][?...]`
 /// names the Sentinels (port 26379 by default) and the service they monitor; the
@@ -249,6 +250,16 @@ impl RedisConfig {
                     options.wait_timeout = parse_duration(&value)
                         .map_err(|reason| invalid(&format!("wait_timeout: {reason}")))?;
                 }
+                "max_session_ttl" => {
+                    let ttl = parse_duration(&value)
+                        .map_err(|reason| invalid(&format!("max_session_ttl: {reason}")))?;
+                    if ttl.is_zero() || ttl > crate::options::MAX_SESSION_TTL_LIMIT {
+                        return Err(invalid(
+                            "max_session_ttl must be above zero and at most 1 hour",
+                        ));
+                    }
+                    options = options.max_session_ttl(ttl);
+                }
                 file @ ("ca" | "cert" | "key") => {
                     if !tls {
                         return Err(invalid(&format!("`{file}` is for TLS: use rediss://")));
@@ -267,7 +278,7 @@ impl RedisConfig {
                     return Err(invalid(&format!(
                         "unknown query parameter `{other}` (accepted: `namespace`, \
                          `allow_eviction`, `ca`, `cert`, `key`, `connect_timeout`, `timeout`, \
-                         `wait_replicas`, `wait_timeout`)"
+                         `wait_replicas`, `wait_timeout`, `max_session_ttl`)"
                     )))
                 }
             }
@@ -881,6 +892,34 @@ mod tests {
         ] {
             assert_invalid_without_secret(bad);
         }
+    }
+
+    #[test]
+    fn max_session_ttl_is_read_and_bounded() {
+        let url = RedisConfig::parse("redis://h/0?max_session_ttl=90s").unwrap();
+        assert_eq!(
+            url.options().get_max_session_ttl(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            RedisConfig::parse("redis://h/0")
+                .unwrap()
+                .options()
+                .get_max_session_ttl(),
+            None
+        );
+        for bad in ["0", "61m", "x"] {
+            let error = RedisConfig::parse(&format!("redis://h/0?max_session_ttl={bad}"));
+            assert!(
+                matches!(error, Err(Error::InvalidUrl { .. })),
+                "{bad}: {error:?}"
+            );
+        }
+        let sentinel = RedisConfig::parse("redis+sentinel://s1,s2/svc?max_session_ttl=5s").unwrap();
+        assert_eq!(
+            sentinel.options().get_max_session_ttl(),
+            Some(Duration::from_secs(5))
+        );
     }
 
     #[test]

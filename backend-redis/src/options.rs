@@ -16,6 +16,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// ([`RedisOptions::replica_acknowledgement`]).
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The largest [`RedisOptions::max_session_ttl`]: a waiter line's epoch marker idles
+/// out an hour after the line empties, and a marker recreated then must find the
+/// server up for longer than every session TTL (see `src/amnesia.rs`).
+pub const MAX_SESSION_TTL_LIMIT: Duration = Duration::from_secs(3600);
+
 /// Options of a [`crate::RedisBackend`]: the key namespace, whether an evicting server
 /// is accepted, and the timeouts. A URL sets them through its query
 /// ([`crate::RedisConfig`]); [`crate::RedisBackend::from_client`] takes them with a client
@@ -37,6 +42,7 @@ pub struct RedisOptions {
     pub(crate) request_timeout: Duration,
     pub(crate) wait_replicas: u32,
     pub(crate) wait_timeout: Duration,
+    pub(crate) max_session_ttl: Option<Duration>,
 }
 
 impl Default for RedisOptions {
@@ -48,6 +54,7 @@ impl Default for RedisOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             wait_replicas: 0,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            max_session_ttl: None,
         }
     }
 }
@@ -97,6 +104,31 @@ impl RedisOptions {
         self.wait_replicas = replicas;
         self.wait_timeout = timeout.max(Duration::from_millis(1));
         self
+    }
+
+    /// Bounds the session TTL of every client of this store to `ttl`, and turns on
+    /// the lock-delay after the store forgets (see the crate docs, "When the store
+    /// forgets"): a waiter line the store no longer knows grants nothing until `ttl`
+    /// after the server started, so a holder whose hold the store forgot sees
+    /// `lost()` before anyone else is granted. Opening a session with a longer TTL
+    /// fails with [`distsync_core::Error::InvalidArgument`]. Every client of one
+    /// namespace must give the same bound (or a larger one). A zero `ttl` is replaced
+    /// by one millisecond, one above [`MAX_SESSION_TTL_LIMIT`] by that limit.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let options = distsync_redis::RedisOptions::new().max_session_ttl(Duration::from_secs(60));
+    /// assert_eq!(options.get_max_session_ttl(), Some(Duration::from_secs(60)));
+    /// ```
+    pub fn max_session_ttl(mut self, ttl: Duration) -> Self {
+        self.max_session_ttl = Some(ttl.clamp(Duration::from_millis(1), MAX_SESSION_TTL_LIMIT));
+        self
+    }
+
+    /// The bound on session TTLs that turns on the lock-delay after the store forgets
+    /// ([`Self::max_session_ttl`]); `None`: no bound, no lock-delay.
+    pub fn get_max_session_ttl(&self) -> Option<Duration> {
+        self.max_session_ttl
     }
 
     /// How many replicas must acknowledge each script run (0: none asked).

@@ -280,6 +280,7 @@ impl RedisLease {
     /// compare, so a session renews only its own key.
     pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Result<Session> {
         let ttl = options.ttl;
+        crate::amnesia::check_ttl(shared, ttl)?;
         let ttl_ms = millis(ttl);
         let nonce = crate::random::nonce();
         let mut draws = 0;

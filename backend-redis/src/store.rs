@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     pub(crate) store: String,
     instance: u64,
     calls: AtomicU64,
+    /// The bound on session TTLs that turns on the lock-delay after the store forgets
+    /// ([`crate::amnesia`]).
+    pub(crate) max_session_ttl: Option<std::time::Duration>,
 }
 
 impl Shared {
@@ -235,6 +238,7 @@ impl Shared {
             notifier: Notifier::start(target, options.connect_timeout),
             keys,
             store: format!("{server}?namespace={}", options.namespace),
+            max_session_ttl: options.max_session_ttl,
             namespace: options.namespace,
             instance,
             calls: AtomicU64::new(0),

@@ -190,7 +190,8 @@ impl WaiterLine {
             .arg(lease.ttl_ms())
             .arg(how.as_str())
             .arg(lease.margin_ms())
-            .arg(lease.session_check(&self.session));
+            .arg(lease.session_check(&self.session))
+            .arg(crate::amnesia::max_ttl_ms(&self.shared));
         if let Some(value) = value {
             call.arg(value.as_ref());
         }

@@ -1,0 +1,86 @@
+//! When the store forgets: the lock-delay before any grant, and fencing tokens that
+//! keep growing.
+//!
+//! A Redis without persistence restarts empty. Without a guard, a new client is
+//! granted a lock within milliseconds while the old holder still believes it holds
+//! until its next renewal finds its session gone (up to a third of its TTL later) or
+//! its client-side deadline passes. Chubby closes this with a grace period after a
+//! master fail-over; the same is done here, per waiter line (lock, read-write lock,
+//! election, semaphore), on the server, inside the scripts that grant.
+//!
+//! **The epoch marker.** Every waiter line keeps a marker key `p:epoch` next to its
+//! other keys (`p = {<ns><name>}:<kind>`, so under Redis Cluster it shares the line's
+//! hash slot and the grant script reads it where it runs). Its value is `0` once
+//! grants are allowed, else the store time (ms, from `TIME`) before which the line
+//! grants nothing. Every script that grants (`fq_settle` in `lua/lib.lua`, and the
+//! uncontended path of `lua/fair_acquire.lua`) reads it first: one `GET`, in the same
+//! script, no extra round trip (and a `TIME` only while a lock-delay runs). The marker
+//! is made persistent by every join and idles out with the line's counters, an hour
+//! after the line empties.
+//!
+//! **A missing marker** means the store forgot the line (a restart without
+//! persistence, a `FLUSHALL`) or never knew it (a new name, or one idle for an hour).
+//! Then nothing is granted until `fair_acquire.lua`, which carries the bound below,
+//! sets it again (`epoch_start`): the line waits until `max_session_ttl` after the
+//! server started, `max(0, max_session_ttl - uptime)` from now (`uptime_in_seconds`
+//! of `INFO server`, read by the script itself only on this path). Every session the
+//! server may have held before it started again was opened before it started, with a
+//! TTL of at most `max_session_ttl`, so its holder's client-side deadline (renewal
+//! sent + TTL - margin) passes before the wait ends, and its `lost()` (and the CLI's
+//! signal to its command) comes before anyone else is granted. A new name on a server
+//! up for longer than the bound waits for nothing; a brand-new server (up for less)
+//! makes a new name's first grant wait for the rest of the bound, once.
+//!
+//! **The bound is enforced, not hoped:** with [`crate::RedisOptions::max_session_ttl`]
+//! (`max_session_ttl=` in the URL) a session with a longer TTL is refused
+//! ([`distsync_core::Error::InvalidArgument`]). Without it there is no bound, and the
+//! marker is set with no wait: clients that do not opt in keep today's behaviour
+//! (a restart without persistence can grant a second holder before the first one's
+//! `lost()`). Every client of one namespace must give the same bound, or a larger
+//! one: the wait is the bound of the client that finds the marker missing.
+//!
+//! **Fencing tokens.** When the marker is set again, the line's fencing counter is
+//! raised to the store clock at the end of the wait, in microseconds, if it is below:
+//! every token the forgotten state handed out was at most the server clock of its
+//! grant (the counter is seeded from the clock and grows by one per grant, see
+//! `counter_next`), so the tokens after the wait are above all of them, provided the
+//! server clocks agree to within the wait.
+//!
+//! **What it does not see.** A `FLUSHALL` on a server that has been up for longer than
+//! the bound: the markers are gone, the uptime says nothing was lost, and grants
+//! resume at once (an operator action; restart the server instead, or flush only
+//! while no client holds). A replica promoted without acknowledgement (Sentinel or
+//! Cluster failover, no `wait_replicas`) keeps the markers it had replicated while
+//! possibly missing recent grants: the lock-delay does not cover it; acknowledge
+//! writes with `wait_replicas` (see docs/HIGH_AVAILABILITY.md). The queue's items and
+//! STM keys are data, not holds: a restart without persistence loses them whatever
+//! the lock-delay does (`survives_restart` in the capabilities needs `appendfsync
+//! always`).
+
+use std::time::Duration;
+
+use distsync_core::{Error, Result};
+
+use crate::store::Shared;
+
+/// The bound on session TTLs the grant script gets (ms; `0`: none, no lock-delay).
+pub(crate) fn max_ttl_ms(shared: &Shared) -> u64 {
+    shared.max_session_ttl.map_or(0, |ttl| {
+        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
+/// Refuses a session TTL above the store's bound ([`crate::RedisOptions::max_session_ttl`]),
+/// the bound the lock-delay after amnesia relies on.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a TTL above the bound.
+pub(crate) fn check_ttl(shared: &Shared, ttl: Duration) -> Result<()> {
+    match shared.max_session_ttl {
+        Some(max) if ttl > max => Err(Error::InvalidArgument(format!(
+            "a session TTL of {ttl:?} is above this store's max_session_ttl ({max:?}): \
+             the lock-delay after the store forgets covers sessions up to that TTL only"
+        ))),
+        _ => Ok(()),
+    }
+}

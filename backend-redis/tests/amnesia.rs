@@ -1,0 +1,169 @@
+//! The lock-delay after the store forgets (`src/amnesia.rs`): on a private
+//! `redis-server` without persistence, restarted while a holder holds, a new contender
+//! is granted only after the old holder's `lost()` fired and after `max_session_ttl`
+//! from the server's start, with a greater fencing token; on a long-running server a
+//! new name waits for nothing; a session above the bound is refused.
+//!
+//! Runs when `DISTSYNC_REDIS_URL` is set (the test servers are installed); skipped
+//! loudly otherwise, a failure under `CI=true`.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distsync_core::Error;
+use tokio::time::Instant;
+
+use support::PrivateRedis;
+
+/// The bound on session TTLs the tests give, short so that the lock-delay is too.
+const BOUND: Duration = Duration::from_secs(3);
+
+async fn within<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .expect("did not finish in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_without_persistence_nobody_is_granted_before_the_old_holder_lost() {
+    if support::server_url().is_none() {
+        return;
+    }
+    let mut server = tokio::task::spawn_blocking(|| PrivateRedis::start(&[]))
+        .await
+        .unwrap();
+    let url = server.url("?max_session_ttl=3s");
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
+
+    // The server is brand new: the first grant of a name waits out the rest of the
+    // bound (the server may have held sessions before it started, as far as it knows).
+    let holder = coordinator
+        .session_with_ttl(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let guard = within(
+        BOUND + Duration::from_secs(5),
+        coordinator.locker(&holder, "l").unwrap().lock(),
+    )
+    .await
+    .unwrap();
+    let token_before = guard.token();
+
+    // When the old holder learns it lost the lock.
+    let lost_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let watching = {
+        let lost_at = Arc::clone(&lost_at);
+        let lost = guard.lost();
+        tokio::spawn(async move {
+            lost.await;
+            *lost_at.lock().unwrap() = Some(Instant::now());
+        })
+    };
+
+    let stopped_at = Instant::now();
+    server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+
+    // The restarted server is empty, its uptime below the bound: a try is refused
+    // while the lock-delay runs, then a waiter is granted once it ended.
+    // The first command after the restart may meet the broken connection; the
+    // connection manager reconnects behind it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let contender = loop {
+        match coordinator
+            .session_with_ttl(Duration::from_millis(1500))
+            .await
+        {
+            Ok(session) => break session,
+            Err(Error::Connection { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    };
+    let locker = coordinator.locker(&contender, "l").unwrap();
+    if stopped_at.elapsed() < BOUND - Duration::from_millis(500) {
+        assert!(locker.try_lock().await.unwrap().is_none());
+    }
+    let granted = within(BOUND + Duration::from_secs(5), locker.lock())
+        .await
+        .unwrap();
+    let granted_at = Instant::now();
+
+    let lost_at = lost_at
+        .lock()
+        .unwrap()
+        .expect("the old holder's lost() fired before the new grant");
+    assert!(lost_at <= granted_at);
+    // The server started after `stopped_at`, and nothing is granted before it has
+    // been up for the bound.
+    assert!(
+        granted_at.duration_since(stopped_at) >= BOUND,
+        "granted {:?} after the restart began, within the lock-delay of {BOUND:?}",
+        granted_at.duration_since(stopped_at)
+    );
+    assert!(
+        granted.token() > token_before,
+        "{:?} is not above {:?}",
+        granted.token(),
+        token_before
+    );
+    watching.await.unwrap();
+    granted.unlock().await.unwrap();
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_new_name_on_a_long_running_server_waits_for_nothing() {
+    let Some(server) = support::server_url() else {
+        return;
+    };
+    // The shared test server has been up for more than a second by the time any test
+    // runs (the connection below needs it answering already).
+    let namespace = support::unique_namespace("amnesia");
+    let url = format!(
+        "{}&max_session_ttl=1s",
+        support::with_namespace(&server, &namespace)
+    );
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let session = coordinator
+        .session_with_ttl(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let guard = coordinator
+        .locker(&session, "fresh")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("granted at once");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    guard.unlock().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_above_the_bound_is_refused() {
+    let Some(server) = support::server_url() else {
+        return;
+    };
+    let namespace = support::unique_namespace("amnesia");
+    let url = format!(
+        "{}&max_session_ttl=2s",
+        support::with_namespace(&server, &namespace)
+    );
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let refused = coordinator.session_with_ttl(Duration::from_secs(3)).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    let at_the_bound = coordinator.session_with_ttl(Duration::from_secs(2)).await;
+    assert!(at_the_bound.is_ok(), "{at_the_bound:?}");
+}
