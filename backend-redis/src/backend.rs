@@ -297,6 +297,21 @@ impl Backend for RedisBackend {
         )))
     }
 
+    fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {
+        Ok(Box::new(crate::counter::RedisCounter::new(
+            &self.shared,
+            name,
+        )))
+    }
+
+    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn distsync_core::CountDownLatch>> {
+        Ok(Box::new(crate::counter::RedisLatch::new(
+            &self.shared,
+            name,
+            count,
+        )))
+    }
+
     fn stm(&self) -> Result<Stm> {
         Ok(Stm::new(Arc::new(crate::stm::RedisStm::new(&self.shared))))
     }

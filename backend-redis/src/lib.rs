@@ -216,6 +216,7 @@ mod call;
 mod capabilities;
 mod cluster;
 mod config;
+mod counter;
 mod double_barrier;
 mod driver;
 mod election;

@@ -45,6 +45,10 @@ pub enum Group {
     Server,
     /// Names, arguments and capabilities, across every primitive.
     Api,
+    /// [`distsync_core::Counter`].
+    Counter,
+    /// [`distsync_core::CountDownLatch`].
+    Latch,
 }
 
 impl Group {
@@ -62,6 +66,8 @@ impl Group {
             Self::Stm => "stm",
             Self::Server => "server",
             Self::Api => "api",
+            Self::Counter => "counter",
+            Self::Latch => "latch",
         }
     }
 }
@@ -100,6 +106,10 @@ pub enum Need {
     ReliableDelivery,
     /// STM at this level ([`Capabilities::supports_isolation`]).
     Stm(Isolation),
+    /// [`Capabilities::counter`].
+    Counter,
+    /// [`Capabilities::latch`].
+    Latch,
 }
 
 impl Need {
@@ -117,6 +127,8 @@ impl Need {
             Self::GuardedWrites => capabilities.guarded_writes,
             Self::ReliableDelivery => capabilities.reliable_delivery,
             Self::Stm(isolation) => capabilities.supports_isolation(isolation),
+            Self::Counter => capabilities.counter,
+            Self::Latch => capabilities.latch,
         }
     }
 
@@ -137,6 +149,8 @@ impl Need {
             Self::Stm(Isolation::Serializable) => "stm_serializable",
             Self::Stm(Isolation::RepeatableReads) => "stm_repeatable_reads",
             Self::Stm(Isolation::ReadCommitted) => "stm_read_committed",
+            Self::Counter => "counter",
+            Self::Latch => "latch",
         }
     }
 }

@@ -20,8 +20,10 @@ use crate::outcome::Outcome;
 
 mod api;
 mod barrier;
+mod counter;
 mod double_barrier;
 mod election;
+mod latch;
 mod lock;
 mod queue;
 mod rwlock;
@@ -62,6 +64,8 @@ const GROUPS: &[(Group, &[Case])] = &[
     (Group::Stm, stm::CASES),
     (Group::Server, server::CASES),
     (Group::Api, api::CASES),
+    (Group::Counter, counter::CASES),
+    (Group::Latch, latch::CASES),
 ];
 
 /// How many cases [`GROUPS`] lists.

@@ -1,0 +1,317 @@
+//! Counter cases: concurrent adds never lost (also across a partition of one client,
+//! where an unacknowledged add is applied at most once), exactly one of racing
+//! compare-and-sets wins, overflow refused, the value survives a restart.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use distsync_core::{Backend, Capabilities, Counter, Error, Name};
+use tokio::time::Instant;
+
+use super::{boxed, SURVIVES};
+use crate::case::{Case, Claim, Group, Need};
+use crate::check::{
+    ensure, join_all, partitioned_client_with_timeouts, within, Bounded, Check, Context, Holds,
+    Task, LONG, PROMPT,
+};
+use crate::faults::{Hook, PartitionMode, PrivateServer};
+use crate::harness::Harness;
+
+/// The claim of the counter rows: the backend's `counter` flag.
+const COUNTER: Claim = Claim::Flag("counter", |c: &Capabilities| c.counter);
+
+/// The counter cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "counter_concurrent_adds",
+        group: Group::Counter,
+        guarantee: "concurrent adds from several clients: final value = sum of the adds",
+        needs: &[Need::Counter],
+        claim: COUNTER,
+        hooks: &[],
+        run: |h| boxed(concurrent_adds(h)),
+    },
+    Case {
+        id: "counter_adds_across_partition",
+        group: Group::Counter,
+        guarantee: "one adder partitioned mid-run: acknowledged adds never lost, \
+                    unacknowledged ones applied at most once",
+        needs: &[Need::Counter],
+        claim: COUNTER,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(adds_across_partition(h)),
+    },
+    Case {
+        id: "counter_cas_one_winner",
+        group: Group::Counter,
+        guarantee: "compare_and_set: exactly one of N racing swaps from one value wins",
+        needs: &[Need::Counter],
+        claim: COUNTER,
+        hooks: &[],
+        run: |h| boxed(cas_one_winner(h)),
+    },
+    Case {
+        id: "counter_overflow_refused",
+        group: Group::Counter,
+        guarantee: "a fresh counter reads 0; an add that overflows i64 is a typed error and \
+                    changes nothing",
+        needs: &[Need::Counter],
+        claim: COUNTER,
+        hooks: &[],
+        run: |h| boxed(overflow_refused(h)),
+    },
+    Case {
+        id: "counter_survives_restart",
+        group: Group::Counter,
+        guarantee: "restart: a counter's value survives",
+        needs: &[Need::Counter],
+        claim: SURVIVES,
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(survives_restart(h)),
+    },
+];
+
+/// A counter of `backend` named `name`.
+fn counter(backend: &Arc<dyn Backend>, name: &Name) -> Check<Arc<dyn Counter>> {
+    Ok(Arc::from(
+        backend.counter(name.clone()).ctx("making a counter")?,
+    ))
+}
+
+/// Several tasks add distinct deltas at once; the final value is their sum and each
+/// task's answers grow with its own adds.
+async fn concurrent_adds(h: Harness) -> Check {
+    const TASKS: i64 = 6;
+    const ADDS: i64 = 40;
+    let name = h.name("hits").ctx("naming the counter")?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let counter = counter(h.backend(), &name)?;
+        tasks.push(Task::spawn(format!("adder {t}"), async move {
+            for _ in 0..ADDS {
+                counter
+                    .add(t + 1)
+                    .bounded(format!("adder {t} adding"))
+                    .await?;
+            }
+            Ok(())
+        }));
+    }
+    join_all(&mut tasks, LONG).await?;
+    let took = started.elapsed();
+    let expected: i64 = (1..=TASKS).sum::<i64>() * ADDS;
+    let value = counter(h.backend(), &name)?
+        .get()
+        .bounded("reading the counter")
+        .await?;
+    ensure!(
+        value == expected,
+        "{} adds from {TASKS} tasks summed to {expected}, the counter reads {value}",
+        TASKS * ADDS
+    );
+    Ok(Holds::figure(
+        format!("{} adds in {} ms", TASKS * ADDS, took.as_millis()),
+        format!("{TASKS} concurrent adders: the counter reads the sum {expected}"),
+    ))
+}
+
+/// How long the partitioned client's requests may take before they fail.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A client through the proxy adds 1 in a loop while two others add 1 too; the proxy
+/// resets its connections for a while mid-run. The final value lies between the sum of
+/// acknowledged adds and that plus the adds that failed while they may have applied.
+async fn adds_across_partition(h: Harness) -> Check {
+    const ADDS: i64 = 30;
+    let name = h.name("hits").ctx("naming the counter")?;
+    let partition = partitioned_client_with_timeouts(&h, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?;
+    let cut = counter(&partition.backend(), &name)?;
+    let acknowledged = Arc::new(AtomicI64::new(0));
+    let ambiguous = Arc::new(AtomicI64::new(0));
+    let refused = Arc::new(AtomicI64::new(0));
+    let cut_task = {
+        let (acknowledged, ambiguous, refused) =
+            (acknowledged.clone(), ambiguous.clone(), refused.clone());
+        Task::spawn("the partitioned adder", async move {
+            let deadline = Instant::now() + LONG;
+            let mut done = 0;
+            while done < ADDS * 3 && Instant::now() < deadline {
+                match tokio::time::timeout(PROMPT, cut.add(1)).await {
+                    Ok(Ok(_)) => {
+                        acknowledged.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(Err(error)) if error.may_have_applied() => {
+                        ambiguous.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(Err(_)) => {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // A dropped add may have applied, as an ambiguous error.
+                    Err(_) => {
+                        ambiguous.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                done += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        })
+    };
+    let mut others = Vec::new();
+    for t in 0..2 {
+        let counter = counter(h.backend(), &name)?;
+        others.push(Task::spawn(format!("adder {t}"), async move {
+            for _ in 0..ADDS {
+                counter.add(1).bounded(format!("adder {t} adding")).await?;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    partition.set(PartitionMode::Reset);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    partition.set(PartitionMode::Forward);
+    join_all(&mut others, LONG).await?;
+    let mut cut_task = cut_task;
+    cut_task.join(LONG * 2).await?;
+    let value = counter(h.backend(), &name)?
+        .get()
+        .bounded("reading the counter")
+        .await?;
+    let acked = acknowledged.load(Ordering::SeqCst) + 2 * ADDS;
+    let maybe = ambiguous.load(Ordering::SeqCst);
+    let refused = refused.load(Ordering::SeqCst);
+    ensure!(
+        value >= acked,
+        "{acked} adds of 1 were acknowledged but the counter reads {value}: an acknowledged \
+         add was lost"
+    );
+    ensure!(
+        value <= acked + maybe,
+        "the counter reads {value}, more than the {acked} acknowledged adds plus the {maybe} \
+         that may have applied: an add applied twice, or one reported as not applied was"
+    );
+    Ok(Holds::figure(
+        format!("{acked} acknowledged, {maybe} ambiguous, {refused} refused; value {value}"),
+        "a reset partition of one adder: no acknowledged add lost, none applied twice",
+    ))
+}
+
+/// Rounds of racing swaps from the current value: exactly one wins each round, and the
+/// counter holds the winner's value.
+async fn cas_one_winner(h: Harness) -> Check {
+    const ROUNDS: i64 = 5;
+    const RACERS: i64 = 6;
+    let name = h.name("cas").ctx("naming the counter")?;
+    let mut current = 0;
+    for round in 0..ROUNDS {
+        let mut racers = Vec::new();
+        for r in 0..RACERS {
+            let counter = counter(h.backend(), &name)?;
+            let new = (round + 1) * 100 + r;
+            racers.push(Task::spawn(
+                format!("round {round} racer {r}"),
+                async move {
+                    let won = counter
+                        .compare_and_set(current, new)
+                        .bounded("compare_and_set")
+                        .await?;
+                    Ok((won, new))
+                },
+            ));
+        }
+        let results = join_all(&mut racers, PROMPT * 2).await?;
+        let winners: Vec<i64> = results
+            .iter()
+            .filter(|(won, _)| *won)
+            .map(|(_, new)| *new)
+            .collect();
+        ensure!(
+            winners.len() == 1,
+            "round {round}: {} of {RACERS} swaps from {current} won: {winners:?}",
+            winners.len()
+        );
+        let value = counter(h.backend(), &name)?
+            .get()
+            .bounded("reading the counter")
+            .await?;
+        ensure!(
+            value == winners[0],
+            "round {round}: the swap to {} won but the counter reads {value}",
+            winners[0]
+        );
+        current = value;
+    }
+    Ok(Holds::new(format!(
+        "{ROUNDS} rounds of {RACERS} racing swaps: exactly one won each round"
+    )))
+}
+
+/// A fresh counter reads 0; adding past `i64::MAX` (or below `i64::MIN`) is
+/// `InvalidArgument`, changes nothing and is not reported as possibly applied.
+async fn overflow_refused(h: Harness) -> Check {
+    let name = h.name("big").ctx("naming the counter")?;
+    let counter = counter(h.backend(), &name)?;
+    let fresh = counter.get().bounded("reading a fresh counter").await?;
+    ensure!(fresh == 0, "a counter never written reads {fresh}, not 0");
+    counter
+        .set(i64::MAX - 1)
+        .bounded("setting the counter")
+        .await?;
+    match counter.add(2).await {
+        Err(Error::InvalidArgument(_)) => {}
+        other => {
+            return crate::check::violated(format!(
+                "adding 2 to i64::MAX - 1 gave {other:?}, not InvalidArgument"
+            ))
+        }
+    }
+    let after = counter.get().bounded("reading the counter").await?;
+    ensure!(
+        after == i64::MAX - 1,
+        "a refused overflowing add left {after}, not i64::MAX - 1"
+    );
+    counter.set(i64::MIN).bounded("setting the counter").await?;
+    ensure!(
+        matches!(counter.add(-1).await, Err(Error::InvalidArgument(_))),
+        "subtracting 1 from i64::MIN was not refused"
+    );
+    let top = counter.add(i64::MAX).bounded("adding i64::MAX").await?;
+    ensure!(top == -1, "i64::MIN + i64::MAX gave {top}, not -1");
+    Ok(Holds::new(
+        "a fresh counter read 0; overflowing adds both ways were refused and changed nothing",
+    ))
+}
+
+/// A counter's value is kept across a restart of the server.
+async fn survives_restart(h: Harness) -> Check {
+    let mut server: Box<dyn PrivateServer> = within(
+        LONG,
+        "starting a private server",
+        h.faults().private_server(&**h.backend()),
+    )
+    .await?;
+    let backend = within(PROMPT, "connecting to the private server", server.connect()).await?;
+    let name = h.name("kept").ctx("naming the counter")?;
+    let before = counter(&backend, &name)?;
+    before.add(41).bounded("adding").await?;
+    before.add(1).bounded("adding").await?;
+    within(LONG, "stopping the private server", server.stop()).await?;
+    within(LONG, "starting the private server again", server.start()).await?;
+    let after = counter(&backend, &name)?;
+    let value = crate::check::eventually(LONG, "reading the counter after the restart", || {
+        let after = after.clone();
+        async move { Ok(after.get().await.ok()) }
+    })
+    .await?;
+    ensure!(
+        value == 42,
+        "the counter read 42 before the restart, {value} after"
+    );
+    Ok(Holds::new(
+        "the counter read 42 before and after the restart",
+    ))
+}
