@@ -376,6 +376,18 @@ impl Backend for PostgresBackend {
         }))
     }
 
+    fn rate_limiter(
+        &self,
+        name: Name,
+        rate: distsync_core::rate_limiter::Rate,
+    ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
+        Ok(Box::new(crate::rate_limiter::PgRateLimiter {
+            shared: Arc::clone(&self.shared),
+            name,
+            rate,
+        }))
+    }
+
     fn stm(&self) -> Result<Stm> {
         Ok(Stm::new(Arc::new(stm::PgStm {
             shared: Arc::clone(&self.shared),

@@ -106,6 +106,7 @@ mod limits;
 mod lock;
 mod notify;
 mod queue;
+mod rate_limiter;
 mod rwlock;
 mod schema;
 mod semaphore;

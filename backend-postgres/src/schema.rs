@@ -36,6 +36,9 @@
 //!   (every win and proclaim, for `observe`; trimmed per election and pruned by age).
 //! - `queue_items`, `queue_inflight` and `queue_waiters`; `barriers`, `double_barriers`
 //!   and `double_barrier_entries`; `kv` (STM).
+//! - `rate_limits` and the function `rate_limit` (`sql/rate_limiter.sql`): each rate
+//!   limiter's theoretical arrival time (see `rate_limiter.rs`, which also creates them
+//!   in a schema made before they existed).
 //!
 //! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
 //! `<kind>:<name>`: `q` queue, `b` barrier, `d` double barrier, `e` election; `s:<id>`
@@ -55,7 +58,7 @@ use crate::error::{map, BACKEND};
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// The DDL, in the order it runs; `{s}` stands for the quoted schema name.
-const DDL: [&str; 10] = [
+const DDL: [&str; 11] = [
     include_str!("../sql/layout.sql"),
     include_str!("../sql/sessions.sql"),
     include_str!("../sql/names.sql"),
@@ -66,6 +69,7 @@ const DDL: [&str; 10] = [
     include_str!("../sql/barriers.sql"),
     include_str!("../sql/stm.sql"),
     include_str!("../sql/server_epoch.sql"),
+    include_str!("../sql/rate_limiter.sql"),
 ];
 
 /// Quotes a validated schema name as an SQL identifier.

@@ -1,0 +1,102 @@
+//! The rate limiter: GCRA in one SQL function, `rate_limit` (`sql/rate_limiter.sql`),
+//! on the row of `rate_limits` that holds the limiter's theoretical arrival time in µs
+//! of the server's `clock_timestamp()`; see [`distsync_core::rate_limiter`].
+//!
+//! A schema created before the table and function existed gets them on first use
+//! (`CREATE TABLE IF NOT EXISTS`, `CREATE OR REPLACE FUNCTION`, under the same
+//! advisory lock as the schema's creation), so the layout version stays as it is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
+use distsync_core::{Error, Name, Result};
+use sqlx::Executor;
+
+use crate::error::{map, BACKEND};
+use crate::store::Shared;
+
+/// The table and function, rendered per schema.
+pub(crate) const DDL: &str = include_str!("../sql/rate_limiter.sql");
+
+/// A PostgreSQL rate limiter (see the module docs).
+pub(crate) struct PgRateLimiter {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) name: Name,
+    pub(crate) rate: Rate,
+}
+
+impl PgRateLimiter {
+    async fn decide(&self, permits: u32) -> std::result::Result<String, sqlx::Error> {
+        let interval = i64::try_from(self.rate.emission_interval_micros()).unwrap_or(i64::MAX);
+        sqlx::query_scalar(&self.shared.sql("SELECT {s}.rate_limit($1, $2, $3, $4, $5)"))
+            .bind(self.name.as_str())
+            .bind(interval)
+            .bind(i64::from(self.rate.burst()))
+            .bind(i64::from(permits))
+            .bind(self.rate.fingerprint())
+            .fetch_one(self.shared.bounded())
+            .await
+    }
+
+    /// Creates the table and function in a schema made before they existed.
+    async fn install(&self) -> Result<()> {
+        tracing::info!("postgres: creating the rate limiter's table and function");
+        let mut tx = self.shared.pool.begin().await.map_err(map)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))")
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        (&mut *tx)
+            .execute(self.shared.sql(DDL).as_str())
+            .await
+            .map_err(map)?;
+        tx.commit().await.map_err(map)
+    }
+}
+
+/// Whether `error` says the table or function is missing.
+fn missing(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("42P01" | "42883")))
+}
+
+#[async_trait]
+impl RateLimiter for PgRateLimiter {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
+        self.rate.check_request(permits)?;
+        let reply = match self.decide(permits).await {
+            Err(error) if missing(&error) => {
+                self.install().await?;
+                self.decide(permits).await.map_err(map)?
+            }
+            other => other.map_err(map)?,
+        };
+        let (tag, rest) = reply.split_at(reply.len().min(1));
+        match (tag, rest.parse::<u64>()) {
+            ("g", _) => Ok(Admission::Granted),
+            ("d", Ok(wait)) => Ok(Admission::Denied {
+                retry_after: Duration::from_micros(wait),
+            }),
+            ("m", _) => Err(Error::InvalidArgument(format!(
+                "rate limiter {:?} is in use at another rate ({rest}, permits/period µs/burst) \
+                 than {}",
+                self.name.as_str(),
+                self.rate.fingerprint()
+            ))),
+            _ => Err(Error::backend(
+                BACKEND,
+                format!("unexpected rate_limit reply {reply:?}"),
+            )),
+        }
+    }
+}
