@@ -16,6 +16,16 @@
 //! background. So an item is delivered once or stays in the queue (or in flight), never
 //! lost to a lost reply.
 //!
+//! # Idempotent enqueue
+//! Every enqueue carries a key: a user's [`IdempotencyKey`] (`enqueue_once`, recorded
+//! for [`DEDUP_WINDOW`]) or one it draws (`enqueue`, for [`CALL_KEY_WINDOW`]). One
+//! statement upserts the record `queue_dedup (queue, key)` (valued with the call's id)
+//! only where none is live, and inserts the item only where it did: the check, the
+//! record and the append commit together. A repeat after a lost reply finds the record
+//! with its own call id and answers that the item is appended; a call with another id
+//! appends nothing. Expiry is the server's clock (`expires_at`); each enqueue deletes a
+//! few expired records of any queue on its way, so they do not pile up.
+//!
 //! # Stale claims
 //! A consumer process that dies between a committed claim and its hand-over (or whose
 //! store stays unreachable past every retry) leaves the item in `queue_inflight`. Every
@@ -70,7 +80,8 @@ use crate::connection::bounded::{through_pool, timed_out};
 use crate::error::map;
 use crate::session::PgLease;
 use crate::store::Shared;
-use distsync_core::raw::{RetryPolicy, WaitRetry};
+use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::raw::{Failure, Idempotence, RetryPolicy, WaitRetry};
 
 /// How old an at-most-once claim must be before a consumer puts its item back: longer
 /// than every budget its owner may still be acting within.
@@ -756,25 +767,132 @@ impl Settle for PgSettle {
     }
 }
 
+/// How many expired idempotency records an enqueue deletes on its way.
+const DEDUP_SWEEP: i64 = 16;
+
+impl PgQueue {
+    /// Appends `item` unless the record of `key` (`u:<user key>` or `g:<call id>`) is
+    /// live, recording it for `window`; one call id across the attempts, which repeat
+    /// through transient failures within the one-shot budget.
+    async fn enqueue_keyed(
+        &self,
+        key: &str,
+        window: Duration,
+        item: &Bytes,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        let call = distsync_core::raw::call_id();
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        // The record and the item in one statement; the last select reads the record
+        // as it was before the statement (a live record of another call, or of an
+        // earlier attempt of this one).
+        let sql = self.shared.sql(
+            "WITH swept AS ( \
+                 DELETE FROM {s}.queue_dedup WHERE (queue, key) IN ( \
+                     SELECT queue, key FROM {s}.queue_dedup \
+                      WHERE expires_at <= clock_timestamp() \
+                        AND NOT (queue = $1 AND key = $4) \
+                      ORDER BY expires_at LIMIT $7 FOR UPDATE SKIP LOCKED)), \
+             recorded AS ( \
+                 INSERT INTO {s}.queue_dedup (queue, key, call, expires_at) \
+                 VALUES ($1, $4, $5, clock_timestamp() + $6 * interval '1 millisecond') \
+                 ON CONFLICT (queue, key) DO UPDATE \
+                    SET call = EXCLUDED.call, expires_at = EXCLUDED.expires_at \
+                  WHERE {s}.queue_dedup.expires_at <= clock_timestamp() \
+                 RETURNING 1), \
+             appended AS ( \
+                 INSERT INTO {s}.queue_items (queue, priority, item) \
+                 SELECT $1, $2, $3 FROM recorded RETURNING 1) \
+             SELECT (SELECT count(*) FROM appended)::int, \
+                    (SELECT call FROM {s}.queue_dedup WHERE queue = $1 AND key = $4 \
+                        AND expires_at > clock_timestamp())",
+        );
+        let holder_sql = self.shared.sql(
+            "SELECT call FROM {s}.queue_dedup WHERE queue = $1 AND key = $2 \
+                AND expires_at > clock_timestamp()",
+        );
+        let attempt = || async {
+            let (appended, holder): (i32, Option<String>) = sqlx::query_as(&sql)
+                .bind(self.name.as_str())
+                .bind(i32::from(priority))
+                .bind(item.as_ref())
+                .bind(key)
+                .bind(&call)
+                .bind(window_ms)
+                .bind(DEDUP_SWEEP)
+                .fetch_one(self.shared.bounded())
+                .await
+                .map_err(dedup_error)?;
+            if appended > 0 {
+                return Ok(Enqueued::New);
+            }
+            let holder = match holder {
+                Some(holder) => Some(holder),
+                // Recorded by a call that committed while this statement waited on it:
+                // invisible to the statement's snapshot, read now.
+                None => sqlx::query_scalar(&holder_sql)
+                    .bind(self.name.as_str())
+                    .bind(key)
+                    .fetch_optional(self.shared.bounded())
+                    .await
+                    .map_err(dedup_error)?,
+            };
+            Ok(if holder.as_deref() == Some(call.as_str()) {
+                Enqueued::New
+            } else {
+                Enqueued::Duplicate
+            })
+        };
+        RetryPolicy::default()
+            .one_shot(
+                "queue enqueue",
+                Idempotence::Idempotent,
+                Failure::of,
+                attempt,
+            )
+            .await
+    }
+}
+
+/// [`map`], with the missing table of a schema created before idempotent enqueues
+/// named.
+fn dedup_error(error: sqlx::Error) -> Error {
+    match &error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Error::unsupported(
+            crate::error::BACKEND,
+            "idempotent enqueue in a schema without the table queue_dedup \
+                 (created by an earlier client: move its state to a new schema with \
+                 `distsync migrate`)",
+        ),
+        _ => map(error),
+    }
+}
+
 #[async_trait]
 impl Queue for PgQueue {
     fn name(&self) -> &Name {
         &self.name
     }
 
+    /// Appends under a key of its own, repeated through lost replies (see the module
+    /// docs).
     async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        sqlx::query(
-            &self
-                .shared
-                .sql("INSERT INTO {s}.queue_items (queue, priority, item) VALUES ($1, $2, $3)"),
-        )
-        .bind(self.name.as_str())
-        .bind(i32::from(priority))
-        .bind(item.as_ref())
-        .execute(self.shared.bounded())
-        .await
-        .map_err(map)?;
-        Ok(())
+        let key = format!("g:{}", distsync_core::raw::call_id());
+        self.enqueue_keyed(&key, CALL_KEY_WINDOW, &item, priority)
+            .await
+            .map(drop)
+    }
+
+    /// Appends unless `key` was seen within [`DEDUP_WINDOW`] (see the module docs).
+    async fn enqueue_once(
+        &self,
+        key: &IdempotencyKey,
+        item: Bytes,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        let key = format!("u:{}", key.as_str());
+        self.enqueue_keyed(&key, DEDUP_WINDOW, &item, priority)
+            .await
     }
 
     /// Waits out connection trouble (see [`crate::retry`]).

@@ -14,6 +14,18 @@
 //! its place, on the same connection, after the pop. A retried call id returns the
 //! item it already popped, so a lost reply cannot pop twice.
 //!
+//! # Idempotent enqueue
+//!
+//! Every enqueue carries a key: a user's [`IdempotencyKey`] (`enqueue_once`) or one it
+//! draws (`enqueue`). Its script sets the record `p:k:u:<key>` or `p:k:g:<call id>`
+//! (value: the call's id) with `SET NX PX` (for [`DEDUP_WINDOW`], or
+//! [`CALL_KEY_WINDOW`] for a drawn key) and appends only when that set succeeds, in the
+//! queue's hash slot. A repeat after a lost reply finds the record with its own call
+//! id and answers that the item is appended; another call with the same key finds
+//! another id and appends nothing. Records expire on the server's clock; a server that
+//! forgets them (a restart without persistence, a failover to a replica that missed
+//! them) forgets the dedup window with them, as it forgets items.
+//!
 //! Blocking consumers wait on their own pub/sub channel and register in `p:waiters`
 //! (with a marker key `p:wm:<id>` of [`WAITER_TTL`]); each enqueue wakes exactly one
 //! live waiter, the longest waiting, and a consumer that pops while items remain
@@ -61,7 +73,8 @@ use crate::keys::Kind;
 use crate::scripts::{Lua, SCRIPTS};
 use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
-use distsync_core::raw::{RetryPolicy, WaitRetry};
+use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::raw::{Failure, Idempotence, RetryPolicy, WaitRetry};
 use tokio::time::Instant;
 
 /// How long a waiting consumer's registration lasts without renewal.
@@ -78,12 +91,14 @@ struct DeliveryScripts {
     receive: Lua,
     settle: Lua,
     len: Lua,
+    enqueue_once: Lua,
 }
 
 static DELIVERY: LazyLock<DeliveryScripts> = LazyLock::new(|| DeliveryScripts {
     receive: Lua::with_lib(include_str!("../lua/queue_receive.lua")),
     settle: Lua::with_lib(include_str!("../lua/queue_settle.lua")),
     len: Lua::with_lib(include_str!("../lua/queue_len.lua")),
+    enqueue_once: Lua::with_lib(include_str!("../lua/queue_enqueue_once.lua")),
 });
 
 /// What one pop or receive attempt found.
@@ -122,6 +137,45 @@ impl RedisQueue {
             prefix: shared.keys.primitive(&name, Kind::Queue),
             shared: Arc::clone(shared),
             name,
+        }
+    }
+
+    /// Appends `item` unless the record of `key` (`u:<user key>` or `g:<call id>`)
+    /// exists, setting it for `window`; one call id across the attempts, which repeat
+    /// through transient failures within the one-shot budget.
+    async fn enqueue_keyed(
+        &self,
+        key: &str,
+        window: Duration,
+        item: &Bytes,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        let id = self.shared.call_id();
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let attempt = || {
+            let mut call = self.shared.script_on(&DELIVERY.enqueue_once, &self.prefix);
+            call.arg(priority)
+                .arg(item.as_ref())
+                .arg(key)
+                .arg(&id)
+                .arg(window_ms);
+            async move { int("queue_enqueue_once", &self.shared.eval(&call).await?) }
+        };
+        let answer = RetryPolicy::default()
+            .one_shot(
+                "queue enqueue",
+                Idempotence::Idempotent,
+                Failure::of,
+                attempt,
+            )
+            .await?;
+        match answer {
+            1 | 2 => Ok(Enqueued::New),
+            0 => Ok(Enqueued::Duplicate),
+            other => Err(Error::backend(
+                BACKEND,
+                format!("queue_enqueue_once answered {other}"),
+            )),
         }
     }
 
@@ -462,11 +516,25 @@ impl Queue for RedisQueue {
         &self.name
     }
 
+    /// Appends under a key of its own, repeated through lost replies (see the module
+    /// docs).
     async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        let mut call = self.shared.script_on(&SCRIPTS.queue_enqueue, &self.prefix);
-        call.arg(priority).arg(item.as_ref());
-        self.shared.eval(&call).await?;
-        Ok(())
+        let key = format!("g:{}", self.shared.call_id());
+        self.enqueue_keyed(&key, CALL_KEY_WINDOW, &item, priority)
+            .await
+            .map(drop)
+    }
+
+    /// Appends unless `key` was seen within [`DEDUP_WINDOW`] (see the module docs).
+    async fn enqueue_once(
+        &self,
+        key: &IdempotencyKey,
+        item: Bytes,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        let key = format!("u:{}", key.as_str());
+        self.enqueue_keyed(&key, DEDUP_WINDOW, &item, priority)
+            .await
     }
 
     /// Waits for an item and removes it.
