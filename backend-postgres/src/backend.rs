@@ -388,6 +388,21 @@ impl Backend for PostgresBackend {
         }))
     }
 
+    fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {
+        Ok(Box::new(crate::counter::PgCounter {
+            shared: Arc::clone(&self.shared),
+            name,
+        }))
+    }
+
+    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn distsync_core::CountDownLatch>> {
+        Ok(Box::new(crate::counter::PgLatch {
+            shared: Arc::clone(&self.shared),
+            name,
+            initial: count,
+        }))
+    }
+
     fn stm(&self) -> Result<Stm> {
         Ok(Stm::new(Arc::new(stm::PgStm {
             shared: Arc::clone(&self.shared),

@@ -65,7 +65,4 @@ pub fn capabilities() -> Capabilities {
         // (docs/HIGH_AVAILABILITY.md). A backend connected to a primary that names a
         // synchronous standby declares it (see `PostgresBackend`'s capabilities).
         .with_survives_failover(false)
-        // No counter or latch implementation on this store yet.
-        .with_counter(false)
-        .with_latch(false)
 }

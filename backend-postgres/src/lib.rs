@@ -95,6 +95,7 @@ mod backend;
 mod barrier;
 mod capabilities;
 mod connection;
+mod counter;
 mod double_barrier;
 mod driver;
 mod election;

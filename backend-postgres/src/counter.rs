@@ -1,0 +1,325 @@
+//! The counter and the count-down latch: a row of `counters` and a row of `latches`.
+//!
+//! Every change is one statement, atomic in the server: an add is
+//! `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` (an overflow fails the statement,
+//! `numeric value out of range`, and changes nothing), a compare-and-set is an
+//! `UPDATE ... WHERE value = expected` beside an `INSERT ... ON CONFLICT DO NOTHING`
+//! for a counter never written (so of racing swaps from one value exactly one finds
+//! the row as expected), a count-down is the function `latch_count_down`, which locks
+//! the latch's row and notifies `l:<name>` on the decrement that reaches zero. No
+//! statement is sent twice, so an add whose reply is lost is applied at most once.
+//!
+//! The tables and the function are created on first use (`CREATE TABLE IF NOT
+//! EXISTS`, `CREATE OR REPLACE FUNCTION`, under the advisory lock of the schema's
+//! creation), in a schema of any layout version, so the layout version stays as it is.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::counter::Counter;
+use distsync_core::latch::{check_initial_count, CountDownLatch};
+use distsync_core::raw::WaitRetry;
+use distsync_core::{Error, Name, Result};
+use sqlx::Executor;
+
+use crate::error::{map, BACKEND};
+use crate::notify::Wake;
+use crate::store::Shared;
+
+/// The tables and the function, rendered per schema.
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS {s}.counters (
+    name text PRIMARY KEY,
+    value bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.latches (
+    name text PRIMARY KEY,
+    initial bigint NOT NULL,
+    remaining bigint NOT NULL
+);
+-- One count-down: 'k<remaining>' after it, or 'm<initial>' when the latch exists with
+-- another initial count (nothing changes). The row is created with the caller's count
+-- if absent, then locked, so racing first count-downs make one latch.
+CREATE OR REPLACE FUNCTION {s}.latch_count_down(p_name text, p_initial bigint)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    stored_initial bigint;
+    v_remaining bigint;
+BEGIN
+    INSERT INTO {s}.latches (name, initial, remaining) VALUES (p_name, p_initial, p_initial)
+        ON CONFLICT (name) DO NOTHING;
+    SELECT l.initial, l.remaining INTO stored_initial, v_remaining
+        FROM {s}.latches AS l WHERE l.name = p_name FOR UPDATE;
+    IF stored_initial <> p_initial THEN
+        RETURN 'm' || stored_initial;
+    END IF;
+    IF v_remaining = 0 THEN
+        RETURN 'k0';
+    END IF;
+    v_remaining := v_remaining - 1;
+    UPDATE {s}.latches SET remaining = v_remaining WHERE name = p_name;
+    IF v_remaining = 0 THEN
+        PERFORM {s}.notify('l:' || p_name);
+    END IF;
+    RETURN 'k' || v_remaining;
+END
+$$;
+";
+
+/// Whether `error` says a table or function is missing.
+fn missing(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("42P01" | "42883")))
+}
+
+/// Whether `error` is PostgreSQL's `numeric_value_out_of_range`.
+fn out_of_range(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("22003"))
+}
+
+/// Creates the tables and function in a schema made before they existed.
+async fn install(shared: &Shared) -> Result<()> {
+    tracing::info!("postgres: creating the counter and latch tables");
+    let mut tx = shared.pool.begin().await.map_err(map)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))")
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    (&mut *tx)
+        .execute(shared.sql(DDL).as_str())
+        .await
+        .map_err(map)?;
+    tx.commit().await.map_err(map)
+}
+
+/// Runs `statement`, installing the tables first if they are missing. A statement
+/// that failed on a missing table changed nothing, so running it again is safe.
+async fn installed<T, F, Fut>(
+    shared: &Shared,
+    mut statement: F,
+) -> std::result::Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    match statement().await {
+        Err(error) if missing(&error) => {
+            if let Err(install_error) = install(shared).await {
+                tracing::warn!(%install_error, "postgres: creating the counter tables failed");
+                return Err(error);
+            }
+            statement().await
+        }
+        other => other,
+    }
+}
+
+/// A PostgreSQL counter.
+pub(crate) struct PgCounter {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) name: Name,
+}
+
+impl PgCounter {
+    fn overflow(&self, delta: i64) -> Error {
+        Error::InvalidArgument(format!(
+            "counter {:?}: adding {delta} overflows a 64-bit signed integer",
+            self.name.as_str()
+        ))
+    }
+}
+
+#[async_trait]
+impl Counter for PgCounter {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn get(&self) -> Result<i64> {
+        let sql = self
+            .shared
+            .sql("SELECT value FROM {s}.counters WHERE name = $1");
+        let value: Option<i64> = installed(&self.shared, || {
+            sqlx::query_scalar(&sql)
+                .bind(self.name.as_str())
+                .fetch_optional(self.shared.bounded())
+        })
+        .await
+        .map_err(map)?;
+        Ok(value.unwrap_or(0))
+    }
+
+    async fn add(&self, delta: i64) -> Result<i64> {
+        let sql = self.shared.sql(
+            "INSERT INTO {s}.counters AS c (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = c.value + EXCLUDED.value \
+             RETURNING value",
+        );
+        installed(&self.shared, || {
+            sqlx::query_scalar(&sql)
+                .bind(self.name.as_str())
+                .bind(delta)
+                .fetch_one(self.shared.bounded())
+        })
+        .await
+        .map_err(|error| {
+            if out_of_range(&error) {
+                self.overflow(delta)
+            } else {
+                map(error)
+            }
+        })
+    }
+
+    async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool> {
+        let sql = self.shared.sql(
+            "WITH updated AS ( \
+                 UPDATE {s}.counters SET value = $3 WHERE name = $1 AND value = $2 RETURNING 1 \
+             ), inserted AS ( \
+                 INSERT INTO {s}.counters (name, value) SELECT $1, $3 \
+                 WHERE $2 = 0 AND NOT EXISTS (SELECT 1 FROM {s}.counters WHERE name = $1) \
+                 ON CONFLICT (name) DO NOTHING RETURNING 1 \
+             ) \
+             SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)",
+        );
+        let swapped: i64 = installed(&self.shared, || {
+            sqlx::query_scalar(&sql)
+                .bind(self.name.as_str())
+                .bind(expected)
+                .bind(new)
+                .fetch_one(self.shared.bounded())
+        })
+        .await
+        .map_err(map)?;
+        Ok(swapped == 1)
+    }
+
+    async fn set(&self, value: i64) -> Result<()> {
+        let sql = self.shared.sql(
+            "INSERT INTO {s}.counters (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        );
+        installed(&self.shared, || {
+            sqlx::query(&sql)
+                .bind(self.name.as_str())
+                .bind(value)
+                .execute(self.shared.bounded())
+        })
+        .await
+        .map_err(map)?;
+        Ok(())
+    }
+}
+
+/// A PostgreSQL count-down latch.
+pub(crate) struct PgLatch {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) name: Name,
+    pub(crate) initial: u64,
+}
+
+impl PgLatch {
+    /// The initial count as a `bigint`.
+    fn initial(&self) -> Result<i64> {
+        i64::try_from(self.initial).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "latch {:?}: an initial count above {} does not fit PostgreSQL's bigint",
+                self.name.as_str(),
+                i64::MAX
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl CountDownLatch for PgLatch {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn initial_count(&self) -> u64 {
+        self.initial
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let sql = self
+            .shared
+            .sql("SELECT initial, remaining FROM {s}.latches WHERE name = $1");
+        let row: Option<(i64, i64)> = installed(&self.shared, || {
+            sqlx::query_as(&sql)
+                .bind(self.name.as_str())
+                .fetch_optional(self.shared.bounded())
+        })
+        .await
+        .map_err(map)?;
+        match row {
+            None => Ok(self.initial),
+            Some((initial, remaining)) => {
+                check_initial_count(&self.name, self.initial, initial.max(0).unsigned_abs())?;
+                Ok(remaining.max(0).unsigned_abs())
+            }
+        }
+    }
+
+    async fn count_down(&self) -> Result<u64> {
+        let initial = self.initial()?;
+        let sql = self.shared.sql("SELECT {s}.latch_count_down($1, $2)");
+        let reply: String = installed(&self.shared, || {
+            sqlx::query_scalar(&sql)
+                .bind(self.name.as_str())
+                .bind(initial)
+                .fetch_one(self.shared.bounded())
+        })
+        .await
+        .map_err(map)?;
+        let (tag, rest) = reply.split_at(reply.len().min(1));
+        match (tag, rest.parse::<u64>()) {
+            ("k", Ok(remaining)) => Ok(remaining),
+            ("m", Ok(stored)) => {
+                check_initial_count(&self.name, self.initial, stored)?;
+                Err(Error::backend(
+                    BACKEND,
+                    "latch_count_down refused a matching count",
+                ))
+            }
+            _ => Err(Error::backend(
+                BACKEND,
+                format!("unexpected latch_count_down reply {reply:?}"),
+            )),
+        }
+    }
+
+    /// Subscribes to `l:<name>`, then reads the count; reads again after every
+    /// notification and every resubscription, so the notification of the decrement
+    /// that reaches zero is never missed. Waits out connection trouble.
+    ///
+    /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
+    async fn wait(&self) -> Result<()> {
+        let mut backoff = WaitRetry::new("a latch to open");
+        let payload = format!("l:{}", self.name);
+        let mut subscription = loop {
+            match self.shared.hub.subscribe(payload.clone()).await {
+                Ok(subscription) => break subscription,
+                Err(error) if WaitRetry::retryable(&error) => {
+                    backoff.pause(&error).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        loop {
+            match self.count().await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    backoff.succeeded();
+                    match subscription.changed().await? {
+                        Wake::Notified | Wake::Resync => {}
+                    }
+                }
+                Err(error) if WaitRetry::retryable(&error) => {
+                    backoff.pause(&error).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
