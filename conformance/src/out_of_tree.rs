@@ -348,7 +348,7 @@ pub(crate) async fn run_case_judged(
                 case,
                 declared: case.declared(harness.capabilities()),
                 outcome: Outcome::NotRun {
-                    reason: format!("not run: needs {reason}"),
+                    reason: format!("needs {reason}"),
                 },
                 elapsed: std::time::Duration::ZERO,
             };

@@ -36,7 +36,7 @@ fn random_name(h: &Harness, rng: &mut Rng) -> Check<Name> {
 }
 
 /// Nested and alike names keep to themselves, and random names with every special
-/// character map to distinct queues and STM keys.
+/// character map to distinct queues and STM keys (on a backend with neither, locks).
 pub(super) async fn do_not_collide(h: Harness) -> Check {
     let caps = h.capabilities().clone();
     let backend = h.backend().clone();
@@ -201,6 +201,42 @@ pub(super) async fn do_not_collide(h: Harness) -> Check {
             );
         }
         checked.push("random-name STM keys");
+    }
+    // A backend that offers locks and nothing named above: random one-segment names
+    // (every special character), each its own lock, each taken by a session of its
+    // own: two names sharing a key would see the second refused.
+    if caps.lock && checked.is_empty() {
+        let mut held = Vec::new();
+        let mut flat = BTreeSet::new();
+        while flat.len() < RANDOM_NAMES {
+            let pieces = 1 + rng.below(4);
+            let segment: String = (0..pieces)
+                .map(|_| PIECES[rng.below(PIECES.len())])
+                .collect();
+            flat.insert(
+                h.name(&format!("l/{segment}"))
+                    .ctx("making a random name")?,
+            );
+        }
+        for name in &flat {
+            let session = h.session().bounded("opening a session").await?;
+            let guard = backend
+                .locker(&session, name.clone())
+                .ctx("locker")?
+                .try_lock()
+                .bounded(format!("try_lock of {name:?}"))
+                .await?;
+            let Some(guard) = guard else {
+                return crate::check::violated(format!(
+                    "the lock {name:?} was refused while only locks of other names were held"
+                ));
+            };
+            held.push((guard, session));
+        }
+        for (guard, _session) in held {
+            guard.unlock().bounded("unlocking").await?;
+        }
+        checked.push("random-name locks");
     }
     ensure!(!checked.is_empty(), "the backend offers nothing to name");
     Ok(Holds::figure(
