@@ -457,6 +457,7 @@ mod tests {
             "jobs}:queue:seq",
             "jobs}:queue:waiters",
             "m}:lock:fence",
+            "m}:lock:epoch",
             "m}:lock:q",
             "stm}:rev",
             "session:4}",

@@ -261,10 +261,13 @@ mod tests {
                 let suffixes: &[&str] = match kind {
                     Kind::Lock | Kind::RwLock | Kind::Election => &[
                         ":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":v", ":ver", ":cur",
+                        ":epoch",
                     ],
-                    Kind::Semaphore => &[":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":n"],
+                    Kind::Semaphore => &[
+                        ":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":n", ":epoch",
+                    ],
                     Kind::Queue => &[":items", ":inflight", ":waiters", ":wm:c9.1", ":seq"],
-                    Kind::Barrier => &[""],
+                    Kind::Barrier | Kind::RateLimit => &[""],
                     Kind::DoubleBarrier => &[":p", ":e:17.0", ":ready", ":gen", ":seq"],
                 };
                 let channels: &[&str] = match kind {
@@ -272,6 +275,7 @@ mod tests {
                     Kind::Lock | Kind::RwLock | Kind::Election => &[":w:17.0", ":ch"],
                     Kind::Semaphore => &[":w:17.0"],
                     Kind::Barrier | Kind::DoubleBarrier => &[":ch"],
+                    Kind::RateLimit => &[],
                 };
                 suffixes
                     .iter()

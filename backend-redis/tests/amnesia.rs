@@ -119,6 +119,52 @@ async fn after_a_restart_without_persistence_nobody_is_granted_before_the_old_ho
     drop(server);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_brand_new_server_every_kind_of_grant_waits_out_the_bound() {
+    if support::server_url().is_none() {
+        return;
+    }
+    let starting = Instant::now();
+    let server = tokio::task::spawn_blocking(|| PrivateRedis::start(&[]))
+        .await
+        .unwrap();
+    let coordinator = distsync_redis::connect(&server.url("?max_session_ttl=3s"))
+        .await
+        .unwrap();
+    let session = coordinator
+        .session_with_ttl(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let limit = BOUND + Duration::from_secs(5);
+    let rwlock = coordinator.rwlock(&session, "rw").unwrap();
+    let semaphore = coordinator.semaphore(&session, "s", 2).unwrap();
+    let election = coordinator.election(&session, "e").unwrap();
+    // Each grant is timed on its own: the server started after `starting`, and
+    // nothing is granted before it has been up for the bound.
+    let ((write, write_at), (permit, permit_at), (leadership, leader_at)) = within(limit, async {
+        tokio::join!(
+            async { (rwlock.write().await, starting.elapsed()) },
+            async { (semaphore.acquire().await, starting.elapsed()) },
+            async { (election.campaign("me".into()).await, starting.elapsed()) },
+        )
+    })
+    .await;
+    for (what, at) in [
+        ("the write lock", write_at),
+        ("the permit", permit_at),
+        ("the leadership", leader_at),
+    ] {
+        assert!(
+            at >= BOUND,
+            "{what} was granted {at:?} after the server started"
+        );
+    }
+    write.unwrap().unlock().await.unwrap();
+    permit.unwrap().unlock().await.unwrap();
+    leadership.unwrap().resign().await.unwrap();
+    drop(server);
+}
+
 #[tokio::test]
 async fn a_new_name_on_a_long_running_server_waits_for_nothing() {
     let Some(server) = support::server_url() else {
