@@ -3,8 +3,10 @@
 # the Go peer (scripts/servers.sh up), then runs, timing each step:
 #   cargo fmt --check; the MSRV check of Cargo.lock (scripts/check-msrv.sh); clippy -D
 #   warnings; cargo test --workspace --all-features (README's and docs/' code blocks
-#   included, as the facade's doctests); the conformance runner over memory, etcd
-#   (with etcd's own Go recipes as peers), Redis and PostgreSQL, a subset of cases on
+#   included, as the facade's doctests); the example backend crate outside the workspace
+#   (examples/file-backend) running the suite from its own tests; the conformance runner
+#   over memory, etcd (with etcd's own Go recipes as peers), Redis and PostgreSQL, a
+#   subset of cases on
 #   the Redis Sentinel group and the whole suite on the Redis Cluster (columns
 #   redis-sentinel and redis-cluster, their failover cases included; under CI=true the
 #   runner fails when DISTSYNC_REDIS_SENTINEL_URL or DISTSYNC_REDIS_CLUSTER_URL is not
@@ -85,6 +87,12 @@ step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --al
 # The Sentinel failover tests kill the group's primary: they run in the `failover`
 # step below, alone.
 step test cargo test --workspace --all-features -- --skip primary_killed_
+# The example backend crate outside the workspace (examples/file-backend) runs the
+# conformance suite from its own `cargo test`, pinned by its own Cargo.lock, built in
+# the workspace's target directory so that what it shares with the workspace is built
+# once.
+step out-of-tree env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
+    cargo test -q --locked --manifest-path examples/file-backend/Cargo.toml
 # The conformance runner over every backend (memory and the servers above), whose
 # matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but
 # figures.
