@@ -49,6 +49,8 @@ pub enum Group {
     Counter,
     /// [`distsync_core::CountDownLatch`].
     Latch,
+    /// [`distsync_core::RateLimiter`].
+    RateLimiter,
 }
 
 impl Group {
@@ -66,6 +68,7 @@ impl Group {
             Self::Stm => "stm",
             Self::Server => "server",
             Self::Api => "api",
+            Self::RateLimiter => "rate_limiter",
             Self::Counter => "counter",
             Self::Latch => "latch",
         }
@@ -106,6 +109,8 @@ pub enum Need {
     ReliableDelivery,
     /// STM at this level ([`Capabilities::supports_isolation`]).
     Stm(Isolation),
+    /// [`Capabilities::rate_limiter`].
+    RateLimiter,
     /// [`Capabilities::counter`].
     Counter,
     /// [`Capabilities::latch`].
@@ -127,6 +132,7 @@ impl Need {
             Self::GuardedWrites => capabilities.guarded_writes,
             Self::ReliableDelivery => capabilities.reliable_delivery,
             Self::Stm(isolation) => capabilities.supports_isolation(isolation),
+            Self::RateLimiter => capabilities.rate_limiter,
             Self::Counter => capabilities.counter,
             Self::Latch => capabilities.latch,
         }
@@ -149,6 +155,7 @@ impl Need {
             Self::Stm(Isolation::Serializable) => "stm_serializable",
             Self::Stm(Isolation::RepeatableReads) => "stm_repeatable_reads",
             Self::Stm(Isolation::ReadCommitted) => "stm_read_committed",
+            Self::RateLimiter => "rate_limiter",
             Self::Counter => "counter",
             Self::Latch => "latch",
         }

@@ -26,6 +26,7 @@ mod election;
 mod latch;
 mod lock;
 mod queue;
+mod rate_limiter;
 mod rwlock;
 mod scenario;
 mod semaphore;
@@ -66,6 +67,7 @@ const GROUPS: &[(Group, &[Case])] = &[
     (Group::Api, api::CASES),
     (Group::Counter, counter::CASES),
     (Group::Latch, latch::CASES),
+    (Group::RateLimiter, rate_limiter::CASES),
 ];
 
 /// How many cases [`GROUPS`] lists.

@@ -1,0 +1,211 @@
+//! Rate limiter cases: the GCRA bound holds under contention from several clients and
+//! across a partition of one of them.
+//!
+//! The bound: a limiter of `N` permits per `period` in bursts of `B` grants at most
+//! `B + ⌊(t1 − t0) / T⌋` permits in any window `[t0, t1]` of the store's time, with
+//! `T = period / N`. The store decides every request between the client's first send
+//! and its last reply, so the client's span of the run bounds the store's window
+//! (clock rates, not offsets, matter, and they agree to parts per million).
+//!
+//! No client clock enters a decision (see `distsync_core::rate_limiter`): that skewed
+//! client clocks cannot cheat is structural, not measured here. It shows in that the
+//! clients of a case share no clock with the store but the store's own answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distsync_core::rate_limiter::{Rate, RateLimiter};
+use distsync_core::{Backend, Error};
+use tokio::time::Instant;
+
+use super::boxed;
+use crate::case::{Case, Claim, Group, Need};
+use crate::check::{violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
+use crate::faults::{Hook, PartitionMode, Partitioned};
+use crate::harness::Harness;
+
+/// The rate limiter cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "rate_limiter_contention",
+        group: Group::RateLimiter,
+        guarantee: "at most burst + N·elapsed/period grants from several clients; another rate \
+                    or more than the burst is a typed error",
+        needs: &[Need::RateLimiter],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(contention(h)),
+    },
+    Case {
+        id: "rate_limiter_partition",
+        group: Group::RateLimiter,
+        guarantee: "the bound holds while one client is cut off (connections reset) and after \
+                    it comes back",
+        needs: &[Need::RateLimiter],
+        claim: Claim::Offered,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(partition(h)),
+    },
+];
+
+/// 10 permits per 200 ms (one every 20 ms), bursts of 5.
+fn rate() -> Rate {
+    Rate::new(10, Duration::from_millis(200))
+        .and_then(|rate| rate.with_burst(5))
+        .unwrap_or_else(|_| unreachable!("a valid constant rate"))
+}
+
+/// Clients of the contention case.
+const CLIENTS: usize = 6;
+/// How long the clients ask.
+const WINDOW: Duration = Duration::from_millis(1200);
+/// The bound on one request of a client that may be cut off.
+const CUT_CALL: Duration = Duration::from_millis(300);
+
+/// One client's tally.
+#[derive(Default)]
+struct Tally {
+    granted: u64,
+    failed: u64,
+}
+
+/// Asks `limiter` for one permit at a time until `until`; `tolerant`: errors and slow
+/// replies are counted (a cut-off client's), not violations.
+async fn ask(limiter: Arc<dyn RateLimiter>, until: Instant, tolerant: bool) -> Check<Tally> {
+    let mut tally = Tally::default();
+    while Instant::now() < until {
+        let reply = tokio::time::timeout(CUT_CALL, limiter.try_acquire(1)).await;
+        match reply {
+            Ok(Ok(admission)) if admission.is_granted() => tally.granted += 1,
+            // Asking again at once is the contention the case wants; a short pause
+            // keeps a denied client from spinning on a fast store.
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Ok(Err(_)) | Err(_) if tolerant => {
+                tally.failed += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(Err(error)) => return Err(error).ctx("asking for a permit"),
+            Err(_) => return violated(format!("a request took longer than {CUT_CALL:?}")),
+        }
+    }
+    Ok(tally)
+}
+
+/// The GCRA bound for `span`, and a floor a working limiter reaches (half of it).
+fn bound(span: Duration) -> (u64, u64) {
+    let rate = rate();
+    let intervals = span.as_micros() / u128::from(rate.emission_interval_micros());
+    let most = u64::from(rate.burst()) + u64::try_from(intervals).unwrap_or(u64::MAX);
+    (most, most / 2)
+}
+
+fn judge(granted: u64, span: Duration, detail: String) -> Check {
+    let (most, least) = bound(span);
+    if granted > most {
+        return violated(format!(
+            "{granted} permits granted in {span:?}; the bound is {most} ({detail})"
+        ));
+    }
+    if granted < least {
+        return violated(format!(
+            "only {granted} permits granted in {span:?} of {most} allowed: the limiter \
+             refuses what is due ({detail})"
+        ));
+    }
+    Ok(Holds::figure(
+        format!("{granted}/{most}"),
+        format!("{granted} grants in {span:?}, bound {most}; {detail}"),
+    ))
+}
+
+fn limiter(backend: &dyn Backend, h: &Harness, rate: Rate) -> Check<Arc<dyn RateLimiter>> {
+    let name = h.name("limiter").ctx("naming the limiter")?;
+    Ok(Arc::from(
+        backend
+            .rate_limiter(name, rate)
+            .ctx("making a rate limiter")?,
+    ))
+}
+
+/// Several clients ask at once; the grants stay within the bound. A client naming
+/// another rate, or more permits than the burst, gets `InvalidArgument`.
+async fn contention(h: Harness) -> Check {
+    let first = limiter(h.backend().as_ref(), &h, rate())?;
+    let start = Instant::now();
+    let until = start + WINDOW;
+    let mut tasks: Vec<Task<Tally>> = (0..CLIENTS)
+        .map(|i| {
+            let handle = limiter(h.backend().as_ref(), &h, rate());
+            Task::spawn(format!("client {i}"), async move {
+                ask(handle?, until, false).await
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in &mut tasks {
+        granted += task.wait().await?.granted;
+    }
+    let span = start.elapsed();
+    // The limiter is live now (its TAT in the future): another rate is refused.
+    let other = Rate::new(11, Duration::from_millis(200)).ctx("another rate")?;
+    let disagreeing = limiter(h.backend().as_ref(), &h, other)?;
+    match within(PROMPT, "asking at another rate", async {
+        Ok(disagreeing.try_acquire(1).await)
+    })
+    .await?
+    {
+        Err(Error::InvalidArgument(_)) => {}
+        other => {
+            return violated(format!(
+                "a client naming another rate of a live limiter got {other:?}, not \
+                 InvalidArgument"
+            ))
+        }
+    }
+    match within(PROMPT, "asking beyond the burst", async {
+        Ok(first.try_acquire(rate().burst() + 1).await)
+    })
+    .await?
+    {
+        Err(Error::InvalidArgument(_)) => {}
+        other => {
+            return violated(format!(
+                "a request for more than the burst got {other:?}, not InvalidArgument"
+            ))
+        }
+    }
+    judge(granted, span, format!("{CLIENTS} clients"))
+}
+
+/// A healthy client and one through the harness's proxy ask at once; the proxy client
+/// is cut off (connections reset) for the middle third and comes back. Its requests
+/// whose replies are lost may have been granted unseen: that only lowers the count,
+/// and the bound must hold all the same.
+async fn partition(h: Harness) -> Check {
+    let cut: Box<dyn Partitioned> = h
+        .faults()
+        .partitioned_client(h.backend().as_ref())
+        .bounded("connecting the client to cut off")
+        .await?;
+    let healthy = limiter(h.backend().as_ref(), &h, rate())?;
+    let through_proxy = limiter(cut.backend().as_ref(), &h, rate())?;
+    let start = Instant::now();
+    let until = start + WINDOW;
+    let mut steady = Task::spawn("the healthy client", ask(healthy, until, false));
+    let mut cut_off = Task::spawn("the cut-off client", ask(through_proxy, until, true));
+    tokio::time::sleep_until(start + WINDOW / 3).await;
+    cut.set(PartitionMode::Reset);
+    tokio::time::sleep_until(start + 2 * WINDOW / 3).await;
+    cut.set(PartitionMode::Forward);
+    let steady = steady.wait().await?;
+    let cut_off = cut_off.wait().await?;
+    let span = start.elapsed();
+    judge(
+        steady.granted + cut_off.granted,
+        span,
+        format!(
+            "healthy client {} grants, cut-off client {} grants and {} failed requests",
+            steady.granted, cut_off.granted, cut_off.failed
+        ),
+    )
+}
