@@ -59,7 +59,9 @@ local function epoch_wait(p)
   local t = redis.call('TIME')
   local left = tonumber(m) - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   if left <= 0 then
-    redis.call('SET', p .. ':epoch', '0', 'KEEPTTL')
+    -- Without KEEPTTL (Redis 6): the marker loses an idle TTL it had, which the
+    -- line's next release that leaves it idle gives back.
+    redis.call('SET', p .. ':epoch', '0')
     return 0
   end
   return left
