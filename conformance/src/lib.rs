@@ -63,6 +63,12 @@
 //! # }
 //! ```
 //!
+//! A backend crate outside this workspace runs the same cases from its own `cargo test`
+//! with [`backend_tests!`] over a [`BackendUnderTest`]: its connect function and the
+//! fault hooks it gives; a case needing a hook it does not give is reported
+//! [`Outcome::NotRun`] (docs/CONFORMANCE.md, "Running the suite from your own backend
+//! crate").
+//!
 //! With its default feature `runner` off (as the workspace's backend crates take it),
 //! this library depends on `distsync-core` only, so that backend crates can use it
 //! as a dev-dependency; `runner` adds the facade and the runner binary.

@@ -45,7 +45,8 @@ pub fn server_url(var: &str) -> Option<String> {
 /// report if it fails ([`crate::Report::is_failure`]): a violation of a claimed or
 /// contracted guarantee, a contradiction between capabilities and behaviour, or a
 /// timeout. `Unsupported` passes: it is reported when the capabilities declare the
-/// primitive is not offered, or the harness lacks a fault hook the case needs.
+/// primitive is not offered, or the harness lacks a fault hook the case needs (or
+/// `not run`, which passes too, under [`Harness::with_absent_hooks_not_run`]).
 ///
 /// Child-process holders re-run this test binary's `conformance_child` test (see
 /// [`crate::faults::child`]), which [`run_tests`] defines: this registers that

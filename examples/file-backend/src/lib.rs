@@ -109,7 +109,7 @@ fn connect_url(url: &str) -> futures::future::BoxFuture<'_, Result<Coordinator>>
             .strip_prefix("file://")
             .filter(|path| path.starts_with('/'))
             .ok_or_else(|| Error::InvalidUrl {
-                url: url.to_owned(),
+                url: distsync_core::redact_url(url),
                 reason: "expected file:///absolute/directory".to_owned(),
             })?;
         Ok(Coordinator::new(FileBackend::open(path)?))
