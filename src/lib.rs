@@ -92,6 +92,10 @@ pub use distsync_core::{
 // The rate limiter (GCRA on the store's clock).
 pub use distsync_core::rate_limiter::{self, Admission, Rate, RateLimiter};
 
+// The shared counter and the count-down latch.
+pub use distsync_core::counter::{self, Counter};
+pub use distsync_core::latch::{self, CountDownLatch};
+
 // The backends: one driver per store, and the list `connect` reads.
 pub use distsync_core::driver::{self, Driver};
 

@@ -213,6 +213,11 @@ pub(crate) enum Command {
     Queue(QueueArgs),
     /// Hold, release or wait on a barrier.
     Barrier(BarrierArgs),
+    /// Read, add to or compare-and-set a shared counter (`distsync counter NAME
+    /// [get|add N|cas OLD NEW]`).
+    Counter(CounterArgs),
+    /// Count down, wait on or read a count-down latch of COUNT.
+    Latch(LatchArgs),
     /// Enter a double barrier of COUNT participants, print `entered`, wait for a line
     /// (or end) on standard input, leave, print `left`.
     DoubleBarrier(DoubleBarrierArgs),
@@ -251,6 +256,8 @@ impl Command {
             Command::Semaphore(args) => vec![args.name.clone()],
             Command::Queue(args) => vec![args.name.clone()],
             Command::Barrier(args) => vec![args.name.clone()],
+            Command::Counter(args) => vec![args.name.clone()],
+            Command::Latch(args) => vec![args.name.clone()],
             Command::DoubleBarrier(args) => vec![args.name.clone()],
             Command::StmBank(args) => vec![format!("{}/0", args.prefix)],
             Command::Interactive(args) => vec![args.name.clone()],
@@ -485,6 +492,61 @@ pub(crate) struct BarrierArgs {
     pub name: String,
     /// What to do.
     pub action: BarrierAction,
+}
+
+
+/// What to do with a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
+pub(crate) enum CounterAction {
+    /// Print the value (0 if never written).
+    Get,
+    /// Add N (may be negative) and print the new value.
+    Add {
+        /// The amount to add.
+        #[arg(allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// Set the value to NEW if it is OLD: print `swapped`, or `unchanged` and exit 1.
+    Cas {
+        /// The value expected.
+        #[arg(allow_negative_numbers = true)]
+        old: i64,
+        /// The value to set.
+        #[arg(allow_negative_numbers = true)]
+        new: i64,
+    },
+}
+
+/// `distsync counter`.
+#[derive(Debug, Args)]
+pub(crate) struct CounterArgs {
+    /// The counter's name.
+    pub name: String,
+    /// What to do (default: get).
+    #[command(subcommand)]
+    pub action: Option<CounterAction>,
+}
+
+/// What to do with a count-down latch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LatchAction {
+    /// Count down once and print the remaining count.
+    CountDown,
+    /// Wait until the count is zero (prints `open`).
+    Wait,
+    /// Print the remaining count.
+    Count,
+}
+
+/// `distsync latch`.
+#[derive(Debug, Args)]
+pub(crate) struct LatchArgs {
+    /// The latch's name.
+    pub name: String,
+    /// The latch's initial count (every user of the latch gives the same).
+    pub count: u64,
+    /// What to do.
+    pub action: LatchAction,
 }
 
 /// `distsync double-barrier`.

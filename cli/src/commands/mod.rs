@@ -1,8 +1,10 @@
 //! The subcommands: connecting to the store and dispatching to the one the command line names.
 
 mod barrier;
+mod counter;
 mod double_barrier;
 mod elect;
+mod latch;
 mod lock;
 mod migrate;
 mod queue;
@@ -53,6 +55,8 @@ pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::Semaphore(args) => semaphore::run(&mut ctx, args).await,
         Command::Queue(args) => queue::run(&mut ctx, args).await,
         Command::Barrier(args) => barrier::run(&mut ctx, args).await,
+        Command::Counter(args) => counter::run(&mut ctx, args).await,
+        Command::Latch(args) => latch::run(&mut ctx, args).await,
         Command::DoubleBarrier(args) => double_barrier::run(&mut ctx, args).await,
         Command::StmBank(args) => stm_bank::run(&mut ctx, args).await,
         Command::Interactive(args) => repl::run(&mut ctx, args).await,
