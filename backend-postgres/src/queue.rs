@@ -843,29 +843,60 @@ impl PgQueue {
                 Enqueued::Duplicate
             })
         };
-        RetryPolicy::default()
-            .one_shot(
+        let enqueue = || {
+            RetryPolicy::default().one_shot(
                 "queue enqueue",
                 Idempotence::Idempotent,
                 Failure::of,
                 attempt,
             )
+        };
+        match enqueue().await {
+            Err(error) if missing_dedup(&error) => {
+                self.install_dedup().await?;
+                enqueue().await
+            }
+            other => other,
+        }
+    }
+
+    /// Creates the table of idempotency records in a schema made before it existed
+    /// (under the advisory lock of the schema's creation), so the layout version stays.
+    async fn install_dedup(&self) -> Result<()> {
+        tracing::info!("postgres: creating the table of enqueues' idempotency records");
+        let mut tx = self.shared.pool.begin().await.map_err(map)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))")
+            .execute(&mut *tx)
             .await
+            .map_err(map)?;
+        sqlx::Executor::execute(&mut *tx, self.shared.sql(DEDUP_DDL).as_str())
+            .await
+            .map_err(map)?;
+        tx.commit().await.map_err(map)
     }
 }
 
-/// [`map`], with the missing table of a schema created before idempotent enqueues
-/// named.
+/// The idempotency records' table, rendered per schema.
+const DEDUP_DDL: &str = include_str!("../sql/queue_dedup.sql");
+
+/// What [`dedup_error`] says of a schema made before the table of idempotency records
+/// existed.
+const MISSING_DEDUP: &str = "idempotent enqueue without the table queue_dedup";
+
+/// [`map`], or for a missing table of idempotency records, the
+/// [`Error::Unsupported`] of [`MISSING_DEDUP`] (which the caller answers by creating it).
 fn dedup_error(error: sqlx::Error) -> Error {
     match &error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Error::unsupported(
-            crate::error::BACKEND,
-            "idempotent enqueue in a schema without the table queue_dedup \
-                 (created by an earlier client: move its state to a new schema with \
-                 `distsync migrate`)",
-        ),
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+            Error::unsupported(crate::error::BACKEND, MISSING_DEDUP)
+        }
         _ => map(error),
     }
+}
+
+/// Whether `error` is [`dedup_error`]'s missing table.
+fn missing_dedup(error: &Error) -> bool {
+    matches!(error, Error::Unsupported { operation, .. } if operation == MISSING_DEDUP)
 }
 
 #[async_trait]

@@ -36,6 +36,8 @@
 //!   (every win and proclaim, for `observe`; trimmed per election and pruned by age).
 //! - `queue_items`, `queue_inflight` and `queue_waiters`; `barriers`, `double_barriers`
 //!   and `double_barrier_entries`; `kv` (STM).
+//! - `queue_dedup` (`sql/queue_dedup.sql`): enqueues' idempotency records (see
+//!   `queue.rs`, which also creates it in a schema made before it existed).
 //! - `rate_limits` and the function `rate_limit` (`sql/rate_limiter.sql`): each rate
 //!   limiter's theoretical arrival time (see `rate_limiter.rs`, which also creates them
 //!   in a schema made before they existed).
@@ -58,7 +60,7 @@ use crate::error::{map, BACKEND};
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// The DDL, in the order it runs; `{s}` stands for the quoted schema name.
-const DDL: [&str; 11] = [
+const DDL: [&str; 12] = [
     include_str!("../sql/layout.sql"),
     include_str!("../sql/sessions.sql"),
     include_str!("../sql/names.sql"),
@@ -70,6 +72,7 @@ const DDL: [&str; 11] = [
     include_str!("../sql/stm.sql"),
     include_str!("../sql/server_epoch.sql"),
     include_str!("../sql/rate_limiter.sql"),
+    include_str!("../sql/queue_dedup.sql"),
 ];
 
 /// Quotes a validated schema name as an SQL identifier.

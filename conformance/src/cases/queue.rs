@@ -2,6 +2,7 @@
 //! consumers, and the empty queue.
 
 mod consumer;
+mod idempotent;
 mod outage;
 
 use std::collections::BTreeMap;
@@ -70,6 +71,26 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[Hook::Partition],
         run: |h| boxed(lost_replies(h)),
+    },
+    Case {
+        id: "queue_enqueue_lost_replies",
+        group: Group::Queue,
+        guarantee: "lost replies to enqueues (a request forwarded, its answer cut): retried \
+                    under one idempotency key (the caller's, or the call's own), every item once",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(idempotent::lost_replies_to_enqueues(h)),
+    },
+    Case {
+        id: "queue_enqueue_once_shared_key",
+        group: Group::Queue,
+        guarantee: "enqueue_once: one key from several producers at once appends one item, \
+                    one producer told New; a consumed key is still a duplicate within the window",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(idempotent::one_key_from_many_producers(h)),
     },
     Case {
         id: "queue_dequeue_waits_through_outage",

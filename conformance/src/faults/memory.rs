@@ -17,7 +17,7 @@ use distsync_core::{
     Result, Semaphore, Session, SessionId, SessionOptions,
 };
 use distsync_kv::kv::LeaseId;
-use distsync_kv::memory::{self, FaultyKv, MemoryBackend, MemoryKv, Partition};
+use distsync_kv::memory::{self, FaultyKv, MemoryBackend, MemoryKv, Partition, TxnFault};
 use distsync_kv::recipes::KvBackend;
 
 use super::{
@@ -188,8 +188,17 @@ impl Partitioned for GatedClient {
     }
 
     fn set(&self, mode: PartitionMode) {
+        // A lost reply is the next transaction after `after` applied with its reply
+        // lost; every other mode clears such a plan.
+        match mode {
+            PartitionMode::LoseReply { after } => {
+                self.kv
+                    .fail_txns_after(usize::from(after), 1, TxnFault::ReplyLost);
+            }
+            _ => self.kv.fail_txns(0, TxnFault::ReplyLost),
+        }
         self.kv.partition(match mode {
-            PartitionMode::Forward => Partition::Open,
+            PartitionMode::Forward | PartitionMode::LoseReply { .. } => Partition::Open,
             PartitionMode::Silent => Partition::Silent,
             PartitionMode::Reset => Partition::Reset,
         });

@@ -9,6 +9,11 @@
 //!   where the platform allows) and new ones are closed as soon as accepted (a
 //!   restarted proxy or firewall).
 //!
+//! - [`PartitionMode::LoseReply`]: bytes pass both ways until the store's answer after
+//!   `after` more answers: that one is dropped and its connection reset, so the request
+//!   reached the store whole and may have been applied while the client never learns
+//!   it (a lost reply); the proxy forwards again from then on.
+//!
 //! [`Proxy::heal`] lets bytes pass again (for connections still open).
 //!
 //! [`Proxy::redirect`] points the proxy at another upstream, closing the connections
@@ -16,6 +21,7 @@
 //! reconfigured after a failover): clients reconnect and reach the new server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use distsync_core::{Error, Result};
@@ -37,6 +43,13 @@ pub enum PartitionMode {
     Silent,
     /// Connections are closed, new ones refused.
     Reset,
+    /// Bytes pass, except the store's answer after `after` more answers (an answer is
+    /// what one read from the store's side of any connection brings): it is dropped and
+    /// its connection reset, then the mode is [`PartitionMode::Forward`] again.
+    LoseReply {
+        /// How many answers pass before the one lost.
+        after: u8,
+    },
 }
 
 impl PartitionMode {
@@ -46,6 +59,7 @@ impl PartitionMode {
             Self::Forward => "forwarding",
             Self::Silent => "silent partition (bytes stop, connections stay open)",
             Self::Reset => "reset partition (connections closed, new ones refused)",
+            Self::LoseReply { .. } => "a lost reply (a request forwarded, its answer cut)",
         }
     }
 }
@@ -59,6 +73,8 @@ pub struct Proxy {
     upstream: Arc<std::sync::Mutex<String>>,
     /// Bumped by [`Proxy::redirect`]: every connection of an older epoch ends.
     epoch: Arc<watch::Sender<u64>>,
+    /// Answers passed since the mode was last set (for [`PartitionMode::LoseReply`]).
+    answers: Arc<AtomicU32>,
     accept: JoinHandle<()>,
 }
 
@@ -87,17 +103,20 @@ impl Proxy {
         let mode = Arc::new(mode);
         let upstream = Arc::new(std::sync::Mutex::new(upstream));
         let epoch = Arc::new(watch::channel(0u64).0);
+        let answers = Arc::new(AtomicU32::new(0));
         let accept = tokio::spawn(accept_loop(
             listener,
             Arc::clone(&upstream),
             Arc::clone(&mode),
             Arc::clone(&epoch),
+            Arc::clone(&answers),
         ));
         Ok(Self {
             address,
             mode,
             upstream,
             epoch,
+            answers,
             accept,
         })
     }
@@ -109,6 +128,7 @@ impl Proxy {
 
     /// Switches the proxy to `mode`; takes effect at once on every connection.
     pub fn set(&self, mode: PartitionMode) {
+        self.answers.store(0, Ordering::SeqCst);
         self.mode.send_replace(mode);
     }
 
@@ -133,6 +153,7 @@ async fn accept_loop(
     upstream: Arc<std::sync::Mutex<String>>,
     mode: Arc<watch::Sender<PartitionMode>>,
     epoch: Arc<watch::Sender<u64>>,
+    answers: Arc<AtomicU32>,
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
@@ -146,8 +167,10 @@ async fn accept_loop(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        let switch = Arc::clone(&mode);
         let mode = mode.subscribe();
         let mut epoch = epoch.subscribe();
+        let answers = Arc::clone(&answers);
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(&upstream).await else {
                 reset(client);
@@ -159,8 +182,8 @@ async fn accept_loop(
             }
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            let up = pump(client_read, server_write, mode.clone());
-            let down = pump(server_read, client_write, mode);
+            let up = pump(client_read, server_write, mode.clone(), None);
+            let down = pump(server_read, client_write, mode, Some((switch, answers)));
             // Either direction ending (EOF, error, reset) ends the connection, and so
             // does a redirect (closed with a reset: SO_LINGER is zero).
             tokio::select! {
@@ -184,12 +207,20 @@ fn abortive_close(stream: &TcpStream) {
     let _ = stream.set_linger(Some(std::time::Duration::ZERO));
 }
 
+/// The mode's sender and the answers counter, which the store-to-client pump of a
+/// connection uses to lose one answer.
+type AnswerLoss = (Arc<watch::Sender<PartitionMode>>, Arc<AtomicU32>);
+
 /// Copies bytes from `from` to `to` while the mode lets them pass: holds them while
-/// silent, and returns (closing both halves) on reset, EOF or error.
+/// silent, and returns (closing both halves) on reset, EOF or error. With `answers`
+/// (the store-to-client direction), a [`PartitionMode::LoseReply`] due drops what was
+/// read and returns, after switching the proxy back to forwarding (so one connection
+/// loses one answer).
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<PartitionMode>,
+    answers: Option<AnswerLoss>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -209,6 +240,26 @@ async fn pump(
             let current = *mode.borrow_and_update();
             match current {
                 PartitionMode::Forward => break,
+                PartitionMode::LoseReply { after } => {
+                    let Some((switch, answers)) = &answers else {
+                        break;
+                    };
+                    if answers.fetch_add(1, Ordering::SeqCst) < u32::from(after) {
+                        break;
+                    }
+                    // Only the connection that switches the mode back loses its answer.
+                    let lost = switch.send_if_modified(|mode| {
+                        let due = matches!(mode, PartitionMode::LoseReply { .. });
+                        if due {
+                            *mode = PartitionMode::Forward;
+                        }
+                        due
+                    });
+                    if lost {
+                        return;
+                    }
+                    break;
+                }
                 PartitionMode::Reset => return,
                 PartitionMode::Silent => {
                     if mode.changed().await.is_err() {
@@ -332,6 +383,59 @@ mod tests {
             .await
             .expect("a new connection is closed at once");
         assert!(matches!(refused, Ok(0) | Err(_)));
+    }
+
+    /// A lost reply: the request reaches the server, its answer is dropped and the
+    /// connection reset; the proxy forwards again afterwards.
+    #[tokio::test]
+    async fn lose_reply_forwards_the_request_and_cuts_its_answer() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = echo.local_addr().unwrap().to_string();
+        let (seen, mut heard) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = echo.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 64];
+                    while let Ok(n) = stream.read(&mut buffer).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let _ = seen.send(buffer[..n].to_vec());
+                        if stream.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = Proxy::start(upstream).await.unwrap();
+        let mut client = TcpStream::connect(proxy.address()).await.unwrap();
+        let mut answer = [0u8; 4];
+        proxy.set(PartitionMode::LoseReply { after: 1 });
+        client.write_all(b"one!").await.unwrap();
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"one!", "the first answer passes");
+        client.write_all(b"two!").await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await;
+        assert_eq!(got.unwrap().unwrap(), b"one!");
+        let got = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await;
+        assert_eq!(
+            got.unwrap().unwrap(),
+            b"two!",
+            "the request reached the server"
+        );
+        let closed = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+            .await
+            .expect("the connection is cut");
+        assert!(matches!(closed, Ok(0) | Err(_)), "its answer is lost");
+        let mut again = TcpStream::connect(proxy.address()).await.unwrap();
+        again.write_all(b"ok?!").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), again.read_exact(&mut answer))
+            .await
+            .expect("forwarding again")
+            .unwrap();
+        assert_eq!(&answer, b"ok?!");
     }
 
     /// A server that answers every connection with its name.
