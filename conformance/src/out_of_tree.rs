@@ -20,15 +20,12 @@ use async_trait::async_trait;
 use distsync_core::{Backend, Coordinator, Error, Result, SessionId};
 use futures::future::BoxFuture;
 
-use crate::case::{run_case_in, Case, Report};
 use crate::faults::child;
 use crate::faults::proxy::{PartitionMode, Proxy};
 use crate::faults::{
     any_external_holder, ExternalHolder, Faults, HolderSpec, Hook, Partitioned, PrivateServer,
 };
 use crate::harness::Harness;
-use crate::outcome::Outcome;
-use crate::profile::Profile;
 use crate::testing::{run_tests, ExtraTest};
 
 /// What a connect function of a [`BackendUnderTest`] may return: an
@@ -326,37 +323,6 @@ impl Partitioned for ThroughProxy {
     }
 }
 
-/// Runs `case` as [`run_case_in`] does, except that under a harness
-/// [`with_absent_hooks_not_run`](Harness::with_absent_hooks_not_run) a case whose
-/// needs are offered but whose hook is not is [`Outcome::NotRun`] (the hook's reason)
-/// without running.
-///
-/// Cancel-safety: as [`crate::run_case`].
-pub(crate) async fn run_case_judged(
-    case: &'static Case,
-    harness: &Harness,
-    label: &str,
-    profile: Profile,
-) -> Report {
-    if harness.absent_hooks_not_run()
-        && profile.leaves_out(case.hooks).is_none()
-        && case.missing(harness.capabilities()).is_none()
-    {
-        if let Some(reason) = case.missing_hook(harness) {
-            return Report {
-                backend: label.to_owned(),
-                case,
-                declared: case.declared(harness.capabilities()),
-                outcome: Outcome::NotRun {
-                    reason: format!("needs {reason}"),
-                },
-                elapsed: std::time::Duration::ZERO,
-            };
-        }
-    }
-    run_case_in(case, harness, label, profile).await
-}
-
 /// The `main` of a backend crate's conformance test binary for the store `store`
 /// makes (use [`crate::backend_tests!`]): [`run_tests`] over the harness of
 /// [`BackendUnderTest::harness`], one test per case. A case whose hook `store` does
@@ -423,7 +389,10 @@ mod tests {
     use distsync_kv::memory::MemoryBackend;
 
     use super::*;
-    use crate::case::{Claim, Group};
+    use crate::case::{Case, Claim, Group};
+    use crate::outcome::Outcome;
+    use crate::profile::Profile;
+    use crate::suite::run_case_judged;
 
     fn memory() -> BackendUnderTest {
         BackendUnderTest::new(|| async { Ok(Arc::new(MemoryBackend::new()) as Arc<dyn Backend>) })

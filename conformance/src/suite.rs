@@ -2,10 +2,10 @@
 //! one runs) and `cases` (the list), so that the case files import `case` and `case`
 //! imports none of them.
 
-use crate::case::{Case, Report};
+use crate::case::{run_case_in, Case, Report};
 use crate::cases::CASES;
 use crate::harness::Harness;
-use crate::out_of_tree::run_case_judged;
+use crate::outcome::Outcome;
 use crate::profile::Profile;
 
 /// Runs every case `select` accepts, labelling reports `label` and handing each to
@@ -62,4 +62,35 @@ pub async fn run_suite_in(
     };
     reports.sort_by_key(order);
     reports
+}
+
+/// Runs `case` as [`run_case_in`] does, except that under a harness
+/// [`with_absent_hooks_not_run`](Harness::with_absent_hooks_not_run) a case whose
+/// needs are offered but whose hook is not is [`Outcome::NotRun`] (the hook's reason)
+/// without running.
+///
+/// Cancel-safety: as [`crate::run_case`].
+pub(crate) async fn run_case_judged(
+    case: &'static Case,
+    harness: &Harness,
+    label: &str,
+    profile: Profile,
+) -> Report {
+    if harness.absent_hooks_not_run()
+        && profile.leaves_out(case.hooks).is_none()
+        && case.missing(harness.capabilities()).is_none()
+    {
+        if let Some(reason) = case.missing_hook(harness) {
+            return Report {
+                backend: label.to_owned(),
+                case,
+                declared: case.declared(harness.capabilities()),
+                outcome: Outcome::NotRun {
+                    reason: format!("needs {reason}"),
+                },
+                elapsed: std::time::Duration::ZERO,
+            };
+        }
+    }
+    run_case_in(case, harness, label, profile).await
 }

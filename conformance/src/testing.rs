@@ -8,8 +8,8 @@ use libtest_mimic::{Arguments, Trial};
 use crate::cases::{find, CASES};
 use crate::faults::child::{self, Launcher};
 use crate::harness::Harness;
-use crate::out_of_tree::run_case_judged;
 use crate::profile::Profile;
+use crate::suite::run_case_judged;
 
 /// The URL of a test server from the environment variable `var`
 /// (`DISTSYNC_ETCD_URL`, `DISTSYNC_REDIS_URL`, `DISTSYNC_POSTGRES_URL`, ...).
