@@ -83,7 +83,8 @@
 //! The modules document each part's layout and protocol, in their source files
 //! (`src/*.rs`: `waiter_line.rs`, `session.rs`, `notify.rs`, `queue.rs`, `barrier.rs`,
 //! `double_barrier.rs`, `election.rs`, `stm.rs`, `keys.rs`, `export.rs`, `status.rs`,
-//! `target.rs`, `sentinel.rs`, `cluster.rs`); `docs/ARCHITECTURE.md` links to each.
+//! `target.rs`, `sentinel.rs`, `cluster.rs`, `amnesia.rs`); `docs/ARCHITECTURE.md` links to
+//! each.
 //!
 //! ## Guarantees ([`capabilities()`])
 //!
