@@ -32,7 +32,8 @@ Exit codes:
   4      the store or the operation failed: a connection or store error, a refused or
          unverified migration, a changed STM bank sum, output that could not be written
   130    interrupted by SIGINT (Ctrl-C) or SIGTERM, after releasing what was held
-  CMD's  with `-- CMD` (lock, rwlock, semaphore, elect, queue receive): CMD's exit code
+  CMD's  with `-- CMD` (lock, rwlock, semaphore, elect, queue receive, ratelimit): CMD's
+         exit code
          (128+N if signal N killed it; 126 if CMD could not be run, 127 if not found)"
     };
 }
@@ -218,6 +219,10 @@ pub(crate) enum Command {
     Counter(CounterArgs),
     /// Count down, wait on or read a count-down latch of COUNT.
     Latch(LatchArgs),
+    /// Take one permit of the rate limiter NAME at N/PERIOD (`100/1s`, `5/min`), waiting
+    /// until it is due on the store's clock, then run CMD in distsync's place (exit code:
+    /// CMD's). With --no-wait or --timeout, exit 1 when no permit is due (in time).
+    Ratelimit(RatelimitArgs),
     /// Enter a double barrier of COUNT participants, print `entered`, wait for a line
     /// (or end) on standard input, leave, print `left`.
     DoubleBarrier(DoubleBarrierArgs),
@@ -258,6 +263,7 @@ impl Command {
             Command::Barrier(args) => vec![args.name.clone()],
             Command::Counter(args) => vec![args.name.clone()],
             Command::Latch(args) => vec![args.name.clone()],
+            Command::Ratelimit(args) => vec![args.name.clone()],
             Command::DoubleBarrier(args) => vec![args.name.clone()],
             Command::StmBank(args) => vec![format!("{}/0", args.prefix)],
             Command::Interactive(args) => vec![args.name.clone()],
@@ -330,6 +336,26 @@ pub(crate) struct SemaphoreArgs {
     pub wait: WaitArgs,
     /// The command to run while holding a permit, after `--`. It gets
     /// DISTSYNC_LOCK_KEY and DISTSYNC_FENCING_TOKEN in its environment.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// `distsync ratelimit`.
+#[derive(Debug, Args)]
+pub(crate) struct RatelimitArgs {
+    /// The rate limiter's name.
+    pub name: String,
+    /// The rate, N permits per PERIOD: `100/1s`, `5/min`, `10/250ms` (every client of
+    /// one limiter must name the same rate).
+    #[arg(value_name = "N/PERIOD")]
+    pub rate: String,
+    /// The most permits granted at once from idle (default: N).
+    #[arg(long, value_name = "B")]
+    pub burst: Option<u32>,
+    /// How long to wait for the permit (waiting until it is due is the default).
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// The command to run once the permit is taken, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
@@ -430,6 +456,11 @@ pub(crate) enum QueueAction {
         /// Lower numbers come out first; FIFO within a priority.
         #[arg(long, default_value_t = 0)]
         priority: u16,
+        /// An idempotency key (1-128 of A-Z a-z 0-9 . _ : -): the push appends nothing
+        /// if KEY was pushed to this queue within the last 24 hours, so running it again
+        /// (after a failure, from another host) is harmless. One item only.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
         /// How ITEM or standard input is decoded.
         #[command(flatten)]
         format: FormatArgs,
@@ -493,7 +524,6 @@ pub(crate) struct BarrierArgs {
     /// What to do.
     pub action: BarrierAction,
 }
-
 
 /// What to do with a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]

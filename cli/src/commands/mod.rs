@@ -8,6 +8,7 @@ mod latch;
 mod lock;
 mod migrate;
 mod queue;
+mod ratelimit;
 mod rwlock;
 mod semaphore;
 mod status;
@@ -57,6 +58,7 @@ pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::Barrier(args) => barrier::run(&mut ctx, args).await,
         Command::Counter(args) => counter::run(&mut ctx, args).await,
         Command::Latch(args) => latch::run(&mut ctx, args).await,
+        Command::Ratelimit(args) => ratelimit::run(&mut ctx, args).await,
         Command::DoubleBarrier(args) => double_barrier::run(&mut ctx, args).await,
         Command::StmBank(args) => stm_bank::run(&mut ctx, args).await,
         Command::Interactive(args) => repl::run(&mut ctx, args).await,
