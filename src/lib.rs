@@ -89,6 +89,9 @@ pub use distsync_core::{
     MultiLocker, Queue, RwLock, Semaphore, DEFAULT_PRIORITY,
 };
 
+// Idempotent enqueue (`Queue::enqueue_once`).
+pub use distsync_core::queue::{Enqueued, IdempotencyKey, DEDUP_WINDOW};
+
 // The rate limiter (GCRA on the store's clock).
 pub use distsync_core::rate_limiter::{self, Admission, Rate, RateLimiter};
 

@@ -1,4 +1,4 @@
-//! `distsync queue NAME push [ITEM] | pop | receive [-- CMD] | len`.
+//! `distsync queue NAME push [--key KEY] [ITEM] | pop | receive [-- CMD] | len`.
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -36,8 +36,19 @@ pub(super) async fn run(ctx: &mut Ctx, args: QueueArgs) -> Result<u8, Failure> {
         QueueAction::Push {
             item,
             priority,
+            key,
             format,
-        } => push(ctx, queue.as_ref(), item, priority, format.encoding()).await,
+        } => {
+            let key = key
+                .map(distsync::IdempotencyKey::new)
+                .transpose()
+                .map_err(|error| Failure::usage(format!("--key: {error}")))?;
+            let pushing = Push {
+                priority,
+                key: key.as_ref(),
+            };
+            push(ctx, queue.as_ref(), &name, item, pushing, format.encoding()).await
+        }
         QueueAction::Pop { wait, format } => {
             let item = ctx
                 .acquire(
@@ -87,14 +98,24 @@ pub(super) async fn run(ctx: &mut Ctx, args: QueueArgs) -> Result<u8, Failure> {
     }
 }
 
-/// Pushes ITEM, or every item of standard input, read and decoded in full first.
+/// How `push` appends: at which priority, under which idempotency key.
+struct Push<'a> {
+    priority: u16,
+    key: Option<&'a distsync::IdempotencyKey>,
+}
+
+/// Pushes ITEM, or every item of standard input, read and decoded in full first; with
+/// a key, exactly one item, appended unless the key was pushed within the dedup window
+/// (then a note on standard error, and exit 0: the push had already happened).
 async fn push(
     ctx: &mut Ctx,
     queue: &dyn Queue,
+    name: &Name,
     item: Option<OsString>,
-    priority: u16,
+    how: Push<'_>,
     encoding: Encoding,
 ) -> Result<u8, Failure> {
+    let priority = how.priority;
     let items = match item {
         Some(arg) => vec![items::from_arg(&arg, encoding).map_err(Failure::usage)?],
         None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
@@ -119,6 +140,18 @@ async fn push(
         }
     };
     let count = items.len();
+    if let Some(key) = how.key {
+        let [item] = <[Bytes; 1]>::try_from(items).map_err(|items| {
+            Failure::usage(format!("--key takes exactly one item, got {}", items.len()))
+        })?;
+        let enqueued = ctx
+            .wait(queue.enqueue_once(key, item, priority), None)
+            .await?;
+        if !enqueued.is_new() {
+            eprintln!("queue {name}: key {key} was pushed already (within 24 h); nothing appended");
+        }
+        return Ok(exit::OK);
+    }
     for (pushed, item) in items.into_iter().enumerate() {
         match ctx
             .wait(queue.enqueue_with_priority(item, priority), None)
