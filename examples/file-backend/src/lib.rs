@@ -604,3 +604,38 @@ impl Locker for FileLocker {
         blocking("counting contenders", move || store.contenders(&file)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_distinct_and_never_paths() {
+        let names = ["a/b", "a%2Fb", "a:b", "{a}", "ü", "a.b", "..", ".hidden"];
+        let files: std::collections::BTreeSet<String> = names
+            .iter()
+            .map(|name| file_name(&Name::new(*name).unwrap()))
+            .collect();
+        assert_eq!(files.len(), names.len(), "{files:?}");
+        for file in &files {
+            assert!(!file.contains('/') && !file.starts_with('.'), "{file}");
+        }
+        let long = Name::new("x".repeat(255)).unwrap();
+        assert!(file_name(&long).len() <= 200);
+        assert_ne!(
+            file_name(&long),
+            file_name(&Name::new("x".repeat(254)).unwrap())
+        );
+    }
+
+    #[test]
+    fn only_urls_of_an_absolute_directory_connect() {
+        assert!(DRIVER.answers("file:///tmp/x"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let refused = runtime.block_on((DRIVER.connect)("file://relative/dir"));
+        assert!(matches!(refused, Err(Error::InvalidUrl { .. })));
+    }
+}
