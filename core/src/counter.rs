@@ -35,11 +35,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
-use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::name::Name;
 
@@ -107,17 +104,6 @@ pub fn checked_add(name: &Name, current: i64, delta: i64) -> Result<i64> {
             name.as_str()
         ))
     })
-}
-
-impl Coordinator {
-    /// The shared counter `name` (see [`crate::counter`]). No I/O.
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] for a bad name; [`Error::Unsupported`] where the backend
-    /// has no counter.
-    pub fn counter(&self, name: &str) -> Result<Arc<dyn Counter>> {
-        Ok(Arc::from(self.backend().counter(Name::new(name)?)?))
-    }
 }
 
 #[cfg(test)]

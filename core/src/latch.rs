@@ -29,12 +29,10 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::name::Name;
 
@@ -106,18 +104,6 @@ pub fn check_initial_count(name: &Name, handle: u64, stored: u64) -> Result<()> 
             "latch {:?} exists with initial count {stored}, not {handle}",
             name.as_str()
         )))
-    }
-}
-
-impl Coordinator {
-    /// The count-down latch `name` of initial count `count` (see [`crate::latch`]).
-    /// No I/O.
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] for a bad name; [`Error::Unsupported`] where the backend
-    /// has no latch.
-    pub fn latch(&self, name: &str, count: u64) -> Result<Arc<dyn CountDownLatch>> {
-        Ok(Arc::from(self.backend().latch(Name::new(name)?, count)?))
     }
 }
 

@@ -22,6 +22,7 @@ pub mod capabilities;
 pub mod consumer;
 pub mod coordinator;
 pub mod counter;
+mod counting;
 pub mod delivery;
 pub mod driver;
 pub mod election;
