@@ -340,3 +340,32 @@ pub trait Queue: Send + Sync {
         Ok(self.len().await? == 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Enqueued, IdempotencyKey};
+    use crate::Error;
+
+    #[test]
+    fn keys_are_checked_for_length_and_bytes() {
+        let longest = "k".repeat(IdempotencyKey::MAX_LEN);
+        assert_eq!(
+            IdempotencyKey::new(longest.clone()).unwrap().as_str(),
+            longest
+        );
+        let too_long = format!("{longest}k");
+        assert!(matches!(
+            IdempotencyKey::new(too_long),
+            Err(Error::InvalidArgument(_))
+        ));
+        for bad in ["", "a b", "a/b", "é", "a\n", "{tag}"] {
+            assert!(
+                matches!(IdempotencyKey::new(bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+        let key: IdempotencyKey = "Order_7.charge:v-1".parse().unwrap();
+        assert_eq!(key.to_string(), "Order_7.charge:v-1");
+        assert!(Enqueued::New.is_new() && !Enqueued::Duplicate.is_new());
+    }
+}
