@@ -18,10 +18,12 @@ use distsync_core::rate_limiter::{Rate, RateLimiter};
 use distsync_core::{Backend, Error};
 use tokio::time::Instant;
 
-use super::boxed;
+use super::{boxed, SURVIVES};
 use crate::case::{Case, Claim, Group, Need};
-use crate::check::{violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
-use crate::faults::{Hook, PartitionMode, Partitioned};
+use crate::check::{
+    eventually, violated, within, Bounded, Check, Context, Holds, Task, LONG, PROMPT,
+};
+use crate::faults::{Hook, PartitionMode, Partitioned, PrivateServer};
 use crate::harness::Harness;
 
 /// The rate limiter cases, in matrix order.
@@ -45,6 +47,15 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[Hook::Partition],
         run: |h| boxed(partition(h)),
+    },
+    Case {
+        id: "rate_limiter_survives_restart",
+        group: Group::RateLimiter,
+        guarantee: "restart: a spent limiter stays spent (no fresh burst after the restart)",
+        needs: &[Need::RateLimiter],
+        claim: SURVIVES,
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(survives_restart(h)),
     },
 ];
 
@@ -208,4 +219,42 @@ async fn partition(h: Harness) -> Check {
             steady.granted, cut_off.granted, cut_off.failed
         ),
     )
+}
+
+/// A limiter of one permit a minute, spent before the server restarts, must still be
+/// spent after it: a store that forgets the TAT grants a fresh burst (Redis without
+/// persistence, which declares `survives_restart = false`).
+async fn survives_restart(h: Harness) -> Check {
+    let mut server: Box<dyn PrivateServer> = within(
+        LONG,
+        "starting a private server",
+        h.faults().private_server(&**h.backend()),
+    )
+    .await?;
+    let backend = within(PROMPT, "connecting to the private server", server.connect()).await?;
+    let rate = Rate::new(1, Duration::from_secs(60)).ctx("one a minute")?;
+    let before = limiter(backend.as_ref(), &h, rate)?;
+    let first = before.try_acquire(1).bounded("taking the permit").await?;
+    if !first.is_granted() {
+        return violated(format!(
+            "a fresh limiter refused its first permit: {first:?}"
+        ));
+    }
+    within(LONG, "stopping the private server", server.stop()).await?;
+    within(LONG, "starting the private server again", server.start()).await?;
+    let after = limiter(backend.as_ref(), &h, rate)?;
+    let admission = eventually(LONG, "asking after the restart", || {
+        let after = Arc::clone(&after);
+        async move { Ok(after.try_acquire(1).await.ok()) }
+    })
+    .await?;
+    match admission.retry_after() {
+        Some(wait) => Ok(Holds::new(format!(
+            "the permit spent before the restart was still spent after it (due in {wait:?})"
+        ))),
+        None => violated(
+            "a limiter spent before the restart granted a fresh permit after it: the store \
+             forgot its state",
+        ),
+    }
 }
