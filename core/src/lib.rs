@@ -39,6 +39,7 @@ pub mod multi_lock;
 pub mod name;
 pub mod queue;
 pub mod rate_limiter;
+mod rate_limiting;
 pub mod raw;
 pub mod redact;
 pub mod rwlock;

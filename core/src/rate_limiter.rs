@@ -56,12 +56,10 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::name::Name;
 
@@ -389,25 +387,6 @@ pub trait RateLimiter: Send + Sync {
     /// As [`RateLimiter::acquire`].
     async fn acquire_timeout(&self, permits: u32, timeout: Duration) -> Result<()> {
         crate::timeout::timed(timeout, self.acquire(permits)).await
-    }
-}
-
-impl Coordinator {
-    /// The rate limiter `name` at `rate` (see [`Backend::rate_limiter`] and
-    /// [`crate::rate_limiter`]).
-    ///
-    /// [`Backend::rate_limiter`]: crate::backend::Backend::rate_limiter
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] for a bad name; [`Error::Unsupported`] where the backend
-    /// has no rate limiter (etcd); before any I/O.
-    pub fn rate_limiter(&self, name: &str, rate: Rate) -> Result<Arc<dyn RateLimiter>> {
-        let name = Name::new(name)?;
-        let capabilities = self.capabilities();
-        if !capabilities.rate_limiter {
-            return Err(Error::unsupported(capabilities.backend, "rate limiter"));
-        }
-        Ok(Arc::from(self.backend().rate_limiter(name, rate)?))
     }
 }
 
