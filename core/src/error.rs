@@ -284,9 +284,11 @@ pub enum Error {
     ///
     /// - **Retry?** As is, after a pause: the only [`Error::is_transient`] variant.
     /// - **May have happened?** Yes, unless the caller knows the request was never
-    ///   sent: a mutation whose reply was lost may have been applied (an `enqueue`
-    ///   may have enqueued, a `try_lock` may have taken an entry, which its session
-    ///   bounds). Waits, idempotent calls and releases are retried internally first
+    ///   sent: a mutation whose reply was lost may have been applied (a counter's
+    ///   `add` may have added, a `try_lock` may have taken an entry, which its session
+    ///   bounds; an `enqueue` carries an idempotency key, so repeating it with
+    ///   [`enqueue_once`](crate::Queue::enqueue_once) and the same key never
+    ///   duplicates). Waits, idempotent calls and releases are retried internally first
     ///   (see [`crate::raw::retry`]).
     /// - **Recovers by:** calling again after a pause; for a mutation, only when
     ///   applying it twice is harmless, else after checking the store.
@@ -417,7 +419,7 @@ impl Error {
     /// ```
     /// use distsync_core::Error;
     ///
-    /// // An enqueue whose reply was lost may have enqueued: repeating it may duplicate.
+    /// // A counter's add whose reply was lost may have added: repeating it may add twice.
     /// assert!(Error::connection("example", "connection reset").may_have_applied());
     /// let invalid = distsync_core::Name::new("a//b").unwrap_err();
     /// assert!(!invalid.may_have_applied());
