@@ -20,10 +20,10 @@ use distsync_core::counter::Counter;
 use distsync_core::latch::{check_initial_count, CountDownLatch};
 use distsync_core::raw::WaitRetry;
 use distsync_core::{Error, Name, Result};
-use sqlx::Executor;
 
 use crate::error::{map, BACKEND};
 use crate::notify::Wake;
+use crate::schema;
 use crate::store::Shared;
 
 /// The tables and the function, rendered per schema.
@@ -66,30 +66,9 @@ END
 $$;
 ";
 
-/// Whether `error` says a table or function is missing.
-fn missing(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db)
-        if matches!(db.code().as_deref(), Some("42P01" | "42883")))
-}
-
 /// Whether `error` is PostgreSQL's `numeric_value_out_of_range`.
 fn out_of_range(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("22003"))
-}
-
-/// Creates the tables and function in a schema made before they existed.
-async fn install(shared: &Shared) -> Result<()> {
-    tracing::info!("postgres: creating the counter and latch tables");
-    let mut tx = shared.pool.begin().await.map_err(map)?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))")
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-    (&mut *tx)
-        .execute(shared.sql(DDL).as_str())
-        .await
-        .map_err(map)?;
-    tx.commit().await.map_err(map)
 }
 
 /// Runs `statement`, installing the tables first if they are missing. A statement
@@ -103,8 +82,11 @@ where
     Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
 {
     match statement().await {
-        Err(error) if missing(&error) => {
-            if let Err(install_error) = install(shared).await {
+        Err(error) if schema::is_missing_object(&error) => {
+            let ddl = shared.sql(DDL);
+            if let Err(install_error) =
+                schema::install_added(&shared.pool, "the counter and latch tables", &ddl).await
+            {
                 tracing::warn!(%install_error, "postgres: creating the counter tables failed");
                 return Err(error);
             }

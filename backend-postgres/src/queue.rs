@@ -78,6 +78,7 @@ use tokio::sync::oneshot;
 
 use crate::connection::bounded::{through_pool, timed_out};
 use crate::error::map;
+use crate::schema;
 use crate::session::PgLease;
 use crate::store::Shared;
 use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
@@ -853,26 +854,17 @@ impl PgQueue {
         };
         match enqueue().await {
             Err(error) if missing_dedup(&error) => {
-                self.install_dedup().await?;
+                let ddl = self.shared.sql(DEDUP_DDL);
+                schema::install_added(
+                    &self.shared.pool,
+                    "the table of enqueues' idempotency records",
+                    &ddl,
+                )
+                .await?;
                 enqueue().await
             }
             other => other,
         }
-    }
-
-    /// Creates the table of idempotency records in a schema made before it existed
-    /// (under the advisory lock of the schema's creation), so the layout version stays.
-    async fn install_dedup(&self) -> Result<()> {
-        tracing::info!("postgres: creating the table of enqueues' idempotency records");
-        let mut tx = self.shared.pool.begin().await.map_err(map)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))")
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
-        sqlx::Executor::execute(&mut *tx, self.shared.sql(DEDUP_DDL).as_str())
-            .await
-            .map_err(map)?;
-        tx.commit().await.map_err(map)
     }
 }
 
@@ -886,11 +878,10 @@ const MISSING_DEDUP: &str = "idempotent enqueue without the table queue_dedup";
 /// [`map`], or for a missing table of idempotency records, the
 /// [`Error::Unsupported`] of [`MISSING_DEDUP`] (which the caller answers by creating it).
 fn dedup_error(error: sqlx::Error) -> Error {
-    match &error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
-            Error::unsupported(crate::error::BACKEND, MISSING_DEDUP)
-        }
-        _ => map(error),
+    if schema::is_missing_object(&error) {
+        Error::unsupported(crate::error::BACKEND, MISSING_DEDUP)
+    } else {
+        map(error)
     }
 }
 

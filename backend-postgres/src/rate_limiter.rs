@@ -12,9 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
 use distsync_core::{Error, Name, Result};
-use sqlx::Executor;
 
 use crate::error::{map, BACKEND};
+use crate::schema;
 use crate::store::Shared;
 
 /// The table and function, rendered per schema.
@@ -39,27 +39,6 @@ impl PgRateLimiter {
             .fetch_one(self.shared.bounded())
             .await
     }
-
-    /// Creates the table and function in a schema made before they existed.
-    async fn install(&self) -> Result<()> {
-        tracing::info!("postgres: creating the rate limiter's table and function");
-        let mut tx = self.shared.pool.begin().await.map_err(map)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))")
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
-        (&mut *tx)
-            .execute(self.shared.sql(DDL).as_str())
-            .await
-            .map_err(map)?;
-        tx.commit().await.map_err(map)
-    }
-}
-
-/// Whether `error` says the table or function is missing.
-fn missing(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db)
-        if matches!(db.code().as_deref(), Some("42P01" | "42883")))
 }
 
 #[async_trait]
@@ -75,8 +54,14 @@ impl RateLimiter for PgRateLimiter {
     async fn try_acquire(&self, permits: u32) -> Result<Admission> {
         self.rate.check_request(permits)?;
         let reply = match self.decide(permits).await {
-            Err(error) if missing(&error) => {
-                self.install().await?;
+            Err(error) if schema::is_missing_object(&error) => {
+                let ddl = self.shared.sql(DDL);
+                schema::install_added(
+                    &self.shared.pool,
+                    "the rate limiter's table and function",
+                    &ddl,
+                )
+                .await?;
                 self.decide(permits).await.map_err(map)?
             }
             other => other.map_err(map)?,

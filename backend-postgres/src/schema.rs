@@ -134,6 +134,33 @@ fn accept(schema: &str, found: i32) -> Result<()> {
     Ok(())
 }
 
+/// The transaction-level advisory lock every creation of the schema's objects takes: one
+/// creator at a time.
+const SETUP_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))";
+
+/// Creates objects added to the layout after schemas were made with it (`ddl`, rendered
+/// for the schema, idempotent), under the setup lock: a schema made before them gets them
+/// on first use and keeps its layout version. `what` names them in the log.
+pub(crate) async fn install_added(pool: &PgPool, what: &str, ddl: &str) -> Result<()> {
+    tracing::info!("postgres: creating {what}");
+    let mut tx = pool.begin().await.map_err(map)?;
+    sqlx::query(SETUP_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    (&mut *tx).execute(ddl).await.map_err(map)?;
+    tx.commit().await.map_err(map)
+}
+
+/// Whether `error` is PostgreSQL's undefined table (`42P01`) or undefined function
+/// (`42883`): what a statement meets in a schema made before [`install_added`]'s
+/// objects. Such a statement changed nothing, so it may run again once they exist.
+pub(crate) fn is_missing_object(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("42P01" | "42883")))
+}
+
 /// Creates the schema's objects and marks them with [`LAYOUT_VERSION`], unless another
 /// client has marked the schema meanwhile (then its marker is checked as ours would be).
 async fn install(pool: &PgPool, schema: &str, quoted: &str) -> Result<()> {
@@ -141,7 +168,7 @@ async fn install(pool: &PgPool, schema: &str, quoted: &str) -> Result<()> {
     let conn: &mut PgConnection = &mut tx;
     // One creator at a time; the key is in the one-bigint space, which never meets the
     // two-int keys the backend's users may take.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))")
+    sqlx::query(SETUP_LOCK)
         .execute(&mut *conn)
         .await
         .map_err(map)?;

@@ -374,6 +374,64 @@ async fn a_schema_of_a_newer_layout_is_refused_and_left_untouched() {
     pool.close().await;
 }
 
+/// The tables and functions added to the layout after schemas were made with it (the
+/// enqueues' idempotency records, counters and latches, the rate limiter) are created on
+/// first use in a schema that lacks them, and the call that found them missing succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_added_to_the_layout_are_created_on_first_use() {
+    use distsync_core::rate_limiter::Rate;
+    let Some(url) = url() else { return };
+    let schema = format!("x_added_{}", std::process::id());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{separator}schema={schema}");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let run = |sql: String| {
+        let pool = pool.clone();
+        async move { sqlx::query(&sql).execute(&pool).await.unwrap() }
+    };
+    run(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;
+    drop(distsync_postgres::backend(&scoped).await.unwrap());
+    // Counters and latches are made on first use even in a new schema; the others are
+    // dropped as a schema made before them lacks them.
+    let added = [
+        ("TABLE", "queue_dedup"),
+        ("TABLE", "counters"),
+        ("FUNCTION", "latch_count_down"),
+        ("TABLE", "latches"),
+        ("FUNCTION", "rate_limit"),
+        ("TABLE", "rate_limits"),
+    ];
+    for (kind, object) in added {
+        run(format!("DROP {kind} IF EXISTS \"{schema}\".{object}")).await;
+    }
+    let backend = distsync_postgres::backend(&scoped).await.unwrap();
+    let item = bytes::Bytes::from_static(b"x");
+    backend
+        .queue(Name::new("q").unwrap())
+        .unwrap()
+        .enqueue(item)
+        .await
+        .unwrap();
+    let counter = backend.counter(Name::new("c").unwrap()).unwrap();
+    assert_eq!(counter.add(2).await.unwrap(), 2);
+    let latch = backend.latch(Name::new("l").unwrap(), 2).unwrap();
+    assert_eq!(latch.count_down().await.unwrap(), 1);
+    let rate = Rate::new(1, Duration::from_secs(60)).unwrap();
+    let limiter = backend.rate_limiter(Name::new("r").unwrap(), rate).unwrap();
+    assert!(limiter.try_acquire(1).await.unwrap().is_granted());
+    for object in ["queue_dedup", "counters", "latches", "rate_limits"] {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("\"{schema}\".{object}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(exists, "{object} was not created on first use");
+    }
+    drop(backend);
+    run(format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn arguments_are_checked() {
     let Some((url, backend)) = backend().await else {
