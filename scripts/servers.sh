@@ -12,7 +12,7 @@
 #   scripts/servers.sh env             print `export K=V` lines: eval "$(scripts/servers.sh env)"
 #                                      (with DISTSYNC_GO_PEER, etcd's Go recipes as a peer
 #                                      program, which `up` builds: scripts/go-peer.sh)
-#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls
+#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
 #   scripts/servers.sh start-member N  start it again
@@ -34,6 +34,13 @@
 #                                               master (replication lags); prints its number
 #   scripts/servers.sh redis-cluster-resume-replica-of KEY  SIGCONT it (and any node of the
 #                                               cluster left stopped)
+#
+# ZooKeeper (Debian's 3.8, `zookeeper`): one standalone server run straight from its
+# jars (QuorumPeerMain with a private zoo.cfg, never the system service), loopback
+# only, no admin server, the four-letter words `ruok`/`srvr`/`stat`/`mntr` only;
+# tickTime 500 ms so that sessions of 1 s to 120 s are accepted as asked
+# (DISTSYNC_ZOOKEEPER_URL). Curator's jars (`libcurator-*-java`) and a JDK come with
+# it, for the Curator interop peer (scripts/curator-peer.sh).
 #
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
@@ -59,7 +66,7 @@
 #                                    TLS etcd B+4 (peer B+14), TLS Redis B+22;
 #                                    Redis Sentinel nodes B+23, B+24, Sentinels B+25..B+27;
 #                                    TLS PostgreSQL B+28; Redis Cluster nodes B+30..B+35
-#                                    (their cluster bus B+60..B+65)
+#                                    (their cluster bus B+60..B+65); ZooKeeper B+40
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
@@ -70,6 +77,7 @@
 #   DISTSYNC_SENTINEL_PORT [26383] (the three Sentinels use it and the next two)
 #   DISTSYNC_REDIS_CLUSTER_PORT [26390] (the six Redis Cluster nodes use it and the next
 #                                    five; their cluster bus ports are 30 above)
+#   DISTSYNC_ZOOKEEPER_PORT [22181]
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
 
@@ -97,10 +105,10 @@ if [[ -n $base ]]; then
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
         $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28))
-        $((base + 30)))
+        $((base + 30)) $((base + 40)))
     default_dir=$ROOT/.servers/base-$base
 else
-    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390)
+    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -116,14 +124,17 @@ REDIS_HA_PORT=${DISTSYNC_REDIS_HA_PORT:-${defaults[9]}}
 SENTINEL_PORT=${DISTSYNC_SENTINEL_PORT:-${defaults[10]}}
 PG_TLS_PORT=${DISTSYNC_POSTGRES_TLS_PORT:-${defaults[11]}}
 REDIS_CLUSTER_PORT=${DISTSYNC_REDIS_CLUSTER_PORT:-${defaults[12]}}
+ZK_PORT=${DISTSYNC_ZOOKEEPER_PORT:-${defaults[13]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) \
     "$REDIS_PORT" "$PG_PORT" "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" \
-    $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" $((REDIS_CLUSTER_PORT + 5 + 30)); do
+    $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" $((REDIS_CLUSTER_PORT + 5 + 30)) \
+    "$ZK_PORT"; do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
 readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT REDIS_CLUSTER_PORT
+readonly ZK_PORT
 # The throwaway CA, certificates and passwords of the TLS servers.
 readonly TLS=$DIR/tls
 # The user and key prefix the TLS etcd's RBAC role and the TLS Redis's ACL allow.
@@ -157,6 +168,7 @@ urls() {
     local nodes=()
     for n in "${RC_NODES[@]}"; do nodes+=("$HOST:$(rc_port "$n")"); done
     echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500'"
+    echo "DISTSYNC_ZOOKEEPER_URL=zk://$HOST:$ZK_PORT"
     local go_peer
     go_peer=$("$ROOT/scripts/go-peer.sh" path)
     [[ -x $go_peer ]] && echo "DISTSYNC_GO_PEER=$(printf %q "$go_peer")"
@@ -217,6 +229,13 @@ ensure_installed() {
     [[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
     # The PostgreSQL backend's pooler tests start their own PgBouncer.
     [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
+    # ZooKeeper's jars, Curator's (the interop peer's) and a JDK to run and build them.
+    [[ -f /usr/share/java/zookeeper.jar ]] || missing+=(zookeeper)
+    local jar
+    for jar in recipes framework client; do
+        [[ -f /usr/share/java/curator-$jar.jar ]] || missing+=("libcurator-$jar-java")
+    done
+    command -v javac >/dev/null || missing+=(default-jdk-headless)
     ((${#missing[@]})) || return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     apt_install "${missing[@]}" || die "could not install ${missing[*]}"
@@ -232,6 +251,10 @@ etcd_healthy() {
         endpoint health >/dev/null 2>&1
 }
 redis_healthy() { [[ $(redis-cli -h "$HOST" -p "$1" ping 2>/dev/null) == PONG ]]; }
+# ZooKeeper's `ruok` answers `imok` once the server serves requests.
+zookeeper_healthy() {
+    [[ $(timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1 && printf ruok >&3 && cat <&3" 2>/dev/null) == imok ]]
+}
 # TLS servers: a client certificate from the throwaway CA, and the password from the
 # environment (never on a command line).
 etcd_tls_ctl() {
@@ -500,6 +523,36 @@ redis_tls_start() {
 redis_start() {
     spawn redis redis-server --bind "$HOST" --port "$REDIS_PORT" --save '' --appendonly no \
         --dir "$DIR/redis"
+}
+
+# --- ZooKeeper ---------------------------------------------------------------------
+
+# The jars QuorumPeerMain needs from Debian's packages, as a class path.
+zookeeper_classpath() {
+    local jars=(zookeeper zookeeper-jute slf4j-api slf4j-simple commons-cli commons-io
+        metrics-core snappy-java netty-handler netty-common netty-buffer netty-transport
+        netty-resolver netty-codec netty-transport-native-epoll
+        netty-transport-native-unix-common) path='' jar
+    for jar in "${jars[@]}"; do path+=${path:+:}/usr/share/java/$jar.jar; done
+    printf '%s' "$path"
+}
+
+zookeeper_start() {
+    mkdir -p "$DIR/zookeeper/data"
+    # tickTime 500 ms: the server accepts session timeouts from 2 ticks (1 s) to the
+    # maximum below, so the suite's short TTLs are granted as asked, never rounded up.
+    cat >"$DIR/zookeeper/zoo.cfg" <<EOF
+tickTime=500
+dataDir=$DIR/zookeeper/data
+clientPort=$ZK_PORT
+clientPortAddress=$HOST
+minSessionTimeout=1000
+maxSessionTimeout=120000
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr,stat,mntr
+EOF
+    spawn zookeeper java -Xmx256m -cp "$(zookeeper_classpath)" \
+        org.apache.zookeeper.server.quorum.QuorumPeerMain "$DIR/zookeeper/zoo.cfg"
 }
 
 # --- the Redis Sentinel group -----------------------------------------------------
@@ -932,7 +985,8 @@ EOF
 # Server names and, for the cluster, which member: etcd, etcd-N, redis, postgres.
 ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls
     redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
-    redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6)
+    redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6
+    zookeeper)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
@@ -945,6 +999,7 @@ port_of() {
     redis) echo "$REDIS_PORT" ;;
     postgres) echo "$PG_PORT" ;;
     postgres-tls) echo "$PG_TLS_PORT" ;;
+    zookeeper) echo "$ZK_PORT" ;;
     esac
 }
 check() {
@@ -1051,8 +1106,8 @@ env)
     ;;
 restart)
     case ${1:-} in
-    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls) ;;
-    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls or postgres-tls" ;;
+    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper) ;;
+    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls or zookeeper" ;;
     esac
     lock_state_dir
     if ! stop "$1" && port_open "$(port_of "$1")"; then
