@@ -86,7 +86,7 @@ pub use distsync_core::{
 // The primitives.
 pub use distsync_core::{
     Barrier, Consumer, ConsumerOptions, Delivery, DoubleBarrier, Election, Locker, MultiLockGuard,
-    MultiLocker, Queue, RwLock, Semaphore, DEFAULT_PRIORITY,
+    MultiLocker, Permit, Queue, RwLock, Semaphore, DEFAULT_PRIORITY,
 };
 
 // Idempotent enqueue (`Queue::enqueue_once`).
@@ -126,8 +126,8 @@ pub mod raw {
 
 // Who holds what ([`Coordinator::status`]).
 pub use distsync_core::status::{
-    DoubleBarrierStatus, HoldMode, HoldStatus, LeaderStatus, LineKind, LineStatus, QueueStatus,
-    StatusReport,
+    CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
+    LineStatus, QueueStatus, RateLimiterStatus, StatusReport,
 };
 
 #[cfg(feature = "etcd")]
@@ -139,6 +139,9 @@ pub use distsync_postgres as postgres;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use distsync_redis as redis;
+#[cfg(feature = "zookeeper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
+pub use distsync_zookeeper as zookeeper;
 
 /// Every backend this build knows, in the order `connect` asks them: one line per
 /// backend crate. A backend whose cargo feature is off is still listed, so that its
@@ -157,6 +160,10 @@ pub const DRIVERS: &[Driver] = &[
     distsync_postgres::DRIVER,
     #[cfg(not(feature = "postgres"))]
     disabled::POSTGRES,
+    #[cfg(feature = "zookeeper")]
+    distsync_zookeeper::DRIVER,
+    #[cfg(not(feature = "zookeeper"))]
+    disabled::ZOOKEEPER,
 ];
 
 /// Connects to the store a URL names and returns a [`Coordinator`] over it.
@@ -187,7 +194,12 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
 
 /// The drivers of backends whose cargo feature is off: their schemes, answered with
 /// [`Error::FeatureDisabled`]. Each is compiled only when its feature is off.
-#[cfg(not(all(feature = "etcd", feature = "redis", feature = "postgres")))]
+#[cfg(not(all(
+    feature = "etcd",
+    feature = "redis",
+    feature = "postgres",
+    feature = "zookeeper"
+)))]
 mod disabled {
     use distsync_core::{driver::Driver, Capabilities, Coordinator, Error, Result};
     use futures::future::BoxFuture;
@@ -220,6 +232,14 @@ mod disabled {
         &["postgres", "postgresql"],
         |url| off(url, "postgres"),
         || Capabilities::none("postgres"),
+    )
+    .not_built();
+    #[cfg(not(feature = "zookeeper"))]
+    pub(crate) const ZOOKEEPER: Driver = Driver::new(
+        "zookeeper",
+        &["zk", "zks"],
+        |url| off(url, "zookeeper"),
+        || Capabilities::none("zookeeper"),
     )
     .not_built();
 

@@ -32,15 +32,25 @@
 //! Each delivery is handled in a `distsync.consume` span (fields `backend`, `queue`,
 //! `redeliveries`). A handler failure or deadline is a `warn` event with the
 //! redelivery count, a dead-lettering an `error` event. Metrics, through the
-//! [`metrics`] facade as in [`crate::instrument`] (labelled by `backend` only, as the
-//! other queue metrics: names are never a label):
+//! [`metrics`] facade as in [`crate::instrument`] (whose table lists them too):
 //!
-//! | metric | kind | meaning |
-//! |---|---|---|
-//! | `distsync_consumer_processed_total` | counter | items the handler finished with `Ok` and that were acknowledged |
-//! | `distsync_consumer_handler_failures_total` | counter | handler calls that returned `Err` |
-//! | `distsync_consumer_deadline_exceeded_total` | counter | handler calls dropped at the processing deadline |
-//! | `distsync_consumer_dead_lettered_total` | counter | items moved to the dead-letter queue |
+//! | metric | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `distsync_consumer_processed_total` | counter | `backend` | items the handler finished with `Ok` and that were acknowledged |
+//! | `distsync_consumer_handler_failures_total` | counter | `backend` | handler calls that returned `Err` |
+//! | `distsync_consumer_deadline_exceeded_total` | counter | `backend` | handler calls dropped at the processing deadline |
+//! | `distsync_consumer_redeliveries_total` | counter | `backend` | deliveries received that were not the item's first |
+//! | `distsync_consumer_dead_lettered_total` | counter | `backend` | items moved to the dead-letter queue |
+//! | `distsync_queue_depth` | gauge | `backend`, `queue` | items ready in the consumed queue ([`Queue::len`]), sampled every [`metrics_interval`](ConsumerOptions::metrics_interval) |
+//! | `distsync_queue_oldest_item_age_seconds` | gauge | `backend`, `queue` | how long the oldest ready item has waited ([`Queue::oldest_age`]), sampled with the depth, where the backend records enqueue times |
+//!
+//! The two gauges need a read from the store, so they are not taken on the path of a
+//! delivery: while [`Consumer::run`] runs, a timer of its own (in the same task, no
+//! spawned task) reads them once per interval, one request each, and a failed read is
+//! skipped until the next. Several consumers of one queue in one process each
+//! sample it and set the same series. They carry the queue's name as a label (as
+//! `distsync_is_leader` carries the election's): one series per consumed queue, which
+//! is what a backlog alert needs; consumers are few and long-lived.
 
 use std::fmt;
 use std::future::Future;
@@ -90,11 +100,17 @@ pub struct ConsumerOptions {
     retry_first: Duration,
     retry_longest: Duration,
     dead_letter: Option<String>,
+    metrics_interval: Duration,
 }
+
+/// How often a running consumer samples its queue's depth and oldest item age by
+/// default.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
 
 impl Default for ConsumerOptions {
     /// No processing deadline, 5 deliveries at most, retries after 1 s doubling up to
-    /// 60 s, the dead-letter queue `<name>.dead`.
+    /// 60 s, the dead-letter queue `<name>.dead`, queue metrics sampled every
+    /// [`DEFAULT_METRICS_INTERVAL`] (15 s).
     fn default() -> Self {
         Self {
             processing_deadline: None,
@@ -102,6 +118,7 @@ impl Default for ConsumerOptions {
             retry_first: Duration::from_secs(1),
             retry_longest: Duration::from_secs(60),
             dead_letter: None,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
         }
     }
 }
@@ -145,6 +162,21 @@ impl ConsumerOptions {
     pub fn dead_letter(mut self, name: impl Into<String>) -> Self {
         self.dead_letter = Some(name.into());
         self
+    }
+
+    /// How often [`Consumer::run`] reads the queue's depth and oldest item age for
+    /// the `distsync_queue_depth` and `distsync_queue_oldest_item_age_seconds` gauges
+    /// (see the [module docs](self)): one or two store reads per interval per running
+    /// consumer, never on the path of a delivery. [`Duration::ZERO`] turns the
+    /// sampling off. [`DEFAULT_METRICS_INTERVAL`] by default.
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.metrics_interval = interval;
+        self
+    }
+
+    /// The interval set with [`Self::metrics_interval`].
+    pub fn sampling_interval(&self) -> Duration {
+        self.metrics_interval
     }
 
     /// The processing deadline, if any.
@@ -295,7 +327,65 @@ impl Consumer {
     /// Cancel-safe: dropping the future drops the handler's future, and the item being
     /// handled is returned to the queue in the background (as a dropped
     /// [`Delivery`]), with its redelivery count one higher. Nothing is lost.
-    pub async fn run<H, Fut, E>(&self, session: &Session, mut handler: H) -> Error
+    pub async fn run<H, Fut, E>(&self, session: &Session, handler: H) -> Error
+    where
+        H: FnMut(Bytes) -> Fut,
+        Fut: Future<Output = std::result::Result<(), E>>,
+        E: Into<BoxError>,
+    {
+        let backend = session.backend();
+        // The sampler only ends with the run: it never returns.
+        tokio::select! {
+            error = self.consume(session, handler) => error,
+            never = self.sample(backend) => match never {},
+        }
+    }
+
+    /// Samples the queue's depth and oldest item age into their gauges once per
+    /// [`ConsumerOptions::metrics_interval`], for as long as it is polled (never, when
+    /// the interval is zero).
+    async fn sample(&self, backend: &'static str) -> std::convert::Infallible {
+        let interval = self.options.metrics_interval;
+        if interval.is_zero() {
+            return std::future::pending().await;
+        }
+        let queue = self.queue.name().as_str().to_owned();
+        let depth =
+            metrics::gauge!("distsync_queue_depth", "backend" => backend, "queue" => queue.clone());
+        let age = metrics::gauge!(
+            "distsync_queue_oldest_item_age_seconds",
+            "backend" => backend,
+            "queue" => queue
+        );
+        let mut ages = true;
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match self.queue.len().await {
+                // Depths beyond 2^53 lose precision in the gauge's f64, as any gauge.
+                #[allow(clippy::cast_precision_loss)]
+                Ok(len) => depth.set(len as f64),
+                Err(error) => {
+                    tracing::debug!(%error, queue = %self.queue.name(), "consumer: sampling the queue's depth failed");
+                }
+            }
+            if !ages {
+                continue;
+            }
+            match self.queue.oldest_age().await {
+                Ok(oldest) => age.set(oldest.unwrap_or_default().as_secs_f64()),
+                // The backend keeps no enqueue times: the gauge is left unset.
+                Err(Error::Unsupported { .. }) => ages = false,
+                Err(error) => {
+                    tracing::debug!(%error, queue = %self.queue.name(), "consumer: sampling the queue's oldest item age failed");
+                }
+            }
+        }
+    }
+
+    /// The receive loop of [`Consumer::run`].
+    async fn consume<H, Fut, E>(&self, session: &Session, mut handler: H) -> Error
     where
         H: FnMut(Bytes) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
@@ -324,6 +414,10 @@ impl Consumer {
                 Err(error) => return error,
             };
             store_backoff.reset();
+            if delivery.is_redelivered() {
+                metrics::counter!("distsync_consumer_redeliveries_total", "backend" => backend)
+                    .increment(1);
+            }
             let span = tracing::info_span!(
                 "distsync.consume",
                 backend,

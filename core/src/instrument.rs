@@ -30,6 +30,13 @@
 //! | `distsync_session_renewal_failures_total` | counter | `backend` | renewals that failed (an error from the store; a renewal left unanswered is counted when it fails) |
 //! | `distsync_sessions_lost_total` | counter | `backend` | sessions that ended other than by `close()` |
 //! | `distsync_queue_enqueued_total`, `distsync_queue_dequeued_total` | counter | `backend` | queue traffic |
+//! | `distsync_queue_depth` | gauge | `backend`, `queue` | items ready in a queue a [`Consumer`](crate::consumer::Consumer) runs on, sampled by the consumer on an interval of its own ([`ConsumerOptions::metrics_interval`](crate::consumer::ConsumerOptions::metrics_interval), 15 s by default), never on the path of a delivery |
+//! | `distsync_queue_oldest_item_age_seconds` | gauge | `backend`, `queue` | how long the oldest ready item of that queue has waited (0 when empty), sampled with the depth; only where the backend records enqueue times ([`Queue::oldest_age`]) |
+//! | `distsync_consumer_processed_total` | counter | `backend` | items a consumer's handler finished and that were acknowledged |
+//! | `distsync_consumer_handler_failures_total` | counter | `backend` | consumer handler calls that returned an error |
+//! | `distsync_consumer_deadline_exceeded_total` | counter | `backend` | consumer handler calls dropped at the processing deadline |
+//! | `distsync_consumer_redeliveries_total` | counter | `backend` | deliveries a consumer received that were not the item's first |
+//! | `distsync_consumer_dead_lettered_total` | counter | `backend` | items a consumer moved to its dead-letter queue |
 //! | `distsync_stm_commits_total` | counter | `isolation` | committed transactions |
 //! | `distsync_stm_retries_total` | counter | `isolation` | attempts discarded by a conflict |
 //!
@@ -37,12 +44,16 @@
 //! `barrier`, `double_barrier`.
 //!
 //! **Label cardinality.** Every label has a handful of values, except `election` on
-//! `distsync_is_leader`: one series per election name this process campaigns in. That
-//! is what a "who leads" dashboard or a "no leader" alert needs, and elections are
-//! usually few and long-lived; an application that campaigns in many short-lived
+//! `distsync_is_leader` (one series per election name this process campaigns in) and
+//! `queue` on the two queue gauges (one series per queue a consumer of this process
+//! runs on). That is what a "who leads" dashboard, a "no leader" alert or a backlog
+//! alert needs, and elections and consumers are usually few and long-lived; an application that campaigns in many short-lived
 //! elections (one per tenant, per job) should drop that metric in its exporter and use
 //! `distsync_holds_in_flight{primitive="leadership"}` (per backend) instead. Names are
 //! never a label anywhere else.
+//!
+//! The consumer's spans and events (`distsync.consume` around each delivery) are
+//! described in [`crate::consumer`].
 //!
 //! Primitives made directly through a [`crate::Backend`] (not a `Coordinator`) carry
 //! only the session and STM metrics.
@@ -691,5 +702,9 @@ impl Queue for InstrumentedQueue {
 
     async fn len(&self) -> Result<usize> {
         self.inner.len().await
+    }
+
+    async fn oldest_age(&self) -> Result<Option<std::time::Duration>> {
+        self.inner.oldest_age().await
     }
 }

@@ -73,7 +73,7 @@ pub use queue::{Queue, DEFAULT_PRIORITY};
 pub use rate_limiter::{Admission, Rate, RateLimiter};
 pub use redact::redact_url;
 pub use rwlock::RwLock;
-pub use semaphore::Semaphore;
+pub use semaphore::{Permit, Semaphore};
 pub use session::{
     HealthWatch, Lost, Session, SessionHealth, SessionId, SessionOptions, DEFAULT_TTL,
 };

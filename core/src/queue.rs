@@ -339,6 +339,24 @@ pub trait Queue: Send + Sync {
     async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
     }
+
+    /// How long the oldest queued item (held items not counted, as in [`Self::len`])
+    /// has waited since it was enqueued, on the store's clock; `None` for an empty
+    /// queue. What a [`Consumer`](crate::consumer::Consumer) samples for its
+    /// `distsync_queue_oldest_item_age_seconds` gauge.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] where the backend records no enqueue time (the default:
+    /// the layouts of this workspace's stores keep none), or the store's error.
+    ///
+    /// # Cancel safety
+    /// This method is cancel safe: it only reads.
+    async fn oldest_age(&self) -> Result<Option<std::time::Duration>> {
+        Err(Error::unsupported(
+            "custom",
+            "the age of a queue's oldest item (no enqueue time recorded)",
+        ))
+    }
 }
 
 #[cfg(test)]

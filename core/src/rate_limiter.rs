@@ -190,6 +190,47 @@ impl Rate {
             self.burst
         )
     }
+
+    /// The rate a [`Rate::fingerprint`] was made from, or `None` for text that is not
+    /// one: what `status` reads back from a stored limiter.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use distsync_core::rate_limiter::Rate;
+    /// let rate = Rate::new(5, Duration::from_secs(60)).unwrap().with_burst(2).unwrap();
+    /// assert_eq!(Rate::from_fingerprint(&rate.fingerprint()), Some(rate));
+    /// assert_eq!(Rate::from_fingerprint("5/0/1"), None);
+    /// ```
+    pub fn from_fingerprint(fingerprint: &str) -> Option<Self> {
+        let mut parts = fingerprint.split('/');
+        let permits = parts.next()?.parse().ok()?;
+        let period = Duration::from_micros(parts.next()?.parse().ok()?);
+        let burst = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Self::new(permits, period).ok()?.with_burst(burst).ok()
+    }
+
+    /// How long after `now_us` one permit is due for a limiter at this rate whose
+    /// theoretical arrival time is `tat_us` (both in microseconds on the store's
+    /// clock; `None`: no state): zero when a permit is available now. What `status`
+    /// reports as a limiter's next due time, by the formula of [`gcra`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use distsync_core::rate_limiter::Rate;
+    /// let rate = Rate::new(2, Duration::from_secs(1)).unwrap(); // T = 500 ms, burst 2
+    /// assert_eq!(rate.next_due(None, 0), Duration::ZERO);
+    /// assert_eq!(rate.next_due(Some(1_000_000), 0), Duration::from_millis(500));
+    /// assert_eq!(rate.next_due(Some(500_000), 0), Duration::ZERO);
+    /// ```
+    pub fn next_due(&self, tat_us: Option<u64>, now_us: u64) -> Duration {
+        match gcra(self, tat_us, now_us, 1) {
+            (Admission::Granted, _) => Duration::ZERO,
+            (Admission::Denied { retry_after }, _) => retry_after,
+        }
+    }
 }
 
 /// The longest period accepted: a year. Longer periods would only risk overflowing

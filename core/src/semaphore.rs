@@ -7,6 +7,13 @@ use crate::error::Result;
 use crate::guard::LockGuard;
 use crate::name::Name;
 
+/// One of a [`Semaphore`]'s permits, held through a session: the name the semaphore's
+/// methods return it under. A permit is a [`LockGuard`] (a permit is one of `permits`
+/// exclusive slots, guarded, fenced and released as a lock's hold is), so it has the
+/// same `token()`, `lost()`, `while_held()` and `unlock()`, and code written for guards
+/// takes it as is.
+pub type Permit = LockGuard;
+
 /// A counting semaphore: at most [`Semaphore::permits`] holders at once, each holding
 /// one permit through its session (a permit is freed when the session ends, as a lock
 /// is). Waiters are granted in arrival order, and only the waiter next in line is
@@ -14,7 +21,7 @@ use crate::name::Name;
 ///
 /// The permit count is part of the semaphore's state: while a semaphore has holders or
 /// waiters, a client naming another count gets [`crate::Error::InvalidArgument`] (no
-/// silent disagreement). A permit is a [`LockGuard`]: `token()`, `lost()`,
+/// silent disagreement). A [`Permit`] is a [`LockGuard`]: `token()`, `lost()`,
 /// `while_held()`, `unlock()`.
 ///
 /// ```
@@ -45,7 +52,7 @@ pub trait Semaphore: Send + Sync {
     /// # Cancel safety
     /// This method is cancel safe: dropping the future removes this waiter's entry
     /// and never leaves a permit held.
-    async fn acquire(&self) -> Result<LockGuard>;
+    async fn acquire(&self) -> Result<Permit>;
 
     /// [`Self::acquire`] for at most `timeout`: gives up with
     /// [`crate::Error::Timeout`], removing this waiter's entry (see [`crate::timeout`]).
@@ -57,7 +64,7 @@ pub trait Semaphore: Send + Sync {
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Self::acquire`].
-    async fn acquire_timeout(&self, timeout: std::time::Duration) -> Result<LockGuard> {
+    async fn acquire_timeout(&self, timeout: std::time::Duration) -> Result<Permit> {
         crate::timeout::timed(timeout, self.acquire()).await
     }
 
@@ -69,5 +76,5 @@ pub trait Semaphore: Send + Sync {
     ///
     /// # Cancel safety
     /// Cancel safe: it does not wait for a holder; a dropped call removes its entry.
-    async fn try_acquire(&self) -> Result<Option<LockGuard>>;
+    async fn try_acquire(&self) -> Result<Option<Permit>>;
 }

@@ -7,7 +7,9 @@
 //! ([`LineStatus`]: holders, waiters in the order they will be served, a leader's value
 //! and term, a semaphore's permit count), every non-empty queue ([`QueueStatus`]),
 //! every held barrier and every double barrier with participants
-//! ([`DoubleBarrierStatus`]).
+//! ([`DoubleBarrierStatus`]), and, where the backend reports them, every counter
+//! ([`CounterStatus`]), count-down latch ([`LatchStatus`]) and rate limiter
+//! ([`RateLimiterStatus`]) written to.
 //!
 //! The report is read in one pass over the store and is a snapshot only as far as the
 //! store allows: on etcd and memory it is one range read at one revision; on Redis
@@ -37,6 +39,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::rate_limiter::Rate;
 use crate::token::FencingToken;
 
 /// The kind of a [`LineStatus`]: the primitives whose holders and waiters form a line.
@@ -272,6 +275,96 @@ impl DoubleBarrierStatus {
     }
 }
 
+/// A counter that was written to (one never written reads 0 and is not listed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CounterStatus {
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: i64,
+}
+
+impl CounterStatus {
+    /// The counter `name` at `value`.
+    pub fn new(name: impl Into<String>, value: i64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+        }
+    }
+}
+
+/// A count-down latch that was counted down at least once (before that, the store
+/// has no latch to list).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LatchStatus {
+    /// Its name.
+    pub name: String,
+    /// The count it was made with.
+    pub initial: u64,
+    /// The remaining count: 0 once open.
+    pub count: u64,
+}
+
+impl LatchStatus {
+    /// The latch `name` of initial count `initial` with `count` left.
+    pub fn new(name: impl Into<String>, initial: u64, count: u64) -> Self {
+        Self {
+            name: name.into(),
+            initial,
+            count,
+        }
+    }
+
+    /// Whether the latch is open (its count reached zero).
+    pub fn is_open(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// A rate limiter that granted a permit (an idle one that never did has no state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimiterStatus {
+    /// Its name.
+    pub name: String,
+    /// The rate it is used at, if the store's record says (it does on every backend
+    /// of this workspace).
+    pub rate: Option<Rate>,
+    /// How long until one permit is due, on the store's clock when the report was
+    /// read: zero when a permit is available now. `None` where the backend cannot
+    /// read its store's clock for the report.
+    pub next_due: Option<Duration>,
+}
+
+impl RateLimiterStatus {
+    /// The rate limiter `name`, with no rate or next due time known (the `with_*`
+    /// setters add what the store records).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            rate: None,
+            next_due: None,
+        }
+    }
+
+    /// Sets [`RateLimiterStatus::rate`].
+    #[must_use]
+    pub fn with_rate(mut self, rate: Option<Rate>) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// Sets [`RateLimiterStatus::next_due`].
+    #[must_use]
+    pub fn with_next_due(mut self, next_due: Option<Duration>) -> Self {
+        self.next_due = next_due;
+        self
+    }
+}
+
 /// Who holds what under a prefix of names (see the [module docs](self)); built with
 /// [`StatusReport::new`], then filled in through its public fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -290,6 +383,14 @@ pub struct StatusReport {
     pub barriers: Vec<String>,
     /// Double barriers with participants, by name.
     pub double_barriers: Vec<DoubleBarrierStatus>,
+    /// Counters written to, by name (empty where the backend does not report them).
+    pub counters: Vec<CounterStatus>,
+    /// Count-down latches created, by name (empty where the backend does not report
+    /// them).
+    pub latches: Vec<LatchStatus>,
+    /// Rate limiters with state, by name (empty where the backend does not report
+    /// them).
+    pub rate_limiters: Vec<RateLimiterStatus>,
 }
 
 impl StatusReport {
@@ -302,12 +403,16 @@ impl StatusReport {
         }
     }
 
-    /// Whether nothing is held, waited for or queued.
+    /// Whether nothing is held, waited for or queued, and no counter, latch or rate
+    /// limiter is listed.
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
             && self.queues.is_empty()
             && self.barriers.is_empty()
             && self.double_barriers.is_empty()
+            && self.counters.is_empty()
+            && self.latches.is_empty()
+            && self.rate_limiters.is_empty()
     }
 
     /// The line of `kind` named `name`, if it has live entries.
@@ -337,6 +442,9 @@ impl StatusReport {
         self.double_barriers
             .retain(|barrier| barrier.participants > 0 || barrier.ready);
         self.double_barriers.sort_by(|a, b| a.name.cmp(&b.name));
+        self.counters.sort_by(|a, b| a.name.cmp(&b.name));
+        self.latches.sort_by(|a, b| a.name.cmp(&b.name));
+        self.rate_limiters.sort_by(|a, b| a.name.cmp(&b.name));
     }
 }
 
@@ -384,5 +492,13 @@ mod tests {
         assert!(report.line(LineKind::Lock, "empty").is_none());
         assert!(!report.is_empty());
         assert!(StatusReport::new("memory", "x").is_empty());
+
+        let mut counted = StatusReport::new("memory", "");
+        counted.counters = vec![CounterStatus::new("b", 2), CounterStatus::new("a", 1)];
+        assert!(!counted.is_empty());
+        counted.sort();
+        assert_eq!(counted.counters[0].name, "a");
+        assert!(LatchStatus::new("l", 2, 0).is_open());
+        assert!(!LatchStatus::new("l", 2, 1).is_open());
     }
 }

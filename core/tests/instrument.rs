@@ -400,3 +400,62 @@ fn renewal_failures_are_counted() {
         other => panic!("renewal failures not counted: {other:?}"),
     }
 }
+
+/// A running consumer samples its queue's depth (ready items: the one it holds is not
+/// counted) into `distsync_queue_depth`, labelled with the queue's name.
+#[test]
+fn a_consumer_samples_its_queue_depth() {
+    use distsync_core::consumer::ConsumerOptions;
+    use std::time::Duration;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    run(&recorder, async {
+        let coordinator = Coordinator::new(MemoryBackend::new());
+        let queue = coordinator.queue("sampled").unwrap();
+        for item in ["a", "b", "c"] {
+            queue.enqueue(item.into()).await.unwrap();
+        }
+        let options = ConsumerOptions::default().metrics_interval(Duration::from_millis(5));
+        let consumer = coordinator.consumer("sampled", options).unwrap();
+        let session = coordinator.session().await.unwrap();
+        // The handler never finishes its first item, so two stay ready.
+        let running = consumer.run(&session, |_item| {
+            std::future::pending::<Result<(), distsync_core::BoxError>>()
+        });
+        let watched =
+            async {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                loop {
+                    let depth = snapshotter.snapshot().into_vec().into_iter().find_map(
+                        |(key, _, _, value)| {
+                            let labelled = key
+                                .key()
+                                .labels()
+                                .any(|label| label.key() == "queue" && label.value() == "sampled");
+                            match value {
+                                DebugValue::Gauge(value)
+                                    if key.key().name() == "distsync_queue_depth" && labelled =>
+                                {
+                                    Some(value.into_inner())
+                                }
+                                _ => None,
+                            }
+                        },
+                    );
+                    if depth == Some(2.0) {
+                        return;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "queue depth reads {depth:?}, expected 2"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+        tokio::select! {
+            error = running => panic!("the consumer stopped: {error}"),
+            () = watched => {}
+        }
+    });
+}

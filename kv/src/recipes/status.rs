@@ -14,7 +14,11 @@
 //! - `<ns>/queue/<n>/i/...` ready items, `<ns>/queue/<n>/c/...` items claimed by a
 //!   consumer and not yet handed over or acknowledged;
 //! - `<ns>/barrier/<n>`: a held barrier; `<ns>/double-barrier/<n>/waiters/<nanos>`
-//!   and `.../ready`: a double barrier's participants and readiness.
+//!   and `.../ready`: a double barrier's participants and readiness;
+//! - `<ns>/counter/<n>` (value: decimal), `<ns>/latch/<n>` (value: `<initial>
+//!   <remaining>`) and `<ns>/ratelimit/<n>` (value: `<tat µs> <rate fingerprint>`):
+//!   counters, latches and rate limiters; a limiter's next due time is computed on the
+//!   store's clock ([`Kv::clock`]), as its grants are.
 //!
 //! Anything else (STM keys, sequence guards, waiting consumers, another
 //! application's keys) is not reported.
@@ -24,9 +28,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::kv::{KeyValue, Kv, Range};
 use distsync_core::error::Result;
+use distsync_core::rate_limiter::Rate;
 use distsync_core::status::{
-    DoubleBarrierStatus, HoldMode, HoldStatus, LeaderStatus, LineKind, LineStatus, QueueStatus,
-    StatusReport,
+    CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
+    LineStatus, QueueStatus, RateLimiterStatus, StatusReport,
 };
 use distsync_core::token::FencingToken;
 
@@ -46,13 +51,23 @@ struct Found {
     queues: BTreeMap<String, QueueStatus>,
     barriers: Vec<String>,
     double_barriers: BTreeMap<String, DoubleBarrierStatus>,
+    counters: Vec<CounterStatus>,
+    latches: Vec<LatchStatus>,
+    rate_limiters: Vec<RateLimiterStatus>,
+    /// The store's clock when the report is read, in microseconds, if it has one.
+    store_clock_us: Option<u64>,
 }
 
 /// The report of everything under `namespace` whose name starts with `prefix`.
 pub(super) async fn status(kv: &dyn Kv, namespace: &str, prefix: &str) -> Result<StatusReport> {
     let everything = kv.range(Range::prefix(namespace)).await?;
     let now = unix_nanos();
-    let mut found = Found::default();
+    let mut found = Found {
+        store_clock_us: kv
+            .clock()
+            .map(|clock| u64::try_from(clock.as_micros()).unwrap_or(u64::MAX)),
+        ..Found::default()
+    };
     for entry in everything.kvs {
         let Some(relative) = entry.key.strip_prefix(namespace) else {
             continue;
@@ -70,6 +85,9 @@ pub(super) async fn status(kv: &dyn Kv, namespace: &str, prefix: &str) -> Result
     report.queues = found.queues.into_values().collect();
     report.barriers = found.barriers;
     report.double_barriers = found.double_barriers.into_values().collect();
+    report.counters = found.counters;
+    report.latches = found.latches;
+    report.rate_limiters = found.rate_limiters;
     report.sort();
     Ok(report)
 }
@@ -98,6 +116,12 @@ impl Found {
         let Some((word, rest)) = reserved.split_once('/') else {
             return;
         };
+        if matches!(word, "counter" | "latch" | super::rate_limiter::WORD) {
+            if let Some(name) = unescape(rest).filter(|name| name.starts_with(prefix)) {
+                self.single_key(word, name, &kv.value);
+            }
+            return;
+        }
         let Some(kind) = Kind::ALL.into_iter().find(|kind| kind.word() == word) else {
             return;
         };
@@ -164,6 +188,49 @@ impl Found {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl Found {
+    /// The counter, latch or rate limiter `name` (by `word`), stored in one key holding
+    /// `value`; a value its recipe did not write is not reported.
+    fn single_key(&mut self, word: &str, name: String, value: &[u8]) {
+        let Ok(text) = std::str::from_utf8(value) else {
+            return;
+        };
+        match word {
+            "counter" => {
+                if let Ok(count) = text.parse() {
+                    self.counters.push(CounterStatus::new(name, count));
+                }
+            }
+            "latch" => {
+                let parsed = text.split_once(' ').and_then(|(initial, remaining)| {
+                    Some((initial.parse().ok()?, remaining.parse().ok()?))
+                });
+                if let Some((initial, remaining)) = parsed {
+                    self.latches
+                        .push(LatchStatus::new(name, initial, remaining));
+                }
+            }
+            _ => {
+                let Some((tat, fingerprint)) = text.split_once(' ') else {
+                    return;
+                };
+                let Ok(tat) = tat.parse::<u64>() else {
+                    return;
+                };
+                let rate = Rate::from_fingerprint(fingerprint);
+                let next_due = rate
+                    .zip(self.store_clock_us)
+                    .map(|(rate, now)| rate.next_due(Some(tat), now));
+                self.rate_limiters.push(
+                    RateLimiterStatus::new(name)
+                        .with_rate(rate)
+                        .with_next_due(next_due),
+                );
+            }
         }
     }
 }
@@ -375,5 +442,59 @@ mod tests {
         read.unlock().await.unwrap();
         write_wait.await.unwrap().unwrap().unlock().await.unwrap();
         permit.unlock().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn counters_latches_and_rate_limiters() {
+        use distsync_core::rate_limiter::Rate;
+        use distsync_core::Coordinator;
+
+        let coordinator = Coordinator::new(MemoryBackend::new());
+        let visits = coordinator.counter("app/visits").unwrap();
+        visits.add(41).await.unwrap();
+        visits.add(1).await.unwrap();
+        coordinator
+            .counter("other/c")
+            .unwrap()
+            .add(1)
+            .await
+            .unwrap();
+        let ready = coordinator.latch("app/ready", 3).unwrap();
+        ready.count_down().await.unwrap();
+        // Never counted down: nothing in the store, nothing to list.
+        let _unused = coordinator.latch("app/unused", 2).unwrap();
+        let rate = Rate::new(2, Duration::from_secs(3600)).unwrap();
+        let limiter = coordinator.rate_limiter("app/api", rate).unwrap();
+        assert!(limiter.try_acquire(1).await.unwrap().is_granted());
+
+        let report = coordinator.status("app/").await.unwrap();
+        assert!(!report.is_empty());
+        assert_eq!(report.counters.len(), 1, "{report:?}");
+        assert_eq!(report.counters[0].name, "app/visits");
+        assert_eq!(report.counters[0].value, 42);
+        assert_eq!(report.latches.len(), 1, "{report:?}");
+        assert_eq!(
+            (report.latches[0].name.as_str(), report.latches[0].initial),
+            ("app/ready", 3)
+        );
+        assert_eq!(report.latches[0].count, 2);
+        assert!(!report.latches[0].is_open());
+        let limited = &report.rate_limiters[0];
+        assert_eq!(limited.name, "app/api");
+        assert_eq!(limited.rate, Some(rate));
+        // One of a burst of two is spent: the other is due now.
+        assert_eq!(limited.next_due, Some(Duration::ZERO));
+
+        assert!(limiter.try_acquire(1).await.unwrap().is_granted());
+        ready.count_down().await.unwrap();
+        ready.count_down().await.unwrap();
+        let report = coordinator.status("app/").await.unwrap();
+        assert!(report.latches[0].is_open());
+        // The burst is spent: the next permit is half an hour away (one per 30 min).
+        let due = report.rate_limiters[0].next_due.unwrap();
+        assert!(
+            due > Duration::from_secs(29 * 60) && due <= Duration::from_secs(30 * 60),
+            "{due:?}"
+        );
     }
 }
