@@ -1,0 +1,173 @@
+//! Where distsync's names live in ZooKeeper's tree, and the node names of Curator's
+//! recipes.
+//!
+//! Every primitive of kind `<kind>` named `<name>` is the persistent node
+//! `<root>/<kind>/<name>`, where `<root>` is the URL's path (`/distsync` when it names
+//! none) and `<name>` keeps its `/`-separated segments as levels of the tree, so that a
+//! Curator recipe given the same path meets the same node: a distsync lock
+//! `jobs/nightly` is Curator's `InterProcessMutex` on `/distsync/lock/jobs/nightly`.
+//!
+//! | kind | path | Curator's recipe |
+//! |---|---|---|
+//! | lock | `<root>/lock/<name>` | `InterProcessMutex` |
+//!
+//! A segment is escaped only where ZooKeeper refuses it: `%` becomes `%25`, a segment
+//! `.` or `..` becomes `%2E` or `%2E%2E`, and every character ZooKeeper refuses in a
+//! node name (controls, surrogates, the private-use area, `U+FFF0`..`U+FFFF`) becomes
+//! `%XX` per UTF-8 byte; so the mapping is injective and every name is a valid path.
+//!
+//! The recipes' own nodes are children of that node, told from the nodes of nested
+//! names (a lock `a/b` is the child `b` of lock `a`'s node) by their form: a lock
+//! contender is `_c_<uuid>-lock-<10-digit sequence>`. A name segment of that very form
+//! would be taken for a contender, as it would be by Curator.
+
+use distsync_core::Name;
+
+/// The kinds of primitive, as the path segment under the root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Locks (`InterProcessMutex`).
+    Lock,
+}
+
+impl Kind {
+    fn segment(self) -> &'static str {
+        match self {
+            Kind::Lock => "lock",
+        }
+    }
+}
+
+/// What Curator's `InterProcessMutex` names its contenders: `lock-` before the sequence.
+pub(crate) const LOCK_NAME: &str = "lock-";
+
+/// Whether ZooKeeper refuses `c` in a node name (`PathUtils.validatePath`).
+pub(crate) fn forbidden(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..='\u{ffff}')
+}
+
+/// The node of the primitive `kind` named `name` under `root`.
+pub(crate) fn path(root: &str, kind: Kind, name: &Name) -> String {
+    let mut path = format!("{root}/{}", kind.segment());
+    for segment in name.as_str().split('/') {
+        path.push('/');
+        match segment {
+            "." => path.push_str("%2E"),
+            ".." => path.push_str("%2E%2E"),
+            _ => {
+                for c in segment.chars() {
+                    if c == '%' || forbidden(c) {
+                        let mut bytes = [0; 4];
+                        for byte in c.encode_utf8(&mut bytes).bytes() {
+                            path.push_str(&format!("%{byte:02X}"));
+                        }
+                    } else {
+                        path.push(c);
+                    }
+                }
+            }
+        }
+    }
+    path
+}
+
+/// The sequence number of a contender node named `child` whose recipe puts `lock_name`
+/// before the sequence (Curator's `StandardLockInternalsDriver.fixForSorting`: what
+/// follows the last `lock_name`), if `child` is such a node.
+pub(crate) fn sequence(child: &str, lock_name: &str) -> Option<u64> {
+    let (_, digits) = child.rsplit_once(lock_name)?;
+    if digits.len() < 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The contender nodes among `children`, ordered by their sequence, with it.
+pub(crate) fn contenders(children: Vec<String>, lock_name: &str) -> Vec<(u64, String)> {
+    let mut found: Vec<(u64, String)> = children
+        .into_iter()
+        .filter_map(|child| sequence(&child, lock_name).map(|seq| (seq, child)))
+        .collect();
+    found.sort();
+    found
+}
+
+/// A fresh Curator "protected" prefix, `_c_<uuid>-`: a client that lost the reply to
+/// its create finds its node by it.
+pub(crate) fn protected_prefix() -> String {
+    let (high, low) = (random_u64(), random_u64());
+    // A version-4 UUID's layout, as Java's `UUID.randomUUID()` prints it.
+    let high = (high & !0xf000) | 0x4000;
+    let low = (low & !(0b11 << 62)) | (0b10 << 62);
+    format!(
+        "_c_{:08x}-{:04x}-{:04x}-{:04x}-{:012x}-",
+        high >> 32,
+        (high >> 16) & 0xffff,
+        high & 0xffff,
+        low >> 48,
+        low & 0xffff_ffff_ffff
+    )
+}
+
+/// A random 64-bit value: SipHash keyed by the standard library's per-process random
+/// keys over a counter and the clock (unique, not cryptographic).
+fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    hasher.write_u128(now);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(name: &str) -> String {
+        path("/distsync", Kind::Lock, &Name::new(name).unwrap())
+    }
+
+    #[test]
+    fn names_keep_their_levels_and_escape_what_zookeeper_refuses() {
+        assert_eq!(lock("jobs/nightly"), "/distsync/lock/jobs/nightly");
+        assert_eq!(lock("a/./b"), "/distsync/lock/a/%2E/b");
+        assert_eq!(lock(".."), "/distsync/lock/%2E%2E");
+        assert_eq!(lock("50%"), "/distsync/lock/50%25");
+        assert_eq!(lock("a\u{1}"), "/distsync/lock/a%01");
+        assert_ne!(lock("%2E"), lock("."));
+    }
+
+    #[test]
+    fn contenders_sort_by_sequence_and_skip_other_children() {
+        let children = vec![
+            "_c_x-lock-0000000010".to_owned(),
+            "nested".to_owned(),
+            "_c_y-lock-0000000002".to_owned(),
+            "lock-12".to_owned(),
+        ];
+        let found = contenders(children, LOCK_NAME);
+        assert_eq!(
+            found,
+            vec![
+                (2, "_c_y-lock-0000000002".to_owned()),
+                (10, "_c_x-lock-0000000010".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn protected_prefixes_look_like_curators_and_differ() {
+        let a = protected_prefix();
+        assert_eq!(a.len(), "_c_".len() + 36 + 1);
+        assert!(a.starts_with("_c_") && a.ends_with('-'));
+        assert_eq!(&a[17..18], "4");
+        assert_ne!(a, protected_prefix());
+    }
+}

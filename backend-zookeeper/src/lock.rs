@@ -1,0 +1,378 @@
+//! The lock, in the layout and protocol of Curator's `InterProcessMutex`, so that
+//! Rust and Java contenders of one path exclude each other and wait in one line.
+//!
+//! # Layout
+//!
+//! The lock `<name>` is the persistent node `<root>/lock/<name>` (made on first use,
+//! with its ancestors); each contender is an ephemeral sequential child
+//! `_c_<uuid>-lock-<10-digit sequence>` of the contender's session, holding the
+//! distsync session id in hex as its data (Curator stores the client's address there;
+//! neither side reads it).
+//!
+//! # Protocol
+//!
+//! 1. **Enter**: create the contender node. The `_c_<uuid>-` prefix is Curator's
+//!    "protected" mode: a client whose create reply was lost (connection loss) lists
+//!    the children and finds its node by the prefix instead of creating a second one.
+//! 2. **Wait**: list the children, keep those whose name ends in `lock-` and a
+//!    sequence, order them by sequence (Curator's `StandardLockInternalsDriver`). The
+//!    lowest holds the lock. Any other contender watches only the node just before it
+//!    (no herd: one wake-up per release) and lists again when that node changes or is
+//!    gone.
+//! 3. **Release**: delete the contender node. A holder's node also goes when its
+//!    session expires or closes, which frees the lock without the holder's help.
+//!
+//! Waiters are granted in sequence order, i.e. arrival order ([`fifo_waiters`]).
+//!
+//! # Fencing
+//!
+//! The token of a grant is the creation zxid (`czxid`) of the holder's node.
+//! ZooKeeper's zxids order every write of the ensemble and never go back (the epoch in
+//! the high 32 bits grows with each leader election, across restarts too), and grants
+//! go in sequence order, which is creation order: successive holders of a name carry
+//! strictly increasing tokens, as etcd's create revision does. Curator hands out no
+//! token; a Java holder's token is the same `czxid`, readable with `exists` on its node.
+//!
+//! # Cancel safety
+//!
+//! A contender dropped before its grant (a cancelled or timed-out `lock`) deletes in
+//! the background every child carrying its protected prefix; the client sends that
+//! request after the create, so it finds the node even when the create's reply had not
+//! arrived. Should the delete fail, the node goes with the session.
+//!
+//! [`fifo_waiters`]: distsync_core::Capabilities::fifo_waiters
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::raw::{lock_guard, GuardStoreSide as _, Locker};
+use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zk;
+
+use crate::keys::{self, Kind, LOCK_NAME};
+use crate::session::LeaseInner;
+
+/// The pause before a request is sent again after a connection loss: the client is
+/// reconnecting meanwhile; the session's deadline bounds the whole wait.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// A mutex named `name`: Curator's `InterProcessMutex` on its node.
+pub(crate) struct ZkLocker {
+    session: Session,
+    lease: Arc<LeaseInner>,
+    name: Name,
+    /// The lock's node.
+    dir: String,
+}
+
+impl ZkLocker {
+    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
+        let dir = keys::path(lease.shared.config.root(), Kind::Lock, &name);
+        Self {
+            session,
+            lease,
+            name,
+            dir,
+        }
+    }
+
+    /// Fails with [`Error::SessionLost`] once the session is lost.
+    fn check_session(&self) -> Result<()> {
+        if self.session.is_lost() {
+            Err(Error::SessionLost)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `request` until it gets an answer other than a connection loss, pausing
+    /// between attempts while the client reconnects; gives up when the session is lost.
+    async fn retrying<T, F, Fut>(&self, mut request: F) -> Result<std::result::Result<T, zk::Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, zk::Error>>,
+    {
+        let timeout = self.lease.shared.config.request_timeout();
+        loop {
+            self.check_session()?;
+            match tokio::time::timeout(timeout, request()).await {
+                Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
+                    tracing::debug!(lock = %self.name, "zookeeper request not answered; retrying");
+                    tokio::select! {
+                        () = self.session.lost() => return Err(Error::SessionLost),
+                        () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    }
+                }
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    /// The contenders in line, ordered by sequence (empty if the lock's node is
+    /// missing).
+    async fn line(&self) -> Result<Vec<(u64, String)>> {
+        let client = &self.lease.client;
+        match self.retrying(|| client.list_children(&self.dir)).await? {
+            Ok(children) => Ok(keys::contenders(children, LOCK_NAME)),
+            Err(zk::Error::NoNode) => Ok(Vec::new()),
+            Err(error) => Err(self.lease.error(error)),
+        }
+    }
+
+    /// Step 1: creates this contender's node (and the lock's node if missing).
+    async fn enter(&self) -> Result<Entry> {
+        let client = &self.lease.client;
+        let prefix = keys::protected_prefix();
+        let entry = Entry {
+            lease: Arc::clone(&self.lease),
+            dir: self.dir.clone(),
+            prefix,
+            child: String::new(),
+            token: 0,
+            armed: true,
+        };
+        let path = format!("{}/{}{LOCK_NAME}", self.dir, entry.prefix);
+        let data = format!("{:x}", self.lease.id).into_bytes();
+        let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        let timeout = self.lease.shared.config.request_timeout();
+        let mut entry = entry;
+        loop {
+            self.check_session()?;
+            match tokio::time::timeout(timeout, client.create(&path, &data, &options)).await {
+                Ok(Ok((stat, sequence))) => {
+                    entry.child = format!("{}{LOCK_NAME}{sequence}", entry.prefix);
+                    entry.token = stat.czxid;
+                    return Ok(entry);
+                }
+                Ok(Err(zk::Error::NoNode)) => {
+                    let dir = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                    match self.retrying(|| client.mkdir(&self.dir, &dir)).await? {
+                        Ok(()) => {}
+                        Err(error) => return Err(self.lease.error(error)),
+                    }
+                }
+                Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
+                    // The create may have been applied: look for the protected prefix.
+                    if let Some((child, token)) = self.find(&entry.prefix).await? {
+                        entry.child = child;
+                        entry.token = token;
+                        return Ok(entry);
+                    }
+                }
+                Ok(Err(error)) => return Err(self.lease.error(error)),
+            }
+        }
+    }
+
+    /// The node with `prefix` among the lock's children and its `czxid`, if any.
+    async fn find(&self, prefix: &str) -> Result<Option<(String, i64)>> {
+        let client = &self.lease.client;
+        let children = match self.retrying(|| client.list_children(&self.dir)).await? {
+            Ok(children) => children,
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(error) => return Err(self.lease.error(error)),
+        };
+        let Some(child) = children.into_iter().find(|child| child.starts_with(prefix)) else {
+            return Ok(None);
+        };
+        let path = format!("{}/{child}", self.dir);
+        match self.retrying(|| client.check_stat(&path)).await? {
+            Ok(Some(stat)) => Ok(Some((child, stat.czxid))),
+            Ok(None) => Ok(None),
+            Err(error) => Err(self.lease.error(error)),
+        }
+    }
+
+    /// Step 2: waits until `entry` is the lowest contender.
+    async fn wait(&self, entry: &Entry) -> Result<()> {
+        let client = &self.lease.client;
+        loop {
+            let line = self.line().await?;
+            let Some(place) = line.iter().position(|(_, child)| *child == entry.child) else {
+                return Err(self.gone(entry));
+            };
+            if place == 0 {
+                return Ok(());
+            }
+            let before = format!("{}/{}", self.dir, line[place - 1].1);
+            let watcher = match self
+                .retrying(|| client.check_and_watch_stat(&before))
+                .await?
+            {
+                Ok((Some(_), watcher)) => watcher,
+                // Gone between the listing and the watch: list again.
+                Ok((None, _)) => continue,
+                Err(error) => return Err(self.lease.error(error)),
+            };
+            tokio::select! {
+                () = self.session.lost() => return Err(Error::SessionLost),
+                _ = watcher.changed() => {}
+            }
+        }
+    }
+
+    /// The error for a contender whose node vanished while its session lives (deleted
+    /// by an operator or another client): the session lost, or a backend error.
+    fn gone(&self, entry: &Entry) -> Error {
+        if self.session.is_lost() || self.lease.client.state().is_terminated() {
+            Error::SessionLost
+        } else {
+            Error::backend(
+                crate::BACKEND,
+                format!(
+                    "the contender node {}/{} of lock {:?} was deleted by someone else",
+                    entry.dir, entry.child, self.name
+                ),
+            )
+        }
+    }
+
+    /// Step 3, made into the guard's release.
+    fn guard(&self, mut entry: Entry) -> LockGuard {
+        entry.armed = false;
+        let path = format!("{}/{}", entry.dir, entry.child);
+        let lease = Arc::clone(&self.lease);
+        let release_path = path.clone();
+        let release: distsync_core::raw::ReleaseFn = Box::new(move || {
+            Box::pin(async move {
+                let timeout = lease.shared.config.request_timeout();
+                match tokio::time::timeout(timeout, lease.client.delete(&release_path, None)).await
+                {
+                    Ok(Ok(()) | Err(zk::Error::NoNode)) => Ok(()),
+                    // The session's end deleted the node already.
+                    Ok(Err(error)) if crate::error::is_session_end(&error) => Ok(()),
+                    Ok(Err(error)) => Err(crate::error::map(error)),
+                    Err(_) => Err(Error::Timeout(timeout)),
+                }
+            })
+        });
+        let watch_lease = Arc::clone(&self.lease);
+        let watch_path = path.clone();
+        lock_guard(
+            path,
+            FencingToken(entry.token as u64),
+            &self.session,
+            release,
+        )
+        .with_loss_watch(Box::new(move |lost: CancellationToken| {
+            tokio::spawn(watch_node(watch_lease, watch_path, lost));
+        }))
+    }
+}
+
+/// Cancels `lost` once the node at `path` is gone (deleted, or its session ended).
+async fn watch_node(lease: Arc<LeaseInner>, path: String, lost: CancellationToken) {
+    loop {
+        let watched = tokio::select! {
+            () = lost.cancelled() => return,
+            watched = lease.client.check_and_watch_stat(&path) => watched,
+        };
+        match watched {
+            Ok((Some(_), watcher)) => {
+                tokio::select! {
+                    () = lost.cancelled() => return,
+                    _ = watcher.changed() => {}
+                }
+            }
+            Ok((None, _)) => break,
+            Err(error) if crate::error::is_session_end(&error) => break,
+            Err(_) => {
+                tokio::select! {
+                    () = lost.cancelled() => return,
+                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                }
+            }
+        }
+    }
+    tracing::warn!(node = %path, "zookeeper lock node gone: the lock is lost");
+    lost.cancel();
+}
+
+/// A contender node being made or waited with. Dropped while armed (a cancelled or
+/// failed acquisition), it deletes in the background every child with its prefix.
+struct Entry {
+    lease: Arc<LeaseInner>,
+    dir: String,
+    prefix: String,
+    /// The node's name under `dir`, once known.
+    child: String,
+    /// The node's creation zxid.
+    token: i64,
+    armed: bool,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let lease = Arc::clone(&self.lease);
+        let dir = std::mem::take(&mut self.dir);
+        let prefix = std::mem::take(&mut self.prefix);
+        let known = std::mem::take(&mut self.child);
+        runtime.spawn(async move {
+            // Sent after the create on the same session, so the listing includes it.
+            let children = match lease.client.list_children(&dir).await {
+                Ok(children) => children,
+                Err(error) => {
+                    tracing::debug!(%dir, %error, "could not list a cancelled contender's node; its session removes it");
+                    return;
+                }
+            };
+            for child in children
+                .into_iter()
+                .filter(|child| *child == known || child.starts_with(&prefix))
+            {
+                let path = format!("{dir}/{child}");
+                if let Err(error) = lease.client.delete(&path, None).await {
+                    tracing::debug!(node = %path, %error, "could not delete a cancelled contender's node");
+                }
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Locker for ZkLocker {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn lock(&self) -> Result<LockGuard> {
+        let entry = self.enter().await?;
+        self.wait(&entry).await?;
+        Ok(self.guard(entry))
+    }
+
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        let entry = self.enter().await?;
+        let line = self.line().await?;
+        match line.first() {
+            Some((_, first)) if *first == entry.child => Ok(Some(self.guard(entry))),
+            Some(_) if line.iter().any(|(_, child)| *child == entry.child) => {
+                // Someone is ahead: withdraw before answering, so that no later
+                // `try_lock` finds this node ahead of it (cancelled here, the entry's
+                // drop deletes it in the background).
+                let mut entry = entry;
+                let path = format!("{}/{}", entry.dir, entry.child);
+                let client = &self.lease.client;
+                match self.retrying(|| client.delete(&path, None)).await? {
+                    Ok(()) | Err(zk::Error::NoNode) => entry.armed = false,
+                    Err(error) => return Err(self.lease.error(error)),
+                }
+                Ok(None)
+            }
+            _ => Err(self.gone(&entry)),
+        }
+    }
+
+    async fn contenders(&self) -> Result<usize> {
+        self.check_session()?;
+        Ok(self.line().await?.len())
+    }
+}

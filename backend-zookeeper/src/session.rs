@@ -1,0 +1,205 @@
+//! Sessions: one ZooKeeper session per distsync session.
+//!
+//! A ZooKeeper session is the lease. Each distsync session opens a client of its own
+//! whose session timeout is the session's TTL; every node held through the session
+//! (a lock contender) is ephemeral, so the server deletes it when the session expires
+//! or closes. The server must grant the TTL as asked: a server whose
+//! `maxSessionTimeout` (20 ticks by default) lies below it would expire the session
+//! before the client-side deadline, so such a session is refused
+//! ([`Error::InvalidArgument`]); one granted longer is kept, its holds then outliving
+//! a crashed holder by that much.
+//!
+//! # Renewals and the client-side deadline
+//!
+//! The client pings on its own every third of the timeout and reconnects to another
+//! server after a connection loss (Curator's SUSPENDED). distsync's renewal
+//! ([`Lease::keep_alive`]) is one more request, `exists /` on the session's connection:
+//! its answer proves the server heard the session after the renewal was sent, so the
+//! server cannot expire it before the send time plus the timeout, and the session's
+//! client-side deadline (send time + TTL − margin, see [`distsync_core::session`])
+//! passes first. A renewal answered `SessionExpired` is [`KeepAlive::Gone`]; so is a
+//! client whose state has become `Expired`, `Closed` or `AuthFailed` (Curator's LOST),
+//! which a watch on the client's state also reports at once, firing `lost()` without
+//! waiting for the next renewal.
+//!
+//! # Revoking
+//!
+//! A client can end any session whose id and password it has: it attaches to the
+//! session and closes it. [`Lease::revoke`] (a close) does exactly that, and so does
+//! [`Backend::revoke_session`](distsync_core::Backend::revoke_session) for a session
+//! of this process; ZooKeeper offers no way to end another process's session without
+//! its password.
+
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use distsync_core::raw::SessionStoreSide as _;
+use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zk;
+
+use crate::backend::Shared;
+use crate::error::{is_session_end, map};
+use crate::BACKEND;
+
+/// The ZooKeeper side of a [`Session`].
+pub(crate) struct ZkLease {
+    pub(crate) inner: Arc<LeaseInner>,
+}
+
+/// What the lease and everything held through it share.
+pub(crate) struct LeaseInner {
+    pub(crate) shared: Arc<Shared>,
+    /// The session's client: every node held through the session is created by it.
+    pub(crate) client: zk::Client,
+    pub(crate) id: u64,
+    /// The session's lost token, set once the session has started.
+    lost: OnceLock<CancellationToken>,
+}
+
+impl LeaseInner {
+    /// Declares the session lost.
+    pub(crate) fn fail(&self) {
+        if let Some(lost) = self.lost.get() {
+            if !lost.is_cancelled() {
+                tracing::warn!(session = %SessionId(self.id), "zookeeper session lost");
+            }
+            lost.cancel();
+        }
+    }
+
+    /// Maps an error of a request sent through the session, noting an ended session.
+    pub(crate) fn error(&self, error: zk::Error) -> Error {
+        if is_session_end(&error) {
+            self.fail();
+        }
+        map(error)
+    }
+
+    /// Ends the session in the store: attaches to it from a second connection and
+    /// closes it, which deletes its ephemeral nodes. A session already gone is fine.
+    pub(crate) async fn close(&self) -> Result<()> {
+        let attach = zk::Client::connector()
+            .with_session(self.client.session().clone())
+            .with_session_timeout(self.client.session_timeout())
+            .with_connection_timeout(self.shared.config.connect_timeout());
+        let attach = match self.shared.config.digest() {
+            Some(digest) => attach.with_auth("digest", &digest),
+            None => attach,
+        };
+        let connected = tokio::time::timeout(
+            self.shared.config.connect_timeout(),
+            attach.connect(&self.shared.config.connect_string()),
+        )
+        .await;
+        match connected {
+            // Dropping the only handle of the attached client sends closeSession.
+            Ok(Ok(client)) => {
+                drop(client);
+                self.fail();
+                Ok(())
+            }
+            Ok(Err(error)) if is_session_end(&error) => {
+                self.fail();
+                Ok(())
+            }
+            Ok(Err(error)) => Err(map(error)),
+            Err(_) => Err(Error::Timeout(self.shared.config.connect_timeout())),
+        }
+    }
+}
+
+/// Opens a session of `options.ttl` on a client of its own.
+pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Result<Session> {
+    let grant_sent = tokio::time::Instant::now();
+    let client = shared.connect(options.ttl).await?;
+    let granted = client.session_timeout();
+    if granted < options.ttl {
+        return Err(Error::InvalidArgument(format!(
+            "the zookeeper server grants sessions of at most {granted:?}, below the ttl \
+             {:?} asked for: raise the server's maxSessionTimeout or ask for less",
+            options.ttl
+        )));
+    }
+    let id = client.session_id().0 as u64;
+    let mut states = client.state_watcher();
+    let inner = Arc::new(LeaseInner {
+        shared: Arc::clone(shared),
+        client,
+        id,
+        lost: OnceLock::new(),
+    });
+    let session = Session::start(
+        BACKEND,
+        SessionId(id),
+        options,
+        grant_sent,
+        Arc::new(ZkLease {
+            inner: Arc::clone(&inner),
+        }),
+    );
+    let lost = session.lost_token().clone();
+    let _ = inner.lost.set(lost.clone());
+    shared.register_session(id, Arc::downgrade(&inner));
+    let watched = Arc::downgrade(&inner);
+    // The client's state, as Curator's ConnectionStateListener sees it: Disconnected
+    // is SUSPENDED (the session may live on; the deadline decides), a terminal state
+    // is LOST.
+    tokio::spawn(async move {
+        loop {
+            let state = tokio::select! {
+                () = lost.cancelled() => break,
+                state = states.changed() => state,
+            };
+            match state {
+                zk::SessionState::Disconnected => {
+                    tracing::debug!(session = %SessionId(id), "zookeeper connection lost (suspended)");
+                }
+                state if state.is_terminated() => {
+                    tracing::debug!(session = %SessionId(id), %state, "zookeeper session ended");
+                    if let Some(inner) = watched.upgrade() {
+                        inner.fail();
+                    }
+                    break;
+                }
+                state => {
+                    tracing::debug!(session = %SessionId(id), %state, "zookeeper connection state");
+                }
+            }
+        }
+        if let Some(inner) = watched.upgrade() {
+            inner.shared.unregister_session(inner.id);
+        }
+    });
+    tracing::debug!(session = %SessionId(id), ttl = ?options.ttl, "zookeeper session opened");
+    Ok(session)
+}
+
+#[async_trait]
+impl Lease for ZkLease {
+    async fn keep_alive(&self) -> Result<KeepAlive> {
+        let inner = &self.inner;
+        if inner.client.state().is_terminated() {
+            return Ok(KeepAlive::Gone);
+        }
+        let timeout = inner.shared.config.request_timeout();
+        match tokio::time::timeout(timeout, inner.client.check_stat("/")).await {
+            Ok(Ok(_)) => Ok(KeepAlive::Renewed),
+            Ok(Err(error)) if is_session_end(&error) => Ok(KeepAlive::Gone),
+            Ok(Err(error)) => Err(map(error)),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    async fn revoke(&self) -> Result<()> {
+        if self.inner.client.state().is_terminated() {
+            return Ok(());
+        }
+        self.inner.close().await
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
