@@ -6,7 +6,8 @@
 #
 #   scripts/update-matrix.sh             every backend (starts the test servers): the
 #                                        runner's --all, as scripts/check-matrix.sh runs it
-#                                        (memory, etcd, redis, postgres, the redis-sentinel
+#                                        (memory, etcd, redis, postgres, zookeeper
+#                                        (DISTSYNC_ZOOKEEPER_URL), the redis-sentinel
 #                                        column: a subset of cases, and redis-cluster)
 #   scripts/update-matrix.sh URL...      only these backends, e.g. memory://
 #
