@@ -11,7 +11,9 @@
 #   scripts/servers.sh status          show each server up/down (exit 1 if any is down)
 #   scripts/servers.sh env             print `export K=V` lines: eval "$(scripts/servers.sh env)"
 #                                      (with DISTSYNC_GO_PEER, etcd's Go recipes as a peer
-#                                      program, which `up` builds: scripts/go-peer.sh)
+#                                      program, which `up` builds: scripts/go-peer.sh; and
+#                                      DISTSYNC_CURATOR_PEER, Curator's recipes in Java:
+#                                      scripts/curator-peer.sh)
 #   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
@@ -45,6 +47,8 @@
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
 # `distsync` (DISTSYNC_REDIS_SENTINEL_URL, with replica acknowledgement `wait_replicas=1`).
+# Every Redis URL (DISTSYNC_REDIS_URL, the Sentinel's and the Cluster's, not the TLS
+# one) carries `max_session_ttl=15s`, the lock-delay after the store forgets.
 #
 # The Redis Cluster: six redis-server nodes (redis-cluster-1..6), formed at the first
 # `up` into three masters with a replica each (DISTSYNC_REDIS_CLUSTER_URL, with replica
@@ -82,6 +86,12 @@
 set -euo pipefail
 
 readonly WAIT_SECONDS=30
+# The Redis URLs' lock-delay after the store forgets (backend-redis/src/amnesia.rs):
+# the longest session TTL the suite and the tests use on the shared servers (the
+# default, 15 s), so that a restart without persistence grants no second holder
+# before the first one's lost(). A server up for less than it grants a new name
+# nothing until it has been up for it.
+readonly REDIS_LOCK_DELAY=max_session_ttl=15s
 readonly HOST=127.0.0.1
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 readonly ROOT
@@ -160,18 +170,21 @@ urls() {
     local IFS=,
     echo "DISTSYNC_ETCD_URL=etcd://$HOST:$ETCD_PORT"
     echo "DISTSYNC_ETCD_CLUSTER_URL=etcd://${cluster[*]}"
-    echo "DISTSYNC_REDIS_URL=redis://$HOST:$REDIS_PORT"
+    echo "DISTSYNC_REDIS_URL='redis://$HOST:$REDIS_PORT?$REDIS_LOCK_DELAY'"
     echo "DISTSYNC_POSTGRES_URL=postgres://distsync@$HOST:$PG_PORT/distsync"
     local sentinels=()
     for n in "${SENTINELS[@]}"; do sentinels+=("$HOST:$(sentinel_port "$n")"); done
-    echo "DISTSYNC_REDIS_SENTINEL_URL='redis+sentinel://${sentinels[*]}/$SENTINEL_SERVICE/0?wait_replicas=1&wait_timeout=500'"
+    echo "DISTSYNC_REDIS_SENTINEL_URL='redis+sentinel://${sentinels[*]}/$SENTINEL_SERVICE/0?wait_replicas=1&wait_timeout=500&$REDIS_LOCK_DELAY'"
     local nodes=()
     for n in "${RC_NODES[@]}"; do nodes+=("$HOST:$(rc_port "$n")"); done
-    echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500'"
+    echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500&$REDIS_LOCK_DELAY'"
     echo "DISTSYNC_ZOOKEEPER_URL=zk://$HOST:$ZK_PORT"
     local go_peer
     go_peer=$("$ROOT/scripts/go-peer.sh" path)
     [[ -x $go_peer ]] && echo "DISTSYNC_GO_PEER=$(printf %q "$go_peer")"
+    local curator_peer
+    curator_peer=$("$ROOT/scripts/curator-peer.sh" path)
+    [[ -x $curator_peer ]] && echo "DISTSYNC_CURATOR_PEER=$(printf %q "$curator_peer")"
     if [[ ${1:-} == redacted ]]; then
         tls_urls | sed -E "s|://$TLS_USER:[^@]*@|://$TLS_USER:***@|"
     else
@@ -1079,6 +1092,8 @@ up)
     # etcd's own Go recipes, the peer of the etcd interop cases (installs Go and etcd's
     # Go source from Debian when missing).
     "$ROOT/scripts/go-peer.sh" build >/dev/null
+    # Curator's recipes in Java, the peer of the ZooKeeper interop test.
+    "$ROOT/scripts/curator-peer.sh" build >/dev/null
     log "all servers up"
     urls redacted
     ;;

@@ -1,0 +1,94 @@
+// The Curator peer of distsync's ZooKeeper interop test
+// (backend-zookeeper/tests/curator_interop.rs): runs Apache Curator's own recipes
+// against the same ZooKeeper as distsync and prints one line per event, which the
+// test parses.
+//
+//   CuratorPeer lock SERVERS PATH HOLD_MS
+//       InterProcessMutex on PATH: prints `granted <sequence> <czxid>` once acquired,
+//       holds HOLD_MS milliseconds (a negative HOLD_MS: until a line or the end of
+//       standard input), releases, prints `released`.
+//
+// Errors go to standard error and exit with status 1. Built by scripts/curator-peer.sh
+// against Debian's Curator and ZooKeeper jars.
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.recipes.locks.InterProcessMutex;
+import org.apache.curator.retry.ExponentialBackoffRetry;
+import org.apache.zookeeper.data.Stat;
+
+public final class CuratorPeer {
+    /** InterProcessMutex with its node's path readable (Curator keeps it protected). */
+    static final class Mutex extends InterProcessMutex {
+        Mutex(CuratorFramework client, String path) {
+            super(client, path);
+        }
+
+        String nodePath() {
+            return getLockPath();
+        }
+    }
+
+    private CuratorPeer() {}
+
+    public static void main(String[] args) throws Exception {
+        if (args.length < 1) {
+            usage();
+        }
+        switch (args[0]) {
+            case "lock":
+                if (args.length != 4) {
+                    usage();
+                }
+                lock(args[1], args[2], Long.parseLong(args[3]));
+                break;
+            default:
+                usage();
+        }
+    }
+
+    private static void usage() {
+        System.err.println("usage: CuratorPeer lock SERVERS PATH HOLD_MS");
+        System.exit(2);
+    }
+
+    private static CuratorFramework connect(String servers) throws InterruptedException {
+        CuratorFramework client = CuratorFrameworkFactory.builder()
+                .connectString(servers)
+                .sessionTimeoutMs(10_000)
+                .connectionTimeoutMs(5_000)
+                .retryPolicy(new ExponentialBackoffRetry(100, 3))
+                .build();
+        client.start();
+        if (!client.blockUntilConnected(10, java.util.concurrent.TimeUnit.SECONDS)) {
+            throw new IllegalStateException("no connection to " + servers);
+        }
+        return client;
+    }
+
+    private static void lock(String servers, String path, long holdMs) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            Mutex mutex = new Mutex(client, path);
+            System.out.println("started");
+            System.out.flush();
+            mutex.acquire();
+            String node = mutex.nodePath();
+            Stat stat = client.checkExists().forPath(node);
+            String sequence = node.substring(node.lastIndexOf("lock-") + "lock-".length());
+            System.out.println("granted " + sequence + " " + stat.getCzxid());
+            System.out.flush();
+            if (holdMs >= 0) {
+                Thread.sleep(holdMs);
+            } else {
+                new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8)).readLine();
+            }
+            mutex.release();
+            System.out.println("released");
+            System.out.flush();
+        }
+    }
+}
