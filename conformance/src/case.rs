@@ -51,6 +51,9 @@ pub enum Group {
     Latch,
     /// [`distsync_core::RateLimiter`].
     RateLimiter,
+    /// Several primitives' clients under a seeded mix of faults, judged from their
+    /// recorded history.
+    MixedFaults,
 }
 
 impl Group {
@@ -71,6 +74,7 @@ impl Group {
             Self::RateLimiter => "rate_limiter",
             Self::Counter => "counter",
             Self::Latch => "latch",
+            Self::MixedFaults => "mixed_faults",
         }
     }
 }

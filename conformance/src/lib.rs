@@ -84,6 +84,7 @@ mod exit;
 pub mod faults;
 mod fenced;
 mod harness;
+mod history;
 pub mod junit;
 pub mod matrix;
 mod out_of_tree;

@@ -25,6 +25,7 @@ mod double_barrier;
 mod election;
 mod latch;
 mod lock;
+mod mixed_faults;
 mod queue;
 mod rate_limiter;
 mod rwlock;
@@ -68,6 +69,7 @@ const GROUPS: &[(Group, &[Case])] = &[
     (Group::Counter, counter::CASES),
     (Group::Latch, latch::CASES),
     (Group::RateLimiter, rate_limiter::CASES),
+    (Group::MixedFaults, mixed_faults::CASES),
 ];
 
 /// How many cases [`GROUPS`] lists.

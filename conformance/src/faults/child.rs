@@ -24,6 +24,9 @@
 //! - `write token=<token>` in answer to the command `write` on its stdin: the write
 //!   it would make to the protected resource, sent without checking its lease, as a
 //!   holder woken from a pause would;
+//! - `released` in answer to the command `release`: a lock or a permit unlocked
+//!   (what a holder that loops does between its holds; the parent then closes its
+//!   stdin and starts another child for the next hold);
 //! - `error <message>` when something fails (it then exits with status 1).
 //!
 //! The child exits when its stdin closes (the parent is gone), so a holder never
@@ -173,6 +176,8 @@ enum Event {
     Write(u64),
     /// The session's lease left by the child's clock, in ms (0: not healthy).
     Left(u64),
+    /// Its lock or permit released, in answer to `release`.
+    Released,
     Error(String),
 }
 
@@ -182,6 +187,9 @@ impl Event {
         let message = message.trim();
         if message == "lost" {
             return Some(Self::Lost);
+        }
+        if message == "released" {
+            return Some(Self::Released);
         }
         if let Some(token) = message.strip_prefix("holding ") {
             return token.parse().ok().map(Self::Holding);
@@ -205,6 +213,7 @@ impl fmt::Display for Event {
             Self::Lost => f.write_str("lost"),
             Self::Write(token) => write!(f, "write token={token}"),
             Self::Left(ms) => write!(f, "left ms={ms}"),
+            Self::Released => f.write_str("released"),
             Self::Error(error) => write!(f, "error {error}"),
         }
     }
@@ -397,6 +406,15 @@ impl ExternalHolder for ChildHolder {
         }
     }
 
+    async fn release(&mut self) -> Result<()> {
+        self.command("release").await?;
+        loop {
+            if self.next_event().await? == Event::Released {
+                return Ok(());
+            }
+        }
+    }
+
     async fn lost(&mut self) -> Result<()> {
         while !self.lost {
             self.next_event().await?;
@@ -454,12 +472,16 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
     let name = Name::new(spec.name.clone())?;
     let ttl = Duration::from_millis(spec.ttl_ms);
     let session = backend.session(SessionOptions::with_ttl(ttl)).await?;
-    // Keeps the hold alive until the end (dropping it would release it).
+    // Keeps the hold alive until the end (dropping it would release it); a lock's or
+    // a permit's guard apart, for the `release` command.
+    let mut guard: Option<distsync_core::LockGuard> = None;
     let (token, lost, _held): (FencingToken, _, Box<dyn std::any::Any + Send>) = match spec.kind {
         HoldKind::Lock => {
             let locker = backend.locker(&session, name)?;
-            let guard = locker.lock().await?;
-            (guard.token(), guard.lost(), Box::new((locker, guard)))
+            let granted = locker.lock().await?;
+            let held = (granted.token(), granted.lost());
+            guard = Some(granted);
+            (held.0, held.1, Box::new(locker))
         }
         HoldKind::Leadership => {
             let election = backend.election(&session, name)?;
@@ -473,7 +495,9 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
         HoldKind::Permit => {
             let semaphore = backend.semaphore(&session, name, HOLDER_PERMITS)?;
             let permit = semaphore.acquire().await?;
-            (permit.token(), permit.lost(), Box::new((semaphore, permit)))
+            let held = (permit.token(), permit.lost());
+            guard = Some(permit);
+            (held.0, held.1, Box::new(semaphore))
         }
         HoldKind::Delivery => {
             let queue = backend.queue(name)?;
@@ -504,6 +528,21 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
                 say.line(Event::Left(
                     u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
                 ));
+            }
+            "release" => {
+                let Some(guard) = guard.take() else {
+                    say.line(Event::Error("nothing to release".to_owned()));
+                    continue;
+                };
+                // The parent waits for the answer, then closes stdin.
+                match guard.unlock().await {
+                    Ok(()) => say.line(Event::Released),
+                    Err(error) => {
+                        say.line(Event::Error(
+                            format!("releasing: {error}").replace('\n', " "),
+                        ));
+                    }
+                }
             }
             "exit" => break,
             other => say.line(Event::Error(format!("unknown command {other:?}"))),
@@ -586,6 +625,7 @@ mod tests {
             Event::Lost,
             Event::Write(9),
             Event::Left(0),
+            Event::Released,
         ] {
             assert_eq!(
                 Event::parse(&format!("{MARKER}{event}")),

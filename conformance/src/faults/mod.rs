@@ -382,6 +382,20 @@ pub trait ExternalHolder: Send + Sync {
         Ok(None)
     }
 
+    /// Releases what the holder holds (a lock or a permit), as a holder done with it
+    /// would, and returns once the store has it back; the holder is then spent (drop
+    /// it). What a contender that loops uses between its holds.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the holder's error (its release failed, or
+    /// it exited).
+    async fn release(&mut self) -> Result<()> {
+        Err(Error::unsupported(
+            "conformance",
+            "an external holder's release",
+        ))
+    }
+
     /// Waits until the holder reports that its guard's `lost()` fired. Not bounded:
     /// wrap it in a timeout.
     ///

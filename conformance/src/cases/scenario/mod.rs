@@ -11,6 +11,7 @@
 mod contender;
 pub(super) mod crash;
 pub(super) mod go_interop;
+pub(super) mod mixed;
 pub(super) mod partition;
 pub(super) mod pause;
 pub(crate) mod stay_leader;

@@ -1,0 +1,854 @@
+//! Histories of contended holds and the checker that judges them afterwards.
+//!
+//! A mixed-fault case records what its clients saw (a lock call started, a grant with
+//! its fencing token, a release, a `lost()`, a kill) and what the harness did to them
+//! (a pause, a partition, and their ends), each at a monotonic instant, in a
+//! [`Recorder`]. [`check`] then judges the [`Event`]s alone: it never calls the
+//! backend, so it is independent of the code under test, as Jepsen's checkers are.
+//!
+//! # What a hold is
+//! A hold is a client's belief that it holds: it starts when its lock call returns a
+//! grant and ends at the first of
+//! - the client starting its release (it stops acting under the hold before the
+//!   store can give the hold to anyone else);
+//! - the client observing `lost()`;
+//! - the client's process being killed.
+//!
+//! A pause or a partition of the holder changes that in two ways:
+//! - a *paused* process acts on nothing, so the time it spends stopped is not part of
+//!   its hold: exclusion is checked outside its pauses. A paused holder that wakes
+//!   and still believes it holds is what fencing is for: the tokens (below) decide
+//!   whether its late writes would be refused;
+//! - if the holder's next event after the start of a pause or a partition during its
+//!   hold is `lost()` (it did nothing under the hold in between: no release), the
+//!   hold ends at the start of that pause or partition: from then on it did not act,
+//!   and what it learned next is that it no longer holds;
+//! - the same holds for a pause or a partition that started during the lock call
+//!   (or was under way when the call started): a grant whose next event is `lost()`
+//!   then ends where it started. A call in flight across a partition longer than the
+//!   TTL may return a grant the store has already taken back and given on with a
+//!   higher token; its holder learns `lost()` before it can act, and the tokens
+//!   order the two grants.
+//!
+//! # What is checked
+//! - **Exclusion**: at no instant are more than `capacity` holds (one for a lock)
+//!   live, with the holds cut as above.
+//! - **Tokens**: a grant that completed before another grant's lock call started has
+//!   a strictly smaller fencing token (grant order by real time; calls that overlap
+//!   in time may be ordered either way), and no two grants share a token.
+//! - **Liveness**: once the last fault has healed, some client is granted within a
+//!   bound.
+//!
+//! Instants are taken in the recording process; a holder in a child process is
+//! recorded when its parent reads what it said, so its grant is recorded a pipe's
+//! latency late (a hold seen slightly shorter than the child believed it).
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What happened to one client (or what the harness did to it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Its lock call started.
+    Invoke,
+    /// Its lock call returned a grant with this fencing token.
+    Grant(u64),
+    /// It started releasing what it held.
+    Release,
+    /// It observed `lost()`.
+    Lost,
+    /// Its process was killed (SIGKILL returned).
+    Killed,
+    /// Its process was paused (SIGSTOP, or a frozen lease in process).
+    Pause,
+    /// Its process was resumed.
+    Resume,
+    /// Its connection to the store was cut (a partition).
+    Cut,
+    /// Its partition healed.
+    Heal,
+}
+
+/// One recorded event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Event {
+    /// Since the start of the recording.
+    pub(crate) at: Duration,
+    /// The client.
+    pub(crate) client: usize,
+    /// What happened.
+    pub(crate) kind: Kind,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:.3}s c{} {:?}",
+            self.at.as_secs_f64(),
+            self.client,
+            self.kind
+        )
+    }
+}
+
+/// Records events with the instant they are recorded at; clones share one history.
+/// Events are appended under a lock with the instant taken inside it, so the history
+/// is in time order.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    start: Instant,
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Recorder {
+    /// An empty history starting now.
+    pub(crate) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            events: Arc::default(),
+        }
+    }
+
+    /// Records `kind` for `client` now; returns the instant, since the start.
+    pub(crate) fn record(&self, client: usize, kind: Kind) -> Duration {
+        let mut events = crate::check::lock_vec(&self.events);
+        let at = self.start.elapsed();
+        events.push(Event { at, client, kind });
+        at
+    }
+
+    /// The events so far.
+    pub(crate) fn events(&self) -> Vec<Event> {
+        crate::check::lock_vec(&self.events).clone()
+    }
+}
+
+/// What the checker requires.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rules {
+    /// How many holds may be live at once (1 for a lock).
+    pub(crate) capacity: usize,
+    /// The liveness requirement, if any.
+    pub(crate) liveness: Option<Liveness>,
+}
+
+/// Some grant must come within `bound` of `healed`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Liveness {
+    /// When the last fault healed.
+    pub(crate) healed: Duration,
+    /// How long after it a grant may take.
+    pub(crate) bound: Duration,
+}
+
+/// One hold, as the checker cut it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Hold {
+    /// The client.
+    pub(crate) client: usize,
+    /// The grant's fencing token.
+    pub(crate) token: u64,
+    /// When the lock call that got it started.
+    pub(crate) invoked: Duration,
+    /// When the grant was recorded.
+    pub(crate) granted: Duration,
+    /// When the hold ended (see the module docs).
+    pub(crate) end: Duration,
+    /// How it ended.
+    pub(crate) ended_by: Ending,
+    /// The parts of the hold outside the holder's pauses.
+    pub(crate) live: Vec<(Duration, Duration)>,
+}
+
+/// How a hold ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Its holder released it.
+    Release,
+    /// Its holder observed `lost()`.
+    Lost,
+    /// Its holder observed `lost()` as its next event after a pause or partition: the
+    /// hold ends where that fault started.
+    LostAfterFault,
+    /// Its holder was killed.
+    Killed,
+    /// The history ended.
+    EndOfHistory,
+}
+
+impl fmt::Display for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "c{} token {} (called {:.3}s, granted {:.3}s, ended {:.3}s by {:?})",
+            self.client,
+            self.token,
+            self.invoked.as_secs_f64(),
+            self.granted.as_secs_f64(),
+            self.end.as_secs_f64(),
+            self.ended_by
+        )
+    }
+}
+
+/// A violation the checker found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Violation {
+    /// More than `capacity` holds were live at `at`.
+    Overlap {
+        /// The instant.
+        at: Duration,
+        /// The live holds.
+        holds: Vec<Hold>,
+    },
+    /// `later` was called after `earlier` was granted, with a token not above it.
+    TokenOrder {
+        /// The earlier grant.
+        earlier: Hold,
+        /// The later grant.
+        later: Hold,
+    },
+    /// Two grants share a token.
+    DuplicateToken {
+        /// One grant.
+        first: Hold,
+        /// The other.
+        second: Hold,
+    },
+    /// No grant came within the bound after the last fault healed.
+    NoGrantAfterHeal {
+        /// When the last fault healed.
+        healed: Duration,
+        /// The bound.
+        bound: Duration,
+        /// The first grant after the heal, if any.
+        first: Option<Duration>,
+    },
+    /// The history is not one a client could produce (a grant while holding).
+    Malformed(String),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Overlap { at, holds } => {
+                write!(f, "{} holds live at {:.3}s:", holds.len(), at.as_secs_f64())?;
+                for hold in holds {
+                    write!(f, " [{hold}]")?;
+                }
+                Ok(())
+            }
+            Self::TokenOrder { earlier, later } => write!(
+                f,
+                "token order: [{later}] was called after [{earlier}] was granted, with a token \
+                 not above it"
+            ),
+            Self::DuplicateToken { first, second } => {
+                write!(
+                    f,
+                    "token {} granted twice: [{first}] [{second}]",
+                    first.token
+                )
+            }
+            Self::NoGrantAfterHeal {
+                healed,
+                bound,
+                first,
+            } => write!(
+                f,
+                "no grant within {bound:?} of the last fault's heal at {:.3}s (first grant after \
+                 it: {})",
+                healed.as_secs_f64(),
+                first.map_or_else(
+                    || "none".to_owned(),
+                    |at| format!("{:.3}s", at.as_secs_f64())
+                )
+            ),
+            Self::Malformed(why) => write!(f, "malformed history: {why}"),
+        }
+    }
+}
+
+/// What [`check`] found.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Verdict {
+    /// Every hold, in grant order.
+    pub(crate) holds: Vec<Hold>,
+    /// What is violated (empty when the history passes).
+    pub(crate) violations: Vec<Violation>,
+}
+
+/// How many violations of one kind a verdict lists (the first ones are the evidence;
+/// the rest repeat it).
+const MAX_REPORTED: usize = 10;
+
+/// Judges `events` (in time order, as a [`Recorder`] keeps them) by `rules`.
+pub(crate) fn check(events: &[Event], rules: &Rules) -> Verdict {
+    let mut verdict = Verdict::default();
+    let end = events.last().map_or(Duration::ZERO, |event| event.at);
+    let mut clients: Vec<usize> = events.iter().map(|event| event.client).collect();
+    clients.sort_unstable();
+    clients.dedup();
+    for client in clients {
+        let mine = events.iter().filter(|event| event.client == client);
+        holds_of(client, mine, end, &mut verdict);
+    }
+    verdict
+        .holds
+        .sort_by_key(|hold| (hold.granted, hold.client));
+    exclusion(rules.capacity.max(1), &mut verdict);
+    tokens(&mut verdict);
+    if let Some(liveness) = rules.liveness {
+        live(events, liveness, &mut verdict);
+    }
+    verdict
+}
+
+/// A hold being built.
+struct Open {
+    token: u64,
+    invoked: Duration,
+    granted: Duration,
+    /// The start of the live part in progress (`None` while paused).
+    since: Option<Duration>,
+    live: Vec<(Duration, Duration)>,
+    /// The start of the first pause or partition during the hold.
+    fault: Option<Duration>,
+}
+
+impl Open {
+    fn close(mut self, client: usize, at: Duration, end: Duration, ended_by: Ending) -> Hold {
+        if let Some(since) = self.since {
+            self.live.push((since, at));
+        }
+        let live = self
+            .live
+            .into_iter()
+            .map(|(from, to)| (from, to.min(end)))
+            .filter(|(from, to)| from < to)
+            .collect();
+        Hold {
+            client,
+            token: self.token,
+            invoked: self.invoked,
+            granted: self.granted,
+            end,
+            ended_by,
+            live,
+        }
+    }
+}
+
+fn holds_of<'a>(
+    client: usize,
+    events: impl Iterator<Item = &'a Event>,
+    history_end: Duration,
+    verdict: &mut Verdict,
+) {
+    let mut open: Option<Open> = None;
+    let mut invoked = None;
+    let mut paused = false;
+    let mut cut = false;
+    // Whether a pause or partition touched the lock call in progress.
+    let mut call_faulted = false;
+    for event in events {
+        let at = event.at;
+        match event.kind {
+            Kind::Invoke => {
+                invoked = Some(at);
+                call_faulted = paused || cut;
+            }
+            Kind::Grant(token) => {
+                if let Some(previous) = open.take() {
+                    verdict.violations.push(Violation::Malformed(format!(
+                        "c{client} granted token {token} at {:.3}s while holding token {}",
+                        at.as_secs_f64(),
+                        previous.token
+                    )));
+                    let hold = previous.close(client, at, at, Ending::EndOfHistory);
+                    verdict.holds.push(hold);
+                }
+                open = Some(Open {
+                    token,
+                    invoked: invoked.take().unwrap_or(at),
+                    granted: at,
+                    since: (!paused).then_some(at),
+                    live: Vec::new(),
+                    fault: std::mem::take(&mut call_faulted).then_some(at),
+                });
+            }
+            Kind::Pause => {
+                paused = true;
+                call_faulted = true;
+                if let Some(hold) = open.as_mut() {
+                    hold.fault.get_or_insert(at);
+                    if let Some(since) = hold.since.take() {
+                        hold.live.push((since, at));
+                    }
+                }
+            }
+            Kind::Resume => {
+                paused = false;
+                if let Some(hold) = open.as_mut() {
+                    hold.since.get_or_insert(at);
+                }
+            }
+            Kind::Cut => {
+                cut = true;
+                call_faulted = true;
+                if let Some(hold) = open.as_mut() {
+                    hold.fault.get_or_insert(at);
+                }
+            }
+            Kind::Heal => cut = false,
+            Kind::Release | Kind::Lost | Kind::Killed => {
+                let Some(hold) = open.take() else { continue };
+                let (end, ended_by) = match (event.kind, hold.fault) {
+                    (Kind::Lost, Some(fault)) => (fault, Ending::LostAfterFault),
+                    (Kind::Lost, None) => (at, Ending::Lost),
+                    (Kind::Killed, _) => (at, Ending::Killed),
+                    _ => (at, Ending::Release),
+                };
+                verdict.holds.push(hold.close(client, at, end, ended_by));
+                if event.kind == Kind::Killed {
+                    paused = false;
+                }
+            }
+        }
+    }
+    if let Some(hold) = open {
+        verdict
+            .holds
+            .push(hold.close(client, history_end, history_end, Ending::EndOfHistory));
+    }
+}
+
+/// A sweep over the live parts of every hold: at no instant more than `capacity`.
+fn exclusion(capacity: usize, verdict: &mut Verdict) {
+    // (instant, 0 = end before 1 = start at the same instant, hold index)
+    let mut points: Vec<(Duration, u8, usize)> = Vec::new();
+    for (index, hold) in verdict.holds.iter().enumerate() {
+        for &(from, to) in &hold.live {
+            points.push((from, 1, index));
+            points.push((to, 0, index));
+        }
+    }
+    points.sort_unstable();
+    let mut live: Vec<usize> = Vec::new();
+    let mut found = 0;
+    for (at, start, index) in points {
+        if start == 0 {
+            if let Some(position) = live.iter().position(|&i| i == index) {
+                live.swap_remove(position);
+            }
+            continue;
+        }
+        live.push(index);
+        if live.len() > capacity && found < MAX_REPORTED {
+            found += 1;
+            let holds = live.iter().map(|&i| verdict.holds[i].clone()).collect();
+            verdict.violations.push(Violation::Overlap { at, holds });
+        }
+    }
+}
+
+/// Grant order by real time, and unique tokens.
+fn tokens(verdict: &mut Verdict) {
+    let holds = &verdict.holds;
+    let mut by_call: Vec<usize> = (0..holds.len()).collect();
+    by_call.sort_by_key(|&i| holds[i].invoked);
+    // `holds` is in grant order: walk it alongside, keeping the highest token granted
+    // before the current call started.
+    let mut granted = 0;
+    let mut highest: Option<usize> = None;
+    let mut found = Vec::new();
+    for &later in &by_call {
+        while granted < holds.len() && holds[granted].granted < holds[later].invoked {
+            if highest.is_none_or(|h| holds[granted].token > holds[h].token) {
+                highest = Some(granted);
+            }
+            granted += 1;
+        }
+        if let Some(earlier) = highest {
+            if holds[earlier].token >= holds[later].token && found.len() < MAX_REPORTED {
+                found.push(Violation::TokenOrder {
+                    earlier: holds[earlier].clone(),
+                    later: holds[later].clone(),
+                });
+            }
+        }
+    }
+    let mut by_token: Vec<usize> = (0..holds.len()).collect();
+    by_token.sort_by_key(|&i| holds[i].token);
+    let mut duplicates = 0;
+    for pair in by_token.windows(2) {
+        if holds[pair[0]].token == holds[pair[1]].token && duplicates < MAX_REPORTED {
+            duplicates += 1;
+            found.push(Violation::DuplicateToken {
+                first: holds[pair[0]].clone(),
+                second: holds[pair[1]].clone(),
+            });
+        }
+    }
+    verdict.violations.extend(found);
+}
+
+fn live(events: &[Event], liveness: Liveness, verdict: &mut Verdict) {
+    let first = events
+        .iter()
+        .filter(|event| event.at >= liveness.healed)
+        .find_map(|event| matches!(event.kind, Kind::Grant(_)).then_some(event.at));
+    if first.is_none_or(|at| at > liveness.healed + liveness.bound) {
+        verdict.violations.push(Violation::NoGrantAfterHeal {
+            healed: liveness.healed,
+            bound: liveness.bound,
+            first,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCK: Rules = Rules {
+        capacity: 1,
+        liveness: None,
+    };
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// A history from `(ms, client, kind)` triples (in time order).
+    fn history(events: &[(u64, usize, Kind)]) -> Vec<Event> {
+        events
+            .iter()
+            .map(|&(at, client, kind)| Event {
+                at: ms(at),
+                client,
+                kind,
+            })
+            .collect()
+    }
+
+    fn only(verdict: &Verdict) -> &Violation {
+        assert_eq!(verdict.violations.len(), 1, "{:?}", verdict.violations);
+        &verdict.violations[0]
+    }
+
+    use Kind::*;
+
+    #[test]
+    fn a_clean_history_passes() {
+        let events = history(&[
+            (0, 0, Invoke),
+            (1, 1, Invoke),
+            (2, 0, Grant(1)),
+            (10, 0, Release),
+            (12, 1, Grant(2)),
+            (13, 0, Invoke),
+            (20, 1, Release),
+            (21, 0, Grant(3)),
+            (30, 0, Release),
+        ]);
+        let verdict = check(&events, &LOCK);
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        assert_eq!(verdict.holds.len(), 3);
+        assert_eq!(verdict.holds[1].live, vec![(ms(12), ms(20))]);
+    }
+
+    #[test]
+    fn overlapping_holds_are_caught() {
+        let events = history(&[
+            (0, 0, Invoke),
+            (1, 0, Grant(1)),
+            (2, 1, Invoke),
+            (5, 1, Grant(2)),
+            (8, 0, Release),
+            (9, 1, Release),
+        ]);
+        match only(&check(&events, &LOCK)) {
+            Violation::Overlap { at, holds } => {
+                assert_eq!(*at, ms(5));
+                assert_eq!(holds.len(), 2);
+            }
+            other => panic!("{other}"),
+        }
+        // Two of them fit a semaphore of two permits.
+        let permits = Rules {
+            capacity: 2,
+            liveness: None,
+        };
+        assert!(check(&events, &permits).violations.is_empty());
+    }
+
+    #[test]
+    fn a_grant_at_the_instant_of_a_release_is_no_overlap() {
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (5, 0, Release),
+            (5, 1, Grant(2)),
+            (9, 1, Release),
+        ]);
+        assert!(check(&events, &LOCK).violations.is_empty());
+    }
+
+    #[test]
+    fn a_paused_holder_that_wakes_into_lost_ends_its_hold_at_the_pause() {
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (10, 0, Pause),
+            (20, 1, Grant(2)),
+            (30, 0, Resume),
+            (31, 0, Lost),
+            (40, 1, Release),
+        ]);
+        let verdict = check(&events, &LOCK);
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        assert_eq!(verdict.holds[0].end, ms(10));
+        assert_eq!(verdict.holds[0].ended_by, Ending::LostAfterFault);
+    }
+
+    #[test]
+    fn a_paused_holder_is_excused_while_stopped_but_not_after_waking() {
+        // It wakes, does not see lost() and releases later: the other hold overlaps
+        // it after the resume.
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (10, 0, Pause),
+            (20, 1, Grant(2)),
+            (30, 0, Resume),
+            (35, 0, Release),
+            (40, 1, Release),
+        ]);
+        match only(&check(&events, &LOCK)) {
+            Violation::Overlap { at, .. } => assert_eq!(*at, ms(30)),
+            other => panic!("{other}"),
+        }
+        // Granted and released while the holder slept: exclusion is not checked
+        // inside its pause.
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (10, 0, Pause),
+            (20, 1, Grant(2)),
+            (25, 1, Release),
+            (30, 0, Resume),
+            (35, 0, Release),
+        ]);
+        let verdict = check(&events, &LOCK);
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        assert_eq!(
+            verdict.holds[0].live,
+            vec![(ms(0), ms(10)), (ms(30), ms(35))]
+        );
+    }
+
+    #[test]
+    fn a_cut_holder_whose_next_event_is_lost_ends_at_the_cut() {
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (10, 0, Cut),
+            (25, 0, Lost),
+            (20, 1, Grant(2)),
+            (30, 0, Heal),
+            (40, 1, Release),
+        ]);
+        let mut events = events;
+        events.sort_by_key(|event| event.at);
+        assert!(check(&events, &LOCK).violations.is_empty());
+    }
+
+    #[test]
+    fn a_cut_holder_that_releases_before_lost_holds_until_its_release() {
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (10, 0, Cut),
+            (20, 1, Grant(2)),
+            (22, 0, Release),
+            (30, 0, Heal),
+            (40, 1, Release),
+        ]);
+        assert!(matches!(
+            only(&check(&events, &LOCK)),
+            Violation::Overlap { .. }
+        ));
+    }
+
+    #[test]
+    fn a_grant_cut_off_during_its_call_and_lost_at_once_is_empty() {
+        // c1's call is cut off; the store gives the lock on to c0 with a higher
+        // token; c1's call returns the stale grant and lost() at once.
+        let events = history(&[
+            (0, 1, Invoke),
+            (5, 1, Cut),
+            (10, 0, Invoke),
+            (50, 1, Heal),
+            (60, 0, Grant(8)),
+            (61, 1, Grant(7)),
+            (62, 1, Lost),
+            (70, 0, Release),
+        ]);
+        let verdict = check(&events, &LOCK);
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        assert!(verdict.holds.iter().any(|hold| hold.live.is_empty()));
+        // Without the cut, the same history overlaps.
+        let healthy: Vec<Event> = events
+            .iter()
+            .copied()
+            .filter(|event| !matches!(event.kind, Cut | Heal))
+            .collect();
+        assert!(matches!(
+            only(&check(&healthy, &LOCK)),
+            Violation::Overlap { .. }
+        ));
+        // And a stale grant that the holder acts on (releases) before lost() overlaps.
+        let acted = history(&[
+            (0, 1, Invoke),
+            (5, 1, Cut),
+            (50, 1, Heal),
+            (60, 0, Grant(8)),
+            (61, 1, Grant(7)),
+            (62, 1, Release),
+            (70, 0, Release),
+        ]);
+        assert!(matches!(
+            only(&check(&acted, &LOCK)),
+            Violation::Overlap { .. }
+        ));
+    }
+
+    #[test]
+    fn a_killed_holder_ends_at_its_kill() {
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (10, 0, Killed),
+            (11, 1, Grant(2)),
+            (20, 1, Release),
+        ]);
+        assert!(check(&events, &LOCK).violations.is_empty());
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (9, 1, Grant(2)),
+            (10, 0, Killed),
+            (20, 1, Release),
+        ]);
+        assert!(matches!(
+            only(&check(&events, &LOCK)),
+            Violation::Overlap { .. }
+        ));
+    }
+
+    #[test]
+    fn tokens_going_backwards_in_real_time_are_caught() {
+        let events = history(&[
+            (0, 0, Invoke),
+            (1, 0, Grant(5)),
+            (2, 0, Release),
+            (3, 1, Invoke),
+            (4, 1, Grant(4)),
+            (5, 1, Release),
+        ]);
+        match only(&check(&events, &LOCK)) {
+            Violation::TokenOrder { earlier, later } => {
+                assert_eq!((earlier.token, later.token), (5, 4));
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn calls_that_overlap_in_time_may_be_ordered_either_way() {
+        // c1's call started before c0's grant: the store may have ordered it first
+        // (a permit of two, so exclusion has nothing to say).
+        let events = history(&[
+            (0, 0, Invoke),
+            (1, 1, Invoke),
+            (2, 0, Grant(5)),
+            (3, 1, Grant(4)),
+            (4, 0, Release),
+            (5, 1, Release),
+        ]);
+        let permits = Rules {
+            capacity: 2,
+            liveness: None,
+        };
+        assert!(check(&events, &permits).violations.is_empty());
+    }
+
+    #[test]
+    fn a_token_granted_twice_is_caught() {
+        let events = history(&[
+            (0, 0, Invoke),
+            (1, 1, Invoke),
+            (2, 0, Grant(7)),
+            (3, 1, Grant(7)),
+            (4, 0, Release),
+            (5, 1, Release),
+        ]);
+        let permits = Rules {
+            capacity: 2,
+            liveness: None,
+        };
+        assert!(matches!(
+            only(&check(&events, &permits)),
+            Violation::DuplicateToken { .. }
+        ));
+    }
+
+    #[test]
+    fn liveness_needs_a_grant_within_the_bound_after_the_heal() {
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (10, 1, Cut),
+            (20, 1, Heal),
+            (30, 0, Release),
+            (100, 1, Grant(2)),
+            (110, 1, Release),
+        ]);
+        let rules = |bound| Rules {
+            capacity: 1,
+            liveness: Some(Liveness {
+                healed: ms(20),
+                bound: ms(bound),
+            }),
+        };
+        assert!(check(&events, &rules(80)).violations.is_empty());
+        assert!(matches!(
+            only(&check(&events, &rules(50))),
+            Violation::NoGrantAfterHeal { first: Some(_), .. }
+        ));
+        let silent = &events[..4];
+        assert!(matches!(
+            only(&check(silent, &rules(80))),
+            Violation::NoGrantAfterHeal { first: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_grant_while_holding_is_malformed() {
+        let events = history(&[(0, 0, Grant(1)), (1, 0, Grant(2)), (2, 0, Release)]);
+        assert!(check(&events, &LOCK)
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::Malformed(_))));
+    }
+
+    #[test]
+    fn the_recorder_keeps_time_order() {
+        let recorder = Recorder::new();
+        recorder.record(0, Invoke);
+        recorder.record(1, Grant(3));
+        let events = recorder.events();
+        assert_eq!(events.len(), 2);
+        assert!(events[0].at <= events[1].at);
+        assert_eq!(
+            events[1].to_string().split_once(' ').unwrap().1,
+            "c1 Grant(3)"
+        );
+    }
+}
