@@ -4,7 +4,9 @@
 -- ARGV: channel prefix, p, id, mode (w|r|s), ttl ms, how (wait|try|check), margin ms,
 -- session nonce (under Redis Cluster: the client's bound on the session's time left,
 -- ms), the longest session TTL any client may use (ms, 0 when not bounded: see
--- epoch_start in lib.lua), value (elections) or permit count (semaphores, decimal).
+-- epoch_start in lib.lua), whether the client watches for failovers ("1": it fails
+-- over without replica acknowledgement, see epoch_start; else "0"), value
+-- (elections) or permit count (semaphores, decimal).
 -- Returns {1, token} when granted; {0, ms} when waiting, ms being the shortest TTL among
 -- the holders, or what is left of the lock-delay after the store forgot the line
 -- (when to re-check if no wake-up comes); {0, 0} when a try fails;
@@ -21,9 +23,13 @@ local elect = string.sub(p, -6) == ':elect'
 local sem = string.sub(p, -4) == ':sem'
 -- The lock-delay after the store forgot the line (epoch_wait, epoch_start in lib.lua):
 -- while it runs, nobody is granted; waiters re-check when it ends.
+local watch = ARGV[10] == '1'
 local delay = epoch_wait(p)
 if delay < 0 then
-  delay = epoch_start(p, tonumber(ARGV[9]) or 0)
+  delay = epoch_start(p, tonumber(ARGV[9]) or 0, watch)
+elseif watch and redis.call('EXISTS', p .. ':rid') == 0 then
+  -- A line marked before any watching client came: from now on it is watched.
+  redis.call('SET', p .. ':rid', replid())
 end
 if how == 'check' then
   if redis.call('GET', ekey) ~= val then
@@ -36,7 +42,7 @@ else
     return {-1}
   end
   if sem then
-    local other = sem_agree(p, ARGV[10])
+    local other = sem_agree(p, ARGV[11])
     if other then
       return {-2, tonumber(other)}
     end
@@ -52,6 +58,7 @@ else
   -- so tokens still only grow, and an uncontended cycle writes no TTL changes.
   -- The marker lives while the line does (an idle line lets it expire).
   redis.call('PERSIST', p .. ':epoch')
+  redis.call('PERSIST', p .. ':rid')
   if delay == 0 and not elect and not sem and redis.call('EXISTS', p .. ':q') == 0 then
     redis.call('ZADD', p .. ':q', 0, id)
     local token = 0
@@ -64,7 +71,7 @@ else
   redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
   redis.call('PERSIST', p .. ':seq')
   if elect then
-    redis.call('HSET', p .. ':v', id, ARGV[10])
+    redis.call('HSET', p .. ':v', id, ARGV[11])
   end
 end
 -- This entry learns of its own grant from the reply: no wake-up for it.

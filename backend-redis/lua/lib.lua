@@ -42,15 +42,37 @@ end
 -- clock, which has moved on.
 local FAIR_IDLE_MS = 3600000
 
+-- The replication id of this server (master_replid in INFO replication): random at
+-- each start, shared by a primary and the replicas that follow it, and new on a
+-- replica promoted to primary. A line's p:rid records it (see src/amnesia.rs).
+local function replid()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+end
+
+-- Whether this server was promoted from a replica since it started (INFO
+-- replication's second_repl_offset is -1 until then).
+local function was_promoted()
+  local offset = string.match(redis.call('INFO', 'replication'), 'second_repl_offset:(%-?%d+)')
+  return offset ~= nil and offset ~= '-1'
+end
+
 -- The epoch marker of a waiter line, p:epoch (see src/amnesia.rs): "0" once grants
 -- are allowed, else the store time (ms since the Unix epoch) before which the line
 -- grants nothing. A missing marker means the store forgot the line (a restart without
 -- persistence) or never knew it: nothing is granted until fair_acquire, which knows
--- the longest session TTL in use, sets it again (epoch_start).
--- Returns the ms left before grants are allowed (0: now), or -1 when it is missing.
+-- the longest session TTL in use, sets it again (epoch_start). A line whose clients
+-- watch for failovers also keeps p:rid, the replication id of the server that set the
+-- marker: another one means a replica was promoted, which may lack the latest grants,
+-- and the line is treated as forgotten too.
+-- Returns the ms left before grants are allowed (0: now), or -1 when it is missing
+-- or set by another server.
 local function epoch_wait(p)
   local m = redis.call('GET', p .. ':epoch')
   if not m then
+    return -1
+  end
+  local rid = redis.call('GET', p .. ':rid')
+  if rid and rid ~= replid() then
     return -1
   end
   if m == '0' then
@@ -67,19 +89,31 @@ local function epoch_wait(p)
   return left
 end
 
--- Sets the missing epoch marker of a waiter line: grants wait until every session the
--- store may have forgotten has expired on its holder's side, that is max_ttl (ms, the
--- longest session TTL any client may use) after the server started; a server up for
--- longer than that makes no one wait (the line is new, or it idled out: nothing held
--- it within a session TTL of now). The fencing counter is raised above the store's
--- clock at the end of the wait, so every token given after it is above every token
--- the forgotten state gave (those were at most the clock then, see counter_next).
+-- Sets the missing (or another server's) epoch marker of a waiter line: grants wait
+-- until every session the store may have forgotten has expired on its holder's side.
+-- A missing marker: max_ttl (ms, the longest session TTL any client may use) after
+-- the server started; a server up for longer than that makes no one wait (the line
+-- is new, or it idled out: nothing held it within a session TTL of now). A marker set
+-- under another replication id (a replica promoted since, which may lack grants the
+-- old primary made until it died): max_ttl from now, after the promotion; so does a
+-- missing marker on a server promoted since it started, for watching clients (the
+-- line may be one the old primary made and the replica never saw). The fencing
+-- counter is raised above the store's clock at the end of the wait, so every token
+-- given after it is above every token the forgotten state gave (those were at most
+-- the clock then, see counter_next), a counter the promoted replica has at an older
+-- value included. With `watch` (clients that fail over without replica
+-- acknowledgement) the line records this server's replication id in p:rid.
 -- Returns the ms to wait (0: none).
-local function epoch_start(p, max_ttl)
+local function epoch_start(p, max_ttl, watch)
   local delay = 0
+  local promoted = redis.call('EXISTS', p .. ':epoch') == 1
   if max_ttl > 0 then
-    local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)')) or 0
-    delay = math.max(0, max_ttl - up * 1000)
+    if promoted or (watch and was_promoted()) then
+      delay = max_ttl
+    else
+      local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)')) or 0
+      delay = math.max(0, max_ttl - up * 1000)
+    end
   end
   local t = redis.call('TIME')
   local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -92,6 +126,9 @@ local function epoch_start(p, max_ttl)
     redis.call('SET', p .. ':epoch', decimal(math.floor(now_us / 1000) + delay))
   else
     redis.call('SET', p .. ':epoch', '0')
+  end
+  if watch or promoted then
+    redis.call('SET', p .. ':rid', replid())
   end
   return delay
 end
@@ -109,6 +146,8 @@ end
 --   p:w:<id>   the channel that wakes entry <id> when it is granted
 --   p:epoch    the epoch marker (epoch_wait): nothing is granted while it is missing
 --              or names a time not yet reached
+--   p:rid      the replication id of the server that set p:epoch (kept only by
+--              lines whose clients watch for failovers, see epoch_start)
 -- Elections also keep p:v (id -> value), p:ver (change counter), p:cur (id of the
 -- leader last published) and the channel p:ch (one message per change).
 -- Semaphores also keep p:n, the permit count: set by the first entry to join, checked
@@ -419,6 +458,7 @@ local function release_hold(ekey, val)
       redis.call('PEXPIRE', p .. ':seq', FAIR_IDLE_MS)
       redis.call('PEXPIRE', p .. ':ver', FAIR_IDLE_MS)
       redis.call('PEXPIRE', p .. ':epoch', FAIR_IDLE_MS)
+      redis.call('PEXPIRE', p .. ':rid', FAIR_IDLE_MS)
       -- A semaphore's count is state only while someone holds or waits.
       redis.call('DEL', p .. ':n')
     end

@@ -46,16 +46,35 @@
 //! `counter_next`), so the tokens after the wait are above all of them, provided the
 //! server clocks agree to within the wait.
 //!
+//! **Failovers.** A replica promoted without acknowledgement (Sentinel or Cluster, no
+//! `wait_replicas`) keeps the markers it had replicated while possibly missing the
+//! grants the old primary made last. Clients that fail over that way (the lock-delay
+//! on, `redis+sentinel://` or `redis+cluster://`, `wait_replicas=0`) watch for it:
+//! the script that sets a marker for them records the server's replication id next
+//! to it (`p:rid`, `master_replid` of `INFO replication`: random at each start,
+//! shared by a primary and its replicas, new on a replica promoted to primary), and
+//! every grant path that reads the marker (`epoch_wait`) compares it, with an `INFO
+//! replication` inside the script, on lines that keep one. Another id means the
+//! line's state may be older than what its holders were told: nothing is granted
+//! until `max_session_ttl` after the first grant attempt that saw it (after the
+//! promotion, so after every holder the old primary knew has seen its `lost()`), and
+//! the fencing counter is raised above the store clock at the end of the wait,
+//! whatever older value the replica had. A line the replica never saw (made on the
+//! old primary during the lag) has no marker at all; on a server promoted since it
+//! started (`second_repl_offset` set) a missing marker waits the whole bound too, for
+//! watching clients: the price is one wait per new name on a promoted server. With
+//! `wait_replicas` nothing acknowledged is lost and nothing is watched.
+//!
 //! **What it does not see.** A `FLUSHALL` on a server that has been up for longer than
 //! the bound: the markers are gone, the uptime says nothing was lost, and grants
 //! resume at once (an operator action; restart the server instead, or flush only
-//! while no client holds). A replica promoted without acknowledgement (Sentinel or
-//! Cluster failover, no `wait_replicas`) keeps the markers it had replicated while
-//! possibly missing recent grants: the lock-delay does not cover it; acknowledge
-//! writes with `wait_replicas` (see docs/HIGH_AVAILABILITY.md). The queue's items and
-//! STM keys are data, not holds: a restart without persistence loses them whatever
-//! the lock-delay does (`survives_restart` in the capabilities needs `appendfsync
-//! always`).
+//! while no client holds). A replica promoted by hand (`REPLICAOF NO ONE`) behind a
+//! `redis://` URL: the client does not know the store fails over, and does not
+//! watch. The queue's items and STM keys are data, not holds: a restart without
+//! persistence or a failover without acknowledgement loses them whatever the
+//! lock-delay does (`survives_restart` in the capabilities needs `appendfsync
+//! always`, `survives_failover` needs `wait_replicas`); what the lock-delay gives is
+//! `exclusive_across_restart`, and across a failover `exclusive_across_failover`.
 
 use std::time::Duration;
 
@@ -68,6 +87,19 @@ pub(crate) fn max_ttl_ms(shared: &Shared) -> u64 {
     shared.max_session_ttl.map_or(0, |ttl| {
         u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
     })
+}
+
+/// Whether the grant scripts watch for a replica promoted without acknowledgement
+/// (see the module docs, "Failovers"): with the lock-delay on, under Sentinel or
+/// Redis Cluster, without `wait_replicas` (with it, the promoted replica has every
+/// acknowledged grant, and waiting would only cost time). `"1"` or `"0"`, as the
+/// grant script takes it.
+pub(crate) fn watch_arg(shared: &Shared) -> &'static str {
+    if shared.max_session_ttl.is_some() && shared.fails_over() && !shared.acknowledges() {
+        "1"
+    } else {
+        "0"
+    }
 }
 
 /// Refuses a session TTL above the store's bound ([`crate::RedisOptions::max_session_ttl`]),

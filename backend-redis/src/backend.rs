@@ -162,6 +162,7 @@ impl RedisBackend {
             wait_replicas,
             evicting,
             persistence.survives_restart(),
+            shared.max_session_ttl.is_some(),
         );
         if capabilities.survives_restart {
             tracing::info!(

@@ -36,6 +36,11 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_survives_restart(false)
+        // A restart without persistence forgets every hold: a new client is granted
+        // at once while the old holder learns it lost only at its next renewal. A
+        // connected backend declares it with `appendfsync always` or a lock-delay
+        // (`max_session_ttl`), see `measured`.
+        .with_exclusive_across_restart(false)
         .with_linearizable(false)
         // One server: a failover to a replica (done by hand, or under Sentinel without
         // replica acknowledgement, see `capabilities_under_sentinel`) may lose what
@@ -76,7 +81,9 @@ pub fn capabilities_under_cluster(wait_replicas: u32) -> Capabilities {
 /// `survives_failover`; without it, neither `survives_failover` nor `fencing` (the
 /// promoted replica may lack the last increments of a fencing-token counter, so
 /// tokens can go backwards), and two holders of one lock become possible across a
-/// failover. See the crate docs, "Sentinel and replica acknowledgement".
+/// failover. See the crate docs, "Sentinel and replica acknowledgement". A connected
+/// backend with the lock-delay (`max_session_ttl`) declares `fencing` again: its
+/// grant scripts see the promotion and wait it out (see `crate::amnesia`).
 pub fn capabilities_under_sentinel(wait_replicas: u32) -> Capabilities {
     if wait_replicas > 0 {
         capabilities().with_survives_failover(true)
@@ -100,12 +107,20 @@ pub(crate) enum Topology {
 /// eviction when the server may evict keys (accepted with `allow_eviction=true`),
 /// with `survives_restart` when the server's persistence makes every acknowledged
 /// write `durable` ([`crate::Persistence::survives_restart`]) and nothing is evicted
-/// (an evicted queue item or STM key is gone whatever the disk holds).
+/// (an evicted queue item or STM key is gone whatever the disk holds), and with
+/// `exclusive_across_restart` when nothing is evicted and either the writes are
+/// `durable` or the `lock_delay` after the store forgets is on
+/// ([`crate::RedisOptions::max_session_ttl`], see `crate::amnesia`): an evicted
+/// waiter line lets the next waiter in at once, which no lock-delay sees. The
+/// lock-delay also gives `fencing` back under Sentinel and Redis Cluster without
+/// replica acknowledgement: the grant scripts then watch for a promoted replica and
+/// raise its fencing counters above every token the old primary handed out.
 pub(crate) fn measured(
     topology: Topology,
     wait_replicas: u32,
     evicting: bool,
     durable: bool,
+    lock_delay: bool,
 ) -> Capabilities {
     let claimed = if evicting {
         capabilities_under_eviction()
@@ -116,42 +131,86 @@ pub(crate) fn measured(
             Topology::Cluster => capabilities_under_cluster(wait_replicas),
         }
     };
-    claimed.with_survives_restart(!evicting && durable)
+    let fencing = claimed.fencing || (!evicting && lock_delay);
+    claimed
+        .with_survives_restart(!evicting && durable)
+        .with_exclusive_across_restart(!evicting && (durable || lock_delay))
+        .with_fencing(fencing)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const TOPOLOGIES: [Topology; 3] = [Topology::Server, Topology::Sentinel, Topology::Cluster];
+
     #[test]
     fn survives_restart_only_with_every_write_durable_and_nothing_evicted() {
-        for topology in [Topology::Server, Topology::Sentinel, Topology::Cluster] {
+        for topology in TOPOLOGIES {
             for wait_replicas in [0, 1] {
-                let claims = |evicting, durable| {
-                    measured(topology, wait_replicas, evicting, durable).survives_restart
-                };
-                assert!(!claims(false, false), "{topology:?}");
-                assert!(claims(false, true), "{topology:?}");
-                assert!(!claims(true, true), "{topology:?}");
+                for lock_delay in [false, true] {
+                    let claims = |evicting, durable| {
+                        measured(topology, wait_replicas, evicting, durable, lock_delay)
+                            .survives_restart
+                    };
+                    assert!(!claims(false, false), "{topology:?}");
+                    assert!(claims(false, true), "{topology:?}");
+                    assert!(!claims(true, true), "{topology:?}");
+                }
                 // Nothing else changes with persistence.
                 assert_eq!(
-                    measured(topology, wait_replicas, false, true),
-                    measured(topology, wait_replicas, false, false).with_survives_restart(true)
+                    measured(topology, wait_replicas, false, true, false),
+                    measured(topology, wait_replicas, false, false, false)
+                        .with_survives_restart(true)
+                        .with_exclusive_across_restart(true)
                 );
             }
         }
-        assert_eq!(measured(Topology::Server, 0, false, false), capabilities());
         assert_eq!(
-            measured(Topology::Sentinel, 1, false, false),
+            measured(Topology::Server, 0, false, false, false),
+            capabilities()
+        );
+        assert_eq!(
+            measured(Topology::Sentinel, 1, false, false, false),
             capabilities_under_sentinel(1)
         );
         assert_eq!(
-            measured(Topology::Cluster, 0, false, false),
+            measured(Topology::Cluster, 0, false, false, false),
             capabilities_under_cluster(0)
         );
         assert_eq!(
-            measured(Topology::Cluster, 1, true, true),
+            measured(Topology::Cluster, 1, true, true, true),
             capabilities_under_eviction()
         );
+    }
+
+    #[test]
+    fn exclusive_across_restart_with_durable_writes_or_a_lock_delay_and_nothing_evicted() {
+        for topology in TOPOLOGIES {
+            for wait_replicas in [0, 1] {
+                let claims = |evicting, durable, lock_delay| {
+                    measured(topology, wait_replicas, evicting, durable, lock_delay)
+                        .exclusive_across_restart
+                };
+                assert!(!claims(false, false, false), "{topology:?}");
+                assert!(claims(false, true, false), "{topology:?}");
+                assert!(claims(false, false, true), "{topology:?}");
+                assert!(claims(false, true, true), "{topology:?}");
+                assert!(!claims(true, true, true), "{topology:?}");
+                assert!(!claims(true, false, true), "{topology:?}");
+                // The lock-delay holds holds, not data.
+                assert!(!measured(topology, wait_replicas, false, false, true).survives_restart);
+                // It gives fencing back where a failover without acknowledgement took
+                // it, and survives_failover (acknowledged data) stays as it was.
+                let delayed = measured(topology, wait_replicas, false, false, true);
+                assert!(delayed.fencing, "{topology:?}");
+                assert_eq!(
+                    delayed.survives_failover,
+                    measured(topology, wait_replicas, false, false, false).survives_failover
+                );
+                assert!(!measured(topology, wait_replicas, true, false, true).fencing);
+            }
+        }
+        assert!(!capabilities().exclusive_across_restart);
     }
 }

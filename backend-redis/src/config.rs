@@ -35,7 +35,7 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// | `timeout` | how long one command may wait for its reply | 10 s |
 /// | `wait_replicas` | replicas that must acknowledge every script run (`WAIT`; see [`RedisOptions::replica_acknowledgement`]); 0 asks none | 0 |
 /// | `wait_timeout` | how long a script run waits for that acknowledgement | 500 ms |
-/// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at most 1 h) | none: no lock-delay |
+/// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at most 1 h; empty: none) | none: no lock-delay |
 ///
 /// **Sentinel**: `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/service[/db][?...]`
 /// names the Sentinels (port 26379 by default) and the service they monitor; the
@@ -250,6 +250,9 @@ impl RedisConfig {
                     options.wait_timeout = parse_duration(&value)
                         .map_err(|reason| invalid(&format!("wait_timeout: {reason}")))?;
                 }
+                // Empty: no bound, no lock-delay (as with no option), so that a URL
+                // that inherits a bound can drop it.
+                "max_session_ttl" if value.is_empty() => options.max_session_ttl = None,
                 "max_session_ttl" => {
                     let ttl = parse_duration(&value)
                         .map_err(|reason| invalid(&format!("max_session_ttl: {reason}")))?;
@@ -920,6 +923,10 @@ mod tests {
             sentinel.options().get_max_session_ttl(),
             Some(Duration::from_secs(5))
         );
+        // Empty, the last one given: none.
+        let dropped =
+            RedisConfig::parse("redis://h/0?max_session_ttl=5s&max_session_ttl=").unwrap();
+        assert_eq!(dropped.options().get_max_session_ttl(), None);
     }
 
     #[test]

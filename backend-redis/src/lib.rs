@@ -146,7 +146,12 @@
 //! acknowledged queue items survive the failover: `fencing` and `survives_failover`
 //! are declared. The price: one more round trip's worth of replication latency per
 //! call, and no progress while fewer than `N` replicas are connected (with one
-//! replica, until the old primary is back as a replica).
+//! replica, until the old primary is back as a replica). Without acknowledgement,
+//! `max_session_ttl=` keeps the holds (not the data) across a promotion: the grant
+//! scripts tell a promoted replica by its replication id and wait out the bound
+//! before granting what it may have forgotten, raising the fencing counter above
+//! every earlier token (`src/amnesia.rs`, "Failovers"), so `fencing` is declared
+//! again.
 //!
 //! ## Redis Cluster
 //!

@@ -50,6 +50,12 @@ impl Shared {
         matches!(self.conn, Connection::Cluster(_))
     }
 
+    /// Whether the store fails over to replicas of its own accord: a primary found
+    /// through Sentinels, or a Redis Cluster.
+    pub(crate) fn fails_over(&self) -> bool {
+        matches!(self.conn, Connection::Sentinel(_) | Connection::Cluster(_))
+    }
+
     /// Whether every script run waits for replica acknowledgement (`wait_replicas`):
     /// then a grant only counts once a run on the caller's own connection has been
     /// acknowledged, so a waiter re-checks rather than trusting a wake-up's token.

@@ -12,7 +12,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::Error;
+use distsync_core::{Backend as _, Error};
 use tokio::time::Instant;
 
 use support::PrivateRedis;
@@ -212,4 +212,37 @@ async fn a_session_above_the_bound_is_refused() {
     );
     let at_the_bound = coordinator.session_with_ttl(Duration::from_secs(2)).await;
     assert!(at_the_bound.is_ok(), "{at_the_bound:?}");
+}
+
+#[tokio::test]
+async fn the_lock_delay_declares_holds_exclusive_across_a_restart_and_data_still_lost() {
+    let Some(server) = support::server_url() else {
+        return;
+    };
+    // The shared server without the options its URL may carry: no lock-delay.
+    let bare = server
+        .split_once('?')
+        .map_or(server.as_str(), |(base, _)| base);
+    let namespace = support::unique_namespace("amnesia");
+    let without = distsync_redis::backend(&support::with_namespace(bare, &namespace))
+        .await
+        .unwrap();
+    let with = distsync_redis::backend(&format!(
+        "{}&max_session_ttl=2s",
+        support::with_namespace(bare, &namespace)
+    ))
+    .await
+    .unwrap();
+    // The test server runs without persistence: only the lock-delay gives it.
+    assert!(!without.capabilities().exclusive_across_restart);
+    assert!(with.capabilities().exclusive_across_restart);
+    // Holds, not data: queue items and STM keys are lost with a restart all the same.
+    assert!(!with.capabilities().survives_restart);
+    assert_eq!(
+        with.capabilities(),
+        &without
+            .capabilities()
+            .clone()
+            .with_exclusive_across_restart(true)
+    );
 }

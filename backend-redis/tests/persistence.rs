@@ -39,7 +39,14 @@ async fn the_test_server_is_read_as_without_persistence() {
     assert_eq!(persistence.save(), Some(""), "{persistence}");
     assert!(!persistence.survives_restart());
     assert!(!backend.capabilities().survives_restart);
-    assert_eq!(backend.capabilities(), &distsync_redis::capabilities());
+    // Holds stay exclusive across a restart only with the lock-delay, which the
+    // shared server's URL may turn on (`max_session_ttl=`).
+    let lock_delay = url.contains("max_session_ttl=");
+    assert_eq!(backend.capabilities().exclusive_across_restart, lock_delay);
+    assert_eq!(
+        backend.capabilities(),
+        &distsync_redis::capabilities().with_exclusive_across_restart(lock_delay)
+    );
 }
 
 #[tokio::test]
@@ -52,9 +59,13 @@ async fn an_append_only_file_fsynced_on_every_write_survives_a_restart() {
     assert_eq!(backend.persistence().appendonly(), Some(true));
     assert_eq!(backend.persistence().appendfsync(), Some("always"));
     assert!(backend.capabilities().survives_restart);
+    // Every acknowledged grant and release is on disk: holds stay exclusive across
+    // a restart without a lock-delay.
     assert_eq!(
         backend.capabilities(),
-        &distsync_redis::capabilities().with_survives_restart(true)
+        &distsync_redis::capabilities()
+            .with_survives_restart(true)
+            .with_exclusive_across_restart(true)
     );
 }
 

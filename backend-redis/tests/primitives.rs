@@ -786,10 +786,9 @@ async fn stm_bank_keeps_the_sum_at_serializable_levels() {
         Isolation::Serializable,
         Isolation::RepeatableReads,
     ] {
-        let coordinator = distsync_redis::connect(&format!(
-            "{}?namespace={}{isolation}:",
-            server_url().unwrap(),
-            f.namespace
+        let coordinator = distsync_redis::connect(&support::with_namespace(
+            &server_url().unwrap(),
+            &format!("{}{isolation}:", f.namespace),
         ))
         .await
         .unwrap();

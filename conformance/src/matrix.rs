@@ -44,7 +44,7 @@ const OFFERS: [Flag; 12] = [
 ];
 
 /// The guarantees a store may claim, as [`Capabilities`] names them.
-const CLAIMS: [Flag; 10] = [
+const CLAIMS: [Flag; 11] = [
     ("fencing", |c| c.fencing),
     ("fifo_waiters", |c| c.fifo_waiters),
     ("lost_notification", |c| c.lost_notification),
@@ -53,6 +53,7 @@ const CLAIMS: [Flag; 10] = [
     ("partition_safe", |c| c.partition_safe),
     ("reliable_delivery", |c| c.reliable_delivery),
     ("survives_restart", |c| c.survives_restart),
+    ("exclusive_across_restart", |c| c.exclusive_across_restart),
     ("linearizable", |c| c.linearizable),
     ("survives_failover", |c| c.survives_failover),
 ];

@@ -74,6 +74,15 @@ pub struct Capabilities {
     pub reliable_delivery: bool,
     /// Durable state (queues, STM keys, barriers) survives a server restart.
     pub survives_restart: bool,
+    /// Holds stay exclusive across a server restart: no lock, write lock, permit or
+    /// leadership is granted to a second client before the holder it had before the
+    /// restart learns it lost it (`lost()`), and fencing tokens keep increasing. A
+    /// store that keeps its state (etcd, PostgreSQL, Redis with `appendfsync always`)
+    /// gives it as it gives `survives_restart`; a store that forgets (Redis without
+    /// persistence) gives it only with a lock-delay after it forgot (Redis with
+    /// `max_session_ttl`), which holds holds, not data: queue items and STM keys are
+    /// `survives_restart`'s.
+    pub exclusive_across_restart: bool,
     /// Reads and grants are linearizable.
     pub linearizable: bool,
     /// What was acknowledged survives the store failing over to a replica (etcd: a
@@ -124,6 +133,7 @@ impl Capabilities {
             guarded_writes: false,
             reliable_delivery: false,
             survives_restart: false,
+            exclusive_across_restart: false,
             linearizable: false,
             survives_failover: false,
             counter: false,
@@ -158,6 +168,7 @@ impl Capabilities {
             guarded_writes: true,
             reliable_delivery: true,
             survives_restart: true,
+            exclusive_across_restart: true,
             linearizable: true,
             survives_failover: true,
             counter: true,
@@ -253,6 +264,7 @@ flag_setters! {
     partition_safe => with_partition_safe,
     reliable_delivery => with_reliable_delivery,
     survives_restart => with_survives_restart,
+    exclusive_across_restart => with_exclusive_across_restart,
     linearizable => with_linearizable,
     survives_failover => with_survives_failover,
     counter => with_counter,
@@ -292,6 +304,7 @@ mod tests {
             .with_partition_safe(true)
             .with_reliable_delivery(true)
             .with_survives_restart(true)
+            .with_exclusive_across_restart(true)
             .with_linearizable(true)
             .with_survives_failover(true)
             .with_counter(true)

@@ -22,7 +22,15 @@ pub(crate) fn unique_namespace(tag: &str) -> String {
     )
 }
 
-/// `server` with `namespace` as its key prefix.
+/// `server` with `namespace` as its key prefix, after the options `server` already
+/// has (the shared server's URL may carry some, `max_session_ttl=` among them).
 pub(crate) fn with_namespace(server: &str, namespace: &str) -> String {
-    format!("{}?namespace={namespace}", server.trim_end_matches('/'))
+    match server.split_once('?') {
+        Some((base, query)) if !query.is_empty() => format!(
+            "{}?{query}&namespace={namespace}",
+            base.trim_end_matches('/')
+        ),
+        Some((base, _)) => format!("{}?namespace={namespace}", base.trim_end_matches('/')),
+        None => format!("{}?namespace={namespace}", server.trim_end_matches('/')),
+    }
 }

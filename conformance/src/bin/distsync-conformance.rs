@@ -88,7 +88,7 @@ const SENTINEL_SCHEME: &str = "redis+sentinel://";
 /// The cases `--all` runs on the Sentinel group: the failover cases, and the lock,
 /// election and queue basics (through a primary found by the Sentinels, with
 /// replica acknowledgement).
-const SENTINEL_SUBSET: [&str; 10] = [
+const SENTINEL_SUBSET: [&str; 11] = [
     "lock_mutual_exclusion",
     "lock_fencing_tokens",
     "lock_try_lock",
@@ -97,6 +97,7 @@ const SENTINEL_SUBSET: [&str; 10] = [
     "queue_fifo",
     "server_primary_kill_acknowledged",
     "server_primary_kill_unacknowledged",
+    "server_primary_kill_unacknowledged_lock_delay",
     "server_primary_failover_postgres",
     "api_capabilities_match",
 ];

@@ -18,6 +18,23 @@ use super::{boxed, FENCING, LOST, SURVIVES, SURVIVES_FAILOVER};
 use crate::case::{Case, Claim, Group, Need};
 use crate::faults::Hook;
 
+/// Holds stay exclusive across a restart (no second holder before the first one's
+/// `lost()`, tokens growing): a guarantee of its own, apart from durable data
+/// (`survives_restart`), which a store that forgets gives with a lock-delay.
+const EXCLUSIVE: Claim = Claim::Flag("exclusive_across_restart", |c: &Capabilities| {
+    c.exclusive_across_restart
+});
+
+/// A release acknowledged just before a crash is not taken back for longer than the
+/// holder's next renewal: a store that keeps its state keeps the release
+/// (`survives_restart`); one that forgets frees the name with everything else, unless
+/// it waits out a lock-delay after forgetting (`exclusive_across_restart` without
+/// `survives_restart`), which by design keeps every forgotten name closed for longer
+/// than any session, the released one included.
+const RELEASE_KEPT: Claim = Claim::Flag("survives_restart or no lock-delay", |c: &Capabilities| {
+    c.survives_restart || !c.exclusive_across_restart
+});
+
 /// The server cases, in matrix order.
 pub(super) const CASES: &[Case] = &[
     Case {
@@ -26,7 +43,9 @@ pub(super) const CASES: &[Case] = &[
         guarantee:
             "restart: holders and waiters get lost() or an error, never a wrong answer; works after",
         needs: &[Need::Lock, Need::Queue],
-        claim: Claim::Offered,
+        // "Never a second holder before the first one's lost()" is what a store that
+        // forgets gives only with a lock-delay.
+        claim: EXCLUSIVE,
         hooks: &[Hook::PrivateServer],
         run: |h| boxed(restart::live_clients(h)),
     },
@@ -50,7 +69,7 @@ pub(super) const CASES: &[Case] = &[
         guarantee: "restart under Coordinator::lead: never two leaders' work at once; both keep \
                     campaigning and one leads after",
         needs: &[Need::Election],
-        claim: SURVIVES,
+        claim: EXCLUSIVE,
         hooks: &[Hook::PrivateServer],
         run: |h| boxed(restart_lead::keeps_one_leader(h)),
     },
@@ -60,7 +79,7 @@ pub(super) const CASES: &[Case] = &[
         guarantee: "crash: a lock released just before the server crashed is free again before \
                     its holder's session ends",
         needs: &[Need::Lock],
-        claim: Claim::Offered,
+        claim: RELEASE_KEPT,
         hooks: &[Hook::PrivateServer],
         run: |h| boxed(restart::crash_after_release(h)),
     },
@@ -101,7 +120,15 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::Lock, Need::Election, Need::Queue],
         claim: SURVIVES_FAILOVER,
         hooks: &[Hook::Failover],
-        run: |h| boxed(failover::failover(h, failover::Fault::Primary { acknowledged: true })),
+        run: |h| {
+            boxed(failover::failover(
+                h,
+                failover::Fault::Primary {
+                    acknowledged: true,
+                    lock_delay: false,
+                },
+            ))
+        },
     },
     Case {
         id: "server_primary_kill_unacknowledged",
@@ -114,7 +141,38 @@ pub(super) const CASES: &[Case] = &[
         // breaks is measured and shown as `violated (not declared)`.
         claim: Claim::Flag("survives_failover (wait_replicas=0)", |_: &Capabilities| false),
         hooks: &[Hook::Failover],
-        run: |h| boxed(failover::failover(h, failover::Fault::Primary { acknowledged: false })),
+        run: |h| {
+            boxed(failover::failover(
+                h,
+                failover::Fault::Primary {
+                    acknowledged: false,
+                    lock_delay: false,
+                },
+            ))
+        },
+    },
+    Case {
+        id: "server_primary_kill_unacknowledged_lock_delay",
+        group: Group::Server,
+        guarantee: "primary SIGKILLed after its replica lagged, no replica acknowledgement, \
+                    lock-delay on (max_session_ttl): one holder, tokens grow, no stuck or \
+                    silent hold (acknowledged items lost are counted, not judged)",
+        needs: &[Need::Lock, Need::Election, Need::Queue],
+        // Tokens keep growing across the promotion, and nobody is granted before an
+        // old holder's lost(), under the lock-delay: the column's `fencing`, which a
+        // connection without acknowledgement declares only with the lock-delay (the
+        // case finds the row unsupported otherwise).
+        claim: FENCING,
+        hooks: &[Hook::Failover],
+        run: |h| {
+            boxed(failover::failover(
+                h,
+                failover::Fault::Primary {
+                    acknowledged: false,
+                    lock_delay: true,
+                },
+            ))
+        },
     },
     Case {
         id: "server_primary_failover_postgres",

@@ -9,7 +9,13 @@
 //!
 //! - etcd keeps its data directory across the restart (stopped with SIGTERM);
 //! - Redis runs without persistence (`--save "" --appendonly no`), so a restart
-//!   empties it;
+//!   empties it; its URL carries the options of the column's URL that change what one
+//!   server gives ([`CARRIED_REDIS_OPTIONS`]: `max_session_ttl`, the lock-delay after
+//!   the store forgets), so that a restart case measures the configuration its
+//!   column declares ([`start_like`]), with the bound lowered to
+//!   [`PRIVATE_MAX_SESSION_TTL`]: the same lock-delay, as long as the restart cases'
+//!   own sessions need, so that a case waits seconds, not the column's bound, for a
+//!   brand-new or restarted server's first grants;
 //! - PostgreSQL is stopped with `pg_ctl stop -m fast`, which ends every connection
 //!   (and with them the advisory locks) and keeps the data.
 //!
@@ -58,12 +64,71 @@ pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
     }
 }
 
+/// The query options of a column's Redis URL that a private Redis's URL carries
+/// ([`start_like`]): those that change what one server gives across a restart. The
+/// others name the column's own server and its reach (`namespace`, TLS files,
+/// `wait_replicas`, which a lone private server cannot acknowledge) or are measured
+/// by cases of their own (`allow_eviction`).
+pub const CARRIED_REDIS_OPTIONS: &[&str] = &["max_session_ttl"];
+
+/// The largest `max_session_ttl` a private Redis's URL carries: the column's bound
+/// covers every session of the suite (the default TTL among them), a private server
+/// serves the restart cases only, whose sessions are shorter. A brand-new or
+/// restarted server grants nothing for the bound, so the bound is what each restart
+/// case pays, twice.
+pub const PRIVATE_MAX_SESSION_TTL: Duration = Duration::from_secs(5);
+
+/// `base` with the [`CARRIED_REDIS_OPTIONS`] of `column_url` as its query (`base`
+/// unchanged when the column's URL has none, or does not parse); `max_session_ttl`
+/// at most [`PRIVATE_MAX_SESSION_TTL`].
+fn carry_redis_options(base: &str, column_url: &str) -> String {
+    let Ok(column) = url::Url::parse(column_url) else {
+        return base.to_owned();
+    };
+    let cap = format!("{}ms", PRIVATE_MAX_SESSION_TTL.as_millis());
+    let carried: Vec<(String, String)> = column
+        .query_pairs()
+        .filter(|(key, _)| CARRIED_REDIS_OPTIONS.contains(&key.as_ref()))
+        .map(|(key, value)| {
+            let value = match distsync_core::timeout::parse_url_timeout(&value) {
+                Ok(ttl) if key == "max_session_ttl" && ttl > PRIVATE_MAX_SESSION_TTL => cap.clone(),
+                _ => value.into_owned(),
+            };
+            (key.into_owned(), value)
+        })
+        .collect();
+    if carried.is_empty() {
+        return base.to_owned();
+    }
+    let query: Vec<String> = carried
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
 /// Starts a private server of `kind`, reached with `connect`, and waits until a
 /// backend can open a session on it.
 ///
 /// # Errors
 /// When it cannot be started or does not answer within a minute.
 pub async fn start(kind: StoreKind, connect: Connect) -> Result<Box<dyn PrivateServer>> {
+    start_like(kind, connect, "").await
+}
+
+/// [`start`], for a column whose URL is `column_url`: a private Redis's URL carries
+/// its [`CARRIED_REDIS_OPTIONS`], so that the cell measures the configuration the
+/// column declares (a column with `max_session_ttl=` declares
+/// `exclusive_across_restart`, and its private servers wait out the same
+/// lock-delay). Other kinds ignore it.
+///
+/// # Errors
+/// When it cannot be started or does not answer within a minute.
+pub async fn start_like(
+    kind: StoreKind,
+    connect: Connect,
+    column_url: &str,
+) -> Result<Box<dyn PrivateServer>> {
     let dir = tools::temp_dir(&format!("private-{}", kind.as_str()))?;
     let port = free_port()?;
     let mut server: Box<dyn PrivateServer> = match kind {
@@ -79,7 +144,7 @@ pub async fn start(kind: StoreKind, connect: Connect) -> Result<Box<dyn PrivateS
         }),
         StoreKind::Redis => Box::new(Private {
             kind: Kind::Redis { args: Vec::new() },
-            url: format!("redis://127.0.0.1:{port}"),
+            url: carry_redis_options(&format!("redis://127.0.0.1:{port}"), column_url),
             dir,
             port,
             child: None,
@@ -865,5 +930,34 @@ impl crate::harness::Harness {
         Ok(Self::new(backend)
             .with_faults(Arc::new(faults))
             .with_capabilities(capabilities))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carry_redis_options;
+
+    #[test]
+    fn a_private_redis_carries_the_lock_delay_of_its_column_and_nothing_else() {
+        let base = "redis://127.0.0.1:7000";
+        assert_eq!(
+            carry_redis_options(
+                base,
+                "redis://h:6379/0?namespace=app:&max_session_ttl=3s&wait_replicas=1"
+            ),
+            "redis://127.0.0.1:7000?max_session_ttl=3s"
+        );
+        // A longer bound is lowered to the private servers' own.
+        assert_eq!(
+            carry_redis_options(base, "redis://h:6379/0?max_session_ttl=15s"),
+            "redis://127.0.0.1:7000?max_session_ttl=5000ms"
+        );
+        assert_eq!(
+            carry_redis_options(base, "redis://h:6379/0?namespace=x:"),
+            base
+        );
+        assert_eq!(carry_redis_options(base, "redis://h:6379"), base);
+        assert_eq!(carry_redis_options(base, ""), base);
+        assert_eq!(carry_redis_options(base, "not a url"), base);
     }
 }

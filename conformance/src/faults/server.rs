@@ -271,7 +271,7 @@ impl Faults for ServerFaults {
     async fn private_server(&self, backend: &dyn Backend) -> Result<Box<dyn PrivateServer>> {
         private::available(self.kind)
             .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
-        private::start(self.kind, Arc::clone(&self.connect)).await
+        private::start_like(self.kind, Arc::clone(&self.connect), &self.url).await
     }
 
     async fn cluster(&self, backend: &dyn Backend) -> Result<Box<dyn Cluster>> {

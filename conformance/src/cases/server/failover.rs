@@ -26,6 +26,14 @@
 //!   comes back as its replica. With replica
 //!   acknowledgement (`wait_replicas=1`) nothing acknowledged can be lost; without it,
 //!   what the old primary acknowledged during the lag is gone: the case measures it.
+//!   Without acknowledgement but with the lock-delay after the store forgets
+//!   (`max_session_ttl=` in the column's URL, kept by the case's own connection),
+//!   the holds are judged alone: one holder, tokens growing, no stuck or silent hold;
+//!   the promoted replica grants nothing on a line it may have forgotten for up to
+//!   the bound ([`LOCK_DELAY`] is allowed for it), and queue items acknowledged
+//!   during the lag are counted, not judged (data, which only acknowledgement
+//!   keeps). A connection that does not declare `fencing` there (no lock-delay) makes
+//!   the row unsupported.
 //!
 //! * [`Fault::Promoted`]: a PostgreSQL primary stopped with `pg_ctl stop -m
 //!   immediate`, its streaming standby promoted and the clients' proxy pointed at it
@@ -46,7 +54,7 @@ use tokio::time::Instant;
 use super::cluster::leader_of;
 use crate::check::{
     ensure, eventually, join_all, lock_vec, retry_transient, secs, violated, within, Check,
-    Context, Holds, Task, LONG, PROMPT,
+    Context, Fail, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::Cluster;
 use crate::harness::Harness;
@@ -67,6 +75,10 @@ const STALL: Duration = Duration::from_secs(15);
 const WAIT: Duration = Duration::from_secs(2);
 /// The longest the replica is paused before the primary is killed.
 const LAG: Duration = Duration::from_secs(1);
+/// The longest lock-delay after a promotion the case allows for, on top of its other
+/// bounds: the bound on session TTLs of the suite's Redis URLs (`max_session_ttl=15s`
+/// in `scripts/servers.sh`), with room.
+const LOCK_DELAY: Duration = Duration::from_secs(30);
 /// Acknowledged operations to wait for while the replica lags (if the store
 /// acknowledges any: with replica acknowledgement it does not).
 const DURING_LAG: usize = 20;
@@ -77,11 +89,38 @@ pub(crate) enum Fault {
     /// The leader member of a replicated cluster.
     Leader,
     /// The primary of a Sentinel group after its replica lagged, with or without
-    /// replica acknowledgement.
-    Primary { acknowledged: bool },
+    /// replica acknowledgement; without it, with the holds judged alone under the
+    /// lock-delay of the column's URL (`lock_delay`) or everything judged.
+    Primary {
+        acknowledged: bool,
+        lock_delay: bool,
+    },
     /// A PostgreSQL primary stopped with `pg_ctl stop -m immediate`, its streaming
     /// standby (synchronous or not) promoted, clients sent to it through a proxy.
     Promoted,
+}
+
+impl Fault {
+    /// How much longer than [`STALL`] and a TTL grants may take after the failover.
+    fn lock_delay(self) -> Duration {
+        match self {
+            Self::Primary {
+                lock_delay: true, ..
+            } => LOCK_DELAY,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Whether acknowledged queue items lost are a violation (else only counted).
+    fn judges_items(self) -> bool {
+        !matches!(
+            self,
+            Self::Primary {
+                lock_delay: true,
+                ..
+            }
+        )
+    }
 }
 
 /// Starts the killed member (and resumes a paused one) if the case ends early: the
@@ -314,6 +353,7 @@ async fn check_holder(
     name: Name,
     guard: &LockGuard,
     ttl: Duration,
+    lock_delay: Duration,
     broken: &mut Vec<String>,
 ) -> Check<String> {
     let session = seen
@@ -323,8 +363,9 @@ async fn check_holder(
     let locker = backend.locker(&session, name).ctx("the checker's locker")?;
     // While the holder's hold lasts nobody else may take it; once the holder knows it
     // lost it (or never lost it), someone else must be able to take it within a TTL
-    // and a prompt margin.
-    let deadline = Instant::now() + ttl + PROMPT;
+    // and a prompt margin (and a lock-delay after a promotion, where one is on).
+    let allowed = ttl + PROMPT + lock_delay;
+    let deadline = Instant::now() + allowed;
     let detail = loop {
         let lost_before = guard.is_lost();
         match retry_transient(&seen.transient, LONG, || locker.try_lock()).await {
@@ -351,7 +392,7 @@ async fn check_holder(
                 broken.push(format!(
                     "a lock stuck: its holder learned it lost it, yet no other client could \
                      take it for {}",
-                    secs(ttl + PROMPT)
+                    secs(allowed)
                 ));
                 break "the holder's lock stayed taken after it was lost".to_owned();
             }
@@ -386,15 +427,35 @@ fn on_lock_shard(h: &Harness, cluster: &dyn Cluster, lock: &Name, suffix: &str) 
 async fn connect(h: &Harness, cluster: &dyn Cluster, fault: Fault) -> Check<Arc<dyn Backend>> {
     let backend: Arc<dyn Backend> = match fault {
         Fault::Leader | Fault::Promoted => within(PROMPT, "connecting", cluster.connect()).await?,
-        Fault::Primary { acknowledged } => {
-            let query = if acknowledged {
-                "wait_replicas=1&wait_timeout=500"
-            } else {
-                "wait_replicas=0"
+        Fault::Primary {
+            acknowledged,
+            lock_delay,
+        } => {
+            // Without acknowledgement: the column's lock-delay kept (`lock_delay`),
+            // or dropped (an empty `max_session_ttl`), to measure what breaks
+            // without either.
+            let query = match (acknowledged, lock_delay) {
+                (true, _) => "wait_replicas=1&wait_timeout=500",
+                (false, true) => "wait_replicas=0",
+                (false, false) => "wait_replicas=0&max_session_ttl=",
             };
             within(PROMPT, "connecting", cluster.connect_with(query)).await?
         }
     };
+    // Without acknowledgement, tokens keep growing across a promotion only under a
+    // lock-delay, which the connection then declares (`fencing`).
+    if let Fault::Primary {
+        lock_delay: true, ..
+    } = fault
+    {
+        if !backend.capabilities().fencing {
+            return Err(Fail::Unsupported(
+                "without replica acknowledgement the connection declares no fencing: no \
+                 lock-delay after a promotion (max_session_ttl= in the URL turns it on)"
+                    .to_owned(),
+            ));
+        }
+    }
     // The PostgreSQL pair's harness judges by the pair's declaration (the harness's
     // own backend is on another server): the backend on the pair must agree.
     ensure!(
@@ -467,7 +528,13 @@ struct Failover {
 /// The verdict, once the load has stopped and the queue is drained (`present`): what
 /// `broken` already holds, two holders at once, tokens that went backwards, and
 /// acknowledged items lost.
-fn judge(seen: &Seen, present: &HashSet<String>, mut broken: Vec<String>, took: Failover) -> Check {
+fn judge(
+    seen: &Seen,
+    present: &HashSet<String>,
+    mut broken: Vec<String>,
+    took: Failover,
+    judges_items: bool,
+) -> Check {
     let Failover {
         leader,
         new_leader,
@@ -498,13 +565,20 @@ fn judge(seen: &Seen, present: &HashSet<String>, mut broken: Vec<String>, took: 
             backwards[0]
         ));
     }
+    let mut items_lost = String::new();
     if !lost.is_empty() {
-        broken.push(format!(
+        let what = format!(
             "{} of {} acknowledged queue items lost (first: {})",
             lost.len(),
             acked_items.len(),
             lost[0]
-        ));
+        );
+        if judges_items {
+            broken.push(what);
+        } else {
+            // Data, not holds: only acknowledgement keeps it.
+            items_lost = format!("; {what}, not judged");
+        }
     }
     let lag = match lagged {
         Some((_, grants, items, took)) => format!(
@@ -518,7 +592,7 @@ fn judge(seen: &Seen, present: &HashSet<String>, mut broken: Vec<String>, took: 
         "member {leader} killed, member {new_leader} took over after {}; next grant after \
          {next}; {grants} grants, {} items acknowledged, {sessions_lost} sessions or \
          leaderships lost and renewed, {} timed waits gave up, {} transient errors \
-         retried; {holder_detail}{lag}",
+         retried; {holder_detail}{lag}{items_lost}",
         secs(took_over),
         acked_items.len(),
         seen.waits_timed_out.load(Ordering::SeqCst),
@@ -681,7 +755,8 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     // (an entry the new primary still has, of a holder that already let go) would
     // leave it stuck.
     let stall_from = Instant::now();
-    let resumed = eventually(STALL, "grants after the kill", || async {
+    let stall = STALL + fault.lock_delay();
+    let resumed = eventually(stall, "grants after the kill", || async {
         Ok((granted() >= before + GRANTS).then_some(()))
     })
     .await;
@@ -695,7 +770,16 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
             secs(WAIT)
         ));
     }
-    let holder_detail = check_holder(&backend, &seen, held, &holder, ttl, &mut broken).await?;
+    let holder_detail = check_holder(
+        &backend,
+        &seen,
+        held,
+        &holder,
+        ttl,
+        fault.lock_delay(),
+        &mut broken,
+    )
+    .await?;
     let first_after = lock_vec(&seen.tokens)
         .iter()
         .find(|(_, at)| *at >= killed)
@@ -715,5 +799,5 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
         holder_detail,
         lagged,
     };
-    judge(&seen, &present, broken, took)
+    judge(&seen, &present, broken, took, fault.judges_items())
 }

@@ -7,8 +7,9 @@
 //! Where the store keeps its leases (etcd) A usually leads on; where it forgets them
 //! (Redis without persistence) or drops the connections that held them (PostgreSQL),
 //! A's term ends and somebody leads in a new one. A store that forgets can grant B
-//! while A's work still runs, before A's next renewal finds its session gone: that is
-//! what `survives_restart: false` declares, and this case measures it.
+//! while A's work still runs, before A's next renewal finds its session gone, unless
+//! it waits out a lock-delay after forgetting (Redis with `max_session_ttl`): the case
+//! claims `exclusive_across_restart`, holds and not data.
 
 use distsync_core::Coordinator;
 use tokio::time::Instant;
