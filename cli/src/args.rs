@@ -503,6 +503,37 @@ and distsync exits with 3.")]
     },
     /// Print how many items are queued.
     Len,
+    /// The queue's dead-letter queue, where `distsync::Consumer` moves items delivered
+    /// too many times: `list` prints its items, `redrive` moves them back to the tail
+    /// of NAME (once the bug that made them fail is fixed), `purge` deletes them;
+    /// `redrive` and `purge` print how many.
+    Dead {
+        /// What to do with the dead letters.
+        #[command(subcommand)]
+        action: DeadAction,
+        /// The dead-letter queue's name, when the consumer was given one (its
+        /// `ConsumerOptions::dead_letter`); NAME.dead otherwise.
+        #[arg(long, value_name = "QUEUE", global = true)]
+        dead_letter: Option<String>,
+    },
+}
+
+/// What to do with a queue's dead letters.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeadAction {
+    /// Print every dead-lettered item, in queue order, leaving them in place. Each is
+    /// held for a moment (through a session of its own) to be read, so a concurrent
+    /// `redrive` or `purge` may skip it.
+    List {
+        /// How the items are printed.
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// Move every dead-lettered item back to the tail of NAME; print how many. A crash
+    /// part-way leaves an item in both queues, never in neither.
+    Redrive,
+    /// Delete every dead-lettered item; print how many.
+    Purge,
 }
 
 /// What to do with a barrier.

@@ -409,3 +409,71 @@ fn an_interrupted_receive_gives_the_item_back() {
         assert_eq!(lines, ["1:job"], "{label}");
     }
 }
+
+/// `queue NAME dead list|redrive|purge` on the in-process memory store: one process,
+/// so the dead-letter queue starts empty; the commands say so, and a dead-letter
+/// queue that is the queue itself is refused as a usage error.
+#[test]
+fn dead_letters_of_an_empty_memory_store() {
+    let url = Some(common::memory().url);
+    let url = url.as_deref();
+    let name = unique("queue-dead");
+    let (code, lines, stderr) = run(url, &["queue", &name, "dead", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(lines.is_empty(), "{lines:?}");
+    for action in ["redrive", "purge"] {
+        let (code, lines, stderr) = run(url, &["queue", &name, "dead", action]);
+        assert_eq!(code, 0, "{action}: {stderr}");
+        assert_eq!(lines, ["0"], "{action}");
+    }
+    let (code, lines, stderr) = run(
+        url,
+        &["queue", &name, "dead", "purge", "--dead-letter", &name],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(lines.is_empty(), "{lines:?}");
+    assert!(stderr.contains("dead-letter"), "{stderr}");
+}
+
+/// Dead letters listed in order (and left in place), re-driven to the tail of the
+/// queue, and purged, across processes on a real server; `--dead-letter` names a
+/// dead-letter queue of another name.
+#[test]
+fn dead_letters_are_listed_redriven_and_purged() {
+    for server in servers() {
+        let label = server.label;
+        let name = unique("queue-dead");
+        let dead = format!("{name}.dead");
+        let url = Some(server.url.as_str());
+        let ok = |args: &[&str]| {
+            let (code, lines, stderr) = run(url, args);
+            assert_eq!(code, 0, "{label}: distsync {args:?}: {stderr}");
+            lines
+        };
+        ok(&["queue", &name, "push", "live"]);
+        ok(&["queue", &dead, "push", "poison-1"]);
+        ok(&["queue", &dead, "push", "poison-2"]);
+        let listed = ok(&["queue", &name, "dead", "list"]);
+        assert_eq!(listed, ["poison-1", "poison-2"], "{label}");
+        // Listing leaves them in place.
+        assert_eq!(ok(&["queue", &dead, "len"]), ["2"], "{label}");
+        assert_eq!(ok(&["queue", &name, "dead", "redrive"]), ["2"], "{label}");
+        assert_eq!(ok(&["queue", &dead, "len"]), ["0"], "{label}");
+        for expected in ["live", "poison-1", "poison-2"] {
+            assert_eq!(ok(&["queue", &name, "pop"]), [expected], "{label}");
+        }
+
+        let other = format!("{name}-failed");
+        ok(&["queue", &other, "push", "x"]);
+        ok(&["queue", &dead, "push", "y"]);
+        let purged = ok(&["queue", &name, "dead", "purge", "--dead-letter", &other]);
+        assert_eq!(purged, ["1"], "{label}");
+        assert_eq!(ok(&["queue", &other, "len"]), ["0"], "{label}");
+        assert_eq!(
+            ok(&["queue", &dead, "len"]),
+            ["1"],
+            "{label}: not the one named"
+        );
+        assert_eq!(ok(&["queue", &name, "dead", "purge"]), ["1"], "{label}");
+    }
+}

@@ -198,9 +198,9 @@ impl ConsumerOptions {
 /// handles, retries what fails with a backoff, drops handlers past a deadline and
 /// moves poison items to a dead-letter queue (see the [module docs](self)).
 ///
-/// Made by [`Coordinator::consumer`]. Cheap to share (`&self` methods); several tasks
-/// or processes may run consumers of one queue at once, each item going to one of
-/// them at a time.
+/// Made by [`Coordinator::consumer`]. Cheap to clone (a few `Arc`s) and to share
+/// (`&self` methods); several tasks or processes may run consumers of one queue at
+/// once, each item going to one of them at a time.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
@@ -234,6 +234,7 @@ impl ConsumerOptions {
 /// assert_eq!(consumer.purge().await?, 1);
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Consumer {
     coordinator: Coordinator,
     queue: Arc<dyn Queue>,

@@ -400,7 +400,11 @@ impl LockGuard {
     ///
     /// # Cancel safety
     /// One atomic write: dropped part-way, it happened or it did not.
-    pub async fn put_if_held(&self, key: &str, value: impl Into<bytes::Bytes>) -> Result<()> {
+    pub async fn put_if_held(
+        &self,
+        key: &str,
+        value: impl Into<bytes::Bytes> + Send,
+    ) -> Result<()> {
         let key = crate::name::Name::new(key)?;
         let Some(guarded) = &self.guarded else {
             return Err(Error::unsupported(

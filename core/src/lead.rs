@@ -111,7 +111,12 @@ impl Coordinator {
     ///
     /// # Cancel safety
     /// As [`Coordinator::lead_with`].
-    pub async fn lead<F, Fut>(&self, name: &str, value: impl Into<Bytes>, work: F) -> Result<()>
+    pub async fn lead<F, Fut>(
+        &self,
+        name: &str,
+        value: impl Into<Bytes> + Send,
+        work: F,
+    ) -> Result<()>
     where
         F: FnMut(Arc<Leadership>) -> Fut + Send,
         Fut: Future<Output = Result<()>> + Send,
@@ -148,7 +153,7 @@ impl Coordinator {
     pub async fn lead_with<F, Fut>(
         &self,
         name: &str,
-        value: impl Into<Bytes>,
+        value: impl Into<Bytes> + Send,
         options: &LeadOptions,
         mut work: F,
     ) -> Result<()>

@@ -36,6 +36,7 @@ use crate::token::FencingToken;
 /// guard.unlock().await?;
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct MultiLocker {
     /// One locker per distinct name, in canonical order.
     lockers: Vec<Arc<dyn Locker>>,

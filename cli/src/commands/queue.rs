@@ -1,4 +1,5 @@
-//! `distsync queue NAME push [--key KEY] [ITEM] | pop | receive [-- CMD] | len`.
+//! `distsync queue NAME push [--key KEY] [ITEM] | pop | receive [-- CMD] | len |
+//! dead list|redrive|purge`.
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -6,7 +7,7 @@ use std::io::Write as _;
 use distsync::{Bytes, Delivery, Name, Queue, Session};
 use tokio::io::AsyncReadExt as _;
 
-use crate::args::{QueueAction, QueueArgs, WaitArgs};
+use crate::args::{DeadAction, QueueAction, QueueArgs, WaitArgs};
 use crate::child::{self, ChildEnd, Stop};
 use crate::context::{close, Ctx};
 use crate::exit::{self, Failure};
@@ -95,7 +96,53 @@ pub(super) async fn run(ctx: &mut Ctx, args: QueueArgs) -> Result<u8, Failure> {
             say!("{len}");
             Ok(exit::OK)
         }
+        QueueAction::Dead {
+            action,
+            dead_letter,
+        } => dead(ctx, &name, action, dead_letter).await,
     }
+}
+
+/// Lists, re-drives or purges the dead letters of queue `name`, through the library's
+/// [`distsync::Consumer`] so that the command and a consumer agree on where they are.
+async fn dead(
+    ctx: &mut Ctx,
+    name: &Name,
+    action: DeadAction,
+    dead_letter: Option<String>,
+) -> Result<u8, Failure> {
+    let mut options = distsync::ConsumerOptions::default();
+    if let Some(dead_letter) = dead_letter {
+        options = options.dead_letter(dead_letter);
+    }
+    let consumer = ctx.coordinator.consumer(name.as_str(), options)?;
+    match action {
+        DeadAction::List { format } => {
+            let items = ctx.wait(consumer.dead_letters(), None).await?;
+            let encoding = format.encoding();
+            let mut out = std::io::stdout().lock();
+            items
+                .iter()
+                .try_for_each(|item| items::write(&mut out, item, encoding))
+                .and_then(|()| out.flush())
+                .map_err(|error| {
+                    Failure::failed(format!(
+                        "writing the dead letters of queue {name} failed ({error}); they are \
+                         still in {}",
+                        consumer.dead_letter_queue().name()
+                    ))
+                })?;
+        }
+        DeadAction::Redrive => {
+            let moved = ctx.wait(consumer.redrive(), None).await?;
+            say!("{moved}");
+        }
+        DeadAction::Purge => {
+            let deleted = ctx.wait(consumer.purge(), None).await?;
+            say!("{deleted}");
+        }
+    }
+    Ok(exit::OK)
 }
 
 /// How `push` appends: at which priority, under which idempotency key.

@@ -9,10 +9,16 @@
 //! lock      jobs/a   waiter-1  694d7a3c1b2e0f07  -      -      distsync/jobs/a/694…  -
 //! election  leader   leader    694d7a3c1b2e0f01  21     -      distsync/leader/694…  value=node-1
 //! queue     jobs     -         -                 -      -      -                     ready=2 in_flight=0
+//! counter   visits   -         -                 -      -      -                     value=42
+//! latch     ready    -         -                 -      -      -                     count=1 initial=3
+//! ratelimit api      -         -                 -      -      -                     rate=100/1s burst=100 next_due=0ms
 //! ```
 //!
 //! Roles: `holder` (`leader` for an election's holder), `waiter-N` in the order the
-//! waiters will be served; `held` for a barrier, `-` for a queue and a double barrier.
+//! waiters will be served; `held` for a barrier, `open` for a latch whose count reached
+//! zero, `-` for the others. Counters, latches and rate limiters are listed where the
+//! backend reports them (memory and etcd); a rate limiter's `next_due` is how long until
+//! one permit is due, on the store's clock (`0ms`: one is available now).
 //! A field the store does not record is `-`. JSON (`--format json`) is one object with
 //! the fields of `distsync::status::StatusReport` (ages in milliseconds, values as
 //! UTF-8 text).
@@ -106,6 +112,40 @@ fn rows(report: &StatusReport) -> Vec<[String; 8]> {
                 barrier.participants, barrier.ready
             ),
         ));
+    }
+    for counter in &report.counters {
+        rows.push(plain_row(
+            "counter",
+            &counter.name,
+            NONE,
+            format!("value={}", counter.value),
+        ));
+    }
+    for latch in &report.latches {
+        let role = if latch.is_open() { "open" } else { NONE };
+        rows.push(plain_row(
+            "latch",
+            &latch.name,
+            role,
+            format!("count={} initial={}", latch.count, latch.initial),
+        ));
+    }
+    for limiter in &report.rate_limiters {
+        let mut detail = limiter.rate.map_or_else(
+            || "rate=?".to_owned(),
+            |rate| {
+                format!(
+                    "rate={}/{:?} burst={}",
+                    rate.permits(),
+                    rate.period(),
+                    rate.burst()
+                )
+            },
+        );
+        if let Some(due) = limiter.next_due {
+            detail.push_str(&format!(" next_due={}ms", due.as_millis()));
+        }
+        rows.push(plain_row("ratelimit", &limiter.name, NONE, detail));
     }
     rows
 }
@@ -209,7 +249,29 @@ fn to_json(report: &StatusReport) -> Value {
             "participants": barrier.participants,
             "ready": barrier.ready,
         })).collect::<Vec<_>>(),
+        "counters": report.counters.iter().map(|counter| json!({
+            "name": counter.name,
+            "value": counter.value,
+        })).collect::<Vec<_>>(),
+        "latches": report.latches.iter().map(|latch| json!({
+            "name": latch.name,
+            "initial": latch.initial,
+            "count": latch.count,
+            "open": latch.is_open(),
+        })).collect::<Vec<_>>(),
+        "rate_limiters": report.rate_limiters.iter().map(|limiter| json!({
+            "name": limiter.name,
+            "permits": limiter.rate.map(|rate| rate.permits()),
+            "period_ms": limiter.rate.map(|rate| millis(rate.period())),
+            "burst": limiter.rate.map(|rate| rate.burst()),
+            "next_due_ms": limiter.next_due.map(millis),
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// A duration in whole milliseconds, as JSON carries ages.
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -239,6 +301,39 @@ mod tests {
         report.lines.push(election);
         report.queues.push(QueueStatus::new("jobs/q", 2, 1));
         report
+    }
+
+    #[test]
+    fn counters_latches_and_rate_limiters_have_rows_and_json() {
+        use distsync::status::{CounterStatus, LatchStatus, RateLimiterStatus};
+        let mut report = StatusReport::new("memory", "");
+        report.counters.push(CounterStatus::new("visits", -3));
+        report.latches.push(LatchStatus::new("ready", 3, 0));
+        let rate = distsync::Rate::new(5, Duration::from_secs(60)).unwrap();
+        report.rate_limiters.push(
+            RateLimiterStatus::new("api")
+                .with_rate(Some(rate))
+                .with_next_due(Some(Duration::from_millis(1500))),
+        );
+        let lines = aligned(&rows(&report));
+        let cells: Vec<Vec<&str>> = lines
+            .iter()
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            cells[1],
+            ["counter", "visits", "-", "-", "-", "-", "-", "value=-3"]
+        );
+        assert_eq!(cells[2][..3], ["latch", "ready", "open"]);
+        assert_eq!(cells[2][7..], ["count=0", "initial=3"]);
+        assert_eq!(cells[3][..2], ["ratelimit", "api"]);
+        assert_eq!(cells[3][7..], ["rate=5/60s", "burst=5", "next_due=1500ms"]);
+
+        let value = to_json(&report);
+        assert_eq!(value["counters"][0]["value"], -3);
+        assert_eq!(value["latches"][0]["open"], true);
+        assert_eq!(value["rate_limiters"][0]["period_ms"], 60_000);
+        assert_eq!(value["rate_limiters"][0]["next_due_ms"], 1500);
     }
 
     #[test]
