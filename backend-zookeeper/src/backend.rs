@@ -145,6 +145,8 @@ impl Backend for ZkBackend {
         let known = self.shared.sessions().get(&id.0).cloned();
         match known {
             Some(lease) => match lease.upgrade() {
+                // In this process: ZooKeeper ends a session only for whoever has its
+                // password, which is the owner's client.
                 Some(lease) => lease.close().await,
                 // Dropped: its client closed the session.
                 None => Ok(()),

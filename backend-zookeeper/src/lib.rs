@@ -40,7 +40,8 @@
 //!   it, the fencing token is the holder node's creation zxid.
 //! * **Names** map to paths in `src/keys.rs`.
 //!
-//! Elections (`LeaderLatch`), semaphores (`InterProcessSemaphoreV2`), read-write locks
+//! Elections (`LeaderLatch`: its layout gives observers the latest value only, while
+//! distsync's `observe()` promises every proclaim), semaphores (`InterProcessSemaphoreV2`), read-write locks
 //! (`InterProcessReadWriteLock`), queues, barriers and STM are not built yet: each
 //! answers [`distsync_core::Error::Unsupported`], and [`capabilities()`] says so.
 //!

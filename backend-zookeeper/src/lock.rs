@@ -60,26 +60,55 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// A mutex named `name`: Curator's `InterProcessMutex` on its node.
 pub(crate) struct ZkLocker {
-    session: Session,
-    lease: Arc<LeaseInner>,
-    name: Name,
-    /// The lock's node.
-    dir: String,
+    line: Line,
 }
 
 impl ZkLocker {
     pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        let dir = keys::path(lease.shared.config.root(), Kind::Lock, &name);
+        Self {
+            line: Line::new(session, lease, name, Kind::Lock, LOCK_NAME),
+        }
+    }
+}
+
+/// A line of contenders under one node, the lowest sequence first: the protocol
+/// Curator's `LockInternals` runs for its mutex and `LeaderLatch` runs for its
+/// latch, with the name before the sequence (`lock-`, `latch-`) as the difference.
+pub(crate) struct Line {
+    pub(crate) session: Session,
+    pub(crate) lease: Arc<LeaseInner>,
+    pub(crate) name: Name,
+    /// The primitive's node.
+    pub(crate) dir: String,
+    /// What precedes the sequence in a contender's node name.
+    lock_name: &'static str,
+}
+
+impl Line {
+    pub(crate) fn new(
+        session: Session,
+        lease: Arc<LeaseInner>,
+        name: Name,
+        kind: Kind,
+        lock_name: &'static str,
+    ) -> Self {
+        let dir = keys::path(lease.shared.config.root(), kind, &name);
         Self {
             session,
             lease,
             name,
             dir,
+            lock_name,
         }
     }
 
+    /// The session id in hex: a lock contender's data.
+    fn session_data(&self) -> Vec<u8> {
+        format!("{:x}", self.lease.id).into_bytes()
+    }
+
     /// Fails with [`Error::SessionLost`] once the session is lost.
-    fn check_session(&self) -> Result<()> {
+    pub(crate) fn check_session(&self) -> Result<()> {
         if self.session.is_lost() {
             Err(Error::SessionLost)
         } else {
@@ -89,7 +118,10 @@ impl ZkLocker {
 
     /// Runs `request` until it gets an answer other than a connection loss, pausing
     /// between attempts while the client reconnects; gives up when the session is lost.
-    async fn retrying<T, F, Fut>(&self, mut request: F) -> Result<std::result::Result<T, zk::Error>>
+    pub(crate) async fn retrying<T, F, Fut>(
+        &self,
+        mut request: F,
+    ) -> Result<std::result::Result<T, zk::Error>>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, zk::Error>>,
@@ -112,18 +144,19 @@ impl ZkLocker {
 
     /// The contenders in line, ordered by sequence (empty if the lock's node is
     /// missing).
-    async fn line(&self) -> Result<Vec<(u64, String)>> {
-        let client = &self.lease.client;
+    pub(crate) async fn line(&self) -> Result<Vec<(u64, String)>> {
+        let client = self.lease.client()?;
         match self.retrying(|| client.list_children(&self.dir)).await? {
-            Ok(children) => Ok(keys::contenders(children, LOCK_NAME)),
+            Ok(children) => Ok(keys::contenders(children, self.lock_name)),
             Err(zk::Error::NoNode) => Ok(Vec::new()),
             Err(error) => Err(self.lease.error(error)),
         }
     }
 
-    /// Step 1: creates this contender's node (and the lock's node if missing).
-    async fn enter(&self) -> Result<Entry> {
-        let client = &self.lease.client;
+    /// Step 1: creates this contender's node holding `data` (and the primitive's node
+    /// if missing).
+    pub(crate) async fn enter(&self, data: &[u8]) -> Result<Entry> {
+        let client = self.lease.client()?;
         let prefix = keys::protected_prefix();
         let entry = Entry {
             lease: Arc::clone(&self.lease),
@@ -133,16 +166,15 @@ impl ZkLocker {
             token: 0,
             armed: true,
         };
-        let path = format!("{}/{}{LOCK_NAME}", self.dir, entry.prefix);
-        let data = format!("{:x}", self.lease.id).into_bytes();
+        let path = format!("{}/{}{}", self.dir, entry.prefix, self.lock_name);
         let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
         let timeout = self.lease.shared.config.request_timeout();
         let mut entry = entry;
         loop {
             self.check_session()?;
-            match tokio::time::timeout(timeout, client.create(&path, &data, &options)).await {
+            match tokio::time::timeout(timeout, client.create(&path, data, &options)).await {
                 Ok(Ok((stat, sequence))) => {
-                    entry.child = format!("{}{LOCK_NAME}{sequence}", entry.prefix);
+                    entry.child = format!("{}{}{sequence}", entry.prefix, self.lock_name);
                     entry.token = stat.czxid;
                     return Ok(entry);
                 }
@@ -168,7 +200,7 @@ impl ZkLocker {
 
     /// The node with `prefix` among the lock's children and its `czxid`, if any.
     async fn find(&self, prefix: &str) -> Result<Option<(String, i64)>> {
-        let client = &self.lease.client;
+        let client = self.lease.client()?;
         let children = match self.retrying(|| client.list_children(&self.dir)).await? {
             Ok(children) => children,
             Err(zk::Error::NoNode) => return Ok(None),
@@ -186,8 +218,7 @@ impl ZkLocker {
     }
 
     /// Step 2: waits until `entry` is the lowest contender.
-    async fn wait(&self, entry: &Entry) -> Result<()> {
-        let client = &self.lease.client;
+    pub(crate) async fn wait(&self, entry: &Entry) -> Result<()> {
         loop {
             let line = self.line().await?;
             let Some(place) = line.iter().position(|(_, child)| *child == entry.child) else {
@@ -197,10 +228,14 @@ impl ZkLocker {
                 return Ok(());
             }
             let before = format!("{}/{}", self.dir, line[place - 1].1);
-            let watcher = match self
+            // The client is not kept across the wait below: a close must end the
+            // session at once.
+            let client = self.lease.client()?;
+            let watched = self
                 .retrying(|| client.check_and_watch_stat(&before))
-                .await?
-            {
+                .await?;
+            drop(client);
+            let watcher = match watched {
                 Ok((Some(_), watcher)) => watcher,
                 // Gone between the listing and the watch: list again.
                 Ok((None, _)) => continue,
@@ -215,14 +250,14 @@ impl ZkLocker {
 
     /// The error for a contender whose node vanished while its session lives (deleted
     /// by an operator or another client): the session lost, or a backend error.
-    fn gone(&self, entry: &Entry) -> Error {
-        if self.session.is_lost() || self.lease.client.state().is_terminated() {
+    pub(crate) fn gone(&self, entry: &Entry) -> Error {
+        if self.session.is_lost() || self.lease.is_over() {
             Error::SessionLost
         } else {
             Error::backend(
                 crate::BACKEND,
                 format!(
-                    "the contender node {}/{} of lock {:?} was deleted by someone else",
+                    "the contender node {}/{} of {:?} was deleted by someone else",
                     entry.dir, entry.child, self.name
                 ),
             )
@@ -230,45 +265,58 @@ impl ZkLocker {
     }
 
     /// Step 3, made into the guard's release.
-    fn guard(&self, mut entry: Entry) -> LockGuard {
+    fn guard(&self, entry: Entry) -> LockGuard {
+        let token = FencingToken(entry.token as u64);
+        let (path, release) = self.release(entry);
+        lock_guard(path.clone(), token, &self.session, release)
+            .with_loss_watch(self.loss_watch(path))
+    }
+
+    /// A loss watch on the node at `path` (see [`watch_node`]).
+    pub(crate) fn loss_watch(&self, path: String) -> distsync_core::raw::LossWatchFn {
+        let lease = Arc::clone(&self.lease);
+        Box::new(move |lost: CancellationToken| {
+            tokio::spawn(watch_node(lease, path, lost));
+        })
+    }
+
+    /// Step 3: the granted `entry`'s node path and its release (a delete of the node).
+    pub(crate) fn release(&self, mut entry: Entry) -> (String, distsync_core::raw::ReleaseFn) {
         entry.armed = false;
         let path = format!("{}/{}", entry.dir, entry.child);
         let lease = Arc::clone(&self.lease);
         let release_path = path.clone();
         let release: distsync_core::raw::ReleaseFn = Box::new(move || {
             Box::pin(async move {
+                // A session that ended took the node with it: the hold was lost, which
+                // the release reports rather than a clean unlock.
+                if lease.is_over() {
+                    return Err(Error::SessionLost);
+                }
+                let client = lease.client()?;
                 let timeout = lease.shared.config.request_timeout();
-                match tokio::time::timeout(timeout, lease.client.delete(&release_path, None)).await
-                {
-                    Ok(Ok(()) | Err(zk::Error::NoNode)) => Ok(()),
-                    // The session's end deleted the node already.
-                    Ok(Err(error)) if crate::error::is_session_end(&error) => Ok(()),
+                match tokio::time::timeout(timeout, client.delete(&release_path, None)).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ if lease.is_over() => Err(Error::SessionLost),
+                    Ok(Err(zk::Error::NoNode)) => Err(Error::NotHeld),
                     Ok(Err(error)) => Err(crate::error::map(error)),
                     Err(_) => Err(Error::Timeout(timeout)),
                 }
             })
         });
-        let watch_lease = Arc::clone(&self.lease);
-        let watch_path = path.clone();
-        lock_guard(
-            path,
-            FencingToken(entry.token as u64),
-            &self.session,
-            release,
-        )
-        .with_loss_watch(Box::new(move |lost: CancellationToken| {
-            tokio::spawn(watch_node(watch_lease, watch_path, lost));
-        }))
+        (path, release)
     }
 }
 
 /// Cancels `lost` once the node at `path` is gone (deleted, or its session ended).
 async fn watch_node(lease: Arc<LeaseInner>, path: String, lost: CancellationToken) {
     loop {
+        let Ok(client) = lease.client() else { break };
         let watched = tokio::select! {
             () = lost.cancelled() => return,
-            watched = lease.client.check_and_watch_stat(&path) => watched,
+            watched = client.check_and_watch_stat(&path) => watched,
         };
+        drop(client);
         match watched {
             Ok((Some(_), watcher)) => {
                 tokio::select! {
@@ -292,14 +340,14 @@ async fn watch_node(lease: Arc<LeaseInner>, path: String, lost: CancellationToke
 
 /// A contender node being made or waited with. Dropped while armed (a cancelled or
 /// failed acquisition), it deletes in the background every child with its prefix.
-struct Entry {
+pub(crate) struct Entry {
     lease: Arc<LeaseInner>,
     dir: String,
     prefix: String,
     /// The node's name under `dir`, once known.
-    child: String,
+    pub(crate) child: String,
     /// The node's creation zxid.
-    token: i64,
+    pub(crate) token: i64,
     armed: bool,
 }
 
@@ -317,7 +365,8 @@ impl Drop for Entry {
         let known = std::mem::take(&mut self.child);
         runtime.spawn(async move {
             // Sent after the create on the same session, so the listing includes it.
-            let children = match lease.client.list_children(&dir).await {
+            let Ok(client) = lease.client() else { return };
+            let children = match client.list_children(&dir).await {
                 Ok(children) => children,
                 Err(error) => {
                     tracing::debug!(%dir, %error, "could not list a cancelled contender's node; its session removes it");
@@ -329,7 +378,7 @@ impl Drop for Entry {
                 .filter(|child| *child == known || child.starts_with(&prefix))
             {
                 let path = format!("{dir}/{child}");
-                if let Err(error) = lease.client.delete(&path, None).await {
+                if let Err(error) = client.delete(&path, None).await {
                     tracing::debug!(node = %path, %error, "could not delete a cancelled contender's node");
                 }
             }
@@ -340,39 +389,41 @@ impl Drop for Entry {
 #[async_trait]
 impl Locker for ZkLocker {
     fn name(&self) -> &Name {
-        &self.name
+        &self.line.name
     }
 
     async fn lock(&self) -> Result<LockGuard> {
-        let entry = self.enter().await?;
-        self.wait(&entry).await?;
-        Ok(self.guard(entry))
+        let line = &self.line;
+        let entry = line.enter(&line.session_data()).await?;
+        line.wait(&entry).await?;
+        Ok(line.guard(entry))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let entry = self.enter().await?;
-        let line = self.line().await?;
+        let this = &self.line;
+        let entry = this.enter(&this.session_data()).await?;
+        let line = this.line().await?;
         match line.first() {
-            Some((_, first)) if *first == entry.child => Ok(Some(self.guard(entry))),
+            Some((_, first)) if *first == entry.child => Ok(Some(this.guard(entry))),
             Some(_) if line.iter().any(|(_, child)| *child == entry.child) => {
                 // Someone is ahead: withdraw before answering, so that no later
                 // `try_lock` finds this node ahead of it (cancelled here, the entry's
                 // drop deletes it in the background).
                 let mut entry = entry;
                 let path = format!("{}/{}", entry.dir, entry.child);
-                let client = &self.lease.client;
-                match self.retrying(|| client.delete(&path, None)).await? {
+                let client = this.lease.client()?;
+                match this.retrying(|| client.delete(&path, None)).await? {
                     Ok(()) | Err(zk::Error::NoNode) => entry.armed = false,
-                    Err(error) => return Err(self.lease.error(error)),
+                    Err(error) => return Err(this.lease.error(error)),
                 }
                 Ok(None)
             }
-            _ => Err(self.gone(&entry)),
+            _ => Err(this.gone(&entry)),
         }
     }
 
     async fn contenders(&self) -> Result<usize> {
-        self.check_session()?;
-        Ok(self.line().await?.len())
+        self.line.check_session()?;
+        Ok(self.line.line().await?.len())
     }
 }

@@ -24,14 +24,16 @@
 //!
 //! # Revoking
 //!
-//! A client can end any session whose id and password it has: it attaches to the
-//! session and closes it. [`Lease::revoke`] (a close) does exactly that, and so does
+//! The session's client is its only handle on the session: every request takes a
+//! clone for its own duration and none is kept across a wait. [`Lease::revoke`] (a
+//! close) takes the client away and drops it, and the client sends `closeSession` as
+//! it goes, which deletes the session's ephemeral nodes at once; so does
 //! [`Backend::revoke_session`](distsync_core::Backend::revoke_session) for a session
-//! of this process; ZooKeeper offers no way to end another process's session without
-//! its password.
+//! of this process. ZooKeeper offers no way to end another process's session short of
+//! attaching to it with its password, which only its owner has.
 
 use std::any::Any;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use distsync_core::raw::SessionStoreSide as _;
@@ -52,7 +54,8 @@ pub(crate) struct ZkLease {
 pub(crate) struct LeaseInner {
     pub(crate) shared: Arc<Shared>,
     /// The session's client: every node held through the session is created by it.
-    pub(crate) client: zk::Client,
+    /// `None` once closed.
+    client: RwLock<Option<zk::Client>>,
     pub(crate) id: u64,
     /// The session's lost token, set once the session has started.
     lost: OnceLock<CancellationToken>,
@@ -77,36 +80,43 @@ impl LeaseInner {
         map(error)
     }
 
-    /// Ends the session in the store: attaches to it from a second connection and
-    /// closes it, which deletes its ephemeral nodes. A session already gone is fine.
+    /// The session's client, for one request (never kept across a wait, so that
+    /// [`LeaseInner::close`] ends the session).
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once the session is closed.
+    pub(crate) fn client(&self) -> Result<zk::Client> {
+        self.client
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(Error::SessionLost)
+    }
+
+    /// Whether the session is known to be over (closed, expired, or lost).
+    pub(crate) fn is_over(&self) -> bool {
+        self.lost.get().is_some_and(CancellationToken::is_cancelled)
+            || self
+                .client
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .is_none_or(|client| client.state().is_terminated())
+    }
+
+    /// Ends the session in the store: drops the session's client, which sends
+    /// `closeSession` once the requests still in flight (bounded by the request
+    /// timeout) have let go of their clones; the server then deletes its ephemeral
+    /// nodes. A session already gone is fine.
     pub(crate) async fn close(&self) -> Result<()> {
-        let attach = zk::Client::connector()
-            .with_session(self.client.session().clone())
-            .with_session_timeout(self.client.session_timeout())
-            .with_connection_timeout(self.shared.config.connect_timeout());
-        let attach = match self.shared.config.digest() {
-            Some(digest) => attach.with_auth("digest", &digest),
-            None => attach,
-        };
-        let connected = tokio::time::timeout(
-            self.shared.config.connect_timeout(),
-            attach.connect(&self.shared.config.connect_string()),
-        )
-        .await;
-        match connected {
-            // Dropping the only handle of the attached client sends closeSession.
-            Ok(Ok(client)) => {
-                drop(client);
-                self.fail();
-                Ok(())
-            }
-            Ok(Err(error)) if is_session_end(&error) => {
-                self.fail();
-                Ok(())
-            }
-            Ok(Err(error)) => Err(map(error)),
-            Err(_) => Err(Error::Timeout(self.shared.config.connect_timeout())),
-        }
+        let client = self
+            .client
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.fail();
+        drop(client);
+        Ok(())
     }
 }
 
@@ -126,7 +136,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
     let mut states = client.state_watcher();
     let inner = Arc::new(LeaseInner {
         shared: Arc::clone(shared),
-        client,
+        client: RwLock::new(Some(client)),
         id,
         lost: OnceLock::new(),
     });
@@ -180,11 +190,14 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
 impl Lease for ZkLease {
     async fn keep_alive(&self) -> Result<KeepAlive> {
         let inner = &self.inner;
-        if inner.client.state().is_terminated() {
+        let Ok(client) = inner.client() else {
+            return Ok(KeepAlive::Gone);
+        };
+        if client.state().is_terminated() {
             return Ok(KeepAlive::Gone);
         }
         let timeout = inner.shared.config.request_timeout();
-        match tokio::time::timeout(timeout, inner.client.check_stat("/")).await {
+        match tokio::time::timeout(timeout, client.check_stat("/")).await {
             Ok(Ok(_)) => Ok(KeepAlive::Renewed),
             Ok(Err(error)) if is_session_end(&error) => Ok(KeepAlive::Gone),
             Ok(Err(error)) => Err(map(error)),
@@ -193,9 +206,6 @@ impl Lease for ZkLease {
     }
 
     async fn revoke(&self) -> Result<()> {
-        if self.inner.client.state().is_terminated() {
-            return Ok(());
-        }
         self.inner.close().await
     }
 
