@@ -74,12 +74,13 @@ use distsync_core::{Backend, Capabilities};
 use tokio::time::Instant;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
-const SERVER_VARS: [&str; 5] = [
+const SERVER_VARS: [&str; 6] = [
     "DISTSYNC_ETCD_URL",
     "DISTSYNC_REDIS_URL",
     "DISTSYNC_POSTGRES_URL",
     "DISTSYNC_REDIS_SENTINEL_URL",
     REDIS_CLUSTER_VAR,
+    "DISTSYNC_ZOOKEEPER_URL",
 ];
 
 /// The scheme of Redis Sentinel URLs, whose column is labelled `redis-sentinel`.
