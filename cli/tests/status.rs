@@ -161,3 +161,55 @@ fn an_empty_store_prints_the_header_only() {
     assert_eq!(report["backend"], "memory");
     assert_eq!(report["lines"], Value::Array(Vec::new()));
 }
+
+/// Counters and latches in `distsync status`, on the servers whose backend reports them
+/// (etcd, through the kv recipes; Redis and PostgreSQL list none, so they are skipped
+/// here, and memory is one process only: the kv crate's unit test covers it).
+#[test]
+fn status_shows_counters_and_latches() {
+    for server in servers() {
+        let label = server.label;
+        if label != "etcd" {
+            eprintln!("{label}: status does not list counters and latches; skipped");
+            continue;
+        }
+        let url = server.url.as_str();
+        let base = format!("{}/", unique("status-counting"));
+        let counter = format!("{base}visits");
+        let latch = format!("{base}ready");
+        let ok = |args: &[&str]| {
+            let (code, lines, stderr) = common::run(Some(url), args);
+            assert_eq!(code, 0, "{label}: distsync {args:?}: {stderr}");
+            lines
+        };
+        ok(&["counter", &counter, "add", "42"]);
+        ok(&["latch", &latch, "3", "count-down"]);
+
+        let report = json_status(url, &base);
+        assert_eq!(report["counters"][0]["name"], counter.as_str(), "{report}");
+        assert_eq!(report["counters"][0]["value"], 42, "{report}");
+        assert_eq!(report["latches"][0]["name"], latch.as_str(), "{report}");
+        assert_eq!(report["latches"][0]["count"], 2, "{report}");
+        assert_eq!(report["latches"][0]["initial"], 3, "{report}");
+
+        let rows = ok(&["status", &base]);
+        let cells: Vec<Vec<&str>> = rows
+            .iter()
+            .map(|row| row.split_whitespace().collect())
+            .collect();
+        assert!(
+            cells
+                .iter()
+                .any(|cells| cells[..2] == ["counter", counter.as_str()]
+                    && cells.last() == Some(&"value=42")),
+            "{label}: {rows:#?}"
+        );
+        assert!(
+            cells
+                .iter()
+                .any(|cells| cells[..2] == ["latch", latch.as_str()]
+                    && cells.ends_with(&["count=2", "initial=3"])),
+            "{label}: {rows:#?}"
+        );
+    }
+}
