@@ -1,75 +1,19 @@
 //! The backend: the configuration, the sessions of this process, the factories.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::raw::{Barrier, DoubleBarrier, Election, Locker, Queue, RwLock};
 use distsync_core::{
     Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
 };
-use zookeeper_client as zk;
 
 use crate::config::ZkConfig;
 use crate::error::map;
 use crate::session::LeaseInner;
+use crate::store::Shared;
 use crate::BACKEND;
-
-/// What every session and primitive of one backend shares.
-pub(crate) struct Shared {
-    pub(crate) config: ZkConfig,
-    /// The sessions this process opened, for `revoke_session`.
-    sessions: Mutex<HashMap<u64, Weak<LeaseInner>>>,
-}
-
-impl Shared {
-    /// Opens a ZooKeeper session of `timeout` (its own connection), logged in.
-    pub(crate) async fn connect(&self, timeout: Duration) -> Result<zk::Client> {
-        let connector = zk::Client::connector()
-            .with_session_timeout(timeout)
-            .with_connection_timeout(self.config.connect_timeout());
-        let connector = match self.config.digest() {
-            Some(digest) => connector.with_auth("digest", &digest),
-            None => connector,
-        };
-        let connect_timeout = self.config.connect_timeout();
-        match tokio::time::timeout(
-            connect_timeout,
-            connector.connect(&self.config.connect_string()),
-        )
-        .await
-        {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(error)) => Err(match map(error) {
-                Error::Backend { source, .. } => Error::connection(BACKEND, source),
-                other => other,
-            }),
-            Err(_) => Err(Error::connection(
-                BACKEND,
-                format!(
-                    "no zookeeper session within {connect_timeout:?} (servers {})",
-                    self.config.connect_string()
-                ),
-            )),
-        }
-    }
-
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<LeaseInner>>> {
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn register_session(&self, id: u64, lease: Weak<LeaseInner>) {
-        let mut sessions = self.sessions();
-        sessions.retain(|_, lease| lease.strong_count() > 0);
-        sessions.insert(id, lease);
-    }
-
-    pub(crate) fn unregister_session(&self, id: u64) {
-        self.sessions().remove(&id);
-    }
-}
 
 /// The ZooKeeper backend: sessions are ZooKeeper sessions, primitives are Curator's
 /// recipes (see the crate docs).
@@ -97,10 +41,7 @@ impl ZkBackend {
     /// # Cancel safety
     /// Dropping the future drops the probe session (closed by the client).
     pub async fn connect(config: ZkConfig) -> Result<Self> {
-        let shared = Arc::new(Shared {
-            config,
-            sessions: Mutex::new(HashMap::new()),
-        });
+        let shared = Arc::new(Shared::new(config));
         let probe = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
         // A digest login is checked by the server only when a request needs it: ask
         // for the root's stat so a wrong password fails here rather than later.
@@ -142,7 +83,7 @@ impl Backend for ZkBackend {
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
-        let known = self.shared.sessions().get(&id.0).cloned();
+        let known = self.shared.session(id.0);
         match known {
             Some(lease) => match lease.upgrade() {
                 // In this process: ZooKeeper ends a session only for whoever has its

@@ -68,6 +68,7 @@ mod error;
 mod keys;
 mod lock;
 mod session;
+mod store;
 
 use std::time::Duration;
 

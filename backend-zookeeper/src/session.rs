@@ -41,8 +41,8 @@ use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, Session
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
-use crate::backend::Shared;
 use crate::error::{is_session_end, map};
+use crate::store::{OpenSession, Shared};
 use crate::BACKEND;
 
 /// The ZooKeeper side of a [`Session`].
@@ -151,7 +151,8 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
     );
     let lost = session.lost_token().clone();
     let _ = inner.lost.set(lost.clone());
-    shared.register_session(id, Arc::downgrade(&inner));
+    let registered: std::sync::Weak<dyn OpenSession> = Arc::downgrade(&inner) as _;
+    shared.register_session(id, registered);
     let watched = Arc::downgrade(&inner);
     // The client's state, as Curator's ConnectionStateListener sees it: Disconnected
     // is SUSPENDED (the session may live on; the deadline decides), a terminal state
@@ -184,6 +185,13 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
     });
     tracing::debug!(session = %SessionId(id), ttl = ?options.ttl, "zookeeper session opened");
     Ok(session)
+}
+
+#[async_trait]
+impl OpenSession for LeaseInner {
+    async fn close(&self) -> Result<()> {
+        LeaseInner::close(self).await
+    }
 }
 
 #[async_trait]
