@@ -246,3 +246,82 @@ async fn the_lock_delay_declares_holds_exclusive_across_a_restart_and_data_still
             .with_exclusive_across_restart(true)
     );
 }
+
+/// A waiter line whose marker another server set (its recorded replication id is not
+/// this server's, as on a replica promoted without acknowledgement) grants nothing
+/// for the bound, then grants a token above every earlier one, and records this
+/// server's id.
+#[tokio::test]
+async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
+    let Some(server) = support::server_url() else {
+        return;
+    };
+    let bare = server
+        .split_once('?')
+        .map_or(server.as_str(), |(base, _)| base);
+    let namespace = support::unique_namespace("amnesia");
+    let url = format!(
+        "{}&max_session_ttl=2s",
+        support::with_namespace(bare, &namespace)
+    );
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let session = coordinator
+        .session_with_ttl(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let locker = coordinator.locker(&session, "promoted").unwrap();
+    let first = locker.try_lock().await.unwrap().expect("granted at once");
+    let token_before = first.token();
+    first.unlock().await.unwrap();
+
+    // The line as a promoted replica has it: its marker, set under another id.
+    let mut raw = redis::Client::open(bare)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let rid_key = format!("{{{namespace}promoted}}:lock:rid");
+    let other = "0123456789abcdef0123456789abcdef01234567";
+    let _: () = redis::cmd("SET")
+        .arg(&rid_key)
+        .arg(other)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    let seen = Instant::now();
+    assert!(
+        locker.try_lock().await.unwrap().is_none(),
+        "granted while the lock-delay after the promotion runs"
+    );
+    let granted = within(BOUND + Duration::from_secs(5), locker.lock())
+        .await
+        .unwrap();
+    assert!(
+        seen.elapsed() >= Duration::from_millis(1900),
+        "granted {:?} after the promotion was seen, within the bound of 2 s",
+        seen.elapsed()
+    );
+    assert!(
+        granted.token() > token_before,
+        "{:?} is not above {:?}",
+        granted.token(),
+        token_before
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let recorded: String = redis::cmd("GET")
+        .arg(&rid_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_ne!(recorded, other);
+    assert!(
+        info.contains(&format!("master_replid:{recorded}")),
+        "{recorded} is not this server's replication id"
+    );
+    granted.unlock().await.unwrap();
+}

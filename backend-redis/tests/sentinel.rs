@@ -167,3 +167,11 @@ fn primary_killed_without_replica_acknowledgement() {
         "{report}"
     );
 }
+
+/// With `wait_replicas=0` and the lock-delay of the group's URL (`max_session_ttl=`):
+/// the holds survive the failover (one holder, tokens growing, no stuck or silent
+/// hold), what was acknowledged during the lag or not.
+#[test]
+fn primary_killed_without_replica_acknowledgement_under_the_lock_delay() {
+    failover_case("server_primary_kill_unacknowledged_lock_delay");
+}

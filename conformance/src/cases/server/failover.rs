@@ -688,8 +688,10 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
         backend.session(SessionOptions::with_ttl(ttl)),
     )
     .await?;
+    // A first grant of a new name may wait out a lock-delay (on a server promoted
+    // since it started).
     let holder = within(
-        PROMPT,
+        PROMPT + fault.lock_delay(),
         "taking the held lock",
         backend
             .locker(&holder_session, held.clone())
