@@ -289,3 +289,39 @@ async fn mixed_waiters_are_served_in_the_order_they_queued() {
     third_session.close().await.unwrap();
     session.close().await.unwrap();
 }
+
+/// A Curator holder frozen with SIGSTOP stops its session's pings: ZooKeeper expires
+/// the session after the peer's 10 s session timeout, deletes its node, and the Rust
+/// waiter is granted then, not before the timeout has mostly run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_curator_holder_loses_the_lock_when_its_session_expires() {
+    let Some(setup) = setup() else { return };
+    let name = unique("frozen");
+    let mut java = JavaHolder::start(&setup, &name, -1).await;
+    let java_token = java.granted().await;
+    let pid = java.child.id().expect("the peer runs");
+    let (_coordinator, session, locker) = rust_side(&setup, &name).await;
+    let frozen = tokio::time::Instant::now();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success(), "SIGSTOP the peer");
+    let guard = timeout(Duration::from_secs(30), locker.lock())
+        .await
+        .expect("granted once the frozen holder's session expired")
+        .unwrap();
+    let waited = frozen.elapsed();
+    // The peer's session timeout is 10 s; its last ping may have gone out up to a
+    // third of it before the freeze.
+    assert!(
+        waited >= Duration::from_secs(6),
+        "granted {waited:?} after freezing the holder, before its session could expire"
+    );
+    assert!(guard.token().get() > java_token);
+    guard.unlock().await.unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    session.close().await.unwrap();
+}
