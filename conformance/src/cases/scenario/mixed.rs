@@ -214,9 +214,22 @@ async fn run_seeded(
     }
     let partitions = partition_schedule(&run, &switches, Rng::new(schedule.next_u64())).await;
     let mut counts = Counts::default();
-    for client in &mut clients {
+    let mut external = String::new();
+    for (client, task) in clients.iter_mut().enumerate() {
         let limit = run.stop.saturating_duration_since(Instant::now()) + SPAWN_LIMIT + PROMPT;
-        counts.add(client.join(limit).await?);
+        let counted = task.join(limit).await?;
+        if client == IN_PROCESS {
+            external = format!(
+                "{} of its holders not granted within {SPAWN_LIMIT:?}, {} failed{}",
+                counted.timeouts,
+                counted.errors,
+                counted
+                    .last_error
+                    .as_ref()
+                    .map_or_else(String::new, |error| format!(" (last: {error})"))
+            );
+        }
+        counts.add(counted);
     }
     counts.add(partitions);
     drop(switches);
@@ -268,7 +281,7 @@ async fn run_seeded(
         ),
         format!(
             "{} contenders ({IN_PROCESS} through their own proxies, 1 external: {by_external} of \
-             the grants) for {}; session TTL {:?}, external holder TTL {:?}; {lost_after_fault} \
+             the grants; {external}) for {}; session TTL {:?}, external holder TTL {:?}; {lost_after_fault} \
              holds ended by lost() after a pause or partition; {} call errors, {} calls given up \
              after {CALL_LIMIT:?}; liveness: a grant within {bound:?} of the last fault's end{}",
             IN_PROCESS + 1,
