@@ -18,6 +18,13 @@
 //! payloads). A payload's entry is removed when its last subscription is dropped, so
 //! the map holds only payloads someone waits on; only a reconnection of the listener
 //! visits them all (once).
+//!
+//! # Wake-ups that carry a value
+//! A grant's wake-up `m:<session>.<entry>:<token>` wakes the subscribers of
+//! `m:<session>.<entry>` and hands them the token ([`Subscription::token`]), so that the
+//! granted waiter needs no read to learn it (see [`crate::waiter_line`]). The token is
+//! kept once given: a grant holds until its entry leaves, and the subscription lives
+//! only while its entry waits.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +48,30 @@ pub(crate) struct Hub {
 struct HubInner {
     pool: PgPool,
     channel: String,
-    subscribers: Mutex<HashMap<String, watch::Sender<u64>>>,
+    subscribers: Mutex<HashMap<String, watch::Sender<Signal>>>,
     resyncs: AtomicU64,
+}
+
+/// What a payload's subscribers see: how many notifications arrived, and the value the
+/// last one that carried a value gave (see the module docs).
+#[derive(Clone, Copy, Default)]
+struct Signal {
+    count: u64,
+    token: Option<i64>,
+}
+
+/// The subscription key and the carried value of `payload`: `m:<session>.<entry>:<token>`
+/// is `m:<session>.<entry>` with `token`; any other payload is itself, with none. A
+/// value that is not a number is not one: the payload is taken as it is.
+fn split_payload(payload: &str) -> (&str, Option<i64>) {
+    if let Some(rest) = payload.strip_prefix("m:") {
+        if let Some((entry, token)) = rest.split_once(':') {
+            if let Ok(token) = token.parse() {
+                return (&payload[..2 + entry.len()], Some(token));
+            }
+        }
+    }
+    (payload, None)
 }
 
 struct AbortOnDrop(AbortHandle);
@@ -56,7 +85,7 @@ impl Drop for AbortOnDrop {
 /// A waiter's interest in one payload; dropping the last subscription of a payload
 /// removes it from the hub.
 pub(crate) struct Subscription {
-    receiver: watch::Receiver<u64>,
+    receiver: watch::Receiver<Signal>,
     inner: Arc<HubInner>,
     payload: String,
     resyncs: u64,
@@ -87,6 +116,12 @@ pub(crate) enum Wake {
 }
 
 impl Subscription {
+    /// The value carried by a notification of this payload (a granted entry's token), if
+    /// one has arrived since the subscription was made.
+    pub(crate) fn token(&self) -> Option<i64> {
+        self.receiver.borrow().token
+    }
+
     /// Waits for a notification that arrived after the subscription was made or after the
     /// previous call returned. Cancel-safe.
     ///
@@ -143,7 +178,7 @@ impl HubInner {
         let mut subscribers = self.subscribers();
         let receiver = subscribers
             .entry(payload.clone())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Signal::default()).0)
             .subscribe();
         drop(subscribers);
         Subscription {
@@ -154,22 +189,26 @@ impl HubInner {
         }
     }
 
-    fn subscribers(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
+    fn subscribers(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Signal>>> {
         self.subscribers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn wake(&self, payload: &str) {
-        if let Some(sender) = self.subscribers().get(payload) {
-            sender.send_modify(|n| *n = n.wrapping_add(1));
+        let (key, token) = split_payload(payload);
+        if let Some(sender) = self.subscribers().get(key) {
+            sender.send_modify(|signal| {
+                signal.count = signal.count.wrapping_add(1);
+                signal.token = token.or(signal.token);
+            });
         }
     }
 
     fn wake_all(&self) {
         self.resyncs.fetch_add(1, Ordering::SeqCst);
         for sender in self.subscribers().values() {
-            sender.send_modify(|n| *n = n.wrapping_add(1));
+            sender.send_modify(|signal| signal.count = signal.count.wrapping_add(1));
         }
     }
 }
@@ -267,5 +306,37 @@ mod tests {
         );
         hub.wake("m:1.1");
         assert_eq!(a.changed().await.unwrap(), Wake::Notified);
+    }
+
+    #[test]
+    fn payloads_split_into_key_and_token() {
+        assert_eq!(split_payload("m:7.9:42"), ("m:7.9", Some(42)));
+        assert_eq!(split_payload("m:7.9"), ("m:7.9", None));
+        assert_eq!(split_payload("m:7.9:x"), ("m:7.9:x", None));
+        assert_eq!(split_payload("q:a:b"), ("q:a:b", None));
+        assert_eq!(split_payload("M:3"), ("M:3", None));
+    }
+
+    #[tokio::test]
+    async fn a_carried_token_reaches_its_subscriber_and_stays() {
+        let hub = hub();
+        let mut a = hub.register("m:1.2".into());
+        let mut other = hub.register("m:1.3".into());
+        assert_eq!(a.token(), None);
+        hub.wake("m:1.2:17");
+        assert_eq!(a.changed().await.unwrap(), Wake::Notified);
+        assert_eq!(a.token(), Some(17));
+        assert!(
+            !other.receiver.has_changed().unwrap(),
+            "a token for m:1.2 woke m:1.3"
+        );
+        assert_eq!(other.token(), None);
+        // A later wake-up without a value (a re-check request) keeps the token.
+        hub.wake("m:1.2");
+        assert_eq!(a.changed().await.unwrap(), Wake::Notified);
+        assert_eq!(a.token(), Some(17));
+        hub.wake("m:1.3");
+        assert_eq!(other.changed().await.unwrap(), Wake::Notified);
+        assert_eq!(other.token(), None);
     }
 }

@@ -29,7 +29,9 @@
 //!   pruned, their counters folded into `token_floor` first so that a name registered
 //!   again never goes backwards (see [`crate::limits`]).
 //! - `semaphores` and `semaphore_entries` (`sql/waiter_line.sql`): the line of every
-//!   name, one entry row per acquisition ([`crate::waiter_line`]); the guarded write
+//!   name, one entry row per acquisition ([`crate::waiter_line`]); `sem_grant`
+//!   (`sql/sem_grant.sql`), the grants of a release, whose wake-ups carry the token
+//!   (a schema made before that gets it on first use, see [`ensure`]); the guarded write
 //!   (`sql/guarded.sql`, for `LockGuard::put_if_held`) checks an entry and writes `kv` in
 //!   one statement.
 //! - `election_leaders` (the current leader, tied to its session) and `election_log`
@@ -60,11 +62,12 @@ use crate::error::{map, BACKEND};
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// The DDL, in the order it runs; `{s}` stands for the quoted schema name.
-const DDL: [&str; 12] = [
+const DDL: [&str; 13] = [
     include_str!("../sql/layout.sql"),
     include_str!("../sql/sessions.sql"),
     include_str!("../sql/names.sql"),
     include_str!("../sql/waiter_line.sql"),
+    SEM_GRANT,
     include_str!("../sql/guarded.sql"),
     include_str!("../sql/election.sql"),
     include_str!("../sql/queue.sql"),
@@ -74,6 +77,10 @@ const DDL: [&str; 12] = [
     include_str!("../sql/rate_limiter.sql"),
     include_str!("../sql/queue_dedup.sql"),
 ];
+
+/// `sem_grant`, whose wake-ups carry the granted token, and its marker
+/// `wake_carries_token()`.
+const SEM_GRANT: &str = include_str!("../sql/sem_grant.sql");
 
 /// Quotes a validated schema name as an SQL identifier.
 pub(crate) fn quote(schema: &str) -> String {
@@ -88,6 +95,10 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
 /// Checks the schema's layout marker, creating the schema's objects if it has none, and
 /// returns the schema's OID.
 ///
+/// A schema of this layout whose `sem_grant` predates tokens in wake-ups (it lacks
+/// `wake_carries_token()`) gets the current `sem_grant` ([`install_added`]); a role that
+/// may not create it uses the schema as it is, its waiters reading their tokens.
+///
 /// # Errors
 /// [`Error::IncompatibleLayout`] for a schema of a newer layout, [`Error::Unsupported`]
 /// for one of an older layout (both left untouched), and the database's errors.
@@ -101,7 +112,10 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         layout_version(&mut conn, &quoted).await?
     };
     match found {
-        Some(found) => accept(schema, found)?,
+        Some(found) => {
+            accept(schema, found)?;
+            upgrade_sem_grant(pool, &quoted).await?;
+        }
         None => install(pool, schema, &quoted).await?,
     }
     let oid: Oid = sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
@@ -110,6 +124,28 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         .await
         .map_err(map)?;
     Ok(oid.0)
+}
+
+/// Replaces `sem_grant` in a schema made before its wake-ups carried the token (see
+/// [`ensure`]). Idempotent (`CREATE OR REPLACE`), and harmless to older clients sharing
+/// the schema: only this client's entries get the new payload (see
+/// [`crate::waiter_line::TOKEN_WAKE`]).
+async fn upgrade_sem_grant(pool: &PgPool, quoted: &str) -> Result<()> {
+    let current: bool = sqlx::query_scalar("SELECT to_regprocedure($1) IS NOT NULL")
+        .bind(format!("{quoted}.wake_carries_token()"))
+        .fetch_one(pool)
+        .await
+        .map_err(map)?;
+    if current {
+        return Ok(());
+    }
+    let ddl = render(SEM_GRANT, quoted);
+    if let Err(error) = install_added(pool, "the grants whose wake-ups carry the token", &ddl).await
+    {
+        // Only a cost: the old sem_grant's waiters read their token.
+        tracing::warn!(%error, "postgres: could not replace sem_grant; waiters read their tokens");
+    }
+    Ok(())
 }
 
 /// Whether a client of [`LAYOUT_VERSION`] may use a schema marked `found`.

@@ -32,9 +32,20 @@
 //!   re-check (`semaphore_check`, after a wake-up or at the expiry of an entry ahead);
 //! - the release that lets it in: the delete trigger, when it holds the name's lock
 //!   (always, for a release or a withdrawal), grants the waiters that can now hold
-//!   (`sem_grant`) and notifies them; the woken waiter's check then only reads its token
-//!   (no lock, no write, no WAL flush). A candidacy is only woken, and granted by its own
-//!   check, which writes its election's leader row and log entry (the token is the term).
+//!   (`sem_grant`) and notifies them, each wake-up carrying the waiter's token
+//!   (`m:<session>.<entry>:<token>`), so the woken waiter holds without a statement of
+//!   its own. A candidacy is only woken, and granted by its own check, which writes its
+//!   election's leader row and log entry (the token is the term).
+//!
+//! The token in the wake-up is safe to act on: `sem_grant` writes the grant and sends
+//! the wake-up in one transaction, which commits synchronously, and PostgreSQL delivers
+//! a notification only once its transaction has committed, so after the WAL flush; the
+//! entry holds from then until it leaves. A wake-up without a token (`m:<session>.<entry>`:
+//! `sem_wake` after a check's grant, a schema whose `sem_grant` predates tokens in
+//! wake-ups, an entry of an older client) makes the waiter run its check, which grants
+//! it or reads its token. Which payload an entry gets is told by its number: this client draws entry
+//! numbers from [`TOKEN_WAKE`] up, and `sem_grant` gives a token only to those, so an
+//! older client sharing the schema still gets the payload it subscribed to.
 //!
 //! A holder's connection is any of the pool's: statements of one hold may run on
 //! different connections, and the pool stays at its size however many holds there are.
@@ -54,7 +65,11 @@
 //!   until a later synchronous commit proves it durable and makes it again when the
 //!   server's epoch shows a crash recovery may have lost it
 //!   ([`crate::connection::unflushed`]). A release is idempotent, so making it again is
-//!   harmless. Where the epoch cannot be read, releases commit synchronously.
+//!   harmless. Where the epoch cannot be read, releases commit synchronously. Lost
+//!   with its holder gone too (the crash took both), the entry holds the name only
+//!   until its session row expires: `expires_at` is server time, which a restart does
+//!   not move, and nobody renews it. It never lets two holders in: the entry is back,
+//!   and still counts.
 //!
 //! What must survive stays synchronous: **grants** (an entry with its token, the
 //! counter bump, a candidacy's leader row), including a release that grants the next
@@ -75,8 +90,8 @@
 //! a check notifies those too (`sem_wake`: two permits freed by concurrent
 //! transactions, each seeing only its own, still wake both waiters). No waiter blocks
 //! in the server, so PostgreSQL's deadlock detector has no part in a hand-off, and a
-//! hand-off is the release's statement (with one WAL flush when it grants), one
-//! notification and the waiter's read of its token.
+//! hand-off is the release's statement (with one WAL flush when it grants) and one
+//! notification, which carries the token.
 //!
 //! A deletion that does not run under the name's row lock (the cascade of a session's
 //! end, which deletes entries of many names at once) takes that lock in the trigger if
@@ -128,9 +143,14 @@ use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
 use distsync_core::raw::WaitRetry;
 
+/// The first entry number of a client that reads the token from a grant's wake-up
+/// (2^62): `sem_grant` puts the token in the wake-up of entries numbered from here on,
+/// and leaves the payload of an older client's entries (numbered from 1) as it was.
+pub(crate) const TOKEN_WAKE: i64 = 1 << 62;
+
 /// Entry numbers of this process; with the session id (never reused) they identify an
-/// entry.
-static ENTRIES: AtomicI64 = AtomicI64::new(1);
+/// entry. Drawn from [`TOKEN_WAKE`] up (see there).
+static ENTRIES: AtomicI64 = AtomicI64::new(TOKEN_WAKE + 1);
 
 /// What an entry asks of the line: a permit, a lock, a read or write lock, a candidacy.
 #[derive(Clone, Copy)]
@@ -517,7 +537,16 @@ async fn attempt(
         tokio::select! {
             biased;
             () = lost.cancelled() => return Err(Error::SessionLost.into()),
-            woke = own.changed() => { woke?; }
+            woke = own.changed() => {
+                woke?;
+                // Granted by the release that let it in, which sent the token: durable
+                // (the wake-up is delivered after the grant's synchronous commit), so no
+                // read is needed.
+                if let Some(token) = own.token() {
+                    cleanup.entry = None;
+                    return Ok(Some((entry, token)));
+                }
+            }
             woke = everyone.changed() => { woke?; }
             () = tokio::time::sleep(pause) => {}
         }

@@ -432,6 +432,158 @@ async fn objects_added_to_the_layout_are_created_on_first_use() {
     pool.close().await;
 }
 
+/// One hand-off on `backend`'s lock `name` with a 30 s TTL (a hand-over gated by the
+/// lease would take seconds): the holder's and the next holder's tokens.
+async fn hand_off(backend: &PostgresBackend, name: &Name) -> (u64, u64) {
+    let ttl = SessionOptions::with_ttl(Duration::from_secs(30));
+    let holder = backend.session(ttl.clone()).await.unwrap();
+    let guard = backend
+        .locker(&holder, name.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let waiting = backend.session(ttl).await.unwrap();
+    let waiter = backend.locker(&waiting, name.clone()).unwrap();
+    let probe = backend.locker(&waiting, name.clone()).unwrap();
+    let wait = tokio::spawn(async move { waiter.lock().await });
+    eventually(Duration::from_secs(10), "the waiter is queued", || async {
+        probe.contenders().await.unwrap() == 2
+    })
+    .await;
+    let first = guard.token().get();
+    guard.unlock().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("the release did not hand over at once")
+        .unwrap()
+        .unwrap();
+    let second = next.token().get();
+    next.unlock().await.unwrap();
+    holder.close().await.unwrap();
+    waiting.close().await.unwrap();
+    (first, second)
+}
+
+/// The next notification on `listener` whose payload starts with `prefix`, within 10 s.
+async fn payload_starting(listener: &mut sqlx::postgres::PgListener, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let notification = tokio::time::timeout(left, listener.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no notification {prefix}… within 10 s"))
+            .unwrap();
+        if notification.payload().starts_with(prefix) {
+            return notification.payload().to_owned();
+        }
+    }
+}
+
+/// A schema whose `sem_grant` predates tokens in wake-ups hands over as before (the
+/// waiter reads its token) and gets the current `sem_grant` when a client connects; its
+/// wake-ups then carry the token for this client's entries, and an older client's entry
+/// (numbered below 2^62) still gets the payload it subscribed to.
+#[tokio::test(flavor = "multi_thread")]
+async fn sem_grant_is_upgraded_and_older_clients_are_woken_as_before() {
+    use sqlx::Executor;
+    let Some(url) = url() else { return };
+    let schema = format!("x_wake_{}", std::process::id());
+    let quoted = format!("\"{schema}\"");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{separator}schema={schema}");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    pool.execute(format!("DROP SCHEMA IF EXISTS {quoted} CASCADE").as_str())
+        .await
+        .unwrap();
+    let before = distsync_postgres::backend(&scoped).await.unwrap();
+    // The schema as one made before: the old sem_grant, no marker.
+    pool.execute(format!("DROP FUNCTION {quoted}.wake_carries_token()").as_str())
+        .await
+        .unwrap();
+    let old = include_str!("sem_grant_before_tokens.sql").replace("{s}", &quoted);
+    pool.execute(old.as_str()).await.unwrap();
+    let marked = || {
+        let pool = pool.clone();
+        let function = format!("{quoted}.wake_carries_token()");
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT to_regprocedure($1) IS NOT NULL")
+                .bind(function)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let name = Name::new(unique("wake")).unwrap();
+    let (first, second) = hand_off(&before, &name).await;
+    assert!(second > first, "tokens {first} then {second}");
+    assert!(!marked().await, "nothing upgraded the schema yet");
+
+    let after = distsync_postgres::backend(&scoped).await.unwrap();
+    assert!(marked().await, "sem_grant was not replaced on connect");
+    let oid: sqlx::postgres::types::Oid =
+        sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
+            .bind(&schema)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    listener
+        .listen(&format!("distsync_{}", oid.0))
+        .await
+        .unwrap();
+    let (first, second) = hand_off(&after, &name).await;
+    assert!(second > first, "tokens {first} then {second}");
+    let granted = payload_starting(&mut listener, "m:").await;
+    assert!(
+        granted.ends_with(&format!(":{second}")),
+        "the grant's wake-up {granted:?} does not carry the token {second}"
+    );
+
+    // An older client's entries, numbered from 1: the wake-up without the token.
+    let sql = |text: &str| text.replace("{s}", &quoted);
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let id: i64 = sqlx::query_scalar(&sql("INSERT INTO {s}.sessions (ttl_ms, expires_at) \
+             VALUES (30000, clock_timestamp() + interval '30 seconds') RETURNING id"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        sessions.push(id);
+    }
+    let k: i32 = sqlx::query_scalar(&sql("SELECT {s}.register_name('lock', $1)"))
+        .bind(unique("older"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let join = sql("SELECT o_state FROM {s}.semaphore_join($1, $2, $3, 1, true)");
+    for (session, entry, state) in [(sessions[0], 1_i64, 1), (sessions[1], 2, 0)] {
+        let got: i32 = sqlx::query_scalar(&join)
+            .bind(k)
+            .bind(session)
+            .bind(entry)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(got, state, "entry {entry}");
+    }
+    let left: bool = sqlx::query_scalar(&sql("SELECT {s}.semaphore_leave($1, $2, 1, false)"))
+        .bind(k)
+        .bind(sessions[0])
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(left);
+    let older = payload_starting(&mut listener, &format!("m:{}.", sessions[1])).await;
+    assert_eq!(older, format!("m:{}.2", sessions[1]));
+
+    drop((before, after, listener));
+    pool.execute(format!("DROP SCHEMA {quoted} CASCADE").as_str())
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn arguments_are_checked() {
     let Some((url, backend)) = backend().await else {

@@ -158,6 +158,7 @@ async fn each_release_wakes_only_the_waiter_it_lets_in() {
     held_b.unlock().await.unwrap();
     let (second, _s1, _) = within(waiters.next().unwrap()).await.unwrap();
     let first_key = first.key().to_owned();
+    let first_token = first.token().get();
     first.unlock().await.unwrap();
     let (third, _s2, _) = within(waiters.next().unwrap()).await.unwrap();
     // Payloads are delivered in commit order: everything notified so far comes before
@@ -185,21 +186,21 @@ async fn each_release_wakes_only_the_waiter_it_lets_in() {
         }
     }
     // A permit's key ends with `/<session hex>/<entry>`: the payload is
-    // `<session decimal>.<entry>`.
-    let wake_of = |key: &str| {
+    // `<session decimal>.<entry>:<token>`, the token carried to the waiter granted.
+    let wake_of = |key: &str, token: u64| {
         let mut parts = key.rsplit('/');
         let entry = parts.next().unwrap();
         let session = u64::from_str_radix(parts.next().unwrap(), 16).unwrap();
-        format!("{session}.{entry}")
+        format!("{session}.{entry}:{token}")
     };
     assert_eq!(
         woken,
         vec![
-            wake_of(&first_key),
-            wake_of(second.key()),
-            wake_of(third.key())
+            wake_of(&first_key, first_token),
+            wake_of(second.key(), second.token().get()),
+            wake_of(third.key(), third.token().get())
         ],
-        "exactly one wake-up per grant, to the waiter granted"
+        "exactly one wake-up per grant, to the waiter granted, with its token"
     );
     assert!(third.token() > second.token());
     drop((second, third));
