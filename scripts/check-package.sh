@@ -8,6 +8,11 @@
 #   scripts/check-package.sh               # package and build each crate (~6 min cold, 2 cores)
 #   scripts/check-package.sh --no-verify   # package only, no builds (~10 s)
 #
+# Then (not with --no-verify) `cargo install` of the conformance runner from its crate
+# into a temporary root, as a user installs it, with the workspace's target directory
+# (CARGO_TARGET_DIR if set) so nothing is built twice; the installed binary must answer
+# `--help` and pass a safe run of two cases against memory:// that leaves nothing behind.
+#
 # - `--allow-dirty`: packages the working tree as it is, so the check runs before a
 #   commit and in CI checkouts where the build leaves untracked files; a real publish
 #   runs from a clean tag without it.
@@ -42,3 +47,21 @@ done
 start=$SECONDS
 cargo publish --workspace --dry-run --allow-dirty --locked "$@"
 echo "check-package: every published crate packages and builds ($((SECONDS - start))s)" >&2
+
+case " $* " in
+*" --no-verify "*) exit 0 ;;
+esac
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+start=$SECONDS
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target} \
+    cargo install --path conformance --root "$root" --locked --quiet
+"$root/bin/distsync-conformance" --help >/dev/null
+"$root/bin/distsync-conformance" --backend memory:// --profile safe \
+    --case lock_mutual_exclusion --case queue_fifo >"$root/matrix.md" 2>"$root/stderr" || {
+    cat "$root/stderr" >&2
+    echo "check-package: the installed distsync-conformance failed its safe run" >&2
+    exit 1
+}
+grep -q "entries removed, 0 left" "$root/matrix.md"
+echo "check-package: cargo install of distsync-conformance works ($((SECONDS - start))s)" >&2

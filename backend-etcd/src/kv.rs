@@ -254,6 +254,26 @@ impl Kv for EtcdKv {
         BACKEND
     }
 
+    /// The version of the member that answers (`etcd_version`) and the number of
+    /// members (`cluster_size`); a read the member refuses (no permission) is left out.
+    async fn describe(&self) -> Result<Vec<(String, String)>> {
+        let mut facts = Vec::new();
+        match self.client.maintenance_client().status().await {
+            Ok(status) => facts.push(("etcd_version".to_owned(), status.version().to_owned())),
+            Err(error) => tracing::debug!(%error, "etcd status refused"),
+        }
+        match self.client.cluster_client().member_list().await {
+            Ok(members) => {
+                facts.push((
+                    "cluster_size".to_owned(),
+                    members.members().len().to_string(),
+                ));
+            }
+            Err(error) => tracing::debug!(%error, "etcd member list refused"),
+        }
+        Ok(facts)
+    }
+
     async fn range(&self, range: Range) -> Result<RangeResponse> {
         let options = get_options(&range)?;
         let response = self

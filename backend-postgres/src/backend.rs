@@ -417,6 +417,21 @@ impl Backend for PostgresBackend {
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
         status::status(&self.shared, prefix).await
     }
+
+    /// The rows of the names under `prefix` in every table of the layout (`purge.rs`).
+    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
+        crate::purge::count_prefix(&self.shared, prefix).await
+    }
+
+    /// The server's version and `synchronous_commit` (`facts.rs`).
+    async fn describe_store(&self) -> Result<Vec<(String, String)>> {
+        crate::facts::describe(&self.shared).await
+    }
+
+    /// Deletes those rows in one transaction (`purge.rs`).
+    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
+        crate::purge::purge_prefix(&self.shared, prefix).await
+    }
 }
 
 #[cfg(test)]

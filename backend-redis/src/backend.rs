@@ -328,4 +328,20 @@ impl Backend for RedisBackend {
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
         crate::status::status(&self.shared, self.shared.namespace(), prefix).await
     }
+
+    /// The keys of the names under `prefix`: two `SCAN MATCH` patterns, each key
+    /// checked exactly (`purge.rs`). Unsupported on a Redis Cluster.
+    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
+        crate::purge::count_prefix(&self.shared, prefix).await
+    }
+
+    /// The server's version, eviction policy and persistence (`facts.rs`).
+    async fn describe_store(&self) -> Result<Vec<(String, String)>> {
+        crate::facts::describe(&self.shared, &self.persistence).await
+    }
+
+    /// Unlinks those keys, a batch per `UNLINK` (`purge.rs`).
+    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
+        crate::purge::purge_prefix(&self.shared, prefix).await
+    }
 }

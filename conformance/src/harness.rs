@@ -45,6 +45,9 @@ pub struct Harness {
     /// topology is not the backend's own (see [`Harness::connect_postgres_standby`]).
     capabilities: Option<Capabilities>,
     faults: Arc<dyn Faults>,
+    /// The name every case prefix starts with (`conf` unless
+    /// [`Harness::with_namespace`]).
+    namespace: String,
     prefix: String,
     settle: Duration,
     /// Whether a case whose hook the faults do not offer is not run rather than
@@ -57,6 +60,7 @@ impl fmt::Debug for Harness {
         f.debug_struct("Harness")
             .field("backend", &self.backend.capabilities().backend)
             .field("faults", &self.faults.describe())
+            .field("namespace", &self.namespace)
             .field("prefix", &self.prefix)
             .field("settle", &self.settle)
             .field("absent_hooks_not_run", &self.absent_hooks_not_run)
@@ -83,7 +87,8 @@ impl Harness {
             backend,
             capabilities: None,
             faults: Arc::new(StoreFaults),
-            prefix: "conf".to_owned(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            prefix: DEFAULT_NAMESPACE.to_owned(),
             settle: MIN_SETTLE,
             absent_hooks_not_run: false,
         }
@@ -151,12 +156,36 @@ impl Harness {
     }
 
     /// A harness for one run of case `case`, with the fresh prefix
-    /// `conf/<case>/<unique id>`.
+    /// `<namespace>/<case>/<unique id>` (`conf/...` by default).
     pub fn for_case(&self, case: &str) -> Self {
         Self {
-            prefix: format!("conf/{case}/{}", unique_id()),
+            prefix: format!("{}/{case}/{}", self.namespace, unique_id()),
             ..self.clone()
         }
+    }
+
+    /// The same harness with every case under `namespace`: a run's throwaway prefix,
+    /// which [`Backend::purge_prefix`] removes afterwards and
+    /// [`Backend::count_prefix`] checks empty (see [`run_namespace`]).
+    ///
+    /// ```
+    /// use distsync_conformance::Harness;
+    /// use distsync_core::Name;
+    ///
+    /// let namespace = Name::new("conf/run-1").unwrap();
+    /// let harness = Harness::memory().with_namespace(&namespace);
+    /// assert!(harness.for_case("lock_try_lock").prefix().starts_with("conf/run-1/lock_try_lock/"));
+    /// ```
+    #[must_use]
+    pub fn with_namespace(mut self, namespace: &Name) -> Self {
+        self.namespace = namespace.as_str().to_owned();
+        self.prefix = self.namespace.clone();
+        self
+    }
+
+    /// The name every case prefix starts with ([`Harness::with_namespace`]).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The key `<prefix>/<suffix>` as a string (for STM keys and `&str` APIs).
@@ -284,6 +313,16 @@ impl Harness {
         tracing::debug!(round_trip = ?slowest, settle = ?self.settle, "calibrated");
         self
     }
+}
+
+/// The namespace of a harness not given one ([`Harness::with_namespace`]).
+pub const DEFAULT_NAMESPACE: &str = "conf";
+
+/// A fresh namespace for one run, `conf/run-<unique id>`: unique across processes and
+/// runs, so a run's purge never reaches another run's names.
+pub fn run_namespace() -> Name {
+    Name::new(format!("{DEFAULT_NAMESPACE}/run-{}", unique_id()))
+        .expect("a fixed prefix and hexadecimal digits make a valid name")
 }
 
 /// A process-unique, time-based id: nanoseconds since the epoch, the process id and a

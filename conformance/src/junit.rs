@@ -114,6 +114,20 @@ pub fn junit(reports: &[Report], info: &RunInfo) -> String {
                 escape(&store_facts(capabilities))
             );
         }
+        if let Some(namespace) = &info.namespace {
+            let _ = writeln!(
+                out,
+                "      <property name=\"namespace\" value=\"{}\"/>",
+                escape(namespace)
+            );
+        }
+        for (_, note) in info.notes.iter().filter(|(label, _)| label == backend) {
+            let _ = writeln!(
+                out,
+                "      <property name=\"note\" value=\"{}\"/>",
+                escape(note)
+            );
+        }
         out.push_str("    </properties>\n");
         for report in suite {
             testcase(&mut out, report);
@@ -334,6 +348,7 @@ mod tests {
         let info = RunInfo {
             profile: Profile::Safe,
             stores: vec![("redis".to_owned(), Capabilities::none("redis"))],
+            ..RunInfo::default()
         };
         let xml = junit(&reports, &info);
         let elements = elements(&xml).unwrap_or_else(|error| panic!("{error}:\n{xml}"));

@@ -79,6 +79,7 @@
 mod case;
 mod cases;
 mod check;
+pub mod cleanup;
 pub mod connect_checks;
 mod exit;
 pub mod faults;
@@ -97,12 +98,16 @@ mod testing;
 
 pub use case::{run_case, run_case_as, run_case_in, Case, Claim, Group, Need, Report, CASE_LIMIT};
 pub use cases::{find, CASES};
+pub use cleanup::{clean_up, Cleanup};
 pub use exit::ExitStatus;
 pub use faults::{
     connector, Cluster, Connect, ExternalHolder, Faults, HoldKind, HolderSpec, Hook, MemoryFaults,
     PrivateServer, ServerFaults, StoreFaults, StoreKind,
 };
-pub use harness::{Harness, FAULT_TTL, HOLDER_TTL, MAX_SETTLE, MIN_SETTLE, SESSION_TTL};
+pub use harness::{
+    run_namespace, Harness, DEFAULT_NAMESPACE, FAULT_TTL, HOLDER_TTL, MAX_SETTLE, MIN_SETTLE,
+    SESSION_TTL,
+};
 pub use out_of_tree::{run_backend_tests, BackendUnderTest, IntoBackend};
 pub use outcome::{Outcome, OutcomeKind};
 pub use profile::{controls_server, Profile, UnknownProfile};

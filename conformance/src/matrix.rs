@@ -22,13 +22,19 @@ pub struct RunInfo {
     /// Each store's label and the capabilities the cases were judged against, in
     /// column order.
     pub stores: Vec<(String, Capabilities)>,
+    /// The name prefix every case of the run lived under, if the run had one of its
+    /// own ([`crate::run_namespace`]).
+    pub namespace: Option<String>,
+    /// More facts of a store, by its label, printed after its [`store_facts`]: what
+    /// the clean-up of the run's namespace removed and left ([`crate::Cleanup`]).
+    pub notes: Vec<(String, String)>,
 }
 
 /// A [`Capabilities`] flag: its field name and how to read it.
 type Flag = (&'static str, fn(&Capabilities) -> bool);
 
 /// The primitives a store may offer, as [`Capabilities`] names them.
-const OFFERS: [Flag; 12] = [
+const OFFERS: [Flag; 15] = [
     ("lock", |c| c.lock),
     ("election", |c| c.election),
     ("rwlock", |c| c.rwlock),
@@ -41,6 +47,9 @@ const OFFERS: [Flag; 12] = [
     ("stm_serializable", |c| c.stm_serializable),
     ("stm_repeatable_reads", |c| c.stm_repeatable_reads),
     ("stm_read_committed", |c| c.stm_read_committed),
+    ("counter", |c| c.counter),
+    ("latch", |c| c.latch),
+    ("rate_limiter", |c| c.rate_limiter),
 ];
 
 /// The guarantees a store may claim, as [`Capabilities`] names them.
@@ -116,13 +125,24 @@ pub fn markdown_run(reports: &[Report], info: &RunInfo) -> String {
     out.push_str(&markdown(reports));
     if !info.stores.is_empty() {
         let _ = writeln!(out, "\n{FACTS_HEADING}\n");
-        for (label, capabilities) in &info.stores {
+        if let Some(namespace) = &info.namespace {
             let _ = writeln!(
+                out,
+                "Every case ran under the names `{}/...`.\n",
+                escape(namespace)
+            );
+        }
+        for (label, capabilities) in &info.stores {
+            let _ = write!(
                 out,
                 "- **{}**: {}",
                 escape(label),
                 escape(&store_facts(capabilities))
             );
+            for (_, note) in info.notes.iter().filter(|(of, _)| of == label) {
+                let _ = write!(out, "; {}", escape(note));
+            }
+            out.push('\n');
         }
     }
     out
@@ -639,12 +659,22 @@ mod tests {
         let info = RunInfo {
             profile: Profile::Safe,
             stores: vec![("memory".to_owned(), Capabilities::none("memory"))],
+            namespace: Some("conf/run-1".to_owned()),
+            notes: vec![(
+                "memory".to_owned(),
+                "clean-up: 3 entries removed, 0 left".to_owned(),
+            )],
         };
         let text = markdown_run(&reports, &info);
         assert!(text.starts_with("Profile: `safe`"), "{text}");
         assert!(text.contains("| not run |"), "{text}");
         assert!(text.contains("`not run`: the run's profile"), "{text}");
         assert!(text.contains("- **memory**: backend `memory`"), "{text}");
+        assert!(
+            text.contains("; clean-up: 3 entries removed, 0 left\n"),
+            "{text}"
+        );
+        assert!(text.contains("under the names `conf/run-1/...`"), "{text}");
         let outline = outline(&text);
         assert!(!outline.contains("Profile:"), "{outline}");
         assert!(!outline.contains("Store facts"), "{outline}");
@@ -659,6 +689,7 @@ mod tests {
         let full = RunInfo {
             profile: Profile::Full,
             stores: info.stores.clone(),
+            ..RunInfo::default()
         };
         assert_eq!(super::outline(&markdown_run(&sample(), &full)), plain);
         assert_eq!(verdict("not run"), "–");

@@ -171,4 +171,61 @@ pub trait Backend: Send + Sync + 'static {
             "rate limiter",
         ))
     }
+    /// How many store entries (keys, rows) hold the state of primitives whose names
+    /// are `prefix` or start with `prefix/`, under this backend's namespace: what
+    /// [`Backend::purge_prefix`] would remove. Sessions are not counted (they belong to
+    /// no name and expire on their own). Reads only.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] (the default) where the backend cannot list its
+    /// state; the store's error.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
+        let _ = prefix;
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "counting a name prefix",
+        ))
+    }
+
+    /// Removes the state of every primitive whose name is `prefix` or starts with
+    /// `prefix/` (queue items, barriers, counters, STM keys, locks and their waiters),
+    /// under this backend's namespace, and returns how many entries it removed. Meant
+    /// for a throwaway prefix nobody uses any more (a test run's): a holder or waiter
+    /// still working under it loses its hold. Nothing outside the prefix is touched.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] (the default) where the backend cannot enumerate
+    /// its state; the store's error (some entries may be removed already).
+    ///
+    /// # Cancel safety
+    /// Not atomic: dropping the future may leave part of the prefix removed; calling
+    /// it again finishes the job.
+    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
+        let _ = prefix;
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "purging a name prefix",
+        ))
+    }
+    /// The store's version and the settings its guarantees depend on, read from the
+    /// server as `(name, value)` pairs (e.g. `redis_version`, `maxmemory-policy`;
+    /// `server_version`, `synchronous_commit`; `etcd_version`, `cluster_size`): what
+    /// the conformance runner prints beside the matrix. Reads only; a setting the
+    /// server refuses to say is left out.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] (the default) where the backend reads none; the
+    /// store's error.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    async fn describe_store(&self) -> Result<Vec<(String, String)>> {
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "describing the store",
+        ))
+    }
 }

@@ -435,4 +435,17 @@ pub trait Kv: Send + Sync + 'static {
     fn clock(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// The store's version and the settings its guarantees depend on, as
+    /// `(name, value)` pairs ([`distsync_core::Backend::describe_store`]); the default
+    /// reads nothing.
+    ///
+    /// # Errors
+    /// The store's error.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    async fn describe(&self) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
 }

@@ -25,10 +25,14 @@
 //! `AnyExternalHolder`), the partition proxy between one client and the store
 //! (`Partition`), a second client (`SecondClient`), and the run's own session ended
 //! or taken over with the store's client tool (`KillSession`, `SessionTakeover`).
-//! Every case runs under a name prefix of its own, `conf/<case>/<unique id>`, and its
-//! sessions end with it or expire; the [`distsync_core::Backend`] trait has no call to
-//! delete a prefix, so data a case leaves behind (queue items, barrier and STM keys)
-//! stays under `conf/`.
+//! Every case runs under a name prefix of its own, `<namespace>/<case>/<unique id>`,
+//! the namespace being the run's own (`--namespace`, by default a fresh
+//! `conf/run-<unique id>`). At the end of a `safe` run (also after a failure, an
+//! unreachable standby or `--timeout`) the runner removes the namespace from every
+//! store ([`Backend::purge_prefix`]) and counts what is left ([`Backend::count_prefix`]):
+//! both figures are in the store facts below the matrix, and anything left, or a
+//! purge that failed, fails the run (exit status 1); a backend without the calls
+//! (`Unsupported`, e.g. on a Redis Cluster) is named in the store facts instead. Sessions belong to no name: they end with their cases or expire.
 //!
 //! Fault hooks: `memory://` runs with the memory store's hooks (frozen leases); a
 //! server URL with [`ServerFaults`], whose child-process holders are this binary
@@ -70,7 +74,7 @@ use distsync_conformance::{
     junit, matrix, run_suite_in, Case, Connect, ExitStatus, Harness, Hook, Outcome, Profile,
     Report, ServerFaults, CASES,
 };
-use distsync_core::{Backend, Capabilities};
+use distsync_core::{Backend, Capabilities, Name};
 use tokio::time::Instant;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
@@ -168,6 +172,12 @@ struct Args {
     /// and the exit status is 1.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
+
+    /// The name prefix every case runs under (default: a fresh conf/run-<unique id>).
+    /// A safe run removes everything under it at the end: give a prefix nothing else
+    /// uses.
+    #[arg(long, value_name = "NAME", value_parser = parse_namespace)]
+    namespace: Option<Name>,
 
     /// Run only cases whose id contains this text; repeat to widen.
     #[arg(long = "case", value_name = "TEXT")]
@@ -287,6 +297,67 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok()
         .filter(|duration| !duration.is_zero())
         .ok_or_else(|| format!("{text:?} is not a positive duration"))
+}
+
+/// Parses `--namespace`: a valid name.
+fn parse_namespace(text: &str) -> Result<Name, String> {
+    Name::new(text).map_err(|error| error.to_string())
+}
+
+/// Removes the run's namespace from every store and counts what is left: one
+/// `(label, note)` per store for the matrix, and whether anything is left (or could
+/// not be checked).
+async fn clean_up_all(
+    stores: &[(String, Arc<dyn Backend>)],
+    namespace: &Name,
+) -> (Vec<(String, String)>, bool) {
+    let mut notes = Vec::new();
+    let mut dirty = false;
+    for (label, backend) in stores {
+        let note = match distsync_conformance::clean_up(&**backend, namespace).await {
+            Ok(cleanup) => {
+                dirty |= cleanup.left > 0;
+                format!("clean-up of `{namespace}`: {cleanup}")
+            }
+            // A backend without the calls (a Redis Cluster, a backend crate that has
+            // not implemented them) is said, not failed: the run could not do better.
+            Err(error @ distsync_core::Error::Unsupported { .. }) => {
+                format!("no clean-up of `{namespace}`: {error}; drop what is left by hand")
+            }
+            Err(error) => {
+                dirty = true;
+                format!("clean-up of `{namespace}` failed: {error}")
+            }
+        };
+        eprintln!("{label}: {note}");
+        notes.push((label.clone(), note));
+    }
+    (notes, dirty)
+}
+
+/// What each store says of its server ([`Backend::describe_store`]), as one note per
+/// store: its version and the settings its guarantees depend on.
+async fn describe_all(stores: &[(String, Arc<dyn Backend>)]) -> Vec<(String, String)> {
+    let mut notes = Vec::new();
+    for (label, backend) in stores {
+        let read = tokio::time::timeout(Duration::from_secs(10), backend.describe_store()).await;
+        let note = match read {
+            Ok(Ok(facts)) if facts.is_empty() => continue,
+            Ok(Ok(facts)) => {
+                let facts: Vec<String> = facts
+                    .iter()
+                    .map(|(name, value)| format!("`{name}` = {value}"))
+                    .collect();
+                format!("server: {}", facts.join(", "))
+            }
+            Ok(Err(distsync_core::Error::Unsupported { .. })) => continue,
+            Ok(Err(error)) => format!("server settings not read: {error}"),
+            Err(_) => "server settings not read within 10 s".to_owned(),
+        };
+        eprintln!("{label}: {note}");
+        notes.push((label.clone(), note));
+    }
+    notes
 }
 
 /// The exit status of a failure to connect with `error`: a URL the build cannot use is
@@ -534,8 +605,15 @@ async fn main() -> ExitCode {
         .iter()
         .map(|(url, harness)| column(url, harness))
         .collect();
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(distsync_conformance::run_namespace);
+    eprintln!("every case runs under {namespace}/");
     let mut plans = Vec::new();
+    let mut stores: Vec<(String, Arc<dyn Backend>)> = Vec::new();
     for (url, harness) in harnesses {
+        let harness = harness.with_namespace(&namespace);
         let name = column(&url, &harness);
         let same_kind = kinds.iter().filter(|kind| **kind == name).count();
         let label = if same_kind > 1 {
@@ -543,6 +621,7 @@ async fn main() -> ExitCode {
         } else {
             name.to_owned()
         };
+        stores.push((label.clone(), Arc::clone(harness.backend())));
         plans.push(Plan {
             subset: (args.all && url.starts_with(SENTINEL_SCHEME)).then_some(&SENTINEL_SUBSET[..]),
             left_out: if args.all && url.starts_with(REDIS_CLUSTER_SCHEME) {
@@ -567,12 +646,14 @@ async fn main() -> ExitCode {
         })
         .collect();
     let total = planned.iter().map(|(_, _, cases)| cases.len()).sum();
-    let info = RunInfo {
+    let mut info = RunInfo {
         profile: args.profile,
         stores: planned
             .iter()
             .map(|(label, capabilities, _)| (label.clone(), capabilities.clone()))
             .collect(),
+        namespace: Some(namespace.to_string()),
+        notes: describe_all(&stores).await,
     };
 
     let mut reports: Vec<Report> = Vec::new();
@@ -582,6 +663,14 @@ async fn main() -> ExitCode {
             .await
             .map_err(|_| limit),
         None => Ok(running.await),
+    };
+    // A safe run leaves nothing behind, whatever happened to it.
+    let dirty = if args.profile == Profile::Safe {
+        let (notes, dirty) = clean_up_all(&stores, &namespace).await;
+        info.notes.extend(notes);
+        dirty
+    } else {
+        false
     };
     match ran {
         Ok(Ok(())) => {}
@@ -636,7 +725,13 @@ async fn main() -> ExitCode {
             return exit(ExitStatus::BadArguments);
         }
     }
-    let status = ExitStatus::of(&reports);
+    let mut status = ExitStatus::of(&reports);
+    if dirty {
+        eprintln!("the run left entries under {namespace}/ (see the store facts)");
+        if status == ExitStatus::Held {
+            status = ExitStatus::Failed;
+        }
+    }
     let failures = reports.iter().filter(|report| report.is_failure()).count();
     if failures > 0 {
         eprintln!("{failures} case(s) failed");

@@ -93,10 +93,12 @@
 //! advisory locks) and the checklist for adding a backend.
 
 mod call_id;
+mod prefix;
 pub mod retry;
 mod store_side;
 
 pub use call_id::call_id;
+pub use prefix::name_under;
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
 pub use store_side::{leadership, lock_guard, read_guard, GuardStoreSide, SessionStoreSide};
 

@@ -99,6 +99,7 @@ use distsync_core::raw::SessionStoreSide as _;
 pub use key::KeyLayout;
 use key::{KeySpace, Kind};
 mod mutex;
+mod purge;
 mod queue;
 mod rate_limiter;
 mod rwmutex;
@@ -459,5 +460,21 @@ impl<K: Kv> Backend for KvBackend<K> {
     /// `recipes/status.rs`).
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
         status::status(&*self.kv, self.space.namespace(), prefix).await
+    }
+
+    /// The keys of the names under `prefix`, in both places a name reaches the store
+    /// (see `recipes/purge.rs`).
+    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
+        purge::count_prefix(&*self.kv, &self.space, prefix).await
+    }
+
+    /// The store's facts as its [`Kv`] reads them (etcd: version and cluster size).
+    async fn describe_store(&self) -> Result<Vec<(String, String)>> {
+        self.kv.describe().await
+    }
+
+    /// Deletes the keys [`Backend::count_prefix`] counts, a batch per transaction.
+    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
+        purge::purge_prefix(&*self.kv, &self.space, prefix).await
     }
 }

@@ -1,0 +1,184 @@
+//! Counting and removing the rows of every primitive under a name prefix
+//! ([`Backend::count_prefix`](distsync_core::Backend::count_prefix),
+//! [`Backend::purge_prefix`](distsync_core::Backend::purge_prefix)).
+//!
+//! Every table of the layout (`schema.rs`) that holds a name is visited, with the
+//! column holding it; a table created on first use (counters, latches, rate limits,
+//! idempotency records) that does not exist yet holds nothing. The semaphore lines
+//! hang off `lock_names` by id. Removing names folds their fencing counters into
+//! `token_floor` first, as pruning does, so a name used again never goes backwards;
+//! sessions (which belong to no name) are left to expire or end.
+
+use distsync_core::{Name, Result};
+use sqlx::{Postgres, Transaction};
+
+use crate::error::map;
+use crate::store::{LockKind, Shared};
+
+/// The tables holding a name, and the column that holds it. `lock_names` comes apart
+/// (see [`purge_names`]).
+const TABLES: [(&str, &str); 13] = [
+    ("barriers", "name"),
+    ("double_barrier_entries", "name"),
+    ("double_barriers", "name"),
+    ("election_leaders", "election"),
+    ("election_log", "election"),
+    ("queue_items", "queue"),
+    ("queue_inflight", "queue"),
+    ("queue_waiters", "queue"),
+    ("queue_dedup", "queue"),
+    ("rate_limits", "name"),
+    ("kv", "key"),
+    ("counters", "name"),
+    ("latches", "name"),
+];
+
+/// The rows of `lock_names` under the prefix, and what hangs off them.
+const NAMES_UNDER: &str = "SELECT id FROM {s}.lock_names WHERE name = $1 OR starts_with(name, $2)";
+
+/// Whether table `table` exists in the schema.
+async fn exists(shared: &Shared, tx: &mut Transaction<'_, Postgres>, table: &str) -> Result<bool> {
+    let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(shared.sql(&format!("{{s}}.{table}")))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(map)?;
+    Ok(found.is_some())
+}
+
+/// `$1` and `$2` of every statement: the prefix, and the prefix with a slash.
+fn binds(prefix: &Name) -> (String, String) {
+    (prefix.as_str().to_owned(), format!("{prefix}/"))
+}
+
+/// How many rows [`purge_prefix`] would delete.
+pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> {
+    let (exact, under) = binds(prefix);
+    let mut tx = shared
+        .pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(map)?;
+    let mut total = 0_i64;
+    for (table, column) in TABLES {
+        if !exists(shared, &mut tx, table).await? {
+            continue;
+        }
+        let sql = shared.sql(&format!(
+            "SELECT count(*) FROM {{s}}.{table} WHERE {column} = $1 OR starts_with({column}, $2)"
+        ));
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(&exact)
+            .bind(&under)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map)?;
+        total += n;
+    }
+    let names = shared.sql(&format!(
+        "SELECT (SELECT count(*) FROM ({NAMES_UNDER}) n)
+              + (SELECT count(*) FROM {{s}}.semaphores WHERE name_id IN ({NAMES_UNDER}))
+              + (SELECT count(*) FROM {{s}}.semaphore_entries WHERE name_id IN ({NAMES_UNDER}))"
+    ));
+    let n: i64 = sqlx::query_scalar(&names)
+        .bind(&exact)
+        .bind(&under)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map)?;
+    total += n;
+    tx.commit().await.map_err(map)?;
+    Ok(u64::try_from(total).unwrap_or(0))
+}
+
+/// Deletes the names under the prefix with their semaphore lines, folding their
+/// fencing counters into `token_floor`; returns the rows deleted and the names.
+async fn purge_names(
+    shared: &Shared,
+    tx: &mut Transaction<'_, Postgres>,
+    exact: &str,
+    under: &str,
+) -> Result<(i64, Vec<(String, String)>)> {
+    sqlx::query(&shared.sql("SELECT 1 FROM {s}.token_floor FOR UPDATE"))
+        .execute(&mut **tx)
+        .await
+        .map_err(map)?;
+    let mut deleted = 0_i64;
+    for table in ["semaphore_entries", "semaphores"] {
+        let sql = shared.sql(&format!(
+            "DELETE FROM {{s}}.{table} WHERE name_id IN ({NAMES_UNDER})"
+        ));
+        let done = sqlx::query(&sql)
+            .bind(exact)
+            .bind(under)
+            .execute(&mut **tx)
+            .await
+            .map_err(map)?;
+        deleted += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+    }
+    let gone: Vec<(String, String, i64)> = sqlx::query_as(&shared.sql(
+        "DELETE FROM {s}.lock_names WHERE name = $1 OR starts_with(name, $2)
+         RETURNING kind, name, token",
+    ))
+    .bind(exact)
+    .bind(under)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map)?;
+    if let Some(top) = gone.iter().map(|(_, _, token)| *token).max() {
+        sqlx::query(&shared.sql("UPDATE {s}.token_floor SET floor = greatest(floor, $1)"))
+            .bind(top)
+            .execute(&mut **tx)
+            .await
+            .map_err(map)?;
+    }
+    deleted += i64::try_from(gone.len()).unwrap_or(i64::MAX);
+    Ok((
+        deleted,
+        gone.into_iter()
+            .map(|(kind, name, _)| (kind, name))
+            .collect(),
+    ))
+}
+
+/// Deletes every row of the primitives under `prefix`, in one transaction, and
+/// returns how many it deleted.
+pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> {
+    let (exact, under) = binds(prefix);
+    let mut tx = shared.pool.begin().await.map_err(map)?;
+    let mut total = 0_i64;
+    for (table, column) in TABLES {
+        if !exists(shared, &mut tx, table).await? {
+            continue;
+        }
+        let sql = shared.sql(&format!(
+            "DELETE FROM {{s}}.{table} WHERE {column} = $1 OR starts_with({column}, $2)"
+        ));
+        let done = sqlx::query(&sql)
+            .bind(&exact)
+            .bind(&under)
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        total += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+    }
+    let (names, forgotten) = purge_names(shared, &mut tx, &exact, &under).await?;
+    total += names;
+    tx.commit().await.map_err(map)?;
+    // The client's cache of name ids must not hand out an id whose row is gone.
+    for (kind, name) in forgotten {
+        let kind = [
+            LockKind::Lock,
+            LockKind::RwLock,
+            LockKind::Election,
+            LockKind::Semaphore,
+        ]
+        .into_iter()
+        .find(|known| known.as_str() == kind);
+        if let Some(kind) = kind {
+            shared.forget_name(kind, &name);
+        }
+    }
+    tracing::debug!(%prefix, deleted = total, "purged a name prefix");
+    Ok(u64::try_from(total).unwrap_or(0))
+}
