@@ -1,9 +1,10 @@
-//! Mixed-fault cases: several clients contend for one name for a bounded time while a
+//! Mixed-fault cases (a lock, a semaphore's permits, an election's leadership):
+//! several clients contend for one name for a bounded time while a
 //! seeded schedule cuts them off, kills and pauses them; the recorded history is
 //! judged afterwards by [`crate::history`] (the driver is
 //! [`super::scenario::mixed`]). The seed is in every figure and every evidence.
 
-use super::scenario::{mixed, Target};
+use super::scenario::mixed::{self, Target};
 use super::{boxed, FENCING};
 use crate::case::{Case, Group, Need};
 use crate::faults::Hook;
@@ -29,5 +30,15 @@ pub(super) const CASES: &[Case] = &[
         claim: FENCING,
         hooks: &[Hook::AnyExternalHolder, Hook::Partition],
         run: |h| boxed(mixed::run(h, Target::Permit)),
+    },
+    Case {
+        id: "mixed_faults_election",
+        group: Group::MixedFaults,
+        guarantee: "under partitions, kills and pauses: one leader at a time outside pauses, \
+                    terms ordered with real time, a leader soon after the last fault heals",
+        needs: &[Need::Election],
+        claim: FENCING,
+        hooks: &[Hook::AnyExternalHolder, Hook::Partition],
+        run: |h| boxed(mixed::run(h, Target::Leadership)),
     },
 ];

@@ -24,7 +24,8 @@
 //! - `write token=<token>` in answer to the command `write` on its stdin: the write
 //!   it would make to the protected resource, sent without checking its lease, as a
 //!   holder woken from a pause would;
-//! - `released` in answer to the command `release`: a lock or a permit unlocked
+//! - `released` in answer to the command `release`: a lock or a permit unlocked, a
+//!   leadership resigned
 //!   (what a holder that loops does between its holds; the parent then closes its
 //!   stdin and starts another child for the next hold);
 //! - `error <message>` when something fails (it then exits with status 1).
@@ -475,6 +476,7 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
     // Keeps the hold alive until the end (dropping it would release it); a lock's or
     // a permit's guard apart, for the `release` command.
     let mut guard: Option<distsync_core::LockGuard> = None;
+    let mut leading: Option<distsync_core::Leadership> = None;
     let (token, lost, _held): (FencingToken, _, Box<dyn std::any::Any + Send>) = match spec.kind {
         HoldKind::Lock => {
             let locker = backend.locker(&session, name)?;
@@ -486,11 +488,9 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
         HoldKind::Leadership => {
             let election = backend.election(&session, name)?;
             let leadership = election.campaign(Bytes::from_static(b"child")).await?;
-            (
-                leadership.term(),
-                leadership.lost(),
-                Box::new((election, leadership)),
-            )
+            let held = (leadership.term(), leadership.lost());
+            leading = Some(leadership);
+            (held.0, held.1, Box::new(election))
         }
         HoldKind::Permit => {
             let semaphore = backend.semaphore(&session, name, HOLDER_PERMITS)?;
@@ -530,12 +530,16 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
                 ));
             }
             "release" => {
-                let Some(guard) = guard.take() else {
-                    say.line(Event::Error("nothing to release".to_owned()));
-                    continue;
-                };
                 // The parent waits for the answer, then closes stdin.
-                match guard.unlock().await {
+                let released = match (guard.take(), leading.take()) {
+                    (Some(guard), _) => guard.unlock().await,
+                    (None, Some(leadership)) => leadership.resign().await,
+                    (None, None) => {
+                        say.line(Event::Error("nothing to release".to_owned()));
+                        continue;
+                    }
+                };
+                match released {
                     Ok(()) => say.line(Event::Released),
                     Err(error) => {
                         say.line(Event::Error(

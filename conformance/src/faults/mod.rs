@@ -382,9 +382,9 @@ pub trait ExternalHolder: Send + Sync {
         Ok(None)
     }
 
-    /// Releases what the holder holds (a lock or a permit), as a holder done with it
-    /// would, and returns once the store has it back; the holder is then spent (drop
-    /// it). What a contender that loops uses between its holds.
+    /// Releases what the holder holds (a lock or a permit; resigns a leadership), as
+    /// a holder done with it would, and returns once the store has it back; the
+    /// holder is then spent (drop it). What a contender that loops uses between its holds.
     ///
     /// # Errors
     /// [`Error::Unsupported`] by default; the holder's error (its release failed, or

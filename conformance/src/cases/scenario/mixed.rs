@@ -1,25 +1,26 @@
 //! Mixed faults, checked from a history: several clients contend for one lock (or
-//! for the permits of one semaphore) for a bounded time while a seeded random
-//! schedule cuts them off and kills and pauses the one that runs in a child process;
-//! every call, grant, release, `lost()` and fault is recorded with its monotonic
-//! instant, and [`crate::history::check`] judges the history afterwards, without
-//! asking the store anything.
+//! for the permits of one semaphore, or for the leadership of one election) for a
+//! bounded time while a seeded random schedule cuts them off and kills and pauses the
+//! one that runs in a child process; every call, grant, release, `lost()` and fault
+//! is recorded with its monotonic instant, and [`crate::history::check`] judges the
+//! history afterwards, without asking the store anything.
 //!
 //! - **Clients**: [`IN_PROCESS`] contenders in this process, each with its own
 //!   session through its own partition proxy (so one can be cut off alone), and one
 //!   external holder (a child process; on the memory store, an in-process holder whose
 //!   pause freezes its lease). Each loops: call (bounded by [`CALL_LIMIT`]), record
-//!   the grant and its token, hold a short random time, release; a `lost()` is
-//!   recorded when it fires. The external holder holds once per process: each of its
-//!   holds is a new child, which ends by a release, a SIGKILL or a pause.
+//!   the grant and its token (a leadership's term), hold a short random time,
+//!   release (resign); a `lost()` is recorded when it fires. The external holder
+//!   holds once per process: each of its holds is a new child, which ends by a
+//!   release, a SIGKILL or a pause.
 //! - **Schedule**: from the seed, partitions of one in-process contender at a time
 //!   (silent or reset, up to 2.5 TTLs), and for each hold of the external holder a
 //!   release, a kill or a pause (up to 3 TTLs: past its TTL about half of the time).
-//!   Faults start only while their longest run still ends before the quiet tail of
-//!   the run, which is as long as the liveness bound.
-//! - **Checks** (see [`crate::history`]): one holder at a time outside pauses (at most
-//!   the permits for a semaphore), tokens ordered with real time, and a grant within
-//!   the liveness bound of the last fault's end.
+//!   A fault starts only if it ends before the quiet tail of the run, which is as
+//!   long as the liveness bound.
+//! - **Checks** (see [`crate::history`]): one holder (leader) at a time outside
+//!   pauses (at most the permits for a semaphore), tokens ordered with real time, and
+//!   a grant within the liveness bound of the last fault's end.
 //!
 //! The seed is in the figure and in the evidence; [`SEED_VAR`] replays one, and
 //! [`SECS_VAR`] sets the run's length (a long run; a case run is bounded by
@@ -28,10 +29,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use distsync_core::{Backend, Error, LockGuard, Name, Session, SessionOptions};
+use distsync_core::{
+    Backend, Bytes, Error, Leadership, LockGuard, Lost, Name, Session, SessionOptions,
+};
 use tokio::time::Instant;
 
-use super::contender::Target;
 use crate::check::{violated, Bounded, Check, Context, Fail, Holds, Task, PROMPT};
 use crate::faults::{HoldKind, PartitionMode, Partitioned, HOLDER_PERMITS};
 use crate::harness::Harness;
@@ -63,6 +65,82 @@ const MARGIN: Duration = Duration::from_secs(1);
 
 /// The longest hold between a grant and its release, in ms.
 const MAX_HOLD_MS: usize = 150;
+
+/// What the clients contend for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A lock named `mutex`: one holder at a time.
+    Lock,
+    /// A permit of a semaphore of [`HOLDER_PERMITS`] permits named `semaphore`: at
+    /// most that many holders at a time.
+    Permit,
+    /// The leadership of an election named `election`: one leader at a time, its
+    /// term the token.
+    Leadership,
+}
+
+impl Target {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Lock => "mutex",
+            Self::Permit => "semaphore",
+            Self::Leadership => "election",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Lock => "the lock",
+            Self::Permit => "the permits",
+            Self::Leadership => "the leadership",
+        }
+    }
+
+    fn hold_kind(self) -> HoldKind {
+        match self {
+            Self::Lock => HoldKind::Lock,
+            Self::Permit => HoldKind::Permit,
+            Self::Leadership => HoldKind::Leadership,
+        }
+    }
+
+    /// How many may hold at once.
+    fn capacity(self) -> usize {
+        match self {
+            Self::Lock | Self::Leadership => 1,
+            Self::Permit => HOLDER_PERMITS.get(),
+        }
+    }
+}
+
+/// A grant of the target: a lock's or a permit's guard, or a leadership.
+enum Grant {
+    Guard(LockGuard),
+    Leader(Leadership),
+}
+
+impl Grant {
+    fn token(&self) -> u64 {
+        match self {
+            Self::Guard(guard) => guard.token().get(),
+            Self::Leader(leadership) => leadership.term().get(),
+        }
+    }
+
+    fn lost(&self) -> Lost {
+        match self {
+            Self::Guard(guard) => guard.lost(),
+            Self::Leader(leadership) => leadership.lost(),
+        }
+    }
+
+    async fn release(self) -> distsync_core::Result<()> {
+        match self {
+            Self::Guard(guard) => guard.unlock().await,
+            Self::Leader(leadership) => leadership.resign().await,
+        }
+    }
+}
 
 /// What a run's settings and the harness give every client.
 #[derive(Clone)]
@@ -241,10 +319,7 @@ async fn run_seeded(
         .map(|event| event.at)
         .max();
     let rules = Rules {
-        capacity: match target {
-            Target::Lock => 1,
-            Target::Permit => HOLDER_PERMITS.get(),
-        },
+        capacity: target.capacity(),
         liveness: healed.map(|healed| Liveness { healed, bound }),
     };
     let verdict = history::check(&events, &rules);
@@ -335,17 +410,22 @@ async fn acquire(
     session: &Session,
     target: Target,
     name: &Name,
-) -> distsync_core::Result<(LockGuard, Box<dyn Send + Sync>)> {
+) -> distsync_core::Result<(Grant, Box<dyn Send + Sync>)> {
     match target {
         Target::Lock => {
             let locker = backend.locker(session, name.clone())?;
             let guard = locker.lock().await?;
-            Ok((guard, Box::new(locker)))
+            Ok((Grant::Guard(guard), Box::new(locker)))
         }
         Target::Permit => {
             let semaphore = backend.semaphore(session, name.clone(), HOLDER_PERMITS)?;
             let permit = semaphore.acquire().await?;
-            Ok((permit, Box::new(semaphore)))
+            Ok((Grant::Guard(permit), Box::new(semaphore)))
+        }
+        Target::Leadership => {
+            let election = backend.election(session, name.clone())?;
+            let leadership = election.campaign(Bytes::from_static(b"mixed")).await?;
+            Ok((Grant::Leader(leadership), Box::new(election)))
         }
     }
 }
@@ -394,8 +474,7 @@ async fn in_process(
         .await;
         match called {
             Ok(Ok((guard, _handle))) => {
-                run.recorder
-                    .record(client, Kind::Grant(guard.token().get()));
+                run.recorder.record(client, Kind::Grant(guard.token()));
                 let lost = guard.lost();
                 let hold = Duration::from_millis(10 + rng.below(MAX_HOLD_MS) as u64);
                 tokio::select! {
@@ -404,7 +483,7 @@ async fn in_process(
                     }
                     () = tokio::time::sleep(hold) => {
                         run.recorder.record(client, Kind::Release);
-                        match tokio::time::timeout(CALL_LIMIT, guard.unlock()).await {
+                        match tokio::time::timeout(CALL_LIMIT, guard.release()).await {
                             Ok(Ok(())) => {}
                             Ok(Err(error)) => counts.error(&error),
                             Err(_) => counts.timeouts += 1,
@@ -437,10 +516,7 @@ enum Ending {
 /// release, a SIGKILL or a pause, as the seed says.
 async fn external(run: Run, client: usize, h: Harness, mut rng: Rng) -> Check<Counts> {
     let mut counts = Counts::default();
-    let kind = match run.target {
-        Target::Lock => HoldKind::Lock,
-        Target::Permit => HoldKind::Permit,
-    };
+    let kind = run.target.hold_kind();
     let lost_wait = run.holder_ttl + MARGIN;
     while Instant::now() < run.stop {
         run.recorder.record(client, Kind::Invoke);
