@@ -233,6 +233,13 @@ pub(crate) async fn run(h: Harness, target: Target) -> Check {
             "{SECS_VAR}: a run of {length:?} leaves no time for faults before its quiet tail of {quiet_tail:?}"
         ));
     }
+    // The clients' last calls and the joins come after the run's end.
+    if length + SPAWN_LIMIT + PROMPT * 2 >= crate::CASE_LIMIT {
+        return violated(format!(
+            "{SECS_VAR}: a run of {length:?} does not fit in a case run's bound of {:?}",
+            crate::CASE_LIMIT
+        ));
+    }
     let outcome = run_seeded(&h, target, seed, length, bound, quiet_tail).await;
     // The seed goes with any failure, so the run can be replayed.
     outcome.map_err(|fail| match fail {
