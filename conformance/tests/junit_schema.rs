@@ -343,24 +343,45 @@ fn check(xml: &str) {
 #[test]
 fn the_validator_rejects_what_the_schema_forbids() {
     let schema = schema();
-    let good = r#"<testsuites><testsuite name="m" tests="1" failures="0" errors="0" skipped="0" time="0.1"><testcase name="a" classname="m" time="0.1"/></testsuite></testsuites>"#;
+    let good = concat!(
+        r#"<testsuites>"#,
+        r#"<testsuite name="m" tests="1" failures="0" errors="0" skipped="0" time="0.1">"#,
+        r#"<testcase name="a" classname="m" time="0.1"/></testsuite></testsuites>"#,
+    );
     let root = parse(good).unwrap();
     assert_eq!(validate(&root, &schema, ""), Ok(()));
     assert_eq!(counts_add_up(&root), Ok(()));
     for bad in [
         // A testcase without its classname.
-        r#"<testsuites><testsuite name="m" tests="1" failures="0" errors="0" skipped="0" time="0"><testcase name="a" time="0"/></testsuite></testsuites>"#,
+        concat!(
+            r#"<testsuites>"#,
+            r#"<testsuite name="m" tests="1" failures="0" errors="0" skipped="0" time="0">"#,
+            r#"<testcase name="a" time="0"/></testsuite></testsuites>"#,
+        ),
         // A failure and a skipped in one testcase.
-        r#"<testsuites><testsuite name="m" tests="1" failures="1" errors="0" skipped="1" time="0"><testcase name="a" classname="m" time="0"><failure/><skipped/></testcase></testsuite></testsuites>"#,
+        concat!(
+            r#"<testsuites>"#,
+            r#"<testsuite name="m" tests="1" failures="1" errors="0" skipped="1" time="0">"#,
+            r#"<testcase name="a" classname="m" time="0"><failure/><skipped/>"#,
+            r#"</testcase></testsuite></testsuites>"#,
+        ),
         // A count that is no integer.
-        r#"<testsuites><testsuite name="m" tests="x" failures="0" errors="0" skipped="0" time="0"/></testsuites>"#,
+        concat!(
+            r#"<testsuites>"#,
+            r#"<testsuite name="m" tests="x" failures="0" errors="0" skipped="0" time="0"/>"#,
+            r#"</testsuites>"#,
+        ),
         // An undeclared element.
         r#"<testsuites><suite/></testsuites>"#,
     ] {
         let root = parse(bad).unwrap();
         assert!(validate(&root, &schema, "").is_err(), "{bad}");
     }
-    let miscounted = r#"<testsuites tests="2"><testsuite name="m" tests="1" failures="0" errors="0" skipped="0" time="0"><testcase name="a" classname="m" time="0"/></testsuite></testsuites>"#;
+    let miscounted = concat!(
+        r#"<testsuites tests="2">"#,
+        r#"<testsuite name="m" tests="1" failures="0" errors="0" skipped="0" time="0">"#,
+        r#"<testcase name="a" classname="m" time="0"/></testsuite></testsuites>"#,
+    );
     assert!(counts_add_up(&parse(miscounted).unwrap()).is_err());
     assert!(parse("<a><b></a></b>").is_err());
 }
