@@ -369,7 +369,11 @@ impl Drop for Entry {
             let children = match client.list_children(&dir).await {
                 Ok(children) => children,
                 Err(error) => {
-                    tracing::debug!(%dir, %error, "could not list a cancelled contender's node; its session removes it");
+                    tracing::debug!(
+                        %dir,
+                        %error,
+                        "could not list a cancelled contender's node; its session removes it"
+                    );
                     return;
                 }
             };

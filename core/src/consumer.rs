@@ -379,7 +379,11 @@ impl Consumer {
                 // The backend keeps no enqueue times: the gauge is left unset.
                 Err(Error::Unsupported { .. }) => ages = false,
                 Err(error) => {
-                    tracing::debug!(%error, queue = %self.queue.name(), "consumer: sampling the queue's oldest item age failed");
+                    tracing::debug!(
+                        %error,
+                        queue = %self.queue.name(),
+                        "consumer: sampling the queue's oldest item age failed"
+                    );
                 }
             }
         }

@@ -47,8 +47,9 @@
 //! `distsync_is_leader` (one series per election name this process campaigns in) and
 //! `queue` on the two queue gauges (one series per queue a consumer of this process
 //! runs on). That is what a "who leads" dashboard, a "no leader" alert or a backlog
-//! alert needs, and elections and consumers are usually few and long-lived; an application that campaigns in many short-lived
-//! elections (one per tenant, per job) should drop that metric in its exporter and use
+//! alert needs, and elections and consumers are usually few and long-lived; an
+//! application that campaigns in many short-lived elections (one per tenant, per job)
+//! should drop that metric in its exporter and use
 //! `distsync_holds_in_flight{primitive="leadership"}` (per backend) instead. Names are
 //! never a label anywhere else.
 //!

@@ -27,7 +27,8 @@
 //!   a write) takes `impl Into<Bytes> + Send` where it is a method of a concrete type
 //!   ([`Leadership::proclaim`], [`Coordinator::lead`], [`LockGuard::put_if_held`]; a
 //!   method that does not wait, as [`StmTx::put`], needs no `Send`), so a
-//!   `&'static str`, a `String`, a `Vec<u8>` or [`Bytes`] is passed as is. A method of an object-safe trait cannot be generic, so it takes [`Bytes`]:
+//!   `&'static str`, a `String`, a `Vec<u8>` or [`Bytes`] is passed as is. A method of an
+//!   object-safe trait cannot be generic, so it takes [`Bytes`]:
 //!   pass `"job".into()`, `Bytes::from(vec)`.
 //!
 //! ```

@@ -11,7 +11,7 @@
 //! queue     jobs     -         -                 -      -      -                     ready=2 in_flight=0
 //! counter   visits   -         -                 -      -      -                     value=42
 //! latch     ready    -         -                 -      -      -                     count=1 initial=3
-//! ratelimit api      -         -                 -      -      -                     rate=100/1s burst=100 next_due=0ms
+//! ratelimit api      -         -                 -      -      -                     rate=10/1s burst=10 next_due=0ms
 //! ```
 //!
 //! Roles: `holder` (`leader` for an election's holder), `waiter-N` in the order the
