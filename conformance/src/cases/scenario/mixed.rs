@@ -63,6 +63,12 @@ const SPAWN_LIMIT: Duration = Duration::from_secs(10);
 /// The margin of the liveness bound over two TTLs.
 const MARGIN: Duration = Duration::from_secs(1);
 
+/// How many events before a violation its evidence shows.
+const EXCERPT_BEFORE: usize = 60;
+
+/// How many events after a violation its evidence shows.
+const EXCERPT_AFTER: usize = 15;
+
 /// The longest hold between a grant and its release, in ms.
 const MAX_HOLD_MS: usize = 150;
 
@@ -394,18 +400,22 @@ fn evidence(verdict: &Verdict, events: &[Event], ttl: Duration) -> String {
         history::Violation::Malformed(_) => None,
     };
     if let Some(at) = around {
-        let from = at.saturating_sub(ttl * 2);
-        let excerpt: Vec<String> = events
+        // The events just before the violation (what led to it) and a few after.
+        let before: Vec<&Event> = events
             .iter()
-            .filter(|event| event.at >= from && event.at <= at + ttl)
-            .take(60)
+            .filter(|event| event.at <= at && event.at + ttl * 2 >= at)
+            .collect();
+        let after = events
+            .iter()
+            .filter(|event| event.at > at && event.at <= at + ttl)
+            .take(EXCERPT_AFTER);
+        let excerpt: Vec<String> = before[before.len().saturating_sub(EXCERPT_BEFORE)..]
+            .iter()
+            .copied()
+            .chain(after)
             .map(ToString::to_string)
             .collect();
-        text.push_str(&format!(
-            "; history from {:.3}s: {}",
-            from.as_secs_f64(),
-            excerpt.join(", ")
-        ));
+        text.push_str(&format!("; history around it: {}", excerpt.join(", ")));
     }
     text
 }
@@ -549,7 +559,23 @@ async fn external(run: Run, client: usize, h: Harness, mut rng: Rng) -> Check<Co
         };
         run.recorder
             .record(client, Kind::Grant(holder.token().get()));
-        tokio::time::sleep(Duration::from_millis(10 + rng.below(MAX_HOLD_MS) as u64)).await;
+        // The holder may lose its session while it holds (a child starved on a loaded
+        // machine): its lost() ends the hold, as an in-process contender's does.
+        let hold = Duration::from_millis(10 + rng.below(MAX_HOLD_MS) as u64);
+        if let Ok(woke) = tokio::time::timeout(hold, holder.lost()).await {
+            match woke {
+                Ok(()) => {
+                    run.recorder.record(client, Kind::Lost);
+                }
+                // Its process ended: it acts on nothing any more.
+                Err(error) => {
+                    run.recorder.record(client, Kind::Killed);
+                    counts.error(&error);
+                }
+            }
+            drop(holder);
+            continue;
+        }
         let pause = share(&mut rng, run.holder_ttl, 20, 300);
         // A fault ends (a paused holder has woken and been waited for) before the
         // quiet tail.
