@@ -51,11 +51,9 @@ use redis::Value;
 
 use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, string, unexpected};
+use crate::scan::{glob_escape, scan_matching};
 use crate::scripts::SCRIPTS;
 use crate::store::Shared;
-
-/// Keys asked for per `SCAN` step.
-const SCAN_COUNT: u32 = 1000;
 
 /// The suffix of a queue's item set and of its in-flight records.
 const QUEUE_ITEMS: &str = "}:queue:items";
@@ -157,52 +155,16 @@ pub(crate) async fn scan(
         ));
     }
     let pattern = format!("{{{}*", glob_escape(namespace));
-    let mut keys = std::collections::BTreeSet::new();
-    let mut cursor = String::from("0");
-    loop {
-        let reply = shared
-            .query(
-                redis::cmd("SCAN")
-                    .arg(&cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT),
-            )
-            .await?;
-        let mut parts = array("SCAN", reply.clone())?.into_iter();
-        let (Some(next), Some(batch), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(unexpected("SCAN", &reply));
-        };
-        cursor = string("SCAN", next)?;
-        for key in array("SCAN", batch)? {
-            // Keys that are not UTF-8 are no distsync keys.
-            if let Some(Ok(key)) = bytes("SCAN", key)?.map(String::from_utf8) {
-                if key
-                    .strip_prefix('{')
-                    .and_then(|key| key.strip_prefix(namespace))
-                    .is_some_and(&keep)
-                {
-                    keys.insert(key);
-                }
-            }
-        }
-        if cursor == "0" {
-            return Ok(keys.into_iter().collect());
-        }
-    }
-}
-
-/// `text` with the glob characters of `SCAN MATCH` escaped.
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
+    let keys: std::collections::BTreeSet<String> = scan_matching(shared, &pattern)
+        .await?
+        .into_iter()
+        .filter(|key| {
+            key.strip_prefix('{')
+                .and_then(|key| key.strip_prefix(namespace))
+                .is_some_and(&keep)
+        })
+        .collect();
+    Ok(keys.into_iter().collect())
 }
 
 /// Whether a key (after `{<ns>`) has the shape of something exported.

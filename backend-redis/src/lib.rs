@@ -242,6 +242,7 @@ mod queue;
 mod random;
 mod rate_limiter;
 mod rwlock;
+mod scan;
 mod scripts;
 mod semaphore;
 mod sentinel;

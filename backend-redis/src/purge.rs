@@ -11,24 +11,13 @@
 use distsync_core::{Error, Name, Result};
 
 use crate::capabilities::BACKEND;
-use crate::error::{array, bytes, int, string, unexpected};
+use crate::error::int;
 use crate::keys::escape_name;
+use crate::scan::{glob_escape, scan_matching};
 use crate::store::Shared;
 
-/// Keys asked for per `SCAN` round trip, and unlinked per `UNLINK`.
+/// Keys unlinked per `UNLINK`.
 const BATCH: usize = 1000;
-
-/// `text` with the glob characters of `SCAN MATCH` escaped.
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
 
 /// Every key of a primitive named `prefix` or under it, sorted.
 async fn keys_under(shared: &Shared, prefix: &Name) -> Result<Vec<String>> {
@@ -45,7 +34,7 @@ async fn keys_under(shared: &Shared, prefix: &Name) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     for head in [&tagged, &stm] {
         let pattern = format!("{}*", glob_escape(head));
-        for key in scan(shared, &pattern).await? {
+        for key in scan_matching(shared, &pattern).await? {
             let under = key.strip_prefix(head.as_str()).is_some_and(|rest| {
                 if *head == tagged {
                     rest.starts_with('}') || rest.starts_with('/')
@@ -61,38 +50,6 @@ async fn keys_under(shared: &Shared, prefix: &Name) -> Result<Vec<String>> {
     keys.sort();
     keys.dedup();
     Ok(keys)
-}
-
-/// The keys matching `pattern`, cursor by cursor.
-async fn scan(shared: &Shared, pattern: &str) -> Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let mut cursor = String::from("0");
-    loop {
-        let reply = shared
-            .query(
-                redis::cmd("SCAN")
-                    .arg(&cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(BATCH),
-            )
-            .await?;
-        let mut parts = array("SCAN", reply.clone())?.into_iter();
-        let (Some(next), Some(batch), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(unexpected("SCAN", &reply));
-        };
-        cursor = string("SCAN", next)?;
-        for key in array("SCAN", batch)? {
-            // Keys that are not UTF-8 are no distsync keys.
-            if let Some(Ok(key)) = bytes("SCAN", key)?.map(String::from_utf8) {
-                keys.push(key);
-            }
-        }
-        if cursor == "0" {
-            return Ok(keys);
-        }
-    }
 }
 
 /// How many keys [`purge_prefix`] would unlink.
@@ -111,15 +68,4 @@ pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     }
     tracing::debug!(%prefix, unlinked, "purged a name prefix");
     Ok(unlinked)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_characters_are_escaped() {
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-        assert_eq!(glob_escape("conf/run-1"), "conf/run-1");
-    }
 }
