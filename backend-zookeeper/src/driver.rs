@@ -15,7 +15,8 @@ pub const DRIVER: Driver = Driver::new(
 .with_url_forms(
     "zk://[user:password@]host:port[,host:port...][/root][?connect_timeout=5s&timeout=10s]
     the lock is Curator's InterProcessMutex on <root>/lock/<name> (root: /distsync);
-    user:password is a digest login",
+    user:password is a digest login
+zks://...  TLS: answers Unsupported (the client crate takes certificates in code only)",
 );
 
 fn connect(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
