@@ -213,6 +213,12 @@ impl Drop for Held {
 
 macro_rules! guard_accessors {
     () => {
+        /// Whether the hold is known to be lost, without starting the backend's loss
+        /// watch (for checks at the moment of the grant).
+        pub(crate) fn known_lost(&self) -> bool {
+            self.held.known_lost()
+        }
+
         /// The store key that represents this hold (etcd: `<ns><name>/<lease hex>`).
         pub fn key(&self) -> &str {
             self.held.key()

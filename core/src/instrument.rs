@@ -231,9 +231,9 @@ async fn acquire<T, F>(
     name: &Name,
     blocking: bool,
     acquisition: F,
-    token: impl Fn(&T) -> Option<u64>,
 ) -> Result<Option<T>>
 where
+    T: Grant,
     F: std::future::Future<Output = Result<Option<T>>>,
 {
     let _waiting = blocking.then(|| Waiting::start(backend, primitive));
@@ -247,13 +247,21 @@ where
         acquired = tracing::field::Empty,
     );
     let started = Instant::now();
-    let outcome = acquisition.instrument(span.clone()).await;
+    let mut outcome = acquisition.instrument(span.clone()).await;
     let waited = started.elapsed();
+    if matches!(&outcome, Ok(Some(held)) if held.known_lost()) {
+        // A grant that arrives after the session's client-side deadline (a reply
+        // delayed by a partition, say) may already belong to someone else in the
+        // store. Handing it out would give the caller a guard whose `lost()` fires at
+        // once; dropping it releases whatever is left of it in the background.
+        tracing::warn!(backend, primitive, name = %name, "granted after the session was lost");
+        outcome = Err(Error::SessionLost);
+    }
     span.record("wait_ms", waited.as_secs_f64() * 1e3);
     match &outcome {
         Ok(Some(held)) => {
             span.record("acquired", true);
-            if let Some(token) = token(held) {
+            if let Some(token) = held.token() {
                 span.record("token", token);
             }
             metrics::counter!("distsync_acquisitions_total", "backend" => backend, "primitive" => primitive)
@@ -277,6 +285,47 @@ where
     }
     outcome
 }
+
+/// What [`acquire`] reads from a grant: its fencing token for the span, and whether it
+/// is already lost when it arrives.
+trait Grant {
+    fn token(&self) -> Option<u64> {
+        None
+    }
+
+    fn known_lost(&self) -> bool {
+        false
+    }
+}
+
+impl Grant for LockGuard {
+    fn token(&self) -> Option<u64> {
+        Some(LockGuard::token(self).get())
+    }
+
+    fn known_lost(&self) -> bool {
+        LockGuard::known_lost(self)
+    }
+}
+
+impl Grant for ReadGuard {
+    fn known_lost(&self) -> bool {
+        ReadGuard::known_lost(self)
+    }
+}
+
+impl Grant for Leadership {
+    fn token(&self) -> Option<u64> {
+        Some(self.term().get())
+    }
+
+    fn known_lost(&self) -> bool {
+        Leadership::known_lost(self)
+    }
+}
+
+/// Barrier waits hold nothing.
+impl Grant for () {}
 
 /// The observer of a release: a `distsync.release` event, the hold-time histogram,
 /// and the end of the hold's count.
@@ -324,14 +373,9 @@ impl Locker for InstrumentedLocker {
     }
 
     async fn lock(&self) -> Result<LockGuard> {
-        let guard = acquire(
-            self.backend,
-            "lock",
-            self.inner.name(),
-            true,
-            async { self.inner.lock().await.map(Some) },
-            |g: &LockGuard| Some(g.token().get()),
-        )
+        let guard = acquire(self.backend, "lock", self.inner.name(), true, async {
+            self.inner.lock().await.map(Some)
+        })
         .await?
         .ok_or(Error::NotHeld)?;
         Ok(lock_guard(self.backend, "lock", guard))
@@ -344,7 +388,6 @@ impl Locker for InstrumentedLocker {
             self.inner.name(),
             false,
             self.inner.try_lock(),
-            |g: &LockGuard| Some(g.token().get()),
         )
         .await?;
         Ok(guard.map(|g| lock_guard(self.backend, "lock", g)))
@@ -377,14 +420,9 @@ impl RwLock for InstrumentedRwLock {
     }
 
     async fn read(&self) -> Result<ReadGuard> {
-        let guard = acquire(
-            self.backend,
-            "read",
-            self.inner.name(),
-            true,
-            async { self.inner.read().await.map(Some) },
-            |_: &ReadGuard| None,
-        )
+        let guard = acquire(self.backend, "read", self.inner.name(), true, async {
+            self.inner.read().await.map(Some)
+        })
         .await?
         .ok_or(Error::NotHeld)?;
         Ok(self.read_guard(guard))
@@ -397,21 +435,15 @@ impl RwLock for InstrumentedRwLock {
             self.inner.name(),
             false,
             self.inner.try_read(),
-            |_: &ReadGuard| None,
         )
         .await?;
         Ok(guard.map(|g| self.read_guard(g)))
     }
 
     async fn write(&self) -> Result<LockGuard> {
-        let guard = acquire(
-            self.backend,
-            "write",
-            self.inner.name(),
-            true,
-            async { self.inner.write().await.map(Some) },
-            |g: &LockGuard| Some(g.token().get()),
-        )
+        let guard = acquire(self.backend, "write", self.inner.name(), true, async {
+            self.inner.write().await.map(Some)
+        })
         .await?
         .ok_or(Error::NotHeld)?;
         Ok(lock_guard(self.backend, "write", guard))
@@ -424,7 +456,6 @@ impl RwLock for InstrumentedRwLock {
             self.inner.name(),
             false,
             self.inner.try_write(),
-            |g: &LockGuard| Some(g.token().get()),
         )
         .await?;
         Ok(guard.map(|g| lock_guard(self.backend, "write", g)))
@@ -444,14 +475,9 @@ impl Election for InstrumentedElection {
     }
 
     async fn campaign(&self, value: Bytes) -> Result<Leadership> {
-        let leadership = acquire(
-            self.backend,
-            "leadership",
-            self.inner.name(),
-            true,
-            async { self.inner.campaign(value).await.map(Some) },
-            |l: &Leadership| Some(l.term().get()),
-        )
+        let leadership = acquire(self.backend, "leadership", self.inner.name(), true, async {
+            self.inner.campaign(value).await.map(Some)
+        })
         .await?
         .ok_or(Error::NotLeader)?;
         let key = leadership.key().to_owned();
@@ -490,14 +516,9 @@ impl Semaphore for InstrumentedSemaphore {
     }
 
     async fn acquire(&self) -> Result<LockGuard> {
-        let guard = acquire(
-            self.backend,
-            "permit",
-            self.inner.name(),
-            true,
-            async { self.inner.acquire().await.map(Some) },
-            |g: &LockGuard| Some(g.token().get()),
-        )
+        let guard = acquire(self.backend, "permit", self.inner.name(), true, async {
+            self.inner.acquire().await.map(Some)
+        })
         .await?
         .ok_or(Error::NotHeld)?;
         Ok(lock_guard(self.backend, "permit", guard))
@@ -510,7 +531,6 @@ impl Semaphore for InstrumentedSemaphore {
             self.inner.name(),
             false,
             self.inner.try_acquire(),
-            |g: &LockGuard| Some(g.token().get()),
         )
         .await?;
         Ok(guard.map(|g| lock_guard(self.backend, "permit", g)))
@@ -548,14 +568,9 @@ impl Barrier for InstrumentedBarrier {
     }
 
     async fn wait(&self) -> Result<()> {
-        acquire(
-            self.backend,
-            "barrier",
-            self.inner.name(),
-            true,
-            async { self.inner.wait().await.map(Some) },
-            |_: &()| None,
-        )
+        acquire(self.backend, "barrier", self.inner.name(), true, async {
+            self.inner.wait().await.map(Some)
+        })
         .await?;
         Ok(())
     }
@@ -597,7 +612,6 @@ impl DoubleBarrier for InstrumentedDoubleBarrier {
             self.inner.name(),
             true,
             async { self.inner.enter().await.map(Some) },
-            |_: &()| None,
         )
         .await?;
         let count = HoldCount::start(self.backend, "double_barrier", None);

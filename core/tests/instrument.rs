@@ -459,3 +459,139 @@ fn a_consumer_samples_its_queue_depth() {
         }
     });
 }
+
+/// A memory backend whose locks answer a grant only after the caller's session was
+/// closed: a reply that arrives after the session's client-side deadline.
+struct LateGrants(MemoryBackend);
+
+/// A locker that closes its session between the grant and the reply.
+struct LateLocker {
+    inner: Box<dyn distsync_core::Locker>,
+    session: distsync_core::Session,
+}
+
+#[async_trait::async_trait]
+impl distsync_core::Locker for LateLocker {
+    fn name(&self) -> &distsync_core::Name {
+        self.inner.name()
+    }
+
+    async fn lock(&self) -> distsync_core::Result<distsync_core::LockGuard> {
+        let guard = self.inner.lock().await?;
+        self.session.close().await?;
+        Ok(guard)
+    }
+
+    async fn try_lock(&self) -> distsync_core::Result<Option<distsync_core::LockGuard>> {
+        let guard = self.inner.try_lock().await?;
+        self.session.close().await?;
+        Ok(guard)
+    }
+
+    async fn contenders(&self) -> distsync_core::Result<usize> {
+        self.inner.contenders().await
+    }
+}
+
+#[async_trait::async_trait]
+impl distsync_core::Backend for LateGrants {
+    fn capabilities(&self) -> &distsync_core::Capabilities {
+        self.0.capabilities()
+    }
+
+    async fn session(
+        &self,
+        options: distsync_core::SessionOptions,
+    ) -> distsync_core::Result<distsync_core::Session> {
+        self.0.session(options).await
+    }
+
+    async fn revoke_session(&self, id: distsync_core::SessionId) -> distsync_core::Result<()> {
+        self.0.revoke_session(id).await
+    }
+
+    fn locker(
+        &self,
+        session: &distsync_core::Session,
+        name: distsync_core::Name,
+    ) -> distsync_core::Result<Box<dyn distsync_core::Locker>> {
+        Ok(Box::new(LateLocker {
+            inner: self.0.locker(session, name)?,
+            session: session.clone(),
+        }))
+    }
+
+    fn election(
+        &self,
+        session: &distsync_core::Session,
+        name: distsync_core::Name,
+    ) -> distsync_core::Result<Box<dyn distsync_core::Election>> {
+        self.0.election(session, name)
+    }
+
+    fn rwlock(
+        &self,
+        session: &distsync_core::Session,
+        name: distsync_core::Name,
+    ) -> distsync_core::Result<Box<dyn distsync_core::RwLock>> {
+        self.0.rwlock(session, name)
+    }
+
+    fn queue(
+        &self,
+        name: distsync_core::Name,
+    ) -> distsync_core::Result<Box<dyn distsync_core::Queue>> {
+        self.0.queue(name)
+    }
+
+    fn barrier(
+        &self,
+        name: distsync_core::Name,
+    ) -> distsync_core::Result<Box<dyn distsync_core::Barrier>> {
+        self.0.barrier(name)
+    }
+
+    fn double_barrier(
+        &self,
+        session: &distsync_core::Session,
+        name: distsync_core::Name,
+        count: std::num::NonZeroUsize,
+    ) -> distsync_core::Result<Box<dyn distsync_core::DoubleBarrier>> {
+        self.0.double_barrier(session, name, count)
+    }
+
+    fn stm(&self) -> distsync_core::Result<distsync_core::Stm> {
+        self.0.stm()
+    }
+}
+
+/// A grant that reaches the caller after its session is lost is never handed out as a
+/// guard: the caller gets `SessionLost`, and the lock is free for the next contender.
+#[tokio::test]
+async fn a_grant_after_the_session_was_lost_is_refused() {
+    let coordinator = Coordinator::new(LateGrants(MemoryBackend::new()));
+    for blocking in [true, false] {
+        let session = coordinator.session().await.unwrap();
+        let locker = coordinator.locker(&session, "late").unwrap();
+        let outcome = if blocking {
+            locker.lock().await.map(Some)
+        } else {
+            locker.try_lock().await
+        };
+        assert!(
+            matches!(outcome, Err(distsync_core::Error::SessionLost)),
+            "blocking {blocking}: {outcome:?}"
+        );
+    }
+    // The refused guards are released in the background: the line empties.
+    let session = coordinator.session().await.unwrap();
+    let locker = coordinator.locker(&session, "late").unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while locker.contenders().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused grants are never released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
