@@ -114,8 +114,12 @@ impl Backend for ZkBackend {
     }
 
     fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
-        let _ = (session, name);
-        Err(Error::unsupported(BACKEND, "rwlock"))
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::rwlock::ZkRwLock::new(
+            session.clone(),
+            lease,
+            name,
+        )))
     }
 
     fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
@@ -140,5 +144,28 @@ impl Backend for ZkBackend {
 
     fn stm(&self) -> Result<Stm> {
         Err(Error::unsupported(BACKEND, "stm"))
+    }
+
+    fn semaphore(
+        &self,
+        session: &Session,
+        name: Name,
+        permits: NonZeroUsize,
+    ) -> Result<Box<dyn distsync_core::Semaphore>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::semaphore::ZkSemaphore::new(
+            session.clone(),
+            lease,
+            name,
+            permits,
+        )))
+    }
+
+    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
+        crate::purge::count_prefix(&self.shared, prefix).await
+    }
+
+    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
+        crate::purge::purge_prefix(&self.shared, prefix).await
     }
 }

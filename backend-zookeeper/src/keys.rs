@@ -10,6 +10,8 @@
 //! | kind | path | Curator's recipe |
 //! |---|---|---|
 //! | lock | `<root>/lock/<name>` | `InterProcessMutex` |
+//! | semaphore | `<root>/semaphore/<name>` (`locks/`, `leases/`) | `InterProcessSemaphoreV2` |
+//! | rwlock | `<root>/rwlock/<name>` (`__READ__`, `__WRIT__` contenders) | `InterProcessReadWriteLock` |
 //!
 //! A segment is escaped only where ZooKeeper refuses it: `%` becomes `%25`, a segment
 //! `.` or `..` becomes `%2E` or `%2E%2E`, and every character ZooKeeper refuses in a
@@ -28,18 +30,56 @@ use distsync_core::Name;
 pub(crate) enum Kind {
     /// Locks (`InterProcessMutex`).
     Lock,
+    /// Semaphores (`InterProcessSemaphoreV2`).
+    Semaphore,
+    /// Read-write locks (`InterProcessReadWriteLock`).
+    RwLock,
 }
 
 impl Kind {
+    /// Every kind, for walks over all of a name's nodes (purging a prefix).
+    pub(crate) const ALL: &'static [Kind] = &[Kind::Lock, Kind::Semaphore, Kind::RwLock];
+
     fn segment(self) -> &'static str {
         match self {
             Kind::Lock => "lock",
+            Kind::Semaphore => "semaphore",
+            Kind::RwLock => "rwlock",
         }
     }
 }
 
 /// What Curator's `InterProcessMutex` names its contenders: `lock-` before the sequence.
 pub(crate) const LOCK_NAME: &str = "lock-";
+
+/// What Curator's `InterProcessSemaphoreV2` names its leases: `lease-` before the
+/// sequence.
+pub(crate) const LEASE_NAME: &str = "lease-";
+
+/// What Curator's `InterProcessReadWriteLock` names a reader: `__READ__` before the
+/// sequence.
+pub(crate) const READ_NAME: &str = "__READ__";
+
+/// What Curator's `InterProcessReadWriteLock` names a writer: `__WRIT__` before the
+/// sequence.
+pub(crate) const WRITE_NAME: &str = "__WRIT__";
+
+/// The readers and writers among `children` of a read-write lock, ordered by their
+/// sequence (one counter, the parent's, numbers both), each with whether it writes.
+pub(crate) fn rw_contenders(children: Vec<String>) -> Vec<(u64, String, bool)> {
+    let mut found: Vec<(u64, String, bool)> = children
+        .into_iter()
+        .filter_map(|child| {
+            if let Some(seq) = sequence(&child, WRITE_NAME) {
+                Some((seq, child, true))
+            } else {
+                sequence(&child, READ_NAME).map(|seq| (seq, child, false))
+            }
+        })
+        .collect();
+    found.sort();
+    found
+}
 
 /// Whether ZooKeeper refuses `c` in a node name (`PathUtils.validatePath`).
 pub(crate) fn forbidden(c: char) -> bool {
@@ -160,6 +200,21 @@ mod tests {
                 (10, "_c_x-lock-0000000010".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn readers_and_writers_sort_by_one_sequence() {
+        let children = vec![
+            "_c_a-__WRIT__0000000003".to_owned(),
+            "_c_b-__READ__0000000001".to_owned(),
+            "_c_c-lock-0000000002".to_owned(),
+            "_c_d-__READ__0000000004".to_owned(),
+        ];
+        let found: Vec<(u64, bool)> = rw_contenders(children)
+            .into_iter()
+            .map(|(seq, _, writer)| (seq, writer))
+            .collect();
+        assert_eq!(found, vec![(1, false), (3, true), (4, false)]);
     }
 
     #[test]

@@ -38,12 +38,21 @@
 //! * **The lock** is Curator's `InterProcessMutex` (see `src/lock.rs`): protected
 //!   ephemeral sequential nodes, the lowest holds, each waiter watches the node before
 //!   it, the fencing token is the holder node's creation zxid.
+//! * **The semaphore** is Curator's `InterProcessSemaphoreV2` (see `src/semaphore.rs`):
+//!   a mutex on `locks/` lines acquirers up, a permit is an ephemeral sequential lease
+//!   under `leases/`, the head of the line waits while `leases/` has more children
+//!   than permits; the token is the lease's creation zxid.
+//! * **The read-write lock** is Curator's `InterProcessReadWriteLock` (see
+//!   `src/rwlock.rs`): `__READ__` and `__WRIT__` contenders in one sequence; a reader
+//!   waits only for writers before it, a writer for everyone before it.
+//! * **Purging a prefix** deletes the subtrees of its names, children first (see
+//!   `src/purge.rs`).
 //! * **Names** map to paths in `src/keys.rs`.
 //!
 //! Elections (`LeaderLatch`: its layout gives observers the latest value only, while
-//! distsync's `observe()` promises every proclaim), semaphores (`InterProcessSemaphoreV2`), read-write locks
-//! (`InterProcessReadWriteLock`), queues, barriers and STM are not built yet: each
-//! answers [`distsync_core::Error::Unsupported`], and [`capabilities()`] says so.
+//! distsync's `observe()` promises every proclaim), queues, barriers and STM are not
+//! built yet: each answers [`distsync_core::Error::Unsupported`], and
+//! [`capabilities()`] says so.
 //!
 //! ## Why `zookeeper-client`
 //!
@@ -67,6 +76,9 @@ mod driver;
 mod error;
 mod keys;
 mod lock;
+mod purge;
+mod rwlock;
+mod semaphore;
 mod session;
 mod store;
 
@@ -87,7 +99,8 @@ pub const BACKEND: &str = "zookeeper";
 pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// What this backend offers and claims, each measured by the conformance suite: the
-/// lock, with fencing tokens, FIFO waiters and `lost()` on the end of a session.
+/// lock, the semaphore and the read-write lock, with fencing tokens, FIFO waiters and
+/// `lost()` on the end of a session.
 ///
 /// ZooKeeper also expires a stalled holder's session after its timeout, and never
 /// before the holder's client-side deadline (see `src/session.rs`), but the suite
@@ -101,6 +114,8 @@ pub fn capabilities() -> Capabilities {
         .with_fencing(true)
         .with_fifo_waiters(true)
         .with_lost_notification(true)
+        .with_semaphore(true)
+        .with_rwlock(true)
 }
 
 /// Connects to the ZooKeeper servers a `zk://` URL names and returns a

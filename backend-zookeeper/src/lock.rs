@@ -93,6 +93,18 @@ impl Line {
         lock_name: &'static str,
     ) -> Self {
         let dir = keys::path(lease.shared.config.root(), kind, &name);
+        Self::at(session, lease, name, dir, lock_name)
+    }
+
+    /// A line of contenders under the node `dir` (a recipe's inner node, such as a
+    /// semaphore's `locks/` or `leases/`), for the primitive `name`.
+    pub(crate) fn at(
+        session: Session,
+        lease: Arc<LeaseInner>,
+        name: Name,
+        dir: String,
+        lock_name: &'static str,
+    ) -> Self {
         Self {
             session,
             lease,
@@ -103,7 +115,7 @@ impl Line {
     }
 
     /// The session id in hex: a lock contender's data.
-    fn session_data(&self) -> Vec<u8> {
+    pub(crate) fn session_data(&self) -> Vec<u8> {
         format!("{:x}", self.lease.id).into_bytes()
     }
 
@@ -264,8 +276,22 @@ impl Line {
         }
     }
 
+    /// Withdraws `entry` (granted or not): deletes its node now rather than in the
+    /// background, so that whoever watches it moves on before this returns.
+    pub(crate) async fn leave(&self, mut entry: Entry) -> Result<()> {
+        let path = format!("{}/{}", entry.dir, entry.child);
+        let client = self.lease.client()?;
+        match self.retrying(|| client.delete(&path, None)).await? {
+            Ok(()) | Err(zk::Error::NoNode) => {
+                entry.armed = false;
+                Ok(())
+            }
+            Err(error) => Err(self.lease.error(error)),
+        }
+    }
+
     /// Step 3, made into the guard's release.
-    fn guard(&self, entry: Entry) -> LockGuard {
+    pub(crate) fn guard(&self, entry: Entry) -> LockGuard {
         let token = FencingToken(entry.token as u64);
         let (path, release) = self.release(entry);
         lock_guard(path.clone(), token, &self.session, release)
@@ -413,13 +439,7 @@ impl Locker for ZkLocker {
                 // Someone is ahead: withdraw before answering, so that no later
                 // `try_lock` finds this node ahead of it (cancelled here, the entry's
                 // drop deletes it in the background).
-                let mut entry = entry;
-                let path = format!("{}/{}", entry.dir, entry.child);
-                let client = this.lease.client()?;
-                match this.retrying(|| client.delete(&path, None)).await? {
-                    Ok(()) | Err(zk::Error::NoNode) => entry.armed = false,
-                    Err(error) => return Err(this.lease.error(error)),
-                }
+                this.leave(entry).await?;
                 Ok(None)
             }
             _ => Err(this.gone(&entry)),

@@ -8,6 +8,11 @@
 //       holds HOLD_MS milliseconds (a negative HOLD_MS: until a line or the end of
 //       standard input), releases, prints `released`.
 //
+//   CuratorPeer semaphore SERVERS PATH MAX HOLD_MS
+//       InterProcessSemaphoreV2 of MAX leases on PATH: prints `granted <lease node>
+//       <czxid>` once it holds a lease, holds it as `lock` does, returns it, prints
+//       `released`.
+//
 // Errors go to standard error and exit with status 1. Built by scripts/curator-peer.sh
 // against Debian's Curator and ZooKeeper jars.
 
@@ -18,6 +23,8 @@ import java.nio.charset.StandardCharsets;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
 import org.apache.curator.framework.recipes.locks.InterProcessMutex;
+import org.apache.curator.framework.recipes.locks.InterProcessSemaphoreV2;
+import org.apache.curator.framework.recipes.locks.Lease;
 import org.apache.curator.retry.ExponentialBackoffRetry;
 import org.apache.zookeeper.data.Stat;
 
@@ -46,6 +53,12 @@ public final class CuratorPeer {
                 }
                 lock(args[1], args[2], Long.parseLong(args[3]));
                 break;
+            case "semaphore":
+                if (args.length != 5) {
+                    usage();
+                }
+                semaphore(args[1], args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]));
+                break;
             default:
                 usage();
         }
@@ -53,6 +66,7 @@ public final class CuratorPeer {
 
     private static void usage() {
         System.err.println("usage: CuratorPeer lock SERVERS PATH HOLD_MS");
+        System.err.println("       CuratorPeer semaphore SERVERS PATH MAX HOLD_MS");
         System.exit(2);
     }
 
@@ -81,12 +95,34 @@ public final class CuratorPeer {
             String sequence = node.substring(node.lastIndexOf("lock-") + "lock-".length());
             System.out.println("granted " + sequence + " " + stat.getCzxid());
             System.out.flush();
-            if (holdMs >= 0) {
-                Thread.sleep(holdMs);
-            } else {
-                new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8)).readLine();
-            }
+            hold(holdMs);
             mutex.release();
+            System.out.println("released");
+            System.out.flush();
+        }
+    }
+
+    /** Holds HOLD_MS milliseconds, or with a negative HOLD_MS until a line or EOF. */
+    private static void hold(long holdMs) throws Exception {
+        if (holdMs >= 0) {
+            Thread.sleep(holdMs);
+        } else {
+            new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8)).readLine();
+        }
+    }
+
+    private static void semaphore(String servers, String path, int max, long holdMs) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            InterProcessSemaphoreV2 semaphore = new InterProcessSemaphoreV2(client, path, max);
+            System.out.println("started");
+            System.out.flush();
+            Lease lease = semaphore.acquire();
+            String node = lease.getNodeName();
+            Stat stat = client.checkExists().forPath(path + "/leases/" + node);
+            System.out.println("granted " + node + " " + stat.getCzxid());
+            System.out.flush();
+            hold(holdMs);
+            semaphore.returnLease(lease);
             System.out.println("released");
             System.out.flush();
         }

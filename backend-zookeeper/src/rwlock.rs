@@ -1,0 +1,183 @@
+//! The read-write lock, in the layout and protocol of Curator's
+//! `InterProcessReadWriteLock`, so that Rust and Java readers share the lock and
+//! writers exclude everyone, in one line.
+//!
+//! # Layout
+//!
+//! The read-write lock `<name>` is the persistent node `<root>/rwlock/<name>` (made on
+//! first use); each reader is an ephemeral sequential child
+//! `_c_<uuid>-__READ__<10-digit sequence>` and each writer
+//! `_c_<uuid>-__WRIT__<10-digit sequence>` of its session, holding the distsync
+//! session id in hex (Curator: the client's address). Both kinds draw their sequence
+//! from the one parent, so together they form one line in arrival order.
+//!
+//! # Protocol
+//!
+//! 1. **Enter**: create the contender node, protected as the lock's are (see
+//!    `src/lock.rs`).
+//! 2. **Wait**: list the children, keep readers and writers, order them by sequence.
+//!    * A **writer** holds when it is first in line, and otherwise watches the
+//!      contender just before it (Curator's write lock is an `InterProcessMutex` whose
+//!      sort ignores the kind).
+//!    * A **reader** holds when no writer is before it, and otherwise watches the first
+//!      writer before it (Curator's `readLockPredicate`): readers share, a waiting
+//!      writer holds back the readers that come after it, and no writer starves.
+//! 3. **Release**: delete the node; it also goes with its session.
+//!
+//! # Fencing
+//!
+//! A write guard's token is the creation zxid of its writer node: writers are granted
+//! in sequence order, which is creation order, so tokens grow with every writer.
+//!
+//! # Cancel safety
+//!
+//! As the lock's: a contender dropped before its grant deletes its node in the
+//! background by its protected prefix; should that fail, it goes with the session.
+//!
+//! Curator's read-write lock is reentrant per thread and lets a writer's thread take
+//! the read lock too; distsync's is not reentrant: a second `read()` or `write()`
+//! through the same session queues a second node.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::raw::{read_guard, GuardStoreSide as _};
+use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, RwLock, Session};
+use zookeeper_client as zk;
+
+use crate::keys::{self, Kind, READ_NAME, WRITE_NAME};
+use crate::lock::{Entry, Line};
+use crate::session::LeaseInner;
+
+/// A read-write lock named `name`: Curator's `InterProcessReadWriteLock` on its node.
+pub(crate) struct ZkRwLock {
+    readers: Line,
+    writers: Line,
+}
+
+/// Where a contender stands: holding, or the node to watch before looking again.
+enum Place {
+    Holds,
+    Behind(String),
+}
+
+impl ZkRwLock {
+    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
+        let dir = keys::path(lease.shared.config.root(), Kind::RwLock, &name);
+        Self {
+            readers: Line::at(
+                session.clone(),
+                Arc::clone(&lease),
+                name.clone(),
+                dir.clone(),
+                READ_NAME,
+            ),
+            writers: Line::at(session, lease, name, dir, WRITE_NAME),
+        }
+    }
+
+    /// Step 2's rule for `entry` (a writer when `writer`) against the line now.
+    async fn place(&self, line: &Line, entry: &Entry, writer: bool) -> Result<Place> {
+        let client = line.lease.client()?;
+        let children = match line.retrying(|| client.list_children(&line.dir)).await? {
+            Ok(children) => children,
+            Err(zk::Error::NoNode) => Vec::new(),
+            Err(error) => return Err(line.lease.error(error)),
+        };
+        let contenders = keys::rw_contenders(children);
+        let Some(ours) = contenders
+            .iter()
+            .position(|(_, child, _)| *child == entry.child)
+        else {
+            return Err(line.gone(entry));
+        };
+        let before = if writer {
+            ours.checked_sub(1)
+        } else {
+            contenders[..ours].iter().position(|(_, _, writes)| *writes)
+        };
+        Ok(match before {
+            None => Place::Holds,
+            Some(index) => Place::Behind(format!("{}/{}", line.dir, contenders[index].1)),
+        })
+    }
+
+    /// Step 2: waits until `entry` holds.
+    async fn wait(&self, line: &Line, entry: &Entry, writer: bool) -> Result<()> {
+        loop {
+            let before = match self.place(line, entry, writer).await? {
+                Place::Holds => return Ok(()),
+                Place::Behind(before) => before,
+            };
+            let client = line.lease.client()?;
+            let watched = line
+                .retrying(|| client.check_and_watch_stat(&before))
+                .await?;
+            drop(client);
+            let watcher = match watched {
+                Ok((Some(_), watcher)) => watcher,
+                Ok((None, _)) => continue,
+                Err(error) => return Err(line.lease.error(error)),
+            };
+            tokio::select! {
+                () = line.session.lost() => return Err(Error::SessionLost),
+                _ = watcher.changed() => {}
+            }
+        }
+    }
+
+    /// A read guard for the granted reader `entry`.
+    fn read_guard(&self, entry: Entry) -> ReadGuard {
+        let (path, release) = self.readers.release(entry);
+        read_guard(path.clone(), &self.readers.session, release)
+            .with_loss_watch(self.readers.loss_watch(path))
+    }
+
+    /// Enters through `line` and answers at once: the entry if it holds, `None` (its
+    /// node withdrawn) if not.
+    async fn try_enter(&self, line: &Line, writer: bool) -> Result<Option<Entry>> {
+        let entry = line.enter(&line.session_data()).await?;
+        match self.place(line, &entry, writer).await? {
+            Place::Holds => Ok(Some(entry)),
+            Place::Behind(_) => {
+                line.leave(entry).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RwLock for ZkRwLock {
+    fn name(&self) -> &Name {
+        &self.readers.name
+    }
+
+    async fn read(&self) -> Result<ReadGuard> {
+        let line = &self.readers;
+        let entry = line.enter(&line.session_data()).await?;
+        self.wait(line, &entry, false).await?;
+        Ok(self.read_guard(entry))
+    }
+
+    async fn try_read(&self) -> Result<Option<ReadGuard>> {
+        Ok(self
+            .try_enter(&self.readers, false)
+            .await?
+            .map(|entry| self.read_guard(entry)))
+    }
+
+    async fn write(&self) -> Result<LockGuard> {
+        let line = &self.writers;
+        let entry = line.enter(&line.session_data()).await?;
+        self.wait(line, &entry, true).await?;
+        Ok(line.guard(entry))
+    }
+
+    async fn try_write(&self) -> Result<Option<LockGuard>> {
+        Ok(self
+            .try_enter(&self.writers, true)
+            .await?
+            .map(|entry| self.writers.guard(entry)))
+    }
+}
