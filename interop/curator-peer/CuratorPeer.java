@@ -8,6 +8,12 @@
 //       holds HOLD_MS milliseconds (a negative HOLD_MS: until a line or the end of
 //       standard input), releases, prints `released`.
 //
+//   CuratorPeer read SERVERS PATH HOLD_MS
+//   CuratorPeer write SERVERS PATH HOLD_MS
+//       InterProcessReadWriteLock on PATH, its read or its write lock: prints `granted`
+//       (a writer: `granted <czxid>`, its node's) once acquired, holds it as `lock`
+//       does, releases, prints `released`.
+//
 //   CuratorPeer semaphore SERVERS PATH MAX HOLD_MS
 //       InterProcessSemaphoreV2 of MAX leases on PATH: prints `granted <lease node>
 //       <czxid>` once it holds a lease, holds it as `lock` does, returns it, prints
@@ -23,6 +29,7 @@ import java.nio.charset.StandardCharsets;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
 import org.apache.curator.framework.recipes.locks.InterProcessMutex;
+import org.apache.curator.framework.recipes.locks.InterProcessReadWriteLock;
 import org.apache.curator.framework.recipes.locks.InterProcessSemaphoreV2;
 import org.apache.curator.framework.recipes.locks.Lease;
 import org.apache.curator.retry.ExponentialBackoffRetry;
@@ -53,6 +60,13 @@ public final class CuratorPeer {
                 }
                 lock(args[1], args[2], Long.parseLong(args[3]));
                 break;
+            case "read":
+            case "write":
+                if (args.length != 4) {
+                    usage();
+                }
+                readWrite(args[0].equals("write"), args[1], args[2], Long.parseLong(args[3]));
+                break;
             case "semaphore":
                 if (args.length != 5) {
                     usage();
@@ -66,6 +80,7 @@ public final class CuratorPeer {
 
     private static void usage() {
         System.err.println("usage: CuratorPeer lock SERVERS PATH HOLD_MS");
+        System.err.println("       CuratorPeer read|write SERVERS PATH HOLD_MS");
         System.err.println("       CuratorPeer semaphore SERVERS PATH MAX HOLD_MS");
         System.exit(2);
     }
@@ -123,6 +138,37 @@ public final class CuratorPeer {
             System.out.flush();
             hold(holdMs);
             semaphore.returnLease(lease);
+            System.out.println("released");
+            System.out.flush();
+        }
+    }
+
+    private static void readWrite(boolean write, String servers, String path, long holdMs)
+            throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            InterProcessReadWriteLock rw = new InterProcessReadWriteLock(client, path);
+            InterProcessMutex lock = write ? rw.writeLock() : rw.readLock();
+            System.out.println("started");
+            System.out.flush();
+            lock.acquire();
+            if (write) {
+                // A granted writer is first in line: the contender of lowest sequence.
+                String first = null;
+                for (String child : client.getChildren().forPath(path)) {
+                    if (child.length() >= 10 && (first == null
+                            || child.substring(child.length() - 10)
+                                    .compareTo(first.substring(first.length() - 10)) < 0)) {
+                        first = child;
+                    }
+                }
+                Stat stat = client.checkExists().forPath(path + "/" + first);
+                System.out.println("granted " + stat.getCzxid());
+            } else {
+                System.out.println("granted");
+            }
+            System.out.flush();
+            hold(holdMs);
+            lock.release();
             System.out.println("released");
             System.out.flush();
         }
