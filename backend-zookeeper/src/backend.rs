@@ -128,8 +128,7 @@ impl Backend for ZkBackend {
     }
 
     fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
-        let _ = name;
-        Err(Error::unsupported(BACKEND, "barrier"))
+        Ok(Box::new(crate::barrier::ZkBarrier::new(&self.shared, name)))
     }
 
     fn double_barrier(
@@ -138,8 +137,13 @@ impl Backend for ZkBackend {
         name: Name,
         count: NonZeroUsize,
     ) -> Result<Box<dyn DoubleBarrier>> {
-        let _ = (session, name, count);
-        Err(Error::unsupported(BACKEND, "double barrier"))
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::double_barrier::ZkDoubleBarrier::new(
+            session.clone(),
+            lease,
+            name,
+            count,
+        )))
     }
 
     fn stm(&self) -> Result<Stm> {

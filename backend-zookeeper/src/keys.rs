@@ -12,6 +12,8 @@
 //! | lock | `<root>/lock/<name>` | `InterProcessMutex` |
 //! | semaphore | `<root>/semaphore/<name>` (`locks/`, `leases/`) | `InterProcessSemaphoreV2` |
 //! | rwlock | `<root>/rwlock/<name>` (`__READ__`, `__WRIT__` contenders) | `InterProcessReadWriteLock` |
+//! | barrier | `<root>/barrier/<name>` (held while it exists) | `DistributedBarrier` |
+//! | double barrier | `<root>/double_barrier/<name>` (`<id>` children, `ready`) | `DistributedDoubleBarrier` |
 //!
 //! A segment is escaped only where ZooKeeper refuses it: `%` becomes `%25`, a segment
 //! `.` or `..` becomes `%2E` or `%2E%2E`, and every character ZooKeeper refuses in a
@@ -34,17 +36,29 @@ pub(crate) enum Kind {
     Semaphore,
     /// Read-write locks (`InterProcessReadWriteLock`).
     RwLock,
+    /// Barriers (`DistributedBarrier`).
+    Barrier,
+    /// Double barriers (`DistributedDoubleBarrier`).
+    DoubleBarrier,
 }
 
 impl Kind {
     /// Every kind, for walks over all of a name's nodes (purging a prefix).
-    pub(crate) const ALL: &'static [Kind] = &[Kind::Lock, Kind::Semaphore, Kind::RwLock];
+    pub(crate) const ALL: &'static [Kind] = &[
+        Kind::Lock,
+        Kind::Semaphore,
+        Kind::RwLock,
+        Kind::Barrier,
+        Kind::DoubleBarrier,
+    ];
 
     fn segment(self) -> &'static str {
         match self {
             Kind::Lock => "lock",
             Kind::Semaphore => "semaphore",
             Kind::RwLock => "rwlock",
+            Kind::Barrier => "barrier",
+            Kind::DoubleBarrier => "double_barrier",
         }
     }
 }

@@ -45,13 +45,18 @@
 //! * **The read-write lock** is Curator's `InterProcessReadWriteLock` (see
 //!   `src/rwlock.rs`): `__READ__` and `__WRIT__` contenders in one sequence; a reader
 //!   waits only for writers before it, a writer for everyone before it.
+//! * **The barrier** is Curator's `DistributedBarrier` (see `src/barrier.rs`): held
+//!   while its persistent node exists; waiters watch it go.
+//! * **The double barrier** is Curator's `DistributedDoubleBarrier` (see
+//!   `src/double_barrier.rs`): an ephemeral child per participant and a `ready` node
+//!   made by the participant that completes the count.
 //! * **Purging a prefix** deletes the subtrees of its names, children first (see
 //!   `src/purge.rs`).
 //! * **Names** map to paths in `src/keys.rs`.
 //!
 //! Elections (`LeaderLatch`: its layout gives observers the latest value only, while
-//! distsync's `observe()` promises every proclaim), queues, barriers and STM are not
-//! built yet: each answers [`distsync_core::Error::Unsupported`], and
+//! distsync's `observe()` promises every proclaim), queues and STM are not built
+//! yet: each answers [`distsync_core::Error::Unsupported`], and
 //! [`capabilities()`] says so.
 //!
 //! ## Why `zookeeper-client`
@@ -71,7 +76,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+mod barrier;
 mod config;
+mod double_barrier;
 mod driver;
 mod error;
 mod keys;
@@ -99,7 +106,7 @@ pub const BACKEND: &str = "zookeeper";
 pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// What this backend offers and claims, each measured by the conformance suite: the
-/// lock, the semaphore and the read-write lock, with fencing tokens, FIFO waiters and
+/// lock, the semaphore, the read-write lock and the barriers, with fencing tokens, FIFO waiters and
 /// `lost()` on the end of a session.
 ///
 /// ZooKeeper also expires a stalled holder's session after its timeout, and never
@@ -116,6 +123,8 @@ pub fn capabilities() -> Capabilities {
         .with_lost_notification(true)
         .with_semaphore(true)
         .with_rwlock(true)
+        .with_barrier(true)
+        .with_double_barrier(true)
 }
 
 /// Connects to the ZooKeeper servers a `zk://` URL names and returns a

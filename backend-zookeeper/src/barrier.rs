@@ -1,0 +1,122 @@
+//! The barrier, in the layout and protocol of Curator's `DistributedBarrier`, so that
+//! a Rust or Java holder holds back Rust and Java waiters alike.
+//!
+//! # Layout and protocol
+//!
+//! The barrier `<name>` is held while the persistent node `<root>/barrier/<name>`
+//! exists (Curator's `setBarrier` creates it, `removeBarrier` deletes it). A waiter
+//! checks the node with a watch and returns once it is missing, waiting for the watch
+//! otherwise. The node is persistent, so a held barrier outlives its holder's process,
+//! as distsync's barriers do on every store.
+//!
+//! A barrier belongs to no session: each call opens a short ZooKeeper session of its
+//! own (a waiter keeps it for the wait and opens another should it end).
+//!
+//! A barrier whose name has a longer name under it (barrier `a` and barrier `a/b`,
+//! whose node is a child of `a`'s) cannot be released while the longer one is held:
+//! ZooKeeper refuses to delete a node with children, and the release says so.
+//!
+//! # Cancel safety
+//!
+//! `hold` and `release` are single requests (dropped before the answer, they may or
+//! may not have been applied; calling again is harmless); `wait` only reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::{Barrier, Error, Name, Result};
+use zookeeper_client as zk;
+
+use crate::error::{is_session_end, map};
+use crate::keys::{self, Kind};
+use crate::store::Shared;
+
+/// The timeout of a barrier's own sessions: they hold nothing, and a waiter whose
+/// session ends opens another.
+const SESSION: Duration = Duration::from_secs(4);
+
+/// The pause before a request is sent again after a connection loss.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// A barrier named `name`: Curator's `DistributedBarrier` on its node.
+pub(crate) struct ZkBarrier {
+    shared: Arc<Shared>,
+    name: Name,
+    path: String,
+}
+
+impl ZkBarrier {
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
+        let path = keys::path(shared.config.root(), Kind::Barrier, &name);
+        Self {
+            shared: Arc::clone(shared),
+            name,
+            path,
+        }
+    }
+
+    /// One request with the configured timeout.
+    async fn request<T>(
+        &self,
+        request: impl std::future::Future<Output = std::result::Result<T, zk::Error>>,
+    ) -> Result<std::result::Result<T, zk::Error>> {
+        let timeout = self.shared.config.request_timeout();
+        tokio::time::timeout(timeout, request)
+            .await
+            .map_err(|_| Error::Timeout(timeout))
+    }
+}
+
+#[async_trait]
+impl Barrier for ZkBarrier {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn hold(&self) -> Result<()> {
+        let client = self.shared.connect(SESSION).await?;
+        let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        // mkdir: the node with its missing ancestors, and no error when it exists.
+        self.request(client.mkdir(&self.path, &options))
+            .await?
+            .map_err(map)
+    }
+
+    async fn release(&self) -> Result<()> {
+        let client = self.shared.connect(SESSION).await?;
+        match self.request(client.delete(&self.path, None)).await? {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(zk::Error::NotEmpty) => Err(Error::backend(
+                crate::BACKEND,
+                format!(
+                    "barrier {:?} has a held barrier under its name ({}/...): release that \
+                     first",
+                    self.name, self.path
+                ),
+            )),
+            Err(error) => Err(map(error)),
+        }
+    }
+
+    async fn wait(&self) -> Result<()> {
+        let mut client = self.shared.connect(SESSION).await?;
+        loop {
+            match self.request(client.check_and_watch_stat(&self.path)).await {
+                Ok(Ok((None, _))) => return Ok(()),
+                Ok(Ok((Some(_), watcher))) => {
+                    // Fires on the delete, or when the session ends (looked at again).
+                    let _ = watcher.changed().await;
+                }
+                Ok(Err(error)) if is_session_end(&error) => {
+                    client = self.shared.connect(SESSION).await?;
+                }
+                Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
+                    tracing::debug!(barrier = %self.name, "zookeeper request not answered; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Ok(Err(error)) => return Err(map(error)),
+            }
+        }
+    }
+}
