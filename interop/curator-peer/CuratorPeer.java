@@ -14,6 +14,16 @@
 //       (a writer: `granted <czxid>`, its node's) once acquired, holds it as `lock`
 //       does, releases, prints `released`.
 //
+//   CuratorPeer barrier-set SERVERS PATH       DistributedBarrier.setBarrier, prints `set`
+//   CuratorPeer barrier-remove SERVERS PATH    removeBarrier, prints `removed`
+//   CuratorPeer barrier-wait SERVERS PATH      prints `started`, waitOnBarrier, prints
+//                                              `passed`
+//
+//   CuratorPeer double-barrier SERVERS PATH N
+//       DistributedDoubleBarrier of N members: prints `started`, enters, prints
+//       `entered`, waits for a line (or the end) of standard input, leaves, prints
+//       `left`.
+//
 //   CuratorPeer semaphore SERVERS PATH MAX HOLD_MS
 //       InterProcessSemaphoreV2 of MAX leases on PATH: prints `granted <lease node>
 //       <czxid>` once it holds a lease, holds it as `lock` does, returns it, prints
@@ -28,6 +38,8 @@ import java.nio.charset.StandardCharsets;
 
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.recipes.barriers.DistributedBarrier;
+import org.apache.curator.framework.recipes.barriers.DistributedDoubleBarrier;
 import org.apache.curator.framework.recipes.locks.InterProcessMutex;
 import org.apache.curator.framework.recipes.locks.InterProcessReadWriteLock;
 import org.apache.curator.framework.recipes.locks.InterProcessSemaphoreV2;
@@ -67,6 +79,20 @@ public final class CuratorPeer {
                 }
                 readWrite(args[0].equals("write"), args[1], args[2], Long.parseLong(args[3]));
                 break;
+            case "barrier-set":
+            case "barrier-remove":
+            case "barrier-wait":
+                if (args.length != 3) {
+                    usage();
+                }
+                barrier(args[0], args[1], args[2]);
+                break;
+            case "double-barrier":
+                if (args.length != 4) {
+                    usage();
+                }
+                doubleBarrier(args[1], args[2], Integer.parseInt(args[3]));
+                break;
             case "semaphore":
                 if (args.length != 5) {
                     usage();
@@ -81,6 +107,8 @@ public final class CuratorPeer {
     private static void usage() {
         System.err.println("usage: CuratorPeer lock SERVERS PATH HOLD_MS");
         System.err.println("       CuratorPeer read|write SERVERS PATH HOLD_MS");
+        System.err.println("       CuratorPeer barrier-set|barrier-remove|barrier-wait SERVERS PATH");
+        System.err.println("       CuratorPeer double-barrier SERVERS PATH N");
         System.err.println("       CuratorPeer semaphore SERVERS PATH MAX HOLD_MS");
         System.exit(2);
     }
@@ -170,6 +198,44 @@ public final class CuratorPeer {
             hold(holdMs);
             lock.release();
             System.out.println("released");
+            System.out.flush();
+        }
+    }
+
+    private static void barrier(String command, String servers, String path) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            DistributedBarrier barrier = new DistributedBarrier(client, path);
+            switch (command) {
+                case "barrier-set":
+                    barrier.setBarrier();
+                    System.out.println("set");
+                    break;
+                case "barrier-remove":
+                    barrier.removeBarrier();
+                    System.out.println("removed");
+                    break;
+                default:
+                    System.out.println("started");
+                    System.out.flush();
+                    barrier.waitOnBarrier();
+                    System.out.println("passed");
+                    break;
+            }
+            System.out.flush();
+        }
+    }
+
+    private static void doubleBarrier(String servers, String path, int members) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            DistributedDoubleBarrier barrier = new DistributedDoubleBarrier(client, path, members);
+            System.out.println("started");
+            System.out.flush();
+            barrier.enter();
+            System.out.println("entered");
+            System.out.flush();
+            hold(-1);
+            barrier.leave();
+            System.out.println("left");
             System.out.flush();
         }
     }
