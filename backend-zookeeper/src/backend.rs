@@ -172,4 +172,8 @@ impl Backend for ZkBackend {
     async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
         crate::purge::purge_prefix(&self.shared, prefix).await
     }
+
+    async fn describe_store(&self) -> Result<Vec<(String, String)>> {
+        crate::facts::describe(&self.shared).await
+    }
 }

@@ -81,6 +81,7 @@ mod config;
 mod double_barrier;
 mod driver;
 mod error;
+mod facts;
 mod keys;
 mod lock;
 mod purge;
