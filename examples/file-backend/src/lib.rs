@@ -20,7 +20,15 @@
 //! - `locks/<name>`: the lock `name`, held by the session and with the token it holds
 //!   (`<session> <token>`); held while that session lives;
 //! - `waiters/<name>/<session>-<n>`: a waiter of `lock()`, removed when it is granted
-//!   or gives up (counted by `contenders()`).
+//!   or gives up (counted by `contenders()`);
+//! - `names/<hashed name>`: the full name behind a file name that is a hash (a name
+//!   too long for a file name), so that `count_prefix` and `purge_prefix` know which
+//!   names a prefix covers.
+//!
+//! `count_prefix(prefix)` counts, and `purge_prefix(prefix)` removes, the files and
+//! directories of every lock whose name is `prefix` or under `prefix/` (its lock file,
+//! its waiters' directory and files, its name record): what a test run leaves in a
+//! namespace of its own. Sessions and the token counter belong to no name and stay.
 //!
 //! Every process that shares the directory shares the store; the clocks are the
 //! machine's, so it is a store for the processes of one host only.
@@ -164,6 +172,24 @@ fn file_name(name: &Name) -> String {
     format!("#{hash:016x}-{}", name.as_str().len())
 }
 
+/// The name a file name that is not a hash encodes (see [`file_name`]), or `None` if it
+/// encodes none.
+fn decode_file_name(file: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(file.len());
+    let mut rest = file.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 impl Store {
     fn sessions(&self) -> PathBuf {
         self.root.join("sessions")
@@ -179,6 +205,106 @@ impl Store {
 
     fn waiters(&self, name: &str) -> PathBuf {
         self.root.join("waiters").join(name)
+    }
+
+    fn name_record(&self, file: &str) -> PathBuf {
+        self.root.join("names").join(file)
+    }
+
+    /// Records `name` behind the file name `file` when `file` is a hash, which does not
+    /// give the name back (see [`Store::name_of`]).
+    fn remember(&self, file: &str, name: &str) -> io::Result<()> {
+        let record = self.name_record(file);
+        if file.starts_with('#') && !record.exists() {
+            Self::write_atomic(&record, name)?;
+        }
+        Ok(())
+    }
+
+    /// The name behind the file name `file`: decoded, or for a hash read from its
+    /// record; `None` for a file that is no name's (a temporary file being renamed).
+    fn name_of(&self, file: &str) -> io::Result<Option<String>> {
+        if file.contains(".tmp-") {
+            return Ok(None);
+        }
+        if file.starts_with('#') {
+            return Self::read(&self.name_record(file));
+        }
+        Ok(decode_file_name(file))
+    }
+
+    /// The entries of `directory`'s file names, none if it is missing.
+    fn file_names(directory: &Path) -> io::Result<Vec<String>> {
+        let entries = match fs::read_dir(directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Every path holding the state of a lock named `prefix` or under `prefix/`: its
+    /// lock file, its waiters' files and then their directory, and its name record.
+    fn paths_under(&self, prefix: &str) -> io::Result<Vec<PathBuf>> {
+        let under = |name: &str| {
+            name.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        let mut files = std::collections::BTreeSet::new();
+        for directory in ["locks", "waiters", "names"] {
+            for file in Self::file_names(&self.root.join(directory))? {
+                if self.name_of(&file)?.is_some_and(|name| under(&name)) {
+                    files.insert(file);
+                }
+            }
+        }
+        let mut paths = Vec::new();
+        for file in files {
+            let lock = self.lock_file(&file);
+            if lock.exists() {
+                paths.push(lock);
+            }
+            let waiters = self.waiters(&file);
+            if waiters.is_dir() {
+                for waiter in Self::file_names(&waiters)? {
+                    paths.push(waiters.join(waiter));
+                }
+                paths.push(waiters);
+            }
+            let record = self.name_record(&file);
+            if record.exists() {
+                paths.push(record);
+            }
+        }
+        Ok(paths)
+    }
+
+    /// Removes what [`Store::paths_under`] lists, under the store's flock, and returns
+    /// how many paths it removed.
+    fn purge(&self, prefix: &str) -> io::Result<u64> {
+        self.locked(|| {
+            let mut removed = 0;
+            for path in self.paths_under(prefix)? {
+                let gone = if path.is_dir() {
+                    // A waiter registering this instant adds a file: take it too.
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                match gone {
+                    Ok(()) => removed += 1,
+                    Err(error) if error.kind() == ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(removed)
+        })
     }
 
     /// Runs `change` while holding the exclusive flock of `state.lock`.
@@ -272,8 +398,10 @@ impl Store {
     }
 
     /// Takes lock `name` for `session` if no live session holds it; returns the token.
-    fn try_take(&self, name: &str, session: SessionId) -> io::Result<Option<u64>> {
+    /// `full_name` is the lock's name, recorded when `name` is its hash.
+    fn try_take(&self, name: &str, full_name: &str, session: SessionId) -> io::Result<Option<u64>> {
         self.locked(|| {
+            self.remember(name, full_name)?;
             if !self.alive(session)? {
                 return Err(io::Error::other(SESSION_GONE));
             }
@@ -364,7 +492,7 @@ impl FileBackend {
     /// [`Error::Backend`] when the directories cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for directory in ["sessions", "locks", "waiters"] {
+        for directory in ["sessions", "locks", "waiters", "names"] {
             fs::create_dir_all(root.join(directory))
                 .map_err(|error| io_error("creating the store's directories", error))?;
         }
@@ -477,6 +605,19 @@ impl Backend for FileBackend {
     fn stm(&self) -> Result<Stm> {
         unsupported("STM")
     }
+
+    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
+        let (store, prefix) = (Arc::clone(&self.store), prefix.as_str().to_owned());
+        blocking("counting a name prefix", move || {
+            Ok(store.paths_under(&prefix)?.len() as u64)
+        })
+        .await
+    }
+
+    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
+        let (store, prefix) = (Arc::clone(&self.store), prefix.as_str().to_owned());
+        blocking("purging a name prefix", move || store.purge(&prefix)).await
+    }
 }
 
 /// The lock `name` held through `session`.
@@ -509,7 +650,8 @@ impl FileLocker {
             self.file.clone(),
             self.session.id(),
         );
-        let taken = blocking("taking a lock", move || store.try_take(&file, id)).await?;
+        let name = self.name.as_str().to_owned();
+        let taken = blocking("taking a lock", move || store.try_take(&file, &name, id)).await?;
         Ok(taken.map(|token| self.guard(token)))
     }
 
@@ -571,7 +713,9 @@ impl Locker for FileLocker {
             self.file.clone(),
             self.session.id(),
         );
+        let name = self.name.as_str().to_owned();
         let waiter = blocking("registering a waiter", move || {
+            store.remember(&file, &name)?;
             let directory = store.waiters(&file);
             fs::create_dir_all(&directory)?;
             let path = directory.join(format!("{id}-{}-{}", std::process::id(), unique()));
@@ -626,6 +770,16 @@ mod tests {
             file_name(&long),
             file_name(&Name::new("x".repeat(254)).unwrap())
         );
+    }
+
+    #[test]
+    fn file_names_decode_to_their_names() {
+        for name in ["a/b", "a%2Fb", "conf/run-1/x", "ü", "a.b"] {
+            let file = file_name(&Name::new(name).unwrap());
+            assert_eq!(decode_file_name(&file).as_deref(), Some(name), "{file}");
+        }
+        assert_eq!(decode_file_name("bad%2"), None);
+        assert_eq!(decode_file_name("bad%zz"), None);
     }
 
     #[test]
