@@ -99,6 +99,9 @@ pub use distsync_core::rate_limiter::{self, Admission, Rate, RateLimiter};
 pub use distsync_core::counter::{self, Counter};
 pub use distsync_core::latch::{self, CountDownLatch};
 
+// Taking a lock back: the administrative break (`Coordinator::break_lock`).
+pub use distsync_core::broken::{self, BrokenHold};
+
 // The backends: one driver per store, and the list `connect` reads.
 pub use distsync_core::driver::{self, Driver};
 

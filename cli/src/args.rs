@@ -240,6 +240,11 @@ pub(crate) enum Command {
     /// token and waiters in order, leaders with value and term, read-write locks,
     /// semaphore permits, queue lengths, held barriers. Reads only.
     Status(StatusArgs),
+    /// Break the lock NAME: end its holder's session in the store (every hold of that
+    /// session is lost), print `broke NAME session=<id> token=<token> held_for=<ms>
+    /// since=<unix time> key=<key>`. Exit 1 when nobody holds it.
+    #[command(after_help = BREAK_AFTER_HELP)]
+    Break(BreakArgs),
     /// Print a completion script for SHELL to standard output (no backend needed), e.g.
     /// `distsync completions bash > /etc/bash_completion.d/distsync`.
     Completions {
@@ -267,6 +272,7 @@ impl Command {
             Command::DoubleBarrier(args) => vec![args.name.clone()],
             Command::StmBank(args) => vec![format!("{}/0", args.prefix)],
             Command::Interactive(args) => vec![args.name.clone()],
+            Command::Break(args) => vec![args.name.clone()],
             Command::Migrate(_)
             | Command::Status(_)
             | Command::Completions { .. }
@@ -707,6 +713,22 @@ pub(crate) enum StatusFormat {
     Text,
     /// One JSON object (the fields of the library's `StatusReport`).
     Json,
+}
+
+/// What `distsync break --help` adds after the options.
+const BREAK_AFTER_HELP: &str = "\
+The break is safe: the holder's renewals fail, so it sees its hold lost within its \
+session's deadline (a `distsync lock -- CMD` holder stops CMD), its guarded writes are \
+refused, and the next holder's fencing token is higher. `held_for` and `since` are `-` \
+where the store does not record when a hold was taken. Exit codes: 0 broken, 1 nobody \
+holds NAME (`not held NAME` on standard error), 2 a backend that cannot end another \
+process's session (ZooKeeper), 4 a store error.";
+
+/// `distsync break`.
+#[derive(Debug, Args)]
+pub(crate) struct BreakArgs {
+    /// The lock's name.
+    pub name: String,
 }
 
 /// `distsync status`.

@@ -44,6 +44,44 @@ pub trait Backend: Send + Sync + 'static {
     /// Everything held through it is released; its owner learns through `lost()`.
     async fn revoke_session(&self, id: SessionId) -> Result<()>;
 
+    /// Breaks the lock `name` (see [`crate::broken`]): ends its holder's session in the
+    /// store and returns the hold it ended, or `None` when nobody holds it.
+    ///
+    /// The default reads the holder from [`Backend::status`] and ends its session with
+    /// [`Backend::revoke_session`], so a backend whose status records holders'
+    /// sessions and whose revoke reaches another process's session needs nothing more.
+    /// A backend with a per-hold way to end one hold overrides it, and says so in its
+    /// docs.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] where the backend cannot list holders or cannot end
+    /// another process's session; the store's error.
+    ///
+    /// # Cancel safety
+    /// Not atomic: dropping the future after the holder was read may or may not have
+    /// ended its session.
+    async fn break_lock(&self, name: &Name) -> Result<Option<crate::broken::BrokenHold>> {
+        let backend = self.capabilities().backend;
+        if !self.capabilities().break_lock {
+            return Err(crate::Error::unsupported(backend, "breaking a lock"));
+        }
+        let report = self
+            .status(name.as_str())
+            .await
+            .map_err(|error| match error {
+                crate::Error::Unsupported { .. } => crate::Error::unsupported(
+                    backend,
+                    "breaking a lock (it cannot list who holds what)",
+                ),
+                other => other,
+            })?;
+        let Some(hold) = crate::broken::BrokenHold::holder_in(&report, name)? else {
+            return Ok(None);
+        };
+        self.revoke_session(hold.session).await?;
+        Ok(Some(hold))
+    }
+
     /// A mutex named `name`, held through `session`.
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>>;
 

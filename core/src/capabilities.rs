@@ -104,6 +104,10 @@ pub struct Capabilities {
     pub counter: bool,
     /// [`crate::CountDownLatch`]: a latch opened when its count reaches zero.
     pub latch: bool,
+    /// [`crate::Coordinator::break_lock`]: ending another process's hold of a lock by
+    /// ending its session in the store (see [`crate::broken`]); `false` where the
+    /// backend cannot list holders or cannot end another process's session.
+    pub break_lock: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,
 }
@@ -138,6 +142,7 @@ impl Capabilities {
             survives_failover: false,
             counter: false,
             latch: false,
+            break_lock: false,
             rate_limiter: false,
             min_session_ttl: Duration::from_secs(1),
         }
@@ -173,6 +178,7 @@ impl Capabilities {
             survives_failover: true,
             counter: true,
             latch: true,
+            break_lock: true,
             rate_limiter: true,
             min_session_ttl,
         }
@@ -269,6 +275,7 @@ flag_setters! {
     survives_failover => with_survives_failover,
     counter => with_counter,
     latch => with_latch,
+    break_lock => with_break_lock,
     rate_limiter => with_rate_limiter,
 }
 
@@ -309,6 +316,7 @@ mod tests {
             .with_survives_failover(true)
             .with_counter(true)
             .with_latch(true)
+            .with_break_lock(true)
             .with_rate_limiter(true);
         assert_eq!(built, Capabilities::all("test", ttl));
     }

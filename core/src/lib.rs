@@ -62,6 +62,7 @@
 pub mod backend;
 mod backoff;
 pub mod barrier;
+pub mod broken;
 pub mod capabilities;
 pub mod consumer;
 pub mod coordinator;
@@ -92,10 +93,12 @@ pub mod session;
 pub mod snapshot;
 pub mod status;
 pub mod stm;
+mod take_back;
 pub mod timeout;
 pub mod token;
 
 pub use barrier::{Barrier, DoubleBarrier};
+pub use broken::BrokenHold;
 pub use bytes::Bytes;
 pub use capabilities::Capabilities;
 pub use consumer::{Consumer, ConsumerOptions};

@@ -1,6 +1,7 @@
 //! The subcommands: connecting to the store and dispatching to the one the command line names.
 
 mod barrier;
+mod break_lock;
 mod counter;
 mod double_barrier;
 mod elect;
@@ -64,6 +65,7 @@ pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::Interactive(args) => repl::run(&mut ctx, args).await,
         Command::Migrate(args) => migrate::run(args, &mut ctx.interrupts).await,
         Command::Status(args) => status::run(&mut ctx, args).await,
+        Command::Break(args) => break_lock::run(&mut ctx, args).await,
         // `main` prints these before connecting; they never get here.
         Command::Completions { .. } | Command::Man => Err(Failure::usage(
             "completions and man need no backend and are printed before connecting",
