@@ -119,6 +119,8 @@ pub enum Need {
     Counter,
     /// [`Capabilities::latch`].
     Latch,
+    /// [`Capabilities::break_lock`].
+    BreakLock,
 }
 
 impl Need {
@@ -139,6 +141,7 @@ impl Need {
             Self::RateLimiter => capabilities.rate_limiter,
             Self::Counter => capabilities.counter,
             Self::Latch => capabilities.latch,
+            Self::BreakLock => capabilities.break_lock,
         }
     }
 
@@ -162,6 +165,7 @@ impl Need {
             Self::RateLimiter => "rate_limiter",
             Self::Counter => "counter",
             Self::Latch => "latch",
+            Self::BreakLock => "break_lock",
         }
     }
 }

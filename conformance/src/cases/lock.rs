@@ -1,6 +1,7 @@
 //! Lock cases: exclusion, fencing, `try_lock`, FIFO, cancelled waiters, and what
 //! happens when the store ends the holder's session.
 
+mod break_hold;
 mod jepsen;
 mod multi_lock;
 
@@ -164,6 +165,17 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[],
         run: |h| boxed(guarded_write(h)),
+    },
+    Case {
+        id: "lock_break_hold",
+        group: Group::Lock,
+        guarantee: "a broken hold: the holder sees lost(), the waiter is granted with a higher \
+                    token, the holder's guarded write is refused",
+        // The specific need first: the matrix notes name the first need's flag.
+        needs: &[Need::BreakLock, Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(break_hold::break_hold(h)),
     },
     Case {
         id: "lock_interop_go",
