@@ -2,7 +2,7 @@
 //! `DISTSYNC_ETCD_URL` (skipped loudly when unset; a failure under `CI=true`), under a
 //! fresh name prefix per run.
 
-use distsync_conformance::{check_status, server_url};
+use distsync_conformance::{check_counter_status, check_status, server_url};
 use distsync_core::Coordinator;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -18,6 +18,22 @@ async fn status_lists_holders_waiters_leaders_queues_and_barriers() {
         .as_nanos();
     let prefix = format!("etcdtest/status/{}-{nanos}/", std::process::id());
     if let Err(error) = check_status(&coordinator, &other, &prefix).await {
+        panic!("{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_lists_counters_latches_and_rate_limiters() {
+    let Some(url) = server_url("DISTSYNC_ETCD_URL") else {
+        return;
+    };
+    let coordinator: Coordinator = distsync_etcd::connect(&url).await.unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("etcdtest/status/{}-{nanos}/", std::process::id());
+    if let Err(error) = check_counter_status(&coordinator, &prefix).await {
         panic!("{error}");
     }
 }

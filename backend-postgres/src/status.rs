@@ -10,6 +10,11 @@
 //! | queues | `queue_items` (ready) and `queue_inflight` (claimed, not yet handed over) counted per queue |
 //! | barriers | `barriers` |
 //! | double barriers | `double_barriers` (`ready`) and the live entries of `double_barrier_entries` |
+//! | counters, latches | `counters`, `latches` |
+//! | rate limiters | `rate_limits` (TAT and rate), with the server's `clock_timestamp()`: the next due time is computed on the server's clock |
+//!
+//! The tables of counters, latches and rate limiters are created on their first use:
+//! a schema without them has none to list (`to_regclass` tells, inside the snapshot).
 //!
 //! An entry's key is built as a guard's (`crate::waiter_line::hold_key`):
 //! `<schema>/<kind>/<name>/<session id hex>`. The tables record no grant time, so
@@ -18,9 +23,10 @@
 
 use std::collections::BTreeMap;
 
+use distsync_core::rate_limiter::Rate;
 use distsync_core::status::{
-    DoubleBarrierStatus, HoldMode, HoldStatus, LeaderStatus, LineKind, LineStatus, QueueStatus,
-    StatusReport,
+    CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
+    LineStatus, QueueStatus, RateLimiterStatus, StatusReport,
 };
 use distsync_core::{Bytes, FencingToken, Result, SessionId};
 
@@ -69,6 +75,21 @@ SELECT d.name, d.ready, count(x.id)
  WHERE starts_with(d.name, $1)
  GROUP BY d.name, d.ready";
 
+/// Which of the tables created on first use exist: counters, latches, rate limits.
+const OPTIONAL_TABLES: &str = "\
+SELECT to_regclass('{s}.counters') IS NOT NULL, to_regclass('{s}.latches') IS NOT NULL,
+       to_regclass('{s}.rate_limits') IS NOT NULL";
+
+const COUNTERS: &str = "SELECT name, value FROM {s}.counters WHERE starts_with(name, $1)";
+
+const LATCHES: &str =
+    "SELECT name, initial, remaining FROM {s}.latches WHERE starts_with(name, $1)";
+
+/// Rate limiters with the server's clock in µs, as `rate_limit_acquire` reads it.
+const RATE_LIMITS: &str = "\
+SELECT name, tat, rate, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
+  FROM {s}.rate_limits WHERE starts_with(name, $1)";
+
 /// The kind of a line from `lock_names.kind`.
 fn kind(word: &str) -> Option<LineKind> {
     Some(match word {
@@ -112,6 +133,35 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         .fetch_all(&mut *tx)
         .await
         .map_err(map)?;
+    let (has_counters, has_latches, has_rate_limits): (bool, bool, bool) =
+        sqlx::query_as(&shared.sql(OPTIONAL_TABLES))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map)?;
+    let mut counters: Vec<(String, i64)> = Vec::new();
+    if has_counters {
+        counters = sqlx::query_as(&shared.sql(COUNTERS))
+            .bind(prefix)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?;
+    }
+    let mut latches: Vec<(String, i64, i64)> = Vec::new();
+    if has_latches {
+        latches = sqlx::query_as(&shared.sql(LATCHES))
+            .bind(prefix)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?;
+    }
+    let mut rate_limits: Vec<(String, i64, String, i64)> = Vec::new();
+    if has_rate_limits {
+        rate_limits = sqlx::query_as(&shared.sql(RATE_LIMITS))
+            .bind(prefix)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?;
+    }
     tx.commit().await.map_err(map)?;
 
     let mut report = StatusReport::new(BACKEND, prefix);
@@ -180,6 +230,35 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                 usize::try_from(participants).unwrap_or_default(),
                 ready,
             )
+        })
+        .collect();
+    report.counters = counters
+        .into_iter()
+        .map(|(name, value)| CounterStatus::new(name, value))
+        .collect();
+    report.latches = latches
+        .into_iter()
+        .map(|(name, initial, remaining)| {
+            LatchStatus::new(
+                name,
+                u64::try_from(initial).unwrap_or_default(),
+                u64::try_from(remaining).unwrap_or_default(),
+            )
+        })
+        .collect();
+    report.rate_limiters = rate_limits
+        .into_iter()
+        .map(|(name, tat, fingerprint, now)| {
+            let rate = Rate::from_fingerprint(&fingerprint);
+            let next_due = rate.as_ref().map(|rate| {
+                rate.next_due(
+                    u64::try_from(tat).ok(),
+                    u64::try_from(now).unwrap_or_default(),
+                )
+            });
+            RateLimiterStatus::new(name)
+                .with_rate(rate)
+                .with_next_due(next_due)
         })
         .collect();
     report.sort();

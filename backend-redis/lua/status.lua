@@ -9,6 +9,11 @@
 --           p:inflight plus the received items whose hold key lives
 --   barrier p = the barrier's key: {EXISTS p}
 --   dbar    p = "{<ns><name>}:dbar": {live participants, EXISTS p:ready}
+--   counter p = the counter's key: {its value ('0' when gone)}
+--   latch   p = the latch's hash: {initial, remaining} ('' when gone)
+--   limit   p = the rate limiter's hash: {tat, rate fingerprint, TIME seconds, TIME
+--           microseconds} ('' for a field that is gone): the next due time is
+--           computed on the server's clock, read in the same instant
 -- Returns one answer per pair, in order.
 local out = {}
 for i = 2, #ARGV - 1, 2 do
@@ -42,6 +47,15 @@ for i = 2, #ARGV - 1, 2 do
       live = live + redis.call('EXISTS', p .. ':e:' .. id)
     end
     answer = {live, redis.call('EXISTS', p .. ':ready')}
+  elseif what == 'counter' then
+    answer = {redis.call('GET', p) or '0'}
+  elseif what == 'latch' then
+    local fields = redis.call('HMGET', p, 'initial', 'remaining')
+    answer = {fields[1] or '', fields[2] or ''}
+  elseif what == 'limit' then
+    local fields = redis.call('HMGET', p, 'tat', 'rate')
+    local time = redis.call('TIME')
+    answer = {fields[1] or '', fields[2] or '', time[1], time[2]}
   else
     answer = {}
   end

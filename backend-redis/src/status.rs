@@ -11,6 +11,9 @@
 //! | `{<ns><name>}:queue:items`, `…:queue:inflight`, `…:queue:held` | the number of items waiting, and of items popped and not yet acknowledged or received (`receive`) and not yet acknowledged; a received item whose receiver's session has ended counts as waiting |
 //! | `{<ns><name>}:barrier` | a held barrier |
 //! | `{<ns><name>}:dbar:p`, `…:dbar:ready` | the live participants (entry keys present) and whether the count was reached |
+//! | `{<ns><name>}:counter` | the counter's value |
+//! | `{<ns><name>}:latch` | the latch's initial and remaining counts |
+//! | `{<ns><name>}:ratelimit` | the limiter's TAT and rate, and the server's `TIME`: its next due time is computed on the server's clock |
 //!
 //! A key is matched exactly on what follows the hash tag, so an STM key (whose name may
 //! contain `}` and `:`) is never taken for a primitive. An entry's session is the part
@@ -22,9 +25,10 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
+use distsync_core::rate_limiter::Rate;
 use distsync_core::status::{
-    DoubleBarrierStatus, HoldMode, HoldStatus, LeaderStatus, LineKind, LineStatus, QueueStatus,
-    StatusReport,
+    CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
+    LineStatus, QueueStatus, RateLimiterStatus, StatusReport,
 };
 use distsync_core::{FencingToken, Result, SessionId};
 use redis::Value;
@@ -44,6 +48,9 @@ enum What {
     Queue,
     Barrier,
     DoubleBarrier,
+    Counter,
+    Latch,
+    RateLimiter,
 }
 
 /// [`LineKind`] with an order, for the map below.
@@ -80,6 +87,9 @@ fn classify(tail: &str) -> Option<(What, &'static str)> {
         ":barrier" => (What::Barrier, ""),
         ":dbar:p" => (What::DoubleBarrier, ":p"),
         ":dbar:ready" => (What::DoubleBarrier, ":ready"),
+        ":counter" => (What::Counter, ""),
+        ":latch" => (What::Latch, ""),
+        ":ratelimit" => (What::RateLimiter, ""),
         _ => return None,
     })
 }
@@ -134,6 +144,9 @@ pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Re
             What::Queue => "queue",
             What::Barrier => "barrier",
             What::DoubleBarrier => "dbar",
+            What::Counter => "counter",
+            What::Latch => "latch",
+            What::RateLimiter => "limit",
         };
         call.arg(word).arg(p.as_str());
     }
@@ -163,10 +176,64 @@ pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Re
                     ready == 1,
                 ));
             }
+            What::Counter => {
+                let [value] = texts::<1>(fields)?;
+                if let Ok(value) = value.parse::<i64>() {
+                    report.counters.push(CounterStatus::new(name, value));
+                }
+            }
+            What::Latch => {
+                let [initial, remaining] = texts::<2>(fields)?;
+                if let (Ok(initial), Ok(remaining)) = (initial.parse(), remaining.parse()) {
+                    report
+                        .latches
+                        .push(LatchStatus::new(name, initial, remaining));
+                }
+            }
+            What::RateLimiter => {
+                let [tat, fingerprint, seconds, micros] = texts::<4>(fields)?;
+                // The key expires when its TAT passes: one read between the scan and
+                // the script finds it gone, an idle limiter with nothing to show.
+                let Ok(tat) = tat.parse::<u64>() else {
+                    continue;
+                };
+                let rate = Rate::from_fingerprint(&fingerprint);
+                let now = seconds
+                    .parse::<u64>()
+                    .ok()
+                    .zip(micros.parse::<u64>().ok())
+                    .map(|(seconds, micros)| seconds * 1_000_000 + micros);
+                let next_due = rate
+                    .as_ref()
+                    .zip(now)
+                    .map(|(rate, now)| rate.next_due(Some(tat), now));
+                report.rate_limiters.push(
+                    RateLimiterStatus::new(name)
+                        .with_rate(rate)
+                        .with_next_due(next_due),
+                );
+            }
         }
     }
     report.sort();
     Ok(report)
+}
+
+/// `N` texts from the script (`''` for a nil).
+fn texts<const N: usize>(fields: Vec<Value>) -> Result<[String; N]> {
+    if fields.len() != N {
+        return Err(unexpected("status", &Value::Array(fields)));
+    }
+    let mut out: [String; N] = std::array::from_fn(|_| String::new());
+    for (slot, field) in out.iter_mut().zip(fields) {
+        *slot = match field {
+            Value::Int(number) => number.to_string(),
+            field => bytes("status", field)?
+                .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+                .unwrap_or_default(),
+        };
+    }
+    Ok(out)
 }
 
 /// `N` counts from the script.

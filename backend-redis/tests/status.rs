@@ -4,7 +4,7 @@
 
 mod support;
 
-use distsync_conformance::check_status;
+use distsync_conformance::{check_counter_status, check_status};
 use distsync_core::status::LineKind;
 use distsync_core::{Coordinator, Isolation};
 use support::{server_url, unique_namespace, with_namespace};
@@ -23,6 +23,16 @@ async fn status_lists_holders_waiters_leaders_queues_and_barriers() {
         return;
     };
     if let Err(error) = check_status(&coordinator, &other, "app/").await {
+        panic!("{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_lists_counters_latches_and_rate_limiters() {
+    let Some((coordinator, _)) = clients().await else {
+        return;
+    };
+    if let Err(error) = check_counter_status(&coordinator, "app/").await {
         panic!("{error}");
     }
 }

@@ -27,8 +27,9 @@
 //! ## Exit statuses of the runner
 //!
 //! [`ExitStatus`]: 0 every claimed guarantee that ran held; 1 a claimed guarantee (or a
-//! contract) violated, or a case not finished within `--timeout`; 2 bad arguments; 3 a
-//! store could not be reached. Above 1, no matrix is printed.
+//! contract) violated; 2 bad arguments (no matrix); 3 a store could not be reached or
+//! refused more clients ([`StoreTrouble`]: at connect, no matrix; while cases ran,
+//! their cells are `**UNREACHABLE**`); 4 a case not finished within `--timeout`.
 //!
 //! ## Running one case
 //!
@@ -91,6 +92,7 @@ pub mod matrix;
 mod out_of_tree;
 mod outcome;
 mod profile;
+pub mod reachability;
 mod rng;
 mod status;
 mod suite;
@@ -111,6 +113,7 @@ pub use harness::{
 pub use out_of_tree::{run_backend_tests, BackendUnderTest, IntoBackend};
 pub use outcome::{Outcome, OutcomeKind};
 pub use profile::{controls_server, Profile, UnknownProfile};
-pub use status::check_status;
-pub use suite::{run_suite, run_suite_in};
+pub use reachability::StoreTrouble;
+pub use status::{check_counter_status, check_status};
+pub use suite::{run_suite, run_suite_bounded, run_suite_in};
 pub use testing::{run_test, run_tests, run_with, server_url, ExtraTest};

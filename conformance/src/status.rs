@@ -468,3 +468,141 @@ impl Rest {
         Ok(())
     }
 }
+
+/// Runs the check of counters, count-down latches and rate limiters in the report,
+/// under `prefix` (a fresh one per run, ending with `/`): a counter at 42, a latch of
+/// 3 counted down once and then opened, a limiter of 2 per hour with one permit spent
+/// (the next one due now) and then both (the next one half an hour away on the store's
+/// clock), and that a latch never counted down and names outside the prefix are not
+/// listed. A backend without rate limiters (etcd: no store clock to decide on) must
+/// list none.
+///
+/// # Errors
+/// What differs from the expected report.
+pub async fn check_counter_status(coordinator: &Coordinator, prefix: &str) -> Result<(), String> {
+    use distsync_core::rate_limiter::Rate;
+
+    let visits = coordinator
+        .counter(&format!("{prefix}visits"))
+        .map_err(fail("counter"))?;
+    visits.add(41).await.map_err(fail("add"))?;
+    visits.add(1).await.map_err(fail("add"))?;
+    let ready = coordinator
+        .latch(&format!("{prefix}ready"), 3)
+        .map_err(fail("latch"))?;
+    ready.count_down().await.map_err(fail("count_down"))?;
+    // Never counted down: nothing in the store, nothing to list.
+    let _unused = coordinator
+        .latch(&format!("{prefix}unused"), 2)
+        .map_err(fail("latch"))?;
+    let rate = Rate::new(2, Duration::from_secs(3600)).map_err(fail("rate"))?;
+    let limiter = match coordinator.rate_limiter(&format!("{prefix}api"), rate) {
+        Ok(limiter) => Some(limiter),
+        Err(distsync_core::Error::Unsupported { .. }) => None,
+        Err(error) => return Err(fail("rate_limiter")(error)),
+    };
+    if let Some(limiter) = &limiter {
+        ensure!(
+            limiter
+                .try_acquire(1)
+                .await
+                .map_err(fail("try_acquire"))?
+                .is_granted(),
+            "the first permit of a burst of two is refused"
+        );
+    }
+
+    let report = status_of(coordinator, prefix).await?;
+    let counters: Vec<_> = report
+        .counters
+        .iter()
+        .map(|counter| (counter.name.as_str(), counter.value))
+        .collect();
+    ensure!(
+        counters == [(format!("{prefix}visits").as_str(), 42)],
+        "counters {counters:?}, expected only {prefix}visits at 42"
+    );
+    let latches: Vec<_> = report
+        .latches
+        .iter()
+        .map(|latch| (latch.name.as_str(), latch.initial, latch.count))
+        .collect();
+    ensure!(
+        latches == [(format!("{prefix}ready").as_str(), 3, 2)],
+        "latches {latches:?}, expected only {prefix}ready at 2 of 3"
+    );
+    let Some(limiter) = limiter else {
+        ensure!(
+            report.rate_limiters.is_empty(),
+            "rate limiters {:?} on a backend without them",
+            report.rate_limiters
+        );
+        return latch_opens(coordinator, prefix, ready.as_ref()).await;
+    };
+    let [limited] = report.rate_limiters.as_slice() else {
+        return Err(format!(
+            "rate limiters {:?}, expected one",
+            report.rate_limiters
+        ));
+    };
+    ensure!(
+        limited.name == format!("{prefix}api") && limited.rate == Some(rate),
+        "rate limiter {limited:?}, expected {prefix}api at {rate:?}"
+    );
+    // One of a burst of two is spent: the other is due now.
+    ensure!(
+        limited.next_due == Some(Duration::ZERO),
+        "next permit due in {:?} with one of two spent",
+        limited.next_due
+    );
+
+    ensure!(
+        limiter
+            .try_acquire(1)
+            .await
+            .map_err(fail("try_acquire"))?
+            .is_granted(),
+        "the second permit of a burst of two is refused"
+    );
+    latch_opens(coordinator, prefix, ready.as_ref()).await?;
+    let report = status_of(coordinator, prefix).await?;
+    // The burst is spent: the next permit is half an hour away (one per 30 min).
+    let due = report
+        .rate_limiters
+        .first()
+        .and_then(|limited| limited.next_due);
+    ensure!(
+        due.is_some_and(
+            |due| due > Duration::from_secs(29 * 60) && due <= Duration::from_secs(30 * 60)
+        ),
+        "next permit due in {due:?} with the burst spent, expected about 30 min"
+    );
+    Ok(())
+}
+
+/// The report under `prefix`.
+async fn status_of(coordinator: &Coordinator, prefix: &str) -> Result<StatusReport, String> {
+    coordinator
+        .status(prefix)
+        .await
+        .map_err(|error| format!("status({prefix:?}): {error}"))
+}
+
+/// Counts the latch `<prefix>ready` (3, counted down once) down to open and checks that
+/// the report shows it open.
+async fn latch_opens(
+    coordinator: &Coordinator,
+    prefix: &str,
+    ready: &dyn distsync_core::CountDownLatch,
+) -> Result<(), String> {
+    for _ in 0..2 {
+        ready.count_down().await.map_err(fail("count_down"))?;
+    }
+    let report = status_of(coordinator, prefix).await?;
+    ensure!(
+        report.latches.len() == 1 && report.latches[0].is_open(),
+        "latches {:?}, expected {prefix}ready open",
+        report.latches
+    );
+    Ok(())
+}

@@ -16,8 +16,8 @@
 //!
 //! Roles: `holder` (`leader` for an election's holder), `waiter-N` in the order the
 //! waiters will be served; `held` for a barrier, `open` for a latch whose count reached
-//! zero, `-` for the others. Counters, latches and rate limiters are listed where the
-//! backend reports them (memory and etcd); a rate limiter's `next_due` is how long until
+//! zero, `-` for the others. Counters, latches and rate limiters are listed on every
+//! backend that has them (ZooKeeper has none); a rate limiter's `next_due` is how long until
 //! one permit is due, on the store's clock (`0ms`: one is available now).
 //! A field the store does not record is `-`. JSON (`--format json`) is one object with
 //! the fields of `distsync::status::StatusReport` (ages in milliseconds, values as
