@@ -9,7 +9,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 
 use crate::error::{classify, to_error};
 use crate::kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
-use crate::{capabilities, EtcdConfig, BACKEND};
+use crate::{capabilities, capabilities_with_bound, EtcdConfig, BACKEND};
 use distsync_core::raw::retry::ONE_SHOT_BUDGET as DEFAULT_RETRY_BUDGET;
 use distsync_core::raw::{Idempotence, RetryPolicy};
 
@@ -77,9 +77,11 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
     // attempt's), not a retry budget of timeouts.
     let budget = DEFAULT_RETRY_BUDGET.min(config.request_timeout());
     Ok(KvBackend::with_kv(
-        EtcdKv::from_client(client).with_retry_budget(budget),
+        EtcdKv::from_client(client)
+            .with_retry_budget(budget)
+            .with_amnesia(config.namespace(), config.max_session_ttl()),
         config.namespace(),
-        capabilities(),
+        capabilities_with_bound(config.max_session_ttl()),
     )
     .with_layout(config.layout()))
 }
@@ -99,7 +101,7 @@ pub fn backend_from_client(client: Client, namespace: &str) -> Result<EtcdBacken
         .namespace()
         .to_owned();
     Ok(KvBackend::with_kv(
-        EtcdKv::from_client(client),
+        EtcdKv::from_client(client).with_amnesia(&namespace, None),
         namespace,
         capabilities(),
     ))

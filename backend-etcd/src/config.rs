@@ -78,6 +78,7 @@ pub struct EtcdConfig {
     connect_timeout: Duration,
     request_timeout: Duration,
     layout: KeyLayout,
+    max_session_ttl: Option<Duration>,
 }
 
 impl fmt::Debug for EtcdConfig {
@@ -94,6 +95,7 @@ impl fmt::Debug for EtcdConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("layout", &self.layout)
+            .field("max_session_ttl", &self.max_session_ttl)
             .finish()
     }
 }
@@ -126,6 +128,7 @@ impl EtcdConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             layout: KeyLayout::default(),
+            max_session_ttl: None,
         })
     }
 
@@ -197,6 +200,14 @@ impl EtcdConfig {
                     config.request_timeout = parse_duration(&value)
                         .map_err(|reason| invalid(format!("timeout: {reason}")))?;
                 }
+                "max_session_ttl" => {
+                    let ttl = parse_duration(&value)
+                        .map_err(|reason| invalid(format!("max_session_ttl: {reason}")))?;
+                    if ttl.is_zero() {
+                        return Err(invalid("max_session_ttl must be above zero".into()));
+                    }
+                    config.max_session_ttl = Some(ttl);
+                }
                 "layout" => {
                     config.layout =
                         KeyLayout::parse(&value).map_err(|error| invalid(error.to_string()))?;
@@ -215,7 +226,7 @@ impl EtcdConfig {
                 other => {
                     return Err(invalid(format!(
                         "unknown query parameter `{other}` (accepted: `tls`, `ca`, `cert`, \
-                         `key`, `connect_timeout`, `timeout`, `layout`)"
+                         `key`, `connect_timeout`, `timeout`, `layout`, `max_session_ttl`)"
                     )))
                 }
             }
@@ -327,6 +338,22 @@ impl EtcdConfig {
         self.layout = layout;
         self
     }
+
+    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
+    /// lock-delay after the store forgets (see the crate docs, "When the store
+    /// forgets"): sessions with a longer TTL are refused.
+    pub fn max_session_ttl(&self) -> Option<Duration> {
+        self.max_session_ttl
+    }
+
+    /// The same configuration with a bound on session TTLs (see
+    /// [`EtcdConfig::max_session_ttl`]; a zero bound becomes 1 s, etcd's shortest
+    /// lease).
+    #[must_use]
+    pub fn with_max_session_ttl(mut self, ttl: Duration) -> Self {
+        self.max_session_ttl = Some(ttl.max(Duration::from_secs(1)));
+        self
+    }
 }
 
 impl FromStr for EtcdConfig {
@@ -360,6 +387,9 @@ impl fmt::Display for EtcdConfig {
         }
         if self.layout == KeyLayout::Go {
             query.append_pair("layout", "go");
+        }
+        if let Some(ttl) = self.max_session_ttl {
+            query.append_pair("max_session_ttl", &format!("{}ms", ttl.as_millis()));
         }
         let query = query.finish();
         if !query.is_empty() {

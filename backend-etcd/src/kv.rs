@@ -11,7 +11,9 @@ use distsync_kv::kv::{
 };
 use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions};
 use futures::stream::BoxStream;
+use futures::StreamExt as _;
 
+use crate::amnesia::{self, Amnesia, Marker, Ticket};
 use crate::error::{classify, is_lease_not_found, protocol, to_error, BACKEND};
 use crate::key_value::key_value;
 use crate::watch::Watches;
@@ -57,6 +59,7 @@ pub struct EtcdKv {
     client: Client,
     retry: RetryPolicy,
     watches: Arc<Watches>,
+    amnesia: Arc<Amnesia>,
 }
 
 impl std::fmt::Debug for EtcdKv {
@@ -110,7 +113,220 @@ impl EtcdKv {
             watches: Arc::new(Watches::new(client.clone())),
             client,
             retry: RetryPolicy::default(),
+            amnesia: Arc::new(Amnesia::new(None, None)),
         }
+    }
+
+    /// Watches for a store that forgets under `namespace` (its epoch marker lives
+    /// there), with `bound` on session TTLs (the lock-delay's length for a client
+    /// that never knew the old store; see the crate docs, "When the store forgets").
+    pub(crate) fn with_amnesia(mut self, namespace: &str, bound: Option<Duration>) -> Self {
+        self.amnesia = Arc::new(Amnesia::new(Some(namespace.to_owned()), bound));
+        self
+    }
+
+    /// Judges an answer's header (see `amnesia`); `true` when the store forgot.
+    fn seen(&self, ticket: Ticket, header: Option<&etcd_client::ResponseHeader>) -> bool {
+        header.is_some_and(|header| {
+            self.amnesia
+                .observe(ticket, header.cluster_id(), header.revision())
+        })
+    }
+
+    /// After a detection: the marker read again and the token offset written into
+    /// it, so that other clients adopt it. A failure is logged: the next loss or
+    /// lock-delay reads it again.
+    async fn publish(&self) {
+        if let Err(error) = self.sync_marker(None).await {
+            tracing::debug!(backend = BACKEND, %error, "writing the epoch marker failed");
+        }
+    }
+
+    /// Waits out a lock-delay before a grant, then reads the marker again (adopting
+    /// the token offset an old holder wrote during the delay).
+    ///
+    /// Cancel-safe: it only waits and reads.
+    async fn hold(&self) {
+        loop {
+            while let Some(until) = self.amnesia.hold() {
+                tokio::time::sleep_until(until).await;
+            }
+            if !self.amnesia.take_reread() {
+                return;
+            }
+            self.publish().await;
+        }
+    }
+
+    /// Reads the epoch marker and the hold key in one transaction, judges them, and
+    /// writes the marker where it is missing or records less than this client knows
+    /// (a longer session TTL `ttl`, a higher token offset). A missing marker, with a
+    /// bound, is written with the hold key under a lease of the bound, and starts
+    /// the lock-delay. Does nothing for a client that does not know its namespace.
+    ///
+    /// Cancel-safe: each write is one transaction, compared against what was read.
+    async fn sync_marker(&self, ttl: Option<Duration>) -> Result<()> {
+        let Some(namespace) = self.amnesia.namespace() else {
+            return Ok(());
+        };
+        let marker_key = amnesia::marker_key(namespace);
+        let hold_key = amnesia::hold_key(namespace);
+        for _ in 0..8 {
+            let ticket = self.amnesia.ticket();
+            let read = etcd_client::Txn::new().and_then(vec![
+                etcd_client::TxnOp::get(marker_key.as_str(), None),
+                etcd_client::TxnOp::get(hold_key.as_str(), None),
+            ]);
+            let response = self
+                .retry
+                .one_shot("epoch marker", Idempotence::Idempotent, classify, || {
+                    let mut kv = self.client.kv_client();
+                    let read = read.clone();
+                    async move { kv.txn(read).await }
+                })
+                .await
+                .map_err(to_error)?;
+            self.seen(ticket, response.header());
+            let mut gets = response.op_responses().into_iter().map(|op| match op {
+                etcd_client::TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                _ => None,
+            });
+            let (stored, held) = (gets.next().flatten(), gets.next().flatten());
+            let marker = stored
+                .as_ref()
+                .and_then(|stored| Marker::parse(stored.value()));
+            self.amnesia.observe_marker(marker.as_ref());
+            // A hold key waited out once is not waited again (it lives on until
+            // etcd expires its lease, a little after the delay).
+            if let Some(held) = held.filter(|held| self.amnesia.new_hold(held.create_revision())) {
+                let delay = std::str::from_utf8(held.value())
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .map_or_else(|| self.amnesia.longest_ttl(), Duration::from_millis);
+                self.amnesia.hold_for(delay);
+            }
+            // A store with no marker may have forgotten. A client with the bound, or
+            // one that saw the store forget, writes it with the hold key, under a
+            // lease of the lock-delay, so that every client that opens a session
+            // while it lives waits it out too; a client with neither leaves it to
+            // them (it cannot tell a new store from one that forgot, nor bound the
+            // wait).
+            let hold = match (&stored, self.amnesia.bound()) {
+                (Some(_), _) => None,
+                (None, Some(_)) => Some(self.amnesia.longest_ttl()),
+                (None, None) if self.amnesia.detected() => Some(self.amnesia.longest_ttl()),
+                (None, None) => return Ok(()),
+            };
+            let Some(write) = self
+                .amnesia
+                .marker_to_write(marker.as_ref(), ttl.unwrap_or_default())
+            else {
+                return Ok(());
+            };
+            let compare = match &stored {
+                None => etcd_client::Compare::create_revision(
+                    marker_key.as_str(),
+                    etcd_client::CompareOp::Equal,
+                    0,
+                ),
+                Some(stored) => etcd_client::Compare::mod_revision(
+                    marker_key.as_str(),
+                    etcd_client::CompareOp::Equal,
+                    stored.mod_revision(),
+                ),
+            };
+            let mut ops = vec![etcd_client::TxnOp::put(
+                marker_key.as_str(),
+                write.encode(),
+                None,
+            )];
+            if let Some(bound) = hold {
+                let lease = self.lease_grant_raw(bound).await?;
+                ops.push(etcd_client::TxnOp::put(
+                    hold_key.as_str(),
+                    bound.as_millis().to_string(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ));
+            }
+            let write_txn = etcd_client::Txn::new().when(vec![compare]).and_then(ops);
+            let ticket = self.amnesia.ticket();
+            let response = self
+                .retry
+                .one_shot("epoch marker", Idempotence::Mutation, classify, || {
+                    let mut kv = self.client.kv_client();
+                    let write_txn = write_txn.clone();
+                    async move { kv.txn(write_txn).await }
+                })
+                .await
+                .map_err(to_error)?;
+            self.seen(ticket, response.header());
+            if response.succeeded() {
+                self.amnesia.wrote_marker(&write);
+                if let Some(bound) = hold {
+                    // The hold key was created at the transaction's revision.
+                    if let Some(header) = response.header() {
+                        self.amnesia.new_hold(header.revision());
+                    }
+                    tracing::info!(
+                        backend = BACKEND,
+                        lock_delay = ?bound,
+                        "no epoch marker: the store is new or forgot; grants wait the lock-delay"
+                    );
+                    self.amnesia.hold_for(bound);
+                }
+                return Ok(());
+            }
+        }
+        Err(Error::backend(
+            BACKEND,
+            "the epoch marker kept changing under this client's writes",
+        ))
+    }
+
+    /// A lease grant, its header judged; not recorded as a session's.
+    async fn lease_grant_raw(&self, ttl: Duration) -> Result<LeaseId> {
+        let seconds = ttl_seconds(ttl)?;
+        let ticket = self.amnesia.ticket();
+        // Repeating a grant whose answer was lost leaks a lease nobody renews; it
+        // expires after its TTL, holding nothing.
+        let response = self
+            .retry
+            .one_shot("lease grant", Idempotence::Idempotent, classify, || {
+                let mut lease = self.client.lease_client();
+                async move { lease.grant(seconds, None).await }
+            })
+            .await
+            .map_err(to_error)?;
+        if !response.error().is_empty() {
+            return Err(protocol(format!("lease grant: {}", response.error())));
+        }
+        self.seen(ticket, response.header());
+        Ok(response.id())
+    }
+
+    /// `range` with its revisions as the store knows them (see `amnesia`).
+    fn lower_range(&self, mut range: Range) -> Range {
+        for revision in [
+            &mut range.max_create_revision,
+            &mut range.max_mod_revision,
+            &mut range.revision,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *revision = self.amnesia.down(*revision);
+        }
+        range
+    }
+
+    /// A range answer with its revisions as reported up (see `amnesia`).
+    fn raise_range(&self, mut response: RangeResponse) -> RangeResponse {
+        response.revision = self.amnesia.up(response.revision);
+        for kv in &mut response.kvs {
+            kv.create_revision = self.amnesia.up(kv.create_revision);
+            kv.mod_revision = self.amnesia.up(kv.mod_revision);
+        }
+        response
     }
 
     /// The underlying client, e.g. to compact or to inspect the cluster.
@@ -275,7 +491,9 @@ impl Kv for EtcdKv {
     }
 
     async fn range(&self, range: Range) -> Result<RangeResponse> {
+        let range = self.lower_range(range);
         let options = get_options(&range)?;
+        let ticket = self.amnesia.ticket();
         let response = self
             .retry
             .one_shot("range", Idempotence::Idempotent, classify, || {
@@ -286,10 +504,31 @@ impl Kv for EtcdKv {
             })
             .await
             .map_err(to_error)?;
-        Ok(range_response(&response, 0))
+        if self.seen(ticket, response.header()) {
+            self.publish().await;
+        }
+        Ok(self.raise_range(range_response(&response, 0)))
     }
 
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+    async fn txn(&self, mut txn: Txn) -> Result<TxnResponse> {
+        // A put bound to a lease joins a line of holders: no grant during a lock-delay.
+        let joins =
+            txn.success.iter().chain(&txn.failure).any(
+                |op| matches!(op, TxnOp::Put { lease, ignore_lease: false, .. } if *lease != 0),
+            );
+        if joins {
+            self.hold().await;
+        }
+        for compare in &mut txn.compares {
+            if compare.target != CompareTarget::Version {
+                compare.value = self.amnesia.down(compare.value);
+            }
+        }
+        for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
+            if let TxnOp::Range(range) = op {
+                *range = self.lower_range(std::mem::take(range));
+            }
+        }
         let compares: Vec<etcd_client::Compare> = txn.compares.iter().map(compare).collect();
         let success = txn.success.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
         let failure = txn.failure.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
@@ -307,6 +546,7 @@ impl Kv for EtcdKv {
         } else {
             Idempotence::Mutation
         };
+        let ticket = self.amnesia.ticket();
         let response = self
             .retry
             .one_shot("txn", idempotence, classify, || {
@@ -316,6 +556,9 @@ impl Kv for EtcdKv {
             })
             .await
             .map_err(to_error)?;
+        if self.seen(ticket, response.header()) {
+            self.publish().await;
+        }
         let revision = response.header().map_or(0, |header| header.revision());
         let responses = response
             .op_responses()
@@ -325,9 +568,9 @@ impl Kv for EtcdKv {
                 etcd_client::TxnOpResponse::Delete(delete) => {
                     Ok(TxnOpResponse::Delete(delete.deleted()))
                 }
-                etcd_client::TxnOpResponse::Get(get) => {
-                    Ok(TxnOpResponse::Range(range_response(&get, revision)))
-                }
+                etcd_client::TxnOpResponse::Get(get) => Ok(TxnOpResponse::Range(
+                    self.raise_range(range_response(&get, revision)),
+                )),
                 etcd_client::TxnOpResponse::Txn(_) => Err(protocol(
                     "etcd answered a nested transaction that was not sent",
                 )),
@@ -336,7 +579,7 @@ impl Kv for EtcdKv {
         Ok(TxnResponse {
             succeeded: response.succeeded(),
             responses,
-            revision,
+            revision: self.amnesia.up(revision),
         })
     }
 
@@ -346,30 +589,49 @@ impl Kv for EtcdKv {
         prefix: bool,
         start_revision: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-        self.watches
+        let start_revision = self.amnesia.down(start_revision);
+        let stream = self
+            .watches
             .open(&self.retry, key, prefix, start_revision)
-            .await
+            .await?;
+        let amnesia = Arc::clone(&self.amnesia);
+        Ok(stream
+            .map(move |item| {
+                item.map(|response| match response {
+                    WatchResponse::Events(mut events) => {
+                        for event in &mut events {
+                            event.kv.create_revision = amnesia.up(event.kv.create_revision);
+                            event.kv.mod_revision = amnesia.up(event.kv.mod_revision);
+                        }
+                        WatchResponse::Events(events)
+                    }
+                    WatchResponse::Compacted(revision) => {
+                        WatchResponse::Compacted(amnesia.up(revision))
+                    }
+                })
+            })
+            .boxed())
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        let seconds = ttl_seconds(ttl)?;
-        // Repeating a grant whose answer was lost leaks a lease nobody renews; it
-        // expires after its TTL, holding nothing.
-        let response = self
-            .retry
-            .one_shot("lease grant", Idempotence::Idempotent, classify, || {
-                let mut lease = self.client.lease_client();
-                async move { lease.grant(seconds, None).await }
-            })
-            .await
-            .map_err(to_error)?;
-        if !response.error().is_empty() {
-            return Err(protocol(format!("lease grant: {}", response.error())));
+        self.amnesia.check_ttl(ttl)?;
+        // The marker records the TTL before any session of it exists: a lock-delay
+        // after the store forgets waits for the longest one recorded.
+        if self.amnesia.needs_marker(ttl) {
+            self.sync_marker(Some(ttl)).await?;
         }
-        Ok(response.id())
+        self.amnesia.record_ttl(ttl);
+        let lease = self.lease_grant_raw(ttl).await?;
+        self.amnesia.lease_granted(lease);
+        Ok(lease)
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+        if self.amnesia.lease_forgotten(lease) {
+            // Granted by a store that has since forgotten it (see `amnesia`).
+            self.amnesia.lease_ended(lease);
+            return Ok(KeepAlive::Gone);
+        }
         // etcd-client's keeper sends one request per call and its stream must be read
         // for the answer; opening a fresh keepalive stream per renewal does both (the
         // stream's first request is the renewal) and always reaches a live member.
@@ -393,11 +655,16 @@ impl Kv for EtcdKv {
                 lease = format_args!("{lease:x}"),
                 "lease is gone"
             );
+            self.amnesia.lease_ended(lease);
+            // A lease gone may be a store that forgot: the marker tells (one read, on
+            // the loss path only), and a detection publishes the token offset.
+            self.publish().await;
         }
         Ok(outcome)
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.amnesia.lease_ended(lease);
         self.retry
             .one_shot("lease revoke", Idempotence::Idempotent, classify, || {
                 let mut client = self.client.lease_client();

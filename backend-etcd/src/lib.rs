@@ -57,6 +57,7 @@ use std::time::Duration;
 
 use distsync_core::Capabilities;
 
+mod amnesia;
 mod backend;
 mod config;
 mod driver;
@@ -94,11 +95,23 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(2);
 /// - FIFO waiters: each waiter watches the key created just before its own;
 /// - lost notification and stalled holders expiring: leases;
 /// - surviving a restart: etcd's state is on disk (raft log and snapshots);
+/// - holds exclusive across a store that forgot (a wiped member, a new cluster at the
+///   same address, a restored snapshot; `exclusive_across_restart`): only with a bound
+///   on session TTLs (`max_session_ttl=`, [`capabilities_with_bound`]), which a client
+///   that never knew the old store needs to wait out the lock-delay;
 /// - linearizable: etcd's reads and transactions are, by default;
 /// - no rate limiter: etcd has no clock a client can read in a transaction. Revisions
 ///   are ordered but carry no time, and a lease's remaining TTL is whole seconds and is
 ///   reset when the raft leader changes, so deciding on it would be neither exact nor
 ///   sound; a client's clock is what the limiter must never trust.
 pub fn capabilities() -> Capabilities {
-    Capabilities::all(BACKEND, MIN_SESSION_TTL).with_rate_limiter(false)
+    capabilities_with_bound(None)
+}
+
+/// [`capabilities`] of a backend whose URL bounds session TTLs (`max_session_ttl=`,
+/// [`EtcdConfig::max_session_ttl`]): `exclusive_across_restart` with a bound.
+pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
+    Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        .with_rate_limiter(false)
+        .with_exclusive_across_restart(max_session_ttl.is_some())
 }

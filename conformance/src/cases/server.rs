@@ -10,6 +10,7 @@ mod failover;
 mod restart;
 mod restart_lead;
 mod takeover;
+mod wipe;
 
 use distsync_core::Capabilities;
 use distsync_core::Isolation::SerializableSnapshot;
@@ -72,6 +73,16 @@ pub(super) const CASES: &[Case] = &[
         claim: EXCLUSIVE,
         hooks: &[Hook::PrivateServer],
         run: |h| boxed(restart_lead::keeps_one_leader(h)),
+    },
+    Case {
+        id: "server_wipe_one_holder",
+        group: Group::Server,
+        guarantee: "a store that forgot (data wiped, started again at the same address): the \
+                    holder's lost() before a new client is granted, tokens grow",
+        needs: &[Need::Lock],
+        claim: EXCLUSIVE,
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(wipe::one_holder(h)),
     },
     Case {
         id: "server_crash_after_release",

@@ -445,6 +445,29 @@ pub trait PrivateServer: Send + Sync {
     /// # Errors
     /// When it does not come up.
     async fn start(&mut self) -> Result<()>;
+
+    /// Removes the data of a stopped server, so that the next [`PrivateServer::start`]
+    /// brings up a store that forgot everything at the same address (etcd: an empty
+    /// data directory; PostgreSQL: a fresh `initdb`).
+    ///
+    /// # Errors
+    /// When the server kind cannot be wiped, or removing its data fails.
+    async fn wipe(&mut self) -> Result<()> {
+        Err(hook_error(
+            "wiping the private server",
+            "not offered by this server",
+        ))
+    }
+
+    /// A new backend connected to it with `query` (`key=value&...`) added to its URL,
+    /// e.g. a bound on session TTLs; [`PrivateServer::connect`] for an empty one.
+    ///
+    /// # Errors
+    /// The connection error.
+    async fn connect_with(&self, query: &str) -> Result<Arc<dyn Backend>> {
+        let _ = query;
+        self.connect().await
+    }
 }
 
 /// A private server that evicts keys (see [`Faults::evicting_server`]), reached

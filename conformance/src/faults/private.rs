@@ -17,7 +17,13 @@
 //!   own sessions need, so that a case waits seconds, not the column's bound, for a
 //!   brand-new or restarted server's first grants;
 //! - PostgreSQL is stopped with `pg_ctl stop -m fast`, which ends every connection
-//!   (and with them the advisory locks) and keeps the data.
+//!   (and with them the advisory locks) and keeps the data;
+//! - ZooKeeper (Debian's jars, run as scripts/servers.sh runs the shared one:
+//!   `QuorumPeerMain` standalone with a private `zoo.cfg`, tick 500 ms, loopback only)
+//!   keeps its data directory across the restart: its transaction log, fsynced before
+//!   each write is acknowledged, holds the nodes and the sessions, so a SIGKILL loses
+//!   nothing acknowledged; the restarted server gives each session it finds a full
+//!   timeout to come back before it expires it.
 //!
 //! [`PostgresStandbyPair`] is a private PostgreSQL primary with a streaming standby
 //! that is promoted when the primary is killed, for the failover cases.
@@ -45,6 +51,16 @@ pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
     match kind {
         StoreKind::Etcd => require("etcd", "etcd-server").map(drop),
         StoreKind::Redis => require("redis-server", "redis-server").map(drop),
+        StoreKind::Zookeeper => {
+            require("java", "default-jre-headless")?;
+            match zookeeper_classpath().into_iter().find(|jar| !jar.is_file()) {
+                Some(jar) => Err(format!(
+                    "{} is missing (Debian package zookeeper)",
+                    jar.display()
+                )),
+                None => Ok(()),
+            }
+        }
         StoreKind::Postgres => {
             let bin = pg_bin().ok_or_else(|| {
                 "PostgreSQL's server binaries (initdb, pg_ctl) are not installed \
@@ -62,6 +78,34 @@ pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
             }
         }
     }
+}
+
+/// The jars ZooKeeper's server runs from: Debian's, as scripts/servers.sh lists them.
+const ZOOKEEPER_JARS: &[&str] = &[
+    "zookeeper",
+    "zookeeper-jute",
+    "slf4j-api",
+    "slf4j-simple",
+    "commons-cli",
+    "commons-io",
+    "metrics-core",
+    "snappy-java",
+    "netty-handler",
+    "netty-common",
+    "netty-buffer",
+    "netty-transport",
+    "netty-resolver",
+    "netty-codec",
+    "netty-transport-native-epoll",
+    "netty-transport-native-unix-common",
+];
+
+/// The paths of [`ZOOKEEPER_JARS`] under `/usr/share/java`.
+fn zookeeper_classpath() -> Vec<PathBuf> {
+    ZOOKEEPER_JARS
+        .iter()
+        .map(|jar| Path::new("/usr/share/java").join(format!("{jar}.jar")))
+        .collect()
 }
 
 /// The query options of a column's Redis URL that a private Redis's URL carries
@@ -150,6 +194,14 @@ pub async fn start_like(
             child: None,
             connect,
         }),
+        StoreKind::Zookeeper => Box::new(Private {
+            kind: Kind::Zookeeper,
+            url: format!("zk://127.0.0.1:{port}"),
+            dir,
+            port,
+            child: None,
+            connect,
+        }),
         StoreKind::Postgres => {
             let bin = pg_bin().ok_or_else(|| hook_error("starting postgres", "no binaries"))?;
             let private = Private {
@@ -214,6 +266,8 @@ enum Kind {
     Postgres {
         bin: PathBuf,
     },
+    /// Run from Debian's jars ([`ZOOKEEPER_JARS`]).
+    Zookeeper,
 }
 
 /// A private server.
@@ -291,6 +345,42 @@ impl Private {
         std::fs::write(&conf, text).map_err(|error| hook_error("writing postgresql.conf", error))
     }
 
+    /// Writes `zoo.cfg` (as scripts/servers.sh writes the shared server's: tick 500 ms,
+    /// so that session timeouts from 1 s to 120 s are granted as asked; no admin
+    /// server; `ruok` only) and starts `QuorumPeerMain` on it. The data directory is
+    /// created if missing and otherwise kept, which is what makes a restart keep the
+    /// store's nodes and sessions.
+    fn spawn_zookeeper(&self) -> Result<Child> {
+        let java = require("java", "default-jre-headless")
+            .map_err(|reason| hook_error("starting zookeeper", reason))?;
+        std::fs::create_dir_all(self.data())
+            .map_err(|error| hook_error("creating ZooKeeper's data directory", error))?;
+        let config = format!(
+            "tickTime=500\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
+             minSessionTimeout=1000\nmaxSessionTimeout=120000\nadmin.enableServer=false\n\
+             4lw.commands.whitelist=ruok\n",
+            self.data().display(),
+            self.port
+        );
+        let zoo_cfg = self.dir.join("zoo.cfg");
+        std::fs::write(&zoo_cfg, config)
+            .map_err(|error| hook_error("writing zoo.cfg", error))?;
+        let classpath = std::env::join_paths(zookeeper_classpath())
+            .map_err(|error| hook_error("ZooKeeper's class path", error))?;
+        Command::new(java)
+            .arg("-Xmx128m")
+            .arg("-cp")
+            .arg(classpath)
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(&zoo_cfg)
+            .stdin(Stdio::null())
+            .stdout(self.log("zookeeper.log")?)
+            .stderr(self.log("zookeeper.log")?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| hook_error("starting zookeeper", error))
+    }
+
     /// Waits until a backend can open and close a session on the server.
     async fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + WAIT;
@@ -350,7 +440,9 @@ impl Private {
     /// <mode>`.
     async fn end(&mut self, signal: libc::c_int, mode: &str) -> Result<()> {
         match &self.kind {
-            Kind::Etcd { .. } | Kind::Redis { .. } => self.wait_exit(signal).await,
+            Kind::Etcd { .. } | Kind::Redis { .. } | Kind::Zookeeper => {
+                self.wait_exit(signal).await
+            }
             Kind::Postgres { bin } => {
                 let mut stop = Self::postgres_command(&bin.join("pg_ctl"));
                 stop.arg("-D")
@@ -378,6 +470,34 @@ impl PrivateServer for Private {
 
     async fn crash(&mut self) -> Result<()> {
         self.end(libc::SIGKILL, "immediate").await
+    }
+
+    async fn wipe(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Err(hook_error("wiping the private server", "it is running"));
+        }
+        match &self.kind {
+            Kind::Etcd { .. } => std::fs::remove_dir_all(self.data())
+                .map_err(|error| hook_error("removing etcd's data directory", error)),
+            Kind::Redis { .. } => Ok(()),
+            Kind::Zookeeper => std::fs::remove_dir_all(self.data())
+                .map_err(|error| hook_error("removing ZooKeeper's data directory", error)),
+            Kind::Postgres { .. } => {
+                std::fs::remove_dir_all(self.data())
+                    .map_err(|error| hook_error("removing PostgreSQL's data directory", error))?;
+                // The next start creates the role and database again.
+                let _ = std::fs::remove_file(self.dir.join("server.log"));
+                self.initdb().await
+            }
+        }
+    }
+
+    async fn connect_with(&self, query: &str) -> Result<Arc<dyn Backend>> {
+        if query.is_empty() {
+            return self.connect().await;
+        }
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        (self.connect)(format!("{}{separator}{query}", self.url)).await
     }
 
     async fn start(&mut self) -> Result<()> {
@@ -418,6 +538,10 @@ impl PrivateServer for Private {
                     .kill_on_drop(true)
                     .spawn()
                     .map_err(|error| hook_error("starting redis-server", error))?;
+                self.child = Some(child);
+            }
+            Kind::Zookeeper => {
+                let child = self.spawn_zookeeper()?;
                 self.child = Some(child);
             }
             Kind::Postgres { bin } => {

@@ -1,0 +1,152 @@
+//! A store that forgot: a private server stopped, its data removed, and started
+//! again at the same address (etcd: an empty data directory; PostgreSQL: a fresh
+//! `initdb`; Redis: a restart without persistence forgets the same way).
+//!
+//! A holder's client keeps its session across the wipe; a new client, which never
+//! knew the store before, locks the same name once the store is back. One holder at
+//! a time means the holder's `lost()` has fired by the time the new client is
+//! granted (a backend with a lock-delay after the store forgets holds the grant back
+//! until every session the old store could have had has ended on its holder's
+//! side), and the new token must be above the holder's (tokens keep growing across
+//! the forgetting).
+//!
+//! The clients carry the column's lock-delay: where the column's backend declares
+//! `exclusive_across_restart` and the private server's URL does not carry a bound on
+//! session TTLs, they connect with [`PRIVATE_MAX_SESSION_TTL`] (as a private Redis
+//! carries the column's, lowered to it).
+
+use std::sync::{Arc, Mutex};
+
+use distsync_core::raw::GuardStoreSide as _;
+use distsync_core::{Backend, Capabilities, SessionOptions};
+use tokio::time::Instant;
+
+use super::restart::{RECOVERY, TTL};
+use crate::check::{
+    ensure, eventually, secs, violated, within, Bounded, Check, Context, Holds, PROMPT,
+};
+use crate::faults::private::PRIVATE_MAX_SESSION_TTL;
+use crate::faults::PrivateServer;
+use crate::harness::Harness;
+
+/// How long a private server may take to stop, be wiped and start.
+const START: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The query the case's clients add to the private server's URL (see the module
+/// docs): etcd's URL takes the bound; a private Redis's carries the column's already.
+fn bound_query(server: &dyn PrivateServer, capabilities: &Capabilities) -> String {
+    if capabilities.backend == "etcd"
+        && capabilities.exclusive_across_restart
+        && !server.url().contains("max_session_ttl")
+    {
+        format!("max_session_ttl={}ms", PRIVATE_MAX_SESSION_TTL.as_millis())
+    } else {
+        String::new()
+    }
+}
+
+/// The case (see the module docs).
+pub(super) async fn one_holder(h: Harness) -> Check {
+    let capabilities = h.backend().capabilities().clone();
+    let mut server: Box<dyn PrivateServer> = within(
+        START,
+        "starting a private server",
+        h.faults().private_server(&**h.backend()),
+    )
+    .await?;
+    let query = bound_query(&*server, &capabilities);
+    let holder_client: Arc<dyn Backend> = within(
+        PROMPT,
+        "connecting the holder's client",
+        server.connect_with(&query),
+    )
+    .await?;
+    let ttl = TTL.max(capabilities.min_session_ttl);
+    let holder = within(
+        PROMPT,
+        "opening the holder's session",
+        holder_client.session(SessionOptions::with_ttl(ttl)),
+    )
+    .await?;
+    let lock = h.name("forgotten").ctx("naming the lock")?;
+    let locker = holder_client
+        .locker(&holder, lock.clone())
+        .ctx("making the holder's locker")?;
+    // A store with a lock-delay grants a brand-new server's first lock only after it.
+    let guard = eventually(RECOVERY, "the holder's first grant", || async {
+        Ok(locker.try_lock().await.ok().flatten())
+    })
+    .await?;
+    let first = guard.token();
+    let lost_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let watch = {
+        let lost = guard.lost_token().clone();
+        let lost_at = Arc::clone(&lost_at);
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            *lost_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        })
+    };
+
+    within(START, "stopping the private server", server.stop()).await?;
+    within(START, "wiping the private server's data", server.wipe()).await?;
+    within(START, "starting the wiped server", server.start()).await?;
+    let back = Instant::now();
+
+    let newcomer_client = eventually(RECOVERY, "a new client connecting", || async {
+        Ok(server.connect_with(&query).await.ok())
+    })
+    .await?;
+    let newcomer = eventually(RECOVERY, "the new client's session", || async {
+        Ok(newcomer_client
+            .session(SessionOptions::with_ttl(ttl))
+            .await
+            .ok())
+    })
+    .await?;
+    let locker = newcomer_client
+        .locker(&newcomer, lock)
+        .ctx("making the new client's locker")?;
+    let granted = within(
+        RECOVERY + ttl * 2,
+        "the new client locking after the wipe",
+        locker.lock(),
+    )
+    .await?;
+    let granted_at = Instant::now();
+    let granted_after = granted_at.duration_since(back);
+    let holder_lost = *lost_at
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    watch.abort();
+    let Some(lost) = holder_lost else {
+        return violated(format!(
+            "a new client was granted the lock {} after the wiped store came back \
+             (token {}) while its holder (token {first}) had not seen lost()",
+            secs(granted_after),
+            granted.token()
+        ));
+    };
+    ensure!(
+        granted.token() > first,
+        "the token went back across the wipe: {} after the holder's {first}",
+        granted.token()
+    );
+    if guard.unlock().await.is_ok() {
+        return violated("the holder's unlock() returned Ok for a lock the wiped store forgot");
+    }
+    let token = granted.token();
+    granted.unlock().bounded("the new client unlocking").await?;
+    let _ = tokio::time::timeout(PROMPT, newcomer.close()).await;
+    drop(holder);
+    Ok(Holds::figure(
+        format!(
+            "granted {} after the store came back, {} after the holder's lost()",
+            secs(granted_after),
+            secs(granted_at.duration_since(lost))
+        ),
+        format!("tokens {first} → {token}; session TTL {ttl:?}"),
+    ))
+}
