@@ -25,6 +25,14 @@
 //!   Every key distsync writes or reads lies under the namespace, so a user whose
 //!   role is limited to the namespace prefix can run every primitive. The password is
 //!   never shown in errors, logs or `Debug` output.
+//! - **When the store forgets** (a wiped member, a new cluster at the same address, a
+//!   restored snapshot), the client tells it from the cluster id and revision of every
+//!   answer's header and from an epoch marker key `<namespace>/amnesia`: its sessions
+//!   are lost, grants wait the longest session TTL known, and fencing tokens keep
+//!   growing. `max_session_ttl=` in the URL (sessions above it refused; give it in
+//!   every client's URL) makes a client that never knew the old store wait it out too,
+//!   and the backend then declares `exclusive_across_restart`. See docs/FENCING.md,
+//!   "When etcd or PostgreSQL forgets".
 //! - An application with its own configured [`etcd_client::Client`] hands it over with
 //!   [`backend_from_client`].
 //! - **Sharing primitives with Go programs.** Locks and elections always use the keys

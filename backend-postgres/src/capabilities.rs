@@ -44,6 +44,9 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   entry stops counting (no backend is terminated); keepalives sweep expired rows;
 /// - `survives_restart`: queues, STM keys, barriers, fencing counters, sessions and
 ///   their holds are tables (a session survives a restart shorter than its deadline);
+/// - `exclusive_across_restart`: false: a restart keeps every hold, but a server that
+///   forgot its data (a fresh `initdb` or a restored backup at the same address) is
+///   not told from the one the sessions knew, so its counters start again;
 /// - `linearizable`: one primary serves every read and grant (with replicas, point the
 ///   URL at the primary);
 /// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s;
@@ -65,4 +68,9 @@ pub fn capabilities() -> Capabilities {
         // (docs/HIGH_AVAILABILITY.md). A backend connected to a primary that names a
         // synchronous standby declares it (see `PostgresBackend`'s capabilities).
         .with_survives_failover(false)
+        // A restart keeps the tables, but a server that forgot (a fresh `initdb` or a
+        // restored backup at the same address) is not detected: its fencing counters
+        // start again and a new client is granted at once (the matrix row
+        // `server_wipe_one_holder`).
+        .with_exclusive_across_restart(false)
 }
