@@ -971,4 +971,60 @@ impl Queue for PgQueue {
         .map_err(map)?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
+
+    /// The server's `clock_timestamp()` less the least `enqueued_at` of the items not
+    /// held by a live session. Items without a time (enqueued before the column
+    /// existed) are unknown and left out; an item put back after a cancelled dequeue
+    /// counts from its put-back. A schema made before the column gets it here, on first
+    /// use (see `sql/queue.sql`).
+    async fn oldest_age(&self) -> Result<Option<Duration>> {
+        match self.read_oldest_age().await {
+            Err(error) if missing_column(&error) => {
+                let ddl = self.shared.sql(ENQUEUED_AT_DDL);
+                if let Err(error) = schema::install_added(
+                    &self.shared.pool,
+                    "the enqueue time of queue items",
+                    &ddl,
+                )
+                .await
+                {
+                    tracing::warn!(%error, "postgres: could not add queue_items.enqueued_at");
+                    return Err(Error::unsupported(
+                        crate::error::BACKEND,
+                        "the age of a queue's oldest item in a schema without \
+                         queue_items.enqueued_at (this role may not add it)",
+                    ));
+                }
+                self.read_oldest_age().await.map_err(map)
+            }
+            other => other.map_err(map),
+        }
+    }
+}
+
+/// The enqueue time column, for a schema made before it (the statements of
+/// `sql/queue.sql` that add it).
+const ENQUEUED_AT_DDL: &str = "\
+    ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS enqueued_at timestamptz; \
+    ALTER TABLE {s}.queue_items ALTER COLUMN enqueued_at SET DEFAULT clock_timestamp();";
+
+/// Whether `error` is PostgreSQL's undefined column (`42703`): a schema made before
+/// `queue_items.enqueued_at`.
+fn missing_column(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("42703"))
+}
+
+impl PgQueue {
+    /// The age of the oldest queued item with a time, in microseconds.
+    async fn read_oldest_age(&self) -> std::result::Result<Option<Duration>, sqlx::Error> {
+        let micros: Option<i64> = sqlx::query_scalar(&self.shared.sql(
+            "SELECT (extract(epoch FROM clock_timestamp() - min(enqueued_at)) * 1000000)::bigint \
+               FROM {s}.queue_items \
+              WHERE queue = $1 AND enqueued_at IS NOT NULL AND NOT {s}.queue_held(held_by)",
+        ))
+        .bind(self.name.as_str())
+        .fetch_one(self.shared.bounded())
+        .await?;
+        Ok(micros.map(|m| Duration::from_micros(u64::try_from(m).unwrap_or(0))))
+    }
 }

@@ -13,7 +13,8 @@ if not redis.call('SET', record, ARGV[6], 'NX', 'PX', ARGV[7]) then
   end
   return 0
 end
-local seq = redis.call('INCR', p .. ':seq')
-redis.call('ZADD', p .. ':items', ARGV[3], string.format('%016x', seq) .. ARGV[4])
+local seq = string.format('%016x', redis.call('INCR', p .. ':seq'))
+redis.call('ZADD', p .. ':items', ARGV[3], seq .. ARGV[4])
+redis.call('HSET', p .. ':et', seq, queue_now())
 queue_wake(p)
 return 1

@@ -21,6 +21,7 @@ if #top > 0 then
   redis.call('ZADD', p .. ':ift', queue_now(), cid)
   -- An item taken at most once is gone: its delivery count with it.
   redis.call('HDEL', p .. ':dc', top[1])
+  redis.call('HDEL', p .. ':et', string.sub(top[1], 1, 16))
   redis.call('DEL', p .. ':wm:' .. cid)
   redis.call('ZREM', p .. ':waiters', cid)
   if redis.call('ZCARD', items) > 0 then

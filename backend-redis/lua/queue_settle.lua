@@ -26,6 +26,7 @@ session_unlist(reg, ekey)
 if op == 'ack' then
   redis.call('HDEL', p .. ':held', cid)
   redis.call('HDEL', p .. ':dc', member)
+  redis.call('HDEL', p .. ':et', string.sub(member, 1, 16))
 else
   queue_unhold(p, cid)
 end

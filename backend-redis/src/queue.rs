@@ -40,6 +40,14 @@
 //! whose consumer got it but whose acknowledgement did not reach the store for that
 //! long.
 //!
+//! # Enqueue times ([`Queue::oldest_age`])
+//!
+//! The enqueue script records the server's `TIME` (ms) in the hash `p:et` under the
+//! item's arrival counter, dropped with the item when it is popped or acknowledged;
+//! `oldest_age` reads the first member of each priority that has one, on the same
+//! clock. An item enqueued by a client without `p:et`, or put back after a cancelled
+//! pop, has no time: it is left out of the age, never an error.
+//!
 //! # At-least-once delivery ([`Queue::receive`])
 //!
 //! A receive moves the first item into the hash `p:held` under its call id and sets
@@ -92,6 +100,7 @@ struct DeliveryScripts {
     settle: Lua,
     len: Lua,
     enqueue_once: Lua,
+    age: Lua,
 }
 
 static DELIVERY: LazyLock<DeliveryScripts> = LazyLock::new(|| DeliveryScripts {
@@ -99,6 +108,7 @@ static DELIVERY: LazyLock<DeliveryScripts> = LazyLock::new(|| DeliveryScripts {
     settle: Lua::with_lib(include_str!("../lua/queue_settle.lua")),
     len: Lua::with_lib(include_str!("../lua/queue_len.lua")),
     enqueue_once: Lua::with_lib(include_str!("../lua/queue_enqueue_once.lua")),
+    age: Lua::with_lib(include_str!("../lua/queue_age.lua")),
 });
 
 /// What one pop or receive attempt found.
@@ -620,5 +630,16 @@ impl Queue for RedisQueue {
         let call = self.shared.script_on(&DELIVERY.len, &self.prefix);
         let reply = self.shared.eval(&call).await?;
         usize::try_from(int("queue_len", &reply)?).map_err(|_| unexpected("queue_len", &reply))
+    }
+
+    /// The server's `TIME` less the enqueue time (`p:et`, set on the server's clock by
+    /// the enqueue script) of the oldest item in `p:items`: held and popped items are
+    /// not counted, and items without a time (enqueued by an older client, or put back
+    /// after a cancelled pop) are unknown and left out. One read per priority.
+    async fn oldest_age(&self) -> Result<Option<Duration>> {
+        let call = self.shared.script_on(&DELIVERY.age, &self.prefix);
+        let reply = self.shared.eval(&call).await?;
+        let ms = int("queue_age", &reply)?;
+        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
     }
 }

@@ -31,16 +31,57 @@
 //!
 //! At-most-once [`Queue::dequeue`](crate::Queue::dequeue) is unchanged: it removes the
 //! item when it returns it. It skips items held by a live receiver.
+//!
+//! # Spans
+//!
+//! Through a [`Coordinator`](crate::Coordinator)'s queues, each step of a delivery runs
+//! in a span (as acquisitions do, see [`crate::instrument`]), so a trace shows an item's
+//! path from receive to settlement:
+//!
+//! | span | around | fields |
+//! |---|---|---|
+//! | `distsync.receive` | `receive`, `receive_timeout`, `try_receive` | `backend`, `queue`, then `delivery` and `attempt` once an item is received |
+//! | `distsync.ack` | [`Delivery::ack`] | `backend`, `queue`, `delivery`, `attempt` |
+//! | `distsync.nack` | [`Delivery::nack`], the background nack of [`Delivery::nack_after`] (also `delay_ms`) and of a dropped delivery | `backend`, `queue`, `delivery`, `attempt` |
+//!
+//! `delivery` is [`Delivery::id`], unique in the process, which ties a receive to its
+//! settlement; `attempt` is [`Delivery::redeliveries`] + 1. A delivery made by a
+//! [`Backend`](crate::Backend)'s queue directly has an empty `queue` field.
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::name::Name;
 use crate::session::{Lost, Session};
+use tracing::Instrument;
+
+/// The id of the next delivery made in this process.
+static NEXT_DELIVERY: AtomicU64 = AtomicU64::new(1);
+
+/// The `distsync.receive` span of a receive from `queue` (see the [module docs](self)).
+pub(crate) fn receive_span(backend: &'static str, queue: &Name) -> tracing::Span {
+    tracing::info_span!(
+        "distsync.receive",
+        backend,
+        queue = queue.as_str(),
+        delivery = tracing::field::Empty,
+        attempt = tracing::field::Empty
+    )
+}
+
+/// `delivery`, received in `span` from `queue`: the span records it, and its own spans
+/// name the queue.
+pub(crate) fn received(span: &tracing::Span, queue: &Name, delivery: Delivery) -> Delivery {
+    span.record("delivery", delivery.id);
+    span.record("attempt", u64::from(delivery.redeliveries) + 1);
+    delivery.with_queue(queue)
+}
 
 /// The backend's side of a [`Delivery`]: acknowledging or returning one held item.
 /// For backend implementors (see [`crate::raw`]).
@@ -87,6 +128,8 @@ pub struct Delivery {
     redeliveries: u32,
     session: Session,
     settle: Option<Box<dyn Settle>>,
+    id: u64,
+    queue: Option<Name>,
 }
 
 impl fmt::Debug for Delivery {
@@ -94,6 +137,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("len", &self.item.len())
             .field("redeliveries", &self.redeliveries)
+            .field("id", &self.id)
             .field("session", &self.session.id())
             .finish()
     }
@@ -109,6 +153,40 @@ impl Delivery {
             redeliveries,
             session: session.clone(),
             settle: Some(settle),
+            id: NEXT_DELIVERY.fetch_add(1, Ordering::Relaxed),
+            queue: None,
+        }
+    }
+
+    /// Names the queue in this delivery's spans (see the [module docs](self)).
+    pub(crate) fn with_queue(mut self, queue: &Name) -> Self {
+        self.queue = Some(queue.clone());
+        self
+    }
+
+    /// The delivery's id in this process: unique among the deliveries this process
+    /// received, and the `delivery` field of its spans. Not the item's identity: a
+    /// redelivered item gets a new id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A span of this delivery's settlement.
+    fn settle_span(&self, ack: bool) -> tracing::Span {
+        let backend = self.session.backend();
+        let queue = self.queue.as_ref().map_or("", Name::as_str);
+        let attempt = u64::from(self.redeliveries) + 1;
+        if ack {
+            tracing::info_span!("distsync.ack", backend, queue, delivery = self.id, attempt)
+        } else {
+            tracing::info_span!(
+                "distsync.nack",
+                backend,
+                queue,
+                delivery = self.id,
+                attempt,
+                delay_ms = tracing::field::Empty
+            )
         }
     }
 
@@ -148,8 +226,9 @@ impl Delivery {
     /// Dropping the future leaves the item either acknowledged or held through the
     /// session (it goes back to the queue when the session ends); never lost.
     pub async fn ack(mut self) -> Result<()> {
+        let span = self.settle_span(true);
         match self.settle.take() {
-            Some(settle) => settle.ack().await,
+            Some(settle) => settle.ack().instrument(span).await,
             None => Ok(()),
         }
     }
@@ -166,8 +245,9 @@ impl Delivery {
     /// Dropping the future leaves the item either back in the queue or held through
     /// the session (it goes back when the session ends).
     pub async fn nack(mut self) -> Result<()> {
+        let span = self.settle_span(false);
         match self.settle.take() {
-            Some(settle) => settle.nack().await,
+            Some(settle) => settle.nack().instrument(span).await,
             None => Ok(()),
         }
     }
@@ -263,7 +343,12 @@ impl Delivery {
             return;
         };
         let session = self.session.clone();
-        runtime.spawn(async move {
+        let span = self.settle_span(false);
+        span.record(
+            "delay_ms",
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        );
+        let nack = async move {
             tokio::select! {
                 biased;
                 // The store puts the item back itself when the session ends.
@@ -276,7 +361,8 @@ impl Delivery {
                     "delayed nack of a queue delivery failed; the item goes back when the session ends",
                 );
             }
-        });
+        };
+        runtime.spawn(nack.instrument(span));
     }
 }
 
@@ -292,13 +378,15 @@ impl Drop for Delivery {
             );
             return;
         };
-        runtime.spawn(async move {
+        let span = self.settle_span(false);
+        let nack = async move {
             if let Err(error) = settle.nack().await {
                 tracing::debug!(
                     %error,
                     "background nack of a dropped queue delivery failed; the item goes back when the session ends",
                 );
             }
-        });
+        };
+        runtime.spawn(nack.instrument(span));
     }
 }

@@ -54,7 +54,8 @@
 //! never a label anywhere else.
 //!
 //! The consumer's spans and events (`distsync.consume` around each delivery) are
-//! described in [`crate::consumer`].
+//! described in [`crate::consumer`]; the spans of a queue's `receive`, `ack` and `nack`
+//! (`distsync.receive`, `distsync.ack`, `distsync.nack`) in [`crate::delivery`].
 //!
 //! Primitives made directly through a [`crate::Backend`] (not a `Coordinator`) carry
 //! only the session and STM metrics.
@@ -701,7 +702,10 @@ impl Queue for InstrumentedQueue {
         &self,
         session: &crate::session::Session,
     ) -> Result<crate::delivery::Delivery> {
-        let delivery = self.inner.receive(session).await;
+        let span = crate::delivery::receive_span(self.backend, self.inner.name());
+        let delivery = self.inner.receive(session).instrument(span.clone()).await;
+        let delivery =
+            delivery.map(|delivery| crate::delivery::received(&span, self.inner.name(), delivery));
         self.dequeued(delivery)
     }
 
@@ -709,8 +713,18 @@ impl Queue for InstrumentedQueue {
         &self,
         session: &crate::session::Session,
     ) -> Result<Option<crate::delivery::Delivery>> {
-        match self.inner.try_receive(session).await {
-            Ok(Some(delivery)) => self.dequeued(Ok(Some(delivery))),
+        let span = crate::delivery::receive_span(self.backend, self.inner.name());
+        match self
+            .inner
+            .try_receive(session)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(Some(delivery)) => self.dequeued(Ok(Some(crate::delivery::received(
+                &span,
+                self.inner.name(),
+                delivery,
+            )))),
             other => other,
         }
     }

@@ -345,9 +345,25 @@ pub trait Queue: Send + Sync {
     /// queue. What a [`Consumer`](crate::consumer::Consumer) samples for its
     /// `distsync_queue_oldest_item_age_seconds` gauge.
     ///
+    /// The store records each item's enqueue time with the item (the memory store's
+    /// clock, Redis' `TIME`, PostgreSQL's `clock_timestamp()`), so producers' clocks
+    /// play no part. An item without a recorded time (enqueued by an older client, or
+    /// put back after a cancelled [`Self::dequeue`]) has an unknown age and is left
+    /// out: when no queued item has a time, the answer is `None`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// let jobs = coordinator.queue("jobs")?;
+    /// assert_eq!(jobs.oldest_age().await?, None);
+    /// jobs.enqueue("build".into()).await?;
+    /// assert!(jobs.oldest_age().await?.is_some());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// [`Error::Unsupported`] where the backend records no enqueue time (the default:
-    /// the layouts of this workspace's stores keep none), or the store's error.
+    /// [`Error::Unsupported`] where the backend records no enqueue time (the default;
+    /// etcd, which has no clock a client can read), or the store's error.
     ///
     /// # Cancel safety
     /// This method is cancel safe: it only reads.

@@ -3,6 +3,7 @@
 
 mod consumer;
 mod idempotent;
+mod metrics;
 mod outage;
 
 use std::collections::BTreeMap;
@@ -163,6 +164,47 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[],
         run: |h| boxed(consumer::poison_and_hung_handlers(h)),
+    },
+    Case {
+        id: "queue_metrics_depth",
+        group: Group::Queue,
+        guarantee: "metrics: the queue depth (len) counts enqueued items, not received ones",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(metrics::depth(h)),
+    },
+    Case {
+        id: "queue_metrics_redeliveries",
+        group: Group::Queue,
+        guarantee: "metrics: a delivery counts its redeliveries after a nack and after a \
+                    processing deadline",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(metrics::redeliveries(h)),
+    },
+    Case {
+        id: "queue_metrics_dead_lettered",
+        group: Group::Queue,
+        guarantee: "metrics: an item past max_deliveries is counted in the dead-letter queue, \
+                    after exactly max_deliveries handler calls",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(metrics::dead_lettered(h)),
+    },
+    Case {
+        id: "queue_metrics_oldest_age",
+        group: Group::Queue,
+        guarantee: "metrics: the oldest item's age grows on the store's clock, leaves out held \
+                    items and resets after the ack",
+        // Enqueue times are taken on the store's clock, which a backend has exactly where
+        // it offers the rate limiter (that needs the same clock; etcd has none).
+        needs: &[Need::Queue, Need::ReliableDelivery, Need::RateLimiter],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(metrics::oldest_age(h)),
     },
     Case {
         id: "queue_interop_go",

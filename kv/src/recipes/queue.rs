@@ -16,6 +16,7 @@
 //! | `Q/w/<unix nanos>` | the call id | a waiting consumer |
 //! | `Q/h/<priority %05d>/<sequence %016d>` | the call id, on the receiver's lease | an item received (at-least-once), held through a session |
 //! | `Q/d/<priority %05d>/<sequence %016d>` | decimal count | how many times `receive` delivered the item |
+//! | `Q/t/<priority %05d>/<sequence %016d>` | decimal nanoseconds | when the item was enqueued, on the store's clock ([`Kv::clock`]; written only where the store has one) |
 //! | `Q/k/u/<idempotency key>`, `Q/k/g/<call id>` | the enqueue's call id, on a lease | an enqueue's idempotency record (see the `dedup` submodule, `queue_dedup.rs`) |
 //!
 //! A call id is `<unix ms %013d>-<32 hex digits>`: the claim's wall-clock time, then
@@ -38,6 +39,18 @@
 //! idempotency record and runs only while it is absent, so a repeat after a lost
 //! reply, or an `enqueue_once` with a key seen within the window, appends nothing (see
 //! the `dedup` submodule, `queue_dedup.rs`).
+//!
+//! # Enqueue times
+//!
+//! Where the store has a clock clients can read ([`Kv::clock`]: the memory store), the
+//! enqueue transaction also writes the item's time key `Q/t/…`, and every transaction
+//! that removes the item (a claim, an acknowledgement) deletes it, so `oldest_age`
+//! reads the time keys of the items not held. The time lives beside the item, not in
+//! its value, so that Go's recipes read and write items as they always do. etcd has no
+//! clock a client can read (a revision carries no time, and a client's clock is not the
+//! store's), so on etcd `oldest_age` is unsupported. An item without a time key (put
+//! back after a cancelled dequeue, or enqueued by a client that wrote none) has an
+//! unknown age and is left out.
 //!
 //! # Dequeue: delivered once, never lost
 //!
@@ -217,6 +230,16 @@ impl Layout {
     /// it out; absent for 0).
     fn deliveries(&self, position: Position) -> String {
         format!("{}/d/{}", self.root, position.relative())
+    }
+
+    /// The enqueue time key of the item at `position` (see the module docs).
+    fn enqueued(&self, position: Position) -> String {
+        format!("{}{}", self.times(), position.relative())
+    }
+
+    /// The prefix of every enqueue time key.
+    fn times(&self) -> String {
+        format!("{}/t/", self.root)
     }
 
     /// The position of a well-formed hold key.
@@ -728,11 +751,12 @@ async fn put_sequential(
                 }
             },
         };
-        let key = layout.item(Position {
+        let position = Position {
             priority,
             sequence,
             plain: false,
-        });
+        };
+        let key = layout.item(position);
         // The guard key must not have changed since the read (see the module docs).
         let mut compares = vec![Compare::mod_revision(
             &guard_key,
@@ -743,6 +767,14 @@ async fn put_sequential(
             TxnOp::put(&guard_key, Bytes::new(), 0),
             TxnOp::put(key, value.clone(), 0),
         ];
+        // A new item gets its time; a put-back's original time is not known here (its
+        // time key went with its claim), so it has none.
+        if let Some(now) = kv.clock() {
+            ops.push(match record {
+                None => TxnOp::put(layout.enqueued(position), now.as_nanos().to_string(), 0),
+                Some(_) => TxnOp::delete(layout.enqueued(position)),
+            });
+        }
         let mut failure = Vec::new();
         if let Some((record, revision)) = record {
             compares.push(Compare::create_revision(record, CompareOp::Equal, revision));
@@ -834,6 +866,7 @@ async fn claim_in_store(
         TxnOp::put(&record, item.kv.value.clone(), 0),
         TxnOp::Range(Range::between(layout.items(), after_prefix(&layout.items())).first_key()),
         TxnOp::Range(layout.first_waiter()),
+        TxnOp::delete(layout.enqueued(item.position)),
     ])
     .or_else(vec![TxnOp::Range(Range::prefix(layout.claims(call)))]);
     let deadline = Instant::now() + CLAIM_BUDGET;
@@ -1130,6 +1163,44 @@ impl Queue for KvQueue {
         let holds = self.kv.range(holds).await?;
         let items = self.kv.range(range.at_revision(holds.revision)).await?;
         Ok(items.count.saturating_sub(holds.count))
+    }
+
+    /// The store's clock less the least time key of the items not held (see the
+    /// module docs): one read of the holds and one of the time keys, at one revision.
+    async fn oldest_age(&self) -> Result<Option<Duration>> {
+        let Some(now) = self.kv.clock() else {
+            return Err(Error::unsupported(
+                self.kv.backend(),
+                "the age of a queue's oldest item (the store has no clock a client can read, \
+                 and an item's value is Go's recipe format: no enqueue time is recorded)",
+            ));
+        };
+        let holds = self.kv.range(Range::prefix(self.layout.holds())).await?;
+        let held: HashSet<Position> = holds
+            .kvs
+            .iter()
+            .filter_map(|hold| self.layout.hold_position(&hold.key))
+            .collect();
+        let times = self
+            .kv
+            .range(Range::prefix(self.layout.times()).at_revision(holds.revision))
+            .await?;
+        let prefix = self.layout.times();
+        let oldest = times
+            .kvs
+            .iter()
+            .filter(|time| {
+                time.key
+                    .strip_prefix(&prefix)
+                    .and_then(parse_position)
+                    .is_some_and(|position| !held.contains(&position))
+            })
+            .filter_map(|time| std::str::from_utf8(&time.value).ok()?.parse::<u128>().ok())
+            .min();
+        Ok(oldest.map(|nanos| {
+            let since = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+            now.saturating_sub(since)
+        }))
     }
 }
 
@@ -1519,6 +1590,30 @@ mod tests {
                 .all(|key| key.contains("/s/") || key.contains("/k/")),
             "only sequence guards and idempotency records stay: {left:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_oldest_age_is_of_the_oldest_item_not_held() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        assert_eq!(q.oldest_age().await.unwrap(), None);
+        q.enqueue(Bytes::from("a")).await.unwrap();
+        // Only to make the two items' ages differ measurably.
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        q.enqueue_with_priority(Bytes::from("b"), 7).await.unwrap();
+        let both = q.oldest_age().await.unwrap().unwrap();
+        assert!(both >= std::time::Duration::from_millis(30), "{both:?}");
+        let a = q.try_receive(&s).await.unwrap().unwrap();
+        assert_eq!(a.item(), "a");
+        let without_a = q.oldest_age().await.unwrap().unwrap();
+        assert!(
+            without_a < both,
+            "a held item is not counted: {without_a:?}"
+        );
+        a.ack().await.unwrap();
+        assert_eq!(q.try_dequeue().await.unwrap().unwrap(), "b");
+        assert_eq!(q.oldest_age().await.unwrap(), None);
     }
 
     #[tokio::test]

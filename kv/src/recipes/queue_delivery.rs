@@ -228,6 +228,7 @@ impl Settle for KvSettle {
                 TxnOp::delete(&item),
                 TxnOp::delete(&self.hold),
                 TxnOp::delete(self.layout.deliveries(self.position)),
+                TxnOp::delete(self.layout.enqueued(self.position)),
             ])
             .or_else(vec![TxnOp::Range(Range::key(&item))]);
         let attempt = || self.kv.txn(txn.clone());
