@@ -3,7 +3,7 @@
 //! Prints one line on standard output naming the hold it ended:
 //!
 //! ```text
-//! broke jobs/a session=694d7a3c1b2e0f01 token=17 held_for=1520ms since=1764041230.512 key=distsync/jobs/a/694d7a3c1b2e0f01
+//! broke jobs/a session=694d7a3c1b2e0f01 token=17 held_for=1520ms since=1764041230.512 key=distsync/jobs/a/694…
 //! ```
 //!
 //! `held_for` (and `since`, the Unix time in seconds it was taken, on this machine's

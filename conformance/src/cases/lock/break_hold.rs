@@ -94,9 +94,11 @@ pub(super) async fn break_hold(h: Harness) -> Check {
             ms(granted_after)
         ),
         if guarded {
-            "the break named A's session and token; A saw lost(), B was granted with a higher token, A's guarded write was refused"
+            "the break named A's session and token; A saw lost(), B was granted with a higher \
+             token, A's guarded write was refused"
         } else {
-            "the break named A's session and token; A saw lost(), B was granted with a higher token"
+            "the break named A's session and token; A saw lost(), B was granted with a higher \
+             token"
         },
     ))
 }
