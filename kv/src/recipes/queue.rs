@@ -50,7 +50,9 @@
 //! clock a client can read (a revision carries no time, and a client's clock is not the
 //! store's), so on etcd `oldest_age` is unsupported. An item without a time key (put
 //! back after a cancelled dequeue, or enqueued by a client that wrote none) has an
-//! unknown age and is left out.
+//! unknown age and is left out. In Go's layout (`layout=go`) no time is written and
+//! `oldest_age` is unsupported: Go's consumers remove items and would leave the time
+//! keys behind.
 //!
 //! # Dequeue: delivered once, never lost
 //!
@@ -769,7 +771,8 @@ async fn put_sequential(
         ];
         // A new item gets its time; a put-back's original time is not known here (its
         // time key went with its claim), so it has none.
-        if let Some(now) = kv.clock() {
+        // Not in Go's layout: Go's consumers remove items and would leave the time keys.
+        if let Some(now) = kv.clock().filter(|_| !layout.shared_with_go) {
             ops.push(match record {
                 None => TxnOp::put(layout.enqueued(position), now.as_nanos().to_string(), 0),
                 Some(_) => TxnOp::delete(layout.enqueued(position)),
@@ -1175,6 +1178,13 @@ impl Queue for KvQueue {
                  and an item's value is Go's recipe format: no enqueue time is recorded)",
             ));
         };
+        if self.layout.shared_with_go {
+            return Err(Error::unsupported(
+                self.kv.backend(),
+                "the age of a queue's oldest item in Go's layout (Go's consumers remove \
+                 items without their time keys, so none is recorded)",
+            ));
+        }
         let holds = self.kv.range(Range::prefix(self.layout.holds())).await?;
         let held: HashSet<Position> = holds
             .kvs
