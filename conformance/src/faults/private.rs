@@ -1,5 +1,6 @@
-//! Private servers for restart cases: an etcd, a Redis or a PostgreSQL of a case's own,
-//! on free loopback ports, with their data in a temporary directory removed afterwards.
+//! Private servers for restart cases: an etcd, a Redis, a PostgreSQL or a ZooKeeper of
+//! a case's own, on free loopback ports, with their data in a temporary directory
+//! removed afterwards.
 //!
 //! Restarting the shared test servers would break every other test running against
 //! them, so a case that restarts a server starts one of its own. The binaries are
@@ -363,8 +364,7 @@ impl Private {
             self.port
         );
         let zoo_cfg = self.dir.join("zoo.cfg");
-        std::fs::write(&zoo_cfg, config)
-            .map_err(|error| hook_error("writing zoo.cfg", error))?;
+        std::fs::write(&zoo_cfg, config).map_err(|error| hook_error("writing zoo.cfg", error))?;
         let classpath = std::env::join_paths(zookeeper_classpath())
             .map_err(|error| hook_error("ZooKeeper's class path", error))?;
         Command::new(java)

@@ -1,4 +1,4 @@
-//! Fault hooks of a server reached by URL: etcd, Redis or PostgreSQL.
+//! Fault hooks of a server reached by URL: etcd, Redis, PostgreSQL or ZooKeeper.
 //!
 //! Everything here goes through the stores' own command line tools and server
 //! binaries (Debian's etcd-server / etcd-client, redis-server / redis-tools,
@@ -26,6 +26,12 @@ use super::{
     Hook, Partitioned, PrivateServer,
 };
 use crate::harness::Harness;
+
+/// Why ZooKeeper offers no out-of-band session kill: a session ends only by its own
+/// client closing it or by the server expiring it, and ZooKeeper's tools have no
+/// command that ends another client's session.
+const ZOOKEEPER_NO_KILL: &str =
+    "ZooKeeper has no out-of-band session kill: a session ends by its client or by expiry";
 
 /// The environment variable naming the three-member etcd cluster.
 pub const ETCD_CLUSTER_VAR: &str = "DISTSYNC_ETCD_CLUSTER_URL";
@@ -56,11 +62,12 @@ impl ServerFaults {
     /// For etcd, the cluster comes from [`ETCD_CLUSTER_VAR`] when it is set.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when `url` names no etcd, Redis or PostgreSQL server.
+    /// [`Error::InvalidUrl`] when `url` names no etcd, Redis, PostgreSQL or ZooKeeper
+    /// server.
     pub fn new(url: &str, connect: Connect) -> Result<Self> {
         let kind = StoreKind::of_url(url).ok_or_else(|| Error::InvalidUrl {
             url: distsync_core::redact_url(url),
-            reason: "fault hooks need an etcd://, redis:// or postgres:// server".to_owned(),
+            reason: "fault hooks need an etcd://, redis://, postgres:// or zk:// server".to_owned(),
         })?;
         let cluster_url = match kind {
             StoreKind::Etcd => std::env::var(ETCD_CLUSTER_VAR)
@@ -92,6 +99,7 @@ impl ServerFaults {
             StoreKind::Etcd => require("etcdctl", "etcd-client"),
             StoreKind::Redis => require("redis-cli", "redis-tools"),
             StoreKind::Postgres => psql(),
+            StoreKind::Zookeeper => Err(ZOOKEEPER_NO_KILL.to_owned()),
         }
     }
 
@@ -202,7 +210,7 @@ impl Faults for ServerFaults {
             )),
             Hook::EvictingServer => match self.kind {
                 StoreKind::Redis => private::available(self.kind),
-                StoreKind::Etcd | StoreKind::Postgres => Err(format!(
+                StoreKind::Etcd | StoreKind::Postgres | StoreKind::Zookeeper => Err(format!(
                     "{} never evicts keys",
                     self.kind.as_str()
                 )),
@@ -217,13 +225,18 @@ impl Faults for ServerFaults {
                     "session rows are durable: a restart keeps them, so no id is handed out twice"
                         .to_owned(),
                 ),
+                StoreKind::Zookeeper => Err(
+                    "ZooKeeper assigns session ids from the server id and its start time, and \
+                     keeps sessions in its transaction log: none is handed out twice"
+                        .to_owned(),
+                ),
             },
             Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
                 .map(drop)
                 .map_err(|error| error.to_string()),
             Hook::GoPeer => match self.kind {
                 StoreKind::Etcd => go_peer::program().map(drop),
-                StoreKind::Redis | StoreKind::Postgres => Err(format!(
+                StoreKind::Redis | StoreKind::Postgres | StoreKind::Zookeeper => Err(format!(
                     "etcd's Go packages run on etcd only, not on {}",
                     self.kind.as_str()
                 )),
@@ -239,6 +252,10 @@ impl Faults for ServerFaults {
             StoreKind::Etcd => self.kill_etcd(tool, session).await,
             StoreKind::Redis => self.kill_redis(tool, session).await,
             StoreKind::Postgres => self.kill_postgres(tool, session).await,
+            StoreKind::Zookeeper => Err(Error::unsupported(
+                backend.capabilities().backend,
+                ZOOKEEPER_NO_KILL,
+            )),
         }
     }
 

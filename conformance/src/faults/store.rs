@@ -18,6 +18,8 @@ pub enum StoreKind {
     Redis,
     /// `postgres://` or `postgresql://`
     Postgres,
+    /// `zk://`
+    Zookeeper,
 }
 
 impl StoreKind {
@@ -28,16 +30,18 @@ impl StoreKind {
             "etcd" => Some(Self::Etcd),
             "redis" => Some(Self::Redis),
             "postgres" | "postgresql" => Some(Self::Postgres),
+            "zk" => Some(Self::Zookeeper),
             _ => None,
         }
     }
 
-    /// `etcd`, `redis` or `postgres`.
+    /// `etcd`, `redis`, `postgres` or `zookeeper`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Etcd => "etcd",
             Self::Redis => "redis",
             Self::Postgres => "postgres",
+            Self::Zookeeper => "zookeeper",
         }
     }
 }
@@ -92,6 +96,10 @@ mod tests {
         assert_eq!(
             StoreKind::of_url("postgresql://u@h/db"),
             Some(StoreKind::Postgres)
+        );
+        assert_eq!(
+            StoreKind::of_url("zk://127.0.0.1:2181/chroot"),
+            Some(StoreKind::Zookeeper)
         );
         assert_eq!(StoreKind::of_url("memory://"), None);
         assert_eq!(StoreKind::of_url("nonsense"), None);
