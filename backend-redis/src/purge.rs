@@ -5,12 +5,19 @@
 //! A name reaches a key in two places (see `keys.rs`): escaped inside a primitive's
 //! hash tag, `{<ns><escaped name>}:<kind>...`, and as it is after the STM tag,
 //! `{<ns>stm}:k:<name>`. Two `SCAN MATCH` patterns find the candidates (cursor by
-//! cursor, never `KEYS`); each is checked exactly before it is counted or unlinked, so
-//! `jobs` never takes `jobs2`. Sessions, which belong to no name, are left to expire.
+//! cursor, never `KEYS`; on a Redis Cluster on every master, see `scan.rs`); each is
+//! checked exactly before it is counted or unlinked, so `jobs` never takes `jobs2`.
+//! Sessions, which belong to no name, are left to expire.
+//!
+//! On a Redis Cluster an `UNLINK` names keys of one hash slot only: with replica
+//! acknowledgement (`wait_replicas`) the command and its `WAIT` go, as one pipeline, to
+//! the master of its first key, which refuses keys of another slot (`CROSSSLOT`).
 
-use distsync_core::{Error, Name, Result};
+use std::collections::HashMap;
 
-use crate::capabilities::BACKEND;
+use distsync_core::{Name, Result};
+use redis::cluster_routing::Slot;
+
 use crate::error::int;
 use crate::keys::escape_name;
 use crate::scan::{glob_escape, scan_matching};
@@ -21,13 +28,6 @@ const BATCH: usize = 1000;
 
 /// Every key of a primitive named `prefix` or under it, sorted.
 async fn keys_under(shared: &Shared, prefix: &Name) -> Result<Vec<String>> {
-    if shared.is_cluster() {
-        // A SCAN visits one master of the cluster.
-        return Err(Error::unsupported(
-            BACKEND,
-            "purging a name prefix on a Redis Cluster",
-        ));
-    }
     let ns = shared.namespace();
     let tagged = format!("{{{ns}{}", escape_name(prefix.as_str()));
     let stm = format!("{{{ns}stm}}:k:{prefix}");
@@ -62,10 +62,50 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
 pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> {
     let keys = keys_under(shared, prefix).await?;
     let mut unlinked = 0_u64;
-    for batch in keys.chunks(BATCH) {
-        let reply = shared.query(redis::cmd("UNLINK").arg(batch)).await?;
-        unlinked += u64::try_from(int("UNLINK", &reply)?).unwrap_or(0);
+    for group in by_slot(keys, shared.is_cluster()) {
+        for batch in group.chunks(BATCH) {
+            let reply = shared.query(redis::cmd("UNLINK").arg(batch)).await?;
+            unlinked += u64::try_from(int("UNLINK", &reply)?).unwrap_or(0);
+        }
     }
     tracing::debug!(%prefix, unlinked, "purged a name prefix");
     Ok(unlinked)
+}
+
+/// `keys` in groups that one `UNLINK` may name: one group per hash slot on a Redis
+/// Cluster, else all of them.
+fn by_slot(keys: Vec<String>, cluster: bool) -> Vec<Vec<String>> {
+    if !cluster {
+        return vec![keys];
+    }
+    let mut groups: HashMap<Slot, Vec<String>> = HashMap::new();
+    for key in keys {
+        groups.entry(Slot::for_key(&key)).or_default().push(key);
+    }
+    groups.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_unlinks_are_grouped_by_slot() {
+        let keys: Vec<String> = ["{a}:lock", "{b}:lock", "{a}:lock:e:1", "{c}:queue"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(by_slot(keys.clone(), false), vec![keys.clone()]);
+        let groups = by_slot(keys, true);
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 4);
+        for group in &groups {
+            let slot = Slot::for_key(&group[0]);
+            assert!(
+                group.iter().all(|key| Slot::for_key(key) == slot),
+                "{group:?}"
+            );
+        }
+        assert!(groups
+            .iter()
+            .any(|group| group == &["{a}:lock".to_owned(), "{a}:lock:e:1".to_owned()]));
+    }
 }
