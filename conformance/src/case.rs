@@ -323,12 +323,13 @@ impl Report {
     /// does not give is reported, not failed; contradictions between capabilities and
     /// behaviour are already violations, see [`run_case`].)
     ///
-    /// A case the harness could not finish ([`Outcome::Error`]) also fails the run: it
-    /// showed nothing, so the claims it measures are not shown to hold.
+    /// A case the harness could not finish ([`Outcome::Error`]) or that could not reach
+    /// the store ([`Outcome::Unreachable`]) also fails the run: it showed nothing, so
+    /// the claims it measures are not shown to hold.
     pub fn is_failure(&self) -> bool {
         match self.outcome {
             Outcome::Violated { .. } => self.declared != Some(false),
-            Outcome::Error { .. } => true,
+            Outcome::Error { .. } | Outcome::Unreachable { .. } => true,
             _ => false,
         }
     }

@@ -1,16 +1,19 @@
 //! The runner's exit statuses, for CI scripts that branch on them.
 //!
-//! | status | meaning |
-//! |---|---|
-//! | 0 | every claimed guarantee (and every contract) that ran held |
-//! | 1 | a claimed guarantee or a contract was violated, or a case did not finish (the run's `--timeout` passed); the matrix is printed |
-//! | 2 | bad arguments (an unknown option, a `--case` that matches nothing, a malformed URL, an unset `--backend-env` variable): no matrix |
-//! | 3 | a store could not be reached (connecting to a backend failed): no matrix |
+//! | status | class | meaning | matrix |
+//! |---|---|---|---|
+//! | 0 | held | every claimed guarantee (and every contract) that ran held | printed |
+//! | 1 | violated | a claimed guarantee or a contract was violated (whatever else happened), or a `safe` run left entries behind | printed |
+//! | 2 | bad arguments | an unknown option, a `--case` that matches nothing, a malformed URL, an unset `--backend-env` variable | none |
+//! | 3 | unreachable | a store could not be reached or refused more clients (too many connections): at connect (no matrix), or while cases ran (their cells `**UNREACHABLE**`) | none at connect; printed otherwise |
+//! | 4 | timeout | `--timeout` passed before every case finished (their cells `**ERROR**`) | printed |
 //!
-//! Statuses above 1 mean the runner produced no matrix (what `scripts/check-matrix.sh`
-//! relies on).
+//! A run that has several of these ends with the first in the order violated,
+//! unreachable, timeout: a violation measured before the store went away is still the
+//! news.
 
 use crate::case::Report;
+use crate::outcome::OutcomeKind;
 
 /// How a run of the runner ends (see the module docs).
 ///
@@ -19,25 +22,41 @@ use crate::case::Report;
 ///
 /// assert_eq!(ExitStatus::of(&[]), ExitStatus::Held);
 /// assert_eq!(ExitStatus::Unreachable.code(), 3);
+/// assert_eq!(ExitStatus::TimedOut.code(), 4);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExitStatus {
     /// 0: every claimed guarantee that ran held.
     Held,
-    /// 1: a claimed guarantee violated, or a case not finished.
+    /// 1: a claimed guarantee (or a contract) violated.
     Failed,
     /// 2: bad arguments; no matrix.
     BadArguments,
-    /// 3: a store could not be reached; no matrix.
+    /// 3: a store could not be reached or refused more clients, at connect (no
+    /// matrix) or while cases ran ([`crate::Outcome::Unreachable`] cells).
     Unreachable,
+    /// 4: `--timeout` passed before every case finished ([`crate::Outcome::Error`]
+    /// cells).
+    TimedOut,
 }
 
 impl ExitStatus {
-    /// The status of a run that produced `reports`: [`ExitStatus::Failed`] if any
-    /// [`Report::is_failure`], else [`ExitStatus::Held`].
+    /// The status of a run that produced `reports`: [`ExitStatus::Failed`] if a
+    /// claimed guarantee or a contract was violated, else [`ExitStatus::Unreachable`]
+    /// if a case could not reach the store, else [`ExitStatus::TimedOut`] if a case
+    /// did not finish, else [`ExitStatus::Held`].
     pub fn of(reports: &[Report]) -> Self {
-        if reports.iter().any(Report::is_failure) {
+        let any = |kind: OutcomeKind| {
+            reports
+                .iter()
+                .any(|report| report.is_failure() && report.outcome.kind() == kind)
+        };
+        if any(OutcomeKind::Violated) {
             Self::Failed
+        } else if any(OutcomeKind::Unreachable) {
+            Self::Unreachable
+        } else if reports.iter().any(Report::is_failure) {
+            Self::TimedOut
         } else {
             Self::Held
         }
@@ -50,6 +69,7 @@ impl ExitStatus {
             Self::Failed => 1,
             Self::BadArguments => 2,
             Self::Unreachable => 3,
+            Self::TimedOut => 4,
         }
     }
 }
@@ -96,15 +116,35 @@ mod tests {
                 message: "deadline".into(),
             },
         );
-        assert_eq!(ExitStatus::of(&[held, unfinished]), ExitStatus::Failed);
+        assert_eq!(
+            ExitStatus::of(&[held.clone(), unfinished.clone()]),
+            ExitStatus::TimedOut
+        );
+        let unreachable = report(
+            Some(true),
+            Outcome::Unreachable {
+                message: "store overloaded (too many clients): ...".into(),
+            },
+        );
+        assert_eq!(
+            ExitStatus::of(&[held.clone(), unfinished.clone(), unreachable.clone()]),
+            ExitStatus::Unreachable
+        );
+        let violated = report(Some(true), Outcome::violated("two holders"));
+        assert_eq!(
+            ExitStatus::of(&[held, unfinished, unreachable, violated]),
+            ExitStatus::Failed,
+            "a violation is the news"
+        );
         let codes: Vec<u8> = [
             ExitStatus::Held,
             ExitStatus::Failed,
             ExitStatus::BadArguments,
             ExitStatus::Unreachable,
+            ExitStatus::TimedOut,
         ]
         .map(ExitStatus::code)
         .to_vec();
-        assert_eq!(codes, [0, 1, 2, 3]);
+        assert_eq!(codes, [0, 1, 2, 3, 4]);
     }
 }

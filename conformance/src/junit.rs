@@ -143,7 +143,10 @@ fn is_failure(report: &Report) -> bool {
 }
 
 fn is_error(report: &Report) -> bool {
-    matches!(report.outcome, Outcome::Error { .. })
+    matches!(
+        report.outcome,
+        Outcome::Error { .. } | Outcome::Unreachable { .. }
+    )
 }
 
 fn is_skipped(report: &Report) -> bool {
@@ -192,6 +195,13 @@ fn testcase(out: &mut String, report: &Report) {
                 out,
                 "\n      <error message=\"the harness could not finish the case\" \
                  type=\"error\">{detail}</error>"
+            );
+        }
+        Outcome::Unreachable { .. } => {
+            let _ = write!(
+                out,
+                "\n      <error message=\"the store could not be reached or refused more \
+                 clients\" type=\"unreachable\">{detail}</error>"
             );
         }
         Outcome::Holds { .. } => {}

@@ -269,6 +269,12 @@ pub fn markdown(reports: &[Report]) -> String {
              nothing was measured.\n",
         );
     }
+    if has(OutcomeKind::Unreachable) {
+        out.push_str(
+            "`**UNREACHABLE**`: the store could not be reached or refused more clients (too \
+             many connections) while the case ran; nothing was measured.\n",
+        );
+    }
     let notes: Vec<&Report> = reports
         .iter()
         .filter(|report| !matches!(report.outcome, Outcome::Holds { .. }) || report.disagrees())
@@ -310,6 +316,7 @@ fn kind(report: &Report) -> String {
         Outcome::Unsupported { .. } => "unsupported".to_owned(),
         Outcome::NotRun { .. } => "not run".to_owned(),
         Outcome::Error { .. } => "ERROR".to_owned(),
+        Outcome::Unreachable { .. } => "UNREACHABLE".to_owned(),
     }
 }
 
@@ -424,6 +431,7 @@ fn verdict(cell: &str) -> &'static str {
         "unsupported" => "n/a",
         "not run" => "–",
         "**ERROR**" => "error",
+        "**UNREACHABLE**" => "unreachable",
         "violated (not declared)" => "no",
         cell if cell.starts_with("holds") => "yes",
         _ => "**VIOLATED**",
@@ -481,6 +489,7 @@ fn cell(report: &Report) -> String {
         (Outcome::Unsupported { .. }, _) => "unsupported".to_owned(),
         (Outcome::NotRun { .. }, _) => "not run".to_owned(),
         (Outcome::Error { .. }, _) => "**ERROR**".to_owned(),
+        (Outcome::Unreachable { .. }, _) => "**UNREACHABLE**".to_owned(),
     }
 }
 
@@ -694,6 +703,7 @@ mod tests {
         assert_eq!(super::outline(&markdown_run(&sample(), &full)), plain);
         assert_eq!(verdict("not run"), "–");
         assert_eq!(verdict("**ERROR**"), "error");
+        assert_eq!(verdict("**UNREACHABLE**"), "unreachable");
     }
 
     #[test]

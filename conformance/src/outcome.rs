@@ -1,5 +1,6 @@
 //! What a case measured: holds, violated or unsupported; or why it has no measure (not
-//! run in the run's profile, or the harness could not finish it).
+//! run in the run's profile, the store could not be reached, or the harness could not
+//! finish it).
 
 use std::fmt;
 
@@ -41,6 +42,15 @@ pub enum Outcome {
         /// What went wrong in the harness.
         message: String,
     },
+    /// The store could not be reached, or refused more clients (too many connections),
+    /// while the case ran: nothing was measured, and nothing is said about the
+    /// guarantee (see [`crate::StoreTrouble`]). Fails the run with its own exit status
+    /// ([`crate::ExitStatus::Unreachable`]).
+    Unreachable {
+        /// `store unreachable: ...` or `store overloaded (too many clients): ...`, with
+        /// the error the case saw.
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -67,6 +77,7 @@ impl Outcome {
             Self::Unsupported { .. } => OutcomeKind::Unsupported,
             Self::NotRun { .. } => OutcomeKind::NotRun,
             Self::Error { .. } => OutcomeKind::Error,
+            Self::Unreachable { .. } => OutcomeKind::Unreachable,
         }
     }
 
@@ -84,7 +95,7 @@ impl Outcome {
             Self::Holds { detail, .. } => detail,
             Self::Violated { evidence } => evidence,
             Self::Unsupported { reason } | Self::NotRun { reason } => reason,
-            Self::Error { message } => message,
+            Self::Error { message } | Self::Unreachable { message } => message,
         }
     }
 }
@@ -104,6 +115,7 @@ impl fmt::Display for Outcome {
             Self::Unsupported { reason } => write!(f, "unsupported: {reason}"),
             Self::NotRun { reason } => write!(f, "not run: {reason}"),
             Self::Error { message } => write!(f, "ERROR: {message}"),
+            Self::Unreachable { message } => write!(f, "UNREACHABLE: {message}"),
         }
     }
 }
@@ -123,10 +135,12 @@ pub enum OutcomeKind {
     NotRun,
     /// `error`: the harness could not finish the case.
     Error,
+    /// `unreachable`: the store could not be reached or refused more clients.
+    Unreachable,
 }
 
 impl OutcomeKind {
-    /// `holds`, `violated`, `unsupported`, `not_run` or `error`.
+    /// `holds`, `violated`, `unsupported`, `not_run`, `error` or `unreachable`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Holds => "holds",
@@ -134,6 +148,7 @@ impl OutcomeKind {
             Self::Unsupported => "unsupported",
             Self::NotRun => "not_run",
             Self::Error => "error",
+            Self::Unreachable => "unreachable",
         }
     }
 }

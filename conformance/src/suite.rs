@@ -36,6 +36,27 @@ pub async fn run_suite_in(
     label: &str,
     profile: Profile,
     select: impl Fn(&Case) -> bool,
+    on_report: impl FnMut(&Report),
+) -> Vec<Report> {
+    run_suite_bounded(harness, label, profile, usize::MAX, select, on_report).await
+}
+
+/// As [`run_suite_in`], with at most `at_once` of the fault cases
+/// ([`Case::waits_on_faults`]) running at the same time (at least one).
+///
+/// Each fault case may open clients of its own (a second client, a client behind the
+/// partition proxy, child-process holders), each with its own connections to the
+/// store: on a shared store with a connection limit (a PostgreSQL server's
+/// `max_connections`), bounding how many run at once bounds the run's connections,
+/// at the price of a longer run.
+///
+/// Cancel-safety: as [`run_suite_in`].
+pub async fn run_suite_bounded(
+    harness: &Harness,
+    label: &str,
+    profile: Profile,
+    at_once: usize,
+    select: impl Fn(&Case) -> bool,
     mut on_report: impl FnMut(&Report),
 ) -> Vec<Report> {
     let selected: Vec<&'static Case> = CASES.iter().filter(|case| select(case)).collect();
@@ -45,11 +66,13 @@ pub async fn run_suite_in(
         on_report(&report);
         reports.push(report);
     }
-    let mut waiting: futures::stream::FuturesUnordered<_> = selected
-        .iter()
-        .filter(|case| case.waits_on_faults())
-        .map(|case| run_case_judged(case, harness, label, profile))
-        .collect();
+    let waiting = futures::stream::iter(
+        selected
+            .iter()
+            .filter(|case| case.waits_on_faults())
+            .map(|case| run_case_judged(case, harness, label, profile)),
+    );
+    let mut waiting = futures::StreamExt::buffer_unordered(waiting, at_once.max(1));
     while let Some(report) = futures::StreamExt::next(&mut waiting).await {
         on_report(&report);
         reports.push(report);
@@ -67,7 +90,8 @@ pub async fn run_suite_in(
 /// Runs `case` as [`run_case_in`] does, except that under a harness
 /// [`with_absent_hooks_not_run`](Harness::with_absent_hooks_not_run) a case whose
 /// needs are offered but whose hook is not is [`Outcome::NotRun`] (the hook's reason)
-/// without running.
+/// without running, and that a violation caused by a store that could not be reached
+/// or refused more clients is [`Outcome::Unreachable`] (see [`crate::reachability`]).
 ///
 /// Cancel-safety: as [`crate::run_case`].
 pub(crate) async fn run_case_judged(
@@ -92,5 +116,6 @@ pub(crate) async fn run_case_judged(
             };
         }
     }
-    run_case_in(case, harness, label, profile).await
+    let report = run_case_in(case, harness, label, profile).await;
+    crate::reachability::judge(report, harness).await
 }

@@ -5,14 +5,18 @@
 //! `[12/96] redis election_one_leader: holds (1.2 s)`. docs/CONFORMANCE.md is the guide
 //! for running it against your own store.
 //!
-//! Exit statuses ([`ExitStatus`]):
+//! Exit statuses ([`ExitStatus`]), the first that applies in this order:
+//! - 1 (violated): a case failed (a violated guarantee that is claimed or part of the
+//!   contract, or a contradiction between capabilities and behaviour), or a safe run
+//!   left entries behind; the matrix is printed;
+//! - 3 (unreachable): a store could not be reached or refused more clients (too many
+//!   connections): at connect (no matrix), or while cases ran, whose cells are then
+//!   `**UNREACHABLE**` (JUnit `<error type="unreachable">`) rather than violations
+//!   ([`distsync_conformance::reachability`]); the matrix is printed;
+//! - 4 (timeout): `--timeout` passed before every case finished (those cases are
+//!   `**ERROR**` cells, JUnit `<error>`s); the matrix is printed;
 //! - 0: every claimed guarantee (and every contract) that ran held;
-//! - 1: a case failed (a violated guarantee that is claimed or part of the contract, or
-//!   a contradiction between capabilities and behaviour), or `--timeout` passed before
-//!   every case finished (those cases are `**ERROR**` cells, JUnit `<error>`s); the
-//!   matrix is printed in both cases;
-//! - 2: bad arguments (no matrix);
-//! - 3: a store could not be reached (no matrix).
+//! - 2 (bad arguments): checked before anything runs (no matrix).
 //!
 //! Profiles (`--profile`): `full` (the default) runs every case; `safe` runs only the
 //! cases that need no control over the store server, and reports the others `not run`
@@ -72,8 +76,8 @@ use distsync_conformance::faults::child::{self, ChildSpec, Launcher};
 use distsync_conformance::faults::redis_cluster::{REDIS_CLUSTER_SCHEME, REDIS_CLUSTER_VAR};
 use distsync_conformance::matrix::RunInfo;
 use distsync_conformance::{
-    junit, matrix, run_suite_in, Case, Connect, ExitStatus, Harness, Hook, Outcome, Profile,
-    Report, ServerFaults, CASES,
+    junit, matrix, run_suite_bounded, run_suite_in, Case, Connect, ExitStatus, Harness, Hook,
+    Outcome, Profile, Report, ServerFaults, StoreTrouble, CASES,
 };
 use distsync_core::{Backend, Capabilities, Name};
 use tokio::time::Instant;
@@ -116,6 +120,12 @@ const SENTINEL_SUBSET: [&str; 11] = [
 /// run to run.
 const REDIS_CLUSTER_LEFT_OUT: [&str; 2] = ["lock_holder_pause", "semaphore_holder_pause"];
 
+/// How many fault cases a safe run starts at once unless `--parallel` says: each may
+/// open a second client, a client behind the partition proxy and child-process
+/// holders, so on a shared store this bounds the run's connections (measured in
+/// docs/CONFORMANCE.md, "Connections a run needs").
+const SAFE_PARALLEL: usize = 4;
+
 /// The case run on a private PostgreSQL primary with a synchronous standby.
 const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
 
@@ -125,8 +135,9 @@ const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
     name = "distsync-conformance",
     version,
     after_help = "Exit status: 0 every claimed guarantee that ran held; 1 a claimed guarantee \
-                  (or a contract) violated, or --timeout passed (the matrix is printed); 2 bad \
-                  arguments; 3 a store could not be reached. See docs/CONFORMANCE.md."
+                  (or a contract) violated; 2 bad arguments; 3 a store could not be reached or \
+                  refused more clients (too many connections); 4 --timeout passed. See \
+                  docs/CONFORMANCE.md."
 )]
 struct Args {
     /// A backend URL (memory://, etcd://..., redis://..., postgres://...); repeat for
@@ -170,7 +181,7 @@ struct Args {
 
     /// A deadline for the whole run (e.g. 90s, 15m, 1h; a bare number is seconds): the
     /// cases not finished by then are reported as errors, the matrix is still printed,
-    /// and the exit status is 1.
+    /// and the exit status is 4 (unless a case failed: 1).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
 
@@ -179,6 +190,13 @@ struct Args {
     /// uses.
     #[arg(long, value_name = "NAME", value_parser = parse_namespace)]
     namespace: Option<Name>,
+
+    /// How many fault cases (those that wait on TTLs, child processes and proxies) run
+    /// at once. Each opens clients of its own, so this bounds the run's connections to
+    /// the store (see docs/CONFORMANCE.md, "Connections a run needs"). Default:
+    /// 4 in the safe profile (a shared store), all at once in the full profile.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: Option<u16>,
 
     /// Run only cases whose id contains this text; repeat to widen.
     #[arg(long = "case", value_name = "TEXT")]
@@ -372,6 +390,19 @@ fn connect_status(error: &distsync_core::Error) -> ExitStatus {
     }
 }
 
+/// The stderr line of a failure to connect to `url`: what kind of trouble, the URL
+/// without its password, and the error.
+fn connect_failure(url: &str, error: &distsync_core::Error) -> String {
+    let url = distsync::redact_url(url);
+    match connect_status(error) {
+        ExitStatus::Unreachable => {
+            let trouble = StoreTrouble::of_error(error).unwrap_or(StoreTrouble::Unreachable);
+            format!("{trouble}: cannot connect to {url}: {error}")
+        }
+        _ => format!("cannot use {url}: {error}"),
+    }
+}
+
 fn exit(status: ExitStatus) -> ExitCode {
     ExitCode::from(status.code())
 }
@@ -419,6 +450,7 @@ fn progress(done: usize, total: usize, report: &Report) {
         Outcome::Violated { .. } => "VIOLATED",
         Outcome::Unsupported { .. } => "unsupported",
         Outcome::NotRun { .. } => "not run",
+        Outcome::Unreachable { .. } => "UNREACHABLE",
         _ => "ERROR",
     };
     let detail = match &report.outcome {
@@ -441,6 +473,7 @@ fn progress(done: usize, total: usize, report: &Report) {
 async fn run_plans(
     plans: Vec<Plan>,
     profile: Profile,
+    parallel: usize,
     selected: &impl Fn(&str) -> bool,
     total: usize,
     finished: &mut Vec<Report>,
@@ -458,10 +491,11 @@ async fn run_plans(
         // the failover as a transient error on its next command, which the other cases
         // do not retry.
         for fails_over in [false, true] {
-            run_suite_in(
+            run_suite_bounded(
                 &harness,
                 &plan.label,
                 profile,
+                parallel,
                 |case| {
                     plan.runs(case, selected) && case.hooks.contains(&Hook::Failover) == fails_over
                 },
@@ -482,7 +516,7 @@ async fn run_plans(
                 match Harness::connect_postgres_standby(&plan.url, facade(), true).await {
                     Ok(pair) => pair,
                     Err(error) => {
-                        eprintln!("cannot use {}: {error}", distsync::redact_url(&plan.url));
+                        eprintln!("{}", connect_failure(&plan.url, &error));
                         return Err(connect_status(&error));
                     }
                 }
@@ -596,7 +630,7 @@ async fn main() -> ExitCode {
         match harness {
             Ok(harness) => harnesses.push((url.clone(), harness)),
             Err(error) => {
-                eprintln!("cannot use {}: {error}", distsync::redact_url(url));
+                eprintln!("{}", connect_failure(url, &error));
                 return exit(connect_status(&error));
             }
         }
@@ -661,7 +695,19 @@ async fn main() -> ExitCode {
     };
 
     let mut reports: Vec<Report> = Vec::new();
-    let running = run_plans(plans, args.profile, &selected, total, &mut reports);
+    let parallel = match (args.parallel, args.profile) {
+        (Some(n), _) => usize::from(n),
+        (None, Profile::Safe) => SAFE_PARALLEL,
+        (None, Profile::Full) => usize::MAX,
+    };
+    let running = run_plans(
+        plans,
+        args.profile,
+        parallel,
+        &selected,
+        total,
+        &mut reports,
+    );
     let ran = match args.timeout {
         Some(limit) => tokio::time::timeout_at(started + limit, running)
             .await
@@ -737,6 +783,16 @@ async fn main() -> ExitCode {
         }
     }
     let failures = reports.iter().filter(|report| report.is_failure()).count();
+    let unreachable = reports
+        .iter()
+        .filter(|report| matches!(report.outcome, Outcome::Unreachable { .. }))
+        .count();
+    if unreachable > 0 {
+        eprintln!(
+            "{unreachable} case(s) could not reach the store or were refused as one client too \
+             many: nothing measured there (see the notes)"
+        );
+    }
     if failures > 0 {
         eprintln!("{failures} case(s) failed");
     } else {
