@@ -171,6 +171,8 @@ struct State {
     longest_ttl: Duration,
     /// The marker's id as this client read or wrote it.
     marker_id: Option<String>,
+    /// Whether the marker was read at least once (present or not).
+    marker_checked: bool,
     /// The create revision of the last hold key waited out (or written).
     hold_revision: Revision,
     /// The epoch each lease of this client was granted in.
@@ -233,7 +235,7 @@ impl Amnesia {
     /// longer than any recorded).
     pub(crate) fn needs_marker(&self, ttl: Duration) -> bool {
         let state = self.state();
-        self.namespace.is_some() && (state.marker_id.is_none() || ttl > state.longest_ttl)
+        self.namespace.is_some() && (!state.marker_checked || ttl > state.longest_ttl)
     }
 
     /// Taken before a request is sent.
@@ -281,6 +283,7 @@ impl Amnesia {
     /// `true` when it shows the store forgot.
     pub(crate) fn observe_marker(&self, marker: Option<&Marker>) -> bool {
         let mut state = self.state();
+        state.marker_checked = true;
         let reason = match (&state.marker_id, marker) {
             (Some(known), None) => Some(format!(
                 "the epoch marker {known} is gone (a wiped store or a recreated namespace)"
@@ -495,6 +498,12 @@ mod tests {
         assert!(!amnesia.observe(amnesia.ticket(), 7, 10));
         assert!(amnesia.observe(amnesia.ticket(), 8, 10));
         let amnesia = Amnesia::new(Some("ns/".into()), None);
+        // One read per client, then only for a longer session.
+        assert!(amnesia.needs_marker(Duration::from_secs(5)));
+        assert!(!amnesia.observe_marker(None));
+        amnesia.record_ttl(Duration::from_secs(5));
+        assert!(!amnesia.needs_marker(Duration::from_secs(5)));
+        assert!(amnesia.needs_marker(Duration::from_secs(6)));
         let marker = Marker::fresh(Duration::from_secs(5), 0);
         assert!(!amnesia.observe_marker(Some(&marker)));
         assert!(!amnesia.observe_marker(Some(&marker)));
