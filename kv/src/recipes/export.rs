@@ -8,8 +8,10 @@
 //! - `<ns>/queue/<name>/i/<%05d>/<%016d>` is a queue item of `<name>` at that
 //!   priority; `<ns>/queue/<name>/c/<call id>/<%05d>/<%016d>` an item claimed by a
 //!   dequeue call that never handed it over (its consumer died mid-dequeue), exported
-//!   as an item at the front of its priority; sequence guards, waiter keys and
-//!   enqueues' idempotency records (leased, yet no hold) are skipped;
+//!   as an item at the front of its priority; sequence guards, waiter keys, enqueue
+//!   times and enqueues' idempotency records (leased, yet no hold) are skipped;
+//! - the etcd backend's `<ns>/amnesia` marker and `<ns>/amnesia-hold` are the store's
+//!   own, not carried over;
 //! - `<ns>/barrier/<name>` is a held barrier, `<ns>/stm/<name>` an STM key;
 //! - a double barrier's `ready` key is skipped (its entries are live holds).
 //!
@@ -143,6 +145,11 @@ fn classify_go(relative: &str, empty: bool) -> Option<Found> {
 
 /// Classifies `<kind>/<escaped name>[/<rest>]` (a key after `<ns>/`).
 fn classify(reserved: &str) -> Option<Found> {
+    // The etcd backend's marker of the store it has seen, and the hold that makes a
+    // new store wait out the sessions of a forgotten one: per store, not carried over.
+    if matches!(reserved, "amnesia" | "amnesia-hold") {
+        return Some(Found::Internal);
+    }
     let (word, rest) = reserved.split_once('/')?;
     if word == super::rate_limiter::WORD {
         // A rate limiter's TAT: time-bound state, not carried over.
@@ -174,6 +181,7 @@ fn classify(reserved: &str) -> Option<Found> {
             // Sequence guards, waiters, delivery counters (hold keys are leased),
             // idempotency records.
             (tail.starts_with("s/")
+                || tail.starts_with("t/")
                 || tail.starts_with("w/")
                 || tail.starts_with("d/")
                 || tail.starts_with("k/"))
@@ -205,6 +213,12 @@ mod tests {
         );
         assert_eq!(classify("queue/jobs/s/00007"), Some(Found::Internal));
         assert_eq!(classify("queue/jobs/w/1700000000"), Some(Found::Internal));
+        assert_eq!(
+            classify("queue/jobs/t/00007/0000000000000003"),
+            Some(Found::Internal)
+        );
+        assert_eq!(classify("amnesia"), Some(Found::Internal));
+        assert_eq!(classify("amnesia-hold"), Some(Found::Internal));
         assert_eq!(classify("barrier/a%2Fb"), Some(Found::Barrier(name("a/b"))));
         assert_eq!(classify("stm/50%25"), Some(Found::Stm(name("50%"))));
         assert_eq!(classify("double-barrier/d/ready"), Some(Found::Internal));
