@@ -107,14 +107,16 @@ pub const BACKEND: &str = "zookeeper";
 pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// What this backend offers and claims, each measured by the conformance suite: the
-/// lock, the semaphore, the read-write lock and the barriers, with fencing tokens, FIFO waiters and
-/// `lost()` on the end of a session.
+/// lock, the semaphore, the read-write lock and the barriers, with fencing tokens, FIFO
+/// waiters and `lost()` on the end of a session.
 ///
-/// ZooKeeper also expires a stalled holder's session after its timeout, and never
-/// before the holder's client-side deadline (see `src/session.rs`), but the suite
-/// measures `stalled_holder_expires` and `partition_safe` through fault hooks (paused
-/// child-process holders, the partition proxy) that do not know ZooKeeper yet: they
-/// stay unclaimed until those hooks exist.
+/// ZooKeeper expires a stalled holder's session after its timeout, and never before
+/// the holder's client-side deadline (see `src/session.rs`): `stalled_holder_expires`
+/// (paused child-process holders) and `partition_safe` (a holder cut off by the
+/// partition proxy sees `lost()` before anyone else is granted). A restart keeps
+/// nodes and sessions (the transaction log), but `exclusive_across_restart` and
+/// `survives_restart` stay unclaimed: the rows that measure them need a queue or an
+/// election, and a store that lost its data hands out zxids again from the start.
 pub fn capabilities() -> Capabilities {
     Capabilities::none(BACKEND)
         .with_min_session_ttl(MIN_SESSION_TTL)
@@ -122,6 +124,8 @@ pub fn capabilities() -> Capabilities {
         .with_fencing(true)
         .with_fifo_waiters(true)
         .with_lost_notification(true)
+        .with_stalled_holder_expires(true)
+        .with_partition_safe(true)
         .with_semaphore(true)
         .with_rwlock(true)
         .with_barrier(true)

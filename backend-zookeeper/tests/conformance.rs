@@ -1,21 +1,21 @@
 //! The whole conformance suite against a real ZooKeeper (`DISTSYNC_ZOOKEEPER_URL`;
-//! skipped loudly when unset, a failure under `CI=true`).
-//!
-//! The suite's server fault hooks (child-process holders, restarts, partitions) do not
-//! know ZooKeeper yet: the cases that need them are reported as not run. Every other
-//! case runs, and a primitive this backend does not build is reported unsupported, as
-//! its capabilities declare.
+//! skipped loudly when unset, a failure under `CI=true`), with the fault hooks of a
+//! server (`distsync_conformance::ServerFaults`): holders in child processes (this test
+//! binary re-run as `conformance_child`), a private ZooKeeper to crash and restart,
+//! and the partition proxy. ZooKeeper has no out-of-band session kill, so the cases
+//! that need one are reported unsupported, as is a primitive this backend does not
+//! build.
 
-use std::sync::Arc;
-
-use distsync_conformance::{server_url, Harness};
+use distsync_conformance::{connector, server_url, Harness};
 
 async fn zookeeper() -> Option<Harness> {
     let url = server_url("DISTSYNC_ZOOKEEPER_URL")?;
-    let backend = distsync_zookeeper::backend(&url)
-        .await
-        .unwrap_or_else(|error| panic!("connecting to zookeeper at {url}: {error}"));
-    Some(Harness::new(Arc::new(backend)))
+    let connect = connector(|url| async move { distsync_zookeeper::backend(&url).await });
+    Some(
+        Harness::connect(&url, connect)
+            .await
+            .unwrap_or_else(|error| panic!("connecting to zookeeper at {url}: {error}")),
+    )
 }
 
 distsync_conformance::conformance_tests!(zookeeper);
