@@ -463,9 +463,9 @@ fn the_runner_writes_valid_junit() {
     let xml = String::from_utf8(passed.stdout).expect("UTF-8");
     assert!(xml.contains("<skipped"), "{xml}");
     check(&xml);
-    // A whole-run timeout: the unfinished cases are errors.
+    // A whole-run timeout: the unfinished cases are errors, and the exit status is 4.
     let timed_out = run(&["--case", "queue_", "--timeout", "1ms"]);
-    assert_eq!(timed_out.status.code(), Some(1));
+    assert_eq!(timed_out.status.code(), Some(4));
     let xml = String::from_utf8(timed_out.stdout).expect("UTF-8");
     assert!(xml.contains("<error"), "{xml}");
     check(&xml);
