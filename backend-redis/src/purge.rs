@@ -42,7 +42,12 @@ async fn keys_under(shared: &Shared, prefix: &Name) -> Result<Vec<String>> {
                     rest.is_empty() || rest.starts_with('/')
                 }
             });
-            if under {
+            // `{<tag>}:ack` is the write that precedes a replica acknowledgement under
+            // Cluster (`call.rs`, `wait_replicas`), in the primitive's slot: no state, gone
+            // after a second, and written again by the purge's own `UNLINK`s.
+            let ack =
+                *head == tagged && key.rsplit_once('}').is_some_and(|(_, tail)| tail == ":ack");
+            if under && !ack {
                 keys.push(key);
             }
         }
