@@ -173,6 +173,10 @@ impl Backend for ZkBackend {
         crate::purge::purge_prefix(&self.shared, prefix).await
     }
 
+    async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
+        crate::status::status(&self.shared, prefix).await
+    }
+
     async fn describe_store(&self) -> Result<Vec<(String, String)>> {
         crate::facts::describe(&self.shared).await
     }

@@ -101,10 +101,60 @@ pub(crate) fn forbidden(c: char) -> bool {
         '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..='\u{ffff}')
 }
 
+/// The node under which every name of `kind` lies: `<root>/<kind>`.
+pub(crate) fn kind_root(root: &str, kind: Kind) -> String {
+    format!("{root}/{}", kind.segment())
+}
+
+/// The node of the `/`-separated name (or name prefix made of whole segments) `name`
+/// under `top`, escaped as [`path`] escapes it.
+pub(crate) fn under(top: &str, name: &str) -> String {
+    let mut path = top.to_owned();
+    push_segments(&mut path, name);
+    path
+}
+
+/// The name a node's path relative to its kind's node encodes: [`path`]'s escaping
+/// undone (`%XX` sequences back to their UTF-8 bytes).
+pub(crate) fn decode(relative: &str) -> String {
+    let bytes = relative.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(byte) = hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a double barrier's child `child` is a participant: a UUID, as distsync and
+/// Curator name them (the child `ready` and the nodes of longer names are not).
+pub(crate) fn is_participant(child: &str) -> bool {
+    child.len() == 36
+        && child.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
 /// The node of the primitive `kind` named `name` under `root`.
 pub(crate) fn path(root: &str, kind: Kind, name: &Name) -> String {
-    let mut path = format!("{root}/{}", kind.segment());
-    for segment in name.as_str().split('/') {
+    let mut path = kind_root(root, kind);
+    push_segments(&mut path, name.as_str());
+    path
+}
+
+/// Appends the escaped segments of `name` to `path`.
+fn push_segments(path: &mut String, name: &str) {
+    for segment in name.split('/') {
         path.push('/');
         match segment {
             "." => path.push_str("%2E"),
@@ -123,7 +173,6 @@ pub(crate) fn path(root: &str, kind: Kind, name: &Name) -> String {
             }
         }
     }
-    path
 }
 
 /// The sequence number of a contender node named `child` whose recipe puts `lock_name`
@@ -183,6 +232,25 @@ fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_undoes_the_escaping() {
+        for name in ["a/b", "50%/x", "./..", "tab\there", "ü/é"] {
+            let top = kind_root("/distsync", Kind::Lock);
+            let path = under(&top, name);
+            let relative = path.strip_prefix(&format!("{top}/")).unwrap();
+            assert_eq!(decode(relative), name, "{path}");
+        }
+        // A stray `%` stays as it is.
+        assert_eq!(decode("a%zz%"), "a%zz%");
+    }
+
+    #[test]
+    fn participants_are_uuids() {
+        assert!(is_participant("123e4567-e89b-42d3-a456-426614174000"));
+        assert!(!is_participant("ready"));
+        assert!(!is_participant("123e4567-e89b-42d3-a456-42661417400x"));
+    }
 
     fn lock(name: &str) -> String {
         path("/distsync", Kind::Lock, &Name::new(name).unwrap())

@@ -88,6 +88,7 @@ mod purge;
 mod rwlock;
 mod semaphore;
 mod session;
+mod status;
 mod store;
 
 use std::time::Duration;

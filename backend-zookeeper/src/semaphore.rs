@@ -61,6 +61,14 @@ use crate::session::LeaseInner;
 /// What a distsync lease's data starts with, before the permit count.
 const DATA_PREFIX: &str = "distsync permits=";
 
+/// The permit count a distsync lease's data records; `None` for Curator's leases (the
+/// client's address) and any other data.
+pub(crate) fn recorded_permits(data: &str) -> Option<usize> {
+    data.strip_prefix(DATA_PREFIX)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse::<usize>().ok())
+}
+
 /// A counting semaphore of `permits` named `name`: Curator's `InterProcessSemaphoreV2`
 /// on its node.
 pub(crate) struct ZkSemaphore {
@@ -126,12 +134,7 @@ impl ZkSemaphore {
                 Err(zk::Error::NoNode) => continue,
                 Err(error) => return Err(self.leases.lease.error(error)),
             };
-            let Some(count) = std::str::from_utf8(&data)
-                .ok()
-                .and_then(|data| data.strip_prefix(DATA_PREFIX))
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|count| count.parse::<usize>().ok())
-            else {
+            let Some(count) = std::str::from_utf8(&data).ok().and_then(recorded_permits) else {
                 // Curator's lease (the client's address) or someone else's data.
                 continue;
             };

@@ -1,0 +1,224 @@
+//! Who holds what under a prefix of names
+//! ([`Backend::status`](distsync_core::Backend::status)), read from the recipes' nodes.
+//!
+//! For each kind, the subtree of `<root>/<kind>` under the prefix's last complete
+//! segment is walked, each node's name decoded back from its path (keys.rs's escaping
+//! undone), and the nodes whose names start with the prefix are read by their
+//! children:
+//!
+//! - a lock is a node with `lock-` contenders: the lowest sequence holds, the others
+//!   wait in sequence order;
+//! - a read-write lock's `__READ__` / `__WRIT__` contenders: a writer first in line
+//!   holds alone, otherwise the readers before the first writer hold;
+//! - a semaphore's holders are its `leases/` children (in sequence order), its waiters
+//!   the acquirers lined up on `locks/`; its permit count is the one a distsync lease
+//!   records (none for Curator's leases, which record no count);
+//! - a barrier is held while its node exists: a node of the barrier tree without
+//!   children (a node with children is an ancestor of longer names);
+//! - a double barrier lists its participants (`ready` aside) and whether `ready` is set.
+//!
+//! A holder's token is its node's creation zxid (`czxid`), as its guard's is; its
+//! session is the node's ephemeral owner, the distsync session id of its client's
+//! ZooKeeper session. The walk runs on a short session of its own and only reads.
+
+use distsync_core::status::{
+    DoubleBarrierStatus, HoldMode, HoldStatus, LineKind, LineStatus, StatusReport,
+};
+use distsync_core::{FencingToken, Result, SessionId};
+use zookeeper_client as zk;
+
+use crate::error::map;
+use crate::keys::{self, Kind};
+use crate::store::Shared;
+
+/// The nodes of the subtree at `path` (`path` included), parents first, each with its
+/// children; empty if `path` does not exist.
+async fn walk(client: &zk::Client, path: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let mut found = Vec::new();
+    let mut stack = vec![path.to_owned()];
+    while let Some(node) = stack.pop() {
+        match client.list_children(&node).await {
+            Ok(mut children) => {
+                children.sort();
+                for child in children.iter().rev() {
+                    stack.push(format!("{node}/{child}"));
+                }
+                found.push((node, children));
+            }
+            // Gone since its parent was listed (a contender released).
+            Err(zk::Error::NoNode) => {}
+            Err(error) => return Err(map(error)),
+        }
+    }
+    Ok(found)
+}
+
+/// The hold of the contender node `path` of `mode`, with its token when `holding`.
+/// `None` when it is gone since its parent was listed.
+async fn hold(
+    client: &zk::Client,
+    path: String,
+    mode: HoldMode,
+    holding: bool,
+) -> Result<Option<HoldStatus>> {
+    let stat = match client.check_stat(&path).await {
+        Ok(Some(stat)) => stat,
+        Ok(None) | Err(zk::Error::NoNode) => return Ok(None),
+        Err(error) => return Err(map(error)),
+    };
+    let session =
+        (stat.ephemeral_owner != 0).then(|| SessionId(stat.ephemeral_owner as u64).to_string());
+    let token = holding.then_some(FencingToken(stat.czxid as u64));
+    Ok(Some(
+        HoldStatus::new(path, mode)
+            .with_session(session)
+            .with_token(token),
+    ))
+}
+
+/// The permit count a distsync lease under `leases` records, if any.
+async fn permits(client: &zk::Client, leases: &str, children: &[String]) -> Option<usize> {
+    for child in children {
+        let Ok((data, _)) = client.get_data(&format!("{leases}/{child}")).await else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&data);
+        if let Some(count) = crate::semaphore::recorded_permits(&text) {
+            return Some(count);
+        }
+    }
+    None
+}
+
+/// The report of every name under `prefix`.
+pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
+    let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
+    let root = shared.config.root();
+    let mut report = StatusReport::new(crate::BACKEND, prefix);
+    for kind in Kind::ALL {
+        let top = keys::kind_root(root, *kind);
+        // The deepest node every name under the prefix lies beneath.
+        let start = match prefix.rsplit_once('/') {
+            Some((dir, _)) if !dir.is_empty() => keys::under(&top, dir),
+            _ => top.clone(),
+        };
+        for (path, children) in walk(&client, &start).await? {
+            let Some(name) = path.strip_prefix(&format!("{top}/")).map(keys::decode) else {
+                continue;
+            };
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            match kind {
+                Kind::Lock => {
+                    let line = keys::contenders(children, keys::LOCK_NAME);
+                    let mut status = LineStatus::new(LineKind::Lock, name);
+                    for (index, (_, child)) in line.into_iter().enumerate() {
+                        let path = format!("{path}/{child}");
+                        let Some(entry) =
+                            hold(&client, path, HoldMode::Exclusive, index == 0).await?
+                        else {
+                            continue;
+                        };
+                        if index == 0 {
+                            status.holders.push(entry);
+                        } else {
+                            status.waiters.push(entry);
+                        }
+                    }
+                    if !status.holders.is_empty() || !status.waiters.is_empty() {
+                        report.lines.push(status);
+                    }
+                }
+                Kind::RwLock => {
+                    let line = keys::rw_contenders(children);
+                    let first_writer = line.iter().position(|(_, _, write)| *write);
+                    let mut status = LineStatus::new(LineKind::RwLock, name);
+                    for (index, (_, child, write)) in line.into_iter().enumerate() {
+                        let holding = match first_writer {
+                            Some(0) => index == 0,
+                            Some(writer) => index < writer,
+                            None => true,
+                        };
+                        let mode = if write {
+                            HoldMode::Exclusive
+                        } else {
+                            HoldMode::Shared
+                        };
+                        let path = format!("{path}/{child}");
+                        let Some(entry) = hold(&client, path, mode, holding).await? else {
+                            continue;
+                        };
+                        if holding {
+                            status.holders.push(entry);
+                        } else {
+                            status.waiters.push(entry);
+                        }
+                    }
+                    if !status.holders.is_empty() || !status.waiters.is_empty() {
+                        report.lines.push(status);
+                    }
+                }
+                Kind::Semaphore => {
+                    if !children.iter().any(|child| child == "leases") {
+                        continue;
+                    }
+                    let leases_path = format!("{path}/leases");
+                    let leases = match client.list_children(&leases_path).await {
+                        Ok(leases) => keys::contenders(leases, keys::LEASE_NAME),
+                        Err(zk::Error::NoNode) => Vec::new(),
+                        Err(error) => return Err(map(error)),
+                    };
+                    let lined = match client.list_children(&format!("{path}/locks")).await {
+                        Ok(lined) => keys::contenders(lined, keys::LOCK_NAME),
+                        Err(zk::Error::NoNode) => Vec::new(),
+                        Err(error) => return Err(map(error)),
+                    };
+                    let names: Vec<String> = leases.iter().map(|(_, c)| c.clone()).collect();
+                    let mut status = LineStatus::new(LineKind::Semaphore, name)
+                        .with_permits(permits(&client, &leases_path, &names).await);
+                    for (_, child) in leases {
+                        let path = format!("{leases_path}/{child}");
+                        if let Some(entry) = hold(&client, path, HoldMode::Shared, true).await? {
+                            status.holders.push(entry);
+                        }
+                    }
+                    for (_, child) in lined {
+                        let path = format!("{path}/locks/{child}");
+                        if let Some(entry) = hold(&client, path, HoldMode::Shared, false).await? {
+                            status.waiters.push(entry);
+                        }
+                    }
+                    if !status.holders.is_empty() || !status.waiters.is_empty() {
+                        report.lines.push(status);
+                    }
+                }
+                Kind::Barrier => {
+                    if children.is_empty() {
+                        report.barriers.push(name);
+                    }
+                }
+                Kind::DoubleBarrier => {
+                    let ready = children.iter().any(|child| child == "ready");
+                    let participants = children
+                        .iter()
+                        .filter(|child| keys::is_participant(child))
+                        .count();
+                    if participants > 0 || ready {
+                        report.double_barriers.push(DoubleBarrierStatus::new(
+                            name,
+                            participants,
+                            ready,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    report
+        .lines
+        .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    report.barriers.sort();
+    report.double_barriers.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(report)
+}
