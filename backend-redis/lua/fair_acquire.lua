@@ -5,8 +5,10 @@
 -- session nonce (under Redis Cluster: the client's bound on the session's time left,
 -- ms), the longest session TTL any client may use (ms, 0 when not bounded: see
 -- epoch_start in lib.lua), whether the client watches for failovers ("1": it fails
--- over without replica acknowledgement, see epoch_start; else "0"), value
--- (elections) or permit count (semaphores, decimal).
+-- over without replica acknowledgement, see epoch_start; else "0"), the server's
+-- replication id as the client read it on this connection ('' when it does not know
+-- it: see replid in lib.lua), value (elections) or permit count (semaphores,
+-- decimal).
 -- Returns {1, token} when granted; {0, ms} when waiting, ms being the shortest TTL among
 -- the holders, or what is left of the lock-delay after the store forgot the line
 -- (when to re-check if no wake-up comes); {0, 0} when a try fails;
@@ -24,12 +26,14 @@ local sem = string.sub(p, -4) == ':sem'
 -- The lock-delay after the store forgot the line (epoch_wait, epoch_start in lib.lua):
 -- while it runs, nobody is granted; waiters re-check when it ends.
 local watch = ARGV[10] == '1'
-local delay = epoch_wait(p)
-if delay < 0 then
-  delay = epoch_start(p, tonumber(ARGV[9]) or 0, watch)
-elseif watch and redis.call('EXISTS', p .. ':rid') == 0 then
+local rid = ARGV[11]
+local delay, marked_by = epoch_wait(p, rid)
+if delay >= 0 and watch and marked_by == '' then
   -- A line marked before any watching client came: from now on it is watched.
-  redis.call('SET', p .. ':rid', replid())
+  redis.call('SET', p .. ':epoch', redis.call('GET', p .. ':epoch') .. ':' .. replid(rid))
+end
+if delay < 0 then
+  delay = epoch_start(p, tonumber(ARGV[9]) or 0, watch, rid)
 end
 if how == 'check' then
   if redis.call('GET', ekey) ~= val then
@@ -42,7 +46,7 @@ else
     return {-1}
   end
   if sem then
-    local other = sem_agree(p, ARGV[11])
+    local other = sem_agree(p, ARGV[12])
     if other then
       return {-2, tonumber(other)}
     end
@@ -58,7 +62,6 @@ else
   -- so tokens still only grow, and an uncontended cycle writes no TTL changes.
   -- The marker lives while the line does (an idle line lets it expire).
   redis.call('PERSIST', p .. ':epoch')
-  redis.call('PERSIST', p .. ':rid')
   if delay == 0 and not elect and not sem and redis.call('EXISTS', p .. ':q') == 0 then
     redis.call('ZADD', p .. ':q', 0, id)
     local token = 0
@@ -71,11 +74,11 @@ else
   redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
   redis.call('PERSIST', p .. ':seq')
   if elect then
-    redis.call('HSET', p .. ':v', id, ARGV[11])
+    redis.call('HSET', p .. ':v', id, ARGV[12])
   end
 end
 -- This entry learns of its own grant from the reply: no wake-up for it.
-fq_settle(p, id)
+fq_settle(p, id, rid)
 local token = redis.call('HGET', p .. ':g', id)
 if (not token) and how == 'try' then
   redis.call('DEL', ekey)

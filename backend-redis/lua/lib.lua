@@ -44,9 +44,20 @@ local FAIR_IDLE_MS = 3600000
 
 -- The replication id of this server (master_replid in INFO replication): random at
 -- each start, shared by a primary and the replicas that follow it, and new on a
--- replica promoted to primary. A line's p:rid records it (see src/amnesia.rs).
-local function replid()
-  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+-- replica promoted to primary. A watched line's epoch marker records it (see
+-- src/amnesia.rs). `given` is the id the client read on the connection this script
+-- came on (once per connection to a primary), and is used as it is; anything else
+-- ('' or nil: the client does not know it, as under Redis Cluster, or a value that is
+-- no replication id) makes the script ask INFO, once per run.
+local replid_asked = {}
+local function replid(given)
+  if given and string.match(given, '^%x+$') then
+    return given
+  end
+  if not replid_asked.id then
+    replid_asked.id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+  end
+  return replid_asked.id
 end
 
 -- Whether this server was promoted from a replica since it started (INFO
@@ -56,37 +67,47 @@ local function was_promoted()
   return offset ~= nil and offset ~= '-1'
 end
 
--- The epoch marker of a waiter line, p:epoch (see src/amnesia.rs): "0" once grants
--- are allowed, else the store time (ms since the Unix epoch) before which the line
--- grants nothing. A missing marker means the store forgot the line (a restart without
+-- The epoch marker of a waiter line, p:epoch (see src/amnesia.rs): "<at>" or, on a
+-- line whose clients watch for failovers, "<at>:<rid>", rid being the replication id
+-- of the server that set it, so that one GET reads both. <at> is "0" once grants are
+-- allowed, else the store time (ms since the Unix epoch) before which the line grants
+-- nothing. A missing marker means the store forgot the line (a restart without
 -- persistence) or never knew it: nothing is granted until fair_acquire, which knows
--- the longest session TTL in use, sets it again (epoch_start). A line whose clients
--- watch for failovers also keeps p:rid, the replication id of the server that set the
--- marker: another one means a replica was promoted, which may lack the latest grants,
--- and the line is treated as forgotten too.
--- Returns the ms left before grants are allowed (0: now), or -1 when it is missing
--- or set by another server.
-local function epoch_wait(p)
+-- the longest session TTL in use, sets it again (epoch_start). A marker of another
+-- replication id means a replica was promoted, which may lack the latest grants, and
+-- the line is treated as forgotten too; so is a marker that does not read as one.
+-- `rid` is the client's replication id of this server, as replid takes it.
+-- Returns the ms left before grants are allowed (0: now), or -1 when it is missing,
+-- unreadable or set by another server; and the replication id the marker records
+-- ('' for none).
+local function epoch_wait(p, rid)
   local m = redis.call('GET', p .. ':epoch')
   if not m then
-    return -1
+    return -1, ''
   end
-  local rid = redis.call('GET', p .. ':rid')
-  if rid and rid ~= replid() then
-    return -1
+  local at, by = string.match(m, '^(%d+):?(%x*)$')
+  if not at then
+    return -1, ''
   end
-  if m == '0' then
-    return 0
+  if by ~= '' and by ~= replid(rid) then
+    return -1, by
+  end
+  if at == '0' then
+    return 0, by
   end
   local t = redis.call('TIME')
-  local left = tonumber(m) - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  local left = tonumber(at) - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   if left <= 0 then
     -- Without KEEPTTL (Redis 6): the marker loses an idle TTL it had, which the
     -- line's next release that leaves it idle gives back.
-    redis.call('SET', p .. ':epoch', '0')
-    return 0
+    if by ~= '' then
+      redis.call('SET', p .. ':epoch', '0:' .. by)
+    else
+      redis.call('SET', p .. ':epoch', '0')
+    end
+    return 0, by
   end
-  return left
+  return left, by
 end
 
 -- Sets the missing (or another server's) epoch marker of a waiter line: grants wait
@@ -102,17 +123,23 @@ end
 -- given after it is above every token the forgotten state gave (those were at most
 -- the clock then, see counter_next), a counter the promoted replica has at an older
 -- value included. With `watch` (clients that fail over without replica
--- acknowledgement) the line records this server's replication id in p:rid.
+-- acknowledgement) the marker records this server's replication id (`rid` as
+-- replid takes it).
 -- Returns the ms to wait (0: none).
-local function epoch_start(p, max_ttl, watch)
+local function epoch_start(p, max_ttl, watch, rid)
   local delay = 0
-  local promoted = redis.call('EXISTS', p .. ':epoch') == 1
+  -- A marker exists, so it was set under another replication id (or is unreadable):
+  -- the line's state may be older than what its holders were told.
+  local marked_elsewhere = redis.call('EXISTS', p .. ':epoch') == 1
   if max_ttl > 0 then
-    if promoted or (watch and was_promoted()) then
+    if marked_elsewhere or (watch and was_promoted()) then
       delay = max_ttl
     else
+      -- uptime_in_seconds is the difference of two whole-second clocks, so it may
+      -- count up to a second more than the server has been up: one second less of
+      -- it keeps the wait from ending before the bound.
       local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)')) or 0
-      delay = math.max(0, max_ttl - up * 1000)
+      delay = math.max(0, max_ttl - (up - 1) * 1000)
     end
   end
   local t = redis.call('TIME')
@@ -122,13 +149,14 @@ local function epoch_start(p, max_ttl, watch)
   if fence < floor then
     redis.call('SET', p .. ':fence', decimal(floor))
   end
+  local at = '0'
   if delay > 0 then
-    redis.call('SET', p .. ':epoch', decimal(math.floor(now_us / 1000) + delay))
-  else
-    redis.call('SET', p .. ':epoch', '0')
+    at = decimal(math.floor(now_us / 1000) + delay)
   end
-  if watch or promoted then
-    redis.call('SET', p .. ':rid', replid())
+  if watch or marked_elsewhere then
+    redis.call('SET', p .. ':epoch', at .. ':' .. replid(rid))
+  else
+    redis.call('SET', p .. ':epoch', at)
   end
   return delay
 end
@@ -144,10 +172,9 @@ end
 --   p:fence    the fencing-token counter (counter_next: seeded from the clock, so
 --              tokens only grow even when it is lost or expires while unused)
 --   p:w:<id>   the channel that wakes entry <id> when it is granted
---   p:epoch    the epoch marker (epoch_wait): nothing is granted while it is missing
---              or names a time not yet reached
---   p:rid      the replication id of the server that set p:epoch (kept only by
---              lines whose clients watch for failovers, see epoch_start)
+--   p:epoch    the epoch marker (epoch_wait): nothing is granted while it is missing,
+--              names a time not yet reached, or (lines whose clients watch for
+--              failovers) names another server's replication id
 -- Elections also keep p:v (id -> value), p:ver (change counter), p:cur (id of the
 -- leader last published) and the channel p:ch (one message per change).
 -- Semaphores also keep p:n, the permit count: set by the first entry to join, checked
@@ -164,8 +191,9 @@ end
 -- permit entries. Entries whose key is gone (their session expired) are forgotten on
 -- the way. Each newly granted entry gets its token (writers and permits: the next
 -- value of p:fence) and exactly one wake-up, except the entry `quiet` (optional): the
--- caller's own, which learns of its grant from the reply.
-local function fq_settle(p, quiet)
+-- caller's own, which learns of its grant from the reply. `rid`: the client's
+-- replication id of this server, as replid takes it (optional).
+local function fq_settle(p, quiet, rid)
   local q = p .. ':q'
   local g = p .. ':g'
   local live_ahead = false
@@ -178,7 +206,7 @@ local function fq_settle(p, quiet)
   local live = 0
   local start = 0
   -- After the store forgot, nothing is granted before the lock-delay ends.
-  if epoch_wait(p) ~= 0 then
+  if epoch_wait(p, rid) ~= 0 then
     return
   end
   while true do
@@ -458,7 +486,6 @@ local function release_hold(ekey, val)
       redis.call('PEXPIRE', p .. ':seq', FAIR_IDLE_MS)
       redis.call('PEXPIRE', p .. ':ver', FAIR_IDLE_MS)
       redis.call('PEXPIRE', p .. ':epoch', FAIR_IDLE_MS)
-      redis.call('PEXPIRE', p .. ':rid', FAIR_IDLE_MS)
       -- A semaphore's count is state only while someone holds or waits.
       redis.call('DEL', p .. ':n')
     end

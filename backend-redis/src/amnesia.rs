@@ -22,8 +22,10 @@
 //! persistence, a `FLUSHALL`) or never knew it (a new name, or one idle for an hour).
 //! Then nothing is granted until `fair_acquire.lua`, which carries the bound below,
 //! sets it again (`epoch_start`): the line waits until `max_session_ttl` after the
-//! server started, `max(0, max_session_ttl - uptime)` from now (`uptime_in_seconds`
-//! of `INFO server`, read by the script itself only on this path). Every session the
+//! server started, `max(0, max_session_ttl - (uptime - 1 s))` from now
+//! (`uptime_in_seconds` of `INFO server`, read by the script itself only on this
+//! path; the difference of two whole-second clocks, it may count up to a second
+//! more than has passed, hence the second taken off). Every session the
 //! server may have held before it started again was opened before it started, with a
 //! TTL of at most `max_session_ttl`, so its holder's client-side deadline (renewal
 //! sent + TTL - margin) passes before the wait ends, and its `lost()` (and the CLI's
@@ -50,15 +52,23 @@
 //! `wait_replicas`) keeps the markers it had replicated while possibly missing the
 //! grants the old primary made last. Clients that fail over that way (the lock-delay
 //! on, `redis+sentinel://` or `redis+cluster://`, `wait_replicas=0`) watch for it:
-//! the script that sets a marker for them records the server's replication id next
-//! to it (`p:rid`, `master_replid` of `INFO replication`: random at each start,
-//! shared by a primary and its replicas, new on a replica promoted to primary), and
-//! every grant path that reads the marker (`epoch_wait`) compares it, with an `INFO
-//! replication` inside the script, on lines that keep one. Another id means the
-//! line's state may be older than what its holders were told: nothing is granted
-//! until `max_session_ttl` after the first grant attempt that saw it (after the
-//! promotion, so after every holder the old primary knew has seen its `lost()`), and
-//! the fencing counter is raised above the store clock at the end of the wait,
+//! the marker of a line they use records the replication id of the server that set
+//! it, in its own value (`<at>:<rid>`, so the grant's one `GET` of the marker reads
+//! both), `master_replid` of `INFO replication`: random at each start, shared by a
+//! primary and its replicas, new on a replica promoted to primary. Every grant path
+//! that reads the marker (`epoch_wait`) compares it with the server's id. Under
+//! Sentinel the client reads that id once per connection to a primary (checking
+//! `role:master`) and passes it with the grant ([`replid_arg`]); the connection is
+//! dropped when the server stops being that primary (a `READONLY` answer, or the
+//! Sentinels' `CLIENT KILL` when they reconfigure it), so the id it passes is the id
+//! of the server it talks to. Where the client does not know the id (Redis Cluster,
+//! whose client hides which node a call reaches; a release; a connection whose
+//! server was not a primary when it connected) the script asks `INFO replication`
+//! itself, once per run, and only on a line whose marker records an id. Another id
+//! means the line's state may be older than what its holders were told: nothing is
+//! granted until `max_session_ttl` after the first grant attempt that saw it (after
+//! the promotion, so after every holder the old primary knew has seen its `lost()`),
+//! and the fencing counter is raised above the store clock at the end of the wait,
 //! whatever older value the replica had. A line the replica never saw (made on the
 //! old primary during the lag) has no marker at all; on a server promoted since it
 //! started (`second_repl_offset` set) a missing marker waits the whole bound too, for
@@ -99,6 +109,26 @@ pub(crate) fn watch_arg(shared: &Shared) -> &'static str {
         "1"
     } else {
         "0"
+    }
+}
+
+/// What a grant script call carries in place of the server's replication id
+/// ([`replid_arg`]) under Sentinel: the connection that sends the call puts the id it
+/// read when it connected in its place (`Connection::Sentinel` in `target.rs`). Not
+/// hexadecimal, so a script that gets it as it is (a connection that knows no id)
+/// asks `INFO replication` itself, as it does for an empty one.
+pub(crate) const REPLID_OF_CONNECTION: &str = "<replid of the connection>";
+
+/// The replication id argument of a grant script call (see the module docs,
+/// "Failovers"): under Sentinel, [`REPLID_OF_CONNECTION`], which the sending connection
+/// replaces; elsewhere empty (one server is never watched, and under Redis Cluster the
+/// client does not know which node the call reaches), which makes the script ask
+/// `INFO replication` on the lines whose marker records an id.
+pub(crate) fn replid_arg(shared: &Shared) -> &'static str {
+    if shared.follows_sentinels() {
+        REPLID_OF_CONNECTION
+    } else {
+        ""
     }
 }
 

@@ -14,7 +14,7 @@ use crate::store::Shared;
 
 /// The text of an `INFO` reply: a bulk or verbatim string, or under Redis Cluster the
 /// first node's of a map.
-fn info_text(value: &Value) -> Option<String> {
+pub(crate) fn info_text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
         Value::SimpleString(text) | Value::VerbatimString { text, .. } => Some(text.clone()),
@@ -24,7 +24,7 @@ fn info_text(value: &Value) -> Option<String> {
 }
 
 /// The value of `field` in `INFO` text (`field:value` lines).
-fn info_field(text: &str, field: &str) -> Option<String> {
+pub(crate) fn info_field(text: &str, field: &str) -> Option<String> {
     text.lines().find_map(|line| {
         line.trim_end()
             .strip_prefix(field)

@@ -261,10 +261,10 @@ mod tests {
                 let suffixes: &[&str] = match kind {
                     Kind::Lock | Kind::RwLock | Kind::Election => &[
                         ":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":v", ":ver", ":cur",
-                        ":epoch", ":rid",
+                        ":epoch",
                     ],
                     Kind::Semaphore => &[
-                        ":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":n", ":epoch", ":rid",
+                        ":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":n", ":epoch",
                     ],
                     Kind::Queue => &[":items", ":inflight", ":waiters", ":wm:c9.1", ":seq"],
                     Kind::Barrier | Kind::RateLimit => &[""],

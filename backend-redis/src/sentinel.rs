@@ -129,9 +129,9 @@ pub(crate) struct Following {
     sentinels: Arc<Sentinels>,
     config: AsyncConnectionConfig,
     options: RedisOptions,
-    /// The connection in use and its generation; `None` until the next command
-    /// connects.
-    current: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// The connection in use, its generation and the replication id of its server;
+    /// `None` until the next command connects.
+    current: tokio::sync::Mutex<Option<Current>>,
     generations: AtomicU64,
     pub(crate) db: i64,
     /// Whether the backend declares `survives_restart` from the first primary's
@@ -142,10 +142,12 @@ pub(crate) struct Following {
 
 impl Following {
     /// Follows the primary of `sentinels`, starting with `first`, a connection to the
-    /// primary already checked by the caller; `durable` when its persistence made the
-    /// backend declare `survives_restart`.
+    /// primary already checked by the caller, whose replication id is `replid`
+    /// ([`primary_replid`]); `durable` when its persistence made the backend declare
+    /// `survives_restart`.
     pub(crate) fn new(
         sentinels: Arc<Sentinels>,
+        replid: Option<String>,
         first: MultiplexedConnection,
         config: AsyncConnectionConfig,
         options: RedisOptions,
@@ -156,7 +158,11 @@ impl Following {
             sentinels,
             config,
             options,
-            current: tokio::sync::Mutex::new(Some((0, first))),
+            current: tokio::sync::Mutex::new(Some(Current {
+                generation: 0,
+                connection: first,
+                replid: replid.map(Arc::from),
+            })),
             generations: AtomicU64::new(1),
             db,
             durable,
@@ -165,10 +171,10 @@ impl Following {
 
     /// The connection in use, connecting to the primary the Sentinels name now if
     /// there is none.
-    pub(crate) async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+    pub(crate) async fn connection(&self) -> RedisResult<Current> {
         let mut current = self.current.lock().await;
-        if let Some((generation, connection)) = &*current {
-            return Ok((*generation, connection.clone()));
+        if let Some(in_use) = &*current {
+            return Ok(in_use.clone());
         }
         let client = self.sentinels.primary().await?;
         let mut connection = client
@@ -179,10 +185,16 @@ impl Following {
         if self.durable {
             check_persistence(&mut connection, &server).await;
         }
+        let replid = primary_replid(&mut connection).await.map(Arc::from);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sentinels = %self.sentinels.display, primary = %server, "connected to the primary");
-        *current = Some((generation, connection.clone()));
-        Ok((generation, connection))
+        let in_use = Current {
+            generation,
+            connection,
+            replid,
+        };
+        *current = Some(in_use.clone());
+        Ok(in_use)
     }
 
     /// Drops connection `generation` (if still in use) after `error`, when the error
@@ -192,11 +204,53 @@ impl Following {
             return;
         }
         let mut current = self.current.lock().await;
-        if matches!(&*current, Some((in_use, _)) if *in_use == generation) {
+        if matches!(&*current, Some(in_use) if in_use.generation == generation) {
             tracing::info!(%error, sentinels = %self.sentinels.display, "asking the Sentinels for the primary again");
             *current = None;
         }
     }
+}
+
+/// The connection [`Following`] uses now.
+#[derive(Clone)]
+pub(crate) struct Current {
+    /// Counts the connections made, so that an error drops only the one it met.
+    pub(crate) generation: u64,
+    pub(crate) connection: MultiplexedConnection,
+    /// The replication id of the server, read when connecting ([`primary_replid`]).
+    pub(crate) replid: Option<Arc<str>>,
+}
+
+/// The replication id (`master_replid`) of the server behind `connection`, if it is
+/// a primary (`role:master`): read once per connection, and passed with each grant
+/// (see `crate::amnesia`, "Failovers"). A replica's id is its primary's, which a
+/// promotion changes while the connection may stay: so it is not taken. `None` when
+/// it cannot be read; the grant scripts then ask the server themselves.
+pub(crate) async fn primary_replid(connection: &mut MultiplexedConnection) -> Option<String> {
+    let reply = match redis::cmd("INFO")
+        .arg("replication")
+        .query_async::<Value>(connection)
+        .await
+    {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::debug!(%error, "INFO replication refused; the grant scripts ask it");
+            return None;
+        }
+    };
+    let text = crate::facts::info_text(&reply)?;
+    replid_of_primary(&text)
+}
+
+/// `master_replid` of `INFO replication` text, if its `role` is `master` and the id
+/// is hexadecimal (as the grant scripts take it).
+fn replid_of_primary(text: &str) -> Option<String> {
+    use crate::facts::info_field;
+    if info_field(text, "role")? != "master" {
+        return None;
+    }
+    let id = info_field(text, "master_replid")?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
 /// Refuses a new primary that may evict keys when the backend's guarantees assume it
@@ -263,6 +317,20 @@ pub(crate) fn error_reply(values: &[Value]) -> Option<RedisError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_primary_gives_its_replication_id() {
+        let primary = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n\
+                       master_replid:8f3a0c1d2e\r\nmaster_replid2:0000\r\n";
+        assert_eq!(replid_of_primary(primary).as_deref(), Some("8f3a0c1d2e"));
+        let replica = "role:slave\r\nmaster_host:10.0.0.1\r\nmaster_replid:8f3a0c1d2e\r\n";
+        assert_eq!(replid_of_primary(replica), None);
+        assert_eq!(
+            replid_of_primary("role:master\r\nmaster_replid:not-hex\r\n"),
+            None
+        );
+        assert_eq!(replid_of_primary("role:master\r\n"), None);
+    }
 
     #[test]
     fn failover_errors_send_the_connection_back_to_the_sentinels() {

@@ -56,6 +56,11 @@ impl Shared {
         matches!(self.conn, Connection::Sentinel(_) | Connection::Cluster(_))
     }
 
+    /// Whether the connection follows the primary the Sentinels name.
+    pub(crate) fn follows_sentinels(&self) -> bool {
+        matches!(self.conn, Connection::Sentinel(_))
+    }
+
     /// Whether every script run waits for replica acknowledgement (`wait_replicas`):
     /// then a grant only counts once a run on the caller's own connection has been
     /// acknowledged, so a waiter re-checks rather than trusting a wake-up's token.
@@ -225,6 +230,7 @@ impl Shared {
             }
             Target::Sentinel(sentinels) => Connection::Sentinel(Arc::new(Following::new(
                 Arc::clone(sentinels),
+                crate::sentinel::primary_replid(&mut probe).await,
                 probe,
                 probe_config,
                 options.clone(),

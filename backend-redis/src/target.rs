@@ -8,8 +8,9 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
+use crate::amnesia::REPLID_OF_CONNECTION;
 use crate::cluster::ClusterNodes;
-use crate::sentinel::{error_reply, Following, Sentinels};
+use crate::sentinel::{error_reply, Current, Following, Sentinels};
 
 /// Where a backend's connections go: one server, the primary the Sentinels name, or a
 /// Redis Cluster.
@@ -53,8 +54,15 @@ impl ConnectionLike for Connection {
             Self::Server(manager) => manager.req_packed_command(cmd),
             Self::Cluster(cluster) => cluster.req_packed_command(cmd),
             Self::Sentinel(following) => Box::pin(async move {
-                let (generation, mut connection) = following.connection().await?;
-                let reply = connection.req_packed_command(cmd).await;
+                let Current {
+                    generation,
+                    mut connection,
+                    replid,
+                } = following.connection().await?;
+                let reply = match with_replid(cmd, replid.as_deref()) {
+                    Some(cmd) => connection.req_packed_command(&cmd).await,
+                    None => connection.req_packed_command(cmd).await,
+                };
                 if let Err(error) = &reply {
                     following.after(generation, error).await;
                 }
@@ -73,7 +81,11 @@ impl ConnectionLike for Connection {
             Self::Server(manager) => manager.req_packed_commands(pipeline, offset, count),
             Self::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
             Self::Sentinel(following) => Box::pin(async move {
-                let (generation, mut connection) = following.connection().await?;
+                let Current {
+                    generation,
+                    mut connection,
+                    ..
+                } = following.connection().await?;
                 let replies = connection
                     .req_packed_commands(pipeline, offset, count)
                     .await;
@@ -96,5 +108,68 @@ impl ConnectionLike for Connection {
             Self::Sentinel(following) => following.db,
             Self::Cluster(_) => 0,
         }
+    }
+}
+
+/// `cmd` with the placeholder [`REPLID_OF_CONNECTION`] replaced by `replid`, the
+/// replication id of the server the connection that sends it reached (see
+/// `crate::amnesia`, "Failovers"), or `None` to send `cmd` as it is (it carries no
+/// placeholder). A
+/// connection that knows no id sends an empty one, and the script asks the server.
+fn with_replid(cmd: &Cmd, replid: Option<&str>) -> Option<Cmd> {
+    let placeholder = REPLID_OF_CONNECTION.as_bytes();
+    if !cmd
+        .args_iter()
+        .any(|arg| matches!(arg, redis::Arg::Simple(arg) if arg == placeholder))
+    {
+        return None;
+    }
+    let mut filled = redis::Cmd::new();
+    for arg in cmd.args_iter() {
+        match arg {
+            redis::Arg::Simple(arg) if arg == placeholder => {
+                filled.arg(replid.unwrap_or_default());
+            }
+            redis::Arg::Simple(arg) => {
+                filled.arg(arg);
+            }
+            redis::Arg::Cursor => {
+                filled.cursor_arg(0);
+            }
+            // An argument of a kind this does not know: the call goes as it is, and
+            // its script asks the server for the id.
+            _ => return None,
+        }
+    }
+    Some(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_placeholder_becomes_the_connections_replication_id() {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg("abc")
+            .arg(1)
+            .arg("k")
+            .arg(REPLID_OF_CONNECTION)
+            .arg("v");
+        let filled = with_replid(&cmd, Some("8f3a")).expect("a placeholder");
+        let args: Vec<Vec<u8>> = filled
+            .args_iter()
+            .filter_map(|arg| match arg {
+                redis::Arg::Simple(arg) => Some(arg.to_vec()),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<&[u8]> = vec![b"EVALSHA", b"abc", b"1", b"k", b"8f3a", b"v"];
+        assert_eq!(args, expected);
+        let unknown = with_replid(&cmd, None).expect("a placeholder");
+        assert!(unknown
+            .args_iter()
+            .any(|arg| matches!(arg, redis::Arg::Simple(arg) if arg.is_empty())));
+        assert!(with_replid(&redis::cmd("PING"), Some("8f3a")).is_none());
     }
 }

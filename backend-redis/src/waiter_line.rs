@@ -192,7 +192,8 @@ impl WaiterLine {
             .arg(lease.margin_ms())
             .arg(lease.session_check(&self.session))
             .arg(crate::amnesia::max_ttl_ms(&self.shared))
-            .arg(crate::amnesia::watch_arg(&self.shared));
+            .arg(crate::amnesia::watch_arg(&self.shared))
+            .arg(crate::amnesia::replid_arg(&self.shared));
         if let Some(value) = value {
             call.arg(value.as_ref());
         }

@@ -274,17 +274,18 @@ async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
     let token_before = first.token();
     first.unlock().await.unwrap();
 
-    // The line as a promoted replica has it: its marker, set under another id.
+    // The line as a promoted replica has it: its marker, set under another id (which
+    // the marker's value records after the time grants are allowed from).
     let mut raw = redis::Client::open(bare)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let rid_key = format!("{{{namespace}promoted}}:lock:rid");
+    let marker_key = format!("{{{namespace}promoted}}:lock:epoch");
     let other = "0123456789abcdef0123456789abcdef01234567";
     let _: () = redis::cmd("SET")
-        .arg(&rid_key)
-        .arg(other)
+        .arg(&marker_key)
+        .arg(format!("0:{other}"))
         .query_async(&mut raw)
         .await
         .unwrap();
@@ -313,11 +314,15 @@ async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    let recorded: String = redis::cmd("GET")
-        .arg(&rid_key)
+    let marker: String = redis::cmd("GET")
+        .arg(&marker_key)
         .query_async(&mut raw)
         .await
         .unwrap();
+    let (at, recorded) = marker
+        .split_once(':')
+        .unwrap_or_else(|| panic!("{marker:?} records no replication id"));
+    assert!(at.parse::<u64>().is_ok(), "{marker:?}");
     assert_ne!(recorded, other);
     assert!(
         info.contains(&format!("master_replid:{recorded}")),
