@@ -6,7 +6,7 @@
 //! has too many clients (PostgreSQL's `too many clients already` and `remaining
 //! connection slots are reserved`, SQLSTATE 53300; Redis's `max number of clients
 //! reached`), that says nothing about the guarantee the case measures: the runner
-//! reports such a case [`Outcome::Unreachable`] instead ([`judge`]), and the run ends
+//! reports such a case [`Outcome::Unreachable`] instead ([`crate::run_suite_in`]), and the run ends
 //! with its own exit status ([`crate::ExitStatus::Unreachable`]).
 //!
 //! A connection error alone is not enough: the partition cases cut their own client
