@@ -121,5 +121,6 @@ pub fn capabilities() -> Capabilities {
 pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_rate_limiter(false)
+        .with_queue_age(false)
         .with_exclusive_across_restart(max_session_ttl.is_some())
 }

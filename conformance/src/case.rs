@@ -121,6 +121,8 @@ pub enum Need {
     Latch,
     /// [`Capabilities::break_lock`].
     BreakLock,
+    /// [`Capabilities::queue_age`].
+    QueueAge,
 }
 
 impl Need {
@@ -142,6 +144,7 @@ impl Need {
             Self::Counter => capabilities.counter,
             Self::Latch => capabilities.latch,
             Self::BreakLock => capabilities.break_lock,
+            Self::QueueAge => capabilities.queue_age,
         }
     }
 
@@ -166,6 +169,7 @@ impl Need {
             Self::Counter => "counter",
             Self::Latch => "latch",
             Self::BreakLock => "break_lock",
+            Self::QueueAge => "queue_age",
         }
     }
 }

@@ -34,7 +34,7 @@ pub struct RunInfo {
 type Flag = (&'static str, fn(&Capabilities) -> bool);
 
 /// The primitives a store may offer, as [`Capabilities`] names them.
-const OFFERS: [Flag; 15] = [
+const OFFERS: [Flag; 17] = [
     ("lock", |c| c.lock),
     ("election", |c| c.election),
     ("rwlock", |c| c.rwlock),
@@ -50,6 +50,8 @@ const OFFERS: [Flag; 15] = [
     ("counter", |c| c.counter),
     ("latch", |c| c.latch),
     ("rate_limiter", |c| c.rate_limiter),
+    ("break_lock", |c| c.break_lock),
+    ("queue_age", |c| c.queue_age),
 ];
 
 /// The guarantees a store may claim, as [`Capabilities`] names them.

@@ -108,6 +108,10 @@ pub struct Capabilities {
     /// ending its session in the store (see [`crate::broken`]); `false` where the
     /// backend cannot list holders or cannot end another process's session.
     pub break_lock: bool,
+    /// [`crate::Queue::oldest_age`]: each item's enqueue time recorded on the store's
+    /// clock; `false` where the store has no clock a client can write with (etcd) or
+    /// the key layout has no place for it (Go's recipes).
+    pub queue_age: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,
 }
@@ -143,6 +147,7 @@ impl Capabilities {
             counter: false,
             latch: false,
             break_lock: false,
+            queue_age: false,
             rate_limiter: false,
             min_session_ttl: Duration::from_secs(1),
         }
@@ -179,6 +184,7 @@ impl Capabilities {
             counter: true,
             latch: true,
             break_lock: true,
+            queue_age: true,
             rate_limiter: true,
             min_session_ttl,
         }
@@ -276,6 +282,7 @@ flag_setters! {
     counter => with_counter,
     latch => with_latch,
     break_lock => with_break_lock,
+    queue_age => with_queue_age,
     rate_limiter => with_rate_limiter,
 }
 
@@ -317,6 +324,7 @@ mod tests {
             .with_counter(true)
             .with_latch(true)
             .with_break_lock(true)
+            .with_queue_age(true)
             .with_rate_limiter(true);
         assert_eq!(built, Capabilities::all("test", ttl));
     }

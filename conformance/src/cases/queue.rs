@@ -199,9 +199,7 @@ pub(super) const CASES: &[Case] = &[
         group: Group::Queue,
         guarantee: "metrics: the oldest item's age grows on the store's clock, leaves out held \
                     items and resets after the ack",
-        // Enqueue times are taken on the store's clock, which a backend has exactly where
-        // it offers the rate limiter (that needs the same clock; etcd has none).
-        needs: &[Need::Queue, Need::ReliableDelivery, Need::RateLimiter],
+        needs: &[Need::Queue, Need::ReliableDelivery, Need::QueueAge],
         claim: Claim::Offered,
         hooks: &[],
         run: |h| boxed(metrics::oldest_age(h)),

@@ -179,7 +179,8 @@ impl<K: Kv> KvBackend<K> {
 
     /// The same backend with the keys of read-write locks, queues, barriers, double
     /// barriers and STM in `layout` (see [`KeyLayout`]; the default is
-    /// [`KeyLayout::Injective`]).
+    /// [`KeyLayout::Injective`]). Go's layout has no place for enqueue times, so it
+    /// turns [`Capabilities::queue_age`] off.
     ///
     /// ```
     /// use distsync_kv::memory::capabilities;
@@ -189,10 +190,14 @@ impl<K: Kv> KvBackend<K> {
     /// let backend =
     ///     KvBackend::with_kv(MemoryKv::new(), "apps/", capabilities()).with_layout(KeyLayout::Go);
     /// assert_eq!(backend.layout(), KeyLayout::Go);
+    /// assert!(!distsync_core::Backend::capabilities(&backend).queue_age);
     /// ```
     #[must_use]
     pub fn with_layout(mut self, layout: KeyLayout) -> Self {
         self.space = KeySpace::new(self.space.namespace(), layout);
+        if layout == KeyLayout::Go {
+            self.capabilities = self.capabilities.clone().with_queue_age(false);
+        }
         self
     }
 
