@@ -21,7 +21,8 @@
 # also CI's conformance step.
 #
 # Exit status: 0 when every case passed and both tables match, 1 when a case failed
-# or a table differs, 2 when the runner could not produce a matrix.
+# or a table differs, 2 when the runner produced no matrix to compare or ended with a
+# store unreachable (3) or its --timeout (4): a partial matrix is not compared.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/matrix-files.sh
