@@ -22,9 +22,10 @@ pub const FAULT_TTL: Duration = Duration::from_secs(2);
 
 /// The TTL of the sessions of external holders (child processes, frozen in-process
 /// holders), raised to the backend's minimum: the figures of crash and pause cases are
-/// about one TTL, so it is short; a second keeps a child's renewals (every TTL/3) clear
-/// of scheduling hiccups of a loaded machine.
-pub const HOLDER_TTL: Duration = Duration::from_secs(1);
+/// about one TTL, so it is short; two seconds keep a child's renewals (every TTL/3)
+/// clear of the scheduling delays of a machine loaded by other suites at once (one
+/// second was lost there while a child started).
+pub const HOLDER_TTL: Duration = Duration::from_secs(2);
 
 /// The shortest settle time (see [`Harness::settle`]).
 pub const MIN_SETTLE: Duration = Duration::from_millis(100);
