@@ -91,6 +91,7 @@ use std::time::Duration;
 use distsync_core::{Error, Result};
 
 use crate::store::Shared;
+use crate::target::REPLID_OF_CONNECTION;
 
 /// The bound on session TTLs the grant script gets (ms; `0`: none, no lock-delay).
 pub(crate) fn max_ttl_ms(shared: &Shared) -> u64 {
@@ -111,13 +112,6 @@ pub(crate) fn watch_arg(shared: &Shared) -> &'static str {
         "0"
     }
 }
-
-/// What a grant script call carries in place of the server's replication id
-/// ([`replid_arg`]) under Sentinel: the connection that sends the call puts the id it
-/// read when it connected in its place (`Connection::Sentinel` in `target.rs`). Not
-/// hexadecimal, so a script that gets it as it is (a connection that knows no id)
-/// asks `INFO replication` itself, as it does for an empty one.
-pub(crate) const REPLID_OF_CONNECTION: &str = "<replid of the connection>";
 
 /// The replication id argument of a grant script call (see the module docs,
 /// "Failovers"): under Sentinel, [`REPLID_OF_CONNECTION`], which the sending connection

@@ -7,31 +7,11 @@
 //! one read at connect (`persistence.rs`), from which `survives_restart` is declared.
 
 use distsync_core::Result;
-use redis::Value;
+
+use crate::info::{info_field, info_text};
 
 use crate::persistence::Persistence;
 use crate::store::Shared;
-
-/// The text of an `INFO` reply: a bulk or verbatim string, or under Redis Cluster the
-/// first node's of a map.
-pub(crate) fn info_text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(text) | Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Map(pairs) => pairs.first().and_then(|(_, value)| info_text(value)),
-        _ => None,
-    }
-}
-
-/// The value of `field` in `INFO` text (`field:value` lines).
-pub(crate) fn info_field(text: &str, field: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        line.trim_end()
-            .strip_prefix(field)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .map(str::to_owned)
-    })
-}
 
 /// `redis_version`, `maxmemory_policy` and `persistence`; a section the server refuses
 /// is left out.
@@ -53,23 +33,4 @@ pub(crate) async fn describe(
     }
     facts.push(("persistence".to_owned(), persistence.to_string()));
     Ok(facts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn info_fields_are_read_by_exact_name() {
-        let text = "# Server\r\nredis_version:7.2.4\r\nredis_version_extra:x\r\n";
-        assert_eq!(info_field(text, "redis_version").as_deref(), Some("7.2.4"));
-        assert_eq!(info_field(text, "maxmemory_policy"), None);
-        let reply = Value::BulkString(b"maxmemory_policy:noeviction\r\n".to_vec());
-        assert_eq!(
-            info_text(&reply)
-                .and_then(|text| info_field(&text, "maxmemory_policy"))
-                .as_deref(),
-            Some("noeviction")
-        );
-    }
 }

@@ -232,6 +232,7 @@ mod export;
 mod facts;
 mod guarded;
 mod hold;
+mod info;
 mod keys;
 mod lock;
 mod notify;

@@ -238,14 +238,14 @@ pub(crate) async fn primary_replid(connection: &mut MultiplexedConnection) -> Op
             return None;
         }
     };
-    let text = crate::facts::info_text(&reply)?;
+    let text = crate::info::info_text(&reply)?;
     replid_of_primary(&text)
 }
 
 /// `master_replid` of `INFO replication` text, if its `role` is `master` and the id
 /// is hexadecimal (as the grant scripts take it).
 fn replid_of_primary(text: &str) -> Option<String> {
-    use crate::facts::info_field;
+    use crate::info::info_field;
     if info_field(text, "role")? != "master" {
         return None;
     }

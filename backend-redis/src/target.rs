@@ -8,9 +8,15 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-use crate::amnesia::REPLID_OF_CONNECTION;
 use crate::cluster::ClusterNodes;
 use crate::sentinel::{error_reply, Current, Following, Sentinels};
+
+/// What a grant script call carries in place of the server's replication id
+/// (`replid_arg` in `amnesia.rs`) under Sentinel: the connection that sends the call
+/// puts the id it read when it connected in its place (`Connection::Sentinel`). Not
+/// hexadecimal, so a script that gets it as it is (a connection that knows no id) asks
+/// `INFO replication` itself, as it does for an empty one.
+pub(crate) const REPLID_OF_CONNECTION: &str = "<replid of the connection>";
 
 /// Where a backend's connections go: one server, the primary the Sentinels name, or a
 /// Redis Cluster.
