@@ -7,144 +7,13 @@
 //! Skipped loudly when either variable is unset (`scripts/servers.sh up` builds the
 //! peer, `scripts/servers.sh env` exports both); a failure under `CI=true`.
 
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
+use common::{setup, unique, JavaPeer, Setup, STEP};
 use distsync_core::{Coordinator, LockGuard, Locker, Session};
-use distsync_zookeeper::ZkConfig;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
-
-/// How long any one step may take before the test fails.
-const STEP: Duration = Duration::from_secs(20);
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"))
-}
-
-/// The value of `var`, or `None` after a loud skip notice (a failure under `CI=true`).
-fn required(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => Some(value),
-        _ => {
-            assert!(!ci(), "CI=true but {var} ({what}) is not set");
-            eprintln!(
-                "\n!!! {var} ({what}) is not set: SKIPPING the Curator interop test. \
-                 Run scripts/servers.sh up and eval \"$(scripts/servers.sh env)\". !!!\n"
-            );
-            None
-        }
-    }
-}
-
-struct Setup {
-    url: String,
-    peer: String,
-    config: ZkConfig,
-}
-
-fn setup() -> Option<Setup> {
-    let url = required("DISTSYNC_ZOOKEEPER_URL", "the ZooKeeper server")?;
-    let peer = required("DISTSYNC_CURATOR_PEER", "the Curator peer's launcher")?;
-    let config = url.parse().expect("DISTSYNC_ZOOKEEPER_URL parses");
-    Some(Setup { url, peer, config })
-}
-
-/// A unique lock name per test run, so runs never meet.
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("curator-interop/{name}-{}-{nanos}", std::process::id())
-}
-
-/// One Curator `InterProcessMutex` contender in a child JVM.
-struct JavaHolder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl JavaHolder {
-    /// Starts `lock SERVERS PATH HOLD_MS` and waits for its `started` line.
-    async fn start(setup: &Setup, name: &str, hold_ms: i64) -> Self {
-        let path = format!("{}/lock/{name}", setup.config.root());
-        let mut child = Command::new(&setup.peer)
-            .args([
-                "lock",
-                &setup.config.hosts().join(","),
-                &path,
-                &hold_ms.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the Curator peer starts");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut holder = Self {
-            child,
-            stdin,
-            lines,
-        };
-        assert_eq!(holder.next_line().await, "started");
-        holder
-    }
-
-    async fn next_line(&mut self) -> String {
-        timeout(STEP, self.lines.recv())
-            .await
-            .expect("a line from the Curator peer in time")
-            .expect("the Curator peer ended early (see its stderr)")
-    }
-
-    /// Waits for `granted <sequence> <czxid>`; returns the czxid.
-    async fn granted(&mut self) -> u64 {
-        let line = self.next_line().await;
-        let mut words = line.split_whitespace();
-        assert_eq!(words.next(), Some("granted"), "unexpected line {line:?}");
-        let _sequence = words.next().expect("a sequence");
-        words
-            .next()
-            .and_then(|czxid| czxid.parse().ok())
-            .expect("a czxid")
-    }
-
-    /// Whether a line has arrived (without waiting).
-    fn has_spoken(&mut self) -> Option<String> {
-        self.lines.try_recv().ok()
-    }
-
-    /// Tells a holder started with a negative HOLD_MS to release.
-    async fn release(&mut self) {
-        let mut stdin = self.stdin.take().expect("stdin still open");
-        stdin.write_all(b"release\n").await.unwrap();
-        drop(stdin);
-    }
-
-    async fn released(mut self) {
-        assert_eq!(self.next_line().await, "released");
-        let status = timeout(STEP, self.child.wait())
-            .await
-            .expect("the Curator peer exits")
-            .unwrap();
-        assert!(status.success(), "the Curator peer exited with {status}");
-    }
-}
 
 async fn rust_side(
     setup: &Setup,
@@ -176,7 +45,7 @@ async fn until_contenders(locker: &dyn Locker, count: usize) {
 async fn a_curator_holder_keeps_a_rust_waiter_out_until_it_releases() {
     let Some(setup) = setup() else { return };
     let name = unique("java-holds");
-    let mut java = JavaHolder::start(&setup, &name, -1).await;
+    let mut java = java_holder(&setup, &name, -1).await;
     let java_token = java.granted().await;
     let (_coordinator, session, locker) = rust_side(&setup, &name).await;
     assert!(
@@ -217,7 +86,7 @@ async fn a_rust_holder_keeps_a_curator_waiter_out_until_it_releases() {
     let name = unique("rust-holds");
     let (_coordinator, session, locker) = rust_side(&setup, &name).await;
     let guard = locker.lock().await.unwrap();
-    let mut java = JavaHolder::start(&setup, &name, 0).await;
+    let mut java = java_holder(&setup, &name, 0).await;
     until_contenders(locker.as_ref(), 2).await;
     assert_eq!(
         java.has_spoken(),
@@ -243,7 +112,7 @@ async fn mixed_waiters_are_served_in_the_order_they_queued() {
     let (_coordinator, session, locker) = rust_side(&setup, &name).await;
     let first = locker.lock().await.unwrap();
     // Queued second: Curator, which holds until told to release.
-    let mut java_second = JavaHolder::start(&setup, &name, -1).await;
+    let mut java_second = java_holder(&setup, &name, -1).await;
     until_contenders(locker.as_ref(), 2).await;
     // Queued third: Rust.
     let rust_third = {
@@ -255,7 +124,7 @@ async fn mixed_waiters_are_served_in_the_order_they_queued() {
     };
     until_contenders(locker.as_ref(), 3).await;
     // Queued fourth: Curator again, releasing at once.
-    let mut java_fourth = JavaHolder::start(&setup, &name, 0).await;
+    let mut java_fourth = java_holder(&setup, &name, 0).await;
     until_contenders(locker.as_ref(), 4).await;
 
     first.unlock().await.unwrap();
@@ -297,9 +166,9 @@ async fn mixed_waiters_are_served_in_the_order_they_queued() {
 async fn a_frozen_curator_holder_loses_the_lock_when_its_session_expires() {
     let Some(setup) = setup() else { return };
     let name = unique("frozen");
-    let mut java = JavaHolder::start(&setup, &name, -1).await;
+    let mut java = java_holder(&setup, &name, -1).await;
     let java_token = java.granted().await;
-    let pid = java.child.id().expect("the peer runs");
+    let pid = java.child().id().expect("the peer runs");
     let (_coordinator, session, locker) = rust_side(&setup, &name).await;
     let frozen = tokio::time::Instant::now();
     let stopped = std::process::Command::new("kill")
@@ -324,4 +193,16 @@ async fn a_frozen_curator_holder_loses_the_lock_when_its_session_expires() {
         .args(["-KILL", &pid.to_string()])
         .status();
     session.close().await.unwrap();
+}
+
+/// A Curator `InterProcessMutex` holder (`lock SERVERS PATH HOLD_MS`), started.
+async fn java_holder(setup: &Setup, name: &str, hold_ms: i64) -> JavaPeer {
+    JavaPeer::holder(
+        setup,
+        "lock",
+        &common::node(setup, "lock", name),
+        &[],
+        hold_ms,
+    )
+    .await
 }

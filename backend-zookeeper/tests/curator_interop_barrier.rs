@@ -7,133 +7,11 @@
 //! Skipped loudly when either variable is unset (`scripts/servers.sh up` builds the
 //! peer, `scripts/servers.sh env` exports both); a failure under `CI=true`.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use common::{observer, setup, unique, JavaPeer, Setup, SETTLE, STEP};
 use distsync_core::Name;
-use distsync_zookeeper::ZkConfig;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
-use zookeeper_client as zk;
-
-/// How long any one step may take before the test fails.
-const STEP: Duration = Duration::from_secs(20);
-
-/// How long a waiter must stay blocked to count as held back.
-const SETTLE: Duration = Duration::from_millis(300);
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"))
-}
-
-/// The value of `var`, or `None` after a loud skip notice (a failure under `CI=true`).
-fn required(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => Some(value),
-        _ => {
-            assert!(!ci(), "CI=true but {var} ({what}) is not set");
-            eprintln!(
-                "\n!!! {var} ({what}) is not set: SKIPPING a Curator interop test. Run \
-                 scripts/servers.sh up and eval \"$(scripts/servers.sh env)\". !!!\n"
-            );
-            None
-        }
-    }
-}
-
-struct Setup {
-    url: String,
-    peer: String,
-    config: ZkConfig,
-}
-
-fn setup() -> Option<Setup> {
-    let url = required("DISTSYNC_ZOOKEEPER_URL", "the ZooKeeper server")?;
-    let peer = required("DISTSYNC_CURATOR_PEER", "the Curator peer's launcher")?;
-    let config = url.parse().expect("DISTSYNC_ZOOKEEPER_URL parses");
-    Some(Setup { url, peer, config })
-}
-
-/// A unique name per test run, so runs never meet.
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("curator-interop/{name}-{}-{nanos}", std::process::id())
-}
-
-/// One run of the Curator peer in a child JVM, its output line by line.
-struct JavaPeer {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl JavaPeer {
-    /// Starts `COMMAND SERVERS PATH [ARGS...]`.
-    fn start(setup: &Setup, command: &str, path: &str, args: &[&str]) -> Self {
-        let servers = setup.config.hosts().join(",");
-        let mut child = Command::new(&setup.peer)
-            .args([command, &servers, path])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the Curator peer starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// Waits for the line `expected`.
-    async fn said(&mut self, expected: &str) {
-        let line = timeout(STEP, self.lines.recv())
-            .await
-            .expect("a line from the Curator peer in time")
-            .expect("the Curator peer ended early (see its stderr)");
-        assert_eq!(line, expected);
-    }
-
-    /// Asserts that the peer stays silent for [`SETTLE`].
-    async fn stays_silent(&mut self, why: &str) {
-        if let Ok(line) = timeout(SETTLE, self.lines.recv()).await {
-            panic!("the Curator peer said {line:?} although {why}");
-        }
-    }
-
-    /// Waits for the peer to exit with success.
-    async fn exits(mut self) {
-        let status = timeout(STEP, self.child.wait())
-            .await
-            .expect("the Curator peer exits")
-            .unwrap();
-        assert!(status.success(), "the Curator peer exited with {status}");
-    }
-}
-
-/// A plain ZooKeeper client, to watch the recipe's nodes from outside.
-async fn observer(setup: &Setup) -> zk::Client {
-    zk::Client::connect(&setup.config.hosts().join(","))
-        .await
-        .expect("an observer's connection")
-}
-
-/// The barrier's node, as Curator is given it.
-fn node(setup: &Setup, name: &str) -> String {
-    format!("{}/barrier/{name}", setup.config.root())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_barrier_holds_a_curator_waiter_until_released() {
@@ -181,4 +59,9 @@ async fn a_curator_barrier_holds_a_rust_waiter_until_removed() {
         zk.check_stat(&node(&setup, &name)).await.unwrap().is_none(),
         "the barrier's node is gone"
     );
+}
+
+/// The barrier's node, as Curator is given it.
+fn node(setup: &Setup, name: &str) -> String {
+    common::node(setup, "barrier", name)
 }

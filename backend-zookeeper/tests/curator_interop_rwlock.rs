@@ -8,154 +8,11 @@
 //! Skipped loudly when either variable is unset (`scripts/servers.sh up` builds the
 //! peer, `scripts/servers.sh env` exports both); a failure under `CI=true`.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use common::{observer, setup, unique, until_children, JavaPeer, Setup, STEP};
 use distsync_core::{Coordinator, RwLock, Session};
-use distsync_zookeeper::ZkConfig;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
-use zookeeper_client as zk;
-
-/// How long any one step may take before the test fails.
-const STEP: Duration = Duration::from_secs(20);
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"))
-}
-
-/// The value of `var`, or `None` after a loud skip notice (a failure under `CI=true`).
-fn required(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => Some(value),
-        _ => {
-            assert!(!ci(), "CI=true but {var} ({what}) is not set");
-            eprintln!(
-                "\n!!! {var} ({what}) is not set: SKIPPING the Curator read-write lock interop \
-                 test. Run scripts/servers.sh up and eval \"$(scripts/servers.sh env)\". !!!\n"
-            );
-            None
-        }
-    }
-}
-
-struct Setup {
-    url: String,
-    peer: String,
-    config: ZkConfig,
-}
-
-fn setup() -> Option<Setup> {
-    let url = required("DISTSYNC_ZOOKEEPER_URL", "the ZooKeeper server")?;
-    let peer = required("DISTSYNC_CURATOR_PEER", "the Curator peer's launcher")?;
-    let config = url.parse().expect("DISTSYNC_ZOOKEEPER_URL parses");
-    Some(Setup { url, peer, config })
-}
-
-/// A unique lock name per test run, so runs never meet.
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("curator-interop/{name}-{}-{nanos}", std::process::id())
-}
-
-/// The lock's node, as Curator is given it.
-fn node(setup: &Setup, name: &str) -> String {
-    format!("{}/rwlock/{name}", setup.config.root())
-}
-
-/// One Curator `InterProcessReadWriteLock` contender in a child JVM.
-struct JavaHolder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl JavaHolder {
-    /// Starts `read|write SERVERS PATH HOLD_MS` and waits for its `started` line.
-    async fn start(setup: &Setup, mode: &str, name: &str, hold_ms: i64) -> Self {
-        let mut child = Command::new(&setup.peer)
-            .args([
-                mode,
-                &setup.config.hosts().join(","),
-                &node(setup, name),
-                &hold_ms.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the Curator peer starts");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut holder = Self {
-            child,
-            stdin,
-            lines,
-        };
-        assert_eq!(holder.next_line().await, "started");
-        holder
-    }
-
-    async fn next_line(&mut self) -> String {
-        timeout(STEP, self.lines.recv())
-            .await
-            .expect("a line from the Curator peer in time")
-            .expect("the Curator peer ended early (see its stderr)")
-    }
-
-    /// Waits for a reader's `granted`.
-    async fn granted_read(&mut self) {
-        let line = self.next_line().await;
-        assert_eq!(line, "granted", "unexpected line {line:?}");
-    }
-
-    /// Waits for a writer's `granted <czxid>`; returns the czxid.
-    async fn granted_write(&mut self) -> u64 {
-        let line = self.next_line().await;
-        let mut words = line.split_whitespace();
-        assert_eq!(words.next(), Some("granted"), "unexpected line {line:?}");
-        words
-            .next()
-            .and_then(|czxid| czxid.parse().ok())
-            .expect("a czxid")
-    }
-
-    /// Whether a line has arrived (without waiting).
-    fn has_spoken(&mut self) -> Option<String> {
-        self.lines.try_recv().ok()
-    }
-
-    /// Tells a holder started with a negative HOLD_MS to release.
-    async fn release(&mut self) {
-        let mut stdin = self.stdin.take().expect("stdin still open");
-        stdin.write_all(b"release\n").await.unwrap();
-        drop(stdin);
-    }
-
-    async fn released(mut self) {
-        assert_eq!(self.next_line().await, "released");
-        let status = timeout(STEP, self.child.wait())
-            .await
-            .expect("the Curator peer exits")
-            .unwrap();
-        assert!(status.success(), "the Curator peer exited with {status}");
-    }
-}
 
 /// A Rust contender: its own coordinator and session.
 async fn rust_side(setup: &Setup, name: &str) -> (Coordinator, Session, Box<dyn RwLock>) {
@@ -168,40 +25,13 @@ async fn rust_side(setup: &Setup, name: &str) -> (Coordinator, Session, Box<dyn 
     (coordinator, session, lock)
 }
 
-/// A plain ZooKeeper client, to watch the recipe's nodes from outside.
-async fn observer(setup: &Setup) -> zk::Client {
-    zk::Client::connect(&setup.config.hosts().join(","))
-        .await
-        .expect("an observer's connection")
-}
-
-/// Waits, with a deadline, until the node at `path` has `count` children.
-async fn until_children(client: &zk::Client, path: &str, count: usize) {
-    let deadline = tokio::time::Instant::now() + STEP;
-    loop {
-        let now = match client.list_children(path).await {
-            Ok(children) => children.len(),
-            Err(zk::Error::NoNode) => 0,
-            Err(error) => panic!("listing {path}: {error}"),
-        };
-        if now == count {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} has {now} children, expected {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_curator_writer_keeps_rust_readers_and_writers_out() {
     let Some(setup) = setup() else { return };
     let name = unique("rwlock-java-writes");
     let zk = observer(&setup).await;
-    let mut java = JavaHolder::start(&setup, "write", &name, -1).await;
-    let java_token = java.granted_write().await;
+    let mut java = java_holder(&setup, "write", &name, -1).await;
+    let java_token = java.granted().await;
     let (_coordinator, session, lock) = rust_side(&setup, &name).await;
     assert!(
         lock.try_read().await.unwrap().is_none(),
@@ -243,9 +73,9 @@ async fn rust_and_curator_readers_share_while_a_curator_writer_waits_for_both() 
     let (_coordinator, session, lock) = rust_side(&setup, &name).await;
     let read = lock.read().await.unwrap();
     // Curator's reader is granted beside the Rust reader.
-    let mut java_reader = JavaHolder::start(&setup, "read", &name, -1).await;
-    java_reader.granted_read().await;
-    let mut java_writer = JavaHolder::start(&setup, "write", &name, 0).await;
+    let mut java_reader = java_holder(&setup, "read", &name, -1).await;
+    java_reader.said("granted").await;
+    let mut java_writer = java_holder(&setup, "write", &name, 0).await;
     until_children(&zk, &node(&setup, &name), 3).await;
     // A waiting writer holds back later readers, Rust's too.
     assert!(
@@ -261,7 +91,7 @@ async fn rust_and_curator_readers_share_while_a_curator_writer_waits_for_both() 
     );
     java_reader.release().await;
     java_reader.released().await;
-    let _token = java_writer.granted_write().await;
+    let _token = java_writer.granted().await;
     java_writer.released().await;
     until_children(&zk, &node(&setup, &name), 0).await;
     session.close().await.unwrap();
@@ -272,8 +102,8 @@ async fn a_curator_reader_keeps_a_rust_writer_out_until_it_releases() {
     let Some(setup) = setup() else { return };
     let name = unique("rwlock-java-reads");
     let zk = observer(&setup).await;
-    let mut java = JavaHolder::start(&setup, "read", &name, -1).await;
-    java.granted_read().await;
+    let mut java = java_holder(&setup, "read", &name, -1).await;
+    java.said("granted").await;
     let (_coordinator, session, lock) = rust_side(&setup, &name).await;
     let writer = {
         let (coordinator, session, lock) = rust_side(&setup, &name).await;
@@ -298,4 +128,15 @@ async fn a_curator_reader_keeps_a_rust_writer_out_until_it_releases() {
     until_children(&zk, &node(&setup, &name), 0).await;
     writer_session.close().await.unwrap();
     session.close().await.unwrap();
+}
+
+/// The read-write lock's node, as Curator is given it.
+fn node(setup: &Setup, name: &str) -> String {
+    common::node(setup, "rwlock", name)
+}
+
+/// A Curator `InterProcessReadWriteLock` reader or writer (`read|write SERVERS PATH
+/// HOLD_MS`), started.
+async fn java_holder(setup: &Setup, mode: &str, name: &str, hold_ms: i64) -> JavaPeer {
+    JavaPeer::holder(setup, mode, &node(setup, name), &[], hold_ms).await
 }

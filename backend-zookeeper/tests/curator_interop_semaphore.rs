@@ -8,157 +8,15 @@
 //! Skipped loudly when either variable is unset (`scripts/servers.sh up` builds the
 //! peer, `scripts/servers.sh env` exports both); a failure under `CI=true`.
 
+mod common;
+
 use std::num::NonZeroUsize;
-use std::process::Stdio;
-use std::time::Duration;
 
+use common::{observer, setup, unique, until_children, JavaPeer, Setup, STEP};
 use distsync_core::{Coordinator, Semaphore, Session};
-use distsync_zookeeper::ZkConfig;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
-use zookeeper_client as zk;
-
-/// How long any one step may take before the test fails.
-const STEP: Duration = Duration::from_secs(20);
 
 const MAX: NonZeroUsize = NonZeroUsize::new(2).unwrap();
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"))
-}
-
-/// The value of `var`, or `None` after a loud skip notice (a failure under `CI=true`).
-fn required(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => Some(value),
-        _ => {
-            assert!(!ci(), "CI=true but {var} ({what}) is not set");
-            eprintln!(
-                "\n!!! {var} ({what}) is not set: SKIPPING the Curator semaphore interop \
-                 test. Run scripts/servers.sh up and eval \"$(scripts/servers.sh env)\". !!!\n"
-            );
-            None
-        }
-    }
-}
-
-struct Setup {
-    url: String,
-    peer: String,
-    config: ZkConfig,
-}
-
-fn setup() -> Option<Setup> {
-    let url = required("DISTSYNC_ZOOKEEPER_URL", "the ZooKeeper server")?;
-    let peer = required("DISTSYNC_CURATOR_PEER", "the Curator peer's launcher")?;
-    let config = url.parse().expect("DISTSYNC_ZOOKEEPER_URL parses");
-    Some(Setup { url, peer, config })
-}
-
-/// A unique semaphore name per test run, so runs never meet.
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("curator-interop/{name}-{}-{nanos}", std::process::id())
-}
-
-/// The semaphore's node, as Curator is given it.
-fn node(setup: &Setup, name: &str) -> String {
-    format!("{}/semaphore/{name}", setup.config.root())
-}
-
-/// One Curator `InterProcessSemaphoreV2` holder in a child JVM.
-struct JavaHolder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl JavaHolder {
-    /// Starts `semaphore SERVERS PATH MAX HOLD_MS` and waits for its `started` line.
-    async fn start(setup: &Setup, name: &str, hold_ms: i64) -> Self {
-        let mut child = Command::new(&setup.peer)
-            .args([
-                "semaphore",
-                &setup.config.hosts().join(","),
-                &node(setup, name),
-                &MAX.to_string(),
-                &hold_ms.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the Curator peer starts");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut holder = Self {
-            child,
-            stdin,
-            lines,
-        };
-        assert_eq!(holder.next_line().await, "started");
-        holder
-    }
-
-    async fn next_line(&mut self) -> String {
-        timeout(STEP, self.lines.recv())
-            .await
-            .expect("a line from the Curator peer in time")
-            .expect("the Curator peer ended early (see its stderr)")
-    }
-
-    /// Waits for `granted <lease node> <czxid>`; returns the czxid.
-    async fn granted(&mut self) -> u64 {
-        let line = self.next_line().await;
-        let mut words = line.split_whitespace();
-        assert_eq!(words.next(), Some("granted"), "unexpected line {line:?}");
-        let lease = words.next().expect("a lease node");
-        assert!(
-            lease.starts_with("_c_") && lease.contains("-lease-"),
-            "Curator's lease {lease:?} is not a protected `lease-` node"
-        );
-        words
-            .next()
-            .and_then(|czxid| czxid.parse().ok())
-            .expect("a czxid")
-    }
-
-    /// Whether a line has arrived (without waiting).
-    fn has_spoken(&mut self) -> Option<String> {
-        self.lines.try_recv().ok()
-    }
-
-    /// Tells a holder started with a negative HOLD_MS to return its lease.
-    async fn release(&mut self) {
-        let mut stdin = self.stdin.take().expect("stdin still open");
-        stdin.write_all(b"release\n").await.unwrap();
-        drop(stdin);
-    }
-
-    async fn released(mut self) {
-        assert_eq!(self.next_line().await, "released");
-        let status = timeout(STEP, self.child.wait())
-            .await
-            .expect("the Curator peer exits")
-            .unwrap();
-        assert!(status.success(), "the Curator peer exited with {status}");
-    }
-}
 
 /// A Rust contender: its own coordinator and session.
 async fn rust_side(setup: &Setup, name: &str) -> (Coordinator, Session, Box<dyn Semaphore>) {
@@ -171,41 +29,14 @@ async fn rust_side(setup: &Setup, name: &str) -> (Coordinator, Session, Box<dyn 
     (coordinator, session, semaphore)
 }
 
-/// A plain ZooKeeper client, to watch the recipe's nodes from outside.
-async fn observer(setup: &Setup) -> zk::Client {
-    zk::Client::connect(&setup.config.hosts().join(","))
-        .await
-        .expect("an observer's connection")
-}
-
-/// Waits, with a deadline, until the node at `path` has `count` children.
-async fn until_children(client: &zk::Client, path: &str, count: usize) {
-    let deadline = tokio::time::Instant::now() + STEP;
-    loop {
-        let now = match client.list_children(path).await {
-            Ok(children) => children.len(),
-            Err(zk::Error::NoNode) => 0,
-            Err(error) => panic!("listing {path}: {error}"),
-        };
-        if now == count {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} has {now} children, expected {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curator_holders_share_the_limit_and_keep_a_rust_waiter_out() {
     let Some(setup) = setup() else { return };
     let name = unique("semaphore-java-holds");
     let leases = format!("{}/leases", node(&setup, &name));
     let zk = observer(&setup).await;
-    let mut java_first = JavaHolder::start(&setup, &name, -1).await;
-    let first_token = java_first.granted().await;
+    let mut java_first = java_holder(&setup, &name, -1).await;
+    let first_token = granted_lease(&mut java_first).await;
     // Shared: a Rust holder takes the second of the two leases.
     let (_coordinator, session, semaphore) = rust_side(&setup, &name).await;
     let rust_permit = timeout(STEP, semaphore.acquire())
@@ -218,7 +49,7 @@ async fn curator_holders_share_the_limit_and_keep_a_rust_waiter_out() {
         semaphore.try_acquire().await.unwrap().is_none(),
         "Rust's try_acquire while Curator and Rust hold both leases"
     );
-    let mut java_third = JavaHolder::start(&setup, &name, -1).await;
+    let mut java_third = java_holder(&setup, &name, -1).await;
     // Curator's waiter holds the mutex and has created its lease: 3 leases of 2.
     until_children(&zk, &leases, 3).await;
     let rust_fourth = {
@@ -241,7 +72,7 @@ async fn curator_holders_share_the_limit_and_keep_a_rust_waiter_out() {
     // the Rust waiter still waits.
     java_first.release().await;
     java_first.released().await;
-    let third_token = java_third.granted().await;
+    let third_token = granted_lease(&mut java_third).await;
     assert!(third_token > rust_permit.token().get());
     until_children(&zk, &leases, 3).await;
     assert!(!rust_fourth.is_finished(), "Rust granted out of turn");
@@ -271,7 +102,7 @@ async fn rust_holders_keep_a_curator_waiter_out_until_one_releases() {
     let (_second_coordinator, second_session, second) = rust_side(&setup, &name).await;
     let p1 = first.acquire().await.unwrap();
     let p2 = second.acquire().await.unwrap();
-    let mut java = JavaHolder::start(&setup, &name, 0).await;
+    let mut java = java_holder(&setup, &name, 0).await;
     until_children(&zk, &leases, 3).await;
     assert_eq!(
         java.has_spoken(),
@@ -280,7 +111,7 @@ async fn rust_holders_keep_a_curator_waiter_out_until_one_releases() {
     );
     let highest = p1.token().max(p2.token()).get();
     p1.unlock().await.unwrap();
-    let java_token = java.granted().await;
+    let java_token = granted_lease(&mut java).await;
     assert!(
         java_token > highest,
         "Curator's czxid {java_token} not above {highest}"
@@ -297,4 +128,31 @@ async fn rust_holders_keep_a_curator_waiter_out_until_one_releases() {
     until_children(&zk, &leases, 0).await;
     first_session.close().await.unwrap();
     second_session.close().await.unwrap();
+}
+
+/// The semaphore's node, as Curator is given it.
+fn node(setup: &Setup, name: &str) -> String {
+    common::node(setup, "semaphore", name)
+}
+
+/// A Curator `InterProcessSemaphoreV2` holder of one lease (`semaphore SERVERS PATH MAX
+/// HOLD_MS`), started.
+async fn java_holder(setup: &Setup, name: &str, hold_ms: i64) -> JavaPeer {
+    let max = MAX.to_string();
+    JavaPeer::holder(setup, "semaphore", &node(setup, name), &[&max], hold_ms).await
+}
+
+/// Waits for `granted <lease node> <czxid>`, checks that the lease is a protected
+/// `lease-` node as Curator names it, and returns the czxid.
+async fn granted_lease(java: &mut JavaPeer) -> u64 {
+    let line = java.next_line().await;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let ["granted", lease, czxid] = words[..] else {
+        panic!("unexpected line {line:?}");
+    };
+    assert!(
+        lease.starts_with("_c_") && lease.contains("-lease-"),
+        "Curator's lease {lease:?} is not a protected `lease-` node"
+    );
+    czxid.parse().expect("a czxid")
 }
