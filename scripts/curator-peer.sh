@@ -2,7 +2,8 @@
 # The Curator peer of the ZooKeeper interop tests: interop/curator-peer, a small Java
 # program that runs Apache Curator's own recipes (InterProcessMutex,
 # InterProcessReadWriteLock, InterProcessSemaphoreV2, DistributedBarrier,
-# DistributedDoubleBarrier) line by line for backend-zookeeper/tests/curator_interop*.rs.
+# DistributedDoubleBarrier, LeaderLatch, LeaderSelector, DistributedQueue, DistributedPriorityQueue) line by
+# line for backend-zookeeper/tests/curator_interop*.rs.
 # It compiles with `javac` against the jars Debian ships (libcurator-*-java, zookeeper), with no network access.
 #
 #   scripts/curator-peer.sh build   install what is missing, compile unless the classes

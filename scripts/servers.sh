@@ -36,6 +36,10 @@
 #                                               master (replication lags); prints its number
 #   scripts/servers.sh redis-cluster-resume-replica-of KEY  SIGCONT it (and any node of the
 #                                               cluster left stopped)
+#   scripts/servers.sh zk-leader       print the number (1-3) of the ZooKeeper ensemble's leader
+#   scripts/servers.sh zk-stop-member N   stop ZooKeeper ensemble member N (1-3)
+#   scripts/servers.sh zk-kill-member N   kill it (SIGKILL; its data stays, zk-start-member starts it)
+#   scripts/servers.sh zk-start-member N  start it again, and wait until it serves (as a follower)
 #
 # ZooKeeper (Debian's 3.8, `zookeeper`): one standalone server run straight from its
 # jars (QuorumPeerMain with a private zoo.cfg, never the system service), loopback
@@ -43,6 +47,10 @@
 # tickTime 500 ms so that sessions of 1 s to 120 s are accepted as asked
 # (DISTSYNC_ZOOKEEPER_URL). Curator's jars (`libcurator-*-java`) and a JDK come with
 # it, for the Curator interop peer (scripts/curator-peer.sh).
+# Beside it, a three-server ensemble (zookeeper-1..3, `myid` 1..3, the same settings,
+# quorum and election ports on loopback, a small heap each), whose leader the fault
+# cases kill (DISTSYNC_ZOOKEEPER_ENSEMBLE_URL); a member counts as up once `srvr`
+# names it leader or follower, i.e. once a quorum serves.
 #
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
@@ -70,7 +78,9 @@
 #                                    TLS etcd B+4 (peer B+14), TLS Redis B+22;
 #                                    Redis Sentinel nodes B+23, B+24, Sentinels B+25..B+27;
 #                                    TLS PostgreSQL B+28; Redis Cluster nodes B+30..B+35
-#                                    (their cluster bus B+60..B+65); ZooKeeper B+40
+#                                    (their cluster bus B+60..B+65); ZooKeeper B+40;
+#                                    the ZooKeeper ensemble B+41..B+43 (quorum ports
+#                                    B+44..B+46, election ports B+47..B+49)
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
@@ -82,6 +92,9 @@
 #   DISTSYNC_REDIS_CLUSTER_PORT [26390] (the six Redis Cluster nodes use it and the next
 #                                    five; their cluster bus ports are 30 above)
 #   DISTSYNC_ZOOKEEPER_PORT [22181]
+#   DISTSYNC_ZOOKEEPER_ENSEMBLE_PORT [22182] (the members' client ports are it and the
+#                                    next two; their quorum ports the three after those,
+#                                    their election ports the three after those)
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
 
@@ -115,10 +128,10 @@ if [[ -n $base ]]; then
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
         $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28))
-        $((base + 30)) $((base + 40)))
+        $((base + 30)) $((base + 40)) $((base + 41)))
     default_dir=$ROOT/.servers/base-$base
 else
-    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181)
+    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181 22182)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -135,16 +148,17 @@ SENTINEL_PORT=${DISTSYNC_SENTINEL_PORT:-${defaults[10]}}
 PG_TLS_PORT=${DISTSYNC_POSTGRES_TLS_PORT:-${defaults[11]}}
 REDIS_CLUSTER_PORT=${DISTSYNC_REDIS_CLUSTER_PORT:-${defaults[12]}}
 ZK_PORT=${DISTSYNC_ZOOKEEPER_PORT:-${defaults[13]}}
+ZK_ENSEMBLE_PORT=${DISTSYNC_ZOOKEEPER_ENSEMBLE_PORT:-${defaults[14]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) \
     "$REDIS_PORT" "$PG_PORT" "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" \
     $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" $((REDIS_CLUSTER_PORT + 5 + 30)) \
-    "$ZK_PORT"; do
+    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)); do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
 readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT REDIS_CLUSTER_PORT
-readonly ZK_PORT
+readonly ZK_PORT ZK_ENSEMBLE_PORT
 # The throwaway CA, certificates and passwords of the TLS servers.
 readonly TLS=$DIR/tls
 # The user and key prefix the TLS etcd's RBAC role and the TLS Redis's ACL allow.
@@ -162,6 +176,12 @@ sentinel_port() { echo $((SENTINEL_PORT + $1 - 1)); }
 readonly RC_NODES=(1 2 3 4 5 6)
 rc_port() { echo $((REDIS_CLUSTER_PORT + $1 - 1)); }
 rc_bus_port() { echo $((REDIS_CLUSTER_PORT + 30 + $1 - 1)); }
+# The ZooKeeper ensemble: servers zookeeper-1..3 (myid 1..3), each with a client, a
+# quorum and an election port.
+readonly ZK_MEMBERS=(1 2 3)
+zk_member_port() { echo $((ZK_ENSEMBLE_PORT + $1 - 1)); }
+zk_quorum_port() { echo $((ZK_ENSEMBLE_PORT + 3 + $1 - 1)); }
+zk_election_port() { echo $((ZK_ENSEMBLE_PORT + 6 + $1 - 1)); }
 
 # urls [redacted]: the URLs, the TLS servers' passwords shown as *** with `redacted`.
 urls() {
@@ -179,6 +199,9 @@ urls() {
     for n in "${RC_NODES[@]}"; do nodes+=("$HOST:$(rc_port "$n")"); done
     echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500&$REDIS_LOCK_DELAY'"
     echo "DISTSYNC_ZOOKEEPER_URL=zk://$HOST:$ZK_PORT"
+    local ensemble=()
+    for n in "${ZK_MEMBERS[@]}"; do ensemble+=("$HOST:$(zk_member_port "$n")"); done
+    echo "DISTSYNC_ZOOKEEPER_ENSEMBLE_URL=zk://${ensemble[*]}"
     local go_peer
     go_peer=$("$ROOT/scripts/go-peer.sh" path)
     [[ -x $go_peer ]] && echo "DISTSYNC_GO_PEER=$(printf %q "$go_peer")"
@@ -266,8 +289,20 @@ etcd_healthy() {
 redis_healthy() { [[ $(redis-cli -h "$HOST" -p "$1" ping 2>/dev/null) == PONG ]]; }
 # ZooKeeper's `ruok` answers `imok` once the server serves requests.
 zookeeper_healthy() {
-    [[ $(timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1 && printf ruok >&3 && cat <&3" 2>/dev/null) == imok ]]
+    [[ $(zk_word "$1" ruok) == imok ]]
 }
+# zk_word PORT WORD: a four-letter word's answer from the server on PORT (nothing
+# when it does not answer within 2 s).
+zk_word() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1 && printf $2 >&3 && cat <&3" 2>/dev/null || true
+}
+# zk_mode PORT: `leader`, `follower` or `standalone` as `srvr` says; nothing while the
+# server does not serve (an ensemble member without a quorum answers `srvr` with
+# "This ZooKeeper instance is not currently serving requests").
+zk_mode() { zk_word "$1" srvr | sed -n 's/^Mode: //p'; }
+# An ensemble member serves once a quorum has formed: `ruok` alone answers `imok`
+# from a member that has not joined one.
+zk_member_healthy() { [[ $(zk_mode "$1") =~ ^(leader|follower)$ ]]; }
 # TLS servers: a client certificate from the throwaway CA, and the password from the
 # environment (never on a command line).
 etcd_tls_ctl() {
@@ -566,6 +601,52 @@ admin.enableServer=false
 EOF
     spawn zookeeper java -Xmx256m -cp "$(zookeeper_classpath)" \
         org.apache.zookeeper.server.quorum.QuorumPeerMain "$DIR/zookeeper/zoo.cfg"
+}
+
+# zk_member_start N: ensemble member N, its zoo.cfg rewritten on every start (its data
+# and `myid` kept). The single server's settings (tickTime 500 ms, session timeouts of
+# 1 s to 120 s), a heap of 128 MB and the serial collector (three JVMs on a small
+# machine), and the quorum and election ports of the three members on loopback.
+# syncLimit 10 ticks: a follower or leader that hears nothing from the other side for
+# 5 s drops it, which leaves room for a loaded machine's pauses; a killed member's
+# sockets close at once, so its loss is noticed at once.
+zk_member_start() {
+    local n=$1 m dir=$DIR/zookeeper-$1
+    mkdir -p "$dir/data"
+    echo "$n" >"$dir/data/myid"
+    {
+        cat <<EOF
+tickTime=500
+initLimit=20
+syncLimit=10
+dataDir=$dir/data
+clientPort=$(zk_member_port "$n")
+clientPortAddress=$HOST
+minSessionTimeout=1000
+maxSessionTimeout=120000
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr,stat,mntr
+EOF
+        for m in "${ZK_MEMBERS[@]}"; do
+            echo "server.$m=$HOST:$(zk_quorum_port "$m"):$(zk_election_port "$m")"
+        done
+    } >"$dir/zoo.cfg"
+    spawn "zookeeper-$n" java -Xmx128m -XX:+UseSerialGC -cp "$(zookeeper_classpath)" \
+        org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg"
+}
+
+# The ensemble member (1-3) that `srvr` names leader; fails while none does.
+zk_leader() {
+    local n
+    for n in "${ZK_MEMBERS[@]}"; do
+        [[ $(zk_mode "$(zk_member_port "$n")") == leader ]] && { echo "$n"; return 0; }
+    done
+    return 1
+}
+
+zk_member_arg() {
+    [[ ${1:-} =~ ^[123]$ ]] || die "expected a ZooKeeper ensemble member number 1, 2 or 3, got '${1:-}'"
+    echo "zookeeper-$1"
 }
 
 # --- the Redis Sentinel group -----------------------------------------------------
@@ -999,7 +1080,7 @@ EOF
 ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls
     redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
     redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6
-    zookeeper)
+    zookeeper zookeeper-1 zookeeper-2 zookeeper-3)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
@@ -1013,6 +1094,7 @@ port_of() {
     postgres) echo "$PG_PORT" ;;
     postgres-tls) echo "$PG_TLS_PORT" ;;
     zookeeper) echo "$ZK_PORT" ;;
+    zookeeper-*) zk_member_port "${1#zookeeper-}" ;;
     esac
 }
 check() {
@@ -1022,6 +1104,7 @@ check() {
     postgres-tls) postgres_tls_healthy ;;
     redis-ha-* | redis-cluster-*) redis_healthy "$(port_of "$1")" ;;
     sentinel-*) sentinel_healthy "$(port_of "$1")" ;;
+    zookeeper-*) zk_member_healthy "$(port_of "$1")" ;;
     etcd*) etcd_healthy "$(port_of "$1")" ;;
     *) "$1_healthy" "$(port_of "$1")" ;;
     esac
@@ -1034,6 +1117,7 @@ start() {
     redis-ha-*) redis_ha_start "${1#redis-ha-}" ;;
     sentinel-*) sentinel_start "${1#sentinel-}" ;;
     redis-cluster-*) redis_cluster_start "${1#redis-cluster-}" ;;
+    zookeeper-*) zk_member_start "${1#zookeeper-}" ;;
     etcd-*) member_start "${1#etcd-}" ;;
     *) "$1_start" ;;
     esac
@@ -1218,6 +1302,24 @@ redis-cluster-pause-replica-of)
     rc_cli "$master" client kill type replica >/dev/null || true
     log "paused redis-cluster-$replica (pid $pid), the replica of redis-cluster-$master"
     echo "$replica"
+    ;;
+zk-leader)
+    zk_leader || die "no member of the ZooKeeper ensemble leads"
+    ;;
+zk-stop-member)
+    name=$(zk_member_arg "${1:-}")
+    lock_state_dir
+    stop "$name" || die "$name is not running under $DIR"
+    ;;
+zk-kill-member)
+    name=$(zk_member_arg "${1:-}")
+    lock_state_dir
+    kill_owned "$name"
+    ;;
+zk-start-member)
+    name=$(zk_member_arg "${1:-}")
+    lock_state_dir
+    bring_up "$name"
     ;;
 redis-cluster-resume-replica-of)
     key=$(rc_key_arg "${1:-}")

@@ -13,7 +13,8 @@ use distsync_core::{
 };
 use sqlx::postgres::PgPoolOptions;
 
-use crate::capabilities::capabilities;
+use crate::amnesia::{self, Amnesia};
+use crate::capabilities::capabilities_with_bound;
 use crate::connection::config::PostgresConfig;
 use crate::connection::{checks, liveness, tls, POOL_SETUP};
 use crate::error::{map, BACKEND};
@@ -180,7 +181,13 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
             .fetch_one(&pools.pool)
             .await
             .map_err(map)?;
-    let shared = Shared::new(pools, url.schema.clone(), ns_oid, Limits::default());
+    let shared = Shared::new(
+        pools,
+        url.schema.clone(),
+        ns_oid,
+        Limits::default(),
+        Amnesia::new(url.max_session_ttl()),
+    );
     // The server's epoch, so that releases commit asynchronously from the start (see
     // `crate::connection::unflushed`); NULL (releases stay synchronous) where it cannot be read.
     let epoch: Option<String> = sqlx::query_scalar(&shared.sql("SELECT {s}.server_epoch()"))
@@ -193,10 +200,13 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
         );
     }
     shared.unflushed.settle(shared.unflushed.mark(), epoch);
+    // The store this client knows, to tell one that forgot (see `crate::amnesia`).
+    amnesia::connected(&shared).await?;
     tracing::debug!(backend = BACKEND, %url, synchronous_standby, "connected");
     Ok(PostgresBackend {
         shared: Arc::new(shared),
-        capabilities: capabilities().with_survives_failover(synchronous_standby),
+        capabilities: capabilities_with_bound(url.max_session_ttl())
+            .with_survives_failover(synchronous_standby),
     })
 }
 
@@ -291,6 +301,10 @@ impl Backend for PostgresBackend {
 
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.capabilities.check_session(&options)?;
+        self.shared.amnesia.check_ttl(options.ttl)?;
+        if self.shared.amnesia.record_ttl(options.ttl) {
+            amnesia::raise_marker_ttl(&self.shared, options.ttl).await;
+        }
         session::open(&self.shared, &options).await
     }
 

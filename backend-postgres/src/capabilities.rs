@@ -1,5 +1,6 @@
 //! What the PostgreSQL backend is called ([`BACKEND`]), the shortest session it accepts
-//! ([`MIN_SESSION_TTL`]) and what it offers and claims ([`capabilities()`]).
+//! ([`MIN_SESSION_TTL`]) and what it offers and claims ([`capabilities()`], and
+//! [`capabilities_with_bound`] for a URL that bounds session TTLs).
 
 use std::time::Duration;
 
@@ -44,9 +45,14 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   entry stops counting (no backend is terminated); keepalives sweep expired rows;
 /// - `survives_restart`: queues, STM keys, barriers, fencing counters, sessions and
 ///   their holds are tables (a session survives a restart shorter than its deadline);
-/// - `exclusive_across_restart`: false: a restart keeps every hold, but a server that
-///   forgot its data (a fresh `initdb` or a restored backup at the same address) is
-///   not told from the one the sessions knew, so its counters start again;
+/// - `exclusive_across_restart`: only with a bound on session TTLs
+///   (`max_session_ttl=`, [`capabilities_with_bound`]). A restart keeps every hold; a
+///   server that forgot its data (a fresh `initdb`, a recreated database or schema, a
+///   restored backup at the same address) is told from the one a client knew by its
+///   `system_identifier`, its epoch marker and its fencing counters, and then grants
+///   wait a lock-delay and tokens keep growing (see the crate docs, "When the store
+///   forgets"), but a client that never knew the old store waits the lock-delay out
+///   only with the bound;
 /// - `linearizable`: one primary serves every read and grant (with replicas, point the
 ///   URL at the primary);
 /// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s;
@@ -56,6 +62,13 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   and acknowledged item (measured by the matrix row `server_primary_failover_postgres`
 ///   on a private primary with a synchronous standby).
 pub fn capabilities() -> Capabilities {
+    capabilities_with_bound(None)
+}
+
+/// [`capabilities`] of a backend whose URL bounds session TTLs (`max_session_ttl=`,
+/// [`PostgresConfig::max_session_ttl`](crate::PostgresConfig::max_session_ttl)):
+/// `exclusive_across_restart` with a bound.
+pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         // `guarded_put`: the write commits only while the guard's entry is a current
         // grant (see the guarded-write module).
@@ -68,9 +81,8 @@ pub fn capabilities() -> Capabilities {
         // (docs/HIGH_AVAILABILITY.md). A backend connected to a primary that names a
         // synchronous standby declares it (see `PostgresBackend`'s capabilities).
         .with_survives_failover(false)
-        // A restart keeps the tables, but a server that forgot (a fresh `initdb` or a
-        // restored backup at the same address) is not detected: its fencing counters
-        // start again and a new client is granted at once (the matrix row
-        // `server_wipe_one_holder`).
-        .with_exclusive_across_restart(false)
+        // A restart keeps the tables; a server that forgot is detected, but a client
+        // that never knew it waits out the lock-delay only under a bound (the matrix
+        // rows `server_wipe_one_holder` and `server_wipe_one_holder_bounded`).
+        .with_exclusive_across_restart(max_session_ttl.is_some())
 }

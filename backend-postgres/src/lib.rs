@@ -3,7 +3,8 @@
 //! The PostgreSQL backend of distsync, on `sqlx`: every primitive of
 //! [`distsync_core`] over one database, addressed as
 //! `postgres://user[:password]@host[:port]/database[?schema=name]` (also
-//! `postgresql://`; default schema `distsync`).
+//! `postgresql://`; default schema `distsync`; `max_session_ttl=`, see "When the store
+//! forgets").
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
@@ -81,6 +82,41 @@
 //! | `RepeatableReads` | `REPEATABLE READ`, with the keys read or written locked `FOR UPDATE` at commit and the keys read as absent validated (etcd's semantics, see `stm`) |
 //! | `ReadCommitted` | `READ COMMITTED` (lost updates possible, as on etcd) |
 //!
+//! # When the store forgets
+//! A restart keeps every table, so it forgets nothing. What forgets is an operator's
+//! act: a fresh `initdb` at the same address, the database or the schema dropped and
+//! created again, a backup restored. The client (`amnesia`) tells it with no extra
+//! round trip on the hot path: it reads the cluster's `system_identifier` and the
+//! schema's epoch marker (the row of `epoch_marker`: a random id, the longest session
+//! TTL, the token offset) at connect, and again, with the store's highest fencing
+//! counter, when a renewal finds a session's row gone or a session is lost with its
+//! renewals failing. Another `system_identifier`, a schema gone, a marker missing or
+//! changed, or counters below a token it handed out: its sessions are lost (`lost()`
+//! fires, a warning names the reason), no lock, write lock, leadership or permit is
+//! granted through it until the longest session TTL known has passed (the
+//! lock-delay), and it raises the store's token floor to the highest token it handed
+//! out, so that tokens keep growing across the forgetting. `max_session_ttl=` in the
+//! URL ([`PostgresConfig::max_session_ttl`]) makes a client that finds no marker write
+//! one and wait the bound before its first grant, and every client that connects
+//! while that lock-delay runs waits too; the backend then declares
+//! `exclusive_across_restart` ([`capabilities_with_bound`]). The limits:
+//! - every client of a schema must give the bound (the same one, or a larger one);
+//!   a session longer than it is refused with
+//!   [`Error::InvalidArgument`](distsync_core::Error::InvalidArgument);
+//! - a schema's first grants on a store wait the bound once (the store cannot tell a
+//!   new store from one that forgot);
+//! - without the bound a client that never knew the old store grants at once, free
+//!   to be granted before an old holder's `lost()`;
+//! - tokens continue above those of clients alive across the forgetting: a token the
+//!   old store handed out to a client gone by then is known to nobody;
+//! - a restored backup is told by its marker (one written after the backup) or by
+//!   counters below a token a client handed out; one that differs in neither (nothing
+//!   granted with a token since the backup) is not told, and a read lock granted
+//!   since then is lost without a lock-delay;
+//! - a client detecting it after the schema was created again listens on the old
+//!   schema's notification channel: its waiters fall back to re-checking on their
+//!   timers until it connects again.
+//!
 //! # Connection poolers
 //! Holds are rows, so statements may run on any server connection, but waiters are
 //! woken through `LISTEN`, which belongs to a server connection. Behind PgBouncer or
@@ -91,6 +127,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod amnesia;
 mod backend;
 mod barrier;
 mod capabilities;
@@ -122,7 +159,7 @@ mod store;
 mod waiter_line;
 
 pub use backend::{backend, backend_from_pool, backend_with_config, connect, PostgresBackend};
-pub use capabilities::{capabilities, BACKEND, MIN_SESSION_TTL};
+pub use capabilities::{capabilities, capabilities_with_bound, BACKEND, MIN_SESSION_TTL};
 pub use connection::config::{
     PostgresConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOLD_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SCHEMA, MAX_HOLD_CONNECTIONS,

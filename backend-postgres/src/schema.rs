@@ -40,6 +40,9 @@
 //!   and `double_barrier_entries`; `kv` (STM).
 //! - `queue_dedup` (`sql/queue_dedup.sql`): enqueues' idempotency records (see
 //!   `queue.rs`, which also creates it in a schema made before it existed).
+//! - `epoch_marker` (`sql/epoch_marker.sql`): the one row that tells a store that forgot
+//!   from the one a client knew (see [`crate::amnesia`], which also creates it in a schema
+//!   made before it existed).
 //! - `rate_limits` and the function `rate_limit` (`sql/rate_limiter.sql`): each rate
 //!   limiter's theoretical arrival time (see `rate_limiter.rs`, which also creates them
 //!   in a schema made before they existed).
@@ -62,7 +65,7 @@ use crate::error::{map, BACKEND};
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// The DDL, in the order it runs; `{s}` stands for the quoted schema name.
-const DDL: [&str; 13] = [
+const DDL: [&str; 14] = [
     include_str!("../sql/layout.sql"),
     include_str!("../sql/sessions.sql"),
     include_str!("../sql/names.sql"),
@@ -76,7 +79,12 @@ const DDL: [&str; 13] = [
     include_str!("../sql/server_epoch.sql"),
     include_str!("../sql/rate_limiter.sql"),
     include_str!("../sql/queue_dedup.sql"),
+    EPOCH_MARKER,
 ];
+
+/// The epoch marker's table (see [`crate::amnesia`]), which a schema made before it
+/// gets on first use.
+pub(crate) const EPOCH_MARKER: &str = include_str!("../sql/epoch_marker.sql");
 
 /// `sem_grant`, whose wake-ups carry the granted token, and its marker
 /// `wake_carries_token()`.

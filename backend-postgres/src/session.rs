@@ -139,6 +139,10 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         if let Some(inner) = watched.upgrade() {
             if inner.failed.load(Ordering::SeqCst) {
                 inner.shared.unregister_session(inner.id);
+            } else if !inner.renewed.load(Ordering::SeqCst) {
+                // Lost with its renewals failing: the store may come back as one that
+                // forgot, which no renewal of this session will find.
+                crate::amnesia::check_soon(&inner.shared);
             }
         }
     });
@@ -233,6 +237,9 @@ impl Lease for PgLease {
         inner.renewed.store(false, Ordering::SeqCst);
         if !inner.shared.heartbeat.renew(inner.id).await? {
             tracing::warn!(session = inner.id, "session row expired or removed");
+            // Whether the store forgot it (and every other session of this client)
+            // is checked apart: this session is lost either way.
+            crate::amnesia::check_soon(&inner.shared);
             inner.fail();
             return Ok(KeepAlive::Gone);
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use distsync_core::{Error, Result};
 use sqlx::PgPool;
 
+use crate::amnesia::Amnesia;
 use crate::connection::bounded::Bounded;
 use crate::connection::heartbeat::{Heartbeat, Statements};
 use crate::connection::reused::Reused;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) heartbeat: Heartbeat,
     /// The asynchronous releases not yet known durable ([`crate::connection::unflushed`]).
     pub(crate) unflushed: Arc<Unflushed>,
+    /// Telling a store that forgot, and the lock-delay after it ([`crate::amnesia`]).
+    pub(crate) amnesia: Amnesia,
     limits: std::sync::RwLock<Limits>,
     names: Mutex<HashMap<(LockKind, String), i32>>,
     sessions: Mutex<Registry>,
@@ -96,7 +99,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     /// Must be called within a tokio runtime (it starts the heartbeat).
-    pub(crate) fn new(pools: Pools, schema: String, ns_oid: u32, limits: Limits) -> Self {
+    pub(crate) fn new(
+        pools: Pools,
+        schema: String,
+        ns_oid: u32,
+        limits: Limits,
+        amnesia: Amnesia,
+    ) -> Self {
         let Pools {
             pool,
             holds,
@@ -134,6 +143,7 @@ impl Shared {
             hub,
             heartbeat,
             unflushed,
+            amnesia,
             limits: std::sync::RwLock::new(limits),
             names: Mutex::new(HashMap::new()),
             sessions: Mutex::new(Registry::default()),
@@ -251,6 +261,20 @@ impl Shared {
             registry.prune_at = (registry.sessions.len() * 2).max(64);
         }
         registry.sessions.insert(id, lease);
+    }
+
+    /// Declares every session of this process lost (the store forgot them, see
+    /// [`crate::amnesia`]); returns how many there were.
+    pub(crate) fn fail_all_sessions(&self) -> usize {
+        let live: Vec<Arc<dyn Registered>> = lock(&self.sessions)
+            .sessions
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for lease in &live {
+            lease.fail();
+        }
+        live.len()
     }
 
     pub(crate) fn unregister_session(&self, id: i64) {

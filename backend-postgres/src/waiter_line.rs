@@ -403,6 +403,8 @@ pub(crate) async fn take(
 ) -> Result<Option<(Entry, i64)>> {
     let mut retried = false;
     let mut rejoined = 0;
+    // Nothing is granted during the lock-delay after the store forgot.
+    crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
     loop {
         match attempt(lease, name, ask, wait).await {
             Err(AttemptError::Vanished) if rejoined < VANISHED_REJOINS => {
@@ -434,7 +436,12 @@ pub(crate) async fn take(
                 ))
             }
             Err(AttemptError::Other(error)) => return Err(error),
-            Ok(granted) => return Ok(granted),
+            Ok(granted) => {
+                if let Some((_, token)) = &granted {
+                    lease.shared.amnesia.reported(*token);
+                }
+                return Ok(granted);
+            }
         }
     }
 }

@@ -59,15 +59,7 @@ impl ZkBackend {
     }
 
     fn lease<'s>(&self, session: &'s Session) -> Result<&'s Arc<LeaseInner>> {
-        use distsync_core::raw::SessionStoreSide as _;
-        let lease = session.lease_for::<crate::session::ZkLease>(BACKEND)?;
-        if !Arc::ptr_eq(&lease.inner.shared, &self.shared) {
-            return Err(Error::InvalidArgument(format!(
-                "session {} was granted by another zookeeper backend",
-                session.id()
-            )));
-        }
-        Ok(&lease.inner)
+        crate::session::lease_of(session, &self.shared)
     }
 }
 
@@ -109,8 +101,12 @@ impl Backend for ZkBackend {
     }
 
     fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
-        let _ = (session, name);
-        Err(Error::unsupported(BACKEND, "election"))
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::election::ZkElection::new(
+            session.clone(),
+            lease,
+            name,
+        )))
     }
 
     fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
@@ -123,8 +119,7 @@ impl Backend for ZkBackend {
     }
 
     fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
-        let _ = name;
-        Err(Error::unsupported(BACKEND, "queue"))
+        Ok(Box::new(crate::queue::ZkQueue::new(&self.shared, name)))
     }
 
     fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
@@ -147,7 +142,24 @@ impl Backend for ZkBackend {
     }
 
     fn stm(&self) -> Result<Stm> {
-        Err(Error::unsupported(BACKEND, "stm"))
+        Ok(Stm::new(Arc::new(crate::stm::ZkStm::new(&self.shared))))
+    }
+
+    fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {
+        Ok(Box::new(crate::counter::ZkCounter::new(&self.shared, name)))
+    }
+
+    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn distsync_core::CountDownLatch>> {
+        Ok(Box::new(crate::counter::ZkLatch::new(
+            &self.shared,
+            name,
+            count,
+        )))
+    }
+
+    /// Queues, STM keys and held barriers, and the live holds (see `export.rs`).
+    async fn export(&self) -> Result<distsync_core::migrate::Snapshot> {
+        crate::export::export(&self.shared).await
     }
 
     fn semaphore(

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use distsync_core::{Barrier, Error, Name, Result};
 use zookeeper_client as zk;
 
-use crate::error::{is_session_end, map};
+use crate::error::{is_connection_loss, is_session_end, map};
 use crate::keys::{self, Kind};
 use crate::store::Shared;
 
@@ -111,7 +111,11 @@ impl Barrier for ZkBarrier {
                 Ok(Err(error)) if is_session_end(&error) => {
                     client = self.shared.connect(SESSION).await?;
                 }
-                Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
+                Ok(Err(error)) if is_connection_loss(&error) => {
+                    tracing::debug!(barrier = %self.name, "zookeeper connection lost; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(_) => {
                     tracing::debug!(barrier = %self.name, "zookeeper request not answered; retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }

@@ -9,6 +9,9 @@ use crate::BACKEND;
 /// request may or may not have been applied), an ended session [`Error::SessionLost`],
 /// a refused login or ACL [`Error::Authentication`], anything else [`Error::Backend`].
 pub(crate) fn map(error: zk::Error) -> Error {
+    if is_connection_loss(&error) {
+        return Error::connection(BACKEND, error);
+    }
     match error {
         zk::Error::ConnectionLoss
         | zk::Error::Timeout
@@ -29,4 +32,29 @@ pub(crate) fn is_session_end(error: &zk::Error) -> bool {
         error,
         zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::AuthFailed
     )
+}
+
+/// Whether `error` is a lost connection, after which a request may or may not have
+/// been applied: [`zk::Error::ConnectionLoss`], or the socket's own error (a reset when
+/// a server dies), which the client hands to the requests in flight as they were.
+pub(crate) fn is_connection_loss(error: &zk::Error) -> bool {
+    if matches!(error, zk::Error::ConnectionLoss) {
+        return true;
+    }
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        // The client keeps a socket error as `Arc<dyn Error>`.
+        if let Some(shared) =
+            error.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+        {
+            if shared.is::<std::io::Error>() {
+                return true;
+            }
+        }
+        cause = error.source();
+    }
+    false
 }

@@ -14,6 +14,11 @@
 //! | rwlock | `<root>/rwlock/<name>` (`__READ__`, `__WRIT__` contenders) | `InterProcessReadWriteLock` |
 //! | barrier | `<root>/barrier/<name>` (held while it exists) | `DistributedBarrier` |
 //! | double barrier | `<root>/double_barrier/<name>` (`<id>` children, `ready`) | `DistributedDoubleBarrier` |
+//! | election | `<root>/election/<name>` (`latch-` candidates) | `LeaderLatch` |
+//! | election's proclaims | `<root>/election_log/<name>` (`<candidate>.<n>`) | none |
+//! | stm key | `<root>/stm/<name>` (`0x01` and the value; no data: no key) | none |
+//! | counter, latch | `<root>/counter/<name>`, `<root>/latch/<name>` (decimal text) | none |
+//! | queue | `<root>/queue/<name>` (`queue-` items), `<root>/queue_lock/<name>` (held items), `<root>/queue_meta/<name>` | `DistributedPriorityQueue` with a `lockPath` |
 //!
 //! A segment is escaped only where ZooKeeper refuses it: `%` becomes `%25`, a segment
 //! `.` or `..` becomes `%2E` or `%2E%2E`, and every character ZooKeeper refuses in a
@@ -40,6 +45,22 @@ pub(crate) enum Kind {
     Barrier,
     /// Double barriers (`DistributedDoubleBarrier`).
     DoubleBarrier,
+    /// Elections (`LeaderLatch`).
+    Election,
+    /// The values elections' leaders proclaimed, for observers (distsync's own).
+    ElectionLog,
+    /// STM keys (distsync's own, see stm.rs).
+    Stm,
+    /// Counters (distsync's own, see counter.rs).
+    Counter,
+    /// Count-down latches (distsync's own, see counter.rs).
+    Latch,
+    /// Queues' items (`DistributedQueue`, `DistributedPriorityQueue`).
+    Queue,
+    /// Queues' held items (the queue's `lockPath`).
+    QueueLock,
+    /// Queues' delivery counts, idempotency keys and receipts (distsync's own).
+    QueueMeta,
 }
 
 impl Kind {
@@ -50,6 +71,14 @@ impl Kind {
         Kind::RwLock,
         Kind::Barrier,
         Kind::DoubleBarrier,
+        Kind::Election,
+        Kind::ElectionLog,
+        Kind::Stm,
+        Kind::Counter,
+        Kind::Latch,
+        Kind::Queue,
+        Kind::QueueLock,
+        Kind::QueueMeta,
     ];
 
     fn segment(self) -> &'static str {
@@ -59,12 +88,23 @@ impl Kind {
             Kind::RwLock => "rwlock",
             Kind::Barrier => "barrier",
             Kind::DoubleBarrier => "double_barrier",
+            Kind::Election => "election",
+            Kind::ElectionLog => "election_log",
+            Kind::Stm => "stm",
+            Kind::Counter => "counter",
+            Kind::Latch => "latch",
+            Kind::Queue => "queue",
+            Kind::QueueLock => "queue_lock",
+            Kind::QueueMeta => "queue_meta",
         }
     }
 }
 
 /// What Curator's `InterProcessMutex` names its contenders: `lock-` before the sequence.
 pub(crate) const LOCK_NAME: &str = "lock-";
+
+/// What Curator's `LeaderLatch` names its candidates: `latch-` before the sequence.
+pub(crate) const LATCH_NAME: &str = "latch-";
 
 /// What Curator's `InterProcessSemaphoreV2` names its leases: `lease-` before the
 /// sequence.

@@ -50,14 +50,31 @@
 //! * **The double barrier** is Curator's `DistributedDoubleBarrier` (see
 //!   `src/double_barrier.rs`): an ephemeral child per participant and a `ready` node
 //!   made by the participant that completes the count.
+//! * **The queue** is Curator's `DistributedPriorityQueue` (see `src/queue.rs`):
+//!   persistent sequential `queue-` items in Curator's item format, taken in one
+//!   `multi`; `receive` holds an item by an ephemeral node under Curator's `lockPath`,
+//!   with delivery counts, idempotency keys and receipts in nodes Curator ignores.
+//! * **STM** (see `src/stm.rs`) keeps each key in a persistent node; every read
+//!   records the node's version (or its absence) and a commit is one `multi` of
+//!   version checks and writes; the serializable levels read through `multiRead`, so
+//!   a transaction's reads are of one state. A guarded write (`put_if_held`) is a
+//!   `multi` that checks the guard's node still exists.
+//! * **Counters and latches** (see `src/counter.rs`) are one node each, changed by
+//!   compare-and-swap on the node's version; a latch's waiters watch its node.
+//! * **Export** for `distsync migrate` reads queues, STM keys, held barriers and the
+//!   live holds (see `src/export.rs`).
 //! * **Purging a prefix** deletes the subtrees of its names, children first (see
 //!   `src/purge.rs`).
 //! * **Names** map to paths in `src/keys.rs`.
 //!
-//! Elections (`LeaderLatch`: its layout gives observers the latest value only, while
-//! distsync's `observe()` promises every proclaim), queues and STM are not built
-//! yet: each answers [`distsync_core::Error::Unsupported`], and
-//! [`capabilities()`] says so.
+//! * **The election** is Curator's `LeaderLatch` (see `src/election.rs`): `latch-`
+//!   candidates in the lock's protocol, the campaign value as the node's data, the
+//!   term the leader node's creation zxid; proclaims are ephemeral entries beside the
+//!   latch (Curator's latch must never see its predecessor's data change), which
+//!   `leader()` and `observe()` read in order.
+//!
+//! The rate limiter is not offered: ZooKeeper has no clock a client reads in the same
+//! atomic step as a write (see `docs/ZOOKEEPER.md`).
 //!
 //! ## Why `zookeeper-client`
 //!
@@ -78,17 +95,23 @@
 mod backend;
 mod barrier;
 mod config;
+mod counter;
+mod direct;
 mod double_barrier;
 mod driver;
+mod election;
 mod error;
+mod export;
 mod facts;
 mod keys;
 mod lock;
 mod purge;
+mod queue;
 mod rwlock;
 mod semaphore;
 mod session;
 mod status;
+mod stm;
 mod store;
 
 use std::time::Duration;
@@ -108,16 +131,35 @@ pub const BACKEND: &str = "zookeeper";
 pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// What this backend offers and claims, each measured by the conformance suite: the
-/// lock, the semaphore, the read-write lock and the barriers, with fencing tokens, FIFO
-/// waiters and `lost()` on the end of a session.
+/// lock, the election, the semaphore, the read-write lock and the barriers, with
+/// fencing tokens, FIFO waiters and `lost()` on the end of a session.
+///
+/// STM at all four levels (`multi` with version checks; the serializable levels read
+/// through `multiRead`), guarded writes, counters and latches are offered; the rate
+/// limiter is not, as ZooKeeper has no clock to read atomically with a write.
 ///
 /// ZooKeeper expires a stalled holder's session after its timeout, and never before
 /// the holder's client-side deadline (see `src/session.rs`): `stalled_holder_expires`
 /// (paused child-process holders) and `partition_safe` (a holder cut off by the
-/// partition proxy sees `lost()` before anyone else is granted). A restart keeps
-/// nodes and sessions (the transaction log), but `exclusive_across_restart` and
-/// `survives_restart` stay unclaimed: the rows that measure them need a queue or an
-/// election, and a store that lost its data hands out zxids again from the start.
+/// partition proxy sees `lost()` before anyone else is granted).
+///
+/// `survives_restart`: a server acknowledges a write only after its transaction log
+/// is synced to disk (`forceSync=yes`, ZooKeeper's default; a server configured with
+/// `forceSync=no` does not give this), so a restart keeps every node, queue item, STM
+/// key and counter, and the sessions that were live. `exclusive_across_restart` stays
+/// unclaimed: a store that lost its data (a wiped data directory) forgets every
+/// holder and hands out zxids again from the start, and this backend has no marker
+/// that tells it so.
+///
+/// The queue (`queue`, `priority_queue`, `reliable_delivery`, `queue_age`) keeps
+/// Curator's order and holds items through the receiver's session; `queue_age` reads
+/// items' `ctime`, the ZooKeeper leader's clock (see `src/queue.rs`).
+///
+/// `survives_failover`: an ensemble acknowledges a write only once a quorum has
+/// logged it, and a new leader is elected among the members holding every
+/// acknowledged write, so killing the leader loses nothing acknowledged; sessions ride
+/// out the election (the client moves to another member within the session timeout)
+/// and zxids keep growing (the new leader's epoch is higher).
 pub fn capabilities() -> Capabilities {
     Capabilities::none(BACKEND)
         .with_min_session_ttl(MIN_SESSION_TTL)
@@ -131,6 +173,20 @@ pub fn capabilities() -> Capabilities {
         .with_rwlock(true)
         .with_barrier(true)
         .with_double_barrier(true)
+        .with_survives_failover(true)
+        .with_survives_restart(true)
+        .with_queue(true)
+        .with_priority_queue(true)
+        .with_reliable_delivery(true)
+        .with_queue_age(true)
+        .with_stm_serializable_snapshot(true)
+        .with_stm_serializable(true)
+        .with_stm_repeatable_reads(true)
+        .with_stm_read_committed(true)
+        .with_guarded_writes(true)
+        .with_counter(true)
+        .with_latch(true)
+        .with_election(true)
 }
 
 /// Connects to the ZooKeeper servers a `zk://` URL names and returns a

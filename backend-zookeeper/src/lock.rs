@@ -19,8 +19,12 @@
 //!    lowest holds the lock. Any other contender watches only the node just before it
 //!    (no herd: one wake-up per release) and lists again when that node changes or is
 //!    gone.
-//! 3. **Release**: delete the contender node. A holder's node also goes when its
-//!    session expires or closes, which frees the lock without the holder's help.
+//! 3. **Release**: delete the contender node, again after every lost connection
+//!    until it is gone (Curator's guaranteed delete), in a task that a cancelled
+//!    unlock does not stop: a node left behind by a live session (a leader killed
+//!    while the delete was in flight) would hold the lock for as long as the session
+//!    lives. A holder's node also goes when its session expires or closes, which
+//!    frees the lock without the holder's help.
 //!
 //! Waiters are granted in sequence order, i.e. arrival order ([`fifo_waiters`]).
 //!
@@ -141,15 +145,19 @@ impl Line {
         let timeout = self.lease.shared.config.request_timeout();
         loop {
             self.check_session()?;
-            match tokio::time::timeout(timeout, request()).await {
-                Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
-                    tracing::debug!(lock = %self.name, "zookeeper request not answered; retrying");
+            // No answer in time counts as a lost connection.
+            match tokio::time::timeout(timeout, request())
+                .await
+                .unwrap_or(Err(zk::Error::ConnectionLoss))
+            {
+                Err(error) if crate::error::is_connection_loss(&error) => {
+                    tracing::debug!(lock = %self.name, %error, "zookeeper request not answered; retrying");
                     tokio::select! {
                         () = self.session.lost() => return Err(Error::SessionLost),
                         () = tokio::time::sleep(RETRY_PAUSE) => {}
                     }
                 }
-                Ok(answer) => return Ok(answer),
+                answer => return Ok(answer),
             }
         }
     }
@@ -184,20 +192,23 @@ impl Line {
         let mut entry = entry;
         loop {
             self.check_session()?;
-            match tokio::time::timeout(timeout, client.create(&path, data, &options)).await {
-                Ok(Ok((stat, sequence))) => {
+            match tokio::time::timeout(timeout, client.create(&path, data, &options))
+                .await
+                .unwrap_or(Err(zk::Error::ConnectionLoss))
+            {
+                Ok((stat, sequence)) => {
                     entry.child = format!("{}{}{sequence}", entry.prefix, self.lock_name);
                     entry.token = stat.czxid;
                     return Ok(entry);
                 }
-                Ok(Err(zk::Error::NoNode)) => {
+                Err(zk::Error::NoNode) => {
                     let dir = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
                     match self.retrying(|| client.mkdir(&self.dir, &dir)).await? {
                         Ok(()) => {}
                         Err(error) => return Err(self.lease.error(error)),
                     }
                 }
-                Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
+                Err(error) if crate::error::is_connection_loss(&error) => {
                     // The create may have been applied: look for the protected prefix.
                     if let Some((child, token)) = self.find(&entry.prefix).await? {
                         entry.child = child;
@@ -205,7 +216,7 @@ impl Line {
                         return Ok(entry);
                     }
                 }
-                Ok(Err(error)) => return Err(self.lease.error(error)),
+                Err(error) => return Err(self.lease.error(error)),
             }
         }
     }
@@ -295,6 +306,7 @@ impl Line {
         let token = FencingToken(entry.token as u64);
         let (path, release) = self.release(entry);
         lock_guard(path.clone(), token, &self.session, release)
+            .with_guarded_write(crate::stm::ZkGuardedWrite::new(&self.lease, path.clone()))
             .with_loss_watch(self.loss_watch(path))
     }
 
@@ -314,23 +326,48 @@ impl Line {
         let release_path = path.clone();
         let release: distsync_core::raw::ReleaseFn = Box::new(move || {
             Box::pin(async move {
-                // A session that ended took the node with it: the hold was lost, which
-                // the release reports rather than a clean unlock.
-                if lease.is_over() {
-                    return Err(Error::SessionLost);
-                }
-                let client = lease.client()?;
-                let timeout = lease.shared.config.request_timeout();
-                match tokio::time::timeout(timeout, client.delete(&release_path, None)).await {
-                    Ok(Ok(())) => Ok(()),
-                    _ if lease.is_over() => Err(Error::SessionLost),
-                    Ok(Err(zk::Error::NoNode)) => Err(Error::NotHeld),
-                    Ok(Err(error)) => Err(crate::error::map(error)),
-                    Err(_) => Err(Error::Timeout(timeout)),
-                }
+                // In a task of its own, so that a cancelled unlock still deletes the
+                // node: one left behind by a live session would hold the lock for as
+                // long as the session lives.
+                tokio::spawn(delete_guaranteed(lease, release_path))
+                    .await
+                    .unwrap_or_else(|error| Err(Error::backend(crate::BACKEND, error)))
             })
         });
         (path, release)
+    }
+}
+
+/// Deletes a granted contender's node as Curator's guaranteed delete does: again after
+/// every lost connection (a leader change, a server killed), until the node is gone or
+/// the session ends, which bounds the wait by the session's deadline.
+async fn delete_guaranteed(lease: Arc<LeaseInner>, path: String) -> Result<()> {
+    let timeout = lease.shared.config.request_timeout();
+    let mut resent = false;
+    loop {
+        // A session that ended took the node with it: the hold was lost, which the
+        // release reports rather than a clean unlock.
+        if lease.is_over() {
+            return Err(Error::SessionLost);
+        }
+        let client = lease.client()?;
+        match tokio::time::timeout(timeout, client.delete(&path, None))
+            .await
+            .unwrap_or(Err(zk::Error::ConnectionLoss))
+        {
+            Ok(()) => return Ok(()),
+            Err(_) if lease.is_over() => return Err(Error::SessionLost),
+            // An earlier delete whose answer the lost connection took applied.
+            Err(zk::Error::NoNode) if resent => return Ok(()),
+            Err(zk::Error::NoNode) => return Err(Error::NotHeld),
+            Err(error) if crate::error::is_connection_loss(&error) => {
+                tracing::debug!(node = %path, %error, "zookeeper delete not answered; sending it again");
+                resent = true;
+                drop(client);
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(error) => return Err(crate::error::map(error)),
+        }
     }
 }
 

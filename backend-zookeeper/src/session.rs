@@ -45,6 +45,24 @@ use crate::error::{is_session_end, map};
 use crate::store::{OpenSession, Shared};
 use crate::BACKEND;
 
+/// The lease of `session`, checked to be one of `shared`'s sessions.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a session of another backend or another store.
+pub(crate) fn lease_of<'s>(
+    session: &'s Session,
+    shared: &Arc<Shared>,
+) -> Result<&'s Arc<LeaseInner>> {
+    let lease = session.lease_for::<ZkLease>(BACKEND)?;
+    if !Arc::ptr_eq(&lease.inner.shared, shared) {
+        return Err(Error::InvalidArgument(format!(
+            "session {} was granted by another zookeeper backend",
+            session.id()
+        )));
+    }
+    Ok(&lease.inner)
+}
+
 /// The ZooKeeper side of a [`Session`].
 pub(crate) struct ZkLease {
     pub(crate) inner: Arc<LeaseInner>,

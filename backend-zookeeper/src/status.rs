@@ -22,7 +22,8 @@
 //! ZooKeeper session. The walk runs on a short session of its own and only reads.
 
 use distsync_core::status::{
-    DoubleBarrierStatus, HoldMode, HoldStatus, LineKind, LineStatus, StatusReport,
+    CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
+    LineStatus, StatusReport,
 };
 use distsync_core::{FencingToken, Result, SessionId};
 use zookeeper_client as zk;
@@ -33,7 +34,7 @@ use crate::store::Shared;
 
 /// The nodes of the subtree at `path` (`path` included), parents first, each with its
 /// children; empty if `path` does not exist.
-async fn walk(client: &zk::Client, path: &str) -> Result<Vec<(String, Vec<String>)>> {
+pub(crate) async fn walk(client: &zk::Client, path: &str) -> Result<Vec<(String, Vec<String>)>> {
     let mut found = Vec::new();
     let mut stack = vec![path.to_owned()];
     while let Some(node) = stack.pop() {
@@ -110,9 +111,15 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                 continue;
             }
             match kind {
-                Kind::Lock => {
-                    let line = keys::contenders(children, keys::LOCK_NAME);
-                    let mut status = LineStatus::new(LineKind::Lock, name);
+                Kind::Lock | Kind::Election => {
+                    let (lock_name, line_kind) = if *kind == Kind::Lock {
+                        (keys::LOCK_NAME, LineKind::Lock)
+                    } else {
+                        (keys::LATCH_NAME, LineKind::Election)
+                    };
+                    let line = keys::contenders(children, lock_name);
+                    let first = line.first().map(|(_, child)| child.clone());
+                    let mut status = LineStatus::new(line_kind, name.clone());
                     for (index, (_, child)) in line.into_iter().enumerate() {
                         let path = format!("{path}/{child}");
                         let Some(entry) =
@@ -124,6 +131,15 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                             status.holders.push(entry);
                         } else {
                             status.waiters.push(entry);
+                        }
+                    }
+                    if let (LineKind::Election, Some(child)) = (line_kind, first) {
+                        let log_dir = keys::under(&keys::kind_root(root, Kind::ElectionLog), &name);
+                        let current =
+                            crate::election::current_value(&client, &path, &log_dir, &child);
+                        if let Some((value, term)) = current.await.map_err(map)? {
+                            let term = FencingToken(term as u64);
+                            status = status.with_leader(Some(LeaderStatus::new(value, term)));
                         }
                     }
                     if !status.holders.is_empty() || !status.waiters.is_empty() {
@@ -198,6 +214,46 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                         report.barriers.push(name);
                     }
                 }
+                // An election's proclaimed values are no line of their own.
+                Kind::ElectionLog => {}
+                // Durable values, held by nobody.
+                Kind::Stm => {}
+                // A node with no data is the ancestor of a longer name, no counter.
+                Kind::Counter => match client.get_data(&path).await {
+                    Ok((data, _)) if !data.is_empty() => {
+                        if let Some(value) = std::str::from_utf8(&data)
+                            .ok()
+                            .and_then(|text| text.parse().ok())
+                        {
+                            report.counters.push(CounterStatus::new(name, value));
+                        }
+                    }
+                    Ok(_) | Err(zk::Error::NoNode) => {}
+                    Err(error) => return Err(map(error)),
+                },
+                Kind::Latch => match client.get_data(&path).await {
+                    Ok((data, _)) => {
+                        let parsed = std::str::from_utf8(&data)
+                            .ok()
+                            .and_then(crate::counter::parse_latch);
+                        if let Some((initial, count)) = parsed {
+                            report.latches.push(LatchStatus::new(name, initial, count));
+                        }
+                    }
+                    Err(zk::Error::NoNode) => {}
+                    Err(error) => return Err(map(error)),
+                },
+                Kind::Queue => {
+                    let held = path.replacen(&top, &keys::kind_root(root, Kind::QueueLock), 1);
+                    let (ready, in_flight) = crate::queue::counts(&client, children, &held).await?;
+                    if ready + in_flight > 0 {
+                        report.queues.push(distsync_core::status::QueueStatus::new(
+                            name, ready, in_flight,
+                        ));
+                    }
+                }
+                // A queue's held items and its records, counted with the queue.
+                Kind::QueueLock | Kind::QueueMeta => {}
                 Kind::DoubleBarrier => {
                     let ready = children.iter().any(|child| child == "ready");
                     let participants = children
@@ -219,6 +275,8 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         .lines
         .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     report.barriers.sort();
+    report.counters.sort_by(|a, b| a.name.cmp(&b.name));
+    report.latches.sort_by(|a, b| a.name.cmp(&b.name));
     report.double_barriers.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(report)
 }

@@ -2,7 +2,9 @@
 //! skipped loudly when unset, a failure under `CI=true`), with the fault hooks of a
 //! server (`distsync_conformance::ServerFaults`): holders in child processes (this test
 //! binary re-run as `conformance_child`), a private ZooKeeper to crash and restart,
-//! and the partition proxy. ZooKeeper has no out-of-band session kill, so the cases
+//! the partition proxy, and the three-server ensemble of
+//! `DISTSYNC_ZOOKEEPER_ENSEMBLE_URL`, whose leader the cluster cases stop or kill
+//! (unsupported when it is unset). ZooKeeper has no out-of-band session kill, so the cases
 //! that need one are reported unsupported, as is a primitive this backend does not
 //! build.
 

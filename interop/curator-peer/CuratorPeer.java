@@ -29,6 +29,32 @@
 //       <czxid>` once it holds a lease, holds it as `lock` does, returns it, prints
 //       `released`.
 //
+//   CuratorPeer latch SERVERS PATH ID
+//       LeaderLatch on PATH with participant id ID: prints `started` once its node is
+//       made, `leader <czxid>` (its node's) once it leads, then waits for a line (or
+//       the end) of standard input, closes the latch and prints `closed`.
+//
+//   CuratorPeer latch-leader SERVERS PATH
+//       LeaderLatch.getLeader() on PATH, without standing: prints `leader <id>`, or
+//       `none` when nobody leads.
+//
+//   CuratorPeer selector SERVERS PATH ID
+//       LeaderSelector on PATH with participant id ID: prints `started`, `leader` once
+//       takeLeadership runs, then waits for a line (or the end) of standard input,
+//       returns from takeLeadership, closes the selector and prints `released`.
+//
+//   CuratorPeer queue-put SERVERS PATH PRIORITY ITEM...
+//       Puts each ITEM (UTF-8) on PATH, in the foreground: PRIORITY `-` with
+//       DistributedQueue.put, `multi` with one DistributedQueue.putMulti of all of them,
+//       a number with DistributedPriorityQueue.put at that priority; prints `put`.
+//
+//   CuratorPeer queue-take SERVERS PATH LOCK_PATH COUNT
+//       A DistributedQueue consumer on PATH (with lockPath LOCK_PATH, guaranteed
+//       delivery, unless it is `-`), items processed one at a time in queue order:
+//       prints `started`, then `item <text>` per item; once COUNT items came and their
+//       nodes are gone (the queue has COUNT item nodes fewer than at the start), closes
+//       and prints `done`.
+//
 // Errors go to standard error and exit with status 1. Built by scripts/curator-peer.sh
 // against Debian's Curator and ZooKeeper jars.
 
@@ -40,10 +66,20 @@ import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
 import org.apache.curator.framework.recipes.barriers.DistributedBarrier;
 import org.apache.curator.framework.recipes.barriers.DistributedDoubleBarrier;
+import org.apache.curator.framework.recipes.leader.LeaderLatch;
+import org.apache.curator.framework.recipes.leader.LeaderSelector;
+import org.apache.curator.framework.recipes.leader.LeaderSelectorListenerAdapter;
+import org.apache.curator.framework.recipes.leader.Participant;
 import org.apache.curator.framework.recipes.locks.InterProcessMutex;
+import org.apache.curator.framework.recipes.queue.DistributedPriorityQueue;
+import org.apache.curator.framework.recipes.queue.DistributedQueue;
+import org.apache.curator.framework.recipes.queue.QueueBuilder;
+import org.apache.curator.framework.recipes.queue.QueueConsumer;
+import org.apache.curator.framework.recipes.queue.QueueSerializer;
 import org.apache.curator.framework.recipes.locks.InterProcessReadWriteLock;
 import org.apache.curator.framework.recipes.locks.InterProcessSemaphoreV2;
 import org.apache.curator.framework.recipes.locks.Lease;
+import org.apache.curator.framework.state.ConnectionState;
 import org.apache.curator.retry.ExponentialBackoffRetry;
 import org.apache.zookeeper.data.Stat;
 
@@ -99,6 +135,36 @@ public final class CuratorPeer {
                 }
                 semaphore(args[1], args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]));
                 break;
+            case "latch":
+                if (args.length != 4) {
+                    usage();
+                }
+                latch(args[1], args[2], args[3]);
+                break;
+            case "latch-leader":
+                if (args.length != 3) {
+                    usage();
+                }
+                latchLeader(args[1], args[2]);
+                break;
+            case "selector":
+                if (args.length != 4) {
+                    usage();
+                }
+                selector(args[1], args[2], args[3]);
+                break;
+            case "queue-put":
+                if (args.length < 5) {
+                    usage();
+                }
+                queuePut(args[1], args[2], args[3], java.util.Arrays.copyOfRange(args, 4, args.length));
+                break;
+            case "queue-take":
+                if (args.length != 5) {
+                    usage();
+                }
+                queueTake(args[1], args[2], args[3], Integer.parseInt(args[4]));
+                break;
             default:
                 usage();
         }
@@ -110,6 +176,11 @@ public final class CuratorPeer {
         System.err.println("       CuratorPeer barrier-set|barrier-remove|barrier-wait SERVERS PATH");
         System.err.println("       CuratorPeer double-barrier SERVERS PATH N");
         System.err.println("       CuratorPeer semaphore SERVERS PATH MAX HOLD_MS");
+        System.err.println("       CuratorPeer latch SERVERS PATH ID");
+        System.err.println("       CuratorPeer latch-leader SERVERS PATH");
+        System.err.println("       CuratorPeer selector SERVERS PATH ID");
+        System.err.println("       CuratorPeer queue-put SERVERS PATH -|multi|PRIORITY ITEM...");
+        System.err.println("       CuratorPeer queue-take SERVERS PATH -|LOCK_PATH COUNT");
         System.exit(2);
     }
 
@@ -236,6 +307,155 @@ public final class CuratorPeer {
             hold(-1);
             barrier.leave();
             System.out.println("left");
+            System.out.flush();
+        }
+    }
+
+    private static void latch(String servers, String path, String id) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            LeaderLatch latch = new LeaderLatch(client, path, id);
+            latch.start();
+            // start() creates the node in the background: `started` means it is in line.
+            while (latch.getOurPath() == null) {
+                Thread.sleep(10);
+            }
+            System.out.println("started");
+            System.out.flush();
+            latch.await();
+            Stat stat = client.checkExists().forPath(latch.getOurPath());
+            System.out.println("leader " + stat.getCzxid());
+            System.out.flush();
+            hold(-1);
+            latch.close();
+            System.out.println("closed");
+            System.out.flush();
+        }
+    }
+
+    private static void latchLeader(String servers, String path) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            Participant leader = new LeaderLatch(client, path).getLeader();
+            System.out.println(leader.isLeader() ? "leader " + leader.getId() : "none");
+            System.out.flush();
+        }
+    }
+
+    /** Items as their UTF-8 bytes, as distsync's queues hold bytes. */
+    static final class Utf8 implements QueueSerializer<String> {
+        @Override
+        public byte[] serialize(String item) {
+            return item.getBytes(StandardCharsets.UTF_8);
+        }
+
+        @Override
+        public String deserialize(byte[] bytes) {
+            return new String(bytes, StandardCharsets.UTF_8);
+        }
+    }
+
+    private static void queuePut(String servers, String path, String priority, String[] items)
+            throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            QueueBuilder<String> builder =
+                    QueueBuilder.builder(client, null, new Utf8(), path).putInBackground(false);
+            if (priority.equals("-") || priority.equals("multi")) {
+                DistributedQueue<String> queue = builder.buildQueue();
+                queue.start();
+                if (priority.equals("multi")) {
+                    java.util.Iterator<String> each = java.util.Arrays.asList(items).iterator();
+                    queue.putMulti(() -> each.hasNext() ? each.next() : null);
+                } else {
+                    for (String item : items) {
+                        queue.put(item);
+                    }
+                }
+                queue.close();
+            } else {
+                DistributedPriorityQueue<String> queue = builder.buildPriorityQueue(0);
+                queue.start();
+                for (String item : items) {
+                    queue.put(item, Integer.parseInt(priority));
+                }
+                queue.close();
+            }
+            System.out.println("put");
+            System.out.flush();
+        }
+    }
+
+    /** How many item nodes the queue at PATH has (none when it does not exist). */
+    private static long queued(CuratorFramework client, String path) throws Exception {
+        if (client.checkExists().forPath(path) == null) {
+            return 0;
+        }
+        return client.getChildren().forPath(path).stream().filter(c -> c.startsWith("queue-")).count();
+    }
+
+    private static void queueTake(String servers, String path, String lockPath, int count)
+            throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            java.util.concurrent.CountDownLatch taken = new java.util.concurrent.CountDownLatch(count);
+            QueueConsumer<String> consumer = new QueueConsumer<String>() {
+                @Override
+                public void consumeMessage(String item) {
+                    System.out.println("item " + item);
+                    System.out.flush();
+                    taken.countDown();
+                }
+
+                @Override
+                public void stateChanged(CuratorFramework client, ConnectionState state) {}
+            };
+            // One item at a time, on the queue's own thread, so items print in queue order.
+            QueueBuilder<String> builder = QueueBuilder.builder(client, consumer, new Utf8(), path)
+                    .executor(Runnable::run);
+            if (!lockPath.equals("-")) {
+                builder = builder.lockPath(lockPath);
+            }
+            DistributedQueue<String> queue = builder.buildQueue();
+            long before = queued(client, path);
+            queue.start();
+            System.out.println("started");
+            System.out.flush();
+            if (!taken.await(30, java.util.concurrent.TimeUnit.SECONDS)) {
+                throw new IllegalStateException("fewer than " + count + " items in 30 s");
+            }
+            // The item nodes go after the consumer returns: close once they are gone
+            // (the queue's other items, such as those held by others, stay).
+            long deadline = System.currentTimeMillis() + 10_000;
+            while (queued(client, path) > before - count) {
+                if (System.currentTimeMillis() > deadline) {
+                    throw new IllegalStateException("consumed items still queued after 10 s");
+                }
+                Thread.sleep(10);
+            }
+            queue.close();
+            System.out.println("done");
+            System.out.flush();
+        }
+    }
+
+    private static void selector(String servers, String path, String id) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
+            LeaderSelector selector = new LeaderSelector(client, path, new LeaderSelectorListenerAdapter() {
+                @Override
+                public void takeLeadership(CuratorFramework leading) throws Exception {
+                    System.out.println("leader");
+                    System.out.flush();
+                    hold(-1);
+                    done.countDown();
+                }
+            });
+            selector.setId(id);
+            selector.start();
+            System.out.println("started");
+            System.out.flush();
+            done.await();
+            // close() interrupts a leader still inside takeLeadership and waits for its
+            // mutex release.
+            selector.close();
+            System.out.println("released");
             System.out.flush();
         }
     }

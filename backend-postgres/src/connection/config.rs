@@ -42,6 +42,9 @@ pub struct PostgresConfig {
     connect_timeout: Duration,
     request_timeout: Duration,
     hold_connections: u32,
+    /// The bound on session TTLs (`max_session_ttl=`), which turns on the lock-delay
+    /// after the store forgets (see `crate::amnesia`).
+    max_session_ttl: Option<Duration>,
     /// The certificate and key files named in the URL, checked at connect.
     files: Vec<(&'static str, String)>,
     /// The URL with its secrets masked, for `Display` and errors.
@@ -57,6 +60,7 @@ impl fmt::Debug for PostgresConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("hold_connections", &self.hold_connections)
+            .field("max_session_ttl", &self.max_session_ttl)
             .finish()
     }
 }
@@ -90,6 +94,7 @@ impl PostgresConfig {
     /// | `sslcert`, `sslkey` | PEM client certificate and its key, both or neither | none |
     /// | `connect_timeout` | connecting in all: TCP, TLS, login, the checks made at connect; also opening a pool connection later | [`DEFAULT_CONNECT_TIMEOUT`] |
     /// | `hold_connections` | the most connections the process's locks, read-write locks, candidacies and permits take at once to join, re-check and release their entries (renewals have connections of their own) (1 to [`MAX_HOLD_CONNECTIONS`]); with more tasks locking at the same moment than this, the rest wait for a free one (a waiting `lock()`, `acquire()` or `campaign()` as long as it waits for the grant; a `try_*` or a release within `timeout`), so size it to the locking tasks you run at once, within the server's `max_connections` | [`DEFAULT_HOLD_CONNECTIONS`] |
+    /// | `max_session_ttl` | the longest session TTL a client may use (a longer one is refused with [`Error::InvalidArgument`]), at least [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL); turns on the lock-delay after the store forgets (a fresh `initdb`, a recreated database or schema, a restored backup: see the crate docs, "When the store forgets"), and the backend then declares `exclusive_across_restart`; give it in every client's URL; empty: none | none: no lock-delay for a store found without its marker |
     /// | `timeout` | one request: taking a pool connection (waiting for a free one, opening one, or pinging an idle one), then again the statement's reply, so a call to a server gone silent (a partition, a hung middlebox) fails with a connection error within about twice it (a statement that timed out may have been applied, as after any lost reply); waits (`lock()`, `dequeue()`, ...) are not bounded by it, only each statement they make | [`DEFAULT_REQUEST_TIMEOUT`] |
     ///
     /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
@@ -98,7 +103,8 @@ impl PostgresConfig {
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] (password masked) for an unparsable URL, another scheme, a
-    /// missing host, an invalid schema name, timeout, `hold_connections` or `sslmode`, or `sslcert` without
+    /// missing host, an invalid schema name, timeout, `hold_connections`,
+    /// `max_session_ttl` or `sslmode`, or `sslcert` without
     /// `sslkey` (or the reverse); [`Error::Unsupported`] for an `sslmode` that requires
     /// TLS in a build without the cargo feature `tls`.
     pub fn parse(url: &str) -> Result<Self> {
@@ -121,6 +127,7 @@ impl PostgresConfig {
         let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
         let mut request_timeout = DEFAULT_REQUEST_TIMEOUT;
         let mut hold_connections = DEFAULT_HOLD_CONNECTIONS;
+        let mut max_session_ttl = None;
         let mut files = Vec::new();
         let mut rest = Vec::new();
         for (key, value) in parsed.query_pairs() {
@@ -137,6 +144,20 @@ impl PostgresConfig {
                 "hold_connections" => {
                     hold_connections = parse_hold_connections(&value)
                         .map_err(|reason| invalid(format!("hold_connections: {reason}")))?;
+                }
+                // Empty: no bound (as with no option), so that a URL that inherits a
+                // bound can drop it.
+                "max_session_ttl" if value.is_empty() => max_session_ttl = None,
+                "max_session_ttl" => {
+                    let ttl = parse_url_timeout(&value)
+                        .map_err(|reason| invalid(format!("max_session_ttl: {reason}")))?;
+                    if ttl < crate::MIN_SESSION_TTL {
+                        return Err(invalid(format!(
+                            "max_session_ttl: {ttl:?} is below the shortest session ({:?})",
+                            crate::MIN_SESSION_TTL
+                        )));
+                    }
+                    max_session_ttl = Some(ttl);
                 }
                 _ => {
                     let what = match &*key {
@@ -194,6 +215,7 @@ impl PostgresConfig {
             connect_timeout,
             request_timeout,
             hold_connections,
+            max_session_ttl,
             files,
             display,
         })
@@ -220,6 +242,7 @@ impl PostgresConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             hold_connections: DEFAULT_HOLD_CONNECTIONS,
+            max_session_ttl: None,
             files: Vec::new(),
             display,
         })
@@ -270,6 +293,31 @@ impl PostgresConfig {
     /// How many connections carry the holds (`hold_connections=`).
     pub fn hold_connections(&self) -> u32 {
         self.hold_connections
+    }
+
+    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
+    /// lock-delay after the store forgets (see the crate docs, "When the store
+    /// forgets"): sessions with a longer TTL are refused.
+    pub fn max_session_ttl(&self) -> Option<Duration> {
+        self.max_session_ttl
+    }
+
+    /// The same configuration with a bound on session TTLs (see
+    /// [`PostgresConfig::max_session_ttl`]); a bound below
+    /// [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL) becomes it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use distsync_postgres::PostgresConfig;
+    /// let config = PostgresConfig::parse("postgres://app@db.internal/app")?
+    ///     .with_max_session_ttl(Duration::from_secs(30));
+    /// assert_eq!(config.max_session_ttl(), Some(Duration::from_secs(30)));
+    /// # Ok::<(), distsync_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_max_session_ttl(mut self, ttl: Duration) -> Self {
+        self.max_session_ttl = Some(ttl.max(crate::MIN_SESSION_TTL));
+        self
     }
 
     /// The connect timeout (`connect_timeout=`).
@@ -353,6 +401,33 @@ mod tests {
                 url.clone().with_hold_connections(bad),
                 Err(Error::InvalidArgument(_))
             ));
+        }
+    }
+
+    #[test]
+    fn max_session_ttl_is_read_and_checked_without_the_password() {
+        let url = PostgresConfig::parse("postgres://u:pw-5d2@h/db?max_session_ttl=15s").unwrap();
+        assert_eq!(url.max_session_ttl(), Some(Duration::from_secs(15)));
+        assert!(format!("{url:?}").contains("max_session_ttl: Some(15s)"));
+        let plain = PostgresConfig::parse("postgres://u@h/db").unwrap();
+        assert_eq!(plain.max_session_ttl(), None);
+        let dropped =
+            PostgresConfig::parse("postgres://u@h/db?max_session_ttl=5s&max_session_ttl=").unwrap();
+        assert_eq!(dropped.max_session_ttl(), None);
+        assert_eq!(
+            plain.with_max_session_ttl(Duration::ZERO).max_session_ttl(),
+            Some(crate::MIN_SESSION_TTL)
+        );
+        for bad in ["0", "-5s", "soon", "1h", "500ms"] {
+            let url = format!("postgres://u:pw-5d2@h/db?max_session_ttl={bad}");
+            match PostgresConfig::parse(&url) {
+                Err(error @ Error::InvalidUrl { .. }) => {
+                    let shown = format!("{error} {error:?}");
+                    assert!(shown.contains("max_session_ttl"), "{shown}");
+                    assert!(!shown.contains("pw-5d2"), "{shown}");
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
         }
     }
 

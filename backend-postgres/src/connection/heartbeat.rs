@@ -127,6 +127,14 @@ async fn run(
                 }
                 release_again(Bounded::pool(&pool), &sql.release_again, &unflushed, again).await;
             }
+            // The schema's objects are gone (a recreated database or schema, a fresh
+            // initdb): so are the sessions' rows, which `crate::amnesia` then checks.
+            Err(error) if objects_gone(&error) => {
+                tracing::warn!(sessions = ids.len(), %error, "the schema of the sessions is gone");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Ok(false));
+                }
+            }
             Err(error) => {
                 let error = map(error);
                 tracing::warn!(sessions = ids.len(), %error, "session heartbeat failed");
@@ -137,6 +145,13 @@ async fn run(
             }
         }
     }
+}
+
+/// Whether `error` says the renewal's objects are missing: the schema (`3F000`), a
+/// table (`42P01`) or a function (`42883`).
+fn objects_gone(error: &sqlx::Error) -> bool {
+    crate::schema::is_missing_object(error)
+        || crate::error::sqlstate(error).as_deref() == Some("3F000")
 }
 
 /// Makes `releases` again, synchronously, in one statement (the server may have lost

@@ -3,7 +3,7 @@
 //! stopping, killing (SIGKILL) and starting a member (`scripts/servers.sh
 //! stop-member N` / `kill-member N` / `start-member N`, members numbered in URL order).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -97,12 +97,17 @@ impl EtcdCluster {
     }
 
     async fn servers(&self, command: &str, member: usize) -> Result<()> {
-        let bash = require("bash", "bash").map_err(|reason| hook_error("servers.sh", reason))?;
-        let script = self.script.to_string_lossy().into_owned();
-        tools::run(&bash, [script, command.to_owned(), member.to_string()], &[])
-            .await
-            .map(drop)
+        run_servers(&self.script, command, member).await
     }
+}
+
+/// Runs `bash <script> <command> <member>` (a `scripts/servers.sh` member command).
+pub(super) async fn run_servers(script: &Path, command: &str, member: usize) -> Result<()> {
+    let bash = require("bash", "bash").map_err(|reason| hook_error("servers.sh", reason))?;
+    let script = script.to_string_lossy().into_owned();
+    tools::run(&bash, [script, command.to_owned(), member.to_string()], &[])
+        .await
+        .map(drop)
 }
 
 /// `(member id, leader id)` from `etcdctl endpoint status --write-out=json` for one

@@ -13,7 +13,7 @@
 //! - [`ServerFaults`]: a server reached by URL (etcd, Redis, PostgreSQL): holders in
 //!   child processes ([`child`]), out-of-band session kills with the store's own command
 //!   line tool, private servers to restart ([`private`]), and the three-member etcd
-//!   cluster ([`cluster`]);
+//!   cluster ([`cluster`]) or the three-server ZooKeeper ensemble ([`zk_ensemble`]);
 //! - [`sentinel::SentinelFaults`] and [`redis_cluster::RedisClusterFaults`]: the Redis
 //!   Sentinel group and the Redis Cluster of `scripts/servers.sh`, whose primary (the
 //!   master of a lock's slot) a failover case kills (`faults/group.rs`: what they share).
@@ -40,12 +40,14 @@ pub mod sentinel;
 mod server;
 mod store;
 mod tools;
+pub mod zk_ensemble;
 
 pub use go_peer::{GoClient, GoPeer, GO_PEER_VAR};
 pub use memory::MemoryFaults;
 pub use proxy::PartitionMode;
 pub use server::{ServerFaults, ETCD_CLUSTER_VAR};
 pub use store::StoreKind;
+pub use zk_ensemble::ZOOKEEPER_ENSEMBLE_VAR;
 
 /// A fault hook a case may need (see [`crate::Case::hooks`]). `#[non_exhaustive]`: new
 /// faults add hooks, and a [`Faults`] implementation answers the ones it does not know

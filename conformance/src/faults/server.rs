@@ -21,6 +21,7 @@ use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
 use super::store::{etcd_endpoints, psql, StoreKind};
 use super::tools::{require, run};
+use super::zk_ensemble::{ZkEnsemble, ZOOKEEPER_ENSEMBLE_VAR};
 use super::{
     hook_error, unsupported, Cluster, Connect, EvictingServer, ExternalHolder, Faults, HolderSpec,
     Hook, Partitioned, PrivateServer,
@@ -39,7 +40,8 @@ pub const ETCD_CLUSTER_VAR: &str = "DISTSYNC_ETCD_CLUSTER_URL";
 /// Fault hooks of the server at a URL: out-of-band session kills with the store's
 /// tool, holders in child processes (through the [registered](child::register)
 /// launcher), private servers to restart, the etcd cluster of
-/// [`ETCD_CLUSTER_VAR`], and second clients.
+/// [`ETCD_CLUSTER_VAR`] or the ZooKeeper ensemble of [`ZOOKEEPER_ENSEMBLE_VAR`], and
+/// second clients.
 #[derive(Clone)]
 pub struct ServerFaults {
     url: String,
@@ -52,14 +54,18 @@ impl std::fmt::Debug for ServerFaults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerFaults")
             .field("kind", &self.kind)
-            .field("cluster_url", &self.cluster_url)
+            .field(
+                "cluster_url",
+                &self.cluster_url.as_deref().map(distsync_core::redact_url),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl ServerFaults {
     /// The hooks of the server at `url`, reaching servers of its kind with `connect`.
-    /// For etcd, the cluster comes from [`ETCD_CLUSTER_VAR`] when it is set.
+    /// For etcd, the cluster comes from [`ETCD_CLUSTER_VAR`] when it is set; for
+    /// ZooKeeper, from [`ZOOKEEPER_ENSEMBLE_VAR`].
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] when `url` names no etcd, Redis, PostgreSQL or ZooKeeper
@@ -69,12 +75,14 @@ impl ServerFaults {
             url: distsync_core::redact_url(url),
             reason: "fault hooks need an etcd://, redis://, postgres:// or zk:// server".to_owned(),
         })?;
-        let cluster_url = match kind {
-            StoreKind::Etcd => std::env::var(ETCD_CLUSTER_VAR)
-                .ok()
-                .filter(|url| !url.trim().is_empty()),
-            _ => None,
+        let cluster_var = match kind {
+            StoreKind::Etcd => Some(ETCD_CLUSTER_VAR),
+            StoreKind::Zookeeper => Some(ZOOKEEPER_ENSEMBLE_VAR),
+            StoreKind::Redis | StoreKind::Postgres => None,
         };
+        let cluster_url = cluster_var
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|url| !url.trim().is_empty());
         Ok(Self {
             url: distsync_core::redact_url(url),
             kind,
@@ -105,9 +113,12 @@ impl ServerFaults {
 
     fn cluster_config(&self) -> std::result::Result<&str, String> {
         match (self.kind, &self.cluster_url) {
-            (StoreKind::Etcd, Some(url)) => Ok(url),
+            (StoreKind::Etcd | StoreKind::Zookeeper, Some(url)) => Ok(url),
             (StoreKind::Etcd, None) => Err(format!(
                 "no cluster: {ETCD_CLUSTER_VAR} is unset (scripts/servers.sh starts one)"
+            )),
+            (StoreKind::Zookeeper, None) => Err(format!(
+                "no ensemble: {ZOOKEEPER_ENSEMBLE_VAR} is unset (scripts/servers.sh starts one)"
             )),
             (kind, _) => Err(format!(
                 "no cluster: {} runs as a single server here",
@@ -200,7 +211,10 @@ impl Faults for ServerFaults {
             Hook::PrivateServer => private::available(self.kind),
             Hook::Cluster => {
                 self.cluster_config()?;
-                EtcdCluster::available()
+                match self.kind {
+                    StoreKind::Zookeeper => ZkEnsemble::available(),
+                    _ => EtcdCluster::available(),
+                }
             }
             Hook::SecondClient => Ok(()),
             Hook::Failover => Err(format!(
@@ -295,7 +309,10 @@ impl Faults for ServerFaults {
         let url = self
             .cluster_config()
             .map_err(|_| unsupported(backend, Hook::Cluster))?;
-        Ok(Box::new(EtcdCluster::new(url, Arc::clone(&self.connect))?))
+        Ok(match self.kind {
+            StoreKind::Zookeeper => Box::new(ZkEnsemble::new(url, Arc::clone(&self.connect))?),
+            _ => Box::new(EtcdCluster::new(url, Arc::clone(&self.connect))?),
+        })
     }
 
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {

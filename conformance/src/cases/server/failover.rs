@@ -16,8 +16,9 @@
 //! learn it lost its hold), all of them at once, within about 30 s.
 //!
 //! Two faults:
-//! * [`Fault::Leader`]: the raft leader of the etcd cluster ([`crate::Hook::Cluster`]),
-//!   started again once a new leader serves.
+//! * [`Fault::Leader`]: the raft leader of the etcd cluster, or the leader of the
+//!   ZooKeeper ensemble ([`crate::Hook::Cluster`]), started again once a new leader
+//!   serves.
 //! * [`Fault::Primary`]: the primary of a Redis Sentinel group, or the master serving
 //!   the contended lock's slot in a Redis Cluster ([`crate::Hook::Failover`], aimed at
 //!   the lock with [`crate::Cluster::focus`]), after its replica was paused for up to
@@ -42,6 +43,10 @@
 //!
 //! The killed member is started again before the case ends, whatever happens (a
 //! killed PostgreSQL primary stays down: its pair is the case's own).
+//!
+//! A backend that offers no election or no queue runs the case without that load: no
+//! candidate, or no producer and nothing to drain. The verdict then covers the locks
+//! alone, and its detail names what was skipped.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -513,9 +518,9 @@ async fn drain(queue: &dyn Queue, seen: &Seen) -> Check<HashSet<String>> {
     }
 }
 
-/// What the failover itself looked like: who was killed, who took over and when, and
+/// What the failover itself looked like: who was killed, who took over and when,
 /// what the primary acknowledged while its replica lagged (replica, grants, enqueues,
-/// for how long).
+/// for how long), and the load the backend could not carry (see [`Skipped`]).
 struct Failover {
     leader: usize,
     new_leader: usize,
@@ -523,6 +528,38 @@ struct Failover {
     first_after: Option<Duration>,
     holder_detail: String,
     lagged: Option<(usize, usize, usize, Duration)>,
+    skipped: Skipped,
+}
+
+/// The parts of the load a backend that offers no election or no queue runs without.
+#[derive(Clone, Copy)]
+struct Skipped {
+    election: bool,
+    queue: bool,
+}
+
+impl Skipped {
+    /// What `backend` does not offer.
+    fn of(backend: &dyn Backend) -> Self {
+        let capabilities = backend.capabilities();
+        Self {
+            election: !capabilities.election,
+            queue: !capabilities.queue,
+        }
+    }
+
+    /// The detail's note, empty when nothing was skipped.
+    fn note(self) -> &'static str {
+        match (self.election, self.queue) {
+            (false, false) => "",
+            (true, false) => "; no election offered: the leadership load skipped",
+            (false, true) => "; no queue offered: the producer and its items skipped",
+            (true, true) => {
+                "; no election or queue offered: the leadership and queue load skipped, \
+                 the locks judged alone"
+            }
+        }
+    }
 }
 
 /// The verdict, once the load has stopped and the queue is drained (`present`): what
@@ -542,6 +579,7 @@ fn judge(
         first_after,
         holder_detail,
         lagged,
+        skipped,
     } = took;
     let granted = || lock_vec(&seen.tokens).len();
     let acked_items = std::mem::take(&mut *lock_vec(&seen.acked));
@@ -592,11 +630,12 @@ fn judge(
         "member {leader} killed, member {new_leader} took over after {}; next grant after \
          {next}; {grants} grants, {} items acknowledged, {sessions_lost} sessions or \
          leaderships lost and renewed, {} timed waits gave up, {} transient errors \
-         retried; {holder_detail}{lag}{items_lost}",
+         retried; {holder_detail}{lag}{items_lost}{}",
         secs(took_over),
         acked_items.len(),
         seen.waits_timed_out.load(Ordering::SeqCst),
-        seen.transient.load(Ordering::SeqCst)
+        seen.transient.load(Ordering::SeqCst),
+        skipped.note()
     );
     if !broken.is_empty() {
         return violated(format!("{}; {detail}", broken.join("; ")));
@@ -608,12 +647,13 @@ fn judge(
 }
 
 /// The load the failover happens under, until `stop`: the contenders for `lock`, a
-/// candidate staying leader of `election`, and a producer enqueueing into `queue`.
+/// candidate staying leader of `election`, and a producer enqueueing into `queue`
+/// (each of the last two only where the backend offers it).
 fn spawn_load(
     backend: &Arc<dyn Backend>,
     lock: &Name,
-    election: Name,
-    queue: &Arc<dyn Queue>,
+    election: Option<Name>,
+    queue: Option<&Arc<dyn Queue>>,
     ttl: Duration,
     seen: &Arc<Seen>,
     stop: &Arc<AtomicBool>,
@@ -627,14 +667,18 @@ fn spawn_load(
             contend(i, backend, lock, ttl, seen, stop),
         ));
     }
-    tasks.push(Task::spawn(
-        "leader",
-        lead(backend.clone(), election, ttl, seen.clone(), stop.clone()),
-    ));
-    tasks.push(Task::spawn(
-        "producer",
-        produce(queue.clone(), seen.clone(), stop.clone()),
-    ));
+    if let Some(election) = election {
+        tasks.push(Task::spawn(
+            "leader",
+            lead(backend.clone(), election, ttl, seen.clone(), stop.clone()),
+        ));
+    }
+    if let Some(queue) = queue {
+        tasks.push(Task::spawn(
+            "producer",
+            produce(queue.clone(), seen.clone(), stop.clone()),
+        ));
+    }
     tasks
 }
 
@@ -673,15 +717,24 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     // A sharded store (Redis Cluster): the member killed serves this lock.
     cluster.focus(&lock);
     let held = on_lock_shard(&h, &*cluster, &lock, "held")?;
-    let queue: Arc<dyn Queue> = Arc::from(
-        backend
-            .queue(on_lock_shard(&h, &*cluster, &lock, "jobs")?)
-            .ctx("a queue")?,
-    );
-    let election = on_lock_shard(&h, &*cluster, &lock, "leader")?;
+    let skipped = Skipped::of(&*backend);
+    let queue: Option<Arc<dyn Queue>> = if skipped.queue {
+        None
+    } else {
+        Some(Arc::from(
+            backend
+                .queue(on_lock_shard(&h, &*cluster, &lock, "jobs")?)
+                .ctx("a queue")?,
+        ))
+    };
+    let election = if skipped.election {
+        None
+    } else {
+        Some(on_lock_shard(&h, &*cluster, &lock, "leader")?)
+    };
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = spawn_load(&backend, &lock, election, &queue, ttl, &seen, &stop);
+    let mut tasks = spawn_load(&backend, &lock, election, queue.as_ref(), ttl, &seen, &stop);
     let holder_session = within(
         PROMPT,
         "opening the holder's session",
@@ -792,7 +845,10 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
     tidy(&seen, holder_session.close()).await;
 
     // Every acknowledged item must still be in the queue.
-    let present = drain(&*queue, &seen).await?;
+    let present = match &queue {
+        Some(queue) => drain(&**queue, &seen).await?,
+        None => HashSet::new(),
+    };
     let took = Failover {
         leader,
         new_leader,
@@ -800,6 +856,7 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
         first_after,
         holder_detail,
         lagged,
+        skipped,
     };
     judge(&seen, &present, broken, took, fault.judges_items())
 }

@@ -10,10 +10,12 @@
 //! side), and the new token must be above the holder's (tokens keep growing across
 //! the forgetting).
 //!
-//! The clients carry the column's lock-delay: where the column's backend declares
-//! `exclusive_across_restart` and the private server's URL does not carry a bound on
-//! session TTLs, they connect with [`PRIVATE_MAX_SESSION_TTL`] (as a private Redis
-//! carries the column's, lowered to it).
+//! The clients carry the column's lock-delay ([`Bound::Column`]): where the column's
+//! backend declares `exclusive_across_restart` and the private server's URL does not
+//! carry a bound on session TTLs, they connect with [`PRIVATE_MAX_SESSION_TTL`] (as a
+//! private Redis carries the column's, lowered to it). The sibling case
+//! `server_wipe_one_holder_bounded` ([`Bound::Always`]) gives the bound to every
+//! backend, whatever its column declares.
 
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +25,7 @@ use tokio::time::Instant;
 
 use super::restart::{RECOVERY, TTL};
 use crate::check::{
-    ensure, eventually, secs, violated, within, Bounded, Check, Context, Holds, PROMPT,
+    ensure, eventually, secs, violated, within, Bounded, Check, Context, Fail, Holds, PROMPT,
 };
 use crate::faults::private::PRIVATE_MAX_SESSION_TTL;
 use crate::faults::PrivateServer;
@@ -32,13 +34,20 @@ use crate::harness::Harness;
 /// How long a private server may take to stop, be wiped and start.
 const START: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Which bound on session TTLs the case's clients carry (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Bound {
+    /// The column's: the bound where the column declares `exclusive_across_restart`.
+    Column,
+    /// Always the bound: the lock-delay after the store forgets is on.
+    Always,
+}
+
 /// The query the case's clients add to the private server's URL (see the module
-/// docs): etcd's URL takes the bound; a private Redis's carries the column's already.
-fn bound_query(server: &dyn PrivateServer, capabilities: &Capabilities) -> String {
-    if capabilities.backend == "etcd"
-        && capabilities.exclusive_across_restart
-        && !server.url().contains("max_session_ttl")
-    {
+/// docs): a private Redis's URL carries the column's bound already, the others take it.
+fn bound_query(server: &dyn PrivateServer, capabilities: &Capabilities, bound: Bound) -> String {
+    let wanted = bound == Bound::Always || capabilities.exclusive_across_restart;
+    if wanted && !server.url().contains("max_session_ttl") {
         format!("max_session_ttl={}ms", PRIVATE_MAX_SESSION_TTL.as_millis())
     } else {
         String::new()
@@ -46,7 +55,7 @@ fn bound_query(server: &dyn PrivateServer, capabilities: &Capabilities) -> Strin
 }
 
 /// The case (see the module docs).
-pub(super) async fn one_holder(h: Harness) -> Check {
+pub(super) async fn one_holder(h: Harness, bound: Bound) -> Check {
     let capabilities = h.backend().capabilities().clone();
     let mut server: Box<dyn PrivateServer> = within(
         START,
@@ -54,13 +63,31 @@ pub(super) async fn one_holder(h: Harness) -> Check {
         h.faults().private_server(&**h.backend()),
     )
     .await?;
-    let query = bound_query(&*server, &capabilities);
-    let holder_client: Arc<dyn Backend> = within(
+    let query = bound_query(&*server, &capabilities, bound);
+    let connecting = within(
         PROMPT,
         "connecting the holder's client",
         server.connect_with(&query),
     )
-    .await?;
+    .await;
+    let holder_client: Arc<dyn Backend> = match connecting {
+        // A store whose URL takes no bound has no lock-delay to turn on.
+        Err(Fail::Violated(reason))
+            if bound == Bound::Always && reason.contains("max_session_ttl") =>
+        {
+            return Err(Fail::Unsupported(format!(
+                "no bound on session TTLs: {reason}"
+            )))
+        }
+        connected => connected?,
+    };
+    if bound == Bound::Always && !holder_client.capabilities().exclusive_across_restart {
+        return Err(Fail::Unsupported(
+            "a client with max_session_ttl does not declare exclusive_across_restart: no \
+             lock-delay after the store forgets"
+                .to_owned(),
+        ));
+    }
     let ttl = TTL.max(capabilities.min_session_ttl);
     let holder = within(
         PROMPT,

@@ -1,0 +1,704 @@
+//! When the store forgets: telling that the database answering is not the one the
+//! client's sessions were granted on, the lock-delay before any grant after it, and
+//! fencing tokens that keep growing.
+//!
+//! PostgreSQL keeps its tables across a restart, so a restart forgets nothing. What
+//! does forget is an operator's act: a data directory wiped and made again with
+//! `initdb` at the same address, the database or the schema dropped and created
+//! again, a backup restored. The client's session rows are then gone with every entry
+//! they held, and a new client can be granted a lock at once while its former holder
+//! still acts on it until its next renewal (a third of its TTL later) finds its row
+//! gone.
+//!
+//! **What tells it, with no extra round trip on the hot path.** At connect the client
+//! reads the cluster's `system_identifier` (`pg_control_system()`, which `initdb`
+//! draws anew; a role that may not read it goes without) and the schema's **epoch
+//! marker**, the one row of `epoch_marker`: a random id, the longest session TTL in
+//! use, the token offset (below) and the end of the store's lock-delay. Renewals are
+//! unchanged. When a renewal finds a session's row gone (or the schema's objects
+//! missing), or a session is lost because its renewals failed until its deadline
+//! (then as soon as the store answers again), the client reads them again, with the store's highest fencing counter
+//! (the token floor and every name's counter), and the store forgot when:
+//! - the `system_identifier` changed (a fresh `initdb` at the same address);
+//! - the schema is gone (a recreated database, a dropped schema);
+//! - the marker it knew is missing or carries another id (a recreated schema, a
+//!   restored backup taken before the marker was written);
+//! - the highest counter is below a token this client handed out (a restored backup,
+//!   a promoted standby that lacks commits): counters never go backwards otherwise
+//!   (a pruned name's counter is folded into the token floor first).
+//!
+//! **On detection** every session of the client is lost (`lost()` fires, a warning
+//! names the reason), and nothing is granted through it until the lock-delay has
+//! passed: every join of a lock's, write lock's, election's or semaphore's line waits
+//! until the longest session TTL that could have existed (the marker's, the client's
+//! own longest, the configured bound) has passed since the detection. A holder's
+//! client-side deadline falls within its TTL, so every old holder's `lost()` comes
+//! before anyone is granted through this client. The client then writes into the
+//! store (creating the schema's objects again if they are gone) the token floor, the
+//! marker and its `hold_until`, so that every client that connects during the
+//! lock-delay waits it out too.
+//!
+//! **Clients that never knew the old store** cannot tell a wiped store from a new one:
+//! for them a missing marker is the only sign. With a bound on session TTLs
+//! (`max_session_ttl=` in the URL, [`crate::PostgresConfig::max_session_ttl`]) the
+//! client that finds the marker missing writes it with `hold_until` the bound away,
+//! and every client that connects while `hold_until` lies ahead waits until then
+//! before its first grant. A session longer than the bound is refused
+//! ([`Error::InvalidArgument`]), so the bound covers every session. The price: a
+//! schema's first grants on a store wait the bound once. A client without the bound
+//! leaves a missing marker alone (unless it saw the store forget): it cannot tell a new
+//! store from one that forgot, and grants without a wait, free to be granted before an
+//! old holder's `lost()`. Only the bound makes the backend declare
+//! `exclusive_across_restart`, and every client of a schema must give it (the same
+//! one, or a larger one).
+//!
+//! **Fencing tokens** are the names' counters, which a store that forgot starts again.
+//! The detecting client raises the store's token floor, and every counter below it,
+//! to the highest token it handed out (the marker's `token_offset`), within its
+//! lock-delay and so before anyone is granted after it: an old holder alive across the
+//! forgetting detects it at its next renewal, within a third of its TTL, so tokens
+//! handed out after the lock-delay are above every token it saw. A token handed out by
+//! the old store to a client that is gone by then is known to nobody: the floor covers
+//! the tokens of clients alive across the forgetting.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use distsync_core::{Error, Result};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{map, sqlstate, BACKEND};
+use crate::schema;
+use crate::store::Shared;
+
+/// The epoch marker as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Marker {
+    /// Random, drawn by the client that wrote the marker first on this store.
+    pub(crate) id: String,
+    /// The longest session TTL any client recorded.
+    pub(crate) ttl: Duration,
+    /// The token offset (see the module docs).
+    pub(crate) offset: i64,
+    /// How long the store's lock-delay still runs (zero: none).
+    pub(crate) hold_left: Duration,
+}
+
+/// A new random marker id.
+fn fresh_id() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+/// What a check read from the store.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// The cluster's `system_identifier`, when the role may read it.
+    pub(crate) system_id: Option<i64>,
+    /// The schema is gone.
+    pub(crate) schema_gone: bool,
+    /// The schema has no `epoch_marker` table.
+    pub(crate) table_missing: bool,
+    /// The marker (`None`: missing).
+    pub(crate) marker: Option<Marker>,
+    /// The highest fencing counter (the floor and every name's), when read.
+    pub(crate) top_token: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The `system_identifier` of the store this client knows.
+    system_id: Option<i64>,
+    /// The marker's id as this client read or wrote it.
+    marker_id: Option<String>,
+    /// The longest session TTL known (this client's, the marker's).
+    longest_ttl: Duration,
+    /// The marker's TTL as last read or written.
+    marker_ttl: Duration,
+    /// The highest fencing token handed out through this client.
+    reported: i64,
+    /// No line is joined before this.
+    hold_until: Option<Instant>,
+}
+
+/// The detection state of one backend.
+pub(crate) struct Amnesia {
+    bound: Option<Duration>,
+    state: Mutex<State>,
+    /// Whether a [`check_soon`] runs (one at a time).
+    pending: AtomicBool,
+    /// How many checks were asked for.
+    requested: AtomicU64,
+}
+
+impl Amnesia {
+    /// Detection for a backend whose URL bounds session TTLs by `bound`.
+    pub(crate) fn new(bound: Option<Duration>) -> Self {
+        Self {
+            bound,
+            state: Mutex::new(State {
+                longest_ttl: bound.unwrap_or_default(),
+                ..State::default()
+            }),
+            pending: AtomicBool::new(false),
+            requested: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses a session TTL above the bound, which the lock-delay relies on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a TTL above the bound.
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
+        match self.bound {
+            Some(bound) if ttl > bound => Err(Error::InvalidArgument(format!(
+                "a session TTL of {ttl:?} is above this store's max_session_ttl ({bound:?}): \
+                 the lock-delay after the store forgets covers sessions up to that TTL only"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a session TTL this client uses; `true` when the marker this client
+    /// knows records a shorter one (raise it, [`raise_marker_ttl`]).
+    pub(crate) fn record_ttl(&self, ttl: Duration) -> bool {
+        let mut state = self.state();
+        state.longest_ttl = state.longest_ttl.max(ttl);
+        state.marker_id.is_some() && ttl > state.marker_ttl
+    }
+
+    /// Records a fencing token handed out through this client.
+    pub(crate) fn reported(&self, token: i64) {
+        let mut state = self.state();
+        state.reported = state.reported.max(token);
+    }
+
+    /// When the lock-delay ends, if one runs.
+    pub(crate) fn hold(&self) -> Option<Instant> {
+        self.state()
+            .hold_until
+            .filter(|until| *until > Instant::now())
+    }
+
+    /// Starts (or extends) a lock-delay of `delay` from now.
+    fn hold_for(&self, delay: Duration) {
+        let mut state = self.state();
+        let until = Instant::now() + delay;
+        state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
+    }
+
+    /// The lock-delay after the store forgot: the longest session TTL known.
+    fn delay(&self, marker: Option<&Marker>) -> Duration {
+        let state = self.state();
+        state
+            .longest_ttl
+            .max(state.marker_ttl)
+            .max(marker.map_or(Duration::ZERO, |marker| marker.ttl))
+            .max(self.bound.unwrap_or_default())
+    }
+
+    /// Records what was read (the store this client knows from now on).
+    fn adopt(&self, system_id: Option<i64>, marker: Option<&Marker>) {
+        let mut state = self.state();
+        if system_id.is_some() {
+            state.system_id = system_id;
+        }
+        if let Some(marker) = marker {
+            state.marker_id = Some(marker.id.clone());
+            state.marker_ttl = marker.ttl;
+            state.longest_ttl = state.longest_ttl.max(marker.ttl);
+            state.reported = state.reported.max(marker.offset);
+        }
+    }
+
+    /// Why `seen` is a store that forgot, or `None` for the store this client knows.
+    pub(crate) fn judge(&self, seen: &Seen) -> Option<String> {
+        let state = self.state();
+        if let (Some(known), Some(now)) = (state.system_id, seen.system_id) {
+            if known != now {
+                return Some(format!(
+                    "the cluster's system_identifier changed from {known} to {now} (a new \
+                     initdb at the same address)"
+                ));
+            }
+        }
+        if seen.schema_gone {
+            return Some(
+                "the schema of this client's sessions is gone (a recreated database or \
+                 schema)"
+                    .to_owned(),
+            );
+        }
+        if let Some(known) = &state.marker_id {
+            match &seen.marker {
+                None => {
+                    return Some(format!(
+                        "the epoch marker {known} is gone (a recreated schema or a restored backup)"
+                    ))
+                }
+                Some(marker) if marker.id != *known => {
+                    return Some(format!(
+                        "the epoch marker changed from {known} to {} (a store that forgot)",
+                        marker.id
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        match seen.top_token {
+            Some(top) if top < state.reported => Some(format!(
+                "the highest fencing counter is {top}, below the token {} this client handed \
+                 out (a restored backup, or a promoted standby without the last commits)",
+                state.reported
+            )),
+            _ => None,
+        }
+    }
+
+    /// The token offset to write after the store forgot.
+    fn offset(&self, seen: &Seen) -> i64 {
+        let reported = self.state().reported;
+        reported
+            .max(seen.marker.as_ref().map_or(0, |marker| marker.offset))
+            .max(seen.top_token.unwrap_or(0))
+    }
+}
+
+/// Waits until the lock-delay, if one runs, has passed.
+///
+/// Cancel-safe: it only waits.
+///
+/// # Errors
+/// [`Error::SessionLost`] when `lost` fires first.
+pub(crate) async fn wait_hold(amnesia: &Amnesia, lost: &CancellationToken) -> Result<()> {
+    while let Some(until) = amnesia.hold() {
+        tracing::debug!(
+            backend = BACKEND,
+            left = ?until.saturating_duration_since(Instant::now()),
+            "waiting out the lock-delay after the store forgot"
+        );
+        tokio::select! {
+            biased;
+            () = lost.cancelled() => return Err(Error::SessionLost),
+            () = tokio::time::sleep_until(until) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The cluster's `system_identifier`, or `None` where the role may not read it.
+async fn system_id(shared: &Shared) -> Result<Option<i64>> {
+    match sqlx::query_scalar::<_, i64>("SELECT system_identifier FROM pg_control_system()")
+        .fetch_one(shared.bounded())
+        .await
+    {
+        Ok(id) => Ok(Some(id)),
+        Err(error) if matches!(sqlstate(&error).as_deref(), Some("42501" | "42883")) => {
+            tracing::debug!(backend = BACKEND, %error, "the system_identifier cannot be read");
+            Ok(None)
+        }
+        Err(error) => Err(map(error)),
+    }
+}
+
+/// The marker, or an error (a missing table is `42P01`).
+async fn read_marker(shared: &Shared) -> std::result::Result<Option<Marker>, sqlx::Error> {
+    let row: Option<(String, i64, i64, i64)> = sqlx::query_as(&shared.sql(
+        "SELECT id, ttl_ms, token_offset, \
+                greatest(0, ceil(extract(epoch FROM hold_until - clock_timestamp()) * 1000))::bigint \
+           FROM {s}.epoch_marker",
+    ))
+    .fetch_optional(shared.bounded())
+    .await?;
+    Ok(row.map(|(id, ttl, offset, hold)| Marker {
+        id,
+        ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
+        offset,
+        hold_left: Duration::from_millis(u64::try_from(hold).unwrap_or(0)),
+    }))
+}
+
+/// Creates the marker's table in a schema made before it.
+async fn install_marker_table(shared: &Shared) -> Result<()> {
+    let ddl = shared.sql(schema::EPOCH_MARKER);
+    schema::install_added(&shared.pool, "the epoch marker", &ddl).await
+}
+
+/// At connect: the store this client knows, and under a bound the marker written where
+/// there is none; a lock-delay the store has running is waited out by this client too.
+///
+/// # Errors
+/// With a bound, the database's error (the lock-delay depends on the marker); without,
+/// none (a marker that cannot be read only leaves detection to the
+/// `system_identifier` and the counters).
+pub(crate) async fn connected(shared: &Shared) -> Result<()> {
+    let amnesia = &shared.amnesia;
+    let found = async {
+        let system_id = system_id(shared).await?;
+        let marker = match read_marker(shared).await {
+            Err(error) if schema::is_missing_object(&error) => {
+                install_marker_table(shared).await?;
+                read_marker(shared).await.map_err(map)?
+            }
+            read => read.map_err(map)?,
+        };
+        let marker = match (marker, amnesia.bound) {
+            (None, Some(bound)) => {
+                let ttl_ms = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+                sqlx::query(&shared.sql(
+                    "INSERT INTO {s}.epoch_marker (id, ttl_ms, token_offset, hold_until) \
+                     VALUES ($1, $2, 0, clock_timestamp() + $2 * interval '1 millisecond') \
+                     ON CONFLICT (one) DO NOTHING",
+                ))
+                .bind(fresh_id())
+                .bind(ttl_ms)
+                .execute(shared.bounded())
+                .await
+                .map_err(map)?;
+                read_marker(shared).await.map_err(map)?
+            }
+            (marker, _) => marker,
+        };
+        Ok::<_, Error>((system_id, marker))
+    };
+    match found.await {
+        Ok((system_id, marker)) => {
+            amnesia.adopt(system_id, marker.as_ref());
+            if let Some(marker) = marker.filter(|marker| !marker.hold_left.is_zero()) {
+                tracing::info!(
+                    backend = BACKEND,
+                    lock_delay = ?marker.hold_left,
+                    "the store's lock-delay runs (a new store or one that forgot): grants \
+                     through this client wait it out"
+                );
+                amnesia.hold_for(marker.hold_left);
+            }
+            Ok(())
+        }
+        Err(error) if amnesia.bound.is_some() => Err(error),
+        Err(error) => {
+            tracing::warn!(
+                backend = BACKEND,
+                %error,
+                "the epoch marker cannot be read: a store that forgot is told by its \
+                 system_identifier and counters only"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Raises the marker's TTL to `ttl` (a session longer than any before).
+pub(crate) async fn raise_marker_ttl(shared: &Shared, ttl: Duration) {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let raised =
+        sqlx::query(&shared.sql("UPDATE {s}.epoch_marker SET ttl_ms = greatest(ttl_ms, $1)"))
+            .bind(ttl_ms)
+            .execute(shared.bounded())
+            .await;
+    match raised {
+        Ok(_) => {
+            let mut state = shared.amnesia.state();
+            state.marker_ttl = state.marker_ttl.max(ttl);
+        }
+        Err(error) => {
+            tracing::debug!(backend = BACKEND, error = %map(error), "raising the marker's TTL failed");
+        }
+    }
+}
+
+/// What the store looks like now (see the module docs).
+async fn look(shared: &Shared) -> Result<Seen> {
+    let mut seen = Seen {
+        system_id: system_id(shared).await?,
+        ..Seen::default()
+    };
+    let read =
+        sqlx::query_as::<_, (Option<String>, Option<i64>, Option<i64>, Option<i64>)>(&shared.sql(
+            "SELECT m.id, m.ttl_ms, m.token_offset, \
+                    greatest((SELECT max(floor) FROM {s}.token_floor), \
+                             (SELECT max(token) FROM {s}.lock_names)) \
+               FROM (SELECT 1) AS one LEFT JOIN {s}.epoch_marker m ON true",
+        ))
+        .fetch_one(shared.bounded())
+        .await;
+    match read {
+        Ok((id, ttl, offset, top)) => {
+            seen.top_token = top;
+            seen.marker = id.map(|id| Marker {
+                id,
+                ttl: Duration::from_millis(ttl.and_then(|t| u64::try_from(t).ok()).unwrap_or(0)),
+                offset: offset.unwrap_or(0),
+                hold_left: Duration::ZERO,
+            });
+        }
+        Err(error)
+            if schema::is_missing_object(&error)
+                || sqlstate(&error).as_deref() == Some("3F000") =>
+        {
+            let schema_there: bool = sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
+                .bind(shared.sql("{s}"))
+                .fetch_one(shared.bounded())
+                .await
+                .map_err(map)?;
+            seen.schema_gone = !schema_there;
+            seen.table_missing = true;
+        }
+        Err(error) => return Err(map(error)),
+    }
+    Ok(seen)
+}
+
+/// How often [`check_soon`] tries while the store does not answer.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// A session was found gone (a renewal found its row gone, or it was lost with its
+/// renewals failing until its deadline, as while a server is wiped and made again):
+/// checks in the background whether the store forgot ([`check`]), once it answers,
+/// trying every [`RETRY`] while it does not, as long as the backend lives. One check
+/// runs at a time: the sessions found gone while it runs are covered by one more
+/// check after it (not one each).
+pub(crate) fn check_soon(shared: &Arc<Shared>) {
+    let amnesia = &shared.amnesia;
+    amnesia.requested.fetch_add(1, Ordering::SeqCst);
+    if amnesia.pending.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        loop {
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            let amnesia = &shared.amnesia;
+            let asked = amnesia.requested.load(Ordering::SeqCst);
+            match check(&shared).await {
+                Ok(()) if amnesia.requested.load(Ordering::SeqCst) == asked => {
+                    amnesia.pending.store(false, Ordering::SeqCst);
+                    // A request that came between the load and the store found the
+                    // check pending and left it to this one.
+                    if amnesia.requested.load(Ordering::SeqCst) == asked
+                        || amnesia.pending.swap(true, Ordering::SeqCst)
+                    {
+                        return;
+                    }
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::debug!(
+                        backend = BACKEND,
+                        %error,
+                        "could not check yet whether the store forgot"
+                    );
+                    drop(shared);
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    });
+}
+
+/// Checks whether the store forgot (see the module docs) and, if so, ends every
+/// session of the client, starts the lock-delay and writes the floor and the marker
+/// into the store.
+///
+/// # Errors
+/// The store could not be read (nothing was judged).
+async fn check(shared: &Shared) -> Result<()> {
+    let amnesia = &shared.amnesia;
+    let seen = look(shared).await?;
+    let Some(reason) = amnesia.judge(&seen) else {
+        return Ok(());
+    };
+    let delay = amnesia.delay(seen.marker.as_ref());
+    let offset = amnesia.offset(&seen);
+    amnesia.hold_for(delay);
+    let lost = shared.fail_all_sessions();
+    tracing::warn!(
+        backend = BACKEND,
+        reason,
+        lock_delay = ?delay,
+        sessions_lost = lost,
+        token_offset = offset,
+        "the postgres store forgot: every session of this client is lost, and nothing is \
+         granted through it until the lock-delay has passed"
+    );
+    match record(shared, &seen, offset, delay).await {
+        Ok(marker) => amnesia.adopt(seen.system_id, Some(&marker)),
+        Err(error) => {
+            // Still the store this client knows from now on, so that it is not
+            // detected again; the lock-delay of this client stands.
+            amnesia.adopt(seen.system_id, None);
+            amnesia.state().marker_id = None;
+            tracing::warn!(
+                backend = BACKEND,
+                %error,
+                "could not write the token floor and the epoch marker into the store that \
+                 forgot: other clients may hand out tokens below this client's"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes, after the store forgot, the schema's objects if they are gone, the token
+/// floor (every counter raised to `offset`) and the marker with a lock-delay of
+/// `delay`; returns the marker.
+async fn record(shared: &Shared, seen: &Seen, offset: i64, delay: Duration) -> Result<Marker> {
+    if seen.schema_gone {
+        schema::ensure(&shared.pool, &shared.schema).await?;
+    } else if seen.table_missing {
+        install_marker_table(shared).await?;
+    }
+    let ttl_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    let mut tx = shared.pool.begin().await.map_err(map)?;
+    // The floor row first, as `prune_names` and `register_name` take it: a name
+    // registered meanwhile starts at the raised floor.
+    sqlx::query(&shared.sql("UPDATE {s}.token_floor SET floor = greatest(floor, $1)"))
+        .bind(offset)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    sqlx::query(&shared.sql("UPDATE {s}.lock_names SET token = $1 WHERE token < $1"))
+        .bind(offset)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    let (id, ttl, written_offset): (String, i64, i64) = sqlx::query_as(&shared.sql(
+        "INSERT INTO {s}.epoch_marker AS m (id, ttl_ms, token_offset, hold_until) \
+         VALUES ($1, $2, $3, clock_timestamp() + $2 * interval '1 millisecond') \
+         ON CONFLICT (one) DO UPDATE SET \
+             ttl_ms = greatest(m.ttl_ms, excluded.ttl_ms), \
+             token_offset = greatest(m.token_offset, excluded.token_offset), \
+             hold_until = greatest(m.hold_until, excluded.hold_until) \
+         RETURNING id, ttl_ms, token_offset",
+    ))
+    .bind(fresh_id())
+    .bind(ttl_ms)
+    .bind(offset)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map)?;
+    tx.commit().await.map_err(map)?;
+    Ok(Marker {
+        id,
+        ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
+        offset: written_offset,
+        hold_left: delay,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(id: &str) -> Marker {
+        Marker {
+            id: id.to_owned(),
+            ttl: Duration::from_secs(5),
+            offset: 0,
+            hold_left: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn another_system_identifier_schema_or_marker_is_a_store_that_forgot() {
+        let amnesia = Amnesia::new(None);
+        amnesia.adopt(Some(7), Some(&marker("a")));
+        let same = Seen {
+            system_id: Some(7),
+            marker: Some(marker("a")),
+            ..Seen::default()
+        };
+        assert_eq!(amnesia.judge(&same), None);
+        for forgot in [
+            Seen {
+                system_id: Some(8),
+                marker: Some(marker("a")),
+                ..Seen::default()
+            },
+            Seen {
+                system_id: Some(7),
+                schema_gone: true,
+                ..Seen::default()
+            },
+            Seen {
+                system_id: Some(7),
+                ..Seen::default()
+            },
+            Seen {
+                system_id: Some(7),
+                marker: Some(marker("b")),
+                ..Seen::default()
+            },
+        ] {
+            assert!(amnesia.judge(&forgot).is_some(), "{forgot:?}");
+        }
+        // A role that may not read the system_identifier still judges the marker.
+        assert_eq!(
+            amnesia.judge(&Seen {
+                marker: Some(marker("a")),
+                ..Seen::default()
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn counters_below_a_token_handed_out_are_a_store_that_forgot() {
+        let amnesia = Amnesia::new(None);
+        amnesia.reported(41);
+        let seen = |top| Seen {
+            top_token: Some(top),
+            ..Seen::default()
+        };
+        assert_eq!(amnesia.judge(&seen(41)), None);
+        assert!(amnesia.judge(&seen(3)).is_some());
+        // Tokens continue above every one handed out, and above the store's own.
+        assert_eq!(amnesia.offset(&seen(3)), 41);
+        assert_eq!(amnesia.offset(&seen(50)), 50);
+    }
+
+    #[test]
+    fn the_lock_delay_is_the_longest_ttl_known() {
+        let amnesia = Amnesia::new(Some(Duration::from_secs(5)));
+        assert!(amnesia.hold().is_none());
+        assert!(!amnesia.record_ttl(Duration::from_secs(2)));
+        assert_eq!(amnesia.delay(None), Duration::from_secs(5));
+        let mut long = marker("a");
+        long.ttl = Duration::from_secs(9);
+        assert_eq!(amnesia.delay(Some(&long)), Duration::from_secs(9));
+        amnesia.adopt(None, Some(&marker("a")));
+        // A session longer than the marker records raises it.
+        assert!(amnesia.record_ttl(Duration::from_secs(6)));
+        amnesia.hold_for(Duration::from_secs(5));
+        assert!(amnesia.hold().is_some());
+    }
+
+    #[test]
+    fn a_session_above_the_bound_is_refused() {
+        let amnesia = Amnesia::new(Some(Duration::from_secs(5)));
+        assert!(amnesia.check_ttl(Duration::from_secs(5)).is_ok());
+        assert!(matches!(
+            amnesia.check_ttl(Duration::from_secs(6)),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(Amnesia::new(None)
+            .check_ttl(Duration::from_secs(3600))
+            .is_ok());
+        assert_ne!(fresh_id(), fresh_id());
+    }
+}

@@ -1,0 +1,305 @@
+//! The counter and the count-down latch: one persistent node each, changed by
+//! compare-and-swap on its data version.
+//!
+//! A counter `<name>` is `<root>/counter/<name>`, its value in decimal; a node with no
+//! data (the ancestor of a longer name) or no node reads 0. A latch is
+//! `<root>/latch/<name>`, `<initial> <remaining>` in decimal. Every change reads the
+//! node and writes it back with `setData` at the version read (or `create` where it
+//! was missing): ZooKeeper applies it only if nobody wrote in between, so concurrent
+//! changes are never lost; a lost race (`BadVersion`, `NodeExists`, `NoNode`) wrote
+//! nothing and is tried again. A write whose answer is lost is never sent again: its
+//! error says it may have been applied.
+//!
+//! Waiting on a latch sets a data watch on its node (an existence watch while it is
+//! missing) and reads again on every event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::counter::{checked_add, Counter};
+use distsync_core::latch::{check_initial_count, CountDownLatch};
+use distsync_core::{Error, Name, Result};
+use zookeeper_client as zk;
+
+use crate::direct::{bounded, parents, persistent, request, Direct};
+use crate::error::map;
+use crate::keys::{self, Kind};
+use crate::store::Shared;
+use crate::BACKEND;
+
+/// The pause before a wait reads again after a transient error.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// A latch node's text, `<initial> <remaining>`, as numbers; `None` when it is not
+/// one.
+pub(crate) fn parse_latch(text: &str) -> Option<(u64, u64)> {
+    let (initial, remaining) = text.split_once(' ')?;
+    Some((initial.parse().ok()?, remaining.parse().ok()?))
+}
+
+/// A node's data as text and its version; `None` when the node is missing.
+async fn read(shared: &Shared, client: &zk::Client, path: &str) -> Result<Option<(String, i32)>> {
+    match bounded(shared, client.get_data(path)).await? {
+        Ok((data, stat)) => {
+            let text = String::from_utf8(data).map_err(|_| {
+                Error::backend(BACKEND, format!("{path} does not hold decimal text"))
+            })?;
+            Ok(Some((text, stat.version)))
+        }
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(error) => Err(map(error)),
+    }
+}
+
+/// Writes `text` to `path` if it is still at `version` (`None`: still missing).
+/// `Ok(false)` when it changed meanwhile (nothing written).
+async fn swap(
+    shared: &Shared,
+    client: &zk::Client,
+    path: &str,
+    version: Option<i32>,
+    text: &str,
+) -> Result<bool> {
+    let outcome = match version {
+        Some(version) => bounded(
+            shared,
+            client.set_data(path, text.as_bytes(), Some(version)),
+        )
+        .await?
+        .map(drop),
+        None => {
+            parents(shared, client, path).await?;
+            bounded(shared, client.create(path, text.as_bytes(), &persistent()))
+                .await?
+                .map(drop)
+        }
+    };
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode) => Ok(false),
+        Err(error) => Err(map(error)),
+    }
+}
+
+/// The counter `name`.
+pub(crate) struct ZkCounter {
+    direct: Direct,
+    name: Name,
+    path: String,
+}
+
+impl ZkCounter {
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
+        let path = keys::path(shared.config.root(), Kind::Counter, &name);
+        Self {
+            direct: Direct::new(shared),
+            name,
+            path,
+        }
+    }
+
+    /// The value and the node's version (`None`: missing).
+    async fn current(&self, client: &zk::Client) -> Result<(i64, Option<i32>)> {
+        match read(&self.direct.shared, client, &self.path).await? {
+            None => Ok((0, None)),
+            Some((text, version)) if text.is_empty() => Ok((0, Some(version))),
+            Some((text, version)) => {
+                let value = text.parse().map_err(|_| {
+                    Error::backend(BACKEND, format!("{} does not hold an i64", self.path))
+                })?;
+                Ok((value, Some(version)))
+            }
+        }
+    }
+
+    /// Replaces the value by `change(current)` atomically; `None` from `change`
+    /// leaves it. Returns the value it was replaced by or left at, and whether it
+    /// changed.
+    async fn update(
+        &self,
+        mut change: impl FnMut(i64) -> Result<Option<i64>> + Send,
+    ) -> Result<(i64, bool)> {
+        let client = self.direct.client().await?;
+        loop {
+            let (value, version) = self.current(&client).await?;
+            let Some(new) = change(value)? else {
+                return Ok((value, false));
+            };
+            if swap(
+                &self.direct.shared,
+                &client,
+                &self.path,
+                version,
+                &new.to_string(),
+            )
+            .await?
+            {
+                return Ok((new, true));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Counter for ZkCounter {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn get(&self) -> Result<i64> {
+        let client = self.direct.client().await?;
+        Ok(self.current(&client).await?.0)
+    }
+
+    async fn add(&self, delta: i64) -> Result<i64> {
+        let name = &self.name;
+        Ok(self
+            .update(|value| checked_add(name, value, delta).map(Some))
+            .await?
+            .0)
+    }
+
+    async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool> {
+        Ok(self
+            .update(|value| Ok((value == expected).then_some(new)))
+            .await?
+            .1)
+    }
+
+    async fn set(&self, value: i64) -> Result<()> {
+        self.update(|_| Ok(Some(value))).await.map(drop)
+    }
+}
+
+/// The count-down latch `name` of initial count `initial`.
+pub(crate) struct ZkLatch {
+    direct: Direct,
+    name: Name,
+    path: String,
+    initial: u64,
+}
+
+impl ZkLatch {
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name, initial: u64) -> Self {
+        let path = keys::path(shared.config.root(), Kind::Latch, &name);
+        Self {
+            direct: Direct::new(shared),
+            name,
+            path,
+            initial,
+        }
+    }
+
+    /// The remaining count and the node's version (`None`: not created yet).
+    async fn current(&self, client: &zk::Client) -> Result<(u64, Option<i32>)> {
+        let Some((text, version)) = read(&self.direct.shared, client, &self.path).await? else {
+            return Ok((self.initial, None));
+        };
+        if text.is_empty() {
+            return Ok((self.initial, Some(version)));
+        }
+        let Some((stored, remaining)) = parse_latch(&text) else {
+            return Err(Error::backend(
+                BACKEND,
+                format!("{} does not hold a latch", self.path),
+            ));
+        };
+        check_initial_count(&self.name, self.initial, stored)?;
+        Ok((remaining, Some(version)))
+    }
+}
+
+#[async_trait]
+impl CountDownLatch for ZkLatch {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn initial_count(&self) -> u64 {
+        self.initial
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let client = self.direct.client().await?;
+        Ok(self.current(&client).await?.0)
+    }
+
+    async fn count_down(&self) -> Result<u64> {
+        let client = self.direct.client().await?;
+        loop {
+            let (remaining, version) = self.current(&client).await?;
+            if remaining == 0 {
+                return Ok(0);
+            }
+            let next = remaining - 1;
+            let text = format!("{} {next}", self.initial);
+            if swap(&self.direct.shared, &client, &self.path, version, &text).await? {
+                return Ok(next);
+            }
+        }
+    }
+
+    async fn wait(&self) -> Result<()> {
+        loop {
+            match self.wait_once().await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) if error.is_transient() || error.is_timeout() => {
+                    tracing::debug!(latch = %self.name, %error, "latch wait: store unavailable; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+impl ZkLatch {
+    /// Reads the latch with a watch set; `true` when open, otherwise waits for the
+    /// watch to fire and answers `false`.
+    async fn wait_once(&self) -> Result<bool> {
+        let client = self.direct.client().await?;
+        let shared = &self.direct.shared;
+        let watcher = match bounded(shared, client.get_and_watch_data(&self.path)).await? {
+            Ok((data, _, watcher)) => {
+                let text = String::from_utf8(data).unwrap_or_default();
+                let remaining = match text.split_once(' ') {
+                    Some((initial, remaining)) => {
+                        let stored = initial.parse().map_err(|_| {
+                            Error::backend(BACKEND, format!("{} does not hold a latch", self.path))
+                        })?;
+                        check_initial_count(&self.name, self.initial, stored)?;
+                        remaining.parse().map_err(|_| {
+                            Error::backend(BACKEND, format!("{} does not hold a latch", self.path))
+                        })?
+                    }
+                    None => self.initial,
+                };
+                if remaining == 0 {
+                    return Ok(true);
+                }
+                watcher
+            }
+            Err(zk::Error::NoNode) => {
+                if self.initial == 0 {
+                    return Ok(true);
+                }
+                let (stat, watcher) =
+                    request(shared, client.check_and_watch_stat(&self.path)).await?;
+                if stat.is_some() {
+                    // Created between the two reads: read it again.
+                    return Ok(false);
+                }
+                watcher
+            }
+            Err(error) => return Err(map(error)),
+        };
+        drop(client);
+        let event = watcher.changed().await;
+        if event.event_type == zk::EventType::Session {
+            tracing::debug!(latch = %self.name, state = ?event.session_state, "latch watch ended by the session");
+        }
+        Ok(false)
+    }
+}

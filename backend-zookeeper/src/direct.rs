@@ -1,0 +1,106 @@
+//! A client for the requests that belong to no distsync session (STM transactions,
+//! counters, latches, a queue's receipts): connected on first use, kept while it
+//! lives, and replaced once its ZooKeeper session has ended.
+//!
+//! A request in flight when the session ends fails with the store's error and is not
+//! repeated; the STM, counters and latches write nothing ephemeral, and a queue's
+//! receipts say themselves what their session's end means.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distsync_core::{Error, Result};
+use zookeeper_client as zk;
+
+use crate::error::map;
+use crate::store::Shared;
+use crate::BACKEND;
+
+/// A lazily connected client of one backend.
+pub(crate) struct Direct {
+    pub(crate) shared: Arc<Shared>,
+    session_timeout: Duration,
+    client: tokio::sync::Mutex<Option<zk::Client>>,
+}
+
+impl Direct {
+    /// A client for `shared`'s servers, not connected yet, whose sessions have the
+    /// shortest timeout the servers grant by default.
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        Self::with_session_timeout(shared, crate::MIN_SESSION_TTL * 4)
+    }
+
+    /// A client for `shared`'s servers, not connected yet, whose sessions have
+    /// `session_timeout` (for a caller that keeps ephemeral nodes on it).
+    pub(crate) fn with_session_timeout(shared: &Arc<Shared>, session_timeout: Duration) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            session_timeout,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The client, connecting (again) if it has none or its session has ended.
+    pub(crate) async fn client(&self) -> Result<zk::Client> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            if !client.state().is_terminated() {
+                return Ok(client.clone());
+            }
+        }
+        let client = self.shared.connect(self.session_timeout).await?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+}
+
+/// Runs one request within the configured request timeout.
+///
+/// # Errors
+/// [`Error::Connection`] when it gets no answer in time (it may have been applied, as
+/// that error says), or the request's own error, unmapped, for the caller to tell
+/// conflicts apart.
+pub(crate) async fn bounded<T, E>(
+    shared: &Shared,
+    request: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<std::result::Result<T, E>> {
+    let timeout = shared.config.request_timeout();
+    tokio::time::timeout(timeout, request).await.map_err(|_| {
+        Error::connection(
+            BACKEND,
+            format!("zookeeper request not answered within {timeout:?}"),
+        )
+    })
+}
+
+/// [`bounded`], with every store error mapped.
+///
+/// # Errors
+/// As [`bounded`], and the store's error mapped by [`map`].
+pub(crate) async fn request<T>(
+    shared: &Shared,
+    request: impl Future<Output = std::result::Result<T, zk::Error>>,
+) -> Result<T> {
+    bounded(shared, request).await?.map_err(map)
+}
+
+/// The options of every persistent node these requests create: open to anyone, as
+/// the recipes' nodes are.
+pub(crate) fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+/// Creates the parent of `path` and its ancestors where missing, each with no data.
+///
+/// # Errors
+/// The store's error.
+pub(crate) async fn parents(shared: &Shared, client: &zk::Client, path: &str) -> Result<()> {
+    let Some((parent, _)) = path.rsplit_once('/') else {
+        return Ok(());
+    };
+    if parent.is_empty() {
+        return Ok(());
+    }
+    request(shared, client.mkdir(parent, &persistent())).await
+}

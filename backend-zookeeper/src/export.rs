@@ -1,0 +1,165 @@
+//! Reading the durable state under the root for migration ([`distsync_core::migrate`]).
+//!
+//! - **Queues**: every node of `<root>/queue` with item children (`queue-...`), its
+//!   items in Curator's order (the children sorted as strings), each node's items in
+//!   the order its data lists them (one per node, several for Curator's `putMulti`).
+//!   An item's priority is the one its node's name carries (`queue-1<8 hex digits>`);
+//!   a plain `DistributedQueue` item (`queue-<sequence>`) is priority 0, and sorts
+//!   before the priority items, as for Curator.
+//! - **STM keys**: every node of `<root>/stm` that holds a value (see stm.rs).
+//! - **Barriers**: every node of `<root>/barrier` without children, as the status
+//!   report reads them.
+//! - **Live holds**: every ephemeral node under the session-bound kinds (lock,
+//!   semaphore, read-write lock, election, double barrier, and held queue items), by
+//!   path. They are not copied: their owners re-acquire them on the new store.
+//!
+//! Counters and latches are not part of a snapshot (core's [`Snapshot`] has no place
+//! for them), so they do not migrate. ZooKeeper has no read of many subtrees at one
+//! zxid: the walk reads each node at its own moment, so a migration runs with the
+//! source's writers stopped (as `distsync migrate` documents).
+
+use distsync_core::migrate::{QueueItem, Snapshot};
+use distsync_core::{Error, Name, Result};
+use zookeeper_client as zk;
+
+use crate::error::map;
+use crate::keys::{self, Kind};
+use crate::queue::{framing, nodes};
+use crate::status::walk;
+use crate::store::Shared;
+use crate::BACKEND;
+
+/// The kinds whose ephemeral nodes are live holds.
+const HELD: &[Kind] = &[
+    Kind::Lock,
+    Kind::Semaphore,
+    Kind::RwLock,
+    Kind::Election,
+    Kind::DoubleBarrier,
+    Kind::QueueLock,
+];
+
+/// The name a node under `top` encodes, if the node is under it.
+fn name_of(top: &str, path: &str) -> Result<Option<Name>> {
+    let Some(relative) = path.strip_prefix(&format!("{top}/")) else {
+        return Ok(None);
+    };
+    Name::new(keys::decode(relative))
+        .map(Some)
+        .map_err(|error| Error::backend(BACKEND, format!("{path}: not a distsync name: {error}")))
+}
+
+/// The priority an item node's name carries.
+///
+/// # Errors
+/// [`Error::Backend`] for a name of neither form, or a priority outside `0..=65535`
+/// (Curator's negative priorities), which distsync's queues cannot hold.
+fn priority(path: &str, child: &str) -> Result<u16> {
+    let invalid = |why: &str| Error::backend(BACKEND, format!("{path}/{child}: {why}"));
+    let rest = child
+        .strip_prefix(nodes::ITEM_NAME)
+        .ok_or_else(|| invalid("not a queue item"))?;
+    let base = rest.split_once('.').map_or(rest, |(base, _)| base);
+    match base.len() {
+        10 => Ok(0),
+        19 if base.starts_with('1') => {
+            let priority = u32::from_str_radix(&base[1..9], 16)
+                .map_err(|_| invalid("its priority is not hexadecimal"))?;
+            u16::try_from(priority).map_err(|_| invalid("its priority is above 65535"))
+        }
+        _ => Err(invalid("a priority distsync's queues cannot hold")),
+    }
+}
+
+/// Reads the snapshot.
+pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
+    let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
+    let root = shared.config.root();
+    let mut snapshot = Snapshot::default();
+
+    let top = keys::kind_root(root, Kind::Queue);
+    for (path, children) in walk(&client, &top).await? {
+        let items = nodes::items(children);
+        if items.is_empty() {
+            continue;
+        }
+        let Some(name) = name_of(&top, &path)? else {
+            continue;
+        };
+        let mut queued = Vec::new();
+        for child in items {
+            let priority = priority(&path, &child)?;
+            let data = match client.get_data(&format!("{path}/{child}")).await {
+                Ok((data, _)) => data,
+                // Taken since the listing.
+                Err(zk::Error::NoNode) => continue,
+                Err(error) => return Err(map(error)),
+            };
+            let decoded = framing::decode(&data).map_err(|malformed| {
+                Error::backend(BACKEND, format!("{path}/{child}: {}", malformed.0))
+            })?;
+            queued.extend(decoded.into_iter().map(|item| QueueItem { priority, item }));
+        }
+        if !queued.is_empty() {
+            snapshot.queues.insert(name, queued);
+        }
+    }
+
+    let top = keys::kind_root(root, Kind::Stm);
+    for (path, _) in walk(&client, &top).await? {
+        let Some(name) = name_of(&top, &path)? else {
+            continue;
+        };
+        let data = match client.get_data(&path).await {
+            Ok((data, _)) => data,
+            Err(zk::Error::NoNode) => continue,
+            Err(error) => return Err(map(error)),
+        };
+        if let Some(value) = crate::stm::decode(&path, data)? {
+            snapshot.stm.insert(name, value);
+        }
+    }
+
+    let top = keys::kind_root(root, Kind::Barrier);
+    for (path, children) in walk(&client, &top).await? {
+        if children.is_empty() {
+            if let Some(name) = name_of(&top, &path)? {
+                snapshot.barriers.push(name);
+            }
+        }
+    }
+
+    for kind in HELD {
+        for (path, children) in walk(&client, &keys::kind_root(root, *kind)).await? {
+            if !children.is_empty() {
+                continue;
+            }
+            match client.check_stat(&path).await.map_err(map)? {
+                Some(stat) if stat.ephemeral_owner != 0 => snapshot.active_holds.push(path),
+                _ => {}
+            }
+        }
+    }
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_come_from_item_names() {
+        let queue = "/distsync/queue/jobs";
+        assert_eq!(priority(queue, "queue-0000000007").unwrap(), 0);
+        assert_eq!(
+            priority(queue, &format!("{}0000000003", nodes::item_prefix(9))).unwrap(),
+            9
+        );
+        let split = format!("{}0000000003.0000000001", nodes::item_prefix(65535));
+        assert_eq!(priority(queue, &split).unwrap(), 65535);
+        // Curator's negative priorities and other names are typed errors.
+        assert!(priority(queue, "queue-0FFFFFFFF0000000003").is_err());
+        assert!(priority(queue, "queue-100010000").is_err());
+        assert!(priority(queue, "other-0000000007").is_err());
+    }
+}

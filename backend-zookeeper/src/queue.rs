@@ -1,0 +1,806 @@
+//! The queue, in the layout of Curator's `DistributedQueue` and
+//! `DistributedPriorityQueue`, with the `lockPath` of Curator's guaranteed delivery as
+//! the holds of at-least-once `receive`; so that a Java producer's items reach a Rust
+//! consumer and the reverse.
+//!
+//! # Layout
+//!
+//! The queue `<name>` is Curator's `queuePath` `<root>/queue/<name>`: each item is a
+//! persistent sequential child `queue-<priority><sequence>`, its data the item in
+//! Curator's `ItemSerializer` format (see `src/queue/framing.rs`). distsync writes the
+//! name `DistributedPriorityQueue` writes, `1` and the priority in eight hex digits
+//! before the 10-digit sequence. Curator's consumers list the children, keep those
+//! starting with `queue-` and sort them as strings; so does distsync, which puts lower
+//! priority numbers first and orders each priority by arrival. A plain
+//! `DistributedQueue`'s items (`queue-<sequence>`) sort before every priority's, as they
+//! do for Curator.
+//!
+//! Beside it, in nodes Curator never looks at:
+//!
+//! | node | what |
+//! |---|---|
+//! | `<root>/queue_lock/<name>/<item>` | Curator's `lockPath`: an ephemeral node per held item, of the holder's session |
+//! | `<root>/queue_meta/<name>/%deliveries/<item>` | how many times `receive` delivered the item, in decimal |
+//! | `<root>/queue_meta/<name>/%keys/<key>` | idempotency keys: `k-<key>` of `enqueue_once`, `c-<call id>` of `enqueue` |
+//! | `<root>/queue_meta/<name>/%taken/<call id>` | the receipt of a `dequeue` in flight, ephemeral |
+//! | `<root>/queue_meta/<name>/%clock` | written to read the server's clock |
+//!
+//! # Protocol
+//!
+//! * **Enqueue**: one `multi` creates the key node (holding the call's id) and the item
+//!   node. A repeat after a lost reply finds its own key and stops; a key node of
+//!   another call makes `enqueue_once` answer `Duplicate` while it is younger than
+//!   [`DEDUP_WINDOW`] on the server's clock (an older one is deleted and the enqueue
+//!   goes ahead). `enqueue` deletes its call's key once answered; keys of calls that
+//!   never were are deleted by a later enqueue after [`CALL_KEY_WINDOW`].
+//! * **Dequeue** (at most once): for the first item with no lock node, one `multi`
+//!   creates and deletes the lock node (so it fails while someone holds the item),
+//!   deletes the item at the version read, and creates the receipt. A reply lost to a
+//!   connection loss is resolved by the receipt; a dequeue dropped while its `multi`
+//!   may have been applied puts the item back in the background, recreating its node
+//!   under the same name, hence at the same place.
+//! * **Receive** (at least once): one `multi`, through the receiver's session, creates
+//!   the ephemeral lock node, checks the item's version and counts the delivery. The
+//!   item stays at its place: `ack` deletes it with the lock node, `nack` (or a dropped
+//!   delivery) deletes the lock node only, and the end of the session deletes it too.
+//!   A Curator consumer built with `lockPath(<root>/queue_lock/<name>)` skips items
+//!   distsync holds and the reverse; one without a lock path takes items whatever
+//!   holds them, as Curator documents.
+//! * **Curator's `putMulti`** writes several items into one node. distsync delivers
+//!   one item at a time, so it first splits such a node, in one `multi`, into nodes
+//!   named `<node>`, `<node>.0000000001`, ..., which sort where the node sorted and
+//!   keep its items' order.
+//!
+//! # The server's clock
+//!
+//! A node's `ctime` is the leader's wall clock when it applied the create; `oldest_age`
+//! compares the oldest unheld item's `ctime` with the `mtime` of a write to `%clock`,
+//! the same clock: producers' clocks play no part. After a leader change the two times
+//! may come from two machines, whose clocks differ by their skew.
+//!
+//! [`DEDUP_WINDOW`]: distsync_core::queue::DEDUP_WINDOW
+//! [`CALL_KEY_WINDOW`]: distsync_core::queue::CALL_KEY_WINDOW
+
+pub(crate) mod framing;
+pub(crate) mod nodes;
+mod receive;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::raw::{call_id, Failure, Idempotence, RetryPolicy, WaitRetry};
+use distsync_core::{Bytes, Delivery, Name, Queue, Result, Session};
+use tokio::time::Instant;
+use zookeeper_client as zk;
+
+use crate::direct::{bounded, persistent, request, Direct};
+use crate::error::map;
+use crate::store::Shared;
+use nodes::{make_dirs, Paths};
+
+/// How often a queue handle that enqueues deletes expired keys and stray delivery
+/// counts.
+const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// How long a dropped dequeue's background put-back keeps trying.
+const PUT_BACK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A queue named `name`: Curator's `DistributedPriorityQueue` on its node.
+pub(crate) struct ZkQueue {
+    inner: Arc<Inner>,
+}
+
+/// What a queue and its deliveries share.
+pub(crate) struct Inner {
+    shared: Arc<Shared>,
+    name: Name,
+    paths: Paths,
+    own: Direct,
+    /// When this handle last pruned keys (`None`: never).
+    pruned: Mutex<Option<Instant>>,
+}
+
+impl ZkQueue {
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
+        let paths = Paths::new(shared.config.root(), &name);
+        Self {
+            inner: Arc::new(Inner {
+                shared: Arc::clone(shared),
+                name,
+                paths,
+                own: Direct::with_session_timeout(shared, nodes::OWN_SESSION),
+                pruned: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+/// What one look at the queue found.
+enum Look<T> {
+    /// An item (or a delivery of one).
+    Found(T),
+    /// Nothing available; with watches on the items and the locks when asked for.
+    Empty(Option<(zk::OneshotWatcher, zk::OneshotWatcher)>),
+}
+
+impl Inner {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
+
+    /// The children of `path` (with a watch on them when `watch`), creating the node
+    /// when missing.
+    async fn children(
+        &self,
+        client: &zk::Client,
+        path: &str,
+        watch: bool,
+    ) -> Result<(Vec<String>, Option<zk::OneshotWatcher>)> {
+        loop {
+            let listed = if watch {
+                bounded(&self.shared, client.list_and_watch_children(path))
+                    .await?
+                    .map(|(children, watcher)| (children, Some(watcher)))
+            } else {
+                bounded(&self.shared, client.list_children(path))
+                    .await?
+                    .map(|children| (children, None))
+            };
+            match listed {
+                Ok(listed) => return Ok(listed),
+                Err(zk::Error::NoNode) if watch => make_dirs(&self.shared, client, &[path]).await?,
+                Err(zk::Error::NoNode) => return Ok((Vec::new(), None)),
+                Err(error) => return Err(map(error)),
+            }
+        }
+    }
+
+    /// The items in Curator's order that no one holds, with watches when `watch`.
+    async fn available(
+        &self,
+        client: &zk::Client,
+        watch: bool,
+    ) -> Result<(
+        Vec<String>,
+        Option<(zk::OneshotWatcher, zk::OneshotWatcher)>,
+    )> {
+        let (children, items_watch) = self.children(client, &self.paths.items, watch).await?;
+        let (held, locks_watch) = self.children(client, &self.paths.locks, watch).await?;
+        let held: HashSet<String> = held.into_iter().collect();
+        let available = nodes::items(children)
+            .into_iter()
+            .filter(|child| !held.contains(child))
+            .collect();
+        Ok((available, items_watch.zip(locks_watch)))
+    }
+
+    /// The item `child` and its node's version; `None` if it is gone. A node holding
+    /// several items (Curator's `putMulti`) is split first, and `Split` returned.
+    async fn read(&self, client: &zk::Client, child: &str) -> Result<Read> {
+        let path = self.paths.item(child);
+        let (data, stat) = match bounded(&self.shared, client.get_data(&path)).await? {
+            Ok(read) => read,
+            Err(zk::Error::NoNode) => return Ok(Read::Gone),
+            Err(error) => return Err(map(error)),
+        };
+        match framing::decode(&data) {
+            Ok(mut items) if items.len() == 1 => Ok(Read::Item(items.remove(0), stat.version)),
+            Ok(items) if items.len() > 1 => {
+                self.split(client, child, &items, stat.version).await?;
+                Ok(Read::Split)
+            }
+            Ok(_) => {
+                // Curator's consumer takes an empty `putMulti` as no item at all.
+                tracing::warn!(
+                    queue = %self.name,
+                    node = %path,
+                    "queue node holds no item; delivered as an empty item"
+                );
+                Ok(Read::Item(Bytes::new(), stat.version))
+            }
+            Err(framing::Malformed(why)) => {
+                tracing::warn!(
+                    queue = %self.name,
+                    node = %path,
+                    why,
+                    "queue node is not in Curator's item format; delivered as it is"
+                );
+                Ok(Read::Item(Bytes::from(data), stat.version))
+            }
+        }
+    }
+
+    /// Splits the node `child` holding `items` (at `version`) into one node per item
+    /// at its place, unless someone holds it or changed it meanwhile.
+    async fn split(
+        &self,
+        client: &zk::Client,
+        child: &str,
+        items: &[Bytes],
+        version: i32,
+    ) -> Result<()> {
+        let lock = self.paths.lock(child);
+        let mut multi = client.new_multi_writer();
+        let mut ops = || -> std::result::Result<(), zk::Error> {
+            multi.add_create(&lock, &[], &persistent())?;
+            multi.add_delete(&lock, None)?;
+            multi.add_delete(&self.paths.item(child), Some(version))?;
+            for (at, item) in items.iter().enumerate() {
+                let node = match at {
+                    0 => child.to_owned(),
+                    at => format!("{child}.{at:010}"),
+                };
+                multi.add_create(
+                    &self.paths.item(&node),
+                    &framing::encode(item),
+                    &persistent(),
+                )?;
+            }
+            Ok(())
+        };
+        ops().map_err(map)?;
+        match bounded(&self.shared, multi.commit()).await? {
+            Ok(_) => {
+                tracing::debug!(queue = %self.name, node = child, items = items.len(), "split a multi-item queue node");
+                Ok(())
+            }
+            // Held, gone or changed since it was read: the caller looks again.
+            Err(zk::MultiWriteError::OperationFailed { .. }) => Ok(()),
+            Err(zk::MultiWriteError::RequestFailed { source }) => Err(map(source)),
+        }
+    }
+
+    /// One look for an item to dequeue: takes the first available one.
+    async fn take(&self, watch: bool) -> Result<Look<Bytes>> {
+        let client = self.own.client().await?;
+        'listing: loop {
+            let (available, watches) = self.available(&client, watch).await?;
+            for child in available {
+                let (item, version) = match self.read(&client, &child).await? {
+                    Read::Item(item, version) => (item, version),
+                    Read::Gone => continue,
+                    Read::Split => continue 'listing,
+                };
+                if let Some(item) = self.take_item(&client, &child, item, version).await? {
+                    return Ok(Look::Found(item));
+                }
+            }
+            return Ok(Look::Empty(watches));
+        }
+    }
+
+    /// Deletes the item `child` (read at `version`) unless someone holds it; `None`
+    /// when it is held or gone.
+    async fn take_item(
+        &self,
+        client: &zk::Client,
+        child: &str,
+        item: Bytes,
+        version: i32,
+    ) -> Result<Option<Bytes>> {
+        let lock = self.paths.lock(child);
+        let path = self.paths.item(child);
+        let receipt = format!("{}/{}", self.paths.taken, call_id());
+        loop {
+            let mut multi = client.new_multi_writer();
+            let mut ops = || -> std::result::Result<(), zk::Error> {
+                // Made and deleted at once: fails while a receiver's lock node exists.
+                multi.add_create(&lock, &[], &persistent())?;
+                multi.add_delete(&lock, None)?;
+                multi.add_delete(&path, Some(version))?;
+                multi.add_create(&receipt, child.as_bytes(), &nodes::ephemeral())?;
+                Ok(())
+            };
+            ops().map_err(map)?;
+            let put_back = PutBack {
+                inner: None,
+                client: client.clone(),
+                receipt: receipt.clone(),
+                path: path.clone(),
+                data: framing::encode(&item),
+            };
+            let mut put_back = put_back.armed(self);
+            let committed = bounded(&self.shared, multi.commit()).await;
+            match committed {
+                Ok(Ok(_)) => {}
+                Ok(Err(zk::MultiWriteError::OperationFailed { index, source })) => {
+                    put_back.disarm();
+                    match (index, source) {
+                        (0, zk::Error::NoNode) => {
+                            make_dirs(&self.shared, client, &[&self.paths.locks]).await?;
+                            continue;
+                        }
+                        (3, zk::Error::NoNode) => {
+                            make_dirs(&self.shared, client, &[&self.paths.taken]).await?;
+                            continue;
+                        }
+                        // Held (the lock node exists), gone or changed.
+                        (0, zk::Error::NodeExists)
+                        | (2, zk::Error::NoNode | zk::Error::BadVersion) => return Ok(None),
+                        (_, source) => return Err(map(source)),
+                    }
+                }
+                Ok(Err(zk::MultiWriteError::RequestFailed { source })) => {
+                    if crate::error::is_session_end(&source) {
+                        // The receipt went with the session: the put-back finds none.
+                        return Err(map(source));
+                    }
+                    if !self.receipt_exists(client, &receipt).await? {
+                        put_back.disarm();
+                        return Ok(None);
+                    }
+                }
+                Err(error) => {
+                    if !self
+                        .receipt_exists(client, &receipt)
+                        .await
+                        .map_err(|_| error)?
+                    {
+                        put_back.disarm();
+                        return Ok(None);
+                    }
+                }
+            }
+            // Taken. No await may come between here and the return, or a dequeue
+            // dropped there would lose the item: the receipt and the delivery count
+            // are deleted in the background (the receipt also goes with the session).
+            put_back.disarm();
+            let client = client.clone();
+            let paths = self.paths.clone();
+            let shared = Arc::clone(&self.shared);
+            let child = child.to_owned();
+            tokio::spawn(async move {
+                if let Ok(Err(error)) = bounded(&shared, client.delete(&receipt, None)).await {
+                    tracing::debug!(node = %receipt, %error, "could not delete a dequeue's receipt");
+                }
+                forget_deliveries(&shared, &paths, &client, &child).await;
+            });
+            return Ok(Some(item));
+        }
+    }
+
+    /// Whether the receipt `receipt` exists: whether a dequeue whose reply was lost
+    /// was applied.
+    async fn receipt_exists(&self, client: &zk::Client, receipt: &str) -> Result<bool> {
+        request(&self.shared, client.check_stat(receipt))
+            .await
+            .map(|stat| stat.is_some())
+    }
+
+    /// Deletes the delivery count of the item `child` (see [`forget_deliveries`]).
+    async fn forget_deliveries(&self, client: &zk::Client, child: &str) {
+        forget_deliveries(&self.shared, &self.paths, client, child).await;
+    }
+
+    /// One attempt of an enqueue of `item` at `priority` under the key node `key`
+    /// (`call`'s, whose id it holds); `sent` says whether an earlier attempt may have
+    /// been applied.
+    async fn append(
+        &self,
+        key: &str,
+        call: &str,
+        window: Duration,
+        item: &[u8],
+        priority: u16,
+        sent: &AtomicBool,
+    ) -> Result<Enqueued> {
+        let client = self.own.client().await?;
+        let key_path = format!("{}/{key}", self.paths.keys);
+        if sent.swap(true, Ordering::SeqCst) {
+            if let Some(answer) = self.existing(&client, &key_path, call, window).await? {
+                return Ok(answer);
+            }
+        }
+        let data = framing::encode(item);
+        let item_path = format!("{}/{}", self.paths.items, nodes::item_prefix(priority));
+        loop {
+            let mut multi = client.new_multi_writer();
+            multi
+                .add_create(&key_path, call.as_bytes(), &persistent())
+                .map_err(map)?;
+            multi
+                .add_create(&item_path, &data, &nodes::sequential())
+                .map_err(map)?;
+            match bounded(&self.shared, multi.commit()).await? {
+                Ok(_) => return Ok(Enqueued::New),
+                Err(zk::MultiWriteError::OperationFailed {
+                    source: zk::Error::NodeExists,
+                    ..
+                }) => {
+                    if let Some(answer) = self.existing(&client, &key_path, call, window).await? {
+                        return Ok(answer);
+                    }
+                }
+                Err(zk::MultiWriteError::OperationFailed {
+                    source: zk::Error::NoNode,
+                    ..
+                }) => {
+                    make_dirs(
+                        &self.shared,
+                        &client,
+                        &[&self.paths.items, &self.paths.keys],
+                    )
+                    .await?;
+                }
+                Err(zk::MultiWriteError::OperationFailed { source, .. })
+                | Err(zk::MultiWriteError::RequestFailed { source }) => return Err(map(source)),
+            }
+        }
+    }
+
+    /// What the key node at `key_path` says of an enqueue by `call`: `New` when it is
+    /// the call's own, `Duplicate` when another call's is younger than `window`, `None`
+    /// when there is none (an expired one is deleted).
+    async fn existing(
+        &self,
+        client: &zk::Client,
+        key_path: &str,
+        call: &str,
+        window: Duration,
+    ) -> Result<Option<Enqueued>> {
+        let (data, stat) = match bounded(&self.shared, client.get_data(key_path)).await? {
+            Ok(found) => found,
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(error) => return Err(map(error)),
+        };
+        if data == call.as_bytes() {
+            return Ok(Some(Enqueued::New));
+        }
+        let now = nodes::server_now(&self.shared, client, &self.paths.clock).await?;
+        if !expired(now, stat.ctime, window) {
+            return Ok(Some(Enqueued::Duplicate));
+        }
+        match bounded(&self.shared, client.delete(key_path, Some(stat.version))).await? {
+            Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => Ok(None),
+            Err(error) => Err(map(error)),
+        }
+    }
+
+    /// An enqueue under `key` (`c-<call id>` for a plain one).
+    async fn enqueue(
+        self: &Arc<Self>,
+        key: Option<&IdempotencyKey>,
+        item: Bytes,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        let call = call_id();
+        let (key_node, window) = match key {
+            Some(key) => (format!("k-{key}"), DEDUP_WINDOW),
+            None => (format!("c-{call}"), CALL_KEY_WINDOW),
+        };
+        let sent = AtomicBool::new(false);
+        let enqueued = self
+            .policy()
+            .one_shot("enqueue", Idempotence::Idempotent, Failure::of, || {
+                self.append(&key_node, &call, window, &item, priority, &sent)
+            })
+            .await?;
+        if key.is_none() {
+            // The call is answered: no attempt of it is left to repeat.
+            if let Ok(client) = self.own.client().await {
+                let path = format!("{}/{key_node}", self.paths.keys);
+                if let Ok(Err(error)) = bounded(&self.shared, client.delete(&path, None)).await {
+                    tracing::debug!(node = %path, %error, "could not delete an enqueue's call key");
+                }
+            }
+        }
+        self.prune_when_due();
+        Ok(enqueued)
+    }
+
+    /// Starts a prune in the background when this handle has not pruned for
+    /// [`PRUNE_EVERY`].
+    fn prune_when_due(self: &Arc<Self>) {
+        {
+            let mut pruned = self.pruned.lock().unwrap_or_else(PoisonError::into_inner);
+            if pruned.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+                return;
+            }
+            *pruned = Some(Instant::now());
+        }
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(error) = inner.prune().await {
+                tracing::debug!(queue = %inner.name, %error, "queue prune failed; a later enqueue tries again");
+            }
+        });
+    }
+
+    /// Deletes the key nodes older than their window and the delivery counts of items
+    /// that are gone.
+    async fn prune(&self) -> Result<()> {
+        let client = self.own.client().await?;
+        let (keys, _) = self.children(&client, &self.paths.keys, false).await?;
+        if !keys.is_empty() {
+            let now = nodes::server_now(&self.shared, &client, &self.paths.clock).await?;
+            for key in keys {
+                let window = if key.starts_with("c-") {
+                    CALL_KEY_WINDOW
+                } else {
+                    DEDUP_WINDOW
+                };
+                let path = format!("{}/{key}", self.paths.keys);
+                if let Some(stat) = request(&self.shared, client.check_stat(&path)).await? {
+                    if expired(now, stat.ctime, window) {
+                        let _ =
+                            bounded(&self.shared, client.delete(&path, Some(stat.version))).await?;
+                    }
+                }
+            }
+        }
+        let (counts, _) = self
+            .children(&client, &self.paths.deliveries, false)
+            .await?;
+        if !counts.is_empty() {
+            let (items, _) = self.children(&client, &self.paths.items, false).await?;
+            let items: HashSet<String> = items.into_iter().collect();
+            for count in counts.into_iter().filter(|count| !items.contains(count)) {
+                self.forget_deliveries(&client, &count).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many items no one holds.
+    async fn len(&self) -> Result<usize> {
+        let client = self.own.client().await?;
+        Ok(self.available(&client, false).await?.0.len())
+    }
+
+    /// The age of the oldest item no one holds, on the server's clock.
+    async fn oldest_age(&self) -> Result<Option<Duration>> {
+        let client = self.own.client().await?;
+        let (mut available, _) = self.available(&client, false).await?;
+        // Sequences grow with creation time across priorities.
+        available.sort_by_key(|child| nodes::sequence(child).unwrap_or(u64::MAX));
+        for child in available {
+            let path = self.paths.item(&child);
+            if let Some(stat) = request(&self.shared, client.check_stat(&path)).await? {
+                let now = nodes::server_now(&self.shared, &client, &self.paths.clock).await?;
+                let age = u64::try_from(now.saturating_sub(stat.ctime)).unwrap_or(0);
+                return Ok(Some(Duration::from_millis(age)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The items ready and held of the queue whose node has `children` and whose lock
+/// path is `locks`, for `status`.
+pub(crate) async fn counts(
+    client: &zk::Client,
+    children: Vec<String>,
+    locks: &str,
+) -> Result<(usize, usize)> {
+    let items = nodes::items(children);
+    let held: HashSet<String> = match client.list_children(locks).await {
+        Ok(held) => held.into_iter().collect(),
+        Err(zk::Error::NoNode) => HashSet::new(),
+        Err(error) => return Err(map(error)),
+    };
+    let in_flight = items.iter().filter(|child| held.contains(*child)).count();
+    Ok((items.len() - in_flight, in_flight))
+}
+
+/// Deletes the delivery count of the item `child`, gone for good (a count left
+/// behind by a failure is deleted by a later prune).
+async fn forget_deliveries(shared: &Shared, paths: &Paths, client: &zk::Client, child: &str) {
+    let path = paths.delivery(child);
+    match bounded(shared, client.delete(&path, None)).await {
+        Ok(Ok(()) | Err(zk::Error::NoNode)) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(node = %path, %error, "could not delete a delivery count")
+        }
+        Err(error) => tracing::debug!(node = %path, %error, "could not delete a delivery count"),
+    }
+}
+
+/// Whether a node created at `ctime` is older than `window` at `now` (server times in
+/// milliseconds).
+fn expired(now: i64, ctime: i64, window: Duration) -> bool {
+    let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    now.saturating_sub(ctime) >= window
+}
+
+/// What reading an item node found.
+enum Read {
+    /// The item and its node's version.
+    Item(Bytes, i32),
+    /// The node is gone.
+    Gone,
+    /// The node held several items and was split (or someone else got to it): look
+    /// again.
+    Split,
+}
+
+/// A dequeue's `multi` that may have been applied: dropped armed (the dequeue was
+/// cancelled, or failed not knowing), it puts the item back in the background if its
+/// receipt exists, recreating the node under its name, so at its place.
+struct PutBack {
+    inner: Option<(Arc<Shared>, Name)>,
+    client: zk::Client,
+    receipt: String,
+    path: String,
+    data: Vec<u8>,
+}
+
+impl PutBack {
+    fn armed(mut self, queue: &Inner) -> Self {
+        self.inner = Some((Arc::clone(&queue.shared), queue.name.clone()));
+        self
+    }
+
+    fn disarm(&mut self) {
+        self.inner = None;
+    }
+}
+
+impl Drop for PutBack {
+    fn drop(&mut self) {
+        let Some((shared, name)) = self.inner.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                queue = %name,
+                "a dequeue dropped outside a runtime may have taken an item it did not return"
+            );
+            return;
+        };
+        let client = self.client.clone();
+        let receipt = std::mem::take(&mut self.receipt);
+        let path = std::mem::take(&mut self.path);
+        let data = std::mem::take(&mut self.data);
+        runtime.spawn(async move {
+            let deadline = Instant::now() + PUT_BACK_DEADLINE;
+            let outcome = RetryPolicy::default()
+                .idempotent_until("queue put-back", Some(deadline), None, || {
+                    put_back(&shared, &client, &receipt, &path, &data)
+                })
+                .await;
+            if let Err(error) = outcome {
+                tracing::error!(
+                    queue = %name,
+                    node = %path,
+                    %error,
+                    "could not put back the item of a dropped dequeue"
+                );
+            }
+        });
+    }
+}
+
+/// Recreates the node at `path` holding `data` if the receipt `receipt` exists (the
+/// dequeue took it), deleting the receipt in the same step.
+async fn put_back(
+    shared: &Shared,
+    client: &zk::Client,
+    receipt: &str,
+    path: &str,
+    data: &[u8],
+) -> Result<()> {
+    if request(shared, client.check_stat(receipt)).await?.is_none() {
+        return Ok(());
+    }
+    let mut multi = client.new_multi_writer();
+    multi.add_create(path, data, &persistent()).map_err(map)?;
+    multi.add_delete(receipt, None).map_err(map)?;
+    match bounded(shared, multi.commit()).await? {
+        Ok(_) => {
+            tracing::debug!(node = %path, "put back the item of a dropped dequeue");
+            Ok(())
+        }
+        // Gone meanwhile: another put-back of this receipt won.
+        Err(zk::MultiWriteError::OperationFailed {
+            index: 1,
+            source: zk::Error::NoNode,
+        }) => Ok(()),
+        Err(zk::MultiWriteError::OperationFailed { source, .. })
+        | Err(zk::MultiWriteError::RequestFailed { source }) => Err(map(source)),
+    }
+}
+
+#[async_trait]
+impl Queue for ZkQueue {
+    fn name(&self) -> &Name {
+        &self.inner.name
+    }
+
+    async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
+        self.inner.enqueue(None, item, priority).await.map(|_| ())
+    }
+
+    async fn enqueue_once(
+        &self,
+        key: &IdempotencyKey,
+        item: Bytes,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        self.inner.enqueue(Some(key), item, priority).await
+    }
+
+    async fn dequeue(&self) -> Result<Bytes> {
+        let mut retry = WaitRetry::new("dequeue");
+        loop {
+            match self.inner.take(true).await {
+                Ok(Look::Found(item)) => {
+                    retry.succeeded();
+                    return Ok(item);
+                }
+                Ok(Look::Empty(watches)) => {
+                    retry.succeeded();
+                    if let Some((items, locks)) = watches {
+                        tokio::select! {
+                            _ = items.changed() => {}
+                            _ = locks.changed() => {}
+                        }
+                    }
+                }
+                Err(error) => match retry.failed(&error) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Err(error),
+                },
+            }
+        }
+    }
+
+    async fn try_dequeue(&self) -> Result<Option<Bytes>> {
+        let inner = &self.inner;
+        let look = inner
+            .policy()
+            .one_shot("try_dequeue", Idempotence::Idempotent, Failure::of, || {
+                inner.take(false)
+            })
+            .await?;
+        Ok(match look {
+            Look::Found(item) => Some(item),
+            Look::Empty(_) => None,
+        })
+    }
+
+    async fn receive(&self, session: &Session) -> Result<Delivery> {
+        receive::receive(&self.inner, session).await
+    }
+
+    async fn try_receive(&self, session: &Session) -> Result<Option<Delivery>> {
+        receive::try_receive(&self.inner, session).await
+    }
+
+    async fn len(&self) -> Result<usize> {
+        let inner = &self.inner;
+        inner
+            .policy()
+            .one_shot("len", Idempotence::Idempotent, Failure::of, || inner.len())
+            .await
+    }
+
+    async fn oldest_age(&self) -> Result<Option<Duration>> {
+        let inner = &self.inner;
+        inner
+            .policy()
+            .one_shot("oldest_age", Idempotence::Idempotent, Failure::of, || {
+                inner.oldest_age()
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expired;
+    use std::time::Duration;
+
+    #[test]
+    fn keys_expire_after_their_window_on_the_servers_clock() {
+        let window = Duration::from_secs(60);
+        assert!(!expired(1_000_000, 1_000_000, window));
+        assert!(!expired(1_059_999, 1_000_000, window));
+        assert!(expired(1_060_000, 1_000_000, window));
+        // A clock that went back (another leader) keeps the key.
+        assert!(!expired(999_000, 1_000_000, window));
+    }
+}

@@ -1,0 +1,417 @@
+//! At-least-once `receive`: an item held by an ephemeral lock node of the receiver's
+//! session (Curator's `lockPath`), its delivery counted beside it, and the delivery's
+//! `ack` and `nack` (see the protocol in the queue's module docs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::raw::{
+    call_id, Failure, Idempotence, RetryPolicy, SessionStoreSide as _, Settle,
+};
+use distsync_core::{Delivery, Error, Result, Session};
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zk;
+
+use super::nodes::{self, make_dirs};
+use super::{Inner, Look, Read};
+use crate::direct::{bounded, persistent};
+use crate::error::{is_session_end, map};
+use crate::session::LeaseInner;
+use crate::BACKEND;
+
+/// How long a dropped receive's background clean-up keeps trying; past it, the item
+/// goes back when the session ends.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The lease of `session`, checked to be of this backend's store.
+fn lease(inner: &Inner, session: &Session) -> Result<Arc<LeaseInner>> {
+    crate::session::lease_of(session, &inner.shared).map(Arc::clone)
+}
+
+/// Waits for an item and holds it through `session`.
+pub(super) async fn receive(inner: &Arc<Inner>, session: &Session) -> Result<Delivery> {
+    let lease = lease(inner, session)?;
+    let mut retry = distsync_core::raw::WaitRetry::new("receive");
+    loop {
+        if session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        match look(inner, session, &lease, true).await {
+            Ok(Look::Found(delivery)) => {
+                retry.succeeded();
+                return Ok(delivery);
+            }
+            Ok(Look::Empty(watches)) => {
+                retry.succeeded();
+                if let Some((items, locks)) = watches {
+                    tokio::select! {
+                        () = session.lost() => return Err(Error::SessionLost),
+                        _ = items.changed() => {}
+                        _ = locks.changed() => {}
+                    }
+                }
+            }
+            Err(error) => match retry.failed(&error) {
+                Some(pause) => tokio::select! {
+                    () = session.lost() => return Err(Error::SessionLost),
+                    () = tokio::time::sleep(pause) => {}
+                },
+                None => return Err(error),
+            },
+        }
+    }
+}
+
+/// Holds the first available item through `session`, if there is one.
+pub(super) async fn try_receive(inner: &Arc<Inner>, session: &Session) -> Result<Option<Delivery>> {
+    let lease = lease(inner, session)?;
+    let look = inner
+        .policy()
+        .one_shot("try_receive", Idempotence::Idempotent, Failure::of, || {
+            look(inner, session, &lease, false)
+        })
+        .await?;
+    Ok(match look {
+        Look::Found(delivery) => Some(delivery),
+        Look::Empty(_) => None,
+    })
+}
+
+/// One look for an item to hold.
+async fn look(
+    inner: &Arc<Inner>,
+    session: &Session,
+    lease: &Arc<LeaseInner>,
+    watch: bool,
+) -> Result<Look<Delivery>> {
+    let client = inner.own.client().await?;
+    'listing: loop {
+        let (available, watches) = inner.available(&client, watch).await?;
+        for child in available {
+            let (item, version) = match inner.read(&client, &child).await? {
+                Read::Item(item, version) => (item, version),
+                Read::Gone => continue,
+                Read::Split => continue 'listing,
+            };
+            match hold(inner, session, lease, &client, &child, version).await? {
+                Held::Now(redeliveries) => {
+                    let settle = Hold {
+                        inner: Arc::clone(inner),
+                        lease: Arc::clone(lease),
+                        lost: session.lost_token().clone(),
+                        child,
+                    };
+                    return Ok(Look::Found(Delivery::new(
+                        item,
+                        redeliveries,
+                        session,
+                        Box::new(settle),
+                    )));
+                }
+                Held::No => {}
+                Held::LookAgain => continue 'listing,
+            }
+        }
+        return Ok(Look::Empty(watches));
+    }
+}
+
+/// What an attempt to hold an item did.
+enum Held {
+    /// Held; delivered this many times before.
+    Now(u32),
+    /// Held by someone else, or gone.
+    No,
+    /// Its delivery count changed meanwhile: list again.
+    LookAgain,
+}
+
+/// Holds the item `child` (read at `version`) through the session: creates the lock
+/// node and counts the delivery, in one `multi` sent through the session's client.
+async fn hold(
+    inner: &Inner,
+    session: &Session,
+    lease: &Arc<LeaseInner>,
+    reader: &zk::Client,
+    child: &str,
+    version: i32,
+) -> Result<Held> {
+    let paths = &inner.paths;
+    let lock = paths.lock(child);
+    let count_path = paths.delivery(child);
+    let (count, count_version) = match bounded(&inner.shared, reader.get_data(&count_path)).await? {
+        Ok((data, stat)) => (parse_count(&data), Some(stat.version)),
+        Err(zk::Error::NoNode) => (0, None),
+        Err(error) => return Err(map(error)),
+    };
+    let claim = call_id();
+    let client = lease.client()?;
+    loop {
+        let next = count.saturating_add(1).to_string();
+        let mut multi = client.new_multi_writer();
+        let mut ops = || -> std::result::Result<(), zk::Error> {
+            multi.add_create(&lock, claim.as_bytes(), &nodes::ephemeral())?;
+            multi.add_check_version(&paths.item(child), version)?;
+            match count_version {
+                Some(count_version) => {
+                    multi.add_set_data(&count_path, next.as_bytes(), Some(count_version))?
+                }
+                None => multi.add_create(&count_path, next.as_bytes(), &persistent())?,
+            }
+            Ok(())
+        };
+        ops().map_err(map)?;
+        let mut undo = Undo {
+            lease: Some(Arc::clone(lease)),
+            lock: lock.clone(),
+            claim: claim.clone(),
+            count_path: count_path.clone(),
+            count,
+        };
+        let committed = bounded(&inner.shared, multi.commit()).await;
+        let applied = match committed {
+            Ok(Ok(_)) => true,
+            Ok(Err(zk::MultiWriteError::OperationFailed { index, source })) => {
+                undo.disarm();
+                match (index, source) {
+                    (0, zk::Error::NodeExists) | (1, zk::Error::NoNode | zk::Error::BadVersion) => {
+                        return Ok(Held::No)
+                    }
+                    (0, zk::Error::NoNode) => {
+                        make_dirs(&inner.shared, reader, &[&paths.locks]).await?;
+                        continue;
+                    }
+                    (2, zk::Error::NoNode) if count_version.is_none() => {
+                        make_dirs(&inner.shared, reader, &[&paths.deliveries]).await?;
+                        continue;
+                    }
+                    (2, zk::Error::NoNode | zk::Error::NodeExists | zk::Error::BadVersion) => {
+                        return Ok(Held::LookAgain)
+                    }
+                    (_, source) => return Err(lease.error(source)),
+                }
+            }
+            Ok(Err(zk::MultiWriteError::RequestFailed { source })) if is_session_end(&source) => {
+                undo.disarm();
+                lease.fail();
+                return Err(Error::SessionLost);
+            }
+            // The reply is lost: the lock node says whether it was applied.
+            Ok(Err(zk::MultiWriteError::RequestFailed { .. })) | Err(_) => {
+                holds(inner, &client, &lock, &claim).await?
+            }
+        };
+        if !applied {
+            undo.disarm();
+            return Ok(Held::No);
+        }
+        undo.disarm();
+        if session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        return Ok(Held::Now(count));
+    }
+}
+
+/// Whether the lock node `lock` holds `claim`: whether a hold whose reply was lost was
+/// applied.
+async fn holds(inner: &Inner, client: &zk::Client, lock: &str, claim: &str) -> Result<bool> {
+    match bounded(&inner.shared, client.get_data(lock)).await? {
+        Ok((data, _)) => Ok(data == claim.as_bytes()),
+        Err(zk::Error::NoNode) => Ok(false),
+        Err(error) => Err(map(error)),
+    }
+}
+
+/// A delivery count's data as a number (a count that is not one is taken as 0).
+fn parse_count(data: &[u8]) -> u32 {
+    std::str::from_utf8(data)
+        .ok()
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A hold that may have been applied, dropped armed (a cancelled receive): deletes the
+/// lock node if it holds the claim, and sets the count back, in the background.
+struct Undo {
+    lease: Option<Arc<LeaseInner>>,
+    lock: String,
+    claim: String,
+    count_path: String,
+    count: u32,
+}
+
+impl Undo {
+    fn disarm(&mut self) {
+        self.lease = None;
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let lock = std::mem::take(&mut self.lock);
+        let claim = std::mem::take(&mut self.claim);
+        let count_path = std::mem::take(&mut self.count_path);
+        let count = self.count;
+        runtime.spawn(async move {
+            let deadline = tokio::time::Instant::now() + RELEASE_DEADLINE;
+            let outcome = RetryPolicy::default()
+                .idempotent_until("queue receive undo", Some(deadline), None, || {
+                    undo(&lease, &lock, &claim, &count_path, count)
+                })
+                .await;
+            if let Err(error) = outcome {
+                tracing::debug!(
+                    node = %lock,
+                    %error,
+                    "could not undo a dropped receive; the item goes back when the session ends"
+                );
+            }
+        });
+    }
+}
+
+/// Deletes `lock` if it holds `claim`, setting the delivery count back to `count`.
+async fn undo(
+    lease: &LeaseInner,
+    lock: &str,
+    claim: &str,
+    count_path: &str,
+    count: u32,
+) -> Result<()> {
+    let Ok(client) = lease.client() else {
+        return Ok(());
+    };
+    let timeout = lease.shared.config.request_timeout();
+    let request = async {
+        let (data, stat) = match client.get_data(lock).await {
+            Ok(found) => found,
+            Err(zk::Error::NoNode) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        if data != claim.as_bytes() {
+            return Ok(());
+        }
+        let mut multi = client.new_multi_writer();
+        multi.add_delete(lock, Some(stat.version))?;
+        if count == 0 {
+            multi.add_delete(count_path, None)?;
+        } else {
+            multi.add_set_data(count_path, count.to_string().as_bytes(), None)?;
+        }
+        match multi.commit().await {
+            Ok(_) | Err(zk::MultiWriteError::OperationFailed { .. }) => Ok(()),
+            Err(zk::MultiWriteError::RequestFailed { source }) => Err(source),
+        }
+    };
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) if is_session_end(&error) => Ok(()),
+        Ok(Err(error)) => Err(map(error)),
+        Err(_) => Err(Error::connection(BACKEND, "zookeeper request not answered")),
+    }
+}
+
+/// A held item's settlement.
+struct Hold {
+    inner: Arc<Inner>,
+    lease: Arc<LeaseInner>,
+    lost: CancellationToken,
+    child: String,
+}
+
+impl Hold {
+    /// One attempt of the ack: deletes the item and its lock node together.
+    async fn ack_once(&self) -> Result<()> {
+        let paths = &self.inner.paths;
+        let client = self.lease.client()?;
+        let lock = paths.lock(&self.child);
+        let item = paths.item(&self.child);
+        let mut multi = client.new_multi_writer();
+        multi.add_delete(&lock, None).map_err(map)?;
+        multi.add_delete(&item, None).map_err(map)?;
+        match bounded(&self.inner.shared, multi.commit()).await? {
+            Ok(_) => {}
+            Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => {
+                // The lock node is gone: with the session (the item is back), or with
+                // an earlier attempt of this ack whose reply was lost (the item too).
+                let gone = bounded(&self.inner.shared, client.check_stat(&item)).await?;
+                match gone {
+                    Ok(None) if !self.lease.is_over() => {}
+                    Ok(_) => return Err(Error::SessionLost),
+                    Err(error) => return Err(self.lease.error(error)),
+                }
+            }
+            Err(zk::MultiWriteError::OperationFailed { index: 1, .. }) => {
+                // Someone deleted the item (a consumer that ignores lock nodes): it is
+                // gone for good, as the ack wants; let go of the lock node.
+                if let Err(error) = bounded(&self.inner.shared, client.delete(&lock, None)).await? {
+                    if error != zk::Error::NoNode {
+                        return Err(self.lease.error(error));
+                    }
+                }
+            }
+            Err(zk::MultiWriteError::OperationFailed { source, .. })
+            | Err(zk::MultiWriteError::RequestFailed { source }) => {
+                return Err(self.lease.error(source))
+            }
+        }
+        self.inner.forget_deliveries(&client, &self.child).await;
+        Ok(())
+    }
+
+    /// One attempt of the nack: deletes the lock node.
+    async fn nack_once(&self) -> Result<()> {
+        let client = self.lease.client()?;
+        let lock = self.inner.paths.lock(&self.child);
+        match bounded(&self.inner.shared, client.delete(&lock, None)).await? {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(error) => Err(self.lease.error(error)),
+        }
+    }
+}
+
+#[async_trait]
+impl Settle for Hold {
+    async fn ack(&self) -> Result<()> {
+        if self.lost.is_cancelled() {
+            return Err(Error::SessionLost);
+        }
+        self.inner
+            .policy()
+            .release("queue ack", Some(&self.lost), || self.ack_once())
+            .await
+    }
+
+    async fn nack(&self) -> Result<()> {
+        match self
+            .inner
+            .policy()
+            .release("queue nack", Some(&self.lost), || self.nack_once())
+            .await
+        {
+            // The session's end put the item back.
+            Err(Error::SessionLost) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_count;
+
+    #[test]
+    fn counts_parse_and_junk_is_zero() {
+        assert_eq!(parse_count(b"3"), 3);
+        assert_eq!(parse_count(b"junk"), 0);
+        assert_eq!(parse_count(b"\xff"), 0);
+    }
+}
