@@ -17,7 +17,8 @@
 -- holding another nonce (another session's, see keepalive.lua) or less than the
 -- margin left of the session key's TTL (past the owner's client-side deadline, as in
 -- keepalive.lua). A new entry expires with the session key (PX = its PTTL) until the
--- next renewal gives both the full TTL.
+-- next renewal gives both the full TTL; under Redis Cluster it lives one TTL from this
+-- run (see session_px in lib.lua).
 local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
 local p, id, mode, ttl, how = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local val = mode .. id
@@ -51,7 +52,7 @@ else
       return {-2, tonumber(other)}
     end
   end
-  redis.call('SET', ekey, val, 'PX', left)
+  redis.call('SET', ekey, val, 'PX', session_px(skey, left, ttl))
   session_list(reg, ekey, val, left)
   -- Uncontended (a lock or read-write lock whose line is empty): the entry is first
   -- in line, so it is granted at once, as fq_settle would, without walking the line.

@@ -535,6 +535,24 @@ local function session_left(skey, check, margin)
   return left
 end
 
+-- The PX of an entry key that a script adds through a session whose session_left
+-- answered `left`, `ttl` being the session's TTL (ms).
+-- One server: `left`, so the entry expires with the session key until the keepalive,
+-- which renews both in one run, gives both the whole TTL.
+-- Redis Cluster: the whole TTL, from this run. The entry is renewed by the client's
+-- renewals only once its reply has listed it; a renewal sent while this script was in
+-- flight makes the client count its deadline from the instant before this script was
+-- sent (see HeldKeys in src/session.rs), so the entry must live at least one TTL from
+-- then, as it does from this run, which comes later. `left` counts from the session's
+-- last renewal before the take instead: an entry given `left` would expire before that
+-- deadline whenever the take was sent more than the margin after that renewal.
+local function session_px(skey, left, ttl)
+  if skey then
+    return left
+  end
+  return tonumber(ttl)
+end
+
 -- Lists entry key ekey (value val) in the session registry reg, which lives as long as
 -- the session key (left ms); nothing under Redis Cluster (reg nil: the client lists it).
 local function session_list(reg, ekey, val, left)

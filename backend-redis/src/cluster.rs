@@ -15,7 +15,10 @@
 //!   instead of the session key and its registry, the client's own bound on what is
 //!   left of the session (its client-side deadline plus the margin, counted from the
 //!   send time of its last acknowledged renewal: never more than the session key's
-//!   `PTTL`), and the client lists what the session holds for its renewals, and
+//!   `PTTL`), which they refuse below the margin; they give the entry one whole TTL
+//!   from their run, since a renewal sent while the take is in flight counts from the
+//!   take's send time ([`crate::session::HeldKeys`]); and the client lists what the
+//!   session holds for its renewals, and
 //!   lists it in the session's registry in the store too, with a call of its own in
 //!   the registry's slot sent beside the one that takes the key
 //!   ([`crate::session::Registry`]);

@@ -68,7 +68,8 @@ impl RedisDoubleBarrier {
             .arg(lease.margin_ms())
             .arg(self.count)
             .arg(if check { "check" } else { "enter" })
-            .arg(lease.session_check(&self.session));
+            .arg(lease.session_check(&self.session))
+            .arg(lease.ttl_ms());
         let value = format!("d{id}");
         // Pending for the session's renewals until listed or unlisted below.
         let _pending = lease.registry().taking(&key);

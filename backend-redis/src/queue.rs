@@ -224,15 +224,21 @@ impl RedisQueue {
         lease: &RedisLease,
         wait: bool,
     ) -> Result<Popped> {
+        let hold = self.hold_key(id);
         let mut call = self.shared.script(&DELIVERY.receive);
-        call.key(self.hold_key(id));
+        call.key(&hold);
         lease.session_keys(&mut call);
         call.arg(&self.prefix)
             .arg(id)
             .arg(if wait { "wait" } else { "try" })
             .arg(u64::try_from(WAITER_TTL.as_millis()).unwrap_or(u64::MAX))
             .arg(lease.session_check(session))
-            .arg(lease.margin_ms());
+            .arg(lease.margin_ms())
+            .arg(lease.ttl_ms());
+        // The hold is pending for the session's renewals while this attempt is in
+        // flight, and only then: until listed below, or until the attempt ends without
+        // an item (see `HeldKeys`).
+        let _pending = lease.registry().taking(&hold);
         let reply = self.shared.eval(&call).await?;
         let mut fields = array("queue_receive", reply.clone())?.into_iter();
         match fields
@@ -259,6 +265,7 @@ impl RedisQueue {
                     .transpose()?
                     .flatten()
                     .ok_or_else(|| unexpected("queue_receive", &reply))?;
+                lease.registry().listed(&hold, &format!("q{id}"));
                 // The record holds the item's bytes as they are: never decoded.
                 Ok(Popped::Item(Bytes::from(item), Some((earlier, record))))
             }
@@ -297,12 +304,10 @@ impl RedisQueue {
         let give_up = Instant::now() + RetryPolicy::default().budget();
         loop {
             // A receive is idempotent per call id, so connection trouble is ridden out.
-            // Its hold stays pending for the session's renewals until listed below.
-            let _pending = lease.registry().taking(&self.hold_key(&call.id));
             let delay = match self.receive_once(&call.id, session, lease, wait).await {
                 Ok(Popped::Item(item, Some((earlier, record)))) => {
+                    // Listed for the session's renewals by `receive_once`.
                     let (hold, value) = (self.hold_key(&call.id), format!("q{}", call.id));
-                    lease.registry().listed(&hold, &value);
                     // Under Cluster, listed in the store's session registry too, for a
                     // revoke from another client; should that fail, the owner still
                     // releases the hold itself, and it expires with the session.

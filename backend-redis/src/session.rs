@@ -70,11 +70,17 @@ const MAX_DRAWS: u32 = 8;
 ///
 /// A key being taken (its script sent, its reply not yet handled) is not listed yet,
 /// so a renewal sent meanwhile does not renew it: the store expires it one TTL after
-/// the take, which may be earlier than the renewal's send time plus the TTL. Such
-/// takes are counted as pending, with the instant before their script was sent, and a
-/// renewal that runs while one is pending tells the session to count from that
-/// instant ([`KeepAlive::RenewedSince`]), so the client-side deadline never passes the
-/// store's expiry of any key the session may hold.
+/// the take's script ran (the script gives it the whole TTL under Cluster, see
+/// `session_px` in `lua/lib.lua`), which may be earlier than the renewal's send time
+/// plus the TTL. Such takes are counted as pending, with the instant before their
+/// script was sent, and a renewal that runs while one is pending tells the session to
+/// count from that instant ([`KeepAlive::RenewedSince`]). So for every key the session
+/// may hold, the instant its deadline counts from is no later than the send time of
+/// the last call that set the key's expiry to one TTL: a listed key's renewal, sent at
+/// or after the renewal's own send time, or a pending key's take, sent after the
+/// instant counted. The client-side deadline therefore never passes the store's
+/// expiry of any key the session may hold, whatever the order in which the take, its
+/// reply, the renewal and its reply come.
 #[derive(Default)]
 pub(crate) struct HeldKeys {
     listed: Mutex<HashMap<String, String>>,

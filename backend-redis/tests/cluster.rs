@@ -300,3 +300,179 @@ async fn a_revoke_from_another_client_frees_every_slot_at_once() {
         .expect("the owner learns of the revoke");
     drop(guards);
 }
+
+/// The id of the master serving `key`'s slot (`CLUSTER MYID` routed there).
+async fn master_of(conn: &mut redis::cluster_async::ClusterConnection, key: &str) -> String {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+        key,
+        SlotAddr::Master,
+    )));
+    let id = conn
+        .route_command(redis::cmd("CLUSTER").arg("MYID").clone(), route)
+        .await
+        .unwrap();
+    redis::from_redis_value(id).unwrap()
+}
+
+/// Stops the master serving `key` from running writes (scripts included) for `ms`.
+async fn pause_writes_of(conn: &mut redis::cluster_async::ClusterConnection, key: &str, ms: u64) {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+        key,
+        SlotAddr::Master,
+    )));
+    conn.route_command(
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(ms)
+            .arg("WRITE")
+            .clone(),
+        route,
+    )
+    .await
+    .unwrap();
+}
+
+/// The session's health once it is healthy with a deadline later than `after`.
+async fn renewed_past(
+    health: &mut distsync_core::HealthWatch,
+    after: std::time::Instant,
+) -> std::time::Instant {
+    let wait = async {
+        loop {
+            if let distsync_core::SessionHealth::Healthy { valid_until } = health.current() {
+                if valid_until > after {
+                    return valid_until;
+                }
+            }
+            assert!(
+                !matches!(health.changed().await, distsync_core::SessionHealth::Lost),
+                "the session was lost"
+            );
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("no renewal within 10 s")
+}
+
+/// A take still in flight when a renewal is sent: the renewal cannot renew the key
+/// (no reply has listed it yet), so the session may count from the take's send time
+/// only if the store expires the taken key at least one TTL after that. The session
+/// key's master pauses its writes just before the take and the renewal that follows,
+/// so both answer only once it resumes (the take waits for its listing in the session
+/// registry, in the session key's slot), while the take itself runs at once on the
+/// lock's master. The take is sent well after the session's last renewal, more than
+/// the margin later, where an entry expiring with that renewal's count fell short of
+/// the deadline the renewal then gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_sent_during_a_take_never_outlasts_the_taken_key() {
+    let Some(url) = cluster_url() else { return };
+    let url = own_namespace(&url, "inflight");
+    let namespace = url.split_once("namespace=").unwrap().1.to_owned();
+    let backend = distsync_redis::backend(&url).await.unwrap();
+    let mut conn = raw(&url).await;
+    // Renewals every 2 s. The take goes 1.7 s after a renewal, 1.1 s more than the
+    // margin; the pause ends 1 s later, 1.3 s before the renewal after the next.
+    let ttl = Duration::from_secs(6);
+    let margin = Duration::from_millis(600);
+    let interval = ttl / 3;
+    let early = Duration::from_millis(300);
+    let pause = Duration::from_secs(1);
+    let session = backend
+        .session(SessionOptions::with_ttl(ttl).margin(margin))
+        .await
+        .unwrap();
+    let session_key = format!("{{{namespace}session:{}}}", session.id().0);
+    let session_master = master_of(&mut conn, &session_key).await;
+    let mut name = None;
+    for n in 0..64 {
+        let candidate = format!("inflight/{n}");
+        if master_of(&mut conn, &format!("{{{namespace}{candidate}}}")).await != session_master {
+            name = Some(Name::new(candidate).unwrap());
+            break;
+        }
+    }
+    let locker = backend
+        .locker(&session, name.expect("no name served by another master"))
+        .unwrap();
+    let mut health = session.health_watch();
+    // A loaded machine may miss the timing the case needs: such an attempt tells
+    // nothing either way, and the next one tries again.
+    for _attempt in 0..5 {
+        // Just after a renewal: the next one is sent one interval after this one was.
+        let deadline = renewed_past(&mut health, session.valid_until().unwrap()).await;
+        let renewal_sent = tokio::time::Instant::from_std(deadline - (ttl - margin));
+        let next_renewal = renewal_sent + interval;
+        tokio::time::sleep_until(next_renewal - early).await;
+        pause_writes_of(
+            &mut conn,
+            &session_key,
+            u64::try_from(pause.as_millis()).unwrap(),
+        )
+        .await;
+        let taking = tokio::time::Instant::now();
+        let guard = locker.try_lock().await.unwrap().expect("the lock is free");
+        let deadline = renewed_past(&mut health, deadline).await;
+        let asked = std::time::Instant::now();
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(guard.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        guard.unlock().await.unwrap();
+        if taking >= next_renewal || asked >= (next_renewal + interval).into_std() {
+            continue;
+        }
+        let expiry = asked + Duration::from_millis(u64::try_from(pttl).unwrap());
+        assert!(
+            deadline <= expiry,
+            "the session's deadline is {:?} after the store's expiry of the key it holds",
+            deadline.duration_since(expiry)
+        );
+        session.close().await.unwrap();
+        return;
+    }
+    panic!("five attempts missed their timing: the machine is too loaded for this test");
+}
+
+/// A consumer waiting for an item keeps its session: its receive counts as a take in
+/// flight for the session's renewals only while its script runs, not while it waits
+/// for a wake-up, so the renewals meanwhile extend the session's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_waiting_for_an_item_keeps_its_session() {
+    let Some(url) = cluster_url() else { return };
+    let url = own_namespace(&url, "waiting");
+    let backend = distsync_redis::backend(&url).await.unwrap();
+    let ttl = Duration::from_millis(900);
+    let session = backend
+        .session(SessionOptions::with_ttl(ttl))
+        .await
+        .unwrap();
+    let name = Name::new("waiting/consumer").unwrap();
+    let queue = backend.queue(name.clone()).unwrap();
+    let receiving = {
+        let session = session.clone();
+        tokio::spawn(async move { queue.receive(&session).await })
+    };
+    // Four TTLs of waiting, renewals every TTL/3.
+    assert!(
+        tokio::time::timeout(4 * ttl, session.lost()).await.is_err(),
+        "the session of a consumer waiting for an item was lost"
+    );
+    backend
+        .queue(name)
+        .unwrap()
+        .enqueue(distsync_core::Bytes::from_static(b"item"))
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), receiving)
+        .await
+        .expect("the waiting consumer got no item")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.item().as_ref(), b"item");
+    delivery.ack().await.unwrap();
+    session.close().await.unwrap();
+}

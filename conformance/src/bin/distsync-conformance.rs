@@ -41,8 +41,9 @@
 //!
 //! Fault hooks: `memory://` runs with the memory store's hooks (frozen leases); a
 //! server URL with [`ServerFaults`], whose child-process holders are this binary
-//! re-executed with the hidden `--child` flag, and whose etcd cluster is
-//! `DISTSYNC_ETCD_CLUSTER_URL`; a `redis+sentinel://` URL with the Sentinel group's
+//! re-executed with the hidden `--child` flag, whose etcd cluster is
+//! `DISTSYNC_ETCD_CLUSTER_URL` and whose ZooKeeper ensemble is
+//! `DISTSYNC_ZOOKEEPER_ENSEMBLE_URL` (for `zk://` URLs); a `redis+sentinel://` URL with the Sentinel group's
 //! hooks ([`Harness::connect_sentinel`]: its primary killed after its replica lagged),
 //! in a matrix column of its own, `redis-sentinel`; a `redis+cluster://` URL with the
 //! Redis Cluster's hooks ([`Harness::connect_redis_cluster`]: the master serving the
@@ -112,14 +113,6 @@ const SENTINEL_SUBSET: [&str; 11] = [
     "api_capabilities_match",
 ];
 
-/// The cases `--all` leaves out on the Redis Cluster: a holder paused past its TTL was
-/// granted away there about one renewal interval (TTL/3) before its own client-side
-/// deadline in some full runs on a loaded machine, an open safety bug of the Cluster
-/// backend's per-slot renewals that is not found yet. `--backend redis+cluster://...`
-/// still runs them, and the matrix shows `–` rather than a result that changes from
-/// run to run.
-const REDIS_CLUSTER_LEFT_OUT: [&str; 2] = ["lock_holder_pause", "semaphore_holder_pause"];
-
 /// How many fault cases a safe run starts at once unless `--parallel` says: each may
 /// open a second client, a client behind the partition proxy and child-process
 /// holders, so on a shared store this bounds the run's connections (measured in
@@ -153,8 +146,8 @@ struct Args {
     backend_vars: Vec<String>,
 
     /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL,
-    /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL and DISTSYNC_REDIS_CLUSTER_URL
-    /// (these two: a subset of the cases) that is set (under CI=true, all must be).
+    /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL (a subset of the cases) and
+    /// DISTSYNC_REDIS_CLUSTER_URL that is set (under CI=true, all must be).
     #[arg(long, conflicts_with = "backends")]
     all: bool,
 
@@ -414,8 +407,6 @@ struct Plan {
     harness: Harness,
     /// `--all` runs a subset on the Sentinel group (see [`SENTINEL_SUBSET`]).
     subset: Option<&'static [&'static str]>,
-    /// `--all` leaves these out on the Redis Cluster (see [`REDIS_CLUSTER_LEFT_OUT`]).
-    left_out: &'static [&'static str],
     /// A PostgreSQL server the runner manages: [`POSTGRES_FAILOVER`] runs on a private
     /// primary with a synchronous standby.
     standby_pair: bool,
@@ -426,7 +417,6 @@ impl Plan {
     fn runs(&self, case: &Case, selected: &impl Fn(&str) -> bool) -> bool {
         selected(case.id)
             && self.subset.is_none_or(|subset| subset.contains(&case.id))
-            && !self.left_out.contains(&case.id)
             && !(self.standby_pair && case.id == POSTGRES_FAILOVER)
     }
 
@@ -659,11 +649,6 @@ async fn main() -> ExitCode {
         stores.push((label.clone(), Arc::clone(harness.backend())));
         plans.push(Plan {
             subset: (args.all && url.starts_with(SENTINEL_SCHEME)).then_some(&SENTINEL_SUBSET[..]),
-            left_out: if args.all && url.starts_with(REDIS_CLUSTER_SCHEME) {
-                &REDIS_CLUSTER_LEFT_OUT
-            } else {
-                &[]
-            },
             standby_pair: name == "postgres" && ServerFaults::new(&url, facade()).is_ok(),
             url,
             label,
