@@ -176,7 +176,7 @@ async fn status_lists_holders_waiters_permits_and_barriers() {
     read.unlock().await.unwrap();
     let write = write_wait.await.unwrap().unwrap();
     write.unlock().await.unwrap();
-    permit.unlock().await.unwrap();
+    permit.release().await.unwrap();
     barrier.release().await.unwrap();
     entering.abort();
     holder.close().await.unwrap();
