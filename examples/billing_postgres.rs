@@ -24,10 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .execute(&pool)
     .await?;
     let session = coordinator.session().await?;
-    let guard = coordinator
-        .locker(&session, "billing/alice")?
-        .lock()
-        .await?;
+    let locker = coordinator.locker(&session, "billing/alice")?;
+    let guard = locker.lock().await?;
     let (token, mut tx) = (guard.token(), pool.begin().await?);
     // The token is admitted in the transaction that charges: a stale holder rolls back.
     let admitted = admit(&mut tx, "billing_fences", "accounts/alice", token).await?;

@@ -13,17 +13,15 @@ use distsync::{BoxError, ConsumerOptions, Result, SessionOptions};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "memory://".into());
-    let coordinator = distsync::connect(&url).await?;
+    let url = std::env::args().nth(1);
+    let coordinator = distsync::connect(url.as_deref().unwrap_or("memory://")).await?;
     let options = ConsumerOptions::default()
         .max_deliveries(3)
         .processing_deadline(Duration::from_secs(10))
         .retry(Duration::from_millis(100), Duration::from_secs(5));
     let consumer = coordinator.consumer("examples/jobs", options)?;
     for job in ["1", "2", "oops", "3"] {
-        consumer.queue().enqueue(job.into()).await?;
+        consumer.queue().enqueue(job).await?;
     }
 
     // A new session after each loss; the run returns only on errors it cannot ride out.
@@ -34,20 +32,12 @@ async fn main() -> Result<()> {
         Ok::<(), BoxError>(())
     });
 
-    // A service would just `run.await`; the example stops once the bad job is dead.
-    let dead_lettered = async {
-        while consumer.dead_letter_queue().is_empty().await? {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok::<(), distsync::Error>(())
-    };
+    // A service would just `run.await`; the example stops at the first dead letter.
     tokio::select! {
-        error = run => return Err(error),
-        done = dead_lettered => done?,
+        error = run => Err(error),
+        dead = consumer.dead_letter_queue().dequeue() => {
+            println!("dead letter: job {}", String::from_utf8_lossy(&dead?));
+            Ok(())
+        }
     }
-    for job in consumer.dead_letters().await? {
-        println!("dead letter: job {}", String::from_utf8_lossy(&job));
-    }
-    println!("purged {} dead letters", consumer.purge().await?);
-    Ok(())
 }

@@ -6,7 +6,7 @@
 //! cargo run --example election --features redis -- redis://127.0.0.1:6379
 //! ```
 
-use distsync::{Bytes, Result};
+use distsync::Result;
 use futures::StreamExt;
 
 const ELECTION: &str = "examples/my-election";
@@ -33,9 +33,7 @@ async fn main() -> Result<()> {
         let session = coordinator.session().await?;
         let election = coordinator.election(&session, ELECTION)?;
         campaigns.push(tokio::spawn(async move {
-            let leadership = election
-                .campaign(Bytes::from(format!("value-{id}-0")))
-                .await;
+            let leadership = election.campaign(format!("value-{id}-0")).await;
             (id, leadership)
         }));
         sessions.push(session);

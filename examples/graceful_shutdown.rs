@@ -29,9 +29,9 @@ async fn main() -> Result<()> {
         .lock()
         .await?;
     let election = coordinator.election(&session, "examples/shutdown/leader")?;
-    let leadership = election.campaign("replica-1".into()).await?;
+    let leadership = election.campaign("replica-1").await?;
     let consumer = coordinator.consumer("examples/shutdown/jobs", ConsumerOptions::default())?;
-    consumer.queue().enqueue("job-1".into()).await?;
+    consumer.queue().enqueue("job-1").await?;
     println!(
         "locked (token {}), leading (term {}), consuming; Ctrl-C to stop",
         guard.token(),

@@ -26,7 +26,7 @@ async fn main() -> Result<()> {
         ("build-2", 1),
         ("page-oncall", 0),
     ] {
-        queue.enqueue_with_priority(item.into(), priority).await?;
+        queue.enqueue_with_priority(item, priority).await?;
         println!("push {item} (priority {priority})");
     }
     println!("{} items queued", queue.len().await?);
@@ -39,7 +39,7 @@ async fn main() -> Result<()> {
         let queue = coordinator.queue("examples/my-queue")?;
         tokio::spawn(async move { queue.dequeue().await })
     };
-    queue.enqueue("late-item".into()).await?;
+    queue.enqueue("late-item").await?;
     println!("push late-item");
     let item = consumer.await.expect("the consumer task does not panic")?;
     println!("waiting consumer popped {}", String::from_utf8_lossy(&item));

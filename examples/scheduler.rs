@@ -8,51 +8,30 @@
 //! cargo run --example scheduler --features etcd -- etcd://127.0.0.1:2379
 //! ```
 
-use std::time::Duration;
-
-use distsync::{LeadOptions, Result, SessionId, SessionOptions};
+use distsync::Result;
 use tokio::sync::mpsc;
-
-const ELECTION: &str = "examples/scheduler";
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "memory://".into());
-    let coordinator = distsync::connect(&url).await?;
-    let ttl = coordinator
-        .capabilities()
-        .min_session_ttl
-        .max(Duration::from_secs(2));
-    let options = LeadOptions::default().with_session(SessionOptions::with_ttl(ttl));
-    let (terms, mut started) = mpsc::unbounded_channel();
+    let url = std::env::args().nth(1);
+    let coordinator = distsync::connect(url.as_deref().unwrap_or("memory://")).await?;
+    let (leaders, mut leading) = mpsc::unbounded_channel();
     for replica in 0..3 {
-        let (coordinator, options, terms) = (coordinator.clone(), options.clone(), terms.clone());
+        let (coordinator, leaders) = (coordinator.clone(), leaders.clone());
         tokio::spawn(async move {
+            let value = format!("replica-{replica}");
             coordinator
-                .lead_with(
-                    ELECTION,
-                    format!("replica-{replica}"),
-                    &options,
-                    |leadership| {
-                        let terms = terms.clone();
-                        async move {
-                            let _ =
-                                terms.send((replica, leadership.term(), leadership.session().id()));
-                            // The jobs; pass the term to what they write (see docs/FENCING.md).
-                            loop {
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                        }
-                    },
-                )
+                .lead("examples/scheduler", value, |leadership| {
+                    let _ = leaders.send((replica, leadership.term(), leadership.session().id()));
+                    // The jobs would run here, passing the term to what they write (see
+                    // docs/FENCING.md); `lead` drops them as soon as the leadership is lost.
+                    std::future::pending()
+                })
                 .await
         });
     }
     for _ in 0..3 {
-        let (replica, term, session): (usize, _, SessionId) =
-            started.recv().await.expect("a replica leads");
+        let (replica, term, session) = leading.recv().await.expect("a replica leads");
         println!("replica {replica} leads in term {term}; ending its session");
         coordinator.backend().revoke_session(session).await?;
     }

@@ -97,7 +97,7 @@ async fn memory_urls_with_one_name_share_a_store() {
     let a = distsync::connect("memory://connect-test").await.unwrap();
     let b = distsync::connect("memory://connect-test/").await.unwrap();
     let fresh = distsync::connect("memory://").await.unwrap();
-    a.queue("q").unwrap().enqueue("item".into()).await.unwrap();
+    a.queue("q").unwrap().enqueue("item").await.unwrap();
     assert_eq!(fresh.queue("q").unwrap().len().await.unwrap(), 0);
     assert_eq!(b.queue("q").unwrap().dequeue().await.unwrap(), "item");
 }

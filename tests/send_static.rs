@@ -104,22 +104,22 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     // Election: campaign, leader, observe; the leadership.
     let election: Arc<dyn Election> = coordinator.election(&session, "send/election")?;
     assert_send_sync_static(&election);
-    assert_send(&election.campaign(Bytes::from("a")));
+    assert_send(&election.campaign("a"));
     assert_send(&election.leader());
     assert_send_static(&election.observe());
-    let leadership = election.campaign(Bytes::from("a")).await?;
+    let leadership = election.campaign("a").await?;
     assert_send_static(&leadership);
     assert_spawnable(leadership.resign());
-    assert_spawnable(async move { election.campaign(Bytes::from("b")).await });
+    assert_spawnable(async move { election.campaign("b").await });
 
     // Queue: dequeue, try_dequeue.
     let queue: Arc<dyn Queue> = coordinator.queue("send/queue")?;
     assert_send_sync_static(&queue);
     assert_send(&queue.dequeue());
     assert_send(&queue.try_dequeue());
-    assert_send(&queue.enqueue(Bytes::from("x")));
+    assert_send(&queue.enqueue("x"));
     assert_spawnable(async move {
-        queue.enqueue(Bytes::from("x")).await?;
+        queue.enqueue("x").await?;
         queue.try_dequeue().await?;
         queue.dequeue().await
     });
@@ -153,7 +153,7 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     assert_send(&semaphore.try_acquire());
     assert_spawnable(async move {
         let permit = semaphore.acquire_timeout(Duration::from_secs(1)).await?;
-        permit.unlock().await?;
+        permit.release().await?;
         semaphore.try_acquire().await?;
         semaphore.acquire().await
     });

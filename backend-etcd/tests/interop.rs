@@ -196,8 +196,7 @@ async fn distsync_sees_and_follows_an_etcdctl_leader() {
         .backend
         .election(&session, Name::new(&name).unwrap())
         .unwrap();
-    let campaign =
-        tokio::spawn(async move { candidate.campaign(Bytes::from("rust-leader")).await });
+    let campaign = tokio::spawn(async move { candidate.campaign("rust-leader").await });
     setup.await_contenders(&name, 2).await;
     assert!(
         !campaign.is_finished(),
@@ -254,7 +253,7 @@ async fn etcdctl_sees_and_follows_a_distsync_leader() {
         .backend
         .election(&session, Name::new(&name).unwrap())
         .unwrap();
-    let leadership = election.campaign(Bytes::from("rust-leader")).await.unwrap();
+    let leadership = election.campaign("rust-leader").await.unwrap();
     let rust_key = own_key(&name, &session);
 
     let mut listener = Etcdctl::spawn(&setup.endpoints, &["elect", "-l", &name]);

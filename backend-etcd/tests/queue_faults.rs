@@ -34,10 +34,7 @@ async fn items_survive_lost_claim_replies() {
     let name = Name::new("jobs").unwrap();
     let producer = direct.queue(name.clone()).unwrap();
     for i in 0..ITEMS {
-        producer
-            .enqueue(Bytes::from(format!("item-{i:03}")))
-            .await
-            .unwrap();
+        producer.enqueue(format!("item-{i:03}")).await.unwrap();
     }
 
     let consumer = proxied.queue(name.clone()).unwrap();

@@ -48,7 +48,7 @@ async fn state_and_live_clients_survive_a_restart() {
     // Durable state: a queue, a held barrier, an STM key.
     let queue = backend.queue(Name::new("jobs").unwrap()).unwrap();
     for item in ["a", "b", "c"] {
-        queue.enqueue(Bytes::from(item)).await.unwrap();
+        queue.enqueue(item).await.unwrap();
     }
     let barrier = backend.barrier(Name::new("gate").unwrap()).unwrap();
     barrier.hold().await.unwrap();

@@ -47,7 +47,7 @@ struct PgProclaim {
 
 #[async_trait]
 impl Proclaim for PgProclaim {
-    async fn proclaim(&self, value: Bytes) -> Result<()> {
+    async fn proclaim_bytes(&self, value: Bytes) -> Result<()> {
         if self.lease.is_lost() {
             return Err(Error::NotLeader);
         }
@@ -103,7 +103,7 @@ impl Election for PgElection {
     /// Cancel-safety: cancel-safe; a dropped campaign withdraws its entry in the
     /// background (see [`crate::waiter_line`]); if it was granted meanwhile, the withdrawal
     /// ends that term and deletes its leader row.
-    async fn campaign(&self, value: Bytes) -> Result<Leadership> {
+    async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
         let ask = Ask {
             kind: LockKind::Election,
             permits: 1,

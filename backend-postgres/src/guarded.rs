@@ -61,7 +61,7 @@ pub(crate) fn lock_guard(
 
 #[async_trait]
 impl GuardedWrite for PgGuardedWrite {
-    async fn put_if_held(&self, key: &Name, value: Bytes) -> Result<bool> {
+    async fn put_if_held_bytes(&self, key: &Name, value: Bytes) -> Result<bool> {
         let entry = &self.entry;
         let sql = entry
             .shared

@@ -14,7 +14,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::{Error, LockGuard, Name, Result, Semaphore, Session};
+use distsync_core::raw::permit;
+use distsync_core::{Error, Name, Permit, Result, Semaphore, Session};
 
 use crate::guarded::lock_guard;
 use crate::session::LeaseInner;
@@ -32,7 +33,7 @@ pub(crate) struct PgSemaphore {
 }
 
 impl PgSemaphore {
-    async fn acquire_or_try(&self, wait: bool) -> Result<Option<LockGuard>> {
+    async fn acquire_or_try(&self, wait: bool) -> Result<Option<Permit>> {
         let ask = Ask {
             kind: LockKind::Semaphore,
             permits: self.permits_sql,
@@ -44,13 +45,13 @@ impl PgSemaphore {
             .map(|(entry, token)| self.guard(entry, token)))
     }
 
-    fn guard(&self, entry: Entry, token: i64) -> LockGuard {
+    fn guard(&self, entry: Entry, token: i64) -> Permit {
         let key = format!(
             "{}/{}",
             hold_key(&self.lease, "semaphore", &self.name),
             entry.entry
         );
-        lock_guard(&self.lease, &self.session, key, entry, token)
+        permit(lock_guard(&self.lease, &self.session, key, entry, token))
     }
 }
 
@@ -68,7 +69,7 @@ impl Semaphore for PgSemaphore {
     ///
     /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the background
     /// (releasing the permit if it was granted meanwhile), or leaves it to the session.
-    async fn acquire(&self) -> Result<LockGuard> {
+    async fn acquire(&self) -> Result<Permit> {
         self.acquire_or_try(true).await?.ok_or_else(|| {
             Error::backend(
                 crate::error::BACKEND,
@@ -81,7 +82,7 @@ impl Semaphore for PgSemaphore {
     /// nobody waiting).
     ///
     /// Cancel-safety: cancel-safe; a dropped call withdraws what it may have joined.
-    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+    async fn try_acquire(&self) -> Result<Option<Permit>> {
         self.acquire_or_try(false).await
     }
 }

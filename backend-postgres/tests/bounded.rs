@@ -127,7 +127,7 @@ async fn the_election_log_stays_bounded_under_a_leader_that_proclaims_often() {
     let election = backend
         .election(&session, Name::new("bounded/leader").unwrap())
         .unwrap();
-    let leadership = election.campaign("v0".into()).await.unwrap();
+    let leadership = election.campaign("v0").await.unwrap();
     let log_sql = format!("SELECT count(*) FROM {schema}.election_log");
     let mut most = 0;
     for i in 1..=200 {

@@ -8,7 +8,7 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::server_url;
-use distsync_core::{Backend, Error, Isolation, LockGuard, Name, SessionOptions};
+use distsync_core::{Backend, Error, Isolation, LockGuard, Name, Permit, Session, SessionOptions};
 use distsync_postgres::PostgresBackend;
 
 fn unique(what: &str) -> String {
@@ -56,9 +56,38 @@ async fn expire_silently(url: &str, schema: &str, id: u64) {
     pool.close().await;
 }
 
+/// A hold with guarded writes: a lock's or a write lock's guard, or a permit.
+enum Held {
+    Guard(LockGuard),
+    Permit(Permit),
+}
+
+impl Held {
+    async fn put_if_held(&self, key: &str, value: &'static str) -> distsync_core::Result<()> {
+        match self {
+            Self::Guard(guard) => guard.put_if_held(key, value).await,
+            Self::Permit(permit) => permit.put_if_held(key, value).await,
+        }
+    }
+
+    fn session(&self) -> &Session {
+        match self {
+            Self::Guard(guard) => guard.session(),
+            Self::Permit(permit) => permit.session(),
+        }
+    }
+
+    fn is_lost(&self) -> bool {
+        match self {
+            Self::Guard(guard) => guard.is_lost(),
+            Self::Permit(permit) => permit.is_lost(),
+        }
+    }
+}
+
 /// Writes through `guard`, expires its session silently, and checks the second write
 /// is refused by the store (the guard does not know yet) and the key keeps the first.
-async fn refused_once_expired(url: &str, backend: &PostgresBackend, guard: LockGuard) {
+async fn refused_once_expired(url: &str, backend: &PostgresBackend, guard: Held) {
     let key = unique("guarded-key");
     guard.put_if_held(&key, "first").await.unwrap();
     assert_eq!(read(backend, &key).await.as_deref(), Some(&b"first"[..]));
@@ -94,7 +123,7 @@ async fn the_store_refuses_a_lock_holder_whose_session_expired() {
         .lock()
         .await
         .unwrap();
-    refused_once_expired(&url, &backend, guard).await;
+    refused_once_expired(&url, &backend, Held::Guard(guard)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,7 +142,7 @@ async fn the_store_refuses_a_writer_and_a_permit_whose_session_expired() {
         .write()
         .await
         .unwrap();
-    refused_once_expired(&url, &backend, write).await;
+    refused_once_expired(&url, &backend, Held::Guard(write)).await;
 
     let holder = backend
         .session(SessionOptions::with_ttl(Duration::from_secs(60)))
@@ -126,7 +155,7 @@ async fn the_store_refuses_a_writer_and_a_permit_whose_session_expired() {
         .acquire()
         .await
         .unwrap();
-    refused_once_expired(&url, &backend, permit).await;
+    refused_once_expired(&url, &backend, Held::Permit(permit)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -212,9 +212,9 @@ async fn cancelled_campaign_leaves_the_queue_and_never_leads() {
     let ea = backend.election(&a, name.clone()).unwrap();
     let eb = backend.election(&b, name.clone()).unwrap();
     let ec = backend.election(&c, name.clone()).unwrap();
-    let leading = ea.campaign("a".into()).await.unwrap();
+    let leading = ea.campaign("a").await.unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), eb.campaign("b".into()))
+        tokio::time::timeout(Duration::from_millis(300), eb.campaign("b"))
             .await
             .is_err(),
         "b was elected while a leads"
@@ -236,7 +236,7 @@ async fn cancelled_campaign_leaves_the_queue_and_never_leads() {
         None,
         "a cancelled candidate became leader"
     );
-    let next = tokio::time::timeout(Duration::from_secs(5), ec.campaign("c".into()))
+    let next = tokio::time::timeout(Duration::from_secs(5), ec.campaign("c"))
         .await
         .expect("c was not elected")
         .unwrap();
@@ -279,7 +279,7 @@ async fn schema_is_created_concurrently_by_an_ordinary_role() {
     assert_eq!(backends[0].schema(), schema);
     // The schema works: a queue round trip and a lock.
     let queue = backends[0].queue(Name::new("q").unwrap()).unwrap();
-    queue.enqueue("x".into()).await.unwrap();
+    queue.enqueue("x").await.unwrap();
     assert_eq!(
         backends[1]
             .queue(Name::new("q").unwrap())
@@ -636,9 +636,9 @@ async fn export_lists_durable_state_and_live_holds() {
         .unwrap();
     let name = |s: &str| Name::new(s).unwrap();
     let queue = backend.queue(name("jobs")).unwrap();
-    queue.enqueue_with_priority("late".into(), 9).await.unwrap();
-    queue.enqueue("first".into()).await.unwrap();
-    queue.enqueue("second".into()).await.unwrap();
+    queue.enqueue_with_priority("late", 9).await.unwrap();
+    queue.enqueue("first").await.unwrap();
+    queue.enqueue("second").await.unwrap();
     backend.barrier(name("gate")).unwrap().hold().await.unwrap();
     backend
         .stm()

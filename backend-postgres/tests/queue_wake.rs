@@ -75,7 +75,7 @@ async fn one_waiting_consumer_is_woken_per_item_in_arrival_order() {
     let waiting = line(&pool, &schema, &name).await;
     let producer = backend.queue(name.clone()).unwrap();
     for (n, item) in ["x", "y", "z"].into_iter().enumerate() {
-        producer.enqueue(item.into()).await.unwrap();
+        producer.enqueue(item).await.unwrap();
         // The wake-up took its waiter out of the line in the enqueue's transaction:
         // the others are still in line, with their places (not woken, not lined up
         // again).
@@ -117,7 +117,7 @@ async fn a_cancelled_waiter_leaves_the_line_and_passes_its_wake_up_on() {
     backend
         .queue(name.clone())
         .unwrap()
-        .enqueue("x".into())
+        .enqueue("x")
         .await
         .unwrap();
     assert_eq!(within(second).await.unwrap(), "x");
@@ -135,8 +135,8 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let name = unique("stale");
     let queue = backend.queue(name.clone()).unwrap();
-    queue.enqueue("dead".into()).await.unwrap();
-    queue.enqueue("busy".into()).await.unwrap();
+    queue.enqueue("dead").await.unwrap();
+    queue.enqueue("busy").await.unwrap();
     // Two consumers claimed an item each and never came back (their processes died
     // between the claim and the hand-over): one 16 minutes ago, one just now.
     let stale_ms = i64::try_from(STALE_CLAIM.as_millis()).unwrap() + 60_000;

@@ -94,7 +94,7 @@ async fn a_restart_ends_sessions_while_durable_waits_resume() {
     backend
         .queue(name("later"))
         .unwrap()
-        .enqueue("after".into())
+        .enqueue("after")
         .await
         .unwrap();
     let item = within(Duration::from_secs(10), "the blocked dequeue", consumer)

@@ -153,13 +153,13 @@ async fn each_release_wakes_only_the_waiter_it_lets_in() {
     // No connection per waiter: see tests/connections.rs for the bound.
 
     let mut waiters = waiters.into_iter();
-    held_a.unlock().await.unwrap();
+    held_a.release().await.unwrap();
     let (first, _s0, _) = within(waiters.next().unwrap()).await.unwrap();
-    held_b.unlock().await.unwrap();
+    held_b.release().await.unwrap();
     let (second, _s1, _) = within(waiters.next().unwrap()).await.unwrap();
     let first_key = first.key().to_owned();
     let first_token = first.token().get();
-    first.unlock().await.unwrap();
+    first.release().await.unwrap();
     let (third, _s2, _) = within(waiters.next().unwrap()).await.unwrap();
     // Payloads are delivered in commit order: everything notified so far comes before
     // the sentinel.
@@ -271,8 +271,8 @@ async fn a_lost_holders_permit_is_granted_only_after_its_lease() {
     );
     // Healed: the lost holder's release reports the loss (its entry is gone).
     proxy.set(PartitionMode::Forward);
-    assert!(matches!(permit.unlock().await, Err(Error::SessionLost)));
-    next.unlock().await.unwrap();
+    assert!(matches!(permit.release().await, Err(Error::SessionLost)));
+    next.release().await.unwrap();
     // Nobody is live: another count is accepted, and the line holds only its entries.
     let three = other.semaphore(&waiting, name.clone(), permits(3)).unwrap();
     let p1 = three
@@ -313,7 +313,7 @@ async fn a_withdrawal_that_overtakes_its_join_makes_it_give_up() {
         .await
         .unwrap()
         .expect("a free permit")
-        .unlock()
+        .release()
         .await
         .unwrap();
     let k: i32 = sqlx::query_scalar(&format!(
@@ -342,7 +342,7 @@ async fn a_withdrawal_that_overtakes_its_join_makes_it_give_up() {
         .await
         .unwrap()
         .expect("the tombstone holds no permit")
-        .unlock()
+        .release()
         .await
         .unwrap();
     let state: i32 = sqlx::query_scalar(&format!(
@@ -385,7 +385,7 @@ async fn the_export_lists_permits() {
         permit.key()
     );
     let key = permit.key().to_owned();
-    permit.unlock().await.unwrap();
+    permit.release().await.unwrap();
     assert!(!backend.export().await.unwrap().active_holds.contains(&key));
 }
 
@@ -426,7 +426,7 @@ async fn a_paused_holder_loses_its_permit_after_its_ttl() {
             let lost = tokio::time::timeout(Duration::from_secs(2), permit.lost())
                 .await
                 .is_ok();
-            (lost, permit.unlock().await)
+            (lost, permit.release().await)
         })
     });
     let (holder_id, holder_token) = held_rx.recv_timeout(SHORT).unwrap();
@@ -456,7 +456,7 @@ async fn a_paused_holder_loses_its_permit_after_its_ttl() {
     let (lost, released) = holder.join().unwrap();
     assert!(lost, "the resumed holder's permit did not report lost()");
     assert!(matches!(released, Err(Error::SessionLost)), "{released:?}");
-    permit.unlock().await.unwrap();
+    permit.release().await.unwrap();
 }
 
 /// A join that runs while another transaction ends a holder's session (the deletion not
@@ -524,5 +524,5 @@ async fn a_join_racing_a_session_end_is_granted_at_its_commit() {
         committed.elapsed()
     );
     assert!(next.token() > permit.token());
-    next.unlock().await.unwrap();
+    next.release().await.unwrap();
 }

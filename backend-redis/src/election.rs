@@ -57,7 +57,7 @@ impl Election for RedisElection {
     ///
     /// Cancel-safety: cancel-safe; a dropped campaign withdraws in the background
     /// (resigning if it had been elected meanwhile).
-    async fn campaign(&self, value: Bytes) -> Result<Leadership> {
+    async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
         let granted = self.queue.acquire(Mode::Write, Some(&value)).await?;
         let session = self.queue.session();
         let proclaim = Arc::new(LeaderProclaim {
@@ -107,7 +107,7 @@ struct LeaderProclaim {
 
 #[async_trait]
 impl Proclaim for LeaderProclaim {
-    async fn proclaim(&self, value: Bytes) -> Result<()> {
+    async fn proclaim_bytes(&self, value: Bytes) -> Result<()> {
         let id = self.hold.value().get(1..).unwrap_or_default();
         let mut call = self.shared.script(&SCRIPTS.proclaim);
         call.key(self.hold.key())

@@ -72,7 +72,7 @@ pub(crate) fn hook(shared: &Arc<Shared>, granted: &Granted) -> Arc<dyn GuardedWr
 
 #[async_trait]
 impl GuardedWrite for RedisGuardedWrite {
-    async fn put_if_held(&self, key: &Name, value: Bytes) -> Result<bool> {
+    async fn put_if_held_bytes(&self, key: &Name, value: Bytes) -> Result<bool> {
         let mut call = self.shared.script(&GUARDED_PUT);
         call.key(&self.entry)
             .key(self.shared.keys.stm_revision())

@@ -533,7 +533,7 @@ impl Queue for RedisQueue {
 
     /// Appends under a key of its own, repeated through lost replies (see the module
     /// docs).
-    async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
+    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
         let key = format!("g:{}", self.shared.call_id());
         self.enqueue_keyed(&key, CALL_KEY_WINDOW, &item, priority)
             .await
@@ -541,7 +541,7 @@ impl Queue for RedisQueue {
     }
 
     /// Appends unless `key` was seen within [`DEDUP_WINDOW`] (see the module docs).
-    async fn enqueue_once(
+    async fn enqueue_once_bytes(
         &self,
         key: &IdempotencyKey,
         item: Bytes,

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::{LockGuard, Name, Result, Semaphore, Session};
+use distsync_core::raw::permit;
+use distsync_core::{Name, Permit, Result, Semaphore, Session};
 
 use crate::guarded::lock_guard;
 use crate::keys::Kind;
@@ -68,20 +69,20 @@ impl Semaphore for RedisSemaphore {
     ///
     /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the
     /// background (or leaves it to the lease) and never leaves a permit held.
-    async fn acquire(&self) -> Result<LockGuard> {
+    async fn acquire(&self) -> Result<Permit> {
         let granted = self.queue.acquire(Mode::Permit, Some(&self.count)).await?;
-        Ok(lock_guard(&self.queue, &granted))
+        Ok(permit(lock_guard(&self.queue, &granted)))
     }
 
     /// Takes a permit if the fair rule admits it now (a free permit, nobody waiting
     /// ahead).
     ///
     /// Cancel-safety: cancel-safe; a dropped call releases what it may have taken.
-    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+    async fn try_acquire(&self) -> Result<Option<Permit>> {
         Ok(self
             .queue
             .try_acquire_with(Mode::Permit, Some(&self.count))
             .await?
-            .map(|granted| lock_guard(&self.queue, &granted)))
+            .map(|granted| permit(lock_guard(&self.queue, &granted))))
     }
 }

@@ -145,7 +145,7 @@ async fn on_a_brand_new_server_every_kind_of_grant_waits_out_the_bound() {
         tokio::join!(
             async { (rwlock.write().await, starting.elapsed()) },
             async { (semaphore.acquire().await, starting.elapsed()) },
-            async { (election.campaign("me".into()).await, starting.elapsed()) },
+            async { (election.campaign("me").await, starting.elapsed()) },
         )
     })
     .await;
@@ -160,7 +160,7 @@ async fn on_a_brand_new_server_every_kind_of_grant_waits_out_the_bound() {
         );
     }
     write.unwrap().unlock().await.unwrap();
-    permit.unwrap().unlock().await.unwrap();
+    permit.unwrap().release().await.unwrap();
     leadership.unwrap().resign().await.unwrap();
     drop(server);
 }

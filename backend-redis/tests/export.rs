@@ -136,7 +136,7 @@ async fn export_reads_queues_keys_barriers_and_live_holds() {
     store
         .queue("stm}:k:odd")
         .unwrap()
-        .enqueue("o".into())
+        .enqueue("o")
         .await
         .unwrap();
     put(
@@ -256,13 +256,11 @@ async fn an_empty_namespace_exports_nothing() {
 async fn fill(source: &Coordinator) {
     let jobs = source.queue("jobs/eu").unwrap();
     for (value, priority) in [("b1", 1), ("a1", 0), ("c1", 9), ("b2", 1), ("a2", 0)] {
-        jobs.enqueue_with_priority(value.into(), priority)
-            .await
-            .unwrap();
+        jobs.enqueue_with_priority(value, priority).await.unwrap();
     }
     let mail = source.queue("mail").unwrap();
     for value in ["m1", "m2", "m3"] {
-        mail.enqueue(value.into()).await.unwrap();
+        mail.enqueue(value).await.unwrap();
     }
     put(
         source,

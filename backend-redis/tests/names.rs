@@ -97,9 +97,9 @@ async fn primitives_named_alike_and_nested_queues_do_not_interfere() {
     let queues = ["a", "a/b", "a}:queue", "a/00001/x", "{a}"];
     for (i, name) in queues.iter().enumerate() {
         let queue = c.queue(name).unwrap();
-        queue.enqueue(format!("item {i}").into()).await.unwrap();
+        queue.enqueue(format!("item {i}")).await.unwrap();
         queue
-            .enqueue_with_priority(format!("low {i}").into(), 1)
+            .enqueue_with_priority(format!("low {i}"), 1)
             .await
             .unwrap();
     }

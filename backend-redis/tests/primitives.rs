@@ -541,10 +541,10 @@ async fn queue_is_fifo_within_priority() {
     let f = fixture!();
     let queue = f.coordinator.queue("q").unwrap();
     assert_eq!(queue.try_dequeue().await.unwrap(), None);
-    queue.enqueue("a".into()).await.unwrap();
-    queue.enqueue_with_priority("low".into(), 9).await.unwrap();
-    queue.enqueue("b".into()).await.unwrap();
-    queue.enqueue_with_priority("mid".into(), 3).await.unwrap();
+    queue.enqueue("a").await.unwrap();
+    queue.enqueue_with_priority("low", 9).await.unwrap();
+    queue.enqueue("b").await.unwrap();
+    queue.enqueue_with_priority("mid", 3).await.unwrap();
     queue
         .enqueue_with_priority(Bytes::from_static(b"\0\xffbin"), 3)
         .await
@@ -572,12 +572,7 @@ async fn blocking_dequeue_is_woken_by_enqueue() {
     let waiting = tokio::spawn(async move { consumer.dequeue().await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let other = f.other_client().await;
-    other
-        .queue("bq")
-        .unwrap()
-        .enqueue("hello".into())
-        .await
-        .unwrap();
+    other.queue("bq").unwrap().enqueue("hello").await.unwrap();
     assert_eq!(within(SHORT, waiting).await.unwrap().unwrap(), "hello");
 }
 
@@ -606,7 +601,7 @@ async fn cancelled_dequeues_lose_nothing_and_deliver_once() {
     }
     let producer = f.coordinator.queue("cq").unwrap();
     for i in 0..ITEMS {
-        producer.enqueue(Bytes::from(i.to_string())).await.unwrap();
+        producer.enqueue(i.to_string()).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while received.lock().unwrap().len() < ITEMS {

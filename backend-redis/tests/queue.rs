@@ -104,7 +104,7 @@ async fn one_waiting_consumer_is_woken_per_item_in_arrival_order() {
     let waiting = f.waiters("wq").await;
     let producer = f.backend.queue(name.clone()).unwrap();
     for (n, item) in ["x", "y", "z"].into_iter().enumerate() {
-        producer.enqueue(item.into()).await.unwrap();
+        producer.enqueue(item).await.unwrap();
         // The enqueue's script took its waiter out of the line: the others keep their
         // places (neither woken nor lined up again).
         assert_eq!(
@@ -127,8 +127,8 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
     let f = fixture!();
     let name = Name::new("sq").unwrap();
     let queue = f.backend.queue(name.clone()).unwrap();
-    queue.enqueue("dead".into()).await.unwrap();
-    queue.enqueue("busy".into()).await.unwrap();
+    queue.enqueue("dead").await.unwrap();
+    queue.enqueue("busy").await.unwrap();
     let p = f.prefix("sq");
     let mut raw = f.raw().await;
     // Two consumers claimed an item each and never came back (their processes died

@@ -88,7 +88,7 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
     coordinator
         .queue("q")
         .unwrap()
-        .enqueue("after".into())
+        .enqueue("after")
         .await
         .unwrap();
     assert_eq!(

@@ -119,12 +119,12 @@ async fn each_release_wakes_only_the_waiter_it_lets_in() {
     }
     let mut waiters = waiters.into_iter();
     // Release A, then B, then the first waiter's permit: each lets in one waiter.
-    held_a.unlock().await.unwrap();
+    held_a.release().await.unwrap();
     let (first, _s0) = within(waiters.next().unwrap()).await.unwrap();
-    held_b.unlock().await.unwrap();
+    held_b.release().await.unwrap();
     let (second, _s1) = within(waiters.next().unwrap()).await.unwrap();
     let tokens = vec![first.token().0, second.token().0];
-    first.unlock().await.unwrap();
+    first.release().await.unwrap();
     let (third, _s2) = within(waiters.next().unwrap()).await.unwrap();
     let tokens = [tokens, vec![third.token().0]].concat();
     // A sentinel on a matching channel: messages of one connection arrive in
@@ -216,7 +216,7 @@ async fn a_crashed_holders_permit_is_granted_after_its_ttl() {
     );
     assert!(permit.token() > token);
     assert_ne!(permit.key(), key);
-    permit.unlock().await.unwrap();
+    permit.release().await.unwrap();
     // Nobody is live: the count 2 is accepted now.
     let two = f.coordinator.semaphore(&session, "crash", 2).unwrap();
     let first = two.try_acquire().await.unwrap().expect("a free permit");
@@ -283,7 +283,7 @@ async fn an_expired_line_forgets_its_count() {
         .unwrap()
         .expect("the count 1 accepted");
     assert_eq!(f.in_line("stale").await, 1, "the dead entry was forgotten");
-    permit.unlock().await.unwrap();
+    permit.release().await.unwrap();
 }
 
 /// Held and waiting permits are live holds in the export; a released one is not.
@@ -296,7 +296,7 @@ async fn the_export_lists_permits() {
     let permit = semaphore.acquire().await.unwrap();
     let snapshot = backend.export().await.unwrap();
     assert_eq!(snapshot.active_holds, vec![permit.key().to_owned()]);
-    permit.unlock().await.unwrap();
+    permit.release().await.unwrap();
     assert!(backend.export().await.unwrap().active_holds.is_empty());
 }
 
@@ -334,7 +334,7 @@ async fn a_paused_holder_loses_its_permit_after_its_ttl() {
             let lost = tokio::time::timeout(Duration::from_secs(2), permit.lost())
                 .await
                 .is_ok();
-            (lost, permit.unlock().await)
+            (lost, permit.release().await)
         })
     });
     let (token, key) = held_rx.recv_timeout(SHORT).unwrap();
@@ -358,5 +358,5 @@ async fn a_paused_holder_loses_its_permit_after_its_ttl() {
     let (lost, released) = holder.join().unwrap();
     assert!(lost, "the resumed holder's permit did not report lost()");
     assert!(matches!(released, Err(Error::SessionLost)), "{released:?}");
-    permit.unlock().await.unwrap();
+    permit.release().await.unwrap();
 }

@@ -54,7 +54,7 @@ async fn finds_the_primary_and_declares_what_acknowledgement_gives() {
             .unwrap();
         guard.unlock().await.unwrap();
         let queue = backend.queue(name("queue")).unwrap();
-        queue.enqueue("x".into()).await.unwrap();
+        queue.enqueue("x").await.unwrap();
         assert_eq!(queue.dequeue().await.unwrap().as_ref(), b"x");
         session.close().await.unwrap();
     }
@@ -73,7 +73,7 @@ async fn more_acknowledgements_than_replicas_fail_as_a_transient_error() {
     let error = backend
         .queue(name("unacked"))
         .unwrap()
-        .enqueue("y".into())
+        .enqueue("y")
         .await
         .expect_err("a write only one replica could acknowledge");
     assert!(error.is_transient(), "{error}");

@@ -165,7 +165,7 @@ impl Election for ZkElection {
     ///
     /// Cancel-safety: cancel-safe; a dropped campaign deletes its candidate node in
     /// the background (the session removes it should that fail).
-    async fn campaign(&self, value: Bytes) -> Result<Leadership> {
+    async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
         let line = &self.line;
         let entry = line.enter(&value).await?;
         line.wait(&entry).await?;
@@ -284,7 +284,7 @@ impl ZkProclaim {
 
 #[async_trait]
 impl Proclaim for ZkProclaim {
-    async fn proclaim(&self, value: Bytes) -> Result<()> {
+    async fn proclaim_bytes(&self, value: Bytes) -> Result<()> {
         let mut state = self.state.lock().await;
         let timeout = self.lease.shared.config.request_timeout();
         let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());

@@ -710,11 +710,11 @@ impl Queue for ZkQueue {
         &self.inner.name
     }
 
-    async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
+    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
         self.inner.enqueue(None, item, priority).await.map(|_| ())
     }
 
-    async fn enqueue_once(
+    async fn enqueue_once_bytes(
         &self,
         key: &IdempotencyKey,
         item: Bytes,

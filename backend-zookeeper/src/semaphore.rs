@@ -51,6 +51,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use distsync_core::raw::permit;
 use distsync_core::{Error, Name, Permit, Result, Semaphore, Session};
 use zookeeper_client as zk;
 
@@ -200,7 +201,7 @@ impl Semaphore for ZkSemaphore {
         let lease = self.take_lease(true).await?;
         self.mutex.leave(mutex).await?;
         let lease = lease.ok_or_else(|| Error::backend(crate::BACKEND, "no lease taken"))?;
-        Ok(self.leases.guard(lease))
+        Ok(permit(self.leases.guard(lease)))
     }
 
     async fn try_acquire(&self) -> Result<Option<Permit>> {
@@ -220,6 +221,6 @@ impl Semaphore for ZkSemaphore {
         }
         let lease = self.take_lease(false).await?;
         self.mutex.leave(mutex).await?;
-        Ok(lease.map(|lease| self.leases.guard(lease)))
+        Ok(lease.map(|lease| permit(self.leases.guard(lease))))
     }
 }

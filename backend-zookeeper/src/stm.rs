@@ -401,7 +401,7 @@ impl ZkGuardedWrite {
 
 #[async_trait]
 impl GuardedWrite for ZkGuardedWrite {
-    async fn put_if_held(&self, key: &Name, value: Bytes) -> Result<bool> {
+    async fn put_if_held_bytes(&self, key: &Name, value: Bytes) -> Result<bool> {
         let shared = &self.lease.shared;
         let client = self.lease.client()?;
         let path = key_path(shared, key);

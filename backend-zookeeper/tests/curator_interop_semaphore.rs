@@ -78,7 +78,7 @@ async fn curator_holders_share_the_limit_and_keep_a_rust_waiter_out() {
     assert!(!rust_fourth.is_finished(), "Rust granted out of turn");
 
     // Rust releases its permit: the Rust waiter gets it, above Curator's token.
-    rust_permit.unlock().await.unwrap();
+    rust_permit.release().await.unwrap();
     let (fourth, fourth_session, _fourth_coordinator) = timeout(STEP, rust_fourth)
         .await
         .expect("the Rust waiter granted after a release")
@@ -86,7 +86,7 @@ async fn curator_holders_share_the_limit_and_keep_a_rust_waiter_out() {
     assert!(fourth.token().get() > third_token);
     java_third.release().await;
     java_third.released().await;
-    fourth.unlock().await.unwrap();
+    fourth.release().await.unwrap();
     until_children(&zk, &leases, 0).await;
     fourth_session.close().await.unwrap();
     session.close().await.unwrap();
@@ -110,7 +110,7 @@ async fn rust_holders_keep_a_curator_waiter_out_until_one_releases() {
         "Curator was granted while Rust holds both permits"
     );
     let highest = p1.token().max(p2.token()).get();
-    p1.unlock().await.unwrap();
+    p1.release().await.unwrap();
     let java_token = granted_lease(&mut java).await;
     assert!(
         java_token > highest,
@@ -123,8 +123,8 @@ async fn rust_holders_keep_a_curator_waiter_out_until_one_releases() {
         .expect("try_acquire answers")
         .unwrap()
         .expect("a permit is free after Curator returned its lease");
-    again.unlock().await.unwrap();
-    p2.unlock().await.unwrap();
+    again.release().await.unwrap();
+    p2.release().await.unwrap();
     until_children(&zk, &leases, 0).await;
     first_session.close().await.unwrap();
     second_session.close().await.unwrap();

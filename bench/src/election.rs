@@ -31,7 +31,7 @@ type Campaign = JoinHandle<(Arc<dyn Election>, distsync::Result<Leadership>)>;
 
 fn campaign(election: Arc<dyn Election>, value: String) -> Campaign {
     tokio::spawn(async move {
-        let outcome = election.campaign(value.into()).await;
+        let outcome = election.campaign(value).await;
         (election, outcome)
     })
 }
@@ -69,7 +69,7 @@ async fn measure(
     let wait = plan.case_time.max(Duration::from_secs(5));
 
     let first = coordinator.election(&sessions[0], &name)?;
-    let mut leader = first.campaign("0-0".into()).await?;
+    let mut leader = first.campaign("0-0").await?;
     let mut idle = Some(first);
     let mut pending = campaign(coordinator.election(&sessions[1], &name)?, "1-0".into());
     let mut pending_value = "1-0".to_owned();

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use distsync::Queue;
 
 use crate::args::Plan;
@@ -72,9 +71,7 @@ pub async fn run(target: &Target, run_id: &str, clients: usize, plan: &Plan) -> 
             tokio::spawn(async move {
                 let mut done = 0;
                 while done < share && Instant::now() < deadline {
-                    queue
-                        .enqueue(Bytes::from(format!("{client}-{done}")))
-                        .await?;
+                    queue.enqueue(format!("{client}-{done}")).await?;
                     done += 1;
                 }
                 Ok::<_, crate::BoxError>(done)

@@ -1,10 +1,10 @@
-//! A held lock, write lock or read lock, and keeping it while CMD runs or until
+//! A held lock, write lock, read lock or permit, and keeping it while CMD runs or until
 //! interrupted.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
-use distsync::{FencingToken, LockGuard, Lost, Name, ReadGuard, Session};
+use distsync::{FencingToken, LockGuard, Lost, Name, Permit, ReadGuard, Session};
 
 use crate::child::{self, ChildEnd, Stop};
 use crate::exit::{self, Failure};
@@ -20,6 +20,8 @@ pub(crate) const ENV_TOKEN: &str = "DISTSYNC_FENCING_TOKEN";
 pub(crate) enum Hold {
     /// A lock or write lock, with its fencing token.
     Exclusive(LockGuard),
+    /// A semaphore's permit, with its fencing token.
+    Permit(Permit),
     /// A read lock.
     Shared(ReadGuard),
 }
@@ -29,6 +31,7 @@ impl Hold {
     pub(crate) fn key(&self) -> &str {
         match self {
             Hold::Exclusive(guard) => guard.key(),
+            Hold::Permit(permit) => permit.key(),
             Hold::Shared(guard) => guard.key(),
         }
     }
@@ -37,6 +40,7 @@ impl Hold {
     pub(crate) fn token(&self) -> Option<FencingToken> {
         match self {
             Hold::Exclusive(guard) => Some(guard.token()),
+            Hold::Permit(permit) => Some(permit.token()),
             Hold::Shared(_) => None,
         }
     }
@@ -45,6 +49,7 @@ impl Hold {
     pub(crate) fn lost(&self) -> Lost {
         match self {
             Hold::Exclusive(guard) => guard.lost(),
+            Hold::Permit(permit) => permit.lost(),
             Hold::Shared(guard) => guard.lost(),
         }
     }
@@ -53,6 +58,7 @@ impl Hold {
     pub(crate) fn session(&self) -> &Session {
         match self {
             Hold::Exclusive(guard) => guard.session(),
+            Hold::Permit(permit) => permit.session(),
             Hold::Shared(guard) => guard.session(),
         }
     }
@@ -64,6 +70,7 @@ impl Hold {
     pub(crate) async fn release(self) -> distsync::Result<()> {
         match self {
             Hold::Exclusive(guard) => guard.unlock().await,
+            Hold::Permit(permit) => permit.release().await,
             Hold::Shared(guard) => guard.unlock().await,
         }
     }

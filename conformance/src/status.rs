@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distsync_core::status::{HoldMode, LineKind, StatusReport};
-use distsync_core::{Coordinator, Leadership, LockGuard, Queue, ReadGuard, Session};
+use distsync_core::{Coordinator, Leadership, LockGuard, Permit, Queue, ReadGuard, Session};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -123,7 +123,7 @@ struct Scene {
     leadership: Leadership,
     read: ReadGuard,
     write_wait: JoinHandle<distsync_core::Result<LockGuard>>,
-    permit: Option<LockGuard>,
+    permit: Option<Permit>,
     items: Arc<dyn Queue>,
 }
 
@@ -168,7 +168,7 @@ impl Scene {
         let leadership = coordinator
             .election(&holder, &names.leader)
             .map_err(fail("election"))?
-            .campaign("node-1".into())
+            .campaign("node-1")
             .await
             .map_err(fail("campaign"))?;
         let read = coordinator
@@ -192,8 +192,8 @@ impl Scene {
             None
         };
         let items = coordinator.queue(&names.queue).map_err(fail("queue"))?;
-        items.enqueue("a".into()).await.map_err(fail("enqueue"))?;
-        items.enqueue("b".into()).await.map_err(fail("enqueue"))?;
+        items.enqueue("a").await.map_err(fail("enqueue"))?;
+        items.enqueue("b").await.map_err(fail("enqueue"))?;
         coordinator
             .barrier(&names.gate)
             .map_err(fail("barrier"))?
@@ -421,7 +421,7 @@ struct Rest {
     leadership: Leadership,
     read: ReadGuard,
     write_wait: JoinHandle<distsync_core::Result<LockGuard>>,
-    permit: Option<LockGuard>,
+    permit: Option<Permit>,
     items: Arc<dyn Queue>,
 }
 
@@ -438,7 +438,7 @@ impl Rest {
             .map_err(fail("write"))?;
         write.unlock().await.map_err(fail("unlock"))?;
         if let Some(permit) = self.permit {
-            permit.unlock().await.map_err(fail("unlock"))?;
+            permit.release().await.map_err(fail("unlock"))?;
         }
         self.leadership.resign().await.map_err(fail("resign"))?;
         coordinator

@@ -36,7 +36,7 @@ pub struct Capabilities {
     pub rwlock: bool,
     /// [`crate::Queue`] in FIFO order.
     pub queue: bool,
-    /// [`crate::Queue::enqueue_with_priority`].
+    /// [`crate::Queue::enqueue_with_priority`](crate::Queue).
     pub priority_queue: bool,
     /// [`crate::Barrier`].
     pub barrier: bool,

@@ -212,7 +212,7 @@ impl ConsumerOptions {
 ///     .retry(Duration::from_millis(10), Duration::from_secs(1))
 ///     .processing_deadline(Duration::from_secs(30));
 /// let consumer = coordinator.consumer("jobs", options)?;
-/// coordinator.queue("jobs")?.enqueue("not-a-number".into()).await?;
+/// coordinator.queue("jobs")?.enqueue("not-a-number").await?;
 ///
 /// let session = coordinator.session().await?;
 /// let run = consumer.run(&session, |item| async move {

@@ -25,13 +25,29 @@ use crate::stm::Stm;
 /// The handle an application holds: a shared backend plus conveniences that take
 /// plain `&str` names and validate them.
 ///
+/// # One rule for handles and inputs
+///
+/// - A handle the backend supplies is an `Arc<dyn Trait>`: [`Coordinator::locker`],
+///   [`election`](Coordinator::election), [`rwlock`](Coordinator::rwlock),
+///   [`queue`](Coordinator::queue), [`barrier`](Coordinator::barrier),
+///   [`double_barrier`](Coordinator::double_barrier),
+///   [`semaphore`](Coordinator::semaphore), [`counter`](Coordinator::counter),
+///   [`latch`](Coordinator::latch) and [`rate_limiter`](Coordinator::rate_limiter).
+/// - What the library builds on top is a concrete type: [`Coordinator::multi_locker`]
+///   ([`MultiLocker`](crate::MultiLocker)), [`consumer`](Coordinator::consumer)
+///   ([`Consumer`](crate::Consumer)), [`live_session`](Coordinator::live_session)
+///   ([`LiveSession`](crate::LiveSession)), [`stm`](Coordinator::stm) ([`Stm`]),
+///   [`session`](Coordinator::session) ([`Session`]).
+/// - Every value parameter takes `impl Into<Bytes> + Send`, on the trait objects too
+///   (`queue.enqueue("build")`, `election.campaign("node-1")`): see the crate docs.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
 /// use distsync_kv::memory::MemoryBackend;
 /// use distsync_core::{Coordinator};
 /// let coordinator = Coordinator::new(MemoryBackend::new());
 /// let queue = coordinator.queue("jobs")?;
-/// queue.enqueue("build".into()).await?;
+/// queue.enqueue("build").await?;
 /// assert_eq!(queue.dequeue().await?, "build");
 /// # Ok(()) }
 /// ```

@@ -110,7 +110,7 @@ pub trait Settle: Send + Sync + 'static {
 /// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
 /// let session = coordinator.session().await?;
 /// let jobs = coordinator.queue("jobs")?;
-/// jobs.enqueue("build".into()).await?;
+/// jobs.enqueue("build").await?;
 /// let delivery = jobs.receive(&session).await?;
 /// assert_eq!(delivery.item(), "build");
 /// assert_eq!(delivery.redeliveries(), 0);
@@ -264,7 +264,7 @@ impl Delivery {
     /// let coordinator = distsync_kv::memory::connect("memory://").await?;
     /// let session = coordinator.session().await?;
     /// let jobs = coordinator.queue("jobs")?;
-    /// jobs.enqueue("build".into()).await?;
+    /// jobs.enqueue("build").await?;
     /// let delivery = jobs.receive(&session).await?;
     /// let built = delivery
     ///     .while_held(async {
@@ -321,7 +321,7 @@ impl Delivery {
     /// let coordinator = distsync_kv::memory::connect("memory://").await?;
     /// let session = coordinator.session().await?;
     /// let jobs = coordinator.queue("jobs")?;
-    /// jobs.enqueue("flaky".into()).await?;
+    /// jobs.enqueue("flaky").await?;
     /// let delivery = jobs.receive(&session).await?;
     /// // The work failed: try again in 50 ms, not at once.
     /// delivery.nack_after(Duration::from_millis(50));

@@ -47,34 +47,18 @@ pub trait Election: Send + Sync {
     /// The election's name.
     fn name(&self) -> &Name;
 
-    /// Stands for election with `value` and waits until elected.
+    /// Stands for election with `value` and waits until elected: what a backend
+    /// implements; users call [`Election::campaign`](#method.campaign),
+    /// which takes any `impl Into<Bytes>`.
     ///
     /// # Errors
     /// [`Error::SessionLost`] if the session ends while waiting, or the store's error.
     ///
     /// # Cancel safety
     ///
-    /// This method is cancel safe. Dropping the future withdraws the candidacy (or
-    /// leaves it to the lease) and never leaves this candidate leader.
-    async fn campaign(&self, value: Bytes) -> Result<Leadership>;
-
-    /// [`Self::campaign`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], withdrawing the candidacy (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::campaign`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::campaign`].
-    async fn campaign_timeout(
-        &self,
-        value: Bytes,
-        timeout: std::time::Duration,
-    ) -> Result<Leadership> {
-        crate::timeout::timed(timeout, self.campaign(value)).await
-    }
+    /// Must be cancel safe: dropping the future withdraws the candidacy (or leaves it to
+    /// the lease) and never leaves this candidate leader.
+    async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership>;
 
     /// The current leader, if any.
     ///
@@ -89,15 +73,61 @@ pub trait Election: Send + Sync {
     fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>>;
 }
 
+/// What users call on an election handle (`Arc<dyn Election>`, from
+/// [`crate::Coordinator::election`]): the value is any `impl Into<Bytes>` (a `&str`, a
+/// `String`, a `Vec<u8>`, [`Bytes`]), passed as is.
+impl<'a> dyn Election + 'a {
+    /// Stands for election with `value` and waits until elected.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// let session = coordinator.session().await?;
+    /// let leadership = coordinator.election(&session, "scheduler")?.campaign("node-1").await?;
+    /// println!("leading in term {}", leadership.term());
+    /// leadership.resign().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] if the session ends while waiting, or the store's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future withdraws the candidacy (or
+    /// leaves it to the lease) and never leaves this candidate leader.
+    pub async fn campaign(&self, value: impl Into<Bytes> + Send) -> Result<Leadership> {
+        self.campaign_bytes(value.into()).await
+    }
+
+    /// [`campaign`](#method.campaign) for at most `timeout`: gives up with
+    /// [`crate::Error::Timeout`], withdrawing the candidacy (see [`crate::timeout`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
+    /// passes while the store is failing (see [`crate::raw::retry`]); or
+    /// [`campaign`](#method.campaign)'s errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`campaign`](#method.campaign).
+    pub async fn campaign_timeout(
+        &self,
+        value: impl Into<Bytes> + Send,
+        timeout: std::time::Duration,
+    ) -> Result<Leadership> {
+        crate::timeout::timed(timeout, self.campaign_bytes(value.into())).await
+    }
+}
+
 /// The part of a leadership a backend provides.
 #[async_trait]
 pub trait Proclaim: Send + Sync {
     /// Replaces the leader's value, failing with [`Error::NotLeader`] if this candidate
-    /// no longer leads.
-    async fn proclaim(&self, value: Bytes) -> Result<()>;
+    /// no longer leads: what a backend implements; users call [`Leadership::proclaim`].
+    async fn proclaim_bytes(&self, value: Bytes) -> Result<()>;
 }
 
-/// Leadership won by [`Election::campaign`].
+/// Leadership won by a campaign ([`Election`]'s `campaign`).
 ///
 /// Dropping it without [`Leadership::resign`] resigns in the background where a tokio
 /// runtime is present, and by lease expiry otherwise. The [`Leadership::term`] is a
@@ -141,7 +171,7 @@ impl Leadership {
         self.term
     }
 
-    crate::guard::guard_accessors!();
+    crate::guard::guard_accessors!(held);
 
     /// Publishes a new value while still leader.
     ///
@@ -158,7 +188,7 @@ impl Leadership {
         if self.held.known_lost() {
             return Err(Error::NotLeader);
         }
-        self.proclaim.proclaim(value.into()).await
+        self.proclaim.proclaim_bytes(value.into()).await
     }
 
     /// Gives up leadership, letting the next candidate in.

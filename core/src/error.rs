@@ -287,7 +287,7 @@ pub enum Error {
     ///   sent: a mutation whose reply was lost may have been applied (a counter's
     ///   `add` may have added, a `try_lock` may have taken an entry, which its session
     ///   bounds; an `enqueue` carries an idempotency key, so repeating it with
-    ///   [`enqueue_once`](crate::Queue::enqueue_once) and the same key never
+    ///   [`enqueue_once`](crate::Queue) and the same key never
     ///   duplicates). Waits, idempotent calls and releases are retried internally first
     ///   (see [`crate::raw::retry`]).
     /// - **Recovers by:** calling again after a pause; for a mutation, only when

@@ -16,8 +16,10 @@ use crate::token::FencingToken;
 #[async_trait::async_trait]
 pub trait GuardedWrite: Send + Sync + 'static {
     /// Writes `value` to the STM key `key` in the same atomic step as checking that
-    /// the hold is still held; `Ok(false)` (nothing written) when it is not.
-    async fn put_if_held(&self, key: &crate::name::Name, value: bytes::Bytes) -> Result<bool>;
+    /// the hold is still held; `Ok(false)` (nothing written) when it is not. What a
+    /// backend implements; users call [`LockGuard::put_if_held`].
+    async fn put_if_held_bytes(&self, key: &crate::name::Name, value: bytes::Bytes)
+        -> Result<bool>;
 }
 
 /// The release step a backend hands to a guard: run once, by `unlock()`/`resign()`,
@@ -211,22 +213,25 @@ impl Drop for Held {
     }
 }
 
+/// The accessors every hold shares, generated over the path (from `self`) to the
+/// hold's [`Held`]: `guard_accessors!(held)` in a guard, `guard_accessors!(guard.held)`
+/// in a type that wraps a guard.
 macro_rules! guard_accessors {
-    () => {
+    ($($held:ident).+) => {
         /// Whether the hold is known to be lost, without starting the backend's loss
         /// watch (for checks at the moment of the grant).
         pub(crate) fn known_lost(&self) -> bool {
-            self.held.known_lost()
+            self.$($held).+.known_lost()
         }
 
         /// The store key that represents this hold (etcd: `<ns><name>/<lease hex>`).
         pub fn key(&self) -> &str {
-            self.held.key()
+            self.$($held).+.key()
         }
 
         /// The session this is held through.
         pub fn session(&self) -> &crate::session::Session {
-            self.held.session()
+            self.$($held).+.session()
         }
 
         /// Resolves when this hold is known to be gone: its session was lost (at the
@@ -239,13 +244,13 @@ macro_rules! guard_accessors {
         /// # Cancel safety
         /// Cancel-safe; the future is `'static`.
         pub fn lost(&self) -> $crate::session::Lost {
-            self.held.lost()
+            self.$($held).+.lost()
         }
 
         /// Whether the hold is lost: [`Self::lost`] has fired, or the session's
         /// client-side deadline has passed.
         pub fn is_lost(&self) -> bool {
-            self.held.is_lost()
+            self.$($held).+.is_lost()
         }
 
         /// Runs `work` only while this hold lasts: returns its output, or
@@ -297,7 +302,7 @@ macro_rules! guard_accessors {
         /// Unlike `lost()`, it does not start the backend's loss watch: awaiting it
         /// alone learns of a session's end, not of a hold taken away in the store.
         pub(crate) fn store_lost_token(&self) -> &tokio_util::sync::CancellationToken {
-            self.held.lost_token()
+            self.$($held).+.lost_token()
         }
 
         /// Calls `observer` with the outcome of the release, however it happens.
@@ -305,14 +310,14 @@ macro_rules! guard_accessors {
             mut self,
             observer: impl FnOnce(&$crate::error::Result<()>) + Send + Sync + 'static,
         ) -> Self {
-            self.held.observe_release(observer);
+            self.$($held).+.observe_release(observer);
             self
         }
 
         /// Keeps an in-process gate (see [`crate::Session::exclusive`]) until the hold is
         /// released. For backend implementors, through `raw::GuardStoreSide`.
         pub(crate) fn store_with_gate(mut self, gate: tokio::sync::OwnedMutexGuard<()>) -> Self {
-            self.held.set_gate(gate);
+            self.$($held).+.set_gate(gate);
             self
         }
 
@@ -320,7 +325,7 @@ macro_rules! guard_accessors {
         /// guard's `lost()`, `is_lost()` or `while_held()` is first used (see
         /// `LossWatchFn`).
         pub(crate) fn store_with_loss_watch(mut self, watch: $crate::guard::LossWatchFn) -> Self {
-            self.held.set_loss_watch(watch);
+            self.$($held).+.set_loss_watch(watch);
             self
         }
     };
@@ -346,7 +351,7 @@ macro_rules! guard_accessors {
 /// [`Session::health_watch`](crate::Session::health_watch).
 #[must_use = "the lock is released in the background as soon as the guard is dropped"]
 pub struct LockGuard {
-    held: Held,
+    pub(crate) held: Held,
     token: FencingToken,
     guarded: Option<std::sync::Arc<dyn GuardedWrite>>,
 }
@@ -421,7 +426,7 @@ impl LockGuard {
         if self.held.known_lost() {
             return Err(Error::NotHeld);
         }
-        if guarded.put_if_held(&key, value.into()).await? {
+        if guarded.put_if_held_bytes(&key, value.into()).await? {
             Ok(())
         } else {
             Err(Error::NotHeld)
@@ -433,7 +438,7 @@ impl LockGuard {
         self.token
     }
 
-    guard_accessors!();
+    guard_accessors!(held);
 
     /// Releases the lock and waits until the store has released it.
     ///
@@ -477,7 +482,7 @@ impl ReadGuard {
         }
     }
 
-    guard_accessors!();
+    guard_accessors!(held);
 
     /// Releases the read lock.
     ///

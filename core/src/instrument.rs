@@ -78,7 +78,7 @@ use crate::lock::Locker;
 use crate::name::Name;
 use crate::queue::Queue;
 use crate::rwlock::RwLock;
-use crate::semaphore::Semaphore;
+use crate::semaphore::{Permit, Semaphore};
 use crate::session::{Lost, Session};
 
 /// A short, stable label for an error, for the `error` label of failure counters.
@@ -309,6 +309,16 @@ impl Grant for LockGuard {
     }
 }
 
+impl Grant for Permit {
+    fn token(&self) -> Option<u64> {
+        Some(Permit::token(self).get())
+    }
+
+    fn known_lost(&self) -> bool {
+        Permit::known_lost(self)
+    }
+}
+
 impl Grant for ReadGuard {
     fn known_lost(&self) -> bool {
         ReadGuard::known_lost(self)
@@ -353,12 +363,41 @@ fn on_release(
     }
 }
 
-fn lock_guard(backend: &'static str, primitive: &'static str, guard: LockGuard) -> LockGuard {
-    let key = guard.key().to_owned();
+/// Counts a hold from now until it ends, and observes its release: what a guard or a
+/// permit passes to its `observe_release`.
+fn counted(
+    backend: &'static str,
+    primitive: &'static str,
+    key: &str,
+    session: &crate::session::Session,
+    store_lost: &tokio_util::sync::CancellationToken,
+) -> impl FnOnce(&Result<()>) + Send + Sync + 'static {
     let count = HoldCount::start(backend, primitive, None);
     // The token, not `lost()`: counting must not start the backend's loss watch.
-    count.end_when(guard.session(), Lost::new(guard.store_lost_token()));
-    guard.observe_release(on_release(backend, primitive, key, count))
+    count.end_when(session, Lost::new(store_lost));
+    on_release(backend, primitive, key.to_owned(), count)
+}
+
+fn lock_guard(backend: &'static str, primitive: &'static str, guard: LockGuard) -> LockGuard {
+    let observer = counted(
+        backend,
+        primitive,
+        guard.key(),
+        guard.session(),
+        guard.store_lost_token(),
+    );
+    guard.observe_release(observer)
+}
+
+fn permit(backend: &'static str, permit: Permit) -> Permit {
+    let observer = counted(
+        backend,
+        "permit",
+        permit.key(),
+        permit.session(),
+        permit.store_lost_token(),
+    );
+    permit.observe_release(observer)
 }
 
 /// A [`Locker`] with spans and metrics.
@@ -475,9 +514,9 @@ impl Election for InstrumentedElection {
         self.inner.name()
     }
 
-    async fn campaign(&self, value: Bytes) -> Result<Leadership> {
+    async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
         let leadership = acquire(self.backend, "leadership", self.inner.name(), true, async {
-            self.inner.campaign(value).await.map(Some)
+            self.inner.campaign_bytes(value).await.map(Some)
         })
         .await?
         .ok_or(Error::NotLeader)?;
@@ -516,17 +555,17 @@ impl Semaphore for InstrumentedSemaphore {
         self.inner.permits()
     }
 
-    async fn acquire(&self) -> Result<LockGuard> {
-        let guard = acquire(self.backend, "permit", self.inner.name(), true, async {
+    async fn acquire(&self) -> Result<Permit> {
+        let granted = acquire(self.backend, "permit", self.inner.name(), true, async {
             self.inner.acquire().await.map(Some)
         })
         .await?
         .ok_or(Error::NotHeld)?;
-        Ok(lock_guard(self.backend, "permit", guard))
+        Ok(permit(self.backend, granted))
     }
 
-    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
-        let guard = acquire(
+    async fn try_acquire(&self) -> Result<Option<Permit>> {
+        let granted = acquire(
             self.backend,
             "permit",
             self.inner.name(),
@@ -534,7 +573,7 @@ impl Semaphore for InstrumentedSemaphore {
             self.inner.try_acquire(),
         )
         .await?;
-        Ok(guard.map(|g| lock_guard(self.backend, "permit", g)))
+        Ok(granted.map(|granted| permit(self.backend, granted)))
     }
 }
 
@@ -660,25 +699,27 @@ impl Queue for InstrumentedQueue {
         self.inner.name()
     }
 
-    async fn enqueue(&self, item: Bytes) -> Result<()> {
-        self.inner.enqueue(item).await?;
+    async fn enqueue_bytes(&self, item: Bytes) -> Result<()> {
+        self.inner.enqueue_bytes(item).await?;
         metrics::counter!("distsync_queue_enqueued_total", "backend" => self.backend).increment(1);
         Ok(())
     }
 
-    async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        self.inner.enqueue_with_priority(item, priority).await?;
+    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
+        self.inner
+            .enqueue_bytes_with_priority(item, priority)
+            .await?;
         metrics::counter!("distsync_queue_enqueued_total", "backend" => self.backend).increment(1);
         Ok(())
     }
 
-    async fn enqueue_once(
+    async fn enqueue_once_bytes(
         &self,
         key: &crate::queue::IdempotencyKey,
         item: Bytes,
         priority: u16,
     ) -> Result<crate::queue::Enqueued> {
-        let enqueued = self.inner.enqueue_once(key, item, priority).await?;
+        let enqueued = self.inner.enqueue_once_bytes(key, item, priority).await?;
         if enqueued.is_new() {
             metrics::counter!("distsync_queue_enqueued_total", "backend" => self.backend)
                 .increment(1);

@@ -10,44 +10,45 @@
 //!
 //! # Handles and inputs: one rule
 //!
-//! - **What a backend implements is an `Arc<dyn Trait>`.** [`Locker`], [`Election`],
+//! - **What a backend supplies is an `Arc<dyn Trait>`.** [`Locker`], [`Election`],
 //!   [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`], [`Semaphore`], [`Counter`],
 //!   [`CountDownLatch`] and [`RateLimiter`] have one implementation per store, chosen
 //!   at run time from a URL, so the [`Coordinator`] hands them out as trait objects,
 //!   behind an `Arc` so that they are cheap to clone into tasks.
-//! - **What core builds on those is a concrete type.** [`MultiLocker`] (over lockers),
-//!   [`Consumer`] (over a queue), [`LiveSession`] (over sessions) and [`Stm`] (over a
-//!   backend's engine) have one implementation, in core, so there is nothing to hide
-//!   behind a trait; each is `Clone` and as cheap to clone as an `Arc`.
+//! - **What the library builds on those is a concrete type.** [`MultiLocker`] (over
+//!   lockers), [`Consumer`] (over a queue), [`LiveSession`] (over sessions) and [`Stm`]
+//!   (over a backend's engine) have one implementation, in core, so there is nothing to
+//!   hide behind a trait; each is `Clone` and as cheap to clone as an `Arc`.
 //! - **A hold is an owned value, never shared:** [`LockGuard`] (a lock's or a write
-//!   lock's hold, and a semaphore's [`Permit`]), [`ReadGuard`], [`Leadership`],
-//!   [`MultiLockGuard`], [`Delivery`]. Its consuming method (`unlock`, `resign`, `ack`)
-//!   releases it; dropping it releases it in the background.
-//! - **Values are bytes.** A method that takes a value (an item, a candidate's value,
-//!   a write) takes `impl Into<Bytes> + Send` where it is a method of a concrete type
-//!   ([`Leadership::proclaim`], [`Coordinator::lead`], [`LockGuard::put_if_held`]; a
-//!   method that does not wait, as [`StmTx::put`], needs no `Send`), so a
-//!   `&'static str`, a `String`, a `Vec<u8>` or [`Bytes`] is passed as is. A method of an
-//!   object-safe trait cannot be generic, so it takes [`Bytes`]:
-//!   pass `"job".into()`, `Bytes::from(vec)`.
+//!   lock's hold), [`Permit`] (a semaphore's), [`ReadGuard`], [`Leadership`],
+//!   [`MultiLockGuard`], [`Delivery`]. Its consuming method (`unlock`, `release`,
+//!   `resign`, `ack`) releases it; dropping it releases it in the background.
+//! - **Every value parameter takes `impl Into<Bytes> + Send`** (an item, a candidate's
+//!   value, a write; [`StmTx::put`], which does not wait, needs no `Send`), so a
+//!   `&'static str`, a `String`, a `Vec<u8>` or [`Bytes`] is passed as is. On a trait
+//!   object these are inherent methods of `dyn Election` and `dyn Queue` (`campaign`,
+//!   `enqueue`, ...), which need no import. An object-safe trait method cannot be
+//!   generic: what a backend implements takes [`Bytes`] under a name ending in
+//!   `_bytes` ([`Election::campaign_bytes`], [`Queue::enqueue_bytes_with_priority`],
+//!   ...; see [`raw`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
 //! use distsync_core::Bytes;
 //! let coordinator = distsync_kv::memory::connect("memory://").await?;
 //! let session = coordinator.session().await?;
-//! let leadership = coordinator.election(&session, "leader")?.campaign("a".into()).await?;
+//! let leadership = coordinator.election(&session, "leader")?.campaign("a").await?;
 //! // Every value type, as is.
 //! leadership.proclaim("text").await?;
 //! leadership.proclaim(String::from("owned text")).await?;
 //! leadership.proclaim(vec![0u8, 1, 2]).await?;
 //! leadership.proclaim(Bytes::from_static(b"bytes")).await?;
 //! leadership.proclaim(&b"static bytes"[..]).await?;
-//! // Through a trait object: `Bytes`, made with `into()`.
+//! // Through a trait object, the same.
 //! let queue = coordinator.queue("jobs")?;
-//! queue.enqueue("job".into()).await?;
-//! queue.enqueue(String::from("job").into()).await?;
-//! queue.enqueue(vec![1u8, 2].into()).await?;
+//! queue.enqueue("job").await?;
+//! queue.enqueue(String::from("job")).await?;
+//! queue.enqueue(vec![1u8, 2]).await?;
 //! queue.enqueue(Bytes::from("job")).await?;
 //! # Ok(()) }
 //! ```

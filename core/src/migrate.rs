@@ -18,7 +18,7 @@
 //! use distsync_kv::memory::MemoryBackend;
 //! use distsync_core::Coordinator;
 //! let (from, to) = (Coordinator::new(MemoryBackend::new()), Coordinator::new(MemoryBackend::new()));
-//! from.queue("jobs")?.enqueue_with_priority("urgent".into(), 0).await?;
+//! from.queue("jobs")?.enqueue_with_priority("urgent", 0).await?;
 //! let report = migrate(&**from.backend(), &**to.backend(), &MigrateOptions::default()).await?;
 //! assert_eq!(report.queue_items, 1);
 //! assert_eq!(to.queue("jobs")?.dequeue().await?, "urgent");

@@ -11,14 +11,14 @@ use crate::session::Session;
 /// How long a store remembers a user's [`IdempotencyKey`] after the enqueue that first
 /// used it: 24 hours, at least (the memory and etcd backends keep a key up to one hour
 /// longer, as their records share one store lease per hour). Within the window,
-/// [`Queue::enqueue_once`] with the same key and queue answers
+/// [`Queue::enqueue_once`](crate::Queue) with the same key and queue answers
 /// [`Enqueued::Duplicate`], whether or not the item has been consumed since; after it,
 /// the key is forgotten and enqueues a new item. A day covers a retrying producer, a
 /// restarted process that replays its outbox, and an operator re-running a job the
 /// same day; a producer that may replay a key later deduplicates at the consumer too.
 pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
-/// How long a store remembers the key an [`Queue::enqueue`] draws for itself: long
+/// How long a store remembers the key an [`Queue::enqueue`](crate::Queue) draws for itself: long
 /// enough to outlast the call's own retries (see [`crate::raw::retry`]) and any attempt
 /// the store applies late, short enough that the records of plain enqueues cost little.
 pub const CALL_KEY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10 * 60);
@@ -119,7 +119,7 @@ impl TryFrom<String> for IdempotencyKey {
     }
 }
 
-/// What [`Queue::enqueue_once`] did.
+/// What [`Queue::enqueue_once`](crate::Queue) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Enqueued {
@@ -139,7 +139,7 @@ impl Enqueued {
     }
 }
 
-/// The priority of [`Queue::enqueue`]: the highest (lowest number), so a queue used
+/// The priority of [`Queue::enqueue`](crate::Queue): the highest (lowest number), so a queue used
 /// only with `enqueue` is plain FIFO.
 pub const DEFAULT_PRIORITY: u16 = 0;
 
@@ -169,23 +169,23 @@ pub trait Queue: Send + Sync {
     /// The queue's name.
     fn name(&self) -> &Name;
 
-    /// Appends `item` at [`DEFAULT_PRIORITY`].
+    /// Appends `item` at [`DEFAULT_PRIORITY`]: what a backend may override (it calls
+    /// [`Queue::enqueue_bytes_with_priority`] by default); users call
+    /// [`Queue::enqueue`](#method.enqueue).
     ///
     /// # Cancel safety
     ///
-    /// As [`Queue::enqueue_with_priority`].
-    async fn enqueue(&self, item: Bytes) -> Result<()> {
-        self.enqueue_with_priority(item, DEFAULT_PRIORITY).await
+    /// As [`Queue::enqueue_bytes_with_priority`].
+    async fn enqueue_bytes(&self, item: Bytes) -> Result<()> {
+        self.enqueue_bytes_with_priority(item, DEFAULT_PRIORITY)
+            .await
     }
 
-    /// Appends `item` behind the items of the same or a lower `priority` number.
-    ///
-    /// The call draws a key of its own (remembered for [`CALL_KEY_WINDOW`]) and
-    /// repeats itself with it after a reply lost to a transient failure, within the
-    /// one-shot budget of [`crate::raw::retry`], so that its own retries never append
-    /// the item twice. A caller that repeats a *failed* call makes a new call with a
-    /// new key: to make that harmless too, use [`Queue::enqueue_once`] with a key of
-    /// its own.
+    /// Appends `item` behind the items of the same or a lower `priority` number: what
+    /// a backend implements; users call
+    /// [`Queue::enqueue_with_priority`](#method.enqueue_with_priority),
+    /// whose documentation states the contract (retries under a call key of its own,
+    /// never appending twice).
     ///
     /// # Errors
     /// The store's error once the retries stop: an [`Error::Connection`] says the item
@@ -193,41 +193,23 @@ pub trait Queue: Send + Sync {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before it completes leaves the item enqueued once or not at
-    /// all (as any write whose answer is lost), never twice; nothing that blocks others
-    /// is left behind.
-    async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()>;
+    /// Must leave the item enqueued once or not at all when the future is dropped,
+    /// never twice, and nothing that blocks others behind.
+    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()>;
 
     /// Appends `item` at `priority` unless `key` was seen on this queue within
-    /// [`DEDUP_WINDOW`]: repeating the call with the same key, after a lost reply, a
-    /// crash or from another process, appends the item at most once. The key is
-    /// checked and recorded in the same atomic step as the append; the call repeats
-    /// itself through transient failures within the one-shot budget of
-    /// [`crate::raw::retry`], and a repeat finds its own earlier attempt by the key.
-    ///
-    /// ```no_run
-    /// # async fn run(queue: &dyn distsync_core::Queue) -> distsync_core::Result<()> {
-    /// use distsync_core::queue::{Enqueued, IdempotencyKey};
-    ///
-    /// let key = IdempotencyKey::new("invoice-2026-0042")?;
-    /// // A producer that restarts and replays the same job appends it once.
-    /// match queue.enqueue_once(&key, "charge 42".into(), 0).await? {
-    ///     Enqueued::New => println!("queued"),
-    ///     _ => println!("already queued within the dedup window"),
-    /// }
-    /// # Ok(()) }
-    /// ```
+    /// [`DEDUP_WINDOW`]: what a backend implements; users call
+    /// [`Queue::enqueue_once`](#method.enqueue_once), whose
+    /// documentation states the contract.
     ///
     /// # Errors
     /// [`Error::Unsupported`] where the backend does not offer it (the default); the
-    /// store's error once the retries stop: calling again with the same key is then
-    /// harmless.
+    /// store's error once the retries stop.
     ///
     /// # Cancel safety
-    /// Dropping the future leaves the item appended once or not at all, with the key
-    /// recorded exactly when the item was appended: calling again with the same key
-    /// completes what the dropped call may not have.
-    async fn enqueue_once(
+    /// Must leave the item appended once or not at all when the future is dropped, with
+    /// the key recorded exactly when the item was appended.
+    async fn enqueue_once_bytes(
         &self,
         key: &IdempotencyKey,
         item: Bytes,
@@ -356,7 +338,7 @@ pub trait Queue: Send + Sync {
     /// let coordinator = distsync_kv::memory::connect("memory://").await?;
     /// let jobs = coordinator.queue("jobs")?;
     /// assert_eq!(jobs.oldest_age().await?, None);
-    /// jobs.enqueue("build".into()).await?;
+    /// jobs.enqueue("build").await?;
     /// assert!(jobs.oldest_age().await?.is_some());
     /// # Ok(()) }
     /// ```
@@ -372,6 +354,98 @@ pub trait Queue: Send + Sync {
             "custom",
             "the age of a queue's oldest item (no enqueue time recorded)",
         ))
+    }
+}
+
+/// What users call on a queue handle (`Arc<dyn Queue>`, from
+/// [`crate::Coordinator::queue`]): an item is any `impl Into<Bytes>` (a `&str`, a
+/// `String`, a `Vec<u8>`, [`Bytes`]), passed as is.
+impl<'a> dyn Queue + 'a {
+    /// Appends `item` at [`DEFAULT_PRIORITY`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// let jobs = coordinator.queue("jobs")?;
+    /// jobs.enqueue("build").await?;
+    /// jobs.enqueue(format!("deploy {}", 42)).await?;
+    /// jobs.enqueue(vec![0u8, 1, 2]).await?;
+    /// assert_eq!(jobs.dequeue().await?, "build");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`enqueue_with_priority`](#method.enqueue_with_priority).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`enqueue_with_priority`](#method.enqueue_with_priority).
+    pub async fn enqueue(&self, item: impl Into<Bytes> + Send) -> Result<()> {
+        self.enqueue_bytes(item.into()).await
+    }
+
+    /// Appends `item` behind the items of the same or a lower `priority` number.
+    ///
+    /// The call draws a key of its own (remembered for [`CALL_KEY_WINDOW`]) and
+    /// repeats itself with it after a reply lost to a transient failure, within the
+    /// one-shot budget of [`crate::raw::retry`], so that its own retries never append
+    /// the item twice. A caller that repeats a *failed* call makes a new call with a
+    /// new key: to make that harmless too, use [`enqueue_once`](#method.enqueue_once) with a key of
+    /// its own.
+    ///
+    /// # Errors
+    /// The store's error once the retries stop: an [`Error::Connection`] says the item
+    /// may have been appended (once).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes leaves the item enqueued once or not at
+    /// all (as any write whose answer is lost), never twice; nothing that blocks others
+    /// is left behind.
+    pub async fn enqueue_with_priority(
+        &self,
+        item: impl Into<Bytes> + Send,
+        priority: u16,
+    ) -> Result<()> {
+        self.enqueue_bytes_with_priority(item.into(), priority)
+            .await
+    }
+
+    /// Appends `item` at `priority` unless `key` was seen on this queue within
+    /// [`DEDUP_WINDOW`]: repeating the call with the same key, after a lost reply, a
+    /// crash or from another process, appends the item at most once. The key is
+    /// checked and recorded in the same atomic step as the append; the call repeats
+    /// itself through transient failures within the one-shot budget of
+    /// [`crate::raw::retry`], and a repeat finds its own earlier attempt by the key.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: &dyn distsync_core::Queue) -> distsync_core::Result<()> {
+    /// use distsync_core::queue::{Enqueued, IdempotencyKey};
+    ///
+    /// let key = IdempotencyKey::new("invoice-2026-0042")?;
+    /// // A producer that restarts and replays the same job appends it once.
+    /// match queue.enqueue_once(&key, "charge 42", 0).await? {
+    ///     Enqueued::New => println!("queued"),
+    ///     _ => println!("already queued within the dedup window"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] where the backend does not offer it; the store's error
+    /// once the retries stop: calling again with the same key is then harmless.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the item appended once or not at all, with the key
+    /// recorded exactly when the item was appended: calling again with the same key
+    /// completes what the dropped call may not have.
+    pub async fn enqueue_once(
+        &self,
+        key: &IdempotencyKey,
+        item: impl Into<Bytes> + Send,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        self.enqueue_once_bytes(key, item.into(), priority).await
     }
 }
 

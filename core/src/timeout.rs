@@ -2,7 +2,7 @@
 //! [`Error::Timeout`](crate::Error::Timeout) and leaves nothing behind.
 //!
 //! The twins are provided methods of the primitive traits ([`crate::Locker::lock_timeout`],
-//! [`crate::RwLock::read_timeout`], [`crate::Election::campaign_timeout`],
+//! [`crate::RwLock::read_timeout`], [`crate::Election::campaign_timeout`](crate::Election),
 //! [`crate::Queue::dequeue_timeout`], [`crate::Barrier::wait_timeout`],
 //! [`crate::DoubleBarrier::enter_timeout`], ...). Because every blocking call is cancel-safe
 //! (dropping its future removes the waiter's entry), giving up is exactly dropping the

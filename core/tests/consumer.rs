@@ -47,7 +47,7 @@ async fn poison_is_dead_lettered_after_max_deliveries_and_the_items_behind_it_ar
     );
     let queue = coordinator.queue("jobs").unwrap();
     for item in ["poison", "good-1", "good-2"] {
-        queue.enqueue(item.into()).await.unwrap();
+        queue.enqueue(item).await.unwrap();
     }
     let calls: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let (done, mut handled) = mpsc::unbounded_channel();
@@ -112,7 +112,7 @@ async fn a_hung_handler_is_dropped_at_the_deadline_and_the_item_handled_again() 
         )
         .unwrap();
     let queue = coordinator.queue("hangs").unwrap();
-    queue.enqueue("job".into()).await.unwrap();
+    queue.enqueue("job").await.unwrap();
     let session = coordinator.session().await.unwrap();
     let (done, mut handled) = mpsc::unbounded_channel();
     let (dropped_tx, mut dropped) = mpsc::unbounded_channel::<()>();
@@ -160,7 +160,7 @@ async fn a_hung_handler_is_dropped_at_the_deadline_and_the_item_handled_again() 
 async fn nack_after_keeps_the_item_away_for_the_delay() {
     let coordinator = coordinator().await;
     let queue = coordinator.queue("delayed").unwrap();
-    queue.enqueue("flaky".into()).await.unwrap();
+    queue.enqueue("flaky").await.unwrap();
     let session = coordinator.session().await.unwrap();
     let delivery = queue.receive(&session).await.unwrap();
     let delay = Duration::from_millis(300);
@@ -202,7 +202,7 @@ async fn nack_after_keeps_the_item_away_for_the_delay() {
 async fn nack_after_returns_the_item_when_the_session_closes_first() {
     let coordinator = coordinator().await;
     let queue = coordinator.queue("closing").unwrap();
-    queue.enqueue("item".into()).await.unwrap();
+    queue.enqueue("item").await.unwrap();
     let session = coordinator.session().await.unwrap();
     queue
         .receive(&session)
@@ -223,7 +223,7 @@ async fn nack_after_returns_the_item_when_the_session_closes_first() {
 async fn while_held_stops_the_work_when_the_session_is_lost() {
     let coordinator = coordinator().await;
     let queue = coordinator.queue("held").unwrap();
-    queue.enqueue("item".into()).await.unwrap();
+    queue.enqueue("item").await.unwrap();
     // A short TTL: the revocation is learnt at the next renewal, a third of it.
     let session = coordinator
         .session_with_ttl(Duration::from_millis(600))
@@ -255,7 +255,7 @@ async fn list_redrive_and_purge_count_the_dead_letters() {
     let main = coordinator.queue("orders").unwrap();
     assert_eq!(consumer.dead_letters().await.unwrap(), Vec::<Bytes>::new());
     for item in ["a", "b", "c"] {
-        dead.enqueue(item.into()).await.unwrap();
+        dead.enqueue(item).await.unwrap();
     }
     let listed = consumer.dead_letters().await.unwrap();
     assert_eq!(listed, ["a", "b", "c"].map(Bytes::from));
@@ -272,7 +272,7 @@ async fn list_redrive_and_purge_count_the_dead_letters() {
     assert_eq!(moved, ["a", "b", "c"].map(Bytes::from));
 
     for item in ["x", "y"] {
-        dead.enqueue(item.into()).await.unwrap();
+        dead.enqueue(item).await.unwrap();
     }
     assert_eq!(consumer.purge().await.unwrap(), 2);
     assert!(dead.is_empty().await.unwrap());

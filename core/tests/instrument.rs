@@ -296,7 +296,7 @@ fn leaders_permits_and_barriers_are_counted() {
         let leadership = coordinator
             .election(&session, "primary")
             .unwrap()
-            .campaign("a".into())
+            .campaign("a")
             .await
             .unwrap();
         assert_eq!(snapshotter.get("distsync_is_leader", &leader), 1.0);
@@ -311,7 +311,7 @@ fn leaders_permits_and_barriers_are_counted() {
             .await
             .unwrap();
         assert_eq!(snapshotter.get(HOLDS, &permit_labels), 1.0);
-        permit.unlock().await.unwrap();
+        permit.release().await.unwrap();
         assert_eq!(snapshotter.get(HOLDS, &permit_labels), 0.0);
 
         let barrier_labels = [("backend", "memory"), ("primitive", "barrier")];
@@ -414,7 +414,7 @@ fn a_consumer_samples_its_queue_depth() {
         let coordinator = Coordinator::new(MemoryBackend::new());
         let queue = coordinator.queue("sampled").unwrap();
         for item in ["a", "b", "c"] {
-            queue.enqueue(item.into()).await.unwrap();
+            queue.enqueue(item).await.unwrap();
         }
         let options = ConsumerOptions::default().metrics_interval(Duration::from_millis(5));
         let consumer = coordinator.consumer("sampled", options).unwrap();

@@ -13,16 +13,9 @@ fn memory() -> Coordinator {
 async fn fill(source: &Coordinator) {
     let jobs = source.queue("jobs").unwrap();
     for (item, priority) in [("b1", 1), ("a1", 0), ("b2", 1), ("a2", 0)] {
-        jobs.enqueue_with_priority(item.into(), priority)
-            .await
-            .unwrap();
+        jobs.enqueue_with_priority(item, priority).await.unwrap();
     }
-    source
-        .queue("mail")
-        .unwrap()
-        .enqueue("m".into())
-        .await
-        .unwrap();
+    source.queue("mail").unwrap().enqueue("m").await.unwrap();
     source.barrier("gate").unwrap().hold().await.unwrap();
     source
         .stm()
@@ -51,7 +44,7 @@ async fn copies_queues_in_order_keys_and_barriers_and_leaves_the_source() {
     fill(&from).await;
     to.queue("jobs")
         .unwrap()
-        .enqueue_with_priority("old".into(), 1)
+        .enqueue_with_priority("old", 1)
         .await
         .unwrap();
     let report = migrate(

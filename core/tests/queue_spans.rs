@@ -91,7 +91,7 @@ async fn receive_ack_and_nack_run_in_spans_naming_the_queue_delivery_and_attempt
     let coordinator = distsync_kv::memory::connect("memory://").await.unwrap();
     let session = coordinator.session().await.unwrap();
     let jobs = coordinator.queue("jobs").unwrap();
-    jobs.enqueue("a".into()).await.unwrap();
+    jobs.enqueue("a").await.unwrap();
 
     let first = jobs.receive(&session).await.unwrap();
     let first_id = first.id();

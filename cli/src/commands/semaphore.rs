@@ -54,7 +54,7 @@ async fn acquired(
         .await?;
     hold::keep(
         name,
-        Hold::Exclusive(permit),
+        Hold::Permit(permit),
         command,
         ctx.grace,
         &mut ctx.interrupts,

@@ -154,9 +154,7 @@ impl Demo {
         say!("campaigning value={value}");
         self.campaign_value.clone_from(&value);
         let election = Arc::clone(&self.election);
-        self.campaign = Some(tokio::spawn(async move {
-            election.campaign(Bytes::from(value)).await
-        }));
+        self.campaign = Some(tokio::spawn(async move { election.campaign(value).await }));
     }
 
     async fn resign(&mut self) -> Result<(), Input> {

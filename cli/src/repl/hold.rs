@@ -22,6 +22,7 @@ enum Primitive {
 /// What a hold is called in the result lines.
 fn label(hold: &Hold, primitive: &Primitive) -> &'static str {
     match (primitive, hold) {
+        (_, Hold::Permit(_)) => "permit",
         (Primitive::Lock(_), _) => "lock",
         (Primitive::RwLock(_), Hold::Exclusive(_)) => "write lock",
         (Primitive::RwLock(_), Hold::Shared(_)) => "read lock",

@@ -1,6 +1,6 @@
 //! The queue demo: `push ITEM [PRIORITY]`, `pop`, `len`.
 
-use distsync::{Bytes, Name, Queue};
+use distsync::{Name, Queue};
 
 use super::{blocking, next_input, report, split, unknown, Input};
 use crate::context::Ctx;
@@ -51,7 +51,7 @@ async fn handle(ctx: &mut Ctx, queue: &dyn Queue, line: &str) -> Result<(), Inpu
 
 async fn push(ctx: &mut Ctx, queue: &dyn Queue, item: &str, priority: u16) -> Result<(), Input> {
     let pushed = blocking(
-        queue.enqueue_with_priority(Bytes::from(item.to_owned()), priority),
+        queue.enqueue_with_priority(item.to_owned(), priority),
         &mut ctx.interrupts,
         None,
     )

@@ -213,7 +213,7 @@ async fn terms_increase(h: Harness) -> Check {
         tasks.push(Task::spawn(format!("candidate {i}"), async move {
             for _ in 0..TERMS {
                 let leadership = election
-                    .campaign(Bytes::from(format!("candidate-{i}")))
+                    .campaign(format!("candidate-{i}"))
                     .await
                     .ctx(format!("candidate {i} campaigning"))?;
                 lock_vec(&terms).push((i, leadership.term()));
@@ -308,7 +308,7 @@ async fn resign_hands_over(h: Harness) -> Check {
             .ctx("making an election")?;
         let waiter = Task::spawn(format!("candidate {who}"), async move {
             let leadership = election
-                .campaign(Bytes::from(who))
+                .campaign(who)
                 .await
                 .ctx(format!("{who} campaigning"))?;
             Ok((who, leadership, session))

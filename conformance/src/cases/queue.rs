@@ -329,7 +329,7 @@ async fn no_loss_no_duplicate(h: Harness) -> Check {
         producers.push(Task::spawn(format!("producer {p}"), async move {
             for i in 0..PER_PRODUCER {
                 queue
-                    .enqueue(Bytes::from(format!("p{p}-{i:03}")))
+                    .enqueue(format!("p{p}-{i:03}"))
                     .bounded(format!("producer {p} enqueueing"))
                     .await?;
             }
@@ -582,7 +582,7 @@ async fn lost_replies(h: Harness) -> Check {
     let producer = h.backend().queue(name.clone()).ctx("making the producer")?;
     for i in 0..LOST_REPLY_ITEMS {
         producer
-            .enqueue(Bytes::from(format!("item-{i:03}")))
+            .enqueue(format!("item-{i:03}"))
             .bounded("enqueueing")
             .await?;
     }
@@ -885,7 +885,7 @@ async fn reliable_concurrent(h: Harness) -> Check {
     let producer = h.backend().queue(name.clone()).ctx("making the producer")?;
     for i in 0..ITEMS {
         producer
-            .enqueue(Bytes::from(format!("item-{i:04}")))
+            .enqueue(format!("item-{i:04}"))
             .bounded("enqueueing")
             .await?;
     }

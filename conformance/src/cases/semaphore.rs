@@ -138,7 +138,10 @@ async fn bounded_holders(h: Harness) -> Check {
         "a fourth permit was granted while {PERMITS} were held"
     );
     for permit in sharing {
-        permit.unlock().bounded("releasing a shared permit").await?;
+        permit
+            .release()
+            .bounded("releasing a shared permit")
+            .await?;
     }
     drop(sharing_sessions);
 
@@ -170,7 +173,7 @@ async fn bounded_holders(h: Harness) -> Check {
                     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                     inside.fetch_sub(1, Ordering::SeqCst);
                     permit
-                        .unlock()
+                        .release()
                         .bounded(format!("contender {i} releasing (round {round})"))
                         .await?;
                 }
@@ -270,10 +273,10 @@ async fn fifo_waiters(h: Harness) -> Check {
         !waiters[1].is_finished(),
         "waiter 1 was granted although only one permit was freed"
     );
-    p2.unlock().bounded("the second holder releasing").await?;
+    p2.release().bounded("the second holder releasing").await?;
     granted.push(waiters[1].join(PROMPT).await?);
     let (permit, _, _) = granted.remove(0);
-    permit.unlock().bounded("waiter 0 releasing").await?;
+    permit.release().bounded("waiter 0 releasing").await?;
     granted.push(waiters[2].join(PROMPT).await?);
     let order = std::mem::take(&mut *order.lock().unwrap_or_else(|p| p.into_inner()));
     let indices: Vec<usize> = order.iter().map(|(i, _)| *i).collect();

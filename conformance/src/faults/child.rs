@@ -474,8 +474,9 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
     let ttl = Duration::from_millis(spec.ttl_ms);
     let session = backend.session(SessionOptions::with_ttl(ttl)).await?;
     // Keeps the hold alive until the end (dropping it would release it); a lock's or
-    // a permit's guard apart, for the `release` command.
+    // a permit apart, for the `release` command.
     let mut guard: Option<distsync_core::LockGuard> = None;
+    let mut permit_held: Option<distsync_core::Permit> = None;
     let mut leading: Option<distsync_core::Leadership> = None;
     let (token, lost, _held): (FencingToken, _, Box<dyn std::any::Any + Send>) = match spec.kind {
         HoldKind::Lock => {
@@ -496,7 +497,7 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
             let semaphore = backend.semaphore(&session, name, HOLDER_PERMITS)?;
             let permit = semaphore.acquire().await?;
             let held = (permit.token(), permit.lost());
-            guard = Some(permit);
+            permit_held = Some(permit);
             (held.0, held.1, Box::new(semaphore))
         }
         HoldKind::Delivery => {
@@ -531,10 +532,11 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
             }
             "release" => {
                 // The parent waits for the answer, then closes stdin.
-                let released = match (guard.take(), leading.take()) {
-                    (Some(guard), _) => guard.unlock().await,
-                    (None, Some(leadership)) => leadership.resign().await,
-                    (None, None) => {
+                let released = match (guard.take(), permit_held.take(), leading.take()) {
+                    (Some(guard), _, _) => guard.unlock().await,
+                    (None, Some(permit), _) => permit.release().await,
+                    (None, None, Some(leadership)) => leadership.resign().await,
+                    (None, None, None) => {
                         say.line(Event::Error("nothing to release".to_owned()));
                         continue;
                     }

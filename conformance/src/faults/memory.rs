@@ -13,8 +13,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::timeout::parse_url_timeout;
 use distsync_core::{
-    Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Queue,
-    Result, Semaphore, Session, SessionId, SessionOptions,
+    Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Permit,
+    Queue, Result, Semaphore, Session, SessionId, SessionOptions,
 };
 use distsync_kv::kv::LeaseId;
 use distsync_kv::memory::{self, FaultyKv, MemoryBackend, MemoryKv, Partition, TxnFault};
@@ -120,10 +120,10 @@ impl Faults for MemoryFaults {
             }
             HoldKind::Permit => {
                 let semaphore = backend.semaphore(&session, spec.name.clone(), HOLDER_PERMITS)?;
-                let guard = semaphore.acquire().await?;
+                let permit = semaphore.acquire().await?;
                 Hold::Permit {
                     _semaphore: semaphore,
-                    guard,
+                    permit,
                 }
             }
             HoldKind::Delivery => {
@@ -217,7 +217,7 @@ enum Hold {
     },
     Permit {
         _semaphore: Box<dyn Semaphore>,
-        guard: LockGuard,
+        permit: Permit,
     },
     Delivery {
         _queue: Box<dyn Queue>,
@@ -236,7 +236,8 @@ struct FrozenHolder {
 impl ExternalHolder for FrozenHolder {
     fn token(&self) -> FencingToken {
         match &self.hold {
-            Hold::Lock { guard, .. } | Hold::Permit { guard, .. } => guard.token(),
+            Hold::Lock { guard, .. } => guard.token(),
+            Hold::Permit { permit, .. } => permit.token(),
             Hold::Leadership { leadership, .. } => leadership.term(),
             Hold::Delivery { delivery, .. } => FencingToken(u64::from(delivery.redeliveries()) + 1),
         }
@@ -273,7 +274,8 @@ impl ExternalHolder for FrozenHolder {
 
     async fn lost(&mut self) -> Result<()> {
         match &self.hold {
-            Hold::Lock { guard, .. } | Hold::Permit { guard, .. } => guard.lost().await,
+            Hold::Lock { guard, .. } => guard.lost().await,
+            Hold::Permit { permit, .. } => permit.lost().await,
             Hold::Leadership { leadership, .. } => leadership.lost().await,
             Hold::Delivery { delivery, .. } => delivery.lost().await,
         }

@@ -139,7 +139,7 @@ pub fn any_external_holder(faults: &(impl Faults + ?Sized)) -> std::result::Resu
 pub enum HoldKind {
     /// A lock ([`distsync_core::Locker::lock`]); its token is the grant's.
     Lock,
-    /// A leadership ([`distsync_core::Election::campaign`]); its token is the term.
+    /// A leadership ([`distsync_core::Election`]'s `campaign`); its token is the term.
     Leadership,
     /// One permit of a semaphore of [`HOLDER_PERMITS`] permits
     /// ([`distsync_core::Semaphore::acquire`]); its token is the permit grant's.

@@ -11,11 +11,17 @@
 //!   `Session::start` together with the instant the grant was sent;
 //! - the primitive traits a backend returns boxed ([`Locker`], [`Election`] with its
 //!   [`Proclaim`] part, [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`],
-//!   [`Semaphore`]) and the STM engine ([`StmEngine`], [`StmAttempt`], [`Write`],
-//!   the conflict signal [`StmRetry`]), whose user handle [`Stm`](crate::Stm) a
-//!   backend makes with `Stm::new`;
+//!   [`Semaphore`]; a method that takes a value is the `_bytes` one, taking
+//!   [`Bytes`](crate::Bytes): [`Election::campaign_bytes`],
+//!   [`Queue::enqueue_bytes_with_priority`], [`Queue::enqueue_once_bytes`],
+//!   [`Proclaim::proclaim_bytes`], [`GuardedWrite::put_if_held_bytes`], which users
+//!   reach through generic methods of the same name without the suffix) and the STM
+//!   engine ([`StmEngine`], [`StmAttempt`], [`Write`], the conflict signal
+//!   [`StmRetry`]), whose user handle [`Stm`](crate::Stm) a backend makes with
+//!   `Stm::new`;
 //! - guards and leaderships, made with [`lock_guard`], [`read_guard`] and
-//!   [`leadership`] from the key, the token, the session and a [`ReleaseFn`], and the
+//!   [`leadership`] from the key, the token, the session and a [`ReleaseFn`] (a
+//!   semaphore's [`Permit`] is a lock guard named with [`permit`]), and the
 //!   store's side of sessions and guards ([`SessionStoreSide`]: the lost token,
 //!   `mark_lost`, the typed lease, the in-process gate; [`GuardStoreSide`]), which no
 //!   user reaches without importing `raw`;
@@ -100,7 +106,9 @@ mod store_side;
 pub use call_id::call_id;
 pub use prefix::name_under;
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
-pub use store_side::{leadership, lock_guard, read_guard, GuardStoreSide, SessionStoreSide};
+pub use store_side::{
+    leadership, lock_guard, permit, read_guard, GuardStoreSide, SessionStoreSide,
+};
 
 #[doc(inline)]
 pub use crate::backend::Backend;
@@ -124,6 +132,6 @@ pub use crate::migrate::{QueueItem, Snapshot};
 pub use crate::name::Name;
 pub use crate::queue::Queue;
 pub use crate::rwlock::RwLock;
-pub use crate::semaphore::Semaphore;
+pub use crate::semaphore::{Permit, Semaphore};
 pub use crate::session::{Session, SessionId, SessionOptions};
 pub use crate::token::FencingToken;

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::election::{Leadership, Proclaim};
 use crate::error::Result;
 use crate::guard::{LockGuard, LossWatchFn, ReadGuard, ReleaseFn};
+use crate::semaphore::Permit;
 use crate::session::Session;
 use crate::token::FencingToken;
 
@@ -133,6 +134,7 @@ macro_rules! guard_store_side {
 guard_store_side!(LockGuard);
 guard_store_side!(ReadGuard);
 guard_store_side!(Leadership);
+guard_store_side!(Permit);
 
 /// A lock guard over the store key `key`, granted with `token` through `session`,
 /// released by `release` (on `unlock()` or drop).
@@ -143,6 +145,12 @@ pub fn lock_guard(
     release: ReleaseFn,
 ) -> LockGuard {
     LockGuard::new(key, token, session, release)
+}
+
+/// A semaphore's permit: the hold `guard` (made with [`lock_guard`], with its gate,
+/// loss watch and guarded write), under the name the semaphore's methods return.
+pub fn permit(guard: LockGuard) -> Permit {
+    Permit::new(guard)
 }
 
 /// A read guard over the store key `key`, held through `session`, released by

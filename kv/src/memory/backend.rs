@@ -150,7 +150,7 @@ mod tests {
         let a = Coordinator::new(MemoryBackend::shared("memory-mod-test"));
         let b = Coordinator::new(MemoryBackend::shared("memory-mod-test"));
         let other = Coordinator::new(MemoryBackend::shared("memory-mod-test-other"));
-        a.queue("q").unwrap().enqueue("x".into()).await.unwrap();
+        a.queue("q").unwrap().enqueue("x").await.unwrap();
         assert_eq!(other.queue("q").unwrap().try_dequeue().await.unwrap(), None);
         assert_eq!(
             b.queue("q").unwrap().try_dequeue().await.unwrap().unwrap(),
@@ -181,12 +181,7 @@ mod tests {
         ];
         for (url, shared) in cases {
             let from_url = Coordinator::new(MemoryBackend::from_url(url).unwrap());
-            from_url
-                .queue("q")
-                .unwrap()
-                .enqueue("x".into())
-                .await
-                .unwrap();
+            from_url.queue("q").unwrap().enqueue("x").await.unwrap();
             let len = match shared {
                 Some(name) => {
                     let twin = Coordinator::new(MemoryBackend::shared(name));

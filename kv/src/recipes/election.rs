@@ -90,7 +90,7 @@ impl KvProclaim {
 
 #[async_trait]
 impl Proclaim for KvProclaim {
-    async fn proclaim(&self, value: Bytes) -> Result<()> {
+    async fn proclaim_bytes(&self, value: Bytes) -> Result<()> {
         self.put(value).await
     }
 }
@@ -114,7 +114,7 @@ impl Election for KvElection {
     ///
     /// Cancel-safety: cancel-safe; a dropped future deletes the own key in the
     /// background, so it never leaves this candidate leader.
-    async fn campaign(&self, value: Bytes) -> Result<Leadership> {
+    async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
         let Some(gate) = gate(&self.session, &self.key, true).await? else {
             return Err(Error::SessionLost);
         };
@@ -414,14 +414,9 @@ mod tests {
     async fn a_leadership_watches_its_key_only_once_asked() {
         let backend = flaky_backend();
         let (a, b) = (session_of(&backend).await, session_of(&backend).await);
-        let leadership = within(
-            backend
-                .election(&a, name("e"))
-                .unwrap()
-                .campaign("a".into()),
-        )
-        .await
-        .unwrap();
+        let leadership = within(backend.election(&a, name("e")).unwrap().campaign("a"))
+            .await
+            .unwrap();
         leadership.proclaim("a2").await.unwrap();
         let _ = format!("{leadership:?}");
         settle().await;
@@ -437,14 +432,9 @@ mod tests {
         ));
         drop(leadership);
 
-        let next = within(
-            backend
-                .election(&b, name("e"))
-                .unwrap()
-                .campaign("b".into()),
-        )
-        .await
-        .unwrap();
+        let next = within(backend.election(&b, name("e")).unwrap().campaign("b"))
+            .await
+            .unwrap();
         let watches = backend.kv().watches();
         assert!(!next.is_lost());
         until_watches(&backend, watches + 1).await;
@@ -459,9 +449,9 @@ mod tests {
         let e1 = backend.election(&s1, name("e")).unwrap();
         let e2 = backend.election(&s2, name("e")).unwrap();
         assert_eq!(e1.leader().await.unwrap(), None);
-        let first = e1.campaign("a".into()).await.unwrap();
+        let first = e1.campaign("a").await.unwrap();
         assert_eq!(first.key(), format!("e/{:x}", s1.id().0));
-        let second = tokio::spawn(async move { e2.campaign("b".into()).await });
+        let second = tokio::spawn(async move { e2.campaign("b").await });
         settle().await;
         assert!(!second.is_finished());
         let leader = e1.leader().await.unwrap().unwrap();
@@ -497,14 +487,14 @@ mod tests {
         let a = backend
             .election(&s1, name("e"))
             .unwrap()
-            .campaign("a0".into())
+            .campaign("a0")
             .await
             .unwrap();
         assert_eq!(next_of(&mut changes).await.value, Bytes::from("a0"));
         a.proclaim("a1").await.unwrap();
         a.proclaim("a2").await.unwrap();
         let e2 = backend.election(&s2, name("e")).unwrap();
-        let b = tokio::spawn(async move { e2.campaign("b0".into()).await });
+        let b = tokio::spawn(async move { e2.campaign("b0").await });
         settle().await;
         let a_term = a.term();
         a.resign().await.unwrap();
@@ -538,7 +528,7 @@ mod tests {
         let leadership = backend
             .election(&s, name("e"))
             .unwrap()
-            .campaign("a".into())
+            .campaign("a")
             .await
             .unwrap();
         backend
@@ -561,11 +551,11 @@ mod tests {
         let _leader = backend
             .election(&s1, name("e"))
             .unwrap()
-            .campaign("a".into())
+            .campaign("a")
             .await
             .unwrap();
         let e2 = backend.election(&s2, name("e")).unwrap();
-        let campaign = tokio::spawn(async move { e2.campaign("b".into()).await });
+        let campaign = tokio::spawn(async move { e2.campaign("b").await });
         settle().await;
         assert_eq!(
             backend.kv().range(Range::prefix("e/")).await.unwrap().count,
@@ -589,7 +579,7 @@ mod tests {
         futures::pin_mut!(next);
         settle().await;
         assert!(futures::poll!(next.as_mut()).is_pending());
-        let leadership = election.campaign("v".into()).await.unwrap();
+        let leadership = election.campaign("v").await.unwrap();
         let first = within(next).await.unwrap().unwrap();
         assert_eq!(
             (first.value, first.term),

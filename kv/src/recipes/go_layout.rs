@@ -118,13 +118,13 @@ async fn a_queue_leaves_keys_of_other_shapes_alone() {
     backend
         .queue(name("jobs/x"))
         .unwrap()
-        .enqueue(Bytes::from("nested"))
+        .enqueue("nested")
         .await
         .unwrap();
     backend
         .queue(name("jobs"))
         .unwrap()
-        .enqueue_with_priority(Bytes::from("p1"), 1)
+        .enqueue_with_priority("p1", 1)
         .await
         .unwrap();
     let jobs = backend.queue(name("jobs")).unwrap();

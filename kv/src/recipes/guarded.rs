@@ -28,7 +28,7 @@ pub(crate) struct KvGuardedWrite {
 
 #[async_trait]
 impl GuardedWrite for KvGuardedWrite {
-    async fn put_if_held(&self, key: &Name, value: Bytes) -> Result<bool> {
+    async fn put_if_held_bytes(&self, key: &Name, value: Bytes) -> Result<bool> {
         self.space.check(Kind::Stm, key)?;
         let txn = Txn::when(vec![Compare::create_revision(
             &self.key,

@@ -458,11 +458,11 @@ mod tests {
         let leader = backend
             .election(&s1, name("e"))
             .unwrap()
-            .campaign("a".into())
+            .campaign("a")
             .await
             .unwrap();
         let e2 = backend.election(&s2, name("e")).unwrap();
-        let candidate = tokio::spawn(async move { e2.campaign("b".into()).await });
+        let candidate = tokio::spawn(async move { e2.campaign("b").await });
         settle().await;
         backend.kv().fail_txns(4, TxnFault::ReplyLost);
         within(leader.resign()).await.unwrap();

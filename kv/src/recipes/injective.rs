@@ -11,8 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 
-use bytes::Bytes;
-
 use crate::kv::{Kv, Range, Revision};
 use crate::memory::{MemoryBackend, MemoryKv};
 use crate::recipes::KvBackend;
@@ -156,9 +154,7 @@ async fn distinct_kinds_and_names_never_share_a_key() {
                     }
                     "queue" => {
                         let q = backend.queue(name.clone()).unwrap();
-                        q.enqueue_with_priority(Bytes::from(name.to_string()), 1)
-                            .await
-                            .unwrap();
+                        q.enqueue_with_priority(name.to_string(), 1).await.unwrap();
                     }
                     "barrier" => backend.barrier(name.clone()).unwrap().hold().await.unwrap(),
                     "semaphore" => {

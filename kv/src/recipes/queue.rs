@@ -1091,13 +1091,13 @@ impl Queue for KvQueue {
     ///
     /// Repeated through lost replies under a key of its own (see the `dedup`
     /// submodule).
-    async fn enqueue_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
+    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
         self.enqueue_call_key(item, priority).await
     }
 
-    /// As [`KvQueue::enqueue_with_priority`], with the record of `key` kept for
+    /// As [`KvQueue::enqueue_bytes_with_priority`], with the record of `key` kept for
     /// [`distsync_core::queue::DEDUP_WINDOW`] (see the `dedup` submodule).
-    async fn enqueue_once(
+    async fn enqueue_once_bytes(
         &self,
         key: &distsync_core::queue::IdempotencyKey,
         item: Bytes,
@@ -1237,10 +1237,10 @@ mod tests {
     async fn priority_then_fifo_in_its_own_layout() {
         let backend = backend();
         let q = backend.queue(name("jobs")).unwrap();
-        q.enqueue_with_priority("low-1".into(), 7).await.unwrap();
-        q.enqueue("high-1".into()).await.unwrap();
-        q.enqueue_with_priority("low-2".into(), 7).await.unwrap();
-        q.enqueue("high-2".into()).await.unwrap();
+        q.enqueue_with_priority("low-1", 7).await.unwrap();
+        q.enqueue("high-1").await.unwrap();
+        q.enqueue_with_priority("low-2", 7).await.unwrap();
+        q.enqueue("high-2").await.unwrap();
         assert_eq!(q.len().await.unwrap(), 4);
         let items: Vec<String> = keys(&**backend.kv())
             .await
@@ -1280,7 +1280,7 @@ mod tests {
         backend
             .queue(name("q"))
             .unwrap()
-            .enqueue("x".into())
+            .enqueue("x")
             .await
             .unwrap();
         assert_eq!(within(waiting).await.unwrap().unwrap(), "x");
@@ -1290,8 +1290,8 @@ mod tests {
     async fn a_dequeue_dropped_mid_claim_puts_the_item_back_in_front() {
         let backend = backend();
         let q = backend.queue(name("q")).unwrap();
-        q.enqueue("x".into()).await.unwrap();
-        q.enqueue("y".into()).await.unwrap();
+        q.enqueue("x").await.unwrap();
+        q.enqueue("y").await.unwrap();
         let key = "/queue/q/i/00000/0000000000000000";
         let created = |kv: &MemoryKv| {
             let kv = kv.clone();
@@ -1322,8 +1322,8 @@ mod tests {
         for how in [TxnFault::ReplyLost, TxnFault::NotApplied] {
             let backend = flaky_backend();
             let q = backend.queue(name("q")).unwrap();
-            q.enqueue("x".into()).await.unwrap();
-            q.enqueue("y".into()).await.unwrap();
+            q.enqueue("x").await.unwrap();
+            q.enqueue("y").await.unwrap();
             // The claim's first three attempts fail (the first one applied, with
             // `ReplyLost`, so the later ones find its in-flight record).
             backend.kv().fail_txns(3, how);
@@ -1356,10 +1356,10 @@ mod tests {
             // The first three attempts fail (the first applied, with `ReplyLost`, so
             // the later ones find its idempotency record).
             backend.kv().fail_txns(3, how);
-            within(q.enqueue("x".into())).await.unwrap();
+            within(q.enqueue("x")).await.unwrap();
             let key = distsync_core::queue::IdempotencyKey::new("job-1").unwrap();
             backend.kv().fail_txns(3, how);
-            let enqueued = within(q.enqueue_once(&key, "y".into(), 0)).await.unwrap();
+            let enqueued = within(q.enqueue_once(&key, "y", 0)).await.unwrap();
             assert_eq!(enqueued, distsync_core::queue::Enqueued::New, "{how:?}");
             assert_eq!(q.len().await.unwrap(), 2, "{how:?}");
             assert_eq!(q.try_dequeue().await.unwrap().as_deref(), Some(&b"x"[..]));
@@ -1378,7 +1378,7 @@ mod tests {
             key: &distsync_core::queue::IdempotencyKey,
             item: &'static str,
         ) -> distsync_core::queue::Enqueued {
-            q.enqueue_once(key, item.into(), 3).await.unwrap()
+            q.enqueue_once(key, item, 3).await.unwrap()
         }
         assert_eq!(
             once(&*q, &key, "a").await,
@@ -1414,7 +1414,7 @@ mod tests {
     async fn a_put_back_during_a_leader_change_is_retried() {
         let backend = flaky_backend();
         let q = backend.queue(name("q")).unwrap();
-        q.enqueue("x".into()).await.unwrap();
+        q.enqueue("x").await.unwrap();
         // The claim goes through, then the put-back fails four times.
         backend.kv().fail_txns_after(1, 4, TxnFault::ReplyLost);
         {
@@ -1456,7 +1456,7 @@ mod tests {
         let line = waiters(backend.kv()).await;
         assert_eq!(line.len(), 3);
         let producer = backend.queue(name("q")).unwrap();
-        producer.enqueue("x".into()).await.unwrap();
+        producer.enqueue("x").await.unwrap();
         settle().await;
         assert_eq!(
             consumers
@@ -1471,10 +1471,10 @@ mod tests {
             line[1..],
             "the others did not wake up and line up again"
         );
-        producer.enqueue("y".into()).await.unwrap();
+        producer.enqueue("y").await.unwrap();
         // Two consumers woken at once race for the first item: let one take it first.
         settle().await;
-        producer.enqueue("z".into()).await.unwrap();
+        producer.enqueue("z").await.unwrap();
         let mut taken = Vec::new();
         for consumer in consumers {
             taken.push(within(consumer).await.unwrap().unwrap());
@@ -1496,7 +1496,7 @@ mod tests {
         backend
             .queue(name("q"))
             .unwrap()
-            .enqueue("x".into())
+            .enqueue("x")
             .await
             .unwrap();
         first.abort();
@@ -1521,10 +1521,8 @@ mod tests {
         let q = backend.queue(name("q")).unwrap();
         let nested = backend.queue(name("q/00001/x")).unwrap();
         for i in 0..4 {
-            q.enqueue_with_priority(Bytes::from(format!("q{i}")), 1)
-                .await
-                .unwrap();
-            nested.enqueue(Bytes::from(format!("n{i}"))).await.unwrap();
+            q.enqueue_with_priority(format!("q{i}"), 1).await.unwrap();
+            nested.enqueue(format!("n{i}")).await.unwrap();
         }
         assert_eq!(q.len().await.unwrap(), 4);
         assert_eq!(nested.len().await.unwrap(), 4);
@@ -1556,8 +1554,8 @@ mod tests {
         let waiting = tokio::spawn(async move { consumer.dequeue().await });
         settle().await;
         let q = backend.queue(name("jobs")).unwrap();
-        q.enqueue("a".into()).await.unwrap();
-        q.enqueue_with_priority("b".into(), 3).await.unwrap();
+        q.enqueue("a").await.unwrap();
+        q.enqueue_with_priority("b", 3).await.unwrap();
         let mut seen = keys(&**backend.kv()).await;
         assert_eq!(within(waiting).await.unwrap().unwrap(), "a");
         seen.extend(keys(&**backend.kv()).await);
@@ -1574,7 +1572,7 @@ mod tests {
         let s = session(&backend).await;
         let q = backend.queue(name("q")).unwrap();
         for item in ["a", "b", "c"] {
-            q.enqueue(Bytes::from(item)).await.unwrap();
+            q.enqueue(item).await.unwrap();
         }
         let a = q.try_receive(&s).await.unwrap().unwrap();
         assert_eq!((a.item().as_ref(), a.redeliveries()), (&b"a"[..], 0));
@@ -1608,10 +1606,10 @@ mod tests {
         let s = session(&backend).await;
         let q = backend.queue(name("q")).unwrap();
         assert_eq!(q.oldest_age().await.unwrap(), None);
-        q.enqueue(Bytes::from("a")).await.unwrap();
+        q.enqueue("a").await.unwrap();
         // Only to make the two items' ages differ measurably.
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        q.enqueue_with_priority(Bytes::from("b"), 7).await.unwrap();
+        q.enqueue_with_priority("b", 7).await.unwrap();
         let both = q.oldest_age().await.unwrap().unwrap();
         assert!(both >= std::time::Duration::from_millis(30), "{both:?}");
         let a = q.try_receive(&s).await.unwrap().unwrap();
@@ -1631,11 +1629,11 @@ mod tests {
         let backend = backend();
         let s = session(&backend).await;
         let q = backend.queue(name("q")).unwrap();
-        q.enqueue_with_priority("p1-a".into(), 1).await.unwrap();
-        q.enqueue_with_priority("p1-b".into(), 1).await.unwrap();
-        q.enqueue_with_priority("p2".into(), 2).await.unwrap();
+        q.enqueue_with_priority("p1-a", 1).await.unwrap();
+        q.enqueue_with_priority("p1-b", 1).await.unwrap();
+        q.enqueue_with_priority("p2", 2).await.unwrap();
         let first = q.try_receive(&s).await.unwrap().unwrap();
-        q.enqueue_with_priority("p0".into(), 0).await.unwrap();
+        q.enqueue_with_priority("p0", 0).await.unwrap();
         first.nack().await.unwrap();
         let mut order = Vec::new();
         while let Some(item) = q.try_dequeue().await.unwrap() {
@@ -1649,7 +1647,7 @@ mod tests {
         let backend = backend();
         let s = session(&backend).await;
         let q = backend.queue(name("q")).unwrap();
-        q.enqueue("x".into()).await.unwrap();
+        q.enqueue("x").await.unwrap();
         drop(q.try_receive(&s).await.unwrap().unwrap());
         let again = within(q.receive(&s)).await.unwrap();
         assert_eq!(
@@ -1664,8 +1662,8 @@ mod tests {
         let backend = backend();
         let [holder, s1, s2] = crate::recipes::testing::sessions::<3>(&backend).await;
         let q = backend.queue(name("q")).unwrap();
-        q.enqueue("x".into()).await.unwrap();
-        q.enqueue("y".into()).await.unwrap();
+        q.enqueue("x").await.unwrap();
+        q.enqueue("y").await.unwrap();
         let held = q.try_receive(&holder).await.unwrap().unwrap();
         assert_eq!(held.item(), "x");
         let y = q.try_receive(&s1).await.unwrap().unwrap();
@@ -1709,7 +1707,7 @@ mod tests {
         let backend = backend();
         let s = session(&backend).await;
         let q = backend.queue(name("q")).unwrap();
-        q.enqueue("x".into()).await.unwrap();
+        q.enqueue("x").await.unwrap();
         {
             let receive = q.receive(&s);
             futures::pin_mut!(receive);
@@ -1732,8 +1730,8 @@ mod tests {
     async fn a_stale_in_flight_record_is_put_back_at_its_place() {
         let backend = backend();
         let q = backend.queue(name("q")).unwrap();
-        q.enqueue("first".into()).await.unwrap();
-        q.enqueue("second".into()).await.unwrap();
+        q.enqueue("first").await.unwrap();
+        q.enqueue("second").await.unwrap();
         // A claim whose consumer died 20 minutes ago: its record, no item key.
         let twenty_minutes_ago = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1781,7 +1779,7 @@ mod tests {
             let q = backend.queue(name("q")).unwrap();
             producers.push(tokio::spawn(async move {
                 for i in 0..ITEMS {
-                    q.enqueue(Bytes::from(format!("{p}-{i}"))).await.unwrap();
+                    q.enqueue(format!("{p}-{i}")).await.unwrap();
                 }
             }));
         }

@@ -1,4 +1,4 @@
-//! Idempotent enqueues ([`distsync_core::Queue::enqueue_once`], and the key every
+//! Idempotent enqueues ([`distsync_core::Queue::enqueue_once`](distsync_core::Queue), and the key every
 //! plain enqueue draws for its own retries).
 //!
 //! # Records
@@ -162,7 +162,7 @@ impl KvQueue {
         }
     }
 
-    /// [`distsync_core::Queue::enqueue_once`].
+    /// [`distsync_core::Queue::enqueue_once`](distsync_core::Queue).
     pub(super) async fn enqueue_user_key(
         &self,
         key: &IdempotencyKey,
@@ -174,7 +174,8 @@ impl KvQueue {
             .await
     }
 
-    /// [`distsync_core::Queue::enqueue_with_priority`]: under a key of its own.
+    /// [`distsync_core::Queue::enqueue_with_priority`](distsync_core::Queue): under a key
+    /// of its own.
     pub(super) async fn enqueue_call_key(&self, item: Bytes, priority: u16) -> Result<()> {
         let record = self.layout.dedup_call(&call_id());
         self.enqueue_keyed(record, Window::Call, item, priority)

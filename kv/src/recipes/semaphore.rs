@@ -17,7 +17,7 @@
 //! any entry's withdraws and gets [`Error::InvalidArgument`]. Nothing stays behind
 //! once the last holder leaves.
 
-use distsync_core::raw::SessionStoreSide as _;
+use distsync_core::raw::{permit, SessionStoreSide as _};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -27,9 +27,8 @@ use crate::kv::{
     Compare, CompareOp, EventKind, Kv, LeaseId, Range, Revision, SortOrder, SortTarget, Txn, TxnOp,
 };
 use distsync_core::error::{Error, Result};
-use distsync_core::guard::LockGuard;
 use distsync_core::name::Name;
-use distsync_core::semaphore::Semaphore;
+use distsync_core::semaphore::{Permit, Semaphore};
 use distsync_core::session::Session;
 
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
@@ -96,7 +95,7 @@ impl KvSemaphore {
         })
     }
 
-    async fn acquire_or_try(&self, wait: bool) -> Result<Option<LockGuard>> {
+    async fn acquire_or_try(&self, wait: bool) -> Result<Option<Permit>> {
         let Some(gate) = gate(&self.session, &self.key, wait).await? else {
             return Ok(None);
         };
@@ -179,7 +178,7 @@ impl KvSemaphore {
             session: self.session.clone(),
             lease: self.lease,
         };
-        Ok(Some(held.lazy_lock_guard(gate, &self.space)))
+        Ok(Some(permit(held.lazy_lock_guard(gate, &self.space))))
     }
 
     /// Rewrites the own entry (same value and lease, only if it is still ours), so the
@@ -206,9 +205,9 @@ impl Semaphore for KvSemaphore {
         self.permits
     }
 
-    async fn acquire(&self) -> Result<LockGuard> {
+    async fn acquire(&self) -> Result<Permit> {
         match self.acquire_or_try(true).await? {
-            Some(guard) => Ok(guard),
+            Some(permit) => Ok(permit),
             None => Err(Error::backend(
                 self.kv.backend(),
                 "acquire returned without a permit",
@@ -216,7 +215,7 @@ impl Semaphore for KvSemaphore {
         }
     }
 
-    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+    async fn try_acquire(&self) -> Result<Option<Permit>> {
         self.acquire_or_try(false).await
     }
 }
@@ -262,7 +261,7 @@ mod tests {
         until_watches(&backend, 1).await;
         backend.kv().txn(delete(pb.key())).await.unwrap();
         within(pb.lost()).await;
-        assert!(matches!(pb.unlock().await, Err(Error::NotHeld)));
+        assert!(matches!(pb.release().await, Err(Error::NotHeld)));
     }
 
     #[tokio::test]
@@ -288,11 +287,11 @@ mod tests {
         crate::recipes::testing::settle().await;
         let waiting_d = tokio::spawn(async move { sd.acquire().await.map(|g| (g, sd)) });
         crate::recipes::testing::settle().await;
-        pa.unlock().await.unwrap();
+        pa.release().await.unwrap();
         let (pc, _sc) = within(waiting_c).await.unwrap().unwrap();
         assert!(pc.token() > pb.token());
         assert!(!waiting_d.is_finished(), "d waits behind c");
-        pb.unlock().await.unwrap();
+        pb.release().await.unwrap();
         let (pd, _sd) = within(waiting_d).await.unwrap().unwrap();
         assert!(pd.token() > pc.token());
         drop((pc, pd));

@@ -367,7 +367,7 @@ mod tests {
         let leadership = backend
             .election(&holder, name("leader"))
             .unwrap()
-            .campaign("node-1".into())
+            .campaign("node-1")
             .await
             .unwrap();
         let report = backend.status("").await.unwrap();
@@ -426,8 +426,8 @@ mod tests {
         let sem = backend.semaphore(&session, name("pool"), permits).unwrap();
         let permit = sem.acquire().await.unwrap();
         let queue = backend.queue(name("jobs")).unwrap();
-        queue.enqueue("a".into()).await.unwrap();
-        queue.enqueue("b".into()).await.unwrap();
+        queue.enqueue("a").await.unwrap();
+        queue.enqueue("b").await.unwrap();
         backend.barrier(name("gate")).unwrap().hold().await.unwrap();
 
         let report = backend.status("").await.unwrap();
@@ -441,7 +441,7 @@ mod tests {
 
         read.unlock().await.unwrap();
         write_wait.await.unwrap().unwrap().unlock().await.unwrap();
-        permit.unlock().await.unwrap();
+        permit.release().await.unwrap();
     }
 
     #[tokio::test]

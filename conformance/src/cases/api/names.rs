@@ -49,7 +49,7 @@ pub(super) async fn do_not_collide(h: Harness) -> Check {
         let q = backend.queue(outer.clone()).ctx("queue q")?;
         let n = backend.queue(nested).ctx("queue q/00001/x")?;
         for i in 0..4 {
-            q.enqueue_with_priority(Bytes::from(format!("q{i}")), 1)
+            q.enqueue_with_priority(format!("q{i}"), 1)
                 .bounded("enqueueing into q")
                 .await?;
         }
@@ -153,7 +153,7 @@ pub(super) async fn do_not_collide(h: Harness) -> Check {
             backend
                 .queue(name.clone())
                 .ctx("queue")?
-                .enqueue(Bytes::from(name.as_str().to_owned()))
+                .enqueue(name.as_str().to_owned())
                 .bounded(format!("enqueueing into {name:?}"))
                 .await?;
         }

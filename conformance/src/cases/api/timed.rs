@@ -184,13 +184,13 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
             .semaphore(&c, name.clone(), PERMITS)
             .ctx("semaphore C")?;
         times_out("C.acquire_timeout", timed.acquire_timeout(WAIT)).await?;
-        permit.unlock().bounded("B releasing").await?;
+        permit.release().bounded("B releasing").await?;
         let next = backend.semaphore(&b, name, PERMITS).ctx("semaphore B")?;
         let again = eventually(PROMPT, "C's waiter entry going away", || async {
             next.try_acquire().await.ctx("B acquiring again")
         })
         .await?;
-        again.unlock().bounded("B releasing again").await?;
+        again.release().bounded("B releasing again").await?;
         checked.push("acquire");
     }
     ensure!(!checked.is_empty(), "the backend offers no blocking call");

@@ -54,7 +54,7 @@ pub(super) async fn poison_and_hung_handlers(h: Harness) -> Check {
     let queue = consumer.queue().clone();
     let dead = consumer.dead_letter_queue().clone();
     for item in ["poison", "hang"].into_iter().chain(GOOD) {
-        within(PROMPT, "enqueuing", queue.enqueue(Bytes::from(item))).await?;
+        within(PROMPT, "enqueuing", queue.enqueue(item)).await?;
     }
     let session = within(PROMPT, "opening the session", h.session()).await?;
     let seen: Arc<Mutex<Seen>> = Arc::default();
@@ -111,12 +111,7 @@ pub(super) async fn poison_and_hung_handlers(h: Harness) -> Check {
     }
     // A last item, handled after every earlier acknowledgement (the consumer takes
     // one item at a time), then left hanging: stopping the run there returns it.
-    within(
-        PROMPT,
-        "enqueuing the last item",
-        queue.enqueue(Bytes::from("stop")),
-    )
-    .await?;
+    within(PROMPT, "enqueuing the last item", queue.enqueue("stop")).await?;
     let stopping = eventually(LONG, "the consumer reaching the last item", || {
         let seen = Arc::clone(&seen);
         async move { Ok(lock_vec(&seen).stop_seen.then_some(())) }

@@ -33,12 +33,7 @@ pub(super) async fn depth(h: Harness) -> Check {
         .queue(name.as_str())
         .ctx("making the queue")?;
     for n in 0..DEPTH_ITEMS {
-        within(
-            PROMPT,
-            "enqueuing",
-            queue.enqueue(Bytes::from(format!("item-{n}"))),
-        )
-        .await?;
+        within(PROMPT, "enqueuing", queue.enqueue(format!("item-{n}"))).await?;
     }
     let full = within(PROMPT, "len() after the enqueues", queue.len()).await?;
     ensure!(
@@ -78,7 +73,7 @@ pub(super) async fn redeliveries(h: Harness) -> Check {
     let queue = Coordinator::from_arc(h.backend().clone())
         .queue(name.as_str())
         .ctx("making the queue")?;
-    within(PROMPT, "enqueuing", queue.enqueue(Bytes::from("job"))).await?;
+    within(PROMPT, "enqueuing", queue.enqueue("job")).await?;
     let session = within(PROMPT, "opening the session", h.session()).await?;
     let first = within(PROMPT, "the first receive", queue.receive(&session)).await?;
     ensure!(
@@ -135,7 +130,7 @@ pub(super) async fn dead_lettered(h: Harness) -> Check {
         .ctx("making the consumer")?;
     let queue = consumer.queue().clone();
     let dead = consumer.dead_letter_queue().clone();
-    within(PROMPT, "enqueuing", queue.enqueue(Bytes::from("poison"))).await?;
+    within(PROMPT, "enqueuing", queue.enqueue("poison")).await?;
     let session = within(PROMPT, "opening the session", h.session()).await?;
     let calls = Arc::new(AtomicU32::new(0));
     let handler = {
@@ -187,7 +182,7 @@ pub(super) async fn oldest_age(h: Harness) -> Check {
         .ctx("making the queue")?;
     let empty = within(PROMPT, "oldest_age() of an empty queue", queue.oldest_age()).await?;
     ensure!(empty.is_none(), "an empty queue's oldest age is {empty:?}");
-    within(PROMPT, "enqueuing", queue.enqueue(Bytes::from("old"))).await?;
+    within(PROMPT, "enqueuing", queue.enqueue("old")).await?;
     let young = within(PROMPT, "oldest_age() after the enqueue", queue.oldest_age())
         .await?
         .unwrap_or_default();
@@ -212,7 +207,7 @@ pub(super) async fn oldest_age(h: Harness) -> Check {
     within(PROMPT, "acknowledging", delivery.ack()).await?;
     let acked = within(PROMPT, "oldest_age() after the ack", queue.oldest_age()).await?;
     ensure!(acked.is_none(), "the oldest age is {acked:?} after the ack");
-    within(PROMPT, "enqueuing again", queue.enqueue(Bytes::from("new"))).await?;
+    within(PROMPT, "enqueuing again", queue.enqueue("new")).await?;
     let fresh = within(PROMPT, "oldest_age() of a new item", queue.oldest_age())
         .await?
         .unwrap_or_default();

@@ -1,8 +1,8 @@
 //! What the crash and pause cases contend for: a lock, or a permit of a semaphore whose
 //! other permits are taken, so that in both an external holder's hold is the one thing
-//! a waiter waits for, and the grant is a [`LockGuard`] with a fencing token.
+//! a waiter waits for, and the grant ([`Granted`]) has a fencing token.
 
-use distsync_core::{LockGuard, Locker, Result, Semaphore, Session};
+use distsync_core::{FencingToken, LockGuard, Locker, Permit, Result, Semaphore, Session};
 
 use crate::faults::{HoldKind, HOLDER_PERMITS};
 use crate::harness::Harness;
@@ -51,7 +51,7 @@ pub(crate) enum Contender {
     /// permit to wait for.
     Permit {
         semaphore: Box<dyn Semaphore>,
-        _fillers: Vec<(Session, Box<dyn Semaphore>, LockGuard)>,
+        _fillers: Vec<(Session, Box<dyn Semaphore>, Permit)>,
     },
 }
 
@@ -93,20 +93,58 @@ impl Contender {
     /// Waits for the target.
     ///
     /// Cancel-safety: as `Locker::lock` / `Semaphore::acquire`.
-    pub(crate) async fn acquire(&self) -> Result<LockGuard> {
+    pub(crate) async fn acquire(&self) -> Result<Granted> {
         match self {
-            Self::Lock(locker) => locker.lock().await,
-            Self::Permit { semaphore, .. } => semaphore.acquire().await,
+            Self::Lock(locker) => locker.lock().await.map(Granted::Lock),
+            Self::Permit { semaphore, .. } => semaphore.acquire().await.map(Granted::Permit),
         }
     }
 
     /// Takes the target if it is free.
     ///
     /// Cancel-safety: as `Locker::try_lock` / `Semaphore::try_acquire`.
-    pub(crate) async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+    pub(crate) async fn try_acquire(&self) -> Result<Option<Granted>> {
         match self {
-            Self::Lock(locker) => locker.try_lock().await,
-            Self::Permit { semaphore, .. } => semaphore.try_acquire().await,
+            Self::Lock(locker) => Ok(locker.try_lock().await?.map(Granted::Lock)),
+            Self::Permit { semaphore, .. } => {
+                Ok(semaphore.try_acquire().await?.map(Granted::Permit))
+            }
+        }
+    }
+}
+
+/// What a [`Contender`] was granted: a lock's guard or a permit.
+pub(crate) enum Granted {
+    /// A lock's guard.
+    Lock(LockGuard),
+    /// A semaphore's permit.
+    Permit(Permit),
+}
+
+impl Granted {
+    /// The grant's fencing token.
+    pub(crate) fn token(&self) -> FencingToken {
+        match self {
+            Self::Lock(guard) => guard.token(),
+            Self::Permit(permit) => permit.token(),
+        }
+    }
+
+    /// Whether the hold is lost.
+    pub(crate) fn is_lost(&self) -> bool {
+        match self {
+            Self::Lock(guard) => guard.is_lost(),
+            Self::Permit(permit) => permit.is_lost(),
+        }
+    }
+
+    /// Releases the hold.
+    ///
+    /// Cancel-safety: as `LockGuard::unlock` / `Permit::release`.
+    pub(crate) async fn release(self) -> Result<()> {
+        match self {
+            Self::Lock(guard) => guard.unlock().await,
+            Self::Permit(permit) => permit.release().await,
         }
     }
 }

@@ -55,7 +55,7 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
         guard.token(),
         holder.token()
     );
-    guard.unlock().bounded("releasing").await?;
+    guard.release().bounded("releasing").await?;
     drop(contender);
     drop(session);
     Ok(Holds::figure(

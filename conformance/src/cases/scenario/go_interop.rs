@@ -287,10 +287,7 @@ pub(in crate::cases) async fn queue(h: Harness) -> Check {
         );
     }
     for item in ["r1", "r2", "r3"] {
-        queue
-            .enqueue(Bytes::from(item))
-            .bounded("enqueuing")
-            .await?;
+        queue.enqueue(item).bounded("enqueuing").await?;
     }
     for expected in ["r1", "r2", "r3"] {
         let item = first(&call(&mut consumer, &format!("dequeue {fifo}")).await?);
@@ -319,7 +316,7 @@ pub(in crate::cases) async fn queue(h: Harness) -> Check {
     }
     for (priority, item) in [(9, "q9"), (2, "q2"), (4, "q4")] {
         by_priority
-            .enqueue_with_priority(Bytes::from(item), priority)
+            .enqueue_with_priority(item, priority)
             .bounded("enqueuing with a priority")
             .await?;
     }

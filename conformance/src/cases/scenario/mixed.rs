@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distsync_core::{
-    Backend, Bytes, Error, Leadership, LockGuard, Lost, Name, Session, SessionOptions,
+    Backend, Bytes, Error, Leadership, LockGuard, Lost, Name, Permit, Session, SessionOptions,
 };
 use tokio::time::Instant;
 
@@ -119,9 +119,10 @@ impl Target {
     }
 }
 
-/// A grant of the target: a lock's or a permit's guard, or a leadership.
+/// A grant of the target: a lock's guard, a permit, or a leadership.
 enum Grant {
     Guard(LockGuard),
+    Permit(Permit),
     Leader(Leadership),
 }
 
@@ -129,6 +130,7 @@ impl Grant {
     fn token(&self) -> u64 {
         match self {
             Self::Guard(guard) => guard.token().get(),
+            Self::Permit(permit) => permit.token().get(),
             Self::Leader(leadership) => leadership.term().get(),
         }
     }
@@ -136,6 +138,7 @@ impl Grant {
     fn lost(&self) -> Lost {
         match self {
             Self::Guard(guard) => guard.lost(),
+            Self::Permit(permit) => permit.lost(),
             Self::Leader(leadership) => leadership.lost(),
         }
     }
@@ -143,6 +146,7 @@ impl Grant {
     async fn release(self) -> distsync_core::Result<()> {
         match self {
             Self::Guard(guard) => guard.unlock().await,
+            Self::Permit(permit) => permit.release().await,
             Self::Leader(leadership) => leadership.resign().await,
         }
     }
@@ -437,7 +441,7 @@ async fn acquire(
         Target::Permit => {
             let semaphore = backend.semaphore(session, name.clone(), HOLDER_PERMITS)?;
             let permit = semaphore.acquire().await?;
-            Ok((Grant::Guard(permit), Box::new(semaphore)))
+            Ok((Grant::Permit(permit), Box::new(semaphore)))
         }
         Target::Leadership => {
             let election = backend.election(session, name.clone())?;

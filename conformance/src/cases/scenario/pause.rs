@@ -132,7 +132,7 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
             guard.token()
         ));
     }
-    guard.unlock().bounded("the new holder releasing").await?;
+    guard.release().bounded("the new holder releasing").await?;
     drop(holder);
     Ok(Holds::figure(
         format!(

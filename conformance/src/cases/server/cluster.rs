@@ -247,7 +247,7 @@ pub(super) async fn leader_loss(h: Harness) -> Check {
             within(
                 PROMPT,
                 "enqueueing with a member down",
-                queue.enqueue(round.to_string().into()),
+                queue.enqueue(round.to_string()),
             )
             .await?;
         }

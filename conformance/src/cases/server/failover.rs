@@ -289,7 +289,7 @@ async fn lead(
             if stop.load(Ordering::SeqCst) {
                 break None;
             }
-            match candidate.campaign_timeout("leader".into(), WAIT).await {
+            match candidate.campaign_timeout("leader", WAIT).await {
                 Ok(leadership) => break Some(leadership),
                 Err(Error::Timeout(_)) => Seen::count(&seen.waits_timed_out),
                 Err(Error::SessionLost) => break None,
@@ -336,7 +336,7 @@ async fn produce(queue: Arc<dyn Queue>, seen: Arc<Seen>, stop: Arc<AtomicBool>) 
     while !stop.load(Ordering::SeqCst) {
         let item = format!("item-{n}");
         n += 1;
-        match tokio::time::timeout(PROMPT, queue.enqueue(item.clone().into())).await {
+        match tokio::time::timeout(PROMPT, queue.enqueue(item.clone())).await {
             Ok(Ok(())) => lock_vec(&seen.acked).push(item),
             // Not acknowledged: it may or may not be there.
             Ok(Err(error)) if error.is_transient() => Seen::count(&seen.transient),

@@ -268,7 +268,7 @@ pub(super) async fn durable_state(h: Harness) -> Check {
     let items = ["a", "b", "c"];
     let queue = backend.queue(name(&h, "jobs")?).ctx("making a queue")?;
     for item in items {
-        within(PROMPT, "enqueueing", queue.enqueue(Bytes::from(item))).await?;
+        within(PROMPT, "enqueueing", queue.enqueue(item)).await?;
     }
     let stm = backend.stm().ctx("getting the STM")?;
     let key = h.key("balance");
