@@ -589,6 +589,9 @@ zookeeper_start() {
     mkdir -p "$DIR/zookeeper/data"
     # tickTime 500 ms: the server accepts session timeouts from 2 ticks (1 s) to the
     # maximum below, so the suite's short TTLs are granted as asked, never rounded up.
+    # maxClientCnxns=0: every test client connects from 127.0.0.1, and each distsync
+    # session is a connection of its own, so ZooKeeper's default of 60 connections per
+    # address refuses clients once tests run side by side.
     cat >"$DIR/zookeeper/zoo.cfg" <<EOF
 tickTime=500
 dataDir=$DIR/zookeeper/data
@@ -596,6 +599,7 @@ clientPort=$ZK_PORT
 clientPortAddress=$HOST
 minSessionTimeout=1000
 maxSessionTimeout=120000
+maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr,stat,mntr
 EOF
@@ -605,8 +609,8 @@ EOF
 
 # zk_member_start N: ensemble member N, its zoo.cfg rewritten on every start (its data
 # and `myid` kept). The single server's settings (tickTime 500 ms, session timeouts of
-# 1 s to 120 s), a heap of 128 MB and the serial collector (three JVMs on a small
-# machine), and the quorum and election ports of the three members on loopback.
+# 1 s to 120 s, no limit on connections per address), a heap of 128 MB and the serial
+# collector (three JVMs on a small machine), and the quorum and election ports of the three members on loopback.
 # syncLimit 10 ticks: a follower or leader that hears nothing from the other side for
 # 5 s drops it, which leaves room for a loaded machine's pauses; a killed member's
 # sockets close at once, so its loss is noticed at once.
@@ -624,6 +628,7 @@ clientPort=$(zk_member_port "$n")
 clientPortAddress=$HOST
 minSessionTimeout=1000
 maxSessionTimeout=120000
+maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr,stat,mntr
 EOF

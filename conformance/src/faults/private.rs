@@ -347,7 +347,8 @@ impl Private {
     }
 
     /// Writes `zoo.cfg` (as scripts/servers.sh writes the shared server's: tick 500 ms,
-    /// so that session timeouts from 1 s to 120 s are granted as asked; no admin
+    /// so that session timeouts from 1 s to 120 s are granted as asked; no limit on
+    /// connections from one address, as the test servers; no admin
     /// server; `ruok` only) and starts `QuorumPeerMain` on it. The data directory is
     /// created if missing and otherwise kept, which is what makes a restart keep the
     /// store's nodes and sessions.
@@ -358,7 +359,8 @@ impl Private {
             .map_err(|error| hook_error("creating ZooKeeper's data directory", error))?;
         let config = format!(
             "tickTime=500\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
-             minSessionTimeout=1000\nmaxSessionTimeout=120000\nadmin.enableServer=false\n\
+             minSessionTimeout=1000\nmaxSessionTimeout=120000\nmaxClientCnxns=0\n\
+             admin.enableServer=false\n\
              4lw.commands.whitelist=ruok\n",
             self.data().display(),
             self.port
