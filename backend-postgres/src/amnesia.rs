@@ -62,17 +62,15 @@
 //! the tokens of clients alive across the forgetting.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use distsync_core::{Error, Result};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{map, sqlstate, BACKEND};
-use crate::schema;
-use crate::store::Shared;
+use crate::error::BACKEND;
 
 /// The epoch marker as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +86,7 @@ pub(crate) struct Marker {
 }
 
 /// A new random marker id.
-fn fresh_id() -> String {
+pub(crate) fn fresh_id() -> String {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()
@@ -115,29 +113,29 @@ pub(crate) struct Seen {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
     /// The `system_identifier` of the store this client knows.
-    system_id: Option<i64>,
+    pub(crate) system_id: Option<i64>,
     /// The marker's id as this client read or wrote it.
-    marker_id: Option<String>,
+    pub(crate) marker_id: Option<String>,
     /// The longest session TTL known (this client's, the marker's).
-    longest_ttl: Duration,
+    pub(crate) longest_ttl: Duration,
     /// The marker's TTL as last read or written.
-    marker_ttl: Duration,
+    pub(crate) marker_ttl: Duration,
     /// The highest fencing token handed out through this client.
-    reported: i64,
+    pub(crate) reported: i64,
     /// No line is joined before this.
-    hold_until: Option<Instant>,
+    pub(crate) hold_until: Option<Instant>,
 }
 
 /// The detection state of one backend.
 pub(crate) struct Amnesia {
-    bound: Option<Duration>,
+    pub(crate) bound: Option<Duration>,
     state: Mutex<State>,
     /// Whether a [`check_soon`] runs (one at a time).
-    pending: AtomicBool,
+    pub(crate) pending: AtomicBool,
     /// How many checks were asked for.
-    requested: AtomicU64,
+    pub(crate) requested: AtomicU64,
 }
 
 impl Amnesia {
@@ -154,7 +152,7 @@ impl Amnesia {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -194,14 +192,14 @@ impl Amnesia {
     }
 
     /// Starts (or extends) a lock-delay of `delay` from now.
-    fn hold_for(&self, delay: Duration) {
+    pub(crate) fn hold_for(&self, delay: Duration) {
         let mut state = self.state();
         let until = Instant::now() + delay;
         state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
     }
 
     /// The lock-delay after the store forgot: the longest session TTL known.
-    fn delay(&self, marker: Option<&Marker>) -> Duration {
+    pub(crate) fn delay(&self, marker: Option<&Marker>) -> Duration {
         let state = self.state();
         state
             .longest_ttl
@@ -211,7 +209,7 @@ impl Amnesia {
     }
 
     /// Records what was read (the store this client knows from now on).
-    fn adopt(&self, system_id: Option<i64>, marker: Option<&Marker>) {
+    pub(crate) fn adopt(&self, system_id: Option<i64>, marker: Option<&Marker>) {
         let mut state = self.state();
         if system_id.is_some() {
             state.system_id = system_id;
@@ -269,7 +267,7 @@ impl Amnesia {
     }
 
     /// The token offset to write after the store forgot.
-    fn offset(&self, seen: &Seen) -> i64 {
+    pub(crate) fn offset(&self, seen: &Seen) -> i64 {
         let reported = self.state().reported;
         reported
             .max(seen.marker.as_ref().map_or(0, |marker| marker.offset))
@@ -297,308 +295,6 @@ pub(crate) async fn wait_hold(amnesia: &Amnesia, lost: &CancellationToken) -> Re
         }
     }
     Ok(())
-}
-
-/// The cluster's `system_identifier`, or `None` where the role may not read it.
-async fn system_id(shared: &Shared) -> Result<Option<i64>> {
-    match sqlx::query_scalar::<_, i64>("SELECT system_identifier FROM pg_control_system()")
-        .fetch_one(shared.bounded())
-        .await
-    {
-        Ok(id) => Ok(Some(id)),
-        Err(error) if matches!(sqlstate(&error).as_deref(), Some("42501" | "42883")) => {
-            tracing::debug!(backend = BACKEND, %error, "the system_identifier cannot be read");
-            Ok(None)
-        }
-        Err(error) => Err(map(error)),
-    }
-}
-
-/// The marker, or an error (a missing table is `42P01`).
-async fn read_marker(shared: &Shared) -> std::result::Result<Option<Marker>, sqlx::Error> {
-    let row: Option<(String, i64, i64, i64)> = sqlx::query_as(&shared.sql(
-        "SELECT id, ttl_ms, token_offset, \
-                greatest(0, ceil(extract(epoch FROM hold_until - clock_timestamp()) * 1000))::bigint \
-           FROM {s}.epoch_marker",
-    ))
-    .fetch_optional(shared.bounded())
-    .await?;
-    Ok(row.map(|(id, ttl, offset, hold)| Marker {
-        id,
-        ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
-        offset,
-        hold_left: Duration::from_millis(u64::try_from(hold).unwrap_or(0)),
-    }))
-}
-
-/// Creates the marker's table in a schema made before it.
-async fn install_marker_table(shared: &Shared) -> Result<()> {
-    let ddl = shared.sql(schema::EPOCH_MARKER);
-    schema::install_added(&shared.pool, "the epoch marker", &ddl).await
-}
-
-/// At connect: the store this client knows, and under a bound the marker written where
-/// there is none; a lock-delay the store has running is waited out by this client too.
-///
-/// # Errors
-/// With a bound, the database's error (the lock-delay depends on the marker); without,
-/// none (a marker that cannot be read only leaves detection to the
-/// `system_identifier` and the counters).
-pub(crate) async fn connected(shared: &Shared) -> Result<()> {
-    let amnesia = &shared.amnesia;
-    let found = async {
-        let system_id = system_id(shared).await?;
-        let marker = match read_marker(shared).await {
-            Err(error) if schema::is_missing_object(&error) => {
-                install_marker_table(shared).await?;
-                read_marker(shared).await.map_err(map)?
-            }
-            read => read.map_err(map)?,
-        };
-        let marker = match (marker, amnesia.bound) {
-            (None, Some(bound)) => {
-                let ttl_ms = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
-                sqlx::query(&shared.sql(
-                    "INSERT INTO {s}.epoch_marker (id, ttl_ms, token_offset, hold_until) \
-                     VALUES ($1, $2, 0, clock_timestamp() + $2 * interval '1 millisecond') \
-                     ON CONFLICT (one) DO NOTHING",
-                ))
-                .bind(fresh_id())
-                .bind(ttl_ms)
-                .execute(shared.bounded())
-                .await
-                .map_err(map)?;
-                read_marker(shared).await.map_err(map)?
-            }
-            (marker, _) => marker,
-        };
-        Ok::<_, Error>((system_id, marker))
-    };
-    match found.await {
-        Ok((system_id, marker)) => {
-            amnesia.adopt(system_id, marker.as_ref());
-            if let Some(marker) = marker.filter(|marker| !marker.hold_left.is_zero()) {
-                tracing::info!(
-                    backend = BACKEND,
-                    lock_delay = ?marker.hold_left,
-                    "the store's lock-delay runs (a new store or one that forgot): grants \
-                     through this client wait it out"
-                );
-                amnesia.hold_for(marker.hold_left);
-            }
-            Ok(())
-        }
-        Err(error) if amnesia.bound.is_some() => Err(error),
-        Err(error) => {
-            tracing::warn!(
-                backend = BACKEND,
-                %error,
-                "the epoch marker cannot be read: a store that forgot is told by its \
-                 system_identifier and counters only"
-            );
-            Ok(())
-        }
-    }
-}
-
-/// Raises the marker's TTL to `ttl` (a session longer than any before).
-pub(crate) async fn raise_marker_ttl(shared: &Shared, ttl: Duration) {
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-    let raised =
-        sqlx::query(&shared.sql("UPDATE {s}.epoch_marker SET ttl_ms = greatest(ttl_ms, $1)"))
-            .bind(ttl_ms)
-            .execute(shared.bounded())
-            .await;
-    match raised {
-        Ok(_) => {
-            let mut state = shared.amnesia.state();
-            state.marker_ttl = state.marker_ttl.max(ttl);
-        }
-        Err(error) => {
-            tracing::debug!(backend = BACKEND, error = %map(error), "raising the marker's TTL failed");
-        }
-    }
-}
-
-/// What the store looks like now (see the module docs).
-async fn look(shared: &Shared) -> Result<Seen> {
-    let mut seen = Seen {
-        system_id: system_id(shared).await?,
-        ..Seen::default()
-    };
-    let read =
-        sqlx::query_as::<_, (Option<String>, Option<i64>, Option<i64>, Option<i64>)>(&shared.sql(
-            "SELECT m.id, m.ttl_ms, m.token_offset, \
-                    greatest((SELECT max(floor) FROM {s}.token_floor), \
-                             (SELECT max(token) FROM {s}.lock_names)) \
-               FROM (SELECT 1) AS one LEFT JOIN {s}.epoch_marker m ON true",
-        ))
-        .fetch_one(shared.bounded())
-        .await;
-    match read {
-        Ok((id, ttl, offset, top)) => {
-            seen.top_token = top;
-            seen.marker = id.map(|id| Marker {
-                id,
-                ttl: Duration::from_millis(ttl.and_then(|t| u64::try_from(t).ok()).unwrap_or(0)),
-                offset: offset.unwrap_or(0),
-                hold_left: Duration::ZERO,
-            });
-        }
-        Err(error)
-            if schema::is_missing_object(&error)
-                || sqlstate(&error).as_deref() == Some("3F000") =>
-        {
-            let schema_there: bool = sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
-                .bind(shared.sql("{s}"))
-                .fetch_one(shared.bounded())
-                .await
-                .map_err(map)?;
-            seen.schema_gone = !schema_there;
-            seen.table_missing = true;
-        }
-        Err(error) => return Err(map(error)),
-    }
-    Ok(seen)
-}
-
-/// How often [`check_soon`] tries while the store does not answer.
-const RETRY: Duration = Duration::from_millis(500);
-
-/// A session was found gone (a renewal found its row gone, or it was lost with its
-/// renewals failing until its deadline, as while a server is wiped and made again):
-/// checks in the background whether the store forgot ([`check`]), once it answers,
-/// trying every [`RETRY`] while it does not, as long as the backend lives. One check
-/// runs at a time: the sessions found gone while it runs are covered by one more
-/// check after it (not one each).
-pub(crate) fn check_soon(shared: &Arc<Shared>) {
-    let amnesia = &shared.amnesia;
-    amnesia.requested.fetch_add(1, Ordering::SeqCst);
-    if amnesia.pending.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    let weak: Weak<Shared> = Arc::downgrade(shared);
-    tokio::spawn(async move {
-        loop {
-            let Some(shared) = weak.upgrade() else {
-                return;
-            };
-            let amnesia = &shared.amnesia;
-            let asked = amnesia.requested.load(Ordering::SeqCst);
-            match check(&shared).await {
-                Ok(()) if amnesia.requested.load(Ordering::SeqCst) == asked => {
-                    amnesia.pending.store(false, Ordering::SeqCst);
-                    // A request that came between the load and the store found the
-                    // check pending and left it to this one.
-                    if amnesia.requested.load(Ordering::SeqCst) == asked
-                        || amnesia.pending.swap(true, Ordering::SeqCst)
-                    {
-                        return;
-                    }
-                }
-                Ok(()) => {}
-                Err(error) => {
-                    tracing::debug!(
-                        backend = BACKEND,
-                        %error,
-                        "could not check yet whether the store forgot"
-                    );
-                    drop(shared);
-                    tokio::time::sleep(RETRY).await;
-                }
-            }
-        }
-    });
-}
-
-/// Checks whether the store forgot (see the module docs) and, if so, ends every
-/// session of the client, starts the lock-delay and writes the floor and the marker
-/// into the store.
-///
-/// # Errors
-/// The store could not be read (nothing was judged).
-async fn check(shared: &Shared) -> Result<()> {
-    let amnesia = &shared.amnesia;
-    let seen = look(shared).await?;
-    let Some(reason) = amnesia.judge(&seen) else {
-        return Ok(());
-    };
-    let delay = amnesia.delay(seen.marker.as_ref());
-    let offset = amnesia.offset(&seen);
-    amnesia.hold_for(delay);
-    let lost = shared.fail_all_sessions();
-    tracing::warn!(
-        backend = BACKEND,
-        reason,
-        lock_delay = ?delay,
-        sessions_lost = lost,
-        token_offset = offset,
-        "the postgres store forgot: every session of this client is lost, and nothing is \
-         granted through it until the lock-delay has passed"
-    );
-    match record(shared, &seen, offset, delay).await {
-        Ok(marker) => amnesia.adopt(seen.system_id, Some(&marker)),
-        Err(error) => {
-            // Still the store this client knows from now on, so that it is not
-            // detected again; the lock-delay of this client stands.
-            amnesia.adopt(seen.system_id, None);
-            amnesia.state().marker_id = None;
-            tracing::warn!(
-                backend = BACKEND,
-                %error,
-                "could not write the token floor and the epoch marker into the store that \
-                 forgot: other clients may hand out tokens below this client's"
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Writes, after the store forgot, the schema's objects if they are gone, the token
-/// floor (every counter raised to `offset`) and the marker with a lock-delay of
-/// `delay`; returns the marker.
-async fn record(shared: &Shared, seen: &Seen, offset: i64, delay: Duration) -> Result<Marker> {
-    if seen.schema_gone {
-        schema::ensure(&shared.pool, &shared.schema).await?;
-    } else if seen.table_missing {
-        install_marker_table(shared).await?;
-    }
-    let ttl_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-    let mut tx = shared.pool.begin().await.map_err(map)?;
-    // The floor row first, as `prune_names` and `register_name` take it: a name
-    // registered meanwhile starts at the raised floor.
-    sqlx::query(&shared.sql("UPDATE {s}.token_floor SET floor = greatest(floor, $1)"))
-        .bind(offset)
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-    sqlx::query(&shared.sql("UPDATE {s}.lock_names SET token = $1 WHERE token < $1"))
-        .bind(offset)
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-    let (id, ttl, written_offset): (String, i64, i64) = sqlx::query_as(&shared.sql(
-        "INSERT INTO {s}.epoch_marker AS m (id, ttl_ms, token_offset, hold_until) \
-         VALUES ($1, $2, $3, clock_timestamp() + $2 * interval '1 millisecond') \
-         ON CONFLICT (one) DO UPDATE SET \
-             ttl_ms = greatest(m.ttl_ms, excluded.ttl_ms), \
-             token_offset = greatest(m.token_offset, excluded.token_offset), \
-             hold_until = greatest(m.hold_until, excluded.hold_until) \
-         RETURNING id, ttl_ms, token_offset",
-    ))
-    .bind(fresh_id())
-    .bind(ttl_ms)
-    .bind(offset)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map)?;
-    tx.commit().await.map_err(map)?;
-    Ok(Marker {
-        id,
-        ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
-        offset: written_offset,
-        hold_left: delay,
-    })
 }
 
 #[cfg(test)]

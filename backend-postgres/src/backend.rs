@@ -13,10 +13,11 @@ use distsync_core::{
 };
 use sqlx::postgres::PgPoolOptions;
 
-use crate::amnesia::{self, Amnesia};
+use crate::amnesia::Amnesia;
 use crate::capabilities::capabilities_with_bound;
 use crate::connection::config::PostgresConfig;
 use crate::connection::{checks, liveness, tls, POOL_SETUP};
+use crate::epoch;
 use crate::error::{map, BACKEND};
 use crate::limits::Limits;
 use crate::schema;
@@ -201,7 +202,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     }
     shared.unflushed.settle(shared.unflushed.mark(), epoch);
     // The store this client knows, to tell one that forgot (see `crate::amnesia`).
-    amnesia::connected(&shared).await?;
+    epoch::connected(&shared).await?;
     tracing::debug!(backend = BACKEND, %url, synchronous_standby, "connected");
     Ok(PostgresBackend {
         shared: Arc::new(shared),
@@ -303,7 +304,7 @@ impl Backend for PostgresBackend {
         self.capabilities.check_session(&options)?;
         self.shared.amnesia.check_ttl(options.ttl)?;
         if self.shared.amnesia.record_ttl(options.ttl) {
-            amnesia::raise_marker_ttl(&self.shared, options.ttl).await;
+            epoch::raise_marker_ttl(&self.shared, options.ttl).await;
         }
         session::open(&self.shared, &options).await
     }

@@ -136,6 +136,7 @@ mod counter;
 mod double_barrier;
 mod driver;
 mod election;
+mod epoch;
 mod error;
 mod export;
 mod facts;

@@ -142,7 +142,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
             } else if !inner.renewed.load(Ordering::SeqCst) {
                 // Lost with its renewals failing: the store may come back as one that
                 // forgot, which no renewal of this session will find.
-                crate::amnesia::check_soon(&inner.shared);
+                crate::epoch::check_soon(&inner.shared);
             }
         }
     });
@@ -239,7 +239,7 @@ impl Lease for PgLease {
             tracing::warn!(session = inner.id, "session row expired or removed");
             // Whether the store forgot it (and every other session of this client)
             // is checked apart: this session is lost either way.
-            crate::amnesia::check_soon(&inner.shared);
+            crate::epoch::check_soon(&inner.shared);
             inner.fail();
             return Ok(KeepAlive::Gone);
         }
