@@ -11,23 +11,24 @@
 # Without --out, the report goes to docs/. All traffic goes to servers on loopback.
 #
 # The servers are a set of their own, on DISTSYNC_PORT_BASE (default 24100: etcd 24100,
-# Redis 24120, PostgreSQL 24121; state under .servers/base-24100), so that test suites
-# running at the same time do not load the servers being measured, and the servers'
-# configuration is the one scripts/servers.sh writes (e.g. PostgreSQL max_connections
-# 300, which 100 waiters need). Servers this script starts are stopped when it ends
+# Redis 24120, PostgreSQL 24121, ZooKeeper 24140; state under .servers/base-24100), so
+# that test suites running at the same time do not load the servers being measured,
+# and the servers' configuration is the one scripts/servers.sh writes (e.g. PostgreSQL
+# max_connections 300, which 100 waiters need). Servers this script starts are stopped when it ends
 # (DISTSYNC_BENCH_KEEP_SERVERS=1 keeps them). DISTSYNC_BENCH_SHARED=1 measures the
-# default test servers (ports 23790, 26379, 25432) instead.
+# default test servers (ports 23790, 26379, 25432, 22181) instead.
 #
 # PostgreSQL is measured at its production settings: the test servers run with
 # fsync = off and synchronous_commit = off, so this script starts a private PostgreSQL
 # of its own (initdb in .servers/bench-durable-postgres, port DISTSYNC_BENCH_PG_PORT,
-# default 24140) with fsync = on, synchronous_commit = on, full_page_writes = on and
-# max_connections = 300 (the default 100 cannot fit the 64-client case's raw,
-# diagnostic and distsync connections side by side; many production servers raise it
-# the same way), points DISTSYNC_POSTGRES_URL at it, and stops
-# and removes it at the end. It uses the PostgreSQL that scripts/servers.sh installs,
-# so it works on a fresh machine. DISTSYNC_BENCH_PG=test measures the test server set's
-# PostgreSQL (fsync off) instead.
+# default 24170, above every port of the set: its ZooKeeper is at 24140, the ensemble
+# at 24141-24149, ZooKeeper with TLS at 24150) with fsync = on, synchronous_commit = on,
+# full_page_writes = on and max_connections = 300 (the default 100 cannot fit the
+# 64-client case's raw, diagnostic and distsync connections side by side; many
+# production servers raise it the same way), points DISTSYNC_POSTGRES_URL at it, and
+# stops and removes it at the end. It uses the PostgreSQL that scripts/servers.sh
+# installs, so it works on a fresh machine. DISTSYNC_BENCH_PG=test measures the test
+# server set's PostgreSQL (fsync off) instead.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
@@ -45,6 +46,11 @@ eval "$(scripts/servers.sh env)"
 
 # Production settings for the stores measured (the test servers run with their fast
 # settings): etcd as servers.sh starts it is etcd's defaults (fsync on every commit);
+# ZooKeeper as servers.sh starts it (DISTSYNC_ZOOKEEPER_URL, the standalone server of
+# the set) keeps ZooKeeper's default forceSync=yes (the transaction log is fsynced
+# before a write is acknowledged), its data on disk under the state directory; its
+# tickTime of 500 ms only bounds the session timeouts it grants. The Curator peer
+# (DISTSYNC_CURATOR_PEER, built by servers.sh up) is measured beside distsync on it;
 # Redis gets back its default persistence (RDB snapshots, `save 3600 1 300 100 60
 # 10000`; appendonly stays no, Redis's default), which servers.sh turns off. The
 # report states the settings each server runs with. The shared test servers are left
@@ -70,7 +76,7 @@ durable_postgres_start() {
         echo "bench.sh: no PostgreSQL found (scripts/servers.sh up installs it)" >&2
         exit 1
     fi
-    port=${DISTSYNC_BENCH_PG_PORT:-24140}
+    port=${DISTSYNC_BENCH_PG_PORT:-24170}
     home=$ROOT/.servers/bench-durable-postgres
     # Not under /tmp, which may be a tmpfs (where fsync costs nothing).
     mkdir -p "$home"

@@ -14,7 +14,7 @@
 #                                      program, which `up` builds: scripts/go-peer.sh; and
 #                                      DISTSYNC_CURATOR_PEER, Curator's recipes in Java:
 #                                      scripts/curator-peer.sh)
-#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper
+#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper|zookeeper-tls
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
 #   scripts/servers.sh start-member N  start it again
@@ -51,6 +51,10 @@
 # quorum and election ports on loopback, a small heap each), whose leader the fault
 # cases kill (DISTSYNC_ZOOKEEPER_ENSEMBLE_URL); a member counts as up once `srvr`
 # names it leader or follower, i.e. once a quorum serves.
+# And a standalone ZooKeeper on TLS only (zookeeper-tls: the Netty connection factory,
+# `secureClientPort`, the throwaway CA's PEM files, a client certificate required) with
+# a SASL DIGEST-MD5 user (a JAAS file; its password under <state directory>/tls), the
+# single server's settings otherwise (DISTSYNC_ZOOKEEPER_TLS_URL).
 #
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
@@ -80,7 +84,7 @@
 #                                    TLS PostgreSQL B+28; Redis Cluster nodes B+30..B+35
 #                                    (their cluster bus B+60..B+65); ZooKeeper B+40;
 #                                    the ZooKeeper ensemble B+41..B+43 (quorum ports
-#                                    B+44..B+46, election ports B+47..B+49)
+#                                    B+44..B+46, election ports B+47..B+49); TLS ZooKeeper B+50
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
@@ -95,6 +99,7 @@
 #   DISTSYNC_ZOOKEEPER_ENSEMBLE_PORT [22182] (the members' client ports are it and the
 #                                    next two; their quorum ports the three after those,
 #                                    their election ports the three after those)
+#   DISTSYNC_ZOOKEEPER_TLS_PORT [22191]
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
 
@@ -128,10 +133,10 @@ if [[ -n $base ]]; then
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
         $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28))
-        $((base + 30)) $((base + 40)) $((base + 41)))
+        $((base + 30)) $((base + 40)) $((base + 41)) $((base + 50)))
     default_dir=$ROOT/.servers/base-$base
 else
-    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181 22182)
+    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181 22182 22191)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -149,16 +154,17 @@ PG_TLS_PORT=${DISTSYNC_POSTGRES_TLS_PORT:-${defaults[11]}}
 REDIS_CLUSTER_PORT=${DISTSYNC_REDIS_CLUSTER_PORT:-${defaults[12]}}
 ZK_PORT=${DISTSYNC_ZOOKEEPER_PORT:-${defaults[13]}}
 ZK_ENSEMBLE_PORT=${DISTSYNC_ZOOKEEPER_ENSEMBLE_PORT:-${defaults[14]}}
+ZK_TLS_PORT=${DISTSYNC_ZOOKEEPER_TLS_PORT:-${defaults[15]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) \
     "$REDIS_PORT" "$PG_PORT" "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" \
     $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" $((REDIS_CLUSTER_PORT + 5 + 30)) \
-    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)); do
+    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)) "$ZK_TLS_PORT"; do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
 readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT REDIS_CLUSTER_PORT
-readonly ZK_PORT ZK_ENSEMBLE_PORT
+readonly ZK_PORT ZK_ENSEMBLE_PORT ZK_TLS_PORT
 # The throwaway CA, certificates and passwords of the TLS servers.
 readonly TLS=$DIR/tls
 # The user and key prefix the TLS etcd's RBAC role and the TLS Redis's ACL allow.
@@ -226,6 +232,8 @@ tls_urls() {
     echo "DISTSYNC_TLS_DIR=$(printf %q "$TLS")"
     echo "DISTSYNC_ETCD_TLS_URL='etcd://$TLS_USER:$(<"$TLS/etcd.password")@$HOST:$ETCD_TLS_PORT/$TLS_PREFIX?tls=true&$files'"
     echo "DISTSYNC_REDIS_TLS_URL='rediss://$TLS_USER:$(<"$TLS/redis.password")@$HOST:$REDIS_TLS_PORT/0?namespace=$TLS_PREFIX:&$files'"
+    [[ ! -f $TLS/zookeeper.password ]] ||
+        echo "DISTSYNC_ZOOKEEPER_TLS_URL='zks://$TLS_USER:$(<"$TLS/zookeeper.password")@$HOST:$ZK_TLS_PORT/$TLS_PREFIX?sasl=digest-md5&$files'"
     [[ -f $TLS/postgres.password ]] || return 0
     echo "DISTSYNC_POSTGRES_TLS_URL='postgres://$TLS_USER:$(<"$TLS/postgres.password")@$HOST:$PG_TLS_PORT/distsync?sslmode=verify-full&sslrootcert=$(query_escape "$TLS/ca.crt")&sslcert=$(query_escape "$TLS/client.crt")&sslkey=$(query_escape "$TLS/client.key")'"
 }
@@ -290,6 +298,11 @@ redis_healthy() { [[ $(redis-cli -h "$HOST" -p "$1" ping 2>/dev/null) == PONG ]]
 # ZooKeeper's `ruok` answers `imok` once the server serves requests.
 zookeeper_healthy() {
     [[ $(zk_word "$1" ruok) == imok ]]
+}
+# The TLS server's `ruok`, through TLS with the client certificate.
+zookeeper_tls_healthy() {
+    [[ $(printf ruok | timeout 3 openssl s_client -connect "$HOST:$1" -CAfile "$TLS/ca.crt" \
+        -cert "$TLS/client.crt" -key "$TLS/client.key" -quiet 2>/dev/null) == imok ]]
 }
 # zk_word PORT WORD: a four-letter word's answer from the server on PORT (nothing
 # when it does not answer within 2 s).
@@ -430,6 +443,8 @@ tls_ensure() {
             log "warning: could not make $TLS/expired-client.crt"
         [[ -f $TLS/postgres.password ]] || (cd "$TLS" && tls_postgres_passwords) ||
             log "warning: could not make $TLS/postgres.password"
+        [[ -f $TLS/zookeeper.password ]] || (cd "$TLS" && tls_zookeeper_password) ||
+            log "warning: could not make $TLS/zookeeper.password"
         return 0
     fi
     local tmp
@@ -447,7 +462,7 @@ tls_ensure() {
     # removed) cannot be reached with the new ones: stop them; etcd keeps its users in
     # its data, so that goes too.
     local name
-    for name in etcd-tls redis-tls; do stop_owned "$name" || true; done
+    for name in etcd-tls redis-tls zookeeper-tls; do stop_owned "$name" || true; done
     rm -rf "$DIR/etcd-tls/data"
     # postgres-tls keeps its roles' passwords in its data directory.
     postgres_stop postgres-tls || true
@@ -502,6 +517,7 @@ tls_generate() {
     tls_expired_client
     for name in redis etcd etcd-root; do openssl rand -hex 16 >"$name.password"; done
     tls_postgres_passwords
+    tls_zookeeper_password
     touch complete
 }
 
@@ -515,6 +531,11 @@ tls_postgres_passwords() {
             mv postgres-root.password.tmp postgres-root.password &&
             mv postgres.password.tmp postgres.password
     )
+}
+
+# The TLS ZooKeeper's SASL password, made apart like the PostgreSQL ones.
+tls_zookeeper_password() {
+    (umask 077 && openssl rand -hex 16 >zookeeper.password.tmp && mv zookeeper.password.tmp zookeeper.password)
 }
 
 etcd_tls_start() {
@@ -585,24 +606,31 @@ zookeeper_classpath() {
     printf '%s' "$path"
 }
 
-zookeeper_start() {
-    mkdir -p "$DIR/zookeeper/data"
-    # tickTime 500 ms: the server accepts session timeouts from 2 ticks (1 s) to the
-    # maximum below, so the suite's short TTLs are granted as asked, never rounded up.
-    # maxClientCnxns=0: every test client connects from 127.0.0.1, and each distsync
-    # session is a connection of its own, so ZooKeeper's default of 60 connections per
-    # address refuses clients once tests run side by side.
-    cat >"$DIR/zookeeper/zoo.cfg" <<EOF
+# The zoo.cfg settings every server of this script shares (the single server, the
+# ensemble members, the TLS server). tickTime 500 ms: the server accepts session
+# timeouts from 2 ticks (1 s) to the maximum below, so the suite's short TTLs are
+# granted as asked, never rounded up. maxClientCnxns=0: every test client connects from
+# 127.0.0.1, and each distsync session is a connection of its own, so ZooKeeper's
+# default of 60 connections per address refuses clients once tests run side by side.
+zk_common_cfg() {
+    cat <<EOF
 tickTime=500
-dataDir=$DIR/zookeeper/data
-clientPort=$ZK_PORT
-clientPortAddress=$HOST
 minSessionTimeout=1000
 maxSessionTimeout=120000
 maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr,stat,mntr
 EOF
+}
+
+zookeeper_start() {
+    mkdir -p "$DIR/zookeeper/data"
+    {
+        zk_common_cfg
+        echo "dataDir=$DIR/zookeeper/data"
+        echo "clientPort=$ZK_PORT"
+        echo "clientPortAddress=$HOST"
+    } >"$DIR/zookeeper/zoo.cfg"
     spawn zookeeper java -Xmx256m -cp "$(zookeeper_classpath)" \
         org.apache.zookeeper.server.quorum.QuorumPeerMain "$DIR/zookeeper/zoo.cfg"
 }
@@ -619,18 +647,13 @@ zk_member_start() {
     mkdir -p "$dir/data"
     echo "$n" >"$dir/data/myid"
     {
+        zk_common_cfg
         cat <<EOF
-tickTime=500
 initLimit=20
 syncLimit=10
 dataDir=$dir/data
 clientPort=$(zk_member_port "$n")
 clientPortAddress=$HOST
-minSessionTimeout=1000
-maxSessionTimeout=120000
-maxClientCnxns=0
-admin.enableServer=false
-4lw.commands.whitelist=ruok,srvr,stat,mntr
 EOF
         for m in "${ZK_MEMBERS[@]}"; do
             echo "server.$m=$HOST:$(zk_quorum_port "$m"):$(zk_election_port "$m")"
@@ -638,6 +661,42 @@ EOF
     } >"$dir/zoo.cfg"
     spawn "zookeeper-$n" java -Xmx128m -XX:+UseSerialGC -cp "$(zookeeper_classpath)" \
         org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg"
+}
+
+# The TLS server: rewritten on every start (its data kept). ZooKeeper's PEM key store
+# takes the key and the certificate in one file; the Netty connection factory is the
+# one that speaks TLS. Every client presents a certificate of the throwaway CA; the
+# SASL DIGEST-MD5 user `distsync` is in a JAAS file (its password never on a command
+# line), and a client whose SASL login fails is disconnected.
+zookeeper_tls_start() {
+    local dir=$DIR/zookeeper-tls
+    mkdir -p "$dir/data"
+    [[ -f $TLS/zookeeper.password ]] || (cd "$TLS" && tls_zookeeper_password) ||
+        die "zookeeper-tls: could not make $TLS/zookeeper.password"
+    (
+        umask 077
+        cat "$TLS/server.key" "$TLS/server.crt" >"$dir/server.pem"
+        printf 'Server {\n    org.apache.zookeeper.server.auth.DigestLoginModule required\n    user_%s="%s";\n};\n' \
+            "$TLS_USER" "$(<"$TLS/zookeeper.password")" >"$dir/jaas.conf"
+    )
+    {
+        zk_common_cfg
+        cat <<EOF
+dataDir=$dir/data
+secureClientPort=$ZK_TLS_PORT
+secureClientPortAddress=$HOST
+serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory
+ssl.keyStore.location=$dir/server.pem
+ssl.keyStore.type=PEM
+ssl.trustStore.location=$TLS/ca.crt
+ssl.trustStore.type=PEM
+ssl.clientAuth=need
+authProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider
+EOF
+    } >"$dir/zoo.cfg"
+    spawn zookeeper-tls java -Xmx128m -XX:+UseSerialGC -Djava.security.auth.login.config="$dir/jaas.conf" \
+        -Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory \
+        -cp "$(zookeeper_classpath)" org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg"
 }
 
 # The ensemble member (1-3) that `srvr` names leader; fails while none does.
@@ -1085,7 +1144,7 @@ EOF
 ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls
     redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
     redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6
-    zookeeper zookeeper-1 zookeeper-2 zookeeper-3)
+    zookeeper zookeeper-1 zookeeper-2 zookeeper-3 zookeeper-tls)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
@@ -1099,6 +1158,7 @@ port_of() {
     postgres) echo "$PG_PORT" ;;
     postgres-tls) echo "$PG_TLS_PORT" ;;
     zookeeper) echo "$ZK_PORT" ;;
+    zookeeper-tls) echo "$ZK_TLS_PORT" ;;
     zookeeper-*) zk_member_port "${1#zookeeper-}" ;;
     esac
 }
@@ -1109,6 +1169,7 @@ check() {
     postgres-tls) postgres_tls_healthy ;;
     redis-ha-* | redis-cluster-*) redis_healthy "$(port_of "$1")" ;;
     sentinel-*) sentinel_healthy "$(port_of "$1")" ;;
+    zookeeper-tls) zookeeper_tls_healthy "$(port_of "$1")" ;;
     zookeeper-*) zk_member_healthy "$(port_of "$1")" ;;
     etcd*) etcd_healthy "$(port_of "$1")" ;;
     *) "$1_healthy" "$(port_of "$1")" ;;
@@ -1122,6 +1183,7 @@ start() {
     redis-ha-*) redis_ha_start "${1#redis-ha-}" ;;
     sentinel-*) sentinel_start "${1#sentinel-}" ;;
     redis-cluster-*) redis_cluster_start "${1#redis-cluster-}" ;;
+    zookeeper-tls) zookeeper_tls_start ;;
     zookeeper-*) zk_member_start "${1#zookeeper-}" ;;
     etcd-*) member_start "${1#etcd-}" ;;
     *) "$1_start" ;;
@@ -1210,8 +1272,8 @@ env)
     ;;
 restart)
     case ${1:-} in
-    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper) ;;
-    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls or zookeeper" ;;
+    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper | zookeeper-tls) ;;
+    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls, zookeeper or zookeeper-tls" ;;
     esac
     lock_state_dir
     if ! stop "$1" && port_open "$(port_of "$1")"; then

@@ -52,9 +52,10 @@ tls_conformance() {
     : "${DISTSYNC_REDIS_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_ETCD_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_POSTGRES_TLS_URL:?not set: scripts/servers.sh env prints it}"
+    : "${DISTSYNC_ZOOKEEPER_TLS_URL:?not set: scripts/servers.sh env prints it}"
     # By variable name: the URLs carry passwords, which stay out of the command line.
     scripts/runner.sh --backend-env DISTSYNC_REDIS_TLS_URL --backend-env DISTSYNC_ETCD_TLS_URL \
-        --backend-env DISTSYNC_POSTGRES_TLS_URL \
+        --backend-env DISTSYNC_POSTGRES_TLS_URL --backend-env DISTSYNC_ZOOKEEPER_TLS_URL \
         --case lock_mutual_exclusion --case election_one_leader --case queue_fifo 2>&1 | mask_passwords
 }
 
@@ -85,8 +86,10 @@ step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 # Every public item documented, every intra-doc link resolved.
 step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 # The Sentinel failover tests kill the group's primary: they run in the `failover`
-# step below, alone.
-step test cargo test --workspace --all-features -- --skip primary_killed_
+# step below, alone. The backends' conformance binaries leave the suite's cases to the
+# `conformance` step, which runs them against the same servers through the runner
+# (DISTSYNC_CASES_IN_RUNNER), so each case runs once; their extra tests run here.
+step test env DISTSYNC_CASES_IN_RUNNER=1 cargo test --workspace --all-features -- --skip primary_killed_
 # The example backend crate outside the workspace (examples/file-backend) runs the
 # conformance suite from its own `cargo test`, pinned by its own Cargo.lock, built in
 # the workspace's target directory so that what it shares with the workspace is built
@@ -103,7 +106,8 @@ step conformance scripts/check-matrix.sh
 # against bench/baseline.json; fails beyond max(3 x noise, 20 %).
 step bench-guard scripts/bench-guard.sh
 # TLS, client certificates and authentication (etcd RBAC limited to the namespace,
-# Redis ACL, PostgreSQL SCRAM with a required client certificate): the runner over
+# Redis ACL, PostgreSQL SCRAM with a required client certificate, ZooKeeper SASL
+# DIGEST-MD5 with a required client certificate): the runner over
 # those servers, then the typed errors as cargo tests (they also run in `test` above;
 # here they are reported on their own).
 step tls-conform tls_conformance

@@ -99,6 +99,9 @@ pub use distsync_core::rate_limiter::{self, Admission, Rate, RateLimiter};
 pub use distsync_core::counter::{self, Counter};
 pub use distsync_core::latch::{self, CountDownLatch};
 
+// Lock-delay after an unclean loss (`Coordinator::locker_with`).
+pub use distsync_core::lock_delay::{self, LockOptions};
+
 // Taking a lock back: the administrative break (`Coordinator::break_lock`).
 pub use distsync_core::broken::{self, BrokenHold};
 

@@ -61,12 +61,10 @@
 //! offset covers the tokens of clients alive across the forgetting.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use distsync_core::{Error, Result};
+use distsync_core::Result;
 use distsync_kv::kv::{LeaseId, Revision};
 use tokio::time::Instant;
 
@@ -83,66 +81,8 @@ pub(crate) fn hold_key(namespace: &str) -> String {
     format!("{namespace}/amnesia-hold")
 }
 
-/// The content of the epoch marker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Marker {
-    /// Random, chosen by the client that wrote the marker first on this store.
-    pub(crate) id: String,
-    /// The longest session TTL any client recorded.
-    pub(crate) ttl: Duration,
-    /// The token offset (see the module docs).
-    pub(crate) offset: i64,
-}
-
-impl Marker {
-    /// A new marker with a random id.
-    pub(crate) fn fresh(ttl: Duration, offset: i64) -> Self {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_nanos()),
-        );
-        hasher.write_u32(std::process::id());
-        Self {
-            id: format!("{:016x}", hasher.finish()),
-            ttl,
-            offset,
-        }
-    }
-
-    /// `id=<hex> ttl_ms=<n> offset=<n>`.
-    pub(crate) fn encode(&self) -> String {
-        let mut text = String::new();
-        let _ = write!(
-            text,
-            "id={} ttl_ms={} offset={}",
-            self.id,
-            self.ttl.as_millis(),
-            self.offset
-        );
-        text
-    }
-
-    /// The marker of a value, or `None` for one another program wrote.
-    pub(crate) fn parse(value: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(value).ok()?;
-        let (mut id, mut ttl, mut offset) = (None, None, None);
-        for field in text.split_whitespace() {
-            match field.split_once('=')? {
-                ("id", value) if !value.is_empty() => id = Some(value.to_owned()),
-                ("ttl_ms", value) => ttl = Some(Duration::from_millis(value.parse().ok()?)),
-                ("offset", value) => offset = Some(value.parse::<i64>().ok().filter(|o| *o >= 0)?),
-                _ => {}
-            }
-        }
-        Some(Self {
-            id: id?,
-            ttl: ttl?,
-            offset: offset?,
-        })
-    }
-}
+/// The content of the epoch marker (the one every backend with a marker writes).
+pub(crate) use distsync_core::raw::EpochMarker as Marker;
 
 /// What the client knew when it sent a request, to judge its answer by.
 #[derive(Clone, Copy, Debug)]
@@ -220,15 +160,9 @@ impl Amnesia {
     /// Refuses a session TTL above the bound, which the lock-delay relies on.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a TTL above the bound.
+    /// [`distsync_core::Error::InvalidArgument`] for a TTL above the bound.
     pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
-        match self.bound {
-            Some(bound) if ttl > bound => Err(Error::InvalidArgument(format!(
-                "a session TTL of {ttl:?} is above this store's max_session_ttl ({bound:?}): \
-                 the lock-delay after the store forgets covers sessions up to that TTL only"
-            ))),
-            _ => Ok(()),
-        }
+        distsync_core::raw::check_session_ttl(ttl, self.bound)
     }
 
     /// Whether a session of `ttl` needs the marker read (the first session, or one
@@ -457,19 +391,9 @@ impl Amnesia {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use distsync_core::Error;
 
-    #[test]
-    fn a_marker_reads_back_what_was_written() {
-        let marker = Marker::fresh(Duration::from_secs(15), 42);
-        assert_eq!(Marker::parse(marker.encode().as_bytes()), Some(marker));
-        assert_eq!(Marker::parse(b"something else"), None);
-        assert_eq!(Marker::parse(b"id=a ttl_ms=x offset=0"), None);
-        assert_ne!(
-            Marker::fresh(Duration::ZERO, 0).id,
-            Marker::fresh(Duration::ZERO, 0).id
-        );
-    }
+    use super::*;
 
     #[test]
     fn a_revision_going_back_is_a_store_that_forgot() {

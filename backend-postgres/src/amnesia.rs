@@ -161,13 +161,7 @@ impl Amnesia {
     /// # Errors
     /// [`Error::InvalidArgument`] for a TTL above the bound.
     pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
-        match self.bound {
-            Some(bound) if ttl > bound => Err(Error::InvalidArgument(format!(
-                "a session TTL of {ttl:?} is above this store's max_session_ttl ({bound:?}): \
-                 the lock-delay after the store forgets covers sessions up to that TTL only"
-            ))),
-            _ => Ok(()),
-        }
+        distsync_core::raw::check_session_ttl(ttl, self.bound)
     }
 
     /// Records a session TTL this client uses; `true` when the marker this client

@@ -88,7 +88,7 @@
 
 use std::time::Duration;
 
-use distsync_core::{Error, Result};
+use distsync_core::Result;
 
 use crate::store::Shared;
 use crate::target::REPLID_OF_CONNECTION;
@@ -130,13 +130,7 @@ pub(crate) fn replid_arg(shared: &Shared) -> &'static str {
 /// the bound the lock-delay after amnesia relies on.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a TTL above the bound.
+/// [`distsync_core::Error::InvalidArgument`] for a TTL above the bound.
 pub(crate) fn check_ttl(shared: &Shared, ttl: Duration) -> Result<()> {
-    match shared.max_session_ttl {
-        Some(max) if ttl > max => Err(Error::InvalidArgument(format!(
-            "a session TTL of {ttl:?} is above this store's max_session_ttl ({max:?}): \
-             the lock-delay after the store forgets covers sessions up to that TTL only"
-        ))),
-        _ => Ok(()),
-    }
+    distsync_core::raw::check_session_ttl(ttl, shared.max_session_ttl)
 }

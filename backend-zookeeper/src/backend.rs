@@ -41,15 +41,23 @@ impl ZkBackend {
     /// # Cancel safety
     /// Dropping the future drops the probe session (closed by the client).
     pub async fn connect(config: ZkConfig) -> Result<Self> {
+        let capabilities = crate::capabilities_with_bound(config.max_session_ttl());
         let shared = Arc::new(Shared::new(config));
         let probe = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
         // A digest login is checked by the server only when a request needs it: ask
         // for the root's stat so a wrong password fails here rather than later.
         probe.check_stat("/").await.map_err(map)?;
         drop(probe);
+        tracing::debug!(
+            backend = crate::BACKEND,
+            servers = %shared.config.connect_string(),
+            root = shared.config.root(),
+            tls = shared.config.tls(),
+            "connected"
+        );
         Ok(Self {
             shared,
-            capabilities: crate::capabilities(),
+            capabilities,
         })
     }
 
@@ -71,6 +79,7 @@ impl Backend for ZkBackend {
 
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.capabilities.check_session(&options)?;
+        self.shared.amnesia.check_ttl(options.ttl)?;
         crate::session::open(&self.shared, &options).await
     }
 
@@ -183,6 +192,15 @@ impl Backend for ZkBackend {
 
     async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
         crate::purge::purge_prefix(&self.shared, prefix).await
+    }
+
+    /// Curator's protocol: `__REVOKE__` written into the holder's node (see
+    /// `src/revoke.rs`).
+    async fn request_release(
+        &self,
+        name: &Name,
+    ) -> Result<Option<distsync_core::revocation::ReleaseRequest>> {
+        crate::revoke::request_release(&self.shared, name).await
     }
 
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {

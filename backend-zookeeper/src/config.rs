@@ -1,4 +1,4 @@
-//! The connection settings, parsed from a `zk://` URL.
+//! The connection settings, parsed from a `zk://` or `zks://` URL.
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,7 +9,7 @@ use distsync_core::{Error, Result};
 
 /// The URL scheme of this backend.
 pub(crate) const SCHEME: &str = "zk";
-/// The TLS scheme, answered with [`Error::Unsupported`].
+/// The TLS scheme (the cargo feature `tls`; [`Error::Unsupported`] without it).
 pub(crate) const TLS_SCHEME: &str = "zks";
 
 /// The root under which every node lives when the URL names none.
@@ -20,17 +20,24 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and how to reach ZooKeeper, parsed from
-/// `zk://[user:password@]host:port[,host:port...][/root][?connect_timeout=5s&timeout=10s]`.
+/// `zk://[user:password@]host:port[,host:port...][/root][?connect_timeout=5s&timeout=10s]`,
+/// or `zks://...?ca=ca.pem[&cert=client.pem&key=client-key.pem]` for TLS.
 ///
 /// | part | meaning | default |
 /// |---|---|---|
+/// | `zks://` | TLS to every server (rustls; the cargo feature `tls`, on by default) | plain TCP (`zk://`) |
 /// | `user:password@` | a digest login (`addauth digest user:password`), sent with every (re)connection | none |
 /// | `host:port,...` | the ensemble's servers, tried in turn | (required) |
 /// | `/root` | the node under which every key lives (see the crate docs' layout) | `/distsync` |
 /// | `connect_timeout` | how long opening a ZooKeeper session may take | 5 s |
 /// | `timeout` | how long one request (a renewal, a create, a read) may take | 10 s |
+/// | `max_session_ttl` | the bound on session TTLs that turns on the lock-delay after the store forgets (see `src/amnesia.rs`); longer sessions are refused | none |
+/// | `sasl=digest-md5` | log `user:password@` in through SASL DIGEST-MD5 (a JAAS `DigestLoginModule` user) instead (the cargo feature `sasl`, on by default) | the `digest` scheme |
+/// | `ca` | `zks://` only, required: path of a PEM file of the CA certificates to trust | none |
+/// | `cert`, `key` | `zks://` only: paths of the PEM client certificate and its key, both or neither | none |
 ///
-/// The session timeout a ZooKeeper session asks for is the distsync session's TTL, not
+/// Over TLS the server's certificate must name the host the URL connects to. The
+/// session timeout a ZooKeeper session asks for is the distsync session's TTL, not
 /// a URL setting. The password never appears in `Debug` output or errors.
 ///
 /// ```
@@ -41,13 +48,37 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// assert!(!format!("{config:?}").contains("secret"));
 /// # Ok::<(), distsync_core::Error>(())
 /// ```
+///
+/// ```
+/// # #[cfg(all(feature = "tls", feature = "sasl"))] {
+/// use distsync_zookeeper::ZkConfig;
+/// let config: ZkConfig = "zks://app:secret@zk1:2281/apps?sasl=digest-md5\
+///     &ca=/etc/zk/ca.pem&cert=/etc/zk/app.pem&key=/etc/zk/app-key.pem"
+///     .parse()?;
+/// assert!(config.tls());
+/// assert!(config.sasl());
+/// assert_eq!(config.ca_file(), Some("/etc/zk/ca.pem"));
+/// # }
+/// # Ok::<(), distsync_core::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct ZkConfig {
     hosts: Vec<String>,
     root: String,
     user: Option<(String, String)>,
+    sasl: bool,
+    tls: Option<TlsFiles>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    max_session_ttl: Option<Duration>,
+}
+
+/// The PEM files of a `zks://` URL: the CA certificates to trust, and the client's
+/// certificate and key when it presents one (read at each connection, see `tls.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca: String,
+    pub(crate) client: Option<(String, String)>,
 }
 
 impl fmt::Debug for ZkConfig {
@@ -57,8 +88,11 @@ impl fmt::Debug for ZkConfig {
             .field("root", &self.root)
             .field("user", &self.user.as_ref().map(|(user, _)| user))
             .field("password", &self.user.as_ref().map(|_| "***"))
+            .field("sasl", &self.sasl)
+            .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("max_session_ttl", &self.max_session_ttl)
             .finish()
     }
 }
@@ -77,6 +111,30 @@ impl ZkConfig {
     /// The digest login's user, if any.
     pub fn user(&self) -> Option<&str> {
         self.user.as_ref().map(|(user, _)| user.as_str())
+    }
+
+    /// Whether the user logs in through SASL DIGEST-MD5 (`sasl=digest-md5`) rather
+    /// than the `digest` scheme.
+    pub fn sasl(&self) -> bool {
+        self.sasl
+    }
+
+    /// Whether every server is reached over TLS (`zks://`).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The path of the PEM file of the CA certificates trusted over TLS, if any.
+    pub fn ca_file(&self) -> Option<&str> {
+        self.tls.as_ref().map(|files| files.ca.as_str())
+    }
+
+    /// The paths of the PEM client certificate and its key presented over TLS, if any.
+    pub fn client_cert_files(&self) -> Option<(&str, &str)> {
+        self.tls
+            .as_ref()
+            .and_then(|files| files.client.as_ref())
+            .map(|(cert, key)| (cert.as_str(), key.as_str()))
     }
 
     /// How long opening a session may take.
@@ -103,16 +161,48 @@ impl ZkConfig {
         self
     }
 
+    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
+    /// lock-delay after the store forgets (see the crate docs, "When the store
+    /// forgets"): sessions with a longer TTL are refused.
+    pub fn max_session_ttl(&self) -> Option<Duration> {
+        self.max_session_ttl
+    }
+
+    /// The same configuration with a bound on session TTLs (see
+    /// [`ZkConfig::max_session_ttl`]; at least [`crate::MIN_SESSION_TTL`]).
+    #[must_use]
+    pub fn with_max_session_ttl(mut self, ttl: Duration) -> Self {
+        self.max_session_ttl = Some(ttl.max(crate::MIN_SESSION_TTL));
+        self
+    }
+
     /// The connection string of the client: the hosts, comma-separated.
     pub(crate) fn connect_string(&self) -> String {
         self.hosts.join(",")
     }
 
-    /// The digest login as the `digest` scheme's auth bytes (`user:password`).
+    /// The digest login as the `digest` scheme's auth bytes (`user:password`), unless
+    /// the user logs in through SASL.
     pub(crate) fn digest(&self) -> Option<Vec<u8>> {
         self.user
             .as_ref()
+            .filter(|_| !self.sasl)
             .map(|(user, password)| format!("{user}:{password}").into_bytes())
+    }
+
+    /// The SASL DIGEST-MD5 login's user and password (never print them).
+    #[cfg_attr(not(feature = "sasl"), allow(dead_code))]
+    pub(crate) fn sasl_login(&self) -> Option<(&str, &str)> {
+        self.user
+            .as_ref()
+            .filter(|_| self.sasl)
+            .map(|(user, password)| (user.as_str(), password.as_str()))
+    }
+
+    /// The TLS files, for a `zks://` URL.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 }
 
@@ -125,18 +215,21 @@ impl FromStr for ZkConfig {
             url: shown.clone(),
             reason,
         };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| invalid(format!("expected a URL starting with `{SCHEME}://`")))?;
-        if scheme.eq_ignore_ascii_case(TLS_SCHEME) {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            invalid(format!(
+                "expected a URL starting with `{SCHEME}://` or `{TLS_SCHEME}://`"
+            ))
+        })?;
+        let tls = scheme.eq_ignore_ascii_case(TLS_SCHEME);
+        if tls && !cfg!(feature = "tls") {
             return Err(Error::unsupported(
                 crate::BACKEND,
-                "TLS (`zks://`): connect through `zk://` on a trusted network",
+                "TLS (`zks://`): this build lacks the `tls` feature of distsync-zookeeper",
             ));
         }
-        if !scheme.eq_ignore_ascii_case(SCHEME) {
+        if !tls && !scheme.eq_ignore_ascii_case(SCHEME) {
             return Err(invalid(format!(
-                "expected a URL starting with `{SCHEME}://`"
+                "expected a URL starting with `{SCHEME}://` or `{TLS_SCHEME}://`"
             )));
         }
         if rest.contains('#') {
@@ -181,11 +274,35 @@ impl FromStr for ZkConfig {
             hosts,
             root,
             user,
+            sasl: false,
+            tls: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_session_ttl: None,
         };
+        let (mut ca, mut cert, mut key) = (None, None, None);
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
+                "sasl" => config.sasl = parse_sasl(&value).map_err(|error| match error {
+                    SaslError::Invalid(reason) => invalid(reason),
+                    SaslError::Unsupported(what) => Error::unsupported(crate::BACKEND, what),
+                })?,
+                file @ ("ca" | "cert" | "key") => {
+                    if !tls {
+                        return Err(invalid(format!(
+                            "`{file}` is for TLS: use `{TLS_SCHEME}://`"
+                        )));
+                    }
+                    if value.is_empty() {
+                        return Err(invalid(format!("`{file}` needs a file path")));
+                    }
+                    let slot = match file {
+                        "ca" => &mut ca,
+                        "cert" => &mut cert,
+                        _ => &mut key,
+                    };
+                    *slot = Some(value.into_owned());
+                }
                 "connect_timeout" => {
                     config.connect_timeout = parse_url_timeout(&value)
                         .map_err(|reason| invalid(format!("connect_timeout: {reason}")))?;
@@ -194,15 +311,73 @@ impl FromStr for ZkConfig {
                     config.request_timeout = parse_url_timeout(&value)
                         .map_err(|reason| invalid(format!("timeout: {reason}")))?;
                 }
+                "max_session_ttl" => {
+                    let ttl = parse_url_timeout(&value)
+                        .map_err(|reason| invalid(format!("max_session_ttl: {reason}")))?;
+                    config.max_session_ttl = Some(ttl);
+                }
                 other => {
                     return Err(invalid(format!(
                         "unknown query parameter `{other}` (accepted: `connect_timeout`, \
-                         `timeout`)"
+                         `timeout`, `max_session_ttl`, `sasl`, and with `{TLS_SCHEME}://` `ca`, `cert`, `key`)"
                     )))
                 }
             }
         }
+        if config.sasl && config.user.is_none() {
+            return Err(invalid(
+                "`sasl=digest-md5` needs the login as `user:password@`".into(),
+            ));
+        }
+        if tls {
+            let ca = ca.ok_or_else(|| {
+                invalid(format!(
+                    "`{TLS_SCHEME}://` needs `ca`, a PEM file of the CA certificates to trust"
+                ))
+            })?;
+            let client = match (cert, key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "a client certificate needs both `cert` and `key` (PEM file paths)".into(),
+                    ))
+                }
+            };
+            config.tls = Some(TlsFiles { ca, client });
+        }
         Ok(config)
+    }
+}
+
+/// Why a `sasl=` value is refused.
+enum SaslError {
+    /// Not a mechanism name.
+    Invalid(String),
+    /// A mechanism this build cannot log in with.
+    Unsupported(&'static str),
+}
+
+/// `sasl=`: `digest-md5` (any case) is the one mechanism; GSSAPI (Kerberos) needs a
+/// ticket cache and a KDC this crate does not set up.
+fn parse_sasl(value: &str) -> std::result::Result<bool, SaslError> {
+    if value.eq_ignore_ascii_case("digest-md5") {
+        if cfg!(feature = "sasl") {
+            Ok(true)
+        } else {
+            Err(SaslError::Unsupported(
+                "SASL (`sasl=digest-md5`): this build lacks the `sasl` feature of \
+                 distsync-zookeeper",
+            ))
+        }
+    } else if value.eq_ignore_ascii_case("gssapi") {
+        Err(SaslError::Unsupported(
+            "SASL GSSAPI (Kerberos): log in with `sasl=digest-md5` or a digest login",
+        ))
+    } else {
+        Err(SaslError::Invalid(format!(
+            "sasl must be `digest-md5`, not `{value}`"
+        )))
     }
 }
 
@@ -266,6 +441,9 @@ mod tests {
         assert_eq!(default.root(), DEFAULT_ROOT);
         let top: ZkConfig = "zk://a:1/".parse().unwrap();
         assert_eq!(top.root(), "");
+        assert_eq!(default.max_session_ttl(), None);
+        let bounded: ZkConfig = "zk://a:1?max_session_ttl=30s".parse().unwrap();
+        assert_eq!(bounded.max_session_ttl(), Some(Duration::from_secs(30)));
     }
 
     #[test]
@@ -286,6 +464,8 @@ mod tests {
             "zk://a:0",
             "zk://a:1/x/../y",
             "zk://a:1?timeout=0",
+            "zk://a:1?max_session_ttl=0",
+            "zk://a:1?max_session_ttl=soon",
             "etcd://a:1",
             "zk://u@a:1",
         ] {
@@ -295,7 +475,61 @@ mod tests {
             );
         }
         assert!(matches!(
-            "zks://a:1".parse::<ZkConfig>(),
+            "zk://u:p@a:1?sasl=gssapi".parse::<ZkConfig>(),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn parses_tls_files_and_sasl() {
+        let config: ZkConfig = "zks://u:pw@a:1/r?ca=/c/ca%20x.pem&cert=/c/c.pem&key=/c/k.pem\
+                                &sasl=DIGEST-MD5"
+            .parse()
+            .unwrap();
+        assert!(config.tls());
+        assert_eq!(config.ca_file(), Some("/c/ca x.pem"));
+        assert_eq!(config.client_cert_files(), Some(("/c/c.pem", "/c/k.pem")));
+        assert_eq!(config.root(), "/r");
+        assert!(config.sasl());
+        assert_eq!(config.sasl_login(), Some(("u", "pw")));
+        assert_eq!(config.digest(), None);
+        let server_only: ZkConfig = "zks://a:1?ca=/c/ca.pem".parse().unwrap();
+        assert_eq!(server_only.client_cert_files(), None);
+        let plain: ZkConfig = "zk://u:pw@a:1".parse().unwrap();
+        assert!(!plain.tls() && !plain.sasl());
+        assert_eq!(plain.sasl_login(), None);
+        assert!(!format!("{config:?}").contains("pw\""), "{config:?}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn refuses_bad_tls_and_sasl_options_with_typed_errors() {
+        for (url, reason) in [
+            ("zks://a:1", "needs `ca`"),
+            ("zks://a:1?ca=", "needs a file path"),
+            ("zks://a:1?ca=/c&cert=/c.pem", "both `cert` and `key`"),
+            ("zks://a:1?ca=/c&key=/k.pem", "both `cert` and `key`"),
+            ("zk://a:1?ca=/c", "is for TLS"),
+            ("zk://a:1?cert=/c&key=/k", "is for TLS"),
+            ("zk://a:1?sasl=digest-md5", "needs the login"),
+            ("zk://u:hunter2@a:1?sasl=plain", "sasl must be"),
+        ] {
+            match url.parse::<ZkConfig>() {
+                Err(error @ Error::InvalidUrl { .. }) => {
+                    assert!(error.to_string().contains(reason), "{url}: {error}");
+                    assert!(!error.to_string().contains("hunter2"), "{error}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_without_the_feature_is_unsupported() {
+        assert!(matches!(
+            "zks://a:1?ca=/c".parse::<ZkConfig>(),
             Err(Error::Unsupported { .. })
         ));
     }

@@ -205,6 +205,7 @@ impl Election for ZkElection {
             match found {
                 Ok(Some((value, term))) => {
                     let path = format!("{dir}/{child}");
+                    let term = self.line.lease.shared.amnesia.up(term);
                     return Ok(Some(LeaderInfo::new(
                         value,
                         FencingToken(term as u64),
@@ -451,14 +452,15 @@ impl Observer {
                 Err(zk::Error::NoNode) => return Ok(()),
                 Err(error) => return Err(error),
             };
+            let term = self.shared.amnesia.up(stat.czxid);
             let mut current = Current {
                 child: child.clone(),
-                term: stat.czxid,
+                term,
                 number: None,
             };
             // A new leader: its campaign value, then its entries. The leader found
             // first: its latest value only, which its latest entry replaces (below).
-            self.pending.push_back(info(data, stat.czxid, &path));
+            self.pending.push_back(info(data, term, &path));
             current.number = (!fresh).then_some(0);
             self.current = Some(current);
         }

@@ -42,7 +42,15 @@ fn field<'a>(answer: &'a str, field: &str) -> Option<&'a str> {
 /// `zookeeper_version` (without the build suffix), each server's `mode`
 /// (standalone, leader or follower) as `mode <host>`, and `servers` (how many the URL
 /// names). A server that does not answer is left out; none answering is the error.
+/// Over TLS the client port takes only TLS, which this plain-TCP question does not
+/// speak: [`Error::Unsupported`] at once rather than a wait for the request timeout.
 pub(crate) async fn describe(shared: &Shared) -> Result<Vec<(String, String)>> {
+    if shared.config.tls() {
+        return Err(Error::unsupported(
+            BACKEND,
+            "reading the server settings (`srvr`) over TLS (`zks://`)",
+        ));
+    }
     let hosts = shared.config.hosts();
     let timeout = shared.config.request_timeout();
     let mut facts = vec![("servers".to_owned(), hosts.len().to_string())];

@@ -19,15 +19,38 @@
 //!
 //! `zk://[user:password@]host:port[,host:port...][/root][?connect_timeout=5s&timeout=10s]`
 //! (see [`ZkConfig`]). Every node lives under `root` (`/distsync` when the URL names
-//! none); `user:password` is a digest login; `timeout` bounds each request. TLS
-//! (`zks://`) is [`distsync_core::Error::Unsupported`]: the client crate's TLS needs
-//! certificates in code rather than a URL, which this crate does not wire up yet.
+//! none); `user:password` is a digest login, or a SASL DIGEST-MD5 one with
+//! `sasl=digest-md5`; `timeout` bounds each request. `zks://...?ca=ca.pem` connects
+//! over TLS (rustls), with `cert=` and `key=` for a client certificate.
+//!
+//! `max_session_ttl=30s` bounds session TTLs (longer sessions are refused) and turns
+//! on the lock-delay after the store forgets (below).
+//!
+//! ## Cargo features
+//!
+//! * `tls` (default): `zks://`, through the client crate's rustls; without it `zks://`
+//!   is [`distsync_core::Error::Unsupported`].
+//! * `sasl` (default): `sasl=digest-md5`; without it that option is
+//!   [`distsync_core::Error::Unsupported`]. SASL GSSAPI (Kerberos) is unsupported.
+//!
+//! ## When the store forgets
+//!
+//! A ZooKeeper server whose data directory is wiped, or a new ensemble at the same
+//! address, forgets every session and node, and hands out zxids (the fencing tokens)
+//! again from the bottom. The client tells it by an epoch marker node
+//! (`<root>/amnesia`) and by a created node's zxid below one it has seen; it then ends
+//! its sessions (`lost()`), grants nothing until the longest session TTL has passed,
+//! and adds an offset to every token so that tokens keep growing. A client that never
+//! knew the old store finds only a missing marker, which it can tell from a new store
+//! only with `max_session_ttl=`: it then waits that bound once before its first grant
+//! (see `src/amnesia.rs` and docs/ZOOKEEPER.md).
 //!
 //! ## Entry points
 //!
 //! As in every backend crate: [`connect`] (a [`distsync_core::Coordinator`]) and
 //! [`backend`] (the [`ZkBackend`]) from a URL; [`ZkBackend::connect`] from a
-//! [`ZkConfig`] adjusted in code; [`capabilities()`], [`BACKEND`],
+//! [`ZkConfig`] adjusted in code; [`capabilities()`] (and
+//! [`capabilities_with_bound`]), [`BACKEND`],
 //! [`MIN_SESSION_TTL`] and [`DRIVER`].
 //!
 //! ## How it works
@@ -92,6 +115,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod amnesia;
 mod backend;
 mod barrier;
 mod config;
@@ -100,6 +124,7 @@ mod direct;
 mod double_barrier;
 mod driver;
 mod election;
+mod epoch;
 mod error;
 mod export;
 mod facts;
@@ -107,12 +132,15 @@ mod keys;
 mod lock;
 mod purge;
 mod queue;
+mod revoke;
 mod rwlock;
 mod semaphore;
 mod session;
 mod status;
 mod stm;
 mod store;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::time::Duration;
 
@@ -146,10 +174,12 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// `survives_restart`: a server acknowledges a write only after its transaction log
 /// is synced to disk (`forceSync=yes`, ZooKeeper's default; a server configured with
 /// `forceSync=no` does not give this), so a restart keeps every node, queue item, STM
-/// key and counter, and the sessions that were live. `exclusive_across_restart` stays
-/// unclaimed: a store that lost its data (a wiped data directory) forgets every
-/// holder and hands out zxids again from the start, and this backend has no marker
-/// that tells it so.
+/// key and counter, and the sessions that were live. `exclusive_across_restart` (a
+/// store that lost its data, a wiped data directory or a new ensemble at the same
+/// address, forgets every holder and hands out zxids again from the start): only with
+/// a bound on session TTLs (`max_session_ttl=`, [`capabilities_with_bound`]), which a
+/// client that never knew the old store needs to wait out the lock-delay (see
+/// "When the store forgets" in the crate docs); `session_bound`: the URL takes it.
 ///
 /// The queue (`queue`, `priority_queue`, `reliable_delivery`, `queue_age`) keeps
 /// Curator's order and holds items through the receiver's session; `queue_age` reads
@@ -161,7 +191,15 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// out the election (the client moves to another member within the session timeout)
 /// and zxids keep growing (the new leader's epoch is higher).
 pub fn capabilities() -> Capabilities {
+    capabilities_with_bound(None)
+}
+
+/// [`capabilities`] of a backend whose URL bounds session TTLs (`max_session_ttl=`,
+/// [`ZkConfig::max_session_ttl`]): `exclusive_across_restart` with a bound.
+pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
     Capabilities::none(BACKEND)
+        .with_exclusive_across_restart(max_session_ttl.is_some())
+        .with_session_bound(true)
         .with_min_session_ttl(MIN_SESSION_TTL)
         .with_lock(true)
         .with_fencing(true)
@@ -187,14 +225,16 @@ pub fn capabilities() -> Capabilities {
         .with_counter(true)
         .with_latch(true)
         .with_election(true)
+        .with_release_request(true)
 }
 
-/// Connects to the ZooKeeper servers a `zk://` URL names and returns a
+/// Connects to the ZooKeeper servers a `zk://` or `zks://` URL names and returns a
 /// [`Coordinator`] over them.
 ///
 /// # Errors
 /// [`distsync_core::Error::InvalidUrl`] for a bad URL (its password redacted),
-/// [`distsync_core::Error::Unsupported`] for `zks://`, or [`ZkBackend::connect`]'s.
+/// [`distsync_core::Error::Unsupported`] for `zks://` or `sasl=` in a build without
+/// the `tls` or `sasl` feature, or [`ZkBackend::connect`]'s.
 ///
 /// # Cancel safety
 /// Dropping the future drops the half-made connection; nothing is held yet.
@@ -202,7 +242,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     Ok(Coordinator::new(backend(url).await?))
 }
 
-/// The [`ZkBackend`] for a `zk://` URL.
+/// The [`ZkBackend`] for a `zk://` or `zks://` URL.
 ///
 /// # Errors
 /// As [`connect`].

@@ -35,7 +35,8 @@
 //! the high 32 bits grows with each leader election, across restarts too), and grants
 //! go in sequence order, which is creation order: successive holders of a name carry
 //! strictly increasing tokens, as etcd's create revision does. Curator hands out no
-//! token; a Java holder's token is the same `czxid`, readable with `exists` on its node.
+//! token; a Java holder's token is the same `czxid`, readable with `exists` on its node
+//! (plus the offset a store that forgot adds, 0 until then: see `src/amnesia.rs`).
 //!
 //! # Cancel safety
 //!
@@ -188,7 +189,11 @@ impl Line {
         };
         let path = format!("{}/{}{}", self.dir, entry.prefix, self.lock_name);
         let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
-        let timeout = self.lease.shared.config.request_timeout();
+        let shared = &self.lease.shared;
+        let timeout = shared.config.request_timeout();
+        // The lock-delay after the store forgot (see `src/amnesia.rs`).
+        crate::epoch::before_grant(shared, &self.session, &client).await?;
+        let ticket = shared.amnesia.ticket();
         let mut entry = entry;
         loop {
             self.check_session()?;
@@ -198,7 +203,12 @@ impl Line {
             {
                 Ok((stat, sequence)) => {
                     entry.child = format!("{}{}{sequence}", entry.prefix, self.lock_name);
-                    entry.token = stat.czxid;
+                    if shared.amnesia.observe_created(ticket, stat.czxid) {
+                        // Made on a store that forgot: every session goes, this one too.
+                        shared.end_sessions().await;
+                        return Err(Error::SessionLost);
+                    }
+                    entry.token = shared.amnesia.up(stat.czxid);
                     return Ok(entry);
                 }
                 Err(zk::Error::NoNode) => {
@@ -234,7 +244,7 @@ impl Line {
         };
         let path = format!("{}/{child}", self.dir);
         match self.retrying(|| client.check_stat(&path)).await? {
-            Ok(Some(stat)) => Ok(Some((child, stat.czxid))),
+            Ok(Some(stat)) => Ok(Some((child, self.lease.shared.amnesia.up(stat.czxid)))),
             Ok(None) => Ok(None),
             Err(error) => Err(self.lease.error(error)),
         }
@@ -453,6 +463,12 @@ impl Drop for Entry {
     }
 }
 
+/// `guard`, watching its node for Curator's release requests (see `src/revoke.rs`).
+fn revocable(line: &Line, guard: LockGuard) -> LockGuard {
+    let path = guard.key().to_owned();
+    guard.with_release_request_watch(crate::revoke::watch(Arc::clone(&line.lease), path))
+}
+
 #[async_trait]
 impl Locker for ZkLocker {
     fn name(&self) -> &Name {
@@ -463,7 +479,7 @@ impl Locker for ZkLocker {
         let line = &self.line;
         let entry = line.enter(&line.session_data()).await?;
         line.wait(&entry).await?;
-        Ok(line.guard(entry))
+        Ok(revocable(line, line.guard(entry)))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
@@ -471,7 +487,9 @@ impl Locker for ZkLocker {
         let entry = this.enter(&this.session_data()).await?;
         let line = this.line().await?;
         match line.first() {
-            Some((_, first)) if *first == entry.child => Ok(Some(this.guard(entry))),
+            Some((_, first)) if *first == entry.child => {
+                Ok(Some(revocable(this, this.guard(entry))))
+            }
             Some(_) if line.iter().any(|(_, child)| *child == entry.child) => {
                 // Someone is ahead: withdraw before answering, so that no later
                 // `try_lock` finds this node ahead of it (cancelled here, the entry's

@@ -31,6 +31,12 @@
 //! [`Backend::revoke_session`](distsync_core::Backend::revoke_session) for a session
 //! of this process. ZooKeeper offers no way to end another process's session short of
 //! attaching to it with its password, which only its owner has.
+//!
+//! # A store that forgot
+//!
+//! The first session of a backend reads the store's epoch marker, and a session that
+//! loses its connection, or is lost without a close, makes the backend read it again
+//! (see `src/amnesia.rs`).
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
@@ -150,6 +156,9 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
             options.ttl
         )));
     }
+    // The epoch marker, on the first session (see `src/amnesia.rs`); the session's
+    // validity counts from before it, so the read only shortens it.
+    crate::epoch::on_session(shared, &client, options.ttl).await?;
     let id = client.session_id().0 as u64;
     let mut states = client.state_watcher();
     let inner = Arc::new(LeaseInner {
@@ -184,6 +193,14 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
             match state {
                 zk::SessionState::Disconnected => {
                     tracing::debug!(session = %SessionId(id), "zookeeper connection lost (suspended)");
+                    // Perhaps a server that forgot: a client that saw a zxid above the
+                    // new store's cannot reconnect to tell, a connection of its own can
+                    // (see `src/amnesia.rs`).
+                    if let Some(inner) = watched.upgrade() {
+                        let shared = Arc::clone(&inner.shared);
+                        drop(inner);
+                        tokio::spawn(async move { crate::epoch::recheck(&shared).await });
+                    }
                 }
                 state if state.is_terminated() => {
                     tracing::debug!(session = %SessionId(id), %state, "zookeeper session ended");
@@ -199,6 +216,17 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         }
         if let Some(inner) = watched.upgrade() {
             inner.shared.unregister_session(inner.id);
+            // Lost without a close: perhaps a store that forgot (see `src/amnesia.rs`).
+            let unclosed = inner
+                .client
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some();
+            let shared = Arc::clone(&inner.shared);
+            drop(inner);
+            if unclosed {
+                crate::epoch::recheck(&shared).await;
+            }
         }
     });
     tracing::debug!(session = %SessionId(id), ttl = ?options.ttl, "zookeeper session opened");

@@ -57,6 +57,7 @@ pub(crate) async fn walk(client: &zk::Client, path: &str) -> Result<Vec<(String,
 /// The hold of the contender node `path` of `mode`, with its token when `holding`.
 /// `None` when it is gone since its parent was listed.
 async fn hold(
+    shared: &Shared,
     client: &zk::Client,
     path: String,
     mode: HoldMode,
@@ -69,7 +70,7 @@ async fn hold(
     };
     let session =
         (stat.ephemeral_owner != 0).then(|| SessionId(stat.ephemeral_owner as u64).to_string());
-    let token = holding.then_some(FencingToken(stat.czxid as u64));
+    let token = holding.then_some(FencingToken(shared.amnesia.up(stat.czxid) as u64));
     Ok(Some(
         HoldStatus::new(path, mode)
             .with_session(session)
@@ -123,7 +124,7 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                     for (index, (_, child)) in line.into_iter().enumerate() {
                         let path = format!("{path}/{child}");
                         let Some(entry) =
-                            hold(&client, path, HoldMode::Exclusive, index == 0).await?
+                            hold(shared, &client, path, HoldMode::Exclusive, index == 0).await?
                         else {
                             continue;
                         };
@@ -138,7 +139,7 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                         let current =
                             crate::election::current_value(&client, &path, &log_dir, &child);
                         if let Some((value, term)) = current.await.map_err(map)? {
-                            let term = FencingToken(term as u64);
+                            let term = FencingToken(shared.amnesia.up(term) as u64);
                             status = status.with_leader(Some(LeaderStatus::new(value, term)));
                         }
                     }
@@ -162,7 +163,7 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                             HoldMode::Shared
                         };
                         let path = format!("{path}/{child}");
-                        let Some(entry) = hold(&client, path, mode, holding).await? else {
+                        let Some(entry) = hold(shared, &client, path, mode, holding).await? else {
                             continue;
                         };
                         if holding {
@@ -195,13 +196,17 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                         .with_permits(permits(&client, &leases_path, &names).await);
                     for (_, child) in leases {
                         let path = format!("{leases_path}/{child}");
-                        if let Some(entry) = hold(&client, path, HoldMode::Shared, true).await? {
+                        if let Some(entry) =
+                            hold(shared, &client, path, HoldMode::Shared, true).await?
+                        {
                             status.holders.push(entry);
                         }
                     }
                     for (_, child) in lined {
                         let path = format!("{path}/locks/{child}");
-                        if let Some(entry) = hold(&client, path, HoldMode::Shared, false).await? {
+                        if let Some(entry) =
+                            hold(shared, &client, path, HoldMode::Shared, false).await?
+                        {
                             status.waiters.push(entry);
                         }
                     }

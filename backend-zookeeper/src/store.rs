@@ -8,6 +8,7 @@ use std::time::Duration;
 use distsync_core::{Error, Result};
 use zookeeper_client as zk;
 
+use crate::amnesia::Amnesia;
 use crate::config::ZkConfig;
 use crate::error::map;
 use crate::BACKEND;
@@ -25,25 +26,52 @@ pub(crate) struct Shared {
     pub(crate) config: ZkConfig,
     /// The sessions this process opened, for `revoke_session`.
     sessions: Mutex<HashMap<u64, Weak<dyn OpenSession>>>,
+    /// Telling that the store forgot (see `src/amnesia.rs`).
+    pub(crate) amnesia: Amnesia,
 }
 
 impl Shared {
     /// Opens a ZooKeeper session of `timeout` (its own connection), logged in.
     pub(crate) async fn connect(&self, timeout: Duration) -> Result<zk::Client> {
+        self.open_client(timeout, false).await
+    }
+
+    /// As [`Shared::connect`], for a session the client leaves open as it is dropped
+    /// (it lasts `timeout` past the drop: the hold node's, see `src/amnesia.rs`).
+    pub(crate) async fn connect_detached(&self, timeout: Duration) -> Result<zk::Client> {
+        self.open_client(timeout, true).await
+    }
+
+    async fn open_client(&self, timeout: Duration, detached: bool) -> Result<zk::Client> {
         let connector = zk::Client::connector()
             .with_session_timeout(timeout)
             .with_connection_timeout(self.config.connect_timeout());
+        let connector = if detached {
+            connector.with_detached()
+        } else {
+            connector
+        };
         let connector = match self.config.digest() {
             Some(digest) => connector.with_auth("digest", &digest),
             None => connector,
         };
+        #[cfg(feature = "sasl")]
+        let connector = match self.config.sasl_login() {
+            Some((user, password)) => connector.with_sasl(zk::SaslOptions::digest_md5(
+                user.to_owned(),
+                password.to_owned(),
+            )),
+            None => connector,
+        };
+        #[cfg(feature = "tls")]
+        let connector = crate::tls::apply(connector, &self.config)?;
+        let servers = self.config.connect_string();
+        #[cfg(feature = "tls")]
+        let connecting = crate::tls::connect(connector, &self.config, &servers);
+        #[cfg(not(feature = "tls"))]
+        let connecting = connector.connect(&servers);
         let connect_timeout = self.config.connect_timeout();
-        match tokio::time::timeout(
-            connect_timeout,
-            connector.connect(&self.config.connect_string()),
-        )
-        .await
-        {
+        match tokio::time::timeout(connect_timeout, connecting).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(error)) => Err(match map(error) {
                 Error::Backend { source, .. } => Error::connection(BACKEND, source),
@@ -52,8 +80,12 @@ impl Shared {
             Err(_) => Err(Error::connection(
                 BACKEND,
                 format!(
-                    "no zookeeper session within {connect_timeout:?} (servers {})",
-                    self.config.connect_string()
+                    "no zookeeper session within {connect_timeout:?} (servers {servers}{})",
+                    if self.config.tls() {
+                        ", over TLS: a certificate either side refuses also ends here"
+                    } else {
+                        ""
+                    }
                 ),
             )),
         }
@@ -62,6 +94,7 @@ impl Shared {
     /// A store for `config`, with no session yet.
     pub(crate) fn new(config: ZkConfig) -> Self {
         Self {
+            amnesia: Amnesia::new(config.root(), config.max_session_ttl()),
             config,
             sessions: Mutex::new(HashMap::new()),
         }
@@ -84,5 +117,16 @@ impl Shared {
 
     pub(crate) fn unregister_session(&self, id: u64) {
         self.sessions().remove(&id);
+    }
+
+    /// Closes every session of this process (the store forgot them, see
+    /// `src/amnesia.rs`): each one's `lost()` fires.
+    pub(crate) async fn end_sessions(&self) {
+        let open: Vec<_> = self.sessions().values().filter_map(Weak::upgrade).collect();
+        for session in open {
+            if let Err(error) = session.close().await {
+                tracing::debug!(backend = BACKEND, %error, "closing a session the store forgot");
+            }
+        }
     }
 }

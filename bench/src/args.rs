@@ -50,6 +50,9 @@ pub struct Args {
     /// PostgreSQL URL.
     #[arg(long, env = "DISTSYNC_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+    /// ZooKeeper URL.
+    #[arg(long, env = "DISTSYNC_ZOOKEEPER_URL")]
+    pub zookeeper_url: Option<String>,
     /// Directory whose `BENCHMARKS.md` gets the tables (e.g. `docs`).
     /// Without it the tables go to standard output only.
     #[arg(long)]
@@ -58,9 +61,10 @@ pub struct Args {
     #[command(flatten)]
     pub plan: Plan,
     /// Run the regression guard instead of the report: a short cycle run on etcd,
-    /// Redis and PostgreSQL whose p50 ratios (distsync ÷ the raw sequence, distsync ÷
-    /// each peer) are compared with the committed baseline (see `--baseline`); exits
-    /// with 1 when one is worse by more than the noise allows. See `distsync_bench::guard`.
+    /// Redis and PostgreSQL (and ZooKeeper when `--backends` names it) whose p50 ratios
+    /// (distsync ÷ the raw sequence, distsync ÷ each peer) are compared with the
+    /// committed baseline (see `--baseline`); exits with 1 when one is worse by more
+    /// than the noise allows. See `distsync_bench::guard`.
     #[arg(long, conflicts_with = "write_baseline")]
     pub guard: bool,
     /// Measure as `--guard` does, `--repeat` times, and write the baseline file
@@ -228,6 +232,7 @@ impl Args {
                 BackendKind::Etcd => self.etcd_url.clone(),
                 BackendKind::Redis => self.redis_url.clone(),
                 BackendKind::Postgres => self.postgres_url.clone(),
+                BackendKind::Zookeeper => self.zookeeper_url.clone(),
             };
             given.ok_or_else(|| {
                 let variable = kind.url_variable().unwrap_or("its URL");

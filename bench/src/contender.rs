@@ -24,6 +24,14 @@ pub trait Cycler: Send {
     /// One acquire and release, uncontended.
     async fn cycle(&mut self) -> Result<()>;
 
+    /// The last cycle's duration as the implementation timed it itself, for one that
+    /// runs in another process (the Curator peer's JVM): the runner records it instead
+    /// of its own clock's, which would add the round trip to that process. `None` (the
+    /// default): the runner's clock.
+    fn own_time(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Releases what it holds (sessions, leases, connections).
     async fn close(self: Box<Self>) -> Result<()> {
         Ok(())

@@ -1,13 +1,13 @@
 //! # distsync-bench
 //!
-//! The benchmark program of distsync: per backend (memory, etcd, Redis, PostgreSQL) it
-//! measures the uncontended lock+unlock cycle beside the minimal raw store commands
-//! ([`raw`]) and peer lock libraries ([`peers`]), the contended hand-off with 1, 10 and
-//! 100 waiters, election leader changes, queue throughput and STM bank transfers,
-//! every backend at scale (up to 10,000 locks held and 1,000 waiting from one process,
-//! [`scale`]) and 64 clients each cycling its own lock against 64 raw clients
-//! ([`aggregate`]). It fills the tables of `docs/BENCHMARKS.md` ([`markdown`]); run it
-//! through `scripts/bench.sh`.
+//! The benchmark program of distsync: per backend (memory, etcd, Redis, PostgreSQL,
+//! ZooKeeper) it measures the uncontended lock+unlock cycle beside the minimal raw store
+//! commands ([`raw`]) and peer lock libraries ([`peers`], Curator's in a JVM of its own
+//! on ZooKeeper), the contended hand-off with 1, 10 and 100 waiters, election leader
+//! changes, queue throughput and STM bank transfers, every backend at scale (up to
+//! 10,000 locks held and 1,000 waiting from one process, [`scale`]) and 64 clients each
+//! cycling its own lock against 64 raw clients ([`aggregate`]). It fills the tables of
+//! `docs/BENCHMARKS.md` ([`markdown`]); run it through `scripts/bench.sh`.
 //!
 //! Every loop is bounded by a count and a time cap, and all traffic goes to the URLs
 //! given (the test servers on loopback).

@@ -165,6 +165,14 @@ pub async fn server_version(target: &Target) -> Option<String> {
             conn.close().await.ok()?;
             Some(format!("PostgreSQL {version} ({})", settings.join(", ")))
         }
+        // The backend's own description (the `srvr` four-letter command).
+        BackendKind::Zookeeper => {
+            let facts = target.coordinator.backend().describe_store().await.ok()?;
+            let version = facts
+                .into_iter()
+                .find_map(|(name, value)| (name == "zookeeper_version").then_some(value))?;
+            Some(format!("ZooKeeper {version}"))
+        }
         #[allow(unreachable_patterns)]
         _ => None,
     }

@@ -21,6 +21,8 @@ pub enum BackendKind {
     Redis,
     /// PostgreSQL.
     Postgres,
+    /// ZooKeeper.
+    Zookeeper,
 }
 
 impl BackendKind {
@@ -31,6 +33,7 @@ impl BackendKind {
             BackendKind::Etcd => "etcd",
             BackendKind::Redis => "redis",
             BackendKind::Postgres => "postgres",
+            BackendKind::Zookeeper => "zookeeper",
         }
     }
 
@@ -49,6 +52,7 @@ impl BackendKind {
             BackendKind::Etcd => Some("DISTSYNC_ETCD_URL"),
             BackendKind::Redis => Some("DISTSYNC_REDIS_URL"),
             BackendKind::Postgres => Some("DISTSYNC_POSTGRES_URL"),
+            BackendKind::Zookeeper => Some("DISTSYNC_ZOOKEEPER_URL"),
         }
     }
 }

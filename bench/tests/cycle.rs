@@ -49,6 +49,40 @@ mod cycle {
         assert_eq!(results[1].error.as_deref(), Some("boom"));
     }
 
+    /// A cycler in "another process": its own figure is a fixed 7 ms, far from what the
+    /// runner's clock sees.
+    struct SelfTimed;
+
+    #[async_trait]
+    impl Cycler for SelfTimed {
+        async fn cycle(&mut self) -> Result<()> {
+            Ok(())
+        }
+
+        fn own_time(&self) -> Option<std::time::Duration> {
+            Some(std::time::Duration::from_millis(7))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cycler_timing_itself_is_recorded_with_its_own_figures() {
+        let plan = Plan::from_args(&Args::parse_from([
+            "distsync-bench",
+            "--quick",
+            "--cycles",
+            "4",
+        ]));
+        let results = run(
+            vec![Contender::new("self-timed", Role::Peer, SelfTimed)],
+            &plan,
+        )
+        .await;
+        let summary = results[0].samples.summary().unwrap();
+        assert_eq!(summary.count, 4);
+        assert_eq!(summary.p50, std::time::Duration::from_millis(7));
+        assert_eq!(summary.p99, std::time::Duration::from_millis(7));
+    }
+
     #[tokio::test]
     async fn distsync_cycles_on_memory() {
         let coordinator = distsync::connect("memory://").await.unwrap();

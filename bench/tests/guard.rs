@@ -266,4 +266,14 @@ mod guard {
         assert!(Baseline::read(&path).unwrap_err().contains("parsing"));
         assert!(Baseline::read(&dir.path().join("missing.json")).is_err());
     }
+
+    #[test]
+    fn zookeeper_is_guarded_only_when_named() {
+        use distsync_bench::target::BackendKind;
+        for kind in [BackendKind::Etcd, BackendKind::Redis, BackendKind::Postgres] {
+            assert!(guarded_by_default(kind), "{kind}");
+        }
+        assert!(!guarded_by_default(BackendKind::Zookeeper));
+        assert!(!guarded_by_default(BackendKind::Memory));
+    }
 }

@@ -245,6 +245,10 @@ pub(crate) enum Command {
     /// since=<unix time> key=<key>`. Exit 1 when nobody holds it.
     #[command(after_help = BREAK_AFTER_HELP)]
     Break(BreakArgs),
+    /// Ask the holder of the lock NAME to release it (cooperative revocation: nothing is
+    /// taken away; a `distsync lock --revocable` holder stops its CMD), print `asked
+    /// NAME token=<token> key=<key>`. Exit 1 when nobody holds it.
+    Revoke(RevokeArgs),
     /// Print a completion script for SHELL to standard output (no backend needed), e.g.
     /// `distsync completions bash > /etc/bash_completion.d/distsync`.
     Completions {
@@ -273,6 +277,7 @@ impl Command {
             Command::StmBank(args) => vec![format!("{}/0", args.prefix)],
             Command::Interactive(args) => vec![args.name.clone()],
             Command::Break(args) => vec![args.name.clone()],
+            Command::Revoke(args) => vec![args.name.clone()],
             Command::Migrate(_)
             | Command::Status(_)
             | Command::Completions { .. }
@@ -323,6 +328,17 @@ pub(crate) struct LockArgs {
     /// How long to wait for the lock.
     #[command(flatten)]
     pub wait: WaitArgs,
+    /// After a holder lost the lock without releasing it (crashed, cut off, expired),
+    /// withhold the next grant for DURATION (`1500ms`, `5s`, `1m`, or bare
+    /// milliseconds), for a CMD whose resource cannot check DISTSYNC_FENCING_TOKEN.
+    /// Every process locking NAME should pass the same value.
+    #[arg(long, value_name = "DURATION", value_parser = duration::timeout)]
+    pub lock_delay: Option<Duration>,
+    /// Let go when asked: when someone asks for the lock back (`distsync revoke NAME`),
+    /// send CMD SIGTERM (without CMD: release the lock and exit 0). The lock stays
+    /// held until CMD exits.
+    #[arg(long)]
+    pub revocable: bool,
     /// The command to run while holding the lock, after `--`. It gets DISTSYNC_LOCK_KEY
     /// and DISTSYNC_FENCING_TOKEN in its environment.
     #[arg(last = true, value_name = "CMD")]
@@ -731,6 +747,13 @@ pub(crate) struct BreakArgs {
     pub name: String,
 }
 
+/// `distsync revoke`.
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    /// The lock's name.
+    pub name: String,
+}
+
 /// `distsync status`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -796,8 +819,23 @@ mod tests {
                 assert_eq!(args.command, ["sh", "-c", "x"]);
                 assert_eq!(args.wait.timeout, None);
                 assert!(!args.wait.no_wait);
+                assert_eq!(args.lock_delay, None);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lock_takes_a_lock_delay_and_refuses_a_bad_one() {
+        let cli = Cli::try_parse_from(["distsync", "lock", "a", "--lock-delay", "5s", "--", "x"])
+            .unwrap();
+        match cli.command {
+            Command::Lock(args) => assert_eq!(args.lock_delay, Some(Duration::from_secs(5))),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0s", "-1s", "5 s", "2d"] {
+            let refused = Cli::try_parse_from(["distsync", "lock", "a", "--lock-delay", bad]);
+            assert!(refused.is_err(), "{bad}");
         }
     }
 

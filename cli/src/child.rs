@@ -27,6 +27,9 @@ pub(crate) struct Stop {
     pub health: HealthWatch,
     /// SIGTERM comes this long before the deadline once renewals fail.
     pub grace: Duration,
+    /// Resolves when someone asked for the hold back (`lock --revocable`): CMD gets
+    /// SIGTERM, and no SIGKILL, since the hold is still valid while it winds down.
+    pub requested: Option<futures::future::BoxFuture<'static, ()>>,
 }
 
 /// How CMD's run ended.
@@ -98,7 +101,10 @@ pub(crate) async fn run(
         mut lost,
         mut health,
         grace,
+        requested,
     } = stop;
+    let mut requested = requested.unwrap_or_else(|| Box::pin(std::future::pending()));
+    let mut requested_seen = false;
     // The last known client-side deadline.
     let mut deadline = health.current().valid_until().map(Instant::from_std);
     let mut lost_seen = false;
@@ -163,6 +169,13 @@ pub(crate) async fn run(
                     "session renewals are failing: sending the command SIGTERM before the deadline"
                 );
                 terminate(&mut child, Interrupt::Terminate);
+            }
+            () = &mut requested, if !requested_seen => {
+                requested_seen = true;
+                if !stopping && !interrupted {
+                    tracing::warn!("release requested: sending the command SIGTERM");
+                    terminate(&mut child, Interrupt::Terminate);
+                }
             }
             signal = interrupts.recv() => {
                 if interrupted || lost_seen || stopping {

@@ -107,17 +107,45 @@ pub(crate) async fn keep(
     grace: Duration,
     interrupts: &mut Interrupts,
 ) -> Result<u8, Failure> {
+    keep_revocable(name, hold, command, grace, interrupts, None).await
+}
+
+/// [`keep`], also ending the hold when `requested` resolves (someone asked for it
+/// back, `lock --revocable`): CMD gets SIGTERM and its exit code is returned as usual;
+/// without CMD, the hold is released and the exit code is 0.
+///
+/// # Errors
+/// As [`keep`].
+pub(crate) async fn keep_revocable(
+    name: &Name,
+    hold: Hold,
+    command: &[OsString],
+    grace: Duration,
+    interrupts: &mut Interrupts,
+    requested: Option<futures::future::BoxFuture<'static, ()>>,
+) -> Result<u8, Failure> {
     say!("{name} {}", hold.describe());
     let code = if command.is_empty() {
+        let requested = async move {
+            match requested {
+                Some(requested) => requested.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = interrupts.recv() => exit::INTERRUPTED,
             () = hold.lost() => return Err(Failure::session_lost("while holding the lock")),
+            () = requested => {
+                tracing::warn!("release requested: releasing the lock");
+                exit::OK
+            }
         }
     } else {
         let stop = Stop {
             lost: hold.lost(),
             health: hold.session().health_watch(),
             grace,
+            requested,
         };
         match child::run(command, &hold.env(), None, stop, interrupts).await {
             Ok(ChildEnd::Exited(code)) => code,

@@ -218,3 +218,48 @@ fn write_locks_and_semaphores_give_up_too() {
         }
     }
 }
+
+/// `--lock-delay`: after a holder is killed (SIGKILL, no release), the next `distsync
+/// lock` with the same delay is granted no sooner than the delay after the kill; after
+/// its clean release the one after it is granted at once.
+#[test]
+fn lock_delay_withholds_the_grant_after_a_kill_only() {
+    const DELAY: Duration = Duration::from_secs(3);
+    for server in servers() {
+        let name = unique("lock-delay");
+        let url = Some(server.url.as_str());
+        let delayed = ["--ttl", "2", "lock", &name, "--lock-delay", "3s", "--"];
+        let holder_args = [&delayed[..], &["sh", "-c", WAIT_FOR_A_LINE]].concat();
+        let mut holder = Proc::spawn(url, &holder_args);
+        let held = holder.expect(&format!("{name} key="));
+        let killed = Instant::now();
+        holder.signal(libc::SIGKILL);
+
+        let next_args = [&delayed[..], &["true"]].concat();
+        let mut next = Proc::spawn(url, &next_args);
+        let granted = next.expect(&format!("{name} key="));
+        let took = killed.elapsed();
+        assert!(
+            took >= DELAY,
+            "{}: granted {took:?} after the kill, inside the lock-delay",
+            server.label
+        );
+        assert!(
+            number(&granted, "token") > number(&held, "token"),
+            "{}: {held} then {granted}",
+            server.label
+        );
+        assert_eq!(next.wait(), 0, "{}: {}", server.label, next.stderr());
+
+        let asked = Instant::now();
+        let (code, lines, stderr) = run(url, &next_args);
+        assert_eq!(code, 0, "{}: {stderr}", server.label);
+        assert!(lines[0].starts_with(&format!("{name} key=")), "{lines:?}");
+        assert!(
+            asked.elapsed() < DELAY,
+            "{}: granted {:?} after a clean release",
+            server.label,
+            asked.elapsed()
+        );
+    }
+}

@@ -123,6 +123,8 @@ pub enum Need {
     BreakLock,
     /// [`Capabilities::queue_age`].
     QueueAge,
+    /// [`Capabilities::release_request`].
+    ReleaseRequest,
 }
 
 impl Need {
@@ -145,6 +147,7 @@ impl Need {
             Self::Latch => capabilities.latch,
             Self::BreakLock => capabilities.break_lock,
             Self::QueueAge => capabilities.queue_age,
+            Self::ReleaseRequest => capabilities.release_request,
         }
     }
 
@@ -170,6 +173,7 @@ impl Need {
             Self::Latch => "latch",
             Self::BreakLock => "break_lock",
             Self::QueueAge => "queue_age",
+            Self::ReleaseRequest => "release_request",
         }
     }
 }

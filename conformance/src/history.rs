@@ -2,7 +2,8 @@
 //!
 //! A mixed-fault case records what its clients saw (a lock call started, a grant with
 //! its fencing token, a release, a `lost()`, a kill) and what the harness did to them
-//! (a pause, a partition, and their ends), each at a monotonic instant, in a
+//! (a pause, a partition, and their ends) or to the store's server (a restart: stopped,
+//! then answering again, recorded for [`SERVER`]), each at a monotonic instant, in a
 //! [`Recorder`]. [`check`] then judges the [`Event`]s alone: it never calls the
 //! backend, so it is independent of the code under test, as Jepsen's checkers are.
 //!
@@ -30,14 +31,23 @@
 //!   higher token; its holder learns `lost()` before it can act, and the tokens
 //!   order the two grants.
 //!
+//! A restart of the store's server is a fault of every client at once, but it excuses
+//! nothing: a hold across a restart ends only where its holder releases, observes
+//! `lost()` or is killed. A restart may end every session (a store that forgets) or
+//! none (one that keeps its leases); either way no one else may be granted before the
+//! holder has learned that it lost its hold, which is what a store that claims holds
+//! exclusive across a restart gives (a lock-delay after it forgot, or its kept
+//! sessions). A partition or pause of the holder during the same hold still ends it
+//! where that fault started, as above.
+//!
 //! # What is checked
 //! - **Exclusion**: at no instant are more than `capacity` holds (one for a lock)
 //!   live, with the holds cut as above.
 //! - **Tokens**: a grant that completed before another grant's lock call started has
 //!   a strictly smaller fencing token (grant order by real time; calls that overlap
 //!   in time may be ordered either way), and no two grants share a token.
-//! - **Liveness**: once the last fault has healed, some client is granted within a
-//!   bound.
+//! - **Liveness**: once the last fault has healed (a restart: once the server answers
+//!   again), some client is granted within a bound.
 //!
 //! Instants are taken in the recording process; a holder in a child process is
 //! recorded when its parent reads what it said, so its grant is recorded a pipe's
@@ -70,7 +80,16 @@ pub(crate) enum Kind {
     Cut,
     /// Its partition healed.
     Heal,
+    /// The store's server began to stop, for a restart (recorded for [`SERVER`]: a
+    /// fault of every client at once).
+    ServerStop,
+    /// The restarted server answers again (recorded for [`SERVER`]).
+    ServerStart,
 }
+
+/// The client a restart of the store's server is recorded for: it is no client, and
+/// the checker applies its events to every client.
+pub(crate) const SERVER: usize = usize::MAX;
 
 /// One recorded event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +104,9 @@ pub(crate) struct Event {
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.client == SERVER {
+            return write!(f, "{:.3}s server {:?}", self.at.as_secs_f64(), self.kind);
+        }
         write!(
             f,
             "{:.3}s c{} {:?}",
@@ -119,6 +141,12 @@ impl Recorder {
         let at = self.start.elapsed();
         events.push(Event { at, client, kind });
         at
+    }
+
+    /// The instant now, since the start, on the clock of the recorded events (for a
+    /// record kept beside the history, as a queue's receipts).
+    pub(crate) fn now(&self) -> Duration {
+        self.start.elapsed()
     }
 
     /// The events so far.
@@ -162,6 +190,8 @@ pub(crate) struct Hold {
     pub(crate) ended_by: Ending,
     /// The parts of the hold outside the holder's pauses.
     pub(crate) live: Vec<(Duration, Duration)>,
+    /// Whether a restart of the store's server began during the hold.
+    pub(crate) across_restart: bool,
 }
 
 /// How a hold ended.
@@ -290,11 +320,18 @@ const MAX_REPORTED: usize = 10;
 pub(crate) fn check(events: &[Event], rules: &Rules) -> Verdict {
     let mut verdict = Verdict::default();
     let end = events.last().map_or(Duration::ZERO, |event| event.at);
-    let mut clients: Vec<usize> = events.iter().map(|event| event.client).collect();
+    let mut clients: Vec<usize> = events
+        .iter()
+        .map(|event| event.client)
+        .filter(|&client| client != SERVER)
+        .collect();
     clients.sort_unstable();
     clients.dedup();
     for client in clients {
-        let mine = events.iter().filter(|event| event.client == client);
+        // A restart is every client's: its events go into each client's history.
+        let mine = events
+            .iter()
+            .filter(|event| event.client == client || event.client == SERVER);
         holds_of(client, mine, end, &mut verdict);
     }
     verdict
@@ -318,6 +355,8 @@ struct Open {
     live: Vec<(Duration, Duration)>,
     /// The start of the first pause or partition during the hold.
     fault: Option<Duration>,
+    /// Whether a restart began during the hold.
+    across_restart: bool,
 }
 
 impl Open {
@@ -339,6 +378,7 @@ impl Open {
             end,
             ended_by,
             live,
+            across_restart: self.across_restart,
         }
     }
 }
@@ -379,6 +419,7 @@ fn holds_of<'a>(
                     since: (!paused).then_some(at),
                     live: Vec::new(),
                     fault: std::mem::take(&mut call_faulted).then_some(at),
+                    across_restart: false,
                 });
             }
             Kind::Pause => {
@@ -405,6 +446,14 @@ fn holds_of<'a>(
                 }
             }
             Kind::Heal => cut = false,
+            // A restart excuses nothing (see the module docs): the hold goes on until
+            // its holder releases, observes lost() or is killed.
+            Kind::ServerStop => {
+                if let Some(hold) = open.as_mut() {
+                    hold.across_restart = true;
+                }
+            }
+            Kind::ServerStart => {}
             Kind::Release | Kind::Lost | Kind::Killed => {
                 let Some(hold) = open.take() else { continue };
                 let (end, ended_by) = match (event.kind, hold.fault) {
@@ -720,6 +769,72 @@ mod tests {
             only(&check(&acted, &LOCK)),
             Violation::Overlap { .. }
         ));
+    }
+
+    #[test]
+    fn a_holder_across_a_restart_must_see_lost_before_a_new_grant() {
+        // c0 learns of the restart only after c1 is granted: two holders.
+        let late = history(&[
+            (0, 0, Grant(1)),
+            (10, SERVER, ServerStop),
+            (20, SERVER, ServerStart),
+            (25, 1, Invoke),
+            (26, 1, Grant(2)),
+            (30, 0, Lost),
+            (40, 1, Release),
+        ]);
+        match only(&check(&late, &LOCK)) {
+            Violation::Overlap { at, holds } => {
+                assert_eq!(*at, ms(26));
+                assert!(holds.iter().any(|hold| hold.across_restart));
+            }
+            other => panic!("{other}"),
+        }
+        // c0 learns first: its hold ends at its lost(), not at the restart.
+        let early = history(&[
+            (0, 0, Grant(1)),
+            (10, SERVER, ServerStop),
+            (20, SERVER, ServerStart),
+            (22, 0, Lost),
+            (25, 1, Invoke),
+            (26, 1, Grant(2)),
+            (40, 1, Release),
+        ]);
+        let verdict = check(&early, &LOCK);
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        assert_eq!(verdict.holds.len(), 2, "the server is no client");
+        assert_eq!(verdict.holds[0].end, ms(22));
+        assert_eq!(verdict.holds[0].ended_by, Ending::Lost);
+        assert!(verdict.holds[0].across_restart);
+        assert!(!verdict.holds[1].across_restart);
+    }
+
+    #[test]
+    fn a_holder_cut_off_before_a_restart_ends_at_the_cut() {
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (5, 0, Cut),
+            (10, SERVER, ServerStop),
+            (20, SERVER, ServerStart),
+            (26, 1, Grant(2)),
+            (30, 0, Lost),
+            (35, 0, Heal),
+            (40, 1, Release),
+        ]);
+        let verdict = check(&events, &LOCK);
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        assert_eq!(verdict.holds[0].ended_by, Ending::LostAfterFault);
+        assert_eq!(verdict.holds[0].end, ms(5));
+    }
+
+    #[test]
+    fn a_restart_is_shown_as_the_servers() {
+        let event = Event {
+            at: ms(1500),
+            client: SERVER,
+            kind: ServerStop,
+        };
+        assert_eq!(event.to_string(), "1.500s server ServerStop");
     }
 
     #[test]

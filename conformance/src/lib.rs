@@ -92,9 +92,11 @@ pub mod matrix;
 mod out_of_tree;
 mod outcome;
 mod profile;
+mod queue_history;
 pub mod reachability;
 mod rng;
 mod status;
+mod stm_history;
 mod suite;
 mod testing;
 
@@ -116,4 +118,4 @@ pub use profile::{controls_server, Profile, UnknownProfile};
 pub use reachability::StoreTrouble;
 pub use status::{check_counter_status, check_status};
 pub use suite::{run_suite, run_suite_bounded, run_suite_in};
-pub use testing::{run_test, run_tests, run_with, server_url, ExtraTest};
+pub use testing::{run_test, run_tests, run_with, server_url, ExtraTest, CASES_ELSEWHERE_VAR};

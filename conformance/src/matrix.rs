@@ -34,7 +34,7 @@ pub struct RunInfo {
 type Flag = (&'static str, fn(&Capabilities) -> bool);
 
 /// The primitives a store may offer, as [`Capabilities`] names them.
-const OFFERS: [Flag; 17] = [
+const OFFERS: [Flag; 18] = [
     ("lock", |c| c.lock),
     ("election", |c| c.election),
     ("rwlock", |c| c.rwlock),
@@ -52,6 +52,7 @@ const OFFERS: [Flag; 17] = [
     ("rate_limiter", |c| c.rate_limiter),
     ("break_lock", |c| c.break_lock),
     ("queue_age", |c| c.queue_age),
+    ("release_request", |c| c.release_request),
 ];
 
 /// The guarantees a store may claim, as [`Capabilities`] names them.

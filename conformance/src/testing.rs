@@ -122,6 +122,13 @@ fn register_test_launcher() {
     }
 }
 
+/// The environment variable that leaves the suite's cases out of a conformance test
+/// binary ([`run_tests`]), which then runs its extra tests and the child-process entry
+/// point only. CI sets it for `cargo test` because its conformance step runs the same
+/// cases against the same servers through the runner (and compares the matrix), so
+/// each case runs once per CI run; a user's `cargo test` runs them all.
+pub const CASES_ELSEWHERE_VAR: &str = "DISTSYNC_CASES_IN_RUNNER";
+
 /// A test of a backend crate's conformance binary beyond the suite: its name and a
 /// function that panics on failure (see [`run_tests`]).
 pub type ExtraTest = (&'static str, fn());
@@ -129,7 +136,8 @@ pub type ExtraTest = (&'static str, fn());
 /// The `main` of a backend crate's conformance test binary (a `[[test]]` target with
 /// `harness = false`; use [`crate::conformance_tests!`]): one test per case of
 /// [`CASES`], generated from that list, each run with [`run_test`] against the harness
-/// `factory` makes; the `extra` tests; and the ignored test `conformance_child`, the
+/// `factory` makes (none when [`CASES_ELSEWHERE_VAR`] is set); the `extra` tests; and the
+/// ignored test `conformance_child`, the
 /// entry point of the child-process holders of the fault cases (see
 /// [`crate::faults::child`]), which re-run the binary with only that test and get
 /// their backend from the same `factory`.
@@ -147,8 +155,16 @@ where
     H: Into<Harness>,
 {
     let arguments = Arguments::from_args();
+    let cases_here = std::env::var_os(CASES_ELSEWHERE_VAR).is_none_or(|value| value.is_empty());
+    if !cases_here {
+        eprintln!(
+            "{CASES_ELSEWHERE_VAR} is set: the suite's cases are left to the conformance \
+             runner; this binary runs its extra tests only"
+        );
+    }
     let mut trials: Vec<Trial> = CASES
         .iter()
+        .filter(|_| cases_here)
         .map(|case| {
             Trial::test(case.id, move || {
                 run_test(case.id, factory);

@@ -82,6 +82,38 @@ pub trait Backend: Send + Sync + 'static {
         Ok(Some(hold))
     }
 
+    /// Asks the holder of the lock `name` to release it (see [`crate::revocation`]) and
+    /// returns the hold asked, or `None` when nobody holds it (nothing is recorded).
+    ///
+    /// The default is the portable protocol: the holder's fencing token read from
+    /// [`Backend::status`], raised into the lock's request counter
+    /// ([`crate::revocation::request_by_counter`]); the guards a
+    /// [`Coordinator`](crate::Coordinator) hands out watch that counter. A backend with a
+    /// native protocol (ZooKeeper: Curator's `__REVOKE__`) overrides this and gives its
+    /// lock guards their own watch.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] without [`Capabilities::release_request`];
+    /// [`crate::Error::InvalidName`] for a name too long for its request counter; the
+    /// store's error.
+    ///
+    /// # Cancel safety
+    /// Dropped part-way, the request was made or it was not; repeating it is harmless.
+    async fn request_release(
+        &self,
+        name: &Name,
+    ) -> Result<Option<crate::revocation::ReleaseRequest>> {
+        if !self.capabilities().release_request {
+            return Err(crate::Error::unsupported(
+                self.capabilities().backend,
+                "release requests",
+            ));
+        }
+        let counter = self.counter(crate::revocation::request_counter_name(name)?)?;
+        let report = self.status(name.as_str()).await?;
+        crate::revocation::request_by_counter(&report, name, counter.as_ref()).await
+    }
+
     /// A mutex named `name`, held through `session`.
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>>;
 

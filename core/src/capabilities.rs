@@ -83,6 +83,11 @@ pub struct Capabilities {
     /// `max_session_ttl`), which holds holds, not data: queue items and STM keys are
     /// `survives_restart`'s.
     pub exclusive_across_restart: bool,
+    /// The URL takes `max_session_ttl=`: a bound on session TTLs that turns on the
+    /// lock-delay after the store forgets (sessions above it refused; see
+    /// [`crate::raw::check_session_ttl`]), with which the backend declares
+    /// `exclusive_across_restart`.
+    pub session_bound: bool,
     /// Reads and grants are linearizable.
     pub linearizable: bool,
     /// What was acknowledged survives the store failing over to a replica (etcd: a
@@ -112,6 +117,10 @@ pub struct Capabilities {
     /// clock; `false` where the store has no clock a client can write with (etcd) or
     /// the key layout has no place for it (Go's recipes).
     pub queue_age: bool,
+    /// [`crate::Coordinator::request_release`] and
+    /// [`crate::LockGuard::release_requested`]: cooperative revocation, a holder told
+    /// that someone asked for its lock back (see [`crate::revocation`]).
+    pub release_request: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,
 }
@@ -142,6 +151,7 @@ impl Capabilities {
             reliable_delivery: false,
             survives_restart: false,
             exclusive_across_restart: false,
+            session_bound: false,
             linearizable: false,
             survives_failover: false,
             counter: false,
@@ -149,6 +159,7 @@ impl Capabilities {
             break_lock: false,
             queue_age: false,
             rate_limiter: false,
+            release_request: false,
             min_session_ttl: Duration::from_secs(1),
         }
     }
@@ -179,6 +190,7 @@ impl Capabilities {
             reliable_delivery: true,
             survives_restart: true,
             exclusive_across_restart: true,
+            session_bound: true,
             linearizable: true,
             survives_failover: true,
             counter: true,
@@ -186,6 +198,7 @@ impl Capabilities {
             break_lock: true,
             queue_age: true,
             rate_limiter: true,
+            release_request: true,
             min_session_ttl,
         }
     }
@@ -277,6 +290,7 @@ flag_setters! {
     reliable_delivery => with_reliable_delivery,
     survives_restart => with_survives_restart,
     exclusive_across_restart => with_exclusive_across_restart,
+    session_bound => with_session_bound,
     linearizable => with_linearizable,
     survives_failover => with_survives_failover,
     counter => with_counter,
@@ -284,6 +298,7 @@ flag_setters! {
     break_lock => with_break_lock,
     queue_age => with_queue_age,
     rate_limiter => with_rate_limiter,
+    release_request => with_release_request,
 }
 
 #[cfg(test)]
@@ -319,13 +334,15 @@ mod tests {
             .with_reliable_delivery(true)
             .with_survives_restart(true)
             .with_exclusive_across_restart(true)
+            .with_session_bound(true)
             .with_linearizable(true)
             .with_survives_failover(true)
             .with_counter(true)
             .with_latch(true)
             .with_break_lock(true)
             .with_queue_age(true)
-            .with_rate_limiter(true);
+            .with_rate_limiter(true)
+            .with_release_request(true);
         assert_eq!(built, Capabilities::all("test", ttl));
     }
 }

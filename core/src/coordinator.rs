@@ -158,10 +158,49 @@ impl Coordinator {
     /// Handles are cheap to clone (an `Arc`) and can be shared across tasks; two tasks
     /// locking through one handle (one session) take turns.
     pub fn locker(&self, session: &Session, name: &str) -> Result<Arc<dyn Locker>> {
+        let inner = self.backend.locker(session, Name::new(name)?)?;
         Ok(Arc::new(InstrumentedLocker {
             backend: self.backend_name(),
-            inner: self.backend.locker(session, Name::new(name)?)?,
+            inner: Box::new(crate::revocable::RevocableLocker::new(
+                self.backend.as_ref(),
+                inner,
+            )),
         }))
+    }
+
+    /// [`Coordinator::locker`] with `options`: with a
+    /// [lock-delay](crate::lock_delay), a grant that follows a holder's loss (a crash,
+    /// a partition, an expiry) is withheld for the delay, for resources that cannot
+    /// check fencing tokens. `lock`, `lock_timeout` and `try_lock` all honour it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// use std::time::Duration;
+    /// use distsync_core::lock_delay::LockOptions;
+    /// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+    /// let session = coordinator.session().await?;
+    /// let options = LockOptions::new().lock_delay(Duration::from_secs(5));
+    /// let guard = coordinator.locker_with(&session, "devices/printer", options)?.lock().await?;
+    /// guard.unlock().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Coordinator::locker`]; with a lock-delay, [`Error::InvalidName`] for a name
+    /// longer than 234 bytes (its record needs the room) and [`Error::Unsupported`]
+    /// where the backend has no [`Counter`](crate::Counter).
+    pub fn locker_with(
+        &self,
+        session: &Session,
+        name: &str,
+        options: crate::lock_delay::LockOptions,
+    ) -> Result<Arc<dyn Locker>> {
+        crate::lock_delay::wrap(
+            self.locker(session, name)?,
+            |record| Ok(Arc::from(self.backend.counter(record)?)),
+            options,
+            self.backend_name(),
+        )
     }
 
     /// A [`MultiLocker`](crate::multi_lock::MultiLocker) over `names`: all or nothing,

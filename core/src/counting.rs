@@ -15,9 +15,24 @@ impl Coordinator {
     /// The shared counter `name` (see [`crate::counter`]). No I/O.
     ///
     /// # Errors
-    /// [`crate::Error::InvalidName`] for a bad name; [`crate::Error::Unsupported`] where the backend
+    /// [`crate::Error::InvalidName`] for a bad name, one ending in
+    /// `/`[`crate::lock_delay::RECORD_SEGMENT`] or
+    /// `/`[`crate::revocation::REQUEST_SEGMENT`];
+    /// [`crate::Error::Unsupported`] where the backend
     /// has no counter.
     pub fn counter(&self, name: &str) -> Result<Arc<dyn Counter>> {
+        if crate::lock_delay::is_reserved(name) {
+            return Err(crate::Error::InvalidName {
+                name: name.to_owned(),
+                reason: "is reserved for lock-delay records",
+            });
+        }
+        if crate::revocation::is_reserved(name) {
+            return Err(crate::Error::InvalidName {
+                name: name.to_owned(),
+                reason: "is reserved for release requests",
+            });
+        }
         Ok(Arc::from(self.backend().counter(Name::new(name)?)?))
     }
 }

@@ -33,6 +33,43 @@ pub type ReleaseFn = Box<dyn FnOnce() -> BoxFuture<'static, Result<()>> + Send +
 /// happened before it was started.
 pub type LossWatchFn = Box<dyn FnOnce(CancellationToken) + Send + Sync>;
 
+/// A step run before the release step, and only when the hold is released while not
+/// known to be lost (see [`LockGuard`]'s `before_clean_release`): what the lock-delay
+/// wrapper uses to record a clean release before the store frees the lock.
+pub(crate) type CleanReleaseFn = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A backend's (or the core's portable) watch for release requests on a lock guard
+/// (see [`crate::revocation`]): started the first time the guard's
+/// `release_requested()` is used, with the token to cancel when a request for this
+/// hold arrives and the guard's own token, cancelled when the hold ends (released,
+/// dropped or lost), at which point the watch stops.
+pub type ReleaseRequestWatchFn =
+    Box<dyn FnOnce(CancellationToken, CancellationToken) + Send + Sync>;
+
+/// A lock guard's release-request state: the requested signal and the watch that
+/// cancels it, started on first use.
+struct RequestWatch {
+    requested: CancellationToken,
+    start: std::sync::Mutex<Option<ReleaseRequestWatchFn>>,
+}
+
+impl RequestWatch {
+    /// The requested token, starting the watch the first time.
+    fn requested(&self, ended: &CancellationToken) -> CancellationToken {
+        let start = self
+            .start
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(start) = start {
+            if !ended.is_cancelled() {
+                start(self.requested.clone(), ended.clone());
+            }
+        }
+        self.requested.clone()
+    }
+}
+
 /// What every guard shares: the store key, the session, the lost signal, the release.
 pub(crate) struct Held {
     key: String,
@@ -42,6 +79,8 @@ pub(crate) struct Held {
     gate: Option<OwnedMutexGuard<()>>,
     /// Started (once) by the first `lost()`/`is_lost()`; see [`LossWatchFn`].
     loss_watch: std::sync::Mutex<Option<LossWatchFn>>,
+    /// Run before `release` when the hold ends while not known lost.
+    before_clean_release: Option<CleanReleaseFn>,
 }
 
 impl Held {
@@ -53,6 +92,7 @@ impl Held {
             release: Some(release),
             gate: None,
             loss_watch: std::sync::Mutex::new(None),
+            before_clean_release: None,
         }
     }
 
@@ -129,6 +169,12 @@ impl Held {
         }
     }
 
+    /// Runs `step` before the release step when the hold is released (by `unlock()`
+    /// or a drop) while not known to be lost; never when it is.
+    pub(crate) fn set_before_clean_release(&mut self, step: CleanReleaseFn) {
+        self.before_clean_release = Some(step);
+    }
+
     /// Runs the release step and waits for it; reports `SessionLost` if the hold had
     /// already ended. A caller that stops waiting (a timeout
     /// around `unlock()`) does not stop it: the rest of the release is handed to a
@@ -137,12 +183,16 @@ impl Held {
     /// released it. A release waited for to the end runs inline (no task).
     pub(crate) async fn release(mut self) -> Result<()> {
         let was_lost = self.known_lost();
+        let before = self.before_clean_release.take().filter(|_| !was_lost);
         let release = self.release.take();
         let gate = self.gate.take();
         let lost = self.lost.clone();
         let mut pending = DetachOnDrop {
             key: std::mem::take(&mut self.key),
             release: Some(Box::pin(async move {
+                if let Some(before) = before {
+                    before().await;
+                }
                 let result = match release {
                     Some(release) => release().await,
                     None => Ok(()),
@@ -195,6 +245,11 @@ impl Drop for DetachOnDrop {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        // Whether the hold ends cleanly is decided before the guard's own signal fires.
+        let before = self
+            .before_clean_release
+            .take()
+            .filter(|_| !self.known_lost());
         self.lost.cancel();
         let Some(release) = self.release.take() else {
             return;
@@ -205,6 +260,9 @@ impl Drop for Held {
         drop(DetachOnDrop {
             key: std::mem::take(&mut self.key),
             release: Some(Box::pin(async move {
+                if let Some(before) = before {
+                    before().await;
+                }
                 let result = release().await;
                 drop(gate);
                 result
@@ -354,6 +412,7 @@ pub struct LockGuard {
     pub(crate) held: Held,
     token: FencingToken,
     guarded: Option<std::sync::Arc<dyn GuardedWrite>>,
+    release_request: Option<RequestWatch>,
 }
 
 impl fmt::Debug for LockGuard {
@@ -379,7 +438,94 @@ impl LockGuard {
             held: Held::new(key, session, release),
             token,
             guarded: None,
+            release_request: None,
         }
+    }
+
+    /// Lets [`LockGuard::release_requested`] learn of release requests through
+    /// `watch`. For backends with a native protocol (ZooKeeper: Curator's
+    /// `__REVOKE__`), and for the core's portable default.
+    #[doc(hidden)]
+    pub fn with_release_request_watch(mut self, watch: ReleaseRequestWatchFn) -> Self {
+        self.release_request = Some(RequestWatch {
+            requested: CancellationToken::new(),
+            start: std::sync::Mutex::new(Some(watch)),
+        });
+        self
+    }
+
+    /// Whether a release-request watch is attached (the backend's own, which the
+    /// portable default must not replace).
+    pub(crate) fn has_release_request_watch(&self) -> bool {
+        self.release_request.is_some()
+    }
+
+    /// Resolves when someone asked for this lock back
+    /// ([`Coordinator::request_release`](crate::Coordinator::request_release),
+    /// `distsync revoke NAME`, or Curator's `Revoker.attemptRevoke` on ZooKeeper). It is
+    /// a request, not a break: nothing is taken away; the holder decides when to
+    /// [`unlock`](Self::unlock). See [`crate::revocation`] for the semantics and how
+    /// soon a request is seen.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+    /// let session = coordinator.session().await?;
+    /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+    /// let requested = guard.release_requested();
+    /// assert!(coordinator.request_release("jobs/nightly").await?.is_some());
+    /// tokio::select! {
+    ///     asked = requested => asked?, // finish up, then let go
+    ///     () = std::future::pending::<()>() => {} // ... the work ...
+    /// }
+    /// guard.unlock().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The future is `'static` and may be created any number of times: every one
+    /// resolves once a request for this hold has arrived (at once if one already has).
+    /// It stays pending once the hold ends without a request.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] (at once) when the guard has no way to learn of requests:
+    /// a guard made by a backend directly rather than through a
+    /// [`Coordinator`](crate::Coordinator), or a backend without
+    /// [`crate::Capabilities::release_request`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping it loses nothing; a request that arrives meanwhile is
+    /// kept and resolves the next call.
+    pub fn release_requested(
+        &self,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let requested = match &self.release_request {
+            Some(watch) => Ok(watch.requested(self.held.lost_token())),
+            None => Err(Error::unsupported(
+                self.session().backend(),
+                "release requests on this guard",
+            )),
+        };
+        async move {
+            requested?.cancelled_owned().await;
+            Ok(())
+        }
+    }
+
+    /// Whether a release request for this hold has arrived (starting the watch, as
+    /// [`Self::release_requested`] does, when it is not yet running); `false` on a
+    /// guard without a watch.
+    pub fn is_release_requested(&self) -> bool {
+        self.release_request
+            .as_ref()
+            .is_some_and(|watch| watch.requested(self.held.lost_token()).is_cancelled())
+    }
+
+    /// Runs `step` before the store releases this lock, when it is released (by
+    /// [`Self::unlock`] or a drop) while not known to be lost. For the lock-delay
+    /// wrapper ([`crate::lock_delay`]).
+    pub(crate) fn before_clean_release(mut self, step: CleanReleaseFn) -> Self {
+        self.held.set_before_clean_release(step);
+        self
     }
 
     /// Lets [`LockGuard::put_if_held`] write through `guarded`. For backends.

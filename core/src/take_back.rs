@@ -1,10 +1,12 @@
-//! [`Coordinator::break_lock`]: ending another process's hold of a lock, by ending its
-//! session in the store (see [`crate::broken`]).
+//! Taking a lock back from its holder: [`Coordinator::break_lock`] ends the holder's
+//! session in the store (see [`crate::broken`]); [`Coordinator::request_release`] asks
+//! the holder to let go (see [`crate::revocation`]).
 
 use crate::broken::BrokenHold;
 use crate::coordinator::Coordinator;
 use crate::error::Result;
 use crate::name::Name;
+use crate::revocation::ReleaseRequest;
 
 impl Coordinator {
     /// Breaks the lock `name`: ends its holder's session in the store, as an operator
@@ -46,5 +48,53 @@ impl Coordinator {
             );
         }
         Ok(broken)
+    }
+}
+
+impl Coordinator {
+    /// Asks the holder of the lock `name` to release it: cooperative revocation, the
+    /// polite form of [`Coordinator::break_lock`]. Returns the hold asked, or `None`
+    /// when nobody holds the lock (then nothing is recorded and no later holder is
+    /// asked). The holder learns of it through
+    /// [`LockGuard::release_requested`](crate::LockGuard::release_requested) and decides when to unlock; see
+    /// [`crate::revocation`] for the semantics and how soon it is seen.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+    /// assert!(coordinator.request_release("jobs/nightly").await?.is_none());
+    /// let session = coordinator.session().await?;
+    /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+    /// let asked = coordinator.request_release("jobs/nightly").await?.expect("a holder");
+    /// assert_eq!(asked.token, Some(guard.token()));
+    /// guard.release_requested().await?;
+    /// guard.unlock().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`]; [`crate::Error::Unsupported`] on a backend without
+    /// [`Capabilities::release_request`](crate::Capabilities::release_request); the
+    /// store's error.
+    ///
+    /// # Cancel safety
+    /// Dropped part-way, the request was made or it was not; repeating it is harmless
+    /// (several requests for one hold are one).
+    pub async fn request_release(&self, name: &str) -> Result<Option<ReleaseRequest>> {
+        let name = Name::new(name)?;
+        let request = self.backend().request_release(&name).await?;
+        match &request {
+            Some(request) => tracing::info!(
+                backend = self.capabilities().backend,
+                %request,
+                "asked the holder to release the lock"
+            ),
+            None => tracing::debug!(
+                backend = self.capabilities().backend,
+                lock = %name,
+                "release request: nobody holds the lock"
+            ),
+        }
+        Ok(request)
     }
 }

@@ -8,6 +8,16 @@
 //       holds HOLD_MS milliseconds (a negative HOLD_MS: until a line or the end of
 //       standard input), releases, prints `released`.
 //
+//   CuratorPeer lock-revocable SERVERS PATH
+//       InterProcessMutex on PATH made revocable (makeRevocable): prints
+//       `granted <sequence> <czxid>` once acquired, holds it until its listener fires
+//       (someone set `__REVOKE__` on its node), prints `revoke-requested`, releases,
+//       prints `released`.
+//
+//   CuratorPeer revoke SERVERS PATH
+//       Revoker.attemptRevoke on the node of PATH's holder (the first of the mutex's
+//       participant nodes): prints `revoked <node>`, or `none` when nobody holds it.
+//
 //   CuratorPeer read SERVERS PATH HOLD_MS
 //   CuratorPeer write SERVERS PATH HOLD_MS
 //       InterProcessReadWriteLock on PATH, its read or its write lock: prints `granted`
@@ -55,6 +65,15 @@
 //       nodes are gone (the queue has COUNT item nodes fewer than at the start), closes
 //       and prints `done`.
 //
+//   CuratorPeer bench-cycle SERVERS PATH WARMUP
+//       The bench's timing mode (bench/src/peers/curator.rs): one InterProcessMutex on
+//       PATH, uncontended. Runs WARMUP acquire+release cycles (at most 30 s of them) so
+//       that the JIT has compiled the path before anything is timed, prints `ready`;
+//       then for each line `cycle` on standard input runs one acquire+release and
+//       prints its duration in nanoseconds (System.nanoTime, so neither the JVM's
+//       start-up nor the pipe to the bench is counted). A line `quit` or the end of
+//       standard input ends it.
+//
 // Errors go to standard error and exit with status 1. Built by scripts/curator-peer.sh
 // against Debian's Curator and ZooKeeper jars.
 
@@ -79,6 +98,7 @@ import org.apache.curator.framework.recipes.queue.QueueSerializer;
 import org.apache.curator.framework.recipes.locks.InterProcessReadWriteLock;
 import org.apache.curator.framework.recipes.locks.InterProcessSemaphoreV2;
 import org.apache.curator.framework.recipes.locks.Lease;
+import org.apache.curator.framework.recipes.locks.Revoker;
 import org.apache.curator.framework.state.ConnectionState;
 import org.apache.curator.retry.ExponentialBackoffRetry;
 import org.apache.zookeeper.data.Stat;
@@ -107,6 +127,18 @@ public final class CuratorPeer {
                     usage();
                 }
                 lock(args[1], args[2], Long.parseLong(args[3]));
+                break;
+            case "lock-revocable":
+                if (args.length != 3) {
+                    usage();
+                }
+                lockRevocable(args[1], args[2]);
+                break;
+            case "revoke":
+                if (args.length != 3) {
+                    usage();
+                }
+                revoke(args[1], args[2]);
                 break;
             case "read":
             case "write":
@@ -165,6 +197,12 @@ public final class CuratorPeer {
                 }
                 queueTake(args[1], args[2], args[3], Integer.parseInt(args[4]));
                 break;
+            case "bench-cycle":
+                if (args.length != 4) {
+                    usage();
+                }
+                benchCycle(args[1], args[2], Integer.parseInt(args[3]));
+                break;
             default:
                 usage();
         }
@@ -172,6 +210,7 @@ public final class CuratorPeer {
 
     private static void usage() {
         System.err.println("usage: CuratorPeer lock SERVERS PATH HOLD_MS");
+        System.err.println("       CuratorPeer lock-revocable|revoke SERVERS PATH");
         System.err.println("       CuratorPeer read|write SERVERS PATH HOLD_MS");
         System.err.println("       CuratorPeer barrier-set|barrier-remove|barrier-wait SERVERS PATH");
         System.err.println("       CuratorPeer double-barrier SERVERS PATH N");
@@ -181,6 +220,7 @@ public final class CuratorPeer {
         System.err.println("       CuratorPeer selector SERVERS PATH ID");
         System.err.println("       CuratorPeer queue-put SERVERS PATH -|multi|PRIORITY ITEM...");
         System.err.println("       CuratorPeer queue-take SERVERS PATH -|LOCK_PATH COUNT");
+        System.err.println("       CuratorPeer bench-cycle SERVERS PATH WARMUP");
         System.exit(2);
     }
 
@@ -213,6 +253,66 @@ public final class CuratorPeer {
             mutex.release();
             System.out.println("released");
             System.out.flush();
+        }
+    }
+
+    private static void lockRevocable(String servers, String path) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            Mutex mutex = new Mutex(client, path);
+            java.util.concurrent.CountDownLatch asked = new java.util.concurrent.CountDownLatch(1);
+            mutex.makeRevocable(forLock -> asked.countDown());
+            System.out.println("started");
+            System.out.flush();
+            mutex.acquire();
+            String node = mutex.nodePath();
+            Stat stat = client.checkExists().forPath(node);
+            String sequence = node.substring(node.lastIndexOf("lock-") + "lock-".length());
+            System.out.println("granted " + sequence + " " + stat.getCzxid());
+            System.out.flush();
+            asked.await();
+            System.out.println("revoke-requested");
+            System.out.flush();
+            mutex.release();
+            System.out.println("released");
+            System.out.flush();
+        }
+    }
+
+    private static void revoke(String servers, String path) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            java.util.Collection<String> nodes = new InterProcessMutex(client, path).getParticipantNodes();
+            if (nodes.isEmpty()) {
+                System.out.println("none");
+            } else {
+                String holder = nodes.iterator().next();
+                Revoker.attemptRevoke(client, holder);
+                System.out.println("revoked " + holder);
+            }
+            System.out.flush();
+        }
+    }
+
+    private static void benchCycle(String servers, String path, int warmup) throws Exception {
+        try (CuratorFramework client = connect(servers)) {
+            InterProcessMutex mutex = new InterProcessMutex(client, path);
+            long warmupEnd = System.nanoTime() + 30_000_000_000L;
+            for (int i = 0; i < warmup && System.nanoTime() < warmupEnd; i++) {
+                mutex.acquire();
+                mutex.release();
+            }
+            System.out.println("ready");
+            System.out.flush();
+            BufferedReader input =
+                    new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+            for (String line = input.readLine(); line != null && line.equals("cycle");
+                    line = input.readLine()) {
+                long start = System.nanoTime();
+                mutex.acquire();
+                mutex.release();
+                long took = System.nanoTime() - start;
+                System.out.println(took);
+                System.out.flush();
+            }
         }
     }
 

@@ -2,8 +2,12 @@
 //!
 //! - etcd: the server-side Lock RPC through `etcd-client` (`Client::lock`/`unlock`);
 //! - Redis: `rslock` (Redlock on one server) and `distributed-lock`;
-//! - PostgreSQL: `distributed-lock`.
+//! - PostgreSQL: `distributed-lock`;
+//! - ZooKeeper: Apache Curator's `InterProcessMutex`, in a JVM of its own (the interop
+//!   peer, timed inside the JVM after a warm-up).
 
+#[cfg(feature = "zookeeper")]
+pub mod curator;
 #[cfg(feature = "distributed-lock")]
 pub mod distributed_lock;
 #[cfg(feature = "etcd")]
@@ -35,6 +39,10 @@ pub async fn contenders(target: &Target, name: &str) -> Vec<Started> {
         crate::target::BackendKind::Postgres => {
             let name = format!("{name}/distributed-lock");
             peers.push(distributed_lock::postgres(url, &name).await);
+        }
+        #[cfg(feature = "zookeeper")]
+        crate::target::BackendKind::Zookeeper => {
+            peers.push(curator::start(url, &format!("{name}/curator")).await);
         }
         _ => {}
     }

@@ -7,6 +7,8 @@
 //! - Redis (`redis`): `SET key token NX PX ttl`, then a compare-and-delete script;
 //! - PostgreSQL (`sqlx`): `pg_advisory_lock`, then `pg_advisory_unlock`, on one
 //!   connection;
+//! - ZooKeeper (`zookeeper-client`): create an ephemeral sequential node under the
+//!   lock's node, list the children (it is the lowest), delete it;
 //! - memory: none (there is no client crate beneath it).
 
 #[cfg(feature = "etcd")]
@@ -15,6 +17,8 @@ pub mod etcd;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
 
 use crate::contender::Started;
 use crate::target::Target;
@@ -31,6 +35,8 @@ pub async fn contender(target: &Target, name: &str) -> Option<Started> {
         crate::target::BackendKind::Redis => Some(redis::start(url, name).await),
         #[cfg(feature = "postgres")]
         crate::target::BackendKind::Postgres => Some(postgres::start(url, name).await),
+        #[cfg(feature = "zookeeper")]
+        crate::target::BackendKind::Zookeeper => Some(zookeeper::start(url, name).await),
         _ => None,
     }
 }

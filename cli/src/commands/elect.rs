@@ -243,6 +243,7 @@ async fn term(
         lost: leadership.lost(),
         health: session.health_watch(),
         grace: ctx.grace,
+        requested: None,
     };
     let env = [
         (ENV_TOKEN, term.to_string()),

@@ -1,6 +1,8 @@
 //! `distsync lock NAME [-- CMD ARGS...]`.
 
-use distsync::{Name, Session};
+use std::time::Duration;
+
+use distsync::{LockOptions, Name, Session};
 
 use crate::args::{LockArgs, WaitArgs};
 use crate::context::{close, Ctx};
@@ -9,14 +11,27 @@ use crate::hold::{self, Hold};
 
 /// Acquires the lock, prints `NAME key=<key> token=<token>`, and holds it while CMD runs
 /// (or until interrupted), then releases it and closes the session. With `--no-wait`
-/// or `--timeout`, not getting it is exit code 1 (CMD does not run).
+/// or `--timeout`, not getting it is exit code 1 (CMD does not run). With
+/// `--lock-delay`, a grant that follows a holder's unclean loss is withheld for the
+/// delay (inside `--timeout`; `--no-wait` waits it out once granted). With
+/// `--revocable`, a release request (`distsync revoke NAME`) sends CMD SIGTERM (without
+/// CMD: releases the lock).
 ///
 /// # Errors
 /// See the exit codes in the crate docs.
 pub(super) async fn run(ctx: &mut Ctx, args: LockArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
     let session = ctx.session().await?;
-    let outcome = locked(ctx, &session, &name, args.wait, &args.command).await;
+    let outcome = locked(
+        ctx,
+        &session,
+        &name,
+        args.lock_delay,
+        args.revocable,
+        args.wait,
+        &args.command,
+    )
+    .await;
     close(&session).await;
     outcome
 }
@@ -25,10 +40,32 @@ async fn locked(
     ctx: &mut Ctx,
     session: &Session,
     name: &Name,
+    lock_delay: Option<Duration>,
+    revocable: bool,
     wait: WaitArgs,
     command: &[std::ffi::OsString],
 ) -> Result<u8, Failure> {
-    let locker = ctx.coordinator.backend().locker(session, name.clone())?;
+    if revocable && !ctx.coordinator.capabilities().release_request {
+        return Err(distsync::Error::unsupported(
+            ctx.coordinator.capabilities().backend,
+            "release requests (--revocable)",
+        )
+        .into());
+    }
+    let locker = match lock_delay {
+        Some(delay) => ctx.coordinator.locker_with(
+            session,
+            name.as_str(),
+            LockOptions::new().lock_delay(delay),
+        )?,
+        // The coordinator's locker: its guards watch for release requests.
+        None if revocable => ctx.coordinator.locker(session, name.as_str())?,
+        None => ctx
+            .coordinator
+            .backend()
+            .locker(session, name.clone())?
+            .into(),
+    };
     let guard = ctx
         .acquire(
             wait,
@@ -39,12 +76,23 @@ async fn locked(
             Some(session),
         )
         .await?;
-    hold::keep(
+    let requested = revocable.then(|| {
+        let requested = guard.release_requested();
+        let watch: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+            if let Err(error) = requested.await {
+                tracing::warn!(%error, "release requests cannot be watched");
+                std::future::pending::<()>().await;
+            }
+        });
+        watch
+    });
+    hold::keep_revocable(
         name,
         Hold::Exclusive(guard),
         command,
         ctx.grace,
         &mut ctx.interrupts,
+        requested,
     )
     .await
 }

@@ -10,6 +10,7 @@ mod lock;
 mod migrate;
 mod queue;
 mod ratelimit;
+mod revoke;
 mod rwlock;
 mod semaphore;
 mod status;
@@ -66,6 +67,7 @@ pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::Migrate(args) => migrate::run(args, &mut ctx.interrupts).await,
         Command::Status(args) => status::run(&mut ctx, args).await,
         Command::Break(args) => break_lock::run(&mut ctx, args).await,
+        Command::Revoke(args) => revoke::run(&mut ctx, args).await,
         // `main` prints these before connecting; they never get here.
         Command::Completions { .. } | Command::Man => Err(Failure::usage(
             "completions and man need no backend and are printed before connecting",

@@ -276,6 +276,7 @@ async fn process(
         lost: delivery.lost(),
         health: session.health_watch(),
         grace: ctx.grace,
+        requested: None,
     };
     let input = Some(delivery.item().clone());
     let end = child::run(command, &env, input, stop, &mut ctx.interrupts).await;

@@ -3,7 +3,9 @@
 
 mod break_hold;
 mod jepsen;
+mod lock_delay;
 mod multi_lock;
+mod revoke;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -176,6 +178,54 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[],
         run: |h| boxed(break_hold::break_hold(h)),
+    },
+    Case {
+        id: "lock_delay_after_kill",
+        group: Group::Lock,
+        guarantee: "lock-delay: after a holder is killed (SIGKILL), the next grant waits the delay",
+        needs: &[Need::Lock, Need::Counter],
+        claim: Claim::Offered,
+        hooks: &[Hook::ChildHolder],
+        run: |h| boxed(lock_delay::after_kill(h)),
+    },
+    Case {
+        id: "lock_delay_after_pause",
+        group: Group::Lock,
+        guarantee: "lock-delay: after a holder paused past its TTL, the next grant waits the delay",
+        needs: &[Need::Lock, Need::Counter],
+        claim: STALLED,
+        hooks: &[Hook::PausedHolder],
+        run: |h| boxed(lock_delay::after_pause(h)),
+    },
+    Case {
+        id: "lock_delay_clean_release",
+        group: Group::Lock,
+        guarantee: "lock-delay: after a clean release the next grant comes at once",
+        needs: &[Need::Lock, Need::Counter],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(lock_delay::clean_release(h)),
+    },
+    Case {
+        id: "lock_revoke_request",
+        group: Group::Lock,
+        guarantee: "a release request: the holder sees it within the poll bound, releases, and \
+                    the waiter is granted with a higher token",
+        // The specific need first: the matrix notes name the first need's flag.
+        needs: &[Need::ReleaseRequest, Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(revoke::request(h)),
+    },
+    Case {
+        id: "lock_revoke_no_holder",
+        group: Group::Lock,
+        guarantee: "a release request reaches only the hold it was made for: none with no \
+                    holder, not the next holder",
+        needs: &[Need::ReleaseRequest, Need::Lock],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(revoke::no_holder(h)),
     },
     Case {
         id: "lock_interop_go",

@@ -42,13 +42,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use distsync_core::lock_delay::{self, LockOptions};
 use distsync_core::{Backend, Bytes, FencingToken, Name, Result, SessionOptions};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::tools::signal;
-use super::{hook_error, ExternalHolder, HoldKind, HolderSpec, HOLDER_PERMITS};
+use super::{hook_error, ExternalHolder, HoldKind, HolderSpec, HOLDER_LOCK_DELAY, HOLDER_PERMITS};
 use crate::harness::Harness;
 
 /// The environment variable carrying a child's [`ChildSpec`].
@@ -366,6 +367,7 @@ impl ExternalHolder for ChildHolder {
     fn describe(&self) -> String {
         let what = match self.kind {
             HoldKind::Lock => "lock holder",
+            HoldKind::DelayedLock => "lock holder (lock-delay)",
             HoldKind::Leadership => "leader",
             HoldKind::Permit => "permit holder",
             HoldKind::Delivery => "queue consumer",
@@ -481,6 +483,14 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
     let (token, lost, _held): (FencingToken, _, Box<dyn std::any::Any + Send>) = match spec.kind {
         HoldKind::Lock => {
             let locker = backend.locker(&session, name)?;
+            let granted = locker.lock().await?;
+            let held = (granted.token(), granted.lost());
+            guard = Some(granted);
+            (held.0, held.1, Box::new(locker))
+        }
+        HoldKind::DelayedLock => {
+            let options = LockOptions::new().lock_delay(HOLDER_LOCK_DELAY);
+            let locker = lock_delay::locker(backend.as_ref(), &session, name, options)?;
             let granted = locker.lock().await?;
             let held = (granted.token(), granted.lost());
             guard = Some(granted);

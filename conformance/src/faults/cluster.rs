@@ -29,6 +29,18 @@ pub fn servers_script() -> PathBuf {
     )
 }
 
+/// Whether `bash` and [`servers_script`] are there (what every member command
+/// runs), or why not; the script's path when they are.
+pub(crate) fn servers_script_ready() -> std::result::Result<PathBuf, String> {
+    require("bash", "bash")?;
+    let script = servers_script();
+    if script.is_file() {
+        Ok(script)
+    } else {
+        Err(format!("{} is missing", script.display()))
+    }
+}
+
 /// The etcd cluster at a URL.
 pub struct EtcdCluster {
     url: String,
@@ -50,13 +62,7 @@ impl EtcdCluster {
     /// Whether the tools are there (`etcdctl`, `bash`, `scripts/servers.sh`), or why not.
     pub fn available() -> std::result::Result<(), String> {
         require("etcdctl", "etcd-client")?;
-        require("bash", "bash")?;
-        let script = servers_script();
-        if script.is_file() {
-            Ok(())
-        } else {
-            Err(format!("{} is missing", script.display()))
-        }
+        servers_script_ready().map(drop)
     }
 
     /// The cluster at `url` (`etcd://host:port,host:port,host:port`), reached with
@@ -65,13 +71,14 @@ impl EtcdCluster {
     /// # Errors
     /// For a URL that is not etcd's, or missing tools.
     pub fn new(url: &str, connect: Connect) -> Result<Self> {
-        Self::available().map_err(|reason| hook_error("the etcd cluster", reason))?;
+        let script =
+            servers_script_ready().map_err(|reason| hook_error("the etcd cluster", reason))?;
         Ok(Self {
             url: url.to_owned(),
             endpoints: etcd_endpoints(url)?,
             etcdctl: require("etcdctl", "etcd-client")
                 .map_err(|reason| hook_error("the etcd cluster", reason))?,
-            script: servers_script(),
+            script,
             connect,
         })
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use distsync_core::Result;
 
-use super::cluster::servers_script;
+use super::cluster::{servers_script, servers_script_ready};
 use super::hook_error;
 use super::tools::{require, run};
 
@@ -39,14 +39,8 @@ pub fn with_query(url: &str, query: &str) -> String {
 /// Whether the tools a Redis group's hooks need are there (`bash`, `redis-cli`,
 /// `scripts/servers.sh`), or why not.
 pub(crate) fn redis_group_available() -> std::result::Result<(), String> {
-    require("bash", "bash")?;
     require("redis-cli", "redis-tools")?;
-    let script = servers_script();
-    if script.is_file() {
-        Ok(())
-    } else {
-        Err(format!("{} is missing", script.display()))
-    }
+    servers_script_ready().map(drop)
 }
 
 /// Runs `scripts/servers.sh args...` (bounded, see [`super::tools::run`]) and returns

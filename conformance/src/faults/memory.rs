@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use distsync_core::lock_delay::{self, LockOptions};
 use distsync_core::timeout::parse_url_timeout;
 use distsync_core::{
     Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Permit,
@@ -21,7 +22,8 @@ use distsync_kv::memory::{self, FaultyKv, MemoryBackend, MemoryKv, Partition, Tx
 use distsync_kv::recipes::KvBackend;
 
 use super::{
-    ExternalHolder, Faults, HoldKind, HolderSpec, Hook, PartitionMode, Partitioned, HOLDER_PERMITS,
+    ExternalHolder, Faults, HoldKind, HolderSpec, Hook, PartitionMode, Partitioned,
+    HOLDER_LOCK_DELAY, HOLDER_PERMITS,
 };
 use crate::harness::Harness;
 
@@ -104,6 +106,15 @@ impl Faults for MemoryFaults {
         let hold = match spec.kind {
             HoldKind::Lock => {
                 let locker = backend.locker(&session, spec.name.clone())?;
+                let guard = locker.lock().await?;
+                Hold::Lock {
+                    _locker: locker.into(),
+                    guard,
+                }
+            }
+            HoldKind::DelayedLock => {
+                let options = LockOptions::new().lock_delay(HOLDER_LOCK_DELAY);
+                let locker = lock_delay::locker(backend, &session, spec.name.clone(), options)?;
                 let guard = locker.lock().await?;
                 Hold::Lock {
                     _locker: locker,
@@ -208,7 +219,7 @@ impl Partitioned for GatedClient {
 /// What the holder holds, with the handle it was taken through (kept for as long).
 enum Hold {
     Lock {
-        _locker: Box<dyn Locker>,
+        _locker: Arc<dyn Locker>,
         guard: LockGuard,
     },
     Leadership {

@@ -139,6 +139,9 @@ pub fn any_external_holder(faults: &(impl Faults + ?Sized)) -> std::result::Resu
 pub enum HoldKind {
     /// A lock ([`distsync_core::Locker::lock`]); its token is the grant's.
     Lock,
+    /// A lock taken with the lock-delay [`HOLDER_LOCK_DELAY`]
+    /// ([`distsync_core::lock_delay::locker`]); its token is the grant's.
+    DelayedLock,
     /// A leadership ([`distsync_core::Election`]'s `campaign`); its token is the term.
     Leadership,
     /// One permit of a semaphore of [`HOLDER_PERMITS`] permits
@@ -149,6 +152,11 @@ pub enum HoldKind {
     /// delivery's number (its redelivery count plus one: 1 on a first delivery).
     Delivery,
 }
+
+/// The lock-delay of a [`HoldKind::DelayedLock`] holder's lock (its contenders use the
+/// same): longer than an external holder's session TTL, so that a grant that skipped
+/// the delay shows in the time from a kill to the next grant.
+pub const HOLDER_LOCK_DELAY: Duration = Duration::from_secs(5);
 
 /// The permit count of the semaphore a [`HoldKind::Permit`] holder takes a permit of.
 pub const HOLDER_PERMITS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
@@ -469,6 +477,12 @@ pub trait PrivateServer: Send + Sync {
     async fn connect_with(&self, query: &str) -> Result<Arc<dyn Backend>> {
         let _ = query;
         self.connect().await
+    }
+
+    /// How it is connected to by URL, for hooks of its own ([`ServerFaults::of_private`]:
+    /// child-process holders and partitioned clients on it); `None` by default.
+    fn connector(&self) -> Option<Connect> {
+        None
     }
 }
 

@@ -502,6 +502,10 @@ impl PrivateServer for Private {
         (self.connect)(format!("{}{separator}{query}", self.url)).await
     }
 
+    fn connector(&self) -> Option<Connect> {
+        Some(Arc::clone(&self.connect))
+    }
+
     async fn start(&mut self) -> Result<()> {
         let client = format!("http://127.0.0.1:{}", self.port);
         match &self.kind {

@@ -91,6 +91,24 @@ impl ServerFaults {
         })
     }
 
+    /// The hooks of private server `server` (see [`Faults::private_server`]), whose
+    /// clients' URLs carry `query` (`key=value&...`, e.g. a bound on session TTLs):
+    /// child-process holders and partitioned clients of that server, for a case that
+    /// restarts it under them. No cluster.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a server that cannot be connected to by URL
+    /// ([`PrivateServer::connector`]); [`Error::InvalidUrl`] as [`ServerFaults::new`].
+    pub fn of_private(server: &dyn PrivateServer, query: &str) -> Result<Self> {
+        let connect = server.connector().ok_or_else(|| {
+            Error::unsupported(
+                "conformance",
+                "hooks of a private server reached without a URL",
+            )
+        })?;
+        Ok(Self::new(&with_query(server.url(), query), connect)?.with_cluster(None))
+    }
+
     /// The same hooks with `cluster_url` as the cluster (`None`: no cluster).
     pub fn with_cluster(mut self, cluster_url: Option<String>) -> Self {
         self.cluster_url = cluster_url;

@@ -13,8 +13,7 @@ use async_trait::async_trait;
 use distsync_core::{Backend, Error, Result};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::cluster::{run_servers, servers_script};
-use super::tools::require;
+use super::cluster::{run_servers, servers_script_ready};
 use super::{hook_error, Cluster, Connect};
 
 /// The environment variable naming the three-server ZooKeeper ensemble.
@@ -43,13 +42,7 @@ impl std::fmt::Debug for ZkEnsemble {
 impl ZkEnsemble {
     /// Whether the tools are there (`bash`, `scripts/servers.sh`), or why not.
     pub fn available() -> std::result::Result<(), String> {
-        require("bash", "bash")?;
-        let script = servers_script();
-        if script.is_file() {
-            Ok(())
-        } else {
-            Err(format!("{} is missing", script.display()))
-        }
+        servers_script_ready().map(drop)
     }
 
     /// The ensemble at `url` (`zk://host:port,host:port,host:port[/root]`), reached
@@ -58,11 +51,12 @@ impl ZkEnsemble {
     /// # Errors
     /// For a URL that is not ZooKeeper's, or missing tools.
     pub fn new(url: &str, connect: Connect) -> Result<Self> {
-        Self::available().map_err(|reason| hook_error("the ZooKeeper ensemble", reason))?;
+        let script = servers_script_ready()
+            .map_err(|reason| hook_error("the ZooKeeper ensemble", reason))?;
         Ok(Self {
             url: url.to_owned(),
             endpoints: zk_endpoints(url)?,
-            script: servers_script(),
+            script,
             connect,
         })
     }

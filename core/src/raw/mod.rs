@@ -30,6 +30,10 @@
 //! - [`retry`]: the one retry policy of every backend ([`RetryPolicy`], [`WaitRetry`]):
 //!   what is retried after a transient store failure, for how long, per kind of call;
 //! - [`Backoff`]: the exponential pause schedule every retry loop uses.
+//! - [`EpochMarker`]: what a store that can forget keeps so that its clients tell it
+//!   forgot;
+//! - [`check_session_ttl`]: the bound on session TTLs (`max_session_ttl=`) that the
+//!   lock-delay after a store forgets relies on.
 //!
 //! A store that offers etcd's operations (ranges by revision, compare-and-swap
 //! transactions, watches from a revision, leases) need not build the primitives
@@ -99,13 +103,17 @@
 //! advisory locks) and the checklist for adding a backend.
 
 mod call_id;
+mod epoch_marker;
 mod prefix;
 pub mod retry;
+mod session_bound;
 mod store_side;
 
 pub use call_id::call_id;
+pub use epoch_marker::EpochMarker;
 pub use prefix::name_under;
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
+pub use session_bound::check_session_ttl;
 pub use store_side::{
     leadership, lock_guard, permit, read_guard, GuardStoreSide, SessionStoreSide,
 };
@@ -117,7 +125,7 @@ pub use crate::backoff::Backoff;
 #[doc(inline)]
 pub use crate::delivery::Settle;
 #[doc(inline)]
-pub use crate::guard::{GuardedWrite, LossWatchFn, ReleaseFn};
+pub use crate::guard::{GuardedWrite, LossWatchFn, ReleaseFn, ReleaseRequestWatchFn};
 #[doc(inline)]
 pub use crate::session::{KeepAlive, Lease};
 #[doc(inline)]

@@ -21,6 +21,17 @@
 //! - **Checks** (see [`crate::history`]): one holder (leader) at a time outside
 //!   pauses (at most the permits for a semaphore), tokens ordered with real time, and
 //!   a grant within the liveness bound of the last fault's end.
+//! - **Restarts** ([`run_restarting`]): the same clients and schedule on a private
+//!   server of the harness's kind, which a further seeded schedule also stops and
+//!   starts again a few times ([`restart_schedule`]), each restart a fault of every
+//!   client at once. The clients carry a bound on session TTLs where the store's URL
+//!   takes one (`Capabilities::session_bound`): the configuration in which a store
+//!   that forgets on a restart (Redis without persistence) keeps holds exclusive, by a
+//!   lock-delay after it forgot. A restart excuses no hold (see [`crate::history`]):
+//!   a holder across it must see `lost()` before anyone else is granted. The liveness
+//!   bound after a restart adds that lock-delay ([`PRIVATE_MAX_SESSION_TTL`]). One
+//!   in-process hold in eight lasts 1–3 TTLs there ([`hold_time`]), so that some
+//!   holders still hold when the server comes back.
 //!
 //! The seed is in the figure and in the evidence; [`SEED_VAR`] replays one, and
 //! [`SECS_VAR`] sets the run's length (a long run; a case run is bounded by
@@ -34,10 +45,16 @@ use distsync_core::{
 };
 use tokio::time::Instant;
 
-use crate::check::{violated, Bounded, Check, Context, Fail, Holds, Task, PROMPT};
-use crate::faults::{HoldKind, PartitionMode, Partitioned, HOLDER_PERMITS};
+use crate::check::{
+    eventually, violated, within, Bounded, Check, Context, Fail, Holds, Task, PROMPT,
+};
+use crate::faults::private::PRIVATE_MAX_SESSION_TTL;
+use crate::faults::{
+    Faults, HoldKind, HolderSpec, PartitionMode, Partitioned, PrivateServer, ServerFaults,
+    HOLDER_PERMITS,
+};
 use crate::harness::Harness;
-use crate::history::{self, Event, Kind, Liveness, Recorder, Rules, Verdict};
+use crate::history::{self, Event, Kind, Liveness, Recorder, Rules, Verdict, SERVER};
 use crate::rng::Rng;
 
 /// The environment variable that sets the seed of the schedule (a decimal `u64`);
@@ -71,6 +88,21 @@ const EXCERPT_AFTER: usize = 15;
 
 /// The longest hold between a grant and its release, in ms.
 const MAX_HOLD_MS: usize = 150;
+
+/// How long a private server may take to start, and to stop or start again.
+const SERVER_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a brand-new private server may take to grant its first lock (a store with
+/// a lock-delay grants nothing for [`PRIVATE_MAX_SESSION_TTL`] after it starts).
+const FIRST_GRANT: Duration = Duration::from_secs(30);
+
+/// How long a restart (stop and start, past its seeded downtime) is expected to take
+/// at least: a restart starts only if it ends, by the longest so far and at least this,
+/// before the quiet tail.
+const RESTART_ALLOWANCE: Duration = Duration::from_secs(3);
+
+/// The longest gap before a restart, in ms.
+const MAX_RESTART_GAP_MS: usize = 3500;
 
 /// What the clients contend for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +184,34 @@ impl Grant {
     }
 }
 
+/// The store the clients contend on and the hooks that reach it.
+#[derive(Clone)]
+enum Store {
+    /// The harness's own.
+    Harness(Harness),
+    /// A private server's (see [`run_restarting`]): its own hooks and a client of it.
+    Private {
+        faults: Arc<dyn Faults>,
+        backend: Arc<dyn Backend>,
+    },
+}
+
+impl Store {
+    fn faults(&self) -> &dyn Faults {
+        match self {
+            Self::Harness(h) => h.faults(),
+            Self::Private { faults, .. } => &**faults,
+        }
+    }
+
+    fn backend(&self) -> &Arc<dyn Backend> {
+        match self {
+            Self::Harness(h) => h.backend(),
+            Self::Private { backend, .. } => backend,
+        }
+    }
+}
+
 /// What a run's settings and the harness give every client.
 #[derive(Clone)]
 struct Run {
@@ -164,18 +224,25 @@ struct Run {
     quiet: Instant,
     ttl: Duration,
     holder_ttl: Duration,
+    /// Whether a contender's hold is now and then long (see [`hold_time`]).
+    long_holds: bool,
 }
 
 /// What one client counted.
 #[derive(Debug, Default)]
-struct Counts {
+pub(crate) struct Counts {
     errors: usize,
     timeouts: usize,
-    partitions: usize,
-    silent: usize,
+    /// Partitions injected.
+    pub(crate) partitions: usize,
+    /// Of which silent (the others reset connections).
+    pub(crate) silent: usize,
     kills: usize,
     pauses: usize,
     long_pauses: usize,
+    restarts: usize,
+    /// How long the server was down over all its restarts.
+    downtime: Duration,
     /// The last error seen, for the figure's detail.
     last_error: Option<String>,
 }
@@ -189,6 +256,8 @@ impl Counts {
         self.kills += other.kills;
         self.pauses += other.pauses;
         self.long_pauses += other.long_pauses;
+        self.restarts += other.restarts;
+        self.downtime += other.downtime;
         if other.last_error.is_some() {
             self.last_error = other.last_error;
         }
@@ -201,7 +270,7 @@ impl Counts {
 }
 
 /// The seed: [`SEED_VAR`], or one from the clock.
-fn seed() -> Check<u64> {
+pub(crate) fn seed() -> Check<u64> {
     match std::env::var(SEED_VAR) {
         Ok(text) => text
             .trim()
@@ -214,7 +283,7 @@ fn seed() -> Check<u64> {
 }
 
 /// The run's length: [`SECS_VAR`], or [`DEFAULT_SECS`].
-fn length() -> Check<Duration> {
+pub(crate) fn length() -> Check<Duration> {
     match std::env::var(SECS_VAR) {
         Ok(text) => text
             .trim()
@@ -232,25 +301,140 @@ fn share(rng: &mut Rng, of: Duration, low: usize, high: usize) -> Duration {
 
 /// The case body (see the module docs).
 pub(crate) async fn run(h: Harness, target: Target) -> Check {
+    let store = Store::Harness(h.clone());
+    run_with(&h, &store, None, target, Instant::now()).await
+}
+
+/// The case body with restarts: on a private server, restarted by a seeded schedule
+/// under the same faults (see the module docs).
+pub(crate) async fn run_restarting(h: Harness, target: Target) -> Check {
+    let started = Instant::now();
+    let (mut server, store) = private_store(&h).await?;
+    run_with(&h, &store, Some(&mut server), target, started).await
+}
+
+/// A private server of the harness's kind, and the store of its clients: their URL
+/// carries a bound on session TTLs where the store's takes one
+/// (`Capabilities::session_bound`); once
+/// it has granted a first lock (after its lock-delay, where it has one).
+async fn private_store(h: &Harness) -> Check<(Box<dyn PrivateServer>, Store)> {
+    let server = within(
+        SERVER_LIMIT,
+        "starting a private server",
+        h.faults().private_server(&**h.backend()),
+    )
+    .await?;
+    let bounded = h.backend().capabilities().session_bound;
+    let query = if bounded && !server.url().contains("max_session_ttl") {
+        format!("max_session_ttl={}ms", PRIVATE_MAX_SESSION_TTL.as_millis())
+    } else {
+        String::new()
+    };
+    let backend = within(
+        PROMPT,
+        "connecting to the private server",
+        server.connect_with(&query),
+    )
+    .await?;
+    if bounded && !backend.capabilities().exclusive_across_restart {
+        return Err(Fail::Unsupported(
+            "a client with max_session_ttl does not declare exclusive_across_restart: no \
+             lock-delay after the store forgets"
+                .to_owned(),
+        ));
+    }
+    let session = within(
+        PROMPT,
+        "opening the probe's session",
+        backend.session(SessionOptions::with_ttl(h.fault_ttl())),
+    )
+    .await?;
+    let locker = backend
+        .locker(&session, h.name("first-grant").ctx("naming the probe")?)
+        .ctx("making the probe's locker")?;
+    let first = eventually(FIRST_GRANT, "the private server's first grant", || async {
+        Ok(locker.try_lock().await.ok().flatten())
+    })
+    .await;
+    let guard = match first {
+        Ok(guard) => guard,
+        Err(Fail::Violated(why)) => {
+            let last = match locker.try_lock().await {
+                Ok(Some(_)) => "granted".to_owned(),
+                Ok(None) => "held by another".to_owned(),
+                Err(error) => error.to_string(),
+            };
+            return violated(format!("{why} (its last try: {last})"));
+        }
+        Err(other) => return Err(other),
+    };
+    guard.unlock().bounded("unlocking the probe").await?;
+    session
+        .close()
+        .bounded("closing the probe's session")
+        .await?;
+    let faults = ServerFaults::of_private(&*server, &query).ctx("the private server's hooks")?;
+    let store = Store::Private {
+        faults: Arc::new(faults),
+        backend,
+    };
+    Ok((server, store))
+}
+
+/// The liveness bounds of a run and the quiet tails that leave room for them.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    /// A grant within this of a partition's, pause's or kill's end.
+    fault: Duration,
+    /// Partitions, pauses and kills end at least this long before the run's end.
+    quiet_tail: Duration,
+    /// A grant within this of a restarted server answering again: [`Bounds::fault`]
+    /// and the lock-delay of a store that forgot.
+    restart: Duration,
+    /// Restarts end at least this long before the run's end.
+    restart_tail: Duration,
+}
+
+/// The body of [`run`] and [`run_restarting`]; `started` is when the case started
+/// (before its private server's start-up).
+async fn run_with(
+    h: &Harness,
+    store: &Store,
+    server: Option<&mut Box<dyn PrivateServer>>,
+    target: Target,
+    started: Instant,
+) -> Check {
     let seed = seed()?;
     let length = length()?;
     let ttl = h.fault_ttl();
     let holder_ttl = h.holder_ttl();
     let bound = ttl.max(holder_ttl) * 2 + MARGIN;
-    let quiet_tail = bound + MARGIN;
-    if length < quiet_tail * 2 {
+    let restart = bound + PRIVATE_MAX_SESSION_TTL;
+    let bounds = Bounds {
+        fault: bound,
+        quiet_tail: bound + MARGIN,
+        restart,
+        restart_tail: restart + MARGIN,
+    };
+    // Room for faults before the quiet tail (for a restart, before its own tail).
+    let needed = match server {
+        None => bounds.quiet_tail * 2,
+        Some(_) => bounds.restart_tail + RESTART_ALLOWANCE + ttl,
+    };
+    if length < needed {
         return violated(format!(
-            "{SECS_VAR}: a run of {length:?} leaves no time for faults before its quiet tail of {quiet_tail:?}"
+            "{SECS_VAR}: a run of {length:?} leaves no time for faults before its quiet tail \
+             (at least {needed:?} needed)"
         ));
     }
     // The clients' last calls and the joins come after the run's end.
-    if length + SPAWN_LIMIT + PROMPT * 2 >= crate::CASE_LIMIT {
+    if started.elapsed() + length + SPAWN_LIMIT + PROMPT * 2 >= crate::CASE_LIMIT {
         return violated(format!(
             "{SECS_VAR}: a run of {length:?} does not fit in a case run's bound of {:?}",
             crate::CASE_LIMIT
         ));
     }
-    let outcome = run_seeded(&h, target, seed, length, bound, quiet_tail).await;
+    let outcome = run_seeded(h, store, server, target, seed, length, bounds).await;
     // The seed goes with any failure, so the run can be replayed.
     outcome.map_err(|fail| match fail {
         Fail::Violated(evidence) => {
@@ -262,20 +446,23 @@ pub(crate) async fn run(h: Harness, target: Target) -> Check {
 
 async fn run_seeded(
     h: &Harness,
+    store: &Store,
+    server: Option<&mut Box<dyn PrivateServer>>,
     target: Target,
     seed: u64,
     length: Duration,
-    bound: Duration,
-    quiet_tail: Duration,
+    bounds: Bounds,
 ) -> Check {
+    let restarting = server.is_some();
     let name = h
         .name(target.suffix())
         .ctx("naming what is contended for")?;
     let mut switches: Vec<Box<dyn Partitioned>> = Vec::new();
     for _ in 0..IN_PROCESS {
         switches.push(
-            h.faults()
-                .partitioned_client(h.backend().as_ref())
+            store
+                .faults()
+                .partitioned_client(store.backend().as_ref())
                 .bounded("connecting a contender through its proxy")
                 .await?,
         );
@@ -287,9 +474,10 @@ async fn run_seeded(
         target,
         name,
         stop: started + length,
-        quiet: started + length - quiet_tail,
+        quiet: started + length - bounds.quiet_tail,
         ttl: h.fault_ttl(),
         holder_ttl: h.holder_ttl(),
+        long_holds: restarting,
     };
     let mut schedule = Rng::new(seed);
     let mut clients = Vec::new();
@@ -301,13 +489,30 @@ async fn run_seeded(
         }));
     }
     {
-        let (run, h) = (run.clone(), h.clone());
+        let (run, store) = (run.clone(), store.clone());
         let rng = Rng::new(schedule.next_u64());
         clients.push(Task::spawn("the external contender", async move {
-            external(run, IN_PROCESS, h, rng).await
+            external(run, IN_PROCESS, store, rng).await
         }));
     }
-    let partitions = partition_schedule(&run, &switches, Rng::new(schedule.next_u64())).await;
+    let partitioning = partition_schedule(
+        &run.recorder,
+        run.ttl,
+        (run.quiet, run.stop),
+        &switches,
+        Rng::new(schedule.next_u64()),
+    );
+    let restarts = async {
+        match server {
+            Some(server) => {
+                let quiet = started + length - bounds.restart_tail;
+                let rng = Rng::new(schedule.next_u64());
+                restart_schedule(&run.recorder, run.ttl, quiet, server, rng).await
+            }
+            None => Ok(Counts::default()),
+        }
+    };
+    let (partitions, restarts) = tokio::join!(partitioning, restarts);
     let mut counts = Counts::default();
     let mut external = String::new();
     for (client, task) in clients.iter_mut().enumerate() {
@@ -327,17 +532,18 @@ async fn run_seeded(
         counts.add(counted);
     }
     counts.add(partitions);
+    counts.add(restarts?);
     drop(switches);
 
     let events = recorder.events();
-    let healed = events
-        .iter()
-        .filter(|event| matches!(event.kind, Kind::Heal | Kind::Resume | Kind::Killed))
-        .map(|event| event.at)
-        .max();
+    let liveness = liveness(&events, bounds);
+    // To the millisecond, for the figure.
+    let bound = liveness.map_or(bounds.fault, |liveness| liveness.bound);
+    let bound = Duration::from_millis(u64::try_from(bound.as_millis()).unwrap_or(u64::MAX));
+    let healed = liveness.map(|liveness| liveness.healed);
     let rules = Rules {
         capacity: target.capacity(),
-        liveness: healed.map(|healed| Liveness { healed, bound }),
+        liveness,
     };
     let verdict = history::check(&events, &rules);
     let grants = verdict.holds.len();
@@ -360,10 +566,34 @@ async fn run_seeded(
         .iter()
         .filter(|hold| hold.ended_by == history::Ending::LostAfterFault)
         .count();
+    let (restarts, across) = if restarting {
+        let across: Vec<_> = verdict
+            .holds
+            .iter()
+            .filter(|hold| hold.across_restart)
+            .collect();
+        let lost = across
+            .iter()
+            .filter(|hold| hold.ended_by == history::Ending::Lost)
+            .count();
+        (
+            format!(
+                ", {} restarts ({} down)",
+                counts.restarts,
+                crate::check::secs(counts.downtime)
+            ),
+            format!(
+                "; {} holds across a restart, {lost} of them ended by lost() after it",
+                across.len()
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     Ok(Holds::figure(
         format!(
             "seed {seed}: {grants} grants in {}, 0 violations; {} partitions ({} silent), {} kills, \
-             {} pauses ({} past the TTL)",
+             {} pauses ({} past the TTL){restarts}",
             crate::check::secs(length),
             counts.partitions,
             counts.silent,
@@ -375,7 +605,8 @@ async fn run_seeded(
             "{} contenders ({IN_PROCESS} through their own proxies, 1 external: {by_external} of \
              the grants; {external}) for {}; session TTL {:?}, external holder TTL {:?}; {lost_after_fault} \
              holds ended by lost() after a pause or partition; {} call errors, {} calls given up \
-             after {CALL_LIMIT:?}; liveness: a grant within {bound:?} of the last fault's end{}",
+             after {CALL_LIMIT:?}; liveness: a grant within {bound:?} of the last fault's \
+             end{}{across}",
             IN_PROCESS + 1,
             target.describe(),
             run.ttl,
@@ -385,6 +616,72 @@ async fn run_seeded(
             healed.map_or_else(String::new, |at| format!(" (at {})", crate::check::secs(at)))
         ),
     ))
+}
+
+/// The liveness requirement of a history: a grant soon after the last fault's end,
+/// within a bound that covers every fault's own bound (a restart's is longer: the
+/// lock-delay of a store that forgot); `None` without faults.
+fn liveness(events: &[Event], bounds: Bounds) -> Option<Liveness> {
+    let ends = events.iter().filter_map(|event| match event.kind {
+        Kind::Heal | Kind::Resume | Kind::Killed => Some((event.at, bounds.fault)),
+        Kind::ServerStart => Some((event.at, bounds.restart)),
+        _ => None,
+    });
+    let (mut healed, mut deadline) = (None, Duration::ZERO);
+    for (at, bound) in ends {
+        healed = Some(healed.map_or(at, |healed: Duration| healed.max(at)));
+        deadline = deadline.max(at + bound);
+    }
+    healed.map(|healed| Liveness {
+        healed,
+        bound: deadline - healed,
+    })
+}
+
+/// Restarts `server` at seeded times until `quiet`: stops it, leaves it down for up
+/// to one `ttl`, starts it and waits until it answers, recording each restart for
+/// [`SERVER`]. The first restart comes at a seeded time within the room there is, so
+/// that a run restarts at least once; the others after the lock-delay of a store that
+/// forgot ([`PRIVATE_MAX_SESSION_TTL`]) and a seeded gap of up to
+/// [`MAX_RESTART_GAP_MS`], while one ends (by the longest so far, at least
+/// [`RESTART_ALLOWANCE`]) before `quiet`.
+async fn restart_schedule(
+    recorder: &Recorder,
+    ttl: Duration,
+    quiet: Instant,
+    server: &mut Box<dyn PrivateServer>,
+    mut rng: Rng,
+) -> Check<Counts> {
+    let mut counts = Counts::default();
+    let mut allowance = RESTART_ALLOWANCE;
+    loop {
+        let down = share(&mut rng, ttl, 0, 100);
+        let gap = Duration::from_millis(rng.below(MAX_RESTART_GAP_MS) as u64);
+        let room = quiet.saturating_duration_since(Instant::now() + down + allowance);
+        let gap = match counts.restarts {
+            0 if room.is_zero() => break,
+            0 => gap.min(room.mul_f64(rng.below(100) as f64 / 100.0)),
+            // The store grants between restarts, past the lock-delay of one that forgot.
+            _ if PRIVATE_MAX_SESSION_TTL + gap >= room => break,
+            _ => PRIVATE_MAX_SESSION_TTL + gap,
+        };
+        tokio::time::sleep(gap).await;
+        let stopping = Instant::now();
+        recorder.record(SERVER, Kind::ServerStop);
+        within(SERVER_LIMIT, "stopping the private server", server.stop()).await?;
+        tokio::time::sleep(down).await;
+        within(
+            SERVER_LIMIT,
+            "starting the private server again",
+            server.start(),
+        )
+        .await?;
+        recorder.record(SERVER, Kind::ServerStart);
+        counts.restarts += 1;
+        counts.downtime += stopping.elapsed();
+        allowance = allowance.max(stopping.elapsed().saturating_sub(down) + MARGIN);
+    }
+    Ok(counts)
 }
 
 /// The violations, and the history around the first one.
@@ -497,7 +794,7 @@ async fn in_process(
             Ok(Ok((guard, _handle))) => {
                 run.recorder.record(client, Kind::Grant(guard.token()));
                 let lost = guard.lost();
-                let hold = Duration::from_millis(10 + rng.below(MAX_HOLD_MS) as u64);
+                let hold = hold_time(&run, &mut rng);
                 tokio::select! {
                     () = lost => {
                         run.recorder.record(client, Kind::Lost);
@@ -526,6 +823,18 @@ async fn in_process(
     Ok(counts)
 }
 
+/// How long an in-process contender holds: up to [`MAX_HOLD_MS`]; in a run with
+/// restarts, one hold in eight lasts 1–3 TTLs instead, so that some holds are still
+/// held when the server comes back and their holders must learn whether they lost
+/// them.
+fn hold_time(run: &Run, rng: &mut Rng) -> Duration {
+    if run.long_holds && rng.below(8) == 0 {
+        share(rng, run.ttl, 100, 300)
+    } else {
+        Duration::from_millis(10 + rng.below(MAX_HOLD_MS) as u64)
+    }
+}
+
 /// How a hold of the external contender ends.
 enum Ending {
     Release,
@@ -535,7 +844,7 @@ enum Ending {
 
 /// The external contender: one holder (a child process) per hold, which ends by a
 /// release, a SIGKILL or a pause, as the seed says.
-async fn external(run: Run, client: usize, h: Harness, mut rng: Rng) -> Check<Counts> {
+async fn external(run: Run, client: usize, store: Store, mut rng: Rng) -> Check<Counts> {
     let mut counts = Counts::default();
     let kind = run.target.hold_kind();
     let lost_wait = run.holder_ttl + MARGIN;
@@ -543,7 +852,14 @@ async fn external(run: Run, client: usize, h: Harness, mut rng: Rng) -> Check<Co
         run.recorder.record(client, Kind::Invoke);
         let mut holder = match tokio::time::timeout(
             SPAWN_LIMIT,
-            h.spawn_holder(kind, run.target.suffix()),
+            store.faults().spawn_holder(
+                &**store.backend(),
+                &HolderSpec {
+                    kind,
+                    name: run.name.clone(),
+                    ttl: run.holder_ttl,
+                },
+            ),
         )
         .await
         {
@@ -654,15 +970,22 @@ async fn release(
     }
 }
 
-/// Cuts one in-process contender off at a time, silent or reset, until the quiet tail.
-async fn partition_schedule(run: &Run, switches: &[Box<dyn Partitioned>], mut rng: Rng) -> Counts {
+/// Cuts one client (the one behind `switches[i]` is client `i` in `recorder`) off at
+/// a time, silent or reset, for up to 2.5 `ttl`s, until `quiet`; returns at `stop`.
+pub(crate) async fn partition_schedule(
+    recorder: &Recorder,
+    ttl: Duration,
+    (quiet, stop): (Instant, Instant),
+    switches: &[Box<dyn Partitioned>],
+    mut rng: Rng,
+) -> Counts {
     let mut counts = Counts::default();
     loop {
         let gap = Duration::from_millis(200 + rng.below(1300) as u64);
         let client = rng.below(switches.len());
         let silent = rng.below(2) == 0;
-        let cut = share(&mut rng, run.ttl, 20, 250);
-        if Instant::now() + gap + cut >= run.quiet {
+        let cut = share(&mut rng, ttl, 20, 250);
+        if Instant::now() + gap + cut >= quiet {
             break;
         }
         tokio::time::sleep(gap).await;
@@ -672,14 +995,14 @@ async fn partition_schedule(run: &Run, switches: &[Box<dyn Partitioned>], mut rn
             PartitionMode::Reset
         };
         switches[client].set(mode);
-        run.recorder.record(client, Kind::Cut);
+        recorder.record(client, Kind::Cut);
         counts.partitions += 1;
         counts.silent += usize::from(silent);
         tokio::time::sleep(cut).await;
         switches[client].set(PartitionMode::Forward);
-        run.recorder.record(client, Kind::Heal);
+        recorder.record(client, Kind::Heal);
     }
     // The clients run on through the quiet tail.
-    tokio::time::sleep_until(run.stop).await;
+    tokio::time::sleep_until(stop).await;
     counts
 }

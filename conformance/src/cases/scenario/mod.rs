@@ -12,6 +12,8 @@ mod contender;
 pub(super) mod crash;
 pub(super) mod go_interop;
 pub(super) mod mixed;
+pub(super) mod mixed_queue;
+pub(super) mod mixed_stm;
 pub(super) mod partition;
 pub(super) mod pause;
 pub(crate) mod stay_leader;

@@ -5,7 +5,8 @@
 //! it from a new one) is measured in the configuration that declares
 //! `exclusive_across_restart`. A backend whose URL takes no bound, or whose bounded
 //! client does not declare it, refuses the case: measured not to hold, and claimed
-//! only by the backends whose URL takes the bound ([`BOUND_TAKEN`]).
+//! only by the backends whose URL takes the bound
+//! ([`Capabilities::session_bound`]).
 
 use super::super::boxed;
 use super::wipe::{one_holder, Bound};
@@ -13,10 +14,6 @@ use distsync_core::Capabilities;
 
 use crate::case::{Case, Claim, Group, Need};
 use crate::faults::Hook;
-
-/// The backends whose URL takes `max_session_ttl=`, which turns on the lock-delay
-/// after the store forgets (and with it `exclusive_across_restart`).
-const BOUND_TAKEN: &[&str] = &["etcd", "redis", "postgres"];
 
 /// The case, registered in the server group's list.
 pub(super) const CASE: Case = Case {
@@ -30,7 +27,7 @@ pub(super) const CASE: Case = Case {
     // gives, often without the bound).
     claim: Claim::Flag(
         "exclusive_across_restart with max_session_ttl=",
-        |c: &Capabilities| BOUND_TAKEN.contains(&c.backend),
+        |c: &Capabilities| c.session_bound,
     ),
     hooks: &[Hook::PrivateServer],
     run: |h| boxed(one_holder(h, Bound::Always)),

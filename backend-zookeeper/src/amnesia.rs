@@ -1,0 +1,440 @@
+//! When the store forgets: telling that the ZooKeeper answering is not the one the
+//! client's sessions were opened on, the lock-delay before any grant after it, and
+//! fencing tokens that keep growing.
+//!
+//! ZooKeeper logs every write to disk before it acknowledges it, so a restart forgets
+//! nothing. What does forget is an operator's act: a server whose data directory was
+//! wiped and that was started again at the same address, or a new ensemble put behind
+//! the same addresses. Every session is then gone with its ephemeral nodes, and a new
+//! client can be granted a lock at once while its former holder still acts on it: the
+//! holder's client cannot even reconnect (a server refuses a client that has seen a
+//! zxid above its own), so it learns nothing until its client-side deadline.
+//!
+//! **What tells it.** The client keeps the highest zxid it has seen. A node it creates
+//! gets the zxid of its create as `czxid`, which on the same store is above every zxid
+//! any reply carried before the create was sent: a `czxid` below the highest one seen
+//! before the request means the store forgot. A store that forgot with no create in
+//! flight shows nothing that way, so the client also keeps the id of the store's
+//! **epoch marker**, the persistent node `<root>/amnesia` holding a random id, the
+//! longest session TTL in use and the token offset (below), as
+//! [`distsync_core::raw::EpochMarker`] encodes them. It reads the marker when it opens
+//! its first session (and a session whose TTL is longer than the marker's), and again,
+//! on a connection of its own, when one of its sessions loses its connection (retrying
+//! until the store answers again) or is lost without being closed:
+//! a marker that is missing or carries another id means the store is not the one the
+//! client knew.
+//!
+//! **On detection** every session of the client is closed (their ephemeral nodes are
+//! gone with the store; `lost()` fires) and a warning names the reason. Then nothing
+//! is granted through this client until the lock-delay has passed: every contender
+//! node (joining a lock's, write lock's, election's or semaphore's line) waits before
+//! it is created until the longest session TTL that could have existed has passed
+//! since the detection (the marker's, the client's own longest, and the configured
+//! bound). A holder's client-side deadline falls within its TTL, so every old holder's
+//! `lost()` comes before anyone is granted again.
+//!
+//! **Clients that never knew the old store** cannot tell a wiped store from a new one:
+//! for them a missing marker is the only sign. With a bound on session TTLs
+//! (`max_session_ttl=` in the URL, [`crate::ZkConfig::max_session_ttl`]) the client
+//! that finds the marker missing writes it together with the hold node
+//! `<root>/amnesia-hold`, an ephemeral node of a session of the bound's length that
+//! the client leaves open (detached) as it goes, so the node lives for the bound
+//! whatever becomes of the client; every client that opens its first session while the
+//! hold node lives (or writes it) waits out the bound before its first grant. A
+//! session longer than the bound is refused
+//! ([`distsync_core::Error::InvalidArgument`]), so the bound covers every session. The
+//! price: a root's first session on a store waits the bound once before its first
+//! grant. A client without the bound leaves a missing marker alone (unless it saw the
+//! store forget, then it writes the marker and the hold node for its own lock-delay):
+//! it cannot tell a new store from one that forgot, and grants without a wait, free to
+//! be granted before an old holder's `lost()`. Only the bound makes the backend declare
+//! `exclusive_across_restart`, and every client of a root must give it (the same one,
+//! or a larger one).
+//!
+//! **Fencing tokens** are `czxid`s, which start again from the bottom on a store that
+//! forgot. The client reports every `czxid` as the store's plus an offset. The offset
+//! is 0 until a client detects that the store forgot; it then becomes the highest
+//! token that client reported, and is written into the marker. Every client adopts the
+//! marker's offset when it reads the marker, and a client reads it again at the end of
+//! every lock-delay: an old holder alive across the forgetting detects it as soon as
+//! the store answers again (its session's connection is lost, and its own connection
+//! reads the marker), within a newcomer's delay, which counts from then, so
+//! tokens handed out after the delay are above every token it saw. A token handed out
+//! by the old store to a client that is gone by then is not known to anyone: the
+//! offset covers the tokens of clients alive across the forgetting.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use distsync_core::raw::{check_session_ttl, EpochMarker};
+use distsync_core::Result;
+use tokio::time::Instant;
+
+use crate::BACKEND;
+
+/// The marker node's name under the root (no primitive's kind: those are `lock`,
+/// `queue`, ...).
+/// Export, status and purges walk the kinds' nodes only, so they never meet it.
+const MARKER: &str = "amnesia";
+/// The hold node's name under the root: while it lives, first grants wait.
+const HOLD: &str = "amnesia-hold";
+/// How many times a marker write that raced another client's is tried again.
+pub(crate) const WRITE_ATTEMPTS: usize = 5;
+/// How long the marker read after a lost connection or session is tried again while
+/// the store does not answer (a wiped server being started again): the old holder's
+/// offset must reach the marker before a newcomer's lock-delay ends, which counts from
+/// when the store answers again.
+pub(crate) const RECHECK_FOR: Duration = Duration::from_secs(300);
+
+/// What the client knew when it sent a create, to judge its `czxid` by.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    zxid: i64,
+    epoch: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The highest store zxid seen in this epoch.
+    zxid: i64,
+    /// How many times this client saw the store forget.
+    epoch: u64,
+    /// Added to every `czxid` reported up as a token (see the module docs).
+    offset: i64,
+    /// The highest token reported up.
+    reported: i64,
+    /// No contender node is created before this.
+    hold_until: Option<Instant>,
+    /// Whether the marker must be read again when the hold ends.
+    reread: bool,
+    /// The longest session TTL known (this client's, the marker's, the bound).
+    longest_ttl: Duration,
+    /// The marker's id as this client read or wrote it.
+    marker_id: Option<String>,
+    /// Whether the marker was read at least once (present or not).
+    marker_checked: bool,
+    /// The `czxid` of the last hold node waited out (or written).
+    hold_czxid: i64,
+    /// Whether the marker must be read again at the next session (a session was lost
+    /// and the read after it has not been done yet).
+    stale: bool,
+    /// Whether a marker read after a lost session is under way.
+    checking: bool,
+}
+
+/// The detection state of one backend (shared by its sessions).
+#[derive(Debug)]
+pub(crate) struct Amnesia {
+    pub(crate) bound: Option<Duration>,
+    pub(crate) marker_path: String,
+    pub(crate) hold_path: String,
+    state: Mutex<State>,
+}
+
+impl Amnesia {
+    /// Detection for the root `root`, with `bound` the configured bound on session TTLs.
+    pub(crate) fn new(root: &str, bound: Option<Duration>) -> Self {
+        Self {
+            bound,
+            marker_path: format!("{root}/{MARKER}"),
+            hold_path: format!("{root}/{HOLD}"),
+            state: Mutex::new(State {
+                longest_ttl: bound.unwrap_or_default(),
+                ..State::default()
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses a session TTL above the bound, which the lock-delay relies on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a TTL above the bound.
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
+        check_session_ttl(ttl, self.bound)
+    }
+
+    /// Whether a session of `ttl` needs the marker read (the first session, or one
+    /// longer than any recorded).
+    pub(crate) fn needs_marker(&self, ttl: Duration) -> bool {
+        let state = self.state();
+        !state.marker_checked || state.stale || ttl > state.longest_ttl
+    }
+
+    /// Taken before a create is sent.
+    pub(crate) fn ticket(&self) -> Ticket {
+        let state = self.state();
+        Ticket {
+            zxid: state.zxid,
+            epoch: state.epoch,
+        }
+    }
+
+    /// Records a zxid a reply carried (a stat's, at most the store's zxid then).
+    pub(crate) fn seen(&self, zxid: i64) {
+        let mut state = self.state();
+        state.zxid = state.zxid.max(zxid);
+    }
+
+    /// Judges the `czxid` of a node created after `ticket` was taken; `true` when it
+    /// shows the store forgot.
+    pub(crate) fn observe_created(&self, ticket: Ticket, czxid: i64) -> bool {
+        let mut state = self.state();
+        if ticket.epoch == state.epoch && czxid > 0 && czxid <= ticket.zxid {
+            let reason = format!(
+                "a node created after zxid {:#x} was seen got zxid {czxid:#x} (a wiped \
+                 server or a new ensemble at the same address)",
+                ticket.zxid
+            );
+            state.zxid = czxid;
+            self.forgot(&mut state, &reason);
+            return true;
+        }
+        state.zxid = state.zxid.max(czxid);
+        false
+    }
+
+    /// The marker as read (`None`: missing); `true` when it shows the store forgot.
+    pub(crate) fn observe_marker(&self, marker: Option<&EpochMarker>) -> bool {
+        let mut state = self.state();
+        state.marker_checked = true;
+        let reason = match (&state.marker_id, marker) {
+            (Some(known), None) => Some(format!(
+                "the epoch marker {known} is gone (a wiped server or a new ensemble at the \
+                 same address)"
+            )),
+            (Some(known), Some(marker)) if *known != marker.id => Some(format!(
+                "the epoch marker changed from {known} to {} (a store that forgot)",
+                marker.id
+            )),
+            _ => None,
+        };
+        if let Some(marker) = marker {
+            state.marker_id = Some(marker.id.clone());
+            state.offset = state.offset.max(marker.offset);
+            state.longest_ttl = state.longest_ttl.max(marker.ttl);
+        }
+        match reason {
+            Some(reason) => {
+                if marker.is_none() {
+                    state.marker_id = None;
+                }
+                // Zxids start again on the new store.
+                state.zxid = 0;
+                self.forgot(&mut state, &reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The store forgot: a new epoch, tokens above every one reported, and a
+    /// lock-delay.
+    fn forgot(&self, state: &mut State, reason: &str) {
+        state.epoch += 1;
+        state.offset = state.offset.max(state.reported);
+        let delay = self.delay(state);
+        let until = Instant::now() + delay;
+        state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
+        state.reread = true;
+        tracing::warn!(
+            backend = BACKEND,
+            reason,
+            lock_delay = ?delay,
+            "the zookeeper store forgot: every session of this client is lost, and nothing \
+             is granted through it until the lock-delay has passed"
+        );
+    }
+
+    /// The lock-delay: the longest session TTL known, or the bound if longer.
+    fn delay(&self, state: &State) -> Duration {
+        state.longest_ttl.max(self.bound.unwrap_or_default())
+    }
+
+    /// The lock-delay as it stands now (see `delay`).
+    pub(crate) fn current_delay(&self) -> Duration {
+        self.delay(&self.state())
+    }
+
+    /// Starts a lock-delay of the longest TTL known, from now.
+    pub(crate) fn hold_for_longest(&self) {
+        let mut state = self.state();
+        let until = Instant::now() + self.delay(&state);
+        state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
+        state.reread = true;
+    }
+
+    /// Whether a hold node of `czxid` is one this client has not waited out yet (and
+    /// records it).
+    pub(crate) fn new_hold(&self, czxid: i64) -> bool {
+        let mut state = self.state();
+        let new = state.hold_czxid != czxid;
+        state.hold_czxid = czxid;
+        new
+    }
+
+    /// Whether this client saw the store forget.
+    pub(crate) fn detected(&self) -> bool {
+        self.state().epoch > 0
+    }
+
+    /// Starts the marker read after a lost connection or session, unless one is under
+    /// way or the marker was never read (`false`: nothing to do).
+    pub(crate) fn start_recheck(&self) -> bool {
+        let mut state = self.state();
+        if !state.marker_checked || state.checking {
+            return false;
+        }
+        state.checking = true;
+        state.stale = true;
+        true
+    }
+
+    /// The marker read after a lost connection or session is over (`read`: it was read).
+    pub(crate) fn end_recheck(&self, read: bool) {
+        let mut state = self.state();
+        state.checking = false;
+        if read {
+            state.stale = false;
+        }
+    }
+
+    /// The marker was just read for a session: a re-read asked for by a lost
+    /// connection is answered.
+    pub(crate) fn marker_read(&self) {
+        self.state().stale = false;
+    }
+
+    /// Records a session TTL this client uses.
+    pub(crate) fn record_ttl(&self, ttl: Duration) {
+        let mut state = self.state();
+        state.longest_ttl = state.longest_ttl.max(ttl);
+    }
+
+    /// The marker to write where there is none, or `None` with the one to keep.
+    pub(crate) fn marker_to_write(
+        &self,
+        current: Option<&EpochMarker>,
+        ttl: Duration,
+    ) -> Option<EpochMarker> {
+        let state = self.state();
+        let longest = state.longest_ttl.max(ttl);
+        match current {
+            None => Some(EpochMarker::fresh(longest, state.offset)),
+            Some(marker) if marker.ttl < longest || marker.offset < state.offset => {
+                Some(EpochMarker {
+                    id: marker.id.clone(),
+                    ttl: marker.ttl.max(longest),
+                    offset: marker.offset.max(state.offset),
+                })
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Records the marker this client wrote.
+    pub(crate) fn wrote_marker(&self, marker: &EpochMarker) {
+        let mut state = self.state();
+        state.marker_id = Some(marker.id.clone());
+        state.longest_ttl = state.longest_ttl.max(marker.ttl);
+    }
+
+    /// When the lock-delay ends, if one runs.
+    pub(crate) fn hold(&self) -> Option<Instant> {
+        self.state()
+            .hold_until
+            .filter(|until| *until > Instant::now())
+    }
+
+    /// Whether the marker must be read again after a lock-delay (cleared).
+    pub(crate) fn take_reread(&self) -> bool {
+        std::mem::take(&mut self.state().reread)
+    }
+
+    /// A `czxid` as reported up as a token (0 and below kept).
+    pub(crate) fn up(&self, czxid: i64) -> i64 {
+        if czxid <= 0 {
+            return czxid;
+        }
+        let mut state = self.state();
+        state.zxid = state.zxid.max(czxid);
+        let reported = czxid.saturating_add(state.offset);
+        state.reported = state.reported.max(reported);
+        reported
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distsync_core::Error;
+
+    #[test]
+    fn a_create_below_a_zxid_seen_is_a_store_that_forgot() {
+        let amnesia = Amnesia::new("/ns", Some(Duration::from_secs(5)));
+        let ticket = amnesia.ticket();
+        assert!(!amnesia.observe_created(ticket, 100));
+        assert_eq!(amnesia.up(100), 100);
+        // Replies to concurrent creates may arrive out of order: not a rollback.
+        assert!(!amnesia.observe_created(ticket, 90));
+        assert!(amnesia.hold().is_none());
+        assert!(amnesia.observe_created(amnesia.ticket(), 3));
+        assert!(amnesia.hold().is_some());
+        // Tokens keep growing: the store's zxid 4 reports above 100.
+        assert!(amnesia.up(4) > 100);
+    }
+
+    #[test]
+    fn a_marker_gone_or_changed_is_a_store_that_forgot() {
+        let amnesia = Amnesia::new("/ns", None);
+        // One read per client, then only for a longer session.
+        assert!(amnesia.needs_marker(Duration::from_secs(5)));
+        assert!(!amnesia.observe_marker(None));
+        amnesia.record_ttl(Duration::from_secs(5));
+        assert!(!amnesia.needs_marker(Duration::from_secs(5)));
+        assert!(amnesia.needs_marker(Duration::from_secs(6)));
+        let marker = EpochMarker::fresh(Duration::from_secs(5), 7);
+        assert!(!amnesia.observe_marker(Some(&marker)));
+        assert!(!amnesia.observe_marker(Some(&marker)));
+        assert_eq!(amnesia.up(1), 8, "the marker's offset is adopted");
+        assert!(amnesia.observe_marker(None));
+        assert!(amnesia.detected());
+        assert!(!amnesia.observe_marker(Some(&EpochMarker::fresh(Duration::ZERO, 0))));
+        let other = EpochMarker::fresh(Duration::ZERO, 0);
+        assert!(amnesia.observe_marker(Some(&other)));
+    }
+
+    #[test]
+    fn the_marker_written_records_the_longest_ttl_and_the_offset() {
+        let amnesia = Amnesia::new("/ns", Some(Duration::from_secs(5)));
+        let fresh = amnesia
+            .marker_to_write(None, Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(fresh.ttl, Duration::from_secs(5));
+        amnesia.wrote_marker(&fresh);
+        assert_eq!(
+            amnesia.marker_to_write(Some(&fresh), Duration::from_secs(2)),
+            None
+        );
+        amnesia.up(50);
+        assert!(amnesia.observe_marker(None));
+        let raised = amnesia
+            .marker_to_write(Some(&fresh), Duration::ZERO)
+            .unwrap();
+        assert_eq!((raised.id.as_str(), raised.offset), (fresh.id.as_str(), 50));
+    }
+
+    #[test]
+    fn a_session_above_the_bound_is_refused() {
+        let amnesia = Amnesia::new("", Some(Duration::from_secs(5)));
+        assert!(amnesia.check_ttl(Duration::from_secs(5)).is_ok());
+        assert!(matches!(
+            amnesia.check_ttl(Duration::from_secs(6)),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(amnesia.marker_path, "/amnesia");
+    }
+}
