@@ -47,7 +47,8 @@
 //!   a strictly smaller fencing token (grant order by real time; calls that overlap
 //!   in time may be ordered either way), and no two grants share a token.
 //! - **Liveness**: once the last fault has healed (a restart: once the server answers
-//!   again), some client is granted within a bound.
+//!   again), some client is granted within a bound; a hold granted before the heal and
+//!   still held then moves the start of that bound to its end.
 //!
 //! Instants are taken in the recording process; a holder in a child process is
 //! recorded when its parent reads what it said, so its grant is recorded a pipe's
@@ -171,6 +172,9 @@ pub(crate) struct Liveness {
     pub(crate) healed: Duration,
     /// How long after it a grant may take.
     pub(crate) bound: Duration,
+    /// When the run stopped calling: a hold that outlasts the heal and ends within the
+    /// bound of this leaves nothing to require.
+    pub(crate) until: Duration,
 }
 
 /// One hold, as the checker cut it.
@@ -546,14 +550,37 @@ fn tokens(verdict: &mut Verdict) {
     verdict.violations.extend(found);
 }
 
+/// Liveness: a grant within the bound of the heal or, when holds granted before the
+/// heal are still held then, of the end of the last of them (a hold that outlasts the
+/// fault is progress, not a stall, and nobody else can be granted while it holds; one
+/// held to the end of the history, or ending within the bound of the run's end, leaves
+/// nothing to require).
 fn live(events: &[Event], liveness: Liveness, verdict: &mut Verdict) {
+    let outlasting: Vec<&Hold> = verdict
+        .holds
+        .iter()
+        .filter(|hold| hold.granted <= liveness.healed && hold.end > liveness.healed)
+        .collect();
+    if outlasting
+        .iter()
+        .any(|hold| hold.ended_by == Ending::EndOfHistory)
+    {
+        return;
+    }
+    let from = outlasting
+        .iter()
+        .map(|hold| hold.end)
+        .fold(liveness.healed, Duration::max);
+    if from > liveness.healed && from + liveness.bound > liveness.until {
+        return;
+    }
     let first = events
         .iter()
-        .filter(|event| event.at >= liveness.healed)
+        .filter(|event| event.at >= from)
         .find_map(|event| matches!(event.kind, Kind::Grant(_)).then_some(event.at));
-    if first.is_none_or(|at| at > liveness.healed + liveness.bound) {
+    if first.is_none_or(|at| at > from + liveness.bound) {
         verdict.violations.push(Violation::NoGrantAfterHeal {
-            healed: liveness.healed,
+            healed: from,
             bound: liveness.bound,
             first,
         });
@@ -916,6 +943,43 @@ mod tests {
     }
 
     #[test]
+    fn a_hold_that_outlasts_the_heal_moves_the_liveness_bound_to_its_end() {
+        let events = history(&[
+            (0, 0, Invoke),
+            (5, 0, Grant(1)),
+            (10, 1, Cut),
+            (20, 1, Heal),
+            (21, 1, Invoke),
+            (200, 0, Release),
+            (210, 1, Grant(2)),
+            (220, 1, Release),
+        ]);
+        let rules = |until| Rules {
+            capacity: 1,
+            liveness: Some(Liveness {
+                healed: ms(20),
+                bound: ms(50),
+                until: ms(until),
+            }),
+        };
+        assert!(check(&events, &rules(1000)).violations.is_empty());
+        // The next grant long after the long hold's release is still a stall.
+        let late = history(&[
+            (5, 0, Grant(1)),
+            (10, 1, Cut),
+            (20, 1, Heal),
+            (200, 0, Release),
+            (400, 1, Grant(2)),
+        ]);
+        assert!(matches!(
+            only(&check(&late, &rules(1000))),
+            Violation::NoGrantAfterHeal { first: Some(_), .. }
+        ));
+        // ... unless the run stopped within the bound of that release.
+        assert!(check(&late, &rules(220)).violations.is_empty());
+    }
+
+    #[test]
     fn liveness_needs_a_grant_within_the_bound_after_the_heal() {
         let events = history(&[
             (0, 0, Grant(1)),
@@ -930,6 +994,7 @@ mod tests {
             liveness: Some(Liveness {
                 healed: ms(20),
                 bound: ms(bound),
+                until: ms(1000),
             }),
         };
         assert!(check(&events, &rules(80)).violations.is_empty());

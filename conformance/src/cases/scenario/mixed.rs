@@ -536,7 +536,9 @@ async fn run_seeded(
     drop(switches);
 
     let events = recorder.events();
-    let liveness = liveness(&events, bounds);
+    // The recorder's clock starts just before `started`: the run stops calling at
+    // about `length` on it.
+    let liveness = liveness(&events, bounds, length);
     // To the millisecond, for the figure.
     let bound = liveness.map_or(bounds.fault, |liveness| liveness.bound);
     let bound = Duration::from_millis(u64::try_from(bound.as_millis()).unwrap_or(u64::MAX));
@@ -621,7 +623,7 @@ async fn run_seeded(
 /// The liveness requirement of a history: a grant soon after the last fault's end,
 /// within a bound that covers every fault's own bound (a restart's is longer: the
 /// lock-delay of a store that forgot); `None` without faults.
-fn liveness(events: &[Event], bounds: Bounds) -> Option<Liveness> {
+fn liveness(events: &[Event], bounds: Bounds, until: Duration) -> Option<Liveness> {
     let ends = events.iter().filter_map(|event| match event.kind {
         Kind::Heal | Kind::Resume | Kind::Killed => Some((event.at, bounds.fault)),
         Kind::ServerStart => Some((event.at, bounds.restart)),
@@ -635,6 +637,7 @@ fn liveness(events: &[Event], bounds: Bounds) -> Option<Liveness> {
     healed.map(|healed| Liveness {
         healed,
         bound: deadline - healed,
+        until,
     })
 }
 
