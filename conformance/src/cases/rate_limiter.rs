@@ -77,6 +77,8 @@ const CUT_CALL: Duration = Duration::from_millis(300);
 #[derive(Default)]
 struct Tally {
     granted: u64,
+    /// Requests answered (granted or not): what could have been granted.
+    answered: u64,
     failed: u64,
 }
 
@@ -87,10 +89,16 @@ async fn ask(limiter: Arc<dyn RateLimiter>, until: Instant, tolerant: bool) -> C
     while Instant::now() < until {
         let reply = tokio::time::timeout(CUT_CALL, limiter.try_acquire(1)).await;
         match reply {
-            Ok(Ok(admission)) if admission.is_granted() => tally.granted += 1,
+            Ok(Ok(admission)) if admission.is_granted() => {
+                tally.granted += 1;
+                tally.answered += 1;
+            }
             // Asking again at once is the contention the case wants; a short pause
             // keeps a denied client from spinning on a fast store.
-            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Ok(Ok(_)) => {
+                tally.answered += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             Ok(Err(_)) | Err(_) if tolerant => {
                 tally.failed += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -102,16 +110,19 @@ async fn ask(limiter: Arc<dyn RateLimiter>, until: Instant, tolerant: bool) -> C
     Ok(tally)
 }
 
-/// The GCRA bound for `span`, and a floor a working limiter reaches (half of it).
-fn bound(span: Duration) -> (u64, u64) {
+/// The GCRA bound for `span`, and a floor a working limiter reaches: half of what was
+/// both allowed and asked (`answered` requests: a client slowed down by a loaded
+/// machine asks less often than permits fall due, and cannot be granted more than it
+/// asked).
+fn bound(span: Duration, answered: u64) -> (u64, u64) {
     let rate = rate();
     let intervals = span.as_micros() / u128::from(rate.emission_interval_micros());
     let most = u64::from(rate.burst()) + u64::try_from(intervals).unwrap_or(u64::MAX);
-    (most, most / 2)
+    (most, most.min(answered) / 2)
 }
 
-fn judge(granted: u64, span: Duration, detail: String) -> Check {
-    let (most, least) = bound(span);
+fn judge(granted: u64, answered: u64, span: Duration, detail: String) -> Check {
+    let (most, least) = bound(span, answered);
     if granted > most {
         return violated(format!(
             "{granted} permits granted in {span:?}; the bound is {most} ({detail})"
@@ -119,8 +130,8 @@ fn judge(granted: u64, span: Duration, detail: String) -> Check {
     }
     if granted < least {
         return violated(format!(
-            "only {granted} permits granted in {span:?} of {most} allowed: the limiter \
-             refuses what is due ({detail})"
+            "only {granted} permits granted in {span:?} of {most} allowed, to \
+             {answered} answered requests: the limiter refuses what is due ({detail})"
         ));
     }
     Ok(Holds::figure(
@@ -152,9 +163,11 @@ async fn contention(h: Harness) -> Check {
             })
         })
         .collect();
-    let mut granted = 0;
+    let (mut granted, mut answered) = (0, 0);
     for task in &mut tasks {
-        granted += task.wait().await?.granted;
+        let tally = task.wait().await?;
+        granted += tally.granted;
+        answered += tally.answered;
     }
     let span = start.elapsed();
     // The limiter is live now (its TAT in the future): another rate is refused.
@@ -185,7 +198,7 @@ async fn contention(h: Harness) -> Check {
             ))
         }
     }
-    judge(granted, span, format!("{CLIENTS} clients"))
+    judge(granted, answered, span, format!("{CLIENTS} clients"))
 }
 
 /// A healthy client and one through the harness's proxy ask at once; the proxy client
@@ -213,6 +226,7 @@ async fn partition(h: Harness) -> Check {
     let span = start.elapsed();
     judge(
         steady.granted + cut_off.granted,
+        steady.answered + cut_off.answered,
         span,
         format!(
             "healthy client {} grants, cut-off client {} grants and {} failed requests",
