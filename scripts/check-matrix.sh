@@ -48,8 +48,15 @@ fi
 cat "$tmp/fresh.md"
 section "$GUARANTEES" matrix >"$tmp/committed.md"
 section "$README" summary >"$tmp/committed-summary.md"
-"${runner[@]}" --outline <"$tmp/committed.md" >"$tmp/committed.outline"
-"${runner[@]}" --outline <"$tmp/fresh.md" >"$tmp/fresh.outline"
+# A cell whose guarantee the backend does not declare may measure either way on a racy
+# fault (a wiped store without max_session_ttl): its claim is compared, its outcome is
+# not. Claimed cells are compared outcome and all.
+unclaimed() {
+    sed -E -e 's/holds ⚠ not declared|violated \(not declared\)/not claimed/g' \
+        -e 's/(= false\)): (holds|violated \(not declared\))$/\1: not claimed/'
+}
+"${runner[@]}" --outline <"$tmp/committed.md" | unclaimed >"$tmp/committed.outline"
+"${runner[@]}" --outline <"$tmp/fresh.md" | unclaimed >"$tmp/fresh.outline"
 "${runner[@]}" --summary <"$tmp/fresh.md" >"$tmp/fresh-summary.md"
 stale=0
 if ! diff -u --label "$GUARANTEES (committed matrix)" --label "fresh run" \
