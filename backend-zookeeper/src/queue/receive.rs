@@ -2,6 +2,7 @@
 //! session (Curator's `lockPath`), its delivery counted beside it, and the delivery's
 //! `ack` and `nack` (see the protocol in the queue's module docs).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -319,6 +320,15 @@ async fn undo(
     }
 }
 
+/// The error of an ack that may or may not have applied: the item is gone, and the
+/// session that held it ended after a reply was lost.
+fn unknown_ack() -> Error {
+    Error::connection(
+        BACKEND,
+        "the ack's reply was lost and its session ended: it may have applied",
+    )
+}
+
 /// A held item's settlement.
 struct Hold {
     inner: Arc<Inner>,
@@ -329,7 +339,10 @@ struct Hold {
 
 impl Hold {
     /// One attempt of the ack: deletes the item and its lock node together.
-    async fn ack_once(&self) -> Result<()> {
+    /// `maybe_applied` says whether an attempt's reply was lost (this one sets it when
+    /// its own is: a request sent before the session's end may have applied, whatever
+    /// error the client then reports).
+    async fn ack_once(&self, maybe_applied: &AtomicBool) -> Result<()> {
         let paths = &self.inner.paths;
         let client = self.lease.client()?;
         let lock = paths.lock(&self.child);
@@ -337,7 +350,14 @@ impl Hold {
         let mut multi = client.new_multi_writer();
         multi.add_delete(&lock, None).map_err(map)?;
         multi.add_delete(&item, None).map_err(map)?;
-        match bounded(&self.inner.shared, multi.commit()).await? {
+        let committed = bounded(&self.inner.shared, multi.commit()).await;
+        if matches!(
+            committed,
+            Err(_) | Ok(Err(zk::MultiWriteError::RequestFailed { .. }))
+        ) {
+            maybe_applied.store(true, Ordering::Relaxed);
+        }
+        match committed? {
             Ok(_) => {}
             Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => {
                 // The lock node is gone: with the session (the item is back), or with
@@ -345,6 +365,7 @@ impl Hold {
                 let gone = bounded(&self.inner.shared, client.check_stat(&item)).await?;
                 match gone {
                     Ok(None) if !self.lease.is_over() => {}
+                    Ok(None) if maybe_applied.load(Ordering::Relaxed) => return Err(unknown_ack()),
                     Ok(_) => return Err(Error::SessionLost),
                     Err(error) => return Err(self.lease.error(error)),
                 }
@@ -367,6 +388,21 @@ impl Hold {
         Ok(())
     }
 
+    /// The outcome of an ack whose reply was lost before the session ended, read
+    /// through the backend's own connection: the item still there means the ack did
+    /// not apply (the multi is atomic, so the item went back with the session), and
+    /// the item gone means it applied or another consumer acknowledged it after the
+    /// session ended; the two cannot be told apart.
+    async fn settle_after_loss(&self) -> Result<()> {
+        let item = self.inner.paths.item(&self.child);
+        let client = self.inner.own.client().await?;
+        match bounded(&self.inner.shared, client.check_stat(&item)).await? {
+            Ok(Some(_)) => Err(Error::SessionLost),
+            Ok(None) => Err(unknown_ack()),
+            Err(error) => Err(map(error)),
+        }
+    }
+
     /// One attempt of the nack: deletes the lock node.
     async fn nack_once(&self) -> Result<()> {
         let client = self.lease.client()?;
@@ -384,10 +420,22 @@ impl Settle for Hold {
         if self.lost.is_cancelled() {
             return Err(Error::SessionLost);
         }
-        self.inner
+        let maybe_applied = AtomicBool::new(false);
+        let outcome = self
+            .inner
             .policy()
-            .release("queue ack", Some(&self.lost), || self.ack_once())
-            .await
+            .release("queue ack", Some(&self.lost), || {
+                self.ack_once(&maybe_applied)
+            })
+            .await;
+        match outcome {
+            // A lost reply may have applied the ack before the session ended: the
+            // store says which, where it can.
+            Err(Error::SessionLost) if maybe_applied.load(Ordering::Relaxed) => {
+                self.settle_after_loss().await
+            }
+            other => other,
+        }
     }
 
     async fn nack(&self) -> Result<()> {

@@ -111,12 +111,9 @@ pub(super) const CASES: &[Case] = &[
         guarantee: "under partitions: no acknowledged item lost, none invented or back after its \
                     ack, one consumer of an item at a time, redelivery counts ordered with real time",
         needs: &[Need::Queue, Need::ReliableDelivery],
-        // ZooKeeper's receive has a window in which an `ack` answered `SessionLost` has
-        // removed the item (measured once in CI: an acknowledged item lost), so it is not
-        // claimed there until that window is closed.
         claim: Claim::Flag(
             "queue, acknowledged items kept under partitions",
-            |c: &Capabilities| c.reliable_delivery && c.backend != "zookeeper",
+            |c: &Capabilities| c.reliable_delivery,
         ),
         hooks: &[Hook::Partition],
         run: |h| boxed(mixed_queue::run(h)),

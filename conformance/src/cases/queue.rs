@@ -1,6 +1,7 @@
 //! Queue cases: FIFO, priority order, no loss and no duplicate under cancelled
 //! consumers, and the empty queue.
 
+mod ack_reply;
 mod consumer;
 mod idempotent;
 mod metrics;
@@ -121,6 +122,16 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[],
         run: |h| boxed(reliable_session_end(h)),
+    },
+    Case {
+        id: "queue_ack_reply_lost_session_end",
+        group: Group::Queue,
+        guarantee: "reliable delivery: an ack whose reply is lost and whose session then ends \
+                    answers truthfully (Ok: the item is gone; SessionLost: it comes back)",
+        needs: &[Need::Queue, Need::ReliableDelivery],
+        claim: Claim::Offered,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(ack_reply::ack_reply_lost_then_session_end(h)),
     },
     Case {
         id: "queue_reliable_nack_keeps_place",

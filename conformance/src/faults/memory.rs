@@ -206,10 +206,16 @@ impl Partitioned for GatedClient {
                 self.kv
                     .fail_txns_after(usize::from(after), 1, TxnFault::ReplyLost);
             }
+            PartitionMode::LoseReplyThenReset { after } => {
+                self.kv
+                    .fail_txns_after(usize::from(after), 1, TxnFault::ReplyLostThenReset);
+            }
             _ => self.kv.fail_txns(0, TxnFault::ReplyLost),
         }
         self.kv.partition(match mode {
-            PartitionMode::Forward | PartitionMode::LoseReply { .. } => Partition::Open,
+            PartitionMode::Forward
+            | PartitionMode::LoseReply { .. }
+            | PartitionMode::LoseReplyThenReset { .. } => Partition::Open,
             PartitionMode::Silent => Partition::Silent,
             PartitionMode::Reset => Partition::Reset,
         });

@@ -50,6 +50,13 @@ pub enum PartitionMode {
         /// How many answers pass before the one lost.
         after: u8,
     },
+    /// As [`PartitionMode::LoseReply`], but the mode then becomes
+    /// [`PartitionMode::Reset`] instead of forwarding: a partition that starts between a
+    /// request reaching the store and its answer, and lasts until healed.
+    LoseReplyThenReset {
+        /// How many answers pass before the one lost.
+        after: u8,
+    },
 }
 
 impl PartitionMode {
@@ -60,6 +67,10 @@ impl PartitionMode {
             Self::Silent => "silent partition (bytes stop, connections stay open)",
             Self::Reset => "reset partition (connections closed, new ones refused)",
             Self::LoseReply { .. } => "a lost reply (a request forwarded, its answer cut)",
+            Self::LoseReplyThenReset { .. } => {
+                "a lost reply, then a reset partition (a request forwarded, its answer and \
+                 everything after cut)"
+            }
         }
     }
 }
@@ -215,7 +226,8 @@ type AnswerLoss = (Arc<watch::Sender<PartitionMode>>, Arc<AtomicU32>);
 /// silent, and returns (closing both halves) on reset, EOF or error. With `answers`
 /// (the store-to-client direction), a [`PartitionMode::LoseReply`] due drops what was
 /// read and returns, after switching the proxy back to forwarding (so one connection
-/// loses one answer).
+/// loses one answer), or to a reset partition for
+/// [`PartitionMode::LoseReplyThenReset`].
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
@@ -240,20 +252,25 @@ async fn pump(
             let current = *mode.borrow_and_update();
             match current {
                 PartitionMode::Forward => break,
-                PartitionMode::LoseReply { after } => {
+                PartitionMode::LoseReply { after }
+                | PartitionMode::LoseReplyThenReset { after } => {
                     let Some((switch, answers)) = &answers else {
                         break;
                     };
                     if answers.fetch_add(1, Ordering::SeqCst) < u32::from(after) {
                         break;
                     }
-                    // Only the connection that switches the mode back loses its answer.
-                    let lost = switch.send_if_modified(|mode| {
-                        let due = matches!(mode, PartitionMode::LoseReply { .. });
-                        if due {
+                    // Only the connection that switches the mode on loses its answer.
+                    let lost = switch.send_if_modified(|mode| match mode {
+                        PartitionMode::LoseReply { .. } => {
                             *mode = PartitionMode::Forward;
+                            true
                         }
-                        due
+                        PartitionMode::LoseReplyThenReset { .. } => {
+                            *mode = PartitionMode::Reset;
+                            true
+                        }
+                        _ => false,
                     });
                     if lost {
                         return;

@@ -34,6 +34,10 @@ pub enum TxnFault {
     /// The transaction is applied, but its reply is lost: the call fails with a
     /// transient error all the same.
     ReplyLost,
+    /// As [`TxnFault::ReplyLost`], and the client is then partitioned
+    /// ([`Partition::Reset`]) until healed: a partition that starts between a request
+    /// being applied and its reply.
+    ReplyLostThenReset,
 }
 
 /// Which transactions fail next.
@@ -281,6 +285,11 @@ impl Kv for FaultyKv {
             Some(TxnFault::NotApplied) => Err(leader_changed()),
             Some(TxnFault::ReplyLost) => {
                 self.store.txn(txn).await?;
+                Err(leader_changed())
+            }
+            Some(TxnFault::ReplyLostThenReset) => {
+                self.store.txn(txn).await?;
+                self.partition(Partition::Reset);
                 Err(leader_changed())
             }
         }
