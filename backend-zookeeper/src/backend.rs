@@ -203,6 +203,10 @@ impl Backend for ZkBackend {
         crate::revoke::request_release(&self.shared, name).await
     }
 
+    async fn break_lock(&self, name: &Name) -> Result<Option<distsync_core::BrokenHold>> {
+        crate::break_lock::break_lock(&self.shared, name).await
+    }
+
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
         crate::status::status(&self.shared, prefix).await
     }

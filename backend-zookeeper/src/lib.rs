@@ -118,6 +118,7 @@
 mod amnesia;
 mod backend;
 mod barrier;
+mod break_lock;
 mod config;
 mod counter;
 mod direct;
@@ -226,6 +227,7 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         .with_latch(true)
         .with_election(true)
         .with_release_request(true)
+        .with_break_lock(true)
 }
 
 /// Connects to the ZooKeeper servers a `zk://` or `zks://` URL names and returns a

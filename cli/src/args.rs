@@ -241,8 +241,9 @@ pub(crate) enum Command {
     /// semaphore permits, queue lengths, held barriers. Reads only.
     Status(StatusArgs),
     /// Break the lock NAME: end its holder's session in the store (every hold of that
-    /// session is lost), print `broke NAME session=<id> token=<token> held_for=<ms>
-    /// since=<unix time> key=<key>`. Exit 1 when nobody holds it.
+    /// session is lost; on ZooKeeper the hold alone), print `broke NAME session=<id>
+    /// token=<token> held_for=<ms> since=<unix time> key=<key>`. Exit 1 when nobody
+    /// holds it.
     #[command(after_help = BREAK_AFTER_HELP)]
     Break(BreakArgs),
     /// Ask the holder of the lock NAME to release it (cooperative revocation: nothing is
@@ -738,7 +739,8 @@ session's deadline (a `distsync lock -- CMD` holder stops CMD), its guarded writ
 refused, and the next holder's fencing token is higher. `held_for` and `since` are `-` \
 where the store does not record when a hold was taken. Exit codes: 0 broken, 1 nobody \
 holds NAME (`not held NAME` on standard error), 2 a backend that cannot end another \
-process's session (ZooKeeper), 4 a store error.";
+process's hold, 4 a store error. On ZooKeeper the break ends the hold alone (only a \
+session's owner can end it there): the holder's session and other holds go on.";
 
 /// `distsync break`.
 #[derive(Debug, Args)]

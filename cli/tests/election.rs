@@ -230,6 +230,17 @@ fn candidate(url: &str, name: &str, value: &str, extra: &[&str], markers: &Marke
     Proc::spawn(Some(url), &args)
 }
 
+/// The servers on which a test process can end another process's session: every one
+/// but ZooKeeper, where only a session's owner (who has its password) can end it. The
+/// loss of a ZooKeeper leadership is measured by the conformance rows instead
+/// (`election_*` on the zookeeper column), through a fault session of the same process.
+fn servers_that_revoke() -> Vec<Backend> {
+    servers()
+        .into_iter()
+        .filter(|server| server.label != "zookeeper")
+        .collect()
+}
+
 /// Ends the session of the election's leader from the store's side, as an operator
 /// would: its id comes from the store's status report.
 fn revoke_leader(url: &str, name: &str) {
@@ -270,7 +281,7 @@ fn stderr_says(proc: &Proc, needle: &str) {
 
 #[test]
 fn the_command_runs_only_while_leader_and_the_loser_campaigns_again() {
-    for server in servers() {
+    for server in servers_that_revoke() {
         let label = server.label;
         let url = server.url.as_str();
         let name = unique("elect-cmd");
@@ -333,7 +344,7 @@ fn the_command_runs_only_while_leader_and_the_loser_campaigns_again() {
 
 #[test]
 fn once_exits_with_3_when_leadership_is_lost() {
-    for server in servers() {
+    for server in servers_that_revoke() {
         let label = server.label;
         let url = server.url.as_str();
 
@@ -363,7 +374,7 @@ fn once_exits_with_3_when_leadership_is_lost() {
 
 #[test]
 fn without_once_a_plain_leader_is_elected_again_after_a_loss() {
-    for server in servers() {
+    for server in servers_that_revoke() {
         let label = server.label;
         let name = unique("elect-again");
         let mut holder = Proc::spawn(Some(&server.url), &["elect", &name, "a"]);

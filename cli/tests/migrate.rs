@@ -38,12 +38,12 @@ impl Store {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
         // Letters, digits and `_` only: valid as an etcd namespace, a Redis prefix and a
-        // PostgreSQL schema (at most 63 bytes).
+        // PostgreSQL schema (at most 63 bytes), and a ZooKeeper chroot.
         let namespace = format!("m_{what}_{}_{nanos:x}", std::process::id());
         let base = server.url.trim_end_matches('/');
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = match server.label {
-            "etcd" => format!("{base}/{namespace}"),
+            "etcd" | "zookeeper" => format!("{base}/{namespace}"),
             "redis" => format!("{base}{separator}namespace={namespace}:"),
             "postgres" => format!("{base}{separator}schema={namespace}"),
             other => panic!("no namespaces for {other}"),

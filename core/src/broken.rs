@@ -9,7 +9,9 @@
 //! (`put_if_held`) are refused, and the next grant carries a higher fencing token. A
 //! session holds everything its owner took through it, so breaking one lock ends
 //! **every** hold of that session (its other locks, elections, permits): the owner
-//! sees all of them lost. See docs/FENCING.md, "Taking a lock back".
+//! sees all of them lost. ZooKeeper, where only a session's owner can end it, ends the
+//! hold alone instead (it deletes the holder's node, which the holder's guard
+//! watches). See docs/FENCING.md, "Taking a lock back".
 
 use std::fmt;
 use std::time::Duration;
@@ -29,7 +31,8 @@ pub struct BrokenHold {
     pub name: String,
     /// The store key (or row) of the hold, as the holder's guard `key()` shows it.
     pub key: String,
-    /// The holder's session, which the break ended (with every other hold of it).
+    /// The holder's session, which the break ended (with every other hold of it;
+    /// on ZooKeeper the session goes on, and only this hold ended).
     pub session: SessionId,
     /// The fencing token of the broken grant, where the store records it: the next
     /// grant's token is higher.

@@ -110,8 +110,9 @@ pub struct Capabilities {
     /// [`crate::CountDownLatch`]: a latch opened when its count reaches zero.
     pub latch: bool,
     /// [`crate::Coordinator::break_lock`]: ending another process's hold of a lock by
-    /// ending its session in the store (see [`crate::broken`]); `false` where the
-    /// backend cannot list holders or cannot end another process's session.
+    /// ending its session in the store, or its hold alone where only a session's owner
+    /// can end it (ZooKeeper; see [`crate::broken`]); `false` where the backend cannot
+    /// list holders or cannot end another process's hold.
     pub break_lock: bool,
     /// [`crate::Queue::oldest_age`]: each item's enqueue time recorded on the store's
     /// clock; `false` where the store has no clock a client can write with (etcd) or

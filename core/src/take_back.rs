@@ -15,7 +15,8 @@ impl Coordinator {
     /// The break is safe for the resource the lock protects: the holder's guard sees
     /// `lost()` (its next renewal fails, so within its session's deadline), its
     /// `put_if_held` is refused, and the next grant's fencing token is higher. It ends
-    /// **every** hold of the holder's session, not this lock's alone (see
+    /// **every** hold of the holder's session, not this lock's alone (on ZooKeeper,
+    /// where only a session's owner can end it, the hold alone: see
     /// [`crate::broken`]). Waiters keep their places: the first of them is granted.
     ///
     /// ```
@@ -30,8 +31,8 @@ impl Coordinator {
     ///
     /// # Errors
     /// [`crate::Error::InvalidName`]; [`crate::Error::Unsupported`] where the backend
-    /// cannot end another process's session (ZooKeeper) or does not record who holds
-    /// a lock; the store's error.
+    /// cannot end another process's hold or does not record who holds a lock; the
+    /// store's error.
     ///
     /// # Cancel safety
     /// Not atomic: dropping the future after the holder was read may or may not have

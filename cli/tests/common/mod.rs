@@ -16,7 +16,7 @@ pub(crate) const QUIET: Duration = Duration::from_millis(1500);
 /// A backend to run a test against.
 #[derive(Clone, Debug)]
 pub(crate) struct Backend {
-    /// `etcd`, `redis`, `postgres` or `memory`.
+    /// `etcd`, `redis`, `postgres`, `zookeeper` or `memory`.
     pub label: &'static str,
     /// Its URL.
     pub url: String,
@@ -34,6 +34,11 @@ pub(crate) fn servers() -> Vec<Backend> {
             "postgres",
             cfg!(feature = "postgres"),
             "DISTSYNC_POSTGRES_URL",
+        ),
+        (
+            "zookeeper",
+            cfg!(feature = "zookeeper"),
+            "DISTSYNC_ZOOKEEPER_URL",
         ),
     ];
     let mut found = Vec::new();
