@@ -5,10 +5,7 @@
 
 mod common;
 
-use common::{number, run, servers, unique, Proc};
-
-/// A command that runs until it is terminated; SIGTERM ends it with 143.
-const RUN_UNTIL_TERMINATED: &str = "trap 'exit 143' TERM; while :; do sleep 0.1; done";
+use common::{number, run, servers, unique, Proc, RUN_UNTIL_TERMINATED};
 
 #[test]
 fn a_break_ends_another_processs_hold() {

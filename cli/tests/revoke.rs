@@ -4,10 +4,7 @@
 
 mod common;
 
-use common::{number, run, servers, unique, Proc};
-
-/// A command that runs until it is terminated; SIGTERM ends it with 143.
-const RUN_UNTIL_TERMINATED: &str = "trap 'exit 143' TERM; while :; do sleep 0.1; done";
+use common::{number, run, servers, unique, Proc, RUN_UNTIL_TERMINATED};
 
 #[test]
 fn a_revoke_request_stops_a_revocable_holders_command() {

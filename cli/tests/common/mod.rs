@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 /// How long a process must stay silent when it should be blocked.
 pub(crate) const QUIET: Duration = Duration::from_millis(1500);
+/// A command that runs until it is terminated; SIGTERM ends it with 143.
+pub(crate) const RUN_UNTIL_TERMINATED: &str = "trap 'exit 143' TERM; while :; do sleep 0.1; done";
 
 /// A backend to run a test against.
 #[derive(Clone, Debug)]
