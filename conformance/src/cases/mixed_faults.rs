@@ -128,4 +128,14 @@ pub(super) const CASES: &[Case] = &[
         hooks: &[Hook::Partition],
         run: |h| boxed(mixed_stm::run(h, Isolation::SerializableSnapshot)),
     },
+    Case {
+        id: "mixed_faults_stm_serializable",
+        group: Group::MixedFaults,
+        guarantee: "under partitions at Serializable: committed transactions form one serial \
+                    chain of versions to the final state, none lost",
+        needs: &[Need::Stm(Isolation::Serializable)],
+        claim: Claim::Offered,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(mixed_stm::run(h, Isolation::Serializable)),
+    },
 ];
