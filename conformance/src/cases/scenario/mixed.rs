@@ -973,6 +973,21 @@ async fn release(
     }
 }
 
+/// `count` clients, each through a proxy of its own: the switches the partition
+/// schedule flips.
+pub(crate) async fn proxied_clients(h: &Harness, count: usize) -> Check<Vec<Box<dyn Partitioned>>> {
+    let mut switches = Vec::with_capacity(count);
+    for _ in 0..count {
+        switches.push(
+            h.faults()
+                .partitioned_client(h.backend().as_ref())
+                .bounded("connecting a client through its proxy")
+                .await?,
+        );
+    }
+    Ok(switches)
+}
+
 /// Cuts one client (the one behind `switches[i]` is client `i` in `recorder`) off at
 /// a time, silent or reset, for up to 2.5 `ttl`s, until `quiet`; returns at `stop`.
 pub(crate) async fn partition_schedule(

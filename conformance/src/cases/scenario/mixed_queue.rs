@@ -29,7 +29,6 @@ use tokio::time::Instant;
 
 use super::mixed::{self, SECS_VAR, SEED_VAR};
 use crate::check::{lock_vec, violated, Bounded, Check, Context, Fail, Holds, Task, PROMPT};
-use crate::faults::Partitioned;
 use crate::harness::Harness;
 use crate::history::{Kind, Recorder};
 use crate::queue_history::{self, Enqueue, Enqueued, Receipt, Settled};
@@ -135,15 +134,7 @@ pub(crate) async fn run(h: Harness) -> Check {
 
 async fn run_seeded(h: &Harness, seed: u64, length: Duration, quiet_tail: Duration) -> Check {
     let name = h.name("queue").ctx("naming the queue")?;
-    let mut switches: Vec<Box<dyn Partitioned>> = Vec::new();
-    for _ in 0..DRAINER {
-        switches.push(
-            h.faults()
-                .partitioned_client(h.backend().as_ref())
-                .bounded("connecting a client through its proxy")
-                .await?,
-        );
-    }
+    let switches = mixed::proxied_clients(h, DRAINER).await?;
     let log = Log {
         recorder: Recorder::new(),
         enqueues: Arc::default(),

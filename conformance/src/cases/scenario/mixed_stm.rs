@@ -27,10 +27,7 @@ use distsync_core::{Backend, Error, Isolation, Stm, StmTx};
 use tokio::time::Instant;
 
 use super::mixed::{self, SECS_VAR, SEED_VAR};
-use crate::check::{
-    lock_vec, violated, within, Bounded, Check, Context, Fail, Holds, Task, PROMPT,
-};
-use crate::faults::Partitioned;
+use crate::check::{lock_vec, violated, within, Check, Context, Fail, Holds, Task, PROMPT};
 use crate::harness::Harness;
 use crate::history::Recorder;
 use crate::rng::Rng;
@@ -177,15 +174,7 @@ async fn run_seeded(
         )
         .await?;
     }
-    let mut switches: Vec<Box<dyn Partitioned>> = Vec::new();
-    for _ in 0..CLIENTS {
-        switches.push(
-            h.faults()
-                .partitioned_client(h.backend().as_ref())
-                .bounded("connecting a client through its proxy")
-                .await?,
-        );
-    }
+    let switches = mixed::proxied_clients(h, CLIENTS).await?;
     let recorder = Recorder::new();
     let run = Run {
         recorder: recorder.clone(),
