@@ -151,8 +151,9 @@ pub fn launcher() -> std::result::Result<&'static Launcher, String> {
 /// What a child holds, as passed in [`SPEC_VAR`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildSpec {
-    /// The store's URL (the runner's child connects to it; a test binary's child uses
-    /// its backend factory, which reads the same environment as the parent).
+    /// The store's URL (the runner's child connects to it through the facade; a test
+    /// binary's child through its fault hooks' connector, or with its backend factory
+    /// when the hooks have none).
     pub url: String,
     /// Lock, leadership or permit.
     pub kind: HoldKind,
@@ -605,7 +606,22 @@ where
             ));
             return 1;
         };
-        let backend = Arc::clone(harness.into().backend());
+        let harness = harness.into();
+        // The factory reaches the column's server; a holder of a case with a private
+        // server of its own must reach that one, which its spec names.
+        let backend = match harness.faults().connector() {
+            Some(connect) => match connect(spec.url.clone()).await {
+                Ok(backend) => backend,
+                Err(error) => {
+                    say.line(Event::Error(format!(
+                        "connecting to {}: {error}",
+                        distsync_core::redact_url(&spec.url)
+                    )));
+                    return 1;
+                }
+            },
+            None => Arc::clone(harness.backend()),
+        };
         serve(backend, spec).await
     });
     // Exiting here skips the runtime's shutdown, which could wait on background tasks.

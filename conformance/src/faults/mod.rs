@@ -213,6 +213,13 @@ pub trait Faults: Send + Sync + 'static {
         Err(format!("{hook}: not offered by {}", self.describe()))
     }
 
+    /// How these hooks reach a server of their kind by URL, if they do: a child holder
+    /// of a test binary connects with it to the server its spec names (a private
+    /// server's, for the cases that start one), not to the column's own server.
+    fn connector(&self) -> Option<Connect> {
+        None
+    }
+
     /// Ends `session` from the store side, as an operator would (etcd: lease revoke).
     /// Its owner must learn through `lost()`, and everything it held is released.
     ///

@@ -209,6 +209,10 @@ impl Harness {
 
 #[async_trait]
 impl Faults for ServerFaults {
+    fn connector(&self) -> Option<Connect> {
+        Some(Arc::clone(&self.connect))
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} server: revoke, out-of-band kill, child-process holders, private servers{}",
