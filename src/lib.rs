@@ -105,6 +105,11 @@ pub use distsync_core::lock_delay::{self, LockOptions};
 // Taking a lock back: the administrative break (`Coordinator::break_lock`).
 pub use distsync_core::broken::{self, BrokenHold};
 
+// Handing leadership over (`Leadership::resign_to`, `Coordinator::prefer`).
+pub use distsync_core::hand_over::{
+    self, Candidate, Candidates, HandOver, NotHandedOver, PreferenceRequest, Successor,
+};
+
 // The backends: one driver per store, and the list `connect` reads.
 pub use distsync_core::driver::{self, Driver};
 

@@ -85,4 +85,7 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         // that never knew it waits out the lock-delay only under a bound (the matrix
         // rows `server_wipe_one_holder` and `server_wipe_one_holder_bounded`).
         .with_exclusive_across_restart(max_session_ttl.is_some())
+        // A resignation deletes the leader's row and wakes the next candidate, which is
+        // elected when it runs: `leader()` can answer "no leader" in between.
+        .with_gapless_hand_over(false)
 }

@@ -76,13 +76,14 @@ SELECT d.name, d.ready, count(x.id)
  GROUP BY d.name, d.ready";
 
 /// Which of the tables created on first use exist: counters, latches, rate limits.
-const OPTIONAL_TABLES: &str = "\
+pub(crate) const OPTIONAL_TABLES: &str = "\
 SELECT to_regclass('{s}.counters') IS NOT NULL, to_regclass('{s}.latches') IS NOT NULL,
        to_regclass('{s}.rate_limits') IS NOT NULL";
 
-const COUNTERS: &str = "SELECT name, value FROM {s}.counters WHERE starts_with(name, $1)";
+pub(crate) const COUNTERS: &str =
+    "SELECT name, value FROM {s}.counters WHERE starts_with(name, $1)";
 
-const LATCHES: &str =
+pub(crate) const LATCHES: &str =
     "SELECT name, initial, remaining FROM {s}.latches WHERE starts_with(name, $1)";
 
 /// Rate limiters with the server's clock in µs, as `rate_limit_acquire` reads it.

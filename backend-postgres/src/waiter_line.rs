@@ -69,7 +69,9 @@
 //!   with its holder gone too (the crash took both), the entry holds the name only
 //!   until its session row expires: `expires_at` is server time, which a restart does
 //!   not move, and nobody renews it. It never lets two holders in: the entry is back,
-//!   and still counts.
+//!   and still counts. Nor does it move a token back: the counter is bumped only by
+//!   grants, whose commits are synchronous, so every token handed out is durable and the
+//!   next grant after a crash draws a higher one.
 //!
 //! What must survive stays synchronous: **grants** (an entry with its token, the
 //! counter bump, a candidacy's leader row), including a release that grants the next
@@ -299,6 +301,10 @@ impl Entry {
     /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave`. Commits
     /// asynchronously when the backend can tell a release the server lost in a crash
     /// and make it again ([`crate::connection::unflushed`]), synchronously otherwise.
+    /// That is safe because a release lost in a crash only brings the entry back: its
+    /// holder has already stopped, the entry counts until made again or until its
+    /// session's lease ends (the lease gate), and tokens, bumped only by synchronous
+    /// grants, still increase (see the module docs, "Asynchronous commits").
     pub(crate) async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
         let unflushed = &self.shared.unflushed;
         let sync = !unflushed.enabled();

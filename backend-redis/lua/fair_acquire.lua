@@ -19,6 +19,35 @@
 -- keepalive.lua). A new entry expires with the session key (PX = its PTTL) until the
 -- next renewal gives both the full TTL; under Redis Cluster it lives one TTL from this
 -- run (see session_px in lib.lua).
+--
+-- The script runs in two parts (see `compose` in src/scripts.rs): the first grants a
+-- lock or read-write lock whose line is empty and whose marker allows grants, the
+-- common case, with only the few library definitions it uses; everything else runs
+-- in the second, the whole protocol, as if the first part were not there.
+local p, id, mode = ARGV[2], ARGV[3], ARGV[4]
+if ARGV[6] ~= 'check' and string.sub(p, -6) ~= ':elect' and string.sub(p, -4) ~= ':sem' then
+  -- Grants are allowed without a lock-delay, the marker needs no update, and no INFO
+  -- is needed: "0" on a line nobody watches, or "0:<rid>" naming the replication id
+  -- the client gave. Otherwise, the second part.
+  local m = redis.call('GET', p .. ':epoch')
+  local rid = ARGV[11]
+  if (m == '0' and ARGV[10] ~= '1') or (m == '0:' .. rid and string.match(rid, '^%x+$')) then
+    if redis.call('EXISTS', p .. ':q') == 0 then
+      local skey = KEYS[2]
+      local left = session_left(skey, ARGV[8], ARGV[7])
+      if not left then
+        return {-1}
+      end
+      local ekey, val = KEYS[1], mode .. id
+      redis.call('SET', ekey, val, 'PX', session_px(skey, left, ARGV[5]))
+      session_list(KEYS[3], ekey, val, left)
+      -- The marker lives while the line does (an idle line lets it expire).
+      redis.call('PERSIST', p .. ':epoch')
+      return fq_grant_alone(p, id, mode)
+    end
+  end
+end
+-- @cold
 local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
 local p, id, mode, ttl, how = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local val = mode .. id
@@ -54,23 +83,10 @@ else
   end
   redis.call('SET', ekey, val, 'PX', session_px(skey, left, ttl))
   session_list(reg, ekey, val, left)
-  -- Uncontended (a lock or read-write lock whose line is empty): the entry is first
-  -- in line, so it is granted at once, as fq_settle would, without walking the line.
-  -- Its arrival score is 0: every later arrival takes the next p:seq, which is at
-  -- least 1, so it stays behind (p:seq is left alone, idling out as after a release).
-  -- p:fence keeps the idle TTL the last release gave it: should it run out while
-  -- this entry holds, the next grant seeds it from the clock again (counter_next),
-  -- so tokens still only grow, and an uncontended cycle writes no TTL changes.
   -- The marker lives while the line does (an idle line lets it expire).
   redis.call('PERSIST', p .. ':epoch')
   if delay == 0 and not elect and not sem and redis.call('EXISTS', p .. ':q') == 0 then
-    redis.call('ZADD', p .. ':q', 0, id)
-    local token = 0
-    if mode == 'w' then
-      token = counter_next(p .. ':fence')
-    end
-    redis.call('HSET', p .. ':g', id, decimal(token))
-    return {1, token}
+    return fq_grant_alone(p, id, mode)
   end
   redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
   redis.call('PERSIST', p .. ':seq')

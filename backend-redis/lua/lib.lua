@@ -186,6 +186,24 @@ local function fq_forget(p, id)
   redis.call('HDEL', p .. ':v', id)
 end
 
+-- Grants entry id (mode w or r) of a lock or read-write lock whose line is empty: it
+-- is first in line, so it is granted at once, as fq_settle would, without walking the
+-- line. Its arrival score is 0: every later arrival takes the next p:seq, which is at
+-- least 1, so it stays behind (p:seq is left alone, idling out as after a release).
+-- p:fence keeps the idle TTL the last release gave it: should it run out while this
+-- entry holds, the next grant seeds it from the clock again (counter_next), so tokens
+-- still only grow, and an uncontended cycle writes no TTL changes.
+-- Returns the grant script's reply, {1, token} (token 0 for a reader).
+local function fq_grant_alone(p, id, mode)
+  redis.call('ZADD', p .. ':q', 0, id)
+  local token = 0
+  if mode == 'w' then
+    token = counter_next(p .. ':fence')
+  end
+  redis.call('HSET', p .. ':g', id, decimal(token))
+  return {1, token}
+end
+
 -- Grants what the fair rule now admits: the first live entry if it is a writer, or
 -- every reader with no live writer ahead of it, or (semaphores) the first p:n live
 -- permit entries. Entries whose key is gone (their session expired) are forgotten on

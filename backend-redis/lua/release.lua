@@ -1,11 +1,15 @@
 -- Releases one session-held entry. KEYS[1]: entry key, KEYS[2]: session registry (none
 -- under Redis Cluster). ARGV: channel prefix, expected value. Returns 1 if it was still
 -- held, else 0.
+--
+-- The script runs in two parts (see `compose` in src/scripts.rs): the first lets go of
+-- a lock or read-write lock entry alone in its line, the common case, with only the
+-- few library definitions it uses; the second walks the line for everything else.
 local ekey, val = KEYS[1], ARGV[2]
 session_unlist(KEYS[2], ekey)
 -- Uncontended (a lock or read-write lock entry alone in its line): nobody is to be
 -- granted or woken, so the line and its grants go at once and the counters idle out,
--- as release_hold leaves them, without walking the line.
+-- as the second part leaves them, without walking the line.
 local p, kind, id = string.match(ekey, '^(.*}:(%a+)):e:(.+)$')
 if kind == 'lock' or kind == 'rw' then
   local line = redis.call('ZRANGE', p .. ':q', 0, 1)
@@ -28,4 +32,5 @@ if kind == 'lock' or kind == 'rw' then
     return mine
   end
 end
+-- @cold
 return release_hold(ekey, val)

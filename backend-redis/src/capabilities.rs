@@ -72,13 +72,15 @@ pub fn capabilities_under_eviction() -> Capabilities {
 /// Sentinel failover for the slots it served), without `guarded_writes`
 /// (`LockGuard::put_if_held` checks a lock's grant and writes an STM key in one
 /// script, and the two live in different hash slots, which no script may span), and
-/// without `break_lock` and `release_request` (a break and a release request read
-/// the holder from a store-wide scan, which a cluster does not answer).
+/// without `break_lock`, `release_request` and `hand_over` (a break, a release request
+/// and a hand-over read the holder or the candidates from a store-wide scan, which a
+/// cluster does not answer).
 pub fn capabilities_under_cluster(wait_replicas: u32) -> Capabilities {
     capabilities_under_sentinel(wait_replicas)
         .with_guarded_writes(false)
         .with_break_lock(false)
         .with_release_request(false)
+        .with_hand_over(false)
 }
 
 /// What the Redis backend claims under Sentinel (`redis+sentinel://`): with replica

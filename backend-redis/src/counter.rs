@@ -87,7 +87,7 @@ fn primitive(shared: &Shared, name: &Name, kind: &str) -> String {
 }
 
 /// A decimal counter value, or a typed error for anything else.
-fn parse_value(name: &Name, value: Option<Vec<u8>>) -> Result<i64> {
+pub(crate) fn parse_value(name: &Name, value: Option<Vec<u8>>) -> Result<i64> {
     match value {
         None => Ok(0),
         Some(bytes) => std::str::from_utf8(&bytes)

@@ -8,9 +8,12 @@
 //! | received items | the hash `{<ns><name>}:queue:held` (receiver call id to `<priority, 5 digits><member>`): items delivered by `receive` and not yet acknowledged | items of the queue `<name>` at their places (priority, then arrival, among the queued ones): at-least-once delivery keeps an unacknowledged item, as the other backends do |
 //! | STM keys | the hash `{<ns>stm}:k:<name>` with its value in `v` | the STM key `<name>`; a deleted key (its tombstone has only the revision `r`) is skipped |
 //! | barriers | the string `{<ns><name>}:barrier` | a held barrier `<name>` |
+//! | counters | the string `{<ns><name>}:counter` (the decimal value) | the counter `<name>` |
+//! | latches | the hash `{<ns><name>}:latch` of `initial` and `remaining` | the latch `<name>` |
 //! | live holds | the session-held entry keys `{<ns><name>}:<kind>:e:<id>` (kind `lock`, `rw`, `elect`, `sem` or `dbar`) of holders, waiters, semaphore permits and double-barrier participants, and the hold keys `{<ns><name>}:queue:e:<call id>` of received items | `active_holds`: their keys, as the guards' `key()` shows them |
 //!
-//! Everything else is bookkeeping and is not exported: sessions and their registries,
+//! Everything else is bookkeeping and is not exported: rate limiters (time-bound, see
+//! [`distsync_core::migrate`]), sessions and their registries,
 //! fencing-token counters (on a Redis destination they are seeded from its clock, so
 //! tokens keep growing if its clock is not behind the source's), election change
 //! counters, queue arrival counters and waiter registrations, the STM revision.
@@ -45,7 +48,7 @@
 //! end namespaces with a separator (the default `distsync:` does).
 
 use bytes::Bytes;
-use distsync_core::migrate::{QueueItem, Snapshot};
+use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::{Error, Name, Result};
 use redis::Value;
 
@@ -63,6 +66,8 @@ const QUEUE_HELD: &str = "}:queue:held";
 /// What precedes a receiver call id in the key of its hold.
 const QUEUE_HOLD: &str = "}:queue:e:";
 const BARRIER: &str = "}:barrier";
+const COUNTER: &str = "}:counter";
+const LATCH: &str = "}:latch";
 /// What starts an STM key, after `{<ns>`.
 const STM_KEY: &str = "stm}:k:";
 /// The kinds of session-held entry, with the mode letters their values start with.
@@ -174,6 +179,8 @@ fn is_candidate(relative: &str) -> bool {
         || relative.ends_with(QUEUE_HELD)
         || queue_hold(relative).is_some()
         || relative.ends_with(BARRIER)
+        || relative.ends_with(COUNTER)
+        || relative.ends_with(LATCH)
         || relative.starts_with(STM_KEY)
         || entry(relative).is_some()
 }
@@ -309,7 +316,11 @@ impl Gathered {
                 values,
                 ..
             } => {
-                if relative.ends_with(QUEUE_INFLIGHT) && len > 0 {
+                if let Some(name) = relative.strip_suffix(LATCH) {
+                    if let Some(name) = primitive_name_of(key, name) {
+                        snapshot.latches.insert(name, latch(key, len, &values)?);
+                    }
+                } else if relative.ends_with(QUEUE_INFLIGHT) && len > 0 {
                     tracing::warn!(
                         %key,
                         items = len,
@@ -332,6 +343,11 @@ impl Gathered {
                     if let Some(name) = primitive_name_of(key, name) {
                         snapshot.barriers.push(name);
                     }
+                } else if let Some(name) = relative.strip_suffix(COUNTER) {
+                    if let Some(name) = primitive_name_of(key, name) {
+                        let value = crate::counter::parse_value(&name, Some(value))?;
+                        snapshot.counters.insert(name, value);
+                    }
                 } else if let Some((_, letters, id)) = entry(relative) {
                     let live = value.split_first().is_some_and(|(mode, rest)| {
                         letters.contains(mode) && rest == id.as_bytes()
@@ -349,6 +365,27 @@ impl Gathered {
             Found::Other => {}
         }
         Ok(())
+    }
+}
+
+/// A latch from its hash's field count and values. The script reads the values
+/// without their fields (`HVALS`); a stored latch has exactly `initial` and
+/// `remaining`, and its remaining count never exceeds its initial one, so the larger
+/// value is the initial count.
+fn latch(key: &str, len: i64, values: &[Vec<u8>]) -> Result<LatchState> {
+    let counts: Option<Vec<u64>> = values
+        .iter()
+        .map(|value| std::str::from_utf8(value).ok()?.parse().ok())
+        .collect();
+    match counts.as_deref() {
+        Some(&[a, b]) if len == 2 => Ok(LatchState {
+            initial: a.max(b),
+            remaining: a.min(b),
+        }),
+        _ => Err(Error::backend(
+            BACKEND,
+            format!("latch {key:?} holds a hash that is not a latch"),
+        )),
     }
 }
 
@@ -412,6 +449,8 @@ mod tests {
             "m}:lock:e:1.0",
             "jobs}:queue:held",
             "jobs}:queue:e:c12.3",
+            "visits}:counter",
+            "ready}:latch",
         ] {
             assert!(is_candidate(key), "{key}");
         }
@@ -427,9 +466,51 @@ mod tests {
             "client}:seq",
             "jobs}:queue:e:12.3",
             "jobs}:queue:e:c12",
+            "ready}:latch:ch",
+            "visits}:counter:x",
         ] {
             assert!(!is_candidate(key), "{key}");
         }
+    }
+
+    #[test]
+    fn counters_and_latches_are_read_from_their_keys() {
+        let mut gathered = Gathered::default();
+        gathered
+            .add(
+                "{ns:site%7Dx}:counter",
+                "site%7Dx}:counter",
+                Found::String(b"-41".to_vec()),
+            )
+            .unwrap();
+        let latch = Found::Hash {
+            len: 2,
+            revision: false,
+            value: None,
+            values: vec![b"1".to_vec(), b"3".to_vec()],
+        };
+        gathered
+            .add("{ns:ready}:latch", "ready}:latch", latch)
+            .unwrap();
+        let snapshot = gathered.finish();
+        assert_eq!(snapshot.counters[&Name::new("site}x").unwrap()], -41);
+        assert_eq!(
+            snapshot.latches[&Name::new("ready").unwrap()],
+            LatchState {
+                initial: 3,
+                remaining: 1
+            }
+        );
+        let mut gathered = Gathered::default();
+        let bad = Found::String(b"x".to_vec());
+        assert!(gathered.add("{ns:c}:counter", "c}:counter", bad).is_err());
+        let bad = Found::Hash {
+            len: 1,
+            revision: false,
+            value: None,
+            values: vec![b"3".to_vec()],
+        };
+        assert!(gathered.add("{ns:l}:latch", "l}:latch", bad).is_err());
     }
 
     #[test]

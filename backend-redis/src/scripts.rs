@@ -5,10 +5,17 @@
 //! and only those ([`compose`]): Redis runs a script's whole text on every call,
 //! defining each of its functions anew, so a definition the script never calls still
 //! costs server time on each call (the whole library's definitions cost about 1.7 µs
-//! per call). The scripts that need few definitions gain most; the lock's grant and
-//! release scripts need most of them (`release_hold` serves every kind of entry), and
-//! measured within noise of the whole library (10.7 against 11.0 µs of server time per
-//! call, `INFO commandstats`, 20,000 uncontended cycles on a private Redis 7.0).
+//! per call).
+//!
+//! The grant and release scripts of the waiter lines serve every kind of entry, so
+//! they need most of the library; their common case, a lock taken and let go with
+//! nobody else in line, needs a handful of definitions. Such a script is written in
+//! two parts split by a line `-- @cold`: the first part handles the common case and
+//! gets, at top level, only the definitions its code uses; the second, wrapped in a
+//! function that runs only when the first part did not return, gets the rest. Lua
+//! creates a nested function's inner functions only when it runs, so the common case
+//! does not pay for the whole protocol's definitions (docs/BENCHMARKS.md, "Redis
+//! cycle, and the peers", gives the server time per cycle either way).
 
 use std::sync::LazyLock;
 
@@ -90,26 +97,98 @@ fn mentions(text: &str, word: &str) -> bool {
         .any(|token| token == word)
 }
 
-/// `body` after the definitions of `lua/lib.lua` it uses, directly or through other
-/// definitions, in the library's order (each is defined before its users there).
-pub(crate) fn compose(body: &str) -> String {
-    let definitions = definitions(LIB);
+/// The line that ends a script's first part (see the module docs).
+const COLD: &str = "\n-- @cold\n";
+
+/// Which definitions `body` uses, directly or through other definitions. With
+/// `code_only`, names that only comments mention do not count.
+fn needed(definitions: &[Definition<'_>], body: &str, code_only: bool) -> Vec<bool> {
+    let text = |text: &str| {
+        if code_only {
+            without_comments(text)
+        } else {
+            text.to_owned()
+        }
+    };
     let mut needed = vec![false; definitions.len()];
-    let mut pending = vec![body];
-    while let Some(text) = pending.pop() {
+    let mut pending = vec![text(body)];
+    while let Some(text_now) = pending.pop() {
         for (i, definition) in definitions.iter().enumerate() {
-            if !needed[i] && mentions(text, definition.name) {
+            if !needed[i] && mentions(&text_now, definition.name) {
                 needed[i] = true;
-                pending.push(definition.text);
+                pending.push(text(definition.text));
             }
         }
     }
-    let mut script = String::with_capacity(LIB.len() + body.len() + 1);
-    for (definition, _) in definitions.iter().zip(&needed).filter(|(_, &n)| n) {
+    needed
+}
+
+/// `text` without its Lua line comments (`--` outside a quoted string, to the end of
+/// the line).
+fn without_comments(text: &str) -> String {
+    let mut code = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let mut quote = None;
+        let mut end = line.len();
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            match (quote, bytes[i]) {
+                (None, b'\'' | b'"') => quote = Some(bytes[i]),
+                (Some(_), b'\\') => i += 1,
+                (Some(q), c) if c == q => quote = None,
+                (None, b'-') if bytes.get(i + 1) == Some(&b'-') => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        code.push_str(&line[..end]);
+        if end < line.len() && line.ends_with('\n') {
+            code.push('\n');
+        }
+    }
+    code
+}
+
+/// The definitions marked in `needed`, in the library's order (each is defined before
+/// its users there).
+fn push_definitions(script: &mut String, definitions: &[Definition<'_>], needed: &[bool]) {
+    for (definition, _) in definitions.iter().zip(needed).filter(|(_, &n)| n) {
         script.push_str(definition.text);
     }
+}
+
+/// `body` after the definitions of `lua/lib.lua` it uses, directly or through other
+/// definitions, in the library's order.
+///
+/// A body with a `-- @cold` line is composed in two parts (see the module docs): the
+/// definitions the code before that line uses, that code, then a function `cold` made
+/// of the other definitions the script uses and the code after the line, called when
+/// the first part did not return. The first part's locals are visible in the second.
+pub(crate) fn compose(body: &str) -> String {
+    let definitions = definitions(LIB);
+    let all = needed(&definitions, body, false);
+    let mut script = String::with_capacity(LIB.len() + body.len() + 64);
+    let Some(split) = body.find(COLD) else {
+        push_definitions(&mut script, &definitions, &all);
+        script.push('\n');
+        script.push_str(body);
+        return script;
+    };
+    let (first, second) = (&body[..=split], &body[split + COLD.len()..]);
+    let hot = needed(&definitions, first, true);
+    let cold: Vec<bool> = all.iter().zip(&hot).map(|(&a, &h)| a && !h).collect();
+    push_definitions(&mut script, &definitions, &hot);
     script.push('\n');
-    script.push_str(body);
+    script.push_str(first);
+    script.push_str("local function cold()\n");
+    push_definitions(&mut script, &definitions, &cold);
+    script.push('\n');
+    script.push_str(second);
+    script.push_str("\nend\nreturn cold()\n");
     script
 }
 
@@ -239,6 +318,68 @@ mod tests {
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
         assert!(!release.contains("local function queue_now"));
         assert!(release.len() < LIB.len());
+    }
+
+    #[test]
+    fn a_split_script_defines_only_what_its_first_part_runs_before_it() {
+        let release = compose(include_str!("../lua/release.lua"));
+        let cold = release
+            .find("local function cold()")
+            .expect("no second part");
+        let (first, second) = release.split_at(cold);
+        assert!(first.contains("local function session_unlist"), "{first}");
+        assert!(first.contains("local FAIR_IDLE_MS"), "{first}");
+        // Named in the first part's comments only: defined in the second.
+        assert!(!first.contains("local function release_hold"), "{first}");
+        assert!(second.contains("local function release_hold"), "{second}");
+        assert!(
+            second.trim_end().ends_with("end\nreturn cold()"),
+            "{second}"
+        );
+        // Nothing is defined twice.
+        assert!(
+            !second.contains("local function session_unlist"),
+            "{second}"
+        );
+
+        let acquire = compose(include_str!("../lua/fair_acquire.lua"));
+        let cold = acquire
+            .find("local function cold()")
+            .expect("no second part");
+        let (first, second) = acquire.split_at(cold);
+        for used in [
+            "session_left",
+            "session_list",
+            "fq_grant_alone",
+            "counter_next",
+        ] {
+            assert!(first.contains(&format!("local function {used}")), "{used}");
+            assert!(
+                !second.contains(&format!("local function {used}")),
+                "{used}"
+            );
+        }
+        for cold_only in ["fq_settle", "epoch_start", "release_hold", "sem_agree"] {
+            assert!(
+                !first.contains(&format!("local function {cold_only}")),
+                "{cold_only}"
+            );
+            assert!(
+                second.contains(&format!("local function {cold_only}")),
+                "{cold_only}"
+            );
+        }
+        // A script without the marker is composed in one part.
+        assert!(!compose("return counter_next(KEYS[1])").contains("cold"));
+    }
+
+    #[test]
+    fn comments_are_cut_but_not_inside_strings() {
+        assert_eq!(
+            without_comments("local a = 'x--y' -- fq_settle\nb(\"--\") --c\n--d\n"),
+            "local a = 'x--y' \nb(\"--\") \n\n"
+        );
+        assert_eq!(without_comments("a = 'it\\'s' -- c"), "a = 'it\\'s' ");
     }
 
     #[test]

@@ -9,16 +9,18 @@
 //! - **STM keys**: every node of `<root>/stm` that holds a value (see stm.rs).
 //! - **Barriers**: every node of `<root>/barrier` without children, as the status
 //!   report reads them.
+//! - **Counters**: every node of `<root>/counter` that holds a value (a node with no
+//!   data is the ancestor of a longer name, see counter.rs).
+//! - **Latches**: every node of `<root>/latch` that holds `<initial> <remaining>`.
 //! - **Live holds**: every ephemeral node under the session-bound kinds (lock,
 //!   semaphore, read-write lock, election, double barrier, and held queue items), by
 //!   path. They are not copied: their owners re-acquire them on the new store.
 //!
-//! Counters and latches are not part of a snapshot (core's [`Snapshot`] has no place
-//! for them), so they do not migrate. ZooKeeper has no read of many subtrees at one
+//! ZooKeeper has no read of many subtrees at one
 //! zxid: the walk reads each node at its own moment, so a migration runs with the
 //! source's writers stopped (as `distsync migrate` documents).
 
-use distsync_core::migrate::{QueueItem, Snapshot};
+use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
@@ -125,6 +127,38 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         if children.is_empty() {
             if let Some(name) = name_of(&top, &path)? {
                 snapshot.barriers.push(name);
+            }
+        }
+    }
+
+    for kind in [Kind::Counter, Kind::Latch] {
+        let top = keys::kind_root(root, kind);
+        for (path, _) in walk(&client, &top).await? {
+            let Some(name) = name_of(&top, &path)? else {
+                continue;
+            };
+            let data = match client.get_data(&path).await {
+                Ok((data, _)) if data.is_empty() => continue,
+                Ok((data, _)) => data,
+                Err(zk::Error::NoNode) => continue,
+                Err(error) => return Err(map(error)),
+            };
+            let text = std::str::from_utf8(&data).ok();
+            let malformed =
+                |what: &str| Error::backend(BACKEND, format!("{path} does not hold {what}"));
+            if kind == Kind::Counter {
+                let value = text
+                    .and_then(|text| text.parse().ok())
+                    .ok_or_else(|| malformed("an i64"))?;
+                snapshot.counters.insert(name, value);
+            } else {
+                let (initial, remaining) = text
+                    .and_then(crate::counter::parse_latch)
+                    .filter(|(initial, remaining)| remaining <= initial)
+                    .ok_or_else(|| malformed("a latch"))?;
+                snapshot
+                    .latches
+                    .insert(name, LatchState { initial, remaining });
             }
         }
     }

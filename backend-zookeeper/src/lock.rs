@@ -18,13 +18,19 @@
 //!    sequence, order them by sequence (Curator's `StandardLockInternalsDriver`). The
 //!    lowest holds the lock. Any other contender watches only the node just before it
 //!    (no herd: one wake-up per release) and lists again when that node changes or is
-//!    gone.
+//!    gone. The first listing of `lock()` and `try_lock()` is sent right behind the
+//!    create, without waiting for its answer: ZooKeeper answers a session's requests
+//!    in the order they were sent, so the listing already holds the new node, and an
+//!    uncontended grant waits for two answers that travel together rather than for
+//!    two round trips. The requests are Curator's three (create, list, delete).
 //! 3. **Release**: delete the contender node, again after every lost connection
-//!    until it is gone (Curator's guaranteed delete), in a task that a cancelled
-//!    unlock does not stop: a node left behind by a live session (a leader killed
-//!    while the delete was in flight) would hold the lock for as long as the session
-//!    lives. A holder's node also goes when its session expires or closes, which
-//!    frees the lock without the holder's help.
+//!    until it is gone (Curator's guaranteed delete). `unlock()` runs the delete
+//!    inline, as Curator's `release()` does; a caller that stops waiting does not stop
+//!    it, since the guard hands the rest to a task (`LockGuard::unlock`'s cancel safety):
+//!    a node left behind by a live session (a leader killed while the delete was in
+//!    flight) would hold the lock for as long as the session lives. A holder's node
+//!    also goes when its session expires or closes, which frees the lock without the
+//!    holder's help.
 //!
 //! Waiters are granted in sequence order, i.e. arrival order ([`fifo_waiters`]).
 //!
@@ -177,6 +183,20 @@ impl Line {
     /// Step 1: creates this contender's node holding `data` (and the primitive's node
     /// if missing).
     pub(crate) async fn enter(&self, data: &[u8]) -> Result<Entry> {
+        Ok(self.enter_listed(data, false).await?.0)
+    }
+
+    /// [`Line::enter`], and with `list`, the line as it stands just after the create:
+    /// the listing is sent right behind the create, before its answer, so the wait's
+    /// first listing costs no round trip of its own. ZooKeeper answers a session's
+    /// requests in the order they were sent (and the client sends them in the order of
+    /// the calls), so that listing includes the new node. `None` when the listing was
+    /// not asked for or did not come back (the wait then lists again).
+    pub(crate) async fn enter_listed(
+        &self,
+        data: &[u8],
+        list: bool,
+    ) -> Result<(Entry, Option<Vec<(u64, String)>>)> {
         let client = self.lease.client()?;
         let prefix = keys::protected_prefix();
         let entry = Entry {
@@ -197,10 +217,11 @@ impl Line {
         let mut entry = entry;
         loop {
             self.check_session()?;
-            match tokio::time::timeout(timeout, client.create(&path, data, &options))
-                .await
-                .unwrap_or(Err(zk::Error::ConnectionLoss))
-            {
+            // Both requests leave when called, the create first.
+            let created = tokio::time::timeout(timeout, client.create(&path, data, &options));
+            let listed =
+                list.then(|| tokio::time::timeout(timeout, client.list_children(&self.dir)));
+            match created.await.unwrap_or(Err(zk::Error::ConnectionLoss)) {
                 Ok((stat, sequence)) => {
                     entry.child = format!("{}{}{sequence}", entry.prefix, self.lock_name);
                     if shared.amnesia.observe_created(ticket, stat.czxid) {
@@ -209,7 +230,22 @@ impl Line {
                         return Err(Error::SessionLost);
                     }
                     entry.token = shared.amnesia.up(stat.czxid);
-                    return Ok(entry);
+                    let line = match listed {
+                        Some(listed) => match listed.await {
+                            Ok(Ok(children)) => Some(keys::contenders(children, self.lock_name)),
+                            Ok(Err(error)) => {
+                                tracing::debug!(
+                                    lock = %self.name,
+                                    %error,
+                                    "listing behind the create failed; listing again"
+                                );
+                                None
+                            }
+                            Err(_) => None,
+                        },
+                        None => None,
+                    };
+                    return Ok((entry, line));
                 }
                 Err(zk::Error::NoNode) => {
                     let dir = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
@@ -223,7 +259,7 @@ impl Line {
                     if let Some((child, token)) = self.find(&entry.prefix).await? {
                         entry.child = child;
                         entry.token = token;
-                        return Ok(entry);
+                        return Ok((entry, None));
                     }
                 }
                 Err(error) => return Err(self.lease.error(error)),
@@ -252,8 +288,23 @@ impl Line {
 
     /// Step 2: waits until `entry` is the lowest contender.
     pub(crate) async fn wait(&self, entry: &Entry) -> Result<()> {
+        self.wait_from(entry, None).await
+    }
+
+    /// [`Line::wait`], starting from `first`, a listing made after `entry`'s node was
+    /// created (see [`Line::enter_listed`]), if there is one.
+    pub(crate) async fn wait_from(
+        &self,
+        entry: &Entry,
+        mut first: Option<Vec<(u64, String)>>,
+    ) -> Result<()> {
         loop {
-            let line = self.line().await?;
+            let line = match first.take() {
+                // A listing without the node cannot follow its create on this session;
+                // rather than judge the node gone on it, list again.
+                Some(line) if line.iter().any(|(_, child)| *child == entry.child) => line,
+                _ => self.line().await?,
+            };
             let Some(place) = line.iter().position(|(_, child)| *child == entry.child) else {
                 return Err(self.gone(entry));
             };
@@ -334,16 +385,12 @@ impl Line {
         let path = format!("{}/{}", entry.dir, entry.child);
         let lease = Arc::clone(&self.lease);
         let release_path = path.clone();
-        let release: distsync_core::raw::ReleaseFn = Box::new(move || {
-            Box::pin(async move {
-                // In a task of its own, so that a cancelled unlock still deletes the
-                // node: one left behind by a live session would hold the lock for as
-                // long as the session lives.
-                tokio::spawn(delete_guaranteed(lease, release_path))
-                    .await
-                    .unwrap_or_else(|error| Err(Error::backend(crate::BACKEND, error)))
-            })
-        });
+        // Run inline by `unlock()`: the guard hands the rest of a release whose caller
+        // stops waiting to a task of its own (as it runs a dropped guard's), so a
+        // cancelled unlock still deletes the node, and a release waited for to the end
+        // costs no spawn.
+        let release: distsync_core::raw::ReleaseFn =
+            Box::new(move || Box::pin(delete_guaranteed(lease, release_path)));
         (path, release)
     }
 }
@@ -477,15 +524,18 @@ impl Locker for ZkLocker {
 
     async fn lock(&self) -> Result<LockGuard> {
         let line = &self.line;
-        let entry = line.enter(&line.session_data()).await?;
-        line.wait(&entry).await?;
+        let (entry, first) = line.enter_listed(&line.session_data(), true).await?;
+        line.wait_from(&entry, first).await?;
         Ok(revocable(line, line.guard(entry)))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
         let this = &self.line;
-        let entry = this.enter(&this.session_data()).await?;
-        let line = this.line().await?;
+        let (entry, first) = this.enter_listed(&this.session_data(), true).await?;
+        let line = match first {
+            Some(line) if line.iter().any(|(_, child)| *child == entry.child) => line,
+            _ => this.line().await?,
+        };
         match line.first() {
             Some((_, first)) if *first == entry.child => {
                 Ok(Some(revocable(this, this.guard(entry))))

@@ -105,6 +105,36 @@ async fn a_rust_holder_keeps_a_curator_waiter_out_until_it_releases() {
     session.close().await.unwrap();
 }
 
+/// `unlock()` deletes the node inline; a caller that gives up on it after its first
+/// poll (the delete sent, its answer not yet in) does not stop the delete: the Curator
+/// waiter behind is granted while the Rust session lives on (a node left behind would
+/// hold the lock until it ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_unlock_given_up_at_once_still_lets_a_curator_waiter_in() {
+    let Some(setup) = setup() else { return };
+    let name = unique("unlock-given-up");
+    let (_coordinator, session, locker) = rust_side(&setup, &name).await;
+    let guard = locker.lock().await.unwrap();
+    let rust_token = guard.token().get();
+    let mut java = java_holder(&setup, &name, 0).await;
+    until_contenders(locker.as_ref(), 2).await;
+    use std::future::Future as _;
+    let mut unlock = Box::pin(guard.unlock());
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(unlock.as_mut().poll(cx))).await;
+    assert!(first.is_pending(), "the unlock finished on its first poll");
+    drop(unlock);
+    let java_token = timeout(STEP, java.granted())
+        .await
+        .expect("Curator granted after a given-up unlock, with the Rust session alive");
+    assert!(java_token > rust_token);
+    assert!(
+        !session.is_lost(),
+        "the Rust session ended: the grant proves nothing"
+    );
+    java.released().await;
+    session.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_waiters_are_served_in_the_order_they_queued() {
     let Some(setup) = setup() else { return };

@@ -1,14 +1,14 @@
 //! `distsync migrate` (the library call) from ZooKeeper to the memory store, etcd,
-//! Redis and PostgreSQL, and back to a fresh ZooKeeper root: every queue item, STM key
-//! and held barrier arrives exactly once, in order, and live holds stop a migration
-//! unless it is forced. Each store runs in a namespace of its own (a ZooKeeper root,
+//! Redis and PostgreSQL, and back to a fresh ZooKeeper root: every queue item, STM key,
+//! held barrier, counter and latch arrives exactly once, in order, and live holds stop a
+//! migration unless it is forced. Each store runs in a namespace of its own (a ZooKeeper root,
 //! an etcd prefix, a Redis prefix, a PostgreSQL schema); the names used are purged at
 //! the end, and the ZooKeeper roots removed. A store whose URL is unset is skipped loudly (a failure under `CI=true`).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use distsync::migrate::{migrate, MigrateOptions, QueueItem, Snapshot};
+use distsync::migrate::{migrate, LatchState, MigrateOptions, QueueItem, Snapshot};
 use distsync::{Bytes, Coordinator, Error, Name};
 
 /// The queue items pushed, with their priorities, in push order.
@@ -135,6 +135,16 @@ fn expected() -> Snapshot {
         .collect::<BTreeMap<_, _>>();
     snapshot.barriers = vec![Name::new("gate/deploy").unwrap()];
     snapshot
+        .counters
+        .insert(Name::new("acct/visits").unwrap(), -41);
+    snapshot.latches.insert(
+        Name::new("gate/ready").unwrap(),
+        LatchState {
+            initial: 3,
+            remaining: 1,
+        },
+    );
+    snapshot
 }
 
 /// Fills `store` with the queue items, the STM keys and the barrier.
@@ -158,6 +168,15 @@ async fn fill(store: &Coordinator) {
         .await
         .unwrap();
     store.barrier("gate/deploy").unwrap().hold().await.unwrap();
+    store
+        .counter("acct/visits")
+        .unwrap()
+        .add(-41)
+        .await
+        .unwrap();
+    let ready = store.latch("gate/ready", 3).unwrap();
+    ready.count_down().await.unwrap();
+    ready.count_down().await.unwrap();
 }
 
 /// Removes the test's names from `store`.
@@ -215,6 +234,7 @@ async fn copy_and_check(from: &Coordinator, to: &Coordinator, label: &str) {
     assert_eq!(report.queue_items, PUSHED.len(), "{label}");
     assert_eq!(report.stm_keys, KEYS.len(), "{label}");
     assert_eq!(report.barriers, 1, "{label}");
+    assert_eq!((report.counters, report.latches), (1, 1), "{label}");
     assert_eq!(
         durable(to).await,
         expected(),

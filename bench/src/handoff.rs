@@ -23,6 +23,9 @@ use crate::Result;
 /// The outcome for one waiter count.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HandoffResult {
+    /// The peer measured (its row label), or `None` for distsync.
+    #[serde(default)]
+    pub peer: Option<String>,
     /// Waiters in line behind the holder.
     pub waiters: usize,
     /// Hand-off latencies.
@@ -155,6 +158,7 @@ async fn turns(line: &Line, locker: &dyn Locker) -> Result<()> {
 /// Measures hand-offs on `target` with `waiters` waiters.
 pub async fn run(target: &Target, run_id: &str, waiters: usize, plan: &Plan) -> HandoffResult {
     let mut result = HandoffResult {
+        peer: None,
         waiters,
         samples: Samples::new(),
         error: None,

@@ -192,26 +192,37 @@ fn handoff(report: &Report) -> Table {
         ">p50 ÷ p50 at 1",
     ]);
     for backend in &report.backends {
-        let p50s: Vec<_> = backend
-            .handoff
-            .iter()
-            .map(|result| Some(result.samples.summary()?.p50))
-            .collect();
-        let base = p50s.iter().flatten().next().copied();
-        for (result, p50) in backend.handoff.iter().zip(p50s) {
-            let versus = p50.zip(base).map(|(p50, base)| fmt_ratio(p50, base));
-            let [count, p50, p99] = latencies(&result.samples);
-            let waiters = result.waiters.to_string();
-            table.row([
-                backend.kind.to_string(),
-                waiters,
-                count,
-                p50,
-                p99,
-                dash(versus),
-            ]);
-            let what = format!("{} with {} waiters", backend.kind, result.waiters);
-            table.error(what, &result.error);
+        // distsync's rows first, then each peer's (measured beside them, waiter count
+        // by waiter count); each compared with its own figure at the fewest waiters.
+        let mut implementations: Vec<Option<&str>> = Vec::new();
+        for result in &backend.handoff {
+            if !implementations.contains(&result.peer.as_deref()) {
+                implementations.push(result.peer.as_deref());
+            }
+        }
+        for implementation in implementations {
+            let results: Vec<_> = backend
+                .handoff
+                .iter()
+                .filter(|result| result.peer.as_deref() == implementation)
+                .collect();
+            let p50s: Vec<_> = results
+                .iter()
+                .map(|result| Some(result.samples.summary()?.p50))
+                .collect();
+            let base = p50s.iter().flatten().next().copied();
+            let row = match implementation {
+                Some(peer) => format!("{}: {peer}", backend.kind),
+                None => backend.kind.to_string(),
+            };
+            for (result, p50) in results.into_iter().zip(p50s) {
+                let versus = p50.zip(base).map(|(p50, base)| fmt_ratio(p50, base));
+                let [count, p50, p99] = latencies(&result.samples);
+                let waiters = result.waiters.to_string();
+                table.row([row.clone(), waiters, count, p50, p99, dash(versus)]);
+                let what = format!("{row} with {} waiters", result.waiters);
+                table.error(what, &result.error);
+            }
         }
     }
     table

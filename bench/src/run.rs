@@ -132,6 +132,10 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
             report
                 .handoff
                 .push(handoff::run(target, run_id, waiters, plan).await);
+            if plan.peers {
+                let peers = crate::peers::handoffs(target, run_id, waiters, plan).await;
+                report.handoff.extend(peers);
+            }
         }
     }
     if plan.runs(Case::Election) {

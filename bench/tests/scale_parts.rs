@@ -59,6 +59,7 @@ mod scale_isolated {
                 }),
             }],
             handoff: vec![HandoffResult {
+                peer: None,
                 waiters: 1,
                 samples,
                 error: Some("late".into()),

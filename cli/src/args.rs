@@ -394,6 +394,16 @@ pub(crate) struct ElectArgs {
     /// campaigning again.
     #[arg(long)]
     pub once: bool,
+    /// While waiting in line, ask the leader to hand over to this candidate (the leader
+    /// decides: see --hand-over-on-request).
+    #[arg(long, conflicts_with = "listen")]
+    pub prefer: bool,
+    /// While leader, hand over to a candidate that asks (--prefer): CMD gets SIGTERM,
+    /// and once it has exited the leadership goes to that candidate (never two leaders;
+    /// no moment without one where the store allows it), and distsync exits with CMD's
+    /// code (0 without CMD).
+    #[arg(long, conflicts_with = "listen")]
+    pub hand_over_on_request: bool,
     /// The election's name.
     pub name: String,
     /// The value to campaign with (required unless --listen).
@@ -775,11 +785,12 @@ pub(crate) struct StatusArgs {
 /// `distsync migrate`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Prints `queues=N items=N stm_keys=N barriers=N active_holds=N dry_run=BOOL`, then \
-`verified` once the destination was read back and holds every copied item, key and \
-barrier (or `dry run: nothing written`). Exit codes: 0 done, 4 refused because the \
-source has live holds (the message names how many and one key) or the copy or its \
-verification failed, 2 a bad URL or a backend that cannot export. Stop the source's \
+Prints `queues=N items=N stm_keys=N barriers=N counters=N latches=N active_holds=N \
+dry_run=BOOL`, then `verified` once the destination was read back and holds every copied \
+item, key, barrier, counter and latch (or `dry run: nothing written`). Exit codes: 0 \
+done, 4 refused because the source has live holds (the message names how many and one \
+key), a counter or latch in the destination cannot take the source's, or the copy or \
+its verification failed, 2 a bad URL or a backend that cannot export. Stop the source's \
 clients first: see docs/MIGRATING.md.")]
 pub(crate) struct MigrateArgs {
     /// The store to copy from (left as it is).

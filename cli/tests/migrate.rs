@@ -207,7 +207,12 @@ fn round_trip(first: &Backend, second: &Backend) {
         "2",
     ]);
     source.ok(&["barrier", "gate", "hold"]);
-    let expected = "queues=1 items=7 stm_keys=3 barriers=1 active_holds=0";
+    assert_eq!(source.ok(&["counter", "site/visits", "add", "41"]), ["41"]);
+    assert_eq!(
+        source.ok(&["latch", "deploy/ready", "3", "count-down"]),
+        ["2"]
+    );
+    let expected = "queues=1 items=7 stm_keys=3 barriers=1 counters=1 latches=1 active_holds=0";
 
     let (code, lines, stderr) = migrate(&source, &there, &[]);
     assert_eq!(code, 0, "{} -> {}: {stderr}", source.label, there.label);
@@ -240,6 +245,35 @@ fn round_trip(first: &Backend, second: &Backend) {
     );
     // The source is left as it was.
     assert_eq!(source.ok(&["queue", "jobs", "len"]), ["7"]);
+
+    // The counter and the latch arrived at their values, on both stores.
+    for store in [&there, &back] {
+        assert_eq!(
+            store.ok(&["counter", "site/visits"]),
+            ["41"],
+            "{}",
+            store.label
+        );
+        let count = store.ok(&["latch", "deploy/ready", "3", "count"]);
+        assert_eq!(count, ["2"], "{}", store.label);
+    }
+    // Another run into a store that has them finds them at the source's values
+    // already, and leaves them (the queue is appended to again).
+    let (code, lines, stderr) = migrate(&source, &there, &[]);
+    assert_eq!(
+        code, 0,
+        "{} -> {} again: {stderr}",
+        source.label, there.label
+    );
+    assert_eq!(lines[1], "verified");
+    assert_eq!(there.ok(&["counter", "site/visits"]), ["41"]);
+    assert_eq!(there.ok(&["latch", "deploy/ready", "3", "count"]), ["2"]);
+    // A destination counter at another value stops the next migration.
+    assert_eq!(there.ok(&["counter", "site/visits", "add", "1"]), ["42"]);
+    let (code, lines, stderr) = migrate(&source, &there, &["--dry-run"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(lines.is_empty(), "{lines:?}");
+    assert!(stderr.contains("site/visits"), "{stderr}");
 
     // The barrier arrived held: a waiter blocks until it is released.
     let mut waiter = Proc::spawn(Some(&back.url), &["barrier", "gate", "wait"]);
@@ -303,7 +337,7 @@ fn a_lock_held_by_another_process_refuses_the_migration_unless_forced() {
         assert_eq!(
             lines,
             [
-                "queues=1 items=1 stm_keys=0 barriers=0 active_holds=1 dry_run=false",
+                "queues=1 items=1 stm_keys=0 barriers=0 counters=0 latches=0 active_holds=1 dry_run=false",
                 "verified"
             ],
             "{label}"
@@ -314,7 +348,7 @@ fn a_lock_held_by_another_process_refuses_the_migration_unless_forced() {
         assert_eq!(holder.wait(), 130, "{label}: {}", holder.stderr());
         assert_eq!(
             source.contents(),
-            "queues=1 items=1 stm_keys=0 barriers=0 active_holds=0 dry_run=true",
+            "queues=1 items=1 stm_keys=0 barriers=0 counters=0 latches=0 active_holds=0 dry_run=true",
             "{label}: released once the holder is gone"
         );
     }
@@ -335,14 +369,14 @@ fn a_dry_run_writes_nothing() {
         assert_eq!(
             lines,
             [
-                "queues=2 items=2 stm_keys=0 barriers=1 active_holds=0 dry_run=true",
+                "queues=2 items=2 stm_keys=0 barriers=1 counters=0 latches=0 active_holds=0 dry_run=true",
                 "dry run: nothing written"
             ],
             "{label}"
         );
         assert_eq!(
             target.contents(),
-            "queues=0 items=0 stm_keys=0 barriers=0 active_holds=0 dry_run=true",
+            "queues=0 items=0 stm_keys=0 barriers=0 counters=0 latches=0 active_holds=0 dry_run=true",
             "{label}"
         );
         assert_eq!(source.ok(&["queue", "jobs", "len"]), ["1"], "{label}");
@@ -388,7 +422,7 @@ fn migrate_needs_no_backend_flag() {
     assert_eq!(
         lines,
         [
-            "queues=0 items=0 stm_keys=0 barriers=0 active_holds=0 dry_run=false",
+            "queues=0 items=0 stm_keys=0 barriers=0 counters=0 latches=0 active_holds=0 dry_run=false",
             "verified"
         ]
     );
@@ -415,7 +449,7 @@ fn etcd_in_gos_layout_to_postgres_and_back_preserves_queue_order() {
         source.ok(&["queue", "jobs", "push", item, "--priority", &priority]);
     }
     source.ok(&["barrier", "gate", "hold"]);
-    let expected = "queues=1 items=7 stm_keys=0 barriers=1 active_holds=0";
+    let expected = "queues=1 items=7 stm_keys=0 barriers=1 counters=0 latches=0 active_holds=0";
     for (from, to) in [(&source, &there), (&there, &back)] {
         let (code, lines, stderr) = migrate(from, to, &[]);
         assert_eq!(code, 0, "{} -> {}: {stderr}", from.url, to.url);
@@ -503,7 +537,7 @@ fn state_written_by_gos_recipes_migrates_off_etcd_and_back_to_them() {
     if go_peer(&etcd, &source.namespace, &commands).is_none() {
         return;
     }
-    let expected = "queues=2 items=6 stm_keys=1 barriers=1 active_holds=0";
+    let expected = "queues=2 items=6 stm_keys=1 barriers=1 counters=0 latches=0 active_holds=0";
     assert_eq!(source.contents(), format!("{expected} dry_run=true"));
     for (from, to) in [(&source, &there), (&there, &back)] {
         let (code, lines, stderr) = migrate(from, to, &[]);

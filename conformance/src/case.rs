@@ -125,6 +125,8 @@ pub enum Need {
     QueueAge,
     /// [`Capabilities::release_request`].
     ReleaseRequest,
+    /// [`Capabilities::hand_over`].
+    HandOver,
 }
 
 impl Need {
@@ -148,6 +150,7 @@ impl Need {
             Self::BreakLock => capabilities.break_lock,
             Self::QueueAge => capabilities.queue_age,
             Self::ReleaseRequest => capabilities.release_request,
+            Self::HandOver => capabilities.hand_over,
         }
     }
 
@@ -174,6 +177,7 @@ impl Need {
             Self::BreakLock => "break_lock",
             Self::QueueAge => "queue_age",
             Self::ReleaseRequest => "release_request",
+            Self::HandOver => "hand_over",
         }
     }
 }

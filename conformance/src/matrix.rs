@@ -34,7 +34,7 @@ pub struct RunInfo {
 type Flag = (&'static str, fn(&Capabilities) -> bool);
 
 /// The primitives a store may offer, as [`Capabilities`] names them.
-const OFFERS: [Flag; 18] = [
+const OFFERS: [Flag; 19] = [
     ("lock", |c| c.lock),
     ("election", |c| c.election),
     ("rwlock", |c| c.rwlock),
@@ -53,10 +53,11 @@ const OFFERS: [Flag; 18] = [
     ("break_lock", |c| c.break_lock),
     ("queue_age", |c| c.queue_age),
     ("release_request", |c| c.release_request),
+    ("hand_over", |c| c.hand_over),
 ];
 
 /// The guarantees a store may claim, as [`Capabilities`] names them.
-const CLAIMS: [Flag; 11] = [
+const CLAIMS: [Flag; 12] = [
     ("fencing", |c| c.fencing),
     ("fifo_waiters", |c| c.fifo_waiters),
     ("lost_notification", |c| c.lost_notification),
@@ -68,6 +69,7 @@ const CLAIMS: [Flag; 11] = [
     ("exclusive_across_restart", |c| c.exclusive_across_restart),
     ("linearizable", |c| c.linearizable),
     ("survives_failover", |c| c.survives_failover),
+    ("gapless_hand_over", |c| c.gapless_hand_over),
 ];
 
 /// A store's facts in one line: its backend (driver) name, shortest session TTL, the

@@ -122,6 +122,14 @@ pub struct Capabilities {
     /// [`crate::LockGuard::release_requested`]: cooperative revocation, a holder told
     /// that someone asked for its lock back (see [`crate::revocation`]).
     pub release_request: bool,
+    /// [`crate::Leadership::resign_to`], [`crate::Coordinator::prefer`] and
+    /// [`crate::Leadership::preference_requested`]: handing leadership over to the next
+    /// or a named candidate (see [`crate::hand_over`]); `false` where the backend cannot
+    /// list an election's candidates with their sessions or has no counter.
+    pub hand_over: bool,
+    /// A hand-over leaves no moment without a leader: the store elects the next
+    /// candidate in the step that removes the old leader (see [`crate::hand_over`]).
+    pub gapless_hand_over: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,
 }
@@ -161,6 +169,8 @@ impl Capabilities {
             queue_age: false,
             rate_limiter: false,
             release_request: false,
+            hand_over: false,
+            gapless_hand_over: false,
             min_session_ttl: Duration::from_secs(1),
         }
     }
@@ -200,6 +210,8 @@ impl Capabilities {
             queue_age: true,
             rate_limiter: true,
             release_request: true,
+            hand_over: true,
+            gapless_hand_over: true,
             min_session_ttl,
         }
     }
@@ -300,6 +312,8 @@ flag_setters! {
     queue_age => with_queue_age,
     rate_limiter => with_rate_limiter,
     release_request => with_release_request,
+    hand_over => with_hand_over,
+    gapless_hand_over => with_gapless_hand_over,
 }
 
 #[cfg(test)]
@@ -343,7 +357,9 @@ mod tests {
             .with_break_lock(true)
             .with_queue_age(true)
             .with_rate_limiter(true)
-            .with_release_request(true);
+            .with_release_request(true)
+            .with_hand_over(true)
+            .with_gapless_hand_over(true);
         assert_eq!(built, Capabilities::all("test", ttl));
     }
 }

@@ -222,11 +222,18 @@ impl Coordinator {
         crate::multi_lock::MultiLocker::new(lockers)
     }
 
-    /// See [`Backend::election`]. Campaigns and terms are traced and counted.
+    /// See [`Backend::election`]. Campaigns and terms are traced and counted; where the
+    /// backend offers hand-overs, candidates step back for a named successor and
+    /// leaderships can [`resign_to`](crate::Leadership::resign_to) (see
+    /// [`crate::hand_over`]).
     pub fn election(&self, session: &Session, name: &str) -> Result<Arc<dyn Election>> {
         Ok(Arc::new(InstrumentedElection {
             backend: self.backend_name(),
-            inner: self.backend.election(session, Name::new(name)?)?,
+            inner: crate::hand_over::HandOverElection::wrap(
+                &self.backend,
+                session,
+                self.backend.election(session, Name::new(name)?)?,
+            ),
         }))
     }
 

@@ -17,7 +17,8 @@ impl Coordinator {
     /// # Errors
     /// [`crate::Error::InvalidName`] for a bad name, one ending in
     /// `/`[`crate::lock_delay::RECORD_SEGMENT`] or
-    /// `/`[`crate::revocation::REQUEST_SEGMENT`];
+    /// `/`[`crate::revocation::REQUEST_SEGMENT`] or one of the hand-over records'
+    /// segments ([`crate::hand_over_record`]);
     /// [`crate::Error::Unsupported`] where the backend
     /// has no counter.
     pub fn counter(&self, name: &str) -> Result<Arc<dyn Counter>> {
@@ -31,6 +32,12 @@ impl Coordinator {
             return Err(crate::Error::InvalidName {
                 name: name.to_owned(),
                 reason: "is reserved for release requests",
+            });
+        }
+        if crate::hand_over_record::is_reserved(name) {
+            return Err(crate::Error::InvalidName {
+                name: name.to_owned(),
+                reason: "is reserved for leadership hand-over records",
             });
         }
         Ok(Arc::from(self.backend().counter(Name::new(name)?)?))

@@ -9,6 +9,7 @@ use futures::stream::BoxStream;
 
 use crate::error::{Error, Result};
 use crate::guard::{Held, ReleaseFn};
+use crate::hand_over_record::HandOverRecord;
 use crate::name::Name;
 use crate::session::Session;
 use crate::token::FencingToken;
@@ -138,6 +139,9 @@ pub struct Leadership {
     held: Held,
     term: FencingToken,
     proclaim: Arc<dyn Proclaim>,
+    /// The election's hand-over records, where the coordinator's election layer
+    /// offers hand-overs (see [`crate::hand_over`]).
+    hand_over: Option<Arc<HandOverRecord>>,
 }
 
 impl fmt::Debug for Leadership {
@@ -163,7 +167,19 @@ impl Leadership {
             held: Held::new(key, session, resign),
             term,
             proclaim,
+            hand_over: None,
         }
+    }
+
+    /// This leadership, able to hand over through `record` (see [`crate::hand_over`]).
+    pub(crate) fn with_hand_over(mut self, record: Arc<HandOverRecord>) -> Self {
+        self.hand_over = Some(record);
+        self
+    }
+
+    /// The election's hand-over records, if hand-overs are offered.
+    pub(crate) fn hand_over_record(&self) -> Option<&Arc<HandOverRecord>> {
+        self.hand_over.as_ref()
     }
 
     /// The term of this leadership (fencing token).

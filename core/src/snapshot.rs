@@ -15,6 +15,18 @@ pub struct QueueItem {
     pub item: Bytes,
 }
 
+/// A count-down latch as the store keeps it: enough to recreate it elsewhere.
+///
+/// Handles carry the initial count and are refused by a latch made with another
+/// ([`crate::latch`]), so a copy keeps it, and is brought down to `remaining`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatchState {
+    /// The count the latch was made with.
+    pub initial: u64,
+    /// The count left (0: open); never above `initial`.
+    pub remaining: u64,
+}
+
 /// The durable state of a backend (under its namespace), as
 /// [`Backend::export`](crate::backend::Backend::export) reads it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,6 +37,11 @@ pub struct Snapshot {
     pub stm: BTreeMap<Name, Bytes>,
     /// Every held barrier.
     pub barriers: Vec<Name>,
+    /// Every counter the store holds a value for (one never written reads 0 and may
+    /// be absent).
+    pub counters: BTreeMap<Name, i64>,
+    /// Every count-down latch created in the store (by its first count-down).
+    pub latches: BTreeMap<Name, LatchState>,
     /// The store keys of live session-bound holds (locks, leadership, read/write
     /// holds, double-barrier entries, waiters), which are not copied.
     pub active_holds: Vec<String>,

@@ -61,6 +61,8 @@ async fn copies_queues_in_order_keys_and_barriers_and_leaves_the_source() {
             queue_items: 5,
             stm_keys: 2,
             barriers: 1,
+            counters: 0,
+            latches: 0,
             active_holds: 0,
             dry_run: false
         }
@@ -119,4 +121,81 @@ async fn a_dry_run_writes_nothing() {
     assert!(report.dry_run);
     assert_eq!(report.queue_items, 5);
     assert_eq!(to.backend().export().await.unwrap(), Snapshot::default());
+}
+
+#[tokio::test]
+async fn counters_and_latches_arrive_with_their_values() {
+    let (from, to) = (memory(), memory());
+    from.counter("site/visits").unwrap().add(41).await.unwrap();
+    from.counter("site/debt").unwrap().add(-7).await.unwrap();
+    let ready = from.latch("deploy/ready", 3).unwrap();
+    ready.count_down().await.unwrap();
+    let open = from.latch("deploy/done", 2).unwrap();
+    open.count_down().await.unwrap();
+    open.count_down().await.unwrap();
+    // Already at the source's value in the destination: left as it is.
+    to.counter("site/debt").unwrap().add(-7).await.unwrap();
+
+    let report = migrate(
+        &**from.backend(),
+        &**to.backend(),
+        &MigrateOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.counters, report.latches), (2, 2));
+    assert_eq!(to.counter("site/visits").unwrap().get().await.unwrap(), 41);
+    assert_eq!(to.counter("site/debt").unwrap().get().await.unwrap(), -7);
+    let copied = to.latch("deploy/ready", 3).unwrap();
+    assert_eq!(copied.count().await.unwrap(), 2);
+    assert_eq!(copied.count_down().await.unwrap(), 1);
+    // The open latch arrived open: a waiter passes at once.
+    to.latch("deploy/done", 2)
+        .unwrap()
+        .wait_timeout(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    // Handles of another initial count are refused, as on the source.
+    assert!(matches!(
+        to.latch("deploy/ready", 4).unwrap().count().await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_destination_counter_or_latch_that_differs_stops_the_migration_before_any_write() {
+    let (from, to) = (memory(), memory());
+    fill(&from).await;
+    from.counter("site/visits").unwrap().add(41).await.unwrap();
+    to.counter("site/visits").unwrap().add(5).await.unwrap();
+    let dry = MigrateOptions {
+        dry_run: true,
+        ..MigrateOptions::default()
+    };
+    for options in [dry, MigrateOptions::default()] {
+        match migrate(&**from.backend(), &**to.backend(), &options).await {
+            Err(Error::MigrationMismatch(why)) => assert!(why.contains("site/visits"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let untouched = to.backend().export().await.unwrap();
+    assert_eq!(untouched.queue_items(), 0, "nothing was written");
+    assert_eq!(to.counter("site/visits").unwrap().get().await.unwrap(), 5);
+
+    // A latch nearer to open in the destination cannot be counted back up.
+    let (from, to) = (memory(), memory());
+    from.latch("gate", 3).unwrap().count_down().await.unwrap();
+    let there = to.latch("gate", 3).unwrap();
+    there.count_down().await.unwrap();
+    there.count_down().await.unwrap();
+    assert!(matches!(
+        migrate(
+            &**from.backend(),
+            &**to.backend(),
+            &MigrateOptions::default()
+        )
+        .await,
+        Err(Error::MigrationMismatch(_))
+    ));
+    assert_eq!(there.count().await.unwrap(), 1);
 }

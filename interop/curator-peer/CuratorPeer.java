@@ -74,6 +74,20 @@
 //       start-up nor the pipe to the bench is counted). A line `quit` or the end of
 //       standard input ends it.
 //
+//   CuratorPeer bench-handoff SERVERS PATH WAITERS SETTLE_MS HANDOFFS CAP_MS WARMUP
+//       The bench's hand-off mode (bench/src/handoff.rs, the same protocol): WAITERS + 1
+//       participants, each a Curator client (its own ZooKeeper session) and an
+//       InterProcessMutex on PATH in a thread of its own, loop acquire, hold until
+//       every other participant is inside acquire() and the last of them entered at
+//       least SETTLE_MS ago, release, acquire again. A hand-off is the time from a
+//       holder calling release() to the next participant returning from acquire(),
+//       both read with System.nanoTime in this one JVM. Connects every client and runs
+//       WARMUP uncontended cycles on PATH (at most 30 s of them) for the JIT, prints
+//       `ready`, waits for a line `run`; then measures until HANDOFFS hand-offs (the
+//       first WAITERS + 1, each participant's first grant, not counted) or CAP_MS, and
+//       prints `sample <nanoseconds>` per hand-off, `error <text>` if a participant
+//       failed, and `done`. A line `quit` or the end of standard input ends it.
+//
 // Errors go to standard error and exit with status 1. Built by scripts/curator-peer.sh
 // against Debian's Curator and ZooKeeper jars.
 
@@ -203,6 +217,13 @@ public final class CuratorPeer {
                 }
                 benchCycle(args[1], args[2], Integer.parseInt(args[3]));
                 break;
+            case "bench-handoff":
+                if (args.length != 8) {
+                    usage();
+                }
+                benchHandoff(args[1], args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]),
+                        Integer.parseInt(args[5]), Long.parseLong(args[6]), Integer.parseInt(args[7]));
+                break;
             default:
                 usage();
         }
@@ -221,6 +242,8 @@ public final class CuratorPeer {
         System.err.println("       CuratorPeer queue-put SERVERS PATH -|multi|PRIORITY ITEM...");
         System.err.println("       CuratorPeer queue-take SERVERS PATH -|LOCK_PATH COUNT");
         System.err.println("       CuratorPeer bench-cycle SERVERS PATH WARMUP");
+        System.err.println(
+                "       CuratorPeer bench-handoff SERVERS PATH WAITERS SETTLE_MS HANDOFFS CAP_MS WARMUP");
         System.exit(2);
     }
 
@@ -313,6 +336,176 @@ public final class CuratorPeer {
                 System.out.println(took);
                 System.out.flush();
             }
+        }
+    }
+
+    /**
+     * The shared bookkeeping of bench-handoff's participants: the Java twin of the
+     * bench's `Line` (bench/src/handoff.rs), so that both measure the same thing.
+     */
+    static final class HandoffLine {
+        private final int waiters;
+        private final long settleNanos;
+        private final int wanted;
+        private final long deadline;
+        /** Participants inside acquire(). */
+        private int waiting;
+        /** When the last participant entered acquire(). */
+        private long lastEntered = System.nanoTime();
+        /** When the current holder called release(), if a sample is to follow. */
+        private boolean released;
+        private long releasedAt;
+        /** Grants that followed a release. */
+        private int handoffs;
+        private final java.util.List<Long> samples = new java.util.ArrayList<>();
+        private boolean stop;
+        private String error;
+
+        HandoffLine(int waiters, long settleNanos, int wanted, long deadline) {
+            this.waiters = waiters;
+            this.settleNanos = settleNanos;
+            this.wanted = wanted;
+            this.deadline = deadline;
+        }
+
+        synchronized void entering() {
+            waiting++;
+            lastEntered = System.nanoTime();
+            notifyAll();
+        }
+
+        /** Records a grant at `at`; returns whether the run is over. */
+        synchronized boolean granted(long at) {
+            waiting--;
+            if (released) {
+                released = false;
+                handoffs++;
+                if (handoffs > waiters + 1) {
+                    samples.add(at - releasedAt);
+                }
+            }
+            if (samples.size() >= wanted || at - deadline >= 0) {
+                stop = true;
+                notifyAll();
+            }
+            return stop;
+        }
+
+        /** Waits until every other participant is in line and settled, or the run ends. */
+        synchronized void full() throws InterruptedException {
+            while (!stop) {
+                long now = System.nanoTime();
+                long left = waiting >= waiters ? settleNanos - (now - lastEntered) : deadline - now;
+                if (left <= 0) {
+                    if (waiting < waiters) {
+                        // The line never filled before the cap: the run ends.
+                        stop = true;
+                        notifyAll();
+                    }
+                    return;
+                }
+                wait(left / 1_000_000, (int) (left % 1_000_000));
+            }
+        }
+
+        /** Marks the start of a release; no sample follows a release after the stop. */
+        synchronized void releasing() {
+            released = !stop;
+            releasedAt = System.nanoTime();
+        }
+
+        synchronized void fail(Exception failure) {
+            if (error == null) {
+                error = failure.toString().replace('\n', ' ');
+            }
+            stop = true;
+            notifyAll();
+        }
+
+        synchronized boolean stopped() {
+            return stop;
+        }
+
+        /** One participant's turns: acquire, wait for a full line, release, again. */
+        void turns(InterProcessMutex mutex) throws Exception {
+            while (true) {
+                entering();
+                mutex.acquire();
+                boolean over = granted(System.nanoTime());
+                if (!over) {
+                    full();
+                }
+                releasing();
+                mutex.release();
+                if (over || stopped()) {
+                    return;
+                }
+            }
+        }
+    }
+
+    private static void benchHandoff(String servers, String path, int waiters, long settleMs, int wanted,
+            long capMs, int warmup) throws Exception {
+        java.util.List<CuratorFramework> clients = new java.util.ArrayList<>();
+        try {
+            for (int i = 0; i <= waiters; i++) {
+                clients.add(connect(servers));
+            }
+            InterProcessMutex first = new InterProcessMutex(clients.get(0), path);
+            long warmupEnd = System.nanoTime() + 30_000_000_000L;
+            for (int i = 0; i < warmup && System.nanoTime() - warmupEnd < 0; i++) {
+                first.acquire();
+                first.release();
+            }
+            System.out.println("ready");
+            System.out.flush();
+            BufferedReader input =
+                    new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+            if (!"run".equals(input.readLine())) {
+                return;
+            }
+            HandoffLine line = new HandoffLine(waiters, settleMs * 1_000_000L, wanted,
+                    System.nanoTime() + capMs * 1_000_000L);
+            java.util.List<Thread> threads = new java.util.ArrayList<>();
+            for (CuratorFramework client : clients) {
+                InterProcessMutex mutex = new InterProcessMutex(client, path);
+                Thread thread = new Thread(() -> {
+                    try {
+                        line.turns(mutex);
+                    } catch (Exception failure) {
+                        line.fail(failure);
+                    }
+                });
+                thread.setDaemon(true);
+                threads.add(thread);
+                thread.start();
+            }
+            // After the stop every waiter still gets the lock once, to leave.
+            long drainEnd = System.nanoTime() + (capMs + 30_000L) * 1_000_000L;
+            for (Thread thread : threads) {
+                long left = (drainEnd - System.nanoTime()) / 1_000_000L;
+                thread.join(Math.max(left, 1));
+                if (thread.isAlive()) {
+                    line.fail(new IllegalStateException("participants did not finish in time"));
+                    break;
+                }
+            }
+            synchronized (line) {
+                for (long sample : line.samples) {
+                    System.out.println("sample " + sample);
+                }
+                if (line.error != null) {
+                    System.out.println("error " + line.error);
+                }
+            }
+            System.out.println("done");
+            System.out.flush();
+            for (String rest = input.readLine(); rest != null && !rest.equals("quit"); rest = input.readLine()) {
+                // Nothing else is asked of this mode.
+            }
+        } finally {
+            // Closed side by side: one by one, a hundred sessions take seconds to end.
+            clients.parallelStream().forEach(CuratorFramework::close);
         }
     }
 

@@ -4,7 +4,7 @@
 //! - Redis: `rslock` (Redlock on one server) and `distributed-lock`;
 //! - PostgreSQL: `distributed-lock`;
 //! - ZooKeeper: Apache Curator's `InterProcessMutex`, in a JVM of its own (the interop
-//!   peer, timed inside the JVM after a warm-up).
+//!   peer, timed inside the JVM after a warm-up), in the cycle and in the hand-off.
 
 #[cfg(feature = "zookeeper")]
 pub mod curator;
@@ -15,7 +15,9 @@ pub mod etcd_lock_rpc;
 #[cfg(feature = "redis")]
 pub mod rslock;
 
+use crate::args::Plan;
 use crate::contender::Started;
+use crate::handoff::HandoffResult;
 use crate::target::Target;
 
 /// The peers this build has for `target`'s store, on names derived from `name`.
@@ -47,4 +49,23 @@ pub async fn contenders(target: &Target, name: &str) -> Vec<Started> {
         _ => {}
     }
     peers
+}
+
+/// The hand-off case run by the peers this build has for `target`'s store (those that
+/// time a hand-off themselves), with `waiters` waiters, one result each.
+#[allow(unused_variables)]
+pub async fn handoffs(
+    target: &Target,
+    run_id: &str,
+    waiters: usize,
+    plan: &Plan,
+) -> Vec<HandoffResult> {
+    #[allow(unused_mut)]
+    let mut results = Vec::new();
+    #[cfg(feature = "zookeeper")]
+    if target.kind == crate::target::BackendKind::Zookeeper {
+        let name = format!("{run_id}/handoff-curator/{waiters}");
+        results.push(curator::handoff(&target.url, &name, waiters, plan).await);
+    }
+    results
 }

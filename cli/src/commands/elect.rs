@@ -1,5 +1,5 @@
-//! `distsync elect NAME VALUE [--once] [-- CMD ARGS...]` and `distsync elect --listen
-//! NAME`.
+//! `distsync elect NAME VALUE [--once] [--prefer] [--hand-over-on-request] [-- CMD
+//! ARGS...]` and `distsync elect --listen NAME`.
 //!
 //! Staying leader is a loop of its own here rather than
 //! [`distsync::Coordinator::lead_with`], whose shape does not fit a child process:
@@ -17,8 +17,9 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use distsync::hand_over::{PreferenceRequest, Successor};
 use distsync::raw::Backoff;
-use distsync::{Bytes, Error, FencingToken, Leadership, Name, Session};
+use distsync::{Bytes, Coordinator, Error, FencingToken, Leadership, Name, Session};
 use futures::StreamExt;
 
 use crate::args::ElectArgs;
@@ -38,6 +39,21 @@ const ENV_ELECTION: &str = "DISTSYNC_ELECTION";
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// The longest pause between two campaigns.
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
+/// How long a hand-over waits for the candidates ahead of the requester to step back.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `--prefer` waits for its own candidacy to show in the line before asking.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `--prefer` reads the line while its candidacy is not listed yet.
+const JOIN_POLL: Duration = Duration::from_millis(50);
+
+/// The hand-over flags of `distsync elect`.
+#[derive(Clone, Copy, Debug, Default)]
+struct HandOverFlags {
+    /// `--prefer`.
+    prefer: bool,
+    /// `--hand-over-on-request`.
+    on_request: bool,
+}
 
 /// Campaigns with VALUE and prints `leader NAME value=<value> term=<term>` on every
 /// win. With CMD, runs CMD while leader; without, holds until interrupted. Without
@@ -50,13 +66,17 @@ const LONGEST_RETRY: Duration = Duration::from_secs(5);
 /// See the exit codes in the crate docs.
 pub(super) async fn run(ctx: &mut Ctx, args: ElectArgs) -> Result<u8, Failure> {
     let name = Name::new(args.name)?;
+    let flags = HandOverFlags {
+        prefer: args.prefer,
+        on_request: args.hand_over_on_request,
+    };
     match args.value {
         Some(value) if !args.listen => {
             let value = Bytes::from(value);
             if args.once {
-                once(ctx, &name, &value, &args.command).await
+                once(ctx, &name, &value, &args.command, flags).await
             } else {
-                stay(ctx, &name, &value, &args.command).await
+                stay(ctx, &name, &value, &args.command, flags).await
             }
         }
         _ => {
@@ -88,9 +108,10 @@ async fn once(
     name: &Name,
     value: &Bytes,
     command: &[OsString],
+    flags: HandOverFlags,
 ) -> Result<u8, Failure> {
     let session = ctx.session().await?;
-    let outcome = term(ctx, &session, name, value, command).await;
+    let outcome = term(ctx, &session, name, value, command, flags).await;
     close(&session).await;
     match outcome? {
         Term::Done(code) => Ok(code),
@@ -105,6 +126,7 @@ async fn stay(
     name: &Name,
     value: &Bytes,
     command: &[OsString],
+    flags: HandOverFlags,
 ) -> Result<u8, Failure> {
     let mut backoff = Backoff::new(FIRST_RETRY, LONGEST_RETRY);
     // Failed attempts are logged once, until the next win, not at every attempt.
@@ -132,7 +154,7 @@ async fn stay(
             Raced::Done(Err(error)) => return Err(error.into()),
             Raced::Interrupted | Raced::Lost => return Err(Failure::interrupted()),
         };
-        let outcome = term(ctx, &session, name, value, command).await;
+        let outcome = term(ctx, &session, name, value, command, flags).await;
         close(&session).await;
         match outcome? {
             Term::Done(code) => return Ok(code),
@@ -191,8 +213,10 @@ async fn pause(ctx: &mut Ctx, backoff: &mut Backoff) -> Result<(), Failure> {
     }
 }
 
-/// Campaigns on `session`, prints the leader line once elected, and leads while CMD
-/// runs (without CMD: until interrupted), then resigns.
+/// Campaigns on `session` (with `--prefer`, asking the leader to hand over once in
+/// line), prints the leader line once elected, and leads while CMD runs (without CMD:
+/// until interrupted), then resigns; with `--hand-over-on-request`, a candidate's
+/// request ends the term early and the leadership goes to that candidate.
 ///
 /// # Errors
 /// Exit code 130 when interrupted while campaigning, CMD's spawn failure (126, 127),
@@ -203,9 +227,27 @@ async fn term(
     name: &Name,
     value: &Bytes,
     command: &[OsString],
+    flags: HandOverFlags,
 ) -> Result<Term, Failure> {
-    let election = ctx.coordinator.backend().election(session, name.clone())?;
-    let campaign = election.campaign(value.clone());
+    // The coordinator's election: its candidates step back for a named successor.
+    let election = ctx.coordinator.election(session, name.as_str())?;
+    let coordinator = ctx.coordinator.clone();
+    let campaign = async {
+        let campaign = election.campaign(value.clone());
+        if !flags.prefer {
+            return campaign.await;
+        }
+        tokio::pin!(campaign);
+        let ask = ask_to_be_preferred(&coordinator, session, name);
+        tokio::pin!(ask);
+        let mut asked = false;
+        loop {
+            tokio::select! {
+                won = &mut campaign => return won,
+                () = &mut ask, if !asked => asked = true,
+            }
+        }
+    };
     let leadership = match race(campaign, &mut ctx.interrupts, Some(session)).await {
         Raced::Done(Ok(leadership)) => leadership,
         Raced::Done(Err(error)) if campaigns_again(&error) => {
@@ -231,10 +273,24 @@ async fn term(
             term: Some(term),
         })
     };
+    let request = std::sync::Arc::new(std::sync::Mutex::new(None::<PreferenceRequest>));
+    let requested = flags
+        .on_request
+        .then(|| watch_requests(&leadership, std::sync::Arc::clone(&request)));
     if command.is_empty() {
+        let requested = async move {
+            match requested {
+                Some(requested) => requested.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = ctx.interrupts.recv() => {}
             () = leadership.lost() => return lost("while leader"),
+            () = requested => {
+                hand_over(leadership, name, taken(&request)).await?;
+                return Ok(Term::Done(0));
+            }
         }
         resign(leadership).await?;
         return Ok(Term::Done(exit::INTERRUPTED));
@@ -243,7 +299,7 @@ async fn term(
         lost: leadership.lost(),
         health: session.health_watch(),
         grace: ctx.grace,
-        requested: None,
+        requested,
     };
     let env = [
         (ENV_TOKEN, term.to_string()),
@@ -262,8 +318,117 @@ async fn term(
             return Err(failure);
         }
     };
-    resign(leadership).await?;
+    match taken(&request) {
+        Some(request) => hand_over(leadership, name, Some(request)).await?,
+        None => resign(leadership).await?,
+    }
     Ok(Term::Done(code))
+}
+
+/// `--prefer`: waits (bounded) until this candidacy is listed in the line, then asks
+/// the leader to hand over to it; reports the outcome on standard error. Never fails:
+/// the campaign goes on whatever the request's fate.
+async fn ask_to_be_preferred(coordinator: &Coordinator, session: &Session, name: &Name) {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        match coordinator.candidates(name.as_str()).await {
+            Ok(line)
+                if line
+                    .leader
+                    .as_ref()
+                    .is_some_and(|(c, _)| c.session == session.id()) =>
+            {
+                return
+            }
+            Ok(line) if line.position(session.id()).is_some() => break,
+            Ok(_) => {}
+            Err(error) => {
+                eprintln!("distsync: cannot ask to be preferred in {name}: {error}");
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "distsync: not asking to be preferred in {name}: never saw this candidacy in line"
+            );
+            return;
+        }
+        tokio::time::sleep(JOIN_POLL).await;
+    }
+    match coordinator.prefer(session, name.as_str()).await {
+        Ok(Some(request)) => eprintln!(
+            "distsync: asked the leader of {name} (term {}) to hand over to session {}",
+            request.term, request.candidate
+        ),
+        Ok(None) => {}
+        Err(error) => eprintln!("distsync: cannot ask to be preferred in {name}: {error}"),
+    }
+}
+
+/// `--hand-over-on-request`: resolves once a candidate asks for the leadership, having
+/// put its request in `slot`. Never resolves where requests cannot be watched.
+fn watch_requests(
+    leadership: &Leadership,
+    slot: std::sync::Arc<std::sync::Mutex<Option<PreferenceRequest>>>,
+) -> futures::future::BoxFuture<'static, ()> {
+    let requested = leadership.preference_requested();
+    Box::pin(async move {
+        match requested.await {
+            Ok(request) => {
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(request);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "preference requests cannot be watched");
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+}
+
+/// The request `slot` holds, if any.
+fn taken(slot: &std::sync::Mutex<Option<PreferenceRequest>>) -> Option<PreferenceRequest> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+}
+
+/// Hands the leadership to the requester (or, when the hand-over cannot happen,
+/// resigns) and says which on standard error.
+///
+/// # Errors
+/// As [`resign`].
+async fn hand_over(
+    leadership: Leadership,
+    name: &Name,
+    request: Option<PreferenceRequest>,
+) -> Result<(), Failure> {
+    let Some(request) = request else {
+        return resign(leadership).await;
+    };
+    match leadership
+        .resign_to(Successor::Candidate(request.candidate), HAND_OVER_TIMEOUT)
+        .await
+    {
+        Ok(handed) => {
+            eprintln!(
+                "distsync: handed {name} (term {}) over to {}",
+                handed.from_term, handed.to
+            );
+            Ok(())
+        }
+        Err(failed) => {
+            eprintln!(
+                "distsync: could not hand {name} over to session {}: {}; resigning",
+                request.candidate, failed.error
+            );
+            match failed.leadership {
+                Some(leadership) => resign(leadership).await,
+                None => Err(Failure::from(failed.error)),
+            }
+        }
+    }
 }
 
 /// Resigns, letting the next candidate in.

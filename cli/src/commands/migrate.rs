@@ -11,7 +11,8 @@ use crate::signals::Interrupts;
 use crate::wait::{race, Raced};
 
 /// Connects to both stores, migrates, and prints
-/// `queues=N items=N stm_keys=N barriers=N active_holds=N dry_run=BOOL` then `verified`
+/// `queues=N items=N stm_keys=N barriers=N counters=N latches=N active_holds=N dry_run=BOOL`
+/// then `verified`
 /// (or `dry run: nothing written`).
 ///
 /// Cancel-safety: an interrupt during the copy leaves part of the state copied; the
@@ -92,11 +93,14 @@ fn side(flag: &str, connected: distsync::Result<Coordinator>) -> Result<Coordina
 /// The result line.
 fn summary(report: &MigrationReport) -> String {
     format!(
-        "queues={} items={} stm_keys={} barriers={} active_holds={} dry_run={}",
+        "queues={} items={} stm_keys={} barriers={} counters={} latches={} active_holds={} \
+         dry_run={}",
         report.queues,
         report.queue_items,
         report.stm_keys,
         report.barriers,
+        report.counters,
+        report.latches,
         report.active_holds,
         report.dry_run
     )
@@ -127,12 +131,15 @@ mod tests {
             queue_items: 9,
             stm_keys: 3,
             barriers: 1,
+            counters: 4,
+            latches: 5,
             active_holds: 0,
             dry_run: true,
         };
         assert_eq!(
             summary(&report),
-            "queues=2 items=9 stm_keys=3 barriers=1 active_holds=0 dry_run=true"
+            "queues=2 items=9 stm_keys=3 barriers=1 counters=4 latches=5 active_holds=0 \
+             dry_run=true"
         );
     }
 

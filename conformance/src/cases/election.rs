@@ -1,10 +1,12 @@
 //! Election cases: one leader at a time, blocking campaigns, proclaim by a non-leader,
 //! hand-over on resign, `leader()`, and `observe()`.
 
+mod hand_over;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use distsync_core::{Bytes, Error, FencingToken, LeaderInfo, Leadership};
+use distsync_core::{Bytes, Capabilities, Error, FencingToken, LeaderInfo, Leadership};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -18,6 +20,9 @@ use crate::check::{
 };
 use crate::faults::{HoldKind, Hook, PartitionMode};
 use crate::harness::Harness;
+
+/// A hand-over leaves no moment without a leader ([`Capabilities::gapless_hand_over`]).
+const GAPLESS: Claim = Claim::Flag("gapless_hand_over", |c: &Capabilities| c.gapless_hand_over);
 
 /// The election cases, in matrix order.
 pub(super) const CASES: &[Case] = &[
@@ -141,6 +146,55 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[Hook::GoPeer],
         run: |h| boxed(go_interop::election(h)),
+    },
+    Case {
+        id: "election_resign_to_next",
+        group: Group::Election,
+        guarantee: "resign_to(Next) elects the next candidate in a higher term; the old term \
+                    is never read once it is elected",
+        needs: &[Need::Election, Need::HandOver],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(hand_over::to_next(h)),
+    },
+    Case {
+        id: "election_resign_to_named",
+        group: Group::Election,
+        guarantee: "resign_to a candidate behind others elects it; those ahead step back and \
+                    lead later",
+        needs: &[Need::Election, Need::HandOver],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(hand_over::to_named(h)),
+    },
+    Case {
+        id: "election_hand_over_no_gap",
+        group: Group::Election,
+        guarantee: "a hand-over leaves no moment without a leader (leader() read throughout)",
+        needs: &[Need::Election, Need::HandOver],
+        claim: GAPLESS,
+        hooks: &[],
+        run: |h| boxed(hand_over::no_gap(h)),
+    },
+    Case {
+        id: "election_prefer_request",
+        group: Group::Election,
+        guarantee: "a candidate's preference request is seen by the leader of that term only, \
+                    and handing over to it elects it",
+        needs: &[Need::Election, Need::HandOver],
+        claim: Claim::Offered,
+        hooks: &[],
+        run: |h| boxed(hand_over::prefer(h)),
+    },
+    Case {
+        id: "election_hand_over_successor_lost",
+        group: Group::Election,
+        guarantee: "the named successor's session ended by the store during a hand-over: the \
+                    leader keeps leading, or the next is elected; never two leaders",
+        needs: &[Need::Election, Need::HandOver],
+        claim: Claim::Offered,
+        hooks: &[Hook::KillSession],
+        run: |h| boxed(hand_over::successor_lost(h)),
     },
 ];
 

@@ -93,7 +93,7 @@ fn mod_revision_is(key: &str, revision: Revision) -> Compare {
 }
 
 /// A stored counter value; anything but a decimal `i64` is a typed error.
-fn parse(backend: &'static str, name: &Name, value: &Bytes) -> Result<i64> {
+pub(super) fn parse(backend: &'static str, name: &Name, value: &Bytes) -> Result<i64> {
     std::str::from_utf8(value)
         .ok()
         .and_then(|text| text.parse().ok())

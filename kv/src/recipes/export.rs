@@ -13,6 +13,9 @@
 //! - the etcd backend's `<ns>/amnesia` marker and `<ns>/amnesia-hold` are the store's
 //!   own, not carried over;
 //! - `<ns>/barrier/<name>` is a held barrier, `<ns>/stm/<name>` an STM key;
+//! - `<ns>/counter/<name>` is a counter (its decimal value), `<ns>/latch/<name>` a
+//!   latch (`<initial> <remaining>`); a value their recipes did not write is an error,
+//!   not a counter silently left behind;
 //! - a double barrier's `ready` key is skipped (its entries are live holds).
 //!
 //! In Go's layout ([`KeyLayout::Go`]) the keys outside the reserved area are read as
@@ -29,7 +32,7 @@
 
 use crate::kv::{Kv, Range};
 use distsync_core::error::Result;
-use distsync_core::migrate::{QueueItem, Snapshot};
+use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::name::Name;
 
 use super::key::{unescape, KeyLayout, KeySpace, Kind};
@@ -78,6 +81,15 @@ pub(super) async fn export(kv: &dyn Kv, space: &KeySpace) -> Result<Snapshot> {
             Some(Found::Stm(name)) => {
                 snapshot.stm.insert(name, entry.value);
             }
+            Some(Found::Counter(name)) => {
+                let value = super::counter::parse(kv.backend(), &name, &entry.value)?;
+                snapshot.counters.insert(name, value);
+            }
+            Some(Found::Latch(name)) => {
+                let (initial, remaining) = super::latch::parse(kv.backend(), &name, &entry.value)?;
+                let state = LatchState { initial, remaining };
+                snapshot.latches.insert(name, state);
+            }
             Some(Found::Internal) => {}
             None => tracing::warn!(%key, "export skips a key that is not distsync's"),
         }
@@ -96,6 +108,8 @@ enum Found {
     QueueItem(Name, Order),
     Barrier(Name),
     Stm(Name),
+    Counter(Name),
+    Latch(Name),
     /// Sequence guards, waiter keys, a double barrier's `ready`.
     Internal,
 }
@@ -154,6 +168,14 @@ fn classify(reserved: &str) -> Option<Found> {
     if word == super::rate_limiter::WORD {
         // A rate limiter's TAT: time-bound state, not carried over.
         return Some(Found::Internal);
+    }
+    if matches!(word, "counter" | "latch") {
+        // One key per counter or latch, named by its escaped name alone.
+        let name = Name::new(unescape(rest)?).ok()?;
+        return Some(match word {
+            "counter" => Found::Counter(name),
+            _ => Found::Latch(name),
+        });
     }
     let kind = Kind::ALL.into_iter().find(|kind| kind.word() == word)?;
     let (segment, tail) = match rest.split_once('/') {
@@ -222,12 +244,19 @@ mod tests {
         assert_eq!(classify("barrier/a%2Fb"), Some(Found::Barrier(name("a/b"))));
         assert_eq!(classify("stm/50%25"), Some(Found::Stm(name("50%"))));
         assert_eq!(classify("double-barrier/d/ready"), Some(Found::Internal));
+        assert_eq!(
+            classify("counter/site%2Fvisits"),
+            Some(Found::Counter(name("site/visits")))
+        );
+        assert_eq!(classify("latch/ready"), Some(Found::Latch(name("ready"))));
         for foreign in [
             "queue/jobs/i/7/0000000000000003",
             "queue/jobs/i/00007/3",
             "queue/jobs/i/99999/0000000000000003",
             "queue/jobs",
             "barrier/a/b",
+            "counter/a/b",
+            "latch/a%zz",
             "stm/a%zz",
             "registry/pods",
         ] {

@@ -34,7 +34,7 @@ pub(crate) struct KvLatch {
 }
 
 /// A stored latch: `(initial, remaining)`.
-fn parse(backend: &'static str, name: &Name, value: &[u8]) -> Result<(u64, u64)> {
+pub(super) fn parse(backend: &'static str, name: &Name, value: &[u8]) -> Result<(u64, u64)> {
     let parsed = std::str::from_utf8(value).ok().and_then(|text| {
         let (initial, remaining) = text.split_once(' ')?;
         let initial: u64 = initial.parse().ok()?;

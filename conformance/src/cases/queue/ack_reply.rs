@@ -77,7 +77,8 @@ pub(super) async fn ack_reply_lost_then_session_end(h: Harness) -> Check {
         };
         if tokio::time::timeout(LONG, session.lost()).await.is_err() {
             return violated(format!(
-                "round {round}: the consumer's session, cut off from the store, was not lost                  within {}",
+                "round {round}: the consumer's session, cut off from the store, was not \
+                 lost within {}",
                 ms(LONG)
             ));
         }

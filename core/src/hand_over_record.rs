@@ -1,0 +1,307 @@
+//! The store side of a leadership hand-over (see [`crate::hand_over`] for the
+//! semantics): the election's line of candidates as the status report shows it, and
+//! the two records a hand-over and a preference request write, each a pair of counters
+//! under the election's name.
+//!
+//! A record is the term of the leader it is meant for and a candidate's session id.
+//! The writer sets the candidate first and the term second; a reader reads the term
+//! first and the candidate second, so a reader that sees the term of the current
+//! leader reads the candidate written for that term (or a later one for the same
+//! term). A record whose term is not the current leader's is stale and means nothing:
+//! no clean-up is needed when a term ends.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::counter::Counter;
+use crate::error::{Error, Result};
+use crate::name::Name;
+use crate::session::SessionId;
+use crate::status::{LineKind, LineStatus, StatusReport};
+use crate::token::FencingToken;
+
+/// The last segment of the counter that names a hand-over's successor.
+pub const HAND_OVER_TO_SEGMENT: &str = ".distsync-hand-over-to";
+/// The last segment of the counter that holds the term of the leader handing over.
+pub const HAND_OVER_TERM_SEGMENT: &str = ".distsync-hand-over-term";
+/// The last segment of the counter that names the candidate asking to be preferred.
+pub const PREFER_TO_SEGMENT: &str = ".distsync-prefer-to";
+/// The last segment of the counter that holds the term a preference request is for.
+pub const PREFER_TERM_SEGMENT: &str = ".distsync-prefer-term";
+
+const SEGMENTS: [&str; 4] = [
+    HAND_OVER_TO_SEGMENT,
+    HAND_OVER_TERM_SEGMENT,
+    PREFER_TO_SEGMENT,
+    PREFER_TERM_SEGMENT,
+];
+
+/// How many compare-and-set rounds a record write makes before giving up; each lost
+/// round means another writer changed the counter meanwhile.
+const MAX_SETS: usize = 32;
+
+/// Whether `name` is one of the hand-over records' counters.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    SEGMENTS.iter().any(|segment| {
+        name.strip_suffix(segment)
+            .is_some_and(|election| election.ends_with('/'))
+    })
+}
+
+/// A candidate of an election, as the store lists it: the session it campaigns
+/// through (what [`crate::hand_over::Successor::Candidate`] names) and its store key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Candidate {
+    /// The session the candidacy is held through ([`crate::Session::id`]).
+    pub session: SessionId,
+    /// The candidacy's key in the store, as [`crate::LeaderInfo::key`] shows a leader's.
+    pub key: String,
+}
+
+impl fmt::Display for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session {} ({})", self.session, self.key)
+    }
+}
+
+/// The candidates of an election: the leader (with its term) and the others in the
+/// order they are to lead ([`crate::Coordinator::candidates`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Candidates {
+    /// The leader and its term, if there is one.
+    pub leader: Option<(Candidate, FencingToken)>,
+    /// The other candidates, next in line first.
+    pub waiting: Vec<Candidate>,
+}
+
+impl Candidates {
+    /// The position of `session` among the waiting candidates (0: next in line).
+    pub fn position(&self, session: SessionId) -> Option<usize> {
+        self.waiting
+            .iter()
+            .position(|candidate| candidate.session == session)
+    }
+
+    /// The leader's term, if there is a leader.
+    pub fn term(&self) -> Option<FencingToken> {
+        self.leader.as_ref().map(|(_, term)| *term)
+    }
+}
+
+/// Reads the status report under a prefix: the backend's `status`, given as a closure so
+/// that this module does not depend on the backend trait.
+pub(crate) type StatusFn =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<StatusReport>> + Send + Sync>;
+
+/// A term or a session id as a counter value. Session ids use all 64 bits: they are
+/// stored as the same bits.
+fn session_value(session: SessionId) -> i64 {
+    i64::from_le_bytes(session.0.to_le_bytes())
+}
+
+fn session_of(value: i64) -> SessionId {
+    SessionId(u64::from_le_bytes(value.to_le_bytes()))
+}
+
+fn term_value(backend: &'static str, term: FencingToken) -> Result<i64> {
+    i64::try_from(term.0).map_err(|_| {
+        Error::unsupported(
+            backend,
+            format!("a hand-over in a term above 2^63 ({})", term.0),
+        )
+    })
+}
+
+/// A record: the term it is for and the candidate it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) term: FencingToken,
+    pub(crate) candidate: SessionId,
+}
+
+/// The records and the line of one election.
+pub(crate) struct HandOverRecord {
+    backend: &'static str,
+    name: Name,
+    status: StatusFn,
+    to: Arc<dyn Counter>,
+    term: Arc<dyn Counter>,
+    prefer_to: Arc<dyn Counter>,
+    prefer_term: Arc<dyn Counter>,
+}
+
+impl HandOverRecord {
+    /// The records of the election `name`, whose counters `counter` opens (no I/O).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] when `name` is too long to take the records' segments;
+    /// the backend's error opening a counter.
+    pub(crate) fn new(
+        backend: &'static str,
+        name: &Name,
+        status: StatusFn,
+        counter: impl Fn(Name) -> Result<Box<dyn Counter>>,
+    ) -> Result<Self> {
+        let open = |segment: &str| -> Result<Arc<dyn Counter>> {
+            let full = format!("{name}/{segment}");
+            if full.len() > crate::name::MAX_NAME_LEN {
+                return Err(Error::InvalidName {
+                    name: name.to_string(),
+                    reason: "is too long to take hand-over records (their counters' names \
+                             add up to 25 bytes)",
+                });
+            }
+            Ok(Arc::from(counter(Name::new(full)?)?))
+        };
+        Ok(Self {
+            backend,
+            name: name.clone(),
+            to: open(HAND_OVER_TO_SEGMENT)?,
+            term: open(HAND_OVER_TERM_SEGMENT)?,
+            prefer_to: open(PREFER_TO_SEGMENT)?,
+            prefer_term: open(PREFER_TERM_SEGMENT)?,
+            status,
+        })
+    }
+
+    /// The backend's name.
+    pub(crate) fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The election's name.
+    pub(crate) fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// The election's candidates, read from the status report.
+    ///
+    /// On etcd and memory an election whose candidates all campaign with an empty
+    /// value is reported as a lock (see [`crate::status`]): that line is read then.
+    pub(crate) async fn candidates(&self) -> Result<Candidates> {
+        let report = (self.status)(self.name.as_str().to_owned()).await?;
+        let line = report
+            .line(LineKind::Election, self.name.as_str())
+            .or_else(|| report.line(LineKind::Lock, self.name.as_str()));
+        match line {
+            Some(line) => Ok(self.read_line(line)),
+            None => Ok(Candidates::default()),
+        }
+    }
+
+    fn read_line(&self, line: &LineStatus) -> Candidates {
+        let candidate = |hold: &crate::status::HoldStatus| {
+            let session = hold
+                .session
+                .as_deref()
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            if session.is_none() {
+                tracing::debug!(
+                    election = %self.name,
+                    key = %hold.key,
+                    "a candidate without a session id in the status report cannot be named"
+                );
+            }
+            session.map(|session| Candidate {
+                session: SessionId(session),
+                key: hold.key.clone(),
+            })
+        };
+        let leader = line.holders.first().and_then(|hold| {
+            let term = line
+                .leader
+                .as_ref()
+                .map(|leader| leader.term)
+                .or(hold.token)?;
+            Some((candidate(hold)?, term))
+        });
+        Candidates {
+            leader,
+            waiting: line.waiters.iter().filter_map(candidate).collect(),
+        }
+    }
+
+    /// Records a hand-over by the leader of `term` to `candidate`.
+    pub(crate) async fn write_hand_over(&self, record: Record) -> Result<()> {
+        self.write(&*self.to, &*self.term, record).await
+    }
+
+    /// The last hand-over recorded, if any.
+    pub(crate) async fn read_hand_over(&self) -> Result<Option<Record>> {
+        read(&*self.to, &*self.term).await
+    }
+
+    /// Records a preference request to the leader of `term` by `candidate`.
+    pub(crate) async fn write_preference(&self, record: Record) -> Result<()> {
+        self.write(&*self.prefer_to, &*self.prefer_term, record)
+            .await
+    }
+
+    /// The last preference request recorded, if any.
+    pub(crate) async fn read_preference(&self) -> Result<Option<Record>> {
+        read(&*self.prefer_to, &*self.prefer_term).await
+    }
+
+    async fn write(&self, to: &dyn Counter, term: &dyn Counter, record: Record) -> Result<()> {
+        set(to, session_value(record.candidate), self.backend).await?;
+        set(term, term_value(self.backend, record.term)?, self.backend).await
+    }
+}
+
+/// Reads a record: the term first, then the candidate (see the module docs).
+async fn read(to: &dyn Counter, term: &dyn Counter) -> Result<Option<Record>> {
+    let term = term.get().await?;
+    if term <= 0 {
+        return Ok(None);
+    }
+    let candidate = session_of(to.get().await?);
+    Ok(Some(Record {
+        term: FencingToken(term.unsigned_abs()),
+        candidate,
+    }))
+}
+
+/// Sets `counter` to `value` through compare-and-set rounds.
+async fn set(counter: &dyn Counter, value: i64, backend: &'static str) -> Result<()> {
+    for _ in 0..MAX_SETS {
+        let current = counter.get().await?;
+        if current == value || counter.compare_and_set(current, value).await? {
+            return Ok(());
+        }
+    }
+    Err(Error::backend(
+        backend,
+        format!(
+            "hand-over record {:?}: the counter kept changing",
+            counter.name().as_str()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_names_are_the_records_under_an_election() {
+        assert!(is_reserved("jobs/leader/.distsync-hand-over-to"));
+        assert!(is_reserved("jobs/leader/.distsync-prefer-term"));
+        assert!(!is_reserved("jobs/leader.distsync-prefer-term"));
+        assert!(!is_reserved("jobs/leader"));
+    }
+
+    #[test]
+    fn session_ids_round_trip_through_counter_values() {
+        for id in [0, 1, 0x7fff_ffff_ffff_ffff, 0x8000_0000_0000_0000, u64::MAX] {
+            assert_eq!(session_of(session_value(SessionId(id))), SessionId(id));
+        }
+        assert!(matches!(
+            term_value("memory", FencingToken(u64::MAX)),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}
