@@ -1,6 +1,7 @@
-//! Handing leadership over: a leader passes its election to the next candidate in
-//! line or to a named one ([`Leadership::resign_to`]), and a candidate asks the leader
-//! to prefer it ([`Coordinator::prefer`], seen by [`Leadership::preference_requested`]).
+//! Handing leadership over: a leader passes its election to the next candidate in line or
+//! to a named one ([`Leadership::resign_to`]), and a candidate asks the leader to prefer it
+//! ([`Coordinator::prefer`](crate::Coordinator::prefer), seen by
+//! [`Leadership::preference_requested`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
@@ -27,9 +28,10 @@
 //! # Semantics
 //!
 //! - **Identity.** A candidate is named by the id of the session it campaigns through
-//!   ([`Session::id`]): it is what the status report lists for every candidate on
-//!   every backend ([`Coordinator::candidates`]), a waiting candidate knows it before
-//!   it is elected, and one session holds at most one candidacy per election.
+//!   ([`Session::id`]): it is what the status report lists for every candidate on every
+//!   backend ([`Coordinator::candidates`](crate::Coordinator::candidates)), a waiting
+//!   candidate knows it before it is elected, and one session holds at most one candidacy per
+//!   election.
 //! - **No overlap.** The successor is elected by the store only once the old leader's
 //!   candidacy is gone, so the old leader's guarded writes ([`Leadership::proclaim`])
 //!   fail from the moment the successor can act, and the successor's term (fencing
@@ -42,27 +44,27 @@
 //!   next sequential node becomes the first), so [`Election::leader`] never answers
 //!   "no leader" between the two. PostgreSQL elects the next candidate when it wakes,
 //!   a moment after the old leader's row is deleted: a reader can see no leader then.
-//! - **A named successor that is not next in line.** The leader records the hand-over
-//!   (its term and the successor's session id, in counters under the election's name,
-//!   see [`crate::hand_over_record`]) and waits, for at most the caller's bound, until
-//!   the successor is next in line; then it resigns. Every candidate that campaigns
-//!   through a [`Coordinator`] reads that record every [`HAND_OVER_POLL`] while it
+//! - **A named successor that is not next in line.** The leader records the hand-over (its
+//!   term and the successor's session id, in counters under the election's name, see
+//!   [`crate::hand_over_record`]) and waits, for at most the caller's bound, until the
+//!   successor is next in line; then it resigns. Every candidate that campaigns through a
+//!   [`Coordinator`](crate::Coordinator) reads that record every [`HAND_OVER_POLL`] while it
 //!   waits: one that stands ahead of the named successor withdraws its candidacy and
 //!   campaigns again at the back of the line, still inside the same `campaign` call.
-//!   Candidates outside distsync (Go's `concurrency.Election`, Curator's `LeaderLatch`)
-//!   and candidates made from a backend directly never step back: the leader's wait
-//!   then ends with [`Error::Timeout`] and it keeps leading.
+//!   Candidates outside distsync (Go's `concurrency.Election`, Curator's `LeaderLatch`) and
+//!   candidates made from a backend directly never step back: the leader's wait then ends
+//!   with [`Error::Timeout`] and it keeps leading.
 //! - **Failure keeps the leader.** Whatever stops a hand-over before the resignation
 //!   (no candidate waiting, the named candidate gone, the bound passed, a store error)
 //!   hands the leadership back in [`NotHandedOver`]: it still leads. A successor that
 //!   dies after the resignation is succeeded as any leader is (within its session's
 //!   TTL, by the next in line).
-//! - **Cost.** Every candidate that waits through a [`Coordinator`] reads the two
-//!   record counters every [`HAND_OVER_POLL`] (eight small reads a second per waiting
-//!   candidate, whether or not anyone hands over), and reads the election's line from
-//!   the status report when a record of the current term names another candidate. An
-//!   election with many standby candidates costs the store that much; a store-side
-//!   watch on the record would remove the polling, and is not built yet.
+//! - **Cost.** Every candidate that waits through a [`Coordinator`](crate::Coordinator) reads
+//!   the two record counters every [`HAND_OVER_POLL`] (eight small reads a second per waiting
+//!   candidate, whether or not anyone hands over), and reads the election's line from the
+//!   status report when a record of the current term names another candidate. An election
+//!   with many standby candidates costs the store that much; a store-side watch on the record
+//!   would remove the polling, and is not built yet.
 //! - **Preference requests** are recorded for the leader of the moment (its term),
 //!   like the hand-over record: the leader sees the latest request made in its term
 //!   within [`HAND_OVER_POLL`] (plus a read), and a later leader sees nothing.
@@ -77,7 +79,6 @@ use futures::stream::BoxStream;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::coordinator::Coordinator;
 use crate::election::{Election, LeaderInfo, Leadership};
 use crate::error::{Error, Result};
 pub use crate::hand_over_record::{Candidate, Candidates};
@@ -102,7 +103,7 @@ pub enum Successor {
     /// The candidate next in line.
     Next,
     /// The candidate campaigning through the session with this id
-    /// ([`Session::id`], as [`Coordinator::candidates`] lists it).
+    /// ([`Session::id`], as [`Coordinator::candidates`](crate::Coordinator::candidates) lists it).
     Candidate(SessionId),
 }
 
@@ -156,7 +157,7 @@ impl From<NotHandedOver> for Error {
 }
 
 /// A preference request seen by [`Leadership::preference_requested`], or made by
-/// [`Coordinator::prefer`].
+/// [`Coordinator::prefer`](crate::Coordinator::prefer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PreferenceRequest {
@@ -186,7 +187,7 @@ impl Leadership {
     /// session has no candidacy waiting; [`Error::Timeout`] when the candidates ahead
     /// of it did not step back in time; [`Error::NotLeader`] when the leadership was
     /// lost meanwhile; [`Error::Unsupported`] on a leadership not won through a
-    /// [`Coordinator`] or a backend without
+    /// [`Coordinator`](crate::Coordinator) or a backend without
     /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
     /// A failed resignation itself gives `leadership: None`.
     ///
@@ -278,14 +279,15 @@ impl Leadership {
     }
 
     /// Resolves with the latest preference request made to this leader
-    /// ([`Coordinator::prefer`]) once there is one; see [`crate::hand_over`] for how
-    /// soon it is seen. Typically awaited in a `tokio::select!` with the work, followed
-    /// by [`Leadership::resign_to`] the candidate named.
+    /// ([`Coordinator::prefer`](crate::Coordinator::prefer)) once there is one; see
+    /// [`crate::hand_over`] for how soon it is seen. Typically awaited in a
+    /// `tokio::select!` with the work, followed by [`Leadership::resign_to`] the candidate
+    /// named.
     ///
     /// # Errors
     /// [`Error::NotLeader`] once the leadership is lost; [`Error::Unsupported`] (at
-    /// once) on a leadership not won through a [`Coordinator`] or a backend without
-    /// [`Capabilities::hand_over`](crate::Capabilities::hand_over).
+    /// once) on a leadership not won through a [`Coordinator`](crate::Coordinator) or a
+    /// backend without [`Capabilities::hand_over`](crate::Capabilities::hand_over).
     ///
     /// The future does not borrow the leadership, so it can be handed to a task.
     ///
@@ -334,7 +336,7 @@ impl Leadership {
 }
 
 /// The records of the election `name` on `backend`, where it offers hand-overs.
-fn record_for(backend: &Arc<dyn Backend>, name: &Name) -> Result<Arc<HandOverRecord>> {
+pub(crate) fn record_for(backend: &Arc<dyn Backend>, name: &Name) -> Result<Arc<HandOverRecord>> {
     let capabilities = backend.capabilities();
     if !capabilities.hand_over {
         return Err(Error::unsupported(
@@ -511,78 +513,5 @@ impl Election for HandOverElection {
 
     fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>> {
         self.inner.observe()
-    }
-}
-
-impl Coordinator {
-    /// The candidates of the election `name`: the leader with its term, then the
-    /// others in the order they are to lead, each with the session id that names it
-    /// in [`Leadership::resign_to`]. A snapshot as far as the store's status report is
-    /// one (see [`crate::status`]).
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`]; [`Error::Unsupported`] on a backend without
-    /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: it only reads.
-    pub async fn candidates(&self, name: &str) -> Result<Candidates> {
-        record_for(self.backend(), &Name::new(name)?)?
-            .candidates()
-            .await
-    }
-
-    /// Asks the current leader of the election `name` to hand over to the candidate
-    /// campaigning through `session` (which must be waiting in line): the leader sees
-    /// it through [`Leadership::preference_requested`] and decides. Returns the request
-    /// made, or `None` when the election has no leader (nothing is recorded). A request
-    /// is for the leader of the moment only; see [`crate::hand_over`].
-    ///
-    /// ```
-    /// # async fn demo(coordinator: distsync_core::Coordinator, session: distsync_core::Session)
-    /// # -> distsync_core::Result<()> {
-    /// let election = coordinator.election(&session, "scheduler")?;
-    /// let campaign = election.campaign("node-2");
-    /// // While the campaign waits in line (in a task or a `select!`):
-    /// coordinator.prefer(&session, "scheduler").await?;
-    /// # drop(campaign);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`]; [`Error::InvalidArgument`] when `session` has no
-    /// candidacy waiting in the election; [`Error::Unsupported`] on a backend without
-    /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
-    ///
-    /// # Cancel safety
-    /// Dropped part-way, the request was made or it was not; repeating it is harmless.
-    pub async fn prefer(&self, session: &Session, name: &str) -> Result<Option<PreferenceRequest>> {
-        let record = record_for(self.backend(), &Name::new(name)?)?;
-        let line = record.candidates().await?;
-        let Some(term) = line.term() else {
-            return Ok(None);
-        };
-        if line.position(session.id()).is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "session {} has no candidacy waiting in election {name:?}",
-                session.id()
-            )));
-        }
-        let request = Record {
-            term,
-            candidate: session.id(),
-        };
-        record.write_preference(request).await?;
-        tracing::info!(
-            backend = record.backend(),
-            election = name,
-            term = term.0,
-            candidate = %session.id(),
-            "asked the leader to hand over"
-        );
-        Ok(Some(PreferenceRequest {
-            candidate: session.id(),
-            term,
-        }))
     }
 }

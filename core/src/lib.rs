@@ -99,6 +99,7 @@ pub mod session;
 pub mod snapshot;
 pub mod status;
 pub mod stm;
+mod succession;
 mod take_back;
 pub mod timeout;
 pub mod token;
