@@ -279,6 +279,53 @@ fn stderr_says(proc: &Proc, needle: &str) {
     }
 }
 
+/// `--prefer` and `--hand-over-on-request`: c, behind b in line, asks to be preferred;
+/// the leader a stops its command, hands over to c (b steps back) and exits with its
+/// command's code; c leads in a higher term while b still waits.
+#[test]
+fn a_preferred_candidate_is_handed_the_leadership() {
+    for server in servers() {
+        let label = server.label;
+        let url = server.url.as_str();
+        let name = unique("elect-prefer");
+        let markers = Markers::new("elect-prefer");
+
+        let mut a = candidate(url, &name, "a", &["--hand-over-on-request"], &markers);
+        let first = number(&a.expect(&format!("leader {name} value=a term=")), "term");
+        assert_eq!(a.line(), "started a", "{label}");
+        let mut b = candidate(url, &name, "b", &[], &markers);
+        b.quiet();
+        let mut c = candidate(url, &name, "c", &["--prefer"], &markers);
+
+        let second = number(&c.expect(&format!("leader {name} value=c term=")), "term");
+        assert!(second > first, "{label}: {first} then {second}");
+        assert_eq!(c.line(), "started c", "{label}");
+        assert_eq!(a.line(), "stopped a", "{label}: {}", a.stderr());
+        // CMD_SCRIPT exits 0 on SIGTERM: the leader exits with its command's code.
+        assert_eq!(a.wait(), 0, "{label}: {}", a.stderr());
+        // b stepped back for c and waits behind it.
+        b.quiet();
+        let lines = markers.wait_for(3);
+        assert_eq!(
+            lines,
+            [
+                format!("start a {first}"),
+                "stop a".to_owned(),
+                format!("start c {second}")
+            ],
+            "{label}: the command stops before the successor's starts"
+        );
+
+        for (proc, value) in [(&mut c, "c"), (&mut b, "b")] {
+            proc.signal(libc::SIGINT);
+            if value == "c" {
+                assert_eq!(proc.line(), "stopped c", "{label}");
+            }
+            assert_eq!(proc.wait(), 130, "{label}: {}", proc.stderr());
+        }
+    }
+}
+
 #[test]
 fn the_command_runs_only_while_leader_and_the_loser_campaigns_again() {
     for server in servers_that_revoke() {
