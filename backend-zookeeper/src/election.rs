@@ -172,7 +172,7 @@ impl Election for ZkElection {
         self.forget_earlier_terms().await;
         let term = FencingToken(entry.token as u64);
         let child = entry.child.clone();
-        let (path, resign) = line.release(entry);
+        let (path, resign, releasing) = line.release(entry);
         let proclaim = Arc::new(ZkProclaim {
             lease: Arc::clone(&line.lease),
             node: path.clone(),
@@ -186,7 +186,7 @@ impl Election for ZkElection {
         });
         Ok(
             leadership(path.clone(), term, &line.session, proclaim, resign)
-                .with_loss_watch(line.loss_watch(path)),
+                .with_loss_watch(line.loss_watch(path, releasing)),
         )
     }
 

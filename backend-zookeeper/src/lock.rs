@@ -53,6 +53,7 @@
 //!
 //! [`fifo_waiters`]: distsync_core::Capabilities::fifo_waiters
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,10 @@ use crate::session::LeaseInner;
 /// The pause before a request is sent again after a connection loss: the client is
 /// reconnecting meanwhile; the session's deadline bounds the whole wait.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Set by a hold's release once it starts deleting the hold's node, so that the
+/// node's loss watch does not take the deletion for a loss.
+pub(crate) type Releasing = Arc<AtomicBool>;
 
 /// A mutex named `name`: Curator's `InterProcessMutex` on its node.
 pub(crate) struct ZkLocker {
@@ -365,22 +370,31 @@ impl Line {
     /// Step 3, made into the guard's release.
     pub(crate) fn guard(&self, entry: Entry) -> LockGuard {
         let token = FencingToken(entry.token as u64);
-        let (path, release) = self.release(entry);
+        let (path, release, releasing) = self.release(entry);
         lock_guard(path.clone(), token, &self.session, release)
             .with_guarded_write(crate::stm::ZkGuardedWrite::new(&self.lease, path.clone()))
-            .with_loss_watch(self.loss_watch(path))
+            .with_loss_watch(self.loss_watch(path, releasing))
     }
 
-    /// A loss watch on the node at `path` (see [`watch_node`]).
-    pub(crate) fn loss_watch(&self, path: String) -> distsync_core::raw::LossWatchFn {
+    /// A loss watch on the node at `path`, whose own release sets `releasing` (see
+    /// [`watch_node`]).
+    pub(crate) fn loss_watch(
+        &self,
+        path: String,
+        releasing: Releasing,
+    ) -> distsync_core::raw::LossWatchFn {
         let lease = Arc::clone(&self.lease);
         Box::new(move |lost: CancellationToken| {
-            tokio::spawn(watch_node(lease, path, lost));
+            tokio::spawn(watch_node(lease, path, releasing, lost));
         })
     }
 
-    /// Step 3: the granted `entry`'s node path and its release (a delete of the node).
-    pub(crate) fn release(&self, mut entry: Entry) -> (String, distsync_core::raw::ReleaseFn) {
+    /// Step 3: the granted `entry`'s node path, its release (a delete of the node), and
+    /// the flag the release sets for the node's loss watch.
+    pub(crate) fn release(
+        &self,
+        mut entry: Entry,
+    ) -> (String, distsync_core::raw::ReleaseFn, Releasing) {
         entry.armed = false;
         let path = format!("{}/{}", entry.dir, entry.child);
         let lease = Arc::clone(&self.lease);
@@ -389,9 +403,15 @@ impl Line {
         // stops waiting to a task of its own (as it runs a dropped guard's), so a
         // cancelled unlock still deletes the node, and a release waited for to the end
         // costs no spawn.
-        let release: distsync_core::raw::ReleaseFn =
-            Box::new(move || Box::pin(delete_guaranteed(lease, release_path)));
-        (path, release)
+        let releasing = Releasing::default();
+        let flag = Arc::clone(&releasing);
+        let release: distsync_core::raw::ReleaseFn = Box::new(move || {
+            // The node's loss watch sees this deletion: a release, not a loss. The flag
+            // is never cleared: once its release starts, the hold ends either way.
+            flag.store(true, Ordering::SeqCst);
+            Box::pin(delete_guaranteed(lease, release_path))
+        });
+        (path, release, releasing)
     }
 }
 
@@ -429,7 +449,12 @@ async fn delete_guaranteed(lease: Arc<LeaseInner>, path: String) -> Result<()> {
 }
 
 /// Cancels `lost` once the node at `path` is gone (deleted, or its session ended).
-async fn watch_node(lease: Arc<LeaseInner>, path: String, lost: CancellationToken) {
+async fn watch_node(
+    lease: Arc<LeaseInner>,
+    path: String,
+    releasing: Releasing,
+    lost: CancellationToken,
+) {
     loop {
         let Ok(client) = lease.client() else { break };
         let watched = tokio::select! {
@@ -444,6 +469,8 @@ async fn watch_node(lease: Arc<LeaseInner>, path: String, lost: CancellationToke
                     _ = watcher.changed() => {}
                 }
             }
+            // Deleted by this hold's own release: the guard ends the hold itself.
+            Ok((None, _)) if releasing.load(Ordering::SeqCst) => return,
             Ok((None, _)) => break,
             Err(error) if crate::error::is_session_end(&error) => break,
             Err(_) => {

@@ -128,9 +128,9 @@ impl ZkRwLock {
 
     /// A read guard for the granted reader `entry`.
     fn read_guard(&self, entry: Entry) -> ReadGuard {
-        let (path, release) = self.readers.release(entry);
+        let (path, release, releasing) = self.readers.release(entry);
         read_guard(path.clone(), &self.readers.session, release)
-            .with_loss_watch(self.readers.loss_watch(path))
+            .with_loss_watch(self.readers.loss_watch(path, releasing))
     }
 
     /// Enters through `line` and answers at once: the entry if it holds, `None` (its
