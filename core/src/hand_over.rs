@@ -395,9 +395,14 @@ impl HandOverElection {
 
     /// Resolves when a hand-over by the current leader names a candidate behind this
     /// one: then this candidacy must go to the back of the line.
+    ///
+    /// The first read waits one [`HAND_OVER_POLL`]: a candidacy that has just joined
+    /// stands behind any successor already named, and an uncontended campaign, granted
+    /// within that time, sends the store no read of the record at all.
     async fn asked_to_step_back(&self) {
         let mut handled: Option<Record> = None;
         loop {
+            tokio::time::sleep(HAND_OVER_POLL).await;
             match self.record.read_hand_over().await {
                 Ok(Some(record)) if Some(record) != handled && record.candidate != self.session => {
                     match self.record.candidates().await {
@@ -432,7 +437,6 @@ impl HandOverElection {
                     "could not read the hand-over record"
                 ),
             }
-            tokio::time::sleep(HAND_OVER_POLL).await;
         }
     }
 }
