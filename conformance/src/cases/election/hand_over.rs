@@ -116,6 +116,27 @@ impl Setup {
     }
 }
 
+/// Checks that `who`, elected after a leader of term `old`, leads in a higher term.
+fn elected_above(who: &str, won: &Leadership, old: FencingToken) -> Check<()> {
+    ensure!(
+        won.term() > old,
+        "{who}'s term {} is not above the old leader's {}",
+        won.term().0,
+        old.0
+    );
+    Ok(())
+}
+
+/// Checks that `waiting` still campaigns (it was not elected too) while `leader` leads.
+fn still_waiting(waiting: &Waiting, leader: &str) -> Check<()> {
+    ensure!(
+        !waiting.campaign.is_finished(),
+        "{} was elected too (or stopped campaigning) while {leader} leads",
+        waiting.who
+    );
+    Ok(())
+}
+
 /// One answer of `leader()`: when it was read (the call's start) and the term.
 #[derive(Clone, Copy, Debug)]
 struct Read {
@@ -214,16 +235,8 @@ pub(in crate::cases) async fn to_next(h: Harness) -> Check {
     );
     let (won, elected) = b.campaign.join(PROMPT).await?;
     let (reads, _) = watch.finish(old, elected).await?;
-    ensure!(
-        won.term() > old,
-        "b's term {} is not above a's {}",
-        won.term().0,
-        old.0
-    );
-    ensure!(
-        !c.campaign.is_finished(),
-        "c was elected too, while b leads"
-    );
+    elected_above("b", &won, old)?;
+    still_waiting(&c, "b")?;
     let term = won.term();
     won.resign().bounded("b resigning").await?;
     Ok(Holds::new(format!(
@@ -296,18 +309,9 @@ pub(in crate::cases) async fn to_named(h: Harness) -> Check {
     let (won, elected) = d.campaign.join(PROMPT).await?;
     let took = elected - started;
     let (reads, _) = watch.finish(old, elected).await?;
-    ensure!(
-        won.term() > old,
-        "d's term {} is not above a's {}",
-        won.term().0,
-        old.0
-    );
+    elected_above("d", &won, old)?;
     for waiting in [&b, &c] {
-        ensure!(
-            !waiting.campaign.is_finished(),
-            "{} stopped campaigning (or was elected) when a handed over to d",
-            waiting.who
-        );
+        still_waiting(waiting, "d")?;
     }
     let (b_id, c_id) = (b.session.id(), c.session.id());
     let line = eventually(
@@ -395,16 +399,8 @@ pub(in crate::cases) async fn prefer(h: Harness) -> Check {
     })
     .await?;
     let (won, _) = c.campaign.join(PROMPT).await?;
-    ensure!(
-        won.term() > old,
-        "c's term {} is not above a's {}",
-        won.term().0,
-        old.0
-    );
-    ensure!(
-        !b.campaign.is_finished(),
-        "b was elected too, while c leads"
-    );
+    elected_above("c", &won, old)?;
+    still_waiting(&b, "c")?;
     // A request is for the leader it was made to: c's leadership sees none.
     let quiet = tokio::time::timeout(HAND_OVER_POLL * 3, won.preference_requested()).await;
     if let Ok(request) = quiet {
@@ -463,17 +459,14 @@ pub(in crate::cases) async fn successor_lost(h: Harness) -> Check {
                 empty == 0,
                 "leader() answered \"no leader\" while a kept leading"
             );
-            ensure!(
-                !b.campaign.is_finished(),
-                "b was elected while a kept leading"
-            );
+            still_waiting(&b, "a")?;
             let detail = format!(
                 "the hand-over failed ({}); a kept leading term {}; {reads} leader() reads",
                 failed.error, old.0
             );
             leadership.resign().bounded("a resigning").await?;
             let (won, _) = b.campaign.join(PROMPT).await?;
-            ensure!(won.term() > old, "b's term is not above a's");
+            elected_above("b", &won, old)?;
             won.resign().bounded("b resigning").await?;
             Ok(Holds::new(detail))
         }
@@ -483,12 +476,7 @@ pub(in crate::cases) async fn successor_lost(h: Harness) -> Check {
             let limit = h.holder_ttl() * 3 + PROMPT;
             let (won, elected) = b.campaign.join(limit).await?;
             let (reads, _) = watch.finish(old, elected).await?;
-            ensure!(
-                won.term() > old,
-                "b's term {} is not above a's {}",
-                won.term().0,
-                old.0
-            );
+            elected_above("b", &won, old)?;
             won.resign().bounded("b resigning").await?;
             Ok(Holds::figure(
                 format!("b elected {} after c's session ended", ms(elected - ended)),
