@@ -20,6 +20,10 @@ use crate::BACKEND;
 pub struct ZkBackend {
     shared: Arc<Shared>,
     capabilities: Capabilities,
+    /// The one session every rate limiter of this backend decides on, opened on first
+    /// use: a limiter keeps nothing ephemeral, and a handle per request must not cost
+    /// a session each.
+    limiters: Arc<crate::direct::Direct>,
 }
 
 impl std::fmt::Debug for ZkBackend {
@@ -56,6 +60,7 @@ impl ZkBackend {
             "connected"
         );
         Ok(Self {
+            limiters: Arc::new(crate::direct::Direct::new(&shared)),
             shared,
             capabilities,
         })
@@ -163,6 +168,20 @@ impl Backend for ZkBackend {
             &self.shared,
             name,
             count,
+        )))
+    }
+
+    /// GCRA on one node, decided on the ZooKeeper leader's clock (see
+    /// `src/rate_limiter.rs`).
+    fn rate_limiter(
+        &self,
+        name: Name,
+        rate: distsync_core::rate_limiter::Rate,
+    ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
+        Ok(Box::new(crate::rate_limiter::ZkRateLimiter::new(
+            &self.limiters,
+            name,
+            rate,
         )))
     }
 

@@ -18,6 +18,7 @@
 //! | election's proclaims | `<root>/election_log/<name>` (`<candidate>.<n>`) | none |
 //! | stm key | `<root>/stm/<name>` (`0x01` and the value; no data: no key) | none |
 //! | counter, latch | `<root>/counter/<name>`, `<root>/latch/<name>` (decimal text) | none |
+//! | rate limiter | `<root>/ratelimit/<name>` (`<base µs> <added µs> <rate>`, see rate_limiter.rs) | none |
 //! | queue | `<root>/queue/<name>` (`queue-` items), `<root>/queue_lock/<name>` (held items), `<root>/queue_meta/<name>` | `DistributedPriorityQueue` with a `lockPath` |
 //!
 //! A segment is escaped only where ZooKeeper refuses it: `%` becomes `%25`, a segment
@@ -55,6 +56,8 @@ pub(crate) enum Kind {
     Counter,
     /// Count-down latches (distsync's own, see counter.rs).
     Latch,
+    /// Rate limiters (distsync's own, see rate_limiter.rs).
+    RateLimit,
     /// Queues' items (`DistributedQueue`, `DistributedPriorityQueue`).
     Queue,
     /// Queues' held items (the queue's `lockPath`).
@@ -76,6 +79,7 @@ impl Kind {
         Kind::Stm,
         Kind::Counter,
         Kind::Latch,
+        Kind::RateLimit,
         Kind::Queue,
         Kind::QueueLock,
         Kind::QueueMeta,
@@ -93,6 +97,7 @@ impl Kind {
             Kind::Stm => "stm",
             Kind::Counter => "counter",
             Kind::Latch => "latch",
+            Kind::RateLimit => "ratelimit",
             Kind::Queue => "queue",
             Kind::QueueLock => "queue_lock",
             Kind::QueueMeta => "queue_meta",

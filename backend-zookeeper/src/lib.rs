@@ -96,8 +96,10 @@
 //!   latch (Curator's latch must never see its predecessor's data change), which
 //!   `leader()` and `observe()` read in order.
 //!
-//! The rate limiter is not offered: ZooKeeper has no clock a client reads in the same
-//! atomic step as a write (see `docs/ZOOKEEPER.md`).
+//! * **The rate limiter** (see `src/rate_limiter.rs`) is GCRA on one node, changed by
+//!   compare-and-swap on its version; ZooKeeper has no read of the time, so "now" is
+//!   the `mtime` of a write to `<root>/clock`, and the node keeps its TAT relative to
+//!   its own `mtime`, so that each grant counts at the instant the leader applies it.
 //!
 //! ## Why `zookeeper-client`
 //!
@@ -133,6 +135,7 @@ mod keys;
 mod lock;
 mod purge;
 mod queue;
+mod rate_limiter;
 mod revoke;
 mod rwlock;
 mod semaphore;
@@ -164,8 +167,9 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// fencing tokens, FIFO waiters and `lost()` on the end of a session.
 ///
 /// STM at all four levels (`multi` with version checks; the serializable levels read
-/// through `multiRead`), guarded writes, counters and latches are offered; the rate
-/// limiter is not, as ZooKeeper has no clock to read atomically with a write.
+/// through `multiRead`), guarded writes, counters and latches are offered, and the rate
+/// limiter, on the ZooKeeper leader's clock (a node's `mtime`; see
+/// `src/rate_limiter.rs`).
 ///
 /// ZooKeeper expires a stalled holder's session after its timeout, and never before
 /// the holder's client-side deadline (see `src/session.rs`): `stalled_holder_expires`
@@ -225,6 +229,7 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         .with_guarded_writes(true)
         .with_counter(true)
         .with_latch(true)
+        .with_rate_limiter(true)
         .with_election(true)
         .with_release_request(true)
         .with_break_lock(true)

@@ -15,21 +15,27 @@
 //!   records (none for Curator's leases, which record no count);
 //! - a barrier is held while its node exists: a node of the barrier tree without
 //!   children (a node with children is an ancestor of longer names);
-//! - a double barrier lists its participants (`ready` aside) and whether `ready` is set.
+//! - a double barrier lists its participants (`ready` aside) and whether `ready` is set;
+//! - a rate limiter's node gives its rate and TAT (see rate_limiter.rs), and its next
+//!   due time is measured on the leader's clock, read by one write to `<root>/clock`
+//!   (left out, `None`, where the login may not write there).
 //!
 //! A holder's token is its node's creation zxid (`czxid`), as its guard's is; its
 //! session is the node's ephemeral owner, the distsync session id of its client's
-//! ZooKeeper session. The walk runs on a short session of its own and only reads.
+//! ZooKeeper session. The walk runs on a short session of its own and only reads, but
+//! for that one clock write when it finds a rate limiter.
 
 use distsync_core::status::{
     CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
-    LineStatus, StatusReport,
+    LineStatus, RateLimiterStatus, StatusReport,
 };
-use distsync_core::{FencingToken, Result, SessionId};
+use distsync_core::{Error, FencingToken, Result, SessionId};
 use zookeeper_client as zk;
 
 use crate::error::map;
 use crate::keys::{self, Kind};
+use crate::queue::nodes::server_now;
+use crate::rate_limiter::{clock_path, ms_to_us, Stored};
 use crate::store::Shared;
 
 /// The nodes of the subtree at `path` (`path` included), parents first, each with its
@@ -92,11 +98,26 @@ async fn permits(client: &zk::Client, leases: &str, children: &[String]) -> Opti
     None
 }
 
+/// The leader's clock in µs for the report's rate limiters; `None` where the login may
+/// not write the clock node.
+async fn report_clock(shared: &Shared, client: &zk::Client) -> Result<Option<u64>> {
+    match server_now(shared, client, &clock_path(shared)).await {
+        Ok(now) => Ok(Some(ms_to_us(now))),
+        Err(Error::Authentication { .. }) => {
+            tracing::debug!("status: the clock node is not writable; no next due times");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// The report of every name under `prefix`.
 pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
     let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
     let root = shared.config.root();
     let mut report = StatusReport::new(crate::BACKEND, prefix);
+    // Read once, on the first rate limiter found.
+    let mut clock: Option<Option<u64>> = None;
     for kind in Kind::ALL {
         let top = keys::kind_root(root, *kind);
         // The deepest node every name under the prefix lies beneath.
@@ -248,6 +269,31 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                     Err(zk::Error::NoNode) => {}
                     Err(error) => return Err(map(error)),
                 },
+                Kind::RateLimit => {
+                    let (data, stat) = match client.get_data(&path).await {
+                        Ok(read) => read,
+                        Err(zk::Error::NoNode) => continue,
+                        Err(error) => return Err(map(error)),
+                    };
+                    // No data: the ancestor of a longer name. Other data: no limiter.
+                    let Ok(Some(stored)) = Stored::parse(&data) else {
+                        continue;
+                    };
+                    let now = match clock {
+                        Some(now) => now,
+                        None => *clock.insert(report_clock(shared, &client).await?),
+                    };
+                    let rate = stored.rate();
+                    let next_due = rate
+                        .as_ref()
+                        .zip(now)
+                        .map(|(rate, now)| rate.next_due(Some(stored.tat_us(stat.mtime)), now));
+                    report.rate_limiters.push(
+                        RateLimiterStatus::new(name)
+                            .with_rate(rate)
+                            .with_next_due(next_due),
+                    );
+                }
                 Kind::Queue => {
                     let held = path.replacen(&top, &keys::kind_root(root, Kind::QueueLock), 1);
                     let (ready, in_flight) = crate::queue::counts(&client, children, &held).await?;
@@ -282,6 +328,7 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
     report.barriers.sort();
     report.counters.sort_by(|a, b| a.name.cmp(&b.name));
     report.latches.sort_by(|a, b| a.name.cmp(&b.name));
+    report.rate_limiters.sort_by(|a, b| a.name.cmp(&b.name));
     report.double_barriers.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(report)
 }

@@ -44,7 +44,7 @@ async fn status_lists_holders_waiters_leaders_queues_and_barriers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_lists_counters_and_latches() {
+async fn status_lists_counters_latches_and_rate_limiters() {
     let Some((coordinator, _, prefix)) = clients().await else {
         return;
     };

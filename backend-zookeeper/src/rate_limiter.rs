@@ -1,0 +1,332 @@
+//! The rate limiter: GCRA (see [`distsync_core::rate_limiter`]) on one persistent
+//! node, `<root>/ratelimit/<name>`, changed by compare-and-swap on its data version,
+//! with the ZooKeeper leader's clock as the only clock.
+//!
+//! # The clock
+//!
+//! ZooKeeper has no request that reads the time. A write's time is visible only
+//! afterwards, as the written node's `mtime`: the leader's wall clock, in
+//! milliseconds, when it ordered the write. Two writes show it:
+//!
+//! - a write to `<root>/clock` (`server_now`, shared with the queue's oldest age and
+//!   the break of a lock) reads "now" before a decision;
+//! - the limiter node's own `mtime` is the time of the grant that wrote it.
+//!
+//! # The node
+//!
+//! The node holds `<base µs> <added µs> <rate fingerprint>` in decimal text, and its
+//! theoretical arrival time (TAT) is `max(base, mtime) + added`. A grant of `n`
+//! permits at interval `T` writes `base` = the TAT it read and `added` = `n·T`,
+//! without knowing when its write lands: ZooKeeper fills in the `mtime`. So every
+//! grant is GCRA's step at the instant the leader applies it, not at the earlier
+//! instant its "now" was read: a limiter idle when read starts its TAT from the
+//! grant's own time, never from a stale reading.
+//!
+//! A request writes the clock, then reads the node, runs [`gcra`] at that "now", and,
+//! when granted, writes the new node with `setData` at the version read (`create`
+//! where it is missing). The read comes after the clock write on the same session,
+//! so even a follower answers it with every write the leader ordered before that
+//! clock write: the read is not older than "now". A write that lost a race
+//! (`BadVersion`, `NodeExists`, `NoNode`) wrote nothing; the request reads the node
+//! again and decides at the same "now" (still earlier than its next write), and reads
+//! the clock again only if that decision is a refusal. A denial writes nothing but
+//! the clock.
+//!
+//! # Why a "now" read early is only stricter
+//!
+//! The clock is read before the grant is applied, so `now ≤ t`, the grant's time. GCRA
+//! grants at `now` only when `max(TAT, now) + n·T − B·T ≤ now`, and the left side
+//! minus `now` does not grow as time passes: a request granted at `now` is granted at
+//! `t` too, and the node records the step at `t`. An early `now` can refuse what `t`
+//! would have granted, and its `retry_after` is then up to one round trip too long;
+//! it never grants more. The grants applied in any window `[t0, t1]` of the leader's
+//! clock number at most `B + (t1 − t0)/T`, as on the stores that read their clock in
+//! the same step (Redis, PostgreSQL).
+//!
+//! `mtime` counts whole milliseconds: that is the store's clock here, with which
+//! intervals finer than a millisecond still add up exactly (the TAT is kept in µs).
+//! A new leader after a failover brings its own clock: a TAT never moves back (`base`
+//! keeps it), but the time it is compared with follows the new leader's clock, as a
+//! Redis or PostgreSQL failover's does.
+//!
+//! Every handle of one backend sends its requests on one ZooKeeper session, opened
+//! on first use and replaced when it ends: a limiter keeps nothing ephemeral, so the
+//! session is only a connection, and a handle made per request costs none.
+//!
+//! # Lost replies
+//!
+//! A grant whose reply is lost (a timeout, a dropped connection) may have been
+//! applied: the request answers [`Error::Connection`] and is not sent again, so such a
+//! permit counts against the limit unseen (stricter, never looser).
+//!
+//! # Rates, names, status and migration
+//!
+//! While the TAT is in the future a client naming another rate gets
+//! [`Error::InvalidArgument`]; once it has passed, the next grant's rate takes over, as
+//! on every backend. A node without data is the ancestor of a longer name (an idle
+//! limiter); a node holding anything else is refused with [`Error::Backend`] rather
+//! than overwritten. `status` lists every limiter with its rate and next due time on
+//! the leader's clock; `export` skips them, as migration copies no limiter's state on
+//! any backend. Curator has no rate limiter, so there is nothing to interoperate with.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::rate_limiter::{gcra, Admission, Rate, RateLimiter};
+use distsync_core::{Error, Name, Result};
+use zookeeper_client as zk;
+
+use crate::direct::{bounded, parents, persistent, Direct};
+use crate::error::map;
+use crate::keys::{self, Kind};
+use crate::queue::nodes::server_now;
+use crate::store::Shared;
+use crate::BACKEND;
+
+/// A limiter node's content: its TAT is `max(base, mtime) + added` (see the module
+/// docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    base_us: u64,
+    added_us: u64,
+    fingerprint: String,
+}
+
+impl Stored {
+    /// Parses a node's data; `Ok(None)` for no data (an ancestor of a longer name),
+    /// `Err(())` for data this module does not write.
+    pub(crate) fn parse(data: &[u8]) -> std::result::Result<Option<Self>, ()> {
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let text = std::str::from_utf8(data).map_err(drop)?;
+        let mut parts = text.splitn(3, ' ');
+        let base_us = parts.next().and_then(|p| p.parse().ok()).ok_or(())?;
+        let added_us = parts.next().and_then(|p| p.parse().ok()).ok_or(())?;
+        let fingerprint = parts.next().filter(|p| !p.is_empty()).ok_or(())?;
+        Ok(Some(Self {
+            base_us,
+            added_us,
+            fingerprint: fingerprint.to_owned(),
+        }))
+    }
+
+    /// The text of a node.
+    fn render(&self) -> String {
+        format!("{} {} {}", self.base_us, self.added_us, self.fingerprint)
+    }
+
+    /// The TAT in µs of a node of this content last written at `mtime_ms`.
+    pub(crate) fn tat_us(&self, mtime_ms: i64) -> u64 {
+        self.base_us
+            .max(ms_to_us(mtime_ms))
+            .saturating_add(self.added_us)
+    }
+
+    /// The rate the node was written with (`None`: not a fingerprint).
+    pub(crate) fn rate(&self) -> Option<Rate> {
+        Rate::from_fingerprint(&self.fingerprint)
+    }
+}
+
+/// A ZooKeeper time (ms since the epoch) in µs; times before the epoch are 0.
+pub(crate) fn ms_to_us(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0).saturating_mul(1_000)
+}
+
+/// The path of the clock node under the root, as every reader of the server's time
+/// writes it.
+pub(crate) fn clock_path(shared: &Shared) -> String {
+    format!("{}/clock", shared.config.root())
+}
+
+/// The rate limiter `name` at `rate`.
+pub(crate) struct ZkRateLimiter {
+    /// The backend's client for limiters, shared by every handle.
+    direct: Arc<Direct>,
+    name: Name,
+    path: String,
+    clock: String,
+    rate: Rate,
+}
+
+impl ZkRateLimiter {
+    pub(crate) fn new(direct: &Arc<Direct>, name: Name, rate: Rate) -> Self {
+        let shared = &direct.shared;
+        Self {
+            path: keys::path(shared.config.root(), Kind::RateLimit, &name),
+            clock: clock_path(shared),
+            direct: Arc::clone(direct),
+            name,
+            rate,
+        }
+    }
+
+    /// The leader's "now" in µs: the `mtime` of a write to the clock node.
+    async fn now(&self, client: &zk::Client) -> Result<u64> {
+        Ok(ms_to_us(
+            server_now(&self.direct.shared, client, &self.clock).await?,
+        ))
+    }
+
+    /// The node: its content and its stat (`None`: missing).
+    async fn read(&self, client: &zk::Client) -> Result<Option<(Option<Stored>, zk::Stat)>> {
+        match bounded(&self.direct.shared, client.get_data(&self.path)).await? {
+            Ok((data, stat)) => {
+                let stored = Stored::parse(&data).map_err(|()| {
+                    Error::backend(
+                        BACKEND,
+                        format!("{} does not hold a rate limiter", self.path),
+                    )
+                })?;
+                Ok(Some((stored, stat)))
+            }
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(error) => Err(map(error)),
+        }
+    }
+
+    /// Writes `stored` if the node is still at `version` (`None`: still missing).
+    /// `Ok(false)` when it changed meanwhile (nothing written).
+    async fn swap(
+        &self,
+        client: &zk::Client,
+        version: Option<i32>,
+        stored: &Stored,
+    ) -> Result<bool> {
+        let shared = &self.direct.shared;
+        let text = stored.render();
+        let outcome = match version {
+            Some(version) => bounded(
+                shared,
+                client.set_data(&self.path, text.as_bytes(), Some(version)),
+            )
+            .await?
+            .map(drop),
+            None => {
+                parents(shared, client, &self.path).await?;
+                bounded(
+                    shared,
+                    client.create(&self.path, text.as_bytes(), &persistent()),
+                )
+                .await?
+                .map(drop)
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode) => Ok(false),
+            Err(error) => Err(map(error)),
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for ZkRateLimiter {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
+        self.rate.check_request(permits)?;
+        let fingerprint = self.rate.fingerprint();
+        let client = self.direct.client().await?;
+        // A reading kept from a lost race: still earlier than the next write, so
+        // still a valid "now" (see the module docs), and it saves a write per retry.
+        let mut kept: Option<u64> = None;
+        loop {
+            let (now, fresh) = match kept.take() {
+                Some(now) => (now, false),
+                None => (self.now(&client).await?, true),
+            };
+            let node = self.read(&client).await?;
+            let version = node.as_ref().map(|(_, stat)| stat.version);
+            let tat = match &node {
+                Some((Some(stored), stat)) => {
+                    let tat = stored.tat_us(stat.mtime);
+                    if tat > now && stored.fingerprint != fingerprint {
+                        return Err(Error::InvalidArgument(format!(
+                            "rate limiter {:?} is in use at another rate ({}, \
+                             permits/period µs/burst) than {fingerprint}",
+                            self.name.as_str(),
+                            stored.fingerprint
+                        )));
+                    }
+                    // A passed TAT is an idle limiter: `gcra` starts from `now`.
+                    Some(tat)
+                }
+                _ => None,
+            };
+            let (admission, _) = gcra(&self.rate, tat, now, permits);
+            if !admission.is_granted() {
+                if fresh {
+                    return Ok(admission);
+                }
+                // Refused at a kept reading: decide again at a fresh one, so that the
+                // answer and its `retry_after` are today's.
+                continue;
+            }
+            let stored = Stored {
+                base_us: tat.unwrap_or(0),
+                added_us: self
+                    .rate
+                    .emission_interval_micros()
+                    .saturating_mul(u64::from(permits)),
+                fingerprint: fingerprint.clone(),
+            };
+            if self.swap(&client, version, &stored).await? {
+                return Ok(Admission::Granted);
+            }
+            kept = Some(now);
+            tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_parse_and_render() {
+        let stored = Stored {
+            base_us: 1_700_000_000_123_456,
+            added_us: 20_000,
+            fingerprint: "10/200000/5".to_owned(),
+        };
+        let text = stored.render();
+        assert_eq!(text, "1700000000123456 20000 10/200000/5");
+        assert_eq!(Stored::parse(text.as_bytes()), Ok(Some(stored.clone())));
+        assert_eq!(Stored::parse(b""), Ok(None));
+        for bad in [&b"12"[..], b"x 1 1/1/1", b"1 2 ", b"1 x 1/1/1", b"\xff"] {
+            assert_eq!(Stored::parse(bad), Err(()), "{bad:?}");
+        }
+        assert_eq!(
+            stored.rate(),
+            Some(
+                Rate::new(10, std::time::Duration::from_millis(200))
+                    .unwrap()
+                    .with_burst(5)
+                    .unwrap()
+            )
+        );
+    }
+
+    #[test]
+    fn the_tat_starts_from_the_later_of_base_and_mtime() {
+        let stored = Stored {
+            base_us: 5_000_000,
+            added_us: 1_000,
+            fingerprint: "1/1000/1".to_owned(),
+        };
+        // Written before the base passed: the base counts.
+        assert_eq!(stored.tat_us(4_000), 5_001_000);
+        // Written after: the write's own time counts, not an earlier reading.
+        assert_eq!(stored.tat_us(6_000), 6_001_000);
+        assert_eq!(stored.tat_us(-1), 5_001_000);
+    }
+}
