@@ -1,25 +1,37 @@
 -- The grants of a release (see crate::waiter_line, "Granting"), kept in a file of their
--- own so that a schema made before the token was carried in the wake-up gets this body
--- on first use (see crate::schema::ensure, which looks for wake_carries_token).
+-- own so that a schema made before their current body gets it on first use (see
+-- crate::schema::ensure, which looks for the markers at the end of this file).
 
 -- Grants the waiters of name k that can be granted now (as semaphore_check would grant
 -- them: the live entries without a token that are exclusive with fewer than `permits`
 -- live entries ahead, or shared with no live exclusive entry ahead), in line order, and
 -- notifies them; the transaction then commits synchronously, so a grant is durable
--- before its waiter learns of it. The caller holds the name's row lock. A candidacy is
--- only notified, and granted by its own statement (which writes its leader row).
+-- before its waiter learns of it. The caller holds the name's row lock.
+--
+-- A candidacy is elected here too: its term (the token) is drawn, and its leader row
+-- and log entry are written (campaign_won), in the transaction that removed the entry
+-- ahead of it. So a resignation, a withdrawn leader or a closed leader's session hands
+-- the election to the next live candidate in one commit: a reader sees the old leader
+-- or the new one, never neither and never both. Entries whose session has expired are
+-- passed over (the lease gate): they are not live, so they neither count nor get
+-- elected. The log is trimmed to the count in the setting distsync.log_keep, which the
+-- releasing client sets in its statement (crate::waiter_line::Entry::leave); a release
+-- without it (a session's end, an older client) leaves the trim to the next grant,
+-- proclaim or sweep.
 --
 -- The wake-up of a granted entry carries its token ('m:<session>.<entry>:<token>'), so
 -- that the waiter needs no read to learn it, when the entry's client reads such
 -- wake-ups: its entry numbers are at least 2^62 (crate::waiter_line::TOKEN_WAKE). An
 -- older client's entry gets the payload it subscribed to ('m:<session>.<entry>') and
--- reads its token.
+-- reads its token (semaphore_check finds the entry granted and writes nothing).
 CREATE OR REPLACE FUNCTION {s}.sem_grant(k integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
     w record;
     t bigint;
+    keep integer := coalesce(nullif(current_setting('distsync.log_keep', true), '')::integer,
+                             2147483647);
 BEGIN
     SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
     IF n IS NULL THEN
@@ -27,8 +39,8 @@ BEGIN
     END IF;
     -- A line without shared entries: its first `permits` live entries, no window.
     FOR w IN
-        SELECT q.ord, q.session_id, q.entry, q.shared, q.election
-          FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election
+        SELECT q.ord, q.session_id, q.entry, q.shared, q.election, q.value
+          FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election, e.value
                   FROM {s}.semaphore_entries e
                   JOIN {s}.sessions x ON x.id = e.session_id
                  WHERE e.name_id = k AND NOT e.cancelled
@@ -39,23 +51,23 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k AND shared)
          ORDER BY q.ord
     LOOP
-        t := NULL;
-        IF w.election IS NULL THEN
-            t := {s}.next_token(k);
-            UPDATE {s}.semaphore_entries SET token = t WHERE ord = w.ord;
-            PERFORM set_config('distsync.granted', 'on', true);
-            PERFORM set_config('synchronous_commit', 'on', true);
+        t := {s}.next_token(k);
+        UPDATE {s}.semaphore_entries SET token = t WHERE ord = w.ord;
+        IF w.election IS NOT NULL THEN
+            PERFORM {s}.campaign_won(w.election, w.session_id, t, w.value, keep);
         END IF;
+        PERFORM set_config('distsync.granted', 'on', true);
+        PERFORM set_config('synchronous_commit', 'on', true);
         PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text
-                           || CASE WHEN t IS NOT NULL AND w.entry >= 4611686018427387904
+                           || CASE WHEN w.entry >= 4611686018427387904
                                    THEN ':' || t::text ELSE '' END);
     END LOOP;
     IF NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k AND shared) THEN
         RETURN;
     END IF;
     FOR w IN
-        SELECT q.ord, q.session_id, q.entry, q.shared, q.election
-          FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election,
+        SELECT q.ord, q.session_id, q.entry, q.shared, q.election, q.value
+          FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election, e.value,
                        count(*) OVER (ORDER BY e.ord) - 1 AS before,
                        count(*) FILTER (WHERE NOT e.shared) OVER (ORDER BY e.ord) AS exclusive_upto
                   FROM {s}.semaphore_entries e
@@ -66,19 +78,19 @@ BEGIN
            AND CASE WHEN q.shared THEN q.exclusive_upto = 0 ELSE q.before < n END
          ORDER BY q.ord
     LOOP
-        t := NULL;
-        IF w.election IS NULL THEN
-            IF w.shared THEN
-                t := 0;
-            ELSE
-                t := {s}.next_token(k);
-            END IF;
-            UPDATE {s}.semaphore_entries SET token = t WHERE ord = w.ord;
-            PERFORM set_config('distsync.granted', 'on', true);
-            PERFORM set_config('synchronous_commit', 'on', true);
+        IF w.shared THEN
+            t := 0;
+        ELSE
+            t := {s}.next_token(k);
         END IF;
+        UPDATE {s}.semaphore_entries SET token = t WHERE ord = w.ord;
+        IF w.election IS NOT NULL THEN
+            PERFORM {s}.campaign_won(w.election, w.session_id, t, w.value, keep);
+        END IF;
+        PERFORM set_config('distsync.granted', 'on', true);
+        PERFORM set_config('synchronous_commit', 'on', true);
         PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text
-                           || CASE WHEN t IS NOT NULL AND w.entry >= 4611686018427387904
+                           || CASE WHEN w.entry >= 4611686018427387904
                                    THEN ':' || t::text ELSE '' END);
     END LOOP;
 END
@@ -86,5 +98,10 @@ $$;
 
 -- Present once sem_grant carries the token in its wake-ups (see above).
 CREATE OR REPLACE FUNCTION {s}.wake_carries_token() RETURNS boolean LANGUAGE sql AS $$
+    SELECT true
+$$;
+
+-- Present once sem_grant elects the next candidate itself (see above).
+CREATE OR REPLACE FUNCTION {s}.grant_elects() RETURNS boolean LANGUAGE sql AS $$
     SELECT true
 $$;

@@ -357,7 +357,9 @@ BEGIN
     RETURNING election, token INTO gone_election, gone_token;
     IF FOUND THEN
         -- A candidacy that led: its term ends with it (a resign, or a dropped campaign
-        -- granted meanwhile).
+        -- granted meanwhile). The delete trigger has already elected the next live
+        -- candidate, if any, replacing the row (see sem_grant): then this deletes
+        -- nothing, and the election never lacks a leader.
         IF gone_election IS NOT NULL AND gone_token IS NOT NULL THEN
             DELETE FROM {s}.election_leaders
              WHERE election = gone_election AND session_id = p_session AND term = gone_token;

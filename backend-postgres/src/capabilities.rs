@@ -55,6 +55,13 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   only with the bound;
 /// - `linearizable`: one primary serves every read and grant (with replicas, point the
 ///   URL at the primary);
+/// - `gapless_hand_over`: the release that removes a leader's candidacy (a resign, a
+///   withdrawn campaign) elects the next live candidate in its own transaction (its
+///   term, leader row and log entry), so `leader()`, `observe()` and the status report
+///   see the old leader or the new one, never neither (see `waiter_line`). The close of
+///   a leader's session does the same unless a join or grant of the election holds its
+///   row lock at that instant (then the woken candidate elects itself a moment later),
+///   and so does a schema the client could not upgrade (see `schema`);
 /// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s;
 /// - `survives_failover`: false here; a [`PostgresBackend`](crate::PostgresBackend) connected to a primary whose
 ///   `synchronous_standby_names` is set declares it true (checked at connect): every
@@ -85,7 +92,6 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         // that never knew it waits out the lock-delay only under a bound (the matrix
         // rows `server_wipe_one_holder` and `server_wipe_one_holder_bounded`).
         .with_exclusive_across_restart(max_session_ttl.is_some())
-        // A resignation deletes the leader's row and wakes the next candidate, which is
-        // elected when it runs: `leader()` can answer "no leader" in between.
-        .with_gapless_hand_over(false)
+        // A resignation elects the next candidate in its own transaction.
+        .with_gapless_hand_over(true)
 }

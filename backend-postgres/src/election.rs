@@ -5,8 +5,11 @@
 //! candidates). The statement that grants it also bumps the election's counter (the
 //! term, a fencing token) and writes the leader row (value, term, version; tied to the
 //! session, so deleted with it) and a log entry. `proclaim` bumps the version and logs
-//! again, only while the leader's row and session are live; `resign` deletes the leader
-//! row with the entry in one statement, which wakes the next candidate.
+//! again, only while the leader's row and session are live; `resign` deletes the entry
+//! and, in the same transaction, elects the next live candidate (its term, leader row and
+//! log entry, written by the release's grant, see [`crate::waiter_line`]) or, with nobody
+//! in line, deletes the leader row; then it wakes the candidate, which finds itself
+//! elected. A reader sees the old leader or the new one, never a moment without one.
 //!
 //! `leader()` reads the row, ignoring a leader whose session has expired. `observe()`
 //! reads the current leader, then follows the log in (term, version) order, woken by
@@ -72,8 +75,9 @@ impl Proclaim for PgProclaim {
     }
 }
 
-/// The resign step: deletes the candidacy's entry and, with it, the leader row of its
-/// term (one statement, waking the next candidate).
+/// The resign step: deletes the candidacy's entry and, in the same statement, elects the
+/// next live candidate (or deletes the leader row of its term when nobody waits), then
+/// wakes that candidate.
 fn resign_fn(lease: &Arc<LeaseInner>, entry: Entry) -> ReleaseFn {
     let lease = Arc::clone(lease);
     Box::new(move || {

@@ -30,8 +30,9 @@
 //!   again never goes backwards (see [`crate::limits`]).
 //! - `semaphores` and `semaphore_entries` (`sql/waiter_line.sql`): the line of every
 //!   name, one entry row per acquisition ([`crate::waiter_line`]); `sem_grant`
-//!   (`sql/sem_grant.sql`), the grants of a release, whose wake-ups carry the token
-//!   (a schema made before that gets it on first use, see [`ensure`]); the guarded write
+//!   (`sql/sem_grant.sql`), the grants of a release, whose wake-ups carry the token and
+//!   which elect the next candidate in the release's transaction (a schema made before
+//!   that gets it on first use, see [`ensure`]); the guarded write
 //!   (`sql/guarded.sql`, for `LockGuard::put_if_held`) checks an entry and writes `kv` in
 //!   one statement.
 //! - `election_leaders` (the current leader, tied to its session) and `election_log`
@@ -86,8 +87,8 @@ const DDL: [&str; 14] = [
 /// gets on first use.
 pub(crate) const EPOCH_MARKER: &str = include_str!("../sql/epoch_marker.sql");
 
-/// `sem_grant`, whose wake-ups carry the granted token, and its marker
-/// `wake_carries_token()`.
+/// `sem_grant`, whose wake-ups carry the granted token and which elects candidacies,
+/// and its markers `wake_carries_token()` and `grant_elects()`.
 const SEM_GRANT: &str = include_str!("../sql/sem_grant.sql");
 
 /// Quotes a validated schema name as an SQL identifier.
@@ -103,9 +104,11 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
 /// Checks the schema's layout marker, creating the schema's objects if it has none, and
 /// returns the schema's OID.
 ///
-/// A schema of this layout whose `sem_grant` predates tokens in wake-ups (it lacks
-/// `wake_carries_token()`) gets the current `sem_grant` ([`install_added`]); a role that
-/// may not create it uses the schema as it is, its waiters reading their tokens.
+/// A schema of this layout whose `sem_grant` predates tokens in wake-ups or elections
+/// granted by a release (it lacks `wake_carries_token()` or `grant_elects()`) gets the
+/// current `sem_grant` ([`install_added`]); a role that may not create it uses the
+/// schema as it is, its waiters reading their tokens and its candidates electing
+/// themselves when woken (a reader may then see no leader during a hand-over).
 ///
 /// # Errors
 /// [`Error::IncompatibleLayout`] for a schema of a newer layout, [`Error::Unsupported`]
@@ -134,24 +137,33 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
     Ok(oid.0)
 }
 
-/// Replaces `sem_grant` in a schema made before its wake-ups carried the token (see
-/// [`ensure`]). Idempotent (`CREATE OR REPLACE`), and harmless to older clients sharing
-/// the schema: only this client's entries get the new payload (see
-/// [`crate::waiter_line::TOKEN_WAKE`]).
+/// Replaces `sem_grant` in a schema made before its current body (see [`ensure`]).
+/// Idempotent (`CREATE OR REPLACE`), and harmless to older clients sharing the schema:
+/// only this client's entries get the new payload (see
+/// [`crate::waiter_line::TOKEN_WAKE`]), and an older client's candidate woken after
+/// being elected finds its entry granted (`semaphore_check` reads its term).
 async fn upgrade_sem_grant(pool: &PgPool, quoted: &str) -> Result<()> {
-    let current: bool = sqlx::query_scalar("SELECT to_regprocedure($1) IS NOT NULL")
-        .bind(format!("{quoted}.wake_carries_token()"))
-        .fetch_one(pool)
-        .await
-        .map_err(map)?;
+    let current: bool = sqlx::query_scalar(
+        "SELECT to_regprocedure($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL",
+    )
+    .bind(format!("{quoted}.wake_carries_token()"))
+    .bind(format!("{quoted}.grant_elects()"))
+    .fetch_one(pool)
+    .await
+    .map_err(map)?;
     if current {
         return Ok(());
     }
     let ddl = render(SEM_GRANT, quoted);
-    if let Err(error) = install_added(pool, "the grants whose wake-ups carry the token", &ddl).await
-    {
-        // Only a cost: the old sem_grant's waiters read their token.
-        tracing::warn!(%error, "postgres: could not replace sem_grant; waiters read their tokens");
+    let what = "the grants whose wake-ups carry the token and which elect candidates";
+    if let Err(error) = install_added(pool, what, &ddl).await {
+        // Only a cost: the old sem_grant's waiters read their token, and its candidates
+        // elect themselves when woken.
+        tracing::warn!(
+            %error,
+            "postgres: could not replace sem_grant; waiters read their tokens and a hand-over \
+             may leave a moment without a leader"
+        );
     }
     Ok(())
 }

@@ -34,8 +34,10 @@
 //!   (always, for a release or a withdrawal), grants the waiters that can now hold
 //!   (`sem_grant`) and notifies them, each wake-up carrying the waiter's token
 //!   (`m:<session>.<entry>:<token>`), so the woken waiter holds without a statement of
-//!   its own. A candidacy is only woken, and granted by its own check, which writes its
-//!   election's leader row and log entry (the token is the term).
+//!   its own. A candidacy granted so is elected there too: the same transaction writes
+//!   its election's leader row and log entry (the token is the term), so the election
+//!   passes from the entry that left to the next live candidate in one commit, and no
+//!   reader sees a moment without a leader (`Capabilities::gapless_hand_over`).
 //!
 //! The token in the wake-up is safe to act on: `sem_grant` writes the grant and sends
 //! the wake-up in one transaction, which commits synchronously, and PostgreSQL delivers
@@ -75,10 +77,13 @@
 //!
 //! What must survive stays synchronous: **grants** (an entry with its token, the
 //! counter bump, a candidacy's leader row), including a release that grants the next
-//! waiter, whose commit returns, and whose notification is delivered, only after the
-//! flush, so a waiter never acts on a grant the server could lose; **session rows and
-//! renewals** (a lost renewal would put the server's expiry before the holder's
-//! client-side deadline: the lease gate below would no longer hold); guarded writes.
+//! waiter or elects the next candidate (`sem_grant` turns `synchronous_commit` back on
+//! for the transaction, overriding the release's `off`), whose commit returns, and whose
+//! notification is delivered, only after the flush, so a waiter never acts on a grant
+//! the server could lose, and no reader sees a leader the server could forget;
+//! **session rows and renewals** (a lost renewal would put the server's expiry before
+//! the holder's client-side deadline: the lease gate below would no longer hold);
+//! guarded writes.
 //! A synchronous commit flushes the WAL up to its own record, so every asynchronous
 //! commit before it is durable with it: the grant that follows a release makes the
 //! release durable too.
@@ -304,15 +309,24 @@ impl Entry {
     /// That is safe because a release lost in a crash only brings the entry back: its
     /// holder has already stopped, the entry counts until made again or until its
     /// session's lease ends (the lease gate), and tokens, bumped only by synchronous
-    /// grants, still increase (see the module docs, "Asynchronous commits").
+    /// grants, still increase (see the module docs, "Asynchronous commits"). A leave
+    /// that grants the next waiter or elects the next candidate commits synchronously
+    /// whatever is asked (`sem_grant`), so the grant is durable.
     pub(crate) async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
         let unflushed = &self.shared.unflushed;
         let sync = !unflushed.enabled();
         // The epoch known before sending (see crate::connection::unflushed).
         let epoch = unflushed.epoch();
-        let sql = self
-            .shared
-            .sql("SELECT {s}.semaphore_leave($1, $2, $3, $4, $5)");
+        // The log's bound goes with the statement, as a setting of its transaction: a
+        // candidacy elected by this release (`sem_grant`, run by the delete trigger, which
+        // takes no arguments) trims its election's log to it. The materialized CTE is read
+        // before the function runs, so the setting is in place when the trigger fires.
+        let sql = self.shared.sql(
+            "WITH keep AS MATERIALIZED \
+                  (SELECT set_config('distsync.log_keep', $6::integer::text, true) AS v) \
+             SELECT {s}.semaphore_leave($1, $2, $3, $4, $5) FROM keep WHERE keep.v IS NOT NULL",
+        );
+        let keep = self.shared.limits().log_keep_sql();
         let left = again_after_conflicts(|| async {
             let mut taken = self.shared.holds.take().await?;
             let left = sqlx::query_scalar(&sql)
@@ -321,6 +335,7 @@ impl Entry {
                 .bind(self.entry)
                 .bind(tombstone)
                 .bind(sync)
+                .bind(keep)
                 .fetch_one(taken.conn())
                 .await;
             taken.settle(left)
