@@ -9,6 +9,13 @@
 //! the latch's row and notifies `l:<name>` on the decrement that reaches zero. No
 //! statement is sent twice, so an add whose reply is lost is applied at most once.
 //!
+//! Every counter write that changes the value also notifies `c:<name>` in the same
+//! statement (`pg_notify` through the schema's `notify` function, delivered when the
+//! statement commits), so [`Counter::changed`] waits on the backend's one `LISTEN`
+//! connection instead of polling: a waiter costs a map entry in the hub and one read
+//! per change. A notification nobody listens to costs the server a queue entry that
+//! no session reads.
+//!
 //! The tables and the function are created on first use (`CREATE TABLE IF NOT
 //! EXISTS`, `CREATE OR REPLACE FUNCTION`, under the advisory lock of the schema's
 //! creation), in a schema of any layout version, so the layout version stays as it is.
@@ -16,7 +23,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::counter::Counter;
+use distsync_core::counter::{Counter, CHANGED_SAFETY_NET};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
 use distsync_core::raw::WaitRetry;
 use distsync_core::{Error, Name, Result};
@@ -133,9 +140,14 @@ impl Counter for PgCounter {
 
     async fn add(&self, delta: i64) -> Result<i64> {
         let sql = self.shared.sql(
-            "INSERT INTO {s}.counters AS c (name, value) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET value = c.value + EXCLUDED.value \
-             RETURNING value",
+            "WITH added AS ( \
+                 INSERT INTO {s}.counters AS c (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = c.value + EXCLUDED.value \
+                 RETURNING value \
+             ), notified AS ( \
+                 SELECT {s}.notify('c:' || $1) FROM added WHERE $2 <> 0 \
+             ) \
+             SELECT value FROM added WHERE (SELECT count(*) FROM notified) >= 0",
         );
         installed(&self.shared, || {
             sqlx::query_scalar(&sql)
@@ -161,8 +173,13 @@ impl Counter for PgCounter {
                  INSERT INTO {s}.counters (name, value) SELECT $1, $3 \
                  WHERE $2 = 0 AND NOT EXISTS (SELECT 1 FROM {s}.counters WHERE name = $1) \
                  ON CONFLICT (name) DO NOTHING RETURNING 1 \
+             ), notified AS ( \
+                 SELECT {s}.notify('c:' || $1) \
+                 WHERE $2 <> $3 \
+                   AND (EXISTS (SELECT 1 FROM updated) OR EXISTS (SELECT 1 FROM inserted)) \
              ) \
-             SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)",
+             SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted) \
+                 + 0 * (SELECT count(*) FROM notified)",
         );
         let swapped: i64 = installed(&self.shared, || {
             sqlx::query_scalar(&sql)
@@ -177,19 +194,72 @@ impl Counter for PgCounter {
     }
 
     async fn set(&self, value: i64) -> Result<()> {
+        // The update compares with the row's latest version (it re-checks its condition
+        // on a row changed concurrently), so a set that changes the value always
+        // notifies; an insert racing another notifies too (a spare wake-up is harmless,
+        // a missing one is not).
         let sql = self.shared.sql(
-            "INSERT INTO {s}.counters (name, value) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            "WITH updated AS ( \
+                 UPDATE {s}.counters SET value = $2 WHERE name = $1 AND value <> $2 RETURNING 1 \
+             ), inserted AS ( \
+                 INSERT INTO {s}.counters (name, value) SELECT $1, $2 \
+                 WHERE NOT EXISTS (SELECT 1 FROM {s}.counters WHERE name = $1) \
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value RETURNING 1 \
+             ), notified AS ( \
+                 SELECT {s}.notify('c:' || $1) \
+                 WHERE EXISTS (SELECT 1 FROM updated) OR EXISTS (SELECT 1 FROM inserted) \
+             ) \
+             SELECT count(*) FROM notified",
         );
-        installed(&self.shared, || {
-            sqlx::query(&sql)
+        let _: i64 = installed(&self.shared, || {
+            sqlx::query_scalar(&sql)
                 .bind(self.name.as_str())
                 .bind(value)
-                .execute(self.shared.bounded())
+                .fetch_one(self.shared.bounded())
         })
         .await
         .map_err(map)?;
         Ok(())
+    }
+
+    /// Subscribes to `c:<name>`, then reads: a write committed after the subscription
+    /// notifies it, one before is seen by the read, so no change is missed. Reads again
+    /// after every notification, after the listening connection is re-established
+    /// (notifications may have been lost meanwhile), and every [`CHANGED_SAFETY_NET`]
+    /// without one. Transient errors are waited out.
+    ///
+    /// Cancel-safety: cancel-safe; the subscription ends with the future.
+    async fn changed(&self, seen: i64) -> Result<i64> {
+        let mut retry = WaitRetry::new("a counter change");
+        let payload = format!("c:{}", self.name);
+        let mut subscription = loop {
+            match self.shared.hub.subscribe(payload.clone()).await {
+                Ok(subscription) => break subscription,
+                Err(error) if WaitRetry::retryable(&error) => retry.pause(&error).await,
+                Err(error) => return Err(error),
+            }
+        };
+        loop {
+            match self.get().await {
+                Ok(value) if value != seen => return Ok(value),
+                Ok(_) => {
+                    retry.succeeded();
+                    tokio::select! {
+                        wake = subscription.changed() => match wake? {
+                            Wake::Notified | Wake::Resync => {}
+                        },
+                        () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
+                            tracing::trace!(
+                                counter = %self.name,
+                                "no notification within the safety net"
+                            );
+                        }
+                    }
+                }
+                Err(error) if WaitRetry::retryable(&error) => retry.pause(&error).await,
+                Err(error) => return Err(error),
+            }
+        }
     }
 }
 

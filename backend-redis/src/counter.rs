@@ -2,14 +2,18 @@
 //!
 //! | what | key |
 //! |---|---|
-//! | counter | `{<ns><escaped name>}:counter`: a string holding the decimal value |
+//! | counter | `{<ns><escaped name>}:counter`: a string holding the decimal value; its waiters listen on `{<ns><escaped name>}:counter:ch` |
 //! | latch | `{<ns><escaped name>}:latch`: a hash of `initial` and `remaining`; its waiters listen on `{<ns><escaped name>}:latch:ch` |
 //!
-//! Every change is one command or one script, hence atomic on the server: an add is
-//! `INCRBY` (which refuses an overflow and changes nothing), a compare-and-set and a
-//! count-down are scripts. None is sent twice by the client, so an add whose reply is
-//! lost is applied at most once (the error says it may have been,
-//! [`distsync_core::Error::may_have_applied`]). The keys have no TTL; whether they
+//! Every change is one script, hence atomic on the server: an add runs `INCRBY`
+//! (which refuses an overflow and changes nothing), a set `SET`, a compare-and-set
+//! compares first; each publishes on the counter's channel when it changed the value,
+//! so [`Counter::changed`] waits on pub/sub instead of polling. A `PUBLISH` that nobody
+//! listens to costs the server a lookup in its channel table (and, on a cluster, a
+//! broadcast to the other nodes); there is no cheaper way for a script to know whether
+//! anyone listens (`PUBSUB NUMSUB` is itself that lookup). None is sent twice by the
+//! client, so an add whose reply is lost is applied at most once (the error says it
+//! may have been, [`distsync_core::Error::may_have_applied`]). The keys have no TTL; whether they
 //! survive a restart is the server's persistence ([`crate::Persistence`]).
 
 use std::sync::{Arc, LazyLock};
@@ -21,6 +25,8 @@ use distsync_core::raw::WaitRetry;
 use distsync_core::{Error, Name, Result};
 use redis::Value;
 
+use distsync_core::counter::CHANGED_SAFETY_NET;
+
 use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
 use crate::notify::Event;
@@ -29,12 +35,36 @@ use crate::store::Shared;
 
 /// `KEYS[1]` the counter; `ARGV[2]` the expected value, `ARGV[3]` the new one, both
 /// canonical decimals (as `INCRBY` and `SET` of an `i64` write them). A counter never
-/// written holds `0`. Answers 1 when it swapped.
+/// written holds `0`. Answers 1 when it swapped, and then publishes the change
+/// (unless the new value is the old one).
 static COMPARE_AND_SET: LazyLock<Lua> = LazyLock::new(|| {
-    Lua::new(
+    Lua::with_lib(
         "local current = redis.call('GET', KEYS[1]) or '0'\n\
          if current ~= ARGV[2] then return 0 end\n\
          redis.call('SET', KEYS[1], ARGV[3])\n\
+         if ARGV[3] ~= current then publish(KEYS[1] .. ':ch', 'c') end\n\
+         return 1\n",
+    )
+});
+
+/// `KEYS[1]` the counter; `ARGV[2]` the delta. `INCRBY` (an overflow is its error, and
+/// the script stops before any write), a publish of the change, and the new value as
+/// the stored decimal text: Lua numbers are doubles, so the integer `INCRBY` answers
+/// would lose precision above 2^53 on its way back.
+static ADD: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::with_lib(
+        "redis.call('INCRBY', KEYS[1], ARGV[2])\n\
+         if ARGV[2] ~= '0' then publish(KEYS[1] .. ':ch', 'c') end\n\
+         return redis.call('GET', KEYS[1])\n",
+    )
+});
+
+/// `KEYS[1]` the counter; `ARGV[2]` the value. Sets it and publishes when it changed.
+static SET: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::with_lib(
+        "local old = redis.call('GET', KEYS[1]) or '0'\n\
+         redis.call('SET', KEYS[1], ARGV[2])\n\
+         if old ~= ARGV[2] then publish(KEYS[1] .. ':ch', 'c') end\n\
          return 1\n",
     )
 });
@@ -117,12 +147,10 @@ impl Counter for RedisCounter {
     }
 
     async fn add(&self, delta: i64) -> Result<i64> {
-        match self
-            .shared
-            .query(redis::cmd("INCRBY").arg(&self.key).arg(delta))
-            .await
-        {
-            Ok(reply) => int("INCRBY", &reply),
+        let mut call = self.shared.script(&ADD);
+        call.key(&self.key).arg(delta.to_string());
+        match self.shared.eval(&call).await {
+            Ok(reply) => int("counter add", &reply),
             // Redis refuses, changing nothing, an increment that would overflow: the
             // caller's input, reported as core's `checked_add` reports it.
             Err(error) if error.to_string().contains("would overflow") => {
@@ -145,10 +173,50 @@ impl Counter for RedisCounter {
     }
 
     async fn set(&self, value: i64) -> Result<()> {
-        self.shared
-            .query(redis::cmd("SET").arg(&self.key).arg(value))
-            .await?;
+        let mut call = self.shared.script(&SET);
+        call.key(&self.key).arg(value.to_string());
+        self.shared.eval(&call).await?;
         Ok(())
+    }
+
+    /// Subscribes to the counter's channel, then reads: a write after the subscription
+    /// publishes to it, one before is seen by the read, so no change is missed. Reads
+    /// again after every message, after every resubscription of the pub/sub
+    /// connection (messages may have been lost while it was down), and every
+    /// [`CHANGED_SAFETY_NET`] without one. Transient errors are waited out.
+    ///
+    /// Cancel-safety: cancel-safe; the subscription ends with the future.
+    async fn changed(&self, seen: i64) -> Result<i64> {
+        let channel = self.shared.keys.channel(&format!("{}:ch", self.key));
+        let mut retry = WaitRetry::new("a counter change");
+        let mut wake = self
+            .shared
+            .notifier
+            .subscribe_waiting(channel, &mut retry)
+            .await?;
+        loop {
+            wake.drain();
+            match self.get().await {
+                Ok(value) if value != seen => return Ok(value),
+                Ok(_) => retry.succeeded(),
+                Err(error) => {
+                    let pause = retry.failed(&error).ok_or(error)?;
+                    tokio::select! {
+                        event = wake.recv() => { event?; }
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
+            }
+            tokio::select! {
+                event = wake.recv() => match event? {
+                    Event::Message(_) | Event::Resync => {}
+                },
+                () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
+                    tracing::trace!(key = %self.key, "no message within the safety net");
+                }
+            }
+        }
     }
 }
 

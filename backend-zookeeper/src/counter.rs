@@ -10,14 +10,18 @@
 //! nothing and is tried again. A write whose answer is lost is never sent again: its
 //! error says it may have been applied.
 //!
-//! Waiting on a latch sets a data watch on its node (an existence watch while it is
-//! missing) and reads again on every event.
+//! Waiting on a latch, or for a counter to change ([`Counter::changed`]), sets a data
+//! watch on its node (an existence watch while it is missing) in the same request that
+//! reads it, so no write after the read is missed, and reads again on every event; a
+//! counter waiter also reads again every [`CHANGED_SAFETY_NET`] without one. A watch
+//! costs the server a table entry until it fires; one that the session's loss ends
+//! fires with a session event, and the waiter reads again through the new session.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::counter::{checked_add, Counter};
+use distsync_core::counter::{checked_add, Counter, CHANGED_SAFETY_NET};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
@@ -169,6 +173,82 @@ impl Counter for ZkCounter {
 
     async fn set(&self, value: i64) -> Result<()> {
         self.update(|_| Ok(Some(value))).await.map(drop)
+    }
+
+    /// Reads the node with a watch set until its value differs from `seen` (see the
+    /// module docs); transient errors and timeouts are waited out.
+    ///
+    /// Cancel-safety: cancel-safe; it only reads and watches, and a watch left set
+    /// fires once in the server and is forgotten.
+    async fn changed(&self, seen: i64) -> Result<i64> {
+        loop {
+            match self.changed_once(seen).await {
+                Ok(Some(value)) => return Ok(value),
+                Ok(None) => {}
+                Err(error) if error.is_transient() || error.is_timeout() => {
+                    tracing::debug!(counter = %self.name, %error, "store unavailable; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+impl ZkCounter {
+    /// Reads the counter with a watch set; its value when it differs from `seen`,
+    /// otherwise waits for the watch to fire (or [`CHANGED_SAFETY_NET`]) and answers
+    /// `None`.
+    async fn changed_once(&self, seen: i64) -> Result<Option<i64>> {
+        let client = self.direct.client().await?;
+        let shared = &self.direct.shared;
+        let watcher = match bounded(shared, client.get_and_watch_data(&self.path)).await? {
+            Ok((data, _, watcher)) => {
+                let value = if data.is_empty() {
+                    0
+                } else {
+                    std::str::from_utf8(&data)
+                        .ok()
+                        .and_then(|text| text.parse().ok())
+                        .ok_or_else(|| {
+                            Error::backend(BACKEND, format!("{} does not hold an i64", self.path))
+                        })?
+                };
+                if value != seen {
+                    return Ok(Some(value));
+                }
+                watcher
+            }
+            Err(zk::Error::NoNode) => {
+                if seen != 0 {
+                    return Ok(Some(0));
+                }
+                let (stat, watcher) =
+                    request(shared, client.check_and_watch_stat(&self.path)).await?;
+                if stat.is_some() {
+                    // Created between the two reads: read it again.
+                    return Ok(None);
+                }
+                watcher
+            }
+            Err(error) => return Err(map(error)),
+        };
+        drop(client);
+        tokio::select! {
+            event = watcher.changed() => {
+                if event.event_type == zk::EventType::Session {
+                    tracing::debug!(
+                        counter = %self.name,
+                        state = ?event.session_state,
+                        "watch ended by the session"
+                    );
+                }
+            }
+            () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
+                tracing::trace!(counter = %self.name, "no watch event within the safety net");
+            }
+        }
+        Ok(None)
     }
 }
 

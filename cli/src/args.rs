@@ -214,8 +214,8 @@ pub(crate) enum Command {
     Queue(QueueArgs),
     /// Hold, release or wait on a barrier.
     Barrier(BarrierArgs),
-    /// Read, add to or compare-and-set a shared counter (`distsync counter NAME
-    /// [get|add N|cas OLD NEW]`).
+    /// Read, add to, compare-and-set or watch a shared counter (`distsync counter NAME
+    /// [get|add N|cas OLD NEW|watch]`).
     Counter(CounterArgs),
     /// Count down, wait on or read a count-down latch of COUNT.
     Latch(LatchArgs),
@@ -608,6 +608,13 @@ pub(crate) enum CounterAction {
         /// The value to set.
         #[arg(allow_negative_numbers = true)]
         new: i64,
+    },
+    /// Print the value, then each new value as it changes (through the store's
+    /// notifications), until interrupted or after `--changes N`.
+    Watch {
+        /// Exit (0) after this many changes.
+        #[arg(long, value_name = "N")]
+        changes: Option<u64>,
     },
 }
 

@@ -38,6 +38,28 @@ fn a_counter_is_read_added_to_and_swapped() {
 }
 
 #[test]
+fn a_counter_watch_prints_each_change_from_another_process() {
+    for server in servers() {
+        let label = server.label;
+        let name = unique("watched");
+        let url = Some(server.url.as_str());
+        let mut watcher = Proc::spawn(url, &["counter", &name, "watch", "--changes", "2"]);
+        assert_eq!(watcher.line(), "0", "{label}");
+        watcher.quiet();
+        assert_eq!(
+            run(url, &["counter", &name, "add", "3"]).1,
+            ["3"],
+            "{label}"
+        );
+        assert_eq!(watcher.line(), "3", "{label}");
+        let (code, _, _) = run(url, &["counter", &name, "cas", "3", "-4"]);
+        assert_eq!(code, 0, "{label}");
+        assert_eq!(watcher.line(), "-4", "{label}");
+        assert_eq!(watcher.wait(), 0, "{label}: {}", watcher.stderr());
+    }
+}
+
+#[test]
 fn a_latch_releases_its_waiter_at_zero() {
     for server in servers() {
         let label = server.label;

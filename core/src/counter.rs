@@ -22,6 +22,14 @@
 //!   if the value was not `expected`; read the current value with [`Counter::get`].
 //! - [`Counter::set`] is idempotent: repeating it writes the same value, so backends
 //!   may repeat it through an outage.
+//! - [`Counter::changed`] waits for the value to differ from one the caller saw. It
+//!   reports values, not writes: a write of the same value is no change, and a change
+//!   undone before the waiter reads (`1 → 2 → 1`) may go unseen. Backends wait on the
+//!   store's own notifications (etcd and memory: a watch on the key; Redis: pub/sub,
+//!   published by every write; PostgreSQL: `NOTIFY` in the write's transaction;
+//!   ZooKeeper: a data watch), and read again every [`CHANGED_SAFETY_NET`] in case a
+//!   notification was lost; the trait's default, for backends without notifications,
+//!   reads every [`CHANGED_POLL`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
@@ -35,10 +43,27 @@
 //! # Ok(()) }
 //! ```
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::name::Name;
+use crate::raw::WaitRetry;
+
+/// How often the default [`Counter::changed`] (a backend without notifications) reads
+/// the counter: the bound on how late it sees a change, plus one read. A quarter of a
+/// second keeps a waiter's cost at four small reads a second while staying well under
+/// the human-noticeable delay of the protocols built on it (hand-overs, preference
+/// and release requests).
+pub const CHANGED_POLL: Duration = Duration::from_millis(250);
+
+/// How long a [`Counter::changed`] that waits on the store's notifications waits for
+/// one before it reads the counter anyway: a guard against a notification lost without
+/// the backend noticing (a pub/sub message dropped by a proxy, a watch on a member that
+/// went silent). Notifications are the rule, so this bounds only the rare lost one, at
+/// the cost of one read (and one new subscription) per waiter per interval.
+pub const CHANGED_SAFETY_NET: Duration = Duration::from_secs(5);
 
 /// A named shared counter (see the [module docs](self) for what each call
 /// guarantees).
@@ -90,6 +115,66 @@ pub trait Counter: Send + Sync {
     /// # Cancel safety
     /// Dropping the future leaves the old value or `value`.
     async fn set(&self, value: i64) -> Result<()>;
+
+    /// Waits until the value differs from `seen` and returns it; at once if it already
+    /// does. See the [module docs](self) for how soon a change is seen on each backend.
+    ///
+    /// The default reads the counter every [`CHANGED_POLL`] ([`poll_changed`]); backends
+    /// with notifications override it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// # use distsync_kv::memory::MemoryBackend;
+    /// let coordinator = distsync_core::Coordinator::new(MemoryBackend::new());
+    /// let jobs = coordinator.counter("jobs/done")?;
+    /// let watcher = coordinator.counter("jobs/done")?;
+    /// let waiting = tokio::spawn(async move { watcher.changed(0).await });
+    /// jobs.add(3).await?;
+    /// assert_eq!(waiting.await.expect("the waiting task")?, 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The store's error when it is not transient. A transient one (the store
+    /// unreachable) is waited out as every wait does ([`crate::raw::retry`]): bound the
+    /// wait with `tokio::time::timeout` where an outage must end it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads and subscribes; dropping it leaves nothing behind,
+    /// and a change made meanwhile is returned by the next call with the same `seen`.
+    async fn changed(&self, seen: i64) -> Result<i64> {
+        poll_changed(self, seen, CHANGED_POLL).await
+    }
+}
+
+/// Reads `counter` every `interval` until its value differs from `seen`, and returns
+/// it: the default [`Counter::changed`], for backends without notifications.
+/// Transient store errors are waited out with the retry policy's pauses.
+///
+/// # Errors
+/// The store's error when it is not transient.
+///
+/// # Cancel safety
+/// Cancel safe: it only reads.
+pub async fn poll_changed<C: Counter + ?Sized>(
+    counter: &C,
+    seen: i64,
+    interval: Duration,
+) -> Result<i64> {
+    let mut retry = WaitRetry::new("a counter change");
+    loop {
+        match counter.get().await {
+            Ok(value) if value != seen => return Ok(value),
+            Ok(_) => {
+                retry.succeeded();
+                tokio::time::sleep(interval).await;
+            }
+            Err(error) => match retry.failed(&error) {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err(error),
+            },
+        }
+    }
 }
 
 /// `current + delta`, or the [`Error::InvalidArgument`] every backend returns for an
@@ -108,7 +193,116 @@ pub fn checked_add(name: &Name, current: i64, delta: i64) -> Result<i64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
+
+    /// A counter in this process that keeps the trait's default `changed`, and fails
+    /// its first `failures` reads with a transient error, or with `fatal` ones.
+    struct Local {
+        name: Name,
+        value: AtomicI64,
+        failures: AtomicUsize,
+        fatal: bool,
+        reads: AtomicUsize,
+    }
+
+    impl Local {
+        fn new(failures: usize, fatal: bool) -> Arc<Self> {
+            Arc::new(Self {
+                name: Name::new("c").unwrap(),
+                value: AtomicI64::new(0),
+                failures: AtomicUsize::new(failures),
+                fatal,
+                reads: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Counter for Local {
+        fn name(&self) -> &Name {
+            &self.name
+        }
+
+        async fn get(&self) -> Result<i64> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            let failing = self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            match (failing, self.fatal) {
+                (false, _) => Ok(self.value.load(Ordering::SeqCst)),
+                (true, false) => Err(Error::connection("local", "unreachable")),
+                (true, true) => Err(Error::backend("local", "refused")),
+            }
+        }
+
+        async fn add(&self, delta: i64) -> Result<i64> {
+            Ok(self.value.fetch_add(delta, Ordering::SeqCst) + delta)
+        }
+
+        async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool> {
+            Ok(self
+                .value
+                .compare_exchange(expected, new, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok())
+        }
+
+        async fn set(&self, value: i64) -> Result<()> {
+            self.value.store(value, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    const BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn changed_answers_at_once_when_the_value_already_differs() {
+        let counter = Local::new(0, false);
+        counter.set(7).await.unwrap();
+        let value = tokio::time::timeout(BOUND, counter.changed(0)).await;
+        assert_eq!(value.unwrap().unwrap(), 7);
+        assert_eq!(counter.reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_default_changed_sees_a_later_change() {
+        let counter = Local::new(0, false);
+        let waiter = Arc::clone(&counter);
+        let waiting = tokio::spawn(async move { waiter.changed(0).await });
+        // Wait (bounded) until the waiter has read the old value at least once, so the
+        // change below comes while it waits.
+        let deadline = tokio::time::Instant::now() + BOUND;
+        while counter.reads.load(Ordering::SeqCst) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the waiter never read"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished());
+        counter.add(2).await.unwrap();
+        let value = tokio::time::timeout(BOUND, waiting).await.unwrap().unwrap();
+        assert_eq!(value.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn polling_waits_out_transient_errors_and_returns_others() {
+        let flaky = Local::new(3, false);
+        flaky.set(1).await.unwrap();
+        let value = tokio::time::timeout(BOUND, poll_changed(&*flaky, 0, CHANGED_POLL)).await;
+        assert_eq!(value.unwrap().unwrap(), 1);
+        assert_eq!(flaky.reads.load(Ordering::SeqCst), 4);
+
+        let broken = Local::new(1, true);
+        broken.set(1).await.unwrap();
+        let error = tokio::time::timeout(BOUND, broken.changed(0))
+            .await
+            .unwrap();
+        assert!(matches!(error, Err(Error::Backend { .. })));
+    }
 
     #[test]
     fn overflow_is_a_typed_error() {

@@ -41,15 +41,16 @@
 //!   store elects the next candidate in the same step that removes the leader (etcd and
 //!   memory: the next key becomes the first by create revision at the instant the old
 //!   one is deleted; Redis: the releasing script grants the next entry; ZooKeeper: the
-//!   next sequential node becomes the first), so [`Election::leader`] never answers
-//!   "no leader" between the two. PostgreSQL elects the next candidate when it wakes,
-//!   a moment after the old leader's row is deleted: a reader can see no leader then.
+//!   next sequential node becomes the first; PostgreSQL: the transaction that deletes the
+//!   leader's entry writes the next candidate's term and leader row), so
+//!   [`Election::leader`] never answers "no leader" between the two.
 //! - **A named successor that is not next in line.** The leader records the hand-over (its
 //!   term and the successor's session id, in counters under the election's name, see
 //!   [`crate::hand_over_record`]) and waits, for at most the caller's bound, until the
 //!   successor is next in line; then it resigns. Every candidate that campaigns through a
-//!   [`Coordinator`](crate::Coordinator) reads that record every [`HAND_OVER_POLL`] while it
-//!   waits: one that stands ahead of the named successor withdraws its candidacy and
+//!   [`Coordinator`](crate::Coordinator) waits for that record to change while it waits
+//!   ([`Counter::changed`](crate::Counter::changed)): one that stands ahead of the named
+//!   successor withdraws its candidacy and
 //!   campaigns again at the back of the line, still inside the same `campaign` call.
 //!   Candidates outside distsync (Go's `concurrency.Election`, Curator's `LeaderLatch`) and
 //!   candidates made from a backend directly never step back: the leader's wait then ends
@@ -59,15 +60,24 @@
 //!   hands the leadership back in [`NotHandedOver`]: it still leads. A successor that
 //!   dies after the resignation is succeeded as any leader is (within its session's
 //!   TTL, by the next in line).
-//! - **Cost.** Every candidate that waits through a [`Coordinator`](crate::Coordinator) reads
-//!   the two record counters every [`HAND_OVER_POLL`] (eight small reads a second per waiting
-//!   candidate, whether or not anyone hands over), and reads the election's line from the
-//!   status report when a record of the current term names another candidate. An election
-//!   with many standby candidates costs the store that much; a store-side watch on the record
-//!   would remove the polling, and is not built yet.
+//! - **Cost.** Every candidate that waits through a [`Coordinator`](crate::Coordinator)
+//!   (after its first [`HAND_OVER_POLL`] in line) reads the two record counters once, then
+//!   waits on the store's notifications of a change to either
+//!   ([`Counter::changed`](crate::Counter::changed)), and reads the election's line from the
+//!   status report when a record of the current term names another candidate. Idle, a
+//!   standby candidate costs: etcd and memory, two key watches (on etcd multiplexed on the
+//!   client's watch stream); Redis, two channel subscriptions on the backend's one pub/sub
+//!   connection; PostgreSQL, two payloads on the backend's one `LISTEN` connection;
+//!   ZooKeeper, two data watches; and on each, two reads per
+//!   [`CHANGED_SAFETY_NET`](crate::counter::CHANGED_SAFETY_NET) (5 s), the guard against a
+//!   lost notification. A record written is seen within the notification's delivery plus
+//!   two reads. A backend without notifications reads both counters every
+//!   [`CHANGED_POLL`](crate::counter::CHANGED_POLL) (eight small reads a second per
+//!   candidate).
 //! - **Preference requests** are recorded for the leader of the moment (its term),
-//!   like the hand-over record: the leader sees the latest request made in its term
-//!   within [`HAND_OVER_POLL`] (plus a read), and a later leader sees nothing.
+//!   like the hand-over record: the leader waits on the preference record's counters as
+//!   candidates wait on the hand-over record's, sees the latest request made in its term as
+//!   soon as the notification and two reads allow, and a later leader sees nothing.
 
 use std::fmt;
 use std::sync::Arc;
@@ -87,9 +97,12 @@ use crate::name::Name;
 use crate::session::{Session, SessionId};
 use crate::token::FencingToken;
 
-/// How often a waiting candidate reads the hand-over record, and how often a leader
-/// reads the preference record while it waits for a request: the bound on how late
-/// either is seen (plus one read).
+/// How long a candidate waits after joining the line before it first reads the
+/// hand-over record, and how long a waiting candidate or a leader waiting for a
+/// preference request pauses after a failed read before trying again. Between those,
+/// both wait for the records' counters to change ([`Counter::changed`](crate::Counter::changed)):
+/// on a backend without notifications that polls every
+/// [`CHANGED_POLL`](crate::counter::CHANGED_POLL), the same quarter of a second.
 pub const HAND_OVER_POLL: Duration = Duration::from_millis(250);
 
 /// How often a leader handing over to a named candidate reads the line while the
@@ -312,23 +325,29 @@ impl Leadership {
                     () = &mut lost => return Err(Error::NotLeader),
                     read = record.read_preference() => read,
                 };
-                match read {
-                    Ok(Some(request)) if request.term == term => {
+                let waited = match read {
+                    Ok((Some(request), _)) if request.term == term => {
                         return Ok(PreferenceRequest {
                             candidate: request.candidate,
                             term,
                         })
                     }
-                    Ok(_) => {}
-                    Err(error) => tracing::debug!(
+                    Ok((_, seen)) => tokio::select! {
+                        () = &mut lost => return Err(Error::NotLeader),
+                        waited = record.preference_changed(seen) => waited,
+                    },
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = waited {
+                    tracing::debug!(
                         election = %record.name(),
                         %error,
                         "could not read the preference record"
-                    ),
-                }
-                tokio::select! {
-                    () = &mut lost => return Err(Error::NotLeader),
-                    () = tokio::time::sleep(HAND_OVER_POLL) => {}
+                    );
+                    tokio::select! {
+                        () = &mut lost => return Err(Error::NotLeader),
+                        () = tokio::time::sleep(HAND_OVER_POLL) => {}
+                    }
                 }
             }
         }
@@ -398,15 +417,26 @@ impl HandOverElection {
     ///
     /// The first read waits one [`HAND_OVER_POLL`]: a candidacy that has just joined
     /// stands behind any successor already named, and an uncontended campaign, granted
-    /// within that time, sends the store no read of the record at all.
+    /// within that time, sends the store no read of the record at all. Then it waits
+    /// for the record to change ([`Counter::changed`](crate::Counter::changed)), and
+    /// reads again every [`HAND_OVER_POLL`] only while a record of the current term
+    /// names a candidate that the line does not show yet, or a read failed.
     async fn asked_to_step_back(&self) {
         let mut handled: Option<Record> = None;
+        tokio::time::sleep(HAND_OVER_POLL).await;
         loop {
-            tokio::time::sleep(HAND_OVER_POLL).await;
+            // What to wait for before looking again: the record to change, or (while
+            // the line is being read or still moving) one more HAND_OVER_POLL.
+            let mut wait_for = None;
             match self.record.read_hand_over().await {
-                Ok(Some(record)) if Some(record) != handled && record.candidate != self.session => {
+                Ok((Some(record), seen))
+                    if Some(record) != handled && record.candidate != self.session =>
+                {
                     match self.record.candidates().await {
-                        Ok(line) if line.term() != Some(record.term) => handled = Some(record),
+                        Ok(line) if line.term() != Some(record.term) => {
+                            handled = Some(record);
+                            wait_for = Some(seen);
+                        }
                         Ok(line) => {
                             if let (Some(mine), Some(named)) =
                                 (line.position(self.session), line.position(record.candidate))
@@ -421,6 +451,7 @@ impl HandOverElection {
                                     return;
                                 }
                                 handled = Some(record);
+                                wait_for = Some(seen);
                             }
                         }
                         Err(error) => tracing::debug!(
@@ -430,12 +461,25 @@ impl HandOverElection {
                         ),
                     }
                 }
-                Ok(_) => {}
+                Ok((_, seen)) => wait_for = Some(seen),
                 Err(error) => tracing::debug!(
                     election = %self.record.name(),
                     %error,
                     "could not read the hand-over record"
                 ),
+            }
+            match wait_for {
+                Some(seen) => {
+                    if let Err(error) = self.record.hand_over_changed(seen).await {
+                        tracing::debug!(
+                            election = %self.record.name(),
+                            %error,
+                            "could not wait for the hand-over record"
+                        );
+                        tokio::time::sleep(HAND_OVER_POLL).await;
+                    }
+                }
+                None => tokio::time::sleep(HAND_OVER_POLL).await,
             }
         }
     }

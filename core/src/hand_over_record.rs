@@ -9,6 +9,10 @@
 //! leader reads the candidate written for that term (or a later one for the same
 //! term). A record whose term is not the current leader's is stale and means nothing:
 //! no clean-up is needed when a term ends.
+//!
+//! A reader waits for the next record with [`Counter::changed`] on both counters (a
+//! record for the same term may change the candidate alone), from the values it read,
+//! so a write after its read wakes it as soon as the backend's notifications carry it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -123,6 +127,24 @@ pub(crate) struct Record {
     pub(crate) candidate: SessionId,
 }
 
+/// The two counters' values as a reader read them: where it waits for the next record
+/// from ([`HandOverRecord::hand_over_changed`], [`HandOverRecord::preference_changed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seen {
+    term: i64,
+    to: i64,
+}
+
+impl Seen {
+    /// The record these values make, if any (a term of 0 or less is none).
+    fn record(self) -> Option<Record> {
+        (self.term > 0).then(|| Record {
+            term: FencingToken(self.term.unsigned_abs()),
+            candidate: session_of(self.to),
+        })
+    }
+}
+
 /// The records and the line of one election.
 pub(crate) struct HandOverRecord {
     backend: &'static str,
@@ -230,9 +252,16 @@ impl HandOverRecord {
         self.write(&*self.to, &*self.term, record).await
     }
 
-    /// The last hand-over recorded, if any.
-    pub(crate) async fn read_hand_over(&self) -> Result<Option<Record>> {
+    /// The last hand-over recorded, if any, and the values read.
+    pub(crate) async fn read_hand_over(&self) -> Result<(Option<Record>, Seen)> {
         read(&*self.to, &*self.term).await
+    }
+
+    /// Waits until a counter of the hand-over record differs from `seen`.
+    ///
+    /// Cancel safety: cancel safe, as [`Counter::changed`].
+    pub(crate) async fn hand_over_changed(&self, seen: Seen) -> Result<()> {
+        changed(&*self.to, &*self.term, seen).await
     }
 
     /// Records a preference request to the leader of `term` by `candidate`.
@@ -241,9 +270,16 @@ impl HandOverRecord {
             .await
     }
 
-    /// The last preference request recorded, if any.
-    pub(crate) async fn read_preference(&self) -> Result<Option<Record>> {
+    /// The last preference request recorded, if any, and the values read.
+    pub(crate) async fn read_preference(&self) -> Result<(Option<Record>, Seen)> {
         read(&*self.prefer_to, &*self.prefer_term).await
+    }
+
+    /// Waits until a counter of the preference record differs from `seen`.
+    ///
+    /// Cancel safety: cancel safe, as [`Counter::changed`].
+    pub(crate) async fn preference_changed(&self, seen: Seen) -> Result<()> {
+        changed(&*self.prefer_to, &*self.prefer_term, seen).await
     }
 
     async fn write(&self, to: &dyn Counter, term: &dyn Counter, record: Record) -> Result<()> {
@@ -253,16 +289,19 @@ impl HandOverRecord {
 }
 
 /// Reads a record: the term first, then the candidate (see the module docs).
-async fn read(to: &dyn Counter, term: &dyn Counter) -> Result<Option<Record>> {
+async fn read(to: &dyn Counter, term: &dyn Counter) -> Result<(Option<Record>, Seen)> {
     let term = term.get().await?;
-    if term <= 0 {
-        return Ok(None);
+    let to = to.get().await?;
+    let seen = Seen { term, to };
+    Ok((seen.record(), seen))
+}
+
+/// Waits until `to` or `term` differs from what `seen` read.
+async fn changed(to: &dyn Counter, term: &dyn Counter, seen: Seen) -> Result<()> {
+    tokio::select! {
+        changed = to.changed(seen.to) => changed.map(drop),
+        changed = term.changed(seen.term) => changed.map(drop),
     }
-    let candidate = session_of(to.get().await?);
-    Ok(Some(Record {
-        term: FencingToken(term.unsigned_abs()),
-        candidate,
-    }))
 }
 
 /// Sets `counter` to `value` through compare-and-set rounds.
@@ -292,6 +331,19 @@ mod tests {
         assert!(is_reserved("jobs/leader/.distsync-prefer-term"));
         assert!(!is_reserved("jobs/leader.distsync-prefer-term"));
         assert!(!is_reserved("jobs/leader"));
+    }
+
+    #[test]
+    fn a_record_needs_a_positive_term() {
+        assert_eq!(Seen { term: 0, to: 5 }.record(), None);
+        assert_eq!(Seen { term: -1, to: 5 }.record(), None);
+        assert_eq!(
+            Seen { term: 3, to: -1 }.record(),
+            Some(Record {
+                term: FencingToken(3),
+                candidate: SessionId(u64::MAX)
+            })
+        );
     }
 
     #[test]

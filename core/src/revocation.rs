@@ -32,9 +32,18 @@
 //! `<lock name>/.distsync-release-request` (see [`request_counter_name`]) to that token,
 //! never lowering it; a holder whose token is at most the counter's value has been asked. Tokens grow
 //! with every grant, so a request for an earlier hold never reaches a later one. The
-//! holder reads the counter when it starts watching and then every
-//! [`RELEASE_REQUEST_POLL`] until its hold ends: a request is seen within that interval
-//! (plus one read). That counter name is reserved for this use.
+//! holder reads the counter when it starts watching and then waits for it to change
+//! ([`Counter::changed`]) until its hold ends. That counter name is reserved for this
+//! use.
+//!
+//! **Cost and delay.** A watching holder costs the store, while idle: etcd and memory,
+//! one key watch; Redis, one channel subscription on the backend's pub/sub connection;
+//! PostgreSQL, one payload on the backend's `LISTEN` connection; and one read per
+//! [`CHANGED_SAFETY_NET`](crate::counter::CHANGED_SAFETY_NET) (5 s), the guard against a
+//! lost notification. A request is seen as soon as its notification arrives, plus one
+//! read. A backend without notifications reads the counter every
+//! [`CHANGED_POLL`](crate::counter::CHANGED_POLL): a request is seen within that
+//! interval, plus one read.
 //!
 //! ZooKeeper uses Curator's own protocol instead: the request writes `__REVOKE__` into
 //! the holder's node and the holder watches its node's data, so a Java `Revoker` asks a
@@ -54,9 +63,11 @@ use crate::name::Name;
 use crate::status::{LineKind, StatusReport};
 use crate::token::FencingToken;
 
-/// How often a holder watching for release requests through the portable protocol
-/// reads its lock's request counter: the bound on how late it sees a request (plus the
-/// read's round trip). One small read per interval per watching holder.
+/// How long a holder watching for release requests through the portable protocol
+/// pauses after a failed read of its lock's request counter before it reads again.
+/// Otherwise it waits for the counter to change
+/// ([`Counter::changed`]); on a backend without notifications
+/// that reads every [`CHANGED_POLL`](crate::counter::CHANGED_POLL), the same interval.
 pub const RELEASE_REQUEST_POLL: Duration = Duration::from_millis(250);
 
 /// How many compare-and-set rounds a request makes before giving up; each lost round
@@ -188,8 +199,9 @@ pub async fn request_by_counter(
 }
 
 /// The portable holder's watch for the hold granted with `token`: reads `counter`
-/// now and every [`RELEASE_REQUEST_POLL`], in a task, until the counter reaches the
-/// token (a request: it cancels the requested token) or the hold ends.
+/// now, then waits for it to change ([`Counter::changed`]), in a task, until the
+/// counter reaches the token (a request: it cancels the requested token) or the hold
+/// ends.
 pub fn counter_watch(counter: Arc<dyn Counter>, token: FencingToken) -> ReleaseRequestWatchFn {
     Box::new(
         move |requested: CancellationToken, ended: CancellationToken| {
@@ -216,10 +228,17 @@ async fn poll_counter(
     let Ok(target) = i64::try_from(token.0) else {
         return;
     };
+    // The value last read: the next read waits for the counter to differ from it.
+    let mut seen = None;
     loop {
         let read = tokio::select! {
             () = ended.cancelled() => return,
-            read = counter.get() => read,
+            read = async {
+                match seen {
+                    None => counter.get().await,
+                    Some(seen) => counter.changed(seen).await,
+                }
+            } => read,
         };
         match read {
             Ok(value) if value >= target => {
@@ -227,18 +246,19 @@ async fn poll_counter(
                 requested.cancel();
                 return;
             }
-            Ok(_) => {}
+            Ok(value) => seen = Some(value),
             Err(error) => {
                 tracing::debug!(
                     counter = %counter.name(),
                     %error,
                     "could not read the release request counter"
                 );
+                seen = None;
+                tokio::select! {
+                    () = ended.cancelled() => return,
+                    () = tokio::time::sleep(RELEASE_REQUEST_POLL) => {}
+                }
             }
-        }
-        tokio::select! {
-            () = ended.cancelled() => return,
-            () = tokio::time::sleep(RELEASE_REQUEST_POLL) => {}
         }
     }
 }

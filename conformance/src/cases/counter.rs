@@ -1,11 +1,14 @@
 //! Counter cases: concurrent adds never lost (also across a partition of one client,
 //! where an unacknowledged add is applied at most once), exactly one of racing
-//! compare-and-sets wins, overflow refused, the value survives a restart.
+//! compare-and-sets wins, overflow refused, the value survives a restart, and a
+//! waiter in `changed` sees every write promptly (also after a partition of its own
+//! connection).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use distsync_core::counter::CHANGED_SAFETY_NET;
 use distsync_core::{Backend, Capabilities, Counter, Error, Name};
 use tokio::time::Instant;
 
@@ -60,6 +63,27 @@ pub(super) const CASES: &[Case] = &[
         claim: COUNTER,
         hooks: &[],
         run: |h| boxed(overflow_refused(h)),
+    },
+    Case {
+        id: "counter_changed_notifies",
+        group: Group::Counter,
+        guarantee: "changed(seen): a waiting client sees each add, set and compare_and_set \
+                    within 1 s (the safety-net read is every 5 s); it never returns the value \
+                    it was given",
+        needs: &[Need::Counter],
+        claim: COUNTER,
+        hooks: &[],
+        run: |h| boxed(changed_notifies(h)),
+    },
+    Case {
+        id: "counter_changed_across_partition",
+        group: Group::Counter,
+        guarantee: "changed(seen) on a client partitioned (reset, then silent) while the counter \
+                    changes: after the heal it returns the new value, no hang, no error",
+        needs: &[Need::Counter],
+        claim: COUNTER,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(changed_across_partition(h)),
     },
     Case {
         id: "counter_survives_restart",
@@ -283,6 +307,128 @@ async fn overflow_refused(h: Harness) -> Check {
     ensure!(top == -1, "i64::MIN + i64::MAX gave {top}, not -1");
     Ok(Holds::new(
         "a fresh counter read 0; overflowing adds both ways were refused and changed nothing",
+    ))
+}
+
+/// How soon a waiter in `changed` must see a write: far below [`CHANGED_SAFETY_NET`],
+/// so a backend whose notifications do not arrive fails the row.
+const NOTIFIED_WITHIN: Duration = Duration::from_secs(1);
+
+/// Rounds of: a task waits in `changed(seen)`; it must still wait after the settle time
+/// (nothing changed); another handle writes (add, set, compare-and-set in turn); the
+/// waiter returns the written value within [`NOTIFIED_WITHIN`] of the write.
+async fn changed_notifies(h: Harness) -> Check {
+    const ROUNDS: i64 = 6;
+    let name = h.name("watched").ctx("naming the counter")?;
+    let writer = counter(h.backend(), &name)?;
+    let mut seen = writer.get().bounded("reading the counter").await?;
+    let mut slowest = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let waiter = counter(h.backend(), &name)?;
+        let mut waiting = Task::spawn(format!("the waiter of round {round}"), async move {
+            let value = waiter.changed(seen).await.ctx("waiting for a change")?;
+            Ok((value, Instant::now()))
+        });
+        // Also lets the waiter subscribe, so the write comes while it waits.
+        waiting
+            .ensure_blocked(h.settle(), format!("the counter still read {seen}"))
+            .await?;
+        // From before the write: the write's own round trip counts against the bound.
+        let writing = Instant::now();
+        let (written, how) = match round % 3 {
+            0 => (writer.add(round + 1).bounded("adding").await?, "add"),
+            1 => {
+                let value = seen * 2 + 1;
+                writer.set(value).bounded("setting").await?;
+                (value, "set")
+            }
+            _ => {
+                let value = seen + 10;
+                let swapped = writer
+                    .compare_and_set(seen, value)
+                    .bounded("compare_and_set")
+                    .await?;
+                ensure!(
+                    swapped,
+                    "round {round}: a swap from the value read, {seen}, failed"
+                );
+                (value, "compare_and_set")
+            }
+        };
+        let (value, woke) = waiting.join(PROMPT * 2).await?;
+        let took = woke.saturating_duration_since(writing);
+        ensure!(
+            value == written,
+            "round {round}: changed({seen}) returned {value} after a {how} wrote {written}"
+        );
+        ensure!(
+            took <= NOTIFIED_WITHIN,
+            "round {round}: changed({seen}) returned {took:?} after a {how} (bound \
+             {NOTIFIED_WITHIN:?}; the safety-net read is every {CHANGED_SAFETY_NET:?})"
+        );
+        slowest = slowest.max(took);
+        seen = written;
+    }
+    Ok(Holds::figure(
+        format!("slowest wake {} ms", slowest.as_millis()),
+        format!(
+            "{ROUNDS} writes (add, set, compare_and_set) each seen by the waiting client within \
+             {} ms",
+            slowest.as_millis()
+        ),
+    ))
+}
+
+/// A client through the proxy waits in `changed`; its connections are cut (reset in
+/// the first round, silenced in the second) while another client adds; after the heal
+/// the waiter returns the new value, within the safety net plus a prompt margin.
+async fn changed_across_partition(h: Harness) -> Check {
+    let name = h.name("watched").ctx("naming the counter")?;
+    let partition = partitioned_client_with_timeouts(&h, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?;
+    let writer = counter(h.backend(), &name)?;
+    let mut after_heal = Vec::new();
+    for (round, mode) in [PartitionMode::Reset, PartitionMode::Silent]
+        .into_iter()
+        .enumerate()
+    {
+        let waiter = counter(&partition.backend(), &name)?;
+        let seen = waiter.get().bounded("reading through the proxy").await?;
+        let mut waiting = Task::spawn(
+            format!("the partitioned waiter of round {round}"),
+            async move {
+                let value = waiter.changed(seen).await.ctx("waiting for a change")?;
+                Ok((value, Instant::now()))
+            },
+        );
+        waiting
+            .ensure_blocked(h.settle(), format!("the counter still read {seen}"))
+            .await?;
+        partition.set(mode);
+        let written = writer
+            .add(1)
+            .bounded("adding while the waiter is cut off")
+            .await?;
+        // Long enough for the waiter's requests to time out (REQUEST_TIMEOUT) and its
+        // notification channel to miss the write.
+        tokio::time::sleep(REQUEST_TIMEOUT * 3).await;
+        ensure!(
+            !waiting.is_finished(),
+            "round {round}: the waiter returned while cut off from the store ({mode:?})"
+        );
+        partition.set(PartitionMode::Forward);
+        let healed = Instant::now();
+        let (value, woke) = waiting.join(CHANGED_SAFETY_NET + PROMPT).await?;
+        ensure!(
+            value == written,
+            "round {round}: after the heal changed({seen}) returned {value}, the counter was \
+             {written}"
+        );
+        after_heal.push(woke.saturating_duration_since(healed).as_millis());
+    }
+    Ok(Holds::figure(
+        format!("woke {after_heal:?} ms after the heals"),
+        "a waiter cut off (reset, then silenced) while the counter changed returned the new \
+         value after each heal",
     ))
 }
 

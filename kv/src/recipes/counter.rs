@@ -6,16 +6,27 @@
 //! only to the value it was computed from; a failed compare writes nothing and is
 //! retried from a fresh read. A transaction whose reply is lost is never repeated
 //! (the store client sends a mutation once), so an `add` is applied at most once.
+//!
+//! Waiting for a change ([`Counter::changed`]) reads the key, then watches it from the
+//! revision after that read, so a write made between the read and the watch is still
+//! an event: nothing is missed, and a waiter costs the store one watch (multiplexed on
+//! etcd's watch stream) and one read per change. A watch that ends (cancelled by the
+//! store, compacted, or its connection lost) is followed by a fresh read and a new
+//! watch, and so is every [`CHANGED_SAFETY_NET`] without an event, in case a watch on a
+//! member cut off from the cluster stays silent.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 
-use crate::kv::{Compare, CompareOp, Kv, Range, Revision, Txn, TxnOp};
-use distsync_core::counter::{checked_add, Counter};
+use super::wait;
+use crate::kv::{Compare, CompareOp, Kv, Range, RangeResponse, Revision, Txn, TxnOp};
+use distsync_core::counter::{checked_add, Counter, CHANGED_SAFETY_NET};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
+use distsync_core::raw::WaitRetry;
 
 use super::key::{escape, KeySpace};
 
@@ -49,6 +60,11 @@ impl KvCounter {
 
     async fn read(&self) -> Result<Read> {
         let response = self.kv.range(Range::key(&self.key)).await?;
+        self.read_from(&response)
+    }
+
+    /// The value and the write guard in a range answer for the key.
+    fn read_from(&self, response: &RangeResponse) -> Result<Read> {
         Ok(match response.kvs.first() {
             None => Read {
                 value: 0,
@@ -144,6 +160,42 @@ impl Counter for KvCounter {
             .await?;
         Ok(())
     }
+
+    /// Reads, and while the value is `seen`, watches the key from the revision after
+    /// the read until an event, the watch's end or [`CHANGED_SAFETY_NET`], then reads
+    /// again (see the module docs). Transient errors are waited out.
+    ///
+    /// Cancel safety: cancel safe; it only reads and watches.
+    async fn changed(&self, seen: i64) -> Result<i64> {
+        let mut retry = WaitRetry::new("a counter change");
+        loop {
+            let response = wait::read(&*self.kv, Range::key(&self.key), None).await?;
+            let value = self.read_from(&response)?.value;
+            if value != seen {
+                return Ok(value);
+            }
+            let from = response.revision + 1;
+            let mut watch = wait::patiently(None, "watch", &self.key, || {
+                self.kv.watch(&self.key, false, from)
+            })
+            .await?;
+            tokio::select! {
+                event = watch.next() => match event {
+                    // A failing watch pauses as any wait does, so that a watch refused
+                    // at once does not turn the wait into a loop of reads.
+                    Some(Err(error)) => match retry.failed(&error) {
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => return Err(error),
+                    },
+                    Some(Ok(_)) => retry.succeeded(),
+                    None => tracing::debug!(key = %self.key, "counter watch ended; re-reading"),
+                },
+                () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
+                    tracing::trace!(key = %self.key, "no event within the safety net");
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +230,35 @@ mod tests {
         assert!(counter.add(2).await.is_err());
         assert_eq!(counter.get().await.unwrap(), i64::MAX - 1);
         assert_eq!(counter.add(1).await.unwrap(), i64::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_sees_each_change_through_the_watch() {
+        let coordinator = Coordinator::new(MemoryBackend::new());
+        let writer = coordinator.counter("c").unwrap();
+        let waiter = coordinator.counter("c").unwrap();
+        let bound = std::time::Duration::from_secs(2);
+        let mut seen = 0;
+        for round in 1..=3 {
+            let watching = {
+                let waiter = waiter.clone();
+                tokio::spawn(async move { waiter.changed(seen).await })
+            };
+            // A write of the same value is no change: only the add's value is returned.
+            writer.set(seen).await.unwrap();
+            writer.add(round).await.unwrap();
+            // Far below the safety net: the watch woke the waiter.
+            let value = tokio::time::timeout(bound, watching).await.unwrap();
+            seen += round;
+            assert_eq!(value.unwrap().unwrap(), seen);
+        }
+        assert_eq!(
+            tokio::time::timeout(bound, waiter.changed(0))
+                .await
+                .unwrap()
+                .unwrap(),
+            seen
+        );
     }
 
     #[tokio::test]
