@@ -26,23 +26,37 @@
 -- in the second, the whole protocol, as if the first part were not there.
 local p, id, mode = ARGV[2], ARGV[3], ARGV[4]
 if ARGV[6] ~= 'check' and string.sub(p, -6) ~= ':elect' and string.sub(p, -4) ~= ':sem' then
+  -- A join or try of a session that is gone is answered as the second part would
+  -- answer it, before anything is read or written for the line (the next live join
+  -- sets a missing marker, see epoch_start).
+  local skey = KEYS[2]
+  local left = session_left(skey, ARGV[8], ARGV[7])
+  if not left then
+    return {-1}
+  end
+  -- The marker lives while the line does (an idle line lets it expire): from here on
+  -- the session joins or takes the line, in this part or the second, which both
+  -- persist it. GETEX (Redis 6.2) reads and persists it in one command; on an older
+  -- server, GET here and PERSIST at the grant.
+  local getex = (redis.REDIS_VERSION_NUM or 0) >= 0x060200
+  local m
+  if getex then
+    m = redis.call('GETEX', p .. ':epoch', 'PERSIST')
+  else
+    m = redis.call('GET', p .. ':epoch')
+  end
   -- Grants are allowed without a lock-delay, the marker needs no update, and no INFO
   -- is needed: "0" on a line nobody watches, or "0:<rid>" naming the replication id
   -- the client gave. Otherwise, the second part.
-  local m = redis.call('GET', p .. ':epoch')
   local rid = ARGV[11]
   if (m == '0' and ARGV[10] ~= '1') or (m == '0:' .. rid and string.match(rid, '^%x+$')) then
     if redis.call('EXISTS', p .. ':q') == 0 then
-      local skey = KEYS[2]
-      local left = session_left(skey, ARGV[8], ARGV[7])
-      if not left then
-        return {-1}
-      end
       local ekey, val = KEYS[1], mode .. id
       redis.call('SET', ekey, val, 'PX', session_px(skey, left, ARGV[5]))
       session_list(KEYS[3], ekey, val, left)
-      -- The marker lives while the line does (an idle line lets it expire).
-      redis.call('PERSIST', p .. ':epoch')
+      if not getex then
+        redis.call('PERSIST', p .. ':epoch')
+      end
       return fq_grant_alone(p, id, mode)
     end
   end

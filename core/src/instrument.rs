@@ -60,14 +60,17 @@
 //! Primitives made directly through a [`crate::Backend`] (not a `Coordinator`) carry
 //! only the session and STM metrics.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
-use tokio::sync::mpsc;
+use futures::stream::BoxStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
 use crate::barrier::{Barrier, DoubleBarrier};
@@ -79,7 +82,7 @@ use crate::name::Name;
 use crate::queue::Queue;
 use crate::rwlock::RwLock;
 use crate::semaphore::{Permit, Semaphore};
-use crate::session::{Lost, Session};
+use crate::session::Session;
 
 /// A short, stable label for an error, for the `error` label of failure counters.
 pub(crate) fn error_label(error: &Error) -> &'static str {
@@ -123,11 +126,28 @@ impl Drop for Waiting {
 }
 
 /// One hold counted in `distsync_holds_in_flight` (and, for a leadership,
-/// `distsync_is_leader`) until [`HoldCount::end`], which only the first call does.
+/// `distsync_is_leader`) until [`HoldCount::end`] or the hold's lost signal, whichever
+/// comes first; only the first counts it down.
+///
+/// The count follows the signal without a task: the signal's future is polled once at
+/// the grant with the count itself as its waker, so a loss (the session's end, or the
+/// backend's loss watch cancelling the hold's token) counts the hold down inline, on
+/// the thread that cancels. A grant and a release therefore wake no other task and
+/// cost no thread hand-off; that is on the path of every lock cycle on every backend.
 #[derive(Clone)]
-pub(crate) struct HoldCount {
-    gauges: Arc<Vec<metrics::Gauge>>,
-    live: Arc<AtomicBool>,
+pub(crate) struct HoldCount(Arc<Counted>);
+
+/// A hold's pending lost signal.
+type Signal = Pin<Box<WaitForCancellationFutureOwned>>;
+
+/// What a [`HoldCount`] and its waker share.
+struct Counted {
+    gauges: Vec<metrics::Gauge>,
+    live: AtomicBool,
+    /// The hold's lost signal while it is pending: dropped (which unregisters the
+    /// waker, and with it the only reference from the token back to this count) when
+    /// the count ends.
+    signal: Mutex<Option<Signal>>,
 }
 
 impl HoldCount {
@@ -146,81 +166,84 @@ impl HoldCount {
         for gauge in &gauges {
             gauge.increment(1.0);
         }
-        Self {
-            gauges: Arc::new(gauges),
-            live: Arc::new(AtomicBool::new(true)),
-        }
+        Self(Arc::new(Counted {
+            gauges,
+            live: AtomicBool::new(true),
+            signal: Mutex::new(None),
+        }))
     }
 
-    /// The hold ended: counts it down, once.
+    /// The hold ended: counts it down, once, and stops following its signal.
     fn end(&self) {
+        self.0.count_down();
+        let signal = self.0.signal().take();
+        drop(signal);
+    }
+
+    /// Ends the count when `lost` is cancelled (the hold or its session is lost, or
+    /// the hold is released or dropped, which cancel it too). Pass the hold's token,
+    /// not its `lost()`: counting must not start the backend's loss watch.
+    fn end_when(&self, lost: &CancellationToken) {
+        let mut signal = self.0.signal();
+        let mut pending = Box::pin(lost.clone().cancelled_owned());
+        let waker = Waker::from(Arc::clone(&self.0));
+        if pending
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready()
+        {
+            drop(signal);
+            self.end();
+            return;
+        }
+        // A cancellation between the poll and here wakes `Counted::wake`, which waits
+        // for this lock and then finds the signal ready.
+        *signal = Some(pending);
+    }
+}
+
+impl Counted {
+    fn signal(&self) -> std::sync::MutexGuard<'_, Option<Signal>> {
+        self.signal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count_down(&self) {
         if self.live.swap(false, Ordering::SeqCst) {
-            for gauge in self.gauges.iter() {
+            for gauge in &self.gauges {
                 gauge.decrement(1.0);
             }
         }
     }
+}
 
-    /// Ends the count when `lost` fires (the hold or its session is lost, or the hold
-    /// is released or dropped, which fire it too), watched by the one task of
-    /// `session` that watches all its holds ([`SessionHolds`]); without a runtime,
-    /// only [`HoldCount::end`] ends it.
-    fn end_when(&self, session: &Session, lost: Lost) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+/// The waker of a hold's lost signal: polls the signal again (a wake-up alone is not
+/// proof of a cancellation) and counts the hold down once it is ready. It runs on the
+/// thread that cancels the token, where tokio-util no longer holds that token's own
+/// lock (the poll takes it); the hold's guard keeps another handle on the token, so
+/// dropping the signal here never unlinks the token from its parent.
+impl Wake for Counted {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut signal = self.signal();
+        let Some(pending) = signal.as_mut() else {
             return;
         };
-        let state = session
-            .layer_state()
-            .get_or_init(|| Box::new(SessionHolds::start(&runtime)));
-        let Some(holds) = state.downcast_ref::<SessionHolds>() else {
-            return;
-        };
-        if let Err(mpsc::error::SendError((lost, count))) = holds.watch.send((lost, self.clone())) {
-            // The runtime that ran the session's watcher is gone (the session outlived
-            // it): this hold is watched on its own, on the current one.
-            runtime.spawn(async move {
-                lost.await;
-                count.end();
-            });
+        let waker = Waker::from(Arc::clone(self));
+        if pending
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready()
+        {
+            let done = signal.take();
+            drop(signal);
+            drop(done);
+            self.count_down();
         }
-    }
-}
-
-/// The counted holds of one session, watched by one task (not one per hold): each
-/// hold's count ends when its lost signal fires. The task ends once the session is
-/// dropped (the sender with it) and every hold it watched has ended, which a dropped
-/// session's holds have (their signals are children of the session's).
-pub(crate) struct SessionHolds {
-    watch: mpsc::UnboundedSender<(Lost, HoldCount)>,
-}
-
-impl SessionHolds {
-    /// Spawns the session's watcher on `runtime`.
-    fn start(runtime: &tokio::runtime::Handle) -> Self {
-        let (watch, holds) = mpsc::unbounded_channel();
-        runtime.spawn(watch_holds(holds));
-        Self { watch }
-    }
-}
-
-/// The task of [`SessionHolds`].
-async fn watch_holds(mut incoming: mpsc::UnboundedReceiver<(Lost, HoldCount)>) {
-    let mut holds = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            biased;
-            Some(count) = holds.next() => HoldCount::end(&count),
-            hold = incoming.recv() => match hold {
-                Some((lost, count)) => holds.push(async move {
-                    lost.await;
-                    count
-                }),
-                None => break,
-            },
-        }
-    }
-    while let Some(count) = holds.next().await {
-        count.end();
     }
 }
 
@@ -369,34 +392,20 @@ fn counted(
     backend: &'static str,
     primitive: &'static str,
     key: &str,
-    session: &crate::session::Session,
-    store_lost: &tokio_util::sync::CancellationToken,
+    store_lost: &CancellationToken,
 ) -> impl FnOnce(&Result<()>) + Send + Sync + 'static {
     let count = HoldCount::start(backend, primitive, None);
-    // The token, not `lost()`: counting must not start the backend's loss watch.
-    count.end_when(session, Lost::new(store_lost));
+    count.end_when(store_lost);
     on_release(backend, primitive, key.to_owned(), count)
 }
 
 fn lock_guard(backend: &'static str, primitive: &'static str, guard: LockGuard) -> LockGuard {
-    let observer = counted(
-        backend,
-        primitive,
-        guard.key(),
-        guard.session(),
-        guard.store_lost_token(),
-    );
+    let observer = counted(backend, primitive, guard.key(), guard.store_lost_token());
     guard.observe_release(observer)
 }
 
 fn permit(backend: &'static str, permit: Permit) -> Permit {
-    let observer = counted(
-        backend,
-        "permit",
-        permit.key(),
-        permit.session(),
-        permit.store_lost_token(),
-    );
+    let observer = counted(backend, "permit", permit.key(), permit.store_lost_token());
     permit.observe_release(observer)
 }
 
@@ -448,7 +457,7 @@ impl InstrumentedRwLock {
     fn read_guard(&self, guard: ReadGuard) -> ReadGuard {
         let key = guard.key().to_owned();
         let count = HoldCount::start(self.backend, "read", None);
-        count.end_when(guard.session(), Lost::new(guard.store_lost_token()));
+        count.end_when(guard.store_lost_token());
         guard.observe_release(on_release(self.backend, "read", key, count))
     }
 }
@@ -522,11 +531,7 @@ impl Election for InstrumentedElection {
         .ok_or(Error::NotLeader)?;
         let key = leadership.key().to_owned();
         let count = HoldCount::start(self.backend, "leadership", Some(self.inner.name()));
-        // The token, not `lost()`: counting must not start the backend's loss watch.
-        count.end_when(
-            leadership.session(),
-            Lost::new(leadership.store_lost_token()),
-        );
+        count.end_when(leadership.store_lost_token());
         Ok(leadership.observe_release(on_release(self.backend, "leadership", key, count)))
     }
 
@@ -655,7 +660,7 @@ impl DoubleBarrier for InstrumentedDoubleBarrier {
         )
         .await?;
         let count = HoldCount::start(self.backend, "double_barrier", None);
-        count.end_when(&self.session, self.session.lost());
+        count.end_when(self.session.lost_token());
         if let Some(previous) = self.entered().replace(count) {
             previous.end();
         }

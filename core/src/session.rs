@@ -331,10 +331,6 @@ struct SessionInner {
     closed: AtomicBool,
     keepalive: Mutex<Option<AbortHandle>>,
     gates: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-    /// Per-session state of the layer above the contract, made at its first use: the
-    /// metrics layer keeps there the one task that counts this session's holds down.
-    /// Typed `Any` so that the contract names no layer.
-    layer_state: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl fmt::Debug for Session {
@@ -381,7 +377,6 @@ impl Session {
             closed: AtomicBool::new(false),
             keepalive: Mutex::new(None),
             gates: Mutex::new(HashMap::new()),
-            layer_state: std::sync::OnceLock::new(),
         });
         let task = tokio::spawn(keepalive_loop(
             Arc::downgrade(&inner),
@@ -548,11 +543,6 @@ impl Session {
             }
         };
         gate.lock_owned().await
-    }
-
-    /// The state the layer above the contract keeps for this session.
-    pub(crate) fn layer_state(&self) -> &std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>> {
-        &self.inner.layer_state
     }
 
     fn stop_keepalive(&self) {

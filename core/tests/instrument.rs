@@ -179,11 +179,12 @@ fn holds_in_flight_go_down_on_unlock_drop_and_loss() {
     });
 }
 
-/// The holds of one session are watched by one task, not one each: taking many
-/// more holds through the session starts no task; a second session starts one.
-/// Their counts still end with the session.
+/// Counting holds starts no task (the count follows each hold's lost signal inline,
+/// so a grant and a release wake nothing else): taking many holds through two
+/// sessions leaves the number of tasks as it was. Their counts still end with the
+/// session.
 #[test]
-fn one_watching_task_per_session_not_per_hold() {
+fn holds_are_counted_without_a_task() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = Gauges::new(&recorder);
     let lock = [("backend", "memory"), ("primitive", "lock")];
@@ -195,24 +196,14 @@ fn one_watching_task_per_session_not_per_hold() {
         };
         let coordinator = Coordinator::new(MemoryBackend::new());
         let session = coordinator.session().await.unwrap();
-        let mut guards = vec![coordinator
-            .locker(&session, "many/0")
-            .unwrap()
-            .lock()
-            .await
-            .unwrap()];
+        let other = coordinator.session().await.unwrap();
         tokio::task::yield_now().await;
-        let with_one = tasks();
-        for i in 1..50 {
+        let without_holds = tasks();
+        let mut guards = Vec::new();
+        for i in 0..50 {
             let locker = coordinator.locker(&session, &format!("many/{i}")).unwrap();
             guards.push(locker.lock().await.unwrap());
         }
-        tokio::task::yield_now().await;
-        assert_eq!(tasks(), with_one, "holds of one session started tasks");
-        assert_eq!(snapshotter.get(HOLDS, &lock), 50.0);
-
-        let other = coordinator.session().await.unwrap();
-        let without_holds = tasks();
         let other_guard = coordinator
             .locker(&other, "other")
             .unwrap()
@@ -220,7 +211,8 @@ fn one_watching_task_per_session_not_per_hold() {
             .await
             .unwrap();
         tokio::task::yield_now().await;
-        assert_eq!(tasks(), without_holds + 1, "a session's first hold");
+        assert_eq!(tasks(), without_holds, "counting holds started tasks");
+        assert_eq!(snapshotter.get(HOLDS, &lock), 51.0);
 
         // Half of them released, then the session ended with the rest held.
         for guard in guards.drain(..25) {
@@ -231,6 +223,92 @@ fn one_watching_task_per_session_not_per_hold() {
         until_gauge(&snapshotter, HOLDS, &lock, 1.0).await;
         other_guard.unlock().await.unwrap();
         assert_eq!(snapshotter.get(HOLDS, &lock), 0.0);
+    });
+}
+
+/// A hold lost while its guard is kept is counted down at once, by the thread that
+/// cancels it, with no task left to run.
+#[test]
+fn a_loss_counts_the_hold_down_on_the_cancelling_thread() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = Gauges::new(&recorder);
+    let lock = [("backend", "memory"), ("primitive", "lock")];
+    run(&recorder, async {
+        let coordinator = Coordinator::new(MemoryBackend::new());
+        let session = coordinator.session().await.unwrap();
+        let guard = coordinator
+            .locker(&session, "lost-inline")
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        assert_eq!(snapshotter.get(HOLDS, &lock), 1.0);
+        // No await between the loss and the check: nothing else runs in between on
+        // this single-threaded runtime, so only an inline count-down passes.
+        let _ = futures::FutureExt::now_or_never(session.close());
+        assert!(guard.is_lost());
+        assert_eq!(snapshotter.get(HOLDS, &lock), 0.0);
+        drop(guard);
+    });
+}
+
+/// Holds ended from other threads at once (released, dropped, or lost with their
+/// session, on the workers of a multi-threaded runtime) are each counted down
+/// exactly once: the gauge ends at zero, never below. The grants run on the test's
+/// thread, where the debugging recorder is installed; the ends run on the workers.
+#[test]
+fn holds_ended_across_threads_end_at_zero() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = Gauges::new(&recorder);
+    let lock = [("backend", "memory"), ("primitive", "lock")];
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let coordinator = Coordinator::new(MemoryBackend::new());
+                let doomed = coordinator.session().await.unwrap();
+                let mut kept = Vec::new();
+                for i in 0..20 {
+                    let locker = coordinator.locker(&doomed, &format!("doomed/{i}")).unwrap();
+                    kept.push(locker.lock().await.unwrap());
+                }
+                let session = coordinator.session().await.unwrap();
+                let mut guards = Vec::new();
+                for i in 0..200 {
+                    let locker = coordinator.locker(&session, &format!("ended/{i}")).unwrap();
+                    guards.push(locker.lock().await.unwrap());
+                }
+                assert_eq!(snapshotter.get(HOLDS, &lock), 220.0);
+                // Asking starts the kept guards' watches on their keys, so that the
+                // revoke below ends them at once rather than at the next renewal.
+                assert!(kept.iter().all(|guard| !guard.is_lost()));
+                let mut enders = Vec::new();
+                for (i, guard) in guards.into_iter().enumerate() {
+                    enders.push(tokio::spawn(async move {
+                        if i % 2 == 0 {
+                            guard.unlock().await.unwrap();
+                        } else {
+                            drop(guard);
+                        }
+                    }));
+                }
+                let backend = coordinator.backend().clone();
+                let id = doomed.id();
+                enders.push(tokio::spawn(async move {
+                    backend.revoke_session(id).await.unwrap();
+                }));
+                for ender in enders {
+                    ender.await.unwrap();
+                }
+                until_gauge(&snapshotter, HOLDS, &lock, 0.0).await;
+                assert!(kept.iter().all(|guard| guard.is_lost()));
+                drop(kept);
+                tokio::task::yield_now().await;
+                assert_eq!(snapshotter.get(HOLDS, &lock), 0.0);
+            });
     });
 }
 
