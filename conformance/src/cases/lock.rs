@@ -209,7 +209,7 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "lock_revoke_request",
         group: Group::Lock,
-        guarantee: "a release request: the holder sees it within the poll bound, releases, and \
+        guarantee: "a release request: the holder sees it within one poll interval, releases, and \
                     the waiter is granted with a higher token",
         // The specific need first: the matrix notes name the first need's flag.
         needs: &[Need::ReleaseRequest, Need::Lock],

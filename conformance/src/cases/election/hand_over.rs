@@ -358,7 +358,7 @@ pub(in crate::cases) async fn to_named(h: Harness) -> Check {
 }
 
 /// `election_prefer_request`: a candidate asks to be preferred; the leader sees the
-/// request (naming it, for its term) within the poll bound, and handing over to it
+/// request (naming it, for its term) within one poll interval, and handing over to it
 /// elects it ahead of the candidate in front of it.
 pub(in crate::cases) async fn prefer(h: Harness) -> Check {
     let setup = Setup::new(&h);
