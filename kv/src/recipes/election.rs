@@ -170,7 +170,7 @@ impl Election for KvElection {
         };
         let term = proclaim.term;
         // Errors (and a lost session) leave `cleanup` armed: the candidacy is withdrawn.
-        if !wait_turn(kv, &self.prefix, &self.key, term, Some(lost)).await? {
+        if !wait_turn(kv, &self.prefix, &self.key, term, None, Some(lost)).await? {
             cleanup.disarm();
             return Err(Error::SessionLost);
         }
@@ -181,6 +181,7 @@ impl Election for KvElection {
             create_revision: term,
             session: self.session.clone(),
             lease: self.lease,
+            _mark: None,
         };
         let token = FencingToken(u64::try_from(term).unwrap_or_default());
         let resign = held.release_fn(|| Error::NotLeader);

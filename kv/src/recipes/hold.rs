@@ -18,6 +18,7 @@ use distsync_core::session::{KeepAlive, Session};
 use distsync_core::token::FencingToken;
 
 use super::guarded::KvGuardedWrite;
+use super::heads::HeadMark;
 use super::key::{delete_if_created_at, KeySpace};
 use super::wait::{read, until_lost, wait_delete};
 use distsync_core::raw::RetryPolicy;
@@ -270,6 +271,9 @@ pub(crate) struct HeldKey {
     pub(crate) session: Session,
     /// The session's lease.
     pub(crate) lease: LeaseId,
+    /// The hold's mark as a head of its line (locks): never read, only kept (by the
+    /// release step's and the loss watch's copies) until the hold is let go.
+    pub(crate) _mark: Option<Arc<HeadMark>>,
 }
 
 impl HeldKey {

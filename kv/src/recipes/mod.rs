@@ -89,6 +89,7 @@ mod export;
 #[cfg(test)]
 mod go_layout;
 mod guarded;
+mod heads;
 mod hold;
 #[cfg(test)]
 mod injective;
@@ -145,6 +146,8 @@ pub struct KvBackend<K: Kv> {
     kv: Arc<K>,
     space: KeySpace,
     capabilities: Capabilities,
+    /// The lock keys of this backend known to have headed their line.
+    heads: Arc<heads::Heads>,
 }
 
 impl<K: Kv> std::fmt::Debug for KvBackend<K> {
@@ -174,6 +177,7 @@ impl<K: Kv> KvBackend<K> {
             kv,
             space: KeySpace::new(namespace, KeyLayout::default()),
             capabilities,
+            heads: Arc::default(),
         }
     }
 
@@ -313,6 +317,7 @@ impl<K: Kv> Backend for KvBackend<K> {
             name,
             session.clone(),
             lease,
+            Arc::clone(&self.heads),
         )))
     }
 

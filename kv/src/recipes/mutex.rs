@@ -1,10 +1,11 @@
 //! The mutex, as etcd's Go `concurrency.Mutex`.
 //!
 //! Layout: each contender puts `<ns><name>/<lease id in lowercase hex>` (empty value,
-//! attached to its session's lease) in one transaction that also reads the
-//! first-created key under `<ns><name>/`; the contender whose key has the lowest create
-//! revision holds the lock. A waiter watches only the key created just before its own
-//! (no thundering herd), so waiters are granted in arrival order. This is the layout of
+//! attached to its session's lease) in one transaction that also counts the keys
+//! under `<ns><name>/`; the contender whose key has the lowest create revision holds
+//! the lock (a new key is the newest, so it holds when it is alone). A waiter watches
+//! only the key created just before its own (no thundering herd), so waiters are
+//! granted in arrival order. This is the layout of
 //! `etcdctl lock <name>`, so Go programs and distsync exclude each other on one etcd.
 //! The fencing token is the own key's create revision.
 
@@ -21,6 +22,7 @@ use distsync_core::lock::Locker;
 use distsync_core::name::Name;
 use distsync_core::session::Session;
 
+use super::heads::Heads;
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at, KeySpace};
 use super::wait::wait_turn;
@@ -34,16 +36,19 @@ pub(crate) struct KvMutex {
     prefix: String,
     key: String,
     space: KeySpace,
+    heads: Arc<Heads>,
 }
 
 impl KvMutex {
-    /// The mutex `name` under `namespace`, held through `session` (lease `lease`).
+    /// The mutex `name` under `namespace`, held through `session` (lease `lease`);
+    /// `heads` is the backend's record of the lock keys that headed their line.
     pub(crate) fn new(
         kv: Arc<dyn Kv>,
         space: &KeySpace,
         name: Name,
         session: Session,
         lease: LeaseId,
+        heads: Arc<Heads>,
     ) -> Self {
         let prefix = format!("{}{name}/", space.namespace());
         let key = format!("{prefix}{}", lease_hex(lease));
@@ -55,6 +60,7 @@ impl KvMutex {
             prefix,
             key,
             space: space.clone(),
+            heads,
         }
     }
 
@@ -72,6 +78,13 @@ impl KvMutex {
             self.lease,
             Some(gate),
         );
+        // A new key is the line's newest, so it heads the line exactly when it is the
+        // only key: an unsorted read of one key counts them, where Go's read of the
+        // first-created key makes etcd read and sort the whole line inside the write.
+        let others = Range {
+            limit: Some(1),
+            ..Range::prefix(&self.prefix)
+        };
         let owner = Range::prefix(&self.prefix).first_create();
         let txn = Txn::when(vec![Compare::create_revision(
             &self.key,
@@ -80,7 +93,7 @@ impl KvMutex {
         )])
         .and_then(vec![
             TxnOp::put(&self.key, Bytes::new(), self.lease),
-            TxnOp::Range(owner.clone()),
+            TxnOp::Range(others),
         ])
         .or_else(vec![
             TxnOp::Range(Range::key(&self.key)),
@@ -103,10 +116,14 @@ impl KvMutex {
             }
         };
         cleanup.created_at(my_revision);
-        let owner = range_at(kv, &response, 1)?;
-        let owns = match owner.kvs.first() {
-            Some(first) => first.create_revision == my_revision,
-            None => true,
+        let line = range_at(kv, &response, 1)?;
+        let owns = if response.succeeded {
+            line.count <= 1
+        } else {
+            match line.kvs.first() {
+                Some(first) => first.create_revision == my_revision,
+                None => true,
+            }
         };
         if !owns {
             if !wait {
@@ -114,7 +131,8 @@ impl KvMutex {
                 return Ok(None);
             }
             // Errors (and a lost session) leave `cleanup` armed: the key is removed.
-            if !wait_turn(kv, &self.prefix, &self.key, my_revision, Some(lost)).await? {
+            let heads = Some(&self.heads);
+            if !wait_turn(kv, &self.prefix, &self.key, my_revision, heads, Some(lost)).await? {
                 cleanup.disarm();
                 return Err(Error::SessionLost);
             }
@@ -126,6 +144,11 @@ impl KvMutex {
             create_revision: my_revision,
             session: self.session.clone(),
             lease: self.lease,
+            _mark: Some(Arc::new(self.heads.granted(
+                &self.prefix,
+                &self.key,
+                my_revision,
+            ))),
         };
         Ok(Some(held.lazy_lock_guard(gate, &self.space)))
     }
@@ -166,9 +189,19 @@ impl Locker for KvMutex {
 
 #[cfg(test)]
 mod tests {
-    use crate::kv::{Kv, Range, Txn, TxnOp};
-    use crate::recipes::testing::{backend, name, session, sessions, settle, within};
+    use std::time::Duration;
+
+    use futures::stream::BoxStream;
+
+    use crate::kv::{
+        Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnOp, TxnResponse, WatchResponse,
+    };
+    use crate::memory::{capabilities, MemoryKv};
+    use crate::recipes::testing::{backend, name, session, session_of, sessions, settle, within};
+    use crate::recipes::KvBackend;
     use distsync_core::backend::Backend;
+    use distsync_core::error::Result;
+    use distsync_core::session::KeepAlive;
 
     #[tokio::test]
     async fn key_is_gos_and_token_is_its_create_revision() {
@@ -348,6 +381,150 @@ mod tests {
             held.unlock().await,
             Err(distsync_core::Error::SessionLost)
         ));
+    }
+
+    /// The memory store, recording every range read it serves.
+    #[derive(Default)]
+    struct Recording {
+        store: MemoryKv,
+        ranges: std::sync::Mutex<Vec<Range>>,
+    }
+
+    impl Recording {
+        fn take(&self) -> Vec<Range> {
+            std::mem::take(&mut *self.ranges.lock().unwrap())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Kv for Recording {
+        fn backend(&self) -> &'static str {
+            self.store.backend()
+        }
+        async fn range(&self, range: Range) -> Result<RangeResponse> {
+            self.ranges.lock().unwrap().push(range.clone());
+            self.store.range(range).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+            self.store.txn(txn).await
+        }
+        async fn watch(
+            &self,
+            key: &str,
+            prefix: bool,
+            start_revision: Revision,
+        ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+            self.store.watch(key, prefix, start_revision).await
+        }
+        async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+            self.store.lease_grant(ttl).await
+        }
+        async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+            self.store.lease_keep_alive(lease).await
+        }
+        async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+            self.store.lease_revoke(lease).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_behind_a_released_holder_reads_only_its_own_key() {
+        let backend = KvBackend::with_kv(Recording::default(), "", capabilities());
+        let (s1, s2, s3) = (
+            session_of(&backend).await,
+            session_of(&backend).await,
+            session_of(&backend).await,
+        );
+        let first = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let m2 = backend.locker(&s2, name("l")).unwrap();
+        let m3 = backend.locker(&s3, name("l")).unwrap();
+        let second = tokio::spawn(async move { m2.lock().await });
+        settle().await;
+        let third = tokio::spawn(async move { m3.lock().await });
+        settle().await;
+        assert!(!second.is_finished() && !third.is_finished());
+
+        backend.kv().take();
+        first.unlock().await.unwrap();
+        let second = within(second).await.unwrap().unwrap();
+        settle().await;
+        assert!(
+            !third.is_finished(),
+            "the third waiter must wait for the second"
+        );
+        // The second waiter's predecessor held the lock: the line is not read again,
+        // only the waiter's own key; the third waiter reads nothing.
+        assert_eq!(backend.kv().take(), vec![Range::key(second.key())]);
+
+        let second_token = second.token();
+        second.unlock().await.unwrap();
+        let third = within(third).await.unwrap().unwrap();
+        assert!(third.token() > second_token);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_behind_one_that_left_waits_for_the_holder() {
+        let backend = backend();
+        let [s1, s2, s3] = sessions(&backend).await;
+        let held = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let m2 = backend.locker(&s2, name("l")).unwrap();
+        let m3 = backend.locker(&s3, name("l")).unwrap();
+        let second = tokio::spawn(async move { m2.lock().await });
+        settle().await;
+        let third = tokio::spawn(async move { m3.lock().await });
+        settle().await;
+        // The third waiter's predecessor leaves without having held: the holder
+        // before it still holds.
+        second.abort();
+        settle().await;
+        assert!(!third.is_finished(), "granted while the lock was held");
+        assert_eq!(
+            backend.kv().range(Range::prefix("l/")).await.unwrap().count,
+            2
+        );
+        let held_token = held.token();
+        held.unlock().await.unwrap();
+        let third = within(third).await.unwrap().unwrap();
+        assert!(third.token() > held_token);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_behind_the_holder_of_a_sub_name_waits_for_its_own_holder() {
+        let backend = backend();
+        let [s1, s2, s3] = sessions(&backend).await;
+        let outer = backend
+            .locker(&s1, name("a"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        // `a/b` heads its own line, but its key also lies in `a`'s line, behind `outer`.
+        let inner = backend
+            .locker(&s2, name("a/b"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let m3 = backend.locker(&s3, name("a")).unwrap();
+        let waiter = tokio::spawn(async move { m3.lock().await });
+        settle().await;
+        inner.unlock().await.unwrap();
+        settle().await;
+        assert!(!waiter.is_finished(), "granted `a` while `a` was held");
+        let outer_token = outer.token();
+        outer.unlock().await.unwrap();
+        let next = within(waiter).await.unwrap().unwrap();
+        assert!(next.token() > outer_token);
     }
 
     #[tokio::test]

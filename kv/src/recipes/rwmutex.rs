@@ -148,6 +148,7 @@ impl KvRwMutex {
             create_revision: held.revision,
             session: self.session.clone(),
             lease: self.lease,
+            _mark: None,
         }
     }
 

@@ -177,6 +177,7 @@ impl KvSemaphore {
             create_revision: my_revision,
             session: self.session.clone(),
             lease: self.lease,
+            _mark: None,
         };
         Ok(Some(permit(held.lazy_lock_guard(gate, &self.space))))
     }

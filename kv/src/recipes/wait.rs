@@ -16,6 +16,7 @@
 //! a leader change or an outage.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,8 @@ use crate::kv::{
 };
 use distsync_core::error::{Error, Result};
 use distsync_core::raw::RetryPolicy;
+
+use super::heads::{Heads, Interest};
 
 /// Runs `operation` (a read or a watch creation: idempotent) for a waiter, riding out
 /// transient errors as core's policy says of waits ([`RetryPolicy::wait`]) until it
@@ -148,12 +151,15 @@ pub(crate) async fn wait_delete(
 /// Each look is one read: the two keys created last up to `create_revision`, newest
 /// first, which are `key` itself and its predecessor, if any. So a waiter woken by its
 /// predecessor's deletion holds after that one read, where `waitDeletes` and the check
-/// took two.
+/// took two. That read costs the store in proportion to the line (etcd reads every key
+/// of a range it sorts); with `heads`, a predecessor known to have headed the line
+/// (see [`Heads`]) is followed by a read of `key` alone.
 pub(crate) async fn wait_turn(
     kv: &dyn Kv,
     prefix: &str,
     key: &str,
     create_revision: Revision,
+    heads: Option<&Arc<Heads>>,
     lost: Option<&CancellationToken>,
 ) -> Result<bool> {
     loop {
@@ -169,6 +175,7 @@ pub(crate) async fn wait_turn(
         let Some(before) = newest.next() else {
             return Ok(true);
         };
+        let interest = heads.map(|heads| heads.watch(prefix, &before.key, before.create_revision));
         wait_delete(
             kv,
             &before.key,
@@ -177,5 +184,14 @@ pub(crate) async fn wait_turn(
             lost,
         )
         .await?;
+        if interest.as_ref().is_some_and(Interest::headed) {
+            // No key older than a head comes back, and the read above found none
+            // between it and `key`: the turn is `key`'s if `key` is still there.
+            let own = read(kv, Range::key(key), lost).await?;
+            return Ok(own
+                .kvs
+                .first()
+                .is_some_and(|own| own.create_revision == create_revision));
+        }
     }
 }
