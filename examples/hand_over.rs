@@ -66,7 +66,10 @@ async fn hand_over(coordinator: &Coordinator, election: &str) -> Result<()> {
     let request = tokio::time::timeout(BOUND, leader.preference_requested())
         .await
         .map_err(|_| distsync::Error::Timeout(BOUND))??;
-    println!("node-1 sees a request to prefer session {}", request.candidate);
+    println!(
+        "node-1 sees a request to prefer session {}",
+        request.candidate
+    );
 
     let from = leader.term();
     let handed = leader
