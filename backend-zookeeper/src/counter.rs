@@ -56,9 +56,11 @@ async fn read(shared: &Shared, client: &zk::Client, path: &str) -> Result<Option
     }
 }
 
-/// Writes `text` to `path` if it is still at `version` (`None`: still missing).
-/// `Ok(false)` when it changed meanwhile (nothing written).
-async fn swap(
+/// Writes `text` to `path` if it is still at `version` (`None`: still missing, created
+/// with its parents). `Ok(false)` when it changed meanwhile (nothing written). The
+/// compare-and-swap of every node that holds a value read and rewritten (counters, rate
+/// limiters).
+pub(crate) async fn swap(
     shared: &Shared,
     client: &zk::Client,
     path: &str,

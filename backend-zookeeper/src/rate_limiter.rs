@@ -76,7 +76,8 @@ use distsync_core::rate_limiter::{gcra, Admission, Rate, RateLimiter};
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
-use crate::direct::{bounded, parents, persistent, Direct};
+use crate::counter::swap;
+use crate::direct::{bounded, Direct};
 use crate::error::map;
 use crate::keys::{self, Kind};
 use crate::queue::nodes::server_now;
@@ -194,30 +195,14 @@ impl ZkRateLimiter {
         version: Option<i32>,
         stored: &Stored,
     ) -> Result<bool> {
-        let shared = &self.direct.shared;
-        let text = stored.render();
-        let outcome = match version {
-            Some(version) => bounded(
-                shared,
-                client.set_data(&self.path, text.as_bytes(), Some(version)),
-            )
-            .await?
-            .map(drop),
-            None => {
-                parents(shared, client, &self.path).await?;
-                bounded(
-                    shared,
-                    client.create(&self.path, text.as_bytes(), &persistent()),
-                )
-                .await?
-                .map(drop)
-            }
-        };
-        match outcome {
-            Ok(()) => Ok(true),
-            Err(zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode) => Ok(false),
-            Err(error) => Err(map(error)),
-        }
+        swap(
+            &self.direct.shared,
+            client,
+            &self.path,
+            version,
+            &stored.render(),
+        )
+        .await
     }
 }
 

@@ -93,11 +93,16 @@ async fn ask(limiter: Arc<dyn RateLimiter>, until: Instant, tolerant: bool) -> C
                 tally.granted += 1;
                 tally.answered += 1;
             }
-            // Asking again at once is the contention the case wants; a short pause
-            // keeps a denied client from spinning on a fast store.
-            Ok(Ok(_)) => {
+            // A denied client asks again when its answer says the next permit falls due
+            // (at most one interval later), as `acquire` does: every client wakes for the
+            // same permit, which is the contention the case wants, and a store whose
+            // decision is a durable write (ZooKeeper's clock) is not flooded with writes
+            // that only answer "not yet".
+            Ok(Ok(admission)) => {
                 tally.answered += 1;
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                let due = admission.retry_after().unwrap_or(Duration::ZERO);
+                let interval = rate().emission_interval();
+                tokio::time::sleep(due.clamp(Duration::from_millis(1), interval)).await;
             }
             Ok(Err(_)) | Err(_) if tolerant => {
                 tally.failed += 1;
