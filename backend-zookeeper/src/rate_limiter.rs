@@ -53,6 +53,14 @@
 //! on first use and replaced when it ends: a limiter keeps nothing ephemeral, so the
 //! session is only a connection, and a handle made per request costs none.
 //!
+//! # Cost
+//!
+//! Every request is at least one durable write (the clock), a denial included: a
+//! client that asks again at once after "not yet" fills the ensemble's write pipeline
+//! with answers of "not yet", enough from a few clients to delay other sessions' pings
+//! past their timeouts. Callers wait for the answer's `retry_after`, as
+//! [`RateLimiter::acquire`] does.
+//!
 //! # Lost replies
 //!
 //! A grant whose reply is lost (a timeout, a dropped connection) may have been
