@@ -35,6 +35,8 @@ cd "$ROOT"
 
 if [[ ${DISTSYNC_BENCH_SHARED:-0} != 1 ]]; then
     export DISTSYNC_PORT_BASE=${DISTSYNC_PORT_BASE:-24100}
+    # ZooKeeper at its production setting: the log fsynced before a write is answered.
+    export DISTSYNC_ZOOKEEPER_FORCE_SYNC=yes
 fi
 
 if ! scripts/servers.sh status >/dev/null 2>&1 && [[ ${DISTSYNC_BENCH_KEEP_SERVERS:-0} != 1 ]]; then

@@ -612,8 +612,14 @@ zookeeper_classpath() {
 # granted as asked, never rounded up. maxClientCnxns=0: every test client connects from
 # 127.0.0.1, and each distsync session is a connection of its own, so ZooKeeper's
 # default of 60 connections per address refuses clients once tests run side by side.
+# forceSync=no (unless DISTSYNC_ZOOKEEPER_FORCE_SYNC says yes, as scripts/bench.sh does):
+# the transaction log is written but not fsynced before a write is answered, as the test
+# PostgreSQL runs without fsync. Tests measure behaviour, and on a small machine whose
+# suite opens hundreds of sessions at once (each a logged transaction) the fsyncs queue
+# up past the suite's short session timeouts; benchmarks measure the durable setting.
 zk_common_cfg() {
     cat <<EOF
+forceSync=${DISTSYNC_ZOOKEEPER_FORCE_SYNC:-no}
 tickTime=500
 minSessionTimeout=1000
 maxSessionTimeout=120000
