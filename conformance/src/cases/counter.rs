@@ -411,8 +411,9 @@ async fn changed_across_partition(h: Harness) -> Check {
             .bounded("adding while the waiter is cut off")
             .await?;
         // Long enough for the waiter's requests to time out (REQUEST_TIMEOUT) and its
-        // notification channel to miss the write.
-        tokio::time::sleep(REQUEST_TIMEOUT * 3).await;
+        // notification channel to miss the write, and shorter than a session, so that
+        // the cut tests a missed notification rather than a session's end.
+        tokio::time::sleep(REQUEST_TIMEOUT + REQUEST_TIMEOUT / 2).await;
         ensure!(
             !waiting.is_finished(),
             "round {round}: the waiter returned while cut off from the store ({mode:?})"
