@@ -11,6 +11,12 @@
 //! - PostgreSQL: `pg_stat_activity` rows of the database, the meter's own left out;
 //!   `xact_commit + xact_rollback` of the database in `pg_stat_database` (one per
 //!   statement; the meter's own reads left out);
+//! - ZooKeeper: connections are this process's established TCP connections to the
+//!   servers' ports, as for etcd (a ZooKeeper session is a connection of its own, so
+//!   this counts sessions too); keepalives are `zk_packets_received` of the first
+//!   server's `mntr` four-letter word (every request and ping it received; with
+//!   nothing else running, a session's pings). Not read over TLS, whose port speaks
+//!   no four-letter words;
 //! - memory: nothing to count.
 //!
 //! The store-side counters count every client of the server: run the case against
@@ -18,7 +24,12 @@
 //! publishes its statistics up to a second late, which shifts a window's count in
 //! time but does not shorten it.
 
-#[cfg(any(feature = "etcd", feature = "redis", feature = "postgres"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "redis",
+    feature = "postgres",
+    feature = "zookeeper"
+))]
 use crate::target::BackendKind;
 use crate::target::Target;
 use crate::Result;
@@ -41,6 +52,14 @@ pub(super) enum Meter {
     /// PostgreSQL.
     #[cfg(feature = "postgres")]
     Postgres(Probe),
+    /// ZooKeeper.
+    #[cfg(feature = "zookeeper")]
+    Zookeeper {
+        /// `host:port` of the first server, asked `mntr`; `None` over TLS.
+        mntr: Option<String>,
+        /// The servers' ports.
+        ports: Vec<u16>,
+    },
 }
 
 impl Meter {
@@ -70,6 +89,11 @@ impl Meter {
             }
             #[cfg(feature = "postgres")]
             BackendKind::Postgres => Ok(Self::Postgres(Probe::connect(&target.url).await?)),
+            #[cfg(feature = "zookeeper")]
+            BackendKind::Zookeeper => Ok(Self::Zookeeper {
+                mntr: zookeeper_first_host(&target.url),
+                ports: super::procfs::url_ports(&target.url, 2181),
+            }),
             _ => Ok(Self::None),
         }
     }
@@ -80,6 +104,8 @@ impl Meter {
             Self::None => Ok(None),
             #[cfg(feature = "etcd")]
             Self::Etcd { ports, .. } => Ok(super::procfs::tcp_connections_to(ports)),
+            #[cfg(feature = "zookeeper")]
+            Self::Zookeeper { ports, .. } => Ok(super::procfs::tcp_connections_to(ports)),
             #[cfg(feature = "redis")]
             Self::Redis(conn) => {
                 let info: String = redis::cmd("INFO").arg("clients").query_async(conn).await?;
@@ -143,6 +169,11 @@ impl Meter {
             }
             #[cfg(feature = "postgres")]
             Self::Postgres(probe) => Ok(Some(probe.transactions().await?)),
+            #[cfg(feature = "zookeeper")]
+            Self::Zookeeper { mntr, .. } => match mntr {
+                Some(host) => Ok(Some(zookeeper_packets(host).await?)),
+                None => Ok(None),
+            },
         }
     }
 }
@@ -177,24 +208,8 @@ fn prometheus_sum(text: &str, metric: &str, selector: &str) -> Option<f64> {
 /// etcd's count of LeaseKeepAlive messages received, from `http://<host>/metrics`.
 #[cfg(feature = "etcd")]
 async fn etcd_keepalives(host: &str) -> Result<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let read = async {
-        let mut stream = tokio::net::TcpStream::connect(host).await?;
-        stream
-            .write_all(
-                format!("GET /metrics HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), read)
-        .await
-        .map_err(|_| "etcd /metrics did not answer within 10 s")??;
-    let text = String::from_utf8_lossy(&answer);
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let text = ask(host, request.as_bytes()).await?;
     let value = prometheus_sum(
         &text,
         "grpc_server_msg_received_total",
@@ -202,6 +217,57 @@ async fn etcd_keepalives(host: &str) -> Result<u64> {
     )
     .ok_or("no LeaseKeepAlive counter in etcd /metrics")?;
     Ok(value as u64)
+}
+
+/// Sends a plain-text request to `host` and reads the answer to its end, within 10 s.
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+async fn ask(host: &str, request: &[u8]) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let read = async {
+        let mut stream = tokio::net::TcpStream::connect(host).await?;
+        stream.write_all(request).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .map_err(|_| format!("{host} did not answer within 10 s"))??;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// `host:port` of a ZooKeeper URL's first server; `None` over TLS (no four-letter
+/// words there).
+#[cfg(feature = "zookeeper")]
+fn zookeeper_first_host(url: &str) -> Option<String> {
+    if url.starts_with("zks://") {
+        return None;
+    }
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let hosts = rest.split(['/', '?']).next().unwrap_or("");
+    let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, hosts)| hosts);
+    let first = hosts.split(',').next().filter(|host| !host.is_empty())?;
+    let has_port = first
+        .rsplit_once(']')
+        .map_or(first, |(_, rest)| rest)
+        .contains(':');
+    Some(if has_port {
+        first.to_owned()
+    } else {
+        format!("{first}:2181")
+    })
+}
+
+/// ZooKeeper's count of packets received, from its `mntr` four-letter word.
+#[cfg(feature = "zookeeper")]
+async fn zookeeper_packets(host: &str) -> Result<u64> {
+    let text = ask(host, b"mntr").await?;
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix("zk_packets_received"))
+        .ok_or("no zk_packets_received in ZooKeeper's mntr (is mntr whitelisted?)")?;
+    Ok(value.trim().parse()?)
 }
 
 /// The PostgreSQL probe: a connection of its own that reads the database's statistics,
