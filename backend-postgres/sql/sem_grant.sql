@@ -14,10 +14,10 @@
 -- the election to the next live candidate in one commit: a reader sees the old leader
 -- or the new one, never neither and never both. Entries whose session has expired are
 -- passed over (the lease gate): they are not live, so they neither count nor get
--- elected. The log is trimmed to the count in the setting distsync.log_keep, which the
--- releasing client sets in its statement (crate::waiter_line::Entry::leave); a release
--- without it (a session's end, an older client) leaves the trim to the next grant,
--- proclaim or sweep.
+-- elected. The log is trimmed to the count in the setting distsync.log_keep, which a
+-- client releasing a candidacy sets in its statement (crate::waiter_line::Entry::leave);
+-- a release without it (a session's end, an older client) leaves the trim to the next
+-- grant, proclaim or sweep.
 --
 -- The wake-up of a granted entry carries its token ('m:<session>.<entry>:<token>'), so
 -- that the waiter needs no read to learn it, when the entry's client reads such

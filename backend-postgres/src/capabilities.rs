@@ -60,8 +60,10 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   term, leader row and log entry), so `leader()`, `observe()` and the status report
 ///   see the old leader or the new one, never neither (see `waiter_line`). The close of
 ///   a leader's session does the same unless a join or grant of the election holds its
-///   row lock at that instant (then the woken candidate elects itself a moment later),
-///   and so does a schema the client could not upgrade (see `schema`);
+///   row lock at that instant (then the woken candidate elects itself a moment later).
+///   A [`PostgresBackend`](crate::PostgresBackend) whose schema keeps a `sem_grant` that
+///   does not elect (made by an earlier client, and the role may not replace it) declares
+///   it false (checked at connect): there the woken candidate elects itself;
 /// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s;
 /// - `survives_failover`: false here; a [`PostgresBackend`](crate::PostgresBackend) connected to a primary whose
 ///   `synchronous_standby_names` is set declares it true (checked at connect): every
@@ -92,6 +94,7 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         // that never knew it waits out the lock-delay only under a bound (the matrix
         // rows `server_wipe_one_holder` and `server_wipe_one_holder_bounded`).
         .with_exclusive_across_restart(max_session_ttl.is_some())
-        // A resignation elects the next candidate in its own transaction.
+        // A resignation elects the next candidate in its own transaction (a connected
+        // backend declares it only where its schema's `sem_grant` does so).
         .with_gapless_hand_over(true)
 }

@@ -101,14 +101,26 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
     template.replace("{s}", quoted_schema)
 }
 
+/// What a client found in its schema once [`ensure`] returned.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ensured {
+    /// The schema's OID (its notification channel is `distsync_<oid>`).
+    pub(crate) oid: u32,
+    /// Whether the schema's `sem_grant` elects the next candidate in the release's
+    /// transaction (its marker `grant_elects()` is there): what the connected backend's
+    /// `Capabilities::gapless_hand_over` declares.
+    pub(crate) grant_elects: bool,
+}
+
 /// Checks the schema's layout marker, creating the schema's objects if it has none, and
-/// returns the schema's OID.
+/// returns the schema's OID and whether its releases elect candidates.
 ///
 /// A schema of this layout whose `sem_grant` predates tokens in wake-ups or elections
 /// granted by a release (it lacks `wake_carries_token()` or `grant_elects()`) gets the
 /// current `sem_grant` ([`install_added`]); a role that may not create it uses the
 /// schema as it is, its waiters reading their tokens and its candidates electing
-/// themselves when woken (a reader may then see no leader during a hand-over).
+/// themselves when woken (a reader may then see no leader during a hand-over, so
+/// [`Ensured::grant_elects`] is false).
 ///
 /// # Errors
 /// [`Error::IncompatibleLayout`] for a schema of a newer layout, [`Error::Unsupported`]
@@ -116,56 +128,70 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
 ///
 /// # Cancel safety
 /// Cancel-safe: the objects are created in one transaction, rolled back if dropped.
-pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
+pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<Ensured> {
     let quoted = quote(schema);
     let found = {
         let mut conn = pool.acquire().await.map_err(map)?;
         layout_version(&mut conn, &quoted).await?
     };
-    match found {
+    let grant_elects = match found {
         Some(found) => {
             accept(schema, found)?;
-            upgrade_sem_grant(pool, &quoted).await?;
+            upgrade_sem_grant(pool, &quoted).await?
         }
-        None => install(pool, schema, &quoted).await?,
-    }
+        None => {
+            install(pool, schema, &quoted).await?;
+            true
+        }
+    };
     let oid: Oid = sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
         .bind(schema)
         .fetch_one(pool)
         .await
         .map_err(map)?;
-    Ok(oid.0)
+    Ok(Ensured {
+        oid: oid.0,
+        grant_elects,
+    })
 }
 
-/// Replaces `sem_grant` in a schema made before its current body (see [`ensure`]).
-/// Idempotent (`CREATE OR REPLACE`), and harmless to older clients sharing the schema:
-/// only this client's entries get the new payload (see
-/// [`crate::waiter_line::TOKEN_WAKE`]), and an older client's candidate woken after
-/// being elected finds its entry granted (`semaphore_check` reads its term).
-async fn upgrade_sem_grant(pool: &PgPool, quoted: &str) -> Result<()> {
-    let current: bool = sqlx::query_scalar(
-        "SELECT to_regprocedure($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL",
-    )
-    .bind(format!("{quoted}.wake_carries_token()"))
-    .bind(format!("{quoted}.grant_elects()"))
-    .fetch_one(pool)
-    .await
-    .map_err(map)?;
-    if current {
-        return Ok(());
+/// Whether the schema's `sem_grant` is the current one: both of its markers are there.
+async fn sem_grant_current(pool: &PgPool, quoted: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT to_regprocedure($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL")
+        .bind(format!("{quoted}.wake_carries_token()"))
+        .bind(format!("{quoted}.grant_elects()"))
+        .fetch_one(pool)
+        .await
+        .map_err(map)
+}
+
+/// Replaces `sem_grant` in a schema made before its current body (see [`ensure`]);
+/// returns whether the schema's `sem_grant` is the current one afterwards. Idempotent
+/// (`CREATE OR REPLACE`), and harmless to older clients sharing the schema: only this
+/// client's entries get the new payload (see [`crate::waiter_line::TOKEN_WAKE`]), and an
+/// older client's candidate woken after being elected finds its entry granted
+/// (`semaphore_check` reads its term).
+async fn upgrade_sem_grant(pool: &PgPool, quoted: &str) -> Result<bool> {
+    if sem_grant_current(pool, quoted).await? {
+        return Ok(true);
     }
     let ddl = render(SEM_GRANT, quoted);
     let what = "the grants whose wake-ups carry the token and which elect candidates";
-    if let Err(error) = install_added(pool, what, &ddl).await {
-        // Only a cost: the old sem_grant's waiters read their token, and its candidates
-        // elect themselves when woken.
-        tracing::warn!(
-            %error,
-            "postgres: could not replace sem_grant; waiters read their tokens and a hand-over \
-             may leave a moment without a leader"
-        );
+    let Err(error) = install_added(pool, what, &ddl).await else {
+        return Ok(true);
+    };
+    // Read again: another client may have replaced it meanwhile.
+    if sem_grant_current(pool, quoted).await? {
+        return Ok(true);
     }
-    Ok(())
+    // Only a cost, and declared: the old sem_grant's waiters read their token, and its
+    // candidates elect themselves when woken.
+    tracing::warn!(
+        %error,
+        "postgres: could not replace sem_grant; waiters read their tokens and a hand-over \
+         may leave a moment without a leader (gapless_hand_over is declared false)"
+    );
+    Ok(false)
 }
 
 /// Whether a client of [`LAYOUT_VERSION`] may use a schema marked `found`.

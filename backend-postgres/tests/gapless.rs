@@ -6,10 +6,15 @@
 //! Each test reads the store right after the release, with nothing else running: a
 //! leader seen then was elected by the release itself, since the woken candidate (if any)
 //! has not run a statement, or (at the SQL level) has no client at all.
+//!
+//! What a connected backend declares (`Capabilities::gapless_hand_over`) is checked on a
+//! private PostgreSQL cluster (`distsync_conformance::faults::private`), whose superuser
+//! creates a role that may not replace the schema's functions.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use distsync_conformance::server_url;
+use distsync_conformance::faults::private;
+use distsync_conformance::{connector, server_url, StoreKind};
 use distsync_core::{Backend, Name, SessionOptions};
 use sqlx::{Executor, PgPool};
 use tokio::time::Instant;
@@ -347,4 +352,97 @@ async fn an_older_schema_is_upgraded_to_elect_in_the_release() {
     );
     drop((before, after));
     private.drop_schema().await;
+}
+
+/// `gapless_hand_over` says what the connected schema gives: a role that may use the
+/// schema's objects but not create functions declares it over a schema whose `sem_grant`
+/// elects, and not over one that keeps an earlier `sem_grant` (which it cannot replace);
+/// the owner's client then upgrades the schema and declares it again, and so does the
+/// restricted role after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn gapless_hand_over_is_declared_only_where_the_schema_elects() {
+    if server_url("DISTSYNC_POSTGRES_URL").is_none() {
+        return;
+    }
+    if let Err(reason) = private::available(StoreKind::Postgres) {
+        panic!("the PostgreSQL test server is set but no private one can be started: {reason}");
+    }
+    let connect = connector(|url| async move { distsync_postgres::backend(&url).await });
+    let server = private::start(StoreKind::Postgres, connect).await.unwrap();
+    let owner = distsync_postgres::backend(server.url()).await.unwrap();
+    assert!(
+        owner.capabilities().gapless_hand_over,
+        "a schema just made does not declare gapless_hand_over"
+    );
+    let quoted = format!("\"{}\"", owner.schema());
+    let as_role = |role: &str| {
+        server
+            .url()
+            .replacen("postgres://distsync@", &format!("postgres://{role}@"), 1)
+    };
+    let admin = PgPool::connect(&as_role("postgres")).await.unwrap();
+    let role = "gapless_restricted";
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT USAGE ON SCHEMA {quoted} TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {quoted} TO {role}"),
+        format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {quoted} TO {role}"),
+    ] {
+        admin.execute(statement.as_str()).await.unwrap();
+    }
+    let restricted = as_role(role);
+    let marked = || async {
+        sqlx::query_scalar::<_, bool>("SELECT to_regprocedure($1) IS NOT NULL")
+            .bind(format!("{quoted}.grant_elects()"))
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+
+    let current = distsync_postgres::backend(&restricted).await.unwrap();
+    assert!(
+        current.capabilities().gapless_hand_over,
+        "the restricted role does not declare gapless_hand_over over a current schema"
+    );
+
+    // The schema as an earlier client made it: sem_grant only wakes candidacies.
+    let owner_pool = PgPool::connect(server.url()).await.unwrap();
+    owner_pool
+        .execute(format!("DROP FUNCTION {quoted}.grant_elects()").as_str())
+        .await
+        .unwrap();
+    let old = include_str!("sem_grant_before_elections.sql").replace("{s}", &quoted);
+    owner_pool.execute(old.as_str()).await.unwrap();
+    let stale = distsync_postgres::backend(&restricted).await.unwrap();
+    assert!(
+        !marked().await,
+        "the restricted role replaced sem_grant (the test's role may create functions)"
+    );
+    assert!(
+        !stale.capabilities().gapless_hand_over,
+        "gapless_hand_over declared over a sem_grant that does not elect"
+    );
+    assert!(
+        current.capabilities().gapless_hand_over,
+        "a backend's capabilities changed after its connect"
+    );
+
+    let upgrading = distsync_postgres::backend(server.url()).await.unwrap();
+    assert!(
+        marked().await,
+        "the owner's client did not replace sem_grant"
+    );
+    assert!(upgrading.capabilities().gapless_hand_over);
+    let after = distsync_postgres::backend(&restricted).await.unwrap();
+    assert!(
+        after.capabilities().gapless_hand_over,
+        "the restricted role does not declare gapless_hand_over once the schema is upgraded"
+    );
+
+    drop((owner, current, stale, upgrading, after));
+    owner_pool.close().await;
+    for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        admin.execute(statement.as_str()).await.unwrap();
+    }
+    admin.close().await;
 }
