@@ -235,6 +235,7 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         .with_break_lock(true)
         .with_hand_over(true)
         .with_gapless_hand_over(true)
+        .with_export(true)
 }
 
 /// Connects to the ZooKeeper servers a `zk://` or `zks://` URL names and returns a

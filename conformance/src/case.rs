@@ -54,6 +54,8 @@ pub enum Group {
     /// Several primitives' clients under a seeded mix of faults, judged from their
     /// recorded history.
     MixedFaults,
+    /// [`distsync_core::migrate::migrate`]: a store's durable state copied into another.
+    Migrate,
 }
 
 impl Group {
@@ -75,6 +77,7 @@ impl Group {
             Self::Counter => "counter",
             Self::Latch => "latch",
             Self::MixedFaults => "mixed_faults",
+            Self::Migrate => "migrate",
         }
     }
 }
@@ -127,6 +130,8 @@ pub enum Need {
     ReleaseRequest,
     /// [`Capabilities::hand_over`].
     HandOver,
+    /// [`Capabilities::export`].
+    Export,
 }
 
 impl Need {
@@ -151,6 +156,7 @@ impl Need {
             Self::QueueAge => capabilities.queue_age,
             Self::ReleaseRequest => capabilities.release_request,
             Self::HandOver => capabilities.hand_over,
+            Self::Export => capabilities.export,
         }
     }
 
@@ -178,6 +184,7 @@ impl Need {
             Self::QueueAge => "queue_age",
             Self::ReleaseRequest => "release_request",
             Self::HandOver => "hand_over",
+            Self::Export => "export",
         }
     }
 }
@@ -266,6 +273,7 @@ impl Case {
                 Hook::ChildHolder
                     | Hook::PausedHolder
                     | Hook::PrivateServer
+                    | Hook::FreshStore
                     | Hook::Cluster
                     | Hook::Partition
             )

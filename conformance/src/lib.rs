@@ -105,8 +105,8 @@ pub use cases::{find, CASES};
 pub use cleanup::{clean_up, Cleanup};
 pub use exit::ExitStatus;
 pub use faults::{
-    connector, Cluster, Connect, ExternalHolder, Faults, HoldKind, HolderSpec, Hook, MemoryFaults,
-    PrivateServer, ServerFaults, StoreFaults, StoreKind,
+    connector, Cluster, Connect, ExternalHolder, Faults, FreshStore, HoldKind, HolderSpec, Hook,
+    MemoryFaults, PrivateServer, ServerFaults, StoreFaults, StoreKind,
 };
 pub use harness::{
     run_namespace, Harness, DEFAULT_NAMESPACE, FAULT_TTL, HOLDER_TTL, MAX_SETTLE, MIN_SETTLE,

@@ -34,7 +34,7 @@ pub struct RunInfo {
 type Flag = (&'static str, fn(&Capabilities) -> bool);
 
 /// The primitives a store may offer, as [`Capabilities`] names them.
-const OFFERS: [Flag; 19] = [
+const OFFERS: [Flag; 20] = [
     ("lock", |c| c.lock),
     ("election", |c| c.election),
     ("rwlock", |c| c.rwlock),
@@ -54,6 +54,7 @@ const OFFERS: [Flag; 19] = [
     ("queue_age", |c| c.queue_age),
     ("release_request", |c| c.release_request),
     ("hand_over", |c| c.hand_over),
+    ("export", |c| c.export),
 ];
 
 /// The guarantees a store may claim, as [`Capabilities`] names them.

@@ -100,6 +100,7 @@ impl FromStr for Profile {
 /// | [`Hook::Failover`] | yes | pauses a replica and kills the primary |
 /// | [`Hook::EvictingServer`] | yes | a server configured to evict keys |
 /// | [`Hook::GoPeer`] | yes | a locally built Go program beside the store |
+/// | [`Hook::FreshStore`] | yes | a private server (or an in-process store) of the case's own |
 /// | [`Hook::KillSession`] | no | ends the run's own session with the store's client tool |
 /// | [`Hook::SessionTakeover`] | no | rewrites the run's own session record |
 /// | [`Hook::ChildHolder`] | no | a holder in a child process of the harness, killed |
@@ -123,7 +124,8 @@ pub fn controls_server(hook: Hook) -> bool {
         | Hook::Cluster
         | Hook::Failover
         | Hook::EvictingServer
-        | Hook::GoPeer => true,
+        | Hook::GoPeer
+        | Hook::FreshStore => true,
     }
 }
 

@@ -130,6 +130,10 @@ pub struct Capabilities {
     /// A hand-over leaves no moment without a leader: the store elects the next
     /// candidate in the step that removes the old leader (see [`crate::hand_over`]).
     pub gapless_hand_over: bool,
+    /// [`Backend::export`](crate::Backend::export): the store's durable state can be read
+    /// out whole, so [`crate::migrate::migrate`] takes it as a source or a destination
+    /// (a destination is exported again to verify the copy).
+    pub export: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,
 }
@@ -171,6 +175,7 @@ impl Capabilities {
             release_request: false,
             hand_over: false,
             gapless_hand_over: false,
+            export: false,
             min_session_ttl: Duration::from_secs(1),
         }
     }
@@ -212,6 +217,7 @@ impl Capabilities {
             release_request: true,
             hand_over: true,
             gapless_hand_over: true,
+            export: true,
             min_session_ttl,
         }
     }
@@ -314,6 +320,7 @@ flag_setters! {
     release_request => with_release_request,
     hand_over => with_hand_over,
     gapless_hand_over => with_gapless_hand_over,
+    export => with_export,
 }
 
 #[cfg(test)]
@@ -359,7 +366,8 @@ mod tests {
             .with_rate_limiter(true)
             .with_release_request(true)
             .with_hand_over(true)
-            .with_gapless_hand_over(true);
+            .with_gapless_hand_over(true)
+            .with_export(true);
         assert_eq!(built, Capabilities::all("test", ttl));
     }
 }

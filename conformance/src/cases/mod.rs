@@ -25,6 +25,7 @@ mod double_barrier;
 mod election;
 mod latch;
 mod lock;
+mod migrate;
 mod mixed_faults;
 mod queue;
 mod rate_limiter;
@@ -70,6 +71,7 @@ const GROUPS: &[(Group, &[Case])] = &[
     (Group::Latch, latch::CASES),
     (Group::RateLimiter, rate_limiter::CASES),
     (Group::MixedFaults, mixed_faults::CASES),
+    (Group::Migrate, migrate::CASES),
 ];
 
 /// How many cases [`GROUPS`] lists.

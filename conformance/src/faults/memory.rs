@@ -22,7 +22,7 @@ use distsync_kv::memory::{self, FaultyKv, MemoryBackend, MemoryKv, Partition, Tx
 use distsync_kv::recipes::KvBackend;
 
 use super::{
-    ExternalHolder, Faults, HoldKind, HolderSpec, Hook, PartitionMode, Partitioned,
+    ExternalHolder, Faults, FreshStore, HoldKind, HolderSpec, Hook, PartitionMode, Partitioned,
     HOLDER_LOCK_DELAY, HOLDER_PERMITS,
 };
 use crate::harness::Harness;
@@ -69,7 +69,11 @@ impl Faults for MemoryFaults {
 
     fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
         match hook {
-            Hook::KillSession | Hook::PausedHolder | Hook::SecondClient | Hook::Partition => Ok(()),
+            Hook::KillSession
+            | Hook::PausedHolder
+            | Hook::SecondClient
+            | Hook::Partition
+            | Hook::FreshStore => Ok(()),
             Hook::ChildHolder => Err(NO_CHILD.to_owned()),
             Hook::AnyExternalHolder => super::any_external_holder(self),
             Hook::PrivateServer => Err(
@@ -151,6 +155,13 @@ impl Faults for MemoryFaults {
             session,
             hold,
         }))
+    }
+
+    /// A new in-process memory store, with hooks of its own.
+    async fn fresh_store(&self, _backend: &dyn Backend) -> Result<FreshStore> {
+        let backend = MemoryBackend::new();
+        let faults = Arc::new(MemoryFaults::new(&backend));
+        Ok(FreshStore::new(Arc::new(backend), faults, None))
     }
 
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {

@@ -89,6 +89,10 @@ pub enum Hook {
     /// [`Faults::go_peer`]: etcd's own Go `concurrency` and `recipes` packages as
     /// clients of the same store.
     GoPeer,
+    /// [`Faults::fresh_store`]: an empty store of the same kind, of the case's own
+    /// (a private server, or a new in-process memory store), for cases that read a
+    /// whole store (a migration's export) and must not see other cases' state.
+    FreshStore,
 }
 
 impl Hook {
@@ -109,6 +113,7 @@ impl Hook {
                 "a holder outside the client (a child process or a frozen lease)"
             }
             Self::GoPeer => "etcd's own Go recipes on the same store",
+            Self::FreshStore => "an empty store of the case's own",
         }
     }
 }
@@ -335,6 +340,59 @@ pub trait Faults: Send + Sync + 'static {
     /// [`Error::Unsupported`] by default: a store Go's packages do not run on.
     async fn go_peer(&self, backend: &dyn Backend) -> Result<GoPeer> {
         Err(unsupported(backend, Hook::GoPeer))
+    }
+
+    /// An empty store of the kind of `backend`, of the caller's own, with hooks of its
+    /// own (a partitioned client of it, at least): see [`FreshStore`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the server's start-up or connection error.
+    async fn fresh_store(&self, backend: &dyn Backend) -> Result<FreshStore> {
+        Err(unsupported(backend, Hook::FreshStore))
+    }
+}
+
+/// An empty store of a case's own (see [`Faults::fresh_store`]): a client of it and the
+/// hooks that reach it. Dropping it stops a private server and removes its data.
+pub struct FreshStore {
+    backend: Arc<dyn Backend>,
+    faults: Arc<dyn Faults>,
+    /// What keeps the store alive: a private server (`None` for an in-process store,
+    /// which lives as long as its clients).
+    _server: Option<Box<dyn PrivateServer>>,
+}
+
+impl fmt::Debug for FreshStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FreshStore")
+            .field("backend", &self.backend.capabilities().backend)
+            .field("faults", &self.faults.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FreshStore {
+    /// A fresh store reached through `backend`, with `faults`, kept alive by `server`.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        faults: Arc<dyn Faults>,
+        server: Option<Box<dyn PrivateServer>>,
+    ) -> Self {
+        Self {
+            backend,
+            faults,
+            _server: server,
+        }
+    }
+
+    /// A client of the store.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The hooks that reach the store (a partitioned client of it).
+    pub fn faults(&self) -> &Arc<dyn Faults> {
+        &self.faults
     }
 }
 

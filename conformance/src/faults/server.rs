@@ -23,8 +23,8 @@ use super::store::{etcd_endpoints, psql, StoreKind};
 use super::tools::{require, run};
 use super::zk_ensemble::{ZkEnsemble, ZOOKEEPER_ENSEMBLE_VAR};
 use super::{
-    hook_error, unsupported, Cluster, Connect, EvictingServer, ExternalHolder, Faults, HolderSpec,
-    Hook, Partitioned, PrivateServer,
+    hook_error, unsupported, Cluster, Connect, EvictingServer, ExternalHolder, Faults, FreshStore,
+    HolderSpec, Hook, Partitioned, PrivateServer,
 };
 use crate::harness::Harness;
 
@@ -230,7 +230,7 @@ impl Faults for ServerFaults {
             Hook::KillSession => self.kill_tool().map(drop),
             Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
             Hook::AnyExternalHolder => super::any_external_holder(self),
-            Hook::PrivateServer => private::available(self.kind),
+            Hook::PrivateServer | Hook::FreshStore => private::available(self.kind),
             Hook::Cluster => {
                 self.cluster_config()?;
                 match self.kind {
@@ -325,6 +325,15 @@ impl Faults for ServerFaults {
         private::available(self.kind)
             .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
         private::start_like(self.kind, Arc::clone(&self.connect), &self.url).await
+    }
+
+    /// A private server (see [`Faults::private_server`]), with its hooks
+    /// ([`ServerFaults::of_private`]).
+    async fn fresh_store(&self, backend: &dyn Backend) -> Result<FreshStore> {
+        let server = self.private_server(backend).await?;
+        let faults = Arc::new(ServerFaults::of_private(&*server, "")?);
+        let client = server.connect().await?;
+        Ok(FreshStore::new(client, faults, Some(server)))
     }
 
     async fn cluster(&self, backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
