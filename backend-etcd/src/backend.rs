@@ -79,6 +79,7 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
     Ok(KvBackend::with_kv(
         EtcdKv::from_client(client)
             .with_retry_budget(budget)
+            .with_keepalive_timeout(config.request_timeout())
             .with_amnesia(config.namespace(), config.max_session_ttl()),
         config.namespace(),
         capabilities_with_bound(config.max_session_ttl()),

@@ -17,8 +17,8 @@ pub const DEFAULT_PORT: u16 = 2379;
 /// may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long one request may wait for its answer (for a watch or keepalive stream: for
-/// the stream to open) by default.
+/// How long one request may wait for its answer (for a watch stream: for the stream to
+/// open; for a lease renewal on the shared keepalive stream: for its answer) by default.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the etcd cluster is, which key namespace to use, and how to connect, as parsed
@@ -46,7 +46,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `cert`, `key` | paths of the PEM client certificate and its key (`etcdctl --cert --key`), both or neither | none |
 /// | `connect_timeout` | how long connecting (TCP, TLS, login, a first read) may take in all | 5 s |
 /// | `layout` | `go`: read-write locks, queues, barriers, double barriers and STM keys in the key layout of etcd's Go `recipes` and `concurrency` packages, shared with Go programs (names ending in a segment Go writes under a name, such as `read` or a 5-, 16- or 19-digit number, are refused; see [`KeyLayout`]); `injective`: distsync's own layout, in which distinct names never meet (locks and elections use Go's layout in both) | `injective` |
-/// | `timeout` | how long one request may wait for its answer (a stream: for it to open); a failing request is retried across members only while less than this (at most 3 s) has passed since its first attempt, so a request into a silent partition fails within about twice it | 10 s |
+/// | `timeout` | how long one request may wait for its answer (a watch stream: for it to open; a lease renewal on the client's shared keepalive stream: for its answer, or the stream is given up); a failing request is retried across members only while less than this (at most 3 s) has passed since its first attempt, so a request into a silent partition fails within about twice it | 10 s |
 ///
 /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
 /// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).

@@ -15,8 +15,10 @@ use futures::StreamExt as _;
 
 use crate::amnesia::{self, Amnesia, Marker, Ticket};
 use crate::error::{classify, is_lease_not_found, protocol, to_error, BACKEND};
+use crate::keepalive::KeepAlives;
 use crate::key_value::key_value;
 use crate::watch::Watches;
+use crate::DEFAULT_REQUEST_TIMEOUT;
 use distsync_core::raw::{Idempotence, RetryPolicy};
 
 /// How long connecting to one member may take before the client tries another.
@@ -40,7 +42,9 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// are not repeated, and fail with [`Error::Connection`]. Retries stop after a few
 /// seconds.
 ///
-/// Every watch of one `EtcdKv` and its clones shares one gRPC watch stream.
+/// Every watch of one `EtcdKv` and its clones shares one gRPC watch stream, and every
+/// lease renewal one gRPC keepalive stream (as Go's `clientv3`); a renewal unanswered
+/// within the request timeout (10 s; the URL's `timeout=`) gives its stream up.
 ///
 /// Every request requires a leader (gRPC metadata `hasleader: true`, as Go's
 /// `clientv3.WithRequireLeader`): a member cut off from the raft leader refuses new
@@ -59,6 +63,7 @@ pub struct EtcdKv {
     client: Client,
     retry: RetryPolicy,
     watches: Arc<Watches>,
+    keepalives: Arc<KeepAlives>,
     amnesia: Arc<Amnesia>,
 }
 
@@ -111,10 +116,18 @@ impl EtcdKv {
     pub fn from_client(client: Client) -> Self {
         Self {
             watches: Arc::new(Watches::new(client.clone())),
+            keepalives: Arc::new(KeepAlives::new(client.clone(), DEFAULT_REQUEST_TIMEOUT)),
             client,
             retry: RetryPolicy::default(),
             amnesia: Arc::new(Amnesia::new(None, None)),
         }
+    }
+
+    /// Bounds how long a lease renewal waits for etcd's answer (the URL's `timeout=`);
+    /// a renewal unanswered by then discards the shared keepalive stream.
+    pub(crate) fn with_keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.keepalives = Arc::new(KeepAlives::new(self.client.clone(), timeout));
+        self
     }
 
     /// Watches for a store that forgets under `namespace` (its epoch marker lives
@@ -632,20 +645,12 @@ impl Kv for EtcdKv {
             self.amnesia.lease_ended(lease);
             return Ok(KeepAlive::Gone);
         }
-        // etcd-client's keeper sends one request per call and its stream must be read
-        // for the answer; opening a fresh keepalive stream per renewal does both (the
-        // stream's first request is the renewal) and always reaches a live member.
+        // On the client's shared keepalive stream (see `keepalive`); a renewal whose
+        // stream broke is retried on a new one.
         let outcome = self
             .retry
             .one_shot("lease keepalive", Idempotence::Idempotent, classify, || {
-                let mut client = self.client.lease_client();
-                async move {
-                    match client.keep_alive(lease).await {
-                        Ok(_) => Ok(KeepAlive::Renewed),
-                        Err(error) if is_lease_not_found(&error) => Ok(KeepAlive::Gone),
-                        Err(error) => Err(error),
-                    }
-                }
+                self.keepalives.renew(lease)
             })
             .await
             .map_err(to_error)?;

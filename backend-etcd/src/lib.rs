@@ -10,8 +10,9 @@
 //! revisioned key-value model [`distsync_kv::kv::Kv`]; this crate provides [`EtcdKv`],
 //! that model on the `etcd-client` crate, and [`EtcdBackend`], the [`Backend`] over it.
 //!
-//! - Sessions are etcd leases, renewed every TTL/3 by core's session loop; a renewal
-//!   that etcd answers with TTL 0 (the lease expired or was revoked) fires `lost()`.
+//! - Sessions are etcd leases, renewed every TTL/3 by core's session loop, every renewal
+//!   of a client on one shared keepalive stream (as Go's `clientv3`); a renewal that
+//!   etcd answers with TTL 0 (the lease expired or was revoked) fires `lost()`.
 //!   etcd grants no lease shorter than its minimum (2 s with default timing), which is
 //!   [`Capabilities::min_session_ttl`].
 //! - Fencing tokens are the create revision of the lock key (of the leader key for an
@@ -70,6 +71,7 @@ mod backend;
 mod config;
 mod driver;
 mod error;
+mod keepalive;
 mod key_value;
 mod kv;
 mod watch;

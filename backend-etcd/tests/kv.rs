@@ -15,7 +15,7 @@ use distsync_kv::kv::{
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use common::{etcd_url, eventually, unique, within};
+use common::{etcd_metric, etcd_url, eventually, unique, within};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -318,18 +318,7 @@ async fn a_watch_from_a_compacted_revision_says_so() {
 
 /// The number of watchers etcd has, from its metrics endpoint.
 async fn watcher_total(endpoint: &str) -> i64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(endpoint).await.unwrap();
-    stream
-        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body.lines()
-        .find_map(|line| line.strip_prefix("etcd_debugging_mvcc_watcher_total "))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .expect("etcd_debugging_mvcc_watcher_total in /metrics") as i64
+    etcd_metric(endpoint, "etcd_debugging_mvcc_watcher_total", &[]).await as i64
 }
 
 #[tokio::test]

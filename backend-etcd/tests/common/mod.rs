@@ -81,3 +81,26 @@ pub(crate) async fn within<T>(limit: Duration, what: &str, future: impl Future<O
         Err(_) => panic!("timed out after {limit:?}: {what}"),
     }
 }
+
+/// The sum of the samples of etcd's metric `name` whose labels contain every one of
+/// `labels` (`key="value"` each), from the `/metrics` of the member at `endpoint`
+/// (`host:port`, plain HTTP on the client port).
+pub(crate) async fn etcd_metric(endpoint: &str, name: &str, labels: &[&str]) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(endpoint).await.unwrap();
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            let matches = (rest.is_empty() || rest.starts_with('{'))
+                && labels.iter().all(|label| rest.contains(label));
+            matches.then(|| value.trim().parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
