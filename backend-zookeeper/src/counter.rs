@@ -16,6 +16,12 @@
 //! counter waiter also reads again every [`CHANGED_SAFETY_NET`] without one. A watch
 //! costs the server a table entry until it fires; one that the session's loss ends
 //! fires with a session event, and the waiter reads again through the new session.
+//!
+//! A counter and a latch keep nothing ephemeral, so the end of their client's
+//! ZooKeeper session (a cut longer than its timeout) is no failure of theirs: a wait
+//! whose read the session's end fails reads again through a new session, as it does
+//! after a transient error, and so does a read (`get`, `count`) once. A write failed
+//! by it is returned, since it may have been applied.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,13 +32,13 @@ use distsync_core::latch::{check_initial_count, CountDownLatch};
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
-use crate::direct::{bounded, parents, persistent, request, Direct};
+use crate::direct::{bounded, parents, persistent, reads_again, request, Direct};
 use crate::error::map;
 use crate::keys::{self, Kind};
 use crate::store::Shared;
 use crate::BACKEND;
 
-/// The pause before a wait reads again after a transient error.
+/// The pause before a wait reads again after a transient error or a session's end.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// A latch node's text, `<initial> <remaining>`, as numbers; `None` when it is not
@@ -154,8 +160,11 @@ impl Counter for ZkCounter {
     }
 
     async fn get(&self) -> Result<i64> {
-        let client = self.direct.client().await?;
-        Ok(self.current(&client).await?.0)
+        let (value, _) = self
+            .direct
+            .read(|client| async move { self.current(&client).await })
+            .await?;
+        Ok(value)
     }
 
     async fn add(&self, delta: i64) -> Result<i64> {
@@ -178,7 +187,8 @@ impl Counter for ZkCounter {
     }
 
     /// Reads the node with a watch set until its value differs from `seen` (see the
-    /// module docs); transient errors and timeouts are waited out.
+    /// module docs); transient errors, timeouts and the end of the client's session
+    /// are waited out.
     ///
     /// Cancel-safety: cancel-safe; it only reads and watches, and a watch left set
     /// fires once in the server and is forgotten.
@@ -187,8 +197,8 @@ impl Counter for ZkCounter {
             match self.changed_once(seen).await {
                 Ok(Some(value)) => return Ok(value),
                 Ok(None) => {}
-                Err(error) if error.is_transient() || error.is_timeout() => {
-                    tracing::debug!(counter = %self.name, %error, "store unavailable; retrying");
+                Err(error) if reads_again(&error) => {
+                    tracing::debug!(counter = %self.name, %error, "counter wait: reading again");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Err(error) => return Err(error),
@@ -303,8 +313,11 @@ impl CountDownLatch for ZkLatch {
     }
 
     async fn count(&self) -> Result<u64> {
-        let client = self.direct.client().await?;
-        Ok(self.current(&client).await?.0)
+        let (remaining, _) = self
+            .direct
+            .read(|client| async move { self.current(&client).await })
+            .await?;
+        Ok(remaining)
     }
 
     async fn count_down(&self) -> Result<u64> {
@@ -322,13 +335,18 @@ impl CountDownLatch for ZkLatch {
         }
     }
 
+    /// Reads the node with a watch set until the count is zero (see the module docs);
+    /// transient errors, timeouts and the end of the client's session are waited out.
+    ///
+    /// Cancel-safety: cancel-safe; it only reads and watches, and a watch left set
+    /// fires once in the server and is forgotten.
     async fn wait(&self) -> Result<()> {
         loop {
             match self.wait_once().await {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
-                Err(error) if error.is_transient() || error.is_timeout() => {
-                    tracing::debug!(latch = %self.name, %error, "latch wait: store unavailable; retrying");
+                Err(error) if reads_again(&error) => {
+                    tracing::debug!(latch = %self.name, %error, "latch wait: reading again");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Err(error) => return Err(error),

@@ -2,9 +2,13 @@
 //! counters, latches, a queue's receipts): connected on first use, kept while it
 //! lives, and replaced once its ZooKeeper session has ended.
 //!
-//! A request in flight when the session ends fails with the store's error and is not
-//! repeated; the STM, counters and latches write nothing ephemeral, and a queue's
-//! receipts say themselves what their session's end means.
+//! A request in flight when the session ends fails with the store's session-expired
+//! error ([`Error::SessionLost`]), and a write is not repeated, since it may have been
+//! applied. The STM, counters and latches write nothing ephemeral, so the end of this
+//! client's session is no failure of theirs, only of the connection it rode on: a
+//! counter's or a latch's read goes again through the next session ([`Direct::read`]),
+//! and so does its wait ([`reads_again`]). A queue's receipts say themselves what their
+//! session's end means.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,6 +57,34 @@ impl Direct {
         *slot = Some(client.clone());
         Ok(client)
     }
+
+    /// Runs `read`, requests that only read, with the client; when the client's session
+    /// ends under it ([`Error::SessionLost`]), runs it once more through a new session. A
+    /// read repeated changes nothing, and nothing it reads belongs to the session.
+    ///
+    /// # Errors
+    /// `read`'s error; [`Error::SessionLost`] when the new session ends under it too.
+    pub(crate) async fn read<T, F, Fut>(&self, mut read: F) -> Result<T>
+    where
+        F: FnMut(zk::Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match read(self.client().await?).await {
+            Err(Error::SessionLost) => {
+                tracing::debug!("zookeeper session ended under a read; reading again");
+                read(self.client().await?).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Whether a wait on a [`Direct`] client reads again after `error` rather than return
+/// it: the store unavailable or slow (transient errors and timeouts), or the client's
+/// session ended ([`Error::SessionLost`]), after which [`Direct::client`] opens a new
+/// one. A wait only reads, so a session's end is no failure of the wait.
+pub(crate) fn reads_again(error: &Error) -> bool {
+    error.is_transient() || error.is_timeout() || matches!(error, Error::SessionLost)
 }
 
 /// Runs one request within the configured request timeout.

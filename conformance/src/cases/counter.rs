@@ -2,7 +2,7 @@
 //! where an unacknowledged add is applied at most once), exactly one of racing
 //! compare-and-sets wins, overflow refused, the value survives a restart, and a
 //! waiter in `changed` sees every write promptly (also after a partition of its own
-//! connection).
+//! connection, and after a cut long enough to end the sessions of its client).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -84,6 +84,16 @@ pub(super) const CASES: &[Case] = &[
         claim: COUNTER,
         hooks: &[Hook::Partition],
         run: |h| boxed(changed_across_partition(h)),
+    },
+    Case {
+        id: "counter_changed_across_session_end",
+        group: Group::Counter,
+        guarantee: "changed(seen) on a client cut off (reset, then silent) for longer than a \
+                    session: a write after the heal wakes it with the new value, no error",
+        needs: &[Need::Counter],
+        claim: COUNTER,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(changed_across_session_end(h)),
     },
     Case {
         id: "counter_survives_restart",
@@ -432,6 +442,67 @@ async fn changed_across_partition(h: Harness) -> Check {
         format!("woke {after_heal:?} ms after the heals"),
         "a waiter cut off (reset, then silenced) while the counter changed returned the new \
          value after each heal",
+    ))
+}
+
+/// How long [`changed_across_session_end`] (and the latch's twin) cuts the waiter off: longer than the
+/// sessions a backend keeps for calls that belong to no distsync session, so that the
+/// cut ends them. ZooKeeper's last 4 s (four times its minimum TTL), and its client ends
+/// one itself 1.4 times that after it last heard from the server, 5.6 s; seven seconds
+/// also outlast [`crate::FAULT_TTL`] three times over.
+pub(super) const SESSION_END_CUT: Duration = Duration::from_secs(7);
+
+/// A client through the proxy waits in `changed`; its connections are cut (reset in the
+/// first round, silenced in the second) for [`SESSION_END_CUT`], during which nothing
+/// changes and the waiter must go on waiting; after the heal another client adds, and
+/// the waiter returns the new value within the safety net plus a prompt margin of that
+/// write. A session that ends under a wait is no failure of the wait: a counter keeps
+/// nothing in it.
+async fn changed_across_session_end(h: Harness) -> Check {
+    let name = h.name("watched").ctx("naming the counter")?;
+    let partition = partitioned_client_with_timeouts(&h, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?;
+    let writer = counter(h.backend(), &name)?;
+    let mut woke_after_write = Vec::new();
+    for (round, mode) in [PartitionMode::Reset, PartitionMode::Silent]
+        .into_iter()
+        .enumerate()
+    {
+        let waiter = counter(&partition.backend(), &name)?;
+        let seen = waiter.get().bounded("reading through the proxy").await?;
+        let mut waiting = Task::spawn(format!("the cut-off waiter of round {round}"), async move {
+            let value = waiter.changed(seen).await.ctx("waiting for a change")?;
+            Ok((value, Instant::now()))
+        });
+        waiting
+            .ensure_blocked(h.settle(), format!("the counter still read {seen}"))
+            .await?;
+        partition.set(mode);
+        tokio::time::sleep(SESSION_END_CUT).await;
+        partition.set(PartitionMode::Forward);
+        if waiting.is_finished() {
+            let (value, _) = waiting.join(PROMPT).await?;
+            return crate::check::violated(format!(
+                "round {round}: changed({seen}) returned {value} while cut off ({mode:?}), \
+                 although nothing was written"
+            ));
+        }
+        let writing = Instant::now();
+        let written = writer.add(1).bounded("adding after the heal").await?;
+        let (value, woke) = waiting.join(CHANGED_SAFETY_NET + PROMPT).await?;
+        ensure!(
+            value == written,
+            "round {round}: after the heal changed({seen}) returned {value}, the counter was \
+             {written}"
+        );
+        woke_after_write.push(woke.saturating_duration_since(writing).as_millis());
+    }
+    Ok(Holds::figure(
+        format!("woke {woke_after_write:?} ms after the writes"),
+        format!(
+            "a waiter cut off for {} s (reset, then silenced) went on waiting and returned \
+             the value written after each heal",
+            SESSION_END_CUT.as_secs()
+        ),
     ))
 }
 

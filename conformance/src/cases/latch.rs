@@ -1,5 +1,6 @@
 //! Count-down latch cases: waiters released only at zero (also a waiter cut off by a
-//! partition meanwhile), racing creators join one latch, another count is refused.
+//! partition meanwhile, and one cut off long enough to end its client's sessions),
+//! racing creators join one latch, another count is refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use distsync_core::{Backend, Capabilities, CountDownLatch, Error, Name};
 use tokio::time::Instant;
 
 use super::boxed;
+use super::counter::SESSION_END_CUT;
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
     ensure, join_all, ms, partitioned_client_with_timeouts, Bounded, Check, Context, Holds, Task,
@@ -48,6 +50,16 @@ pub(super) const CASES: &[Case] = &[
         claim: LATCH,
         hooks: &[Hook::Partition],
         run: |h| boxed(waiter_across_partition(h)),
+    },
+    Case {
+        id: "latch_wait_across_session_end",
+        group: Group::Latch,
+        guarantee: "a waiter cut off (reset, then silent) for longer than a session goes on \
+                    waiting; the last count-down after the heal releases it, no error",
+        needs: &[Need::Latch],
+        claim: LATCH,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(wait_across_session_end(h)),
     },
 ];
 
@@ -198,5 +210,60 @@ async fn waiter_across_partition(h: Harness) -> Check {
             ms(released.saturating_duration_since(healed))
         ),
         "a waiter cut off (reset) across the count reaching zero was released after the heal",
+    ))
+}
+
+/// Rounds of: a waiter through the proxy on a latch of one is cut off (connections
+/// reset in the first round, silenced in the second) for [`SESSION_END_CUT`], during
+/// which the count stays and the waiter must go on waiting; after the heal another
+/// client counts down to zero, and the waiter is released within a prompt margin of
+/// that count-down. A session that ends under a wait is no failure of the wait: a latch
+/// keeps nothing in it.
+async fn wait_across_session_end(h: Harness) -> Check {
+    let partition = partitioned_client_with_timeouts(&h, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?;
+    let mut released_after = Vec::new();
+    for (round, mode) in [PartitionMode::Reset, PartitionMode::Silent]
+        .into_iter()
+        .enumerate()
+    {
+        let name = h.name(&format!("gate-{round}")).ctx("naming the latch")?;
+        let mut cut = waiter(
+            format!("the cut-off waiter of round {round}"),
+            latch(&partition.backend(), &name, 1)?,
+        );
+        cut.ensure_blocked(h.settle(), "the count is 1").await?;
+        partition.set(mode);
+        tokio::time::sleep(SESSION_END_CUT).await;
+        partition.set(PartitionMode::Forward);
+        if cut.is_finished() {
+            cut.join(PROMPT).await?;
+            return crate::check::violated(format!(
+                "round {round}: the cut-off waiter was released while cut off ({mode:?}) at \
+                 count 1"
+            ));
+        }
+        let opened = Instant::now();
+        let counter = latch(h.backend(), &name, 1)?;
+        let left = counter
+            .count_down()
+            .bounded("counting down to zero after the heal")
+            .await?;
+        ensure!(
+            left == 0,
+            "round {round}: the count-down answered {left}, not 0"
+        );
+        let released = cut.join(PROMPT).await?;
+        released_after.push(ms(released.saturating_duration_since(opened)));
+    }
+    Ok(Holds::figure(
+        format!(
+            "released {} after the count-downs",
+            released_after.join(", ")
+        ),
+        format!(
+            "a waiter cut off for {} s (reset, then silenced) went on waiting and was released \
+             by the count-down after each heal",
+            SESSION_END_CUT.as_secs()
+        ),
     ))
 }
