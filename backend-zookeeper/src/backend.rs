@@ -20,10 +20,11 @@ use crate::BACKEND;
 pub struct ZkBackend {
     shared: Arc<Shared>,
     capabilities: Capabilities,
-    /// The one session every rate limiter of this backend decides on, opened on first
-    /// use: a limiter keeps nothing ephemeral, and a handle per request must not cost
-    /// a session each.
-    limiters: Arc<crate::direct::Direct>,
+    /// The one session every STM transaction, rate limiter, counter and latch of this
+    /// backend uses, opened on first use: they keep nothing ephemeral, and a handle made
+    /// per request (or per campaign, for the hand-over and release-request records) must
+    /// not cost a session and a connection each.
+    sessionless: Arc<crate::direct::Direct>,
 }
 
 impl std::fmt::Debug for ZkBackend {
@@ -60,7 +61,7 @@ impl ZkBackend {
             "connected"
         );
         Ok(Self {
-            limiters: Arc::new(crate::direct::Direct::new(&shared)),
+            sessionless: Arc::new(crate::direct::Direct::new(&shared)),
             shared,
             capabilities,
         })
@@ -156,16 +157,21 @@ impl Backend for ZkBackend {
     }
 
     fn stm(&self) -> Result<Stm> {
-        Ok(Stm::new(Arc::new(crate::stm::ZkStm::new(&self.shared))))
+        Ok(Stm::new(Arc::new(crate::stm::ZkStm::new(
+            &self.sessionless,
+        ))))
     }
 
     fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {
-        Ok(Box::new(crate::counter::ZkCounter::new(&self.shared, name)))
+        Ok(Box::new(crate::counter::ZkCounter::new(
+            &self.sessionless,
+            name,
+        )))
     }
 
     fn latch(&self, name: Name, count: u64) -> Result<Box<dyn distsync_core::CountDownLatch>> {
         Ok(Box::new(crate::counter::ZkLatch::new(
-            &self.shared,
+            &self.sessionless,
             name,
             count,
         )))
@@ -179,7 +185,7 @@ impl Backend for ZkBackend {
         rate: distsync_core::rate_limiter::Rate,
     ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
         Ok(Box::new(crate::rate_limiter::ZkRateLimiter::new(
-            &self.limiters,
+            &self.sessionless,
             name,
             rate,
         )))
@@ -232,5 +238,57 @@ impl Backend for ZkBackend {
 
     async fn describe_store(&self) -> Result<Vec<(String, String)>> {
         crate::facts::describe(&self.shared).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use distsync_core::rate_limiter::Rate;
+
+    use super::*;
+
+    /// The test ZooKeeper's URL, or `None` after a loud skip notice (a failure under
+    /// `CI=true`).
+    fn test_url() -> Option<String> {
+        let ci = std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"));
+        match std::env::var("DISTSYNC_ZOOKEEPER_URL") {
+            Ok(url) if !url.trim().is_empty() => Some(url),
+            _ => {
+                assert!(!ci, "CI=true but DISTSYNC_ZOOKEEPER_URL is not set");
+                tracing::warn!("DISTSYNC_ZOOKEEPER_URL is not set: skipping");
+                None
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn handles_of_no_session_share_the_backends_one_session() {
+        let Some(url) = test_url() else { return };
+        let backend = crate::backend(&url).await.unwrap();
+        let alone = Arc::strong_count(&backend.sessionless);
+        let name = |kind: &str, i: usize| Name::new(format!("sessionless-{kind}-{i}")).unwrap();
+        let counters: Vec<_> = (0..4)
+            .map(|i| backend.counter(name("counter", i)).unwrap())
+            .collect();
+        let latches: Vec<_> = (0..3)
+            .map(|i| backend.latch(name("latch", i), 2).unwrap())
+            .collect();
+        let rate = Rate::new(10, std::time::Duration::from_secs(1)).unwrap();
+        let limiter = backend.rate_limiter(name("limiter", 0), rate).unwrap();
+        let stm = backend.stm().unwrap();
+        for counter in &counters {
+            counter.get().await.unwrap();
+        }
+        for latch in &latches {
+            assert_eq!(latch.count().await.unwrap(), 2);
+        }
+        // Each handle holds the backend's one client of no session, so they all used
+        // its one ZooKeeper session, however many handles are made.
+        assert_eq!(
+            Arc::strong_count(&backend.sessionless),
+            alone + counters.len() + latches.len() + 2
+        );
+        drop((counters, latches, limiter, stm));
+        assert_eq!(Arc::strong_count(&backend.sessionless), alone);
     }
 }

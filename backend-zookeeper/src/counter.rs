@@ -96,16 +96,17 @@ pub(crate) async fn swap(
 
 /// The counter `name`.
 pub(crate) struct ZkCounter {
-    direct: Direct,
+    /// The backend's client for requests of no session, shared by every handle.
+    direct: Arc<Direct>,
     name: Name,
     path: String,
 }
 
 impl ZkCounter {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
-        let path = keys::path(shared.config.root(), Kind::Counter, &name);
+    pub(crate) fn new(direct: &Arc<Direct>, name: Name) -> Self {
+        let path = keys::path(direct.shared.config.root(), Kind::Counter, &name);
         Self {
-            direct: Direct::new(shared),
+            direct: Arc::clone(direct),
             name,
             path,
         }
@@ -266,17 +267,18 @@ impl ZkCounter {
 
 /// The count-down latch `name` of initial count `initial`.
 pub(crate) struct ZkLatch {
-    direct: Direct,
+    /// The backend's client for requests of no session, shared by every handle.
+    direct: Arc<Direct>,
     name: Name,
     path: String,
     initial: u64,
 }
 
 impl ZkLatch {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name, initial: u64) -> Self {
-        let path = keys::path(shared.config.root(), Kind::Latch, &name);
+    pub(crate) fn new(direct: &Arc<Direct>, name: Name, initial: u64) -> Self {
+        let path = keys::path(direct.shared.config.root(), Kind::Latch, &name);
         Self {
-            direct: Direct::new(shared),
+            direct: Arc::clone(direct),
             name,
             path,
             initial,

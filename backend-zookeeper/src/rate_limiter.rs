@@ -151,7 +151,7 @@ pub(crate) fn clock_path(shared: &Shared) -> String {
 
 /// The rate limiter `name` at `rate`.
 pub(crate) struct ZkRateLimiter {
-    /// The backend's client for limiters, shared by every handle.
+    /// The backend's client for requests of no session, shared by every handle.
     direct: Arc<Direct>,
     name: Name,
     path: String,

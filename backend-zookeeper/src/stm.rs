@@ -202,13 +202,14 @@ async fn commit_multi(shared: &Shared, writer: &mut zk::MultiWriter<'_>) -> Resu
 
 /// The STM engine of one backend.
 pub(crate) struct ZkStm {
+    /// The backend's client for requests of no session, shared by every handle.
     direct: Arc<Direct>,
 }
 
 impl ZkStm {
-    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+    pub(crate) fn new(direct: &Arc<Direct>) -> Self {
         Self {
-            direct: Arc::new(Direct::new(shared)),
+            direct: Arc::clone(direct),
         }
     }
 }
