@@ -134,8 +134,16 @@ impl State {
         Ok(())
     }
 
-    /// Serves a checked range.
+    /// Serves a checked range: from the live index when it can (`index.rs`), else by
+    /// scanning the versions.
     pub(super) fn read_range(&self, range: &Range) -> RangeResponse {
+        self.read_live(range)
+            .unwrap_or_else(|| self.read_versions(range))
+    }
+
+    /// Serves a checked range by scanning the versions of every key it covers: any
+    /// revision, any sort.
+    pub(super) fn read_versions(&self, range: &Range) -> RangeResponse {
         let at = range
             .revision
             .filter(|revision| *revision > 0)
@@ -292,6 +300,7 @@ impl State {
         let old_lease = previous.map_or(0, |kv| kv.lease);
         let create_revision = previous.map_or(batch.revision, |kv| kv.create_revision);
         let version = previous.map_or(1, |kv| kv.version.saturating_add(1));
+        let starts_a_life = previous.is_none();
         let mut new_lease = lease.unwrap_or(old_lease);
         if new_lease != old_lease {
             if let Some(entry) = self.leases.get_mut(&old_lease) {
@@ -306,6 +315,9 @@ impl State {
                 // Checked before the transaction ran; never attach to a missing lease.
                 None => new_lease = 0,
             }
+        }
+        if starts_a_life {
+            self.index.created(&key, create_revision);
         }
         let kv = KeyValue {
             key: key.clone(),
@@ -332,9 +344,11 @@ impl State {
             return false;
         };
         let lease = previous.lease;
+        let create_revision = previous.create_revision;
         if let Some(entry) = self.leases.get_mut(&lease) {
             entry.keys.remove(key);
         }
+        self.index.deleted(key, create_revision);
         let sub = batch.events.len();
         if let Some(entries) = self.keys.get_mut(key) {
             entries.push(Entry {
@@ -356,11 +370,12 @@ impl State {
 
     /// Deletes a key or every key under a prefix in `batch`; how many existed.
     pub(super) fn delete_range(&mut self, batch: &mut Batch, key: &str, prefix: bool) -> i64 {
-        let doomed: Vec<String> = self
-            .matching(key, prefix)
-            .filter(|(_, entries)| entries.last().is_some_and(|entry| entry.kv.is_some()))
-            .map(|(key, _)| key.clone())
-            .collect();
+        let range = Range {
+            key: key.to_owned(),
+            prefix,
+            ..Range::default()
+        };
+        let doomed: Vec<String> = self.index.in_key_order(&range).map(str::to_owned).collect();
         let mut deleted = 0;
         for key in doomed {
             if self.delete_key(batch, &key) {
