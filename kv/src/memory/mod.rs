@@ -14,6 +14,8 @@
 mod backend;
 mod faulty;
 mod index;
+#[cfg(test)]
+mod index_tests;
 mod lease;
 mod mvcc;
 mod records;

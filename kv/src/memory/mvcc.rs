@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
+use super::index::newest;
 use super::records::Entry;
 use super::store::{MemoryKv, State, StoreError};
 use crate::kv::{
@@ -470,6 +471,71 @@ fn check_intervals(ops: &[TxnOp]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+impl State {
+    /// Serves a checked range of the current revision from the index, or `None` for
+    /// what the index does not order (a past revision, a sort by mod revision, a sort
+    /// by create revision of a range with an end): those scan the versions. Returns what
+    /// the scan of `State::read_versions` would, to the key.
+    pub(super) fn read_live(&self, range: &Range) -> Option<RangeResponse> {
+        if range.revision.is_some_and(|revision| revision > 0) {
+            return None;
+        }
+        let max_create = range.max_create_revision.filter(|revision| *revision > 0);
+        let max_mod = range.max_mod_revision.filter(|revision| *revision > 0);
+        let keep = |kv: &&KeyValue| {
+            !matches!(max_create, Some(max) if kv.create_revision > max)
+                && !matches!(max_mod, Some(max) if kv.mod_revision > max)
+        };
+        let limit = range.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
+        let index = &self.index;
+        let count = match (&range.range_end, range.prefix) {
+            (None, true) => index.count_prefix(&range.key),
+            _ => index.in_key_order(range).count(),
+        };
+        let live = |name: &str| self.live(name);
+        // One key needs no sorting.
+        let single = !range.prefix && range.range_end.is_none();
+        let sort = range.sort.filter(|_| !single);
+        let kvs: Vec<&KeyValue> = match sort {
+            None | Some((SortTarget::Key, SortOrder::Ascend)) => index
+                .in_key_order(range)
+                .filter_map(live)
+                .filter(keep)
+                .take(limit)
+                .collect(),
+            Some((SortTarget::Key, SortOrder::Descend)) => {
+                let mut all: Vec<&KeyValue> = index
+                    .in_key_order(range)
+                    .filter_map(live)
+                    .filter(keep)
+                    .collect();
+                all.reverse();
+                all.truncate(limit);
+                all
+            }
+            Some((SortTarget::CreateRevision, order))
+                if range.prefix && range.range_end.is_none() =>
+            {
+                let created = index.by_create(&range.key, max_create);
+                match order {
+                    SortOrder::Ascend => created
+                        .filter_map(|(_, name)| live(name))
+                        .filter(keep)
+                        .take(limit)
+                        .collect(),
+                    SortOrder::Descend => newest(created, live, keep, limit),
+                }
+            }
+            Some(_) => return None,
+        };
+        Some(RangeResponse {
+            kvs: kvs.into_iter().cloned().collect(),
+            count,
+            revision: self.revision,
+        })
+    }
 }
 
 #[cfg(test)]
