@@ -5,17 +5,13 @@
 //!   [`capabilities`] and [`MIN_SESSION_TTL`];
 //! - [`MemoryKv`] (`store.rs`): the store, a faithful in-process model of etcd's MVCC
 //!   store, split by concern into `mvcc.rs` (revisions, history, compaction, ranges and
-//!   transactions), `index.rs` (the live keys, by key and by create revision, which
-//!   serve reads of the current revision), `lease.rs` (grant, keepalive, expiry,
-//!   [`MemoryKv::freeze_lease`]) and `watch.rs` (history replay and live delivery);
+//!   transactions), `lease.rs` (grant, keepalive, expiry, [`MemoryKv::freeze_lease`])
+//!   and `watch.rs` (history replay and live delivery);
 //! - [`FaultyKv`] (`faulty.rs`): the store behind a fault injector (partitions, failed
 //!   transactions and reads), for tests that need a store that misbehaves on demand.
 
 mod backend;
 mod faulty;
-mod index;
-#[cfg(test)]
-mod index_tests;
 mod lease;
 mod mvcc;
 mod records;

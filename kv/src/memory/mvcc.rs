@@ -10,7 +10,6 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use super::index::newest;
 use super::records::Entry;
 use super::store::{MemoryKv, State, StoreError};
 use crate::kv::{
@@ -135,16 +134,8 @@ impl State {
         Ok(())
     }
 
-    /// Serves a checked range: from the live index when it can (`index.rs`), else by
-    /// scanning the versions.
+    /// Serves a checked range.
     pub(super) fn read_range(&self, range: &Range) -> RangeResponse {
-        self.read_live(range)
-            .unwrap_or_else(|| self.read_versions(range))
-    }
-
-    /// Serves a checked range by scanning the versions of every key it covers: any
-    /// revision, any sort.
-    pub(super) fn read_versions(&self, range: &Range) -> RangeResponse {
         let at = range
             .revision
             .filter(|revision| *revision > 0)
@@ -301,7 +292,6 @@ impl State {
         let old_lease = previous.map_or(0, |kv| kv.lease);
         let create_revision = previous.map_or(batch.revision, |kv| kv.create_revision);
         let version = previous.map_or(1, |kv| kv.version.saturating_add(1));
-        let starts_a_life = previous.is_none();
         let mut new_lease = lease.unwrap_or(old_lease);
         if new_lease != old_lease {
             if let Some(entry) = self.leases.get_mut(&old_lease) {
@@ -316,9 +306,6 @@ impl State {
                 // Checked before the transaction ran; never attach to a missing lease.
                 None => new_lease = 0,
             }
-        }
-        if starts_a_life {
-            self.index.created(&key, create_revision);
         }
         let kv = KeyValue {
             key: key.clone(),
@@ -345,11 +332,9 @@ impl State {
             return false;
         };
         let lease = previous.lease;
-        let create_revision = previous.create_revision;
         if let Some(entry) = self.leases.get_mut(&lease) {
             entry.keys.remove(key);
         }
-        self.index.deleted(key, create_revision);
         let sub = batch.events.len();
         if let Some(entries) = self.keys.get_mut(key) {
             entries.push(Entry {
@@ -371,12 +356,11 @@ impl State {
 
     /// Deletes a key or every key under a prefix in `batch`; how many existed.
     pub(super) fn delete_range(&mut self, batch: &mut Batch, key: &str, prefix: bool) -> i64 {
-        let range = Range {
-            key: key.to_owned(),
-            prefix,
-            ..Range::default()
-        };
-        let doomed: Vec<String> = self.index.in_key_order(&range).map(str::to_owned).collect();
+        let doomed: Vec<String> = self
+            .matching(key, prefix)
+            .filter(|(_, entries)| entries.last().is_some_and(|entry| entry.kv.is_some()))
+            .map(|(key, _)| key.clone())
+            .collect();
         let mut deleted = 0;
         for key in doomed {
             if self.delete_key(batch, &key) {
@@ -471,71 +455,6 @@ fn check_intervals(ops: &[TxnOp]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-impl State {
-    /// Serves a checked range of the current revision from the index, or `None` for
-    /// what the index does not order (a past revision, a sort by mod revision, a sort
-    /// by create revision of a range with an end): those scan the versions. Returns what
-    /// the scan of `State::read_versions` would, to the key.
-    pub(super) fn read_live(&self, range: &Range) -> Option<RangeResponse> {
-        if range.revision.is_some_and(|revision| revision > 0) {
-            return None;
-        }
-        let max_create = range.max_create_revision.filter(|revision| *revision > 0);
-        let max_mod = range.max_mod_revision.filter(|revision| *revision > 0);
-        let keep = |kv: &&KeyValue| {
-            !matches!(max_create, Some(max) if kv.create_revision > max)
-                && !matches!(max_mod, Some(max) if kv.mod_revision > max)
-        };
-        let limit = range.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
-        let index = &self.index;
-        let count = match (&range.range_end, range.prefix) {
-            (None, true) => index.count_prefix(&range.key),
-            _ => index.in_key_order(range).count(),
-        };
-        let live = |name: &str| self.live(name);
-        // One key needs no sorting.
-        let single = !range.prefix && range.range_end.is_none();
-        let sort = range.sort.filter(|_| !single);
-        let kvs: Vec<&KeyValue> = match sort {
-            None | Some((SortTarget::Key, SortOrder::Ascend)) => index
-                .in_key_order(range)
-                .filter_map(live)
-                .filter(keep)
-                .take(limit)
-                .collect(),
-            Some((SortTarget::Key, SortOrder::Descend)) => {
-                let mut all: Vec<&KeyValue> = index
-                    .in_key_order(range)
-                    .filter_map(live)
-                    .filter(keep)
-                    .collect();
-                all.reverse();
-                all.truncate(limit);
-                all
-            }
-            Some((SortTarget::CreateRevision, order))
-                if range.prefix && range.range_end.is_none() =>
-            {
-                let created = index.by_create(&range.key, max_create);
-                match order {
-                    SortOrder::Ascend => created
-                        .filter_map(|(_, name)| live(name))
-                        .filter(keep)
-                        .take(limit)
-                        .collect(),
-                    SortOrder::Descend => newest(created, live, keep, limit),
-                }
-            }
-            Some(_) => return None,
-        };
-        Some(RangeResponse {
-            kvs: kvs.into_iter().cloned().collect(),
-            count,
-            revision: self.revision,
-        })
-    }
 }
 
 #[cfg(test)]

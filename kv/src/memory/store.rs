@@ -2,8 +2,6 @@
 //! etcd's MVCC store. This file holds the store's shared state and its [`Kv`]
 //! implementation; the model itself is split by concern:
 //! - `mvcc.rs`: revisions, per-key history, compaction, ranges and transactions;
-//! - `index.rs`: the live keys, by key and per directory by create revision, which serve
-//!   reads of the current revision without a walk over the range;
 //! - `lease.rs`: grant, keepalive, revoke, expiry (the reaper) and `freeze_lease`;
 //! - `watch.rs`: history replay and live delivery to the watchers a change concerns.
 
@@ -18,7 +16,6 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::index::LiveIndex;
 use super::records::{Entry, LeaseEntry};
 use super::watchers::Watchers;
 use crate::kv::{Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse};
@@ -122,7 +119,6 @@ impl fmt::Debug for MemoryKv {
             .field("revision", &state.revision)
             .field("compacted", &state.compacted)
             .field("keys", &state.keys.len())
-            .field("live", &state.index.len())
             .field("leases", &state.leases.len())
             .field("watchers", &state.watchers.len())
             .finish()
@@ -261,8 +257,6 @@ pub(super) struct State {
     /// Feeds lease id generation.
     pub(super) lease_counter: u64,
     pub(super) watchers: Watchers,
-    /// The live keys, for reads of the current revision (`index.rs`).
-    pub(super) index: LiveIndex,
 }
 
 impl State {
@@ -277,7 +271,6 @@ impl State {
             deadlines: BTreeSet::new(),
             lease_counter: 0,
             watchers: Watchers::default(),
-            index: LiveIndex::default(),
         }
     }
 }

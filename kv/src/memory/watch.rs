@@ -64,14 +64,7 @@ impl State {
         }
         let (sender, receiver) = mpsc::unbounded_channel();
         let mut history: Vec<(Revision, usize, WatchEvent)> = Vec::new();
-        // A watch from the next revision on (a waiter's, after its read) has no history
-        // to replay: it costs no walk over the keys under its prefix.
-        let replayed = if start <= self.revision {
-            self.matching(key, prefix)
-        } else {
-            Box::new(std::iter::empty())
-        };
-        for (name, entries) in replayed {
+        for (name, entries) in self.matching(key, prefix) {
             let first = entries.partition_point(|entry| entry.revision < start);
             for entry in &entries[first..] {
                 let event = match &entry.kv {
