@@ -265,15 +265,20 @@ impl Case {
     }
 
     /// Whether this is a fault case that mostly waits (for TTLs, processes, servers):
-    /// [`crate::run_suite`] runs those concurrently, after the others.
+    /// [`crate::run_suite`] runs those concurrently, after the others. A case on a store
+    /// of its own ([`Hook::FreshStore`]) runs with the others, one at a time: it starts
+    /// servers and copies whole stores, work that would starve the short sessions of the
+    /// cases that wait.
     pub fn waits_on_faults(&self) -> bool {
+        if self.hooks.contains(&Hook::FreshStore) {
+            return false;
+        }
         self.hooks.iter().any(|hook| {
             matches!(
                 hook,
                 Hook::ChildHolder
                     | Hook::PausedHolder
                     | Hook::PrivateServer
-                    | Hook::FreshStore
                     | Hook::Cluster
                     | Hook::Partition
             )
