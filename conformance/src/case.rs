@@ -265,7 +265,8 @@ impl Case {
     }
 
     /// Whether this is a fault case that mostly waits (for TTLs, processes, servers):
-    /// [`crate::run_suite`] runs those concurrently, after the others. A case on a store
+    /// [`crate::run_suite`] runs those concurrently, after the others (those that
+    /// [start servers](Case::starts_servers) in a wave of their own, last). A case on a store
     /// of its own ([`Hook::FreshStore`]) runs with the others, one at a time: it starts
     /// servers and copies whole stores, work that would starve the short sessions of the
     /// cases that wait.
@@ -283,6 +284,19 @@ impl Case {
                     | Hook::Partition
             )
         })
+    }
+
+    /// Whether this fault case starts or restarts store servers while it runs (a
+    /// private server of its own, a cluster member): [`crate::run_suite`] runs those
+    /// after the other fault cases, all at once among themselves. Starting a server is
+    /// the heaviest work of a run (a ZooKeeper server is a JVM, its start takes the
+    /// machine's cores for seconds), and on a small machine it would starve the short
+    /// sessions the partition cases open before their fault, which then end in set-up
+    /// and measure nothing.
+    pub fn starts_servers(&self) -> bool {
+        self.hooks
+            .iter()
+            .any(|hook| matches!(hook, Hook::PrivateServer | Hook::Cluster))
     }
 
     /// Whether the case breaks a store that other cases of the same process share
@@ -612,6 +626,25 @@ mod tests {
         let plain = case(Claim::Contract);
         let report = run_case_in(plain, &memory, "memory", Profile::Safe).await;
         assert!(matches!(report.outcome, Outcome::Holds { .. }), "{report}");
+    }
+
+    #[test]
+    fn cases_that_start_servers_wait_in_a_wave_of_their_own() {
+        let starting: Vec<&str> = crate::cases::CASES
+            .iter()
+            .filter(|case| case.starts_servers())
+            .map(|case| case.id)
+            .collect();
+        assert!(starting.contains(&"server_restart_live_clients"), "{starting:?}");
+        assert!(starting.contains(&"server_cluster_leader_kill"), "{starting:?}");
+        for case in crate::cases::CASES {
+            if case.starts_servers() {
+                assert!(case.waits_on_faults(), "{}", case.id);
+            }
+            if case.hooks == [Hook::Partition] {
+                assert!(!case.starts_servers(), "{}", case.id);
+            }
+        }
     }
 
     #[test]

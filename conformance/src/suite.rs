@@ -14,7 +14,9 @@ use crate::profile::Profile;
 /// Ordinary cases run one after another (they measure concurrency and timing, so they
 /// do not share the machine with each other); then the fault cases that mostly wait
 /// for TTLs, processes and servers ([`Case::waits_on_faults`]) run all at once, each
-/// on names of its own, so that their waits overlap.
+/// on names of its own, so that their waits overlap: first those that start no server,
+/// then, in a second wave, those that do ([`Case::starts_servers`]), whose server
+/// starts would otherwise starve the first wave's short sessions.
 ///
 /// Cancel-safety: as [`crate::run_case`]; cases not yet started are not run.
 pub async fn run_suite(
@@ -66,16 +68,20 @@ pub async fn run_suite_bounded(
         on_report(&report);
         reports.push(report);
     }
-    let waiting = futures::stream::iter(
-        selected
-            .iter()
-            .filter(|case| case.waits_on_faults())
-            .map(|case| run_case_judged(case, harness, label, profile)),
-    );
-    let mut waiting = futures::StreamExt::buffer_unordered(waiting, at_once.max(1));
-    while let Some(report) = futures::StreamExt::next(&mut waiting).await {
-        on_report(&report);
-        reports.push(report);
+    for starting_servers in [false, true] {
+        let wave = futures::stream::iter(
+            selected
+                .iter()
+                .filter(|case| {
+                    case.waits_on_faults() && case.starts_servers() == starting_servers
+                })
+                .map(|case| run_case_judged(case, harness, label, profile)),
+        );
+        let mut wave = futures::StreamExt::buffer_unordered(wave, at_once.max(1));
+        while let Some(report) = futures::StreamExt::next(&mut wave).await {
+            on_report(&report);
+            reports.push(report);
+        }
     }
     let order = |report: &Report| {
         selected

@@ -530,6 +530,7 @@ async fn run_plans(
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    init_tracing();
     if args.child {
         return run_child().await;
     }
@@ -857,4 +858,19 @@ mod tests {
             "the cluster after Sentinel"
         );
     }
+}
+
+/// Logs of the backends and the cases on stderr, when `RUST_LOG` asks for them (e.g.
+/// `RUST_LOG=distsync_zookeeper=debug`): a run is silent otherwise, so that its stderr
+/// stays the progress lines.
+fn init_tracing() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() else {
+        return;
+    };
+    // A second subscriber cannot be installed; there is none before this one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
