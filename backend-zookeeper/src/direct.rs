@@ -45,16 +45,25 @@ impl Direct {
         }
     }
 
-    /// The client, connecting (again) if it has none or its session has ended.
+    /// The client, connecting (again) if it has none or its session has ended, once it
+    /// is connected (see [`connected`]).
+    ///
+    /// # Errors
+    /// The connect's error; [`Error::Connection`] when the client's connection is down
+    /// and does not come back within the request timeout.
     pub(crate) async fn client(&self) -> Result<zk::Client> {
-        let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref() {
-            if !client.state().is_terminated() {
-                return Ok(client.clone());
+        let client = {
+            let mut slot = self.client.lock().await;
+            match slot.as_ref() {
+                Some(client) if !client.state().is_terminated() => client.clone(),
+                _ => {
+                    let client = self.shared.connect(self.session_timeout).await?;
+                    *slot = Some(client.clone());
+                    return Ok(client);
+                }
             }
-        }
-        let client = self.shared.connect(self.session_timeout).await?;
-        *slot = Some(client.clone());
+        };
+        connected(&self.shared, &client).await?;
         Ok(client)
     }
 
@@ -85,6 +94,38 @@ impl Direct {
 /// one. A wait only reads, so a session's end is no failure of the wait.
 pub(crate) fn reads_again(error: &Error) -> bool {
     error.is_transient() || error.is_timeout() || matches!(error, Error::SessionLost)
+}
+
+/// Waits, within the configured request timeout, until `client` is connected (or its
+/// session has ended, which its next request reports).
+///
+/// The client queues a request made while its connection is down and sends it once it
+/// reconnects, whether or not its caller still waits for the answer. A request made
+/// only once the client is connected is sent at once or fails with the connection, so
+/// a request its caller gave up on during an outage never reaches the server after it.
+///
+/// # Errors
+/// [`Error::Connection`] when the connection is not back within the timeout.
+pub(crate) async fn connected(shared: &Shared, client: &zk::Client) -> Result<()> {
+    let usable = |state: zk::SessionState| !matches!(state, zk::SessionState::Disconnected);
+    if usable(client.state()) {
+        return Ok(());
+    }
+    let mut states = client.state_watcher();
+    let timeout = shared.config.request_timeout();
+    let back = tokio::time::timeout(timeout, async {
+        let mut state = states.state();
+        while !usable(state) {
+            state = states.changed().await;
+        }
+    })
+    .await;
+    back.map_err(|_| {
+        Error::connection(
+            BACKEND,
+            format!("zookeeper connection not back within {timeout:?}; the request is not queued"),
+        )
+    })
 }
 
 /// Runs one request within the configured request timeout.

@@ -144,34 +144,18 @@ impl Line {
         }
     }
 
-    /// Runs `request` until it gets an answer other than a connection loss, pausing
-    /// between attempts while the client reconnects; gives up when the session is lost.
+    /// Runs `request` until it gets an answer other than a connection loss (see
+    /// [`LeaseInner::retrying`]); gives up when the session is lost.
     pub(crate) async fn retrying<T, F, Fut>(
         &self,
-        mut request: F,
+        request: F,
     ) -> Result<std::result::Result<T, zk::Error>>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, zk::Error>>,
     {
-        let timeout = self.lease.shared.config.request_timeout();
-        loop {
-            self.check_session()?;
-            // No answer in time counts as a lost connection.
-            match tokio::time::timeout(timeout, request())
-                .await
-                .unwrap_or(Err(zk::Error::ConnectionLoss))
-            {
-                Err(error) if crate::error::is_connection_loss(&error) => {
-                    tracing::debug!(lock = %self.name, %error, "zookeeper request not answered; retrying");
-                    tokio::select! {
-                        () = self.session.lost() => return Err(Error::SessionLost),
-                        () = tokio::time::sleep(RETRY_PAUSE) => {}
-                    }
-                }
-                answer => return Ok(answer),
-            }
-        }
+        self.check_session()?;
+        self.lease.retrying(RETRY_PAUSE, request).await
     }
 
     /// The contenders in line, ordered by sequence (empty if the lock's node is
@@ -511,26 +495,31 @@ impl Drop for Entry {
         let prefix = std::mem::take(&mut self.prefix);
         let known = std::mem::take(&mut self.child);
         runtime.spawn(async move {
-            // Sent after the create on the same session, so the listing includes it.
+            // Sent after the create on the same session, so the listing includes it. A
+            // node left behind would stand in line until the session ends, so both
+            // requests are retried through connection losses for as long as it lives.
             let Ok(client) = lease.client() else { return };
-            let children = match client.list_children(&dir).await {
-                Ok(children) => children,
-                Err(error) => {
-                    tracing::debug!(
-                        %dir,
-                        %error,
-                        "could not list a cancelled contender's node; its session removes it"
-                    );
+            let children = match lease
+                .retrying(RETRY_PAUSE, || client.list_children(&dir))
+                .await
+            {
+                Ok(Ok(children)) => children,
+                Ok(Err(error)) => {
+                    tracing::debug!(%dir, %error, "could not list a cancelled contender's node");
                     return;
                 }
+                Err(_) => return, // The session is over: its nodes go with it.
             };
             for child in children
                 .into_iter()
                 .filter(|child| *child == known || child.starts_with(&prefix))
             {
                 let path = format!("{dir}/{child}");
-                if let Err(error) = client.delete(&path, None).await {
-                    tracing::debug!(node = %path, %error, "could not delete a cancelled contender's node");
+                match lease.retrying(RETRY_PAUSE, || client.delete(&path, None)).await {
+                    Ok(Ok(()) | Err(zk::Error::NoNode)) | Err(_) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(node = %path, %error, "could not delete a cancelled contender's node");
+                    }
                 }
             }
         });

@@ -117,6 +117,56 @@ impl LeaseInner {
             .ok_or(Error::SessionLost)
     }
 
+    /// Runs `request` until it gets an answer other than a connection loss, pausing
+    /// `pause` between attempts while the client reconnects, and sending each attempt
+    /// only once the client is connected (see [`crate::direct::connected`]), so that
+    /// attempts do not pile up in the client's queue during an outage.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once the session is over.
+    pub(crate) async fn retrying<T, F, Fut>(
+        &self,
+        pause: std::time::Duration,
+        mut request: F,
+    ) -> Result<std::result::Result<T, zk::Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, zk::Error>>,
+    {
+        let timeout = self.shared.config.request_timeout();
+        loop {
+            if self.is_over() {
+                return Err(Error::SessionLost);
+            }
+            let client = self.client()?;
+            let answer = match crate::direct::connected(&self.shared, &client).await {
+                // No answer in time counts as a lost connection.
+                Ok(()) => tokio::time::timeout(timeout, request())
+                    .await
+                    .unwrap_or(Err(zk::Error::ConnectionLoss)),
+                Err(_) => Err(zk::Error::ConnectionLoss),
+            };
+            match answer {
+                Err(error) if crate::error::is_connection_loss(&error) => {
+                    tracing::debug!(session = %SessionId(self.id), %error, "zookeeper request not answered; retrying");
+                    tokio::select! {
+                        () = self.lost_or_pending() => return Err(Error::SessionLost),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+                answer => return Ok(answer),
+            }
+        }
+    }
+
+    /// Resolves once the session is declared lost (never before it has started).
+    async fn lost_or_pending(&self) {
+        match self.lost.get() {
+            Some(lost) => lost.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Whether the session is known to be over (closed, expired, or lost).
     pub(crate) fn is_over(&self) -> bool {
         self.lost.get().is_some_and(CancellationToken::is_cancelled)

@@ -635,8 +635,14 @@ mod tests {
             .filter(|case| case.starts_servers())
             .map(|case| case.id)
             .collect();
-        assert!(starting.contains(&"server_restart_live_clients"), "{starting:?}");
-        assert!(starting.contains(&"server_cluster_leader_kill"), "{starting:?}");
+        assert!(
+            starting.contains(&"server_restart_live_clients"),
+            "{starting:?}"
+        );
+        assert!(
+            starting.contains(&"server_cluster_leader_kill"),
+            "{starting:?}"
+        );
         for case in crate::cases::CASES {
             if case.starts_servers() {
                 assert!(case.waits_on_faults(), "{}", case.id);

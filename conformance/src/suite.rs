@@ -72,9 +72,7 @@ pub async fn run_suite_bounded(
         let wave = futures::stream::iter(
             selected
                 .iter()
-                .filter(|case| {
-                    case.waits_on_faults() && case.starts_servers() == starting_servers
-                })
+                .filter(|case| case.waits_on_faults() && case.starts_servers() == starting_servers)
                 .map(|case| run_case_judged(case, harness, label, profile)),
         );
         let mut wave = futures::StreamExt::buffer_unordered(wave, at_once.max(1));

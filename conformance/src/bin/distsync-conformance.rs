@@ -787,6 +787,21 @@ async fn main() -> ExitCode {
     exit(status)
 }
 
+/// Logs of the backends and the cases on stderr, when `RUST_LOG` asks for them (e.g.
+/// `RUST_LOG=distsync_zookeeper=debug`): a run is silent otherwise, so that its stderr
+/// stays the progress lines.
+fn init_tracing() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() else {
+        return;
+    };
+    // A second subscriber cannot be installed; there is none before this one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -858,19 +873,4 @@ mod tests {
             "the cluster after Sentinel"
         );
     }
-}
-
-/// Logs of the backends and the cases on stderr, when `RUST_LOG` asks for them (e.g.
-/// `RUST_LOG=distsync_zookeeper=debug`): a run is silent otherwise, so that its stderr
-/// stays the progress lines.
-fn init_tracing() {
-    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() else {
-        return;
-    };
-    // A second subscriber cannot be installed; there is none before this one.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
 }
