@@ -52,18 +52,25 @@ impl Direct {
     /// The connect's error; [`Error::Connection`] when the client's connection is down
     /// and does not come back within the request timeout.
     pub(crate) async fn client(&self) -> Result<zk::Client> {
-        let client = {
-            let mut slot = self.client.lock().await;
-            match slot.as_ref() {
-                Some(client) if !client.state().is_terminated() => client.clone(),
-                _ => {
-                    let client = self.shared.connect(self.session_timeout).await?;
-                    *slot = Some(client.clone());
-                    return Ok(client);
-                }
-            }
-        };
+        let client = self.live().await?;
         connected(&self.shared, &client).await?;
+        if client.state().is_terminated() {
+            // The session ended while the connection was down: the next one serves.
+            return self.live().await;
+        }
+        Ok(client)
+    }
+
+    /// The client, connecting (again) if it has none or its session has ended.
+    async fn live(&self) -> Result<zk::Client> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            if !client.state().is_terminated() {
+                return Ok(client.clone());
+            }
+        }
+        let client = self.shared.connect(self.session_timeout).await?;
+        *slot = Some(client.clone());
         Ok(client)
     }
 

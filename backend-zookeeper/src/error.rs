@@ -26,6 +26,12 @@ pub(crate) fn map(error: zk::Error) -> Error {
     }
 }
 
+/// How the ZooKeeper client words the connection ends it decides on itself.
+const CONNECTION_ENDS: [&str; 2] = [
+    "no response from connection in",
+    "encounter writable server",
+];
+
 /// Whether `error` says the session is over for good.
 pub(crate) fn is_session_end(error: &zk::Error) -> bool {
     matches!(
@@ -40,6 +46,16 @@ pub(crate) fn is_session_end(error: &zk::Error) -> bool {
 pub(crate) fn is_connection_loss(error: &zk::Error) -> bool {
     if matches!(error, zk::Error::ConnectionLoss) {
         return true;
+    }
+    // The client's own end of a connection it gave up on: one that answered nothing
+    // (not even a ping) within its timeout, as a silent network leaves it, or a
+    // read-only one left for a writable server. The client hands the requests in
+    // flight this error, with no source, as it closes the connection.
+    if let zk::Error::Custom(_) = error {
+        let text = error.to_string();
+        if CONNECTION_ENDS.iter().any(|end| text.contains(end)) {
+            return true;
+        }
     }
     let mut cause = std::error::Error::source(error);
     while let Some(error) = cause {

@@ -44,7 +44,7 @@ use distsync_core::raw::{GuardedWrite, StmAttempt, StmEngine, StmRetry, Write};
 use distsync_core::{Bytes, Error, Isolation, Name, Result};
 use zookeeper_client as zk;
 
-use crate::direct::{bounded, parents, persistent, request, Direct};
+use crate::direct::{bounded, connected, parents, persistent, request, Direct};
 use crate::keys::{self, Kind};
 use crate::session::LeaseInner;
 use crate::store::Shared;
@@ -147,6 +147,18 @@ async fn read_all(shared: &Shared, client: &zk::Client, paths: &[String]) -> Res
         .collect()
 }
 
+/// [`read_all`] for a transaction's attempt, on the backend's client of no session,
+/// sent once the client is connected (see [`connected`]). That client's session ending
+/// under the read ends the attempt as a conflict ([`StmRetry`]): nothing read belongs to
+/// the session, so the transaction starts again, through the next one.
+async fn attempt_read(shared: &Shared, client: &zk::Client, paths: &[String]) -> Result<Vec<Read>> {
+    connected(shared, client).await?;
+    match read_all(shared, client, paths).await {
+        Err(Error::SessionLost) => Err(StmRetry.into()),
+        other => other,
+    }
+}
+
 /// Whether a failed `multi` failed on a check (a conflict: nothing was written).
 fn is_conflict(error: &zk::Error) -> bool {
     matches!(
@@ -230,7 +242,7 @@ impl StmEngine for ZkStm {
                 .iter()
                 .map(|key| key_path(&attempt.shared, key))
                 .collect();
-            let found = read_all(&attempt.shared, &attempt.client, &paths).await?;
+            let found = attempt_read(&attempt.shared, &attempt.client, &paths).await?;
             for (key, read) in prefetch.iter().zip(found) {
                 if !attempt.cache.contains_key(key) {
                     attempt.reads.push(key.clone());
@@ -268,7 +280,7 @@ impl ZkAttempt {
     async fn revalidate(&mut self, extra: &[Name]) -> Result<Vec<Read>> {
         let keys: Vec<Name> = self.reads.iter().chain(extra).cloned().collect();
         let paths: Vec<String> = keys.iter().map(|key| key_path(&self.shared, key)).collect();
-        let mut found = read_all(&self.shared, &self.client, &paths).await?;
+        let mut found = attempt_read(&self.shared, &self.client, &paths).await?;
         let fresh = found.split_off(self.reads.len());
         for (key, now) in self.reads.iter().zip(found) {
             let Some(before) = self.cache.get_mut(key) else {
@@ -292,7 +304,7 @@ impl StmAttempt for ZkAttempt {
         let read = if self.consistent() && !self.reads.is_empty() {
             self.revalidate(std::slice::from_ref(key)).await?
         } else {
-            read_all(&self.shared, &self.client, &[key_path(&self.shared, key)]).await?
+            attempt_read(&self.shared, &self.client, &[key_path(&self.shared, key)]).await?
         };
         let read = read
             .into_iter()
@@ -353,6 +365,8 @@ impl StmAttempt for ZkAttempt {
                 }
             }
         }
+        // Nothing of the commit waits in the client's queue through an outage.
+        connected(&this.shared, &this.client).await?;
         // Ancestors of the nodes a create needs.
         for (key, seen) in &target {
             let creates = *seen == Seen::Missing

@@ -2,6 +2,7 @@
 //! protect.
 
 mod linearizable;
+mod session_end;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -131,6 +132,17 @@ pub(super) const CASES: &[Case] = &[
         claim: LINEARIZABLE,
         hooks: &[Hook::SecondClient],
         run: |h| boxed(linearizable::no_stale_read(h)),
+    },
+    Case {
+        id: "stm_across_session_end",
+        group: Group::Stm,
+        guarantee: "a client cut off (reset, then silent) for longer than a session: a \
+                    transaction during the cut ends with a connection error or a timeout, never \
+                    a lost session; after the heal the next one commits",
+        needs: &[Need::Stm(SerializableSnapshot)],
+        claim: Claim::Offered,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(session_end::across_session_end(h)),
     },
     Case {
         id: "stm_interop_go",
