@@ -59,9 +59,21 @@ tls_conformance() {
         --case lock_mutual_exclusion --case election_one_leader --case queue_fifo 2>&1 | mask_passwords
 }
 
+# The disk the build writes to: free space, and what the target directory holds. A
+# build that runs out of disk fails every later step at once, so the summary says how
+# close this run came.
+disk_report() {
+    local target=${CARGO_TARGET_DIR:-$PWD/target}
+    [ -d "$target" ] || target=$PWD
+    printf '  disk: %s free on %s; target holds %s\n' \
+        "$(df -Ph "$target" | awk 'NR == 2 { print $4 }')" "$target" \
+        "$(du -sh "$target" 2>/dev/null | cut -f1)" >&2
+}
+
 summary() {
     printf '\n%s\n' "test-all summary:" >&2
     printf '  %s\n' "${results[@]}" >&2
+    disk_report
 }
 
 # rustfmt and clippy ship in rustup's default profile; add them if a minimal one lacks them.
@@ -69,6 +81,8 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     step components rustup component add rustfmt clippy
 fi
 
+printf 'test-all: at the start\n' >&2
+disk_report
 step fmt cargo fmt --all -- --check
 # Docs and comments: every Capabilities flag in ARCHITECTURE, no issue numbers, lines
 # of at most 120 characters (scripts/check-docs.sh says which).
