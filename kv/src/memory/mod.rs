@@ -5,7 +5,8 @@
 //!   [`capabilities`] and [`MIN_SESSION_TTL`];
 //! - [`MemoryKv`] (`store.rs`): the store, a faithful in-process model of etcd's MVCC
 //!   store, split by concern into `mvcc.rs` (revisions, history, compaction, ranges and
-//!   transactions), `lease.rs` (grant, keepalive, expiry, [`MemoryKv::freeze_lease`])
+//!   transactions), `long_lines.rs` (directories holding many live keys, indexed by
+//!   create revision), `lease.rs` (grant, keepalive, expiry, [`MemoryKv::freeze_lease`])
 //!   and `watch.rs` (history replay and live delivery);
 //! - [`FaultyKv`] (`faulty.rs`): the store behind a fault injector (partitions, failed
 //!   transactions and reads), for tests that need a store that misbehaves on demand.
@@ -13,6 +14,9 @@
 mod backend;
 mod faulty;
 mod lease;
+mod long_lines;
+#[cfg(test)]
+mod long_lines_tests;
 mod mvcc;
 mod records;
 mod store;

@@ -7,9 +7,11 @@
 //! revision counts changing transactions, as etcd's does.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::long_lines::{created_by, newest};
 use super::records::Entry;
 use super::store::{MemoryKv, State, StoreError};
 use crate::kv::{
@@ -134,8 +136,36 @@ impl State {
         Ok(())
     }
 
-    /// Serves a checked range.
-    pub(super) fn read_range(&self, range: &Range) -> RangeResponse {
+    /// Serves a checked range: from a long line's index when it can (`long_lines.rs`),
+    /// else by scanning the versions, after which a long enough line gets its index.
+    pub(super) fn read_range(&mut self, range: &Range) -> RangeResponse {
+        if let Some(response) = self.read_long_line(range) {
+            return response;
+        }
+        let response = self.read_versions(range);
+        let current = range.revision.is_none_or(|revision| revision <= 0);
+        if current
+            && range.prefix
+            && range.range_end.is_none()
+            && self.long_lines.wants(&range.key, response.count)
+        {
+            let keys: Vec<(Revision, Arc<str>)> = self
+                .matching(&range.key, true)
+                .filter_map(|(key, entries)| {
+                    Some((
+                        entries.last()?.kv.as_ref()?.create_revision,
+                        Arc::from(key.as_str()),
+                    ))
+                })
+                .collect();
+            self.long_lines.index(&range.key, keys);
+        }
+        response
+    }
+
+    /// Serves a checked range by scanning the versions of every key it covers: any
+    /// revision, any sort.
+    pub(super) fn read_versions(&self, range: &Range) -> RangeResponse {
         let at = range
             .revision
             .filter(|revision| *revision > 0)
@@ -177,6 +207,50 @@ impl State {
             count,
             revision: self.revision,
         }
+    }
+
+    /// Serves a checked range of the current revision from the index of the long line
+    /// it reads (a prefix read of an indexed directory), or `None`: other ranges, reads
+    /// of a past revision and sorts by key (descending) or mod revision scan the
+    /// versions. Returns what the scan of [`State::read_versions`] would, to the key.
+    pub(super) fn read_long_line(&self, range: &Range) -> Option<RangeResponse> {
+        if range.revision.is_some_and(|revision| revision > 0)
+            || !range.prefix
+            || range.range_end.is_some()
+        {
+            return None;
+        }
+        let line = self.long_lines.line(&range.key)?;
+        let max_create = range.max_create_revision.filter(|revision| *revision > 0);
+        let max_mod = range.max_mod_revision.filter(|revision| *revision > 0);
+        let keep = |kv: &&KeyValue| {
+            !matches!(max_create, Some(max) if kv.create_revision > max)
+                && !matches!(max_mod, Some(max) if kv.mod_revision > max)
+        };
+        let limit = range.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
+        let live = |name: &str| self.live(name);
+        let kvs: Vec<&KeyValue> = match range.sort {
+            None | Some((SortTarget::Key, SortOrder::Ascend)) => self
+                .matching(&range.key, true)
+                .filter_map(|(_, entries)| entries.last()?.kv.as_ref())
+                .filter(keep)
+                .take(limit)
+                .collect(),
+            Some((SortTarget::CreateRevision, SortOrder::Ascend)) => created_by(line, max_create)
+                .filter_map(|(_, name)| live(name))
+                .filter(keep)
+                .take(limit)
+                .collect(),
+            Some((SortTarget::CreateRevision, SortOrder::Descend)) => {
+                newest(created_by(line, max_create), live, keep, limit)
+            }
+            Some(_) => return None,
+        };
+        Some(RangeResponse {
+            kvs: kvs.into_iter().cloned().collect(),
+            count: line.len(),
+            revision: self.revision,
+        })
     }
 
     /// Whether a compare holds against the current state.
@@ -292,6 +366,9 @@ impl State {
         let old_lease = previous.map_or(0, |kv| kv.lease);
         let create_revision = previous.map_or(batch.revision, |kv| kv.create_revision);
         let version = previous.map_or(1, |kv| kv.version.saturating_add(1));
+        if previous.is_none() {
+            self.long_lines.created(&key, create_revision);
+        }
         let mut new_lease = lease.unwrap_or(old_lease);
         if new_lease != old_lease {
             if let Some(entry) = self.leases.get_mut(&old_lease) {
@@ -332,9 +409,11 @@ impl State {
             return false;
         };
         let lease = previous.lease;
+        let create_revision = previous.create_revision;
         if let Some(entry) = self.leases.get_mut(&lease) {
             entry.keys.remove(key);
         }
+        self.long_lines.deleted(key, create_revision);
         let sub = batch.events.len();
         if let Some(entries) = self.keys.get_mut(key) {
             entries.push(Entry {

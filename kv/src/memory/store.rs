@@ -2,6 +2,8 @@
 //! etcd's MVCC store. This file holds the store's shared state and its [`Kv`]
 //! implementation; the model itself is split by concern:
 //! - `mvcc.rs`: revisions, per-key history, compaction, ranges and transactions;
+//! - `long_lines.rs`: the directories holding many live keys, indexed by create
+//!   revision, whose reads then cost what they return rather than the line's length;
 //! - `lease.rs`: grant, keepalive, revoke, expiry (the reaper) and `freeze_lease`;
 //! - `watch.rs`: history replay and live delivery to the watchers a change concerns.
 
@@ -16,6 +18,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::long_lines::LongLines;
 use super::records::{Entry, LeaseEntry};
 use super::watchers::Watchers;
 use crate::kv::{Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse};
@@ -121,6 +124,7 @@ impl fmt::Debug for MemoryKv {
             .field("keys", &state.keys.len())
             .field("leases", &state.leases.len())
             .field("watchers", &state.watchers.len())
+            .field("long_lines", &state.long_lines.len())
             .finish()
     }
 }
@@ -257,6 +261,8 @@ pub(super) struct State {
     /// Feeds lease id generation.
     pub(super) lease_counter: u64,
     pub(super) watchers: Watchers,
+    /// The indexes of the directories holding many live keys (`long_lines.rs`).
+    pub(super) long_lines: LongLines,
 }
 
 impl State {
@@ -271,6 +277,7 @@ impl State {
             deadlines: BTreeSet::new(),
             lease_counter: 0,
             watchers: Watchers::default(),
+            long_lines: LongLines::default(),
         }
     }
 }
