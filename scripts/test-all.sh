@@ -63,11 +63,10 @@ tls_conformance() {
 # build that runs out of disk fails every later step at once, so the summary says how
 # close this run came.
 disk_report() {
-    local target=${CARGO_TARGET_DIR:-$PWD/target}
-    [ -d "$target" ] || target=$PWD
-    printf '  disk: %s free on %s; target holds %s\n' \
-        "$(df -Ph "$target" | awk 'NR == 2 { print $4 }')" "$target" \
-        "$(du -sh "$target" 2>/dev/null | cut -f1)" >&2
+    local target=${CARGO_TARGET_DIR:-$PWD/target} held="no target directory yet"
+    [ -d "$target" ] && held="target holds $(du -sh "$target" 2>/dev/null | cut -f1)"
+    printf '  disk: %s free where the build writes; %s\n' \
+        "$(df -Ph "$(dirname "$target")" | awk 'NR == 2 { print $4 }')" "$held" >&2
 }
 
 summary() {
