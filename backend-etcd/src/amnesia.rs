@@ -81,6 +81,7 @@ pub(crate) fn hold_key(namespace: &str) -> String {
     format!("{namespace}/amnesia-hold")
 }
 
+use distsync_core::raw::EpochBook;
 /// The content of the epoch marker (the one every backend with a marker writes).
 pub(crate) use distsync_core::raw::EpochMarker as Marker;
 
@@ -91,30 +92,15 @@ pub(crate) struct Ticket {
     epoch: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
+    /// The marker, the lock-delay and the token offset, as every store that can
+    /// forget keeps them.
+    book: EpochBook,
     /// The cluster id of the answers (0: none seen yet).
     cluster_id: u64,
     /// The highest store revision seen in this epoch.
     revision: Revision,
-    /// How many times this client saw the store forget.
-    epoch: u64,
-    /// Added to every store revision reported up (see the module docs).
-    offset: i64,
-    /// The highest revision reported up.
-    reported: Revision,
-    /// No put bound to a lease is sent before this.
-    hold_until: Option<Instant>,
-    /// Whether the marker must be read again when the hold ends.
-    reread: bool,
-    /// The longest session TTL known (this client's, the marker's, the bound).
-    longest_ttl: Duration,
-    /// The marker's id as this client read or wrote it.
-    marker_id: Option<String>,
-    /// Whether the marker was read at least once (present or not).
-    marker_checked: bool,
-    /// The create revision of the last hold key waited out (or written).
-    hold_revision: Revision,
     /// The epoch each lease of this client was granted in.
     leases: HashMap<LeaseId, u64>,
 }
@@ -135,8 +121,10 @@ impl Amnesia {
             bound,
             namespace,
             state: Mutex::new(State {
-                longest_ttl: bound.unwrap_or_default(),
-                ..State::default()
+                book: EpochBook::new(bound),
+                cluster_id: 0,
+                revision: 0,
+                leases: HashMap::new(),
             }),
         }
     }
@@ -162,14 +150,13 @@ impl Amnesia {
     /// # Errors
     /// [`distsync_core::Error::InvalidArgument`] for a TTL above the bound.
     pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
-        distsync_core::raw::check_session_ttl(ttl, self.bound)
+        self.state().book.check_ttl(ttl)
     }
 
     /// Whether a session of `ttl` needs the marker read (the first session, or one
-    /// longer than any recorded).
+    /// longer than any recorded), when the client knows where it lives.
     pub(crate) fn needs_marker(&self, ttl: Duration) -> bool {
-        let state = self.state();
-        self.namespace.is_some() && (!state.marker_checked || ttl > state.longest_ttl)
+        self.namespace.is_some() && self.state().book.needs_marker(ttl)
     }
 
     /// Taken before a request is sent.
@@ -177,7 +164,7 @@ impl Amnesia {
         let state = self.state();
         Ticket {
             revision: state.revision,
-            epoch: state.epoch,
+            epoch: state.book.epoch(),
         }
     }
 
@@ -189,7 +176,7 @@ impl Amnesia {
                 "the cluster id changed from {:x} to {cluster_id:x} (a new cluster at the same address)",
                 state.cluster_id
             ))
-        } else if ticket.epoch == state.epoch && revision > 0 && revision < ticket.revision {
+        } else if ticket.epoch == state.book.epoch() && revision > 0 && revision < ticket.revision {
             Some(format!(
                 "the store revision went back from {} to {revision} (a wiped member or a restored snapshot)",
                 ticket.revision
@@ -203,7 +190,7 @@ impl Amnesia {
         match reason {
             Some(reason) => {
                 state.revision = revision;
-                self.forgot(&mut state, &reason);
+                forgot(&mut state, &reason);
                 true
             }
             None => {
@@ -213,94 +200,44 @@ impl Amnesia {
         }
     }
 
-    /// The marker as read (`None`: missing), at the store revision of the read;
-    /// `true` when it shows the store forgot.
+    /// The marker as read (`None`: missing); `true` when it shows the store forgot.
     pub(crate) fn observe_marker(&self, marker: Option<&Marker>) -> bool {
         let mut state = self.state();
-        state.marker_checked = true;
-        let reason = match (&state.marker_id, marker) {
-            (Some(known), None) => Some(format!(
-                "the epoch marker {known} is gone (a wiped store or a recreated namespace)"
-            )),
-            (Some(known), Some(marker)) if *known != marker.id => Some(format!(
-                "the epoch marker changed from {known} to {} (a store that forgot)",
-                marker.id
-            )),
-            _ => None,
-        };
-        if let Some(marker) = marker {
-            state.marker_id = Some(marker.id.clone());
-            state.offset = state.offset.max(marker.offset);
-            state.longest_ttl = state.longest_ttl.max(marker.ttl);
-        }
-        match reason {
+        let gone = "a wiped store or a recreated namespace";
+        match state.book.observe_marker(marker, gone) {
             Some(reason) => {
-                if marker.is_none() {
-                    state.marker_id = None;
-                }
-                self.forgot(&mut state, &reason);
+                forgot(&mut state, &reason);
                 true
             }
             None => false,
         }
     }
 
-    /// The store forgot: a new epoch, every lease before it gone, tokens above every
-    /// one reported, and a lock-delay.
-    fn forgot(&self, state: &mut State, reason: &str) {
-        state.epoch += 1;
-        state.offset = state.offset.max(state.reported);
-        let delay = self.delay(state);
-        let until = Instant::now() + delay;
-        state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
-        state.reread = true;
-        tracing::warn!(
-            backend = BACKEND,
-            reason,
-            lock_delay = ?delay,
-            sessions_lost = state.leases.len(),
-            "the etcd store forgot: every session of this client is lost, and nothing is \
-             granted through it until the lock-delay has passed"
-        );
-    }
-
-    fn delay(&self, state: &State) -> Duration {
-        state.longest_ttl.max(self.bound.unwrap_or_default())
-    }
-
     /// Whether a hold key of `create_revision` (the store's) is one this client has
     /// not waited out yet (and records it).
     pub(crate) fn new_hold(&self, create_revision: Revision) -> bool {
-        let mut state = self.state();
-        let new = state.hold_revision != create_revision;
-        state.hold_revision = create_revision;
-        new
+        self.state().book.new_hold(create_revision)
     }
 
     /// Whether this client saw the store forget.
     pub(crate) fn detected(&self) -> bool {
-        self.state().epoch > 0
+        self.state().book.detected()
     }
 
-    /// Starts a lock-delay of the longest TTL known, from now (a missing marker, or
-    /// the store's hold key, seen by a client with the bound).
+    /// Starts a lock-delay of `delay`, from now (a missing marker, or the store's hold
+    /// key, seen by a client with the bound).
     pub(crate) fn hold_for(&self, delay: Duration) {
-        let mut state = self.state();
-        let until = Instant::now() + delay;
-        state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
-        state.reread = true;
+        self.state().book.hold_for(delay);
     }
 
     /// The longest session TTL known (what a lock-delay waits).
     pub(crate) fn longest_ttl(&self) -> Duration {
-        let state = self.state();
-        self.delay(&state)
+        self.state().book.delay()
     }
 
     /// Records a session TTL this client uses.
     pub(crate) fn record_ttl(&self, ttl: Duration) {
-        let mut state = self.state();
-        state.longest_ttl = state.longest_ttl.max(ttl);
+        self.state().book.record_ttl(ttl);
     }
 
     /// The marker to write where there is none, or `None` with the one to keep.
@@ -309,43 +246,28 @@ impl Amnesia {
         current: Option<&Marker>,
         ttl: Duration,
     ) -> Option<Marker> {
-        let state = self.state();
-        let longest = state.longest_ttl.max(ttl);
-        match current {
-            None => Some(Marker::fresh(longest, state.offset)),
-            Some(marker) if marker.ttl < longest || marker.offset < state.offset => Some(Marker {
-                id: marker.id.clone(),
-                ttl: marker.ttl.max(longest),
-                offset: marker.offset.max(state.offset),
-            }),
-            Some(_) => None,
-        }
+        self.state().book.marker_to_write(current, ttl)
     }
 
     /// Records the marker this client wrote.
     pub(crate) fn wrote_marker(&self, marker: &Marker) {
-        let mut state = self.state();
-        state.marker_id = Some(marker.id.clone());
-        state.longest_ttl = state.longest_ttl.max(marker.ttl);
+        self.state().book.wrote_marker(marker);
     }
 
-    /// When the lock-delay ends, if one runs; `reread` tells whether the marker must
-    /// be read again once it has (and clears it).
+    /// When the lock-delay ends, if one runs.
     pub(crate) fn hold(&self) -> Option<Instant> {
-        let state = self.state();
-        state.hold_until.filter(|until| *until > Instant::now())
+        self.state().book.hold()
     }
 
     /// Whether the marker must be read again after a lock-delay (cleared).
     pub(crate) fn take_reread(&self) -> bool {
-        let mut state = self.state();
-        std::mem::take(&mut state.reread)
+        self.state().book.take_reread()
     }
 
     /// A lease granted, in the present epoch.
     pub(crate) fn lease_granted(&self, lease: LeaseId) {
         let mut state = self.state();
-        let epoch = state.epoch;
+        let epoch = state.book.epoch();
         state.leases.insert(lease, epoch);
     }
 
@@ -360,33 +282,30 @@ impl Amnesia {
         state
             .leases
             .get(&lease)
-            .is_some_and(|epoch| *epoch < state.epoch)
+            .is_some_and(|epoch| *epoch < state.book.epoch())
     }
 
     /// A store revision as reported up (0 and below: no revision, kept).
     pub(crate) fn up(&self, revision: Revision) -> Revision {
-        if revision <= 0 {
-            return revision;
-        }
-        let mut state = self.state();
-        let reported = revision.saturating_add(state.offset);
-        state.reported = state.reported.max(reported);
-        reported
+        self.state().book.up(revision)
     }
 
     /// A reported revision as the store knows it (0 and below kept; one from before
     /// the offset, that the store never had, becomes 1).
     pub(crate) fn down(&self, revision: Revision) -> Revision {
-        if revision <= 0 {
-            return revision;
-        }
-        let offset = self.state().offset;
-        if offset == 0 {
-            revision
-        } else {
-            (revision - offset).max(1)
-        }
+        self.state().book.down(revision)
     }
+}
+
+/// The store forgot: the book's new epoch and lock-delay (it warns), and how many of
+/// this client's sessions that ends.
+fn forgot(state: &mut State, reason: &str) {
+    state.book.forgot(BACKEND, reason);
+    tracing::debug!(
+        backend = BACKEND,
+        sessions_lost = state.leases.len(),
+        "etcd sessions lost with the store"
+    );
 }
 
 #[cfg(test)]

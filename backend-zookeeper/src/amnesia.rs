@@ -66,7 +66,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use distsync_core::raw::{check_session_ttl, EpochMarker};
+use distsync_core::raw::{EpochBook, EpochMarker};
 use distsync_core::Result;
 use tokio::time::Instant;
 
@@ -93,28 +93,13 @@ pub(crate) struct Ticket {
     epoch: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
+    /// The marker, the lock-delay and the token offset, as every store that can
+    /// forget keeps them.
+    book: EpochBook,
     /// The highest store zxid seen in this epoch.
     zxid: i64,
-    /// How many times this client saw the store forget.
-    epoch: u64,
-    /// Added to every `czxid` reported up as a token (see the module docs).
-    offset: i64,
-    /// The highest token reported up.
-    reported: i64,
-    /// No contender node is created before this.
-    hold_until: Option<Instant>,
-    /// Whether the marker must be read again when the hold ends.
-    reread: bool,
-    /// The longest session TTL known (this client's, the marker's, the bound).
-    longest_ttl: Duration,
-    /// The marker's id as this client read or wrote it.
-    marker_id: Option<String>,
-    /// Whether the marker was read at least once (present or not).
-    marker_checked: bool,
-    /// The `czxid` of the last hold node waited out (or written).
-    hold_czxid: i64,
     /// Whether the marker must be read again at the next session (a session was lost
     /// and the read after it has not been done yet).
     stale: bool,
@@ -139,8 +124,10 @@ impl Amnesia {
             marker_path: format!("{root}/{MARKER}"),
             hold_path: format!("{root}/{HOLD}"),
             state: Mutex::new(State {
-                longest_ttl: bound.unwrap_or_default(),
-                ..State::default()
+                book: EpochBook::new(bound),
+                zxid: 0,
+                stale: false,
+                checking: false,
             }),
         }
     }
@@ -152,16 +139,16 @@ impl Amnesia {
     /// Refuses a session TTL above the bound, which the lock-delay relies on.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a TTL above the bound.
+    /// [`distsync_core::Error::InvalidArgument`] for a TTL above the bound.
     pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
-        check_session_ttl(ttl, self.bound)
+        self.state().book.check_ttl(ttl)
     }
 
-    /// Whether a session of `ttl` needs the marker read (the first session, or one
-    /// longer than any recorded).
+    /// Whether a session of `ttl` needs the marker read (the first session, one longer
+    /// than any recorded, or the first since a session was lost).
     pub(crate) fn needs_marker(&self, ttl: Duration) -> bool {
         let state = self.state();
-        !state.marker_checked || state.stale || ttl > state.longest_ttl
+        state.stale || state.book.needs_marker(ttl)
     }
 
     /// Taken before a create is sent.
@@ -169,7 +156,7 @@ impl Amnesia {
         let state = self.state();
         Ticket {
             zxid: state.zxid,
-            epoch: state.epoch,
+            epoch: state.book.epoch(),
         }
     }
 
@@ -183,14 +170,14 @@ impl Amnesia {
     /// shows the store forgot.
     pub(crate) fn observe_created(&self, ticket: Ticket, czxid: i64) -> bool {
         let mut state = self.state();
-        if ticket.epoch == state.epoch && czxid > 0 && czxid <= ticket.zxid {
+        if ticket.epoch == state.book.epoch() && czxid > 0 && czxid <= ticket.zxid {
             let reason = format!(
                 "a node created after zxid {:#x} was seen got zxid {czxid:#x} (a wiped \
                  server or a new ensemble at the same address)",
                 ticket.zxid
             );
             state.zxid = czxid;
-            self.forgot(&mut state, &reason);
+            state.book.forgot(BACKEND, &reason);
             return true;
         }
         state.zxid = state.zxid.max(czxid);
@@ -200,92 +187,46 @@ impl Amnesia {
     /// The marker as read (`None`: missing); `true` when it shows the store forgot.
     pub(crate) fn observe_marker(&self, marker: Option<&EpochMarker>) -> bool {
         let mut state = self.state();
-        state.marker_checked = true;
-        let reason = match (&state.marker_id, marker) {
-            (Some(known), None) => Some(format!(
-                "the epoch marker {known} is gone (a wiped server or a new ensemble at the \
-                 same address)"
-            )),
-            (Some(known), Some(marker)) if *known != marker.id => Some(format!(
-                "the epoch marker changed from {known} to {} (a store that forgot)",
-                marker.id
-            )),
-            _ => None,
-        };
-        if let Some(marker) = marker {
-            state.marker_id = Some(marker.id.clone());
-            state.offset = state.offset.max(marker.offset);
-            state.longest_ttl = state.longest_ttl.max(marker.ttl);
-        }
-        match reason {
+        let gone = "a wiped server or a new ensemble at the same address";
+        match state.book.observe_marker(marker, gone) {
             Some(reason) => {
-                if marker.is_none() {
-                    state.marker_id = None;
-                }
                 // Zxids start again on the new store.
                 state.zxid = 0;
-                self.forgot(&mut state, &reason);
+                state.book.forgot(BACKEND, &reason);
                 true
             }
             None => false,
         }
     }
 
-    /// The store forgot: a new epoch, tokens above every one reported, and a
-    /// lock-delay.
-    fn forgot(&self, state: &mut State, reason: &str) {
-        state.epoch += 1;
-        state.offset = state.offset.max(state.reported);
-        let delay = self.delay(state);
-        let until = Instant::now() + delay;
-        state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
-        state.reread = true;
-        tracing::warn!(
-            backend = BACKEND,
-            reason,
-            lock_delay = ?delay,
-            "the zookeeper store forgot: every session of this client is lost, and nothing \
-             is granted through it until the lock-delay has passed"
-        );
-    }
-
-    /// The lock-delay: the longest session TTL known, or the bound if longer.
-    fn delay(&self, state: &State) -> Duration {
-        state.longest_ttl.max(self.bound.unwrap_or_default())
-    }
-
-    /// The lock-delay as it stands now (see `delay`).
+    /// The lock-delay as it stands now: the longest session TTL known, or the bound
+    /// if longer.
     pub(crate) fn current_delay(&self) -> Duration {
-        self.delay(&self.state())
+        self.state().book.delay()
     }
 
     /// Starts a lock-delay of the longest TTL known, from now.
     pub(crate) fn hold_for_longest(&self) {
-        let mut state = self.state();
-        let until = Instant::now() + self.delay(&state);
-        state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
-        state.reread = true;
+        let book = &mut self.state().book;
+        book.hold_for(book.delay());
     }
 
     /// Whether a hold node of `czxid` is one this client has not waited out yet (and
     /// records it).
     pub(crate) fn new_hold(&self, czxid: i64) -> bool {
-        let mut state = self.state();
-        let new = state.hold_czxid != czxid;
-        state.hold_czxid = czxid;
-        new
+        self.state().book.new_hold(czxid)
     }
 
     /// Whether this client saw the store forget.
     pub(crate) fn detected(&self) -> bool {
-        self.state().epoch > 0
+        self.state().book.detected()
     }
 
     /// Starts the marker read after a lost connection or session, unless one is under
     /// way or the marker was never read (`false`: nothing to do).
     pub(crate) fn start_recheck(&self) -> bool {
         let mut state = self.state();
-        if !state.marker_checked || state.checking {
+        if !state.book.marker_checked() || state.checking {
             return false;
         }
         state.checking = true;
@@ -310,8 +251,7 @@ impl Amnesia {
 
     /// Records a session TTL this client uses.
     pub(crate) fn record_ttl(&self, ttl: Duration) {
-        let mut state = self.state();
-        state.longest_ttl = state.longest_ttl.max(ttl);
+        self.state().book.record_ttl(ttl);
     }
 
     /// The marker to write where there is none, or `None` with the one to keep.
@@ -320,50 +260,29 @@ impl Amnesia {
         current: Option<&EpochMarker>,
         ttl: Duration,
     ) -> Option<EpochMarker> {
-        let state = self.state();
-        let longest = state.longest_ttl.max(ttl);
-        match current {
-            None => Some(EpochMarker::fresh(longest, state.offset)),
-            Some(marker) if marker.ttl < longest || marker.offset < state.offset => {
-                Some(EpochMarker {
-                    id: marker.id.clone(),
-                    ttl: marker.ttl.max(longest),
-                    offset: marker.offset.max(state.offset),
-                })
-            }
-            Some(_) => None,
-        }
+        self.state().book.marker_to_write(current, ttl)
     }
 
     /// Records the marker this client wrote.
     pub(crate) fn wrote_marker(&self, marker: &EpochMarker) {
-        let mut state = self.state();
-        state.marker_id = Some(marker.id.clone());
-        state.longest_ttl = state.longest_ttl.max(marker.ttl);
+        self.state().book.wrote_marker(marker);
     }
 
     /// When the lock-delay ends, if one runs.
     pub(crate) fn hold(&self) -> Option<Instant> {
-        self.state()
-            .hold_until
-            .filter(|until| *until > Instant::now())
+        self.state().book.hold()
     }
 
     /// Whether the marker must be read again after a lock-delay (cleared).
     pub(crate) fn take_reread(&self) -> bool {
-        std::mem::take(&mut self.state().reread)
+        self.state().book.take_reread()
     }
 
     /// A `czxid` as reported up as a token (0 and below kept).
     pub(crate) fn up(&self, czxid: i64) -> i64 {
-        if czxid <= 0 {
-            return czxid;
-        }
         let mut state = self.state();
         state.zxid = state.zxid.max(czxid);
-        let reported = czxid.saturating_add(state.offset);
-        state.reported = state.reported.max(reported);
-        reported
+        state.book.up(czxid)
     }
 }
 
@@ -405,26 +324,6 @@ mod tests {
         assert!(!amnesia.observe_marker(Some(&EpochMarker::fresh(Duration::ZERO, 0))));
         let other = EpochMarker::fresh(Duration::ZERO, 0);
         assert!(amnesia.observe_marker(Some(&other)));
-    }
-
-    #[test]
-    fn the_marker_written_records_the_longest_ttl_and_the_offset() {
-        let amnesia = Amnesia::new("/ns", Some(Duration::from_secs(5)));
-        let fresh = amnesia
-            .marker_to_write(None, Duration::from_secs(2))
-            .unwrap();
-        assert_eq!(fresh.ttl, Duration::from_secs(5));
-        amnesia.wrote_marker(&fresh);
-        assert_eq!(
-            amnesia.marker_to_write(Some(&fresh), Duration::from_secs(2)),
-            None
-        );
-        amnesia.up(50);
-        assert!(amnesia.observe_marker(None));
-        let raised = amnesia
-            .marker_to_write(Some(&fresh), Duration::ZERO)
-            .unwrap();
-        assert_eq!((raised.id.as_str(), raised.offset), (fresh.id.as_str(), 50));
     }
 
     #[test]

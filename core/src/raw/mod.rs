@@ -31,7 +31,8 @@
 //!   what is retried after a transient store failure, for how long, per kind of call;
 //! - [`Backoff`]: the exponential pause schedule every retry loop uses.
 //! - [`EpochMarker`]: what a store that can forget keeps so that its clients tell it
-//!   forgot;
+//!   forgot, and [`EpochBook`]: what a client keeps of its store's epochs (the marker
+//!   it knows, the lock-delay after the store forgot, the token offset);
 //! - [`check_session_ttl`]: the bound on session TTLs (`max_session_ttl=`) that the
 //!   lock-delay after a store forgets relies on.
 //!
@@ -103,6 +104,7 @@
 //! advisory locks) and the checklist for adding a backend.
 
 mod call_id;
+mod epoch_book;
 mod epoch_marker;
 mod prefix;
 pub mod retry;
@@ -110,6 +112,7 @@ mod session_bound;
 mod store_side;
 
 pub use call_id::call_id;
+pub use epoch_book::EpochBook;
 pub use epoch_marker::EpochMarker;
 pub use prefix::name_under;
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
