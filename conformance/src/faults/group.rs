@@ -7,6 +7,7 @@
 //! takes its [`Turn`], so that two test processes never fail one group over at once.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use distsync_core::Result;
@@ -69,9 +70,11 @@ pub(crate) fn printed_member(command: &str, out: &str, expected: Option<usize>) 
     }
 }
 
-/// An exclusive turn at a group, across processes: a file created with `create_new`
-/// in the temporary directory, holding the owner's pid (a file whose owner is gone is
-/// taken over), removed when dropped.
+/// An exclusive turn at a group, across processes: a file in the temporary directory
+/// holding the owner's pid, made whole in one step (a file of its own linked into
+/// place, which fails when the turn is taken), so that it never exists without its pid;
+/// a turn whose owner is gone, or that holds no pid (left by a writer that crashed, or
+/// that a full disk stopped), is taken over. Removed when dropped.
 pub(crate) struct Turn {
     path: PathBuf,
     group: &'static str,
@@ -81,28 +84,25 @@ impl Turn {
     /// Waits (at most [`TURN_WAIT`]) for the turn at `group` (a file name part:
     /// `sentinel`, `redis-cluster`).
     pub(crate) async fn take(group: &'static str) -> Result<Self> {
-        use std::io::Write as _;
         let path = std::env::temp_dir().join(format!("distsync-{group}-failover.turn"));
+        static TAKES: AtomicU64 = AtomicU64::new(0);
+        let pid = std::process::id();
+        let take = TAKES.fetch_add(1, Ordering::Relaxed);
+        // Removed however this call ends (a cancelled wait included).
+        let mine = Scratch(path.with_extension(format!("turn.{pid}.{take}")));
+        std::fs::write(&mine.0, pid.to_string())
+            .map_err(|error| hook_error(format!("writing the {group} turn"), error))?;
         let deadline = tokio::time::Instant::now() + TURN_WAIT;
         loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    file.write_all(std::process::id().to_string().as_bytes())
-                        .map_err(|error| hook_error(format!("writing the {group} turn"), error))?;
-                    return Ok(Self { path, group });
-                }
+            match std::fs::hard_link(&mine.0, &path) {
+                Ok(()) => return Ok(Self { path, group }),
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
                     let owner = std::fs::read_to_string(&path).unwrap_or_default();
                     let alive = owner
                         .trim()
                         .parse::<u32>()
                         .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-                    // A turn being written has no pid yet: not stale.
-                    if !alive && !owner.trim().is_empty() {
+                    if !alive {
                         tracing::warn!(group, owner = owner.trim(), "taking over a stale turn");
                         let _ = std::fs::remove_file(&path);
                         continue;
@@ -118,6 +118,15 @@ impl Turn {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// A file of this process's, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -180,5 +189,32 @@ mod tests {
             .expect("the turn given back is taken again")
             .unwrap();
         drop(again);
+        // Nothing of the takers is left behind, the cancelled one's included.
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with(&format!("distsync-{group}-")))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A turn file without a pid (its writer crashed, or a full disk stopped it) or
+    /// with the pid of a process that is gone is taken over at once.
+    #[tokio::test]
+    async fn a_turn_without_a_live_owner_is_taken_over() {
+        let group = "test-turn-stale";
+        let path = std::env::temp_dir().join(format!("distsync-{group}-failover.turn"));
+        for stale in ["", "not a pid", "4294967295"] {
+            std::fs::write(&path, stale).unwrap();
+            let turn = tokio::time::timeout(Duration::from_secs(5), Turn::take(group))
+                .await
+                .unwrap_or_else(|_| panic!("a turn holding {stale:?} was not taken over"))
+                .unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                std::process::id().to_string()
+            );
+            drop(turn);
+        }
     }
 }
