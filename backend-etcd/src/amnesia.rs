@@ -108,7 +108,6 @@ struct State {
 /// The detection state of one client (shared by its clones).
 #[derive(Debug)]
 pub(crate) struct Amnesia {
-    bound: Option<Duration>,
     namespace: Option<String>,
     state: Mutex<State>,
 }
@@ -118,7 +117,6 @@ impl Amnesia {
     /// is the configured bound on session TTLs.
     pub(crate) fn new(namespace: Option<String>, bound: Option<Duration>) -> Self {
         Self {
-            bound,
             namespace,
             state: Mutex::new(State {
                 book: EpochBook::new(bound),
@@ -142,7 +140,7 @@ impl Amnesia {
 
     /// The configured bound on session TTLs.
     pub(crate) fn bound(&self) -> Option<Duration> {
-        self.bound
+        self.state().book.bound()
     }
 
     /// Refuses a session TTL above the bound, which the lock-delay relies on.

@@ -110,7 +110,6 @@ struct State {
 /// The detection state of one backend (shared by its sessions).
 #[derive(Debug)]
 pub(crate) struct Amnesia {
-    pub(crate) bound: Option<Duration>,
     pub(crate) marker_path: String,
     pub(crate) hold_path: String,
     state: Mutex<State>,
@@ -120,7 +119,6 @@ impl Amnesia {
     /// Detection for the root `root`, with `bound` the configured bound on session TTLs.
     pub(crate) fn new(root: &str, bound: Option<Duration>) -> Self {
         Self {
-            bound,
             marker_path: format!("{root}/{MARKER}"),
             hold_path: format!("{root}/{HOLD}"),
             state: Mutex::new(State {
@@ -134,6 +132,11 @@ impl Amnesia {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The configured bound on session TTLs.
+    pub(crate) fn bound(&self) -> Option<Duration> {
+        self.state().book.bound()
     }
 
     /// Refuses a session TTL above the bound, which the lock-delay relies on.

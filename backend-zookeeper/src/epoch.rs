@@ -58,7 +58,7 @@ async fn check(shared: &Shared, client: &zk::Client, ttl: Duration) -> Result<bo
             forgot = true;
             shared.end_sessions().await;
         }
-        if marker.is_none() && amnesia.bound.is_none() && !amnesia.detected() {
+        if marker.is_none() && amnesia.bound().is_none() && !amnesia.detected() {
             // A new store or one that forgot: without the bound, no way to tell.
             return Ok(forgot);
         }
@@ -92,7 +92,7 @@ async fn check(shared: &Shared, client: &zk::Client, ttl: Duration) -> Result<bo
             Err(error) => return Err(map(error)),
         }
     }
-    if amnesia.bound.is_some() {
+    if amnesia.bound().is_some() {
         match bounded(shared, client.check_stat(&amnesia.hold_path)).await? {
             Ok(Some(stat)) if amnesia.new_hold(stat.czxid) => amnesia.hold_for_longest(),
             Ok(_) | Err(zk::Error::NoNode) => {}

@@ -143,12 +143,7 @@ impl State {
             return response;
         }
         let response = self.read_versions(range);
-        let current = range.revision.is_none_or(|revision| revision <= 0);
-        if current
-            && range.prefix
-            && range.range_end.is_none()
-            && self.long_lines.wants(&range.key, response.count)
-        {
+        if reads_whole_directory_now(range) && self.long_lines.wants(&range.key, response.count) {
             let keys: Vec<(Revision, Arc<str>)> = self
                 .matching(&range.key, true)
                 .filter_map(|(key, entries)| {
@@ -175,15 +170,12 @@ impl State {
             .filter_map(|(_, entries)| Self::visible_at(entries, at))
             .collect();
         let count = visible.len();
-        let max_create = range.max_create_revision.filter(|revision| *revision > 0);
-        let max_mod = range.max_mod_revision.filter(|revision| *revision > 0);
         // Sorted and cut to the limit by reference; only what is returned is copied
         // (a waiter's read of the two entries before its own, in a line of thousands,
         // copies two).
         let mut kvs: Vec<&KeyValue> = visible
             .into_iter()
-            .filter(|kv| !matches!(max_create, Some(max) if kv.create_revision > max))
-            .filter(|kv| !matches!(max_mod, Some(max) if kv.mod_revision > max))
+            .filter(|kv| within_bounds(range, kv))
             .collect();
         if let Some((target, order)) = range.sort {
             let field = |kv: &KeyValue| match target {
@@ -214,19 +206,12 @@ impl State {
     /// of a past revision and sorts by key (descending) or mod revision scan the
     /// versions. Returns what the scan of [`State::read_versions`] would, to the key.
     pub(super) fn read_long_line(&self, range: &Range) -> Option<RangeResponse> {
-        if range.revision.is_some_and(|revision| revision > 0)
-            || !range.prefix
-            || range.range_end.is_some()
-        {
+        if !reads_whole_directory_now(range) {
             return None;
         }
         let line = self.long_lines.line(&range.key)?;
         let max_create = range.max_create_revision.filter(|revision| *revision > 0);
-        let max_mod = range.max_mod_revision.filter(|revision| *revision > 0);
-        let keep = |kv: &&KeyValue| {
-            !matches!(max_create, Some(max) if kv.create_revision > max)
-                && !matches!(max_mod, Some(max) if kv.mod_revision > max)
-        };
+        let keep = |kv: &&KeyValue| within_bounds(range, kv);
         let limit = range.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
         let live = |name: &str| self.live(name);
         let kvs: Vec<&KeyValue> = match range.sort {
@@ -503,6 +488,20 @@ impl State {
         self.compacted = revision;
         tracing::trace!(revision, "memory store compacted");
     }
+}
+
+/// Whether a range reads a whole directory (a prefix, no explicit end) at the current
+/// revision: the reads a long line's index can serve, and the scans that can start one.
+fn reads_whole_directory_now(range: &Range) -> bool {
+    range.revision.is_none_or(|revision| revision <= 0) && range.prefix && range.range_end.is_none()
+}
+
+/// Whether a key passes a range's create- and mod-revision bounds (a bound of 0 or
+/// below is none).
+fn within_bounds(range: &Range, kv: &KeyValue) -> bool {
+    let above = |bound: Option<Revision>, revision: Revision| matches!(bound, Some(max) if max > 0 && revision > max);
+    !above(range.max_create_revision, kv.create_revision)
+        && !above(range.max_mod_revision, kv.mod_revision)
 }
 
 /// etcd rejects a branch that puts a key twice or puts a key it also deletes.
