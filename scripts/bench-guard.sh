@@ -2,11 +2,12 @@
 # The bench's regression guard, for CI: a short run of the lock
 # cycle on etcd, Redis and PostgreSQL (about 20 s for all three after the release
 # build; each implementation capped at 6 s) that measures, within one run, distsync's
-# cycle p50 over the raw store commands' and over each peer library's (etcd Lock RPC,
-# rslock, distributed-lock on Redis and PostgreSQL), in 16 rounds of 200 cycles taken
-# in turns of 10, and compares each ratio (the median of the rounds' ratios) with the
-# committed baseline bench/baseline.json. It prints a table (ratio, baseline, noise,
-# the ratio it fails above, verdict) and exits 1 when a ratio is worse than its
+# cycle p50 over the raw store commands' and over each peer library's (etcd Lock RPC and
+# etcd's Go concurrency.Mutex, rslock, distributed-lock on Redis and PostgreSQL), in 16
+# rounds of 200 cycles taken in turns of 10, and compares each ratio (the median of the
+# rounds' ratios) with the committed baseline bench/baseline.json. It prints a table
+# (ratio, baseline, noise, the ratio it fails above, verdict) and exits 1 when a ratio
+# is worse than its
 # baseline by more than max(3 x noise, 20 % of the baseline), noise being the robust
 # spread of the rounds' ratios (the larger of this run's and the baseline's, whose
 # noise also covers the spread between the runs that wrote it), and again when the

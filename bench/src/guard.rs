@@ -3,8 +3,9 @@
 //!
 //! Absolute latencies on a shared machine move by several times from run to run; the
 //! ratio of two implementations measured side by side in one run moves far less. So
-//! on etcd, Redis and PostgreSQL it measures distsync, the raw sequence and each
-//! in-process peer in 16 rounds (`--rounds`), taken in turns of [`BATCH`] cycles
+//! on etcd, Redis and PostgreSQL it measures distsync, the raw sequence and each peer
+//! (etcd's Go `concurrency.Mutex` timed in its own process) in 16 rounds (`--rounds`),
+//! taken in turns of [`BATCH`] cycles
 //! ([`crate::cycle::run`]). A ratio is the median over the rounds of *distsync p50 ÷
 //! the other's p50*, its noise their robust spread (1.4826 × median absolute
 //! deviation). It fails above its baseline (`bench/baseline.json`) by more than

@@ -2,7 +2,8 @@
 // it runs etcd's own Go recipes (clientv3/concurrency and contrib/recipes, from the
 // etcd 3.4 source Debian ships) against the same etcd as distsync, driven line by
 // line by the conformance suite, so the tests can check that distsync's primitives
-// and Go's interoperate on the same keys.
+// and Go's interoperate on the same keys. The bench (bench/src/peers/go_mutex.rs)
+// times concurrency.Mutex through it too (the bench-* commands, bench.go).
 //
 // Build it with `scripts/go-peer.sh build` (GOPATH mode, against
 // /usr/share/gocode). Usage:
@@ -37,10 +38,15 @@
 //	stm-put KEY VALUE             one-write STM txn           -> ok
 //	stm-bank PREFIX ACCOUNTS TRANSFERS SEED   STM transfers   -> ok TRANSFERS
 //	lease                         the session's lease ID      -> ok HEX
+//	bench-cycle NAME              one uncontended Lock + Unlock of concurrency.Mutex NAME,
+//	                              timed in Go                 -> ok NANOSECONDS
+//	bench-handoff NAME WAITERS SETTLE_MS HANDOFFS CAP_MS
+//	                              the bench's hand-off protocol on NAME, each participant
+//	                              a session of its own (bench.go) -> ok NANOSECONDS...
 //	quit
 //
-// Session-bound commands (lock, election, RWMutex, double barrier, lease) share one
-// concurrency.Session, created at the first of them. Blocking commands wait without
+// Session-bound commands (lock, election, RWMutex, double barrier, lease, bench-cycle)
+// share one concurrency.Session, created at the first of them. Blocking commands wait without
 // deadline: the driver bounds them by killing the process.
 package main
 
@@ -210,6 +216,8 @@ func init() {
 		"stm-put":         {[]string{"KEY", "VALUE"}, (*peer).stmPut},
 		"stm-bank":        {[]string{"PREFIX", "ACCOUNTS", "TRANSFERS", "SEED"}, (*peer).stmBank},
 		"lease":           {nil, (*peer).lease},
+		"bench-cycle":     {[]string{"NAME"}, (*peer).benchCycle},
+		"bench-handoff":   {[]string{"NAME", "WAITERS", "SETTLE_MS", "HANDOFFS", "CAP_MS"}, (*peer).benchHandoff},
 	}
 }
 

@@ -11,14 +11,11 @@
 //!   of one JVM, which reads both ends of each hand-off with `System.nanoTime` after
 //!   its warm-up and prints the samples at the end.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::task::JoinHandle;
 
+use super::process::PeerProcess;
 use crate::args::Plan;
 use crate::contender::{started, Cycler, Role, Started};
 use crate::handoff::HandoffResult;
@@ -56,14 +53,9 @@ const CONNECT_PER_PARTICIPANT: Duration = Duration::from_millis(500);
 
 /// The running peer: one JVM, one Curator client, one mutex.
 struct Curator {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stderr: Option<JoinHandle<String>>,
+    process: PeerProcess,
     /// The JVM's figure for the last cycle.
     last: Option<Duration>,
-    /// How long it may take to leave once told to.
-    quit_within: Duration,
 }
 
 /// Starts the peer on the servers of the distsync URL `url`, on the mutex `name`
@@ -75,7 +67,12 @@ pub async fn start(url: &str, name: &str) -> Started {
     started(
         LABEL,
         Role::Peer,
-        spawn(url, name, &mode, &warmup, READY_TIMEOUT).await,
+        spawn(url, name, &mode, &warmup, READY_TIMEOUT, QUIT_TIMEOUT)
+            .await
+            .map(|process| Curator {
+                process,
+                last: None,
+            }),
     )
 }
 
@@ -83,16 +80,9 @@ pub async fn start(url: &str, name: &str) -> Started {
 /// the URL's root, with `plan`'s settle time, count and time cap. Without the peer
 /// built the result says why it was not measured.
 pub async fn handoff(url: &str, name: &str, waiters: usize, plan: &Plan) -> HandoffResult {
-    let mut result = HandoffResult {
-        peer: Some(HANDOFF_LABEL.to_owned()),
-        waiters,
-        samples: Samples::new(),
-        error: None,
-    };
-    if let Err(error) = run_handoff(url, name, waiters, plan, &mut result.samples).await {
-        result.error = Some(error.to_string());
-    }
-    result
+    let mut samples = Samples::new();
+    let outcome = run_handoff(url, name, waiters, plan, &mut samples).await;
+    super::handoff_result(HANDOFF_LABEL, waiters, samples, outcome)
 }
 
 async fn run_handoff(
@@ -112,10 +102,10 @@ async fn run_handoff(
     ];
     let participants = u32::try_from(waiters + 1).unwrap_or(u32::MAX);
     let ready = READY_TIMEOUT.saturating_add(CONNECT_PER_PARTICIPANT.saturating_mul(participants));
-    let mut peer = spawn(url, name, &mode, &rest, ready).await?;
     // Each participant's session ends when the peer leaves.
-    peer.quit_within =
+    let quit_within =
         QUIT_TIMEOUT.saturating_add(CONNECT_PER_PARTICIPANT.saturating_mul(participants));
+    let mut peer = spawn(url, name, &mode, &rest, ready, quit_within).await?;
     peer.say("run").await?;
     // After the stop every waiter still gets the lock once, to leave (as distsync's).
     let drain = plan.case_time + Duration::from_secs(30) + QUIT_TIMEOUT;
@@ -150,7 +140,7 @@ async fn run_handoff(
                 .await)
         }
     };
-    Box::new(peer).close().await?;
+    peer.quit().await?;
     match error {
         Some(error) => Err(error.into()),
         None => Ok(()),
@@ -158,15 +148,16 @@ async fn run_handoff(
 }
 
 /// Starts the peer in `mode` on the servers of the distsync URL `url` and the mutex
-/// `name` under its root, with the arguments `rest` after the path, and waits up to
-/// `ready_within` for its `ready`.
+/// `name` under its root, with the arguments `rest` after the path; waits up to
+/// `ready_within` for its `ready`, and gives it `quit_within` to leave once told to.
 async fn spawn(
     url: &str,
     name: &str,
     mode: &[String],
     rest: &[String],
     ready_within: Duration,
-) -> Result<Curator> {
+    quit_within: Duration,
+) -> Result<PeerProcess> {
     let launcher = std::env::var_os(PEER_VARIABLE).ok_or_else(|| {
         format!(
             "skipped: {PEER_VARIABLE} is not set (Java and Curator's jars: \
@@ -178,99 +169,19 @@ async fn spawn(
         return Err("the bench connects without a digest login: use a URL without one".into());
     }
     let path = format!("{}/{name}", config.root());
-    let mut child = Command::new(&launcher)
-        .args(mode)
-        .arg(config.hosts().join(","))
-        .arg(&path)
-        .args(rest)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|error| {
-            format!(
-                "skipped: could not run {}: {error}",
-                launcher.to_string_lossy()
-            )
-        })?;
-    let (Some(stdin), Some(stdout), Some(mut stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err("the peer's standard streams were not piped".into());
-    };
-    let stderr = tokio::spawn(async move {
-        let mut text = String::new();
-        // What it printed before a read error is kept.
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
-    let mut peer = Curator {
-        child,
-        stdin,
-        stdout: BufReader::new(stdout).lines(),
-        stderr: Some(stderr),
-        last: None,
-        quit_within: QUIT_TIMEOUT,
-    };
-    match tokio::time::timeout(ready_within, peer.line()).await {
-        Ok(Ok(line)) if line == "ready" => Ok(peer),
-        Ok(Ok(line)) => Err(peer
-            .failed(&format!("expected `ready`, got {line:?}"))
-            .await),
-        Ok(Err(error)) => Err(error),
-        Err(_) => Err(peer
-            .failed(&format!("not ready within {ready_within:?}"))
-            .await),
-    }
-}
-
-impl Curator {
-    /// Writes the line `what` to the peer.
-    async fn say(&mut self, what: &str) -> Result<()> {
-        self.stdin.write_all(format!("{what}\n").as_bytes()).await?;
-        self.stdin.flush().await?;
-        Ok(())
-    }
-
-    /// The peer's next line, or its failure (with what it printed on standard error)
-    /// once it ended.
-    async fn line(&mut self) -> Result<String> {
-        match self.stdout.next_line().await? {
-            Some(line) => Ok(line),
-            None => Err(self.failed("the peer ended").await),
-        }
-    }
-
-    /// `what`, with the peer's standard error: stops the peer first, so that its
-    /// standard error ends.
-    async fn failed(&mut self, what: &str) -> crate::BoxError {
-        if let Err(error) = self.child.start_kill() {
-            tracing::debug!(%error, "the Curator peer could not be killed; it has ended");
-        }
-        let said = match self.stderr.take() {
-            Some(task) => tokio::time::timeout(QUIT_TIMEOUT, task)
-                .await
-                .ok()
-                .and_then(std::result::Result::ok)
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        let said = said.trim();
-        if said.is_empty() {
-            what.into()
-        } else {
-            format!("{what}: {said}").into()
-        }
-    }
+    let mut args = mode.to_vec();
+    args.push(config.hosts().join(","));
+    args.push(path);
+    args.extend_from_slice(rest);
+    PeerProcess::spawn(&launcher, &args, ready_within, quit_within).await
 }
 
 #[async_trait]
 impl Cycler for Curator {
     async fn cycle(&mut self) -> Result<()> {
         self.last = None;
-        self.say("cycle").await?;
-        let line = self.line().await?;
+        self.process.say("cycle").await?;
+        let line = self.process.line().await?;
         let nanos: u64 = line
             .trim()
             .parse()
@@ -283,18 +194,7 @@ impl Cycler for Curator {
         self.last
     }
 
-    async fn close(mut self: Box<Self>) -> Result<()> {
-        self.say("quit").await?;
-        let quit_within = self.quit_within;
-        match tokio::time::timeout(quit_within, self.child.wait()).await {
-            Ok(Ok(status)) if status.success() => Ok(()),
-            Ok(Ok(status)) => Err(self
-                .failed(&format!("the peer failed when leaving ({status})"))
-                .await),
-            Ok(Err(error)) => Err(error.into()),
-            Err(_) => Err(self
-                .failed(&format!("the peer did not leave within {quit_within:?}"))
-                .await),
-        }
+    async fn close(self: Box<Self>) -> Result<()> {
+        self.process.quit().await
     }
 }

@@ -13,13 +13,14 @@
 //! store whether the lost reply's ack applied, loses an item its caller believes is
 //! back in the queue.
 
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use distsync_core::{Error, SessionOptions};
 
 use crate::check::{
-    ensure, ms, partitioned_client_with_timeouts, violated, Bounded, Check, Context, Holds, LONG,
-    PROMPT,
+    ensure, ms, partitioned_client_with_timeouts, retry_transient, violated, within, Bounded,
+    Check, Context, Holds, LONG, PROMPT,
 };
 use crate::faults::PartitionMode;
 use crate::harness::Harness;
@@ -66,11 +67,17 @@ pub(super) async fn ack_reply_lost_then_session_end(h: Harness) -> Check {
         let mut setup = 0;
         let (session, delivery) = loop {
             setup += 1;
-            let session = partition
-                .backend()
-                .session(SessionOptions::with_ttl(ttl))
-                .bounded("opening the consumer's session")
-                .await?;
+            // Its connection through the proxy, opened within the short `connect_timeout`
+            // on a loaded machine, is set-up too: tried again while it fails to connect.
+            let consumer = partition.backend();
+            let session = within(
+                LONG,
+                "opening the consumer's session",
+                retry_transient(&AtomicUsize::new(0), LONG, || {
+                    consumer.session(SessionOptions::with_ttl(ttl))
+                }),
+            )
+            .await?;
             let limit = if setup == 1 {
                 PROMPT
             } else {
