@@ -7,10 +7,10 @@
 # rounds of 200 cycles taken in turns of 10, and compares each ratio (the median of the
 # rounds' ratios) with the committed baseline bench/baseline.json. It prints a table
 # (ratio, baseline, noise, the ratio it fails above, verdict) and exits 1 when a ratio
-# is worse than its
-# baseline by more than max(3 x noise, 20 % of the baseline), noise being the robust
-# spread of the rounds' ratios (the larger of this run's and the baseline's, whose
-# noise also covers the spread between the runs that wrote it), and again when the
+# is worse than its baseline by more than max(3 x noise, 20 % of the baseline), noise
+# being the robust spread of the rounds' ratios (the larger of this run's and the
+# baseline's, whose noise also covers the spread between the runs that wrote it), and
+# again when the
 # backends with a regressed ratio are measured a second time (noise seldom shows
 # twice, a regression does); a ratio in the baseline that could not be measured also
 # fails. Exit 2: the baseline is missing or

@@ -8,7 +8,7 @@ use crate::Result;
 
 /// The lease TTL: etcd's `concurrency` default, and longer than a measurement
 /// (`--case-secs`), since the lease is granted once and never renewed.
-const LEASE_TTL_SECS: i64 = 60;
+pub(crate) const LEASE_TTL_SECS: i64 = 60;
 
 /// The label of this row.
 pub const LABEL: &str = "etcd Lock RPC (etcd-client lock/unlock)";

@@ -34,10 +34,6 @@ pub const LABEL: &str = "Go concurrency.Mutex, etcd 3.4 (Lock + Unlock, timed in
 pub const HANDOFF_LABEL: &str =
     "Go concurrency.Mutex, etcd 3.4 (a session and a goroutine per participant, one process)";
 
-/// The sessions' TTL, in seconds: the `concurrency` package's default, as the Lock
-/// RPC row's lease.
-const SESSION_TTL_SECS: u32 = 60;
-
 /// How long the peer may take to start and connect.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -59,6 +55,9 @@ struct GoMutex {
 /// Starts the peer on the endpoints (and under the namespace) of the distsync URL
 /// `url`, for the mutex `name`. Without the peer built (no `DISTSYNC_GO_PEER`) the
 /// row is not measured, with the reason.
+///
+/// Cancel-safety: dropping the future kills the peer process (its session then expires
+/// with its TTL).
 pub async fn start(url: &str, name: &str) -> Started {
     let made = spawn(url).await.map(|process| GoMutex {
         process,
@@ -71,6 +70,9 @@ pub async fn start(url: &str, name: &str) -> Started {
 /// Runs the hand-off case with `waiters` waiters in the peer, on the mutex `name`,
 /// with `plan`'s settle time, count and time cap. Without the peer built the result
 /// says why it was not measured.
+///
+/// Cancel-safety: dropping the future kills the peer process; its participants'
+/// sessions expire with their TTL.
 pub async fn handoff(url: &str, name: &str, waiters: usize, plan: &Plan) -> HandoffResult {
     let mut samples = Samples::new();
     let outcome = run_handoff(url, name, waiters, plan, &mut samples).await;
@@ -128,7 +130,8 @@ async fn spawn(url: &str) -> Result<PeerProcess> {
         "--endpoints".to_owned(),
         config.endpoints().join(","),
         "--ttl".to_owned(),
-        SESSION_TTL_SECS.to_string(),
+        // The sessions' TTL: the Lock RPC row's lease TTL, `concurrency`'s default.
+        super::etcd_lock_rpc::LEASE_TTL_SECS.to_string(),
     ];
     if !config.namespace().is_empty() {
         args.push("--namespace".to_owned());
