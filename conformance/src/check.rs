@@ -31,6 +31,11 @@ pub(crate) enum Fail {
     Violated(String),
     /// The backend answered [`Error::Unsupported`].
     Unsupported(String),
+    /// The case's set-up, before any fault, ended short for a reason that says nothing
+    /// of the guarantee: a session that a loaded machine let lapse, a store that
+    /// answered "unavailable". [`set_up`] starts such a set-up again; one that escapes
+    /// it is reported as a violation, since the case then measured nothing.
+    SetUpLapsed(String),
 }
 
 /// What a case body returns when the guarantee holds.
@@ -67,6 +72,11 @@ impl From<Check> for Outcome {
             Ok(Holds { figure, detail }) => Outcome::Holds { figure, detail },
             Err(Fail::Violated(evidence)) => Outcome::Violated { evidence },
             Err(Fail::Unsupported(reason)) => Outcome::Unsupported { reason },
+            Err(Fail::SetUpLapsed(why)) => Outcome::Violated {
+                evidence: format!(
+                    "the set-up before the fault did not complete in {SET_UP_TRIES} tries: {why}"
+                ),
+            },
         }
     }
 }
@@ -98,6 +108,62 @@ impl<T> Context<T> for Result<T, Error> {
             Error::Unsupported { .. } => Fail::Unsupported(format!("{doing}: {error}")),
             error => Fail::Violated(format!("{doing}: unexpected error: {error}")),
         })
+    }
+}
+
+/// How many times [`set_up`] starts a set-up that lapsed.
+pub(crate) const SET_UP_TRIES: usize = 3;
+
+/// Runs `attempt` (a case's or a trial's set-up, everything before its fault, given its
+/// try's number from 1) again while it ends in [`Fail::SetUpLapsed`], at most
+/// [`SET_UP_TRIES`] times in all. A try should use names of its own: what a lapsed one
+/// left behind is not cleaned up first.
+pub(crate) async fn set_up<T, F, Fut>(what: impl Display, mut attempt: F) -> Check<T>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Check<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt(tries).await {
+            Err(Fail::SetUpLapsed(why)) if tries < SET_UP_TRIES => {
+                tracing::info!(%what, tries, %why, "the set-up lapsed before the fault; again");
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Turns a set-up step's failure into [`Fail::SetUpLapsed`] when `session`, which the
+/// step depends on, has already been lost: before any fault, that is the machine's
+/// doing, not the guarantee's. A step whose failure could itself be the violation the
+/// case looks for (another client granted early) must not go through this.
+pub(crate) fn lapsed_when_lost(fail: Fail, session: &distsync_core::Session) -> Fail {
+    match fail {
+        Fail::Violated(why) if session.is_lost() => {
+            Fail::SetUpLapsed(format!("{why} (its session was lost before the fault)"))
+        }
+        other => other,
+    }
+}
+
+/// Awaits a set-up step (connecting, opening a session) for at most `limit`: a
+/// timeout, a transient error ([`Error::is_transient`]) or a lost session is
+/// [`Fail::SetUpLapsed`], any other error as [`within`] says.
+pub(crate) async fn within_set_up<T>(
+    limit: Duration,
+    doing: impl Display,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Check<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Err(error)) if error.is_transient() || matches!(error, Error::SessionLost) => {
+            Err(Fail::SetUpLapsed(format!("{doing}: {error}")))
+        }
+        Ok(result) => result.ctx(doing),
+        Err(_) => Err(Fail::SetUpLapsed(format!(
+            "{doing}: did not finish within {limit:?}"
+        ))),
     }
 }
 

@@ -19,17 +19,14 @@ use std::time::Duration;
 use distsync_core::{Error, SessionOptions};
 
 use crate::check::{
-    ensure, ms, partitioned_client_with_timeouts, retry_transient, violated, within, Bounded,
-    Check, Context, Holds, LONG, PROMPT,
+    ensure, ms, partitioned_client_with_timeouts, retry_transient, set_up, violated, within_set_up,
+    Bounded, Check, Context, Fail, Holds, LONG, PROMPT,
 };
 use crate::faults::PartitionMode;
 use crate::harness::Harness;
 
 /// Rounds of receive, ack cut off, session lost.
 const ROUNDS: usize = 3;
-
-/// How many sessions the consumer may open before the fault (see the round's set-up).
-const SETUP_TRIES: usize = 3;
 
 /// The cut-off client's `timeout=` and `connect_timeout=`.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
@@ -64,46 +61,38 @@ pub(super) async fn ack_reply_lost_then_session_end(h: Harness) -> Check {
         // The set-up comes before any fault: a session that a loaded machine lets lapse
         // while it receives (its short TTL through the proxy) measures nothing of the ack,
         // so the consumer opens another and receives again, the item back by then.
-        let mut setup = 0;
-        let (session, delivery) = loop {
-            setup += 1;
-            // Its connection through the proxy, opened within the short `connect_timeout`
-            // on a loaded machine, is set-up too: tried again while it fails to connect.
+        let (session, delivery) = set_up(format!("round {round}"), |attempt| {
             let consumer = partition.backend();
-            let session = within(
-                LONG,
-                "opening the consumer's session",
-                retry_transient(&AtomicUsize::new(0), LONG, || {
-                    consumer.session(SessionOptions::with_ttl(ttl))
-                }),
-            )
-            .await?;
-            let limit = if setup == 1 {
-                PROMPT
-            } else {
-                back_within + PROMPT
-            };
-            match tokio::time::timeout(limit, cut.receive(&session)).await {
-                Ok(Err(Error::SessionLost)) if setup < SETUP_TRIES => {
-                    tracing::info!(
-                        round,
-                        setup,
-                        "the consumer's session lapsed before any fault"
-                    );
-                }
-                received => {
-                    let delivery = match received {
-                        Ok(result) => result.ctx("the consumer receiving")?,
-                        Err(_) => {
-                            return violated(format!(
-                                "the consumer receiving: did not finish within {limit:?}"
-                            ))
-                        }
-                    };
-                    break (session, delivery);
+            let cut = &cut;
+            async move {
+                // Its connection through the proxy, opened within the short
+                // `connect_timeout` on a loaded machine, is set-up too: tried again while
+                // it fails to connect.
+                let session = within_set_up(
+                    LONG,
+                    "opening the consumer's session",
+                    retry_transient(&AtomicUsize::new(0), LONG, || {
+                        consumer.session(SessionOptions::with_ttl(ttl))
+                    }),
+                )
+                .await?;
+                let limit = if attempt == 1 {
+                    PROMPT
+                } else {
+                    back_within + PROMPT
+                };
+                match tokio::time::timeout(limit, cut.receive(&session)).await {
+                    Ok(Err(Error::SessionLost)) => Err(Fail::SetUpLapsed(
+                        "the consumer's session lapsed while it received".to_owned(),
+                    )),
+                    Ok(received) => Ok((session, received.ctx("the consumer receiving")?)),
+                    Err(_) => violated(format!(
+                        "the consumer receiving: did not finish within {limit:?}"
+                    )),
                 }
             }
-        };
+        })
+        .await?;
         ensure!(
             delivery.item().as_ref() == item.as_bytes(),
             "round {round}: received {:?}, expected {item}",

@@ -20,7 +20,8 @@ use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::check::{
-    ensure, eventually, ms, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT,
+    ensure, eventually, lapsed_when_lost, ms, secs, set_up, violated, within, within_set_up,
+    Bounded, Check, Context, Fail, Holds, Task, PROMPT,
 };
 use crate::faults::{PartitionMode, Partitioned};
 use crate::harness::Harness;
@@ -107,42 +108,33 @@ type Keep = Box<dyn Send + Sync>;
 /// Something the waiter was granted at an instant.
 type Granted = (Instant, Keep);
 
-async fn trial(h: &Harness, held: Held, mode: PartitionMode, i: usize) -> Check<Trial> {
-    let name = h.name(&format!("t{i}")).ctx("naming the trial")?;
-    let partition: Box<dyn Partitioned> = h
-        .faults()
-        .partitioned_client(h.backend().as_ref())
-        .bounded("connecting the client to cut off")
-        .await?;
-    let cut = partition.backend();
-    let holder = cut
-        .session(SessionOptions::with_ttl(h.fault_ttl()))
-        .bounded("opening the holder's session")
-        .await?;
-    let other = h.session().bounded("opening the waiter's session").await?;
+/// A trial up to its cut: the cut-off client holds, the other waits.
+struct SetUp {
+    partition: Box<dyn Partitioned>,
+    /// Kept for the hold to last.
+    _holder: Session,
+    _kept: Keep,
+    /// The instant the holder's `lost()` fired.
+    lost: Task<Instant>,
+    waiter: Task<Granted>,
+}
 
-    let (lost, _kept, mut waiter) = match held {
-        Held::DoubleBarrierEntry => double_barrier_entry(h, &cut, &holder, &other, name).await?,
-        _ => {
-            let (lost, kept) = hold(&cut, &holder, held, name.clone()).await?;
-            let waiter = wait(h, held, other.clone(), name).await?;
-            (lost, kept, waiter)
-        }
-    };
-    ensure!(
-        !waiter.is_finished(),
-        "the waiter was granted while the {} was held by a healthy client",
-        held.describe()
-    );
-    let lost_task = Task::spawn("the holder's lost()", async move {
-        lost.await;
-        Ok(Instant::now())
-    });
+async fn trial(h: &Harness, held: Held, mode: PartitionMode, i: usize) -> Check<Trial> {
+    let SetUp {
+        partition,
+        _holder,
+        _kept,
+        lost,
+        waiter,
+    } = set_up(format!("trial {i}"), |attempt| {
+        set_up_trial(h, held, format!("t{i}a{attempt}"))
+    })
+    .await?;
+    let (mut lost_task, mut waiter) = (lost, waiter);
 
     let cut_at = Instant::now();
     partition.set(mode);
     let (granted_at, _grant) = waiter.join(h.fault_ttl() * 3 + PROMPT * 2).await?;
-    let mut lost_task = lost_task;
     if !lost_task.is_finished() {
         let late = within(
             PROMPT,
@@ -172,6 +164,74 @@ async fn trial(h: &Harness, held: Held, mode: PartitionMode, i: usize) -> Check<
     Ok(Trial {
         lost_after: lost_at.saturating_duration_since(cut_at),
         margin: granted_at - lost_at,
+    })
+}
+
+/// One try of a trial's set-up on the name `label`: the holder's client, session and
+/// hold, the waiter waiting. A holder whose short session a loaded machine let lapse
+/// before the cut measures nothing: that try ends in [`Fail::SetUpLapsed`]
+/// (see [`set_up`]). A waiter granted before the cut is a violation unless the
+/// holder's `lost()` fired first.
+async fn set_up_trial(h: &Harness, held: Held, label: String) -> Check<SetUp> {
+    let name = h.name(&label).ctx("naming the trial")?;
+    let partition: Box<dyn Partitioned> = within_set_up(
+        PROMPT,
+        "connecting the client to cut off",
+        h.faults().partitioned_client(h.backend().as_ref()),
+    )
+    .await?;
+    let cut = partition.backend();
+    let holder = within_set_up(
+        PROMPT,
+        "opening the holder's session",
+        cut.session(SessionOptions::with_ttl(h.fault_ttl())),
+    )
+    .await?;
+    let other = h.session().bounded("opening the waiter's session").await?;
+
+    let (lost, kept, mut waiter) = match held {
+        Held::DoubleBarrierEntry => double_barrier_entry(h, &cut, &holder, &other, name)
+            .await
+            .map_err(|fail| lapsed_when_lost(fail, &holder))?,
+        _ => {
+            let (lost, kept) = hold(&cut, &holder, held, name.clone())
+                .await
+                .map_err(|fail| lapsed_when_lost(fail, &holder))?;
+            let waiter = wait(h, held, other.clone(), name).await?;
+            (lost, kept, waiter)
+        }
+    };
+    let mut lost = Task::spawn("the holder's lost()", async move {
+        lost.await;
+        Ok(Instant::now())
+    });
+    if held != Held::Lock {
+        // A lock's waiter is known to wait once the store counts it; the others get
+        // the time to be granted wrongly.
+        tokio::time::sleep(h.settle()).await;
+    }
+    if waiter.is_finished() {
+        let (granted_at, _) = waiter.wait().await?;
+        if lost.is_finished() {
+            let lost_at = lost.wait().await?;
+            if lost_at < granted_at {
+                return Err(Fail::SetUpLapsed(format!(
+                    "{label}: the holder's lost() fired before the cut, then the waiter was granted"
+                )));
+            }
+        }
+        return violated(format!(
+            "{label}: the waiter was granted while the {} was held by a client not yet cut off, \
+             before the holder's lost() fired",
+            held.describe()
+        ));
+    }
+    Ok(SetUp {
+        partition,
+        _holder: holder,
+        _kept: kept,
+        lost,
+        waiter,
     })
 }
 
@@ -212,8 +272,9 @@ async fn hold(
     }
 }
 
-/// Starts the other client's wait for `held` on `name`; returns once it waits (for a
-/// lock: once the store counts it as a contender).
+/// Starts the other client's wait for `held` on `name`; for a lock, returns once the
+/// store counts it as a contender (the others are given the settle time by the
+/// set-up).
 async fn wait(h: &Harness, held: Held, session: Session, name: Name) -> Check<Task<Granted>> {
     let backend = std::sync::Arc::clone(h.backend());
     let waiting: BoxFuture<'static, Check<Granted>> = match held {
@@ -261,10 +322,10 @@ async fn wait(h: &Harness, held: Held, session: Session, name: Name) -> Check<Ta
         }
         Held::DoubleBarrierEntry => return violated("a double-barrier entry waits by leaving"),
     };
-    let task = Task::spawn(format!("the waiting {}", held.describe()), waiting);
-    task.ensure_blocked(h.settle(), "the holder is healthy")
-        .await?;
-    Ok(task)
+    Ok(Task::spawn(
+        format!("the waiting {}", held.describe()),
+        waiting,
+    ))
 }
 
 /// A double barrier of two: the cut-off client and the other client both enter; the
@@ -295,7 +356,5 @@ async fn double_barrier_entry(
         theirs.leave().await.ctx("leaving")?;
         Ok((Instant::now(), Box::new((theirs, session)) as Keep))
     });
-    task.ensure_blocked(h.settle(), "the holder is still inside")
-        .await?;
     Ok((holder.lost(), Box::new(mine), task))
 }
