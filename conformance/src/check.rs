@@ -34,7 +34,7 @@ pub(crate) enum Fail {
     /// The case's set-up, before any fault, ended short for a reason that says nothing
     /// of the guarantee: a session that a loaded machine let lapse, a store that
     /// answered "unavailable". [`set_up`] starts such a set-up again; one that escapes
-    /// it is reported as a violation, since the case then measured nothing.
+    /// it is reported as an [`Outcome::Error`]: the case measured nothing either way.
     SetUpLapsed(String),
 }
 
@@ -72,8 +72,8 @@ impl From<Check> for Outcome {
             Ok(Holds { figure, detail }) => Outcome::Holds { figure, detail },
             Err(Fail::Violated(evidence)) => Outcome::Violated { evidence },
             Err(Fail::Unsupported(reason)) => Outcome::Unsupported { reason },
-            Err(Fail::SetUpLapsed(why)) => Outcome::Violated {
-                evidence: format!(
+            Err(Fail::SetUpLapsed(why)) => Outcome::Error {
+                message: format!(
                     "the set-up before the fault did not complete in {SET_UP_TRIES} tries: {why}"
                 ),
             },
@@ -515,5 +515,66 @@ mod tests {
         drop(blocked);
         // The sender is dropped with the aborted task.
         assert!(rx.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_set_up_starts_again_and_then_reports_no_measure() {
+        let tries = AtomicUsize::new(0);
+        let third: Check<usize> = set_up("trial", |attempt| {
+            tries.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if attempt < 3 {
+                    Err(Fail::SetUpLapsed(format!("try {attempt} lapsed")))
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await;
+        assert_eq!(third.unwrap(), 3);
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
+
+        let never: Check = set_up("trial", |attempt| async move {
+            Err(Fail::SetUpLapsed(format!("try {attempt} lapsed")))
+        })
+        .await;
+        match Outcome::from(never) {
+            Outcome::Error { message } => assert!(message.contains("try 3 lapsed"), "{message}"),
+            other => panic!("a set-up that always lapses must be an error, not {other:?}"),
+        }
+
+        // A violation in the set-up is not tried again.
+        let tries = AtomicUsize::new(0);
+        let violated: Check = set_up("trial", |_| {
+            tries.fetch_add(1, Ordering::SeqCst);
+            async { violated("granted early") }
+        })
+        .await;
+        assert!(matches!(violated, Err(Fail::Violated(_))));
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_transient_error_or_a_timeout_in_set_up_is_a_lapse() {
+        let transient: Check<()> = within_set_up(PROMPT, "connecting", async {
+            Err(Error::connection("test", "refused"))
+        })
+        .await;
+        assert!(
+            matches!(transient, Err(Fail::SetUpLapsed(_))),
+            "{transient:?}"
+        );
+        let slow: Check<()> = within_set_up(
+            Duration::from_millis(10),
+            "connecting",
+            futures::future::pending(),
+        )
+        .await;
+        assert!(matches!(slow, Err(Fail::SetUpLapsed(_))), "{slow:?}");
+        let refused: Check<()> = within_set_up(PROMPT, "connecting", async {
+            Err(Error::InvalidArgument("bad".into()))
+        })
+        .await;
+        assert!(matches!(refused, Err(Fail::Violated(_))), "{refused:?}");
     }
 }

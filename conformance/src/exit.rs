@@ -35,8 +35,8 @@ pub enum ExitStatus {
     /// 3: a store could not be reached or refused more clients, at connect (no
     /// matrix) or while cases ran ([`crate::Outcome::Unreachable`] cells).
     Unreachable,
-    /// 4: `--timeout` passed before every case finished ([`crate::Outcome::Error`]
-    /// cells).
+    /// 4: `--timeout` passed before every case finished, or a case's set-up lapsed in
+    /// every try ([`crate::Outcome::Error`] cells).
     TimedOut,
 }
 

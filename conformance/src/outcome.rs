@@ -36,8 +36,9 @@ pub enum Outcome {
         /// Which profile left it out and which hook it needs.
         reason: String,
     },
-    /// The harness could not finish the case (the run's deadline passed first): no
-    /// measure either way, but not a pass.
+    /// The harness could not finish the case (the run's deadline passed first, or the
+    /// case's set-up before its fault lapsed in every try): no measure either way, but
+    /// not a pass.
     Error {
         /// What went wrong in the harness.
         message: String,

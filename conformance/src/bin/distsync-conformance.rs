@@ -129,8 +129,8 @@ const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
     version,
     after_help = "Exit status: 0 every claimed guarantee that ran held; 1 a claimed guarantee \
                   (or a contract) violated; 2 bad arguments; 3 a store could not be reached or \
-                  refused more clients (too many connections); 4 --timeout passed. See \
-                  docs/CONFORMANCE.md."
+                  refused more clients (too many connections); 4 --timeout passed (or a \
+                  case's set-up lapsed). See docs/CONFORMANCE.md."
 )]
 struct Args {
     /// A backend URL (memory://, etcd://..., redis://..., postgres://...); repeat for
