@@ -189,22 +189,31 @@ async fn set_up_trial(h: &Harness, held: Held, label: String) -> Check<SetUp> {
     .await?;
     let other = h.session().bounded("opening the waiter's session").await?;
 
-    let (lost, kept, mut waiter) = match held {
-        Held::DoubleBarrierEntry => double_barrier_entry(h, &cut, &holder, &other, name)
-            .await
-            .map_err(|fail| lapsed_when_lost(fail, &holder))?,
+    // The instant the holder's `lost()` fires is taken from the moment it holds, so a
+    // lapse during the rest of the set-up is timed against the waiter's grant.
+    let watch = |lost: Lost| {
+        Task::spawn("the holder's lost()", async move {
+            lost.await;
+            Ok(Instant::now())
+        })
+    };
+    let (mut lost, kept, mut waiter) = match held {
+        Held::DoubleBarrierEntry => {
+            let lost = watch(holder.lost());
+            let (kept, waiter) = double_barrier_entry(h, &cut, &holder, &other, name)
+                .await
+                .map_err(|fail| lapsed_when_lost(fail, &holder))?;
+            (lost, kept, waiter)
+        }
         _ => {
             let (lost, kept) = hold(&cut, &holder, held, name.clone())
                 .await
                 .map_err(|fail| lapsed_when_lost(fail, &holder))?;
+            let lost = watch(lost);
             let waiter = wait(h, held, other.clone(), name).await?;
             (lost, kept, waiter)
         }
     };
-    let mut lost = Task::spawn("the holder's lost()", async move {
-        lost.await;
-        Ok(Instant::now())
-    });
     if held != Held::Lock {
         // A lock's waiter is known to wait once the store counts it; the others get
         // the time to be granted wrongly.
@@ -336,7 +345,7 @@ async fn double_barrier_entry(
     holder: &Session,
     other: &Session,
     name: Name,
-) -> Check<(Lost, Keep, Task<Granted>)> {
+) -> Check<(Keep, Task<Granted>)> {
     const PARTICIPANTS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
     let mine = cut
         .double_barrier(holder, name.clone(), PARTICIPANTS)
@@ -356,5 +365,5 @@ async fn double_barrier_entry(
         theirs.leave().await.ctx("leaving")?;
         Ok((Instant::now(), Box::new((theirs, session)) as Keep))
     });
-    Ok((holder.lost(), Box::new(mine), task))
+    Ok((Box::new(mine), task))
 }
