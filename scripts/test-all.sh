@@ -28,6 +28,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 results=()
 failed=0
+# What scripts/check-matrix.sh found failing (the notes of the failing cells), printed by
+# summary() at the end of the log, where CI keeps it.
+DISTSYNC_FAILED_CELLS=$(mktemp)
+export DISTSYNC_FAILED_CELLS
+trap 'rm -f "$DISTSYNC_FAILED_CELLS"' EXIT
 
 # step NAME COMMAND...: run COMMAND, print its duration, remember the outcome; returns
 # COMMAND's status.
@@ -72,6 +77,10 @@ disk_report() {
 summary() {
     printf '\n%s\n' "test-all summary:" >&2
     printf '  %s\n' "${results[@]}" >&2
+    if [[ -s $DISTSYNC_FAILED_CELLS ]]; then
+        printf '  conformance, what failed:\n' >&2
+        head -n 20 "$DISTSYNC_FAILED_CELLS" | mask_passwords | sed 's/^/    /' >&2
+    fi
     disk_report
 }
 
