@@ -25,10 +25,6 @@ pub struct ZkBackend {
     /// per request (or per campaign, for the hand-over and release-request records) must
     /// not cost a session and a connection each.
     sessionless: Arc<crate::direct::Direct>,
-    /// The one client of every queue handle of this backend, opened on first use (see
-    /// `ZkQueue::new`): it holds the receipts of dequeues in flight, with a session
-    /// timeout of its own.
-    queues: Arc<crate::direct::Direct>,
 }
 
 impl std::fmt::Debug for ZkBackend {
@@ -66,10 +62,6 @@ impl ZkBackend {
         );
         Ok(Self {
             sessionless: Arc::new(crate::direct::Direct::new(&shared)),
-            queues: Arc::new(crate::direct::Direct::with_session_timeout(
-                &shared,
-                crate::queue::nodes::OWN_SESSION,
-            )),
             shared,
             capabilities,
         })
@@ -142,7 +134,7 @@ impl Backend for ZkBackend {
     }
 
     fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
-        Ok(Box::new(crate::queue::ZkQueue::new(&self.queues, name)))
+        Ok(Box::new(crate::queue::ZkQueue::new(&self.shared, name)))
     }
 
     fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
@@ -298,30 +290,5 @@ mod tests {
         );
         drop((counters, latches, limiter, stm));
         assert_eq!(Arc::strong_count(&backend.sessionless), alone);
-    }
-
-    #[tokio::test]
-    async fn queue_handles_share_the_backends_one_queue_client() {
-        let Some(url) = test_url() else { return };
-        let backend = crate::backend(&url).await.unwrap();
-        let alone = Arc::strong_count(&backend.queues);
-        let queues: Vec<_> = (0..3)
-            .map(|i| {
-                let name = Name::new(format!("shared-queue-client-{i}")).unwrap();
-                backend.queue(name).unwrap()
-            })
-            .collect();
-        for queue in &queues {
-            queue.enqueue("item").await.unwrap();
-            assert_eq!(
-                queue.try_dequeue().await.unwrap().as_deref(),
-                Some(&b"item"[..])
-            );
-        }
-        // Every handle holds the backend's one queue client, so a write a dropped handle
-        // left in flight is sent before any later request of another handle.
-        assert_eq!(Arc::strong_count(&backend.queues), alone + queues.len());
-        drop(queues);
-        assert_eq!(Arc::strong_count(&backend.queues), alone);
     }
 }

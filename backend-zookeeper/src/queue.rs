@@ -99,32 +99,20 @@ pub(crate) struct Inner {
     shared: Arc<Shared>,
     name: Name,
     paths: Paths,
-    /// The client of the backend's queues (see [`ZkQueue::new`]).
-    own: Arc<Direct>,
+    own: Direct,
     /// When this handle last pruned keys (`None`: never).
     pruned: Mutex<Option<Instant>>,
 }
 
 impl ZkQueue {
-    /// The queue `name` on `queues`, the one client every queue handle of a backend
-    /// shares (with the session timeout [`nodes::OWN_SESSION`]).
-    ///
-    /// One client, not one per handle, because the ZooKeeper client keeps a request
-    /// made as its connection drops and sends it once the connection returns, after
-    /// its caller gave up on it (an enqueue that failed with a may-have-applied
-    /// error). On one client every later request of the backend's queues is sent
-    /// after it, in order: a caller that tries again through the same backend sees
-    /// what the failed call did before anything else, and a write of a handle that
-    /// was dropped cannot land after another handle's read.
-    pub(crate) fn new(queues: &Arc<Direct>, name: Name) -> Self {
-        let shared = &queues.shared;
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
         let paths = Paths::new(shared.config.root(), &name);
         Self {
             inner: Arc::new(Inner {
                 shared: Arc::clone(shared),
                 name,
                 paths,
-                own: Arc::clone(queues),
+                own: Direct::with_session_timeout(shared, nodes::OWN_SESSION),
                 pruned: Mutex::new(None),
             }),
         }

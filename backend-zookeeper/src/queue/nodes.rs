@@ -14,8 +14,8 @@ use crate::store::Shared;
 /// What every item node's name starts with (Curator's `QUEUE_ITEM_NAME`).
 pub(crate) const ITEM_NAME: &str = "queue-";
 
-/// The timeout of the session a backend's queue handles share: it holds only the
-/// receipts of dequeues in flight, and once it ends the next request opens another.
+/// The timeout of a queue's own session: it holds only the receipts of dequeues in
+/// flight, and a queue whose session ended opens another.
 pub(crate) const OWN_SESSION: Duration = Duration::from_secs(10);
 
 /// The paths of one queue.
