@@ -124,13 +124,12 @@ async fn trial(h: &Harness, held: Held, mode: PartitionMode, i: usize) -> Check<
         partition,
         _holder,
         _kept,
-        lost,
-        waiter,
+        lost: mut lost_task,
+        mut waiter,
     } = set_up(format!("trial {i}"), |attempt| {
         set_up_trial(h, held, format!("t{i}a{attempt}"))
     })
     .await?;
-    let (mut lost_task, mut waiter) = (lost, waiter);
 
     let cut_at = Instant::now();
     partition.set(mode);
