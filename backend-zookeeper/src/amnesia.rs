@@ -36,11 +36,12 @@
 //! **Clients that never knew the old store** cannot tell a wiped store from a new one:
 //! for them a missing marker is the only sign. With a bound on session TTLs
 //! (`max_session_ttl=` in the URL, [`crate::ZkConfig::max_session_ttl`]) the client
-//! that finds the marker missing writes it together with the hold node
-//! `<root>/amnesia-hold`, an ephemeral node of a session of the bound's length that
-//! the client leaves open (detached) as it goes, so the node lives for the bound
+//! that finds the marker missing writes the hold node `<root>/amnesia-hold` and then
+//! the marker: the hold node is an ephemeral node of a session of the bound's length
+//! that the client leaves open (detached) as it goes, so the node lives for the bound
 //! whatever becomes of the client; every client that opens its first session while the
-//! hold node lives (or writes it) waits out the bound before its first grant. A
+//! hold node lives (or writes it) waits out the bound before its first grant. The hold
+//! node comes first so that no client finds the new marker without it. A
 //! session longer than the bound is refused
 //! ([`distsync_core::Error::InvalidArgument`]), so the bound covers every session. The
 //! price: a root's first session on a store waits the bound once before its first

@@ -82,7 +82,6 @@ async fn check(shared: &Shared, client: &zk::Client, ttl: Duration) -> Result<bo
             Ok(()) => {
                 amnesia.wrote_marker(&next);
                 if version.is_none() {
-                    write_hold(shared).await?;
                     amnesia.hold_for_longest();
                 }
                 break;
@@ -104,23 +103,28 @@ async fn check(shared: &Shared, client: &zk::Client, ttl: Duration) -> Result<bo
     Ok(forgot)
 }
 
-/// Creates the marker node (and the root if missing).
+/// Creates the hold node, then the marker node (the root first if missing).
+///
+/// The hold node goes first: a client that finds the new marker, as every client
+/// reading after the create does, then finds the hold node too while it lives (a
+/// ZooKeeper client's reads never go back in zxid), so none can take the marker for
+/// one whose hold has ended and grant before the lock-delay. The other order leaves a
+/// window, between the two creates, in which a newcomer finds the marker, no hold
+/// node, and grants at once.
 async fn write_new_marker(
     shared: &Shared,
     client: &zk::Client,
     marker: &EpochMarker,
 ) -> Result<std::result::Result<(), zk::Error>> {
+    write_hold(shared).await?;
     let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let path = &shared.amnesia.marker_path;
     let data = marker.encode();
     match bounded(shared, client.create(path, data.as_bytes(), &options)).await? {
+        // The root, made by the hold's client, is not yet seen by this one's server:
+        // `mkdir` goes through the leader and brings it up to date.
         Err(zk::Error::NoNode) => {
-            let root = shared.config.root();
-            if !root.is_empty() {
-                bounded(shared, client.mkdir(root, &options))
-                    .await?
-                    .map_err(map)?;
-            }
+            make_root(shared, client).await?;
             Ok(
                 bounded(shared, client.create(path, data.as_bytes(), &options))
                     .await?
@@ -131,9 +135,21 @@ async fn write_new_marker(
     }
 }
 
-/// Creates the hold node, ephemeral on a session of the lock-delay's length that is
-/// left open as the client goes (see the module docs). One already there is another
-/// client's hold, which does as well.
+/// Creates the root's nodes where missing (`mkdir -p`; nothing for the empty root).
+async fn make_root(shared: &Shared, client: &zk::Client) -> Result<()> {
+    let root = shared.config.root();
+    if root.is_empty() {
+        return Ok(());
+    }
+    let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    bounded(shared, client.mkdir(root, &options))
+        .await?
+        .map_err(map)
+}
+
+/// Creates the hold node (the root first if missing), ephemeral on a session of the
+/// lock-delay's length that is left open as the client goes (see the module docs).
+/// One already there is another client's hold, which does as well.
 async fn write_hold(shared: &Shared) -> Result<()> {
     let delay = shared.amnesia.current_delay();
     let client = shared.connect_detached(delay).await?;
@@ -146,11 +162,12 @@ async fn write_hold(shared: &Shared) -> Result<()> {
         )));
     }
     let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-    let answer = bounded(
-        shared,
-        client.create(&shared.amnesia.hold_path, &[], &options),
-    )
-    .await?;
+    let path = &shared.amnesia.hold_path;
+    let mut answer = bounded(shared, client.create(path, &[], &options)).await?;
+    if let Err(zk::Error::NoNode) = answer {
+        make_root(shared, &client).await?;
+        answer = bounded(shared, client.create(path, &[], &options)).await?;
+    }
     match answer {
         Ok((stat, _)) => {
             shared.amnesia.new_hold(stat.czxid);

@@ -5,7 +5,8 @@
 //! marker, and a client with a bound on session TTLs (`max_session_ttl=`) that never
 //! knew the old store waits out the bound before its first grant, its tokens above the
 //! old holder's. On the test server, under a root of its own: a store without a marker
-//! makes a bounded client wait, and a client arriving after the bound does not.
+//! makes a bounded client wait, a client arriving after the bound does not, and the
+//! hold node is written before the marker, so no client finds the marker without it.
 //!
 //! Runs when `DISTSYNC_ZOOKEEPER_URL` is set (the test servers are installed); skipped
 //! loudly otherwise, a failure under `CI=true`.
@@ -132,19 +133,84 @@ async fn a_wiped_store_is_told_and_a_bounded_newcomer_waits_with_tokens_above() 
     again.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn with_the_bound_a_new_client_waits_out_a_store_found_without_its_marker() {
-    let Some(url) = server_url("DISTSYNC_ZOOKEEPER_URL") else {
-        return;
-    };
+/// Waits, for at most `limit`, until the node at `path` is gone.
+async fn until_gone(zk: &zookeeper_client::Client, path: &str, limit: Duration) {
+    within(limit, "the node ending with its session", async {
+        loop {
+            match zk.check_and_watch_stat(path).await.unwrap() {
+                (None, _) => break,
+                (Some(_), watcher) => {
+                    watcher.changed().await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// The test server's hosts and a root of the test's own (no marker there yet).
+fn own_root(url: &str, test: &str) -> (String, String) {
     let config: distsync_zookeeper::ZkConfig = url.parse().unwrap();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    // A root of its own: no marker there yet.
-    let root = format!("/distsync-amnesia-test-{}-{nanos}", std::process::id());
-    let hosts = config.hosts().join(",");
+    let root = format!("/distsync-{test}-{}-{nanos}", std::process::id());
+    (config.hosts().join(","), root)
+}
+
+/// A client that finds the marker missing writes the hold node before the marker, so
+/// that no client finds the new marker without the hold node and grants before the
+/// bound: watched from another client, the hold node is there as soon as the marker is.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hold_node_is_there_before_the_marker_it_comes_with() {
+    let Some(url) = server_url("DISTSYNC_ZOOKEEPER_URL") else {
+        return;
+    };
+    let (hosts, root) = own_root(&url, "amnesia-order");
+    let bound = Duration::from_secs(2);
+    let zk = zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(4))
+        .connect(&hosts)
+        .await
+        .unwrap();
+    let marker = format!("{root}/amnesia");
+    let hold = format!("{root}/amnesia-hold");
+    let (absent, created) = zk.check_and_watch_stat(&marker).await.unwrap();
+    assert!(absent.is_none(), "a marker under a new root");
+
+    let bounded_url = format!("zk://{hosts}{root}?max_session_ttl=2s");
+    let opening = tokio::spawn(async move {
+        let client = distsync_zookeeper::backend(&bounded_url).await.unwrap();
+        let session = client
+            .session(SessionOptions::with_ttl(bound))
+            .await
+            .unwrap();
+        session.close().await.unwrap();
+    });
+    within(bound * 4, "the marker's create", created.changed()).await;
+    // This client's reads see at least the state its watch reported.
+    assert!(
+        zk.check_stat(&hold).await.unwrap().is_some(),
+        "the marker was written before its hold node: a newcomer could read it, find no \
+         hold node and grant within the bound"
+    );
+    within(bound * 4, "the first session", opening)
+        .await
+        .unwrap();
+
+    until_gone(&zk, &hold, bound * 10).await;
+    for path in ["/amnesia", ""] {
+        let _ = zk.delete(&format!("{root}{path}"), None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_bound_a_new_client_waits_out_a_store_found_without_its_marker() {
+    let Some(url) = server_url("DISTSYNC_ZOOKEEPER_URL") else {
+        return;
+    };
+    let (hosts, root) = own_root(&url, "amnesia-test");
     let bounded_url = format!("zk://{hosts}{root}?max_session_ttl=2s");
     let bound = Duration::from_secs(2);
 
@@ -195,18 +261,7 @@ async fn with_the_bound_a_new_client_waits_out_a_store_found_without_its_marker(
     let (marker, _) = zk.get_data(&format!("{root}/amnesia")).await.unwrap();
     let marker = String::from_utf8(marker).unwrap();
     assert!(marker.contains("ttl_ms=2000"), "marker {marker}");
-    let hold = format!("{root}/amnesia-hold");
-    within(bound * 10, "the hold node ending with its session", async {
-        loop {
-            match zk.check_and_watch_stat(&hold).await.unwrap() {
-                (None, _) => break,
-                (Some(_), watcher) => {
-                    watcher.changed().await;
-                }
-            }
-        }
-    })
-    .await;
+    until_gone(&zk, &format!("{root}/amnesia-hold"), bound * 10).await;
     let later = distsync_zookeeper::backend(&bounded_url).await.unwrap();
     let other = later
         .session(SessionOptions::with_ttl(bound))
