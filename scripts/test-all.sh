@@ -32,7 +32,10 @@ failed=0
 # summary() at the end of the log, where CI keeps it.
 DISTSYNC_FAILED_CELLS=$(mktemp)
 export DISTSYNC_FAILED_CELLS
-trap 'rm -f "$DISTSYNC_FAILED_CELLS"' EXIT
+# What the cargo test steps found failing (the failing tests' panics and the command to
+# run each failing binary again), printed by summary() too.
+failed_tests=$(mktemp)
+trap 'rm -f "$DISTSYNC_FAILED_CELLS" "$failed_tests"' EXIT
 
 # step NAME COMMAND...: run COMMAND, print its duration, remember the outcome; returns
 # COMMAND's status.
@@ -74,9 +77,27 @@ disk_report() {
         "$(df -Ph "$(dirname "$target")" | awk 'NR == 2 { print $4 }')" "$held" >&2
 }
 
+# cargo_tests COMMAND...: runs COMMAND (a cargo test), its output shown as it comes,
+# and keeps what says which tests failed (each panic with its message, each binary's
+# command to run it again) for the summary; returns COMMAND's status.
+cargo_tests() {
+    local output status
+    output=$(mktemp)
+    "$@" 2>&1 | tee "$output"
+    status=${PIPESTATUS[0]}
+    grep -E -A1 "^thread '.*panicked at " "$output" | grep -v '^--$' | cut -c1-300 >>"$failed_tests"
+    grep -E '^error: test failed, to rerun pass ' "$output" >>"$failed_tests"
+    rm -f "$output"
+    return "$status"
+}
+
 summary() {
     printf '\n%s\n' "test-all summary:" >&2
     printf '  %s\n' "${results[@]}" >&2
+    if [[ -s $failed_tests ]]; then
+        printf '  tests, what failed:\n' >&2
+        head -n 30 "$failed_tests" | mask_passwords | sed 's/^/    /' >&2
+    fi
     if [[ -s $DISTSYNC_FAILED_CELLS ]]; then
         printf '  conformance, what failed:\n' >&2
         head -n 20 "$DISTSYNC_FAILED_CELLS" | mask_passwords | sed 's/^/    /' >&2
@@ -111,13 +132,13 @@ step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --al
 # step below, alone. The backends' conformance binaries leave the suite's cases to the
 # `conformance` step, which runs them against the same servers through the runner
 # (DISTSYNC_CASES_IN_RUNNER), so each case runs once; their extra tests run here.
-step test env DISTSYNC_CASES_IN_RUNNER=1 cargo test --workspace --all-features -- --skip primary_killed_
+step test cargo_tests env DISTSYNC_CASES_IN_RUNNER=1 cargo test --workspace --all-features -- --skip primary_killed_
 # The example backend crate outside the workspace (examples/file-backend) runs the
 # conformance suite from its own `cargo test`, pinned by its own Cargo.lock, built in
 # the workspace's target directory so that what it shares with the workspace is built
 # once. Not `--locked`: a dependency added to distsync-core is then added to that lock
 # (its other pins kept) instead of failing the step.
-step out-of-tree env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
+step out-of-tree cargo_tests env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
     cargo test -q --manifest-path examples/file-backend/Cargo.toml
 # The conformance runner over every backend (memory and the servers above), whose
 # matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but
@@ -135,10 +156,10 @@ step bench-guard scripts/bench-guard.sh
 step tls-conform tls_conformance
 # The same workspace-wide feature set as `test` (and scripts/runner.sh), so nothing
 # is compiled again for these two steps.
-step tls-errors cargo test -q --workspace --all-features --test tls_auth --test tls_logs
+step tls-errors cargo_tests cargo test -q --workspace --all-features --test tls_auth --test tls_logs
 # Redis under Sentinel: the primary SIGKILLed under load, with and without replica
 # acknowledgement (under CI=true a missing DISTSYNC_REDIS_SENTINEL_URL fails).
-step failover cargo test -q --workspace --all-features --test sentinel -- primary_killed_ --test-threads 1
+step failover cargo_tests cargo test -q --workspace --all-features --test sentinel -- primary_killed_ --test-threads 1
 
 # Every published crate packages and builds from its package alone, as crates.io
 # would receive it (`cargo publish --workspace --dry-run`).
