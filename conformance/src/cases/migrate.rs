@@ -11,6 +11,7 @@
 //! in-process memory store), and the other side of each migration is a new in-process
 //! memory store.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +23,8 @@ use tokio::time::Instant;
 use super::boxed;
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
-    ensure, eventually, partitioned_client_with_timeouts, secs, violated, within, Bounded, Check,
-    Context, Fail, Holds, LONG, PROMPT,
+    ensure, eventually, partitioned_client_with_timeouts, retry_transient, secs, violated, within,
+    Bounded, Check, Context, Fail, Holds, LONG, PROMPT,
 };
 use crate::faults::{FreshStore, Hook, PartitionMode};
 use crate::harness::Harness;
@@ -557,6 +558,17 @@ async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Du
     // Bytes a silent partition holds are dropped, not delivered after the heal.
     partitioned.set(PartitionMode::Reset);
     partitioned.set(PartitionMode::Forward);
+    // A write in flight at the cut that the cut-off client still holds is sent once it
+    // reconnects (it may be applied, as its error said): a read through each queue
+    // handle the migration wrote with goes out after it, so once those reads are
+    // answered the destination holds all it ever will of the failed run.
+    for queue in tap.queues() {
+        retry_transient(&AtomicUsize::new(0), LONG, || queue.len())
+            .await
+            .ctx(format!(
+                "{what}: a read through the migration's queue handle after the heal"
+            ))?;
+    }
 
     same_state(
         "memory source after the failed copy",
@@ -588,10 +600,8 @@ async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Du
     }
 
     // After the heal, through the client that was cut off: drain what reached the
-    // destination's queue, then copy again. A write in flight at the cut may land only
-    // now, once that client reconnects (it may have been applied, as its error said),
-    // so the drain may find one item more than the export before the heal; whatever
-    // it finds is still a prefix, with at most the one in flight.
+    // destination's queue, then copy again. Whatever the drain finds is still a
+    // prefix of the items copied, with at most the one in flight at the cut.
     let most = match point {
         CutPoint::AfterItems(items) => items + 1,
         CutPoint::AtVerification => copied.len(),

@@ -69,6 +69,9 @@ impl Cut {
 pub(super) struct CutTap {
     inner: Arc<dyn Backend>,
     cut: Arc<Cut>,
+    /// The destination queue handles the migration was given, kept past it: a write
+    /// the cut left in flight may still be held by one (see [`CutTap::queues`]).
+    queues: Mutex<Vec<Arc<dyn Queue>>>,
 }
 
 impl CutTap {
@@ -88,7 +91,20 @@ impl CutTap {
                 exports: AtomicUsize::new(0),
                 at: Mutex::new(None),
             }),
+            queues: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The destination queue handles handed out to the migration. A store's client may
+    /// hold a write it took while its connection was down and send it once it
+    /// reconnects, whether or not its caller still waits (ZooKeeper's does); a read
+    /// through the same handle goes out after it, so once such a read is answered,
+    /// that write has landed or never will.
+    pub(super) fn queues(&self) -> Vec<Arc<dyn Queue>> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// When the cut was made, if it was.
@@ -128,8 +144,13 @@ impl Backend for CutTap {
     }
 
     fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
+        let inner: Arc<dyn Queue> = Arc::from(self.inner.queue(name)?);
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::clone(&inner));
         Ok(Box::new(TapQueue {
-            inner: self.inner.queue(name)?,
+            inner,
             cut: Arc::clone(&self.cut),
         }))
     }
@@ -179,7 +200,7 @@ impl Backend for CutTap {
 
 /// A destination queue that counts the items it has written.
 struct TapQueue {
-    inner: Box<dyn Queue>,
+    inner: Arc<dyn Queue>,
     cut: Arc<Cut>,
 }
 
