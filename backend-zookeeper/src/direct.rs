@@ -109,7 +109,10 @@ pub(crate) fn reads_again(error: &Error) -> bool {
 /// The client queues a request made while its connection is down and sends it once it
 /// reconnects, whether or not its caller still waits for the answer. A request made
 /// only once the client is connected is sent at once or fails with the connection, so
-/// a request its caller gave up on during an outage never reaches the server after it.
+/// a request its caller gave up on during an outage does not reach the server after
+/// it, but for one made in the instant the connection drops, before the client has
+/// noticed: the client holds that one too and sends it when it reconnects (its caller
+/// gets a connection error, which says it may have been applied).
 ///
 /// # Errors
 /// [`Error::Connection`] when the connection is not back within the timeout.
