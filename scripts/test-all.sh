@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# Every test against every backend: installs and starts the test servers and builds
-# the Go peer (scripts/servers.sh up), then runs, timing each step:
-#   cargo fmt --check; the MSRV check of Cargo.lock (scripts/check-msrv.sh); clippy -D
-#   warnings; cargo test --workspace --all-features (README's and docs/' code blocks
-#   included, as the facade's doctests); the example backend crate outside the workspace
-#   (examples/file-backend) running the suite from its own tests; the conformance runner
-#   over memory, etcd (with etcd's own Go recipes as peers), Redis and PostgreSQL, a
-#   subset of cases on
-#   the Redis Sentinel group and the whole suite on the Redis Cluster (columns
-#   redis-sentinel and redis-cluster, their failover cases included; under CI=true the
-#   runner fails when DISTSYNC_REDIS_SENTINEL_URL or DISTSYNC_REDIS_CLUSTER_URL is not
-#   set), compared with docs/GUARANTEES.md and README's summary; the bench's
-#   regression guard; the runner over the TLS and authenticated etcd, Redis and
-#   PostgreSQL (a subset of cases) and their typed-error tests (untrusted CA, client
-#   certificate of another CA or expired, wrong password, silent server, no password
-#   in errors or logs); the Redis Sentinel tests with the primary killed
-#   (backend-redis/tests/sentinel.rs, timed on their own; the conformance step's
-#   redis-sentinel column runs the same failover cases); and the publish dry run of
-#   every published crate (scripts/check-package.sh).
+# Every test against every backend, the per-change tier (README's test command, CI):
+# installs and starts the test servers and builds the Go peer (scripts/servers.sh up),
+# then runs, timing each step:
+#   cargo fmt --check; the docs checks (scripts/check-docs.sh); the MSRV check of
+#   Cargo.lock (scripts/check-msrv.sh); clippy -D warnings; rustdoc -D warnings; every
+#   test of the workspace with cargo-nextest (one integration-test binary per crate,
+#   `.config/nextest.toml` says which tests run alone or in turns; the Sentinel tests
+#   that kill the group's primary among them), then the doctests (README's and docs/'
+#   code blocks included, as the facade's); the example backend crate outside the
+#   workspace (examples/file-backend) running the suite from its own tests; the
+#   conformance runner over memory, etcd (with etcd's own Go recipes as peers), Redis,
+#   PostgreSQL and ZooKeeper, a subset of cases on the Redis Sentinel group and the
+#   whole suite on the Redis Cluster (under CI=true the runner fails when a server's URL
+#   is not set), compared with docs/GUARANTEES.md and README's summary; the runner over
+#   the TLS and authenticated servers (a subset of cases); and the package listing of
+#   every published crate (scripts/check-package.sh --no-verify).
+# What protects a release rather than a change (the publish dry run that builds every
+# package, the bench guard, long mixed-fault runs, the matrix three times) is
+# scripts/release-check.sh.
 # Every step runs even when an earlier one failed (so one run reports everything),
 # except the tests when the servers did not come up; the exit status is non-zero if
 # any step failed. Works on a fresh Debian 12 machine with a Rust toolchain (run as
@@ -32,8 +32,8 @@ failed=0
 # summary() at the end of the log, where CI keeps it.
 DISTSYNC_FAILED_CELLS=$(mktemp)
 export DISTSYNC_FAILED_CELLS
-# What the cargo test steps found failing (the failing tests' panics and the command to
-# run each failing binary again), printed by summary() too.
+# What the test steps found failing (the failing tests' panics, nextest's FAIL lines,
+# cargo's command to run a failing binary again), printed by summary() too.
 failed_tests=$(mktemp)
 trap 'rm -f "$DISTSYNC_FAILED_CELLS" "$failed_tests"' EXIT
 
@@ -77,9 +77,10 @@ disk_report() {
         "$(df -Ph "$(dirname "$target")" | awk 'NR == 2 { print $4 }')" "$held" >&2
 }
 
-# cargo_tests COMMAND...: runs COMMAND (a cargo test), its output shown as it comes,
-# and keeps what says which tests failed (each panic with its message, each binary's
-# command to run it again) for the summary; returns COMMAND's status.
+# cargo_tests COMMAND...: runs COMMAND (cargo nextest or cargo test), its output shown as
+# it comes, and keeps what says which tests failed (each panic with its message,
+# nextest's FAIL and TIMEOUT lines, cargo's command to run a failing binary again) for
+# the summary; returns COMMAND's status.
 cargo_tests() {
     local output status
     output=$(mktemp)
@@ -87,6 +88,7 @@ cargo_tests() {
     status=${PIPESTATUS[0]}
     grep -E -A1 "^thread '.*panicked at " "$output" | grep -v '^--$' | cut -c1-300 >>"$failed_tests"
     grep -E '^error: test failed, to rerun pass ' "$output" >>"$failed_tests"
+    grep -E '^ +(FAIL|TIMEOUT|SIG[A-Z]+|LEAK-FAIL) \[' "$output" | sort -u | cut -c1-300 >>"$failed_tests"
     rm -f "$output"
     return "$status"
 }
@@ -109,6 +111,10 @@ summary() {
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     step components rustup component add rustfmt clippy
 fi
+# cargo-nextest comes with the machine; a machine without it builds it from crates.io.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    step nextest cargo install cargo-nextest --locked
+fi
 
 printf 'test-all: at the start\n' >&2
 disk_report
@@ -128,11 +134,16 @@ eval "$(scripts/servers.sh env)" || exit 1
 step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 # Every public item documented, every intra-doc link resolved.
 step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
-# The Sentinel failover tests kill the group's primary: they run in the `failover`
-# step below, alone. The backends' conformance binaries leave the suite's cases to the
-# `conformance` step, which runs them against the same servers through the runner
-# (DISTSYNC_CASES_IN_RUNNER), so each case runs once; their extra tests run here.
-step test cargo_tests env DISTSYNC_CASES_IN_RUNNER=1 cargo test --workspace --all-features -- --skip primary_killed_
+# Every test but the doctests, each in a process of its own (cargo-nextest, no retries;
+# `.config/nextest.toml` runs alone the tests that act on a server others share, such as
+# the Sentinel tests that kill the group's primary). The backends' conformance binaries
+# leave the suite's cases to the `conformance` step, which runs them against the same
+# servers through the runner (DISTSYNC_CASES_IN_RUNNER), so each case runs once; their
+# extra tests run here.
+step test cargo_tests env DISTSYNC_CASES_IN_RUNNER=1 cargo nextest run --workspace --all-features \
+    --no-tests fail
+# The code blocks of the rustdoc, README and docs/ (nextest does not run doctests).
+step doctests cargo_tests cargo test -q --workspace --all-features --doc
 # The example backend crate outside the workspace (examples/file-backend) runs the
 # conformance suite from its own `cargo test`, pinned by its own Cargo.lock, built in
 # the workspace's target directory so that what it shares with the workspace is built
@@ -144,26 +155,15 @@ step out-of-tree cargo_tests env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/targ
 # matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but
 # figures.
 step conformance scripts/check-matrix.sh
-# The bench's regression guard on the servers above (release build, ~20 s of
-# measuring): distsync's lock-cycle p50 over the raw commands' and each peer's,
-# against bench/baseline.json; fails beyond max(3 x noise, 20 %).
-step bench-guard scripts/bench-guard.sh
 # TLS, client certificates and authentication (etcd RBAC limited to the namespace,
 # Redis ACL, PostgreSQL SCRAM with a required client certificate, ZooKeeper SASL
-# DIGEST-MD5 with a required client certificate): the runner over
-# those servers, then the typed errors as cargo tests (they also run in `test` above;
-# here they are reported on their own).
+# DIGEST-MD5 with a required client certificate): the runner over those servers (their
+# typed errors are the `tls_auth` and `tls_logs` tests of the `test` step).
 step tls-conform tls_conformance
-# The same workspace-wide feature set as `test` (and scripts/runner.sh), so nothing
-# is compiled again for these two steps.
-step tls-errors cargo_tests cargo test -q --workspace --all-features --test tls_auth --test tls_logs
-# Redis under Sentinel: the primary SIGKILLed under load, with and without replica
-# acknowledgement (under CI=true a missing DISTSYNC_REDIS_SENTINEL_URL fails).
-step failover cargo_tests cargo test -q --workspace --all-features --test sentinel -- primary_killed_ --test-threads 1
-
-# Every published crate packages and builds from its package alone, as crates.io
-# would receive it (`cargo publish --workspace --dry-run`).
-step package scripts/check-package.sh
+# Every published crate packages as crates.io would receive it (metadata, readme,
+# licenses, no file from outside the crate); building each package on its own is
+# scripts/release-check.sh's.
+step package scripts/check-package.sh --no-verify
 
 summary
 exit "$failed"

@@ -1,4 +1,4 @@
-//! Helpers the backend crates' connection tests share (`tests/tls_auth.rs`): the TLS
+//! Helpers the backend crates' connection tests share (`tests/it/tls_auth.rs`): the TLS
 //! test files, a server that never answers, a connect that must fail in time, and the
 //! check that an error never shows a secret.
 

@@ -1,5 +1,5 @@
 // The Curator peer of distsync's ZooKeeper interop test
-// (backend-zookeeper/tests/curator_interop.rs): runs Apache Curator's own recipes
+// (backend-zookeeper/tests/it/curator_interop.rs): runs Apache Curator's own recipes
 // against the same ZooKeeper as distsync and prints one line per event, which the
 // test parses.
 //

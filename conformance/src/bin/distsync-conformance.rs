@@ -60,7 +60,7 @@
 //! row `server_primary_failover_postgres` runs on a private primary with a
 //! *synchronous* streaming standby ([`Harness::connect_postgres_standby`]), the setting
 //! docs/HIGH_AVAILABILITY.md recommends; the asynchronous standby is measured by
-//! `backend-postgres/tests/failover.rs` (what it loses depends on timing, so it is no
+//! `backend-postgres/tests/it/failover.rs` (what it loses depends on timing, so it is no
 //! fixed matrix cell).
 //!
 //! `--outline` reads a markdown matrix on stdin and prints it without figures (what

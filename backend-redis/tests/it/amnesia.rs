@@ -1,0 +1,332 @@
+//! The lock-delay after the store forgets (`src/amnesia.rs`): on a private
+//! `redis-server` without persistence, restarted while a holder holds, a new contender
+//! is granted only after the old holder's `lost()` fired and after `max_session_ttl`
+//! from the server's start, with a greater fencing token; on a long-running server a
+//! new name waits for nothing; a session above the bound is refused.
+//!
+//! Runs when `DISTSYNC_REDIS_URL` is set (the test servers are installed); skipped
+//! loudly otherwise, a failure under `CI=true`.
+
+use crate::support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distsync_core::{Backend as _, Error};
+use tokio::time::Instant;
+
+use support::PrivateRedis;
+
+/// The bound on session TTLs the tests give, short so that the lock-delay is too.
+const BOUND: Duration = Duration::from_secs(3);
+
+async fn within<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .expect("did not finish in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_without_persistence_nobody_is_granted_before_the_old_holder_lost() {
+    if support::server_url().is_none() {
+        return;
+    }
+    let mut server = tokio::task::spawn_blocking(|| PrivateRedis::start(&[]))
+        .await
+        .unwrap();
+    let url = server.url("?max_session_ttl=3s");
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
+
+    // The server is brand new: the first grant of a name waits out the rest of the
+    // bound (the server may have held sessions before it started, as far as it knows).
+    let holder = coordinator
+        .session_with_ttl(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let guard = within(
+        BOUND + Duration::from_secs(5),
+        coordinator.locker(&holder, "l").unwrap().lock(),
+    )
+    .await
+    .unwrap();
+    let token_before = guard.token();
+
+    // When the old holder learns it lost the lock.
+    let lost_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let watching = {
+        let lost_at = Arc::clone(&lost_at);
+        let lost = guard.lost();
+        tokio::spawn(async move {
+            lost.await;
+            *lost_at.lock().unwrap() = Some(Instant::now());
+        })
+    };
+
+    let stopped_at = Instant::now();
+    server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+
+    // The restarted server is empty, its uptime below the bound: a try is refused
+    // while the lock-delay runs, then a waiter is granted once it ended.
+    // The first command after the restart may meet the broken connection; the
+    // connection manager reconnects behind it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let contender = loop {
+        match coordinator
+            .session_with_ttl(Duration::from_millis(1500))
+            .await
+        {
+            Ok(session) => break session,
+            Err(Error::Connection { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    };
+    let locker = coordinator.locker(&contender, "l").unwrap();
+    if stopped_at.elapsed() < BOUND - Duration::from_millis(500) {
+        assert!(locker.try_lock().await.unwrap().is_none());
+    }
+    let granted = within(BOUND + Duration::from_secs(5), locker.lock())
+        .await
+        .unwrap();
+    let granted_at = Instant::now();
+
+    let lost_at = lost_at
+        .lock()
+        .unwrap()
+        .expect("the old holder's lost() fired before the new grant");
+    assert!(lost_at <= granted_at);
+    // The server started after `stopped_at`, and nothing is granted before it has
+    // been up for the bound.
+    assert!(
+        granted_at.duration_since(stopped_at) >= BOUND,
+        "granted {:?} after the restart began, within the lock-delay of {BOUND:?}",
+        granted_at.duration_since(stopped_at)
+    );
+    assert!(
+        granted.token() > token_before,
+        "{:?} is not above {:?}",
+        granted.token(),
+        token_before
+    );
+    watching.await.unwrap();
+    granted.unlock().await.unwrap();
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_brand_new_server_every_kind_of_grant_waits_out_the_bound() {
+    if support::server_url().is_none() {
+        return;
+    }
+    let starting = Instant::now();
+    let server = tokio::task::spawn_blocking(|| PrivateRedis::start(&[]))
+        .await
+        .unwrap();
+    let coordinator = distsync_redis::connect(&server.url("?max_session_ttl=3s"))
+        .await
+        .unwrap();
+    let session = coordinator
+        .session_with_ttl(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let limit = BOUND + Duration::from_secs(5);
+    let rwlock = coordinator.rwlock(&session, "rw").unwrap();
+    let semaphore = coordinator.semaphore(&session, "s", 2).unwrap();
+    let election = coordinator.election(&session, "e").unwrap();
+    // Each grant is timed on its own: the server started after `starting`, and
+    // nothing is granted before it has been up for the bound.
+    let ((write, write_at), (permit, permit_at), (leadership, leader_at)) = within(limit, async {
+        tokio::join!(
+            async { (rwlock.write().await, starting.elapsed()) },
+            async { (semaphore.acquire().await, starting.elapsed()) },
+            async { (election.campaign("me").await, starting.elapsed()) },
+        )
+    })
+    .await;
+    for (what, at) in [
+        ("the write lock", write_at),
+        ("the permit", permit_at),
+        ("the leadership", leader_at),
+    ] {
+        assert!(
+            at >= BOUND,
+            "{what} was granted {at:?} after the server started"
+        );
+    }
+    write.unwrap().unlock().await.unwrap();
+    permit.unwrap().release().await.unwrap();
+    leadership.unwrap().resign().await.unwrap();
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_new_name_on_a_long_running_server_waits_for_nothing() {
+    let Some(server) = support::server_url() else {
+        return;
+    };
+    // The shared test server has been up for more than a second by the time any test
+    // runs (the connection below needs it answering already).
+    let namespace = support::unique_namespace("amnesia");
+    let url = format!(
+        "{}&max_session_ttl=1s",
+        support::with_namespace(&server, &namespace)
+    );
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let session = coordinator
+        .session_with_ttl(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let guard = coordinator
+        .locker(&session, "fresh")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("granted at once");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    guard.unlock().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_above_the_bound_is_refused() {
+    let Some(server) = support::server_url() else {
+        return;
+    };
+    let namespace = support::unique_namespace("amnesia");
+    let url = format!(
+        "{}&max_session_ttl=2s",
+        support::with_namespace(&server, &namespace)
+    );
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let refused = coordinator.session_with_ttl(Duration::from_secs(3)).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    let at_the_bound = coordinator.session_with_ttl(Duration::from_secs(2)).await;
+    assert!(at_the_bound.is_ok(), "{at_the_bound:?}");
+}
+
+#[tokio::test]
+async fn the_lock_delay_declares_holds_exclusive_across_a_restart_and_data_still_lost() {
+    let Some(server) = support::server_url() else {
+        return;
+    };
+    // The shared server without the options its URL may carry: no lock-delay.
+    let bare = server
+        .split_once('?')
+        .map_or(server.as_str(), |(base, _)| base);
+    let namespace = support::unique_namespace("amnesia");
+    let without = distsync_redis::backend(&support::with_namespace(bare, &namespace))
+        .await
+        .unwrap();
+    let with = distsync_redis::backend(&format!(
+        "{}&max_session_ttl=2s",
+        support::with_namespace(bare, &namespace)
+    ))
+    .await
+    .unwrap();
+    // The test server runs without persistence: only the lock-delay gives it.
+    assert!(!without.capabilities().exclusive_across_restart);
+    assert!(with.capabilities().exclusive_across_restart);
+    // Holds, not data: queue items and STM keys are lost with a restart all the same.
+    assert!(!with.capabilities().survives_restart);
+    assert_eq!(
+        with.capabilities(),
+        &without
+            .capabilities()
+            .clone()
+            .with_exclusive_across_restart(true)
+    );
+}
+
+/// A waiter line whose marker another server set (its recorded replication id is not
+/// this server's, as on a replica promoted without acknowledgement) grants nothing
+/// for the bound, then grants a token above every earlier one, and records this
+/// server's id.
+#[tokio::test]
+async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
+    let Some(server) = support::server_url() else {
+        return;
+    };
+    let bare = server
+        .split_once('?')
+        .map_or(server.as_str(), |(base, _)| base);
+    let namespace = support::unique_namespace("amnesia");
+    let url = format!(
+        "{}&max_session_ttl=2s",
+        support::with_namespace(bare, &namespace)
+    );
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let session = coordinator
+        .session_with_ttl(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let locker = coordinator.locker(&session, "promoted").unwrap();
+    let first = locker.try_lock().await.unwrap().expect("granted at once");
+    let token_before = first.token();
+    first.unlock().await.unwrap();
+
+    // The line as a promoted replica has it: its marker, set under another id (which
+    // the marker's value records after the time grants are allowed from).
+    let mut raw = redis::Client::open(bare)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let marker_key = format!("{{{namespace}promoted}}:lock:epoch");
+    let other = "0123456789abcdef0123456789abcdef01234567";
+    let _: () = redis::cmd("SET")
+        .arg(&marker_key)
+        .arg(format!("0:{other}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    let seen = Instant::now();
+    assert!(
+        locker.try_lock().await.unwrap().is_none(),
+        "granted while the lock-delay after the promotion runs"
+    );
+    let granted = within(BOUND + Duration::from_secs(5), locker.lock())
+        .await
+        .unwrap();
+    assert!(
+        seen.elapsed() >= Duration::from_millis(1900),
+        "granted {:?} after the promotion was seen, within the bound of 2 s",
+        seen.elapsed()
+    );
+    assert!(
+        granted.token() > token_before,
+        "{:?} is not above {:?}",
+        granted.token(),
+        token_before
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let marker: String = redis::cmd("GET")
+        .arg(&marker_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let (at, recorded) = marker
+        .split_once(':')
+        .unwrap_or_else(|| panic!("{marker:?} records no replication id"));
+    assert!(at.parse::<u64>().is_ok(), "{marker:?}");
+    assert_ne!(recorded, other);
+    assert!(
+        info.contains(&format!("master_replid:{recorded}")),
+        "{recorded} is not this server's replication id"
+    );
+    granted.unlock().await.unwrap();
+}

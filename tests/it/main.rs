@@ -1,0 +1,7 @@
+//! The integration tests of this crate as one test binary, a module per concern, so
+//! that the workspace links one test binary per crate instead of one per file.
+//! `.config/nextest.toml` says which of them run alone or in turns.
+
+mod connect;
+mod raw;
+mod send_static;
