@@ -56,6 +56,30 @@ async fn a_wiped_store_is_told_its_sessions_lost_and_tokens_keep_growing() {
     server.stop().await.unwrap();
     server.wipe().await.unwrap();
     server.start().await.unwrap();
+    // The lock-delay counts from the holder's client's detection, which can come before
+    // anything below returns: the marker is looked for from the moment the server is
+    // back, so that the instant it is seen is at most one look after it was written,
+    // and the wait measured from there is never shorter than the real one by more.
+    let store = distsync_postgres::sqlx::PgPool::connect(server.url())
+        .await
+        .unwrap();
+    let marker = tokio::spawn({
+        let store = store.clone();
+        async move {
+            loop {
+                let offset: Option<i64> = distsync_postgres::sqlx::query_scalar(
+                    "SELECT token_offset FROM distsync.epoch_marker",
+                )
+                .fetch_optional(&store)
+                .await
+                .unwrap_or(None);
+                if let Some(offset) = offset {
+                    return (offset, Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
 
     // A client that never knew the old store (no bound): it creates the schema again,
     // and leaves the missing marker alone.
@@ -65,25 +89,9 @@ async fn a_wiped_store_is_told_its_sessions_lost_and_tokens_keep_growing() {
     // finds the system_identifier changed and writes the marker with its offset.
     within(ttl * 3, "the holder's lost() after the wipe", guard.lost()).await;
     assert!(holder.is_lost(), "the holder's session outlived the wipe");
-    let store = distsync_postgres::sqlx::PgPool::connect(server.url())
+    let (offset, detected) = within(ttl * 3, "the holder's client writing the marker", marker)
         .await
         .unwrap();
-    let offset = within(ttl * 3, "the holder's client writing the marker", async {
-        loop {
-            let offset: Option<i64> = distsync_postgres::sqlx::query_scalar(
-                "SELECT token_offset FROM distsync.epoch_marker",
-            )
-            .fetch_optional(&store)
-            .await
-            .unwrap_or(None);
-            if let Some(offset) = offset {
-                return offset;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    let detected = Instant::now();
     store.close().await;
     assert!(
         u64::try_from(offset).unwrap() >= first.0,
