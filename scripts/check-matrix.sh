@@ -20,9 +20,12 @@
 # The fresh matrix is printed on standard output, so this one run of the runner is
 # also CI's conformance step.
 #
-# Exit status: 0 when every case passed and both tables match, 1 when a case failed
-# or a table differs, 2 when the runner produced no matrix to compare or ended with a
-# store unreachable (3) or its --timeout (4): a partial matrix is not compared.
+# Exit status: 0 when every case passed and both tables match, 1 when a case failed,
+# a table differs or the runner starved (its exit 5: more than a tenth of the fault
+# cells inconclusive, the runner itself stalled past their slack; a starved matrix is
+# complete and still compared, its inconclusive cells as their claims), 2 when the
+# runner produced no matrix to compare or ended with a store unreachable (3) or its
+# --timeout (4): a partial matrix is not compared.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/matrix-files.sh
@@ -44,14 +47,14 @@ runner=(scripts/runner.sh)
 # them in its closing summary, the part of a long CI log that is kept.
 keep_failed_cells() {
     [[ -n ${DISTSYNC_FAILED_CELLS:-} && -s $tmp/fresh.md ]] || return 0
-    { grep -E '^- \*\*.*\): (VIOLATED|ERROR|UNREACHABLE) — ' "$tmp/fresh.md" || true; } |
+    { grep -E '^- \*\*.*\): (VIOLATED|ERROR|UNREACHABLE|inconclusive) — ' "$tmp/fresh.md" || true; } |
         cut -c1-400 >>"$DISTSYNC_FAILED_CELLS"
 }
 
 status=0
 "${runner[@]}" --format markdown "${args[@]}" >"$tmp/fresh.md" || status=$?
 keep_failed_cells
-if ((status > 1)) || [[ ! -s $tmp/fresh.md ]]; then
+if ((status > 1 && status != 5)) || [[ ! -s $tmp/fresh.md ]]; then
     echo "check-matrix: the runner failed (exit $status); nothing to compare" >&2
     exit 2
 fi
@@ -87,6 +90,13 @@ if ((stale)); then
     exit 1
 fi
 echo "check-matrix: $GUARANTEES and $README's summary match a fresh run (figures aside)" >&2
+if ((status == 5)); then
+    echo "check-matrix: the runner starved: more than a tenth of the fault cells are inconclusive" \
+        "(the runner stalled past their slack; its stderr lists them)" >&2
+    [[ -z ${DISTSYNC_FAILED_CELLS:-} ]] ||
+        echo "the runner starved: more than a tenth of the fault cells inconclusive" >>"$DISTSYNC_FAILED_CELLS"
+    exit 1
+fi
 if ((status != 0)); then
     echo "check-matrix: but some cases failed (see the matrix and its notes)" >&2
     exit 1

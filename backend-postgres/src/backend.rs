@@ -453,7 +453,8 @@ impl Backend for PostgresBackend {
         crate::facts::describe(&self.shared).await
     }
 
-    /// Deletes those rows in one transaction (`purge.rs`).
+    /// Deletes those rows in one transaction, then ends the sessions already expired
+    /// as a sweep does (not counted: they belong to no name; `purge.rs`).
     async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
         crate::purge::purge_prefix(&self.shared, prefix).await
     }

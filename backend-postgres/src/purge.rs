@@ -6,8 +6,10 @@
 //! column holding it; a table created on first use (counters, latches, rate limits,
 //! idempotency records) that does not exist yet holds nothing. The semaphore lines
 //! hang off `lock_names` by id. Removing names folds their fencing counters into
-//! `token_floor` first, as pruning does, so a name used again never goes backwards;
-//! sessions (which belong to no name) are left to expire or end.
+//! `token_floor` first, as pruning does, so a name used again never goes backwards.
+//! Sessions belong to no name: a purge leaves live ones alone and ends those already
+//! expired, as every client's sweep does, so that a holder that was killed leaves no
+//! row behind once its TTL has passed (a schema with no client left sweeps nothing).
 
 use distsync_core::{Name, Result};
 use sqlx::{Postgres, Transaction};
@@ -142,7 +144,7 @@ async fn purge_names(
 }
 
 /// Deletes every row of the primitives under `prefix`, in one transaction, and
-/// returns how many it deleted.
+/// returns how many it deleted; then ends the sessions already expired (not counted).
 pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> {
     let (exact, under) = binds(prefix);
     let mut tx = shared.pool.begin().await.map_err(map)?;
@@ -165,6 +167,11 @@ pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     let (names, forgotten) = purge_names(shared, &mut tx, &exact, &under).await?;
     total += names;
     tx.commit().await.map_err(map)?;
+    // Not counted: the sessions are no name's entries (`count_prefix` skips them too).
+    let ended = shared.end_expired_sessions().await?;
+    if ended > 0 {
+        tracing::debug!(sessions = ended, "the purge ended expired sessions");
+    }
     // The client's cache of name ids must not hand out an id whose row is gone.
     for (kind, name) in forgotten {
         let kind = [

@@ -301,16 +301,23 @@ impl Shared {
         });
     }
 
-    /// One sweep (see [`Shared::sweep_if_due`]); returns the sessions ended, names
-    /// pruned and log entries pruned.
-    pub(crate) async fn sweep(&self) -> Result<(i32, i64, i64)> {
-        let swept = sqlx::query_scalar::<_, i32>(&self.sql(
+    /// Ends up to 1000 sessions whose heartbeat is older than their TTL (their rows go
+    /// with their entries, as a crashed client's would), and returns how many. Every
+    /// client does it in its sweep, so a session it ends was already expired for all.
+    pub(crate) async fn end_expired_sessions(&self) -> Result<i32> {
+        sqlx::query_scalar::<_, i32>(&self.sql(
             "SELECT {s}.reap_sessions(ARRAY(SELECT id FROM {s}.sessions \
              WHERE expires_at <= clock_timestamp() ORDER BY expires_at LIMIT 1000))",
         ))
         .fetch_one(self.bounded_reaper())
         .await
-        .map_err(map)?;
+        .map_err(map)
+    }
+
+    /// One sweep (see [`Shared::sweep_if_due`]); returns the sessions ended, names
+    /// pruned and log entries pruned.
+    pub(crate) async fn sweep(&self) -> Result<(i32, i64, i64)> {
+        let swept = self.end_expired_sessions().await?;
         if swept > 0 {
             tracing::info!(sessions = swept, "ended expired sessions");
         }

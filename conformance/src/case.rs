@@ -12,6 +12,7 @@ use crate::faults::Hook;
 use crate::harness::Harness;
 use crate::outcome::Outcome;
 use crate::profile::Profile;
+use crate::stall::StallMeter;
 
 /// The bound on one whole case run; a case that exceeds it is a violation.
 pub const CASE_LIMIT: Duration = Duration::from_secs(180);
@@ -364,7 +365,9 @@ impl Report {
     ///
     /// A case the harness could not finish ([`Outcome::Error`]) or that could not reach
     /// the store ([`Outcome::Unreachable`]) also fails the run: it showed nothing, so
-    /// the claims it measures are not shown to hold.
+    /// the claims it measures are not shown to hold. An [`Outcome::Inconclusive`] case
+    /// does not by itself: the run fails when more than a tenth of its fault cells are
+    /// ([`crate::Starvation`]).
     pub fn is_failure(&self) -> bool {
         match self.outcome {
             Outcome::Violated { .. } => self.declared != Some(false),
@@ -431,6 +434,16 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
 /// ([`Profile::leaves_out`]) is [`Outcome::NotRun`] without running, whatever the
 /// capabilities and hooks offer.
 ///
+/// While the case body runs, a [`StallMeter`] measures how long the harness's own
+/// runtime stalled. Only a verdict reached with a live harness can be violated: when a
+/// run's verdict is `Violated` and the harness stalled during it for longer than
+/// [`Harness::stall_slack`], the verdict is not trusted and the case runs once more,
+/// under a fresh prefix. The second run's verdict stands if the harness stayed live
+/// through it, whatever it is; if it stalled too, the case is
+/// [`Outcome::Inconclusive`]. A stall during a run whose verdict is not `Violated`
+/// changes nothing: the rule keeps a starved machine from making a store look broken,
+/// and a verdict that the store kept its promise stands as measured.
+///
 /// Cancel-safety: as [`run_case`].
 pub async fn run_case_in(
     case: &'static Case,
@@ -459,26 +472,7 @@ pub async fn run_case_in(
             } else {
                 None
             };
-            let body = tokio::spawn((case.run)(harness.for_case(case.id)));
-            let abort = body.abort_handle();
-            match tokio::time::timeout(CASE_LIMIT, body).await {
-                Ok(Ok(Outcome::Unsupported { reason })) => Outcome::Violated {
-                    evidence: format!(
-                        "capabilities offer what the case needs ({}), but the backend refused: {reason}",
-                        needs_list(case)
-                    ),
-                },
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(error)) => Outcome::Violated {
-                    evidence: format!("the case panicked: {error}"),
-                },
-                Err(_) => {
-                    abort.abort();
-                    Outcome::Violated {
-                        evidence: format!("the case did not finish within {CASE_LIMIT:?}"),
-                    }
-                }
-            }
+            judged_run(case, harness).await
         }
     };
     Report {
@@ -488,6 +482,64 @@ pub async fn run_case_in(
         outcome,
         elapsed: started.elapsed(),
     }
+}
+
+/// Runs the case body (twice when the first run's violation came with a stalled
+/// harness) and returns the verdict to report: see [`run_case_in`].
+async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
+    let slack = harness.stall_slack();
+    let (first, stalled) = run_body(case, harness).await;
+    if !matches!(first, Outcome::Violated { .. }) || stalled <= slack {
+        return first;
+    }
+    tracing::info!(
+        case = case.id,
+        ?stalled,
+        ?slack,
+        "a violation measured while the harness stalled; the case runs again"
+    );
+    let (second, stalled_again) = run_body(case, harness).await;
+    if stalled_again <= slack {
+        return second;
+    }
+    Outcome::Inconclusive {
+        stalled: stalled.max(stalled_again),
+        slack,
+        detail: format!(
+            "the runner stalled {} ms in the first run and {} ms in the second, past the {} ms \
+             slack the case judges with; first run: {first}; second run: {second}",
+            stalled.as_millis(),
+            stalled_again.as_millis(),
+            slack.as_millis(),
+        ),
+    }
+}
+
+/// One run of the case body under a fresh prefix, bounded by [`CASE_LIMIT`]: its
+/// outcome, and how long the harness stalled meanwhile ([`StallMeter`]).
+async fn run_body(case: &'static Case, harness: &Harness) -> (Outcome, Duration) {
+    let meter = StallMeter::start();
+    let body = tokio::spawn((case.run)(harness.for_case(case.id)));
+    let abort = body.abort_handle();
+    let outcome = match tokio::time::timeout(CASE_LIMIT, body).await {
+        Ok(Ok(Outcome::Unsupported { reason })) => Outcome::Violated {
+            evidence: format!(
+                "capabilities offer what the case needs ({}), but the backend refused: {reason}",
+                needs_list(case)
+            ),
+        },
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => Outcome::Violated {
+            evidence: format!("the case panicked: {error}"),
+        },
+        Err(_) => {
+            abort.abort();
+            Outcome::Violated {
+                evidence: format!("the case did not finish within {CASE_LIMIT:?}"),
+            }
+        }
+    };
+    (outcome, meter.stop())
 }
 
 fn needs_list(case: &Case) -> String {
@@ -503,6 +555,8 @@ fn needs_list(case: &Case) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -651,6 +705,101 @@ mod tests {
                 assert!(!case.starts_servers(), "{}", case.id);
             }
         }
+    }
+
+    /// How many times the body of [`stalling`] has run.
+    static STALLING_RUNS: AtomicUsize = AtomicUsize::new(0);
+    /// Which runs of [`stalling`] block the runtime: bit `i` for run `i` (from 0).
+    static STALLING_MASK: AtomicUsize = AtomicUsize::new(0);
+    /// What the runs of [`stalling`] report, in order (the last one for later runs).
+    static STALLING_VERDICTS: std::sync::Mutex<Vec<Outcome>> = std::sync::Mutex::new(Vec::new());
+
+    /// A case whose runs block the runtime's thread for 400 ms where `mask` says (bit
+    /// `i` for run `i`), then report `verdicts` in order. Run on a current-thread
+    /// runtime, whose only thread the block takes, so that the stall meter sees it.
+    fn stalling(mask: usize, verdicts: Vec<Outcome>) -> &'static Case {
+        STALLING_RUNS.store(0, Ordering::SeqCst);
+        STALLING_MASK.store(mask, Ordering::SeqCst);
+        *STALLING_VERDICTS.lock().unwrap() = verdicts;
+        Box::leak(Box::new(Case {
+            id: "stalling",
+            group: Group::Lock,
+            guarantee: "test",
+            needs: &[],
+            claim: Claim::Contract,
+            hooks: &[],
+            run: |_| {
+                Box::pin(async move {
+                    let run = STALLING_RUNS.fetch_add(1, Ordering::SeqCst);
+                    // The stall meter ticks once before the block.
+                    tokio::time::sleep(crate::stall::STALL_TICK * 2).await;
+                    if STALLING_MASK.load(Ordering::SeqCst) & (1 << run) != 0 {
+                        std::thread::sleep(Duration::from_millis(400));
+                    }
+                    let verdicts = STALLING_VERDICTS.lock().unwrap();
+                    verdicts[run.min(verdicts.len() - 1)].clone()
+                })
+            },
+        }))
+    }
+
+    fn runs() -> usize {
+        STALLING_RUNS.load(Ordering::SeqCst)
+    }
+
+    // The statics of `stalling` are shared: one test, its steps in order.
+    #[tokio::test(flavor = "current_thread")]
+    async fn only_a_verdict_reached_with_a_live_harness_can_be_violated() {
+        let harness = Harness::memory();
+        assert_eq!(harness.stall_slack(), crate::stall::STALL_FLOOR);
+        let violated = || Outcome::violated("two holders");
+
+        // Violated with a stalled harness, twice: inconclusive, not a failure.
+        let report = run_case(stalling(0b11, vec![violated()]), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        let Outcome::Inconclusive {
+            stalled,
+            slack,
+            detail,
+        } = &report.outcome
+        else {
+            panic!("not inconclusive: {report}");
+        };
+        assert!(*stalled >= Duration::from_millis(350), "{report}");
+        assert_eq!(*slack, crate::stall::STALL_FLOOR);
+        assert!(
+            detail.contains("first run: VIOLATED: two holders"),
+            "{report}"
+        );
+        assert!(!report.is_failure() && !report.disagrees(), "{report}");
+        assert!(
+            report
+                .to_string()
+                .contains("inconclusive (the runner stalled"),
+            "{report}"
+        );
+
+        // Violated with a stalled harness, then violated with a live one: violated.
+        let report = run_case(stalling(0b01, vec![violated()]), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(report.outcome, violated());
+        assert!(report.is_failure());
+
+        // Violated with a stalled harness, then held with a live one: holds.
+        let verdicts = vec![Outcome::violated("late"), Outcome::holds("on time")];
+        let report = run_case(stalling(0b01, verdicts), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(report.outcome, Outcome::holds("on time"));
+
+        // Held with a stalled harness: held, not run again.
+        let report = run_case(stalling(0b01, vec![Outcome::holds("ok")]), &harness).await;
+        assert_eq!(runs(), 1, "{report}");
+        assert_eq!(report.outcome, Outcome::holds("ok"));
+
+        // Violated with a live harness: violated, not run again.
+        let report = run_case(stalling(0, vec![violated()]), &harness).await;
+        assert_eq!(runs(), 1, "{report}");
+        assert_eq!(report.outcome, violated());
     }
 
     #[test]

@@ -290,6 +290,16 @@ impl Harness {
         self.settle
     }
 
+    /// The slack a violated verdict is judged with against the harness's own stalls:
+    /// a case during which the runtime stalled for longer is run again, and is
+    /// [`crate::Outcome::Inconclusive`] if it stalls again (see [`crate::run_case_in`]).
+    /// [`Harness::settle`] or [`crate::STALL_FLOOR`], whichever is larger: the settle
+    /// time is the finest bound the cases judge with, and the floor is below the
+    /// smallest margin of a fault case's session (the `stall` module docs say more).
+    pub fn stall_slack(&self) -> Duration {
+        crate::stall::stall_slack(self.settle)
+    }
+
     /// Measures the store's round trip (opening and closing a session, three times)
     /// and sets [`Harness::settle`] from it. Keeps the current settle if the store
     /// cannot be reached (the cases will then report the errors).

@@ -13,6 +13,12 @@
 //! | unsupported | `<skipped>` with the reason |
 //! | not run (left out by the profile) | `<skipped>` with the reason |
 //! | error (the harness could not finish it) | `<error>` with the message |
+//! | unreachable (the store could not be reached) | `<error type="unreachable">` with the message |
+//! | inconclusive (the runner itself stalled, twice) | `<skipped>` with the stall and the detail |
+//!
+//! An inconclusive cell is skipped rather than an error: it says nothing about the
+//! store, and one such cell does not fail a run; a run with too many of them fails by
+//! its exit status ([`crate::ExitStatus::Starved`]), and its skipped cells say which.
 //!
 //! The run's profile and each store's facts ([`crate::matrix::store_facts`]) are the
 //! suites' `<properties>`.
@@ -22,7 +28,7 @@ use std::time::Duration;
 
 use crate::case::Report;
 use crate::matrix::{store_facts, RunInfo};
-use crate::outcome::Outcome;
+use crate::outcome::{stall_words, Outcome};
 
 /// `text` with the five XML special characters escaped, and characters XML 1.0 does
 /// not allow (most control characters) replaced by `?`, so that any evidence text
@@ -204,6 +210,15 @@ fn testcase(out: &mut String, report: &Report) {
                  clients\" type=\"unreachable\">{detail}</error>"
             );
         }
+        Outcome::Inconclusive { stalled, slack, .. } => {
+            let _ = write!(
+                out,
+                "\n      <skipped message=\"inconclusive: {} (slack {} ms) in both runs; nothing \
+                 measured: {detail}\"/>",
+                stall_words(*stalled),
+                slack.as_millis()
+            );
+        }
         Outcome::Holds { .. } => {}
     }
     let figure = report
@@ -354,6 +369,16 @@ mod tests {
                     message: "not finished within the run's --timeout".into(),
                 },
             ),
+            report(
+                "redis",
+                "lock_holder_pause",
+                Some(true),
+                Outcome::Inconclusive {
+                    stalled: Duration::from_millis(412),
+                    slack: Duration::from_millis(250),
+                    detail: "first run: <VIOLATED>".into(),
+                },
+            ),
         ];
         let info = RunInfo {
             profile: Profile::Safe,
@@ -365,19 +390,26 @@ mod tests {
         let count = |name: &str| elements.iter().filter(|element| *element == name).count();
         assert_eq!(count("testsuites"), 1, "{xml}");
         assert_eq!(count("testsuite"), 2, "{xml}");
-        assert_eq!(count("testcase"), 6, "{xml}");
+        assert_eq!(count("testcase"), 7, "{xml}");
         assert_eq!(count("failure"), 1, "{xml}");
-        assert_eq!(count("skipped"), 3, "{xml}");
+        assert_eq!(count("skipped"), 4, "{xml}");
         assert_eq!(count("error"), 1, "{xml}");
-        assert_eq!(count("system-out"), 6, "{xml}");
+        assert_eq!(count("system-out"), 7, "{xml}");
         assert!(
             xml.contains(
-                "<testsuite name=\"redis\" tests=\"4\" failures=\"1\" errors=\"1\" skipped=\"2\""
+                "<testsuite name=\"redis\" tests=\"5\" failures=\"1\" errors=\"1\" skipped=\"3\""
             ),
             "{xml}"
         );
         assert!(
-            xml.contains("<testsuites name=\"distsync-conformance\" tests=\"6\" failures=\"1\""),
+            xml.contains("<testsuites name=\"distsync-conformance\" tests=\"7\" failures=\"1\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<skipped message=\"inconclusive: the runner stalled 412 ms (slack 250 ms) in both \
+                 runs; nothing measured: first run: &lt;VIOLATED&gt;\"/>"
+            ),
             "{xml}"
         );
         assert!(

@@ -29,7 +29,17 @@
 //! [`ExitStatus`]: 0 every claimed guarantee that ran held; 1 a claimed guarantee (or a
 //! contract) violated; 2 bad arguments (no matrix); 3 a store could not be reached or
 //! refused more clients ([`StoreTrouble`]: at connect, no matrix; while cases ran,
-//! their cells are `**UNREACHABLE**`); 4 a case not finished within `--timeout`.
+//! their cells are `**UNREACHABLE**`); 4 a case not finished within `--timeout`; 5 the
+//! runner starved: more than a tenth of the fault cells [`Outcome::Inconclusive`]
+//! ([`Starvation`]).
+//!
+//! ## When the runner is the one at fault
+//!
+//! While a case runs, a [`StallMeter`] measures how late a ticker on the case's runtime
+//! runs. A violation measured while the harness stalled for longer than the case's
+//! slack ([`Harness::stall_slack`]) is not trusted: the case runs once more, and if the
+//! harness stalls again the cell is [`Outcome::Inconclusive`] (see [`run_case_in`]).
+//! Only a verdict reached with a live harness can be violated.
 //!
 //! ## Running one case
 //!
@@ -95,6 +105,7 @@ mod profile;
 mod queue_history;
 pub mod reachability;
 mod rng;
+mod stall;
 mod status;
 mod stm_history;
 mod suite;
@@ -103,7 +114,7 @@ mod testing;
 pub use case::{run_case, run_case_as, run_case_in, Case, Claim, Group, Need, Report, CASE_LIMIT};
 pub use cases::{find, CASES};
 pub use cleanup::{clean_up, Cleanup};
-pub use exit::ExitStatus;
+pub use exit::{ExitStatus, Starvation};
 pub use faults::{
     connector, Cluster, Connect, ExternalHolder, Faults, FreshStore, HoldKind, HolderSpec, Hook,
     MemoryFaults, PrivateServer, ServerFaults, StoreFaults, StoreKind,
@@ -113,9 +124,10 @@ pub use harness::{
     SESSION_TTL,
 };
 pub use out_of_tree::{run_backend_tests, BackendUnderTest, IntoBackend};
-pub use outcome::{Outcome, OutcomeKind};
+pub use outcome::{stall_words, Outcome, OutcomeKind};
 pub use profile::{controls_server, Profile, UnknownProfile};
 pub use reachability::StoreTrouble;
+pub use stall::{stall_slack, StallMeter, STALL_FLOOR, STALL_TICK};
 pub use status::{check_counter_status, check_status};
 pub use suite::{run_suite, run_suite_bounded, run_suite_in};
 pub use testing::{run_test, run_tests, run_with, server_url, ExtraTest, CASES_ELSEWHERE_VAR};

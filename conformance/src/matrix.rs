@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::case::{Claim, Report};
 use crate::cases::CASES;
-use crate::outcome::{Outcome, OutcomeKind};
+use crate::outcome::{stall_words, Outcome, OutcomeKind};
 use crate::profile::Profile;
 
 /// What a run knows beside its reports: the profile it ran and the capabilities of
@@ -165,8 +165,9 @@ pub struct JsonRow<'a> {
     pub group: &'static str,
     /// The guarantee checked.
     pub guarantee: &'static str,
-    /// `holds`, `violated`, `unsupported`, `not_run` (left out by the run's profile) or
-    /// `error` (the harness could not finish the case).
+    /// `holds`, `violated`, `unsupported`, `not_run` (left out by the run's profile),
+    /// `error` (the harness could not finish the case), `unreachable` (the store could
+    /// not be reached) or `inconclusive` (the harness itself stalled, twice).
     pub outcome: OutcomeKind,
     /// What the capabilities claimed: `true`, `false`, or `null` where there is no
     /// claim (a contract every backend keeps).
@@ -175,9 +176,12 @@ pub struct JsonRow<'a> {
     pub capability: Option<&'static str>,
     /// The measured figure, if any.
     pub figure: Option<&'a str>,
-    /// The detail (holds), evidence (violated), reason (unsupported, not run) or message
-    /// (error).
+    /// The detail (holds, inconclusive), evidence (violated), reason (unsupported, not
+    /// run) or message (error, unreachable).
     pub detail: &'a str,
+    /// How long the harness stalled, in milliseconds, for an inconclusive cell (the
+    /// longer of its two runs' stalls); `null` otherwise.
+    pub stalled_ms: Option<u64>,
     /// Whether this result fails the run (see [`Report::is_failure`]).
     pub failure: bool,
     /// Whether declared and measured disagree (see [`Report::disagrees`]).
@@ -198,6 +202,10 @@ impl<'a> From<&'a Report> for JsonRow<'a> {
             capability: capability(report),
             figure: report.outcome.figure(),
             detail: report.outcome.detail(),
+            stalled_ms: report
+                .outcome
+                .stalled()
+                .map(|stalled| u64::try_from(stalled.as_millis()).unwrap_or(u64::MAX)),
             failure: report.is_failure(),
             disagrees: report.disagrees(),
             elapsed_ms: u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -281,12 +289,20 @@ pub fn markdown(reports: &[Report]) -> String {
              many connections) while the case ran; nothing was measured.\n",
         );
     }
+    if has(OutcomeKind::Inconclusive) {
+        let _ = writeln!(
+            out,
+            "{INCONCLUSIVE_LEGEND} the runner itself stalled past the slack the case judges \
+             with, in the case's run and in its second run; nothing was measured. More than \
+             a tenth of the fault cells inconclusive fails the run (exit status 5)."
+        );
+    }
     let notes: Vec<&Report> = reports
         .iter()
         .filter(|report| !matches!(report.outcome, Outcome::Holds { .. }) || report.disagrees())
         .collect();
     if !notes.is_empty() {
-        out.push_str("\n### Notes\n\n");
+        let _ = write!(out, "\n{NOTES_HEADING}\n\n");
         for report in notes {
             let declared = match (report.declared, capability(report)) {
                 (Some(value), Some(flag)) => format!("declares `{flag}` = {value}"),
@@ -306,8 +322,22 @@ pub fn markdown(reports: &[Report]) -> String {
     out
 }
 
+/// The start of the legend line of inconclusive cells in [`markdown`]; [`outline`]
+/// leaves it out, as it leaves out what makes a cell inconclusive.
+const INCONCLUSIVE_LEGEND: &str = "`inconclusive (the runner stalled N ms)`:";
+
+/// The start of an inconclusive cell ([`cell`]).
+const INCONCLUSIVE_CELL: &str = "inconclusive (";
+
+/// The words of an inconclusive cell whose guarantee the store does not claim.
+const INCONCLUSIVE_NOT_DECLARED: &str = "not declared; ";
+
+/// The heading of the notes of [`markdown`].
+const NOTES_HEADING: &str = "### Notes";
+
 /// `holds (figure)`, `VIOLATED`, `violated (not declared)` (as the backend's
-/// capabilities admit, the same words as its cell) or `unsupported`.
+/// capabilities admit, the same words as its cell), `unsupported`, `not run`, `ERROR`,
+/// `UNREACHABLE` or `inconclusive`.
 fn kind(report: &Report) -> String {
     match &report.outcome {
         Outcome::Holds {
@@ -323,6 +353,7 @@ fn kind(report: &Report) -> String {
         Outcome::NotRun { .. } => "not run".to_owned(),
         Outcome::Error { .. } => "ERROR".to_owned(),
         Outcome::Unreachable { .. } => "UNREACHABLE".to_owned(),
+        Outcome::Inconclusive { .. } => "inconclusive".to_owned(),
     }
 }
 
@@ -331,8 +362,16 @@ fn kind(report: &Report) -> String {
 /// the same outcomes have the same outline. What `scripts/check-matrix.sh`
 /// compares between README.md and a fresh run. The profile line and the store facts of
 /// [`markdown_run`] are left out (the cells say what ran).
+///
+/// An inconclusive cell measured nothing, so its outline is its claim: the outline of
+/// a cell that held (`holds`, and no note) where the store claims the guarantee or every
+/// store must keep it, `violated (not declared)` (and its note) where the store does
+/// not claim it. A run with a few inconclusive cells then has the outline of a run
+/// that measured what the store declares, and its comparison with a committed matrix
+/// fails on what was measured, not on the runner's stalls; how many cells were
+/// inconclusive is the run's exit status to judge ([`crate::Starvation`]).
 pub fn outline(markdown: &str) -> String {
-    let mut out = String::new();
+    let mut lines: Vec<String> = Vec::new();
     let text = markdown.trim();
     let text = match text.strip_prefix(PROFILE_LINE) {
         Some(rest) => rest.split_once('\n').map_or("", |(_, table)| table).trim(),
@@ -342,26 +381,61 @@ pub fn outline(markdown: &str) -> String {
         Some(at) => text[..at].trim_end(),
         None => text,
     };
+    // The notes heading waits for its first note: a matrix whose notes are all of
+    // inconclusive cells that held by their claim has none.
+    let mut notes_heading: Option<usize> = None;
     for line in text.lines() {
         let line = line.trim_end();
         if line.starts_with('|') {
-            let cells: Vec<String> = split_cells(line).iter().map(|c| strip_figure(c)).collect();
-            let _ = writeln!(out, "| {} |", cells.join(" | "));
+            let cells: Vec<String> = split_cells(line).iter().map(|c| outline_cell(c)).collect();
+            lines.push(format!("| {} |", cells.join(" | ")));
         } else if line.starts_with("- **") {
             let head = line.split(" — ").next().unwrap_or(line);
-            match head.split_once("): ") {
-                Some((who, what)) => {
-                    let _ = writeln!(out, "{who}): {}", strip_figure(what));
+            let note = match head.split_once("): ") {
+                Some((who, what)) if what.starts_with("inconclusive") => {
+                    let unclaimed = who.ends_with("= false") || who.ends_with("declared false");
+                    if !unclaimed {
+                        continue;
+                    }
+                    format!("{who}): violated (not declared)")
                 }
-                None => {
-                    let _ = writeln!(out, "{head}");
-                }
+                Some((who, what)) => format!("{who}): {}", strip_figure(what)),
+                None => head.to_owned(),
+            };
+            if let Some(at) = notes_heading.take() {
+                lines.insert(at, NOTES_HEADING.to_owned());
             }
-        } else {
-            let _ = writeln!(out, "{line}");
+            lines.push(note);
+        } else if line == NOTES_HEADING {
+            notes_heading = Some(lines.len());
+        } else if !line.starts_with(INCONCLUSIVE_LEGEND) {
+            lines.push(line.to_owned());
         }
     }
+    if notes_heading.is_some() {
+        // No note after the heading: drop the blank lines around where it was.
+        while lines.last().is_some_and(String::is_empty) {
+            lines.pop();
+        }
+    }
+    let mut out = String::new();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
     out
+}
+
+/// A cell of [`outline`]: its outcome without its figure, an inconclusive cell as its
+/// claim (see [`outline`]).
+fn outline_cell(cell: &str) -> String {
+    let cell = cell.trim();
+    match cell.strip_prefix(INCONCLUSIVE_CELL) {
+        Some(rest) if rest.starts_with(INCONCLUSIVE_NOT_DECLARED) => {
+            "violated (not declared)".to_owned()
+        }
+        Some(_) => "holds".to_owned(),
+        None => strip_figure(cell),
+    }
 }
 
 /// The rows of [`summary`]: a case and what its row says to a reader choosing a store.
@@ -402,7 +476,9 @@ const SUMMARY: [(&str, &str); 10] = [
 /// across a restart, sharing with etcd's Go programs), each cell reduced to `yes`, `no` (measured not to
 /// hold, as the store declares), `**VIOLATED**`, `n/a` (not offered by the store, or
 /// its fault cannot be injected there) or `–` (not run on that column). README's
-/// summary table, regenerated and checked with the matrix.
+/// summary table, regenerated and checked with the matrix. An inconclusive cell reads
+/// as its claim, as in [`outline`]: `yes` where the store claims the guarantee, `no`
+/// where it does not.
 pub fn summary(markdown: &str) -> String {
     let mut lines = markdown.lines().filter(|line| line.starts_with('|'));
     let Some(header) = lines.next() else {
@@ -440,6 +516,10 @@ fn verdict(cell: &str) -> &'static str {
         "**UNREACHABLE**" => "unreachable",
         "violated (not declared)" => "no",
         cell if cell.starts_with("holds") => "yes",
+        cell if cell.starts_with(INCONCLUSIVE_CELL) => match outline_cell(cell).as_str() {
+            "holds" => "yes",
+            _ => "no",
+        },
         _ => "**VIOLATED**",
     }
 }
@@ -496,6 +576,13 @@ fn cell(report: &Report) -> String {
         (Outcome::NotRun { .. }, _) => "not run".to_owned(),
         (Outcome::Error { .. }, _) => "**ERROR**".to_owned(),
         (Outcome::Unreachable { .. }, _) => "**UNREACHABLE**".to_owned(),
+        (Outcome::Inconclusive { stalled, .. }, Some(false)) => format!(
+            "{INCONCLUSIVE_CELL}{INCONCLUSIVE_NOT_DECLARED}{})",
+            stall_words(*stalled)
+        ),
+        (Outcome::Inconclusive { stalled, .. }, _) => {
+            format!("{INCONCLUSIVE_CELL}{})", stall_words(*stalled))
+        }
     }
 }
 
@@ -710,6 +797,74 @@ mod tests {
         assert_eq!(verdict("not run"), "–");
         assert_eq!(verdict("**ERROR**"), "error");
         assert_eq!(verdict("**UNREACHABLE**"), "unreachable");
+    }
+
+    fn inconclusive(stalled_ms: u64) -> Outcome {
+        Outcome::Inconclusive {
+            stalled: Duration::from_millis(stalled_ms),
+            slack: Duration::from_millis(250),
+            detail: "the runner stalled twice".into(),
+        }
+    }
+
+    #[test]
+    fn inconclusive_cells_are_printed_and_outlined_as_their_claim() {
+        // Inconclusive where the held or unclaimed outcomes of `sample` are.
+        let mut stalled = sample();
+        stalled[0].outcome = inconclusive(412);
+        stalled[3].outcome = inconclusive(380);
+        let text = markdown(&stalled);
+        assert!(
+            text.contains(
+                "| lock | mutual exclusion under contention | inconclusive (the runner stalled 412 ms) |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| inconclusive (not declared; the runner stalled 380 ms) |"),
+            "{text}"
+        );
+        assert!(text.contains(INCONCLUSIVE_LEGEND), "{text}");
+        assert!(
+            text.contains(
+                "- **memory / lock_mutual_exclusion** (declares `lock` = true): inconclusive — \
+                 the runner stalled twice"
+            ),
+            "{text}"
+        );
+        // The claimed cell outlines as held, the unclaimed one as violated (not declared),
+        // with the notes of those outcomes: the outline of `sample`.
+        let plain = outline(&markdown(&sample()));
+        assert_eq!(outline(&text), plain, "{text}");
+        let summary_of = |reports: &[Report]| summary(&markdown(reports));
+        assert_eq!(summary_of(&stalled), summary_of(&sample()));
+        assert!(summary_of(&stalled).contains("| one lock holder at a time | yes | **VIOLATED** |"));
+        assert_eq!(
+            verdict("inconclusive (not declared; the runner stalled 1 ms)"),
+            "no"
+        );
+        assert_eq!(verdict("inconclusive (the runner stalled 1 ms)"), "yes");
+
+        // A matrix whose only note is a claimed inconclusive cell has no notes in its
+        // outline, as the matrix of that cell held.
+        let held = vec![report(
+            "memory",
+            "lock_mutual_exclusion",
+            Some(true),
+            Outcome::holds("ok"),
+        )];
+        let mut one = held.clone();
+        one[0].outcome = inconclusive(300);
+        assert!(markdown(&one).contains(NOTES_HEADING));
+        assert!(!markdown(&held).contains(NOTES_HEADING));
+        assert_eq!(outline(&markdown(&one)), outline(&markdown(&held)));
+
+        // The JSON row says how long the runner stalled.
+        let value: serde_json::Value = serde_json::from_str(&json(&stalled)).unwrap();
+        assert_eq!(value[0]["outcome"], "inconclusive");
+        assert_eq!(value[0]["stalled_ms"], 412);
+        assert_eq!(value[0]["failure"], false);
+        assert_eq!(value[1]["stalled_ms"], serde_json::Value::Null);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! What a case measured: holds, violated or unsupported; or why it has no measure (not
-//! run in the run's profile, the store could not be reached, or the harness could not
-//! finish it).
+//! run in the run's profile, the store could not be reached, the harness could not
+//! finish it, or the harness itself stalled while it ran).
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -52,6 +53,21 @@ pub enum Outcome {
         /// the error the case saw.
         message: String,
     },
+    /// The case measured a violation while the harness itself stalled for longer than
+    /// the slack the case judges with ([`crate::Harness::stall_slack`]), and its second
+    /// run stalled too: the runner, not the store, may be at fault, so nothing is said
+    /// about the guarantee. Only a verdict reached with a live harness is `violated`
+    /// (see [`crate::run_case_in`]). Not a failure of the run by itself; more than a
+    /// tenth of the fault cells inconclusive is ([`crate::ExitStatus::Starved`]).
+    Inconclusive {
+        /// The longest stall of the harness (the runtime's scheduling lag, measured by
+        /// [`crate::StallMeter`]) in the two runs.
+        stalled: Duration,
+        /// The slack the verdict was judged with.
+        slack: Duration,
+        /// What each run measured, and how long the harness stalled in each.
+        detail: String,
+    },
 }
 
 impl Outcome {
@@ -79,6 +95,15 @@ impl Outcome {
             Self::NotRun { .. } => OutcomeKind::NotRun,
             Self::Error { .. } => OutcomeKind::Error,
             Self::Unreachable { .. } => OutcomeKind::Unreachable,
+            Self::Inconclusive { .. } => OutcomeKind::Inconclusive,
+        }
+    }
+
+    /// How long the harness stalled, for an inconclusive outcome.
+    pub fn stalled(&self) -> Option<Duration> {
+        match self {
+            Self::Inconclusive { stalled, .. } => Some(*stalled),
+            _ => None,
         }
     }
 
@@ -97,6 +122,7 @@ impl Outcome {
             Self::Violated { evidence } => evidence,
             Self::Unsupported { reason } | Self::NotRun { reason } => reason,
             Self::Error { message } | Self::Unreachable { message } => message,
+            Self::Inconclusive { detail, .. } => detail,
         }
     }
 }
@@ -117,6 +143,9 @@ impl fmt::Display for Outcome {
             Self::NotRun { reason } => write!(f, "not run: {reason}"),
             Self::Error { message } => write!(f, "ERROR: {message}"),
             Self::Unreachable { message } => write!(f, "UNREACHABLE: {message}"),
+            Self::Inconclusive {
+                stalled, detail, ..
+            } => write!(f, "inconclusive ({}): {detail}", stall_words(*stalled)),
         }
     }
 }
@@ -138,10 +167,13 @@ pub enum OutcomeKind {
     Error,
     /// `unreachable`: the store could not be reached or refused more clients.
     Unreachable,
+    /// `inconclusive`: the harness itself stalled past the case's slack, twice.
+    Inconclusive,
 }
 
 impl OutcomeKind {
-    /// `holds`, `violated`, `unsupported`, `not_run`, `error` or `unreachable`.
+    /// `holds`, `violated`, `unsupported`, `not_run`, `error`, `unreachable` or
+    /// `inconclusive`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Holds => "holds",
@@ -150,6 +182,7 @@ impl OutcomeKind {
             Self::NotRun => "not_run",
             Self::Error => "error",
             Self::Unreachable => "unreachable",
+            Self::Inconclusive => "inconclusive",
         }
     }
 }
@@ -158,4 +191,17 @@ impl fmt::Display for OutcomeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// `the runner stalled 412 ms`: how an inconclusive outcome names its stall, in the
+/// matrix cell and in its display.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let words = distsync_conformance::stall_words(Duration::from_micros(412_600));
+/// assert_eq!(words, "the runner stalled 412 ms");
+/// ```
+pub fn stall_words(stalled: Duration) -> String {
+    format!("the runner stalled {} ms", stalled.as_millis())
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use libtest_mimic::{Arguments, Trial};
 
 use crate::cases::{find, CASES};
+use crate::exit::Starvation;
 use crate::faults::child::{self, Launcher};
 use crate::harness::Harness;
 use crate::profile::Profile;
@@ -48,6 +49,10 @@ pub fn server_url(var: &str) -> Option<String> {
 /// primitive is not offered, or the harness lacks a fault hook the case needs (or
 /// `not run`, which passes too, under [`Harness::with_absent_hooks_not_run`]).
 ///
+/// An [`crate::Outcome::Inconclusive`] case fails the test too, as the runner's rule
+/// for a run of one fault cell says ([`crate::Starvation`]): the test measured
+/// nothing, because the machine starved it, and is not green by accident.
+///
 /// Child-process holders re-run this test binary's `conformance_child` test (see
 /// [`crate::faults::child`]), which [`run_tests`] defines: this registers that
 /// launcher.
@@ -79,6 +84,11 @@ where
         let report = run_case_judged(case, &harness, label, Profile::Full).await;
         eprintln!("{report}");
         assert!(!report.is_failure(), "{report}");
+        assert!(
+            !Starvation::of(std::slice::from_ref(&report)).starved(),
+            "the test process itself stalled past the case's slack, in two runs: nothing \
+             was measured; run it again on a machine with a core to spare ({report})"
+        );
     });
 }
 

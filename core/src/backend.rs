@@ -264,7 +264,9 @@ pub trait Backend: Send + Sync + 'static {
     /// `prefix/` (queue items, barriers, counters, STM keys, locks and their waiters),
     /// under this backend's namespace, and returns how many entries it removed. Meant
     /// for a throwaway prefix nobody uses any more (a test run's): a holder or waiter
-    /// still working under it loses its hold. Nothing outside the prefix is touched.
+    /// still working under it loses its hold. Nothing outside the prefix is touched,
+    /// but for what the store ends on its own anyway: a backend whose clients end
+    /// expired sessions themselves (PostgreSQL's sweep) may end those too.
     ///
     /// # Errors
     /// [`crate::Error::Unsupported`] (the default) where the backend cannot enumerate

@@ -15,7 +15,12 @@
 //!   ([`distsync_conformance::reachability`]); the matrix is printed;
 //! - 4 (timeout): `--timeout` passed before every case finished (those cases are
 //!   `**ERROR**` cells, JUnit `<error>`s); the matrix is printed;
-//! - 0: every claimed guarantee (and every contract) that ran held;
+//! - 5 (starved): more than a tenth of the fault cells are `inconclusive`: the runner
+//!   itself stalled past the slack the cases judge with, in a case's run and in its
+//!   second run ([`distsync_conformance::Starvation`]); the matrix is printed, the
+//!   inconclusive cells are JUnit `<skipped>`s and are listed on stderr;
+//! - 0: every claimed guarantee (and every contract) that ran held, with a tenth of
+//!   the fault cells or fewer inconclusive;
 //! - 2 (bad arguments): checked before anything runs (no matrix).
 //!
 //! Profiles (`--profile`): `full` (the default) runs every case; `safe` runs only the
@@ -78,7 +83,7 @@ use distsync_conformance::faults::redis_cluster::{REDIS_CLUSTER_SCHEME, REDIS_CL
 use distsync_conformance::matrix::RunInfo;
 use distsync_conformance::{
     junit, matrix, run_suite_bounded, run_suite_in, Case, Connect, ExitStatus, Harness, Hook,
-    Outcome, Profile, Report, ServerFaults, StoreTrouble, CASES,
+    Outcome, Profile, Report, ServerFaults, Starvation, StoreTrouble, CASES,
 };
 use distsync_core::{Backend, Capabilities, Name};
 use tokio::time::Instant;
@@ -130,7 +135,9 @@ const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
     after_help = "Exit status: 0 every claimed guarantee that ran held; 1 a claimed guarantee \
                   (or a contract) violated; 2 bad arguments; 3 a store could not be reached or \
                   refused more clients (too many connections); 4 --timeout passed (or a \
-                  case's set-up lapsed). See docs/CONFORMANCE.md."
+                  case's set-up lapsed); 5 the runner starved: more than a tenth of the fault \
+                  cells inconclusive (the runner itself stalled past the cases' slack, twice). \
+                  See docs/CONFORMANCE.md."
 )]
 struct Args {
     /// A backend URL (memory://, etcd://..., redis://..., postgres://...); repeat for
@@ -441,6 +448,7 @@ fn progress(done: usize, total: usize, report: &Report) {
         Outcome::Unsupported { .. } => "unsupported",
         Outcome::NotRun { .. } => "not run",
         Outcome::Unreachable { .. } => "UNREACHABLE",
+        Outcome::Inconclusive { .. } => "inconclusive",
         _ => "ERROR",
     };
     let detail = match &report.outcome {
@@ -777,6 +785,28 @@ async fn main() -> ExitCode {
         eprintln!(
             "{unreachable} case(s) could not reach the store or were refused as one client too \
              many: nothing measured there (see the notes)"
+        );
+    }
+    let starvation = Starvation::of(&reports);
+    if starvation.inconclusive > 0 {
+        eprintln!(
+            "{starvation} (the runner itself stalled past the cases' slack; nothing measured \
+             there):"
+        );
+        for report in reports
+            .iter()
+            .filter(|report| matches!(report.outcome, Outcome::Inconclusive { .. }))
+        {
+            eprintln!(
+                "  {} {}: {}",
+                report.backend, report.case.id, report.outcome
+            );
+        }
+    }
+    if status == ExitStatus::Starved {
+        eprintln!(
+            "the run is starved: the machine gave the runner too little CPU to judge the \
+             stores (see docs/CONFORMANCE.md, \"Reading a starved run\")"
         );
     }
     if failures > 0 {

@@ -4,6 +4,7 @@
 
 mod detects_violations;
 mod junit_schema;
+mod negative_control;
 mod runner_ci;
 mod safe_cleanup;
 mod unreachable;

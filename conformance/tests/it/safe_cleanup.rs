@@ -1,11 +1,24 @@
-//! A safe run leaves nothing behind on a shared store: two runs of the safe profile at
-//! once against the shared Redis and PostgreSQL (the URLs of `scripts/servers.sh env`),
-//! each under a namespace of its own, both pass, and afterwards nothing is left under
-//! either namespace, counted with [`distsync_core::Backend::count_prefix`]. Other test
-//! binaries share these servers: only the runs' own namespaces are ever removed.
+//! A safe run leaves nothing behind on a shared store but the store-wide entries
+//! `distsync_conformance::cleanup::STORE_WIDE` lists. Each test gives the runner a
+//! store namespace of its own (Redis `namespace=`, PostgreSQL `schema=`, etcd's and
+//! ZooKeeper's URL path) on the server of `scripts/servers.sh env`, runs the safe
+//! profile there (on Redis and PostgreSQL two runs at once, each under a name namespace
+//! of its own and each the other's concurrent suite), and then:
+//!
+//! - nothing is left under either run's namespace, counted with
+//!   [`distsync_core::Backend::count_prefix`];
+//! - every key, row or node of the store namespace is an entry of `STORE_WIDE`, and
+//!   those it says expire have an expiry;
+//! - a counter written there afterwards is reported as undocumented, so the listing
+//!   sees what a run would leave.
+//!
+//! The test then drops its store namespace. Other test binaries share these servers:
+//! nothing outside the test's own store namespace is read or removed.
 
 use std::process::{Command, Output};
 
+use distsync_conformance::cleanup::store_wide_entry;
+use distsync_conformance::StoreKind;
 use distsync_core::Name;
 
 /// The cases the runs start (`--case` matches substrings): those that write durable
@@ -29,19 +42,32 @@ const CASES: [&str; 12] = [
     "stm_bank_serializable_snapshot",
 ];
 
-fn namespace(store: &str, run: usize) -> Name {
+/// The case [`few`] leaves out: ten seconds of STM transfers, whose store-wide key is
+/// Redis's alone.
+const BANK: &str = "stm_bank_serializable_snapshot";
+
+/// [`CASES`] but [`BANK`], for the stores whose test runs once.
+fn few() -> Vec<&'static str> {
+    CASES.into_iter().filter(|case| *case != BANK).collect()
+}
+
+/// The counter written after the runs, which the listing must report.
+const UNDOCUMENTED: &str = "undocumented-by-store-wide";
+
+/// A unique suffix for this test's names: the process and the time.
+fn unique() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos())
         .unwrap_or_default();
-    Name::new(format!(
-        "conf/cleanup-test-{store}-{}-{nanos:x}-{run}",
-        std::process::id()
-    ))
-    .expect("a valid name")
+    format!("{}-{nanos:x}", std::process::id())
 }
 
-fn run(url: &str, namespace: &Name) -> std::process::Child {
+fn namespace(store: &str, run: usize) -> Name {
+    Name::new(format!("conf/cleanup-test-{store}-{}-{run}", unique())).expect("a valid name")
+}
+
+fn run(url: &str, namespace: &Name, cases: &[&str]) -> std::process::Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_distsync-conformance"));
     command.args([
         "--backend",
@@ -51,7 +77,7 @@ fn run(url: &str, namespace: &Name) -> std::process::Child {
         "--namespace",
         namespace.as_str(),
     ]);
-    for case in CASES {
+    for case in cases {
         command.args(["--case", case]);
     }
     command
@@ -61,23 +87,126 @@ fn run(url: &str, namespace: &Name) -> std::process::Child {
         .expect("starting the runner")
 }
 
-async fn check_store(store: &str, var: &str) {
-    let Ok(url) = std::env::var(var) else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{var} must be set under CI (scripts/servers.sh env)"
-        );
-        eprintln!("{var} is not set: skipping {store}");
-        return;
-    };
-    let coordinator = distsync::connect(&url).await.expect("connecting");
+/// One key, row or node found in the store namespace, and whether it expires on its
+/// own (`None`: the listing cannot tell).
+#[derive(Debug)]
+struct Found {
+    entry: String,
+    expires: Option<bool>,
+}
+
+/// A store under a store namespace of the test's own.
+struct Place {
+    kind: StoreKind,
+    /// The URL with the store namespace.
+    url: String,
+    /// The store namespace as `STORE_WIDE`'s placeholders take it.
+    namespace: String,
+}
+
+impl Place {
+    /// The server of `base` (a URL of `scripts/servers.sh env`), under a fresh store
+    /// namespace.
+    fn fresh(kind: StoreKind, base: &str) -> Self {
+        let mut url = url::Url::parse(base).expect("a URL");
+        let id = unique();
+        let namespace = match kind {
+            StoreKind::Redis => {
+                let namespace = format!("cleanup-test-{id}:");
+                set_query(&mut url, "namespace", &namespace);
+                namespace
+            }
+            StoreKind::Postgres => {
+                let schema = format!("cleanup_test_{id}").replace('-', "_");
+                set_query(&mut url, "schema", &schema);
+                schema
+            }
+            StoreKind::Etcd => {
+                url.set_path(&format!("/cleanup-test-{id}/"));
+                format!("cleanup-test-{id}/")
+            }
+            _ => {
+                url.set_path(&format!("/cleanup-test-{id}"));
+                format!("/cleanup-test-{id}")
+            }
+        };
+        Self {
+            kind,
+            url: url.to_string(),
+            namespace,
+        }
+    }
+
+    /// The entries of `found` that `STORE_WIDE` does not list for any of `runs`, or
+    /// lists as expiring while they do not expire.
+    fn undocumented(&self, runs: &[Name], found: &[Found]) -> Vec<String> {
+        found
+            .iter()
+            .filter(|found| {
+                let entry = runs.iter().find_map(|run| {
+                    store_wide_entry(self.kind, &self.namespace, run, &found.entry)
+                });
+                match entry {
+                    None => true,
+                    Some(entry) => entry.expiry.is_some() && found.expires == Some(false),
+                }
+            })
+            .map(|found| found.entry.clone())
+            .collect()
+    }
+}
+
+/// `url` with query parameter `key` set to `value` (any earlier value replaced).
+fn set_query(url: &mut url::Url, key: &str, value: &str) {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| name != key)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs)
+        .append_pair(key, value);
+}
+
+/// `url` without its query (distsync's own parameters), for the store's own client.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn without_query(url: &str) -> String {
+    let mut url = url::Url::parse(url).expect("a URL");
+    url.set_query(None);
+    url.to_string()
+}
+
+/// The URL of `var`, or `None` (and a note) outside CI when it is not set.
+fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "{var} must be set under CI (scripts/servers.sh env)"
+            );
+            eprintln!("{var} is not set: skipping");
+            None
+        }
+    }
+}
+
+/// Runs the safe profile with `cases`, `runs` times at once, on `place`, checks that each passed and
+/// left nothing under its namespace, writes the undocumented counter, and returns the
+/// runs' namespaces.
+async fn run_and_check(place: &Place, runs: usize, cases: &[&str]) -> Vec<Name> {
+    let store = place.kind.as_str();
+    let coordinator = distsync::connect(&place.url).await.expect("connecting");
     let backend = coordinator.backend();
-    let namespaces = [namespace(store, 1), namespace(store, 2)];
+    let namespaces: Vec<Name> = (1..=runs).map(|run| namespace(store, run)).collect();
     for namespace in &namespaces {
         assert_eq!(backend.count_prefix(namespace).await.unwrap(), 0, "before");
     }
-    // Both runs at once: each is the other's "other suite" on the shared store.
-    let children: Vec<_> = namespaces.iter().map(|ns| run(&url, ns)).collect();
+    let children: Vec<_> = namespaces
+        .iter()
+        .map(|ns| run(&place.url, ns, cases))
+        .collect();
     let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
         children
             .into_iter()
@@ -110,19 +239,402 @@ async fn check_store(store: &str, var: &str) {
             "{store}: entries left under {namespace}"
         );
     }
+    let counter = coordinator
+        .counter(UNDOCUMENTED)
+        .expect("a counter outside the runs' namespaces");
+    counter.add(1).await.expect("writing the counter");
+    namespaces
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_safe_runs_at_once_leave_nothing_on_redis() {
-    if cfg!(feature = "redis") {
-        check_store("redis", "DISTSYNC_REDIS_URL").await;
+/// Checks `found` (the store namespace's entries after [`run_and_check`]): only
+/// `STORE_WIDE` entries but the undocumented counter, which `is_counter` recognises.
+fn check_found(place: &Place, runs: &[Name], found: &[Found], is_counter: impl Fn(&str) -> bool) {
+    let store = place.kind.as_str();
+    let undocumented = place.undocumented(runs, found);
+    let (counter, others): (Vec<_>, Vec<_>) = undocumented.iter().partition(|e| is_counter(e));
+    assert!(
+        others.is_empty(),
+        "{store}: entries outside the runs' namespaces that cleanup::STORE_WIDE does not \
+         list (or lists as expiring): {others:?}\nall found: {found:#?}"
+    );
+    assert!(
+        !counter.is_empty(),
+        "{store}: the listing did not see the counter written outside the runs: {found:#?}"
+    );
+}
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use super::Found;
+    use distsync::redis::redis;
+
+    /// Every key starting with `{<namespace>`, with whether it has an expiry.
+    pub(super) async fn keys(url: &str, namespace: &str) -> Vec<Found> {
+        let client = redis::Client::open(super::without_query(url)).expect("a Redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connecting to Redis");
+        let pattern = format!("{{{}*", glob_escape(namespace));
+        let mut cursor = 0_u64;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .expect("SCAN");
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        let mut found = Vec::new();
+        for key in keys {
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("PTTL");
+            // -2: expired since the scan.
+            if ttl != -2 {
+                found.push(Found {
+                    entry: key,
+                    expires: Some(ttl >= 0),
+                });
+            }
+        }
+        found
+    }
+
+    /// Removes every key starting with `{<namespace>`.
+    pub(super) async fn drop_all(url: &str, namespace: &str) {
+        let client = redis::Client::open(super::without_query(url)).expect("a Redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connecting to Redis");
+        for found in keys(url, namespace).await {
+            let _: i64 = redis::cmd("UNLINK")
+                .arg(&found.entry)
+                .query_async(&mut conn)
+                .await
+                .expect("UNLINK");
+        }
+    }
+
+    fn glob_escape(text: &str) -> String {
+        text.chars()
+            .flat_map(|c| match c {
+                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect()
     }
 }
 
+#[cfg(feature = "postgres")]
+mod postgres_store {
+    use super::Found;
+    use distsync::postgres::sqlx;
+
+    async fn pool(url: &str) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&super::without_query(url))
+            .await
+            .expect("connecting to PostgreSQL")
+    }
+
+    /// One `<schema>.<table>` per row of every table of `schema`.
+    pub(super) async fn rows(url: &str, schema: &str) -> Vec<Found> {
+        let pool = pool(url).await;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+        )
+        .bind(schema)
+        .fetch_all(&pool)
+        .await
+        .expect("listing the tables");
+        assert!(!tables.is_empty(), "no tables in schema {schema}");
+        let mut found = Vec::new();
+        for table in tables {
+            let sql = format!("SELECT count(*) FROM \"{schema}\".\"{table}\"");
+            let rows: i64 = sqlx::query_scalar(&sql)
+                .fetch_one(&pool)
+                .await
+                .expect("counting rows");
+            for _ in 0..rows {
+                found.push(Found {
+                    entry: format!("{schema}.{table}"),
+                    expires: None,
+                });
+            }
+        }
+        pool.close().await;
+        found
+    }
+
+    /// Drops `schema`.
+    pub(super) async fn drop_all(url: &str, schema: &str) {
+        let pool = pool(url).await;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(&pool)
+            .await
+            .expect("dropping the schema");
+        pool.close().await;
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod etcd_store {
+    use super::Found;
+    use distsync::etcd::etcd_client::{Client, DeleteOptions, GetOptions};
+
+    async fn client(url: &str) -> Client {
+        let url = url::Url::parse(url).expect("a URL");
+        let endpoint = format!(
+            "{}:{}",
+            url.host_str().expect("a host"),
+            url.port().unwrap_or(2379)
+        );
+        Client::connect([endpoint], None)
+            .await
+            .expect("connecting to etcd")
+    }
+
+    /// Every key under `namespace`, with whether it is leased.
+    pub(super) async fn keys(url: &str, namespace: &str) -> Vec<Found> {
+        let mut client = client(url).await;
+        let answer = client
+            .get(namespace, Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("reading the namespace");
+        answer
+            .kvs()
+            .iter()
+            .map(|kv| Found {
+                entry: kv.key_str().expect("a UTF-8 key").to_owned(),
+                expires: Some(kv.lease() != 0),
+            })
+            .collect()
+    }
+
+    /// Deletes every key under `namespace`.
+    pub(super) async fn drop_all(url: &str, namespace: &str) {
+        let mut client = client(url).await;
+        client
+            .delete(namespace, Some(DeleteOptions::new().with_prefix()))
+            .await
+            .expect("deleting the namespace");
+    }
+}
+
+#[cfg(feature = "zookeeper")]
+mod zookeeper_store {
+    use super::Found;
+
+    /// ZooKeeper's command-line client, if installed (Debian's `zookeeper` package,
+    /// which `scripts/servers.sh` runs the test servers from).
+    pub(super) fn cli() -> Option<std::path::PathBuf> {
+        ["/usr/share/zookeeper/bin/zkCli.sh", "/usr/bin/zkCli.sh"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|path| path.exists())
+    }
+
+    /// `zkCli.sh -server <the URL's servers> <command...>`'s standard output.
+    fn run(url: &str, command: &[&str]) -> String {
+        let servers = url
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(rest))
+            .expect("a zk:// URL");
+        let output = std::process::Command::new(cli().expect("zkCli.sh"))
+            .args(["-server", servers])
+            .args(command)
+            .output()
+            .expect("running zkCli.sh");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Every node of the tree at `root` (`root` included).
+    pub(super) fn nodes(url: &str, root: &str) -> Vec<Found> {
+        run(url, &["ls", "-R", root])
+            .lines()
+            .filter(|line| *line == root || line.starts_with(&format!("{root}/")))
+            .map(|line| Found {
+                entry: line.to_owned(),
+                expires: None,
+            })
+            .collect()
+    }
+
+    /// Deletes the tree at `root`.
+    pub(super) fn drop_all(url: &str, root: &str) {
+        run(url, &["deleteall", root]);
+    }
+}
+
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread")]
-async fn two_safe_runs_at_once_leave_nothing_on_postgres() {
-    if cfg!(feature = "postgres") {
-        check_store("postgres", "DISTSYNC_POSTGRES_URL").await;
+async fn two_safe_runs_at_once_leave_only_store_wide_keys_on_redis() {
+    let Some(base) = server_url("DISTSYNC_REDIS_URL") else {
+        return;
+    };
+    let place = Place::fresh(StoreKind::Redis, &base);
+    let runs = run_and_check(&place, 2, &CASES).await;
+    let found = redis_store::keys(&place.url, &place.namespace).await;
+    redis_store::drop_all(&place.url, &place.namespace).await;
+    let rev = format!("{{{}stm}}:rev", place.namespace);
+    assert!(
+        found.iter().any(|found| found.entry == rev),
+        "the STM cases ran, so {rev} is there: {found:#?}"
+    );
+    check_found(&place, &runs, &found, |key| key.contains(UNDOCUMENTED));
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_safe_runs_at_once_leave_only_store_wide_rows_on_postgres() {
+    let Some(base) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let place = Place::fresh(StoreKind::Postgres, &base);
+    let runs = run_and_check(&place, 2, &CASES).await;
+    let found = postgres_store::rows(&place.url, &place.namespace).await;
+    postgres_store::drop_all(&place.url, &place.namespace).await;
+    let counters = format!("{}.counters", place.namespace);
+    check_found(&place, &runs, &found, |row| row == counters);
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_safe_run_leaves_only_store_wide_keys_on_etcd() {
+    let Some(base) = server_url("DISTSYNC_ETCD_URL") else {
+        return;
+    };
+    let place = Place::fresh(StoreKind::Etcd, &base);
+    let runs = run_and_check(&place, 1, &few()).await;
+    let found = etcd_store::keys(&place.url, &place.namespace).await;
+    etcd_store::drop_all(&place.url, &place.namespace).await;
+    check_found(&place, &runs, &found, |key| key.contains(UNDOCUMENTED));
+}
+
+#[cfg(feature = "zookeeper")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_safe_run_leaves_only_store_wide_nodes_on_zookeeper() {
+    let Some(base) = server_url("DISTSYNC_ZOOKEEPER_URL") else {
+        return;
+    };
+    if zookeeper_store::cli().is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "zkCli.sh (Debian's zookeeper) must be installed under CI"
+        );
+        eprintln!("zkCli.sh is not installed: skipping");
+        return;
+    }
+    let place = Place::fresh(StoreKind::Zookeeper, &base);
+    let runs = run_and_check(&place, 1, &few()).await;
+    let found = zookeeper_store::nodes(&place.url, &place.namespace);
+    zookeeper_store::drop_all(&place.url, &place.namespace);
+    let lock = format!("{}/lock", place.namespace);
+    assert!(
+        found.iter().any(|found| found.entry == lock),
+        "the lock case ran, so {lock} is there: {found:#?}"
+    );
+    check_found(&place, &runs, &found, |node| node.contains(UNDOCUMENTED));
+}
+
+/// The memory store in this process, where every key can be read: after the cases and
+/// the clean-up, it holds nothing at all (the memory store has no store-wide entry).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_safe_run_leaves_nothing_in_a_memory_store() {
+    use distsync_kv::kv::{Kv, Range};
+    use distsync_kv::memory::MemoryBackend;
+
+    let backend = MemoryBackend::new();
+    let kv = std::sync::Arc::clone(backend.kv());
+    let backend: std::sync::Arc<dyn distsync_core::Backend> = std::sync::Arc::new(backend);
+    let run = namespace("memory", 1);
+    let harness =
+        distsync_conformance::Harness::new(std::sync::Arc::clone(&backend)).with_namespace(&run);
+    let reports = distsync_conformance::run_suite_in(
+        &harness,
+        "memory",
+        distsync_conformance::Profile::Safe,
+        |case| CASES.contains(&case.id),
+        |_| {},
+    )
+    .await;
+    let failed: Vec<_> = reports
+        .iter()
+        .filter(|report| report.is_failure())
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let cleanup = distsync_conformance::clean_up(&*backend, &run)
+        .await
+        .unwrap();
+    assert_eq!(cleanup.left, 0, "{cleanup}");
+    assert!(cleanup.purged > 0, "the run wrote nothing: {cleanup}");
+    let keys = |range| async { kv.range(range).await.expect("reading the store").kvs };
+    let left: Vec<String> = keys(Range::prefix(""))
+        .await
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert!(left.is_empty(), "the memory store still holds {left:?}");
+    let coordinator = distsync_core::Coordinator::from_arc(backend);
+    coordinator
+        .counter(UNDOCUMENTED)
+        .unwrap()
+        .add(1)
+        .await
+        .unwrap();
+    assert!(
+        !keys(Range::prefix("")).await.is_empty(),
+        "the listing sees nothing"
+    );
+}
+
+/// docs/CONFORMANCE.md's table of store-wide entries has one row per entry of
+/// `STORE_WIDE`, in its order, naming the store and the entry.
+#[test]
+fn the_docs_table_follows_store_wide() {
+    use distsync_conformance::cleanup::STORE_WIDE;
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFORMANCE.md");
+    let docs = std::fs::read_to_string(path).expect("docs/CONFORMANCE.md");
+    let section = docs
+        .split("#### Store-wide entries")
+        .nth(1)
+        .expect("a section on store-wide entries");
+    let rows: Vec<&str> = section
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2)
+        .collect();
+    assert_eq!(rows.len(), STORE_WIDE.len(), "{rows:#?}");
+    for (row, entry) in rows.iter().zip(STORE_WIDE) {
+        let store = match entry.store {
+            StoreKind::Redis => "| Redis",
+            StoreKind::Postgres => "| PostgreSQL |",
+            StoreKind::Etcd => "| etcd |",
+            _ => "| ZooKeeper |",
+        };
+        assert!(row.starts_with(store), "{row} is not {entry:?}");
+        assert!(
+            row.contains(&format!("| `{}` |", entry.entry)),
+            "{row} is not {entry:?}"
+        );
     }
 }
 

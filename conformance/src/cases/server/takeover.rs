@@ -9,10 +9,25 @@ use distsync_core::Error;
 use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, PROMPT};
 use crate::harness::Harness;
 
-/// The case body (see the module docs).
+/// The case body (see the module docs). The record the hook wrote in the session's
+/// place is revoked at the end, whatever the verdict, so that it does not outlive the
+/// case (the hook gives it a TTL of minutes).
 pub(super) async fn session_id_taken_over(h: Harness) -> Check {
-    let ttl = h.session_ttl();
     let session = h.session().bounded("opening the session").await?;
+    let id = session.id();
+    let verdict = taken_over(&h, session).await;
+    // Ends the newcomer's record and releases what the old session's registry lists:
+    // the store's own revoke, as an operator would.
+    let _ = within(PROMPT, "revoking the record that took the id over", async {
+        h.backend().revoke_session(id).await
+    })
+    .await;
+    verdict
+}
+
+/// The checks, on the session `session`.
+async fn taken_over(h: &Harness, session: distsync_core::Session) -> Check {
+    let ttl = h.session_ttl();
     let locker = h
         .backend()
         .locker(&session, h.name("mutex").ctx("naming the lock")?)
