@@ -71,6 +71,7 @@
 //! `--outline` reads a markdown matrix on stdin and prints it without figures (what
 //! `scripts/check-matrix.sh` compares).
 
+use std::cell::RefCell;
 use std::io::Read as _;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -86,6 +87,7 @@ use distsync_conformance::{
     Outcome, Profile, Report, ServerFaults, Starvation, StoreTrouble, CASES,
 };
 use distsync_core::{Backend, Capabilities, Name};
+use futures::StreamExt as _;
 use tokio::time::Instant;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
@@ -197,6 +199,14 @@ struct Args {
     /// 4 in the safe profile (a shared store), all at once in the full profile.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     parallel: Option<u16>,
+
+    /// How many columns (backends) run at once. Default 1: each column has the machine
+    /// to itself. More shortens a run over several stores, each on servers of its own,
+    /// as most cases wait on leases and servers; the stall meter keeps a starved runner
+    /// from reading as a store's violation (see docs/CONFORMANCE.md, "What the runner
+    /// needs from the machine").
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    columns: u16,
 
     /// Run only cases whose id contains this text; repeat to widen.
     #[arg(long = "case", value_name = "TEXT")]
@@ -463,7 +473,8 @@ fn progress(done: usize, total: usize, report: &Report) {
     );
 }
 
-/// Runs every plan, handing each report to `finished` as it completes.
+/// Runs every plan, `columns` of them at once, handing each report to `finished` as it
+/// completes.
 ///
 /// Cancel-safety: dropping the future (at `--timeout`) stops starting cases; the
 /// reports already in `finished` stay, and cases in flight are abandoned (their
@@ -472,65 +483,85 @@ async fn run_plans(
     plans: Vec<Plan>,
     profile: Profile,
     parallel: usize,
+    columns: usize,
     selected: &impl Fn(&str) -> bool,
     total: usize,
-    finished: &mut Vec<Report>,
+    finished: &RefCell<Vec<Report>>,
 ) -> Result<(), ExitStatus> {
-    for plan in plans {
-        let harness = plan.harness.clone().calibrate().await;
-        eprintln!(
-            "running the suite against {} ({}), profile {profile}, settle {:?}, faults: {}",
-            plan.label,
-            distsync::redact_url(&plan.url),
-            harness.settle(),
-            harness.faults().describe()
-        );
-        // The cases that fail the store over run last: the harness's own backend meets
-        // the failover as a transient error on its next command, which the other cases
-        // do not retry.
-        for fails_over in [false, true] {
-            run_suite_bounded(
-                &harness,
-                &plan.label,
-                profile,
-                parallel,
-                |case| {
-                    plan.runs(case, selected) && case.hooks.contains(&Hook::Failover) == fails_over
-                },
-                |report| {
-                    finished.push(report.clone());
-                    progress(finished.len(), total, report);
-                },
-            )
-            .await;
-        }
-        if plan.standby_pair && selected(POSTGRES_FAILOVER) {
-            let left_out = distsync_conformance::find(POSTGRES_FAILOVER)
-                .is_some_and(|case| profile.leaves_out(case.hooks).is_some());
-            let pair = if left_out {
-                // Not connected: the safe profile starts no private server.
-                harness.clone()
-            } else {
-                match Harness::connect_postgres_standby(&plan.url, facade(), true).await {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        eprintln!("{}", connect_failure(&plan.url, &error));
-                        return Err(connect_status(&error));
-                    }
+    let runs = plans
+        .into_iter()
+        .map(|plan| run_plan(plan, profile, parallel, selected, total, finished));
+    let mut runs = futures::stream::iter(runs).buffer_unordered(columns.max(1));
+    while let Some(ran) = runs.next().await {
+        ran?;
+    }
+    Ok(())
+}
+
+/// Runs one plan (a column), handing each report to `finished` as it completes.
+///
+/// Cancel-safety: as [`run_plans`].
+async fn run_plan(
+    plan: Plan,
+    profile: Profile,
+    parallel: usize,
+    selected: &impl Fn(&str) -> bool,
+    total: usize,
+    finished: &RefCell<Vec<Report>>,
+) -> Result<(), ExitStatus> {
+    let harness = plan.harness.clone().calibrate().await;
+    eprintln!(
+        "running the suite against {} ({}), profile {profile}, settle {:?}, faults: {}",
+        plan.label,
+        distsync::redact_url(&plan.url),
+        harness.settle(),
+        harness.faults().describe()
+    );
+    // The cases that fail the store over run last: the harness's own backend meets
+    // the failover as a transient error on its next command, which the other cases
+    // do not retry.
+    for fails_over in [false, true] {
+        run_suite_bounded(
+            &harness,
+            &plan.label,
+            profile,
+            parallel,
+            |case| plan.runs(case, selected) && case.hooks.contains(&Hook::Failover) == fails_over,
+            |report| {
+                let mut finished = finished.borrow_mut();
+                finished.push(report.clone());
+                progress(finished.len(), total, report);
+            },
+        )
+        .await;
+    }
+    if plan.standby_pair && selected(POSTGRES_FAILOVER) {
+        let left_out = distsync_conformance::find(POSTGRES_FAILOVER)
+            .is_some_and(|case| profile.leaves_out(case.hooks).is_some());
+        let pair = if left_out {
+            // Not connected: the safe profile starts no private server.
+            harness.clone()
+        } else {
+            match Harness::connect_postgres_standby(&plan.url, facade(), true).await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    eprintln!("{}", connect_failure(&plan.url, &error));
+                    return Err(connect_status(&error));
                 }
-            };
-            run_suite_in(
-                &pair,
-                &plan.label,
-                profile,
-                |case| case.id == POSTGRES_FAILOVER,
-                |report| {
-                    finished.push(report.clone());
-                    progress(finished.len(), total, report);
-                },
-            )
-            .await;
-        }
+            }
+        };
+        run_suite_in(
+            &pair,
+            &plan.label,
+            profile,
+            |case| case.id == POSTGRES_FAILOVER,
+            |report| {
+                let mut finished = finished.borrow_mut();
+                finished.push(report.clone());
+                progress(finished.len(), total, report);
+            },
+        )
+        .await;
     }
     Ok(())
 }
@@ -688,7 +719,7 @@ async fn main() -> ExitCode {
         notes: describe_all(&stores).await,
     };
 
-    let mut reports: Vec<Report> = Vec::new();
+    let reports: RefCell<Vec<Report>> = RefCell::new(Vec::new());
     let parallel = match (args.parallel, args.profile) {
         (Some(n), _) => usize::from(n),
         (None, Profile::Safe) => SAFE_PARALLEL,
@@ -698,9 +729,10 @@ async fn main() -> ExitCode {
         plans,
         args.profile,
         parallel,
+        usize::from(args.columns),
         &selected,
         total,
-        &mut reports,
+        &reports,
     );
     let ran = match args.timeout {
         Some(limit) => tokio::time::timeout_at(started + limit, running)
@@ -708,6 +740,7 @@ async fn main() -> ExitCode {
             .map_err(|_| limit),
         None => Ok(running.await),
     };
+    let mut reports = reports.into_inner();
     // A safe run leaves nothing behind, whatever happened to it.
     let dirty = if args.profile == Profile::Safe {
         let (notes, dirty) = clean_up_all(&stores, &namespace).await;

@@ -467,8 +467,19 @@ fn redis_target(url: &str) -> Result<(String, String)> {
     Ok((parsed.to_string(), namespace))
 }
 
-/// For `psql`: the URL without distsync's own `schema` parameter, and the schema
-/// (by default `distsync`).
+/// The query parameters of a PostgreSQL URL that are distsync's own, not libpq's (the
+/// backend's `PostgresConfig::parse` reads and removes them): `psql` refuses them, and
+/// `connect_timeout` there is libpq's whole seconds, not distsync's duration.
+const DISTSYNC_POSTGRES_PARAMS: [&str; 5] = [
+    "schema",
+    "connect_timeout",
+    "timeout",
+    "hold_connections",
+    "max_session_ttl",
+];
+
+/// For `psql`: the URL without distsync's own parameters ([`DISTSYNC_POSTGRES_PARAMS`]),
+/// and the schema (by default `distsync`).
 fn postgres_target(url: &str) -> Result<(String, String)> {
     let invalid = |reason: String| Error::InvalidUrl {
         url: distsync_core::redact_url(url),
@@ -480,7 +491,7 @@ fn postgres_target(url: &str) -> Result<(String, String)> {
     for (key, value) in parsed.query_pairs() {
         if key == "schema" {
             schema = value.into_owned();
-        } else {
+        } else if !DISTSYNC_POSTGRES_PARAMS.contains(&&*key) {
             rest.push((key.into_owned(), value.into_owned()));
         }
     }
@@ -519,6 +530,12 @@ mod tests {
                 "postgres://u@h:5/db?sslmode=disable".to_owned(),
                 "locks".to_owned()
             )
+        );
+        assert_eq!(
+            postgres_target("postgres://u@h/db?max_session_ttl=15s&timeout=2s&sslmode=require")
+                .unwrap()
+                .0,
+            "postgres://u@h/db?sslmode=require"
         );
         assert!(postgres_target("postgres://u@h/db?schema=x';--").is_err());
     }
