@@ -1,5 +1,5 @@
-# Sourced by scripts/servers.sh and scripts/go-peer.sh: installs Debian packages the
-# project's scripts need, the one way (as root, or through sudo).
+# Sourced by the scripts that install what they need (build tools, servers, the peers):
+# installs Debian packages, the one way (as root, or through sudo).
 
 # apt_install PACKAGE...: installs the packages with apt-get (its package lists
 # updated first), waiting up to 5 minutes for another apt to finish. Returns non-zero,

@@ -260,17 +260,16 @@ pg_bin() {
 }
 
 ensure_installed() {
+    # What the tests are built with (a C compiler, protoc, OpenSSL's headers).
+    "$ROOT/scripts/build-tools.sh" || die "could not install the build tools"
     local missing=() cmd pkg
-    # command:package pairs; cc is needed by cargo to link, protoc by etcd-client's build.
+    # command:package pairs
     for pair in etcd:etcd-server etcdctl:etcd-client redis-server:redis-server \
-        redis-cli:redis-server protoc:protobuf-compiler cc:gcc openssl:openssl; do
+        redis-cli:redis-server openssl:openssl; do
         cmd=${pair%%:*} pkg=${pair#*:}
         command -v "$cmd" >/dev/null || missing+=("$pkg")
     done
     pg_bin >/dev/null || missing+=(postgresql)
-    # The benchmark's peer crates link OpenSSL (native-tls) through pkg-config.
-    command -v pkg-config >/dev/null || missing+=(pkg-config)
-    [[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
     # The PostgreSQL backend's pooler tests start their own PgBouncer.
     [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
     # ZooKeeper's jars, Curator's (the interop peer's) and a JDK to run and build them.

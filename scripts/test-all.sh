@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test against every backend, the per-change tier (README's test command, CI):
-# installs and starts the test servers and builds the Go peer (scripts/servers.sh up),
-# then runs, timing each step:
+# installs what the build needs (scripts/build-tools.sh), installs and starts the test
+# servers and builds the Go and Curator peers (scripts/servers.sh up, in the background
+# while clippy and rustdoc run), then runs, timing each step:
 #   cargo fmt --check; the docs checks (scripts/check-docs.sh); the MSRV check of
 #   Cargo.lock (scripts/check-msrv.sh); clippy -D warnings; rustdoc -D warnings; every
 #   test of the workspace with cargo-nextest (one integration-test binary per crate,
@@ -125,16 +126,31 @@ step fmt cargo fmt --all -- --check
 step docs scripts/check-docs.sh
 # Cargo.lock needs no newer Rust than the `rust-version` the crates declare.
 step msrv scripts/check-msrv.sh
-if ! step servers scripts/servers.sh up; then
+# What the build needs (protoc, a C compiler, OpenSSL's headers) first; the servers
+# then come up in the background while clippy and rustdoc build (installing, starting
+# and the peers' builds mostly wait on the disk and the network), and the `servers`
+# step waits for them and shows what they printed.
+step build-tools scripts/build-tools.sh
+servers_log=$(mktemp)
+scripts/servers.sh up >"$servers_log" 2>&1 &
+servers_pid=$!
+servers_started() {
+    local status=0
+    wait "$servers_pid" || status=$?
+    cat "$servers_log" >&2
+    rm -f "$servers_log"
+    return "$status"
+}
+
+step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
+# Every public item documented, every intra-doc link resolved.
+step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+if ! step servers servers_started; then
     summary
     echo "test-all: the servers did not come up; not running the tests" >&2
     exit 1
 fi
 eval "$(scripts/servers.sh env)" || exit 1
-
-step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
-# Every public item documented, every intra-doc link resolved.
-step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 # Every test but the doctests, each in a process of its own (cargo-nextest, no retries;
 # `.config/nextest.toml` runs alone the tests that act on a server others share, such as
 # the Sentinel tests that kill the group's primary). The backends' conformance binaries

@@ -204,7 +204,7 @@ struct Args {
     /// to itself. More shortens a run over several stores, each on servers of its own,
     /// as most cases wait on leases and servers; the stall meter keeps a starved runner
     /// from reading as a store's violation (see docs/CONFORMANCE.md, "What the runner
-    /// needs from the machine").
+    /// needs from a CI machine").
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     columns: u16,
 
@@ -509,6 +509,7 @@ async fn run_plan(
     total: usize,
     finished: &RefCell<Vec<Report>>,
 ) -> Result<(), ExitStatus> {
+    let started = tokio::time::Instant::now();
     let harness = plan.harness.clone().calibrate().await;
     eprintln!(
         "running the suite against {} ({}), profile {profile}, settle {:?}, faults: {}",
@@ -563,6 +564,11 @@ async fn run_plan(
         )
         .await;
     }
+    eprintln!(
+        "{}: every case finished, {:.0} s after the column started",
+        plan.label,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
