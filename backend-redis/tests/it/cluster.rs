@@ -8,11 +8,14 @@
 //! conformance runner's `redis-cluster` column runs the suite and the master
 //! failover cases.
 
+use crate::support;
+
 use std::time::Duration;
 
 use distsync_conformance::server_url;
 use distsync_core::{Backend, Error, LockGuard, Name, SessionOptions};
 use distsync_redis::redis;
+use support::RENEWED_TTL;
 
 /// Names spread over the cluster's slots (hence its masters).
 const NAMES: usize = 12;
@@ -120,7 +123,7 @@ async fn a_session_renews_its_holds_on_every_master() {
     let Some(url) = cluster_url() else { return };
     let url = own_namespace(&url, "renew");
     let backend = distsync_redis::backend(&url).await.unwrap();
-    let ttl = Duration::from_millis(600);
+    let ttl = RENEWED_TTL;
     let session = backend
         .session(SessionOptions::with_ttl(ttl))
         .await
@@ -445,7 +448,7 @@ async fn a_consumer_waiting_for_an_item_keeps_its_session() {
     let Some(url) = cluster_url() else { return };
     let url = own_namespace(&url, "waiting");
     let backend = distsync_redis::backend(&url).await.unwrap();
-    let ttl = Duration::from_millis(900);
+    let ttl = RENEWED_TTL;
     let session = backend
         .session(SessionOptions::with_ttl(ttl))
         .await

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use distsync_core::{Backend, Coordinator, Error, Isolation, Name, SessionOptions};
 use distsync_redis::RedisBackend;
 use futures::StreamExt;
-use support::{server_url, unique_namespace, with_namespace};
+use support::{server_url, unique_namespace, with_namespace, CRASH_TTL, RENEWED_TTL};
 
 struct Fixture {
     url: String,
@@ -85,21 +85,12 @@ async fn within<T>(limit: Duration, future: impl std::future::Future<Output = T>
 
 const SHORT: Duration = Duration::from_secs(10);
 
-/// The session TTL of a holder that crashes, stalls or is taken over on purpose: long
-/// enough to outlive its own set-up on a loaded runner (a few hundred milliseconds
-/// lapsed before the grant returned), short enough that its hold expires soon.
-const CRASH_TTL: Duration = Duration::from_secs(1);
-
 // ---- sessions -----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_keepalive_renews_and_close_fires_lost() {
     let f = fixture!();
-    let session = f
-        .coordinator
-        .session_with_ttl(Duration::from_millis(900))
-        .await
-        .unwrap();
+    let session = f.coordinator.session_with_ttl(RENEWED_TTL).await.unwrap();
     let guard = f
         .coordinator
         .locker(&session, "a")
@@ -108,7 +99,7 @@ async fn session_keepalive_renews_and_close_fires_lost() {
         .await
         .unwrap();
     // Several TTLs pass: the keepalive renews the session and the lock entry.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(3 * RENEWED_TTL).await;
     assert!(!session.is_lost());
     let other = f.coordinator.session().await.unwrap();
     assert!(f
@@ -136,11 +127,7 @@ async fn session_keepalive_renews_and_close_fires_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_from_another_client_fires_lost_and_frees_the_lock() {
     let f = fixture!();
-    let session = f
-        .coordinator
-        .session_with_ttl(Duration::from_millis(600))
-        .await
-        .unwrap();
+    let session = f.coordinator.session_with_ttl(RENEWED_TTL).await.unwrap();
     let guard = f
         .coordinator
         .locker(&session, "r")

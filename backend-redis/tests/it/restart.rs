@@ -15,6 +15,7 @@ use std::time::Duration;
 use distsync_conformance::faults::private;
 use distsync_conformance::{connector, StoreKind};
 use distsync_core::{Error, SessionId};
+use support::RENEWED_TTL;
 
 fn servers_available() -> bool {
     if support::server_url().is_none() {
@@ -41,10 +42,7 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
     let mut server = private::start(StoreKind::Redis, connect).await.unwrap();
     let coordinator = distsync_redis::connect(server.url()).await.unwrap();
 
-    let holder = coordinator
-        .session_with_ttl(Duration::from_millis(600))
-        .await
-        .unwrap();
+    let holder = coordinator.session_with_ttl(RENEWED_TTL).await.unwrap();
     let guard = coordinator
         .locker(&holder, "l")
         .unwrap()
@@ -52,10 +50,7 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
         .await
         .unwrap();
     let token_before = guard.token();
-    let waiter_session = coordinator
-        .session_with_ttl(Duration::from_millis(600))
-        .await
-        .unwrap();
+    let waiter_session = coordinator.session_with_ttl(RENEWED_TTL).await.unwrap();
     let waiter = coordinator.locker(&waiter_session, "l").unwrap();
     let waiting = tokio::spawn(async move { waiter.lock().await.map(|g| g.token()) });
     let consumer = coordinator.queue("q").unwrap();
@@ -142,12 +137,7 @@ async fn sessions_from_before_a_restart_report_lost_and_their_ids_never_come_bac
 
     let mut before = Vec::new();
     for _ in 0..20 {
-        before.push(
-            coordinator
-                .session_with_ttl(Duration::from_millis(900))
-                .await
-                .unwrap(),
-        );
+        before.push(coordinator.session_with_ttl(RENEWED_TTL).await.unwrap());
     }
     let guard = coordinator
         .locker(&before[0], "l")

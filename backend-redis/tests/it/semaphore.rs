@@ -11,14 +11,9 @@ use std::time::{Duration, Instant};
 
 use distsync_core::{Backend, Coordinator, Error};
 use futures::StreamExt;
-use support::{server_url, unique_namespace, with_namespace};
+use support::{server_url, unique_namespace, with_namespace, CRASH_TTL};
 
 const SHORT: Duration = Duration::from_secs(10);
-
-/// The session TTL of a holder that crashes, stalls or is taken over on purpose: long
-/// enough to outlive its own set-up on a loaded runner (a few hundred milliseconds
-/// lapsed before the grant returned), short enough that its hold expires soon.
-const CRASH_TTL: Duration = Duration::from_secs(1);
 
 struct Fixture {
     server: String,

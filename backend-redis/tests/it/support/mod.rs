@@ -6,9 +6,11 @@
 #![allow(dead_code)]
 
 mod server;
+mod session_ttls;
 
 #[allow(unused_imports)] // Not every test binary uses all of them.
 pub(crate) use server::{server_url, unique_namespace, with_namespace};
+pub(crate) use session_ttls::{CRASH_TTL, RENEWED_TTL};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
