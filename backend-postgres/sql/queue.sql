@@ -9,15 +9,12 @@ CREATE TABLE IF NOT EXISTS {s}.queue_items (
     item       bytea NOT NULL,
     held_by    bigint,
     held_call  text,
-    deliveries integer NOT NULL DEFAULT 0
+    deliveries integer NOT NULL DEFAULT 0,
+    -- When the item was enqueued (or put back), on the server's clock: the age of a
+    -- queue's oldest item.
+    enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS queue_items_order ON {s}.queue_items (queue, priority, id);
--- When each item was enqueued, on the server's clock (the age of a queue's oldest item).
--- Added apart from the table, in two steps, so that a schema made before the column
--- gets it in place: existing rows keep NULL (unknown: no time was recorded) rather than
--- the time of the upgrade, and only rows inserted afterwards get the default.
-ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS enqueued_at timestamptz;
-ALTER TABLE {s}.queue_items ALTER COLUMN enqueued_at SET DEFAULT clock_timestamp();
 
 CREATE TABLE IF NOT EXISTS {s}.queue_inflight (
     call       text PRIMARY KEY,

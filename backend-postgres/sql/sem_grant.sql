@@ -1,6 +1,4 @@
--- The grants of a release (see crate::waiter_line, "Granting"), kept in a file of their
--- own so that a schema made before their current body gets it on first use (see
--- crate::schema::ensure, which looks for the markers at the end of this file).
+-- The grants of a release (see crate::waiter_line, "Granting").
 
 -- Grants the waiters of name k that can be granted now (as semaphore_check would grant
 -- them: the live entries without a token that are exclusive with fewer than `permits`
@@ -16,14 +14,11 @@
 -- passed over (the lease gate): they are not live, so they neither count nor get
 -- elected. The log is trimmed to the count in the setting distsync.log_keep, which a
 -- client releasing a candidacy sets in its statement (crate::waiter_line::Entry::leave);
--- a release without it (a session's end, an older client) leaves the trim to the next
--- grant, proclaim or sweep.
+-- a release without it (a session's end) leaves the trim to the next grant, proclaim
+-- or sweep.
 --
 -- The wake-up of a granted entry carries its token ('m:<session>.<entry>:<token>'), so
--- that the waiter needs no read to learn it, when the entry's client reads such
--- wake-ups: its entry numbers are at least 2^62 (crate::waiter_line::TOKEN_WAKE). An
--- older client's entry gets the payload it subscribed to ('m:<session>.<entry>') and
--- reads its token (semaphore_check finds the entry granted and writes nothing).
+-- that the waiter needs no read to learn it.
 CREATE OR REPLACE FUNCTION {s}.sem_grant(k integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -59,8 +54,7 @@ BEGIN
         PERFORM set_config('distsync.granted', 'on', true);
         PERFORM set_config('synchronous_commit', 'on', true);
         PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text
-                           || CASE WHEN w.entry >= 4611686018427387904
-                                   THEN ':' || t::text ELSE '' END);
+                           || ':' || t::text);
     END LOOP;
     IF NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k AND shared) THEN
         RETURN;
@@ -90,18 +84,8 @@ BEGIN
         PERFORM set_config('distsync.granted', 'on', true);
         PERFORM set_config('synchronous_commit', 'on', true);
         PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text
-                           || CASE WHEN w.entry >= 4611686018427387904
-                                   THEN ':' || t::text ELSE '' END);
+                           || ':' || t::text);
     END LOOP;
 END
 $$;
 
--- Present once sem_grant carries the token in its wake-ups (see above).
-CREATE OR REPLACE FUNCTION {s}.wake_carries_token() RETURNS boolean LANGUAGE sql AS $$
-    SELECT true
-$$;
-
--- Present once sem_grant elects the next candidate itself (see above).
-CREATE OR REPLACE FUNCTION {s}.grant_elects() RETURNS boolean LANGUAGE sql AS $$
-    SELECT true
-$$;

@@ -104,8 +104,6 @@ pub(crate) struct Seen {
     pub(crate) system_id: Option<i64>,
     /// The schema is gone.
     pub(crate) schema_gone: bool,
-    /// The schema has no `epoch_marker` table.
-    pub(crate) table_missing: bool,
     /// The marker (`None`: missing).
     pub(crate) marker: Option<Marker>,
     /// The highest fencing counter (the floor and every name's), when read.

@@ -168,7 +168,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     // one that STM bodies can exhaust.
     let holds = pool_options(url.hold_connections(), url)
         .connect_lazy_with(url.options.clone().application_name("distsync/holds"));
-    let ensured = schema::ensure(&pool, &url.schema).await?;
+    let schema_oid = schema::ensure(&pool, &url.schema).await?;
     let pools = store::Pools {
         pool,
         holds,
@@ -185,7 +185,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     let shared = Shared::new(
         pools,
         url.schema.clone(),
-        ensured.oid,
+        schema_oid,
         Limits::default(),
         Amnesia::new(url.max_session_ttl()),
     );
@@ -207,17 +207,14 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
         backend = BACKEND,
         %url,
         synchronous_standby,
-        grant_elects = ensured.grant_elects,
         "connected"
     );
     Ok(PostgresBackend {
         shared: Arc::new(shared),
-        // Facts of the connected server and schema refine what the backend type claims:
-        // a synchronous standby gives `survives_failover`; a `sem_grant` this role could
-        // not upgrade leaves hand-overs with a moment without a leader.
+        // A fact of the connected server refines what the backend type claims: a
+        // synchronous standby gives `survives_failover`.
         capabilities: capabilities_with_bound(url.max_session_ttl())
-            .with_survives_failover(synchronous_standby)
-            .with_gapless_hand_over(ensured.grant_elects),
+            .with_survives_failover(synchronous_standby),
     })
 }
 

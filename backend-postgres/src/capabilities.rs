@@ -60,10 +60,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   term, leader row and log entry), so `leader()`, `observe()` and the status report
 ///   see the old leader or the new one, never neither (see `waiter_line`). The close of
 ///   a leader's session does the same unless a join or grant of the election holds its
-///   row lock at that instant (then the woken candidate elects itself a moment later).
-///   A [`PostgresBackend`](crate::PostgresBackend) whose schema keeps a `sem_grant` that
-///   does not elect (made by an earlier client, and the role may not replace it) declares
-///   it false (checked at connect): there the woken candidate elects itself;
+///   row lock at that instant (then the woken candidate elects itself a moment later);
 /// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s;
 /// - `survives_failover`: false here; a [`PostgresBackend`](crate::PostgresBackend) connected to a primary whose
 ///   `synchronous_standby_names` is set declares it true (checked at connect): every

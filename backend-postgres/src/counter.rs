@@ -16,9 +16,7 @@
 //! per change. A notification nobody listens to costs the server a queue entry that
 //! no session reads.
 //!
-//! The tables and the function are created on first use (`CREATE TABLE IF NOT
-//! EXISTS`, `CREATE OR REPLACE FUNCTION`, under the advisory lock of the schema's
-//! creation), in a schema of any layout version, so the layout version stays as it is.
+//! The tables and `latch_count_down` are in `sql/counter.sql`.
 
 use std::sync::Arc;
 
@@ -30,77 +28,11 @@ use distsync_core::{Error, Name, Result};
 
 use crate::error::{map, BACKEND};
 use crate::notify::Wake;
-use crate::schema;
 use crate::store::Shared;
-
-/// The tables and the function, rendered per schema.
-const DDL: &str = "
-CREATE TABLE IF NOT EXISTS {s}.counters (
-    name text PRIMARY KEY,
-    value bigint NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {s}.latches (
-    name text PRIMARY KEY,
-    initial bigint NOT NULL,
-    remaining bigint NOT NULL
-);
--- One count-down: 'k<remaining>' after it, or 'm<initial>' when the latch exists with
--- another initial count (nothing changes). The row is created with the caller's count
--- if absent, then locked, so racing first count-downs make one latch.
-CREATE OR REPLACE FUNCTION {s}.latch_count_down(p_name text, p_initial bigint)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    stored_initial bigint;
-    v_remaining bigint;
-BEGIN
-    INSERT INTO {s}.latches (name, initial, remaining) VALUES (p_name, p_initial, p_initial)
-        ON CONFLICT (name) DO NOTHING;
-    SELECT l.initial, l.remaining INTO stored_initial, v_remaining
-        FROM {s}.latches AS l WHERE l.name = p_name FOR UPDATE;
-    IF stored_initial <> p_initial THEN
-        RETURN 'm' || stored_initial;
-    END IF;
-    IF v_remaining = 0 THEN
-        RETURN 'k0';
-    END IF;
-    v_remaining := v_remaining - 1;
-    UPDATE {s}.latches SET remaining = v_remaining WHERE name = p_name;
-    IF v_remaining = 0 THEN
-        PERFORM {s}.notify('l:' || p_name);
-    END IF;
-    RETURN 'k' || v_remaining;
-END
-$$;
-";
 
 /// Whether `error` is PostgreSQL's `numeric_value_out_of_range`.
 fn out_of_range(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("22003"))
-}
-
-/// Runs `statement`, installing the tables first if they are missing. A statement
-/// that failed on a missing table changed nothing, so running it again is safe.
-async fn installed<T, F, Fut>(
-    shared: &Shared,
-    mut statement: F,
-) -> std::result::Result<T, sqlx::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
-{
-    match statement().await {
-        Err(error) if schema::is_missing_object(&error) => {
-            let ddl = shared.sql(DDL);
-            if let Err(install_error) =
-                schema::install_added(&shared.pool, "the counter and latch tables", &ddl).await
-            {
-                tracing::warn!(%install_error, "postgres: creating the counter tables failed");
-                return Err(error);
-            }
-            statement().await
-        }
-        other => other,
-    }
 }
 
 /// A PostgreSQL counter.
@@ -128,13 +60,11 @@ impl Counter for PgCounter {
         let sql = self
             .shared
             .sql("SELECT value FROM {s}.counters WHERE name = $1");
-        let value: Option<i64> = installed(&self.shared, || {
-            sqlx::query_scalar(&sql)
-                .bind(self.name.as_str())
-                .fetch_optional(self.shared.bounded())
-        })
-        .await
-        .map_err(map)?;
+        let value: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(self.name.as_str())
+            .fetch_optional(self.shared.bounded())
+            .await
+            .map_err(map)?;
         Ok(value.unwrap_or(0))
     }
 
@@ -149,20 +79,18 @@ impl Counter for PgCounter {
              ) \
              SELECT value FROM added WHERE (SELECT count(*) FROM notified) >= 0",
         );
-        installed(&self.shared, || {
-            sqlx::query_scalar(&sql)
-                .bind(self.name.as_str())
-                .bind(delta)
-                .fetch_one(self.shared.bounded())
-        })
-        .await
-        .map_err(|error| {
-            if out_of_range(&error) {
-                self.overflow(delta)
-            } else {
-                map(error)
-            }
-        })
+        sqlx::query_scalar(&sql)
+            .bind(self.name.as_str())
+            .bind(delta)
+            .fetch_one(self.shared.bounded())
+            .await
+            .map_err(|error| {
+                if out_of_range(&error) {
+                    self.overflow(delta)
+                } else {
+                    map(error)
+                }
+            })
     }
 
     async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool> {
@@ -181,15 +109,13 @@ impl Counter for PgCounter {
              SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted) \
                  + 0 * (SELECT count(*) FROM notified)",
         );
-        let swapped: i64 = installed(&self.shared, || {
-            sqlx::query_scalar(&sql)
-                .bind(self.name.as_str())
-                .bind(expected)
-                .bind(new)
-                .fetch_one(self.shared.bounded())
-        })
-        .await
-        .map_err(map)?;
+        let swapped: i64 = sqlx::query_scalar(&sql)
+            .bind(self.name.as_str())
+            .bind(expected)
+            .bind(new)
+            .fetch_one(self.shared.bounded())
+            .await
+            .map_err(map)?;
         Ok(swapped == 1)
     }
 
@@ -211,14 +137,12 @@ impl Counter for PgCounter {
              ) \
              SELECT count(*) FROM notified",
         );
-        let _: i64 = installed(&self.shared, || {
-            sqlx::query_scalar(&sql)
-                .bind(self.name.as_str())
-                .bind(value)
-                .fetch_one(self.shared.bounded())
-        })
-        .await
-        .map_err(map)?;
+        let _: i64 = sqlx::query_scalar(&sql)
+            .bind(self.name.as_str())
+            .bind(value)
+            .fetch_one(self.shared.bounded())
+            .await
+            .map_err(map)?;
         Ok(())
     }
 
@@ -297,13 +221,11 @@ impl CountDownLatch for PgLatch {
         let sql = self
             .shared
             .sql("SELECT initial, remaining FROM {s}.latches WHERE name = $1");
-        let row: Option<(i64, i64)> = installed(&self.shared, || {
-            sqlx::query_as(&sql)
-                .bind(self.name.as_str())
-                .fetch_optional(self.shared.bounded())
-        })
-        .await
-        .map_err(map)?;
+        let row: Option<(i64, i64)> = sqlx::query_as(&sql)
+            .bind(self.name.as_str())
+            .fetch_optional(self.shared.bounded())
+            .await
+            .map_err(map)?;
         match row {
             None => Ok(self.initial),
             Some((initial, remaining)) => {
@@ -316,14 +238,12 @@ impl CountDownLatch for PgLatch {
     async fn count_down(&self) -> Result<u64> {
         let initial = self.initial()?;
         let sql = self.shared.sql("SELECT {s}.latch_count_down($1, $2)");
-        let reply: String = installed(&self.shared, || {
-            sqlx::query_scalar(&sql)
-                .bind(self.name.as_str())
-                .bind(initial)
-                .fetch_one(self.shared.bounded())
-        })
-        .await
-        .map_err(map)?;
+        let reply: String = sqlx::query_scalar(&sql)
+            .bind(self.name.as_str())
+            .bind(initial)
+            .fetch_one(self.shared.bounded())
+            .await
+            .map_err(map)?;
         let (tag, rest) = reply.split_at(reply.len().min(1));
         match (tag, rest.parse::<u64>()) {
             ("k", Ok(remaining)) => Ok(remaining),

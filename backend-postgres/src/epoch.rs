@@ -29,7 +29,7 @@ async fn system_id(shared: &Shared) -> Result<Option<i64>> {
     }
 }
 
-/// The marker, or an error (a missing table is `42P01`).
+/// The marker, or the database's error.
 async fn read_marker(shared: &Shared) -> std::result::Result<Option<Marker>, sqlx::Error> {
     let row: Option<(String, i64, i64, i64)> = sqlx::query_as(&shared.sql(
         "SELECT id, ttl_ms, token_offset, \
@@ -46,12 +46,6 @@ async fn read_marker(shared: &Shared) -> std::result::Result<Option<Marker>, sql
     }))
 }
 
-/// Creates the marker's table in a schema made before it.
-async fn install_marker_table(shared: &Shared) -> Result<()> {
-    let ddl = shared.sql(schema::EPOCH_MARKER);
-    schema::install_added(&shared.pool, "the epoch marker", &ddl).await
-}
-
 /// At connect: the store this client knows, and under a bound the marker written where
 /// there is none; a lock-delay the store has running is waited out by this client too.
 ///
@@ -63,13 +57,7 @@ pub(crate) async fn connected(shared: &Shared) -> Result<()> {
     let amnesia = &shared.amnesia;
     let found = async {
         let system_id = system_id(shared).await?;
-        let marker = match read_marker(shared).await {
-            Err(error) if schema::is_missing_object(&error) => {
-                install_marker_table(shared).await?;
-                read_marker(shared).await.map_err(map)?
-            }
-            read => read.map_err(map)?,
-        };
+        let marker = read_marker(shared).await.map_err(map)?;
         let marker = match (marker, amnesia.bound) {
             (None, Some(bound)) => {
                 let ttl_ms = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
@@ -169,8 +157,12 @@ async fn look(shared: &Shared) -> Result<Seen> {
                 .fetch_one(shared.bounded())
                 .await
                 .map_err(map)?;
-            seen.schema_gone = !schema_there;
-            seen.table_missing = true;
+            // A schema still there without its objects was damaged by hand: that is
+            // reported, not repaired.
+            if schema_there {
+                return Err(map(error));
+            }
+            seen.schema_gone = true;
         }
         Err(error) => return Err(map(error)),
     }
@@ -275,8 +267,6 @@ async fn check(shared: &Shared) -> Result<()> {
 async fn record(shared: &Shared, seen: &Seen, offset: i64, delay: Duration) -> Result<Marker> {
     if seen.schema_gone {
         schema::ensure(&shared.pool, &shared.schema).await?;
-    } else if seen.table_missing {
-        install_marker_table(shared).await?;
     }
     let ttl_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     let mut tx = shared.pool.begin().await.map_err(map)?;

@@ -1,7 +1,6 @@
 //! Reading the durable state of the schema for migration ([`distsync_core::migrate`]).
 //!
-//! Queues (in dequeue order), STM keys, held barriers, counters and latches (the rows of
-//! `counters` and `latches`, tables created on first use) are read in one
+//! Queues (in dequeue order), STM keys, held barriers, counters and latches are read in one
 //! `REPEATABLE READ` read-only transaction, so they form one snapshot. Live holds are the
 //! entries of live sessions (locks, read and write holds, candidacies and permits,
 //! waiters included, see [`crate::waiter_line`]) and the double-barrier entries of live
@@ -70,41 +69,32 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         snapshot.barriers.push(name(barrier)?);
     }
 
-    let (has_counters, has_latches, _): (bool, bool, bool) =
-        sqlx::query_as(&shared.sql(crate::status::OPTIONAL_TABLES))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map)?;
-    if has_counters {
-        let counters: Vec<(String, i64)> = sqlx::query_as(&shared.sql(crate::status::COUNTERS))
-            .bind("")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map)?;
-        for (counter, value) in counters {
-            snapshot.counters.insert(name(counter)?, value);
-        }
+    let counters: Vec<(String, i64)> = sqlx::query_as(&shared.sql(crate::status::COUNTERS))
+        .bind("")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    for (counter, value) in counters {
+        snapshot.counters.insert(name(counter)?, value);
     }
-    if has_latches {
-        let latches: Vec<(String, i64, i64)> = sqlx::query_as(&shared.sql(crate::status::LATCHES))
-            .bind("")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map)?;
-        for (latch, initial, remaining) in latches {
-            let state = match (u64::try_from(initial), u64::try_from(remaining)) {
-                (Ok(initial), Ok(remaining)) if remaining <= initial => {
-                    LatchState { initial, remaining }
-                }
-                _ => {
-                    return Err(Error::backend(
-                        BACKEND,
-                        format!("latch {latch:?} holds {remaining} of {initial}: not a latch"),
-                    ))
-                }
-            };
-            snapshot.latches.insert(name(latch)?, state);
-        }
+    let latches: Vec<(String, i64, i64)> = sqlx::query_as(&shared.sql(crate::status::LATCHES))
+        .bind("")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    for (latch, initial, remaining) in latches {
+        let state = match (u64::try_from(initial), u64::try_from(remaining)) {
+            (Ok(initial), Ok(remaining)) if remaining <= initial => {
+                LatchState { initial, remaining }
+            }
+            _ => {
+                return Err(Error::backend(
+                    BACKEND,
+                    format!("latch {latch:?} holds {remaining} of {initial}: not a latch"),
+                ))
+            }
+        };
+        snapshot.latches.insert(name(latch)?, state);
     }
 
     // Entries of live sessions (holders and waiters): locks, read-write locks and

@@ -3,8 +3,7 @@
 //! [`Backend::purge_prefix`](distsync_core::Backend::purge_prefix)).
 //!
 //! Every table of the layout (`schema.rs`) that holds a name is visited, with the
-//! column holding it; a table created on first use (counters, latches, rate limits,
-//! idempotency records) that does not exist yet holds nothing. The semaphore lines
+//! column holding it. The semaphore lines
 //! hang off `lock_names` by id. Removing names folds their fencing counters into
 //! `token_floor` first, as pruning does, so a name used again never goes backwards.
 //! Sessions belong to no name: a purge leaves live ones alone and ends those already
@@ -38,16 +37,6 @@ const TABLES: [(&str, &str); 13] = [
 /// The rows of `lock_names` under the prefix, and what hangs off them.
 const NAMES_UNDER: &str = "SELECT id FROM {s}.lock_names WHERE name = $1 OR starts_with(name, $2)";
 
-/// Whether table `table` exists in the schema.
-async fn exists(shared: &Shared, tx: &mut Transaction<'_, Postgres>, table: &str) -> Result<bool> {
-    let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-        .bind(shared.sql(&format!("{{s}}.{table}")))
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(map)?;
-    Ok(found.is_some())
-}
-
 /// `$1` and `$2` of every statement: the prefix, and the prefix with a slash.
 fn binds(prefix: &Name) -> (String, String) {
     (prefix.as_str().to_owned(), format!("{prefix}/"))
@@ -63,9 +52,6 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
         .map_err(map)?;
     let mut total = 0_i64;
     for (table, column) in TABLES {
-        if !exists(shared, &mut tx, table).await? {
-            continue;
-        }
         let sql = shared.sql(&format!(
             "SELECT count(*) FROM {{s}}.{table} WHERE {column} = $1 OR starts_with({column}, $2)"
         ));
@@ -150,9 +136,6 @@ pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     let mut tx = shared.pool.begin().await.map_err(map)?;
     let mut total = 0_i64;
     for (table, column) in TABLES {
-        if !exists(shared, &mut tx, table).await? {
-            continue;
-        }
         let sql = shared.sql(&format!(
             "DELETE FROM {{s}}.{table} WHERE {column} = $1 OR starts_with({column}, $2)"
         ));

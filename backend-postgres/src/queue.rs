@@ -78,7 +78,6 @@ use tokio::sync::oneshot;
 
 use crate::connection::bounded::{through_pool, timed_out};
 use crate::error::map;
-use crate::schema;
 use crate::session::PgLease;
 use crate::store::Shared;
 use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
@@ -823,7 +822,7 @@ impl PgQueue {
                 .bind(DEDUP_SWEEP)
                 .fetch_one(self.shared.bounded())
                 .await
-                .map_err(dedup_error)?;
+                .map_err(map)?;
             if appended > 0 {
                 return Ok(Enqueued::New);
             }
@@ -836,7 +835,7 @@ impl PgQueue {
                     .bind(key)
                     .fetch_optional(self.shared.bounded())
                     .await
-                    .map_err(dedup_error)?,
+                    .map_err(map)?,
             };
             Ok(if holder.as_deref() == Some(call.as_str()) {
                 Enqueued::New
@@ -844,50 +843,15 @@ impl PgQueue {
                 Enqueued::Duplicate
             })
         };
-        let enqueue = || {
-            RetryPolicy::default().one_shot(
+        RetryPolicy::default()
+            .one_shot(
                 "queue enqueue",
                 Idempotence::Idempotent,
                 Failure::of,
                 attempt,
             )
-        };
-        match enqueue().await {
-            Err(error) if missing_dedup(&error) => {
-                let ddl = self.shared.sql(DEDUP_DDL);
-                schema::install_added(
-                    &self.shared.pool,
-                    "the table of enqueues' idempotency records",
-                    &ddl,
-                )
-                .await?;
-                enqueue().await
-            }
-            other => other,
-        }
+            .await
     }
-}
-
-/// The idempotency records' table, rendered per schema.
-const DEDUP_DDL: &str = include_str!("../sql/queue_dedup.sql");
-
-/// What [`dedup_error`] says of a schema made before the table of idempotency records
-/// existed.
-const MISSING_DEDUP: &str = "idempotent enqueue without the table queue_dedup";
-
-/// [`map`], or for a missing table of idempotency records, the
-/// [`Error::Unsupported`] of [`MISSING_DEDUP`] (which the caller answers by creating it).
-fn dedup_error(error: sqlx::Error) -> Error {
-    if schema::is_missing_object(&error) {
-        Error::unsupported(crate::error::BACKEND, MISSING_DEDUP)
-    } else {
-        map(error)
-    }
-}
-
-/// Whether `error` is [`dedup_error`]'s missing table.
-fn missing_dedup(error: &Error) -> bool {
-    matches!(error, Error::Unsupported { operation, .. } if operation == MISSING_DEDUP)
 }
 
 #[async_trait]
@@ -973,58 +937,18 @@ impl Queue for PgQueue {
     }
 
     /// The server's `clock_timestamp()` less the least `enqueued_at` of the items not
-    /// held by a live session. Items without a time (enqueued before the column
-    /// existed) are unknown and left out; an item put back after a cancelled dequeue
-    /// counts from its put-back. A schema made before the column gets it here, on first
-    /// use (see `sql/queue.sql`).
+    /// held by a live session; an item put back after a cancelled dequeue counts from
+    /// its put-back.
     async fn oldest_age(&self) -> Result<Option<Duration>> {
-        match self.read_oldest_age().await {
-            Err(error) if missing_column(&error) => {
-                let ddl = self.shared.sql(ENQUEUED_AT_DDL);
-                if let Err(error) = schema::install_added(
-                    &self.shared.pool,
-                    "the enqueue time of queue items",
-                    &ddl,
-                )
-                .await
-                {
-                    tracing::warn!(%error, "postgres: could not add queue_items.enqueued_at");
-                    return Err(Error::unsupported(
-                        crate::error::BACKEND,
-                        "the age of a queue's oldest item in a schema without \
-                         queue_items.enqueued_at (this role may not add it)",
-                    ));
-                }
-                self.read_oldest_age().await.map_err(map)
-            }
-            other => other.map_err(map),
-        }
-    }
-}
-
-/// The enqueue time column, for a schema made before it (the statements of
-/// `sql/queue.sql` that add it).
-const ENQUEUED_AT_DDL: &str = "\
-    ALTER TABLE {s}.queue_items ADD COLUMN IF NOT EXISTS enqueued_at timestamptz; \
-    ALTER TABLE {s}.queue_items ALTER COLUMN enqueued_at SET DEFAULT clock_timestamp();";
-
-/// Whether `error` is PostgreSQL's undefined column (`42703`): a schema made before
-/// `queue_items.enqueued_at`.
-fn missing_column(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("42703"))
-}
-
-impl PgQueue {
-    /// The age of the oldest queued item with a time, in microseconds.
-    async fn read_oldest_age(&self) -> std::result::Result<Option<Duration>, sqlx::Error> {
         let micros: Option<i64> = sqlx::query_scalar(&self.shared.sql(
             "SELECT (extract(epoch FROM clock_timestamp() - min(enqueued_at)) * 1000000)::bigint \
                FROM {s}.queue_items \
-              WHERE queue = $1 AND enqueued_at IS NOT NULL AND NOT {s}.queue_held(held_by)",
+              WHERE queue = $1 AND NOT {s}.queue_held(held_by)",
         ))
         .bind(self.name.as_str())
         .fetch_one(self.shared.bounded())
-        .await?;
+        .await
+        .map_err(map)?;
         Ok(micros.map(|m| Duration::from_micros(u64::try_from(m).unwrap_or(0))))
     }
 }

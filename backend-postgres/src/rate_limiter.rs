@@ -1,10 +1,6 @@
 //! The rate limiter: GCRA in one SQL function, `rate_limit` (`sql/rate_limiter.sql`),
 //! on the row of `rate_limits` that holds the limiter's theoretical arrival time in µs
 //! of the server's `clock_timestamp()`; see [`distsync_core::rate_limiter`].
-//!
-//! A schema created before the table and function existed gets them on first use
-//! (`CREATE TABLE IF NOT EXISTS`, `CREATE OR REPLACE FUNCTION`, under the same
-//! advisory lock as the schema's creation), so the layout version stays as it is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +10,7 @@ use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
 use distsync_core::{Error, Name, Result};
 
 use crate::error::{map, BACKEND};
-use crate::schema;
 use crate::store::Shared;
-
-/// The table and function, rendered per schema.
-pub(crate) const DDL: &str = include_str!("../sql/rate_limiter.sql");
 
 /// A PostgreSQL rate limiter (see the module docs).
 pub(crate) struct PgRateLimiter {
@@ -53,19 +45,7 @@ impl RateLimiter for PgRateLimiter {
 
     async fn try_acquire(&self, permits: u32) -> Result<Admission> {
         self.rate.check_request(permits)?;
-        let reply = match self.decide(permits).await {
-            Err(error) if schema::is_missing_object(&error) => {
-                let ddl = self.shared.sql(DDL);
-                schema::install_added(
-                    &self.shared.pool,
-                    "the rate limiter's table and function",
-                    &ddl,
-                )
-                .await?;
-                self.decide(permits).await.map_err(map)?
-            }
-            other => other.map_err(map)?,
-        };
+        let reply = self.decide(permits).await.map_err(map)?;
         let (tag, rest) = reply.split_at(reply.len().min(1));
         match (tag, rest.parse::<u64>()) {
             ("g", _) => Ok(Admission::Granted),

@@ -31,8 +31,7 @@
 //! - `semaphores` and `semaphore_entries` (`sql/waiter_line.sql`): the line of every
 //!   name, one entry row per acquisition ([`crate::waiter_line`]); `sem_grant`
 //!   (`sql/sem_grant.sql`), the grants of a release, whose wake-ups carry the token and
-//!   which elect the next candidate in the release's transaction (a schema made before
-//!   that gets it on first use, see [`ensure`]); the guarded write
+//!   which elect the next candidate in the release's transaction; the guarded write
 //!   (`sql/guarded.sql`, for `LockGuard::put_if_held`) checks an entry and writes `kv` in
 //!   one statement.
 //! - `election_leaders` (the current leader, tied to its session) and `election_log`
@@ -40,13 +39,13 @@
 //! - `queue_items`, `queue_inflight` and `queue_waiters`; `barriers`, `double_barriers`
 //!   and `double_barrier_entries`; `kv` (STM).
 //! - `queue_dedup` (`sql/queue_dedup.sql`): enqueues' idempotency records (see
-//!   `queue.rs`, which also creates it in a schema made before it existed).
+//!   `queue.rs`).
 //! - `epoch_marker` (`sql/epoch_marker.sql`): the one row that tells a store that forgot
-//!   from the one a client knew (see [`crate::amnesia`], which also creates it in a schema
-//!   made before it existed).
+//!   from the one a client knew (see [`crate::amnesia`]).
 //! - `rate_limits` and the function `rate_limit` (`sql/rate_limiter.sql`): each rate
-//!   limiter's theoretical arrival time (see `rate_limiter.rs`, which also creates them
-//!   in a schema made before they existed).
+//!   limiter's theoretical arrival time (see `rate_limiter.rs`).
+//! - `counters`, `latches` and the function `latch_count_down` (`sql/counter.sql`, see
+//!   `counter.rs`).
 //!
 //! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
 //! `<kind>:<name>`: `q` queue, `b` barrier, `d` double barrier, `e` election; `s:<id>`
@@ -66,12 +65,12 @@ use crate::error::{map, BACKEND};
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// The DDL, in the order it runs; `{s}` stands for the quoted schema name.
-const DDL: [&str; 14] = [
+const DDL: [&str; 15] = [
     include_str!("../sql/layout.sql"),
     include_str!("../sql/sessions.sql"),
     include_str!("../sql/names.sql"),
     include_str!("../sql/waiter_line.sql"),
-    SEM_GRANT,
+    include_str!("../sql/sem_grant.sql"),
     include_str!("../sql/guarded.sql"),
     include_str!("../sql/election.sql"),
     include_str!("../sql/queue.sql"),
@@ -80,16 +79,9 @@ const DDL: [&str; 14] = [
     include_str!("../sql/server_epoch.sql"),
     include_str!("../sql/rate_limiter.sql"),
     include_str!("../sql/queue_dedup.sql"),
-    EPOCH_MARKER,
+    include_str!("../sql/epoch_marker.sql"),
+    include_str!("../sql/counter.sql"),
 ];
-
-/// The epoch marker's table (see [`crate::amnesia`]), which a schema made before it
-/// gets on first use.
-pub(crate) const EPOCH_MARKER: &str = include_str!("../sql/epoch_marker.sql");
-
-/// `sem_grant`, whose wake-ups carry the granted token and which elects candidacies,
-/// and its markers `wake_carries_token()` and `grant_elects()`.
-const SEM_GRANT: &str = include_str!("../sql/sem_grant.sql");
 
 /// Quotes a validated schema name as an SQL identifier.
 pub(crate) fn quote(schema: &str) -> String {
@@ -101,26 +93,8 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
     template.replace("{s}", quoted_schema)
 }
 
-/// What a client found in its schema once [`ensure`] returned.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Ensured {
-    /// The schema's OID (its notification channel is `distsync_<oid>`).
-    pub(crate) oid: u32,
-    /// Whether the schema's `sem_grant` elects the next candidate in the release's
-    /// transaction (its marker `grant_elects()` is there): what the connected backend's
-    /// `Capabilities::gapless_hand_over` declares.
-    pub(crate) grant_elects: bool,
-}
-
 /// Checks the schema's layout marker, creating the schema's objects if it has none, and
-/// returns the schema's OID and whether its releases elect candidates.
-///
-/// A schema of this layout whose `sem_grant` predates tokens in wake-ups or elections
-/// granted by a release (it lacks `wake_carries_token()` or `grant_elects()`) gets the
-/// current `sem_grant` ([`install_added`]); a role that may not create it uses the
-/// schema as it is, its waiters reading their tokens and its candidates electing
-/// themselves when woken (a reader may then see no leader during a hand-over, so
-/// [`Ensured::grant_elects`] is false).
+/// returns the schema's OID (its notification channel is `distsync_<oid>`).
 ///
 /// # Errors
 /// [`Error::IncompatibleLayout`] for a schema of a newer layout, [`Error::Unsupported`]
@@ -128,70 +102,22 @@ pub(crate) struct Ensured {
 ///
 /// # Cancel safety
 /// Cancel-safe: the objects are created in one transaction, rolled back if dropped.
-pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<Ensured> {
+pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
     let quoted = quote(schema);
     let found = {
         let mut conn = pool.acquire().await.map_err(map)?;
         layout_version(&mut conn, &quoted).await?
     };
-    let grant_elects = match found {
-        Some(found) => {
-            accept(schema, found)?;
-            upgrade_sem_grant(pool, &quoted).await?
-        }
-        None => {
-            install(pool, schema, &quoted).await?;
-            true
-        }
-    };
+    match found {
+        Some(found) => accept(schema, found)?,
+        None => install(pool, schema, &quoted).await?,
+    }
     let oid: Oid = sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
         .bind(schema)
         .fetch_one(pool)
         .await
         .map_err(map)?;
-    Ok(Ensured {
-        oid: oid.0,
-        grant_elects,
-    })
-}
-
-/// Whether the schema's `sem_grant` is the current one: both of its markers are there.
-async fn sem_grant_current(pool: &PgPool, quoted: &str) -> Result<bool> {
-    sqlx::query_scalar("SELECT to_regprocedure($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL")
-        .bind(format!("{quoted}.wake_carries_token()"))
-        .bind(format!("{quoted}.grant_elects()"))
-        .fetch_one(pool)
-        .await
-        .map_err(map)
-}
-
-/// Replaces `sem_grant` in a schema made before its current body (see [`ensure`]);
-/// returns whether the schema's `sem_grant` is the current one afterwards. Idempotent
-/// (`CREATE OR REPLACE`), and harmless to older clients sharing the schema: only this
-/// client's entries get the new payload (see [`crate::waiter_line::TOKEN_WAKE`]), and an
-/// older client's candidate woken after being elected finds its entry granted
-/// (`semaphore_check` reads its term).
-async fn upgrade_sem_grant(pool: &PgPool, quoted: &str) -> Result<bool> {
-    if sem_grant_current(pool, quoted).await? {
-        return Ok(true);
-    }
-    let ddl = render(SEM_GRANT, quoted);
-    let what = "the grants whose wake-ups carry the token and which elect candidates";
-    let Err(error) = install_added(pool, what, &ddl).await else {
-        return Ok(true);
-    };
-    // Read again: another client may have replaced it meanwhile.
-    if sem_grant_current(pool, quoted).await? {
-        return Ok(true);
-    }
-    // Only a cost, and declared: the old sem_grant's waiters read their token, and its
-    // candidates elect themselves when woken.
-    tracing::warn!(
-        %error,
-        "postgres: could not replace sem_grant; waiters read their tokens and a hand-over \
-         may leave a moment without a leader (gapless_hand_over is declared false)"
-    );
-    Ok(false)
+    Ok(oid.0)
 }
 
 /// Whether a client of [`LAYOUT_VERSION`] may use a schema marked `found`.
@@ -221,23 +147,9 @@ fn accept(schema: &str, found: i32) -> Result<()> {
 const SETUP_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))";
 
-/// Creates objects added to the layout after schemas were made with it (`ddl`, rendered
-/// for the schema, idempotent), under the setup lock: a schema made before them gets them
-/// on first use and keeps its layout version. `what` names them in the log.
-pub(crate) async fn install_added(pool: &PgPool, what: &str, ddl: &str) -> Result<()> {
-    tracing::info!("postgres: creating {what}");
-    let mut tx = pool.begin().await.map_err(map)?;
-    sqlx::query(SETUP_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-    (&mut *tx).execute(ddl).await.map_err(map)?;
-    tx.commit().await.map_err(map)
-}
-
 /// Whether `error` is PostgreSQL's undefined table (`42P01`) or undefined function
-/// (`42883`): what a statement meets in a schema made before [`install_added`]'s
-/// objects. Such a statement changed nothing, so it may run again once they exist.
+/// (`42883`): what a statement meets in a schema whose objects were dropped (a store
+/// wiped under its clients, see [`crate::amnesia`]).
 pub(crate) fn is_missing_object(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db)
         if matches!(db.code().as_deref(), Some("42P01" | "42883")))

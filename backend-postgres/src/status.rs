@@ -13,9 +13,6 @@
 //! | counters, latches | `counters`, `latches` |
 //! | rate limiters | `rate_limits` (TAT and rate), with the server's `clock_timestamp()`: the next due time is computed on the server's clock |
 //!
-//! The tables of counters, latches and rate limiters are created on their first use:
-//! a schema without them has none to list (`to_regclass` tells, inside the snapshot).
-//!
 //! An entry's key is built as a guard's (`crate::waiter_line::hold_key`):
 //! `<schema>/<kind>/<name>/<session id hex>`. The tables record no grant time, so
 //! ages are `None`. Every statement is kept here, so a change of the tables is one
@@ -75,11 +72,6 @@ SELECT d.name, d.ready, count(x.id)
  WHERE starts_with(d.name, $1)
  GROUP BY d.name, d.ready";
 
-/// Which of the tables created on first use exist: counters, latches, rate limits.
-pub(crate) const OPTIONAL_TABLES: &str = "\
-SELECT to_regclass('{s}.counters') IS NOT NULL, to_regclass('{s}.latches') IS NOT NULL,
-       to_regclass('{s}.rate_limits') IS NOT NULL";
-
 pub(crate) const COUNTERS: &str =
     "SELECT name, value FROM {s}.counters WHERE starts_with(name, $1)";
 
@@ -134,35 +126,21 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         .fetch_all(&mut *tx)
         .await
         .map_err(map)?;
-    let (has_counters, has_latches, has_rate_limits): (bool, bool, bool) =
-        sqlx::query_as(&shared.sql(OPTIONAL_TABLES))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map)?;
-    let mut counters: Vec<(String, i64)> = Vec::new();
-    if has_counters {
-        counters = sqlx::query_as(&shared.sql(COUNTERS))
-            .bind(prefix)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map)?;
-    }
-    let mut latches: Vec<(String, i64, i64)> = Vec::new();
-    if has_latches {
-        latches = sqlx::query_as(&shared.sql(LATCHES))
-            .bind(prefix)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map)?;
-    }
-    let mut rate_limits: Vec<(String, i64, String, i64)> = Vec::new();
-    if has_rate_limits {
-        rate_limits = sqlx::query_as(&shared.sql(RATE_LIMITS))
-            .bind(prefix)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map)?;
-    }
+    let counters: Vec<(String, i64)> = sqlx::query_as(&shared.sql(COUNTERS))
+        .bind(prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    let latches: Vec<(String, i64, i64)> = sqlx::query_as(&shared.sql(LATCHES))
+        .bind(prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    let rate_limits: Vec<(String, i64, String, i64)> = sqlx::query_as(&shared.sql(RATE_LIMITS))
+        .bind(prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
     tx.commit().await.map_err(map)?;
 
     let mut report = StatusReport::new(BACKEND, prefix);

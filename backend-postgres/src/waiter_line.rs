@@ -42,12 +42,9 @@
 //! The token in the wake-up is safe to act on: `sem_grant` writes the grant and sends
 //! the wake-up in one transaction, which commits synchronously, and PostgreSQL delivers
 //! a notification only once its transaction has committed, so after the WAL flush; the
-//! entry holds from then until it leaves. A wake-up without a token (`m:<session>.<entry>`:
-//! `sem_wake` after a check's grant, a schema whose `sem_grant` predates tokens in
-//! wake-ups, an entry of an older client) makes the waiter run its check, which grants
-//! it or reads its token. Which payload an entry gets is told by its number: this client draws entry
-//! numbers from [`TOKEN_WAKE`] up, and `sem_grant` gives a token only to those, so an
-//! older client sharing the schema still gets the payload it subscribed to.
+//! entry holds from then until it leaves. A wake-up without a token (`m:<session>.<entry>`,
+//! `sem_wake` after a check's grant) makes the waiter run its check, which grants it or
+//! reads its token.
 //!
 //! A holder's connection is any of the pool's: statements of one hold may run on
 //! different connections, and the pool stays at its size however many holds there are.
@@ -150,14 +147,9 @@ use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
 use distsync_core::raw::WaitRetry;
 
-/// The first entry number of a client that reads the token from a grant's wake-up
-/// (2^62): `sem_grant` puts the token in the wake-up of entries numbered from here on,
-/// and leaves the payload of an older client's entries (numbered from 1) as it was.
-pub(crate) const TOKEN_WAKE: i64 = 1 << 62;
-
 /// Entry numbers of this process; with the session id (never reused) they identify an
-/// entry. Drawn from [`TOKEN_WAKE`] up (see there).
-static ENTRIES: AtomicI64 = AtomicI64::new(TOKEN_WAKE + 1);
+/// entry.
+static ENTRIES: AtomicI64 = AtomicI64::new(1);
 
 /// What an entry asks of the line: a permit, a lock, a read or write lock, a candidacy.
 #[derive(Clone, Copy)]

@@ -639,8 +639,8 @@ impl Queue for RedisQueue {
 
     /// The server's `TIME` less the enqueue time (`p:et`, set on the server's clock by
     /// the enqueue script) of the oldest item in `p:items`: held and popped items are
-    /// not counted, and items without a time (enqueued by an older client, or put back
-    /// after a cancelled pop) are unknown and left out. One read per priority.
+    /// not counted, and items without a time (put back after a
+    /// cancelled pop) are unknown and left out. One read per priority.
     async fn oldest_age(&self) -> Result<Option<Duration>> {
         let call = self.shared.script_on(&DELIVERY.age, &self.prefix);
         let reply = self.shared.eval(&call).await?;

@@ -329,9 +329,9 @@ pub trait Queue: Send + Sync {
     ///
     /// The store records each item's enqueue time with the item (the memory store's
     /// clock, Redis' `TIME`, PostgreSQL's `clock_timestamp()`), so producers' clocks
-    /// play no part. An item without a recorded time (enqueued by an older client, or
-    /// put back after a cancelled [`Self::dequeue`]) has an unknown age and is left
-    /// out: when no queued item has a time, the answer is `None`.
+    /// play no part. An item without a recorded time (put back after a cancelled
+    /// [`Self::dequeue`], on a store that does not stamp put-backs) has an unknown age
+    /// and is left out: when no queued item has a time, the answer is `None`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {

@@ -7,15 +7,15 @@
 //! leader seen then was elected by the release itself, since the woken candidate (if any)
 //! has not run a statement, or (at the SQL level) has no client at all.
 //!
-//! What a connected backend declares (`Capabilities::gapless_hand_over`) is checked on a
-//! private PostgreSQL cluster (`distsync_conformance::faults::private`), whose superuser
-//! creates a role that may not replace the schema's functions.
+//! A client whose role may only use the schema's objects is checked on a private
+//! PostgreSQL cluster (`distsync_conformance::faults::private`), whose superuser creates
+//! that role.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::faults::private;
 use distsync_conformance::{connector, server_url, StoreKind};
-use distsync_core::{Backend, Name, SessionOptions};
+use distsync_core::{Backend, Coordinator, Name, SessionOptions};
 use sqlx::{Executor, PgPool};
 use tokio::time::Instant;
 
@@ -301,66 +301,11 @@ async fn a_release_passes_over_expired_candidates() {
     private.drop_schema().await;
 }
 
-/// A schema whose `sem_grant` only wakes candidacies (made by an earlier client) elects
-/// the next candidate in its own check (a moment without a leader); a client connecting
-/// replaces `sem_grant`, and a release then elects the next candidate itself.
+/// A role that may use the schema's objects but not create anything connects to a
+/// schema its owner made (the connect creates nothing in a schema of its layout),
+/// declares what the owner's client declares, and takes and releases a lock.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_older_schema_is_upgraded_to_elect_in_the_release() {
-    let Some(private) = Private::new("upgrade").await else {
-        return;
-    };
-    let before = distsync_postgres::backend(&private.scoped).await.unwrap();
-    private
-        .pool
-        .execute(private.sql("DROP FUNCTION {s}.grant_elects()").as_str())
-        .await
-        .unwrap();
-    let old = private.sql(include_str!("sem_grant_before_elections.sql"));
-    private.pool.execute(old.as_str()).await.unwrap();
-    let marked = || async {
-        sqlx::query_scalar::<_, bool>("SELECT to_regprocedure($1) IS NOT NULL")
-            .bind(format!("{}.grant_elects()", private.quoted))
-            .fetch_one(&private.pool)
-            .await
-            .unwrap()
-    };
-    assert!(!marked().await);
-
-    let name = unique("upgrade");
-    let k = private.election(&name).await;
-    let (a, b) = (private.session().await, private.session().await);
-    let term = private.join(k, &name, a, 1).await.1.unwrap();
-    assert_eq!(private.join(k, &name, b, 2).await.0, 0);
-    assert!(private.leave(k, a, 1).await);
-    assert_eq!(
-        private.leader(&name).await,
-        None,
-        "the fixture elects in the release"
-    );
-    assert_eq!(private.check(k, b, 2).await, (1, Some(term + 1)));
-    assert_eq!(private.leader(&name).await, Some((b, term + 1)));
-
-    let after = distsync_postgres::backend(&private.scoped).await.unwrap();
-    assert!(marked().await, "sem_grant was not replaced on connect");
-    let c = private.session().await;
-    assert_eq!(private.join(k, &name, c, 3).await.0, 0);
-    assert!(private.leave(k, b, 2).await);
-    assert_eq!(
-        private.leader(&name).await,
-        Some((c, term + 2)),
-        "the upgraded release did not elect c"
-    );
-    drop((before, after));
-    private.drop_schema().await;
-}
-
-/// `gapless_hand_over` says what the connected schema gives: a role that may use the
-/// schema's objects but not create functions declares it over a schema whose `sem_grant`
-/// elects, and not over one that keeps an earlier `sem_grant` (which it cannot replace);
-/// the owner's client then upgrades the schema and declares it again, and so does the
-/// restricted role after it.
-#[tokio::test(flavor = "multi_thread")]
-async fn gapless_hand_over_is_declared_only_where_the_schema_elects() {
+async fn a_role_that_only_uses_the_schema_connects_and_locks() {
     if server_url("DISTSYNC_POSTGRES_URL").is_none() {
         return;
     }
@@ -391,56 +336,24 @@ async fn gapless_hand_over_is_declared_only_where_the_schema_elects() {
         admin.execute(statement.as_str()).await.unwrap();
     }
     let restricted = as_role(role);
-    let marked = || async {
-        sqlx::query_scalar::<_, bool>("SELECT to_regprocedure($1) IS NOT NULL")
-            .bind(format!("{quoted}.grant_elects()"))
-            .fetch_one(&admin)
-            .await
-            .unwrap()
-    };
-
     let current = distsync_postgres::backend(&restricted).await.unwrap();
-    assert!(
-        current.capabilities().gapless_hand_over,
-        "the restricted role does not declare gapless_hand_over over a current schema"
+    assert_eq!(
+        current.capabilities(),
+        owner.capabilities(),
+        "the restricted role's client declares other guarantees than the owner's"
     );
-
-    // The schema as an earlier client made it: sem_grant only wakes candidacies.
-    let owner_pool = PgPool::connect(server.url()).await.unwrap();
-    owner_pool
-        .execute(format!("DROP FUNCTION {quoted}.grant_elects()").as_str())
+    let coordinator = Coordinator::new(current);
+    let session = coordinator.session().await.unwrap();
+    let guard = coordinator
+        .locker(&session, "restricted")
+        .unwrap()
+        .lock()
         .await
         .unwrap();
-    let old = include_str!("sem_grant_before_elections.sql").replace("{s}", &quoted);
-    owner_pool.execute(old.as_str()).await.unwrap();
-    let stale = distsync_postgres::backend(&restricted).await.unwrap();
-    assert!(
-        !marked().await,
-        "the restricted role replaced sem_grant (the test's role may create functions)"
-    );
-    assert!(
-        !stale.capabilities().gapless_hand_over,
-        "gapless_hand_over declared over a sem_grant that does not elect"
-    );
-    assert!(
-        current.capabilities().gapless_hand_over,
-        "a backend's capabilities changed after its connect"
-    );
+    guard.unlock().await.unwrap();
+    session.close().await.unwrap();
 
-    let upgrading = distsync_postgres::backend(server.url()).await.unwrap();
-    assert!(
-        marked().await,
-        "the owner's client did not replace sem_grant"
-    );
-    assert!(upgrading.capabilities().gapless_hand_over);
-    let after = distsync_postgres::backend(&restricted).await.unwrap();
-    assert!(
-        after.capabilities().gapless_hand_over,
-        "the restricted role does not declare gapless_hand_over once the schema is upgraded"
-    );
-
-    drop((owner, current, stale, upgrading, after));
-    owner_pool.close().await;
+    drop((owner, coordinator));
     for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
         admin.execute(statement.as_str()).await.unwrap();
     }
