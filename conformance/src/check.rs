@@ -148,6 +148,19 @@ pub(crate) fn lapsed_when_lost(fail: Fail, session: &distsync_core::Session) -> 
     }
 }
 
+/// Turns a set-up step's violation into [`Fail::SetUpLapsed`]: for a step before the
+/// fault whose slowness says nothing of the guarantee (a waiter the store has not
+/// counted yet), so that a loaded machine starts the set-up again instead of reading
+/// as a violation. As with [`lapsed_when_lost`], a step whose failure could itself be
+/// the violation the case looks for (another client granted early) must not go
+/// through this.
+pub(crate) fn lapsed(fail: Fail) -> Fail {
+    match fail {
+        Fail::Violated(why) => Fail::SetUpLapsed(why),
+        other => other,
+    }
+}
+
 /// Awaits a set-up step (connecting, opening a session) for at most `limit`: a
 /// timeout, a transient error ([`Error::is_transient`]) or a lost session is
 /// [`Fail::SetUpLapsed`], any other error as [`within`] says.
