@@ -1,6 +1,6 @@
 //! Billing under a lock per customer, with the fencing token checked by PostgreSQL: each
 //! charge runs in one transaction that first admits the lock's token for the account
-//! (`distsync::postgres::fence::admit`), so a holder that paused past its lease and
+//! (`distsync::store::postgres::fence::admit`), so a holder that paused past its lease and
 //! woke up after a newer holder wrote is refused by the database, not by hope.
 //!
 //! The first argument is the coordination store (any URL), the second the database
@@ -10,7 +10,7 @@
 //! cargo run --example billing_postgres --features postgres -- memory:// postgres://me@127.0.0.1/app
 //! ```
 
-use distsync::postgres::fence::admit;
+use distsync::store::postgres::fence::admit;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

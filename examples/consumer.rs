@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use distsync::{BoxError, ConsumerOptions, Result, SessionOptions};
+use distsync::queue::{BoxError, ConsumerOptions};
+use distsync::{Result, SessionOptions};
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -15,7 +15,8 @@
 //! cargo run --example graceful_shutdown --features etcd -- etcd://127.0.0.1:2379
 //! ```
 
-use distsync::{BoxError, ConsumerOptions, Result};
+use distsync::queue::{BoxError, ConsumerOptions};
+use distsync::Result;
 
 #[tokio::main]
 async fn main() -> Result<()> {

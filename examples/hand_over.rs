@@ -10,7 +10,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use distsync::{Coordinator, Result, Successor};
+use distsync::election::Successor;
+use distsync::{Coordinator, Result};
 
 /// How long each step may take before the example gives up.
 const BOUND: Duration = Duration::from_secs(10);
@@ -93,7 +94,7 @@ async fn hand_over(coordinator: &Coordinator, election: &str) -> Result<()> {
 async fn wait_in_line(
     coordinator: &Coordinator,
     election: &str,
-    id: distsync::SessionId,
+    id: distsync::session::SessionId,
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + BOUND;
     while coordinator

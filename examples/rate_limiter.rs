@@ -10,7 +10,8 @@
 
 use std::time::Instant;
 
-use distsync::{Rate, Result};
+use distsync::rate_limiter::Rate;
+use distsync::Result;
 
 #[tokio::main]
 async fn main() -> Result<()> {

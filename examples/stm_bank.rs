@@ -8,7 +8,8 @@
 
 use std::hash::{BuildHasher, RandomState};
 
-use distsync::{Isolation, Result, StmTx};
+use distsync::stm::{Isolation, StmTx};
+use distsync::Result;
 
 const ACCOUNTS: usize = 5;
 const WORKERS: usize = 10;

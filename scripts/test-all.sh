@@ -4,7 +4,8 @@
 # servers and builds the Go and Curator peers (scripts/servers.sh up, in the background
 # while clippy and rustdoc run), then runs, timing each step:
 #   cargo fmt --check; the docs checks (scripts/check-docs.sh); the MSRV check of
-#   Cargo.lock (scripts/check-msrv.sh); clippy -D warnings; rustdoc -D warnings; every
+#   Cargo.lock (scripts/check-msrv.sh); clippy -D warnings; rustdoc -D warnings and the
+#   facade's surface read from it (scripts/check-surface.sh); every
 #   test of the workspace with cargo-nextest (one integration-test binary per crate,
 #   `.config/nextest.toml` says which tests run alone or in turns; the Sentinel tests
 #   that kill the group's primary among them), then the doctests (README's and docs/'
@@ -145,6 +146,8 @@ servers_started() {
 step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 # Every public item documented, every intra-doc link resolved.
 step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+# The facade's surface, from that rustdoc: a small root, one path per item.
+step surface scripts/check-surface.sh
 if ! step servers servers_started; then
     summary
     echo "test-all: the servers did not come up; not running the tests" >&2

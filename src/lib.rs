@@ -1,8 +1,8 @@
 //! # distsync
 //!
 //! Distributed concurrency primitives behind one set of traits, over etcd, Redis,
-//! PostgreSQL or an in-process memory store. Pick the store with a cargo feature and a
-//! URL, write the code once:
+//! PostgreSQL, ZooKeeper or an in-process memory store. Pick the store with a cargo
+//! feature and a URL, write the code once:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
@@ -23,13 +23,20 @@
 //! | primitive | from the coordinator | what it gives |
 //! |---|---|---|
 //! | [`Locker`] | [`Coordinator::locker`] | a [`LockGuard`] with a [`FencingToken`]; FIFO waiters; [`LockGuard::while_held`] |
-//! | [`MultiLocker`] | [`Coordinator::multi_locker`] | several locks, all or nothing, without deadlock |
+//! | [`lock::MultiLocker`] | [`Coordinator::multi_locker`] | several locks, all or nothing, without deadlock |
 //! | [`Election`] | [`Coordinator::election`], [`Coordinator::lead`] | one leader, its term a fencing token; `lead` stays leader across losses |
 //! | [`RwLock`] | [`Coordinator::rwlock`] | shared reads, exclusive fenced writes, a waiting writer blocks later readers |
 //! | [`Semaphore`] | [`Coordinator::semaphore`] | N permits, FIFO |
-//! | [`Queue`] | [`Coordinator::queue`] | durable FIFO and priority queue; at-most-once `dequeue` or at-least-once `receive` with a [`Delivery`] to ack or nack |
+//! | [`Queue`] | [`Coordinator::queue`], [`Coordinator::consumer`] | durable FIFO and priority queue; at-least-once `receive` with a [`Delivery`] to ack or nack, a consumer loop with a dead-letter queue ([`queue`]) |
 //! | [`Barrier`], [`DoubleBarrier`] | [`Coordinator::barrier`], [`Coordinator::double_barrier`] | hold and release; enter and leave together |
-//! | [`Stm`] | [`Coordinator::stm`] | transactions over keys at etcd's isolation levels, retried on conflict |
+//! | [`Counter`], [`CountDownLatch`] | [`Coordinator::counter`], [`Coordinator::latch`] | a shared integer; a count that releases its waiters at zero |
+//! | [`rate_limiter::RateLimiter`] | [`Coordinator::rate_limiter`] | GCRA on the store's clock |
+//! | [`stm::Stm`] | [`Coordinator::stm`] | transactions over keys at etcd's isolation levels, retried on conflict |
+//!
+//! The root holds what a user types; the rest is in one module each: [`session`],
+//! [`lock`], [`election`], [`queue`], [`stm`], [`rate_limiter`], [`fence`] (tokens
+//! checked in process), [`instrument`] (spans and metrics) and [`store`] (the
+//! backends, who holds what, migration, and what it takes to write a store).
 //!
 //! ## Which store?
 //!
@@ -45,146 +52,173 @@
 //! - **PostgreSQL** if you already run it: durable and linearizable, many holds over
 //!   a few connections, guarded writes and fencing in the same database as your data.
 //!   Needs session pooling behind a pooler.
+//! - **ZooKeeper** if you already run it: an ensemble that keeps working when a member
+//!   dies, and locks shared with Curator's recipes.
 //! - **Redis** for speed: the fastest grants. Without an fsync-always append-only file a
 //!   restart forgets every lock and queue item, and an asynchronous failover can lose
 //!   acknowledged grants unless `wait_replicas` is set: the capabilities and the
 //!   matrix say so. Sentinel and Cluster are supported.
 //! - **memory** for tests: a real store in process, with every contract, so your code's
-//!   tests need no server ([`memory`]).
+//!   tests need no server ([`store::memory`]).
 //!
-//! | URL | cargo feature | backend crate |
+//! | URL | cargo feature | backend |
 //! |---|---|---|
-//! | `memory://` (fresh) or `memory://NAME` (shared in the process) | (always) | [`memory`] |
-//! | `etcd://[user:password@]host:port[,host:port...][/namespace][?tls=true&ca=PATH&cert=PATH&key=PATH][&layout=go]` | `etcd` | `distsync-etcd` |
-//! | `redis://` or `rediss://[user:password@]host:port[/db][?namespace=...&ca=PATH&cert=PATH&key=PATH][&allow_eviction=true]` (a server must run `maxmemory-policy noeviction` unless `allow_eviction=true`, which declares the guarantees lost) | `redis` | `distsync-redis` |
-//! | `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db][?wait_replicas=1&wait_timeout=500]` (the primary found through Sentinels; `wait_replicas` makes grants survive a failover) | `redis` | `distsync-redis` |
-//! | `redis+cluster://[user:password@]host:port[,host:port...][?wait_replicas=1&wait_timeout=500]` (every primitive in one hash slot) | `redis` | `distsync-redis` |
-//! | `postgres://user[:password]@host:port/db[?schema=...&sslmode=verify-full&sslrootcert=PATH][&hold_connections=8]` | `postgres` | `distsync-postgres` |
+//! | `memory://` (fresh) or `memory://NAME` (shared in the process) | (always) | [`store::memory`] |
+//! | `etcd://[user:password@]host:port[,host:port...][/namespace][?tls=true&ca=PATH&cert=PATH&key=PATH][&layout=go]` | `etcd` | `store::etcd` |
+//! | `redis://` or `rediss://[user:password@]host:port[/db][?namespace=...&ca=PATH&cert=PATH&key=PATH][&allow_eviction=true]` (a server must run `maxmemory-policy noeviction` unless `allow_eviction=true`, which declares the guarantees lost) | `redis` | `store::redis` |
+//! | `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db][?wait_replicas=1&wait_timeout=500]` (the primary found through Sentinels; `wait_replicas` makes grants survive a failover) | `redis` | `store::redis` |
+//! | `redis+cluster://[user:password@]host:port[,host:port...][?wait_replicas=1&wait_timeout=500]` (every primitive in one hash slot) | `redis` | `store::redis` |
+//! | `postgres://user[:password]@host:port/db[?schema=...&sslmode=verify-full&sslrootcert=PATH][&hold_connections=8]` | `postgres` | `store::postgres` |
+//! | `zk://` or `zks://[user:password@]host:port[,host:port...][/root][?ca=PATH]` | `zookeeper` | `store::zookeeper` |
 //!
-//! Every etcd, Redis and PostgreSQL URL also takes `connect_timeout=` (default 5 s)
-//! and `timeout=` (default 10 s per request), as `1500ms`, `2s` or `1m`; a request to
-//! a store gone silent fails within about `timeout=`. Print URLs with [`redact_url`]:
-//! it masks passwords.
-//!
-//! The items here are the user's API: [`connect`] and the [`Coordinator`] it returns,
-//! [`Session`]s, the primitive traits and their guards, [`Error`], [`Capabilities`].
-//! What it takes to implement a store (the `Backend` trait, leases, guard
-//! constructors, the `Kv` model and the recipes over it) is in [`raw`].
+//! Every URL but `memory://` also takes `connect_timeout=` (default 5 s) and
+//! `timeout=` (default 10 s per request), as `1500ms`, `2s` or `1m`; a request to a
+//! store gone silent fails within about `timeout=`. Print URLs with
+//! [`store::redact_url`]: it masks passwords.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// The user's API, item by item (backend authors: `raw`).
-/// Masks the secrets of a URL for printing (see [`distsync_core::redact_url`]).
-pub use distsync_core::redact_url;
+// What a user types: the entry point, sessions, errors, names, the primitive traits
+// and their holds. Everything else is in exactly one module below.
 pub use distsync_core::{
-    BoxError, Bytes, Capabilities, Coordinator, Error, FencingToken, HealthWatch, LeadOptions,
-    LeaderInfo, Leadership, LiveSession, LockGuard, Lost, Name, ReadGuard, Result, Session,
-    SessionHealth, SessionId, SessionOptions, DEFAULT_TTL,
+    Barrier, Bytes, Capabilities, Coordinator, CountDownLatch, Counter, Delivery, DoubleBarrier,
+    Election, Error, FencingToken, Leadership, LockGuard, Locker, Name, Permit, Queue, ReadGuard,
+    Result, RwLock, Semaphore, Session, SessionOptions,
 };
 
-// The primitives.
-pub use distsync_core::{
-    Barrier, Consumer, ConsumerOptions, Delivery, DoubleBarrier, Election, Locker, MultiLockGuard,
-    MultiLocker, Permit, Queue, RwLock, Semaphore, DEFAULT_PRIORITY,
-};
-
-// Idempotent enqueue (`Queue::enqueue_once`).
-pub use distsync_core::queue::{Enqueued, IdempotencyKey, DEDUP_WINDOW};
-
-// The rate limiter (GCRA on the store's clock).
-pub use distsync_core::rate_limiter::{self, Admission, Rate, RateLimiter};
-
-// The shared counter and the count-down latch.
-pub use distsync_core::counter::{self, Counter};
-pub use distsync_core::latch::{self, CountDownLatch};
-
-// Lock-delay after an unclean loss (`Coordinator::locker_with`).
-pub use distsync_core::lock_delay::{self, LockOptions};
-
-// Taking a lock back: the administrative break (`Coordinator::break_lock`).
-pub use distsync_core::broken::{self, BrokenHold};
-
-// Handing leadership over (`Leadership::resign_to`, `Coordinator::prefer`).
-pub use distsync_core::hand_over::{
-    self, Candidate, Candidates, HandOver, NotHandedOver, PreferenceRequest, Successor,
-};
-
-// The backends: one driver per store, and the list `connect` reads.
-pub use distsync_core::driver::{self, Driver};
-
-// Software transactional memory.
-pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
-
-/// The in-memory backend, for tests: `Coordinator::new(MemoryBackend::new())`.
-pub use distsync_kv::memory::MemoryBackend;
-
-// The in-memory backend (`memory://`), observability, migration between stores, who
-// holds what, the notes on timed acquisition, and the backend author's API.
-pub use distsync_core::{consumer, fence, instrument, migrate, status, timeout};
-pub use distsync_kv::memory;
-
-/// The backend author's API: the contract of `distsync_core::raw`, and the
-/// revisioned key-value model with the primitives built on it (`distsync-kv`).
-pub mod raw {
-    #[doc(inline)]
-    pub use distsync_core::raw::*;
-    #[doc(inline)]
-    pub use distsync_kv::memory::MemoryKv;
-    #[doc(inline)]
-    pub use distsync_kv::{kv, recipes};
+pub mod session {
+    //! A session's health and loss, the session that replaces itself after a loss, and
+    //! the default TTL (see [`Session`](crate::Session) and [`Coordinator::live_session`](crate::Coordinator::live_session)).
+    pub use distsync_core::{
+        HealthWatch, LiveSession, Lost, SessionHealth, SessionId, DEFAULT_TTL,
+    };
 }
 
-// Who holds what ([`Coordinator::status`]).
-pub use distsync_core::status::{
-    CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
-    LineStatus, QueueStatus, RateLimiterStatus, StatusReport,
-};
+pub mod lock {
+    //! Options of a lock (the lock-delay after an unclean loss), the administrative break,
+    //! and several locks taken all or nothing (see [`Locker`](crate::Locker) and
+    //! [`Coordinator::locker_with`](crate::Coordinator::locker_with)).
+    pub use distsync_core::{BrokenHold, LockOptions, MultiLockGuard, MultiLocker};
+}
 
-#[cfg(feature = "etcd")]
-#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
-pub use distsync_etcd as etcd;
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use distsync_postgres as postgres;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use distsync_redis as redis;
-#[cfg(feature = "zookeeper")]
-#[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
-pub use distsync_zookeeper as zookeeper;
+pub mod election {
+    //! Staying leader across losses ([`Coordinator::lead`](crate::Coordinator::lead)), what a reader sees of the
+    //! leader, and handing leadership over to a chosen successor (see [`Election`](crate::Election)).
+    pub use distsync_core::{
+        Candidate, Candidates, HandOver, LeadOptions, LeaderInfo, NotHandedOver, PreferenceRequest,
+        Successor,
+    };
+}
 
-/// Every backend this build knows, in the order `connect` asks them: one line per
-/// backend crate. A backend whose cargo feature is off is still listed, so that its
-/// URLs get [`Error::FeatureDisabled`] naming the feature, not "unknown scheme".
-pub const DRIVERS: &[Driver] = &[
-    memory::DRIVER,
+pub mod queue {
+    //! The consumer loop with a dead-letter queue, idempotent enqueue and priorities (see
+    //! [`Queue`](crate::Queue)).
+    //!
+    //! Which way to consume: [`Queue::receive`](crate::Queue::receive) hands out a [`Delivery`](crate::Delivery) held through a
+    //! session, acknowledged or put back by the caller (at-least-once);
+    //! [`Consumer`] runs that loop for you, with retries, a processing deadline and a
+    //! dead-letter queue; [`Queue::dequeue`](crate::Queue::dequeue) removes the item as it returns it
+    //! (at-most-once: a crash after it loses the item).
+    pub use distsync_core::queue::DEDUP_WINDOW;
+    pub use distsync_core::{
+        BoxError, Consumer, ConsumerOptions, Enqueued, IdempotencyKey, DEFAULT_PRIORITY,
+    };
+}
+
+pub mod stm {
+    //! Software transactional memory: transactions over keys at etcd's isolation levels,
+    //! retried on conflict ([`Coordinator::stm`](crate::Coordinator::stm)).
+    pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
+}
+
+pub mod rate_limiter {
+    //! The rate limiter (GCRA on the store's clock, [`Coordinator::rate_limiter`](crate::Coordinator::rate_limiter)).
+    pub use distsync_core::{Admission, Rate, RateLimiter};
+}
+
+pub use distsync_core::{fence, instrument};
+
+pub mod store {
+    //! The stores: their drivers, the memory store for tests, each backend's own module
+    //! (behind its cargo feature), who holds what ([`status`]), moving state between
+    //! stores ([`migrate`]), and what it takes to write a store ([`raw`]).
+    pub use distsync_core::migrate::{migrate, MigrateOptions, MigrationReport};
+    pub use distsync_core::{redact_url, status, Driver};
+    pub use distsync_kv::memory;
+
     #[cfg(feature = "etcd")]
-    distsync_etcd::DRIVER,
-    #[cfg(not(feature = "etcd"))]
-    disabled::ETCD,
-    #[cfg(feature = "redis")]
-    distsync_redis::DRIVER,
-    #[cfg(not(feature = "redis"))]
-    disabled::REDIS,
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+    pub use distsync_etcd as etcd;
     #[cfg(feature = "postgres")]
-    distsync_postgres::DRIVER,
-    #[cfg(not(feature = "postgres"))]
-    disabled::POSTGRES,
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub use distsync_postgres as postgres;
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub use distsync_redis as redis;
     #[cfg(feature = "zookeeper")]
-    distsync_zookeeper::DRIVER,
-    #[cfg(not(feature = "zookeeper"))]
-    disabled::ZOOKEEPER,
-];
+    #[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
+    pub use distsync_zookeeper as zookeeper;
+
+    pub mod raw {
+        //! The backend author's API: the contract a store implements (the `Backend` trait,
+        //! leases, guard constructors, retries), and the revisioned key-value model with
+        //! the primitives built on it (`distsync-kv`).
+        pub use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
+        pub use distsync_core::raw::{
+            call_id, check_session_ttl, leadership, lock_guard, name_under, permit, read_guard,
+            retry, Backend, Backoff, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite,
+            KeepAlive, Lease, LossWatchFn, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide,
+            Settle, StmAttempt, StmEngine, StmRetry, Write,
+        };
+        pub use distsync_core::timeout::parse_url_timeout;
+        pub use distsync_core::Proclaim;
+        pub use distsync_kv::{kv, recipes};
+    }
+
+    /// The driver among [`DRIVERS`] that answers `url` (by its scheme), as
+    /// [`connect`](crate::connect) finds it, without connecting.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`](crate::Error::InvalidUrl) (the URL redacted) when `url` has
+    /// no scheme or no driver answers it, listing the schemes they do answer.
+    pub fn driver_for(url: &str) -> crate::Result<&'static Driver> {
+        distsync_core::driver::find(DRIVERS, url)
+    }
+
+    /// Every backend this build knows, in the order [`connect`](crate::connect) asks
+    /// them: one line per backend crate. A backend whose cargo feature is off is still
+    /// listed, so that its URLs get [`Error::FeatureDisabled`](crate::Error) naming the
+    /// feature, not "unknown scheme".
+    pub const DRIVERS: &[Driver] = &[
+        memory::DRIVER,
+        #[cfg(feature = "etcd")]
+        distsync_etcd::DRIVER,
+        #[cfg(not(feature = "etcd"))]
+        super::disabled::ETCD,
+        #[cfg(feature = "redis")]
+        distsync_redis::DRIVER,
+        #[cfg(not(feature = "redis"))]
+        super::disabled::REDIS,
+        #[cfg(feature = "postgres")]
+        distsync_postgres::DRIVER,
+        #[cfg(not(feature = "postgres"))]
+        super::disabled::POSTGRES,
+        #[cfg(feature = "zookeeper")]
+        distsync_zookeeper::DRIVER,
+        #[cfg(not(feature = "zookeeper"))]
+        super::disabled::ZOOKEEPER,
+    ];
+}
 
 /// Connects to the store a URL names and returns a [`Coordinator`] over it.
 ///
 /// `memory://` is always available and gives a fresh in-process store;
 /// `memory://NAME` gives the process-wide store `NAME`, shared by every `connect` with
-/// the same name (see [`memory::MemoryBackend::shared`]). `etcd://`,
+/// the same name (see [`store::memory::MemoryBackend::shared`]). `etcd://`,
 /// `redis://` (also `rediss://`, `redis+sentinel://`, `redis+cluster://`) and
 /// `postgres://` (also `postgresql://`) need their cargo feature; without it the error
-/// says which feature to enable. [`DRIVERS`] lists them.
+/// says which feature to enable. [`store::DRIVERS`] lists them.
 ///
 /// # Cancel safety
 ///
@@ -199,7 +233,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     // Only the scheme is read here: each backend parses the rest of its URL itself
     // (an etcd URL may name several members, `etcd://h1:2379,h2:2379`, which is no
     // valid generic URL).
-    let driver = driver::find(DRIVERS, url)?;
+    let driver = store::driver_for(url)?;
     (driver.connect)(url).await
 }
 

@@ -348,7 +348,8 @@ pub fn postgres_hold_connections(clients: usize, free: usize) -> u32 {
 #[cfg(feature = "postgres")]
 async fn postgres_backend(url: &str, holds: u32) -> Result<distsync::Coordinator> {
     use sqlx::postgres::PgPoolOptions;
-    let config = distsync::postgres::PostgresConfig::parse(url)?.with_hold_connections(holds)?;
+    let config =
+        distsync::store::postgres::PostgresConfig::parse(url)?.with_hold_connections(holds)?;
     let pool = PgPoolOptions::new()
         .max_connections(POSTGRES_POOL)
         .after_connect(|conn, _| {
@@ -361,6 +362,6 @@ async fn postgres_backend(url: &str, holds: u32) -> Result<distsync::Coordinator
         })
         .connect_with(config.options.clone().application_name("distsync"))
         .await?;
-    let backend = distsync::postgres::backend_from_pool(pool, &config).await?;
+    let backend = distsync::store::postgres::backend_from_pool(pool, &config).await?;
     Ok(distsync::Coordinator::new(backend))
 }

@@ -106,7 +106,10 @@ async fn measure(
 
 /// Reads leader changes until one carries `value`.
 async fn wait_for(
-    changes: &mut futures::stream::BoxStream<'static, distsync::Result<distsync::LeaderInfo>>,
+    changes: &mut futures::stream::BoxStream<
+        'static,
+        distsync::Result<distsync::election::LeaderInfo>,
+    >,
     value: &str,
     wait: Duration,
 ) -> Result<()> {

@@ -146,7 +146,7 @@ pub async fn server_version(target: &Target) -> Option<String> {
         #[cfg(feature = "postgres")]
         BackendKind::Postgres => {
             use sqlx::Connection;
-            let options = distsync::postgres::PostgresConfig::parse(&target.url)
+            let options = distsync::store::postgres::PostgresConfig::parse(&target.url)
                 .ok()?
                 .options;
             let mut conn = sqlx::PgConnection::connect_with(&options).await.ok()?;

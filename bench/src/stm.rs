@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use distsync::{Error, Isolation, Stm, StmOptions, StmTx};
+use distsync::stm::{Isolation, Stm, StmOptions, StmTx};
+use distsync::Error;
 
 use crate::args::Plan;
 use crate::stats::per_second;

@@ -7,7 +7,7 @@ use distsync::Coordinator;
 
 use crate::Result;
 
-/// A backend the bench measures. The list is closed, unlike [`distsync::DRIVERS`]:
+/// A backend the bench measures. The list is closed, unlike [`distsync::store::DRIVERS`]:
 /// each store here comes with its raw command sequence ([`crate::raw`]), its peers
 /// ([`crate::peers`]) and its server meters, which are code of their own per store; a
 /// new backend joins the bench when that code is written.
@@ -37,10 +37,10 @@ impl BackendKind {
         }
     }
 
-    /// Whether this build can talk to the backend: its driver in [`distsync::DRIVERS`]
+    /// Whether this build can talk to the backend: its driver in [`distsync::store::DRIVERS`]
     /// is built (its cargo feature is on).
     pub fn compiled_in(self) -> bool {
-        distsync::DRIVERS
+        distsync::store::DRIVERS
             .iter()
             .any(|driver| driver.name == self.as_str() && driver.built)
     }

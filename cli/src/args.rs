@@ -38,9 +38,9 @@ Exit codes:
     };
 }
 
-/// `-h` after the options: the exit codes and the URL schemes of [`distsync::DRIVERS`].
+/// `-h` after the options: the exit codes and the URL schemes of [`distsync::store::DRIVERS`].
 fn short_after_help() -> String {
-    let schemes: Vec<String> = distsync::DRIVERS
+    let schemes: Vec<String> = distsync::store::DRIVERS
         .iter()
         .flat_map(|driver| driver.schemes.iter().map(|scheme| format!("{scheme}://")))
         .collect();
@@ -68,7 +68,7 @@ fn short_after_help() -> String {
 /// URL forms (a driver whose cargo feature is off says so), the durations.
 fn long_after_help() -> String {
     let mut backends = String::new();
-    for driver in distsync::DRIVERS {
+    for driver in distsync::store::DRIVERS {
         if driver.built {
             for line in driver.url_forms.lines() {
                 backends.push_str("  ");
@@ -536,7 +536,7 @@ and distsync exits with 3.")]
     },
     /// Print how many items are queued.
     Len,
-    /// The queue's dead-letter queue, where `distsync::Consumer` moves items delivered
+    /// The queue's dead-letter queue, where `distsync::queue::Consumer` moves items delivered
     /// too many times: `list` prints its items, `redrive` moves them back to the tail
     /// of NAME (once the bug that made them fail is fixed), `purge` deletes them;
     /// `redrive` and `purge` print how many.
@@ -672,13 +672,13 @@ pub enum IsolationArg {
     ReadCommitted,
 }
 
-impl From<IsolationArg> for distsync::Isolation {
+impl From<IsolationArg> for distsync::stm::Isolation {
     fn from(level: IsolationArg) -> Self {
         match level {
-            IsolationArg::SerializableSnapshot => distsync::Isolation::SerializableSnapshot,
-            IsolationArg::Serializable => distsync::Isolation::Serializable,
-            IsolationArg::RepeatableReads => distsync::Isolation::RepeatableReads,
-            IsolationArg::ReadCommitted => distsync::Isolation::ReadCommitted,
+            IsolationArg::SerializableSnapshot => distsync::stm::Isolation::SerializableSnapshot,
+            IsolationArg::Serializable => distsync::stm::Isolation::Serializable,
+            IsolationArg::RepeatableReads => distsync::stm::Isolation::RepeatableReads,
+            IsolationArg::ReadCommitted => distsync::stm::Isolation::ReadCommitted,
         }
     }
 }

@@ -5,7 +5,8 @@ use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use distsync::{Bytes, HealthWatch, Lost, SessionHealth};
+use distsync::session::{HealthWatch, Lost, SessionHealth};
+use distsync::Bytes;
 use tokio::io::AsyncWriteExt as _;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;

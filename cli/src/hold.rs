@@ -4,7 +4,8 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use distsync::{FencingToken, LockGuard, Lost, Name, Permit, ReadGuard, Session};
+use distsync::session::Lost;
+use distsync::{FencingToken, LockGuard, Name, Permit, ReadGuard, Session};
 
 use crate::child::{self, ChildEnd, Stop};
 use crate::exit::{self, Failure};

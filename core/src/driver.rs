@@ -2,7 +2,7 @@
 //!
 //! Each backend crate exports one [`Driver`] (`DRIVER`): its name, the URL schemes it
 //! answers, how to connect to a URL and what its default configuration claims. The
-//! facade (`distsync::DRIVERS`) lists them, and everything that turns a URL into a
+//! facade (`distsync::store::DRIVERS`) lists them, and everything that turns a URL into a
 //! store reads that one list, so adding a backend adds one line there.
 
 use std::fmt;

@@ -132,13 +132,13 @@ async fn a_redis_cluster_url_is_known_and_its_errors_are_typed_without_the_passw
 #[test]
 fn every_scheme_belongs_to_one_driver_that_names_its_backend() {
     let mut seen = std::collections::BTreeSet::new();
-    for driver in distsync::DRIVERS {
+    for driver in distsync::store::DRIVERS {
         assert_eq!((driver.capabilities)().backend, driver.name);
         for scheme in driver.schemes {
             assert!(seen.insert(*scheme), "`{scheme}` answered by two drivers");
             assert_eq!(*scheme, scheme.to_ascii_lowercase());
             let url = format!("{}://h", scheme.to_ascii_uppercase());
-            let found = distsync::driver::find(distsync::DRIVERS, &url).unwrap();
+            let found = distsync::store::driver_for(&url).unwrap();
             assert_eq!(found.name, driver.name);
         }
     }
@@ -146,7 +146,7 @@ fn every_scheme_belongs_to_one_driver_that_names_its_backend() {
 
 #[test]
 fn a_built_driver_documents_every_scheme_in_its_url_forms_and_only_features_off_are_not_built() {
-    for driver in distsync::DRIVERS {
+    for driver in distsync::store::DRIVERS {
         let feature_on = match driver.name {
             "memory" => true,
             "etcd" => cfg!(feature = "etcd"),

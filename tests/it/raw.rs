@@ -1,20 +1,24 @@
-//! `distsync::raw` is enough to build a store: a `Kv` implementation wrapped in the
+//! `distsync::store::raw` is enough to build a store: a `Kv` implementation wrapped in the
 //! recipes' `KvBackend` gives a working `Backend` (here the in-memory `MemoryKv`,
-//! under a namespace of its own), reached only through `raw` paths.
+//! under a namespace of its own), reached only through `store` paths.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use distsync::raw::kv::{Kv, Range};
-use distsync::raw::recipes::KvBackend;
-use distsync::raw::{Backend, KeepAlive, MemoryKv};
+use distsync::store::memory::MemoryKv;
+use distsync::store::raw::kv::{Kv, Range};
+use distsync::store::raw::recipes::KvBackend;
+use distsync::store::raw::{Backend, KeepAlive};
 use distsync::{Coordinator, Result, SessionOptions};
 
 #[tokio::test]
 async fn a_kv_store_wrapped_in_the_recipes_is_a_backend() -> Result<()> {
     let kv = Arc::new(MemoryKv::new());
-    let backend =
-        KvBackend::with_shared_kv(Arc::clone(&kv), "app/", distsync::memory::capabilities());
+    let backend = KvBackend::with_shared_kv(
+        Arc::clone(&kv),
+        "app/",
+        distsync::store::memory::capabilities(),
+    );
     let session = backend
         .session(SessionOptions::with_ttl(Duration::from_secs(5)))
         .await?;

@@ -11,10 +11,13 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use distsync::election::LeaderInfo;
+use distsync::lock::{MultiLockGuard, MultiLocker};
+use distsync::session::Lost;
+use distsync::stm::{Isolation, Stm, StmTx};
 use distsync::{
-    Barrier, Bytes, Coordinator, DoubleBarrier, Election, Isolation, LeaderInfo, Leadership,
-    LockGuard, Locker, Lost, MultiLockGuard, MultiLocker, Queue, ReadGuard, Result, RwLock,
-    Semaphore, Session, Stm, StmTx,
+    Barrier, Bytes, Coordinator, DoubleBarrier, Election, Leadership, LockGuard, Locker, Queue,
+    ReadGuard, Result, RwLock, Semaphore, Session,
 };
 
 fn assert_send_static<T: Send + 'static>(_: &T) {}

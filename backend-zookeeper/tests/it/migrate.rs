@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use distsync::migrate::{migrate, LatchState, MigrateOptions, QueueItem, Snapshot};
+use distsync::store::raw::{LatchState, QueueItem, Snapshot};
+use distsync::store::{migrate, MigrateOptions};
 use distsync::{Bytes, Coordinator, Error, Name};
 
 /// The queue items pushed, with their priorities, in push order.
@@ -159,7 +160,7 @@ async fn fill(store: &Coordinator) {
     store
         .stm()
         .unwrap()
-        .atomically(distsync::Isolation::default(), |tx| async move {
+        .atomically(distsync::stm::Isolation::default(), |tx| async move {
             for (key, value) in KEYS {
                 tx.put(key, value);
             }

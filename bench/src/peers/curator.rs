@@ -164,7 +164,7 @@ async fn spawn(
              `scripts/curator-peer.sh build`, then `eval \"$(scripts/servers.sh env)\"`)"
         )
     })?;
-    let config: distsync::zookeeper::ZkConfig = url.parse()?;
+    let config: distsync::store::zookeeper::ZkConfig = url.parse()?;
     if config.user().is_some() {
         return Err("the bench connects without a digest login: use a URL without one".into());
     }

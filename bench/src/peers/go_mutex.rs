@@ -122,7 +122,7 @@ async fn spawn(url: &str) -> Result<PeerProcess> {
                  `scripts/go-peer.sh build`, then `eval \"$(scripts/servers.sh env)\"`)"
             )
         })?;
-    let config = distsync::etcd::EtcdConfig::parse(url)?;
+    let config = distsync::store::etcd::EtcdConfig::parse(url)?;
     if config.user().is_some() || config.tls() {
         return Err("the Go peer connects without TLS or a login: use a plain etcd:// URL".into());
     }

@@ -36,7 +36,7 @@ pub async fn start(url: &str, name: &str) -> Started {
 /// # Errors
 /// A URL distsync would reject, or the connection error.
 pub async fn client(url: &str) -> Result<Client> {
-    let config = distsync::etcd::EtcdConfig::parse(url)?;
+    let config = distsync::store::etcd::EtcdConfig::parse(url)?;
     Ok(Client::connect(config.endpoints(), None).await?)
 }
 

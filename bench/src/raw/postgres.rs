@@ -33,7 +33,7 @@ pub async fn start(url: &str, name: &str) -> Started {
 /// # Errors
 /// A URL distsync would reject.
 pub fn options(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
-    Ok(distsync::postgres::PostgresConfig::parse(url)?.options)
+    Ok(distsync::store::postgres::PostgresConfig::parse(url)?.options)
 }
 
 /// A stable 64-bit advisory lock key for `name` (FNV-1a).

@@ -56,7 +56,7 @@ pub fn client(url: &str) -> Result<redis::Client> {
 /// # Errors
 /// A URL distsync would reject.
 pub fn server_url(url: &str) -> Result<String> {
-    Ok(distsync::redis::RedisConfig::parse(url)?
+    Ok(distsync::store::redis::RedisConfig::parse(url)?
         .server()
         .to_owned())
 }

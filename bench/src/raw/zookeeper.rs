@@ -55,7 +55,7 @@ pub async fn start(url: &str, name: &str) -> Started {
 /// A URL distsync would reject, one with a digest login (the bench measures without
 /// one), or the connection error.
 pub async fn client(url: &str) -> Result<(zk::Client, String)> {
-    let config: distsync::zookeeper::ZkConfig = url.parse()?;
+    let config: distsync::store::zookeeper::ZkConfig = url.parse()?;
     if config.user().is_some() {
         return Err("the bench connects without a digest login: use a URL without one".into());
     }

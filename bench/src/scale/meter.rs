@@ -68,7 +68,7 @@ impl Meter {
         match target.kind {
             #[cfg(feature = "etcd")]
             BackendKind::Etcd => {
-                let config = distsync::etcd::EtcdConfig::parse(&target.url)?;
+                let config = distsync::store::etcd::EtcdConfig::parse(&target.url)?;
                 // Plain HTTP only: with TLS, /metrics is behind the client certificate.
                 let metrics = if config.tls() {
                     None

@@ -17,8 +17,8 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use distsync::hand_over::{PreferenceRequest, Successor};
-use distsync::raw::Backoff;
+use distsync::election::{PreferenceRequest, Successor};
+use distsync::store::raw::Backoff;
 use distsync::{Bytes, Coordinator, Error, FencingToken, Leadership, Name, Session};
 use futures::StreamExt;
 
@@ -35,7 +35,7 @@ const ENV_ELECTION: &str = "DISTSYNC_ELECTION";
 
 /// The first pause before campaigning again (after a loss, or a store that did not
 /// answer), doubled after each failure up to [`LONGEST_RETRY`], as
-/// [`distsync::LeadOptions`] does by default.
+/// [`distsync::election::LeadOptions`] does by default.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// The longest pause between two campaigns.
 const LONGEST_RETRY: Duration = Duration::from_secs(5);

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use distsync::{LockOptions, Name, Session};
+use distsync::lock::LockOptions;
+use distsync::{Name, Session};
 
 use crate::args::{LockArgs, WaitArgs};
 use crate::context::{close, Ctx};

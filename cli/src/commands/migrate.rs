@@ -1,7 +1,7 @@
 //! `distsync migrate --from URL --to URL [--dry-run] [--force]`: copies the durable state
-//! of one store into another with [`distsync::migrate::migrate`] and prints what it did.
+//! of one store into another with [`distsync::store::migrate`] and prints what it did.
 
-use distsync::migrate::{migrate, MigrateOptions, MigrationReport};
+use distsync::store::{migrate, MigrateOptions, MigrationReport};
 use distsync::{Coordinator, Error};
 
 use crate::args::MigrateArgs;

@@ -41,7 +41,7 @@ pub(super) async fn run(ctx: &mut Ctx, args: QueueArgs) -> Result<u8, Failure> {
             format,
         } => {
             let key = key
-                .map(distsync::IdempotencyKey::new)
+                .map(distsync::queue::IdempotencyKey::new)
                 .transpose()
                 .map_err(|error| Failure::usage(format!("--key: {error}")))?;
             let pushing = Push {
@@ -104,14 +104,14 @@ pub(super) async fn run(ctx: &mut Ctx, args: QueueArgs) -> Result<u8, Failure> {
 }
 
 /// Lists, re-drives or purges the dead letters of queue `name`, through the library's
-/// [`distsync::Consumer`] so that the command and a consumer agree on where they are.
+/// [`distsync::queue::Consumer`] so that the command and a consumer agree on where they are.
 async fn dead(
     ctx: &mut Ctx,
     name: &Name,
     action: DeadAction,
     dead_letter: Option<String>,
 ) -> Result<u8, Failure> {
-    let mut options = distsync::ConsumerOptions::default();
+    let mut options = distsync::queue::ConsumerOptions::default();
     if let Some(dead_letter) = dead_letter {
         options = options.dead_letter(dead_letter);
     }
@@ -148,7 +148,7 @@ async fn dead(
 /// How `push` appends: at which priority, under which idempotency key.
 struct Push<'a> {
     priority: u16,
-    key: Option<&'a distsync::IdempotencyKey>,
+    key: Option<&'a distsync::queue::IdempotencyKey>,
 }
 
 /// Pushes ITEM, or every item of standard input, read and decoded in full first; with

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
 
-use distsync::Rate;
+use distsync::rate_limiter::Rate;
 
 use crate::args::RatelimitArgs;
 use crate::context::Ctx;

@@ -20,10 +20,10 @@
 //! backend that has them (ZooKeeper has none); a rate limiter's `next_due` is how long until
 //! one permit is due, on the store's clock (`0ms`: one is available now).
 //! A field the store does not record is `-`. JSON (`--format json`) is one object with
-//! the fields of `distsync::status::StatusReport` (ages in milliseconds, values as
+//! the fields of `distsync::store::status::StatusReport` (ages in milliseconds, values as
 //! UTF-8 text).
 
-use distsync::status::{HoldStatus, LineKind, StatusReport};
+use distsync::store::status::{HoldStatus, LineKind, StatusReport};
 use serde_json::{json, Value};
 
 use crate::args::{StatusArgs, StatusFormat};
@@ -158,7 +158,7 @@ fn entry_row(
     detail: &str,
 ) -> [String; 8] {
     let mode = match hold.mode {
-        distsync::status::HoldMode::Shared => "(read)",
+        distsync::store::status::HoldMode::Shared => "(read)",
         _ => "",
     };
     [
@@ -278,7 +278,7 @@ fn millis(duration: std::time::Duration) -> u64 {
 mod tests {
     use std::time::Duration;
 
-    use distsync::status::{HoldMode, LeaderStatus, LineStatus, QueueStatus};
+    use distsync::store::status::{HoldMode, LeaderStatus, LineStatus, QueueStatus};
     use distsync::FencingToken;
 
     use super::*;
@@ -305,11 +305,11 @@ mod tests {
 
     #[test]
     fn counters_latches_and_rate_limiters_have_rows_and_json() {
-        use distsync::status::{CounterStatus, LatchStatus, RateLimiterStatus};
+        use distsync::store::status::{CounterStatus, LatchStatus, RateLimiterStatus};
         let mut report = StatusReport::new("memory", "");
         report.counters.push(CounterStatus::new("visits", -3));
         report.latches.push(LatchStatus::new("ready", 3, 0));
-        let rate = distsync::Rate::new(5, Duration::from_secs(60)).unwrap();
+        let rate = distsync::rate_limiter::Rate::new(5, Duration::from_secs(60)).unwrap();
         report.rate_limiters.push(
             RateLimiterStatus::new("api")
                 .with_rate(Some(rate))

@@ -7,7 +7,8 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use distsync::{Error, Isolation, Stm, StmOptions, StmTx};
+use distsync::stm::{Isolation, Stm, StmOptions, StmTx};
+use distsync::Error;
 use tokio::task::JoinSet;
 
 use crate::args::StmBankArgs;

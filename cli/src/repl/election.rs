@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use distsync::{Bytes, Election, LeaderInfo, Leadership, Name, Session};
+use distsync::election::LeaderInfo;
+use distsync::{Bytes, Election, Leadership, Name, Session};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 

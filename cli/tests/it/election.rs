@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{field, memory, number, servers, unique, Backend, Proc, DEADLINE};
-use distsync::status::LineKind;
-use distsync::SessionId;
+use distsync::session::SessionId;
+use distsync::store::status::LineKind;
 
 fn scripted_session(backend: &Backend) {
     let name = unique("interactive-election");

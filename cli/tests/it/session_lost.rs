@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::{field, unique, Proc};
-use distsync::SessionId;
+use distsync::session::SessionId;
 
 /// The etcd server, when this build can reach it and its URL is set.
 fn etcd() -> Option<String> {

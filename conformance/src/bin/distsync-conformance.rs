@@ -291,7 +291,7 @@ async fn run_child() -> ExitCode {
             println!(
                 "{}error connecting to {}: {error}",
                 child::MARKER,
-                distsync::redact_url(&spec.url)
+                distsync::store::redact_url(&spec.url)
             );
             return ExitCode::from(1);
         }
@@ -403,7 +403,7 @@ fn connect_status(error: &distsync_core::Error) -> ExitStatus {
 /// The stderr line of a failure to connect to `url`: what kind of trouble, the URL
 /// without its password, and the error.
 fn connect_failure(url: &str, error: &distsync_core::Error) -> String {
-    let url = distsync::redact_url(url);
+    let url = distsync::store::redact_url(url);
     match connect_status(error) {
         ExitStatus::Unreachable => {
             let trouble = StoreTrouble::of_error(error).unwrap_or(StoreTrouble::Unreachable);
@@ -514,7 +514,7 @@ async fn run_plan(
     eprintln!(
         "running the suite against {} ({}), profile {profile}, settle {:?}, faults: {}",
         plan.label,
-        distsync::redact_url(&plan.url),
+        distsync::store::redact_url(&plan.url),
         harness.settle(),
         harness.faults().describe()
     );
@@ -647,11 +647,11 @@ async fn main() -> ExitCode {
 
     let mut harnesses = Vec::new();
     for url in &urls {
-        eprintln!("connecting to {}", distsync::redact_url(url));
-        let backend = distsync::driver::find(distsync::DRIVERS, url).map(|driver| driver.name);
+        eprintln!("connecting to {}", distsync::store::redact_url(url));
+        let backend = distsync::store::driver_for(url).map(|driver| driver.name);
         let harness = if backend
             .as_ref()
-            .is_ok_and(|name| *name == distsync::memory::BACKEND)
+            .is_ok_and(|name| *name == distsync::store::memory::BACKEND)
         {
             Ok(Harness::memory())
         } else if url.starts_with(SENTINEL_SCHEME) {
@@ -688,7 +688,7 @@ async fn main() -> ExitCode {
         let name = column(&url, &harness);
         let same_kind = kinds.iter().filter(|kind| **kind == name).count();
         let label = if same_kind > 1 {
-            distsync::redact_url(&url)
+            distsync::store::redact_url(&url)
         } else {
             name.to_owned()
         };

@@ -266,7 +266,7 @@ fn check_found(place: &Place, runs: &[Name], found: &[Found], is_counter: impl F
 #[cfg(feature = "redis")]
 mod redis_store {
     use super::Found;
-    use distsync::redis::redis;
+    use distsync::store::redis::redis;
 
     /// Every key starting with `{<namespace>`, with whether it has an expiry.
     pub(super) async fn keys(url: &str, namespace: &str) -> Vec<Found> {
@@ -343,7 +343,7 @@ mod redis_store {
 #[cfg(feature = "postgres")]
 mod postgres_store {
     use super::Found;
-    use distsync::postgres::sqlx;
+    use distsync::store::postgres::sqlx;
 
     async fn pool(url: &str) -> sqlx::PgPool {
         sqlx::postgres::PgPoolOptions::new()
@@ -396,7 +396,7 @@ mod postgres_store {
 #[cfg(feature = "etcd")]
 mod etcd_store {
     use super::Found;
-    use distsync::etcd::etcd_client::{Client, DeleteOptions, GetOptions};
+    use distsync::store::etcd::etcd_client::{Client, DeleteOptions, GetOptions};
 
     async fn client(url: &str) -> Client {
         let url = url::Url::parse(url).expect("a URL");

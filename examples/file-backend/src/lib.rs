@@ -105,7 +105,7 @@ pub fn capabilities() -> Capabilities {
 }
 
 /// The driver of `file:///path/to/dir` URLs, for a program that lists its backends
-/// as `distsync::DRIVERS` does.
+/// as `distsync::store::DRIVERS` does.
 pub const DRIVER: Driver = Driver::new(BACKEND, &["file"], connect_url, capabilities)
     .with_url_forms(
         "file:///ABSOLUTE/DIRECTORY\n    the directory holding the store (created if missing)\n",
