@@ -5,11 +5,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use distsync_core::raw::{parse_url_flag, parse_url_timeout, UrlGrammar, UrlOptions};
 use distsync_core::{Error, Result};
 
 #[cfg(not(feature = "tls"))]
 use crate::capabilities::BACKEND;
-use crate::options::{parse_duration, RedisOptions};
+use crate::capabilities::MIN_SESSION_TTL;
+use crate::options::{RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 #[cfg(feature = "tls")]
 use crate::tls::read_pem;
 
@@ -35,7 +37,7 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// | `timeout` | how long one command may wait for its reply | 10 s |
 /// | `wait_replicas` | replicas that must acknowledge every script run (`WAIT`; see [`RedisOptions::replica_acknowledgement`]); 0 asks none | 0 |
 /// | `wait_timeout` | how long a script run waits for that acknowledgement | 500 ms |
-/// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at most 1 h; empty: none) | none: no lock-delay |
+/// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at least [`crate::MIN_SESSION_TTL`], at most 1 h; empty: none) | none: no lock-delay |
 ///
 /// **Sentinel**: `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/service[/db][?...]`
 /// names the Sentinels (port 26379 by default) and the service they monitor; the
@@ -103,6 +105,21 @@ pub(crate) struct SentinelAddress {
     /// The service (master) name the Sentinels monitor.
     pub(crate) service: String,
 }
+
+/// What a Redis URL's query takes besides the options every backend's URL shares
+/// (`redis+cluster://` also takes `nat_map`, read before).
+const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
+    session_ttl_bounds: (MIN_SESSION_TTL, crate::options::MAX_SESSION_TTL_LIMIT),
+    ..UrlGrammar::new(
+        &[
+            "namespace",
+            "allow_eviction",
+            "wait_replicas",
+            "wait_timeout",
+        ],
+        MIN_SESSION_TTL,
+    )
+};
 
 /// Every scheme a Redis URL may have.
 pub(crate) const SCHEMES: &[&str] = &[
@@ -172,10 +189,6 @@ impl RedisConfig {
     /// database other than 0, or TLS parameters. [`Error::Unsupported`] for a Redis
     /// Cluster over TLS (`rediss+cluster://`).
     pub fn parse(url: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidUrl {
-            url: redact(url),
-            reason: reason.to_owned(),
-        };
         if let Some(rest) = url
             .strip_prefix(SENTINEL_SCHEME)
             .and_then(|rest| rest.strip_prefix("://"))
@@ -197,6 +210,16 @@ impl RedisConfig {
                 _ => {}
             }
         }
+        Self::parse_server(url, "use rediss://")
+    }
+
+    /// A `redis://` or `rediss://` URL; `tls_hint` says how to connect over TLS, for
+    /// the refusal of TLS files on `redis://`.
+    fn parse_server(url: &str, tls_hint: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: redact(url),
+            reason: reason.to_owned(),
+        };
         let parsed = url::Url::parse(url).map_err(|error| invalid(&error.to_string()))?;
         let tls = match parsed.scheme() {
             "redis" => false,
@@ -222,75 +245,31 @@ impl RedisConfig {
                 .map_err(|_| invalid("the path must be a database number, e.g. /0"))?,
         };
         let mut options = RedisOptions::new();
-        let (mut ca, mut cert, mut key) = (None, None, None);
-        for (name, value) in parsed.query_pairs() {
-            match name.as_ref() {
-                "namespace" => options.namespace = value.into_owned(),
-                "allow_eviction" => {
-                    options.allow_eviction = match value.as_ref() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(invalid("allow_eviction must be `true` or `false`")),
-                    }
-                }
-                "connect_timeout" => {
-                    options.connect_timeout = parse_duration(&value)
-                        .map_err(|reason| invalid(&format!("connect_timeout: {reason}")))?;
-                }
-                "timeout" => {
-                    options.request_timeout = parse_duration(&value)
-                        .map_err(|reason| invalid(&format!("timeout: {reason}")))?;
-                }
+        let shared = UrlOptions::parse(parsed.query().unwrap_or(""), &GRAMMAR, |key, value| {
+            match key {
+                "namespace" => options.namespace = value.to_owned(),
+                "allow_eviction" => options.allow_eviction = parse_url_flag(key, value)?,
                 "wait_replicas" => {
                     options.wait_replicas = value.parse().map_err(|_| {
-                        invalid("wait_replicas must be a number of replicas (0 asks none)")
+                        "wait_replicas must be a number of replicas (0 asks none)".to_owned()
                     })?;
                 }
                 "wait_timeout" => {
-                    options.wait_timeout = parse_duration(&value)
-                        .map_err(|reason| invalid(&format!("wait_timeout: {reason}")))?;
+                    options.wait_timeout = parse_url_timeout(value)
+                        .map_err(|reason| format!("wait_timeout: {reason}"))?;
                 }
-                // Empty: no bound, no lock-delay (as with no option), so that a URL
-                // that inherits a bound can drop it.
-                "max_session_ttl" if value.is_empty() => options.max_session_ttl = None,
-                "max_session_ttl" => {
-                    let ttl = parse_duration(&value)
-                        .map_err(|reason| invalid(&format!("max_session_ttl: {reason}")))?;
-                    if ttl.is_zero() || ttl > crate::options::MAX_SESSION_TTL_LIMIT {
-                        return Err(invalid(
-                            "max_session_ttl must be above zero and at most 1 hour",
-                        ));
-                    }
-                    options = options.max_session_ttl(ttl);
-                }
-                file @ ("ca" | "cert" | "key") => {
-                    if !tls {
-                        return Err(invalid(&format!("`{file}` is for TLS: use rediss://")));
-                    }
-                    if value.is_empty() {
-                        return Err(invalid(&format!("`{file}` needs a file path")));
-                    }
-                    let slot = match file {
-                        "ca" => &mut ca,
-                        "cert" => &mut cert,
-                        _ => &mut key,
-                    };
-                    *slot = Some(value.into_owned());
-                }
-                other => {
-                    return Err(invalid(&format!(
-                        "unknown query parameter `{other}` (accepted: `namespace`, \
-                         `allow_eviction`, `ca`, `cert`, `key`, `connect_timeout`, `timeout`, \
-                         `wait_replicas`, `wait_timeout`, `max_session_ttl`)"
-                    )))
-                }
+                _ => return Ok(false),
             }
-        }
-        if cert.is_some() != key.is_some() {
-            return Err(invalid(
-                "a client certificate needs both `cert` and `key` (PEM file paths)",
-            ));
-        }
+            Ok(true)
+        })
+        .map_err(|reason| invalid(&reason))?;
+        shared
+            .check_tls(tls, tls_hint)
+            .map_err(|reason| invalid(&reason))?;
+        options.connect_timeout = shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        options.request_timeout = shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        options.max_session_ttl = shared.max_session_ttl;
+        let (cert, key) = shared.client_cert_files.unzip();
         let port = parsed.port().unwrap_or(6379);
         let credentials = match (parsed.username(), parsed.password()) {
             ("", None) => String::new(),
@@ -315,7 +294,7 @@ impl RedisConfig {
             display,
             db,
             tls,
-            ca,
+            ca: shared.ca_file,
             cert,
             key,
             options,
@@ -370,12 +349,13 @@ impl RedisConfig {
             credentials.map(|c| format!("{c}@")).unwrap_or_default(),
             if query.is_empty() { "" } else { "?" },
         );
-        let mut parsed = Self::parse(&as_redis).map_err(|error| match error {
-            Error::InvalidUrl { reason, .. } => {
-                invalid(&reason.replace("use rediss://", "not offered with Redis Cluster"))
-            }
-            other => other,
-        })?;
+        let mut parsed =
+            Self::parse_server(&as_redis, "not offered with Redis Cluster").map_err(|error| {
+                match error {
+                    Error::InvalidUrl { reason, .. } => invalid(&reason),
+                    other => other,
+                }
+            })?;
         let hosts: Vec<String> = nodes
             .iter()
             .map(|(host, port)| format!("{host}:{port}"))
@@ -419,12 +399,12 @@ impl RedisConfig {
             credentials.map(|c| format!("{c}@")).unwrap_or_default(),
             query.map(|q| format!("?{q}")).unwrap_or_default()
         );
-        let mut parsed = Self::parse(&as_redis).map_err(|error| match error {
-            Error::InvalidUrl { reason, .. } => {
-                invalid(&reason.replace("use rediss://", "not offered with Sentinel"))
-            }
-            other => other,
-        })?;
+        let mut parsed = Self::parse_server(&as_redis, "not offered with Sentinel").map_err(
+            |error| match error {
+                Error::InvalidUrl { reason, .. } => invalid(&reason),
+                other => other,
+            },
+        )?;
         let sentinel = SentinelAddress {
             sentinels,
             service: service.to_owned(),
@@ -911,7 +891,7 @@ mod tests {
                 .get_max_session_ttl(),
             None
         );
-        for bad in ["0", "61m", "x"] {
+        for bad in ["0", "61m", "x", "50ms"] {
             let error = RedisConfig::parse(&format!("redis://h/0?max_session_ttl={bad}"));
             assert!(
                 matches!(error, Err(Error::InvalidUrl { .. })),

@@ -162,9 +162,6 @@ impl RedisOptions {
     }
 }
 
-/// Parses a timeout from a URL (the syntax every backend's URL shares).
-pub(crate) use distsync_core::timeout::parse_url_timeout as parse_duration;
-
 /// The TCP settings of every connection the backend opens: `TCP_NODELAY` on, so that
 /// a small request is sent at once even while an earlier one on the same multiplexed
 /// connection awaits its acknowledgement (with Nagle's algorithm it would wait for

@@ -4,13 +4,16 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use distsync_core::timeout::parse_url_timeout;
+use distsync_core::raw::{parse_url_login, UrlGrammar, UrlOptions};
 use distsync_core::{Error, Result};
 
 /// The URL scheme of this backend.
 pub(crate) const SCHEME: &str = "zk";
 /// The TLS scheme (the cargo feature `tls`; [`Error::Unsupported`] without it).
 pub(crate) const TLS_SCHEME: &str = "zks";
+
+/// What a `zk://` URL's query takes besides the options every backend's URL shares.
+const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["sasl"], crate::MIN_SESSION_TTL);
 
 /// The root under which every node lives when the URL names none.
 pub const DEFAULT_ROOT: &str = "/distsync";
@@ -31,7 +34,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `/root` | the node under which every key lives (see the crate docs' layout) | `/distsync` |
 /// | `connect_timeout` | how long opening a ZooKeeper session may take | 5 s |
 /// | `timeout` | how long one request (a renewal, a create, a read) may take | 10 s |
-/// | `max_session_ttl` | the bound on session TTLs that turns on the lock-delay after the store forgets (see `src/amnesia.rs`); longer sessions are refused | none |
+/// | `max_session_ttl` | the bound on session TTLs that turns on the lock-delay after the store forgets (see `src/amnesia.rs`), at least [`crate::MIN_SESSION_TTL`]; longer sessions are refused; empty: none, for a URL that inherits a bound | none |
 /// | `sasl=digest-md5` | log `user:password@` in through SASL DIGEST-MD5 (a JAAS `DigestLoginModule` user) instead (the cargo feature `sasl`, on by default) | the `digest` scheme |
 /// | `ca` | `zks://` only, required: path of a PEM file of the CA certificates to trust | none |
 /// | `cert`, `key` | `zks://` only: paths of the PEM client certificate and its key, both or neither | none |
@@ -244,22 +247,7 @@ impl FromStr for ZkConfig {
             None => (rest, ""),
         };
         let (user, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => {
-                let (user, password) = userinfo
-                    .split_once(':')
-                    .ok_or_else(|| invalid("a digest login needs `user:password@`".into()))?;
-                let decode = |text: &str| {
-                    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-                        .next()
-                        .map(|(_, value)| value.into_owned())
-                        .unwrap_or_default()
-                };
-                let (user, password) = (decode(user), decode(password));
-                if user.is_empty() {
-                    return Err(invalid("the digest login's user is empty".into()));
-                }
-                (Some((user, password)), hosts)
-            }
+            Some((userinfo, hosts)) => (Some(parse_url_login(userinfo).map_err(&invalid)?), hosts),
             None => (None, authority),
         };
         if hosts.is_empty() {
@@ -280,70 +268,39 @@ impl FromStr for ZkConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_session_ttl: None,
         };
-        let (mut ca, mut cert, mut key) = (None, None, None);
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            match name.as_ref() {
-                "sasl" => config.sasl = parse_sasl(&value).map_err(|error| match error {
-                    SaslError::Invalid(reason) => invalid(reason),
-                    SaslError::Unsupported(what) => Error::unsupported(crate::BACKEND, what),
-                })?,
-                file @ ("ca" | "cert" | "key") => {
-                    if !tls {
-                        return Err(invalid(format!(
-                            "`{file}` is for TLS: use `{TLS_SCHEME}://`"
-                        )));
-                    }
-                    if value.is_empty() {
-                        return Err(invalid(format!("`{file}` needs a file path")));
-                    }
-                    let slot = match file {
-                        "ca" => &mut ca,
-                        "cert" => &mut cert,
-                        _ => &mut key,
-                    };
-                    *slot = Some(value.into_owned());
-                }
-                "connect_timeout" => {
-                    config.connect_timeout = parse_url_timeout(&value)
-                        .map_err(|reason| invalid(format!("connect_timeout: {reason}")))?;
-                }
-                "timeout" => {
-                    config.request_timeout = parse_url_timeout(&value)
-                        .map_err(|reason| invalid(format!("timeout: {reason}")))?;
-                }
-                "max_session_ttl" => {
-                    let ttl = parse_url_timeout(&value)
-                        .map_err(|reason| invalid(format!("max_session_ttl: {reason}")))?;
-                    config.max_session_ttl = Some(ttl);
-                }
-                other => {
-                    return Err(invalid(format!(
-                        "unknown query parameter `{other}` (accepted: `connect_timeout`, \
-                         `timeout`, `max_session_ttl`, `sasl`, and with `{TLS_SCHEME}://` `ca`, `cert`, `key`)"
-                    )))
-                }
+        let mut sasl = None;
+        let shared = UrlOptions::parse(query, &GRAMMAR, |key, value| {
+            match key {
+                "sasl" => sasl = Some(value.to_owned()),
+                _ => return Ok(false),
             }
+            Ok(true)
+        })
+        .map_err(&invalid)?;
+        shared
+            .check_tls(tls, &format!("use `{TLS_SCHEME}://`"))
+            .map_err(&invalid)?;
+        if let Some(sasl) = sasl {
+            config.sasl = parse_sasl(&sasl).map_err(|error| match error {
+                SaslError::Invalid(reason) => invalid(reason),
+                SaslError::Unsupported(what) => Error::unsupported(crate::BACKEND, what),
+            })?;
         }
+        config.connect_timeout = shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        config.request_timeout = shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        config.max_session_ttl = shared.max_session_ttl;
         if config.sasl && config.user.is_none() {
             return Err(invalid(
                 "`sasl=digest-md5` needs the login as `user:password@`".into(),
             ));
         }
         if tls {
-            let ca = ca.ok_or_else(|| {
+            let ca = shared.ca_file.ok_or_else(|| {
                 invalid(format!(
                     "`{TLS_SCHEME}://` needs `ca`, a PEM file of the CA certificates to trust"
                 ))
             })?;
-            let client = match (cert, key) {
-                (Some(cert), Some(key)) => Some((cert, key)),
-                (None, None) => None,
-                _ => {
-                    return Err(invalid(
-                        "a client certificate needs both `cert` and `key` (PEM file paths)".into(),
-                    ))
-                }
-            };
+            let client = shared.client_cert_files;
             config.tls = Some(TlsFiles { ca, client });
         }
         Ok(config)
@@ -444,6 +401,20 @@ mod tests {
         assert_eq!(default.max_session_ttl(), None);
         let bounded: ZkConfig = "zk://a:1?max_session_ttl=30s".parse().unwrap();
         assert_eq!(bounded.max_session_ttl(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn max_session_ttl_is_at_least_the_shortest_session_and_empty_drops_it() {
+        let dropped: ZkConfig = "zk://a:1?max_session_ttl=30s&max_session_ttl="
+            .parse()
+            .unwrap();
+        assert_eq!(dropped.max_session_ttl(), None);
+        match "zk://a:1?max_session_ttl=500ms".parse::<ZkConfig>() {
+            Err(Error::InvalidUrl { reason, .. }) => {
+                assert!(reason.contains("max_session_ttl"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

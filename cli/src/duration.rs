@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use distsync::timeout::parse_url_timeout;
+use distsync::raw::parse_url_timeout;
 
 /// The longest duration any flag takes: a day.
 const MAX: Duration = Duration::from_secs(86_400);

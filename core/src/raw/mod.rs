@@ -34,7 +34,12 @@
 //!   forgot, and [`EpochBook`]: what a client keeps of its store's epochs (the marker
 //!   it knows, the lock-delay after the store forgot, the token offset);
 //! - [`check_session_ttl`]: the bound on session TTLs (`max_session_ttl=`) that the
-//!   lock-delay after a store forgets relies on.
+//!   lock-delay after a store forgets relies on;
+//! - [`UrlOptions`]: the query options every backend's URL shares (timeouts,
+//!   `max_session_ttl=`, TLS files) read in one grammar ([`UrlGrammar`] says what a
+//!   backend adds), with the value syntax of durations ([`parse_url_timeout`]) and
+//!   flags ([`parse_url_flag`]), and the login of a URL naming several hosts
+//!   ([`parse_url_login`]).
 //!
 //! A store that offers etcd's operations (ranges by revision, compare-and-swap
 //! transactions, watches from a revision, leases) need not build the primitives
@@ -110,6 +115,7 @@ mod prefix;
 pub mod retry;
 mod session_bound;
 mod store_side;
+mod url_options;
 
 pub use call_id::call_id;
 pub use epoch_book::EpochBook;
@@ -120,6 +126,7 @@ pub use session_bound::check_session_ttl;
 pub use store_side::{
     leadership, lock_guard, permit, read_guard, GuardStoreSide, SessionStoreSide,
 };
+pub use url_options::{parse_url_flag, parse_url_login, parse_url_timeout, UrlGrammar, UrlOptions};
 
 #[doc(inline)]
 pub use crate::backend::Backend;
