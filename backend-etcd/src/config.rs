@@ -4,7 +4,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use distsync_core::raw::{parse_url_flag, parse_url_login, UrlGrammar, UrlOptions};
+use distsync_core::raw::{
+    join_host_port, parse_host_port, parse_url_flag, MultiHostUrl, UrlGrammar, UrlOptions,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 use distsync_core::{Error, Name, Result};
 use distsync_kv::recipes::KeyLayout;
 
@@ -13,14 +16,6 @@ pub const SCHEME: &str = "etcd";
 
 /// The client port etcd listens on by default, used when a URL gives a host alone.
 pub const DEFAULT_PORT: u16 = 2379;
-
-/// How long connecting (to any member, TLS and login included, and the first request)
-/// may take by default.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long one request may wait for its answer (for a watch stream: for the stream to
-/// open; for a lease renewal on the shared keepalive stream: for its answer) by default.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What an `etcd://` URL's query takes besides the options every backend's URL shares.
 const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["tls", "layout"], crate::MIN_SESSION_TTL);
@@ -118,10 +113,11 @@ impl EtcdConfig {
                 "an etcd configuration needs at least one endpoint".into(),
             ));
         }
-        let endpoints = endpoints
-            .iter()
-            .map(|endpoint| parse_endpoint(endpoint.as_ref()).map_err(Error::InvalidArgument))
-            .collect::<Result<Vec<_>>>()?;
+        let endpoints = (endpoints.iter())
+            .map(|endpoint| parse_host_port(endpoint.as_ref(), Some(DEFAULT_PORT)))
+            .map(|parsed| parsed.map(|(host, port)| join_host_port(&host, port)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::InvalidArgument)?;
         Ok(Self {
             endpoints,
             namespace: normalize_namespace(namespace)?,
@@ -143,52 +139,32 @@ impl EtcdConfig {
     /// # Errors
     /// [`Error::InvalidUrl`] saying what is wrong, with the password masked.
     pub fn parse(url: &str) -> Result<Self> {
-        let shown = redact(url);
+        let shown = distsync_core::redact_url(url);
         let invalid = |reason: String| Error::InvalidUrl {
             url: shown.clone(),
             reason,
         };
-        let rest = url
-            .split_once("://")
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(SCHEME))
-            .map(|(_, rest)| rest)
-            .ok_or_else(|| invalid(format!("expected a URL starting with `{SCHEME}://`")))?;
-        if rest.contains('#') {
-            return Err(invalid("fragments are not supported".into()));
+        let parts = MultiHostUrl::parse(url, Some(DEFAULT_PORT)).map_err(invalid)?;
+        if !parts.scheme.eq_ignore_ascii_case(SCHEME) {
+            return Err(invalid(format!(
+                "expected a URL starting with `{SCHEME}://`"
+            )));
         }
-        let (rest, query) = match rest.split_once('?') {
-            Some((rest, query)) => (rest, Some(query)),
-            None => (rest, None),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(slash) => (&rest[..slash], &rest[slash + 1..]),
-            None => (rest, ""),
-        };
-        let (user, authority) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(parse_url_login(userinfo).map_err(invalid)?), hosts),
-            None => (None, authority),
-        };
-        if authority.is_empty() {
-            return Err(invalid("no endpoint: expected host:port".into()));
-        }
-        let endpoints = authority
-            .split(',')
-            .map(parse_endpoint)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(invalid)?;
+        let path = parts.path.strip_prefix('/').unwrap_or_default();
         if path.contains('%') {
             return Err(invalid(
                 "percent-encoding is not supported in the namespace".into(),
             ));
         }
-        let namespace = normalize_namespace(path).map_err(|error| invalid(error.to_string()))?;
+        let endpoints: Vec<String> = (parts.hosts.iter())
+            .map(|(host, port)| join_host_port(host, *port))
+            .collect();
         let mut config = Self {
-            user,
-            ..Self::new(&endpoints, "").map_err(|error| invalid(error.to_string()))?
+            user: parts.login().map_err(invalid)?,
+            ..Self::new(&endpoints, path).map_err(|error| invalid(error.to_string()))?
         };
-        config.namespace = namespace;
         let mut tls = None;
-        let shared = UrlOptions::parse(query.unwrap_or(""), &GRAMMAR, |key, value| {
+        let shared = UrlOptions::parse(parts.query, &GRAMMAR, |key, value| {
             match key {
                 "tls" => tls = Some(parse_url_flag(key, value)?),
                 "layout" => config.layout = KeyLayout::parse(value).map_err(|e| e.to_string())?,
@@ -198,7 +174,7 @@ impl EtcdConfig {
         })
         .map_err(&invalid)?;
         // Files without `tls=` mean TLS; `tls=false` with files is refused.
-        config.tls = tls.unwrap_or(shared.has_tls_files());
+        config.tls = tls.unwrap_or(shared.ca_file.is_some() || shared.client_cert_files.is_some());
         shared
             .check_tls(config.tls, "the URL says tls=false")
             .map_err(&invalid)?;
@@ -360,11 +336,6 @@ impl fmt::Display for EtcdConfig {
     }
 }
 
-/// `url` with its secrets masked (see [`distsync_core::redact_url`]).
-pub(crate) fn redact(url: &str) -> String {
-    distsync_core::redact_url(url)
-}
-
 /// `""` stays empty; anything else must be a valid [`Name`] once one trailing `/` is
 /// taken off, and gets that `/` back.
 fn normalize_namespace(namespace: &str) -> Result<String> {
@@ -380,41 +351,6 @@ fn normalize_namespace(namespace: &str) -> Result<String> {
     }
     let name = Name::new(trimmed)?;
     Ok(format!("{name}/"))
-}
-
-/// Checks one `host[:port]` and returns it as `host:port`.
-fn parse_endpoint(endpoint: &str) -> std::result::Result<String, String> {
-    if endpoint.is_empty() {
-        return Err("empty endpoint in the list (two commas, or a trailing comma?)".into());
-    }
-    let (host, port) = if let Some(bracketed) = endpoint.strip_prefix('[') {
-        let (inside, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| format!("endpoint {endpoint:?}: unclosed `[`"))?;
-        let port = match after {
-            "" => None,
-            after => Some(
-                after
-                    .strip_prefix(':')
-                    .ok_or_else(|| format!("endpoint {endpoint:?}: expected `:port` after `]`"))?,
-            ),
-        };
-        (format!("[{inside}]"), port)
-    } else {
-        match endpoint.rsplit_once(':') {
-            Some((host, port)) => (host.to_owned(), Some(port)),
-            None => (endpoint.to_owned(), None),
-        }
-    };
-    url::Host::parse(&host).map_err(|error| format!("endpoint {endpoint:?}: bad host: {error}"))?;
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(port) => match port.parse::<u16>() {
-            Ok(port) if port != 0 => port,
-            _ => return Err(format!("endpoint {endpoint:?}: bad port {port:?}")),
-        },
-    };
-    Ok(format!("{host}:{port}"))
 }
 
 #[cfg(test)]

@@ -2,15 +2,10 @@
 
 use std::time::Duration;
 
+use distsync_core::raw::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+
 /// The key prefix used when neither the URL nor the options name one.
 pub const DEFAULT_NAMESPACE: &str = "distsync:";
-
-/// How long connecting (TCP, TLS handshake and login) may take by default.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long one command may wait for its reply by default, after which the connection
-/// counts as broken.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a write waits for its replica acknowledgement by default
 /// ([`RedisOptions::replica_acknowledgement`]).

@@ -4,7 +4,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use distsync_core::raw::{parse_url_login, UrlGrammar, UrlOptions};
+use distsync_core::raw::{
+    join_host_port, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+};
 use distsync_core::{Error, Result};
 
 /// The URL scheme of this backend.
@@ -17,10 +20,6 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["sasl"], crate::MIN_SESSI
 
 /// The root under which every node lives when the URL names none.
 pub const DEFAULT_ROOT: &str = "/distsync";
-/// How long connecting (TCP, the session handshake, digest login) may take by default.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one request may take by default.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and how to reach ZooKeeper, parsed from
 /// `zk://[user:password@]host:port[,host:port...][/root][?connect_timeout=5s&timeout=10s]`,
@@ -218,45 +217,24 @@ impl FromStr for ZkConfig {
             url: shown.clone(),
             reason,
         };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            invalid(format!(
-                "expected a URL starting with `{SCHEME}://` or `{TLS_SCHEME}://`"
-            ))
-        })?;
-        let tls = scheme.eq_ignore_ascii_case(TLS_SCHEME);
+        let parts = MultiHostUrl::parse(url, None).map_err(&invalid)?;
+        let tls = parts.scheme.eq_ignore_ascii_case(TLS_SCHEME);
         if tls && !cfg!(feature = "tls") {
             return Err(Error::unsupported(
                 crate::BACKEND,
                 "TLS (`zks://`): this build lacks the `tls` feature of distsync-zookeeper",
             ));
         }
-        if !tls && !scheme.eq_ignore_ascii_case(SCHEME) {
+        if !tls && !parts.scheme.eq_ignore_ascii_case(SCHEME) {
             return Err(invalid(format!(
                 "expected a URL starting with `{SCHEME}://` or `{TLS_SCHEME}://`"
             )));
         }
-        if rest.contains('#') {
-            return Err(invalid("fragments are not supported".into()));
-        }
-        let (rest, query) = match rest.split_once('?') {
-            Some((rest, query)) => (rest, query),
-            None => (rest, ""),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(slash) => (&rest[..slash], &rest[slash..]),
-            None => (rest, ""),
-        };
-        let (user, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(parse_url_login(userinfo).map_err(&invalid)?), hosts),
-            None => (None, authority),
-        };
-        if hosts.is_empty() {
-            return Err(invalid("no server: expected host:port".into()));
-        }
-        let hosts = hosts
-            .split(',')
-            .map(|host| parse_host(host).map_err(&invalid))
-            .collect::<Result<Vec<_>>>()?;
+        let user = parts.login().map_err(&invalid)?;
+        let hosts = (parts.hosts.iter())
+            .map(|(host, port)| join_host_port(host, *port))
+            .collect();
+        let (path, query) = (parts.path, parts.query);
         let root = parse_root(path).map_err(&invalid)?;
         let mut config = Self {
             hosts,
@@ -335,20 +313,6 @@ fn parse_sasl(value: &str) -> std::result::Result<bool, SaslError> {
         Err(SaslError::Invalid(format!(
             "sasl must be `digest-md5`, not `{value}`"
         )))
-    }
-}
-
-/// `host:port`, the port required (ZooKeeper has no port every install shares).
-fn parse_host(host: &str) -> std::result::Result<String, String> {
-    let (name, port) = host
-        .rsplit_once(':')
-        .ok_or_else(|| format!("server `{host}` needs a port (host:port)"))?;
-    if name.is_empty() {
-        return Err(format!("server `{host}` has no host name"));
-    }
-    match port.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(format!("{name}:{port}")),
-        _ => Err(format!("server `{host}` has no valid port")),
     }
 }
 

@@ -5,18 +5,14 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use distsync_core::raw::{UrlGrammar, UrlOptions};
+use distsync_core::raw::{
+    UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 use distsync_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// The schema used when the URL names none.
 pub const DEFAULT_SCHEMA: &str = "distsync";
-
-/// How long connecting may take when the URL does not say (`connect_timeout=`).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long one request may wait when the URL does not say (`timeout=`).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many connections carry the sessions' holds, waits and releases when the URL does
 /// not say (`hold_connections=`).

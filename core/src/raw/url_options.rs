@@ -1,10 +1,14 @@
-//! The options every backend's URL shares, in one grammar: in the query the timeouts
-//! (`connect_timeout=`, `timeout=`), the bound on session TTLs (`max_session_ttl=`)
-//! and the TLS files (`ca=`, `cert=`, `key=`), with the value syntax of durations and
-//! flags; in the user info, the login (`user:password@`). One spelling thus means the
-//! same on every store, and a backend's parser reads only its own keys.
+//! The query options every backend's URL shares (`connect_timeout=`, `timeout=`,
+//! `max_session_ttl=`, the TLS files) in one grammar, so that one spelling means the
+//! same on every store and a backend's parser reads only its own keys.
 
 use std::time::Duration;
+
+/// How long connecting may take when the URL does not say (`connect_timeout=`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one request may wait when the URL does not say (`timeout=`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shared keys that are not TLS files, in the order a refusal lists them.
 const SHARED_KEYS: [&str; 3] = ["connect_timeout", "timeout", "max_session_ttl"];
@@ -14,12 +18,11 @@ const SHARED_KEYS: [&str; 3] = ["connect_timeout", "timeout", "max_session_ttl"]
 pub struct UrlGrammar<'a> {
     /// The backend's own keys, listed after the shared ones when a key is refused.
     pub own_keys: &'a [&'a str],
-    /// The keys of the CA, client certificate and client key files, each a list of
-    /// synonyms whose first is the one errors name (libpq spells them `sslrootcert`,
-    /// `sslcert`, `sslkey`).
+    /// The keys of the CA, client certificate and client key files, each with its
+    /// synonyms, the first named in errors (libpq's are `sslrootcert`, ...).
     pub file_keys: [&'a [&'a str]; 3],
-    /// The shortest and longest `max_session_ttl=`: a bound below the shortest
-    /// session the store grants would refuse every session.
+    /// The shortest and longest `max_session_ttl=` (a bound below the shortest
+    /// session TTL would refuse every session).
     pub session_ttl_bounds: (Duration, Duration),
 }
 
@@ -35,16 +38,14 @@ impl<'a> UrlGrammar<'a> {
     }
 }
 
-/// The shared options of one URL's query, `None` where the URL does not give one (the
-/// backend applies its default). Holds no secret.
+/// The shared options of one URL's query, `None` where the URL gives none. No secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UrlOptions {
     /// `connect_timeout=`: how long connecting may take.
     pub connect_timeout: Option<Duration>,
     /// `timeout=`: how long one request may wait for its answer.
     pub request_timeout: Option<Duration>,
-    /// `max_session_ttl=`: the bound on session TTLs that turns on the lock-delay
-    /// after the store forgets ([`check_session_ttl`](crate::raw::check_session_ttl)).
+    /// `max_session_ttl=`: see [`check_session_ttl`](crate::raw::check_session_ttl).
     pub max_session_ttl: Option<Duration>,
     /// The path of the PEM file of CA certificates to trust.
     pub ca_file: Option<String>,
@@ -55,14 +56,11 @@ pub struct UrlOptions {
 }
 
 impl UrlOptions {
-    /// Reads `query` (form-urlencoded, without its `?`): the shared keys here, every
-    /// other pair through `own`, in URL order; a key given twice keeps its last value.
-    /// `own` answers `Ok(true)` for a key of the backend, `Ok(false)` for one it does
-    /// not know (refused here, listing every accepted key), `Err` for a bad value.
-    ///
-    /// Durations follow [`parse_url_timeout`]; `max_session_ttl` is within the
-    /// grammar's bounds, or empty for none (so that a URL that inherits a bound can
-    /// drop it); a file needs a path, and a client certificate its key.
+    /// Reads `query` (form-urlencoded, no `?`) in order, the last of a repeated key
+    /// winning: the shared keys here, every other pair through `own`, which answers
+    /// `Ok(false)` for a key it does not know (refused, listing every accepted key).
+    /// An empty `max_session_ttl` drops the bound (for a URL that inherits one); a file
+    /// needs a path, and a client certificate its key.
     ///
     /// ```
     /// use std::time::Duration;
@@ -104,7 +102,14 @@ impl UrlOptions {
                     "timeout" => options.request_timeout = Some(timeout()?),
                     "max_session_ttl" if value.is_empty() => options.max_session_ttl = None,
                     "max_session_ttl" => {
-                        options.max_session_ttl = Some(session_bound(timeout()?, grammar)?);
+                        let (ttl, (shortest, longest)) = (timeout()?, grammar.session_ttl_bounds);
+                        if !(shortest..=longest).contains(&ttl) {
+                            return Err(format!(
+                                "max_session_ttl: {ttl:?} is not from {shortest:?} (the shortest \
+                                 session TTL) to {longest:?}"
+                            ));
+                        }
+                        options.max_session_ttl = Some(ttl);
                     }
                     _ if own(name, value)? => {}
                     _ => {
@@ -143,14 +148,8 @@ impl UrlOptions {
         Ok(options)
     }
 
-    /// Whether the URL names a TLS file: a CA or a client certificate.
-    pub fn has_tls_files(&self) -> bool {
-        self.first_file_key.is_some()
-    }
-
-    /// Refuses TLS files when the backend connects without TLS (`tls` false), rather
-    /// than ignore them and hide a mistake; `how` says how the URL turns TLS on, or why
-    /// it is off (`use rediss://`).
+    /// Refuses TLS files when `tls` is off, where ignoring them would hide a mistake;
+    /// `how` says how to turn TLS on, or why it is off (`use rediss://`).
     ///
     /// # Errors
     /// The reason, naming the first file key the URL gives.
@@ -160,22 +159,6 @@ impl UrlOptions {
             _ => Ok(()),
         }
     }
-}
-
-/// `max_session_ttl=` within the grammar's bounds.
-fn session_bound(ttl: Duration, grammar: &UrlGrammar<'_>) -> Result<Duration, String> {
-    let (shortest, longest) = grammar.session_ttl_bounds;
-    if ttl < shortest {
-        return Err(format!(
-            "max_session_ttl: {ttl:?} is below the shortest session TTL ({shortest:?})"
-        ));
-    }
-    if ttl > longest {
-        return Err(format!(
-            "max_session_ttl: {ttl:?} is above the longest this store covers ({longest:?})"
-        ));
-    }
-    Ok(ttl)
 }
 
 /// Parses a duration of a backend URL: a whole number of milliseconds (`1500`), or a
@@ -202,8 +185,7 @@ pub fn parse_url_timeout(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// Parses a flag of a backend URL (etcd's `tls=`, Redis's `allow_eviction=`): `true`
-/// or `false`, so that a typo is refused rather than read as either.
+/// Parses a flag of a backend URL: `true` or `false`, a typo refused, not guessed.
 ///
 /// # Errors
 /// A message naming `key` for any other value.
@@ -213,28 +195,6 @@ pub fn parse_url_flag(key: &str, value: &str) -> Result<bool, String> {
         "false" => Ok(false),
         _ => Err(format!("{key} must be `true` or `false`")),
     }
-}
-
-/// Parses the user info of a URL that names several hosts (which the `url` crate does
-/// not parse) as a login, `user:password`, each percent-decoded (a `+` stays a `+`).
-///
-/// # Errors
-/// The reason, without the password, for no password or an empty user.
-pub fn parse_url_login(userinfo: &str) -> Result<(String, String), String> {
-    let (user, password) = userinfo
-        .split_once(':')
-        .ok_or_else(|| "the user info needs a password: `user:password@host`".to_owned())?;
-    let decode = |text: &str| {
-        url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, value)| value.into_owned())
-            .unwrap_or_default()
-    };
-    let (user, password) = (decode(user), decode(password));
-    if user.is_empty() {
-        return Err("the user info has an empty user name".into());
-    }
-    Ok((user, password))
 }
 
 #[cfg(test)]
@@ -285,9 +245,8 @@ mod tests {
         assert_eq!(options.ca_file.as_deref(), Some("/c/ca.pem"));
         let files = options.client_cert_files.clone().unwrap();
         assert_eq!(files, ("/c/a.pem".to_owned(), "/c/a k.pem".to_owned()));
-        assert!(options.has_tls_files());
         assert_eq!(parse("").unwrap(), UrlOptions::default());
-        assert!(!parse("layout=go").unwrap().has_tls_files());
+        assert_eq!(parse("layout=go").unwrap(), UrlOptions::default());
     }
 
     #[test]
@@ -332,12 +291,10 @@ mod tests {
 
     #[test]
     fn max_session_ttl_is_bounded_and_empty_drops_it() {
-        assert!(parse("max_session_ttl=999ms")
-            .unwrap_err()
-            .contains("below the shortest session TTL"));
-        assert!(parse("max_session_ttl=61m")
-            .unwrap_err()
-            .contains("above the longest"));
+        for bad in ["999ms", "61m"] {
+            let reason = parse(&format!("max_session_ttl={bad}")).unwrap_err();
+            assert!(reason.contains("is not from 1s (the shortest"), "{reason}");
+        }
         assert_eq!(
             parse("max_session_ttl=1s").unwrap().max_session_ttl,
             Some(Duration::from_secs(1))
@@ -398,19 +355,6 @@ mod tests {
             "a client certificate needs both `sslcert` and `sslkey` (PEM file paths)"
         );
         assert!(read("ca=/x").unwrap_err().contains("`sslrootcert`"));
-    }
-
-    #[test]
-    fn a_login_is_a_user_and_a_password_never_shown() {
-        assert_eq!(
-            parse_url_login("u:p%3Aw+d"),
-            Ok(("u".to_owned(), "p:w+d".to_owned()))
-        );
-        assert_eq!(parse_url_login("u:"), Ok(("u".to_owned(), String::new())));
-        for bad in ["u", ":hunter2", "%20x"] {
-            let reason = parse_url_login(bad).unwrap_err();
-            assert!(!reason.contains("hunter2"), "{reason}");
-        }
     }
 
     #[test]
