@@ -166,12 +166,13 @@ pub mod store {
         //! the primitives built on it (`distsync-kv`).
         pub use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
         pub use distsync_core::raw::{
-            call_id, check_session_ttl, leadership, lock_guard, name_under, permit, read_guard,
-            retry, Backend, Backoff, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite,
-            KeepAlive, Lease, LossWatchFn, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide,
-            Settle, StmAttempt, StmEngine, StmRetry, Write,
+            call_id, check_session_ttl, join_host_port, leadership, lock_guard, name_under,
+            parse_host_port, parse_url_flag, parse_url_timeout, permit, read_guard, retry,
+            Backend, Backoff, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive,
+            Lease, LossWatchFn, MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide,
+            Settle, StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions, Write,
+            DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
         };
-        pub use distsync_core::timeout::parse_url_timeout;
         pub use distsync_core::Proclaim;
         pub use distsync_kv::{kv, recipes};
     }

@@ -4,6 +4,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use distsync_core::raw::{
+    join_host_port, parse_host_port, parse_url_flag, MultiHostUrl, UrlGrammar, UrlOptions,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 use distsync_core::{Error, Name, Result};
 use distsync_kv::recipes::KeyLayout;
 
@@ -13,13 +17,8 @@ pub const SCHEME: &str = "etcd";
 /// The client port etcd listens on by default, used when a URL gives a host alone.
 pub const DEFAULT_PORT: u16 = 2379;
 
-/// How long connecting (to any member, TLS and login included, and the first request)
-/// may take by default.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long one request may wait for its answer (for a watch stream: for the stream to
-/// open; for a lease renewal on the shared keepalive stream: for its answer) by default.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// What an `etcd://` URL's query takes besides the options every backend's URL shares.
+const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["tls", "layout"], crate::MIN_SESSION_TTL);
 
 /// Where the etcd cluster is, which key namespace to use, and how to connect, as parsed
 /// from `etcd://[user:password@]host:port[,host:port...][/namespace][?param=value&...]`.
@@ -46,6 +45,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `cert`, `key` | paths of the PEM client certificate and its key (`etcdctl --cert --key`), both or neither | none |
 /// | `connect_timeout` | how long connecting (TCP, TLS, login, a first read) may take in all | 5 s |
 /// | `layout` | `go`: read-write locks, queues, barriers, double barriers and STM keys in the key layout of etcd's Go `recipes` and `concurrency` packages, shared with Go programs (names ending in a segment Go writes under a name, such as `read` or a 5-, 16- or 19-digit number, are refused; see [`KeyLayout`]); `injective`: distsync's own layout, in which distinct names never meet (locks and elections use Go's layout in both) | `injective` |
+/// | `max_session_ttl` | the longest session TTL a client may use (at least [`crate::MIN_SESSION_TTL`]), which turns on the lock-delay after the store forgets (see the crate docs, "When the store forgets"); longer sessions are refused; empty: none, for a URL that inherits a bound | none |
 /// | `timeout` | how long one request may wait for its answer (a watch stream: for it to open; a lease renewal on the client's shared keepalive stream: for its answer, or the stream is given up); a failing request is retried across members only while less than this (at most 3 s) has passed since its first attempt, so a request into a silent partition fails within about twice it | 10 s |
 ///
 /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
@@ -113,10 +113,11 @@ impl EtcdConfig {
                 "an etcd configuration needs at least one endpoint".into(),
             ));
         }
-        let endpoints = endpoints
-            .iter()
-            .map(|endpoint| parse_endpoint(endpoint.as_ref()).map_err(Error::InvalidArgument))
-            .collect::<Result<Vec<_>>>()?;
+        let endpoints = (endpoints.iter())
+            .map(|endpoint| parse_host_port(endpoint.as_ref(), Some(DEFAULT_PORT)))
+            .map(|parsed| parsed.map(|(host, port)| join_host_port(&host, port)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::InvalidArgument)?;
         Ok(Self {
             endpoints,
             namespace: normalize_namespace(namespace)?,
@@ -138,114 +139,50 @@ impl EtcdConfig {
     /// # Errors
     /// [`Error::InvalidUrl`] saying what is wrong, with the password masked.
     pub fn parse(url: &str) -> Result<Self> {
-        let shown = redact(url);
+        let shown = distsync_core::redact_url(url);
         let invalid = |reason: String| Error::InvalidUrl {
             url: shown.clone(),
             reason,
         };
-        let rest = url
-            .split_once("://")
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(SCHEME))
-            .map(|(_, rest)| rest)
-            .ok_or_else(|| invalid(format!("expected a URL starting with `{SCHEME}://`")))?;
-        if rest.contains('#') {
-            return Err(invalid("fragments are not supported".into()));
+        let parts = MultiHostUrl::parse(url, Some(DEFAULT_PORT)).map_err(invalid)?;
+        if !parts.scheme.eq_ignore_ascii_case(SCHEME) {
+            return Err(invalid(format!(
+                "expected a URL starting with `{SCHEME}://`"
+            )));
         }
-        let (rest, query) = match rest.split_once('?') {
-            Some((rest, query)) => (rest, Some(query)),
-            None => (rest, None),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(slash) => (&rest[..slash], &rest[slash + 1..]),
-            None => (rest, ""),
-        };
-        let (user, authority) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(parse_userinfo(userinfo).map_err(invalid)?), hosts),
-            None => (None, authority),
-        };
-        if authority.is_empty() {
-            return Err(invalid("no endpoint: expected host:port".into()));
-        }
-        let endpoints = authority
-            .split(',')
-            .map(parse_endpoint)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(invalid)?;
+        let path = parts.path.strip_prefix('/').unwrap_or_default();
         if path.contains('%') {
             return Err(invalid(
                 "percent-encoding is not supported in the namespace".into(),
             ));
         }
-        let namespace = normalize_namespace(path).map_err(|error| invalid(error.to_string()))?;
+        let endpoints: Vec<String> = (parts.hosts.iter())
+            .map(|(host, port)| join_host_port(host, *port))
+            .collect();
         let mut config = Self {
-            user,
-            ..Self::new(&endpoints, "").map_err(|error| invalid(error.to_string()))?
+            user: parts.login().map_err(invalid)?,
+            ..Self::new(&endpoints, path).map_err(|error| invalid(error.to_string()))?
         };
-        config.namespace = namespace;
         let mut tls = None;
-        for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            match name.as_ref() {
-                "tls" => {
-                    tls = Some(match value.as_ref() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(invalid("tls must be `true` or `false`".into())),
-                    })
-                }
-                "connect_timeout" => {
-                    config.connect_timeout = parse_duration(&value)
-                        .map_err(|reason| invalid(format!("connect_timeout: {reason}")))?;
-                }
-                "timeout" => {
-                    config.request_timeout = parse_duration(&value)
-                        .map_err(|reason| invalid(format!("timeout: {reason}")))?;
-                }
-                "max_session_ttl" => {
-                    let ttl = parse_duration(&value)
-                        .map_err(|reason| invalid(format!("max_session_ttl: {reason}")))?;
-                    if ttl.is_zero() {
-                        return Err(invalid("max_session_ttl must be above zero".into()));
-                    }
-                    config.max_session_ttl = Some(ttl);
-                }
-                "layout" => {
-                    config.layout =
-                        KeyLayout::parse(&value).map_err(|error| invalid(error.to_string()))?;
-                }
-                file @ ("ca" | "cert" | "key") => {
-                    if value.is_empty() {
-                        return Err(invalid(format!("`{file}` needs a file path")));
-                    }
-                    let slot = match file {
-                        "ca" => &mut config.ca,
-                        "cert" => &mut config.cert,
-                        _ => &mut config.key,
-                    };
-                    *slot = Some(value.into_owned());
-                }
-                other => {
-                    return Err(invalid(format!(
-                        "unknown query parameter `{other}` (accepted: `tls`, `ca`, `cert`, \
-                         `key`, `connect_timeout`, `timeout`, `layout`, `max_session_ttl`)"
-                    )))
-                }
+        let shared = UrlOptions::parse(parts.query, &GRAMMAR, |key, value| {
+            match key {
+                "tls" => tls = Some(parse_url_flag(key, value)?),
+                "layout" => config.layout = KeyLayout::parse(value).map_err(|e| e.to_string())?,
+                _ => return Ok(false),
             }
-        }
-        if config.cert.is_some() != config.key.is_some() {
-            return Err(invalid(
-                "a client certificate needs both `cert` and `key` (PEM file paths)".into(),
-            ));
-        }
-        let files = config.ca.is_some() || config.cert.is_some();
-        config.tls = match tls {
-            Some(false) if files => {
-                return Err(invalid(
-                    "`ca`, `cert` and `key` are for TLS, but the URL says tls=false".into(),
-                ))
-            }
-            Some(tls) => tls,
-            None => files,
-        };
+            Ok(true)
+        })
+        .map_err(&invalid)?;
+        // Files without `tls=` mean TLS; `tls=false` with files is refused.
+        config.tls = tls.unwrap_or(shared.ca_file.is_some() || shared.client_cert_files.is_some());
+        shared
+            .check_tls(config.tls, "the URL says tls=false")
+            .map_err(&invalid)?;
+        config.connect_timeout = shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        config.request_timeout = shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        config.max_session_ttl = shared.max_session_ttl;
+        config.ca = shared.ca_file;
+        (config.cert, config.key) = shared.client_cert_files.unzip();
         Ok(config)
     }
 
@@ -347,11 +284,11 @@ impl EtcdConfig {
     }
 
     /// The same configuration with a bound on session TTLs (see
-    /// [`EtcdConfig::max_session_ttl`]; a zero bound becomes 1 s, etcd's shortest
-    /// lease).
+    /// [`EtcdConfig::max_session_ttl`]; at least [`crate::MIN_SESSION_TTL`], etcd's
+    /// shortest lease, as in the URL).
     #[must_use]
     pub fn with_max_session_ttl(mut self, ttl: Duration) -> Self {
-        self.max_session_ttl = Some(ttl.max(Duration::from_secs(1)));
+        self.max_session_ttl = Some(ttl.max(crate::MIN_SESSION_TTL));
         self
     }
 }
@@ -399,32 +336,6 @@ impl fmt::Display for EtcdConfig {
     }
 }
 
-/// `url` with its secrets masked (see [`distsync_core::redact_url`]).
-pub(crate) fn redact(url: &str) -> String {
-    distsync_core::redact_url(url)
-}
-
-/// `user:password` (percent-decoded); a user without a password is refused.
-fn parse_userinfo(userinfo: &str) -> std::result::Result<(String, String), String> {
-    let (user, password) = userinfo
-        .split_once(':')
-        .ok_or_else(|| "user info needs a password: `user:password@host`".to_owned())?;
-    let decode = |text: &str| {
-        url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, value)| value.into_owned())
-            .unwrap_or_default()
-    };
-    let (user, password) = (decode(user), decode(password));
-    if user.is_empty() {
-        return Err("empty user name in the user info".into());
-    }
-    Ok((user, password))
-}
-
-/// A timeout from a URL (the syntax every backend's URL shares).
-use distsync_core::timeout::parse_url_timeout as parse_duration;
-
 /// `""` stays empty; anything else must be a valid [`Name`] once one trailing `/` is
 /// taken off, and gets that `/` back.
 fn normalize_namespace(namespace: &str) -> Result<String> {
@@ -440,41 +351,6 @@ fn normalize_namespace(namespace: &str) -> Result<String> {
     }
     let name = Name::new(trimmed)?;
     Ok(format!("{name}/"))
-}
-
-/// Checks one `host[:port]` and returns it as `host:port`.
-fn parse_endpoint(endpoint: &str) -> std::result::Result<String, String> {
-    if endpoint.is_empty() {
-        return Err("empty endpoint in the list (two commas, or a trailing comma?)".into());
-    }
-    let (host, port) = if let Some(bracketed) = endpoint.strip_prefix('[') {
-        let (inside, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| format!("endpoint {endpoint:?}: unclosed `[`"))?;
-        let port = match after {
-            "" => None,
-            after => Some(
-                after
-                    .strip_prefix(':')
-                    .ok_or_else(|| format!("endpoint {endpoint:?}: expected `:port` after `]`"))?,
-            ),
-        };
-        (format!("[{inside}]"), port)
-    } else {
-        match endpoint.rsplit_once(':') {
-            Some((host, port)) => (host.to_owned(), Some(port)),
-            None => (endpoint.to_owned(), None),
-        }
-    };
-    url::Host::parse(&host).map_err(|error| format!("endpoint {endpoint:?}: bad host: {error}"))?;
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(port) => match port.parse::<u16>() {
-            Ok(port) if port != 0 => port,
-            _ => return Err(format!("endpoint {endpoint:?}: bad port {port:?}")),
-        },
-    };
-    Ok(format!("{host}:{port}"))
 }
 
 #[cfg(test)]
@@ -596,6 +472,25 @@ mod tests {
         assert_eq!(coded.connect_timeout(), Duration::from_millis(1));
         assert!(coded.tls());
         assert!(!format!("{coded} {coded:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn max_session_ttl_is_at_least_the_shortest_lease_and_empty_drops_it() {
+        let bounded = parse("etcd://a:1?max_session_ttl=30s").unwrap();
+        assert_eq!(bounded.max_session_ttl(), Some(Duration::from_secs(30)));
+        assert_eq!(parse(&bounded.to_string()).unwrap(), bounded);
+        let dropped = parse("etcd://a:1?max_session_ttl=30s&max_session_ttl=").unwrap();
+        assert_eq!(dropped.max_session_ttl(), None);
+        assert!(matches!(
+            parse("etcd://a:1?max_session_ttl=1s"),
+            Err(Error::InvalidUrl { reason, .. }) if reason.contains("max_session_ttl")
+        ));
+        assert_eq!(
+            dropped
+                .with_max_session_ttl(Duration::ZERO)
+                .max_session_ttl(),
+            Some(crate::MIN_SESSION_TTL)
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::error::{classify, is_lease_not_found, protocol, to_error, BACKEND};
 use crate::keepalive::KeepAlives;
 use crate::key_value::key_value;
 use crate::watch::Watches;
-use crate::DEFAULT_REQUEST_TIMEOUT;
+use distsync_core::raw::DEFAULT_REQUEST_TIMEOUT;
 use distsync_core::raw::{Idempotence, RetryPolicy};
 
 /// How long connecting to one member may take before the client tries another.

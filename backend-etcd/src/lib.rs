@@ -77,9 +77,7 @@ mod kv;
 mod watch;
 
 pub use backend::{backend, backend_from_client, backend_with_config, connect, EtcdBackend};
-pub use config::{
-    EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, SCHEME,
-};
+pub use config::{EtcdConfig, DEFAULT_PORT, SCHEME};
 pub use distsync_kv::recipes::KeyLayout;
 pub use driver::DRIVER;
 pub use kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};

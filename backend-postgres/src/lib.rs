@@ -162,8 +162,7 @@ mod waiter_line;
 pub use backend::{backend, backend_from_pool, backend_with_config, connect, PostgresBackend};
 pub use capabilities::{capabilities, capabilities_with_bound, BACKEND, MIN_SESSION_TTL};
 pub use connection::config::{
-    PostgresConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOLD_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SCHEMA, MAX_HOLD_CONNECTIONS,
+    PostgresConfig, DEFAULT_HOLD_CONNECTIONS, DEFAULT_SCHEMA, MAX_HOLD_CONNECTIONS,
 };
 pub use driver::DRIVER;
 pub use limits::Limits;

@@ -5,11 +5,16 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use distsync_core::raw::{
+    parse_host_port, parse_url_flag, parse_url_timeout, MultiHostUrl, UrlGrammar, UrlOptions,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 use distsync_core::{Error, Result};
 
 #[cfg(not(feature = "tls"))]
 use crate::capabilities::BACKEND;
-use crate::options::{parse_duration, RedisOptions};
+use crate::capabilities::MIN_SESSION_TTL;
+use crate::options::RedisOptions;
 #[cfg(feature = "tls")]
 use crate::tls::read_pem;
 
@@ -35,7 +40,7 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// | `timeout` | how long one command may wait for its reply | 10 s |
 /// | `wait_replicas` | replicas that must acknowledge every script run (`WAIT`; see [`RedisOptions::replica_acknowledgement`]); 0 asks none | 0 |
 /// | `wait_timeout` | how long a script run waits for that acknowledgement | 500 ms |
-/// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at most 1 h; empty: none) | none: no lock-delay |
+/// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at least [`crate::MIN_SESSION_TTL`], at most 1 h; empty: none) | none: no lock-delay |
 ///
 /// **Sentinel**: `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/service[/db][?...]`
 /// names the Sentinels (port 26379 by default) and the service they monitor; the
@@ -103,6 +108,21 @@ pub(crate) struct SentinelAddress {
     /// The service (master) name the Sentinels monitor.
     pub(crate) service: String,
 }
+
+/// What a Redis URL's query takes besides the options every backend's URL shares
+/// (`redis+cluster://` also takes `nat_map`, read before).
+const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
+    session_ttl_bounds: (MIN_SESSION_TTL, crate::options::MAX_SESSION_TTL_LIMIT),
+    ..UrlGrammar::new(
+        &[
+            "namespace",
+            "allow_eviction",
+            "wait_replicas",
+            "wait_timeout",
+        ],
+        MIN_SESSION_TTL,
+    )
+};
 
 /// Every scheme a Redis URL may have.
 pub(crate) const SCHEMES: &[&str] = &[
@@ -172,19 +192,12 @@ impl RedisConfig {
     /// database other than 0, or TLS parameters. [`Error::Unsupported`] for a Redis
     /// Cluster over TLS (`rediss+cluster://`).
     pub fn parse(url: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidUrl {
-            url: redact(url),
-            reason: reason.to_owned(),
-        };
-        if let Some(rest) = url
-            .strip_prefix(SENTINEL_SCHEME)
-            .and_then(|rest| rest.strip_prefix("://"))
-        {
-            return Self::parse_sentinel(url, rest);
+        if url.starts_with(&format!("{SENTINEL_SCHEME}://")) {
+            return Self::parse_sentinel(url);
         }
-        if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((scheme, _)) = url.split_once("://") {
             match scheme.to_ascii_lowercase().as_str() {
-                CLUSTER_SCHEME => return Self::parse_cluster(url, rest),
+                CLUSTER_SCHEME => return Self::parse_cluster(url),
                 CLUSTER_TLS_SCHEME => {
                     return Err(Error::unsupported(
                         "redis",
@@ -197,6 +210,16 @@ impl RedisConfig {
                 _ => {}
             }
         }
+        Self::parse_server(url, "use rediss://")
+    }
+
+    /// A `redis://` or `rediss://` URL; `tls_hint` says how to connect over TLS, for
+    /// the refusal of TLS files on `redis://`.
+    fn parse_server(url: &str, tls_hint: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: distsync_core::redact_url(url),
+            reason: reason.to_owned(),
+        };
         let parsed = url::Url::parse(url).map_err(|error| invalid(&error.to_string()))?;
         let tls = match parsed.scheme() {
             "redis" => false,
@@ -222,75 +245,31 @@ impl RedisConfig {
                 .map_err(|_| invalid("the path must be a database number, e.g. /0"))?,
         };
         let mut options = RedisOptions::new();
-        let (mut ca, mut cert, mut key) = (None, None, None);
-        for (name, value) in parsed.query_pairs() {
-            match name.as_ref() {
-                "namespace" => options.namespace = value.into_owned(),
-                "allow_eviction" => {
-                    options.allow_eviction = match value.as_ref() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(invalid("allow_eviction must be `true` or `false`")),
-                    }
-                }
-                "connect_timeout" => {
-                    options.connect_timeout = parse_duration(&value)
-                        .map_err(|reason| invalid(&format!("connect_timeout: {reason}")))?;
-                }
-                "timeout" => {
-                    options.request_timeout = parse_duration(&value)
-                        .map_err(|reason| invalid(&format!("timeout: {reason}")))?;
-                }
+        let shared = UrlOptions::parse(parsed.query().unwrap_or(""), &GRAMMAR, |key, value| {
+            match key {
+                "namespace" => options.namespace = value.to_owned(),
+                "allow_eviction" => options.allow_eviction = parse_url_flag(key, value)?,
                 "wait_replicas" => {
                     options.wait_replicas = value.parse().map_err(|_| {
-                        invalid("wait_replicas must be a number of replicas (0 asks none)")
+                        "wait_replicas must be a number of replicas (0 asks none)".to_owned()
                     })?;
                 }
                 "wait_timeout" => {
-                    options.wait_timeout = parse_duration(&value)
-                        .map_err(|reason| invalid(&format!("wait_timeout: {reason}")))?;
+                    options.wait_timeout = parse_url_timeout(value)
+                        .map_err(|reason| format!("wait_timeout: {reason}"))?;
                 }
-                // Empty: no bound, no lock-delay (as with no option), so that a URL
-                // that inherits a bound can drop it.
-                "max_session_ttl" if value.is_empty() => options.max_session_ttl = None,
-                "max_session_ttl" => {
-                    let ttl = parse_duration(&value)
-                        .map_err(|reason| invalid(&format!("max_session_ttl: {reason}")))?;
-                    if ttl.is_zero() || ttl > crate::options::MAX_SESSION_TTL_LIMIT {
-                        return Err(invalid(
-                            "max_session_ttl must be above zero and at most 1 hour",
-                        ));
-                    }
-                    options = options.max_session_ttl(ttl);
-                }
-                file @ ("ca" | "cert" | "key") => {
-                    if !tls {
-                        return Err(invalid(&format!("`{file}` is for TLS: use rediss://")));
-                    }
-                    if value.is_empty() {
-                        return Err(invalid(&format!("`{file}` needs a file path")));
-                    }
-                    let slot = match file {
-                        "ca" => &mut ca,
-                        "cert" => &mut cert,
-                        _ => &mut key,
-                    };
-                    *slot = Some(value.into_owned());
-                }
-                other => {
-                    return Err(invalid(&format!(
-                        "unknown query parameter `{other}` (accepted: `namespace`, \
-                         `allow_eviction`, `ca`, `cert`, `key`, `connect_timeout`, `timeout`, \
-                         `wait_replicas`, `wait_timeout`, `max_session_ttl`)"
-                    )))
-                }
+                _ => return Ok(false),
             }
-        }
-        if cert.is_some() != key.is_some() {
-            return Err(invalid(
-                "a client certificate needs both `cert` and `key` (PEM file paths)",
-            ));
-        }
+            Ok(true)
+        })
+        .map_err(|reason| invalid(&reason))?;
+        shared
+            .check_tls(tls, tls_hint)
+            .map_err(|reason| invalid(&reason))?;
+        options.connect_timeout = shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        options.request_timeout = shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        options.max_session_ttl = shared.max_session_ttl;
+        let (cert, key) = shared.client_cert_files.unzip();
         let port = parsed.port().unwrap_or(6379);
         let credentials = match (parsed.username(), parsed.password()) {
             ("", None) => String::new(),
@@ -315,7 +294,7 @@ impl RedisConfig {
             display,
             db,
             tls,
-            ca,
+            ca: shared.ca_file,
             cert,
             key,
             options,
@@ -325,34 +304,23 @@ impl RedisConfig {
         })
     }
 
-    /// `redis+cluster://[credentials@]node[,node...][/][?query]`, `rest` being what
-    /// follows the scheme. The credentials and query are checked by parsing them as a
-    /// `redis://` URL's.
-    fn parse_cluster(url: &str, rest: &str) -> Result<Self> {
+    /// `redis+cluster://[credentials@]node[,node...][/][?query]`. The credentials and
+    /// query are checked by parsing them as a `redis://` URL's.
+    fn parse_cluster(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
-            url: redact(url),
+            url: distsync_core::redact_url(url),
             reason: reason.to_owned(),
         };
-        let (authority, query, path) = split_multi_host(rest).map_err(invalid)?;
-        if !matches!(path, "" | "0") {
+        let parts = MultiHostUrl::parse(url, Some(REDIS_PORT)).map_err(|e| invalid(&e))?;
+        if !matches!(parts.path, "" | "/" | "/0") {
             return Err(invalid(
                 "a Redis Cluster has only database 0: redis+cluster://host:port[,host:port...]",
             ));
         }
-        let (credentials, hosts) = match authority.rsplit_once('@') {
-            Some((credentials, hosts)) => (Some(credentials), hosts),
-            None => (None, authority),
-        };
-        let nodes = hosts
-            .split(',')
-            .map(|host| {
-                host_port(host, REDIS_PORT, "Redis Cluster node").map_err(|reason| invalid(&reason))
-            })
-            .collect::<Result<Vec<_>>>()?;
         // `nat_map` is the cluster's own; the rest is checked as a redis:// query.
         let mut nat_map = Vec::new();
         let mut rest = Vec::new();
-        for pair in query.unwrap_or_default().split('&') {
+        for pair in parts.query.split('&') {
             match pair.strip_prefix("nat_map=") {
                 Some(entries) => nat_map.extend(
                     entries
@@ -364,83 +332,58 @@ impl RedisConfig {
                 None => rest.push(pair),
             }
         }
-        let query = rest.join("&");
-        let as_redis = format!(
-            "redis://{}localhost/0{}{query}",
-            credentials.map(|c| format!("{c}@")).unwrap_or_default(),
-            if query.is_empty() { "" } else { "?" },
-        );
-        let mut parsed = Self::parse(&as_redis).map_err(|error| match error {
-            Error::InvalidUrl { reason, .. } => {
-                invalid(&reason.replace("use rediss://", "not offered with Redis Cluster"))
-            }
-            other => other,
-        })?;
-        let hosts: Vec<String> = nodes
-            .iter()
+        let as_redis = redis_url_of(&parts, "0", &rest.join("&"));
+        let mut parsed =
+            Self::parse_server(&as_redis, "not offered with Redis Cluster").map_err(|error| {
+                match error {
+                    Error::InvalidUrl { reason, .. } => invalid(&reason),
+                    other => other,
+                }
+            })?;
+        let hosts: Vec<String> = (parts.hosts.iter())
             .map(|(host, port)| format!("{host}:{port}"))
             .collect();
         parsed.display = format!("{CLUSTER_SCHEME}://{}", hosts.join(","));
-        parsed.cluster = Some(nodes);
+        parsed.cluster = Some(parts.hosts);
         parsed.nat_map = nat_map;
         Ok(parsed)
     }
 
-    /// `redis+sentinel://[credentials@]sentinels/service[/db][?query]`, `rest` being
-    /// what follows the scheme. The credentials, database and query are checked by
-    /// parsing them as a `redis://` URL's.
-    fn parse_sentinel(url: &str, rest: &str) -> Result<Self> {
+    /// `redis+sentinel://[credentials@]sentinels/service[/db][?query]`. The
+    /// credentials, database and query are checked by parsing them as a `redis://`
+    /// URL's.
+    fn parse_sentinel(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
-            url: redact(url),
+            url: distsync_core::redact_url(url),
             reason: reason.to_owned(),
         };
-        let (authority, query, path) = split_multi_host(rest).map_err(invalid)?;
-        let (credentials, hosts) = match authority.rsplit_once('@') {
-            Some((credentials, hosts)) => (Some(credentials), hosts),
-            None => (None, authority),
-        };
-        let sentinels = hosts
-            .split(',')
-            .map(|host| {
-                host_port(host, SENTINEL_PORT, "Sentinel").map_err(|reason| invalid(&reason))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (service, db) = match path.split_once('/') {
-            Some((service, db)) => (service, db),
-            None => (path, ""),
-        };
+        let parts = MultiHostUrl::parse(url, Some(SENTINEL_PORT)).map_err(|e| invalid(&e))?;
+        let path = parts.path.strip_prefix('/').unwrap_or_default();
+        let (service, db) = path.split_once('/').unwrap_or((path, ""));
         if service.is_empty() {
             return Err(invalid(
                 "no service name: redis+sentinel://host:port[,host:port...]/service[/db]",
             ));
         }
-        let as_redis = format!(
-            "redis://{}localhost/{db}{}",
-            credentials.map(|c| format!("{c}@")).unwrap_or_default(),
-            query.map(|q| format!("?{q}")).unwrap_or_default()
-        );
-        let mut parsed = Self::parse(&as_redis).map_err(|error| match error {
-            Error::InvalidUrl { reason, .. } => {
-                invalid(&reason.replace("use rediss://", "not offered with Sentinel"))
-            }
-            other => other,
-        })?;
-        let sentinel = SentinelAddress {
-            sentinels,
-            service: service.to_owned(),
-        };
-        let hosts: Vec<String> = sentinel
-            .sentinels
-            .iter()
+        let as_redis = redis_url_of(&parts, db, parts.query);
+        let mut parsed = Self::parse_server(&as_redis, "not offered with Sentinel").map_err(
+            |error| match error {
+                Error::InvalidUrl { reason, .. } => invalid(&reason),
+                other => other,
+            },
+        )?;
+        let hosts: Vec<String> = (parts.hosts.iter())
             .map(|(host, port)| format!("{host}:{port}"))
             .collect();
         parsed.display = format!(
-            "{SENTINEL_SCHEME}://{}/{}/{}",
+            "{SENTINEL_SCHEME}://{}/{service}/{}",
             hosts.join(","),
-            sentinel.service,
             parsed.db
         );
-        parsed.sentinel = Some(sentinel);
+        parsed.sentinel = Some(SentinelAddress {
+            sentinels: parts.hosts,
+            service: service.to_owned(),
+        });
         Ok(parsed)
     }
 
@@ -620,60 +563,16 @@ fn nat_entry(text: &str) -> std::result::Result<NatEntry, String> {
     let (announced, reached) = text
         .split_once('=')
         .ok_or_else(|| format!("nat_map entry {text:?} is not ANNOUNCED:PORT=REACHED:PORT"))?;
-    Ok((
-        host_port(announced, REDIS_PORT, "announced node")?,
-        host_port(reached, REDIS_PORT, "reached node")?,
-    ))
+    let node =
+        |text: &str| parse_host_port(text, Some(REDIS_PORT)).map_err(|e| format!("nat_map: {e}"));
+    Ok((node(announced)?, node(reached)?))
 }
 
-/// What follows `scheme://` in a URL naming several hosts: `(authority, query, path)`,
-/// the path without its leading `/`.
-fn split_multi_host(rest: &str) -> std::result::Result<(&str, Option<&str>, &str), &'static str> {
-    if rest.contains('#') {
-        return Err("a fragment is not allowed");
-    }
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, Some(query)),
-        None => (rest, None),
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    Ok((authority, query, path))
-}
-
-/// `host[:port]` (an IPv6 host in brackets) of one Sentinel or cluster node (`what`),
-/// `default_port` when none is given.
-fn host_port(
-    text: &str,
-    default_port: u16,
-    what: &str,
-) -> std::result::Result<(String, u16), String> {
-    let bad = || format!("{text:?} is not a {what} address (host[:port])");
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        (host, after.strip_prefix(':'))
-    } else {
-        match text.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (text, None),
-        }
-    };
-    if host.is_empty() || host.contains(['/', '@', '?', ' ']) {
-        return Err(bad());
-    }
-    let port = match port {
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(bad)?,
-        None => default_port,
-    };
-    Ok((host.to_owned(), port))
-}
-
-/// The URL with its password masked, for error messages.
-fn redact(url: &str) -> String {
-    distsync_core::redact_url(url)
+/// The `redis://` URL that carries the credentials, database `db` and `query` of a
+/// URL naming several hosts, on a placeholder host.
+fn redis_url_of(parts: &MultiHostUrl<'_>, db: &str, query: &str) -> String {
+    let credentials = parts.userinfo.map(|c| format!("{c}@")).unwrap_or_default();
+    format!("redis://{credentials}localhost/{db}?{query}")
 }
 
 #[cfg(test)]
@@ -828,14 +727,8 @@ mod tests {
         let url = url.with_connect_timeout(Duration::from_millis(300));
         assert_eq!(url.connect_timeout(), Duration::from_millis(300));
         let plain = RedisConfig::parse("redis://localhost").unwrap();
-        assert_eq!(
-            plain.connect_timeout(),
-            crate::options::DEFAULT_CONNECT_TIMEOUT
-        );
-        assert_eq!(
-            plain.request_timeout(),
-            crate::options::DEFAULT_REQUEST_TIMEOUT
-        );
+        assert_eq!(plain.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(plain.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
         for bad in [
             "redis://localhost?ca=/x",
             "rediss://localhost?cert=/x",
@@ -911,7 +804,7 @@ mod tests {
                 .get_max_session_ttl(),
             None
         );
-        for bad in ["0", "61m", "x"] {
+        for bad in ["0", "61m", "x", "50ms"] {
             let error = RedisConfig::parse(&format!("redis://h/0?max_session_ttl={bad}"));
             assert!(
                 matches!(error, Err(Error::InvalidUrl { .. })),

@@ -265,10 +265,7 @@ pub use crate::capabilities::{
 };
 pub use crate::config::{RedisConfig, DEFAULT_NAMESPACE};
 pub use crate::driver::DRIVER;
-pub use crate::options::{
-    RedisOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
-    MAX_SESSION_TTL_LIMIT,
-};
+pub use crate::options::{RedisOptions, DEFAULT_WAIT_TIMEOUT, MAX_SESSION_TTL_LIMIT};
 pub use crate::persistence::Persistence;
 pub use crate::queue::STALE_CLAIM;
 pub use crate::scripts::script_source;

@@ -2,15 +2,10 @@
 
 use std::time::Duration;
 
+use distsync_core::raw::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+
 /// The key prefix used when neither the URL nor the options name one.
 pub const DEFAULT_NAMESPACE: &str = "distsync:";
-
-/// How long connecting (TCP, TLS handshake and login) may take by default.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long one command may wait for its reply by default, after which the connection
-/// counts as broken.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a write waits for its replica acknowledgement by default
 /// ([`RedisOptions::replica_acknowledgement`]).
@@ -161,9 +156,6 @@ impl RedisOptions {
         self.request_timeout
     }
 }
-
-/// Parses a timeout from a URL (the syntax every backend's URL shares).
-pub(crate) use distsync_core::timeout::parse_url_timeout as parse_duration;
 
 /// The TCP settings of every connection the backend opens: `TCP_NODELAY` on, so that
 /// a small request is sent at once even while an earlier one on the same multiplexed

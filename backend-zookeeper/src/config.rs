@@ -4,7 +4,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use distsync_core::timeout::parse_url_timeout;
+use distsync_core::raw::{
+    join_host_port, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+};
 use distsync_core::{Error, Result};
 
 /// The URL scheme of this backend.
@@ -12,12 +15,11 @@ pub(crate) const SCHEME: &str = "zk";
 /// The TLS scheme (the cargo feature `tls`; [`Error::Unsupported`] without it).
 pub(crate) const TLS_SCHEME: &str = "zks";
 
+/// What a `zk://` URL's query takes besides the options every backend's URL shares.
+const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["sasl"], crate::MIN_SESSION_TTL);
+
 /// The root under which every node lives when the URL names none.
 pub const DEFAULT_ROOT: &str = "/distsync";
-/// How long connecting (TCP, the session handshake, digest login) may take by default.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one request may take by default.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and how to reach ZooKeeper, parsed from
 /// `zk://[user:password@]host:port[,host:port...][/root][?connect_timeout=5s&timeout=10s]`,
@@ -31,7 +33,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `/root` | the node under which every key lives (see the crate docs' layout) | `/distsync` |
 /// | `connect_timeout` | how long opening a ZooKeeper session may take | 5 s |
 /// | `timeout` | how long one request (a renewal, a create, a read) may take | 10 s |
-/// | `max_session_ttl` | the bound on session TTLs that turns on the lock-delay after the store forgets (see `src/amnesia.rs`); longer sessions are refused | none |
+/// | `max_session_ttl` | the bound on session TTLs that turns on the lock-delay after the store forgets (see `src/amnesia.rs`), at least [`crate::MIN_SESSION_TTL`]; longer sessions are refused; empty: none, for a URL that inherits a bound | none |
 /// | `sasl=digest-md5` | log `user:password@` in through SASL DIGEST-MD5 (a JAAS `DigestLoginModule` user) instead (the cargo feature `sasl`, on by default) | the `digest` scheme |
 /// | `ca` | `zks://` only, required: path of a PEM file of the CA certificates to trust | none |
 /// | `cert`, `key` | `zks://` only: paths of the PEM client certificate and its key, both or neither | none |
@@ -215,60 +217,24 @@ impl FromStr for ZkConfig {
             url: shown.clone(),
             reason,
         };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            invalid(format!(
-                "expected a URL starting with `{SCHEME}://` or `{TLS_SCHEME}://`"
-            ))
-        })?;
-        let tls = scheme.eq_ignore_ascii_case(TLS_SCHEME);
+        let parts = MultiHostUrl::parse(url, None).map_err(&invalid)?;
+        let tls = parts.scheme.eq_ignore_ascii_case(TLS_SCHEME);
         if tls && !cfg!(feature = "tls") {
             return Err(Error::unsupported(
                 crate::BACKEND,
                 "TLS (`zks://`): this build lacks the `tls` feature of distsync-zookeeper",
             ));
         }
-        if !tls && !scheme.eq_ignore_ascii_case(SCHEME) {
+        if !tls && !parts.scheme.eq_ignore_ascii_case(SCHEME) {
             return Err(invalid(format!(
                 "expected a URL starting with `{SCHEME}://` or `{TLS_SCHEME}://`"
             )));
         }
-        if rest.contains('#') {
-            return Err(invalid("fragments are not supported".into()));
-        }
-        let (rest, query) = match rest.split_once('?') {
-            Some((rest, query)) => (rest, query),
-            None => (rest, ""),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(slash) => (&rest[..slash], &rest[slash..]),
-            None => (rest, ""),
-        };
-        let (user, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => {
-                let (user, password) = userinfo
-                    .split_once(':')
-                    .ok_or_else(|| invalid("a digest login needs `user:password@`".into()))?;
-                let decode = |text: &str| {
-                    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-                        .next()
-                        .map(|(_, value)| value.into_owned())
-                        .unwrap_or_default()
-                };
-                let (user, password) = (decode(user), decode(password));
-                if user.is_empty() {
-                    return Err(invalid("the digest login's user is empty".into()));
-                }
-                (Some((user, password)), hosts)
-            }
-            None => (None, authority),
-        };
-        if hosts.is_empty() {
-            return Err(invalid("no server: expected host:port".into()));
-        }
-        let hosts = hosts
-            .split(',')
-            .map(|host| parse_host(host).map_err(&invalid))
-            .collect::<Result<Vec<_>>>()?;
+        let user = parts.login().map_err(&invalid)?;
+        let hosts = (parts.hosts.iter())
+            .map(|(host, port)| join_host_port(host, *port))
+            .collect();
+        let (path, query) = (parts.path, parts.query);
         let root = parse_root(path).map_err(&invalid)?;
         let mut config = Self {
             hosts,
@@ -280,70 +246,39 @@ impl FromStr for ZkConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_session_ttl: None,
         };
-        let (mut ca, mut cert, mut key) = (None, None, None);
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            match name.as_ref() {
-                "sasl" => config.sasl = parse_sasl(&value).map_err(|error| match error {
-                    SaslError::Invalid(reason) => invalid(reason),
-                    SaslError::Unsupported(what) => Error::unsupported(crate::BACKEND, what),
-                })?,
-                file @ ("ca" | "cert" | "key") => {
-                    if !tls {
-                        return Err(invalid(format!(
-                            "`{file}` is for TLS: use `{TLS_SCHEME}://`"
-                        )));
-                    }
-                    if value.is_empty() {
-                        return Err(invalid(format!("`{file}` needs a file path")));
-                    }
-                    let slot = match file {
-                        "ca" => &mut ca,
-                        "cert" => &mut cert,
-                        _ => &mut key,
-                    };
-                    *slot = Some(value.into_owned());
-                }
-                "connect_timeout" => {
-                    config.connect_timeout = parse_url_timeout(&value)
-                        .map_err(|reason| invalid(format!("connect_timeout: {reason}")))?;
-                }
-                "timeout" => {
-                    config.request_timeout = parse_url_timeout(&value)
-                        .map_err(|reason| invalid(format!("timeout: {reason}")))?;
-                }
-                "max_session_ttl" => {
-                    let ttl = parse_url_timeout(&value)
-                        .map_err(|reason| invalid(format!("max_session_ttl: {reason}")))?;
-                    config.max_session_ttl = Some(ttl);
-                }
-                other => {
-                    return Err(invalid(format!(
-                        "unknown query parameter `{other}` (accepted: `connect_timeout`, \
-                         `timeout`, `max_session_ttl`, `sasl`, and with `{TLS_SCHEME}://` `ca`, `cert`, `key`)"
-                    )))
-                }
+        let mut sasl = None;
+        let shared = UrlOptions::parse(query, &GRAMMAR, |key, value| {
+            match key {
+                "sasl" => sasl = Some(value.to_owned()),
+                _ => return Ok(false),
             }
+            Ok(true)
+        })
+        .map_err(&invalid)?;
+        shared
+            .check_tls(tls, &format!("use `{TLS_SCHEME}://`"))
+            .map_err(&invalid)?;
+        if let Some(sasl) = sasl {
+            config.sasl = parse_sasl(&sasl).map_err(|error| match error {
+                SaslError::Invalid(reason) => invalid(reason),
+                SaslError::Unsupported(what) => Error::unsupported(crate::BACKEND, what),
+            })?;
         }
+        config.connect_timeout = shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        config.request_timeout = shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        config.max_session_ttl = shared.max_session_ttl;
         if config.sasl && config.user.is_none() {
             return Err(invalid(
                 "`sasl=digest-md5` needs the login as `user:password@`".into(),
             ));
         }
         if tls {
-            let ca = ca.ok_or_else(|| {
+            let ca = shared.ca_file.ok_or_else(|| {
                 invalid(format!(
                     "`{TLS_SCHEME}://` needs `ca`, a PEM file of the CA certificates to trust"
                 ))
             })?;
-            let client = match (cert, key) {
-                (Some(cert), Some(key)) => Some((cert, key)),
-                (None, None) => None,
-                _ => {
-                    return Err(invalid(
-                        "a client certificate needs both `cert` and `key` (PEM file paths)".into(),
-                    ))
-                }
-            };
+            let client = shared.client_cert_files;
             config.tls = Some(TlsFiles { ca, client });
         }
         Ok(config)
@@ -378,20 +313,6 @@ fn parse_sasl(value: &str) -> std::result::Result<bool, SaslError> {
         Err(SaslError::Invalid(format!(
             "sasl must be `digest-md5`, not `{value}`"
         )))
-    }
-}
-
-/// `host:port`, the port required (ZooKeeper has no port every install shares).
-fn parse_host(host: &str) -> std::result::Result<String, String> {
-    let (name, port) = host
-        .rsplit_once(':')
-        .ok_or_else(|| format!("server `{host}` needs a port (host:port)"))?;
-    if name.is_empty() {
-        return Err(format!("server `{host}` has no host name"));
-    }
-    match port.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(format!("{name}:{port}")),
-        _ => Err(format!("server `{host}` has no valid port")),
     }
 }
 
@@ -444,6 +365,20 @@ mod tests {
         assert_eq!(default.max_session_ttl(), None);
         let bounded: ZkConfig = "zk://a:1?max_session_ttl=30s".parse().unwrap();
         assert_eq!(bounded.max_session_ttl(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn max_session_ttl_is_at_least_the_shortest_session_and_empty_drops_it() {
+        let dropped: ZkConfig = "zk://a:1?max_session_ttl=30s&max_session_ttl="
+            .parse()
+            .unwrap();
+        assert_eq!(dropped.max_session_ttl(), None);
+        match "zk://a:1?max_session_ttl=500ms".parse::<ZkConfig>() {
+            Err(Error::InvalidUrl { reason, .. }) => {
+                assert!(reason.contains("max_session_ttl"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

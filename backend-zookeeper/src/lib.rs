@@ -151,7 +151,7 @@ use std::time::Duration;
 use distsync_core::{Capabilities, Coordinator, Result};
 
 pub use backend::ZkBackend;
-pub use config::{ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_ROOT};
+pub use config::{ZkConfig, DEFAULT_ROOT};
 pub use driver::DRIVER;
 
 /// The backend's name, as [`Capabilities::backend`] gives it.

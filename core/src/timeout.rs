@@ -18,31 +18,6 @@ use std::time::Duration;
 
 use crate::error::Result;
 
-/// Parses a timeout written in a backend URL (`connect_timeout=`, `timeout=`): a whole
-/// number of milliseconds (`1500`), or a whole number with the unit `ms`, `s` or `m`
-/// (`1500ms`, `2s`, `1m`). Every backend's URL uses this one syntax.
-///
-/// # Errors
-/// A message naming the text for anything else, and for zero.
-pub fn parse_url_timeout(text: &str) -> std::result::Result<Duration, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "ms"),
-    };
-    let bad = || format!("{text:?} is not a duration (e.g. `1500`, `1500ms`, `2s`, `1m`)");
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
-    if duration.is_zero() {
-        return Err(format!("{text:?}: a timeout must be greater than zero"));
-    }
-    Ok(duration)
-}
-
 /// Runs `call` for at most `timeout`; when it has not finished by then, drops it
 /// (which removes its waiter's entry) and returns
 /// [`Error::Timeout`](crate::Error::Timeout), or the store's transient error when the
@@ -58,27 +33,6 @@ pub(crate) async fn timed<T>(
 mod tests {
     use super::*;
     use crate::error::Error;
-
-    #[test]
-    fn url_timeouts() {
-        assert_eq!(parse_url_timeout("1500"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_url_timeout("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_url_timeout("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_url_timeout("1m"), Ok(Duration::from_secs(60)));
-        for bad in [
-            "",
-            "0",
-            "0s",
-            "-1",
-            "1h",
-            "1.5s",
-            "s",
-            "2 s",
-            "99999999999999999999m",
-        ] {
-            assert!(parse_url_timeout(bad).is_err(), "{bad}");
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_that_does_not_finish_in_time_is_a_typed_timeout() {

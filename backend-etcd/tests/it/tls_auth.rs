@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use distsync_conformance::connect_checks::{self, assert_no_secret, silent_server, tls_dir};
+use distsync_core::raw::DEFAULT_CONNECT_TIMEOUT;
 use distsync_core::{Coordinator, Error};
-use distsync_etcd::{EtcdConfig, DEFAULT_CONNECT_TIMEOUT};
+use distsync_etcd::EtcdConfig;
 
 /// Generous bound for "within the timeout": the timeout plus scheduling slack.
 const SLACK: Duration = Duration::from_secs(2);

@@ -5,18 +5,14 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use distsync_core::timeout::parse_url_timeout;
+use distsync_core::raw::{
+    UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 use distsync_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// The schema used when the URL names none.
 pub const DEFAULT_SCHEMA: &str = "distsync";
-
-/// How long connecting may take when the URL does not say (`connect_timeout=`).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long one request may wait when the URL does not say (`timeout=`).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many connections carry the sessions' holds, waits and releases when the URL does
 /// not say (`hold_connections=`).
@@ -25,6 +21,22 @@ pub const DEFAULT_HOLD_CONNECTIONS: u32 = 8;
 /// The most `hold_connections=` may ask for (a server's `max_connections` is rarely
 /// above a few hundred).
 pub const MAX_HOLD_CONNECTIONS: u32 = 1000;
+
+/// What a PostgreSQL URL's query takes besides the options every backend's URL
+/// shares, whose TLS files it spells as libpq does (`sslrootcert`, `sslcert`,
+/// `sslkey`, and sqlx's synonyms). Every other key is a connection parameter for sqlx,
+/// which never refuses one: the own keys listed here only document the refusal.
+const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
+    file_keys: [
+        &["sslrootcert", "ssl-root-cert", "ssl-ca"],
+        &["sslcert", "ssl-cert"],
+        &["sslkey", "ssl-key"],
+    ],
+    ..UrlGrammar::new(
+        &["schema", "sslmode", "hold_connections"],
+        crate::MIN_SESSION_TTL,
+    )
+};
 
 /// A parsed backend URL: how to connect, the schema holding distsync's tables, and the
 /// timeouts.
@@ -104,8 +116,9 @@ impl PostgresConfig {
     /// # Errors
     /// [`Error::InvalidUrl`] (password masked) for an unparsable URL, another scheme, a
     /// missing host, an invalid schema name, timeout, `hold_connections`,
-    /// `max_session_ttl` or `sslmode`, or `sslcert` without
-    /// `sslkey` (or the reverse); [`Error::Unsupported`] for an `sslmode` that requires
+    /// `max_session_ttl` or `sslmode`,
+    /// `sslcert` without `sslkey` (or the reverse), or a TLS file with
+    /// `sslmode=disable`; [`Error::Unsupported`] for an `sslmode` that requires
     /// TLS in a build without the cargo feature `tls`.
     pub fn parse(url: &str) -> Result<Self> {
         let display = distsync_core::redact_url(url);
@@ -124,72 +137,43 @@ impl PostgresConfig {
             return Err(invalid("no host".into()));
         }
         let mut schema = None;
-        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
-        let mut request_timeout = DEFAULT_REQUEST_TIMEOUT;
         let mut hold_connections = DEFAULT_HOLD_CONNECTIONS;
-        let mut max_session_ttl = None;
-        let mut files = Vec::new();
         let mut rest = Vec::new();
-        for (key, value) in parsed.query_pairs() {
-            match &*key {
-                "schema" => schema = Some(value.into_owned()),
-                "connect_timeout" => {
-                    connect_timeout = parse_url_timeout(&value)
-                        .map_err(|reason| invalid(format!("connect_timeout: {reason}")))?;
-                }
-                "timeout" => {
-                    request_timeout = parse_url_timeout(&value)
-                        .map_err(|reason| invalid(format!("timeout: {reason}")))?;
-                }
+        let query = parsed.query().unwrap_or("").to_owned();
+        // Every key but the shared ones is this backend's: `schema` and
+        // `hold_connections` here, the rest a connection parameter for sqlx.
+        let shared = UrlOptions::parse(&query, &GRAMMAR, |key, value| {
+            match key {
+                "schema" => schema = Some(value.to_owned()),
                 "hold_connections" => {
-                    hold_connections = parse_hold_connections(&value)
-                        .map_err(|reason| invalid(format!("hold_connections: {reason}")))?;
+                    hold_connections = parse_hold_connections(value)
+                        .map_err(|reason| format!("hold_connections: {reason}"))?;
                 }
-                // Empty: no bound (as with no option), so that a URL that inherits a
-                // bound can drop it.
-                "max_session_ttl" if value.is_empty() => max_session_ttl = None,
-                "max_session_ttl" => {
-                    let ttl = parse_url_timeout(&value)
-                        .map_err(|reason| invalid(format!("max_session_ttl: {reason}")))?;
-                    if ttl < crate::MIN_SESSION_TTL {
-                        return Err(invalid(format!(
-                            "max_session_ttl: {ttl:?} is below the shortest session ({:?})",
-                            crate::MIN_SESSION_TTL
-                        )));
-                    }
-                    max_session_ttl = Some(ttl);
+                "sslmode" | "ssl-mode" => {
+                    PgSslMode::from_str(value).map_err(|_| {
+                        format!(
+                            "sslmode {value:?} is not one of disable, allow, prefer, require, \
+                             verify-ca, verify-full"
+                        )
+                    })?;
+                    rest.push((key.to_owned(), value.to_owned()));
                 }
-                _ => {
-                    let what = match &*key {
-                        "sslmode" | "ssl-mode" => {
-                            PgSslMode::from_str(&value).map_err(|_| {
-                                invalid(format!(
-                                    "sslmode {value:?} is not one of disable, allow, prefer, \
-                                     require, verify-ca, verify-full"
-                                ))
-                            })?;
-                            None
-                        }
-                        "sslrootcert" | "ssl-root-cert" | "ssl-ca" => Some("CA certificate"),
-                        "sslcert" | "ssl-cert" => Some("client certificate"),
-                        "sslkey" | "ssl-key" => Some("client key"),
-                        _ => None,
-                    };
-                    if let Some(what) = what {
-                        if value.is_empty() {
-                            return Err(invalid(format!("{key}: empty path")));
-                        }
-                        files.push((what, value.to_string()));
-                    }
-                    rest.push((key.into_owned(), value.into_owned()));
-                }
+                _ => rest.push((key.to_owned(), value.to_owned())),
             }
+            Ok(true)
+        })
+        .map_err(&invalid)?;
+        // The files go to sqlx too, which reads them when it connects.
+        let mut files = Vec::new();
+        if let Some(ca) = &shared.ca_file {
+            files.push(("CA certificate", ca.to_owned()));
+            rest.push(("sslrootcert".to_owned(), ca.to_owned()));
         }
-        let has = |what: &str| files.iter().any(|(kind, _)| *kind == what);
-        if has("client certificate") != has("client key") {
-            return Err(invalid(
-                "sslcert and sslkey go together (both or neither)".into(),
-            ));
+        if let Some((cert, key)) = &shared.client_cert_files {
+            files.push(("client certificate", cert.to_owned()));
+            files.push(("client key", key.to_owned()));
+            rest.push(("sslcert".to_owned(), cert.to_owned()));
+            rest.push(("sslkey".to_owned(), key.to_owned()));
         }
         let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         validate_schema(&schema)
@@ -204,18 +188,24 @@ impl PostgresConfig {
         let mut options = PgConnectOptions::from_str(parsed.as_str())
             .map_err(|error| invalid(error.to_string()))?
             .extra_float_digits(None);
+        shared
+            .check_tls(
+                !matches!(options.get_ssl_mode(), PgSslMode::Disable),
+                "sslmode=disable turns TLS off",
+            )
+            .map_err(&invalid)?;
         // libpq: "if a root CA file exists, sslmode=require behaves as verify-ca".
-        if matches!(options.get_ssl_mode(), PgSslMode::Require) && has("CA certificate") {
+        if matches!(options.get_ssl_mode(), PgSslMode::Require) && shared.ca_file.is_some() {
             options = options.ssl_mode(PgSslMode::VerifyCa);
         }
         crate::connection::tls::check_mode(options.get_ssl_mode())?;
         Ok(Self {
             options,
             schema,
-            connect_timeout,
-            request_timeout,
+            connect_timeout: shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             hold_connections,
-            max_session_ttl,
+            max_session_ttl: shared.max_session_ttl,
             files,
             display,
         })
@@ -513,6 +503,7 @@ mod tests {
             "postgres://u:pw-91c@h/db?sslcert=/c.crt",
             "postgres://u:pw-91c@h/db?sslkey=/c.key",
             "postgres://u:pw-91c@h/db?sslrootcert=",
+            "postgres://u:pw-91c@h/db?sslmode=disable&sslrootcert=/ca.crt",
             "postgres://u:pw-91c@h/db?connect_timeout=0",
             "postgres://u:pw-91c@h/db?timeout=1h",
             "postgres://u:pw-91c@h/db?hold_connections=0",

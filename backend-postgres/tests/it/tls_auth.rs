@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use distsync_conformance::connect_checks::{self, assert_no_secret, silent_server, tls_dir};
+use distsync_core::raw::DEFAULT_CONNECT_TIMEOUT;
 use distsync_core::{Coordinator, Error};
 use distsync_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use distsync_postgres::{PostgresConfig, DEFAULT_CONNECT_TIMEOUT};
+use distsync_postgres::PostgresConfig;
 
 /// Generous bound for "within the timeout": the timeout plus scheduling slack.
 const SLACK: Duration = Duration::from_secs(2);

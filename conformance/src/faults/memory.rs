@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::lock_delay::{self, LockOptions};
-use distsync_core::timeout::parse_url_timeout;
+use distsync_core::raw::parse_url_timeout;
 use distsync_core::{
     Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Permit,
     Queue, Result, Semaphore, Session, SessionId, SessionOptions,

@@ -135,7 +135,7 @@ fn carry_redis_options(base: &str, column_url: &str) -> String {
         .query_pairs()
         .filter(|(key, _)| CARRIED_REDIS_OPTIONS.contains(&key.as_ref()))
         .map(|(key, value)| {
-            let value = match distsync_core::timeout::parse_url_timeout(&value) {
+            let value = match distsync_core::raw::parse_url_timeout(&value) {
                 Ok(ttl) if key == "max_session_ttl" && ttl > PRIVATE_MAX_SESSION_TTL => cap.clone(),
                 _ => value.into_owned(),
             };

@@ -34,7 +34,15 @@
 //!   forgot, and [`EpochBook`]: what a client keeps of its store's epochs (the marker
 //!   it knows, the lock-delay after the store forgot, the token offset);
 //! - [`check_session_ttl`]: the bound on session TTLs (`max_session_ttl=`) that the
-//!   lock-delay after a store forgets relies on.
+//!   lock-delay after a store forgets relies on;
+//! - [`UrlOptions`]: the query options every backend's URL shares (timeouts, whose
+//!   defaults are [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`],
+//!   `max_session_ttl=`, TLS files) read in one grammar ([`UrlGrammar`] says what a
+//!   backend adds), with the value syntax of durations ([`parse_url_timeout`]) and
+//!   flags ([`parse_url_flag`]);
+//! - [`MultiHostUrl`]: the parts of a URL that names several hosts (etcd, ZooKeeper,
+//!   Redis Sentinel and Cluster), its login, and one `host:port` rule
+//!   ([`parse_host_port`], [`join_host_port`]).
 //!
 //! A store that offers etcd's operations (ranges by revision, compare-and-swap
 //! transactions, watches from a revision, leases) need not build the primitives
@@ -106,19 +114,26 @@
 mod call_id;
 mod epoch_book;
 mod epoch_marker;
+mod multi_host_url;
 mod prefix;
 pub mod retry;
 mod session_bound;
 mod store_side;
+mod url_options;
 
 pub use call_id::call_id;
 pub use epoch_book::EpochBook;
 pub use epoch_marker::EpochMarker;
+pub use multi_host_url::{join_host_port, parse_host_port, MultiHostUrl};
 pub use prefix::name_under;
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
 pub use session_bound::check_session_ttl;
 pub use store_side::{
     leadership, lock_guard, permit, read_guard, GuardStoreSide, SessionStoreSide,
+};
+pub use url_options::{
+    parse_url_flag, parse_url_timeout, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 
 #[doc(inline)]

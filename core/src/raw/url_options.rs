@@ -1,0 +1,371 @@
+//! The query options every backend's URL shares (`connect_timeout=`, `timeout=`,
+//! `max_session_ttl=`, the TLS files) in one grammar, so that one spelling means the
+//! same on every store and a backend's parser reads only its own keys.
+
+use std::time::Duration;
+
+/// How long connecting may take when the URL does not say (`connect_timeout=`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one request may wait when the URL does not say (`timeout=`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shared keys that are not TLS files, in the order a refusal lists them.
+const SHARED_KEYS: [&str; 3] = ["connect_timeout", "timeout", "max_session_ttl"];
+
+/// What one backend's URL query takes besides the shared options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UrlGrammar<'a> {
+    /// The backend's own keys, listed after the shared ones when a key is refused.
+    pub own_keys: &'a [&'a str],
+    /// The keys of the CA, client certificate and client key files, each with its
+    /// synonyms, the first named in errors (libpq's are `sslrootcert`, ...).
+    pub file_keys: [&'a [&'a str]; 3],
+    /// The shortest and longest `max_session_ttl=` (a bound below the shortest
+    /// session TTL would refuse every session).
+    pub session_ttl_bounds: (Duration, Duration),
+}
+
+impl<'a> UrlGrammar<'a> {
+    /// A grammar with `own_keys`, the file keys `ca`, `cert`, `key`, and a
+    /// `max_session_ttl=` of at least `min_session_ttl`.
+    pub const fn new(own_keys: &'a [&'a str], min_session_ttl: Duration) -> Self {
+        Self {
+            own_keys,
+            file_keys: [&["ca"], &["cert"], &["key"]],
+            session_ttl_bounds: (min_session_ttl, Duration::MAX),
+        }
+    }
+}
+
+/// The shared options of one URL's query, `None` where the URL gives none. No secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UrlOptions {
+    /// `connect_timeout=`: how long connecting may take.
+    pub connect_timeout: Option<Duration>,
+    /// `timeout=`: how long one request may wait for its answer.
+    pub request_timeout: Option<Duration>,
+    /// `max_session_ttl=`: see [`check_session_ttl`](crate::raw::check_session_ttl).
+    pub max_session_ttl: Option<Duration>,
+    /// The path of the PEM file of CA certificates to trust.
+    pub ca_file: Option<String>,
+    /// The paths of the PEM client certificate and its key.
+    pub client_cert_files: Option<(String, String)>,
+    /// The first TLS file key the URL gives, as written, for [`UrlOptions::check_tls`].
+    first_file_key: Option<String>,
+}
+
+impl UrlOptions {
+    /// Reads `query` (form-urlencoded, no `?`) in order, the last of a repeated key
+    /// winning: the shared keys here, every other pair through `own`, which answers
+    /// `Ok(false)` for a key it does not know (refused, listing every accepted key).
+    /// An empty `max_session_ttl` drops the bound (for a URL that inherits one); a file
+    /// needs a path, and a client certificate its key.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use distsync_core::raw::{UrlGrammar, UrlOptions};
+    ///
+    /// let grammar = UrlGrammar::new(&["layout"], Duration::from_secs(1));
+    /// let options = UrlOptions::parse("timeout=2s&layout=go", &grammar, |key, value| {
+    ///     Ok(key == "layout" && value == "go")
+    /// })?;
+    /// assert_eq!(options.request_timeout, Some(Duration::from_secs(2)));
+    /// let refused = UrlOptions::parse("colour=blue", &grammar, |_, _| Ok(false)).unwrap_err();
+    /// assert!(refused.contains("`colour`") && refused.contains("`layout`"), "{refused}");
+    /// # Ok::<(), String>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The reason, for the backend's [`Error::InvalidUrl`](crate::Error::InvalidUrl);
+    /// it shows the values of shared keys only.
+    pub fn parse(
+        query: &str,
+        grammar: &UrlGrammar<'_>,
+        mut own: impl FnMut(&str, &str) -> Result<bool, String>,
+    ) -> Result<Self, String> {
+        let mut options = Self::default();
+        let [ca_keys, cert_keys, key_keys] = grammar.file_keys;
+        let (mut cert, mut key) = (None, None);
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let (name, value) = (name.as_ref(), value.as_ref());
+            let file = if ca_keys.contains(&name) {
+                &mut options.ca_file
+            } else if cert_keys.contains(&name) {
+                &mut cert
+            } else if key_keys.contains(&name) {
+                &mut key
+            } else {
+                let timeout = || parse_url_timeout(value).map_err(|e| format!("{name}: {e}"));
+                match name {
+                    "connect_timeout" => options.connect_timeout = Some(timeout()?),
+                    "timeout" => options.request_timeout = Some(timeout()?),
+                    "max_session_ttl" if value.is_empty() => options.max_session_ttl = None,
+                    "max_session_ttl" => {
+                        let (ttl, (shortest, longest)) = (timeout()?, grammar.session_ttl_bounds);
+                        if !(shortest..=longest).contains(&ttl) {
+                            return Err(format!(
+                                "max_session_ttl: {ttl:?} is not from {shortest:?} (the shortest \
+                                 session TTL) to {longest:?}"
+                            ));
+                        }
+                        options.max_session_ttl = Some(ttl);
+                    }
+                    _ if own(name, value)? => {}
+                    _ => {
+                        let files = grammar.file_keys.iter().filter_map(|keys| keys.first());
+                        let accepted: Vec<String> = (SHARED_KEYS.iter().chain(files))
+                            .chain(grammar.own_keys)
+                            .map(|key| format!("`{key}`"))
+                            .collect();
+                        return Err(format!(
+                            "unknown query parameter `{name}` (accepted: {})",
+                            accepted.join(", ")
+                        ));
+                    }
+                }
+                continue;
+            };
+            if value.is_empty() {
+                return Err(format!("`{name}` needs a file path"));
+            }
+            *file = Some(value.to_owned());
+            options
+                .first_file_key
+                .get_or_insert_with(|| name.to_owned());
+        }
+        options.client_cert_files = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(format!(
+                    "a client certificate needs both `{}` and `{}` (PEM file paths)",
+                    cert_keys.first().unwrap_or(&"cert"),
+                    key_keys.first().unwrap_or(&"key"),
+                ))
+            }
+        };
+        Ok(options)
+    }
+
+    /// Refuses TLS files when `tls` is off, where ignoring them would hide a mistake;
+    /// `how` says how to turn TLS on, or why it is off (`use rediss://`).
+    ///
+    /// # Errors
+    /// The reason, naming the first file key the URL gives.
+    pub fn check_tls(&self, tls: bool, how: &str) -> Result<(), String> {
+        match &self.first_file_key {
+            Some(key) if !tls => Err(format!("`{key}` is for TLS: {how}")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Parses a duration of a backend URL: a whole number of milliseconds (`1500`), or a
+/// whole number with the unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
+///
+/// # Errors
+/// A message naming the text for anything else, and for zero.
+pub fn parse_url_timeout(text: &str) -> Result<Duration, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "ms"),
+    };
+    let bad = || format!("{text:?} is not a duration (e.g. `1500`, `1500ms`, `2s`, `1m`)");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?}: a timeout must be greater than zero"));
+    }
+    Ok(duration)
+}
+
+/// Parses a flag of a backend URL: `true` or `false`, a typo refused, not guessed.
+///
+/// # Errors
+/// A message naming `key` for any other value.
+pub fn parse_url_flag(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{key} must be `true` or `false`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
+        session_ttl_bounds: (Duration::from_secs(1), Duration::from_secs(3600)),
+        ..UrlGrammar::new(&["layout"], Duration::from_secs(1))
+    };
+
+    /// The shared options of `query`, with `layout` the backend's own key.
+    fn parse(query: &str) -> Result<UrlOptions, String> {
+        UrlOptions::parse(query, &GRAMMAR, |key, _| Ok(key == "layout"))
+    }
+
+    #[test]
+    fn url_timeouts() {
+        assert_eq!(parse_url_timeout("1500"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_url_timeout("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_url_timeout("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_url_timeout("1m"), Ok(Duration::from_secs(60)));
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "-1",
+            "1h",
+            "1.5s",
+            "s",
+            "2 s",
+            "99999999999999999999m",
+        ] {
+            assert!(parse_url_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn each_shared_key_is_read_and_the_rest_left_unset() {
+        let options = parse(
+            "connect_timeout=1500&timeout=2s&max_session_ttl=1m&ca=/c/ca.pem\
+             &cert=/c/a.pem&key=/c/a%20k.pem",
+        )
+        .unwrap();
+        assert_eq!(options.connect_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(options.request_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(options.max_session_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(options.ca_file.as_deref(), Some("/c/ca.pem"));
+        let files = options.client_cert_files.clone().unwrap();
+        assert_eq!(files, ("/c/a.pem".to_owned(), "/c/a k.pem".to_owned()));
+        assert_eq!(parse("").unwrap(), UrlOptions::default());
+        assert_eq!(parse("layout=go").unwrap(), UrlOptions::default());
+    }
+
+    #[test]
+    fn the_backend_gets_its_own_pairs_in_url_order() {
+        let mut seen = Vec::new();
+        let options = UrlOptions::parse("b=1&timeout=3s&a=x%20y&b=2", &GRAMMAR, |key, value| {
+            seen.push(format!("{key}={value}"));
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, ["b=1", "a=x y", "b=2"]);
+        assert_eq!(options.request_timeout, Some(Duration::from_secs(3)));
+        let refused = UrlOptions::parse("layout=x", &GRAMMAR, |_, _| Err("bad layout".into()));
+        assert_eq!(refused, Err("bad layout".to_owned()));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_every_accepted_key() {
+        let reason = parse("timeout=1s&colour=blue").unwrap_err();
+        assert_eq!(
+            reason,
+            "unknown query parameter `colour` (accepted: `connect_timeout`, `timeout`, \
+             `max_session_ttl`, `ca`, `cert`, `key`, `layout`)"
+        );
+        assert!(!reason.contains("blue"), "{reason}");
+    }
+
+    #[test]
+    fn a_bad_or_zero_duration_is_refused_naming_its_key() {
+        for (query, key) in [
+            ("timeout=soon", "timeout"),
+            ("connect_timeout=1h", "connect_timeout"),
+            ("timeout=0", "timeout"),
+            ("connect_timeout=0s", "connect_timeout"),
+            ("max_session_ttl=0", "max_session_ttl"),
+            ("max_session_ttl=x", "max_session_ttl"),
+        ] {
+            let reason = parse(query).unwrap_err();
+            assert!(reason.starts_with(&format!("{key}: ")), "{query}: {reason}");
+        }
+    }
+
+    #[test]
+    fn max_session_ttl_is_bounded_and_empty_drops_it() {
+        for bad in ["999ms", "61m"] {
+            let reason = parse(&format!("max_session_ttl={bad}")).unwrap_err();
+            assert!(reason.contains("is not from 1s (the shortest"), "{reason}");
+        }
+        assert_eq!(
+            parse("max_session_ttl=1s").unwrap().max_session_ttl,
+            Some(Duration::from_secs(1))
+        );
+        let dropped = parse("max_session_ttl=5s&max_session_ttl=").unwrap();
+        assert_eq!(dropped.max_session_ttl, None);
+    }
+
+    #[test]
+    fn a_file_needs_a_path_and_a_certificate_its_key() {
+        for key in ["ca", "cert", "key"] {
+            assert_eq!(
+                parse(&format!("{key}=")).unwrap_err(),
+                format!("`{key}` needs a file path")
+            );
+        }
+        for query in ["cert=/c.pem", "key=/k.pem", "ca=/ca.pem&key=/k.pem"] {
+            assert_eq!(
+                parse(query).unwrap_err(),
+                "a client certificate needs both `cert` and `key` (PEM file paths)",
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_files_are_refused_without_tls_naming_the_key_given() {
+        let options = parse("timeout=1s&cert=/c.pem&key=/k.pem").unwrap();
+        assert_eq!(
+            options.check_tls(false, "use zks://"),
+            Err("`cert` is for TLS: use zks://".to_owned())
+        );
+        assert_eq!(options.check_tls(true, "use zks://"), Ok(()));
+        assert_eq!(parse("timeout=1s").unwrap().check_tls(false, "x"), Ok(()));
+    }
+
+    #[test]
+    fn another_store_names_its_files_its_own_way() {
+        let grammar = UrlGrammar {
+            file_keys: [
+                &["sslrootcert", "ssl-ca"],
+                &["sslcert"],
+                &["sslkey", "ssl-key"],
+            ],
+            ..GRAMMAR
+        };
+        let read = |query: &str| UrlOptions::parse(query, &grammar, |_, _| Ok(false));
+        let options = read("ssl-ca=/ca&sslcert=/c&ssl-key=/k").unwrap();
+        assert_eq!(options.ca_file.as_deref(), Some("/ca"));
+        let files = options.client_cert_files.clone().unwrap();
+        assert_eq!(files, ("/c".to_owned(), "/k".to_owned()));
+        assert_eq!(
+            options.check_tls(false, "sslmode=disable"),
+            Err("`ssl-ca` is for TLS: sslmode=disable".to_owned())
+        );
+        assert_eq!(
+            read("sslcert=/c").unwrap_err(),
+            "a client certificate needs both `sslcert` and `sslkey` (PEM file paths)"
+        );
+        assert!(read("ca=/x").unwrap_err().contains("`sslrootcert`"));
+    }
+
+    #[test]
+    fn flags_are_true_or_false() {
+        assert_eq!(parse_url_flag("tls", "true"), Ok(true));
+        assert_eq!(parse_url_flag("tls", "false"), Ok(false));
+        for bad in ["", "yes", "1", "TRUE"] {
+            assert_eq!(
+                parse_url_flag("tls", bad),
+                Err("tls must be `true` or `false`".to_owned())
+            );
+        }
+    }
+}
