@@ -88,17 +88,16 @@ pub use distsync_core::{
 };
 
 pub mod session {
-    //! A session's health and loss, the session that replaces itself after a loss, and
-    //! the default TTL (see [`Session`](crate::Session) and [`Coordinator::live_session`](crate::Coordinator::live_session)).
+    //! A session's health and loss, the session that replaces itself after a loss, and the default TTL (see
+    //! [`Session`](crate::Session) and [`Coordinator::live_session`](crate::Coordinator::live_session)).
     pub use distsync_core::{
         HealthWatch, LiveSession, Lost, SessionHealth, SessionId, DEFAULT_TTL,
     };
 }
 
 pub mod lock {
-    //! Options of a lock (the lock-delay after an unclean loss), the administrative break,
-    //! and several locks taken all or nothing (see [`Locker`](crate::Locker) and
-    //! [`Coordinator::locker_with`](crate::Coordinator::locker_with)).
+    //! Options of a lock (the lock-delay after an unclean loss), the administrative break, and several locks taken all
+    //! or nothing (see [`Locker`](crate::Locker) and [`Coordinator::locker_with`](crate::Coordinator::locker_with)).
     pub use distsync_core::{BrokenHold, LockOptions, MultiLockGuard, MultiLocker};
 }
 
@@ -112,14 +111,12 @@ pub mod election {
 }
 
 pub mod queue {
-    //! The consumer loop with a dead-letter queue, idempotent enqueue and priorities (see
-    //! [`Queue`](crate::Queue)).
+    //! The consumer loop with a dead-letter queue, idempotent enqueue and priorities (see [`Queue`](crate::Queue)).
     //!
-    //! Which way to consume: [`Queue::receive`](crate::Queue::receive) hands out a [`Delivery`](crate::Delivery) held through a
-    //! session, acknowledged or put back by the caller (at-least-once);
-    //! [`Consumer`] runs that loop for you, with retries, a processing deadline and a
-    //! dead-letter queue; [`Queue::dequeue`](crate::Queue::dequeue) removes the item as it returns it
-    //! (at-most-once: a crash after it loses the item).
+    //! Which way to consume: [`Queue::receive`](crate::Queue::receive) hands out a [`Delivery`](crate::Delivery) held
+    //! through a session, acknowledged or put back by the caller (at-least-once); [`Consumer`] runs that loop for you,
+    //! with retries, a processing deadline and a dead-letter queue; [`Queue::dequeue`](crate::Queue::dequeue) removes
+    //! the item as it returns it (at-most-once: a crash after it loses the item).
     pub use distsync_core::queue::DEDUP_WINDOW;
     pub use distsync_core::{
         BoxError, Consumer, ConsumerOptions, Enqueued, IdempotencyKey, DEFAULT_PRIORITY,
@@ -127,8 +124,8 @@ pub mod queue {
 }
 
 pub mod stm {
-    //! Software transactional memory: transactions over keys at etcd's isolation levels,
-    //! retried on conflict ([`Coordinator::stm`](crate::Coordinator::stm)).
+    //! Software transactional memory: transactions over keys at etcd's isolation levels, retried on conflict
+    //! ([`Coordinator::stm`](crate::Coordinator::stm)).
     pub use distsync_core::{Committed, Isolation, Stm, StmOptions, StmTx};
 }
 
@@ -140,9 +137,9 @@ pub mod rate_limiter {
 pub use distsync_core::{fence, instrument};
 
 pub mod store {
-    //! The stores: their drivers, the memory store for tests, each backend's own module
-    //! (behind its cargo feature), who holds what ([`status`]), moving state between
-    //! stores ([`migrate`]), and what it takes to write a store ([`raw`]).
+    //! The stores: their drivers, the memory store for tests, each backend's own module (behind its cargo feature), who
+    //! holds what ([`status`]), moving state between stores ([`migrate`]), and what it takes to write a store
+    //! ([`raw`]).
     pub use distsync_core::migrate::{migrate, MigrateOptions, MigrationReport};
     pub use distsync_core::{redact_url, status, Driver};
     pub use distsync_kv::memory;
@@ -162,15 +159,18 @@ pub mod store {
 
     pub mod raw {
         //! The backend author's API: the contract a store implements (the `Backend` trait,
+        //!
         //! leases, guard constructors, retries), and the revisioned key-value model with
+        //!
         //! the primitives built on it (`distsync-kv`).
+        //!
         pub use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
         pub use distsync_core::raw::{
             call_id, check_session_ttl, join_host_port, leadership, lock_guard, name_under,
-            parse_host_port, parse_url_flag, parse_url_timeout, permit, read_guard, retry,
-            Backend, Backoff, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive,
-            Lease, LossWatchFn, MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide,
-            Settle, StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions, Write,
+            parse_host_port, parse_url_flag, parse_url_timeout, permit, read_guard, retry, Backend,
+            Backoff, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease,
+            LossWatchFn, MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide, Settle,
+            StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions, Write,
             DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
         };
         pub use distsync_core::Proclaim;
