@@ -148,8 +148,9 @@ async fn make_root(shared: &Shared, client: &zk::Client) -> Result<()> {
 }
 
 /// Creates the hold node (the root first if missing), ephemeral on a session of the
-/// lock-delay's length that is left open as the client goes (see the module docs).
-/// One already there is another client's hold, which does as well.
+/// lock-delay's length that is left open as the client goes (see the module docs), and
+/// starts this client's lock-delay. One already there is another client's hold, which
+/// does as well.
 async fn write_hold(shared: &Shared) -> Result<()> {
     let delay = shared.amnesia.current_delay();
     let client = shared.connect_detached(delay).await?;
@@ -169,8 +170,13 @@ async fn write_hold(shared: &Shared) -> Result<()> {
         answer = bounded(shared, client.create(path, &[], &options)).await?;
     }
     match answer {
+        // This client's own hold: it waits the lock-delay out too, whoever then wins
+        // the marker's create (a client that created the hold and lost that race
+        // would otherwise take the hold for one it had waited out, and grant at once).
         Ok((stat, _)) => {
-            shared.amnesia.new_hold(stat.czxid);
+            if shared.amnesia.new_hold(stat.czxid) {
+                shared.amnesia.hold_for_longest();
+            }
             Ok(())
         }
         Err(zk::Error::NodeExists) => Ok(()),

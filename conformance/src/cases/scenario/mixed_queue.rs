@@ -401,10 +401,27 @@ async fn drain(h: &Harness, run: &Run) -> Check<Tally> {
     let deadline = Instant::now() + run.ttl * 2 + DRAIN_LIMIT;
     let mut tally = Tally::default();
     let recorder = &run.log.recorder;
-    while Instant::now() < deadline {
+    let pending =
+        || queue_history::pending(&lock_vec(&run.log.enqueues), &lock_vec(&run.log.receipts));
+    // One receive at a time, kept across the checks for an empty queue: a receive
+    // given up at each check would throw away a slow store's progress (the hold it was
+    // taking goes back to the queue) and could leave items queued until the deadline,
+    // read as lost.
+    'drain: while Instant::now() < deadline {
         let invoked = recorder.record(DRAINER, Kind::Invoke);
-        match tokio::time::timeout(RECEIVE_WAIT, queue.receive(&session)).await {
-            Ok(Ok(delivery)) => {
+        let mut receiving = std::pin::pin!(queue.receive(&session));
+        let received = loop {
+            tokio::select! {
+                received = &mut receiving => break received,
+                () = tokio::time::sleep(RECEIVE_WAIT) => {
+                    if pending() == 0 || Instant::now() >= deadline {
+                        break 'drain;
+                    }
+                }
+            }
+        };
+        match received {
+            Ok(delivery) => {
                 let receipt = hold(
                     run,
                     DRAINER,
@@ -417,16 +434,7 @@ async fn drain(h: &Harness, run: &Run) -> Check<Tally> {
                 .await;
                 lock_vec(&run.log.receipts).push(receipt);
             }
-            Ok(Err(error)) => return Err(Fail::Violated(format!("draining the queue: {error}"))),
-            Err(_) => {
-                let pending = queue_history::pending(
-                    &lock_vec(&run.log.enqueues),
-                    &lock_vec(&run.log.receipts),
-                );
-                if pending == 0 {
-                    break;
-                }
-            }
+            Err(error) => return Err(Fail::Violated(format!("draining the queue: {error}"))),
         }
     }
     let _ = tokio::time::timeout(PROMPT, session.close()).await;
