@@ -10,7 +10,6 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use crate::error::{classify, to_error};
 use crate::kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::{capabilities, capabilities_with_bound, EtcdConfig, BACKEND};
-use distsync_core::raw::retry::ONE_SHOT_BUDGET as DEFAULT_RETRY_BUDGET;
 use distsync_core::raw::{Idempotence, RetryPolicy};
 
 /// The etcd backend: every primitive of [`distsync_kv::recipes`] over [`EtcdKv`].
@@ -75,10 +74,9 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
     // No retry starts later than the request timeout after the first attempt: a request
     // into a silent partition fails within about one `timeout=` (plus its last
     // attempt's), not a retry budget of timeouts.
-    let budget = DEFAULT_RETRY_BUDGET.min(config.request_timeout());
     Ok(KvBackend::with_kv(
         EtcdKv::from_client(client)
-            .with_retry_budget(budget)
+            .with_retry_budget(RetryPolicy::within(config.request_timeout()).budget())
             .with_keepalive_timeout(config.request_timeout())
             .with_amnesia(config.namespace(), config.max_session_ttl()),
         config.namespace(),

@@ -483,6 +483,10 @@ impl Kv for EtcdKv {
         BACKEND
     }
 
+    fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
     /// The version of the member that answers (`etcd_version`) and the number of
     /// members (`cluster_size`); a read the member refuses (no permission) is left out.
     async fn describe(&self) -> Result<Vec<(String, String)>> {

@@ -81,7 +81,7 @@ use crate::error::map;
 use crate::session::PgLease;
 use crate::store::Shared;
 use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
-use distsync_core::raw::{Failure, Idempotence, RetryPolicy, WaitRetry};
+use distsync_core::raw::{Failure, Idempotence, WaitRetry};
 
 /// How old an at-most-once claim must be before a consumer puts its item back: longer
 /// than every budget its owner may still be acting within.
@@ -716,7 +716,8 @@ impl PgSettle {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
     {
-        RetryPolicy::default()
+        self.shared
+            .retry()
             .release(what, None, || async { op().await.map_err(map) })
             .await
     }
@@ -843,7 +844,8 @@ impl PgQueue {
                 Enqueued::Duplicate
             })
         };
-        RetryPolicy::default()
+        self.shared
+            .retry()
             .one_shot(
                 "queue enqueue",
                 Idempotence::Idempotent,

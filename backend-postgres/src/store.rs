@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use distsync_core::raw::RetryPolicy;
 use distsync_core::{Error, Result};
 use sqlx::PgPool;
 
@@ -161,6 +162,11 @@ impl Shared {
     /// the application's pool's setting).
     pub(crate) fn request_timeout(&self) -> Duration {
         self.pool.options().get_acquire_timeout()
+    }
+
+    /// Core's retry policy, its one-shot budget cut to the request timeout.
+    pub(crate) fn retry(&self) -> RetryPolicy {
+        RetryPolicy::within(self.request_timeout())
     }
 
     /// The reaper's pool, bounded as [`Shared::bounded`].

@@ -82,7 +82,7 @@ use crate::scripts::{Lua, SCRIPTS};
 use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
 use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
-use distsync_core::raw::{Failure, Idempotence, RetryPolicy, WaitRetry};
+use distsync_core::raw::{Failure, Idempotence, WaitRetry};
 use tokio::time::Instant;
 
 /// How long a waiting consumer's registration lasts without renewal.
@@ -171,7 +171,9 @@ impl RedisQueue {
                 .arg(window_ms);
             async move { int("queue_enqueue_once", &self.shared.eval(&call).await?) }
         };
-        let answer = RetryPolicy::default()
+        let answer = self
+            .shared
+            .retry
             .one_shot(
                 "queue enqueue",
                 Idempotence::Idempotent,
@@ -301,7 +303,7 @@ impl RedisQueue {
             None
         };
         // A `try_receive` is a one-shot call: idempotent, retried within the budget.
-        let give_up = Instant::now() + RetryPolicy::default().budget();
+        let give_up = Instant::now() + self.shared.retry.budget();
         loop {
             // A receive is idempotent per call id, so connection trouble is ridden out.
             let delay = match self.receive_once(&call.id, session, lease, wait).await {
@@ -407,7 +409,8 @@ impl RedisSettle {
                 .arg(&self.record);
             async move { int("queue_settle", &self.shared.eval(&call).await?) }
         };
-        RetryPolicy::default()
+        self.shared
+            .retry
             .release("queue settle", None, attempt)
             .await
     }

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use distsync_core::raw::RetryPolicy;
 use distsync_core::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Value};
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     /// The bound on session TTLs that turns on the lock-delay after the store forgets
     /// ([`crate::amnesia`]).
     pub(crate) max_session_ttl: Option<std::time::Duration>,
+    /// Core's retry policy, its one-shot budget cut to the request timeout.
+    pub(crate) retry: RetryPolicy,
 }
 
 impl Shared {
@@ -251,6 +254,7 @@ impl Shared {
             keys,
             store: format!("{server}?namespace={}", options.namespace),
             max_session_ttl: options.max_session_ttl,
+            retry: RetryPolicy::within(options.request_timeout),
             namespace: options.namespace,
             instance,
             calls: AtomicU64::new(0),

@@ -547,24 +547,27 @@ impl Locker for ZkLocker {
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
         let this = &self.line;
-        let (entry, first) = this.enter_listed(&this.session_data(), true).await?;
-        let line = match first {
-            Some(line) if line.iter().any(|(_, child)| *child == entry.child) => line,
-            _ => this.line().await?,
+        let attempt = async {
+            let (entry, first) = this.enter_listed(&this.session_data(), true).await?;
+            let line = match first {
+                Some(line) if line.iter().any(|(_, child)| *child == entry.child) => line,
+                _ => this.line().await?,
+            };
+            match line.first() {
+                Some((_, first)) if *first == entry.child => {
+                    Ok(Some(revocable(this, this.guard(entry))))
+                }
+                Some(_) if line.iter().any(|(_, child)| *child == entry.child) => {
+                    // Someone is ahead: withdraw before answering, so that no later
+                    // `try_lock` finds this node ahead of it (cancelled here, the entry's
+                    // drop deletes it in the background).
+                    this.leave(entry).await?;
+                    Ok(None)
+                }
+                _ => Err(this.gone(&entry)),
+            }
         };
-        match line.first() {
-            Some((_, first)) if *first == entry.child => {
-                Ok(Some(revocable(this, this.guard(entry))))
-            }
-            Some(_) if line.iter().any(|(_, child)| *child == entry.child) => {
-                // Someone is ahead: withdraw before answering, so that no later
-                // `try_lock` finds this node ahead of it (cancelled here, the entry's
-                // drop deletes it in the background).
-                this.leave(entry).await?;
-                Ok(None)
-            }
-            _ => Err(this.gone(&entry)),
-        }
+        this.lease.shared.one_shot("try_lock", attempt).await
     }
 
     async fn contenders(&self) -> Result<usize> {

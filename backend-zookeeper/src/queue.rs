@@ -128,8 +128,9 @@ enum Look<T> {
 }
 
 impl Inner {
+    /// Core's policy with the one-shot budget cut to the request timeout.
     fn policy(&self) -> RetryPolicy {
-        RetryPolicy::default()
+        RetryPolicy::within(self.shared.config.request_timeout())
     }
 
     /// The children of `path` (with a watch on them when `watch`), creating the node

@@ -136,14 +136,18 @@ impl ZkRwLock {
     /// Enters through `line` and answers at once: the entry if it holds, `None` (its
     /// node withdrawn) if not.
     async fn try_enter(&self, line: &Line, writer: bool) -> Result<Option<Entry>> {
-        let entry = line.enter(&line.session_data()).await?;
-        match self.place(line, &entry, writer).await? {
-            Place::Holds => Ok(Some(entry)),
-            Place::Behind(_) => {
-                line.leave(entry).await?;
-                Ok(None)
+        let attempt = async {
+            let entry = line.enter(&line.session_data()).await?;
+            match self.place(line, &entry, writer).await? {
+                Place::Holds => Ok(Some(entry)),
+                Place::Behind(_) => {
+                    line.leave(entry).await?;
+                    Ok(None)
+                }
             }
-        }
+        };
+        let what = if writer { "try_write" } else { "try_read" };
+        line.lease.shared.one_shot(what, attempt).await
     }
 }
 

@@ -205,22 +205,29 @@ impl Semaphore for ZkSemaphore {
     }
 
     async fn try_acquire(&self) -> Result<Option<Permit>> {
-        // Refused before lining up, so that a wrong count is an error even while
-        // someone else holds the mutex.
-        self.check_count().await?;
-        let mutex = self.mutex.enter(&self.mutex.session_data()).await?;
-        let line = self.mutex.line().await?;
-        match line.first() {
-            Some((_, first)) if *first == mutex.child => {}
-            Some(_) if line.iter().any(|(_, child)| *child == mutex.child) => {
-                // An acquirer is ahead: it takes the next free permit, not this one.
-                self.mutex.leave(mutex).await?;
-                return Ok(None);
+        let attempt = async {
+            // Refused before lining up, so that a wrong count is an error even while
+            // someone else holds the mutex.
+            self.check_count().await?;
+            let mutex = self.mutex.enter(&self.mutex.session_data()).await?;
+            let line = self.mutex.line().await?;
+            match line.first() {
+                Some((_, first)) if *first == mutex.child => {}
+                Some(_) if line.iter().any(|(_, child)| *child == mutex.child) => {
+                    // An acquirer is ahead: it takes the next free permit, not this one.
+                    self.mutex.leave(mutex).await?;
+                    return Ok(None);
+                }
+                _ => return Err(self.mutex.gone(&mutex)),
             }
-            _ => return Err(self.mutex.gone(&mutex)),
-        }
-        let lease = self.take_lease(false).await?;
-        self.mutex.leave(mutex).await?;
-        Ok(lease.map(|lease| permit(self.leases.guard(lease))))
+            let lease = self.take_lease(false).await?;
+            self.mutex.leave(mutex).await?;
+            Ok(lease.map(|lease| permit(self.leases.guard(lease))))
+        };
+        self.mutex
+            .lease
+            .shared
+            .one_shot("try_acquire", attempt)
+            .await
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use distsync_core::raw::RetryPolicy;
 use distsync_core::{Error, Result};
 use zookeeper_client as zk;
 
@@ -31,6 +32,27 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Bounds a one-shot call (`try_lock`, `try_acquire`, ...): its requests ride
+    /// connection losses while the session may live, so without a bound a call into a
+    /// silent partition would wait for the session to end. It gets core's one-shot
+    /// budget, cut to the request timeout, and one request timeout for the attempt in
+    /// flight; then its transient error. A call dropped there leaves nothing: a
+    /// contender's node is deleted in the background by its protected prefix.
+    pub(crate) async fn one_shot<T>(
+        &self,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let timeout = self.config.request_timeout();
+        let limit = RetryPolicy::within(timeout).budget() + timeout;
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(Error::connection(
+                BACKEND,
+                format!("{what}: no answer within {limit:?} (the request timeout, `timeout=`)"),
+            ))
+        })
+    }
+
     /// Opens a ZooKeeper session of `timeout` (its own connection), logged in.
     pub(crate) async fn connect(&self, timeout: Duration) -> Result<zk::Client> {
         self.open_client(timeout, false).await

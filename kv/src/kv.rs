@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use distsync_core::error::Result;
+use distsync_core::raw::RetryPolicy;
 use distsync_core::session::KeepAlive;
 
 /// A store revision: increases by one with every transaction that changes something.
@@ -427,6 +428,14 @@ pub trait Kv: Send + Sync + 'static {
 
     /// Revokes a lease, deleting every key attached to it.
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()>;
+
+    /// The retry policy of this store's client: recipes retry their one-shot calls
+    /// and releases by it, so that none of them outlasts the client's request timeout
+    /// by a budget of retries (see [`RetryPolicy::within`]). The default is core's
+    /// default policy.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
 
     /// The store's own clock: time since an epoch the store keeps, read where the
     /// store decides (for the memory store, in its process). `None` (the default)

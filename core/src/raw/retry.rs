@@ -140,6 +140,15 @@ impl RetryPolicy {
         self
     }
 
+    /// The default policy for a store client whose requests time out after
+    /// `request_timeout`: its one-shot budget is cut to that timeout where shorter, so
+    /// that a one-shot call into a silent store fails within about one timeout (plus
+    /// its last attempt's), not a budget of several.
+    #[must_use]
+    pub fn within(request_timeout: Duration) -> Self {
+        Self::default().with_budget(ONE_SHOT_BUDGET.min(request_timeout))
+    }
+
     /// The same policy with pauses from `first` doubling up to `longest`.
     #[must_use]
     pub fn with_pauses(mut self, first: Duration, longest: Duration) -> Self {
@@ -468,6 +477,14 @@ mod tests {
                 Err(error())
             })
         }
+    }
+
+    #[test]
+    fn a_request_timeout_shorter_than_the_budget_cuts_it() {
+        let second = Duration::from_secs(1);
+        assert_eq!(RetryPolicy::within(second).budget(), second);
+        let long = Duration::from_secs(30);
+        assert_eq!(RetryPolicy::within(long).budget(), ONE_SHOT_BUDGET);
     }
 
     #[tokio::test(start_paused = true)]

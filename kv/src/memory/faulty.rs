@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::error::{Error, Result};
+use distsync_core::raw::RetryPolicy;
 use distsync_core::session::KeepAlive;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::watch;
@@ -268,6 +269,12 @@ impl Kv for FaultyKv {
 
     fn clock(&self) -> Option<std::time::Duration> {
         self.store.clock()
+    }
+
+    /// As a server client's: the one-shot budget cut to the request timeout.
+    fn retry_policy(&self) -> RetryPolicy {
+        self.request_timeout
+            .map_or_else(RetryPolicy::default, RetryPolicy::within)
     }
 
     async fn range(&self, range: Range) -> Result<RangeResponse> {

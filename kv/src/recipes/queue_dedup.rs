@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::kv::LeaseId;
 use distsync_core::error::Result;
 use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
-use distsync_core::raw::{call_id, Failure, Idempotence, RetryPolicy};
+use distsync_core::raw::{call_id, Failure, Idempotence};
 
 use super::{put_sequential, KvQueue, Put};
 
@@ -119,7 +119,9 @@ impl KvQueue {
         let call = Bytes::from(call_id());
         let mut renewed = false;
         loop {
-            let (put, fresh) = RetryPolicy::default()
+            let (put, fresh) = self
+                .kv
+                .retry_policy()
                 .one_shot(
                     "queue enqueue",
                     Idempotence::Idempotent,

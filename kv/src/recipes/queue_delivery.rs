@@ -232,7 +232,9 @@ impl Settle for KvSettle {
             ])
             .or_else(vec![TxnOp::Range(Range::key(&item))]);
         let attempt = || self.kv.txn(txn.clone());
-        let response = RetryPolicy::default()
+        let response = self
+            .kv
+            .retry_policy()
             .release("queue ack", None, attempt)
             .await?;
         if response.succeeded {
@@ -251,7 +253,8 @@ impl Settle for KvSettle {
         let txn = Txn::when(vec![self.mine()]).and_then(vec![TxnOp::delete(&self.hold)]);
         let attempt = || self.kv.txn(txn.clone());
         // Not succeeding means the hold is gone already: the item is back either way.
-        RetryPolicy::default()
+        self.kv
+            .retry_policy()
             .release("queue nack", None, attempt)
             .await?;
         Ok(())
