@@ -38,6 +38,11 @@
 //! checked in process), [`instrument`] (spans and metrics) and [`store`] (the
 //! backends, who holds what, migration, and what it takes to write a store).
 //!
+//! Every blocking call (`lock`, `acquire`, `campaign`, `dequeue`, `receive`, a
+//! barrier's `wait`, ...) waits for as long as you let it, through store outages, and
+//! is cancel-safe; bound it with [`timeout`], which also tells "the store is down"
+//! (the store's error) from "nobody released in time" ([`Error::Timeout`]).
+//!
 //! ## Which store?
 //!
 //! Every store gives the contract of every primitive (mutual exclusion, growing
@@ -80,11 +85,12 @@
 #![warn(missing_docs)]
 
 // What a user types: the entry point, sessions, errors, names, the primitive traits
-// and their holds. Everything else is in exactly one module below.
+// and their holds, and the one way to bound a wait. Everything else is in exactly one
+// module below.
 pub use distsync_core::{
-    Barrier, Bytes, Capabilities, Coordinator, CountDownLatch, Counter, Delivery, DoubleBarrier,
-    Election, Error, FencingToken, Leadership, LockGuard, Locker, Name, Permit, Queue, ReadGuard,
-    Result, RwLock, Semaphore, Session, SessionOptions,
+    timeout, Barrier, Bytes, Capabilities, Coordinator, CountDownLatch, Counter, Delivery,
+    DoubleBarrier, Election, Error, FencingToken, Leadership, LockGuard, Locker, Name, Permit,
+    Queue, ReadGuard, Result, RwLock, Semaphore, Session, SessionOptions,
 };
 
 pub mod session {
@@ -159,19 +165,17 @@ pub mod store {
 
     pub mod raw {
         //! The backend author's API: the contract a store implements (the `Backend` trait,
-        //!
         //! leases, guard constructors, retries), and the revisioned key-value model with
-        //!
         //! the primitives built on it (`distsync-kv`).
-        //!
         pub use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
         pub use distsync_core::raw::{
             call_id, check_session_ttl, join_host_port, leadership, lock_guard, name_under,
-            parse_host_port, parse_url_flag, parse_url_timeout, permit, read_guard, retry, Backend,
-            Backoff, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease,
-            LossWatchFn, MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide, Settle,
-            StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions, Write,
-            DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+            parse_host_port, parse_url_flag, parse_url_timeout, permit, read_guard, retry,
+            start_session, with_guarded_write, with_release_request_watch, Backend, Backoff,
+            EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease, LossWatchFn,
+            MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide, Settle, StmAttempt,
+            StmEngine, StmRetry, UrlGrammar, UrlOptions, Write, DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_REQUEST_TIMEOUT,
         };
         pub use distsync_core::Proclaim;
         pub use distsync_kv::{kv, recipes};

@@ -50,13 +50,15 @@ pub(crate) fn lock_guard(
         entry: entry.clone(),
         token,
     });
-    distsync_core::raw::lock_guard(
-        key,
-        FencingToken(u64::try_from(token).unwrap_or_default()),
-        session,
-        release_fn(lease, entry),
+    distsync_core::raw::with_guarded_write(
+        distsync_core::raw::lock_guard(
+            key,
+            FencingToken(u64::try_from(token).unwrap_or_default()),
+            session,
+            release_fn(lease, entry),
+        ),
+        guarded,
     )
-    .with_guarded_write(guarded)
 }
 
 #[async_trait]

@@ -111,7 +111,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         failed: AtomicBool::new(false),
         renewed: AtomicBool::new(true),
     });
-    let session = Session::start(
+    let session = distsync_core::raw::start_session(
         BACKEND,
         SessionId(id as u64),
         options,

@@ -55,7 +55,7 @@ pub(crate) fn lock_guard(line: &WaiterLine, granted: &Granted) -> LockGuard {
     if line.shared().is_cluster() {
         guard
     } else {
-        guard.with_guarded_write(hook(line.shared(), granted))
+        distsync_core::raw::with_guarded_write(guard, hook(line.shared(), granted))
     }
 }
 

@@ -320,7 +320,13 @@ impl RedisLease {
             entries: AtomicU64::new(0),
         };
         tracing::debug!(session = id, ?ttl, "redis session opened");
-        let session = Session::start(BACKEND, SessionId(id), options, grant_sent, Arc::new(lease));
+        let session = distsync_core::raw::start_session(
+            BACKEND,
+            SessionId(id),
+            options,
+            grant_sent,
+            Arc::new(lease),
+        );
         watch_revocation(shared, id, session.lost_token().clone());
         Ok(session)
     }

@@ -355,9 +355,11 @@ impl Line {
     pub(crate) fn guard(&self, entry: Entry) -> LockGuard {
         let token = FencingToken(entry.token as u64);
         let (path, release, releasing) = self.release(entry);
-        lock_guard(path.clone(), token, &self.session, release)
-            .with_guarded_write(crate::stm::ZkGuardedWrite::new(&self.lease, path.clone()))
-            .with_loss_watch(self.loss_watch(path, releasing))
+        distsync_core::raw::with_guarded_write(
+            lock_guard(path.clone(), token, &self.session, release),
+            crate::stm::ZkGuardedWrite::new(&self.lease, path.clone()),
+        )
+        .with_loss_watch(self.loss_watch(path, releasing))
     }
 
     /// A loss watch on the node at `path`, whose own release sets `releasing` (see
@@ -529,7 +531,10 @@ impl Drop for Entry {
 /// `guard`, watching its node for Curator's release requests (see `src/revoke.rs`).
 fn revocable(line: &Line, guard: LockGuard) -> LockGuard {
     let path = guard.key().to_owned();
-    guard.with_release_request_watch(crate::revoke::watch(Arc::clone(&line.lease), path))
+    distsync_core::raw::with_release_request_watch(
+        guard,
+        crate::revoke::watch(Arc::clone(&line.lease), path),
+    )
 }
 
 #[async_trait]

@@ -217,7 +217,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         id,
         lost: OnceLock::new(),
     });
-    let session = Session::start(
+    let session = distsync_core::raw::start_session(
         BACKEND,
         SessionId(id),
         options,

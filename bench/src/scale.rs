@@ -400,7 +400,7 @@ async fn handoffs(
 /// Opens `count` sessions of `ttl`, `IN_FLIGHT` at a time.
 async fn open(coordinator: &Coordinator, count: usize, ttl: Duration) -> Result<Vec<Session>> {
     Ok(stream::iter(0..count)
-        .map(|_| coordinator.session_with_ttl(ttl))
+        .map(|_| coordinator.session_with(distsync::SessionOptions::with_ttl(ttl)))
         .buffered(IN_FLIGHT)
         .try_collect()
         .await?)

@@ -98,7 +98,11 @@ impl Ctx {
     pub(crate) async fn session(&mut self) -> Result<Session, Failure> {
         let coordinator = self.coordinator.clone();
         let ttl = self.ttl;
-        self.wait(coordinator.session_with_ttl(ttl), None).await
+        self.wait(
+            coordinator.session_with(distsync::SessionOptions::with_ttl(ttl)),
+            None,
+        )
+        .await
     }
 }
 

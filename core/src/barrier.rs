@@ -35,20 +35,6 @@ pub trait Barrier: Send + Sync {
     ///
     /// This method is cancel safe: waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()>;
-
-    /// [`Self::wait`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], removing nothing (waiting leaves no entry) (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::wait`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::wait`].
-    async fn wait_timeout(&self, timeout: std::time::Duration) -> Result<()> {
-        crate::timeout::timed(timeout, self.wait()).await
-    }
 }
 
 /// A double barrier for `count` participants, as etcd's `recipes.DoubleBarrier`:
@@ -77,22 +63,6 @@ pub trait DoubleBarrier: Send + Sync {
     /// [`DoubleBarrier::leave`] is called (the residue is bounded by the session).
     async fn enter(&self) -> Result<()>;
 
-    /// [`Self::enter`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`] (see [`crate::timeout`]). As after a cancelled
-    /// [`Self::enter`], the participant's entry stays (entering again resumes with it)
-    /// until [`Self::leave`] or the end of its session, which withdraws it.
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::enter`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::enter`].
-    async fn enter_timeout(&self, timeout: std::time::Duration) -> Result<()> {
-        crate::timeout::timed(timeout, self.enter()).await
-    }
-
     /// Leaves and waits until every participant has left.
     ///
     /// # Cancel safety
@@ -100,19 +70,4 @@ pub trait DoubleBarrier: Send + Sync {
     /// Dropping the future before it completes may leave this participant's entry
     /// deleted or not; in either case it is bounded by the session.
     async fn leave(&self) -> Result<()>;
-
-    /// [`Self::leave`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], removing nothing: the entry is gone or goes with the
-    /// session (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::leave`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::leave`].
-    async fn leave_timeout(&self, timeout: std::time::Duration) -> Result<()> {
-        crate::timeout::timed(timeout, self.leave()).await
-    }
 }

@@ -3,20 +3,22 @@
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::barrier::{Barrier, DoubleBarrier};
 use crate::capabilities::Capabilities;
+use crate::counter::Counter;
 use crate::election::Election;
 use crate::error::{Error, Result};
 use crate::instrument::{
     InstrumentedBarrier, InstrumentedDoubleBarrier, InstrumentedElection, InstrumentedLocker,
     InstrumentedQueue, InstrumentedRwLock, InstrumentedSemaphore,
 };
+use crate::latch::CountDownLatch;
 use crate::lock::Locker;
 use crate::name::Name;
 use crate::queue::Queue;
+use crate::rate_limiter::{Rate, RateLimiter};
 use crate::rwlock::RwLock;
 use crate::session::{Session, SessionOptions};
 use crate::status::StatusReport;
@@ -102,18 +104,6 @@ impl Coordinator {
         self.session_with(SessionOptions::default()).await
     }
 
-    /// A session with the given TTL and the default margin (`ttl / 5`).
-    ///
-    /// # Errors
-    /// As [`Coordinator::session_with`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`Coordinator::session`].
-    pub async fn session_with_ttl(&self, ttl: Duration) -> Result<Session> {
-        self.session_with(SessionOptions::with_ttl(ttl)).await
-    }
-
     /// A session with the given options (TTL and safety margin).
     ///
     /// The options are checked before any I/O, as every backend checks them
@@ -171,7 +161,7 @@ impl Coordinator {
     /// [`Coordinator::locker`] with `options`: with a
     /// [lock-delay](crate::lock_delay), a grant that follows a holder's loss (a crash,
     /// a partition, an expiry) is withheld for the delay, for resources that cannot
-    /// check fencing tokens. `lock`, `lock_timeout` and `try_lock` all honour it.
+    /// check fencing tokens. `lock` (bounded or not) and `try_lock` both honour it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
@@ -188,7 +178,7 @@ impl Coordinator {
     /// # Errors
     /// As [`Coordinator::locker`]; with a lock-delay, [`Error::InvalidName`] for a name
     /// longer than 234 bytes (its record needs the room) and [`Error::Unsupported`]
-    /// where the backend has no [`Counter`](crate::Counter).
+    /// where the backend has no [`Counter`].
     pub fn locker_with(
         &self,
         session: &Session,
@@ -341,6 +331,64 @@ impl Coordinator {
     /// Cancel-safe: it only reads.
     pub async fn status(&self, prefix: &str) -> Result<StatusReport> {
         self.backend.status(prefix).await
+    }
+
+    /// The shared counter `name` (see [`crate::counter`]). No I/O.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`] for a bad name, one ending in
+    /// `/`[`crate::lock_delay::RECORD_SEGMENT`] or
+    /// `/`[`crate::revocation::REQUEST_SEGMENT`] or one of the hand-over records'
+    /// segments ([`crate::hand_over_record`]);
+    /// [`crate::Error::Unsupported`] where the backend
+    /// has no counter.
+    pub fn counter(&self, name: &str) -> Result<Arc<dyn Counter>> {
+        if crate::lock_delay::is_reserved(name) {
+            return Err(crate::Error::InvalidName {
+                name: name.to_owned(),
+                reason: "is reserved for lock-delay records",
+            });
+        }
+        if crate::revocation::is_reserved(name) {
+            return Err(crate::Error::InvalidName {
+                name: name.to_owned(),
+                reason: "is reserved for release requests",
+            });
+        }
+        if crate::hand_over_record::is_reserved(name) {
+            return Err(crate::Error::InvalidName {
+                name: name.to_owned(),
+                reason: "is reserved for leadership hand-over records",
+            });
+        }
+        Ok(Arc::from(self.backend().counter(Name::new(name)?)?))
+    }
+
+    /// The count-down latch `name` of initial count `count` (see [`crate::latch`]).
+    /// No I/O.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`] for a bad name; [`crate::Error::Unsupported`] where the backend
+    /// has no latch.
+    pub fn latch(&self, name: &str, count: u64) -> Result<Arc<dyn CountDownLatch>> {
+        Ok(Arc::from(self.backend().latch(Name::new(name)?, count)?))
+    }
+
+    /// The rate limiter `name` at `rate` (see [`Backend::rate_limiter`] and
+    /// [`crate::rate_limiter`]).
+    ///
+    /// [`Backend::rate_limiter`]: crate::backend::Backend::rate_limiter
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad name; [`Error::Unsupported`] where the backend
+    /// has no rate limiter (etcd); before any I/O.
+    pub fn rate_limiter(&self, name: &str, rate: Rate) -> Result<Arc<dyn RateLimiter>> {
+        let name = Name::new(name)?;
+        let capabilities = self.capabilities();
+        if !capabilities.rate_limiter {
+            return Err(Error::unsupported(capabilities.backend, "rate limiter"));
+        }
+        Ok(Arc::from(self.backend().rate_limiter(name, rate)?))
     }
 
     /// The backend's software transactional memory; run transactions with

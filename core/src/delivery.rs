@@ -40,7 +40,7 @@
 //!
 //! | span | around | fields |
 //! |---|---|---|
-//! | `distsync.receive` | `receive`, `receive_timeout`, `try_receive` | `backend`, `queue`, then `delivery` and `attempt` once an item is received |
+//! | `distsync.receive` | `receive`, `try_receive` | `backend`, `queue`, then `delivery` and `attempt` once an item is received |
 //! | `distsync.ack` | [`Delivery::ack`] | `backend`, `queue`, `delivery`, `attempt` |
 //! | `distsync.nack` | [`Delivery::nack`], the background nack of [`Delivery::nack_after`] (also `delay_ms`) and of a dropped delivery | `backend`, `queue`, `delivery`, `attempt` |
 //!

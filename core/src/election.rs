@@ -100,24 +100,6 @@ impl<'a> dyn Election + 'a {
     pub async fn campaign(&self, value: impl Into<Bytes> + Send) -> Result<Leadership> {
         self.campaign_bytes(value.into()).await
     }
-
-    /// [`campaign`](#method.campaign) for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], withdrawing the candidacy (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`campaign`](#method.campaign)'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`campaign`](#method.campaign).
-    pub async fn campaign_timeout(
-        &self,
-        value: impl Into<Bytes> + Send,
-        timeout: std::time::Duration,
-    ) -> Result<Leadership> {
-        crate::timeout::timed(timeout, self.campaign_bytes(value.into())).await
-    }
 }
 
 /// The part of a leadership a backend provides.

@@ -21,7 +21,7 @@
 //! | [`Error::is_timeout`] | [`Error::Timeout`] | decides whether to wait longer: the store is answering, nobody released in time |
 //! | [`Error::may_have_applied`] | [`Error::Connection`], [`Error::Backend`], [`Error::SessionLost`], [`Error::MigrationMismatch`] | checks the store before repeating a mutation |
 //!
-//! A caller's own deadline passing (a `*_timeout` twin) is [`Error::Timeout`]; a store
+//! A caller's own deadline passing ([`crate::timeout`]) is [`Error::Timeout`]; a store
 //! that does not answer, within a backend's connect or request timeout or past a
 //! caller's deadline during an outage, is [`Error::Connection`] on every backend (see
 //! [`crate::raw::retry`] and [`crate::timeout`]). That is why [`Error::is_transient`]
@@ -247,17 +247,15 @@ pub enum Error {
         /// The newest layout version this client reads and writes.
         supported: u32,
     },
-    /// The caller's deadline passed: a `*_timeout` twin (`lock_timeout`,
-    /// `dequeue_timeout`, ...; see [`crate::timeout`]) gave up while the store was
+    /// The caller's deadline passed: [`crate::timeout`] gave up on a wait while the store was
     /// answering, because nobody released in time. A store that does not answer is
     /// [`Error::Connection`], never this, whichever timeout ran out.
     ///
     /// - **Retry?** As is, if waiting longer is still wanted: the store is fine.
-    /// - **May have happened?** No: the twin removes what the wait put in the store,
-    ///   so nothing is taken or held. The exceptions are a double barrier's
-    ///   `enter_timeout`, which keeps the participant's entry (entering again resumes
-    ///   with it), and `leave_timeout`, which may have removed it (leaving again
-    ///   finishes).
+    /// - **May have happened?** No: the dropped wait removes what it put in the store,
+    ///   so nothing is taken or held. The exceptions are a double barrier's `enter`,
+    ///   which keeps the participant's entry (entering again resumes with it), and
+    ///   `leave`, which may have removed it (leaving again finishes).
     /// - **Recovers by:** calling again, with a longer timeout, or giving up (the
     ///   command line's "not now").
     #[error("timed out after {0:?}")]
@@ -390,8 +388,8 @@ impl Error {
         matches!(self, Self::SessionLost)
     }
 
-    /// Whether the caller's own deadline passed ([`Error::Timeout`], from a `*_timeout`
-    /// twin): the store is answering and nobody released in time. A store that does
+    /// Whether the caller's own deadline passed ([`Error::Timeout`], from
+    /// [`crate::timeout`]): the store is answering and nobody released in time. A store that does
     /// not answer is [`Error::is_transient`] instead.
     ///
     /// ```

@@ -445,8 +445,7 @@ impl LockGuard {
     /// Lets [`LockGuard::release_requested`] learn of release requests through
     /// `watch`. For backends with a native protocol (ZooKeeper: Curator's
     /// `__REVOKE__`), and for the core's portable default.
-    #[doc(hidden)]
-    pub fn with_release_request_watch(mut self, watch: ReleaseRequestWatchFn) -> Self {
+    pub(crate) fn with_release_request_watch(mut self, watch: ReleaseRequestWatchFn) -> Self {
         self.release_request = Some(RequestWatch {
             requested: CancellationToken::new(),
             start: std::sync::Mutex::new(Some(watch)),
@@ -529,8 +528,7 @@ impl LockGuard {
     }
 
     /// Lets [`LockGuard::put_if_held`] write through `guarded`. For backends.
-    #[doc(hidden)]
-    pub fn with_guarded_write(mut self, guarded: std::sync::Arc<dyn GuardedWrite>) -> Self {
+    pub(crate) fn with_guarded_write(mut self, guarded: std::sync::Arc<dyn GuardedWrite>) -> Self {
         self.guarded = Some(guarded);
         self
     }

@@ -29,8 +29,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
@@ -76,19 +74,6 @@ pub trait CountDownLatch: Send + Sync {
     /// Cancel safe: waiting writes nothing, so dropping the future leaves nothing
     /// behind.
     async fn wait(&self) -> Result<()>;
-
-    /// [`CountDownLatch::wait`] for at most `timeout`.
-    ///
-    /// # Errors
-    /// [`Error::Timeout`] when the latch is still closed at the deadline (or the
-    /// store's transient error when the deadline passes during an outage, see
-    /// [`crate::raw::retry`]); [`CountDownLatch::wait`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`CountDownLatch::wait`].
-    async fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        crate::timeout::timed(timeout, self.wait()).await
-    }
 }
 
 /// Checks a stored latch's initial count against a handle's: the

@@ -8,6 +8,11 @@
 //! [`Coordinator`] that hands them out through the metrics and tracing layer
 //! ([`instrument`]).
 //!
+//! Core knows no store. Each store is a crate that implements [`raw::Backend`] and
+//! exports a driver: `distsync-kv` (the memory store, and the recipes over etcd's
+//! model), `distsync-etcd`, `distsync-redis` (single, Sentinel, Cluster),
+//! `distsync-postgres` and `distsync-zookeeper`.
+//!
 //! # Handles and inputs: one rule
 //!
 //! - **What a backend supplies is an `Arc<dyn Trait>`.** [`Locker`], [`Election`],
@@ -68,7 +73,6 @@ pub mod capabilities;
 pub mod consumer;
 pub mod coordinator;
 pub mod counter;
-mod counting;
 pub mod delivery;
 pub mod driver;
 pub mod election;
@@ -88,7 +92,6 @@ pub mod multi_lock;
 pub mod name;
 pub mod queue;
 pub mod rate_limiter;
-mod rate_limiting;
 pub mod raw;
 pub mod redact;
 mod revocable;
@@ -99,9 +102,7 @@ pub mod session;
 pub mod snapshot;
 pub mod status;
 pub mod stm;
-mod succession;
-mod take_back;
-pub mod timeout;
+mod timeout;
 pub mod token;
 
 pub use barrier::{Barrier, DoubleBarrier};
@@ -135,6 +136,7 @@ pub use session::{
     HealthWatch, Lost, Session, SessionHealth, SessionId, SessionOptions, DEFAULT_TTL,
 };
 pub use stm::{Committed, Isolation, Stm, StmOptions, StmTx};
+pub use timeout::timeout;
 pub use token::FencingToken;
 
 // The implementors' items at the crate root too, where the backends name them;

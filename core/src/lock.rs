@@ -43,20 +43,6 @@ pub trait Locker: Send + Sync {
     /// leaves the lock held: a grant that races with the drop is released again.
     async fn lock(&self) -> Result<LockGuard>;
 
-    /// [`Self::lock`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], removing this waiter's entry (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::lock`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::lock`].
-    async fn lock_timeout(&self, timeout: std::time::Duration) -> Result<LockGuard> {
-        crate::timeout::timed(timeout, self.lock()).await
-    }
-
     /// Takes the lock if it is free now, without waiting.
     ///
     /// Returns `Ok(None)` when another holder has it.

@@ -49,9 +49,10 @@
 //! # Waiting calls and the delay
 //!
 //! - [`Locker::lock`] returns once the delay, if any, has passed.
-//! - [`Locker::lock_timeout`] counts the delay inside its timeout: when the delay
-//!   would end after the deadline, it keeps the grant until the deadline, then
-//!   releases it (waiting for the store) and returns [`Error::Timeout`]. It leaves
+//! - Under [`crate::timeout`], the delay counts inside the timeout: when the delay
+//!   would end after the deadline, the grant is kept until the deadline, then
+//!   released (in the background, as a dropped guard is) and the call returns
+//!   [`Error::Timeout`]. It leaves
 //!   no residue: the record still says "lost while held", so the next grant waits a
 //!   full delay too.
 //! - [`Locker::try_lock`] does not wait for a holder, but when it is granted a lock
@@ -349,12 +350,6 @@ impl Locker for LockDelayLocker {
     async fn lock(&self) -> Result<LockGuard> {
         let guard = self.inner.lock().await?;
         self.settle(guard, None).await
-    }
-
-    async fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard> {
-        let deadline = Instant::now() + timeout;
-        let guard = self.inner.lock_timeout(timeout).await?;
-        self.settle(guard, Some((deadline, timeout))).await
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {

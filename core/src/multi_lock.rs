@@ -9,7 +9,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::{select_all, FutureExt};
 
@@ -87,20 +86,6 @@ impl MultiLocker {
             guards.push(locker.lock().await?);
         }
         Ok(self.guard(guards))
-    }
-
-    /// [`MultiLocker::lock`] for at most `timeout`: gives up with [`Error::Timeout`],
-    /// releasing what was taken.
-    ///
-    /// # Errors
-    /// [`Error::Timeout`]; the store's transient error instead when the deadline passes
-    /// while the store is failing (see [`crate::raw::retry`]); or
-    /// [`MultiLocker::lock`]'s errors.
-    ///
-    /// # Cancel safety
-    /// As [`MultiLocker::lock`].
-    pub async fn lock_timeout(&self, timeout: Duration) -> Result<MultiLockGuard> {
-        crate::timeout::timed(timeout, self.lock()).await
     }
 
     /// Takes every lock if all are free now; `None` (holding nothing) otherwise.

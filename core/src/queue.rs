@@ -230,21 +230,6 @@ pub trait Queue: Send + Sync {
     /// either returned by this call or left in the queue for another consumer.
     async fn dequeue(&self) -> Result<Bytes>;
 
-    /// [`Self::dequeue`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], removing nothing from the queue (an item is taken only
-    /// when returned) (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::dequeue`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::dequeue`].
-    async fn dequeue_timeout(&self, timeout: std::time::Duration) -> Result<Bytes> {
-        crate::timeout::timed(timeout, self.dequeue()).await
-    }
-
     /// Removes the first item if there is one, without waiting.
     ///
     /// # Cancel safety
@@ -271,24 +256,6 @@ pub trait Queue: Send + Sync {
             session.backend(),
             "reliable queue delivery",
         ))
-    }
-
-    /// [`Self::receive`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], holding nothing (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::receive`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::receive`].
-    async fn receive_timeout(
-        &self,
-        session: &Session,
-        timeout: std::time::Duration,
-    ) -> Result<Delivery> {
-        crate::timeout::timed(timeout, self.receive(session)).await
     }
 
     /// Receives the first item if there is one, without waiting (see

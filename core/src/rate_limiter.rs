@@ -419,18 +419,6 @@ pub trait RateLimiter: Send + Sync {
             }
         }
     }
-
-    /// [`RateLimiter::acquire`] for at most `timeout`: gives up with
-    /// [`Error::Timeout`] (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`Error::Timeout`]; or [`RateLimiter::acquire`]'s errors.
-    ///
-    /// # Cancel safety
-    /// As [`RateLimiter::acquire`].
-    async fn acquire_timeout(&self, permits: u32, timeout: Duration) -> Result<()> {
-        crate::timeout::timed(timeout, self.acquire(permits)).await
-    }
 }
 
 #[cfg(test)]

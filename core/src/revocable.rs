@@ -58,10 +58,6 @@ impl Locker for RevocableLocker {
         Ok(self.watched(self.inner.lock().await?))
     }
 
-    async fn lock_timeout(&self, timeout: std::time::Duration) -> Result<LockGuard> {
-        Ok(self.watched(self.inner.lock_timeout(timeout).await?))
-    }
-
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
         Ok(self
             .inner

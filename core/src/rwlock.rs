@@ -25,20 +25,6 @@ pub trait RwLock: Send + Sync {
     /// leaves a read hold behind.
     async fn read(&self) -> Result<ReadGuard>;
 
-    /// [`Self::read`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], removing this reader's entry (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::read`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::read`].
-    async fn read_timeout(&self, timeout: std::time::Duration) -> Result<ReadGuard> {
-        crate::timeout::timed(timeout, self.read()).await
-    }
-
     /// Takes a read hold if it can be had now (no writer holds or waits), without
     /// waiting; `Ok(None)` otherwise.
     ///
@@ -57,20 +43,6 @@ pub trait RwLock: Send + Sync {
     /// entry that blocks others (it is removed, or bounded by the lease) and never
     /// leaves the write hold behind.
     async fn write(&self) -> Result<LockGuard>;
-
-    /// [`Self::write`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], removing this writer's entry (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::write`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::write`].
-    async fn write_timeout(&self, timeout: std::time::Duration) -> Result<LockGuard> {
-        crate::timeout::timed(timeout, self.write()).await
-    }
 
     /// Takes the write hold if it can be had now, without waiting; `Ok(None)`
     /// otherwise.

@@ -117,20 +117,6 @@ pub trait Semaphore: Send + Sync {
     /// and never leaves a permit held.
     async fn acquire(&self) -> Result<Permit>;
 
-    /// [`Self::acquire`] for at most `timeout`: gives up with
-    /// [`crate::Error::Timeout`], removing this waiter's entry (see [`crate::timeout`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Timeout`]; the store's transient error instead when the deadline
-    /// passes while the store is failing (see [`crate::raw::retry`]); or
-    /// [`Self::acquire`]'s errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe, as [`Self::acquire`].
-    async fn acquire_timeout(&self, timeout: std::time::Duration) -> Result<Permit> {
-        crate::timeout::timed(timeout, self.acquire()).await
-    }
-
     /// Takes a permit if one is free now (and nobody waits before us); `None`
     /// otherwise.
     ///

@@ -1,32 +1,45 @@
-//! Timed acquisition: every blocking call has a `*_timeout` twin that gives up with
-//! [`Error::Timeout`](crate::Error::Timeout) and leaves nothing behind.
-//!
-//! The twins are provided methods of the primitive traits ([`crate::Locker::lock_timeout`],
-//! [`crate::RwLock::read_timeout`], [`crate::Election::campaign_timeout`](crate::Election),
-//! [`crate::Queue::dequeue_timeout`], [`crate::Barrier::wait_timeout`],
-//! [`crate::DoubleBarrier::enter_timeout`], ...). Because every blocking call is cancel-safe
-//! (dropping its future removes the waiter's entry), giving up is exactly dropping the
-//! call's future at the deadline: wrapping a call in `tokio::time::timeout` yourself is
-//! equally valid; the twins also map the elapsed error to a typed
-//! [`Error::Timeout`](crate::Error::Timeout) carrying the duration, or, when the
-//! deadline passes while the store is failing, to the store's transient error, so
-//! that a caller tells "the store is down" from "nobody released in time" (see
-//! [`crate::raw::retry`]).
+//! Bounding a wait: one function, [`timeout`], for every blocking call.
 
 use std::future::Future;
 use std::time::Duration;
 
 use crate::error::Result;
 
-/// Runs `call` for at most `timeout`; when it has not finished by then, drops it
-/// (which removes its waiter's entry) and returns
-/// [`Error::Timeout`](crate::Error::Timeout), or the store's transient error when the
-/// wait was riding out an outage (see [`crate::raw::retry`]).
-pub(crate) async fn timed<T>(
-    timeout: Duration,
-    call: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    crate::raw::retry::with_deadline(timeout, call).await
+/// Runs the distsync call `call` for at most `limit`, as [`tokio::time::timeout`] does,
+/// and tells why it gave up in the error: [`Error::Timeout`](crate::Error::Timeout)
+/// when the store was answering and nobody released in time, or the store's transient
+/// error ([`Error::Connection`](crate::Error::Connection)) when the deadline passed
+/// while the wait was riding out an outage (see [`crate::raw::retry`]), so that "the
+/// store is down" and "the lock is busy" stay apart.
+///
+/// Every blocking call (`lock`, `read`, `write`, `acquire`, `campaign`, `dequeue`,
+/// `receive`, a barrier's `wait`, `enter` and `leave`, a latch's `wait`, ...) is
+/// cancel-safe: dropping it at the deadline removes its waiter's entry and never
+/// leaves anything held, so this is all a bounded wait needs.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+/// use std::time::Duration;
+/// use distsync_core::{timeout, Error};
+///
+/// let coordinator = distsync_kv::memory::connect("memory://").await?;
+/// let (first, second) = (coordinator.session().await?, coordinator.session().await?);
+/// let held = coordinator.locker(&first, "jobs/nightly")?.lock().await?;
+/// let waiter = coordinator.locker(&second, "jobs/nightly")?;
+/// let waited = timeout(Duration::from_millis(50), waiter.lock()).await;
+/// assert!(matches!(waited, Err(Error::Timeout(_))));
+/// held.unlock().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// `call`'s own error; [`Error::Timeout`](crate::Error::Timeout) carrying `limit`; or
+/// the store's transient error, as above.
+///
+/// # Cancel safety
+/// As cancel-safe as `call`.
+pub async fn timeout<T>(limit: Duration, call: impl Future<Output = Result<T>>) -> Result<T> {
+    crate::raw::retry::with_deadline(limit, call).await
 }
 
 #[cfg(test)]
@@ -36,12 +49,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_that_does_not_finish_in_time_is_a_typed_timeout() {
-        let pending = timed(
+        let pending = timeout(
             Duration::from_millis(50),
             std::future::pending::<Result<()>>(),
         );
         assert!(matches!(pending.await, Err(Error::Timeout(d)) if d == Duration::from_millis(50)));
-        let done = timed(Duration::from_millis(50), async { Ok(7) });
+        let done = timeout(Duration::from_millis(50), async { Ok(7) });
         assert_eq!(done.await.unwrap(), 7);
     }
 }

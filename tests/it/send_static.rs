@@ -149,13 +149,13 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
         double.leave().await
     });
 
-    // Semaphore: acquire, try_acquire, and the timed twin.
+    // Semaphore: acquire (bounded too) and try_acquire.
     let semaphore: Arc<dyn Semaphore> = coordinator.semaphore(&session, "send/semaphore", 2)?;
     assert_send_sync_static(&semaphore);
     assert_send(&semaphore.acquire());
     assert_send(&semaphore.try_acquire());
     assert_spawnable(async move {
-        let permit = semaphore.acquire_timeout(Duration::from_secs(1)).await?;
+        let permit = distsync::timeout(Duration::from_secs(1), semaphore.acquire()).await?;
         permit.release().await?;
         semaphore.try_acquire().await?;
         semaphore.acquire().await
@@ -172,13 +172,13 @@ async fn handles_and_the_futures_of_blocking_calls_are_send_static() -> Result<(
     assert_spawnable(all.unlock());
     assert_spawnable(async move { multi.lock().await });
 
-    // The timed twins of the blocking calls.
+    // Blocking calls bounded by `distsync::timeout`.
     let locker = coordinator.locker(&session, "send/timed")?;
     let queue = coordinator.queue("send/timed")?;
     assert_spawnable(async move {
-        let guard = locker.lock_timeout(Duration::from_secs(1)).await?;
+        let guard = distsync::timeout(Duration::from_secs(1), locker.lock()).await?;
         guard.unlock().await?;
-        queue.dequeue_timeout(Duration::from_millis(1)).await
+        distsync::timeout(Duration::from_millis(1), queue.dequeue()).await
     });
 
     // STM: atomically, atomically_with.

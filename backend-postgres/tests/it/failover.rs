@@ -1,6 +1,6 @@
 //! PostgreSQL failover: the conformance case `server_primary_failover_postgres`
 //! against private primaries with a streaming standby
-//! (`distsync_conformance::faults::private::PostgresStandbyPair`): the primary
+//! (`distsync_conformance::faults::postgres_standby::PostgresStandbyPair`): the primary
 //! stopped with `pg_ctl stop -m immediate` under lock, election and queue load, the
 //! standby promoted and the clients' proxy pointed at it. Needs
 //! `DISTSYNC_POSTGRES_URL` for the harness's own server (skipped loudly when unset; a

@@ -40,7 +40,9 @@ async fn after_a_restart_without_persistence_nobody_is_granted_before_the_old_ho
     // The server is brand new: the first grant of a name waits out the rest of the
     // bound (the server may have held sessions before it started, as far as it knows).
     let holder = coordinator
-        .session_with_ttl(Duration::from_millis(1500))
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_millis(1500),
+        ))
         .await
         .unwrap();
     let guard = within(
@@ -77,7 +79,9 @@ async fn after_a_restart_without_persistence_nobody_is_granted_before_the_old_ho
     let deadline = Instant::now() + Duration::from_secs(10);
     let contender = loop {
         match coordinator
-            .session_with_ttl(Duration::from_millis(1500))
+            .session_with(distsync_core::SessionOptions::with_ttl(
+                Duration::from_millis(1500),
+            ))
             .await
         {
             Ok(session) => break session,
@@ -132,7 +136,9 @@ async fn on_a_brand_new_server_every_kind_of_grant_waits_out_the_bound() {
         .await
         .unwrap();
     let session = coordinator
-        .session_with_ttl(Duration::from_secs(1))
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(1),
+        ))
         .await
         .unwrap();
     let limit = BOUND + Duration::from_secs(5);
@@ -179,7 +185,9 @@ async fn a_new_name_on_a_long_running_server_waits_for_nothing() {
     );
     let coordinator = distsync_redis::connect(&url).await.unwrap();
     let session = coordinator
-        .session_with_ttl(Duration::from_secs(1))
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(1),
+        ))
         .await
         .unwrap();
     let started = Instant::now();
@@ -205,12 +213,20 @@ async fn a_session_above_the_bound_is_refused() {
         support::with_namespace(&server, &namespace)
     );
     let coordinator = distsync_redis::connect(&url).await.unwrap();
-    let refused = coordinator.session_with_ttl(Duration::from_secs(3)).await;
+    let refused = coordinator
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(3),
+        ))
+        .await;
     assert!(
         matches!(refused, Err(Error::InvalidArgument(_))),
         "{refused:?}"
     );
-    let at_the_bound = coordinator.session_with_ttl(Duration::from_secs(2)).await;
+    let at_the_bound = coordinator
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(2),
+        ))
+        .await;
     assert!(at_the_bound.is_ok(), "{at_the_bound:?}");
 }
 
@@ -266,7 +282,9 @@ async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
     );
     let coordinator = distsync_redis::connect(&url).await.unwrap();
     let session = coordinator
-        .session_with_ttl(Duration::from_secs(1))
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(1),
+        ))
         .await
         .unwrap();
     let locker = coordinator.locker(&session, "promoted").unwrap();

@@ -27,7 +27,12 @@ async fn a_lock_and_an_stm_key_never_share_a_key() {
     let Some(c) = coordinator().await else {
         return;
     };
-    let session = c.session_with_ttl(Duration::from_secs(5)).await.unwrap();
+    let session = c
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(5),
+        ))
+        .await
+        .unwrap();
     // Before names were escaped, the line of the lock `stm}:k:x` (a sorted set) was
     // the STM key `x}:lock:q` (a hash): WRONGTYPE on both sides.
     let guard = c
@@ -55,7 +60,12 @@ async fn a_lock_and_an_stm_key_never_share_a_key() {
     .unwrap();
     assert_eq!(read, Some(Bytes::from_static(b"stm value")));
     // The lock is untouched: a second locker waits, the holder still holds.
-    let other = c.session_with_ttl(Duration::from_secs(5)).await.unwrap();
+    let other = c
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(5),
+        ))
+        .await
+        .unwrap();
     assert!(c
         .locker(&other, "stm}:k:x")
         .unwrap()
@@ -74,7 +84,12 @@ async fn names_that_escape_alike_without_care_are_distinct_locks() {
     let Some(c) = coordinator().await else {
         return;
     };
-    let session = c.session_with_ttl(Duration::from_secs(5)).await.unwrap();
+    let session = c
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(5),
+        ))
+        .await
+        .unwrap();
     // `}` escapes to `%7D`; `%` itself is escaped, so the name `é%7D` stays apart.
     let mut guards = Vec::new();
     for name in ["é}", "é%7D", "é%257D", "é{", "é", "é}:lock", "é/x:y"] {
@@ -90,7 +105,12 @@ async fn primitives_named_alike_and_nested_queues_do_not_interfere() {
     let Some(c) = coordinator().await else {
         return;
     };
-    let session = c.session_with_ttl(Duration::from_secs(5)).await.unwrap();
+    let session = c
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(5),
+        ))
+        .await
+        .unwrap();
     let lock = c.locker(&session, "a").unwrap().lock().await.unwrap();
     let barrier = c.barrier("a").unwrap();
     barrier.hold().await.unwrap();

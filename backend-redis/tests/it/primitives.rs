@@ -90,7 +90,11 @@ const SHORT: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_keepalive_renews_and_close_fires_lost() {
     let f = fixture!();
-    let session = f.coordinator.session_with_ttl(RENEWED_TTL).await.unwrap();
+    let session = f
+        .coordinator
+        .session_with(SessionOptions::with_ttl(RENEWED_TTL))
+        .await
+        .unwrap();
     let guard = f
         .coordinator
         .locker(&session, "a")
@@ -127,7 +131,11 @@ async fn session_keepalive_renews_and_close_fires_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_from_another_client_fires_lost_and_frees_the_lock() {
     let f = fixture!();
-    let session = f.coordinator.session_with_ttl(RENEWED_TTL).await.unwrap();
+    let session = f
+        .coordinator
+        .session_with(SessionOptions::with_ttl(RENEWED_TTL))
+        .await
+        .unwrap();
     let guard = f
         .coordinator
         .locker(&session, "r")
@@ -153,7 +161,11 @@ async fn revoke_from_another_client_fires_lost_and_frees_the_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_key_taken_over_makes_the_session_lost() {
     let f = fixture!();
-    let session = f.coordinator.session_with_ttl(CRASH_TTL).await.unwrap();
+    let session = f
+        .coordinator
+        .session_with(SessionOptions::with_ttl(CRASH_TTL))
+        .await
+        .unwrap();
     let guard = f
         .coordinator
         .locker(&session, "t")
@@ -181,7 +193,10 @@ async fn a_stalled_holder_loses_the_lock_after_its_ttl() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let coordinator = distsync_redis::connect(&url).await.unwrap();
-            let session = coordinator.session_with_ttl(CRASH_TTL).await.unwrap();
+            let session = coordinator
+                .session_with(SessionOptions::with_ttl(CRASH_TTL))
+                .await
+                .unwrap();
             let guard = coordinator
                 .locker(&session, "s")
                 .unwrap()
@@ -383,7 +398,7 @@ async fn a_waiter_whose_session_is_revoked_gets_session_lost() {
         .unwrap();
     let other = f
         .coordinator
-        .session_with_ttl(Duration::from_millis(1000))
+        .session_with(SessionOptions::with_ttl(Duration::from_millis(1000)))
         .await
         .unwrap();
     let waiter = f.coordinator.locker(&other, "w").unwrap();
@@ -485,7 +500,10 @@ async fn an_observer_notices_a_crashed_leader_by_its_ttl() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let coordinator = distsync_redis::connect(&url).await.unwrap();
-            let session = coordinator.session_with_ttl(CRASH_TTL).await.unwrap();
+            let session = coordinator
+                .session_with(SessionOptions::with_ttl(CRASH_TTL))
+                .await
+                .unwrap();
             let leadership = coordinator
                 .election(&session, "crash")
                 .unwrap()
@@ -685,7 +703,7 @@ async fn double_barrier_leave_is_not_blocked_by_a_dead_participant() {
     let s1 = f.coordinator.session().await.unwrap();
     let s2 = f
         .coordinator
-        .session_with_ttl(Duration::from_millis(1000))
+        .session_with(SessionOptions::with_ttl(Duration::from_millis(1000)))
         .await
         .unwrap();
     let b1 = f.coordinator.double_barrier(&s1, "dead", 2).unwrap();

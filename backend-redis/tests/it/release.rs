@@ -21,7 +21,10 @@ fn servers_available() -> bool {
 async fn session(coordinator: &Coordinator, ttl: Duration) -> Session {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match coordinator.session_with_ttl(ttl).await {
+        match coordinator
+            .session_with(distsync_core::SessionOptions::with_ttl(ttl))
+            .await
+        {
             Ok(session) => return session,
             Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;

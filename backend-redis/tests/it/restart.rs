@@ -42,7 +42,10 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
     let mut server = private::start(StoreKind::Redis, connect).await.unwrap();
     let coordinator = distsync_redis::connect(server.url()).await.unwrap();
 
-    let holder = coordinator.session_with_ttl(RENEWED_TTL).await.unwrap();
+    let holder = coordinator
+        .session_with(distsync_core::SessionOptions::with_ttl(RENEWED_TTL))
+        .await
+        .unwrap();
     let guard = coordinator
         .locker(&holder, "l")
         .unwrap()
@@ -50,7 +53,10 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
         .await
         .unwrap();
     let token_before = guard.token();
-    let waiter_session = coordinator.session_with_ttl(RENEWED_TTL).await.unwrap();
+    let waiter_session = coordinator
+        .session_with(distsync_core::SessionOptions::with_ttl(RENEWED_TTL))
+        .await
+        .unwrap();
     let waiter = coordinator.locker(&waiter_session, "l").unwrap();
     let waiting = tokio::spawn(async move { waiter.lock().await.map(|g| g.token()) });
     let consumer = coordinator.queue("q").unwrap();
@@ -137,7 +143,12 @@ async fn sessions_from_before_a_restart_report_lost_and_their_ids_never_come_bac
 
     let mut before = Vec::new();
     for _ in 0..20 {
-        before.push(coordinator.session_with_ttl(RENEWED_TTL).await.unwrap());
+        before.push(
+            coordinator
+                .session_with(distsync_core::SessionOptions::with_ttl(RENEWED_TTL))
+                .await
+                .unwrap(),
+        );
     }
     let guard = coordinator
         .locker(&before[0], "l")
@@ -156,7 +167,12 @@ async fn sessions_from_before_a_restart_report_lost_and_their_ids_never_come_bac
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut after = Vec::new();
     while after.len() < 200 {
-        match coordinator.session_with_ttl(Duration::from_secs(5)).await {
+        match coordinator
+            .session_with(distsync_core::SessionOptions::with_ttl(
+                Duration::from_secs(5),
+            ))
+            .await
+        {
             Ok(session) => after.push(session),
             Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -209,7 +225,9 @@ async fn a_session_whose_id_was_taken_over_reports_lost_and_leaves_the_new_owner
     let mut conn = raw(&url).await;
     // Renewals every 1 s: the steps below run before the next one.
     let session = coordinator
-        .session_with_ttl(Duration::from_secs(3))
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_secs(3),
+        ))
         .await
         .unwrap();
     let key = session_key(session.id());
@@ -241,11 +259,14 @@ async fn a_session_whose_id_was_taken_over_reports_lost_and_leaves_the_new_owner
         .try_lock()
         .await;
     assert!(matches!(locked, Err(Error::SessionLost)), "{locked:?}");
-    let entered = coordinator
-        .double_barrier(&session, &name, 2)
-        .unwrap()
-        .enter_timeout(Duration::from_millis(500))
-        .await;
+    let entered = distsync_core::timeout(
+        Duration::from_millis(500),
+        coordinator
+            .double_barrier(&session, &name, 2)
+            .unwrap()
+            .enter(),
+    )
+    .await;
     assert!(matches!(entered, Err(Error::SessionLost)), "{entered:?}");
     let listed: i64 = redis::cmd("HLEN")
         .arg(format!("{key}:held"))

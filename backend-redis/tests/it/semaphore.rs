@@ -174,7 +174,10 @@ async fn a_crashed_holders_permit_is_granted_after_its_ttl() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let coordinator = distsync_redis::connect(&url).await.unwrap();
-            let session = coordinator.session_with_ttl(CRASH_TTL).await.unwrap();
+            let session = coordinator
+                .session_with(distsync_core::SessionOptions::with_ttl(CRASH_TTL))
+                .await
+                .unwrap();
             let permit = coordinator
                 .semaphore(&session, "crash", 1)
                 .unwrap()
@@ -233,7 +236,10 @@ async fn an_expired_line_forgets_its_count() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let coordinator = distsync_redis::connect(&url).await.unwrap();
-            let session = coordinator.session_with_ttl(CRASH_TTL).await.unwrap();
+            let session = coordinator
+                .session_with(distsync_core::SessionOptions::with_ttl(CRASH_TTL))
+                .await
+                .unwrap();
             let permit = coordinator
                 .semaphore(&session, "stale", 3)
                 .unwrap()
@@ -312,7 +318,10 @@ async fn a_paused_holder_loses_its_permit_after_its_ttl() {
             .unwrap();
         runtime.block_on(async move {
             let coordinator = distsync_redis::connect(&url).await.unwrap();
-            let session = coordinator.session_with_ttl(CRASH_TTL).await.unwrap();
+            let session = coordinator
+                .session_with(distsync_core::SessionOptions::with_ttl(CRASH_TTL))
+                .await
+                .unwrap();
             let permit = coordinator
                 .semaphore(&session, "paused", 1)
                 .unwrap()

@@ -60,7 +60,7 @@ async fn two_clients_share_the_limit_and_other_rates_are_refused() {
     );
     assert!(second.try_acquire(1).await.unwrap().retry_after().is_some());
     assert!(matches!(
-        second.acquire_timeout(1, Duration::from_millis(100)).await,
+        distsync_core::timeout(Duration::from_millis(100), second.acquire(1)).await,
         Err(Error::Timeout(_))
     ));
 
@@ -123,11 +123,12 @@ async fn acquire_waits_for_the_permit_on_the_servers_clock() {
         .await
         .unwrap();
     let started = tokio::time::Instant::now();
-    b.rate_limiter(&name, rate)
-        .unwrap()
-        .acquire_timeout(1, Duration::from_secs(10))
-        .await
-        .unwrap();
+    distsync_core::timeout(
+        Duration::from_secs(10),
+        b.rate_limiter(&name, rate).unwrap().acquire(1),
+    )
+    .await
+    .unwrap();
     // The server's clock decides; the client's sleep follows its `retry_after`.
     assert!(
         started.elapsed() >= Duration::from_millis(200),

@@ -134,7 +134,7 @@ async fn stay(
     loop {
         let coordinator = ctx.coordinator.clone();
         let opened = race(
-            coordinator.session_with_ttl(ctx.ttl),
+            coordinator.session_with(distsync::SessionOptions::with_ttl(ctx.ttl)),
             &mut ctx.interrupts,
             None,
         )

@@ -39,7 +39,7 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "api_timed_acquisition",
         group: Group::Api,
-        guarantee: "every blocking call's *_timeout gives Timeout and leaves nothing behind",
+        guarantee: "every blocking call under timeout() gives Timeout and leaves nothing behind",
         needs: &[],
         claim: Claim::Contract,
         hooks: &[],

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use super::boxed;
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
-    ensure, eventually, partitioned_client_with_timeouts, retry_transient, secs, violated, within,
-    Bounded, Check, Context, Fail, Holds, LONG, PROMPT,
+    ensure, eventually, partitioned_client_with_timeouts, retry_transient, secs, set_up, violated,
+    within, Bounded, Check, Context, Fail, Holds, LONG, PROMPT,
 };
 use crate::faults::{FreshStore, Hook, PartitionMode};
 use crate::harness::Harness;
@@ -280,7 +280,7 @@ impl Seed {
         let barrier = backend
             .barrier(self.barrier.clone())
             .ctx(doing("the barrier"))?;
-        match barrier.wait_timeout(h.settle()).await {
+        match distsync_core::timeout(h.settle(), barrier.wait()).await {
             Err(Error::Timeout(_)) => Ok(()),
             Ok(()) => violated(format!(
                 "the {store}'s barrier {} is not held: a wait returned at once",
@@ -483,7 +483,8 @@ const CUTS: [(PartitionMode, CutPoint); 3] = [
 async fn cut_destination_fails_loudly(h: Harness) -> Check {
     let mut figures = Vec::new();
     for (mode, point) in CUTS {
-        let took = cut_once(&h, mode, point).await?;
+        let what = format!("{} {}", mode.describe(), point.describe());
+        let took = set_up(what, |_| cut_once(&h, mode, point)).await?;
         figures.push(format!(
             "{} {}: {}",
             match mode {
@@ -534,10 +535,16 @@ async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Du
     .await;
     let ended = Instant::now();
     let Some(cut_at) = tap.cut_at() else {
-        return violated(format!(
+        let why = format!(
             "{what}: the cut was never made (migrate returned {result:?} after {})",
             secs(started.elapsed())
-        ));
+        );
+        // A store too slow for the client's timeout before anything was cut says
+        // nothing of how a cut migration fails: the set-up starts again on a fresh store.
+        return match result {
+            Ok(Err(error)) if error.is_transient() => Err(Fail::SetUpLapsed(why)),
+            _ => violated(why),
+        };
     };
     let took = ended.saturating_duration_since(cut_at);
     match result {

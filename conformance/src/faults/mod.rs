@@ -33,6 +33,7 @@ pub mod cluster;
 pub mod go_peer;
 mod group;
 mod memory;
+pub mod postgres_standby;
 pub mod private;
 pub mod proxy;
 pub mod redis_cluster;

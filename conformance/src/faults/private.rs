@@ -26,8 +26,7 @@
 //!   nothing acknowledged; the restarted server gives each session it finds a full
 //!   timeout to come back before it expires it.
 //!
-//! [`PostgresStandbyPair`] is a private PostgreSQL primary with a streaming standby
-//! that is promoted when the primary is killed, for the failover cases.
+//! [`super::postgres_standby`] builds a primary with a promotable standby on these.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -39,13 +38,12 @@ use distsync_core::{Backend, Result, SessionOptions};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::proxy::{rewrite_url, Proxy};
 use super::store::StoreKind;
 use super::tools::{self, free_port, is_root, pg_bin, port_open, require};
-use super::{hook_error, Cluster, Connect, EvictingServer, Faults, Hook, PrivateServer};
+use super::{hook_error, Connect, EvictingServer, PrivateServer};
 
 /// How long a private server may take to start or stop.
-const WAIT: Duration = Duration::from_secs(60);
+pub(super) const WAIT: Duration = Duration::from_secs(60);
 
 /// Whether a private server of `kind` can be started here, or why not.
 pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
@@ -256,7 +254,7 @@ pub async fn start_evicting_redis(connect: Connect) -> Result<EvictingServer> {
     })
 }
 
-enum Kind {
+pub(super) enum Kind {
     Etcd {
         peer_port: u16,
     },
@@ -272,14 +270,14 @@ enum Kind {
 }
 
 /// A private server.
-struct Private {
-    kind: Kind,
-    url: String,
-    dir: PathBuf,
-    port: u16,
+pub(super) struct Private {
+    pub(super) kind: Kind,
+    pub(super) url: String,
+    pub(super) dir: PathBuf,
+    pub(super) port: u16,
     /// The server process (etcd, Redis; PostgreSQL runs daemonised by `pg_ctl`).
-    child: Option<Child>,
-    connect: Connect,
+    pub(super) child: Option<Child>,
+    pub(super) connect: Connect,
 }
 
 impl Private {
@@ -292,7 +290,7 @@ impl Private {
     }
 
     /// `program args...`, as the `postgres` user when running as root.
-    fn postgres_command(program: &Path) -> Command {
+    pub(super) fn postgres_command(program: &Path) -> Command {
         if is_root() {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(program);
@@ -302,11 +300,11 @@ impl Private {
         }
     }
 
-    fn data(&self) -> PathBuf {
+    pub(super) fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
 
-    async fn initdb(&self) -> Result<()> {
+    pub(super) async fn initdb(&self) -> Result<()> {
         let Kind::Postgres { bin } = &self.kind else {
             return Ok(());
         };
@@ -624,442 +622,6 @@ impl Drop for Private {
         if let Err(error) = std::fs::remove_dir_all(&self.dir) {
             tracing::debug!(%error, dir = %self.dir.display(), "removing a private server's directory");
         }
-    }
-}
-
-/// A private PostgreSQL primary with a streaming standby (`pg_basebackup -R`),
-/// reached through a TCP [`Proxy`] as clients reach a virtual IP: killing the primary
-/// ([`Cluster::kill_member`] of member 1) stops it with `pg_ctl stop -m immediate`,
-/// promotes the standby (`pg_ctl promote`) and points the proxy at it, closing every
-/// connection to the old primary, as a failover manager would. The old primary stays
-/// down ([`Cluster::start_member`] does nothing: it would need `pg_rewind` to follow
-/// the new primary); the pair is the case's own and is removed when dropped.
-///
-/// With `synchronous`, the primary names the standby in `synchronous_standby_names`
-/// with `synchronous_commit = on`: a commit is acknowledged only once the standby has
-/// it. Without, replication is asynchronous.
-pub struct PostgresStandbyPair {
-    primary: Private,
-    standby_port: u16,
-    bin: PathBuf,
-    proxy: Proxy,
-    url: String,
-    leader: std::sync::atomic::AtomicUsize,
-    synchronous: bool,
-    /// The standby's WAL receiver, while paused (SIGSTOP).
-    paused: std::sync::Mutex<Option<u32>>,
-}
-
-impl std::fmt::Debug for PostgresStandbyPair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStandbyPair")
-            .field("url", &distsync_core::redact_url(&self.url))
-            .field("standby_port", &self.standby_port)
-            .field("synchronous", &self.synchronous)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The standby's `application_name`, named by the primary's
-/// `synchronous_standby_names`.
-const STANDBY_NAME: &str = "distsync_standby";
-
-impl PostgresStandbyPair {
-    /// Whether a pair can be started here (PostgreSQL's binaries, `pg_basebackup`
-    /// included), or why not.
-    pub fn available() -> std::result::Result<(), String> {
-        available(StoreKind::Postgres)?;
-        let bin = pg_bin().ok_or_else(|| "no PostgreSQL binaries".to_owned())?;
-        if bin.join("pg_basebackup").is_file() {
-            Ok(())
-        } else {
-            Err(format!("no pg_basebackup in {}", bin.display()))
-        }
-    }
-
-    /// Starts the primary, clones the standby from it and starts it, waits until it
-    /// streams (and, `synchronous`, is the synchronous standby), and puts the proxy in
-    /// front of the primary.
-    ///
-    /// # Errors
-    /// When a server cannot be started or the standby does not stream within a minute.
-    pub async fn start(connect: Connect, synchronous: bool) -> Result<Self> {
-        Self::available().map_err(|reason| hook_error("a PostgreSQL standby pair", reason))?;
-        let bin = pg_bin().ok_or_else(|| hook_error("starting postgres", "no binaries"))?;
-        let dir = tools::temp_dir("private-postgres-pair")?;
-        let port = free_port()?;
-        let standby_port = free_port()?;
-        let mut primary = Private {
-            kind: Kind::Postgres { bin: bin.clone() },
-            url: format!("postgres://distsync@127.0.0.1:{port}/distsync"),
-            dir,
-            port,
-            child: None,
-            connect,
-        };
-        primary.initdb().await?;
-        // The standby is named in `synchronous_standby_names` once it runs (before, a
-        // commit would wait for it forever).
-        let replication = if synchronous {
-            "\nsynchronous_commit = on\n".to_owned()
-        } else {
-            "\nsynchronous_commit = off\n".to_owned()
-        };
-        append(&primary.data().join("postgresql.conf"), &replication)?;
-        primary.start().await?;
-
-        let standby = primary.dir.join("standby");
-        let mut clone = Private::postgres_command(&bin.join("pg_basebackup"));
-        clone
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .arg("-D")
-            .arg(&standby)
-            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"]);
-        tools::run_command(clone, &[]).await?;
-        // Its own port; no synchronous standby of its own once promoted (it would
-        // wait for one forever); its name, which the primary waits for.
-        append(
-            &standby.join("postgresql.conf"),
-            &format!("\nport = {standby_port}\nsynchronous_standby_names = ''\n"),
-        )?;
-        append(
-            &standby.join("postgresql.auto.conf"),
-            &format!(
-                "\nprimary_conninfo = 'host=127.0.0.1 port={port} user=postgres \
-                 application_name={STANDBY_NAME}'\n"
-            ),
-        )?;
-        let mut start = Private::postgres_command(&bin.join("pg_ctl"));
-        start
-            .arg("-D")
-            .arg(&standby)
-            .arg("-l")
-            .arg(primary.dir.join("standby.log"))
-            .args(["-w", "-t", "60", "start"]);
-        tools::run_command(start, &[]).await?;
-
-        let proxy = Proxy::start(format!("127.0.0.1:{port}")).await?;
-        let (url, _) = rewrite_url(&primary.url, proxy.address())?;
-        let pair = Self {
-            primary,
-            standby_port,
-            bin,
-            proxy,
-            url,
-            leader: std::sync::atomic::AtomicUsize::new(1),
-            synchronous,
-            paused: std::sync::Mutex::new(None),
-        };
-        if synchronous {
-            pair.psql(&format!(
-                "ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'"
-            ))
-            .await?;
-            pair.psql("SELECT pg_reload_conf()").await?;
-        }
-        pair.wait_streaming().await?;
-        Ok(pair)
-    }
-
-    /// Runs `sql` on the primary as `postgres`; its output.
-    async fn psql(&self, sql: &str) -> Result<String> {
-        self.psql_at(self.primary.port, sql).await
-    }
-
-    /// Runs `sql` on the server at `port` as `postgres`; its output.
-    async fn psql_at(&self, port: u16, sql: &str) -> Result<String> {
-        let psql = super::store::psql().map_err(|reason| hook_error("asking postgres", reason))?;
-        let port = port.to_string();
-        let out = tools::run(
-            &psql,
-            [
-                "-X",
-                "-q",
-                "-At",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ],
-            &[],
-        )
-        .await?;
-        Ok(out.stdout)
-    }
-
-    /// Waits until the primary sees the standby streaming (as its synchronous
-    /// standby, if it should be).
-    async fn wait_streaming(&self) -> Result<()> {
-        let want = if self.synchronous { "sync" } else { "async" };
-        let query = format!(
-            "SELECT count(*) FROM pg_stat_replication WHERE application_name = \
-             '{STANDBY_NAME}' AND state = 'streaming' AND sync_state = '{want}'"
-        );
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if self.psql(&query).await?.trim() == "1" {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(hook_error(
-                    "waiting for the standby",
-                    format!("not streaming ({want}) after {WAIT:?}"),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Lets a paused WAL receiver run again.
-    fn unpause(&self) -> Result<()> {
-        let paused = self
-            .paused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        match paused {
-            Some(pid) => tools::signal(pid, libc::SIGCONT),
-            None => Ok(()),
-        }
-    }
-
-    fn standby_data(&self) -> PathBuf {
-        self.primary.dir.join("standby")
-    }
-
-    async fn pg_ctl(&self, data: &Path, args: &[&str]) -> Result<()> {
-        let mut command = Private::postgres_command(&self.bin.join("pg_ctl"));
-        command.arg("-D").arg(data).args(args);
-        tools::run_command(command, &[]).await.map(drop)
-    }
-}
-
-fn append(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write as _;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .map_err(|error| hook_error(format!("writing {}", path.display()), error))
-}
-
-impl Drop for PostgresStandbyPair {
-    fn drop(&mut self) {
-        // The standby lives in the primary's directory, which the primary's drop
-        // removes: stop it first (its WAL receiver running again).
-        let _ = self.unpause();
-        let data = self.standby_data();
-        if data.join("postmaster.pid").exists() {
-            let pg_ctl = self.bin.join("pg_ctl");
-            let mut stop = if is_root() {
-                let mut command = std::process::Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(pg_ctl);
-                command
-            } else {
-                std::process::Command::new(pg_ctl)
-            };
-            let stopped = stop
-                .arg("-D")
-                .arg(&data)
-                .args(["-m", "immediate", "-w", "-t", "30", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if let Err(error) = stopped {
-                tracing::warn!(%error, "could not stop a private postgres standby");
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Cluster for PostgresStandbyPair {
-    fn url(&self) -> &str {
-        &self.url
-    }
-
-    fn members(&self) -> usize {
-        2
-    }
-
-    async fn connect(&self) -> Result<Arc<dyn Backend>> {
-        (self.primary.connect)(self.url.clone()).await
-    }
-
-    async fn leader(&self) -> Result<Option<usize>> {
-        Ok(Some(self.leader.load(std::sync::atomic::Ordering::SeqCst)))
-    }
-
-    async fn stop_member(&self, member: usize) -> Result<()> {
-        self.kill_member(member).await
-    }
-
-    /// Does nothing: the old primary stays down (see the type's docs).
-    async fn start_member(&self, _member: usize) -> Result<()> {
-        Ok(())
-    }
-
-    /// Member 1 (the primary): stopped with `pg_ctl stop -m immediate`, the standby
-    /// promoted, the proxy pointed at it.
-    async fn kill_member(&self, member: usize) -> Result<()> {
-        if member != 1 || self.leader.load(std::sync::atomic::Ordering::SeqCst) != 1 {
-            return Err(hook_error(
-                format!("killing PostgreSQL member {member}"),
-                "only the first primary (member 1) fails over",
-            ));
-        }
-        let primary = self.primary.data();
-        self.pg_ctl(&primary, &["-m", "immediate", "-w", "-t", "60", "stop"])
-            .await?;
-        // A paused WAL receiver runs again (it finds the primary gone): what it had
-        // not received is lost, as with a standby behind a slow link.
-        self.unpause()?;
-        let standby = self.standby_data();
-        self.pg_ctl(&standby, &["-w", "-t", "60", "promote"])
-            .await?;
-        self.proxy
-            .redirect(format!("127.0.0.1:{}", self.standby_port));
-        self.leader.store(2, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Pauses the asynchronous standby's replication: its WAL receiver stopped
-    /// (SIGSTOP) and its connection to the primary ended, so that what the primary
-    /// commits from now on stays there. Unsupported with a synchronous standby (every
-    /// commit would wait for it).
-    async fn pause_member(&self, member: usize) -> Result<()> {
-        if self.synchronous || member != 2 {
-            return Err(distsync_core::Error::unsupported(
-                "postgres",
-                "pausing a synchronous standby (every commit would wait for it)",
-            ));
-        }
-        let pid: u32 = self
-            .psql_at(self.standby_port, "SELECT pid FROM pg_stat_wal_receiver")
-            .await?
-            .trim()
-            .parse()
-            .map_err(|error| hook_error("finding the WAL receiver", error))?;
-        tools::signal(pid, libc::SIGSTOP)?;
-        *self
-            .paused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pid);
-        self.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
-            .await
-            .map(drop)
-    }
-
-    /// Resumes a paused standby (already done when the primary was killed).
-    async fn resume_member(&self, _member: usize) -> Result<()> {
-        self.unpause()
-    }
-
-    async fn connect_with(&self, _query: &str) -> Result<Arc<dyn Backend>> {
-        Err(distsync_core::Error::unsupported(
-            "postgres",
-            "replica acknowledgement in the URL (wait_replicas) is Redis's; PostgreSQL's \
-             is synchronous_standby_names on the server",
-        ))
-    }
-}
-
-/// The fault hooks of a PostgreSQL primary with a promotable standby: each
-/// [`Faults::cluster`] starts a fresh [`PostgresStandbyPair`] ([`Hook::Failover`]);
-/// second clients reach the harness's own server.
-#[derive(Clone)]
-pub struct PostgresFailoverFaults {
-    url: String,
-    connect: Connect,
-    synchronous: bool,
-}
-
-impl std::fmt::Debug for PostgresFailoverFaults {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresFailoverFaults")
-            .field("url", &distsync_core::redact_url(&self.url))
-            .field("synchronous", &self.synchronous)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PostgresFailoverFaults {
-    /// Hooks whose pairs replicate synchronously or not; second clients reach `url`.
-    pub fn new(url: &str, connect: Connect, synchronous: bool) -> Self {
-        Self {
-            url: url.to_owned(),
-            connect,
-            synchronous,
-        }
-    }
-}
-
-#[async_trait]
-impl Faults for PostgresFailoverFaults {
-    fn describe(&self) -> String {
-        format!(
-            "postgres primary with a {} streaming standby: failover, second clients",
-            if self.synchronous {
-                "synchronous"
-            } else {
-                "asynchronous"
-            }
-        )
-    }
-
-    fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
-        match hook {
-            // The pair is two private servers.
-            Hook::Failover | Hook::PrivateServer => PostgresStandbyPair::available(),
-            Hook::SecondClient => Ok(()),
-            other => Err(format!(
-                "{other}: not offered by the standby-pair harness (run the other cases \
-                 against the server itself)"
-            )),
-        }
-    }
-
-    async fn cluster(&self, _backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
-        Ok(Box::new(
-            PostgresStandbyPair::start(Arc::clone(&self.connect), self.synchronous).await?,
-        ))
-    }
-
-    async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
-        (self.connect)(self.url.clone()).await
-    }
-}
-
-impl crate::harness::Harness {
-    /// A harness over the PostgreSQL server at `url`, connected with `connect`, whose
-    /// failover cases each start a private primary with a streaming standby
-    /// ([`PostgresFailoverFaults`]; `synchronous`: the standby is synchronous).
-    ///
-    /// # Errors
-    /// The connection error.
-    pub async fn connect_postgres_standby(
-        url: &str,
-        connect: Connect,
-        synchronous: bool,
-    ) -> Result<Self> {
-        let faults = PostgresFailoverFaults::new(url, Arc::clone(&connect), synchronous);
-        let backend = connect(url.to_owned()).await?;
-        // The cases run on the pair, whose primary names a synchronous standby or not;
-        // a backend connected to it declares `survives_failover` accordingly (the case
-        // checks that it does).
-        let capabilities = backend
-            .capabilities()
-            .clone()
-            .with_survives_failover(synchronous);
-        Ok(Self::new(backend)
-            .with_faults(Arc::new(faults))
-            .with_capabilities(capabilities))
     }
 }
 

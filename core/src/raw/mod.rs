@@ -129,7 +129,8 @@ pub use prefix::name_under;
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
 pub use session_bound::check_session_ttl;
 pub use store_side::{
-    leadership, lock_guard, permit, read_guard, GuardStoreSide, SessionStoreSide,
+    leadership, lock_guard, permit, read_guard, start_session, with_guarded_write,
+    with_release_request_watch, GuardStoreSide, SessionStoreSide,
 };
 pub use url_options::{
     parse_url_flag, parse_url_timeout, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,

@@ -13,9 +13,9 @@
 //! in `recv().await` survives a quiet channel, and receives what is enqueued once the
 //! store is back. A wait held through a session ends when that session is lost (with
 //! [`Error::SessionLost`], as the session's holds are released anyway); a caller that
-//! wants a bound gives one: the `*_timeout` twins (`lock_timeout`, `dequeue_timeout`,
-//! ...) and any `tokio::time::timeout` drop the wait, which is cancel-safe. When a
-//! `*_timeout` twin's deadline passes while the store is failing, the caller gets the
+//! wants a bound gives one: [`crate::timeout`] (or any `tokio::time::timeout`) drops the
+//! wait, which is cancel-safe. When a [`crate::timeout`] deadline passes while the
+//! store is failing, the caller gets the
 //! store's transient error (an [`Error::Connection`]), not [`Error::Timeout`], so that
 //! "the store is down" and "nobody released in time" stay apart. An outage is logged
 //! once as a warning when it starts (what was waiting, and the error) and once at info
@@ -321,7 +321,7 @@ impl RetryPolicy {
 
 /// The retry state of one waiting loop (see the [module docs](self)): the pause
 /// schedule, and whether the store is failing, so that an outage is logged once when
-/// it starts and once when it ends, and a `*_timeout` deadline that passes during it
+/// it starts and once when it ends, and a [`crate::timeout`] deadline that passes during it
 /// returns the store's error.
 ///
 /// ```
@@ -414,7 +414,7 @@ impl WaitRetry {
 }
 
 tokio::task_local! {
-    /// The transient error of the outage a wait under a `*_timeout` twin is riding out.
+    /// The transient error of the outage a wait under [`crate::timeout`] is riding out.
     static OUTAGE: RefCell<Option<Error>>;
 }
 

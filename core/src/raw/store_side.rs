@@ -36,13 +36,16 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::election::{Leadership, Proclaim};
 use crate::error::Result;
-use crate::guard::{LockGuard, LossWatchFn, ReadGuard, ReleaseFn};
+use crate::guard::{
+    GuardedWrite, LockGuard, LossWatchFn, ReadGuard, ReleaseFn, ReleaseRequestWatchFn,
+};
 use crate::semaphore::Permit;
-use crate::session::Session;
+use crate::session::{Lease, Session, SessionId, SessionOptions};
 use crate::token::FencingToken;
 
 /// What a backend does with a session it granted.
@@ -94,6 +97,36 @@ impl SessionStoreSide for Session {
     fn exclusive(&self, resource: &str) -> impl Future<Output = OwnedMutexGuard<()>> + Send {
         Session::exclusive(self, resource)
     }
+}
+
+/// Starts a session over a lease the backend has just granted, and spawns its
+/// keepalive task.
+///
+/// `grant_sent` is the instant *before* the grant request was sent: the lease is
+/// known valid until `grant_sent + ttl − margin`. The keepalive renews every
+/// `ttl / 3` (counted from each renewal's send time); `lost()` fires when a renewal
+/// answers [`KeepAlive::Gone`](crate::session::KeepAlive::Gone), or at the client-side deadline, whichever is first.
+/// Must be called within a tokio runtime.
+pub fn start_session(
+    backend: &'static str,
+    id: SessionId,
+    options: &SessionOptions,
+    grant_sent: Instant,
+    lease: Arc<dyn Lease>,
+) -> Session {
+    Session::start(backend, id, options, grant_sent, lease)
+}
+
+/// `guard`, whose [`LockGuard::put_if_held`] writes through `guarded` (the store's
+/// check that the hold is still this guard's, in the same atomic step as the write).
+pub fn with_guarded_write(guard: LockGuard, guarded: Arc<dyn GuardedWrite>) -> LockGuard {
+    guard.with_guarded_write(guarded)
+}
+
+/// `guard`, whose [`LockGuard::release_requested`] learns of release requests through
+/// `watch`: for a backend with a native protocol (ZooKeeper: Curator's `__REVOKE__`).
+pub fn with_release_request_watch(guard: LockGuard, watch: ReleaseRequestWatchFn) -> LockGuard {
+    guard.with_release_request_watch(watch)
 }
 
 /// What a backend does with a guard or a leadership it made.

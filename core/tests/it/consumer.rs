@@ -226,7 +226,9 @@ async fn while_held_stops_the_work_when_the_session_is_lost() {
     queue.enqueue("item").await.unwrap();
     // A short TTL: the revocation is learnt at the next renewal, a third of it.
     let session = coordinator
-        .session_with_ttl(Duration::from_millis(600))
+        .session_with(distsync_core::SessionOptions::with_ttl(
+            Duration::from_millis(600),
+        ))
         .await
         .unwrap();
     let delivery = queue.receive(&session).await.unwrap();

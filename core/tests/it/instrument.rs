@@ -457,7 +457,7 @@ fn renewal_failures_are_counted() {
             .block_on(async {
                 let options =
                     distsync_core::SessionOptions::with_ttl(std::time::Duration::from_secs(3));
-                let session = distsync_core::Session::start(
+                let session = distsync_core::raw::start_session(
                     "test",
                     distsync_core::SessionId(1),
                     &options,

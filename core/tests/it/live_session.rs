@@ -100,9 +100,9 @@ async fn session_with_refuses_bad_options_before_any_io() {
         "margin",
     );
     assert_invalid(
-        "session_with_ttl below the minimum",
+        "a session TTL below the minimum",
         coordinator
-            .session_with_ttl(Duration::from_millis(10))
+            .session_with(SessionOptions::with_ttl(Duration::from_millis(10)))
             .await,
         "minimum",
     );

@@ -150,11 +150,12 @@ async fn counters_and_latches_arrive_with_their_values() {
     assert_eq!(copied.count().await.unwrap(), 2);
     assert_eq!(copied.count_down().await.unwrap(), 1);
     // The open latch arrived open: a waiter passes at once.
-    to.latch("deploy/done", 2)
-        .unwrap()
-        .wait_timeout(std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
+    distsync_core::timeout(
+        std::time::Duration::from_secs(5),
+        to.latch("deploy/done", 2).unwrap().wait(),
+    )
+    .await
+    .unwrap();
     // Handles of another initial count are refused, as on the source.
     assert!(matches!(
         to.latch("deploy/ready", 4).unwrap().count().await,

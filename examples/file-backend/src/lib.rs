@@ -554,7 +554,7 @@ impl Backend for FileBackend {
             ttl,
         });
         tracing::debug!(session = %id, ?ttl, "session granted");
-        Ok(Session::start(BACKEND, id, &options, grant_sent, lease))
+        Ok(distsync_core::raw::start_session(BACKEND, id, &options, grant_sent, lease))
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {

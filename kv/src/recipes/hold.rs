@@ -294,14 +294,15 @@ impl HeldKey {
     fn guard(self, gate: Option<OwnedMutexGuard<()>>, space: &KeySpace) -> LockGuard {
         let token = FencingToken(u64::try_from(self.create_revision).unwrap_or_default());
         let release = self.release_fn(|| Error::NotHeld);
-        let mut guard =
-            distsync_core::raw::lock_guard(self.key.clone(), token, &self.session, release)
-                .with_guarded_write(Arc::new(KvGuardedWrite {
-                    kv: self.kv,
-                    key: self.key,
-                    create_revision: self.create_revision,
-                    space: space.clone(),
-                }));
+        let mut guard = distsync_core::raw::with_guarded_write(
+            distsync_core::raw::lock_guard(self.key.clone(), token, &self.session, release),
+            Arc::new(KvGuardedWrite {
+                kv: self.kv,
+                key: self.key,
+                create_revision: self.create_revision,
+                space: space.clone(),
+            }),
+        );
         if let Some(gate) = gate {
             guard = guard.with_gate(gate);
         }

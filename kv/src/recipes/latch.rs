@@ -162,11 +162,12 @@ mod tests {
             tokio::spawn(async move { latch.wait().await })
         };
         assert_eq!(latch.count_down().await.unwrap(), 1);
-        assert!(latch
-            .wait_timeout(Duration::from_millis(100))
-            .await
-            .unwrap_err()
-            .is_timeout());
+        assert!(
+            distsync_core::timeout(Duration::from_millis(100), latch.wait())
+                .await
+                .unwrap_err()
+                .is_timeout()
+        );
         assert!(!waiter.is_finished());
         assert_eq!(latch.count_down().await.unwrap(), 0);
         tokio::time::timeout(Duration::from_secs(5), waiter)

@@ -295,7 +295,7 @@ impl<K: Kv> Backend for KvBackend<K> {
             kv: Arc::clone(&self.kv),
             id,
         };
-        Ok(Session::start(
+        Ok(distsync_core::raw::start_session(
             self.kv.backend(),
             SessionId(id as u64),
             &options,

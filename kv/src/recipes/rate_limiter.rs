@@ -141,7 +141,7 @@ mod tests {
         let denied = second.try_acquire(1).await.unwrap().retry_after().unwrap();
         assert!(denied > Duration::from_secs(19) && denied <= Duration::from_secs(20));
         assert!(matches!(
-            first.acquire_timeout(1, Duration::from_millis(50)).await,
+            distsync_core::timeout(Duration::from_millis(50), first.acquire(1)).await,
             Err(Error::Timeout(_))
         ));
         let other = b

@@ -1,4 +1,4 @@
-//! Timed acquisition: every blocking call's `*_timeout` twin gives up with
+//! Timed acquisition: every blocking call under `distsync_core::timeout` gives up with
 //! `Error::Timeout` after its duration and leaves nothing behind that blocks anyone.
 
 use std::num::NonZeroUsize;
@@ -46,7 +46,11 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
         let held = backend.locker(&a, name.clone()).ctx("locker A")?;
         let guard = held.lock().bounded("A locking").await?;
         let timed = backend.locker(&b, name.clone()).ctx("locker B")?;
-        times_out("B.lock_timeout", timed.lock_timeout(WAIT)).await?;
+        times_out(
+            "B.lock under timeout()",
+            distsync_core::timeout(WAIT, timed.lock()),
+        )
+        .await?;
         eventually(PROMPT, "B's waiter entry going away", || async {
             Ok((held.contenders().await.ctx("counting contenders")? == 1).then_some(()))
         })
@@ -66,8 +70,16 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
         let writer = backend.rwlock(&a, name.clone()).ctx("rwlock A")?;
         let guard = writer.write().bounded("A write-locking").await?;
         let timed = backend.rwlock(&b, name.clone()).ctx("rwlock B")?;
-        times_out("B.read_timeout", timed.read_timeout(WAIT)).await?;
-        times_out("B.write_timeout", timed.write_timeout(WAIT)).await?;
+        times_out(
+            "B.read under timeout()",
+            distsync_core::timeout(WAIT, timed.read()),
+        )
+        .await?;
+        times_out(
+            "B.write under timeout()",
+            distsync_core::timeout(WAIT, timed.write()),
+        )
+        .await?;
         guard.unlock().bounded("A unlocking").await?;
         let next = backend.rwlock(&c, name).ctx("rwlock C")?;
         next.write()
@@ -87,8 +99,8 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
             .await?;
         let timed = backend.election(&b, name.clone()).ctx("election B")?;
         times_out(
-            "B.campaign_timeout",
-            timed.campaign_timeout(Bytes::from_static(b"b"), WAIT),
+            "B.campaign under timeout()",
+            distsync_core::timeout(WAIT, timed.campaign(Bytes::from_static(b"b"))),
         )
         .await?;
         leadership.resign().bounded("A resigning").await?;
@@ -109,8 +121,8 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
         let name = h.name("queue").ctx("naming")?;
         let timed = backend.queue(name.clone()).ctx("queue")?;
         times_out(
-            "dequeue_timeout on an empty queue",
-            timed.dequeue_timeout(WAIT),
+            "dequeue on an empty queue",
+            distsync_core::timeout(WAIT, timed.dequeue()),
         )
         .await?;
         timed
@@ -130,7 +142,11 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
             .barrier(h.name("barrier").ctx("naming")?)
             .ctx("barrier")?;
         barrier.hold().bounded("holding the barrier").await?;
-        times_out("wait_timeout on a held barrier", barrier.wait_timeout(WAIT)).await?;
+        times_out(
+            "wait on a held barrier",
+            distsync_core::timeout(WAIT, barrier.wait()),
+        )
+        .await?;
         barrier.release().bounded("releasing the barrier").await?;
         barrier
             .wait()
@@ -145,8 +161,8 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
             .double_barrier(&a, name.clone(), PARTICIPANTS)
             .ctx("double barrier A")?;
         times_out(
-            "enter_timeout alone in a barrier of 2",
-            alone.enter_timeout(WAIT),
+            "enter alone in a barrier of 2",
+            distsync_core::timeout(WAIT, alone.enter()),
         )
         .await?;
         // As a cancelled enter, a timed-out one keeps its entry (entering again resumes)
@@ -183,7 +199,11 @@ pub(super) async fn every_blocking_call(h: Harness) -> Check {
         let timed = backend
             .semaphore(&c, name.clone(), PERMITS)
             .ctx("semaphore C")?;
-        times_out("C.acquire_timeout", timed.acquire_timeout(WAIT)).await?;
+        times_out(
+            "C.acquire under timeout()",
+            distsync_core::timeout(WAIT, timed.acquire()),
+        )
+        .await?;
         permit.release().bounded("B releasing").await?;
         let next = backend.semaphore(&b, name, PERMITS).ctx("semaphore B")?;
         let again = eventually(PROMPT, "C's waiter entry going away", || async {

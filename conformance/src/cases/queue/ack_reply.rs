@@ -116,7 +116,7 @@ pub(super) async fn ack_reply_lost_then_session_end(h: Harness) -> Check {
         drop(cut);
         drop(partition);
         let witness = h.session().bounded("opening the witness's session").await?;
-        let again = direct.receive_timeout(&witness, back_within).await;
+        let again = distsync_core::timeout(back_within, direct.receive(&witness)).await;
         let back = match again {
             Ok(delivery) => {
                 ensure!(

@@ -3,7 +3,7 @@
 //! as long as its caller waits, with no hidden give-up, while a one-shot call retries
 //! only within a short budget. This case cuts one client off its store (a reset
 //! partition: connections closed, new ones refused) for longer than that budget and
-//! measures both kinds of call, and a `*_timeout` deadline that passes during the
+//! measures both kinds of call, and a `timeout()` deadline that passes during the
 //! outage.
 
 use std::time::Duration;
@@ -29,7 +29,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 /// timeout, two for PostgreSQL's pool and reply) and scheduling.
 const MARGIN: Duration = Duration::from_millis(2500);
 
-/// How long the `dequeue_timeout` made during the outage waits: long enough for its
+/// How long the bounded `dequeue` made during the outage waits: long enough for its
 /// first store request to fail (within twice the request timeout, PostgreSQL's bound),
 /// so the wait knows the store is failing when its deadline passes.
 const DEADLINE: Duration = Duration::from_millis(3000);
@@ -37,7 +37,7 @@ const DEADLINE: Duration = Duration::from_millis(3000);
 /// A consumer waiting in `dequeue` while its store is unreachable for [`OUTAGE`] is
 /// still waiting after the heal and receives the item enqueued then; a `try_dequeue`
 /// made during the outage fails with a transient error within the one-shot budget and
-/// a margin; a `dequeue_timeout` whose deadline passes during the outage returns the
+/// a margin; a `dequeue` under `timeout()` whose deadline passes during the outage returns the
 /// store's transient error, not `Timeout`.
 pub(super) async fn dequeue_waits_through_an_outage(h: Harness) -> Check {
     let partition = partitioned_client_with_timeouts(&h, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?;
@@ -86,25 +86,25 @@ pub(super) async fn dequeue_waits_through_an_outage(h: Harness) -> Check {
     let timed = client
         .queue(name.clone())
         .ctx("making the timed consumer")?;
-    let deadline_error = match timed.dequeue_timeout(DEADLINE).await {
+    let deadline_error = match distsync_core::timeout(DEADLINE, timed.dequeue()).await {
         Ok(item) => {
             return violated(format!(
-                "dequeue_timeout answered {item:?} although no connection reached the store"
-            ))
+            "a dequeue under timeout() answered {item:?} although no connection reached the store"
+        ))
         }
         Err(Error::Timeout(_)) => {
             return violated(format!(
-                "dequeue_timeout({}) during the outage gave a plain Timeout, not the store's \
+            "a dequeue under timeout({}) during the outage gave a plain Timeout, not the store's \
                  error",
-                ms(DEADLINE)
-            ))
+            ms(DEADLINE)
+        ))
         }
         Err(error) if error.is_transient() => error,
         Err(error) => {
             return violated(format!(
-                "dequeue_timeout during the outage: expected the store's transient error, \
+            "a dequeue under timeout() during the outage: expected the store's transient error, \
                  got {error}"
-            ))
+        ))
         }
     };
 
@@ -168,7 +168,7 @@ pub(super) async fn dequeue_waits_through_an_outage(h: Harness) -> Check {
             ms(try_took)
         ),
         format!(
-            "reset partition of {} (one-shot budget {}); dequeue_timeout({}) during it gave \
+            "reset partition of {} (one-shot budget {}); a dequeue under timeout({}) during it gave \
              the store's error ({deadline_error})",
             ms(OUTAGE),
             ms(ONE_SHOT_BUDGET),

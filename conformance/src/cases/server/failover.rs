@@ -38,7 +38,7 @@
 //!
 //! * [`Fault::Promoted`]: a PostgreSQL primary stopped with `pg_ctl stop -m
 //!   immediate`, its streaming standby promoted and the clients' proxy pointed at it
-//!   ([`crate::faults::private::PostgresStandbyPair`]), with a synchronous standby or
+//!   ([`crate::faults::postgres_standby::PostgresStandbyPair`]), with a synchronous standby or
 //!   an asynchronous one (which may lose the last acknowledged commits).
 //!
 //! The killed member is started again before the case ends, whatever happens (a
@@ -75,7 +75,7 @@ const RECOVERY: Duration = Duration::from_secs(40);
 /// How long the lock may go without [`GRANTS`] grants once the new leader or primary
 /// serves before it is called stuck.
 const STALL: Duration = Duration::from_secs(15);
-/// One timed lock wait or campaign ([`distsync_core::Locker::lock_timeout`]); a
+/// One timed lock wait or campaign (under [`distsync_core::timeout`]); a
 /// waiter that times out counts it and waits again.
 const WAIT: Duration = Duration::from_secs(2);
 /// The longest the replica is paused before the primary is killed.
@@ -222,7 +222,7 @@ async fn contend(
         // twice: nobody else held in between (the overlap check would see it).
         let mut unreleased: Option<u64> = None;
         while !stop.load(Ordering::SeqCst) {
-            let guard = match locker.lock_timeout(WAIT).await {
+            let guard = match distsync_core::timeout(WAIT, locker.lock()).await {
                 Ok(guard) => guard,
                 Err(Error::Timeout(_)) => {
                     Seen::count(&seen.waits_timed_out);
@@ -289,7 +289,7 @@ async fn lead(
             if stop.load(Ordering::SeqCst) {
                 break None;
             }
-            match candidate.campaign_timeout("leader", WAIT).await {
+            match distsync_core::timeout(WAIT, candidate.campaign("leader")).await {
                 Ok(leadership) => break Some(leadership),
                 Err(Error::Timeout(_)) => Seen::count(&seen.waits_timed_out),
                 Err(Error::SessionLost) => break None,

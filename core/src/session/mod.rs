@@ -53,17 +53,12 @@
 //! a larger margin gives the holder more time to stop after `lost()`, at the price of
 //! a shorter outage ridden out.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::{watch, OwnedMutexGuard};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -71,237 +66,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
-/// The default session TTL: 15 s, as client-go's leader election (`LeaseDuration`)
-/// and Consul's lock sessions.
-///
-/// It bounds how long a crashed holder blocks the next one: the store frees what a
-/// killed process held at most 15 s after its last renewal. At this TTL renewals go
-/// out every 5 s and the session declares itself lost 3 s (the margin, `ttl / 5`)
-/// before the store could expire it, so an outage under 7 s never costs the session,
-/// and one over 12 s always does. etcd's Go `concurrency.NewSession`
-/// defaults to 60 s; pass [`SessionOptions::with_ttl`] where a longer TTL suits the
-/// job better (see the [module docs](self) for a table).
-pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
+mod health;
+mod lease;
+mod lost;
+mod options;
 
-/// The default safety margin as a fraction of the TTL: `ttl / 5`.
-///
-/// Why a fifth: the margin must cover (a) a difference in clock *rate* between the
-/// client and the store over one TTL (NTP keeps it under 0.05 %, a badly kept VM clock
-/// may drift 1 %), and (b) the time the holder needs to stop its work after `lost()`
-/// fires, before the store can hand the hold to someone else. A fifth gives 3 s at the
-/// default 15 s TTL and 400 ms at a 2 s TTL, while renewals (every `ttl / 3`) still get
-/// from `ttl / 3` to `4 ttl / 5` after the last success to be retried before the
-/// session is given up.
-pub const DEFAULT_MARGIN_DIVISOR: u32 = 5;
-
-/// How a session is opened.
-///
-/// ```
-/// # use std::time::Duration;
-/// # use distsync_core::SessionOptions;
-/// let options = SessionOptions::with_ttl(Duration::from_secs(10))
-///     .margin(Duration::from_secs(3));
-/// assert_eq!(options.effective_margin(), Duration::from_secs(3));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SessionOptions {
-    /// How long the store keeps the session after the last renewal. Renewals are sent
-    /// every `ttl / 3`. Must be at least the backend's
-    /// [`Capabilities::min_session_ttl`](crate::Capabilities::min_session_ttl).
-    pub ttl: Duration,
-    /// How long before the store's earliest possible expiry the session declares itself
-    /// lost (see the [module docs](self)); `None` is `ttl / 5`
-    /// ([`DEFAULT_MARGIN_DIVISOR`]). Must be below `2 ttl / 3`, so that the first
-    /// renewal (at `ttl / 3`) can land before the deadline.
-    pub margin: Option<Duration>,
-}
-
-impl Default for SessionOptions {
-    fn default() -> Self {
-        Self::with_ttl(DEFAULT_TTL)
-    }
-}
-
-impl SessionOptions {
-    /// Options with the given TTL and the default margin.
-    pub fn with_ttl(ttl: Duration) -> Self {
-        Self { ttl, margin: None }
-    }
-
-    /// Sets the safety margin (see [`SessionOptions::margin`](#structfield.margin)).
-    #[must_use]
-    pub fn margin(mut self, margin: Duration) -> Self {
-        self.margin = Some(margin);
-        self
-    }
-
-    /// The margin in force: the one set, or `ttl / 5`.
-    pub fn effective_margin(&self) -> Duration {
-        self.margin.unwrap_or(self.ttl / DEFAULT_MARGIN_DIVISOR)
-    }
-
-    /// Checks that the margin leaves room for a renewal: it must be below `2 ttl / 3`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] naming both durations.
-    pub fn validate(&self) -> Result<()> {
-        let margin = self.effective_margin();
-        if margin >= self.ttl.saturating_sub(self.ttl / 3) {
-            return Err(Error::InvalidArgument(format!(
-                "session margin {margin:?} must be below two thirds of the ttl {:?}",
-                self.ttl
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// A session's identity in its store (etcd: the lease id).
-///
-/// Displayed in lowercase hexadecimal, as etcd's Go client writes lease ids into keys.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct SessionId(pub u64);
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:x}", self.0)
-    }
-}
-
-/// The answer to one renewal of a lease.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeepAlive {
-    /// The lease was renewed for another TTL.
-    Renewed,
-    /// The lease was renewed, but part of what it covers was last renewed (or granted)
-    /// by a call sent at this instant, before the renewal: the session counts its
-    /// validity from this instant instead of the renewal's send time. For a backend
-    /// whose renewal cannot cover a hold whose grant is still in flight (Redis
-    /// Cluster, where a hold lives in another slot than the session).
-    RenewedSince(std::time::Instant),
-    /// The store no longer knows the lease: it expired or was revoked.
-    Gone,
-}
-
-/// A backend's side of a session: renewing and revoking its lease.
-///
-/// Backends implement this; users only meet [`Session`].
-#[async_trait]
-pub trait Lease: Send + Sync + 'static {
-    /// Renews the lease once. The session cancels the call (drops the future) when its
-    /// client-side deadline passes first.
-    async fn keep_alive(&self) -> Result<KeepAlive>;
-    /// Ends the lease in the store, releasing everything held through it.
-    async fn revoke(&self) -> Result<()>;
-    /// The concrete lease, for the backend to downcast.
-    fn as_any(&self) -> &dyn Any;
-}
-
-/// A session's health: the early warning before [`Session::lost`].
-///
-/// Instants are the client's own monotonic clock. `#[non_exhaustive]`: a match needs a
-/// wildcard arm, since finer states (a closed session told apart from a lost one, say)
-/// may be added.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SessionHealth {
-    /// The last renewal was acknowledged; the lease is known valid until `valid_until`.
-    Healthy {
-        /// The client-side deadline.
-        valid_until: std::time::Instant,
-    },
-    /// Renewals have been failing since `since` (no answer, or errors); the lease is
-    /// still known valid until `valid_until`, when the session will be declared lost
-    /// unless a renewal succeeds first. A holder should stop taking new work.
-    Failing {
-        /// When the first renewal of the current run of failures was sent.
-        since: std::time::Instant,
-        /// The client-side deadline.
-        valid_until: std::time::Instant,
-    },
-    /// The session is lost (or closed): everything held through it may already be
-    /// someone else's.
-    Lost,
-}
-
-impl SessionHealth {
-    /// The client-side deadline, unless lost.
-    pub fn valid_until(&self) -> Option<std::time::Instant> {
-        match *self {
-            Self::Healthy { valid_until } | Self::Failing { valid_until, .. } => Some(valid_until),
-            Self::Lost => None,
-        }
-    }
-
-    /// Whether renewals are failing or the session is lost.
-    pub fn is_degraded(&self) -> bool {
-        !matches!(self, Self::Healthy { .. })
-    }
-}
-
-/// A watch on a session's [`SessionHealth`] (see [`Session::health_watch`]).
-#[derive(Clone, Debug)]
-pub struct HealthWatch {
-    receiver: watch::Receiver<SessionHealth>,
-}
-
-impl HealthWatch {
-    /// The health now.
-    pub fn current(&self) -> SessionHealth {
-        *self.receiver.borrow()
-    }
-
-    /// Waits for the next change of health and returns the new value;
-    /// [`SessionHealth::Lost`] once the session is gone (and at once after that).
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: a change that happens while no call is waiting is reported by the
-    /// next call.
-    pub async fn changed(&mut self) -> SessionHealth {
-        if self.receiver.changed().await.is_err() {
-            return SessionHealth::Lost;
-        }
-        *self.receiver.borrow_and_update()
-    }
-}
-
-/// The future returned by [`Session::lost`] and the guards' `lost()`: resolves once the
-/// session or hold is known to be gone.
-///
-/// It owns what it needs (`'static`), so it can be moved into a task or a `select!`.
-/// Cancel-safe.
-#[must_use = "futures do nothing unless polled"]
-pub struct Lost {
-    inner: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
-}
-
-impl Lost {
-    pub(crate) fn new(token: &CancellationToken) -> Self {
-        Self::from_future(token.clone().cancelled_owned())
-    }
-
-    /// Resolves when `signal` does (e.g. the first of several holds' `lost()`).
-    pub(crate) fn from_future(signal: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self {
-            inner: Box::pin(signal),
-        }
-    }
-}
-
-impl fmt::Debug for Lost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lost").finish_non_exhaustive()
-    }
-}
-
-impl Future for Lost {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.inner.as_mut().poll(cx)
-    }
-}
+pub use self::health::{HealthWatch, SessionHealth};
+pub use self::lease::{KeepAlive, Lease, SessionId};
+pub use self::lost::Lost;
+pub use self::options::{SessionOptions, DEFAULT_MARGIN_DIVISOR, DEFAULT_TTL};
 
 /// A liveness lease with a TTL, kept alive in the background every TTL/3.
 ///
@@ -345,15 +118,9 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    /// Starts a session over a lease the backend has just granted, and spawns its
-    /// keepalive task. For backend implementors.
-    ///
-    /// `grant_sent` is the instant *before* the grant request was sent: the lease is
-    /// known valid until `grant_sent + ttl − margin`. The keepalive renews every
-    /// `ttl / 3` (counted from each renewal's send time); `lost()` fires when a renewal
-    /// answers [`KeepAlive::Gone`], or at the client-side deadline, whichever is first.
-    /// Must be called within a tokio runtime.
-    pub fn start(
+    /// Starts a session over a lease the backend has just granted (see
+    /// [`crate::raw::start_session`]).
+    pub(crate) fn start(
         backend: &'static str,
         id: SessionId,
         options: &SessionOptions,
@@ -750,6 +517,9 @@ async fn revoke_after_loss(
 
 #[cfg(test)]
 mod tests {
+    use std::any::Any;
+
+    use async_trait::async_trait;
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
