@@ -121,7 +121,12 @@ async fn a_rust_unlock_given_up_at_once_still_lets_a_curator_waiter_in() {
     use std::future::Future as _;
     let mut unlock = Box::pin(guard.unlock());
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(unlock.as_mut().poll(cx))).await;
-    assert!(first.is_pending(), "the unlock finished on its first poll");
+    // The delete leaves when it is called; a thread descheduled between the call and the
+    // poll (a loaded runner) may find its answer in already: then the unlock is done,
+    // and the Curator waiter must get in all the same.
+    if let std::task::Poll::Ready(done) = first {
+        done.expect("the unlock, answered by its first poll");
+    }
     drop(unlock);
     let java_token = timeout(STEP, java.granted())
         .await

@@ -4,7 +4,6 @@
 //! ([`Harness::connect_postgres_standby`](crate::harness::Harness::connect_postgres_standby)).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +11,10 @@ use async_trait::async_trait;
 use distsync_core::{Backend, Result};
 use tokio::time::Instant;
 
-use super::private::{available, Kind, Private, WAIT};
+use super::private::{available, stop_postgres_now, Kind, Private, WAIT};
 use super::proxy::{rewrite_url, Proxy};
 use super::store::StoreKind;
-use super::tools::{self, free_port, is_root, pg_bin};
+use super::tools::{self, free_port, pg_bin};
 use super::{hook_error, Cluster, Connect, Faults, Hook, PrivateServer};
 
 /// A private PostgreSQL primary with a streaming standby (`pg_basebackup -R`),
@@ -245,27 +244,7 @@ impl Drop for PostgresStandbyPair {
         // The standby lives in the primary's directory, which the primary's drop
         // removes: stop it first (its WAL receiver running again).
         let _ = self.unpause();
-        let data = self.standby_data();
-        if data.join("postmaster.pid").exists() {
-            let pg_ctl = self.bin.join("pg_ctl");
-            let mut stop = if is_root() {
-                let mut command = std::process::Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(pg_ctl);
-                command
-            } else {
-                std::process::Command::new(pg_ctl)
-            };
-            let stopped = stop
-                .arg("-D")
-                .arg(&data)
-                .args(["-m", "immediate", "-w", "-t", "30", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if let Err(error) = stopped {
-                tracing::warn!(%error, "could not stop a private postgres standby");
-            }
-        }
+        stop_postgres_now(&self.bin, &self.standby_data());
     }
 }
 

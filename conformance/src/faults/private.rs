@@ -596,32 +596,39 @@ impl Drop for Private {
             let _ = child.start_kill();
         }
         if let Kind::Postgres { bin } = &self.kind {
-            if self.data().join("postmaster.pid").exists() {
-                let pg_ctl = bin.join("pg_ctl");
-                let mut stop = if is_root() {
-                    let mut command = std::process::Command::new("runuser");
-                    command.args(["-u", "postgres", "--"]).arg(pg_ctl);
-                    command
-                } else {
-                    std::process::Command::new(pg_ctl)
-                };
-                let stopped = stop
-                    .arg("-D")
-                    .arg(self.data())
-                    .args(["-m", "immediate", "-w", "-t", "30", "stop"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-                if let Err(error) = stopped {
-                    tracing::warn!(%error, dir = %self.dir.display(), "could not stop a private postgres");
-                }
-            }
+            stop_postgres_now(bin, &self.data());
         }
         // The child is killed asynchronously; its files may still be open, which
         // does not keep the directory from being removed.
         if let Err(error) = std::fs::remove_dir_all(&self.dir) {
             tracing::debug!(%error, dir = %self.dir.display(), "removing a private server's directory");
         }
+    }
+}
+
+/// Stops the PostgreSQL server of `data`, if it runs, at once and synchronously (`pg_ctl
+/// stop -m immediate`), for a drop: its directory is removed next.
+pub(super) fn stop_postgres_now(bin: &Path, data: &Path) {
+    if !data.join("postmaster.pid").exists() {
+        return;
+    }
+    let pg_ctl = bin.join("pg_ctl");
+    let mut stop = if is_root() {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(pg_ctl);
+        command
+    } else {
+        std::process::Command::new(pg_ctl)
+    };
+    let stopped = stop
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Err(error) = stopped {
+        tracing::warn!(%error, dir = %data.display(), "could not stop a private postgres");
     }
 }
 
