@@ -424,7 +424,7 @@ mod tests {
             "etcd://a:1?cert=/c",
             "etcd://a:1?ca=/c&tls=false",
             "etcd://a:1?timeout=0",
-            "etcd://a:1?connect_timeout=1h",
+            "etcd://a:1?connect_timeout=1d",
             "etcd://a:1#f",
             "etcd://a:1//",
             "etcd://a:1/x//y",

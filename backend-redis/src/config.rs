@@ -736,7 +736,7 @@ mod tests {
             "rediss://localhost?ca=",
             "redis://localhost?timeout=0",
             "redis://localhost?connect_timeout=fast",
-            "rediss://u:secret@localhost?timeout=1h",
+            "rediss://u:secret@localhost?timeout=1d",
         ] {
             assert_invalid_without_secret(bad);
         }

@@ -109,8 +109,8 @@ const LONG_AFTER_HELP_END: &str =
     "  Every network URL also takes connect_timeout=DURATION and timeout=DURATION (one
   request). Install with every backend: cargo install --path cli --features full
 
-Durations (--timeout, --ttl, --grace, and the URLs' timeouts): `1500ms`, `2s`, `1m`, or
-a bare number, which means milliseconds for --timeout and in URLs but seconds for --ttl
+Durations (--timeout, --ttl, --grace, and the URLs' timeouts): `1500ms`, `2s`, `1m`, `1h`,
+or a bare number, which means milliseconds for --timeout and in URLs but seconds for --ttl
 and --grace (scripts write `--ttl 30` meaning 30 s; as 30 ms every session would expire
 at once); write the unit to be clear.";
 
@@ -164,7 +164,7 @@ pub(crate) struct Cli {
     /// Session TTL, for what is held through a session (locks, candidacies,
     /// double-barrier entries, received queue items): a crashed distsync releases them
     /// after this long. `1500ms`, `2s`, `1m`, or bare seconds.
-    #[arg(long, global = true, help_heading = "Global options", value_name = "DURATION", default_value = "10s",
+    #[arg(long, global = true, help_heading = "Global options", value_name = "DURATION", default_value = "15s",
           value_parser = duration::ttl)]
     pub ttl: Duration,
 
@@ -827,6 +827,12 @@ mod tests {
     }
 
     #[test]
+    fn the_default_ttl_is_the_librarys() {
+        let cli = Cli::try_parse_from(["distsync", "lock", "a"]).unwrap();
+        assert_eq!(cli.ttl, distsync::session::DEFAULT_TTL);
+    }
+
+    #[test]
     fn lock_takes_the_command_after_the_separator() {
         let cli =
             Cli::try_parse_from(["distsync", "lock", "a", "--ttl", "5", "--", "sh", "-c", "x"])
@@ -881,7 +887,7 @@ mod tests {
         }
         for bad in [
             &["distsync", "lock", "a", "--timeout", "0"][..],
-            &["distsync", "lock", "a", "--timeout", "1h"],
+            &["distsync", "lock", "a", "--timeout", "25h"],
             &["distsync", "lock", "a", "--timeout", "1s", "--no-wait"],
             &["distsync", "--ttl", "0", "lock", "a"],
         ] {

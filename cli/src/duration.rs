@@ -1,5 +1,5 @@
-//! Duration flags: one syntax for every TTL, timeout and grace period, the backend URLs'
-//! (`1500ms`, `2s`, `1m`, or a bare number).
+//! Duration flags: one syntax for every TTL, timeout and grace period, the library's
+//! ([`parse_duration`]: `1500ms`, `2s`, `1m`, `1h`, or a bare number).
 //!
 //! A bare number means milliseconds, as in URLs, except for `--ttl` and `--grace`,
 //! where it means seconds: scripts write `--ttl 30` meaning 30 s, and reading it as
@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use distsync::store::raw::parse_url_timeout;
+use distsync::store::raw::{parse_duration, parse_url_timeout, BareNumber};
 
 /// The longest duration any flag takes: a day.
 const MAX: Duration = Duration::from_secs(86_400);
@@ -19,15 +19,7 @@ pub(crate) fn timeout(text: &str) -> Result<Duration, String> {
 
 /// `--ttl`: `1500ms`, `2s`, `1m`, or bare whole seconds; more than zero.
 pub(crate) fn ttl(text: &str) -> Result<Duration, String> {
-    let duration = if is_whole_number(text) {
-        match text.parse::<u64>() {
-            Ok(secs) if secs > 0 => Duration::from_secs(secs),
-            _ => return Err(format!("{text:?}: a TTL must be greater than zero")),
-        }
-    } else {
-        parse_url_timeout(text)?
-    };
-    at_most_a_day(text, duration)
+    at_most_a_day(text, parse_duration(text, BareNumber::Seconds)?)
 }
 
 /// `--grace`: `1500ms`, `2s`, `1m`, or bare seconds (a fraction too, `0.5`); zero is
@@ -82,7 +74,8 @@ mod tests {
         assert_eq!(timeout("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(timeout("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(timeout("1m"), Ok(Duration::from_secs(60)));
-        for bad in ["", "0", "0s", "1.5s", "2 s", "1h", "-1", "1441m"] {
+        assert_eq!(timeout("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "0", "0s", "1.5s", "2 s", "25h", "-1", "1441m"] {
             assert!(timeout(bad).is_err(), "{bad}");
         }
     }

@@ -408,7 +408,7 @@ mod tests {
             plain.with_max_session_ttl(Duration::ZERO).max_session_ttl(),
             Some(crate::MIN_SESSION_TTL)
         );
-        for bad in ["0", "-5s", "soon", "1h", "500ms"] {
+        for bad in ["0", "-5s", "soon", "1d", "500ms"] {
             let url = format!("postgres://u:pw-5d2@h/db?max_session_ttl={bad}");
             match PostgresConfig::parse(&url) {
                 Err(error @ Error::InvalidUrl { .. }) => {
@@ -505,7 +505,7 @@ mod tests {
             "postgres://u:pw-91c@h/db?sslrootcert=",
             "postgres://u:pw-91c@h/db?sslmode=disable&sslrootcert=/ca.crt",
             "postgres://u:pw-91c@h/db?connect_timeout=0",
-            "postgres://u:pw-91c@h/db?timeout=1h",
+            "postgres://u:pw-91c@h/db?timeout=1d",
             "postgres://u:pw-91c@h/db?hold_connections=0",
             "postgres://u:pw-91c@h/db?hold_connections=1001",
             "postgres://u:pw-91c@h/db?hold_connections=-3",

@@ -133,8 +133,8 @@ pub use store_side::{
     with_release_request_watch, GuardStoreSide, SessionStoreSide,
 };
 pub use url_options::{
-    parse_url_flag, parse_url_timeout, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT,
+    parse_duration, parse_url_flag, parse_url_timeout, BareNumber, UrlGrammar, UrlOptions,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
 
 #[doc(inline)]

@@ -161,28 +161,53 @@ impl UrlOptions {
     }
 }
 
-/// Parses a duration of a backend URL: a whole number of milliseconds (`1500`), or a
-/// whole number with the unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
+/// What a bare number (a duration written without a unit) counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BareNumber {
+    /// Milliseconds: URLs' timeouts (`timeout=1500`), as libpq and most drivers read them.
+    Millis,
+    /// Seconds: TTLs and whole-run deadlines on a command line (`--ttl 30`), where
+    /// scripts mean seconds and milliseconds would silently end every session at once.
+    Seconds,
+}
+
+/// Parses a duration in distsync's one syntax, for URLs, the command line and the
+/// conformance runner alike: a whole number with the unit `ms`, `s`, `m` or `h`
+/// (`1500ms`, `2s`, `1m`, `1h`), or a bare whole number counted as `bare` says.
 ///
 /// # Errors
 /// A message naming the text for anything else, and for zero.
-pub fn parse_url_timeout(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str, bare: BareNumber) -> Result<Duration, String> {
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => text.split_at(at),
-        None => (text, "ms"),
+        None => match bare {
+            BareNumber::Millis => (text, "ms"),
+            BareNumber::Seconds => (text, "s"),
+        },
     };
-    let bad = || format!("{text:?} is not a duration (e.g. `1500`, `1500ms`, `2s`, `1m`)");
+    let bad = || format!("{text:?} is not a duration (e.g. `1500ms`, `2s`, `1m`, `1h`)");
     let n: u64 = digits.parse().map_err(|_| bad())?;
+    let seconds = |per: u64| n.checked_mul(per).map(Duration::from_secs).ok_or_else(bad);
     let duration = match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "m" => seconds(60)?,
+        "h" => seconds(3600)?,
         _ => return Err(bad()),
     };
     if duration.is_zero() {
-        return Err(format!("{text:?}: a timeout must be greater than zero"));
+        return Err(format!("{text:?}: a duration must be greater than zero"));
     }
     Ok(duration)
+}
+
+/// Parses a duration of a backend URL ([`parse_duration`], a bare number being
+/// milliseconds).
+///
+/// # Errors
+/// As [`parse_duration`].
+pub fn parse_url_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration(text, BareNumber::Millis)
 }
 
 /// Parses a flag of a backend URL: `true` or `false`, a typo refused, not guessed.
@@ -222,7 +247,7 @@ mod tests {
             "0",
             "0s",
             "-1",
-            "1h",
+            "1d",
             "1.5s",
             "s",
             "2 s",
@@ -278,7 +303,7 @@ mod tests {
     fn a_bad_or_zero_duration_is_refused_naming_its_key() {
         for (query, key) in [
             ("timeout=soon", "timeout"),
-            ("connect_timeout=1h", "connect_timeout"),
+            ("connect_timeout=1d", "connect_timeout"),
             ("timeout=0", "timeout"),
             ("connect_timeout=0s", "connect_timeout"),
             ("max_session_ttl=0", "max_session_ttl"),

@@ -44,7 +44,7 @@
 //! | use case | TTL | why |
 //! |---|---|---|
 //! | leader of a scheduler | 15 s (the default) | a successor takes over within 15 s of a crash; outages under 7 s ridden out; a lost term is campaigned again ([`Coordinator::lead`](crate::Coordinator::lead)) |
-//! | a lock around a short job (seconds) | 10 s | waiters stall at most 10 s behind a crashed holder (the CLI's default); renewals every 3.3 s, margin 2 s, outages under 4.6 s ridden out; a false loss costs one job's retry |
+//! | a lock around a short job (seconds) | 10 s | waiters stall at most 10 s behind a crashed holder; renewals every 3.3 s, margin 2 s, outages under 4.6 s ridden out; a false loss costs one job's retry |
 //! | a lock around a long batch (minutes to hours) | 60 s | a false loss throws away the batch's work, a minute's stall after a rare crash costs little beside it; outages under 28 s ridden out, and the 12 s margin leaves time to checkpoint after `lost()` |
 //! | a queue consumer's hold (`receive`) | 30 s | a crashed consumer's item is redelivered within 30 s; a false loss redelivers an item still being processed (a duplicate), so lean long; outages under 14 s ridden out |
 //! | across a WAN or a flaky network, or a store that fails over (Redis Sentinel, Cluster, a PostgreSQL promotion) | 30–60 s, and above twice the store's detection plus failover time | round trips of hundreds of milliseconds and outages of seconds should not end sessions; Sentinel's own default `down-after-milliseconds` is 30 s |
