@@ -336,12 +336,19 @@ impl RedisConfig {
         let mut parsed =
             Self::parse_server(&as_redis, "not offered with Redis Cluster").map_err(|error| {
                 match error {
-                    Error::InvalidUrl { reason, .. } => invalid(&reason),
+                    // The redis:// grammar lists its own keys; a cluster URL also takes
+                    // `nat_map`, read above.
+                    Error::InvalidUrl { reason, .. } => match reason.strip_suffix(')') {
+                        Some(listing) if listing.contains("(accepted: ") => {
+                            invalid(&format!("{listing}, `nat_map`)"))
+                        }
+                        _ => invalid(&reason),
+                    },
                     other => other,
                 }
             })?;
         let hosts: Vec<String> = (parts.hosts.iter())
-            .map(|(host, port)| format!("{host}:{port}"))
+            .map(|(host, port)| distsync_core::raw::join_host_port(host, *port))
             .collect();
         parsed.display = format!("{CLUSTER_SCHEME}://{}", hosts.join(","));
         parsed.cluster = Some(parts.hosts);
@@ -373,7 +380,7 @@ impl RedisConfig {
             },
         )?;
         let hosts: Vec<String> = (parts.hosts.iter())
-            .map(|(host, port)| format!("{host}:{port}"))
+            .map(|(host, port)| distsync_core::raw::join_host_port(host, *port))
             .collect();
         parsed.display = format!(
             "{SENTINEL_SCHEME}://{}/{service}/{}",
@@ -613,7 +620,7 @@ mod tests {
         );
         assert_eq!(
             url.server(),
-            "redis+cluster://127.0.0.1:7000,::1:6379,db:7002"
+            "redis+cluster://127.0.0.1:7000,[::1]:6379,db:7002"
         );
         assert_eq!(url.namespace(), "a:");
         assert_eq!(url.options().wait_replicas, 1);
@@ -631,6 +638,12 @@ mod tests {
             ]
         );
         assert_eq!(mapped.namespace(), "n:");
+        match RedisConfig::parse("redis+cluster://h:1?colour=red") {
+            Err(Error::InvalidUrl { reason, .. }) => {
+                assert!(reason.ends_with(", `nat_map`)"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
         for bad in [
             "redis+cluster://u:secret@h:1?nat_map=10.0.0.1:7000",
             "redis+cluster://u:secret@h:1?nat_map=10.0.0.1:0=h:1",
@@ -766,7 +779,7 @@ mod tests {
         assert_eq!(url.options().get_wait_timeout(), Duration::from_millis(250));
         assert_eq!(
             url.server(),
-            "redis+sentinel://127.0.0.1:26383,::1:26379,db:1/mymaster/2"
+            "redis+sentinel://127.0.0.1:26383,[::1]:26379,db:1/mymaster/2"
         );
         assert!(!format!("{url:?}").contains("secret"));
         assert!(matches!(url.client(), Err(Error::InvalidArgument(_))));

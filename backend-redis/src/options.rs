@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use distsync_core::raw::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
+use crate::capabilities::MIN_SESSION_TTL;
+
 /// The key prefix used when neither the URL nor the options name one.
 pub const DEFAULT_NAMESPACE: &str = "distsync:";
 
@@ -107,8 +109,9 @@ impl RedisOptions {
     /// after the server started, so a holder whose hold the store forgot sees
     /// `lost()` before anyone else is granted. Opening a session with a longer TTL
     /// fails with [`distsync_core::Error::InvalidArgument`]. Every client of one
-    /// namespace must give the same bound (or a larger one). A zero `ttl` is replaced
-    /// by one millisecond, one above [`MAX_SESSION_TTL_LIMIT`] by that limit.
+    /// namespace must give the same bound (or a larger one). A `ttl` below the shortest
+    /// session TTL ([`crate::MIN_SESSION_TTL`], as the URL's `max_session_ttl` requires)
+    /// is raised to it, one above [`MAX_SESSION_TTL_LIMIT`] lowered to that limit.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -116,7 +119,7 @@ impl RedisOptions {
     /// assert_eq!(options.get_max_session_ttl(), Some(Duration::from_secs(60)));
     /// ```
     pub fn max_session_ttl(mut self, ttl: Duration) -> Self {
-        self.max_session_ttl = Some(ttl.clamp(Duration::from_millis(1), MAX_SESSION_TTL_LIMIT));
+        self.max_session_ttl = Some(ttl.clamp(MIN_SESSION_TTL, MAX_SESSION_TTL_LIMIT));
         self
     }
 
@@ -176,5 +179,13 @@ mod tests {
             .request_timeout(Duration::ZERO);
         assert_eq!(options.get_connect_timeout(), Duration::from_millis(1));
         assert_eq!(options.get_request_timeout(), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn a_bound_in_code_is_held_to_the_urls_range() {
+        let low = RedisOptions::new().max_session_ttl(Duration::ZERO);
+        assert_eq!(low.get_max_session_ttl(), Some(MIN_SESSION_TTL));
+        let high = RedisOptions::new().max_session_ttl(Duration::from_secs(7200));
+        assert_eq!(high.get_max_session_ttl(), Some(MAX_SESSION_TTL_LIMIT));
     }
 }

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::check::{
-    ensure, lock_vec, ms, partitioned_client_with_timeouts, secs, violated, within_check, Check,
-    Holds, Task, PROMPT,
+    ensure, lapsed, lock_vec, ms, partitioned_client_with_timeouts, secs, set_up, violated,
+    within_check, Check, Holds, Task, PROMPT,
 };
 use crate::faults::PartitionMode;
 use crate::harness::Harness;
@@ -209,15 +209,30 @@ pub(crate) async fn still_campaigning(task: &mut Task<()>) -> Check<()> {
 /// is a candidate again, by itself, and leads once B resigns, in a higher term.
 pub(crate) async fn through_partition(h: Harness, mode: PartitionMode) -> Check {
     let ttl = h.fault_ttl();
-    let election = h.key("stay-leader");
-    // Bounded requests, so that a campaign or session grant sent into the partition
-    // fails and is retried rather than hanging on a connection the cut left open.
-    let partition = partitioned_client_with_timeouts(&h, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?;
-    let (terms, mut events) = Terms::new();
-    let a = Coordinator::from_arc(partition.backend());
+    // A leading before any fault is set-up: a store too slow for it says nothing of the
+    // partition, so a try that lapses starts again, on an election of its own.
+    let (election, partition, terms, mut events, mut lead_a, first) =
+        set_up("A leading before the cut", |attempt| {
+            let h = &h;
+            async move {
+                let election = h.key(&format!("stay-leader-{attempt}"));
+                // Bounded requests, so that a campaign or session grant sent into the
+                // partition fails and is retried rather than hanging on a connection the
+                // cut left open.
+                let partition =
+                    partitioned_client_with_timeouts(h, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?;
+                let (terms, mut events) = Terms::new();
+                let a = Coordinator::from_arc(partition.backend());
+                let lead_a = contender(a, "A", election.clone(), options(ttl), &terms);
+                let led = next_event(&mut events, PROMPT, "A to lead")
+                    .await
+                    .map_err(lapsed)?;
+                let (first, _) = started(led, "A")?;
+                Ok((election, partition, terms, events, lead_a, first))
+            }
+        })
+        .await?;
     let b = Coordinator::from_arc(Arc::clone(h.backend()));
-    let mut lead_a = contender(a, "A", election.clone(), options(ttl), &terms);
-    let (first, _) = started(next_event(&mut events, PROMPT, "A to lead").await?, "A")?;
     let mut lead_b = contender(b, "B", election, options(ttl), &terms);
     if let Ok(Some(event)) = tokio::time::timeout(h.settle(), events.recv()).await {
         return violated(format!("while A led, before any fault: {event:?}"));
