@@ -436,13 +436,14 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
 ///
 /// While the case body runs, a [`StallMeter`] measures how long the harness's own
 /// runtime stalled. Only a verdict reached with a live harness can be violated: when a
-/// run's verdict is `Violated` and the harness stalled during it for longer than
+/// run's verdict is `Violated`, or the harness could not finish it ([`Outcome::Error`]:
+/// its set-up lapsed in every try), and the harness stalled during it for longer than
 /// [`Harness::stall_slack`], the verdict is not trusted and the case runs once more,
 /// under a fresh prefix. The second run's verdict stands if the harness stayed live
 /// through it, whatever it is; if it stalled too, the case is
-/// [`Outcome::Inconclusive`]. A stall during a run whose verdict is not `Violated`
-/// changes nothing: the rule keeps a starved machine from making a store look broken,
-/// and a verdict that the store kept its promise stands as measured.
+/// [`Outcome::Inconclusive`]. A stall during a run that held changes nothing: the rule
+/// keeps a starved machine from making a store look broken, and a verdict that the
+/// store kept its promise stands as measured.
 ///
 /// Cancel-safety: as [`run_case`].
 pub async fn run_case_in(
@@ -489,14 +490,16 @@ pub async fn run_case_in(
 async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
     let slack = harness.stall_slack();
     let (first, stalled) = run_body(case, harness).await;
-    if !matches!(first, Outcome::Violated { .. }) || stalled <= slack {
+    tracing::debug!(case = case.id, ?stalled, outcome = %first.kind(), "case run");
+    if !untrusted_when_stalled(&first) || stalled <= slack {
         return first;
     }
     tracing::info!(
         case = case.id,
         ?stalled,
         ?slack,
-        "a violation measured while the harness stalled; the case runs again"
+        outcome = %first.kind(),
+        "a failure measured while the harness stalled; the case runs again"
     );
     let (second, stalled_again) = run_body(case, harness).await;
     if stalled_again <= slack {
@@ -513,6 +516,15 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
             slack.as_millis(),
         ),
     }
+}
+
+/// Whether `outcome`, reached while the harness stalled past its slack, is not to be
+/// trusted: a violation, or a case the harness could not finish (its set-up lapsed in
+/// every try, or it ran past its deadline). Both are what a starved runner produces by
+/// itself: sessions whose renewals run late lapse before the fault, and a waiter
+/// stamped late reads as out of order. A holding verdict stands as measured.
+fn untrusted_when_stalled(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Violated { .. } | Outcome::Error { .. })
 }
 
 /// One run of the case body under a fresh prefix, bounded by [`CASE_LIMIT`]: its
@@ -800,6 +812,30 @@ mod tests {
         let report = run_case(stalling(0, vec![violated()]), &harness).await;
         assert_eq!(runs(), 1, "{report}");
         assert_eq!(report.outcome, violated());
+
+        // A set-up that lapsed in every try while the harness stalled: run again, and
+        // inconclusive when it stalls again; an error with a live harness stands.
+        let lapsed = || Outcome::Error {
+            message: "the set-up before the fault did not complete in 3 tries".into(),
+        };
+        let report = run_case(stalling(0b11, vec![lapsed()]), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(
+            report.outcome.kind(),
+            crate::OutcomeKind::Inconclusive,
+            "{report}"
+        );
+        let report = run_case(
+            stalling(0b01, vec![lapsed(), Outcome::holds("ok")]),
+            &harness,
+        )
+        .await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(report.outcome, Outcome::holds("ok"));
+        let report = run_case(stalling(0, vec![lapsed()]), &harness).await;
+        assert_eq!(runs(), 1, "{report}");
+        assert_eq!(report.outcome, lapsed());
+        assert!(report.is_failure());
     }
 
     #[test]
