@@ -114,10 +114,26 @@ impl<T> Context<T> for Result<T, Error> {
 /// How many times [`set_up`] starts a set-up that lapsed.
 pub(crate) const SET_UP_TRIES: usize = 3;
 
+/// How long [`set_up`] waits, before trying again, for the runtime to keep up for
+/// [`SET_UP_CALM`] ([`crate::stall::calm`]): the two waits between three tries stay well
+/// inside the bounds the cases give a whole trial.
+pub(crate) const SET_UP_CALM_LIMIT: Duration = Duration::from_secs(3);
+
+/// How long the runtime must keep up before a lapsed set-up tries again: longer than a
+/// fault session's renewal period (a third of its 2 s TTL), so that the next try's
+/// first renewals run on a machine that has calmed down.
+pub(crate) const SET_UP_CALM: Duration = Duration::from_millis(800);
+
 /// Runs `attempt` (a case's or a trial's set-up, everything before its fault, given its
 /// try's number from 1) again while it ends in [`Fail::SetUpLapsed`], at most
 /// [`SET_UP_TRIES`] times in all. A try should use names of its own: what a lapsed one
 /// left behind is not cleaned up first.
+///
+/// Before each new try it waits (at most [`SET_UP_CALM_LIMIT`]) for the harness's
+/// runtime to keep up for [`SET_UP_CALM`]: a set-up lapses when the machine is starved
+/// (every fault case of a column starting at once, child processes starting, CPU hogs
+/// beside the runner), and a try started at once inside the same burst lapses the same
+/// way.
 pub(crate) async fn set_up<T, F, Fut>(what: impl Display, mut attempt: F) -> Check<T>
 where
     F: FnMut(usize) -> Fut,
@@ -127,7 +143,14 @@ where
     loop {
         match attempt(tries).await {
             Err(Fail::SetUpLapsed(why)) if tries < SET_UP_TRIES => {
-                tracing::info!(%what, tries, %why, "the set-up lapsed before the fault; again");
+                let calmed = crate::stall::calm(SET_UP_CALM, SET_UP_CALM_LIMIT).await;
+                tracing::info!(
+                    %what,
+                    tries,
+                    %why,
+                    calmed,
+                    "the set-up lapsed before the fault; again"
+                );
                 tries += 1;
             }
             other => return other,

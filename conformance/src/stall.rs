@@ -153,6 +153,41 @@ impl StallMeter {
     }
 }
 
+/// The longest a tick may overshoot for the runtime to count as keeping up, in
+/// [`calm`]: a few ticks' worth, above what a live runtime on a loaded two-core machine
+/// overshoots by (tens of milliseconds), far below a stall that lapses a session.
+pub(crate) const CALM_OVERSHOOT: Duration = Duration::from_millis(60);
+
+/// Waits until the current runtime has kept up for `window` (no tick of a ticker every
+/// [`STALL_TICK`] late by more than [`CALM_OVERSHOOT`]), or until `limit` has passed,
+/// whichever comes first; returns whether it found the calm.
+///
+/// For a set-up that a starved machine let lapse (see [`crate::check::set_up`]): its next
+/// try waits out the burst that starved it (clients connecting, child processes
+/// starting, every fault case of a column starting at once) instead of starting inside
+/// it and lapsing the same way. Bounded, so a machine that never calms down costs
+/// `limit`, not the case.
+///
+/// Cancel-safety: cancel-safe; it only reads the clock.
+pub(crate) async fn calm(window: Duration, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut interval = tokio::time::interval(STALL_TICK);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut calm_since = Instant::now();
+    loop {
+        let due = interval.tick().await;
+        let now = Instant::now();
+        if now.saturating_duration_since(due) > CALM_OVERSHOOT {
+            calm_since = now;
+        } else if now.saturating_duration_since(calm_since) >= window {
+            return true;
+        }
+        if now >= deadline {
+            return false;
+        }
+    }
+}
+
 impl Drop for StallMeter {
     fn drop(&mut self) {
         self.ticker.abort();
@@ -185,6 +220,30 @@ mod tests {
         // Read at once: the ticker has had no chance to run after the stall.
         let stalled = meter.stop();
         assert!(stalled >= Duration::from_millis(250), "{stalled:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn calm_waits_out_a_stall_and_gives_up_at_its_limit() {
+        // A blocked runtime at the start: the calm window starts after it.
+        let started = Instant::now();
+        let waiting = tokio::spawn(calm(Duration::from_millis(200), Duration::from_secs(5)));
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(waiting.await.unwrap());
+        assert!(started.elapsed() >= Duration::from_millis(500));
+
+        // A runtime blocked again and again never calms: the limit ends the wait.
+        let started = Instant::now();
+        let waiting = tokio::spawn(calm(Duration::from_millis(400), Duration::from_millis(600)));
+        let blocker = tokio::spawn(async {
+            for _ in 0..6 {
+                std::thread::sleep(Duration::from_millis(100));
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        });
+        assert!(!waiting.await.unwrap());
+        blocker.await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(600));
     }
 
     #[test]
