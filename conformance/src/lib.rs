@@ -37,8 +37,9 @@
 //!
 //! While a case runs, a [`StallMeter`] measures how late a ticker on the case's runtime
 //! runs. A violation, or a set-up that could not finish, measured while the harness
-//! stalled for longer than the case's slack ([`Harness::stall_slack`]) is not trusted: the case runs once more, and if the
-//! harness stalls again the cell is [`Outcome::Inconclusive`] (see [`run_case_in`]).
+//! stalled for longer than the case's slack ([`Harness::stall_slack`]) is not trusted:
+//! the case runs once more, and if the harness stalls again the cell is
+//! [`Outcome::Inconclusive`] (see [`run_case_in`]).
 //! Only a verdict reached with a live harness can be violated.
 //!
 //! ## Running one case

@@ -55,10 +55,11 @@ pub enum Outcome {
     },
     /// The case measured a violation, or could not finish its set-up, while the harness
     /// itself stalled for longer than the slack the case judges with
-    /// ([`crate::Harness::stall_slack`]), and its second run stalled too: the runner, not the store, may be at fault, so nothing is said
-    /// about the guarantee. Only a verdict reached with a live harness is `violated`
-    /// (see [`crate::run_case_in`]). Not a failure of the run by itself; more than a
-    /// tenth of the fault cells inconclusive is ([`crate::ExitStatus::Starved`]).
+    /// ([`crate::Harness::stall_slack`]), and its second run stalled too: the runner,
+    /// not the store, may be at fault, so nothing is said about the guarantee. Only a
+    /// verdict reached with a live harness is `violated` (see [`crate::run_case_in`]).
+    /// Not a failure of the run by itself; more than a tenth of the fault cells
+    /// inconclusive is ([`crate::ExitStatus::Starved`]).
     Inconclusive {
         /// The longest stall of the harness (the runtime's scheduling lag, measured by
         /// [`crate::StallMeter`]) in the two runs.
