@@ -816,7 +816,8 @@ mod tests {
         // A set-up that lapsed in every try while the harness stalled: run again, and
         // inconclusive when it stalls again; an error with a live harness stands.
         let lapsed = || Outcome::Error {
-            message: "the set-up before the fault did not complete in 3 tries".into(),
+            message: "the set-up before the fault did not complete: 3 tries, the last: lapsed"
+                .into(),
         };
         let report = run_case(stalling(0b11, vec![lapsed()]), &harness).await;
         assert_eq!(runs(), 2, "{report}");

@@ -73,9 +73,7 @@ impl From<Check> for Outcome {
             Err(Fail::Violated(evidence)) => Outcome::Violated { evidence },
             Err(Fail::Unsupported(reason)) => Outcome::Unsupported { reason },
             Err(Fail::SetUpLapsed(why)) => Outcome::Error {
-                message: format!(
-                    "the set-up before the fault did not complete in {SET_UP_TRIES} tries: {why}"
-                ),
+                message: format!("the set-up before the fault did not complete: {why}"),
             },
         }
     }
@@ -142,7 +140,12 @@ where
     let mut tries = 1;
     loop {
         match attempt(tries).await {
-            Err(Fail::SetUpLapsed(why)) if tries < SET_UP_TRIES => {
+            Err(Fail::SetUpLapsed(why)) if tries == SET_UP_TRIES => {
+                return Err(Fail::SetUpLapsed(format!(
+                    "{SET_UP_TRIES} tries, the last: {why}"
+                )))
+            }
+            Err(Fail::SetUpLapsed(why)) => {
                 let calmed = crate::stall::calm(SET_UP_CALM, SET_UP_CALM_LIMIT).await;
                 tracing::info!(
                     %what,
@@ -240,9 +243,7 @@ pub(crate) async fn within_check<T>(
 
 /// A client of `h`'s store through the partition proxy, with the URL's `timeout=` and
 /// `connect_timeout=` set to `request` and `connect`, so a case knows the bounds of the
-/// client it cuts off. Connecting comes before any cut and is not what a case measures:
-/// a connection that a loaded machine did not finish within a short `connect_timeout`
-/// is tried again, for at most [`LONG`].
+/// client it cuts off; connected as [`proxied_client`] connects.
 pub(crate) async fn partitioned_client_with_timeouts(
     h: &crate::harness::Harness,
     request: Duration,
@@ -253,13 +254,27 @@ pub(crate) async fn partitioned_client_with_timeouts(
         request.as_millis(),
         connect.as_millis()
     );
+    proxied_client(h.faults(), h.backend().as_ref(), &settings, "a client").await
+}
+
+/// A client of `backend`'s store through a partition proxy of `faults`, `settings`
+/// added to its URL (see [`crate::Faults::partitioned_client_with`]); `who` names it in
+/// a failure. Connecting comes before any cut and is not what a case measures: a
+/// connection that a loaded machine did not finish (a short `connect_timeout`, a store
+/// slow to accept) is tried again, for at most [`LONG`], and one not made by then is a
+/// lapsed set-up ([`Fail::SetUpLapsed`]), never a violation.
+pub(crate) async fn proxied_client(
+    faults: &dyn crate::faults::Faults,
+    backend: &dyn distsync_core::Backend,
+    settings: &str,
+    who: &str,
+) -> Check<Box<dyn crate::faults::Partitioned>> {
     let transient = AtomicUsize::new(0);
-    within(
+    within_set_up(
         LONG,
-        "connecting a client through the proxy",
+        format!("connecting {who} through the proxy"),
         retry_transient(&transient, LONG, || {
-            h.faults()
-                .partitioned_client_with(h.backend().as_ref(), &settings)
+            faults.partitioned_client_with(backend, settings)
         }),
     )
     .await

@@ -19,8 +19,8 @@ use super::boxed;
 use super::scenario::go_interop;
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
-    ensure, eventually, join_all, lock_vec, ms, per_second, violated, within, Bounded, Check,
-    Context, Holds, Task, LONG, PROMPT,
+    ensure, eventually, join_all, lock_vec, ms, per_second, proxied_client, violated, within,
+    Bounded, Check, Context, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::{HoldKind, Hook, PartitionMode};
 use crate::harness::Harness;
@@ -585,11 +585,7 @@ const LOST_REPLY_ITEMS: usize = 60;
 /// afterwards to a direct client draining what was put back.
 async fn lost_replies(h: Harness) -> Check {
     let name = h.name("jobs").ctx("naming the queue")?;
-    let partition = h
-        .faults()
-        .partitioned_client(h.backend().as_ref())
-        .bounded("connecting the consumer through the proxy")
-        .await?;
+    let partition = proxied_client(h.faults(), h.backend().as_ref(), "", "the consumer").await?;
     let producer = h.backend().queue(name.clone()).ctx("making the producer")?;
     for i in 0..LOST_REPLY_ITEMS {
         producer

@@ -21,7 +21,8 @@ use tokio::time::Instant;
 use super::{boxed, SURVIVES};
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
-    eventually, violated, within, Bounded, Check, Context, Holds, Task, LONG, PROMPT,
+    eventually, proxied_client, violated, within, Bounded, Check, Context, Holds, Task, LONG,
+    PROMPT,
 };
 use crate::faults::{Hook, PartitionMode, Partitioned, PrivateServer};
 use crate::harness::Harness;
@@ -216,11 +217,13 @@ async fn contention(h: Harness) -> Check {
 /// whose replies are lost may have been granted unseen: that only lowers the count,
 /// and the bound must hold all the same.
 async fn partition(h: Harness) -> Check {
-    let cut: Box<dyn Partitioned> = h
-        .faults()
-        .partitioned_client(h.backend().as_ref())
-        .bounded("connecting the client to cut off")
-        .await?;
+    let cut: Box<dyn Partitioned> = proxied_client(
+        h.faults(),
+        h.backend().as_ref(),
+        "",
+        "the client to cut off",
+    )
+    .await?;
     let healthy = limiter(h.backend().as_ref(), &h, rate())?;
     let through_proxy = limiter(cut.backend().as_ref(), &h, rate())?;
     let start = Instant::now();

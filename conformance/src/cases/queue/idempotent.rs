@@ -8,7 +8,9 @@ use distsync_core::queue::{Enqueued, IdempotencyKey};
 use distsync_core::{Bytes, Queue};
 
 use super::{summary, tally};
-use crate::check::{ensure, within_check, Bounded, Check, Context, Holds, LONG, PROMPT};
+use crate::check::{
+    ensure, proxied_client, within_check, Bounded, Check, Context, Holds, LONG, PROMPT,
+};
 use crate::faults::PartitionMode;
 use crate::harness::Harness;
 
@@ -28,11 +30,7 @@ const CALLER_ATTEMPTS: usize = 20;
 /// exactly once when its `enqueue` answered `Ok`.
 pub(super) async fn lost_replies_to_enqueues(h: Harness) -> Check {
     let name = h.name("idempotent").ctx("naming the queue")?;
-    let partition = h
-        .faults()
-        .partitioned_client(h.backend().as_ref())
-        .bounded("connecting the producer through the proxy")
-        .await?;
+    let partition = proxied_client(h.faults(), h.backend().as_ref(), "", "the producer").await?;
     let producer = partition
         .backend()
         .queue(name.clone())

@@ -46,7 +46,8 @@ use distsync_core::{
 use tokio::time::Instant;
 
 use crate::check::{
-    eventually, violated, within, Bounded, Check, Context, Fail, Holds, Task, PROMPT,
+    eventually, proxied_client, violated, within, Bounded, Check, Context, Fail, Holds, Task,
+    PROMPT,
 };
 use crate::faults::private::PRIVATE_MAX_SESSION_TTL;
 use crate::faults::{
@@ -460,11 +461,7 @@ async fn run_seeded(
     let mut switches: Vec<Box<dyn Partitioned>> = Vec::new();
     for _ in 0..IN_PROCESS {
         switches.push(
-            store
-                .faults()
-                .partitioned_client(store.backend().as_ref())
-                .bounded("connecting a contender through its proxy")
-                .await?,
+            proxied_client(store.faults(), store.backend().as_ref(), "", "a contender").await?,
         );
     }
     let recorder = Recorder::new();
@@ -978,12 +975,7 @@ async fn release(
 pub(crate) async fn proxied_clients(h: &Harness, count: usize) -> Check<Vec<Box<dyn Partitioned>>> {
     let mut switches = Vec::with_capacity(count);
     for _ in 0..count {
-        switches.push(
-            h.faults()
-                .partitioned_client(h.backend().as_ref())
-                .bounded("connecting a client through its proxy")
-                .await?,
-        );
+        switches.push(proxied_client(h.faults(), h.backend().as_ref(), "", "a client").await?);
     }
     Ok(switches)
 }
