@@ -14,9 +14,12 @@
 //!   how it was settled.
 //! - **Drain**: once the clients stop and their sessions are closed, a client that
 //!   reaches the store directly receives and acknowledges until every acknowledged
-//!   item is out of the queue and the queue stays empty, for at most [`DRAIN_LIMIT`]
-//!   plus two TTLs (an item held by a session whose close did not reach the store comes
-//!   back when that session expires).
+//!   item is out of the queue and the queue stays empty. It gives up when nothing came
+//!   for [`DRAIN_LIMIT`] plus two TTLs (an item held by a session whose close did not
+//!   reach the store comes back when that session expires), and goes on for as long as
+//!   items keep coming, within the case's bound: the backlog a long run leaves on a
+//!   store that enqueues faster than it delivers under faults takes longer to drain
+//!   than any fixed bound, and an item still queued is not lost.
 //!
 //! The seed and the run's length come from [`super::mixed::SEED_VAR`] and
 //! [`super::mixed::SECS_VAR`], as for the other mixed-fault cases.
@@ -107,6 +110,7 @@ impl Tally {
 
 /// The case body (see the module docs).
 pub(crate) async fn run(h: Harness) -> Check {
+    let entered = Instant::now();
     let seed = mixed::seed()?;
     let length = mixed::length()?;
     let ttl = h.fault_ttl();
@@ -122,7 +126,10 @@ pub(crate) async fn run(h: Harness) -> Check {
             crate::CASE_LIMIT
         ));
     }
-    run_seeded(&h, seed, length, quiet_tail)
+    // The drain may go on while items keep coming, up to the case's bound less the
+    // time the history check and the clean-up are given.
+    let drain_cap = entered + crate::CASE_LIMIT - PROMPT * 3;
+    run_seeded(&h, seed, length, quiet_tail, drain_cap)
         .await
         .map_err(|fail| match fail {
             Fail::Violated(evidence) => {
@@ -132,7 +139,13 @@ pub(crate) async fn run(h: Harness) -> Check {
         })
 }
 
-async fn run_seeded(h: &Harness, seed: u64, length: Duration, quiet_tail: Duration) -> Check {
+async fn run_seeded(
+    h: &Harness,
+    seed: u64,
+    length: Duration,
+    quiet_tail: Duration,
+    drain_cap: Instant,
+) -> Check {
     let name = h.name("queue").ctx("naming the queue")?;
     let switches = mixed::proxied_clients(h, DRAINER).await?;
     let log = Log {
@@ -177,8 +190,8 @@ async fn run_seeded(h: &Harness, seed: u64, length: Duration, quiet_tail: Durati
         tally.add(task.join(limit).await?);
     }
     drop(switches);
-    let drained = drain(h, &run).await?;
-    tally.add(drained);
+    let drained = drain(h, &run, drain_cap).await?;
+    tally.add(drained.tally);
 
     let events = log.recorder.events();
     let enqueues = lock_vec(&log.enqueues).clone();
@@ -206,13 +219,15 @@ async fn run_seeded(h: &Harness, seed: u64, length: Duration, quiet_tail: Durati
     Ok(Holds::figure(
         format!(
             "seed {seed}: {} acknowledged enqueues in {}, none lost, 0 violations; {} receipts ({} \
-             redeliveries); {} partitions ({} silent)",
+             redeliveries); {} partitions ({} silent); {} left after the run, drained in {}",
             verdict.acknowledged,
             crate::check::secs(length),
             receipts.len(),
             verdict.redelivered,
             partitions.partitions,
-            partitions.silent
+            partitions.silent,
+            drained.items,
+            crate::check::secs(drained.took)
         ),
         format!(
             "{PRODUCERS} producers and {CONSUMERS} consumers through their own proxies, session TTL \
@@ -385,10 +400,19 @@ async fn settle(recorder: &Recorder, delivery: Delivery, ack: bool, tally: &mut 
     }
 }
 
+/// What the drain did.
+struct Drained {
+    tally: Tally,
+    /// Items it received.
+    items: usize,
+    /// From its start to its end.
+    took: Duration,
+}
+
 /// Receives and acknowledges, directly, until every acknowledged enqueue is out of the
-/// queue and the queue gave nothing for [`RECEIVE_WAIT`], within two TTLs and
-/// [`DRAIN_LIMIT`].
-async fn drain(h: &Harness, run: &Run) -> Check<Tally> {
+/// queue and the queue gave nothing for [`RECEIVE_WAIT`]; gives up when nothing came
+/// for two TTLs and [`DRAIN_LIMIT`], or at `cap`.
+async fn drain(h: &Harness, run: &Run, cap: Instant) -> Check<Drained> {
     let queue: Box<dyn Queue> = h
         .backend()
         .queue(run.name.clone())
@@ -398,7 +422,10 @@ async fn drain(h: &Harness, run: &Run) -> Check<Tally> {
         .session(SessionOptions::with_ttl(run.ttl))
         .bounded("opening the drain's session")
         .await?;
-    let deadline = Instant::now() + run.ttl * 2 + DRAIN_LIMIT;
+    let started = Instant::now();
+    let mut items = 0;
+    let idle_limit = run.ttl * 2 + DRAIN_LIMIT;
+    let mut deadline = (Instant::now() + idle_limit).min(cap);
     let mut tally = Tally::default();
     let recorder = &run.log.recorder;
     let pending =
@@ -433,10 +460,16 @@ async fn drain(h: &Harness, run: &Run) -> Check<Tally> {
                 )
                 .await;
                 lock_vec(&run.log.receipts).push(receipt);
+                items += 1;
+                deadline = (Instant::now() + idle_limit).min(cap);
             }
             Err(error) => return Err(Fail::Violated(format!("draining the queue: {error}"))),
         }
     }
     let _ = tokio::time::timeout(PROMPT, session.close()).await;
-    Ok(tally)
+    Ok(Drained {
+        tally,
+        items,
+        took: started.elapsed(),
+    })
 }
