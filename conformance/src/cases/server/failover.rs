@@ -349,27 +349,20 @@ async fn produce(queue: Arc<dyn Queue>, seen: Arc<Seen>, stop: Arc<AtomicBool>) 
     Ok(())
 }
 
-/// What became of the hold taken before the fault and kept throughout: still held
-/// (nobody else can take it), or lost and known lost before anyone else got it.
-/// Pushes what broke onto `broken`; returns the detail.
+/// What became of the hold taken before the fault and kept throughout, checked with
+/// `session` (of the load's client): still held (nobody else can take it), or lost and
+/// known lost before anyone else got it, and then taken by another client within
+/// `allowed`. Pushes what broke onto `broken`; returns the detail.
 async fn check_holder(
     backend: &Arc<dyn Backend>,
     seen: &Seen,
+    session: Session,
     name: Name,
     guard: &LockGuard,
-    ttl: Duration,
-    lock_delay: Duration,
+    allowed: Duration,
     broken: &mut Vec<String>,
 ) -> Check<String> {
-    let session = seen
-        .session(&**backend, ttl)
-        .await
-        .ctx("opening the checker's session")?;
     let locker = backend.locker(&session, name).ctx("the checker's locker")?;
-    // While the holder's hold lasts nobody else may take it; once the holder knows it
-    // lost it (or never lost it), someone else must be able to take it within a TTL
-    // and a prompt margin (and a lock-delay after a promotion, where one is on).
-    let allowed = ttl + PROMPT + lock_delay;
     let deadline = Instant::now() + allowed;
     let detail = loop {
         let lost_before = guard.is_lost();
@@ -407,6 +400,47 @@ async fn check_holder(
     };
     tidy(seen, session.close()).await;
     Ok(detail)
+}
+
+/// What the load's client failing to open a session for [`LONG`] after the failover
+/// (`error`, the last attempt's) says, once the store is whole again (the killed member
+/// is back): a fresh client of the same store either opens one at once (the load's
+/// client did not recover from the failover: the library's fault) or cannot either (the
+/// store does not serve). Either is a lock nobody can take; the verdict names which.
+async fn client_stuck(
+    h: &Harness,
+    cluster: &dyn Cluster,
+    fault: Fault,
+    ttl: Duration,
+    error: &Error,
+) -> String {
+    let fresh = match connect(h, cluster, fault).await {
+        Ok(fresh) => match within(
+            PROMPT,
+            "opening a session on a fresh client",
+            fresh.session(SessionOptions::with_ttl(ttl)),
+        )
+        .await
+        {
+            Ok(session) => {
+                let _ = tokio::time::timeout(PROMPT, session.close()).await;
+                "a fresh client of the same store opened one at once: the load's client did \
+                 not recover from the failover"
+                    .to_owned()
+            }
+            Err(fail) => {
+                format!("a fresh client could not either ({fail:?}): the store does not serve")
+            }
+        },
+        Err(fail) => {
+            format!("a fresh client could not connect ({fail:?}): the store does not serve")
+        }
+    };
+    format!(
+        "the load's client could not open a session for {} after the failover (the last \
+         attempt: {error}); {fresh}",
+        secs(LONG)
+    )
 }
 
 /// The name `<prefix>/<suffix>`, or `<prefix>/<suffix>-<n>` for the first `n` that
@@ -825,16 +859,28 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
             secs(WAIT)
         ));
     }
-    let holder_detail = check_holder(
-        &backend,
-        &seen,
-        held,
-        &holder,
-        ttl,
-        fault.lock_delay(),
-        &mut broken,
-    )
-    .await?;
+    // While the holder's hold lasts nobody else may take it; once the holder knows it
+    // lost it (or never lost it), someone else must be able to take it within a TTL
+    // and a prompt margin (and a lock-delay after a promotion, where one is on).
+    let holder_detail = match seen.session(&*backend, ttl).await {
+        Ok(session) => {
+            let allowed = ttl + PROMPT + fault.lock_delay();
+            check_holder(
+                &backend,
+                &seen,
+                session,
+                held,
+                &holder,
+                allowed,
+                &mut broken,
+            )
+            .await?
+        }
+        Err(error) => {
+            broken.push(client_stuck(&h, &*cluster, fault, ttl, &error).await);
+            "the holder's lock not checked: no session to check it with".to_owned()
+        }
+    };
     let first_after = lock_vec(&seen.tokens)
         .iter()
         .find(|(_, at)| *at >= killed)
