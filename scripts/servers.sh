@@ -59,8 +59,9 @@
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
 # `distsync` (DISTSYNC_REDIS_SENTINEL_URL, with replica acknowledgement `wait_replicas=1`).
-# Every Redis URL (DISTSYNC_REDIS_URL, the Sentinel's and the Cluster's, not the TLS
-# one) carries `max_session_ttl=15s`, the lock-delay after the store forgets.
+# The Redis URLs give no `max_session_ttl`: the servers run without persistence, so
+# the backend turns on its default lock-delay after the store forgets (15 s), as it
+# does for a user's URL as README writes it.
 #
 # The Redis Cluster: six redis-server nodes (redis-cluster-1..6), formed at the first
 # `up` into three masters with a replica each (DISTSYNC_REDIS_CLUSTER_URL, with replica
@@ -104,12 +105,6 @@
 set -euo pipefail
 
 readonly WAIT_SECONDS=30
-# The Redis URLs' lock-delay after the store forgets (backend-redis/src/amnesia.rs):
-# the longest session TTL the suite and the tests use on the shared servers (the
-# default, 15 s), so that a restart without persistence grants no second holder
-# before the first one's lost(). A server up for less than it grants a new name
-# nothing until it has been up for it.
-readonly REDIS_LOCK_DELAY=max_session_ttl=15s
 readonly HOST=127.0.0.1
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 readonly ROOT
@@ -196,14 +191,14 @@ urls() {
     local IFS=,
     echo "DISTSYNC_ETCD_URL=etcd://$HOST:$ETCD_PORT"
     echo "DISTSYNC_ETCD_CLUSTER_URL=etcd://${cluster[*]}"
-    echo "DISTSYNC_REDIS_URL='redis://$HOST:$REDIS_PORT?$REDIS_LOCK_DELAY'"
+    echo "DISTSYNC_REDIS_URL=redis://$HOST:$REDIS_PORT"
     echo "DISTSYNC_POSTGRES_URL=postgres://distsync@$HOST:$PG_PORT/distsync"
     local sentinels=()
     for n in "${SENTINELS[@]}"; do sentinels+=("$HOST:$(sentinel_port "$n")"); done
-    echo "DISTSYNC_REDIS_SENTINEL_URL='redis+sentinel://${sentinels[*]}/$SENTINEL_SERVICE/0?wait_replicas=1&wait_timeout=500&$REDIS_LOCK_DELAY'"
+    echo "DISTSYNC_REDIS_SENTINEL_URL='redis+sentinel://${sentinels[*]}/$SENTINEL_SERVICE/0?wait_replicas=1&wait_timeout=500'"
     local nodes=()
     for n in "${RC_NODES[@]}"; do nodes+=("$HOST:$(rc_port "$n")"); done
-    echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500&$REDIS_LOCK_DELAY'"
+    echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500'"
     echo "DISTSYNC_ZOOKEEPER_URL=zk://$HOST:$ZK_PORT"
     local ensemble=()
     for n in "${ZK_MEMBERS[@]}"; do ensemble+=("$HOST:$(zk_member_port "$n")"); done

@@ -45,7 +45,7 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["tls", "layout"], crate::
 /// | `cert`, `key` | paths of the PEM client certificate and its key (`etcdctl --cert --key`), both or neither | none |
 /// | `connect_timeout` | how long connecting (TCP, TLS, login, a first read) may take in all | 5 s |
 /// | `layout` | `go`: read-write locks, queues, barriers, double barriers and STM keys in the key layout of etcd's Go `recipes` and `concurrency` packages, shared with Go programs (names ending in a segment Go writes under a name, such as `read` or a 5-, 16- or 19-digit number, are refused; see [`KeyLayout`]); `injective`: distsync's own layout, in which distinct names never meet (locks and elections use Go's layout in both) | `injective` |
-/// | `max_session_ttl` | the longest session TTL a client may use (at least [`crate::MIN_SESSION_TTL`]), which turns on the lock-delay after the store forgets (see the crate docs, "When the store forgets"); longer sessions are refused; empty: none, for a URL that inherits a bound | none |
+/// | `max_session_ttl` | the longest session TTL a client may use (at least [`crate::MIN_SESSION_TTL`]), which turns on the lock-delay after the store forgets (see the crate docs, "When the store forgets"); longer sessions are refused; `off`: none; empty: the default, for a URL that inherits a bound | none (etcd keeps every write) |
 /// | `timeout` | how long one request may wait for its answer (a watch stream: for it to open; a lease renewal on the client's shared keepalive stream: for its answer, or the stream is given up); a failing request is retried across members only while less than this (at most 3 s) has passed since its first attempt, so a request into a silent partition fails within about twice it | 10 s |
 ///
 /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
@@ -180,7 +180,7 @@ impl EtcdConfig {
             .map_err(&invalid)?;
         config.connect_timeout = shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         config.request_timeout = shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        config.max_session_ttl = shared.max_session_ttl;
+        config.max_session_ttl = shared.max_session_ttl.or(None);
         config.ca = shared.ca_file;
         (config.cert, config.key) = shared.client_cert_files.unzip();
         Ok(config)

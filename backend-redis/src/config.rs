@@ -40,7 +40,7 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// | `timeout` | how long one command may wait for its reply | 10 s |
 /// | `wait_replicas` | replicas that must acknowledge every script run (`WAIT`; see [`RedisOptions::replica_acknowledgement`]); 0 asks none | 0 |
 /// | `wait_timeout` | how long a script run waits for that acknowledgement | 500 ms |
-/// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at least [`crate::MIN_SESSION_TTL`], at most 1 h; empty: none) | none: no lock-delay |
+/// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at least [`crate::MIN_SESSION_TTL`], at most 1 h; `off`: none; empty: the default) | [`crate::DEFAULT_MAX_SESSION_TTL`] on a server that does not keep every write (no `appendfsync always`) or fails over without `wait_replicas`; none on one that does |
 ///
 /// **Sentinel**: `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/service[/db][?...]`
 /// names the Sentinels (port 26379 by default) and the service they monitor; the
@@ -585,6 +585,7 @@ fn redis_url_of(parts: &MultiHostUrl<'_>, db: &str, query: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distsync_core::raw::MaxSessionTtl;
 
     /// `bad` is an [`Error::InvalidUrl`] that does not show the password `secret`.
     fn assert_invalid_without_secret(bad: &str) {
@@ -808,14 +809,14 @@ mod tests {
         let url = RedisConfig::parse("redis://h/0?max_session_ttl=90s").unwrap();
         assert_eq!(
             url.options().get_max_session_ttl(),
-            Some(Duration::from_secs(90))
+            MaxSessionTtl::At(Duration::from_secs(90))
         );
         assert_eq!(
             RedisConfig::parse("redis://h/0")
                 .unwrap()
                 .options()
                 .get_max_session_ttl(),
-            None
+            MaxSessionTtl::Default
         );
         for bad in ["0", "61m", "x", "50ms"] {
             let error = RedisConfig::parse(&format!("redis://h/0?max_session_ttl={bad}"));
@@ -827,12 +828,16 @@ mod tests {
         let sentinel = RedisConfig::parse("redis+sentinel://s1,s2/svc?max_session_ttl=5s").unwrap();
         assert_eq!(
             sentinel.options().get_max_session_ttl(),
-            Some(Duration::from_secs(5))
+            MaxSessionTtl::At(Duration::from_secs(5))
         );
-        // Empty, the last one given: none.
-        let dropped =
-            RedisConfig::parse("redis://h/0?max_session_ttl=5s&max_session_ttl=").unwrap();
-        assert_eq!(dropped.options().get_max_session_ttl(), None);
+        // Empty, the last one given: the default; `off`: none.
+        let reset = RedisConfig::parse("redis://h/0?max_session_ttl=5s&max_session_ttl=").unwrap();
+        assert_eq!(
+            reset.options().get_max_session_ttl(),
+            MaxSessionTtl::Default
+        );
+        let off = RedisConfig::parse("redis://h/0?max_session_ttl=off").unwrap();
+        assert_eq!(off.options().get_max_session_ttl(), MaxSessionTtl::Off);
     }
 
     #[test]

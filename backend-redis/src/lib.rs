@@ -104,8 +104,10 @@
 //! therefore large numbers (about 1.8 × 10¹⁵ in 2026), below 2⁵³ until the year 2255.
 //!
 //! **When the store forgets.** A restart without persistence empties the store while
-//! the old holder still believes it holds until its next renewal. With
-//! `max_session_ttl=` in the URL ([`RedisOptions::max_session_ttl`]), which every
+//! the old holder still believes it holds until its next renewal. With a bound on
+//! session TTLs (`max_session_ttl=` in the URL, [`RedisOptions::max_session_ttl`];
+//! [`DEFAULT_MAX_SESSION_TTL`] by default on a server that does not fsync every write
+//! or fails over without `wait_replicas`, `max_session_ttl=off` for none), which every
 //! client of the namespace gives and which refuses sessions with a longer TTL, a lock,
 //! read-write lock, election or semaphore whose state the store forgot grants nothing
 //! until that bound after the server started (the lock-delay; a server up for longer
@@ -265,7 +267,9 @@ pub use crate::capabilities::{
 };
 pub use crate::config::{RedisConfig, DEFAULT_NAMESPACE};
 pub use crate::driver::DRIVER;
-pub use crate::options::{RedisOptions, DEFAULT_WAIT_TIMEOUT, MAX_SESSION_TTL_LIMIT};
+pub use crate::options::{
+    RedisOptions, DEFAULT_MAX_SESSION_TTL, DEFAULT_WAIT_TIMEOUT, MAX_SESSION_TTL_LIMIT,
+};
 pub use crate::persistence::Persistence;
 pub use crate::queue::STALE_CLAIM;
 pub use crate::scripts::script_source;

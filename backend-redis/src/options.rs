@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use distsync_core::raw::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+use distsync_core::raw::{MaxSessionTtl, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
 use crate::capabilities::MIN_SESSION_TTL;
 
@@ -12,6 +12,13 @@ pub const DEFAULT_NAMESPACE: &str = "distsync:";
 /// How long a write waits for its replica acknowledgement by default
 /// ([`RedisOptions::replica_acknowledgement`]).
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The bound on session TTLs of a backend whose server does not keep every write (no
+/// `appendfsync always`, or a failover without `wait_replicas`) when the URL or the
+/// options give none: the default session TTL ([`distsync_core::DEFAULT_TTL`]), so
+/// that a session opened without options fits under it while a store that forgot
+/// waits as little as that allows before it grants again.
+pub const DEFAULT_MAX_SESSION_TTL: Duration = distsync_core::DEFAULT_TTL;
 
 /// The largest [`RedisOptions::max_session_ttl`]: a waiter line's epoch marker idles
 /// out an hour after the line empties, and a marker recreated then must find the
@@ -39,7 +46,7 @@ pub struct RedisOptions {
     pub(crate) request_timeout: Duration,
     pub(crate) wait_replicas: u32,
     pub(crate) wait_timeout: Duration,
-    pub(crate) max_session_ttl: Option<Duration>,
+    pub(crate) max_session_ttl: MaxSessionTtl,
 }
 
 impl Default for RedisOptions {
@@ -51,7 +58,7 @@ impl Default for RedisOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             wait_replicas: 0,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
-            max_session_ttl: None,
+            max_session_ttl: MaxSessionTtl::Default,
         }
     }
 }
@@ -113,19 +120,35 @@ impl RedisOptions {
     /// session TTL ([`crate::MIN_SESSION_TTL`], as the URL's `max_session_ttl` requires)
     /// is raised to it, one above [`MAX_SESSION_TTL_LIMIT`] lowered to that limit.
     ///
+    ///
+    /// Without this call the backend applies [`DEFAULT_MAX_SESSION_TTL`] to a server
+    /// that does not keep every write and none to one that does
+    /// ([`Self::without_max_session_ttl`] turns it off).
+    ///
     /// ```
     /// # use std::time::Duration;
+    /// use distsync_core::raw::MaxSessionTtl;
     /// let options = distsync_redis::RedisOptions::new().max_session_ttl(Duration::from_secs(60));
-    /// assert_eq!(options.get_max_session_ttl(), Some(Duration::from_secs(60)));
+    /// assert_eq!(options.get_max_session_ttl(), MaxSessionTtl::At(Duration::from_secs(60)));
     /// ```
     pub fn max_session_ttl(mut self, ttl: Duration) -> Self {
-        self.max_session_ttl = Some(ttl.clamp(MIN_SESSION_TTL, MAX_SESSION_TTL_LIMIT));
+        self.max_session_ttl = MaxSessionTtl::At(ttl.clamp(MIN_SESSION_TTL, MAX_SESSION_TTL_LIMIT));
         self
     }
 
-    /// The bound on session TTLs that turns on the lock-delay after the store forgets
-    /// ([`Self::max_session_ttl`]); `None`: no bound, no lock-delay.
-    pub fn get_max_session_ttl(&self) -> Option<Duration> {
+    /// No bound on session TTLs and no lock-delay, even on a server that does not keep
+    /// every write (`max_session_ttl=off` in the URL): after such a server restarts,
+    /// or fails over without acknowledgement, a lock may be granted to a new client
+    /// while its old holder acts on it until its next renewal. For a caller who
+    /// accepts that to never wait out a lock-delay.
+    pub fn without_max_session_ttl(mut self) -> Self {
+        self.max_session_ttl = MaxSessionTtl::Off;
+        self
+    }
+
+    /// The bound on session TTLs asked for ([`Self::max_session_ttl`],
+    /// [`Self::without_max_session_ttl`]), or the backend's default.
+    pub fn get_max_session_ttl(&self) -> MaxSessionTtl {
         self.max_session_ttl
     }
 
@@ -184,8 +207,22 @@ mod tests {
     #[test]
     fn a_bound_in_code_is_held_to_the_urls_range() {
         let low = RedisOptions::new().max_session_ttl(Duration::ZERO);
-        assert_eq!(low.get_max_session_ttl(), Some(MIN_SESSION_TTL));
+        assert_eq!(
+            low.get_max_session_ttl(),
+            MaxSessionTtl::At(MIN_SESSION_TTL)
+        );
         let high = RedisOptions::new().max_session_ttl(Duration::from_secs(7200));
-        assert_eq!(high.get_max_session_ttl(), Some(MAX_SESSION_TTL_LIMIT));
+        assert_eq!(
+            high.get_max_session_ttl(),
+            MaxSessionTtl::At(MAX_SESSION_TTL_LIMIT)
+        );
+        assert_eq!(
+            RedisOptions::new().get_max_session_ttl(),
+            MaxSessionTtl::Default
+        );
+        assert_eq!(
+            high.without_max_session_ttl().get_max_session_ttl(),
+            MaxSessionTtl::Off
+        );
     }
 }

@@ -9,8 +9,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use distsync_core::raw::RetryPolicy;
+use distsync_core::raw::{MaxSessionTtl, RetryPolicy};
 use distsync_core::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Value};
@@ -20,7 +21,7 @@ use crate::capabilities::BACKEND;
 use crate::error::redis_error;
 use crate::keys::Keys;
 use crate::notify::Notifier;
-use crate::options::RedisOptions;
+use crate::options::{RedisOptions, DEFAULT_MAX_SESSION_TTL};
 use crate::persistence::Persistence;
 use crate::scripts::Lua;
 use crate::sentinel::Following;
@@ -216,6 +217,7 @@ impl Shared {
                 persistence = persistence.weaker(crate::persistence::read(&mut connection).await?);
             }
         }
+        let max_session_ttl = resolve_max_session_ttl(&options, &target, &persistence, server);
         let conn = match &target {
             Target::Server(client) => {
                 drop(probe);
@@ -253,7 +255,7 @@ impl Shared {
             notifier: Notifier::start(target, options.connect_timeout),
             keys,
             store: format!("{server}?namespace={}", options.namespace),
-            max_session_ttl: options.max_session_ttl,
+            max_session_ttl,
             retry: RetryPolicy::within(options.request_timeout),
             namespace: options.namespace,
             instance,
@@ -261,4 +263,35 @@ impl Shared {
         };
         Ok((shared, evicting, persistence))
     }
+}
+
+/// The bound on session TTLs of a backend with `options` on `target`: the one the URL
+/// or the options give, none for `off`, and otherwise [`DEFAULT_MAX_SESSION_TTL`] where
+/// the server may forget what it acknowledged: it does not fsync every write (read at
+/// connect: `persistence`), or it fails over (Sentinel, Cluster) without replica
+/// acknowledgement. The lock-delay is then on for the URL as first written, so one
+/// holder at a time holds across a restart without anyone having asked for it.
+fn resolve_max_session_ttl(
+    options: &RedisOptions,
+    target: &Target,
+    persistence: &Persistence,
+    server: &str,
+) -> Option<Duration> {
+    let forgets = !persistence.survives_restart()
+        || (!matches!(target, Target::Server(_)) && options.wait_replicas == 0);
+    let bound = options
+        .max_session_ttl
+        .or(forgets.then_some(DEFAULT_MAX_SESSION_TTL));
+    if options.max_session_ttl == MaxSessionTtl::Default && forgets {
+        tracing::info!(
+            server,
+            %persistence,
+            max_session_ttl = ?DEFAULT_MAX_SESSION_TTL,
+            "redis server may forget acknowledged writes (a restart without appendfsync \
+             always, or a failover without wait_replicas): the lock-delay after it forgets \
+             is on with the default bound on session TTLs; max_session_ttl= in the URL sets \
+             another, max_session_ttl=off turns it off"
+        );
+    }
+    bound
 }

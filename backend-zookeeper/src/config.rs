@@ -33,7 +33,7 @@ pub const DEFAULT_ROOT: &str = "/distsync";
 /// | `/root` | the node under which every key lives (see the crate docs' layout) | `/distsync` |
 /// | `connect_timeout` | how long opening a ZooKeeper session may take | 5 s |
 /// | `timeout` | how long one request (a renewal, a create, a read) may take | 10 s |
-/// | `max_session_ttl` | the bound on session TTLs that turns on the lock-delay after the store forgets (see `src/amnesia.rs`), at least [`crate::MIN_SESSION_TTL`]; longer sessions are refused; empty: none, for a URL that inherits a bound | none |
+/// | `max_session_ttl` | the bound on session TTLs that turns on the lock-delay after the store forgets (see `src/amnesia.rs`), at least [`crate::MIN_SESSION_TTL`]; longer sessions are refused; `off`: none; empty: the default, for a URL that inherits a bound | none (ZooKeeper keeps every write) |
 /// | `sasl=digest-md5` | log `user:password@` in through SASL DIGEST-MD5 (a JAAS `DigestLoginModule` user) instead (the cargo feature `sasl`, on by default) | the `digest` scheme |
 /// | `ca` | `zks://` only, required: path of a PEM file of the CA certificates to trust | none |
 /// | `cert`, `key` | `zks://` only: paths of the PEM client certificate and its key, both or neither | none |
@@ -266,7 +266,7 @@ impl FromStr for ZkConfig {
         }
         config.connect_timeout = shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         config.request_timeout = shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        config.max_session_ttl = shared.max_session_ttl;
+        config.max_session_ttl = shared.max_session_ttl.or(None);
         if config.sasl && config.user.is_none() {
             return Err(invalid(
                 "`sasl=digest-md5` needs the login as `user:password@`".into(),

@@ -106,7 +106,7 @@ impl PostgresConfig {
     /// | `sslcert`, `sslkey` | PEM client certificate and its key, both or neither | none |
     /// | `connect_timeout` | connecting in all: TCP, TLS, login, the checks made at connect; also opening a pool connection later | [`DEFAULT_CONNECT_TIMEOUT`] |
     /// | `hold_connections` | the most connections the process's locks, read-write locks, candidacies and permits take at once to join, re-check and release their entries (renewals have connections of their own) (1 to [`MAX_HOLD_CONNECTIONS`]); with more tasks locking at the same moment than this, the rest wait for a free one (a waiting `lock()`, `acquire()` or `campaign()` as long as it waits for the grant; a `try_*` or a release within `timeout`), so size it to the locking tasks you run at once, within the server's `max_connections` | [`DEFAULT_HOLD_CONNECTIONS`] |
-    /// | `max_session_ttl` | the longest session TTL a client may use (a longer one is refused with [`Error::InvalidArgument`]), at least [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL); turns on the lock-delay after the store forgets (a fresh `initdb`, a recreated database or schema, a restored backup: see the crate docs, "When the store forgets"), and the backend then declares `exclusive_across_restart`; give it in every client's URL; empty: none | none: no lock-delay for a store found without its marker |
+    /// | `max_session_ttl` | the longest session TTL a client may use (a longer one is refused with [`Error::InvalidArgument`]), at least [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL); turns on the lock-delay after the store forgets (a fresh `initdb`, a recreated database or schema, a restored backup: see the crate docs, "When the store forgets"), and the backend then declares `exclusive_across_restart`; give it in every client's URL; `off`: none; empty: the default | none: no lock-delay for a store found without its marker |
     /// | `timeout` | one request: taking a pool connection (waiting for a free one, opening one, or pinging an idle one), then again the statement's reply, so a call to a server gone silent (a partition, a hung middlebox) fails with a connection error within about twice it (a statement that timed out may have been applied, as after any lost reply); waits (`lock()`, `dequeue()`, ...) are not bounded by it, only each statement they make | [`DEFAULT_REQUEST_TIMEOUT`] |
     ///
     /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
@@ -205,7 +205,7 @@ impl PostgresConfig {
             connect_timeout: shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             hold_connections,
-            max_session_ttl: shared.max_session_ttl,
+            max_session_ttl: shared.max_session_ttl.or(None),
             files,
             display,
         })

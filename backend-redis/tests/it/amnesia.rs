@@ -235,14 +235,17 @@ async fn the_lock_delay_declares_holds_exclusive_across_a_restart_and_data_still
     let Some(server) = support::server_url() else {
         return;
     };
-    // The shared server without the options its URL may carry: no lock-delay.
+    // The shared server without the options its URL may carry, the lock-delay off.
     let bare = server
         .split_once('?')
         .map_or(server.as_str(), |(base, _)| base);
     let namespace = support::unique_namespace("amnesia");
-    let without = distsync_redis::backend(&support::with_namespace(bare, &namespace))
-        .await
-        .unwrap();
+    let without = distsync_redis::backend(&format!(
+        "{}&max_session_ttl=off",
+        support::with_namespace(bare, &namespace)
+    ))
+    .await
+    .unwrap();
     let with = distsync_redis::backend(&format!(
         "{}&max_session_ttl=2s",
         support::with_namespace(bare, &namespace)

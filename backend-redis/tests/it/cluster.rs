@@ -250,7 +250,16 @@ async fn what_spans_two_slots_is_declared_and_refused() {
         !capabilities.survives_failover,
         "no replica acknowledgement asked"
     );
-    assert!(!capabilities.fencing, "no replica acknowledgement asked");
+    // Without acknowledgement, tokens keep growing across a promotion only by the
+    // lock-delay, on by default there, and gone with `max_session_ttl=off`.
+    assert!(capabilities.fencing, "the default lock-delay");
+    let off = distsync_redis::backend(&format!("{url}&max_session_ttl=off"))
+        .await
+        .unwrap();
+    assert!(
+        !off.capabilities().fencing,
+        "no acknowledgement, no lock-delay"
+    );
     let acknowledged = distsync_redis::backend(&format!("{url}&wait_replicas=1"))
         .await
         .unwrap();

@@ -1,7 +1,8 @@
 //! The persistence read at connect: the shared test server runs without persistence
 //! (no `survives_restart`); private `redis-server`s with an append-only file fsynced
 //! on every write (declared), fsynced every second (not), and with `CONFIG` disabled
-//! (the fsync policy unknown: not).
+//! (the fsync policy unknown: not); and the lock-delay a server that forgets gets by
+//! default, unless the URL says `max_session_ttl=off`.
 //!
 //! Runs when `DISTSYNC_REDIS_URL` is set (the test servers are installed); skipped
 //! loudly otherwise, a failure under `CI=true`.
@@ -39,9 +40,9 @@ async fn the_test_server_is_read_as_without_persistence() {
     assert_eq!(persistence.save(), Some(""), "{persistence}");
     assert!(!persistence.survives_restart());
     assert!(!backend.capabilities().survives_restart);
-    // Holds stay exclusive across a restart only with the lock-delay, which the
-    // shared server's URL may turn on (`max_session_ttl=`).
-    let lock_delay = url.contains("max_session_ttl=");
+    // Holds stay exclusive across a restart only with the lock-delay, on by default
+    // for a server that forgets unless the URL turns it off.
+    let lock_delay = !url.contains("max_session_ttl=off");
     assert_eq!(backend.capabilities().exclusive_across_restart, lock_delay);
     assert_eq!(
         backend.capabilities(),
@@ -67,6 +68,39 @@ async fn an_append_only_file_fsynced_on_every_write_survives_a_restart() {
             .with_survives_restart(true)
             .with_exclusive_across_restart(true)
     );
+}
+
+#[tokio::test]
+async fn a_server_that_forgets_gets_the_lock_delay_unless_the_url_turns_it_off() {
+    if support::server_url().is_none() {
+        return;
+    }
+    let server = PrivateRedis::start(&[]);
+    let default = connect(&server.url("")).await;
+    assert!(!default.persistence().survives_restart());
+    assert!(default.capabilities().exclusive_across_restart);
+    // The default bound admits a session opened without options, and refuses a longer
+    // one with an error that names the URL option.
+    let session = default.session(Default::default()).await.unwrap();
+    session.close().await.unwrap();
+    let longer = distsync_redis::DEFAULT_MAX_SESSION_TTL + Duration::from_secs(1);
+    match default
+        .session(distsync_core::SessionOptions::with_ttl(longer))
+        .await
+    {
+        Err(distsync_core::Error::InvalidArgument(reason)) => {
+            assert!(reason.contains("max_session_ttl="), "{reason}");
+        }
+        other => panic!("a session above the default bound: {other:?}"),
+    }
+    let off = connect(&server.url("?max_session_ttl=off")).await;
+    assert!(!off.capabilities().exclusive_across_restart);
+    off.session(distsync_core::SessionOptions::with_ttl(longer))
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Behaviour across a restart of the server (without persistence), on a private
 //! `redis-server` on a free port (the conformance suite's,
 //! `distsync_conformance::faults::private`). The suite's restart cases check what
-//! every backend must do; this checks exactly what Redis does: every session and
+//! every backend must do; this checks exactly what Redis does without the lock-delay
+//! (`max_session_ttl=off`, which the default would turn on here): every session and
 //! hold is gone, every session opened before the restart reports `lost()`, session
 //! ids drawn after it never repeat one from before, and fencing tokens keep growing.
 //!
@@ -40,7 +41,9 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
     }
     let connect = connector(|url| async move { distsync_redis::backend(&url).await });
     let mut server = private::start(StoreKind::Redis, connect).await.unwrap();
-    let coordinator = distsync_redis::connect(server.url()).await.unwrap();
+    // What Redis itself does across a restart: without the lock-delay.
+    let url = format!("{}?max_session_ttl=off", server.url());
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
 
     let holder = coordinator
         .session_with(distsync_core::SessionOptions::with_ttl(RENEWED_TTL))
@@ -139,7 +142,9 @@ async fn sessions_from_before_a_restart_report_lost_and_their_ids_never_come_bac
     }
     let connect = connector(|url| async move { distsync_redis::backend(&url).await });
     let mut server = private::start(StoreKind::Redis, connect).await.unwrap();
-    let coordinator = distsync_redis::connect(server.url()).await.unwrap();
+    // What Redis itself does across a restart: without the lock-delay.
+    let url = format!("{}?max_session_ttl=off", server.url());
+    let coordinator = distsync_redis::connect(&url).await.unwrap();
 
     let mut before = Vec::new();
     for _ in 0..20 {

@@ -9,7 +9,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use distsync_core::{Backend, Coordinator, Error};
+use distsync_core::{Backend, Coordinator, Error, FencingToken};
 use futures::StreamExt;
 use support::{server_url, unique_namespace, with_namespace, CRASH_TTL};
 
@@ -161,6 +161,43 @@ async fn each_release_wakes_only_the_waiter_it_lets_in() {
     drop((second, third));
 }
 
+/// A permit of `name` (of `count`) taken in a "process" whose runtime then stops: no
+/// keepalive, no release, no revoke. Its session has the short [`CRASH_TTL`], which a
+/// loaded machine may let lapse before the permit is granted: that set-up, which the
+/// tests do not measure, is tried again (three times at most).
+fn crashed_holder(url: String, name: &'static str, count: usize) -> (FencingToken, String) {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let coordinator = distsync_redis::connect(&url).await.unwrap();
+            for attempt in 1..=3 {
+                let session = coordinator
+                    .session_with(distsync_core::SessionOptions::with_ttl(CRASH_TTL))
+                    .await
+                    .unwrap();
+                let acquired = coordinator
+                    .semaphore(&session, name, count)
+                    .unwrap()
+                    .acquire()
+                    .await;
+                match acquired {
+                    Ok(permit) => {
+                        let held = (permit.token(), permit.key().to_owned());
+                        std::mem::forget(permit);
+                        std::mem::forget(session);
+                        return held;
+                    }
+                    Err(Error::SessionLost) if attempt < 3 => {}
+                    Err(error) => panic!("the crashed holder's permit: {error}"),
+                }
+            }
+            unreachable!("the last attempt returns or panics")
+        })
+    })
+    .join()
+    .unwrap()
+}
+
 /// A holder that stops (no keepalive, no release) loses its permit once its session
 /// TTL has run out: a waiter is granted then, by the TTL safety net, with a greater
 /// token. The permit count is state only while someone is live: once the crashed
@@ -168,30 +205,7 @@ async fn each_release_wakes_only_the_waiter_it_lets_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_holders_permit_is_granted_after_its_ttl() {
     let f = fixture!();
-    let url = f.url.clone();
-    // A "process" whose runtime stops: no keepalive, no release, no revoke.
-    let (token, key) = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let coordinator = distsync_redis::connect(&url).await.unwrap();
-            let session = coordinator
-                .session_with(distsync_core::SessionOptions::with_ttl(CRASH_TTL))
-                .await
-                .unwrap();
-            let permit = coordinator
-                .semaphore(&session, "crash", 1)
-                .unwrap()
-                .acquire()
-                .await
-                .unwrap();
-            let held = (permit.token(), permit.key().to_owned());
-            std::mem::forget(permit);
-            std::mem::forget(session);
-            held
-        })
-    })
-    .join()
-    .unwrap();
+    let (token, key) = crashed_holder(f.url.clone(), "crash", 1);
     let session = f.coordinator.session().await.unwrap();
     // While the crashed entry lives, another count is refused and leaves nothing.
     let other = f.coordinator.semaphore(&session, "crash", 2).unwrap();
@@ -231,29 +245,7 @@ async fn a_crashed_holders_permit_is_granted_after_its_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_line_forgets_its_count() {
     let f = fixture!();
-    let url = f.url.clone();
-    let key = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let coordinator = distsync_redis::connect(&url).await.unwrap();
-            let session = coordinator
-                .session_with(distsync_core::SessionOptions::with_ttl(CRASH_TTL))
-                .await
-                .unwrap();
-            let permit = coordinator
-                .semaphore(&session, "stale", 3)
-                .unwrap()
-                .acquire()
-                .await
-                .unwrap();
-            let key = permit.key().to_owned();
-            std::mem::forget(permit);
-            std::mem::forget(session);
-            key
-        })
-    })
-    .join()
-    .unwrap();
+    let (_, key) = crashed_holder(f.url.clone(), "stale", 3);
     let mut raw = f.raw().await;
     let deadline = Instant::now() + SHORT;
     while redis::cmd("EXISTS")

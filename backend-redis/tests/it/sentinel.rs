@@ -35,7 +35,14 @@ async fn finds_the_primary_and_declares_what_acknowledgement_gives() {
         .unwrap();
     assert!(acked.capabilities().survives_failover);
     assert!(acked.capabilities().fencing);
-    let plain = distsync_redis::backend(&with_query(&url, "wait_replicas=0"))
+    // Without acknowledgement, tokens keep growing across a promotion only by the
+    // lock-delay, on by default there, and gone with `max_session_ttl=off`.
+    let delayed = distsync_redis::backend(&with_query(&url, "wait_replicas=0"))
+        .await
+        .unwrap();
+    assert!(!delayed.capabilities().survives_failover);
+    assert!(delayed.capabilities().fencing);
+    let plain = distsync_redis::backend(&with_query(&url, "wait_replicas=0&max_session_ttl=off"))
         .await
         .unwrap();
     assert!(!plain.capabilities().survives_failover);

@@ -1,5 +1,6 @@
 //! Server cases: the store's server as a whole (not one primitive) restarted
-//! ([`restart`]), its cluster leader lost ([`cluster`], [`cluster_release`]), its
+//! ([`restart`], again and again under the URL's defaults in [`restarts_url`]), its
+//! cluster leader lost ([`cluster`], [`cluster_release`]), its
 //! leader or primary killed under load ([`failover`]), a server that evicts keys
 //! ([`eviction`]), and a session id taken over by another owner ([`takeover`]).
 
@@ -9,6 +10,7 @@ mod eviction;
 mod failover;
 mod restart;
 mod restart_lead;
+mod restarts_url;
 mod takeover;
 mod wipe;
 mod wipe_bounded;
@@ -86,6 +88,31 @@ pub(super) const CASES: &[Case] = &[
         run: |h| boxed(wipe::one_holder(h, wipe::Bound::Column)),
     },
     wipe_bounded::CASE,
+    Case {
+        id: "server_restarts_url_as_written",
+        group: Group::Server,
+        guarantee: "restarted again and again under lock holders, the URL as README writes it (no \
+                    option): no client granted while another's hold is valid",
+        needs: &[Need::Lock],
+        claim: EXCLUSIVE,
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(restarts_url::restarts(h, restarts_url::Form::AsWritten)),
+    },
+    Case {
+        id: "server_restarts_url_off",
+        group: Group::Server,
+        guarantee: "restarted again and again under lock holders, max_session_ttl=off: no client \
+                    granted while another's hold is valid",
+        needs: &[Need::Lock],
+        // Without the lock-delay, holds stay exclusive across a restart only where the
+        // store keeps every write.
+        claim: Claim::Flag(
+            "exclusive_across_restart with max_session_ttl=off",
+            |c: &Capabilities| c.survives_restart && c.exclusive_across_restart,
+        ),
+        hooks: &[Hook::PrivateServer],
+        run: |h| boxed(restarts_url::restarts(h, restarts_url::Form::Off)),
+    },
     Case {
         id: "server_crash_after_release",
         group: Group::Server,

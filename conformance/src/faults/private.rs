@@ -122,32 +122,30 @@ pub const CARRIED_REDIS_OPTIONS: &[&str] = &["max_session_ttl"];
 pub const PRIVATE_MAX_SESSION_TTL: Duration = Duration::from_secs(5);
 
 /// `base` with the [`CARRIED_REDIS_OPTIONS`] of `column_url` as its query (`base`
-/// unchanged when the column's URL has none, or does not parse); `max_session_ttl`
-/// at most [`PRIVATE_MAX_SESSION_TTL`].
+/// unchanged when there is no column, `column_url` not parsing). A private Redis
+/// forgets on every restart, so a column whose URL gives no bound (or an empty one)
+/// would apply the default bound there: the private URL carries the column's bound, or
+/// that default, lowered to [`PRIVATE_MAX_SESSION_TTL`]; a column's `off` is carried
+/// as it is.
 fn carry_redis_options(base: &str, column_url: &str) -> String {
     let Ok(column) = url::Url::parse(column_url) else {
         return base.to_owned();
     };
     let cap = format!("{}ms", PRIVATE_MAX_SESSION_TTL.as_millis());
-    let carried: Vec<(String, String)> = column
+    let given = column
         .query_pairs()
         .filter(|(key, _)| CARRIED_REDIS_OPTIONS.contains(&key.as_ref()))
-        .map(|(key, value)| {
-            let value = match distsync_core::raw::parse_url_timeout(&value) {
-                Ok(ttl) if key == "max_session_ttl" && ttl > PRIVATE_MAX_SESSION_TTL => cap.clone(),
-                _ => value.into_owned(),
-            };
-            (key.into_owned(), value)
-        })
-        .collect();
-    if carried.is_empty() {
-        return base.to_owned();
-    }
-    let query: Vec<String> = carried
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
-    format!("{base}?{}", query.join("&"))
+        .last()
+        .map(|(_, value)| value.into_owned());
+    let bound = match given.as_deref() {
+        Some("off") => "off".to_owned(),
+        Some(value) => match distsync_core::raw::parse_url_timeout(value) {
+            Ok(ttl) if ttl <= PRIVATE_MAX_SESSION_TTL => value.to_owned(),
+            _ => cap,
+        },
+        None => cap,
+    };
+    format!("{base}?max_session_ttl={bound}")
 }
 
 /// Starts a private server of `kind`, reached with `connect`, and waits until a
@@ -637,7 +635,7 @@ mod tests {
     use super::carry_redis_options;
 
     #[test]
-    fn a_private_redis_carries_the_lock_delay_of_its_column_and_nothing_else() {
+    fn a_private_redis_carries_the_lock_delay_of_its_column_or_its_default_and_nothing_else() {
         let base = "redis://127.0.0.1:7000";
         assert_eq!(
             carry_redis_options(
@@ -651,11 +649,23 @@ mod tests {
             carry_redis_options(base, "redis://h:6379/0?max_session_ttl=15s"),
             "redis://127.0.0.1:7000?max_session_ttl=5000ms"
         );
+        // None given, or an empty one: the default bound the column's client applies to
+        // a server that forgets, lowered the same way.
+        let lowered = "redis://127.0.0.1:7000?max_session_ttl=5000ms";
+        for column in [
+            "redis://h:6379/0?namespace=x:",
+            "redis://h:6379",
+            "redis://h:6379?max_session_ttl=",
+        ] {
+            assert_eq!(carry_redis_options(base, column), lowered, "{column}");
+        }
         assert_eq!(
-            carry_redis_options(base, "redis://h:6379/0?namespace=x:"),
-            base
+            carry_redis_options(
+                base,
+                "redis://h:6379?max_session_ttl=2s&max_session_ttl=off"
+            ),
+            "redis://127.0.0.1:7000?max_session_ttl=off"
         );
-        assert_eq!(carry_redis_options(base, "redis://h:6379"), base);
         assert_eq!(carry_redis_options(base, ""), base);
         assert_eq!(carry_redis_options(base, "not a url"), base);
     }

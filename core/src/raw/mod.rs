@@ -127,7 +127,7 @@ pub use epoch_marker::EpochMarker;
 pub use multi_host_url::{join_host_port, parse_host_port, MultiHostUrl};
 pub use prefix::name_under;
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
-pub use session_bound::check_session_ttl;
+pub use session_bound::{check_session_ttl, MaxSessionTtl};
 pub use store_side::{
     leadership, lock_guard, permit, read_guard, start_session, with_guarded_write,
     with_release_request_watch, GuardStoreSide, SessionStoreSide,

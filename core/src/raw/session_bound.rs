@@ -12,6 +12,47 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
+/// What a URL's `max_session_ttl=` asks for: nothing said (the backend's default), a
+/// bound, or none at all.
+///
+/// A store that keeps every write has no default bound. One that does not (a Redis
+/// that does not fsync every write, or fails over without replica acknowledgement)
+/// applies its own by default, so that the URL as first written gets the lock-delay;
+/// `off` is how a caller who accepts the risk says so.
+///
+/// ```
+/// use std::time::Duration;
+/// use distsync_core::raw::MaxSessionTtl;
+///
+/// let default = Some(Duration::from_secs(15));
+/// assert_eq!(MaxSessionTtl::Default.or(default), default);
+/// assert_eq!(MaxSessionTtl::Off.or(default), None);
+/// let at = MaxSessionTtl::At(Duration::from_secs(5));
+/// assert_eq!(at.or(default), Some(Duration::from_secs(5)));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MaxSessionTtl {
+    /// Not given, or given empty (for a URL that inherits a bound): the backend's
+    /// default.
+    #[default]
+    Default,
+    /// `max_session_ttl=<duration>`: this bound.
+    At(Duration),
+    /// `max_session_ttl=off`: no bound and no lock-delay, whatever the store keeps.
+    Off,
+}
+
+impl MaxSessionTtl {
+    /// The bound, where the backend's default is `default`.
+    pub fn or(self, default: Option<Duration>) -> Option<Duration> {
+        match self {
+            Self::Default => default,
+            Self::At(bound) => Some(bound),
+            Self::Off => None,
+        }
+    }
+}
+
 /// Refuses a session TTL above `bound` (none: every TTL is fine).
 ///
 /// ```
@@ -30,7 +71,9 @@ pub fn check_session_ttl(ttl: Duration, bound: Option<Duration>) -> Result<()> {
     match bound {
         Some(bound) if ttl > bound => Err(Error::InvalidArgument(format!(
             "a session TTL of {ttl:?} is above this store's max_session_ttl ({bound:?}): \
-             the lock-delay after the store forgets covers sessions up to that TTL only"
+             the lock-delay after the store forgets covers sessions up to that TTL only \
+             (`max_session_ttl=` in the URL raises the bound; `off` drops it, and the \
+             lock-delay with it)"
         ))),
         _ => Ok(()),
     }

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::session_bound::MaxSessionTtl;
+
 /// How long connecting may take when the URL does not say (`connect_timeout=`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -45,8 +47,9 @@ pub struct UrlOptions {
     pub connect_timeout: Option<Duration>,
     /// `timeout=`: how long one request may wait for its answer.
     pub request_timeout: Option<Duration>,
-    /// `max_session_ttl=`: see [`check_session_ttl`](crate::raw::check_session_ttl).
-    pub max_session_ttl: Option<Duration>,
+    /// `max_session_ttl=`: a bound, `off`, or the backend's default (see
+    /// [`MaxSessionTtl`] and [`check_session_ttl`](crate::raw::check_session_ttl)).
+    pub max_session_ttl: MaxSessionTtl,
     /// The path of the PEM file of CA certificates to trust.
     pub ca_file: Option<String>,
     /// The paths of the PEM client certificate and its key.
@@ -59,8 +62,9 @@ impl UrlOptions {
     /// Reads `query` (form-urlencoded, no `?`) in order, the last of a repeated key
     /// winning: the shared keys here, every other pair through `own`, which answers
     /// `Ok(false)` for a key it does not know (refused, listing every accepted key).
-    /// An empty `max_session_ttl` drops the bound (for a URL that inherits one); a file
-    /// needs a path, and a client certificate its key.
+    /// `max_session_ttl=off` drops the bound, an empty `max_session_ttl=` goes back to
+    /// the backend's default (for a URL that inherits one); a file needs a path, and a
+    /// client certificate its key.
     ///
     /// ```
     /// use std::time::Duration;
@@ -100,7 +104,12 @@ impl UrlOptions {
                 match name {
                     "connect_timeout" => options.connect_timeout = Some(timeout()?),
                     "timeout" => options.request_timeout = Some(timeout()?),
-                    "max_session_ttl" if value.is_empty() => options.max_session_ttl = None,
+                    "max_session_ttl" if value.is_empty() => {
+                        options.max_session_ttl = MaxSessionTtl::Default;
+                    }
+                    "max_session_ttl" if value == "off" => {
+                        options.max_session_ttl = MaxSessionTtl::Off
+                    }
                     "max_session_ttl" => {
                         let (ttl, (shortest, longest)) = (timeout()?, grammar.session_ttl_bounds);
                         if !(shortest..=longest).contains(&ttl) {
@@ -109,7 +118,7 @@ impl UrlOptions {
                                  session TTL) to {longest:?}"
                             ));
                         }
-                        options.max_session_ttl = Some(ttl);
+                        options.max_session_ttl = MaxSessionTtl::At(ttl);
                     }
                     _ if own(name, value)? => {}
                     _ => {
@@ -266,7 +275,10 @@ mod tests {
         .unwrap();
         assert_eq!(options.connect_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(options.request_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(options.max_session_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(
+            options.max_session_ttl,
+            MaxSessionTtl::At(Duration::from_secs(60))
+        );
         assert_eq!(options.ca_file.as_deref(), Some("/c/ca.pem"));
         let files = options.client_cert_files.clone().unwrap();
         assert_eq!(files, ("/c/a.pem".to_owned(), "/c/a k.pem".to_owned()));
@@ -315,17 +327,20 @@ mod tests {
     }
 
     #[test]
-    fn max_session_ttl_is_bounded_and_empty_drops_it() {
+    fn max_session_ttl_is_bounded_off_drops_it_and_empty_is_the_default() {
         for bad in ["999ms", "61m"] {
             let reason = parse(&format!("max_session_ttl={bad}")).unwrap_err();
             assert!(reason.contains("is not from 1s (the shortest"), "{reason}");
         }
         assert_eq!(
             parse("max_session_ttl=1s").unwrap().max_session_ttl,
-            Some(Duration::from_secs(1))
+            MaxSessionTtl::At(Duration::from_secs(1))
         );
-        let dropped = parse("max_session_ttl=5s&max_session_ttl=").unwrap();
-        assert_eq!(dropped.max_session_ttl, None);
+        assert_eq!(parse("").unwrap().max_session_ttl, MaxSessionTtl::Default);
+        let off = parse("max_session_ttl=5s&max_session_ttl=off").unwrap();
+        assert_eq!(off.max_session_ttl, MaxSessionTtl::Off);
+        let reset = parse("max_session_ttl=5s&max_session_ttl=").unwrap();
+        assert_eq!(reset.max_session_ttl, MaxSessionTtl::Default);
     }
 
     #[test]

@@ -81,8 +81,8 @@ const WAIT: Duration = Duration::from_secs(2);
 /// The longest the replica is paused before the primary is killed.
 const LAG: Duration = Duration::from_secs(1);
 /// The longest lock-delay after a promotion the case allows for, on top of its other
-/// bounds: the bound on session TTLs of the suite's Redis URLs (`max_session_ttl=15s`
-/// in `scripts/servers.sh`), with room.
+/// bounds: the default bound on session TTLs of a Redis that forgets (15 s, which the
+/// suite's Redis URLs keep), with room.
 const LOCK_DELAY: Duration = Duration::from_secs(30);
 /// Acknowledged operations to wait for while the replica lags (if the store
 /// acknowledges any: with replica acknowledgement it does not).
@@ -471,12 +471,12 @@ async fn connect(h: &Harness, cluster: &dyn Cluster, fault: Fault) -> Check<Arc<
             lock_delay,
         } => {
             // Without acknowledgement: the column's lock-delay kept (`lock_delay`),
-            // or dropped (an empty `max_session_ttl`), to measure what breaks
+            // or turned off (`max_session_ttl=off`), to measure what breaks
             // without either.
             let query = match (acknowledged, lock_delay) {
                 (true, _) => "wait_replicas=1&wait_timeout=500",
                 (false, true) => "wait_replicas=0",
-                (false, false) => "wait_replicas=0&max_session_ttl=",
+                (false, false) => "wait_replicas=0&max_session_ttl=off",
             };
             within(PROMPT, "connecting", cluster.connect_with(query)).await?
         }
