@@ -519,8 +519,8 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
 }
 
 /// Whether `outcome`, reached while the harness stalled past its slack, is not to be
-/// trusted: a violation, or a case the harness could not finish (its set-up lapsed in
-/// every try, or it ran past its deadline). Both are what a starved runner produces by
+/// trusted: a violation (a case that ran past its deadline among them), or an error
+/// (its set-up lapsed in every try). Both are what a starved runner produces by
 /// itself: sessions whose renewals run late lapse before the fault, and a waiter
 /// stamped late reads as out of order. A holding verdict stands as measured.
 fn untrusted_when_stalled(outcome: &Outcome) -> bool {

@@ -223,7 +223,9 @@ const EVICTION_POLICY: &str = "allkeys-lru";
 /// Starts a private `redis-server` that evicts keys (`maxmemory 64mb`,
 /// `maxmemory-policy allkeys-lru`), reached with a URL that opts in to eviction
 /// (`allow_eviction=true`), so that it can be probed; the URL without it is
-/// [`EvictingServer::strict_url`].
+/// [`EvictingServer::strict_url`]. The probing URL turns the lock-delay off
+/// (`max_session_ttl=off`): the cases on it measure eviction, not restarts, and the
+/// brand-new server would otherwise hold every first grant back for the default bound.
 ///
 /// # Errors
 /// When it cannot be started or does not answer within a minute.
@@ -237,7 +239,7 @@ pub async fn start_evicting_redis(connect: Connect) -> Result<EvictingServer> {
                 .map(str::to_owned)
                 .to_vec(),
         },
-        url: format!("{strict_url}?allow_eviction=true"),
+        url: format!("{strict_url}?allow_eviction=true&max_session_ttl=off"),
         dir,
         port,
         child: None,
