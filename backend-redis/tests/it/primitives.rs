@@ -12,7 +12,9 @@ use bytes::Bytes;
 use distsync_core::{Backend, Coordinator, Error, Isolation, Name, SessionOptions};
 use distsync_redis::RedisBackend;
 use futures::StreamExt;
-use support::{server_url, unique_namespace, with_namespace, CRASH_TTL, RENEWED_TTL};
+use support::{
+    crashed_holder, server_url, unique_namespace, with_namespace, CRASH_TTL, RENEWED_TTL,
+};
 
 struct Fixture {
     url: String,
@@ -189,33 +191,12 @@ async fn a_stalled_holder_loses_the_lock_after_its_ttl() {
     let f = fixture!();
     let url = f.url.clone();
     // A "process" whose runtime stops: no keepalive, no release, no revoke.
-    let (token, key) = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let coordinator = distsync_redis::connect(&url).await.unwrap();
-            // A loaded machine may let the short session lapse before the grant: that
-            // set-up, which the test does not measure, is tried again.
-            for attempt in 1..=3 {
-                let session = coordinator
-                    .session_with(SessionOptions::with_ttl(CRASH_TTL))
-                    .await
-                    .unwrap();
-                match coordinator.locker(&session, "s").unwrap().lock().await {
-                    Ok(guard) => {
-                        let held = (guard.token(), guard.key().to_owned());
-                        std::mem::forget(guard);
-                        std::mem::forget(session);
-                        return held;
-                    }
-                    Err(Error::SessionLost) if attempt < 3 => {}
-                    Err(error) => panic!("the stalled holder's lock: {error}"),
-                }
-            }
-            unreachable!("the last attempt returns or panics")
-        })
-    })
-    .join()
-    .unwrap();
+    let (token, key) = crashed_holder(url, |coordinator, session| async move {
+        let guard = coordinator.locker(&session, "s")?.lock().await?;
+        let held = (guard.token(), guard.key().to_owned());
+        std::mem::forget(guard);
+        Ok(held)
+    });
     let session = f.coordinator.session().await.unwrap();
     let started = Instant::now();
     let guard = within(SHORT, f.coordinator.locker(&session, "s").unwrap().lock())
@@ -501,36 +482,14 @@ async fn election_terms_values_and_observe() {
 async fn an_observer_notices_a_crashed_leader_by_its_ttl() {
     let f = fixture!();
     let url = f.url.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let coordinator = distsync_redis::connect(&url).await.unwrap();
-            // A loaded machine may let the short session lapse before the leadership:
-            // that set-up, which the test does not measure, is tried again.
-            for attempt in 1..=3 {
-                let session = coordinator
-                    .session_with(SessionOptions::with_ttl(CRASH_TTL))
-                    .await
-                    .unwrap();
-                let campaign = coordinator
-                    .election(&session, "crash")
-                    .unwrap()
-                    .campaign(Bytes::from_static(b"doomed"))
-                    .await;
-                match campaign {
-                    Ok(leadership) => {
-                        std::mem::forget(leadership);
-                        std::mem::forget(session);
-                        return;
-                    }
-                    Err(Error::SessionLost) if attempt < 3 => {}
-                    Err(error) => panic!("the crashed leader's campaign: {error}"),
-                }
-            }
-        })
-    })
-    .join()
-    .unwrap();
+    crashed_holder(url, |coordinator, session| async move {
+        let leadership = coordinator
+            .election(&session, "crash")?
+            .campaign(Bytes::from_static(b"doomed"))
+            .await?;
+        std::mem::forget(leadership);
+        Ok(())
+    });
     let session = f.coordinator.session().await.unwrap();
     let election = f.coordinator.election(&session, "crash").unwrap();
     let mut observed = election.observe();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use distsync_core::{Backend, Coordinator, Error, FencingToken};
 use futures::StreamExt;
-use support::{server_url, unique_namespace, with_namespace, CRASH_TTL};
+use support::{crashed_holder, server_url, unique_namespace, with_namespace, CRASH_TTL};
 
 const SHORT: Duration = Duration::from_secs(10);
 
@@ -161,41 +161,18 @@ async fn each_release_wakes_only_the_waiter_it_lets_in() {
     drop((second, third));
 }
 
-/// A permit of `name` (of `count`) taken in a "process" whose runtime then stops: no
-/// keepalive, no release, no revoke. Its session has the short [`CRASH_TTL`], which a
-/// loaded machine may let lapse before the permit is granted: that set-up, which the
-/// tests do not measure, is tried again (three times at most).
-fn crashed_holder(url: String, name: &'static str, count: usize) -> (FencingToken, String) {
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let coordinator = distsync_redis::connect(&url).await.unwrap();
-            for attempt in 1..=3 {
-                let session = coordinator
-                    .session_with(distsync_core::SessionOptions::with_ttl(CRASH_TTL))
-                    .await
-                    .unwrap();
-                let acquired = coordinator
-                    .semaphore(&session, name, count)
-                    .unwrap()
-                    .acquire()
-                    .await;
-                match acquired {
-                    Ok(permit) => {
-                        let held = (permit.token(), permit.key().to_owned());
-                        std::mem::forget(permit);
-                        std::mem::forget(session);
-                        return held;
-                    }
-                    Err(Error::SessionLost) if attempt < 3 => {}
-                    Err(error) => panic!("the crashed holder's permit: {error}"),
-                }
-            }
-            unreachable!("the last attempt returns or panics")
-        })
+/// A permit of `name` (of `count`) of a holder that crashes ([`crashed_holder`]): its
+/// token and key.
+fn crashed_permit(url: String, name: &'static str, count: usize) -> (FencingToken, String) {
+    crashed_holder(url, move |coordinator, session| async move {
+        let permit = coordinator
+            .semaphore(&session, name, count)?
+            .acquire()
+            .await?;
+        let held = (permit.token(), permit.key().to_owned());
+        std::mem::forget(permit);
+        Ok(held)
     })
-    .join()
-    .unwrap()
 }
 
 /// A holder that stops (no keepalive, no release) loses its permit once its session
@@ -205,7 +182,7 @@ fn crashed_holder(url: String, name: &'static str, count: usize) -> (FencingToke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_holders_permit_is_granted_after_its_ttl() {
     let f = fixture!();
-    let (token, key) = crashed_holder(f.url.clone(), "crash", 1);
+    let (token, key) = crashed_permit(f.url.clone(), "crash", 1);
     let session = f.coordinator.session().await.unwrap();
     // While the crashed entry lives, another count is refused and leaves nothing.
     let other = f.coordinator.semaphore(&session, "crash", 2).unwrap();
@@ -245,7 +222,7 @@ async fn a_crashed_holders_permit_is_granted_after_its_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_line_forgets_its_count() {
     let f = fixture!();
-    let (_, key) = crashed_holder(f.url.clone(), "stale", 3);
+    let (_, key) = crashed_permit(f.url.clone(), "stale", 3);
     let mut raw = f.raw().await;
     let deadline = Instant::now() + SHORT;
     while redis::cmd("EXISTS")

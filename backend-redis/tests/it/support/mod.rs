@@ -5,10 +5,13 @@
 
 #![allow(dead_code)]
 
+mod crashed_holder;
 mod server;
 mod session_ttls;
 
 #[allow(unused_imports)] // Not every test binary uses all of them.
+pub(crate) use crashed_holder::crashed_holder;
+#[allow(unused_imports)]
 pub(crate) use server::{server_url, unique_namespace, with_namespace};
 pub(crate) use session_ttls::{CRASH_TTL, RENEWED_TTL};
 
