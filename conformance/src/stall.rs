@@ -68,6 +68,26 @@ pub fn stall_slack(settle: Duration) -> Duration {
     settle.max(STALL_FLOOR)
 }
 
+/// A ticker on the current runtime: a tick due every period, a late one delaying the
+/// next rather than bunching them ([`MissedTickBehavior::Delay`]), so that each tick
+/// tells how late the runtime ran it.
+struct Ticker(tokio::time::Interval);
+
+impl Ticker {
+    fn every(period: Duration) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self(interval)
+    }
+
+    /// Waits for the next tick: when it ran, and how long after it was due.
+    async fn next(&mut self) -> (Instant, Duration) {
+        let due = self.0.tick().await;
+        let now = Instant::now();
+        (now, now.saturating_duration_since(due))
+    }
+}
+
 /// What the ticker and the reader share.
 #[derive(Debug)]
 struct Shared {
@@ -121,13 +141,11 @@ impl StallMeter {
         }));
         let ticks = Arc::clone(&shared);
         let ticker = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(period);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut ticker = Ticker::every(period);
             loop {
-                let due = interval.tick().await;
-                let now = Instant::now();
+                let (now, late) = ticker.next().await;
                 let mut shared = ticks.lock().unwrap_or_else(PoisonError::into_inner);
-                shared.worst = shared.worst.max(now.saturating_duration_since(due));
+                shared.worst = shared.worst.max(late);
                 shared.last_run = now;
             }
         });
@@ -171,13 +189,11 @@ pub(crate) const CALM_OVERSHOOT: Duration = Duration::from_millis(60);
 /// Cancel-safety: cancel-safe; it only reads the clock.
 pub(crate) async fn calm(window: Duration, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    let mut interval = tokio::time::interval(STALL_TICK);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticker = Ticker::every(STALL_TICK);
     let mut calm_since = Instant::now();
     loop {
-        let due = interval.tick().await;
-        let now = Instant::now();
-        if now.saturating_duration_since(due) > CALM_OVERSHOOT {
+        let (now, late) = ticker.next().await;
+        if late > CALM_OVERSHOOT {
             calm_since = now;
         } else if now.saturating_duration_since(calm_since) >= window {
             return true;
