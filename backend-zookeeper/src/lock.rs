@@ -443,7 +443,10 @@ async fn watch_node(
 ) {
     loop {
         let Ok(client) = lease.client() else { break };
+        // `biased`: a hold already ended (its session closed) ends the watch, whatever
+        // the store says of its node at the same moment.
         let watched = tokio::select! {
+            biased;
             () = lost.cancelled() => return,
             watched = client.check_and_watch_stat(&path) => watched,
         };
@@ -451,6 +454,7 @@ async fn watch_node(
         match watched {
             Ok((Some(_), watcher)) => {
                 tokio::select! {
+                    biased;
                     () = lost.cancelled() => return,
                     _ = watcher.changed() => {}
                 }
@@ -466,6 +470,11 @@ async fn watch_node(
                 }
             }
         }
+    }
+    // A hold whose session ended first (closed by its owner, or lost, which says so
+    // itself) is not lost by its node going with the session.
+    if lost.is_cancelled() {
+        return;
     }
     tracing::warn!(node = %path, "zookeeper lock node gone: the lock is lost");
     lost.cancel();
