@@ -17,7 +17,9 @@ mod waiter_line {
             return;
         };
         let separator = if url.contains('?') { '&' } else { '?' };
-        let timeout = Duration::from_millis(300);
+        // Long enough that the join and grant sent once a connection is free get
+        // their reply within it on a loaded runner (the grant commits synchronously).
+        let timeout = Duration::from_secs(1);
         let backend = crate::backend(&format!(
             "{url}{separator}hold_connections=1&timeout={}ms",
             timeout.as_millis()
