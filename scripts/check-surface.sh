@@ -8,7 +8,13 @@
 #      kind and name whose declaration and documentation are the same are one item
 #      twice (re-exported items from the workspace's other crates carry no source link
 #      to tell them by; every public item is documented, so two distinct items with
-#      one name also differ in their docs).
+#      one name also differ in their docs);
+#   3. every rustdoc example a user meets (the facade's pages, and the backend crates'
+#      pages, whose items a user reaches through `distsync::store`) names crate paths
+#      only as a `distsync` user can import them: no `distsync_core::`, `distsync_kv::`
+#      or `distsync_<backend>::`. Each crate's doctests compile those examples against
+#      the facade (a dev-dependency), as a user's crate would; the core and kv crates'
+#      own pages are the backend author's and may name them.
 # Prints what it counted and each failure; exits 1 if there is any, 0 otherwise.
 #
 #   scripts/check-surface.sh [DOC_DIR]     DOC_DIR defaults to target/doc
@@ -68,6 +74,26 @@ twice = [paths for paths in pages.values() if len(paths) > 1]
 print(f"check-surface: {sum(len(p) for p in pages.values())} item pages, {len(pages)} items")
 for paths in sorted(twice):
     failures.append(f"one item at {len(paths)} paths: {', '.join(sorted(paths))}")
+
+# 3. Examples in the paths a user imports.
+example = re.compile(r'<pre class="rust rust-example-rendered"><code>(.*?)</code></pre>', re.S)
+internal = re.compile(r"\bdistsync_(core|kv|etcd|redis|postgres|zookeeper)::")
+user_crates = ["distsync"] + [f"distsync_{b}" for b in ("etcd", "redis", "postgres", "zookeeper")]
+examples = 0
+for crate in user_crates:
+    for directory, _, files in os.walk(os.path.join(doc, crate)):
+        for file in sorted(files):
+            if not file.endswith(".html"):
+                continue
+            path = os.path.join(directory, file)
+            for code in example.findall(open(path, encoding="utf-8").read()):
+                examples += 1
+                text = html.unescape(re.sub(r"<[^>]+>", "", code))
+                for line in text.splitlines():
+                    if internal.search(line):
+                        failures.append(f"{os.path.relpath(path, doc)}: an example names a path "
+                                        f"a user cannot import: {line.strip()}")
+print(f"check-surface: {examples} rendered examples on the pages a user reads")
 
 for failure in failures:
     print(f"check-surface: {failure}")

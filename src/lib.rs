@@ -173,9 +173,9 @@ pub mod store {
             parse_duration, parse_host_port, parse_url_flag, parse_url_timeout, permit, read_guard,
             retry, start_session, with_guarded_write, with_release_request_watch, Backend, Backoff,
             BareNumber, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease,
-            LossWatchFn, MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide, Settle,
-            StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions, Write,
-            DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+            LossWatchFn, MaxSessionTtl, MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn,
+            SessionStoreSide, Settle, StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions,
+            Write, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
         };
         pub use distsync_core::Proclaim;
         pub use distsync_kv::{kv, recipes};

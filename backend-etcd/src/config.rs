@@ -54,7 +54,7 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["tls", "layout"], crate::
 /// The password is never shown: `Display`, `Debug` and errors show `***` instead.
 ///
 /// ```
-/// # use distsync_etcd::EtcdConfig;
+/// # use distsync::store::etcd::EtcdConfig;
 /// let config: EtcdConfig = "etcd://10.0.0.1:2379,10.0.0.2:2379/apps/billing".parse()?;
 /// assert_eq!(config.endpoints(), ["10.0.0.1:2379", "10.0.0.2:2379"]);
 /// assert_eq!(config.namespace(), "apps/billing/");
@@ -64,7 +64,7 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["tls", "layout"], crate::
 /// assert!(secure.tls());
 /// assert_eq!(secure.user(), Some("app"));
 /// assert!(!format!("{secure} {secure:?}").contains("s3cret"));
-/// # Ok::<(), distsync_core::Error>(())
+/// # Ok::<(), distsync::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct EtcdConfig {

@@ -50,8 +50,8 @@
 //! [`Capabilities::min_session_ttl`]: distsync_core::Capabilities::min_session_ttl
 //!
 //! ```no_run
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! let coordinator = distsync_etcd::connect("etcd://127.0.0.1:2379").await?;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! let coordinator = distsync::store::etcd::connect("etcd://127.0.0.1:2379").await?;
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
 //! // Key `jobs/nightly/<lease id in hex>`, as `etcdctl lock jobs/nightly` writes it.

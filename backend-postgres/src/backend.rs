@@ -256,6 +256,16 @@ impl PostgresBackend {
         &self.shared.schema
     }
 
+    /// The pool this backend's queues, barriers, STM and reads run on (the caller's own
+    /// with [`backend_from_pool`]): for an application whose data lives in the same
+    /// database, so that a fenced write ([`crate::fence::admit`]) needs no pool of its
+    /// own. Holds, waits and renewals have connections apart from it, so a transaction
+    /// kept open on it delays none of them; it competes only with the queues, barriers
+    /// and STM for the pool's connections (`pool_size=` in the URL).
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.shared.pool
+    }
+
     fn lease(&self, session: &Session) -> Result<Arc<LeaseInner>> {
         let lease = &session.lease_for::<PgLease>(BACKEND)?.inner;
         if !Arc::ptr_eq(&lease.shared, &self.shared) {

@@ -10,15 +10,37 @@
 //! the newer holder's (and is then overwritten by it).
 //!
 //! ```no_run
-//! # async fn f(pool: sqlx::PgPool, guard: distsync_core::LockGuard) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn f(pool: sqlx::PgPool, guard: distsync::LockGuard) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut tx = pool.begin().await?;
-//! if distsync_postgres::fence::admit(&mut tx, "app.fences", "accounts/42", guard.token()).await? {
+//! if distsync::store::postgres::fence::admit(&mut tx, "app.fences", "accounts/42", guard.token()).await? {
 //!     sqlx::query("UPDATE app.accounts SET balance = balance + 1 WHERE id = 42")
 //!         .execute(&mut *tx)
 //!         .await?;
 //!     tx.commit().await?;
 //! } // else: a newer holder has written; drop `tx` (rolls back) and stop.
 //! # Ok(()) }
+//! ```
+//!
+//! The transaction may be on any connection to the database that holds the data: a pool
+//! of the application's own, as above, or, where the data lives in the database the
+//! backend coordinates in, the backend's own pool ([`PostgresBackend::pool`](crate::PostgresBackend::pool)), whatever
+//! store the lock is held on:
+//!
+//! ```no_run
+//! # async fn f() -> distsync::Result<()> {
+//! let backend = distsync::store::postgres::backend("postgres://app@db/app").await?;
+//! let pool = backend.pool().clone();
+//! let coordinator = distsync::Coordinator::new(backend);
+//! let session = coordinator.session().await?;
+//! let guard = coordinator.locker(&session, "accounts/42")?.lock().await?;
+//! let mut tx = pool.begin().await.map_err(|e| distsync::Error::backend("postgres", e))?;
+//! if distsync::store::postgres::fence::admit(&mut tx, "app.fences", "accounts/42", guard.token()).await? {
+//!     // ... the write, on `tx` ...
+//!     tx.commit().await.map_err(|e| distsync::Error::backend("postgres", e))?;
+//! }
+//! guard.unlock().await?;
+//! session.close().await
+//! # }
 //! ```
 //!
 //! For a table that already has a fence column, the same rule is a condition on the

@@ -7,8 +7,8 @@
 //! forgets").
 //!
 //! ```no_run
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! let coordinator = distsync_postgres::connect("postgres://app@db:5432/app?schema=locks").await?;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! let coordinator = distsync::store::postgres::connect("postgres://app@db:5432/app?schema=locks").await?;
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
 //! // ... pass guard.token() with every write to the protected resource ...

@@ -126,8 +126,8 @@ impl RedisBackend {
     /// [`backend`] does.
     ///
     /// ```no_run
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// use distsync_redis::{redis, RedisBackend, RedisOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// use distsync::store::redis::{redis, RedisBackend, RedisOptions};
     /// let client = redis::Client::open("redis://127.0.0.1:6379/0").expect("a valid URL");
     /// let backend = RedisBackend::from_client(client, RedisOptions::new().namespace("myapp:")).await?;
     /// # Ok(()) }

@@ -7,8 +7,8 @@
 //! pub/sub connection for wake-ups).
 //!
 //! ```no_run
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! let coordinator = distsync_redis::connect("redis://127.0.0.1:6379/0?namespace=myapp:").await?;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! let coordinator = distsync::store::redis::connect("redis://127.0.0.1:6379/0?namespace=myapp:").await?;
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
 //! // ... send guard.token() with every write to the protected resource ...

@@ -32,7 +32,7 @@ pub const MAX_SESSION_TTL_LIMIT: Duration = Duration::from_secs(3600);
 ///
 /// ```
 /// # use std::time::Duration;
-/// let options = distsync_redis::RedisOptions::new()
+/// let options = distsync::store::redis::RedisOptions::new()
 ///     .namespace("myapp:")
 ///     .connect_timeout(Duration::from_secs(2))
 ///     .request_timeout(Duration::from_secs(3));
@@ -127,8 +127,8 @@ impl RedisOptions {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// use distsync_core::raw::MaxSessionTtl;
-    /// let options = distsync_redis::RedisOptions::new().max_session_ttl(Duration::from_secs(60));
+    /// use distsync::store::raw::MaxSessionTtl;
+    /// let options = distsync::store::redis::RedisOptions::new().max_session_ttl(Duration::from_secs(60));
     /// assert_eq!(options.get_max_session_ttl(), MaxSessionTtl::At(Duration::from_secs(60)));
     /// ```
     pub fn max_session_ttl(mut self, ttl: Duration) -> Self {

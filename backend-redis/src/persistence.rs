@@ -28,9 +28,9 @@ use crate::error::redis_error;
 /// say (`CONFIG GET` refused, and no `INFO persistence` field for it).
 ///
 /// ```no_run
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// use distsync_core::Backend;
-/// let backend = distsync_redis::backend("redis://127.0.0.1:6379/0").await?;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+/// use distsync::store::raw::Backend;
+/// let backend = distsync::store::redis::backend("redis://127.0.0.1:6379/0").await?;
 /// let persistence = backend.persistence();
 /// // e.g. `appendonly=no appendfsync=everysec save=""`
 /// tracing::info!(%persistence, "the store's persistence");

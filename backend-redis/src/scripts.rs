@@ -198,7 +198,7 @@ pub(crate) fn compose(body: &str) -> String {
 /// diagnostic row).
 ///
 /// ```
-/// let release = distsync_redis::script_source("release").unwrap();
+/// let release = distsync::store::redis::script_source("release").unwrap();
 /// assert!(release.contains("local function release_hold"));
 /// assert!(!release.contains("local function queue_sweep"));
 /// ```

@@ -43,17 +43,17 @@ pub const DEFAULT_ROOT: &str = "/distsync";
 /// a URL setting. The password never appears in `Debug` output or errors.
 ///
 /// ```
-/// use distsync_zookeeper::ZkConfig;
+/// use distsync::store::zookeeper::ZkConfig;
 /// let config: ZkConfig = "zk://app:secret@127.0.0.1:2181,127.0.0.1:2182/apps/a?timeout=2s"
 ///     .parse()?;
 /// assert_eq!(config.root(), "/apps/a");
 /// assert!(!format!("{config:?}").contains("secret"));
-/// # Ok::<(), distsync_core::Error>(())
+/// # Ok::<(), distsync::Error>(())
 /// ```
 ///
 /// ```
 /// # #[cfg(all(feature = "tls", feature = "sasl"))] {
-/// use distsync_zookeeper::ZkConfig;
+/// use distsync::store::zookeeper::ZkConfig;
 /// let config: ZkConfig = "zks://app:secret@zk1:2281/apps?sasl=digest-md5\
 ///     &ca=/etc/zk/ca.pem&cert=/etc/zk/app.pem&key=/etc/zk/app-key.pem"
 ///     .parse()?;
@@ -61,7 +61,7 @@ pub const DEFAULT_ROOT: &str = "/distsync";
 /// assert!(config.sasl());
 /// assert_eq!(config.ca_file(), Some("/etc/zk/ca.pem"));
 /// # }
-/// # Ok::<(), distsync_core::Error>(())
+/// # Ok::<(), distsync::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct ZkConfig {

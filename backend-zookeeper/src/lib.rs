@@ -5,8 +5,8 @@
 //! migration.
 //!
 //! ```no_run
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! let coordinator = distsync_zookeeper::connect("zk://127.0.0.1:2181").await?;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! let coordinator = distsync::store::zookeeper::connect("zk://127.0.0.1:2181").await?;
 //! let session = coordinator.session().await?;
 //! // Curator's InterProcessMutex on /distsync/lock/jobs/nightly is the same lock.
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;

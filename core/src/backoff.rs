@@ -14,7 +14,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync_core::raw::Backoff;
+/// use distsync::store::raw::Backoff;
 ///
 /// let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(25));
 /// assert_eq!(backoff.next_pause(), Duration::from_millis(10));

@@ -113,7 +113,7 @@ impl Coordinator {
     /// [`crate::broken`]). Waiters keep their places: the first of them is granted.
     ///
     /// ```
-    /// # async fn demo(coordinator: distsync_core::Coordinator) -> distsync_core::Result<()> {
+    /// # async fn demo(coordinator: distsync::Coordinator) -> distsync::Result<()> {
     /// match coordinator.break_lock("jobs/nightly").await? {
     ///     Some(hold) => tracing::info!(%hold, "broke the lock"),
     ///     None => tracing::info!("nobody held jobs/nightly"),

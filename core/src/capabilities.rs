@@ -17,7 +17,7 @@ use crate::stm::Isolation;
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use distsync_core::Capabilities;
+/// # use distsync::Capabilities;
 /// let capabilities = Capabilities::all("mystore", Duration::from_secs(1))
 ///     .with_survives_restart(false)
 ///     .with_survives_failover(false);

@@ -82,7 +82,7 @@ const LONGEST_STORE_RETRY: Duration = Duration::from_secs(5);
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync_core::consumer::ConsumerOptions;
+/// use distsync::queue::ConsumerOptions;
 /// let options = ConsumerOptions::default()
 ///     .processing_deadline(Duration::from_secs(30))
 ///     .max_deliveries(3)
@@ -203,10 +203,10 @@ impl ConsumerOptions {
 /// once, each item going to one of them at a time.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 /// use std::time::Duration;
-/// use distsync_core::consumer::ConsumerOptions;
-/// let coordinator = distsync_kv::memory::connect("memory://").await?;
+/// use distsync::queue::ConsumerOptions;
+/// let coordinator = distsync::connect("memory://").await?;
 /// let options = ConsumerOptions::default()
 ///     .max_deliveries(2)
 ///     .retry(Duration::from_millis(10), Duration::from_secs(1))
@@ -219,7 +219,7 @@ impl ConsumerOptions {
 ///     let text = std::str::from_utf8(&item)?;
 ///     let n: u64 = text.parse()?;
 ///     println!("job {n}");
-///     Ok::<(), distsync_core::BoxError>(())
+///     Ok::<(), distsync::queue::BoxError>(())
 /// });
 /// // Runs until its session is lost; here, until the poison item, tried twice, is
 /// // dead-lettered.

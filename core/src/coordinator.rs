@@ -44,9 +44,9 @@ use crate::stm::Stm;
 ///   (`queue.enqueue("build")`, `election.campaign("node-1")`): see the crate docs.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// use distsync_kv::memory::MemoryBackend;
-/// use distsync_core::{Coordinator};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+/// use distsync::store::memory::MemoryBackend;
+/// use distsync::Coordinator;
 /// let coordinator = Coordinator::new(MemoryBackend::new());
 /// let queue = coordinator.queue("jobs")?;
 /// queue.enqueue("build").await?;
@@ -111,10 +111,10 @@ impl Coordinator {
     /// [`Capabilities::min_session_ttl`] and the margin against the TTL.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
     /// use std::time::Duration;
-    /// use distsync_core::SessionOptions;
-    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// use distsync::SessionOptions;
+    /// let coordinator = distsync::connect("memory://").await?;
     /// // A long batch job: a 2-minute lease, lost 30 s before the store could free it.
     /// let options = SessionOptions::with_ttl(Duration::from_secs(120))
     ///     .margin(Duration::from_secs(30));
@@ -164,10 +164,10 @@ impl Coordinator {
     /// check fencing tokens. `lock` (bounded or not) and `try_lock` both honour it.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
     /// use std::time::Duration;
-    /// use distsync_core::lock_delay::LockOptions;
-    /// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+    /// use distsync::lock::LockOptions;
+    /// let coordinator = distsync::connect("memory://").await?;
     /// let session = coordinator.session().await?;
     /// let options = LockOptions::new().lock_delay(Duration::from_secs(5));
     /// let guard = coordinator.locker_with(&session, "devices/printer", options)?.lock().await?;
@@ -312,9 +312,9 @@ impl Coordinator {
     /// [`crate::status`].
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// use distsync_kv::memory::MemoryBackend;
-    /// use distsync_core::{status::LineKind, Coordinator};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// use distsync::store::memory::MemoryBackend;
+    /// use distsync::{store::status::LineKind, Coordinator};
     /// let coordinator = Coordinator::new(MemoryBackend::new());
     /// let session = coordinator.session().await?;
     /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;

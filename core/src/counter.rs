@@ -32,8 +32,8 @@
 //!   reads every [`CHANGED_POLL`].
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! let coordinator = distsync::connect("memory://").await?;
 //! let visits = coordinator.counter("site/visits")?;
 //! assert_eq!(visits.get().await?, 0);
 //! assert_eq!(visits.add(5).await?, 5);
@@ -123,9 +123,9 @@ pub trait Counter: Send + Sync {
     /// with notifications override it.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// # use distsync_kv::memory::MemoryBackend;
-    /// let coordinator = distsync_core::Coordinator::new(MemoryBackend::new());
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// # use distsync::store::memory::MemoryBackend;
+    /// let coordinator = distsync::Coordinator::new(MemoryBackend::new());
     /// let jobs = coordinator.counter("jobs/done")?;
     /// let watcher = coordinator.counter("jobs/done")?;
     /// let waiting = tokio::spawn(async move { watcher.changed(0).await });

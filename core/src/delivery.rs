@@ -106,8 +106,8 @@ pub trait Settle: Send + Sync + 'static {
 /// consumer's session until [`ack`](Delivery::ack)ed (see the [module docs](self)).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+/// let coordinator = distsync::connect("memory://").await?;
 /// let session = coordinator.session().await?;
 /// let jobs = coordinator.queue("jobs")?;
 /// jobs.enqueue("build").await?;
@@ -260,8 +260,8 @@ impl Delivery {
     /// Saves writing the `select!` on [`Self::lost`] by hand.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
     /// let session = coordinator.session().await?;
     /// let jobs = coordinator.queue("jobs")?;
     /// jobs.enqueue("build").await?;
@@ -316,9 +316,9 @@ impl Delivery {
     /// is logged).
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
     /// use std::time::Duration;
-    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// let coordinator = distsync::connect("memory://").await?;
     /// let session = coordinator.session().await?;
     /// let jobs = coordinator.queue("jobs")?;
     /// jobs.enqueue("flaky").await?;

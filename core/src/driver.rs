@@ -20,12 +20,12 @@ pub type ConnectFn = for<'url> fn(&'url str) -> BoxFuture<'url, Result<Coordinat
 /// One backend: its name, URL schemes, connect function and capabilities function.
 ///
 /// ```
-/// use distsync_core::driver::Driver;
-/// # fn connect(url: &str) -> futures::future::BoxFuture<'_, distsync_core::Result<distsync_core::Coordinator>> {
-/// #     Box::pin(async move { Err(distsync_core::Error::unsupported("example", "connect")) })
+/// use distsync::store::Driver;
+/// # fn connect(url: &str) -> futures::future::BoxFuture<'_, distsync::Result<distsync::Coordinator>> {
+/// #     Box::pin(async move { Err(distsync::Error::unsupported("example", "connect")) })
 /// # }
-/// # fn capabilities() -> distsync_core::Capabilities {
-/// #     distsync_core::Capabilities::all("example", std::time::Duration::from_secs(1))
+/// # fn capabilities() -> distsync::Capabilities {
+/// #     distsync::Capabilities::all("example", std::time::Duration::from_secs(1))
 /// # }
 /// pub const DRIVER: Driver = Driver::new("example", &["example", "examples"], connect, capabilities);
 /// assert!(DRIVER.answers("EXAMPLES://host:1"));

@@ -81,8 +81,8 @@ impl<'a> dyn Election + 'a {
     /// Stands for election with `value` and waits until elected.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
     /// let session = coordinator.session().await?;
     /// let leadership = coordinator.election(&session, "scheduler")?.campaign("node-1").await?;
     /// println!("leading in term {}", leadership.term());

@@ -31,7 +31,7 @@
 //! classification as a table.
 //!
 //! ```
-//! use distsync_core::Error;
+//! use distsync::Error;
 //!
 //! /// What a service loop does after a failed call.
 //! fn next_step(error: &Error) -> &'static str {
@@ -361,7 +361,7 @@ impl Error {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use distsync_core::Error;
+    /// use distsync::Error;
     ///
     /// assert!(Error::connection("example", "connection refused").is_transient());
     /// assert!(!Error::Timeout(Duration::from_secs(1)).is_transient());
@@ -379,7 +379,7 @@ impl Error {
     /// [`crate::Session::is_lost`] tells whether that session can still acquire.
     ///
     /// ```
-    /// use distsync_core::Error;
+    /// use distsync::Error;
     ///
     /// assert!(Error::SessionLost.needs_new_session());
     /// assert!(!Error::NotHeld.needs_new_session());
@@ -394,7 +394,7 @@ impl Error {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use distsync_core::Error;
+    /// use distsync::Error;
     ///
     /// assert!(Error::Timeout(Duration::from_millis(50)).is_timeout());
     /// assert!(!Error::connection("example", "no answer within 10s").is_timeout());
@@ -415,11 +415,11 @@ impl Error {
     /// variant, which the store refused or the client caught before sending.
     ///
     /// ```
-    /// use distsync_core::Error;
+    /// use distsync::Error;
     ///
     /// // A counter's add whose reply was lost may have added: repeating it may add twice.
     /// assert!(Error::connection("example", "connection reset").may_have_applied());
-    /// let invalid = distsync_core::Name::new("a//b").unwrap_err();
+    /// let invalid = distsync::Name::new("a//b").unwrap_err();
     /// assert!(!invalid.may_have_applied());
     /// ```
     pub fn may_have_applied(&self) -> bool {

@@ -11,8 +11,8 @@
 //! `UPDATE t SET …, fence = $token WHERE id = $id AND fence <= $token`.
 //!
 //! ```
-//! use distsync_core::fence::Fenced;
-//! use distsync_core::FencingToken;
+//! use distsync::fence::Fenced;
+//! use distsync::FencingToken;
 //!
 //! let balance = Fenced::new(100_u64);
 //! // The holder of token 7 writes; then a newer holder (token 9) writes.

@@ -317,11 +317,11 @@ macro_rules! guard_accessors {
         /// [`Self::lost`] by hand.
         ///
         /// ```
-        /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-        /// # use distsync_core::Backend;
-        /// # let backend = distsync_kv::memory::MemoryBackend::new();
+        /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+        /// # use distsync::store::raw::Backend;
+        /// # let backend = distsync::store::memory::MemoryBackend::new();
         /// # let session = backend.session(Default::default()).await?;
-        /// # let locker = backend.locker(&session, distsync_core::Name::new("jobs/nightly")?)?;
+        /// # let locker = backend.locker(&session, distsync::Name::new("jobs/nightly")?)?;
         /// let guard = locker.lock().await?;
         /// let rows = guard
         ///     .while_held(async {
@@ -467,8 +467,8 @@ impl LockGuard {
     /// soon a request is seen.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
     /// let session = coordinator.session().await?;
     /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
     /// let requested = guard.release_requested();
@@ -540,8 +540,8 @@ impl LockGuard {
     /// yet (paused past its lease), writes nothing.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
     /// let session = coordinator.session().await?;
     /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
     /// guard.put_if_held("jobs/nightly/state", "running").await?;

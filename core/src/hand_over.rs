@@ -4,11 +4,11 @@
 //! [`Leadership::preference_requested`]).
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 //! use std::time::Duration;
-//! use distsync_core::hand_over::Successor;
+//! use distsync::election::Successor;
 //!
-//! let coordinator = distsync_kv::memory::connect("memory://").await?;
+//! let coordinator = distsync::connect("memory://").await?;
 //! let (first, second) = (coordinator.session().await?, coordinator.session().await?);
 //! let leader = coordinator.election(&first, "scheduler")?.campaign("node-1").await?;
 //! let election = coordinator.election(&second, "scheduler")?;
@@ -592,8 +592,8 @@ impl Coordinator {
     /// [`crate::hand_over`].
     ///
     /// ```
-    /// # async fn demo(coordinator: distsync_core::Coordinator, session: distsync_core::Session)
-    /// # -> distsync_core::Result<()> {
+    /// # async fn demo(coordinator: distsync::Coordinator, session: distsync::Session)
+    /// # -> distsync::Result<()> {
     /// let election = coordinator.election(&session, "scheduler")?;
     /// let campaign = election.campaign("node-2");
     /// // While the campaign waits in line (in a task or a `select!`):

@@ -19,8 +19,8 @@
 //!   failure; such a failure has [`Error::may_have_applied`] true.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! let coordinator = distsync::connect("memory://").await?;
 //! let ready = coordinator.latch("deploy/ready", 2)?;
 //! assert_eq!(ready.count().await?, 2);
 //! assert_eq!(ready.count_down().await?, 1);

@@ -25,7 +25,7 @@ use crate::session::SessionOptions;
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync_core::LeadOptions;
+/// use distsync::election::LeadOptions;
 ///
 /// let options = LeadOptions::default()
 ///     .with_ttl(Duration::from_secs(15))
@@ -94,8 +94,8 @@ impl Coordinator {
     /// [`Coordinator::lead_with`].
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
     /// coordinator
     ///     .lead("scheduler", "node-1", |leadership| async move {
     ///         // Runs only while leader; pass the term to what it writes.

@@ -38,9 +38,9 @@
 //!   ...; see [`raw`]).
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! use distsync_core::Bytes;
-//! let coordinator = distsync_kv::memory::connect("memory://").await?;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! use distsync::Bytes;
+//! let coordinator = distsync::connect("memory://").await?;
 //! let session = coordinator.session().await?;
 //! let leadership = coordinator.election(&session, "leader")?.campaign("a").await?;
 //! // Every value type, as is.

@@ -45,10 +45,10 @@ const LONGEST_RETRY: Duration = Duration::from_secs(5);
 /// made from it still hold clones of it).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 /// use std::time::Duration;
-/// use distsync_core::SessionOptions;
-/// let coordinator = distsync_kv::memory::connect("memory://").await?;
+/// use distsync::SessionOptions;
+/// let coordinator = distsync::connect("memory://").await?;
 /// let sessions = coordinator.live_session(SessionOptions::with_ttl(Duration::from_secs(2)))?;
 ///
 /// let session = sessions.current().await?;

@@ -14,9 +14,9 @@ use crate::name::Name;
 /// [`fifo_waiters`](crate::Capabilities::fifo_waiters).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// use distsync_kv::memory::MemoryBackend;
-/// use distsync_core::{Coordinator};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+/// use distsync::store::memory::MemoryBackend;
+/// use distsync::Coordinator;
 /// let coordinator = Coordinator::new(MemoryBackend::new());
 /// let session = coordinator.session().await?;
 /// let mutex = coordinator.locker(&session, "jobs/nightly")?;

@@ -67,10 +67,10 @@
 //! A zero delay is the plain locker: no record is read or written.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 //! use std::time::Duration;
-//! use distsync_core::lock_delay::LockOptions;
-//! let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+//! use distsync::lock::LockOptions;
+//! let coordinator = distsync::connect("memory://").await?;
 //! let session = coordinator.session().await?;
 //! let options = LockOptions::new().lock_delay(Duration::from_secs(5));
 //! let printer = coordinator.locker_with(&session, "devices/printer", options)?;
@@ -112,7 +112,7 @@ const ATTEMPTS: usize = 8;
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync_core::lock_delay::LockOptions;
+/// use distsync::lock::LockOptions;
 /// let options = LockOptions::new().lock_delay(Duration::from_secs(5));
 /// assert_eq!(options.delay(), Duration::from_secs(5));
 /// assert_eq!(LockOptions::default().delay(), Duration::ZERO);
@@ -170,11 +170,11 @@ pub(crate) fn record_name(lock: &Name) -> Result<Name> {
 /// backend's own tests, a holder in a conformance case).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 /// use std::time::Duration;
 /// use distsync_core::lock_delay::{self, LockOptions};
 /// use distsync_core::{Backend, Name};
-/// let backend = distsync_kv::memory::MemoryBackend::new();
+/// let backend = distsync::store::memory::MemoryBackend::new();
 /// let session = backend.session(Default::default()).await?;
 /// let options = LockOptions::new().lock_delay(Duration::from_secs(5));
 /// let locker = lock_delay::locker(&backend, &session, Name::new("devices/printer")?, options)?;

@@ -39,10 +39,10 @@
 //!   large initial count takes as many to recreate.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! use distsync_core::migrate::{migrate, MigrateOptions};
-//! use distsync_kv::memory::MemoryBackend;
-//! use distsync_core::Coordinator;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! use distsync::store::{migrate, MigrateOptions};
+//! use distsync::store::memory::MemoryBackend;
+//! use distsync::Coordinator;
 //! let (from, to) = (Coordinator::new(MemoryBackend::new()), Coordinator::new(MemoryBackend::new()));
 //! from.queue("jobs")?.enqueue_with_priority("urgent", 0).await?;
 //! from.counter("site/visits")?.add(41).await?;

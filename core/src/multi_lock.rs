@@ -22,8 +22,8 @@ use crate::token::FencingToken;
 /// Several locks taken together (see the [module docs](self)).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+/// let coordinator = distsync::connect("memory://").await?;
 /// let session = coordinator.session().await?;
 /// let accounts = coordinator.multi_locker(&session, &["accounts/b", "accounts/a"])?;
 /// let guard = accounts.lock().await?;

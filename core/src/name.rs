@@ -34,7 +34,7 @@ pub const MAX_NAME_LEN: usize = 255;
 ///   start with `<ns>/`, since a name never starts with `/`.
 ///
 /// ```
-/// use distsync_core::Name;
+/// use distsync::Name;
 /// assert!(Name::new("jobs/nightly").is_ok());
 /// assert!(Name::new("jobs//nightly").is_err());
 /// assert!(Name::new("").is_err());

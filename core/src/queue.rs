@@ -32,7 +32,7 @@ pub const CALL_KEY_WINDOW: std::time::Duration = std::time::Duration::from_secs(
 /// queues names two items.
 ///
 /// ```
-/// use distsync_core::queue::IdempotencyKey;
+/// use distsync::queue::IdempotencyKey;
 ///
 /// let key = IdempotencyKey::new("order-4711:charge").unwrap();
 /// assert_eq!(key.as_str(), "order-4711:charge");
@@ -301,8 +301,8 @@ pub trait Queue: Send + Sync {
     /// and is left out: when no queued item has a time, the answer is `None`.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
     /// let jobs = coordinator.queue("jobs")?;
     /// assert_eq!(jobs.oldest_age().await?, None);
     /// jobs.enqueue("build").await?;
@@ -331,8 +331,8 @@ impl<'a> dyn Queue + 'a {
     /// Appends `item` at [`DEFAULT_PRIORITY`].
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// let coordinator = distsync_kv::memory::connect("memory://").await?;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
     /// let jobs = coordinator.queue("jobs")?;
     /// jobs.enqueue("build").await?;
     /// jobs.enqueue(format!("deploy {}", 42)).await?;
@@ -386,8 +386,8 @@ impl<'a> dyn Queue + 'a {
     /// [`crate::raw::retry`], and a repeat finds its own earlier attempt by the key.
     ///
     /// ```no_run
-    /// # async fn run(queue: &dyn distsync_core::Queue) -> distsync_core::Result<()> {
-    /// use distsync_core::queue::{Enqueued, IdempotencyKey};
+    /// # async fn run(queue: &dyn distsync::Queue) -> distsync::Result<()> {
+    /// use distsync::queue::{Enqueued, IdempotencyKey};
     ///
     /// let key = IdempotencyKey::new("invoice-2026-0042")?;
     /// // A producer that restarts and replays the same job appends it once.

@@ -44,9 +44,9 @@
 //! rate takes over.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! use distsync_core::rate_limiter::Rate;
-//! let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! use distsync::rate_limiter::Rate;
+//! let coordinator = distsync::connect("memory://").await?;
 //! let limiter = coordinator.rate_limiter("api/calls", "2/1s".parse::<Rate>()?)?;
 //! assert!(limiter.try_acquire(1).await?.is_granted());
 //! assert!(limiter.try_acquire(1).await?.is_granted());
@@ -73,7 +73,7 @@ use crate::name::Name;
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync_core::rate_limiter::Rate;
+/// use distsync::rate_limiter::Rate;
 /// let rate: Rate = "5/min".parse().unwrap();
 /// assert_eq!(rate, Rate::new(5, Duration::from_secs(60)).unwrap());
 /// assert_eq!(rate.emission_interval(), Duration::from_secs(12));
@@ -198,7 +198,7 @@ impl Rate {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use distsync_core::rate_limiter::Rate;
+    /// use distsync::rate_limiter::Rate;
     /// let rate = Rate::new(5, Duration::from_secs(60)).unwrap().with_burst(2).unwrap();
     /// assert_eq!(Rate::from_fingerprint(&rate.fingerprint()), Some(rate));
     /// assert_eq!(Rate::from_fingerprint("5/0/1"), None);
@@ -221,7 +221,7 @@ impl Rate {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use distsync_core::rate_limiter::Rate;
+    /// use distsync::rate_limiter::Rate;
     /// let rate = Rate::new(2, Duration::from_secs(1)).unwrap(); // T = 500 ms, burst 2
     /// assert_eq!(rate.next_due(None, 0), Duration::ZERO);
     /// assert_eq!(rate.next_due(Some(1_000_000), 0), Duration::from_millis(500));

@@ -8,11 +8,11 @@
 ///
 /// ```
 /// assert_eq!(
-///     distsync_core::redact_url("rediss://app:s3cret@10.0.0.1:6380/0?timeout=5s"),
+///     distsync::store::redact_url("rediss://app:s3cret@10.0.0.1:6380/0?timeout=5s"),
 ///     "rediss://app:***@10.0.0.1:6380/0?timeout=5s"
 /// );
 /// assert_eq!(
-///     distsync_core::redact_url("postgres://app@db/app?password=s3cret&sslmode=require"),
+///     distsync::store::redact_url("postgres://app@db/app?password=s3cret&sslmode=require"),
 ///     "postgres://app@db/app?password=***&sslmode=require"
 /// );
 /// ```

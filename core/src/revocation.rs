@@ -273,8 +273,8 @@ impl Coordinator {
     /// [`crate::revocation`] for the semantics and how soon it is seen.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
     /// assert!(coordinator.request_release("jobs/nightly").await?.is_none());
     /// let session = coordinator.session().await?;
     /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;

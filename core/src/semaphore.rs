@@ -87,8 +87,8 @@ impl Permit {
 /// and `release()`.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-/// let coordinator = distsync_core::Coordinator::new(distsync_kv::memory::MemoryBackend::new());
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+/// let coordinator = distsync::connect("memory://").await?;
 /// let session = coordinator.session().await?;
 /// let pool = coordinator.semaphore(&session, "db/connections", 3)?;
 /// let permit = pool.acquire().await?;

@@ -135,7 +135,7 @@ fn is_retry(error: &Error) -> bool {
 /// [`StmOptions::with_max_attempts`].
 ///
 /// ```
-/// # use distsync_core::StmOptions;
+/// # use distsync::stm::StmOptions;
 /// let options = StmOptions::with_max_attempts(5);
 /// assert_eq!(options.max_attempts, 5);
 /// ```
@@ -331,9 +331,9 @@ impl Stm {
     /// read of [`StmTx::get`] failed because the store changed): then it is retried.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// use distsync_kv::memory::MemoryBackend;
-    /// use distsync_core::{Coordinator, Isolation};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// use distsync::store::memory::MemoryBackend;
+    /// use distsync::{stm::Isolation, Coordinator};
     /// let stm = Coordinator::new(MemoryBackend::new()).stm()?;
     /// stm.atomically(Isolation::Serializable, |tx| async move {
     ///     let n: u64 = match tx.get("counter").await? {

@@ -18,11 +18,11 @@ use crate::error::Result;
 /// leaves anything held, so this is all a bounded wait needs.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 /// use std::time::Duration;
-/// use distsync_core::{timeout, Error};
+/// use distsync::{timeout, Error};
 ///
-/// let coordinator = distsync_kv::memory::connect("memory://").await?;
+/// let coordinator = distsync::connect("memory://").await?;
 /// let (first, second) = (coordinator.session().await?, coordinator.session().await?);
 /// let held = coordinator.locker(&first, "jobs/nightly")?.lock().await?;
 /// let waiter = coordinator.locker(&second, "jobs/nightly")?;

@@ -17,9 +17,9 @@
 //! cheaply, so their crates implement the primitives in the store's own terms.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! use distsync_core::Coordinator;
-//! use distsync_kv::memory::MemoryBackend;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! use distsync::Coordinator;
+//! use distsync::store::memory::MemoryBackend;
 //! let coordinator = Coordinator::new(MemoryBackend::new());
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;

@@ -265,11 +265,11 @@ impl PostgresConfig {
     /// [`PostgresConfig::parse`]).
     ///
     /// ```
-    /// # use distsync_postgres::PostgresConfig;
+    /// # use distsync::store::postgres::PostgresConfig;
     /// let config = PostgresConfig::parse("postgres://app@db.internal/app")?
     ///     .with_hold_connections(64)?;
     /// assert_eq!(config.hold_connections(), 64);
-    /// # Ok::<(), distsync_core::Error>(())
+    /// # Ok::<(), distsync::Error>(())
     /// ```
     ///
     /// # Errors
@@ -298,11 +298,11 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use distsync_postgres::PostgresConfig;
+    /// # use distsync::store::postgres::PostgresConfig;
     /// let config = PostgresConfig::parse("postgres://app@db.internal/app")?
     ///     .with_max_session_ttl(Duration::from_secs(30));
     /// assert_eq!(config.max_session_ttl(), Some(Duration::from_secs(30)));
-    /// # Ok::<(), distsync_core::Error>(())
+    /// # Ok::<(), distsync::Error>(())
     /// ```
     #[must_use]
     pub fn with_max_session_ttl(mut self, ttl: Duration) -> Self {

@@ -30,7 +30,7 @@ use crate::Result;
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync_core::raw::{EpochBook, EpochMarker};
+/// use distsync::store::raw::{EpochBook, EpochMarker};
 ///
 /// let mut book = EpochBook::new(Some(Duration::from_secs(10)));
 /// let marker = EpochMarker::fresh(Duration::from_secs(5), 0);

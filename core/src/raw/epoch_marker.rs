@@ -17,7 +17,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync_core::raw::EpochMarker;
+/// use distsync::store::raw::EpochMarker;
 ///
 /// let marker = EpochMarker::fresh(Duration::from_secs(15), 42);
 /// assert_eq!(EpochMarker::parse(marker.encode().as_bytes()), Some(marker));

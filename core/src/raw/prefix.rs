@@ -8,8 +8,8 @@ use crate::name::Name;
 /// prefix is whole segments, so `jobs` covers `jobs/a` but not `jobs2`.
 ///
 /// ```
-/// use distsync_core::raw::name_under;
-/// use distsync_core::Name;
+/// use distsync::store::raw::name_under;
+/// use distsync::Name;
 ///
 /// let prefix = Name::new("conf/run-1").unwrap();
 /// assert!(name_under("conf/run-1", &prefix));

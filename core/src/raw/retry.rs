@@ -325,8 +325,8 @@ impl RetryPolicy {
 /// returns the store's error.
 ///
 /// ```
-/// use distsync_core::raw::WaitRetry;
-/// use distsync_core::Error;
+/// use distsync::store::raw::retry::WaitRetry;
+/// use distsync::Error;
 ///
 /// let mut retry = WaitRetry::new("dequeue");
 /// let down = Error::connection("example", "connection refused");

@@ -22,7 +22,7 @@ use crate::{Error, Result};
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync_core::raw::MaxSessionTtl;
+/// use distsync::store::raw::MaxSessionTtl;
 ///
 /// let default = Some(Duration::from_secs(15));
 /// assert_eq!(MaxSessionTtl::Default.or(default), default);
@@ -57,7 +57,7 @@ impl MaxSessionTtl {
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync_core::raw::check_session_ttl;
+/// use distsync::store::raw::check_session_ttl;
 ///
 /// let bound = Some(Duration::from_secs(30));
 /// assert!(check_session_ttl(Duration::from_secs(10), bound).is_ok());

@@ -8,27 +8,27 @@
 //! Without `raw`, a session cannot be declared lost nor a guard made:
 //!
 //! ```compile_fail
-//! fn forge(session: &distsync_core::Session) {
+//! fn forge(session: &distsync::Session) {
 //!     session.mark_lost();
 //! }
 //! ```
 //!
 //! ```compile_fail
-//! fn forge(session: &distsync_core::Session, release: distsync_core::raw::ReleaseFn) {
-//!     let token = distsync_core::FencingToken(1);
-//!     let _ = distsync_core::LockGuard::new("k".into(), token, session, release);
+//! fn forge(session: &distsync::Session, release: distsync::store::raw::ReleaseFn) {
+//!     let token = distsync::FencingToken(1);
+//!     let _ = distsync::LockGuard::new("k".into(), token, session, release);
 //! }
 //! ```
 //!
 //! A backend imports them:
 //!
 //! ```
-//! use distsync_core::raw::{lock_guard, ReleaseFn, SessionStoreSide};
-//! fn grant(session: &distsync_core::Session, release: ReleaseFn) -> distsync_core::LockGuard {
+//! use distsync::store::raw::{lock_guard, ReleaseFn, SessionStoreSide};
+//! fn grant(session: &distsync::Session, release: ReleaseFn) -> distsync::LockGuard {
 //!     if session.lost_token().is_cancelled() {
 //!         session.mark_lost();
 //!     }
-//!     lock_guard("k".into(), distsync_core::FencingToken(1), session, release)
+//!     lock_guard("k".into(), distsync::FencingToken(1), session, release)
 //! }
 //! ```
 

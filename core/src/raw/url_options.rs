@@ -68,7 +68,7 @@ impl UrlOptions {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use distsync_core::raw::{UrlGrammar, UrlOptions};
+    /// use distsync::store::raw::{UrlGrammar, UrlOptions};
     ///
     /// let grammar = UrlGrammar::new(&["layout"], Duration::from_secs(1));
     /// let options = UrlOptions::parse("timeout=2s&layout=go", &grammar, |key, value| {

@@ -215,9 +215,9 @@ impl Session {
     /// A watch on the session's health: the early warning before `lost()`.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-    /// # let backend = distsync_kv::memory::MemoryBackend::new();
-    /// # use distsync_core::Backend;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// # let backend = distsync::store::memory::MemoryBackend::new();
+    /// # use distsync::store::raw::Backend;
     /// let session = backend.session(Default::default()).await?;
     /// let mut health = session.health_watch();
     /// tokio::spawn(async move {

@@ -31,7 +31,7 @@ pub const DEFAULT_MARGIN_DIVISOR: u32 = 5;
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use distsync_core::SessionOptions;
+/// # use distsync::SessionOptions;
 /// let options = SessionOptions::with_ttl(Duration::from_secs(10))
 ///     .margin(Duration::from_secs(3));
 /// assert_eq!(options.effective_margin(), Duration::from_secs(3));

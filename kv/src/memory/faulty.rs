@@ -84,8 +84,8 @@ struct Faults {
 /// wait for a waiter to be parked on its watch instead of sleeping.
 ///
 /// ```
-/// use distsync_kv::kv::{Kv, Range};
-/// use distsync_kv::memory::{FaultyKv, MemoryKv, Partition};
+/// use distsync::store::raw::kv::{Kv, Range};
+/// use distsync::store::memory::{FaultyKv, MemoryKv, Partition};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

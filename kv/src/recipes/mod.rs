@@ -187,14 +187,14 @@ impl<K: Kv> KvBackend<K> {
     /// turns [`Capabilities::queue_age`] off.
     ///
     /// ```
-    /// use distsync_kv::memory::capabilities;
-    /// use distsync_kv::recipes::{KeyLayout, KvBackend};
-    /// use distsync_kv::memory::MemoryKv;
+    /// use distsync::store::memory::capabilities;
+    /// use distsync::store::raw::recipes::{KeyLayout, KvBackend};
+    /// use distsync::store::memory::MemoryKv;
     ///
     /// let backend =
     ///     KvBackend::with_kv(MemoryKv::new(), "apps/", capabilities()).with_layout(KeyLayout::Go);
     /// assert_eq!(backend.layout(), KeyLayout::Go);
-    /// assert!(!distsync_core::Backend::capabilities(&backend).queue_age);
+    /// assert!(!distsync::store::raw::Backend::capabilities(&backend).queue_age);
     /// ```
     #[must_use]
     pub fn with_layout(mut self, layout: KeyLayout) -> Self {
