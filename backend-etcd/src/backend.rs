@@ -76,7 +76,7 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
     // attempt's), not a retry budget of timeouts.
     Ok(KvBackend::with_kv(
         EtcdKv::from_client(client)
-            .with_retry_budget(RetryPolicy::within(config.request_timeout()).budget())
+            .with_retry(RetryPolicy::within(config.request_timeout()))
             .with_keepalive_timeout(config.request_timeout())
             .with_amnesia(config.namespace(), config.max_session_ttl()),
         config.namespace(),

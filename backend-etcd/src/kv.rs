@@ -347,11 +347,13 @@ impl EtcdKv {
         &self.client
     }
 
-    /// Sets how long a failing request is retried across members before its error is
-    /// returned (default 3 s; zero: one attempt, except that a request a member refused
-    /// to connect for is still retried once the backoff allows).
-    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
-        self.retry = self.retry.with_budget(budget);
+    /// Sets how failing requests are retried across members before their error is
+    /// returned (default [`RetryPolicy::default`]: a 3 s one-shot budget; a budget of
+    /// zero is one attempt, except that a request a member refused to connect for is
+    /// still retried once the backoff allows). [`RetryPolicy::within`] cuts the budget
+    /// to a request timeout.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 
