@@ -261,7 +261,8 @@ impl PostgresBackend {
     /// database, so that a fenced write ([`crate::fence::admit`]) needs no pool of its
     /// own. Holds, waits and renewals have connections apart from it, so a transaction
     /// kept open on it delays none of them; it competes only with the queues, barriers
-    /// and STM for the pool's connections (`pool_size=` in the URL).
+    /// and STM for the pool's connections (8 under [`backend`], the caller's pool's size
+    /// under [`backend_from_pool`]).
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.shared.pool
     }

@@ -27,20 +27,20 @@
 //! store the lock is held on:
 //!
 //! ```no_run
-//! # async fn f() -> distsync::Result<()> {
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! let backend = distsync::store::postgres::backend("postgres://app@db/app").await?;
 //! let pool = backend.pool().clone();
 //! let coordinator = distsync::Coordinator::new(backend);
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "accounts/42")?.lock().await?;
-//! let mut tx = pool.begin().await.map_err(|e| distsync::Error::backend("postgres", e))?;
+//! let mut tx = pool.begin().await?;
 //! if distsync::store::postgres::fence::admit(&mut tx, "app.fences", "accounts/42", guard.token()).await? {
 //!     // ... the write, on `tx` ...
-//!     tx.commit().await.map_err(|e| distsync::Error::backend("postgres", e))?;
+//!     tx.commit().await?;
 //! }
 //! guard.unlock().await?;
-//! session.close().await
-//! # }
+//! session.close().await?;
+//! # Ok(()) }
 //! ```
 //!
 //! For a table that already has a fence column, the same rule is a condition on the

@@ -170,11 +170,11 @@ pub(crate) fn record_name(lock: &Name) -> Result<Name> {
 /// backend's own tests, a holder in a conformance case).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
 /// use std::time::Duration;
 /// use distsync_core::lock_delay::{self, LockOptions};
 /// use distsync_core::{Backend, Name};
-/// let backend = distsync::store::memory::MemoryBackend::new();
+/// let backend = distsync_kv::memory::MemoryBackend::new();
 /// let session = backend.session(Default::default()).await?;
 /// let options = LockOptions::new().lock_delay(Duration::from_secs(5));
 /// let locker = lock_delay::locker(&backend, &session, Name::new("devices/printer")?, options)?;
