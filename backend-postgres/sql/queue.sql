@@ -104,3 +104,21 @@ END
 $$;
 CREATE OR REPLACE TRIGGER sessions_queue_end AFTER DELETE ON {s}.sessions
     FOR EACH ROW EXECUTE FUNCTION {s}.queue_session_end();
+
+-- Acknowledges, inside the caller's own transaction, the item p_id held by the receive
+-- p_call of session p_session: deletes it while the hold is still that receive's and
+-- the session live, or raises DS001, which aborts the caller's transaction so that its
+-- own writes roll back with the acknowledgement that failed (see crate::acknowledge_in).
+-- The delete's row lock keeps every other receive off the item until the transaction
+-- ends: committed, the item is gone; rolled back, it is held as before.
+CREATE OR REPLACE FUNCTION {s}.queue_ack_in(p_id bigint, p_call text, p_session bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {s}.queue_items WHERE id = p_id AND held_call = p_call
+       AND held_by = p_session AND {s}.queue_held(p_session);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'distsync queue delivery is no longer held: its session ended or the item was delivered again'
+            USING ERRCODE = 'DS001';
+    END IF;
+END
+$$;

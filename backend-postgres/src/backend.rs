@@ -20,9 +20,11 @@ use crate::connection::{checks, liveness, tls, POOL_SETUP};
 use crate::epoch;
 use crate::error::{map, BACKEND};
 use crate::limits::Limits;
+use crate::outbox::Outbox;
 use crate::schema;
 use crate::session::{LeaseInner, PgLease};
 use crate::store::{self, Shared};
+use crate::transaction_lock::TransactionLock;
 use crate::{
     barrier, double_barrier, election, export, lock, queue, rwlock, semaphore, session, status, stm,
 };
@@ -265,6 +267,30 @@ impl PostgresBackend {
     /// under [`backend_from_pool`]).
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.shared.pool
+    }
+
+    /// Enqueues into the queue `queue` inside the caller's own transactions: the
+    /// transactional outbox (see [`Outbox`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad queue name.
+    pub fn outbox(&self, queue: &str) -> Result<Outbox> {
+        Ok(Outbox {
+            shared: Arc::clone(&self.shared),
+            name: Name::new(queue)?,
+        })
+    }
+
+    /// A lock held for the rest of the caller's transaction, with a fencing token (see
+    /// [`TransactionLock`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad lock name.
+    pub fn transaction_lock(&self, name: &str) -> Result<TransactionLock> {
+        Ok(TransactionLock {
+            shared: Arc::clone(&self.shared),
+            name: Name::new(name)?,
+        })
     }
 
     fn lease(&self, session: &Session) -> Result<Arc<LeaseInner>> {

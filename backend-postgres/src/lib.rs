@@ -127,6 +127,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod acknowledge_in;
 mod amnesia;
 mod backend;
 mod barrier;
@@ -145,6 +146,7 @@ mod guarded;
 mod limits;
 mod lock;
 mod notify;
+mod outbox;
 mod purge;
 mod queue;
 mod rate_limiter;
@@ -157,8 +159,10 @@ mod session;
 mod status;
 mod stm;
 mod store;
+mod transaction_lock;
 mod waiter_line;
 
+pub use acknowledge_in::{ack_in, PendingAck};
 pub use backend::{backend, backend_from_pool, backend_with_config, connect, PostgresBackend};
 pub use capabilities::{capabilities, capabilities_with_bound, BACKEND, MIN_SESSION_TTL};
 pub use connection::config::{
@@ -166,8 +170,10 @@ pub use connection::config::{
 };
 pub use driver::DRIVER;
 pub use limits::Limits;
+pub use outbox::Outbox;
 pub use queue::STALE_CLAIM;
 pub use schema::LAYOUT_VERSION;
 /// The `sqlx` this crate is built with, for [`backend_from_pool`] (its `PgPool` and
 /// `PgConnectOptions` must come from this version).
 pub use sqlx;
+pub use transaction_lock::TransactionLock;

@@ -74,9 +74,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::Settle;
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
+use sqlx::PgConnection;
 use tokio::sync::oneshot;
 
-use crate::connection::bounded::{through_pool, timed_out};
+use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::map;
 use crate::session::PgLease;
 use crate::store::Shared;
@@ -700,12 +701,13 @@ async fn hold_once(
     }
 }
 
-/// One held item's acknowledgement and return.
-struct PgSettle {
-    shared: Arc<Shared>,
-    id: i64,
-    call: String,
-    session: i64,
+/// One held item's acknowledgement and return: the item's row, the receive's call id
+/// and the holding session's id, which an acknowledgement checks.
+pub(crate) struct PgSettle {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: i64,
+    pub(crate) call: String,
+    pub(crate) session: i64,
 }
 
 impl PgSettle {
@@ -771,23 +773,32 @@ impl Settle for PgSettle {
 /// How many expired idempotency records an enqueue deletes on its way.
 const DEDUP_SWEEP: i64 = 16;
 
-impl PgQueue {
-    /// Appends `item` unless the record of `key` (`u:<user key>` or `g:<call id>`) is
-    /// live, recording it for `window`; one call id across the attempts, which repeat
-    /// through transient failures within the one-shot budget.
-    async fn enqueue_keyed(
+/// An enqueue: `item` at `priority` on `queue` unless the record of `key`
+/// (`u:<user key>` or `g:<call id>`) is live, recording it for `window`.
+pub(crate) struct Append<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) window: Duration,
+    pub(crate) item: &'a [u8],
+    pub(crate) priority: u16,
+}
+
+impl Append<'_> {
+    /// Runs the enqueue as the call `call` on `conn`: the record and the item in one
+    /// statement, which a transaction open on `conn` makes part of itself (the item
+    /// exists, and the consumers' wake-up is sent, only once it commits). Answers
+    /// [`Enqueued::New`] also when the live record is this call's own (an earlier
+    /// attempt of it whose reply was lost).
+    pub(crate) async fn run(
         &self,
-        key: &str,
-        window: Duration,
-        item: &Bytes,
-        priority: u16,
-    ) -> Result<Enqueued> {
-        let call = distsync_core::raw::call_id();
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        // The record and the item in one statement; the last select reads the record
-        // as it was before the statement (a live record of another call, or of an
-        // earlier attempt of this one).
-        let sql = self.shared.sql(
+        shared: &Shared,
+        conn: &mut PgConnection,
+        call: &str,
+    ) -> std::result::Result<Enqueued, sqlx::Error> {
+        let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        // The last select reads the record as it was before the statement (a live record
+        // of another call, or of an earlier attempt of this one).
+        let (appended, holder): (i32, Option<String>) = sqlx::query_as(&shared.sql(
             "WITH swept AS ( \
                  DELETE FROM {s}.queue_dedup WHERE (queue, key) IN ( \
                      SELECT queue, key FROM {s}.queue_dedup \
@@ -807,42 +818,72 @@ impl PgQueue {
              SELECT (SELECT count(*) FROM appended)::int, \
                     (SELECT call FROM {s}.queue_dedup WHERE queue = $1 AND key = $4 \
                         AND expires_at > clock_timestamp())",
-        );
-        let holder_sql = self.shared.sql(
-            "SELECT call FROM {s}.queue_dedup WHERE queue = $1 AND key = $2 \
-                AND expires_at > clock_timestamp()",
-        );
-        let attempt = || async {
-            let (appended, holder): (i32, Option<String>) = sqlx::query_as(&sql)
-                .bind(self.name.as_str())
-                .bind(i32::from(priority))
-                .bind(item.as_ref())
-                .bind(key)
-                .bind(&call)
-                .bind(window_ms)
-                .bind(DEDUP_SWEEP)
-                .fetch_one(self.shared.bounded())
-                .await
-                .map_err(map)?;
-            if appended > 0 {
-                return Ok(Enqueued::New);
+        ))
+        .bind(self.queue)
+        .bind(i32::from(self.priority))
+        .bind(self.item)
+        .bind(self.key)
+        .bind(call)
+        .bind(window_ms)
+        .bind(DEDUP_SWEEP)
+        .fetch_one(&mut *conn)
+        .await?;
+        if appended > 0 {
+            return Ok(Enqueued::New);
+        }
+        let holder = match holder {
+            Some(holder) => Some(holder),
+            // Recorded by a call that committed while this statement waited on it:
+            // invisible to the statement's snapshot, read now (a new snapshot under READ
+            // COMMITTED; a stricter isolation level fails the statement instead).
+            None => {
+                sqlx::query_scalar(&shared.sql(
+                    "SELECT call FROM {s}.queue_dedup WHERE queue = $1 AND key = $2 \
+                        AND expires_at > clock_timestamp()",
+                ))
+                .bind(self.queue)
+                .bind(self.key)
+                .fetch_optional(&mut *conn)
+                .await?
             }
-            let holder = match holder {
-                Some(holder) => Some(holder),
-                // Recorded by a call that committed while this statement waited on it:
-                // invisible to the statement's snapshot, read now.
-                None => sqlx::query_scalar(&holder_sql)
-                    .bind(self.name.as_str())
-                    .bind(key)
-                    .fetch_optional(self.shared.bounded())
-                    .await
-                    .map_err(map)?,
-            };
-            Ok(if holder.as_deref() == Some(call.as_str()) {
-                Enqueued::New
-            } else {
-                Enqueued::Duplicate
+        };
+        Ok(if holder.as_deref() == Some(call) {
+            Enqueued::New
+        } else {
+            Enqueued::Duplicate
+        })
+    }
+}
+
+impl PgQueue {
+    /// Appends `item` unless the record of `key` (`u:<user key>` or `g:<call id>`) is
+    /// live, recording it for `window`; one call id across the attempts, which repeat
+    /// through transient failures within the one-shot budget, each on a connection of
+    /// the pool and bounded as one request.
+    async fn enqueue_keyed(
+        &self,
+        key: &str,
+        window: Duration,
+        item: &Bytes,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        let call = distsync_core::raw::call_id();
+        let append = Append {
+            queue: self.name.as_str(),
+            key,
+            window,
+            item: item.as_ref(),
+            priority,
+        };
+        let pool = &self.shared.pool;
+        let limit = through_pool(pool) + self.shared.request_timeout();
+        let attempt = || async {
+            within(limit, async {
+                let mut conn = pool.acquire().await?;
+                append.run(&self.shared, &mut conn, &call).await
             })
+            .await
+            .map_err(map)
         };
         self.shared
             .retry()

@@ -46,6 +46,8 @@
 //!   limiter's theoretical arrival time (see `rate_limiter.rs`).
 //! - `counters`, `latches` and the function `latch_count_down` (`sql/counter.sql`, see
 //!   `counter.rs`).
+//! - the sequence `transaction_lock_tokens` (`sql/transaction_locks.sql`): the fencing
+//!   tokens of transaction locks (see `transaction_lock.rs`).
 //!
 //! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
 //! `<kind>:<name>`: `q` queue, `b` barrier, `d` double barrier, `e` election; `s:<id>`
@@ -65,7 +67,7 @@ use crate::error::{map, BACKEND};
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// The DDL, in the order it runs; `{s}` stands for the quoted schema name.
-const DDL: [&str; 15] = [
+const DDL: [&str; 16] = [
     include_str!("../sql/layout.sql"),
     include_str!("../sql/sessions.sql"),
     include_str!("../sql/names.sql"),
@@ -81,6 +83,7 @@ const DDL: [&str; 15] = [
     include_str!("../sql/queue_dedup.sql"),
     include_str!("../sql/epoch_marker.sql"),
     include_str!("../sql/counter.sql"),
+    include_str!("../sql/transaction_locks.sql"),
 ];
 
 /// Quotes a validated schema name as an SQL identifier.

@@ -85,8 +85,12 @@ pub(crate) fn received(span: &tracing::Span, queue: &Name, delivery: Delivery) -
 
 /// The backend's side of a [`Delivery`]: acknowledging or returning one held item.
 /// For backend implementors (see [`crate::raw`]).
+///
+/// `Any`, so that a backend's own calls on a delivery (an acknowledgement inside a
+/// caller's transaction) find their store's side of it through
+/// [`Delivery::settle_side`].
 #[async_trait]
-pub trait Settle: Send + Sync + 'static {
+pub trait Settle: std::any::Any + Send + Sync + 'static {
     /// Removes the held item from the queue.
     ///
     /// # Errors
@@ -156,6 +160,21 @@ impl Delivery {
             id: NEXT_DELIVERY.fetch_add(1, Ordering::Relaxed),
             queue: None,
         }
+    }
+
+    /// The backend's side of this delivery while it is unsettled, for a backend's own
+    /// calls on it (downcast to its type through `&dyn Any`). For backend implementors.
+    #[doc(hidden)]
+    pub fn settle_side(&self) -> Option<&dyn Settle> {
+        self.settle.as_deref()
+    }
+
+    /// Ends this delivery without a request and without the background `nack` of a
+    /// drop: its backend settled it by other means (an acknowledgement committed in a
+    /// caller's transaction). For backend implementors.
+    #[doc(hidden)]
+    pub fn settled_elsewhere(mut self) {
+        self.settle = None;
     }
 
     /// Names the queue in this delivery's spans (see the [module docs](self)).

@@ -2,6 +2,7 @@
 //! that the workspace links one test binary per crate instead of one per file.
 //! `.config/nextest.toml` says which of them run alone or in turns.
 
+mod acknowledge_in;
 mod amnesia;
 mod bounded;
 mod conflicts;
@@ -11,13 +12,16 @@ mod failover;
 mod fence;
 mod gapless;
 mod guarded;
+mod outbox;
 mod postgres;
 mod queue_wake;
 mod restart;
 mod semaphore;
 mod status;
+mod support;
 mod tls_auth;
 mod tls_logs;
+mod transaction_lock;
 
 /// The child process of `postgres`'s lock-holder tests (the conformance suite's protocol,
 /// which re-runs this binary with this test's name, so it sits at the binary's root).

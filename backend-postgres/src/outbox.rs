@@ -1,0 +1,153 @@
+//! The transactional outbox: items enqueued inside the caller's own transaction.
+//!
+//! An [`Outbox`] writes a queue's item with the statement every enqueue of the queue
+//! runs (the idempotency record and the item together, see `queue.rs`), on the
+//! connection the caller passes: inside the caller's transaction it is one more write of
+//! that transaction. So the item exists if and only if the transaction commits, beside
+//! the business rows written with it, and a rollback leaves nothing, not even the
+//! idempotency record. Consumers are woken by the insert's trigger, whose `NOTIFY`
+//! PostgreSQL delivers at commit: never before the item is visible, and not at all
+//! after a rollback.
+//!
+//! No statement is repeated on the caller's connection: a failure (a lost connection
+//! included) is returned, and the caller's transaction is then in doubt as every other
+//! write of it is; it rolls back or commits as a whole. Statements run under the
+//! caller's own settings (`statement_timeout`, `lock_timeout`), not the URL's
+//! `timeout=`. The connection must reach the database the backend coordinates in
+//! ([`PostgresBackend::pool`](crate::PostgresBackend::pool) is one way to get one).
+//!
+//! Idempotency keys behave as on [`distsync_core::Queue::enqueue_once`]: a key seen on
+//! the queue within [`DEDUP_WINDOW`](distsync_core::queue::DEDUP_WINDOW) appends
+//! nothing ([`Enqueued::Duplicate`]). A key recorded by a transaction still open makes
+//! a second one with the same key wait for it, then append only if the first rolled
+//! back (under `READ COMMITTED`; a stricter isolation level fails the second with a
+//! serialization error instead).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::{Name, Result};
+use sqlx::PgConnection;
+
+use crate::error::map;
+use crate::queue::Append;
+use crate::store::Shared;
+
+/// Enqueues into one queue inside the caller's transaction (see the [module
+/// docs](self)); from [`PostgresBackend::outbox`](crate::PostgresBackend::outbox).
+/// Consumers receive its items through the queue of the same name as any other.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let backend = distsync::store::postgres::backend("postgres://app@db/app").await?;
+/// let outbox = backend.outbox("orders/placed")?;
+/// let pool = backend.pool().clone();
+/// let mut tx = pool.begin().await?;
+/// sqlx::query("INSERT INTO app.orders (id, total) VALUES (42, 1999)")
+///     .execute(&mut *tx)
+///     .await?;
+/// outbox.enqueue(&mut tx, "order 42").await?; // exists only if the order does
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Outbox {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) name: Name,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("queue", &self.name.as_str())
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// The queue this outbox writes to.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Writes `item` at the lowest priority (0) inside the transaction open on `conn`.
+    ///
+    /// # Errors
+    /// The database's error; the caller's transaction is then in doubt (roll it back).
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way leaves the transaction in an unknown state: roll it
+    /// back.
+    pub async fn enqueue(&self, conn: &mut PgConnection, item: impl Into<Bytes>) -> Result<()> {
+        self.enqueue_with_priority(conn, item, 0).await
+    }
+
+    /// Writes `item` at `priority` (lower first, as
+    /// [`Queue::enqueue_with_priority`](distsync_core::Queue::enqueue_with_priority))
+    /// inside the transaction open on `conn`.
+    ///
+    /// # Errors
+    /// The database's error; the caller's transaction is then in doubt (roll it back).
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way leaves the transaction in an unknown state: roll it
+    /// back.
+    pub async fn enqueue_with_priority(
+        &self,
+        conn: &mut PgConnection,
+        item: impl Into<Bytes>,
+        priority: u16,
+    ) -> Result<()> {
+        let call = distsync_core::raw::call_id();
+        let key = format!("g:{call}");
+        self.append(conn, &key, CALL_KEY_WINDOW, &item.into(), priority, &call)
+            .await
+            .map(drop)
+    }
+
+    /// Writes `item` at `priority` inside the transaction open on `conn` unless `key`
+    /// was seen on the queue within
+    /// [`DEDUP_WINDOW`](distsync_core::queue::DEDUP_WINDOW), committed (see the [module
+    /// docs](self) for a key recorded by a transaction still open).
+    ///
+    /// # Errors
+    /// The database's error; the caller's transaction is then in doubt (roll it back).
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way leaves the transaction in an unknown state: roll it
+    /// back.
+    pub async fn enqueue_once(
+        &self,
+        conn: &mut PgConnection,
+        key: &IdempotencyKey,
+        item: impl Into<Bytes>,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        let call = distsync_core::raw::call_id();
+        let key = format!("u:{}", key.as_str());
+        self.append(conn, &key, DEDUP_WINDOW, &item.into(), priority, &call)
+            .await
+    }
+
+    async fn append(
+        &self,
+        conn: &mut PgConnection,
+        key: &str,
+        window: std::time::Duration,
+        item: &Bytes,
+        priority: u16,
+        call: &str,
+    ) -> Result<Enqueued> {
+        Append {
+            queue: self.name.as_str(),
+            key,
+            window,
+            item: item.as_ref(),
+            priority,
+        }
+        .run(&self.shared, conn, call)
+        .await
+        .map_err(map)
+    }
+}
