@@ -9,8 +9,10 @@
 #   test of the workspace with cargo-nextest (one integration-test binary per crate,
 #   `.config/nextest.toml` says which tests run alone or in turns; the Sentinel tests
 #   that kill the group's primary among them), then the doctests (README's and docs/'
-#   code blocks included, as the facade's); the example backend crate outside the
-#   workspace (examples/file-backend) running the suite from its own tests; the
+#   code blocks included, as the facade's); examples/orders.rs against the PostgreSQL
+#   server (the outbox and `ack_in`; the example checks its ledger and queue); the
+#   example backend crate outside the workspace (examples/file-backend) running the
+#   suite from its own tests; the
 #   conformance runner over memory, etcd (with etcd's own Go recipes as peers), Redis,
 #   PostgreSQL and ZooKeeper, a subset of cases on the Redis Sentinel group and the
 #   whole suite on the Redis Cluster, three columns at once (under CI=true the runner
@@ -68,6 +70,21 @@ tls_conformance() {
     scripts/runner.sh --backend-env DISTSYNC_REDIS_TLS_URL --backend-env DISTSYNC_ETCD_TLS_URL \
         --backend-env DISTSYNC_POSTGRES_TLS_URL --backend-env DISTSYNC_ZOOKEEPER_TLS_URL \
         --case lock_mutual_exclusion --case election_one_leader --case queue_fifo 2>&1 | mask_passwords
+}
+
+# examples/orders.rs against the PostgreSQL server, its output with the passwords
+# masked; the example fails unless its ledger and queue end as they must. Built with
+# the `test` step's flags (the whole workspace, every feature), which built it already:
+# `cargo run` would resolve the facade's dependencies alone, to other features, and
+# compile them a second time.
+orders_example() {
+    # Not `${...:?}`: its failure would end this script, not the step.
+    if [[ -z ${DISTSYNC_POSTGRES_URL:-} ]]; then
+        echo "DISTSYNC_POSTGRES_URL: not set: scripts/servers.sh env prints it" >&2
+        return 1
+    fi
+    cargo build -q --workspace --all-features --example orders &&
+        "${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/orders" "$DISTSYNC_POSTGRES_URL" 2>&1 | mask_passwords
 }
 
 # The disk the build writes to: free space, and what the target directory holds. A
@@ -164,6 +181,13 @@ step test cargo_tests env DISTSYNC_CASES_IN_RUNNER=1 cargo nextest run --workspa
     --no-tests fail
 # The code blocks of the rustdoc, README and docs/ (nextest does not run doctests).
 step doctests cargo_tests cargo test -q --workspace --all-features --doc
+# The transactional outbox and `ack_in` end to end: orders, their items, a ledger
+# applied exactly once. Without a PostgreSQL server it is skipped, but not under CI=true.
+if [[ -n ${DISTSYNC_POSTGRES_URL:-} || ${CI:-} == true ]]; then
+    step orders orders_example
+else
+    echo "test-all: DISTSYNC_POSTGRES_URL not set; not running examples/orders.rs" >&2
+fi
 # The example backend crate outside the workspace (examples/file-backend) runs the
 # conformance suite from its own `cargo test`, pinned by its own Cargo.lock, built in
 # the workspace's target directory so that what it shares with the workspace is built

@@ -111,7 +111,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(2);
 /// - no rate limiter: etcd has no clock a client can read in a transaction. Revisions
 ///   are ordered but carry no time, and a lease's remaining TTL is whole seconds and is
 ///   reset when the raft leader changes, so deciding on it would be neither exact nor
-///   sound; a client's clock is what the limiter must never trust.
+///   sound; a client's clock is what the limiter must never trust;
+/// - no caller transactions: etcd is not the caller's database.
 pub fn capabilities() -> Capabilities {
     capabilities_with_bound(None)
 }
@@ -123,4 +124,5 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         .with_rate_limiter(false)
         .with_queue_age(false)
         .with_exclusive_across_restart(max_session_ttl.is_some())
+        .with_caller_transactions(false)
 }

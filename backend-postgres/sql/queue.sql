@@ -40,8 +40,13 @@ CREATE TABLE IF NOT EXISTS {s}.queue_waiters (
 CREATE INDEX IF NOT EXISTS queue_waiters_line ON {s}.queue_waiters (queue, id);
 
 -- Whether an item held by p_session counts as held: its session row is live.
+-- VOLATILE, so that it reads the sessions with a snapshot of its own, taken when it is
+-- called: a receive's `FOR UPDATE SKIP LOCKED` re-checks an item that another receive
+-- held meanwhile against the item's newest version, and that receive's session, if
+-- created after the statement began, is invisible to the statement's snapshot (the
+-- snapshot a STABLE function reads); the item would look free and be held twice.
 CREATE OR REPLACE FUNCTION {s}.queue_held(p_session bigint) RETURNS boolean
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql VOLATILE AS $$
     SELECT p_session IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.sessions x
         WHERE x.id = p_session AND x.expires_at > clock_timestamp())
 $$;

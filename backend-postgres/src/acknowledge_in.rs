@@ -56,7 +56,11 @@ impl PendingAck {
 /// open on `conn`, fenced by the delivery (see the [module docs](self)).
 ///
 /// ```no_run
-/// # async fn f(pool: sqlx::PgPool, jobs: std::sync::Arc<dyn distsync::Queue>, session: distsync::Session) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn f(
+/// #     pool: sqlx::PgPool,
+/// #     jobs: std::sync::Arc<dyn distsync::Queue>,
+/// #     session: distsync::Session,
+/// # ) -> Result<(), Box<dyn std::error::Error>> {
 /// let delivery = jobs.receive(&session).await?;
 /// let mut tx = pool.begin().await?;
 /// sqlx::query("UPDATE app.ledger SET total = total + 1")

@@ -62,6 +62,9 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   a leader's session does the same unless a join or grant of the election holds its
 ///   row lock at that instant (then the woken candidate elects itself a moment later);
 /// - `min_session_ttl`: [`MIN_SESSION_TTL`], 1 s;
+/// - `caller_transactions`: a queue's items are rows of the database, so
+///   [`Outbox`](crate::Outbox) enqueues and [`ack_in`](crate::ack_in) acknowledges in
+///   the caller's own transaction;
 /// - `survives_failover`: false here; a [`PostgresBackend`](crate::PostgresBackend) connected to a primary whose
 ///   `synchronous_standby_names` is set declares it true (checked at connect): every
 ///   commit then waits for the standby, so a promoted standby has every grant, token
@@ -94,4 +97,7 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         // A resignation elects the next candidate in its own transaction (a connected
         // backend declares it only where its schema's `sem_grant` does so).
         .with_gapless_hand_over(true)
+        // Outbox, ack_in: a queue's items are rows of the caller's database, written
+        // and deleted in the caller's own transaction.
+        .with_caller_transactions(true)
 }

@@ -35,6 +35,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 /// [`Backend::capabilities`]: distsync_core::Backend::capabilities
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        // Redis is not the caller's database: no transaction of the caller's to join.
+        .with_caller_transactions(false)
         .with_survives_restart(false)
         // A restart without persistence forgets every hold: a new client is granted
         // at once while the old holder learns it lost only at its next renewal. A

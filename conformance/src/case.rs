@@ -57,6 +57,10 @@ pub enum Group {
     MixedFaults,
     /// [`distsync_core::migrate::migrate`]: a store's durable state copied into another.
     Migrate,
+    /// Effects in the caller's own database transaction: a transactional outbox,
+    /// acknowledgements that commit with the consumer's writes, writes fenced at the
+    /// caller's tables.
+    Transactions,
 }
 
 impl Group {
@@ -79,6 +83,7 @@ impl Group {
             Self::Latch => "latch",
             Self::MixedFaults => "mixed_faults",
             Self::Migrate => "migrate",
+            Self::Transactions => "transactions",
         }
     }
 }
@@ -133,6 +138,8 @@ pub enum Need {
     HandOver,
     /// [`Capabilities::export`].
     Export,
+    /// [`Capabilities::caller_transactions`].
+    CallerTransactions,
 }
 
 impl Need {
@@ -158,6 +165,7 @@ impl Need {
             Self::ReleaseRequest => capabilities.release_request,
             Self::HandOver => capabilities.hand_over,
             Self::Export => capabilities.export,
+            Self::CallerTransactions => capabilities.caller_transactions,
         }
     }
 
@@ -186,6 +194,7 @@ impl Need {
             Self::ReleaseRequest => "release_request",
             Self::HandOver => "hand_over",
             Self::Export => "export",
+            Self::CallerTransactions => "caller_transactions",
         }
     }
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use distsync_core::{Backend, Capabilities, Coordinator, Name, Result, Session, SessionOptions};
 use tokio::time::Instant;
 
-use crate::faults::{ExternalHolder, Faults, HoldKind, HolderSpec, Hook, StoreFaults};
+use crate::faults::{
+    CallerTransactions, ExternalHolder, Faults, HoldKind, HolderSpec, Hook, StoreFaults,
+};
 
 /// The TTL of sessions of ordinary cases (raised to the backend's minimum): long
 /// enough that a loaded machine never loses one by accident, short enough that the
@@ -54,6 +56,9 @@ pub struct Harness {
     /// Whether a case whose hook the faults do not offer is not run rather than
     /// unsupported (see [`Harness::with_absent_hooks_not_run`]).
     absent_hooks_not_run: bool,
+    /// A database of the caller's beside the store (see
+    /// [`Harness::with_caller_transactions`]).
+    caller_transactions: Option<Arc<dyn CallerTransactions>>,
 }
 
 impl fmt::Debug for Harness {
@@ -65,6 +70,10 @@ impl fmt::Debug for Harness {
             .field("prefix", &self.prefix)
             .field("settle", &self.settle)
             .field("absent_hooks_not_run", &self.absent_hooks_not_run)
+            .field(
+                "caller_transactions",
+                &self.caller_transactions.as_ref().map(|t| t.describe()),
+            )
             .finish()
     }
 }
@@ -92,7 +101,30 @@ impl Harness {
             prefix: DEFAULT_NAMESPACE.to_owned(),
             settle: MIN_SETTLE,
             absent_hooks_not_run: false,
+            caller_transactions: None,
         }
+    }
+
+    /// The same harness with a database of the caller's beside the store, which offers
+    /// [`Hook::CallerTransactions`] (a PostgreSQL database: the store itself when it is
+    /// PostgreSQL, whose queues it then writes in the caller's transactions).
+    #[must_use]
+    pub fn with_caller_transactions(mut self, transactions: Arc<dyn CallerTransactions>) -> Self {
+        self.caller_transactions = Some(transactions);
+        self
+    }
+
+    /// The database of the caller's beside the store.
+    ///
+    /// # Errors
+    /// [`distsync_core::Error::Unsupported`] when the harness has none.
+    pub fn caller_transactions(&self) -> Result<Arc<dyn CallerTransactions>> {
+        self.caller_transactions.clone().ok_or_else(|| {
+            distsync_core::Error::unsupported(
+                self.capabilities().backend,
+                Hook::CallerTransactions.describe(),
+            )
+        })
     }
 
     /// The same harness, reporting a case whose fault hook its [`Faults`] do not offer
@@ -219,6 +251,15 @@ impl Harness {
 
     /// Whether the fault hooks offer `hook`, or why not.
     pub fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
+        if hook == Hook::CallerTransactions {
+            return match self.caller_transactions {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "{hook}: none given (the runner gives the PostgreSQL of the run, or \
+                     DISTSYNC_POSTGRES_URL's)"
+                )),
+            };
+        }
         self.faults.offers(hook)
     }
 

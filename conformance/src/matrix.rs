@@ -34,7 +34,7 @@ pub struct RunInfo {
 type Flag = (&'static str, fn(&Capabilities) -> bool);
 
 /// The primitives a store may offer, as [`Capabilities`] names them.
-const OFFERS: [Flag; 20] = [
+const OFFERS: [Flag; 21] = [
     ("lock", |c| c.lock),
     ("election", |c| c.election),
     ("rwlock", |c| c.rwlock),
@@ -55,6 +55,7 @@ const OFFERS: [Flag; 20] = [
     ("release_request", |c| c.release_request),
     ("hand_over", |c| c.hand_over),
     ("export", |c| c.export),
+    ("caller_transactions", |c| c.caller_transactions),
 ];
 
 /// The guarantees a store may claim, as [`Capabilities`] names them.

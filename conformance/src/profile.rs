@@ -108,6 +108,7 @@ impl FromStr for Profile {
 /// | [`Hook::AnyExternalHolder`] | no | either of the two above |
 /// | [`Hook::SecondClient`] | no | another client of the same store |
 /// | [`Hook::Partition`] | no | a proxy between one client of the harness and the store |
+/// | [`Hook::CallerTransactions`] | no | tables of the case's own in a database beside the store |
 ///
 /// The match has no wildcard arm, so a hook added to [`Hook`] does not compile until it
 /// is classified here.
@@ -119,7 +120,8 @@ pub fn controls_server(hook: Hook) -> bool {
         | Hook::PausedHolder
         | Hook::AnyExternalHolder
         | Hook::SecondClient
-        | Hook::Partition => false,
+        | Hook::Partition
+        | Hook::CallerTransactions => false,
         Hook::PrivateServer
         | Hook::Cluster
         | Hook::Failover

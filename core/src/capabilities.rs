@@ -134,6 +134,11 @@ pub struct Capabilities {
     /// out whole, so [`crate::migrate::migrate`] takes it as a source or a destination
     /// (a destination is exported again to verify the copy).
     pub export: bool,
+    /// Queue items are enqueued and acknowledged inside the caller's own database
+    /// transaction, with the caller's writes (the store is the caller's database: an
+    /// outbox, and exactly-once effects of consumers); `false` where the store cannot
+    /// join a transaction of the caller's.
+    pub caller_transactions: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,
 }
@@ -176,6 +181,7 @@ impl Capabilities {
             hand_over: false,
             gapless_hand_over: false,
             export: false,
+            caller_transactions: false,
             min_session_ttl: Duration::from_secs(1),
         }
     }
@@ -218,6 +224,7 @@ impl Capabilities {
             hand_over: true,
             gapless_hand_over: true,
             export: true,
+            caller_transactions: true,
             min_session_ttl,
         }
     }
@@ -321,6 +328,7 @@ flag_setters! {
     hand_over => with_hand_over,
     gapless_hand_over => with_gapless_hand_over,
     export => with_export,
+    caller_transactions => with_caller_transactions,
 }
 
 #[cfg(test)]
@@ -367,7 +375,8 @@ mod tests {
             .with_release_request(true)
             .with_hand_over(true)
             .with_gapless_hand_over(true)
-            .with_export(true);
+            .with_export(true)
+            .with_caller_transactions(true);
         assert_eq!(built, Capabilities::all("test", ttl));
     }
 }

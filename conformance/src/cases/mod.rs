@@ -35,6 +35,7 @@ mod semaphore;
 mod server;
 mod session;
 mod stm;
+mod transactions;
 
 /// A case body's check as the boxed [`Outcome`] future of [`Case::run`].
 fn boxed(body: impl Future<Output = Check> + Send + 'static) -> BoxFuture<'static, Outcome> {
@@ -61,6 +62,7 @@ const GROUPS: &[(Group, &[Case])] = &[
     (Group::Election, election::CASES),
     (Group::RwLock, rwlock::CASES),
     (Group::Queue, queue::CASES),
+    (Group::Transactions, transactions::CASES),
     (Group::Barrier, barrier::CASES),
     (Group::DoubleBarrier, double_barrier::CASES),
     (Group::Semaphore, semaphore::CASES),

@@ -100,6 +100,16 @@ impl Launcher {
         ))
     }
 
+    /// The program it runs.
+    pub(crate) fn program(&self) -> &std::path::Path {
+        &self.program
+    }
+
+    /// The arguments it passes.
+    pub(crate) fn args(&self) -> &[String] {
+        &self.args
+    }
+
     /// The current executable with `args` (the runner passes its hidden `--child`).
     ///
     /// # Errors

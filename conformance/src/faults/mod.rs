@@ -28,8 +28,10 @@ use async_trait::async_trait;
 use distsync_core::{Backend, Error, FencingToken, Name, Result, SessionId};
 use futures::future::BoxFuture;
 
+pub mod caller_transactions;
 pub mod child;
 pub mod cluster;
+pub mod effects_worker;
 pub mod go_peer;
 mod group;
 mod memory;
@@ -43,6 +45,7 @@ mod store;
 mod tools;
 pub mod zk_ensemble;
 
+pub use caller_transactions::CallerTransactions;
 pub use go_peer::{GoClient, GoPeer, GO_PEER_VAR};
 pub use memory::MemoryFaults;
 pub use proxy::PartitionMode;
@@ -94,6 +97,9 @@ pub enum Hook {
     /// (a private server, or a new in-process memory store), for cases that read a
     /// whole store (a migration's export) and must not see other cases' state.
     FreshStore,
+    /// [`crate::Harness::caller_transactions`]: a database of the caller's beside the
+    /// store, whose transactions take the library's calls (see [`CallerTransactions`]).
+    CallerTransactions,
 }
 
 impl Hook {
@@ -115,6 +121,7 @@ impl Hook {
             }
             Self::GoPeer => "etcd's own Go recipes on the same store",
             Self::FreshStore => "an empty store of the case's own",
+            Self::CallerTransactions => "a database of the caller's beside the store",
         }
     }
 }
@@ -124,6 +131,12 @@ impl fmt::Display for Hook {
         f.write_str(self.describe())
     }
 }
+
+/// Why a store's hooks do not offer [`Hook::CallerTransactions`]: a database beside the
+/// store is the harness's ([`crate::Harness::with_caller_transactions`]), whatever the
+/// store.
+pub(crate) const CALLER_TRANSACTIONS_FROM_HARNESS: &str =
+    "a database of the caller's is given to the harness, not by the store's hooks";
 
 /// [`Hook::AnyExternalHolder`] for `faults`: offered when [`Hook::ChildHolder`] or
 /// [`Hook::PausedHolder`] is.

@@ -239,6 +239,7 @@ impl Faults for ServerFaults {
                 }
             }
             Hook::SecondClient => Ok(()),
+            Hook::CallerTransactions => Err(super::CALLER_TRANSACTIONS_FROM_HARNESS.to_owned()),
             Hook::Failover => Err(format!(
                 "no primary with a replica: {} runs as one server here (the Sentinel \
                  group runs under redis+sentinel://)",

@@ -124,12 +124,14 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 /// - `survives_failover`: no, there is no replica to fail over to (the store lives and
 ///   dies with its process);
 /// - `session_bound`: no, its URL takes no `max_session_ttl=` (a store that lives and
-///   dies with its process never forgets a holder that outlives it).
+///   dies with its process never forgets a holder that outlives it);
+/// - `caller_transactions`: no, the store is no database of the caller's.
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_survives_restart(false)
         .with_survives_failover(false)
         .with_session_bound(false)
+        .with_caller_transactions(false)
 }
 
 /// The memory backend in the facade's list of drivers: `memory://` URLs.

@@ -80,6 +80,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{Parser, ValueEnum};
 use distsync_conformance::faults::child::{self, ChildSpec, Launcher};
+use distsync_conformance::faults::effects_worker::{self, WorkerSpec};
 use distsync_conformance::faults::redis_cluster::{REDIS_CLUSTER_SCHEME, REDIS_CLUSTER_VAR};
 use distsync_conformance::matrix::RunInfo;
 use distsync_conformance::{
@@ -89,6 +90,9 @@ use distsync_conformance::{
 use distsync_core::{Backend, Capabilities, Name};
 use futures::StreamExt as _;
 use tokio::time::Instant;
+
+#[cfg(feature = "postgres")]
+mod postgres_transactions;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
 const SERVER_VARS: [&str; 6] = [
@@ -273,7 +277,93 @@ fn all_backends() -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
+/// A worker of the transaction cases ([`effects_worker`]): on the PostgreSQL database
+/// its spec names.
+async fn run_worker(spec: Result<WorkerSpec, String>) -> ExitCode {
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(error) => {
+            println!("{}error {error}", child::MARKER);
+            return ExitCode::from(2);
+        }
+    };
+    #[cfg(feature = "postgres")]
+    let status = match postgres_transactions::PostgresTransactions::connect(&spec.url).await {
+        Ok(transactions) => effects_worker::work(Arc::new(transactions), spec).await,
+        Err(error) => {
+            println!(
+                "{}error connecting to {}: {error}",
+                child::MARKER,
+                distsync::store::redact_url(&spec.url)
+            );
+            1
+        }
+    };
+    #[cfg(not(feature = "postgres"))]
+    let status = {
+        println!(
+            "{}error this runner is built without PostgreSQL (the `postgres` feature)",
+            child::MARKER
+        );
+        drop(spec);
+        1
+    };
+    // Not a return: the runtime's shutdown would wait for the blocking read of stdin.
+    std::process::exit(status)
+}
+
+/// The database of the caller's a column's cases write in (see
+/// `postgres_transactions`): a PostgreSQL column's own; for another store, the run's
+/// PostgreSQL beside it (a column of the run, or `DISTSYNC_POSTGRES_URL`'s), connected
+/// once into `beside`; none without one, and the cases that need it are then
+/// unsupported, saying why.
+#[cfg(feature = "postgres")]
+async fn caller_database(
+    url: &str,
+    urls: &[String],
+    beside: &mut Option<Option<Arc<dyn distsync_conformance::faults::CallerTransactions>>>,
+) -> Option<Arc<dyn distsync_conformance::faults::CallerTransactions>> {
+    use postgres_transactions::PostgresTransactions;
+    let is_postgres = |url: &str| {
+        distsync::store::driver_for(url)
+            .is_ok_and(|driver| driver.name == distsync::store::postgres::BACKEND)
+    };
+    let connect =
+        |url: String| async move {
+            match PostgresTransactions::connect(&url).await {
+                Ok(transactions) => Some(Arc::new(transactions)
+                    as Arc<dyn distsync_conformance::faults::CallerTransactions>),
+                Err(error) => {
+                    eprintln!(
+                        "!!! no database of the caller's at {}: {error}",
+                        distsync::store::redact_url(&url)
+                    );
+                    None
+                }
+            }
+        };
+    if is_postgres(url) {
+        return connect(url.to_owned()).await;
+    }
+    if beside.is_none() {
+        let found = urls
+            .iter()
+            .find(|url| is_postgres(url))
+            .cloned()
+            .or_else(|| std::env::var("DISTSYNC_POSTGRES_URL").ok())
+            .filter(|url| !url.trim().is_empty());
+        *beside = Some(match found {
+            Some(url) => connect(url).await,
+            None => None,
+        });
+    }
+    beside.clone().flatten()
+}
+
 async fn run_child() -> ExitCode {
+    if let Some(spec) = WorkerSpec::from_env() {
+        return run_worker(spec).await;
+    }
     let spec = match ChildSpec::from_env() {
         Some(Ok(spec)) => spec,
         Some(Err(error)) => {
@@ -624,6 +714,8 @@ async fn main() -> ExitCode {
     let started = Instant::now();
 
     let mut harnesses = Vec::new();
+    #[cfg(feature = "postgres")]
+    let mut beside = None;
     for url in &urls {
         eprintln!("connecting to {}", distsync::store::redact_url(url));
         let backend = distsync::store::driver_for(url).map(|driver| driver.name);
@@ -640,6 +732,14 @@ async fn main() -> ExitCode {
             Harness::connect(url, facade()).await
         } else {
             distsync::connect(url).await.map(Harness::from)
+        };
+        #[cfg(feature = "postgres")]
+        let harness = match harness {
+            Ok(harness) => match caller_database(url, &urls, &mut beside).await {
+                Some(transactions) => Ok(harness.with_caller_transactions(transactions)),
+                None => Ok(harness),
+            },
+            failed => failed,
         };
         match harness {
             Ok(harness) => harnesses.push((url.clone(), harness)),

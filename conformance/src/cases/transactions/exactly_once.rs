@@ -1,0 +1,271 @@
+//! Consumers that apply each item in one transaction of theirs (an effect row and the
+//! delivery's acknowledgement), killed at random points of it, and some paused past
+//! their session while another consumer takes their item over: after the trials,
+//! every item's effect is applied exactly once, and the queue is empty.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::check::{
+    ensure, eventually, join_all, violated, within, Bounded, Check, Context, Fail, Holds, Task,
+    LONG, PROMPT,
+};
+use crate::faults::caller_transactions::{scope_of, CallerTransactions};
+use crate::faults::child::{self, Launcher};
+use crate::faults::effects_worker::{Role, Said, Worker, WorkerSpec};
+use crate::harness::Harness;
+use crate::rng::Rng;
+
+/// How many consumers are killed, in all.
+const KILLS: usize = 200;
+
+/// How many consumers are killed at a time.
+const KILL_LANES: usize = 3;
+
+/// How many consumers are paused past their session.
+const PAUSES: usize = 5;
+
+/// How many items the killed consumers' queue gets: more than the kills can take (a
+/// consumer takes one to three before its kill), so that each kill lands on work, not
+/// on an empty queue.
+const ITEMS: u64 = 800;
+
+/// How long a worker may take to start: a process, a runtime and a connection, on a
+/// machine busy with the other cases.
+const START: Duration = Duration::from_secs(30);
+
+/// How long after a paused consumer's TTL its item may take to reach another consumer:
+/// the store's expiry check, a waiting consumer's re-check, a transaction.
+const TAKE_OVER_SLACK: Duration = Duration::from_secs(5);
+
+/// What the pause lane saw.
+#[derive(Default)]
+struct Paused {
+    /// Acknowledgements refused to a consumer woken from its pause.
+    refused: usize,
+    /// Of those, the items another consumer had applied by the time it woke.
+    taken_over: usize,
+}
+
+/// The case body (see the module docs).
+pub(super) async fn crashes_and_pauses(h: Harness) -> Check {
+    let transactions = h.caller_transactions().ctx("the caller's database")?;
+    let launcher = child::launcher().map_err(Fail::Unsupported)?;
+    let scope = scope_of(&h.key("effects"));
+    transactions
+        .prepare(&scope)
+        .bounded("creating the effects table")
+        .await?;
+    let queue = h.name("work").ctx("the queue's name")?;
+    let items = h.backend().queue(queue.clone()).ctx("the queue")?;
+    within(LONG, "enqueueing the items", async {
+        for id in 0..ITEMS {
+            items.enqueue(id.to_string()).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let spec = WorkerSpec {
+        url: transactions.url(),
+        role: Role::Consumer,
+        scope: scope.clone(),
+        queue: queue.to_string(),
+        first: 0,
+        ttl_ms: u64::try_from(h.holder_ttl().as_millis()).unwrap_or(u64::MAX),
+    };
+
+    let mut kill_lanes: Vec<Task<()>> = (0..KILL_LANES)
+        .map(|lane| {
+            Task::spawn(
+                format!("consumer lane {lane}"),
+                kill_lane(launcher, spec.clone(), lane),
+            )
+        })
+        .collect();
+    let paused_queue = h.name("paused").ctx("the paused consumers' queue's name")?;
+    let paused_spec = WorkerSpec {
+        queue: paused_queue.to_string(),
+        ..spec.clone()
+    };
+    let mut pause_lane = Task::spawn(
+        "the paused consumers",
+        pause_lane(
+            launcher,
+            paused_spec.clone(),
+            Arc::from(
+                h.backend()
+                    .queue(paused_queue)
+                    .ctx("the paused consumers' queue")?,
+            ),
+            Arc::clone(&transactions),
+            h.holder_ttl(),
+        ),
+    );
+    join_all(&mut kill_lanes, LONG * 2).await?;
+    let paused = pause_lane.join(LONG * 2).await?;
+
+    // Consumers that are not killed apply what is left, the items of killed consumers
+    // once their sessions expire (on both queues: a second consumer of a pause trial may
+    // have been stopped holding its item).
+    let mut finishers = Vec::new();
+    for spec in [&spec, &spec, &paused_spec] {
+        finishers.push(within(START, "starting a consumer", Worker::spawn(launcher, spec)).await?);
+    }
+    let applied = eventually(h.holder_ttl() * 3 + LONG, "every item applied", || async {
+        let applied = transactions
+            .effects(&scope)
+            .bounded("reading the effects")
+            .await?;
+        let distinct = applied.windows(2).filter(|pair| pair[0] != pair[1]).count()
+            + usize::from(!applied.is_empty());
+        Ok((distinct as u64 >= ITEMS + PAUSES as u64).then_some(applied))
+    })
+    .await?;
+    drop(finishers);
+
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for id in &applied {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let twice: Vec<(u64, usize)> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, n)| (*id, *n))
+        .collect();
+    let strangers: Vec<u64> = counts
+        .keys()
+        .copied()
+        .filter(|id| *id >= ITEMS + PAUSES as u64)
+        .collect();
+    ensure!(
+        twice.is_empty() && strangers.is_empty(),
+        "after {KILLS} consumer kills and {PAUSES} pauses: items applied more than once \
+         (id, times) {twice:?}, effects of items never enqueued {strangers:?}"
+    );
+    let left = items.len().bounded("the queue's length").await?;
+    ensure!(
+        left == 0,
+        "every item was applied once, but {left} are still in the queue"
+    );
+    // The tables go with the case; one left behind (a failed drop) holds nothing that
+    // another case reads.
+    if let Err(error) = transactions.forget(&scope).await {
+        tracing::debug!(%error, scope, "dropping a case's tables");
+    }
+    Ok(Holds::figure(
+        format!(
+            "{KILLS} kills, {PAUSES} pauses: {} items applied once each, {} stale \
+             acknowledgements refused",
+            ITEMS + PAUSES as u64,
+            paused.refused
+        ),
+        format!(
+            "{KILL_LANES} consumers at a time, each killed after 0 to 2 applied items and up \
+             to 3 ms after receiving the next; of the consumers paused past their session \
+             TTL ({:?}), {} were refused, their items applied by another ({} before they \
+             woke)",
+            h.holder_ttl(),
+            paused.refused,
+            paused.taken_over
+        ),
+    ))
+}
+
+/// Consumers started and killed one after the other, [`KILLS`] / [`KILL_LANES`] of them.
+async fn kill_lane(launcher: &'static Launcher, spec: WorkerSpec, lane: usize) -> Check<()> {
+    let mut rng = Rng::new(0xe0e0 + lane as u64);
+    for _ in (lane..KILLS).step_by(KILL_LANES) {
+        let mut worker =
+            within(START, "starting a consumer", Worker::spawn(launcher, &spec)).await?;
+        // A kill point: after 0 to 2 applied items, up to 3 ms after receiving the next
+        // (before its effect is written, between the write and the acknowledgement,
+        // during the commit, or after it).
+        let mut applied = 0;
+        let wanted = rng.below(3);
+        loop {
+            match within(PROMPT, "a consumer's next step", worker.next()).await? {
+                Said::Received(_) if applied == wanted => break,
+                Said::Applied(_) => applied += 1,
+                Said::Received(_) => {}
+                other => return violated(format!("a consumer said `{other}`")),
+            }
+        }
+        tokio::time::sleep(Duration::from_micros(rng.below(3_000) as u64)).await;
+        worker.kill().await.ctx("killing a consumer")?;
+    }
+    Ok(())
+}
+
+/// Pause trials on a queue of their own, one item each: a consumer receives the item
+/// and is paused up to 3 ms later; a second consumer is started, which takes the item
+/// over once the paused one's session has expired and applies it (unless the pause came
+/// after the acknowledgement, whose row lock keeps the item from everyone else, or after
+/// the commit); then the paused consumer is woken, and is either refused (its write
+/// rolled back) or commits the application it had made before the pause.
+async fn pause_lane(
+    launcher: &'static Launcher,
+    spec: WorkerSpec,
+    items: Arc<dyn distsync_core::Queue>,
+    transactions: Arc<dyn CallerTransactions>,
+    ttl: Duration,
+) -> Check<Paused> {
+    let mut rng = Rng::new(0x5e5e);
+    let mut seen = Paused::default();
+    for trial in 0..PAUSES {
+        let id = ITEMS + trial as u64;
+        items
+            .enqueue(id.to_string())
+            .bounded("enqueueing a paused consumer's item")
+            .await?;
+        let mut first =
+            within(START, "starting a consumer", Worker::spawn(launcher, &spec)).await?;
+        match within(PROMPT, "a consumer's item", first.next()).await? {
+            Said::Received(received) if received == id => {}
+            other => return violated(format!("a consumer said `{other}`, not `received {id}`")),
+        }
+        tokio::time::sleep(Duration::from_micros(rng.below(3_000) as u64)).await;
+        first.pause().ctx("pausing a consumer")?;
+        let give_up = Instant::now() + ttl + TAKE_OVER_SLACK;
+        let second = within(
+            START,
+            "starting a second consumer",
+            Worker::spawn(launcher, &spec),
+        )
+        .await?;
+        let taken_over = loop {
+            let applied = transactions
+                .effects(&spec.scope)
+                .bounded("reading the effects")
+                .await?;
+            if applied.binary_search(&id).is_ok() {
+                break true;
+            }
+            if Instant::now() >= give_up {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        drop(second);
+        first.resume().ctx("resuming a consumer")?;
+        let outcome = within(ttl + PROMPT, "the woken consumer's answer", async {
+            loop {
+                if let said @ (Said::Applied(_) | Said::Refused(_)) = first.next().await? {
+                    return Ok(said);
+                }
+            }
+        })
+        .await?;
+        // Applied: the pause came after its commit, or after its acknowledgement (whose
+        // row lock kept the item from the second consumer); whether anyone applied it
+        // twice is judged with every other item at the end.
+        if matches!(outcome, Said::Refused(_)) {
+            seen.refused += 1;
+            seen.taken_over += usize::from(taken_over);
+        }
+        first.kill().await.ctx("stopping a consumer")?;
+    }
+    Ok(seen)
+}
