@@ -332,6 +332,17 @@ impl EtcdKv {
         range
     }
 
+    /// `compare` as etcd's client sends it, its revision as the store knows it (see
+    /// `amnesia`): what every transaction of this client compares, and what a
+    /// caller's own transaction must compare to agree with it.
+    pub(crate) fn lower_compare(&self, compare: &Compare) -> etcd_client::Compare {
+        let mut compare = compare.clone();
+        if compare.target != CompareTarget::Version {
+            compare.value = self.amnesia.down(compare.value);
+        }
+        self::compare(&compare)
+    }
+
     /// A range answer with its revisions as reported up (see `amnesia`).
     fn raise_range(&self, mut response: RangeResponse) -> RangeResponse {
         response.revision = self.amnesia.up(response.revision);
@@ -538,17 +549,16 @@ impl Kv for EtcdKv {
         if joins {
             self.hold().await;
         }
-        for compare in &mut txn.compares {
-            if compare.target != CompareTarget::Version {
-                compare.value = self.amnesia.down(compare.value);
-            }
-        }
         for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
             if let TxnOp::Range(range) = op {
                 *range = self.lower_range(std::mem::take(range));
             }
         }
-        let compares: Vec<etcd_client::Compare> = txn.compares.iter().map(compare).collect();
+        let compares: Vec<etcd_client::Compare> = txn
+            .compares
+            .iter()
+            .map(|compare| self.lower_compare(compare))
+            .collect();
         let success = txn.success.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
         let failure = txn.failure.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
         let request = etcd_client::Txn::new()

@@ -36,6 +36,9 @@
 //!   "When etcd or PostgreSQL forgets".
 //! - An application with its own configured [`etcd_client::Client`] hands it over with
 //!   [`backend_from_client`].
+//! - **An application's own transaction guarded by a lock**, for data kept in etcd:
+//!   [`held_compare`] is the compare of Go's `Mutex.IsOwner()`, under which a `Txn` of
+//!   the caller's applies only while the guard still holds the lock.
 //! - **Sharing primitives with Go programs.** Locks and elections always use the keys
 //!   of Go's `concurrency.Mutex` and `Election`. Read-write locks, queues, barriers,
 //!   double barriers and STM keys use Go's `recipe.RWMutex`, `Queue`/`PriorityQueue`,
@@ -71,6 +74,7 @@ mod backend;
 mod config;
 mod driver;
 mod error;
+mod guarded_txn;
 mod keepalive;
 mod key_value;
 mod kv;
@@ -80,6 +84,7 @@ pub use backend::{backend, backend_from_client, backend_with_config, connect, Et
 pub use config::{EtcdConfig, DEFAULT_PORT, SCHEME};
 pub use distsync_kv::recipes::KeyLayout;
 pub use driver::DRIVER;
+pub use guarded_txn::held_compare;
 pub use kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 /// Re-export of the client crate, for [`EtcdKv::from_client`] and [`EtcdKv::client`].
@@ -112,7 +117,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(2);
 ///   are ordered but carry no time, and a lease's remaining TTL is whole seconds and is
 ///   reset when the raft leader changes, so deciding on it would be neither exact nor
 ///   sound; a client's clock is what the limiter must never trust;
-/// - no caller transactions: etcd is not the caller's database.
+/// - no caller transactions: queue items are not enqueued or acknowledged in a
+///   transaction of the caller's (a lock guards one: [`held_compare`]).
 pub fn capabilities() -> Capabilities {
     capabilities_with_bound(None)
 }

@@ -85,7 +85,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM {s}.queue_waiters WHERE waiter = p_waiter;
     IF NOT FOUND AND EXISTS (SELECT 1 FROM {s}.queue_items i WHERE i.queue = p_queue
-                AND NOT {s}.queue_held(i.held_by)) THEN
+                AND (i.held_by IS NULL OR NOT {s}.queue_held(i.held_by))) THEN
         PERFORM {s}.queue_wake(p_queue);
     END IF;
 END

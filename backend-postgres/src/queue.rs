@@ -171,7 +171,7 @@ async fn claim_once(
          taken AS ( \
              DELETE FROM {{s}}.queue_items WHERE id = ( \
                  SELECT id FROM {{s}}.queue_items WHERE queue = $1 \
-                    AND NOT {{s}}.queue_held(held_by) \
+                    AND (held_by IS NULL OR NOT {{s}}.queue_held(held_by)) \
                   ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
                AND NOT EXISTS (SELECT 1 FROM earlier) \
              RETURNING id, priority, item), \
@@ -666,7 +666,7 @@ async fn hold_once(
              UPDATE {{s}}.queue_items SET held_by = $3, held_call = $2, deliveries = deliveries + 1 \
               WHERE id = ( \
                   SELECT id FROM {{s}}.queue_items WHERE queue = $1 \
-                     AND NOT {{s}}.queue_held(held_by) \
+                     AND (held_by IS NULL OR NOT {{s}}.queue_held(held_by)) \
                    ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
                 AND NOT EXISTS (SELECT 1 FROM earlier) AND EXISTS (SELECT 1 FROM live) \
              RETURNING id, item, deliveries) \
@@ -970,7 +970,7 @@ impl Queue for PgQueue {
     async fn len(&self) -> Result<usize> {
         let n: i64 = sqlx::query_scalar(&self.shared.sql(
             "SELECT count(*) FROM {s}.queue_items \
-              WHERE queue = $1 AND NOT {s}.queue_held(held_by)",
+              WHERE queue = $1 AND (held_by IS NULL OR NOT {s}.queue_held(held_by))",
         ))
         .bind(self.name.as_str())
         .fetch_one(self.shared.bounded())
@@ -986,7 +986,7 @@ impl Queue for PgQueue {
         let micros: Option<i64> = sqlx::query_scalar(&self.shared.sql(
             "SELECT (extract(epoch FROM clock_timestamp() - min(enqueued_at)) * 1000000)::bigint \
                FROM {s}.queue_items \
-              WHERE queue = $1 AND NOT {s}.queue_held(held_by)",
+              WHERE queue = $1 AND (held_by IS NULL OR NOT {s}.queue_held(held_by))",
         ))
         .bind(self.name.as_str())
         .fetch_one(self.shared.bounded())

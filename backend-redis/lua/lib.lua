@@ -472,6 +472,20 @@ local function queue_sweep(p)
   return soonest
 end
 
+-- Whether the hold of the entry key ekey ("p:e:<id>" of a waiter line) is still the
+-- current grant: the key still holds val, the value it was created with (it expires with
+-- the session, and a release or a revoke deletes it), and the line's grant table p:g
+-- still records the entry's grant with the fencing token `token` (its digits). The check
+-- of every write guarded by a hold (guarded_put.lua, guarded_eval.lua): it only reads, so
+-- a script makes its write after it, in the same atomic step.
+local function hold_current(ekey, val, token)
+  local p, id = string.match(ekey, '^(.*}:%a+):e:(.+)$')
+  if not p or redis.call('GET', ekey) ~= val then
+    return false
+  end
+  return redis.call('HGET', p .. ':g', id) == token
+end
+
 -- Releases one session-held entry key (lock, rwlock or election entry, double-barrier
 -- participant): deletes it if it still holds val, removes it from its primitive, and
 -- wakes whoever that lets through. Returns 1 if the key still held val, else 0.

@@ -36,15 +36,17 @@ use crate::scripts::Lua;
 use crate::target::Connection;
 
 /// A script call being built: `key`s and `arg`s as with redis-rs's
-/// `ScriptInvocation`, run with [`crate::store::Shared::eval`].
-pub(crate) struct Call {
-    script: &'static Lua,
+/// `ScriptInvocation`, run with [`crate::store::Shared::eval`]. It borrows its script:
+/// distsync's own scripts are statics, a caller's guarded script
+/// ([`crate::GuardedScript`]) is the caller's.
+pub(crate) struct Call<'a> {
+    script: &'a Lua,
     keys: Vec<Vec<u8>>,
     args: Vec<Vec<u8>>,
 }
 
-impl Call {
-    pub(crate) fn new(script: &'static Lua) -> Self {
+impl<'a> Call<'a> {
+    pub(crate) fn new(script: &'a Lua) -> Self {
         Self {
             script,
             keys: Vec::new(),
@@ -113,7 +115,11 @@ impl Ack {
 /// # Errors
 /// The script's or connection's error ([`redis_error`]); a transient
 /// [`Error::Connection`] when fewer replicas than asked acknowledged it.
-pub(crate) async fn eval(conn: &mut Connection, call: &Call, ack: Option<&Ack>) -> Result<Value> {
+pub(crate) async fn eval(
+    conn: &mut Connection,
+    call: &Call<'_>,
+    ack: Option<&Ack>,
+) -> Result<Value> {
     let command = call.evalsha();
     let key = call.keys.first().map(Vec::as_slice);
     match run(conn, &command, key, ack).await {

@@ -1,6 +1,8 @@
 //! Guarded writes ([`distsync_core::LockGuard::put_if_held`]) on Redis: one script
 //! (`lua/guarded_put.lua`) writes the STM key only while the guard's entry is still
-//! the current grant of its line.
+//! the current grant of its line. A caller's own script guarded by a hold
+//! ([`crate::GuardedScript`]) makes the same check, through the same call prologue
+//! ([`RedisGuardedWrite::call`]) and the same Lua (`hold_current` in `lua/lib.lua`).
 //!
 //! A hold is current while its entry key `p:e:<id>` still holds the value it was
 //! created with (the key expires with the session, and a release or a revoke deletes
@@ -19,6 +21,7 @@ use bytes::Bytes;
 use distsync_core::raw::GuardedWrite;
 use distsync_core::{LockGuard, Name, Result};
 
+use crate::call::Call;
 use crate::error::{int, unexpected};
 use crate::scripts::Lua;
 use crate::store::Shared;
@@ -26,7 +29,7 @@ use crate::waiter_line::{Granted, WaiterLine};
 
 /// The script, compiled (hashed) once per process.
 static GUARDED_PUT: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(include_str!("../lua/guarded_put.lua")));
+    LazyLock::new(|| Lua::with_lib(include_str!("../lua/guarded_put.lua")));
 
 /// The guarded write of one granted entry (a lock, a write lock or a permit).
 pub(crate) struct RedisGuardedWrite {
@@ -70,15 +73,29 @@ pub(crate) fn hook(shared: &Arc<Shared>, granted: &Granted) -> Arc<dyn GuardedWr
     })
 }
 
+impl RedisGuardedWrite {
+    /// A call of `script`, a script that checks the hold with `hold_current`
+    /// (`lua/lib.lua`) before it writes: the entry key as `KEYS[1]`, and the channel
+    /// prefix, the entry's value and the grant's token as `ARGV[1..=3]`. The script's
+    /// own keys and arguments follow.
+    pub(crate) fn call<'a>(&self, script: &'a Lua) -> Call<'a> {
+        let mut call = self.shared.script(script);
+        call.key(&self.entry).arg(&self.value).arg(&self.token);
+        call
+    }
+
+    /// The store the hold is in.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 #[async_trait]
 impl GuardedWrite for RedisGuardedWrite {
     async fn put_if_held_bytes(&self, key: &Name, value: Bytes) -> Result<bool> {
-        let mut call = self.shared.script(&GUARDED_PUT);
-        call.key(&self.entry)
-            .key(self.shared.keys.stm_revision())
+        let mut call = self.call(&GUARDED_PUT);
+        call.key(self.shared.keys.stm_revision())
             .key(self.shared.keys.stm_key(key))
-            .arg(&self.value)
-            .arg(&self.token)
             .arg(value.as_ref());
         let reply = self.shared.eval(&call).await?;
         match int("guarded_put", &reply)? {

@@ -60,7 +60,7 @@ impl Hold {
     /// dropped: keep it until [`Hold::listed`] or [`Hold::unlisted`].
     pub(crate) async fn taking(
         &self,
-        call: &crate::call::Call,
+        call: &crate::call::Call<'_>,
         ttl_ms: u64,
     ) -> Result<(redis::Value, PendingTake)> {
         let pending = self.registry.taking(&self.key);

@@ -34,7 +34,9 @@
 //! [`RedisConfig`] parsed from one (`url.parse::<RedisConfig>()`) and adjusted in
 //! code; [`capabilities()`], [`BACKEND`] and [`MIN_SESSION_TTL`]. An application that
 //! already has a configured [`redis::Client`] hands it over with
-//! [`RedisBackend::from_client`] and [`RedisOptions`].
+//! [`RedisBackend::from_client`] and [`RedisOptions`]. A write of the application's own
+//! Redis keys that must happen only while a lock is held is a [`GuardedScript`]: the
+//! application's Lua, run by the server after checking the hold, in one script.
 //!
 //! ## How it works
 //!
@@ -179,8 +181,9 @@
 //!   Sentinel (a master's failover to its replica is a Sentinel failover for its
 //!   slots), without `guarded_writes`: `LockGuard::put_if_held` checks a lock in one
 //!   slot and writes an STM key in another, which no script may do, so it is
-//!   [`distsync_core::Error::Unsupported`], as are `status` reports and migration
-//!   exports (a store-wide scan).
+//!   [`distsync_core::Error::Unsupported`], as are a [`GuardedScript`] (the caller's
+//!   keys are in other slots than the lock's), `status` reports and migration exports
+//!   (a store-wide scan).
 //!
 //! The session's registry lives in the session key's slot, so under Cluster it is
 //! updated by a call of its own sent beside the one that takes or releases a key, and
@@ -233,6 +236,7 @@ mod eviction;
 mod export;
 mod facts;
 mod guarded;
+mod guarded_script;
 mod hold;
 mod info;
 mod keys;
@@ -267,6 +271,7 @@ pub use crate::capabilities::{
 };
 pub use crate::config::{RedisConfig, DEFAULT_NAMESPACE};
 pub use crate::driver::DRIVER;
+pub use crate::guarded_script::GuardedScript;
 pub use crate::options::{
     RedisOptions, DEFAULT_MAX_SESSION_TTL, DEFAULT_WAIT_TIMEOUT, MAX_SESSION_TTL_LIMIT,
 };

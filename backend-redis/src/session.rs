@@ -159,7 +159,7 @@ impl Registry {
 
     /// Declares the store's registry as the next key of `call` for a script that
     /// updates it itself; nothing under Cluster (the registry lives in another slot).
-    pub(crate) fn key_into(&self, call: &mut Call) {
+    pub(crate) fn key_into(&self, call: &mut Call<'_>) {
         if self.held.is_none() {
             call.key(&self.key);
         }
@@ -353,7 +353,7 @@ impl RedisLease {
     /// Declares the session's keys for a script that adds a hold through it (see
     /// `session_left` in `lua/lib.lua`): the session key and its registry; nothing
     /// under Cluster, where they live in another slot.
-    pub(crate) fn session_keys(&self, call: &mut Call) {
+    pub(crate) fn session_keys(&self, call: &mut Call<'_>) {
         if self.registry.held.is_none() {
             call.key(&self.key).key(&self.registry.key);
         }

@@ -90,7 +90,7 @@ impl Shared {
     }
 
     /// Starts a call of `script`, with the channel prefix as `ARGV[1]`.
-    pub(crate) fn script(&self, script: &'static Lua) -> Call {
+    pub(crate) fn script<'a>(&self, script: &'a Lua) -> Call<'a> {
         let mut call = Call::new(script);
         call.arg(self.keys.channel_prefix());
         call
@@ -101,7 +101,7 @@ impl Shared {
     /// key, unread, so that under Redis Cluster the call goes to the master of the
     /// primitive's slot (every key the script builds from the prefix shares its hash
     /// tag).
-    pub(crate) fn script_on(&self, script: &'static Lua, prefix: &str) -> Call {
+    pub(crate) fn script_on<'a>(&self, script: &'a Lua, prefix: &str) -> Call<'a> {
         let mut call = self.script(script);
         call.key(prefix).arg(prefix);
         call
@@ -109,7 +109,7 @@ impl Shared {
 
     /// Runs a script call (one round trip; `EVALSHA`, loading the script if needed),
     /// acknowledged by replicas when the URL asks for it ([`crate::call`]).
-    pub(crate) async fn eval(&self, call: &Call) -> Result<Value> {
+    pub(crate) async fn eval(&self, call: &Call<'_>) -> Result<Value> {
         crate::call::eval(&mut self.conn(), call, self.ack.as_ref()).await
     }
 

@@ -82,6 +82,11 @@
 //!   version checks and writes; the serializable levels read through `multiRead`, so
 //!   a transaction's reads are of one state. A guarded write (`put_if_held`) is a
 //!   `multi` that checks the guard's node still exists.
+//! * **A caller's own `multi` guarded by a lock** (see `src/hold_check.rs`):
+//!   [`add_hold_check`] (or [`hold_check_writer`]) adds that check of the guard's node
+//!   to the caller's transaction, so that the caller's writes to their own nodes commit
+//!   only while the lock is held; [`hold_was_lost`] tells a lost hold from other
+//!   failures. The client crate is re-exported as [`zookeeper_client`].
 //! * **Counters and latches** (see `src/counter.rs`) are one node each, changed by
 //!   compare-and-swap on the node's version; a latch's waiters watch its node.
 //! * **Export** for `distsync migrate` reads queues, STM keys, held barriers and the
@@ -131,6 +136,7 @@ mod epoch;
 mod error;
 mod export;
 mod facts;
+mod hold_check;
 mod keys;
 mod lock;
 mod purge;
@@ -153,6 +159,12 @@ use distsync_core::{Capabilities, Coordinator, Result};
 pub use backend::ZkBackend;
 pub use config::{ZkConfig, DEFAULT_ROOT};
 pub use driver::DRIVER;
+pub use hold_check::{add_hold_check, hold_check_writer, hold_was_lost};
+
+/// Re-export of the client crate, for the caller's own `multi` guarded by a lock
+/// ([`add_hold_check`], [`hold_check_writer`]): its types at the version this backend
+/// is built with.
+pub use zookeeper_client;
 
 /// The backend's name, as [`Capabilities::backend`] gives it.
 pub const BACKEND: &str = "zookeeper";

@@ -412,6 +412,12 @@ impl ZkGuardedWrite {
             node,
         })
     }
+
+    /// The hold's node, from the server's root: what a caller's own `multi` checks
+    /// (see `src/hold_check.rs`).
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
 }
 
 #[async_trait]

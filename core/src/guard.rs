@@ -13,8 +13,11 @@ use crate::token::FencingToken;
 
 /// A backend's guarded write for a guard: writes an STM key only while the guard's
 /// hold is still the store's. For backend implementors (see [`LockGuard::put_if_held`]).
+///
+/// `Any`, so that a backend's own calls on a hold (a caller's transaction guarded by
+/// it) find their store's side of it through [`LockGuard::guarded_write_side`].
 #[async_trait::async_trait]
-pub trait GuardedWrite: Send + Sync + 'static {
+pub trait GuardedWrite: std::any::Any + Send + Sync + 'static {
     /// Writes `value` to the STM key `key` in the same atomic step as checking that
     /// the hold is still held; `Ok(false)` (nothing written) when it is not. What a
     /// backend implements; users call [`LockGuard::put_if_held`].
@@ -525,6 +528,14 @@ impl LockGuard {
     pub(crate) fn before_clean_release(mut self, step: CleanReleaseFn) -> Self {
         self.held.set_before_clean_release(step);
         self
+    }
+
+    /// The backend's guarded write of this guard, if it has one, for a backend's own
+    /// calls on the hold (downcast to its type through `&dyn Any`). For backend
+    /// implementors.
+    #[doc(hidden)]
+    pub fn guarded_write_side(&self) -> Option<&dyn GuardedWrite> {
+        self.guarded.as_deref()
     }
 
     /// Lets [`LockGuard::put_if_held`] write through `guarded`. For backends.

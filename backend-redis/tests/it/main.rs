@@ -8,6 +8,7 @@ mod deadline;
 mod entry_points;
 mod eviction;
 mod export;
+mod guarded_script;
 mod names;
 mod persistence;
 mod primitives;

@@ -12,6 +12,7 @@ mod curator_interop_queue;
 mod curator_interop_revoke;
 mod curator_interop_rwlock;
 mod curator_interop_semaphore;
+mod hold_check;
 mod migrate;
 mod purge;
 mod rate_limiter;

@@ -19,7 +19,8 @@ pub(super) const CASES: &[Case] = &[
         group: Group::Transactions,
         guarantee: "outbox: an item exists exactly when its business row does, producers \
                     killed at random points of their transactions",
-        needs: &[Need::Queue, Need::CallerTransactions],
+        // The store's own claim first: the matrix names the first need's flag.
+        needs: &[Need::CallerTransactions, Need::Queue],
         claim: Claim::Offered,
         hooks: &[Hook::CallerTransactions, Hook::ChildHolder],
         run: |h| boxed(outbox::crashes(h)),
@@ -31,9 +32,9 @@ pub(super) const CASES: &[Case] = &[
                     random points and paused past their session (the stale \
                     acknowledgement refused, its write rolled back)",
         needs: &[
+            Need::CallerTransactions,
             Need::Queue,
             Need::ReliableDelivery,
-            Need::CallerTransactions,
         ],
         claim: Claim::Offered,
         hooks: &[Hook::CallerTransactions, Hook::ChildHolder],

@@ -17,7 +17,7 @@ use distsync_core::guard::{LockGuard, ReleaseFn};
 use distsync_core::session::{KeepAlive, Session};
 use distsync_core::token::FencingToken;
 
-use super::guarded::KvGuardedWrite;
+use super::guarded::{KvGuardedWrite, LockHold};
 use super::heads::HeadMark;
 use super::key::{delete_if_created_at, KeySpace};
 use super::wait::{read, until_lost, wait_delete};
@@ -297,9 +297,7 @@ impl HeldKey {
         let mut guard = distsync_core::raw::with_guarded_write(
             distsync_core::raw::lock_guard(self.key.clone(), token, &self.session, release),
             Arc::new(KvGuardedWrite {
-                kv: self.kv,
-                key: self.key,
-                create_revision: self.create_revision,
+                hold: LockHold::new(self.kv, self.key, self.create_revision),
                 space: space.clone(),
             }),
         );

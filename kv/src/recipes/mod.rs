@@ -80,6 +80,14 @@
 //! (the predecessor's), with a re-read when the watch ends or is compacted; waits held
 //! through a session end with [`Error::SessionLost`] when the session is lost. Guards
 //! also watch their own key and fire `lost()` when it is deleted by anyone else.
+//!
+//! # Writes guarded by a hold
+//!
+//! A lock or write lock is held while its key exists with the create revision of the
+//! grant ([`LockHold`], [`hold_of`] a guard). A transaction with the compare
+//! [`LockHold::compare`] applies only while the hold lasts, as one with Go's
+//! `Mutex.IsOwner()`: [`LockGuard::put_if_held`](distsync_core::LockGuard::put_if_held)
+//! writes an STM key that way, and a caller guards writes of its own with it.
 
 mod barrier;
 mod counter;
@@ -97,6 +105,7 @@ mod key;
 mod latch;
 
 use distsync_core::raw::SessionStoreSide as _;
+pub use guarded::{hold_of, LockHold};
 pub use key::KeyLayout;
 use key::{KeySpace, Kind};
 mod mutex;
@@ -263,6 +272,11 @@ impl<K: Kv> KvLease<K> {
     /// The store's lease id.
     pub fn id(&self) -> LeaseId {
         self.id
+    }
+
+    /// The store the lease is in (the backend's, which granted it).
+    pub fn kv(&self) -> &Arc<K> {
+        &self.kv
     }
 }
 
