@@ -176,9 +176,18 @@ pub struct ChildSpec {
 impl ChildSpec {
     /// The spec in [`SPEC_VAR`]: `None` when this process is not a child.
     pub fn from_env() -> Option<std::result::Result<Self, String>> {
-        let text = std::env::var(SPEC_VAR).ok()?;
-        Some(serde_json::from_str(&text).map_err(|error| format!("{SPEC_VAR}: {error}")))
+        spec_from_env(SPEC_VAR)
     }
+}
+
+/// The JSON spec in the environment variable `var`: `None` when it is not set (this
+/// process was not started as that kind of child), otherwise the spec or why it does
+/// not parse.
+pub(crate) fn spec_from_env<T: serde::de::DeserializeOwned>(
+    var: &str,
+) -> Option<std::result::Result<T, String>> {
+    let text = std::env::var(var).ok()?;
+    Some(serde_json::from_str(&text).map_err(|error| format!("{var}: {error}")))
 }
 
 /// One line of a child's protocol.

@@ -68,8 +68,7 @@ pub struct WorkerSpec {
 impl WorkerSpec {
     /// The spec in [`SPEC_VAR`]: `None` when this process is not a worker.
     pub fn from_env() -> Option<std::result::Result<Self, String>> {
-        let text = std::env::var(SPEC_VAR).ok()?;
-        Some(serde_json::from_str(&text).map_err(|error| format!("{SPEC_VAR}: {error}")))
+        super::child::spec_from_env(SPEC_VAR)
     }
 }
 
