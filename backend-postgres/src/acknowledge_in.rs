@@ -1,28 +1,4 @@
-//! Acknowledging a delivery inside the caller's own transaction: the consumer's writes
-//! and the removal of the item commit together, or neither does.
-//!
-//! [`ack_in`] deletes the item in the caller's transaction, fenced by the delivery: only
-//! while the item is still held by this delivery's receive and its session is live
-//! (the condition of [`Delivery::ack`]). Otherwise (the session ended and the item went
-//! back, perhaps to another consumer that holds it now) it raises an error inside the
-//! transaction, which aborts it: the caller's writes made in it roll back with the
-//! acknowledgement that failed, even if the caller goes on to `COMMIT` (PostgreSQL
-//! rolls an aborted transaction back).
-//!
-//! The delete's row lock keeps every other receive off the item until the transaction
-//! ends, so the item cannot be delivered again between the acknowledgement and the
-//! commit, however long that takes: committed, the item is gone; rolled back, it is
-//! held by the delivery as before. So an item's effect, written in the transaction that
-//! acknowledges it, is applied exactly once across crashes at any point: a consumer
-//! that dies before its commit leaves the item held by a session that expires, and the
-//! item is delivered again; one that dies after it leaves nothing to deliver.
-//!
-//! The delivery stays with the [`PendingAck`] until the caller knows the outcome:
-//! [`PendingAck::committed`] after the commit ends it with no request; dropped instead
-//! (the transaction rolled back, or the commit failed and `?` returned), it nacks the
-//! item in the background as a dropped [`Delivery`] does, so a rolled-back item goes
-//! back to its place at once rather than when the session ends. A nack after a commit
-//! whose reply was lost finds no item and does nothing.
+//! Acknowledging a delivery inside the caller's own transaction (see [`ack_in`]).
 
 use std::any::Any;
 
@@ -33,7 +9,7 @@ use crate::error::{is_session_gone, map};
 use crate::queue::PgSettle;
 
 /// A delivery acknowledged inside a transaction that has not been seen to commit (see
-/// the [module docs](self)).
+/// [`ack_in`]).
 #[must_use = "call committed() once the transaction has committed; dropped, the item is nacked"]
 #[derive(Debug)]
 pub struct PendingAck {
@@ -53,7 +29,33 @@ impl PendingAck {
 }
 
 /// Acknowledges `delivery` (received from a PostgreSQL queue) inside the transaction
-/// open on `conn`, fenced by the delivery (see the [module docs](self)).
+/// open on `conn`, fenced by the delivery: the consumer's writes and the removal of the
+/// item commit together, or neither does.
+///
+/// and the removal of the item commit together, or neither does.
+///
+/// [`ack_in`] deletes the item in the caller's transaction, fenced by the delivery: only
+/// while the item is still held by this delivery's receive and its session is live
+/// (the condition of [`Delivery::ack`]). Otherwise (the session ended and the item went
+/// back, perhaps to another consumer that holds it now) it raises an error inside the
+/// transaction, which aborts it: the caller's writes made in it roll back with the
+/// acknowledgement that failed, even if the caller goes on to `COMMIT` (PostgreSQL
+/// rolls an aborted transaction back).
+///
+/// The delete's row lock keeps every other receive off the item until the transaction
+/// ends, so the item cannot be delivered again between the acknowledgement and the
+/// commit, however long that takes: committed, the item is gone; rolled back, it is
+/// held by the delivery as before. So an item's effect, written in the transaction that
+/// acknowledges it, is applied exactly once across crashes at any point: a consumer
+/// that dies before its commit leaves the item held by a session that expires, and the
+/// item is delivered again; one that dies after it leaves nothing to deliver.
+///
+/// The delivery stays with the [`PendingAck`] until the caller knows the outcome:
+/// [`PendingAck::committed`] after the commit ends it with no request; dropped instead
+/// (the transaction rolled back, or the commit failed and `?` returned), it nacks the
+/// item in the background as a dropped [`Delivery`] does, so a rolled-back item goes
+/// back to its place at once rather than when the session ends. A nack after a commit
+/// whose reply was lost finds no item and does nothing.
 ///
 /// ```no_run
 /// # async fn f(

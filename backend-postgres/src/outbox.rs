@@ -1,27 +1,5 @@
-//! The transactional outbox: items enqueued inside the caller's own transaction.
-//!
-//! An [`Outbox`] writes a queue's item with the statement every enqueue of the queue
-//! runs (the idempotency record and the item together, see `queue.rs`), on the
-//! connection the caller passes: inside the caller's transaction it is one more write of
-//! that transaction. So the item exists if and only if the transaction commits, beside
-//! the business rows written with it, and a rollback leaves nothing, not even the
-//! idempotency record. Consumers are woken by the insert's trigger, whose `NOTIFY`
-//! PostgreSQL delivers at commit: never before the item is visible, and not at all
-//! after a rollback.
-//!
-//! No statement is repeated on the caller's connection: a failure (a lost connection
-//! included) is returned, and the caller's transaction is then in doubt as every other
-//! write of it is; it rolls back or commits as a whole. Statements run under the
-//! caller's own settings (`statement_timeout`, `lock_timeout`), not the URL's
-//! `timeout=`. The connection must reach the database the backend coordinates in
-//! ([`PostgresBackend::pool`](crate::PostgresBackend::pool) is one way to get one).
-//!
-//! Idempotency keys behave as on [`distsync_core::Queue::enqueue_once`]: a key seen on
-//! the queue within [`DEDUP_WINDOW`](distsync_core::queue::DEDUP_WINDOW) appends
-//! nothing ([`Enqueued::Duplicate`]). A key recorded by a transaction still open makes
-//! a second one with the same key wait for it, then append only if the first rolled
-//! back (under `READ COMMITTED`; a stricter isolation level fails the second with a
-//! serialization error instead).
+//! The transactional outbox: items enqueued inside the caller's own transaction (see
+//! [`Outbox`]).
 
 use std::sync::Arc;
 
@@ -34,9 +12,32 @@ use crate::error::map;
 use crate::queue::Append;
 use crate::store::Shared;
 
-/// Enqueues into one queue inside the caller's transaction (see the [module
-/// docs](self)); from [`PostgresBackend::outbox`](crate::PostgresBackend::outbox).
-/// Consumers receive its items through the queue of the same name as any other.
+/// Enqueues into one queue inside the caller's own transaction: the transactional
+/// outbox. From [`PostgresBackend::outbox`](crate::PostgresBackend::outbox); consumers
+/// receive its items through the queue of the same name as any other.
+///
+/// An [`Outbox`] writes a queue's item with the statement every enqueue of the queue
+/// runs (the idempotency record and the item together, see `queue.rs`), on the
+/// connection the caller passes: inside the caller's transaction it is one more write of
+/// that transaction. So the item exists if and only if the transaction commits, beside
+/// the business rows written with it, and a rollback leaves nothing, not even the
+/// idempotency record. Consumers are woken by the insert's trigger, whose `NOTIFY`
+/// PostgreSQL delivers at commit: never before the item is visible, and not at all
+/// after a rollback.
+///
+/// No statement is repeated on the caller's connection: a failure (a lost connection
+/// included) is returned, and the caller's transaction is then in doubt as every other
+/// write of it is; it rolls back or commits as a whole. Statements run under the
+/// caller's own settings (`statement_timeout`, `lock_timeout`), not the URL's
+/// `timeout=`. The connection must reach the database the backend coordinates in
+/// ([`PostgresBackend::pool`](crate::PostgresBackend::pool) is one way to get one).
+///
+/// Idempotency keys behave as on a queue's `enqueue_once`: a key seen on
+/// the queue within [`DEDUP_WINDOW`](distsync_core::queue::DEDUP_WINDOW) appends
+/// nothing ([`Enqueued::Duplicate`]). A key recorded by a transaction still open makes
+/// a second one with the same key wait for it, then append only if the first rolled
+/// back (under `READ COMMITTED`; a stricter isolation level fails the second with a
+/// serialization error instead).
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -84,7 +85,7 @@ impl Outbox {
     }
 
     /// Writes `item` at `priority` (lower first, as
-    /// [`Queue::enqueue_with_priority`](distsync_core::Queue::enqueue_with_priority))
+    /// a queue's `enqueue_with_priority`)
     /// inside the transaction open on `conn`.
     ///
     /// # Errors
@@ -108,8 +109,8 @@ impl Outbox {
 
     /// Writes `item` at `priority` inside the transaction open on `conn` unless `key`
     /// was seen on the queue within
-    /// [`DEDUP_WINDOW`](distsync_core::queue::DEDUP_WINDOW), committed (see the [module
-    /// docs](self) for a key recorded by a transaction still open).
+    /// [`DEDUP_WINDOW`](distsync_core::queue::DEDUP_WINDOW), committed (see [`Outbox`]
+    /// for a key recorded by a transaction still open).
     ///
     /// # Errors
     /// The database's error; the caller's transaction is then in doubt (roll it back).

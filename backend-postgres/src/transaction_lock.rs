@@ -1,27 +1,4 @@
-//! A lock scoped to the caller's transaction, with a fencing token, for code that does
-//! its work in one PostgreSQL transaction.
-//!
-//! [`TransactionLock::lock`] takes a transaction-level advisory lock on the connection
-//! the caller passes (`pg_advisory_xact_lock`), so commit or rollback releases it, and
-//! a connection that dies releases it with its transaction: there is no session, no
-//! renewal and no lease to outlive. The key is a 64-bit hash of the schema and the name
-//! (`hashtextextended`, computed by the server, so every client agrees); two names that
-//! share a key (one pair in 2⁶⁴) exclude each other, which delays but never admits two
-//! holders of one name. Waiting is PostgreSQL's own lock queue: no polling, and the
-//! caller's `lock_timeout` bounds it.
-//!
-//! Once held, the lock draws its fencing token from a sequence of the schema
-//! (`transaction_lock_tokens`). A sequence is not rewound by a rollback, so the tokens of
-//! one name only grow, across holders that committed or rolled back alike, and no two
-//! holders ever share one: a holder that rolled back and still acts on its token is
-//! told from the next. The tokens are their own counter: a transaction lock named `n`
-//! is not the session lock named `n` (from [`distsync_core::Coordinator::locker`]), and
-//! their tokens do not compare. A store that forgets (the schema created again)
-//! restarts the sequence: fences that kept the old tokens then refuse the new holders
-//! until the tokens pass them, which stops writes but never admits a stale one.
-//!
-//! The lock guards the caller's transaction on this database. To fence the writes to
-//! another table, pass the token to [`crate::fence::admit`] in the same transaction.
+//! A lock scoped to the caller's transaction (see [`TransactionLock`]).
 
 use std::sync::Arc;
 
@@ -31,8 +8,33 @@ use sqlx::{Connection as _, PgConnection};
 use crate::error::map;
 use crate::store::Shared;
 
-/// A lock held for the rest of the caller's transaction (see the [module docs](self));
-/// from [`PostgresBackend::transaction_lock`](crate::PostgresBackend::transaction_lock).
+/// A lock held for the rest of the caller's transaction, with a fencing token, for code
+/// that does its work in one PostgreSQL transaction; from
+/// [`PostgresBackend::transaction_lock`](crate::PostgresBackend::transaction_lock).
+///
+/// its work in one PostgreSQL transaction.
+///
+/// [`TransactionLock::lock`] takes a transaction-level advisory lock on the connection
+/// the caller passes (`pg_advisory_xact_lock`), so commit or rollback releases it, and
+/// a connection that dies releases it with its transaction: there is no session, no
+/// renewal and no lease to outlive. The key is a 64-bit hash of the schema and the name
+/// (`hashtextextended`, computed by the server, so every client agrees); two names that
+/// share a key (one pair in 2⁶⁴) exclude each other, which delays but never admits two
+/// holders of one name. Waiting is PostgreSQL's own lock queue: no polling, and the
+/// caller's `lock_timeout` bounds it.
+///
+/// Once held, the lock draws its fencing token from a sequence of the schema
+/// (`transaction_lock_tokens`). A sequence is not rewound by a rollback, so the tokens of
+/// one name only grow, across holders that committed or rolled back alike, and no two
+/// holders ever share one: a holder that rolled back and still acts on its token is
+/// told from the next. The tokens are their own counter: a transaction lock named `n`
+/// is not the session lock named `n` (from [`distsync_core::Coordinator::locker`]), and
+/// their tokens do not compare. A store that forgets (the schema created again)
+/// restarts the sequence: fences that kept the old tokens then refuse the new holders
+/// until the tokens pass them, which stops writes but never admits a stale one.
+///
+/// The lock guards the caller's transaction on this database. To fence the writes to
+/// another table, pass the token to [`crate::fence::admit`] in the same transaction.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
