@@ -97,7 +97,14 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE OR REPLACE TRIGGER queue_items_notify AFTER INSERT ON {s}.queue_items
+-- Deferred to the commit of the inserting transaction: an item enqueued in a caller's
+-- transaction (crate::outbox) is visible only from its commit, and a consumer that
+-- joins the line while that transaction is still open must be among those the item
+-- can wake (woken at the insert, the line would not hold it yet, and its own re-check
+-- would not see the item). No OR REPLACE for a constraint trigger: the schema's objects
+-- are created once, in the transaction that writes the layout marker.
+CREATE CONSTRAINT TRIGGER queue_items_notify AFTER INSERT ON {s}.queue_items
+    DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION {s}.notify_queue();
 
 -- A session's end makes the items it held visible again: one waiter per item.
