@@ -78,8 +78,8 @@ impl PendingAck {
 /// - [`Error::SessionLost`] when the item is no longer held by this delivery (its
 ///   session ended first): the transaction is aborted, and everything it wrote rolls
 ///   back. The item is another consumer's, or back in the queue.
-/// - [`Error::InvalidArgument`] for a delivery from another backend, or an
-///   acknowledgement already made (the delivery was nacked when dropped).
+/// - [`Error::InvalidArgument`] for a delivery from another backend (it is dropped,
+///   which nacks it as any dropped delivery).
 /// - The database's error; the transaction is then in doubt (roll it back).
 ///
 /// # Cancel safety
@@ -91,7 +91,7 @@ pub async fn ack_in(conn: &mut PgConnection, delivery: Delivery) -> Result<Pendi
         .and_then(|side| (side as &dyn Any).downcast_ref::<PgSettle>())
     else {
         return Err(Error::InvalidArgument(
-            "ack_in takes an unsettled delivery received from a postgres queue".into(),
+            "ack_in takes a delivery received from a postgres queue".into(),
         ));
     };
     let acked = sqlx::query(&settle.shared.sql("SELECT {s}.queue_ack_in($1, $2, $3)"))

@@ -100,16 +100,6 @@ impl Launcher {
         ))
     }
 
-    /// The program it runs.
-    pub(crate) fn program(&self) -> &std::path::Path {
-        &self.program
-    }
-
-    /// The arguments it passes.
-    pub(crate) fn args(&self) -> &[String] {
-        &self.args
-    }
-
     /// The current executable with `args` (the runner passes its hidden `--child`).
     ///
     /// # Errors
@@ -241,12 +231,132 @@ impl fmt::Display for Event {
     }
 }
 
-/// A holder in a child process (the parent's handle). Killed when dropped.
-pub struct ChildHolder {
+/// A child process of this program speaking a line protocol on stdout: started with a
+/// [`Launcher`] and a JSON spec in an environment variable (a holder's, or a worker's of
+/// [`super::effects_worker`]). Killed when dropped (`kill_on_drop`).
+pub(crate) struct ProtocolProcess {
     child: Child,
     pid: u32,
     stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
+    /// What the child is, in errors ("child holder", "worker").
+    what: &'static str,
+}
+
+impl ProtocolProcess {
+    /// Starts `launcher`'s program with `spec`, as JSON, in `var`.
+    ///
+    /// # Errors
+    /// When the spec cannot be encoded or the process started.
+    pub(crate) fn start(
+        launcher: &Launcher,
+        var: &str,
+        spec: &impl Serialize,
+        what: &'static str,
+    ) -> Result<Self> {
+        let json = serde_json::to_string(spec)
+            .map_err(|error| hook_error(format!("encoding a {what}'s spec"), error))?;
+        let mut child = Command::new(&launcher.program)
+            .args(&launcher.args)
+            .env(var, json)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| {
+                hook_error(
+                    format!("starting a {what} ({})", launcher.program.display()),
+                    error,
+                )
+            })?;
+        let starting = format!("starting a {what}");
+        let pid = child
+            .id()
+            .ok_or_else(|| hook_error(&starting, "it exited at once"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| hook_error(&starting, "no stdout"))?;
+        Ok(Self {
+            stdin: child.stdin.take(),
+            child,
+            pid,
+            lines: BufReader::new(stdout).lines(),
+            what,
+        })
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The next line of its output.
+    ///
+    /// Cancel-safety: a line being read when the future is dropped may be lost.
+    ///
+    /// # Errors
+    /// When the output cannot be read or has ended (the process exited).
+    pub(crate) async fn next_line(&mut self) -> Result<String> {
+        let line = self.lines.next_line().await.map_err(|error| {
+            hook_error(
+                format!("reading the output of {} {}", self.what, self.pid),
+                error,
+            )
+        })?;
+        line.ok_or_else(|| {
+            hook_error(
+                format!("{} {}", self.what, self.pid),
+                "its output ended (it exited)",
+            )
+        })
+    }
+
+    /// An error the process reported itself (an `error` line).
+    pub(crate) fn reported(&self, error: impl fmt::Display) -> distsync_core::Error {
+        hook_error(format!("{} {}", self.what, self.pid), error)
+    }
+
+    /// Writes `command` as a line on its stdin.
+    async fn command(&mut self, command: &str) -> Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| hook_error("talking to the child", "its stdin is closed"))?;
+        stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .map_err(|error| hook_error("talking to the child", error))?;
+        stdin
+            .flush()
+            .await
+            .map_err(|error| hook_error("talking to the child", error))
+    }
+
+    /// SIGKILLs the process and reaps it.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub(crate) async fn kill(&mut self) -> Result<()> {
+        self.child
+            .kill()
+            .await
+            .map_err(|error| hook_error(format!("killing {} {}", self.what, self.pid), error))
+    }
+
+    /// Sends `sig` (SIGSTOP, SIGCONT) to the process.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub(crate) fn signal(&self, sig: libc::c_int) -> Result<()> {
+        signal(self.pid, sig)
+    }
+}
+
+/// A holder in a child process (the parent's handle). Killed when dropped.
+pub struct ChildHolder {
+    process: ProtocolProcess,
     token: FencingToken,
     lost: bool,
     killed: bool,
@@ -256,7 +366,7 @@ pub struct ChildHolder {
 impl std::fmt::Debug for ChildHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChildHolder")
-            .field("pid", &self.pid)
+            .field("pid", &self.process.pid)
             .finish_non_exhaustive()
     }
 }
@@ -275,34 +385,10 @@ pub async fn spawn(launcher: &Launcher, url: &str, spec: &HolderSpec) -> Result<
         name: spec.name.to_string(),
         ttl_ms: u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX),
     };
-    let json = serde_json::to_string(&child_spec)
-        .map_err(|error| hook_error("encoding the child's spec", error))?;
-    let mut child = Command::new(&launcher.program)
-        .args(&launcher.args)
-        .env(SPEC_VAR, json)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|error| {
-            hook_error(
-                format!("starting a child holder ({})", launcher.program.display()),
-                error,
-            )
-        })?;
-    let pid = child
-        .id()
-        .ok_or_else(|| hook_error("starting a child holder", "it exited at once"))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| hook_error("starting a child holder", "no stdout"))?;
+    let process = ProtocolProcess::start(launcher, SPEC_VAR, &child_spec, "child holder")?;
+    let pid = process.pid();
     let mut holder = ChildHolder {
-        stdin: child.stdin.take(),
-        child,
-        pid,
-        lines: BufReader::new(stdout).lines(),
+        process,
         token: FencingToken(0),
         lost: false,
         killed: false,
@@ -332,26 +418,14 @@ pub async fn spawn(launcher: &Launcher, url: &str, spec: &HolderSpec) -> Result<
 impl ChildHolder {
     /// The child's process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid
     }
 
     async fn next_event(&mut self) -> Result<Event> {
         loop {
-            let line = self
-                .lines
-                .next_line()
-                .await
-                .map_err(|error| hook_error("reading the child's output", error))?;
-            let Some(line) = line else {
-                return Err(hook_error(
-                    format!("child {}", self.pid),
-                    "its output ended (it exited)",
-                ));
-            };
+            let line = self.process.next_line().await?;
             match Event::parse(&line) {
-                Some(Event::Error(error)) => {
-                    return Err(hook_error(format!("child {}", self.pid), error))
-                }
+                Some(Event::Error(error)) => return Err(self.process.reported(error)),
                 Some(Event::Lost) => {
                     self.lost = true;
                     return Ok(Event::Lost);
@@ -360,21 +434,6 @@ impl ChildHolder {
                 None => continue,
             }
         }
-    }
-
-    async fn command(&mut self, command: &str) -> Result<()> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| hook_error("talking to the child", "its stdin is closed"))?;
-        stdin
-            .write_all(format!("{command}\n").as_bytes())
-            .await
-            .map_err(|error| hook_error("talking to the child", error))?;
-        stdin
-            .flush()
-            .await
-            .map_err(|error| hook_error("talking to the child", error))
     }
 }
 
@@ -392,27 +451,24 @@ impl ExternalHolder for ChildHolder {
             HoldKind::Permit => "permit holder",
             HoldKind::Delivery => "queue consumer",
         };
-        format!("{what} in child process {}", self.pid)
+        format!("{what} in child process {}", self.process.pid)
     }
 
     async fn kill(&mut self) -> Result<()> {
         self.killed = true;
-        self.child
-            .kill()
-            .await
-            .map_err(|error| hook_error(format!("killing child {}", self.pid), error))
+        self.process.kill().await
     }
 
     async fn pause(&mut self) -> Result<()> {
-        signal(self.pid, libc::SIGSTOP)
+        self.process.signal(libc::SIGSTOP)
     }
 
     async fn resume(&mut self) -> Result<()> {
-        signal(self.pid, libc::SIGCONT)
+        self.process.signal(libc::SIGCONT)
     }
 
     async fn write(&mut self) -> Result<FencingToken> {
-        self.command("write").await?;
+        self.process.command("write").await?;
         loop {
             if let Event::Write(token) = self.next_event().await? {
                 return Ok(FencingToken(token));
@@ -421,7 +477,7 @@ impl ExternalHolder for ChildHolder {
     }
 
     async fn lease_left(&mut self) -> Result<Option<Duration>> {
-        self.command("left").await?;
+        self.process.command("left").await?;
         loop {
             if let Event::Left(ms) = self.next_event().await? {
                 return Ok(Some(Duration::from_millis(ms)));
@@ -430,7 +486,7 @@ impl ExternalHolder for ChildHolder {
     }
 
     async fn release(&mut self) -> Result<()> {
-        self.command("release").await?;
+        self.process.command("release").await?;
         loop {
             if self.next_event().await? == Event::Released {
                 return Ok(());
@@ -452,18 +508,19 @@ impl Drop for ChildHolder {
             return;
         }
         // SIGKILL ends a stopped process too; no need to continue it first.
-        if let Err(error) = self.child.start_kill() {
-            tracing::debug!(pid = self.pid, %error, "killing a child holder on drop");
+        if let Err(error) = self.process.child.start_kill() {
+            tracing::debug!(pid = self.process.pid, %error, "killing a child holder on drop");
         }
     }
 }
 
 /// Writes protocol lines on stdout, one at a time.
 #[derive(Clone, Default)]
-struct Say(Arc<Mutex<()>>);
+pub(crate) struct Say(Arc<Mutex<()>>);
 
 impl Say {
-    fn line(&self, message: impl fmt::Display) {
+    /// Writes `message` after [`MARKER`], as one line.
+    pub(crate) fn line(&self, message: impl fmt::Display) {
         let _serial = self
             .0
             .lock()

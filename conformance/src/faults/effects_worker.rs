@@ -17,19 +17,15 @@
 //!
 //! A worker runs until it is killed or its stdin closes.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use distsync_core::{Error, Name, Result, SessionOptions};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 use super::caller_transactions::CallerTransactions;
-use super::child::{Launcher, MARKER};
+use super::child::{Launcher, ProtocolProcess, Say, MARKER};
 use super::hook_error;
-use super::tools::signal;
 
 /// The environment variable carrying a worker's [`WorkerSpec`].
 pub const SPEC_VAR: &str = "DISTSYNC_CONFORMANCE_WORKER";
@@ -131,15 +127,13 @@ impl std::fmt::Display for Said {
 
 /// A worker in a child process (the parent's handle). Killed when dropped.
 pub struct Worker {
-    child: Child,
-    pid: u32,
-    lines: Lines<BufReader<ChildStdout>>,
+    process: ProtocolProcess,
 }
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("pid", &self.pid)
+            .field("pid", &self.process.pid())
             .finish_non_exhaustive()
     }
 }
@@ -152,28 +146,8 @@ impl Worker {
     /// # Errors
     /// When the child cannot be started, fails, or is not ready within a minute.
     pub async fn spawn(launcher: &Launcher, spec: &WorkerSpec) -> Result<Self> {
-        let json = serde_json::to_string(spec)
-            .map_err(|error| hook_error("encoding the worker's spec", error))?;
-        let mut child = Command::new(launcher.program())
-            .args(launcher.args())
-            .env(SPEC_VAR, json)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| hook_error("starting a worker", error))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| hook_error("starting a worker", "it exited at once"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| hook_error("starting a worker", "no stdout"))?;
         let mut worker = Self {
-            child,
-            pid,
-            lines: BufReader::new(stdout).lines(),
+            process: ProtocolProcess::start(launcher, SPEC_VAR, spec, "worker")?,
         };
         match tokio::time::timeout(START_LIMIT, worker.next()).await {
             Ok(Ok(Said::Ready)) => Ok(worker),
@@ -191,7 +165,7 @@ impl Worker {
 
     /// The child's process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     /// The worker's next line.
@@ -202,20 +176,10 @@ impl Worker {
     /// An `error` line, or the output ending (the worker exited).
     pub async fn next(&mut self) -> Result<Said> {
         loop {
-            let line = self
-                .lines
-                .next_line()
-                .await
-                .map_err(|error| hook_error("reading the worker's output", error))?;
-            let Some(line) = line else {
-                return Err(hook_error(
-                    format!("worker {}", self.pid),
-                    "its output ended (it exited)",
-                ));
-            };
+            let line = self.process.next_line().await?;
             match Said::parse(&line) {
                 Some(Ok(said)) => return Ok(said),
-                Some(Err(error)) => return Err(hook_error(format!("worker {}", self.pid), error)),
+                Some(Err(error)) => return Err(self.process.reported(error)),
                 None => continue,
             }
         }
@@ -226,10 +190,7 @@ impl Worker {
     /// # Errors
     /// When the signal cannot be sent.
     pub async fn kill(&mut self) -> Result<()> {
-        self.child
-            .kill()
-            .await
-            .map_err(|error| hook_error(format!("killing worker {}", self.pid), error))
+        self.process.kill().await
     }
 
     /// SIGSTOPs the worker.
@@ -237,7 +198,7 @@ impl Worker {
     /// # Errors
     /// When the signal cannot be sent.
     pub fn pause(&self) -> Result<()> {
-        signal(self.pid, libc::SIGSTOP)
+        self.process.signal(libc::SIGSTOP)
     }
 
     /// SIGCONTs the worker.
@@ -245,17 +206,13 @@ impl Worker {
     /// # Errors
     /// When the signal cannot be sent.
     pub fn resume(&self) -> Result<()> {
-        signal(self.pid, libc::SIGCONT)
+        self.process.signal(libc::SIGCONT)
     }
 }
 
 /// Writes one protocol line on stdout.
 fn say(message: impl std::fmt::Display) {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    // Nothing to do if the parent stopped reading: it is gone or killing us.
-    let _ = writeln!(stdout, "{MARKER}{message}");
-    let _ = stdout.flush();
+    Say::default().line(message);
 }
 
 /// The child's side: works as `spec` says through `transactions` (see the [module
