@@ -129,6 +129,16 @@ pub mod queue {
     };
 }
 
+pub mod schedule {
+    //! Scheduled singleton jobs: once per occurrence of an interval or a cron expression across every replica, with
+    //! `at_most`/`at_least` bounds kept in the store and a fencing token per run
+    //! ([`Coordinator::scheduled_job`](crate::Coordinator::scheduled_job)).
+    pub use distsync_core::schedule::Schedule;
+    pub use distsync_core::scheduled_job::{
+        JobOptions, LastRun, Missed, Occurrence, ScheduledJob, RECORD_SUFFIX,
+    };
+}
+
 pub mod stm {
     //! Software transactional memory: transactions over keys at etcd's isolation levels, retried on conflict
     //! ([`Coordinator::stm`](crate::Coordinator::stm)).

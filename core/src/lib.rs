@@ -97,6 +97,8 @@ pub mod redact;
 mod revocable;
 pub mod revocation;
 pub mod rwlock;
+pub mod schedule;
+pub mod scheduled_job;
 pub mod semaphore;
 pub mod session;
 pub mod snapshot;

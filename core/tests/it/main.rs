@@ -12,3 +12,4 @@ mod live_session;
 mod lock_delay;
 mod migrate;
 mod queue_spans;
+mod scheduled_job;

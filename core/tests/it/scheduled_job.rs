@@ -1,0 +1,286 @@
+//! Scheduled singleton jobs over the memory backend: one run per occurrence across
+//! replicas, `at_least` across a restart, catch-up versus skip, `at_most`.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use distsync_core::coordinator::Coordinator;
+use distsync_core::error::Error;
+use distsync_core::schedule::Schedule;
+use distsync_core::scheduled_job::{JobOptions, Missed, Occurrence, ScheduledJob};
+use distsync_kv::memory::MemoryBackend;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn millis(at: SystemTime) -> u64 {
+    u64::try_from(at.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// What a run reports: (replica, occurrence ms, previous occurrence ms, started ms,
+/// token).
+type Ran = (usize, u64, Option<u64>, u64, u64);
+
+/// Runs `job` as replica `replica`, reporting every run on `ran`.
+fn replica(
+    mut job: ScheduledJob,
+    replica: usize,
+    ran: mpsc::UnboundedSender<Ran>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let outcome = job
+            .run(move |occurrence: Occurrence| {
+                let ran = ran.clone();
+                async move {
+                    let _ = ran.send((
+                        replica,
+                        millis(occurrence.time()),
+                        occurrence.previous().map(millis),
+                        millis(occurrence.started()),
+                        occurrence.token().get(),
+                    ));
+                }
+            })
+            .await;
+        panic!("the loop ended: {outcome:?}");
+    })
+}
+
+/// Receives `count` runs, within [`DEADLINE`].
+async fn runs(ran: &mut mpsc::UnboundedReceiver<Ran>, count: usize) -> Vec<Ran> {
+    let mut runs = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while runs.len() < count {
+            runs.push(ran.recv().await.expect("a replica ended"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {count} runs in {DEADLINE:?}", runs.len()));
+    runs
+}
+
+/// Each occurrence once, tokens growing with the occurrences.
+fn assert_once_each(runs: &[Ran]) {
+    let occurrences: BTreeSet<u64> = runs.iter().map(|run| run.1).collect();
+    assert_eq!(
+        occurrences.len(),
+        runs.len(),
+        "an occurrence ran twice: {runs:?}"
+    );
+    for pair in runs.windows(2) {
+        assert!(pair[0].1 < pair[1].1, "occurrences out of order: {runs:?}");
+        assert!(pair[0].4 < pair[1].4, "tokens did not grow: {runs:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_run_each_occurrence_once_and_catch_up_chains_them() {
+    let coordinator = Coordinator::new(MemoryBackend::new());
+    let schedule = Schedule::every(Duration::from_millis(100)).unwrap();
+    let options = JobOptions::default().with_missed(Missed::CatchUp);
+    let (ran, mut runs_rx) = mpsc::unbounded_channel();
+    let replicas: Vec<_> = (0..3)
+        .map(|index| {
+            let job = coordinator
+                .scheduled_job("jobs/every-100ms", schedule.clone(), options.clone())
+                .unwrap();
+            replica(job, index, ran.clone())
+        })
+        .collect();
+    let runs = runs(&mut runs_rx, 12).await;
+    for replica in &replicas {
+        replica.abort();
+    }
+    assert_once_each(&runs);
+    // Under CatchUp every run names the one before it: no occurrence was lost between.
+    for pair in runs.windows(2) {
+        assert_eq!(
+            pair[1].2,
+            Some(pair[0].1),
+            "a run did not follow the previous: {runs:?}"
+        );
+    }
+    let replicas_that_ran: BTreeSet<usize> = runs.iter().map(|run| run.0).collect();
+    assert!(!replicas_that_ran.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_holds_across_a_restart_of_every_replica() {
+    let backend = std::sync::Arc::new(MemoryBackend::new());
+    let at_least = Duration::from_millis(450);
+    let schedule = Schedule::every(Duration::from_millis(100)).unwrap();
+    let options = JobOptions::default()
+        .with_at_least(at_least)
+        .with_missed(Missed::CatchUp);
+    let (ran, mut runs_rx) = mpsc::unbounded_channel();
+    let mut all = Vec::new();
+    for generation in 0..2 {
+        // A new coordinator per generation: nothing is kept in memory across it.
+        let coordinator = Coordinator::from_arc(backend.clone());
+        let replicas: Vec<_> = (0..2)
+            .map(|index| {
+                let job = coordinator
+                    .scheduled_job("jobs/spaced", schedule.clone(), options.clone())
+                    .unwrap();
+                replica(job, generation * 2 + index, ran.clone())
+            })
+            .collect();
+        all.extend(runs(&mut runs_rx, 3).await);
+        for replica in replicas {
+            replica.abort();
+            let _ = replica.await;
+        }
+    }
+    assert_once_each(&all);
+    for pair in all.windows(2) {
+        let apart = pair[1].3 - pair[0].3;
+        assert!(
+            apart >= u64::try_from(at_least.as_millis()).unwrap(),
+            "two starts {apart} ms apart: {all:?}"
+        );
+    }
+    let job = Coordinator::from_arc(backend)
+        .scheduled_job("jobs/spaced", schedule, options)
+        .unwrap();
+    let last = job.last_run().await.unwrap().expect("recorded");
+    assert_eq!(last.runs, 6);
+    assert_eq!(millis(last.occurrence), all[5].1);
+}
+
+/// Waits until the clock is at least `phase` into a period of `period`.
+async fn wait_for_phase(period: u64, phase: u64) {
+    loop {
+        let now = millis(SystemTime::now()) % period;
+        if now >= phase {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(phase - now)).await;
+    }
+}
+
+/// Runs one occurrence of a fresh job, then leaves a gap of three occurrences with no
+/// replica, and returns the first occurrence after it, with when `next` was called.
+async fn after_a_gap(missed: Missed) -> (Occurrence, Option<u64>, SystemTime) {
+    let backend = std::sync::Arc::new(MemoryBackend::new());
+    let schedule = Schedule::every(Duration::from_secs(1)).unwrap();
+    let options = JobOptions::default().with_missed(missed);
+    let first = {
+        let mut job = Coordinator::from_arc(backend.clone())
+            .scheduled_job("jobs/gap", schedule.clone(), options.clone())
+            .unwrap();
+        let occurrence = tokio::time::timeout(DEADLINE, job.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let first = millis(occurrence.time());
+        occurrence.finish().await.unwrap();
+        first
+    };
+    // Nobody runs the job for three occurrences, then a replica starts at least 600 ms
+    // into a period: past the default grace (half the 1 s interval) of its occurrence.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    wait_for_phase(1000, 600).await;
+    let called = SystemTime::now();
+    let mut job = Coordinator::from_arc(backend)
+        .scheduled_job("jobs/gap", schedule, options)
+        .unwrap();
+    let occurrence = tokio::time::timeout(DEADLINE, job.next())
+        .await
+        .unwrap()
+        .unwrap();
+    (occurrence, Some(first), called)
+}
+
+#[tokio::test]
+async fn catch_up_runs_once_at_once_for_the_missed_occurrences() {
+    let (occurrence, first, called) = after_a_gap(Missed::CatchUp).await;
+    assert_eq!(occurrence.previous().map(millis), first);
+    assert!(
+        occurrence.time() < called,
+        "{occurrence:?} not the missed one"
+    );
+    assert!(
+        millis(occurrence.time()) >= first.unwrap() + 3000,
+        "{occurrence:?}"
+    );
+    let waited = occurrence.started().duration_since(called).unwrap();
+    assert!(
+        waited < Duration::from_millis(400),
+        "caught up after {waited:?}"
+    );
+    occurrence.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn skip_waits_for_the_next_occurrence_after_a_gap() {
+    let (occurrence, first, called) = after_a_gap(Missed::Skip).await;
+    assert_eq!(occurrence.previous().map(millis), first);
+    assert!(
+        occurrence.time() > called,
+        "{occurrence:?} was stale at {called:?}"
+    );
+    let late = occurrence
+        .started()
+        .duration_since(occurrence.time())
+        .unwrap();
+    assert!(late <= Duration::from_millis(500), "started {late:?} late");
+    occurrence.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_run_is_stopped_at_at_most_and_the_lock_released() {
+    let coordinator = Coordinator::new(MemoryBackend::new());
+    let at_most = Duration::from_millis(300);
+    let mut job = coordinator
+        .scheduled_job(
+            "jobs/slow",
+            Schedule::every(Duration::from_millis(50)).unwrap(),
+            JobOptions::default().with_at_most(at_most),
+        )
+        .unwrap();
+    let occurrence = tokio::time::timeout(DEADLINE, job.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let started = Instant::now();
+    let outcome = occurrence.while_held(std::future::pending::<()>()).await;
+    assert!(
+        matches!(outcome, Err(Error::Timeout(d)) if d == at_most),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < at_most + Duration::from_secs(1));
+    assert!(occurrence.is_lost());
+    let token = occurrence.token();
+    occurrence.finish().await.unwrap();
+    // The lock is free again: the next occurrence runs with a greater token.
+    let next = tokio::time::timeout(DEADLINE, job.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.token() > token);
+    next.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn names_and_options_are_checked_before_any_io() {
+    let coordinator = Coordinator::new(MemoryBackend::new());
+    let every = Schedule::every(Duration::from_secs(1)).unwrap();
+    let long = "j".repeat(240);
+    assert!(matches!(
+        coordinator.scheduled_job(&long, every.clone(), JobOptions::default()),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        coordinator.scheduled_job("a//b", every.clone(), JobOptions::default()),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        coordinator.scheduled_job(
+            "jobs/x",
+            every,
+            JobOptions::default().with_at_most(Duration::ZERO)
+        ),
+        Err(Error::InvalidArgument(_))
+    ));
+}
