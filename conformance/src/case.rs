@@ -61,6 +61,9 @@ pub enum Group {
     /// acknowledgements that commit with the consumer's writes, writes fenced at the
     /// caller's tables.
     Transactions,
+    /// Work across replicas: group membership and shard ownership
+    /// (`distsync_core::group`, `distsync_core::shards`).
+    Replicas,
 }
 
 impl Group {
@@ -84,6 +87,7 @@ impl Group {
             Self::MixedFaults => "mixed_faults",
             Self::Migrate => "migrate",
             Self::Transactions => "transactions",
+            Self::Replicas => "replicas",
         }
     }
 }

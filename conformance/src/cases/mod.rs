@@ -29,6 +29,7 @@ mod migrate;
 mod mixed_faults;
 mod queue;
 mod rate_limiter;
+mod replicas;
 mod rwlock;
 mod scenario;
 mod semaphore;
@@ -73,6 +74,7 @@ const GROUPS: &[(Group, &[Case])] = &[
     (Group::Latch, latch::CASES),
     (Group::RateLimiter, rate_limiter::CASES),
     (Group::MixedFaults, mixed_faults::CASES),
+    (Group::Replicas, replicas::CASES),
     (Group::Migrate, migrate::CASES),
 ];
 

@@ -1,0 +1,50 @@
+//! Work across replicas: group membership (`distsync_core::group`) and shard
+//! ownership (`distsync_core::shards`), built on the election, the lock and the
+//! store's status listing, so they run on every store that offers those. The bodies
+//! are in `replicas/`: [`membership`], [`rebalance`] and [`mixed_shards`], with the
+//! per-shard history recording the shard rows share in [`shard_log`].
+
+mod membership;
+mod mixed_shards;
+mod rebalance;
+mod shard_log;
+
+use super::{boxed, FENCING};
+use crate::case::{Case, Claim, Group, Need};
+use crate::faults::Hook;
+
+/// The replicas cases, in matrix order.
+pub(super) const CASES: &[Case] = &[
+    Case {
+        id: "replicas_group_membership",
+        group: Group::Replicas,
+        guarantee: "a killed member or one whose session ended leaves the member list within its \
+                    TTL and a second, a live one stays listed, changes() reports the joins and \
+                    the leaves",
+        needs: &[Need::Election],
+        claim: Claim::Offered,
+        hooks: &[Hook::AnyExternalHolder],
+        run: |h| boxed(membership::run(h)),
+    },
+    Case {
+        id: "replicas_shards_rebalance",
+        group: Group::Replicas,
+        guarantee: "8 members joining then leaving one at a time: each change moves exactly the \
+                    shards whose rendezvous owner changed, never two owners of a shard",
+        needs: &[Need::Lock, Need::Election],
+        claim: FENCING,
+        hooks: &[],
+        run: |h| boxed(rebalance::run(h)),
+    },
+    Case {
+        id: "replicas_shards_mixed_faults",
+        group: Group::Replicas,
+        guarantee: "members cut off by partitions: one owner of a shard at a time, tokens \
+                    ordered with real time per shard, every shard owned again soon after the \
+                    last fault heals",
+        needs: &[Need::Lock, Need::Election],
+        claim: FENCING,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(mixed_shards::run(h)),
+    },
+];
