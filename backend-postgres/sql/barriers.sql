@@ -99,7 +99,9 @@ $$;
 
 -- The state of double barrier p_name as seen by participant p_part of p_session: whether
 -- it is open, how many other live participants it has, and the seconds until the first
--- of them expires. Ends the sessions of expired entries on the way.
+-- of them expires. Ends the sessions of expired entries on the way (reap_sessions, which
+-- judges their expiry under their row locks); every entry left counts as live, since an
+-- expiry read from a snapshot can miss a renewal committed after it.
 CREATE OR REPLACE FUNCTION {s}.dbarrier_state(p_name text, p_session bigint, p_part bigint,
                                               OUT ready boolean, OUT others integer,
                                               OUT next_expiry double precision)
@@ -120,7 +122,6 @@ BEGIN
       INTO others, next_expiry
       FROM {s}.double_barrier_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
-     WHERE e.name = p_name AND (e.session_id, e.participant) <> (p_session, p_part)
-       AND x.expires_at > clock_timestamp();
+     WHERE e.name = p_name AND (e.session_id, e.participant) <> (p_session, p_part);
 END
 $$;

@@ -12,10 +12,11 @@
 -- the election to the next live candidate in one commit: a reader sees the old leader
 -- or the new one, never neither and never both. Entries whose session has expired are
 -- passed over (the lease gate): they are not live, so they neither count nor get
--- elected. The log is trimmed to the count in the setting distsync.log_keep, which a
--- client releasing a candidacy sets in its statement (crate::waiter_line::Entry::leave);
--- a release without it (a session's end) leaves the trim to the next grant, proclaim
--- or sweep.
+-- elected; which sessions have expired is settled under their row locks
+-- (fence_expired). The log is trimmed to the count in the setting distsync.log_keep,
+-- which a client releasing a candidacy sets in its statement
+-- (crate::waiter_line::Entry::leave); a release without it (a session's end) leaves the
+-- trim to the next grant, proclaim or sweep.
 --
 -- The wake-up of a granted entry carries its token ('m:<session>.<entry>:<token>'), so
 -- that the waiter needs no read to learn it.
@@ -27,19 +28,21 @@ DECLARE
     t bigint;
     keep integer := coalesce(nullif(current_setting('distsync.log_keep', true), '')::integer,
                              2147483647);
+    dead bigint[];
 BEGIN
     SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
     IF n IS NULL THEN
         RETURN;
     END IF;
+    -- Which sessions of the line are dead is settled once, under their row locks
+    -- (fence_expired); every other entry counts as live below.
+    dead := {s}.fence_expired(k);
     -- A line without shared entries: its first `permits` live entries, no window.
     FOR w IN
         SELECT q.ord, q.session_id, q.entry, q.shared, q.election, q.value
           FROM (SELECT e.ord, e.session_id, e.entry, e.token, e.shared, e.election, e.value
                   FROM {s}.semaphore_entries e
-                  JOIN {s}.sessions x ON x.id = e.session_id
-                 WHERE e.name_id = k AND NOT e.cancelled
-                   AND x.expires_at > clock_timestamp()
+                 WHERE e.name_id = k AND NOT e.cancelled AND e.session_id <> ALL (dead)
                  ORDER BY e.ord
                  LIMIT n) AS q
          WHERE q.token IS NULL
@@ -65,9 +68,8 @@ BEGIN
                        count(*) OVER (ORDER BY e.ord) - 1 AS before,
                        count(*) FILTER (WHERE NOT e.shared) OVER (ORDER BY e.ord) AS exclusive_upto
                   FROM {s}.semaphore_entries e
-                  JOIN {s}.sessions x ON x.id = e.session_id
                  WHERE e.name_id = k AND NOT e.cancelled
-                   AND x.expires_at > clock_timestamp()) AS q
+                   AND e.session_id <> ALL (dead)) AS q
          WHERE q.token IS NULL
            AND CASE WHEN q.shared THEN q.exclusive_upto = 0 ELSE q.before < n END
          ORDER BY q.ord

@@ -30,6 +30,11 @@ END
 $$;
 
 -- Ends those of `ids` whose heartbeat is older than their TTL (or whose row is gone).
+-- The expired rows are locked on their newest version before they are ended: an expiry
+-- read from the statement's snapshot misses a renewal that checked the row before its
+-- expiry and commits after the snapshot, and the delete would then end a session its
+-- holder has just renewed. A row being written (a renewal in flight) is skipped, left
+-- to a later sweep; no row lock is waited for.
 CREATE OR REPLACE FUNCTION {s}.reap_sessions(ids bigint[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -37,8 +42,12 @@ DECLARE
 BEGIN
     SELECT coalesce(array_agg(i), '{}') INTO dead
       FROM unnest(ids) AS i
-     WHERE NOT EXISTS (SELECT 1 FROM {s}.sessions x
-                        WHERE x.id = i AND x.expires_at > clock_timestamp());
+     WHERE NOT EXISTS (SELECT 1 FROM {s}.sessions x WHERE x.id = i);
+    SELECT dead || coalesce(array_agg(x.id), '{}') INTO dead
+      FROM (SELECT id FROM {s}.sessions
+             WHERE id = ANY (ids) AND expires_at <= clock_timestamp()
+             ORDER BY id
+               FOR UPDATE SKIP LOCKED) AS x;
     IF cardinality(dead) = 0 THEN
         RETURN 0;
     END IF;

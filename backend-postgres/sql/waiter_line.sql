@@ -22,6 +22,36 @@ CREATE TABLE IF NOT EXISTS {s}.semaphore_entries (
 CREATE INDEX IF NOT EXISTS semaphore_entries_line ON {s}.semaphore_entries (name_id, ord);
 CREATE INDEX IF NOT EXISTS semaphore_entries_shared ON {s}.semaphore_entries (name_id) WHERE shared;
 
+-- The sessions of name k's line whose rows have expired, each locked on its newest
+-- version and rewritten unchanged: what a grant may pass over. An expiry read from a
+-- statement's snapshot can be stale: a renewal that checked the row before its expiry
+-- and commits after the snapshot is invisible to it, while the clock moves past the old
+-- expiry, so the holder would keep a renewed session while its hold is granted to
+-- another. Locking instead reads the newest version (READ COMMITTED re-checks a row
+-- committed after the snapshot against its newest version), and skips a row being
+-- written (a renewal in flight, an end): such a session counts as live, the safe side.
+-- The rewrite makes a renewal waiting for the row re-check it once this transaction
+-- ends and find it expired, so the holder learns of the loss: a renewal that succeeds
+-- and a grant that passed over its session never both happen. Every other entry of the
+-- line counts as live, even one whose session expires later in the transaction.
+-- Never waits for a row lock.
+CREATE OR REPLACE FUNCTION {s}.fence_expired(k integer) RETURNS bigint[]
+LANGUAGE sql AS $$
+    WITH expired AS (
+        SELECT x.id FROM {s}.sessions x
+         WHERE x.id IN (SELECT e.session_id FROM {s}.semaphore_entries e
+                         WHERE e.name_id = k AND NOT e.cancelled)
+           AND x.expires_at <= clock_timestamp()
+         ORDER BY x.id
+           FOR NO KEY UPDATE OF x SKIP LOCKED
+    ), fenced AS (
+        UPDATE {s}.sessions x SET expires_at = x.expires_at
+          FROM expired WHERE x.id = expired.id
+        RETURNING x.id
+    )
+    SELECT coalesce(array_agg(id), '{}') FROM fenced
+$$;
+
 -- Notifies the waiters of name k that can be granted now, other than the entry
 -- `except_ord`: the live entries without a token that are exclusive with fewer than
 -- `permits` live entries ahead, or shared with no live exclusive entry ahead. A line
@@ -148,6 +178,7 @@ DECLARE
     my_value bytea;
     ahead integer;
     exclusive_ahead integer;
+    dead bigint[];
 BEGIN
     -- Granted meanwhile (by the release that let it in, see sem_grant): a read, no
     -- lock, nothing written.
@@ -161,12 +192,14 @@ BEGIN
         RETURN;
     END IF;
     SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    -- Which sessions of the line are dead is settled once, under their row locks
+    -- (fence_expired); every other entry counts as live below.
+    dead := {s}.fence_expired(k);
     SELECT e.ord, e.token, e.shared, e.election, e.value
       INTO my_ord, o_token, my_shared, my_election, my_value
       FROM {s}.semaphore_entries e
-      JOIN {s}.sessions x ON x.id = e.session_id
      WHERE e.session_id = p_session AND e.entry = p_entry AND e.name_id = k
-       AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+       AND NOT e.cancelled AND e.session_id <> ALL (dead);
     IF my_ord IS NULL THEN
         o_state := -1;
         o_token := NULL;
@@ -189,7 +222,7 @@ BEGIN
       FROM {s}.semaphore_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
      WHERE e.name_id = k AND e.ord < my_ord AND NOT e.cancelled
-       AND x.expires_at > clock_timestamp();
+       AND e.session_id <> ALL (dead);
     IF (my_shared AND exclusive_ahead = 0) OR (NOT my_shared AND ahead < coalesce(n, 1)) THEN
         IF my_shared THEN
             o_token := 0;
@@ -240,8 +273,7 @@ DECLARE
     n integer;
     live integer := 0;
     live_exclusive integer := 0;
-    expired boolean;
-    now_ timestamptz;
+    dead bigint[];
 BEGIN
     SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
     IF NOT FOUND THEN
@@ -262,25 +294,19 @@ BEGIN
             o_state := 4;
             RETURN;
         END IF;
-        -- One read of the line: its live entries, and whether any entry's session has
-        -- expired.
-        now_ := clock_timestamp();
-        SELECT count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_),
-               count(*) FILTER (WHERE NOT e.cancelled AND x.expires_at > now_ AND NOT e.shared),
-               bool_or(x.expires_at <= now_)
-          INTO live, live_exclusive, expired
-          FROM {s}.semaphore_entries e
-          JOIN {s}.sessions x ON x.id = e.session_id
-         WHERE e.name_id = k;
-        IF expired THEN
-            -- Entries of expired sessions count no more: forget them, and count again.
-            DELETE FROM {s}.semaphore_entries e USING {s}.sessions x
-             WHERE e.name_id = k AND x.id = e.session_id AND x.expires_at <= clock_timestamp();
-            SELECT count(*), count(*) FILTER (WHERE NOT e.shared) INTO live, live_exclusive
-              FROM {s}.semaphore_entries e
-              JOIN {s}.sessions x ON x.id = e.session_id
-             WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+        -- Entries of expired sessions count no more (settled under the sessions' row
+        -- locks, see fence_expired): forget them. Every other entry counts as live.
+        dead := {s}.fence_expired(k);
+        IF cardinality(dead) > 0 THEN
+            DELETE FROM {s}.semaphore_entries
+             WHERE name_id = k AND session_id = ANY (dead);
         END IF;
+        -- One read of the line: its live entries.
+        SELECT count(*) FILTER (WHERE NOT e.cancelled),
+               count(*) FILTER (WHERE NOT e.cancelled AND NOT e.shared)
+          INTO live, live_exclusive
+          FROM {s}.semaphore_entries e
+         WHERE e.name_id = k;
     END IF;
     IF n <> p_permits THEN
         IF live > 0 THEN

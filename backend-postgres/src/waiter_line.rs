@@ -120,6 +120,15 @@
 //!   them (a renewal that landed meanwhile moves that instant on), and are granted then.
 //!   A connection's death frees nothing, since no hold lives in a connection.
 //!
+//! Which sessions have expired is decided under their rows' locks, never from a
+//! statement's snapshot alone (`fence_expired`, and `reap_sessions` for the sweep): a
+//! renewal that checked its row before the expiry may commit after a snapshot that then
+//! shows the old expiry, already past by the clock. A grant locks the expired rows of its
+//! line on their newest versions, skipping any being written (that session counts as
+//! live), and rewrites them unchanged, so that a renewal waiting for one re-checks it
+//! afterwards, finds it expired and reports the loss; every other entry counts as live
+//! for the rest of the grant.
+//!
 //! # TTL enforcement
 //! A stalled holder stops renewing (its keepalive is stalled with it), so its row
 //! expires after its TTL and the next waiter is granted then, whatever the stalled

@@ -15,6 +15,7 @@ mod guarded;
 mod outbox;
 mod postgres;
 mod queue_wake;
+mod renewal_race;
 mod restart;
 mod semaphore;
 mod status;
