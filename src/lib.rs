@@ -129,6 +129,20 @@ pub mod queue {
     };
 }
 
+pub mod group {
+    //! Group membership: live processes joined through their sessions, listed and followed
+    //! ([`Coordinator::group`](crate::Coordinator::group)).
+    pub use distsync_core::group::{Group, GroupChange, Member, Membership, DEFAULT_POLL, MEMBERS_SEGMENT};
+}
+
+pub mod shards {
+    //! Shard ownership: a fixed set of shards spread over a group's live members by rendezvous hashing, each a fenced
+    //! hold ([`Coordinator::shards`](crate::Coordinator::shards)).
+    pub use distsync_core::shards::{
+        owner, OwnedShards, ShardCounts, ShardOptions, ShardPin, Shards, MAX_SHARDS, SHARDS_SEGMENT,
+    };
+}
+
 pub mod schedule {
     //! Scheduled singleton jobs: once per occurrence of an interval or a cron expression across every replica, with
     //! `at_most`/`at_least` bounds kept in the store and a fencing token per run

@@ -4,4 +4,5 @@
 
 mod connect;
 mod raw;
+mod replicas;
 mod send_static;

@@ -22,8 +22,9 @@ impl Lost {
         Self::from_future(token.clone().cancelled_owned())
     }
 
-    /// Resolves when `signal` does (e.g. the first of several holds' `lost()`).
-    pub(crate) fn from_future(signal: impl Future<Output = ()> + Send + 'static) -> Self {
+    /// Resolves when `signal` does (e.g. the first of several holds' `lost()`), for
+    /// code that stops on one of several signals where a `Lost` is expected.
+    pub fn from_future(signal: impl Future<Output = ()> + Send + 'static) -> Self {
         Self {
             inner: Box::pin(signal),
         }

@@ -1,0 +1,785 @@
+//! Shard ownership: a fixed number of shards spread over the live members of a group,
+//! each held by one member at a time as a fenced hold ([`Coordinator::shards`]).
+//!
+//! Every member runs the same loop:
+//!
+//! 1. it joins the group (see [`crate::group`]) on a session of its own;
+//! 2. it reads the member list, and wants shard `s` when it is the member of highest
+//!    rendezvous weight for `s` ([`owner`]): every member computes the same answer
+//!    from the same list with no talk, and a join or a leave moves only the shards
+//!    whose highest-weight member changed (about `shards / members` of them);
+//! 3. it locks each wanted shard's lock (`<group>/shards/<s>`), waiting for the
+//!    previous owner to release it or to lose it, and releases each shard it no longer
+//!    wants, after stopping the work it runs on it;
+//! 4. it reads the list again every [`ShardOptions::with_poll`] interval.
+//!
+//! **Never two owners.** Ownership is the shard's lock, with the lock's guarantees on
+//! that store: the store grants it to the next member only after the previous one
+//! released it or its session expired, and the previous one learns of a loss (its
+//! client-side deadline) before the store can grant it to anyone else. Members that
+//! disagree about the list (one has read a join the other has not yet) only wait
+//! longer; they never share a shard. Work runs through [`Shards::while_owned`],
+//! which stops the work the moment the shard is released or lost; pass the shard's
+//! fencing token ([`OwnedShards::token`], growing with every change of owner) with
+//! every write, as with any lock.
+//!
+//! **After a death.** A member that dies leaves the list and loses its shards when its
+//! session expires (its TTL); the others see it gone at their next read and lock its
+//! shards, so every shard has an owner again within one session TTL, one poll interval
+//! and the lock's grant time.
+//!
+//! **Losses.** When this member's session ends, every shard is lost at once (the work
+//! on them stopped); the loop then joins again on a new session, with backoff, until
+//! the [`Shards`] handle is stopped or dropped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use crate::group::{Group, Membership};
+use crate::guard::LockGuard;
+use crate::session::{Lost, Session, SessionOptions};
+use crate::token::FencingToken;
+
+/// The segment under a group's name that holds its shards' locks.
+pub const SHARDS_SEGMENT: &str = "shards";
+
+/// The most shards a group may have: enough for any fleet, few enough that one member
+/// can hold every lock alone.
+pub const MAX_SHARDS: u32 = 4096;
+
+/// How [`Coordinator::shards`] takes part: the session each join runs on, how often
+/// the member list is read, the member's metadata, and the pauses between attempts
+/// after a loss.
+///
+/// ```
+/// use std::time::Duration;
+/// use distsync::shards::ShardOptions;
+///
+/// let options = ShardOptions::default()
+///     .with_ttl(Duration::from_secs(10))
+///     .with_poll(Duration::from_millis(500))
+///     .with_metadata("10.0.0.7:8080");
+/// assert_eq!(options.poll(), Duration::from_millis(500));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardOptions {
+    session: SessionOptions,
+    poll: Duration,
+    metadata: Bytes,
+    first_retry: Duration,
+    longest_retry: Duration,
+}
+
+impl Default for ShardOptions {
+    /// Sessions with the default options, the member list read every second, no
+    /// metadata, retries after 100 ms doubling up to 5 s.
+    fn default() -> Self {
+        Self {
+            session: SessionOptions::default(),
+            poll: crate::group::DEFAULT_POLL,
+            metadata: Bytes::new(),
+            first_retry: Duration::from_millis(100),
+            longest_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ShardOptions {
+    /// The same options with every join's session made with `session`.
+    #[must_use]
+    pub fn with_session(mut self, session: SessionOptions) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// The same options with sessions of `ttl` (the rest of the session options
+    /// default): how long a dead member's shards wait for a new owner.
+    #[must_use]
+    pub fn with_ttl(self, ttl: Duration) -> Self {
+        self.with_session(SessionOptions::with_ttl(ttl))
+    }
+
+    /// The same options reading the member list every `poll`.
+    #[must_use]
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// The same options joining the group with `metadata`.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: impl Into<Bytes>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+
+    /// The same options pausing `first` before the first retry, doubling up to
+    /// `longest`.
+    #[must_use]
+    pub fn with_retry(mut self, first: Duration, longest: Duration) -> Self {
+        self.first_retry = first;
+        self.longest_retry = longest;
+        self
+    }
+
+    /// The options of every join's session.
+    pub fn session(&self) -> &SessionOptions {
+        &self.session
+    }
+
+    /// How often the member list is read.
+    pub fn poll(&self) -> Duration {
+        self.poll
+    }
+}
+
+/// The shards a member owns now, each with the fencing token of its hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnedShards {
+    tokens: BTreeMap<u32, FencingToken>,
+}
+
+impl OwnedShards {
+    /// Whether `shard` is owned.
+    pub fn contains(&self, shard: u32) -> bool {
+        self.tokens.contains_key(&shard)
+    }
+
+    /// The fencing token of `shard`'s hold, if it is owned.
+    pub fn token(&self, shard: u32) -> Option<FencingToken> {
+        self.tokens.get(&shard).copied()
+    }
+
+    /// The owned shards, ascending.
+    pub fn shards(&self) -> impl Iterator<Item = u32> + '_ {
+        self.tokens.keys().copied()
+    }
+
+    /// The owned shards with their tokens, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, FencingToken)> + '_ {
+        self.tokens.iter().map(|(shard, token)| (*shard, *token))
+    }
+
+    /// How many shards are owned.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether no shard is owned.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// What a member's loop has done since it started: every change of owner it took part
+/// in. Summed over the members, `acquired` is the number of shard moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardCounts {
+    /// Shards this member locked (each one a change of owner).
+    pub acquired: u64,
+    /// Shards it released because another member is now their owner, or on stop.
+    pub released: u64,
+    /// Shards it lost without releasing them (its session or the hold ended).
+    pub lost: u64,
+}
+
+/// This member's part in a sharded group, from [`Coordinator::shards`]. Dropping it
+/// stops the loop: the work on its shards is stopped, its shards are released and it
+/// leaves the group, in the background ([`Shards::stop`] waits for that).
+pub struct Shards {
+    shared: Arc<Shared>,
+    owned: watch::Receiver<OwnedShards>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl fmt::Debug for Shards {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shards")
+            .field("group", &self.shared.group.name())
+            .field("member", &self.shared.member)
+            .field("count", &self.shared.count)
+            .field("owned", &*self.owned.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the loop and the handle share.
+struct Shared {
+    group: Group,
+    member: String,
+    count: u32,
+    /// The shards held now, each with what stops the work on it.
+    holds: Mutex<BTreeMap<u32, Arc<ShardHold>>>,
+    /// The session of the membership being served, if any.
+    session: Mutex<Option<Session>>,
+    acquired: AtomicU64,
+    released: AtomicU64,
+    lost: AtomicU64,
+}
+
+/// One held shard as the work on it sees it.
+struct ShardHold {
+    token: FencingToken,
+    /// Fires when the shard is being released or is lost: the work stops.
+    ended: CancellationToken,
+    /// Held shared by every [`ShardPin`]; the loop takes it exclusively after `ended`,
+    /// so a shard is released only once its work has stopped.
+    running: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// Work on a shard under way, from [`Shards::pin`]: the shard is not released to
+/// another member while the pin lives. Drop it as soon as [`ShardPin::ended`] fires.
+pub struct ShardPin {
+    shard: u32,
+    token: FencingToken,
+    ended: CancellationToken,
+    _running: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl fmt::Debug for ShardPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardPin")
+            .field("shard", &self.shard)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardPin {
+    /// The pinned shard.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// The fencing token of this member's hold on the shard.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// Resolves when the shard is being released to another member, or is lost: stop
+    /// the work and drop the pin (a release waits for it; a loss does not).
+    pub fn ended(&self) -> Lost {
+        Lost::from_future(self.ended.clone().cancelled_owned())
+    }
+
+    /// Whether [`ShardPin::ended`] has fired.
+    pub fn is_ended(&self) -> bool {
+        self.ended.is_cancelled()
+    }
+}
+
+/// The rendezvous weight of `member` for `shard`: FNV-1a over the id, mixed with the
+/// shard by SplitMix64's finalizer. Fixed here (not `std`'s hasher, which may change
+/// between Rust releases) so that every build of every member agrees.
+fn weight(member: &str, shard: u32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in member.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut mixed = hash ^ u64::from(shard).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    mixed ^ (mixed >> 31)
+}
+
+/// The owner of `shard` among `members` by rendezvous (highest-random-weight)
+/// hashing, the assignment every member computes; ties (never seen in practice) go to
+/// the greater id. `None` for no member.
+///
+/// ```
+/// use distsync::shards::owner;
+/// let members = ["a", "b", "c"];
+/// let before: Vec<_> = (0..64).map(|s| owner(members, s)).collect();
+/// let after: Vec<_> = (0..64).map(|s| owner(["a", "b", "c", "d"], s)).collect();
+/// // A join moves only the shards the new member wins.
+/// for (old, new) in before.iter().zip(&after) {
+///     assert!(old == new || *new == Some("d"));
+/// }
+/// ```
+pub fn owner<'a>(members: impl IntoIterator<Item = &'a str>, shard: u32) -> Option<&'a str> {
+    members
+        .into_iter()
+        .max_by_key(|member| (weight(member, shard), *member))
+}
+
+impl Coordinator {
+    /// Takes part in the sharded group `group` as `member`: `count` shards spread over
+    /// the group's live members (see [`crate::shards`]). Starts the member's loop in
+    /// the background and returns at once; [`Shards::changes`] reports the shards this
+    /// member owns as they change.
+    ///
+    /// Every member of a group must use the same `count` (it is the shard space, not a
+    /// per-member setting).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// use distsync::shards::ShardOptions;
+    /// let coordinator = distsync::connect("memory://").await?;
+    /// let shards = coordinator.shards("indexers", "host-a", 16, ShardOptions::default())?;
+    /// let mut changes = shards.changes();
+    /// // Alone in the group, this member comes to own all 16.
+    /// let owned = changes.wait_for(|owned| owned.len() == 16).await.expect("running").clone();
+    /// let token = owned.token(3).expect("owned");
+    /// let rows = shards.while_owned(3, async { /* write with `token` */ 42 }).await?;
+    /// assert_eq!(rows, 42);
+    /// shards.stop().await;
+    /// # let _ = token; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad group name or a member id that is not one name
+    /// segment; [`Error::InvalidArgument`] for a `count` of 0 or above [`MAX_SHARDS`].
+    /// Store errors do not end the loop: they are logged and retried.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the loop is a task).
+    pub fn shards(
+        &self,
+        group: &str,
+        member: &str,
+        count: u32,
+        options: ShardOptions,
+    ) -> Result<Shards> {
+        if count == 0 || count > MAX_SHARDS {
+            return Err(Error::InvalidArgument(format!(
+                "a sharded group has 1 to {MAX_SHARDS} shards, not {count}"
+            )));
+        }
+        let group = self.group(group)?.with_poll(options.poll);
+        group.member_entry(member)?;
+        shard_lock_name(&group, count - 1)?;
+        let shared = Arc::new(Shared {
+            group,
+            member: member.to_owned(),
+            count,
+            holds: Mutex::new(BTreeMap::new()),
+            session: Mutex::new(None),
+            acquired: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+        });
+        let (publish, owned) = watch::channel(OwnedShards::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(member_loop(
+            self.clone(),
+            shared.clone(),
+            options,
+            publish,
+            stop.clone(),
+        ));
+        Ok(Shards {
+            shared,
+            owned,
+            stop,
+            task: Some(task),
+        })
+    }
+}
+
+/// The lock that is ownership of `shard`.
+fn shard_lock_name(group: &Group, shard: u32) -> Result<String> {
+    let name = format!("{}/{SHARDS_SEGMENT}/{shard}", group.name());
+    crate::name::Name::new(name.as_str())?;
+    Ok(name)
+}
+
+impl Shards {
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        self.shared.group.name()
+    }
+
+    /// This member's id.
+    pub fn member(&self) -> &str {
+        &self.shared.member
+    }
+
+    /// The number of shards in the group.
+    pub fn count(&self) -> u32 {
+        self.shared.count
+    }
+
+    /// The shards this member owns now.
+    pub fn owned(&self) -> OwnedShards {
+        self.owned.borrow().clone()
+    }
+
+    /// The shards this member owns, updated on every change (see
+    /// [`tokio::sync::watch`]): `changed().await` for the next one,
+    /// `wait_for(..)` for a condition.
+    pub fn changes(&self) -> watch::Receiver<OwnedShards> {
+        self.owned.clone()
+    }
+
+    /// What this member's loop has done so far.
+    pub fn counts(&self) -> ShardCounts {
+        ShardCounts {
+            acquired: self.shared.acquired.load(Ordering::Relaxed),
+            released: self.shared.released.load(Ordering::Relaxed),
+            lost: self.shared.lost.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `work` while this member owns `shard`, as
+    /// [`LockGuard::while_held`](crate::LockGuard::while_held) does for a lock: `work`
+    /// is dropped the moment the shard is released to another member or lost, and the
+    /// shard is released only after `work` has stopped.
+    ///
+    /// # Errors
+    /// [`Error::NotHeld`] when the shard is not owned now (`shard` out of range
+    /// included) or stops being owned before `work` is done.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe as far as this method goes: dropping the returned future drops
+    /// `work`; whether that is safe is `work`'s own business.
+    pub async fn while_owned<F: Future>(&self, shard: u32, work: F) -> Result<F::Output> {
+        let pin = self.pin(shard).await?;
+        tokio::select! {
+            biased;
+            () = pin.ended.cancelled() => Err(Error::NotHeld),
+            output = work => Ok(output),
+        }
+    }
+
+    /// Pins `shard` for work this member does on it by other means than a future (a
+    /// child process, a thread): until the pin is dropped, the shard is not released to
+    /// another member. Stop the work when [`ShardPin::ended`] fires and drop the pin: a
+    /// rebalance waits for it (hold it no longer than needed), a loss does not wait
+    /// (the hold is already gone).
+    ///
+    /// # Errors
+    /// [`Error::NotHeld`] when the shard is not owned now (`shard` out of range
+    /// included) or is already ending.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before it returns, it pins nothing.
+    pub async fn pin(&self, shard: u32) -> Result<ShardPin> {
+        let hold = self
+            .shared
+            .holds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&shard)
+            .cloned()
+            .ok_or(Error::NotHeld)?;
+        // A release in progress waits for the pins it knows of; a new one waiting behind
+        // it would wait for itself.
+        let running = tokio::select! {
+            biased;
+            () = hold.ended.cancelled() => return Err(Error::NotHeld),
+            running = hold.running.clone().read_owned() => running,
+        };
+        if hold.ended.is_cancelled() {
+            return Err(Error::NotHeld);
+        }
+        Ok(ShardPin {
+            shard,
+            token: hold.token,
+            ended: hold.ended.clone(),
+            _running: running,
+        })
+    }
+
+    /// The session this member's shards are held through now, `None` between a loss
+    /// and the next join: its [`Session::health_watch`] warns before the shards could
+    /// be lost, its [`Session::lost`] fires when they all are.
+    pub fn session(&self) -> Option<Session> {
+        self.shared
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops the loop and waits until the work on this member's shards has stopped,
+    /// its shards are released and it has left the group.
+    ///
+    /// # Cancel safety
+    /// Dropped part-way, the loop still stops in the background.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "the shard loop ended abnormally");
+            }
+        }
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// What the loop's helper tasks report.
+enum Event {
+    /// A wanted shard's lock was taken (or could not be).
+    Acquired(u32, Result<LockGuard>),
+    /// A held shard's hold ended in the store or with the session.
+    Lost(u32),
+}
+
+/// Joins, serves and joins again after every loss until stopped.
+async fn member_loop(
+    coordinator: Coordinator,
+    shared: Arc<Shared>,
+    options: ShardOptions,
+    publish: watch::Sender<OwnedShards>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(options.first_retry, options.longest_retry);
+    while !stop.is_cancelled() {
+        let joined = async {
+            let session = coordinator.session_with(options.session.clone()).await?;
+            let membership = shared
+                .group
+                .join(&session, &shared.member, options.metadata.clone())
+                .await?;
+            Ok::<_, Error>((session, membership))
+        };
+        let joined = tokio::select! {
+            () = stop.cancelled() => break,
+            joined = joined => joined,
+        };
+        let (session, membership) = match joined {
+            Ok(joined) => joined,
+            Err(error) => {
+                tracing::warn!(group = shared.group.name(), member = %shared.member, %error, "joining failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(backoff.next_pause()) => continue,
+                }
+            }
+        };
+        backoff.reset();
+        *shared
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(session.clone());
+        let mut serving = Serving {
+            coordinator: &coordinator,
+            shared: &shared,
+            session: &session,
+            publish: &publish,
+            held: BTreeMap::new(),
+            acquiring: BTreeMap::new(),
+        };
+        serving.serve(&membership, &stop).await;
+        serving.release_all().await;
+        *shared
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        if stop.is_cancelled() {
+            if let Err(error) = membership.leave().await {
+                tracing::debug!(%error, "leaving the group failed; the lease ends the entry");
+            }
+        } else {
+            tracing::warn!(group = shared.group.name(), member = %shared.member, "membership lost; joining again");
+        }
+        if let Err(error) = session.close().await {
+            tracing::debug!(%error, "closing the shard session failed; its lease ends it");
+        }
+    }
+}
+
+/// One membership's serving state.
+struct Serving<'a> {
+    coordinator: &'a Coordinator,
+    shared: &'a Arc<Shared>,
+    session: &'a Session,
+    publish: &'a watch::Sender<OwnedShards>,
+    held: BTreeMap<u32, (LockGuard, Arc<ShardHold>)>,
+    /// Shards being locked, each with the task that waits for it.
+    acquiring: BTreeMap<u32, tokio::task::JoinHandle<()>>,
+}
+
+impl Serving<'_> {
+    /// Rebalances until the membership ends or the loop is stopped.
+    async fn serve(&mut self, membership: &Membership, stop: &CancellationToken) {
+        let (events, mut inbox) = mpsc::unbounded_channel();
+        let mut read_members = true;
+        loop {
+            if read_members {
+                match self.shared.group.members().await {
+                    Ok(members) => {
+                        let wanted = self.wanted(&members);
+                        self.rebalance(&wanted, &events).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(group = self.shared.group.name(), %error, "reading the members failed; keeping the shards held");
+                    }
+                }
+            }
+            read_members = false;
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = membership.lost() => return,
+                Some(event) = inbox.recv() => self.handle(event, &events).await,
+                () = tokio::time::sleep(self.shared.group.poll()) => read_members = true,
+            }
+        }
+    }
+
+    /// The shards this member should own, given `members`. Until the store lists this
+    /// member, it wants none (its own join not yet visible is no reason to take all).
+    fn wanted(&self, members: &[crate::group::Member]) -> BTreeSet<u32> {
+        let me = self.shared.member.as_str();
+        if !members.iter().any(|member| member.id == me) {
+            return BTreeSet::new();
+        }
+        (0..self.shared.count)
+            .filter(|shard| owner(members.iter().map(|m| m.id.as_str()), *shard) == Some(me))
+            .collect()
+    }
+
+    /// Releases what is no longer wanted, stops waiting for it, and starts locking
+    /// what is newly wanted.
+    async fn rebalance(&mut self, wanted: &BTreeSet<u32>, events: &mpsc::UnboundedSender<Event>) {
+        let unwanted: Vec<u32> = self
+            .held
+            .keys()
+            .copied()
+            .filter(|shard| !wanted.contains(shard))
+            .collect();
+        for shard in unwanted {
+            self.release(shard).await;
+        }
+        // A finished wait stays listed until its event is handled, so a shard is never
+        // locked twice through this session.
+        self.acquiring.retain(|shard, task| {
+            let keep = wanted.contains(shard);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for &shard in wanted {
+            if self.held.contains_key(&shard) || self.acquiring.contains_key(&shard) {
+                continue;
+            }
+            let locker = shard_lock_name(&self.shared.group, shard)
+                .and_then(|name| self.coordinator.locker(self.session, &name));
+            let events = events.clone();
+            let task = tokio::spawn(async move {
+                let result = match locker {
+                    Ok(locker) => locker.lock().await,
+                    Err(error) => Err(error),
+                };
+                let _ = events.send(Event::Acquired(shard, result));
+            });
+            self.acquiring.insert(shard, task);
+        }
+    }
+
+    async fn handle(&mut self, event: Event, events: &mpsc::UnboundedSender<Event>) {
+        match event {
+            Event::Acquired(shard, Ok(guard)) => {
+                if self.acquiring.remove(&shard).is_none() {
+                    // No longer wanted: the wait was being stopped as it won.
+                    if let Err(error) = guard.unlock().await {
+                        tracing::debug!(shard, %error, "releasing an unwanted shard failed");
+                    }
+                    return;
+                }
+                let hold = Arc::new(ShardHold {
+                    token: guard.token(),
+                    ended: CancellationToken::new(),
+                    running: Arc::new(tokio::sync::RwLock::new(())),
+                });
+                let lost = guard.lost();
+                let events = events.clone();
+                let ended = hold.ended.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = lost => { let _ = events.send(Event::Lost(shard)); }
+                        () = ended.cancelled() => {}
+                    }
+                });
+                tracing::debug!(group = self.shared.group.name(), shard, token = %hold.token, "shard acquired");
+                self.shared.acquired.fetch_add(1, Ordering::Relaxed);
+                self.lock_holds().insert(shard, hold.clone());
+                self.held.insert(shard, (guard, hold));
+                self.publish();
+            }
+            Event::Acquired(shard, Err(error)) => {
+                self.acquiring.remove(&shard);
+                tracing::warn!(group = self.shared.group.name(), shard, %error, "locking a shard failed; trying again at the next read");
+            }
+            Event::Lost(shard) => {
+                if let Some((_guard, hold)) = self.held.remove(&shard) {
+                    hold.ended.cancel();
+                    self.lock_holds().remove(&shard);
+                    self.shared.lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(group = self.shared.group.name(), shard, "shard lost");
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    /// Stops the work on `shard`, waits until it has stopped, and releases the shard.
+    async fn release(&mut self, shard: u32) {
+        let Some((guard, hold)) = self.held.remove(&shard) else {
+            return;
+        };
+        hold.ended.cancel();
+        self.lock_holds().remove(&shard);
+        self.publish();
+        let _stopped = hold.running.write().await;
+        if guard.is_lost() {
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.shared.released.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = guard.unlock().await {
+            tracing::warn!(group = self.shared.group.name(), shard, %error, "releasing a shard failed; its lease ends it");
+        }
+    }
+
+    /// Ends every hold and wait (the membership ended or the loop stops).
+    async fn release_all(&mut self) {
+        for (_, task) in std::mem::take(&mut self.acquiring) {
+            task.abort();
+        }
+        let shards: Vec<u32> = self.held.keys().copied().collect();
+        for shard in shards {
+            self.release(shard).await;
+        }
+    }
+
+    fn lock_holds(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<ShardHold>>> {
+        self.shared
+            .holds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self) {
+        let owned = OwnedShards {
+            tokens: self
+                .held
+                .iter()
+                .map(|(shard, (_, hold))| (*shard, hold.token))
+                .collect(),
+        };
+        self.publish.send_replace(owned);
+    }
+}
