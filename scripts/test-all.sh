@@ -10,7 +10,9 @@
 #   `.config/nextest.toml` says which tests run alone or in turns; the Sentinel tests
 #   that kill the group's primary among them), then the doctests (README's and docs/'
 #   code blocks included, as the facade's); examples/orders.rs against the PostgreSQL
-#   server (the outbox and `ack_in`; the example checks its ledger and queue); the
+#   server (the outbox and `ack_in`; the example checks its ledger and queue);
+#   examples/shards.rs on memory and etcd (a work table's shards across three workers,
+#   one killed; each item done once); the
 #   example backend crate outside the workspace (examples/file-backend) running the
 #   suite from its own tests; the
 #   conformance runner over memory, etcd (with etcd's own Go recipes as peers), Redis,
@@ -85,6 +87,19 @@ orders_example() {
     fi
     cargo build -q --workspace --all-features --example orders &&
         "${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/orders" "$DISTSYNC_POSTGRES_URL" 2>&1 | mask_passwords
+}
+
+# examples/shards.rs on the memory store and on the etcd server: three workers share a
+# work table's shards, one is killed half-way; the example fails unless every item is
+# done exactly once. Built as `orders_example` builds its example.
+shards_example() {
+    if [[ -z ${DISTSYNC_ETCD_URL:-} ]]; then
+        echo "DISTSYNC_ETCD_URL: not set: scripts/servers.sh env prints it" >&2
+        return 1
+    fi
+    local example=${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/shards
+    cargo build -q --workspace --all-features --example shards &&
+        "$example" memory:// && "$example" "$DISTSYNC_ETCD_URL" 2>&1 | mask_passwords
 }
 
 # The disk the build writes to: free space, and what the target directory holds. A
@@ -187,6 +202,11 @@ if [[ -n ${DISTSYNC_POSTGRES_URL:-} || ${CI:-} == true ]]; then
     step orders orders_example
 else
     echo "test-all: DISTSYNC_POSTGRES_URL not set; not running examples/orders.rs" >&2
+fi
+if [[ -n ${DISTSYNC_ETCD_URL:-} || ${CI:-} == true ]]; then
+    step shards shards_example
+else
+    echo "test-all: DISTSYNC_ETCD_URL not set; not running examples/shards.rs" >&2
 fi
 # The example backend crate outside the workspace (examples/file-backend) runs the
 # conformance suite from its own `cargo test`, pinned by its own Cargo.lock, built in
