@@ -13,6 +13,12 @@ use super::{boxed, FENCING};
 use crate::case::{Case, Claim, Group, Need};
 use crate::faults::Hook;
 
+/// What a group needs beside its primitives: its member list is a status read of a
+/// prefix (`Coordinator::status`), a scan of the store's names, which a store that
+/// cannot scan its names whole (a Redis Cluster: no `export` either) refuses. There is
+/// no capability of its own for it; `export` is the one that says the store scans.
+const LISTS: Need = Need::Export;
+
 /// The replicas cases, in matrix order.
 pub(super) const CASES: &[Case] = &[
     Case {
@@ -21,7 +27,7 @@ pub(super) const CASES: &[Case] = &[
         guarantee: "a killed member or one whose session ended leaves the member list within its \
                     TTL and a second, a live one stays listed, changes() reports the joins and \
                     the leaves",
-        needs: &[Need::Election],
+        needs: &[Need::Election, LISTS],
         claim: Claim::Offered,
         hooks: &[Hook::AnyExternalHolder],
         run: |h| boxed(membership::run(h)),
@@ -31,7 +37,7 @@ pub(super) const CASES: &[Case] = &[
         group: Group::Replicas,
         guarantee: "8 members joining then leaving one at a time: each change moves exactly the \
                     shards whose rendezvous owner changed, never two owners of a shard",
-        needs: &[Need::Lock, Need::Election],
+        needs: &[Need::Lock, Need::Election, LISTS],
         claim: FENCING,
         hooks: &[],
         run: |h| boxed(rebalance::run(h)),
@@ -42,7 +48,7 @@ pub(super) const CASES: &[Case] = &[
         guarantee: "members cut off by partitions: one owner of a shard at a time, tokens \
                     ordered with real time per shard, every shard owned again soon after the \
                     last fault heals",
-        needs: &[Need::Lock, Need::Election],
+        needs: &[Need::Lock, Need::Election, LISTS],
         claim: FENCING,
         hooks: &[Hook::Partition],
         run: |h| boxed(mixed_shards::run(h)),

@@ -111,7 +111,16 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     };
     let mut holds = 0;
     let mut lost_after_cut = 0;
-    let mut reowned = Duration::ZERO;
+    let mut after_heal = Duration::ZERO;
+    let mut longest = Duration::ZERO;
+    // Gaps are counted from the first grant of any shard (the group's start-up before
+    // it is no gap).
+    let first_grant = (0..SHARDS)
+        .flat_map(|shard| log.history(shard, &[]))
+        .filter(|event| matches!(event.kind, Kind::Grant(_)))
+        .map(|event| event.at)
+        .min()
+        .unwrap_or(Duration::ZERO);
     for shard in 0..SHARDS {
         let events = log.history(shard, &faults);
         let verdict = history::check(&events, &rules);
@@ -132,26 +141,18 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             .iter()
             .filter(|hold| hold.ended_by == history::Ending::LostAfterFault)
             .count();
-        if let Some(healed) = healed {
-            // The last change of owner the last heal led to.
-            let settled = verdict
-                .holds
-                .iter()
-                .filter(|hold| hold.granted > healed)
-                .map(|hold| hold.granted - healed)
-                .max();
-            if let Some(settled) = settled {
-                reowned = reowned.max(settled);
-            }
-        }
+        let from = healed.unwrap_or(Duration::ZERO);
+        after_heal = after_heal.max(longest_gap(&verdict.holds, from, until));
+        longest = longest.max(longest_gap(&verdict.holds, first_grant, until));
     }
     Ok(Holds::figure(
         format!(
             "seed {seed}: {SHARDS} shards, {holds} owner changes, 0 double owners; {} partitions \
-             ({} silent); owners settled {} after the last heal",
+             ({} silent); longest without an owner {} ({} after the last heal)",
             counts.partitions,
             counts.silent,
-            crate::check::secs(reowned)
+            crate::check::secs(longest),
+            crate::check::secs(after_heal)
         ),
         format!(
             "{MEMBERS} members through their own proxies for {}; session TTL {ttl:?}, list read \
@@ -160,4 +161,28 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             crate::check::secs(LENGTH)
         ),
     ))
+}
+
+/// The longest time in `[from, until]` during which none of `holds` was held.
+fn longest_gap(holds: &[history::Hold], from: Duration, until: Duration) -> Duration {
+    let mut spans: Vec<(Duration, Duration)> = holds
+        .iter()
+        .map(|hold| (hold.granted, hold.end))
+        .filter(|(_, end)| *end > from)
+        .collect();
+    spans.sort();
+    let (mut covered, mut longest) = (from, Duration::ZERO);
+    for (start, end) in spans {
+        if start > covered {
+            longest = longest.max(start.min(until).saturating_sub(covered));
+        }
+        covered = covered.max(end);
+        if covered >= until {
+            break;
+        }
+    }
+    if covered < until {
+        longest = longest.max(until - covered);
+    }
+    longest
 }

@@ -230,8 +230,8 @@ async fn stable(members: &[Member], current: &[String]) -> Check<Duration> {
         match wrong {
             None => {
                 let at = *since.get_or_insert_with(Instant::now);
-                // Stable across three reads of the list: no late move is left to count.
-                if at.elapsed() >= POLL * 3 {
+                // Stable across two reads of the list: no late move is left to count.
+                if at.elapsed() >= POLL * 2 {
                     return Ok(at - started);
                 }
             }
