@@ -223,6 +223,16 @@ pub(crate) enum Command {
     /// until it is due on the store's clock, then run CMD in distsync's place (exit code:
     /// CMD's). With --no-wait or --timeout, exit 1 when no permit is due (in time).
     Ratelimit(RatelimitArgs),
+    /// Run CMD once per occurrence of EVERY across every process scheduling NAME: cron
+    /// plus flock for a fleet. EVERY is a duration (`30s`, `5m`; bare seconds) counted
+    /// from the UNIX epoch, or a cron expression in UTC (`'0 2 * * *'`, six fields with
+    /// seconds first). Each run prints `NAME occurrence=<unix ms> token=<token>`; CMD
+    /// gets DISTSYNC_FENCING_TOKEN, DISTSYNC_LOCK_KEY, DISTSYNC_OCCURRENCE_MS and
+    /// DISTSYNC_PREVIOUS_OCCURRENCE_MS (empty before the first run). CMD is stopped as
+    /// `lock -- CMD` stops it when the job's lock is lost, and also once it has run
+    /// --at-most. A CMD that fails is reported and the schedule goes on; distsync runs
+    /// until SIGINT or SIGTERM (exit 130).
+    Schedule(ScheduleArgs),
     /// Enter a double barrier of COUNT participants, print `entered`, wait for a line
     /// (or end) on standard input, leave, print `left`.
     DoubleBarrier(DoubleBarrierArgs),
@@ -274,6 +284,7 @@ impl Command {
             Command::Counter(args) => vec![args.name.clone()],
             Command::Latch(args) => vec![args.name.clone()],
             Command::Ratelimit(args) => vec![args.name.clone()],
+            Command::Schedule(args) => vec![args.name.clone()],
             Command::DoubleBarrier(args) => vec![args.name.clone()],
             Command::StmBank(args) => vec![format!("{}/0", args.prefix)],
             Command::Interactive(args) => vec![args.name.clone()],
@@ -380,6 +391,36 @@ pub(crate) struct RatelimitArgs {
     pub wait: WaitArgs,
     /// The command to run once the permit is taken, after `--`.
     #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// `distsync schedule`.
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleArgs {
+    /// The job's name (its lock's; its record is the STM key NAME.distsync-scheduled-job).
+    pub name: String,
+    /// A duration (`30s`, `5m`, `1h`, or bare seconds) or a cron expression (UTC).
+    pub every: String,
+    /// Stop CMD once it has run this long (SIGTERM, then SIGKILL by the session's
+    /// deadline); also the most a crashed run blocks the job (capped at 15 s and at
+    /// --ttl).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration::ttl)]
+    pub at_most: Duration,
+    /// Start no run sooner than this after the previous run started, on any process,
+    /// across restarts (kept in the store).
+    #[arg(long, value_name = "DURATION", value_parser = duration::grace)]
+    pub at_least: Option<Duration>,
+    /// Run once, at once, for the occurrences missed while no process ran the job (by
+    /// default they are skipped: an occurrence runs only if it starts within
+    /// --skip-after of its time).
+    #[arg(long)]
+    pub catch_up: bool,
+    /// Without --catch-up, how late an occurrence may still start (default: half the
+    /// gap to the next occurrence, at most 1m).
+    #[arg(long, value_name = "DURATION", value_parser = duration::grace, conflicts_with = "catch_up")]
+    pub skip_after: Option<Duration>,
+    /// The command to run for each occurrence, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 

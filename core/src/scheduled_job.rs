@@ -44,7 +44,7 @@
 //!   SIGTERM) once it has run this long, and the lock it holds is released; a replica
 //!   that crashes mid-run blocks the job for at most its session's TTL, which is
 //!   `at_most` clamped to the backend's minimum TTL and to
-//!   [`DEFAULT_TTL`](crate::DEFAULT_TTL) (15 s, which sessions on every store may
+//!   [`DEFAULT_TTL`] (15 s, which sessions on every store may
 //!   have). Unlike ShedLock's `lockAtMostFor`, a run that outlives it never overlaps
 //!   the next one: it is stopped, not overtaken.
 //! - **A fencing token per run**: [`Occurrence::token`], strictly greater than every
@@ -191,7 +191,7 @@ impl JobOptions {
     /// job runs. A run's future is dropped when it has run this long, and the lock is
     /// released. It also sets the sessions' TTL (how long a crashed runner blocks the
     /// job): `at_most`, at least the backend's minimum and at most
-    /// [`DEFAULT_TTL`](crate::DEFAULT_TTL), unless [`Self::with_session`] says.
+    /// [`DEFAULT_TTL`], unless [`Self::with_session`] says.
     #[must_use]
     pub fn with_at_most(mut self, at_most: Duration) -> Self {
         self.at_most = at_most;
@@ -804,9 +804,8 @@ impl Occurrence {
         let deadline = self.inner.deadline;
         Lost::from_future(async move {
             let guard_lost = async move {
-                match guard_lost {
-                    Some(lost) => lost.await,
-                    None => {}
+                if let Some(lost) = guard_lost {
+                    lost.await;
                 }
             };
             tokio::select! {

@@ -11,6 +11,7 @@ mod migrate;
 mod queue;
 mod ratelimit;
 mod revoke;
+mod schedule;
 mod rwlock;
 mod semaphore;
 mod status;
@@ -61,6 +62,7 @@ pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::Counter(args) => counter::run(&mut ctx, args).await,
         Command::Latch(args) => latch::run(&mut ctx, args).await,
         Command::Ratelimit(args) => ratelimit::run(&mut ctx, args).await,
+        Command::Schedule(args) => schedule::run(&mut ctx, args).await,
         Command::DoubleBarrier(args) => double_barrier::run(&mut ctx, args).await,
         Command::StmBank(args) => stm_bank::run(&mut ctx, args).await,
         Command::Interactive(args) => repl::run(&mut ctx, args).await,

@@ -13,6 +13,7 @@ mod partition;
 mod queue;
 mod ratelimit;
 mod revoke;
+mod schedule;
 mod semaphore;
 mod session_lost;
 mod status;
