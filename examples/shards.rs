@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync::shards::{ShardOptions, Shards};
+use distsync::replicas::{ShardOptions, Shards};
 use distsync::{FencingToken, Result};
 
 const SHARDS: u32 = 64;
@@ -57,10 +57,11 @@ impl Table {
 /// One worker: the shards it owns, one item at a time, each under `while_owned`.
 async fn work(shards: Arc<Shards>, table: Arc<Mutex<Table>>, worker: &'static str) {
     let mut changes = shards.changes();
+    let table = &table;
     loop {
         let owned = changes.borrow_and_update().clone();
         let mut idle = true;
-        for (shard, token) in owned.iter() {
+        for shard in owned.shards() {
             let Some(item) = table.lock().unwrap().next_item(shard) else {
                 continue;
             };
@@ -68,7 +69,7 @@ async fn work(shards: Arc<Shards>, table: Arc<Mutex<Table>>, worker: &'static st
             // Reading, working and writing, all while owned: a shard given away stops
             // this at once, and its next owner starts from what was written.
             let _ = shards
-                .while_owned(shard, async {
+                .while_owned(shard, |token| async move {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     table.lock().unwrap().finish(shard, item, token, worker);
                 })
@@ -126,15 +127,17 @@ async fn main() -> Result<()> {
             counts.released
         );
     }
-    let table = table.lock().unwrap();
-    let twice: Vec<_> = table.done.iter().filter(|(_, by)| by.len() > 1).collect();
-    assert!(twice.is_empty(), "items done twice: {twice:?}");
-    assert_eq!(table.done.len(), (SHARDS * ITEMS_PER_SHARD) as usize);
-    println!(
-        "{} items done, each once; {} stale writes refused",
-        table.done.len(),
-        table.refused
-    );
+    {
+        let table = table.lock().unwrap();
+        let twice: Vec<_> = table.done.iter().filter(|(_, by)| by.len() > 1).collect();
+        assert!(twice.is_empty(), "items done twice: {twice:?}");
+        assert_eq!(table.done.len(), (SHARDS * ITEMS_PER_SHARD) as usize);
+        println!(
+            "{} items done, each once; {} stale writes refused",
+            table.done.len(),
+            table.refused
+        );
+    }
     for (_, shards, task) in workers {
         task.abort();
         let _ = task.await;

@@ -129,27 +129,22 @@ pub mod queue {
     };
 }
 
-pub mod group {
-    //! Group membership: live processes joined through their sessions, listed and followed
-    //! ([`Coordinator::group`](crate::Coordinator::group)).
-    pub use distsync_core::group::{Group, GroupChange, Member, Membership, DEFAULT_POLL, MEMBERS_SEGMENT};
-}
-
-pub mod shards {
-    //! Shard ownership: a fixed set of shards spread over a group's live members by rendezvous hashing, each a fenced
-    //! hold ([`Coordinator::shards`](crate::Coordinator::shards)).
-    pub use distsync_core::shards::{
-        owner, OwnedShards, ShardCounts, ShardOptions, ShardPin, Shards, MAX_SHARDS, SHARDS_SEGMENT,
+pub mod replicas {
+    //! Work across replicas: group membership (live processes joined through their sessions,
+    //! [`Coordinator::group`](crate::Coordinator::group)), shard ownership (a fixed set of shards spread over a
+    //! group's live members, each a fenced hold, [`Coordinator::shards`](crate::Coordinator::shards)) and scheduled
+    //! singleton jobs (once per occurrence across every replica, with `at_most`/`at_least` bounds kept in the store
+    //! and a fencing token per run, [`Coordinator::scheduled_job`](crate::Coordinator::scheduled_job)).
+    pub use distsync_core::group::{
+        Group, GroupChange, Member, Membership, DEFAULT_POLL, MEMBERS_SEGMENT,
     };
-}
-
-pub mod schedule {
-    //! Scheduled singleton jobs: once per occurrence of an interval or a cron expression across every replica, with
-    //! `at_most`/`at_least` bounds kept in the store and a fencing token per run
-    //! ([`Coordinator::scheduled_job`](crate::Coordinator::scheduled_job)).
     pub use distsync_core::schedule::Schedule;
     pub use distsync_core::scheduled_job::{
         JobOptions, LastRun, Missed, Occurrence, ScheduledJob, RECORD_SUFFIX,
+    };
+    pub use distsync_core::shards::{
+        assign, OwnedShards, ShardCounts, ShardOptions, ShardPin, Shards, MAX_SHARDS,
+        SHARDS_SEGMENT,
     };
 }
 

@@ -260,6 +260,20 @@ pub(crate) enum Command {
     /// taken away; a `distsync lock --revocable` holder stops its CMD), print `asked
     /// NAME token=<token> key=<key>`. Exit 1 when nobody holds it.
     Revoke(RevokeArgs),
+    /// List a group's live members (`distsync group NAME members`: one line per member,
+    /// `member ID session=<id> token=<token> metadata=<value>`), or follow its joins and
+    /// leaves (`distsync group NAME watch`: `joined ...`/`left ...` lines until
+    /// interrupted).
+    Group(GroupArgs),
+    /// Own a share of COUNT shards of the group NAME (spread over its live members by
+    /// rendezvous hashing, each shard a fenced hold) and run CMD with them: CMD gets
+    /// DISTSYNC_SHARDS (the owned shards, comma-separated, ascending),
+    /// DISTSYNC_SHARD_TOKENS (`shard:token` pairs), DISTSYNC_SHARD_COUNT and
+    /// DISTSYNC_MEMBER. When the owned shards change, CMD gets SIGTERM and starts again
+    /// with the new ones; a shard going to another member is released only once CMD has
+    /// exited. When shards are lost, CMD is stopped as `lock -- CMD` stops it. When CMD
+    /// exits by itself, distsync leaves the group and exits with CMD's code.
+    Shards(ShardsArgs),
     /// Print a completion script for SHELL to standard output (no backend needed), e.g.
     /// `distsync completions bash > /etc/bash_completion.d/distsync`.
     Completions {
@@ -290,6 +304,8 @@ impl Command {
             Command::Interactive(args) => vec![args.name.clone()],
             Command::Break(args) => vec![args.name.clone()],
             Command::Revoke(args) => vec![args.name.clone()],
+            Command::Group(args) => vec![args.name.clone()],
+            Command::Shards(args) => vec![args.name.clone()],
             Command::Migrate(_)
             | Command::Status(_)
             | Command::Completions { .. }
@@ -678,6 +694,49 @@ pub(crate) enum LatchAction {
     Wait,
     /// Print the remaining count.
     Count,
+}
+
+/// What to do with a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum GroupAction {
+    /// List the live members.
+    Members,
+    /// Print joins and leaves as they are seen, until interrupted.
+    Watch,
+}
+
+/// `distsync group`.
+#[derive(Debug, Args)]
+pub(crate) struct GroupArgs {
+    /// The group's name.
+    pub name: String,
+    /// What to do.
+    pub action: GroupAction,
+    /// How often `watch` reads the member list (`500ms`, `2s`, or bare milliseconds).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::timeout)]
+    pub poll: Duration,
+}
+
+/// `distsync shards`.
+#[derive(Debug, Args)]
+pub(crate) struct ShardsArgs {
+    /// The group's name.
+    pub name: String,
+    /// How many shards the group has (every member gives the same).
+    pub count: u32,
+    /// This member's id, unique among the live members (default: the host name and
+    /// process id).
+    #[arg(long, value_name = "ID")]
+    pub member: Option<String>,
+    /// Metadata other processes read in `distsync group NAME members`.
+    #[arg(long, value_name = "VALUE", default_value = "")]
+    pub metadata: String,
+    /// How often the member list is read (`500ms`, `2s`, or bare milliseconds).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::timeout)]
+    pub poll: Duration,
+    /// The command to run with the owned shards.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `distsync latch`.

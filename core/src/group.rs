@@ -40,7 +40,7 @@ use crate::election::Leadership;
 use crate::error::{Error, Result};
 use crate::name::Name;
 use crate::session::{Lost, Session};
-use crate::status::LineKind;
+use crate::status::{LineKind, StatusReport};
 use crate::token::FencingToken;
 
 /// The segment under a group's name that holds its members' entries.
@@ -129,9 +129,19 @@ impl Coordinator {
     /// The group `name` (see [`crate::group`]). No I/O.
     ///
     /// # Errors
-    /// [`Error::InvalidName`] for a bad name.
+    /// [`Error::InvalidName`] for a bad name; [`Error::Unsupported`] on a store that
+    /// cannot scan its names (the member list is a [`status`](Coordinator::status)
+    /// read of the group's prefix): one without
+    /// [`Capabilities::export`](crate::Capabilities::export), such as a Redis Cluster,
+    /// whose names live in slots on different nodes.
     pub fn group(&self, name: &str) -> Result<Group> {
         let name = Name::new(name)?;
+        if !self.capabilities().export {
+            return Err(Error::unsupported(
+                self.capabilities().backend,
+                "group membership and shards (the store cannot list its names)",
+            ));
+        }
         let prefix = format!("{name}/{MEMBERS_SEGMENT}/");
         Ok(Group {
             coordinator: self.clone(),
@@ -210,6 +220,12 @@ impl Group {
     /// Cancel-safe: it only reads.
     pub async fn members(&self) -> Result<Vec<Member>> {
         let report = self.coordinator.status(&self.prefix).await?;
+        Ok(self.members_in(&report))
+    }
+
+    /// The members a status report of this group's prefix (or a wider one) lists,
+    /// sorted by id.
+    pub(crate) fn members_in(&self, report: &StatusReport) -> Vec<Member> {
         let mut members = BTreeMap::new();
         for line in &report.lines {
             let Some(id) = line.name.strip_prefix(&self.prefix) else {
@@ -237,7 +253,7 @@ impl Group {
                 },
             );
         }
-        Ok(members.into_values().collect())
+        members.into_values().collect()
     }
 
     /// The group's joins and leaves, as reads of the member list every

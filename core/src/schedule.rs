@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use std::time::{Duration, SystemTime, UNIX_EPOCH};
-//! use distsync::schedule::Schedule;
+//! use distsync::replicas::Schedule;
 //!
 //! let every_minute = Schedule::every(Duration::from_secs(60))?;
 //! let at = UNIX_EPOCH + Duration::from_secs(90);

@@ -10,7 +10,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 //! use std::time::Duration;
-//! use distsync::schedule::{JobOptions, Missed, Schedule};
+//! use distsync::replicas::{JobOptions, Missed, Schedule};
 //!
 //! let coordinator = distsync::connect("memory://").await?;
 //! let options = JobOptions::default()
@@ -153,7 +153,7 @@ pub enum Missed {
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync::schedule::{JobOptions, Missed};
+/// use distsync::replicas::{JobOptions, Missed};
 ///
 /// let options = JobOptions::default()
 ///     .with_at_most(Duration::from_secs(300))
@@ -473,7 +473,7 @@ impl ScheduledJob {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
     /// use std::time::Duration;
-    /// use distsync::schedule::{JobOptions, Schedule};
+    /// use distsync::replicas::{JobOptions, Schedule};
     /// let coordinator = distsync::connect("memory://").await?;
     /// let mut job = coordinator.scheduled_job(
     ///     "cleanup",
@@ -882,7 +882,7 @@ impl Coordinator {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
     /// use std::time::Duration;
-    /// use distsync::schedule::{JobOptions, Schedule};
+    /// use distsync::replicas::{JobOptions, Schedule};
     /// let coordinator = distsync::connect("memory://").await?;
     /// let job = coordinator.scheduled_job(
     ///     "billing/invoices",

@@ -4,14 +4,16 @@
 //! Every member runs the same loop:
 //!
 //! 1. it joins the group (see [`crate::group`]) on a session of its own;
-//! 2. it reads the member list, and wants shard `s` when it is the member of highest
-//!    rendezvous weight for `s` ([`owner`]): every member computes the same answer
-//!    from the same list with no talk, and a join or a leave moves only the shards
-//!    whose highest-weight member changed (about `shards / members` of them);
+//! 2. it reads the member list and the shards' current holders (one status read of the
+//!    group), and computes the balanced, sticky assignment every member computes alike
+//!    from the same read ([`assign`]): each member keeps the shards it holds up to its
+//!    quota, and the rest go to the members under theirs by rendezvous weight, so a
+//!    join moves at most `ceil(shards / members)` shards and a leave only the leaving
+//!    member's;
 //! 3. it locks each wanted shard's lock (`<group>/shards/<s>`), waiting for the
 //!    previous owner to release it or to lose it, and releases each shard it no longer
 //!    wants, after stopping the work it runs on it;
-//! 4. it reads the list again every [`ShardOptions::with_poll`] interval.
+//! 4. it reads them again every [`ShardOptions::with_poll`] interval.
 //!
 //! **Never two owners.** Ownership is the shard's lock, with the lock's guarantees on
 //! that store: the store grants it to the next member only after the previous one
@@ -64,7 +66,7 @@ pub const MAX_SHARDS: u32 = 4096;
 ///
 /// ```
 /// use std::time::Duration;
-/// use distsync::shards::ShardOptions;
+/// use distsync::replicas::ShardOptions;
 ///
 /// let options = ShardOptions::default()
 ///     .with_ttl(Duration::from_secs(10))
@@ -297,24 +299,81 @@ fn weight(member: &str, shard: u32) -> u64 {
     mixed ^ (mixed >> 31)
 }
 
-/// The owner of `shard` among `members` by rendezvous (highest-random-weight)
-/// hashing, the assignment every member computes; ties (never seen in practice) go to
-/// the greater id. `None` for no member.
+/// The assignment every member computes: which member owns each of `count` shards,
+/// given the live `members` and the current `owners` (shard → member id, as the store's
+/// holds show them; owners that are not members, and shards not below `count`, are
+/// ignored). Empty for no member.
+///
+/// Balanced and sticky: with `n` members, every member gets `count / n` shards, and
+/// the `count % n` members holding the most now get one more; each keeps the shards it
+/// holds up to that quota (those of highest rendezvous weight), and every other shard
+/// goes, in shard order, to the member of highest rendezvous weight still under its
+/// quota. A join therefore moves only the new member's quota (at most
+/// `ceil(count / n)` shards) and a leave only the leaving member's shards, and an
+/// assignment that already is balanced is its own answer, so members that agree on
+/// the list move nothing.
 ///
 /// ```
-/// use distsync::shards::owner;
-/// let members = ["a", "b", "c"];
-/// let before: Vec<_> = (0..64).map(|s| owner(members, s)).collect();
-/// let after: Vec<_> = (0..64).map(|s| owner(["a", "b", "c", "d"], s)).collect();
-/// // A join moves only the shards the new member wins.
-/// for (old, new) in before.iter().zip(&after) {
-///     assert!(old == new || *new == Some("d"));
-/// }
+/// use std::collections::BTreeMap;
+/// use distsync::replicas::assign;
+/// let before = assign(&["a", "b", "c"], &BTreeMap::new(), 64);
+/// let owners: BTreeMap<u32, &str> = before.iter().map(|(s, m)| (*s, *m)).collect();
+/// let after = assign(&["a", "b", "c", "d"], &owners, 64);
+/// let moved = (0..64).filter(|s| before[s] != after[s]).count();
+/// assert_eq!(moved, after.values().filter(|m| **m == "d").count());
+/// assert!(moved <= 16);
 /// ```
-pub fn owner<'a>(members: impl IntoIterator<Item = &'a str>, shard: u32) -> Option<&'a str> {
-    members
-        .into_iter()
-        .max_by_key(|member| (weight(member, shard), *member))
+pub fn assign<'a>(
+    members: &[&'a str],
+    owners: &BTreeMap<u32, &str>,
+    count: u32,
+) -> BTreeMap<u32, &'a str> {
+    let mut members: Vec<&'a str> = members.to_vec();
+    members.sort_unstable();
+    members.dedup();
+    let mut plan = BTreeMap::new();
+    if members.is_empty() {
+        return plan;
+    }
+    let mut owned: BTreeMap<&'a str, Vec<u32>> =
+        members.iter().map(|member| (*member, Vec::new())).collect();
+    for (shard, owner) in owners.range(..count) {
+        if let Some(shards) = owned.get_mut::<str>(owner) {
+            shards.push(*shard);
+        }
+    }
+    let per_member = count as usize / members.len();
+    let extra = count as usize % members.len();
+    let mut by_load = members.clone();
+    by_load.sort_by(|a, b| owned[b].len().cmp(&owned[a].len()).then(a.cmp(b)));
+    let mut need: BTreeMap<&'a str, usize> = BTreeMap::new();
+    for (rank, member) in by_load.into_iter().enumerate() {
+        let quota = per_member + usize::from(rank < extra);
+        let mut mine = owned.remove(member).unwrap_or_default();
+        mine.sort_by_key(|shard| (std::cmp::Reverse(weight(member, *shard)), *shard));
+        mine.truncate(quota);
+        need.insert(member, quota - mine.len());
+        for shard in mine {
+            plan.insert(shard, member);
+        }
+    }
+    for shard in 0..count {
+        if plan.contains_key(&shard) {
+            continue;
+        }
+        let taker = members
+            .iter()
+            .filter(|member| need[*member] > 0)
+            .max_by_key(|member| (weight(member, shard), **member));
+        // The quotas add up to `count`, so some member is always under its quota.
+        if let Some(taker) = taker {
+            plan.insert(shard, *taker);
+            if let Some(left) = need.get_mut(taker) {
+                *left -= 1;
+            }
+        }
+    }
+    plan
 }
 
 impl Coordinator {
@@ -328,22 +387,25 @@ impl Coordinator {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-    /// use distsync::shards::ShardOptions;
+    /// use distsync::replicas::ShardOptions;
     /// let coordinator = distsync::connect("memory://").await?;
     /// let shards = coordinator.shards("indexers", "host-a", 16, ShardOptions::default())?;
     /// let mut changes = shards.changes();
     /// // Alone in the group, this member comes to own all 16.
-    /// let owned = changes.wait_for(|owned| owned.len() == 16).await.expect("running").clone();
-    /// let token = owned.token(3).expect("owned");
-    /// let rows = shards.while_owned(3, async { /* write with `token` */ 42 }).await?;
-    /// assert_eq!(rows, 42);
+    /// changes.wait_for(|owned| owned.len() == 16).await.expect("running");
+    /// let rows = shards
+    ///     .while_owned(3, |token| async move { /* write with `token` */ token.get() })
+    ///     .await?;
+    /// assert!(rows > 0);
     /// shards.stop().await;
-    /// # let _ = token; Ok(()) }
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
     /// [`Error::InvalidName`] for a bad group name or a member id that is not one name
-    /// segment; [`Error::InvalidArgument`] for a `count` of 0 or above [`MAX_SHARDS`].
+    /// segment; [`Error::InvalidArgument`] for a `count` of 0 or above [`MAX_SHARDS`];
+    /// [`Error::Unsupported`] where the store cannot list a group (see
+    /// [`Coordinator::group`]).
     /// Store errors do not end the loop: they are logged and retried.
     ///
     /// # Panics
@@ -435,10 +497,11 @@ impl Shards {
         }
     }
 
-    /// Runs `work` while this member owns `shard`, as
-    /// [`LockGuard::while_held`](crate::LockGuard::while_held) does for a lock: `work`
-    /// is dropped the moment the shard is released to another member or lost, and the
-    /// shard is released only after `work` has stopped.
+    /// Runs `work`, given the fencing token of this member's hold on `shard`, while this
+    /// member owns the shard, as [`LockGuard::while_held`](crate::LockGuard::while_held)
+    /// does for a lock: the work is dropped the moment the shard is released to another
+    /// member or lost (at the hold's client-side deadline at the latest), and the shard
+    /// is released only after the work has stopped. Pass the token with every write.
     ///
     /// # Errors
     /// [`Error::NotHeld`] when the shard is not owned now (`shard` out of range
@@ -447,8 +510,13 @@ impl Shards {
     /// # Cancel safety
     /// Cancel-safe as far as this method goes: dropping the returned future drops
     /// `work`; whether that is safe is `work`'s own business.
-    pub async fn while_owned<F: Future>(&self, shard: u32, work: F) -> Result<F::Output> {
+    pub async fn while_owned<F, Fut>(&self, shard: u32, work: F) -> Result<Fut::Output>
+    where
+        F: FnOnce(FencingToken) -> Fut,
+        Fut: Future,
+    {
         let pin = self.pin(shard).await?;
+        let work = work(pin.token);
         tokio::select! {
             biased;
             () = pin.ended.cancelled() => Err(Error::NotHeld),
@@ -617,11 +685,8 @@ impl Serving<'_> {
         let mut read_members = true;
         loop {
             if read_members {
-                match self.shared.group.members().await {
-                    Ok(members) => {
-                        let wanted = self.wanted(&members);
-                        self.rebalance(&wanted, &events).await;
-                    }
+                match self.wanted().await {
+                    Ok(wanted) => self.rebalance(&wanted, &events).await,
                     Err(error) => {
                         tracing::warn!(group = self.shared.group.name(), %error, "reading the members failed; keeping the shards held");
                     }
@@ -638,16 +703,41 @@ impl Serving<'_> {
         }
     }
 
-    /// The shards this member should own, given `members`. Until the store lists this
-    /// member, it wants none (its own join not yet visible is no reason to take all).
-    fn wanted(&self, members: &[crate::group::Member]) -> BTreeSet<u32> {
+    /// The shards this member should own, from one read of the group's members and
+    /// shard holds (see [`assign`]). Until the store lists this member, it wants none
+    /// (its own join not yet visible is no reason to take anything).
+    async fn wanted(&self) -> Result<BTreeSet<u32>> {
+        let group = &self.shared.group;
+        let report = self
+            .coordinator
+            .status(&format!("{}/", group.name()))
+            .await?;
+        let members = group.members_in(&report);
         let me = self.shared.member.as_str();
         if !members.iter().any(|member| member.id == me) {
-            return BTreeSet::new();
+            return Ok(BTreeSet::new());
         }
-        (0..self.shared.count)
-            .filter(|shard| owner(members.iter().map(|m| m.id.as_str()), *shard) == Some(me))
-            .collect()
+        let by_session: BTreeMap<&str, &str> = members
+            .iter()
+            .filter_map(|member| Some((member.session.as_deref()?, member.id.as_str())))
+            .collect();
+        let shards_prefix = format!("{}/{SHARDS_SEGMENT}/", group.name());
+        let owners: BTreeMap<u32, &str> = report
+            .lines
+            .iter()
+            .filter(|line| line.kind == crate::status::LineKind::Lock)
+            .filter_map(|line| {
+                let shard = line.name.strip_prefix(&shards_prefix)?.parse().ok()?;
+                let session = line.holders.first()?.session.as_deref()?;
+                Some((shard, *by_session.get(session)?))
+            })
+            .collect();
+        let ids: Vec<&str> = members.iter().map(|member| member.id.as_str()).collect();
+        Ok(assign(&ids, &owners, self.shared.count)
+            .into_iter()
+            .filter(|(_, owner)| *owner == me)
+            .map(|(shard, _)| shard)
+            .collect())
     }
 
     /// Releases what is no longer wanted, stops waiting for it, and starts locking
@@ -704,12 +794,17 @@ impl Serving<'_> {
                     ended: CancellationToken::new(),
                     running: Arc::new(tokio::sync::RwLock::new(())),
                 });
+                // The work stops at the loss itself, not when the loop gets to it (the
+                // loop may be waiting on the store just then).
                 let lost = guard.lost();
                 let events = events.clone();
                 let ended = hold.ended.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = lost => { let _ = events.send(Event::Lost(shard)); }
+                        () = lost => {
+                            ended.cancel();
+                            let _ = events.send(Event::Lost(shard));
+                        }
                         () = ended.cancelled() => {}
                     }
                 });

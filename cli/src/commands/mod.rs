@@ -5,15 +5,17 @@ mod break_lock;
 mod counter;
 mod double_barrier;
 mod elect;
+mod group;
 mod latch;
 mod lock;
 mod migrate;
 mod queue;
 mod ratelimit;
 mod revoke;
-mod schedule;
 mod rwlock;
+mod schedule;
 mod semaphore;
+mod shards;
 mod status;
 mod stm_bank;
 
@@ -70,6 +72,8 @@ pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::Status(args) => status::run(&mut ctx, args).await,
         Command::Break(args) => break_lock::run(&mut ctx, args).await,
         Command::Revoke(args) => revoke::run(&mut ctx, args).await,
+        Command::Group(args) => group::run(&mut ctx, args).await,
+        Command::Shards(args) => shards::run(&mut ctx, args).await,
         // `main` prints these before connecting; they never get here.
         Command::Completions { .. } | Command::Man => Err(Failure::usage(
             "completions and man need no backend and are printed before connecting",

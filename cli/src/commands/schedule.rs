@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use distsync::schedule::{JobOptions, Missed, Occurrence, Schedule};
+use distsync::replicas::{JobOptions, Missed, Occurrence, Schedule};
 use distsync::{Name, SessionOptions};
 
 use crate::args::ScheduleArgs;

@@ -8,11 +8,17 @@
 //! lock      jobs/a   holder    694d7a3c1b2e0f01  17     -      distsync/jobs/a/694…  -
 //! lock      jobs/a   waiter-1  694d7a3c1b2e0f07  -      -      distsync/jobs/a/694…  -
 //! election  leader   leader    694d7a3c1b2e0f01  21     -      distsync/leader/694…  value=node-1
+//! member    workers  host-a    694d7a3c1b2e0f09  30     -      distsync/workers/m…   metadata=10.0.0.7
+//! shard     workers  3         694d7a3c1b2e0f09  33     -      distsync/workers/s…   owner=host-a
 //! queue     jobs     -         -                 -      -      -                     ready=2 in_flight=0
 //! counter   visits   -         -                 -      -      -                     value=42
 //! latch     ready    -         -                 -      -      -                     count=1 initial=3
 //! ratelimit api      -         -                 -      -      -                     rate=10/1s burst=10 next_due=0ms
 //! ```
+//!
+//! A group's members (see `distsync::replicas`) are `member` rows (ROLE: the member id) and
+//! its shards' holders `shard` rows (ROLE: the shard, DETAIL: the owning member), in
+//! place of the elections and locks they are made of.
 //!
 //! Roles: `holder` (`leader` for an election's holder), `waiter-N` in the order the
 //! waiters will be served; `held` for a barrier, `open` for a latch whose count reached
@@ -23,7 +29,10 @@
 //! the fields of `distsync::store::status::StatusReport` (ages in milliseconds, values as
 //! UTF-8 text).
 
-use distsync::store::status::{HoldStatus, LineKind, StatusReport};
+use std::collections::BTreeMap;
+
+use distsync::replicas::{MEMBERS_SEGMENT, SHARDS_SEGMENT};
+use distsync::store::status::{HoldStatus, LineKind, LineStatus, StatusReport};
 use serde_json::{json, Value};
 
 use crate::args::{StatusArgs, StatusFormat};
@@ -61,7 +70,38 @@ const NONE: &str = "-";
 /// The table's rows, header first.
 fn rows(report: &StatusReport) -> Vec<[String; 8]> {
     let mut rows = vec![HEADER.map(str::to_owned)];
+    let members = group_members(report);
     for line in &report.lines {
+        if let Some(row) = member_row(line) {
+            rows.push(row);
+            continue;
+        }
+        if let Some((group, shard)) = shard_of(line, &members) {
+            for hold in &line.holders {
+                let owner = hold
+                    .session
+                    .as_ref()
+                    .and_then(|session| members.get(&(group, session.as_str())))
+                    .map_or(NONE, |id| id);
+                rows.push(entry_row(
+                    "shard",
+                    group,
+                    shard.to_owned(),
+                    hold,
+                    &format!("owner={owner}"),
+                ));
+            }
+            for (rank, hold) in line.waiters.iter().enumerate() {
+                rows.push(entry_row(
+                    "shard",
+                    group,
+                    format!("{shard}:waiter-{}", rank + 1),
+                    hold,
+                    NONE,
+                ));
+            }
+            continue;
+        }
         let detail = match (&line.leader, line.permits) {
             (Some(leader), _) => format!("value={}", text(&leader.value)),
             (None, Some(permits)) => format!("permits={permits}"),
@@ -74,7 +114,7 @@ fn rows(report: &StatusReport) -> Vec<[String; 8]> {
         };
         for hold in &line.holders {
             rows.push(entry_row(
-                line.kind,
+                line.kind.as_str(),
                 &line.name,
                 holder_role.to_owned(),
                 hold,
@@ -83,7 +123,7 @@ fn rows(report: &StatusReport) -> Vec<[String; 8]> {
         }
         for (rank, hold) in line.waiters.iter().enumerate() {
             rows.push(entry_row(
-                line.kind,
+                line.kind.as_str(),
                 &line.name,
                 format!("waiter-{}", rank + 1),
                 hold,
@@ -150,19 +190,72 @@ fn rows(report: &StatusReport) -> Vec<[String; 8]> {
     rows
 }
 
-fn entry_row(
-    kind: LineKind,
-    name: &str,
-    role: String,
-    hold: &HoldStatus,
-    detail: &str,
-) -> [String; 8] {
+/// A group member's entry (`GROUP/members/ID`, see `distsync::replicas`) as a `member`
+/// row: NAME the group, ROLE the member id, DETAIL its metadata.
+fn member_row(line: &LineStatus) -> Option<[String; 8]> {
+    let (group, id) = member_entry(line)?;
+    let hold = line.holders.first()?;
+    let metadata = line
+        .leader
+        .as_ref()
+        .map_or_else(String::new, |leader| text(&leader.value).into_owned());
+    Some(entry_row(
+        "member",
+        group,
+        id.to_owned(),
+        hold,
+        &format!("metadata={metadata}"),
+    ))
+}
+
+/// `(group, member id)` when `line` is a member's entry.
+fn member_entry(line: &LineStatus) -> Option<(&str, &str)> {
+    if !matches!(line.kind, LineKind::Election | LineKind::Lock) {
+        return None;
+    }
+    let (group, id) = line.name.rsplit_once('/')?;
+    let group = group.strip_suffix(MEMBERS_SEGMENT)?.strip_suffix('/')?;
+    Some((group, id))
+}
+
+/// Every listed member by (group, session id): who owns a shard.
+fn group_members(report: &StatusReport) -> BTreeMap<(&str, &str), &str> {
+    report
+        .lines
+        .iter()
+        .filter_map(|line| {
+            let (group, id) = member_entry(line)?;
+            let session = line.holders.first()?.session.as_deref()?;
+            Some(((group, session), id))
+        })
+        .collect()
+}
+
+/// `(group, shard)` when `line` is a shard's lock (`GROUP/shards/N`) of a group with
+/// members listed.
+fn shard_of<'a>(
+    line: &'a LineStatus,
+    members: &BTreeMap<(&str, &str), &str>,
+) -> Option<(&'a str, &'a str)> {
+    if line.kind != LineKind::Lock {
+        return None;
+    }
+    let (group, shard) = line.name.rsplit_once('/')?;
+    let group = group.strip_suffix(SHARDS_SEGMENT)?.strip_suffix('/')?;
+    shard.parse::<u32>().ok()?;
+    members
+        .keys()
+        .any(|(listed, _)| *listed == group)
+        .then_some((group, shard))
+}
+
+fn entry_row(kind: &str, name: &str, role: String, hold: &HoldStatus, detail: &str) -> [String; 8] {
     let mode = match hold.mode {
         distsync::store::status::HoldMode::Shared => "(read)",
         _ => "",
     };
     [
-        kind.to_string(),
+        kind.to_owned(),
         name.to_owned(),
         format!("{role}{mode}"),
         hold.session.clone().unwrap_or_else(|| NONE.to_owned()),

@@ -35,8 +35,8 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "replicas_shards_rebalance",
         group: Group::Replicas,
-        guarantee: "8 members joining then leaving one at a time: each change moves exactly the \
-                    shards whose rendezvous owner changed, never two owners of a shard",
+        guarantee: "8 members joining then leaving one at a time: each change moves at most \
+                    ceil(shards/members)+1 shards, never two owners of a shard",
         needs: &[Need::Lock, Need::Election, LISTS],
         claim: FENCING,
         hooks: &[],

@@ -119,7 +119,7 @@ impl ShardLog {
                     std::future::pending::<()>().await;
                 }
             };
-            let _ = member.while_owned(shard, work).await;
+            let _ = member.while_owned(shard, |_| work).await;
             let index = *lock_vec(&recorded);
             let Some(index) = index else {
                 // Not entered (the shard went before the work started): wait for the
