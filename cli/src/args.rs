@@ -435,8 +435,13 @@ pub(crate) struct ScheduleArgs {
     /// gap to the next occurrence, at most 1m).
     #[arg(long, value_name = "DURATION", value_parser = duration::grace, conflicts_with = "catch_up")]
     pub skip_after: Option<Duration>,
+    /// Print the job's last run (from the store) and its next occurrence, as `job NAME
+    /// last=<ms> started=<ms> token=<token> runs=<n> next=<ms>` (`-` before the first
+    /// run; times in milliseconds since the UNIX epoch), and exit; no CMD.
+    #[arg(long, conflicts_with_all = ["catch_up", "skip_after", "at_least"])]
+    pub status: bool,
     /// The command to run for each occurrence, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, required_unless_present = "status", value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 

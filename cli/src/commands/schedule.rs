@@ -51,7 +51,24 @@ pub(super) async fn run(ctx: &mut Ctx, args: ScheduleArgs) -> Result<u8, Failure
     }
     let mut job = ctx
         .coordinator
-        .scheduled_job(name.as_str(), schedule, options)?;
+        .scheduled_job(name.as_str(), schedule.clone(), options)?;
+    if args.status {
+        let last = ctx.wait(job.last_run(), None).await?;
+        let next = schedule
+            .next_after(SystemTime::now())
+            .map_or_else(|| "-".to_owned(), |at| unix_millis(at).to_string());
+        match last {
+            Some(last) => say!(
+                "job {name} last={} started={} token={} runs={} next={next}",
+                unix_millis(last.occurrence),
+                unix_millis(last.started),
+                last.token,
+                last.runs
+            ),
+            None => say!("job {name} last=- started=- token=- runs=0 next={next}"),
+        }
+        return Ok(exit::OK);
+    }
     loop {
         let occurrence = tokio::select! {
             _ = ctx.interrupts.recv() => return Ok(exit::INTERRUPTED),

@@ -16,6 +16,7 @@ mod revoke;
 mod schedule;
 mod semaphore;
 mod session_lost;
+mod shards;
 mod status;
 mod stm_bank;
 mod usage;
