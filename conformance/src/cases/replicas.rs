@@ -7,11 +7,13 @@
 mod membership;
 mod mixed_shards;
 mod rebalance;
+mod scheduled_jobs;
 mod shard_log;
 
 use super::{boxed, FENCING};
 use crate::case::{Case, Claim, Group, Need};
 use crate::faults::Hook;
+use distsync_core::Isolation;
 
 /// What a group needs beside its primitives: its member list is a status read of a
 /// prefix (`Coordinator::status`), a scan of the store's names, which a store that
@@ -52,5 +54,17 @@ pub(super) const CASES: &[Case] = &[
         claim: FENCING,
         hooks: &[Hook::Partition],
         run: |h| boxed(mixed_shards::run(h)),
+    },
+    Case {
+        id: "replicas_scheduled_job_faults",
+        group: Group::Replicas,
+        guarantee: "runners of one scheduled job cut off by partitions, one killed and \
+                    restarted: no occurrence runs twice, no two runs start closer than \
+                    at_least, one runner at a time with tokens ordered with real time, every \
+                    occurrence with no fault near it runs",
+        needs: &[Need::Lock, Need::Stm(Isolation::SerializableSnapshot)],
+        claim: FENCING,
+        hooks: &[Hook::Partition, Hook::AnyExternalHolder],
+        run: |h| boxed(scheduled_jobs::run(h)),
     },
 ];

@@ -65,6 +65,44 @@ pub const CHILD_TEST: &str = "conformance_child";
 /// How long a child may take to start, connect and get what it holds.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
+/// A [`HoldKind::JobRunner`]'s schedule: every this long.
+pub const JOB_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A [`HoldKind::JobRunner`]'s `at_least`.
+pub const JOB_AT_LEAST: Duration = Duration::from_millis(800);
+
+/// A [`HoldKind::JobRunner`]'s grace (`Missed::Skip`).
+pub const JOB_GRACE: Duration = Duration::from_millis(500);
+
+/// How long a [`HoldKind::JobRunner`]'s run works (well under `at_most`).
+pub const JOB_WORK: Duration = Duration::from_millis(300);
+
+/// A [`HoldKind::JobRunner`]'s `at_most`.
+pub const JOB_AT_MOST: Duration = Duration::from_secs(2);
+
+/// What a [`HoldKind::JobRunner`] reports of its runs (lines `run <occurrence ms>
+/// <token> <started ms>` once it has claimed an occurrence, `ran <occurrence ms>` as
+/// it starts releasing, `ran <occurrence ms> lost` when the hold was lost first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobEvent {
+    /// An occurrence claimed, its run starting.
+    Started {
+        /// The occurrence, ms since the epoch.
+        occurrence_ms: u64,
+        /// The run's fencing token.
+        token: u64,
+        /// When it started, as recorded in the store (ms since the epoch).
+        started_ms: u64,
+    },
+    /// The run ended: released (`lost` false) or its hold lost first.
+    Ended {
+        /// The occurrence, ms since the epoch.
+        occurrence_ms: u64,
+        /// Whether the hold was lost before the run ended.
+        lost: bool,
+    },
+}
+
 /// How a process re-executes itself as a child holder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launcher {
@@ -190,6 +228,8 @@ enum Event {
     Left(u64),
     /// Its lock or permit released, in answer to `release`.
     Released,
+    /// A job runner's report.
+    Job(JobEvent),
     Error(String),
 }
 
@@ -212,6 +252,9 @@ impl Event {
         if let Some(ms) = message.strip_prefix("left ms=") {
             return ms.parse().ok().map(Self::Left);
         }
+        if let Some(job) = parse_job_event(message) {
+            return Some(Self::Job(job));
+        }
         message
             .strip_prefix("error ")
             .map(|error| Self::Error(error.to_owned()))
@@ -226,9 +269,46 @@ impl fmt::Display for Event {
             Self::Write(token) => write!(f, "write token={token}"),
             Self::Left(ms) => write!(f, "left ms={ms}"),
             Self::Released => f.write_str("released"),
+            Self::Job(JobEvent::Started {
+                occurrence_ms,
+                token,
+                started_ms,
+            }) => write!(f, "run {occurrence_ms} {token} {started_ms}"),
+            Self::Job(JobEvent::Ended {
+                occurrence_ms,
+                lost,
+            }) => write!(f, "ran {occurrence_ms}{}", if *lost { " lost" } else { "" }),
             Self::Error(error) => write!(f, "error {error}"),
         }
     }
+}
+
+/// A job runner's line (`run ...` or `ran ...`), if `message` is one.
+fn parse_job_event(message: &str) -> Option<JobEvent> {
+    if let Some(rest) = message.strip_prefix("run ") {
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()
+            .ok()?;
+        if let [occurrence_ms, token, started_ms] = fields[..] {
+            return Some(JobEvent::Started {
+                occurrence_ms,
+                token,
+                started_ms,
+            });
+        }
+        return None;
+    }
+    let rest = message.strip_prefix("ran ")?;
+    let (occurrence, lost) = match rest.strip_suffix(" lost") {
+        Some(occurrence) => (occurrence, true),
+        None => (rest, false),
+    };
+    Some(JobEvent::Ended {
+        occurrence_ms: occurrence.trim().parse().ok()?,
+        lost,
+    })
 }
 
 /// A child process of this program speaking a line protocol on stdout: started with a
@@ -450,6 +530,7 @@ impl ExternalHolder for ChildHolder {
             HoldKind::Leadership => "leader",
             HoldKind::Permit => "permit holder",
             HoldKind::Delivery => "queue consumer",
+            HoldKind::JobRunner => "job runner",
         };
         format!("{what} in child process {}", self.process.pid)
     }
@@ -500,6 +581,14 @@ impl ExternalHolder for ChildHolder {
         }
         Ok(())
     }
+
+    async fn next_job_event(&mut self) -> Result<JobEvent> {
+        loop {
+            if let Event::Job(job) = self.next_event().await? {
+                return Ok(job);
+            }
+        }
+    }
 }
 
 impl Drop for ChildHolder {
@@ -549,6 +638,9 @@ pub async fn serve(backend: Arc<dyn Backend>, spec: ChildSpec) -> i32 {
 }
 
 async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result<()> {
+    if spec.kind == HoldKind::JobRunner {
+        return run_job(backend, spec, say).await;
+    }
     let name = Name::new(spec.name.clone())?;
     let ttl = Duration::from_millis(spec.ttl_ms);
     let session = backend.session(SessionOptions::with_ttl(ttl)).await?;
@@ -593,6 +685,7 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
             let number = FencingToken(u64::from(delivery.redeliveries()) + 1);
             (number, delivery.lost(), Box::new((queue, delivery)))
         }
+        HoldKind::JobRunner => unreachable!("a job runner does not hold"),
     };
     say.line(Event::Holding(token.get()));
     let watcher = {
@@ -644,6 +737,57 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
     watcher.abort();
     drop(session);
     Ok(())
+}
+
+/// A [`HoldKind::JobRunner`]: runs the scheduled job `spec.name` (every
+/// [`JOB_INTERVAL`], its work [`JOB_WORK`] long) until stdin closes, saying `holding 0`
+/// once the job's record is read, then each run's start and end.
+async fn run_job(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result<()> {
+    use distsync_core::schedule::Schedule;
+    use distsync_core::scheduled_job::{JobOptions, Missed};
+    let options = JobOptions::default()
+        .with_at_most(JOB_AT_MOST)
+        .with_at_least(JOB_AT_LEAST)
+        .with_missed(Missed::Skip)
+        .with_grace(JOB_GRACE)
+        .with_session(SessionOptions::with_ttl(Duration::from_millis(spec.ttl_ms)));
+    let coordinator = distsync_core::Coordinator::from_arc(Arc::clone(backend));
+    let mut job = coordinator.scheduled_job(&spec.name, Schedule::every(JOB_INTERVAL)?, options)?;
+    job.last_run().await?;
+    say.line(Event::Holding(0));
+    let running = async {
+        loop {
+            let occurrence = match job.next().await {
+                Ok(occurrence) => occurrence,
+                Err(error) => return Err::<(), _>(error),
+            };
+            let occurrence_ms = millis_since_epoch(occurrence.time());
+            say.line(Event::Job(JobEvent::Started {
+                occurrence_ms,
+                token: occurrence.token().get(),
+                started_ms: millis_since_epoch(occurrence.started()),
+            }));
+            let outcome = occurrence.while_held(tokio::time::sleep(JOB_WORK)).await;
+            say.line(Event::Job(JobEvent::Ended {
+                occurrence_ms,
+                lost: matches!(outcome, Err(distsync_core::Error::SessionLost)),
+            }));
+            let _ = occurrence.finish().await;
+        }
+    };
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    let closed = async { while let Ok(Some(_)) = commands.next_line().await {} };
+    tokio::select! {
+        outcome = running => outcome,
+        () = closed => Ok(()),
+    }
+}
+
+/// Milliseconds since the UNIX epoch.
+fn millis_since_epoch(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
 }
 
 /// The body of the `conformance_child` test of [`crate::conformance_tests!`]: when this

@@ -150,6 +150,7 @@ impl Faults for MemoryFaults {
                     delivery,
                 }
             }
+            HoldKind::JobRunner => return Err(Error::unsupported("memory", NO_CHILD)),
         };
         Ok(Box::new(FrozenHolder {
             kv: self.kv.clone(),

@@ -170,6 +170,11 @@ pub enum HoldKind {
     /// ([`distsync_core::Queue::receive`]) and never acknowledged; its "token" is the
     /// delivery's number (its redelivery count plus one: 1 on a first delivery).
     Delivery,
+    /// A runner of the scheduled job `name` ([`child::JOB_INTERVAL`],
+    /// [`child::JOB_AT_LEAST`], [`child::JOB_GRACE`]): it "holds" once it runs the
+    /// job's loop (token 0); each occurrence it runs is read with
+    /// [`ExternalHolder::next_job_event`]. Child processes only.
+    JobRunner,
 }
 
 /// The lock-delay of a [`HoldKind::DelayedLock`] holder's lock (its contenders use the
@@ -445,6 +450,15 @@ pub trait ExternalHolder: Send + Sync {
     /// What the holder is, for reports (`child process 1234`).
     fn describe(&self) -> String {
         "an external holder".to_owned()
+    }
+
+    /// A [`HoldKind::JobRunner`]'s next report of a run (cancel-safe up to a line
+    /// being read).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the runner's error (it exited).
+    async fn next_job_event(&mut self) -> Result<child::JobEvent> {
+        Err(Error::unsupported("conformance", "a job runner's events"))
     }
 
     /// Makes the holder write to the protected resource as if it still held: it

@@ -1,0 +1,436 @@
+//! `replicas_scheduled_job_faults`: [`RUNNERS`] runners of one scheduled job (every
+//! [`JOB_INTERVAL`], `at_least` [`JOB_AT_LEAST`], grace [`JOB_GRACE`], each run
+//! working [`JOB_WORK`]), each in this process through a partition proxy of its own,
+//! while the mixed cases' seeded [`partition_schedule`] cuts one at a time, silent or
+//! reset, for up to 2.5 session TTLs; beside them a runner in a child process
+//! ([`HoldKind::JobRunner`]) is SIGKILLed (while it runs an occurrence, if it runs one
+//! soon) and started again. On the memory store, which has no child processes, that
+//! runner is in process and its loop is dropped instead.
+//!
+//! Every run is recorded (occurrence, token, start, runner) and judged:
+//! - no occurrence runs twice, and the store's record ([`ScheduledJob::last_run`])
+//!   counts at least the runs seen (a claim whose runner died or was cut off before it
+//!   said so counts without a run);
+//! - no two runs start closer than `at_least` (by the starts the store records);
+//! - each runner's holds of the job's lock are judged by [`crate::history::check`]:
+//!   one runner at a time outside pauses (a hold ended by `lost()` after a cut ends
+//!   where the cut started), tokens growing with real time;
+//! - every occurrence whose try window (its time to its grace's end) had no fault near
+//!   it was run: an occurrence is excused when a cut, a heal, a kill or a start of a
+//!   runner falls within the faulted session's TTL and [`MARGIN`] before its window
+//!   or inside it (a cut-off waiter or holder keeps the lock until its session
+//!   expires), or when `at_least` after the previous run's start ends past its grace.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distsync_core::schedule::Schedule;
+use distsync_core::scheduled_job::{JobOptions, Missed, ScheduledJob};
+use distsync_core::{Coordinator, Error, SessionOptions};
+use tokio::time::Instant;
+
+use crate::cases::scenario::mixed::{partition_schedule, proxied_clients, seed, SEED_VAR};
+use crate::check::{lock_vec, violated, Check, Context, Fail, Holds};
+use crate::faults::child::{
+    JobEvent, JOB_AT_LEAST, JOB_AT_MOST, JOB_GRACE, JOB_INTERVAL, JOB_WORK,
+};
+use crate::faults::{ExternalHolder, HoldKind};
+use crate::harness::Harness;
+use crate::history::{self, Event, Kind, Recorder, Rules};
+use crate::rng::Rng;
+
+/// In-process runners, each through its own proxy.
+const RUNNERS: usize = 3;
+
+/// The run's length.
+const LENGTH: Duration = Duration::from_secs(12);
+
+/// When the external runner is killed (at the latest; sooner once it runs), and how
+/// long it stays dead.
+const KILL_AFTER: Duration = Duration::from_secs(3);
+const DEAD_FOR: Duration = Duration::from_millis(1500);
+
+/// The margin of the liveness excuse.
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// One run as its runner saw it.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    runner: usize,
+    occurrence_ms: u64,
+    token: u64,
+    started_ms: u64,
+}
+
+/// What the runners share: the history and the runs.
+#[derive(Clone)]
+struct Log {
+    clock: Recorder,
+    runs: Arc<Mutex<Vec<Run>>>,
+}
+
+impl Log {
+    fn started(&self, run: Run) {
+        self.clock.record(run.runner, Kind::Grant(run.token));
+        lock_vec(&self.runs).push(run);
+    }
+}
+
+fn millis(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+fn options(ttl: Duration) -> JobOptions {
+    JobOptions::default()
+        .with_at_most(JOB_AT_MOST)
+        .with_at_least(JOB_AT_LEAST)
+        .with_missed(Missed::Skip)
+        .with_grace(JOB_GRACE)
+        .with_session(SessionOptions::with_ttl(ttl))
+}
+
+/// An in-process runner's loop, recording as client `runner`.
+async fn run_in_process(mut job: ScheduledJob, runner: usize, log: Log) -> Error {
+    loop {
+        log.clock.record(runner, Kind::Invoke);
+        let occurrence = match job.next().await {
+            Ok(occurrence) => occurrence,
+            Err(error) => return error,
+        };
+        log.started(Run {
+            runner,
+            occurrence_ms: millis(occurrence.time()),
+            token: occurrence.token().get(),
+            started_ms: millis(occurrence.started()),
+        });
+        match occurrence.while_held(tokio::time::sleep(JOB_WORK)).await {
+            Err(Error::SessionLost) => log.clock.record(runner, Kind::Lost),
+            _ => log.clock.record(runner, Kind::Release),
+        };
+        let _ = occurrence.finish().await;
+    }
+}
+
+/// Reads an external runner's reports until it exits, recording as client `runner`.
+async fn follow_external(holder: &mut dyn ExternalHolder, runner: usize, log: &Log) {
+    log.clock.record(runner, Kind::Invoke);
+    while let Ok(event) = holder.next_job_event().await {
+        match event {
+            JobEvent::Started {
+                occurrence_ms,
+                token,
+                started_ms,
+            } => log.started(Run {
+                runner,
+                occurrence_ms,
+                token,
+                started_ms,
+            }),
+            JobEvent::Ended { lost, .. } => {
+                log.clock
+                    .record(runner, if lost { Kind::Lost } else { Kind::Release });
+                log.clock.record(runner, Kind::Invoke);
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(h: Harness) -> Check {
+    let seed = seed()?;
+    run_seeded(&h, seed).await.map_err(|fail| match fail {
+        Fail::Violated(evidence) => {
+            Fail::Violated(format!("seed {seed} ({SEED_VAR}={seed}): {evidence}"))
+        }
+        other => other,
+    })
+}
+
+#[allow(clippy::too_many_lines)]
+async fn run_seeded(h: &Harness, seed: u64) -> Check {
+    let ttl = h.fault_ttl();
+    let holder_ttl = h.holder_ttl();
+    let switches = proxied_clients(h, RUNNERS).await?;
+    let name = h.key("job");
+    let schedule = Schedule::every(JOB_INTERVAL).ctx("the schedule")?;
+    let log = Log {
+        clock: Recorder::new(),
+        runs: Arc::default(),
+    };
+    let mut tasks = Vec::new();
+    for (runner, switch) in switches.iter().enumerate() {
+        let job = Coordinator::from_arc(switch.backend())
+            .scheduled_job(&name, schedule.clone(), options(ttl))
+            .ctx("scheduling the job")?;
+        tasks.push(tokio::spawn(run_in_process(job, runner, log.clone())));
+    }
+    // The external runner: clients RUNNERS (killed) and RUNNERS + 1 (restarted).
+    let external = h.spawn_holder(HoldKind::JobRunner, "job").await;
+    let in_process_external = matches!(external, Err(Error::Unsupported { .. }));
+    let started = Instant::now();
+    let stop = started + LENGTH;
+    let quiet = stop - (ttl + MARGIN * 3);
+    let external_log = log.clone();
+    let external_name = name.clone();
+    let external_coordinator = h.coordinator();
+    let external_schedule = schedule.clone();
+    let killer = async move {
+        let first = RUNNERS;
+        if in_process_external {
+            // Memory: a runner in process, its loop dropped.
+            let job = external_coordinator
+                .scheduled_job(
+                    &external_name,
+                    external_schedule.clone(),
+                    options(holder_ttl),
+                )
+                .ctx("scheduling the job")?;
+            let task = tokio::spawn(run_in_process(job, first, external_log.clone()));
+            tokio::time::sleep(KILL_AFTER).await;
+            task.abort();
+            external_log.clock.record(first, Kind::Killed);
+            tokio::time::sleep(DEAD_FOR).await;
+            let job = external_coordinator
+                .scheduled_job(&external_name, external_schedule, options(holder_ttl))
+                .ctx("scheduling the job")?;
+            let restarted = tokio::spawn(async move {
+                let _ = run_in_process(job, first + 1, external_log).await;
+            });
+            return Ok::<_, Fail>(("an in-process runner's loop dropped", Some(restarted), None));
+        }
+        let mut holder = external.ctx("starting the external runner")?;
+        // Follow it until it has run an occurrence past KILL_AFTER's first half, or
+        // KILL_AFTER: then kill it mid-run if it is running.
+        let deadline = Instant::now() + KILL_AFTER;
+        let half = Instant::now() + KILL_AFTER / 2;
+        {
+            let follow = follow_external(holder.as_mut(), first, &external_log);
+            tokio::pin!(follow);
+            let watch = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    if Instant::now() >= half {
+                        let runs = lock_vec(&external_log.runs);
+                        let events = external_log.clock.events();
+                        let holding = events
+                            .iter()
+                            .rev()
+                            .find(|event| event.client == first)
+                            .is_some_and(|event| matches!(event.kind, Kind::Grant(_)));
+                        if holding && runs.iter().any(|run| run.runner == first) {
+                            return;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = &mut follow => {}
+                () = watch => {}
+            }
+        }
+        holder.kill().await.ctx("killing the external runner")?;
+        external_log.clock.record(first, Kind::Killed);
+        drop(holder);
+        tokio::time::sleep(DEAD_FOR).await;
+        let mut holder = h
+            .spawn_holder(HoldKind::JobRunner, "job")
+            .await
+            .ctx("restarting the external runner")?;
+        external_log.clock.record(first + 1, Kind::Invoke);
+        let follower_log = external_log.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let follower = tokio::spawn(async move {
+            tokio::select! {
+                () = follow_external(holder.as_mut(), first + 1, &follower_log) => {}
+                _ = stop_rx => {}
+            }
+            drop(holder);
+        });
+        Ok(("SIGKILL", Some(follower), Some(stop_tx)))
+    };
+    let partitions = partition_schedule(&log.clock, ttl, (quiet, stop), &switches, Rng::new(seed));
+    let (killed, counts) = tokio::join!(killer, partitions);
+    let (killed_how, restarted, stop_follower) = killed?;
+    let until = log.clock.now();
+    let until_wall = millis(std::time::SystemTime::now());
+    for task in &tasks {
+        task.abort();
+    }
+    if let Some(stop) = stop_follower {
+        let _ = stop.send(());
+    }
+    if let Some(task) = restarted {
+        task.abort();
+        let _ = task.await;
+    }
+    for task in tasks {
+        if let Ok(error) = task.await {
+            return violated(format!("a runner's loop ended: {error}"));
+        }
+    }
+    let record = Coordinator::from_arc(Arc::clone(h.backend()))
+        .scheduled_job(&name, schedule, options(ttl))
+        .ctx("scheduling the job")?
+        .last_run()
+        .await
+        .ctx("reading the job's record")?;
+    drop(switches);
+
+    let events: Vec<Event> = log.clock.events();
+    let runs = lock_vec(&log.runs).clone();
+    if runs.is_empty() {
+        return violated(format!("no occurrence ran in {LENGTH:?}"));
+    }
+    // No occurrence twice.
+    let mut by_occurrence = runs.clone();
+    by_occurrence.sort_by_key(|run| run.occurrence_ms);
+    for pair in by_occurrence.windows(2) {
+        if pair[0].occurrence_ms == pair[1].occurrence_ms {
+            return violated(format!(
+                "the occurrence {} ran twice: runner {} token {} and runner {} token {}",
+                pair[0].occurrence_ms, pair[0].runner, pair[0].token, pair[1].runner, pair[1].token
+            ));
+        }
+    }
+    // The store counts every run seen.
+    let Some(record) = record else {
+        return violated(format!("{} runs, and the store records none", runs.len()));
+    };
+    let seen = u64::try_from(runs.len()).unwrap_or(u64::MAX);
+    let first_runs = record.runs;
+    if record.runs < seen {
+        return violated(format!(
+            "{seen} runs seen, the store's record counts {first_runs}"
+        ));
+    }
+    let last_seen = by_occurrence.last().map_or(0, |run| run.occurrence_ms);
+    if millis(record.occurrence) < last_seen {
+        return violated(format!(
+            "the store's record says the last occurrence run was {}, a run of {last_seen} was seen",
+            millis(record.occurrence)
+        ));
+    }
+    // at_least between starts.
+    let mut by_start = runs.clone();
+    by_start.sort_by_key(|run| run.started_ms);
+    let at_least = u64::try_from(JOB_AT_LEAST.as_millis()).unwrap_or(u64::MAX);
+    let mut closest = u64::MAX;
+    for pair in by_start.windows(2) {
+        let gap = pair[1].started_ms - pair[0].started_ms;
+        closest = closest.min(gap);
+        if gap < at_least {
+            return violated(format!(
+                "two runs started {gap} ms apart (at_least {at_least} ms): occurrence {} on \
+                 runner {} and occurrence {} on runner {}",
+                pair[0].occurrence_ms, pair[0].runner, pair[1].occurrence_ms, pair[1].runner
+            ));
+        }
+    }
+    // The holds.
+    let verdict = history::check(
+        &events,
+        &Rules {
+            capacity: 1,
+            liveness: None,
+        },
+    );
+    if let Some(violation) = verdict.violations.first() {
+        let excerpt: Vec<String> = events.iter().map(ToString::to_string).collect();
+        return violated(format!(
+            "{violation} ({} violations); the history: {}",
+            verdict.violations.len(),
+            excerpt.join(", ")
+        ));
+    }
+    // Every occurrence with no fault near its window ran. The wall clock of the
+    // recorder's start: events are mapped to wall time through it.
+    let wall_at_start = until_wall.saturating_sub(u64::try_from(until.as_millis()).unwrap_or(0));
+    let to_wall = |at: Duration| wall_at_start + u64::try_from(at.as_millis()).unwrap_or(0);
+    // The restarted runner's start is a fault too (its first lock call).
+    let restart = events.iter().find(|event| event.client == RUNNERS + 1);
+    let faults: Vec<(u64, Duration)> = events
+        .iter()
+        .filter(|event| matches!(event.kind, Kind::Cut | Kind::Heal | Kind::Killed))
+        .chain(restart)
+        .map(|event| {
+            let session = if event.client >= RUNNERS {
+                holder_ttl
+            } else {
+                ttl
+            };
+            (to_wall(event.at), session)
+        })
+        .collect();
+    let interval = u64::try_from(JOB_INTERVAL.as_millis()).unwrap_or(1);
+    let grace = u64::try_from(JOB_GRACE.as_millis()).unwrap_or(0);
+    let margin = u64::try_from(MARGIN.as_millis()).unwrap_or(0);
+    let first_start = by_start.first().map_or(0, |run| run.started_ms);
+    let (mut required, mut excused, mut ran) = (0, 0, 0);
+    let mut occurrence = first_start - first_start % interval + interval;
+    while occurrence + grace + margin < until_wall {
+        let window_end = occurrence + grace;
+        let faulted = faults.iter().any(|&(at, session)| {
+            let reach = u64::try_from(session.as_millis()).unwrap_or(0) + margin;
+            at <= window_end && at + reach >= occurrence
+        });
+        let previous = by_start
+            .iter()
+            .filter(|run| run.occurrence_ms < occurrence)
+            .map(|run| run.started_ms)
+            .max();
+        let postponed = previous.is_some_and(|started| started + at_least > window_end);
+        let was_run = runs.iter().any(|run| run.occurrence_ms == occurrence);
+        if was_run {
+            ran += 1;
+        }
+        if faulted || postponed {
+            excused += 1;
+        } else {
+            required += 1;
+            if !was_run {
+                let excerpt: Vec<String> = events
+                    .iter()
+                    .filter(|event| {
+                        let at = to_wall(event.at);
+                        at + 3000 >= occurrence && at <= window_end + 1000
+                    })
+                    .map(ToString::to_string)
+                    .collect();
+                return violated(format!(
+                    "the occurrence {occurrence} was not run, with no fault within a session TTL \
+                     and {MARGIN:?} of its window (grace {JOB_GRACE:?}); the history near it: {}",
+                    excerpt.join(", ")
+                ));
+            }
+        }
+        occurrence += interval;
+    }
+    let lost_after_cut = verdict
+        .holds
+        .iter()
+        .filter(|hold| hold.ended_by == history::Ending::LostAfterFault)
+        .count();
+    Ok(Holds::figure(
+        format!(
+            "seed {seed}: {} runs, 0 twice, closest starts {closest} ms apart (at_least {} ms); \
+             {required} fault-free occurrences all run, {excused} near a fault excused; {} \
+             partitions, 1 runner killed ({killed_how}) and restarted",
+            runs.len(),
+            at_least,
+            counts.partitions,
+        ),
+        format!(
+            "{RUNNERS} runners through their own proxies and 1 external one for {}; every \
+             {JOB_INTERVAL:?}, grace {JOB_GRACE:?}, runs of {JOB_WORK:?}; session TTL {ttl:?} \
+             (external {holder_ttl:?}); {ran} occurrences run in the judged span; the store \
+             counts {first_runs} runs ({} claimed without a run seen); {lost_after_cut} holds \
+             ended by lost() after a cut",
+            crate::check::secs(LENGTH),
+            first_runs - seen
+        ),
+    ))
+}
