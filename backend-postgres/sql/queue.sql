@@ -39,16 +39,21 @@ CREATE TABLE IF NOT EXISTS {s}.queue_waiters (
 );
 CREATE INDEX IF NOT EXISTS queue_waiters_line ON {s}.queue_waiters (queue, id);
 
--- Whether an item held by p_session counts as held: its session row is live.
+-- Whether an item held by p_session counts as held: its session is live, as settled
+-- under the session row's lock (fence_expired), which every reader of the items uses
+-- (a receive or a dequeue that takes an item, an acknowledgement, a count). An expiry
+-- read from a snapshot misses a renewal that checked the row before its expiry and
+-- commits after the snapshot: the item would go to another consumer while its holder's
+-- renewal succeeds, and both would hold it. A session whose row is being written (a
+-- renewal in flight) counts as live; one judged dead cannot be renewed afterwards.
 -- VOLATILE, so that it reads the sessions with a snapshot of its own, taken when it is
 -- called: a receive's `FOR UPDATE SKIP LOCKED` re-checks an item that another receive
 -- held meanwhile against the item's newest version, and that receive's session, if
--- created after the statement began, is invisible to the statement's snapshot (the
--- snapshot a STABLE function reads); the item would look free and be held twice.
+-- created after the statement began, is invisible to the statement's snapshot; it
+-- would count as ended, and the item would be held twice.
 CREATE OR REPLACE FUNCTION {s}.queue_held(p_session bigint) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
-    SELECT p_session IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.sessions x
-        WHERE x.id = p_session AND x.expires_at > clock_timestamp())
+    SELECT p_session IS NOT NULL AND p_session <> ALL ({s}.fence_expired(ARRAY[p_session]))
 $$;
 
 -- Wakes the first live waiter of p_queue (taking it out of the line), if any.
@@ -119,8 +124,9 @@ CREATE OR REPLACE TRIGGER sessions_queue_end AFTER DELETE ON {s}.sessions
 
 -- Acknowledges, inside the caller's own transaction, the item p_id held by the receive
 -- p_call of session p_session: deletes it while the hold is still that receive's and
--- the session live, or raises DS001, which aborts the caller's transaction so that its
--- own writes roll back with the acknowledgement that failed (see crate::acknowledge_in).
+-- the session live (queue_held), or raises DS001, which aborts the caller's transaction
+-- so that its own writes roll back with the acknowledgement that failed (see
+-- crate::acknowledge_in).
 -- The delete's row lock keeps every other receive off the item until the transaction
 -- ends: committed, the item is gone; rolled back, it is held as before.
 CREATE OR REPLACE FUNCTION {s}.queue_ack_in(p_id bigint, p_call text, p_session bigint)

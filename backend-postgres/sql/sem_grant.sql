@@ -36,7 +36,8 @@ BEGIN
     END IF;
     -- Which sessions of the line are dead is settled once, under their row locks
     -- (fence_expired); every other entry counts as live below.
-    dead := {s}.fence_expired(k);
+    dead := {s}.fence_expired(ARRAY(SELECT e.session_id FROM {s}.semaphore_entries e
+                                     WHERE e.name_id = k AND NOT e.cancelled));
     -- A line without shared entries: its first `permits` live entries, no window.
     FOR w IN
         SELECT q.ord, q.session_id, q.entry, q.shared, q.election, q.value

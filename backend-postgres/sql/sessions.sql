@@ -29,6 +29,39 @@ BEGIN
 END
 $$;
 
+-- The sessions of `ids` that are dead, settled under their row locks: those whose row is
+-- gone (ended), and those whose row has expired, each locked on its newest version and
+-- rewritten unchanged. What a grant may pass over, and what a queue item's hold no
+-- longer protects. An expiry read from a statement's snapshot can be stale: a renewal
+-- that checked the row before its expiry and commits after the snapshot is invisible to
+-- it, while the clock moves past the old expiry, so the holder would keep a renewed
+-- session while what it holds is given to another. Locking instead reads the newest
+-- version (READ COMMITTED re-checks a row committed after the snapshot against its
+-- newest version), and skips a row being written (a renewal in flight, an end): such a
+-- session counts as live, the safe side. The rewrite makes a renewal waiting for the row
+-- re-check it once this transaction ends and find it expired, so the holder learns of
+-- the loss: a renewal that succeeds and a judgement that its session is dead never both
+-- happen. Every other session of `ids` counts as live, even one that expires later in
+-- the transaction. Never waits for a row lock.
+CREATE OR REPLACE FUNCTION {s}.fence_expired(ids bigint[]) RETURNS bigint[]
+LANGUAGE sql AS $$
+    WITH expired AS (
+        SELECT x.id FROM {s}.sessions x
+         WHERE x.id = ANY (ids) AND x.expires_at <= clock_timestamp()
+         ORDER BY x.id
+           FOR NO KEY UPDATE OF x SKIP LOCKED
+    ), fenced AS (
+        UPDATE {s}.sessions x SET expires_at = x.expires_at
+          FROM expired WHERE x.id = expired.id
+        RETURNING x.id
+    )
+    SELECT coalesce(array_agg(id), '{}')
+      FROM (SELECT id FROM fenced
+            UNION ALL
+            SELECT i FROM unnest(ids) AS i
+             WHERE NOT EXISTS (SELECT 1 FROM {s}.sessions x WHERE x.id = i)) AS dead
+$$;
+
 -- Ends those of `ids` whose heartbeat is older than their TTL (or whose row is gone).
 -- The expired rows are locked on their newest version before they are ended: an expiry
 -- read from the statement's snapshot misses a renewal that checked the row before its

@@ -22,36 +22,6 @@ CREATE TABLE IF NOT EXISTS {s}.semaphore_entries (
 CREATE INDEX IF NOT EXISTS semaphore_entries_line ON {s}.semaphore_entries (name_id, ord);
 CREATE INDEX IF NOT EXISTS semaphore_entries_shared ON {s}.semaphore_entries (name_id) WHERE shared;
 
--- The sessions of name k's line whose rows have expired, each locked on its newest
--- version and rewritten unchanged: what a grant may pass over. An expiry read from a
--- statement's snapshot can be stale: a renewal that checked the row before its expiry
--- and commits after the snapshot is invisible to it, while the clock moves past the old
--- expiry, so the holder would keep a renewed session while its hold is granted to
--- another. Locking instead reads the newest version (READ COMMITTED re-checks a row
--- committed after the snapshot against its newest version), and skips a row being
--- written (a renewal in flight, an end): such a session counts as live, the safe side.
--- The rewrite makes a renewal waiting for the row re-check it once this transaction
--- ends and find it expired, so the holder learns of the loss: a renewal that succeeds
--- and a grant that passed over its session never both happen. Every other entry of the
--- line counts as live, even one whose session expires later in the transaction.
--- Never waits for a row lock.
-CREATE OR REPLACE FUNCTION {s}.fence_expired(k integer) RETURNS bigint[]
-LANGUAGE sql AS $$
-    WITH expired AS (
-        SELECT x.id FROM {s}.sessions x
-         WHERE x.id IN (SELECT e.session_id FROM {s}.semaphore_entries e
-                         WHERE e.name_id = k AND NOT e.cancelled)
-           AND x.expires_at <= clock_timestamp()
-         ORDER BY x.id
-           FOR NO KEY UPDATE OF x SKIP LOCKED
-    ), fenced AS (
-        UPDATE {s}.sessions x SET expires_at = x.expires_at
-          FROM expired WHERE x.id = expired.id
-        RETURNING x.id
-    )
-    SELECT coalesce(array_agg(id), '{}') FROM fenced
-$$;
-
 -- Notifies the waiters of name k that can be granted now, other than the entry
 -- `except_ord`: the live entries without a token that are exclusive with fewer than
 -- `permits` live entries ahead, or shared with no live exclusive entry ahead. A line
@@ -194,7 +164,8 @@ BEGIN
     SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
     -- Which sessions of the line are dead is settled once, under their row locks
     -- (fence_expired); every other entry counts as live below.
-    dead := {s}.fence_expired(k);
+    dead := {s}.fence_expired(ARRAY(SELECT e.session_id FROM {s}.semaphore_entries e
+                                     WHERE e.name_id = k AND NOT e.cancelled));
     SELECT e.ord, e.token, e.shared, e.election, e.value
       INTO my_ord, o_token, my_shared, my_election, my_value
       FROM {s}.semaphore_entries e
@@ -296,7 +267,8 @@ BEGIN
         END IF;
         -- Entries of expired sessions count no more (settled under the sessions' row
         -- locks, see fence_expired): forget them. Every other entry counts as live.
-        dead := {s}.fence_expired(k);
+        dead := {s}.fence_expired(ARRAY(SELECT e.session_id FROM {s}.semaphore_entries e
+                                         WHERE e.name_id = k AND NOT e.cancelled));
         IF cardinality(dead) > 0 THEN
             DELETE FROM {s}.semaphore_entries
              WHERE name_id = k AND session_id = ANY (dead);

@@ -54,6 +54,15 @@
 //! and the session live); `nack` clears the hold. A receive dropped before it returns
 //! hands its delivery back, whose drop nacks it.
 //!
+//! Whether a holder's session has expired is settled under its row's lock
+//! (`queue_held`, through the sessions' `fence_expired`), never from a statement's
+//! snapshot alone: a renewal that checked the row before its expiry may commit after a
+//! snapshot that shows the old expiry, already past by the clock, and the item would go
+//! to a second consumer while the first one's renewal succeeds. A session whose row is
+//! being written (a renewal in flight) counts as live, so its items stay held and its
+//! own receives and acknowledgements go on; one judged expired is rewritten, so that a
+//! renewal waiting for its row finds it expired and its holder learns of the loss.
+//!
 //! # Waking one consumer per item
 //! A blocking consumer registers in the line `queue_waiters` (its own notification
 //! payload `W:<call id>`, an expiry renewed while it waits). An insert into
@@ -658,7 +667,7 @@ async fn hold_once(
     let sql = shared.sql(&format!(
         "WITH {stale}, \
          live AS ( \
-             SELECT 1 FROM {{s}}.sessions WHERE id = $3 AND expires_at > clock_timestamp()), \
+             SELECT 1 WHERE {{s}}.queue_held($3)), \
          earlier AS ( \
              SELECT id, item, deliveries FROM {{s}}.queue_items \
               WHERE held_call = $2 AND held_by = $3 AND EXISTS (SELECT 1 FROM live)), \

@@ -2,41 +2,52 @@
 //! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`).
 //!
 //! The renewal checks the session's row before its expiry and commits later; a grant,
-//! a release's hand-over or the sweep that reads the row from a snapshot taken before
-//! that commit sees the old expiry, already past by the clock. Each test holds the
-//! renewal's transaction open on a connection of its own while the line is judged on
-//! another, then commits it: the renewed holder must still hold, and nobody else may
-//! have been granted meanwhile. The sessions and entries are rows written through the
-//! schema's functions, so that the renewal can be held open.
+//! a release's hand-over, the sweep, or a queue's receive, dequeue or acknowledgement
+//! that reads the row from a snapshot taken before that commit sees the old expiry,
+//! already past by the clock. Each test holds the renewal's transaction open on a
+//! connection of its own while the line (or the queue) is judged on another, then
+//! commits it: the renewed holder must still hold, and nobody else may have been
+//! granted (or handed its item) meanwhile. The line's sessions and entries are rows
+//! written through the schema's functions, so that the renewal can be held open; a
+//! queue's holder is a session of the backend, whose row the renewal renews beside its
+//! own heartbeat.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use distsync_conformance::server_url;
-use distsync_core::Name;
+use distsync_core::{Backend, Delivery, Name, Queue, Session, SessionOptions};
+use distsync_postgres::ack_in;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
 use crate::support::{unique, within};
 
-/// The line functions' statements on one schema.
-struct Line {
+/// The session rows of one schema.
+struct Sessions {
     schema: String,
     pool: PgPool,
+}
+
+/// The line functions' statements on one schema.
+struct Line {
+    sessions: Sessions,
     k: i32,
 }
 
-impl Line {
-    async fn new(url: &str, kind: &str, name: &Name) -> Self {
-        let backend = distsync_postgres::backend(url).await.unwrap();
+impl Deref for Line {
+    type Target = Sessions;
+
+    fn deref(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
+impl Sessions {
+    async fn new(url: &str, backend: &distsync_postgres::PostgresBackend) -> Self {
         let schema = format!("\"{}\"", backend.schema());
         let pool = PgPool::connect(url).await.unwrap();
-        let k = sqlx::query_scalar(&format!("SELECT {schema}.register_name($1, $2)"))
-            .bind(kind)
-            .bind(name.as_str())
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        Self { schema, pool, k }
+        Self { schema, pool }
     }
 
     /// A session row that lives for a minute, with a fresh random id.
@@ -50,46 +61,6 @@ impl Line {
         .fetch_one(&self.pool)
         .await
         .unwrap()
-    }
-
-    /// Joins the line with entry 1 of `session`, exclusive, waiting; the state.
-    async fn join(&self, session: i64) -> i32 {
-        sqlx::query_scalar(&format!(
-            "SELECT o_state FROM {}.semaphore_join($1, $2, 1, 1, true)",
-            self.schema
-        ))
-        .bind(self.k)
-        .bind(session)
-        .fetch_one(&self.pool)
-        .await
-        .unwrap()
-    }
-
-    /// Re-checks entry 1 of `session`; the state (1 granted, 0 waiting).
-    async fn check(&self, session: i64) -> i32 {
-        sqlx::query_scalar(&format!(
-            "SELECT o_state FROM {}.semaphore_check($1, $2, 1)",
-            self.schema
-        ))
-        .bind(self.k)
-        .bind(session)
-        .fetch_one(&self.pool)
-        .await
-        .unwrap()
-    }
-
-    /// The token of entry 1 of `session`, if it is in line and granted.
-    async fn token(&self, session: i64) -> Option<i64> {
-        sqlx::query_scalar(&format!(
-            "SELECT token FROM {}.semaphore_entries WHERE name_id = $1 AND session_id = $2",
-            self.schema
-        ))
-        .bind(self.k)
-        .bind(session)
-        .fetch_optional(&self.pool)
-        .await
-        .unwrap()
-        .flatten()
     }
 
     /// Moves `session`'s expiry to a second from now and opens a transaction on a
@@ -151,13 +122,80 @@ impl Line {
         .unwrap()
     }
 
-    async fn end(self, sessions: &[i64]) {
+    /// The sessions holding items of `queue`, one per held item.
+    async fn holders(&self, queue: &Name) -> Vec<i64> {
+        sqlx::query_scalar(&format!(
+            "SELECT held_by FROM {}.queue_items WHERE queue = $1 AND held_by IS NOT NULL \
+              ORDER BY id",
+            self.schema
+        ))
+        .bind(queue.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn end(&self, sessions: &[i64]) {
         sqlx::query(&format!("SELECT {}.end_sessions($1)", self.schema))
             .bind(sessions)
             .execute(&self.pool)
             .await
             .unwrap();
         self.pool.close().await;
+    }
+}
+
+impl Line {
+    async fn new(url: &str, kind: &str, name: &Name) -> Self {
+        let backend = distsync_postgres::backend(url).await.unwrap();
+        let sessions = Sessions::new(url, &backend).await;
+        let k = sqlx::query_scalar(&format!("SELECT {}.register_name($1, $2)", sessions.schema))
+            .bind(kind)
+            .bind(name.as_str())
+            .fetch_one(&sessions.pool)
+            .await
+            .unwrap();
+        Self { sessions, k }
+    }
+
+    /// Joins the line with entry 1 of `session`, exclusive, waiting; the state.
+    async fn join(&self, session: i64) -> i32 {
+        sqlx::query_scalar(&format!(
+            "SELECT o_state FROM {}.semaphore_join($1, $2, 1, 1, true)",
+            self.schema
+        ))
+        .bind(self.k)
+        .bind(session)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Re-checks entry 1 of `session`; the state (1 granted, 0 waiting).
+    async fn check(&self, session: i64) -> i32 {
+        sqlx::query_scalar(&format!(
+            "SELECT o_state FROM {}.semaphore_check($1, $2, 1)",
+            self.schema
+        ))
+        .bind(self.k)
+        .bind(session)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// The token of entry 1 of `session`, if it is in line and granted.
+    async fn token(&self, session: i64) -> Option<i64> {
+        sqlx::query_scalar(&format!(
+            "SELECT token FROM {}.semaphore_entries WHERE name_id = $1 AND session_id = $2",
+            self.schema
+        ))
+        .bind(self.k)
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await
+        .unwrap()
+        .flatten()
     }
 }
 
@@ -288,4 +326,131 @@ async fn the_sweep_leaves_a_session_whose_renewal_is_in_flight() {
         "the renewed holder lost its entry"
     );
     line.end(&[holder]).await;
+}
+
+/// A session of the backend that holds the two items of a fresh queue, its id, the
+/// deliveries, and a second session of the backend that has nothing.
+async fn two_held_items(
+    backend: &distsync_postgres::PostgresBackend,
+    sessions: &Sessions,
+    what: &str,
+) -> (Box<dyn Queue>, i64, Vec<Delivery>, Session) {
+    let name = unique(what);
+    let queue = backend.queue(name.clone()).unwrap();
+    queue.enqueue("x").await.unwrap();
+    queue.enqueue("y").await.unwrap();
+    let holder = backend.session(SessionOptions::default()).await.unwrap();
+    let mut deliveries = Vec::new();
+    for _ in 0..2 {
+        deliveries.push(queue.try_receive(&holder).await.unwrap().unwrap());
+    }
+    let holders = sessions.holders(&name).await;
+    assert_eq!(holders.len(), 2, "the holder's receives");
+    assert_eq!(holders[0], holders[1], "the items are held by two sessions");
+    let other = backend.session(SessionOptions::default()).await.unwrap();
+    (queue, holders[0], deliveries, other)
+}
+
+/// A receive and an at-most-once dequeue while the holder of the queue's items has a
+/// renewal in flight past its old expiry: neither takes an item, and the holder, renewed,
+/// acknowledges both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receive_passes_over_items_whose_holder_renewal_is_in_flight() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let backend = distsync_postgres::backend(&url).await.unwrap();
+    let sessions = Sessions::new(&url, &backend).await;
+    let (queue, holder, deliveries, consumer) =
+        two_held_items(&backend, &sessions, "renewal-race-receive").await;
+
+    let renewal = sessions.renewal_in_flight(holder).await;
+    let received = within(PROMPT, "the receive", queue.try_receive(&consumer))
+        .await
+        .unwrap();
+    let dequeued = within(PROMPT, "the dequeue", queue.try_dequeue())
+        .await
+        .unwrap();
+    renewal.commit().await.unwrap();
+
+    assert!(
+        received.is_none(),
+        "a second consumer received an item while its holder's renewal was in flight, and \
+         the renewal then succeeded: two holders"
+    );
+    assert_eq!(
+        dequeued, None,
+        "a dequeue took an item while its holder's renewal was in flight"
+    );
+    assert!(
+        sessions.live(holder).await,
+        "the renewed holder's session is gone"
+    );
+    for delivery in deliveries {
+        delivery
+            .ack()
+            .await
+            .expect("the renewed holder's acknowledgement");
+    }
+    assert!(
+        queue.try_receive(&consumer).await.unwrap().is_none(),
+        "an acknowledged item came back"
+    );
+    sessions.pool.close().await;
+}
+
+/// The holder's acknowledgements (one on its own, one in the caller's transaction)
+/// while its renewal is in flight past its old expiry: neither waits for the renewal,
+/// and both succeed, as the renewal does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_holder_whose_renewal_is_in_flight_acknowledges() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let backend = distsync_postgres::backend(&url).await.unwrap();
+    let sessions = Sessions::new(&url, &backend).await;
+    let (queue, holder, mut deliveries, consumer) =
+        two_held_items(&backend, &sessions, "renewal-race-ack").await;
+    let second = deliveries.pop().unwrap();
+    let first = deliveries.pop().unwrap();
+
+    let renewal = sessions.renewal_in_flight(holder).await;
+    let acked = within(PROMPT, "the acknowledgement", first.ack()).await;
+    let mut tx = sessions.pool.begin().await.unwrap();
+    let acked_in = within(
+        PROMPT,
+        "the acknowledgement in a transaction",
+        ack_in(&mut tx, second),
+    )
+    .await;
+    let acked_in = match acked_in {
+        Ok(pending) => {
+            tx.commit().await.unwrap();
+            pending.committed();
+            Ok(())
+        }
+        Err(error) => {
+            tx.rollback().await.unwrap();
+            Err(error)
+        }
+    };
+    renewal.commit().await.unwrap();
+
+    assert!(
+        sessions.live(holder).await,
+        "the renewed holder's session is gone"
+    );
+    acked.expect(
+        "the acknowledgement was refused as if the session had ended, and its renewal then \
+         succeeded",
+    );
+    acked_in.expect(
+        "the acknowledgement in a transaction was refused as if the session had ended, and \
+         its renewal then succeeded",
+    );
+    assert!(
+        queue.try_receive(&consumer).await.unwrap().is_none(),
+        "an acknowledged item came back"
+    );
+    sessions.pool.close().await;
 }
