@@ -4,6 +4,7 @@
 //! are in `replicas/`: [`membership`], [`rebalance`] and [`mixed_shards`], with the
 //! per-shard history recording the shard rows share in [`shard_log`].
 
+mod child_member;
 mod membership;
 mod mixed_shards;
 mod rebalance;

@@ -199,6 +199,10 @@ pub struct ChildSpec {
     pub name: String,
     /// The session TTL in milliseconds.
     pub ttl_ms: u64,
+    /// When set, the child is a member of the sharded group `name` instead of a holder
+    /// (`kind` is then unused; see [`super::shards_member`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<super::shards_member::ShardsMemberSpec>,
 }
 
 impl ChildSpec {
@@ -464,6 +468,7 @@ pub async fn spawn(launcher: &Launcher, url: &str, spec: &HolderSpec) -> Result<
         kind: spec.kind,
         name: spec.name.to_string(),
         ttl_ms: u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX),
+        shards: None,
     };
     let process = ProtocolProcess::start(launcher, SPEC_VAR, &child_spec, "child holder")?;
     let pid = process.pid();
@@ -628,7 +633,15 @@ impl Say {
 /// Cancel-safety: dropping the future drops the hold (released in the background).
 pub async fn serve(backend: Arc<dyn Backend>, spec: ChildSpec) -> i32 {
     let say = Say::default();
-    match hold(&backend, &spec, &say).await {
+    let served = match &spec.shards {
+        Some(member) => {
+            let served =
+                super::shards_member::serve_member(Arc::clone(&backend), &spec, member, &say);
+            served.await
+        }
+        None => hold(&backend, &spec, &say).await,
+    };
+    match served {
         Ok(()) => 0,
         Err(error) => {
             say.line(Event::Error(error.to_string().replace('\n', " ")));
@@ -893,6 +906,7 @@ mod tests {
             kind: HoldKind::Leadership,
             name: "conf/x".into(),
             ttl_ms: 1000,
+            shards: None,
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains("\"leadership\""), "{json}");

@@ -41,6 +41,7 @@ pub mod proxy;
 pub mod redis_cluster;
 pub mod sentinel;
 mod server;
+pub mod shards_member;
 mod store;
 mod tools;
 pub mod zk_ensemble;
@@ -241,6 +242,13 @@ pub trait Faults: Send + Sync + 'static {
     /// of a test binary connects with it to the server its spec names (a private
     /// server's, for the cases that start one), not to the column's own server.
     fn connector(&self) -> Option<Connect> {
+        None
+    }
+
+    /// The URL a child process started by these hooks connects to (the column's
+    /// server), for the cases that start children of their own (a shards member,
+    /// [`shards_member`]); `None` where the hooks start no child processes.
+    fn child_url(&self) -> Option<&str> {
         None
     }
 

@@ -210,6 +210,10 @@ impl Faults for SentinelFaults {
         (self.connect)(self.url.clone()).await
     }
 
+    fn child_url(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+
     /// A holder in a child process (this process's registered launcher) connected to
     /// the Sentinels' URL.
     async fn spawn_holder(

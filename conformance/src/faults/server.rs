@@ -296,6 +296,10 @@ impl Faults for ServerFaults {
         }
     }
 
+    fn child_url(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+
     async fn spawn_holder(
         &self,
         backend: &dyn Backend,

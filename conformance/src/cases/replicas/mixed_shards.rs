@@ -18,9 +18,12 @@ use distsync_core::shards::{ShardOptions, Shards};
 use distsync_core::Coordinator;
 use tokio::time::Instant;
 
+use super::child_member::{ChildCounts, ChildLog, ChildMember};
 use super::shard_log::{ShardLog, Tracking};
 use crate::cases::scenario::mixed::{partition_schedule, proxied_clients, seed, SEED_VAR};
 use crate::check::{violated, within, Check, Context, Fail, Holds, PROMPT};
+use crate::faults::shards_member::ShardsMemberSpec;
+use crate::faults::{child, Hook};
 use crate::harness::Harness;
 use crate::history::{self, Event, Kind, Liveness, Recorder, Rules};
 use crate::rng::Rng;
@@ -62,6 +65,26 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         .with_retry(Duration::from_millis(50), Duration::from_millis(500));
     let clock = Recorder::new();
     let log = ShardLog::new(clock.clone(), SHARDS);
+    let child_log = ChildLog::new(&clock, SHARDS);
+    // The member in a child process, where the hooks start children (not on the
+    // memory store, which lives in this process: there the members are cut off only).
+    let child_url = h.faults().child_url().map(str::to_owned);
+    let launcher = child::launcher();
+    let child_member = match (&launcher, &child_url, h.offers(Hook::ChildHolder)) {
+        (Ok(launcher), Some(url), Ok(())) => Some(ChildMember {
+            launcher,
+            url,
+            group: &group,
+            spec: ShardsMemberSpec {
+                member: format!("m{MEMBERS}"),
+                count: SHARDS,
+                poll_ms: u64::try_from(POLL.as_millis()).unwrap_or(100),
+            },
+            ttl,
+            client: MEMBERS,
+        }),
+        _ => None,
+    };
     let mut members: Vec<(Arc<Shards>, Tracking)> = Vec::new();
     for (client, switch) in switches.iter().enumerate() {
         let shards = Coordinator::from_arc(switch.backend())
@@ -74,8 +97,23 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     let started = Instant::now();
     let stop = started + LENGTH;
     let quiet = stop - quiet_tail;
-    let counts = partition_schedule(&clock, ttl, (quiet, stop), &switches, Rng::new(seed)).await;
-    let until = clock.now();
+    let until = clock.now() + LENGTH;
+    // The partitions as before for a seed; the child member's schedule from its own.
+    let rng = Rng::new(seed);
+    let child_rng = Rng::new(seed ^ 0x5eed_c41d);
+    let (counts, child_counts) = tokio::join!(
+        partition_schedule(&clock, ttl, (quiet, stop), &switches, rng),
+        async {
+            match &child_member {
+                Some(member) => member
+                    .run(&clock, &child_log, (quiet, stop), child_rng)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        }
+    );
+    let child_counts: Option<ChildCounts> = child_counts?;
     let faults: Vec<Event> = clock.events();
     // Stop the members: trackers first (an open hold ends in its history now).
     let mut acquired = 0;
@@ -95,9 +133,12 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     }
     drop(switches);
 
+    // The last fault's end: a heal, a paused member's resume, a kill (the member
+    // killed at the end of the run does not count: nothing is required after it).
     let healed = faults
         .iter()
-        .filter(|event| event.kind == Kind::Heal)
+        .filter(|event| matches!(event.kind, Kind::Heal | Kind::Resume | Kind::Killed))
+        .filter(|event| event.at < until)
         .map(|event| event.at)
         .max();
     let liveness = healed.map(|healed| Liveness {
@@ -122,7 +163,9 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         .min()
         .unwrap_or(Duration::ZERO);
     for shard in 0..SHARDS {
-        let events = log.history(shard, &faults);
+        let mut extra = faults.clone();
+        extra.extend(child_log.events(shard));
+        let events = log.history(shard, &extra);
         let verdict = history::check(&events, &rules);
         if let Some(violation) = verdict.violations.first() {
             let excerpt: Vec<String> = events.iter().map(ToString::to_string).collect();
@@ -145,10 +188,26 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         after_heal = after_heal.max(longest_gap(&verdict.holds, from, until));
         longest = longest.max(longest_gap(&verdict.holds, first_grant, until));
     }
+    let child = match &child_counts {
+        Some(c) => format!(
+            ", {} kills, {} pauses ({} past the TTL) of the member in a child process",
+            c.kills, c.pauses, c.long_pauses
+        ),
+        None => String::new(),
+    };
+    let child_detail = match &child_counts {
+        Some(c) => format!(
+            "; 1 member in a child process, started {} times, {} stalls of its runtime \
+             recorded as pauses",
+            c.starts,
+            child_log.stalls()
+        ),
+        None => "; no member in a child process (the hooks start none on this store)".to_owned(),
+    };
     Ok(Holds::figure(
         format!(
             "seed {seed}: {SHARDS} shards, {holds} owner changes, 0 double owners; {} partitions \
-             ({} silent); longest without an owner {} ({} after the last heal)",
+             ({} silent){child}; longest without an owner {} ({} after the last fault)",
             counts.partitions,
             counts.silent,
             crate::check::secs(longest),
@@ -157,7 +216,7 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         format!(
             "{MEMBERS} members through their own proxies for {}; session TTL {ttl:?}, list read \
              every {POLL:?}; {acquired} shards acquired, {lost} lost, {lost_after_cut} holds ended \
-             by lost() after a cut; liveness bound {bound:?}",
+             by lost() after a cut or pause; liveness bound {bound:?}{child_detail}",
             crate::check::secs(LENGTH)
         ),
     ))
