@@ -19,10 +19,10 @@ fn owners(url: &str, name: &str) -> BTreeMap<u32, String> {
     lines
         .iter()
         .filter(|line| line.starts_with("shard "))
-        .map(|line| {
-            let cells: Vec<&str> = line.split_whitespace().collect();
-            let owner = common::field(line, "owner").to_owned();
-            (cells[2].parse().expect("a shard number"), owner)
+        .filter_map(|line| {
+            // Holders only: a waiter's role is `N:waiter-K`.
+            let shard = line.split_whitespace().nth(2)?.parse().ok()?;
+            Some((shard, common::field(line, "owner").to_owned()))
         })
         .collect()
 }
