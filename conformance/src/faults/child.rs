@@ -900,6 +900,29 @@ mod tests {
     }
 
     #[test]
+    fn job_runner_lines_round_trip() {
+        for job in [
+            JobEvent::Started {
+                occurrence_ms: 1_000,
+                token: 7,
+                started_ms: 1_012,
+            },
+            JobEvent::Ended {
+                occurrence_ms: 1_000,
+                lost: false,
+            },
+            JobEvent::Ended {
+                occurrence_ms: 2_000,
+                lost: true,
+            },
+        ] {
+            let event = Event::Job(job);
+            assert_eq!(Event::parse(&format!("{MARKER}{event}")), Some(event));
+        }
+        assert_eq!(Event::parse(&format!("{MARKER}run 1 2")), None);
+    }
+
+    #[test]
     fn specs_round_trip_through_json() {
         let spec = ChildSpec {
             url: "redis://127.0.0.1:1".into(),
