@@ -48,9 +48,9 @@ pub(super) const CASES: &[Case] = &[
     Case {
         id: "replicas_shards_mixed_faults",
         group: Group::Replicas,
-        guarantee: "members cut off by partitions: one owner of a shard at a time, tokens \
-                    ordered with real time per shard, every shard owned again soon after the \
-                    last fault heals",
+        guarantee: "members cut off by partitions, one in a child process killed and \
+                    restarted or paused: one owner of a shard at a time, tokens ordered with \
+                    real time per shard, every shard owned again soon after the last fault",
         needs: &[Need::Lock, Need::Election, LISTS],
         claim: FENCING,
         hooks: &[Hook::Partition],

@@ -169,7 +169,7 @@ impl ChildMember<'_> {
             let kill = rng.below(2) == 0;
             let now = Instant::now();
             let fits = |lasts: Duration| now + gap + lasts < quiet;
-            if kill && fits(self.ttl + margin) {
+            if kill && fits(self.ttl) {
                 self.pump(&mut member, log, now + gap).await?;
                 member
                     .kill()

@@ -3,13 +3,21 @@
 //! schedule (the mixed-fault cases' [`partition_schedule`]) cuts one member off at a
 //! time, silent or reset, for up to 2.5 session TTLs: a cut longer than the TTL ends
 //! the member's session, so its shards move to the others and back once it joins again.
+//! A fifth member runs in a child process ([`super::child_member`]) where the hooks
+//! start children (not on the memory store, which lives in this process): from its own
+//! seeded schedule it is SIGKILLed and started again at once as the same member
+//! (its shards wait for the killed session's lease) or SIGSTOPped for up to 3 TTLs,
+//! each fault ending (with its TTL) before the quiet tail. Its holds enter the
+//! histories from its own lines, stamped on the monotonic clock before the library may
+//! release the shard; a kill ends its holds, a pause (or a stall of its runtime) is an
+//! excused window, and a hold whose next event after it is a loss ends where it began.
 //!
 //! Every member's ownership of every shard is recorded from inside its work (see
 //! [`super::shard_log`]), the cuts and heals beside it, and each shard's history is
 //! judged by [`crate::history::check`]: one owner at a time (a hold ended by `lost()`
-//! after a cut ends where the cut started), tokens ordered with real time, and the
-//! shard owned again within the liveness bound (two TTLs, two polls and a second)
-//! of the last fault's heal.
+//! after a cut or a pause ends where that fault started), tokens ordered with real
+//! time, and the shard owned again within the liveness bound (two TTLs, two polls and
+//! a second) of the last fault's end (a heal, a resume, a kill).
 
 use std::sync::Arc;
 use std::time::Duration;
