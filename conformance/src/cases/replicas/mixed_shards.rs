@@ -160,6 +160,8 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     };
     let mut holds = 0;
     let mut lost_after_cut = 0;
+    // The child member's holds: ended by a kill, by a loss, otherwise.
+    let mut child_holds = [0usize; 3];
     let mut after_heal = Duration::ZERO;
     let mut longest = Duration::ZERO;
     // Gaps are counted from the first grant of any shard (the group's start-up before
@@ -192,6 +194,13 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             .iter()
             .filter(|hold| hold.ended_by == history::Ending::LostAfterFault)
             .count();
+        for hold in verdict.holds.iter().filter(|hold| hold.client == MEMBERS) {
+            child_holds[match hold.ended_by {
+                history::Ending::Killed => 0,
+                history::Ending::LostAfterFault | history::Ending::Lost => 1,
+                _ => 2,
+            }] += 1;
+        }
         let from = healed.unwrap_or(Duration::ZERO);
         after_heal = after_heal.max(longest_gap(&verdict.holds, from, until));
         longest = longest.max(longest_gap(&verdict.holds, first_grant, until));
@@ -205,9 +214,14 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     };
     let child_detail = match &child_counts {
         Some(c) => format!(
-            "; 1 member in a child process, started {} times, {} stalls of its runtime \
-             recorded as pauses",
+            "; 1 member in a child process, started {} times, {} holds ({} ended by a kill, \
+             {} by a loss, {} released or at the end), {} stalls of its runtime recorded as \
+             pauses",
             c.starts,
+            child_holds.iter().sum::<usize>(),
+            child_holds[0],
+            child_holds[1],
+            child_holds[2],
             child_log.stalls()
         ),
         None => "; no member in a child process (the hooks start none on this store)".to_owned(),
