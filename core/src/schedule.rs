@@ -27,7 +27,8 @@
 //! let nightly = Schedule::cron("30 2 * * *")?;
 //! let day = Duration::from_secs(86_400);
 //! assert_eq!(nightly.next_after(UNIX_EPOCH), Some(UNIX_EPOCH + Duration::from_secs(9_000)));
-//! assert_eq!(nightly.next_after(UNIX_EPOCH + Duration::from_secs(9_000)), Some(UNIX_EPOCH + day + Duration::from_secs(9_000)));
+//! let first = UNIX_EPOCH + Duration::from_secs(9_000);
+//! assert_eq!(nightly.next_after(first), Some(first + day));
 //! # Ok::<(), distsync::Error>(())
 //! ```
 

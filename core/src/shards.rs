@@ -628,7 +628,8 @@ async fn member_loop(
         let (session, membership) = match joined {
             Ok(joined) => joined,
             Err(error) => {
-                tracing::warn!(group = shared.group.name(), member = %shared.member, %error, "joining failed; retrying");
+                let group = shared.group.name();
+                tracing::warn!(group, member = %shared.member, %error, "joining failed; retrying");
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(backoff.next_pause()) => continue,
@@ -688,7 +689,8 @@ impl Serving<'_> {
                 match self.wanted().await {
                     Ok(wanted) => self.rebalance(&wanted, &events).await,
                     Err(error) => {
-                        tracing::warn!(group = self.shared.group.name(), %error, "reading the members failed; keeping the shards held");
+                        let group = self.shared.group.name();
+                        tracing::warn!(group, %error, "reading the members failed; keeping the shards");
                     }
                 }
             }
@@ -816,7 +818,8 @@ impl Serving<'_> {
             }
             Event::Acquired(shard, Err(error)) => {
                 self.acquiring.remove(&shard);
-                tracing::warn!(group = self.shared.group.name(), shard, %error, "locking a shard failed; trying again at the next read");
+                let group = self.shared.group.name();
+                tracing::warn!(group, shard, %error, "locking a shard failed; trying at the next read");
             }
             Event::Lost(shard) => {
                 if let Some((_guard, hold)) = self.held.remove(&shard) {
@@ -845,7 +848,8 @@ impl Serving<'_> {
         }
         self.shared.released.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = guard.unlock().await {
-            tracing::warn!(group = self.shared.group.name(), shard, %error, "releasing a shard failed; its lease ends it");
+            let group = self.shared.group.name();
+            tracing::warn!(group, shard, %error, "releasing a shard failed; its lease ends it");
         }
     }
 

@@ -153,16 +153,8 @@ fn two_members_share_the_shards_and_a_survivor_takes_a_killed_ones() {
             })
             .collect()
     };
-    let last_b = runs
-        .lines()
-        .filter(|l| l.starts_with("b "))
-        .last()
-        .expect("b ran");
-    let last_a = runs
-        .lines()
-        .filter(|l| l.starts_with("a "))
-        .last()
-        .expect("a ran");
+    let last_b = runs.lines().rfind(|l| l.starts_with("b ")).expect("b ran");
+    let last_a = runs.lines().rfind(|l| l.starts_with("a ")).expect("a ran");
     let (before, after) = (tokens(last_b), tokens(last_a));
     for (shard, token) in &before {
         assert!(
