@@ -9,10 +9,12 @@
 //! - `ready` once the member's loop runs;
 //! - `shard grant <shard> <token> <ns>` when it owns a shard: stamped once its work on
 //!   the shard is pinned ([`distsync_core::shards::Shards::pin`]);
-//! - `shard end <shard> <ns> lost|released` when that hold ends: stamped when the
-//!   pin's `ended()` fires, before the pin is dropped (so before the library releases
-//!   the shard to anyone), classified `lost` when the member counted a loss between the
-//!   grant and half a second after the end (as the in-process shard log does);
+//! - `shard end <shard> <ns>` when that hold ends: stamped and printed when the pin's
+//!   `ended()` fires, before the pin is dropped (so before the library releases the
+//!   shard to anyone, and before a kill could hide it);
+//! - `shard lost <shard> <ns>` after it (the same instant) when that end was a loss:
+//!   the member counted a loss between the grant and half a second after the end (as
+//!   the in-process shard log does); an end without it is a release;
 //! - `stall <from ns> <to ns>` when its own runtime ran late by more than
 //!   [`CHILD_STALL`] (a ticker's tick overshot): the member acted on nothing in
 //!   between, as a paused process; the parent records it as a pause;
@@ -73,14 +75,19 @@ pub enum MemberEvent {
         /// When its work was pinned.
         at: u64,
     },
-    /// Its hold on a shard ended, by a loss or a release.
+    /// Its hold on a shard ended (a release, unless a [`MemberEvent::Lost`] follows).
     End {
         /// The shard.
         shard: u32,
         /// When its work was told to stop.
         at: u64,
-        /// Whether the member counted a loss (not a release).
-        lost: bool,
+    },
+    /// The end of its hold on a shard at `at` was a loss.
+    Lost {
+        /// The shard.
+        shard: u32,
+        /// The end's instant.
+        at: u64,
     },
     /// Its runtime stalled.
     Stall {
@@ -101,10 +108,13 @@ impl MemberEvent {
                 token: n(3)?,
                 at: n(4)?,
             }),
-            ["shard", "end", _, _, how] => Some(Self::End {
+            ["shard", "end", ..] => Some(Self::End {
                 shard: u32::try_from(n(2)?).ok()?,
                 at: n(3)?,
-                lost: *how == "lost",
+            }),
+            ["shard", "lost", ..] => Some(Self::Lost {
+                shard: u32::try_from(n(2)?).ok()?,
+                at: n(3)?,
             }),
             ["stall", ..] => Some(Self::Stall {
                 from: n(1)?,
@@ -310,7 +320,8 @@ async fn follow(shards: &Shards, shard: u32, say: &Say) {
         say.line(format!("shard grant {shard} {last} {}", mono_ns()));
         pin.ended().await;
         let at = mono_ns();
-        // The release waits for the pin: dropped only once the end is stamped.
+        say.line(format!("shard end {shard} {at}"));
+        // The release waits for the pin: dropped only once the end is said.
         drop(pin);
         let at_end = shards.counts();
         let mut lost = at_end.lost > before.lost;
@@ -324,8 +335,9 @@ async fn follow(shards: &Shards, shard: u32, say: &Say) {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let how = if lost { "lost" } else { "released" };
-        say.line(format!("shard end {shard} {at} {how}"));
+        if lost {
+            say.line(format!("shard lost {shard} {at}"));
+        }
     }
 }
 
@@ -344,12 +356,12 @@ mod tests {
             })
         );
         assert_eq!(
-            MemberEvent::parse("shard end 3 2000 lost"),
-            Some(MemberEvent::End {
-                shard: 3,
-                at: 2000,
-                lost: true
-            })
+            MemberEvent::parse("shard end 3 2000"),
+            Some(MemberEvent::End { shard: 3, at: 2000 })
+        );
+        assert_eq!(
+            MemberEvent::parse("shard lost 3 2000"),
+            Some(MemberEvent::Lost { shard: 3, at: 2000 })
         );
         assert_eq!(
             MemberEvent::parse("stall 5 9"),

@@ -25,6 +25,10 @@ use crate::faults::shards_member::{mono_ns, MemberEvent, ShardsMember, ShardsMem
 use crate::history::{Event, Kind, Recorder};
 use crate::rng::Rng;
 
+/// How long a woken member is left to say which of its ends were losses (the child
+/// waits up to half a second for its counts) before the next fault.
+const CLASSIFIED: Duration = Duration::from_millis(600);
+
 /// How long a started member may take to be ready.
 const SPAWN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -68,14 +72,27 @@ impl ChildLog {
                     });
                 }
             }
-            MemberEvent::End { shard, at, lost } => {
+            MemberEvent::End { shard, at } => {
                 if let Some(events) = self.shards.get(shard as usize) {
-                    let kind = if lost { Kind::Lost } else { Kind::Release };
                     lock_vec(events).push(Event {
                         at: self.at(at),
                         client,
-                        kind,
+                        kind: Kind::Release,
                     });
+                }
+            }
+            // The end it was said of (the last one, at that instant) was a loss.
+            MemberEvent::Lost { shard, at } => {
+                if let Some(events) = self.shards.get(shard as usize) {
+                    let at = self.at(at);
+                    let mut events = lock_vec(events);
+                    if let Some(end) = events
+                        .iter_mut()
+                        .rev()
+                        .find(|event| event.at == at && event.kind == Kind::Release)
+                    {
+                        end.kind = Kind::Lost;
+                    }
                 }
             }
             MemberEvent::Stall { from, to } => {
@@ -193,6 +210,10 @@ impl ChildMember<'_> {
                 member
                     .resume()
                     .map_err(|error| Fail::SetUpLapsed(format!("resuming the member: {error}")))?;
+                // The losses it learns on waking are said to be losses before a kill
+                // could cut that short.
+                self.pump(&mut member, log, Instant::now() + CLASSIFIED)
+                    .await?;
             } else if now + gap >= quiet {
                 break;
             } else {
