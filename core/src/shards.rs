@@ -32,7 +32,10 @@
 //!
 //! **Losses.** When this member's session ends, every shard is lost at once (the work
 //! on them stopped); the loop then joins again on a new session, with backoff, until
-//! the [`Shards`] handle is stopped or dropped.
+//! the [`Shards`] handle is stopped or dropped. When one shard is lost while the
+//! session lives (its hold ended in the store), the member releases the others and
+//! joins again on a new session too: the store may still list the old session on that
+//! shard, and the assignment would give it back to a session that waits on itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -660,7 +663,7 @@ async fn member_loop(
                 tracing::debug!(%error, "leaving the group failed; the lease ends the entry");
             }
         } else {
-            tracing::warn!(group = shared.group.name(), member = %shared.member, "membership lost; joining again");
+            tracing::warn!(group = shared.group.name(), member = %shared.member, "membership or a shard lost; joining again");
         }
         if let Err(error) = session.close().await {
             tracing::debug!(%error, "closing the shard session failed; its lease ends it");
@@ -699,7 +702,11 @@ impl Serving<'_> {
                 biased;
                 () = stop.cancelled() => return,
                 () = membership.lost() => return,
-                Some(event) = inbox.recv() => self.handle(event, &events).await,
+                Some(event) = inbox.recv() => {
+                    if self.handle(event, &events).await {
+                        return;
+                    }
+                }
                 () = tokio::time::sleep(self.shared.group.poll()) => read_members = true,
             }
         }
@@ -781,7 +788,9 @@ impl Serving<'_> {
         }
     }
 
-    async fn handle(&mut self, event: Event, events: &mpsc::UnboundedSender<Event>) {
+    /// Handles one helper task's report; true when the membership must start again on a
+    /// new session (a shard was lost).
+    async fn handle(&mut self, event: Event, events: &mpsc::UnboundedSender<Event>) -> bool {
         match event {
             Event::Acquired(shard, Ok(guard)) => {
                 if self.acquiring.remove(&shard).is_none() {
@@ -789,7 +798,7 @@ impl Serving<'_> {
                     if let Err(error) = guard.unlock().await {
                         tracing::debug!(shard, %error, "releasing an unwanted shard failed");
                     }
-                    return;
+                    return false;
                 }
                 let hold = Arc::new(ShardHold {
                     token: guard.token(),
@@ -828,9 +837,15 @@ impl Serving<'_> {
                     self.shared.lost.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(group = self.shared.group.name(), shard, "shard lost");
                     self.publish();
+                    // The store may still list this session on the shard (a hold judged
+                    // lost on the client's side), and the sticky assignment would give it
+                    // back to this session, which would then wait on its own entry: a
+                    // session that lost a hold starts over as a new one.
+                    return true;
                 }
             }
         }
+        false
     }
 
     /// Stops the work on `shard`, waits until it has stopped, and releases the shard.
