@@ -1,6 +1,6 @@
 //! A member of a sharded group (`Coordinator::shards`) in a child process, for the
 //! cases that kill and pause members: the parent side ([`ShardsMember`]) and the child
-//! side ([`serve_member`], run by [`super::child::serve`] when the [`ChildSpec`] has a
+//! side (`serve_member`, run by `child::serve` when the [`ChildSpec`] has a
 //! [`ShardsMemberSpec`]).
 //!
 //! The child joins the group as the spec's member and prints, on stdout, lines
