@@ -663,7 +663,8 @@ async fn member_loop(
                 tracing::debug!(%error, "leaving the group failed; the lease ends the entry");
             }
         } else {
-            tracing::warn!(group = shared.group.name(), member = %shared.member, "membership or a shard lost; joining again");
+            let group = shared.group.name();
+            tracing::warn!(group, member = %shared.member, "membership or a shard lost; joining again");
         }
         if let Err(error) = session.close().await {
             tracing::debug!(%error, "closing the shard session failed; its lease ends it");
