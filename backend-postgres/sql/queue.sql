@@ -106,8 +106,10 @@ $$;
 -- transaction (crate::outbox) is visible only from its commit, and a consumer that
 -- joins the line while that transaction is still open must be among those the item
 -- can wake (woken at the insert, the line would not hold it yet, and its own re-check
--- would not see the item). No OR REPLACE for a constraint trigger: the schema's objects
--- are created once, in the transaction that writes the layout marker.
+-- would not see the item). A constraint trigger has no OR REPLACE: dropped first, so
+-- that installing over a schema that lost its layout marker (a server that forgot, an
+-- operator's drop of the marker) replaces it as every other object is replaced.
+DROP TRIGGER IF EXISTS queue_items_notify ON {s}.queue_items;
 CREATE CONSTRAINT TRIGGER queue_items_notify AFTER INSERT ON {s}.queue_items
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION {s}.notify_queue();

@@ -17,7 +17,7 @@
 //! judged by [`crate::history::check`]: one owner at a time (a hold ended by `lost()`
 //! after a cut or a pause ends where that fault started), tokens ordered with real
 //! time, and the shard owned again within the liveness bound (two TTLs, two polls and
-//! a second) of the last fault's end (a heal, a resume, a kill).
+//! a second) of the last fault's end (a heal, a resume, a killed session's lease).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,13 +141,18 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     }
     drop(switches);
 
-    // The last fault's end: a heal, a paused member's resume, a kill (the member
-    // killed at the end of the run does not count: nothing is required after it).
+    // The last fault's end: a heal, a paused member's resume, a kill's lease (the
+    // killed session's holds and member entry last until it ends, and the member
+    // started again under the same id joins only then; the member killed at the end
+    // of the run does not count: nothing is required after it).
     let healed = faults
         .iter()
         .filter(|event| matches!(event.kind, Kind::Heal | Kind::Resume | Kind::Killed))
         .filter(|event| event.at < until)
-        .map(|event| event.at)
+        .map(|event| match event.kind {
+            Kind::Killed => event.at + ttl,
+            _ => event.at,
+        })
         .max();
     let liveness = healed.map(|healed| Liveness {
         healed,
