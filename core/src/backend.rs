@@ -117,6 +117,23 @@ pub trait Backend: Send + Sync + 'static {
     /// A mutex named `name`, held through `session`.
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>>;
 
+    /// An unfair mutex named `name`, held through `session`: a release goes to the
+    /// first contender to ask, a newcomer included, and wakes one waiter, not all
+    /// (see [`crate::lock_options::Fairness`]). Everything else is as
+    /// [`Backend::locker`]: fencing tokens that only grow, the hold's `lost()` before
+    /// the store can grant anyone else, guarded writes. It and the fair lock of the
+    /// same name exclude each other.
+    ///
+    /// The default is [`crate::Error::Unsupported`], for a backend without
+    /// [`Capabilities::unfair_lock`].
+    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        let _ = (session, name);
+        Err(crate::Error::unsupported(
+            self.capabilities().backend,
+            "the unfair lock",
+        ))
+    }
+
     /// An election named `name`, campaigning through `session`.
     fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>>;
 

@@ -54,6 +54,10 @@ pub struct Capabilities {
     pub fencing: bool,
     /// Waiters are granted in arrival order.
     pub fifo_waiters: bool,
+    /// [`Backend::unfair_locker`](crate::Backend::unfair_locker): a lock whose release
+    /// goes to the first to ask, not the longest waiter, at the fewest store calls
+    /// the store allows (see [`crate::lock_options::Fairness`]).
+    pub unfair_lock: bool,
     /// `lost()` fires when the store ends a session.
     pub lost_notification: bool,
     /// A holder that stops renewing (paused, hung) loses what it holds after its TTL.
@@ -161,6 +165,7 @@ impl Capabilities {
             stm_read_committed: false,
             fencing: false,
             fifo_waiters: false,
+            unfair_lock: false,
             lost_notification: false,
             stalled_holder_expires: false,
             partition_safe: false,
@@ -204,6 +209,7 @@ impl Capabilities {
             stm_read_committed: true,
             fencing: true,
             fifo_waiters: true,
+            unfair_lock: true,
             lost_notification: true,
             stalled_holder_expires: true,
             partition_safe: true,

@@ -148,20 +148,26 @@ impl Coordinator {
     /// Handles are cheap to clone (an `Arc`) and can be shared across tasks; two tasks
     /// locking through one handle (one session) take turns.
     pub fn locker(&self, session: &Session, name: &str) -> Result<Arc<dyn Locker>> {
-        let inner = self.backend.locker(session, Name::new(name)?)?;
-        Ok(Arc::new(InstrumentedLocker {
+        Ok(self.instrumented_locker(self.backend.locker(session, Name::new(name)?)?))
+    }
+
+    /// The store's locker `inner` with release requests and the metrics layer.
+    fn instrumented_locker(&self, inner: Box<dyn Locker>) -> Arc<dyn Locker> {
+        Arc::new(InstrumentedLocker {
             backend: self.backend_name(),
             inner: Box::new(crate::revocable::RevocableLocker::new(
                 self.backend.as_ref(),
                 inner,
             )),
-        }))
+        })
     }
 
-    /// [`Coordinator::locker`] with `options`: with a
-    /// [lock-delay](crate::lock_delay), a grant that follows a holder's loss (a crash,
-    /// a partition, an expiry) is withheld for the delay, for resources that cannot
-    /// check fencing tokens. `lock` (bounded or not) and `try_lock` both honour it.
+    /// [`Coordinator::locker`] with `options`: [unfair](crate::lock_options::Fairness)
+    /// ([`Backend::unfair_locker`]: a release goes to the first to ask, for throughput
+    /// under contention), and with a [lock-delay](crate::lock_delay), a grant that
+    /// follows a holder's loss (a crash, a partition, an expiry) is withheld for the
+    /// delay, for resources that cannot check fencing tokens. `lock` (bounded or not)
+    /// and `try_lock` both honour it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
@@ -176,17 +182,20 @@ impl Coordinator {
     /// ```
     ///
     /// # Errors
-    /// As [`Coordinator::locker`]; with a lock-delay, [`Error::InvalidName`] for a name
-    /// longer than 234 bytes (its record needs the room) and [`Error::Unsupported`]
-    /// where the backend has no [`Counter`].
+    /// As [`Coordinator::locker`]; [`Error::Unsupported`] for an unfair lock where the
+    /// backend has none ([`Capabilities::unfair_lock`](crate::Capabilities::unfair_lock));
+    /// with a lock-delay, [`Error::InvalidName`] for a name longer than 234 bytes (its
+    /// record needs the room) and [`Error::Unsupported`] where the backend has no
+    /// [`Counter`].
     pub fn locker_with(
         &self,
         session: &Session,
         name: &str,
-        options: crate::lock_delay::LockOptions,
+        options: crate::lock_options::LockOptions,
     ) -> Result<Arc<dyn Locker>> {
+        let inner = options.store_locker(self.backend.as_ref(), session, Name::new(name)?)?;
         crate::lock_delay::wrap(
-            self.locker(session, name)?,
+            self.instrumented_locker(inner),
             |record| Ok(Arc::from(self.backend.counter(record)?)),
             options,
             self.backend_name(),

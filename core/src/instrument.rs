@@ -445,6 +445,10 @@ impl Locker for InstrumentedLocker {
     async fn contenders(&self) -> Result<usize> {
         self.inner.contenders().await
     }
+
+    fn wakeups(&self) -> u64 {
+        self.inner.wakeups()
+    }
 }
 
 /// A [`RwLock`] with spans and metrics.

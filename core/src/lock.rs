@@ -65,4 +65,15 @@ pub trait Locker: Send + Sync {
     ///
     /// This method is cancel safe: it only reads.
     async fn contenders(&self) -> Result<usize>;
+
+    /// How many times a wait through this handle was woken by the store to ask for
+    /// the lock again, since the handle was made. A fair lock hands the lock over and
+    /// wakes only the new holder; an [unfair](crate::lock_options::Fairness) one wakes
+    /// the head of its wait line, which may lose to a newcomer and wait again. Summed
+    /// over the handles of a name, against the releases made, it is the wake-ups per
+    /// release: the measure of a thundering herd (the conformance suite bounds it).
+    /// 0 from a locker that does not count them.
+    fn wakeups(&self) -> u64 {
+        0
+    }
 }

@@ -94,6 +94,7 @@ use crate::counter::{checked_add, Counter};
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
 use crate::lock::Locker;
+use crate::lock_options::LockOptions;
 use crate::name::{Name, MAX_NAME_LEN};
 use crate::session::Session;
 
@@ -107,40 +108,6 @@ pub const RECORD_SEGMENT: &str = ".distsync-lock-delay";
 
 /// How many times a grant re-reads a record that moved under it before giving up.
 const ATTEMPTS: usize = 8;
-
-/// Options of a lock handle (see [`Coordinator::locker_with`](crate::Coordinator::locker_with)).
-///
-/// ```
-/// use std::time::Duration;
-/// use distsync::lock::LockOptions;
-/// let options = LockOptions::new().lock_delay(Duration::from_secs(5));
-/// assert_eq!(options.delay(), Duration::from_secs(5));
-/// assert_eq!(LockOptions::default().delay(), Duration::ZERO);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LockOptions {
-    lock_delay: Duration,
-}
-
-impl LockOptions {
-    /// The defaults: no lock-delay.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// After a holder lost the lock without releasing it, withholds the next grant
-    /// for `delay` (see [the module docs](self)). Zero (the default) turns it off.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = delay;
-        self
-    }
-
-    /// The lock-delay.
-    pub fn delay(&self) -> Duration {
-        self.lock_delay
-    }
-}
 
 /// Whether `name` is a record's (see [`RECORD_SEGMENT`]).
 pub(crate) fn is_reserved(name: &str) -> bool {
@@ -191,7 +158,7 @@ pub fn locker(
     options: LockOptions,
 ) -> Result<Arc<dyn Locker>> {
     wrap(
-        Arc::from(backend.locker(session, name)?),
+        Arc::from(options.store_locker(backend, session, name)?),
         |record| Ok(Arc::from(backend.counter(record)?)),
         options,
         backend.capabilities().backend,
@@ -361,5 +328,9 @@ impl Locker for LockDelayLocker {
 
     async fn contenders(&self) -> Result<usize> {
         self.inner.contenders().await
+    }
+
+    fn wakeups(&self) -> u64 {
+        self.inner.wakeups()
     }
 }

@@ -69,4 +69,8 @@ impl Locker for RevocableLocker {
     async fn contenders(&self) -> Result<usize> {
         self.inner.contenders().await
     }
+
+    fn wakeups(&self) -> u64 {
+        self.inner.wakeups()
+    }
 }
