@@ -26,7 +26,8 @@ use crate::session::{LeaseInner, PgLease};
 use crate::store::{self, Shared};
 use crate::transaction_lock::TransactionLock;
 use crate::{
-    barrier, double_barrier, election, export, lock, queue, rwlock, semaphore, session, status, stm,
+    barrier, double_barrier, election, export, lock, queue, rwlock, semaphore, session, status,
+    stm, unfair_lock,
 };
 
 /// Connections in the pool used for queues, barriers and STM, and the notification
@@ -170,7 +171,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     // one that STM bodies can exhaust.
     let holds = pool_options(url.hold_connections(), url)
         .connect_lazy_with(url.options.clone().application_name("distsync/holds"));
-    let schema_oid = schema::ensure(&pool, &url.schema).await?;
+    let installed = schema::ensure(&pool, &url.schema).await?;
     let pools = store::Pools {
         pool,
         holds,
@@ -187,7 +188,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     let shared = Shared::new(
         pools,
         url.schema.clone(),
-        schema_oid,
+        installed.oid,
         Limits::default(),
         Amnesia::new(url.max_session_ttl()),
     );
@@ -211,12 +212,15 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
         synchronous_standby,
         "connected"
     );
+    // Facts of the connected server refine what the backend type claims: a synchronous
+    // standby gives `survives_failover`; a schema without the unfair lock's objects that
+    // this role could not add them to takes `unfair_lock` away (see `schema::ensure`).
+    let mut capabilities =
+        capabilities_with_bound(url.max_session_ttl()).with_survives_failover(synchronous_standby);
+    capabilities.unfair_lock = installed.unfair_lock;
     Ok(PostgresBackend {
         shared: Arc::new(shared),
-        // A fact of the connected server refines what the backend type claims: a
-        // synchronous standby gives `survives_failover`.
-        capabilities: capabilities_with_bound(url.max_session_ttl())
-            .with_survives_failover(synchronous_standby),
+        capabilities,
     })
 }
 
@@ -365,6 +369,22 @@ impl Backend for PostgresBackend {
             session: session.clone(),
             name,
         }))
+    }
+
+    /// The unfair lock (see `unfair_lock`); [`Error::Unsupported`] on a backend whose
+    /// schema lacks its objects ([`Capabilities::unfair_lock`] false).
+    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        if !self.capabilities.unfair_lock {
+            return Err(Error::unsupported(
+                BACKEND,
+                "the unfair lock (the schema lacks its objects, and this role could not add them)",
+            ));
+        }
+        Ok(Box::new(unfair_lock::PgUnfairLocker::new(
+            self.lease(session)?,
+            session.clone(),
+            name,
+        )))
     }
 
     fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {

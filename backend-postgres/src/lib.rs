@@ -160,6 +160,7 @@ mod status;
 mod stm;
 mod store;
 mod transaction_lock;
+mod unfair_lock;
 mod waiter_line;
 
 pub use acknowledge_in::{ack_in, PendingAck};

@@ -12,7 +12,7 @@
 //! the transaction that creates them. A client reads it when it connects:
 //! - no marker: it creates the objects and writes [`LAYOUT_VERSION`];
 //! - its own version: it uses the schema as it is, creating nothing (a role that may only
-//!   use the objects connects too);
+//!   use the objects connects too) but the unfair lock's objects if they are missing;
 //! - a newer version: the schema was written by a newer, incompatible client; it is
 //!   refused with [`Error::IncompatibleLayout`] and left untouched;
 //! - an older version: refused with [`Error::Unsupported`] and left untouched; its state
@@ -48,6 +48,9 @@
 //!   `counter.rs`).
 //! - the sequence `transaction_lock_tokens` (`sql/transaction_locks.sql`): the fencing
 //!   tokens of transaction locks (see `transaction_lock.rs`).
+//! - `unfair_waiters` and the functions and triggers of the unfair lock
+//!   (`sql/unfair_lock.sql`, see [`crate::unfair_lock`]): added to a schema of this
+//!   version that lacks them when a client connects (see [`ensure`]).
 //!
 //! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
 //! `<kind>:<name>`: `q` queue, `b` barrier, `d` double barrier, `e` election; `s:<id>`
@@ -67,7 +70,7 @@ use crate::error::{map, BACKEND};
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// The DDL, in the order it runs; `{s}` stands for the quoted schema name.
-const DDL: [&str; 16] = [
+const DDL: [&str; 17] = [
     include_str!("../sql/layout.sql"),
     include_str!("../sql/sessions.sql"),
     include_str!("../sql/names.sql"),
@@ -84,7 +87,17 @@ const DDL: [&str; 16] = [
     include_str!("../sql/epoch_marker.sql"),
     include_str!("../sql/counter.sql"),
     include_str!("../sql/transaction_locks.sql"),
+    UNFAIR_LOCK,
 ];
+
+/// The unfair lock's objects (`sql/unfair_lock.sql`): added to the layout without a new
+/// version, since a client without them never touches them and its statements run
+/// alike beside them (see [`ensure`]).
+const UNFAIR_LOCK: &str = include_str!("../sql/unfair_lock.sql");
+
+/// Whether the schema has the unfair lock's objects: its file runs in one transaction,
+/// so one of them stands for all.
+const HAS_UNFAIR_LOCK: &str = "SELECT to_regprocedure($1) IS NOT NULL";
 
 /// Quotes a validated schema name as an SQL identifier.
 pub(crate) fn quote(schema: &str) -> String {
@@ -96,8 +109,25 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
     template.replace("{s}", quoted_schema)
 }
 
+/// What [`ensure`] found or made of the schema.
+pub(crate) struct Installed {
+    /// The schema's OID (its notification channel is `distsync_<oid>`).
+    pub(crate) oid: u32,
+    /// Whether the schema has the unfair lock's objects.
+    pub(crate) unfair_lock: bool,
+}
+
 /// Checks the schema's layout marker, creating the schema's objects if it has none, and
-/// returns the schema's OID (its notification channel is `distsync_<oid>`).
+/// adds the unfair lock's objects to a schema of this layout that lacks them.
+///
+/// The unfair lock's table, functions and triggers (`sql/unfair_lock.sql`) joined the
+/// layout without a new version: they are only read and written by the unfair lock,
+/// and their triggers on `semaphore_entries` only wake its waiters, so clients without
+/// them work as before beside them, and a schema of this version made by such a client
+/// is still this layout. Every statement of the file is idempotent (`IF NOT EXISTS`,
+/// `OR REPLACE`), and it is run under the creation's advisory lock in a transaction of
+/// its own. A role that may not create objects in a schema lacking them connects
+/// without the unfair lock (its capability `unfair_lock` is false), with a warning.
 ///
 /// # Errors
 /// [`Error::IncompatibleLayout`] for a schema of a newer layout, [`Error::Unsupported`]
@@ -105,7 +135,7 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
 ///
 /// # Cancel safety
 /// Cancel-safe: the objects are created in one transaction, rolled back if dropped.
-pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
+pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<Installed> {
     let quoted = quote(schema);
     let found = {
         let mut conn = pool.acquire().await.map_err(map)?;
@@ -115,12 +145,62 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
         Some(found) => accept(schema, found)?,
         None => install(pool, schema, &quoted).await?,
     }
+    let unfair_lock = has_unfair_lock(pool, &quoted).await?
+        || match add_unfair_lock(pool, &quoted).await {
+            Ok(()) => {
+                tracing::info!(schema, "the unfair lock's objects were added to the schema");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(
+                    schema,
+                    %error,
+                    "the schema lacks the unfair lock's objects and they could not be added; \
+                     the unfair lock is unsupported on this backend"
+                );
+                false
+            }
+        };
     let oid: Oid = sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
         .bind(schema)
         .fetch_one(pool)
         .await
         .map_err(map)?;
-    Ok(oid.0)
+    Ok(Installed {
+        oid: oid.0,
+        unfair_lock,
+    })
+}
+
+/// Whether the schema has the unfair lock's objects.
+async fn has_unfair_lock(pool: &PgPool, quoted: &str) -> Result<bool> {
+    sqlx::query_scalar(HAS_UNFAIR_LOCK)
+        .bind(render(
+            "{s}.unfair_acquire(integer, bigint, bigint, boolean)",
+            quoted,
+        ))
+        .fetch_one(pool)
+        .await
+        .map_err(map)
+}
+
+/// Adds the unfair lock's objects to a schema of this layout made without them, one
+/// creator at a time (see [`ensure`]).
+async fn add_unfair_lock(pool: &PgPool, quoted: &str) -> Result<()> {
+    let mut tx = pool.begin().await.map_err(map)?;
+    let conn: &mut PgConnection = &mut tx;
+    sqlx::query(SETUP_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?;
+    sqlx::query("SET LOCAL client_min_messages = warning")
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?;
+    conn.execute(render(UNFAIR_LOCK, quoted).as_str())
+        .await
+        .map_err(map)?;
+    tx.commit().await.map_err(map)
 }
 
 /// Whether a client of [`LAYOUT_VERSION`] may use a schema marked `found`.

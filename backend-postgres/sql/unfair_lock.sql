@@ -1,0 +1,143 @@
+-- The unfair lock (see crate::unfair_lock). Its holder is an exclusive entry in the line
+-- of the name of kind `lock`, exactly as the fair lock's holder, so the two exclude each
+-- other and share the name's fencing counter. Its waiters wait apart, one row each in
+-- `unfair_waiters` (in order of registration, `ord`); only the first live one, the head,
+-- is woken when the line empties, and it asks again, as a newcomer would.
+CREATE TABLE IF NOT EXISTS {s}.unfair_waiters (
+    ord        bigserial PRIMARY KEY,
+    name_id    integer NOT NULL,
+    session_id bigint NOT NULL REFERENCES {s}.sessions (id) ON DELETE CASCADE,
+    entry      bigint NOT NULL,
+    UNIQUE (session_id, entry)
+);
+CREATE INDEX IF NOT EXISTS unfair_waiters_line ON {s}.unfair_waiters (name_id, ord);
+
+-- Wakes the head of the unfair waiters of name k (the live waiter registered first:
+-- 'm:<session>.<entry>', no token, so it asks again) if the name's line has no live entry
+-- left. A judgement of liveness from this statement's snapshot decides only whom to wake,
+-- never a grant: a wake-up missed by it is made up by the head's re-check at the lease
+-- end of the entry it waited behind.
+CREATE OR REPLACE FUNCTION {s}.unfair_wake(k integer) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM {s}.semaphore_entries e
+                 JOIN {s}.sessions x ON x.id = e.session_id
+                WHERE e.name_id = k AND NOT e.cancelled
+                  AND x.expires_at > clock_timestamp()) THEN
+        RETURN;
+    END IF;
+    PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text)
+       FROM (SELECT u.session_id, u.entry
+               FROM {s}.unfair_waiters u
+               JOIN {s}.sessions x ON x.id = u.session_id
+              WHERE u.name_id = k AND x.expires_at > clock_timestamp()
+              ORDER BY u.ord
+              LIMIT 1) AS w;
+END
+$$;
+
+-- An entry left a line (a release of either lock, a withdrawal, the cascade of a session's
+-- end): if the name has unfair waiters, wake the head once the line is empty. Runs after
+-- the line's own trigger (semaphore_entries_gone sorts first), which has granted the
+-- fair waiters it lets in: the fair line is served before the unfair waiters. A release
+-- without unfair waiters costs one probe of an index.
+CREATE OR REPLACE FUNCTION {s}.unfair_entry_gone() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM {s}.unfair_waiters WHERE name_id = OLD.name_id) THEN
+        PERFORM {s}.unfair_wake(OLD.name_id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER semaphore_entries_unfair_gone AFTER DELETE ON {s}.semaphore_entries
+    FOR EACH ROW WHEN (NOT OLD.cancelled) EXECUTE FUNCTION {s}.unfair_entry_gone();
+
+-- A withdrawal left a tombstone (semaphore_leave with p_tombstone, the entry not being
+-- there): a dropped unfair wait, whose waiter row goes with it.
+CREATE OR REPLACE FUNCTION {s}.unfair_withdrawn() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {s}.unfair_waiters WHERE session_id = NEW.session_id AND entry = NEW.entry;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER semaphore_entries_unfair_withdrawn
+    AFTER INSERT ON {s}.semaphore_entries
+    FOR EACH ROW WHEN (NEW.cancelled) EXECUTE FUNCTION {s}.unfair_withdrawn();
+
+-- A waiter left (withdrawn, or its session ended): if it was the head, the next one
+-- becomes head, and is woken if the line is empty (the head may have been woken for a
+-- release it will now never take up).
+CREATE OR REPLACE FUNCTION {s}.unfair_waiter_gone() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM {s}.unfair_waiters
+                    WHERE name_id = OLD.name_id AND ord < OLD.ord) THEN
+        PERFORM {s}.unfair_wake(OLD.name_id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER unfair_waiters_gone AFTER DELETE ON {s}.unfair_waiters
+    FOR EACH ROW EXECUTE FUNCTION {s}.unfair_waiter_gone();
+
+-- Takes the unfair lock k with entry (p_session, p_entry): granted if the name's line has
+-- no live entry, as the fair lock's try (semaphore_join without waiting: the name's row
+-- lock, a durable grant with the next token, sessions judged expired under their row
+-- locks by fence_expired). o_state:
+--   1 granted (o_token); the entry's waiter row, if any, goes (not with p_wait: none);
+--   2 not granted, nothing registered (without p_wait);
+--   0 not granted, waiting (with p_wait): registered in unfair_waiters, keeping its place
+--     if it was already there; o_wait: seconds until the first lease end among the line's
+--     live entries (the waiter's safety net, should its wake-up be lost); a registration
+--     commits asynchronously (lost in a crash, it is made again by the next re-check);
+--   4 the caller withdrew before this ran (nothing registered, the tombstone removed).
+-- Raises DS001 when the session has ended, DS002 when the name has no counter row. The
+-- uncontended case is the fair try's: one statement, which locks the name's row, checks
+-- the session, probes the line and inserts the entry with the bumped counter.
+CREATE OR REPLACE FUNCTION {s}.unfair_acquire(k integer, p_session bigint, p_entry bigint,
+                                              p_wait boolean,
+                                              OUT o_state integer, OUT o_token bigint,
+                                              OUT o_wait double precision)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT j.o_state, j.o_token INTO o_state, o_token
+      FROM {s}.semaphore_join(k, p_session, p_entry, 1, false) AS j;
+    IF NOT p_wait THEN
+        RETURN;
+    END IF;
+    IF o_state = 1 THEN
+        -- The entry is in the line: the waiter row's delete trigger wakes nobody.
+        DELETE FROM {s}.unfair_waiters WHERE session_id = p_session AND entry = p_entry;
+        RETURN;
+    END IF;
+    IF o_state <> 2 THEN
+        RETURN;
+    END IF;
+    INSERT INTO {s}.unfair_waiters (name_id, session_id, entry)
+         VALUES (k, p_session, p_entry)
+    ON CONFLICT (session_id, entry) DO NOTHING;
+    SELECT extract(epoch FROM min(x.expires_at) - clock_timestamp()) INTO o_wait
+      FROM {s}.semaphore_entries e
+      JOIN {s}.sessions x ON x.id = e.session_id
+     WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
+    PERFORM {s}.commit_async();
+    o_state := 0;
+END
+$$;
+
+-- The contenders of the unfair lock (p_kind, p_name): the live entries of its line
+-- (holder and fair waiters) and its live unfair waiters. Reads only; registers nothing.
+CREATE OR REPLACE FUNCTION {s}.unfair_contenders(p_kind text, p_name text) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT (SELECT count(*) FROM {s}.semaphore_entries e
+              JOIN {s}.sessions x ON x.id = e.session_id
+             WHERE e.name_id = n.id AND NOT e.cancelled
+               AND x.expires_at > clock_timestamp())
+         + (SELECT count(*) FROM {s}.unfair_waiters u
+              JOIN {s}.sessions x ON x.id = u.session_id
+             WHERE u.name_id = n.id AND x.expires_at > clock_timestamp())
+      FROM {s}.lock_names n
+     WHERE n.kind = p_kind AND n.name = p_name
+$$;

@@ -1,0 +1,369 @@
+//! The unfair lock: the fair lock's holder and guard, without its line of waiters.
+//!
+//! # Layout (`sql/unfair_lock.sql`)
+//! - The holder is an exclusive entry in the line of the name of kind `lock` in
+//!   `semaphore_entries` (see [`crate::waiter_line`]), exactly as the fair lock's holder.
+//!   So the unfair and the fair lock of one name are one lock: they exclude each other,
+//!   share the name's fencing counter (`lock_names.token`, so tokens grow across the
+//!   holders of both), and the guarded write ([`crate::guarded`]), the status report, the
+//!   release (with its asynchronous commit, made again after a crash, see
+//!   [`crate::connection::unflushed`]), revocation and breaking work on it unchanged.
+//! - Its waiters are rows of `unfair_waiters` (name, session, entry number, `ord` in
+//!   order of registration), tied to their session's row (deleted with it). They are not
+//!   entries: no release grants them, and they hold no place in the line.
+//!
+//! # Protocol
+//! - **Take**: one statement, `unfair_acquire`, which is the fair lock's try
+//!   (`semaphore_join` without waiting): under the name's row lock, if the line has no
+//!   live entry, it inserts the entry with the next token and commits durably. So the
+//!   uncontended cycle is one statement to take and one ([`Entry::leave`]) to release,
+//!   on a pooled connection, with no subscription and nothing registered.
+//! - **Wait**: a refused `lock()` subscribes to its own wake-up (`m:<session>.<entry>`,
+//!   on the backend's one listening connection, see [`crate::notify`]) and asks again
+//!   with `p_wait`: granted if the lock came free meanwhile, registered otherwise (kept
+//!   at its place if it was registered before). Then it waits for its wake-up, or until
+//!   the first lease end among the line's live entries (the safety net: a lost wake-up,
+//!   or a holder that vanished without a release, costs a wait to that instant, not a
+//!   polling interval), and asks again.
+//! - **Release and wake**: a trigger on the line's deletions (`unfair_entry_gone`, one
+//!   index probe when nobody waits unfairly) wakes the head, the live waiter registered
+//!   first, once the line has no live entry left. The head asks again; a newcomer may
+//!   have asked first and won (barging), and the head then waits again, still head. A
+//!   head that leaves (withdrawn, its session ended) wakes the next one if the lock is
+//!   free (`unfair_waiter_gone`), so a wake-up spent on a waiter that left is passed on.
+//!
+//! # No herd
+//! A release wakes one waiter, the head; the others are not told. The wake-ups of a
+//! handle are counted ([`Locker::wakeups`]). Two rarer cases wake more: the close of a
+//! session racing a join of the same name (the line's trigger then tells every waiter
+//! of the name to re-check, `M:<name id>`, see [`crate::waiter_line`]), and a reconnection
+//! of the listener (every subscriber re-checks; not counted as wake-ups of the store).
+//!
+//! # Mixed with the fair lock
+//! The line's own trigger runs first on a deletion and grants the fair waiters it lets
+//! in; the unfair head is woken only when the line is empty. So an unfair contender
+//! waits behind the whole fair line, and a fair contender waits behind an unfair holder
+//! as behind any entry ahead of it.
+//!
+//! # The lease gate
+//! The grant is the fair try's, so it passes over an entry only once its session has
+//! expired as judged under the session's row lock (`fence_expired`: a renewal in
+//! flight counts as live). Which waiter is woken is judged from a snapshot: that decides
+//! nothing but whom to wake, and a wake-up missed so is made up by the safety net.
+//!
+//! # Cancel safety
+//! A dropped wait withdraws its entry in the background as the fair lock's does
+//! (`semaphore_leave` with a tombstone: a grant made meanwhile is released, a take
+//! still in flight gives up), and the tombstone's insertion deletes the waiter row
+//! (`unfair_withdrawn`). A withdrawal that never lands ends with the session.
+//!
+//! Entry numbers are drawn from a counter of this module going down from -1, so that
+//! they never meet those of the line's other holders in one session (going up from 1).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::raw::WaitRetry;
+use distsync_core::{Error, LockGuard, Locker, Name, Result, Session};
+
+use crate::error::{map, sqlstate, BACKEND};
+use crate::guarded::lock_guard;
+use crate::notify::Wake;
+use crate::session::LeaseInner;
+use crate::store::LockKind;
+use crate::waiter_line::{hold_key, Entry};
+
+/// Entry numbers of the unfair lock in this process: negative, apart from the line's.
+static ENTRIES: AtomicI64 = AtomicI64::new(-1);
+
+/// How long after the safety net's instant (a lease end) the waiter asks again, so
+/// that the lease has ended by the server's clock too.
+const AFTER_LEASE_END: Duration = Duration::from_millis(5);
+
+/// The unfair lock of one name, held through one session.
+pub(crate) struct PgUnfairLocker {
+    lease: Arc<LeaseInner>,
+    session: Session,
+    name: Name,
+    /// `unfair_acquire`'s statement, rendered for the schema once.
+    acquire: String,
+    /// The wake-ups the store sent this handle's waits.
+    wakeups: AtomicU64,
+}
+
+/// What `unfair_acquire` answered.
+enum Answer {
+    Granted(i64),
+    /// Not granted, nothing registered (a try).
+    Refused,
+    /// Not granted, registered: ask again at a wake-up or by this time (the first lease
+    /// end in the line), if any.
+    Waiting(Option<Duration>),
+}
+
+type Row = (Option<i32>, Option<i64>, Option<f64>);
+
+fn answer(row: Row) -> std::result::Result<Answer, sqlx::Error> {
+    let (state, token, wait) = row;
+    Ok(match (state, token) {
+        (Some(1), Some(token)) => Answer::Granted(token),
+        (Some(2), _) => Answer::Refused,
+        (Some(0), _) => Answer::Waiting(
+            wait.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok()),
+        ),
+        // 4 (withdrawn before this ran) and anything else: the handle's own wait is
+        // never withdrawn while it runs.
+        _ => {
+            return Err(sqlx::Error::Protocol(format!(
+                "unexpected unfair lock state {state:?}"
+            )))
+        }
+    })
+}
+
+/// Why one attempt failed: the name's counter row is gone (register it again, once),
+/// or anything else.
+enum AttemptError {
+    MissingName,
+    Other(Error),
+}
+
+impl From<Error> for AttemptError {
+    fn from(error: Error) -> Self {
+        AttemptError::Other(error)
+    }
+}
+
+/// Withdraws an entry when dropped armed: the clean-up of a dropped take.
+struct Cleanup {
+    entry: Option<Entry>,
+    lease: Arc<LeaseInner>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            tracing::debug!(
+                session = entry.session,
+                entry = entry.entry,
+                "unfair take dropped; withdrawing its entry"
+            );
+            entry.leave_in_background(&self.lease, true);
+        }
+    }
+}
+
+impl PgUnfairLocker {
+    pub(crate) fn new(lease: Arc<LeaseInner>, session: Session, name: Name) -> Self {
+        let acquire = lease
+            .shared
+            .sql("SELECT o_state, o_token, o_wait FROM {s}.unfair_acquire($1, $2, $3, $4)");
+        Self {
+            lease,
+            session,
+            name,
+            acquire,
+            wakeups: AtomicU64::new(0),
+        }
+    }
+
+    /// One `unfair_acquire` of `entry`, registering it as a waiter if `wait`.
+    async fn ask(&self, entry: &Entry, wait: bool) -> std::result::Result<Answer, sqlx::Error> {
+        let mut taken = entry.shared.holds.take().await?;
+        let row = sqlx::query_as(&self.acquire)
+            .bind(entry.name_id)
+            .bind(entry.session)
+            .bind(entry.entry)
+            .bind(wait)
+            .fetch_one(taken.conn())
+            .await;
+        answer(taken.settle(row)?)
+    }
+
+    /// Takes the lock, waiting for it if `wait`; `None` for a failed try. A cached name
+    /// id whose row has gone (pruned) is looked up afresh, once.
+    async fn take(&self, wait: bool) -> Result<Option<LockGuard>> {
+        let lease = &self.lease;
+        // Nothing is granted during the lock-delay after the store forgot.
+        crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
+        let mut retried = false;
+        loop {
+            match self.attempt(wait).await {
+                Err(AttemptError::MissingName) if !retried => {
+                    tracing::debug!(name = %self.name, "name row gone; registering it again");
+                    lease.shared.forget_name(LockKind::Lock, self.name.as_str());
+                    retried = true;
+                }
+                Err(AttemptError::MissingName) => {
+                    return Err(Error::backend(
+                        BACKEND,
+                        format!("the lock name {:?} has no counter row", self.name.as_str()),
+                    ))
+                }
+                Err(AttemptError::Other(error)) => return Err(error),
+                Ok(None) => return Ok(None),
+                Ok(Some((entry, token))) => {
+                    lease.shared.amnesia.reported(token);
+                    let key = hold_key(lease, "lock", &self.name);
+                    return Ok(Some(lock_guard(lease, &self.session, key, entry, token)));
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, wait: bool) -> std::result::Result<Option<(Entry, i64)>, AttemptError> {
+        let lease = &self.lease;
+        if lease.is_lost() {
+            return Err(Error::SessionLost.into());
+        }
+        let shared = &lease.shared;
+        let entry = Entry {
+            shared: Arc::clone(shared),
+            name_id: shared.name_id(LockKind::Lock, self.name.as_str()).await?,
+            session: lease.id,
+            entry: ENTRIES.fetch_sub(1, Ordering::Relaxed),
+            candidacy: false,
+        };
+        let mut cleanup = Cleanup {
+            entry: Some(entry.clone()),
+            lease: Arc::clone(lease),
+        };
+        // The try: nothing subscribed, nothing registered. A waiting call outlasts a
+        // wait for a hold connection (its statement was never sent).
+        let first = loop {
+            match self.ask(&entry, false).await {
+                Err(sqlx::Error::PoolTimedOut) if wait && !lease.is_lost() => {
+                    tracing::debug!(
+                        name = %self.name,
+                        "no hold connection free within the request timeout; still waiting"
+                    );
+                }
+                first => break first,
+            }
+        };
+        match first {
+            Ok(Answer::Granted(token)) => {
+                cleanup.entry = None;
+                return Ok(Some((entry, token)));
+            }
+            Ok(Answer::Refused) if !wait => {
+                cleanup.entry = None;
+                return Ok(None);
+            }
+            Ok(_) => {}
+            Err(error) if is_missing_name(&error) => {
+                // The statement failed as a whole: nothing was taken.
+                cleanup.entry = None;
+                return Err(AttemptError::MissingName);
+            }
+            Err(error) => return Err(lease.statement_error(error).into()),
+        }
+        // Subscribed before registering: a wake-up committed after the registration is
+        // never missed.
+        let mut own = shared
+            .hub
+            .subscribe(format!("m:{}.{}", entry.session, entry.entry))
+            .await?;
+        let mut everyone = shared.hub.subscribe(format!("M:{}", entry.name_id)).await?;
+        let lost = lease.lost_token();
+        let mut backoff = WaitRetry::new("the unfair lock");
+        loop {
+            let pause = match self.ask(&entry, true).await {
+                Ok(Answer::Granted(token)) => {
+                    cleanup.entry = None;
+                    return Ok(Some((entry, token)));
+                }
+                Ok(Answer::Waiting(until)) => {
+                    backoff.succeeded();
+                    until.map_or(lease.ttl, |until| until + AFTER_LEASE_END)
+                }
+                Ok(Answer::Refused) => {
+                    return Err(Error::backend(BACKEND, "a waiting take was not registered").into())
+                }
+                Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
+                Err(error) => {
+                    let error = lease.statement_error(error);
+                    if !WaitRetry::retryable(&error) {
+                        return Err(error.into());
+                    }
+                    // Asking again is idempotent: connection trouble is ridden out.
+                    tokio::select! {
+                        biased;
+                        () = lost.cancelled() => return Err(Error::SessionLost.into()),
+                        () = backoff.pause(&error) => {}
+                    }
+                    continue;
+                }
+            };
+            tokio::select! {
+                biased;
+                () = lost.cancelled() => return Err(Error::SessionLost.into()),
+                woke = own.changed() => self.woken(woke?),
+                woke = everyone.changed() => self.woken(woke?),
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Counts a wake-up sent by the store (not a re-check after the listener
+    /// reconnected).
+    fn woken(&self, wake: Wake) {
+        if wake == Wake::Notified {
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether `error` is `DS002`: the name has no counter row.
+fn is_missing_name(error: &sqlx::Error) -> bool {
+    sqlstate(error).as_deref() == Some("DS002")
+}
+
+#[async_trait]
+impl Locker for PgUnfairLocker {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Takes the lock if its line is empty (one statement); otherwise registers as a
+    /// waiter and asks again when woken as the head, or at the lease end of the entry
+    /// it waits behind. Holds no connection while waiting.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped wait withdraws in the background
+    /// (releasing the lock if it was granted in the meantime).
+    async fn lock(&self) -> Result<LockGuard> {
+        self.take(true).await?.ok_or_else(|| {
+            Error::backend(BACKEND, "a waiting unfair lock returned without the lock")
+        })
+    }
+
+    /// One statement: the lock if its line is empty, `None` otherwise (nothing
+    /// registered).
+    ///
+    /// Cancel-safety: cancel-safe; a dropped try is withdrawn in the background.
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        self.take(false).await
+    }
+
+    /// The live entries in the lock's line (the holder, and fair waiters) and its live
+    /// unfair waiters: one read, which registers nothing (a name never locked counts 0).
+    ///
+    /// Cancel-safety: cancel-safe (a read).
+    async fn contenders(&self) -> Result<usize> {
+        let shared = &self.lease.shared;
+        let n: i64 =
+            sqlx::query_scalar(&shared.sql("SELECT coalesce({s}.unfair_contenders($1, $2), 0)"))
+                .bind(LockKind::Lock.as_str())
+                .bind(self.name.as_str())
+                .fetch_one(shared.bounded())
+                .await
+                .map_err(map)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+}
