@@ -1,10 +1,10 @@
 //! A renewal in flight when a session's old expiry passes, against the server named by
 //! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`).
 //!
-//! The renewal checks the session's row before its expiry and commits later; a grant,
-//! a release's hand-over, the sweep, or a queue's receive, dequeue or acknowledgement
-//! that reads the row from a snapshot taken before that commit sees the old expiry,
-//! already past by the clock. Each test holds the renewal's transaction open on a
+//! The renewal checks the session's row before its expiry and commits later; a grant
+//! (the unfair lock's take too), a release's hand-over, the sweep, or a queue's receive,
+//! dequeue or acknowledgement that reads the row from a snapshot taken before that
+//! commit sees the old expiry, already past by the clock. Each test holds the renewal's transaction open on a
 //! connection of its own while the line (or the queue) is judged on another, then
 //! commits it: the renewed holder must still hold, and nobody else may have been
 //! granted (or handed its item) meanwhile. The line's sessions and entries are rows
@@ -184,6 +184,22 @@ impl Line {
         .unwrap()
     }
 
+    /// Takes the unfair lock with entry `entry` of `session`, registering as a waiter if
+    /// `wait`; the state (1 granted, 2 refused, 0 waiting).
+    async fn unfair(&self, session: i64, entry: i64, wait: bool) -> i32 {
+        sqlx::query_scalar(&format!(
+            "SELECT o_state FROM {}.unfair_acquire($1, $2, $3, $4)",
+            self.schema
+        ))
+        .bind(self.k)
+        .bind(session)
+        .bind(entry)
+        .bind(wait)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
     /// The token of entry 1 of `session`, if it is in line and granted.
     async fn token(&self, session: i64) -> Option<i64> {
         sqlx::query_scalar(&format!(
@@ -244,6 +260,49 @@ async fn a_check_does_not_pass_over_a_holder_whose_renewal_is_in_flight() {
         "the waiter was granted after the renewal"
     );
     line.end(&[holder, waiter, joined.0]).await;
+}
+
+/// An unfair take, a try or a waiting one, while the unfair holder's renewal is in
+/// flight past its old expiry: neither is granted, then or after the renewal commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unfair_take_does_not_pass_over_a_holder_whose_renewal_is_in_flight() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let line = Line::new(&url, "lock", &unique("renewal-race-unfair")).await;
+    let holder = line.session().await;
+    let taker = line.session().await;
+    let waiter = line.session().await;
+    assert_eq!(line.unfair(holder, 1, false).await, 1, "the holder's take");
+
+    let renewal = line.renewal_in_flight(holder).await;
+    let tried = within(PROMPT, "the try", line.unfair(taker, 1, false)).await;
+    let waited = within(PROMPT, "the waiting take", line.unfair(waiter, 1, true)).await;
+    renewal.commit().await.unwrap();
+
+    assert_eq!(
+        tried, 2,
+        "an unfair try was granted while the holder's renewal was in flight, and the \
+         renewal then succeeded: two holders"
+    );
+    assert_eq!(
+        waited, 0,
+        "a waiting unfair take was granted past the renewing holder"
+    );
+    assert!(
+        line.live(holder).await,
+        "the renewed holder's session is gone"
+    );
+    assert!(
+        line.token(holder).await.is_some(),
+        "the renewed holder lost its entry"
+    );
+    assert_eq!(
+        line.unfair(waiter, 1, true).await,
+        0,
+        "the waiter was granted after the renewal"
+    );
+    line.end(&[holder, taker, waiter]).await;
 }
 
 /// A release whose hand-over passes over a waiter next in line whose renewal is in
