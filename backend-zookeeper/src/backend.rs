@@ -115,6 +115,17 @@ impl Backend for ZkBackend {
         )))
     }
 
+    /// A holder node of sequence 0 among the fair lock's contenders, and a wait line
+    /// beside the lock's node (see `src/unfair_lock.rs`).
+    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::unfair_lock::ZkUnfairLocker::new(
+            session.clone(),
+            lease,
+            name,
+        )))
+    }
+
     fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
         let lease = Arc::clone(self.lease(session)?);
         Ok(Box::new(crate::election::ZkElection::new(

@@ -10,6 +10,7 @@
 //! | kind | path | Curator's recipe |
 //! |---|---|---|
 //! | lock | `<root>/lock/<name>` | `InterProcessMutex` |
+//! | unfair lock's wait line | `<root>/lock_wait/<name>` (`wait-` waiters; the holder is in the lock's node) | none |
 //! | semaphore | `<root>/semaphore/<name>` (`locks/`, `leases/`) | `InterProcessSemaphoreV2` |
 //! | rwlock | `<root>/rwlock/<name>` (`__READ__`, `__WRIT__` contenders) | `InterProcessReadWriteLock` |
 //! | barrier | `<root>/barrier/<name>` (held while it exists) | `DistributedBarrier` |
@@ -38,6 +39,8 @@ use distsync_core::Name;
 pub(crate) enum Kind {
     /// Locks (`InterProcessMutex`).
     Lock,
+    /// The unfair lock's wait lines (distsync's own, see unfair_lock.rs).
+    LockWait,
     /// Semaphores (`InterProcessSemaphoreV2`).
     Semaphore,
     /// Read-write locks (`InterProcessReadWriteLock`).
@@ -70,6 +73,7 @@ impl Kind {
     /// Every kind, for walks over all of a name's nodes (purging a prefix).
     pub(crate) const ALL: &'static [Kind] = &[
         Kind::Lock,
+        Kind::LockWait,
         Kind::Semaphore,
         Kind::RwLock,
         Kind::Barrier,
@@ -88,6 +92,7 @@ impl Kind {
     fn segment(self) -> &'static str {
         match self {
             Kind::Lock => "lock",
+            Kind::LockWait => "lock_wait",
             Kind::Semaphore => "semaphore",
             Kind::RwLock => "rwlock",
             Kind::Barrier => "barrier",
@@ -107,6 +112,14 @@ impl Kind {
 
 /// What Curator's `InterProcessMutex` names its contenders: `lock-` before the sequence.
 pub(crate) const LOCK_NAME: &str = "lock-";
+
+/// What an unfair lock's holder node is named after its protected prefix: a lock
+/// contender of sequence 0, which every fair contender (distsync's and Curator's) takes
+/// for the lowest, so it waits for it (see unfair_lock.rs).
+pub(crate) const UNFAIR_HOLDER_NAME: &str = "unfair-lock-0000000000";
+
+/// What the unfair lock names its waiters: `wait-` before the sequence.
+pub(crate) const WAIT_NAME: &str = "wait-";
 
 /// What Curator's `LeaderLatch` names its candidates: `latch-` before the sequence.
 pub(crate) const LATCH_NAME: &str = "latch-";

@@ -61,6 +61,14 @@
 //! * **The lock** is Curator's `InterProcessMutex` (see `src/lock.rs`): protected
 //!   ephemeral sequential nodes, the lowest holds, each waiter watches the node before
 //!   it, the fencing token is the holder node's creation zxid.
+//! * **The unfair lock** (`LockOptions::new().unfair()`, see `src/unfair_lock.rs`) has
+//!   no Curator recipe: its holder is a non-sequential ephemeral node that every fair
+//!   contender takes for sequence 0, the lowest, so the two kinds exclude each other;
+//!   a take is the create and a listing sent together, and holds when nobody else is
+//!   in the lock's node. Takes that lose wait in a line of their own
+//!   (`<root>/lock_wait/<name>`): only its head watches the lock, the others their
+//!   predecessor, so a release wakes one waiter, which may lose to a newcomer and wait
+//!   again. The token is the holder node's creation zxid, as the fair lock's.
 //! * **The semaphore** is Curator's `InterProcessSemaphoreV2` (see `src/semaphore.rs`):
 //!   a mutex on `locks/` lines acquirers up, a permit is an ephemeral sequential lease
 //!   under `leases/`, the head of the line waits while `leases/` has more children
@@ -151,6 +159,7 @@ mod stm;
 mod store;
 #[cfg(feature = "tls")]
 mod tls;
+mod unfair_lock;
 
 use std::time::Duration;
 
@@ -175,8 +184,9 @@ pub const BACKEND: &str = "zookeeper";
 pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// What this backend offers and claims, each measured by the conformance suite: the
-/// lock, the election, the semaphore, the read-write lock and the barriers, with
-/// fencing tokens, FIFO waiters and `lost()` on the end of a session.
+/// lock (fair, and unfair: `unfair_lock`), the election, the semaphore, the read-write
+/// lock and the barriers, with fencing tokens, FIFO waiters (of the fair lock) and
+/// `lost()` on the end of a session.
 ///
 /// STM at all four levels (`multi` with version checks; the serializable levels read
 /// through `multiRead`), guarded writes, counters and latches are offered, and the rate
@@ -214,7 +224,7 @@ pub fn capabilities() -> Capabilities {
 /// [`capabilities`] of a backend whose URL bounds session TTLs (`max_session_ttl=`,
 /// [`ZkConfig::max_session_ttl`]): `exclusive_across_restart` with a bound.
 pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
-    Capabilities::none(BACKEND)
+    let mut capabilities = Capabilities::none(BACKEND)
         .with_exclusive_across_restart(max_session_ttl.is_some())
         .with_session_bound(true)
         .with_min_session_ttl(MIN_SESSION_TTL)
@@ -247,7 +257,9 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         .with_break_lock(true)
         .with_hand_over(true)
         .with_gapless_hand_over(true)
-        .with_export(true)
+        .with_export(true);
+    capabilities.unfair_lock = true;
+    capabilities
 }
 
 /// Connects to the ZooKeeper servers a `zk://` or `zks://` URL names and returns a

@@ -404,7 +404,7 @@ impl Line {
 /// Deletes a granted contender's node as Curator's guaranteed delete does: again after
 /// every lost connection (a leader change, a server killed), until the node is gone or
 /// the session ends, which bounds the wait by the session's deadline.
-async fn delete_guaranteed(lease: Arc<LeaseInner>, path: String) -> Result<()> {
+pub(crate) async fn delete_guaranteed(lease: Arc<LeaseInner>, path: String) -> Result<()> {
     let timeout = lease.shared.config.request_timeout();
     let mut resent = false;
     loop {

@@ -7,7 +7,10 @@
 //! children:
 //!
 //! - a lock is a node with `lock-` contenders: the lowest sequence holds, the others
-//!   wait in sequence order;
+//!   wait in sequence order (an unfair lock's holder node is a contender of sequence
+//!   0); then come the unfair lock's waiters, from its wait line under
+//!   `<root>/lock_wait` (a line holder keeps its place there, and is shown once, as
+//!   the holder);
 //! - a read-write lock's `__READ__` / `__WRIT__` contenders: a writer first in line
 //!   holds alone, otherwise the readers before the first writer hold;
 //! - a semaphore's holders are its `leases/` children (in sequence order), its waiters
@@ -238,6 +241,44 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                 Kind::Barrier => {
                     if children.is_empty() {
                         report.barriers.push(name);
+                    }
+                }
+                Kind::LockWait => {
+                    let line = keys::contenders(children, keys::WAIT_NAME);
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let index = match report
+                        .lines
+                        .iter()
+                        .position(|line| line.kind == LineKind::Lock && line.name == name)
+                    {
+                        Some(index) => index,
+                        None => {
+                            report.lines.push(LineStatus::new(LineKind::Lock, name));
+                            report.lines.len() - 1
+                        }
+                    };
+                    let status = &mut report.lines[index];
+                    // A line holder's place shares its holder node's protected prefix.
+                    let holding: Vec<String> = status
+                        .holders
+                        .iter()
+                        .filter_map(|hold| hold.key.rsplit_once('/'))
+                        .filter_map(|(_, child)| crate::unfair_lock::holder_prefix(child))
+                        .map(str::to_owned)
+                        .collect();
+                    for (_, child) in line {
+                        let prefix = child.rsplit_once(keys::WAIT_NAME).map(|(prefix, _)| prefix);
+                        if prefix.is_some_and(|prefix| holding.iter().any(|held| held == prefix)) {
+                            continue;
+                        }
+                        let path = format!("{path}/{child}");
+                        if let Some(entry) =
+                            hold(shared, &client, path, HoldMode::Exclusive, false).await?
+                        {
+                            status.waiters.push(entry);
+                        }
                     }
                 }
                 // An election's proclaimed values are no line of their own.

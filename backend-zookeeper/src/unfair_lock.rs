@@ -1,0 +1,619 @@
+//! The unfair lock: whoever asks first after a release takes the lock, and a release
+//! wakes one waiter. Curator has no unfair mutex; this is ZooKeeper's natural one, laid
+//! out so that it and the fair lock ([`crate::lock`], Curator's `InterProcessMutex`) of
+//! the same name exclude each other.
+//!
+//! # Layout
+//!
+//! - **The holder** is an ephemeral, non-sequential child of the lock's node
+//!   `<root>/lock/<name>`, named `_c_<uuid>-unfair-lock-0000000000`: it parses as a
+//!   contender of sequence 0, so every fair contender, distsync's and Curator's alike
+//!   (Curator sorts children by what follows their last `lock-`), takes it for the
+//!   lowest and waits for it. `status` reports it as the lock's holder, `break` deletes
+//!   it, and a release request writes `__REVOKE__` into it, as for a fair holder.
+//! - **The wait line** is `<root>/lock_wait/<name>`, of ephemeral sequential children
+//!   `_c_<uuid>-wait-<sequence>`, outside the lock's node, where no Curator client looks.
+//!
+//! # Protocol
+//!
+//! 1. **Take**: create the holder node under a fresh protected prefix and, sent right
+//!    behind the create (ZooKeeper answers a session's requests in order), list the
+//!    lock's node. The take holds if the listing shows no other contender. Otherwise
+//!    it deletes its node again and waits: a fair line goes first, and another unfair
+//!    node is a holder (or a take that backs off in turn). An uncontended cycle is one
+//!    round trip to take (the create and the listing travel together) and one to
+//!    release (a delete), the requests of the fair lock.
+//! 2. **Wait**: a take that lost joins the wait line (its back-off delete, the line's
+//!    create and the line's listing sent together). A waiter behind another watches
+//!    its predecessor only. The head of the line watches the last contender of the
+//!    lock's node (the holder, or the tail of a fair line), tries a take when it goes,
+//!    and watches again if a newcomer was faster (barging). The head's takes use its
+//!    own protected prefix, so its holder node is told from the others by it.
+//! 3. **Hold**: a head that takes the lock keeps its place in the wait line while it
+//!    holds, so the waiter behind it still watches that place.
+//! 4. **Release**: delete the holder node (Curator's guaranteed delete, as the fair
+//!    lock's) and, sent right behind it, the holder's place in the wait line, if any.
+//!    The session's end deletes both with it.
+//!
+//! # Why it is herd-free
+//!
+//! A release wakes one waiter: the new head when the holder came from the line (its
+//! place goes with the release), or the head when the holder barged in (the head
+//! watches its node). No other waiter watches anything a release changes. A head that
+//! loses to a newcomer is woken once more by that newcomer's release. A waiter's watch
+//! is a ZooKeeper watch, which the client sets again after a reconnection and the
+//! server fires when the watched node's session ends, so no wake-up depends on a poll:
+//! a lost holder's node goes at its lease's end, and that is the re-check. When a
+//! line holder's node goes without a release (a break, or the node's deletion by
+//! someone), its own client deletes its place, which it watches for that, so the line
+//! moves on; were that client gone too, its session's end deletes the place.
+//!
+//! # Fencing
+//!
+//! A grant's token is its holder node's creation zxid, as the fair lock's: the two
+//! share one token source. Grants go in creation order across both kinds: an unfair
+//! take holds only when no other contender exists, so every node made before it is
+//! gone; a fair contender holds only when no node of a lower sequence exists, and an
+//! unfair node (sequence 0) made after it is such a node; a node made after a holder's
+//! waits for it (an unfair take sees the holder and backs off, a fair contender gets a
+//! higher sequence, since the holder's create moved the parent's counter). So
+//! successive holders carry strictly increasing zxids, the offset after an amnesia
+//! added (see `src/amnesia.rs`).
+//!
+//! # Mixing with the fair lock
+//!
+//! Fair and unfair contenders of a name exclude each other (above). An unfair take
+//! backs off while any fair contender exists, so an unfair contender waits behind the
+//! whole fair line, and a fair contender that lists while an unfair take is backing off
+//! waits for that node to go (one round trip). Curator's `InterProcessMutex` behaves as
+//! distsync's fair lock does here.
+//!
+//! # Cancel safety
+//!
+//! A take dropped before its grant deletes its holder node in the background (the
+//! client sends the delete after the create); a dropped waiter's place is deleted by
+//! its protected prefix, as the fair lock's contender is. Should a delete fail, the
+//! node goes with the session.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::raw::{lock_guard, GuardStoreSide as _, Locker, ReleaseFn};
+use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zk;
+
+use crate::keys::{self, Kind, LOCK_NAME, UNFAIR_HOLDER_NAME, WAIT_NAME};
+use crate::lock::{Entry, Line, Releasing};
+use crate::session::LeaseInner;
+
+/// The pause before a request is sent again after a connection loss (the client is
+/// reconnecting meanwhile; the session's deadline bounds the whole wait).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The unfair mutex named `name` (see the [module docs](self)).
+pub(crate) struct ZkUnfairLocker {
+    /// The lock's node, where the holder stands among the fair contenders.
+    lock: Line,
+    /// The wait line.
+    waiters: Line,
+    /// How many times a wait through this handle was woken (`Locker::wakeups`).
+    wakeups: AtomicU64,
+}
+
+/// What a take found.
+enum Take {
+    /// The take holds the lock.
+    Held(Claim),
+    /// Someone else is there: the take's node (to delete) and the contender to watch.
+    Blocked(Claim, String),
+}
+
+/// A holder node made (or being made) by one take. Dropped while armed (a take
+/// cancelled or failed), it deletes the node in the background.
+struct Claim {
+    lease: Arc<LeaseInner>,
+    /// The node's path.
+    path: String,
+    /// The node's name under the lock's node.
+    child: String,
+    /// The node's creation zxid, with the amnesia offset.
+    token: i64,
+    armed: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let lease = Arc::clone(&self.lease);
+        let path = std::mem::take(&mut self.path);
+        runtime.spawn(async move {
+            // Sent after the create on the same session, so it finds the node. A node
+            // left behind would keep the lock held for as long as the session lives.
+            let Ok(client) = lease.client() else { return };
+            match lease.retrying(RETRY_PAUSE, || client.delete(&path, None)).await {
+                Ok(Ok(()) | Err(zk::Error::NoNode)) | Err(_) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(node = %path, %error, "could not delete a cancelled unfair take's node");
+                }
+            }
+        });
+    }
+}
+
+/// The place in the wait line a holder keeps, deleted by the first of its release and
+/// its watch on the holder node.
+type Place = Arc<Mutex<Option<ReleaseFn>>>;
+
+/// Takes the place's delete, if nobody ran it yet.
+fn take_place(place: &Place) -> Option<ReleaseFn> {
+    place.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+impl ZkUnfairLocker {
+    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
+        let waiters = Line::new(
+            session.clone(),
+            Arc::clone(&lease),
+            name.clone(),
+            Kind::LockWait,
+            WAIT_NAME,
+        );
+        Self {
+            lock: Line::new(session, lease, name, Kind::Lock, LOCK_NAME),
+            waiters,
+            wakeups: AtomicU64::new(0),
+        }
+    }
+
+    fn lease(&self) -> &Arc<LeaseInner> {
+        &self.lock.lease
+    }
+
+    /// `request` within the request timeout; no answer in time counts as a lost
+    /// connection.
+    async fn bounded<T>(
+        &self,
+        request: impl std::future::Future<Output = std::result::Result<T, zk::Error>>,
+    ) -> std::result::Result<T, zk::Error> {
+        let timeout = self.lease().shared.config.request_timeout();
+        tokio::time::timeout(timeout, request)
+            .await
+            .unwrap_or(Err(zk::Error::ConnectionLoss))
+    }
+
+    /// The error for a node of this handle that vanished while its session lives.
+    fn gone(&self, path: &str) -> Error {
+        if self.lock.session.is_lost() || self.lease().is_over() {
+            Error::SessionLost
+        } else {
+            Error::backend(
+                crate::BACKEND,
+                format!(
+                    "the unfair lock node {path} of {:?} was deleted by someone else",
+                    self.lock.name
+                ),
+            )
+        }
+    }
+
+    /// Step 1: creates the holder node under `prefix` and lists the lock's node right
+    /// behind the create.
+    async fn take(&self, prefix: &str) -> Result<Take> {
+        let line = &self.lock;
+        let lease = self.lease();
+        let shared = &lease.shared;
+        let client = lease.client()?;
+        // The lock-delay after the store forgot (see `src/amnesia.rs`).
+        crate::epoch::before_grant(shared, &line.session, &client).await?;
+        let child = format!("{prefix}{UNFAIR_HOLDER_NAME}");
+        let mut claim = Claim {
+            lease: Arc::clone(lease),
+            path: format!("{}/{child}", line.dir),
+            child,
+            token: 0,
+            armed: true,
+        };
+        let data = line.session_data();
+        let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let ticket = shared.amnesia.ticket();
+        let listed = loop {
+            let answer = line
+                .retrying(|| {
+                    // Both requests leave when called, the create first.
+                    let created = client.create(&claim.path, &data, &options);
+                    let listed = client.list_children(&line.dir);
+                    async move {
+                        let created = created.await?;
+                        Ok((created, listed.await))
+                    }
+                })
+                .await?;
+            match answer {
+                Ok(((stat, _), listed)) => {
+                    if shared.amnesia.observe_created(ticket, stat.czxid) {
+                        // Made on a store that forgot: every session goes, this one too.
+                        shared.end_sessions().await;
+                        return Err(Error::SessionLost);
+                    }
+                    claim.token = shared.amnesia.up(stat.czxid);
+                    break listed.ok();
+                }
+                // An earlier send of this create applied and its answer was lost: the
+                // name is this take's own.
+                Err(zk::Error::NodeExists) => {
+                    match line.retrying(|| client.check_stat(&claim.path)).await? {
+                        Ok(Some(stat)) => {
+                            claim.token = shared.amnesia.up(stat.czxid);
+                            break None;
+                        }
+                        Ok(None) => {}
+                        Err(error) => return Err(lease.error(error)),
+                    }
+                }
+                Err(zk::Error::NoNode) => {
+                    let dir = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                    if let Err(error) = line.retrying(|| client.mkdir(&line.dir, &dir)).await? {
+                        return Err(lease.error(error));
+                    }
+                }
+                Err(error) => return Err(lease.error(error)),
+            }
+        };
+        drop(client);
+        let children = match listed {
+            Some(children) if children.contains(&claim.child) => children,
+            // Not listed behind the create: list again.
+            _ => line
+                .line()
+                .await?
+                .into_iter()
+                .map(|(_, child)| child)
+                .collect(),
+        };
+        if !children.contains(&claim.child) {
+            return Err(self.gone(&claim.path));
+        }
+        let others = keys::contenders(children, LOCK_NAME)
+            .into_iter()
+            .filter(|(_, child)| *child != claim.child);
+        // The last one: a fair line must drain before this take can hold, so its tail
+        // is the one whose end is worth a try.
+        match others.last() {
+            None => Ok(Take::Held(claim)),
+            Some((_, blocker)) => Ok(Take::Blocked(claim, blocker)),
+        }
+    }
+
+    /// Deletes a blocked take's node: `sent` is its delete when already sent, which is
+    /// sent again after a lost connection.
+    async fn withdraw(
+        &self,
+        claim: &mut Claim,
+        sent: impl std::future::Future<Output = std::result::Result<(), zk::Error>>,
+    ) -> Result<()> {
+        let mut answer = self.bounded(sent).await;
+        if answer.as_ref().is_err_and(crate::error::is_connection_loss) {
+            let client = self.lease().client()?;
+            answer = self
+                .lock
+                .retrying(|| client.delete(&claim.path, None))
+                .await?;
+        }
+        match answer {
+            Ok(()) | Err(zk::Error::NoNode) => {
+                claim.armed = false;
+                Ok(())
+            }
+            Err(error) => Err(self.lease().error(error)),
+        }
+    }
+
+    /// Watches the node at `path`: `None` when it is already gone. `sent` is the watch
+    /// when already sent.
+    async fn watch(
+        &self,
+        path: &str,
+        sent: Option<
+            impl std::future::Future<
+                Output = std::result::Result<(Option<zk::Stat>, zk::OneshotWatcher), zk::Error>,
+            >,
+        >,
+    ) -> Result<Option<zk::OneshotWatcher>> {
+        let mut answer = match sent {
+            Some(sent) => self.bounded(sent).await,
+            None => Err(zk::Error::ConnectionLoss),
+        };
+        if answer.as_ref().is_err_and(crate::error::is_connection_loss) {
+            let client = self.lease().client()?;
+            answer = self
+                .lock
+                .retrying(|| client.check_and_watch_stat(path))
+                .await?;
+        }
+        match answer {
+            Ok((Some(_), watcher)) => Ok(Some(watcher)),
+            Ok((None, _)) => Ok(None),
+            Err(error) => Err(self.lease().error(error)),
+        }
+    }
+
+    /// Deletes a blocked take's node and watches `blocker`, the watch sent right
+    /// behind the delete: `None` when the blocker is already gone.
+    async fn back_off(
+        &self,
+        claim: &mut Claim,
+        blocker: &str,
+    ) -> Result<Option<zk::OneshotWatcher>> {
+        let path = format!("{}/{blocker}", self.lock.dir);
+        let client = self.lease().client()?;
+        let deleted = client.delete(&claim.path, None);
+        let watched = client.check_and_watch_stat(&path);
+        self.withdraw(claim, deleted).await?;
+        let watcher = self.watch(&path, Some(watched)).await;
+        drop(client);
+        watcher
+    }
+
+    /// Waits for `watcher` (the session's loss ends the wait), and counts the wake-up.
+    async fn woken(&self, watcher: zk::OneshotWatcher) -> Result<()> {
+        tokio::select! {
+            () = self.lock.session.lost() => return Err(Error::SessionLost),
+            _ = watcher.changed() => {}
+        }
+        self.wakeups.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Step 2: waits in line at `entry` (`first`: the line as listed behind its
+    /// create) until its take holds. `blocker`: the contender the take that led here
+    /// found, watched first should this waiter head the line.
+    async fn wait_in_line(
+        &self,
+        entry: Entry,
+        first: Option<Vec<(u64, String)>>,
+        mut blocker: Option<String>,
+    ) -> Result<LockGuard> {
+        let entry_path = format!("{}/{}", self.waiters.dir, entry.child);
+        let prefix = match entry.child.rsplit_once(WAIT_NAME) {
+            Some((prefix, _)) => prefix.to_owned(),
+            None => keys::protected_prefix(),
+        };
+        let mut listed = first;
+        // Behind another waiter: watch it alone until this one heads the line.
+        loop {
+            let line = match listed.take() {
+                Some(line) if line.iter().any(|(_, child)| *child == entry.child) => line,
+                _ => self.waiters.line().await?,
+            };
+            let Some(place) = line.iter().position(|(_, child)| *child == entry.child) else {
+                return Err(self.gone(&entry_path));
+            };
+            if place == 0 {
+                break;
+            }
+            // What the take saw is stale by the time this waiter heads the line.
+            blocker = None;
+            let before = format!("{}/{}", self.waiters.dir, line[place - 1].1);
+            if let Some(watcher) = self.watch(&before, None::<NoWatch>).await? {
+                self.woken(watcher).await?;
+            }
+        }
+        // The head: take when the lock's last contender goes.
+        loop {
+            if let Some(blocker) = blocker.take() {
+                let path = format!("{}/{blocker}", self.lock.dir);
+                if let Some(watcher) = self.watch(&path, None::<NoWatch>).await? {
+                    self.woken(watcher).await?;
+                }
+            }
+            match self.take(&prefix).await? {
+                Take::Held(claim) => return Ok(self.grant(claim, Some(entry))),
+                Take::Blocked(mut claim, other) => {
+                    if let Some(watcher) = self.back_off(&mut claim, &other).await? {
+                        self.woken(watcher).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Step 3, made into the guard: the held `claim`, and the holder's place in the
+    /// wait line when it came from there.
+    fn grant(&self, mut claim: Claim, entry: Option<Entry>) -> LockGuard {
+        claim.armed = false;
+        let path = std::mem::take(&mut claim.path);
+        let token = FencingToken(claim.token as u64);
+        let lease = Arc::clone(self.lease());
+        // The place's own release: a guaranteed delete of the waiter's node.
+        let place: Option<Place> = entry.map(|entry| {
+            let (_, release, _) = self.waiters.release(entry);
+            Arc::new(Mutex::new(Some(release)))
+        });
+        let releasing = Releasing::default();
+        let flag = Arc::clone(&releasing);
+        let release_lease = Arc::clone(&lease);
+        let release_path = path.clone();
+        let release_place = place.clone();
+        let release: ReleaseFn = Box::new(move || {
+            // The node's loss watch sees this deletion: a release, not a loss.
+            flag.store(true, Ordering::SeqCst);
+            Box::pin(async move {
+                // Polled in order: the holder node's delete is sent first, so the waiter
+                // the place's delete wakes finds the lock free.
+                let held = crate::lock::delete_guaranteed(release_lease, release_path);
+                let place = async {
+                    if let Some(release) = release_place.as_ref().and_then(take_place) {
+                        // Gone already (its session's end, or the watch below): fine.
+                        let _ = release().await;
+                    }
+                };
+                futures::join!(held, place).0
+            })
+        });
+        let guard = distsync_core::raw::with_guarded_write(
+            lock_guard(path.clone(), token, &self.lock.session, release),
+            crate::stm::ZkGuardedWrite::new(&lease, path.clone()),
+        )
+        .with_loss_watch(self.lock.loss_watch(path.clone(), releasing));
+        if let Some(place) = place {
+            let ended = guard.lost_token().clone();
+            tokio::spawn(leave_line_when_gone(
+                Arc::clone(&lease),
+                path.clone(),
+                place,
+                ended,
+            ));
+        }
+        distsync_core::raw::with_release_request_watch(guard, crate::revoke::watch(lease, path))
+    }
+}
+
+/// The type of a watch not sent yet (see [`ZkUnfairLocker::watch`]).
+type NoWatch =
+    std::future::Ready<std::result::Result<(Option<zk::Stat>, zk::OneshotWatcher), zk::Error>>;
+
+/// Deletes a line holder's `place` once its holder node at `holder` is gone without a
+/// release (a break, a purge), so that the waiter behind it moves on; stops once the
+/// hold has `ended` (its release deletes the place itself).
+async fn leave_line_when_gone(
+    lease: Arc<LeaseInner>,
+    holder: String,
+    place: Place,
+    ended: CancellationToken,
+) {
+    loop {
+        let Ok(client) = lease.client() else { return };
+        let watched = tokio::select! {
+            biased;
+            () = ended.cancelled() => return,
+            watched = lease.retrying(RETRY_PAUSE, || client.check_and_watch_stat(&holder)) => watched,
+        };
+        drop(client);
+        match watched {
+            Ok(Ok((Some(_), watcher))) => {
+                tokio::select! {
+                    biased;
+                    () = ended.cancelled() => return,
+                    // Deleted, or written (a release request): look again.
+                    _ = watcher.changed() => {}
+                }
+            }
+            Ok(Ok((None, _))) => break,
+            // The session is over: the place went with it.
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+    if let Some(release) = take_place(&place) {
+        tracing::debug!(node = %holder, "unfair lock holder node gone: leaving the wait line");
+        if let Err(error) = release().await {
+            tracing::debug!(node = %holder, %error, "could not delete a line holder's place");
+        }
+    }
+}
+
+#[async_trait]
+impl Locker for ZkUnfairLocker {
+    fn name(&self) -> &Name {
+        &self.lock.name
+    }
+
+    async fn lock(&self) -> Result<LockGuard> {
+        let (mut claim, blocker) = match self.take(&keys::protected_prefix()).await? {
+            Take::Held(claim) => return Ok(self.grant(claim, None)),
+            Take::Blocked(claim, blocker) => (claim, blocker),
+        };
+        // Join the line: the back-off delete leaves first, the line's create and listing
+        // right behind it.
+        let client = self.lease().client()?;
+        let deleted = client.delete(&claim.path, None);
+        let data = self.waiters.session_data();
+        let entered = self.waiters.enter_listed(&data, true);
+        let (withdrawn, entered) = futures::join!(self.withdraw(&mut claim, deleted), entered);
+        drop(client);
+        withdrawn?;
+        let (entry, first) = entered?;
+        self.wait_in_line(entry, first, Some(blocker)).await
+    }
+
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        let attempt = async {
+            match self.take(&keys::protected_prefix()).await? {
+                Take::Held(claim) => Ok(Some(self.grant(claim, None))),
+                Take::Blocked(mut claim, _) => {
+                    // Withdrawn before answering, so that no later take finds it there.
+                    let client = self.lease().client()?;
+                    let deleted = client.delete(&claim.path, None);
+                    self.withdraw(&mut claim, deleted).await?;
+                    Ok(None)
+                }
+            }
+        };
+        self.lease().shared.one_shot("try_lock", attempt).await
+    }
+
+    async fn contenders(&self) -> Result<usize> {
+        self.lock.check_session()?;
+        let lock = self.lock.line().await?;
+        let waiting = self.waiters.line().await?;
+        // A line holder keeps its place: counted once, by its holder node.
+        let holding: Vec<&str> = lock
+            .iter()
+            .filter_map(|(_, child)| holder_prefix(child))
+            .collect();
+        let waiting = waiting
+            .iter()
+            .filter(|(_, child)| {
+                let prefix = child
+                    .rsplit_once(WAIT_NAME)
+                    .map_or("", |(prefix, _)| prefix);
+                !holding.contains(&prefix)
+            })
+            .count();
+        Ok(lock.len() + waiting)
+    }
+
+    fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+/// The protected prefix of the lock contender `child` if it is an unfair lock's
+/// holder node (the prefix its place in the wait line shares, when it has one).
+pub(crate) fn holder_prefix(child: &str) -> Option<&str> {
+    child.strip_suffix(UNFAIR_HOLDER_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_node_is_a_contender_of_sequence_zero() {
+        let child = format!("{}{UNFAIR_HOLDER_NAME}", keys::protected_prefix());
+        assert_eq!(keys::sequence(&child, LOCK_NAME), Some(0));
+        assert!(holder_prefix(&child).is_some_and(|prefix| prefix.starts_with("_c_")));
+        let fair = "_c_0b0c0d0e-aaaa-4bbb-8ccc-000000000000-lock-0000000001".to_owned();
+        let found = keys::contenders(vec![fair.clone(), child.clone()], LOCK_NAME);
+        assert_eq!(found, vec![(0, child), (1, fair)]);
+    }
+
+    #[test]
+    fn curator_sorts_the_holder_node_first() {
+        // Curator's `StandardLockInternalsDriver.fixForSorting`: what follows the last
+        // `lock-`, compared as a string.
+        fn fix(child: &str) -> &str {
+            child.rsplit_once(LOCK_NAME).map_or(child, |(_, rest)| rest)
+        }
+        let holder = format!("{}{UNFAIR_HOLDER_NAME}", keys::protected_prefix());
+        let fair = format!("{}lock-0000000001", keys::protected_prefix());
+        assert!(fix(&holder) < fix(&fair));
+    }
+}
