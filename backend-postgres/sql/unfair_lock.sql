@@ -83,8 +83,8 @@ CREATE OR REPLACE TRIGGER unfair_waiters_gone AFTER DELETE ON {s}.unfair_waiters
     FOR EACH ROW EXECUTE FUNCTION {s}.unfair_waiter_gone();
 
 -- Takes the unfair lock k with entry (p_session, p_entry): granted if the name's line has
--- no live entry, as the fair lock's try (semaphore_join without waiting: the name's row
--- lock, a durable grant with the next token, sessions judged expired under their row
+-- no live entry, as the fair lock's try (semaphore_join without waiting: under the name's
+-- row lock, a durable grant with the next token, sessions judged expired under their row
 -- locks by fence_expired). o_state:
 --   1 granted (o_token); the entry's waiter row, if any, goes (not with p_wait: none);
 --   2 not granted, nothing registered (without p_wait);
@@ -92,18 +92,43 @@ CREATE OR REPLACE TRIGGER unfair_waiters_gone AFTER DELETE ON {s}.unfair_waiters
 --     if it was already there; o_wait: seconds until the first lease end among the line's
 --     live entries (the waiter's safety net, should its wake-up be lost); a registration
 --     commits asynchronously (lost in a crash, it is made again by the next re-check);
+--   3 the name is a semaphore's count in use (nothing registered; not for a lock);
 --   4 the caller withdrew before this ran (nothing registered, the tombstone removed).
--- Raises DS001 when the session has ended, DS002 when the name has no counter row. The
--- uncontended case is the fair try's: one statement, which locks the name's row, checks
--- the session, probes the line and inserts the entry with the bumped counter.
+-- Raises DS001 when the session has ended, DS002 when the name has no counter row.
+--
+-- The uncontended case (the name's row there, the session live, no row at all in the
+-- line) is semaphore_join's, inlined to spare the nested call on the hot path: the name's
+-- row locked and the session checked in one statement, the line probed, the counter bumped
+-- and the entry inserted in one. Anything else is semaphore_join's to decide.
 CREATE OR REPLACE FUNCTION {s}.unfair_acquire(k integer, p_session bigint, p_entry bigint,
                                               p_wait boolean,
                                               OUT o_state integer, OUT o_token bigint,
                                               OUT o_wait double precision)
 LANGUAGE plpgsql AS $$
 BEGIN
-    SELECT j.o_state, j.o_token INTO o_state, o_token
-      FROM {s}.semaphore_join(k, p_session, p_entry, 1, false) AS j;
+    PERFORM 1 FROM {s}.semaphores m, {s}.sessions x
+      WHERE m.name_id = k AND m.permits = 1
+        AND x.id = p_session AND x.expires_at > clock_timestamp()
+        FOR UPDATE OF m;
+    IF FOUND AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k) THEN
+        WITH t AS (
+            UPDATE {s}.lock_names SET token = token + 1,
+                   used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
+                                  THEN clock_timestamp() ELSE used_at END
+             WHERE id = k RETURNING token
+        )
+        INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, token)
+             SELECT k, p_session, p_entry, t.token FROM t
+        RETURNING token INTO o_token;
+        IF o_token IS NULL THEN
+            RAISE EXCEPTION 'distsync lock name % has no counter row', k
+                USING ERRCODE = 'DS002';
+        END IF;
+        o_state := 1;
+    ELSE
+        SELECT j.o_state, j.o_token INTO o_state, o_token
+          FROM {s}.semaphore_join(k, p_session, p_entry, 1, false) AS j;
+    END IF;
     IF NOT p_wait THEN
         RETURN;
     END IF;
@@ -141,3 +166,7 @@ LANGUAGE sql STABLE AS $$
       FROM {s}.lock_names n
      WHERE n.kind = p_kind AND n.name = p_name
 $$;
+
+-- The revision of this file's objects (crate::schema::UNFAIR_LOCK_REVISION), last: a
+-- schema whose function carries an older one gets them all again.
+COMMENT ON FUNCTION {s}.unfair_acquire(integer, bigint, bigint, boolean) IS 'revision 1';

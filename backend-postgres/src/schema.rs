@@ -95,9 +95,15 @@ const DDL: [&str; 17] = [
 /// alike beside them (see [`ensure`]).
 const UNFAIR_LOCK: &str = include_str!("../sql/unfair_lock.sql");
 
-/// Whether the schema has the unfair lock's objects: its file runs in one transaction,
-/// so one of them stands for all.
-const HAS_UNFAIR_LOCK: &str = "SELECT to_regprocedure($1) IS NOT NULL";
+/// The revision of [`UNFAIR_LOCK`], which its last statement writes as the comment of
+/// `unfair_acquire` (`revision <n>`): raised with every change of the file, so that a
+/// schema holding an older revision gets this one when a client connects, and one
+/// holding a newer revision is left as it is.
+const UNFAIR_LOCK_REVISION: u32 = 1;
+
+/// The revision of the unfair lock's objects in the schema: the comment of its function
+/// (the file runs in one transaction, so one object stands for all); NULL without it.
+const UNFAIR_LOCK_INSTALLED: &str = "SELECT obj_description(to_regprocedure($1), 'pg_proc')";
 
 /// Quotes a validated schema name as an SQL identifier.
 pub(crate) fn quote(schema: &str) -> String {
@@ -126,8 +132,10 @@ pub(crate) struct Installed {
 /// them work as before beside them, and a schema of this version made by such a client
 /// is still this layout. Every statement of the file is idempotent (`IF NOT EXISTS`,
 /// `OR REPLACE`), and it is run under the creation's advisory lock in a transaction of
-/// its own. A role that may not create objects in a schema lacking them connects
-/// without the unfair lock (its capability `unfair_lock` is false), with a warning.
+/// its own, when the schema's revision of them is older than [`UNFAIR_LOCK_REVISION`]
+/// (none counts as 0). A role that may not create objects in a schema lacking them
+/// connects without the unfair lock (its capability `unfair_lock` is false), with a
+/// warning.
 ///
 /// # Errors
 /// [`Error::IncompatibleLayout`] for a schema of a newer layout, [`Error::Unsupported`]
@@ -145,22 +153,21 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<Installed> {
         Some(found) => accept(schema, found)?,
         None => install(pool, schema, &quoted).await?,
     }
-    let unfair_lock = has_unfair_lock(pool, &quoted).await?
-        || match add_unfair_lock(pool, &quoted).await {
-            Ok(()) => {
-                tracing::info!(schema, "the unfair lock's objects were added to the schema");
-                true
-            }
-            Err(error) => {
-                tracing::warn!(
-                    schema,
-                    %error,
-                    "the schema lacks the unfair lock's objects and they could not be added; \
-                     the unfair lock is unsupported on this backend"
-                );
-                false
-            }
-        };
+    let unfair_lock = {
+        let mut conn = pool.acquire().await.map_err(map)?;
+        unfair_lock_revision(&mut conn, &quoted).await? >= UNFAIR_LOCK_REVISION
+    } || match add_unfair_lock(pool, &quoted).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                schema,
+                %error,
+                "the schema lacks the unfair lock's objects (revision {UNFAIR_LOCK_REVISION}) \
+                 and they could not be added; the unfair lock is unsupported on this backend"
+            );
+            false
+        }
+    };
     let oid: Oid = sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
         .bind(schema)
         .fetch_one(pool)
@@ -172,20 +179,25 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<Installed> {
     })
 }
 
-/// Whether the schema has the unfair lock's objects.
-async fn has_unfair_lock(pool: &PgPool, quoted: &str) -> Result<bool> {
-    sqlx::query_scalar(HAS_UNFAIR_LOCK)
+/// The revision of the unfair lock's objects in the schema, 0 without them.
+async fn unfair_lock_revision(conn: &mut PgConnection, quoted: &str) -> Result<u32> {
+    let comment: Option<String> = sqlx::query_scalar(UNFAIR_LOCK_INSTALLED)
         .bind(render(
             "{s}.unfair_acquire(integer, bigint, bigint, boolean)",
             quoted,
         ))
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
-        .map_err(map)
+        .map_err(map)?;
+    Ok(comment
+        .as_deref()
+        .and_then(|comment| comment.strip_prefix("revision "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
 }
 
-/// Adds the unfair lock's objects to a schema of this layout made without them, one
-/// creator at a time (see [`ensure`]).
+/// Adds the unfair lock's objects (or replaces an older revision of them) in a schema
+/// of this layout, one creator at a time (see [`ensure`]).
 async fn add_unfair_lock(pool: &PgPool, quoted: &str) -> Result<()> {
     let mut tx = pool.begin().await.map_err(map)?;
     let conn: &mut PgConnection = &mut tx;
@@ -193,6 +205,10 @@ async fn add_unfair_lock(pool: &PgPool, quoted: &str) -> Result<()> {
         .execute(&mut *conn)
         .await
         .map_err(map)?;
+    let found = unfair_lock_revision(conn, quoted).await?;
+    if found >= UNFAIR_LOCK_REVISION {
+        return tx.commit().await.map_err(map);
+    }
     sqlx::query("SET LOCAL client_min_messages = warning")
         .execute(&mut *conn)
         .await
@@ -200,7 +216,14 @@ async fn add_unfair_lock(pool: &PgPool, quoted: &str) -> Result<()> {
     conn.execute(render(UNFAIR_LOCK, quoted).as_str())
         .await
         .map_err(map)?;
-    tx.commit().await.map_err(map)
+    tx.commit().await.map_err(map)?;
+    tracing::info!(
+        schema = quoted,
+        from = found,
+        to = UNFAIR_LOCK_REVISION,
+        "the unfair lock's objects were added to the schema"
+    );
+    Ok(())
 }
 
 /// Whether a client of [`LAYOUT_VERSION`] may use a schema marked `found`.
@@ -290,4 +313,24 @@ async fn layout_version(conn: &mut PgConnection, quoted: &str) -> Result<Option<
         .fetch_one(&mut *conn)
         .await
         .map_err(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{UNFAIR_LOCK, UNFAIR_LOCK_REVISION};
+
+    #[test]
+    fn the_unfair_lock_file_ends_with_its_revision() {
+        let last = UNFAIR_LOCK
+            .lines()
+            .rfind(|line| !line.trim().is_empty())
+            .unwrap_or_default();
+        assert_eq!(
+            last,
+            format!(
+                "COMMENT ON FUNCTION {{s}}.unfair_acquire(integer, bigint, bigint, boolean) \
+                 IS 'revision {UNFAIR_LOCK_REVISION}';"
+            )
+        );
+    }
 }
