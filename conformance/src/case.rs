@@ -28,6 +28,8 @@ pub enum Group {
     Session,
     /// [`distsync_core::Locker`].
     Lock,
+    /// The unfair lock ([`distsync_core::Backend::unfair_locker`]).
+    UnfairLock,
     /// [`distsync_core::Election`].
     Election,
     /// [`distsync_core::RwLock`].
@@ -72,6 +74,7 @@ impl Group {
         match self {
             Self::Session => "session",
             Self::Lock => "lock",
+            Self::UnfairLock => "unfair_lock",
             Self::Election => "election",
             Self::RwLock => "rwlock",
             Self::Queue => "queue",
@@ -106,6 +109,8 @@ impl fmt::Display for Group {
 pub enum Need {
     /// [`Capabilities::lock`].
     Lock,
+    /// [`Capabilities::unfair_lock`].
+    UnfairLock,
     /// [`Capabilities::election`].
     Election,
     /// [`Capabilities::rwlock`].
@@ -151,6 +156,7 @@ impl Need {
     pub fn offered(self, capabilities: &Capabilities) -> bool {
         match self {
             Self::Lock => capabilities.lock,
+            Self::UnfairLock => capabilities.unfair_lock,
             Self::Election => capabilities.election,
             Self::RwLock => capabilities.rwlock,
             Self::Queue => capabilities.queue,
@@ -177,6 +183,7 @@ impl Need {
     pub fn flag(self) -> &'static str {
         match self {
             Self::Lock => "lock",
+            Self::UnfairLock => "unfair_lock",
             Self::Election => "election",
             Self::RwLock => "rwlock",
             Self::Queue => "queue",

@@ -139,7 +139,8 @@ pub(crate) fn record_name(lock: &Name) -> Result<Name> {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
 /// use std::time::Duration;
-/// use distsync_core::lock_delay::{self, LockOptions};
+/// use distsync_core::lock_delay;
+/// use distsync_core::LockOptions;
 /// use distsync_core::{Backend, Name};
 /// let backend = distsync_kv::memory::MemoryBackend::new();
 /// let session = backend.session(Default::default()).await?;

@@ -6,11 +6,14 @@ mod jepsen;
 mod lock_delay;
 mod multi_lock;
 mod revoke;
+mod unfair;
+
+pub(super) use unfair::CASES as UNFAIR_CASES;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::{Error, FencingToken, LockGuard, Locker, Session};
+use distsync_core::{Error, Fairness, FencingToken, LockGuard, Locker, Name, Session};
 use tokio::time::Instant;
 
 use super::scenario::{crash, go_interop, partition, pause, Held, Target};
@@ -32,7 +35,7 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::Lock],
         claim: Claim::Offered,
         hooks: &[],
-        run: |h| boxed(mutual_exclusion(h)),
+        run: |h| boxed(mutual_exclusion(h, Fairness::Fair)),
     },
     Case {
         id: "lock_fencing_tokens",
@@ -41,7 +44,7 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::Lock],
         claim: FENCING,
         hooks: &[],
-        run: |h| boxed(fencing_tokens(h)),
+        run: |h| boxed(fencing_tokens(h, Fairness::Fair)),
     },
     Case {
         id: "lock_try_lock",
@@ -50,7 +53,7 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::Lock],
         claim: Claim::Offered,
         hooks: &[],
-        run: |h| boxed(try_lock(h)),
+        run: |h| boxed(try_lock(h, Fairness::Fair)),
     },
     Case {
         id: "lock_fifo_waiters",
@@ -59,7 +62,7 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::Lock],
         claim: FIFO,
         hooks: &[],
-        run: |h| boxed(fifo_waiters(h)),
+        run: |h| boxed(fifo_waiters(h, Fairness::Fair)),
     },
     Case {
         id: "lock_cancelled_waiter",
@@ -68,7 +71,7 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::Lock],
         claim: Claim::Offered,
         hooks: &[],
-        run: |h| boxed(cancelled_waiter(h)),
+        run: |h| boxed(cancelled_waiter(h, Fairness::Fair)),
     },
     Case {
         id: "lock_session_end_fires_lost",
@@ -77,7 +80,7 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::Lock],
         claim: LOST,
         hooks: &[],
-        run: |h| boxed(session_end_fires_lost(h)),
+        run: |h| boxed(session_end_fires_lost(h, Fairness::Fair)),
     },
     Case {
         id: "lock_session_end_frees_lock",
@@ -86,7 +89,7 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::Lock],
         claim: Claim::Offered,
         hooks: &[],
-        run: |h| boxed(session_end_frees_lock(h)),
+        run: |h| boxed(session_end_frees_lock(h, Fairness::Fair)),
     },
     Case {
         id: "lock_holder_crash",
@@ -166,7 +169,7 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::GuardedWrites, Need::Lock],
         claim: Claim::Offered,
         hooks: &[],
-        run: |h| boxed(guarded_write(h)),
+        run: |h| boxed(guarded_write(h, Fairness::Fair)),
     },
     Case {
         id: "lock_break_hold",
@@ -177,7 +180,7 @@ pub(super) const CASES: &[Case] = &[
         needs: &[Need::BreakLock, Need::Lock],
         claim: Claim::Offered,
         hooks: &[],
-        run: |h| boxed(break_hold::break_hold(h)),
+        run: |h| boxed(break_hold::break_hold(h, Fairness::Fair)),
     },
     Case {
         id: "lock_delay_after_kill",
@@ -239,6 +242,19 @@ pub(super) const CASES: &[Case] = &[
     },
 ];
 
+/// The store's lock of `fairness` named `name`, held through `session`.
+fn locker_of(
+    h: &Harness,
+    fairness: Fairness,
+    session: &Session,
+    name: Name,
+) -> distsync_core::Result<Box<dyn Locker>> {
+    match fairness {
+        Fairness::Unfair => h.backend().unfair_locker(session, name),
+        _ => h.backend().locker(session, name),
+    }
+}
+
 /// Contenders, each with its own session.
 const CONTENDERS: usize = 8;
 /// Grants per contender.
@@ -248,16 +264,13 @@ const ROUNDS: usize = 50;
 /// lock 50 times each. Inside, an overlap detector (a count of current holders that
 /// must never exceed one) and a non-atomic read-modify-write of a shared counter
 /// (read, yield, write back plus one) that loses increments if two holders overlap.
-async fn mutual_exclusion(h: Harness) -> Check {
+async fn mutual_exclusion(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let section = Arc::new(CriticalSection::default());
     let mut lockers = Vec::new();
     for i in 0..CONTENDERS {
         let session = h.session().bounded(format!("opening session {i}")).await?;
-        let locker = h
-            .backend()
-            .locker(&session, name.clone())
-            .ctx("making a locker")?;
+        let locker = locker_of(&h, fairness, &session, name.clone()).ctx("making a locker")?;
         lockers.push((session, locker));
     }
     let started = Instant::now();
@@ -307,7 +320,7 @@ async fn mutual_exclusion(h: Harness) -> Check {
 /// Fencing tokens strictly increase across successive grants: 4 contenders take the
 /// lock 10 times each and record their token while holding it; then a `try_lock`
 /// grant must top them all.
-async fn fencing_tokens(h: Harness) -> Check {
+async fn fencing_tokens(h: Harness, fairness: Fairness) -> Check {
     const TASKS: usize = 4;
     const GRANTS: usize = 10;
     let name = h.name("mutex").ctx("naming the lock")?;
@@ -315,10 +328,7 @@ async fn fencing_tokens(h: Harness) -> Check {
     let mut tasks = Vec::new();
     for i in 0..TASKS {
         let session = h.session().bounded("opening a session").await?;
-        let locker = h
-            .backend()
-            .locker(&session, name.clone())
-            .ctx("making a locker")?;
+        let locker = locker_of(&h, fairness, &session, name.clone()).ctx("making a locker")?;
         let tokens = tokens.clone();
         tasks.push(Task::spawn(format!("contender {i}"), async move {
             for _ in 0..GRANTS {
@@ -335,7 +345,7 @@ async fn fencing_tokens(h: Harness) -> Check {
     }
     join_all(&mut tasks, LONG).await?;
     let session = h.session().bounded("opening a session").await?;
-    let locker = h.backend().locker(&session, name).ctx("making a locker")?;
+    let locker = locker_of(&h, fairness, &session, name).ctx("making a locker")?;
     let Some(last) = within(PROMPT, "try_lock on the free lock", locker.try_lock()).await? else {
         return violated("try_lock returned None on a lock nobody holds");
     };
@@ -353,17 +363,14 @@ async fn fencing_tokens(h: Harness) -> Check {
 
 /// `try_lock` returns `None` at once while another session holds the lock, and a
 /// guard once it is free.
-async fn try_lock(h: Harness) -> Check {
+async fn try_lock(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let (a, b) = (
         h.session().bounded("opening session A").await?,
         h.session().bounded("opening session B").await?,
     );
-    let la = h
-        .backend()
-        .locker(&a, name.clone())
-        .ctx("making locker A")?;
-    let lb = h.backend().locker(&b, name).ctx("making locker B")?;
+    let la = locker_of(&h, fairness, &a, name.clone()).ctx("making locker A")?;
+    let lb = locker_of(&h, fairness, &b, name).ctx("making locker B")?;
     let Some(held) = within(PROMPT, "A's try_lock on a free lock", la.try_lock()).await? else {
         return violated("A's try_lock returned None on a lock nobody holds");
     };
@@ -398,23 +405,17 @@ async fn try_lock(h: Harness) -> Check {
 /// session, start one after another, the next starting only once `contenders()` shows
 /// the previous one registered in the store (a bounded poll); each records its index
 /// while holding. Measured on every backend; claimed only where `fifo_waiters` is.
-async fn fifo_waiters(h: Harness) -> Check {
+async fn fifo_waiters(h: Harness, fairness: Fairness) -> Check {
     const WAITERS: usize = 5;
     let name = h.name("mutex").ctx("naming the lock")?;
     let holder_session = h.session().bounded("opening the holder's session").await?;
-    let holder = h
-        .backend()
-        .locker(&holder_session, name.clone())
-        .ctx("making a locker")?;
+    let holder = locker_of(&h, fairness, &holder_session, name.clone()).ctx("making a locker")?;
     let held = within(PROMPT, "the holder locking", holder.lock()).await?;
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for i in 0..WAITERS {
         let session = h.session().bounded("opening a waiter's session").await?;
-        let locker = h
-            .backend()
-            .locker(&session, name.clone())
-            .ctx("making a locker")?;
+        let locker = locker_of(&h, fairness, &session, name.clone()).ctx("making a locker")?;
         let order = order.clone();
         let waiter = Task::spawn(format!("waiter {i}"), async move {
             let guard = locker.lock().await.ctx(format!("waiter {i} locking"))?;
@@ -468,21 +469,15 @@ async fn registered(locker: &dyn Locker, count: usize) -> Check<()> {
 /// waiting (its future dropped by a timeout) with B's session kept alive, so any
 /// residue would stay until the test ends; C then waits; when A unlocks, C must get
 /// the lock promptly, and B can lock again afterwards.
-async fn cancelled_waiter(h: Harness) -> Check {
+async fn cancelled_waiter(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let a = h.session().bounded("opening session A").await?;
     let b = h.session().bounded("opening session B").await?;
     let c = h.session().bounded("opening session C").await?;
-    let la = h
-        .backend()
-        .locker(&a, name.clone())
-        .ctx("making locker A")?;
-    let lb: Arc<dyn Locker> = Arc::from(
-        h.backend()
-            .locker(&b, name.clone())
-            .ctx("making locker B")?,
-    );
-    let lc = h.backend().locker(&c, name).ctx("making locker C")?;
+    let la = locker_of(&h, fairness, &a, name.clone()).ctx("making locker A")?;
+    let lb: Arc<dyn Locker> =
+        Arc::from(locker_of(&h, fairness, &b, name.clone()).ctx("making locker B")?);
+    let lc = locker_of(&h, fairness, &c, name).ctx("making locker C")?;
     let held = within(PROMPT, "A locking", la.lock()).await?;
     if let Ok(granted) = tokio::time::timeout(h.settle(), lb.lock()).await {
         let granted = granted.ctx("B waiting while A holds")?;
@@ -520,13 +515,13 @@ async fn cancelled_waiter(h: Harness) -> Check {
 
 /// `lost()` fires when the store ends the holder's session (revoke from the store
 /// side): the figure is the time from the revoke to the guard's `lost()`.
-async fn session_end_fires_lost(h: Harness) -> Check {
+async fn session_end_fires_lost(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let a = h
         .fault_session()
         .bounded("opening the holder's session")
         .await?;
-    let la = h.backend().locker(&a, name).ctx("making a locker")?;
+    let la = locker_of(&h, fairness, &a, name).ctx("making a locker")?;
     let held = within(PROMPT, "locking", la.lock()).await?;
     let lost = held.lost();
     let started = Instant::now();
@@ -577,8 +572,8 @@ async fn session_end_fires_lost(h: Harness) -> Check {
 
 /// The lock frees when the store ends the holder's session: a waiter with another
 /// session gets it; the figure is the time from the revoke to the grant.
-async fn session_end_frees_lock(h: Harness) -> Check {
-    let (a, held, mut waiter) = held_and_awaited(&h).await?;
+async fn session_end_frees_lock(h: Harness, fairness: Fairness) -> Check {
+    let (a, held, mut waiter) = held_and_awaited(&h, fairness).await?;
     let revoked = Instant::now();
     h.end_session(&a)
         .bounded("ending A's session from the store side")
@@ -605,6 +600,7 @@ async fn session_end_frees_lock(h: Harness) -> Check {
 /// be blocked: the start of the cases that end A's session.
 pub(super) async fn held_and_awaited(
     h: &Harness,
+    fairness: Fairness,
 ) -> Check<(Session, LockGuard, Task<(LockGuard, Instant)>)> {
     let name = h.name("mutex").ctx("naming the lock")?;
     let a = h
@@ -612,11 +608,8 @@ pub(super) async fn held_and_awaited(
         .bounded("opening the holder's session")
         .await?;
     let b = h.session().bounded("opening the waiter's session").await?;
-    let la = h
-        .backend()
-        .locker(&a, name.clone())
-        .ctx("making locker A")?;
-    let lb = h.backend().locker(&b, name).ctx("making locker B")?;
+    let la = locker_of(h, fairness, &a, name.clone()).ctx("making locker A")?;
+    let lb = locker_of(h, fairness, &b, name).ctx("making locker B")?;
     let held = within(PROMPT, "A locking", la.lock()).await?;
     let waiter = Task::spawn("waiter B", async move {
         let guard = lb.lock().await.ctx("B locking")?;
@@ -631,14 +624,12 @@ pub(super) async fn held_and_awaited(
 /// Guarded writes: a holder's `put_if_held` commits while it holds; once the store has
 /// ended its session (the holder may not know yet), its guarded write is refused with
 /// `NotHeld` and writes nothing; the next holder's guarded write commits.
-async fn guarded_write(h: Harness) -> Check {
+async fn guarded_write(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let key = h.key("guarded");
     let a = h.fault_session().bounded("opening A's session").await?;
     let b = h.session().bounded("opening B's session").await?;
-    let held = h
-        .backend()
-        .locker(&a, name.clone())
+    let held = locker_of(&h, fairness, &a, name.clone())
         .ctx("making A's locker")?
         .lock()
         .bounded("A locking")
@@ -649,7 +640,7 @@ async fn guarded_write(h: Harness) -> Check {
     h.end_session(&a)
         .bounded("ending A's session in the store")
         .await?;
-    let b_locker = h.backend().locker(&b, name).ctx("making B's locker")?;
+    let b_locker = locker_of(&h, fairness, &b, name).ctx("making B's locker")?;
     let next = within(PROMPT, "B locking after A's session ended", b_locker.lock()).await?;
     match held.put_if_held(&key, "stale").await {
         Err(Error::NotHeld | Error::SessionLost) => {}

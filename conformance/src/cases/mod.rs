@@ -59,6 +59,7 @@ const LINEARIZABLE: Claim = Claim::Flag("linearizable", |c: &Capabilities| c.lin
 /// Each group with the cases its file declares, in matrix order.
 const GROUPS: &[(Group, &[Case])] = &[
     (Group::Lock, lock::CASES),
+    (Group::UnfairLock, lock::UNFAIR_CASES),
     (Group::Session, session::CASES),
     (Group::Election, election::CASES),
     (Group::RwLock, rwlock::CASES),

@@ -161,7 +161,7 @@ async fn close_releases_all(h: Harness) -> Check {
 /// a frozen lease the store expires): the holder's guard and session see `lost()`,
 /// `unlock()` reports the loss, and a waiter gets the lock with a higher token.
 async fn store_kill(h: Harness) -> Check {
-    let (a, held, mut waiter) = held_and_awaited(&h).await?;
+    let (a, held, mut waiter) = held_and_awaited(&h, distsync_core::Fairness::Fair).await?;
     let started = Instant::now();
     let how = within(
         PROMPT,

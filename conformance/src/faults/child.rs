@@ -42,7 +42,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::lock_delay::{self, LockOptions};
+use distsync_core::lock_delay;
+use distsync_core::LockOptions;
 use distsync_core::{Backend, Bytes, FencingToken, Name, Result, SessionOptions};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -531,6 +532,7 @@ impl ExternalHolder for ChildHolder {
     fn describe(&self) -> String {
         let what = match self.kind {
             HoldKind::Lock => "lock holder",
+            HoldKind::UnfairLock => "unfair lock holder",
             HoldKind::DelayedLock => "lock holder (lock-delay)",
             HoldKind::Leadership => "leader",
             HoldKind::Permit => "permit holder",
@@ -663,8 +665,12 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
     let mut permit_held: Option<distsync_core::Permit> = None;
     let mut leading: Option<distsync_core::Leadership> = None;
     let (token, lost, _held): (FencingToken, _, Box<dyn std::any::Any + Send>) = match spec.kind {
-        HoldKind::Lock => {
-            let locker = backend.locker(&session, name)?;
+        HoldKind::Lock | HoldKind::UnfairLock => {
+            let locker = if spec.kind == HoldKind::Lock {
+                backend.locker(&session, name)?
+            } else {
+                backend.unfair_locker(&session, name)?
+            };
             let granted = locker.lock().await?;
             let held = (granted.token(), granted.lost());
             guard = Some(granted);

@@ -11,8 +11,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::lock_delay::{self, LockOptions};
+use distsync_core::lock_delay;
 use distsync_core::raw::parse_url_timeout;
+use distsync_core::LockOptions;
 use distsync_core::{
     Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Permit,
     Queue, Result, Semaphore, Session, SessionId, SessionOptions,
@@ -109,8 +110,12 @@ impl Faults for MemoryFaults {
     ) -> Result<Box<dyn ExternalHolder>> {
         let session = backend.session(SessionOptions::with_ttl(spec.ttl)).await?;
         let hold = match spec.kind {
-            HoldKind::Lock => {
-                let locker = backend.locker(&session, spec.name.clone())?;
+            HoldKind::Lock | HoldKind::UnfairLock => {
+                let locker = if spec.kind == HoldKind::Lock {
+                    backend.locker(&session, spec.name.clone())?
+                } else {
+                    backend.unfair_locker(&session, spec.name.clone())?
+                };
                 let guard = locker.lock().await?;
                 Hold::Lock {
                     _locker: locker.into(),

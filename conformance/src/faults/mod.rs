@@ -159,6 +159,9 @@ pub fn any_external_holder(faults: &(impl Faults + ?Sized)) -> std::result::Resu
 pub enum HoldKind {
     /// A lock ([`distsync_core::Locker::lock`]); its token is the grant's.
     Lock,
+    /// An unfair lock ([`distsync_core::Backend::unfair_locker`]); its token is the
+    /// grant's.
+    UnfairLock,
     /// A lock taken with the lock-delay [`HOLDER_LOCK_DELAY`]
     /// ([`distsync_core::lock_delay::locker`]); its token is the grant's.
     DelayedLock,

@@ -3,8 +3,9 @@
 //! delay and a stale holder's late release behave as `distsync_core::lock_delay` says.
 use std::time::Duration;
 
-use distsync_core::lock_delay::{LockOptions, RECORD_SEGMENT};
+use distsync_core::lock_delay::RECORD_SEGMENT;
 use distsync_core::name::MAX_NAME_LEN;
+use distsync_core::LockOptions;
 use distsync_core::{Coordinator, Error, Name};
 use tokio::time::Instant;
 

@@ -24,17 +24,20 @@ pub(crate) enum Kind {
     Stm,
     /// Semaphores.
     Semaphore,
+    /// The wait lines of unfair mutexes (their holders keep the mutex's layout).
+    UnfairLock,
 }
 
 impl Kind {
     /// Every kind, for decoding keys.
-    pub(crate) const ALL: [Kind; 6] = [
+    pub(crate) const ALL: [Kind; 7] = [
         Kind::RwLock,
         Kind::Queue,
         Kind::Barrier,
         Kind::DoubleBarrier,
         Kind::Stm,
         Kind::Semaphore,
+        Kind::UnfairLock,
     ];
 
     /// The kind's segment of the reserved area.
@@ -46,6 +49,7 @@ impl Kind {
             Kind::DoubleBarrier => "double-barrier",
             Kind::Stm => "stm",
             Kind::Semaphore => "semaphore",
+            Kind::UnfairLock => "unfair-lock",
         }
     }
 

@@ -116,6 +116,7 @@ mod rwmutex;
 mod semaphore;
 mod status;
 pub(crate) mod stm;
+mod unfair_mutex;
 #[cfg(test)]
 mod stm_atomically;
 #[cfg(test)]
@@ -149,6 +150,7 @@ use self::mutex::KvMutex;
 use self::queue::KvQueue;
 use self::rwmutex::KvRwMutex;
 use self::stm::KvStm;
+use self::unfair_mutex::KvUnfairMutex;
 
 /// A [`Backend`] over any [`Kv`] store, with every key under `namespace`.
 pub struct KvBackend<K: Kv> {
@@ -326,6 +328,19 @@ impl<K: Kv> Backend for KvBackend<K> {
         let lease = self.lease_of(session)?;
         self.offers(self.capabilities.lock, "lock")?;
         Ok(Box::new(KvMutex::new(
+            self.shared_kv(),
+            &self.space,
+            name,
+            session.clone(),
+            lease,
+            Arc::clone(&self.heads),
+        )))
+    }
+
+    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        let lease = self.lease_of(session)?;
+        self.offers(self.capabilities.unfair_lock, "the unfair lock")?;
+        Ok(Box::new(KvUnfairMutex::new(
             self.shared_kv(),
             &self.space,
             name,

@@ -1,7 +1,7 @@
 //! Administrative break: a third party ends a holder's hold through
 //! [`Backend::break_lock`](distsync_core::Backend::break_lock), safely.
 
-use distsync_core::Error;
+use distsync_core::{Error, Fairness};
 use tokio::time::Instant;
 
 use super::held_and_awaited;
@@ -12,9 +12,9 @@ use crate::harness::Harness;
 /// names A's session and grant; A's `lost()` fires within twice its TTL; B is granted
 /// with a strictly higher token; A's guarded write (where the backend offers them) is
 /// refused; a second break once B released finds nobody holding.
-pub(super) async fn break_hold(h: Harness) -> Check {
+pub(super) async fn break_hold(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
-    let (a, held, mut waiter) = held_and_awaited(&h).await?;
+    let (a, held, mut waiter) = held_and_awaited(&h, fairness).await?;
     let guarded = h.capabilities().guarded_writes;
     let key = h.key("guarded");
     if guarded {

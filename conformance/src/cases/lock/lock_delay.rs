@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use distsync_core::lock_delay::LockOptions;
+use distsync_core::LockOptions;
 use distsync_core::{Locker, Session};
 use tokio::time::Instant;
 

@@ -12,6 +12,8 @@ use crate::harness::Harness;
 pub(crate) enum Target {
     /// A lock named `mutex`.
     Lock,
+    /// An unfair lock named `mutex`.
+    UnfairLock,
     /// A permit of a semaphore of [`HOLDER_PERMITS`] permits named `semaphore`.
     Permit,
 }
@@ -21,6 +23,7 @@ impl Target {
     pub(crate) fn hold_kind(self) -> HoldKind {
         match self {
             Self::Lock => HoldKind::Lock,
+            Self::UnfairLock => HoldKind::UnfairLock,
             Self::Permit => HoldKind::Permit,
         }
     }
@@ -28,7 +31,7 @@ impl Target {
     /// The name suffix (see [`Harness::name`]).
     pub(crate) fn suffix(self) -> &'static str {
         match self {
-            Self::Lock => "mutex",
+            Self::Lock | Self::UnfairLock => "mutex",
             Self::Permit => "semaphore",
         }
     }
@@ -37,6 +40,7 @@ impl Target {
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Self::Lock => "the lock",
+            Self::UnfairLock => "the unfair lock",
             Self::Permit => "the last free permit",
         }
     }
@@ -69,6 +73,7 @@ impl Contender {
         let name = h.name(target.suffix())?;
         Ok(match target {
             Target::Lock => Self::Lock(h.backend().locker(session, name)?),
+            Target::UnfairLock => Self::Lock(h.backend().unfair_locker(session, name)?),
             Target::Permit => {
                 let mut fillers = Vec::new();
                 if fill {

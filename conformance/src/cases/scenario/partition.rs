@@ -38,6 +38,8 @@ pub(crate) const PARALLEL: usize = 5;
 pub(crate) enum Held {
     /// A lock; the waiter locks.
     Lock,
+    /// An unfair lock; the waiter locks.
+    UnfairLock,
     /// A write lock; the waiter write-locks.
     WriteLock,
     /// A leadership; the waiter campaigns.
@@ -51,6 +53,7 @@ impl Held {
     fn describe(self) -> &'static str {
         match self {
             Self::Lock => "lock",
+            Self::UnfairLock => "unfair lock",
             Self::WriteLock => "write lock",
             Self::Leadership => "leadership",
             Self::DoubleBarrierEntry => "double-barrier entry",
@@ -197,7 +200,7 @@ async fn set_up_trial(h: &Harness, held: Held, label: String) -> Check<SetUp> {
             (lost, kept, waiter)
         }
     };
-    if held != Held::Lock {
+    if !matches!(held, Held::Lock | Held::UnfairLock) {
         // A lock's waiter is known to wait once the store counts it; the others get
         // the time to be granted wrongly.
         tokio::time::sleep(h.settle()).await;
@@ -282,10 +285,13 @@ async fn hold(
     name: Name,
 ) -> Check<(Lost, Keep)> {
     match held {
-        Held::Lock => {
-            let locker = cut
-                .locker(session, name)
-                .ctx("making the holder's locker")?;
+        Held::Lock | Held::UnfairLock => {
+            let locker = if held == Held::Lock {
+                cut.locker(session, name)
+            } else {
+                cut.unfair_locker(session, name)
+            }
+            .ctx("making the holder's locker")?;
             let guard = locker.lock().bounded("locking").await?;
             Ok((guard.lost(), Box::new((locker, guard))))
         }
@@ -316,11 +322,19 @@ async fn hold(
 async fn wait(h: &Harness, held: Held, session: Session, name: Name) -> Check<Task<Granted>> {
     let backend = std::sync::Arc::clone(h.backend());
     let waiting: BoxFuture<'static, Check<Granted>> = match held {
-        Held::Lock => {
-            let locker = backend
-                .locker(&session, name.clone())
-                .ctx("making the waiter's locker")?;
-            let counter = backend.locker(&session, name).ctx("making a locker")?;
+        Held::Lock | Held::UnfairLock => {
+            let locker = if held == Held::Lock {
+                backend.locker(&session, name.clone())
+            } else {
+                backend.unfair_locker(&session, name.clone())
+            }
+            .ctx("making the waiter's locker")?;
+            let counter = if held == Held::Lock {
+                backend.locker(&session, name)
+            } else {
+                backend.unfair_locker(&session, name)
+            }
+            .ctx("making a locker")?;
             let task = Task::spawn("the waiting locker", async move {
                 let guard = locker.lock().await.ctx("waiting for the lock")?;
                 Ok((Instant::now(), Box::new((guard, locker, session)) as Keep))

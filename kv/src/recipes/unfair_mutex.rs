@@ -1,0 +1,547 @@
+//! The unfair mutex: the fair mutex's keys, taken by whoever asks first after a release.
+//!
+//! Layout: the holder is the key `<ns><name>/<lease id in lowercase hex>` of the fair
+//! mutex ([`super::mutex`], Go's `concurrency.Mutex`), so a holder of either kind is
+//! the holder to both, to Go's `etcdctl lock`, to `status` and to a break. Waiters wait
+//! apart, in the unfair wait line `<ns>/unfair-lock/<escaped name>/<lease hex>` (each
+//! key on its waiter's lease), out of the range the fair line reads.
+//!
+//! Protocol:
+//!
+//! - **An attempt** is the fair mutex's first transaction: put the own key if absent
+//!   and count the keys under `<ns><name>/`. Alone, the key holds (one transaction, the
+//!   whole uncontended acquisition); otherwise it is deleted again at once, so an
+//!   unfair contender never waits in the fair line. A key that was alone for a moment
+//!   between the attempt and its deletion never held: its owner did not learn it, and
+//!   the deletion frees the lock as a release does.
+//! - **A waiter** puts its key in the unfair wait line and waits, as a fair waiter
+//!   does, for the deletion of the wait-line key created just before its own: only the
+//!   head of the wait line watches the lock. The head counts the keys under
+//!   `<ns><name>/`; while there are any, it watches for the next deletion among them
+//!   (a release, an expiry, a failed attempt of someone else) and then attempts. A
+//!   newcomer can attempt first and win (that is the unfairness), and the head then
+//!   watches again. Having won, the head deletes its wait-line key before returning
+//!   the hold, which makes the next waiter the head. So a release wakes one waiter,
+//!   and a grant one more (the next head, which reads and, the lock being held,
+//!   watches): no herd.
+//! - **A release** deletes the holder's key: one transaction, as in the fair mutex.
+//!
+//! The fencing token is the holder key's create revision, as in the fair mutex: one
+//! sequence for both kinds, since every grant of either creates the holding key after
+//! the previous holder's key was created.
+//!
+//! Mixed with fair contenders of the same name, an unfair attempt fails while the fair
+//! line has any key, so unfair contenders wait behind the fair line.
+
+use distsync_core::raw::SessionStoreSide as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::kv::{
+    Compare, CompareOp, EventKind, Kv, LeaseId, Range, Revision, Txn, TxnOp, WatchResponse,
+};
+use distsync_core::error::{Error, Result};
+use distsync_core::guard::LockGuard;
+use distsync_core::lock::Locker;
+use distsync_core::name::Name;
+use distsync_core::session::Session;
+
+use super::heads::Heads;
+use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
+use super::key::{lease_hex, range_at, KeySpace, Kind};
+use super::wait::{patiently, read, until_lost, wait_turn};
+
+/// An unfair [`Locker`] over a [`Kv`] store.
+pub(crate) struct KvUnfairMutex {
+    kv: Arc<dyn Kv>,
+    session: Session,
+    lease: LeaseId,
+    name: Name,
+    /// `<ns><name>/`: the fair mutex's range, where the holder's key lives.
+    prefix: String,
+    /// The own holding key under `prefix`.
+    key: String,
+    /// `<ns>/unfair-lock/<escaped name>/`: the unfair wait line.
+    waiters: String,
+    /// The own key in the wait line.
+    waiter_key: String,
+    space: KeySpace,
+    heads: Arc<Heads>,
+    wakeups: AtomicU64,
+}
+
+/// What one attempt found.
+enum Attempt {
+    /// The own key holds, created at this revision.
+    Held(Revision),
+    /// Another key was there; the own key is deleted again.
+    Busy,
+}
+
+impl KvUnfairMutex {
+    /// The unfair mutex `name` under `space`, held through `session` (lease `lease`);
+    /// `heads` is the backend's record of the lock keys that headed their line.
+    pub(crate) fn new(
+        kv: Arc<dyn Kv>,
+        space: &KeySpace,
+        name: Name,
+        session: Session,
+        lease: LeaseId,
+        heads: Arc<Heads>,
+    ) -> Self {
+        let prefix = format!("{}{name}/", space.namespace());
+        let key = format!("{prefix}{}", lease_hex(lease));
+        let waiters = format!("{}/", Kind::UnfairLock.prefix(space.namespace(), &name));
+        let waiter_key = format!("{waiters}{}", lease_hex(lease));
+        Self {
+            kv,
+            session,
+            lease,
+            name,
+            prefix,
+            key,
+            waiters,
+            waiter_key,
+            space: space.clone(),
+            heads,
+            wakeups: AtomicU64::new(0),
+        }
+    }
+
+    /// One attempt: the own key put if absent, the keys under the prefix counted; a
+    /// key that is not alone is deleted again before this returns.
+    async fn attempt(&self) -> Result<Attempt> {
+        let kv = &*self.kv;
+        let mut cleanup = Cleanup::new(
+            Arc::clone(&self.kv),
+            &self.session,
+            self.key.clone(),
+            self.lease,
+            None,
+        );
+        let others = Range {
+            limit: Some(1),
+            ..Range::prefix(&self.prefix)
+        };
+        let txn = Txn::when(vec![Compare::create_revision(
+            &self.key,
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then(vec![
+            TxnOp::put(&self.key, Bytes::new(), self.lease),
+            TxnOp::Range(others),
+        ])
+        .or_else(vec![
+            TxnOp::Range(Range::key(&self.key)),
+            TxnOp::Range(Range::prefix(&self.prefix).first_create()),
+        ]);
+        let response = match kv.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
+            }
+        };
+        let (mine, owns) = if response.succeeded {
+            (response.revision, range_at(kv, &response, 1)?.count <= 1)
+        } else {
+            // The own key is left from a hold of this session that a release has not
+            // deleted yet (it runs in the background): it holds if it is the oldest.
+            let Some(mine) = range_at(kv, &response, 0)?
+                .kvs
+                .first()
+                .map(|kv| kv.create_revision)
+            else {
+                return Err(Error::backend(kv.backend(), "own lock key vanished"));
+            };
+            let first = range_at(kv, &response, 1)?
+                .kvs
+                .first()
+                .map(|kv| kv.create_revision);
+            (mine, first.is_none_or(|first| first == mine))
+        };
+        cleanup.created_at(mine);
+        if owns {
+            cleanup.disarm();
+            return Ok(Attempt::Held(mine));
+        }
+        cleanup.remove_now().await?;
+        Ok(Attempt::Busy)
+    }
+
+    /// Waits as the head of the wait line until an attempt holds: watches the prefix
+    /// for the next deletion of a key other than the own, from `from`, and attempts.
+    async fn lead_the_wait(&self, lost: &CancellationToken) -> Result<Revision> {
+        loop {
+            let line = read(
+                &*self.kv,
+                Range {
+                    limit: Some(1),
+                    ..Range::prefix(&self.prefix)
+                },
+                Some(lost),
+            )
+            .await?;
+            if line.count > 0 {
+                self.next_release(line.revision + 1, lost).await?;
+            }
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+            match self.attempt().await? {
+                Attempt::Held(revision) => return Ok(revision),
+                Attempt::Busy => {}
+            }
+        }
+    }
+
+    /// Returns at the first deletion under the prefix from revision `from` of a key
+    /// other than the own (the own key's deletions are this waiter's failed attempts),
+    /// or when the watch ends (the caller reads again).
+    async fn next_release(&self, from: Revision, lost: &CancellationToken) -> Result<()> {
+        let kv = &*self.kv;
+        let mut stream = patiently(Some(lost), "watch", &self.prefix, || {
+            kv.watch(&self.prefix, true, from)
+        })
+        .await?;
+        loop {
+            match until_lost(Some(lost), stream.next()).await? {
+                Some(Ok(WatchResponse::Events(events))) => {
+                    if events
+                        .iter()
+                        .any(|event| event.kind == EventKind::Delete && event.kv.key != self.key)
+                    {
+                        return Ok(());
+                    }
+                }
+                Some(Err(error)) if !error.is_transient() => return Err(error),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Joins the wait line, waits to head it, then waits as its head until held.
+    async fn wait(&self, lost: &CancellationToken) -> Result<Revision> {
+        let kv = &*self.kv;
+        let mut cleanup = Cleanup::new(
+            Arc::clone(&self.kv),
+            &self.session,
+            self.waiter_key.clone(),
+            self.lease,
+            None,
+        );
+        let txn = Txn::when(vec![Compare::create_revision(
+            &self.waiter_key,
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then(vec![TxnOp::put(&self.waiter_key, Bytes::new(), self.lease)])
+        .or_else(vec![TxnOp::Range(Range::key(&self.waiter_key))]);
+        let response = match kv.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
+            }
+        };
+        let created = if response.succeeded {
+            response.revision
+        } else {
+            match range_at(kv, &response, 0)?.kvs.first() {
+                Some(mine) => mine.create_revision,
+                None => return Err(Error::backend(kv.backend(), "own waiter key vanished")),
+            }
+        };
+        cleanup.created_at(created);
+        if !wait_turn(
+            kv,
+            &self.waiters,
+            &self.waiter_key,
+            created,
+            None,
+            Some(lost),
+        )
+        .await?
+        {
+            cleanup.disarm();
+            return Err(Error::SessionLost);
+        }
+        let held = self.lead_the_wait(lost).await?;
+        // Before the hold is returned (so before its release can happen): the next
+        // waiter heads the line from here, and watches from after this grant.
+        cleanup.remove_now().await?;
+        Ok(held)
+    }
+
+    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>> {
+        let Some(gate) = gate(&self.session, &self.key, wait).await? else {
+            return Ok(None);
+        };
+        let revision = match self.attempt().await? {
+            Attempt::Held(revision) => revision,
+            Attempt::Busy if !wait => return Ok(None),
+            Attempt::Busy => {
+                let lost = self.session.lost_token().clone();
+                // A hold won while the wait is dropped is deleted again: the attempt
+                // is one transaction, and its key is only kept once returned here.
+                let mut key = Cleanup::new(
+                    Arc::clone(&self.kv),
+                    &self.session,
+                    self.key.clone(),
+                    self.lease,
+                    None,
+                );
+                let revision = self.wait(&lost).await?;
+                key.created_at(revision);
+                key.disarm();
+                revision
+            }
+        };
+        let held = HeldKey {
+            kv: Arc::clone(&self.kv),
+            key: self.key.clone(),
+            create_revision: revision,
+            session: self.session.clone(),
+            lease: self.lease,
+            _mark: Some(Arc::new(self.heads.granted(
+                &self.prefix,
+                &self.key,
+                revision,
+            ))),
+        };
+        Ok(Some(held.lazy_lock_guard(Some(gate), &self.space)))
+    }
+}
+
+#[async_trait]
+impl Locker for KvUnfairMutex {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Attempts at once; if held by someone, waits in the unfair wait line (see the
+    /// module docs).
+    ///
+    /// Cancel-safety: cancel-safe; a dropped future deletes its wait-line key and any
+    /// key an attempt in flight made, in the background.
+    async fn lock(&self) -> Result<LockGuard> {
+        match self.acquire(true).await? {
+            Some(guard) => Ok(guard),
+            None => Err(Error::backend(
+                self.kv.backend(),
+                "lock returned without a hold",
+            )),
+        }
+    }
+
+    /// One attempt: `None` when another key holds (or another task of this session).
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        self.acquire(false).await
+    }
+
+    /// The keys under `<ns><name>/` (the holder, and any fair waiters) and the unfair
+    /// wait line's.
+    async fn contenders(&self) -> Result<usize> {
+        let holders = self.kv.range(Range::prefix(&self.prefix)).await?.count;
+        let waiters = self.kv.range(Range::prefix(&self.waiters)).await?.count;
+        Ok(holders + waiters)
+    }
+
+    fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use crate::kv::{Kv, Range};
+    use crate::recipes::testing::{backend, name, session, sessions, settle, within};
+    use distsync_core::backend::Backend;
+    use distsync_core::lock::Locker;
+
+    #[tokio::test]
+    async fn the_holder_key_is_the_fair_mutexs_and_one_transaction_takes_it() {
+        let backend = backend();
+        let s = session(&backend).await;
+        let before = backend.kv().range(Range::key("x")).await.unwrap().revision;
+        let guard = backend
+            .unfair_locker(&s, name("jobs/nightly"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        assert_eq!(guard.key(), format!("jobs/nightly/{:x}", s.id().0));
+        let stored = backend.kv().range(Range::key(guard.key())).await.unwrap();
+        assert_eq!(stored.kvs[0].create_revision as u64, guard.token().get());
+        assert_eq!(stored.revision, before + 1, "one write acquires");
+        guard.unlock().await.unwrap();
+        let after = backend.kv().range(Range::prefix("jobs/")).await.unwrap();
+        assert_eq!((after.count, after.revision), (0, before + 2));
+    }
+
+    #[tokio::test]
+    async fn fair_and_unfair_lockers_of_one_name_exclude_each_other() {
+        let backend = backend();
+        let [s1, s2, s3] = sessions(&backend).await;
+        let fair = backend
+            .locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let unfair = backend.unfair_locker(&s2, name("l")).unwrap();
+        assert!(unfair.try_lock().await.unwrap().is_none());
+        let waiting = tokio::spawn(async move { unfair.lock().await });
+        settle().await;
+        assert!(!waiting.is_finished());
+        let fair_token = fair.token();
+        fair.unlock().await.unwrap();
+        let unfair = within(waiting).await.unwrap().unwrap();
+        assert!(unfair.token() > fair_token);
+        let fair = backend.locker(&s3, name("l")).unwrap();
+        assert!(fair.try_lock().await.unwrap().is_none());
+        let waiting = tokio::spawn(async move { fair.lock().await });
+        settle().await;
+        assert!(!waiting.is_finished());
+        let unfair_token = unfair.token();
+        unfair.unlock().await.unwrap();
+        assert!(within(waiting).await.unwrap().unwrap().token() > unfair_token);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn contenders_exclude_each_other_and_tokens_grow() {
+        let backend = backend();
+        let inside = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let s = session(&backend).await;
+            let locker = backend.unfair_locker(&s, name("shared")).unwrap();
+            let inside = Arc::clone(&inside);
+            tasks.push(tokio::spawn(async move {
+                let mut tokens = Vec::new();
+                for _ in 0..20 {
+                    let guard = locker.lock().await.unwrap();
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                    tokio::task::yield_now().await;
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    tokens.push(guard.token());
+                    guard.unlock().await.unwrap();
+                }
+                drop(s);
+                tokens
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            let tokens = within(task).await.unwrap();
+            assert!(tokens.windows(2).all(|pair| pair[0] < pair[1]));
+            all.extend(tokens);
+        }
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 120, "every grant has a token of its own");
+    }
+
+    #[tokio::test]
+    async fn a_release_wakes_the_head_of_the_wait_line_alone() {
+        let backend = backend();
+        let holder = session(&backend).await;
+        let holding = backend.unfair_locker(&holder, name("l")).unwrap();
+        let mut guard = holding.lock().await.unwrap();
+        let mut lockers = Vec::new();
+        let mut waits = Vec::new();
+        for _ in 0..100 {
+            let s = session(&backend).await;
+            let locker: Arc<dyn Locker> = Arc::from(backend.unfair_locker(&s, name("l")).unwrap());
+            lockers.push((s, Arc::clone(&locker)));
+            waits.push(tokio::spawn(
+                async move { locker.lock().await?.unlock().await },
+            ));
+        }
+        settle().await;
+        assert_eq!(holding.contenders().await.unwrap(), 101);
+        let releases = 20;
+        for _ in 0..releases {
+            // The holder releases and takes the lock again at once: the head of the
+            // wait line is woken, and either wins or loses to the holder.
+            guard.unlock().await.unwrap();
+            guard = within(holding.lock()).await.unwrap();
+        }
+        let woken: u64 = lockers.iter().map(|(_, locker)| locker.wakeups()).sum();
+        assert!(
+            woken <= 2 * releases,
+            "{woken} wake-ups for {releases} releases"
+        );
+        guard.unlock().await.unwrap();
+        for wait in waits {
+            within(wait).await.unwrap().unwrap();
+        }
+        let woken: u64 = lockers.iter().map(|(_, locker)| locker.wakeups()).sum();
+        // Each waiter's grant was one more release.
+        assert!(woken <= 2 * (releases + 101), "{woken} wake-ups in all");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_leaves_no_key_behind() {
+        let backend = backend();
+        let [s1, s2] = sessions(&backend).await;
+        let held = backend
+            .unfair_locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let waiter = backend.unfair_locker(&s2, name("l")).unwrap();
+        let waiting = tokio::spawn(async move { waiter.lock().await });
+        settle().await;
+        assert_eq!(
+            backend
+                .kv()
+                .range(Range::prefix("/unfair-lock/l/"))
+                .await
+                .unwrap()
+                .count,
+            1
+        );
+        waiting.abort();
+        settle().await;
+        assert_eq!(
+            backend
+                .kv()
+                .range(Range::prefix("/unfair-lock/l/"))
+                .await
+                .unwrap()
+                .count,
+            0
+        );
+        assert_eq!(
+            backend.kv().range(Range::prefix("l/")).await.unwrap().count,
+            1
+        );
+        held.unlock().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_revoked_holder_frees_the_lock_and_learns_it() {
+        let backend = backend();
+        let [s1, s2] = sessions(&backend).await;
+        let held = backend
+            .unfair_locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let waiter = backend.unfair_locker(&s2, name("l")).unwrap();
+        let waiting = tokio::spawn(async move { waiter.lock().await });
+        settle().await;
+        backend.revoke_session(s1.id()).await.unwrap();
+        within(held.lost()).await;
+        let next = within(waiting).await.unwrap().unwrap();
+        assert!(next.token() > held.token());
+    }
+}
