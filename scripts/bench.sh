@@ -2,9 +2,10 @@
 # The benchmarks in one command: starts a set of test servers of its own
 # (scripts/servers.sh up, which installs what is missing), exports their URLs, and
 # runs the bench binary on every backend, which fills the tables of docs/BENCHMARKS.md
-# between their markers (every other line of it is hand-written and kept).
+# between their markers (every other line of it is hand-written and kept) and draws
+# the plots beside them into docs/bench/*.svg (OUT/bench/ with --out OUT).
 #
-#   scripts/bench.sh                          full run (about 8 minutes on 2 cores)
+#   scripts/bench.sh                          full run (about 12 minutes on 2 cores)
 #   scripts/bench.sh --quick --out /tmp/bench smoke run, written elsewhere
 #   scripts/bench.sh --cases cycle --no-peers any distsync-bench option (see --help)
 #

@@ -24,6 +24,11 @@
 //!   opens the pool of [`POSTGRES_POOL`] given to `backend_from_pool` and its reaper's
 //!   2 ([`POSTGRES_OTHER_CONNECTIONS`] in all);
 //! - memory: one shared in-process store, no raw sequence (cycles per second only).
+//!
+//! On PostgreSQL a third side runs as many `distributed-lock` clients (each a pool of
+//! its own, session advisory locks, [`crate::peers::distributed_lock`]) in the same
+//! rounds, when the build has that peer and the plan runs peers: the peer the issue of
+//! PostgreSQL throughput holds distsync against.
 
 use std::time::{Duration, Instant};
 
@@ -86,6 +91,8 @@ pub struct AggregateResult {
     pub library: Option<Throughput>,
     /// The raw clients (none on memory).
     pub raw: Option<Throughput>,
+    /// The peer's clients (`distributed-lock` on PostgreSQL), where it runs.
+    pub peer: Option<Throughput>,
     /// Why the case did not run, or stopped early.
     pub error: Option<String>,
 }
@@ -96,6 +103,13 @@ impl AggregateResult {
         let library = self.library.as_ref()?.rate();
         let raw = self.raw.as_ref()?.rate();
         (raw > 0.0 && library > 0.0).then(|| library / raw)
+    }
+
+    /// distsync's aggregate rate ÷ the peer's clients'.
+    pub fn peer_ratio(&self) -> Option<f64> {
+        let library = self.library.as_ref()?.rate();
+        let peer = self.peer.as_ref()?.rate();
+        (peer > 0.0 && library > 0.0).then(|| library / peer)
     }
 }
 
@@ -227,6 +241,17 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
             None
         }
     };
+    let peer = if plan.peers {
+        match peer_clients(target, &prefix, clients).await {
+            Ok(peer) => peer,
+            Err(error) => {
+                result.error = Some(format!("peer clients: {error}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let library = match library_clients(target, &prefix, clients).await {
         Ok((library, setup)) => {
             result.setup = setup;
@@ -234,14 +259,16 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
         }
         Err(error) => {
             result.error = Some(format!("distsync clients: {error}"));
-            if let Some((clients, label)) = raw {
+            for (clients, label) in raw.into_iter().chain(peer) {
                 Side::new(clients, label).finish().await;
             }
             return result;
         }
     };
     let mut sides = vec![Side::new(library, "distsync".into())];
+    let has_raw = raw.is_some();
     sides.extend(raw.map(|(clients, label)| Side::new(clients, label)));
+    sides.extend(peer.map(|(clients, label)| Side::new(clients, label)));
     // Warm-up: one unmeasured burst each.
     let warmup = burst.min(Duration::from_millis(200));
     for side in &mut sides {
@@ -262,8 +289,40 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
     }
     let mut finished = finished.into_iter();
     result.library = finished.next();
-    result.raw = finished.next();
+    if has_raw {
+        result.raw = finished.next();
+    }
+    result.peer = finished.next();
     result
+}
+
+/// `clients` clients of the peer of `target`'s store for this case
+/// (`distributed-lock` on PostgreSQL) and their label, or `None` where it has none.
+#[allow(unused_variables)]
+async fn peer_clients(
+    target: &Target,
+    prefix: &str,
+    clients: usize,
+) -> Result<Option<(Vec<Box<dyn Cycler>>, String)>> {
+    #[cfg(feature = "distributed-lock")]
+    if target.kind == BackendKind::Postgres {
+        let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
+        let label = crate::peers::distributed_lock::LABEL.to_owned();
+        for index in 0..clients {
+            let name = format!("{prefix}/peer/{index}");
+            match crate::peers::distributed_lock::postgres(&target.url, &name).await {
+                Ok(client) => made.push(client.cycler),
+                Err((_, _, error)) => {
+                    for client in made {
+                        close(client).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        return Ok(Some((made, label)));
+    }
+    Ok(None)
 }
 
 /// `clients` raw clients for `target`'s store and their label, or `None` on memory.
@@ -346,7 +405,7 @@ pub fn postgres_hold_connections(clients: usize, free: usize) -> u32 {
 /// (committing durably, as `backend_from_pool` requires), with `holds` hold
 /// connections.
 #[cfg(feature = "postgres")]
-async fn postgres_backend(url: &str, holds: u32) -> Result<distsync::Coordinator> {
+pub(crate) async fn postgres_backend(url: &str, holds: u32) -> Result<distsync::Coordinator> {
     use sqlx::postgres::PgPoolOptions;
     let config =
         distsync::store::postgres::PostgresConfig::parse(url)?.with_hold_connections(holds)?;

@@ -14,6 +14,9 @@ pub enum Case {
     Cycle,
     /// Contended hand-off from `unlock()` to the next waiter holding.
     Handoff,
+    /// Contended throughput: 2, 8 and 64 clients all cycling one lock, grants per
+    /// second (see `crate::contended`).
+    Contended,
     /// `resign()` to the new leader seen by `observe()`.
     Election,
     /// Queue enqueue and dequeue throughput.
@@ -183,6 +186,19 @@ pub struct Plan {
     #[arg(default_values_t = [1, 10, 100, 1000])]
     #[arg(default_values_if("quick", "true", ["1", "10"]))]
     pub scale_handoff_waiters: Vec<usize>,
+    /// Contended case: client counts, comma-separated; all clients of a count cycle
+    /// one lock.
+    #[arg(long, value_delimiter = ',', default_values_t = [2, 8, 64])]
+    pub contended_clients: Vec<usize>,
+    /// Contended case: measured time per implementation and client count, in
+    /// milliseconds [`--quick`: 300].
+    #[arg(long = "contended-ms", value_name = "MS", value_parser = millis)]
+    #[arg(default_value = "2000", default_value_if("quick", "true", "300"))]
+    pub contended_time: Duration,
+    /// Contended case: the most clients of a peer that runs a JVM per client
+    /// (Curator) [`--quick`: 2].
+    #[arg(long, default_value_t = 8, default_value_if("quick", "true", "2"))]
+    pub contended_jvm_clients: usize,
     /// Aggregate case: concurrent clients per side (distsync, raw).
     #[arg(long, default_value_t = 64)]
     pub aggregate_clients: usize,
@@ -262,6 +278,7 @@ impl Plan {
         plan.cases.sort();
         plan.cases.dedup();
         plan.waiters = counts(plan.waiters);
+        plan.contended_clients = counts(plan.contended_clients);
         plan.scale_handoff_waiters = counts(plan.scale_handoff_waiters);
         let holds = match (plan.scale_holds, plan.scale_sizes.iter().max()) {
             (Some(holds), _) => holds,
@@ -292,6 +309,7 @@ impl Plan {
         }
         plan.scale_ttl = plan.scale_ttl.max(Duration::from_secs(1));
         plan.aggregate_time = plan.aggregate_time.max(Duration::from_millis(1));
+        plan.contended_time = plan.contended_time.max(Duration::from_millis(1));
         plan
     }
 

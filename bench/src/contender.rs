@@ -10,8 +10,10 @@ use crate::Result;
 /// What a cycle implementation is, for the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// distsync itself.
+    /// distsync's lock (the fair one).
     Library,
+    /// distsync's unfair lock ([`distsync::lock::LockOptions::unfair`]).
+    Unfair,
     /// The minimal command sequence on the same client crate.
     Raw,
     /// Another lock library or program on the same store.
@@ -29,6 +31,20 @@ pub trait Cycler: Send {
     /// of its own clock's, which would add the round trip to that process. `None` (the
     /// default): the runner's clock.
     fn own_time(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// How long the last cycle waited for the lock, from asking to holding, for an
+    /// implementation that can tell (see [`crate::contended`]). `None` (the default):
+    /// the contended case records the whole cycle instead, and says so.
+    fn last_wait(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// How many times the store woke this implementation's waits to ask again
+    /// ([`distsync::Locker::wakeups`]), for one that counts them; `None` (the default)
+    /// otherwise.
+    fn wakeups(&self) -> Option<u64> {
         None
     }
 
@@ -83,6 +99,10 @@ pub struct CycleResult {
     pub rounds: Vec<Samples>,
     /// Why it stopped early, if it did.
     pub error: Option<String>,
+    /// Whether it did not run because the backend does not have it
+    /// ([`distsync::Error::Unsupported`]): a gap the backend may fill later, not a
+    /// failure of the run.
+    pub unsupported: bool,
 }
 
 /// A contender that could not start: its label, its role and why.
@@ -109,6 +129,7 @@ impl CycleResult {
             samples,
             rounds,
             error: None,
+            unsupported: false,
         }
     }
 }
@@ -119,5 +140,14 @@ pub fn failure(label: &str, role: Role, error: &dyn std::fmt::Display) -> CycleR
     CycleResult {
         error,
         ..CycleResult::new(label, role)
+    }
+}
+
+/// A result for `label`, which could not start with `error`: marked
+/// [`unsupported`](CycleResult::unsupported) when the backend does not have it.
+pub fn not_started(label: &str, role: Role, error: &crate::BoxError) -> CycleResult {
+    CycleResult {
+        unsupported: crate::unsupported(error.as_ref()),
+        ..failure(label, role, error)
     }
 }

@@ -5,36 +5,131 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use distsync::lock::{Fairness, LockOptions};
 use distsync::{Coordinator, Locker, Session};
 
 use crate::args::Plan;
-use crate::contender::{failure, Contender, CycleResult, Cycler, Role};
+use crate::contender::{not_started, Contender, CycleResult, Cycler, Role};
 use crate::stats::{share, Samples};
 use crate::target::Target;
 use crate::Result;
+
+/// The row label of distsync's fair lock.
+pub const LABEL: &str = "distsync";
+
+/// The row label of distsync's unfair lock.
+pub const UNFAIR_LABEL: &str = "distsync, unfair";
 
 /// distsync's cycle: `lock().await?.unlock().await?` on one locker of one session.
 struct DistsyncCycle {
     session: Session,
     locker: Arc<dyn Locker>,
+    /// Whether to time each `lock()` (the contended case's wait; the uncontended
+    /// cycle goes without the clock reads).
+    timed: bool,
+    /// How long the last `lock()` took, when timed.
+    wait: Option<Duration>,
 }
 
-/// distsync's cycle on a locker named `name` through a new session of `coordinator`.
+/// distsync's cycle on a (fair) locker named `name` through a new session of
+/// `coordinator`.
 ///
 /// # Errors
 /// The backend's error opening the session.
 pub async fn distsync(coordinator: &Coordinator, name: &str) -> Result<Contender> {
+    distsync_with(coordinator, name, Fairness::Fair).await
+}
+
+/// The row label and role of distsync's lock of `fairness`.
+pub fn library(fairness: Fairness) -> (&'static str, Role) {
+    match fairness {
+        Fairness::Unfair => (UNFAIR_LABEL, Role::Unfair),
+        _ => (LABEL, Role::Library),
+    }
+}
+
+/// The lock options of `fairness`.
+pub fn options(fairness: Fairness) -> LockOptions {
+    match fairness {
+        Fairness::Unfair => LockOptions::new().unfair(),
+        _ => LockOptions::new(),
+    }
+}
+
+/// distsync's cycle on a locker of `fairness` named `name` through a new session of
+/// `coordinator`, as row [`LABEL`] or [`UNFAIR_LABEL`].
+///
+/// # Errors
+/// The backend's error opening the session; [`distsync::Error::Unsupported`] for the
+/// unfair lock on a backend that has none (the session is closed then).
+pub async fn distsync_with(
+    coordinator: &Coordinator,
+    name: &str,
+    fairness: Fairness,
+) -> Result<Contender> {
+    open(coordinator, name, fairness, false).await
+}
+
+/// [`distsync_with`], timing each `lock()` for [`Cycler::last_wait`] (the contended
+/// case's wait).
+///
+/// # Errors
+/// As [`distsync_with`].
+pub async fn distsync_timed(
+    coordinator: &Coordinator,
+    name: &str,
+    fairness: Fairness,
+) -> Result<Contender> {
+    open(coordinator, name, fairness, true).await
+}
+
+async fn open(
+    coordinator: &Coordinator,
+    name: &str,
+    fairness: Fairness,
+    timed: bool,
+) -> Result<Contender> {
     let session = coordinator.session().await?;
-    let locker = coordinator.locker(&session, name)?;
-    let cycler = DistsyncCycle { session, locker };
-    Ok(Contender::new("distsync", Role::Library, cycler))
+    let locker = match coordinator.locker_with(&session, name, options(fairness)) {
+        Ok(locker) => locker,
+        Err(error) => {
+            if let Err(closing) = session.close().await {
+                tracing::debug!(%closing, "closing a session failed; it expires");
+            }
+            return Err(error.into());
+        }
+    };
+    let cycler = DistsyncCycle {
+        session,
+        locker,
+        timed,
+        wait: None,
+    };
+    let (label, role) = library(fairness);
+    Ok(Contender::new(label, role, cycler))
 }
 
 #[async_trait]
 impl Cycler for DistsyncCycle {
     async fn cycle(&mut self) -> Result<()> {
-        self.locker.lock().await?.unlock().await?;
+        if !self.timed {
+            self.locker.lock().await?.unlock().await?;
+            return Ok(());
+        }
+        self.wait = None;
+        let asked = Instant::now();
+        let guard = self.locker.lock().await?;
+        self.wait = Some(asked.elapsed());
+        guard.unlock().await?;
         Ok(())
+    }
+
+    fn last_wait(&self) -> Option<Duration> {
+        self.wait
+    }
+
+    fn wakeups(&self) -> Option<u64> {
+        Some(self.locker.wakeups())
     }
 
     async fn close(self: Box<Self>) -> Result<()> {
@@ -43,17 +138,22 @@ impl Cycler for DistsyncCycle {
     }
 }
 
-/// Everything that runs the cycle on `target`: distsync first, then the raw sequence
-/// and the peers this build has. Implementations that cannot start are returned as
-/// failed results, with the reason.
+/// Everything that runs the cycle on `target`: distsync's fair lock first, its unfair
+/// lock, then the raw sequence and the peers this build has. Implementations that
+/// cannot start are returned as failed results, with the reason (marked unsupported
+/// for an unfair lock the backend does not have).
 pub async fn contenders(
     target: &Target,
     run_id: &str,
     plan: &Plan,
 ) -> (Vec<Contender>, Vec<CycleResult>) {
     let name = |what: &str| format!("{run_id}/cycle/{what}");
-    let library = distsync(&target.coordinator, &name("distsync")).await;
-    let library = library.map_err(|error| ("distsync".to_owned(), Role::Library, error));
+    let mut libraries = Vec::new();
+    for (fairness, what) in [(Fairness::Fair, "distsync"), (Fairness::Unfair, "unfair")] {
+        let made = distsync_with(&target.coordinator, &name(what), fairness).await;
+        let (label, role) = library(fairness);
+        libraries.push(made.map_err(|error| (label.to_owned(), role, error)));
+    }
     let raw = crate::raw::contender(target, &name("raw")).await;
     let peers = if plan.peers {
         crate::peers::contenders(target, &name("peer")).await
@@ -61,10 +161,10 @@ pub async fn contenders(
         Vec::new()
     };
     let (mut ready, mut failed) = (Vec::new(), Vec::new());
-    for contender in std::iter::once(library).chain(raw).chain(peers) {
+    for contender in libraries.into_iter().chain(raw).chain(peers) {
         match contender {
             Ok(cycler) => ready.push(cycler),
-            Err((label, role, error)) => failed.push(failure(&label, role, &error)),
+            Err((label, role, error)) => failed.push(not_started(&label, role, &error)),
         }
     }
     (ready, failed)

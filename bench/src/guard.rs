@@ -13,6 +13,11 @@
 //! run's and the baseline's, and only when a second run confirms it ([`confirm`]): a
 //! failing CI blocks every change, so noise must not fail it. A baseline ratio that
 //! cannot be measured fails too. `scripts/bench-guard.sh` runs it.
+//!
+//! The unfair lock is judged the same way against the raw sequence and each peer: its
+//! ratios are keyed [`UNFAIR_PREFIX`] + the other's label, and divide the unfair lock's
+//! p50 (not the fair lock's). A backend without the unfair lock gives one row saying
+//! so, which passes unless the baseline has ratios of its unfair lock.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,6 +44,12 @@ pub const MIN_ROUNDS: usize = 3;
 pub const NOISE_FACTOR: f64 = 3.0;
 /// ...and by more than this share of the baseline.
 pub const FLOOR: f64 = 0.20;
+
+/// What the key of an unfair-lock ratio starts with (the rest is the other's label).
+pub const UNFAIR_PREFIX: &str = "unfair lock: ";
+
+/// The key of the row saying that a backend does not have the unfair lock.
+pub const UNFAIR_UNSUPPORTED: &str = "unfair lock";
 
 /// The baseline file used when `--baseline` is not given: `bench/baseline.json`.
 pub fn default_baseline_path() -> PathBuf {
@@ -240,8 +251,12 @@ pub struct BackendOutcome {
     pub kind: BackendKind,
     /// Why nothing was measured on it, if so.
     pub error: Option<String>,
-    /// Each implementation compared with distsync, by row label.
+    /// Each implementation compared with distsync, by row label (and with the unfair
+    /// lock, keyed [`UNFAIR_PREFIX`] + row label).
     pub ratios: Vec<(String, Result<Measured, String>)>,
+    /// What this backend does not have (the unfair lock), by key, with the reason:
+    /// not measured, and not a failure unless the baseline has its ratios.
+    pub unsupported: Vec<(String, String)>,
     /// How long the backend took.
     pub elapsed: Duration,
 }
@@ -263,6 +278,7 @@ async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> B
         kind,
         error: None,
         ratios: Vec::new(),
+        unsupported: Vec::new(),
         elapsed: Duration::ZERO,
     };
     let target = match Target::connect(kind, url).await {
@@ -274,12 +290,25 @@ async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> B
     };
     let (ready, failed) = cycle::contenders(&target, run_id, plan).await;
     let results = cycle::run(ready, plan).await;
-    let library = results
-        .iter()
-        .chain(&failed)
-        .find(|result| result.role == Role::Library);
+    let find = |role| {
+        results
+            .iter()
+            .chain(&failed)
+            .find(|result| result.role == role)
+    };
+    let (library, unfair) = (find(Role::Library), find(Role::Unfair));
+    let unfair = match unfair {
+        Some(unfair) if unfair.unsupported => {
+            let reason = unfair.error.clone().unwrap_or_default();
+            outcome
+                .unsupported
+                .push((UNFAIR_UNSUPPORTED.to_owned(), reason));
+            None
+        }
+        unfair => unfair,
+    };
     for other in results.iter().chain(&failed) {
-        if other.role == Role::Library {
+        if matches!(other.role, Role::Library | Role::Unfair) {
             continue;
         }
         let measured = match library {
@@ -287,6 +316,10 @@ async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> B
             None => Err("distsync did not run".to_owned()),
         };
         outcome.ratios.push((other.label.clone(), measured));
+        if let Some(unfair) = unfair {
+            let key = format!("{UNFAIR_PREFIX}{}", other.label);
+            outcome.ratios.push((key, measure(unfair, other)));
+        }
     }
     outcome.elapsed = started.elapsed();
     outcome
@@ -311,6 +344,7 @@ pub async fn measure_all(args: &Args, plan: &Plan, run_id: &str) -> Vec<BackendO
                 kind,
                 error: Some(reason),
                 ratios: Vec::new(),
+                unsupported: Vec::new(),
                 elapsed: Duration::ZERO,
             },
         };
@@ -373,6 +407,23 @@ pub fn compare(baseline: &Baseline, outcomes: &[BackendOutcome]) -> Vec<Row> {
                 baseline: expected.map(|entry| entry.ratio),
                 fails_above,
                 verdict,
+                second_run: false,
+            });
+        }
+        for (against, reason) in &outcome.unsupported {
+            if baseline.ratios.iter().any(|entry| {
+                entry.backend == backend && entry.against.starts_with(against.as_str())
+            }) {
+                // The baseline's ratios of it are reported unmeasured below.
+                continue;
+            }
+            rows.push(Row {
+                backend: backend.to_owned(),
+                against: against.clone(),
+                measured: None,
+                baseline: None,
+                fails_above: None,
+                verdict: Verdict::Skipped(format!("unsupported: {reason}")),
                 second_run: false,
             });
         }

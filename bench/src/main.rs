@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use distsync_bench::args::Args;
-use distsync_bench::{guard, markdown, report, run};
+use distsync_bench::{guard, markdown, plot, report, run};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -51,8 +51,21 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Some(out) = &args.out {
+        let plots = out.join("bench");
+        let drawn = distsync_bench::plot::draw_all(&report, &plots);
+        if !drawn.is_empty() {
+            eprintln!(
+                "distsync-bench: drew {} into {}",
+                drawn
+                    .iter()
+                    .map(|plot| plot.file)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                plots.display()
+            );
+        }
         let file = out.join("BENCHMARKS.md");
-        if let Err(error) = write(&file, &report) {
+        if let Err(error) = write(&file, &report, &drawn) {
             eprintln!("distsync-bench: writing {}: {error}", file.display());
             return ExitCode::FAILURE;
         }
@@ -62,9 +75,10 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Writes the tables of `report` between their markers in `file`, keeping every other
-/// line (a missing file is created with the tables alone).
-fn write(file: &Path, report: &run::Report) -> std::io::Result<()> {
+/// Writes the tables of `report` between their markers in `file`, each with a link to
+/// the plots `drawn` beside it, keeping every other line (a missing file is created with
+/// the tables alone).
+fn write(file: &Path, report: &run::Report, drawn: &[plot::Drawn]) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -73,5 +87,6 @@ fn write(file: &Path, report: &run::Report) -> std::io::Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(error) => return Err(error),
     };
-    std::fs::write(file, markdown::splice(&previous, &report::sections(report)))
+    let sections = report::sections_with(report, drawn);
+    std::fs::write(file, markdown::splice(&previous, &sections))
 }

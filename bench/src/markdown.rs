@@ -1,9 +1,10 @@
 //! Markdown tables, and the file they are written into.
 //!
 //! `docs/BENCHMARKS.md` is written by hand: its prose says what each table measures
-//! and what the figures mean. The bench only fills the tables, each between a pair of
-//! markers (`<!-- bench:NAME -->` … `<!-- /bench:NAME -->`), and leaves every other
-//! line as it is ([`splice`]).
+//! and what the figures mean. The bench only fills the tables (each followed by a link
+//! to its plot, when [`crate::plot`] drew one), each between a pair of markers
+//! (`<!-- bench:NAME -->` … `<!-- /bench:NAME -->`), and leaves every other line as it
+//! is ([`splice`]).
 
 use std::fmt::Write as _;
 

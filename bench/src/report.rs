@@ -3,21 +3,33 @@
 //! `docs/BENCHMARKS.md`; the prose around them is the document's own.
 
 use crate::aggregate::Throughput;
-use crate::contender::Role;
+use crate::contender::{CycleResult, Role};
+use crate::handoff::HandoffResult;
 use crate::markdown::Table;
-use crate::run::Report;
+use crate::run::{BackendReport, Report};
 use crate::scale::ScaleResult;
 use crate::stats::{fmt_duration, fmt_rate, fmt_ratio, Samples};
 use crate::target::BackendKind;
 
 /// The sections that are one table each: marker name, title and the table's maker.
-type Tables = [(&'static str, &'static str, fn(&Report) -> Table); 9];
+type Tables = [(&'static str, &'static str, fn(&Report) -> Table); 11];
 
 /// Every section of the report: its marker name, its title and its text.
 pub fn sections(report: &Report) -> Vec<(&'static str, &'static str, String)> {
+    sections_with(report, &[])
+}
+
+/// [`sections`], each followed by a link to the plots `drawn` beside it (the plots
+/// sit in `bench/`, beside the file the sections are written into).
+pub fn sections_with(
+    report: &Report,
+    drawn: &[crate::plot::Drawn],
+) -> Vec<(&'static str, &'static str, String)> {
     let tables: Tables = [
+        ("targets", "Targets by guarantee class", targets),
         ("cycle", "Uncontended lock+unlock cycle", cycle),
         ("handoff", "Contended hand-off", handoff),
+        ("contended", "Contended throughput", contended),
         ("election", "Election", election),
         ("queue", "Queue", queue),
         ("stm", "STM", stm),
@@ -37,11 +49,14 @@ pub fn sections(report: &Report) -> Vec<(&'static str, &'static str, String)> {
     let mut sections = vec![("run", "Machine and run", run_table(report))];
     for (name, title, table) in tables {
         let table = table(report);
-        let body = if table.is_empty() {
+        let mut body = if table.is_empty() {
             "_Not measured in this run._\n".to_owned()
         } else {
             table.render()
         };
+        for plot in drawn.iter().filter(|plot| plot.section == name) {
+            body.push_str(&format!("\n![{}](bench/{})\n", plot.alt, plot.file));
+        }
         sections.push((name, title, body));
     }
     sections
@@ -107,7 +122,8 @@ fn run_table(report: &Report) -> String {
     fact("wall time of the run", Some(wall));
     let counts = format!(
         "cycle: {} cycles per implementation after {} warm-up, in {} interleaved rounds; \
-         hand-off: {} per waiter count, a holder waits {} ms; election: {} leader changes; \
+         hand-off: {} per waiter count, a holder waits {} ms; contended: {} clients, {} ms \
+         per implementation and count; election: {} leader changes; \
          queue: {} items, STM: {} transfers per client count; scale: {} holds, {} waiting, \
          TTL {} s; many clients: {} per side, {} rounds of {} ms; every measurement capped \
          at {} s",
@@ -116,6 +132,12 @@ fn run_table(report: &Report) -> String {
         plan.rounds,
         plan.handoffs,
         plan.settle.as_millis(),
+        plan.contended_clients
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.contended_time.as_millis(),
         plan.elections,
         plan.queue_items,
         plan.stm_transfers,
@@ -144,22 +166,30 @@ fn cycle(report: &Report) -> Table {
         ">ops/s",
         ">vs raw",
         ">vs distsync",
+        ">vs unfair",
     ]);
     for backend in &report.backends {
         let kind = backend.kind;
         let p50 = |role| Some(backend.cycle_row(role)?.samples.summary()?.p50);
-        let (library, raw) = (p50(Role::Library), p50(Role::Raw));
+        let (library, unfair, raw) = (p50(Role::Library), p50(Role::Unfair), p50(Role::Raw));
         for row in &backend.cycle {
             let label = match row.role {
-                Role::Library => format!("**{}**", row.label),
+                Role::Library | Role::Unfair => format!("**{}**", row.label),
                 Role::Raw | Role::Peer => row.label.clone(),
             };
             let Some(summary) = row.samples.summary() else {
                 let mut cells = vec![kind.to_string(), label];
-                cells.resize(8, "—".to_owned());
+                if row.unsupported {
+                    cells.push("unsupported".to_owned());
+                }
+                cells.resize(9, "—".to_owned());
                 table.row(cells);
                 let reason = row.error.as_deref().unwrap_or("no samples");
-                table.note(format!("{kind} / {}: not measured: {reason}", row.label));
+                if row.unsupported {
+                    table.note(format!("{kind} / {}: unsupported: {reason}", row.label));
+                } else {
+                    table.note(format!("{kind} / {}: not measured: {reason}", row.label));
+                }
                 continue;
             };
             let versus = |base: Option<_>| dash(base.map(|base| fmt_ratio(summary.p50, base)));
@@ -172,6 +202,7 @@ fn cycle(report: &Report) -> Table {
                 fmt_rate(summary.ops_per_sec),
                 versus(raw),
                 versus(library),
+                versus(unfair),
             ]);
             table.error(format!("{kind} / {}: stopped early", row.label), &row.error);
         }
@@ -182,6 +213,16 @@ fn cycle(report: &Report) -> Table {
     table
 }
 
+/// The row label of hand-off `result` on `kind`: the backend for distsync's fair lock,
+/// with the lock or the peer otherwise.
+fn handoff_row(kind: BackendKind, result: &HandoffResult) -> String {
+    match (&result.peer, result.unfair) {
+        (Some(peer), _) => format!("{kind}: {peer}"),
+        (None, true) => format!("{kind}: {}", crate::cycle::UNFAIR_LABEL),
+        (None, false) => kind.to_string(),
+    }
+}
+
 fn handoff(report: &Report) -> Table {
     let mut table = Table::new(&[
         "backend",
@@ -190,39 +231,145 @@ fn handoff(report: &Report) -> Table {
         ">p50",
         ">p99",
         ">p50 ÷ p50 at 1",
+        ">wake-ups per release",
     ]);
     for backend in &report.backends {
-        // distsync's rows first, then each peer's (measured beside them, waiter count
-        // by waiter count); each compared with its own figure at the fewest waiters.
-        let mut implementations: Vec<Option<&str>> = Vec::new();
+        // distsync's rows first (the fair lock, then the unfair one), then each peer's
+        // (measured beside them, waiter count by waiter count); each compared with its
+        // own figure at the fewest waiters.
+        let mut implementations: Vec<String> = Vec::new();
         for result in &backend.handoff {
-            if !implementations.contains(&result.peer.as_deref()) {
-                implementations.push(result.peer.as_deref());
+            let row = handoff_row(backend.kind, result);
+            if !implementations.contains(&row) {
+                implementations.push(row);
             }
         }
-        for implementation in implementations {
+        for row in implementations {
             let results: Vec<_> = backend
                 .handoff
                 .iter()
-                .filter(|result| result.peer.as_deref() == implementation)
+                .filter(|result| handoff_row(backend.kind, result) == row)
                 .collect();
+            if results.iter().all(|result| result.unsupported) {
+                let waiters: Vec<String> = results.iter().map(|r| r.waiters.to_string()).collect();
+                let mut cells = vec![row.clone(), waiters.join(", "), "unsupported".to_owned()];
+                cells.resize(7, "—".to_owned());
+                table.row(cells);
+                let reason = results.iter().find_map(|result| result.error.as_deref());
+                table.note(format!(
+                    "{row}: unsupported: {}",
+                    reason.unwrap_or("no reason given")
+                ));
+                continue;
+            }
             let p50s: Vec<_> = results
                 .iter()
                 .map(|result| Some(result.samples.summary()?.p50))
                 .collect();
             let base = p50s.iter().flatten().next().copied();
-            let row = match implementation {
-                Some(peer) => format!("{}: {peer}", backend.kind),
-                None => backend.kind.to_string(),
-            };
             for (result, p50) in results.into_iter().zip(p50s) {
                 let versus = p50.zip(base).map(|(p50, base)| fmt_ratio(p50, base));
                 let [count, p50, p99] = latencies(&result.samples);
                 let waiters = result.waiters.to_string();
-                table.row([row.clone(), waiters, count, p50, p99, dash(versus)]);
+                let wakeups = result
+                    .unfair
+                    .then(|| result.wakeups_per_release())
+                    .flatten()
+                    .map(|per| format!("{per:.2}"));
+                table.row([
+                    row.clone(),
+                    waiters,
+                    count,
+                    p50,
+                    p99,
+                    dash(versus),
+                    dash(wakeups),
+                ]);
                 let what = format!("{row} with {} waiters", result.waiters);
                 table.error(what, &result.error);
             }
+        }
+    }
+    table
+}
+
+/// The contended-throughput table: a row per backend, implementation and client count.
+fn contended(report: &Report) -> Table {
+    let mut table = Table::new(&[
+        "backend",
+        "implementation",
+        ">clients",
+        ">grants",
+        ">grants/s",
+        ">wait p50",
+        ">wait p99",
+        ">grants per client, fewest – most",
+        ">wake-ups per release",
+    ]);
+    for backend in &report.backends {
+        let kind = backend.kind;
+        let mut noted_cycles = false;
+        let mut noted_unsupported = Vec::new();
+        for result in &backend.contended {
+            let label = match result.role {
+                Some(Role::Library | Role::Unfair) => format!("**{}**", result.label),
+                _ => result.label.clone(),
+            };
+            let clients = result.clients.to_string();
+            if result.unsupported {
+                let mut cells = vec![kind.to_string(), label, clients, "unsupported".into()];
+                cells.resize(9, "—".to_owned());
+                table.row(cells);
+                if !noted_unsupported.contains(&result.label) {
+                    noted_unsupported.push(result.label.clone());
+                    let reason = result.error.as_deref().unwrap_or("no reason given");
+                    table.note(format!("{kind} / {}: unsupported: {reason}", result.label));
+                }
+                continue;
+            }
+            let summary = result.waits.summary();
+            let wait = |pick: fn(&crate::stats::Summary) -> std::time::Duration| {
+                let marked = if result.whole_cycles { "*" } else { "" };
+                dash(
+                    summary
+                        .as_ref()
+                        .map(|s| format!("{}{marked}", fmt_duration(pick(s)))),
+                )
+            };
+            let measured = result.grants > 0 || result.error.is_none();
+            table.row([
+                kind.to_string(),
+                label,
+                clients,
+                if measured {
+                    result.grants.to_string()
+                } else {
+                    "—".into()
+                },
+                if measured {
+                    fmt_rate(result.rate())
+                } else {
+                    "—".into()
+                },
+                wait(|s| s.p50),
+                wait(|s| s.p99),
+                dash(
+                    result
+                        .spread()
+                        .filter(|_| measured)
+                        .map(|(least, most)| format!("{least} – {most}")),
+                ),
+                dash(result.wakeups_per_release().map(|per| format!("{per:.2}"))),
+            ]);
+            if result.whole_cycles && !noted_cycles {
+                noted_cycles = true;
+                table.note(format!(
+                    "{kind}: * a peer timed in its own process reports its whole cycle (lock \
+                     and unlock), not its wait alone"
+                ));
+            }
+            let what = format!("{kind} / {} with {} clients", result.label, result.clients);
+            table.error(what, &result.error);
         }
     }
     table
@@ -462,7 +609,218 @@ fn aggregate(report: &Report) -> Table {
                 "one connection (client) each",
             );
         }
+        if let Some(peer) = &aggregate.peer {
+            let ratios = library.map_or_else(dashes, |library| versus(library, peer));
+            side_row(peer, peer.label.clone(), ratios, "a pool (client) each");
+        }
         table.error(kind, &aggregate.error);
+    }
+    table
+}
+
+/// A target's figure and whether it is met (`None`: a figure without a bound), or why
+/// it has none.
+type Judged = std::result::Result<(String, Option<bool>), String>;
+
+/// The cycle p50 of the first row of `backend` that `pick` chooses.
+fn cycle_p50(
+    backend: &BackendReport,
+    pick: impl Fn(&CycleResult) -> bool,
+) -> std::result::Result<std::time::Duration, String> {
+    let row =
+        (backend.cycle.iter().find(|row| pick(row))).ok_or_else(|| "not in this run".to_owned())?;
+    if row.unsupported {
+        return Err("unsupported by this backend".into());
+    }
+    let summary = row.samples.summary();
+    summary
+        .map(|summary| summary.p50)
+        .ok_or_else(|| row.error.clone().unwrap_or_else(|| "no samples".into()))
+}
+
+/// Whether a row is labelled `prefix`…
+fn labelled(prefix: &'static str) -> impl Fn(&CycleResult) -> bool {
+    move |row: &CycleResult| row.label.starts_with(prefix)
+}
+
+/// Whether a row is of `role`.
+fn of(role: Role) -> impl Fn(&CycleResult) -> bool {
+    move |row: &CycleResult| row.role == role
+}
+
+/// `top`'s cycle p50 over `bottom`'s, judged against `bound` (at least it with
+/// `at_least`, else at most it; no bound: a figure only).
+fn cycle_ratio(
+    backend: &BackendReport,
+    top: impl Fn(&CycleResult) -> bool,
+    bottom: impl Fn(&CycleResult) -> bool,
+    bound: Option<(f64, bool)>,
+) -> Judged {
+    let (top, bottom) = match (cycle_p50(backend, top), cycle_p50(backend, bottom)) {
+        (Ok(top), Ok(bottom)) => (top, bottom),
+        (Err(why), Ok(_)) | (Ok(_), Err(why)) => return Err(why),
+        // distsync's side says first that the backend does not have the lock.
+        (Err(_), Err(bottom)) if bottom.starts_with("unsupported") => return Err(bottom),
+        (Err(top), Err(_)) => return Err(top),
+    };
+    let ratio = crate::stats::ratio(top, bottom).ok_or_else(|| "a p50 of zero".to_owned())?;
+    let met = bound.map(|(bound, at_least)| {
+        if at_least {
+            ratio >= bound
+        } else {
+            ratio <= bound
+        }
+    });
+    Ok((format!("×{ratio:.2}"), met))
+}
+
+/// The unfair lock's wake-ups per release in the hand-off with 100 waiters.
+fn wakeups_at_100(backend: &BackendReport) -> Judged {
+    let result = backend
+        .handoff
+        .iter()
+        .find(|result| result.unfair && result.peer.is_none() && result.waiters == 100)
+        .ok_or_else(|| "no hand-off with 100 waiters in this run".to_owned())?;
+    if result.unsupported {
+        return Err("unsupported by this backend".into());
+    }
+    let per = result.wakeups_per_release().ok_or_else(|| {
+        result
+            .error
+            .clone()
+            .unwrap_or_else(|| "no releases counted".into())
+    })?;
+    Ok((format!("{per:.2}"), Some(per <= 3.0)))
+}
+
+/// The targets measured on `backend`: class, target and its judgement.
+fn backend_targets(backend: &BackendReport) -> Vec<(&'static str, &'static str, Judged)> {
+    const FAIR: &str = "fair lock, against the peers that keep a line";
+    const UNFAIR: &str = "unfair lock, against the peers without a line and the raw floor";
+    const THROUGHPUT: &str = "fair lock, PostgreSQL at production settings";
+    let fair = || of(Role::Library);
+    let unfair = || of(Role::Unfair);
+    let at_least_one = Some((1.0, true));
+    let mut targets = Vec::new();
+    match backend.kind {
+        BackendKind::Etcd => {
+            targets.push((
+                FAIR,
+                "Lock RPC cycle p50 ÷ distsync's ≥ ×1.00",
+                cycle_ratio(backend, labelled("etcd Lock RPC"), fair(), at_least_one),
+            ));
+            targets.push((
+                FAIR,
+                "Go concurrency.Mutex cycle p50 ÷ distsync's ≥ ×1.00",
+                cycle_ratio(
+                    backend,
+                    labelled("Go concurrency.Mutex"),
+                    fair(),
+                    at_least_one,
+                ),
+            ));
+            targets.push((
+                UNFAIR,
+                "unfair cycle p50 ÷ the raw pair's (no bound: etcd's own protocol)",
+                cycle_ratio(backend, unfair(), of(Role::Raw), None),
+            ));
+        }
+        BackendKind::Zookeeper => {
+            targets.push((
+                FAIR,
+                "Curator InterProcessMutex cycle p50 ÷ distsync's ≥ ×1.00",
+                cycle_ratio(backend, labelled("Curator"), fair(), at_least_one),
+            ));
+            targets.push((
+                UNFAIR,
+                "unfair cycle p50 ÷ the raw sequence's (no bound: ZooKeeper's own protocol)",
+                cycle_ratio(backend, unfair(), of(Role::Raw), None),
+            ));
+        }
+        BackendKind::Redis => {
+            targets.push((
+                UNFAIR,
+                "rslock cycle p50 ÷ the unfair lock's ≥ ×1.00",
+                cycle_ratio(backend, labelled("rslock"), unfair(), at_least_one),
+            ));
+            targets.push((
+                UNFAIR,
+                "unfair cycle p50 ÷ the raw pair's (no bound)",
+                cycle_ratio(backend, unfair(), of(Role::Raw), None),
+            ));
+        }
+        BackendKind::Postgres => {
+            targets.push((
+                UNFAIR,
+                "unfair cycle p50 ÷ the raw advisory pair's ≤ ×2.00",
+                cycle_ratio(backend, unfair(), of(Role::Raw), Some((2.0, false))),
+            ));
+            targets.push((
+                UNFAIR,
+                "distributed-lock cycle p50 ÷ the unfair lock's (no bound)",
+                cycle_ratio(backend, labelled("distributed-lock"), unfair(), None),
+            ));
+            let aggregate = backend.aggregate.as_ref();
+            let ratio = aggregate.and_then(crate::aggregate::AggregateResult::ratio);
+            targets.push((
+                THROUGHPUT,
+                "64 clients, each its own lock: cycles/s ÷ 64 raw clients' ≥ ×0.30",
+                ratio
+                    .map(|ratio| (format!("×{ratio:.2}"), Some(ratio >= 0.3)))
+                    .ok_or_else(|| "not in this run".to_owned()),
+            ));
+            let peer = aggregate.and_then(crate::aggregate::AggregateResult::peer_ratio);
+            targets.push((
+                THROUGHPUT,
+                "64 clients, each its own lock: cycles/s ÷ 64 distributed-lock clients' ≥ ×1.00",
+                peer.map(|ratio| (format!("×{ratio:.2}"), Some(ratio >= 1.0)))
+                    .ok_or_else(|| "not in this run".to_owned()),
+            ));
+            let handoff = backend
+                .handoff
+                .iter()
+                .find(|result| !result.unfair && result.peer.is_none() && result.waiters == 1)
+                .and_then(|result| result.samples.summary());
+            targets.push((
+                THROUGHPUT,
+                "hand-off p50 with one waiter ≤ 0.6 ms",
+                handoff
+                    .map(|summary| {
+                        let met = summary.p50 <= std::time::Duration::from_micros(600);
+                        (fmt_duration(summary.p50), Some(met))
+                    })
+                    .ok_or_else(|| "not in this run".to_owned()),
+            ));
+        }
+        BackendKind::Memory => {}
+    }
+    targets.push((
+        "unfair lock, no herd",
+        "wake-ups per release with 100 waiters ≤ 3 (the conformance suite's bound)",
+        wakeups_at_100(backend),
+    ));
+    targets
+}
+
+/// Every target of the run with its figure and verdict, by guarantee class.
+fn targets(report: &Report) -> Table {
+    let mut table = Table::new(&["backend", "class", "target", ">this run", "verdict"]);
+    for backend in &report.backends {
+        for (class, target, judged) in backend_targets(backend) {
+            let (figure, verdict) = match judged {
+                Ok((figure, Some(true))) => (figure, "met".to_owned()),
+                Ok((figure, Some(false))) => (figure, "**missed**".to_owned()),
+                Ok((figure, None)) => (figure, "figure only".to_owned()),
+                Err(reason) => ("—".to_owned(), format!("not measured: {reason}")),
+            };
+            table.row([
+                backend.kind.to_string(),
+                class.to_owned(),
+                target.to_owned(),
+                figure,
+                verdict,
+            ]);
+        }
     }
     table
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::aggregate::AggregateResult;
 use crate::args::{Args, Case, Plan};
+use crate::contended::ContendedResult;
 use crate::contender::{CycleResult, Role};
 use crate::cycle;
 use crate::election::{self, ElectionResult};
@@ -13,6 +14,7 @@ use crate::queue::{self, QueueResult};
 use crate::scale::ScaleResult;
 use crate::stm::{self, StmResult};
 use crate::target::{BackendKind, Target};
+use distsync::lock::Fairness;
 
 /// Everything one run measured.
 #[derive(Debug)]
@@ -42,8 +44,10 @@ pub struct BackendReport {
     pub server: Option<String>,
     /// Cycle rows: distsync, raw, peers.
     pub cycle: Vec<CycleResult>,
-    /// Hand-off per waiter count.
+    /// Hand-off per waiter count: distsync's fair lock, its unfair lock and the peers.
     pub handoff: Vec<HandoffResult>,
+    /// Contended throughput per implementation and client count.
+    pub contended: Vec<ContendedResult>,
     /// Leader changes.
     pub election: Option<ElectionResult>,
     /// Queue throughput per client count.
@@ -114,6 +118,7 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
         server: machine::server_version(target).await,
         cycle: Vec::new(),
         handoff: Vec::new(),
+        contended: Vec::new(),
         election: None,
         queue: Vec::new(),
         stm: Vec::new(),
@@ -127,16 +132,39 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
         report.cycle.append(&mut failed);
     }
     if plan.runs(Case::Handoff) {
+        // The reason the backend gave for not having the unfair lock, once known: not
+        // asked again with every waiter count.
+        let mut unfair_unsupported: Option<Option<String>> = None;
         for &waiters in &plan.waiters {
             tracing::info!(backend = %kind, waiters, "hand-off");
             report
                 .handoff
                 .push(handoff::run(target, run_id, waiters, plan).await);
+            let unfair = match &unfair_unsupported {
+                Some(error) => HandoffResult {
+                    unfair: true,
+                    unsupported: true,
+                    error: error.clone(),
+                    ..HandoffResult::new(None, waiters)
+                },
+                None => {
+                    tracing::info!(backend = %kind, waiters, "hand-off, unfair lock");
+                    handoff::run_with(target, run_id, waiters, plan, Fairness::Unfair).await
+                }
+            };
+            if unfair.unsupported {
+                unfair_unsupported.get_or_insert_with(|| unfair.error.clone());
+            }
+            report.handoff.push(unfair);
             if plan.peers {
                 let peers = crate::peers::handoffs(target, run_id, waiters, plan).await;
                 report.handoff.extend(peers);
             }
         }
+    }
+    if plan.runs(Case::Contended) {
+        tracing::info!(backend = %kind, clients = ?plan.contended_clients, "contended");
+        report.contended = crate::contended::run(target, run_id, plan).await;
     }
     if plan.runs(Case::Election) {
         tracing::info!(backend = %kind, "election");

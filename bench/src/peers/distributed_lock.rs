@@ -1,5 +1,11 @@
 //! `distributed-lock` 0.2 on Redis (its `fred` client, Redlock on one server) and on
 //! PostgreSQL (session advisory locks through its own `sqlx` pool).
+//!
+//! On PostgreSQL `acquire(None)` waits in `pg_advisory_lock`; on Redis it makes one
+//! try and fails with a timeout when the lock is taken (on a single server it does
+//! not retry), so only the PostgreSQL lock runs in the contended case.
+
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use distributed_lock::traits::{DistributedLock, LockHandle, LockProvider};
@@ -14,14 +20,24 @@ pub const LABEL: &str = "distributed-lock 0.2 (acquire + release)";
 /// `acquire(None)` then `release()` on one lock of either store. The lock types sit in
 /// same-named modules of both backend crates, which the meta crate glob-re-exports
 /// ambiguously; they are named through their providers.
-struct Peer<L>(L);
+struct Peer<L> {
+    lock: L,
+    /// How long the last `acquire` took.
+    wait: Option<Duration>,
+}
+
+impl<L> Peer<L> {
+    fn new(lock: L) -> Self {
+        Self { lock, wait: None }
+    }
+}
 
 /// A lock on the server of the distsync Redis URL `url`.
 pub async fn redis(url: &str, name: &str) -> Started {
     let made = async {
         let server = crate::raw::redis::server_url(url)?;
         let provider = RedisLockProvider::builder().url(server).build().await?;
-        Ok(Peer(provider.create_lock(name)))
+        Ok(Peer::new(provider.create_lock(name)))
     };
     started(LABEL, Role::Peer, made.await)
 }
@@ -31,7 +47,7 @@ pub async fn postgres(url: &str, name: &str) -> Started {
     let made = async {
         let pool = sqlx::PgPool::connect_with(crate::raw::postgres::options(url)?).await?;
         let provider = PostgresLockProvider::builder().pool(pool).build().await?;
-        Ok(Peer(provider.create_lock(name)))
+        Ok(Peer::new(provider.create_lock(name)))
     };
     started(LABEL, Role::Peer, made.await)
 }
@@ -39,7 +55,15 @@ pub async fn postgres(url: &str, name: &str) -> Started {
 #[async_trait]
 impl<L: DistributedLock + Send + Sync> Cycler for Peer<L> {
     async fn cycle(&mut self) -> Result<()> {
-        self.0.acquire(None).await?.release().await?;
+        self.wait = None;
+        let asked = Instant::now();
+        let handle = self.lock.acquire(None).await?;
+        self.wait = Some(asked.elapsed());
+        handle.release().await?;
         Ok(())
+    }
+
+    fn last_wait(&self) -> Option<Duration> {
+        self.wait
     }
 }

@@ -1,5 +1,7 @@
 //! etcd's server-side Lock RPC (the `v3lock` service) through `etcd-client`.
 
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use etcd_client::{Client, LockOptions};
 
@@ -18,6 +20,8 @@ struct LockRpc {
     client: Client,
     lease: i64,
     name: String,
+    /// How long the last `lock` took (the server blocks it while the lock is held).
+    wait: Option<Duration>,
 }
 
 /// Connects to the endpoints of the distsync URL `url` and grants a lease.
@@ -30,6 +34,7 @@ pub async fn start(url: &str, name: &str) -> Started {
             client,
             lease,
             name,
+            wait: None,
         })
     };
     started(LABEL, Role::Peer, made.await)
@@ -39,9 +44,16 @@ pub async fn start(url: &str, name: &str) -> Started {
 impl Cycler for LockRpc {
     async fn cycle(&mut self) -> Result<()> {
         let options = LockOptions::new().with_lease(self.lease);
+        self.wait = None;
+        let asked = Instant::now();
         let locked = self.client.lock(self.name.as_str(), Some(options)).await?;
+        self.wait = Some(asked.elapsed());
         self.client.unlock(locked.key()).await?;
         Ok(())
+    }
+
+    fn last_wait(&self) -> Option<Duration> {
+        self.wait
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {

@@ -7,6 +7,12 @@
 //! - PostgreSQL: `distributed-lock`;
 //! - ZooKeeper: Apache Curator's `InterProcessMutex`, in a JVM of its own (the interop
 //!   peer, timed inside the JVM after a warm-up), in the cycle and in the hand-off.
+//!
+//! In the contended case ([`crate::contended`], [`contended`]) every client is a peer
+//! of its own: a client, lease and connection in-process, or a process of its own for
+//! Go's mutex and a JVM of its own for Curator's (so Curator runs with a few clients
+//! only). `distributed-lock` on Redis does not wait for a taken lock (one try, then a
+//! timeout), so it has no contended row.
 
 #[cfg(feature = "zookeeper")]
 pub mod curator;
@@ -22,7 +28,7 @@ mod process;
 pub mod rslock;
 
 use crate::args::Plan;
-use crate::contender::Started;
+use crate::contender::{Role, Started};
 use crate::handoff::HandoffResult;
 use crate::target::Target;
 
@@ -68,10 +74,9 @@ fn handoff_result(
     outcome: crate::Result<()>,
 ) -> HandoffResult {
     HandoffResult {
-        peer: Some(label.to_owned()),
-        waiters,
         samples,
         error: outcome.err().map(|error| error.to_string()),
+        ..HandoffResult::new(Some(label.to_owned()), waiters)
     }
 }
 
@@ -97,4 +102,127 @@ pub async fn handoffs(
         results.push(curator::handoff(&target.url, &name, waiters, plan).await);
     }
     results
+}
+
+/// A peer of the contended case ([`crate::contended`]): how one of its clients starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContendedPeer {
+    /// etcd's Lock RPC ([`etcd_lock_rpc`]), a client and lease per client.
+    #[cfg(feature = "etcd")]
+    LockRpc,
+    /// etcd's Go `concurrency.Mutex` ([`go_mutex`]), a process per client.
+    #[cfg(feature = "etcd")]
+    GoMutex,
+    /// `rslock`'s `acquire` ([`rslock`]): with its default retry delay, or (`short`)
+    /// with [`rslock::SHORT_RETRY_DELAY`].
+    #[cfg(feature = "redis")]
+    Rslock {
+        /// Whether the retry delay is the short one.
+        short: bool,
+    },
+    /// `distributed-lock` on PostgreSQL ([`distributed_lock`]), a pool per client.
+    #[cfg(feature = "distributed-lock")]
+    DistributedLockPostgres,
+    /// The raw `pg_advisory_lock` + `pg_advisory_unlock` pair ([`crate::raw::postgres`]),
+    /// a connection per client: it waits for the key too.
+    #[cfg(feature = "postgres")]
+    RawPostgres,
+    /// Curator's `InterProcessMutex` ([`curator`]), a JVM per client.
+    #[cfg(feature = "zookeeper")]
+    Curator,
+}
+
+impl ContendedPeer {
+    /// The row label.
+    pub fn label(self) -> &'static str {
+        match self {
+            #[cfg(feature = "etcd")]
+            Self::LockRpc => etcd_lock_rpc::LABEL,
+            #[cfg(feature = "etcd")]
+            Self::GoMutex => go_mutex::LABEL,
+            #[cfg(feature = "redis")]
+            Self::Rslock { short: false } => rslock::ACQUIRE_LABEL,
+            #[cfg(feature = "redis")]
+            Self::Rslock { short: true } => rslock::ACQUIRE_SHORT_LABEL,
+            #[cfg(feature = "distributed-lock")]
+            Self::DistributedLockPostgres => distributed_lock::LABEL,
+            #[cfg(feature = "postgres")]
+            Self::RawPostgres => crate::raw::postgres::LABEL,
+            #[cfg(feature = "zookeeper")]
+            Self::Curator => curator::LABEL,
+        }
+    }
+
+    /// What it is in the report.
+    pub fn role(self) -> Role {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::RawPostgres => Role::Raw,
+            #[allow(unreachable_patterns)]
+            _ => Role::Peer,
+        }
+    }
+
+    /// Whether each client is a process of its own that starts with a warm-up (a JVM),
+    /// so that the contended case runs it with a few clients only (see
+    /// [`Plan::contended_jvm_clients`]) and starts its clients one at a time.
+    pub fn is_jvm(self) -> bool {
+        match self {
+            #[cfg(feature = "zookeeper")]
+            Self::Curator => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Starts one client on the lock `name` of the store at the distsync URL `url`.
+    #[allow(unused_variables)]
+    pub async fn start(self, url: &str, name: &str) -> Started {
+        match self {
+            #[cfg(feature = "etcd")]
+            Self::LockRpc => etcd_lock_rpc::start(url, name).await,
+            #[cfg(feature = "etcd")]
+            Self::GoMutex => go_mutex::start(url, name).await,
+            #[cfg(feature = "redis")]
+            Self::Rslock { short } => rslock::start_waiting(url, name, short).await,
+            #[cfg(feature = "distributed-lock")]
+            Self::DistributedLockPostgres => distributed_lock::postgres(url, name).await,
+            #[cfg(feature = "postgres")]
+            Self::RawPostgres => crate::raw::postgres::start(url, name).await,
+            #[cfg(feature = "zookeeper")]
+            Self::Curator => curator::start(url, name).await,
+        }
+    }
+}
+
+/// The peers (and raw pairs that wait) of the contended case this build has for
+/// `target`'s store.
+#[allow(unused_variables)]
+pub fn contended(target: &Target) -> Vec<ContendedPeer> {
+    #[allow(unused_mut)]
+    let mut peers = Vec::new();
+    match target.kind {
+        #[cfg(feature = "etcd")]
+        crate::target::BackendKind::Etcd => {
+            peers.extend([ContendedPeer::LockRpc, ContendedPeer::GoMutex]);
+        }
+        #[cfg(feature = "redis")]
+        crate::target::BackendKind::Redis => {
+            peers.extend([
+                ContendedPeer::Rslock { short: false },
+                ContendedPeer::Rslock { short: true },
+            ]);
+        }
+        #[cfg(feature = "postgres")]
+        crate::target::BackendKind::Postgres => {
+            #[cfg(feature = "distributed-lock")]
+            peers.push(ContendedPeer::DistributedLockPostgres);
+            peers.push(ContendedPeer::RawPostgres);
+        }
+        #[cfg(feature = "zookeeper")]
+        crate::target::BackendKind::Zookeeper => peers.push(ContendedPeer::Curator),
+        _ => {}
+    }
+    peers
 }

@@ -1,5 +1,7 @@
 //! PostgreSQL: `pg_advisory_lock`, then `pg_advisory_unlock`, on one connection.
 
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use sqlx::{Connection, PgConnection};
 
@@ -13,6 +15,9 @@ pub const LABEL: &str = "raw: pg_advisory_lock + pg_advisory_unlock";
 struct RawPostgres {
     conn: Option<PgConnection>,
     key: i64,
+    /// How long the last `pg_advisory_lock` took (it waits while another session
+    /// holds the key, so the pair also runs in the contended case).
+    wait: Option<Duration>,
 }
 
 /// Connects to the database of the distsync URL `url`; the advisory lock key is
@@ -23,6 +28,7 @@ pub async fn start(url: &str, name: &str) -> Started {
         Ok(RawPostgres {
             conn: Some(conn),
             key: advisory_key(name),
+            wait: None,
         })
     };
     started(LABEL, Role::Raw, made.await)
@@ -48,10 +54,13 @@ pub fn advisory_key(name: &str) -> i64 {
 impl Cycler for RawPostgres {
     async fn cycle(&mut self) -> Result<()> {
         let conn = self.conn.as_mut().ok_or("connection closed")?;
+        self.wait = None;
+        let asked = Instant::now();
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(self.key)
             .execute(&mut *conn)
             .await?;
+        self.wait = Some(asked.elapsed());
         let unlocked: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
             .bind(self.key)
             .fetch_one(&mut *conn)
@@ -60,6 +69,10 @@ impl Cycler for RawPostgres {
             return Err("pg_advisory_unlock: the lock was not held".into());
         }
         Ok(())
+    }
+
+    fn last_wait(&self) -> Option<Duration> {
+        self.wait
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {

@@ -142,3 +142,89 @@ mod aggregate {
         assert_eq!(memory.ratio(), None);
     }
 }
+
+mod contended {
+    use clap::Parser;
+    use distsync::lock::Fairness;
+    use distsync_bench::args::{Args, Plan};
+    use distsync_bench::contended::*;
+    use distsync_bench::contender::Role;
+    use distsync_bench::target::{BackendKind, Target};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_client_count_cycles_one_lock_fair_and_unfair() {
+        let plan = Plan::from_args(&Args::parse_from([
+            "distsync-bench",
+            "--quick",
+            "--contended-clients",
+            "4,2",
+            "--contended-ms",
+            "150",
+        ]));
+        let target = Target::connect(BackendKind::Memory, "memory://".into())
+            .await
+            .unwrap();
+        let results = run(&target, "t", &plan).await;
+        let rows: Vec<(Option<Role>, usize)> =
+            results.iter().map(|r| (r.role, r.clients)).collect();
+        assert_eq!(
+            rows,
+            vec![
+                (Some(Role::Library), 2),
+                (Some(Role::Library), 4),
+                (Some(Role::Unfair), 2),
+                (Some(Role::Unfair), 4),
+            ]
+        );
+        for result in &results {
+            if result.unsupported {
+                // The backend has no unfair lock yet: said so, never a failure.
+                assert_eq!(result.role, Some(Role::Unfair));
+                continue;
+            }
+            assert!(result.error.is_none(), "{:?}", result.error);
+            assert!(result.grants > 0 && result.rate() > 0.0, "{result:?}");
+            assert_eq!(result.per_client.len(), result.clients);
+            assert_eq!(result.per_client.iter().sum::<usize>(), result.grants);
+            assert_eq!(result.waits.len(), result.grants);
+            assert!(!result.whole_cycles);
+            assert!(result.releases >= result.grants);
+            // Wake-ups are counted for the unfair lock only.
+            assert_eq!(result.wakeups.is_some(), result.role == Some(Role::Unfair));
+        }
+        // Every client let go: the lock is free.
+        let session = target.coordinator.session().await.unwrap();
+        for (what, fairness) in [("fair", Fairness::Fair), ("unfair", Fairness::Unfair)] {
+            let name = format!("t/contended/{what}/4");
+            let options = distsync_bench::cycle::options(fairness);
+            if let Ok(locker) = target.coordinator.locker_with(&session, &name, options) {
+                let guard = locker.try_lock().await.unwrap();
+                assert!(guard.is_some(), "{name} is still held");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_unfair_hand_off_counts_its_wake_ups_or_says_it_is_unsupported() {
+        let plan = Plan::from_args(&Args::parse_from([
+            "distsync-bench",
+            "--quick",
+            "--handoffs",
+            "6",
+        ]));
+        let target = Target::connect(BackendKind::Memory, "memory://".into())
+            .await
+            .unwrap();
+        let result =
+            distsync_bench::handoff::run_with(&target, "t", 3, &plan, Fairness::Unfair).await;
+        assert!(result.unfair);
+        if result.unsupported {
+            assert!(result.error.is_some());
+            return;
+        }
+        assert!(result.error.is_none(), "{:?}", result.error);
+        assert_eq!(result.samples.len(), 6);
+        assert!(result.releases >= 6 + 4, "{}", result.releases);
+        assert!(result.wakeups.is_some());
+    }
+}

@@ -113,6 +113,7 @@ fn result(label: &str, role: Role, rounds: &[&[u64]]) -> CycleResult {
         samples: all,
         rounds,
         error: None,
+        unsupported: false,
     }
 }
 
@@ -171,12 +172,14 @@ fn compare_fails_regressions_and_unmeasured_baseline_rows_only() {
                 ("new peer".into(), Ok(measured(0.9, 0.05))),
                 ("broken peer".into(), Err("no such command".into())),
             ],
+            unsupported: Vec::new(),
             elapsed: Duration::ZERO,
         },
         BackendOutcome {
             kind: BackendKind::Etcd,
             error: Some("could not connect: refused".into()),
             ratios: Vec::new(),
+            unsupported: Vec::new(),
             elapsed: Duration::ZERO,
         },
     ];
@@ -274,4 +277,36 @@ fn zookeeper_is_guarded_only_when_named() {
     }
     assert!(!guarded_by_default(BackendKind::Zookeeper));
     assert!(!guarded_by_default(BackendKind::Memory));
+}
+
+#[test]
+fn a_backend_without_the_unfair_lock_passes_unless_the_baseline_has_its_ratios() {
+    let outcome = || BackendOutcome {
+        kind: BackendKind::Redis,
+        error: None,
+        ratios: vec![("raw".into(), Ok(measured(1.3, 0.02)))],
+        unsupported: vec![(UNFAIR_UNSUPPORTED.into(), "not yet".into())],
+        elapsed: Duration::ZERO,
+    };
+    let mut baseline = Baseline {
+        ratios: vec![entry(1.3, 0.02)],
+        ..Baseline::default()
+    };
+    let rows = compare(&baseline, &[outcome()]);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].against, UNFAIR_UNSUPPORTED);
+    assert_eq!(
+        rows[1].verdict,
+        Verdict::Skipped("unsupported: not yet".into())
+    );
+    assert!(rows.iter().all(|row| !row.verdict.fails()));
+
+    baseline.ratios.push(BaselineRatio {
+        against: format!("{UNFAIR_PREFIX}raw"),
+        ..entry(1.0, 0.02)
+    });
+    let rows = compare(&baseline, &[outcome()]);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].against, format!("{UNFAIR_PREFIX}raw"));
+    assert!(rows[1].verdict.fails());
 }

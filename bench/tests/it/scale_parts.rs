@@ -59,10 +59,9 @@ mod scale_isolated {
                 }),
             }],
             handoff: vec![HandoffResult {
-                peer: None,
-                waiters: 1,
                 samples,
                 error: Some("late".into()),
+                ..HandoffResult::new(None, 1)
             }],
             ..ScaleResult::default()
         };

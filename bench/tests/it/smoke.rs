@@ -29,6 +29,26 @@ fn quick_run_on_memory_fills_the_tables_and_keeps_the_prose() {
         ],
     );
     assert!(!report.contains("old figures"), "the tables are rewritten");
+    // The contended table and the plots beside the tables.
+    common::assert_contains_all(
+        &report,
+        &[
+            "<!-- bench:contended -->\n| backend | implementation | clients | grants |",
+            "| memory | **distsync** | 2 |",
+            "| memory | **distsync** | 64 |",
+            "![Uncontended cycle p50 per store",
+            "](bench/cycle.svg)",
+            "](bench/handoff.svg)",
+            "](bench/contended.svg)",
+        ],
+    );
+    for plot in ["cycle.svg", "handoff.svg", "contended.svg"] {
+        let svg = std::fs::read_to_string(out.path().join("bench").join(plot)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("memory"),
+            "{plot}: {svg}"
+        );
+    }
     assert!(
         stdout.contains("| memory | **distsync** |"),
         "tables on stdout: {stdout}"
