@@ -540,3 +540,52 @@ async fn cycle_figures() {
     }
     session.close().await.unwrap();
 }
+
+/// Ad-hoc figures, not a test: grants per second of 2 and 8 clients (a session each)
+/// cycling one lock for 3 s, fair and unfair, and the unfair lock's wake-ups per grant.
+/// `cargo test -p distsync-postgres --test it -- --ignored --nocapture contended_figures`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "figures, run by hand"]
+async fn contended_figures() {
+    let Some(store) = connect().await else { return };
+    for clients in [2, 8] {
+        for unfair in [false, true] {
+            let name = unique("unfair-contended").to_string();
+            let mut sessions = Vec::new();
+            let mut tasks = Vec::new();
+            let mut lockers = Vec::new();
+            let until = Instant::now() + Duration::from_secs(3);
+            for _ in 0..clients {
+                let session = store.coordinator.session().await.unwrap();
+                let locker = if unfair {
+                    store.unfair(&session, &name)
+                } else {
+                    store.coordinator.locker(&session, &name).unwrap()
+                };
+                lockers.push(Arc::clone(&locker));
+                sessions.push(session);
+                tasks.push(tokio::spawn(async move {
+                    let mut grants = 0_u64;
+                    while Instant::now() < until {
+                        locker.lock().await.unwrap().unlock().await.unwrap();
+                        grants += 1;
+                    }
+                    grants
+                }));
+            }
+            let mut grants = 0;
+            for task in tasks {
+                grants += task.await.unwrap();
+            }
+            let wakeups: u64 = lockers.iter().map(|locker| locker.wakeups()).sum();
+            println!(
+                "{clients} clients, {}: {:.0} grants/s, {wakeups} wake-ups for {grants} grants",
+                if unfair { "unfair" } else { "fair" },
+                grants as f64 / 3.0
+            );
+            for session in sessions {
+                session.close().await.unwrap();
+            }
+        }
+    }
+}
