@@ -45,6 +45,11 @@
 //!   shared entry): FIFO, granted by the caller's own statement, which bumps the name's
 //!   fencing counter (the election term) durably. Waiters hold no connection and are
 //!   woken one by one through `NOTIFY`. A dropped wait withdraws its entry.
+//! - `unfair_lock` ([`LockOptions::unfair`](distsync_core::LockOptions::unfair)): the
+//!   holder is an entry of the fair lock's line, taken in one statement when the line is
+//!   empty and released in one (so the two exclude each other and share the token
+//!   counter); its waiters wait apart, and a release that empties the line wakes only
+//!   the first of them, which asks again and may lose to a newcomer.
 //! - **Connections proportional to the process**: a backend uses at most 19
 //!   connections (pool 8, holds 8, reaper 2, one listener) however many sessions,
 //!   holds and waiters it has: 10,000 held locks and 1,000 waiters from one process
