@@ -586,6 +586,9 @@ impl Locker for ZkLocker {
 
     async fn contenders(&self) -> Result<usize> {
         self.line.check_session()?;
-        Ok(self.line.line().await?.len())
+        let line = self.line.line().await?;
+        // The unfair lock's waiters of this name wait apart (see `src/unfair_lock.rs`).
+        let waiters = crate::unfair_lock::waiters_of(&self.line);
+        Ok(line.len() + crate::unfair_lock::waiting_apart(&waiters, &line).await?)
     }
 }

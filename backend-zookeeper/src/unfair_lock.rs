@@ -159,16 +159,10 @@ fn take_place(place: &Place) -> Option<ReleaseFn> {
 
 impl ZkUnfairLocker {
     pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        let waiters = Line::new(
-            session.clone(),
-            Arc::clone(&lease),
-            name.clone(),
-            Kind::LockWait,
-            WAIT_NAME,
-        );
+        let lock = Line::new(session, lease, name, Kind::Lock, LOCK_NAME);
         Self {
-            lock: Line::new(session, lease, name, Kind::Lock, LOCK_NAME),
-            waiters,
+            waiters: waiters_of(&lock),
+            lock,
             wakeups: AtomicU64::new(0),
         }
     }
@@ -281,12 +275,12 @@ impl ZkUnfairLocker {
         if !children.contains(&claim.child) {
             return Err(self.gone(&claim.path));
         }
-        let others = keys::contenders(children, LOCK_NAME)
+        let mut others = keys::contenders(children, LOCK_NAME)
             .into_iter()
             .filter(|(_, child)| *child != claim.child);
         // The last one: a fair line must drain before this take can hold, so its tail
         // is the one whose end is worth a try.
-        match others.last() {
+        match others.next_back() {
             None => Ok(Take::Held(claim)),
             Some((_, blocker)) => Ok(Take::Blocked(claim, blocker)),
         }
@@ -480,9 +474,9 @@ impl ZkUnfairLocker {
 type NoWatch =
     std::future::Ready<std::result::Result<(Option<zk::Stat>, zk::OneshotWatcher), zk::Error>>;
 
-/// Deletes a line holder's `place` once its holder node at `holder` is gone without a
-/// release (a break, a purge), so that the waiter behind it moves on; stops once the
-/// hold has `ended` (its release deletes the place itself).
+/// Deletes a line holder's `place` once its hold has `ended` (released, whose release
+/// deletes the place itself, or lost) or its holder node at `holder` is gone without a
+/// release (a break, a purge), so that the waiter behind it moves on.
 async fn leave_line_when_gone(
     lease: Arc<LeaseInner>,
     holder: String,
@@ -490,10 +484,11 @@ async fn leave_line_when_gone(
     ended: CancellationToken,
 ) {
     loop {
+        // A closed session took the place with it.
         let Ok(client) = lease.client() else { return };
         let watched = tokio::select! {
             biased;
-            () = ended.cancelled() => return,
+            () = ended.cancelled() => break,
             watched = lease.retrying(RETRY_PAUSE, || client.check_and_watch_stat(&holder)) => watched,
         };
         drop(client);
@@ -501,13 +496,14 @@ async fn leave_line_when_gone(
             Ok(Ok((Some(_), watcher))) => {
                 tokio::select! {
                     biased;
-                    () = ended.cancelled() => return,
+                    () = ended.cancelled() => break,
                     // Deleted, or written (a release request): look again.
                     _ = watcher.changed() => {}
                 }
             }
             Ok(Ok((None, _))) => break,
-            // The session is over: the place went with it.
+            // The session is over (the place went with it), or the node cannot be read:
+            // the release deletes the place.
             Ok(Err(_)) | Err(_) => return,
         }
     }
@@ -562,27 +558,43 @@ impl Locker for ZkUnfairLocker {
     async fn contenders(&self) -> Result<usize> {
         self.lock.check_session()?;
         let lock = self.lock.line().await?;
-        let waiting = self.waiters.line().await?;
-        // A line holder keeps its place: counted once, by its holder node.
-        let holding: Vec<&str> = lock
-            .iter()
-            .filter_map(|(_, child)| holder_prefix(child))
-            .collect();
-        let waiting = waiting
-            .iter()
-            .filter(|(_, child)| {
-                let prefix = child
-                    .rsplit_once(WAIT_NAME)
-                    .map_or("", |(prefix, _)| prefix);
-                !holding.contains(&prefix)
-            })
-            .count();
-        Ok(lock.len() + waiting)
+        Ok(lock.len() + waiting_apart(&self.waiters, &lock).await?)
     }
 
     fn wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::Relaxed)
     }
+}
+
+/// How many unfair waiters of the lock whose contenders are `lock` wait in the line
+/// `waiters`, apart from the lock's node: a line holder keeps its place, and is
+/// counted once, by its holder node.
+pub(crate) async fn waiting_apart(waiters: &Line, lock: &[(u64, String)]) -> Result<usize> {
+    let holding: Vec<&str> = lock
+        .iter()
+        .filter_map(|(_, child)| holder_prefix(child))
+        .collect();
+    let waiting = waiters.line().await?;
+    Ok(waiting
+        .iter()
+        .filter(|(_, child)| {
+            let prefix = child
+                .rsplit_once(WAIT_NAME)
+                .map_or("", |(prefix, _)| prefix);
+            !holding.contains(&prefix)
+        })
+        .count())
+}
+
+/// The unfair waiters' line of the lock `lock` (see [`waiting_apart`]).
+pub(crate) fn waiters_of(lock: &Line) -> Line {
+    Line::new(
+        lock.session.clone(),
+        Arc::clone(&lock.lease),
+        lock.name.clone(),
+        Kind::LockWait,
+        WAIT_NAME,
+    )
 }
 
 /// The protected prefix of the lock contender `child` if it is an unfair lock's

@@ -19,3 +19,4 @@ mod rate_limiter;
 mod status;
 mod tls_auth;
 mod tls_logs;
+mod unfair_lock;
