@@ -11,6 +11,7 @@
 //! | primitive | keys |
 //! |---|---|
 //! | lock | `<ns><name>/<lease id, lowercase hex>` (as `etcdctl lock`) |
+//! | unfair lock | the lock's holder key; waiters `<ns>/unfair-lock/<n>/<lease id, lowercase hex>` |
 //! | election | `<ns><name>/<lease id, lowercase hex>`, value = proclaimed value (as `etcdctl elect`) |
 //! | rwlock | `<ns>/rwlock/<n>/read/<unix nanos>`, `<ns>/rwlock/<n>/write/<unix nanos>` |
 //! | queue | `<ns>/queue/<n>/i/<priority %05d>/<sequence %016d>` (items), `…/s/<priority>` (sequence guards), `…/c/<call id>/<priority>/<sequence>` (in-flight claims), `…/w/<unix nanos>` (waiting consumers) |
