@@ -34,8 +34,9 @@ pub struct RunInfo {
 type Flag = (&'static str, fn(&Capabilities) -> bool);
 
 /// The primitives a store may offer, as [`Capabilities`] names them.
-const OFFERS: [Flag; 21] = [
+const OFFERS: [Flag; 22] = [
     ("lock", |c| c.lock),
+    ("unfair_lock", |c| c.unfair_lock),
     ("election", |c| c.election),
     ("rwlock", |c| c.rwlock),
     ("queue", |c| c.queue),
