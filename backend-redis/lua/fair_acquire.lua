@@ -20,6 +20,9 @@
 -- next renewal gives both the full TTL; under Redis Cluster it lives one TTL from this
 -- run (see session_px in lib.lua).
 --
+-- A lock's unfair holder (p:u, see src/unfair_lock.rs) is a holder ahead of the whole
+-- line: while it lives nothing is granted, and a waiter re-checks by its TTL too.
+--
 -- The script runs in two parts (see `compose` in src/scripts.rs): the first grants a
 -- lock or read-write lock whose line is empty and whose marker allows grants, the
 -- common case, with only the few library definitions it uses; everything else runs
@@ -50,7 +53,8 @@ if ARGV[6] ~= 'check' and string.sub(p, -6) ~= ':elect' and string.sub(p, -4) ~=
   -- the client gave. Otherwise, the second part.
   local rid = ARGV[11]
   if (m == '0' and ARGV[10] ~= '1') or (m == '0:' .. rid and string.match(rid, '^%x+$')) then
-    if redis.call('EXISTS', p .. ':q') == 0 then
+    -- An empty line, and (a lock) no unfair holder: one EXISTS for both.
+    if redis.call('EXISTS', p .. ':q', p .. ':u') == 0 then
       local ekey, val = KEYS[1], mode .. id
       redis.call('SET', ekey, val, 'PX', session_px(skey, left, ARGV[5]))
       session_list(KEYS[3], ekey, val, left)
@@ -99,7 +103,7 @@ else
   session_list(reg, ekey, val, left)
   -- The marker lives while the line does (an idle line lets it expire).
   redis.call('PERSIST', p .. ':epoch')
-  if delay == 0 and not elect and not sem and redis.call('EXISTS', p .. ':q') == 0 then
+  if delay == 0 and not elect and not sem and redis.call('EXISTS', p .. ':q', p .. ':u') == 0 then
     return fq_grant_alone(p, id, mode)
   end
   redis.call('ZADD', p .. ':q', redis.call('INCR', p .. ':seq'), id)
@@ -127,6 +131,11 @@ if delay > 0 then
   return {0, delay}
 end
 local soonest = tonumber(ttl)
+-- A lock's unfair holder (see fq_settle) is one of them.
+local unfair = redis.call('PTTL', p .. ':u')
+if unfair >= 0 and unfair < soonest then
+  soonest = unfair
+end
 for _, h in ipairs(redis.call('HKEYS', p .. ':g')) do
   local t = redis.call('PTTL', p .. ':e:' .. h)
   if t >= 0 and t < soonest then

@@ -26,12 +26,20 @@ end
 --   * the server's clock did not go back (across servers: their clocks agree to
 --     within the time the counter was idle, or the restart took).
 -- Values stay below 2^53 (until the year 2255), so Lua's numbers hold them exactly;
--- they are passed on as decimal strings.
-local function counter_next(key)
+-- they are passed on as decimal strings. With `px` (ms), a counter seeded here expires
+-- that long after (INCR keeps a TTL): a user that never gives it an idle TTL at a
+-- release, as the unfair lock's, lets it go that way (a busy counter then starts again
+-- from the clock, which has moved on).
+local function counter_next(key, px)
   local n = redis.call('INCR', key)
   if n == 1 then
     local t = redis.call('TIME')
-    redis.call('SET', key, t[1] .. string.format('%06d', tonumber(t[2])))
+    local seed = t[1] .. string.format('%06d', tonumber(t[2]))
+    if px then
+      redis.call('SET', key, seed, 'PX', px)
+    else
+      redis.call('SET', key, seed)
+    end
     n = redis.call('INCR', key)
   end
   return n
@@ -179,6 +187,8 @@ end
 -- leader last published) and the channel p:ch (one message per change).
 -- Semaphores also keep p:n, the permit count: set by the first entry to join, checked
 -- by every later one (sem_agree), deleted when the line empties.
+-- A lock's unfair holder (src/unfair_lock.rs) excludes the line: p:u, while it lives,
+-- is a holder ahead of every entry (nothing is granted, alone or in line).
 
 local function fq_forget(p, id)
   redis.call('ZREM', p .. ':q', id)
@@ -225,6 +235,10 @@ local function fq_settle(p, quiet, rid)
   local start = 0
   -- After the store forgot, nothing is granted before the lock-delay ends.
   if epoch_wait(p, rid) ~= 0 then
+    return
+  end
+  -- Nor while a lock's unfair holder lives (see the layout above).
+  if string.sub(p, -5) == ':lock' and redis.call('EXISTS', p .. ':u') == 1 then
     return
   end
   while true do
@@ -276,6 +290,80 @@ local function fq_live(p)
     end
   end
   return n
+end
+
+-- The unfair lock (src/unfair_lock.rs) of a lock p = "{<namespace><name>}:lock", beside
+-- its fair line and sharing its p:fence and p:epoch:
+--   p:u        the holder: "u<id>:<token>" (<id> the acquisition's, as an entry's), PX =
+--              session TTL, listed in its session's registry and renewed with it; an
+--              acquisition names itself "u<id>" (unfair_mine) until it knows its token
+--   p:uq       sorted set of the waiting acquisitions' ids, scored by arrival (µs)
+--   p:um:<id>  a waiter's marker, PX until a while after its next re-check: the waiter
+--              is live while it exists
+--   p:uw:<id>  the channel that wakes waiter <id> (the head of p:uq) to ask again
+
+-- Whether cur, the value of p:u (false when there is none), is the hold of the
+-- acquisition val names: "u<id>", as the acquisition names itself, or the whole hold
+-- "u<id>:<token>", as a session's registry lists it.
+local function unfair_mine(cur, val)
+  if not cur then
+    return false
+  end
+  return cur == val or string.sub(cur, 1, #val + 1) == val .. ':'
+end
+
+-- Wakes the head of the unfair wait line of p: its first waiter whose marker lives
+-- (the others before it, gone with their process, are dropped on the way). One
+-- wake-up, never more: the head asks again and waits on as head if it lost.
+local function unfair_wake(p)
+  while true do
+    local head = redis.call('ZRANGE', p .. ':uq', 0, 0)
+    if #head == 0 then
+      return
+    end
+    if redis.call('EXISTS', p .. ':um:' .. head[1]) == 1 then
+      publish(p .. ':uw:' .. head[1], '1')
+      return
+    end
+    redis.call('ZREM', p .. ':uq', head[1])
+  end
+end
+
+-- Hands the free unfair lock of p on: to the fair line first (fq_settle grants its head
+-- and wakes it), which unfair contenders wait behind; when nobody is left in that line,
+-- to the head of the unfair wait line.
+local function unfair_pass(p)
+  if redis.call('EXISTS', p .. ':q') == 1 then
+    fq_settle(p)
+    if redis.call('EXISTS', p .. ':q') == 1 then
+      return
+    end
+  end
+  unfair_wake(p)
+end
+
+-- Lets go of the unfair acquisition val names (see unfair_mine) of the lock p: its
+-- hold, if it holds (deleted), and its place in the wait line, if it waits. A hold let
+-- go, or a head leaving a free lock (it may have taken the wake-up of the last
+-- release), hands the lock on. Returns 1 if it held, else 0.
+local function unfair_let_go(p, val)
+  local mine = 0
+  local cur = redis.call('GET', p .. ':u')
+  if unfair_mine(cur, val) then
+    redis.call('DEL', p .. ':u')
+    mine = 1
+    cur = false
+  end
+  local id = string.match(val, '^u([^:]+)')
+  local rank = id and redis.call('ZRANK', p .. ':uq', id)
+  if rank then
+    redis.call('ZREM', p .. ':uq', id)
+    redis.call('DEL', p .. ':um:' .. id)
+  end
+  if mine == 1 or (rank == 0 and not cur) then
+    unfair_pass(p)
+  end
+  return mine
 end
 
 -- A semaphore's permit count is part of its state: a joiner naming count n (a decimal
@@ -475,23 +563,33 @@ end
 -- Whether the hold of the entry key ekey ("p:e:<id>" of a waiter line) is still the
 -- current grant: the key still holds val, the value it was created with (it expires with
 -- the session, and a release or a revoke deletes it), and the line's grant table p:g
--- still records the entry's grant with the fencing token `token` (its digits). The check
--- of every write guarded by a hold (guarded_put.lua, guarded_eval.lua): it only reads, so
--- a script makes its write after it, in the same atomic step.
+-- still records the entry's grant with the fencing token `token` (its digits); for a
+-- lock's unfair holder key p:u, the key holds "<val>:<token>". The check of every write
+-- guarded by a hold (guarded_put.lua, guarded_eval.lua): it only reads, so a script
+-- makes its write after it, in the same atomic step.
 local function hold_current(ekey, val, token)
   local p, id = string.match(ekey, '^(.*}:%a+):e:(.+)$')
-  if not p or redis.call('GET', ekey) ~= val then
+  if not p then
+    -- A lock's unfair holder key p:u: current while it holds "<val>:<token>".
+    return string.match(ekey, '}:lock:u$') ~= nil and redis.call('GET', ekey) == val .. ':' .. token
+  end
+  if redis.call('GET', ekey) ~= val then
     return false
   end
   return redis.call('HGET', p .. ':g', id) == token
 end
 
 -- Releases one session-held entry key (lock, rwlock or election entry, double-barrier
--- participant): deletes it if it still holds val, removes it from its primitive, and
--- wakes whoever that lets through. Returns 1 if the key still held val, else 0.
+-- participant, or a lock's unfair holder key p:u, see unfair_let_go): deletes it if it
+-- still holds val, removes it from its primitive, and wakes whoever that lets through.
+-- Returns 1 if the key still held val, else 0.
 local function release_hold(ekey, val)
   local p, kind, id = string.match(ekey, '^(.*}:(%a+)):e:(.+)$')
   if not p then
+    local unfair = string.match(ekey, '^(.*}:lock):u$')
+    if unfair then
+      return unfair_let_go(unfair, val)
+    end
     return 0
   end
   local mine = 0

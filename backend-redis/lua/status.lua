@@ -3,7 +3,10 @@
 --   line    p = "{<ns><name>}:<kind>" of a waiter line (lock, rw, elect, sem): returns
 --           {permit count or '', then per entry of p:q in arrival order: its id, the
 --           entry key's value ('' once it expired), its grant's token in p:g ('' while
---           waiting), its election value in p:v ('')}
+--           waiting), its election value in p:v ('')}; a lock's unfair side (see
+--           unfair_mine in lib.lua) follows as entries too: its holder p:u (id, value
+--           "u<id>:<token>", token, ''), then its waiters of p:uq whose marker lives
+--           (id, "u<id>", '', '')
 --   queue   p = "{<ns><name>}:queue": {ready, in flight}: ready = ZCARD p:items plus
 --           the received items of p:held whose hold key is gone; in flight = HLEN
 --           p:inflight plus the received items whose hold key lives
@@ -26,6 +29,24 @@ for i = 2, #ARGV - 1, 2 do
       answer[#answer + 1] = redis.call('GET', p .. ':e:' .. id) or ''
       answer[#answer + 1] = redis.call('HGET', p .. ':g', id) or ''
       answer[#answer + 1] = redis.call('HGET', p .. ':v', id) or ''
+    end
+    if string.sub(p, -5) == ':lock' then
+      local hold = redis.call('GET', p .. ':u')
+      local id, token = string.match(hold or '', '^u(.+):(%d+)$')
+      if id then
+        answer[#answer + 1] = id
+        answer[#answer + 1] = hold
+        answer[#answer + 1] = token
+        answer[#answer + 1] = ''
+      end
+      for _, waiter in ipairs(redis.call('ZRANGE', p .. ':uq', 0, -1)) do
+        if redis.call('EXISTS', p .. ':um:' .. waiter) == 1 then
+          answer[#answer + 1] = waiter
+          answer[#answer + 1] = 'u' .. waiter
+          answer[#answer + 1] = ''
+          answer[#answer + 1] = ''
+        end
+      end
     end
   elseif what == 'queue' then
     -- A received item is in flight while its hold key lives; once the receiver's

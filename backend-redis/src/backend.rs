@@ -227,6 +227,18 @@ impl Backend for RedisBackend {
         )))
     }
 
+    /// The unfair lock of `crate::unfair_lock`: one script call to take a free lock and
+    /// one to let it go; it and [`Backend::locker`]'s lock of the same name exclude each
+    /// other.
+    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        RedisLease::of(session, &self.shared)?;
+        Ok(Box::new(crate::unfair_lock::RedisUnfairLock::new(
+            &self.shared,
+            session,
+            name,
+        )))
+    }
+
     fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
         RedisLease::of(session, &self.shared)?;
         Ok(Box::new(crate::election::RedisElection::new(

@@ -260,6 +260,7 @@ mod store;
 mod target;
 #[cfg(feature = "tls")]
 mod tls;
+mod unfair_lock;
 mod waiter_line;
 
 pub use crate::backend::{

@@ -8,6 +8,7 @@
 //! | found by | read |
 //! |---|---|
 //! | `{<ns><name>}:<kind>:q`, kind `lock`, `rw`, `elect`, `sem` (the waiter line, [`crate::waiter_line`]) | every entry in arrival order: its entry key's value (mode letter; gone once its session expired: skipped), its grant's token in `p:g` (granted entries are the holders, the others the waiters), an election's value in `p:v`, a semaphore's permit count `p:n` |
+//! | `{<ns><name>}:lock:u`, `…:lock:uq` (the unfair lock, [`crate::unfair_lock`]) | with the lock's line: the unfair holder (its session and token, in the value of `p:u`), an exclusive holder; then the unfair waiters whose marker lives |
 //! | `{<ns><name>}:queue:items`, `…:queue:inflight`, `…:queue:held` | the number of items waiting, and of items popped and not yet acknowledged or received (`receive`) and not yet acknowledged; a received item whose receiver's session has ended counts as waiting |
 //! | `{<ns><name>}:barrier` | a held barrier |
 //! | `{<ns><name>}:dbar:p`, `…:dbar:ready` | the live participants (entry keys present) and whether the count was reached |
@@ -78,6 +79,8 @@ impl LineKindKey {
 fn classify(tail: &str) -> Option<(What, &'static str)> {
     Some(match tail {
         ":lock:q" => (What::Line(LineKindKey::Lock), ":q"),
+        ":lock:u" => (What::Line(LineKindKey::Lock), ":u"),
+        ":lock:uq" => (What::Line(LineKindKey::Lock), ":uq"),
         ":rw:q" => (What::Line(LineKindKey::RwLock), ":q"),
         ":elect:q" => (What::Line(LineKindKey::Election), ":q"),
         ":sem:q" => (What::Line(LineKindKey::Semaphore), ":q"),
@@ -249,7 +252,8 @@ fn counts<const N: usize>(fields: &[Value]) -> Result<[usize; N]> {
 }
 
 /// One line (prefix `p`) from the script's answer: the permit count, then per entry
-/// its id, entry value, token and election value.
+/// its id, entry value, token and election value (a lock's unfair holder and waiters
+/// come as entries too, their values starting with `u`).
 fn line(kind: LineKind, name: String, p: &str, fields: Vec<Value>) -> Result<LineStatus> {
     let mut fields = fields.into_iter();
     let text = |field: Option<Value>| -> Result<String> {
@@ -279,7 +283,13 @@ fn line(kind: LineKind, name: String, p: &str, fields: Vec<Value>) -> Result<Lin
             Some(_) => HoldMode::Exclusive,
         };
         let granted = token.parse::<u64>().ok();
-        let hold = HoldStatus::new(format!("{p}:e:{id}"), mode)
+        // An unfair holder is the key `p:u`, an unfair waiter its marker.
+        let key = match (entry.as_bytes().first(), granted) {
+            (Some(b'u'), Some(_)) => format!("{p}:u"),
+            (Some(b'u'), None) => format!("{p}:um:{id}"),
+            _ => format!("{p}:e:{id}"),
+        };
+        let hold = HoldStatus::new(key, mode)
             .with_session(
                 id.split_once('.')
                     .and_then(|(session, _)| session.parse::<u64>().ok())

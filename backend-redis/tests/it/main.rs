@@ -21,3 +21,4 @@ mod status;
 mod support;
 mod tls_auth;
 mod tls_logs;
+mod unfair_lock;

@@ -1,0 +1,527 @@
+//! The unfair lock ([`distsync_core::Backend::unfair_locker`]): one script call to take
+//! a free lock and one to let it go, no line to join, no subscription, nothing read
+//! beforehand; a release wakes one waiter, and arrival order does not count.
+//!
+//! **Layout.** Under the fair lock's prefix `p = {<ns><name>}:lock` (one hash tag, so
+//! one Redis Cluster slot for both):
+//!
+//! | key | what |
+//! |---|---|
+//! | `p:u` | the holder, `u<id>:<token>`: held through the session as a fair entry key is |
+//! | `p:uq` | the wait line: a sorted set of the waiting acquisitions' ids by arrival (the server's clock, µs) |
+//! | `p:um:<id>` | a waiter's marker: it is waiting while the key lives (PX: a TTL after its next re-check is due) |
+//! | `p:uw:<id>` | the channel that wakes waiter `<id>` |
+//! | `p:fence`, `p:epoch` | the fair lock's fencing counter and epoch marker, shared |
+//!
+//! `<id>` is the acquisition's (`<session>.<n>`, drawn as a fair entry's id is), and
+//! an acquisition names itself `u<id>` until it learns its token.
+//!
+//! **Protocol.** Taking (`lua/unfair_acquire.lua`, one `EVALSHA`): when nobody holds
+//! `p:u`, the fair line `p:q` is empty and the epoch marker allows grants, the script
+//! increments `p:fence` and sets `p:u` through the session, as the fair lock's
+//! uncontended grant sets its entry, and answers the token: one round trip. Otherwise
+//! the same call puts the acquisition in the wait line and answers how long it may wait
+//! without a wake-up. The waiter then subscribes to its own channel, asks again once the
+//! subscription is confirmed (a release in between woke nobody), and from then on asks
+//! again when woken, or when that time is up. Letting go (`lua/unfair_release.lua`, one
+//! `EVALSHA`) deletes `p:u` and learns, in the same `EXISTS`, whether anyone waits; only
+//! then does it hand the lock on. `try_lock` is the first call alone, and never joins
+//! the wait line.
+//!
+//! **No herd.** A release publishes one wake-up, on the channel of the head of the wait
+//! line (its first waiter whose marker lives; dead ones are dropped on the way): the
+//! other waiters hear nothing. The head asks again; if a newcomer took the lock first
+//! (barging, which an unfair lock allows), it stays head and waits for the next release.
+//! A head that leaves a free lock (a cancelled wait) hands the wake-up on. So each
+//! release costs at most one wake-up ([`Locker::wakeups`] counts them per handle).
+//!
+//! **Safety net.** A waiter whose wake-up never comes (the holder crashed, the pub/sub
+//! connection dropped a message, the head died before asking) asks again when the
+//! holder's TTL has run out, the earliest moment the lock can be free without a release:
+//! once per TTL or so while a holder renews, not a polling interval.
+//!
+//! **Token.** The next value of `p:fence`, the fair lock's counter of the same name, in
+//! the granting script: tokens only grow across every holder of the name, fair and
+//! unfair, and across a restart that loses the counter (it is seeded from the server's
+//! clock, see the crate docs; seeded here, it gets an hour's TTL, which `INCR` keeps).
+//! The holder's value carries the token, so a guarded write (`hold_current` in
+//! `lua/lib.lua`) and `status` read it from the one key.
+//!
+//! **Session.** The hold is bound to the session as a fair entry is: the script checks
+//! the session (its nonce, and the margin of its TTL) and lists `p:u` in its registry, so
+//! the keepalive renews it and finds it gone, and a revoke (or a renewal that finds the
+//! session gone) releases it at once (`release_hold` in `lua/lib.lua`). Under Redis
+//! Cluster the client lists it, as it does a fair entry. Two acquisitions of one name
+//! through one session take turns in-process (the session's gate), since they share the
+//! holder key.
+//!
+//! **Mixed with the fair lock.** Both exclude each other: the fair lock grants nothing
+//! while `p:u` lives (`fq_settle`, and the uncontended grant of `lua/fair_acquire.lua`
+//! checks `p:u` with `p:q` in one `EXISTS`), and the unfair lock is free only while the
+//! fair line is empty. An unfair contender therefore waits behind the fair line; the
+//! unfair release hands the lock to the fair line's head first. A fair release that
+//! empties its line does not wake the unfair waiters when it lets go by the uncontended
+//! path (the fair lock's fast path reads nothing of the unfair side): they then ask again
+//! when the fair holder's TTL would have run out. Give every locker of one name the same
+//! fairness.
+//!
+//! **The lock-delay after the store forgets** (`crate::amnesia`) applies as to the fair
+//! lock: the grant reads the epoch marker in the same `GETEX` the fair grant uses.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::raw::{GuardStoreSide as _, SessionStoreSide as _, WaitRetry};
+use distsync_core::{Error, FencingToken, LockGuard, Locker, Name, ReleaseFn, Result, Session};
+use futures::FutureExt as _;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::background::{spawn_retrying, GiveUp};
+use crate::error::{array, int, unexpected};
+use crate::hold::Hold;
+use crate::keys::Kind;
+use crate::notify::Event;
+use crate::scripts::Lua;
+use crate::session::RedisLease;
+use crate::store::Shared;
+use crate::waiter_line::Granted;
+
+/// The scripts, compiled (hashed) once per process.
+static ACQUIRE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::with_lib(include_str!("../lua/unfair_acquire.lua")));
+static RELEASE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::with_lib(include_str!("../lua/unfair_release.lua")));
+static COUNT: LazyLock<Lua> =
+    LazyLock::new(|| Lua::with_lib(include_str!("../lua/unfair_count.lua")));
+
+/// Added to every wait for a holder's TTL, so that its key has really expired by then.
+const RECHECK_MARGIN: Duration = Duration::from_millis(5);
+
+/// A Redis unfair lock: see the module docs.
+pub(crate) struct RedisUnfairLock {
+    inner: Arc<Inner>,
+}
+
+/// What the locker and its guards' releases share.
+struct Inner {
+    shared: Arc<Shared>,
+    session: Session,
+    name: Name,
+    /// `p`, the fair lock's prefix.
+    prefix: String,
+    /// `p:u`, the holder key (and the name of the session's in-process gate).
+    holder: String,
+    /// Wake-ups received by this handle's waits.
+    wakeups: AtomicU64,
+}
+
+/// What the acquisition script is asked to do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// The first call of `lock`: take, or join the wait line.
+    Take,
+    /// `try_lock`: take, or nothing.
+    Try,
+    /// A waiter asking again.
+    Check,
+}
+
+impl How {
+    fn as_str(self) -> &'static str {
+        match self {
+            How::Take => "take",
+            How::Try => "try",
+            How::Check => "check",
+        }
+    }
+}
+
+enum Reply {
+    Granted(FencingToken),
+    /// Not free: ask again after this at the latest (a try waits for nothing).
+    Waiting(Duration),
+    /// The session is gone.
+    Lost,
+}
+
+/// One call of `lock` or `try_lock`: its id, unique in the store, and the name it gives
+/// itself in the holder key (`u<id>`; the hold is `u<id>:<token>`).
+struct Acquisition {
+    id: String,
+    value: String,
+}
+
+impl Acquisition {
+    fn new(lease: &RedisLease) -> Self {
+        let id = lease.next_entry_id();
+        let value = format!("u{id}");
+        Self { id, value }
+    }
+}
+
+impl RedisUnfairLock {
+    pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name) -> Self {
+        let prefix = shared.keys.primitive(&name, Kind::Lock);
+        Self {
+            inner: Arc::new(Inner {
+                holder: format!("{prefix}:u"),
+                prefix,
+                shared: Arc::clone(shared),
+                session: session.clone(),
+                name,
+                wakeups: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// One call of the acquisition script.
+    async fn call(&self, lease: &RedisLease, acquisition: &Acquisition, how: How) -> Result<Reply> {
+        let mut call = self.shared.script(&ACQUIRE);
+        call.key(&self.holder);
+        lease.session_keys(&mut call);
+        call.arg(&self.prefix)
+            .arg(&acquisition.id)
+            .arg(lease.ttl_ms())
+            .arg(how.as_str())
+            .arg(lease.margin_ms())
+            .arg(lease.session_check(&self.session))
+            .arg(crate::amnesia::max_ttl_ms(&self.shared))
+            .arg(crate::amnesia::watch_arg(&self.shared))
+            .arg(crate::amnesia::replid_arg(&self.shared));
+        let registry = lease.registry();
+        // Under Cluster, a take is pending for the session's renewals until listed
+        // (see `HeldKeys`), and the store's registry names the acquisition from its
+        // first call on, so that a revoke from any client lets it go.
+        let _pending = registry.taking(&self.holder);
+        let reply = if how != How::Check && self.shared.is_cluster() {
+            let (reply, registered) = tokio::join!(
+                self.shared.eval(&call),
+                registry.register(
+                    &self.shared,
+                    &self.holder,
+                    &acquisition.value,
+                    lease.ttl_ms()
+                )
+            );
+            registered?;
+            reply?
+        } else {
+            self.shared.eval(&call).await?
+        };
+        let fields = array("unfair_acquire", reply.clone())?;
+        let number = |i: usize| match fields.get(i) {
+            Some(field) => int("unfair_acquire", field),
+            None => Err(unexpected("unfair_acquire", &reply)),
+        };
+        match number(0)? {
+            1 => {
+                let token =
+                    u64::try_from(number(1)?).map_err(|_| unexpected("unfair_acquire", &reply))?;
+                if self.shared.is_cluster() {
+                    registry.listed(&self.holder, &format!("{}:{token}", acquisition.value));
+                }
+                Ok(Reply::Granted(FencingToken(token)))
+            }
+            0 => Ok(Reply::Waiting(Duration::from_millis(
+                u64::try_from(number(1)?).unwrap_or(0),
+            ))),
+            -1 => Ok(Reply::Lost),
+            _ => Err(unexpected("unfair_acquire", &reply)),
+        }
+    }
+
+    /// The guard over `acquisition`'s hold, granted with `token`: its release, the
+    /// in-process gate, and (except under Redis Cluster, see
+    /// [`crate::guarded::lock_guard`]) the guarded write the fair lock's guard has.
+    fn guard(
+        self: &Arc<Self>,
+        lease: &RedisLease,
+        acquisition: Acquisition,
+        token: FencingToken,
+        gate: Option<OwnedMutexGuard<()>>,
+    ) -> LockGuard {
+        let release: ReleaseFn = {
+            let inner = Arc::clone(self);
+            let value = acquisition.value.clone();
+            Box::new(move || Box::pin(async move { inner.release(value).await }))
+        };
+        let mut guard =
+            distsync_core::raw::lock_guard(self.holder.clone(), token, &self.session, release);
+        if let Some(gate) = gate {
+            guard = guard.with_gate(gate);
+        }
+        if self.shared.is_cluster() {
+            return guard;
+        }
+        let granted = Granted {
+            hold: Arc::new(Hold::new(lease, self.holder.clone(), acquisition.value)),
+            token,
+        };
+        distsync_core::raw::with_guarded_write(guard, crate::guarded::hook(&self.shared, &granted))
+    }
+
+    /// The release script's call for the acquisition that names itself `value`.
+    async fn let_go(&self, registry: &crate::session::Registry, value: &str) -> Result<i64> {
+        let mut call = self.shared.script(&RELEASE);
+        call.key(&self.holder);
+        registry.key_into(&mut call);
+        call.arg(value);
+        int("unfair_release", &self.shared.eval(&call).await?)
+    }
+
+    /// A guard's release: [`Error::SessionLost`] when the hold was already gone; on a
+    /// transient failure, the release goes on in the background and the error is
+    /// returned.
+    async fn release(self: Arc<Self>, value: String) -> Result<()> {
+        let registry = RedisLease::of(&self.session, &self.shared)?.registry();
+        // The guard keeps the session's gate until this returns: no other acquisition
+        // of the session holds the key meanwhile, so the client's listing of it is this
+        // one's (Cluster; first, so that renewals stop renewing it).
+        registry.unlisted(&self.holder);
+        let (released, unregistered) = tokio::join!(
+            self.let_go(registry, &value),
+            registry.unregister(&self.shared, &self.holder)
+        );
+        let released = match released {
+            Ok(released) => released,
+            Err(error) => {
+                if error.is_transient() {
+                    Arc::clone(&self).let_go_in_background(value, None);
+                }
+                return Err(error);
+            }
+        };
+        unregistered?;
+        match released {
+            1 => Ok(()),
+            0 => Err(Error::SessionLost),
+            other => Err(Error::backend(
+                crate::capabilities::BACKEND,
+                format!("unfair_release answered {other}"),
+            )),
+        }
+    }
+
+    /// Lets go of the acquisition that names itself `value` in the background, retrying
+    /// transient failures until it succeeds or the session ends, keeping `gate` (the
+    /// session's in-process gate, if the caller has it) until then; should it fail for
+    /// good, the session is ended, so that the store frees what it holds rather than
+    /// its renewals keeping it. The release script unlists only this acquisition's hold,
+    /// so a retry that comes after the session took the lock again leaves that alone.
+    fn let_go_in_background(self: Arc<Self>, value: String, gate: Option<OwnedMutexGuard<()>>) {
+        let give_up: GiveUp = {
+            let inner = Arc::clone(&self);
+            Box::new(move |error| Box::pin(async move { inner.end_session(&error).await }))
+        };
+        let stop = self.session.lost_token().clone();
+        spawn_retrying(
+            "unfair release",
+            Some(stop),
+            move || {
+                let _kept = &gate;
+                let inner = Arc::clone(&self);
+                let value = value.clone();
+                Box::pin(async move {
+                    let registry = RedisLease::of(&inner.session, &inner.shared)?.registry();
+                    inner.let_go(registry, &value).await.map(drop)
+                })
+            },
+            Some(give_up),
+        );
+    }
+
+    /// Ends the session after a release failed for good: `lost()` fires, and the
+    /// session is revoked (or, should that fail too, expires, its keepalive stopped).
+    async fn end_session(&self, error: &Error) {
+        tracing::warn!(
+            key = self.holder.as_str(),
+            session = %self.session.id(),
+            %error,
+            "an unfair lock's release failed for good; ending the session so that the store frees it"
+        );
+        self.session.lost_token().cancel();
+        let Ok(lease) = RedisLease::of(&self.session, &self.shared) else {
+            return;
+        };
+        let revoked = crate::session::revoke(
+            &self.shared,
+            lease.id(),
+            Some(lease.nonce()),
+            Some(lease.registry()),
+        )
+        .await;
+        if let Err(error) = revoked {
+            tracing::warn!(
+                session = %self.session.id(),
+                %error,
+                "revoking failed; the session expires after its TTL"
+            );
+        }
+    }
+}
+
+/// Lets go of an acquisition when dropped while armed (a cancelled `lock`, or a call
+/// whose answer was lost), in the background, keeping the session's gate until done: a
+/// dropped wait leaves neither a hold nor a place in the wait line behind.
+struct LetGoOnDrop {
+    armed: Option<(Arc<Inner>, String)>,
+    gate: Option<OwnedMutexGuard<()>>,
+}
+
+impl LetGoOnDrop {
+    fn arm(inner: &Arc<Inner>, acquisition: &Acquisition, gate: OwnedMutexGuard<()>) -> Self {
+        Self {
+            armed: Some((Arc::clone(inner), acquisition.value.clone())),
+            gate: Some(gate),
+        }
+    }
+
+    /// Nothing to let go (the acquisition holds, under a guard, or ended in the
+    /// store): the gate, for the guard.
+    fn disarm(&mut self) -> Option<OwnedMutexGuard<()>> {
+        self.armed = None;
+        self.gate.take()
+    }
+}
+
+impl Drop for LetGoOnDrop {
+    fn drop(&mut self) {
+        if let Some((inner, value)) = self.armed.take() {
+            tracing::debug!(
+                key = inner.holder.as_str(),
+                "unfair acquisition cancelled; letting go"
+            );
+            inner.let_go_in_background(value, self.gate.take());
+        }
+    }
+}
+
+#[async_trait]
+impl Locker for RedisUnfairLock {
+    fn name(&self) -> &Name {
+        &self.inner.name
+    }
+
+    /// Waits until the lock is held: one script call when it is free.
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call leaves the wait line (or lets go of
+    /// what it was granted meanwhile) in the background, or leaves its place to expire.
+    async fn lock(&self) -> Result<LockGuard> {
+        let inner = &self.inner;
+        let lease = RedisLease::live(&inner.session)?;
+        let gate = tokio::select! {
+            biased;
+            () = inner.session.lost() => return Err(Error::SessionLost),
+            gate = inner.session.exclusive(&inner.holder) => gate,
+        };
+        let acquisition = Acquisition::new(lease);
+        let mut armed = LetGoOnDrop::arm(inner, &acquisition, gate);
+        // The first call reports connection trouble: nothing waits to ride it out for.
+        match inner.call(lease, &acquisition, How::Take).await? {
+            Reply::Granted(token) => {
+                let gate = armed.disarm();
+                return Ok(inner.guard(lease, acquisition, token, gate));
+            }
+            Reply::Lost => {
+                armed.disarm();
+                return Err(Error::SessionLost);
+            }
+            Reply::Waiting(_) => {}
+        }
+        let channel = inner
+            .shared
+            .keys
+            .channel(&format!("{}:uw:{}", inner.prefix, acquisition.id));
+        let mut backoff = WaitRetry::new("the unfair lock");
+        let mut wake = inner
+            .shared
+            .notifier
+            .subscribe_waiting(channel, &mut backoff)
+            .await?;
+        loop {
+            // The first check runs once the subscription is confirmed: a wake-up
+            // published before that was missed, and the check makes up for it.
+            let delay = match inner.call(lease, &acquisition, How::Check).await {
+                Ok(Reply::Granted(token)) => {
+                    let gate = armed.disarm();
+                    return Ok(inner.guard(lease, acquisition, token, gate));
+                }
+                Ok(Reply::Lost) => {
+                    armed.disarm();
+                    return Err(Error::SessionLost);
+                }
+                Ok(Reply::Waiting(delay)) => {
+                    backoff.succeeded();
+                    delay + RECHECK_MARGIN
+                }
+                // Once waiting, connection trouble is ridden out (asking is idempotent).
+                Err(error) => match backoff.failed(&error) {
+                    Some(pause) => pause,
+                    None => return Err(error),
+                },
+            };
+            tokio::select! {
+                biased;
+                () = inner.session.lost() => return Err(Error::SessionLost),
+                event = wake.recv() => {
+                    // A resync (the pub/sub connection came back) asks again too, but
+                    // is not the store waking this waiter.
+                    if let Event::Message(_) = event? {
+                        inner.wakeups.fetch_add(1, Ordering::Relaxed);
+                    }
+                    wake.drain();
+                }
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Takes the lock if it is free now: one script call, which never joins the wait
+    /// line. `Ok(None)` too while another acquisition of this name through the same
+    /// session is under way (they share the session's gate).
+    ///
+    /// Cancel-safety: cancel-safe; a dropped call lets go of what it may have taken.
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        let inner = &self.inner;
+        let lease = RedisLease::live(&inner.session)?;
+        let Some(gate) = inner.session.exclusive(&inner.holder).now_or_never() else {
+            return Ok(None);
+        };
+        let acquisition = Acquisition::new(lease);
+        let mut armed = LetGoOnDrop::arm(inner, &acquisition, gate);
+        match inner.call(lease, &acquisition, How::Try).await? {
+            Reply::Granted(token) => {
+                let gate = armed.disarm();
+                Ok(Some(inner.guard(lease, acquisition, token, gate)))
+            }
+            Reply::Waiting(_) => {
+                armed.disarm();
+                Ok(None)
+            }
+            Reply::Lost => {
+                armed.disarm();
+                Err(Error::SessionLost)
+            }
+        }
+    }
+
+    /// Counts the holder (unfair or fair), the unfair waiters whose marker lives and the
+    /// fair line's live entries: one read-only script call.
+    ///
+    /// Cancel-safety: cancel-safe (a read).
+    async fn contenders(&self) -> Result<usize> {
+        let inner = &self.inner;
+        let call = inner.shared.script_on(&COUNT, &inner.prefix);
+        let reply = inner.shared.eval(&call).await?;
+        let n = int("unfair_count", &reply)?;
+        usize::try_from(n).map_err(|_| unexpected("unfair_count", &reply))
+    }
+
+    fn wakeups(&self) -> u64 {
+        self.inner.wakeups.load(Ordering::Relaxed)
+    }
+}
