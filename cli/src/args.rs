@@ -362,6 +362,11 @@ pub(crate) struct LockArgs {
     /// Every process locking NAME should pass the same value.
     #[arg(long, value_name = "DURATION", value_parser = duration::timeout)]
     pub lock_delay: Option<Duration>,
+    /// Take the unfair lock: the first to ask after a release gets it, not the longest
+    /// waiter, for more grants per second under contention (see docs/GUARANTEES.md,
+    /// "Fair or unfair lock"). Every process locking NAME should pass it or none.
+    #[arg(long)]
+    pub unfair: bool,
     /// Let go when asked: when someone asks for the lock back (`distsync revoke NAME`),
     /// send CMD SIGTERM (without CMD: release the lock and exit 0). The lock stays
     /// held until CMD exits.

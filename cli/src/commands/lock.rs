@@ -14,8 +14,8 @@ use crate::hold::{self, Hold};
 /// (or until interrupted), then releases it and closes the session. With `--no-wait`
 /// or `--timeout`, not getting it is exit code 1 (CMD does not run). With
 /// `--lock-delay`, a grant that follows a holder's unclean loss is withheld for the
-/// delay (inside `--timeout`; `--no-wait` waits it out once granted). With
-/// `--revocable`, a release request (`distsync revoke NAME`) sends CMD SIGTERM (without
+/// delay (inside `--timeout`; `--no-wait` waits it out once granted). With `--unfair`,
+/// the unfair lock. With `--revocable`, a release request (`distsync revoke NAME`) sends CMD SIGTERM (without
 /// CMD: releases the lock).
 ///
 /// # Errors
@@ -27,7 +27,7 @@ pub(super) async fn run(ctx: &mut Ctx, args: LockArgs) -> Result<u8, Failure> {
         ctx,
         &session,
         &name,
-        args.lock_delay,
+        options(args.lock_delay, args.unfair),
         args.revocable,
         args.wait,
         &args.command,
@@ -37,11 +37,20 @@ pub(super) async fn run(ctx: &mut Ctx, args: LockArgs) -> Result<u8, Failure> {
     outcome
 }
 
+/// The lock's options, or `None` for the default lock.
+fn options(lock_delay: Option<Duration>, unfair: bool) -> Option<LockOptions> {
+    if lock_delay.is_none() && !unfair {
+        return None;
+    }
+    let options = LockOptions::new().lock_delay(lock_delay.unwrap_or_default());
+    Some(if unfair { options.unfair() } else { options })
+}
+
 async fn locked(
     ctx: &mut Ctx,
     session: &Session,
     name: &Name,
-    lock_delay: Option<Duration>,
+    options: Option<LockOptions>,
     revocable: bool,
     wait: WaitArgs,
     command: &[std::ffi::OsString],
@@ -53,12 +62,10 @@ async fn locked(
         )
         .into());
     }
-    let locker = match lock_delay {
-        Some(delay) => ctx.coordinator.locker_with(
-            session,
-            name.as_str(),
-            LockOptions::new().lock_delay(delay),
-        )?,
+    let locker = match options {
+        Some(options) => ctx
+            .coordinator
+            .locker_with(session, name.as_str(), options)?,
         // The coordinator's locker: its guards watch for release requests.
         None if revocable => ctx.coordinator.locker(session, name.as_str())?,
         None => ctx

@@ -263,3 +263,29 @@ fn lock_delay_withholds_the_grant_after_a_kill_only() {
         );
     }
 }
+
+/// `--unfair`: the unfair lock excludes across processes, the fair lock of the same
+/// name included, and its tokens keep growing.
+#[test]
+fn an_unfair_holder_excludes_unfair_and_fair_lockers() {
+    for server in servers() {
+        let name = unique("lock-unfair");
+        let url = Some(server.url.as_str());
+        let holder = ["lock", "--unfair", &name, "--", "sh", "-c", WAIT_FOR_A_LINE];
+        let mut first = Proc::spawn(url, &holder);
+        let first_token = number(&first.expect(&format!("{name} key=")), "token");
+        let (code, _, stderr) = run(url, &["lock", "--unfair", &name, "--no-wait", "--", "true"]);
+        assert_eq!(code, 1, "{}: {stderr}", server.label);
+        let mut fair = Proc::spawn(url, &["lock", &name, "--", "true"]);
+        fair.quiet();
+        first.send("done");
+        assert_eq!(first.wait(), 7, "{}: {}", server.label, first.stderr());
+        let granted = number(&fair.expect(&format!("{name} key=")), "token");
+        assert!(
+            granted > first_token,
+            "{}: tokens must increase: {first_token} then {granted}",
+            server.label
+        );
+        assert_eq!(fair.wait(), 0, "{}: {}", server.label, fair.stderr());
+    }
+}
