@@ -102,8 +102,9 @@ pub mod session {
 }
 
 pub mod lock {
-    //! Options of a lock (its fairness, the lock-delay after an unclean loss), the administrative break, and several locks taken all
-    //! or nothing (see [`Locker`](crate::Locker) and [`Coordinator::locker_with`](crate::Coordinator::locker_with)).
+    //! Options of a lock (its fairness, the lock-delay after an unclean loss), the administrative break, and
+    //! several locks taken all or nothing (see [`Locker`](crate::Locker) and
+    //! [`Coordinator::locker_with`](crate::Coordinator::locker_with)).
     pub use distsync_core::{BrokenHold, Fairness, LockOptions, MultiLockGuard, MultiLocker};
 }
 

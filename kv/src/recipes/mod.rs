@@ -117,11 +117,11 @@ mod rwmutex;
 mod semaphore;
 mod status;
 pub(crate) mod stm;
-mod unfair_mutex;
 #[cfg(test)]
 mod stm_atomically;
 #[cfg(test)]
 mod testing;
+mod unfair_mutex;
 mod wait;
 
 use std::any::Any;
