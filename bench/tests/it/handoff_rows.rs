@@ -160,7 +160,10 @@ fn a_backend_without_the_unfair_lock_shows_it_unsupported_in_every_table() {
     );
     let targets = rows(&text, "Targets by guarantee class", "| redis");
     assert!(
-        targets[0].contains("rslock cycle p50 ÷ the unfair lock's ≥ ×1.00 | — | not measured: unsupported by this backend |"),
+        targets[0].contains(concat!(
+            "rslock cycle p50 ÷ the unfair lock's ≥ ×1.00 | — | ",
+            "not measured: unsupported by this backend |"
+        )),
         "{text}"
     );
     assert!(
