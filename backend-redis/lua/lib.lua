@@ -301,6 +301,11 @@ end
 --   p:um:<id>  a waiter's marker, PX until a while after its next re-check: the waiter
 --              is live while it exists
 --   p:uw:<id>  the channel that wakes waiter <id> (the head of p:uq) to ask again
+-- While the fair line holds the lock and unfair waiters wait behind it, the line ends
+-- with a member "u" (UNFAIR_BEHIND, scored +inf) that has no entry key: to the line a
+-- dead entry, which keeps its last release off the uncontended path (release.lua), so
+-- that the release that empties the line wakes the head of p:uq. A lock used fairly
+-- alone never has it, and pays nothing.
 
 -- Whether cur, the value of p:u (false when there is none), is the hold of the
 -- acquisition val names: "u<id>", as the acquisition names itself, or the whole hold
@@ -311,6 +316,9 @@ local function unfair_mine(cur, val)
   end
   return cur == val or string.sub(cur, 1, #val + 1) == val .. ':'
 end
+
+-- The member of a fair line that stands for the unfair waiters behind it (see above).
+local UNFAIR_BEHIND = 'u'
 
 -- Wakes the head of the unfair wait line of p: its first waiter whose marker lives
 -- (the others before it, gone with their process, are dropped on the way). One
@@ -330,12 +338,15 @@ local function unfair_wake(p)
 end
 
 -- Hands the free unfair lock of p on: to the fair line first (fq_settle grants its head
--- and wakes it), which unfair contenders wait behind; when nobody is left in that line,
--- to the head of the unfair wait line.
+-- and wakes it), which unfair contenders wait behind (UNFAIR_BEHIND then marks them);
+-- when nobody is left in that line, to the head of the unfair wait line.
 local function unfair_pass(p)
   if redis.call('EXISTS', p .. ':q') == 1 then
     fq_settle(p)
     if redis.call('EXISTS', p .. ':q') == 1 then
+      if redis.call('EXISTS', p .. ':uq') == 1 then
+        redis.call('ZADD', p .. ':q', '+inf', UNFAIR_BEHIND)
+      end
       return
     end
   end
@@ -611,6 +622,10 @@ local function release_hold(ekey, val)
       elect_sync(p)
     end
     if redis.call('EXISTS', p .. ':q') == 0 then
+      -- A lock's unfair waiters, if any, come next (see UNFAIR_BEHIND): one wake-up.
+      if kind == 'lock' and redis.call('EXISTS', p .. ':u') == 0 then
+        unfair_wake(p)
+      end
       -- Nobody holds or waits: let the counters go once the name has been idle.
       redis.call('PEXPIRE', p .. ':fence', FAIR_IDLE_MS)
       redis.call('PEXPIRE', p .. ':seq', FAIR_IDLE_MS)

@@ -118,6 +118,11 @@ if soonest == 0 then
     end
   end
 end
+-- Behind the fair line, which then ends with UNFAIR_BEHIND (see lib.lua): its last
+-- release wakes the head of the wait line.
+if not cur and redis.call('EXISTS', p .. ':q') == 1 then
+  redis.call('ZADD', p .. ':q', '+inf', UNFAIR_BEHIND)
+end
 -- In line (arrival order among the waiters, kept by NX across re-checks), the marker
 -- living until a TTL after that moment: a waiter that stops asking drops out.
 local px = soonest + ttl

@@ -58,12 +58,14 @@
 //! **Mixed with the fair lock.** Both exclude each other: the fair lock grants nothing
 //! while `p:u` lives (`fq_settle`, and the uncontended grant of `lua/fair_acquire.lua`
 //! checks `p:u` with `p:q` in one `EXISTS`), and the unfair lock is free only while the
-//! fair line is empty. An unfair contender therefore waits behind the fair line; the
-//! unfair release hands the lock to the fair line's head first. A fair release that
-//! empties its line does not wake the unfair waiters when it lets go by the uncontended
-//! path (the fair lock's fast path reads nothing of the unfair side): they then ask again
-//! when the fair holder's TTL would have run out. Give every locker of one name the same
-//! fairness.
+//! fair line is empty. An unfair contender therefore waits behind the fair line, and an
+//! unfair release hands the lock to the fair line's head first. While unfair waiters
+//! wait behind it, the fair line ends with a member that has no entry key (`u`, scored
+//! `+inf`: to the line, a dead entry), so that its last release walks the line rather
+//! than take the uncontended path, and, finding it empty, wakes the head of the unfair
+//! wait line. A lock used fairly alone never has that member and pays nothing for it.
+//! Give every locker of one name the same fairness all the same: the fair locker's
+//! `contenders()` counts its own line only.
 //!
 //! **The lock-delay after the store forgets** (`crate::amnesia`) applies as to the fair
 //! lock: the grant reads the epoch marker in the same `GETEX` the fair grant uses.

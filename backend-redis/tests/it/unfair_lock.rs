@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use distsync_core::status::{HoldMode, LineKind};
 use distsync_core::{Coordinator, Error, LockOptions, Locker, Name, SessionOptions};
 use distsync_redis::redis;
-use support::{server_url, unique_namespace, with_namespace, CRASH_TTL, RENEWED_TTL};
+use support::{server_url, unique_namespace, with_namespace, CRASH_TTL};
 
 const SHORT: Duration = Duration::from_secs(10);
 
@@ -171,16 +171,17 @@ async fn fair_and_unfair_lockers_of_one_name_exclude_each_other_and_share_tokens
     check_tokens(&tokens, 75);
 }
 
+/// Sessions of 15 s: a waiter left to its safety net (the holder's TTL) would miss
+/// the bound of a hand-over, 2 s.
+const HAND_OVER: Duration = Duration::from_secs(2);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfair_holder_holds_off_the_fair_line_and_the_other_way_round() {
     let f = fixture!();
     let other = f.other_client().await;
     let (a, b) = (
         f.coordinator.session().await.unwrap(),
-        other
-            .session_with(SessionOptions::with_ttl(RENEWED_TTL))
-            .await
-            .unwrap(),
+        other.session().await.unwrap(),
     );
     let unfair_a = f.coordinator.locker_with(&a, "m", unfair()).unwrap();
     let fair_b = other.locker(&b, "m").unwrap();
@@ -194,8 +195,10 @@ async fn an_unfair_holder_holds_off_the_fair_line_and_the_other_way_round() {
     wait_for_contenders(unfair_a.as_ref(), 2).await;
     assert!(!waiting.is_finished());
     let first = held.token();
+    let released = Instant::now();
     held.unlock().await.unwrap();
     let fair = within(SHORT, waiting).await.unwrap();
+    assert!(released.elapsed() < HAND_OVER, "{:?}", released.elapsed());
     assert!(fair.token() > first);
     // Fair holds: the unfair contender waits (behind the fair line), then gets it.
     assert!(unfair_a.try_lock().await.unwrap().is_none());
@@ -207,12 +210,52 @@ async fn an_unfair_holder_holds_off_the_fair_line_and_the_other_way_round() {
     wait_for_contenders(unfair_a.as_ref(), 2).await;
     assert!(!waiting.is_finished());
     let second = fair.token();
+    let released = Instant::now();
     fair.unlock().await.unwrap();
-    // A fair release by its uncontended path wakes no unfair waiter: the waiter asks
-    // again by the fair holder's TTL at the latest.
     let unfair = within(SHORT, waiting).await.unwrap();
+    assert!(released.elapsed() < HAND_OVER, "{:?}", released.elapsed());
     assert!(unfair.token() > second);
     unfair.unlock().await.unwrap();
+}
+
+/// An unfair holder, an unfair waiter, then a fair one: the release goes to the fair
+/// line, and the fair holder's release to the unfair waiter, each promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfair_waiters_follow_the_fair_line_they_wait_behind() {
+    let f = fixture!();
+    let other = f.other_client().await;
+    let (a, b, c) = (
+        f.coordinator.session().await.unwrap(),
+        other.session().await.unwrap(),
+        other.session().await.unwrap(),
+    );
+    let holder = f.coordinator.locker_with(&a, "behind", unfair()).unwrap();
+    let unfair_b = other.locker_with(&b, "behind", unfair()).unwrap();
+    let fair_c = other.locker(&c, "behind").unwrap();
+    let held = holder.lock().await.unwrap();
+    let unfair_waiting = tokio::spawn({
+        let unfair_b = Arc::clone(&unfair_b);
+        async move { unfair_b.lock().await.unwrap() }
+    });
+    wait_for_contenders(holder.as_ref(), 2).await;
+    let fair_waiting = tokio::spawn({
+        let fair_c = Arc::clone(&fair_c);
+        async move { fair_c.lock().await.unwrap() }
+    });
+    wait_for_contenders(holder.as_ref(), 3).await;
+    let released = Instant::now();
+    held.unlock().await.unwrap();
+    let fair = within(SHORT, fair_waiting).await.unwrap();
+    assert!(released.elapsed() < HAND_OVER, "{:?}", released.elapsed());
+    assert!(!unfair_waiting.is_finished());
+    let fair_token = fair.token();
+    let released = Instant::now();
+    fair.unlock().await.unwrap();
+    let unfair = within(SHORT, unfair_waiting).await.unwrap();
+    assert!(released.elapsed() < HAND_OVER, "{:?}", released.elapsed());
+    assert!(unfair.token() > fair_token);
+    unfair.unlock().await.unwrap();
+    assert_eq!(holder.contenders().await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
