@@ -15,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::kv::{Compare, CompareOp, Kv, LeaseId, Range, Txn, TxnOp};
+use crate::kv::{Compare, CompareOp, Kv, LeaseId, Range, Revision, Txn, TxnOp};
 use distsync_core::error::{Error, Result};
 use distsync_core::guard::LockGuard;
 use distsync_core::lock::Locker;
@@ -78,53 +78,9 @@ impl KvMutex {
             self.lease,
             Some(gate),
         );
-        // A new key is the line's newest, so it heads the line exactly when it is the
-        // only key: an unsorted read of one key counts them, where Go's read of the
-        // first-created key makes etcd read and sort the whole line inside the write.
-        let others = Range {
-            limit: Some(1),
-            ..Range::prefix(&self.prefix)
-        };
-        let owner = Range::prefix(&self.prefix).first_create();
-        let txn = Txn::when(vec![Compare::create_revision(
-            &self.key,
-            CompareOp::Equal,
-            0,
-        )])
-        .and_then(vec![
-            TxnOp::put(&self.key, Bytes::new(), self.lease),
-            TxnOp::Range(others),
-        ])
-        .or_else(vec![
-            TxnOp::Range(Range::key(&self.key)),
-            TxnOp::Range(owner),
-        ]);
-        let response = match kv.txn(txn).await {
-            Ok(response) => response,
-            Err(error) => {
-                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
-            }
-        };
-        let my_revision = if response.succeeded {
-            response.revision
-        } else {
-            // The key already existed (left by an earlier hold of this session): reuse
-            // it, as Go does.
-            match range_at(kv, &response, 0)?.kvs.first() {
-                Some(mine) => mine.create_revision,
-                None => return Err(Error::backend(kv.backend(), "own lock key vanished")),
-            }
-        };
+        let (my_revision, owns) =
+            enter(kv, &self.session, self.lease, &self.key, &self.prefix).await?;
         cleanup.created_at(my_revision);
-        let line = range_at(kv, &response, 1)?;
-        let owns = if response.succeeded {
-            line.count <= 1
-        } else {
-            match line.kvs.first() {
-                Some(first) => first.create_revision == my_revision,
-                None => true,
-            }
-        };
         if !owns {
             if !wait {
                 cleanup.remove_now().await?;
@@ -152,6 +108,57 @@ impl KvMutex {
         };
         Ok(Some(held.lazy_lock_guard(gate, &self.space)))
     }
+}
+
+/// Puts `key` (on `lease`) under `prefix` unless it is there, in the one transaction
+/// that also tells whether it heads the line: the key's create revision, and whether
+/// it is the first-created key under `prefix` (so holds the lock). A new key is the
+/// line's newest, so it heads the line exactly when it is the only key: an unsorted
+/// read of one key counts them, where Go's read of the first-created key makes etcd
+/// read and sort the whole line inside the write. A key that is already there (left
+/// by an earlier hold of this session, whose release runs in the background) is
+/// reused, as Go does.
+pub(super) async fn enter(
+    kv: &dyn Kv,
+    session: &Session,
+    lease: LeaseId,
+    key: &str,
+    prefix: &str,
+) -> Result<(Revision, bool)> {
+    let others = Range {
+        limit: Some(1),
+        ..Range::prefix(prefix)
+    };
+    let txn = Txn::when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
+        .and_then(vec![
+            TxnOp::put(key, Bytes::new(), lease),
+            TxnOp::Range(others),
+        ])
+        .or_else(vec![
+            TxnOp::Range(Range::key(key)),
+            TxnOp::Range(Range::prefix(prefix).first_create()),
+        ]);
+    let response = match kv.txn(txn).await {
+        Ok(response) => response,
+        Err(error) => return Err(explain_lease_error(kv, session, lease, error).await),
+    };
+    let mine = if response.succeeded {
+        response.revision
+    } else {
+        match range_at(kv, &response, 0)?.kvs.first() {
+            Some(mine) => mine.create_revision,
+            None => return Err(Error::backend(kv.backend(), "own lock key vanished")),
+        }
+    };
+    let line = range_at(kv, &response, 1)?;
+    let owns = if response.succeeded {
+        line.count <= 1
+    } else {
+        line.kvs
+            .first()
+            .is_none_or(|first| first.create_revision == mine)
+    };
+    Ok((mine, owns))
 }
 
 #[async_trait]

@@ -54,6 +54,7 @@ use distsync_core::session::Session;
 use super::heads::Heads;
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at, KeySpace, Kind};
+use super::mutex::enter;
 use super::wait::{patiently, read, until_lost, wait_turn};
 
 /// An unfair [`Locker`] over a [`Kv`] store.
@@ -124,47 +125,7 @@ impl KvUnfairMutex {
             self.lease,
             None,
         );
-        let others = Range {
-            limit: Some(1),
-            ..Range::prefix(&self.prefix)
-        };
-        let txn = Txn::when(vec![Compare::create_revision(
-            &self.key,
-            CompareOp::Equal,
-            0,
-        )])
-        .and_then(vec![
-            TxnOp::put(&self.key, Bytes::new(), self.lease),
-            TxnOp::Range(others),
-        ])
-        .or_else(vec![
-            TxnOp::Range(Range::key(&self.key)),
-            TxnOp::Range(Range::prefix(&self.prefix).first_create()),
-        ]);
-        let response = match kv.txn(txn).await {
-            Ok(response) => response,
-            Err(error) => {
-                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
-            }
-        };
-        let (mine, owns) = if response.succeeded {
-            (response.revision, range_at(kv, &response, 1)?.count <= 1)
-        } else {
-            // The own key is left from a hold of this session that a release has not
-            // deleted yet (it runs in the background): it holds if it is the oldest.
-            let Some(mine) = range_at(kv, &response, 0)?
-                .kvs
-                .first()
-                .map(|kv| kv.create_revision)
-            else {
-                return Err(Error::backend(kv.backend(), "own lock key vanished"));
-            };
-            let first = range_at(kv, &response, 1)?
-                .kvs
-                .first()
-                .map(|kv| kv.create_revision);
-            (mine, first.is_none_or(|first| first == mine))
-        };
+        let (mine, owns) = enter(kv, &self.session, self.lease, &self.key, &self.prefix).await?;
         cleanup.created_at(mine);
         if owns {
             cleanup.disarm();
