@@ -175,9 +175,25 @@ servers_started() {
     return "$status"
 }
 
-step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
+# rustdoc reads what it documents against from check builds (metadata only) of the
+# dependencies and of the workspace's libraries, which clippy has just made; `rustdoc`
+# below asks for the very same ones instead of building a second set. The same features:
+# one example (`--example lock`, beside `--lib`, which is what `cargo doc` documents
+# anyway) brings in the dev-dependencies, whose features clippy's `--all-targets`
+# unified into tokio, syn and others (without it, half of the dependencies and every
+# proc macro were built again). The same compiler: clippy checks the workspace's
+# libraries through its driver, with its arguments in CLIPPY_ARGS, which `cargo clippy`
+# sets as below. When clippy failed, rustdoc builds its own, so that its verdict stays
+# its own. Measured after clippy on a fresh target: 140 s of CPU before (58 s of CI's
+# run), 25 s now; the documentation is the same (the example's pages aside).
+clippy_env=(env)
+if step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings; then
+    clippy_env=(env RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
+        CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
+fi
 # Every public item documented, every intra-doc link resolved.
-step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+step rustdoc "${clippy_env[@]}" RUSTDOCFLAGS="-D warnings" \
+    cargo doc --workspace --no-deps --all-features --lib --example lock
 # The facade's surface, from that rustdoc: a small root, one path per item.
 step surface scripts/check-surface.sh
 if ! step servers servers_started; then
