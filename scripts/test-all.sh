@@ -20,8 +20,9 @@
 #   whole suite on the Redis Cluster, three columns at once (under CI=true the runner
 #   fails when a server's URL is not set), compared with docs/GUARANTEES.md and README's
 #   summary; the runner over
-#   the TLS and authenticated servers (a subset of cases); and the package listing of
-#   every published crate (scripts/check-package.sh --no-verify).
+#   the TLS and authenticated servers (a subset of cases) and the package listing of
+#   every published crate (scripts/check-package.sh --no-verify), both in the background
+#   while the doctests build.
 # What protects a release rather than a change (the publish dry run that builds every
 # package, the bench guard, long mixed-fault runs, the matrix three times) is
 # scripts/release-check.sh.
@@ -54,6 +55,36 @@ step() {
     ((status == 0)) || { outcome="FAILED (exit $status)" failed=1; }
     results+=("$(printf '%-12s %6ss  %s' "$name" $((SECONDS - start)) "$outcome")")
     printf '<== %s: %s in %ss\n' "$name" "$outcome" $((SECONDS - start)) >&2
+    return "$status"
+}
+
+# step_start NAME COMMAND...: starts COMMAND in the background, its output kept aside;
+# step_finish NAME waits for it, prints that output and records its outcome and its
+# duration (from its start to its end) as step does; returns COMMAND's status.
+declare -A background_pid=() background_log=()
+step_start() {
+    local name=$1 start=$SECONDS
+    shift
+    background_log[$name]=$(mktemp)
+    printf '\n==> %s: %s (in the background)\n' "$name" "$*" >&2
+    (
+        status=0
+        ("$@") >"${background_log[$name]}" 2>&1 || status=$?
+        echo "$status $((SECONDS - start))" >"${background_log[$name]}.status"
+        exit "$status"
+    ) &
+    background_pid[$name]=$!
+}
+step_finish() {
+    local name=$1 status=0 took=? outcome=ok log=${background_log[$1]}
+    wait "${background_pid[$name]}" || status=$?
+    [[ -s $log.status ]] && read -r status took <"$log.status"
+    printf '\n==> %s: its output (it ran in the background)\n' "$name" >&2
+    cat "$log" >&2
+    rm -f "$log" "$log.status"
+    ((status == 0)) || { outcome="FAILED (exit $status)" failed=1; }
+    results+=("$(printf '%-12s %6ss  %s' "$name" "$took" "$outcome")")
+    printf '<== %s: %s in %ss\n' "$name" "$outcome" "$took" >&2
     return "$status"
 }
 
@@ -210,8 +241,23 @@ eval "$(scripts/servers.sh env)" || exit 1
 # extra tests run here.
 step test cargo_tests env DISTSYNC_CASES_IN_RUNNER=1 cargo nextest run --workspace --all-features \
     --no-tests fail
+# The TLS servers' run and the package listing take little CPU and read nothing the
+# doctests write: they run beside the doctests, whose compiling keeps both cores busy
+# anyway (21 s of the run before, in a row). The listing is over before the out-of-tree
+# step rewrites examples/file-backend/Cargo.lock, which the facade's package holds.
+step_start tls-conform tls_conformance
+# Every published crate packages as crates.io would receive it (metadata, readme,
+# licenses, no file from outside the crate); building each package on its own is
+# scripts/release-check.sh's.
+step_start package scripts/check-package.sh --no-verify
 # The code blocks of the rustdoc, README and docs/ (nextest does not run doctests).
 step doctests cargo_tests cargo test -q --workspace --all-features --doc
+step_finish package
+# TLS, client certificates and authentication (etcd RBAC limited to the namespace,
+# Redis ACL, PostgreSQL SCRAM with a required client certificate, ZooKeeper SASL
+# DIGEST-MD5 with a required client certificate): the runner over those servers (their
+# typed errors are the `tls_auth` and `tls_logs` tests of the `test` step).
+step_finish tls-conform
 # The transactional outbox and `ack_in` end to end: orders, their items, a ledger
 # applied exactly once. Without a PostgreSQL server it is skipped, but not under CI=true.
 if [[ -n ${DISTSYNC_POSTGRES_URL:-} || ${CI:-} == true ]]; then
@@ -235,15 +281,6 @@ step out-of-tree cargo_tests env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/targ
 # matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but
 # figures.
 step conformance scripts/check-matrix.sh
-# TLS, client certificates and authentication (etcd RBAC limited to the namespace,
-# Redis ACL, PostgreSQL SCRAM with a required client certificate, ZooKeeper SASL
-# DIGEST-MD5 with a required client certificate): the runner over those servers (their
-# typed errors are the `tls_auth` and `tls_logs` tests of the `test` step).
-step tls-conform tls_conformance
-# Every published crate packages as crates.io would receive it (metadata, readme,
-# licenses, no file from outside the crate); building each package on its own is
-# scripts/release-check.sh's.
-step package scripts/check-package.sh --no-verify
 
 summary
 exit "$failed"
