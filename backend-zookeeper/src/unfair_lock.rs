@@ -26,9 +26,11 @@
 //! 2. **Wait**: a take that lost joins the wait line (its back-off delete, the line's
 //!    create and the line's listing sent together). A waiter behind another watches
 //!    its predecessor only. The head of the line watches the last contender of the
-//!    lock's node (the holder, or the tail of a fair line), tries a take when it goes,
-//!    and watches again if a newcomer was faster (barging). The head's takes use its
-//!    own protected prefix, so its holder node is told from the others by it.
+//!    lock's node (the holder, or the tail of a fair line); woken, it lists the lock's
+//!    node (a read) and takes only if nobody is there, else watches again: a newcomer
+//!    that was faster (barging, the holder taking again as a rule) costs it no failed
+//!    take, which would be two writes on the leader. The head's takes use its own
+//!    protected prefix, so its holder node is told from the others by it.
 //! 3. **Hold**: a head that takes the lock keeps its place in the wait line while it
 //!    holds, so the waiter behind it still watches that place.
 //! 4. **Release**: delete the holder node (Curator's guaranteed delete, as the fair
@@ -400,12 +402,19 @@ impl ZkUnfairLocker {
                 self.woken(watcher).await?;
             }
         }
-        // The head: take when the lock's last contender goes.
+        // The head: take when the lock's last contender goes. Woken, it looks (a read)
+        // before it takes: a newcomer that took the lock meanwhile (the holder taking it
+        // again, as a rule) is watched without a take that would fail, which would cost
+        // the leader two writes.
         loop {
-            if let Some(blocker) = blocker.take() {
-                let path = format!("{}/{blocker}", self.lock.dir);
+            if let Some(watched) = blocker.take() {
+                let path = format!("{}/{watched}", self.lock.dir);
                 if let Some(watcher) = self.watch(&path, None::<NoWatch>).await? {
                     self.woken(watcher).await?;
+                }
+                if let Some((_, last)) = self.lock.line().await?.pop() {
+                    blocker = Some(last);
+                    continue;
                 }
             }
             match self.take(&prefix).await? {
@@ -413,6 +422,9 @@ impl ZkUnfairLocker {
                 Take::Blocked(mut claim, other) => {
                     if let Some(watcher) = self.back_off(&mut claim, &other).await? {
                         self.woken(watcher).await?;
+                    }
+                    if let Some((_, last)) = self.lock.line().await?.pop() {
+                        blocker = Some(last);
                     }
                 }
             }
