@@ -2,11 +2,12 @@
 -- lib.lua, above unfair_mine).
 -- KEYS[1]: the holder key p:u, KEYS[2]: session key, KEYS[3]: session registry; under
 -- Redis Cluster only KEYS[1] (see session_left in lib.lua).
--- ARGV: channel prefix, p, the acquisition's id, ttl ms, how (take|try|check), margin
--- ms, session nonce (under Redis Cluster: the client's bound on the session's time
--- left, ms), then as fair_acquire.lua takes them: the longest session TTL any client
--- may use (ms, 0 when not bounded), whether the client watches for failovers ('1' or
--- '0'), the server's replication id as the client read it ('' when it does not know).
+-- ARGV: channel prefix, the acquisition's id, ttl ms, how (take|try|check), margin ms,
+-- session nonce (under Redis Cluster: the client's bound on the session's time left,
+-- ms), then as fair_acquire.lua takes them: the longest session TTL any client may use
+-- (ms, 0 when not bounded), whether the client watches for failovers ('1' or '0'), the
+-- server's replication id as the client read it ('' when it does not know). The lock's
+-- prefix p is KEYS[1] without its ':u'.
 -- Returns {1, token} when the acquisition holds: p:u = "u<id>:<token>", with the PX of
 -- an entry key (session_px), listed in the session's registry, the token the next value
 -- of p:fence, the fair lock's counter. Returns {0, ms} when it does not: a try is
@@ -26,10 +27,10 @@
 -- take or try of a free lock whose marker allows grants, the common case, with only
 -- the few library definitions it uses; the second does everything else, as if the
 -- first part were not there.
-local p = ARGV[2]
-if ARGV[5] ~= 'check' then
+local p = string.sub(KEYS[1], 1, -3)
+if ARGV[4] ~= 'check' then
   local skey = KEYS[2]
-  local left = session_left(skey, ARGV[7], ARGV[6])
+  local left = session_left(skey, ARGV[6], ARGV[5])
   if not left then
     return {-1}
   end
@@ -42,13 +43,13 @@ if ARGV[5] ~= 'check' then
   else
     m = redis.call('GET', p .. ':epoch')
   end
-  local rid = ARGV[10]
-  if (m == '0' and ARGV[9] ~= '1') or (m == '0:' .. rid and string.match(rid, '^%x+$')) then
+  local rid = ARGV[9]
+  if (m == '0' and ARGV[8] ~= '1') or (m == '0:' .. rid and string.match(rid, '^%x+$')) then
     -- No holder and an empty fair line: one EXISTS for both.
     if redis.call('EXISTS', KEYS[1], p .. ':q') == 0 then
       local token = counter_next(p .. ':fence', FAIR_IDLE_MS)
-      local hold = 'u' .. ARGV[3] .. ':' .. decimal(token)
-      redis.call('SET', KEYS[1], hold, 'PX', session_px(skey, left, ARGV[4]))
+      local hold = 'u' .. ARGV[2] .. ':' .. decimal(token)
+      redis.call('SET', KEYS[1], hold, 'PX', session_px(skey, left, ARGV[3]))
       session_list(KEYS[3], KEYS[1], hold, left)
       if not getex then
         redis.call('PERSIST', p .. ':epoch')
@@ -59,26 +60,26 @@ if ARGV[5] ~= 'check' then
 end
 -- @cold
 local ukey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
-local id, ttl, how = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local id, ttl, how = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local val = 'u' .. id
 -- A re-check after a grant whose reply was lost finds the acquisition holding.
 local cur = redis.call('GET', ukey)
 if unfair_mine(cur, val) then
   return {1, tonumber(string.sub(cur, #val + 2))}
 end
-local left = session_left(skey, ARGV[7], ARGV[6])
+local left = session_left(skey, ARGV[6], ARGV[5])
 if not left then
   unfair_let_go(p, val)
   return {-1}
 end
 -- The lock-delay after the store forgot the lock, as in fair_acquire.lua.
-local watch, rid = ARGV[9] == '1', ARGV[10]
+local watch, rid = ARGV[8] == '1', ARGV[9]
 local delay, marked_by = epoch_wait(p, rid)
 if delay >= 0 and watch and marked_by == '' then
   redis.call('SET', p .. ':epoch', redis.call('GET', p .. ':epoch') .. ':' .. replid(rid))
 end
 if delay < 0 then
-  delay = epoch_start(p, tonumber(ARGV[8]) or 0, watch, rid)
+  delay = epoch_start(p, tonumber(ARGV[7]) or 0, watch, rid)
 end
 redis.call('PERSIST', p .. ':epoch')
 local free = delay == 0 and not cur

@@ -81,7 +81,7 @@ use futures::FutureExt as _;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::background::{spawn_retrying, GiveUp};
-use crate::error::{array, int, unexpected};
+use crate::error::{int, unexpected};
 use crate::hold::Hold;
 use crate::keys::Kind;
 use crate::notify::Event;
@@ -158,7 +158,9 @@ struct Acquisition {
 impl Acquisition {
     fn new(lease: &RedisLease) -> Self {
         let id = lease.next_entry_id();
-        let value = format!("u{id}");
+        let mut value = String::with_capacity(id.len() + 1);
+        value.push('u');
+        value.push_str(&id);
         Self { id, value }
     }
 }
@@ -185,8 +187,7 @@ impl Inner {
         let mut call = self.shared.script(&ACQUIRE);
         call.key(&self.holder);
         lease.session_keys(&mut call);
-        call.arg(&self.prefix)
-            .arg(&acquisition.id)
+        call.arg(&acquisition.id)
             .arg(lease.ttl_ms())
             .arg(how.as_str())
             .arg(lease.margin_ms())
@@ -214,7 +215,9 @@ impl Inner {
         } else {
             self.shared.eval(&call).await?
         };
-        let fields = array("unfair_acquire", reply.clone())?;
+        let redis::Value::Array(fields) = &reply else {
+            return Err(unexpected("unfair_acquire", &reply));
+        };
         let number = |i: usize| match fields.get(i) {
             Some(field) => int("unfair_acquire", field),
             None => Err(unexpected("unfair_acquire", &reply)),
@@ -415,10 +418,15 @@ impl Locker for RedisUnfairLock {
     async fn lock(&self) -> Result<LockGuard> {
         let inner = &self.inner;
         let lease = RedisLease::live(&inner.session)?;
-        let gate = tokio::select! {
-            biased;
-            () = inner.session.lost() => return Err(Error::SessionLost),
-            gate = inner.session.exclusive(&inner.holder) => gate,
+        // The gate is free unless another acquisition through this session is under
+        // way: taken at once then, without a watch on the session.
+        let gate = match inner.session.exclusive(&inner.holder).now_or_never() {
+            Some(gate) => gate,
+            None => tokio::select! {
+                biased;
+                () = inner.session.lost() => return Err(Error::SessionLost),
+                gate = inner.session.exclusive(&inner.holder) => gate,
+            },
         };
         let acquisition = Acquisition::new(lease);
         let mut armed = LetGoOnDrop::arm(inner, &acquisition, gate);
