@@ -32,6 +32,11 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 /// connect: these, plus `survives_restart` on a server with `appendonly yes` and
 /// `appendfsync always` ([`crate::Persistence::survives_restart`]).
 ///
+/// `unfair_lock` is claimed here and in every other configuration (eviction, Sentinel,
+/// Cluster): the unfair lock's keys share the lock's hash slot, its grants and releases
+/// are script runs acknowledged as any other (`wait_replicas`), and it keeps what the
+/// configuration's fair lock keeps.
+///
 /// [`Backend::capabilities`]: distsync_core::Backend::capabilities
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
@@ -193,6 +198,18 @@ mod tests {
             measured(Topology::Cluster, 1, true, true, true),
             capabilities_under_eviction()
         );
+    }
+
+    #[test]
+    fn the_unfair_lock_is_offered_wherever_the_lock_is() {
+        for topology in TOPOLOGIES {
+            for wait_replicas in [0, 1] {
+                for (evicting, durable, lock_delay) in [(false, false, false), (true, true, true)] {
+                    let claims = measured(topology, wait_replicas, evicting, durable, lock_delay);
+                    assert!(claims.unfair_lock, "{topology:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -68,6 +68,12 @@
 //!   the current holders' TTL runs out, as a safety net for wake-ups that never come.
 //!   Elections publish every change (new leader, no leader, proclaim) with a change
 //!   number; observers apply them in order and re-read after a gap.
+//! * **Unfair locks** ([`distsync_core::LockOptions::unfair`]) are one holder key beside
+//!   the lock's waiter line (`src/unfair_lock.rs`): one script call takes a free lock and
+//!   one lets it go, no line joined, no subscription; a release wakes only the head of a
+//!   wait line of their own, which asks again and may lose to a newcomer. Tokens come
+//!   from the lock's own counter, and fair and unfair lockers of one name exclude each
+//!   other (an unfair contender waits behind the fair line).
 //! * **Semaphores** are the same waiter line with permit entries: the first `N` live
 //!   entries hold a permit, each grant with a fencing token; the count `N` is stored
 //!   with the line while anyone holds or waits, and a joiner naming another count is
@@ -83,7 +89,7 @@
 //!   waiter re-reads, since messages may have been missed.
 //!
 //! The modules document each part's layout and protocol, in their source files
-//! (`src/*.rs`: `waiter_line.rs`, `session.rs`, `notify.rs`, `queue.rs`, `barrier.rs`,
+//! (`src/*.rs`: `waiter_line.rs`, `unfair_lock.rs`, `session.rs`, `notify.rs`, `queue.rs`, `barrier.rs`,
 //! `double_barrier.rs`, `election.rs`, `stm.rs`, `keys.rs`, `export.rs`, `status.rs`,
 //! `target.rs`, `sentinel.rs`, `cluster.rs`, `amnesia.rs`); `docs/ARCHITECTURE.md` links to
 //! each.
