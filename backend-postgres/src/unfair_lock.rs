@@ -73,7 +73,7 @@ use crate::guarded::lock_guard;
 use crate::notify::Wake;
 use crate::session::LeaseInner;
 use crate::store::LockKind;
-use crate::waiter_line::{hold_key, Entry};
+use crate::waiter_line::{hold_key, Cleanup, Entry};
 
 /// Entry numbers of the unfair lock in this process: negative, apart from the line's.
 static ENTRIES: AtomicI64 = AtomicI64::new(-1);
@@ -133,25 +133,6 @@ enum AttemptError {
 impl From<Error> for AttemptError {
     fn from(error: Error) -> Self {
         AttemptError::Other(error)
-    }
-}
-
-/// Withdraws an entry when dropped armed: the clean-up of a dropped take.
-struct Cleanup {
-    entry: Option<Entry>,
-    lease: Arc<LeaseInner>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            tracing::debug!(
-                session = entry.session,
-                entry = entry.entry,
-                "unfair take dropped; withdrawing its entry"
-            );
-            entry.leave_in_background(&self.lease, true);
-        }
     }
 }
 

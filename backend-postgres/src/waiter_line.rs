@@ -404,10 +404,11 @@ impl Entry {
     }
 }
 
-/// Withdraws an entry when dropped armed: the clean-up of a dropped acquisition.
-struct Cleanup {
-    entry: Option<Entry>,
-    lease: Arc<LeaseInner>,
+/// Withdraws an entry when dropped armed: the clean-up of a dropped acquisition (of the
+/// fair line, or an unfair take).
+pub(crate) struct Cleanup {
+    pub(crate) entry: Option<Entry>,
+    pub(crate) lease: Arc<LeaseInner>,
 }
 
 impl Drop for Cleanup {
