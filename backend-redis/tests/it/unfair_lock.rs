@@ -581,6 +581,13 @@ async fn guarded_writes_commit_only_while_held() {
         .await
         .unwrap();
     guard.put_if_held("g/value", "one").await.unwrap();
+    // A caller's own script guarded by the hold runs too.
+    let script = distsync_redis::GuardedScript::new("return redis.call('INCR', KEYS[1])");
+    let counted = script
+        .eval_if_held(&guard, &[f.key("g", ":mine").as_str()], &[])
+        .await
+        .unwrap();
+    assert_eq!(counted, Some(redis::Value::Int(1)));
     let mut raw = f.raw().await;
     // The hold taken over behind the guard's back (its token no longer in the key).
     let _: () = redis::cmd("SET")
@@ -593,6 +600,13 @@ async fn guarded_writes_commit_only_while_held() {
         guard.put_if_held("g/value", "two").await,
         Err(Error::NotHeld)
     ));
+    assert_eq!(
+        script
+            .eval_if_held(&guard, &[f.key("g", ":mine").as_str()], &[])
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
