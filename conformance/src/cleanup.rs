@@ -114,8 +114,9 @@ pub struct StoreWide {
 
 /// The path segments under a ZooKeeper root that hold the names of one kind of
 /// primitive (`<root>/<kind>/<name>`), the `<kind>` of a [`StoreWide::entry`].
-pub const ZOOKEEPER_KINDS: [&str; 14] = [
+pub const ZOOKEEPER_KINDS: [&str; 15] = [
     "lock",
+    "lock_wait",
     "semaphore",
     "rwlock",
     "barrier",

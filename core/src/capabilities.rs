@@ -314,6 +314,7 @@ flag_setters! {
     stm_read_committed => with_stm_read_committed,
     fencing => with_fencing,
     fifo_waiters => with_fifo_waiters,
+    unfair_lock => with_unfair_lock,
     lost_notification => with_lost_notification,
     stalled_holder_expires => with_stalled_holder_expires,
     semaphore => with_semaphore,
@@ -362,6 +363,7 @@ mod tests {
             .with_stm_read_committed(true)
             .with_fencing(true)
             .with_fifo_waiters(true)
+            .with_unfair_lock(true)
             .with_lost_notification(true)
             .with_stalled_holder_expires(true)
             .with_semaphore(true)

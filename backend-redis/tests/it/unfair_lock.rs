@@ -731,12 +731,9 @@ async fn works_under_sentinel_with_replica_acknowledgement() {
         assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
         Ok::<_, Error>(())
     };
-    match run.await {
-        Ok(()) => {}
-        Err(error @ Error::Connection { .. }) => {
-            eprintln!("SKIPPED the rest: the Sentinel group's primary went away ({error})");
-        }
-        Err(error) => panic!("{error}"),
+    // In the Sentinel tests' group (`.config/nextest.toml`): no failover runs beside it.
+    if let Err(error) = run.await {
+        panic!("{error}");
     }
 }
 

@@ -26,7 +26,7 @@ fn a_safe_run_on_memory_exits_0_and_writes_junit_testcases() {
             "--profile",
             "safe",
             "--case",
-            "lock_mutual_exclusion",
+            "lock_fifo_waiters",
             "--case",
             "server_restart_durable_state",
             "--junit",
@@ -40,7 +40,7 @@ fn a_safe_run_on_memory_exits_0_and_writes_junit_testcases() {
     assert!(matrix.starts_with("Profile: `safe`"), "{matrix}");
     assert!(matrix.contains("| not run |"), "{matrix}");
     assert!(
-        stderr.contains("[1/2] memory lock_mutual_exclusion: holds ("),
+        stderr.contains("[1/2] memory lock_fifo_waiters: holds ("),
         "{stderr}"
     );
 
@@ -51,7 +51,7 @@ fn a_safe_run_on_memory_exits_0_and_writes_junit_testcases() {
     assert_eq!(xml.matches("<failure").count(), 0, "{xml}");
     assert_eq!(xml.matches("<skipped").count(), 1, "{xml}");
     assert!(
-        xml.contains("<testcase classname=\"memory\" name=\"lock_mutual_exclusion\""),
+        xml.contains("<testcase classname=\"memory\" name=\"lock_fifo_waiters\""),
         "{xml}"
     );
     assert!(
