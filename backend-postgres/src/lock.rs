@@ -5,10 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::{LockGuard, Locker, Name, Result, Session};
 
-use crate::error::map;
 use crate::guarded::lock_guard;
 use crate::session::LeaseInner;
-use crate::store::{LockKind, Shared};
+use crate::store::LockKind;
 use crate::waiter_line::{acquire, hold_key, Entry};
 
 pub(crate) struct PgLocker {
@@ -51,30 +50,12 @@ impl Locker for PgLocker {
         Ok(granted.map(|(entry, token)| self.guard(entry, token)))
     }
 
-    /// The live entries in the lock's line (the holder and its waiters): one read,
-    /// which registers nothing (a name never locked counts 0).
+    /// The live entries in the lock's line (the holder and its waiters) and the live
+    /// waiters of the unfair lock of the same name, which contend for the same lock:
+    /// one read, which registers nothing (a name never locked counts 0).
     ///
     /// Cancel-safety: cancel-safe (a read).
     async fn contenders(&self) -> Result<usize> {
-        line_contenders(&self.lease.shared, LockKind::Lock, &self.name).await
+        crate::unfair_lock::contenders(&self.lease.shared, &self.name).await
     }
-}
-
-/// How many live entries (holding or waiting) the line of `kind` `name` has, in one
-/// statement that looks the name up without registering it.
-pub(crate) async fn line_contenders(shared: &Shared, kind: LockKind, name: &Name) -> Result<usize> {
-    let sql = shared.sql(
-        "SELECT count(*) FROM {s}.semaphore_entries e \
-         JOIN {s}.lock_names n ON n.id = e.name_id \
-         JOIN {s}.sessions x ON x.id = e.session_id \
-         WHERE n.kind = $1 AND n.name = $2 AND NOT e.cancelled \
-           AND x.expires_at > clock_timestamp()",
-    );
-    let n: i64 = sqlx::query_scalar(&sql)
-        .bind(kind.as_str())
-        .bind(name.as_str())
-        .fetch_one(shared.bounded())
-        .await
-        .map_err(map)?;
-    Ok(usize::try_from(n).unwrap_or(0))
 }

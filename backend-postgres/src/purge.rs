@@ -4,7 +4,7 @@
 //!
 //! Every table of the layout (`schema.rs`) that holds a name is visited, with the
 //! column holding it. The semaphore lines
-//! hang off `lock_names` by id. Removing names folds their fencing counters into
+//! and the unfair lock's waiters hang off `lock_names` by id. Removing names folds their fencing counters into
 //! `token_floor` first, as pruning does, so a name used again never goes backwards.
 //! Sessions belong to no name: a purge leaves live ones alone and ends those already
 //! expired, as every client's sweep does, so that a holder that was killed leaves no
@@ -66,7 +66,8 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     let names = shared.sql(&format!(
         "SELECT (SELECT count(*) FROM ({NAMES_UNDER}) n)
               + (SELECT count(*) FROM {{s}}.semaphores WHERE name_id IN ({NAMES_UNDER}))
-              + (SELECT count(*) FROM {{s}}.semaphore_entries WHERE name_id IN ({NAMES_UNDER}))"
+              + (SELECT count(*) FROM {{s}}.semaphore_entries WHERE name_id IN ({NAMES_UNDER}))
+              + (SELECT count(*) FROM {{s}}.unfair_waiters WHERE name_id IN ({NAMES_UNDER}))"
     ));
     let n: i64 = sqlx::query_scalar(&names)
         .bind(&exact)
@@ -79,7 +80,7 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     Ok(u64::try_from(total).unwrap_or(0))
 }
 
-/// Deletes the names under the prefix with their semaphore lines, folding their
+/// Deletes the names under the prefix with their semaphore lines and unfair waiters, folding their
 /// fencing counters into `token_floor`; returns the rows deleted and the names.
 async fn purge_names(
     shared: &Shared,
@@ -92,7 +93,8 @@ async fn purge_names(
         .await
         .map_err(map)?;
     let mut deleted = 0_i64;
-    for table in ["semaphore_entries", "semaphores"] {
+    // The unfair waiters first, so that the entries' deletion finds none to wake.
+    for table in ["unfair_waiters", "semaphore_entries", "semaphores"] {
         let sql = shared.sql(&format!(
             "DELETE FROM {{s}}.{table} WHERE name_id IN ({NAMES_UNDER})"
         ));

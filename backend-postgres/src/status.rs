@@ -6,6 +6,7 @@
 //! | state | read from |
 //! |---|---|
 //! | locks, read-write locks, elections, semaphores | the live entries of `semaphore_entries` (not withdrawn, their session's row not expired: the lease gate's definition of live), with their name's `lock_names.kind` and `name`, in line order (`ord`); an entry with a token holds, the others wait; a semaphore's permit count from `semaphores` |
+//! | unfair lock waiters | the live rows of `unfair_waiters` (see [`crate::unfair_lock`]), listed after the lock's line, in order of registration |
 //! | leaders | `election_leaders` (value and term), for the elections whose leader's session is live |
 //! | queues | `queue_items` (ready) and `queue_inflight` (claimed, not yet handed over) counted per queue |
 //! | barriers | `barriers` |
@@ -40,6 +41,17 @@ SELECT n.kind, n.name, e.session_id, e.token, e.shared, s.permits
  WHERE NOT e.cancelled AND x.expires_at > clock_timestamp()
    AND starts_with(n.name, $1)
  ORDER BY n.kind, n.name, e.ord";
+
+/// The live waiters of every unfair lock whose name starts with `$1`, in order of
+/// registration: they wait for the same lock as the line's entries, after them.
+const UNFAIR_WAITERS: &str = "\
+SELECT n.name, u.session_id
+  FROM {s}.unfair_waiters u
+  JOIN {s}.sessions x ON x.id = u.session_id
+  JOIN {s}.lock_names n ON n.id = u.name_id
+ WHERE x.expires_at > clock_timestamp() AND n.kind = 'lock'
+   AND starts_with(n.name, $1)
+ ORDER BY n.name, u.ord";
 
 /// A row of [`ENTRIES`]: kind, name, session id, token (once granted), shared, the
 /// semaphore's permit count.
@@ -102,6 +114,11 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         .await
         .map_err(map)?;
     let entries: Vec<EntryRow> = sqlx::query_as(&shared.sql(ENTRIES))
+        .bind(prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    let unfair_waiters: Vec<(String, i64)> = sqlx::query_as(&shared.sql(UNFAIR_WAITERS))
         .bind(prefix)
         .fetch_all(&mut *tx)
         .await
@@ -188,6 +205,19 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         } else {
             line.waiters.push(hold);
         }
+    }
+    for (name, session) in unfair_waiters {
+        let line = lines
+            .entry((LineKind::Lock, name.clone()))
+            .or_insert_with(|| LineStatus::new(LineKind::Lock, name.clone()));
+        let session = SessionId(u64::try_from(session).unwrap_or_default()).to_string();
+        line.waiters.push(
+            HoldStatus::new(
+                format!("{}/lock/{name}/{session}", shared.schema),
+                HoldMode::Exclusive,
+            )
+            .with_session(Some(session)),
+        );
     }
     report.lines = lines.into_values().collect();
     report.queues = queues

@@ -72,7 +72,7 @@ use crate::error::{map, sqlstate, BACKEND};
 use crate::guarded::lock_guard;
 use crate::notify::Wake;
 use crate::session::LeaseInner;
-use crate::store::LockKind;
+use crate::store::{LockKind, Shared};
 use crate::waiter_line::{hold_key, Cleanup, Entry};
 
 /// Entry numbers of the unfair lock in this process: negative, apart from the line's.
@@ -297,6 +297,20 @@ impl PgUnfairLocker {
     }
 }
 
+/// The contenders of the lock `name`, fair or unfair: the live entries of its line
+/// (holder and fair waiters) and its live unfair waiters, in one read that registers
+/// nothing (a name never locked counts 0).
+pub(crate) async fn contenders(shared: &Shared, name: &Name) -> Result<usize> {
+    let n: i64 =
+        sqlx::query_scalar(&shared.sql("SELECT coalesce({s}.unfair_contenders($1, $2), 0)"))
+            .bind(LockKind::Lock.as_str())
+            .bind(name.as_str())
+            .fetch_one(shared.bounded())
+            .await
+            .map_err(map)?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// Whether `error` is `DS002`: the name has no counter row.
 fn is_missing_name(error: &sqlx::Error) -> bool {
     sqlstate(error).as_deref() == Some("DS002")
@@ -333,15 +347,7 @@ impl Locker for PgUnfairLocker {
     ///
     /// Cancel-safety: cancel-safe (a read).
     async fn contenders(&self) -> Result<usize> {
-        let shared = &self.lease.shared;
-        let n: i64 =
-            sqlx::query_scalar(&shared.sql("SELECT coalesce({s}.unfair_contenders($1, $2), 0)"))
-                .bind(LockKind::Lock.as_str())
-                .bind(self.name.as_str())
-                .fetch_one(shared.bounded())
-                .await
-                .map_err(map)?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        contenders(&self.lease.shared, &self.name).await
     }
 
     fn wakeups(&self) -> u64 {

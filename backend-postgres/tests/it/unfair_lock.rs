@@ -434,6 +434,49 @@ async fn status_shows_the_unfair_holder_and_break_lock_ends_it() {
     b.close().await.unwrap();
 }
 
+/// An unfair waiter is seen wherever the lock's contenders are: the fair locker's
+/// `contenders()`, the status report's waiters, `count_prefix`, and `purge_prefix`
+/// removes its row.
+#[tokio::test(flavor = "multi_thread")]
+async fn unfair_waiters_are_counted_listed_and_purged() {
+    let Some(store) = connect().await else { return };
+    let prefix = unique("unfair-seen");
+    let name = format!("{prefix}/lock");
+    let a = store.coordinator.session().await.unwrap();
+    let b = store.coordinator.session().await.unwrap();
+    let fair = store.coordinator.locker(&a, &name).unwrap();
+    let held = fair.lock().await.unwrap();
+    let unfair = store.unfair(&b, &name);
+    let waiting = tokio::spawn({
+        let unfair = Arc::clone(&unfair);
+        async move { unfair.lock().await }
+    });
+    store.until_waiter_rows(&name, 1).await;
+
+    assert_eq!(
+        fair.contenders().await.unwrap(),
+        2,
+        "the fair locker's contenders"
+    );
+    let report = store.coordinator.status(&name).await.unwrap();
+    let line = report.line(LineKind::Lock, &name).expect("the lock's line");
+    assert_eq!(line.holders.len(), 1, "{line:?}");
+    assert_eq!(line.waiters.len(), 1, "the unfair waiter: {line:?}");
+    assert_eq!(line.waiters[0].session, Some(b.id().to_string()));
+
+    // The name's row, its semaphore row, the holder's entry and the unfair waiter's row.
+    let backend = store.coordinator.backend();
+    assert_eq!(backend.count_prefix(&prefix).await.unwrap(), 4);
+    assert_eq!(backend.purge_prefix(&prefix).await.unwrap(), 4);
+    assert_eq!(store.waiter_rows(&name).await, 0, "the unfair waiter's row");
+    assert_eq!(backend.count_prefix(&prefix).await.unwrap(), 0);
+
+    waiting.abort();
+    drop(held);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
 /// Ad-hoc figures, not a test: the cycle p50 of the unfair lock, the fair lock, the
 /// unfair lock's two statements alone (with `synchronous_commit` on and off), and the
 /// raw advisory pair, each on one connection or handle, interleaved in rounds.
