@@ -63,16 +63,7 @@ impl Barrier for KvBarrier {
         let current = read(&*self.kv, Range::key(&self.key), None).await?;
         match current.kvs.first() {
             None => Ok(()),
-            Some(held) => {
-                wait_delete(
-                    &*self.kv,
-                    &self.key,
-                    held.create_revision,
-                    current.revision + 1,
-                    None,
-                )
-                .await
-            }
+            Some(held) => wait_delete(&*self.kv, &self.key, held.create_revision, None).await,
         }
     }
 }

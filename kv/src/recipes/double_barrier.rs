@@ -244,14 +244,7 @@ impl DoubleBarrier for KvDoubleBarrier {
                 }
                 lowest
             };
-            wait_delete(
-                kv,
-                &awaited.key,
-                awaited.create_revision,
-                response.revision + 1,
-                lost,
-            )
-            .await?;
+            wait_delete(kv, &awaited.key, awaited.create_revision, lost).await?;
         }
     }
 }

@@ -20,7 +20,7 @@ use distsync_core::token::FencingToken;
 use super::guarded::{KvGuardedWrite, LockHold};
 use super::heads::HeadMark;
 use super::key::{delete_if_created_at, KeySpace};
-use super::wait::{read, until_lost, wait_delete};
+use super::wait::{until_lost, wait_delete};
 use distsync_core::raw::RetryPolicy;
 
 /// Takes the session's in-process gate for `resource` (see [`Session::exclusive`]):
@@ -352,10 +352,10 @@ impl HeldKey {
         })
     }
 
-    /// Reads the key, then watches it from just after the read, and cancels `lost`
-    /// (the guard's token) when the key is deleted other than by the guard's own
-    /// release, or at once if the read finds it gone or created again; if the lease is
-    /// gone too, the session is marked lost first. Ends when `lost` fires.
+    /// Watches the key, then reads it ([`wait_delete`]), and cancels `lost` (the
+    /// guard's token) when the key is deleted other than by the guard's own release,
+    /// or at once if the read finds it gone or created again; if the lease is gone
+    /// too, the session is marked lost first. Ends when `lost` fires.
     fn spawn_watch(&self, lost: CancellationToken) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -363,16 +363,7 @@ impl HeldKey {
         let held = self.clone();
         runtime.spawn(async move {
             let kv = &*held.kv;
-            let deleted = match read(kv, Range::key(&held.key), Some(&lost)).await {
-                Ok(current) => match current.kvs.first() {
-                    Some(found) if found.create_revision == held.create_revision => {
-                        let from = current.revision + 1;
-                        wait_delete(kv, &held.key, held.create_revision, from, Some(&lost)).await
-                    }
-                    _ => Ok(()),
-                },
-                Err(error) => Err(error),
-            };
+            let deleted = wait_delete(kv, &held.key, held.create_revision, Some(&lost)).await;
             match deleted {
                 Ok(()) => {
                     if lost.is_cancelled() {

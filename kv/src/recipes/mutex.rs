@@ -25,6 +25,7 @@ use distsync_core::session::Session;
 use super::heads::Heads;
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at, KeySpace};
+use super::unfair_mutex::wait_line;
 use super::wait::wait_turn;
 
 /// A [`Locker`] over a [`Kv`] store.
@@ -35,6 +36,8 @@ pub(crate) struct KvMutex {
     name: Name,
     prefix: String,
     key: String,
+    /// The unfair wait line of the same name, whose waiters contend for this lock too.
+    unfair_waiters: String,
     space: KeySpace,
     heads: Arc<Heads>,
 }
@@ -52,6 +55,7 @@ impl KvMutex {
     ) -> Self {
         let prefix = format!("{}{name}/", space.namespace());
         let key = format!("{prefix}{}", lease_hex(lease));
+        let unfair_waiters = wait_line(space, &name);
         Self {
             kv,
             session,
@@ -59,6 +63,7 @@ impl KvMutex {
             name,
             prefix,
             key,
+            unfair_waiters,
             space: space.clone(),
             heads,
         }
@@ -161,6 +166,22 @@ pub(super) async fn enter(
     Ok((mine, owns))
 }
 
+/// Every contender of the lock whose range is `prefix` (`<ns><name>/`: the holder and
+/// the fair waiters) and whose unfair wait line is `unfair_waiters`, of either kind:
+/// the keys of both, counted at one revision by one read-only transaction.
+pub(super) async fn contenders(kv: &dyn Kv, prefix: &str, unfair_waiters: &str) -> Result<usize> {
+    let count = |prefix: &str| {
+        TxnOp::Range(Range {
+            limit: Some(1),
+            ..Range::prefix(prefix)
+        })
+    };
+    let response = kv
+        .txn(Txn::when(Vec::new()).and_then(vec![count(prefix), count(unfair_waiters)]))
+        .await?;
+    Ok(range_at(kv, &response, 0)?.count + range_at(kv, &response, 1)?.count)
+}
+
 #[async_trait]
 impl Locker for KvMutex {
     fn name(&self) -> &Name {
@@ -188,27 +209,20 @@ impl Locker for KvMutex {
         self.acquire(false).await
     }
 
-    /// The keys under `<ns><name>/`: the holder and every queued waiter.
+    /// The keys under `<ns><name>/` (the holder and every queued waiter) and the unfair
+    /// wait line's of the same name.
     async fn contenders(&self) -> Result<usize> {
-        Ok(self.kv.range(Range::prefix(&self.prefix)).await?.count)
+        contenders(&*self.kv, &self.prefix, &self.unfair_waiters).await
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use futures::stream::BoxStream;
-
-    use crate::kv::{
-        Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnOp, TxnResponse, WatchResponse,
+    use crate::kv::{Kv, Range, Txn, TxnOp};
+    use crate::recipes::testing::{
+        backend, name, recording_backend, session, session_of, sessions, settle, within,
     };
-    use crate::memory::{capabilities, MemoryKv};
-    use crate::recipes::testing::{backend, name, session, session_of, sessions, settle, within};
-    use crate::recipes::KvBackend;
     use distsync_core::backend::Backend;
-    use distsync_core::error::Result;
-    use distsync_core::session::KeepAlive;
 
     #[tokio::test]
     async fn key_is_gos_and_token_is_its_create_revision() {
@@ -390,53 +404,9 @@ mod tests {
         ));
     }
 
-    /// The memory store, recording every range read it serves.
-    #[derive(Default)]
-    struct Recording {
-        store: MemoryKv,
-        ranges: std::sync::Mutex<Vec<Range>>,
-    }
-
-    impl Recording {
-        fn take(&self) -> Vec<Range> {
-            std::mem::take(&mut *self.ranges.lock().unwrap())
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Kv for Recording {
-        fn backend(&self) -> &'static str {
-            self.store.backend()
-        }
-        async fn range(&self, range: Range) -> Result<RangeResponse> {
-            self.ranges.lock().unwrap().push(range.clone());
-            self.store.range(range).await
-        }
-        async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-            self.store.txn(txn).await
-        }
-        async fn watch(
-            &self,
-            key: &str,
-            prefix: bool,
-            start_revision: Revision,
-        ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-            self.store.watch(key, prefix, start_revision).await
-        }
-        async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-            self.store.lease_grant(ttl).await
-        }
-        async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
-            self.store.lease_keep_alive(lease).await
-        }
-        async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-            self.store.lease_revoke(lease).await
-        }
-    }
-
     #[tokio::test]
     async fn a_waiter_behind_a_released_holder_reads_only_its_own_key() {
-        let backend = KvBackend::with_kv(Recording::default(), "", capabilities());
+        let backend = recording_backend();
         let (s1, s2, s3) = (
             session_of(&backend).await,
             session_of(&backend).await,

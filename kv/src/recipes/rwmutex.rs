@@ -116,14 +116,7 @@ impl KvRwMutex {
                 cleanup.remove_now().await?;
                 return Ok(None);
             }
-            wait_delete(
-                kv,
-                &blocker.key,
-                blocker.create_revision,
-                response.revision + 1,
-                Some(lost),
-            )
-            .await?;
+            wait_delete(kv, &blocker.key, blocker.create_revision, Some(lost)).await?;
         }
         let key = cleanup.key().to_owned();
         if wait {

@@ -6,6 +6,9 @@
 //!   of one name, by create revision, are the line (the first holds, the token or
 //!   term is its create revision); a line with a non-empty value is an election
 //!   (the leader's value is its key's value), else a lock;
+//! - `<ns>/unfair-lock/<n>/<lease hex>` attached to that lease: a waiter of the unfair
+//!   lock `<n>`, listed among the waiters of lock `<n>`'s line after its fair entries
+//!   (it never holds: the unfair holder is an entry of the line itself);
 //! - `<ns>/rwlock/<n>/{read,write}/<unix nanos>`: read-write lock entries, granted
 //!   by the recipe's rule (a writer with no older entry; a reader with no older
 //!   writer); their age comes from the nanos in the key;
@@ -42,6 +45,8 @@ struct Entry {
     kv: KeyValue,
     mode: HoldMode,
     age: Option<Duration>,
+    /// A waiter outside the line's order (an unfair waiter): never a holder.
+    apart: bool,
 }
 
 /// The lines, queues and barriers found, keyed by kind and name.
@@ -79,7 +84,7 @@ pub(super) async fn status(kv: &dyn Kv, namespace: &str, prefix: &str) -> Result
     }
     let mut report = StatusReport::new(kv.backend(), prefix);
     for ((kind, name), mut entries) in found.lines {
-        entries.sort_by_key(|entry| entry.kv.create_revision);
+        entries.sort_by_key(|entry| (entry.apart, entry.kv.create_revision));
         report.lines.push(line(kind, name, entries));
     }
     report.queues = found.queues.into_values().collect();
@@ -108,6 +113,7 @@ impl Found {
                 kv,
                 mode: HoldMode::Exclusive,
                 age: None,
+                apart: false,
             });
     }
 
@@ -149,7 +155,12 @@ impl Found {
                 self.lines
                     .entry((LineKind::RwLock, name))
                     .or_default()
-                    .push(Entry { kv, mode, age });
+                    .push(Entry {
+                        kv,
+                        mode,
+                        age,
+                        apart: false,
+                    });
             }
             (Kind::Semaphore, Some(hex)) => {
                 if kv.lease == 0 || hex != lease_hex(kv.lease) {
@@ -162,6 +173,21 @@ impl Found {
                         kv,
                         mode: HoldMode::Permit,
                         age: None,
+                        apart: false,
+                    });
+            }
+            (Kind::UnfairLock, Some(hex)) => {
+                if kv.lease == 0 || hex != lease_hex(kv.lease) {
+                    return;
+                }
+                self.lines
+                    .entry((LineKind::Lock, name))
+                    .or_default()
+                    .push(Entry {
+                        kv,
+                        mode: HoldMode::Exclusive,
+                        age: None,
+                        apart: true,
                     });
             }
             (Kind::Queue, Some(tail)) => {
@@ -235,8 +261,8 @@ impl Found {
     }
 }
 
-/// A line from its entries in create-revision order, split into holders and waiters
-/// by the rule of its kind.
+/// A line from its entries in create-revision order (those apart from the line's order
+/// last), split into holders and waiters by the rule of its kind; entries apart wait.
 fn line(kind: LineKind, name: String, entries: Vec<Entry>) -> LineStatus {
     let permits = (kind == LineKind::Semaphore)
         .then(|| {
@@ -257,12 +283,13 @@ fn line(kind: LineKind, name: String, entries: Vec<Entry>) -> LineStatus {
     let mut waiters = Vec::new();
     let mut writer_ahead = false;
     for (rank, entry) in entries.into_iter().enumerate() {
-        let holds = match entry.mode {
-            HoldMode::Exclusive => rank == 0,
-            HoldMode::Shared => !writer_ahead,
-            // Permits, and any mode a later primitive adds: the first `permits`.
-            _ => rank < permits.unwrap_or(1),
-        };
+        let holds = !entry.apart
+            && match entry.mode {
+                HoldMode::Exclusive => rank == 0,
+                HoldMode::Shared => !writer_ahead,
+                // Permits, and any mode a later primitive adds: the first `permits`.
+                _ => rank < permits.unwrap_or(1),
+            };
         if entry.mode == HoldMode::Exclusive {
             writer_ahead = true;
         }
@@ -403,6 +430,55 @@ mod tests {
         next.unlock().await.unwrap();
         second_wait.await.unwrap().unwrap().unlock().await.unwrap();
         leadership.resign().await.unwrap();
+        assert!(backend.status("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unfair_waiters_wait_in_the_locks_line_after_its_fair_ones() {
+        let backend = MemoryBackend::new();
+        let holder = backend.session(Default::default()).await.unwrap();
+        let unfair = backend.session(Default::default()).await.unwrap();
+        let fair = backend.session(Default::default()).await.unwrap();
+        let holding = backend.locker(&holder, name("l")).unwrap();
+        let guard = holding.lock().await.unwrap();
+        let unfair_locker = backend.unfair_locker(&unfair, name("l")).unwrap();
+        let unfair_wait = tokio::spawn(async move { unfair_locker.lock().await });
+        until_waiters(&backend, LineKind::Lock, "l", 1).await;
+        let fair_locker = backend.locker(&fair, name("l")).unwrap();
+        let fair_wait = tokio::spawn(async move { fair_locker.lock().await });
+        let report = until_waiters(&backend, LineKind::Lock, "l", 2).await;
+        let lock = report.line(LineKind::Lock, "l").unwrap();
+        assert_eq!(lock.holders.len(), 1);
+        assert_eq!(lock.holders[0].key, guard.key());
+        // The unfair waiter came first but waits behind the fair line.
+        let waiting: Vec<_> = lock
+            .waiters
+            .iter()
+            .map(|w| (w.key.clone(), w.session.clone(), w.mode, w.token))
+            .collect();
+        let fair_key = format!("l/{}", fair.id());
+        let unfair_key = format!("/unfair-lock/l/{}", unfair.id());
+        assert_eq!(
+            waiting,
+            [
+                (
+                    fair_key,
+                    Some(fair.id().to_string()),
+                    HoldMode::Exclusive,
+                    None
+                ),
+                (
+                    unfair_key,
+                    Some(unfair.id().to_string()),
+                    HoldMode::Exclusive,
+                    None
+                ),
+            ]
+        );
+        assert_eq!(holding.contenders().await.unwrap(), 3);
+        guard.unlock().await.unwrap();
+        fair_wait.await.unwrap().unwrap().unlock().await.unwrap();
+        unfair_wait.await.unwrap().unwrap().unlock().await.unwrap();
         assert!(backend.status("").await.unwrap().is_empty());
     }
 

@@ -16,11 +16,12 @@
 //!   the deletion frees the lock as a release does.
 //! - **A waiter** puts its key in the unfair wait line and waits, as a fair waiter
 //!   does, for the deletion of the wait-line key created just before its own: only the
-//!   head of the wait line watches the lock. The head counts the keys under
-//!   `<ns><name>/`; while there are any, it watches for the next deletion among them
-//!   (a release, an expiry, a failed attempt of someone else) and then attempts. A
-//!   newcomer can attempt first and win (that is the unfairness), and the head then
-//!   watches again. Having won, the head deletes its wait-line key before returning
+//!   head of the wait line watches the lock. The head watches `<ns><name>/` and counts
+//!   its keys; while there are any, it waits for the next deletion among them (a
+//!   release, an expiry, a failed attempt of someone else) and counts again; it
+//!   attempts only when it counts none. A newcomer can attempt first and win (that is
+//!   the unfairness): the head then learns it from its count, a read, and waits again
+//!   without writing. Having won, the head deletes its wait-line key before returning
 //!   the hold, which makes the next waiter the head. So a release wakes one waiter,
 //!   and a grant one more (the next head, which reads and, the lock being held,
 //!   watches): no herd.
@@ -39,11 +40,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::kv::{
-    Compare, CompareOp, EventKind, Kv, LeaseId, Range, Revision, Txn, TxnOp, WatchResponse,
+    Compare, CompareOp, EventKind, Kv, LeaseId, Range, Revision, Txn, TxnOp, WatchEvent,
 };
 use distsync_core::error::{Error, Result};
 use distsync_core::guard::LockGuard;
@@ -54,8 +54,13 @@ use distsync_core::session::Session;
 use super::heads::Heads;
 use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
 use super::key::{lease_hex, range_at, KeySpace, Kind};
-use super::mutex::enter;
-use super::wait::{patiently, read, until_lost, wait_turn};
+use super::mutex::{contenders, enter};
+use super::wait::{next_matching, read, wait_turn, watch, NOW};
+
+/// `<ns>/unfair-lock/<escaped name>/`: the unfair wait line of lock `name`.
+pub(super) fn wait_line(space: &KeySpace, name: &Name) -> String {
+    format!("{}/", Kind::UnfairLock.prefix(space.namespace(), name))
+}
 
 /// An unfair [`Locker`] over a [`Kv`] store.
 pub(crate) struct KvUnfairMutex {
@@ -97,7 +102,7 @@ impl KvUnfairMutex {
     ) -> Self {
         let prefix = format!("{}{name}/", space.namespace());
         let key = format!("{prefix}{}", lease_hex(lease));
-        let waiters = format!("{}/", Kind::UnfairLock.prefix(space.namespace(), &name));
+        let waiters = wait_line(space, &name);
         let waiter_key = format!("{waiters}{}", lease_hex(lease));
         Self {
             kv,
@@ -135,12 +140,22 @@ impl KvUnfairMutex {
         Ok(Attempt::Busy)
     }
 
-    /// Waits as the head of the wait line until an attempt holds: watches the prefix
-    /// for the next deletion of a key other than the own, from `from`, and attempts.
+    /// Waits as the head of the wait line until an attempt holds. It watches the
+    /// prefix from now, then reads its count: only when the range is empty does it
+    /// attempt, so a head that a newcomer beat to the lock learns it from that read
+    /// rather than from an attempt's two writes. While the range is not empty, it
+    /// waits for a deletion after the read of a key other than its own (the own key's
+    /// deletions are this waiter's failed attempts), then reads again.
     async fn lead_the_wait(&self, lost: &CancellationToken) -> Result<Revision> {
+        let kv = &*self.kv;
+        let mut events = None;
         loop {
+            let stream = match &mut events {
+                Some(stream) => stream,
+                None => events.insert(watch(kv, &self.prefix, true, NOW, Some(lost)).await?),
+            };
             let line = read(
-                &*self.kv,
+                kv,
                 Range {
                     limit: Some(1),
                     ..Range::prefix(&self.prefix)
@@ -148,38 +163,24 @@ impl KvUnfairMutex {
                 Some(lost),
             )
             .await?;
-            if line.count > 0 {
-                self.next_release(line.revision + 1, lost).await?;
-            }
             self.wakeups.fetch_add(1, Ordering::Relaxed);
-            match self.attempt().await? {
-                Attempt::Held(revision) => return Ok(revision),
-                Attempt::Busy => {}
-            }
-        }
-    }
-
-    /// Returns at the first deletion under the prefix from revision `from` of a key
-    /// other than the own (the own key's deletions are this waiter's failed attempts),
-    /// or when the watch ends (the caller reads again).
-    async fn next_release(&self, from: Revision, lost: &CancellationToken) -> Result<()> {
-        let kv = &*self.kv;
-        let mut stream = patiently(Some(lost), "watch", &self.prefix, || {
-            kv.watch(&self.prefix, true, from)
-        })
-        .await?;
-        loop {
-            match until_lost(Some(lost), stream.next()).await? {
-                Some(Ok(WatchResponse::Events(events))) => {
-                    if events
-                        .iter()
-                        .any(|event| event.kind == EventKind::Delete && event.kv.key != self.key)
-                    {
-                        return Ok(());
-                    }
+            if line.count == 0 {
+                match self.attempt().await? {
+                    Attempt::Held(revision) => return Ok(revision),
+                    Attempt::Busy => continue,
                 }
-                Some(Err(error)) if !error.is_transient() => return Err(error),
-                _ => return Ok(()),
+            }
+            let released = |event: &WatchEvent| {
+                event.kind == EventKind::Delete
+                    && event.kv.key != self.key
+                    && event.kv.mod_revision > line.revision
+            };
+            if next_matching(stream, &self.prefix, Some(lost), released)
+                .await?
+                .is_none()
+            {
+                // The watch ended: a new one, and a new read.
+                events = None;
             }
         }
     }
@@ -305,9 +306,7 @@ impl Locker for KvUnfairMutex {
     /// The keys under `<ns><name>/` (the holder, and any fair waiters) and the unfair
     /// wait line's.
     async fn contenders(&self) -> Result<usize> {
-        let holders = self.kv.range(Range::prefix(&self.prefix)).await?.count;
-        let waiters = self.kv.range(Range::prefix(&self.waiters)).await?.count;
-        Ok(holders + waiters)
+        contenders(&*self.kv, &self.prefix, &self.waiters).await
     }
 
     fn wakeups(&self) -> u64 {
@@ -445,6 +444,41 @@ mod tests {
         let woken: u64 = lockers.iter().map(|(_, locker)| locker.wakeups()).sum();
         // Each waiter's grant was one more release.
         assert!(woken <= 2 * (releases + 101), "{woken} wake-ups in all");
+    }
+
+    #[tokio::test]
+    async fn a_head_that_loses_the_take_writes_nothing() {
+        let backend = backend();
+        let [s1, s2] = sessions(&backend).await;
+        let holding = backend.unfair_locker(&s1, name("l")).unwrap();
+        let mut guard = holding.lock().await.unwrap();
+        let waiter = backend.unfair_locker(&s2, name("l")).unwrap();
+        let waiting = tokio::spawn(async move { waiter.lock().await });
+        settle().await;
+        let revision = || async { backend.kv().range(Range::key("x")).await.unwrap().revision };
+        let before = revision().await;
+        let releases = 10;
+        for _ in 0..releases {
+            // The release wakes the head, which looks only after the holder took the
+            // lock again: it must go back to waiting without a write.
+            guard.unlock().await.unwrap();
+            guard = within(holding.lock()).await.unwrap();
+            settle().await;
+        }
+        assert!(!waiting.is_finished());
+        assert_eq!(
+            revision().await - before,
+            2 * releases,
+            "only the holder's releases and takes write"
+        );
+        guard.unlock().await.unwrap();
+        within(waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
