@@ -98,6 +98,12 @@ pub(crate) fn violated<T>(evidence: impl Into<String>) -> Check<T> {
 pub(crate) trait Context<T> {
     /// `Unsupported` stays `Unsupported`; every other error is a violation.
     fn ctx(self, doing: impl Display) -> Check<T>;
+
+    /// For a set-up step before any fault (starting an external holder, say): a session
+    /// lost or a store out of reach is [`Fail::SetUpLapsed`] (the machine's doing:
+    /// nothing was measured yet); otherwise as [`Context::ctx`]. A step whose failure
+    /// could itself be the violation the case looks for must use [`Context::ctx`].
+    fn set_up_ctx(self, doing: impl Display) -> Check<T>;
 }
 
 impl<T> Context<T> for Result<T, Error> {
@@ -106,6 +112,15 @@ impl<T> Context<T> for Result<T, Error> {
             Error::Unsupported { .. } => Fail::Unsupported(format!("{doing}: {error}")),
             error => Fail::Violated(format!("{doing}: unexpected error: {error}")),
         })
+    }
+
+    fn set_up_ctx(self, doing: impl Display) -> Check<T> {
+        match self {
+            Err(error) if error.needs_new_session() || error.is_transient() => {
+                Err(Fail::SetUpLapsed(format!("{doing}: {error}")))
+            }
+            other => other.ctx(doing),
+        }
     }
 }
 

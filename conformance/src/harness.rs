@@ -266,11 +266,18 @@ impl Harness {
     /// Starts an external holder (see [`Faults::spawn_holder`]) of `kind` on the name
     /// `<prefix>/<suffix>`, through a session of [`Harness::holder_ttl`].
     ///
+    /// A holder whose session lapsed before it held
+    /// ([`distsync_core::Error::SessionLost`], or a store out of reach:
+    /// [`distsync_core::Error::is_transient`]), which is what a starved machine does to
+    /// a holder's first renewals, is started again, three times in all, each try once
+    /// the runtime has kept up for a moment (as a case's own set-up is): the cases read
+    /// a holder that never held as a set-up that lapsed, never as a violation.
+    ///
     /// Cancel-safety: dropping the future kills a child holder being started.
     ///
     /// # Errors
     /// [`distsync_core::Error::Unsupported`] when the hooks cannot, or the holder's
-    /// error.
+    /// error (the last try's, for a lapse).
     pub async fn spawn_holder(
         &self,
         kind: HoldKind,
@@ -281,7 +288,24 @@ impl Harness {
             name: self.name(suffix)?,
             ttl: self.holder_ttl(),
         };
-        self.faults.spawn_holder(&*self.backend, &spec).await
+        let mut tries = 1;
+        loop {
+            match self.faults.spawn_holder(&*self.backend, &spec).await {
+                Err(error)
+                    if tries < crate::check::SET_UP_TRIES
+                        && (error.needs_new_session() || error.is_transient()) =>
+                {
+                    let calmed = crate::stall::calm(
+                        crate::check::SET_UP_CALM,
+                        crate::check::SET_UP_CALM_LIMIT,
+                    )
+                    .await;
+                    tracing::info!(%error, tries, calmed, "an external holder lapsed before it held; again");
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Opens a session with [`Harness::session_ttl`].

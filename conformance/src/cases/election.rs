@@ -718,7 +718,7 @@ async fn leader_crash(h: Harness) -> Check {
     let mut holder = h
         .spawn_holder(HoldKind::Leadership, "election")
         .await
-        .ctx("starting a leader in a child process")?;
+        .set_up_ctx("starting a leader in a child process")?;
     let name = h.name("election").ctx("naming the election")?;
     let session = h
         .session()

@@ -942,7 +942,7 @@ async fn reliable_consumer_crash(h: Harness) -> Check {
     let mut consumer = h
         .spawn_holder(HoldKind::Delivery, "queue")
         .await
-        .ctx("starting a consumer that receives the first item")?;
+        .set_up_ctx("starting a consumer that receives the first item")?;
     ensure!(
         consumer.token().get() == 1,
         "{} received its item as delivery number {} (expected the first delivery)",

@@ -28,7 +28,11 @@
 //!   leadership resigned
 //!   (what a holder that loops does between its holds; the parent then closes its
 //!   stdin and starts another child for the next hold);
-//! - `error <message>` when something fails (it then exits with status 1).
+//! - `lapsed <message>` when, before it held, its session was lost or the store could
+//!   not be reached (the machine starved its renewals, say): nothing was measured, and
+//!   the parent reads it as [`distsync_core::Error::SessionLost`], which a case treats
+//!   as a set-up that lapsed, not as a violation (it then exits with status 1);
+//! - `error <message>` when something else fails (it then exits with status 1).
 //!
 //! The child exits when its stdin closes (the parent is gone), so a holder never
 //! outlives its test.
@@ -235,6 +239,8 @@ enum Event {
     Released,
     /// A job runner's report.
     Job(JobEvent),
+    /// Its session lost, or the store out of reach, before it held.
+    Lapsed(String),
     Error(String),
 }
 
@@ -260,6 +266,9 @@ impl Event {
         if let Some(job) = parse_job_event(message) {
             return Some(Self::Job(job));
         }
+        if let Some(why) = message.strip_prefix("lapsed ") {
+            return Some(Self::Lapsed(why.to_owned()));
+        }
         message
             .strip_prefix("error ")
             .map(|error| Self::Error(error.to_owned()))
@@ -283,6 +292,7 @@ impl fmt::Display for Event {
                 occurrence_ms,
                 lost,
             }) => write!(f, "ran {occurrence_ms}{}", if *lost { " lost" } else { "" }),
+            Self::Lapsed(why) => write!(f, "lapsed {why}"),
             Self::Error(error) => write!(f, "error {error}"),
         }
     }
@@ -512,6 +522,14 @@ impl ChildHolder {
             let line = self.process.next_line().await?;
             match Event::parse(&line) {
                 Some(Event::Error(error)) => return Err(self.process.reported(error)),
+                Some(Event::Lapsed(why)) => {
+                    tracing::info!(
+                        pid = self.process.pid(),
+                        %why,
+                        "the child holder lapsed before it held"
+                    );
+                    return Err(distsync_core::Error::SessionLost);
+                }
                 Some(Event::Lost) => {
                     self.lost = true;
                     return Ok(Event::Lost);
@@ -612,13 +630,41 @@ impl Drop for ChildHolder {
 
 /// Writes protocol lines on stdout, one at a time.
 #[derive(Clone, Default)]
-pub(crate) struct Say(Arc<Mutex<()>>);
+pub(crate) struct Say {
+    serial: Arc<Mutex<()>>,
+    /// Whether `holding` was said: an error after it is no set-up's.
+    held: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Say {
+    /// Says `holding <token>`.
+    fn holding(&self, token: u64) {
+        self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.line(Event::Holding(token));
+    }
+
+    /// Says why serving ended (see [`Say::failure`]).
+    fn failed(&self, error: &distsync_core::Error) {
+        self.line(self.failure(error));
+    }
+
+    /// The line that says why serving ended: `lapsed` for a session lost or a store out
+    /// of reach before `holding` (what a starved machine does to a set-up, not a
+    /// measure of the store), `error` for anything else.
+    fn failure(&self, error: &distsync_core::Error) -> Event {
+        let message = error.to_string().replace('\n', " ");
+        let held = self.held.load(std::sync::atomic::Ordering::SeqCst);
+        if !held && (error.needs_new_session() || error.is_transient()) {
+            Event::Lapsed(message)
+        } else {
+            Event::Error(message)
+        }
+    }
+
     /// Writes `message` after [`MARKER`], as one line.
     pub(crate) fn line(&self, message: impl fmt::Display) {
         let _serial = self
-            .0
+            .serial
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut stdout = std::io::stdout().lock();
@@ -646,7 +692,7 @@ pub async fn serve(backend: Arc<dyn Backend>, spec: ChildSpec) -> i32 {
     match served {
         Ok(()) => 0,
         Err(error) => {
-            say.line(Event::Error(error.to_string().replace('\n', " ")));
+            say.failed(&error);
             1
         }
     }
@@ -706,7 +752,7 @@ async fn hold(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Result
         }
         HoldKind::JobRunner => unreachable!("a job runner does not hold"),
     };
-    say.line(Event::Holding(token.get()));
+    say.holding(token.get());
     let watcher = {
         let say = say.clone();
         tokio::spawn(async move {
@@ -773,7 +819,7 @@ async fn run_job(backend: &Arc<dyn Backend>, spec: &ChildSpec, say: &Say) -> Res
     let coordinator = distsync_core::Coordinator::from_arc(Arc::clone(backend));
     let mut job = coordinator.scheduled_job(&spec.name, Schedule::every(JOB_INTERVAL)?, options)?;
     job.last_run().await?;
-    say.line(Event::Holding(0));
+    say.holding(0);
     let running = async {
         loop {
             let occurrence = match job.next().await {
@@ -897,12 +943,26 @@ mod tests {
             Event::Write(9),
             Event::Left(0),
             Event::Released,
+            Event::Lapsed("session lost".into()),
         ] {
             assert_eq!(
                 Event::parse(&format!("{MARKER}{event}")),
                 Some(event.clone())
             );
         }
+    }
+
+    /// What the parent reads: a session lost or a store out of reach before `holding`
+    /// is a lapse (a set-up the cases start again), the same error after it, or any
+    /// other error, is an `error`.
+    #[test]
+    fn a_lapse_is_said_only_before_holding() {
+        let lapsed = |event: Event| matches!(event, Event::Lapsed(_));
+        let say = Say::default();
+        assert!(lapsed(say.failure(&distsync_core::Error::SessionLost)));
+        assert!(!lapsed(say.failure(&distsync_core::Error::NotHeld)));
+        say.holding(5);
+        assert!(!lapsed(say.failure(&distsync_core::Error::SessionLost)));
     }
 
     #[test]

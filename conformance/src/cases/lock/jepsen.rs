@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::check::{
-    ensure, eventually, join_all, lock_vec, violated, within, Bounded, Check, Context, Holds, Task,
-    LONG, PROMPT,
+    ensure, eventually, join_all, lock_vec, violated, within, within_set_up, Bounded, Check,
+    Context, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::HoldKind;
 use crate::fenced::{FencedCounter, PlainCounter};
@@ -83,7 +83,7 @@ pub(super) async fn counter(h: Harness) -> Check {
     let ttl = h.holder_ttl();
     let mut stale_refused = 0;
     for round in 0..ROUNDS {
-        let mut holder = within(
+        let mut holder = within_set_up(
             LONG,
             format!("round {round}: starting an external holder"),
             h.spawn_holder(HoldKind::Lock, "mutex"),

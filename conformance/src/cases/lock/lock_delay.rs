@@ -38,7 +38,7 @@ pub(super) async fn after_kill(h: Harness) -> Check {
     let holder = h
         .spawn_holder(HoldKind::DelayedLock, SUFFIX)
         .await
-        .ctx("starting a holder in a child process")?;
+        .set_up_ctx("starting a holder in a child process")?;
     after_loss(&h, holder, Loss::Kill).await
 }
 
@@ -48,7 +48,7 @@ pub(super) async fn after_pause(h: Harness) -> Check {
     let holder = h
         .spawn_holder(HoldKind::DelayedLock, SUFFIX)
         .await
-        .ctx("starting an external holder")?;
+        .set_up_ctx("starting an external holder")?;
     after_loss(&h, holder, Loss::Pause).await
 }
 

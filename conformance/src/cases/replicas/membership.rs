@@ -19,7 +19,9 @@ use distsync_core::{Error, SessionOptions};
 use futures::StreamExt as _;
 use tokio::time::Instant;
 
-use crate::check::{lock_vec, violated, within, Check, Context, Holds, Task, PROMPT};
+use crate::check::{
+    lock_vec, violated, within, within_set_up, Check, Context, Holds, Task, PROMPT,
+};
 use crate::faults::HoldKind;
 use crate::harness::Harness;
 
@@ -91,7 +93,7 @@ pub(crate) async fn run(h: Harness) -> Check {
         .strip_prefix(&format!("{}/", h.prefix()))
         .unwrap_or(entry.as_str())
         .to_owned();
-    let mut holder = within(
+    let mut holder = within_set_up(
         PROMPT * 2,
         "starting the external member",
         h.spawn_holder(HoldKind::Leadership, &suffix),

@@ -250,7 +250,7 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         let mut holder = h
             .spawn_holder(HoldKind::JobRunner, "job")
             .await
-            .ctx("restarting the external runner")?;
+            .set_up_ctx("restarting the external runner")?;
         external_log.clock.record(first + 1, Kind::Invoke);
         let follower_log = external_log.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

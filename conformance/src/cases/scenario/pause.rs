@@ -24,7 +24,7 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
     let mut holder = h
         .spawn_holder(target.hold_kind(), target.suffix())
         .await
-        .ctx("starting an external holder")?;
+        .set_up_ctx("starting an external holder")?;
     let stale_token = holder.token();
     let session = h.session().bounded("opening the waiter's session").await?;
     let contender = Contender::new(&h, &session, target, true)

@@ -19,7 +19,7 @@ pub(super) async fn paused_holder(h: Harness) -> Check {
     let mut holder = h
         .spawn_holder(HoldKind::Lock, "fenced")
         .await
-        .ctx("starting an external holder")?;
+        .set_up_ctx("starting an external holder")?;
     let stale = holder.token();
     let resource = "accounts/42";
     ensure!(
