@@ -10,11 +10,13 @@
 //!
 //! # Why existence, and not a version
 //!
-//! The hold is the guard's contender node (a lock's, or a read-write lock's writer),
-//! ephemeral and sequential, named with a fresh protected prefix
-//! (`_c_<uuid>-lock-<sequence>`): the session's end, an unlock or a break deletes it,
-//! and no later holder ever gets a node of the same name. So the node existing is
-//! exactly the hold still being this guard's.
+//! The hold is the guard's holder node, ephemeral: a fair lock's or a read-write lock's
+//! writer's sequential contender node (`_c_<uuid>-lock-<sequence>`), or an unfair
+//! lock's holder node, which is not sequential (`_c_<uuid>-unfair-lock-0000000000`, see
+//! `src/unfair_lock.rs`). Either is named with a protected prefix made fresh for each
+//! acquisition, which holds at most once: the session's end, an unlock or a break deletes
+//! the node, and no later holder ever gets a node of the same name. So the node existing
+//! is exactly the hold still being this guard's.
 //!
 //! A check of the node's exact data version would be stricter than the hold: a
 //! release request (`distsync revoke`, Curator's `Revoker.attemptRevoke`) writes
@@ -62,10 +64,10 @@ fn hold_node(guard: &LockGuard) -> Result<&str> {
 /// -1 of the guard's hold node, which fails the whole `multi` with `NoNode` once the
 /// node is gone.
 ///
-/// The node's existence is the hold: the node is ephemeral and sequential, with a
-/// fresh protected prefix, deleted by an unlock, a break or the end of the guard's
-/// session, and never made again under its name (the next holder gets a node of its
-/// own). Version -1 passes whatever the node's data version, since a release request
+/// The node's existence is the hold: the node is ephemeral, named with a protected
+/// prefix made fresh for each acquisition (sequential for a fair contender, not for an
+/// unfair holder), deleted by an unlock, a break or the end of the guard's session, and
+/// never made again under its name (the next holder gets a node of its own). Version -1 passes whatever the node's data version, since a release request
 /// (`distsync revoke`, Curator's `Revoker`) writes into the holder's node without
 /// taking the lock away. The server decides at the commit: a commit while the node
 /// exists is a commit while the lock is held, even when the guard's session is past

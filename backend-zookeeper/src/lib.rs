@@ -224,13 +224,14 @@ pub fn capabilities() -> Capabilities {
 /// [`capabilities`] of a backend whose URL bounds session TTLs (`max_session_ttl=`,
 /// [`ZkConfig::max_session_ttl`]): `exclusive_across_restart` with a bound.
 pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
-    let mut capabilities = Capabilities::none(BACKEND)
+    Capabilities::none(BACKEND)
         .with_exclusive_across_restart(max_session_ttl.is_some())
         .with_session_bound(true)
         .with_min_session_ttl(MIN_SESSION_TTL)
         .with_lock(true)
         .with_fencing(true)
         .with_fifo_waiters(true)
+        .with_unfair_lock(true)
         .with_lost_notification(true)
         .with_stalled_holder_expires(true)
         .with_partition_safe(true)
@@ -257,9 +258,7 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         .with_break_lock(true)
         .with_hand_over(true)
         .with_gapless_hand_over(true)
-        .with_export(true);
-    capabilities.unfair_lock = true;
-    capabilities
+        .with_export(true)
 }
 
 /// Connects to the ZooKeeper servers a `zk://` or `zks://` URL names and returns a
