@@ -193,8 +193,8 @@ pub fn checked_add(name: &Name, current: i64, delta: i64) -> Result<i64> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
     use super::*;
 

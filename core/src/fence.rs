@@ -69,11 +69,11 @@ impl Fence {
     /// # Errors
     /// [`StaleToken`] for a token below the highest admitted.
     pub fn admit(&mut self, token: FencingToken) -> Result<(), StaleToken> {
-        if let Some(highest) = self.highest {
-            if token < highest {
-                self.refused += 1;
-                return Err(StaleToken { token, highest });
-            }
+        if let Some(highest) = self.highest
+            && token < highest
+        {
+            self.refused += 1;
+            return Err(StaleToken { token, highest });
         }
         self.highest = Some(token);
         self.admitted += 1;

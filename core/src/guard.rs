@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use futures::future::BoxFuture;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,7 @@ pub trait GuardedWrite: std::any::Any + Send + Sync + 'static {
     /// the hold is still held; `Ok(false)` (nothing written) when it is not. What a
     /// backend implements; users call [`LockGuard::put_if_held`].
     async fn put_if_held_bytes(&self, key: &crate::name::Name, value: bytes::Bytes)
-        -> Result<bool>;
+    -> Result<bool>;
 }
 
 /// The release step a backend hands to a guard: run once, by `unlock()`/`resign()`,
@@ -64,10 +64,10 @@ impl RequestWatch {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some(start) = start {
-            if !ended.is_cancelled() {
-                start(self.requested.clone(), ended.clone());
-            }
+        if let Some(start) = start
+            && !ended.is_cancelled()
+        {
+            start(self.requested.clone(), ended.clone());
         }
         self.requested.clone()
     }
@@ -143,10 +143,10 @@ impl Held {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some(watch) = watch {
-            if !self.lost.is_cancelled() {
-                watch(self.lost.clone());
-            }
+        if let Some(watch) = watch
+            && !self.lost.is_cancelled()
+        {
+            watch(self.lost.clone());
         }
     }
 

@@ -331,7 +331,7 @@ impl Leadership {
                         return Ok(PreferenceRequest {
                             candidate: request.candidate,
                             term,
-                        })
+                        });
                     }
                     Ok((_, seen)) => tokio::select! {
                         () = &mut lost => return Err(Error::NotLeader),
@@ -500,7 +500,7 @@ impl HandOverElection {
                             .as_ref()
                             .is_none_or(|(leader, _)| leader.session != self.session) =>
                 {
-                    return
+                    return;
                 }
                 Ok(_) => {}
                 Err(error) => tracing::debug!(

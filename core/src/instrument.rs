@@ -677,10 +677,10 @@ impl DoubleBarrier for InstrumentedDoubleBarrier {
             self.inner.leave().await
         };
         barrier_event(self.backend, self.inner.name(), "leave", &result);
-        if result.is_ok() {
-            if let Some(count) = self.entered().take() {
-                count.end();
-            }
+        if result.is_ok()
+            && let Some(count) = self.entered().take()
+        {
+            count.end();
         }
         result
     }

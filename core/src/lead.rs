@@ -193,11 +193,10 @@ impl Coordinator {
                     );
                 }
                 outcome = work(Arc::clone(&leadership)) => {
-                    if let Ok(leadership) = Arc::try_unwrap(leadership) {
-                        if let Err(error) = leadership.resign().await {
+                    if let Ok(leadership) = Arc::try_unwrap(leadership)
+                        && let Err(error) = leadership.resign().await {
                             tracing::debug!(election = name, %error, "resigning after the work ended");
                         }
-                    }
                     if let Err(error) = session.close().await {
                         tracing::debug!(election = name, %error, "closing the session after the work ended");
                     }

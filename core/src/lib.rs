@@ -130,15 +130,15 @@ pub use lock::Locker;
 pub use lock_options::{Fairness, LockOptions};
 pub use multi_lock::{MultiLockGuard, MultiLocker};
 pub use name::Name;
+pub use queue::{DEFAULT_PRIORITY, Queue};
 pub use queue::{Enqueued, IdempotencyKey};
-pub use queue::{Queue, DEFAULT_PRIORITY};
 pub use rate_limiter::{Admission, Rate, RateLimiter};
 pub use redact::redact_url;
 pub use revocation::ReleaseRequest;
 pub use rwlock::RwLock;
 pub use semaphore::{Permit, Semaphore};
 pub use session::{
-    HealthWatch, Lost, Session, SessionHealth, SessionId, SessionOptions, DEFAULT_TTL,
+    DEFAULT_TTL, HealthWatch, Lost, Session, SessionHealth, SessionId, SessionOptions,
 };
 pub use stm::{Committed, Isolation, Stm, StmOptions, StmTx};
 pub use timeout::timeout;

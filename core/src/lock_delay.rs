@@ -90,12 +90,12 @@ use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::counter::{checked_add, Counter};
+use crate::counter::{Counter, checked_add};
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
 use crate::lock::Locker;
 use crate::lock_options::LockOptions;
-use crate::name::{Name, MAX_NAME_LEN};
+use crate::name::{MAX_NAME_LEN, Name};
 use crate::session::Session;
 
 /// The last segment of the counters that record, per lock name, whether the lock was

@@ -225,7 +225,7 @@ fn plan(source: &Snapshot, before: &Snapshot) -> Result<Plan> {
                 return Err(Error::MigrationMismatch(format!(
                     "counter {name:?} is {found} in the destination and {value} in the source; \
                      set it to 0 there (or pick another destination) and migrate again"
-                )))
+                )));
             }
         }
     }

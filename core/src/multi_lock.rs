@@ -10,7 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use futures::future::{select_all, FutureExt};
+use futures::future::{FutureExt, select_all};
 
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;

@@ -112,9 +112,9 @@ use crate::backoff::Backoff;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
-use crate::name::{Name, MAX_NAME_LEN};
-use crate::schedule::{from_millis, millis_since_epoch, Schedule};
-use crate::session::{Lost, Session, SessionOptions, DEFAULT_TTL};
+use crate::name::{MAX_NAME_LEN, Name};
+use crate::schedule::{Schedule, from_millis, millis_since_epoch};
+use crate::session::{DEFAULT_TTL, Lost, Session, SessionOptions};
 use crate::stm::Isolation;
 use crate::token::FencingToken;
 

@@ -584,10 +584,10 @@ impl Shards {
     /// Dropped part-way, the loop still stops in the background.
     pub async fn stop(mut self) {
         self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            if let Err(error) = task.await {
-                tracing::warn!(%error, "the shard loop ended abnormally");
-            }
+        if let Some(task) = self.task.take()
+            && let Err(error) = task.await
+        {
+            tracing::warn!(%error, "the shard loop ended abnormally");
         }
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{check_session_ttl, EpochMarker};
+use super::{EpochMarker, check_session_ttl};
 use crate::Result;
 
 /// A client's knowledge of its store's epochs (see the module docs).
@@ -333,8 +333,10 @@ mod tests {
             book.check_ttl(Duration::from_secs(6)),
             Err(Error::InvalidArgument(_))
         ));
-        assert!(EpochBook::new(None)
-            .check_ttl(Duration::from_secs(3600))
-            .is_ok());
+        assert!(
+            EpochBook::new(None)
+                .check_ttl(Duration::from_secs(3600))
+                .is_ok()
+        );
     }
 }

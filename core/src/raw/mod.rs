@@ -124,17 +124,17 @@ mod url_options;
 pub use call_id::call_id;
 pub use epoch_book::EpochBook;
 pub use epoch_marker::EpochMarker;
-pub use multi_host_url::{join_host_port, parse_host_port, MultiHostUrl};
+pub use multi_host_url::{MultiHostUrl, join_host_port, parse_host_port};
 pub use prefix::name_under;
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
-pub use session_bound::{check_session_ttl, MaxSessionTtl};
+pub use session_bound::{MaxSessionTtl, check_session_ttl};
 pub use store_side::{
-    leadership, lock_guard, permit, read_guard, start_session, with_guarded_write,
-    with_release_request_watch, GuardStoreSide, SessionStoreSide,
+    GuardStoreSide, SessionStoreSide, leadership, lock_guard, permit, read_guard, start_session,
+    with_guarded_write, with_release_request_watch,
 };
 pub use url_options::{
-    parse_duration, parse_url_flag, parse_url_timeout, BareNumber, UrlGrammar, UrlOptions,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    BareNumber, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlGrammar, UrlOptions,
+    parse_duration, parse_url_flag, parse_url_timeout,
 };
 
 #[doc(inline)]

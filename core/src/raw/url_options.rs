@@ -151,7 +151,7 @@ impl UrlOptions {
                     "a client certificate needs both `{}` and `{}` (PEM file paths)",
                     cert_keys.first().unwrap_or(&"cert"),
                     key_keys.first().unwrap_or(&"key"),
-                ))
+                ));
             }
         };
         Ok(options)

@@ -59,7 +59,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::{watch, OwnedMutexGuard};
+use tokio::sync::{OwnedMutexGuard, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +74,7 @@ mod options;
 pub use self::health::{HealthWatch, SessionHealth};
 pub use self::lease::{KeepAlive, Lease, SessionId};
 pub use self::lost::Lost;
-pub use self::options::{SessionOptions, DEFAULT_MARGIN_DIVISOR, DEFAULT_TTL};
+pub use self::options::{DEFAULT_MARGIN_DIVISOR, DEFAULT_TTL, SessionOptions};
 
 /// A liveness lease with a TTL, kept alive in the background every TTL/3.
 ///
@@ -794,10 +794,12 @@ mod tests {
             SessionOptions::with_ttl(ttl).effective_margin(),
             Duration::from_millis(600)
         );
-        assert!(SessionOptions::with_ttl(ttl)
-            .margin(Duration::ZERO)
-            .validate()
-            .is_ok());
+        assert!(
+            SessionOptions::with_ttl(ttl)
+                .margin(Duration::ZERO)
+                .validate()
+                .is_ok()
+        );
         for margin in [Duration::from_secs(2), Duration::from_secs(5)] {
             match SessionOptions::with_ttl(ttl).margin(margin).validate() {
                 Err(Error::InvalidArgument(message)) => assert!(message.contains("margin")),

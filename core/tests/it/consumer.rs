@@ -317,9 +317,11 @@ async fn bad_options_are_invalid_arguments() {
         matches!(too_long, Err(Error::InvalidName { .. })),
         "the default dead-letter name of a 255-byte name is too long: {too_long:?}"
     );
-    assert!(coordinator
-        .consumer(&long, ConsumerOptions::default().dead_letter("dead"))
-        .is_ok());
+    assert!(
+        coordinator
+            .consumer(&long, ConsumerOptions::default().dead_letter("dead"))
+            .is_ok()
+    );
 }
 
 #[test]

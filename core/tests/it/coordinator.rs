@@ -1,7 +1,7 @@
 //! The Coordinator's checks at the door: counts and permit numbers arrive as plain
 //! `usize` and a zero is a typed error, never a panic, before any backend is asked.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use distsync_core::{Coordinator, Error};
 use distsync_kv::memory::MemoryBackend;

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use distsync_core::FencingToken;
 use distsync_core::backend::Backend;
 use distsync_core::guard::*;
 use distsync_core::session::SessionOptions;
-use distsync_core::FencingToken;
 use distsync_kv::memory::MemoryBackend;
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The metrics and tracing layer, measured with a debugging recorder over the memory backend.
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::MetricKind;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! `Coordinator::lead` over the memory backend: leading, losing and campaigning again.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;

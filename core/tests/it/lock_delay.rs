@@ -3,9 +3,9 @@
 //! delay and a stale holder's late release behave as `distsync_core::lock_delay` says.
 use std::time::Duration;
 
+use distsync_core::LockOptions;
 use distsync_core::lock_delay::RECORD_SEGMENT;
 use distsync_core::name::MAX_NAME_LEN;
-use distsync_core::LockOptions;
 use distsync_core::{Coordinator, Error, Name};
 use tokio::time::Instant;
 
@@ -219,24 +219,32 @@ async fn records_are_out_of_users_reach_and_long_names_are_refused() {
     assert!(matches!(error, Error::InvalidName { .. }), "{error:?}");
     // Only as a last segment under a lock's name.
     assert!(coordinator.counter(RECORD_SEGMENT).is_ok());
-    assert!(coordinator
-        .counter(&format!("jobs{RECORD_SEGMENT}"))
-        .is_ok());
-    assert!(coordinator
-        .counter(&format!("{RECORD_SEGMENT}/jobs"))
-        .is_ok());
+    assert!(
+        coordinator
+            .counter(&format!("jobs{RECORD_SEGMENT}"))
+            .is_ok()
+    );
+    assert!(
+        coordinator
+            .counter(&format!("{RECORD_SEGMENT}/jobs"))
+            .is_ok()
+    );
     let session = coordinator.session().await.unwrap();
     let longest = "x".repeat(MAX_NAME_LEN - RECORD_SEGMENT.len() - 1);
-    assert!(coordinator
-        .locker_with(&session, &longest, delayed(DELAY))
-        .is_ok());
+    assert!(
+        coordinator
+            .locker_with(&session, &longest, delayed(DELAY))
+            .is_ok()
+    );
     let error = coordinator
         .locker_with(&session, &format!("{longest}x"), delayed(DELAY))
         .err()
         .expect("too long");
     assert!(matches!(error, Error::InvalidName { .. }), "{error:?}");
     // Without a delay, every valid name is fine.
-    assert!(coordinator
-        .locker_with(&session, &format!("{longest}x"), LockOptions::new())
-        .is_ok());
+    assert!(
+        coordinator
+            .locker_with(&session, &format!("{longest}x"), LockOptions::new())
+            .is_ok()
+    );
 }

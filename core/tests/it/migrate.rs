@@ -1,8 +1,8 @@
 //! `migrate` between two memory backends.
 
 use bytes::Bytes;
-use distsync_core::migrate::*;
 use distsync_core::Coordinator;
+use distsync_core::migrate::*;
 use distsync_core::{Error, Isolation, Name};
 use distsync_kv::memory::MemoryBackend;
 

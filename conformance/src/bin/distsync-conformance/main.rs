@@ -136,11 +136,11 @@ const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
 /// The columns of `--all`, longest first: the order they start in when several run at
 /// once (`--columns`), so that the short ones fill the slots the long ones leave at the
 /// end instead of a long one starting last and running alone. Measured on a two-core CI
-/// machine, three at once: etcd 204 s, redis 190, redis-cluster 158, postgres 156,
-/// zookeeper 118, redis-sentinel 73, memory 48; in the matrix's order the run took
-/// 363 s, its last column (redis-cluster) starting at 204 s, and this order's schedule
-/// of those columns ends near 325 s. Columns not listed start after these, in their
-/// order; the matrix keeps its column order whatever the start order.
+/// machine, each column's length beside two others: etcd 204 s, redis 190, redis-cluster
+/// 158, postgres 156, zookeeper 118, redis-sentinel 73, memory 48; in the matrix's order,
+/// three at once, the run took 363 s, its last column (redis-cluster) starting at 204 s.
+/// Columns not listed start after these, in their order; the matrix keeps its column
+/// order whatever the start order.
 const LONGEST_FIRST: [&str; 7] = [
     "etcd",
     "redis",
