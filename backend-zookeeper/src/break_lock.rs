@@ -12,6 +12,9 @@
 //!   refused from the deletion on;
 //! - the next contender, now lowest, was created after the holder's node, so its token
 //!   (creation zxid) is higher.
+//! - an unfair holder that came from its wait line keeps a place there, which the
+//!   waiter behind it watches: the break deletes that place too, so the line moves on
+//!   at once, not when the holder's client notices (see `src/unfair_lock.rs`).
 //!
 //! Unlike a session's end, the break ends this hold only: the holder's session and its
 //! other holds go on. A Curator (Java) holder is not told, as `InterProcessMutex` does
@@ -51,6 +54,13 @@ pub(crate) async fn break_lock(shared: &Shared, name: &Name) -> Result<Option<Br
         Ok(()) => {}
         Err(zk::Error::NoNode) => return Ok(None),
         Err(error) => return Err(map(error)),
+    }
+    if let Some((_, child)) = hold.key.rsplit_once('/') {
+        // The hold is broken already: a place left behind delays the line, no more (the
+        // holder's client deletes it as it notices).
+        if let Err(error) = crate::unfair_lock::break_place(shared, &client, name, child).await {
+            tracing::warn!(node = %hold.key, %error, "could not delete the broken holder's wait-line place");
+        }
     }
     let held_ms = u64::try_from(now.saturating_sub(stat.ctime)).unwrap_or(0);
     hold.held_for = Some(Duration::from_millis(held_ms));

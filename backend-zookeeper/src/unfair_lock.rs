@@ -45,10 +45,11 @@
 //! loses to a newcomer is woken once more by that newcomer's release. A waiter's watch
 //! is a ZooKeeper watch, which the client sets again after a reconnection and the
 //! server fires when the watched node's session ends, so no wake-up depends on a poll:
-//! a lost holder's node goes at its lease's end, and that is the re-check. When a
-//! line holder's node goes without a release (a break, or the node's deletion by
-//! someone), its own client deletes its place, which it watches for that, so the line
-//! moves on; were that client gone too, its session's end deletes the place.
+//! a lost holder's node goes at its lease's end, and that is the re-check. A break
+//! deletes a line holder's place with its holder node ([`break_place`]), so the line
+//! moves on at once, even while the holder's client is frozen. Should the holder node
+//! go otherwise (deleted by hand), its own client deletes its place, which it watches
+//! for that; were that client gone too, its session's end deletes the place.
 //!
 //! # Fencing
 //!
@@ -87,9 +88,11 @@ use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
+use crate::direct::bounded;
 use crate::keys::{self, Kind, LOCK_NAME, UNFAIR_HOLDER_NAME, WAIT_NAME};
 use crate::lock::{Entry, Line, Releasing};
 use crate::session::LeaseInner;
+use crate::store::Shared;
 
 /// The pause before a request is sent again after a connection loss (the client is
 /// reconnecting meanwhile; the session's deadline bounds the whole wait).
@@ -613,6 +616,42 @@ pub(crate) fn waiters_of(lock: &Line) -> Line {
 /// holder node (the prefix its place in the wait line shares, when it has one).
 pub(crate) fn holder_prefix(child: &str) -> Option<&str> {
     child.strip_suffix(UNFAIR_HOLDER_NAME)
+}
+
+/// Deletes the place in the wait line of the lock `name` that the holder node `child`
+/// keeps, if `child` is an unfair holder that came from the line. A break deletes the
+/// holder node; the waiter behind the holder watches its place, so the place goes with
+/// the break and that waiter moves on at once, whether or not the holder's client is
+/// there to notice (a frozen one would keep the place until its session's end).
+pub(crate) async fn break_place(
+    shared: &Shared,
+    client: &zk::Client,
+    name: &Name,
+    child: &str,
+) -> Result<()> {
+    let Some(prefix) = holder_prefix(child) else {
+        return Ok(());
+    };
+    let line = keys::path(shared.config.root(), Kind::LockWait, name);
+    let children = match bounded(shared, client.list_children(&line)).await? {
+        Ok(children) => children,
+        Err(zk::Error::NoNode) => return Ok(()),
+        Err(error) => return Err(crate::error::map(error)),
+    };
+    let places = children.iter().filter(|child| {
+        child
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(WAIT_NAME))
+    });
+    for place in places {
+        let path = format!("{line}/{place}");
+        match bounded(shared, client.delete(&path, None)).await? {
+            Ok(()) => tracing::debug!(node = %path, "deleted a broken unfair holder's place"),
+            Err(zk::Error::NoNode) => {}
+            Err(error) => return Err(crate::error::map(error)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use distsync_conformance::faults::proxy::{rewrite_url, PartitionMode, Proxy};
 use distsync_conformance::server_url;
 use distsync_core::status::LineKind;
-use distsync_core::{Coordinator, Error, LockGuard, LockOptions, Locker, Session};
+use distsync_core::{Coordinator, Error, LockGuard, LockOptions, Locker, Session, SessionOptions};
 use distsync_zookeeper::ZkConfig;
 use tokio::task::JoinHandle;
 use zookeeper_client as zk;
@@ -456,6 +457,64 @@ async fn status_break_and_release_requests_see_the_unfair_holder() {
     for contender in [a, b, c] {
         contender.session.close().await.unwrap();
     }
+}
+
+/// A break of a holder that came from the line lets the waiter behind it in at once,
+/// even while the broken holder's client is cut off (it cannot delete its place in the
+/// line) and its session lives on: the break deletes that place with the holder node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_break_lets_the_line_in_while_the_broken_holder_is_cut_off() {
+    /// Well under the cut-off holder's session TTL, which would otherwise end the wait.
+    const AT_ONCE: Duration = Duration::from_secs(5);
+    let Some((url, config)) = url() else { return };
+    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let (_, upstream) = rewrite_url(&url, "127.0.0.1:1".parse().unwrap()).unwrap();
+    let proxy = Proxy::start(upstream).await.unwrap();
+    let (proxied, _) = rewrite_url(&url, proxy.address()).unwrap();
+    let cut_off = distsync_zookeeper::connect(&proxied).await.unwrap();
+    let client = observer(&config).await;
+    let name = unique("break-cut-off");
+    let a = contender(&coordinator, &name, true).await;
+    let b_session = within(
+        "a long session",
+        cut_off.session_with(SessionOptions::with_ttl(Duration::from_secs(60))),
+    )
+    .await
+    .unwrap();
+    let b_locker: Arc<dyn Locker> = cut_off
+        .locker_with(&b_session, &name, LockOptions::new().unfair())
+        .unwrap();
+    let c = contender(&coordinator, &name, true).await;
+
+    let held = a.locker.lock().await.unwrap();
+    let b_waiter = waiting(&b_locker);
+    until_nodes(&client, &config, &name, 1, 1).await;
+    let c_waiter = waiting(&c.locker);
+    until_nodes(&client, &config, &name, 1, 2).await;
+    held.unlock().await.unwrap();
+    // B comes from the line and keeps its place there while it holds.
+    let b_held = within("B's grant", b_waiter).await.unwrap().unwrap();
+    proxy.set(PartitionMode::Silent);
+    let broken = within("the break", coordinator.break_lock(&name))
+        .await
+        .unwrap()
+        .expect("a hold to break");
+    assert_eq!(broken.key, b_held.key());
+    let c_held = tokio::time::timeout(AT_ONCE, c_waiter)
+        .await
+        .expect("C granted at once after the break, not at B's session's end")
+        .unwrap()
+        .unwrap();
+    assert!(c_held.token() > b_held.token());
+    c_held.unlock().await.unwrap();
+    proxy.heal();
+    drop(b_held);
+    within("B's session's close", b_session.close())
+        .await
+        .unwrap();
+    until_nodes(&client, &config, &name, 0, 0).await;
+    a.session.close().await.unwrap();
+    c.session.close().await.unwrap();
 }
 
 /// Curator's own `InterProcessMutex` takes the unfair holder node for the lowest
