@@ -25,8 +25,13 @@
 # default 24170, above every port of the set: its ZooKeeper is at 24140, the ensemble
 # at 24141-24149, ZooKeeper with TLS at 24150) with fsync = on, synchronous_commit = on,
 # full_page_writes = on and max_connections = 300 (the default 100 cannot fit the
-# 64-client case's raw, diagnostic and distsync connections side by side; many
-# production servers raise it the same way), points DISTSYNC_POSTGRES_URL at it, and
+# 64-client case's raw, distributed-lock, diagnostic and distsync connections side by
+# side; many production servers raise it the same way). Every side has a connection per
+# client, about 200 in all: the distributed-lock peer's pool is capped at one per client
+# (bench/src/peers/distributed_lock.rs), as the raw pair's and distsync's are, rather
+# than this limit raised to fit sqlx's default pool of 10 per client, which gives that
+# peer connections it never uses at once and the server 640 more backends to carry
+# while the other sides run. It points DISTSYNC_POSTGRES_URL at it, and
 # stops and removes it at the end. It uses the PostgreSQL that scripts/servers.sh
 # installs, so it works on a fresh machine. DISTSYNC_BENCH_PG=test measures the test
 # server set's PostgreSQL (fsync off) instead.

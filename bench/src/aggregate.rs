@@ -1,12 +1,15 @@
 //! The 64-client aggregate: many clients, each its own connection (its
 //! own backend) and its own lock name, each cycling lock+unlock back to back for a
-//! fixed time; the cycles per second of all of them together, for distsync and for as
-//! many clients running the raw sequence of [`crate::raw`] on the same store.
+//! fixed time; the cycles per second of all of them together, for distsync's fair
+//! lock, for its unfair lock ([`distsync::lock::LockOptions::unfair`]) and for as many
+//! clients running the raw sequence of [`crate::raw`] on the same store.
 //!
 //! The sides run in interleaved bursts, one burst each per round, each round starting
 //! with the other side, so that a burst of load on the machine hits both alike; the
 //! report gives the ratio distsync ÷ raw of the aggregate rates and the spread of the
-//! per-round ratios.
+//! per-round ratios, for each of distsync's locks. The throughput target is judged on
+//! the fair lock, whose guarantees are the ones the target keeps; the unfair lock's
+//! ratios stand beside it as figures.
 //!
 //! Client and server share the machine's CPUs; at 64 clients every side keeps them
 //! busy, so the ratio weighs the CPU time a cycle costs (the server's and the
@@ -22,19 +25,26 @@
 //!   both sides have a connection per client, when the server's free connections
 //!   allow (fewer otherwise, see [`postgres_hold_connections`]); the backend also
 //!   opens the pool of [`POSTGRES_POOL`] given to `backend_from_pool` and its reaper's
-//!   2 ([`POSTGRES_OTHER_CONNECTIONS`] in all);
+//!   2 ([`POSTGRES_OTHER_CONNECTIONS`] in all). The fair and the unfair lock's
+//!   sessions share that backend: the sides run one at a time, so each has the whole
+//!   pool while it runs;
 //! - memory: one shared in-process store, no raw sequence (cycles per second only).
 //!
 //! On PostgreSQL a third side runs as many `distributed-lock` clients (each a pool of
 //! its own, session advisory locks, [`crate::peers::distributed_lock`]) in the same
 //! rounds, when the build has that peer and the plan runs peers: the peer the issue of
-//! PostgreSQL throughput holds distsync against.
+//! PostgreSQL throughput holds distsync against. Each of its clients has a pool of one
+//! connection, like every other side's client (see
+//! [`crate::peers::distributed_lock::postgres`]).
 
 use std::time::{Duration, Instant};
 
+use distsync::lock::Fairness;
+use distsync::Coordinator;
+
 use crate::args::Plan;
 use crate::contender::Cycler;
-use crate::cycle::distsync;
+use crate::cycle::distsync_with;
 use crate::stats::per_second;
 use crate::target::{BackendKind, Target};
 use crate::Result;
@@ -74,6 +84,12 @@ impl Throughput {
     pub fn rate(&self) -> f64 {
         per_second(self.cycles, self.elapsed)
     }
+
+    /// This side's aggregate rate ÷ `other`'s, when both cycled.
+    pub fn ratio_to(&self, other: &Throughput) -> Option<f64> {
+        let (rate, theirs) = (self.rate(), other.rate());
+        (theirs > 0.0 && rate > 0.0).then(|| rate / theirs)
+    }
 }
 
 /// What the case measured on one backend.
@@ -87,29 +103,40 @@ pub struct AggregateResult {
     pub burst: Duration,
     /// How distsync's clients are set up (backends, connections).
     pub setup: String,
-    /// distsync's clients.
+    /// distsync's clients, on its fair lock.
     pub library: Option<Throughput>,
+    /// distsync's clients on its unfair lock (none where the backend has no unfair
+    /// lock: [`error`](Self::error) says so).
+    pub unfair: Option<Throughput>,
     /// The raw clients (none on memory).
     pub raw: Option<Throughput>,
     /// The peer's clients (`distributed-lock` on PostgreSQL), where it runs.
     pub peer: Option<Throughput>,
-    /// Why the case did not run, or stopped early.
+    /// Why the case did not run, or which of its sides could not start (each reason,
+    /// `; ` between them).
     pub error: Option<String>,
 }
 
 impl AggregateResult {
-    /// distsync's aggregate rate ÷ the raw clients'.
-    pub fn ratio(&self) -> Option<f64> {
-        let library = self.library.as_ref()?.rate();
-        let raw = self.raw.as_ref()?.rate();
-        (raw > 0.0 && library > 0.0).then(|| library / raw)
+    /// distsync's clients on its lock of `fairness`.
+    pub fn side(&self, fairness: Fairness) -> Option<&Throughput> {
+        match fairness {
+            Fairness::Unfair => self.unfair.as_ref(),
+            _ => self.library.as_ref(),
+        }
     }
 
-    /// distsync's aggregate rate ÷ the peer's clients'.
-    pub fn peer_ratio(&self) -> Option<f64> {
-        let library = self.library.as_ref()?.rate();
-        let peer = self.peer.as_ref()?.rate();
-        (peer > 0.0 && library > 0.0).then(|| library / peer)
+    /// The aggregate rate of distsync's fair lock ÷ the raw clients'.
+    pub fn ratio(&self) -> Option<f64> {
+        self.library.as_ref()?.ratio_to(self.raw.as_ref()?)
+    }
+
+    /// Adds `reason` to [`error`](Self::error).
+    fn note(&mut self, reason: String) {
+        self.error = Some(match self.error.take() {
+            Some(earlier) => format!("{earlier}; {reason}"),
+            None => reason,
+        });
     }
 }
 
@@ -237,7 +264,7 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
     let raw = match raw_clients(target, &prefix, clients).await {
         Ok(raw) => raw,
         Err(error) => {
-            result.error = Some(format!("raw clients: {error}"));
+            result.note(format!("raw clients: {error}"));
             None
         }
     };
@@ -245,27 +272,43 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
         match peer_clients(target, &prefix, clients).await {
             Ok(peer) => peer,
             Err(error) => {
-                result.error = Some(format!("peer clients: {error}"));
+                result.note(format!("peer clients: {error}"));
                 None
             }
         }
     } else {
         None
     };
-    let library = match library_clients(target, &prefix, clients).await {
-        Ok((library, setup)) => {
+    let made = match backends(target, clients).await {
+        Ok((backends, setup)) => {
             result.setup = setup;
-            library
+            let fair = library_clients(target, &backends, &prefix, clients, Fairness::Fair);
+            fair.await.map(|fair| (backends, fair))
         }
+        Err(error) => Err(error),
+    };
+    let (backends, library) = match made {
+        Ok(made) => made,
         Err(error) => {
-            result.error = Some(format!("distsync clients: {error}"));
+            result.note(format!("distsync clients: {error}"));
             for (clients, label) in raw.into_iter().chain(peer) {
                 Side::new(clients, label).finish().await;
             }
             return result;
         }
     };
-    let mut sides = vec![Side::new(library, "distsync".into())];
+    let unfair = library_clients(target, &backends, &prefix, clients, Fairness::Unfair).await;
+    let unfair = match unfair {
+        Ok(unfair) => Some(unfair),
+        Err(error) => {
+            result.note(format!("distsync's unfair clients: {error}"));
+            None
+        }
+    };
+    let label = |fairness| crate::cycle::library(fairness).0.to_owned();
+    let mut sides = vec![Side::new(library, label(Fairness::Fair))];
+    let has_unfair = unfair.is_some();
+    sides.extend(unfair.map(|clients| Side::new(clients, label(Fairness::Unfair))));
     let has_raw = raw.is_some();
     sides.extend(raw.map(|(clients, label)| Side::new(clients, label)));
     sides.extend(peer.map(|(clients, label)| Side::new(clients, label)));
@@ -289,6 +332,9 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
     }
     let mut finished = finished.into_iter();
     result.library = finished.next();
+    if has_unfair {
+        result.unfair = finished.next();
+    }
     if has_raw {
         result.raw = finished.next();
     }
@@ -350,22 +396,23 @@ async fn raw_clients(
     Ok(Some((made, label)))
 }
 
-/// distsync's clients for `target` and a description of how they are set up.
-async fn library_clients(
-    target: &Target,
-    prefix: &str,
-    clients: usize,
-) -> Result<(Vec<Box<dyn Cycler>>, String)> {
-    let name = |index: usize| format!("{prefix}/distsync/{index}");
-    let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
+/// Where distsync's clients get their backend.
+enum Backends {
+    /// One backend for every client (PostgreSQL's, its holds' pool sized to the
+    /// clients; memory's one store).
+    Shared(Coordinator),
+    /// A backend of its own for every client (`distsync::connect`).
+    OnePerClient,
+}
+
+/// The backends of distsync's clients on `target` and a description of how they are
+/// set up.
+async fn backends(target: &Target, clients: usize) -> Result<(Backends, String)> {
     #[cfg(feature = "postgres")]
     if target.kind == BackendKind::Postgres {
         let free = crate::raw::postgres::free_connections(&target.url).await?;
         let holds = postgres_hold_connections(clients, free);
         let coordinator = postgres_backend(&target.url, holds).await?;
-        for index in 0..clients {
-            made.push(distsync(&coordinator, &name(index)).await?.cycler);
-        }
         let setup = format!(
             "{clients} sessions of one backend: hold_connections={holds} (a connection per \
              client{}), its pool {POSTGRES_POOL}, reaper 2; {free} connections were free \
@@ -376,20 +423,52 @@ async fn library_clients(
                 ""
             },
         );
-        return Ok((made, setup));
-    }
-    for index in 0..clients {
-        made.push(
-            distsync(&target.client().await?, &name(index))
-                .await?
-                .cycler,
-        );
+        return Ok((Backends::Shared(coordinator), setup));
     }
     let setup = match target.kind {
-        BackendKind::Memory => format!("{clients} sessions on one shared in-process store"),
+        BackendKind::Memory => {
+            let setup = format!("{clients} sessions on one shared in-process store");
+            return Ok((Backends::Shared(target.coordinator.clone()), setup));
+        }
         _ => format!("{clients} backends (`distsync::connect`), one session each"),
     };
-    Ok((made, setup))
+    Ok((Backends::OnePerClient, setup))
+}
+
+/// `clients` distsync clients of `fairness` on `backends`, each its own session and
+/// lock name; on an error the ones made are closed.
+async fn library_clients(
+    target: &Target,
+    backends: &Backends,
+    prefix: &str,
+    clients: usize,
+    fairness: Fairness,
+) -> Result<Vec<Box<dyn Cycler>>> {
+    let slug = match fairness {
+        Fairness::Unfair => "unfair",
+        _ => "distsync",
+    };
+    let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
+    for index in 0..clients {
+        let name = format!("{prefix}/{slug}/{index}");
+        let client = match backends {
+            Backends::Shared(coordinator) => distsync_with(coordinator, &name, fairness).await,
+            Backends::OnePerClient => match target.client().await {
+                Ok(coordinator) => distsync_with(&coordinator, &name, fairness).await,
+                Err(error) => Err(error),
+            },
+        };
+        match client {
+            Ok(client) => made.push(client.cycler),
+            Err(error) => {
+                for client in made {
+                    close(client).await;
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(made)
 }
 
 /// The holds' pool for `clients` sessions of one PostgreSQL backend when `free`

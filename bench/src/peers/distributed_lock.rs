@@ -42,10 +42,24 @@ pub async fn redis(url: &str, name: &str) -> Started {
     started(LABEL, Role::Peer, made.await)
 }
 
-/// A lock over a pool for the database of the distsync PostgreSQL URL `url`.
+/// A lock over a pool of one connection for the database of the distsync PostgreSQL
+/// URL `url`.
+///
+/// One connection, as the raw pair's client and a distsync session's share of its
+/// holds' pool have: a client cycles its lock one acquire at a time, so it uses one
+/// connection at a time. sqlx's default pool (10) would open more only because a
+/// released connection goes back to the pool in a task of its own: an `acquire` that
+/// comes before that task has run opens a new connection instead of waiting for it.
+/// At 64 clients that grows to 640 server connections, which take the slots the other
+/// sides need (distsync's sessions then cannot renew), while the peer gains nothing
+/// from them but skipping that one task's hand-over. Capped, every side is measured
+/// with a connection per client, on a server whose `max_connections` fits them all.
 pub async fn postgres(url: &str, name: &str) -> Started {
     let made = async {
-        let pool = sqlx::PgPool::connect_with(crate::raw::postgres::options(url)?).await?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(crate::raw::postgres::options(url)?)
+            .await?;
         let provider = PostgresLockProvider::builder().pool(pool).build().await?;
         Ok(Peer::new(provider.create_lock(name)))
     };

@@ -5,15 +5,13 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-use distsync_bench::args::{Args, Plan};
 use distsync_bench::contended::ContendedResult;
 use distsync_bench::contender::{self, CycleResult, Role};
 use distsync_bench::handoff::HandoffResult;
-use distsync_bench::machine::Machine;
-use distsync_bench::run::{BackendReport, Report};
 use distsync_bench::stats::Samples;
 use distsync_bench::target::BackendKind;
+
+use crate::common::{report, rows};
 
 fn result(peer: Option<&str>, waiters: usize, micros: u64) -> HandoffResult {
     let mut samples = Samples::new();
@@ -31,42 +29,6 @@ fn unfair(waiters: usize, micros: u64, wakeups: u64, releases: usize) -> Handoff
         releases,
         ..result(None, waiters, micros)
     }
-}
-
-fn report(kind: BackendKind, fill: impl FnOnce(&mut BackendReport)) -> Report {
-    let mut backend = BackendReport {
-        kind,
-        url: "memory://".into(),
-        server: None,
-        cycle: Vec::new(),
-        handoff: Vec::new(),
-        contended: Vec::new(),
-        election: None,
-        queue: Vec::new(),
-        stm: Vec::new(),
-        scale: None,
-        aggregate: None,
-    };
-    fill(&mut backend);
-    Report {
-        machine: Machine::read(),
-        arguments: Vec::new(),
-        plan: Plan::from_args(&Args::parse_from(["distsync-bench", "--quick"])),
-        backends: vec![backend],
-        skipped: Vec::new(),
-        elapsed: Duration::ZERO,
-    }
-}
-
-/// The lines of section `title` of `text` that start with `start`.
-fn rows<'a>(text: &'a str, title: &str, start: &str) -> Vec<&'a str> {
-    text.split(&format!("## {title}\n"))
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("the section")
-        .lines()
-        .filter(|line| line.starts_with(start))
-        .collect()
 }
 
 #[test]

@@ -1,7 +1,15 @@
-//! What the bench's integration tests share: running the binary and reading its report.
+//! What the bench's integration tests share: running the binary, a report of figures
+//! made by hand, and reading the sections of either.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+
+use clap::Parser;
+use distsync_bench::args::{Args, Plan};
+use distsync_bench::machine::Machine;
+use distsync_bench::run::{BackendReport, Report};
+use distsync_bench::target::BackendKind;
 
 /// Runs the bench binary with `args` and `--out out`, asserts that it succeeded, and
 /// returns the report it wrote (`out/BENCHMARKS.md`) and what it printed.
@@ -27,4 +35,41 @@ pub(crate) fn assert_contains_all(report: &str, expected: &[&str]) {
             "missing `{expected}` in:\n{report}"
         );
     }
+}
+
+/// A report of one backend of `kind`, with the figures `fill` gives it (none else).
+pub(crate) fn report(kind: BackendKind, fill: impl FnOnce(&mut BackendReport)) -> Report {
+    let mut backend = BackendReport {
+        kind,
+        url: "memory://".into(),
+        server: None,
+        cycle: Vec::new(),
+        handoff: Vec::new(),
+        contended: Vec::new(),
+        election: None,
+        queue: Vec::new(),
+        stm: Vec::new(),
+        scale: None,
+        aggregate: None,
+    };
+    fill(&mut backend);
+    Report {
+        machine: Machine::read(),
+        arguments: Vec::new(),
+        plan: Plan::from_args(&Args::parse_from(["distsync-bench", "--quick"])),
+        backends: vec![backend],
+        skipped: Vec::new(),
+        elapsed: Duration::ZERO,
+    }
+}
+
+/// The lines of section `title` of `text` that start with `start`.
+pub(crate) fn rows<'a>(text: &'a str, title: &str, start: &str) -> Vec<&'a str> {
+    text.split(&format!("## {title}\n"))
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the section")
+        .lines()
+        .filter(|line| line.starts_with(start))
+        .collect()
 }
