@@ -119,9 +119,6 @@ fn color(role: Role, peer: usize) -> RGBColor {
     }
 }
 
-/// The points of one implementation, by name, before they become [`Line`]s.
-type Series<P> = Vec<(String, Role, Vec<P>)>;
-
 /// A line of one panel: its name, colour, points and whether it is dashed.
 struct Line {
     name: String,
@@ -334,37 +331,22 @@ fn cycle(report: &Report, path: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// The hand-off lines of `backend`: p50 and p99 (dashed) of each implementation, and
-/// the fair lock's with the scale case's holds held.
-fn handoff_lines(backend: &BackendReport) -> Vec<Line> {
-    let mut series: Series<(f64, Duration, Duration)> = Vec::new();
-    for result in &backend.handoff {
-        let Some(summary) = result.samples.summary() else {
-            continue;
-        };
-        let (name, role) = match (&result.peer, result.unfair) {
-            (Some(peer), _) => (short(peer), Role::Peer),
-            (None, true) => (crate::cycle::UNFAIR_LABEL.to_owned(), Role::Unfair),
-            (None, false) => (crate::cycle::LABEL.to_owned(), Role::Library),
-        };
-        let point = (result.waiters as f64, summary.p50, summary.p99);
+/// One implementation's points before they become [`Line`]s: its name, role, and each
+/// point's x with its y values.
+type Series<const N: usize> = (String, Role, Vec<(f64, [f64; N])>);
+
+/// The lines of one panel from `points`, each an implementation's name, role, x and
+/// its y values: an implementation's points make one series (in the order they come),
+/// coloured by its role, which draws a line per y value, the first solid (named in the
+/// legend) and the others dashed.
+fn series_lines<const N: usize>(
+    points: impl IntoIterator<Item = (String, Role, f64, [f64; N])>,
+) -> Vec<Line> {
+    let mut series: Vec<Series<N>> = Vec::new();
+    for (name, role, x, ys) in points {
         match series.iter_mut().find(|(known, ..)| *known == name) {
-            Some((.., points)) => points.push(point),
-            None => series.push((name, role, vec![point])),
-        }
-    }
-    if let Some(scale) = &backend.scale {
-        let points: Vec<_> = scale
-            .handoff
-            .iter()
-            .filter_map(|result| {
-                let summary = result.samples.summary()?;
-                Some((result.waiters as f64, summary.p50, summary.p99))
-            })
-            .collect();
-        if !points.is_empty() {
-            let name = "distsync, 10,000 holds held".to_owned();
-            series.push((name, Role::Raw, points));
+            Some((.., points)) => points.push((x, ys)),
+            None => series.push((name, role, vec![(x, ys)])),
         }
     }
     let mut lines = Vec::new();
@@ -372,98 +354,100 @@ fn handoff_lines(backend: &BackendReport) -> Vec<Line> {
     for (name, role, points) in series {
         let color = color(role, peers);
         peers += usize::from(role == Role::Peer);
-        let p50 = points.iter().map(|&(x, p50, _)| (x, millis(p50))).collect();
-        let p99 = points.iter().map(|&(x, _, p99)| (x, millis(p99))).collect();
-        lines.push(Line {
-            name: name.clone(),
-            color,
-            points: p50,
-            dashed: false,
-        });
-        lines.push(Line {
-            name,
-            color,
-            points: p99,
-            dashed: true,
-        });
+        for index in 0..N {
+            lines.push(Line {
+                name: name.clone(),
+                color,
+                points: points.iter().map(|&(x, ys)| (x, ys[index])).collect(),
+                dashed: index > 0,
+            });
+        }
     }
     lines
 }
 
-fn handoff(report: &Report, path: &Path) -> Result<bool> {
-    let stores: Vec<_> = report
-        .backends
-        .iter()
-        .map(|backend| (backend.kind, handoff_lines(backend)))
-        .filter(|(_, lines)| !lines.is_empty())
-        .collect();
-    if stores.is_empty() {
-        return Ok(false);
-    }
-    panels(
-        path,
-        "Contended hand-off: p50 (solid) and p99 (dashed) against waiters, ms",
-        &stores,
-        |area, kind, lines| {
-            let x_range = log_range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)))
-                .unwrap_or(1.0..10.0);
-            line_panel(area, kind.as_str(), ("waiters", x_range), "ms", lines)
-        },
-    )?;
-    Ok(true)
+/// The hand-off lines of `backend`: p50 and p99 (dashed) of each implementation, and
+/// the fair lock's with the scale case's holds held.
+fn handoff_lines(backend: &BackendReport) -> Vec<Line> {
+    let measured = backend.handoff.iter().filter_map(|result| {
+        let summary = result.samples.summary()?;
+        let (name, role) = match (&result.peer, result.unfair) {
+            (Some(peer), _) => (short(peer), Role::Peer),
+            (None, true) => (crate::cycle::UNFAIR_LABEL.to_owned(), Role::Unfair),
+            (None, false) => (crate::cycle::LABEL.to_owned(), Role::Library),
+        };
+        let ys = [millis(summary.p50), millis(summary.p99)];
+        Some((name, role, result.waiters as f64, ys))
+    });
+    let scale = backend.scale.iter().flat_map(|scale| &scale.handoff);
+    let held = scale.filter_map(|result| {
+        let summary = result.samples.summary()?;
+        let name = "distsync, 10,000 holds held".to_owned();
+        let ys = [millis(summary.p50), millis(summary.p99)];
+        Some((name, Role::Raw, result.waiters as f64, ys))
+    });
+    series_lines(measured.chain(held))
 }
 
 /// The contended lines of `backend`: grants per second against clients, one per
 /// implementation.
 fn contended_lines(backend: &BackendReport) -> Vec<Line> {
-    let mut series: Series<(f64, f64)> = Vec::new();
-    for result in &backend.contended {
-        if result.grants == 0 {
-            continue;
-        }
-        let name = short(&result.label);
-        let role = result.role.unwrap_or(Role::Peer);
-        let point = (result.clients as f64, result.rate());
-        match series.iter_mut().find(|(known, ..)| *known == name) {
-            Some((.., points)) => points.push(point),
-            None => series.push((name, role, vec![point])),
-        }
-    }
-    let mut peers = 0;
-    series
-        .into_iter()
-        .map(|(name, role, points)| {
-            let color = color(role, peers);
-            peers += usize::from(role == Role::Peer);
-            Line {
-                name,
-                color,
-                points,
-                dashed: false,
-            }
-        })
-        .collect()
+    series_lines(
+        backend
+            .contended
+            .iter()
+            .filter(|result| result.grants > 0)
+            .map(|result| {
+                let role = result.role.unwrap_or(Role::Peer);
+                let point = [result.rate()];
+                (short(&result.label), role, result.clients as f64, point)
+            }),
+    )
 }
 
-fn contended(report: &Report, path: &Path) -> Result<bool> {
+/// Draws the line plot `title` of every store whose `lines` are not empty, with `axes`
+/// (the x axis's name and its range when the points give none, the y axis's name);
+/// `false` when no store has any.
+fn line_plot(
+    report: &Report,
+    path: &Path,
+    title: &str,
+    lines: fn(&BackendReport) -> Vec<Line>,
+    (x_desc, x_default, y_desc): (&str, std::ops::Range<f64>, &str),
+) -> Result<bool> {
     let stores: Vec<_> = report
         .backends
         .iter()
-        .map(|backend| (backend.kind, contended_lines(backend)))
+        .map(|backend| (backend.kind, lines(backend)))
         .filter(|(_, lines)| !lines.is_empty())
         .collect();
     if stores.is_empty() {
         return Ok(false);
     }
-    panels(
+    panels(path, title, &stores, |area, kind, lines| {
+        let x_range = log_range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)))
+            .unwrap_or(x_default.clone());
+        line_panel(area, kind.as_str(), (x_desc, x_range), y_desc, lines)
+    })?;
+    Ok(true)
+}
+
+fn handoff(report: &Report, path: &Path) -> Result<bool> {
+    line_plot(
+        report,
+        path,
+        "Contended hand-off: p50 (solid) and p99 (dashed) against waiters, ms",
+        handoff_lines,
+        ("waiters", 1.0..10.0, "ms"),
+    )
+}
+
+fn contended(report: &Report, path: &Path) -> Result<bool> {
+    line_plot(
+        report,
         path,
         "Contended throughput: grants per second against clients on one lock",
-        &stores,
-        |area, kind, lines| {
-            let x_range = log_range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)))
-                .unwrap_or(1.0..100.0);
-            line_panel(area, kind.as_str(), ("clients", x_range), "grants/s", lines)
-        },
-    )?;
-    Ok(true)
+        contended_lines,
+        ("clients", 1.0..100.0, "grants/s"),
+    )
 }
