@@ -1,3 +1,5 @@
--- Counts the live entries of a waiter line (holders and waiters); read-only.
--- ARGV: channel prefix (unused), p. See fq_live in lib.lua.
-return fq_live(ARGV[2])
+-- Counts the contenders of a waiter line and, for a lock, of its unfair side (holder
+-- and waiters of either side); read-only. Both lockers of a lock count with it.
+-- KEYS[1]: p (declared for Redis Cluster's routing, unread). ARGV: channel prefix, p.
+-- See lock_contenders in lib.lua.
+return lock_contenders(ARGV[2])

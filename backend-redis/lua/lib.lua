@@ -377,6 +377,17 @@ local function unfair_let_go(p, val)
   return mine
 end
 
+-- The contenders of a waiter line p (fq_live) and, for a lock, of its unfair side: the
+-- live unfair holder p:u and the waiters of p:uq whose marker lives; read-only. Other
+-- kinds of line have no unfair side, and count their line alone.
+local function lock_contenders(p)
+  local n = fq_live(p) + redis.call('EXISTS', p .. ':u')
+  for _, id in ipairs(redis.call('ZRANGE', p .. ':uq', 0, -1)) do
+    n = n + redis.call('EXISTS', p .. ':um:' .. id)
+  end
+  return n
+end
+
 -- A semaphore's permit count is part of its state: a joiner naming count n (a decimal
 -- string) agrees with p:n, or sets it when nobody is live in the line. Returns nil
 -- when it agrees, else the count in use (a decimal string).

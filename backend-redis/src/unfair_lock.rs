@@ -64,8 +64,7 @@
 //! `+inf`: to the line, a dead entry), so that its last release walks the line rather
 //! than take the uncontended path, and, finding it empty, wakes the head of the unfair
 //! wait line. A lock used fairly alone never has that member and pays nothing for it.
-//! Give every locker of one name the same fairness all the same: the fair locker's
-//! `contenders()` counts its own line only.
+//! `contenders()` counts both sides, from either locker (`lua/fair_count.lua`).
 //!
 //! **The lock-delay after the store forgets** (`crate::amnesia`) applies as to the fair
 //! lock: the grant reads the epoch marker in the same `GETEX` the fair grant uses.
@@ -95,8 +94,6 @@ static ACQUIRE: LazyLock<Lua> =
     LazyLock::new(|| Lua::with_lib(include_str!("../lua/unfair_acquire.lua")));
 static RELEASE: LazyLock<Lua> =
     LazyLock::new(|| Lua::with_lib(include_str!("../lua/unfair_release.lua")));
-static COUNT: LazyLock<Lua> =
-    LazyLock::new(|| Lua::with_lib(include_str!("../lua/unfair_count.lua")));
 
 /// Added to every wait for a holder's TTL, so that its key has really expired by then.
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
@@ -520,15 +517,11 @@ impl Locker for RedisUnfairLock {
     }
 
     /// Counts the holder (unfair or fair), the unfair waiters whose marker lives and the
-    /// fair line's live entries: one read-only script call.
+    /// fair line's live entries: one read-only script call, the fair locker's too.
     ///
     /// Cancel-safety: cancel-safe (a read).
     async fn contenders(&self) -> Result<usize> {
-        let inner = &self.inner;
-        let call = inner.shared.script_on(&COUNT, &inner.prefix);
-        let reply = inner.shared.eval(&call).await?;
-        let n = int("unfair_count", &reply)?;
-        usize::try_from(n).map_err(|_| unexpected("unfair_count", &reply))
+        crate::waiter_line::contenders(&self.inner.shared, &self.inner.prefix).await
     }
 
     fn wakeups(&self) -> u64 {

@@ -349,16 +349,12 @@ impl WaiterLine {
         }
     }
 
-    /// How many live entries the line holds, holders and waiters alike: one
-    /// read-only script call. An entry counts from the moment its joining script has
-    /// run; entries whose key expired are left out, as the grant script forgets them.
+    /// How many live entries the line holds, holders and waiters alike, and for a
+    /// lock its unfair holder and waiters too ([`contenders`]).
     ///
     /// Cancel-safety: cancel-safe (a read).
     pub(crate) async fn contenders(&self) -> Result<usize> {
-        let call = self.shared.script_on(&SCRIPTS.fair_count, &self.prefix);
-        let reply = self.shared.eval(&call).await?;
-        let n = int("fair_count", &reply)?;
-        usize::try_from(n).map_err(|_| unexpected("fair_count", &reply))
+        contenders(&self.shared, &self.prefix).await
     }
 
     /// Takes a grant in `mode` if the fair rule admits it now.
@@ -392,4 +388,15 @@ impl WaiterLine {
             Reply::OtherCount(in_use) => Err(self.other_count(in_use, value)),
         }
     }
+}
+
+/// The contenders of the line under `prefix`: its live entries and, for a lock, the
+/// unfair holder and the unfair waiters whose marker lives (`lua/fair_count.lua`), one
+/// read-only script call. An entry counts from the moment its joining script has run;
+/// entries whose key expired are left out, as the grant script forgets them.
+pub(crate) async fn contenders(shared: &Shared, prefix: &str) -> Result<usize> {
+    let call = shared.script_on(&SCRIPTS.fair_count, prefix);
+    let reply = shared.eval(&call).await?;
+    let n = int("fair_count", &reply)?;
+    usize::try_from(n).map_err(|_| unexpected("fair_count", &reply))
 }

@@ -192,7 +192,9 @@ async fn an_unfair_holder_holds_off_the_fair_line_and_the_other_way_round() {
         let fair_b = Arc::clone(&fair_b);
         async move { fair_b.lock().await.unwrap() }
     });
+    // Either locker counts both sides: the holder and the waiter.
     wait_for_contenders(unfair_a.as_ref(), 2).await;
+    wait_for_contenders(fair_b.as_ref(), 2).await;
     assert!(!waiting.is_finished());
     let first = held.token();
     let released = Instant::now();
@@ -206,8 +208,8 @@ async fn an_unfair_holder_holds_off_the_fair_line_and_the_other_way_round() {
         let unfair_a = Arc::clone(&unfair_a);
         async move { unfair_a.lock().await.unwrap() }
     });
-    // (The fair locker counts its own line only: the unfair locker counts both.)
     wait_for_contenders(unfair_a.as_ref(), 2).await;
+    wait_for_contenders(fair_b.as_ref(), 2).await;
     assert!(!waiting.is_finished());
     let second = fair.token();
     let released = Instant::now();
@@ -243,6 +245,7 @@ async fn unfair_waiters_follow_the_fair_line_they_wait_behind() {
         async move { fair_c.lock().await.unwrap() }
     });
     wait_for_contenders(holder.as_ref(), 3).await;
+    wait_for_contenders(fair_c.as_ref(), 3).await;
     let released = Instant::now();
     held.unlock().await.unwrap();
     let fair = within(SHORT, fair_waiting).await.unwrap();
@@ -809,3 +812,4 @@ async fn unfair_cycle_figures() {
     );
     session.close().await.unwrap();
 }
+
