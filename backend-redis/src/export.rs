@@ -10,7 +10,7 @@
 //! | barriers | the string `{<ns><name>}:barrier` | a held barrier `<name>` |
 //! | counters | the string `{<ns><name>}:counter` (the decimal value) | the counter `<name>` |
 //! | latches | the hash `{<ns><name>}:latch` of `initial` and `remaining` | the latch `<name>` |
-//! | live holds | the session-held entry keys `{<ns><name>}:<kind>:e:<id>` (kind `lock`, `rw`, `elect`, `sem` or `dbar`) of holders, waiters, semaphore permits and double-barrier participants, and the hold keys `{<ns><name>}:queue:e:<call id>` of received items | `active_holds`: their keys, as the guards' `key()` shows them |
+//! | live holds | the session-held entry keys `{<ns><name>}:<kind>:e:<id>` (kind `lock`, `rw`, `elect`, `sem` or `dbar`) of holders, waiters, semaphore permits and double-barrier participants, an unfair lock's holder `{<ns><name>}:lock:u` and waiters' markers `{<ns><name>}:lock:um:<id>`, and the hold keys `{<ns><name>}:queue:e:<call id>` of received items | `active_holds`: their keys, as the guards' `key()` shows them |
 //!
 //! Everything else is bookkeeping and is not exported: rate limiters (time-bound, see
 //! [`distsync_core::migrate`]), sessions and their registries,
@@ -68,6 +68,10 @@ const QUEUE_HOLD: &str = "}:queue:e:";
 const BARRIER: &str = "}:barrier";
 const COUNTER: &str = "}:counter";
 const LATCH: &str = "}:latch";
+/// The suffix of an unfair lock's holder key, and what precedes a waiter's id in the
+/// key of its marker ([`crate::unfair_lock`]).
+const UNFAIR_HOLDER: &str = "}:lock:u";
+const UNFAIR_WAITER: &str = "}:lock:um:";
 /// What starts an STM key, after `{<ns>`.
 const STM_KEY: &str = "stm}:k:";
 /// The kinds of session-held entry, with the mode letters their values start with.
@@ -183,15 +187,52 @@ fn is_candidate(relative: &str) -> bool {
         || relative.ends_with(LATCH)
         || relative.starts_with(STM_KEY)
         || entry(relative).is_some()
+        || unfair(relative).is_some()
+}
+
+/// What an unfair lock's key says of its hold, if `relative` is one: the holder key
+/// `<name>}:lock:u` is live while it holds `u<id>:<token>`; a waiter's marker
+/// `<name>}:lock:um:<id>` while it exists (the script reads it as a string).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Unfair {
+    Holder,
+    Waiter,
+}
+
+/// [`Unfair`] for `relative`, `<id>` being `<session>.<n>`.
+fn unfair(relative: &str) -> Option<Unfair> {
+    if relative.ends_with(UNFAIR_HOLDER) {
+        return Some(Unfair::Holder);
+    }
+    let (_, id) = relative.rsplit_once(UNFAIR_WAITER)?;
+    entry_id(id).then_some(Unfair::Waiter)
+}
+
+/// Whether `id` is an acquisition's id, `<session>.<n>`.
+fn entry_id(id: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    id.split_once('.')
+        .is_some_and(|(session, n)| digits(session) && digits(n))
+}
+
+/// Whether `value`, held by an unfair lock's holder key, is a hold: `u<id>:<token>`.
+fn unfair_hold(value: &[u8]) -> bool {
+    let Some(value) = value
+        .strip_prefix(b"u")
+        .and_then(|v| std::str::from_utf8(v).ok())
+    else {
+        return false;
+    };
+    value.rsplit_once(':').is_some_and(|(id, token)| {
+        entry_id(id) && !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// `(name, mode letters, id)` if `relative` is `<name>}:<kind>:e:<id>`, `<id>` being
 /// `<session>.<n>`.
 fn entry(relative: &str) -> Option<(&str, &'static [u8], &str)> {
     let (head, id) = relative.rsplit_once(":e:")?;
-    let (session, n) = id.split_once('.')?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(session) || !digits(n) {
+    if !entry_id(id) {
         return None;
     }
     ENTRY_KINDS
@@ -358,6 +399,10 @@ impl Gathered {
                 } else if let Some((_, id)) = queue_hold(relative) {
                     // A received item's hold: its value is `q<call id>`.
                     if value.strip_prefix(b"q") == Some(id.as_bytes()) {
+                        snapshot.active_holds.push(key.to_owned());
+                    }
+                } else if let Some(which) = unfair(relative) {
+                    if which == Unfair::Waiter || unfair_hold(&value) {
                         snapshot.active_holds.push(key.to_owned());
                     }
                 }
@@ -565,6 +610,27 @@ mod tests {
             )
             .unwrap();
         assert_eq!(gathered.snapshot.active_holds, [live]);
+    }
+
+    #[test]
+    fn an_unfair_holder_and_its_waiters_are_live_holds() {
+        let mut gathered = Gathered::default();
+        for (key, value) in [
+            ("m}:lock:u", "u3.1:17"),
+            ("n}:lock:u", "not a hold"),
+            ("m}:lock:um:3.2", "1"),
+            ("m}:lock:um:x", "1"),
+        ] {
+            gathered
+                .add(&format!("{{ns:{key}"), key, Found::String(value.into()))
+                .unwrap();
+        }
+        assert_eq!(
+            gathered.snapshot.active_holds,
+            ["{ns:m}:lock:u", "{ns:m}:lock:um:3.2"]
+        );
+        assert!(is_candidate("m}:lock:u") && is_candidate("m}:lock:um:3.2"));
+        assert!(!is_candidate("m}:lock:uq") && !is_candidate("m}:lock:uw:3.2"));
     }
 
     #[test]

@@ -259,7 +259,12 @@ mod tests {
                 };
                 let p = keys.primitive(&Name::new(name.as_str()).unwrap(), kind);
                 let suffixes: &[&str] = match kind {
-                    Kind::Lock | Kind::RwLock | Kind::Election => &[
+                    // A lock's unfair side (`crate::unfair_lock`) beside its fair line.
+                    Kind::Lock => &[
+                        ":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":v", ":ver", ":cur",
+                        ":epoch", ":u", ":uq", ":um:17.0", ":um:5.3",
+                    ],
+                    Kind::RwLock | Kind::Election => &[
                         ":q", ":g", ":e:17.0", ":e:5.3", ":fence", ":seq", ":v", ":ver", ":cur",
                         ":epoch",
                     ],
@@ -272,7 +277,8 @@ mod tests {
                 };
                 let channels: &[&str] = match kind {
                     Kind::Queue => &[":w:c9.1"],
-                    Kind::Lock | Kind::RwLock | Kind::Election => &[":w:17.0", ":ch"],
+                    Kind::Lock => &[":w:17.0", ":ch", ":uw:17.0"],
+                    Kind::RwLock | Kind::Election => &[":w:17.0", ":ch"],
                     Kind::Semaphore => &[":w:17.0"],
                     Kind::Barrier | Kind::DoubleBarrier => &[":ch"],
                     Kind::RateLimit => &[],

@@ -368,6 +368,47 @@ async fn migration_from_redis_refuses_while_a_lock_is_held_unless_forced() {
     clean(&namespace).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn migration_from_redis_refuses_while_an_unfair_lock_is_held_or_awaited() {
+    let Some((store, namespace)) = fresh_store().await else {
+        return;
+    };
+    let unfair = distsync_core::LockOptions::new().unfair();
+    let (holder, waiter) = (
+        store.session().await.unwrap(),
+        store.session().await.unwrap(),
+    );
+    let guard = store
+        .locker_with(&holder, "busy", unfair)
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let to = Coordinator::new(MemoryBackend::new());
+    let options = MigrateOptions::default();
+    match migrate(&**store.backend(), &**to.backend(), &options).await {
+        Err(Error::ActiveHolders { count: 1, example }) => assert_eq!(example, guard.key()),
+        other => panic!("expected ActiveHolders, got {other:?}"),
+    }
+    // A waiter is a live hold too, as a fair waiter's entry is.
+    let waiting = store.locker_with(&waiter, "busy", unfair).unwrap();
+    let waits = tokio::spawn(async move { waiting.lock().await });
+    let snapshot = wait_for_holds(&store, 2).await;
+    assert!(
+        snapshot.active_holds.contains(&guard.key().to_owned()),
+        "{snapshot:?}"
+    );
+    guard.unlock().await.unwrap();
+    waits.await.unwrap().unwrap().unlock().await.unwrap();
+    holder.close().await.unwrap();
+    waiter.close().await.unwrap();
+    let report = migrate(&**store.backend(), &**to.backend(), &options)
+        .await
+        .unwrap();
+    assert_eq!(report.active_holds, 0);
+    clean(&namespace).await;
+}
+
 /// `status`'s `(ready, in_flight)` of `queue`.
 async fn ready_and_in_flight(store: &Coordinator, queue: &str) -> (usize, usize) {
     let report = store.status(queue).await.unwrap();
