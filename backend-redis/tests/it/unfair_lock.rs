@@ -7,7 +7,10 @@
 //! (`DISTSYNC_REDIS_SENTINEL_URL`).
 //!
 //! `unfair_cycle_figures` (ignored) prints the uncontended cycle's p50 beside the fair
-//! lock's and the raw `SET NX PX` + compare-and-delete pair's, measured by turns.
+//! lock's and the raw `SET NX PX` + compare-and-delete pair's, measured by turns;
+//! `cycle_instructions_unfair` and `cycle_instructions_fair` (ignored) run one of the
+//! locks alone, `DISTSYNC_CYCLES` times, for an instruction count per cycle under
+//! `valgrind --tool=callgrind` (two counts, subtracted, leave the set-up out).
 
 use crate::support;
 
@@ -813,3 +816,40 @@ async fn unfair_cycle_figures() {
     session.close().await.unwrap();
 }
 
+/// How many cycles the `cycle_instructions_*` tests run: `DISTSYNC_CYCLES`, or 1,000.
+fn instruction_cycles() -> usize {
+    std::env::var("DISTSYNC_CYCLES")
+        .ok()
+        .and_then(|cycles| cycles.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// `DISTSYNC_CYCLES` uncontended cycles of the lock of `options`, alone in the process.
+async fn cycles_alone(options: LockOptions) {
+    let f = fixture!();
+    let session = f.coordinator.session().await.unwrap();
+    let lock = f
+        .coordinator
+        .locker_with(&session, "cycle/alone", options)
+        .unwrap();
+    for _ in 0..instruction_cycles() {
+        lock.lock().await.unwrap().unlock().await.unwrap();
+    }
+    session.close().await.unwrap();
+}
+
+/// The unfair lock's cycles alone, for callgrind. Run by hand, twice, with two counts:
+/// `DISTSYNC_CYCLES=N valgrind --tool=callgrind <the it binary> --ignored --exact
+/// unfair_lock::cycle_instructions_unfair`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement under callgrind; run by hand"]
+async fn cycle_instructions_unfair() {
+    cycles_alone(unfair()).await;
+}
+
+/// The fair lock's cycles alone, as [`cycle_instructions_unfair`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement under callgrind; run by hand"]
+async fn cycle_instructions_fair() {
+    cycles_alone(LockOptions::new()).await;
+}
