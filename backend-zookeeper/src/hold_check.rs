@@ -67,7 +67,8 @@ fn hold_node(guard: &LockGuard) -> Result<&str> {
 /// The node's existence is the hold: the node is ephemeral, named with a protected
 /// prefix made fresh for each acquisition (sequential for a fair contender, not for an
 /// unfair holder), deleted by an unlock, a break or the end of the guard's session, and
-/// never made again under its name (the next holder gets a node of its own). Version -1 passes whatever the node's data version, since a release request
+/// never made again under its name (the next holder gets a node of its own). Version
+/// -1 passes whatever the node's data version, since a release request
 /// (`distsync revoke`, Curator's `Revoker`) writes into the holder's node without
 /// taking the lock away. The server decides at the commit: a commit while the node
 /// exists is a commit while the lock is held, even when the guard's session is past
