@@ -28,7 +28,8 @@ pub enum Case {
     /// memory against the number of holds, hand-off up to 1,000 waiters).
     Scale,
     /// 64 concurrent clients, each cycling its own lock: aggregate cycles per second,
-    /// distsync ÷ as many raw clients (see `crate::aggregate`).
+    /// distsync's fair and unfair lock each ÷ as many raw clients (see
+    /// `crate::aggregate`).
     Aggregate,
 }
 
@@ -199,7 +200,8 @@ pub struct Plan {
     /// (Curator) [`--quick`: 2].
     #[arg(long, default_value_t = 8, default_value_if("quick", "true", "2"))]
     pub contended_jvm_clients: usize,
-    /// Aggregate case: concurrent clients per side (distsync, raw).
+    /// Aggregate case: concurrent clients per side (distsync's fair and unfair lock, raw,
+    /// the peer).
     #[arg(long, default_value_t = 64)]
     pub aggregate_clients: usize,
     /// Aggregate case: measured time per side, in milliseconds [`--quick`: 500].
