@@ -405,8 +405,17 @@ impl Line {
 /// every lost connection (a leader change, a server killed), until the node is gone or
 /// the session ends, which bounds the wait by the session's deadline.
 pub(crate) async fn delete_guaranteed(lease: Arc<LeaseInner>, path: String) -> Result<()> {
+    delete_guaranteed_after(lease, path, false).await
+}
+
+/// [`delete_guaranteed`], `resent` saying whether a request that deletes the node was
+/// sent already and its answer lost (a `NoNode` then means that request applied).
+pub(crate) async fn delete_guaranteed_after(
+    lease: Arc<LeaseInner>,
+    path: String,
+    mut resent: bool,
+) -> Result<()> {
     let timeout = lease.shared.config.request_timeout();
-    let mut resent = false;
     loop {
         // A session that ended took the node with it: the hold was lost, which the
         // release reports rather than a clean unlock.

@@ -34,7 +34,8 @@
 //! 3. **Hold**: a head that takes the lock keeps its place in the wait line while it
 //!    holds, so the waiter behind it still watches that place.
 //! 4. **Release**: delete the holder node (Curator's guaranteed delete, as the fair
-//!    lock's) and, sent right behind it, the holder's place in the wait line, if any.
+//!    lock's) and the holder's place in the wait line, if any, both in one `multi`: one
+//!    write on the leader. Should either be gone already, each is deleted on its own.
 //!    The session's end deletes both with it.
 //!
 //! # Why it is herd-free
@@ -442,8 +443,10 @@ impl ZkUnfairLocker {
         let token = FencingToken(claim.token as u64);
         let lease = Arc::clone(self.lease());
         // The place's own release: a guaranteed delete of the waiter's node.
+        let mut place_path = String::new();
         let place: Option<Place> = entry.map(|entry| {
-            let (_, release, _) = self.waiters.release(entry);
+            let (path, release, _) = self.waiters.release(entry);
+            place_path = path;
             Arc::new(Mutex::new(Some(release)))
         });
         let releasing = Releasing::default();
@@ -457,9 +460,23 @@ impl ZkUnfairLocker {
             Box::pin(async move {
                 // Polled in order: the holder node's delete is sent first, so the waiter
                 // the place's delete wakes finds the lock free.
-                let held = crate::lock::delete_guaranteed(release_lease, release_path);
+                let place = release_place.as_ref().and_then(take_place);
+                let resent = match place {
+                    // Both deletes in one transaction: one write on the leader, not two.
+                    Some(_) => match both_deleted(&release_lease, &release_path, &place_path).await
+                    {
+                        Ok(()) => return Ok(()),
+                        // One of the two is gone already (a break, the watch below): each
+                        // is deleted on its own.
+                        Err(zk::Error::NoNode) => false,
+                        Err(error) => crate::error::is_connection_loss(&error),
+                    },
+                    None => false,
+                };
+                let held =
+                    crate::lock::delete_guaranteed_after(release_lease, release_path, resent);
                 let place = async {
-                    if let Some(release) = release_place.as_ref().and_then(take_place) {
+                    if let Some(release) = place {
                         // Gone already (its session's end, or the watch below): fine.
                         let _ = release().await;
                     }
@@ -482,6 +499,27 @@ impl ZkUnfairLocker {
             ));
         }
         distsync_core::raw::with_release_request_watch(guard, crate::revoke::watch(lease, path))
+    }
+}
+
+/// Deletes a line holder's node at `holder` and its place at `place` in one `multi`.
+/// A lost connection may have let it apply: the caller's deletes that follow treat a
+/// missing node as deleted then.
+async fn both_deleted(
+    lease: &LeaseInner,
+    holder: &str,
+    place: &str,
+) -> std::result::Result<(), zk::Error> {
+    let client = lease.client().map_err(|_| zk::Error::SessionExpired)?;
+    let mut multi = client.new_multi_writer();
+    multi.add_delete(holder, None)?;
+    multi.add_delete(place, None)?;
+    let timeout = lease.shared.config.request_timeout();
+    match tokio::time::timeout(timeout, multi.commit()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(zk::MultiWriteError::RequestFailed { source }))
+        | Ok(Err(zk::MultiWriteError::OperationFailed { source, .. })) => Err(source),
+        Err(_) => Err(zk::Error::ConnectionLoss),
     }
 }
 

@@ -332,6 +332,36 @@ async fn a_cancelled_waiter_leaves_nothing_and_the_line_moves_on() {
     }
 }
 
+/// A holder that came from the line releases its holder node and its place in one
+/// transaction (one write on the leader): both nodes' last child changes share a zxid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_holder_releases_in_one_write() {
+    let Some((url, config)) = url() else { return };
+    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let client = observer(&config).await;
+    let name = unique("one-write");
+    let a = contender(&coordinator, &name, true).await;
+    let b = contender(&coordinator, &name, true).await;
+    let held = a.locker.lock().await.unwrap();
+    let waiter = waiting(&b.locker);
+    until_nodes(&client, &config, &name, 1, 1).await;
+    held.unlock().await.unwrap();
+    let held = within("B's grant", waiter).await.unwrap().unwrap();
+    held.unlock().await.unwrap();
+    until_nodes(&client, &config, &name, 0, 0).await;
+    let (_, lock) = client
+        .get_children(&format!("{}/lock/{name}", config.root()))
+        .await
+        .unwrap();
+    let (_, line) = client
+        .get_children(&format!("{}/lock_wait/{name}", config.root()))
+        .await
+        .unwrap();
+    assert_eq!(lock.pzxid, line.pzxid, "two writes for one release");
+    a.session.close().await.unwrap();
+    b.session.close().await.unwrap();
+}
+
 /// 100 waiters in line and one release after another: each release wakes one waiter,
 /// so the wake-ups summed over every waiter's handle stay at about one per release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
