@@ -78,10 +78,37 @@ impl Table {
             out.push('\n');
         }
         for note in &self.notes {
-            let _ = writeln!(out, "- {note}");
+            out.push_str(&list_item(note, NOTE_WIDTH));
         }
         out
     }
+}
+
+/// The widest line of a note under a table: docs/ keeps its lines within 120
+/// characters (scripts/check-docs.sh), and a note names a backend, an implementation's
+/// label and a reason, which together often run longer.
+pub const NOTE_WIDTH: usize = 120;
+
+/// `text` as a markdown list item (`- `) whose lines are at most `width` characters
+/// where its words allow, continued on lines indented by two spaces; ends in a newline.
+pub fn list_item(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::from("-");
+    let mut words = 0;
+    for word in text.split_whitespace() {
+        if words > 0 && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(" ");
+            words = 0;
+        }
+        line.push(' ');
+        line.push_str(word);
+        words += 1;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
 }
 
 /// The marker that opens section `name`.

@@ -9,6 +9,7 @@ mod cycle;
 mod go_peer;
 mod guard;
 mod handoff_rows;
+mod markdown;
 mod plan;
 mod scale;
 mod scale_parts;
