@@ -20,7 +20,7 @@
 #   suite from its own tests; the
 #   conformance runner over memory, etcd (with etcd's own Go recipes as peers), Redis,
 #   PostgreSQL and ZooKeeper, a subset of cases on the Redis Sentinel group and the
-#   whole suite on the Redis Cluster, four columns at once (under CI=true the runner
+#   whole suite on the Redis Cluster, three columns at once (under CI=true the runner
 #   fails when a server's URL is not set), compared with docs/GUARANTEES.md and README's
 #   summary.
 # What protects a release rather than a change (the publish dry run that builds every
