@@ -61,6 +61,23 @@ pub struct BackendReport {
 }
 
 impl BackendReport {
+    /// A report of `kind` at `url` (the server `server`) with no figures yet.
+    pub fn new(kind: BackendKind, url: String, server: Option<String>) -> Self {
+        Self {
+            kind,
+            url,
+            server,
+            cycle: Vec::new(),
+            handoff: Vec::new(),
+            contended: Vec::new(),
+            election: None,
+            queue: Vec::new(),
+            stm: Vec::new(),
+            scale: None,
+            aggregate: None,
+        }
+    }
+
     /// The first measured cycle row of `role`.
     pub fn cycle_row(&self, role: Role) -> Option<&CycleResult> {
         self.cycle
@@ -112,19 +129,11 @@ pub async fn run(args: &Args) -> Report {
 /// Runs every selected case on `target`.
 async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
     let kind = target.kind;
-    let mut report = BackendReport {
+    let mut report = BackendReport::new(
         kind,
-        url: target.url.clone(),
-        server: machine::server_version(target).await,
-        cycle: Vec::new(),
-        handoff: Vec::new(),
-        contended: Vec::new(),
-        election: None,
-        queue: Vec::new(),
-        stm: Vec::new(),
-        scale: None,
-        aggregate: None,
-    };
+        target.url.clone(),
+        machine::server_version(target).await,
+    );
     if plan.runs(Case::Cycle) {
         tracing::info!(backend = %kind, "cycle: distsync, raw sequence and peers");
         let (ready, mut failed) = cycle::contenders(target, run_id, plan).await;

@@ -39,19 +39,7 @@ pub(crate) fn assert_contains_all(report: &str, expected: &[&str]) {
 
 /// A report of one backend of `kind`, with the figures `fill` gives it (none else).
 pub(crate) fn report(kind: BackendKind, fill: impl FnOnce(&mut BackendReport)) -> Report {
-    let mut backend = BackendReport {
-        kind,
-        url: "memory://".into(),
-        server: None,
-        cycle: Vec::new(),
-        handoff: Vec::new(),
-        contended: Vec::new(),
-        election: None,
-        queue: Vec::new(),
-        stm: Vec::new(),
-        scale: None,
-        aggregate: None,
-    };
+    let mut backend = BackendReport::new(kind, "memory://".into(), None);
     fill(&mut backend);
     Report {
         machine: Machine::read(),
