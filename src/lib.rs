@@ -75,6 +75,7 @@
 //! | `redis+cluster://[user:password@]host:port[,host:port...][?wait_replicas=1&wait_timeout=500]` (every primitive in one hash slot) | `redis` | `store::redis` |
 //! | `postgres://user[:password]@host:port/db[?schema=...&sslmode=verify-full&sslrootcert=PATH][&hold_connections=8]` | `postgres` | `store::postgres` |
 //! | `zk://` or `zks://[user:password@]host:port[,host:port...][/root][?ca=PATH]` | `zookeeper` | `store::zookeeper` |
+//! | `mysql://` or `mariadb://user[:password]@host:port/db[?table_prefix=...&ssl-mode=...]` | `mysql` | `store::mysql` |
 //!
 //! Every URL but `memory://` also takes `connect_timeout=` (default 5 s) and
 //! `timeout=` (default 10 s per request), as `1500ms`, `2s` or `1m`; a request to a
@@ -182,6 +183,9 @@ pub mod store {
     #[cfg(feature = "zookeeper")]
     #[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
     pub use distsync_zookeeper as zookeeper;
+    #[cfg(feature = "mysql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+    pub use distsync_mysql as mysql;
 
     pub mod raw {
         //! The backend author's API: the contract a store implements (the `Backend` trait,
@@ -233,6 +237,10 @@ pub mod store {
         distsync_zookeeper::DRIVER,
         #[cfg(not(feature = "zookeeper"))]
         super::disabled::ZOOKEEPER,
+        #[cfg(feature = "mysql")]
+        distsync_mysql::DRIVER,
+        #[cfg(not(feature = "mysql"))]
+        super::disabled::MYSQL,
     ];
 }
 
@@ -268,7 +276,8 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     feature = "etcd",
     feature = "redis",
     feature = "postgres",
-    feature = "zookeeper"
+    feature = "zookeeper",
+    feature = "mysql"
 )))]
 mod disabled {
     use distsync_core::{driver::Driver, Capabilities, Coordinator, Error, Result};
@@ -310,6 +319,14 @@ mod disabled {
         &["zk", "zks"],
         |url| off(url, "zookeeper"),
         || Capabilities::none("zookeeper"),
+    )
+    .not_built();
+    #[cfg(not(feature = "mysql"))]
+    pub(crate) const MYSQL: Driver = Driver::new(
+        "mysql",
+        &["mysql", "mariadb"],
+        |url| off(url, "mysql"),
+        || Capabilities::none("mysql"),
     )
     .not_built();
 

@@ -1,0 +1,238 @@
+//! [`MysqlKv`]: the revisioned key-value model of [`Kv`] on MySQL/MariaDB tables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::raw::RetryPolicy;
+use distsync_core::session::KeepAlive;
+use distsync_core::{Error, Result};
+use distsync_kv::kv::{
+    Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnOp, TxnResponse, WatchResponse,
+};
+use futures::stream::BoxStream;
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::MySqlPool;
+use tokio::task::JoinHandle;
+
+use crate::compaction::{self, DEFAULT_RETAINED_REVISIONS};
+use crate::error::{map, within};
+use crate::schema::Tables;
+use crate::watch::Hub;
+use crate::{lease, reaper, txn, MysqlConfig, BACKEND};
+
+/// What the backend's tasks share with it.
+pub(crate) struct Core {
+    pub(crate) pool: MySqlPool,
+    pub(crate) tables: Tables,
+    pub(crate) hub: Hub,
+    /// How many revisions the reaper keeps readable.
+    pub(crate) retained: i64,
+}
+
+/// The revisioned key-value store of etcd's v3 model ([`Kv`]) on MySQL or MariaDB
+/// (InnoDB): a log of every change, one global revision, transactions with compares,
+/// watches from a revision, and leases on the server's clock. See the crate docs for
+/// the tables and the choices behind them.
+///
+/// Dropping it stops its watch hub and its reaper; its pool closes with the last
+/// clone of the pool.
+pub struct MysqlKv {
+    core: Arc<Core>,
+    request_timeout: Duration,
+    reaper: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for MysqlKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlKv")
+            .field("tables", &self.core.tables)
+            .field("hub", &self.core.hub)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MysqlKv {
+    fn drop(&mut self) {
+        self.reaper.abort();
+    }
+}
+
+impl MysqlKv {
+    /// Connects to the server `config` names, creates the tables that are missing,
+    /// and starts the reaper.
+    ///
+    /// Cancel safety: dropping the future drops the pool being opened; tables
+    /// created so far stay (creating them again is a no-op).
+    ///
+    /// # Errors
+    /// [`Error::Connection`] when the server does not answer within the connect
+    /// timeout; [`Error::Authentication`] for a refused login; [`Error::Backend`] when
+    /// the tables cannot be created (the user lacks `CREATE`).
+    pub async fn connect(config: &MysqlConfig) -> Result<Self> {
+        let tables = Tables::new(config.table_prefix());
+        let timeout = config.connect_timeout();
+        let pool = within(timeout, "connecting", async {
+            let pool = MySqlPoolOptions::new()
+                .max_connections(config.pool_size())
+                .acquire_timeout(config.request_timeout())
+                .connect_with(config.connect_options().clone())
+                .await
+                .map_err(map)?;
+            tables.create(&pool).await?;
+            Ok(pool)
+        })
+        .await?;
+        tracing::debug!(backend = BACKEND, %config, "connected");
+        let core = Arc::new(Core {
+            hub: Hub::new(pool.clone(), tables.clone(), config.poll_interval()),
+            pool,
+            tables,
+            retained: DEFAULT_RETAINED_REVISIONS,
+        });
+        let reaper = tokio::spawn(reaper::run(Arc::downgrade(&core)));
+        Ok(Self {
+            core,
+            request_timeout: config.request_timeout(),
+            reaper,
+        })
+    }
+
+    /// Compacts history before `revision`, as etcd's `Compact`: reads at older
+    /// revisions then fail with [`StoreError::Compacted`](crate::StoreError), and
+    /// watches from them get [`WatchResponse::Compacted`]. The reaper compacts on
+    /// its own to keep the last
+    /// [`DEFAULT_RETAINED_REVISIONS`](crate::DEFAULT_RETAINED_REVISIONS) revisions;
+    /// this is for tests and operators.
+    ///
+    /// Cancel safety: as a statement each; a cancelled compaction leaves rows the
+    /// next one removes.
+    ///
+    /// # Errors
+    /// [`StoreError::FutureRevision`](crate::StoreError) for a revision not reached
+    /// yet; the server's error.
+    pub async fn compact(&self, revision: Revision) -> Result<Revision> {
+        within(
+            self.request_timeout,
+            "compacting",
+            compaction::compact(&self.core.pool, &self.core.tables, revision),
+        )
+        .await
+    }
+
+    /// The pool of connections, e.g. to inspect the tables.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.core.pool
+    }
+}
+
+#[async_trait]
+impl Kv for MysqlKv {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn range(&self, range: Range) -> Result<RangeResponse> {
+        // A range is a read-only transaction of one range: one snapshot, the revision
+        // row read in it.
+        let response = self
+            .txn(Txn::default().and_then(vec![TxnOp::Range(range)]))
+            .await?;
+        response
+            .responses
+            .into_iter()
+            .find_map(|response| match response {
+                distsync_kv::kv::TxnOpResponse::Range(range) => Some(range),
+                _ => None,
+            })
+            .ok_or_else(|| Error::backend(BACKEND, "a range answered without its range"))
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let applied = within(
+            self.request_timeout,
+            "a transaction",
+            txn::run(&self.core.pool, &self.core.tables, txn),
+        )
+        .await?;
+        if !applied.events.is_empty() {
+            self.core.hub.ring();
+        }
+        Ok(applied.response)
+    }
+
+    async fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        start_revision: Revision,
+    ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+        within(
+            self.request_timeout,
+            "opening a watch",
+            self.core.hub.watch(key, prefix, start_revision),
+        )
+        .await
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        within(
+            self.request_timeout,
+            "granting a lease",
+            lease::grant(&self.core.pool, &self.core.tables, ttl),
+        )
+        .await
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+        within(
+            self.request_timeout,
+            "renewing a lease",
+            lease::keep_alive(&self.core.pool, &self.core.tables, lease),
+        )
+        .await
+    }
+
+    /// Revokes `lease`, deleting its keys in one revision. Revoking a lease the store
+    /// does not know (never granted, already revoked or expired) succeeds and does
+    /// nothing, as on the memory store.
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        let ended = within(
+            self.request_timeout,
+            "revoking a lease",
+            lease::end(&self.core.pool, &self.core.tables, lease, false),
+        )
+        .await?;
+        if ended.is_some() {
+            self.core.hub.ring();
+        }
+        Ok(())
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::within(self.request_timeout)
+    }
+
+    async fn describe(&self) -> Result<Vec<(String, String)>> {
+        let (version, flush, log_bin, sync_binlog): (String, i64, i64, i64) =
+            within(self.request_timeout, "describing the store", async {
+                sqlx::query_as(
+                    "SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@log_bin, @@sync_binlog",
+                )
+                .fetch_one(&self.core.pool)
+                .await
+                .map_err(map)
+            })
+            .await?;
+        Ok(vec![
+            ("version".to_owned(), version),
+            (
+                "innodb_flush_log_at_trx_commit".to_owned(),
+                flush.to_string(),
+            ),
+            ("log_bin".to_owned(), log_bin.to_string()),
+            ("sync_binlog".to_owned(), sync_binlog.to_string()),
+        ])
+    }
+}

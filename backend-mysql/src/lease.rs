@@ -1,0 +1,196 @@
+//! Leases: a row each, `(id, ttl_us, expires_at)`, its expiry on the server's clock
+//! (`NOW(6)`), never a client's. A renewal extends a lease that has not expired yet;
+//! a revoke, or the expiry of a lease, deletes its keys in one revisioned
+//! transaction, as etcd's lessor does.
+
+use std::time::Duration;
+
+use distsync_core::raw::call_id;
+use distsync_core::session::KeepAlive;
+use distsync_core::{Error, Result};
+use distsync_kv::kv::{LeaseId, Revision, WatchEvent};
+use sqlx::MySqlPool;
+
+use crate::error::map;
+use crate::range::key_string;
+use crate::schema::Tables;
+use crate::txn::{event, write_log, LogRow};
+use crate::BACKEND;
+
+/// How many times a grant draws a new id when the one drawn is taken.
+const GRANT_TRIES: usize = 3;
+
+/// A fresh lease id: 63 random bits of core's call id, never `0`.
+fn fresh_id() -> LeaseId {
+    let id = call_id();
+    let bits = id
+        .get(..16)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(1);
+    LeaseId::try_from(bits >> 1).unwrap_or(1).max(1)
+}
+
+/// Grants a lease of `ttl` (at least a millisecond), expiring `ttl` after the
+/// server's `NOW(6)`.
+///
+/// Cancel safety: a grant whose reply is lost leaves a lease nobody renews, which
+/// expires after `ttl`.
+pub(crate) async fn grant(pool: &MySqlPool, tables: &Tables, ttl: Duration) -> Result<LeaseId> {
+    let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX).max(1000);
+    for _ in 0..GRANT_TRIES {
+        let id = fresh_id();
+        let inserted = sqlx::query(&format!(
+            "INSERT IGNORE INTO {} (id, ttl_us, expires_at) \
+             VALUES (?, ?, NOW(6) + INTERVAL ? MICROSECOND)",
+            tables.leases
+        ))
+        .bind(id)
+        .bind(ttl_us)
+        .bind(ttl_us)
+        .execute(pool)
+        .await
+        .map_err(map)?;
+        if inserted.rows_affected() == 1 {
+            return Ok(id);
+        }
+    }
+    Err(Error::backend(BACKEND, "could not draw an unused lease id"))
+}
+
+/// Renews `lease` for its TTL from the server's `NOW(6)`, if it has not expired:
+/// [`KeepAlive::Gone`] otherwise (expired, revoked or never granted).
+///
+/// Cancel safety: cancel-safe; a renewal applied whose reply is lost only extends it.
+pub(crate) async fn keep_alive(
+    pool: &MySqlPool,
+    tables: &Tables,
+    lease: LeaseId,
+) -> Result<KeepAlive> {
+    let renewed = sqlx::query(&format!(
+        "UPDATE {} SET expires_at = NOW(6) + INTERVAL ttl_us MICROSECOND \
+         WHERE id = ? AND expires_at > NOW(6)",
+        tables.leases
+    ))
+    .bind(lease)
+    .execute(pool)
+    .await
+    .map_err(map)?;
+    Ok(if renewed.rows_affected() == 0 {
+        KeepAlive::Gone
+    } else {
+        KeepAlive::Renewed
+    })
+}
+
+/// Ends `lease` and deletes its keys in one revision (none if it had no keys);
+/// `expired_only`: only if it has expired on the server's clock (the reaper's call,
+/// which another reaper may have made first: it then changes nothing). Returns the
+/// revision and the deletions, if any.
+///
+/// Cancel safety: dropping the future before the commit rolls it back.
+pub(crate) async fn end(
+    pool: &MySqlPool,
+    tables: &Tables,
+    lease: LeaseId,
+    expired_only: bool,
+) -> Result<Option<(Revision, Vec<WatchEvent>)>> {
+    let mut tx = pool.begin().await.map_err(map)?;
+    // The revision lock first, as every writer: commits stay in revision order.
+    let current: Revision = sqlx::query_scalar(&format!(
+        "SELECT revision FROM {} WHERE id = 1 FOR UPDATE",
+        tables.meta
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map)?;
+    let expired = if expired_only {
+        " AND expires_at <= NOW(6)"
+    } else {
+        ""
+    };
+    let found: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT 1 FROM {} WHERE id = ?{expired} FOR UPDATE",
+        tables.leases
+    ))
+    .bind(lease)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(map)?;
+    if found.is_none() {
+        tx.rollback().await.map_err(map)?;
+        return Ok(None);
+    }
+    let keys: Vec<Vec<u8>> = sqlx::query_scalar(&format!(
+        "SELECT k FROM {} WHERE lease = ? ORDER BY k",
+        tables.kv
+    ))
+    .bind(lease)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map)?;
+    sqlx::query(&format!("DELETE FROM {} WHERE id = ?", tables.leases))
+        .bind(lease)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    if keys.is_empty() {
+        tx.commit().await.map_err(map)?;
+        return Ok(None);
+    }
+    sqlx::query(&format!("DELETE FROM {} WHERE lease = ?", tables.kv))
+        .bind(lease)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    let rows = keys
+        .into_iter()
+        .map(|key| key_string(key).map(LogRow::tombstone))
+        .collect::<Result<Vec<_>>>()?;
+    let revision = current + 1;
+    write_log(&mut tx, tables, revision, &rows).await?;
+    sqlx::query(&format!(
+        "UPDATE {} SET revision = ? WHERE id = 1",
+        tables.meta
+    ))
+    .bind(revision)
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    tx.commit().await.map_err(map)?;
+    let events = rows.into_iter().map(|row| event(row, revision)).collect();
+    Ok(Some((revision, events)))
+}
+
+/// The leases expired on the server's clock, oldest first, at most `limit`.
+///
+/// Cancel safety: cancel-safe; it only reads.
+pub(crate) async fn expired(pool: &MySqlPool, tables: &Tables, limit: u32) -> Result<Vec<LeaseId>> {
+    sqlx::query_scalar(&format!(
+        "SELECT id FROM {} WHERE expires_at <= NOW(6) ORDER BY expires_at LIMIT {limit}",
+        tables.leases
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(map)
+}
+
+/// How long until the next lease expires, on the server's clock, and the shortest
+/// TTL of a live lease; `None` without leases.
+///
+/// Cancel safety: cancel-safe; it only reads.
+pub(crate) async fn next_expiry(
+    pool: &MySqlPool,
+    tables: &Tables,
+) -> Result<Option<(Duration, Duration)>> {
+    let (until, shortest): (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), MIN(expires_at)), MIN(ttl_us) FROM {}",
+        tables.leases
+    ))
+    .fetch_one(pool)
+    .await
+    .map_err(map)?;
+    let micros = |value: i64| Duration::from_micros(u64::try_from(value).unwrap_or(0));
+    Ok(until
+        .zip(shortest)
+        .map(|(until, shortest)| (micros(until), micros(shortest))))
+}

@@ -1,0 +1,166 @@
+//! # distsync-mysql
+//!
+//! The MySQL/MariaDB backend of distsync, built as k3s's `kine` builds etcd on SQL:
+//! this crate implements etcd's v3 model, [`distsync_kv::kv::Kv`] (one global
+//! revision, ranges, multi-key transactions with compares, watches from a revision,
+//! leases), on InnoDB tables, and every primitive comes from the tested recipes of
+//! [`distsync_kv::recipes`], exactly as the etcd backend gets them:
+//! [`MysqlBackend`] is `KvBackend<MysqlKv>`.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+//! let coordinator = distsync_mysql::connect("mysql://app:PASSWORD@127.0.0.1:3306/app").await?;
+//! let session = coordinator.session().await?;
+//! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+//! println!("holding with fencing token {}", guard.token());
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # The tables (prefix `distsync_` by default, `table_prefix=` in the URL)
+//!
+//! | table | rows | why |
+//! |---|---|---|
+//! | `meta` | one: `revision`, `compacted` | the store's revision and compaction point; every writer locks it |
+//! | `kv` | one per live key: `k` (VARBINARY, bytewise order), `create_revision`, `mod_revision`, `version`, `lease`, `v` | the current state: compares and current ranges read one row per key, by primary key or key range |
+//! | `log` | one per change of one key: `(revision, sub)` key, `k`, `create_revision`, `version`, `lease`, `v`, `deleted` | history: a range at a past revision reads, per key, its latest row at or before it; watches read rows after a revision |
+//! | `leases` | one per lease: `id`, `ttl_us`, `expires_at` (DATETIME(6), server time, UTC) | expiry judged on the server's clock, never a client's |
+//!
+//! Keys are `VARBINARY(2048)`, so no collation folds case or trims spaces, and key
+//! order is byte order, as etcd's (and Rust's `str` order).
+//!
+//! # Revisions in commit order
+//!
+//! An `AUTO_INCREMENT` id is not commit-ordered in InnoDB: a transaction that took
+//! id 7 may commit after one that took id 8, and a watcher that read 8 would skip 7.
+//! So every transaction that may write first locks the `meta` row (`SELECT … FOR
+//! UPDATE`), takes `revision + 1` for all its changes, and writes the new revision
+//! before it commits: writers run one at a time, commit order is revision order, and
+//! a reader that sees revision `r` in `meta` finds every row up to `r` in the log.
+//! The cost: writes to the whole store are serialized on one row (one writer's
+//! round trips and one commit's fsync at a time), as etcd's raft log is; reads and
+//! read-only transactions take no lock (one consistent snapshot, `START TRANSACTION
+//! WITH CONSISTENT SNAPSHOT, READ ONLY`). A transaction that changes nothing leaves
+//! the revision as it was, as etcd's.
+//!
+//! # Transactions
+//!
+//! A [`Txn`](distsync_kv::kv::Txn) is one MySQL transaction: after the lock, the
+//! compares (create revision, mod revision, version; `=`, `!=`, `<`, `>`; a missing
+//! key has `0`) read the `kv` rows of their keys; then the chosen branch's puts,
+//! deletes (of a key or a prefix, counted) and ranges run in order, each range seeing
+//! the branch's earlier writes, and every change shares one revision. A put naming a
+//! lease that is gone or expired on the server's clock fails with
+//! [`StoreError::LeaseNotFound`] and a put keeping the lease of a missing key with
+//! [`StoreError::KeyNotFound`]; nothing is applied then (the transaction rolls back).
+//! Ranges sort, limit and bound (`max_create_revision`, `max_mod_revision`) in SQL,
+//! and count as etcd does (before the bounds and the limit).
+//!
+//! # Compaction
+//!
+//! The reaper compacts the log every ten seconds to keep the last
+//! [`DEFAULT_RETAINED_REVISIONS`] revisions (also [`MysqlKv::compact`]): per key, the
+//! rows followed by a newer one at or before the compaction point go, and tombstones
+//! before it. A range at an older revision fails with [`StoreError::Compacted`]; a
+//! watch from one answers [`WatchResponse::Compacted`](distsync_kv::kv::WatchResponse)
+//! and ends, and the recipes re-read.
+//!
+//! # Leases
+//!
+//! A lease is a row whose `expires_at` is `NOW(6) + ttl` on the server. A renewal
+//! extends it only while it has not expired (`… WHERE expires_at > NOW(6)`; no row:
+//! [`KeepAlive::Gone`](distsync_core::session::KeepAlive), the session is lost). A
+//! revoke deletes the lease and its keys in one revisioned transaction. Expiry is the
+//! same transaction, run by a reaper: every client process runs one (one task per
+//! backend), which sleeps until the next expiry on the server's clock, at most a
+//! quarter of the shortest live TTL and at most a second. Reapers race harmlessly:
+//! each ends a lease in a transaction that first checks, under the revision lock, that
+//! it is still there and expired, so the loser changes nothing and loses one
+//! statement. etcd's lessor expires leases the same way, on its leader.
+//!
+//! # Watches
+//!
+//! One hub per backend (per process) reads the log after the last revision it has
+//! seen and hands each revision's changes, as one
+//! [`WatchResponse::Events`](distsync_kv::kv::WatchResponse), to the watches they
+//! concern; a new watch first reads its own history from its start revision in one
+//! snapshot. **How the hub learns of writes (first version):** a write of the same
+//! process rings it at once; other processes' writes are found by a bounded poll of
+//! one statement per `poll_interval` (20 ms by default) per process, and only while
+//! the process has an open watch. There is no poll per waiter, and no poll at all in
+//! a process that waits on nothing. A doorbell that wakes a hub the moment another
+//! process commits (a hub connection in `SELECT SLEEP(…)`, interrupted by writers'
+//! `KILL QUERY` after their commit) is the next step.
+//!
+//! # Not done yet
+//!
+//! - A store that forgets (a wiped data directory, a restored dump): no epoch marker
+//!   yet, so `max_session_ttl=` is refused and `exclusive_across_restart` is not
+//!   declared.
+//! - TLS: `ca=`, `cert=`, `key=` are refused.
+//! - The store clock for the rate limiter and queue ages ([`Kv::clock`] is
+//!   synchronous; the server's clock needs a round trip), and transactions of the
+//!   caller's (exactly-once effects).
+//! - Replication: a promoted asynchronous replica may lack acknowledged commits
+//!   (`survives_failover` is not declared).
+//!
+//! [`Kv::clock`]: distsync_kv::kv::Kv::clock
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use distsync_core::Capabilities;
+
+mod backend;
+mod compaction;
+mod config;
+mod driver;
+mod error;
+mod kv;
+mod lease;
+mod range;
+mod reaper;
+mod schema;
+mod txn;
+mod watch;
+
+pub use backend::{backend, backend_with_config, connect, MysqlBackend};
+pub use compaction::DEFAULT_RETAINED_REVISIONS;
+pub use config::{
+    MysqlConfig, DEFAULT_POLL_INTERVAL, DEFAULT_POOL_SIZE, DEFAULT_PORT, DEFAULT_TABLE_PREFIX,
+    SCHEMES,
+};
+pub use driver::DRIVER;
+pub use error::StoreError;
+pub use kv::MysqlKv;
+
+/// The backend's name, as it appears in [`Capabilities::backend`], in errors and in
+/// log fields.
+pub const BACKEND: &str = "mysql";
+
+/// The shortest session TTL: a lease's expiry is judged on the server's clock to the
+/// microsecond, but the reaper sleeps up to a quarter of the shortest TTL between
+/// rounds and a renewal is a round trip, so a second keeps both well inside the TTL.
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
+
+/// What the MySQL backend offers: every primitive of the recipes, with
+///
+/// - fencing: create revisions strictly increase (one global revision);
+/// - lost notification and stalled holders expiring: leases on the server's clock;
+/// - surviving a restart: InnoDB keeps every committed row (with
+///   `innodb_flush_log_at_trx_commit=1`, [`Kv::describe`](distsync_kv::kv::Kv::describe)
+///   shows it);
+/// - linearizable: one primary, writers serialized on the revision row;
+/// - not offered yet: the rate limiter and queue ages (the store clock), holds
+///   exclusive across a store that forgot (no epoch marker yet), transactions of the
+///   caller's, and surviving a failover to an asynchronous replica.
+pub fn capabilities() -> Capabilities {
+    Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        .with_rate_limiter(false)
+        .with_queue_age(false)
+        .with_exclusive_across_restart(false)
+        .with_session_bound(false)
+        .with_caller_transactions(false)
+        .with_survives_failover(false)
+}
