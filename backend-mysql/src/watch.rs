@@ -117,7 +117,8 @@ impl Hub {
         self.shared.bell.notify_one();
     }
 
-    /// Watches `key` (every key under it when `prefix`) from `start`.
+    /// Watches `key` (every key under it when `prefix`) from `start` (0 or below:
+    /// from the changes after the present on, as etcd's).
     ///
     /// Cancel safety: cancel-safe; a watch registered by a dropped call is removed at
     /// the hub's next delivery.
@@ -125,7 +126,7 @@ impl Hub {
         &self,
         key: &str,
         prefix: bool,
-        start: Revision,
+        mut start: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
         self.start_task();
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -134,6 +135,10 @@ impl Hub {
             if state.watchers.is_empty() {
                 // An idle hub read nothing: it starts from the present.
                 state.seen = current_revision(&self.shared).await?;
+            }
+            // A start of 0 or below is etcd's "from now": after the hub's position.
+            if start <= 0 {
+                start = state.seen.saturating_add(1);
             }
             state.watchers.push(Watcher {
                 key: key.to_owned(),

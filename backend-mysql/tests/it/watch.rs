@@ -53,13 +53,20 @@ async fn a_watch_from_a_past_revision_replays_then_follows() {
         next(&mut watch).await,
         [(EventKind::Put, "w/d".to_owned(), 6)]
     );
+    // From now (0): no history, though `w/d` has some.
+    let mut now = kv.watch("w/d", false, 0).await.unwrap();
+    put_one(&other, "w/d", "again").await; // 7
+    assert_eq!(
+        next(&mut now).await,
+        [(EventKind::Put, "w/d".to_owned(), 7)]
+    );
     // A watch of one key sees that key only.
-    let mut one = kv.watch("w/d", false, 7).await.unwrap();
-    put_one(&other, "w/e", "1").await; // 7
-    put_one(&other, "w/d", "2").await; // 8
+    let mut one = kv.watch("w/d", false, 8).await.unwrap();
+    put_one(&other, "w/e", "1").await; // 8
+    put_one(&other, "w/d", "2").await; // 9
     assert_eq!(
         next(&mut one).await,
-        [(EventKind::Put, "w/d".to_owned(), 8)]
+        [(EventKind::Put, "w/d".to_owned(), 9)]
     );
     drop_tables(&kv, &url).await;
 }
