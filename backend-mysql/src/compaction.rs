@@ -4,13 +4,16 @@
 
 use distsync_core::Result;
 use distsync_kv::kv::Revision;
-use sqlx::MySqlPool;
+use sqlx::{Acquire, MySqlPool};
 
 use crate::error::{map, StoreError};
 use crate::schema::Tables;
 
 /// How many revisions the store keeps readable when compacting on its own.
 pub const DEFAULT_RETAINED_REVISIONS: i64 = 10_000;
+
+/// How many revisions one compaction transaction covers.
+const CHUNK: Revision = 1000;
 
 /// Makes `revision` the oldest readable one (nothing when it is not above the current
 /// compaction point). The point moves first, in a transaction of its own, so a
@@ -53,23 +56,46 @@ pub(crate) async fn compact(
     .execute(pool)
     .await
     .map_err(map)?;
-    sqlx::query(&format!(
-        "DELETE l FROM {log} l JOIN {log} n \
-         ON n.k = l.k AND n.revision > l.revision AND n.revision <= ? \
-         WHERE l.revision < ?"
-    ))
-    .bind(revision)
-    .bind(revision)
-    .execute(pool)
-    .await
-    .map_err(map)?;
-    sqlx::query(&format!(
-        "DELETE FROM {log} WHERE revision < ? AND deleted = 1"
-    ))
-    .bind(revision)
-    .execute(pool)
-    .await
-    .map_err(map)?;
+    // In chunks of revisions, each its own READ COMMITTED transaction: no gap locks
+    // (a REPEATABLE READ delete scanning the log would lock the gap where writers
+    // append), and no chunk holds its row locks long.
+    // Below the old point are only the rows earlier compactions kept (each key's
+    // latest): one chunk, since a newer row may now supersede them.
+    let mut from = 0;
+    while from < revision {
+        let to = if from < compacted {
+            compacted
+        } else {
+            revision.min(from.saturating_add(CHUNK))
+        };
+        let mut conn = pool.acquire().await.map_err(map)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *conn)
+            .await
+            .map_err(map)?;
+        let mut tx = conn.begin().await.map_err(map)?;
+        sqlx::query(&format!(
+            "DELETE l FROM {log} l JOIN {log} n \
+             ON n.k = l.k AND n.revision > l.revision AND n.revision <= ? \
+             WHERE l.revision >= ? AND l.revision < ?"
+        ))
+        .bind(revision)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+        sqlx::query(&format!(
+            "DELETE FROM {log} WHERE revision >= ? AND revision < ? AND deleted = 1"
+        ))
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+        tx.commit().await.map_err(map)?;
+        from = to;
+    }
     tracing::debug!(backend = crate::BACKEND, revision, "compacted");
     Ok(revision)
 }

@@ -121,6 +121,25 @@ impl MysqlKv {
         .await
     }
 
+    /// Runs `work` in a task of its own and waits for it within the request timeout.
+    /// A caller that gives up (a dropped future, the timeout) leaves the task to
+    /// finish: a statement is never cut off half-way on its connection, so every
+    /// transaction commits or rolls back and its connection goes back to the pool
+    /// clean, and a commit is as applied as after any lost reply.
+    async fn detached<T, F, Fut>(&self, doing: &'static str, work: F) -> Result<T>
+    where
+        F: FnOnce(Arc<Core>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = tokio::spawn(work(Arc::clone(&self.core)));
+        within(self.request_timeout, doing, async {
+            task.await
+                .map_err(|error| Error::backend(BACKEND, format!("{doing}: {error}")))?
+        })
+        .await
+    }
+
     /// The pool of connections, e.g. to inspect the tables.
     pub fn pool(&self) -> &MySqlPool {
         &self.core.pool
@@ -150,16 +169,14 @@ impl Kv for MysqlKv {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        let applied = within(
-            self.request_timeout,
-            "a transaction",
-            txn::run(&self.core.pool, &self.core.tables, txn),
-        )
-        .await?;
-        if !applied.events.is_empty() {
-            self.core.hub.ring();
-        }
-        Ok(applied.response)
+        self.detached("a transaction", |core| async move {
+            let applied = txn::run(&core.pool, &core.tables, txn).await?;
+            if !applied.events.is_empty() {
+                core.hub.ring();
+            }
+            Ok(applied.response)
+        })
+        .await
     }
 
     async fn watch(
@@ -168,29 +185,24 @@ impl Kv for MysqlKv {
         prefix: bool,
         start_revision: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-        within(
-            self.request_timeout,
-            "opening a watch",
-            self.core.hub.watch(key, prefix, start_revision),
-        )
+        let key = key.to_owned();
+        self.detached("opening a watch", move |core| async move {
+            core.hub.watch(&key, prefix, start_revision).await
+        })
         .await
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        within(
-            self.request_timeout,
-            "granting a lease",
-            lease::grant(&self.core.pool, &self.core.tables, ttl),
-        )
+        self.detached("granting a lease", move |core| async move {
+            lease::grant(&core.pool, &core.tables, ttl).await
+        })
         .await
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
-        within(
-            self.request_timeout,
-            "renewing a lease",
-            lease::keep_alive(&self.core.pool, &self.core.tables, lease),
-        )
+        self.detached("renewing a lease", move |core| async move {
+            lease::keep_alive(&core.pool, &core.tables, lease).await
+        })
         .await
     }
 
@@ -198,16 +210,16 @@ impl Kv for MysqlKv {
     /// does not know (never granted, already revoked or expired) succeeds and does
     /// nothing, as on the memory store.
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        let ended = within(
-            self.request_timeout,
-            "revoking a lease",
-            lease::end(&self.core.pool, &self.core.tables, lease, false),
-        )
-        .await?;
-        if ended.is_some() {
-            self.core.hub.ring();
-        }
-        Ok(())
+        self.detached("revoking a lease", move |core| async move {
+            if lease::end(&core.pool, &core.tables, lease, false)
+                .await?
+                .is_some()
+            {
+                core.hub.ring();
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn retry_policy(&self) -> RetryPolicy {
