@@ -21,6 +21,10 @@ use crate::schema::Tables;
 use crate::watch::Hub;
 use crate::{lease, reaper, txn, MysqlConfig, BACKEND};
 
+/// How long, in seconds, the server lets a connection sit idle inside a transaction
+/// before it ends the connection (and rolls the transaction back).
+const IDLE_TRANSACTION_TIMEOUT: u64 = 1;
+
 /// What the backend's tasks share with it.
 pub(crate) struct Core {
     pub(crate) pool: MySqlPool,
@@ -74,9 +78,27 @@ impl MysqlKv {
         let tables = Tables::new(config.table_prefix());
         let timeout = config.connect_timeout();
         let pool = within(timeout, "connecting", async {
+            let lock_wait = config.request_timeout().as_secs().max(1);
             let pool = MySqlPoolOptions::new()
                 .max_connections(config.pool_size())
                 .acquire_timeout(config.request_timeout())
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        // A client that stops inside a transaction (paused, cut off)
+                        // would keep the revision row locked, and every writer of the
+                        // store waiting, until its connection died: the server ends a
+                        // connection idle inside a transaction for a second (a
+                        // transaction's statements follow each other within
+                        // milliseconds). MariaDB only; MySQL 8 has no such setting.
+                        sqlx::query(&format!(
+                            "SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT}, \
+                             SESSION innodb_lock_wait_timeout = {lock_wait}"
+                        ))
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                    })
+                })
                 .connect_with(config.connect_options().clone())
                 .await
                 .map_err(map)?;

@@ -55,7 +55,6 @@ impl Tables {
                     compacted BIGINT NOT NULL
                 ) ENGINE=InnoDB"
             ),
-            format!("INSERT IGNORE INTO {meta} (id, revision, compacted) VALUES (1, 1, 0)"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {kv} (
                     k VARBINARY({MAX_KEY_BYTES}) NOT NULL PRIMARY KEY,
@@ -92,6 +91,21 @@ impl Tables {
         ];
         for statement in &statements {
             sqlx::query(statement).execute(pool).await.map_err(map)?;
+        }
+        // The revision row, unless it is there: a plain read first, since inserting
+        // over the row would wait for its lock, which a writer holds.
+        let found: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT revision FROM {meta} WHERE id = 1"))
+                .fetch_optional(pool)
+                .await
+                .map_err(map)?;
+        if found.is_none() {
+            sqlx::query(&format!(
+                "INSERT IGNORE INTO {meta} (id, revision, compacted) VALUES (1, 1, 0)"
+            ))
+            .execute(pool)
+            .await
+            .map_err(map)?;
         }
         Ok(())
     }
