@@ -25,6 +25,9 @@ use crate::{lease, reaper, txn, MysqlConfig, BACKEND};
 /// before it ends the connection (and rolls the transaction back).
 const IDLE_TRANSACTION_TIMEOUT: u64 = 1;
 
+/// `ER_UNKNOWN_SYSTEM_VARIABLE`: MySQL has no `idle_transaction_timeout`.
+const UNKNOWN_VARIABLE: u16 = 1193;
+
 /// What the backend's tasks share with it.
 pub(crate) struct Core {
     pub(crate) pool: MySqlPool,
@@ -91,12 +94,29 @@ impl MysqlKv {
                         // transaction's statements follow each other within
                         // milliseconds). MariaDB only; MySQL 8 has no such setting.
                         sqlx::query(&format!(
-                            "SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT}, \
-                             SESSION innodb_lock_wait_timeout = {lock_wait}"
+                            "SET SESSION innodb_lock_wait_timeout = {lock_wait}"
                         ))
-                        .execute(conn)
-                        .await
-                        .map(drop)
+                        .execute(&mut *conn)
+                        .await?;
+                        let idle = sqlx::query(&format!(
+                            "SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT}"
+                        ))
+                        .execute(&mut *conn)
+                        .await;
+                        match idle {
+                            Err(error)
+                                if crate::error::number(&error) == Some(UNKNOWN_VARIABLE) =>
+                            {
+                                tracing::debug!(
+                                    backend = BACKEND,
+                                    "no idle_transaction_timeout (MySQL): a client stopped \
+                                     inside a transaction holds the revision row until its \
+                                     connection dies"
+                                );
+                                Ok(())
+                            }
+                            other => other.map(drop),
+                        }
                     })
                 })
                 .connect_with(config.connect_options().clone())

@@ -84,13 +84,40 @@
 //! seen and hands each revision's changes, as one
 //! [`WatchResponse::Events`](distsync_kv::kv::WatchResponse), to the watches they
 //! concern; a new watch first reads its own history from its start revision in one
-//! snapshot. **How the hub learns of writes (first version):** a write of the same
-//! process rings it at once; other processes' writes are found by a bounded poll of
-//! one statement per `poll_interval` (20 ms by default) per process, and only while
-//! the process has an open watch. There is no poll per waiter, and no poll at all in
-//! a process that waits on nothing. A doorbell that wakes a hub the moment another
-//! process commits (a hub connection in `SELECT SLEEP(…)`, interrupted by writers'
-//! `KILL QUERY` after their commit) is the next step.
+//! snapshot (a start of `0` is etcd's "from now": no history). **How the hub learns of
+//! writes (first version): a bounded poll.** A write of the same process rings it at
+//! once; other processes' writes are found by one statement (the revision row) per
+//! `poll_interval` (20 ms by default) per process, and only while the process has an
+//! open watch. There is no poll per waiter, and no statement at all in a process that
+//! waits on nothing; a waiter in another process learns of a release within one
+//! interval. A doorbell that wakes a hub the moment another process commits (the hub
+//! waits in `SELECT IF(revision > seen, 0, SLEEP(1))` on a connection of its own, and
+//! writers interrupt it with `KILL QUERY` after their commit) is the next step; as
+//! first built it rang every hub at every commit and cost more than the poll under
+//! the conformance suite's load.
+//!
+//! # A client that stops half-way
+//!
+//! Every writer waits for the revision row, so a client that stops inside a
+//! transaction (paused, cut off by a partition) would stop the whole store. Two
+//! defences:
+//!
+//! - every call runs in a task of its own: a caller that gives up (a dropped future,
+//!   `timeout=`) never cuts a statement off half-way on its connection, so every
+//!   transaction commits or rolls back and its connection returns to the pool clean;
+//! - each connection sets MariaDB's `idle_transaction_timeout` to one second: the
+//!   server ends a connection that sits idle inside a transaction for longer, rolling
+//!   it back (a transaction's statements follow each other within milliseconds). A
+//!   paused or cut-off client therefore stops the store's writers for about a second.
+//!   MySQL 8 has no such setting: there a stopped client holds the row until its
+//!   connection dies (`wait_timeout`, TCP keepalive).
+//!
+//! # MySQL 8
+//!
+//! Only MariaDB 10.11 is tested. The statements are plain (no `RETURNING`, no
+//! sequences) and should run on MySQL 8, which warns about `VALUES()` in `ON
+//! DUPLICATE KEY UPDATE` (deprecated since 8.0.20) and lacks
+//! `idle_transaction_timeout` (see above; the backend then goes on without it).
 //!
 //! # Not done yet
 //!
@@ -103,6 +130,9 @@
 //!   caller's (exactly-once effects).
 //! - Replication: a promoted asynchronous replica may lack acknowledged commits
 //!   (`survives_failover` is not declared).
+//! - etcd refuses a branch that puts one key twice, or puts a key it also deletes;
+//!   this store applies such a branch in order (the memory store's check is private
+//!   to it). The recipes never send one.
 //!
 //! [`Kv::clock`]: distsync_kv::kv::Kv::clock
 #![warn(missing_docs)]
