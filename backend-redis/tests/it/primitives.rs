@@ -569,7 +569,7 @@ async fn cancelled_dequeues_lose_nothing_and_deliver_once() {
                 // Cancel dequeues at all kinds of moments, including mid-reply; every
                 // eighth waits until an item comes or the test stops, so that the items
                 // drain on a machine too busy to answer any dequeue within 3 ms.
-                let limit = if round % 8 == 0 {
+                let limit = if round.is_multiple_of(8) {
                     Duration::MAX
                 } else {
                     Duration::from_micros(50 + (round * 37 + c * 101) % 3000)
