@@ -1052,12 +1052,15 @@ postgres_start() {
     fi
     # Rewritten on every start so a port change takes effect. TCP on loopback only; no
     # Unix socket (its path length limit would bite deep checkouts); no fsync: these
-    # are throwaway test servers.
+    # are throwaway test servers. A full conformance column runs every fault case at
+    # once, each with clients and child processes of its own: about 300 connections
+    # at its peak (docs/CONFORMANCE.md, "Connections a run needs"), and the tests'
+    # clients may still be closing beside it; an idle connection costs a few MB.
     as_pg tee "$data/distsync.conf" >/dev/null <<EOF
 port = $PG_PORT
 listen_addresses = '$HOST'
 unix_socket_directories = ''
-max_connections = 300
+max_connections = 1000
 fsync = off
 synchronous_commit = off
 full_page_writes = off

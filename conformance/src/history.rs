@@ -60,6 +60,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::cpu_pressure::{Contention, Sampler};
+
 /// What happened to one client (or what the harness did to it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -121,19 +123,32 @@ impl fmt::Display for Event {
 /// Records events with the instant they are recorded at; clones share one history.
 /// Events are appended under a lock with the instant taken inside it, so the history
 /// is in time order.
+/// Inside a tokio runtime it also reads the machine's CPU pressure beside the events
+/// ([`Recorder::contention`]), for the liveness bound.
 #[derive(Clone)]
 pub(crate) struct Recorder {
     start: Instant,
     events: Arc<Mutex<Vec<Event>>>,
+    pressure: Option<Arc<Sampler>>,
 }
 
 impl Recorder {
     /// An empty history starting now.
     pub(crate) fn new() -> Self {
+        let start = Instant::now();
         Self {
-            start: Instant::now(),
+            start,
             events: Arc::default(),
+            pressure: Sampler::start(start).map(Arc::new),
         }
+    }
+
+    /// How long the machine's runnable tasks waited for a CPU, as read so far on the
+    /// clock of the events (empty where it cannot be read; see [`crate::cpu_pressure`]).
+    pub(crate) fn contention(&self) -> Contention {
+        self.pressure
+            .as_ref()
+            .map_or_else(Contention::default, |sampler| sampler.contention())
     }
 
     /// Records `kind` for `client` now; returns the instant, since the start.
@@ -157,7 +172,7 @@ impl Recorder {
 }
 
 /// What the checker requires.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Rules {
     /// How many holds may be live at once (1 for a lock).
     pub(crate) capacity: usize,
@@ -165,8 +180,9 @@ pub(crate) struct Rules {
     pub(crate) liveness: Option<Liveness>,
 }
 
-/// Some grant must come within `bound` of `healed`.
-#[derive(Clone, Copy, Debug)]
+/// Some grant must come within `bound` of `healed`, the time the machine was starved
+/// of CPU meanwhile not counted ([`crate::cpu_pressure`]).
+#[derive(Clone, Debug)]
 pub(crate) struct Liveness {
     /// When the last fault healed.
     pub(crate) healed: Duration,
@@ -175,6 +191,8 @@ pub(crate) struct Liveness {
     /// When the run stopped calling: a hold that outlasts the heal and ends within the
     /// bound of this leaves nothing to require.
     pub(crate) until: Duration,
+    /// The machine's CPU pressure over the run ([`Recorder::contention`]).
+    pub(crate) contention: Contention,
 }
 
 /// One hold, as the checker cut it.
@@ -261,6 +279,9 @@ pub(crate) enum Violation {
         bound: Duration,
         /// The first grant after the heal, if any.
         first: Option<Duration>,
+        /// How long the machine was starved of CPU between the heal and that grant (or
+        /// the end of the history): time not counted against the bound.
+        starved: Duration,
     },
     /// The history is not one a client could produce (a grant while holding).
     Malformed(String),
@@ -292,10 +313,11 @@ impl fmt::Display for Violation {
                 healed,
                 bound,
                 first,
+                starved,
             } => write!(
                 f,
-                "no grant within {bound:?} of the last fault's heal at {:.3}s (first grant after \
-                 it: {})",
+                "no grant within {bound:?} (plus {starved:?} the machine's runnable tasks waited \
+                 for a CPU) of the last fault's heal at {:.3}s (first grant after it: {})",
                 healed.as_secs_f64(),
                 first.map_or_else(
                     || "none".to_owned(),
@@ -343,7 +365,7 @@ pub(crate) fn check(events: &[Event], rules: &Rules) -> Verdict {
         .sort_by_key(|hold| (hold.granted, hold.client));
     exclusion(rules.capacity.max(1), &mut verdict);
     tokens(&mut verdict);
-    if let Some(liveness) = rules.liveness {
+    if let Some(liveness) = &rules.liveness {
         live(events, liveness, &mut verdict);
     }
     verdict
@@ -555,7 +577,7 @@ fn tokens(verdict: &mut Verdict) {
 /// fault is progress, not a stall, and nobody else can be granted while it holds; one
 /// held to the end of the history, or ending within the bound of the run's end, leaves
 /// nothing to require).
-fn live(events: &[Event], liveness: Liveness, verdict: &mut Verdict) {
+fn live(events: &[Event], liveness: &Liveness, verdict: &mut Verdict) {
     let outlasting: Vec<&Hold> = verdict
         .holds
         .iter()
@@ -578,11 +600,16 @@ fn live(events: &[Event], liveness: Liveness, verdict: &mut Verdict) {
         .iter()
         .filter(|event| event.at >= from)
         .find_map(|event| matches!(event.kind, Kind::Grant(_)).then_some(event.at));
-    if first.is_none_or(|at| at > from + liveness.bound) {
+    // The machine's starved time between the heal and the grant is not the store's:
+    // it is taken off the time the grant took (see `crate::cpu_pressure`).
+    let end = first.unwrap_or_else(|| events.last().map_or(from, |event| event.at));
+    let starved = liveness.contention.within(from, end);
+    if first.is_none_or(|at| at > from + liveness.bound + starved) {
         verdict.violations.push(Violation::NoGrantAfterHeal {
             healed: from,
             bound: liveness.bound,
             first,
+            starved,
         });
     }
 }
@@ -960,6 +987,7 @@ mod tests {
                 healed: ms(20),
                 bound: ms(50),
                 until: ms(until),
+                contention: Contention::default(),
             }),
         };
         assert!(check(&events, &rules(1000)).violations.is_empty());
@@ -995,6 +1023,7 @@ mod tests {
                 healed: ms(20),
                 bound: ms(bound),
                 until: ms(1000),
+                contention: Contention::default(),
             }),
         };
         assert!(check(&events, &rules(80)).violations.is_empty());
@@ -1005,6 +1034,53 @@ mod tests {
         let silent = &events[..4];
         assert!(matches!(
             only(&check(silent, &rules(80))),
+            Violation::NoGrantAfterHeal { first: None, .. }
+        ));
+    }
+
+    #[test]
+    fn the_time_the_machine_was_starved_is_not_counted_against_the_bound() {
+        let events = history(&[
+            (0, 0, Grant(1)),
+            (10, 1, Cut),
+            (20, 1, Heal),
+            (30, 0, Release),
+            (100, 1, Grant(2)),
+            (110, 1, Release),
+        ]);
+        // The bound runs from the release of the hold that outlasted the heal (30 ms):
+        // the grant took 70 ms, the bound 50 ms.
+        let rules = |readings: &[(u64, u64)]| Rules {
+            capacity: 1,
+            liveness: Some(Liveness {
+                healed: ms(20),
+                bound: ms(50),
+                until: ms(1000),
+                contention: Contention::from_readings(
+                    &readings
+                        .iter()
+                        .map(|&(at, stalled)| (ms(at), ms(stalled)))
+                        .collect::<Vec<_>>(),
+                ),
+            }),
+        };
+        // Starved 40 ms within the window: the grant took 30 ms of CPU-available time.
+        assert!(check(&events, &rules(&[(35, 0), (95, 40)]))
+            .violations
+            .is_empty());
+        // Starved only 10 ms: still 10 ms late.
+        assert!(matches!(
+            only(&check(&events, &rules(&[(35, 0), (95, 10)]))),
+            Violation::NoGrantAfterHeal { starved, .. } if *starved == ms(10)
+        ));
+        // Starvation outside the window excuses nothing.
+        assert!(matches!(
+            only(&check(&events, &rules(&[(0, 0), (15, 500), (101, 500)]))),
+            Violation::NoGrantAfterHeal { .. }
+        ));
+        // A grant that never comes is late however starved the machine was.
+        assert!(matches!(
+            only(&check(&events[..4], &rules(&[(30, 0), (30, 900)]))),
             Violation::NoGrantAfterHeal { first: None, .. }
         ));
     }

@@ -93,6 +93,7 @@ mod cases;
 mod check;
 pub mod cleanup;
 pub mod connect_checks;
+mod cpu_pressure;
 mod exit;
 pub mod faults;
 mod fenced;

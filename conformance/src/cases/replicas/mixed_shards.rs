@@ -158,6 +158,7 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         healed,
         bound,
         until,
+        contention: clock.contention(),
     });
     let rules = Rules {
         capacity: 1,

@@ -49,6 +49,7 @@ use crate::check::{
     eventually, proxied_client, violated, within, Bounded, Check, Context, Fail, Holds, Task,
     PROMPT,
 };
+use crate::cpu_pressure::Contention;
 use crate::faults::private::PRIVATE_MAX_SESSION_TTL;
 use crate::faults::{
     Faults, HoldKind, HolderSpec, PartitionMode, Partitioned, PrivateServer, ServerFaults,
@@ -535,11 +536,13 @@ async fn run_seeded(
     let events = recorder.events();
     // The recorder's clock starts just before `started`: the run stops calling at
     // about `length` on it.
-    let liveness = liveness(&events, bounds, length);
+    let liveness = liveness(&events, bounds, length, recorder.contention());
     // To the millisecond, for the figure.
-    let bound = liveness.map_or(bounds.fault, |liveness| liveness.bound);
+    let bound = liveness
+        .as_ref()
+        .map_or(bounds.fault, |liveness| liveness.bound);
     let bound = Duration::from_millis(u64::try_from(bound.as_millis()).unwrap_or(u64::MAX));
-    let healed = liveness.map(|liveness| liveness.healed);
+    let healed = liveness.as_ref().map(|liveness| liveness.healed);
     let rules = Rules {
         capacity: target.capacity(),
         liveness,
@@ -619,8 +622,14 @@ async fn run_seeded(
 
 /// The liveness requirement of a history: a grant soon after the last fault's end,
 /// within a bound that covers every fault's own bound (a restart's is longer: the
-/// lock-delay of a store that forgot); `None` without faults.
-fn liveness(events: &[Event], bounds: Bounds, until: Duration) -> Option<Liveness> {
+/// lock-delay of a store that forgot), the machine's starved time (`contention`) not
+/// counted; `None` without faults.
+fn liveness(
+    events: &[Event],
+    bounds: Bounds,
+    until: Duration,
+    contention: Contention,
+) -> Option<Liveness> {
     let ends = events.iter().filter_map(|event| match event.kind {
         Kind::Heal | Kind::Resume | Kind::Killed => Some((event.at, bounds.fault)),
         Kind::ServerStart => Some((event.at, bounds.restart)),
@@ -635,6 +644,7 @@ fn liveness(events: &[Event], bounds: Bounds, until: Duration) -> Option<Livenes
         healed,
         bound: deadline - healed,
         until,
+        contention,
     })
 }
 

@@ -1,0 +1,189 @@
+//! How long the machine's runnable tasks waited for a CPU, as Linux's pressure stall
+//! information counts it (`/proc/pressure/cpu`, its `some` line): the time during which
+//! at least one runnable task was not running because every CPU was taken.
+//!
+//! A liveness bound ("some client is granted within so long of the heal") is a claim
+//! about the store and the library, made with a margin for scheduling on an ordinary
+//! machine. When the machine is starved (a CI runner's two cores shared by the store's
+//! servers, child holders and other columns of the run), the grant chain waits for a
+//! CPU at every step: the server that expires the lease, the waiter that is woken, the
+//! child that reports its grant. The runner's own [`crate::stall`] meter does not see
+//! that: its ticker runs on time while the servers and children starve. So a liveness
+//! check takes the time the machine was starved within its window off the time the
+//! grant took ([`Contention::within`]), and a missed bound then means the store or the
+//! library was slow with CPU to spare, not that the machine was full.
+//!
+//! The count is machine-wide: a task of another program waiting counts too. So on a
+//! loaded machine the check is more lenient, never stricter; a grant that never comes
+//! is still a violation. Where the file cannot be read (a kernel without pressure stall
+//! information, or not Linux) nothing is taken off and the bound is as written.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Where Linux reports CPU pressure.
+const PRESSURE_FILE: &str = "/proc/pressure/cpu";
+
+/// How often the counter is read: a window's contention is counted between the first
+/// and the last reading inside it, so at most two periods of it go uncounted.
+const PERIOD: Duration = Duration::from_millis(100);
+
+/// One reading: when (on the clock of a [`crate::history::Recorder`]) and the counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reading {
+    at: Duration,
+    stalled: Duration,
+}
+
+/// The readings of a [`Sampler`] so far: the contention of any window within them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Contention(Vec<Reading>);
+
+impl Contention {
+    /// Readings of `(at, counter)`, in time order, for tests of a liveness check.
+    #[cfg(test)]
+    pub(crate) fn from_readings(readings: &[(Duration, Duration)]) -> Self {
+        Self(
+            readings
+                .iter()
+                .map(|&(at, stalled)| Reading { at, stalled })
+                .collect(),
+        )
+    }
+
+    /// How long, between `from` and `to`, some runnable task waited for a CPU: the
+    /// counter's growth between the first and the last reading inside the window (a
+    /// lower bound of the window's own); zero without two readings inside it.
+    pub(crate) fn within(&self, from: Duration, to: Duration) -> Duration {
+        let mut inside = self
+            .0
+            .iter()
+            .filter(|reading| reading.at >= from && reading.at <= to);
+        let Some(first) = inside.next() else {
+            return Duration::ZERO;
+        };
+        let last = inside.next_back().unwrap_or(first);
+        last.stalled.saturating_sub(first.stalled)
+    }
+}
+
+/// Reads the counter every [`PERIOD`] on the current runtime until dropped.
+pub(crate) struct Sampler {
+    readings: Arc<Mutex<Vec<Reading>>>,
+    task: JoinHandle<()>,
+}
+
+impl Sampler {
+    /// Starts reading, timing each reading since `start`; `None` outside a tokio
+    /// runtime or where the counter cannot be read (see the module docs).
+    pub(crate) fn start(start: Instant) -> Option<Self> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        read_stalled()?;
+        let readings = Arc::new(Mutex::new(Vec::new()));
+        let written = Arc::clone(&readings);
+        let task = handle.spawn(async move {
+            let mut ticks = tokio::time::interval(PERIOD);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                // A read of a procfs file is a copy out of kernel memory: it does not
+                // block the runtime's worker.
+                let Some(stalled) = read_stalled() else {
+                    return;
+                };
+                crate::check::lock_vec(&written).push(Reading {
+                    at: start.elapsed(),
+                    stalled,
+                });
+            }
+        });
+        Some(Self { readings, task })
+    }
+
+    /// The readings so far.
+    pub(crate) fn contention(&self) -> Contention {
+        Contention(crate::check::lock_vec(&self.readings).clone())
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The `some` counter of [`PRESSURE_FILE`], if it can be read.
+fn read_stalled() -> Option<Duration> {
+    parse_some_total(&std::fs::read_to_string(PRESSURE_FILE).ok()?)
+}
+
+/// The `total=` (microseconds) of the `some` line of a pressure file.
+fn parse_some_total(text: &str) -> Option<Duration> {
+    let line = text.lines().find(|line| line.starts_with("some "))?;
+    let total = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("total="))?;
+    total.parse().ok().map(Duration::from_micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    fn contention(readings: &[(u64, u64)]) -> Contention {
+        Contention::from_readings(
+            &readings
+                .iter()
+                .map(|&(at, stalled)| (ms(at), ms(stalled)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn the_some_line_total_is_read_in_microseconds() {
+        let text = "some avg10=8.73 avg60=7.67 avg300=27.27 total=16549582927\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(
+            parse_some_total(text),
+            Some(Duration::from_micros(16_549_582_927))
+        );
+        assert_eq!(parse_some_total("full avg10=0.00 total=5\n"), None);
+        assert_eq!(parse_some_total("some avg10=0.00 total=x\n"), None);
+    }
+
+    #[test]
+    fn a_window_counts_the_growth_between_its_first_and_last_readings() {
+        let readings = contention(&[(0, 0), (100, 50), (200, 150), (300, 150), (400, 400)]);
+        assert_eq!(readings.within(ms(100), ms(300)), ms(100));
+        assert_eq!(readings.within(ms(50), ms(450)), ms(350));
+        assert_eq!(readings.within(ms(150), ms(250)), Duration::ZERO);
+        assert_eq!(readings.within(ms(500), ms(900)), Duration::ZERO);
+        assert_eq!(Contention::default().within(ms(0), ms(900)), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_sampler_reads_a_counter_that_never_falls() {
+        let start = Instant::now();
+        let Some(sampler) = Sampler::start(start) else {
+            // No pressure file here: nothing is taken off a bound (module docs).
+            assert!(read_stalled().is_none());
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sampler.contention().0.len() < 3 {
+            assert!(Instant::now() < deadline, "no three readings within 5 s");
+            tokio::time::sleep(PERIOD).await;
+        }
+        let readings = sampler.contention().0;
+        assert!(readings
+            .windows(2)
+            .all(|pair| pair[0].at <= pair[1].at && pair[0].stalled <= pair[1].stalled));
+    }
+}
