@@ -272,7 +272,9 @@ impl Kv for MysqlKv {
         let (version, flush, log_bin, sync_binlog): (String, i64, i64, i64) =
             within(self.request_timeout, "describing the store", async {
                 sqlx::query_as(
-                    "SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@log_bin, @@sync_binlog",
+                    // The server answers its unsigned variables as BIGINT UNSIGNED.
+                    "SELECT VERSION(), CAST(@@innodb_flush_log_at_trx_commit AS SIGNED), \
+                     CAST(@@log_bin AS SIGNED), CAST(@@sync_binlog AS SIGNED)",
                 )
                 .fetch_one(&self.core.pool)
                 .await

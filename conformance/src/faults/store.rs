@@ -20,6 +20,8 @@ pub enum StoreKind {
     Postgres,
     /// `zk://`
     Zookeeper,
+    /// `mysql://` or `mariadb://`
+    Mysql,
 }
 
 impl StoreKind {
@@ -31,17 +33,19 @@ impl StoreKind {
             "redis" => Some(Self::Redis),
             "postgres" | "postgresql" => Some(Self::Postgres),
             "zk" => Some(Self::Zookeeper),
+            "mysql" | "mariadb" => Some(Self::Mysql),
             _ => None,
         }
     }
 
-    /// `etcd`, `redis`, `postgres` or `zookeeper`.
+    /// `etcd`, `redis`, `postgres`, `zookeeper` or `mysql`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Etcd => "etcd",
             Self::Redis => "redis",
             Self::Postgres => "postgres",
             Self::Zookeeper => "zookeeper",
+            Self::Mysql => "mysql",
         }
     }
 }
@@ -53,6 +57,13 @@ pub(crate) fn psql() -> std::result::Result<PathBuf, String> {
         .filter(|psql| psql.is_file())
         .or_else(|| tools::which("psql"))
         .ok_or_else(|| "`psql` is not installed (Debian package postgresql-client)".to_owned())
+}
+
+/// MariaDB's client (`mariadb`, or `mysql` where only that name is installed).
+pub(crate) fn mariadb_client() -> std::result::Result<PathBuf, String> {
+    tools::which("mariadb")
+        .or_else(|| tools::which("mysql"))
+        .ok_or_else(|| "`mariadb` is not installed (Debian package mariadb-client)".to_owned())
 }
 
 /// The `host:port` endpoints of an `etcd://host:port[,host:port...][/namespace]` URL.
@@ -100,6 +111,14 @@ mod tests {
         assert_eq!(
             StoreKind::of_url("zk://127.0.0.1:2181/chroot"),
             Some(StoreKind::Zookeeper)
+        );
+        assert_eq!(
+            StoreKind::of_url("mysql://u:p@h:3306/db"),
+            Some(StoreKind::Mysql)
+        );
+        assert_eq!(
+            StoreKind::of_url("mariadb://u@h/db"),
+            Some(StoreKind::Mysql)
         );
         assert_eq!(StoreKind::of_url("memory://"), None);
         assert_eq!(StoreKind::of_url("nonsense"), None);

@@ -95,13 +95,14 @@ use tokio::time::Instant;
 mod postgres_transactions;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
-const SERVER_VARS: [&str; 6] = [
+const SERVER_VARS: [&str; 7] = [
     "DISTSYNC_ETCD_URL",
     "DISTSYNC_REDIS_URL",
     "DISTSYNC_POSTGRES_URL",
     "DISTSYNC_REDIS_SENTINEL_URL",
     REDIS_CLUSTER_VAR,
     "DISTSYNC_ZOOKEEPER_URL",
+    "DISTSYNC_MYSQL_URL",
 ];
 
 /// The scheme of Redis Sentinel URLs, whose column is labelled `redis-sentinel`.
@@ -141,10 +142,11 @@ const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
 /// three at once, the run took 363 s, its last column (redis-cluster) starting at 204 s.
 /// Columns not listed start after these, in their order; the matrix keeps its column
 /// order whatever the start order.
-const LONGEST_FIRST: [&str; 7] = [
+const LONGEST_FIRST: [&str; 8] = [
     "etcd",
     "redis",
     "redis-cluster",
+    "mysql",
     "postgres",
     "zookeeper",
     "redis-sentinel",
@@ -164,7 +166,7 @@ const LONGEST_FIRST: [&str; 7] = [
                   See docs/CONFORMANCE.md."
 )]
 struct Args {
-    /// A backend URL (memory://, etcd://..., redis://..., postgres://...); repeat for
+    /// A backend URL (memory://, etcd://..., redis://..., postgres://..., mysql://...); repeat for
     /// several backends, one matrix column each. Default: memory://.
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
@@ -177,8 +179,9 @@ struct Args {
     backend_vars: Vec<String>,
 
     /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL,
-    /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL (a subset of the cases) and
-    /// DISTSYNC_REDIS_CLUSTER_URL that is set (under CI=true, all must be).
+    /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL (a subset of the cases),
+    /// DISTSYNC_REDIS_CLUSTER_URL, DISTSYNC_ZOOKEEPER_URL and DISTSYNC_MYSQL_URL that is
+    /// set (under CI=true, all must be).
     #[arg(long, conflicts_with = "backends")]
     all: bool,
 
