@@ -9,12 +9,13 @@ use distsync_core::raw::call_id;
 use distsync_core::session::KeepAlive;
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{LeaseId, Revision, WatchEvent};
-use sqlx::MySqlPool;
+use sqlx::{MySqlConnection, MySqlPool, Row};
 
+use crate::batch;
 use crate::error::map;
 use crate::range::key_string;
 use crate::schema::Tables;
-use crate::txn::{event, write_log, LogRow};
+use crate::txn::{event, log_rows, LogRow};
 use crate::BACKEND;
 
 /// How many times a grant draws a new id when the one drawn is taken.
@@ -87,76 +88,95 @@ pub(crate) async fn keep_alive(
 /// which another reaper may have made first: it then changes nothing). Returns the
 /// revision and the deletions, if any.
 ///
-/// Cancel safety: dropping the future before the commit rolls it back.
+/// The lease's row is locked before the revision row, in every call that locks both
+/// (a renewal locks the lease's row alone, a put only reads it), so no two calls
+/// wait on each other. A reaper skips a lease whose row another call holds (`SKIP
+/// LOCKED`): reapers of every process race for each expired lease, and the losers
+/// go on without ever queueing on the revision row. Under the revision lock, two
+/// round trips ([`crate::batch`]): the revision and the lease's keys, then the
+/// deletions, the log, the new revision and the commit.
+///
+/// Cancel safety: dropping the future before the commit rolls it back (its
+/// connection is closed, [`batch::Open`]).
 pub(crate) async fn end(
     pool: &MySqlPool,
     tables: &Tables,
     lease: LeaseId,
     expired_only: bool,
 ) -> Result<Option<(Revision, Vec<WatchEvent>)>> {
-    let mut tx = pool.begin().await.map_err(map)?;
-    // The revision lock first, as every writer: commits stay in revision order.
-    let current: Revision = sqlx::query_scalar(&format!(
-        "SELECT revision FROM {} WHERE id = 1 FOR UPDATE",
-        tables.meta
-    ))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map)?;
-    let expired = if expired_only {
-        " AND expires_at <= NOW(6)"
+    let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
+    match end_on(open.conn(), tables, lease, expired_only).await {
+        Ok(ended) => {
+            open.done();
+            Ok(ended)
+        }
+        Err(error) => {
+            open.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+/// The tags of [`end_on`]'s `SELECT`s ([`batch::tag`]).
+const REVISION: i64 = 0;
+const KEY: i64 = 1;
+
+/// [`end`], on one connection.
+async fn end_on(
+    conn: &mut MySqlConnection,
+    tables: &Tables,
+    lease: LeaseId,
+    expired_only: bool,
+) -> Result<Option<(Revision, Vec<WatchEvent>)>> {
+    let lock = if expired_only {
+        " AND expires_at <= NOW(6) FOR UPDATE SKIP LOCKED"
     } else {
-        ""
+        " FOR UPDATE"
     };
-    let found: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT 1 FROM {} WHERE id = ?{expired} FOR UPDATE",
-        tables.leases
-    ))
-    .bind(lease)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map)?;
-    if found.is_none() {
-        tx.rollback().await.map_err(map)?;
+    let first = [
+        "START TRANSACTION".to_owned(),
+        format!("SELECT 1 FROM {} WHERE id = {lease}{lock}", tables.leases),
+    ];
+    if batch::run(conn, &first).await?.is_empty() {
+        batch::run(conn, &["ROLLBACK".to_owned()]).await?;
         return Ok(None);
     }
-    let keys: Vec<Vec<u8>> = sqlx::query_scalar(&format!(
-        "SELECT k FROM {} WHERE lease = ? ORDER BY k",
-        tables.kv
-    ))
-    .bind(lease)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(map)?;
-    sqlx::query(&format!("DELETE FROM {} WHERE id = ?", tables.leases))
-        .bind(lease)
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-    if keys.is_empty() {
-        tx.commit().await.map_err(map)?;
-        return Ok(None);
+    // The revision lock, as every writer takes it: commits stay in revision order.
+    let second = [
+        format!(
+            "SELECT {REVISION}, revision FROM {} WHERE id = 1 FOR UPDATE",
+            tables.meta
+        ),
+        format!(
+            "SELECT {KEY}, k FROM {} WHERE lease = {lease} ORDER BY k",
+            tables.kv
+        ),
+    ];
+    let mut current = None;
+    let mut rows = Vec::new();
+    for row in batch::run(conn, &second).await? {
+        if batch::tag(&row)? == REVISION {
+            current = Some(row.try_get::<Revision, _>(1).map_err(map)?);
+        } else {
+            rows.push(LogRow::tombstone(key_string(row.try_get(1).map_err(map)?)?));
+        }
     }
-    sqlx::query(&format!("DELETE FROM {} WHERE lease = ?", tables.kv))
-        .bind(lease)
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-    let rows = keys
-        .into_iter()
-        .map(|key| key_string(key).map(LogRow::tombstone))
-        .collect::<Result<Vec<_>>>()?;
+    let current = current.ok_or_else(|| Error::backend(BACKEND, "the revision row is missing"))?;
+    let mut last = vec![format!("DELETE FROM {} WHERE id = {lease}", tables.leases)];
     let revision = current + 1;
-    write_log(&mut tx, tables, revision, &rows).await?;
-    sqlx::query(&format!(
-        "UPDATE {} SET revision = ? WHERE id = 1",
-        tables.meta
-    ))
-    .bind(revision)
-    .execute(&mut *tx)
-    .await
-    .map_err(map)?;
-    tx.commit().await.map_err(map)?;
+    if !rows.is_empty() {
+        last.push(format!("DELETE FROM {} WHERE lease = {lease}", tables.kv));
+        last.extend(log_rows(tables, revision, &rows));
+        last.push(format!(
+            "UPDATE {} SET revision = {revision} WHERE id = 1",
+            tables.meta
+        ));
+    }
+    last.push("COMMIT".to_owned());
+    batch::run(conn, &last).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
     let events = rows.into_iter().map(|row| event(row, revision)).collect();
     Ok(Some((revision, events)))
 }

@@ -143,6 +143,7 @@ use std::time::Duration;
 use distsync_core::Capabilities;
 
 mod backend;
+mod batch;
 mod compaction;
 mod config;
 mod driver;
