@@ -42,7 +42,7 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(
 /// |---|---|---|
 /// | `table_prefix` | the prefix of every table: 1 to 32 ASCII letters, digits and `_` | [`DEFAULT_TABLE_PREFIX`] |
 /// | `poll_interval` | how often a process with open watches reads the log for other processes' writes (its own are seen at once) | [`DEFAULT_POLL_INTERVAL`] |
-/// | `pool_size` | the most connections of the backend's pool (1 to 1000) | [`DEFAULT_POOL_SIZE`] |
+/// | `pool_size` | the most connections of the backend's pool (1 to 1000), beside two of its own for lease grants and renewals | [`DEFAULT_POOL_SIZE`] |
 /// | `connect_timeout` | connecting in all, the tables' creation included | 5 s |
 /// | `timeout` | one statement's answer, and waiting for a pool connection | 10 s |
 ///

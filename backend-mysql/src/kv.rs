@@ -28,9 +28,60 @@ const IDLE_TRANSACTION_TIMEOUT: u64 = 1;
 /// `ER_UNKNOWN_SYSTEM_VARIABLE`: MySQL has no `idle_transaction_timeout`.
 const UNKNOWN_VARIABLE: u16 = 1193;
 
+/// How many connections a backend keeps apart for its sessions' leases.
+const LEASE_CONNECTIONS: u32 = 2;
+
+/// A pool of at most `connections` to the server `config` names, each connection set
+/// up as the backend needs it (lock waits within the request timeout, and an idle
+/// transaction ended after [`IDLE_TRANSACTION_TIMEOUT`]).
+async fn open_pool(config: &MysqlConfig, connections: u32) -> Result<MySqlPool> {
+    let lock_wait = config.request_timeout().as_secs().max(1);
+    MySqlPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(config.request_timeout())
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                // A client that stops inside a transaction (paused, cut off)
+                // would keep the revision row locked, and every writer of the
+                // store waiting, until its connection died: the server ends a
+                // connection idle inside a transaction for a second (a
+                // transaction's statements follow each other within
+                // milliseconds). MariaDB only; MySQL 8 has no such setting.
+                sqlx::query(&format!(
+                    "SET SESSION innodb_lock_wait_timeout = {lock_wait}"
+                ))
+                .execute(&mut *conn)
+                .await?;
+                let idle = sqlx::query(&format!(
+                    "SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT}"
+                ))
+                .execute(&mut *conn)
+                .await;
+                match idle {
+                    Err(error) if crate::error::number(&error) == Some(UNKNOWN_VARIABLE) => {
+                        tracing::debug!(
+                            backend = BACKEND,
+                            "no idle_transaction_timeout (MySQL): a client stopped inside \
+                             a transaction holds the revision row until its connection dies"
+                        );
+                        Ok(())
+                    }
+                    other => other.map(drop),
+                }
+            })
+        })
+        .connect_with(config.connect_options().clone())
+        .await
+        .map_err(map)
+}
+
 /// What the backend's tasks share with it.
 pub(crate) struct Core {
     pub(crate) pool: MySqlPool,
+    /// The connections of lease grants and renewals, apart from [`Core::pool`]: a
+    /// renewal never waits for a connection behind writers queued on the revision
+    /// row, so a store slow to write does not end the sessions of its clients.
+    pub(crate) lease_pool: MySqlPool,
     pub(crate) tables: Tables,
     pub(crate) hub: Hub,
     /// How many revisions the reaper keeps readable.
@@ -80,56 +131,18 @@ impl MysqlKv {
     pub async fn connect(config: &MysqlConfig) -> Result<Self> {
         let tables = Tables::new(config.table_prefix());
         let timeout = config.connect_timeout();
-        let pool = within(timeout, "connecting", async {
-            let lock_wait = config.request_timeout().as_secs().max(1);
-            let pool = MySqlPoolOptions::new()
-                .max_connections(config.pool_size())
-                .acquire_timeout(config.request_timeout())
-                .after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        // A client that stops inside a transaction (paused, cut off)
-                        // would keep the revision row locked, and every writer of the
-                        // store waiting, until its connection died: the server ends a
-                        // connection idle inside a transaction for a second (a
-                        // transaction's statements follow each other within
-                        // milliseconds). MariaDB only; MySQL 8 has no such setting.
-                        sqlx::query(&format!(
-                            "SET SESSION innodb_lock_wait_timeout = {lock_wait}"
-                        ))
-                        .execute(&mut *conn)
-                        .await?;
-                        let idle = sqlx::query(&format!(
-                            "SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT}"
-                        ))
-                        .execute(&mut *conn)
-                        .await;
-                        match idle {
-                            Err(error)
-                                if crate::error::number(&error) == Some(UNKNOWN_VARIABLE) =>
-                            {
-                                tracing::debug!(
-                                    backend = BACKEND,
-                                    "no idle_transaction_timeout (MySQL): a client stopped \
-                                     inside a transaction holds the revision row until its \
-                                     connection dies"
-                                );
-                                Ok(())
-                            }
-                            other => other.map(drop),
-                        }
-                    })
-                })
-                .connect_with(config.connect_options().clone())
-                .await
-                .map_err(map)?;
+        let (pool, lease_pool) = within(timeout, "connecting", async {
+            let pool = open_pool(config, config.pool_size()).await?;
             tables.create(&pool).await?;
-            Ok(pool)
+            let lease_pool = open_pool(config, LEASE_CONNECTIONS).await?;
+            Ok((pool, lease_pool))
         })
         .await?;
         tracing::debug!(backend = BACKEND, %config, "connected");
         let core = Arc::new(Core {
             hub: Hub::new(pool.clone(), tables.clone(), config.poll_interval()),
             pool,
+            lease_pool,
             tables,
             retained: DEFAULT_RETAINED_REVISIONS,
         });
@@ -236,14 +249,14 @@ impl Kv for MysqlKv {
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
         self.detached("granting a lease", move |core| async move {
-            lease::grant(&core.pool, &core.tables, ttl).await
+            lease::grant(&core.lease_pool, &core.tables, ttl).await
         })
         .await
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
         self.detached("renewing a lease", move |core| async move {
-            lease::keep_alive(&core.pool, &core.tables, lease).await
+            lease::keep_alive(&core.lease_pool, &core.tables, lease).await
         })
         .await
     }
