@@ -38,7 +38,12 @@
 //! before it commits: writers run one at a time, commit order is revision order, and
 //! a reader that sees revision `r` in `meta` finds every row up to `r` in the log.
 //! The cost: writes to the whole store are serialized on one row (one writer's
-//! round trips and one commit's fsync at a time), as etcd's raft log is; reads and
+//! round trips and one commit's fsync at a time), as etcd's raft log is. A writer
+//! holds the row for two round trips: the lock with every read it can know in advance
+//! in one batch of statements, then its writes, the log, the new revision and the
+//! commit in another (a range or a prefix delete after a write in the same branch
+//! costs one more each). A client descheduled between the two (a machine short of
+//! CPU) keeps every other writer of the store waiting meanwhile. Reads and
 //! read-only transactions take no lock (one consistent snapshot, `START TRANSACTION
 //! WITH CONSISTENT SNAPSHOT, READ ONLY`). A transaction that changes nothing leaves
 //! the revision as it was, as etcd's.
@@ -74,9 +79,11 @@
 //! same transaction, run by a reaper: every client process runs one (one task per
 //! backend), which sleeps until the next expiry on the server's clock, at most a
 //! quarter of the shortest live TTL and at most a second. Reapers race harmlessly:
-//! each ends a lease in a transaction that first checks, under the revision lock, that
-//! it is still there and expired, so the loser changes nothing and loses one
-//! statement. etcd's lessor expires leases the same way, on its leader.
+//! each locks the expired lease's row first and skips one another reaper holds
+//! (`SKIP LOCKED`), and only the winner takes the revision lock, so a lease's expiry
+//! costs the store one write however many processes run a reaper. etcd's lessor
+//! expires leases the same way, on its leader. Grants and renewals use two
+//! connections of their own, so that a renewal never queues behind writers.
 //!
 //! # Watches
 //!
