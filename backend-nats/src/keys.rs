@@ -1,0 +1,163 @@
+//! Names as keys: every key is `<kind>.<name>[.<role>.<session>.<n>]`, a NATS subject
+//! under the bucket's `$KV.<bucket>.` prefix.
+//!
+//! A subject token cannot hold `.`, `*`, `>` or white space, and JetStream's key
+//! rules allow only letters, digits and `-/_=`; a distsync name may hold any
+//! character. A name is therefore one token: every byte outside `[A-Za-z0-9_/-]` is
+//! written `=XX` (two upper-case hex digits), `=` itself included, so that two names
+//! never share a token (the escaping is injective) and a token reads back as its
+//! name ([`unescape`]).
+
+use distsync_core::Name;
+
+/// The kinds of key, each the first token of its keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A fair lock's contenders: `lock.<name>.q.<session>.<n>`.
+    Lock,
+    /// A counter's value: `counter.<name>`.
+    Counter,
+    /// A latch's initial and remaining count: `latch.<name>`.
+    Latch,
+    /// A key written by a guarded write (`LockGuard::put_if_held`): `stm.<name>`.
+    Stm,
+}
+
+impl Kind {
+    /// Every kind, for listings of a name's keys.
+    pub(crate) const ALL: [Kind; 4] = [Kind::Lock, Kind::Counter, Kind::Latch, Kind::Stm];
+
+    /// The first token of the kind's keys.
+    pub(crate) fn token(self) -> &'static str {
+        match self {
+            Kind::Lock => "lock",
+            Kind::Counter => "counter",
+            Kind::Latch => "latch",
+            Kind::Stm => "stm",
+        }
+    }
+}
+
+/// Whether `byte` stands for itself in a token.
+fn plain(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'/')
+}
+
+/// `name` as one subject token.
+pub(crate) fn escape(name: &str) -> String {
+    let mut token = String::with_capacity(name.len());
+    for &byte in name.as_bytes() {
+        if plain(byte) {
+            token.push(char::from(byte));
+        } else {
+            token.push_str(&format!("={byte:02X}"));
+        }
+    }
+    token
+}
+
+/// The name a token of [`escape`] stands for; `None` for a token no name gives.
+pub(crate) fn unescape(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        if byte == b'=' {
+            let hex = token.get(at + 1..at + 3)?;
+            let value = u8::from_str_radix(hex, 16).ok()?;
+            if plain(value) || hex.bytes().any(|digit| digit.is_ascii_lowercase()) {
+                // Not what `escape` writes: a second spelling of a name.
+                return None;
+            }
+            out.push(value);
+            at += 3;
+        } else if plain(byte) {
+            out.push(byte);
+            at += 1;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The key of the one-key primitive `name` of `kind` (a counter, a latch, an STM key).
+pub(crate) fn key(kind: Kind, name: &Name) -> String {
+    format!("{}.{}", kind.token(), escape(name.as_str()))
+}
+
+/// The prefix of the keys of a line of contenders for `name` (`lock.<name>.q`).
+pub(crate) fn line(kind: Kind, name: &Name) -> String {
+    format!("{}.{}.q", kind.token(), escape(name.as_str()))
+}
+
+/// A contender's key in the line `line`: the session's id and the contender's
+/// number in that session, each its own token, so that every key of a session is
+/// found by one subject filter ([`of_session`]).
+pub(crate) fn contender(line: &str, session: u64, n: u64) -> String {
+    format!("{line}.{session:016x}.{n}")
+}
+
+/// The filter of every contender key of `session`, whatever the primitive.
+pub(crate) fn of_session(session: u64) -> String {
+    format!("*.*.q.{session:016x}.*")
+}
+
+/// The name a key belongs to (its second token, unescaped), if it is one of ours.
+pub(crate) fn name_of(key: &str) -> Option<String> {
+    let mut tokens = key.split('.');
+    let kind = tokens.next()?;
+    Kind::ALL.iter().find(|k| k.token() == kind)?;
+    unescape(tokens.next()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_is_injective_and_reads_back() {
+        let names = [
+            "a",
+            "a.b",
+            "a=2Eb",
+            "a b",
+            "a*",
+            "a>",
+            "jobs/nightly",
+            "é",
+            "=",
+            "==",
+            "a_b",
+            "a-b",
+            "A",
+            "a.",
+            ".a",
+            "a=",
+        ];
+        let tokens: std::collections::BTreeSet<String> =
+            names.iter().map(|name| escape(name)).collect();
+        assert_eq!(tokens.len(), names.len());
+        for name in names {
+            let token = escape(name);
+            assert!(
+                !token.contains(['.', '*', '>', ' ']),
+                "{name:?} -> {token:?}"
+            );
+            assert_eq!(unescape(&token).as_deref(), Some(name));
+        }
+        assert_eq!(unescape("a=2e"), None);
+        assert_eq!(unescape("=61"), None);
+        assert_eq!(unescape("a.b"), None);
+    }
+
+    #[test]
+    fn contender_keys_name_their_session_and_name() {
+        let name = Name::new("jobs/a.b").unwrap();
+        let key = contender(&line(Kind::Lock, &name), 0xabc, 7);
+        assert_eq!(key, "lock.jobs/a=2Eb.q.0000000000000abc.7");
+        assert_eq!(name_of(&key).as_deref(), Some("jobs/a.b"));
+        assert_eq!(name_of("other.x"), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! # distsync-nats
+//!
+//! The NATS JetStream backend of distsync: every primitive lives in one JetStream
+//! key-value bucket (a stream `KV_<bucket>` over `$KV.<bucket>.>`), built from what
+//! the store really offers rather than from the etcd model of the `distsync-kv`
+//! recipes.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! let coordinator = distsync::store::nats::connect("nats://127.0.0.1:4222/?bucket=locks").await?;
+//! let session = coordinator.session().await?;
+//! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+//! // ... send guard.token() (the holder key's stream sequence) with every write ...
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## URL
+//!
+//! `nats://[user:password@]host:port[,host:port...][/][?bucket=distsync&replicas=1]`
+//! (see [`NatsConfig`]), `creds=` for a credentials file, `tls://...?ca=ca.pem` (with
+//! `cert=` and `key=` for a client certificate) over TLS, and the options every
+//! backend's URL shares (`connect_timeout`, `timeout`).
+//!
+//! ## The server and the bucket
+//!
+//! nats-server 2.12 or later with JetStream: per-key TTLs and their delete markers
+//! came with 2.11, atomic batches with 2.12; an older server is refused with
+//! [`distsync_core::Error::Unsupported`]. The bucket is made on first connect with
+//! the settings every primitive relies on (`allow_msg_ttl`,
+//! `subject_delete_marker_ttl`, `allow_atomic`, `allow_direct`, `allow_rollup_hdrs`);
+//! an existing bucket that lacks one (a bucket made by the `nats` CLI has neither
+//! TTLs nor atomic batches) is refused with
+//! [`distsync_core::Error::InvalidArgument`] naming what it lacks (see
+//! `src/bucket.rs`).
+//!
+//! ## Why a backend of its own, not the `Kv` recipes
+//!
+//! JetStream KV has compare-and-set on revisions (the stream sequence), watches and
+//! per-key TTLs, but no lease that many keys hang on, no keep-alive that leaves keys
+//! untouched, no create revision, and reads of a past revision that silently drop a
+//! key overwritten more than `history` times. The `distsync-kv` recipes rely on all
+//! of those, so the primitives here are native to JetStream, as the ZooKeeper
+//! backend's are to ZooKeeper.
+//!
+//! ## How it works
+//!
+//! * **Names** are one subject token each, escaped injectively (see `src/keys.rs`).
+//! * **Sessions** (see `src/session.rs`) are a session key and per-key TTLs: every
+//!   key a session holds is written with `Nats-TTL` = its TTL and rewritten by each
+//!   renewal as a compare-and-set on the sequence it last wrote; a refused renewal
+//!   means the server ended the key (expired or revoked) and fires `lost()`, as does
+//!   the client-side deadline. A crashed holder's keys end a TTL after their last
+//!   renewal, and the delete marker JetStream writes wakes the next waiter.
+//! * **The lock** (see `src/lock.rs`) is a line: one create-only key per
+//!   acquisition, the token its stream sequence, the lowest live key holds, each
+//!   waiter watches only its predecessor (one wake-up per release), a release purges
+//!   the key with a compare. A guarded write (`put_if_held`) is one message whose
+//!   compare points at the holder's key.
+//! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
+//!   compare-and-set on its sequence; a latch's waiters watch its key.
+//! * **Purging a prefix** purges the live keys of the names under it (see
+//!   `src/purge.rs`).
+//!
+//! Not built yet, and declared so in [`capabilities()`] (each answers
+//! [`distsync_core::Error::Unsupported`]): the unfair lock, the election, the
+//! read-write lock, the semaphore, queues, barriers, STM, the rate limiter, status,
+//! export and breaking a lock.
+//!
+//! ## Durability
+//!
+//! With its default `sync_interval` (two minutes) nats-server acknowledges a write
+//! before it is synced to disk: a process kill loses nothing (the data is in the
+//! page cache), an OS crash or power loss may lose acknowledged writes. So
+//! `survives_restart` and `exclusive_across_restart` are not claimed.
+//!
+//! ## Why `async-nats`
+//!
+//! It is the client the NATS authors maintain, on tokio, with JetStream's stream and
+//! ordered-consumer APIs. What it lacks (an atomic batch, a batched direct get) is
+//! sent as the plain JetStream API requests (see `src/store.rs`).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backend;
+mod bucket;
+mod config;
+mod counter;
+mod driver;
+mod error;
+mod facts;
+mod keys;
+mod lock;
+mod purge;
+mod session;
+mod shared;
+mod store;
+
+use std::time::Duration;
+
+use distsync_core::{Capabilities, Coordinator, Result};
+
+pub use backend::NatsBackend;
+pub use bucket::{MARKER_TTL, MIN_SERVER_VERSION};
+pub use config::{NatsConfig, DEFAULT_BUCKET};
+pub use driver::DRIVER;
+
+/// The backend's name, as [`Capabilities::backend`] gives it.
+pub const BACKEND: &str = "nats";
+
+/// The shortest session TTL: `Nats-TTL` counts whole seconds.
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
+
+/// What this backend offers and claims, each measured by the conformance suite.
+///
+/// The fair lock, with fencing tokens (the holder key's stream sequence, which only
+/// grows) and FIFO waiters; `lost()` when a renewal is refused (the store ended the
+/// session); `stalled_holder_expires` and `partition_safe`: a holder that stops
+/// renewing loses its keys a TTL after its last renewal reached the server, never
+/// before its client-side deadline. Counters and latches.
+///
+/// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
+/// interval acknowledges writes before they are on disk, see the crate docs),
+/// `linearizable` and `survives_failover` (reads are direct gets, which a cluster's
+/// followers may answer stale; failover is not measured yet), guarded writes (built,
+/// but the conformance case reads the written key through STM, which this backend
+/// does not offer yet), and every primitive not built (see the crate docs).
+pub fn capabilities() -> Capabilities {
+    Capabilities::none(BACKEND)
+        .with_min_session_ttl(MIN_SESSION_TTL)
+        .with_lock(true)
+        .with_fencing(true)
+        .with_fifo_waiters(true)
+        .with_lost_notification(true)
+        .with_stalled_holder_expires(true)
+        .with_partition_safe(true)
+        .with_counter(true)
+        .with_latch(true)
+}
+
+/// Connects to the NATS servers a `nats://` or `tls://` URL names and returns a
+/// [`Coordinator`] over them.
+///
+/// # Errors
+/// [`distsync_core::Error::InvalidUrl`] for a bad URL (its password redacted), or
+/// [`NatsBackend::connect`]'s.
+///
+/// # Cancel safety
+/// Dropping the future drops the half-made connection; nothing is held yet.
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(backend(url).await?))
+}
+
+/// The [`NatsBackend`] for a `nats://` or `tls://` URL.
+///
+/// # Errors
+/// As [`connect`].
+///
+/// # Cancel safety
+/// As [`connect`].
+pub async fn backend(url: &str) -> Result<NatsBackend> {
+    NatsBackend::connect(url.parse()?).await
+}

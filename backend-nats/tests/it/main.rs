@@ -1,0 +1,1 @@
+//! The integration tests of this crate as one test binary, a module per concern.
