@@ -179,4 +179,23 @@ mod tests {
         assert!(parse_version("3.0.0").unwrap() >= MIN_SERVER_VERSION);
         assert_eq!(parse_version("dev"), None);
     }
+
+    #[test]
+    fn an_old_server_or_one_without_jetstream_is_refused_with_a_typed_error() {
+        let server = |version: &str, jetstream| async_nats::ServerInfo {
+            version: version.to_owned(),
+            jetstream,
+            ..async_nats::ServerInfo::default()
+        };
+        assert!(check_server(&server("2.12.0", true)).is_ok());
+        assert!(check_server(&server("2.15.1", true)).is_ok());
+        for (version, jetstream) in [("2.11.9", true), ("2.9.25", true), ("2.15.1", false)] {
+            match check_server(&server(version, jetstream)) {
+                Err(Error::Unsupported { operation, .. }) => {
+                    assert!(operation.contains(version), "{operation}")
+                }
+                other => panic!("{version}: {other:?}"),
+            }
+        }
+    }
 }
