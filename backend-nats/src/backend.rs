@@ -146,6 +146,17 @@ impl Backend for NatsBackend {
         )))
     }
 
+    /// A holder key that fair contenders take for the head of their line, and a wait
+    /// line of its own (see `src/unfair_lock.rs`).
+    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::unfair_lock::NatsUnfairLocker::new(
+            session.clone(),
+            lease,
+            name,
+        )))
+    }
+
     fn election(&self, _session: &Session, _name: Name) -> Result<Box<dyn Election>> {
         Err(Error::unsupported(BACKEND, "the election"))
     }

@@ -13,8 +13,11 @@ use distsync_core::Name;
 /// The kinds of key, each the first token of its keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// A fair lock's contenders: `lock.<name>.q.<session>.<n>`.
+    /// A fair lock's contenders, `lock.<name>.q.<session>.<n>`, and an unfair lock's
+    /// holder, `lock.<name>.q.holder`.
     Lock,
+    /// An unfair lock's wait line: `unfair.<name>.q.<session>.<n>`.
+    UnfairWait,
     /// A counter's value: `counter.<name>`.
     Counter,
     /// A latch's initial and remaining count: `latch.<name>`.
@@ -25,12 +28,19 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every kind, for listings of a name's keys.
-    pub(crate) const ALL: [Kind; 4] = [Kind::Lock, Kind::Counter, Kind::Latch, Kind::Stm];
+    pub(crate) const ALL: [Kind; 5] = [
+        Kind::Lock,
+        Kind::UnfairWait,
+        Kind::Counter,
+        Kind::Latch,
+        Kind::Stm,
+    ];
 
     /// The first token of the kind's keys.
     pub(crate) fn token(self) -> &'static str {
         match self {
             Kind::Lock => "lock",
+            Kind::UnfairWait => "unfair",
             Kind::Counter => "counter",
             Kind::Latch => "latch",
             Kind::Stm => "stm",
@@ -102,6 +112,26 @@ pub(crate) fn contender(line: &str, session: u64, n: u64) -> String {
 /// The filter of every contender key of `session`, whatever the primitive.
 pub(crate) fn of_session(session: u64) -> String {
     format!("*.*.q.{session:016x}.*")
+}
+
+/// The filter of every unfair lock's holder key.
+pub(crate) const UNFAIR_HOLDERS: &str = "lock.*.q.holder";
+
+/// The key of the unfair lock `name`'s holder: in the fair lock's line, where every
+/// fair contender takes it for the head (see `src/unfair_lock.rs`).
+pub(crate) fn unfair_holder(name: &Name) -> String {
+    format!("{}.holder", line(Kind::Lock, name))
+}
+
+/// Whether `key` is an unfair lock's holder key.
+pub(crate) fn is_unfair_holder(key: &str) -> bool {
+    key.starts_with("lock.") && key.ends_with(".q.holder")
+}
+
+/// The value of a key taken by a contender of `session` (its `n`th): what tells
+/// whose a shared key (an unfair lock's holder) is.
+pub(crate) fn owner_value(session: u64, n: u64) -> String {
+    format!("{session:016x}.{n}")
 }
 
 /// The name a key belongs to (its second token, unescaped), if it is one of ours.

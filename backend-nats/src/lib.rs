@@ -57,13 +57,18 @@
 //!   waiter watches only its predecessor (one wake-up per release), a release purges
 //!   the key with a compare. A guarded write (`put_if_held`) is one message whose
 //!   compare points at the holder's key.
+//! * **The unfair lock** (see `src/unfair_lock.rs`) is a holder key in the fair
+//!   lock's line, which fair contenders take for its head, so the two exclude each
+//!   other; a take is a create with a compare and a listing, and holds only when the
+//!   fair line is otherwise empty. Takes that lose wait in a line of their own where
+//!   only the head asks again, woken by any key of the fair line ending.
 //! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
 //!   compare-and-set on its sequence; a latch's waiters watch its key.
 //! * **Purging a prefix** purges the live keys of the names under it (see
 //!   `src/purge.rs`).
 //!
 //! Not built yet, and declared so in [`capabilities()`] (each answers
-//! [`distsync_core::Error::Unsupported`]): the unfair lock, the election, the
+//! [`distsync_core::Error::Unsupported`]): the election, the
 //! read-write lock, the semaphore, queues, barriers, STM, the rate limiter, status,
 //! export and breaking a lock.
 //!
@@ -95,6 +100,7 @@ mod purge;
 mod session;
 mod shared;
 mod store;
+mod unfair_lock;
 
 use std::time::Duration;
 
@@ -113,7 +119,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// What this backend offers and claims, each measured by the conformance suite.
 ///
-/// The fair lock, with fencing tokens (the holder key's stream sequence, which only
+/// The fair lock and the unfair lock, with fencing tokens (the holder key's stream sequence, which only
 /// grows) and FIFO waiters; `lost()` when a renewal is refused (the store ended the
 /// session); `stalled_holder_expires` and `partition_safe`: a holder that stops
 /// renewing loses its keys a TTL after its last renewal reached the server, never
@@ -131,6 +137,7 @@ pub fn capabilities() -> Capabilities {
         .with_lock(true)
         .with_fencing(true)
         .with_fifo_waiters(true)
+        .with_unfair_lock(true)
         .with_lost_notification(true)
         .with_stalled_holder_expires(true)
         .with_partition_safe(true)

@@ -72,11 +72,11 @@ pub(crate) struct NatsLocker {
 
 /// A contender in line: its key and token. Dropped while armed (a cancelled wait),
 /// it purges its key in the background.
-struct Contender {
-    lease: Arc<LeaseInner>,
-    key: String,
-    token: u64,
-    armed: bool,
+pub(crate) struct Contender {
+    pub(crate) lease: Arc<LeaseInner>,
+    pub(crate) key: String,
+    pub(crate) token: u64,
+    pub(crate) armed: bool,
 }
 
 impl Drop for Contender {
@@ -95,16 +95,21 @@ impl Drop for Contender {
     }
 }
 
-/// A live contender of a listing: its token and key.
-fn contenders(entries: Vec<Entry>) -> Vec<(u64, String)> {
+/// The live contenders of a listing, in line: by token, an unfair lock's holder key
+/// first (see `src/unfair_lock.rs`).
+pub(crate) fn contenders(entries: Vec<Entry>) -> Vec<(u64, String)> {
     let mut line: Vec<(u64, String)> = entries
         .into_iter()
         .filter(Entry::live)
         .map(|entry| {
-            let token = entry
-                .header(CREATE_HEADER)
-                .and_then(|create| create.parse().ok())
-                .unwrap_or(entry.seq);
+            let token = if keys::is_unfair_holder(&entry.key) {
+                0
+            } else {
+                entry
+                    .header(CREATE_HEADER)
+                    .and_then(|create| create.parse().ok())
+                    .unwrap_or(entry.seq)
+            };
             (token, entry.key)
         })
         .collect();
@@ -177,24 +182,11 @@ impl NatsLocker {
                 let Some(before) = self.place(contender, &line)? else {
                     return Ok(true);
                 };
-                let mut events = self.lease.shared.store.watch(&before, last + 1).await?;
-                let safety_net = tokio::time::sleep(SAFETY_NET);
-                tokio::pin!(safety_net);
-                loop {
-                    tokio::select! {
-                        () = self.lease.lost() => return Err(Error::SessionLost),
-                        () = &mut safety_net => return Ok(false),
-                        event = events.next() => match event {
-                            Some(Ok(entry)) if entry.live() => {} // a renewal
-                            Some(Ok(_)) => {
-                                self.wakeups.fetch_add(1, Ordering::Relaxed);
-                                return Ok(false);
-                            }
-                            Some(Err(error)) => return Err(error),
-                            None => return Ok(false),
-                        },
-                    }
+                let woken = gone_after(&self.lease, &before, last).await?;
+                if woken {
+                    self.wakeups.fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(false)
             };
             match attempt.await {
                 Ok(true) => return Ok(()),
@@ -214,21 +206,57 @@ impl NatsLocker {
     fn grant(&self, mut contender: Contender) -> LockGuard {
         contender.armed = false;
         let key = std::mem::take(&mut contender.key);
-        let lease = Arc::clone(&self.lease);
-        let released = key.clone();
-        let guard = lock_guard(
-            key.clone(),
-            FencingToken(contender.token),
-            &self.session,
-            Box::new(move || Box::pin(async move { lease.release(&released).await })),
-        );
-        with_guarded_write(
-            guard,
-            Arc::new(HeldWrite {
-                lease: Arc::clone(&self.lease),
-                key,
-            }),
-        )
+        hold_guard(&self.session, &self.lease, key, contender.token)
+    }
+}
+
+/// The guard of the hold of `key`, granted with `token`: released by purging the
+/// key, with its guarded write.
+pub(crate) fn hold_guard(
+    session: &Session,
+    lease: &Arc<LeaseInner>,
+    key: String,
+    token: u64,
+) -> LockGuard {
+    let releasing = Arc::clone(lease);
+    let released = key.clone();
+    let guard = lock_guard(
+        key.clone(),
+        FencingToken(token),
+        session,
+        Box::new(move || Box::pin(async move { releasing.release(&released).await })),
+    );
+    with_guarded_write(
+        guard,
+        Arc::new(HeldWrite {
+            lease: Arc::clone(lease),
+            key,
+        }),
+    )
+}
+
+/// Waits until a key matching `filter` ends (a purge, a delete, or the marker of an
+/// expired TTL) after the stream sequence `last`; puts (renewals) are ignored.
+/// `Ok(true)` when one ended, `Ok(false)` after [`SAFETY_NET`] or when the watch
+/// ended without one: the caller lists again either way.
+///
+/// # Errors
+/// [`Error::SessionLost`] once the session is lost; the store's error.
+pub(crate) async fn gone_after(lease: &LeaseInner, filter: &str, last: u64) -> Result<bool> {
+    let mut events = lease.shared.store.watch(filter, last + 1).await?;
+    let safety_net = tokio::time::sleep(SAFETY_NET);
+    tokio::pin!(safety_net);
+    loop {
+        tokio::select! {
+            () = lease.lost() => return Err(Error::SessionLost),
+            () = &mut safety_net => return Ok(false),
+            event = events.next() => match event {
+                Some(Ok(entry)) if entry.live() => {}
+                Some(Ok(_)) => return Ok(true),
+                Some(Err(error)) => return Err(error),
+                None => return Ok(false),
+            },
+        }
     }
 }
 
@@ -265,9 +293,9 @@ impl Locker for NatsLocker {
 
 /// A hold's guarded write: the STM key written only while the holder's key is at
 /// the sequence the session last wrote it at.
-struct HeldWrite {
-    lease: Arc<LeaseInner>,
-    key: String,
+pub(crate) struct HeldWrite {
+    pub(crate) lease: Arc<LeaseInner>,
+    pub(crate) key: String,
 }
 
 #[async_trait]

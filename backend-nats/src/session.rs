@@ -149,18 +149,41 @@ impl LeaseInner {
 
     /// Creates `key` holding `value` with the session's TTL, only if it has no
     /// message, and records it for renewal. Returns its sequence: its create sequence.
-    /// A create whose answer was lost is looked for and taken if it landed.
+    /// For a key fresh to this call, which nobody else writes.
     ///
     /// # Errors
     /// [`Error::SessionLost`] once the session is over; the store's error.
     pub(crate) async fn create(&self, key: &str, value: Bytes) -> Result<u64> {
+        self.create_at(key, value, 0).await?.ok_or_else(|| {
+            Error::backend(
+                BACKEND,
+                format!("the fresh key {key} already had a message"),
+            )
+        })
+    }
+
+    /// Creates `key` holding `value` with the session's TTL if its last sequence is
+    /// still `expected` (0: no message; else the tombstone left by its last holder),
+    /// and records it for renewal. Returns its create sequence, or `None` when
+    /// someone else wrote the key first. A create whose answer was lost is looked for
+    /// and taken if it landed (the key then holds `value`, which names the call).
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once the session is over; the store's error.
+    pub(crate) async fn create_at(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<Option<u64>> {
         let store = &self.shared.store;
         let mut retry = distsync_core::raw::WaitRetry::new("creating a key");
+        let mut sent = false;
         loop {
             if self.is_over() {
                 return Err(Error::SessionLost);
             }
-            let write = Write::put(key, value.clone()).if_at(0).ttl(self.ttl);
+            let write = Write::put(key, value.clone()).if_at(expected).ttl(self.ttl);
             let answer = match store.publish(write).await {
                 Ok(answer) => answer.compared(),
                 Err(error) => Err(error),
@@ -168,18 +191,13 @@ impl LeaseInner {
             let seq = match answer {
                 Ok(Some(seq)) => seq,
                 Ok(None) => match store.last(key).await? {
-                    // An earlier attempt of ours landed and its answer was lost: the
-                    // key is fresh per attempt, so nobody else writes it.
-                    Some(entry) if entry.live() => entry.seq,
-                    _ => {
-                        return Err(Error::backend(
-                            BACKEND,
-                            format!("the fresh key {key} already had a message"),
-                        ))
-                    }
+                    // An earlier attempt of ours landed and its answer was lost.
+                    Some(entry) if sent && entry.live() && entry.value == value => entry.seq,
+                    _ => return Ok(None),
                 },
                 Err(error) => match retry.failed(&error) {
                     Some(pause) => {
+                        sent = true;
                         tokio::select! {
                             () = self.lost() => return Err(Error::SessionLost),
                             () = tokio::time::sleep(pause) => continue,
@@ -191,7 +209,7 @@ impl LeaseInner {
             let mut keys = self.keys.lock().await;
             if self.is_over() {
                 drop(keys);
-                self.purge(key, None).await;
+                self.purge(key, Some(seq)).await;
                 return Err(Error::SessionLost);
             }
             keys.insert(
@@ -202,7 +220,7 @@ impl LeaseInner {
                     create: seq,
                 },
             );
-            return Ok(seq);
+            return Ok(Some(seq));
         }
     }
 
@@ -352,24 +370,37 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
 }
 
 /// Ends the session `id` of another process (or of this one, dropped): purges every
-/// key that carries its id, its own key included.
+/// key that carries its id (its own key and its contender keys), and the unfair lock
+/// holder keys whose value names it.
 ///
 /// # Errors
 /// The store's error (some keys may be purged already).
 pub(crate) async fn revoke_elsewhere(shared: &Shared, id: u64) -> Result<()> {
     let store = &shared.store;
-    let filters = [keys::of_session(id), format!("session.{id:016x}")];
+    let owner = format!("{id:016x}.");
+    let filters = [
+        keys::of_session(id),
+        format!("session.{id:016x}"),
+        keys::UNFAIR_HOLDERS.to_owned(),
+    ];
     let (entries, _) = store.list(&filters).await?;
-    for entry in entries.into_iter().filter(|entry| entry.live()) {
-        let write = Write::purge(entry.key.as_str())
-            .if_at(entry.seq)
-            .ttl(TOMBSTONE_TTL);
-        if store.publish(write).await?.compared()?.is_none() {
-            // Renewed meanwhile: purge whatever is there now.
-            store
-                .publish(Write::purge(entry.key.as_str()).ttl(TOMBSTONE_TTL))
-                .await?
-                .compared()?;
+    let ours = |entry: &crate::store::Entry| {
+        entry.live()
+            && (!keys::is_unfair_holder(&entry.key) || entry.value.starts_with(owner.as_bytes()))
+    };
+    for mut entry in entries {
+        while ours(&entry) {
+            let write = Write::purge(entry.key.as_str())
+                .if_at(entry.seq)
+                .ttl(TOMBSTONE_TTL);
+            if store.publish(write).await?.compared()?.is_some() {
+                break;
+            }
+            // Renewed meanwhile: purge it at its new sequence, if still the session's.
+            match store.last(&entry.key).await? {
+                Some(now) => entry = now,
+                None => break,
+            }
         }
     }
     Ok(())
