@@ -157,8 +157,13 @@ impl Backend for NatsBackend {
         )))
     }
 
-    fn election(&self, _session: &Session, _name: Name) -> Result<Box<dyn Election>> {
-        Err(Error::unsupported(BACKEND, "the election"))
+    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::election::NatsElection::new(
+            session.clone(),
+            lease,
+            name,
+        )))
     }
 
     fn rwlock(&self, _session: &Session, _name: Name) -> Result<Box<dyn RwLock>> {

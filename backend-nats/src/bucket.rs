@@ -8,7 +8,8 @@
 //!   which is what wakes the key's waiters (kept [`MARKER_TTL`]);
 //! * `allow_atomic`: atomic batches, for guarded writes and a session's release;
 //! * `allow_direct`: direct gets, for reads and listings;
-//! * `allow_rollup_hdrs`: purges, for releases.
+//! * `allow_rollup_hdrs`: purges, for releases;
+//! * `max_msgs_per_subject` = [`HISTORY`]: revisions kept per key, for watchers.
 //!
 //! A bucket made by other tools (the `nats` CLI makes neither TTLs nor atomic batches
 //! by default) lacks some of them; it is refused with
@@ -34,8 +35,11 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 12);
 /// after any break anyway.
 pub const MARKER_TTL: Duration = Duration::from_secs(60);
 
-/// Revisions kept per key; reads need only the last.
-const HISTORY: i64 = 1;
+/// Revisions kept per key. Reads need only the last, but a watcher is delivered a
+/// message only while the stream still keeps it: an election's observer that falls
+/// behind a leader's proclaims by more than this skips the older ones (it still sees
+/// the newest, in order).
+pub const HISTORY: i64 = 16;
 
 /// Checks the server's version (from its `INFO`): [`Error::Unsupported`] below
 /// [`MIN_SERVER_VERSION`] or without JetStream.

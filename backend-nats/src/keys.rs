@@ -16,6 +16,8 @@ pub(crate) enum Kind {
     /// A fair lock's contenders, `lock.<name>.q.<session>.<n>`, and an unfair lock's
     /// holder, `lock.<name>.q.holder`.
     Lock,
+    /// An election's candidates: `election.<name>.q.<session>.<n>`.
+    Election,
     /// An unfair lock's wait line: `unfair.<name>.q.<session>.<n>`.
     UnfairWait,
     /// A counter's value: `counter.<name>`.
@@ -28,8 +30,9 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every kind, for listings of a name's keys.
-    pub(crate) const ALL: [Kind; 5] = [
+    pub(crate) const ALL: [Kind; 6] = [
         Kind::Lock,
+        Kind::Election,
         Kind::UnfairWait,
         Kind::Counter,
         Kind::Latch,
@@ -41,6 +44,7 @@ impl Kind {
         match self {
             Kind::Lock => "lock",
             Kind::UnfairWait => "unfair",
+            Kind::Election => "election",
             Kind::Counter => "counter",
             Kind::Latch => "latch",
             Kind::Stm => "stm",

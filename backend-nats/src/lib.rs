@@ -62,13 +62,17 @@
 //!   other; a take is a create with a compare and a listing, and holds only when the
 //!   fair line is otherwise empty. Takes that lose wait in a line of their own where
 //!   only the head asks again, woken by any key of the fair line ending.
+//! * **The election** (see `src/election.rs`) is the lock's protocol in a line of
+//!   its own, the candidate's value in its key, the term the leader key's create
+//!   sequence; a proclaim rewrites the leader's key with a compare; `observe()`
+//!   follows the line's messages from one listing on.
 //! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
 //!   compare-and-set on its sequence; a latch's waiters watch its key.
 //! * **Purging a prefix** purges the live keys of the names under it (see
 //!   `src/purge.rs`).
 //!
 //! Not built yet, and declared so in [`capabilities()`] (each answers
-//! [`distsync_core::Error::Unsupported`]): the election, the
+//! [`distsync_core::Error::Unsupported`]): the
 //! read-write lock, the semaphore, queues, barriers, STM, the rate limiter, status,
 //! export and breaking a lock.
 //!
@@ -92,6 +96,7 @@ mod bucket;
 mod config;
 mod counter;
 mod driver;
+mod election;
 mod error;
 mod facts;
 mod keys;
@@ -107,7 +112,7 @@ use std::time::Duration;
 use distsync_core::{Capabilities, Coordinator, Result};
 
 pub use backend::NatsBackend;
-pub use bucket::{MARKER_TTL, MIN_SERVER_VERSION};
+pub use bucket::{HISTORY, MARKER_TTL, MIN_SERVER_VERSION};
 pub use config::{NatsConfig, DEFAULT_BUCKET};
 pub use driver::DRIVER;
 
@@ -119,7 +124,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// What this backend offers and claims, each measured by the conformance suite.
 ///
-/// The fair lock and the unfair lock, with fencing tokens (the holder key's stream sequence, which only
+/// The fair lock, the unfair lock and the election, with fencing tokens (the holder key's stream sequence, which only
 /// grows) and FIFO waiters; `lost()` when a renewal is refused (the store ended the
 /// session); `stalled_holder_expires` and `partition_safe`: a holder that stops
 /// renewing loses its keys a TTL after its last renewal reached the server, never
@@ -138,6 +143,7 @@ pub fn capabilities() -> Capabilities {
         .with_fencing(true)
         .with_fifo_waiters(true)
         .with_unfair_lock(true)
+        .with_election(true)
         .with_lost_notification(true)
         .with_stalled_holder_expires(true)
         .with_partition_safe(true)

@@ -119,7 +119,18 @@ pub(crate) fn contenders(entries: Vec<Entry>) -> Vec<(u64, String)> {
 
 impl NatsLocker {
     pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        let line = keys::line(Kind::Lock, &name);
+        Self::in_line(session, lease, name, Kind::Lock)
+    }
+
+    /// A line of contenders of `kind` (an election's candidates run the lock's
+    /// protocol in a line of their own).
+    pub(crate) fn in_line(
+        session: Session,
+        lease: Arc<LeaseInner>,
+        name: Name,
+        kind: Kind,
+    ) -> Self {
+        let line = keys::line(kind, &name);
         Self {
             session,
             lease,
@@ -129,8 +140,13 @@ impl NatsLocker {
         }
     }
 
+    /// The line, `<kind>.<name>.q`.
+    pub(crate) fn line(&self) -> &str {
+        &self.line
+    }
+
     /// The line's live contenders by token, and the stream sequence it was read at.
-    async fn listing(&self) -> Result<(Vec<(u64, String)>, u64)> {
+    pub(crate) async fn listing(&self) -> Result<(Vec<(u64, String)>, u64)> {
         let (entries, last) = self
             .lease
             .shared
@@ -142,11 +158,16 @@ impl NatsLocker {
 
     /// Step 1: a fresh contender key in the line.
     async fn enter(&self) -> Result<Contender> {
+        self.enter_with(Bytes::new()).await
+    }
+
+    /// Step 1: a fresh contender key in the line, holding `value`.
+    pub(crate) async fn enter_with(&self, value: Bytes) -> Result<Contender> {
         if self.session.is_lost() {
             return Err(Error::SessionLost);
         }
         let key = keys::contender(&self.line, self.lease.id, self.lease.next_number());
-        let token = self.lease.create(&key, Bytes::new()).await?;
+        let token = self.lease.create(&key, value).await?;
         Ok(Contender {
             lease: Arc::clone(&self.lease),
             key,
@@ -174,7 +195,7 @@ impl NatsLocker {
     }
 
     /// Step 2: waits until `contender` heads the line.
-    async fn wait(&self, contender: &Contender) -> Result<()> {
+    pub(crate) async fn wait(&self, contender: &Contender) -> Result<()> {
         let mut retry = WaitRetry::new("the lock");
         loop {
             let attempt = async {

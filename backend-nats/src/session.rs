@@ -276,6 +276,31 @@ impl LeaseInner {
         Ok(Some(answer))
     }
 
+    /// Rewrites the held `key` with `value` (a compare on the sequence the session last
+    /// wrote, keeping its TTL and create sequence); `Ok(false)` when the session does
+    /// not hold it or the server ended it.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub(crate) async fn rewrite(&self, key: &str, value: Bytes) -> Result<bool> {
+        let mut keys = self.keys.lock().await;
+        let Some(held) = keys.get_mut(key) else {
+            return Ok(false);
+        };
+        let write = Write::put(key, value.clone())
+            .if_at(held.seq)
+            .ttl(self.ttl)
+            .header(CREATE_HEADER, &held.create.to_string());
+        match self.shared.store.publish(write).await?.compared()? {
+            Some(seq) => {
+                held.seq = seq;
+                held.value = value;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Ends the session in the store: purges every key it holds, in one atomic batch
     /// (each purge compared with the sequence the session last wrote), so that its
     /// waiters see every hold end at once; should a key have ended already, which

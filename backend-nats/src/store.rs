@@ -393,22 +393,21 @@ impl Store {
     }
 
     /// Every message of the keys matching `filter` from the sequence `from` on, in
-    /// order, through an ordered consumer (remade by the client after a gap).
+    /// order, through an ordered consumer (remade by the client after a gap), deleted
+    /// when the [`Watch`] is dropped.
     ///
     /// # Errors
     /// The store's error.
-    pub(crate) async fn watch(
-        &self,
-        filter: &str,
-        from: u64,
-    ) -> Result<impl futures::Stream<Item = Result<Entry>> + Send + use<>> {
+    pub(crate) async fn watch(&self, filter: &str, from: u64) -> Result<Watch> {
         let stream = timed(
             self.request_timeout,
             self.jetstream.get_stream_no_info(&self.stream),
         )
         .await?
         .map_err(|error| Error::backend(BACKEND, error))?;
+        let name = format!("ds_{}", distsync_core::raw::call_id());
         let config = OrderedConfig {
+            name: Some(name.clone()),
             filter_subject: self.subject(filter),
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: from.max(1),
@@ -422,7 +421,7 @@ impl Store {
             .await?
             .map_err(|error| Error::backend(BACKEND, error))?;
         let store = self.clone();
-        Ok(messages.map(move |message| {
+        let entries = messages.map(move |message| {
             let message = message.map_err(|error| Error::backend(BACKEND, error))?;
             let seq = message
                 .info()
@@ -437,7 +436,12 @@ impl Store {
                 value: message.payload,
                 headers: message.headers,
             })
-        }))
+        });
+        Ok(Watch {
+            entries: entries.boxed(),
+            stream,
+            name,
+        })
     }
 
     /// The direct get subject of the stream.
@@ -473,6 +477,40 @@ impl Store {
             value: answer.payload,
             headers: answer.headers,
         })
+    }
+}
+
+/// The messages of a watch ([`Store::watch`]). Dropped, it deletes its consumer on
+/// the server in the background, rather than leave it to the consumer's inactivity
+/// threshold (30 s), which a busy lock would outrun: a stream takes a bounded number
+/// of consumers.
+pub(crate) struct Watch {
+    entries: futures::stream::BoxStream<'static, Result<Entry>>,
+    stream: async_nats::jetstream::stream::Stream<()>,
+    name: String,
+}
+
+impl futures::Stream for Watch {
+    type Item = Result<Entry>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.entries.poll_next_unpin(cx)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let (stream, name) = (self.stream.clone(), std::mem::take(&mut self.name));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = stream.delete_consumer(&name).await {
+                    tracing::debug!(consumer = name, %error, "deleting a watch's consumer failed; it expires when inactive");
+                }
+            });
+        }
     }
 }
 
