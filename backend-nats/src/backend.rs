@@ -187,8 +187,10 @@ impl Backend for NatsBackend {
         Err(Error::unsupported(BACKEND, "the double barrier"))
     }
 
+    /// Reads at a stream sequence, a commit one atomic batch of compares and writes
+    /// (see `src/stm.rs`).
     fn stm(&self) -> Result<Stm> {
-        Err(Error::unsupported(BACKEND, "STM"))
+        Ok(Stm::new(Arc::new(crate::stm::NatsStm::new(&self.shared))))
     }
 
     fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {

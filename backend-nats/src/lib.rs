@@ -66,6 +66,10 @@
 //!   its own, the candidate's value in its key, the term the leader key's create
 //!   sequence; a proclaim rewrites the leader's key with a compare; `observe()`
 //!   follows the line's messages from one listing on.
+//! * **STM** (see `src/stm.rs`): the serializable levels read as of the stream
+//!   sequence of their first read (a batched direct get with `up_to_seq`); a commit
+//!   is one atomic batch, each key written compared with the sequence it was read
+//!   at, each key only read checked by a scratch message whose compare points at it.
 //! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
 //!   compare-and-set on its sequence; a latch's waiters watch its key.
 //! * **Purging a prefix** purges the live keys of the names under it (see
@@ -73,7 +77,7 @@
 //!
 //! Not built yet, and declared so in [`capabilities()`] (each answers
 //! [`distsync_core::Error::Unsupported`]): the
-//! read-write lock, the semaphore, queues, barriers, STM, the rate limiter, status,
+//! read-write lock, the semaphore, queues, barriers, the rate limiter, status,
 //! export and breaking a lock.
 //!
 //! ## Durability
@@ -104,6 +108,7 @@ mod lock;
 mod purge;
 mod session;
 mod shared;
+mod stm;
 mod store;
 mod unfair_lock;
 
@@ -128,14 +133,15 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// grows) and FIFO waiters; `lost()` when a renewal is refused (the store ended the
 /// session); `stalled_holder_expires` and `partition_safe`: a holder that stops
 /// renewing loses its keys a TTL after its last renewal reached the server, never
-/// before its client-side deadline. Counters and latches.
+/// before its client-side deadline. STM at all four levels and guarded writes
+/// (`put_if_held`: a write whose compare points at the holder's key). Counters and
+/// latches.
 ///
 /// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
 /// interval acknowledges writes before they are on disk, see the crate docs),
 /// `linearizable` and `survives_failover` (reads are direct gets, which a cluster's
-/// followers may answer stale; failover is not measured yet), guarded writes (built,
-/// but the conformance case reads the written key through STM, which this backend
-/// does not offer yet), and every primitive not built (see the crate docs).
+/// followers may answer stale; failover is not measured yet), and every primitive not
+/// built (see the crate docs).
 pub fn capabilities() -> Capabilities {
     Capabilities::none(BACKEND)
         .with_min_session_ttl(MIN_SESSION_TTL)
@@ -147,6 +153,11 @@ pub fn capabilities() -> Capabilities {
         .with_lost_notification(true)
         .with_stalled_holder_expires(true)
         .with_partition_safe(true)
+        .with_guarded_writes(true)
+        .with_stm_serializable_snapshot(true)
+        .with_stm_serializable(true)
+        .with_stm_repeatable_reads(true)
+        .with_stm_read_committed(true)
         .with_counter(true)
         .with_latch(true)
 }

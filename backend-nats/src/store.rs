@@ -36,8 +36,10 @@ const ROLLUP: &str = "Nats-Rollup";
 /// A direct get's answer: the message's subject and sequence.
 const SUBJECT: &str = "Nats-Subject";
 const SEQUENCE: &str = "Nats-Sequence";
-/// The end of a batched direct get: the stream's last sequence when it was read.
-const LAST_SEQUENCE: &str = "Nats-Last-Sequence";
+/// The end of a batched direct get: the stream sequence the answer is as of (the
+/// stream's last sequence when it was read, or the `up_to_seq` asked). Not
+/// `Nats-Last-Sequence`, which is the last sequence among the messages returned.
+const UP_TO_SEQUENCE: &str = "Nats-UpTo-Sequence";
 /// How many answers a batched direct get left out.
 const NUM_PENDING: &str = "Nats-Num-Pending";
 
@@ -326,6 +328,23 @@ impl Store {
     /// # Errors
     /// The store's error; [`Error::Backend`] for more than `MOST_LISTED` keys.
     pub(crate) async fn list(&self, filters: &[String]) -> Result<(Vec<Entry>, u64)> {
+        self.list_at(filters, None).await
+    }
+
+    /// [`Store::list`] as of the stream sequence `up_to` (the latest with `None`): a
+    /// key's last message at or below it. A key rewritten more than [`HISTORY`] times
+    /// since `up_to` has no message left there and is missing from the answer, which a
+    /// caller must check against the key's current sequence.
+    ///
+    /// [`HISTORY`]: crate::HISTORY
+    ///
+    /// # Errors
+    /// As [`Store::list`].
+    pub(crate) async fn list_at(
+        &self,
+        filters: &[String],
+        up_to: Option<u64>,
+    ) -> Result<(Vec<Entry>, u64)> {
         let inbox = self.client.new_inbox();
         let mut answers = self
             .client
@@ -333,7 +352,10 @@ impl Store {
             .await
             .map_err(|error| Error::connection(BACKEND, error))?;
         let subjects: Vec<String> = filters.iter().map(|f| self.subject(f)).collect();
-        let request = serde_json::json!({ "multi_last": subjects, "batch": MOST_LISTED });
+        let mut request = serde_json::json!({ "multi_last": subjects, "batch": MOST_LISTED });
+        if let Some(up_to) = up_to {
+            request["up_to_seq"] = up_to.into();
+        }
         self.client
             .publish_with_reply(self.direct_get(), inbox, request.to_string().into())
             .await
@@ -351,7 +373,11 @@ impl Store {
             match answer.status {
                 Some(StatusCode::NOT_FOUND) => {
                     // No key matches: the stream's last sequence from its info.
-                    return Ok((entries, self.last_sequence().await?));
+                    let last = match up_to {
+                        Some(up_to) => up_to,
+                        None => self.last_sequence().await?,
+                    };
+                    return Ok((entries, last));
                 }
                 Some(StatusCode::NO_RESPONDERS) => {
                     return Err(Error::connection(BACKEND, "jetstream did not answer"));
@@ -368,7 +394,7 @@ impl Store {
                             format!("more than {MOST_LISTED} keys match {filters:?}"),
                         ));
                     }
-                    let last = header(LAST_SEQUENCE).ok_or_else(|| {
+                    let last = header(UP_TO_SEQUENCE).ok_or_else(|| {
                         Error::backend(BACKEND, "a listing's end without its sequence")
                     })?;
                     return Ok((entries, last));
