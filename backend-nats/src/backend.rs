@@ -208,6 +208,22 @@ impl Backend for NatsBackend {
         )))
     }
 
+    /// The lock's line, the first `permits` live keys hold (see `src/semaphore.rs`).
+    fn semaphore(
+        &self,
+        session: &Session,
+        name: Name,
+        permits: NonZeroUsize,
+    ) -> Result<Box<dyn distsync_core::Semaphore>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::semaphore::NatsSemaphore::new(
+            session.clone(),
+            lease,
+            name,
+            permits,
+        )))
+    }
+
     async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
         crate::purge::count_prefix(&self.shared, prefix).await
     }

@@ -18,6 +18,8 @@ pub(crate) enum Kind {
     Lock,
     /// An election's candidates: `election.<name>.q.<session>.<n>`.
     Election,
+    /// A semaphore's acquirers: `semaphore.<name>.q.<session>.<n>`.
+    Semaphore,
     /// An unfair lock's wait line: `unfair.<name>.q.<session>.<n>`.
     UnfairWait,
     /// A counter's value: `counter.<name>`.
@@ -30,9 +32,10 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every kind, for listings of a name's keys.
-    pub(crate) const ALL: [Kind; 6] = [
+    pub(crate) const ALL: [Kind; 7] = [
         Kind::Lock,
         Kind::Election,
+        Kind::Semaphore,
         Kind::UnfairWait,
         Kind::Counter,
         Kind::Latch,
@@ -45,6 +48,7 @@ impl Kind {
             Kind::Lock => "lock",
             Kind::UnfairWait => "unfair",
             Kind::Election => "election",
+            Kind::Semaphore => "semaphore",
             Kind::Counter => "counter",
             Kind::Latch => "latch",
             Kind::Stm => "stm",

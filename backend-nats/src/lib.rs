@@ -66,6 +66,8 @@
 //!   its own, the candidate's value in its key, the term the leader key's create
 //!   sequence; a proclaim rewrites the leader's key with a compare; `observe()`
 //!   follows the line's messages from one listing on.
+//! * **The semaphore** (see `src/semaphore.rs`) is the lock's line in which the
+//!   first `permits` live keys hold; a waiter watches the whole line.
 //! * **STM** (see `src/stm.rs`): the serializable levels read as of the stream
 //!   sequence of their first read (a batched direct get with `up_to_seq`); a commit
 //!   is one atomic batch, each key written compared with the sequence it was read
@@ -77,7 +79,7 @@
 //!
 //! Not built yet, and declared so in [`capabilities()`] (each answers
 //! [`distsync_core::Error::Unsupported`]): the
-//! read-write lock, the semaphore, queues, barriers, the rate limiter, status,
+//! read-write lock, queues, barriers, the rate limiter, status,
 //! export and breaking a lock.
 //!
 //! ## Durability
@@ -106,6 +108,7 @@ mod facts;
 mod keys;
 mod lock;
 mod purge;
+mod semaphore;
 mod session;
 mod shared;
 mod stm;
@@ -129,7 +132,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// What this backend offers and claims, each measured by the conformance suite.
 ///
-/// The fair lock, the unfair lock and the election, with fencing tokens (the holder key's stream sequence, which only
+/// The fair lock, the unfair lock, the election and the semaphore, with fencing tokens (the holder key's stream sequence, which only
 /// grows) and FIFO waiters; `lost()` when a renewal is refused (the store ended the
 /// session); `stalled_holder_expires` and `partition_safe`: a holder that stops
 /// renewing loses its keys a TTL after its last renewal reached the server, never
@@ -150,6 +153,7 @@ pub fn capabilities() -> Capabilities {
         .with_fifo_waiters(true)
         .with_unfair_lock(true)
         .with_election(true)
+        .with_semaphore(true)
         .with_lost_notification(true)
         .with_stalled_holder_expires(true)
         .with_partition_safe(true)
