@@ -166,8 +166,13 @@ impl Backend for NatsBackend {
         )))
     }
 
-    fn rwlock(&self, _session: &Session, _name: Name) -> Result<Box<dyn RwLock>> {
-        Err(Error::unsupported(BACKEND, "the read-write lock"))
+    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::rwlock::NatsRwLock::new(
+            session.clone(),
+            lease,
+            name,
+        )))
     }
 
     fn queue(&self, _name: Name) -> Result<Box<dyn Queue>> {

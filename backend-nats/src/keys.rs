@@ -20,6 +20,8 @@ pub(crate) enum Kind {
     Election,
     /// A semaphore's acquirers: `semaphore.<name>.q.<session>.<n>`.
     Semaphore,
+    /// A read-write lock's readers and writers: `rwlock.<name>.q.<session>.<n>`.
+    RwLock,
     /// An unfair lock's wait line: `unfair.<name>.q.<session>.<n>`.
     UnfairWait,
     /// A counter's value: `counter.<name>`.
@@ -32,10 +34,11 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every kind, for listings of a name's keys.
-    pub(crate) const ALL: [Kind; 7] = [
+    pub(crate) const ALL: [Kind; 8] = [
         Kind::Lock,
         Kind::Election,
         Kind::Semaphore,
+        Kind::RwLock,
         Kind::UnfairWait,
         Kind::Counter,
         Kind::Latch,
@@ -49,6 +52,7 @@ impl Kind {
             Kind::UnfairWait => "unfair",
             Kind::Election => "election",
             Kind::Semaphore => "semaphore",
+            Kind::RwLock => "rwlock",
             Kind::Counter => "counter",
             Kind::Latch => "latch",
             Kind::Stm => "stm",

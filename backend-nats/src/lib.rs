@@ -68,6 +68,9 @@
 //!   follows the line's messages from one listing on.
 //! * **The semaphore** (see `src/semaphore.rs`) is the lock's line in which the
 //!   first `permits` live keys hold; a waiter watches the whole line.
+//! * **The read-write lock** (see `src/rwlock.rs`) is one line of readers and
+//!   writers: a writer waits for its predecessor, a reader for the last writer
+//!   before it.
 //! * **STM** (see `src/stm.rs`): the serializable levels read as of the stream
 //!   sequence of their first read (a batched direct get with `up_to_seq`); a commit
 //!   is one atomic batch, each key written compared with the sequence it was read
@@ -79,7 +82,7 @@
 //!
 //! Not built yet, and declared so in [`capabilities()`] (each answers
 //! [`distsync_core::Error::Unsupported`]): the
-//! read-write lock, queues, barriers, the rate limiter, status,
+//! queues, barriers, the rate limiter, status,
 //! export and breaking a lock.
 //!
 //! ## Durability
@@ -108,6 +111,7 @@ mod facts;
 mod keys;
 mod lock;
 mod purge;
+mod rwlock;
 mod semaphore;
 mod session;
 mod shared;
@@ -132,7 +136,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
 /// What this backend offers and claims, each measured by the conformance suite.
 ///
-/// The fair lock, the unfair lock, the election and the semaphore, with fencing tokens (the holder key's stream sequence, which only
+/// The fair lock, the unfair lock, the election, the semaphore and the read-write
+/// lock, with fencing tokens (the holder key's stream sequence, which only
 /// grows) and FIFO waiters; `lost()` when a renewal is refused (the store ended the
 /// session); `stalled_holder_expires` and `partition_safe`: a holder that stops
 /// renewing loses its keys a TTL after its last renewal reached the server, never
@@ -154,6 +159,7 @@ pub fn capabilities() -> Capabilities {
         .with_unfair_lock(true)
         .with_election(true)
         .with_semaphore(true)
+        .with_rwlock(true)
         .with_lost_notification(true)
         .with_stalled_holder_expires(true)
         .with_partition_safe(true)
