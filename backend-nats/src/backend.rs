@@ -179,17 +179,26 @@ impl Backend for NatsBackend {
         Err(Error::unsupported(BACKEND, "the queue"))
     }
 
-    fn barrier(&self, _name: Name) -> Result<Box<dyn Barrier>> {
-        Err(Error::unsupported(BACKEND, "the barrier"))
+    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
+        Ok(Box::new(crate::barrier::NatsBarrier::new(
+            &self.shared,
+            name,
+        )))
     }
 
     fn double_barrier(
         &self,
-        _session: &Session,
-        _name: Name,
-        _count: NonZeroUsize,
+        session: &Session,
+        name: Name,
+        count: NonZeroUsize,
     ) -> Result<Box<dyn DoubleBarrier>> {
-        Err(Error::unsupported(BACKEND, "the double barrier"))
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::barrier::NatsDoubleBarrier::new(
+            session.clone(),
+            lease,
+            name,
+            count,
+        )))
     }
 
     /// Reads at a stream sequence, a commit one atomic batch of compares and writes

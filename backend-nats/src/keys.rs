@@ -22,6 +22,11 @@ pub(crate) enum Kind {
     Semaphore,
     /// A read-write lock's readers and writers: `rwlock.<name>.q.<session>.<n>`.
     RwLock,
+    /// A barrier: `barrier.<name>`.
+    Barrier,
+    /// A double barrier's participants, `dbarrier.<name>.q.<session>.<n>`, and its
+    /// `dbarrier.<name>.ready`.
+    DoubleBarrier,
     /// An unfair lock's wait line: `unfair.<name>.q.<session>.<n>`.
     UnfairWait,
     /// A counter's value: `counter.<name>`.
@@ -34,11 +39,13 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every kind, for listings of a name's keys.
-    pub(crate) const ALL: [Kind; 8] = [
+    pub(crate) const ALL: [Kind; 10] = [
         Kind::Lock,
         Kind::Election,
         Kind::Semaphore,
         Kind::RwLock,
+        Kind::Barrier,
+        Kind::DoubleBarrier,
         Kind::UnfairWait,
         Kind::Counter,
         Kind::Latch,
@@ -53,6 +60,8 @@ impl Kind {
             Kind::Election => "election",
             Kind::Semaphore => "semaphore",
             Kind::RwLock => "rwlock",
+            Kind::Barrier => "barrier",
+            Kind::DoubleBarrier => "dbarrier",
             Kind::Counter => "counter",
             Kind::Latch => "latch",
             Kind::Stm => "stm",

@@ -71,6 +71,8 @@
 //! * **The read-write lock** (see `src/rwlock.rs`) is one line of readers and
 //!   writers: a writer waits for its predecessor, a reader for the last writer
 //!   before it.
+//! * **The barrier** is one key, held while it holds a value; **the double
+//!   barrier** a line of participant keys and a ready key (see `src/barrier.rs`).
 //! * **STM** (see `src/stm.rs`): the serializable levels read as of the stream
 //!   sequence of their first read (a batched direct get with `up_to_seq`); a commit
 //!   is one atomic batch, each key written compared with the sequence it was read
@@ -81,8 +83,7 @@
 //!   `src/purge.rs`).
 //!
 //! Not built yet, and declared so in [`capabilities()`] (each answers
-//! [`distsync_core::Error::Unsupported`]): the
-//! queues, barriers, the rate limiter, status,
+//! [`distsync_core::Error::Unsupported`]): queues, the rate limiter, status,
 //! export and breaking a lock.
 //!
 //! ## Durability
@@ -101,6 +102,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+mod barrier;
 mod bucket;
 mod config;
 mod counter;
@@ -160,6 +162,8 @@ pub fn capabilities() -> Capabilities {
         .with_election(true)
         .with_semaphore(true)
         .with_rwlock(true)
+        .with_barrier(true)
+        .with_double_barrier(true)
         .with_lost_notification(true)
         .with_stalled_holder_expires(true)
         .with_partition_safe(true)
