@@ -238,6 +238,11 @@ impl Backend for NatsBackend {
         )))
     }
 
+    /// Every kind's keys in one listing (see `src/status.rs`).
+    async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
+        crate::status::status(&self.shared, prefix).await
+    }
+
     async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
         crate::purge::count_prefix(&self.shared, prefix).await
     }

@@ -79,12 +79,16 @@
 //!   at, each key only read checked by a scratch message whose compare points at it.
 //! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
 //!   compare-and-set on its sequence; a latch's waiters watch its key.
+//! * **Status** lists every kind's keys in one batched direct get (see
+//!   `src/status.rs`); **breaking a lock** reads its holder's session there and
+//!   revokes it: the keys carry their session's id, so another process's session is
+//!   ended by purging them, and its owner's next renewal is refused.
 //! * **Purging a prefix** purges the live keys of the names under it (see
 //!   `src/purge.rs`).
 //!
 //! Not built yet, and declared so in [`capabilities()`] (each answers
-//! [`distsync_core::Error::Unsupported`]): queues, the rate limiter, status,
-//! export and breaking a lock.
+//! [`distsync_core::Error::Unsupported`]): queues, the rate limiter, export (for
+//! migration) and hand-overs of leadership.
 //!
 //! ## Durability
 //!
@@ -117,6 +121,7 @@ mod rwlock;
 mod semaphore;
 mod session;
 mod shared;
+mod status;
 mod stm;
 mod store;
 mod unfair_lock;
@@ -173,6 +178,8 @@ pub fn capabilities() -> Capabilities {
         .with_stm_repeatable_reads(true)
         .with_stm_read_committed(true)
         .with_counter(true)
+        .with_break_lock(true)
+        .with_release_request(true)
         .with_latch(true)
 }
 
