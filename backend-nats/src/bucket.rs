@@ -9,7 +9,8 @@
 //! * `allow_atomic`: atomic batches, for guarded writes and a session's release;
 //! * `allow_direct`: direct gets, for reads and listings;
 //! * `allow_rollup_hdrs`: purges, for releases;
-//! * `max_msgs_per_subject` = [`HISTORY`]: revisions kept per key, for watchers.
+//! * `max_msgs_per_subject` = [`HISTORY`] (one): with more, rewritten keys' TTLs do
+//!   not expire (see [`HISTORY`]).
 //!
 //! A bucket made by other tools (the `nats` CLI makes neither TTLs nor atomic batches
 //! by default) lacks some of them; it is refused with
@@ -35,11 +36,15 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 12);
 /// after any break anyway.
 pub const MARKER_TTL: Duration = Duration::from_secs(60);
 
-/// Revisions kept per key. Reads need only the last, but a watcher is delivered a
-/// message only while the stream still keeps it: an election's observer that falls
-/// behind a leader's proclaims by more than this skips the older ones (it still sees
-/// the newest, in order).
-pub const HISTORY: i64 = 16;
+/// Revisions kept per key: one. nats-server 2.15.1 does not expire the messages of
+/// a key rewritten with `Nats-TTL` in a stream that keeps more than one per subject
+/// (measured: a key created and renewed three times with a 2 s TTL still had its
+/// four messages, and no delete marker, 8 s later; with one kept, its marker came
+/// 2.0 s after the last renewal), so a crashed holder's keys would never end. A
+/// watcher is delivered only the messages the stream still keeps: one that falls
+/// behind skips a key's superseded values (see `src/election.rs` for how proclaims
+/// are kept apart).
+pub const HISTORY: i64 = 1;
 
 /// Checks the server's version (from its `INFO`): [`Error::Unsupported`] below
 /// [`MIN_SERVER_VERSION`] or without JetStream.
@@ -118,6 +123,9 @@ pub(crate) fn missing(store: &Store, config: &Config) -> Vec<&'static str> {
     }
     if config.deny_purge {
         missing.push("purges (deny_purge is set)");
+    }
+    if config.max_messages_per_subject != HISTORY {
+        missing.push("max_msgs_per_subject 1 (with more, keys' TTLs do not expire)");
     }
     if !config.max_age.is_zero() {
         missing.push("no max_age (it would end held keys)");

@@ -9,7 +9,11 @@
 //! one before it. The term is the leader key's create sequence, so every new leader
 //! has a higher term. A proclaim rewrites the leader's key with a compare on the
 //! sequence its session last wrote (failing with [`Error::NotLeader`] once the key
-//! is no longer its), keeping the create sequence in `Ds-Create`; a resign purges it.
+//! is no longer its), keeping the create sequence in `Ds-Create`, then writes the
+//! value once more to a key of its own, `election.<name>.p.<session>.<n>.<m>` (kept
+//! [`PROCLAIM_TTL`]): the bucket keeps one message per key, so a watcher that falls
+//! behind a leader's proclaims would skip the superseded rewrites of its key, never
+//! those. A resign purges the leader's key.
 //!
 //! # Observing
 //!
@@ -17,11 +21,13 @@
 //! from that listing's sequence on (an ordered consumer), keeping each live
 //! candidate's create sequence and value: after each message the leader is the
 //! lowest, and a change of its key or value is emitted. Renewals rewrite a key with
-//! the same value and emit nothing. Messages come in stream order, so a value never
-//! follows a newer one.
+//! the same value and emit nothing; a proclaim's own key sets its candidate's value.
+//! Messages come in stream order, so a value never follows a newer one.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -34,8 +40,20 @@ use crate::keys::Kind;
 use crate::lock::NatsLocker;
 use crate::session::{LeaseInner, CREATE_HEADER};
 use crate::shared::Shared;
-use crate::store::Entry;
+use crate::store::{Entry, Write};
 
+/// How long a proclaim's own key is kept: an observer further behind than this
+/// misses the value (and still sees the leader key's latest).
+pub const PROCLAIM_TTL: Duration = Duration::from_secs(60);
+
+/// The candidate key a proclaim's key (`election.<name>.p.<session>.<n>.<m>`) is of.
+fn candidate_of_proclaim(key: &str) -> Option<String> {
+    let tokens: Vec<&str> = key.split('.').collect();
+    match tokens.as_slice() {
+        [kind, name, "p", session, n, _] => Some(format!("{kind}.{name}.q.{session}.{n}")),
+        _ => None,
+    }
+}
 /// An election named `name`.
 pub(crate) struct NatsElection {
     line: NatsLocker,
@@ -108,6 +126,7 @@ impl Election for NatsElection {
             Arc::new(NatsProclaim {
                 lease: Arc::clone(&self.lease),
                 key,
+                proclaims: AtomicU64::new(0),
             }),
             Box::new(move || Box::pin(async move { resigning.release(&resigned).await })),
         ))
@@ -120,9 +139,11 @@ impl Election for NatsElection {
     }
 
     fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>> {
+        let name = self.line.line().trim_end_matches(".q");
         let observer = Observer {
             shared: Arc::clone(&self.lease.shared),
             filter: format!("{}.>", self.line.line()),
+            watched: format!("{name}.>"),
             candidates: BTreeMap::new(),
             events: None,
             shown: None,
@@ -142,8 +163,10 @@ impl Election for NatsElection {
 /// The state of one `observe()` stream.
 struct Observer {
     shared: Arc<Shared>,
-    /// `election.<name>.q.>`.
+    /// `election.<name>.q.>`: the candidates, listed.
     filter: String,
+    /// `election.<name>.>`: the candidates and the proclaims, watched.
+    watched: String,
     /// The live candidates: token and value, by key.
     candidates: BTreeMap<String, (u64, Bytes)>,
     /// The line's messages after the listing; `None` before the first listing or
@@ -181,13 +204,19 @@ impl Observer {
                     .await?;
                 self.candidates = candidates(entries);
                 self.note_leader();
-                let events = self.shared.store.watch(&self.filter, last + 1).await?;
+                let events = self.shared.store.watch(&self.watched, last + 1).await?;
                 self.events = Some(events);
                 continue;
             };
             match events.next().await {
                 Some(Ok(entry)) => {
-                    if entry.live() {
+                    if let Some(candidate) = candidate_of_proclaim(&entry.key) {
+                        if let Some(known) = self.candidates.get_mut(&candidate) {
+                            if entry.live() {
+                                known.1 = entry.value;
+                            }
+                        }
+                    } else if entry.live() {
                         let token = token_of(&entry);
                         self.candidates.insert(entry.key, (token, entry.value));
                     } else {
@@ -202,19 +231,25 @@ impl Observer {
     }
 }
 
-/// A leadership's side of [`Leadership::proclaim`]: rewrites the leader's key.
+/// A leadership's side of [`Leadership::proclaim`]: rewrites the leader's key and
+/// writes the value to a key of the proclaim's own.
 struct NatsProclaim {
     lease: Arc<LeaseInner>,
     key: String,
+    /// The number of the next proclaim's key.
+    proclaims: AtomicU64,
 }
 
 #[async_trait]
 impl Proclaim for NatsProclaim {
     async fn proclaim_bytes(&self, value: Bytes) -> Result<()> {
-        if self.lease.rewrite(&self.key, value).await? {
-            Ok(())
-        } else {
-            Err(Error::NotLeader)
+        if !self.lease.rewrite(&self.key, value.clone()).await? {
+            return Err(Error::NotLeader);
         }
+        let n = self.proclaims.fetch_add(1, Ordering::Relaxed);
+        let key = format!("{}.{n}", self.key.replacen(".q.", ".p.", 1));
+        let write = Write::put(key, value).ttl(PROCLAIM_TTL);
+        self.lease.shared.store.publish(write).await?.compared()?;
+        Ok(())
     }
 }

@@ -64,8 +64,9 @@
 //!   only the head asks again, woken by any key of the fair line ending.
 //! * **The election** (see `src/election.rs`) is the lock's protocol in a line of
 //!   its own, the candidate's value in its key, the term the leader key's create
-//!   sequence; a proclaim rewrites the leader's key with a compare; `observe()`
-//!   follows the line's messages from one listing on.
+//!   sequence; a proclaim rewrites the leader's key with a compare, and writes the
+//!   value to a key of its own, which no later proclaim supersedes; `observe()`
+//!   follows the election's messages from one listing on.
 //! * **The semaphore** (see `src/semaphore.rs`) is the lock's line in which the
 //!   first `permits` live keys hold; a waiter watches the whole line.
 //! * **The read-write lock** (see `src/rwlock.rs`) is one line of readers and
@@ -134,6 +135,7 @@ pub use backend::NatsBackend;
 pub use bucket::{HISTORY, MARKER_TTL, MIN_SERVER_VERSION};
 pub use config::{NatsConfig, DEFAULT_BUCKET};
 pub use driver::DRIVER;
+pub use election::PROCLAIM_TTL;
 
 /// The backend's name, as [`Capabilities::backend`] gives it.
 pub const BACKEND: &str = "nats";

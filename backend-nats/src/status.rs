@@ -80,7 +80,8 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         let Some(name) = keys::name_of(&entry.key) else {
             continue;
         };
-        if !report.covers(&name) {
+        if !report.covers(&name) || entry.key.split('.').nth(2) == Some("p") {
+            // A proclaim's own key (see `src/election.rs`) is no candidate.
             continue;
         }
         let Some(kind) = Kind::ALL

@@ -1,23 +1,122 @@
 //! The whole conformance suite against a real nats-server with JetStream
 //! (`DISTSYNC_NATS_URL`; skipped loudly when unset, a failure under `CI=true`).
 //!
-//! The conformance crate's server fault hooks (out-of-band kills, child-process
-//! holders, private servers, the partition proxy, clusters) know no NATS server yet,
-//! so the harness has the store's own hooks only, and a case that needs another is
-//! reported not run rather than unsupported: its absence says nothing about NATS.
-//! Primitives this backend does not build are declared unsupported by its
-//! capabilities and reported so.
+//! The conformance crate's server fault hooks ([`ServerFaults`]) know no NATS server
+//! yet, so this test gives the hooks that need nothing of the server's kind:
+//! holders in child processes (this test binary re-run as `conformance_child`),
+//! paused by SIGSTOP; second clients; and clients cut off by the partition proxy.
+//! A case that needs another hook (an out-of-band kill, a private server to restart,
+//! a cluster) is reported not run: its absence says nothing about NATS. Primitives
+//! this backend does not build are declared unsupported by its capabilities.
+//!
+//! [`ServerFaults`]: distsync_conformance::ServerFaults
 
 use std::sync::Arc;
 
-use distsync_conformance::{server_url, Harness};
+use async_trait::async_trait;
+use distsync_conformance::faults::proxy::{self, Proxy};
+use distsync_conformance::faults::{child, PartitionMode, Partitioned};
+use distsync_conformance::{
+    connector, server_url, Connect, ExternalHolder, Faults, Harness, HolderSpec, Hook,
+};
+use distsync_core::{Backend, Error, Result};
+
+/// The hooks of the NATS server at `url`.
+struct NatsFaults {
+    url: String,
+    connect: Connect,
+}
+
+/// `url` with the query parameters `settings` (`key=value&...`) added.
+fn with_settings(url: &str, settings: &str) -> String {
+    match (settings.is_empty(), url.contains('?')) {
+        (true, _) => url.to_owned(),
+        (false, true) => format!("{url}&{settings}"),
+        (false, false) => format!("{url}/?{settings}"),
+    }
+}
+
+/// A client whose every connection goes through one partition proxy.
+struct ProxiedClient {
+    backend: Arc<dyn Backend>,
+    proxy: Proxy,
+}
+
+impl Partitioned for ProxiedClient {
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
+    }
+
+    fn set(&self, mode: PartitionMode) {
+        self.proxy.set(mode);
+    }
+}
+
+#[async_trait]
+impl Faults for NatsFaults {
+    fn describe(&self) -> String {
+        "nats server: store-side revoke, child-process holders, second clients, partition proxy"
+            .to_owned()
+    }
+
+    fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
+        match hook {
+            Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
+            Hook::SecondClient => Ok(()),
+            Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
+                .map(drop)
+                .map_err(|error| error.to_string()),
+            other => Err(format!("{other}: not offered by the nats harness yet")),
+        }
+    }
+
+    fn connector(&self) -> Option<Connect> {
+        Some(Arc::clone(&self.connect))
+    }
+
+    fn child_url(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+
+    async fn spawn_holder(
+        &self,
+        backend: &dyn Backend,
+        spec: &HolderSpec,
+    ) -> Result<Box<dyn ExternalHolder>> {
+        let launcher = child::launcher()
+            .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
+        Ok(Box::new(child::spawn(launcher, &self.url, spec).await?))
+    }
+
+    async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
+        (self.connect)(self.url.clone()).await
+    }
+
+    async fn partitioned_client_with(
+        &self,
+        _backend: &dyn Backend,
+        settings: &str,
+    ) -> Result<Box<dyn Partitioned>> {
+        let (_, upstream) = proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())?;
+        let proxy = Proxy::start(upstream).await?;
+        let (url, _) = proxy::rewrite_url(&self.url, proxy.address())?;
+        let backend = (self.connect)(with_settings(&url, settings)).await?;
+        Ok(Box::new(ProxiedClient { backend, proxy }))
+    }
+}
 
 async fn nats() -> Option<Harness> {
     let url = server_url("DISTSYNC_NATS_URL")?;
-    let backend = distsync_nats::backend(&url)
+    let connect = connector(|url| async move { distsync_nats::backend(&url).await });
+    let backend = connect(url.clone())
         .await
         .unwrap_or_else(|error| panic!("connecting to nats at {url}: {error}"));
-    Some(Harness::new(Arc::new(backend)).with_absent_hooks_not_run())
+    let faults = NatsFaults { url, connect };
+    Some(
+        Harness::new(backend)
+            .with_faults(Arc::new(faults))
+            .with_absent_hooks_not_run(),
+    )
 }
 
 distsync_conformance::conformance_tests!(nats);

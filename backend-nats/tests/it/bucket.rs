@@ -55,6 +55,46 @@ async fn a_bucket_without_ttls_or_atomic_batches_is_refused() {
         .expect("deleting the bucket");
 }
 
+/// A bucket with everything but one message per key: nats-server 2.15 does not expire
+/// rewritten keys' TTLs in it (see `src/bucket.rs`), so it is refused.
+#[tokio::test]
+async fn a_bucket_keeping_history_is_refused() {
+    let Some(url) = crate::common::url("it-history") else {
+        return;
+    };
+    let server = url
+        .split_once("/?")
+        .map_or(url.as_str(), |(server, _)| server);
+    let client = async_nats::connect(server).await.expect("connecting");
+    let jetstream = async_nats::jetstream::new(client);
+    let _ = jetstream.delete_stream("KV_it-history").await;
+    jetstream
+        .create_stream(Config {
+            name: "KV_it-history".to_owned(),
+            subjects: vec!["$KV.it-history.>".to_owned()],
+            max_messages_per_subject: 16,
+            allow_direct: true,
+            allow_rollup: true,
+            allow_message_ttl: true,
+            subject_delete_marker_ttl: Some(std::time::Duration::from_secs(60)),
+            allow_atomic_publish: true,
+            ..Config::default()
+        })
+        .await
+        .expect("making the bucket");
+    match distsync_nats::backend(&url).await {
+        Err(Error::InvalidArgument(reason)) => {
+            assert!(reason.contains("max_msgs_per_subject"), "{reason}");
+            assert!(!reason.contains("allow_atomic"), "{reason}");
+        }
+        other => panic!("a bucket keeping 16 messages per key was accepted: {other:?}"),
+    }
+    jetstream
+        .delete_stream("KV_it-history")
+        .await
+        .expect("deleting the bucket");
+}
+
 #[tokio::test]
 async fn a_bucket_made_by_the_backend_is_accepted_again() {
     let Some(url) = crate::common::url("it-made") else {
