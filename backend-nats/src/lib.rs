@@ -29,8 +29,11 @@
 //! [`distsync_core::Error::Unsupported`]. The bucket is made on first connect with
 //! the settings every primitive relies on (`allow_msg_ttl`,
 //! `subject_delete_marker_ttl`, `allow_atomic`, `allow_direct`, `allow_rollup_hdrs`);
-//! an existing bucket that lacks one (a bucket made by the `nats` CLI has neither
-//! TTLs nor atomic batches) is refused with
+//! and it keeps one message per key ([`HISTORY`]): nats-server 2.15.1 does not
+//! expire the TTLs of a key rewritten in a stream that keeps more, which would leave
+//! a crashed holder's hold in place for ever. An existing bucket that lacks one of
+//! these (a bucket made by the `nats` CLI has neither TTLs nor atomic batches) is
+//! refused with
 //! [`distsync_core::Error::InvalidArgument`] naming what it lacks (see
 //! `src/bucket.rs`).
 //!
@@ -150,7 +153,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// grows) and FIFO waiters; `lost()` when a renewal is refused (the store ended the
 /// session); `stalled_holder_expires` and `partition_safe`: a holder that stops
 /// renewing loses its keys a TTL after its last renewal reached the server, never
-/// before its client-side deadline. STM at all four levels and guarded writes
+/// before its client-side deadline. Breaking a lock and release requests, through
+/// status (which records each hold's session). STM at all four levels and guarded writes
 /// (`put_if_held`: a write whose compare points at the holder's key). Counters and
 /// latches.
 ///
