@@ -61,7 +61,9 @@ impl Faults for NatsFaults {
 
     fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
         match hook {
-            Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
+            Hook::ChildHolder | Hook::PausedHolder | Hook::AnyExternalHolder => {
+                child::launcher().map(drop)
+            }
             Hook::SecondClient => Ok(()),
             Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
                 .map(drop)
