@@ -4,7 +4,9 @@
 //! The conformance crate's server fault hooks ([`ServerFaults`]) know no NATS server
 //! yet, so this test gives the hooks that need nothing of the server's kind:
 //! holders in child processes (this test binary re-run as `conformance_child`),
-//! paused by SIGSTOP; second clients; and clients cut off by the partition proxy.
+//! paused by SIGSTOP; second clients; clients cut off by the partition proxy; and an
+//! out-of-band session kill, which purges the session's keys with a plain NATS
+//! client, not through the library.
 //! A case that needs another hook (an out-of-band kill, a private server to restart,
 //! a cluster) is reported not run: its absence says nothing about NATS. Primitives
 //! this backend does not build are declared unsupported by its capabilities.
@@ -19,7 +21,8 @@ use distsync_conformance::faults::{child, PartitionMode, Partitioned};
 use distsync_conformance::{
     connector, server_url, Connect, ExternalHolder, Faults, Harness, HolderSpec, Hook,
 };
-use distsync_core::{Backend, Error, Result};
+use distsync_core::{Backend, Error, Result, SessionId};
+use futures::StreamExt;
 
 /// The hooks of the NATS server at `url`.
 struct NatsFaults {
@@ -64,7 +67,7 @@ impl Faults for NatsFaults {
             Hook::ChildHolder | Hook::PausedHolder | Hook::AnyExternalHolder => {
                 child::launcher().map(drop)
             }
-            Hook::SecondClient => Ok(()),
+            Hook::SecondClient | Hook::KillSession => Ok(()),
             Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
                 .map(drop)
                 .map_err(|error| error.to_string()),
@@ -88,6 +91,58 @@ impl Faults for NatsFaults {
         let launcher = child::launcher()
             .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
         Ok(Box::new(child::spawn(launcher, &self.url, spec).await?))
+    }
+
+    /// Purges every key of the session (its own key and its contender keys, found by
+    /// the session's id in their subjects) with KV purge messages sent by a plain
+    /// NATS client, as an operator would with the `nats` tool.
+    async fn kill_session(&self, _backend: &dyn Backend, session: SessionId) -> Result<String> {
+        let failed = |error: String| Error::backend("nats", error);
+        let bucket = self
+            .url
+            .split_once("bucket=")
+            .map_or("distsync", |(_, rest)| {
+                rest.split('&').next().unwrap_or(rest)
+            });
+        let server = self
+            .url
+            .split_once("/?")
+            .map_or(self.url.as_str(), |(s, _)| s);
+        let client = async_nats::connect(server)
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let jetstream = async_nats::jetstream::new(client.clone());
+        let stream = jetstream
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let id = format!("{:016x}", session.0);
+        let mut subjects = Vec::new();
+        for filter in [
+            format!("$KV.{bucket}.session.{id}"),
+            format!("$KV.{bucket}.*.*.q.{id}.*"),
+        ] {
+            let mut found = stream
+                .info_with_subjects(filter)
+                .await
+                .map_err(|error| failed(error.to_string()))?;
+            while let Some(subject) = found.next().await {
+                subjects.push(subject.map_err(|error| failed(error.to_string()))?.0);
+            }
+        }
+        for subject in &subjects {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("KV-Operation", "PURGE");
+            headers.insert("Nats-Rollup", "sub");
+            client
+                .request_with_headers(subject.clone(), headers, Default::default())
+                .await
+                .map_err(|error| failed(error.to_string()))?;
+        }
+        Ok(format!(
+            "{} keys of the session purged by KV purge messages from a plain nats client",
+            subjects.len()
+        ))
     }
 
     async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
