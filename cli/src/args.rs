@@ -227,7 +227,8 @@ pub(crate) enum Command {
     /// plus flock for a fleet. EVERY is a duration (`30s`, `5m`; bare seconds) counted
     /// from the UNIX epoch, or a cron expression in UTC (`'0 2 * * *'`, six fields with
     /// seconds first). Each run prints `NAME occurrence=<unix ms> token=<token>`; CMD
-    /// gets DISTSYNC_FENCING_TOKEN, DISTSYNC_LOCK_KEY, DISTSYNC_OCCURRENCE_MS and
+    /// gets DISTSYNC_FENCING_TOKEN, DISTSYNC_LOCK_KEY, DISTSYNC_OCCURRENCE_MS,
+    /// DISTSYNC_STARTED_MS (the run's start as recorded) and
     /// DISTSYNC_PREVIOUS_OCCURRENCE_MS (empty before the first run). CMD is stopped as
     /// `lock -- CMD` stops it when the job's lock is lost, and also once it has run
     /// --at-most. A CMD that fails is reported and the schedule goes on; distsync runs

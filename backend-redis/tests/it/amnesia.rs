@@ -137,7 +137,7 @@ async fn on_a_brand_new_server_every_kind_of_grant_waits_out_the_bound() {
         .unwrap();
     let session = coordinator
         .session_with(distsync_core::SessionOptions::with_ttl(
-            Duration::from_secs(1),
+            Duration::from_secs(3),
         ))
         .await
         .unwrap();
@@ -155,6 +155,12 @@ async fn on_a_brand_new_server_every_kind_of_grant_waits_out_the_bound() {
         )
     })
     .await;
+    // A grant first, then its time (an error comes back at once).
+    let (write, permit, leadership) = (
+        write.expect("the write lock"),
+        permit.expect("the permit"),
+        leadership.expect("the leadership"),
+    );
     for (what, at) in [
         ("the write lock", write_at),
         ("the permit", permit_at),
@@ -165,9 +171,9 @@ async fn on_a_brand_new_server_every_kind_of_grant_waits_out_the_bound() {
             "{what} was granted {at:?} after the server started"
         );
     }
-    write.unwrap().unlock().await.unwrap();
-    permit.unwrap().release().await.unwrap();
-    leadership.unwrap().resign().await.unwrap();
+    write.unlock().await.unwrap();
+    permit.release().await.unwrap();
+    leadership.resign().await.unwrap();
     drop(server);
 }
 
@@ -176,17 +182,17 @@ async fn a_new_name_on_a_long_running_server_waits_for_nothing() {
     let Some(server) = support::server_url() else {
         return;
     };
-    // The shared test server has been up for more than a second by the time any test
+    // The shared test server has been up for more than two seconds by the time any test
     // runs (the connection below needs it answering already).
     let namespace = support::unique_namespace("amnesia");
     let url = format!(
-        "{}&max_session_ttl=1s",
+        "{}&max_session_ttl=2s",
         support::with_namespace(&server, &namespace)
     );
     let coordinator = distsync_redis::connect(&url).await.unwrap();
     let session = coordinator
         .session_with(distsync_core::SessionOptions::with_ttl(
-            Duration::from_secs(1),
+            Duration::from_secs(2),
         ))
         .await
         .unwrap();
@@ -286,7 +292,7 @@ async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
     let coordinator = distsync_redis::connect(&url).await.unwrap();
     let session = coordinator
         .session_with(distsync_core::SessionOptions::with_ttl(
-            Duration::from_secs(1),
+            Duration::from_secs(2),
         ))
         .await
         .unwrap();

@@ -556,20 +556,31 @@ async fn cancelled_dequeues_lose_nothing_and_deliver_once() {
     let f = fixture!();
     const ITEMS: usize = 300;
     let received = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let done = Arc::new(AtomicU64::new(0));
+    let (done, stop) = tokio::sync::watch::channel(false);
     let mut consumers = Vec::new();
     for c in 0..6u64 {
         let queue = f.other_client().await.queue("cq").unwrap();
         let received = Arc::clone(&received);
-        let done = Arc::clone(&done);
+        let mut stop = stop.clone();
         consumers.push(tokio::spawn(async move {
             let mut round = 0u64;
-            while done.load(Ordering::SeqCst) == 0 {
+            while !*stop.borrow() {
                 round += 1;
-                // Cancel dequeues at all kinds of moments, including mid-reply.
-                let limit = Duration::from_micros(50 + (round * 37 + c * 101) % 3000);
-                if let Ok(item) = tokio::time::timeout(limit, queue.dequeue()).await {
-                    received.lock().unwrap().push(item.unwrap());
+                // Cancel dequeues at all kinds of moments, including mid-reply; every
+                // eighth waits until an item comes or the test stops, so that the items
+                // drain on a machine too busy to answer any dequeue within 3 ms.
+                let limit = if round.is_multiple_of(8) {
+                    Duration::MAX
+                } else {
+                    Duration::from_micros(50 + (round * 37 + c * 101) % 3000)
+                };
+                tokio::select! {
+                    dequeued = tokio::time::timeout(limit, queue.dequeue()) => {
+                        if let Ok(item) = dequeued {
+                            received.lock().unwrap().push(item.unwrap());
+                        }
+                    }
+                    _ = stop.changed() => {}
                 }
             }
         }));
@@ -587,7 +598,7 @@ async fn cancelled_dequeues_lose_nothing_and_deliver_once() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    done.store(1, Ordering::SeqCst);
+    done.send_replace(true);
     for consumer in consumers {
         within(SHORT, consumer).await.unwrap();
     }

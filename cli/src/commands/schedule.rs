@@ -16,6 +16,11 @@ use crate::output::say;
 /// The environment variable that tells CMD its occurrence's scheduled time, in
 /// milliseconds since the UNIX epoch.
 const ENV_OCCURRENCE: &str = "DISTSYNC_OCCURRENCE_MS";
+/// The environment variable that tells CMD when its run started, as the job's record in
+/// the store has it, in milliseconds since the UNIX epoch: the start `--at-least` is
+/// judged by (the process that starts CMD reads its clock later, by the time a fork
+/// and exec take).
+const ENV_STARTED: &str = "DISTSYNC_STARTED_MS";
 /// The environment variable that tells CMD the previous run's occurrence (empty before
 /// the job's first run): with `--catch-up`, what this run stands for starts after it.
 const ENV_PREVIOUS: &str = "DISTSYNC_PREVIOUS_OCCURRENCE_MS";
@@ -107,6 +112,7 @@ async fn run_once(
         (ENV_KEY, name.as_str().to_owned()),
         (ENV_TOKEN, token.to_string()),
         (ENV_OCCURRENCE, at.to_string()),
+        (ENV_STARTED, unix_millis(occurrence.started()).to_string()),
         (
             ENV_PREVIOUS,
             occurrence
