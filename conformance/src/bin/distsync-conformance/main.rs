@@ -95,13 +95,14 @@ use tokio::time::Instant;
 mod postgres_transactions;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
-const SERVER_VARS: [&str; 6] = [
+const SERVER_VARS: [&str; 7] = [
     "DISTSYNC_ETCD_URL",
     "DISTSYNC_REDIS_URL",
     "DISTSYNC_POSTGRES_URL",
     "DISTSYNC_REDIS_SENTINEL_URL",
     REDIS_CLUSTER_VAR,
     "DISTSYNC_ZOOKEEPER_URL",
+    "DISTSYNC_NATS_URL",
 ];
 
 /// The scheme of Redis Sentinel URLs, whose column is labelled `redis-sentinel`.
@@ -177,8 +178,9 @@ struct Args {
     backend_vars: Vec<String>,
 
     /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL,
-    /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL (a subset of the cases) and
-    /// DISTSYNC_REDIS_CLUSTER_URL that is set (under CI=true, all must be).
+    /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL (a subset of the cases),
+    /// DISTSYNC_REDIS_CLUSTER_URL, DISTSYNC_ZOOKEEPER_URL and DISTSYNC_NATS_URL that is
+    /// set (under CI=true, all must be).
     #[arg(long, conflicts_with = "backends")]
     all: bool,
 
