@@ -64,9 +64,11 @@ pub(super) fn available() -> std::result::Result<(), String> {
     if cfg!(feature = "nats-client") {
         Ok(())
     } else {
-        Err("built without the conformance crate's `nats-client` feature (the NATS client \
+        Err(
+            "built without the conformance crate's `nats-client` feature (the NATS client \
              that purges a session's keys)"
-            .to_owned())
+                .to_owned(),
+        )
     }
 }
 
@@ -143,7 +145,11 @@ async fn purge_session(target: &NatsTarget, session: SessionId) -> Result<usize>
             .await
             .map_err(|error| failed("listing the session's keys", &error))?;
         while let Some(subject) = found.next().await {
-            subjects.push(subject.map_err(|error| failed("listing the session's keys", &error))?.0);
+            subjects.push(
+                subject
+                    .map_err(|error| failed("listing the session's keys", &error))?
+                    .0,
+            );
         }
     }
     for subject in &subjects {
@@ -175,7 +181,10 @@ mod tests {
             }
         );
         let plain = NatsTarget::of_url("nats://127.0.0.1:4222").unwrap();
-        assert_eq!((plain.servers.as_str(), plain.bucket.as_str()), ("127.0.0.1:4222", "distsync"));
+        assert_eq!(
+            (plain.servers.as_str(), plain.bucket.as_str()),
+            ("127.0.0.1:4222", "distsync")
+        );
         assert!(NatsTarget::of_url("nats:///?bucket=b").is_err());
         assert!(NatsTarget::of_url("nats://h:1/path").is_err());
         assert!(NatsTarget::of_url("redis://h:1").is_err());
