@@ -75,6 +75,7 @@
 //! | `redis+cluster://[user:password@]host:port[,host:port...][?wait_replicas=1&wait_timeout=500]` (every primitive in one hash slot) | `redis` | `store::redis` |
 //! | `postgres://user[:password]@host:port/db[?schema=...&sslmode=verify-full&sslrootcert=PATH][&hold_connections=8]` | `postgres` | `store::postgres` |
 //! | `zk://` or `zks://[user:password@]host:port[,host:port...][/root][?ca=PATH]` | `zookeeper` | `store::zookeeper` |
+//! | `nats://` or `tls://[user:password@]host:port[,host:port...][/][?bucket=...&replicas=1&creds=PATH&ca=PATH]` (JetStream key-value, nats-server 2.12 or later) | `nats` | `store::nats` |
 //!
 //! Every URL but `memory://` also takes `connect_timeout=` (default 5 s) and
 //! `timeout=` (default 10 s per request), as `1500ms`, `2s` or `1m`; a request to a
@@ -182,6 +183,9 @@ pub mod store {
     #[cfg(feature = "zookeeper")]
     #[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
     pub use distsync_zookeeper as zookeeper;
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    pub use distsync_nats as nats;
 
     pub mod raw {
         //! The backend author's API: the contract a store implements (the `Backend` trait,
@@ -233,6 +237,10 @@ pub mod store {
         distsync_zookeeper::DRIVER,
         #[cfg(not(feature = "zookeeper"))]
         super::disabled::ZOOKEEPER,
+        #[cfg(feature = "nats")]
+        distsync_nats::DRIVER,
+        #[cfg(not(feature = "nats"))]
+        super::disabled::NATS,
     ];
 }
 
@@ -268,7 +276,8 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     feature = "etcd",
     feature = "redis",
     feature = "postgres",
-    feature = "zookeeper"
+    feature = "zookeeper",
+    feature = "nats"
 )))]
 mod disabled {
     use distsync_core::{driver::Driver, Capabilities, Coordinator, Error, Result};
@@ -310,6 +319,14 @@ mod disabled {
         &["zk", "zks"],
         |url| off(url, "zookeeper"),
         || Capabilities::none("zookeeper"),
+    )
+    .not_built();
+    #[cfg(not(feature = "nats"))]
+    pub(crate) const NATS: Driver = Driver::new(
+        "nats",
+        &["nats", "tls"],
+        |url| off(url, "nats"),
+        || Capabilities::none("nats"),
     )
     .not_built();
 

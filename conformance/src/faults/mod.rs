@@ -35,6 +35,7 @@ pub mod effects_worker;
 pub mod go_peer;
 mod group;
 mod memory;
+mod nats;
 pub mod postgres_standby;
 pub mod private;
 pub mod proxy;

@@ -20,6 +20,8 @@ pub enum StoreKind {
     Postgres,
     /// `zk://`
     Zookeeper,
+    /// `nats://`
+    Nats,
 }
 
 impl StoreKind {
@@ -31,17 +33,19 @@ impl StoreKind {
             "redis" => Some(Self::Redis),
             "postgres" | "postgresql" => Some(Self::Postgres),
             "zk" => Some(Self::Zookeeper),
+            "nats" => Some(Self::Nats),
             _ => None,
         }
     }
 
-    /// `etcd`, `redis`, `postgres` or `zookeeper`.
+    /// `etcd`, `redis`, `postgres`, `zookeeper` or `nats`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Etcd => "etcd",
             Self::Redis => "redis",
             Self::Postgres => "postgres",
             Self::Zookeeper => "zookeeper",
+            Self::Nats => "nats",
         }
     }
 }
@@ -100,6 +104,10 @@ mod tests {
         assert_eq!(
             StoreKind::of_url("zk://127.0.0.1:2181/chroot"),
             Some(StoreKind::Zookeeper)
+        );
+        assert_eq!(
+            StoreKind::of_url("nats://127.0.0.1:4222/?bucket=b"),
+            Some(StoreKind::Nats)
         );
         assert_eq!(StoreKind::of_url("memory://"), None);
         assert_eq!(StoreKind::of_url("nonsense"), None);
