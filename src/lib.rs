@@ -174,6 +174,9 @@ pub mod store {
     #[cfg(feature = "etcd")]
     #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
     pub use distsync_etcd as etcd;
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    pub use distsync_nats as nats;
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub use distsync_postgres as postgres;
@@ -183,9 +186,6 @@ pub mod store {
     #[cfg(feature = "zookeeper")]
     #[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
     pub use distsync_zookeeper as zookeeper;
-    #[cfg(feature = "nats")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
-    pub use distsync_nats as nats;
 
     pub mod raw {
         //! The backend author's API: the contract a store implements (the `Backend` trait,

@@ -329,7 +329,11 @@ impl LeaseInner {
             Ok(Some(_)) => return Ok(()),
             Ok(None) => {}
             Err(error) => {
-                tracing::debug!(session = %SessionId(self.id), %error, "the session's batch purge failed; purging key by key");
+                tracing::debug!(
+                    session = %SessionId(self.id),
+                    %error,
+                    "the session's batch purge failed; purging key by key"
+                );
             }
         }
         for (key, held) in keys {

@@ -533,7 +533,11 @@ impl Drop for Watch {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(error) = stream.delete_consumer(&name).await {
-                    tracing::debug!(consumer = name, %error, "deleting a watch's consumer failed; it expires when inactive");
+                    tracing::debug!(
+                        consumer = name,
+                        %error,
+                        "deleting a watch's consumer failed; it expires when inactive"
+                    );
                 }
             });
         }
@@ -589,7 +593,11 @@ mod tests {
             Published::Stored(7)
         );
         let refused = parse_ack(
-            br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 7"},"stream":"KV_b","seq":0}"#,
+            concat!(
+                r#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 7"},"#,
+                r#""stream":"KV_b","seq":0}"#
+            )
+            .as_bytes(),
         )
         .unwrap();
         assert_eq!(refused.clone().compared().unwrap(), None);
