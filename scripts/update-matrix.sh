@@ -26,7 +26,7 @@ else
     eval "$(scripts/servers.sh env)"
     # The same backends, columns and case subsets as check-matrix.sh.
     urls=(--all)
-    args=(--all)
+    args=(--all --columns "${DISTSYNC_COLUMNS:-3}")
 fi
 
 tmp=$(mktemp -d)

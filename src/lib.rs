@@ -76,6 +76,7 @@
 //! | `postgres://user[:password]@host:port/db[?schema=...&sslmode=verify-full&sslrootcert=PATH][&hold_connections=8]` | `postgres` | `store::postgres` |
 //! | `zk://` or `zks://[user:password@]host:port[,host:port...][/root][?ca=PATH]` | `zookeeper` | `store::zookeeper` |
 //! | `mysql://` or `mariadb://user[:password]@host:port/db[?table_prefix=...&ssl-mode=...]` | `mysql` | `store::mysql` |
+//! | `nats://` or `tls://[user:password@]host:port[,host:port...][/][?bucket=...&replicas=1&creds=PATH&ca=PATH]` (JetStream key-value, nats-server 2.12 or later) | `nats` | `store::nats` |
 //!
 //! Every URL but `memory://` also takes `connect_timeout=` (default 5 s) and
 //! `timeout=` (default 10 s per request), as `1500ms`, `2s` or `1m`; a request to a
@@ -174,6 +175,12 @@ pub mod store {
     #[cfg(feature = "etcd")]
     #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
     pub use distsync_etcd as etcd;
+    #[cfg(feature = "mysql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+    pub use distsync_mysql as mysql;
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    pub use distsync_nats as nats;
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub use distsync_postgres as postgres;
@@ -183,9 +190,6 @@ pub mod store {
     #[cfg(feature = "zookeeper")]
     #[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
     pub use distsync_zookeeper as zookeeper;
-    #[cfg(feature = "mysql")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
-    pub use distsync_mysql as mysql;
 
     pub mod raw {
         //! The backend author's API: the contract a store implements (the `Backend` trait,
@@ -241,6 +245,10 @@ pub mod store {
         distsync_mysql::DRIVER,
         #[cfg(not(feature = "mysql"))]
         super::disabled::MYSQL,
+        #[cfg(feature = "nats")]
+        distsync_nats::DRIVER,
+        #[cfg(not(feature = "nats"))]
+        super::disabled::NATS,
     ];
 }
 
@@ -277,7 +285,8 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     feature = "redis",
     feature = "postgres",
     feature = "zookeeper",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "nats"
 )))]
 mod disabled {
     use distsync_core::{driver::Driver, Capabilities, Coordinator, Error, Result};
@@ -327,6 +336,14 @@ mod disabled {
         &["mysql", "mariadb"],
         |url| off(url, "mysql"),
         || Capabilities::none("mysql"),
+    )
+    .not_built();
+    #[cfg(not(feature = "nats"))]
+    pub(crate) const NATS: Driver = Driver::new(
+        "nats",
+        &["nats", "tls"],
+        |url| off(url, "nats"),
+        || Capabilities::none("nats"),
     )
     .not_built();
 

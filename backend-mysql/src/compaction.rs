@@ -1,12 +1,14 @@
 //! Compaction: the log keeps a bounded window of history. Reads and watches from
-//! before the window fail with [`StoreError::Compacted`](crate::StoreError) or end
+//! before the window fail with [`StoreError::Compacted`](distsync_kv::StoreError) or end
 //! with [`WatchResponse::Compacted`](distsync_kv::kv::WatchResponse), as etcd's do.
 
 use distsync_core::Result;
 use distsync_kv::kv::Revision;
 use sqlx::{Acquire, MySqlPool};
 
-use crate::error::{map, StoreError};
+use distsync_kv::StoreError;
+
+use crate::error::map;
 use crate::schema::Tables;
 
 /// How many revisions the store keeps readable when compacting on its own.
@@ -44,7 +46,7 @@ pub(crate) async fn compact(
             requested: revision,
             current,
         }
-        .into());
+        .in_backend(crate::BACKEND));
     }
     if revision <= compacted {
         return Ok(compacted);

@@ -1,53 +1,11 @@
-//! The store's own refusals ([`StoreError`]) and the mapping of `sqlx` errors onto
-//! distsync's [`Error`].
+//! The mapping of `sqlx` errors onto distsync's [`Error`]. The store's refusals of
+//! the revisioned model are the contract's own ([`distsync_kv::StoreError`]).
 
 use std::time::Duration;
 
 use distsync_core::Error;
-use distsync_kv::kv::{LeaseId, Revision};
 
 use crate::BACKEND;
-
-/// A refusal of the MySQL store's revisioned model, carried as the source of an
-/// [`Error::Backend`] with backend `"mysql"` (downcast the source to match on it).
-///
-/// The messages follow etcd's, so the etcd, memory and MySQL backends fail alike.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// A read or watch asked for a revision older than the compaction point.
-    #[error("mvcc: required revision {requested} has been compacted (compacted at {compacted})")]
-    Compacted {
-        /// The revision asked for.
-        requested: Revision,
-        /// The oldest revision still readable.
-        compacted: Revision,
-    },
-    /// A read asked for a revision the store has not reached yet.
-    #[error("mvcc: required revision {requested} is a future revision (current {current})")]
-    FutureRevision {
-        /// The revision asked for.
-        requested: Revision,
-        /// The store's current revision.
-        current: Revision,
-    },
-    /// A put named a lease the store does not know (never granted, revoked or expired).
-    #[error("lease not found: requested lease {0:x} not found")]
-    LeaseNotFound(LeaseId),
-    /// A put keeping the key's lease (`ignore_lease`) named a key that does not exist.
-    #[error("key not found: {0:?}")]
-    KeyNotFound(String),
-    /// A key or value the store cannot hold (a key not valid UTF-8 read back, a key
-    /// longer than the key column).
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl From<StoreError> for Error {
-    fn from(error: StoreError) -> Self {
-        Error::backend(BACKEND, error)
-    }
-}
 
 /// MySQL's error numbers the backend tells apart.
 mod code {
@@ -130,26 +88,6 @@ pub(crate) async fn within<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn store_errors_are_backend_errors_that_downcast() {
-        let error: Error = StoreError::Compacted {
-            requested: 3,
-            compacted: 7,
-        }
-        .into();
-        let Error::Backend { backend, source } = &error else {
-            panic!("{error:?}");
-        };
-        assert_eq!(*backend, BACKEND);
-        assert_eq!(
-            source.downcast_ref::<StoreError>(),
-            Some(&StoreError::Compacted {
-                requested: 3,
-                compacted: 7
-            })
-        );
-    }
 
     #[test]
     fn lost_connections_are_transient() {

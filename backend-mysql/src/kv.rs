@@ -155,7 +155,7 @@ impl MysqlKv {
     }
 
     /// Compacts history before `revision`, as etcd's `Compact`: reads at older
-    /// revisions then fail with [`StoreError::Compacted`](crate::StoreError), and
+    /// revisions then fail with [`StoreError::Compacted`](distsync_kv::StoreError), and
     /// watches from them get [`WatchResponse::Compacted`]. The reaper compacts on
     /// its own to keep the last
     /// [`DEFAULT_RETAINED_REVISIONS`](crate::DEFAULT_RETAINED_REVISIONS) revisions;
@@ -165,7 +165,7 @@ impl MysqlKv {
     /// next one removes.
     ///
     /// # Errors
-    /// [`StoreError::FutureRevision`](crate::StoreError) for a revision not reached
+    /// [`StoreError::FutureRevision`](distsync_kv::StoreError) for a revision not reached
     /// yet; the server's error.
     pub async fn compact(&self, revision: Revision) -> Result<Revision> {
         within(

@@ -56,8 +56,8 @@
 //! deletes (of a key or a prefix, counted) and ranges run in order, each range seeing
 //! the branch's earlier writes, and every change shares one revision. A put naming a
 //! lease that is gone or expired on the server's clock fails with
-//! [`StoreError::LeaseNotFound`] and a put keeping the lease of a missing key with
-//! [`StoreError::KeyNotFound`]; nothing is applied then (the transaction rolls back).
+//! [`StoreError::LeaseNotFound`](distsync_kv::StoreError) and a put keeping the lease of a
+//! missing key with [`StoreError::KeyNotFound`](distsync_kv::StoreError); nothing is applied then (the transaction rolls back).
 //! Ranges sort, limit and bound (`max_create_revision`, `max_mod_revision`) in SQL,
 //! and count as etcd does (before the bounds and the limit).
 //!
@@ -66,7 +66,7 @@
 //! The reaper compacts the log every ten seconds to keep the last
 //! [`DEFAULT_RETAINED_REVISIONS`] revisions (also [`MysqlKv::compact`]): per key, the
 //! rows followed by a newer one at or before the compaction point go, and tombstones
-//! before it. A range at an older revision fails with [`StoreError::Compacted`]; a
+//! before it. A range at an older revision fails with [`StoreError::Compacted`](distsync_kv::StoreError); a
 //! watch from one answers [`WatchResponse::Compacted`](distsync_kv::kv::WatchResponse)
 //! and ends, and the recipes re-read.
 //!
@@ -170,7 +170,6 @@ pub use config::{
     SCHEMES,
 };
 pub use driver::DRIVER;
-pub use error::StoreError;
 pub use kv::MysqlKv;
 
 /// The backend's name, as it appears in [`Capabilities::backend`], in errors and in

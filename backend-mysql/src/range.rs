@@ -8,8 +8,9 @@ use distsync_kv::kv::{KeyValue, Range, RangeResponse, Revision, SortOrder, SortT
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySqlConnection, Row};
 
-use crate::error::{map, StoreError};
+use crate::error::map;
 use crate::schema::Tables;
+use crate::BACKEND;
 
 /// A key condition on the column `k`, with its bound values.
 pub(crate) struct KeyFilter {
@@ -62,36 +63,6 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
-}
-
-/// Checks a range as etcd does before anything runs: a key or a prefix, an end after
-/// the start, and a revision between the compaction point and the present.
-pub(crate) fn check(range: &Range, current: Revision, compacted: Revision) -> Result<()> {
-    if let Some(end) = &range.range_end {
-        if *end <= range.key {
-            return Err(Error::InvalidArgument(format!(
-                "range: end {end:?} is not after start {:?}",
-                range.key
-            )));
-        }
-    } else if range.key.is_empty() && !range.prefix {
-        return Err(Error::InvalidArgument(
-            "range: key is not provided".to_owned(),
-        ));
-    }
-    if let Some(requested) = range.revision.filter(|revision| *revision > 0) {
-        if requested > current {
-            return Err(StoreError::FutureRevision { requested, current }.into());
-        }
-        if requested < compacted {
-            return Err(StoreError::Compacted {
-                requested,
-                compacted,
-            }
-            .into());
-        }
-    }
-    Ok(())
 }
 
 /// Reads a checked range on `conn` (inside a transaction, which sees its own
@@ -211,34 +182,7 @@ async fn read_past(
         .iter()
         .map(|row| key_value(row, 2))
         .collect::<Result<Vec<_>>>()?;
-    let count = visible.len();
-    let (max_create, max_mod) = (
-        bound(range.max_create_revision),
-        bound(range.max_mod_revision),
-    );
-    let mut kvs: Vec<KeyValue> = visible
-        .into_iter()
-        .filter(|kv| max_create.is_none_or(|max| kv.create_revision <= max))
-        .filter(|kv| max_mod.is_none_or(|max| kv.mod_revision <= max))
-        .collect();
-    if let Some((target, order)) = range.sort {
-        let field = |kv: &KeyValue| match target {
-            SortTarget::Key => 0,
-            SortTarget::CreateRevision => kv.create_revision,
-            SortTarget::ModRevision => kv.mod_revision,
-        };
-        // Stable sorts: ties stay in key order.
-        match (target, order) {
-            (SortTarget::Key, SortOrder::Ascend) => {}
-            (SortTarget::Key, SortOrder::Descend) => kvs.reverse(),
-            (_, SortOrder::Ascend) => kvs.sort_by_key(field),
-            (_, SortOrder::Descend) => kvs.sort_by_key(|kv| std::cmp::Reverse(field(kv))),
-        }
-    }
-    if let Some(limit) = range.limit.filter(|limit| *limit > 0) {
-        kvs.truncate(limit);
-    }
-    Ok((kvs, count))
+    Ok(range.select(visible))
 }
 
 /// A key's value from a row `k, create_revision, <mod revision>, version, lease, v`
@@ -259,7 +203,7 @@ pub(crate) fn key_value(row: &MySqlRow, mod_at: usize) -> Result<KeyValue> {
 /// A key read back from a key column: the UTF-8 the backend wrote.
 pub(crate) fn key_string(key: Vec<u8>) -> Result<String> {
     String::from_utf8(key).map_err(|error| {
-        StoreError::Invalid(format!("a key in the store is not UTF-8: {error}")).into()
+        Error::backend(BACKEND, format!("a key in the store is not UTF-8: {error}"))
     })
 }
 
@@ -273,15 +217,5 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);
         assert_eq!(prefix_end(b""), None);
-    }
-
-    #[test]
-    fn ranges_are_checked_as_etcd_does() {
-        assert!(check(&Range::key(""), 5, 0).is_err());
-        assert!(check(&Range::between("b", "a"), 5, 0).is_err());
-        assert!(check(&Range::prefix(""), 5, 0).is_ok());
-        assert!(check(&Range::key("a").at_revision(6), 5, 0).is_err());
-        assert!(check(&Range::key("a").at_revision(2), 5, 3).is_err());
-        assert!(check(&Range::key("a").at_revision(3), 5, 3).is_ok());
     }
 }

@@ -27,9 +27,12 @@ use distsync_kv::kv::{
 use sqlx::{MySqlConnection, MySqlPool, Row};
 
 use crate::batch;
-use crate::error::{map, StoreError};
+use distsync_kv::StoreError;
+
+use crate::error::map;
 use crate::range::{self, key_string, KeyFilter};
 use crate::schema::{Tables, MAX_KEY_BYTES};
+use crate::BACKEND;
 
 /// The statement that opens a read-only transaction on one snapshot.
 pub(crate) const READ_ONLY: &str = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
@@ -83,6 +86,7 @@ struct Current {
 /// its connection, [`batch::Open`]); once the commit is sent, it may have been
 /// applied.
 pub(crate) async fn run(pool: &MySqlPool, tables: &Tables, txn: Txn) -> Result<Applied> {
+    txn.check_branches()?;
     let writes = (txn.success.iter().chain(&txn.failure)).any(|op| !matches!(op, TxnOp::Range(_)));
     if !writes {
         return read_only(pool, tables, txn).await;
@@ -430,7 +434,7 @@ impl<'a> Apply<'a> {
                 ))
             }
             TxnOp::Range(range) => {
-                range::check(&range, self.current, self.compacted)?;
+                range.check(self.current, self.compacted, BACKEND)?;
                 self.flush(conn).await?;
                 let dirty = !self.rows.is_empty();
                 let revision = if dirty { self.next } else { self.current };
@@ -455,11 +459,10 @@ impl<'a> Apply<'a> {
             ));
         }
         if key.len() > MAX_KEY_BYTES {
-            return Err(StoreError::Invalid(format!(
+            return Err(Error::InvalidArgument(format!(
                 "put: key of {} bytes is longer than the store's {MAX_KEY_BYTES}",
                 key.len()
-            ))
-            .into());
+            )));
         }
         let previous = match self.known.get(&key) {
             Some(known) => *known,
@@ -478,11 +481,11 @@ impl<'a> Apply<'a> {
             }
         };
         let lease = match (lease, previous) {
-            (None, None) => return Err(StoreError::KeyNotFound(key).into()),
+            (None, None) => return Err(StoreError::KeyNotFound(key).in_backend(BACKEND)),
             (None, Some(previous)) => previous.lease,
             (Some(lease), _) => {
                 if lease != 0 && !self.lease_live(conn, lease).await? {
-                    return Err(StoreError::LeaseNotFound(lease).into());
+                    return Err(StoreError::LeaseNotFound(lease).in_backend(BACKEND));
                 }
                 lease
             }

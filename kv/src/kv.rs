@@ -8,15 +8,18 @@
 //! in-memory backend and the etcd backend are two implementations of [`Kv`], so they
 //! share one implementation of the primitives.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use distsync_core::error::Result;
+use distsync_core::error::{Error, Result};
 use distsync_core::raw::RetryPolicy;
 use distsync_core::session::KeepAlive;
+
+use crate::store_error::StoreError;
 
 /// A store revision: increases by one with every transaction that changes something.
 pub type Revision = i64;
@@ -116,6 +119,90 @@ impl Range {
         self.sort = Some((target, order));
         self.limit = Some(limit);
         self
+    }
+
+    /// Checks this range as etcd does before any part of its request runs: an end
+    /// after the start, a key unless it reads a prefix, and a revision (if any) neither
+    /// above the store's `current` revision nor below its compaction point
+    /// (`compacted`). A store that keeps the MVCC model itself calls it; `backend`
+    /// names the store in a revision's refusal ([`StoreError`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a malformed range, [`StoreError::FutureRevision`]
+    /// and [`StoreError::Compacted`] (through [`StoreError::in_backend`]).
+    pub fn check(
+        &self,
+        current: Revision,
+        compacted: Revision,
+        backend: &'static str,
+    ) -> Result<()> {
+        if let Some(end) = &self.range_end {
+            if *end <= self.key {
+                return Err(Error::InvalidArgument(format!(
+                    "range: end {end:?} is not after start {:?}",
+                    self.key
+                )));
+            }
+        } else if self.key.is_empty() && !self.prefix {
+            return Err(Error::InvalidArgument(
+                "range: key is not provided".to_owned(),
+            ));
+        }
+        if let Some(requested) = self.revision.filter(|revision| *revision > 0) {
+            if requested > current {
+                return Err(StoreError::FutureRevision { requested, current }.in_backend(backend));
+            }
+            if requested < compacted {
+                return Err(StoreError::Compacted {
+                    requested,
+                    compacted,
+                }
+                .in_backend(backend));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `kv` is within this range's create and mod revision bounds (a bound of
+    /// 0 or none admits every revision).
+    pub fn within_bounds(&self, kv: &KeyValue) -> bool {
+        let above = |bound: Option<Revision>, revision: Revision| matches!(bound, Some(max) if max > 0 && revision > max);
+        !above(self.max_create_revision, kv.create_revision)
+            && !above(self.max_mod_revision, kv.mod_revision)
+    }
+
+    /// Answers this range from `visible`, the key values it covers at its revision in
+    /// key order, as etcd does: drops those above the create and mod revision bounds,
+    /// sorts (stably, so ties stay in key order) and cuts to the limit. Returns the
+    /// answer and the count etcd reports, taken before the bounds and the limit. A
+    /// store that keeps the MVCC model itself and cannot do this in its own query
+    /// calls it; `T` lets it sort references and copy only what it returns.
+    pub fn select<T: std::borrow::Borrow<KeyValue>>(&self, visible: Vec<T>) -> (Vec<T>, usize) {
+        let count = visible.len();
+        let mut kvs: Vec<T> = visible
+            .into_iter()
+            .filter(|kv| self.within_bounds(kv.borrow()))
+            .collect();
+        if let Some((target, order)) = self.sort {
+            let field = |kv: &T| {
+                let kv = kv.borrow();
+                match target {
+                    SortTarget::Key => 0,
+                    SortTarget::CreateRevision => kv.create_revision,
+                    SortTarget::ModRevision => kv.mod_revision,
+                }
+            };
+            match (target, order) {
+                (SortTarget::Key, SortOrder::Ascend) => {}
+                (SortTarget::Key, SortOrder::Descend) => kvs.reverse(),
+                (_, SortOrder::Ascend) => kvs.sort_by_key(field),
+                (_, SortOrder::Descend) => kvs.sort_by_key(|kv| std::cmp::Reverse(field(kv))),
+            }
+        }
+        if let Some(limit) = self.limit.filter(|limit| *limit > 0) {
+            kvs.truncate(limit);
+        }
+        (kvs, count)
     }
 
     /// The key with the lowest create revision (Go's `WithFirstCreate`).
@@ -334,6 +421,48 @@ impl Txn {
         self.failure = ops;
         self
     }
+
+    /// Checks both branches as etcd does before it runs either: no branch puts a key
+    /// twice, or puts a key it also deletes. A store that keeps the MVCC model itself
+    /// calls it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the key.
+    pub fn check_branches(&self) -> Result<()> {
+        check_branch(&self.success)?;
+        check_branch(&self.failure)
+    }
+}
+
+/// One branch of [`Txn::check_branches`].
+fn check_branch(ops: &[TxnOp]) -> Result<()> {
+    let mut puts: HashSet<&str> = HashSet::new();
+    for op in ops {
+        if let TxnOp::Put { key, .. } = op {
+            if !puts.insert(key) {
+                return Err(Error::InvalidArgument(format!(
+                    "duplicate key given in txn request: {key:?}"
+                )));
+            }
+        }
+    }
+    for op in ops {
+        if let TxnOp::Delete { key, prefix } = op {
+            let overlaps = puts.iter().any(|put| {
+                if *prefix {
+                    put.starts_with(key.as_str())
+                } else {
+                    put == key
+                }
+            });
+            if overlaps {
+                return Err(Error::InvalidArgument(format!(
+                    "duplicate key given in txn request: a put overlaps the delete of {key:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The answer to one [`TxnOp`].
@@ -411,8 +540,10 @@ pub trait Kv: Send + Sync + 'static {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
 
     /// Watches `key` (or every key under it when `prefix`) for changes at or after
-    /// `start_revision`. The stream ends when the watch is cancelled by the store or
-    /// the connection; callers then re-read and watch again.
+    /// `start_revision`; a `start_revision` of 0 (or below) watches from the store's
+    /// next revision, as etcd does: nothing already written is replayed. The stream
+    /// ends when the watch is cancelled by the store or the connection; callers then
+    /// re-read and watch again.
     async fn watch(
         &self,
         key: &str,

@@ -32,3 +32,6 @@
 pub mod kv;
 pub mod memory;
 pub mod recipes;
+mod store_error;
+
+pub use store_error::StoreError;

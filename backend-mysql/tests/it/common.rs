@@ -6,7 +6,8 @@ use std::time::Duration;
 use distsync_kv::kv::{
     EventKind, KeyValue, Kv, Range, RangeResponse, Revision, Txn, TxnOp, WatchResponse,
 };
-use distsync_mysql::{MysqlConfig, MysqlKv, StoreError};
+use distsync_kv::StoreError;
+use distsync_mysql::{MysqlConfig, MysqlKv};
 
 /// A store in fresh tables, or `None` (the test is skipped) without a server; `query`
 /// is added to the URL.

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use distsync_kv::kv::{EventKind, Kv, Range, Txn, TxnOp, WatchResponse};
-use distsync_mysql::StoreError;
+use distsync_kv::StoreError;
 use futures::StreamExt;
 
 use crate::common::*;

@@ -55,7 +55,7 @@ async fn an_expired_lease_deletes_its_keys_in_one_revision() {
         .unwrap_err();
     assert_eq!(
         store_error(&late),
-        &distsync_mysql::StoreError::LeaseNotFound(lease)
+        &distsync_kv::StoreError::LeaseNotFound(lease)
     );
     drop_tables(&kv, &url).await;
 }

@@ -5,7 +5,7 @@ use distsync_core::Error;
 use distsync_kv::kv::{
     Compare, CompareOp, Kv, Range, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
-use distsync_mysql::StoreError;
+use distsync_kv::StoreError;
 
 use crate::common::*;
 

@@ -36,6 +36,7 @@ pub mod go_peer;
 mod group;
 mod memory;
 mod mysql_client;
+mod nats;
 pub mod postgres_standby;
 pub mod private;
 mod private_mariadb;

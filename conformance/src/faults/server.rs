@@ -1,12 +1,14 @@
-//! Fault hooks of a server reached by URL: etcd, Redis, PostgreSQL, ZooKeeper or
-//! MySQL/MariaDB.
+//! Fault hooks of a server reached by URL: etcd, Redis, PostgreSQL, ZooKeeper,
+//! MySQL/MariaDB or NATS.
 //!
 //! Everything here goes through the stores' own command line tools and server
 //! binaries (Debian's etcd-server / etcd-client, redis-server / redis-tools,
-//! postgresql, mariadb-server), never through a backend crate, so that the runner and every backend
+//! postgresql, mariadb-server / mariadb-client), never through a backend crate, so that the
+//! runner and every backend
 //! crate's tests share one implementation while this library depends on
 //! `distsync-core` only. A hook whose tool is missing is unsupported, with the package
-//! to install as the reason.
+//! to install as the reason. NATS has no such tool here: its session end is a plain
+//! NATS client's ([`super::nats`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +37,10 @@ use crate::harness::Harness;
 /// command that ends another client's session.
 const ZOOKEEPER_NO_KILL: &str =
     "ZooKeeper has no out-of-band session kill: a session ends by its client or by expiry";
+
+/// Why NATS has no kill tool: none installs from the package registries here, so its
+/// session end is a plain NATS client's ([`super::nats`]).
+const NATS_NO_TOOL: &str = "no nats command line tool: the session end is a nats client's";
 
 /// The environment variable naming the three-member etcd cluster.
 pub const ETCD_CLUSTER_VAR: &str = "DISTSYNC_ETCD_CLUSTER_URL";
@@ -77,13 +83,13 @@ impl ServerFaults {
     pub fn new(url: &str, connect: Connect) -> Result<Self> {
         let kind = StoreKind::of_url(url).ok_or_else(|| Error::InvalidUrl {
             url: distsync_core::redact_url(url),
-            reason: "fault hooks need an etcd://, redis://, postgres://, zk:// or mysql:// server"
+            reason: "fault hooks need an etcd://, redis://, postgres://, zk://, mysql:// or nats:// server"
                 .to_owned(),
         })?;
         let cluster_var = match kind {
             StoreKind::Etcd => Some(ETCD_CLUSTER_VAR),
             StoreKind::Zookeeper => Some(ZOOKEEPER_ENSEMBLE_VAR),
-            StoreKind::Redis | StoreKind::Postgres | StoreKind::Mysql => None,
+            StoreKind::Redis | StoreKind::Postgres | StoreKind::Mysql | StoreKind::Nats => None,
         };
         let cluster_url = cluster_var
             .and_then(|var| std::env::var(var).ok())
@@ -132,6 +138,7 @@ impl ServerFaults {
             StoreKind::Postgres => psql(),
             StoreKind::Zookeeper => Err(ZOOKEEPER_NO_KILL.to_owned()),
             StoreKind::Mysql => mariadb_client(),
+            StoreKind::Nats => Err(NATS_NO_TOOL.to_owned()),
         }
     }
 
@@ -233,6 +240,7 @@ impl Faults for ServerFaults {
 
     fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
         match hook {
+            Hook::KillSession if self.kind == StoreKind::Nats => super::nats::available(),
             Hook::KillSession => self.kill_tool().map(drop),
             Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
             Hook::AnyExternalHolder => super::any_external_holder(self),
@@ -260,6 +268,9 @@ impl Faults for ServerFaults {
                     "{} never evicts keys",
                     self.kind.as_str()
                 )),
+                StoreKind::Nats => Err("the bucket the nats backend makes has no size or age \
+                                        limit: the server evicts none of its keys"
+                    .to_owned()),
             },
             Hook::SessionTakeover => match self.kind {
                 StoreKind::Redis => self.kill_tool().map(drop),
@@ -281,6 +292,11 @@ impl Faults for ServerFaults {
                      restart keeps them, so no id is handed out twice"
                         .to_owned(),
                 ),
+                StoreKind::Nats => Err(
+                    "a session id is 64 random bits, its key created only where none is: \
+                     another owner takes it only by drawing the same bits"
+                        .to_owned(),
+                ),
             },
             Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
                 .map(drop)
@@ -290,7 +306,8 @@ impl Faults for ServerFaults {
                 StoreKind::Redis
                 | StoreKind::Postgres
                 | StoreKind::Zookeeper
-                | StoreKind::Mysql => Err(format!(
+                | StoreKind::Mysql
+                | StoreKind::Nats => Err(format!(
                     "etcd's Go packages run on etcd only, not on {}",
                     self.kind.as_str()
                 )),
@@ -299,6 +316,10 @@ impl Faults for ServerFaults {
     }
 
     async fn kill_session(&self, backend: &dyn Backend, session: SessionId) -> Result<String> {
+        if self.kind == StoreKind::Nats {
+            return super::nats::kill_session(&self.url, session).await;
+        }
+        // Every other kind ends a session with its store's own tool.
         let tool = self
             .kill_tool()
             .map_err(|reason| Error::unsupported(backend.capabilities().backend, reason))?;
@@ -314,6 +335,10 @@ impl Faults for ServerFaults {
             StoreKind::Zookeeper => Err(Error::unsupported(
                 backend.capabilities().backend,
                 ZOOKEEPER_NO_KILL,
+            )),
+            StoreKind::Nats => Err(Error::unsupported(
+                backend.capabilities().backend,
+                NATS_NO_TOOL,
             )),
         }
     }

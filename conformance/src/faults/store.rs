@@ -22,6 +22,8 @@ pub enum StoreKind {
     Zookeeper,
     /// `mysql://` or `mariadb://`
     Mysql,
+    /// `nats://`
+    Nats,
 }
 
 impl StoreKind {
@@ -34,11 +36,12 @@ impl StoreKind {
             "postgres" | "postgresql" => Some(Self::Postgres),
             "zk" => Some(Self::Zookeeper),
             "mysql" | "mariadb" => Some(Self::Mysql),
+            "nats" => Some(Self::Nats),
             _ => None,
         }
     }
 
-    /// `etcd`, `redis`, `postgres`, `zookeeper` or `mysql`.
+    /// `etcd`, `redis`, `postgres`, `zookeeper`, `mysql` or `nats`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Etcd => "etcd",
@@ -46,6 +49,7 @@ impl StoreKind {
             Self::Postgres => "postgres",
             Self::Zookeeper => "zookeeper",
             Self::Mysql => "mysql",
+            Self::Nats => "nats",
         }
     }
 }
@@ -119,6 +123,10 @@ mod tests {
         assert_eq!(
             StoreKind::of_url("mariadb://u@h/db"),
             Some(StoreKind::Mysql)
+        );
+        assert_eq!(
+            StoreKind::of_url("nats://127.0.0.1:4222/?bucket=b"),
+            Some(StoreKind::Nats)
         );
         assert_eq!(StoreKind::of_url("memory://"), None);
         assert_eq!(StoreKind::of_url("nonsense"), None);

@@ -261,9 +261,9 @@ mod tests {
     use futures::StreamExt;
 
     use super::super::test_support::*;
-    use super::super::StoreError;
     use super::*;
     use crate::kv::{EventKind, Kv, Range, Txn, TxnOp};
+    use crate::StoreError;
 
     #[tokio::test]
     async fn leases_attach_move_and_are_kept_with_ignore_lease() {

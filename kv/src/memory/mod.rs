@@ -27,4 +27,4 @@ mod watchers;
 
 pub use backend::{capabilities, connect, MemoryBackend, BACKEND, DRIVER, MIN_SESSION_TTL, SCHEME};
 pub use faulty::{FaultyKv, Partition, TxnFault};
-pub use store::{MemoryKv, StoreError, DEFAULT_RETAINED_REVISIONS};
+pub use store::{MemoryKv, DEFAULT_RETAINED_REVISIONS};

@@ -6,18 +6,18 @@
 //! any retained past revision and watch replays (see `watch.rs`) are exact. One global
 //! revision counts changing transactions, as etcd's does.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::long_lines::{created_by, newest};
 use super::records::Entry;
-use super::store::{MemoryKv, State, StoreError};
+use super::store::{MemoryKv, State, BACKEND};
 use crate::kv::{
     Compare, CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, Range, RangeResponse,
     Revision, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchEvent,
 };
+use crate::store_error::StoreError;
 use distsync_core::error::{Error, Result};
 
 /// The changes of one transaction being applied.
@@ -51,7 +51,7 @@ impl MemoryKv {
                 requested: revision,
                 current: state.revision,
             }
-            .into());
+            .in_backend(BACKEND));
         }
         state.compact_to(revision);
         Ok(())
@@ -105,35 +105,7 @@ impl State {
 
     /// Validates a range before any part of a transaction runs.
     pub(super) fn check_range(&self, range: &Range) -> Result<()> {
-        if let Some(end) = &range.range_end {
-            if *end <= range.key {
-                return Err(Error::InvalidArgument(format!(
-                    "range: end {end:?} is not after start {:?}",
-                    range.key
-                )));
-            }
-        } else if range.key.is_empty() && !range.prefix {
-            return Err(Error::InvalidArgument(
-                "range: key is not provided".to_owned(),
-            ));
-        }
-        if let Some(requested) = range.revision.filter(|revision| *revision > 0) {
-            if requested > self.revision {
-                return Err(StoreError::FutureRevision {
-                    requested,
-                    current: self.revision,
-                }
-                .into());
-            }
-            if requested < self.compacted {
-                return Err(StoreError::Compacted {
-                    requested,
-                    compacted: self.compacted,
-                }
-                .into());
-            }
-        }
-        Ok(())
+        range.check(self.revision, self.compacted, BACKEND)
     }
 
     /// Serves a checked range: from a long line's index when it can (`long_lines.rs`),
@@ -169,31 +141,10 @@ impl State {
             .ranged(range)
             .filter_map(|(_, entries)| Self::visible_at(entries, at))
             .collect();
-        let count = visible.len();
         // Sorted and cut to the limit by reference; only what is returned is copied
         // (a waiter's read of the two entries before its own, in a line of thousands,
         // copies two).
-        let mut kvs: Vec<&KeyValue> = visible
-            .into_iter()
-            .filter(|kv| within_bounds(range, kv))
-            .collect();
-        if let Some((target, order)) = range.sort {
-            let field = |kv: &KeyValue| match target {
-                SortTarget::Key => 0,
-                SortTarget::CreateRevision => kv.create_revision,
-                SortTarget::ModRevision => kv.mod_revision,
-            };
-            // Stable sorts: ties stay in key order.
-            match (target, order) {
-                (SortTarget::Key, SortOrder::Ascend) => {}
-                (SortTarget::Key, SortOrder::Descend) => kvs.reverse(),
-                (_, SortOrder::Ascend) => kvs.sort_by_key(|kv| field(kv)),
-                (_, SortOrder::Descend) => kvs.sort_by_key(|kv| std::cmp::Reverse(field(kv))),
-            }
-        }
-        if let Some(limit) = range.limit.filter(|limit| *limit > 0) {
-            kvs.truncate(limit);
-        }
+        let (kvs, count) = range.select(visible);
         RangeResponse {
             kvs: kvs.into_iter().cloned().collect(),
             count,
@@ -211,7 +162,7 @@ impl State {
         }
         let line = self.long_lines.line(&range.key)?;
         let max_create = range.max_create_revision.filter(|revision| *revision > 0);
-        let keep = |kv: &&KeyValue| within_bounds(range, kv);
+        let keep = |kv: &&KeyValue| range.within_bounds(kv);
         let limit = range.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
         let live = |name: &str| self.live(name);
         let kvs: Vec<&KeyValue> = match range.sort {
@@ -271,10 +222,10 @@ impl State {
                 }
                 if *ignore_lease {
                     if self.live(key).is_none() {
-                        return Err(StoreError::KeyNotFound(key.clone()).into());
+                        return Err(StoreError::KeyNotFound(key.clone()).in_backend(BACKEND));
                     }
                 } else if *lease != 0 && !self.leases.contains_key(lease) {
-                    return Err(StoreError::LeaseNotFound(*lease).into());
+                    return Err(StoreError::LeaseNotFound(*lease).in_backend(BACKEND));
                 }
                 Ok(())
             }
@@ -292,8 +243,7 @@ impl State {
 
     /// Runs a transaction.
     pub(super) fn txn(&mut self, txn: Txn) -> Result<TxnResponse> {
-        check_intervals(&txn.success)?;
-        check_intervals(&txn.failure)?;
+        txn.check_branches()?;
         let succeeded = txn.compares.iter().all(|compare| self.compare(compare));
         let ops = if succeeded { txn.success } else { txn.failure };
         for op in &ops {
@@ -494,45 +444,6 @@ impl State {
 /// revision: the reads a long line's index can serve, and the scans that can start one.
 fn reads_whole_directory_now(range: &Range) -> bool {
     range.revision.is_none_or(|revision| revision <= 0) && range.prefix && range.range_end.is_none()
-}
-
-/// Whether a key passes a range's create- and mod-revision bounds (a bound of 0 or
-/// below is none).
-fn within_bounds(range: &Range, kv: &KeyValue) -> bool {
-    let above = |bound: Option<Revision>, revision: Revision| matches!(bound, Some(max) if max > 0 && revision > max);
-    !above(range.max_create_revision, kv.create_revision)
-        && !above(range.max_mod_revision, kv.mod_revision)
-}
-
-/// etcd rejects a branch that puts a key twice or puts a key it also deletes.
-fn check_intervals(ops: &[TxnOp]) -> Result<()> {
-    let mut puts: HashSet<&str> = HashSet::new();
-    for op in ops {
-        if let TxnOp::Put { key, .. } = op {
-            if !puts.insert(key) {
-                return Err(Error::InvalidArgument(format!(
-                    "duplicate key given in txn request: {key:?}"
-                )));
-            }
-        }
-    }
-    for op in ops {
-        if let TxnOp::Delete { key, prefix } = op {
-            let overlaps = puts.iter().any(|put| {
-                if *prefix {
-                    put.starts_with(key.as_str())
-                } else {
-                    put == key
-                }
-            });
-            if overlaps {
-                return Err(Error::InvalidArgument(format!(
-                    "duplicate key given in txn request: a put overlaps the delete of {key:?}"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

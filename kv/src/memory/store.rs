@@ -22,7 +22,7 @@ use super::long_lines::LongLines;
 use super::records::{Entry, LeaseEntry};
 use super::watchers::Watchers;
 use crate::kv::{Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse};
-use distsync_core::error::{Error, Result};
+use distsync_core::error::Result;
 use distsync_core::session::KeepAlive;
 
 /// The backend name, as in `Capabilities::backend` and in errors.
@@ -30,43 +30,6 @@ pub const BACKEND: &str = "memory";
 
 /// How many revisions a store keeps readable by default before compacting older ones.
 pub const DEFAULT_RETAINED_REVISIONS: i64 = 10_000;
-
-/// An error of the memory store's MVCC model, carried as the source of an
-/// [`Error::Backend`] with backend `"memory"` (downcast the source to match on it).
-///
-/// The messages follow etcd's, so the memory and etcd backends fail alike.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// A read or watch asked for a revision older than the compaction point.
-    #[error("mvcc: required revision {requested} has been compacted (compacted at {compacted})")]
-    Compacted {
-        /// The revision asked for.
-        requested: Revision,
-        /// The oldest revision still readable.
-        compacted: Revision,
-    },
-    /// A read or compaction asked for a revision the store has not reached yet.
-    #[error("mvcc: required revision {requested} is a future revision (current {current})")]
-    FutureRevision {
-        /// The revision asked for.
-        requested: Revision,
-        /// The store's current revision.
-        current: Revision,
-    },
-    /// A put named a lease the store does not know (never granted, revoked or expired).
-    #[error("lease not found: requested lease {0:x} not found")]
-    LeaseNotFound(LeaseId),
-    /// A put keeping the key's lease (`ignore_lease`) named a key that does not exist.
-    #[error("key not found: {0:?}")]
-    KeyNotFound(String),
-}
-
-impl From<StoreError> for Error {
-    fn from(error: StoreError) -> Self {
-        Error::backend(BACKEND, error)
-    }
-}
 
 /// An in-memory revisioned key-value store with leases and watches: a faithful
 /// in-process model of etcd's MVCC store, implementing [`Kv`].
@@ -79,14 +42,16 @@ impl From<StoreError> for Error {
 /// - transactions evaluate their compares against the state before the transaction
 ///   (a missing key has create/mod revision and version `0`), and a branch's ranges
 ///   see the branch's earlier writes. As etcd, a branch may not put the same key
-///   twice nor put a key it also deletes ([`Error::InvalidArgument`]), a put naming an
-///   unknown lease fails with `StoreError::LeaseNotFound`, and a put keeping the
-///   lease of a missing key with `StoreError::KeyNotFound`; nothing is applied then;
+///   twice nor put a key it also deletes
+///   ([`Error::InvalidArgument`](distsync_core::error::Error::InvalidArgument)), a put
+///   naming an unknown lease fails with [`StoreError::LeaseNotFound`], and a put
+///   keeping the lease of a missing key with [`StoreError::KeyNotFound`]; nothing is
+///   applied then;
 /// - a range's `count` counts every key of the key range at the read revision, before
 ///   the `max_*_revision` filters and the limit (etcd's `count`); a limit of `0` means
 ///   no limit, and max-revision bounds of `0` mean no bound, as in etcd;
 /// - reads at a past revision are exact down to the compaction point; older ones fail
-///   with `StoreError::Compacted`. The store keeps the last
+///   with [`StoreError::Compacted`]. The store keeps the last
 ///   `DEFAULT_RETAINED_REVISIONS` revisions (see [`MemoryKv::with_retained_revisions`])
 ///   and compacts older history automatically;
 /// - watches replay retained history from their start revision, then deliver live
@@ -104,6 +69,10 @@ impl From<StoreError> for Error {
 /// Clones share one store. Besides [`Kv`], the store has test and fault-injection
 /// hooks ([`MemoryKv::freeze_lease`], [`MemoryKv::compact`], ...): the memory backend
 /// is a test double, and these let a test model a paused client or a compacted store.
+///
+/// [`StoreError::LeaseNotFound`]: crate::StoreError::LeaseNotFound
+/// [`StoreError::KeyNotFound`]: crate::StoreError::KeyNotFound
+/// [`StoreError::Compacted`]: crate::StoreError::Compacted
 #[derive(Clone)]
 pub struct MemoryKv {
     pub(super) inner: Arc<Inner>,

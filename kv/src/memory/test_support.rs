@@ -1,9 +1,10 @@
 //! Helpers shared by the memory store's unit tests.
 
-use super::{MemoryKv, StoreError};
+use super::MemoryKv;
 use crate::kv::{
     EventKind, KeyValue, Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnOp, WatchResponse,
 };
+use crate::StoreError;
 use distsync_core::error::Error;
 
 pub(super) fn put(key: &str, value: &str) -> TxnOp {

@@ -1,0 +1,257 @@
+//! The backend: the connection, the bucket, the sessions of this process, the
+//! factories.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_nats::{ConnectErrorKind, ConnectOptions};
+use async_trait::async_trait;
+use distsync_core::raw::{Barrier, DoubleBarrier, Election, Locker, Queue, RwLock};
+use distsync_core::{
+    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
+};
+
+use crate::config::NatsConfig;
+use crate::session::LeaseInner;
+use crate::shared::Shared;
+use crate::store::Store;
+use crate::BACKEND;
+
+/// The NATS JetStream backend: sessions are per-key TTLs renewed by compare-and-set,
+/// primitives are lines of keys in one key-value bucket (see the crate docs).
+pub struct NatsBackend {
+    shared: Arc<Shared>,
+    capabilities: Capabilities,
+}
+
+impl std::fmt::Debug for NatsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBackend")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsBackend {
+    /// Connects with `config`, checks the server (2.12 or later, with JetStream), and
+    /// makes the bucket or checks that it has what this backend relies on.
+    ///
+    /// # Errors
+    /// [`Error::Connection`] when no server answers in time,
+    /// [`Error::Authentication`] for a refused login, [`Error::Unsupported`] for a
+    /// server below 2.12 or without JetStream, [`Error::InvalidArgument`] for a bucket
+    /// that lacks a setting (see `src/bucket.rs`), or the store's error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the half-made connection; nothing is held yet.
+    pub async fn connect(config: NatsConfig) -> Result<Self> {
+        let client = connect_client(&config).await?;
+        crate::bucket::check_server(&client.server_info())?;
+        let store = Store::new(client, config.bucket(), config.request_timeout());
+        crate::bucket::ensure(&store, config.replicas()).await?;
+        tracing::debug!(
+            backend = BACKEND,
+            servers = ?config.servers(),
+            bucket = config.bucket(),
+            tls = config.tls(),
+            "connected"
+        );
+        Ok(Self {
+            shared: Arc::new(Shared::new(config, store)),
+            capabilities: crate::capabilities(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &NatsConfig {
+        &self.shared.config
+    }
+
+    fn lease<'s>(&self, session: &'s Session) -> Result<&'s Arc<LeaseInner>> {
+        crate::session::lease_of(session, &self.shared)
+    }
+}
+
+/// The client connection of `config`: its login or credentials file and TLS files.
+async fn connect_client(config: &NatsConfig) -> Result<async_nats::Client> {
+    let mut options = ConnectOptions::new()
+        .name("distsync")
+        .connection_timeout(config.connect_timeout())
+        .request_timeout(Some(config.request_timeout()));
+    if let Some((user, password)) = config.login() {
+        options = options.user_and_password(user.to_owned(), password.to_owned());
+    }
+    if let Some(creds) = config.creds_file() {
+        options = options.credentials_file(creds).await.map_err(|error| {
+            Error::InvalidArgument(format!("the credentials file {creds}: {error}"))
+        })?;
+    }
+    if let Some(files) = config.tls_files() {
+        options = options
+            .require_tls(true)
+            .add_root_certificates(PathBuf::from(&files.ca));
+        if let Some((cert, key)) = &files.client {
+            options = options.add_client_certificate(PathBuf::from(cert), PathBuf::from(key));
+        }
+    }
+    let connecting = options.connect(config.client_urls());
+    let client = tokio::time::timeout(config.connect_timeout(), connecting)
+        .await
+        .map_err(|_| {
+            Error::connection(
+                BACKEND,
+                format!(
+                    "no nats server answered within the connect timeout {:?}",
+                    config.connect_timeout()
+                ),
+            )
+        })?;
+    client.map_err(|error| match error.kind() {
+        ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
+            Error::authentication(BACKEND, error.to_string())
+        }
+        ConnectErrorKind::ServerParse => Error::InvalidArgument(error.to_string()),
+        _ => Error::connection(BACKEND, error),
+    })
+}
+
+#[async_trait]
+impl Backend for NatsBackend {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn session(&self, options: SessionOptions) -> Result<Session> {
+        self.capabilities.check_session(&options)?;
+        crate::session::open(&self.shared, &options).await
+    }
+
+    /// A session of this process closes (its keys purged at once); another
+    /// process's is ended by purging the keys that carry its id, which its owner's
+    /// next renewal finds refused.
+    async fn revoke_session(&self, id: SessionId) -> Result<()> {
+        match self.shared.session(id.0) {
+            Some(lease) => lease.close().await,
+            None => crate::session::revoke_elsewhere(&self.shared, id.0).await,
+        }
+    }
+
+    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::lock::NatsLocker::new(
+            session.clone(),
+            lease,
+            name,
+        )))
+    }
+
+    /// A holder key that fair contenders take for the head of their line, and a wait
+    /// line of its own (see `src/unfair_lock.rs`).
+    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::unfair_lock::NatsUnfairLocker::new(
+            session.clone(),
+            lease,
+            name,
+        )))
+    }
+
+    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::election::NatsElection::new(
+            session.clone(),
+            lease,
+            name,
+        )))
+    }
+
+    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::rwlock::NatsRwLock::new(
+            session.clone(),
+            lease,
+            name,
+        )))
+    }
+
+    fn queue(&self, _name: Name) -> Result<Box<dyn Queue>> {
+        Err(Error::unsupported(BACKEND, "the queue"))
+    }
+
+    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
+        Ok(Box::new(crate::barrier::NatsBarrier::new(
+            &self.shared,
+            name,
+        )))
+    }
+
+    fn double_barrier(
+        &self,
+        session: &Session,
+        name: Name,
+        count: NonZeroUsize,
+    ) -> Result<Box<dyn DoubleBarrier>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::barrier::NatsDoubleBarrier::new(
+            session.clone(),
+            lease,
+            name,
+            count,
+        )))
+    }
+
+    /// Reads at a stream sequence, a commit one atomic batch of compares and writes
+    /// (see `src/stm.rs`).
+    fn stm(&self) -> Result<Stm> {
+        Ok(Stm::new(Arc::new(crate::stm::NatsStm::new(&self.shared))))
+    }
+
+    fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {
+        Ok(Box::new(crate::counter::NatsCounter::new(
+            &self.shared,
+            name,
+        )))
+    }
+
+    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn distsync_core::CountDownLatch>> {
+        Ok(Box::new(crate::counter::NatsLatch::new(
+            &self.shared,
+            name,
+            count,
+        )))
+    }
+
+    /// The lock's line, the first `permits` live keys hold (see `src/semaphore.rs`).
+    fn semaphore(
+        &self,
+        session: &Session,
+        name: Name,
+        permits: NonZeroUsize,
+    ) -> Result<Box<dyn distsync_core::Semaphore>> {
+        let lease = Arc::clone(self.lease(session)?);
+        Ok(Box::new(crate::semaphore::NatsSemaphore::new(
+            session.clone(),
+            lease,
+            name,
+            permits,
+        )))
+    }
+
+    /// Every kind's keys in one listing (see `src/status.rs`).
+    async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
+        crate::status::status(&self.shared, prefix).await
+    }
+
+    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
+        crate::purge::count_prefix(&self.shared, prefix).await
+    }
+
+    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
+        crate::purge::purge_prefix(&self.shared, prefix).await
+    }
+
+    async fn describe_store(&self) -> Result<Vec<(String, String)>> {
+        crate::facts::describe(&self.shared).await
+    }
+}

@@ -1,0 +1,213 @@
+//! The bucket: made on first connect with the settings every primitive relies on,
+//! and checked for them when it exists.
+//!
+//! A bucket is the stream `KV_<bucket>` over `$KV.<bucket>.>`. The settings:
+//!
+//! * `allow_msg_ttl`: per-key TTLs, which end a crashed holder's keys;
+//! * `subject_delete_marker_ttl`: the marker JetStream writes when a TTL ends a key,
+//!   which is what wakes the key's waiters (kept [`MARKER_TTL`]);
+//! * `allow_atomic`: atomic batches, for guarded writes and a session's release;
+//! * `allow_direct`: direct gets, for reads and listings;
+//! * `allow_rollup_hdrs`: purges, for releases;
+//! * `max_msgs_per_subject` = [`HISTORY`] (one): with more, rewritten keys' TTLs do
+//!   not expire (see [`HISTORY`]).
+//!
+//! A bucket made by other tools (the `nats` CLI makes neither TTLs nor atomic batches
+//! by default) lacks some of them; it is refused with
+//! [`Error::InvalidArgument`] naming what is missing, never used half-working (a
+//! `Nats-TTL` on a stream without `allow_msg_ttl` is refused per write, and a lock
+//! without TTLs would never free a crashed holder's hold).
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+use distsync_core::{Error, Result};
+
+use crate::error::timed;
+use crate::store::Store;
+use crate::BACKEND;
+
+/// The oldest server with everything this backend uses: per-message TTLs and delete
+/// markers came with 2.11, atomic batches with 2.12.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 12);
+
+/// How long a delete marker stays: the longest a waiter's watch may be away (a
+/// reconnect) and still see the end of the key it waits for. A waiter lists again
+/// after any break anyway.
+pub const MARKER_TTL: Duration = Duration::from_secs(60);
+
+/// Revisions kept per key: one. nats-server 2.15.1 does not expire the messages of
+/// a key rewritten with `Nats-TTL` in a stream that keeps more than one per subject
+/// (measured: a key created and renewed three times with a 2 s TTL still had its
+/// four messages, and no delete marker, 8 s later; with one kept, its marker came
+/// 2.0 s after the last renewal), so a crashed holder's keys would never end. A
+/// watcher is delivered only the messages the stream still keeps: one that falls
+/// behind skips a key's superseded values (see `src/election.rs` for how proclaims
+/// are kept apart).
+pub const HISTORY: i64 = 1;
+
+/// Checks the server's version (from its `INFO`): [`Error::Unsupported`] below
+/// [`MIN_SERVER_VERSION`] or without JetStream.
+pub(crate) fn check_server(info: &async_nats::ServerInfo) -> Result<()> {
+    if !info.jetstream {
+        return Err(Error::unsupported(
+            BACKEND,
+            format!(
+                "nats-server {} without JetStream (start it with `-js`)",
+                info.version
+            ),
+        ));
+    }
+    let version = parse_version(&info.version);
+    if version.is_none_or(|version| version < MIN_SERVER_VERSION) {
+        let (major, minor) = MIN_SERVER_VERSION;
+        return Err(Error::unsupported(
+            BACKEND,
+            format!(
+                "nats-server {}: this backend needs {major}.{minor} or later (per-key TTLs \
+                 and atomic batches)",
+                info.version
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `major.minor` of a version such as `2.15.1` or `2.12.0-beta.3`.
+fn parse_version(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The configuration of a bucket this backend makes.
+fn wanted(store: &Store, replicas: usize) -> Config {
+    Config {
+        name: store.stream.clone(),
+        subjects: vec![store.subjects()],
+        max_messages_per_subject: HISTORY,
+        discard: DiscardPolicy::New,
+        storage: StorageType::File,
+        num_replicas: replicas,
+        allow_direct: true,
+        allow_rollup: true,
+        allow_message_ttl: true,
+        subject_delete_marker_ttl: Some(MARKER_TTL),
+        allow_atomic_publish: true,
+        ..Config::default()
+    }
+}
+
+/// What `config` lacks of what this backend relies on (empty: nothing).
+pub(crate) fn missing(store: &Store, config: &Config) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if !config.subjects.contains(&store.subjects()) {
+        missing.push("the subjects `$KV.<bucket>.>`");
+    }
+    if !config.allow_message_ttl {
+        missing.push("allow_msg_ttl");
+    }
+    if config
+        .subject_delete_marker_ttl
+        .is_none_or(|ttl| ttl.is_zero())
+    {
+        missing.push("subject_delete_marker_ttl");
+    }
+    if !config.allow_atomic_publish {
+        missing.push("allow_atomic");
+    }
+    if !config.allow_direct {
+        missing.push("allow_direct");
+    }
+    if !config.allow_rollup {
+        missing.push("allow_rollup_hdrs");
+    }
+    if config.deny_purge {
+        missing.push("purges (deny_purge is set)");
+    }
+    if config.max_messages_per_subject != HISTORY {
+        missing.push("max_msgs_per_subject 1 (with more, keys' TTLs do not expire)");
+    }
+    if !config.max_age.is_zero() {
+        missing.push("no max_age (it would end held keys)");
+    }
+    missing
+}
+
+/// Makes the bucket if it is missing, or checks it.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a bucket that lacks a setting (see the module
+/// docs); the store's error.
+pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<()> {
+    let timeout = store.request_timeout;
+    let existing = timed(timeout, store.jetstream.get_stream(&store.stream)).await?;
+    let config = match existing {
+        Ok(mut stream) => timed(timeout, stream.info())
+            .await?
+            .map_err(|error| Error::backend(BACKEND, error))?
+            .config
+            .clone(),
+        Err(error) => {
+            use async_nats::jetstream::context::GetStreamErrorKind;
+            use async_nats::jetstream::ErrorCode;
+            match error.kind() {
+                GetStreamErrorKind::JetStream(api)
+                    if api.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
+                _ => return Err(Error::connection(BACKEND, error)),
+            }
+            tracing::debug!(stream = %store.stream, "making the bucket");
+            let made = timed(
+                timeout,
+                store
+                    .jetstream
+                    .get_or_create_stream(wanted(store, replicas)),
+            )
+            .await?
+            .map_err(|error| Error::backend(BACKEND, error))?;
+            made.cached_info().config.clone()
+        }
+    };
+    let missing = missing(store, &config);
+    if !missing.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "the nats bucket stream `{}` lacks what distsync needs: {}; use a bucket \
+             distsync makes, or edit the stream",
+            store.stream,
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_by_major_and_minor() {
+        assert_eq!(parse_version("2.15.1"), Some((2, 15)));
+        assert_eq!(parse_version("v2.12.0-beta.3"), Some((2, 12)));
+        assert!(parse_version("2.11.9").unwrap() < MIN_SERVER_VERSION);
+        assert!(parse_version("3.0.0").unwrap() >= MIN_SERVER_VERSION);
+        assert_eq!(parse_version("dev"), None);
+    }
+
+    #[test]
+    fn an_old_server_or_one_without_jetstream_is_refused_with_a_typed_error() {
+        let server = |version: &str, jetstream| async_nats::ServerInfo {
+            version: version.to_owned(),
+            jetstream,
+            ..async_nats::ServerInfo::default()
+        };
+        assert!(check_server(&server("2.12.0", true)).is_ok());
+        assert!(check_server(&server("2.15.1", true)).is_ok());
+        for (version, jetstream) in [("2.11.9", true), ("2.9.25", true), ("2.15.1", false)] {
+            match check_server(&server(version, jetstream)) {
+                Err(Error::Unsupported { operation, .. }) => {
+                    assert!(operation.contains(version), "{operation}")
+                }
+                other => panic!("{version}: {other:?}"),
+            }
+        }
+    }
+}

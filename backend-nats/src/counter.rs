@@ -1,0 +1,221 @@
+//! The counter and the count-down latch: one key each, changed by compare-and-set on
+//! its sequence.
+//!
+//! A counter `<name>` is the key `counter.<name>`, its value in decimal; a missing key
+//! or a tombstone reads 0. A latch is `latch.<name>`, `<initial> <remaining>` in
+//! decimal. Every change reads the key's last message and writes the new value with
+//! `Nats-Expected-Last-Subject-Sequence` = its sequence (0 where it has none):
+//! JetStream stores it only if nobody wrote in between, so concurrent changes are
+//! never lost, and a refused compare wrote nothing and is tried again. A write whose
+//! answer is lost is never sent again: its error says it may have been applied.
+//!
+//! A latch's waiters watch its key from the sequence they read + 1 and read again on
+//! every message. Neither keeps anything of a session.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::counter::{checked_add, Counter};
+use distsync_core::latch::{check_initial_count, CountDownLatch};
+use distsync_core::raw::WaitRetry;
+use distsync_core::{Error, Name, Result};
+use futures::StreamExt;
+
+use crate::keys::{self, Kind};
+use crate::shared::Shared;
+use crate::store::Write;
+use crate::BACKEND;
+
+/// A key's value as text and the sequence to compare against (0: no message).
+async fn read(shared: &Shared, key: &str) -> Result<(Option<String>, u64)> {
+    match shared.store.last(key).await? {
+        None => Ok((None, 0)),
+        Some(entry) if !entry.live() => Ok((None, entry.seq)),
+        Some(entry) => {
+            let text = String::from_utf8(entry.value.to_vec())
+                .map_err(|_| Error::backend(BACKEND, format!("{key} does not hold text")))?;
+            Ok((Some(text), entry.seq))
+        }
+    }
+}
+
+/// Writes `text` to `key` if it is still at `seq`; `Ok(false)` when it changed.
+async fn swap(shared: &Shared, key: &str, seq: u64, text: String) -> Result<bool> {
+    let write = Write::put(key, text).if_at(seq);
+    Ok(shared.store.publish(write).await?.compared()?.is_some())
+}
+
+/// The counter `name`.
+pub(crate) struct NatsCounter {
+    shared: Arc<Shared>,
+    name: Name,
+    key: String,
+}
+
+impl NatsCounter {
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
+        Self {
+            key: keys::key(Kind::Counter, &name),
+            shared: Arc::clone(shared),
+            name,
+        }
+    }
+
+    /// The value and the sequence to compare against.
+    async fn current(&self) -> Result<(i64, u64)> {
+        match read(&self.shared, &self.key).await? {
+            (None, seq) => Ok((0, seq)),
+            (Some(text), seq) => {
+                let value = text.trim().parse().map_err(|_| {
+                    Error::backend(BACKEND, format!("{} does not hold an i64", self.key))
+                })?;
+                Ok((value, seq))
+            }
+        }
+    }
+
+    /// Replaces the value by `change(current)` atomically; `None` from `change` leaves
+    /// it. Returns the value it was replaced by or left at, and whether it changed.
+    async fn update(
+        &self,
+        mut change: impl FnMut(i64) -> Result<Option<i64>> + Send,
+    ) -> Result<(i64, bool)> {
+        loop {
+            let (value, seq) = self.current().await?;
+            let Some(new) = change(value)? else {
+                return Ok((value, false));
+            };
+            if swap(&self.shared, &self.key, seq, new.to_string()).await? {
+                return Ok((new, true));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Counter for NatsCounter {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn get(&self) -> Result<i64> {
+        Ok(self.current().await?.0)
+    }
+
+    async fn add(&self, delta: i64) -> Result<i64> {
+        let name = self.name.clone();
+        Ok(self
+            .update(|value| checked_add(&name, value, delta).map(Some))
+            .await?
+            .0)
+    }
+
+    async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool> {
+        let (_, changed) = self
+            .update(|value| Ok((value == expected).then_some(new)))
+            .await?;
+        Ok(changed)
+    }
+
+    async fn set(&self, value: i64) -> Result<()> {
+        self.shared
+            .store
+            .publish(Write::put(self.key.as_str(), value.to_string()))
+            .await?
+            .compared()?;
+        Ok(())
+    }
+}
+
+/// The count-down latch `name`.
+pub(crate) struct NatsLatch {
+    shared: Arc<Shared>,
+    name: Name,
+    key: String,
+    initial: u64,
+}
+
+impl NatsLatch {
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name, initial: u64) -> Self {
+        Self {
+            key: keys::key(Kind::Latch, &name),
+            shared: Arc::clone(shared),
+            name,
+            initial,
+        }
+    }
+
+    /// The remaining count and the sequence to compare against; a missing latch is
+    /// at this handle's initial count.
+    async fn current(&self) -> Result<(u64, u64)> {
+        let (text, seq) = read(&self.shared, &self.key).await?;
+        let Some(text) = text else {
+            return Ok((self.initial, seq));
+        };
+        let parsed = text.split_once(' ').and_then(|(initial, remaining)| {
+            Some((initial.parse().ok()?, remaining.parse().ok()?))
+        });
+        let Some((initial, remaining)) = parsed else {
+            return Err(Error::backend(
+                BACKEND,
+                format!("{} does not hold a latch", self.key),
+            ));
+        };
+        check_initial_count(&self.name, self.initial, initial)?;
+        Ok((remaining, seq))
+    }
+}
+
+#[async_trait]
+impl CountDownLatch for NatsLatch {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn initial_count(&self) -> u64 {
+        self.initial
+    }
+
+    async fn count(&self) -> Result<u64> {
+        Ok(self.current().await?.0)
+    }
+
+    async fn count_down(&self) -> Result<u64> {
+        loop {
+            let (remaining, seq) = self.current().await?;
+            if remaining == 0 {
+                return Ok(0);
+            }
+            let left = remaining - 1;
+            let text = format!("{} {left}", self.initial);
+            if swap(&self.shared, &self.key, seq, text).await? {
+                return Ok(left);
+            }
+        }
+    }
+
+    async fn wait(&self) -> Result<()> {
+        let mut retry = WaitRetry::new("a latch");
+        loop {
+            let attempt = async {
+                let (remaining, seq) = self.current().await?;
+                if remaining == 0 {
+                    return Ok(true);
+                }
+                let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
+                match events.next().await {
+                    Some(Err(error)) => Err(error),
+                    _ => Ok(false),
+                }
+            };
+            match attempt.await {
+                Ok(true) => return Ok(()),
+                Ok(false) => retry.succeeded(),
+                Err(error) => match retry.failed(&error) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Err(error),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The election: the lock's line of candidates, the lowest the leader.
+//!
+//! # Layout and protocol
+//!
+//! The election `<name>` is the line `election.<name>.q`: each campaign creates a key
+//! `election.<name>.q.<session>.<n>` holding the candidate's value, create-only with
+//! the session's TTL, and waits as a lock contender does (see `src/lock.rs`): the
+//! live key with the lowest create sequence leads, each candidate watches only the
+//! one before it. The term is the leader key's create sequence, so every new leader
+//! has a higher term. A proclaim rewrites the leader's key with a compare on the
+//! sequence its session last wrote (failing with [`Error::NotLeader`] once the key
+//! is no longer its), keeping the create sequence in `Ds-Create`, then writes the
+//! value once more to a key of its own, `election.<name>.p.<session>.<n>.<m>` (kept
+//! [`PROCLAIM_TTL`]): the bucket keeps one message per key, so a watcher that falls
+//! behind a leader's proclaims would skip the superseded rewrites of its key, never
+//! those. A resign purges the leader's key.
+//!
+//! # Observing
+//!
+//! [`Election::observe`] lists the line once, then follows every message of the line
+//! from that listing's sequence on (an ordered consumer), keeping each live
+//! candidate's create sequence and value: after each message the leader is the
+//! lowest, and a change of its key or value is emitted. Renewals rewrite a key with
+//! the same value and emit nothing; a proclaim's own key sets its candidate's value.
+//! Messages come in stream order, so a value never follows a newer one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::raw::{leadership, Election, LeaderInfo, Leadership, Proclaim};
+use distsync_core::{Error, FencingToken, Name, Result, Session};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::keys::Kind;
+use crate::lock::NatsLocker;
+use crate::session::{LeaseInner, CREATE_HEADER};
+use crate::shared::Shared;
+use crate::store::{Entry, Write};
+
+/// How long a proclaim's own key is kept: an observer further behind than this
+/// misses the value (and still sees the leader key's latest).
+pub const PROCLAIM_TTL: Duration = Duration::from_secs(60);
+
+/// The candidate key a proclaim's key (`election.<name>.p.<session>.<n>.<m>`) is of.
+fn candidate_of_proclaim(key: &str) -> Option<String> {
+    let tokens: Vec<&str> = key.split('.').collect();
+    match tokens.as_slice() {
+        [kind, name, "p", session, n, _] => Some(format!("{kind}.{name}.q.{session}.{n}")),
+        _ => None,
+    }
+}
+/// An election named `name`.
+pub(crate) struct NatsElection {
+    line: NatsLocker,
+    session: Session,
+    lease: Arc<LeaseInner>,
+    name: Name,
+}
+
+impl NatsElection {
+    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
+        Self {
+            line: NatsLocker::in_line(
+                session.clone(),
+                Arc::clone(&lease),
+                name.clone(),
+                Kind::Election,
+            ),
+            session,
+            lease,
+            name,
+        }
+    }
+}
+
+/// The token (create sequence) of a line's entry.
+fn token_of(entry: &Entry) -> u64 {
+    entry
+        .header(CREATE_HEADER)
+        .and_then(|create| create.parse().ok())
+        .unwrap_or(entry.seq)
+}
+
+/// The leader of a set of live candidates by key: the lowest token.
+fn leader_of(candidates: &BTreeMap<String, (u64, Bytes)>) -> Option<LeaderInfo> {
+    candidates
+        .iter()
+        .min_by_key(|(_, (token, _))| *token)
+        .map(|(key, (token, value))| LeaderInfo::new(value.clone(), FencingToken(*token), key))
+}
+
+/// The live candidates of a listing, by key.
+fn candidates(entries: Vec<Entry>) -> BTreeMap<String, (u64, Bytes)> {
+    entries
+        .into_iter()
+        .filter(Entry::live)
+        .map(|entry| {
+            let token = token_of(&entry);
+            (entry.key, (token, entry.value))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Election for NatsElection {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
+        let mut candidate = self.line.enter_with(value).await?;
+        self.line.wait(&candidate).await?;
+        candidate.armed = false;
+        let key = std::mem::take(&mut candidate.key);
+        let resigning = Arc::clone(&self.lease);
+        let resigned = key.clone();
+        Ok(leadership(
+            key.clone(),
+            FencingToken(candidate.token),
+            &self.session,
+            Arc::new(NatsProclaim {
+                lease: Arc::clone(&self.lease),
+                key,
+                proclaims: AtomicU64::new(0),
+            }),
+            Box::new(move || Box::pin(async move { resigning.release(&resigned).await })),
+        ))
+    }
+
+    async fn leader(&self) -> Result<Option<LeaderInfo>> {
+        let store = &self.lease.shared.store;
+        let (entries, _) = store.list(&[format!("{}.>", self.line.line())]).await?;
+        Ok(leader_of(&candidates(entries)))
+    }
+
+    fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>> {
+        let name = self.line.line().trim_end_matches(".q");
+        let observer = Observer {
+            shared: Arc::clone(&self.lease.shared),
+            filter: format!("{}.>", self.line.line()),
+            watched: format!("{name}.>"),
+            candidates: BTreeMap::new(),
+            events: None,
+            shown: None,
+            pending: VecDeque::new(),
+        };
+        futures::stream::unfold(Some(observer), |state| async move {
+            let mut observer = state?;
+            match observer.next().await {
+                Ok(info) => Some((Ok(info), Some(observer))),
+                Err(error) => Some((Err(error), None)),
+            }
+        })
+        .boxed()
+    }
+}
+
+/// The state of one `observe()` stream.
+struct Observer {
+    shared: Arc<Shared>,
+    /// `election.<name>.q.>`: the candidates, listed.
+    filter: String,
+    /// `election.<name>.>`: the candidates and the proclaims, watched.
+    watched: String,
+    /// The live candidates: token and value, by key.
+    candidates: BTreeMap<String, (u64, Bytes)>,
+    /// The line's messages after the listing; `None` before the first listing or
+    /// after the watch ended (the observer lists again).
+    events: Option<crate::store::Watch>,
+    /// The leader last emitted: its key and value.
+    shown: Option<(String, Bytes)>,
+    pending: VecDeque<LeaderInfo>,
+}
+
+impl Observer {
+    /// Queues the leader if it differs from the one last emitted.
+    fn note_leader(&mut self) {
+        let Some(leader) = leader_of(&self.candidates) else {
+            return;
+        };
+        let now = (leader.key.clone(), leader.value.clone());
+        if self.shown.as_ref() != Some(&now) {
+            self.shown = Some(now);
+            self.pending.push_back(leader);
+        }
+    }
+
+    /// The next leader to emit.
+    async fn next(&mut self) -> Result<LeaderInfo> {
+        loop {
+            if let Some(leader) = self.pending.pop_front() {
+                return Ok(leader);
+            }
+            let Some(events) = self.events.as_mut() else {
+                let (entries, last) = self
+                    .shared
+                    .store
+                    .list(std::slice::from_ref(&self.filter))
+                    .await?;
+                self.candidates = candidates(entries);
+                self.note_leader();
+                let events = self.shared.store.watch(&self.watched, last + 1).await?;
+                self.events = Some(events);
+                continue;
+            };
+            match events.next().await {
+                Some(Ok(entry)) => {
+                    if let Some(candidate) = candidate_of_proclaim(&entry.key) {
+                        if let Some(known) = self.candidates.get_mut(&candidate) {
+                            if entry.live() {
+                                known.1 = entry.value;
+                            }
+                        }
+                    } else if entry.live() {
+                        let token = token_of(&entry);
+                        self.candidates.insert(entry.key, (token, entry.value));
+                    } else {
+                        self.candidates.remove(&entry.key);
+                    }
+                    self.note_leader();
+                }
+                Some(Err(error)) => return Err(error),
+                None => self.events = None,
+            }
+        }
+    }
+}
+
+/// A leadership's side of [`Leadership::proclaim`]: rewrites the leader's key and
+/// writes the value to a key of the proclaim's own.
+struct NatsProclaim {
+    lease: Arc<LeaseInner>,
+    key: String,
+    /// The number of the next proclaim's key.
+    proclaims: AtomicU64,
+}
+
+#[async_trait]
+impl Proclaim for NatsProclaim {
+    async fn proclaim_bytes(&self, value: Bytes) -> Result<()> {
+        if !self.lease.rewrite(&self.key, value.clone()).await? {
+            return Err(Error::NotLeader);
+        }
+        let n = self.proclaims.fetch_add(1, Ordering::Relaxed);
+        let key = format!("{}.{n}", self.key.replacen(".q.", ".p.", 1));
+        let write = Write::put(key, value).ttl(PROCLAIM_TTL);
+        self.lease.shared.store.publish(write).await?.compared()?;
+        Ok(())
+    }
+}

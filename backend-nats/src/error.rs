@@ -1,0 +1,33 @@
+//! The client's errors as distsync's.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::{RequestError, RequestErrorKind};
+use distsync_core::{Error, Result};
+
+use crate::BACKEND;
+
+/// Runs `request` for at most `timeout`; no answer in time is [`Error::Connection`]
+/// (transient: a write may have been applied), as every store's request timeout is.
+pub(crate) async fn timed<T>(timeout: Duration, request: impl Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(timeout, request).await.map_err(|_| {
+        Error::connection(
+            BACKEND,
+            format!("no answer from nats within the request timeout {timeout:?}"),
+        )
+    })
+}
+
+/// Maps a request's error: no responders (JetStream not running, or its stream
+/// leader not elected yet), a timeout and a broken connection are
+/// [`Error::Connection`] (transient; a write that timed out may have been applied);
+/// a request the client refuses to send is [`Error::Backend`].
+pub(crate) fn request_error(error: RequestError) -> Error {
+    match error.kind() {
+        RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
+            Error::backend(BACKEND, error)
+        }
+        _ => Error::connection(BACKEND, error),
+    }
+}

@@ -1,0 +1,44 @@
+//! What the server says about itself
+//! ([`Backend::describe_store`](distsync_core::Backend::describe_store)): its `INFO`
+//! and the bucket's stream configuration.
+
+use distsync_core::{Error, Result};
+
+use crate::error::timed;
+use crate::shared::Shared;
+use crate::BACKEND;
+
+/// `nats_server_version`, `servers` (how many the URL names), the bucket's stream,
+/// its replicas and storage, and the cluster the connected server belongs to, if any.
+pub(crate) async fn describe(shared: &Shared) -> Result<Vec<(String, String)>> {
+    let store = &shared.store;
+    let info = store.client.server_info();
+    let mut facts = vec![
+        ("nats_server_version".to_owned(), info.version.clone()),
+        (
+            "servers".to_owned(),
+            shared.config.servers().len().to_string(),
+        ),
+        ("stream".to_owned(), store.stream.clone()),
+    ];
+    if let Some(cluster) = info.cluster.clone() {
+        facts.push(("cluster".to_owned(), cluster));
+    }
+    let mut stream = timed(
+        store.request_timeout,
+        store.jetstream.get_stream(&store.stream),
+    )
+    .await?
+    .map_err(|error| Error::backend(BACKEND, error))?;
+    let config = timed(store.request_timeout, stream.info())
+        .await?
+        .map_err(|error| Error::backend(BACKEND, error))?
+        .config
+        .clone();
+    facts.push(("replicas".to_owned(), config.num_replicas.to_string()));
+    facts.push((
+        "storage".to_owned(),
+        format!("{:?}", config.storage).to_lowercase(),
+    ));
+    Ok(facts)
+}

@@ -1,0 +1,214 @@
+//! # distsync-nats
+//!
+//! The NATS JetStream backend of distsync: every primitive lives in one JetStream
+//! key-value bucket (a stream `KV_<bucket>` over `$KV.<bucket>.>`), built from what
+//! the store really offers rather than from the etcd model of the `distsync-kv`
+//! recipes.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+//! let coordinator = distsync::store::nats::connect("nats://127.0.0.1:4222/?bucket=locks").await?;
+//! let session = coordinator.session().await?;
+//! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+//! // ... send guard.token() (the holder key's stream sequence) with every write ...
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## URL
+//!
+//! `nats://[user:password@]host:port[,host:port...][/][?bucket=distsync&replicas=1]`
+//! (see [`NatsConfig`]), `creds=` for a credentials file, `tls://...?ca=ca.pem` (with
+//! `cert=` and `key=` for a client certificate) over TLS, and the options every
+//! backend's URL shares (`connect_timeout`, `timeout`).
+//!
+//! ## The server and the bucket
+//!
+//! nats-server 2.12 or later with JetStream: per-key TTLs and their delete markers
+//! came with 2.11, atomic batches with 2.12; an older server is refused with
+//! [`distsync_core::Error::Unsupported`]. The bucket is made on first connect with
+//! the settings every primitive relies on (`allow_msg_ttl`,
+//! `subject_delete_marker_ttl`, `allow_atomic`, `allow_direct`, `allow_rollup_hdrs`);
+//! and it keeps one message per key ([`HISTORY`]): nats-server 2.15.1 does not
+//! expire the TTLs of a key rewritten in a stream that keeps more, which would leave
+//! a crashed holder's hold in place for ever. An existing bucket that lacks one of
+//! these (a bucket made by the `nats` CLI has neither TTLs nor atomic batches) is
+//! refused with
+//! [`distsync_core::Error::InvalidArgument`] naming what it lacks (see
+//! `src/bucket.rs`).
+//!
+//! ## Why a backend of its own, not the `Kv` recipes
+//!
+//! JetStream KV has compare-and-set on revisions (the stream sequence), watches and
+//! per-key TTLs, but no lease that many keys hang on, no keep-alive that leaves keys
+//! untouched, no create revision, and reads of a past revision that silently drop a
+//! key overwritten more than `history` times. The `distsync-kv` recipes rely on all
+//! of those, so the primitives here are native to JetStream, as the ZooKeeper
+//! backend's are to ZooKeeper.
+//!
+//! ## How it works
+//!
+//! * **Names** are one subject token each, escaped injectively (see `src/keys.rs`).
+//! * **Sessions** (see `src/session.rs`) are a session key and per-key TTLs: every
+//!   key a session holds is written with `Nats-TTL` = its TTL and rewritten by each
+//!   renewal as a compare-and-set on the sequence it last wrote; a refused renewal
+//!   means the server ended the key (expired or revoked) and fires `lost()`, as does
+//!   the client-side deadline. A crashed holder's keys end a TTL after their last
+//!   renewal, and the delete marker JetStream writes wakes the next waiter.
+//! * **The lock** (see `src/lock.rs`) is a line: one create-only key per
+//!   acquisition, the token its stream sequence, the lowest live key holds, each
+//!   waiter watches only its predecessor (one wake-up per release), a release purges
+//!   the key with a compare. A guarded write (`put_if_held`) is one message whose
+//!   compare points at the holder's key.
+//! * **The unfair lock** (see `src/unfair_lock.rs`) is a holder key in the fair
+//!   lock's line, which fair contenders take for its head, so the two exclude each
+//!   other; a take is a create with a compare and a listing, and holds only when the
+//!   fair line is otherwise empty. Takes that lose wait in a line of their own where
+//!   only the head asks again, woken by any key of the fair line ending.
+//! * **The election** (see `src/election.rs`) is the lock's protocol in a line of
+//!   its own, the candidate's value in its key, the term the leader key's create
+//!   sequence; a proclaim rewrites the leader's key with a compare, and writes the
+//!   value to a key of its own, which no later proclaim supersedes; `observe()`
+//!   follows the election's messages from one listing on.
+//! * **The semaphore** (see `src/semaphore.rs`) is the lock's line in which the
+//!   first `permits` live keys hold; a waiter watches the whole line.
+//! * **The read-write lock** (see `src/rwlock.rs`) is one line of readers and
+//!   writers: a writer waits for its predecessor, a reader for the last writer
+//!   before it.
+//! * **The barrier** is one key, held while it holds a value; **the double
+//!   barrier** a line of participant keys and a ready key (see `src/barrier.rs`).
+//! * **STM** (see `src/stm.rs`): the serializable levels read as of the stream
+//!   sequence of their first read (a batched direct get with `up_to_seq`); a commit
+//!   is one atomic batch, each key written compared with the sequence it was read
+//!   at, each key only read checked by a scratch message whose compare points at it.
+//! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
+//!   compare-and-set on its sequence; a latch's waiters watch its key.
+//! * **Status** lists every kind's keys in one batched direct get (see
+//!   `src/status.rs`); **breaking a lock** reads its holder's session there and
+//!   revokes it: the keys carry their session's id, so another process's session is
+//!   ended by purging them, and its owner's next renewal is refused.
+//! * **Purging a prefix** purges the live keys of the names under it (see
+//!   `src/purge.rs`).
+//!
+//! Not built yet, and declared so in [`capabilities()`] (each answers
+//! [`distsync_core::Error::Unsupported`]): queues, the rate limiter, export (for
+//! migration) and hand-overs of leadership.
+//!
+//! ## Durability
+//!
+//! With its default `sync_interval` (two minutes) nats-server acknowledges a write
+//! before it is synced to disk: a process kill loses nothing (the data is in the
+//! page cache), an OS crash or power loss may lose acknowledged writes. So
+//! `survives_restart` and `exclusive_across_restart` are not claimed.
+//!
+//! ## Why `async-nats`
+//!
+//! It is the client the NATS authors maintain, on tokio, with JetStream's stream and
+//! ordered-consumer APIs. What it lacks (an atomic batch, a batched direct get) is
+//! sent as the plain JetStream API requests (see `src/store.rs`).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backend;
+mod barrier;
+mod bucket;
+mod config;
+mod counter;
+mod driver;
+mod election;
+mod error;
+mod facts;
+mod keys;
+mod lock;
+mod purge;
+mod rwlock;
+mod semaphore;
+mod session;
+mod shared;
+mod status;
+mod stm;
+mod store;
+mod unfair_lock;
+
+use std::time::Duration;
+
+use distsync_core::{Capabilities, Coordinator, Result};
+
+pub use backend::NatsBackend;
+pub use bucket::{HISTORY, MARKER_TTL, MIN_SERVER_VERSION};
+pub use config::{NatsConfig, DEFAULT_BUCKET};
+pub use driver::DRIVER;
+pub use election::PROCLAIM_TTL;
+
+/// The backend's name, as [`Capabilities::backend`] gives it.
+pub const BACKEND: &str = "nats";
+
+/// The shortest session TTL: `Nats-TTL` counts whole seconds.
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
+
+/// What this backend offers and claims, each measured by the conformance suite.
+///
+/// The fair lock, the unfair lock, the election, the semaphore and the read-write
+/// lock, with fencing tokens (the holder key's stream sequence, which only
+/// grows) and FIFO waiters; `lost()` when a renewal is refused (the store ended the
+/// session); `stalled_holder_expires` and `partition_safe`: a holder that stops
+/// renewing loses its keys a TTL after its last renewal reached the server, never
+/// before its client-side deadline. Breaking a lock and release requests, through
+/// status (which records each hold's session). STM at all four levels and guarded writes
+/// (`put_if_held`: a write whose compare points at the holder's key). Counters and
+/// latches.
+///
+/// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
+/// interval acknowledges writes before they are on disk, see the crate docs),
+/// `linearizable` and `survives_failover` (reads are direct gets, which a cluster's
+/// followers may answer stale; failover is not measured yet), and every primitive not
+/// built (see the crate docs).
+pub fn capabilities() -> Capabilities {
+    Capabilities::none(BACKEND)
+        .with_min_session_ttl(MIN_SESSION_TTL)
+        .with_lock(true)
+        .with_fencing(true)
+        .with_fifo_waiters(true)
+        .with_unfair_lock(true)
+        .with_election(true)
+        .with_semaphore(true)
+        .with_rwlock(true)
+        .with_barrier(true)
+        .with_double_barrier(true)
+        .with_lost_notification(true)
+        .with_stalled_holder_expires(true)
+        .with_partition_safe(true)
+        .with_guarded_writes(true)
+        .with_stm_serializable_snapshot(true)
+        .with_stm_serializable(true)
+        .with_stm_repeatable_reads(true)
+        .with_stm_read_committed(true)
+        .with_counter(true)
+        .with_break_lock(true)
+        .with_release_request(true)
+        .with_latch(true)
+}
+
+/// Connects to the NATS servers a `nats://` or `tls://` URL names and returns a
+/// [`Coordinator`] over them.
+///
+/// # Errors
+/// [`distsync_core::Error::InvalidUrl`] for a bad URL (its password redacted), or
+/// [`NatsBackend::connect`]'s.
+///
+/// # Cancel safety
+/// Dropping the future drops the half-made connection; nothing is held yet.
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(backend(url).await?))
+}
+
+/// The [`NatsBackend`] for a `nats://` or `tls://` URL.
+///
+/// # Errors
+/// As [`connect`].
+///
+/// # Cancel safety
+/// As [`connect`].
+pub async fn backend(url: &str) -> Result<NatsBackend> {
+    NatsBackend::connect(url.parse()?).await
+}

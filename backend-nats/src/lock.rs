@@ -1,0 +1,336 @@
+//! The fair lock: a line of contender keys ordered by their stream sequence.
+//!
+//! # Layout
+//!
+//! The lock `<name>` is the line `lock.<name>.q`; each acquisition creates a key of
+//! its own, `lock.<name>.q.<session>.<n>`, create-only
+//! (`Nats-Expected-Last-Subject-Sequence: 0`) with the session's TTL, and the session
+//! renews it (see `src/session.rs`). A key is never reused: a released key's tombstone
+//! would refuse a second create on it.
+//!
+//! # Protocol
+//!
+//! 1. **Enter**: create the contender key. Its stream sequence is its place in line
+//!    and its fencing token (renewals carry it in `Ds-Create`).
+//! 2. **Wait**: list the line's last messages (one batched direct get), keep the live
+//!    keys, order them by token. The lowest holds the lock. Any other contender
+//!    watches only the key just before it, from the listing's stream sequence + 1, and
+//!    ignores its renewals (puts); a purge, a delete or the marker JetStream writes
+//!    when its TTL ends it wakes the contender, which lists again. One wake-up per
+//!    release: no herd.
+//! 3. **Release**: stop renewing the key and purge it with a compare on its current
+//!    sequence. A crashed holder's key ends with its TTL, and the marker wakes the
+//!    next.
+//!
+//! Waiters are granted in token order, which is arrival order ([`fifo_waiters`]);
+//! the stream sequence only grows, so successive holders' tokens grow too
+//! ([`fencing`]).
+//!
+//! # Guarded writes
+//!
+//! [`LockGuard::put_if_held`] writes the STM key `stm.<key>` with
+//! `Nats-Expected-Last-Subject-Sequence-Subject` pointing at the holder's key and the
+//! sequence the session last wrote it at: JetStream stores the write only while that
+//! key is unchanged, i.e. still held, in the same step as the check.
+//!
+//! # Cancel safety
+//!
+//! A contender dropped before its grant purges its key in the background; should
+//! that fail, the key ends with its TTL.
+//!
+//! [`fifo_waiters`]: distsync_core::Capabilities::fifo_waiters
+//! [`fencing`]: distsync_core::Capabilities::fencing
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::raw::{lock_guard, with_guarded_write, GuardedWrite, Locker, WaitRetry};
+use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
+use futures::StreamExt;
+
+use crate::keys::{self, Kind};
+use crate::session::{LeaseInner, CREATE_HEADER};
+use crate::store::{Entry, Write};
+use crate::BACKEND;
+
+/// How often a waiter lists the line again without a wake-up: a safety net for a
+/// watch that missed an event (a consumer remade after a reconnect).
+const SAFETY_NET: Duration = Duration::from_secs(5);
+
+/// A mutex named `name`.
+pub(crate) struct NatsLocker {
+    session: Session,
+    lease: Arc<LeaseInner>,
+    name: Name,
+    /// `lock.<name>.q`.
+    line: String,
+    wakeups: AtomicU64,
+}
+
+/// A contender in line: its key and token. Dropped while armed (a cancelled wait),
+/// it purges its key in the background.
+pub(crate) struct Contender {
+    pub(crate) lease: Arc<LeaseInner>,
+    pub(crate) key: String,
+    pub(crate) token: u64,
+    pub(crate) armed: bool,
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (lease, key) = (Arc::clone(&self.lease), std::mem::take(&mut self.key));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = lease.release(&key).await {
+                    tracing::debug!(key, %error, "a dropped contender's purge failed; its ttl ends it");
+                }
+            });
+        }
+    }
+}
+
+/// The live contenders of a listing, in line: by token, an unfair lock's holder key
+/// first (see `src/unfair_lock.rs`).
+pub(crate) fn contenders(entries: Vec<Entry>) -> Vec<(u64, String)> {
+    let mut line: Vec<(u64, String)> = entries
+        .into_iter()
+        .filter(Entry::live)
+        .map(|entry| {
+            let token = if keys::is_unfair_holder(&entry.key) {
+                0
+            } else {
+                entry
+                    .header(CREATE_HEADER)
+                    .and_then(|create| create.parse().ok())
+                    .unwrap_or(entry.seq)
+            };
+            (token, entry.key)
+        })
+        .collect();
+    line.sort();
+    line
+}
+
+impl NatsLocker {
+    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
+        Self::in_line(session, lease, name, Kind::Lock)
+    }
+
+    /// A line of contenders of `kind` (an election's candidates run the lock's
+    /// protocol in a line of their own).
+    pub(crate) fn in_line(
+        session: Session,
+        lease: Arc<LeaseInner>,
+        name: Name,
+        kind: Kind,
+    ) -> Self {
+        let line = keys::line(kind, &name);
+        Self {
+            session,
+            lease,
+            name,
+            line,
+            wakeups: AtomicU64::new(0),
+        }
+    }
+
+    /// The line, `<kind>.<name>.q`.
+    pub(crate) fn line(&self) -> &str {
+        &self.line
+    }
+
+    /// The line's live contenders by token, and the stream sequence it was read at.
+    pub(crate) async fn listing(&self) -> Result<(Vec<(u64, String)>, u64)> {
+        let (entries, last) = self
+            .lease
+            .shared
+            .store
+            .list(&[format!("{}.>", self.line)])
+            .await?;
+        Ok((contenders(entries), last))
+    }
+
+    /// Step 1: a fresh contender key in the line.
+    async fn enter(&self) -> Result<Contender> {
+        self.enter_with(Bytes::new()).await
+    }
+
+    /// Step 1: a fresh contender key in the line, holding `value`.
+    pub(crate) async fn enter_with(&self, value: Bytes) -> Result<Contender> {
+        if self.session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        let key = keys::contender(&self.line, self.lease.id, self.lease.next_number());
+        let token = self.lease.create(&key, value).await?;
+        Ok(Contender {
+            lease: Arc::clone(&self.lease),
+            key,
+            token,
+            armed: true,
+        })
+    }
+
+    /// The place of `contender` in a listing: `Ok(None)` when it heads the line, else
+    /// the key before it.
+    fn place(&self, contender: &Contender, line: &[(u64, String)]) -> Result<Option<String>> {
+        match line.iter().position(|(_, key)| *key == contender.key) {
+            Some(0) => Ok(None),
+            Some(at) => Ok(Some(line[at - 1].1.clone())),
+            None if self.session.is_lost() || self.lease.is_over() => Err(Error::SessionLost),
+            None => Err(Error::backend(
+                BACKEND,
+                format!(
+                    "the contender key {} of lock {:?} vanished while its session lives",
+                    contender.key,
+                    self.name.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// Step 2: waits until `contender` heads the line.
+    pub(crate) async fn wait(&self, contender: &Contender) -> Result<()> {
+        let mut retry = WaitRetry::new("the lock");
+        loop {
+            let attempt = async {
+                let (line, last) = self.listing().await?;
+                let Some(before) = self.place(contender, &line)? else {
+                    return Ok(true);
+                };
+                let woken = gone_after(&self.lease, &before, last).await?;
+                if woken {
+                    self.wakeups.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false)
+            };
+            match attempt.await {
+                Ok(true) => return Ok(()),
+                Ok(false) => retry.succeeded(),
+                Err(error) => match retry.failed(&error) {
+                    Some(pause) => tokio::select! {
+                        () = self.lease.lost() => return Err(Error::SessionLost),
+                        () = tokio::time::sleep(pause) => {}
+                    },
+                    None => return Err(error),
+                },
+            }
+        }
+    }
+
+    /// The guard of a granted `contender`.
+    fn grant(&self, mut contender: Contender) -> LockGuard {
+        contender.armed = false;
+        let key = std::mem::take(&mut contender.key);
+        hold_guard(&self.session, &self.lease, key, contender.token)
+    }
+}
+
+/// The guard of the hold of `key`, granted with `token`: released by purging the
+/// key, with its guarded write.
+pub(crate) fn hold_guard(
+    session: &Session,
+    lease: &Arc<LeaseInner>,
+    key: String,
+    token: u64,
+) -> LockGuard {
+    let releasing = Arc::clone(lease);
+    let released = key.clone();
+    let guard = lock_guard(
+        key.clone(),
+        FencingToken(token),
+        session,
+        Box::new(move || Box::pin(async move { releasing.release(&released).await })),
+    );
+    with_guarded_write(
+        guard,
+        Arc::new(HeldWrite {
+            lease: Arc::clone(lease),
+            key,
+        }),
+    )
+}
+
+/// Waits until a key matching `filter` ends (a purge, a delete, or the marker of an
+/// expired TTL) after the stream sequence `last`; puts (renewals) are ignored.
+/// `Ok(true)` when one ended, `Ok(false)` after [`SAFETY_NET`] or when the watch
+/// ended without one: the caller lists again either way.
+///
+/// # Errors
+/// [`Error::SessionLost`] once the session is lost; the store's error.
+pub(crate) async fn gone_after(lease: &LeaseInner, filter: &str, last: u64) -> Result<bool> {
+    let mut events = lease.shared.store.watch(filter, last + 1).await?;
+    let safety_net = tokio::time::sleep(SAFETY_NET);
+    tokio::pin!(safety_net);
+    loop {
+        tokio::select! {
+            () = lease.lost() => return Err(Error::SessionLost),
+            () = &mut safety_net => return Ok(false),
+            event = events.next() => match event {
+                Some(Ok(entry)) if entry.live() => {}
+                Some(Ok(_)) => return Ok(true),
+                Some(Err(error)) => return Err(error),
+                None => return Ok(false),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Locker for NatsLocker {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn lock(&self) -> Result<LockGuard> {
+        let contender = self.enter().await?;
+        self.wait(&contender).await?;
+        Ok(self.grant(contender))
+    }
+
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        let contender = self.enter().await?;
+        let (line, _) = self.listing().await?;
+        match self.place(&contender, &line)? {
+            None => Ok(Some(self.grant(contender))),
+            // Dropping the contender purges its key.
+            Some(_) => Ok(None),
+        }
+    }
+
+    async fn contenders(&self) -> Result<usize> {
+        Ok(self.listing().await?.0.len())
+    }
+
+    fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+/// A hold's guarded write: the STM key written only while the holder's key is at
+/// the sequence the session last wrote it at.
+pub(crate) struct HeldWrite {
+    pub(crate) lease: Arc<LeaseInner>,
+    pub(crate) key: String,
+}
+
+#[async_trait]
+impl GuardedWrite for HeldWrite {
+    async fn put_if_held_bytes(&self, key: &Name, value: Bytes) -> Result<bool> {
+        let store = &self.lease.shared.store;
+        let target = keys::key(Kind::Stm, key);
+        let written = self
+            .lease
+            .with_held(&self.key, |subject, seq| async move {
+                let write = Write::put(target, value).if_other_at(&subject, seq);
+                store.publish(write).await?.compared()
+            })
+            .await?;
+        Ok(matches!(written, Some(Some(_))))
+    }
+}

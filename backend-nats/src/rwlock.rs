@@ -1,0 +1,165 @@
+//! The read-write lock: one line of readers and writers, the lock's protocol.
+//!
+//! The read-write lock `<name>` is the line `rwlock.<name>.q`: each acquisition
+//! creates a key of its own as a lock contender does (see `src/lock.rs`), holding
+//! `r` or `w`. A writer holds when it heads the line and watches its predecessor; a
+//! reader holds when no writer is before it and watches the last writer before it,
+//! so readers share the lock and a waiting writer blocks the readers behind it. A
+//! write hold's token is its key's create sequence.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::raw::{read_guard, RwLock, WaitRetry};
+use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, Session};
+
+use crate::keys::Kind;
+use crate::lock::{gone_after, hold_guard, Contender, NatsLocker};
+use crate::session::{LeaseInner, CREATE_HEADER};
+
+/// A writer's key holds this; a reader's [`READER`].
+const WRITER: &[u8] = b"w";
+const READER: &[u8] = b"r";
+
+/// A read-write lock named `name`.
+pub(crate) struct NatsRwLock {
+    line: NatsLocker,
+    session: Session,
+    lease: Arc<LeaseInner>,
+    name: Name,
+}
+
+impl NatsRwLock {
+    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
+        Self {
+            line: NatsLocker::in_line(
+                session.clone(),
+                Arc::clone(&lease),
+                name.clone(),
+                Kind::RwLock,
+            ),
+            session,
+            lease,
+            name,
+        }
+    }
+
+    /// The key `contender` must wait for (`None`: it holds), and the sequence the
+    /// line was read at.
+    async fn blocker(&self, contender: &Contender, writer: bool) -> Result<(Option<String>, u64)> {
+        let store = &self.lease.shared.store;
+        let (entries, last) = store.list(&[format!("{}.>", self.line.line())]).await?;
+        let mut line: Vec<(u64, String, bool)> = entries
+            .into_iter()
+            .filter(|entry| entry.live())
+            .map(|entry| {
+                let token = entry
+                    .header(CREATE_HEADER)
+                    .and_then(|create| create.parse().ok())
+                    .unwrap_or(entry.seq);
+                (token, entry.key, entry.value == WRITER)
+            })
+            .collect();
+        line.sort();
+        let Some(place) = line.iter().position(|(_, key, _)| *key == contender.key) else {
+            if self.lease.is_over() || self.session.is_lost() {
+                return Err(Error::SessionLost);
+            }
+            return Err(Error::backend(
+                crate::BACKEND,
+                format!("the key {} vanished while its session lives", contender.key),
+            ));
+        };
+        let before = &line[..place];
+        let blocker = if writer {
+            before.last()
+        } else {
+            before.iter().rev().find(|(_, _, writer)| *writer)
+        };
+        Ok((blocker.map(|(_, key, _)| key.clone()), last))
+    }
+
+    /// Waits until `contender` holds.
+    async fn wait(&self, contender: &Contender, writer: bool) -> Result<()> {
+        let mut retry = WaitRetry::new("the read-write lock");
+        loop {
+            let attempt = async {
+                let (blocker, last) = self.blocker(contender, writer).await?;
+                match blocker {
+                    None => Ok(true),
+                    Some(key) => {
+                        gone_after(&self.lease, &key, last).await?;
+                        Ok(false)
+                    }
+                }
+            };
+            match attempt.await {
+                Ok(true) => return Ok(()),
+                Ok(false) => retry.succeeded(),
+                Err(error) => match retry.failed(&error) {
+                    Some(pause) => tokio::select! {
+                        () = self.lease.lost() => return Err(Error::SessionLost),
+                        () = tokio::time::sleep(pause) => {}
+                    },
+                    None => return Err(error),
+                },
+            }
+        }
+    }
+
+    /// A write hold of a granted `contender`.
+    fn write_guard(&self, mut contender: Contender) -> LockGuard {
+        contender.armed = false;
+        let key = std::mem::take(&mut contender.key);
+        hold_guard(&self.session, &self.lease, key, contender.token)
+    }
+
+    /// A read hold of a granted `contender`.
+    fn read_guard(&self, mut contender: Contender) -> ReadGuard {
+        contender.armed = false;
+        let key = std::mem::take(&mut contender.key);
+        let (lease, released) = (Arc::clone(&self.lease), key.clone());
+        read_guard(
+            key,
+            &self.session,
+            Box::new(move || Box::pin(async move { lease.release(&released).await })),
+        )
+    }
+}
+
+#[async_trait]
+impl RwLock for NatsRwLock {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn read(&self) -> Result<ReadGuard> {
+        let contender = self.line.enter_with(Bytes::from_static(READER)).await?;
+        self.wait(&contender, false).await?;
+        Ok(self.read_guard(contender))
+    }
+
+    async fn try_read(&self) -> Result<Option<ReadGuard>> {
+        let contender = self.line.enter_with(Bytes::from_static(READER)).await?;
+        match self.blocker(&contender, false).await?.0 {
+            None => Ok(Some(self.read_guard(contender))),
+            // Dropping the contender purges its key.
+            Some(_) => Ok(None),
+        }
+    }
+
+    async fn write(&self) -> Result<LockGuard> {
+        let contender = self.line.enter_with(Bytes::from_static(WRITER)).await?;
+        self.wait(&contender, true).await?;
+        Ok(self.write_guard(contender))
+    }
+
+    async fn try_write(&self) -> Result<Option<LockGuard>> {
+        let contender = self.line.enter_with(Bytes::from_static(WRITER)).await?;
+        match self.blocker(&contender, true).await?.0 {
+            None => Ok(Some(self.write_guard(contender))),
+            Some(_) => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The semaphore: the lock's line, the first `permits` live keys hold.
+//!
+//! The semaphore `<name>` is the line `semaphore.<name>.q`: each acquisition creates a
+//! key of its own as a lock contender does (see `src/lock.rs`), and holds a permit
+//! while fewer than `permits` live keys are before it. A waiter watches the whole
+//! line and lists it again when any key ends: which key's end lets it in depends on
+//! every key before it, so a watch of one predecessor could miss its turn. A release
+//! purges the key. The permit's token is its key's create sequence. Each key holds
+//! the number of permits its acquirer named; one naming another number than a live
+//! key's is refused ([`Error::InvalidArgument`]), and its own key purged.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::raw::{permit, Permit, Semaphore, WaitRetry};
+use distsync_core::{Error, Name, Result, Session};
+
+use crate::keys::Kind;
+use crate::lock::{contenders, gone_after, hold_guard, Contender, NatsLocker};
+use crate::session::LeaseInner;
+
+/// A counting semaphore named `name` of `permits` permits.
+pub(crate) struct NatsSemaphore {
+    line: NatsLocker,
+    session: Session,
+    lease: Arc<LeaseInner>,
+    name: Name,
+    permits: NonZeroUsize,
+}
+
+impl NatsSemaphore {
+    pub(crate) fn new(
+        session: Session,
+        lease: Arc<LeaseInner>,
+        name: Name,
+        permits: NonZeroUsize,
+    ) -> Self {
+        Self {
+            line: NatsLocker::in_line(
+                session.clone(),
+                Arc::clone(&lease),
+                name.clone(),
+                Kind::Semaphore,
+            ),
+            session,
+            lease,
+            name,
+            permits,
+        }
+    }
+
+    /// Whether `contender` holds a permit in a listing, and the sequence it was read at.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (its key purged) when the oldest live key of the
+    /// line names another number of permits; [`Error::SessionLost`] when
+    /// `contender`'s key is gone.
+    async fn holds(&self, contender: &Contender) -> Result<(bool, u64)> {
+        let store = &self.lease.shared.store;
+        let (entries, last) = store.list(&[format!("{}.>", self.line.line())]).await?;
+        let mine = self.permits.get().to_string();
+        // The oldest live key sets the number: a newer one naming another is refused.
+        let oldest = (entries.iter())
+            .filter(|entry| entry.live())
+            .min_by_key(|entry| entry.seq);
+        if let Some(oldest) = oldest.filter(|oldest| oldest.value != mine.as_bytes()) {
+            self.lease.release(&contender.key).await?;
+            return Err(Error::InvalidArgument(format!(
+                "semaphore {:?} is in use with {} permits, not {mine}",
+                self.name.as_str(),
+                String::from_utf8_lossy(&oldest.value)
+            )));
+        }
+        let line = contenders(entries);
+        match line.iter().position(|(_, key)| *key == contender.key) {
+            Some(place) => Ok((place < self.permits.get(), last)),
+            None if self.lease.is_over() || self.session.is_lost() => Err(Error::SessionLost),
+            None => Err(Error::backend(
+                crate::BACKEND,
+                format!(
+                    "the permit key {} vanished while its session lives",
+                    contender.key
+                ),
+            )),
+        }
+    }
+
+    /// A fresh key in the line, holding the number of permits.
+    async fn enter(&self) -> Result<Contender> {
+        let permits = Bytes::from(self.permits.get().to_string());
+        self.line.enter_with(permits).await
+    }
+
+    /// The permit of a granted `contender`.
+    fn grant(&self, mut contender: Contender) -> Permit {
+        contender.armed = false;
+        let key = std::mem::take(&mut contender.key);
+        permit(hold_guard(&self.session, &self.lease, key, contender.token))
+    }
+}
+
+#[async_trait]
+impl Semaphore for NatsSemaphore {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn permits(&self) -> usize {
+        self.permits.get()
+    }
+
+    async fn acquire(&self) -> Result<Permit> {
+        let contender = self.enter().await?;
+        let filter = format!("{}.>", self.line.line());
+        let mut retry = WaitRetry::new("a permit");
+        loop {
+            let attempt = async {
+                let (held, last) = self.holds(&contender).await?;
+                if !held {
+                    gone_after(&self.lease, &filter, last).await?;
+                }
+                Ok(held)
+            };
+            match attempt.await {
+                Ok(true) => return Ok(self.grant(contender)),
+                Ok(false) => retry.succeeded(),
+                Err(error) => match retry.failed(&error) {
+                    Some(pause) => tokio::select! {
+                        () = self.lease.lost() => return Err(Error::SessionLost),
+                        () = tokio::time::sleep(pause) => {}
+                    },
+                    None => return Err(error),
+                },
+            }
+        }
+    }
+
+    async fn try_acquire(&self) -> Result<Option<Permit>> {
+        let contender = self.enter().await?;
+        if self.holds(&contender).await?.0 {
+            Ok(Some(self.grant(contender)))
+        } else {
+            // Dropping the contender purges its key.
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! Sessions: a session key and per-key TTLs, renewed by compare-and-set.
+//!
+//! JetStream has no lease object that many keys hang on. A session is therefore
+//! what it holds: its own key `session.<id>` and every contender key it made (a lock
+//! acquisition's key), each written with `Nats-TTL` = the session's TTL, so that the
+//! server ends every one of them a TTL after its last write when the holder stops
+//! renewing (a crash, a pause, a partition) and writes the delete marker that wakes
+//! the next waiter.
+//!
+//! # Renewal
+//!
+//! A renewal ([`Lease::keep_alive`]) rewrites every key of the session with a fresh
+//! TTL, each as a compare-and-set on the sequence the session last wrote it at
+//! (`Nats-Expected-Last-Subject-Sequence`): it lands only while the key is still the
+//! session's. A refused compare means the server ended the key (its TTL ran out, or
+//! the session was revoked: someone purged it) and the renewal answers
+//! [`KeepAlive::Gone`], which fires `lost()`. JetStream applies a compare and its
+//! write in one step, so a key is either renewed before its marker or refused, never
+//! renewed after being ended (measured: 0 of 20 renewals racing expiry lost after an
+//! acknowledgement). A key's TTL counts from the server's receipt of its write, which
+//! is after the renewal was sent, so the server never ends a key before the session's
+//! client-side deadline (send time + TTL − margin, see [`distsync_core::session`]);
+//! TTLs are rounded up to whole seconds, as `Nats-TTL` takes them.
+//!
+//! The keys are renewed one after another under the session's key table lock, which
+//! a guarded write and a release take too: each sees the key's current sequence.
+//!
+//! # Ending a session
+//!
+//! [`Lease::revoke`] (a close) purges every key of the session. A session of another
+//! process is revoked by listing its keys, which carry its id
+//! ([`crate::keys::of_session`]), and purging them: its owner's next renewal is
+//! refused and its `lost()` fires.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::raw::SessionStoreSide as _;
+use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::keys;
+use crate::shared::Shared;
+use crate::store::Write;
+use crate::BACKEND;
+
+/// The header carrying a contender key's create sequence (its token) across renewals,
+/// which give the key a new sequence each.
+pub(crate) const CREATE_HEADER: &str = "Ds-Create";
+
+/// How long a released key's purge tombstone stays.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(5);
+
+/// The lease of `session`, checked to be one of `shared`'s sessions.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a session of another backend or another store.
+pub(crate) fn lease_of<'s>(
+    session: &'s Session,
+    shared: &Arc<Shared>,
+) -> Result<&'s Arc<LeaseInner>> {
+    let lease = session.lease_for::<NatsLease>(BACKEND)?;
+    if !Arc::ptr_eq(&lease.inner.shared, shared) {
+        return Err(Error::InvalidArgument(format!(
+            "session {} was granted by another nats backend",
+            session.id()
+        )));
+    }
+    Ok(&lease.inner)
+}
+
+/// The NATS side of a [`Session`].
+pub(crate) struct NatsLease {
+    pub(crate) inner: Arc<LeaseInner>,
+}
+
+/// A key the session holds: its value (rewritten by each renewal), its current
+/// sequence, and its create sequence.
+#[derive(Clone, Debug)]
+struct Held {
+    value: Bytes,
+    seq: u64,
+    create: u64,
+}
+
+/// What the lease and everything held through it share.
+pub(crate) struct LeaseInner {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: u64,
+    pub(crate) ttl: Duration,
+    /// The keys the session holds, its own key included, by key.
+    keys: tokio::sync::Mutex<BTreeMap<String, Held>>,
+    /// The number of the session's next contender key.
+    next: AtomicU64,
+    /// Set by a close: renewals answer `Gone` from then on.
+    closed: AtomicBool,
+    /// The session's lost token, set once the session has started.
+    lost: OnceLock<CancellationToken>,
+}
+
+impl std::fmt::Debug for LeaseInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseInner")
+            .field("id", &SessionId(self.id))
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseInner {
+    /// The session's own key.
+    fn own_key(&self) -> String {
+        format!("session.{:016x}", self.id)
+    }
+
+    /// A fresh number for a contender key of this session.
+    pub(crate) fn next_number(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the session is over (closed or lost).
+    pub(crate) fn is_over(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+            || self.lost.get().is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Resolves once the session is lost (never before it has started).
+    pub(crate) async fn lost(&self) {
+        match self.lost.get() {
+            Some(lost) => lost.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Declares the session lost.
+    fn fail(&self) {
+        if let Some(lost) = self.lost.get() {
+            if !lost.is_cancelled() {
+                tracing::warn!(session = %SessionId(self.id), "nats session lost");
+            }
+            lost.cancel();
+        }
+    }
+
+    /// Creates `key` holding `value` with the session's TTL, only if it has no
+    /// message, and records it for renewal. Returns its sequence: its create sequence.
+    /// For a key fresh to this call, which nobody else writes.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once the session is over; the store's error.
+    pub(crate) async fn create(&self, key: &str, value: Bytes) -> Result<u64> {
+        self.create_at(key, value, 0).await?.ok_or_else(|| {
+            Error::backend(
+                BACKEND,
+                format!("the fresh key {key} already had a message"),
+            )
+        })
+    }
+
+    /// Creates `key` holding `value` with the session's TTL if its last sequence is
+    /// still `expected` (0: no message; else the tombstone left by its last holder),
+    /// and records it for renewal. Returns its create sequence, or `None` when
+    /// someone else wrote the key first. A create whose answer was lost is looked for
+    /// and taken if it landed (the key then holds `value`, which names the call).
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once the session is over; the store's error.
+    pub(crate) async fn create_at(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<Option<u64>> {
+        let store = &self.shared.store;
+        let mut retry = distsync_core::raw::WaitRetry::new("creating a key");
+        let mut sent = false;
+        loop {
+            if self.is_over() {
+                return Err(Error::SessionLost);
+            }
+            let write = Write::put(key, value.clone()).if_at(expected).ttl(self.ttl);
+            let answer = match store.publish(write).await {
+                Ok(answer) => answer.compared(),
+                Err(error) => Err(error),
+            };
+            let seq = match answer {
+                Ok(Some(seq)) => seq,
+                Ok(None) => match store.last(key).await? {
+                    // An earlier attempt of ours landed and its answer was lost.
+                    Some(entry) if sent && entry.live() && entry.value == value => entry.seq,
+                    _ => return Ok(None),
+                },
+                Err(error) => match retry.failed(&error) {
+                    Some(pause) => {
+                        sent = true;
+                        tokio::select! {
+                            () = self.lost() => return Err(Error::SessionLost),
+                            () = tokio::time::sleep(pause) => continue,
+                        }
+                    }
+                    None => return Err(error),
+                },
+            };
+            let mut keys = self.keys.lock().await;
+            if self.is_over() {
+                drop(keys);
+                self.purge(key, Some(seq)).await;
+                return Err(Error::SessionLost);
+            }
+            keys.insert(
+                key.to_owned(),
+                Held {
+                    value,
+                    seq,
+                    create: seq,
+                },
+            );
+            return Ok(Some(seq));
+        }
+    }
+
+    /// Stops renewing `key` and purges it (a compare on the sequence the session last
+    /// wrote, so that a key the server already ended is left alone). A key the session
+    /// does not hold is left alone.
+    ///
+    /// # Errors
+    /// The store's error; the key then ends with its TTL.
+    pub(crate) async fn release(&self, key: &str) -> Result<()> {
+        let held = self.keys.lock().await.remove(key);
+        if let Some(held) = held {
+            self.purge_checked(key, Some(held.seq)).await?;
+        }
+        Ok(())
+    }
+
+    /// Purges `key`, at `seq` if given; failures only logged (the TTL ends it).
+    async fn purge(&self, key: &str, seq: Option<u64>) {
+        if let Err(error) = self.purge_checked(key, seq).await {
+            tracing::debug!(key, %error, "purge failed; the key ends with its ttl");
+        }
+    }
+
+    /// Purges `key`, at `seq` if given; a failed compare is no error.
+    async fn purge_checked(&self, key: &str, seq: Option<u64>) -> Result<()> {
+        let mut write = Write::purge(key).ttl(TOMBSTONE_TTL);
+        if let Some(seq) = seq {
+            write = write.if_at(seq);
+        }
+        self.shared.store.publish(write).await?.compared()?;
+        Ok(())
+    }
+
+    /// Runs `write`, made from the held key `key`'s subject and current sequence,
+    /// while no renewal changes that sequence; `Ok(None)` when the session does not
+    /// hold `key` (any more).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub(crate) async fn with_held<T, F, Fut>(&self, key: &str, write: F) -> Result<Option<T>>
+    where
+        F: FnOnce(String, u64) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        let keys = self.keys.lock().await;
+        let Some(held) = keys.get(key) else {
+            return Ok(None);
+        };
+        let subject = self.shared.store.subject(key);
+        let answer = write(subject, held.seq).await?;
+        drop(keys);
+        Ok(Some(answer))
+    }
+
+    /// Rewrites the held `key` with `value` (a compare on the sequence the session last
+    /// wrote, keeping its TTL and create sequence); `Ok(false)` when the session does
+    /// not hold it or the server ended it.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub(crate) async fn rewrite(&self, key: &str, value: Bytes) -> Result<bool> {
+        let mut keys = self.keys.lock().await;
+        let Some(held) = keys.get_mut(key) else {
+            return Ok(false);
+        };
+        let write = Write::put(key, value.clone())
+            .if_at(held.seq)
+            .ttl(self.ttl)
+            .header(CREATE_HEADER, &held.create.to_string());
+        match self.shared.store.publish(write).await?.compared()? {
+            Some(seq) => {
+                held.seq = seq;
+                held.value = value;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Ends the session in the store: purges every key it holds, in one atomic batch
+    /// (each purge compared with the sequence the session last wrote), so that its
+    /// waiters see every hold end at once; should a key have ended already, which
+    /// refuses the batch, one by one. Idempotent.
+    pub(crate) async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        let keys = std::mem::take(&mut *self.keys.lock().await);
+        self.fail();
+        let purges = (keys.iter())
+            .map(|(key, held)| {
+                Write::purge(key.as_str())
+                    .if_at(held.seq)
+                    .ttl(TOMBSTONE_TTL)
+            })
+            .collect::<Vec<_>>();
+        if purges.is_empty() {
+            return Ok(());
+        }
+        match self
+            .shared
+            .store
+            .batch(purges)
+            .await
+            .and_then(|answer| answer.compared())
+        {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(
+                    session = %SessionId(self.id),
+                    %error,
+                    "the session's batch purge failed; purging key by key"
+                );
+            }
+        }
+        for (key, held) in keys {
+            self.purge(&key, Some(held.seq)).await;
+        }
+        Ok(())
+    }
+
+    /// One renewal of every key (see the module docs).
+    async fn renew(&self) -> Result<KeepAlive> {
+        if self.is_over() {
+            return Ok(KeepAlive::Gone);
+        }
+        let mut keys = self.keys.lock().await;
+        for (key, held) in keys.iter_mut() {
+            let write = Write::put(key.as_str(), held.value.clone())
+                .if_at(held.seq)
+                .ttl(self.ttl)
+                .header(CREATE_HEADER, &held.create.to_string());
+            match self.shared.store.publish(write).await?.compared()? {
+                Some(seq) => held.seq = seq,
+                None => {
+                    tracing::debug!(session = %SessionId(self.id), key, "renewal refused: the key was ended");
+                    return Ok(KeepAlive::Gone);
+                }
+            }
+        }
+        Ok(KeepAlive::Renewed)
+    }
+}
+
+/// Opens a session of `options.ttl`: writes its key, then starts its renewals.
+///
+/// # Errors
+/// The store's error.
+pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Result<Session> {
+    let grant_sent = tokio::time::Instant::now();
+    let id = session_id();
+    let inner = Arc::new(LeaseInner {
+        shared: Arc::clone(shared),
+        id,
+        ttl: options.ttl,
+        keys: tokio::sync::Mutex::new(BTreeMap::new()),
+        next: AtomicU64::new(0),
+        closed: AtomicBool::new(false),
+        lost: OnceLock::new(),
+    });
+    let value = Bytes::from(format!("{}", options.ttl.as_millis()));
+    inner.create(&inner.own_key(), value).await?;
+    let session = distsync_core::raw::start_session(
+        BACKEND,
+        SessionId(id),
+        options,
+        grant_sent,
+        Arc::new(NatsLease {
+            inner: Arc::clone(&inner),
+        }),
+    );
+    let _ = inner.lost.set(session.lost_token().clone());
+    shared.register(id, Arc::downgrade(&inner));
+    tracing::debug!(session = %SessionId(id), ttl = ?options.ttl, "nats session opened");
+    Ok(session)
+}
+
+/// Ends the session `id` of another process (or of this one, dropped): purges every
+/// key that carries its id (its own key and its contender keys), and the unfair lock
+/// holder keys whose value names it.
+///
+/// # Errors
+/// The store's error (some keys may be purged already).
+pub(crate) async fn revoke_elsewhere(shared: &Shared, id: u64) -> Result<()> {
+    let store = &shared.store;
+    let owner = format!("{id:016x}.");
+    let filters = [
+        keys::of_session(id),
+        format!("session.{id:016x}"),
+        keys::UNFAIR_HOLDERS.to_owned(),
+    ];
+    let (entries, _) = store.list(&filters).await?;
+    let ours = |entry: &crate::store::Entry| {
+        entry.live()
+            && (!keys::is_unfair_holder(&entry.key) || entry.value.starts_with(owner.as_bytes()))
+    };
+    for mut entry in entries {
+        while ours(&entry) {
+            let write = Write::purge(entry.key.as_str())
+                .if_at(entry.seq)
+                .ttl(TOMBSTONE_TTL);
+            if store.publish(write).await?.compared()?.is_some() {
+                break;
+            }
+            // Renewed meanwhile: purge it at its new sequence, if still the session's.
+            match store.last(&entry.key).await? {
+                Some(now) => entry = now,
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A fresh session id: 64 random bits (see [`distsync_core::raw::call_id`]), never 0.
+fn session_id() -> u64 {
+    let id = distsync_core::raw::call_id();
+    u64::from_str_radix(&id[..16], 16).unwrap_or(1).max(1)
+}
+
+#[async_trait]
+impl Lease for NatsLease {
+    async fn keep_alive(&self) -> Result<KeepAlive> {
+        let answer = self.inner.renew().await;
+        if matches!(answer, Ok(KeepAlive::Gone)) {
+            self.inner.fail();
+        }
+        answer
+    }
+
+    async fn revoke(&self) -> Result<()> {
+        self.inner.close().await
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,49 @@
+//! What every handle of one backend shares: the configuration, the connection to the
+//! bucket, and the sessions this process holds.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError, Weak};
+
+use crate::config::NatsConfig;
+use crate::session::LeaseInner;
+use crate::store::Store;
+
+/// The state of one backend.
+pub(crate) struct Shared {
+    pub(crate) config: NatsConfig,
+    pub(crate) store: Store,
+    /// The sessions opened through this backend and not yet dropped, by id: a revoke of
+    /// one of them is its own close.
+    sessions: Mutex<HashMap<u64, Weak<LeaseInner>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(config: NatsConfig, store: Store) -> Self {
+        Self {
+            config,
+            store,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a session of this process.
+    pub(crate) fn register(&self, id: u64, lease: Weak<LeaseInner>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.retain(|_, lease| lease.strong_count() > 0);
+        sessions.insert(id, lease);
+    }
+
+    /// The session `id` of this process, if it is alive.
+    pub(crate) fn session(&self, id: u64) -> Option<std::sync::Arc<LeaseInner>> {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.get(&id).and_then(Weak::upgrade)
+    }
+}

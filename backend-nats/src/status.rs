@@ -1,0 +1,225 @@
+//! Who holds what ([`Backend::status`](distsync_core::Backend::status)), read from
+//! one batched direct get of every kind's keys.
+//!
+//! A line's entries are its live contender keys in token order (see `src/lock.rs`);
+//! each names its session (the key's fourth token, or an unfair holder's value), and
+//! a holder's token is its create sequence. The store keeps no join time, so no age
+//! is given. A lock's waiters include its unfair lock's wait line.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use distsync_core::status::{
+    CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
+    LineStatus, StatusReport,
+};
+use distsync_core::{FencingToken, Result};
+
+use crate::keys::{self, Kind};
+use crate::session::CREATE_HEADER;
+use crate::shared::Shared;
+use crate::store::Entry;
+
+/// One live key of a line: its place, token, key, session and value.
+struct Contender {
+    /// Its place in line: its token, or 0 for an unfair lock's holder, which fair
+    /// contenders take for the head.
+    order: u64,
+    token: u64,
+    key: String,
+    session: Option<String>,
+    value: Bytes,
+}
+
+impl Contender {
+    fn of(entry: Entry) -> Self {
+        let unfair = keys::is_unfair_holder(&entry.key);
+        let session = if unfair {
+            std::str::from_utf8(&entry.value)
+                .ok()
+                .and_then(|value| value.split('.').next())
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        } else {
+            entry
+                .key
+                .split('.')
+                .nth(3)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        };
+        let token = entry
+            .header(CREATE_HEADER)
+            .and_then(|create| create.parse().ok())
+            .unwrap_or(entry.seq);
+        Self {
+            order: if unfair { 0 } else { token },
+            token,
+            session: session.map(|id| distsync_core::SessionId(id).to_string()),
+            key: entry.key,
+            value: entry.value,
+        }
+    }
+
+    /// Its hold, in `mode`, with its token if `holder`.
+    fn hold(&self, mode: HoldMode, token: Option<u64>) -> HoldStatus {
+        HoldStatus::new(self.key.clone(), mode)
+            .with_session(self.session.clone())
+            .with_token(token.map(FencingToken))
+    }
+}
+
+/// The report of every name starting with `prefix`.
+pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
+    let filters: Vec<String> = (Kind::ALL.iter())
+        .map(|kind| format!("{}.>", kind.token()))
+        .collect();
+    let (entries, _) = shared.store.list(&filters).await?;
+    let mut report = StatusReport::new(crate::BACKEND, prefix);
+    // By kind and name: the live entries.
+    let mut grouped: BTreeMap<(&'static str, String), Vec<Entry>> = BTreeMap::new();
+    for entry in entries.into_iter().filter(Entry::live) {
+        let Some(name) = keys::name_of(&entry.key) else {
+            continue;
+        };
+        if !report.covers(&name) || entry.key.split('.').nth(2) == Some("p") {
+            // A proclaim's own key (see `src/election.rs`) is no candidate.
+            continue;
+        }
+        let Some(kind) = Kind::ALL
+            .iter()
+            .find(|kind| entry.key.starts_with(&format!("{}.", kind.token())))
+        else {
+            continue;
+        };
+        grouped.entry((kind.token(), name)).or_default().push(entry);
+    }
+    let mut unfair_waiting: BTreeMap<String, Vec<Contender>> = BTreeMap::new();
+    for ((kind, name), entries) in grouped {
+        let mut line: Vec<Contender> = entries.into_iter().map(Contender::of).collect();
+        line.sort_by_key(|contender| contender.order);
+        match kind {
+            "lock" => {
+                let mut status = LineStatus::new(LineKind::Lock, name);
+                for (at, contender) in line.iter().enumerate() {
+                    if at == 0 {
+                        let token = Some(contender.token);
+                        status
+                            .holders
+                            .push(contender.hold(HoldMode::Exclusive, token));
+                    } else {
+                        status
+                            .waiters
+                            .push(contender.hold(HoldMode::Exclusive, None));
+                    }
+                }
+                report.lines.push(status);
+            }
+            "unfair" => {
+                unfair_waiting.insert(name, line);
+            }
+            "election" => {
+                let leader = line
+                    .first()
+                    .map(|first| LeaderStatus::new(first.value.clone(), FencingToken(first.token)));
+                let mut status = LineStatus::new(LineKind::Election, name).with_leader(leader);
+                for (at, contender) in line.iter().enumerate() {
+                    if at == 0 {
+                        status
+                            .holders
+                            .push(contender.hold(HoldMode::Exclusive, Some(contender.token)));
+                    } else {
+                        status
+                            .waiters
+                            .push(contender.hold(HoldMode::Exclusive, None));
+                    }
+                }
+                report.lines.push(status);
+            }
+            "rwlock" => {
+                let mut status = LineStatus::new(LineKind::RwLock, name);
+                let mut holding = true;
+                for (at, contender) in line.iter().enumerate() {
+                    let writer = contender.value.as_ref() == b"w";
+                    if writer && at > 0 {
+                        holding = false;
+                    }
+                    let mode = if writer {
+                        HoldMode::Exclusive
+                    } else {
+                        HoldMode::Shared
+                    };
+                    if holding {
+                        let token = writer.then_some(contender.token);
+                        status.holders.push(contender.hold(mode, token));
+                        if writer {
+                            holding = false;
+                        }
+                    } else {
+                        status.waiters.push(contender.hold(mode, None));
+                    }
+                }
+                report.lines.push(status);
+            }
+            "semaphore" => {
+                let permits = line
+                    .first()
+                    .and_then(|first| std::str::from_utf8(&first.value).ok()?.parse().ok());
+                let mut status = LineStatus::new(LineKind::Semaphore, name).with_permits(permits);
+                for (at, contender) in line.iter().enumerate() {
+                    if at < permits.unwrap_or(0) {
+                        status
+                            .holders
+                            .push(contender.hold(HoldMode::Permit, Some(contender.token)));
+                    } else {
+                        status.waiters.push(contender.hold(HoldMode::Permit, None));
+                    }
+                }
+                report.lines.push(status);
+            }
+            "barrier" => report.barriers.push(name),
+            "dbarrier" => {
+                let ready = line.iter().any(|c| c.key.ends_with(".ready"));
+                let participants = line.iter().filter(|c| !c.key.ends_with(".ready")).count();
+                report
+                    .double_barriers
+                    .push(DoubleBarrierStatus::new(name, participants, ready));
+            }
+            "counter" => {
+                if let Some(value) = line
+                    .first()
+                    .and_then(|c| std::str::from_utf8(&c.value).ok()?.trim().parse().ok())
+                {
+                    report.counters.push(CounterStatus::new(name, value));
+                }
+            }
+            "latch" => {
+                let counts = line.first().and_then(|c| {
+                    let (initial, count) = std::str::from_utf8(&c.value).ok()?.split_once(' ')?;
+                    Some((initial.parse().ok()?, count.parse().ok()?))
+                });
+                if let Some((initial, count)) = counts {
+                    report.latches.push(LatchStatus::new(name, initial, count));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (name, waiting) in unfair_waiting {
+        let index = match report
+            .lines
+            .iter()
+            .position(|line| line.kind == LineKind::Lock && line.name == name)
+        {
+            Some(index) => index,
+            None => {
+                report.lines.push(LineStatus::new(LineKind::Lock, name));
+                report.lines.len() - 1
+            }
+        };
+        let line = &mut report.lines[index];
+        for contender in waiting {
+            line.waiters.push(contender.hold(HoldMode::Exclusive, None));
+        }
+    }
+    report.sort();
+    Ok(report)
+}

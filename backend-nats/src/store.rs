@@ -1,0 +1,607 @@
+//! The JetStream requests every primitive is built from, on the bucket's stream.
+//!
+//! A bucket `<b>` is the stream `KV_<b>` over the subjects `$KV.<b>.>`; a key is a
+//! subject, its revision the stream sequence of its last message. Every write is a
+//! plain request on the key's subject whose answer is JetStream's publish
+//! acknowledgement, parsed here, so that a refused compare (`wrong last sequence`)
+//! is an answer ([`Published::Refused`]), not an error. async-nats has no call for an
+//! atomic batch (ADR-50) nor for a batched direct get (`multi_last`): both are sent
+//! as the JetStream API requests they are.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use distsync_core::{Error, Result};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use crate::error::{request_error, timed};
+use crate::BACKEND;
+
+/// The header that makes a write conditional on the key's last sequence (0: absent).
+pub(crate) const EXPECTED_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+/// The header that points [`EXPECTED_SEQ`] at another subject than the message's.
+pub(crate) const EXPECTED_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+/// A message's own time to live (`2s`).
+pub(crate) const TTL: &str = "Nats-TTL";
+/// The KV operation of a message: absent for a put, `DEL` or `PURGE`.
+const OPERATION: &str = "KV-Operation";
+/// Set on the delete marker JetStream writes when a message's TTL ends it.
+const MARKER_REASON: &str = "Nats-Marker-Reason";
+/// What a purge rolls up: the subject's earlier messages.
+const ROLLUP: &str = "Nats-Rollup";
+/// A direct get's answer: the message's subject and sequence.
+const SUBJECT: &str = "Nats-Subject";
+const SEQUENCE: &str = "Nats-Sequence";
+/// The end of a batched direct get: the stream sequence the answer is as of (the
+/// stream's last sequence when it was read, or the `up_to_seq` asked). Not
+/// `Nats-Last-Sequence`, which is the last sequence among the messages returned.
+const UP_TO_SEQUENCE: &str = "Nats-UpTo-Sequence";
+/// How many answers a batched direct get left out.
+const NUM_PENDING: &str = "Nats-Num-Pending";
+
+/// JetStream's error code for a refused `Nats-Expected-Last-Subject-Sequence`.
+pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
+
+/// The most keys one listing returns; a listing with more is an error rather than a
+/// partial answer a grant could be decided on.
+const MOST_LISTED: usize = 10_000;
+
+/// How long a listing waits for the next answer of a batch once it has started.
+const BETWEEN_ANSWERS: Duration = Duration::from_secs(2);
+
+/// What a message of the bucket says of its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// A value.
+    Put,
+    /// A tombstone: a delete, a purge or the marker of an expired TTL.
+    Gone,
+}
+
+/// The last message of a key.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    /// The key: the subject without `$KV.<bucket>.`.
+    pub(crate) key: String,
+    /// Its stream sequence: the key's revision.
+    pub(crate) seq: u64,
+    pub(crate) op: Op,
+    pub(crate) value: Bytes,
+    pub(crate) headers: Option<HeaderMap>,
+}
+
+impl Entry {
+    /// Whether the key holds a value (not a tombstone).
+    pub(crate) fn live(&self) -> bool {
+        self.op == Op::Put
+    }
+
+    /// A header of the message, if it has it.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .as_ref()
+            .and_then(|headers| headers.get(name))
+            .map(|value| value.as_str())
+    }
+}
+
+/// The answer to a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Published {
+    /// Stored at this sequence (for a batch: its last message's).
+    Stored(u64),
+    /// Refused by JetStream: a compare failed (`code` [`WRONG_LAST_SEQUENCE`]) or the
+    /// stream refused the message; nothing was written.
+    Refused { code: u64, description: String },
+}
+
+impl Published {
+    /// The sequence, or `None` when a compare refused the write; any other refusal
+    /// is an error.
+    pub(crate) fn compared(self) -> Result<Option<u64>> {
+        match self {
+            Self::Stored(seq) => Ok(Some(seq)),
+            Self::Refused { code, .. } if is_compare_refusal(code) => Ok(None),
+            Self::Refused { code, description } => Err(Error::backend(
+                BACKEND,
+                format!("jetstream refused the write: {description} ({code})"),
+            )),
+        }
+    }
+}
+
+/// Whether a refusal's code is a failed compare: a wrong last sequence, or a batch
+/// refused because one of its compares failed.
+fn is_compare_refusal(code: u64) -> bool {
+    // 10164: a batch with two writes to one key, which a compare of ours never sends
+    // but which is a conflict of the same kind.
+    matches!(code, WRONG_LAST_SEQUENCE | 10164)
+}
+
+/// JetStream's acknowledgement of a publish.
+#[derive(Deserialize)]
+struct Ack {
+    #[serde(default)]
+    seq: u64,
+    error: Option<ApiError>,
+}
+
+/// An error of the JetStream API.
+#[derive(Deserialize, Debug)]
+pub(crate) struct ApiError {
+    #[serde(default)]
+    pub(crate) err_code: u64,
+    #[serde(default)]
+    pub(crate) description: String,
+}
+
+/// One message of a write: the key, its value and its headers.
+pub(crate) struct Write {
+    pub(crate) key: String,
+    pub(crate) value: Bytes,
+    pub(crate) headers: HeaderMap,
+}
+
+impl Write {
+    /// A put of `value` to `key`, with no condition.
+    pub(crate) fn put(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// A purge of `key`: a tombstone that rolls up its history.
+    pub(crate) fn purge(key: impl Into<String>) -> Self {
+        let mut write = Self::put(key, Bytes::new());
+        write.headers.insert(OPERATION, "PURGE");
+        write.headers.insert(ROLLUP, "sub");
+        write
+    }
+
+    /// Only if the key's last sequence is `seq` (0: the key has none or only a
+    /// tombstone that expired).
+    #[must_use]
+    pub(crate) fn if_at(mut self, seq: u64) -> Self {
+        self.headers.insert(EXPECTED_SEQ, seq.to_string().as_str());
+        self
+    }
+
+    /// Only if the key `other`'s last sequence is `seq` (checked instead of the
+    /// written key's).
+    #[must_use]
+    pub(crate) fn if_other_at(mut self, subject: &str, seq: u64) -> Self {
+        self.headers.insert(EXPECTED_SEQ, seq.to_string().as_str());
+        self.headers.insert(EXPECTED_SUBJECT, subject);
+        self
+    }
+
+    /// The message expires `ttl` after it is stored (whole seconds, at least one).
+    #[must_use]
+    pub(crate) fn ttl(mut self, ttl: Duration) -> Self {
+        self.headers.insert(TTL, ttl_header(ttl).as_str());
+        self
+    }
+
+    /// With the header `name: value`.
+    #[must_use]
+    pub(crate) fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+}
+
+/// A TTL as `Nats-TTL` takes it: whole seconds, rounded up, so that the server never
+/// ends a key before the client-side deadline.
+pub(crate) fn ttl_header(ttl: Duration) -> String {
+    let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    format!("{}s", seconds.max(1))
+}
+
+/// The bucket's stream, through one client connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Store {
+    pub(crate) client: async_nats::Client,
+    pub(crate) jetstream: async_nats::jetstream::Context,
+    /// `KV_<bucket>`.
+    pub(crate) stream: String,
+    /// `$KV.<bucket>.`: what precedes a key in its subject.
+    prefix: String,
+    pub(crate) request_timeout: Duration,
+}
+
+impl Store {
+    pub(crate) fn new(client: async_nats::Client, bucket: &str, request_timeout: Duration) -> Self {
+        let jetstream = async_nats::jetstream::new(client.clone());
+        Self {
+            client,
+            jetstream,
+            stream: format!("KV_{bucket}"),
+            prefix: format!("$KV.{bucket}."),
+            request_timeout,
+        }
+    }
+
+    /// The subject of `key`.
+    pub(crate) fn subject(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// The subjects every key of the bucket is published on.
+    pub(crate) fn subjects(&self) -> String {
+        format!("{}>", self.prefix)
+    }
+
+    /// The key of `subject`, if it is one of the bucket's.
+    fn key_of<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        subject.strip_prefix(&self.prefix)
+    }
+
+    /// Sends one write and returns JetStream's answer.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no answer came in time (the write may have been
+    /// applied), a connection error when JetStream does not answer at all.
+    pub(crate) async fn publish(&self, write: Write) -> Result<Published> {
+        let subject = self.subject(&write.key);
+        let answer = timed(
+            self.request_timeout,
+            self.client
+                .request_with_headers(subject, write.headers, write.value),
+        )
+        .await?
+        .map_err(request_error)?;
+        parse_ack(&answer.payload)
+    }
+
+    /// Sends `writes` as one atomic batch: all of them are stored, or none is (a
+    /// failed compare in any refuses the whole batch).
+    ///
+    /// # Errors
+    /// As [`Store::publish`]; [`Error::InvalidArgument`] for an empty batch.
+    pub(crate) async fn batch(&self, writes: Vec<Write>) -> Result<Published> {
+        let count = writes.len();
+        if count == 0 {
+            return Err(Error::InvalidArgument("an empty batch".into()));
+        }
+        if count == 1 {
+            if let Some(write) = writes.into_iter().next() {
+                return self.publish(write).await;
+            }
+            return Err(Error::InvalidArgument("an empty batch".into()));
+        }
+        let id = distsync_core::raw::call_id();
+        for (n, mut write) in writes.into_iter().enumerate() {
+            write.headers.insert("Nats-Batch-Id", id.as_str());
+            write
+                .headers
+                .insert("Nats-Batch-Sequence", (n + 1).to_string().as_str());
+            let subject = self.subject(&write.key);
+            if n + 1 < count {
+                self.client
+                    .publish_with_headers(subject, write.headers, write.value)
+                    .await
+                    .map_err(|error| Error::connection(BACKEND, error))?;
+            } else {
+                write.headers.insert("Nats-Batch-Commit", "1");
+                let answer = timed(
+                    self.request_timeout,
+                    self.client
+                        .request_with_headers(subject, write.headers, write.value),
+                )
+                .await?
+                .map_err(request_error)?;
+                return parse_ack(&answer.payload);
+            }
+        }
+        Err(Error::InvalidArgument("an empty batch".into()))
+    }
+
+    /// The last message of `key`, tombstones included; `None` when it has none.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub(crate) async fn last(&self, key: &str) -> Result<Option<Entry>> {
+        let request = serde_json::json!({ "last_by_subj": self.subject(key) });
+        let answer = timed(
+            self.request_timeout,
+            self.client
+                .request(self.direct_get(), request.to_string().into()),
+        )
+        .await?
+        .map_err(request_error)?;
+        if answer.status == Some(StatusCode::NOT_FOUND) {
+            return Ok(None);
+        }
+        self.entry(answer).map(Some)
+    }
+
+    /// The last message of every key matching the subject `filters` (NATS wildcards,
+    /// under the bucket's prefix), tombstones included, and the stream's last
+    /// sequence when they were read: the listing is the bucket as of that sequence.
+    ///
+    /// # Errors
+    /// The store's error; [`Error::Backend`] for more than `MOST_LISTED` keys.
+    pub(crate) async fn list(&self, filters: &[String]) -> Result<(Vec<Entry>, u64)> {
+        self.list_at(filters, None).await
+    }
+
+    /// [`Store::list`] as of the stream sequence `up_to` (the latest with `None`): a
+    /// key's last message at or below it. A key rewritten more than [`HISTORY`] times
+    /// since `up_to` has no message left there and is missing from the answer, which a
+    /// caller must check against the key's current sequence.
+    ///
+    /// [`HISTORY`]: crate::HISTORY
+    ///
+    /// # Errors
+    /// As [`Store::list`].
+    pub(crate) async fn list_at(
+        &self,
+        filters: &[String],
+        up_to: Option<u64>,
+    ) -> Result<(Vec<Entry>, u64)> {
+        let inbox = self.client.new_inbox();
+        let mut answers = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|error| Error::connection(BACKEND, error))?;
+        let subjects: Vec<String> = filters.iter().map(|f| self.subject(f)).collect();
+        let mut request = serde_json::json!({ "multi_last": subjects, "batch": MOST_LISTED });
+        if let Some(up_to) = up_to {
+            request["up_to_seq"] = up_to.into();
+        }
+        self.client
+            .publish_with_reply(self.direct_get(), inbox, request.to_string().into())
+            .await
+            .map_err(|error| Error::connection(BACKEND, error))?;
+        let mut entries = Vec::new();
+        let mut wait = self.request_timeout;
+        loop {
+            let Some(answer) = timed(wait, answers.next()).await? else {
+                return Err(Error::connection(
+                    BACKEND,
+                    "the listing's subscription ended",
+                ));
+            };
+            wait = BETWEEN_ANSWERS.min(self.request_timeout);
+            match answer.status {
+                Some(StatusCode::NOT_FOUND) => {
+                    // No key matches: the stream's last sequence from its info.
+                    let last = match up_to {
+                        Some(up_to) => up_to,
+                        None => self.last_sequence().await?,
+                    };
+                    return Ok((entries, last));
+                }
+                Some(StatusCode::NO_RESPONDERS) => {
+                    return Err(Error::connection(BACKEND, "jetstream did not answer"));
+                }
+                Some(status) if status.is_success() && answer.payload.is_empty() => {
+                    let header = |name| {
+                        (answer.headers.as_ref())
+                            .and_then(|headers| headers.get(name))
+                            .and_then(|value| value.as_str().parse::<u64>().ok())
+                    };
+                    if header(NUM_PENDING).unwrap_or(0) > 0 {
+                        return Err(Error::backend(
+                            BACKEND,
+                            format!("more than {MOST_LISTED} keys match {filters:?}"),
+                        ));
+                    }
+                    let last = header(UP_TO_SEQUENCE).ok_or_else(|| {
+                        Error::backend(BACKEND, "a listing's end without its sequence")
+                    })?;
+                    return Ok((entries, last));
+                }
+                _ => entries.push(self.entry(answer)?),
+            }
+        }
+    }
+
+    /// The stream's last sequence.
+    async fn last_sequence(&self) -> Result<u64> {
+        let mut stream = timed(
+            self.request_timeout,
+            self.jetstream.get_stream(&self.stream),
+        )
+        .await?
+        .map_err(|error| Error::backend(BACKEND, error))?;
+        let info = timed(self.request_timeout, stream.info())
+            .await?
+            .map_err(|error| Error::backend(BACKEND, error))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Every message of the keys matching `filter` from the sequence `from` on, in
+    /// order, through an ordered consumer (remade by the client after a gap), deleted
+    /// when the [`Watch`] is dropped.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub(crate) async fn watch(&self, filter: &str, from: u64) -> Result<Watch> {
+        let stream = timed(
+            self.request_timeout,
+            self.jetstream.get_stream_no_info(&self.stream),
+        )
+        .await?
+        .map_err(|error| Error::backend(BACKEND, error))?;
+        let name = format!("ds_{}", distsync_core::raw::call_id());
+        let config = OrderedConfig {
+            name: Some(name.clone()),
+            filter_subject: self.subject(filter),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..OrderedConfig::default()
+        };
+        let consumer = timed(self.request_timeout, stream.create_consumer(config))
+            .await?
+            .map_err(|error| Error::backend(BACKEND, error))?;
+        let messages = timed(self.request_timeout, consumer.messages())
+            .await?
+            .map_err(|error| Error::backend(BACKEND, error))?;
+        let store = self.clone();
+        let entries = messages.map(move |message| {
+            let message = message.map_err(|error| Error::backend(BACKEND, error))?;
+            let seq = message
+                .info()
+                .map_err(|error| Error::backend(BACKEND, error.to_string()))?
+                .stream_sequence;
+            let message = message.message;
+            let key = store.key_of(message.subject.as_str()).unwrap_or_default();
+            Ok(Entry {
+                key: key.to_owned(),
+                seq,
+                op: op_of(message.headers.as_ref()),
+                value: message.payload,
+                headers: message.headers,
+            })
+        });
+        Ok(Watch {
+            entries: entries.boxed(),
+            stream,
+            name,
+        })
+    }
+
+    /// The direct get subject of the stream.
+    fn direct_get(&self) -> String {
+        format!("$JS.API.DIRECT.GET.{}", self.stream)
+    }
+
+    /// The entry a direct get answered.
+    fn entry(&self, answer: async_nats::Message) -> Result<Entry> {
+        let headers = answer.headers.as_ref();
+        let header = |name| {
+            headers
+                .and_then(|headers| headers.get(name))
+                .map(|value| value.as_str().to_owned())
+        };
+        let (Some(subject), Some(seq)) = (header(SUBJECT), header(SEQUENCE)) else {
+            return Err(Error::backend(
+                BACKEND,
+                format!(
+                    "a direct get answered without its subject and sequence (status {:?})",
+                    answer.status
+                ),
+            ));
+        };
+        let seq = seq
+            .parse()
+            .map_err(|_| Error::backend(BACKEND, format!("a direct get's sequence `{seq}`")))?;
+        let key = self.key_of(&subject).unwrap_or_default().to_owned();
+        Ok(Entry {
+            key,
+            seq,
+            op: op_of(headers),
+            value: answer.payload,
+            headers: answer.headers,
+        })
+    }
+}
+
+/// The messages of a watch ([`Store::watch`]). Dropped, it deletes its consumer on
+/// the server in the background, rather than leave it to the consumer's inactivity
+/// threshold (30 s), which a busy lock would outrun: a stream takes a bounded number
+/// of consumers.
+pub(crate) struct Watch {
+    entries: futures::stream::BoxStream<'static, Result<Entry>>,
+    stream: async_nats::jetstream::stream::Stream<()>,
+    name: String,
+}
+
+impl futures::Stream for Watch {
+    type Item = Result<Entry>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.entries.poll_next_unpin(cx)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let (stream, name) = (self.stream.clone(), std::mem::take(&mut self.name));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = stream.delete_consumer(&name).await {
+                    tracing::debug!(
+                        consumer = name,
+                        %error,
+                        "deleting a watch's consumer failed; it expires when inactive"
+                    );
+                }
+            });
+        }
+    }
+}
+
+/// A message's operation from its headers.
+fn op_of(headers: Option<&HeaderMap>) -> Op {
+    let Some(headers) = headers else {
+        return Op::Put;
+    };
+    if headers.get(MARKER_REASON).is_some() {
+        return Op::Gone;
+    }
+    match headers.get(OPERATION).map(|value| value.as_str()) {
+        Some("DEL" | "PURGE") => Op::Gone,
+        _ => Op::Put,
+    }
+}
+
+/// A publish acknowledgement: the sequence, or the refusal.
+fn parse_ack(payload: &[u8]) -> Result<Published> {
+    let ack: Ack = serde_json::from_slice(payload).map_err(|error| {
+        Error::backend(
+            BACKEND,
+            format!("an unreadable publish acknowledgement: {error}"),
+        )
+    })?;
+    match ack.error {
+        Some(error) => Ok(Published::Refused {
+            code: error.err_code,
+            description: error.description,
+        }),
+        None => Ok(Published::Stored(ack.seq)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_round_up_to_whole_seconds() {
+        assert_eq!(ttl_header(Duration::from_millis(1)), "1s");
+        assert_eq!(ttl_header(Duration::from_secs(2)), "2s");
+        assert_eq!(ttl_header(Duration::from_millis(2001)), "3s");
+    }
+
+    #[test]
+    fn acks_and_refusals_are_read() {
+        assert_eq!(
+            parse_ack(br#"{"stream":"KV_b","seq":7}"#).unwrap(),
+            Published::Stored(7)
+        );
+        let refused = parse_ack(
+            concat!(
+                r#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 7"},"#,
+                r#""stream":"KV_b","seq":0}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(refused.clone().compared().unwrap(), None);
+        assert!(matches!(refused, Published::Refused { code: 10071, .. }));
+        assert!(parse_ack(b"nonsense").is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! What the tests share: the server's URL, on a bucket of the test's own.
+
+use std::time::Duration;
+
+/// The test server's URL with `bucket=<bucket>`, or `None` after a loud skip notice
+/// (a failure under `CI=true`).
+pub(crate) fn url(bucket: &str) -> Option<String> {
+    let url = distsync_conformance::server_url("DISTSYNC_NATS_URL")?;
+    let base = url.split_once('?').map_or(url.as_str(), |(base, _)| base);
+    Some(format!("{base}?bucket={bucket}"))
+}
+
+/// Waits until `check` holds, polling every 10 ms for at most `within`.
+///
+/// # Panics
+/// When `check` still does not hold at the deadline, naming `what`.
+pub(crate) async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,8 @@
+//! The integration tests of this crate as one test binary, a module per concern,
+//! against a real nats-server with JetStream (`DISTSYNC_NATS_URL`; skipped loudly
+//! when unset, a failure under `CI=true`).
+
+mod bucket;
+mod common;
+mod killed_holder;
+mod names;
