@@ -137,9 +137,6 @@
 //!   caller's (exactly-once effects).
 //! - Replication: a promoted asynchronous replica may lack acknowledged commits
 //!   (`survives_failover` is not declared).
-//! - etcd refuses a branch that puts one key twice, or puts a key it also deletes;
-//!   this store applies such a branch in order (the memory store's check is private
-//!   to it). The recipes never send one.
 //!
 //! [`Kv::clock`]: distsync_kv::kv::Kv::clock
 #![warn(missing_docs)]
