@@ -1389,7 +1389,8 @@ env)
 restart)
     case ${1:-} in
     etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper | zookeeper-tls | mysql | nats) ;;
-    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls, zookeeper, zookeeper-tls, mysql or nats" ;;
+    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls, zookeeper, zookeeper-tls," \
+        "mysql or nats" ;;
     esac
     lock_state_dir
     if ! stop "$1" && port_open "$(port_of "$1")"; then

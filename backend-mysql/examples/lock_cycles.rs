@@ -48,7 +48,8 @@ async fn main() -> Result<()> {
         }
         let per_second = total as f64 / seconds.as_secs_f64();
         println!(
-            "{parallel} client(s): {total} lock/unlock cycles in {seconds:?}: {per_second:.1} cycles/s, {:.1} write transactions/s",
+            "{parallel} client(s): {total} lock/unlock cycles in {seconds:?}: {per_second:.1} cycles/s, \
+             {:.1} write transactions/s",
             per_second * 2.0
         );
     }

@@ -57,7 +57,8 @@
 //! the branch's earlier writes, and every change shares one revision. A put naming a
 //! lease that is gone or expired on the server's clock fails with
 //! [`StoreError::LeaseNotFound`](distsync_kv::StoreError) and a put keeping the lease of a
-//! missing key with [`StoreError::KeyNotFound`](distsync_kv::StoreError); nothing is applied then (the transaction rolls back).
+//! missing key with [`StoreError::KeyNotFound`](distsync_kv::StoreError); nothing is
+//! applied then (the transaction rolls back).
 //! Ranges sort, limit and bound (`max_create_revision`, `max_mod_revision`) in SQL,
 //! and count as etcd does (before the bounds and the limit).
 //!

@@ -282,7 +282,11 @@ async fn run(shared: Weak<Shared>) {
         let interval = strong.poll_interval;
         let _ = tokio::time::timeout(interval, bell).await;
         if let Err(error) = deliver(&strong).await {
-            tracing::warn!(backend = crate::BACKEND, %error, "watch hub: reading the log failed; ending the open watches");
+            tracing::warn!(
+                backend = crate::BACKEND,
+                %error,
+                "watch hub: reading the log failed; ending the open watches"
+            );
             strong.state.lock().await.watchers.clear();
             tokio::time::sleep(interval).await;
         }

@@ -166,7 +166,9 @@ impl Range {
     /// Whether `kv` is within this range's create and mod revision bounds (a bound of
     /// 0 or none admits every revision).
     pub fn within_bounds(&self, kv: &KeyValue) -> bool {
-        let above = |bound: Option<Revision>, revision: Revision| matches!(bound, Some(max) if max > 0 && revision > max);
+        let above = |bound: Option<Revision>, revision: Revision| {
+            bound.is_some_and(|max| max > 0 && revision > max)
+        };
         !above(self.max_create_revision, kv.create_revision)
             && !above(self.max_mod_revision, kv.mod_revision)
     }
