@@ -21,6 +21,7 @@ use super::cluster::EtcdCluster;
 use super::go_peer::{self, GoPeer};
 use super::group::with_query;
 use super::mysql_client::MysqlTarget;
+use super::nats_cluster::{NatsCluster, NATS_CLUSTER_VAR};
 use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
 use super::store::{etcd_endpoints, mariadb_client, psql, StoreKind};
@@ -89,7 +90,8 @@ impl ServerFaults {
         let cluster_var = match kind {
             StoreKind::Etcd => Some(ETCD_CLUSTER_VAR),
             StoreKind::Zookeeper => Some(ZOOKEEPER_ENSEMBLE_VAR),
-            StoreKind::Redis | StoreKind::Postgres | StoreKind::Mysql | StoreKind::Nats => None,
+            StoreKind::Nats => Some(NATS_CLUSTER_VAR),
+            StoreKind::Redis | StoreKind::Postgres | StoreKind::Mysql => None,
         };
         let cluster_url = cluster_var
             .and_then(|var| std::env::var(var).ok())
@@ -144,12 +146,15 @@ impl ServerFaults {
 
     fn cluster_config(&self) -> std::result::Result<&str, String> {
         match (self.kind, &self.cluster_url) {
-            (StoreKind::Etcd | StoreKind::Zookeeper, Some(url)) => Ok(url),
+            (StoreKind::Etcd | StoreKind::Zookeeper | StoreKind::Nats, Some(url)) => Ok(url),
             (StoreKind::Etcd, None) => Err(format!(
                 "no cluster: {ETCD_CLUSTER_VAR} is unset (scripts/servers.sh starts one)"
             )),
             (StoreKind::Zookeeper, None) => Err(format!(
                 "no ensemble: {ZOOKEEPER_ENSEMBLE_VAR} is unset (scripts/servers.sh starts one)"
+            )),
+            (StoreKind::Nats, None) => Err(format!(
+                "no cluster: {NATS_CLUSTER_VAR} is unset (scripts/servers.sh starts one)"
             )),
             (kind, _) => Err(format!(
                 "no cluster: {} runs as a single server here",
@@ -249,6 +254,7 @@ impl Faults for ServerFaults {
                 self.cluster_config()?;
                 match self.kind {
                     StoreKind::Zookeeper => ZkEnsemble::available(),
+                    StoreKind::Nats => NatsCluster::available(),
                     _ => EtcdCluster::available(),
                 }
             }
@@ -394,6 +400,7 @@ impl Faults for ServerFaults {
             .map_err(|_| unsupported(backend, Hook::Cluster))?;
         Ok(match self.kind {
             StoreKind::Zookeeper => Box::new(ZkEnsemble::new(url, Arc::clone(&self.connect))?),
+            StoreKind::Nats => Box::new(NatsCluster::new(url, Arc::clone(&self.connect))?),
             _ => Box::new(EtcdCluster::new(url, Arc::clone(&self.connect))?),
         })
     }
