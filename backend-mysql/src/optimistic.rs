@@ -6,9 +6,9 @@
 //! A writer first reads what it needs in a snapshot of its own, without a lock, and
 //! decides there what to write. Then one multi-statement batch ([`crate::batch`])
 //! takes the revision lock (`SELECT revision + 1 INTO @r … FOR UPDATE`), sets `@ok`
-//! to whether everything the writer read is as it was ([`Seen::condition`]: the
-//! statement's consistent read starts after the lock, so it sees every earlier
-//! commit), runs the writes, each conditional on `@ok` and with `@r` as their
+//! to whether everything the writer read is as it was ([`Seen::condition`], a
+//! consistent read without locks: its snapshot starts after the lock, so it sees
+//! every earlier commit), runs the writes, each conditional on `@ok` and with `@r` as their
 //! revision, moves the revision only if `@ok`, commits and answers `@ok` and `@r`.
 //! The server runs the batch without waiting for the client between statements, so
 //! a client descheduled mid-call never holds the row: the row is held for the
@@ -135,7 +135,10 @@ pub(crate) fn locked(tables: &Tables, seen: &Seen, body: Vec<String>, writes: bo
             "SELECT revision + 1 INTO @r FROM {} WHERE id = 1 FOR UPDATE",
             tables.meta
         ),
-        format!("SET @ok = ({})", seen.condition(tables)),
+        // A plain `SELECT … INTO`, not `SET @ok = (SELECT …)`: InnoDB reads a `SET`'s
+        // subqueries with shared locks, which would make this writer, holding the
+        // revision row, wait on a lease row that a lease's end has claimed.
+        format!("SELECT ({}) INTO @ok", seen.condition(tables)),
     ];
     statements.extend(body);
     if writes {
