@@ -32,8 +32,8 @@ use std::ops::Bound;
 use bytes::Bytes;
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{
-    Compare, CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, Range, Revision, Txn, TxnOp,
-    TxnOpResponse, TxnResponse, WatchEvent,
+    Compare, EventKind, KeyValue, LeaseId, Range, Revision, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    WatchEvent,
 };
 use distsync_kv::StoreError;
 use sqlx::mysql::MySqlRow;
@@ -698,17 +698,11 @@ pub(crate) fn event(row: LogRow, revision: Revision) -> WatchEvent {
 fn holds(compares: &[Compare], found: &HashMap<String, Current>) -> bool {
     compares.iter().all(|compare| {
         let current = found.get(&compare.key).copied().unwrap_or_default();
-        let actual = match compare.target {
-            CompareTarget::CreateRevision => current.create_revision,
-            CompareTarget::ModRevision => current.mod_revision,
-            CompareTarget::Version => current.version,
-        };
-        match compare.op {
-            CompareOp::Equal => actual == compare.value,
-            CompareOp::NotEqual => actual != compare.value,
-            CompareOp::Less => actual < compare.value,
-            CompareOp::Greater => actual > compare.value,
-        }
+        compare.holds(
+            current.create_revision,
+            current.mod_revision,
+            current.version,
+        )
     })
 }
 
