@@ -1,7 +1,7 @@
-//! Several statements in one round trip: a write transaction sends its start, the
-//! revision lock and every read it can know in advance as one batch, and its writes
-//! with the commit as another, so that the revision row is held for two round trips
-//! instead of one per statement.
+//! Several statements in one round trip: a transaction sends its reads as one batch,
+//! and its revision lock, its check of those reads, its writes and its commit as
+//! another ([`crate::optimistic`]), so that the revision row is held for no client
+//! round trip at all.
 //!
 //! A batch is a multi-statement text query (the server runs its statements in order
 //! and stops at the first error), so its values are SQL literals: integers as

@@ -13,6 +13,7 @@ use sqlx::{MySqlConnection, MySqlPool, Row};
 
 use crate::batch;
 use crate::error::map;
+use crate::optimistic::{self, Seen};
 use crate::range::key_string;
 use crate::schema::Tables;
 use crate::txn::{event, log_rows, LogRow};
@@ -88,13 +89,21 @@ pub(crate) async fn keep_alive(
 /// which another reaper may have made first: it then changes nothing). Returns the
 /// revision and the deletions, if any.
 ///
+/// Two round trips, neither waiting on the client under the revision lock
+/// ([`crate::optimistic`]): first the lease's keys (read on their own, before the
+/// transaction) and the claim of the lease's row in a new transaction; then the
+/// locked batch, which checks that the lease's keys are still those read, deletes
+/// the lease and its keys, writes the log and the new revision, and commits. When a
+/// put gave the lease a key in between, nothing is written and the call starts
+/// again, at most [`optimistic::TRIES`] times ([`Error::Connection`] then).
+///
 /// The lease's row is locked before the revision row, in every call that locks both
 /// (a renewal locks the lease's row alone, a put only reads it), so no two calls
 /// wait on each other. A reaper skips a lease whose row another call holds (`SKIP
 /// LOCKED`): reapers of every process race for each expired lease, and the losers
-/// go on without ever queueing on the revision row. Under the revision lock, two
-/// round trips ([`crate::batch`]): the revision and the lease's keys, then the
-/// deletions, the log, the new revision and the commit.
+/// go on without ever queueing on the revision row. A claim holds the lease's row
+/// across a round trip, which only a renewal of that same lease, ending anyway,
+/// would wait for.
 ///
 /// Cancel safety: dropping the future before the commit rolls it back (its
 /// connection is closed, [`batch::Open`]).
@@ -105,80 +114,115 @@ pub(crate) async fn end(
     expired_only: bool,
 ) -> Result<Option<(Revision, Vec<WatchEvent>)>> {
     let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
-    match end_on(open.conn(), tables, lease, expired_only).await {
-        Ok(ended) => {
-            open.done();
-            Ok(ended)
-        }
-        Err(error) => {
-            open.rollback().await;
-            Err(error)
+    let mut ended = Err(optimistic::exhausted("ending a lease"));
+    for _ in 0..optimistic::TRIES {
+        match end_on(open.conn(), tables, lease, expired_only).await {
+            Ok(Attempt::Changed) => tracing::debug!(
+                backend = BACKEND,
+                lease,
+                "a lease's keys changed before its end: reading again"
+            ),
+            Ok(Attempt::Ended(outcome)) => {
+                ended = Ok(outcome);
+                break;
+            }
+            Err(error) => {
+                open.rollback().await;
+                return Err(error);
+            }
         }
     }
+    open.done();
+    ended
 }
 
-/// The tags of [`end_on`]'s `SELECT`s ([`batch::tag`]).
-const REVISION: i64 = 0;
-const KEY: i64 = 1;
+/// How one attempt of [`end`] went.
+enum Attempt {
+    /// It ended the lease (with the revision and the deletions, if it had keys), or
+    /// found nothing to end.
+    Ended(Option<(Revision, Vec<WatchEvent>)>),
+    /// The lease's keys changed before the revision lock: nothing was written.
+    Changed,
+}
 
-/// [`end`], on one connection.
+/// The tags of [`end_on`]'s `SELECT`s ([`batch::tag`]; the outcome's is
+/// [`optimistic::OUTCOME`]).
+const CLAIM: i64 = 1;
+const KEY: i64 = 2;
+
+/// One attempt of [`end`], on one connection, which it leaves outside a
+/// transaction.
 async fn end_on(
     conn: &mut MySqlConnection,
     tables: &Tables,
     lease: LeaseId,
     expired_only: bool,
-) -> Result<Option<(Revision, Vec<WatchEvent>)>> {
+) -> Result<Attempt> {
     let lock = if expired_only {
         " AND expires_at <= NOW(6) FOR UPDATE SKIP LOCKED"
     } else {
         " FOR UPDATE"
     };
+    // The keys are read before the transaction starts: a read inside it would fix its
+    // snapshot before the revision lock, and the check under the lock must see every
+    // commit before the lock. The claim is a locking read, which fixes no snapshot.
     let first = [
-        "START TRANSACTION".to_owned(),
-        format!("SELECT 1 FROM {} WHERE id = {lease}{lock}", tables.leases),
-    ];
-    if batch::run(conn, &first).await?.is_empty() {
-        batch::run(conn, &["ROLLBACK".to_owned()]).await?;
-        return Ok(None);
-    }
-    // The revision lock, as every writer takes it: commits stay in revision order.
-    let second = [
-        format!(
-            "SELECT {REVISION}, revision FROM {} WHERE id = 1 FOR UPDATE",
-            tables.meta
-        ),
         format!(
             "SELECT {KEY}, k FROM {} WHERE lease = {lease} ORDER BY k",
             tables.kv
         ),
+        "START TRANSACTION".to_owned(),
+        format!(
+            "SELECT {CLAIM}, id FROM {} WHERE id = {lease}{lock}",
+            tables.leases
+        ),
     ];
-    let mut current = None;
-    let mut rows = Vec::new();
-    for row in batch::run(conn, &second).await? {
-        if batch::tag(&row)? == REVISION {
-            current = Some(row.try_get::<Revision, _>(1).map_err(map)?);
+    let mut claimed = false;
+    let mut keys = Vec::new();
+    for row in batch::run(conn, &first).await? {
+        if batch::tag(&row)? == CLAIM {
+            claimed = true;
         } else {
-            rows.push(LogRow::tombstone(key_string(row.try_get(1).map_err(map)?)?));
+            keys.push(key_string(row.try_get(1).map_err(map)?)?);
         }
     }
-    let current = current.ok_or_else(|| Error::backend(BACKEND, "the revision row is missing"))?;
-    let mut last = vec![format!("DELETE FROM {} WHERE id = {lease}", tables.leases)];
-    let revision = current + 1;
-    if !rows.is_empty() {
-        last.push(format!("DELETE FROM {} WHERE lease = {lease}", tables.kv));
-        last.extend(log_rows(tables, revision, &rows));
-        last.push(format!(
-            "UPDATE {} SET revision = {revision} WHERE id = 1",
-            tables.meta
-        ));
+    if !claimed {
+        batch::run(conn, &["ROLLBACK".to_owned()]).await?;
+        return Ok(Attempt::Ended(None));
     }
-    last.push("COMMIT".to_owned());
-    batch::run(conn, &last).await?;
+    let seen = Seen {
+        sets: vec![(format!("lease = {lease}"), keys.clone())],
+        ..Seen::default()
+    };
+    let rows: Vec<LogRow> = keys.into_iter().map(LogRow::tombstone).collect();
+    let mut body = vec![format!(
+        "DELETE FROM {} WHERE id = {lease} AND @ok",
+        tables.leases
+    )];
+    if !rows.is_empty() {
+        body.push(format!(
+            "DELETE FROM {} WHERE lease = {lease} AND @ok",
+            tables.kv
+        ));
+        body.extend(log_rows(tables, &rows));
+    }
+    let answer = batch::run(
+        conn,
+        &optimistic::locked(tables, &seen, body, !rows.is_empty()),
+    )
+    .await?;
+    let outcome = answer
+        .iter()
+        .find(|row| batch::tag(row).ok() == Some(optimistic::OUTCOME))
+        .ok_or_else(|| Error::backend(BACKEND, "ending a lease answered no outcome"))?;
+    let Some(revision) = optimistic::outcome(outcome)? else {
+        return Ok(Attempt::Changed);
+    };
     if rows.is_empty() {
-        return Ok(None);
+        return Ok(Attempt::Ended(None));
     }
     let events = rows.into_iter().map(|row| event(row, revision)).collect();
-    Ok(Some((revision, events)))
+    Ok(Attempt::Ended(Some((revision, events))))
 }
 
 /// The leases expired on the server's clock, oldest first, at most `limit`.

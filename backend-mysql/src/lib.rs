@@ -33,32 +33,42 @@
 //!
 //! An `AUTO_INCREMENT` id is not commit-ordered in InnoDB: a transaction that took
 //! id 7 may commit after one that took id 8, and a watcher that read 8 would skip 7.
-//! So every transaction that may write first locks the `meta` row (`SELECT … FOR
-//! UPDATE`), takes `revision + 1` for all its changes, and writes the new revision
-//! before it commits: writers run one at a time, commit order is revision order, and
-//! a reader that sees revision `r` in `meta` finds every row up to `r` in the log.
-//! The cost: writes to the whole store are serialized on one row (one writer's
-//! round trips and one commit's fsync at a time), as etcd's raft log is. A writer
-//! holds the row for two round trips: the lock with every read it can know in advance
-//! in one batch of statements, then its writes, the log, the new revision and the
-//! commit in another (a range or a prefix delete after a write in the same branch
-//! costs one more each). A client descheduled between the two (a machine short of
-//! CPU) keeps every other writer of the store waiting meanwhile. Reads and
-//! read-only transactions take no lock (one consistent snapshot, `START TRANSACTION
-//! WITH CONSISTENT SNAPSHOT, READ ONLY`). A transaction that changes nothing leaves
-//! the revision as it was, as etcd's.
+//! So every transaction that writes locks the `meta` row (`SELECT … FOR UPDATE`),
+//! takes `revision + 1` for all its changes, and writes the new revision before it
+//! commits: writers run one at a time, commit order is revision order, and a reader
+//! that sees revision `r` in `meta` finds every row up to `r` in the log. Writes to
+//! the whole store are thus serialized on one row, as etcd's are on its raft log.
+//!
+//! A writer never holds that row across a client round trip: a client descheduled
+//! between two of its statements (a machine short of CPU) would keep every other
+//! writer of the store waiting meanwhile. It works optimistically instead: it first
+//! reads what it needs (the rows of the keys its compares and writes name, whether
+//! its leases are live, the keys under its prefix deletes) in one snapshot without
+//! a lock, and decides there what to write; then it sends one batch of statements
+//! that takes the lock, checks that what it read is unchanged (every change of a key
+//! moves its `mod_revision`), runs the writes only if so, writes the new revision
+//! and commits. The server runs that batch without waiting for the client, so the
+//! row is held for the server's work and one commit's fsync. When something had
+//! changed, the batch wrote nothing and the writer reads again (another writer
+//! committed in between); after 64 such rounds it fails with the transient
+//! [`Error::Connection`](distsync_core::Error). Reads and transactions whose chosen
+//! branch writes nothing take no lock (one consistent snapshot, `START TRANSACTION
+//! WITH CONSISTENT SNAPSHOT, READ ONLY`, with the same check when compares chose the
+//! branch). A transaction that changes nothing leaves the revision as it was, as
+//! etcd's.
 //!
 //! # Transactions
 //!
-//! A [`Txn`](distsync_kv::kv::Txn) is one MySQL transaction: after the lock, the
-//! compares (create revision, mod revision, version; `=`, `!=`, `<`, `>`; a missing
-//! key has `0`) read the `kv` rows of their keys; then the chosen branch's puts,
-//! deletes (of a key or a prefix, counted) and ranges run in order, each range seeing
+//! A [`Txn`](distsync_kv::kv::Txn) is applied as one MySQL transaction: the compares
+//! (create revision, mod revision, version; `=`, `!=`, `<`, `>`; a missing key has
+//! `0`) are evaluated on the rows read before the lock and hold at the transaction's
+//! revision (checked under the lock); then the chosen branch's puts, deletes (of a
+//! key or a prefix, counted) and ranges run in order in one batch, each range seeing
 //! the branch's earlier writes, and every change shares one revision. A put naming a
 //! lease that is gone or expired on the server's clock fails with
 //! [`StoreError::LeaseNotFound`](distsync_kv::StoreError) and a put keeping the lease of a
 //! missing key with [`StoreError::KeyNotFound`](distsync_kv::StoreError); nothing is
-//! applied then (the transaction rolls back).
+//! applied then.
 //! Ranges sort, limit and bound (`max_create_revision`, `max_mod_revision`) in SQL,
 //! and count as etcd does (before the bounds and the limit).
 //!
@@ -81,8 +91,9 @@
 //! backend), which sleeps until the next expiry on the server's clock, at most a
 //! quarter of the shortest live TTL and at most a second. Reapers race harmlessly:
 //! each locks the expired lease's row first and skips one another reaper holds
-//! (`SKIP LOCKED`), and only the winner takes the revision lock, so a lease's expiry
-//! costs the store one write however many processes run a reaper. etcd's lessor
+//! (`SKIP LOCKED`), and only the winner takes the revision lock (in one batch that
+//! checks the lease's keys as read before, deletes them and commits), so a lease's
+//! expiry costs the store one write however many processes run a reaper. etcd's lessor
 //! expires leases the same way, on its leader. Grants and renewals use two
 //! connections of their own, so that a renewal never queues behind writers.
 //!
@@ -106,19 +117,19 @@
 //!
 //! # A client that stops half-way
 //!
-//! Every writer waits for the revision row, so a client that stops inside a
-//! transaction (paused, cut off by a partition) would stop the whole store. Two
-//! defences:
+//! Every writer waits for the revision row, so a client that stops while holding it
+//! (paused, cut off by a partition) would stop the whole store. A writer holds it
+//! only inside one batch, which the server runs to its commit whatever the client
+//! does; the one transaction that waits on its client, the claim of a lease's row
+//! before its end, holds that row alone. And:
 //!
 //! - every call runs in a task of its own: a caller that gives up (a dropped future,
 //!   `timeout=`) never cuts a statement off half-way on its connection, so every
 //!   transaction commits or rolls back and its connection returns to the pool clean;
 //! - each connection sets MariaDB's `idle_transaction_timeout` to one second: the
 //!   server ends a connection that sits idle inside a transaction for longer, rolling
-//!   it back (a transaction's statements follow each other within milliseconds). A
-//!   paused or cut-off client therefore stops the store's writers for about a second.
-//!   MySQL 8 has no such setting: there a stopped client holds the row until its
-//!   connection dies (`wait_timeout`, TCP keepalive).
+//!   it back. MySQL 8 has no such setting: there a stopped client holds its
+//!   transaction's rows until its connection dies (`wait_timeout`, TCP keepalive).
 //!
 //! # MySQL 8
 //!
@@ -155,6 +166,7 @@ mod driver;
 mod error;
 mod kv;
 mod lease;
+mod optimistic;
 mod range;
 mod reaper;
 mod schema;

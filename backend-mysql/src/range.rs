@@ -1,13 +1,16 @@
 //! Ranges: the current state from the `kv` table, a past revision from the `log`
 //! table (per key, its latest row at or before the revision), with etcd's count,
-//! sort, limit and revision bounds.
+//! sort, limit and revision bounds. Every range is built as statements with literal
+//! values ([`statements`]), so that a transaction sends it in the same batch as its
+//! writes.
 
 use bytes::Bytes;
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{KeyValue, Range, RangeResponse, Revision, SortOrder, SortTarget};
 use sqlx::mysql::MySqlRow;
-use sqlx::{MySqlConnection, Row};
+use sqlx::Row;
 
+use crate::batch;
 use crate::error::map;
 use crate::schema::Tables;
 use crate::BACKEND;
@@ -50,6 +53,17 @@ impl KeyFilter {
     pub(crate) fn of(range: &Range) -> Self {
         Self::new(&range.key, range.prefix, range.range_end.as_deref())
     }
+
+    /// The condition with its values as hexadecimal literals, for a batch.
+    pub(crate) fn literal(&self) -> String {
+        let mut parts = self.sql.split('?');
+        let mut literal = parts.next().unwrap_or_default().to_owned();
+        for (part, value) in parts.zip(&self.binds) {
+            literal.push_str(&batch::bytes(value));
+            literal.push_str(part);
+        }
+        literal
+    }
 }
 
 /// The smallest byte string above every string starting with `prefix`, or `None`
@@ -65,21 +79,89 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Reads a checked range on `conn` (inside a transaction, which sees its own
-/// writes), answering with `revision` as the header's. `current` is the last
-/// committed revision; `dirty` says that the transaction has written, so that a read
-/// at `current` must not see its writes.
-pub(crate) async fn read(
-    conn: &mut MySqlConnection,
+/// A range's statements for a batch ([`crate::batch`]): its rows, tagged `tag`, and,
+/// when its bounds or its limit may cut them, its count (etcd's count is before
+/// both), tagged `tag + 1`. `past`: read at that revision from the log (per key, its
+/// latest row at or before it), which is right for any revision up to the current
+/// one; `None`: the current state, with the transaction's own earlier writes.
+pub(crate) fn statements(
     tables: &Tables,
     range: &Range,
-    (current, dirty): (Revision, bool),
+    past: Option<Revision>,
+    tag: i64,
+) -> Vec<String> {
+    let filter = KeyFilter::of(range).literal();
+    if let Some(at) = past {
+        let log = &tables.log;
+        // Bounds, sort and limit are applied to the visible rows by `Range::select`.
+        return vec![format!(
+            "SELECT {tag}, l.k, l.create_revision, l.revision, l.version, l.lease, l.v FROM {log} l \
+             JOIN (SELECT k, MAX(revision) AS r FROM {log} WHERE {filter} AND revision <= {at} \
+             GROUP BY k) m ON l.k = m.k AND l.revision = m.r WHERE l.deleted = 0 ORDER BY l.k"
+        )];
+    }
+    let mut condition = filter.clone();
+    let (max_create, max_mod) = (
+        bound(range.max_create_revision),
+        bound(range.max_mod_revision),
+    );
+    if let Some(max) = max_create {
+        condition.push_str(&format!(" AND create_revision <= {max}"));
+    }
+    if let Some(max) = max_mod {
+        condition.push_str(&format!(" AND mod_revision <= {max}"));
+    }
+    let order = match range.sort {
+        None | Some((SortTarget::Key, SortOrder::Ascend)) => "k",
+        Some((SortTarget::Key, SortOrder::Descend)) => "k DESC",
+        Some((SortTarget::CreateRevision, SortOrder::Ascend)) => "create_revision, k",
+        Some((SortTarget::CreateRevision, SortOrder::Descend)) => "create_revision DESC, k",
+        Some((SortTarget::ModRevision, SortOrder::Ascend)) => "mod_revision, k",
+        Some((SortTarget::ModRevision, SortOrder::Descend)) => "mod_revision DESC, k",
+    };
+    let limit = range.limit.filter(|limit| *limit > 0);
+    let mut rows = format!(
+        "SELECT {tag}, k, create_revision, mod_revision, version, lease, v FROM {} \
+         WHERE {condition} ORDER BY {order}",
+        tables.kv
+    );
+    if let Some(limit) = limit {
+        rows.push_str(&format!(" LIMIT {limit}"));
+    }
+    let mut statements = vec![rows];
+    if max_create.is_some() || max_mod.is_some() || limit.is_some() {
+        statements.push(format!(
+            "SELECT {}, COUNT(*) FROM {} WHERE {filter}",
+            tag + 1,
+            tables.kv
+        ));
+    }
+    statements
+}
+
+/// The answer to a range from the rows its [`statements`] (made with `past`)
+/// returned: `rows` tagged `tag`, and `count` tagged `tag + 1` if there is one.
+pub(crate) fn answer(
+    range: &Range,
+    past: bool,
+    rows: &[&MySqlRow],
+    count: Option<&MySqlRow>,
     revision: Revision,
 ) -> Result<RangeResponse> {
-    let past = |at: &Revision| *at > 0 && (*at < current || (dirty && *at <= current));
-    let (kvs, count) = match range.revision.filter(past) {
-        Some(at) => read_past(conn, tables, range, at).await?,
-        None => read_current(conn, tables, range).await?,
+    let found = rows
+        .iter()
+        .map(|row| key_value(row))
+        .collect::<Result<Vec<_>>>()?;
+    let (kvs, count) = if past {
+        range.select(found)
+    } else {
+        let count = match count {
+            Some(row) => {
+                usize::try_from(row.try_get::<i64, _>(1).map_err(map)?).unwrap_or_default()
+            }
+            None => found.len(),
+        };
+        (found, count)
     };
     Ok(RangeResponse {
         kvs,
@@ -93,110 +175,18 @@ fn bound(value: Option<Revision>) -> Option<Revision> {
     value.filter(|revision| *revision > 0)
 }
 
-/// The current state of a range, sorted, bounded and limited in SQL, and its count.
-async fn read_current(
-    conn: &mut MySqlConnection,
-    tables: &Tables,
-    range: &Range,
-) -> Result<(Vec<KeyValue>, usize)> {
-    let filter = KeyFilter::of(range);
-    let mut condition = filter.sql.clone();
-    let (max_create, max_mod) = (
-        bound(range.max_create_revision),
-        bound(range.max_mod_revision),
-    );
-    if max_create.is_some() {
-        condition.push_str(" AND create_revision <= ?");
-    }
-    if max_mod.is_some() {
-        condition.push_str(" AND mod_revision <= ?");
-    }
-    let order = match range.sort {
-        None | Some((SortTarget::Key, SortOrder::Ascend)) => "k",
-        Some((SortTarget::Key, SortOrder::Descend)) => "k DESC",
-        Some((SortTarget::CreateRevision, SortOrder::Ascend)) => "create_revision, k",
-        Some((SortTarget::CreateRevision, SortOrder::Descend)) => "create_revision DESC, k",
-        Some((SortTarget::ModRevision, SortOrder::Ascend)) => "mod_revision, k",
-        Some((SortTarget::ModRevision, SortOrder::Descend)) => "mod_revision DESC, k",
-    };
-    let limit = range.limit.filter(|limit| *limit > 0);
-    let mut sql = format!(
-        "SELECT k, create_revision, mod_revision, version, lease, v FROM {} WHERE {condition} \
-         ORDER BY {order}",
-        tables.kv
-    );
-    if let Some(limit) = limit {
-        sql.push_str(&format!(" LIMIT {limit}"));
-    }
-    let mut query = sqlx::query(&sql);
-    for value in &filter.binds {
-        query = query.bind(value);
-    }
-    for value in max_create.into_iter().chain(max_mod) {
-        query = query.bind(value);
-    }
-    let rows = query.fetch_all(&mut *conn).await.map_err(map)?;
-    let kvs = rows
-        .iter()
-        .map(|row| key_value(row, 2))
-        .collect::<Result<Vec<_>>>()?;
-    // etcd's count is before the bounds and the limit: counted apart only when
-    // either may have cut the answer.
-    let cut = max_create.is_some() || max_mod.is_some() || limit.is_some_and(|l| kvs.len() >= l);
-    let count = if cut {
-        let sql = format!("SELECT COUNT(*) FROM {} WHERE {}", tables.kv, filter.sql);
-        let mut query = sqlx::query_scalar::<_, i64>(&sql);
-        for value in &filter.binds {
-            query = query.bind(value);
-        }
-        let count = query.fetch_one(&mut *conn).await.map_err(map)?;
-        usize::try_from(count).unwrap_or_default()
-    } else {
-        kvs.len()
-    };
-    Ok((kvs, count))
-}
-
-/// A range at the past revision `at`: per key, its latest log row at or before `at`,
-/// if that is not a tombstone; bounds, sort and limit applied here.
-async fn read_past(
-    conn: &mut MySqlConnection,
-    tables: &Tables,
-    range: &Range,
-    at: Revision,
-) -> Result<(Vec<KeyValue>, usize)> {
-    let filter = KeyFilter::of(range);
-    let log = &tables.log;
-    let sql = format!(
-        "SELECT l.k, l.create_revision, l.revision, l.version, l.lease, l.v FROM {log} l \
-         JOIN (SELECT k, MAX(revision) AS r FROM {log} WHERE {} AND revision <= ? GROUP BY k) m \
-         ON l.k = m.k AND l.revision = m.r WHERE l.deleted = 0 ORDER BY l.k",
-        filter.sql
-    );
-    let mut query = sqlx::query(&sql);
-    for value in &filter.binds {
-        query = query.bind(value);
-    }
-    let rows = query.bind(at).fetch_all(&mut *conn).await.map_err(map)?;
-    let visible = rows
-        .iter()
-        .map(|row| key_value(row, 2))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(range.select(visible))
-}
-
-/// A key's value from a row `k, create_revision, <mod revision>, version, lease, v`
-/// (`mod_at` is the mod revision's column).
-pub(crate) fn key_value(row: &MySqlRow, mod_at: usize) -> Result<KeyValue> {
-    let key: Vec<u8> = row.try_get(0).map_err(map)?;
-    let value: Vec<u8> = row.try_get(5).map_err(map)?;
+/// A key's value from a tagged row `tag, k, create_revision, <mod revision>,
+/// version, lease, v`.
+fn key_value(row: &MySqlRow) -> Result<KeyValue> {
+    let key: Vec<u8> = row.try_get(1).map_err(map)?;
+    let value: Vec<u8> = row.try_get(6).map_err(map)?;
     Ok(KeyValue {
         key: key_string(key)?,
         value: Bytes::from(value),
-        create_revision: row.try_get(1).map_err(map)?,
-        mod_revision: row.try_get(mod_at).map_err(map)?,
-        version: row.try_get(3).map_err(map)?,
-        lease: row.try_get(4).map_err(map)?,
+        create_revision: row.try_get(2).map_err(map)?,
+        mod_revision: row.try_get(3).map_err(map)?,
+        version: row.try_get(4).map_err(map)?,
+        lease: row.try_get(5).map_err(map)?,
     })
 }
 
@@ -217,5 +207,15 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);
         assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn filters_spell_their_values_as_literals() {
+        assert_eq!(KeyFilter::new("a", false, None).literal(), "k = X'61'");
+        assert_eq!(
+            KeyFilter::new("a/", true, None).literal(),
+            "k >= X'612F' AND k < X'6130'"
+        );
+        assert_eq!(KeyFilter::new("", true, None).literal(), "k >= X''");
     }
 }

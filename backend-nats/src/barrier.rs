@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{Barrier, DoubleBarrier, WaitRetry};
+use distsync_core::raw::{Barrier, DoubleBarrier};
 use distsync_core::{Error, Name, Result, Session};
 use futures::StreamExt;
 
@@ -27,25 +27,7 @@ use crate::lock::{contenders, gone_after, Contender, NatsLocker};
 use crate::session::LeaseInner;
 use crate::shared::Shared;
 use crate::store::Write;
-
-/// Runs `attempt` until it answers `true`, riding out transient errors.
-async fn retrying<F, Fut>(what: &'static str, mut attempt: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let mut retry = WaitRetry::new(what);
-    loop {
-        match attempt().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => retry.succeeded(),
-            Err(error) => match retry.failed(&error) {
-                Some(pause) => tokio::time::sleep(pause).await,
-                None => return Err(error),
-            },
-        }
-    }
-}
+use crate::wait;
 
 /// The barrier `name`.
 pub(crate) struct NatsBarrier {
@@ -83,18 +65,18 @@ impl Barrier for NatsBarrier {
     }
 
     async fn wait(&self) -> Result<()> {
-        retrying("a barrier", || async {
+        wait::until("a barrier", None, || async {
             let seq = match self.shared.store.last(&self.key).await? {
                 Some(entry) if entry.live() => entry.seq,
-                _ => return Ok(true),
+                _ => return Ok(Some(())),
             };
             let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
             while let Some(event) = events.next().await {
                 if !event?.live() {
-                    return Ok(true);
+                    return Ok(Some(()));
                 }
             }
-            Ok(false)
+            Ok(None)
         })
         .await
     }
@@ -173,7 +155,7 @@ impl DoubleBarrier for NatsDoubleBarrier {
         let key = entry.as_ref().map(|c| c.key.clone()).unwrap_or_default();
         drop(entry);
         let filter = format!("{}.>", keys::key(Kind::DoubleBarrier, &self.name));
-        retrying("a double barrier", || async {
+        wait::until("a double barrier", None, || async {
             let (line, ready, last) = self.state().await?;
             match line.iter().position(|(_, k)| *k == key) {
                 Some(place) if place >= self.count.get() => {
@@ -184,11 +166,11 @@ impl DoubleBarrier for NatsDoubleBarrier {
                         count: self.count.get(),
                     })
                 }
-                Some(_) if ready => Ok(true),
+                Some(_) if ready => Ok(Some(())),
                 Some(_) if line.len() >= self.count.get() => {
                     let write = Write::put(self.ready.as_str(), Bytes::from_static(b"ready"));
                     self.lease.shared.store.publish(write).await?.compared()?;
-                    Ok(true)
+                    Ok(Some(()))
                 }
                 Some(_) => {
                     let mut events = self.lease.shared.store.watch(&filter, last + 1).await?;
@@ -196,7 +178,7 @@ impl DoubleBarrier for NatsDoubleBarrier {
                         () = self.lease.lost() => Err(Error::SessionLost),
                         event = events.next() => match event {
                             Some(Err(error)) => Err(error),
-                            _ => Ok(false),
+                            _ => Ok(None),
                         },
                     }
                 }
@@ -215,17 +197,17 @@ impl DoubleBarrier for NatsDoubleBarrier {
             self.lease.release(&contender.key).await?;
         }
         let filter = format!("{}.>", self.line.line());
-        retrying("a double barrier", || async {
+        wait::until("a double barrier", None, || async {
             let (line, ready, last) = self.state().await?;
             if line.is_empty() {
                 if ready {
                     let write = Write::purge(self.ready.as_str());
                     self.lease.shared.store.publish(write).await?.compared()?;
                 }
-                return Ok(true);
+                return Ok(Some(()));
             }
             gone_after(&self.lease, &filter, last).await?;
-            Ok(false)
+            Ok(None)
         })
         .await
     }

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::counter::{checked_add, Counter};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
-use distsync_core::raw::WaitRetry;
 use distsync_core::{Error, Name, Result};
 use futures::StreamExt;
 
 use crate::keys::{self, Kind};
 use crate::shared::Shared;
 use crate::store::Write;
+use crate::wait;
 use crate::BACKEND;
 
 /// A key's value as text and the sequence to compare against (0: no message).
@@ -195,27 +195,17 @@ impl CountDownLatch for NatsLatch {
     }
 
     async fn wait(&self) -> Result<()> {
-        let mut retry = WaitRetry::new("a latch");
-        loop {
-            let attempt = async {
-                let (remaining, seq) = self.current().await?;
-                if remaining == 0 {
-                    return Ok(true);
-                }
-                let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
-                match events.next().await {
-                    Some(Err(error)) => Err(error),
-                    _ => Ok(false),
-                }
-            };
-            match attempt.await {
-                Ok(true) => return Ok(()),
-                Ok(false) => retry.succeeded(),
-                Err(error) => match retry.failed(&error) {
-                    Some(pause) => tokio::time::sleep(pause).await,
-                    None => return Err(error),
-                },
+        wait::until("a latch", None, || async {
+            let (remaining, seq) = self.current().await?;
+            if remaining == 0 {
+                return Ok(Some(()));
             }
-        }
+            let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
+            match events.next().await {
+                Some(Err(error)) => Err(error),
+                _ => Ok(None),
+            }
+        })
+        .await
     }
 }

@@ -224,6 +224,9 @@ impl Observer {
                     }
                     self.note_leader();
                 }
+                // A watch that failed with the connection is made again from a
+                // fresh listing, as one that ended.
+                Some(Err(error)) if error.is_transient() => self.events = None,
                 Some(Err(error)) => return Err(error),
                 None => self.events = None,
             }

@@ -129,6 +129,7 @@ mod status;
 mod stm;
 mod store;
 mod unfair_lock;
+mod wait;
 
 use std::time::Duration;
 

@@ -47,13 +47,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{lock_guard, with_guarded_write, GuardedWrite, Locker, WaitRetry};
+use distsync_core::raw::{lock_guard, with_guarded_write, GuardedWrite, Locker};
 use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
 use futures::StreamExt;
 
 use crate::keys::{self, Kind};
 use crate::session::{LeaseInner, CREATE_HEADER};
 use crate::store::{Entry, Write};
+use crate::wait;
 use crate::BACKEND;
 
 /// How often a waiter lists the line again without a wake-up: a safety net for a
@@ -196,31 +197,18 @@ impl NatsLocker {
 
     /// Step 2: waits until `contender` heads the line.
     pub(crate) async fn wait(&self, contender: &Contender) -> Result<()> {
-        let mut retry = WaitRetry::new("the lock");
-        loop {
-            let attempt = async {
-                let (line, last) = self.listing().await?;
-                let Some(before) = self.place(contender, &line)? else {
-                    return Ok(true);
-                };
-                let woken = gone_after(&self.lease, &before, last).await?;
-                if woken {
-                    self.wakeups.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(false)
+        wait::until("the lock", self.lease.lost_token(), || async {
+            let (line, last) = self.listing().await?;
+            let Some(before) = self.place(contender, &line)? else {
+                return Ok(Some(()));
             };
-            match attempt.await {
-                Ok(true) => return Ok(()),
-                Ok(false) => retry.succeeded(),
-                Err(error) => match retry.failed(&error) {
-                    Some(pause) => tokio::select! {
-                        () = self.lease.lost() => return Err(Error::SessionLost),
-                        () = tokio::time::sleep(pause) => {}
-                    },
-                    None => return Err(error),
-                },
+            let woken = gone_after(&self.lease, &before, last).await?;
+            if woken {
+                self.wakeups.fetch_add(1, Ordering::Relaxed);
             }
-        }
+            Ok(None)
+        })
+        .await
     }
 
     /// The guard of a granted `contender`.

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{read_guard, RwLock, WaitRetry};
+use distsync_core::raw::{read_guard, RwLock};
 use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, Session};
 
 use crate::keys::Kind;
 use crate::lock::{gone_after, hold_guard, Contender, NatsLocker};
 use crate::session::{LeaseInner, CREATE_HEADER};
+use crate::wait;
 
 /// A writer's key holds this; a reader's [`READER`].
 const WRITER: &[u8] = b"w";
@@ -82,30 +83,17 @@ impl NatsRwLock {
 
     /// Waits until `contender` holds.
     async fn wait(&self, contender: &Contender, writer: bool) -> Result<()> {
-        let mut retry = WaitRetry::new("the read-write lock");
-        loop {
-            let attempt = async {
-                let (blocker, last) = self.blocker(contender, writer).await?;
-                match blocker {
-                    None => Ok(true),
-                    Some(key) => {
-                        gone_after(&self.lease, &key, last).await?;
-                        Ok(false)
-                    }
+        wait::until("the read-write lock", self.lease.lost_token(), || async {
+            let (blocker, last) = self.blocker(contender, writer).await?;
+            match blocker {
+                None => Ok(Some(())),
+                Some(key) => {
+                    gone_after(&self.lease, &key, last).await?;
+                    Ok(None)
                 }
-            };
-            match attempt.await {
-                Ok(true) => return Ok(()),
-                Ok(false) => retry.succeeded(),
-                Err(error) => match retry.failed(&error) {
-                    Some(pause) => tokio::select! {
-                        () = self.lease.lost() => return Err(Error::SessionLost),
-                        () = tokio::time::sleep(pause) => {}
-                    },
-                    None => return Err(error),
-                },
             }
-        }
+        })
+        .await
     }
 
     /// A write hold of a granted `contender`.

@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{permit, Permit, Semaphore, WaitRetry};
+use distsync_core::raw::{permit, Permit, Semaphore};
 use distsync_core::{Error, Name, Result, Session};
 
 use crate::keys::Kind;
 use crate::lock::{contenders, gone_after, hold_guard, Contender, NatsLocker};
 use crate::session::LeaseInner;
+use crate::wait;
 
 /// A counting semaphore named `name` of `permits` permits.
 pub(crate) struct NatsSemaphore {
@@ -114,27 +115,16 @@ impl Semaphore for NatsSemaphore {
     async fn acquire(&self) -> Result<Permit> {
         let contender = self.enter().await?;
         let filter = format!("{}.>", self.line.line());
-        let mut retry = WaitRetry::new("a permit");
-        loop {
-            let attempt = async {
-                let (held, last) = self.holds(&contender).await?;
-                if !held {
-                    gone_after(&self.lease, &filter, last).await?;
-                }
-                Ok(held)
-            };
-            match attempt.await {
-                Ok(true) => return Ok(self.grant(contender)),
-                Ok(false) => retry.succeeded(),
-                Err(error) => match retry.failed(&error) {
-                    Some(pause) => tokio::select! {
-                        () = self.lease.lost() => return Err(Error::SessionLost),
-                        () = tokio::time::sleep(pause) => {}
-                    },
-                    None => return Err(error),
-                },
+        wait::until("a permit", self.lease.lost_token(), || async {
+            let (held, last) = self.holds(&contender).await?;
+            if held {
+                return Ok(Some(()));
             }
-        }
+            gone_after(&self.lease, &filter, last).await?;
+            Ok(None)
+        })
+        .await?;
+        Ok(self.grant(contender))
     }
 
     async fn try_acquire(&self) -> Result<Option<Permit>> {

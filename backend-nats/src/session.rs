@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::SessionStoreSide as _;
+use distsync_core::raw::{RetryPolicy, SessionStoreSide as _};
 use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -129,6 +129,12 @@ impl LeaseInner {
             || self.lost.get().is_some_and(CancellationToken::is_cancelled)
     }
 
+    /// The session's lost token, once the session has started (a wait held through
+    /// the session ends when it fires).
+    pub(crate) fn lost_token(&self) -> Option<&CancellationToken> {
+        self.lost.get()
+    }
+
     /// Resolves once the session is lost (never before it has started).
     pub(crate) async fn lost(&self) {
         match self.lost.get() {
@@ -177,51 +183,54 @@ impl LeaseInner {
         expected: u64,
     ) -> Result<Option<u64>> {
         let store = &self.shared.store;
-        let mut retry = distsync_core::raw::WaitRetry::new("creating a key");
-        let mut sent = false;
-        loop {
-            if self.is_over() {
-                return Err(Error::SessionLost);
-            }
-            let write = Write::put(key, value.clone()).if_at(expected).ttl(self.ttl);
-            let answer = match store.publish(write).await {
-                Ok(answer) => answer.compared(),
-                Err(error) => Err(error),
-            };
-            let seq = match answer {
-                Ok(Some(seq)) => seq,
-                Ok(None) => match store.last(key).await? {
-                    // An earlier attempt of ours landed and its answer was lost.
-                    Some(entry) if sent && entry.live() && entry.value == value => entry.seq,
-                    _ => return Ok(None),
-                },
-                Err(error) => match retry.failed(&error) {
-                    Some(pause) => {
-                        sent = true;
-                        tokio::select! {
-                            () = self.lost() => return Err(Error::SessionLost),
-                            () = tokio::time::sleep(pause) => continue,
-                        }
-                    }
-                    None => return Err(error),
-                },
-            };
-            let mut keys = self.keys.lock().await;
-            if self.is_over() {
-                drop(keys);
-                self.purge(key, Some(seq)).await;
-                return Err(Error::SessionLost);
-            }
-            keys.insert(
-                key.to_owned(),
-                Held {
-                    value,
-                    seq,
-                    create: seq,
-                },
-            );
-            return Ok(Some(seq));
+        // Whether an attempt failed after it may have reached the store.
+        let sent = AtomicBool::new(false);
+        let (sent, value_ref) = (&sent, &value);
+        let answer = RetryPolicy::default()
+            .wait("creating a key", self.lost_token(), move || async move {
+                if self.is_over() {
+                    return Err(Error::SessionLost);
+                }
+                let write = Write::put(key, value_ref.clone())
+                    .if_at(expected)
+                    .ttl(self.ttl);
+                let answer = store
+                    .publish(write)
+                    .await
+                    .and_then(|answer| answer.compared());
+                if answer.as_ref().is_err_and(Error::is_transient) {
+                    sent.store(true, Ordering::Relaxed);
+                }
+                answer
+            })
+            .await?;
+        let seq = match answer {
+            Some(seq) => seq,
+            None => match store.last(key).await? {
+                // An earlier attempt of ours landed and its answer was lost.
+                Some(entry)
+                    if sent.load(Ordering::Relaxed) && entry.live() && entry.value == value =>
+                {
+                    entry.seq
+                }
+                _ => return Ok(None),
+            },
+        };
+        let mut keys = self.keys.lock().await;
+        if self.is_over() {
+            drop(keys);
+            self.purge(key, Some(seq)).await;
+            return Err(Error::SessionLost);
         }
+        keys.insert(
+            key.to_owned(),
+            Held {
+                value,
+                seq,
+                create: seq,
+            },
+        );
+        Ok(Some(seq))
     }
 
     /// Stops renewing `key` and purges it (a compare on the sequence the session last

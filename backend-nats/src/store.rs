@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::{DeliverPolicy, StreamErrorKind};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use distsync_core::{Error, Result};
@@ -430,7 +432,10 @@ impl Store {
             self.jetstream.get_stream_no_info(&self.stream),
         )
         .await?
-        .map_err(|error| Error::backend(BACKEND, error))?;
+        .map_err(|error| match error.kind() {
+            GetStreamErrorKind::Request => Error::connection(BACKEND, error),
+            _ => Error::backend(BACKEND, error),
+        })?;
         let name = format!("ds_{}", distsync_core::raw::call_id());
         let config = OrderedConfig {
             name: Some(name.clone()),
@@ -442,13 +447,23 @@ impl Store {
         };
         let consumer = timed(self.request_timeout, stream.create_consumer(config))
             .await?
-            .map_err(|error| Error::backend(BACKEND, error))?;
+            .map_err(|error| match error.kind() {
+                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => {
+                    Error::connection(BACKEND, error)
+                }
+                _ => Error::backend(BACKEND, error),
+            })?;
         let messages = timed(self.request_timeout, consumer.messages())
             .await?
-            .map_err(|error| Error::backend(BACKEND, error))?;
+            .map_err(|error| match error.kind() {
+                StreamErrorKind::TimedOut => Error::connection(BACKEND, error),
+                StreamErrorKind::Other => Error::backend(BACKEND, error),
+            })?;
         let store = self.clone();
         let entries = messages.map(move |message| {
-            let message = message.map_err(|error| Error::backend(BACKEND, error))?;
+            // An ordered consumer's errors (a missed heartbeat, a consumer it could
+            // not recreate) are the connection's: the waiter lists and watches again.
+            let message = message.map_err(|error| Error::connection(BACKEND, error))?;
             let seq = message
                 .info()
                 .map_err(|error| Error::backend(BACKEND, error.to_string()))?

@@ -31,12 +31,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{Locker, WaitRetry};
+use distsync_core::raw::Locker;
 use distsync_core::{Error, LockGuard, Name, Result, Session};
 
 use crate::keys::{self, Kind};
 use crate::lock::{contenders, gone_after, hold_guard, Contender};
 use crate::session::LeaseInner;
+use crate::wait;
 
 /// How many times a take reads the holder key again when its create found a
 /// tombstone newer than the one it read (a release or an expiry in between).
@@ -115,52 +116,39 @@ impl NatsUnfairLocker {
     /// Step 2, for a take that lost: waits in the wait line until a take holds.
     async fn wait(&self, entry: &Contender) -> Result<LockGuard> {
         let store = &self.lease.shared.store;
-        let mut retry = WaitRetry::new("the unfair lock");
-        loop {
-            let attempt = async {
-                let (entries, last) = store.list(&[format!("{}.>", self.waiting)]).await?;
-                let line = contenders(entries);
-                let place = line.iter().position(|(_, key)| *key == entry.key);
-                match place {
-                    None if self.lease.is_over() => Err(Error::SessionLost),
-                    None => Err(Error::backend(
-                        crate::BACKEND,
-                        format!(
-                            "the waiter key {} vanished while its session lives",
-                            entry.key
-                        ),
-                    )),
-                    Some(0) => {
-                        if let Some(guard) = self.take().await? {
-                            return Ok(Some(guard));
-                        }
-                        let (line, last) = self.fair_line().await?;
-                        if line.is_empty() {
-                            return Ok(None);
-                        }
-                        if gone_after(&self.lease, &format!("{}.>", self.line), last).await? {
-                            self.wakeups.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(None)
+        wait::until("the unfair lock", self.lease.lost_token(), || async {
+            let (entries, last) = store.list(&[format!("{}.>", self.waiting)]).await?;
+            let line = contenders(entries);
+            let place = line.iter().position(|(_, key)| *key == entry.key);
+            match place {
+                None if self.lease.is_over() => Err(Error::SessionLost),
+                None => Err(Error::backend(
+                    crate::BACKEND,
+                    format!(
+                        "the waiter key {} vanished while its session lives",
+                        entry.key
+                    ),
+                )),
+                Some(0) => {
+                    if let Some(guard) = self.take().await? {
+                        return Ok(Some(guard));
                     }
-                    Some(at) => {
-                        gone_after(&self.lease, &line[at - 1].1, last).await?;
-                        Ok(None)
+                    let (line, last) = self.fair_line().await?;
+                    if line.is_empty() {
+                        return Ok(None);
                     }
+                    if gone_after(&self.lease, &format!("{}.>", self.line), last).await? {
+                        self.wakeups.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None)
                 }
-            };
-            match attempt.await {
-                Ok(Some(guard)) => return Ok(guard),
-                Ok(None) => retry.succeeded(),
-                Err(error) => match retry.failed(&error) {
-                    Some(pause) => tokio::select! {
-                        () = self.lease.lost() => return Err(Error::SessionLost),
-                        () = tokio::time::sleep(pause) => {}
-                    },
-                    None => return Err(error),
-                },
+                Some(at) => {
+                    gone_after(&self.lease, &line[at - 1].1, last).await?;
+                    Ok(None)
+                }
             }
-        }
+        })
+        .await
     }
 }
 

@@ -306,6 +306,23 @@ pub struct Compare {
 }
 
 impl Compare {
+    /// Whether this compare holds for a key of this create revision, mod revision and
+    /// version (all `0` for a missing key), as etcd evaluates it. A store that keeps the
+    /// MVCC model itself calls it.
+    pub fn holds(&self, create_revision: Revision, mod_revision: Revision, version: i64) -> bool {
+        let actual = match self.target {
+            CompareTarget::CreateRevision => create_revision,
+            CompareTarget::ModRevision => mod_revision,
+            CompareTarget::Version => version,
+        };
+        match self.op {
+            CompareOp::Equal => actual == self.value,
+            CompareOp::NotEqual => actual != self.value,
+            CompareOp::Less => actual < self.value,
+            CompareOp::Greater => actual > self.value,
+        }
+    }
+
     /// `create_revision(key) op value`.
     pub fn create_revision(key: impl Into<String>, op: CompareOp, value: Revision) -> Self {
         Self {

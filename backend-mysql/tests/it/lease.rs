@@ -81,3 +81,48 @@ async fn a_revoke_deletes_the_keys_and_can_be_repeated() {
     assert_eq!(kv.lease_keep_alive(lease).await.unwrap(), KeepAlive::Gone);
     drop_tables(&kv, &url).await;
 }
+
+/// Puts attaching keys to a lease from another client while it is revoked: a put
+/// that commits before the revoke's keys are checked under the revision lock is
+/// deleted with the others, one after it fails, and no key outlives its lease.
+#[tokio::test]
+async fn a_revoke_racing_puts_on_its_lease_leaves_no_key() {
+    let Some((kv, url)) = store("").await else {
+        return;
+    };
+    let other = connect(&url).await;
+    let lease = kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let puts = async {
+        let mut written = 0;
+        loop {
+            let key = format!("race/{written}");
+            match other
+                .txn(Txn::default().and_then(vec![TxnOp::put(&key, "v", lease)]))
+                .await
+            {
+                Ok(_) => written += 1,
+                Err(error) => {
+                    assert!(
+                        matches!(
+                            store_error(&error),
+                            distsync_kv::StoreError::LeaseNotFound(_)
+                        ),
+                        "{error}"
+                    );
+                    return written;
+                }
+            }
+        }
+    };
+    let revoke = async {
+        // Some keys first, so that the revoke has keys to check.
+        while kv.range(Range::prefix("race/")).await.unwrap().count < 5 {
+            tokio::task::yield_now().await;
+        }
+        kv.lease_revoke(lease).await.unwrap();
+    };
+    let (written, ()) = tokio::join!(puts, revoke);
+    assert!(written >= 5);
+    assert_eq!(kv.range(Range::prefix("race/")).await.unwrap().count, 0);
+    drop_tables(&kv, &url).await;
+}

@@ -273,3 +273,43 @@ async fn increments(kv: &distsync_mysql::MysqlKv) {
         }
     }
 }
+
+/// Prefix deletes from one client racing puts of new keys under the prefix from
+/// four others: every key put is either counted by exactly one delete or still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefix_deletes_racing_puts_count_every_key_once() {
+    let Some((kv, url)) = store("").await else {
+        return;
+    };
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let client = connect(&url).await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..PUTS {
+                put_one(&client, &format!("p/{writer}/{i}"), "v").await;
+            }
+        }));
+    }
+    let mut deleted = 0;
+    while writers.iter().any(|writer| !writer.is_finished()) {
+        let response = kv
+            .txn(Txn::default().and_then(vec![TxnOp::Delete {
+                key: "p/".to_owned(),
+                prefix: true,
+            }]))
+            .await
+            .unwrap();
+        if let TxnOpResponse::Delete(count) = response.responses[0] {
+            deleted += count;
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let left = kv.range(Range::prefix("p/")).await.unwrap().count;
+    assert_eq!(deleted + i64::try_from(left).unwrap(), 4 * PUTS);
+    drop_tables(&kv, &url).await;
+}
+
+/// How many keys each writer of [`prefix_deletes_racing_puts_count_every_key_once`] puts.
+const PUTS: i64 = 100;

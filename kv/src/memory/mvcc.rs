@@ -14,8 +14,8 @@ use super::long_lines::{created_by, newest};
 use super::records::Entry;
 use super::store::{MemoryKv, State, BACKEND};
 use crate::kv::{
-    Compare, CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, Range, RangeResponse,
-    Revision, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchEvent,
+    Compare, EventKind, KeyValue, LeaseId, Range, RangeResponse, Revision, SortOrder, SortTarget,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchEvent,
 };
 use crate::store_error::StoreError;
 use distsync_core::error::{Error, Result};
@@ -192,17 +192,11 @@ impl State {
     /// Whether a compare holds against the current state.
     pub(super) fn compare(&self, compare: &Compare) -> bool {
         let kv = self.live(&compare.key);
-        let actual = match compare.target {
-            CompareTarget::CreateRevision => kv.map_or(0, |kv| kv.create_revision),
-            CompareTarget::ModRevision => kv.map_or(0, |kv| kv.mod_revision),
-            CompareTarget::Version => kv.map_or(0, |kv| kv.version),
-        };
-        match compare.op {
-            CompareOp::Equal => actual == compare.value,
-            CompareOp::NotEqual => actual != compare.value,
-            CompareOp::Less => actual < compare.value,
-            CompareOp::Greater => actual > compare.value,
-        }
+        compare.holds(
+            kv.map_or(0, |kv| kv.create_revision),
+            kv.map_or(0, |kv| kv.mod_revision),
+            kv.map_or(0, |kv| kv.version),
+        )
     }
 
     /// Validates one operation of the branch about to run, against the state before
@@ -452,7 +446,7 @@ mod tests {
 
     use super::super::test_support::*;
     use super::*;
-    use crate::kv::Kv;
+    use crate::kv::{CompareOp, Kv};
 
     #[tokio::test]
     async fn empty_store_is_at_revision_one() {

@@ -132,19 +132,6 @@ const SENTINEL_SUBSET: [&str; 11] = [
 /// docs/CONFORMANCE.md, "Connections a run needs").
 const SAFE_PARALLEL: usize = 4;
 
-/// How many fault cases the `mysql` column starts at once, at most (a smaller
-/// `--parallel` wins). The MySQL backend serializes every write of the store on one
-/// row, which a client holds across its round trips: with every fault case at once
-/// (about sixty, with their child processes and extra clients) on a two-core machine,
-/// the clients holding it are descheduled between their statements (sampled in
-/// `information_schema.INNODB_TRX`: holders asleep 0.26 to 0.86 s inside their
-/// transactions, four and more writers queued 3 to 4 s behind them), renewals and
-/// grants miss the cases' two-second sessions, and thirty cells fail on time alone.
-/// Measured on such a machine beside other work (load 4 to 6): eight at once left one
-/// violation (a shard not granted again within its bound while the machine waited 5 s
-/// for a CPU), in two runs of two; four at once, as a safe run, none.
-const MYSQL_PARALLEL: usize = SAFE_PARALLEL;
-
 /// The case run on a private PostgreSQL primary with a synchronous standby.
 const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
 
@@ -530,9 +517,6 @@ struct Plan {
     /// A PostgreSQL server the runner manages: [`POSTGRES_FAILOVER`] runs on a private
     /// primary with a synchronous standby.
     standby_pair: bool,
-    /// The most fault cases this column starts at once ([`MYSQL_PARALLEL`] for
-    /// MySQL; no bound of its own for the others).
-    parallel: usize,
 }
 
 impl Plan {
@@ -628,7 +612,6 @@ async fn run_plan(
     finished: &RefCell<Vec<Report>>,
 ) -> Result<(), ExitStatus> {
     let started = tokio::time::Instant::now();
-    let parallel = parallel.min(plan.parallel);
     let harness = plan.harness.clone().calibrate().await;
     eprintln!(
         "running the suite against {} ({}), profile {profile}, settle {:?}, faults: {}",
@@ -825,11 +808,6 @@ async fn main() -> ExitCode {
         plans.push(Plan {
             subset: (args.all && url.starts_with(SENTINEL_SCHEME)).then_some(&SENTINEL_SUBSET[..]),
             standby_pair: name == "postgres" && ServerFaults::new(&url, facade()).is_ok(),
-            parallel: if name == "mysql" {
-                MYSQL_PARALLEL
-            } else {
-                usize::MAX
-            },
             url,
             label,
             harness,
