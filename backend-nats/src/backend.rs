@@ -21,7 +21,7 @@ use crate::BACKEND;
 /// The NATS JetStream backend: sessions are per-key TTLs renewed by compare-and-set,
 /// primitives are lines of keys in one key-value bucket (see the crate docs).
 pub struct NatsBackend {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     capabilities: Capabilities,
 }
 

@@ -133,7 +133,8 @@ pub(crate) fn missing(store: &Store, config: &Config) -> Vec<&'static str> {
     missing
 }
 
-/// Makes the bucket if it is missing, or checks it.
+/// Makes the bucket if it is missing, or checks it, and writes its anchor (a key every
+/// listing asks for, see `src/store.rs`) unless it is there.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a bucket that lacks a setting (see the module
@@ -176,7 +177,7 @@ pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<()> {
             missing.join(", ")
         )));
     }
-    Ok(())
+    store.anchor().await
 }
 
 #[cfg(test)]
