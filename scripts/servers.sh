@@ -13,7 +13,8 @@
 #                                      (with DISTSYNC_GO_PEER, etcd's Go recipes as a peer
 #                                      program, which `up` builds: scripts/go-peer.sh; and
 #                                      DISTSYNC_CURATOR_PEER, Curator's recipes in Java:
-#                                      scripts/curator-peer.sh)
+#                                      scripts/curator-peer.sh; and DISTSYNC_NATS_SERVER,
+#                                      the nats-server it installed, for private servers)
 #   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper|zookeeper-tls|mysql|nats
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
@@ -248,6 +249,7 @@ urls() {
     local nats_members=()
     for n in "${NATS_MEMBERS[@]}"; do nats_members+=("$HOST:$(nats_member_port "$n")"); done
     echo "DISTSYNC_NATS_CLUSTER_URL='nats://${nats_members[*]}?replicas=3'"
+    [[ -x $NATS_VENV/bin/nats-server ]] && echo "DISTSYNC_NATS_SERVER=$(printf %q "$NATS_VENV/bin/nats-server")"
     local go_peer
     go_peer=$("$ROOT/scripts/go-peer.sh" path)
     [[ -x $go_peer ]] && echo "DISTSYNC_GO_PEER=$(printf %q "$go_peer")"

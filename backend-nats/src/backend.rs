@@ -49,7 +49,7 @@ impl NatsBackend {
         let client = connect_client(&config).await?;
         crate::bucket::check_server(&client.server_info())?;
         let store = Store::new(client, config.bucket(), config.request_timeout());
-        crate::bucket::ensure(&store, config.replicas()).await?;
+        let replicas = crate::bucket::ensure(&store, config.replicas()).await?;
         tracing::debug!(
             backend = BACKEND,
             servers = ?config.servers(),
@@ -59,7 +59,9 @@ impl NatsBackend {
         );
         Ok(Self {
             shared: Arc::new(Shared::new(config, store)),
-            capabilities: crate::capabilities(),
+            // A write is acknowledged once a majority of the stream's replicas
+            // has it, so the loss of one server (its leader included) keeps it.
+            capabilities: crate::capabilities().with_survives_failover(replicas > 1),
         })
     }
 

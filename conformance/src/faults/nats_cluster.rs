@@ -22,6 +22,15 @@ use super::{hook_error, Cluster, Connect};
 /// The environment variable naming the three-server NATS cluster.
 pub const NATS_CLUSTER_VAR: &str = "DISTSYNC_NATS_CLUSTER_URL";
 
+/// The matrix column of a NATS URL naming more than one server.
+pub const NATS_CLUSTER_COLUMN: &str = "nats-cluster";
+
+/// Whether `url` is a `nats://` URL naming more than one server: a cluster, whose
+/// matrix column is [`NATS_CLUSTER_COLUMN`].
+pub fn names_cluster(url: &str) -> bool {
+    NatsTarget::of_url(url).is_ok_and(|target| target.server_count() > 1)
+}
+
 /// The cluster at a URL.
 pub struct NatsCluster {
     url: String,

@@ -29,7 +29,12 @@
 //!   option files, loopback only) keeps its data directory across the restart: InnoDB
 //!   writes its redo log before it acknowledges a commit, so a SIGKILL loses nothing
 //!   acknowledged; a wipe removes the directory, and the next start installs a fresh
-//!   one (`mariadb-install-db`) with the user and database again.
+//!   one (`mariadb-install-db`) with the user and database again;
+//! - NATS (the nats-server scripts/servers.sh installs, named by [`NATS_SERVER_VAR`],
+//!   or one on the `PATH`) runs with JetStream and its store in the data directory,
+//!   with the server's default sync interval as the column's server has it, so that
+//!   a kill measures what that setting keeps; [`start_nats`] starts one with
+//!   `sync_interval: always` too.
 //!
 //! [`super::postgres_standby`] builds a primary with a promotable standby on these.
 
@@ -71,7 +76,7 @@ pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
             require("mariadb-install-db", "mariadb-server")?;
             require("mariadb", "mariadb-client").map(drop)
         }
-        StoreKind::Nats => Err(NATS_NOT_PRIVATE.to_owned()),
+        StoreKind::Nats => nats_server().map(drop),
         StoreKind::Postgres => {
             let bin = pg_bin().ok_or_else(|| {
                 "PostgreSQL's server binaries (initdb, pg_ctl) are not installed \
@@ -91,9 +96,50 @@ pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
     }
 }
 
-/// Why no private NATS server starts here yet: scripts/servers.sh installs nats-server
-/// into its own state directory, which the runner does not know.
-const NATS_NOT_PRIVATE: &str = "no private nats-server: the runner does not start one yet";
+/// The variable naming the nats-server binary (scripts/servers.sh's `env` prints the one
+/// it installed into its state directory).
+pub const NATS_SERVER_VAR: &str = "DISTSYNC_NATS_SERVER";
+
+/// The nats-server binary: [`NATS_SERVER_VAR`]'s, or `nats-server` on the `PATH`.
+fn nats_server() -> std::result::Result<PathBuf, String> {
+    match std::env::var_os(NATS_SERVER_VAR) {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!("{NATS_SERVER_VAR}={} is no file", path.display()))
+            }
+        }
+        _ => tools::which("nats-server").ok_or_else(|| {
+            format!(
+                "no nats-server: set {NATS_SERVER_VAR} (scripts/servers.sh env prints the one \
+                 it installs from PyPI) or put one on the PATH"
+            )
+        }),
+    }
+}
+
+/// Starts a private nats-server with JetStream, its store synced to disk before each
+/// write is acknowledged when `sync_always` (`sync_interval: always`), at the
+/// server's default interval otherwise.
+///
+/// # Errors
+/// When it cannot be started or does not answer within a minute.
+pub async fn start_nats(connect: Connect, sync_always: bool) -> Result<Box<dyn PrivateServer>> {
+    let dir = tools::temp_dir("private-nats")?;
+    let port = free_port()?;
+    let mut server: Box<dyn PrivateServer> = Box::new(Private {
+        kind: Kind::Nats { sync_always },
+        url: format!("nats://127.0.0.1:{port}"),
+        dir,
+        port,
+        child: None,
+        connect,
+    });
+    server.start().await?;
+    Ok(server)
+}
 
 /// The jars ZooKeeper's server runs from: Debian's, as scripts/servers.sh lists them.
 const ZOOKEEPER_JARS: &[&str] = &[
@@ -236,7 +282,14 @@ pub async fn start_like(
             private.initdb().await?;
             Box::new(private)
         }
-        StoreKind::Nats => return Err(hook_error("starting nats", NATS_NOT_PRIVATE)),
+        StoreKind::Nats => Box::new(Private {
+            kind: Kind::Nats { sync_always: false },
+            url: format!("nats://127.0.0.1:{port}"),
+            dir,
+            port,
+            child: None,
+            connect,
+        }),
     };
     server.start().await?;
     Ok(server)
@@ -294,6 +347,10 @@ pub(super) enum Kind {
     Zookeeper,
     /// `mariadbd` on a data directory of its own ([`super::private_mariadb`]).
     Mariadb,
+    /// nats-server with JetStream; `sync_always`: `sync_interval: always`.
+    Nats {
+        sync_always: bool,
+    },
 }
 
 /// A private server.
@@ -408,6 +465,34 @@ impl Private {
             .map_err(|error| hook_error("starting zookeeper", error))
     }
 
+    /// Writes `nats.conf` (loopback only, JetStream with its store in the data
+    /// directory, kept across restarts; `sync_interval: always` when `sync_always`) and
+    /// starts nats-server on it.
+    fn spawn_nats(&self, sync_always: bool) -> Result<Child> {
+        let server = nats_server().map_err(|reason| hook_error("starting nats-server", reason))?;
+        let sync = if sync_always {
+            "\n  sync_interval: always"
+        } else {
+            ""
+        };
+        let config = format!(
+            "server_name: private\nlisten: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"{sync}\n}}\n",
+            self.port,
+            self.data().display()
+        );
+        let conf = self.dir.join("nats.conf");
+        std::fs::write(&conf, config).map_err(|error| hook_error("writing nats.conf", error))?;
+        Command::new(server)
+            .arg("--config")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log("nats.log")?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| hook_error("starting nats-server", error))
+    }
+
     /// Waits until a backend can open and close a session on the server.
     async fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + WAIT;
@@ -467,9 +552,11 @@ impl Private {
     /// <mode>`.
     async fn end(&mut self, signal: libc::c_int, mode: &str) -> Result<()> {
         match &self.kind {
-            Kind::Etcd { .. } | Kind::Redis { .. } | Kind::Zookeeper | Kind::Mariadb => {
-                self.wait_exit(signal).await
-            }
+            Kind::Etcd { .. }
+            | Kind::Redis { .. }
+            | Kind::Zookeeper
+            | Kind::Mariadb
+            | Kind::Nats { .. } => self.wait_exit(signal).await,
             Kind::Postgres { bin } => {
                 let mut stop = Self::postgres_command(&bin.join("pg_ctl"));
                 stop.arg("-D")
@@ -512,6 +599,8 @@ impl PrivateServer for Private {
             // The next start installs a fresh data directory.
             Kind::Mariadb => std::fs::remove_dir_all(self.data())
                 .map_err(|error| hook_error("removing MariaDB's data directory", error)),
+            Kind::Nats { .. } => std::fs::remove_dir_all(self.data())
+                .map_err(|error| hook_error("removing nats-server's store", error)),
             Kind::Postgres { .. } => {
                 std::fs::remove_dir_all(self.data())
                     .map_err(|error| hook_error("removing PostgreSQL's data directory", error))?;
@@ -576,6 +665,10 @@ impl PrivateServer for Private {
             }
             Kind::Zookeeper => {
                 let child = self.spawn_zookeeper()?;
+                self.child = Some(child);
+            }
+            Kind::Nats { sync_always } => {
+                let child = self.spawn_nats(*sync_always)?;
                 self.child = Some(child);
             }
             Kind::Mariadb => {

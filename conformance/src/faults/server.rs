@@ -21,7 +21,7 @@ use super::cluster::EtcdCluster;
 use super::go_peer::{self, GoPeer};
 use super::group::with_query;
 use super::mysql_client::MysqlTarget;
-use super::nats_cluster::{NatsCluster, NATS_CLUSTER_VAR};
+use super::nats_cluster::{names_cluster, NatsCluster, NATS_CLUSTER_COLUMN, NATS_CLUSTER_VAR};
 use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
 use super::store::{etcd_endpoints, mariadb_client, psql, StoreKind};
@@ -90,12 +90,17 @@ impl ServerFaults {
         let cluster_var = match kind {
             StoreKind::Etcd => Some(ETCD_CLUSTER_VAR),
             StoreKind::Zookeeper => Some(ZOOKEEPER_ENSEMBLE_VAR),
-            StoreKind::Nats => Some(NATS_CLUSTER_VAR),
-            StoreKind::Redis | StoreKind::Postgres | StoreKind::Mysql => None,
+            StoreKind::Redis | StoreKind::Postgres | StoreKind::Mysql | StoreKind::Nats => None,
         };
+        // A NATS cluster is a column of its own (`nats-cluster`), whose URL names its
+        // servers: its cluster cases fail over the servers the column's clients use,
+        // and the single server's column leaves them to it, so that two columns never
+        // kill members of one cluster at once.
+        let own_cluster = (kind == StoreKind::Nats && names_cluster(url)).then(|| url.to_owned());
         let cluster_url = cluster_var
             .and_then(|var| std::env::var(var).ok())
-            .filter(|url| !url.trim().is_empty());
+            .filter(|url| !url.trim().is_empty())
+            .or(own_cluster);
         Ok(Self {
             url: url.to_owned(),
             kind,
@@ -154,7 +159,8 @@ impl ServerFaults {
                 "no ensemble: {ZOOKEEPER_ENSEMBLE_VAR} is unset (scripts/servers.sh starts one)"
             )),
             (StoreKind::Nats, None) => Err(format!(
-                "no cluster: {NATS_CLUSTER_VAR} is unset (scripts/servers.sh starts one)"
+                "no cluster: the URL names one nats server; the cluster's cases run in the \
+                 {NATS_CLUSTER_COLUMN} column ({NATS_CLUSTER_VAR})"
             )),
             (kind, _) => Err(format!(
                 "no cluster: {} runs as a single server here",
