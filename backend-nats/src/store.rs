@@ -13,15 +13,15 @@
 //! highest stream sequence it wrote or saw (a publish acknowledgement, a compare
 //! refused at a key's sequence, a listing's end, a watched message). Every read is a
 //! batched direct get, whose end says the sequence its replica answered as of; an
-//! answer below the floor is asked again (another replica, or this one later) until
-//! the request timeout, then it is a transient error. So a client reads its own
-//! writes and never reads older than it read before. (Server 2.12's design of a `min_last_seq` in the request, for exactly this, is not
-//! in nats-server 2.15.1: the field is ignored.) The floor does not make a read see
-//! another client's write acknowledged a moment earlier; what depends on that (a
-//! waiter's view of the holders before it) reads after writing its own key, whose
-//! sequence is above theirs. Watches ride an ordered consumer, which delivers every
-//! message in order from the sequence asked, however far behind its replica is: late,
-//! never wrong.
+//! answer below the floor is asked again (another replica, or this one later) until the
+//! request timeout, then it is a transient error. So a client reads its own writes and
+//! never reads older than it read before. (Server 2.12's design of a `min_last_seq` in
+//! the request, for exactly this, is not in nats-server 2.15.1: the field is ignored.)
+//! The floor does not make a read see another client's write acknowledged a moment
+//! earlier; what depends on that (a waiter's view of the holders before it) reads after
+//! writing its own key, whose sequence is above theirs. Watches ride an ordered
+//! consumer, which delivers every message in order from the sequence asked, however far
+//! behind its replica is: late, never wrong.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
