@@ -11,6 +11,7 @@ use distsync_core::raw::{Barrier, DoubleBarrier, Election, Locker, Queue, RwLock
 use distsync_core::{
     Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
 };
+use tokio::sync::Notify;
 
 use crate::config::NatsConfig;
 use crate::session::LeaseInner;
@@ -46,9 +47,10 @@ impl NatsBackend {
     /// # Cancel safety
     /// Dropping the future drops the half-made connection; nothing is held yet.
     pub async fn connect(config: NatsConfig) -> Result<Self> {
-        let client = connect_client(&config).await?;
+        let connected = Arc::new(Notify::new());
+        let client = connect_client(&config, Arc::clone(&connected)).await?;
         crate::bucket::check_server(&client.server_info())?;
-        let store = Store::new(client, config.bucket(), config.request_timeout());
+        let store = Store::new(client, config.bucket(), config.request_timeout(), connected);
         let replicas = crate::bucket::ensure(&store, config.replicas()).await?;
         tracing::debug!(
             backend = BACKEND,
@@ -75,10 +77,19 @@ impl NatsBackend {
     }
 }
 
-/// The client connection of `config`: its login or credentials file and TLS files.
-async fn connect_client(config: &NatsConfig) -> Result<async_nats::Client> {
+/// The client connection of `config`: its login or credentials file and TLS files;
+/// each (re)connection notifies `connected`.
+async fn connect_client(config: &NatsConfig, connected: Arc<Notify>) -> Result<async_nats::Client> {
     let mut options = ConnectOptions::new()
         .name("distsync")
+        .event_callback(move |event| {
+            let connected = Arc::clone(&connected);
+            async move {
+                if matches!(event, async_nats::Event::Connected) {
+                    connected.notify_waiters();
+                }
+            }
+        })
         .connection_timeout(config.connect_timeout())
         .request_timeout(Some(config.request_timeout()));
     if let Some((user, password)) = config.login() {

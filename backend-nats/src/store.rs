@@ -36,6 +36,7 @@ use bytes::Bytes;
 use distsync_core::{Error, Result};
 use futures::StreamExt;
 use serde::Deserialize;
+use tokio::sync::Notify;
 
 use crate::error::{request_error, timed};
 use crate::BACKEND;
@@ -241,10 +242,19 @@ pub(crate) struct Store {
     /// The highest stream sequence this client wrote or saw: what every read asks a
     /// replica to have applied (see the module docs). Shared by the clones.
     floor: Arc<AtomicU64>,
+    /// Notified each time the client (re)connects: every watch ends then (see
+    /// [`Store::watch`]).
+    connected: Arc<Notify>,
 }
 
 impl Store {
-    pub(crate) fn new(client: async_nats::Client, bucket: &str, request_timeout: Duration) -> Self {
+    /// The bucket `bucket` through `client`, whose connection events notify `connected`.
+    pub(crate) fn new(
+        client: async_nats::Client,
+        bucket: &str,
+        request_timeout: Duration,
+        connected: Arc<Notify>,
+    ) -> Self {
         let jetstream = async_nats::jetstream::new(client.clone());
         Self {
             client,
@@ -253,6 +263,7 @@ impl Store {
             prefix: format!("$KV.{bucket}."),
             request_timeout,
             floor: Arc::new(AtomicU64::new(0)),
+            connected,
         }
     }
 
@@ -497,11 +508,15 @@ impl Store {
 
     /// Every message of the keys matching `filter` from the sequence `from` on, in
     /// order, through an ordered consumer (remade by the client after a gap), deleted
-    /// when the [`Watch`] is dropped.
+    /// when the [`Watch`] is dropped. The watch ends when the client reconnects: an
+    /// ordered consumer notices a connection it lost only when its heartbeats stop
+    /// coming (seconds), and a waiter that lists and watches again at once resumes as
+    /// soon as the connection does.
     ///
     /// # Errors
     /// The store's error.
     pub(crate) async fn watch(&self, filter: &str, from: u64) -> Result<Watch> {
+        let reconnected = Arc::clone(&self.connected).notified_owned();
         let stream = timed(
             self.request_timeout,
             self.jetstream.get_stream_no_info(&self.stream),
@@ -555,7 +570,7 @@ impl Store {
             })
         });
         Ok(Watch {
-            entries: entries.boxed(),
+            entries: entries.take_until(reconnected).boxed(),
             stream,
             name,
         })
