@@ -33,8 +33,9 @@
 //! - NATS (the nats-server scripts/servers.sh installs, named by [`NATS_SERVER_VAR`],
 //!   or one on the `PATH`) runs with JetStream and its store in the data directory,
 //!   with the server's default sync interval as the column's server has it, so that
-//!   a kill measures what that setting keeps; [`start_nats`] starts one with
-//!   `sync_interval: always` too.
+//!   a kill measures what that setting keeps; [`start_nats_on_loop_disk`] starts one
+//!   whose store is on a disk that can lose power ([`super::loop_disk`]), at either
+//!   setting.
 //!
 //! [`super::postgres_standby`] builds a primary with a promotable standby on these.
 
@@ -48,6 +49,7 @@ use distsync_core::{Backend, Result, SessionOptions};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use super::loop_disk::LoopDisk;
 use super::private_mariadb::MARIADB_USER;
 use super::store::StoreKind;
 use super::tools::{self, free_port, is_root, pg_bin, port_open, require};
@@ -120,17 +122,26 @@ fn nats_server() -> std::result::Result<PathBuf, String> {
     }
 }
 
-/// Starts a private nats-server with JetStream, its store synced to disk before each
-/// write is acknowledged when `sync_always` (`sync_interval: always`), at the
-/// server's default interval otherwise.
+/// Starts a private nats-server with JetStream whose store is on a loop disk that
+/// [`PrivateServer::lose_power`] can take the power from: synced to disk before each
+/// write is acknowledged when `sync_always` (`sync_interval: always`), at the server's
+/// default interval otherwise.
 ///
 /// # Errors
-/// When it cannot be started or does not answer within a minute.
-pub async fn start_nats(connect: Connect, sync_always: bool) -> Result<Box<dyn PrivateServer>> {
-    let dir = tools::temp_dir("private-nats")?;
+/// When the disk cannot be made, or the server cannot be started or does not answer
+/// within a minute.
+pub async fn start_nats_on_loop_disk(
+    connect: Connect,
+    sync_always: bool,
+) -> Result<Box<dyn PrivateServer>> {
+    let dir = tools::temp_dir("private-nats-disk")?;
     let port = free_port()?;
+    let disk = LoopDisk::create(&dir)?;
     let mut server: Box<dyn PrivateServer> = Box::new(Private {
-        kind: Kind::Nats { sync_always },
+        kind: Kind::Nats {
+            sync_always,
+            disk: Some(disk),
+        },
         url: format!("nats://127.0.0.1:{port}"),
         dir,
         port,
@@ -283,7 +294,10 @@ pub async fn start_like(
             Box::new(private)
         }
         StoreKind::Nats => Box::new(Private {
-            kind: Kind::Nats { sync_always: false },
+            kind: Kind::Nats {
+                sync_always: false,
+                disk: None,
+            },
             url: format!("nats://127.0.0.1:{port}"),
             dir,
             port,
@@ -347,9 +361,11 @@ pub(super) enum Kind {
     Zookeeper,
     /// `mariadbd` on a data directory of its own ([`super::private_mariadb`]).
     Mariadb,
-    /// nats-server with JetStream; `sync_always`: `sync_interval: always`.
+    /// nats-server with JetStream; `sync_always`: `sync_interval: always`; its store
+    /// on `disk` when there is one (see [`start_nats_on_loop_disk`]).
     Nats {
         sync_always: bool,
+        disk: Option<LoopDisk>,
     },
 }
 
@@ -385,7 +401,12 @@ impl Private {
     }
 
     pub(super) fn data(&self) -> PathBuf {
-        self.dir.join("data")
+        match &self.kind {
+            Kind::Nats {
+                disk: Some(disk), ..
+            } => disk.path().join("data"),
+            _ => self.dir.join("data"),
+        }
     }
 
     pub(super) async fn initdb(&self) -> Result<()> {
@@ -586,6 +607,22 @@ impl PrivateServer for Private {
         self.end(libc::SIGKILL, "immediate").await
     }
 
+    async fn lose_power(&mut self) -> Result<()> {
+        let Kind::Nats { disk: Some(_), .. } = &self.kind else {
+            return Err(hook_error(
+                "taking the power from the private server",
+                "its store is on no loop disk",
+            ));
+        };
+        self.wait_exit(libc::SIGKILL).await?;
+        match &mut self.kind {
+            Kind::Nats {
+                disk: Some(disk), ..
+            } => disk.lose_power(),
+            _ => Ok(()),
+        }
+    }
+
     async fn wipe(&mut self) -> Result<()> {
         if self.child.is_some() {
             return Err(hook_error("wiping the private server", "it is running"));
@@ -667,7 +704,7 @@ impl PrivateServer for Private {
                 let child = self.spawn_zookeeper()?;
                 self.child = Some(child);
             }
-            Kind::Nats { sync_always } => {
+            Kind::Nats { sync_always, .. } => {
                 let child = self.spawn_nats(*sync_always)?;
                 self.child = Some(child);
             }
@@ -734,6 +771,10 @@ impl Drop for Private {
         }
         if let Kind::Postgres { bin } = &self.kind {
             stop_postgres_now(bin, &self.data());
+        }
+        // Unmounted (lazily) before its mount point is removed below.
+        if let Kind::Nats { disk, .. } = &mut self.kind {
+            drop(disk.take());
         }
         // The child is killed asynchronously; its files may still be open, which
         // does not keep the directory from being removed.

@@ -20,6 +20,7 @@ use super::child;
 use super::cluster::EtcdCluster;
 use super::go_peer::{self, GoPeer};
 use super::group::with_query;
+use super::loop_disk;
 use super::mysql_client::MysqlTarget;
 use super::nats_cluster::{names_cluster, NatsCluster, NATS_CLUSTER_COLUMN, NATS_CLUSTER_VAR};
 use super::private;
@@ -256,6 +257,13 @@ impl Faults for ServerFaults {
             Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
             Hook::AnyExternalHolder => super::any_external_holder(self),
             Hook::PrivateServer | Hook::FreshStore => private::available(self.kind),
+            Hook::PowerLoss => match self.kind {
+                StoreKind::Nats => private::available(self.kind).and_then(|()| loop_disk::available()),
+                kind => Err(format!(
+                    "no power loss on {}: the loop disk is under private nats-servers only so far",
+                    kind.as_str()
+                )),
+            },
             Hook::Cluster => {
                 self.cluster_config()?;
                 match self.kind {
@@ -398,6 +406,19 @@ impl Faults for ServerFaults {
         let faults = Arc::new(ServerFaults::of_private(&*server, "")?);
         let client = server.connect().await?;
         Ok(FreshStore::new(client, faults, Some(server)))
+    }
+
+    async fn power_loss_server(
+        &self,
+        backend: &dyn Backend,
+        synchronous: bool,
+    ) -> Result<Box<dyn PrivateServer>> {
+        match self.kind {
+            StoreKind::Nats => {
+                private::start_nats_on_loop_disk(Arc::clone(&self.connect), synchronous).await
+            }
+            _ => Err(unsupported(backend, Hook::PowerLoss)),
+        }
     }
 
     async fn cluster(&self, backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
