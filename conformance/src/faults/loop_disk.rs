@@ -39,6 +39,7 @@ pub fn available() -> std::result::Result<(), String> {
         ("umount", "mount"),
         ("mkfs.ext4", "e2fsprogs"),
         ("cp", "coreutils"),
+        ("sync", "coreutils"),
     ] {
         require(program, package)?;
     }
@@ -61,11 +62,11 @@ impl LoopDisk {
     ///
     /// # Errors
     /// When a tool fails (no free loop device, no permission).
-    pub fn create(dir: &Path) -> Result<Self> {
+    pub async fn create(dir: &Path) -> Result<Self> {
         available().map_err(|reason| hook_error("making a loop disk", reason))?;
         let image = dir.join("disk-0.img");
-        run("truncate", &["-s", IMAGE_SIZE, &display(&image)])?;
-        run("mkfs.ext4", &["-q", "-F", &display(&image)])?;
+        run("truncate", &["-s", IMAGE_SIZE, &display(&image)]).await?;
+        run("mkfs.ext4", &["-q", "-F", &display(&image)]).await?;
         let mut disk = Self {
             dir: dir.to_owned(),
             image,
@@ -74,7 +75,7 @@ impl LoopDisk {
         };
         std::fs::create_dir_all(disk.path())
             .map_err(|error| hook_error("making the mount point", error))?;
-        disk.mount()?;
+        disk.mount().await?;
         Ok(disk)
     }
 
@@ -83,48 +84,69 @@ impl LoopDisk {
         self.dir.join("mnt")
     }
 
+    /// Syncs the file system (`sync -f`): what the harness set up on the disk (its
+    /// ownership, a data directory the server's own tools made) is on the device
+    /// before the case's writes, as it would be on a server that ran for a while.
+    ///
+    /// # Errors
+    /// When `sync` fails.
+    pub async fn sync(&self) -> Result<()> {
+        run("sync", &["-f", &display(&self.path())]).await.map(drop)
+    }
+
     /// Loses power under a server that no longer runs (the caller killed it): the disk
     /// keeps what its file system wrote to the device, the rest is gone, and the copy
     /// is mounted in its place (see the module docs).
     ///
     /// # Errors
     /// When a tool fails.
-    pub fn lose_power(&mut self) -> Result<()> {
+    pub async fn lose_power(&mut self) -> Result<()> {
         self.losses += 1;
         let copy = self.dir.join(format!("disk-{}.img", self.losses));
         run(
             "cp",
             &["--sparse=always", &display(&self.image), &display(&copy)],
-        )?;
+        )
+        .await?;
         self.unmount();
         let _ = std::fs::remove_file(&self.image);
         self.image = copy;
-        self.mount()
+        self.mount().await
     }
 
     /// Attaches the image to a free loop device and mounts it.
-    fn mount(&mut self) -> Result<()> {
-        let device = run("losetup", &["-f", "--show", &display(&self.image)])?;
+    async fn mount(&mut self) -> Result<()> {
+        let device = run("losetup", &["-f", "--show", &display(&self.image)]).await?;
         let device = device.trim().to_owned();
         self.device = Some(device.clone());
         run(
             "mount",
             &["-o", "commit=300", &device, &display(&self.path())],
         )
+        .await
         .map(drop)
     }
 
     /// Unmounts at once (lazily: a dead server's files may still be closing) and
-    /// detaches the device; what its page cache held is dropped with it.
+    /// detaches the device; what its page cache held is dropped with it. Synchronous,
+    /// for [`Drop`] too: both calls return at once.
     fn unmount(&mut self) {
         let Some(device) = self.device.take() else {
             return;
         };
-        if let Err(error) = run("umount", &["-l", &display(&self.path())]) {
-            tracing::warn!(%error, "unmounting a loop disk");
-        }
-        if let Err(error) = run("losetup", &["-d", &device]) {
-            tracing::warn!(%error, device, "detaching a loop device");
+        for (program, args) in [
+            ("umount", vec!["-l".to_owned(), display(&self.path())]),
+            ("losetup", vec!["-d".to_owned(), device]),
+        ] {
+            match Command::new(program).args(&args).output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => tracing::warn!(
+                    program,
+                    error = %String::from_utf8_lossy(&out.stderr).trim(),
+                    "releasing a loop disk"
+                ),
+                Err(error) => tracing::warn!(program, %error, "releasing a loop disk"),
+            }
         }
     }
 }
@@ -140,11 +162,13 @@ fn display(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// Runs `program args...` to completion; its standard output.
-fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
+/// Runs `program args...` to completion (without blocking the runtime: copying an
+/// image takes a while); its standard output.
+async fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(program)
         .args(args)
         .output()
+        .await
         .map_err(|error| hook_error(format!("running {program}"), error))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

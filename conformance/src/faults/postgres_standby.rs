@@ -86,6 +86,7 @@ impl PostgresStandbyPair {
             port,
             child: None,
             connect,
+            disk: None,
         };
         primary.initdb().await?;
         // The standby is named in `synchronous_standby_names` once it runs (before, a

@@ -33,9 +33,11 @@
 //! - NATS (the nats-server scripts/servers.sh installs, named by [`NATS_SERVER_VAR`],
 //!   or one on the `PATH`) runs with JetStream and its store in the data directory,
 //!   with the server's default sync interval as the column's server has it, so that
-//!   a kill measures what that setting keeps; [`start_nats_on_loop_disk`] starts one
-//!   whose store is on a disk that can lose power ([`super::loop_disk`]), at either
-//!   setting.
+//!   a kill measures what that setting keeps.
+//!
+//! [`start_on_loop_disk`] starts any of them with its store on a disk that can lose
+//! power ([`super::loop_disk`]), at the store's production settings (PostgreSQL with
+//! `fsync` on, Redis persisting) at its default [`Durability`] or synchronous.
 //!
 //! [`super::postgres_standby`] builds a primary with a promotable standby on these.
 
@@ -122,34 +124,41 @@ fn nats_server() -> std::result::Result<PathBuf, String> {
     }
 }
 
-/// Starts a private nats-server with JetStream whose store is on a loop disk that
-/// [`PrivateServer::lose_power`] can take the power from: synced to disk before each
-/// write is acknowledged when `sync_always` (`sync_interval: always`), at the server's
-/// default interval otherwise.
+/// Starts a private server like [`start_like`] whose store is on a loop disk that
+/// [`PrivateServer::lose_power`] can take the power from, at the store's production
+/// settings rather than the test servers' (see [`Durability`]).
 ///
 /// # Errors
 /// When the disk cannot be made, or the server cannot be started or does not answer
 /// within a minute.
-pub async fn start_nats_on_loop_disk(
+pub async fn start_on_loop_disk(
+    kind: StoreKind,
     connect: Connect,
-    sync_always: bool,
+    column_url: &str,
+    durability: Durability,
 ) -> Result<Box<dyn PrivateServer>> {
-    let dir = tools::temp_dir("private-nats-disk")?;
-    let port = free_port()?;
-    let disk = LoopDisk::create(&dir)?;
-    let mut server: Box<dyn PrivateServer> = Box::new(Private {
-        kind: Kind::Nats {
-            sync_always,
-            disk: Some(disk),
-        },
-        url: format!("nats://127.0.0.1:{port}"),
-        dir,
-        port,
-        child: None,
-        connect,
-    });
+    let dir = tools::temp_dir(&format!("private-{}-disk", kind.as_str()))?;
+    let disk = LoopDisk::create(&dir).await?;
+    let mut server = private_of(kind, connect, column_url, dir, Some((disk, durability)))?;
+    server.initdb().await?;
     server.start().await?;
-    Ok(server)
+    if let Some(disk) = &server.disk {
+        disk.sync().await?;
+    }
+    Ok(Box::new(server))
+}
+
+/// How much a private server on a loop disk syncs before it acknowledges a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// The store's own defaults, as a server without a configuration file runs: etcd,
+    /// ZooKeeper, PostgreSQL and MariaDB sync each commit; Redis snapshots now and
+    /// then (its built-in `save` rules, no append-only file); nats-server syncs every
+    /// two minutes.
+    Default,
+    /// Every write synced before it is acknowledged: Redis with `appendfsync always`,
+    /// nats-server with `sync_interval: always`, the others as by default.
+    Synchronous,
 }
 
 /// The jars ZooKeeper's server runs from: Debian's, as scripts/servers.sh lists them.
@@ -244,69 +253,74 @@ pub async fn start_like(
     column_url: &str,
 ) -> Result<Box<dyn PrivateServer>> {
     let dir = tools::temp_dir(&format!("private-{}", kind.as_str()))?;
+    let mut server = private_of(kind, connect, column_url, dir, None)?;
+    server.initdb().await?;
+    server.start().await?;
+    Ok(Box::new(server))
+}
+
+/// The private server of `kind` in `dir` (not started), its store on `disk` at its
+/// durability when given.
+fn private_of(
+    kind: StoreKind,
+    connect: Connect,
+    column_url: &str,
+    dir: PathBuf,
+    disk: Option<(LoopDisk, Durability)>,
+) -> Result<Private> {
     let port = free_port()?;
-    let mut server: Box<dyn PrivateServer> = match kind {
-        StoreKind::Etcd => Box::new(Private {
-            kind: Kind::Etcd {
+    let durability = disk.as_ref().map(|(_, durability)| *durability);
+    let (kind, url) = match kind {
+        StoreKind::Etcd => (
+            Kind::Etcd {
                 peer_port: free_port()?,
             },
-            url: format!("etcd://127.0.0.1:{port}"),
-            dir,
-            port,
-            child: None,
-            connect,
-        }),
-        StoreKind::Redis => Box::new(Private {
-            kind: Kind::Redis { args: Vec::new() },
-            url: carry_redis_options(&format!("redis://127.0.0.1:{port}"), column_url),
-            dir,
-            port,
-            child: None,
-            connect,
-        }),
-        StoreKind::Zookeeper => Box::new(Private {
-            kind: Kind::Zookeeper,
-            url: format!("zk://127.0.0.1:{port}"),
-            dir,
-            port,
-            child: None,
-            connect,
-        }),
-        StoreKind::Mysql => Box::new(Private {
-            kind: Kind::Mariadb,
-            url: format!("mysql://{MARIADB_USER}:{MARIADB_USER}@127.0.0.1:{port}/{MARIADB_USER}"),
-            dir,
-            port,
-            child: None,
-            connect,
-        }),
+            format!("etcd://127.0.0.1:{port}"),
+        ),
+        StoreKind::Redis => {
+            let args: &[&str] = match durability {
+                None => &[],
+                // Redis's own `save` rules, which `--save ""` before them cleared.
+                Some(Durability::Default) => &["--save", "3600 1 300 100 60 10000"],
+                Some(Durability::Synchronous) => {
+                    &["--appendonly", "yes", "--appendfsync", "always"]
+                }
+            };
+            (
+                Kind::Redis {
+                    args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+                },
+                carry_redis_options(&format!("redis://127.0.0.1:{port}"), column_url),
+            )
+        }
+        StoreKind::Zookeeper => (Kind::Zookeeper, format!("zk://127.0.0.1:{port}")),
+        StoreKind::Mysql => (
+            Kind::Mariadb,
+            format!("mysql://{MARIADB_USER}:{MARIADB_USER}@127.0.0.1:{port}/{MARIADB_USER}"),
+        ),
         StoreKind::Postgres => {
             let bin = pg_bin().ok_or_else(|| hook_error("starting postgres", "no binaries"))?;
-            let private = Private {
-                kind: Kind::Postgres { bin },
-                url: format!("postgres://distsync@127.0.0.1:{port}/distsync"),
-                dir,
-                port,
-                child: None,
-                connect,
-            };
-            private.initdb().await?;
-            Box::new(private)
+            (
+                Kind::Postgres { bin },
+                format!("postgres://distsync@127.0.0.1:{port}/distsync"),
+            )
         }
-        StoreKind::Nats => Box::new(Private {
-            kind: Kind::Nats {
-                sync_always: false,
-                disk: None,
+        StoreKind::Nats => (
+            Kind::Nats {
+                sync_always: durability == Some(Durability::Synchronous),
             },
-            url: format!("nats://127.0.0.1:{port}"),
-            dir,
-            port,
-            child: None,
-            connect,
-        }),
+            format!("nats://127.0.0.1:{port}"),
+        ),
     };
-    server.start().await?;
-    Ok(server)
+    Ok(Private {
+        kind,
+        url,
+        dir,
+        port,
+        child: None,
+        connect,
+        disk: disk.map(|(disk, _)| disk),
+    })
 }
 
 /// The eviction policy of [`start_evicting_redis`].
@@ -336,6 +350,7 @@ pub async fn start_evicting_redis(connect: Connect) -> Result<EvictingServer> {
         port,
         child: None,
         connect: Arc::clone(&connect),
+        disk: None,
     });
     server.start().await?;
     Ok(EvictingServer {
@@ -361,11 +376,9 @@ pub(super) enum Kind {
     Zookeeper,
     /// `mariadbd` on a data directory of its own ([`super::private_mariadb`]).
     Mariadb,
-    /// nats-server with JetStream; `sync_always`: `sync_interval: always`; its store
-    /// on `disk` when there is one (see [`start_nats_on_loop_disk`]).
+    /// nats-server with JetStream; `sync_always`: `sync_interval: always`.
     Nats {
         sync_always: bool,
-        disk: Option<LoopDisk>,
     },
 }
 
@@ -378,6 +391,8 @@ pub(super) struct Private {
     /// The server process (etcd, Redis; PostgreSQL runs daemonised by `pg_ctl`).
     pub(super) child: Option<Child>,
     pub(super) connect: Connect,
+    /// The disk its store is on, when it can lose power (see [`start_on_loop_disk`]).
+    pub(super) disk: Option<LoopDisk>,
 }
 
 impl Private {
@@ -401,11 +416,9 @@ impl Private {
     }
 
     pub(super) fn data(&self) -> PathBuf {
-        match &self.kind {
-            Kind::Nats {
-                disk: Some(disk), ..
-            } => disk.path().join("data"),
-            _ => self.dir.join("data"),
+        match &self.disk {
+            Some(disk) => disk.path().join("data"),
+            None => self.dir.join("data"),
         }
     }
 
@@ -424,6 +437,10 @@ impl Private {
             })?;
             std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid))
                 .map_err(|error| hook_error("handing the data directory to postgres", error))?;
+            if let Some(disk) = &self.disk {
+                std::os::unix::fs::chown(disk.path(), Some(uid), Some(gid))
+                    .map_err(|error| hook_error("handing the loop disk to postgres", error))?;
+            }
         }
         let mut initdb = Self::postgres_command(&bin.join("initdb"));
         initdb.arg("-D").arg(self.data()).args([
@@ -436,10 +453,16 @@ impl Private {
             "UTF8",
         ]);
         tools::run_command(initdb, &[]).await?;
+        // A test server need not survive a power loss; one on a loop disk keeps
+        // PostgreSQL's own durable defaults, which is what its power loss measures.
+        let unsynced = if self.disk.is_some() {
+            ""
+        } else {
+            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+        };
         let settings = format!(
             "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
-             max_connections = 200\nfsync = off\nsynchronous_commit = off\n\
-             full_page_writes = off\n",
+             max_connections = 200\n{unsynced}",
             self.port
         );
         let conf = self.data().join("postgresql.conf");
@@ -608,18 +631,32 @@ impl PrivateServer for Private {
     }
 
     async fn lose_power(&mut self) -> Result<()> {
-        let Kind::Nats { disk: Some(_), .. } = &self.kind else {
+        if self.disk.is_none() {
             return Err(hook_error(
                 "taking the power from the private server",
                 "its store is on no loop disk",
             ));
+        }
+        // PostgreSQL's postmaster is no child of ours: its pid, to wait for below.
+        let postmaster = match self.kind {
+            Kind::Postgres { .. } => std::fs::read_to_string(self.data().join("postmaster.pid"))
+                .ok()
+                .and_then(|pid| pid.lines().next()?.trim().parse::<u32>().ok()),
+            _ => None,
         };
-        self.wait_exit(libc::SIGKILL).await?;
-        match &mut self.kind {
-            Kind::Nats {
-                disk: Some(disk), ..
-            } => disk.lose_power(),
-            _ => Ok(()),
+        self.crash().await?;
+        // A machine that lost its power comes back with none of its processes, while
+        // here the killed postmaster may linger unreaped for a moment: PostgreSQL
+        // refuses to start beside the process its stale `postmaster.pid` names.
+        if let Some(pid) = postmaster {
+            let deadline = Instant::now() + WAIT;
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        match &mut self.disk {
+            Some(disk) => disk.lose_power().await,
+            None => Ok(()),
         }
     }
 
@@ -691,7 +728,11 @@ impl PrivateServer for Private {
                     .args(["--save", "", "--appendonly", "no"])
                     .args(args)
                     .arg("--dir")
-                    .arg(&self.dir)
+                    .arg(
+                        self.disk
+                            .as_ref()
+                            .map_or_else(|| self.dir.clone(), LoopDisk::path),
+                    )
                     .stdin(Stdio::null())
                     .stdout(self.log("redis.log")?)
                     .stderr(Stdio::null())
@@ -773,9 +814,7 @@ impl Drop for Private {
             stop_postgres_now(bin, &self.data());
         }
         // Unmounted (lazily) before its mount point is removed below.
-        if let Kind::Nats { disk, .. } = &mut self.kind {
-            drop(disk.take());
-        }
+        drop(self.disk.take());
         // The child is killed asynchronously; its files may still be open, which
         // does not keep the directory from being removed.
         if let Err(error) = std::fs::remove_dir_all(&self.dir) {

@@ -23,7 +23,7 @@ use super::group::with_query;
 use super::loop_disk;
 use super::mysql_client::MysqlTarget;
 use super::nats_cluster::{names_cluster, NatsCluster, NATS_CLUSTER_COLUMN, NATS_CLUSTER_VAR};
-use super::private;
+use super::private::{self, Durability};
 use super::proxy::{self, PartitionMode, Proxy};
 use super::store::{etcd_endpoints, mariadb_client, psql, StoreKind};
 use super::tools::{require, run};
@@ -257,13 +257,7 @@ impl Faults for ServerFaults {
             Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
             Hook::AnyExternalHolder => super::any_external_holder(self),
             Hook::PrivateServer | Hook::FreshStore => private::available(self.kind),
-            Hook::PowerLoss => match self.kind {
-                StoreKind::Nats => private::available(self.kind).and_then(|()| loop_disk::available()),
-                kind => Err(format!(
-                    "no power loss on {}: the loop disk is under private nats-servers only so far",
-                    kind.as_str()
-                )),
-            },
+            Hook::PowerLoss => private::available(self.kind).and_then(|()| loop_disk::available()),
             Hook::Cluster => {
                 self.cluster_config()?;
                 match self.kind {
@@ -410,15 +404,16 @@ impl Faults for ServerFaults {
 
     async fn power_loss_server(
         &self,
-        backend: &dyn Backend,
+        _backend: &dyn Backend,
         synchronous: bool,
     ) -> Result<Box<dyn PrivateServer>> {
-        match self.kind {
-            StoreKind::Nats => {
-                private::start_nats_on_loop_disk(Arc::clone(&self.connect), synchronous).await
-            }
-            _ => Err(unsupported(backend, Hook::PowerLoss)),
-        }
+        let durability = if synchronous {
+            Durability::Synchronous
+        } else {
+            Durability::Default
+        };
+        private::start_on_loop_disk(self.kind, Arc::clone(&self.connect), &self.url, durability)
+            .await
     }
 
     async fn cluster(&self, backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
