@@ -441,7 +441,7 @@ fn outline_cell(cell: &str) -> String {
 }
 
 /// The rows of [`summary`]: a case and what its row says to a reader choosing a store.
-const SUMMARY: [(&str, &str); 10] = [
+const SUMMARY: [(&str, &str); 11] = [
     ("lock_mutual_exclusion", "one lock holder at a time"),
     ("lock_fencing_tokens", "fencing tokens only grow"),
     (
@@ -469,13 +469,17 @@ const SUMMARY: [(&str, &str); 10] = [
         "server_restart_durable_state",
         "state survives a server restart",
     ),
+    (
+        "server_power_loss_default_durability",
+        "acknowledged writes survive a power loss (default settings)",
+    ),
     ("lock_interop_go", "shared with etcd's Go programs"),
 ];
 
-/// What each store gives you, in ten rows: ten chosen rows of a markdown matrix (as
-/// [`markdown`] renders it: one lock holder at a time, fencing, crash, pause and
+/// What each store gives you, in eleven rows: eleven chosen rows of a markdown matrix
+/// (as [`markdown`] renders it: one lock holder at a time, fencing, crash, pause and
 /// partition safety, one leader, no lost queue item, serializable STM, durability
-/// across a restart, sharing with etcd's Go programs), each cell reduced to `yes`, `no` (measured not to
+/// across a restart and a power loss, sharing with etcd's Go programs), each cell reduced to `yes`, `no` (measured not to
 /// hold, as the store declares), `**VIOLATED**`, `n/a` (not offered by the store, or
 /// its fault cannot be injected there) or `–` (not run on that column). README's
 /// summary table, regenerated and checked with the matrix. An inconclusive cell reads
