@@ -479,12 +479,12 @@ const SUMMARY: [(&str, &str); 11] = [
 /// What each store gives you, in eleven rows: eleven chosen rows of a markdown matrix
 /// (as [`markdown`] renders it: one lock holder at a time, fencing, crash, pause and
 /// partition safety, one leader, no lost queue item, serializable STM, durability
-/// across a restart and a power loss, sharing with etcd's Go programs), each cell reduced to `yes`, `no` (measured not to
-/// hold, as the store declares), `**VIOLATED**`, `n/a` (not offered by the store, or
-/// its fault cannot be injected there) or `–` (not run on that column). README's
-/// summary table, regenerated and checked with the matrix. An inconclusive cell reads
-/// as its claim, as in [`outline`]: `yes` where the store claims the guarantee, `no`
-/// where it does not.
+/// across a restart and a power loss, sharing with etcd's Go programs), each cell
+/// reduced to `yes`, `no` (measured not to hold, as the store declares),
+/// `**VIOLATED**`, `n/a` (not offered by the store, or its fault cannot be injected
+/// there) or `–` (not run on that column). README's summary table, regenerated and
+/// checked with the matrix. An inconclusive cell reads as its claim, as in [`outline`]:
+/// `yes` where the store claims the guarantee, `no` where it does not.
 pub fn summary(markdown: &str) -> String {
     let mut lines = markdown.lines().filter(|line| line.starts_with('|'));
     let Some(header) = lines.next() else {
