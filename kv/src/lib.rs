@@ -29,6 +29,9 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "contract-tests"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "contract-tests")))]
+pub mod contract_tests;
 pub mod kv;
 pub mod memory;
 pub mod recipes;

@@ -3,9 +3,6 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use distsync_kv::kv::{
-    EventKind, KeyValue, Kv, Range, RangeResponse, Revision, Txn, TxnOp, WatchResponse,
-};
 use distsync_kv::StoreError;
 use distsync_mysql::{MysqlConfig, MysqlKv};
 
@@ -44,48 +41,11 @@ pub(crate) async fn drop_tables(kv: &MysqlKv, url: &str) {
     }
 }
 
-pub(crate) fn put(key: &str, value: &str) -> TxnOp {
-    TxnOp::put(key, value.to_owned(), 0)
-}
+pub(crate) use distsync_kv::contract_tests::{events, get, keys, put, put_one};
 
-pub(crate) async fn put_one(kv: &MysqlKv, key: &str, value: &str) -> Revision {
-    kv.txn(Txn::default().and_then(vec![put(key, value)]))
-        .await
-        .unwrap()
-        .revision
-}
-
-pub(crate) async fn get(kv: &MysqlKv, key: &str) -> Option<KeyValue> {
-    kv.range(Range::key(key))
-        .await
-        .unwrap()
-        .kvs
-        .into_iter()
-        .next()
-}
-
-pub(crate) fn keys(response: &RangeResponse) -> Vec<&str> {
-    response.kvs.iter().map(|kv| kv.key.as_str()).collect()
-}
-
+/// The MySQL store's own error inside `error`.
 pub(crate) fn store_error(error: &distsync_core::Error) -> &StoreError {
-    match error {
-        distsync_core::Error::Backend { backend, source } => {
-            assert_eq!(*backend, "mysql");
-            source.downcast_ref::<StoreError>().unwrap()
-        }
-        other => panic!("expected a store error, got {other:?}"),
-    }
-}
-
-pub(crate) fn events(response: WatchResponse) -> Vec<(EventKind, String, Revision)> {
-    match response {
-        WatchResponse::Events(events) => events
-            .into_iter()
-            .map(|event| (event.kind, event.kv.key, event.kv.mod_revision))
-            .collect(),
-        other => panic!("expected events, got {other:?}"),
-    }
+    distsync_kv::contract_tests::store_error(error, "mysql")
 }
 
 /// A bound on every wait of these tests: what should come in milliseconds.
