@@ -1539,35 +1539,16 @@ redis-cluster-pause-replica-of)
 zk-leader)
     zk_leader || die "no member of the ZooKeeper ensemble leads"
     ;;
-zk-stop-member)
-    name=$(zk_member_arg "${1:-}")
+# A ZooKeeper ensemble's or NATS cluster's member: `<zk|nats>-<action>-member N`.
+zk-stop-member | zk-kill-member | zk-start-member | nats-stop-member | nats-kill-member | \
+    nats-start-member)
+    name=$("${cmd%%-*}_member_arg" "${1:-}")
     lock_state_dir
-    stop "$name" || die "$name is not running under $DIR"
-    ;;
-zk-kill-member)
-    name=$(zk_member_arg "${1:-}")
-    lock_state_dir
-    kill_owned "$name"
-    ;;
-zk-start-member)
-    name=$(zk_member_arg "${1:-}")
-    lock_state_dir
-    bring_up "$name"
-    ;;
-nats-stop-member)
-    name=$(nats_member_arg "${1:-}")
-    lock_state_dir
-    stop "$name" || die "$name is not running under $DIR"
-    ;;
-nats-kill-member)
-    name=$(nats_member_arg "${1:-}")
-    lock_state_dir
-    kill_owned "$name"
-    ;;
-nats-start-member)
-    name=$(nats_member_arg "${1:-}")
-    lock_state_dir
-    bring_up "$name"
+    case $cmd in
+    *-stop-member) stop "$name" || die "$name is not running under $DIR" ;;
+    *-kill-member) kill_owned "$name" ;;
+    *) bring_up "$name" ;;
+    esac
     ;;
 redis-cluster-resume-replica-of)
     key=$(rc_key_arg "${1:-}")
