@@ -1,7 +1,7 @@
 //! `distsync migrate` end to end: the real binary copying between real servers, each test
 //! in namespaces of its own (etcd `/<ns>`, Redis `?namespace=<ns>:`, PostgreSQL
-//! `?schema=<ns>`), which it deletes afterwards where the server's command line tool is
-//! installed.
+//! `?schema=<ns>`, MySQL `?table_prefix=<ns>_`), which it deletes afterwards where the
+//! server's command line tool is installed.
 #![cfg(unix)]
 
 use crate::common;
@@ -37,15 +37,23 @@ impl Store {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
-        // Letters, digits and `_` only: valid as an etcd namespace, a Redis prefix and a
-        // PostgreSQL schema (at most 63 bytes), and a ZooKeeper chroot.
-        let namespace = format!("m_{what}_{}_{nanos:x}", std::process::id());
+        // Letters, digits and `_` only: valid as an etcd namespace, a Redis prefix, a
+        // PostgreSQL schema (at most 63 bytes), a ZooKeeper chroot and a MySQL table
+        // prefix.
+        // Short enough for a MySQL table prefix (32 bytes with its `_`): the pid and
+        // the clock's low 36 bits keep runs apart.
+        let namespace = format!(
+            "m_{what}_{:x}{:09x}",
+            std::process::id(),
+            nanos & 0xf_ffff_ffff
+        );
         let base = server.url.trim_end_matches('/');
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = match server.label {
             "etcd" | "zookeeper" => format!("{base}/{namespace}"),
             "redis" => format!("{base}{separator}namespace={namespace}:"),
             "postgres" => format!("{base}{separator}schema={namespace}"),
+            "mysql" => format!("{base}{separator}table_prefix={namespace}_"),
             other => panic!("no namespaces for {other}"),
         };
         Store {
@@ -134,6 +142,7 @@ impl Drop for Store {
                     &format!("DROP SCHEMA IF EXISTS \"{ns}\" CASCADE"),
                 ],
             ),
+            "mysql" => drop_mysql_tables(&self.server, ns),
             _ => true,
         };
         if !deleted {
@@ -143,6 +152,47 @@ impl Drop for Store {
             );
         }
     }
+}
+
+/// Drops the tables of the prefix `<ns>_` with the `mariadb` client, logging in as
+/// `server` (`mysql://user:password@host:port/db`) says; whether it could.
+fn drop_mysql_tables(server: &str, ns: &str) -> bool {
+    let Some(rest) = server.strip_prefix("mysql://") else {
+        return false;
+    };
+    let rest = rest.split('?').next().unwrap_or(rest);
+    let Some((login, place)) = rest.rsplit_once('@') else {
+        return false;
+    };
+    let (user, password) = login.split_once(':').unwrap_or((login, ""));
+    let Some((address, database)) = place.split_once('/') else {
+        return false;
+    };
+    let (host, port) = address.split_once(':').unwrap_or((address, "3306"));
+    let tables: Vec<String> = ["meta", "kv", "log", "leases"]
+        .iter()
+        .map(|table| format!("{ns}_{table}"))
+        .collect();
+    Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            host,
+            "-P",
+            port,
+            "-u",
+            user,
+            database,
+            "-e",
+        ])
+        .arg(format!("DROP TABLE IF EXISTS {}", tables.join(", ")))
+        // The password through the environment, not the command line.
+        .env("MYSQL_PWD", password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Runs a tool, discarding its output; whether it ran and succeeded.
