@@ -169,6 +169,7 @@ mod lease;
 mod optimistic;
 mod range;
 mod reaper;
+mod replication;
 mod schema;
 mod txn;
 mod watch;

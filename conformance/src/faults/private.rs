@@ -216,7 +216,7 @@ pub async fn start_like(
             connect,
         }),
         StoreKind::Mysql => Box::new(Private {
-            kind: Kind::Mariadb,
+            kind: Kind::Mariadb { args: Vec::new() },
             url: format!("mysql://{MARIADB_USER}:{MARIADB_USER}@127.0.0.1:{port}/{MARIADB_USER}"),
             dir,
             port,
@@ -292,8 +292,11 @@ pub(super) enum Kind {
     },
     /// Run from Debian's jars ([`ZOOKEEPER_JARS`]).
     Zookeeper,
-    /// `mariadbd` on a data directory of its own ([`super::private_mariadb`]).
-    Mariadb,
+    /// `mariadbd` on a data directory of its own ([`super::private_mariadb`]), with
+    /// `args` after its usual options.
+    Mariadb {
+        args: Vec<String>,
+    },
 }
 
 /// A private server.
@@ -467,7 +470,7 @@ impl Private {
     /// <mode>`.
     async fn end(&mut self, signal: libc::c_int, mode: &str) -> Result<()> {
         match &self.kind {
-            Kind::Etcd { .. } | Kind::Redis { .. } | Kind::Zookeeper | Kind::Mariadb => {
+            Kind::Etcd { .. } | Kind::Redis { .. } | Kind::Zookeeper | Kind::Mariadb { .. } => {
                 self.wait_exit(signal).await
             }
             Kind::Postgres { bin } => {
@@ -510,7 +513,7 @@ impl PrivateServer for Private {
             Kind::Zookeeper => std::fs::remove_dir_all(self.data())
                 .map_err(|error| hook_error("removing ZooKeeper's data directory", error)),
             // The next start installs a fresh data directory.
-            Kind::Mariadb => std::fs::remove_dir_all(self.data())
+            Kind::Mariadb { .. } => std::fs::remove_dir_all(self.data())
                 .map_err(|error| hook_error("removing MariaDB's data directory", error)),
             Kind::Postgres { .. } => {
                 std::fs::remove_dir_all(self.data())
@@ -578,13 +581,14 @@ impl PrivateServer for Private {
                 let child = self.spawn_zookeeper()?;
                 self.child = Some(child);
             }
-            Kind::Mariadb => {
+            Kind::Mariadb { args } => {
                 let fresh = super::private_mariadb::install(&self.data()).await?;
                 let child = super::private_mariadb::spawn(
                     &self.data(),
                     &self.dir.join("mariadbd.sock"),
                     self.port,
                     self.log("mariadbd.log")?,
+                    args,
                 )
                 .await?;
                 self.child = Some(child);
