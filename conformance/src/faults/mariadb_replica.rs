@@ -18,7 +18,8 @@ use super::store::StoreKind;
 use super::tools::{self, free_port};
 use super::{hook_error, Cluster, Connect, PrivateServer};
 
-/// The user the replica reads the primary's binary log as (loopback only).
+/// The user the replica reads the primary's binary log as: loopback only and without
+/// a password (a private server of one case), so that no statement or error names one.
 const REPLICATION_USER: &str = "distsync_repl";
 
 /// How long a semi-synchronous primary waits for the replica's acknowledgement of a
@@ -123,9 +124,8 @@ impl MariadbReplicaPair {
         private_mariadb::root_sql(
             &primary_socket,
             &format!(
-                "CREATE USER IF NOT EXISTS '{REPLICATION_USER}'@'127.0.0.1' IDENTIFIED BY \
-                 '{REPLICATION_USER}'; GRANT REPLICATION SLAVE ON *.* TO \
-                 '{REPLICATION_USER}'@'127.0.0.1';"
+                "CREATE USER IF NOT EXISTS '{REPLICATION_USER}'@'127.0.0.1'; \
+                 GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'127.0.0.1';"
             ),
         )
         .await?;
@@ -156,8 +156,7 @@ impl MariadbReplicaPair {
             &socket(&replica),
             &format!(
                 "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, \
-                 MASTER_USER='{REPLICATION_USER}', MASTER_PASSWORD='{REPLICATION_USER}', \
-                 MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos; START SLAVE;",
+                 MASTER_USER='{REPLICATION_USER}', MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos; START SLAVE;",
                 primary.port
             ),
         )
