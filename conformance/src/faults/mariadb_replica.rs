@@ -312,6 +312,7 @@ impl Cluster for MariadbReplicaPair {
                 "only the first primary (member 1) fails over",
             ));
         }
+        let started = Instant::now();
         self.primary.lock().await.crash().await?;
         // What the replica received is applied; what it did not (all it missed while
         // paused, with asynchronous replication) is lost, as with a replica behind a
@@ -323,6 +324,10 @@ impl Cluster for MariadbReplicaPair {
         self.proxy
             .redirect(format!("127.0.0.1:{}", self.replica.port));
         self.leader.store(2, Ordering::SeqCst);
+        tracing::info!(
+            took = ?started.elapsed(),
+            "MariaDB primary killed and its replica promoted"
+        );
         Ok(())
     }
 
