@@ -40,9 +40,9 @@ const SEMI_SYNC_TIMEOUT: Duration = Duration::from_secs(3600);
 /// dropped.
 ///
 /// With `semi_sync`, the primary runs MariaDB's semi-synchronous replication with
-/// the `AFTER_SYNC` wait point and a [`SEMI_SYNC_TIMEOUT`] of an hour: a commit is
-/// acknowledged (and seen by other clients) only once the replica has it in its relay
-/// log. Without, replication is asynchronous.
+/// the `AFTER_SYNC` wait point and an `rpl_semi_sync_master_timeout` of an hour: a
+/// commit is acknowledged (and seen by other clients) only once the replica has it in
+/// its relay log. Without, replication is asynchronous.
 pub struct MariadbReplicaPair {
     primary: tokio::sync::Mutex<Private>,
     primary_socket: PathBuf,
