@@ -136,7 +136,8 @@ impl MariadbReplicaPair {
         if semi_sync {
             replica_args.push("--rpl-semi-sync-slave-enabled=ON".to_owned());
         }
-        let mut replica = private_mariadb("private-mariadb-replica", connect, replica_args)?;
+        let mut replica =
+            private_mariadb("private-mariadb-replica", connect, replica_args.clone())?;
         // Not started as a private server (whose readiness probe writes through the
         // backend): its users, database and tables come from the primary's log.
         private_mariadb::install(&replica.data()).await?;
@@ -145,18 +146,21 @@ impl MariadbReplicaPair {
             .append(true)
             .open(replica.dir.join("mariadbd.log"))
             .map_err(|error| hook_error("opening the replica's log", error))?;
-        let Kind::Mariadb { args } = &replica.kind else {
-            return Err(hook_error("starting the replica", "not a MariaDB server"));
-        };
-        let child =
-            private_mariadb::spawn(&replica.data(), &socket(&replica), replica.port, log, args)
-                .await?;
+        let child = private_mariadb::spawn(
+            &replica.data(),
+            &socket(&replica),
+            replica.port,
+            log,
+            &replica_args,
+        )
+        .await?;
         replica.child = Some(child);
         private_mariadb::root_sql_when_up(
             &socket(&replica),
             &format!(
                 "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, \
-                 MASTER_USER='{REPLICATION_USER}', MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos; START SLAVE;",
+                 MASTER_USER='{REPLICATION_USER}', MASTER_CONNECT_RETRY=1, \
+                 MASTER_USE_GTID=slave_pos; START SLAVE;",
                 primary.port
             ),
         )
