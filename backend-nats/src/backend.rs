@@ -11,6 +11,7 @@ use distsync_core::raw::{Barrier, DoubleBarrier, Election, Locker, Queue, RwLock
 use distsync_core::{
     Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
 };
+use tokio::sync::Notify;
 
 use crate::config::NatsConfig;
 use crate::session::LeaseInner;
@@ -21,7 +22,7 @@ use crate::BACKEND;
 /// The NATS JetStream backend: sessions are per-key TTLs renewed by compare-and-set,
 /// primitives are lines of keys in one key-value bucket (see the crate docs).
 pub struct NatsBackend {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     capabilities: Capabilities,
 }
 
@@ -46,10 +47,11 @@ impl NatsBackend {
     /// # Cancel safety
     /// Dropping the future drops the half-made connection; nothing is held yet.
     pub async fn connect(config: NatsConfig) -> Result<Self> {
-        let client = connect_client(&config).await?;
+        let connected = Arc::new(Notify::new());
+        let client = connect_client(&config, Arc::clone(&connected)).await?;
         crate::bucket::check_server(&client.server_info())?;
-        let store = Store::new(client, config.bucket(), config.request_timeout());
-        crate::bucket::ensure(&store, config.replicas()).await?;
+        let store = Store::new(client, config.bucket(), config.request_timeout(), connected);
+        let replicas = crate::bucket::ensure(&store, config.replicas()).await?;
         tracing::debug!(
             backend = BACKEND,
             servers = ?config.servers(),
@@ -59,7 +61,9 @@ impl NatsBackend {
         );
         Ok(Self {
             shared: Arc::new(Shared::new(config, store)),
-            capabilities: crate::capabilities(),
+            // A write is acknowledged once a majority of the stream's replicas
+            // has it, so the loss of one server (its leader included) keeps it.
+            capabilities: crate::capabilities().with_survives_failover(replicas > 1),
         })
     }
 
@@ -73,10 +77,19 @@ impl NatsBackend {
     }
 }
 
-/// The client connection of `config`: its login or credentials file and TLS files.
-async fn connect_client(config: &NatsConfig) -> Result<async_nats::Client> {
+/// The client connection of `config`: its login or credentials file and TLS files;
+/// each (re)connection notifies `connected`.
+async fn connect_client(config: &NatsConfig, connected: Arc<Notify>) -> Result<async_nats::Client> {
     let mut options = ConnectOptions::new()
         .name("distsync")
+        .event_callback(move |event| {
+            let connected = Arc::clone(&connected);
+            async move {
+                if matches!(event, async_nats::Event::Connected) {
+                    connected.notify_waiters();
+                }
+            }
+        })
         .connection_timeout(config.connect_timeout())
         .request_timeout(Some(config.request_timeout()));
     if let Some((user, password)) = config.login() {

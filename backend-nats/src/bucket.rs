@@ -133,12 +133,15 @@ pub(crate) fn missing(store: &Store, config: &Config) -> Vec<&'static str> {
     missing
 }
 
-/// Makes the bucket if it is missing, or checks it.
+/// Makes the bucket if it is missing, or checks it, and writes its anchor (a key every
+/// listing asks for, see `src/store.rs`) unless it is there. Returns how many
+/// replicas the bucket's stream has (an existing bucket keeps its own, whatever
+/// `replicas` asks).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a bucket that lacks a setting (see the module
 /// docs); the store's error.
-pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<()> {
+pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<usize> {
     let timeout = store.request_timeout;
     let existing = timed(timeout, store.jetstream.get_stream(&store.stream)).await?;
     let config = match existing {
@@ -176,7 +179,8 @@ pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<()> {
             missing.join(", ")
         )));
     }
-    Ok(())
+    store.anchor().await?;
+    Ok(config.num_replicas)
 }
 
 #[cfg(test)]

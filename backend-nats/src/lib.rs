@@ -78,7 +78,7 @@
 //! * **The barrier** is one key, held while it holds a value; **the double
 //!   barrier** a line of participant keys and a ready key (see `src/barrier.rs`).
 //! * **STM** (see `src/stm.rs`): the serializable levels read as of the stream
-//!   sequence of their first read (a batched direct get with `up_to_seq`); a commit
+//!   sequence of their first read (a listing less the keys written since); a commit
 //!   is one atomic batch, each key written compared with the sequence it was read
 //!   at, each key only read checked by a scratch message whose compare points at it.
 //! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
@@ -100,6 +100,18 @@
 //! before it is synced to disk: a process kill loses nothing (the data is in the
 //! page cache), an OS crash or power loss may lose acknowledged writes. So
 //! `survives_restart` and `exclusive_across_restart` are not claimed.
+//!
+//! ## Replicated buckets
+//!
+//! With `replicas=3` the bucket's stream is replicated by Raft and a write is
+//! acknowledged once a majority has it, so the kill of one server, its stream leader
+//! included, loses no acknowledged write: `survives_failover` is claimed for a bucket
+//! of more than one replica (the `nats-cluster` column measures it). Reads are direct
+//! gets, which any replica answers, and a follower may be behind the leader: each
+//! client keeps a read floor, the highest stream sequence it wrote or saw, and asks a
+//! read again while its answer is below it (see `src/store.rs`). So a client reads
+//! its own writes and never goes back in time; it may not see another client's write
+//! of a moment ago, so `linearizable` is not claimed.
 //!
 //! ## Why `async-nats`
 //!
@@ -161,9 +173,10 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///
 /// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
 /// interval acknowledges writes before they are on disk, see the crate docs),
-/// `linearizable` and `survives_failover` (reads are direct gets, which a cluster's
-/// followers may answer stale; failover is not measured yet), and every primitive not
-/// built (see the crate docs).
+/// `linearizable` (reads are direct gets, which a cluster's followers may answer a
+/// moment behind another client's write), `survives_failover` (claimed by a
+/// [`NatsBackend`] whose bucket has more than one replica, see the crate docs), and
+/// every primitive not built (see the crate docs).
 pub fn capabilities() -> Capabilities {
     Capabilities::none(BACKEND)
         .with_min_session_ttl(MIN_SESSION_TTL)

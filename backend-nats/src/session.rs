@@ -234,15 +234,27 @@ impl LeaseInner {
     }
 
     /// Stops renewing `key` and purges it (a compare on the sequence the session last
-    /// wrote, so that a key the server already ended is left alone). A key the session
-    /// does not hold is left alone.
+    /// wrote, so that a key the server already ended is left alone), riding out
+    /// transient failures until the session is lost. A key the session does not hold is
+    /// left alone.
     ///
     /// # Errors
-    /// The store's error; the key then ends with its TTL.
+    /// [`Error::SessionLost`] when the session is lost while the store fails (the key
+    /// ends with its TTL); the store's error when it is not transient.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: a dropped release leaves the key unrenewed, to end with its TTL.
     pub(crate) async fn release(&self, key: &str) -> Result<()> {
         let held = self.keys.lock().await.remove(key);
         if let Some(held) = held {
-            self.purge_checked(key, Some(held.seq)).await?;
+            // Through a stream leader's election (seconds): the purge compares the
+            // sequence the key was last renewed at, so one applied before its answer
+            // was lost makes the next a refused compare, which is no error.
+            RetryPolicy::default()
+                .release("releasing a hold", self.lost_token(), || {
+                    self.purge_checked(key, Some(held.seq))
+                })
+                .await?;
         }
         Ok(())
     }

@@ -7,7 +7,24 @@
 //! is an answer ([`Published::Refused`]), not an error. async-nats has no call for an
 //! atomic batch (ADR-50) nor for a batched direct get (`multi_last`): both are sent
 //! as the JetStream API requests they are.
+//!
+//! Every replica of a replicated bucket answers direct gets, and a follower may not
+//! have applied what the leader acknowledged. So a [`Store`] keeps a read floor: the
+//! highest stream sequence it wrote or saw (a publish acknowledgement, a compare
+//! refused at a key's sequence, a listing's end, a watched message). Every read is a
+//! batched direct get, whose end says the sequence its replica answered as of; an
+//! answer below the floor is asked again (another replica, or this one later) until the
+//! request timeout, then it is a transient error. So a client reads its own writes and
+//! never reads older than it read before. (Server 2.12's design of a `min_last_seq` in
+//! the request, for exactly this, is not in nats-server 2.15.1: the field is ignored.)
+//! The floor does not make a read see another client's write acknowledged a moment
+//! earlier; what depends on that (a waiter's view of the holders before it) reads after
+//! writing its own key, whose sequence is above theirs. Watches ride an ordered
+//! consumer, which delivers every message in order from the sequence asked, however far
+//! behind its replica is: late, never wrong.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -19,6 +36,7 @@ use bytes::Bytes;
 use distsync_core::{Error, Result};
 use futures::StreamExt;
 use serde::Deserialize;
+use tokio::sync::Notify;
 
 use crate::error::{request_error, timed};
 use crate::BACKEND;
@@ -39,7 +57,7 @@ const ROLLUP: &str = "Nats-Rollup";
 const SUBJECT: &str = "Nats-Subject";
 const SEQUENCE: &str = "Nats-Sequence";
 /// The end of a batched direct get: the stream sequence the answer is as of (the
-/// stream's last sequence when it was read, or the `up_to_seq` asked). Not
+/// answering replica's last sequence when it read). Not
 /// `Nats-Last-Sequence`, which is the last sequence among the messages returned.
 const UP_TO_SEQUENCE: &str = "Nats-UpTo-Sequence";
 /// How many answers a batched direct get left out.
@@ -48,9 +66,15 @@ const NUM_PENDING: &str = "Nats-Num-Pending";
 /// JetStream's error code for a refused `Nats-Expected-Last-Subject-Sequence`.
 pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
 
-/// The most keys one listing returns; a listing with more is an error rather than a
+/// The key every bucket holds from its making on and never loses: a listing asks
+/// for it too, so that its answer always ends with the sequence the replica was at.
+/// Its first token is no [`Kind`](crate::keys::Kind)'s.
+pub(crate) const ANCHOR: &str = "distsync";
+
+/// The most keys one listing returns: the server answers at most 1,024 (status 413
+/// beyond), the [`ANCHOR`] among them. A listing with more is an error rather than a
 /// partial answer a grant could be decided on.
-const MOST_LISTED: usize = 10_000;
+const MOST_LISTED: usize = 1_023;
 
 /// How long a listing waits for the next answer of a batch once it has started.
 const BETWEEN_ANSWERS: Duration = Duration::from_secs(2);
@@ -215,10 +239,22 @@ pub(crate) struct Store {
     /// `$KV.<bucket>.`: what precedes a key in its subject.
     prefix: String,
     pub(crate) request_timeout: Duration,
+    /// The highest stream sequence this client wrote or saw: what every read asks a
+    /// replica to have applied (see the module docs). Shared by the clones.
+    floor: Arc<AtomicU64>,
+    /// Notified each time the client (re)connects: every watch ends then (see
+    /// [`Store::watch`]).
+    connected: Arc<Notify>,
 }
 
 impl Store {
-    pub(crate) fn new(client: async_nats::Client, bucket: &str, request_timeout: Duration) -> Self {
+    /// The bucket `bucket` through `client`, whose connection events notify `connected`.
+    pub(crate) fn new(
+        client: async_nats::Client,
+        bucket: &str,
+        request_timeout: Duration,
+        connected: Arc<Notify>,
+    ) -> Self {
         let jetstream = async_nats::jetstream::new(client.clone());
         Self {
             client,
@@ -226,7 +262,29 @@ impl Store {
             stream: format!("KV_{bucket}"),
             prefix: format!("$KV.{bucket}."),
             request_timeout,
+            floor: Arc::new(AtomicU64::new(0)),
+            connected,
         }
+    }
+
+    /// Raises the read floor to `seq`, a sequence the stream is known to have reached.
+    fn saw(&self, seq: u64) {
+        self.floor.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// What a publish was answered, the read floor raised by what it tells.
+    fn acknowledged(&self, payload: &[u8]) -> Result<Published> {
+        let published = parse_ack(payload)?;
+        match &published {
+            Published::Stored(seq) => self.saw(*seq),
+            Published::Refused { code, description } if is_compare_refusal(*code) => {
+                if let Some(seq) = refused_at(description) {
+                    self.saw(seq);
+                }
+            }
+            Published::Refused { .. } => {}
+        }
+        Ok(published)
     }
 
     /// The subject of `key`.
@@ -258,7 +316,7 @@ impl Store {
         )
         .await?
         .map_err(request_error)?;
-        parse_ack(&answer.payload)
+        self.acknowledged(&answer.payload)
     }
 
     /// Sends `writes` as one atomic batch: all of them are stored, or none is (a
@@ -298,7 +356,7 @@ impl Store {
                 )
                 .await?
                 .map_err(request_error)?;
-                return parse_ack(&answer.payload);
+                return self.acknowledged(&answer.payload);
             }
         }
         Err(Error::InvalidArgument("an empty batch".into()))
@@ -306,37 +364,52 @@ impl Store {
 
     /// The last message of `key`, tombstones included; `None` when it has none.
     ///
+    /// A one-key listing, not a single direct get: only a listing says which stream
+    /// sequence its replica answered as of, which the read floor needs.
+    ///
     /// # Errors
-    /// The store's error.
+    /// As [`Store::list`].
     pub(crate) async fn last(&self, key: &str) -> Result<Option<Entry>> {
-        let request = serde_json::json!({ "last_by_subj": self.subject(key) });
-        let answer = timed(
-            self.request_timeout,
-            self.client
-                .request(self.direct_get(), request.to_string().into()),
-        )
-        .await?
-        .map_err(request_error)?;
-        if answer.status == Some(StatusCode::NOT_FOUND) {
-            return Ok(None);
-        }
-        self.entry(answer).map(Some)
+        let (entries, _) = self.list(&[key.to_owned()]).await?;
+        Ok(entries.into_iter().find(|entry| entry.key == key))
     }
 
     /// The last message of every key matching the subject `filters` (NATS wildcards,
-    /// under the bucket's prefix), tombstones included, and the stream's last
-    /// sequence when they were read: the listing is the bucket as of that sequence.
+    /// under the bucket's prefix), tombstones included, and the stream sequence they
+    /// were read as of (at least the read floor): the listing is the bucket then.
     ///
     /// # Errors
-    /// The store's error; [`Error::Backend`] for more than `MOST_LISTED` keys.
+    /// The store's error; a transient [`Error::Connection`] when no replica reached
+    /// the read floor within the request timeout; [`Error::Backend`] for more than
+    /// [`MOST_LISTED`] keys.
     pub(crate) async fn list(&self, filters: &[String]) -> Result<(Vec<Entry>, u64)> {
-        self.list_at(filters, None).await
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let floor = self.floor.load(Ordering::Relaxed);
+            match self.list_once(filters).await? {
+                Some((entries, last)) if last >= floor => {
+                    self.saw(last);
+                    return Ok((entries, last));
+                }
+                // A replica behind the floor answered; direct gets go to any replica,
+                // so asking again soon most likely reaches another, or this one later.
+                _ if tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FLOOR_PAUSE);
+                }
+                _ => return Err(Error::connection(BACKEND, BELOW_FLOOR)),
+            }
+        }
     }
 
     /// [`Store::list`] as of the stream sequence `up_to` (the latest with `None`): a
-    /// key's last message at or below it. A key rewritten more than [`HISTORY`] times
-    /// since `up_to` has no message left there and is missing from the answer, which a
-    /// caller must check against the key's current sequence.
+    /// key's last message at or below it. The bucket keeps one message per key
+    /// ([`HISTORY`]), so this is the latest listing without the keys written after
+    /// `up_to`: a key rewritten since has no message left at `up_to` and is missing
+    /// from the answer, which a caller must check against the key's current
+    /// sequence. (JetStream's `up_to_seq` would give the same answer, but a replica
+    /// behind `up_to` would answer it as if it were not, which nothing could tell.)
     ///
     /// [`HISTORY`]: crate::HISTORY
     ///
@@ -347,17 +420,29 @@ impl Store {
         filters: &[String],
         up_to: Option<u64>,
     ) -> Result<(Vec<Entry>, u64)> {
+        let (mut entries, last) = self.list(filters).await?;
+        let Some(up_to) = up_to else {
+            return Ok((entries, last));
+        };
+        entries.retain(|entry| entry.seq <= up_to);
+        Ok((entries, up_to))
+    }
+
+    /// One batched direct get of `filters` and the bucket's [`ANCHOR`] (so that it
+    /// always matches a key and ends with the sequence it was answered as of):
+    /// `None` when the replica that answered has not even the anchor.
+    async fn list_once(&self, filters: &[String]) -> Result<Option<(Vec<Entry>, u64)>> {
         let inbox = self.client.new_inbox();
         let mut answers = self
             .client
             .subscribe(inbox.clone())
             .await
             .map_err(|error| Error::connection(BACKEND, error))?;
-        let subjects: Vec<String> = filters.iter().map(|f| self.subject(f)).collect();
-        let mut request = serde_json::json!({ "multi_last": subjects, "batch": MOST_LISTED });
-        if let Some(up_to) = up_to {
-            request["up_to_seq"] = up_to.into();
-        }
+        let subjects: Vec<String> = (filters.iter().map(String::as_str))
+            .chain([ANCHOR])
+            .map(|filter| self.subject(filter))
+            .collect();
+        let request = serde_json::json!({ "multi_last": subjects, "batch": MOST_LISTED + 1 });
         self.client
             .publish_with_reply(self.direct_get(), inbox, request.to_string().into())
             .await
@@ -373,13 +458,12 @@ impl Store {
             };
             wait = BETWEEN_ANSWERS.min(self.request_timeout);
             match answer.status {
-                Some(StatusCode::NOT_FOUND) => {
-                    // No key matches: the stream's last sequence from its info.
-                    let last = match up_to {
-                        Some(up_to) => up_to,
-                        None => self.last_sequence().await?,
-                    };
-                    return Ok((entries, last));
+                Some(StatusCode::NOT_FOUND) => return Ok(None),
+                Some(status) if status.as_u16() == TOO_MANY_RESULTS => {
+                    return Err(Error::backend(
+                        BACKEND,
+                        format!("more than {MOST_LISTED} keys match {filters:?}"),
+                    ));
                 }
                 Some(StatusCode::NO_RESPONDERS) => {
                     return Err(Error::connection(BACKEND, "jetstream did not answer"));
@@ -399,34 +483,40 @@ impl Store {
                     let last = header(UP_TO_SEQUENCE).ok_or_else(|| {
                         Error::backend(BACKEND, "a listing's end without its sequence")
                     })?;
-                    return Ok((entries, last));
+                    return Ok(Some((entries, last)));
                 }
-                _ => entries.push(self.entry(answer)?),
+                _ => {
+                    let entry = self.entry(answer)?;
+                    if entry.key != ANCHOR {
+                        entries.push(entry);
+                    }
+                }
             }
         }
     }
 
-    /// The stream's last sequence.
-    async fn last_sequence(&self) -> Result<u64> {
-        let mut stream = timed(
-            self.request_timeout,
-            self.jetstream.get_stream(&self.stream),
-        )
-        .await?
-        .map_err(|error| Error::backend(BACKEND, error))?;
-        let info = timed(self.request_timeout, stream.info())
+    /// Writes the bucket's [`ANCHOR`] unless it is there.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub(crate) async fn anchor(&self) -> Result<()> {
+        self.publish(Write::put(ANCHOR, "").if_at(0))
             .await?
-            .map_err(|error| Error::backend(BACKEND, error))?;
-        Ok(info.state.last_sequence)
+            .compared()
+            .map(|_| ())
     }
 
     /// Every message of the keys matching `filter` from the sequence `from` on, in
     /// order, through an ordered consumer (remade by the client after a gap), deleted
-    /// when the [`Watch`] is dropped.
+    /// when the [`Watch`] is dropped. The watch ends when the client reconnects: an
+    /// ordered consumer notices a connection it lost only when its heartbeats stop
+    /// coming (seconds), and a waiter that lists and watches again at once resumes as
+    /// soon as the connection does.
     ///
     /// # Errors
     /// The store's error.
     pub(crate) async fn watch(&self, filter: &str, from: u64) -> Result<Watch> {
+        let reconnected = Arc::clone(&self.connected).notified_owned();
         let stream = timed(
             self.request_timeout,
             self.jetstream.get_stream_no_info(&self.stream),
@@ -468,6 +558,7 @@ impl Store {
                 .info()
                 .map_err(|error| Error::backend(BACKEND, error.to_string()))?
                 .stream_sequence;
+            store.saw(seq);
             let message = message.message;
             let key = store.key_of(message.subject.as_str()).unwrap_or_default();
             Ok(Entry {
@@ -479,7 +570,7 @@ impl Store {
             })
         });
         Ok(Watch {
-            entries: entries.boxed(),
+            entries: entries.take_until(reconnected).boxed(),
             stream,
             name,
         })
@@ -573,6 +664,24 @@ fn op_of(headers: Option<&HeaderMap>) -> Op {
     }
 }
 
+/// The error of a listing no replica answered at the read floor in time: transient,
+/// the replicas catch up.
+const BELOW_FLOOR: &str = "no replica has caught up with what this client wrote or saw yet";
+
+/// A batched direct get's status for more matching keys than the server answers.
+const TOO_MANY_RESULTS: u16 = 413;
+
+/// The longest pause between two askings of a listing behind the read floor.
+const FLOOR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The key's sequence a refused compare names (`wrong last sequence: 7`), if it does:
+/// the stream had reached it.
+fn refused_at(description: &str) -> Option<u64> {
+    description
+        .rsplit_once(':')
+        .and_then(|(_, seq)| seq.trim().parse().ok())
+}
+
 /// A publish acknowledgement: the sequence, or the refusal.
 fn parse_ack(payload: &[u8]) -> Result<Published> {
     let ack: Ack = serde_json::from_slice(payload).map_err(|error| {
@@ -618,5 +727,51 @@ mod tests {
         assert_eq!(refused.clone().compared().unwrap(), None);
         assert!(matches!(refused, Published::Refused { code: 10071, .. }));
         assert!(parse_ack(b"nonsense").is_err());
+    }
+
+    /// A read answered below the client's floor is asked again, and ends in a
+    /// transient error when the stream does not get there in time; once it does, the
+    /// read is answered.
+    #[tokio::test]
+    async fn a_read_is_never_older_than_what_the_client_wrote_or_saw() {
+        let Some(url) = distsync_conformance::server_url("DISTSYNC_NATS_URL") else {
+            return;
+        };
+        let config: crate::NatsConfig = url.parse().unwrap();
+        let config = config
+            .with_bucket("read_floor")
+            .unwrap()
+            .with_request_timeout(Duration::from_secs(1));
+        let backend = crate::NatsBackend::connect(config).await.unwrap();
+        let store = &backend.shared.store;
+        let written = store.publish(Write::put("k", "1")).await.unwrap();
+        let Published::Stored(seq) = written else {
+            panic!("{written:?}")
+        };
+        assert_eq!(store.floor.load(Ordering::Relaxed), seq);
+        assert_eq!(store.last("k").await.unwrap().unwrap().value, "1");
+
+        store.saw(seq + 1);
+        for read in [
+            store.last("k").await.map(|_| ()),
+            store.list(&["k".to_owned()]).await.map(|_| ()),
+        ] {
+            let error = read.expect_err("a read below the floor was answered");
+            assert!(error.is_transient(), "{error}");
+        }
+
+        let rewritten = store.publish(Write::put("k", "2")).await.unwrap();
+        assert_eq!(rewritten, Published::Stored(seq + 1));
+        assert_eq!(store.last("k").await.unwrap().unwrap().value, "2");
+        let (listed, up_to) = store.list(&["k".to_owned()]).await.unwrap();
+        assert!(up_to > seq);
+        assert_eq!(listed.len(), 1);
+    }
+
+    #[test]
+    fn a_refused_compare_names_the_sequence_it_was_refused_at() {
+        assert_eq!(refused_at("wrong last sequence: 7"), Some(7));
+        assert_eq!(refused_at("wrong last sequence"), None);
+        assert_eq!(refused_at("wrong last sequence: x"), None);
     }
 }

@@ -127,7 +127,8 @@ pub fn controls_server(hook: Hook) -> bool {
         | Hook::Failover
         | Hook::EvictingServer
         | Hook::GoPeer
-        | Hook::FreshStore => true,
+        | Hook::FreshStore
+        | Hook::PowerLoss => true,
     }
 }
 

@@ -1,13 +1,15 @@
 //! Server cases: the store's server as a whole (not one primitive) restarted
 //! ([`restart`], again and again under the URL's defaults in [`restarts_url`]), its
 //! cluster leader lost ([`cluster`], [`cluster_release`]), its
-//! leader or primary killed under load ([`failover`]), a server that evicts keys
+//! leader or primary killed under load ([`failover`]), its disk losing power
+//! ([`power_loss`]), a server that evicts keys
 //! ([`eviction`]), and a session id taken over by another owner ([`takeover`]).
 
 mod cluster;
 mod cluster_release;
 mod eviction;
 mod failover;
+mod power_loss;
 mod restart;
 mod restart_lead;
 mod restarts_url;
@@ -112,6 +114,27 @@ pub(super) const CASES: &[Case] = &[
         ),
         hooks: &[Hook::PrivateServer],
         run: |h| boxed(restarts_url::restarts(h, restarts_url::Form::Off)),
+    },
+    Case {
+        id: "server_power_loss_default_durability",
+        group: Group::Server,
+        guarantee: "power lost under acknowledged writes, the store at its default durability: \
+                    a counter's acknowledged adds and the tokens survive",
+        needs: &[Need::Lock, Need::Counter],
+        claim: SURVIVES,
+        hooks: &[Hook::PowerLoss],
+        run: |h| boxed(power_loss::acknowledged_writes(h, false)),
+    },
+    Case {
+        id: "server_power_loss_synchronous",
+        group: Group::Server,
+        guarantee: "power lost under acknowledged writes, every write synced before its \
+                    acknowledgement: a counter's acknowledged adds and the tokens survive",
+        needs: &[Need::Lock, Need::Counter],
+        // At that setting, keeping what it acknowledged is any store's contract.
+        claim: Claim::Offered,
+        hooks: &[Hook::PowerLoss],
+        run: |h| boxed(power_loss::acknowledged_writes(h, true)),
     },
     Case {
         id: "server_crash_after_release",

@@ -84,6 +84,7 @@ impl Faults for MemoryFaults {
                 Err("no cluster: the memory store is one in-process map".to_owned())
             }
             Hook::EvictingServer => Err("the memory store never evicts".to_owned()),
+            Hook::PowerLoss => Err("no disk: the memory store keeps nothing on one".to_owned()),
             Hook::CallerTransactions => Err(super::CALLER_TRANSACTIONS_FROM_HARNESS.to_owned()),
             Hook::SessionTakeover => {
                 Err("session ids are the store's lease ids, assigned once per process".to_owned())

@@ -34,10 +34,12 @@ pub mod cluster;
 pub mod effects_worker;
 pub mod go_peer;
 mod group;
+pub mod loop_disk;
 pub mod mariadb_replica;
 mod memory;
 mod mysql_client;
 mod nats;
+pub mod nats_cluster;
 pub mod postgres_standby;
 pub mod private;
 mod private_mariadb;
@@ -54,6 +56,7 @@ pub mod zk_ensemble;
 pub use caller_transactions::CallerTransactions;
 pub use go_peer::{GoClient, GoPeer, GO_PEER_VAR};
 pub use memory::MemoryFaults;
+pub use nats_cluster::NATS_CLUSTER_VAR;
 pub use promoted_pair::PromotedStore;
 pub use proxy::PartitionMode;
 pub use server::{ServerFaults, ETCD_CLUSTER_VAR};
@@ -107,6 +110,9 @@ pub enum Hook {
     /// [`crate::Harness::caller_transactions`]: a database of the caller's beside the
     /// store, whose transactions take the library's calls (see [`CallerTransactions`]).
     CallerTransactions,
+    /// [`Faults::power_loss_server`]: a private server whose store is on a disk that
+    /// can lose power ([`PrivateServer::lose_power`]).
+    PowerLoss,
 }
 
 impl Hook {
@@ -129,6 +135,7 @@ impl Hook {
             Self::GoPeer => "etcd's own Go recipes on the same store",
             Self::FreshStore => "an empty store of the case's own",
             Self::CallerTransactions => "a database of the caller's beside the store",
+            Self::PowerLoss => "a private server whose disk loses power",
         }
     }
 }
@@ -378,6 +385,23 @@ pub trait Faults: Send + Sync + 'static {
         Err(unsupported(backend, Hook::GoPeer))
     }
 
+    /// A private server of the store's kind whose store is on a disk that can lose
+    /// power ([`PrivateServer::lose_power`]), at the store's default durability or,
+    /// with `synchronous`, with every write synced before it is acknowledged (the
+    /// setting each store documents for that, e.g. nats-server's `sync_interval:
+    /// always`).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the disk's or the server's start-up error.
+    async fn power_loss_server(
+        &self,
+        backend: &dyn Backend,
+        synchronous: bool,
+    ) -> Result<Box<dyn PrivateServer>> {
+        let _ = synchronous;
+        Err(unsupported(backend, Hook::PowerLoss))
+    }
+
     /// An empty store of the kind of `backend`, of the caller's own, with hooks of its
     /// own (a partitioned client of it, at least): see [`FreshStore`].
     ///
@@ -565,6 +589,19 @@ pub trait PrivateServer: Send + Sync {
     /// # Errors
     /// When it does not come up.
     async fn start(&mut self) -> Result<()>;
+
+    /// Crashes the server (SIGKILL) and takes the power from its disk: what the server
+    /// did not sync is gone, as after a power loss (see [`loop_disk`]); waits until it
+    /// has exited. [`PrivateServer::start`] starts it again on what the disk kept.
+    ///
+    /// # Errors
+    /// When the server's store is on no such disk, or the disk's tools fail.
+    async fn lose_power(&mut self) -> Result<()> {
+        Err(hook_error(
+            "taking the power from the private server",
+            "not offered by this server",
+        ))
+    }
 
     /// Removes the data of a stopped server, so that the next [`PrivateServer::start`]
     /// brings up a store that forgot everything at the same address (etcd: an empty

@@ -26,6 +26,27 @@ pub(super) struct NatsTarget {
 }
 
 impl NatsTarget {
+    /// How many servers the URL names.
+    pub(super) fn server_count(&self) -> usize {
+        self.servers.split(',').count()
+    }
+
+    /// Each server as a client address (`nats://[user:password@]host:port`): the URL's
+    /// user and password, written once before its first server, go with every one.
+    #[cfg_attr(not(feature = "nats-client"), allow(dead_code))]
+    fn addresses(&self) -> Vec<String> {
+        let (user, hosts) = match self.servers.rsplit_once('@') {
+            Some((user, hosts)) => (format!("{user}@"), hosts),
+            None => (String::new(), self.servers.as_str()),
+        };
+        hosts
+            .split(',')
+            .map(|host| format!("nats://{user}{host}"))
+            .collect()
+    }
+}
+
+impl NatsTarget {
     /// The target of a `nats://` URL.
     ///
     /// # Errors
@@ -109,13 +130,53 @@ pub(super) async fn kill_session(url: &str, session: SessionId) -> Result<String
     }
 }
 
-/// Lists the subjects of `session`'s keys in the bucket's stream and sends each a KV
-/// purge message (a rollup of its subject), acknowledged by the stream; the number
-/// purged.
+/// How long asking for the stream's leader may take: connecting, and one request.
 #[cfg(feature = "nats-client")]
-async fn purge_session(target: &NatsTarget, session: SessionId) -> Result<usize> {
-    use futures::StreamExt as _;
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The server name of the member leading the bucket's stream at `target`, or `None`
+/// while the stream has no leader (the request unanswered or refused, as during an
+/// election).
+///
+/// # Errors
+/// [`Error::Unsupported`] without the `nats-client` feature; no server of the URL
+/// reached.
+pub(super) async fn stream_leader(target: &NatsTarget) -> Result<Option<String>> {
+    #[cfg(feature = "nats-client")]
+    {
+        let client = tokio::time::timeout(ASK_TIMEOUT, connect(target))
+            .await
+            .map_err(|_| Error::Timeout(ASK_TIMEOUT))??;
+        let jetstream = async_nats::jetstream::new(client);
+        let asked = tokio::time::timeout(ASK_TIMEOUT, async {
+            let mut stream = jetstream
+                .get_stream(format!("KV_{}", target.bucket))
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(stream.info().await?.cluster.clone())
+        })
+        .await;
+        match asked {
+            Ok(Ok(cluster)) => Ok(cluster.and_then(|cluster| cluster.leader)),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "asking for the stream's leader");
+                Ok(None)
+            }
+            Err(_) => Ok(None),
+        }
+    }
+    #[cfg(not(feature = "nats-client"))]
+    {
+        let _ = target;
+        Err(Error::unsupported(
+            "nats",
+            available().err().unwrap_or_default(),
+        ))
+    }
+}
+
+/// A plain NATS client of `target`'s servers, with its credentials file.
+#[cfg(feature = "nats-client")]
+async fn connect(target: &NatsTarget) -> Result<async_nats::Client> {
     let failed = |doing: &str, error: &dyn std::fmt::Display| super::hook_error(doing, error);
     let mut options = async_nats::ConnectOptions::new();
     if let Some(creds) = &target.creds {
@@ -124,11 +185,22 @@ async fn purge_session(target: &NatsTarget, session: SessionId) -> Result<usize>
             .await
             .map_err(|error| failed("reading the credentials file", &error))?;
     }
-    let client = options
-        .connect(target.servers.as_str())
+    options
+        .connect(target.addresses())
         .await
-        .map_err(|error| failed("connecting to nats", &error))?;
-    let jetstream = async_nats::jetstream::new(client.clone());
+        .map_err(|error| failed("connecting to nats", &error))
+}
+
+/// Lists the subjects of `session`'s keys in the bucket's stream and sends each a KV
+/// purge message (a rollup of its subject), acknowledged by the stream; the number
+/// purged.
+#[cfg(feature = "nats-client")]
+async fn purge_session(target: &NatsTarget, session: SessionId) -> Result<usize> {
+    use futures::StreamExt as _;
+
+    let failed = |doing: &str, error: &dyn std::fmt::Display| super::hook_error(doing, error);
+    let client = connect(target).await?;
+    let jetstream = async_nats::jetstream::new(client);
     let bucket = &target.bucket;
     let stream = jetstream
         .get_stream(format!("KV_{bucket}"))
@@ -180,6 +252,9 @@ mod tests {
                 creds: None,
             }
         );
+        let cluster = NatsTarget::of_url("nats://u:p@h:1,h:2?replicas=3").unwrap();
+        assert_eq!(cluster.server_count(), 2);
+        assert_eq!(cluster.addresses(), ["nats://u:p@h:1", "nats://u:p@h:2"]);
         let plain = NatsTarget::of_url("nats://127.0.0.1:4222").unwrap();
         assert_eq!(
             (plain.servers.as_str(), plain.bucket.as_str()),

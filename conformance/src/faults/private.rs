@@ -29,7 +29,13 @@
 //!   option files, loopback only) keeps its data directory across the restart: InnoDB
 //!   writes its redo log before it acknowledges a commit, so a SIGKILL loses nothing
 //!   acknowledged; a wipe removes the directory, and the next start installs a fresh
-//!   one (`mariadb-install-db`) with the user and database again.
+//!   one (`mariadb-install-db`) with the user and database again;
+//! - NATS (the nats-server scripts/servers.sh installs, named by [`NATS_SERVER_VAR`],
+//!   or one on the `PATH`) runs with JetStream and its store in the data directory,
+//!   with the server's default sync interval as the column's server has it, so that
+//!   a kill measures what that setting keeps; [`start_nats_on_loop_disk`] starts one
+//!   whose store is on a disk that can lose power ([`super::loop_disk`]), at either
+//!   setting.
 //!
 //! [`super::postgres_standby`] builds a primary with a promotable standby on these.
 
@@ -43,6 +49,7 @@ use distsync_core::{Backend, Result, SessionOptions};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use super::loop_disk::LoopDisk;
 use super::private_mariadb::MARIADB_USER;
 use super::store::StoreKind;
 use super::tools::{self, free_port, is_root, pg_bin, port_open, require};
@@ -71,7 +78,7 @@ pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
             require("mariadb-install-db", "mariadb-server")?;
             require("mariadb", "mariadb-client").map(drop)
         }
-        StoreKind::Nats => Err(NATS_NOT_PRIVATE.to_owned()),
+        StoreKind::Nats => nats_server().map(drop),
         StoreKind::Postgres => {
             let bin = pg_bin().ok_or_else(|| {
                 "PostgreSQL's server binaries (initdb, pg_ctl) are not installed \
@@ -91,9 +98,59 @@ pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
     }
 }
 
-/// Why no private NATS server starts here yet: scripts/servers.sh installs nats-server
-/// into its own state directory, which the runner does not know.
-const NATS_NOT_PRIVATE: &str = "no private nats-server: the runner does not start one yet";
+/// The variable naming the nats-server binary (scripts/servers.sh's `env` prints the one
+/// it installed into its state directory).
+pub const NATS_SERVER_VAR: &str = "DISTSYNC_NATS_SERVER";
+
+/// The nats-server binary: [`NATS_SERVER_VAR`]'s, or `nats-server` on the `PATH`.
+fn nats_server() -> std::result::Result<PathBuf, String> {
+    match std::env::var_os(NATS_SERVER_VAR) {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!("{NATS_SERVER_VAR}={} is no file", path.display()))
+            }
+        }
+        _ => tools::which("nats-server").ok_or_else(|| {
+            format!(
+                "no nats-server: set {NATS_SERVER_VAR} (scripts/servers.sh env prints the one \
+                 it installs from PyPI) or put one on the PATH"
+            )
+        }),
+    }
+}
+
+/// Starts a private nats-server with JetStream whose store is on a loop disk that
+/// [`PrivateServer::lose_power`] can take the power from: synced to disk before each
+/// write is acknowledged when `sync_always` (`sync_interval: always`), at the server's
+/// default interval otherwise.
+///
+/// # Errors
+/// When the disk cannot be made, or the server cannot be started or does not answer
+/// within a minute.
+pub async fn start_nats_on_loop_disk(
+    connect: Connect,
+    sync_always: bool,
+) -> Result<Box<dyn PrivateServer>> {
+    let dir = tools::temp_dir("private-nats-disk")?;
+    let port = free_port()?;
+    let disk = LoopDisk::create(&dir)?;
+    let mut server: Box<dyn PrivateServer> = Box::new(Private {
+        kind: Kind::Nats {
+            sync_always,
+            disk: Some(disk),
+        },
+        url: format!("nats://127.0.0.1:{port}"),
+        dir,
+        port,
+        child: None,
+        connect,
+    });
+    server.start().await?;
+    Ok(server)
+}
 
 /// The jars ZooKeeper's server runs from: Debian's, as scripts/servers.sh lists them.
 const ZOOKEEPER_JARS: &[&str] = &[
@@ -236,7 +293,17 @@ pub async fn start_like(
             private.initdb().await?;
             Box::new(private)
         }
-        StoreKind::Nats => return Err(hook_error("starting nats", NATS_NOT_PRIVATE)),
+        StoreKind::Nats => Box::new(Private {
+            kind: Kind::Nats {
+                sync_always: false,
+                disk: None,
+            },
+            url: format!("nats://127.0.0.1:{port}"),
+            dir,
+            port,
+            child: None,
+            connect,
+        }),
     };
     server.start().await?;
     Ok(server)
@@ -297,6 +364,12 @@ pub(super) enum Kind {
     Mariadb {
         args: Vec<String>,
     },
+    /// nats-server with JetStream; `sync_always`: `sync_interval: always`; its store
+    /// on `disk` when there is one (see [`start_nats_on_loop_disk`]).
+    Nats {
+        sync_always: bool,
+        disk: Option<LoopDisk>,
+    },
 }
 
 /// A private server.
@@ -331,7 +404,12 @@ impl Private {
     }
 
     pub(super) fn data(&self) -> PathBuf {
-        self.dir.join("data")
+        match &self.kind {
+            Kind::Nats {
+                disk: Some(disk), ..
+            } => disk.path().join("data"),
+            _ => self.dir.join("data"),
+        }
     }
 
     pub(super) async fn initdb(&self) -> Result<()> {
@@ -411,6 +489,34 @@ impl Private {
             .map_err(|error| hook_error("starting zookeeper", error))
     }
 
+    /// Writes `nats.conf` (loopback only, JetStream with its store in the data
+    /// directory, kept across restarts; `sync_interval: always` when `sync_always`) and
+    /// starts nats-server on it.
+    fn spawn_nats(&self, sync_always: bool) -> Result<Child> {
+        let server = nats_server().map_err(|reason| hook_error("starting nats-server", reason))?;
+        let sync = if sync_always {
+            "\n  sync_interval: always"
+        } else {
+            ""
+        };
+        let config = format!(
+            "server_name: private\nlisten: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"{sync}\n}}\n",
+            self.port,
+            self.data().display()
+        );
+        let conf = self.dir.join("nats.conf");
+        std::fs::write(&conf, config).map_err(|error| hook_error("writing nats.conf", error))?;
+        Command::new(server)
+            .arg("--config")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log("nats.log")?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| hook_error("starting nats-server", error))
+    }
+
     /// Waits until a backend can open and close a session on the server.
     async fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + WAIT;
@@ -470,9 +576,11 @@ impl Private {
     /// <mode>`.
     async fn end(&mut self, signal: libc::c_int, mode: &str) -> Result<()> {
         match &self.kind {
-            Kind::Etcd { .. } | Kind::Redis { .. } | Kind::Zookeeper | Kind::Mariadb { .. } => {
-                self.wait_exit(signal).await
-            }
+            Kind::Etcd { .. }
+            | Kind::Redis { .. }
+            | Kind::Zookeeper
+            | Kind::Mariadb { .. }
+            | Kind::Nats { .. } => self.wait_exit(signal).await,
             Kind::Postgres { bin } => {
                 let mut stop = Self::postgres_command(&bin.join("pg_ctl"));
                 stop.arg("-D")
@@ -502,6 +610,22 @@ impl PrivateServer for Private {
         self.end(libc::SIGKILL, "immediate").await
     }
 
+    async fn lose_power(&mut self) -> Result<()> {
+        let Kind::Nats { disk: Some(_), .. } = &self.kind else {
+            return Err(hook_error(
+                "taking the power from the private server",
+                "its store is on no loop disk",
+            ));
+        };
+        self.wait_exit(libc::SIGKILL).await?;
+        match &mut self.kind {
+            Kind::Nats {
+                disk: Some(disk), ..
+            } => disk.lose_power(),
+            _ => Ok(()),
+        }
+    }
+
     async fn wipe(&mut self) -> Result<()> {
         if self.child.is_some() {
             return Err(hook_error("wiping the private server", "it is running"));
@@ -515,6 +639,8 @@ impl PrivateServer for Private {
             // The next start installs a fresh data directory.
             Kind::Mariadb { .. } => std::fs::remove_dir_all(self.data())
                 .map_err(|error| hook_error("removing MariaDB's data directory", error)),
+            Kind::Nats { .. } => std::fs::remove_dir_all(self.data())
+                .map_err(|error| hook_error("removing nats-server's store", error)),
             Kind::Postgres { .. } => {
                 std::fs::remove_dir_all(self.data())
                     .map_err(|error| hook_error("removing PostgreSQL's data directory", error))?;
@@ -581,6 +707,10 @@ impl PrivateServer for Private {
                 let child = self.spawn_zookeeper()?;
                 self.child = Some(child);
             }
+            Kind::Nats { sync_always, .. } => {
+                let child = self.spawn_nats(*sync_always)?;
+                self.child = Some(child);
+            }
             Kind::Mariadb { args } => {
                 let fresh = super::private_mariadb::install(&self.data()).await?;
                 let child = super::private_mariadb::spawn(
@@ -645,6 +775,10 @@ impl Drop for Private {
         }
         if let Kind::Postgres { bin } = &self.kind {
             stop_postgres_now(bin, &self.data());
+        }
+        // Unmounted (lazily) before its mount point is removed below.
+        if let Kind::Nats { disk, .. } = &mut self.kind {
+            drop(disk.take());
         }
         // The child is killed asynchronously; its files may still be open, which
         // does not keep the directory from being removed.

@@ -20,7 +20,9 @@ use super::child;
 use super::cluster::EtcdCluster;
 use super::go_peer::{self, GoPeer};
 use super::group::with_query;
+use super::loop_disk;
 use super::mysql_client::MysqlTarget;
+use super::nats_cluster::{names_cluster, NatsCluster, NATS_CLUSTER_COLUMN, NATS_CLUSTER_VAR};
 use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
 use super::store::{etcd_endpoints, mariadb_client, psql, StoreKind};
@@ -91,9 +93,15 @@ impl ServerFaults {
             StoreKind::Zookeeper => Some(ZOOKEEPER_ENSEMBLE_VAR),
             StoreKind::Redis | StoreKind::Postgres | StoreKind::Mysql | StoreKind::Nats => None,
         };
+        // A NATS cluster is a column of its own (`nats-cluster`), whose URL names its
+        // servers: its cluster cases fail over the servers the column's clients use,
+        // and the single server's column leaves them to it, so that two columns never
+        // kill members of one cluster at once.
+        let own_cluster = (kind == StoreKind::Nats && names_cluster(url)).then(|| url.to_owned());
         let cluster_url = cluster_var
             .and_then(|var| std::env::var(var).ok())
-            .filter(|url| !url.trim().is_empty());
+            .filter(|url| !url.trim().is_empty())
+            .or(own_cluster);
         Ok(Self {
             url: url.to_owned(),
             kind,
@@ -144,12 +152,16 @@ impl ServerFaults {
 
     fn cluster_config(&self) -> std::result::Result<&str, String> {
         match (self.kind, &self.cluster_url) {
-            (StoreKind::Etcd | StoreKind::Zookeeper, Some(url)) => Ok(url),
+            (StoreKind::Etcd | StoreKind::Zookeeper | StoreKind::Nats, Some(url)) => Ok(url),
             (StoreKind::Etcd, None) => Err(format!(
                 "no cluster: {ETCD_CLUSTER_VAR} is unset (scripts/servers.sh starts one)"
             )),
             (StoreKind::Zookeeper, None) => Err(format!(
                 "no ensemble: {ZOOKEEPER_ENSEMBLE_VAR} is unset (scripts/servers.sh starts one)"
+            )),
+            (StoreKind::Nats, None) => Err(format!(
+                "no cluster: the URL names one nats server; the cluster's cases run in the \
+                 {NATS_CLUSTER_COLUMN} column ({NATS_CLUSTER_VAR})"
             )),
             (kind, _) => Err(format!(
                 "no cluster: {} runs as a single server here",
@@ -245,10 +257,18 @@ impl Faults for ServerFaults {
             Hook::ChildHolder | Hook::PausedHolder => child::launcher().map(drop),
             Hook::AnyExternalHolder => super::any_external_holder(self),
             Hook::PrivateServer | Hook::FreshStore => private::available(self.kind),
+            Hook::PowerLoss => match self.kind {
+                StoreKind::Nats => private::available(self.kind).and_then(|()| loop_disk::available()),
+                kind => Err(format!(
+                    "no power loss on {}: the loop disk is under private nats-servers only so far",
+                    kind.as_str()
+                )),
+            },
             Hook::Cluster => {
                 self.cluster_config()?;
                 match self.kind {
                     StoreKind::Zookeeper => ZkEnsemble::available(),
+                    StoreKind::Nats => NatsCluster::available(),
                     _ => EtcdCluster::available(),
                 }
             }
@@ -388,12 +408,26 @@ impl Faults for ServerFaults {
         Ok(FreshStore::new(client, faults, Some(server)))
     }
 
+    async fn power_loss_server(
+        &self,
+        backend: &dyn Backend,
+        synchronous: bool,
+    ) -> Result<Box<dyn PrivateServer>> {
+        match self.kind {
+            StoreKind::Nats => {
+                private::start_nats_on_loop_disk(Arc::clone(&self.connect), synchronous).await
+            }
+            _ => Err(unsupported(backend, Hook::PowerLoss)),
+        }
+    }
+
     async fn cluster(&self, backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
         let url = self
             .cluster_config()
             .map_err(|_| unsupported(backend, Hook::Cluster))?;
         Ok(match self.kind {
             StoreKind::Zookeeper => Box::new(ZkEnsemble::new(url, Arc::clone(&self.connect))?),
+            StoreKind::Nats => Box::new(NatsCluster::new(url, Arc::clone(&self.connect))?),
             _ => Box::new(EtcdCluster::new(url, Arc::clone(&self.connect))?),
         })
     }

@@ -59,7 +59,10 @@
 //! basics), to keep CI within its budget: its other cells are `–` (not run); a
 //! `--backend redis+sentinel://...` runs the whole suite there. The Redis Cluster
 //! (`DISTSYNC_REDIS_CLUSTER_URL`) runs the whole suite (its cases that need a single
-//! server's hooks, private servers to restart or evict, are `unsupported` there).
+//! server's hooks, private servers to restart or evict, are `unsupported` there). So
+//! does the NATS cluster (`DISTSYNC_NATS_CLUSTER_URL`, a URL naming its three servers,
+//! buckets of three replicas), in the column `nats-cluster`; a partition proxy fronts
+//! one server, so its partition cases are `unsupported` there.
 //!
 //! On a PostgreSQL or MySQL server the runner manages (one whose [`ServerFaults`] it
 //! has), the row `server_primary_failover_promoted` runs on a private primary with a
@@ -83,6 +86,9 @@ use clap::builder::TypedValueParser as _;
 use clap::{Parser, ValueEnum};
 use distsync_conformance::faults::child::{self, ChildSpec, Launcher};
 use distsync_conformance::faults::effects_worker::{self, WorkerSpec};
+use distsync_conformance::faults::nats_cluster::{
+    names_cluster, NATS_CLUSTER_COLUMN, NATS_CLUSTER_VAR,
+};
 use distsync_conformance::faults::redis_cluster::{REDIS_CLUSTER_SCHEME, REDIS_CLUSTER_VAR};
 use distsync_conformance::matrix::RunInfo;
 use distsync_conformance::{
@@ -97,7 +103,7 @@ use tokio::time::Instant;
 mod postgres_transactions;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
-const SERVER_VARS: [&str; 8] = [
+const SERVER_VARS: [&str; 9] = [
     "DISTSYNC_ETCD_URL",
     "DISTSYNC_REDIS_URL",
     "DISTSYNC_POSTGRES_URL",
@@ -106,6 +112,7 @@ const SERVER_VARS: [&str; 8] = [
     "DISTSYNC_ZOOKEEPER_URL",
     "DISTSYNC_MYSQL_URL",
     "DISTSYNC_NATS_URL",
+    NATS_CLUSTER_VAR,
 ];
 
 /// The scheme of Redis Sentinel URLs, whose column is labelled `redis-sentinel`.
@@ -143,9 +150,9 @@ const PROMOTED_FAILOVER: &str = "server_primary_failover_promoted";
 /// end instead of a long one starting last and running alone. Measured on a two-core
 /// machine beside two helpers' builds, each column's length beside two others: mysql
 /// 259 s, redis 196, etcd 181, zookeeper 177, postgres 152, redis-cluster 138, nats 118,
-/// redis-sentinel 75, memory 48. Columns not listed start after these, in their order;
-/// the matrix keeps its column order whatever the start order.
-const LONGEST_FIRST: [&str; 9] = [
+/// redis-sentinel 75, memory 48; nats-cluster 63 s alone. Columns not listed start after
+/// these, in their order; the matrix keeps its column order whatever the start order.
+const LONGEST_FIRST: [&str; 10] = [
     "mysql",
     "redis",
     "etcd",
@@ -154,6 +161,7 @@ const LONGEST_FIRST: [&str; 9] = [
     "redis-cluster",
     "nats",
     "redis-sentinel",
+    NATS_CLUSTER_COLUMN,
     "memory",
 ];
 
@@ -277,12 +285,15 @@ fn facade() -> Connect {
 }
 
 /// The matrix column of a backend: its capabilities' name, `redis-sentinel` for a
-/// Redis Sentinel group, `redis-cluster` for a Redis Cluster.
+/// Redis Sentinel group, `redis-cluster` for a Redis Cluster, `nats-cluster` for a
+/// NATS URL naming more than one server.
 fn column(url: &str, harness: &Harness) -> &'static str {
     if url.starts_with(SENTINEL_SCHEME) {
         "redis-sentinel"
     } else if url.starts_with(REDIS_CLUSTER_SCHEME) {
         "redis-cluster"
+    } else if names_cluster(url) {
+        NATS_CLUSTER_COLUMN
     } else {
         harness.capabilities().backend
     }
@@ -1070,6 +1081,11 @@ mod tests {
         );
         assert_eq!(column("redis+sentinel://h/s", &harness), "redis-sentinel");
         assert_eq!(column("memory://", &harness), "memory");
+        assert_eq!(
+            column("nats://u:p@127.0.0.1:1,127.0.0.1:2?replicas=3", &harness),
+            "nats-cluster"
+        );
+        assert_eq!(column("nats://127.0.0.1:1", &harness), "memory");
         let sentinel = SERVER_VARS
             .iter()
             .position(|var| *var == "DISTSYNC_REDIS_SENTINEL_URL");

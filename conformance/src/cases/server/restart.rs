@@ -38,7 +38,7 @@ use crate::faults::PrivateServer;
 use crate::harness::Harness;
 
 /// How long a private server may take to be created and started.
-const START: Duration = Duration::from_secs(120);
+pub(super) const START: Duration = Duration::from_secs(120);
 
 /// The session TTL of the live clients: long enough for a lease to survive a quick
 /// restart where the store keeps leases (etcd), short enough that a lost one is
@@ -448,7 +448,7 @@ pub(super) async fn crash_after_release(h: Harness) -> Check {
 }
 
 /// The tokens of one lock, one write lock and one election, each granted once.
-async fn grant_tokens(h: &Harness, backend: &Arc<dyn Backend>) -> Check<[u64; 3]> {
+pub(super) async fn grant_tokens(h: &Harness, backend: &Arc<dyn Backend>) -> Check<[u64; 3]> {
     let caps = backend.capabilities().clone();
     let ttl = TTL.max(caps.min_session_ttl);
     let session = eventually(RECOVERY, "opening a session", || async {
