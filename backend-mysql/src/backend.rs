@@ -24,7 +24,10 @@ pub async fn backend(url: &str) -> Result<MysqlBackend> {
     backend_with_config(&MysqlConfig::parse(url)?).await
 }
 
-/// Like [`backend`], from an already parsed configuration.
+/// Like [`backend`], from an already parsed configuration. The backend declares
+/// `survives_failover` when the server is a semi-synchronous primary that waits for
+/// its replica after syncing its binary log
+/// ([`MysqlKv::replica_has_every_commit`]).
 ///
 /// Cancel-safe: dropping the future drops the connection attempt.
 ///
@@ -32,7 +35,8 @@ pub async fn backend(url: &str) -> Result<MysqlBackend> {
 /// As [`MysqlKv::connect`].
 pub async fn backend_with_config(config: &MysqlConfig) -> Result<MysqlBackend> {
     let kv = MysqlKv::connect(config).await?;
-    Ok(KvBackend::with_kv(kv, "", capabilities()))
+    let capabilities = capabilities().with_survives_failover(kv.replica_has_every_commit());
+    Ok(KvBackend::with_kv(kv, "", capabilities))
 }
 
 /// Connects to the server a URL names (see [`backend`]) and returns a

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::compaction::{self, DEFAULT_RETAINED_REVISIONS};
 use crate::error::{map, within};
+use crate::replication::SemiSync;
 use crate::schema::Tables;
 use crate::watch::Hub;
 use crate::{lease, reaper, txn, MysqlConfig, BACKEND};
@@ -99,6 +100,9 @@ pub struct MysqlKv {
     core: Arc<Core>,
     request_timeout: Duration,
     reaper: JoinHandle<()>,
+    /// The primary's semi-synchronous replication, as read at connect (`None`: the
+    /// server has none).
+    semi_sync: Option<SemiSync>,
 }
 
 impl std::fmt::Debug for MysqlKv {
@@ -107,6 +111,7 @@ impl std::fmt::Debug for MysqlKv {
             .field("tables", &self.core.tables)
             .field("hub", &self.core.hub)
             .field("request_timeout", &self.request_timeout)
+            .field("semi_sync", &self.semi_sync)
             .finish_non_exhaustive()
     }
 }
@@ -119,7 +124,8 @@ impl Drop for MysqlKv {
 
 impl MysqlKv {
     /// Connects to the server `config` names, creates the tables that are missing,
-    /// and starts the reaper.
+    /// reads its semi-synchronous replication settings (see
+    /// [`MysqlKv::replica_has_every_commit`]) and starts the reaper.
     ///
     /// Cancel safety: dropping the future drops the pool being opened; tables
     /// created so far stay (creating them again is a no-op).
@@ -131,14 +137,15 @@ impl MysqlKv {
     pub async fn connect(config: &MysqlConfig) -> Result<Self> {
         let tables = Tables::new(config.table_prefix());
         let timeout = config.connect_timeout();
-        let (pool, lease_pool) = within(timeout, "connecting", async {
+        let (pool, lease_pool, semi_sync) = within(timeout, "connecting", async {
             let pool = open_pool(config, config.pool_size()).await?;
             tables.create(&pool).await?;
+            let semi_sync = SemiSync::read(&pool).await?;
             let lease_pool = open_pool(config, LEASE_CONNECTIONS).await?;
-            Ok((pool, lease_pool))
+            Ok((pool, lease_pool, semi_sync))
         })
         .await?;
-        tracing::debug!(backend = BACKEND, %config, "connected");
+        tracing::debug!(backend = BACKEND, %config, ?semi_sync, "connected");
         let core = Arc::new(Core {
             hub: Hub::new(pool.clone(), tables.clone(), config.poll_interval()),
             pool,
@@ -151,7 +158,19 @@ impl MysqlKv {
             core,
             request_timeout: config.request_timeout(),
             reaper,
+            semi_sync,
         })
+    }
+
+    /// Whether the primary acknowledges a commit only once a replica has it: MariaDB's
+    /// semi-synchronous replication enabled with the `AFTER_SYNC` wait point, as read
+    /// at connect. Then a replica promoted after the primary dies has every commit a
+    /// client saw, so the backend declares `survives_failover`. It stops holding while
+    /// the primary has fallen back to asynchronous replication (no acknowledgement
+    /// within `rpl_semi_sync_master_timeout`) and on a promoted replica that has no
+    /// semi-synchronous replica of its own; neither is seen from here.
+    pub fn replica_has_every_commit(&self) -> bool {
+        self.semi_sync.as_ref().is_some_and(SemiSync::lossless)
     }
 
     /// Compacts history before `revision`, as etcd's `Compact`: reads at older
@@ -294,7 +313,7 @@ impl Kv for MysqlKv {
                 .map_err(map)
             })
             .await?;
-        Ok(vec![
+        Ok([
             ("version".to_owned(), version),
             (
                 "innodb_flush_log_at_trx_commit".to_owned(),
@@ -302,6 +321,9 @@ impl Kv for MysqlKv {
             ),
             ("log_bin".to_owned(), log_bin.to_string()),
             ("sync_binlog".to_owned(), sync_binlog.to_string()),
-        ])
+        ]
+        .into_iter()
+        .chain(self.semi_sync.iter().flat_map(SemiSync::describe))
+        .collect())
     }
 }

@@ -131,12 +131,45 @@
 //!   it back. MySQL 8 has no such setting: there a stopped client holds its
 //!   transaction's rows until its connection dies (`wait_timeout`, TCP keepalive).
 //!
+//! # Failover to a replica
+//!
+//! A primary that waits for its replica before it acknowledges a commit loses nothing
+//! a client saw when the replica is promoted: MariaDB's semi-synchronous replication
+//! with the `AFTER_SYNC` wait point (`rpl_semi_sync_master_enabled=ON`,
+//! `rpl_semi_sync_master_wait_point=AFTER_SYNC`, and `rpl_semi_sync_slave_enabled=ON`
+//! on the replica) makes a commit visible and acknowledged only once the replica has
+//! it in its relay log. The backend reads both settings when it connects
+//! ([`MysqlKv::replica_has_every_commit`]) and declares `survives_failover` then, and
+//! only then. The failover manager must let the promoted replica apply its whole relay
+//! log before it takes writes, and point the clients at it (a virtual IP, a proxy);
+//! clients whose connections break see transient errors and retry.
+//!
+//! Not seen from here, and not covered by the declaration:
+//!
+//! - the fallback: a primary whose replica does not acknowledge within
+//!   `rpl_semi_sync_master_timeout` (10 s by default) goes on asynchronously
+//!   (`Rpl_semi_sync_master_status = OFF`) without telling its clients, and what it
+//!   acknowledges until the replica catches up can be lost; set the timeout long and
+//!   watch the status;
+//! - a promoted replica without a semi-synchronous replica of its own: a backend
+//!   connected before the promotion goes on declaring what it read at connect.
+//!
+//! With asynchronous replication (or the `AFTER_COMMIT` wait point, where other clients
+//! see a commit before the replica has it) a promoted replica may lack acknowledged
+//! commits: the revision counter goes back to the replica's, and with it lock fencing
+//! tokens, so a new holder can get a token lower than one an old holder already
+//! used. The backend does not declare `survives_failover` there; the conformance case
+//! `server_primary_failover_promoted` measures both (docs/GUARANTEES.md).
+//!
 //! # MySQL 8
 //!
 //! Only MariaDB 10.11 is tested. The statements are plain (no `RETURNING`, no
 //! sequences) and should run on MySQL 8, which warns about `VALUES()` in `ON
 //! DUPLICATE KEY UPDATE` (deprecated since 8.0.20) and lacks
-//! `idle_transaction_timeout` (see above; the backend then goes on without it).
+//! `idle_transaction_timeout` (see above; the backend then goes on without it). MySQL's
+//! semi-synchronous replication is a plugin, named `rpl_semi_sync_source_*` since
+//! 8.0.26: the backend reads only MariaDB's (and the older plugin's)
+//! `rpl_semi_sync_master_*` names, and declares no `survives_failover` without them.
 //!
 //! # Not done yet
 //!
@@ -147,8 +180,6 @@
 //! - The store clock for the rate limiter and queue ages ([`Kv::clock`] is
 //!   synchronous; the server's clock needs a round trip), and transactions of the
 //!   caller's (exactly-once effects).
-//! - Replication: a promoted asynchronous replica may lack acknowledged commits
-//!   (`survives_failover` is not declared).
 //!
 //! [`Kv::clock`]: distsync_kv::kv::Kv::clock
 #![warn(missing_docs)]
@@ -169,6 +200,7 @@ mod lease;
 mod optimistic;
 mod range;
 mod reaper;
+mod replication;
 mod schema;
 mod txn;
 mod watch;
@@ -200,8 +232,10 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   shows it);
 /// - linearizable: one primary, writers serialized on the revision row;
 /// - not offered yet: the rate limiter and queue ages (the store clock), holds
-///   exclusive across a store that forgot (no epoch marker yet), transactions of the
-///   caller's, and surviving a failover to an asynchronous replica.
+///   exclusive across a store that forgot (no epoch marker yet), and transactions of
+///   the caller's;
+/// - surviving a failover: false here; a backend connected to a semi-synchronous
+///   `AFTER_SYNC` primary declares it (see the crate docs, "Failover to a replica").
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_rate_limiter(false)

@@ -72,7 +72,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// - `survives_failover`: false here; a [`PostgresBackend`](crate::PostgresBackend) connected to a primary whose
 ///   `synchronous_standby_names` is set declares it true (checked at connect): every
 ///   commit then waits for the standby, so a promoted standby has every grant, token
-///   and acknowledged item (measured by the matrix row `server_primary_failover_postgres`
+///   and acknowledged item (measured by the matrix row `server_primary_failover_promoted`
 ///   on a private primary with a synchronous standby).
 pub fn capabilities() -> Capabilities {
     capabilities_with_bound(None)

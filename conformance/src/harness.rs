@@ -45,7 +45,7 @@ pub const MAX_SETTLE: Duration = Duration::from_secs(1);
 pub struct Harness {
     backend: Arc<dyn Backend>,
     /// What the cases are judged against: the backend's, unless the harness's
-    /// topology is not the backend's own (see [`Harness::connect_postgres_standby`]).
+    /// topology is not the backend's own (see [`Harness::connect_promoted_pair`]).
     capabilities: Option<Capabilities>,
     faults: Arc<dyn Faults>,
     /// The name every case prefix starts with (`conf` unless
@@ -162,7 +162,7 @@ impl Harness {
 
     /// The capabilities the cases are judged against: the backend's, or those of the
     /// topology the harness's fault hooks build (see
-    /// [`Harness::connect_postgres_standby`]).
+    /// [`Harness::connect_promoted_pair`]).
     pub fn capabilities(&self) -> &Capabilities {
         self.capabilities
             .as_ref()

@@ -1,4 +1,4 @@
-//! PostgreSQL failover: the conformance case `server_primary_failover_postgres`
+//! PostgreSQL failover: the conformance case `server_primary_failover_promoted`
 //! against private primaries with a streaming standby
 //! (`distsync_conformance::faults::postgres_standby::PostgresStandbyPair`): the primary
 //! stopped with `pg_ctl stop -m immediate` under lock, election and queue load, the
@@ -12,7 +12,9 @@
 
 use std::time::Duration;
 
-use distsync_conformance::{connector, find, run_case, server_url, Harness, Outcome, Report};
+use distsync_conformance::{
+    connector, find, run_case, server_url, Harness, Outcome, PromotedStore, Report,
+};
 
 /// The pairs take turns (each is two PostgreSQL servers on a small machine).
 static PAIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -29,10 +31,11 @@ fn failover(synchronous: bool) -> Option<Report> {
         .unwrap();
     runtime.block_on(async {
         let connect = connector(|url| async move { distsync_postgres::backend(&url).await });
-        let harness = Harness::connect_postgres_standby(&url, connect, synchronous)
-            .await
-            .unwrap_or_else(|error| panic!("connecting to postgres: {error}"));
-        let case = find("server_primary_failover_postgres").expect("the case");
+        let harness =
+            Harness::connect_promoted_pair(PromotedStore::Postgres, &url, connect, synchronous)
+                .await
+                .unwrap_or_else(|error| panic!("connecting to postgres: {error}"));
+        let case = find("server_primary_failover_promoted").expect("the case");
         let report = run_case(case, &harness).await;
         eprintln!("{report}");
         assert!(!report.is_failure(), "{report}");

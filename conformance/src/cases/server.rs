@@ -240,15 +240,17 @@ pub(super) const CASES: &[Case] = &[
         },
     },
     Case {
-        id: "server_primary_failover_postgres",
+        id: "server_primary_failover_promoted",
         group: Group::Server,
-        guarantee: "PostgreSQL primary killed (immediate stop), streaming standby promoted, clients \
-                    redirected: one holder, tokens grow, no acknowledged item lost, no stuck or silent hold",
+        guarantee: "primary killed, replica promoted, clients redirected: one holder, tokens grow, \
+                    no acknowledged item lost, no stuck or silent hold",
         needs: &[Need::Lock, Need::Election, Need::Queue],
-        // PostgreSQL declares it false (no synchronous standby is assumed); with a
-        // synchronous standby the backend's own test requires it to hold.
+        // Run on the store's own primary/replica pair (a PostgreSQL streaming standby, a
+        // MariaDB GTID replica), which the runner starts with a synchronous standby or
+        // a semi-synchronous replica; the backends declare it only when connected to
+        // such a primary, and their own tests run the asynchronous pairs too.
         claim: SURVIVES_FAILOVER,
-        // The pair is private servers: only the standby-pair harness offers both.
+        // The pair is private servers: only the pair harness offers both.
         hooks: &[Hook::Failover, Hook::PrivateServer],
         run: |h| boxed(failover::failover(h, failover::Fault::Promoted)),
     },

@@ -1,7 +1,7 @@
-//! A private PostgreSQL primary with a promotable streaming standby, for the failover
-//! cases: the pair ([`PostgresStandbyPair`]), the fault hooks that start one per case
-//! ([`PostgresFailoverFaults`]) and the harness over them
-//! ([`Harness::connect_postgres_standby`](crate::harness::Harness::connect_postgres_standby)).
+//! A private PostgreSQL primary with a promotable streaming standby
+//! ([`PostgresStandbyPair`]), for the promoted-failover case: the fault hooks that
+//! start one per case and the harness over them are the store-neutral ones of
+//! [`super::promoted_pair`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::private::{available, stop_postgres_now, Kind, Private, WAIT};
 use super::proxy::{rewrite_url, Proxy};
 use super::store::StoreKind;
 use super::tools::{self, free_port, pg_bin};
-use super::{hook_error, Cluster, Connect, Faults, Hook, PrivateServer};
+use super::{hook_error, Cluster, Connect, PrivateServer};
 
 /// A private PostgreSQL primary with a streaming standby (`pg_basebackup -R`),
 /// reached through a TCP [`Proxy`] as clients reach a virtual IP: killing the primary
@@ -338,98 +338,5 @@ impl Cluster for PostgresStandbyPair {
             "replica acknowledgement in the URL (wait_replicas) is Redis's; PostgreSQL's \
              is synchronous_standby_names on the server",
         ))
-    }
-}
-
-/// The fault hooks of a PostgreSQL primary with a promotable standby: each
-/// [`Faults::cluster`] starts a fresh [`PostgresStandbyPair`] ([`Hook::Failover`]);
-/// second clients reach the harness's own server.
-#[derive(Clone)]
-pub struct PostgresFailoverFaults {
-    url: String,
-    connect: Connect,
-    synchronous: bool,
-}
-
-impl std::fmt::Debug for PostgresFailoverFaults {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresFailoverFaults")
-            .field("url", &distsync_core::redact_url(&self.url))
-            .field("synchronous", &self.synchronous)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PostgresFailoverFaults {
-    /// Hooks whose pairs replicate synchronously or not; second clients reach `url`.
-    pub fn new(url: &str, connect: Connect, synchronous: bool) -> Self {
-        Self {
-            url: url.to_owned(),
-            connect,
-            synchronous,
-        }
-    }
-}
-
-#[async_trait]
-impl Faults for PostgresFailoverFaults {
-    fn describe(&self) -> String {
-        format!(
-            "postgres primary with a {} streaming standby: failover, second clients",
-            if self.synchronous {
-                "synchronous"
-            } else {
-                "asynchronous"
-            }
-        )
-    }
-
-    fn offers(&self, hook: Hook) -> std::result::Result<(), String> {
-        match hook {
-            // The pair is two private servers.
-            Hook::Failover | Hook::PrivateServer => PostgresStandbyPair::available(),
-            Hook::SecondClient => Ok(()),
-            other => Err(format!(
-                "{other}: not offered by the standby-pair harness (run the other cases \
-                 against the server itself)"
-            )),
-        }
-    }
-
-    async fn cluster(&self, _backend: &dyn Backend) -> Result<Box<dyn Cluster>> {
-        Ok(Box::new(
-            PostgresStandbyPair::start(Arc::clone(&self.connect), self.synchronous).await?,
-        ))
-    }
-
-    async fn second_client(&self, _backend: &dyn Backend) -> Result<Arc<dyn Backend>> {
-        (self.connect)(self.url.clone()).await
-    }
-}
-
-impl crate::harness::Harness {
-    /// A harness over the PostgreSQL server at `url`, connected with `connect`, whose
-    /// failover cases each start a private primary with a streaming standby
-    /// ([`PostgresFailoverFaults`]; `synchronous`: the standby is synchronous).
-    ///
-    /// # Errors
-    /// The connection error.
-    pub async fn connect_postgres_standby(
-        url: &str,
-        connect: Connect,
-        synchronous: bool,
-    ) -> Result<Self> {
-        let faults = PostgresFailoverFaults::new(url, Arc::clone(&connect), synchronous);
-        let backend = connect(url.to_owned()).await?;
-        // The cases run on the pair, whose primary names a synchronous standby or not;
-        // a backend connected to it declares `survives_failover` accordingly (the case
-        // checks that it does).
-        let capabilities = backend
-            .capabilities()
-            .clone()
-            .with_survives_failover(synchronous);
-        Ok(Self::new(backend)
-            .with_faults(Arc::new(faults))
-            .with_capabilities(capabilities))
     }
 }

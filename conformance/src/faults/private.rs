@@ -295,7 +295,7 @@ fn private_of(
         }
         StoreKind::Zookeeper => (Kind::Zookeeper, format!("zk://127.0.0.1:{port}")),
         StoreKind::Mysql => (
-            Kind::Mariadb,
+            Kind::Mariadb { args: Vec::new() },
             format!("mysql://{MARIADB_USER}:{MARIADB_USER}@127.0.0.1:{port}/{MARIADB_USER}"),
         ),
         StoreKind::Postgres => {
@@ -374,8 +374,11 @@ pub(super) enum Kind {
     },
     /// Run from Debian's jars ([`ZOOKEEPER_JARS`]).
     Zookeeper,
-    /// `mariadbd` on a data directory of its own ([`super::private_mariadb`]).
-    Mariadb,
+    /// `mariadbd` on a data directory of its own ([`super::private_mariadb`]), with
+    /// `args` after its usual options.
+    Mariadb {
+        args: Vec<String>,
+    },
     /// nats-server with JetStream; `sync_always`: `sync_interval: always`.
     Nats {
         sync_always: bool,
@@ -599,7 +602,7 @@ impl Private {
             Kind::Etcd { .. }
             | Kind::Redis { .. }
             | Kind::Zookeeper
-            | Kind::Mariadb
+            | Kind::Mariadb { .. }
             | Kind::Nats { .. } => self.wait_exit(signal).await,
             Kind::Postgres { bin } => {
                 let mut stop = Self::postgres_command(&bin.join("pg_ctl"));
@@ -671,7 +674,7 @@ impl PrivateServer for Private {
             Kind::Zookeeper => std::fs::remove_dir_all(self.data())
                 .map_err(|error| hook_error("removing ZooKeeper's data directory", error)),
             // The next start installs a fresh data directory.
-            Kind::Mariadb => std::fs::remove_dir_all(self.data())
+            Kind::Mariadb { .. } => std::fs::remove_dir_all(self.data())
                 .map_err(|error| hook_error("removing MariaDB's data directory", error)),
             Kind::Nats { .. } => std::fs::remove_dir_all(self.data())
                 .map_err(|error| hook_error("removing nats-server's store", error)),
@@ -749,13 +752,14 @@ impl PrivateServer for Private {
                 let child = self.spawn_nats(*sync_always)?;
                 self.child = Some(child);
             }
-            Kind::Mariadb => {
+            Kind::Mariadb { args } => {
                 let fresh = super::private_mariadb::install(&self.data()).await?;
                 let child = super::private_mariadb::spawn(
                     &self.data(),
                     &self.dir.join("mariadbd.sock"),
                     self.port,
                     self.log("mariadbd.log")?,
+                    args,
                 )
                 .await?;
                 self.child = Some(child);

@@ -47,13 +47,15 @@ pub(super) async fn install(data: &Path) -> Result<bool> {
 }
 
 /// Starts `mariadbd` on `data`, listening on 127.0.0.1:`port` and on `socket`, its
-/// output to `log`. The settings are the shared test server's (scripts/servers.sh),
-/// smaller: a private server serves one case.
+/// output to `log`, with the options `extra` after the others (a replication pair's
+/// binary log, server id and semi-synchronous settings). The settings are the shared
+/// test server's (scripts/servers.sh), smaller: a private server serves one case.
 pub(super) async fn spawn(
     data: &Path,
     socket: &Path,
     port: u16,
     log: std::fs::File,
+    extra: &[String],
 ) -> Result<Child> {
     let server = require("mariadbd", "mariadb-server")
         .map_err(|reason| hook_error("starting mariadbd", reason))?;
@@ -80,6 +82,7 @@ pub(super) async fn spawn(
             "--innodb-buffer-pool-size=32M",
             "--innodb-log-file-size=16M",
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(errors)
@@ -91,26 +94,22 @@ pub(super) async fn spawn(
 /// Creates the clients' user and database through root on `socket`, once the server
 /// answers there.
 pub(super) async fn create_user(socket: &Path) -> Result<()> {
-    let client = require("mariadb", "mariadb-client")
-        .map_err(|reason| hook_error("creating the user", reason))?;
-    let socket = format!("--socket={}", socket.display());
     let sql = format!(
         "CREATE DATABASE IF NOT EXISTS {MARIADB_USER}; \
          CREATE USER IF NOT EXISTS '{MARIADB_USER}'@'127.0.0.1' IDENTIFIED BY '{MARIADB_USER}'; \
          GRANT ALL ON {MARIADB_USER}.* TO '{MARIADB_USER}'@'127.0.0.1'; \
          GRANT CONNECTION ADMIN ON *.* TO '{MARIADB_USER}'@'127.0.0.1';"
     );
+    root_sql_when_up(socket, &sql).await.map(drop)
+}
+
+/// Runs `sql` as root on `socket`, waiting (up to [`WAIT`]) for the server to take
+/// root there; its output (tab-separated rows, no column names).
+pub(super) async fn root_sql_when_up(socket: &Path, sql: &str) -> Result<String> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let args = [
-            "--no-defaults",
-            socket.as_str(),
-            "--user=root",
-            "--execute",
-            &sql,
-        ];
-        match tools::run(&client, args, &[]).await {
-            Ok(_) => return Ok(()),
+        match root_sql(socket, sql).await {
+            Ok(out) => return Ok(out),
             // The socket appears once the server has recovered and accepts clients.
             Err(error) if Instant::now() < deadline => {
                 tracing::debug!(%error, "the private MariaDB does not take root yet");
@@ -119,4 +118,26 @@ pub(super) async fn create_user(socket: &Path) -> Result<()> {
             Err(error) => return Err(error),
         }
     }
+}
+
+/// Runs `sql` as root on `socket` once; its output (tab-separated rows, no column
+/// names).
+pub(super) async fn root_sql(socket: &Path, sql: &str) -> Result<String> {
+    root_client(socket, sql, &["--skip-column-names"]).await
+}
+
+/// Runs the vertical (`\G`) statement `sql` as root on `socket`; its output, one
+/// `name: value` line per column.
+pub(super) async fn root_sql_vertical(socket: &Path, sql: &str) -> Result<String> {
+    root_client(socket, sql, &[]).await
+}
+
+async fn root_client(socket: &Path, sql: &str, options: &[&str]) -> Result<String> {
+    let client = require("mariadb", "mariadb-client")
+        .map_err(|reason| hook_error("asking MariaDB as root", reason))?;
+    let socket = format!("--socket={}", socket.display());
+    let mut args = vec!["--no-defaults", socket.as_str(), "--user=root", "--batch"];
+    args.extend_from_slice(options);
+    args.extend(["--execute", sql]);
+    Ok(tools::run(&client, args, &[]).await?.stdout)
 }

@@ -64,11 +64,13 @@
 //! buckets of three replicas), in the column `nats-cluster`; a partition proxy fronts
 //! one server, so its partition cases are `unsupported` there.
 //!
-//! On a PostgreSQL server the runner manages (one whose [`ServerFaults`] it has), the
-//! row `server_primary_failover_postgres` runs on a private primary with a
-//! *synchronous* streaming standby ([`Harness::connect_postgres_standby`]), the setting
-//! docs/HIGH_AVAILABILITY.md recommends; the asynchronous standby is measured by
-//! `backend-postgres/tests/it/failover.rs` (what it loses depends on timing, so it is no
+//! On a PostgreSQL or MySQL server the runner manages (one whose [`ServerFaults`] it
+//! has), the row `server_primary_failover_promoted` runs on a private primary with a
+//! *synchronous* streaming standby, or a MariaDB primary with a *semi-synchronous*
+//! (`AFTER_SYNC`) replica ([`Harness::connect_promoted_pair`]), the settings
+//! docs/HIGH_AVAILABILITY.md and docs/GUARANTEES.md recommend; the asynchronous pairs
+//! are measured by `backend-postgres/tests/it/failover.rs` and
+//! `backend-mysql/tests/it/failover.rs` (what they lose depends on timing, so it is no
 //! fixed matrix cell).
 //!
 //! `--outline` reads a markdown matrix on stdin and prints it without figures (what
@@ -91,7 +93,7 @@ use distsync_conformance::faults::redis_cluster::{REDIS_CLUSTER_SCHEME, REDIS_CL
 use distsync_conformance::matrix::RunInfo;
 use distsync_conformance::{
     junit, matrix, run_suite_bounded, run_suite_in, Case, Connect, ExitStatus, Harness, Hook,
-    Outcome, Profile, Report, ServerFaults, Starvation, StoreTrouble, CASES,
+    Outcome, Profile, PromotedStore, Report, ServerFaults, Starvation, StoreTrouble, CASES,
 };
 use distsync_core::{Backend, Capabilities, Name};
 use futures::StreamExt as _;
@@ -129,7 +131,7 @@ const SENTINEL_SUBSET: [&str; 11] = [
     "server_primary_kill_acknowledged",
     "server_primary_kill_unacknowledged",
     "server_primary_kill_unacknowledged_lock_delay",
-    "server_primary_failover_postgres",
+    "server_primary_failover_promoted",
     "api_capabilities_match",
 ];
 
@@ -139,8 +141,9 @@ const SENTINEL_SUBSET: [&str; 11] = [
 /// docs/CONFORMANCE.md, "Connections a run needs").
 const SAFE_PARALLEL: usize = 4;
 
-/// The case run on a private PostgreSQL primary with a synchronous standby.
-const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
+/// The case run on a private primary with a synchronous standby or a semi-synchronous
+/// replica.
+const PROMOTED_FAILOVER: &str = "server_primary_failover_promoted";
 
 /// The columns of `--all`, longest first: the order they start in when several run at
 /// once (`--columns`), so that the short ones fill the slots the long ones leave at the
@@ -525,9 +528,9 @@ struct Plan {
     harness: Harness,
     /// `--all` runs a subset on the Sentinel group (see [`SENTINEL_SUBSET`]).
     subset: Option<&'static [&'static str]>,
-    /// A PostgreSQL server the runner manages: [`POSTGRES_FAILOVER`] runs on a private
-    /// primary with a synchronous standby.
-    standby_pair: bool,
+    /// A PostgreSQL or MySQL server the runner manages: [`PROMOTED_FAILOVER`] runs on a
+    /// private pair of that store, replicating synchronously (semi-synchronously).
+    pair: Option<PromotedStore>,
 }
 
 impl Plan {
@@ -535,18 +538,27 @@ impl Plan {
     fn runs(&self, case: &Case, selected: &impl Fn(&str) -> bool) -> bool {
         selected(case.id)
             && self.subset.is_none_or(|subset| subset.contains(&case.id))
-            && !(self.standby_pair && case.id == POSTGRES_FAILOVER)
+            && !(self.pair.is_some() && case.id == PROMOTED_FAILOVER)
     }
 
-    /// Every case the plan runs, the standby pair's included, in suite order.
+    /// Every case the plan runs, the pair's included, in suite order.
     fn cases(&self, selected: &impl Fn(&str) -> bool) -> Vec<&'static Case> {
         CASES
             .iter()
             .filter(|case| {
                 self.runs(case, selected)
-                    || (self.standby_pair && case.id == POSTGRES_FAILOVER && selected(case.id))
+                    || (self.pair.is_some() && case.id == PROMOTED_FAILOVER && selected(case.id))
             })
             .collect()
+    }
+}
+
+/// The primary/replica pair the runner starts for a column's [`PROMOTED_FAILOVER`].
+fn promoted_store(column: &str) -> Option<PromotedStore> {
+    match column {
+        "postgres" => Some(PromotedStore::Postgres),
+        "mysql" => Some(PromotedStore::Mariadb),
+        _ => None,
     }
 }
 
@@ -649,14 +661,14 @@ async fn run_plan(
         )
         .await;
     }
-    if plan.standby_pair && selected(POSTGRES_FAILOVER) {
-        let left_out = distsync_conformance::find(POSTGRES_FAILOVER)
+    if let Some(store) = plan.pair.filter(|_| selected(PROMOTED_FAILOVER)) {
+        let left_out = distsync_conformance::find(PROMOTED_FAILOVER)
             .is_some_and(|case| profile.leaves_out(case.hooks).is_some());
         let pair = if left_out {
             // Not connected: the safe profile starts no private server.
             harness.clone()
         } else {
-            match Harness::connect_postgres_standby(&plan.url, facade(), true).await {
+            match Harness::connect_promoted_pair(store, &plan.url, facade(), true).await {
                 Ok(pair) => pair,
                 Err(error) => {
                     eprintln!("{}", connect_failure(&plan.url, &error));
@@ -668,7 +680,7 @@ async fn run_plan(
             &pair,
             &plan.label,
             profile,
-            |case| case.id == POSTGRES_FAILOVER,
+            |case| case.id == PROMOTED_FAILOVER,
             |report| {
                 let mut finished = finished.borrow_mut();
                 finished.push(report.clone());
@@ -818,7 +830,7 @@ async fn main() -> ExitCode {
         stores.push((label.clone(), Arc::clone(harness.backend())));
         plans.push(Plan {
             subset: (args.all && url.starts_with(SENTINEL_SCHEME)).then_some(&SENTINEL_SUBSET[..]),
-            standby_pair: name == "postgres" && ServerFaults::new(&url, facade()).is_ok(),
+            pair: promoted_store(name).filter(|_| ServerFaults::new(&url, facade()).is_ok()),
             url,
             label,
             harness,

@@ -36,13 +36,19 @@
 //!   keeps). A connection that does not declare `fencing` there (no lock-delay) makes
 //!   the row unsupported.
 //!
-//! * [`Fault::Promoted`]: a PostgreSQL primary stopped with `pg_ctl stop -m
-//!   immediate`, its streaming standby promoted and the clients' proxy pointed at it
-//!   ([`crate::faults::postgres_standby::PostgresStandbyPair`]), with a synchronous standby or
-//!   an asynchronous one (which may lose the last acknowledged commits).
+//! * [`Fault::Promoted`]: the primary of a store's own primary/replica pair killed,
+//!   its replica promoted and the clients' proxy pointed at it
+//!   ([`crate::faults::promoted_pair`]): a PostgreSQL primary stopped with `pg_ctl
+//!   stop -m immediate` and its streaming standby promoted
+//!   ([`crate::faults::postgres_standby::PostgresStandbyPair`]), or a MariaDB primary
+//!   SIGKILLed and its GTID replica promoted
+//!   ([`crate::faults::mariadb_replica::MariadbReplicaPair`]). With a synchronous
+//!   standby or a semi-synchronous replica nothing acknowledged can be lost; an
+//!   asynchronous one is paused before the kill so that it lags, and may lose the
+//!   last acknowledged commits.
 //!
 //! The killed member is started again before the case ends, whatever happens (a
-//! killed PostgreSQL primary stays down: its pair is the case's own).
+//! killed primary of a promoted pair stays down: the pair is the case's own).
 //!
 //! A backend that offers no election or no queue runs the case without that load: no
 //! candidate, or no producer and nothing to drain. The verdict then covers the locks
@@ -100,8 +106,8 @@ pub(crate) enum Fault {
         acknowledged: bool,
         lock_delay: bool,
     },
-    /// A PostgreSQL primary stopped with `pg_ctl stop -m immediate`, its streaming
-    /// standby (synchronous or not) promoted, clients sent to it through a proxy.
+    /// The primary of a PostgreSQL or MariaDB pair killed, its standby or replica
+    /// (synchronous or not) promoted, clients sent to it through a proxy.
     Promoted,
 }
 
@@ -495,7 +501,7 @@ async fn connect(h: &Harness, cluster: &dyn Cluster, fault: Fault) -> Check<Arc<
             ));
         }
     }
-    // The PostgreSQL pair's harness judges by the pair's declaration (the harness's
+    // A promoted pair's harness judges by the pair's declaration (the harness's
     // own backend is on another server): the backend on the pair must agree.
     ensure!(
         !matches!(fault, Fault::Promoted)
@@ -528,8 +534,9 @@ async fn pause_replica(
             within(PROMPT, "pausing the replica", cluster.pause_member(replica)).await?;
             Some(replica)
         }
-        // An asynchronous standby lags; a synchronous one cannot be paused (commits
-        // would wait for it), and is not.
+        // An asynchronous standby or replica lags; a synchronous standby or a
+        // semi-synchronous replica cannot be paused (commits would wait for it), and
+        // is not.
         Fault::Promoted => match tokio::time::timeout(PROMPT, cluster.pause_member(2)).await {
             Ok(Ok(())) => Some(2),
             Ok(Err(_)) | Err(_) => None,
@@ -738,7 +745,8 @@ async fn acknowledged_while_lagging(
 
 /// The case body (see the module docs).
 pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
-    // A PostgreSQL pair is started here (initdb, base backup): more than a prompt.
+    // A promoted pair is started here (two servers installed, the replica filled):
+    // more than a prompt.
     let mut cluster = within(
         LONG,
         "finding the cluster",
@@ -801,7 +809,7 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
         Some(replica) => Some(acknowledged_while_lagging(&seen, replica).await),
         None => None,
     };
-    // (A PostgreSQL pair is the case's own: nothing of servers.sh to restore.)
+    // (A promoted pair is the case's own: nothing of servers.sh to restore.)
     restore.commands.extend(cluster.restart_args(leader));
     within(
         LONG,

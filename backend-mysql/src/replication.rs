@@ -1,0 +1,97 @@
+//! What the connected primary promises its replicas: MariaDB's semi-synchronous
+//! replication ([`SemiSync`]), read once at connect, which decides whether the
+//! backend declares `survives_failover`.
+
+use sqlx::MySqlPool;
+
+use crate::error::{map, number};
+
+/// `ER_UNKNOWN_SYSTEM_VARIABLE`: a server without semi-synchronous replication (MySQL
+/// without its plugin, or MySQL 8.0.26 and later, which names it `rpl_semi_sync_source_*`).
+const UNKNOWN_VARIABLE: u16 = 1193;
+
+/// The primary's semi-synchronous replication settings.
+///
+/// With `rpl_semi_sync_master_enabled = ON` and the `AFTER_SYNC` wait point, a commit
+/// is written to the binary log, sent to a replica, and made visible and acknowledged
+/// only once the replica has it in its relay log: a replica promoted after the
+/// primary dies has every commit any client saw. With `AFTER_COMMIT`, other clients
+/// see a commit before the replica has it, and a lock grant seen and acted on can be
+/// lost by a failover. When no replica acknowledges within
+/// `rpl_semi_sync_master_timeout`, the primary falls back to asynchronous replication
+/// (`Rpl_semi_sync_master_status = OFF`) without telling its clients, and commits
+/// acknowledged until a replica catches up again can be lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SemiSync {
+    enabled: bool,
+    wait_point: String,
+    timeout_ms: i64,
+}
+
+impl SemiSync {
+    /// The settings of the server `pool` reaches; `None` on a server without
+    /// MariaDB's semi-synchronous variables.
+    pub(crate) async fn read(pool: &MySqlPool) -> distsync_core::Result<Option<Self>> {
+        let read: Result<(i64, String, i64), sqlx::Error> = sqlx::query_as(
+            // The server answers its unsigned variables as BIGINT UNSIGNED.
+            "SELECT CAST(@@rpl_semi_sync_master_enabled AS SIGNED), \
+             CAST(@@rpl_semi_sync_master_wait_point AS CHAR), \
+             CAST(@@rpl_semi_sync_master_timeout AS SIGNED)",
+        )
+        .fetch_one(pool)
+        .await;
+        match read {
+            Ok((enabled, wait_point, timeout_ms)) => Ok(Some(Self {
+                enabled: enabled != 0,
+                wait_point,
+                timeout_ms,
+            })),
+            Err(error) if number(&error) == Some(UNKNOWN_VARIABLE) => Ok(None),
+            Err(error) => Err(map(error)),
+        }
+    }
+
+    /// Whether every acknowledged commit is on a replica (while the primary has not
+    /// fallen back, see the type's docs): enabled, with the `AFTER_SYNC` wait point.
+    pub(crate) fn lossless(&self) -> bool {
+        self.enabled && self.wait_point.eq_ignore_ascii_case("AFTER_SYNC")
+    }
+
+    /// The settings as [`Kv::describe`](distsync_kv::kv::Kv::describe) lists them.
+    pub(crate) fn describe(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "rpl_semi_sync_master_enabled".to_owned(),
+                if self.enabled { "ON" } else { "OFF" }.to_owned(),
+            ),
+            (
+                "rpl_semi_sync_master_wait_point".to_owned(),
+                self.wait_point.clone(),
+            ),
+            (
+                "rpl_semi_sync_master_timeout".to_owned(),
+                format!("{} ms", self.timeout_ms),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SemiSync;
+
+    fn semi_sync(enabled: bool, wait_point: &str) -> SemiSync {
+        SemiSync {
+            enabled,
+            wait_point: wait_point.to_owned(),
+            timeout_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn only_an_enabled_after_sync_primary_is_lossless() {
+        assert!(semi_sync(true, "AFTER_SYNC").lossless());
+        assert!(!semi_sync(true, "AFTER_COMMIT").lossless());
+        assert!(!semi_sync(false, "AFTER_SYNC").lossless());
+    }
+}
