@@ -35,10 +35,16 @@ pub(crate) enum Kind {
     Latch,
     /// A key written by a guarded write (`LockGuard::put_if_held`): `stm.<name>`.
     Stm,
+    /// A queue's items, holds and records: `queue.<name>.<role>...` (see
+    /// `src/queue.rs`).
+    Queue,
 }
 
 impl Kind {
-    /// Every kind, for listings of a name's keys.
+    /// Every kind, for listings of a name's keys. Not [`Kind::Queue`]: a queue's
+    /// keys (its items, and the tombstones of those consumed lately) are too many
+    /// for one batched direct get of every kind, and no status or purge covers them
+    /// yet.
     pub(crate) const ALL: [Kind; 10] = [
         Kind::Lock,
         Kind::Election,
@@ -65,6 +71,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Latch => "latch",
             Kind::Stm => "stm",
+            Kind::Queue => "queue",
         }
     }
 }
