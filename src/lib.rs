@@ -75,6 +75,7 @@
 //! | `redis+cluster://[user:password@]host:port[,host:port...][?wait_replicas=1&wait_timeout=500]` (every primitive in one hash slot) | `redis` | `store::redis` |
 //! | `postgres://user[:password]@host:port/db[?schema=...&sslmode=verify-full&sslrootcert=PATH][&hold_connections=8]` | `postgres` | `store::postgres` |
 //! | `zk://` or `zks://[user:password@]host:port[,host:port...][/root][?ca=PATH]` | `zookeeper` | `store::zookeeper` |
+//! | `mysql://` or `mariadb://user[:password]@host:port/db[?table_prefix=...&ssl-mode=...]` | `mysql` | `store::mysql` |
 //! | `nats://` or `tls://[user:password@]host:port[,host:port...][/][?bucket=...&replicas=1&creds=PATH&ca=PATH]` (JetStream key-value, nats-server 2.12 or later) | `nats` | `store::nats` |
 //!
 //! Every URL but `memory://` also takes `connect_timeout=` (default 5 s) and
@@ -174,6 +175,9 @@ pub mod store {
     #[cfg(feature = "etcd")]
     #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
     pub use distsync_etcd as etcd;
+    #[cfg(feature = "mysql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+    pub use distsync_mysql as mysql;
     #[cfg(feature = "nats")]
     #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
     pub use distsync_nats as nats;
@@ -237,6 +241,10 @@ pub mod store {
         distsync_zookeeper::DRIVER,
         #[cfg(not(feature = "zookeeper"))]
         super::disabled::ZOOKEEPER,
+        #[cfg(feature = "mysql")]
+        distsync_mysql::DRIVER,
+        #[cfg(not(feature = "mysql"))]
+        super::disabled::MYSQL,
         #[cfg(feature = "nats")]
         distsync_nats::DRIVER,
         #[cfg(not(feature = "nats"))]
@@ -277,6 +285,7 @@ pub async fn connect(url: &str) -> Result<Coordinator> {
     feature = "redis",
     feature = "postgres",
     feature = "zookeeper",
+    feature = "mysql",
     feature = "nats"
 )))]
 mod disabled {
@@ -319,6 +328,14 @@ mod disabled {
         &["zk", "zks"],
         |url| off(url, "zookeeper"),
         || Capabilities::none("zookeeper"),
+    )
+    .not_built();
+    #[cfg(not(feature = "mysql"))]
+    pub(crate) const MYSQL: Driver = Driver::new(
+        "mysql",
+        &["mysql", "mariadb"],
+        |url| off(url, "mysql"),
+        || Capabilities::none("mysql"),
     )
     .not_built();
     #[cfg(not(feature = "nats"))]

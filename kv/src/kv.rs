@@ -163,6 +163,50 @@ impl Range {
         Ok(())
     }
 
+    /// Whether `kv` is within this range's create and mod revision bounds (a bound of
+    /// 0 or none admits every revision).
+    pub fn within_bounds(&self, kv: &KeyValue) -> bool {
+        let above = |bound: Option<Revision>, revision: Revision| {
+            bound.is_some_and(|max| max > 0 && revision > max)
+        };
+        !above(self.max_create_revision, kv.create_revision)
+            && !above(self.max_mod_revision, kv.mod_revision)
+    }
+
+    /// Answers this range from `visible`, the key values it covers at its revision in
+    /// key order, as etcd does: drops those above the create and mod revision bounds,
+    /// sorts (stably, so ties stay in key order) and cuts to the limit. Returns the
+    /// answer and the count etcd reports, taken before the bounds and the limit. A
+    /// store that keeps the MVCC model itself and cannot do this in its own query
+    /// calls it; `T` lets it sort references and copy only what it returns.
+    pub fn select<T: std::borrow::Borrow<KeyValue>>(&self, visible: Vec<T>) -> (Vec<T>, usize) {
+        let count = visible.len();
+        let mut kvs: Vec<T> = visible
+            .into_iter()
+            .filter(|kv| self.within_bounds(kv.borrow()))
+            .collect();
+        if let Some((target, order)) = self.sort {
+            let field = |kv: &T| {
+                let kv = kv.borrow();
+                match target {
+                    SortTarget::Key => 0,
+                    SortTarget::CreateRevision => kv.create_revision,
+                    SortTarget::ModRevision => kv.mod_revision,
+                }
+            };
+            match (target, order) {
+                (SortTarget::Key, SortOrder::Ascend) => {}
+                (SortTarget::Key, SortOrder::Descend) => kvs.reverse(),
+                (_, SortOrder::Ascend) => kvs.sort_by_key(field),
+                (_, SortOrder::Descend) => kvs.sort_by_key(|kv| std::cmp::Reverse(field(kv))),
+            }
+        }
+        if let Some(limit) = self.limit.filter(|limit| *limit > 0) {
+            kvs.truncate(limit);
+        }
+        (kvs, count)
+    }
+
     /// The key with the lowest create revision (Go's `WithFirstCreate`).
     pub fn first_create(self) -> Self {
         self.sorted(SortTarget::CreateRevision, SortOrder::Ascend, 1)
@@ -262,6 +306,23 @@ pub struct Compare {
 }
 
 impl Compare {
+    /// Whether this compare holds for a key of this create revision, mod revision and
+    /// version (all `0` for a missing key), as etcd evaluates it. A store that keeps the
+    /// MVCC model itself calls it.
+    pub fn holds(&self, create_revision: Revision, mod_revision: Revision, version: i64) -> bool {
+        let actual = match self.target {
+            CompareTarget::CreateRevision => create_revision,
+            CompareTarget::ModRevision => mod_revision,
+            CompareTarget::Version => version,
+        };
+        match self.op {
+            CompareOp::Equal => actual == self.value,
+            CompareOp::NotEqual => actual != self.value,
+            CompareOp::Less => actual < self.value,
+            CompareOp::Greater => actual > self.value,
+        }
+    }
+
     /// `create_revision(key) op value`.
     pub fn create_revision(key: impl Into<String>, op: CompareOp, value: Revision) -> Self {
         Self {

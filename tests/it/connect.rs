@@ -153,6 +153,7 @@ fn a_built_driver_documents_every_scheme_in_its_url_forms_and_only_features_off_
             "redis" => cfg!(feature = "redis"),
             "postgres" => cfg!(feature = "postgres"),
             "zookeeper" => cfg!(feature = "zookeeper"),
+            "mysql" => cfg!(feature = "mysql"),
             "nats" => cfg!(feature = "nats"),
             other => panic!("a driver the facade has no feature for: {other}"),
         };

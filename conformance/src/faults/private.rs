@@ -1,5 +1,5 @@
-//! Private servers for restart cases: an etcd, a Redis, a PostgreSQL or a ZooKeeper of
-//! a case's own, on free loopback ports, with their data in a temporary directory
+//! Private servers for restart cases: an etcd, a Redis, a PostgreSQL, a ZooKeeper or a
+//! MariaDB of a case's own, on free loopback ports, with their data in a temporary directory
 //! removed afterwards.
 //!
 //! Restarting the shared test servers would break every other test running against
@@ -24,7 +24,12 @@
 //!   keeps its data directory across the restart: its transaction log, fsynced before
 //!   each write is acknowledged, holds the nodes and the sessions, so a SIGKILL loses
 //!   nothing acknowledged; the restarted server gives each session it finds a full
-//!   timeout to come back before it expires it.
+//!   timeout to come back before it expires it;
+//! - MariaDB (Debian's `mariadbd`, run as scripts/servers.sh runs the shared one: no
+//!   option files, loopback only) keeps its data directory across the restart: InnoDB
+//!   writes its redo log before it acknowledges a commit, so a SIGKILL loses nothing
+//!   acknowledged; a wipe removes the directory, and the next start installs a fresh
+//!   one (`mariadb-install-db`) with the user and database again.
 //!
 //! [`super::postgres_standby`] builds a primary with a promotable standby on these.
 
@@ -38,6 +43,7 @@ use distsync_core::{Backend, Result, SessionOptions};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use super::private_mariadb::MARIADB_USER;
 use super::store::StoreKind;
 use super::tools::{self, free_port, is_root, pg_bin, port_open, require};
 use super::{hook_error, Connect, EvictingServer, PrivateServer};
@@ -59,6 +65,11 @@ pub fn available(kind: StoreKind) -> std::result::Result<(), String> {
                 )),
                 None => Ok(()),
             }
+        }
+        StoreKind::Mysql => {
+            require("mariadbd", "mariadb-server")?;
+            require("mariadb-install-db", "mariadb-server")?;
+            require("mariadb", "mariadb-client").map(drop)
         }
         StoreKind::Nats => Err(NATS_NOT_PRIVATE.to_owned()),
         StoreKind::Postgres => {
@@ -204,6 +215,14 @@ pub async fn start_like(
             child: None,
             connect,
         }),
+        StoreKind::Mysql => Box::new(Private {
+            kind: Kind::Mariadb,
+            url: format!("mysql://{MARIADB_USER}:{MARIADB_USER}@127.0.0.1:{port}/{MARIADB_USER}"),
+            dir,
+            port,
+            child: None,
+            connect,
+        }),
         StoreKind::Postgres => {
             let bin = pg_bin().ok_or_else(|| hook_error("starting postgres", "no binaries"))?;
             let private = Private {
@@ -273,6 +292,8 @@ pub(super) enum Kind {
     },
     /// Run from Debian's jars ([`ZOOKEEPER_JARS`]).
     Zookeeper,
+    /// `mariadbd` on a data directory of its own ([`super::private_mariadb`]).
+    Mariadb,
 }
 
 /// A private server.
@@ -446,7 +467,7 @@ impl Private {
     /// <mode>`.
     async fn end(&mut self, signal: libc::c_int, mode: &str) -> Result<()> {
         match &self.kind {
-            Kind::Etcd { .. } | Kind::Redis { .. } | Kind::Zookeeper => {
+            Kind::Etcd { .. } | Kind::Redis { .. } | Kind::Zookeeper | Kind::Mariadb => {
                 self.wait_exit(signal).await
             }
             Kind::Postgres { bin } => {
@@ -488,6 +509,9 @@ impl PrivateServer for Private {
             Kind::Redis { .. } => Ok(()),
             Kind::Zookeeper => std::fs::remove_dir_all(self.data())
                 .map_err(|error| hook_error("removing ZooKeeper's data directory", error)),
+            // The next start installs a fresh data directory.
+            Kind::Mariadb => std::fs::remove_dir_all(self.data())
+                .map_err(|error| hook_error("removing MariaDB's data directory", error)),
             Kind::Postgres { .. } => {
                 std::fs::remove_dir_all(self.data())
                     .map_err(|error| hook_error("removing PostgreSQL's data directory", error))?;
@@ -553,6 +577,20 @@ impl PrivateServer for Private {
             Kind::Zookeeper => {
                 let child = self.spawn_zookeeper()?;
                 self.child = Some(child);
+            }
+            Kind::Mariadb => {
+                let fresh = super::private_mariadb::install(&self.data()).await?;
+                let child = super::private_mariadb::spawn(
+                    &self.data(),
+                    &self.dir.join("mariadbd.sock"),
+                    self.port,
+                    self.log("mariadbd.log")?,
+                )
+                .await?;
+                self.child = Some(child);
+                if fresh {
+                    super::private_mariadb::create_user(&self.dir.join("mariadbd.sock")).await?;
+                }
             }
             Kind::Postgres { bin } => {
                 let first = !self.dir.join("server.log").exists();

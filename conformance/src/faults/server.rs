@@ -1,8 +1,10 @@
-//! Fault hooks of a server reached by URL: etcd, Redis, PostgreSQL, ZooKeeper or NATS.
+//! Fault hooks of a server reached by URL: etcd, Redis, PostgreSQL, ZooKeeper,
+//! MySQL/MariaDB or NATS.
 //!
 //! Everything here goes through the stores' own command line tools and server
 //! binaries (Debian's etcd-server / etcd-client, redis-server / redis-tools,
-//! postgresql), never through a backend crate, so that the runner and every backend
+//! postgresql, mariadb-server / mariadb-client), never through a backend crate, so that the
+//! runner and every backend
 //! crate's tests share one implementation while this library depends on
 //! `distsync-core` only. A hook whose tool is missing is unsupported, with the package
 //! to install as the reason. NATS has no such tool here: its session end is a plain
@@ -18,9 +20,10 @@ use super::child;
 use super::cluster::EtcdCluster;
 use super::go_peer::{self, GoPeer};
 use super::group::with_query;
+use super::mysql_client::MysqlTarget;
 use super::private;
 use super::proxy::{self, PartitionMode, Proxy};
-use super::store::{etcd_endpoints, psql, StoreKind};
+use super::store::{etcd_endpoints, mariadb_client, psql, StoreKind};
 use super::tools::{require, run};
 use super::zk_ensemble::{ZkEnsemble, ZOOKEEPER_ENSEMBLE_VAR};
 use super::{
@@ -49,6 +52,8 @@ pub const ETCD_CLUSTER_VAR: &str = "DISTSYNC_ETCD_CLUSTER_URL";
 /// second clients.
 #[derive(Clone)]
 pub struct ServerFaults {
+    /// The URL as given, credentials included (child holders and second clients
+    /// connect with it); never printed ([`Debug`] leaves it out).
     url: String,
     kind: StoreKind,
     connect: Connect,
@@ -73,24 +78,24 @@ impl ServerFaults {
     /// ZooKeeper, from [`ZOOKEEPER_ENSEMBLE_VAR`].
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when `url` names no etcd, Redis, PostgreSQL or ZooKeeper
-    /// server.
+    /// [`Error::InvalidUrl`] when `url` names no etcd, Redis, PostgreSQL, ZooKeeper or
+    /// MySQL server.
     pub fn new(url: &str, connect: Connect) -> Result<Self> {
         let kind = StoreKind::of_url(url).ok_or_else(|| Error::InvalidUrl {
             url: distsync_core::redact_url(url),
-            reason: "fault hooks need an etcd://, redis://, postgres://, zk:// or nats:// server"
+            reason: "fault hooks need an etcd://, redis://, postgres://, zk://, mysql:// or nats:// server"
                 .to_owned(),
         })?;
         let cluster_var = match kind {
             StoreKind::Etcd => Some(ETCD_CLUSTER_VAR),
             StoreKind::Zookeeper => Some(ZOOKEEPER_ENSEMBLE_VAR),
-            StoreKind::Redis | StoreKind::Postgres | StoreKind::Nats => None,
+            StoreKind::Redis | StoreKind::Postgres | StoreKind::Mysql | StoreKind::Nats => None,
         };
         let cluster_url = cluster_var
             .and_then(|var| std::env::var(var).ok())
             .filter(|url| !url.trim().is_empty());
         Ok(Self {
-            url: distsync_core::redact_url(url),
+            url: url.to_owned(),
             kind,
             connect,
             cluster_url,
@@ -132,6 +137,7 @@ impl ServerFaults {
             StoreKind::Redis => require("redis-cli", "redis-tools"),
             StoreKind::Postgres => psql(),
             StoreKind::Zookeeper => Err(ZOOKEEPER_NO_KILL.to_owned()),
+            StoreKind::Mysql => mariadb_client(),
             StoreKind::Nats => Err(NATS_NO_TOOL.to_owned()),
         }
     }
@@ -255,7 +261,10 @@ impl Faults for ServerFaults {
             )),
             Hook::EvictingServer => match self.kind {
                 StoreKind::Redis => private::available(self.kind),
-                StoreKind::Etcd | StoreKind::Postgres | StoreKind::Zookeeper => Err(format!(
+                StoreKind::Etcd
+                | StoreKind::Postgres
+                | StoreKind::Zookeeper
+                | StoreKind::Mysql => Err(format!(
                     "{} never evicts keys",
                     self.kind.as_str()
                 )),
@@ -278,6 +287,11 @@ impl Faults for ServerFaults {
                      keeps sessions in its transaction log: none is handed out twice"
                         .to_owned(),
                 ),
+                StoreKind::Mysql => Err(
+                    "lease ids are drawn at random from 63 bits and lease rows are durable: a \
+                     restart keeps them, so no id is handed out twice"
+                        .to_owned(),
+                ),
                 StoreKind::Nats => Err(
                     "a session id is 64 random bits, its key created only where none is: \
                      another owner takes it only by drawing the same bits"
@@ -292,6 +306,7 @@ impl Faults for ServerFaults {
                 StoreKind::Redis
                 | StoreKind::Postgres
                 | StoreKind::Zookeeper
+                | StoreKind::Mysql
                 | StoreKind::Nats => Err(format!(
                     "etcd's Go packages run on etcd only, not on {}",
                     self.kind.as_str()
@@ -312,6 +327,11 @@ impl Faults for ServerFaults {
             StoreKind::Etcd => self.kill_etcd(tool, session).await,
             StoreKind::Redis => self.kill_redis(tool, session).await,
             StoreKind::Postgres => self.kill_postgres(tool, session).await,
+            StoreKind::Mysql => {
+                MysqlTarget::parse(&self.url)?
+                    .expire_lease(&tool, session)
+                    .await
+            }
             StoreKind::Zookeeper => Err(Error::unsupported(
                 backend.capabilities().backend,
                 ZOOKEEPER_NO_KILL,

@@ -20,6 +20,8 @@ pub enum StoreKind {
     Postgres,
     /// `zk://`
     Zookeeper,
+    /// `mysql://` or `mariadb://`
+    Mysql,
     /// `nats://`
     Nats,
 }
@@ -33,18 +35,20 @@ impl StoreKind {
             "redis" => Some(Self::Redis),
             "postgres" | "postgresql" => Some(Self::Postgres),
             "zk" => Some(Self::Zookeeper),
+            "mysql" | "mariadb" => Some(Self::Mysql),
             "nats" => Some(Self::Nats),
             _ => None,
         }
     }
 
-    /// `etcd`, `redis`, `postgres`, `zookeeper` or `nats`.
+    /// `etcd`, `redis`, `postgres`, `zookeeper`, `mysql` or `nats`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Etcd => "etcd",
             Self::Redis => "redis",
             Self::Postgres => "postgres",
             Self::Zookeeper => "zookeeper",
+            Self::Mysql => "mysql",
             Self::Nats => "nats",
         }
     }
@@ -57,6 +61,13 @@ pub(crate) fn psql() -> std::result::Result<PathBuf, String> {
         .filter(|psql| psql.is_file())
         .or_else(|| tools::which("psql"))
         .ok_or_else(|| "`psql` is not installed (Debian package postgresql-client)".to_owned())
+}
+
+/// MariaDB's client (`mariadb`, or `mysql` where only that name is installed).
+pub(crate) fn mariadb_client() -> std::result::Result<PathBuf, String> {
+    tools::which("mariadb")
+        .or_else(|| tools::which("mysql"))
+        .ok_or_else(|| "`mariadb` is not installed (Debian package mariadb-client)".to_owned())
 }
 
 /// The `host:port` endpoints of an `etcd://host:port[,host:port...][/namespace]` URL.
@@ -104,6 +115,14 @@ mod tests {
         assert_eq!(
             StoreKind::of_url("zk://127.0.0.1:2181/chroot"),
             Some(StoreKind::Zookeeper)
+        );
+        assert_eq!(
+            StoreKind::of_url("mysql://u:p@h:3306/db"),
+            Some(StoreKind::Mysql)
+        );
+        assert_eq!(
+            StoreKind::of_url("mariadb://u@h/db"),
+            Some(StoreKind::Mysql)
         );
         assert_eq!(
             StoreKind::of_url("nats://127.0.0.1:4222/?bucket=b"),

@@ -14,8 +14,8 @@ use super::long_lines::{created_by, newest};
 use super::records::Entry;
 use super::store::{MemoryKv, State, BACKEND};
 use crate::kv::{
-    Compare, CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, Range, RangeResponse,
-    Revision, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchEvent,
+    Compare, EventKind, KeyValue, LeaseId, Range, RangeResponse, Revision, SortOrder, SortTarget,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchEvent,
 };
 use crate::store_error::StoreError;
 use distsync_core::error::{Error, Result};
@@ -141,31 +141,10 @@ impl State {
             .ranged(range)
             .filter_map(|(_, entries)| Self::visible_at(entries, at))
             .collect();
-        let count = visible.len();
         // Sorted and cut to the limit by reference; only what is returned is copied
         // (a waiter's read of the two entries before its own, in a line of thousands,
         // copies two).
-        let mut kvs: Vec<&KeyValue> = visible
-            .into_iter()
-            .filter(|kv| within_bounds(range, kv))
-            .collect();
-        if let Some((target, order)) = range.sort {
-            let field = |kv: &KeyValue| match target {
-                SortTarget::Key => 0,
-                SortTarget::CreateRevision => kv.create_revision,
-                SortTarget::ModRevision => kv.mod_revision,
-            };
-            // Stable sorts: ties stay in key order.
-            match (target, order) {
-                (SortTarget::Key, SortOrder::Ascend) => {}
-                (SortTarget::Key, SortOrder::Descend) => kvs.reverse(),
-                (_, SortOrder::Ascend) => kvs.sort_by_key(|kv| field(kv)),
-                (_, SortOrder::Descend) => kvs.sort_by_key(|kv| std::cmp::Reverse(field(kv))),
-            }
-        }
-        if let Some(limit) = range.limit.filter(|limit| *limit > 0) {
-            kvs.truncate(limit);
-        }
+        let (kvs, count) = range.select(visible);
         RangeResponse {
             kvs: kvs.into_iter().cloned().collect(),
             count,
@@ -183,7 +162,7 @@ impl State {
         }
         let line = self.long_lines.line(&range.key)?;
         let max_create = range.max_create_revision.filter(|revision| *revision > 0);
-        let keep = |kv: &&KeyValue| within_bounds(range, kv);
+        let keep = |kv: &&KeyValue| range.within_bounds(kv);
         let limit = range.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
         let live = |name: &str| self.live(name);
         let kvs: Vec<&KeyValue> = match range.sort {
@@ -213,17 +192,11 @@ impl State {
     /// Whether a compare holds against the current state.
     pub(super) fn compare(&self, compare: &Compare) -> bool {
         let kv = self.live(&compare.key);
-        let actual = match compare.target {
-            CompareTarget::CreateRevision => kv.map_or(0, |kv| kv.create_revision),
-            CompareTarget::ModRevision => kv.map_or(0, |kv| kv.mod_revision),
-            CompareTarget::Version => kv.map_or(0, |kv| kv.version),
-        };
-        match compare.op {
-            CompareOp::Equal => actual == compare.value,
-            CompareOp::NotEqual => actual != compare.value,
-            CompareOp::Less => actual < compare.value,
-            CompareOp::Greater => actual > compare.value,
-        }
+        compare.holds(
+            kv.map_or(0, |kv| kv.create_revision),
+            kv.map_or(0, |kv| kv.mod_revision),
+            kv.map_or(0, |kv| kv.version),
+        )
     }
 
     /// Validates one operation of the branch about to run, against the state before
@@ -467,21 +440,13 @@ fn reads_whole_directory_now(range: &Range) -> bool {
     range.revision.is_none_or(|revision| revision <= 0) && range.prefix && range.range_end.is_none()
 }
 
-/// Whether a key passes a range's create- and mod-revision bounds (a bound of 0 or
-/// below is none).
-fn within_bounds(range: &Range, kv: &KeyValue) -> bool {
-    let above = |bound: Option<Revision>, revision: Revision| matches!(bound, Some(max) if max > 0 && revision > max);
-    !above(range.max_create_revision, kv.create_revision)
-        && !above(range.max_mod_revision, kv.mod_revision)
-}
-
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
 
     use super::super::test_support::*;
     use super::*;
-    use crate::kv::Kv;
+    use crate::kv::{CompareOp, Kv};
 
     #[tokio::test]
     async fn empty_store_is_at_revision_one() {

@@ -95,13 +95,14 @@ use tokio::time::Instant;
 mod postgres_transactions;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
-const SERVER_VARS: [&str; 7] = [
+const SERVER_VARS: [&str; 8] = [
     "DISTSYNC_ETCD_URL",
     "DISTSYNC_REDIS_URL",
     "DISTSYNC_POSTGRES_URL",
     "DISTSYNC_REDIS_SENTINEL_URL",
     REDIS_CLUSTER_VAR,
     "DISTSYNC_ZOOKEEPER_URL",
+    "DISTSYNC_MYSQL_URL",
     "DISTSYNC_NATS_URL",
 ];
 
@@ -136,19 +137,18 @@ const POSTGRES_FAILOVER: &str = "server_primary_failover_postgres";
 
 /// The columns of `--all`, longest first: the order they start in when several run at
 /// once (`--columns`), so that the short ones fill the slots the long ones leave at the
-/// end instead of a long one starting last and running alone. Measured on a two-core CI
-/// machine, each column's length beside two others: etcd 204 s, redis 190, redis-cluster
-/// 158, postgres 156, zookeeper 118, redis-sentinel 73, memory 48; in the matrix's order,
-/// three at once, the run took 363 s, its last column (redis-cluster) starting at 204 s.
-/// nats took 56 s and 85 s alone (not yet measured beside two others): after zookeeper.
-/// Columns not listed start after these, in their order; the matrix keeps its column
-/// order whatever the start order.
-const LONGEST_FIRST: [&str; 8] = [
-    "etcd",
+/// end instead of a long one starting last and running alone. Measured on a two-core
+/// machine beside two helpers' builds, each column's length beside two others: mysql
+/// 259 s, redis 196, etcd 181, zookeeper 177, postgres 152, redis-cluster 138, nats 118,
+/// redis-sentinel 75, memory 48. Columns not listed start after these, in their order;
+/// the matrix keeps its column order whatever the start order.
+const LONGEST_FIRST: [&str; 9] = [
+    "mysql",
     "redis",
-    "redis-cluster",
-    "postgres",
+    "etcd",
     "zookeeper",
+    "postgres",
+    "redis-cluster",
     "nats",
     "redis-sentinel",
     "memory",
@@ -167,7 +167,7 @@ const LONGEST_FIRST: [&str; 8] = [
                   See docs/CONFORMANCE.md."
 )]
 struct Args {
-    /// A backend URL (memory://, etcd://..., redis://..., postgres://...); repeat for
+    /// A backend URL (memory://, etcd://..., redis://..., postgres://..., mysql://...); repeat for
     /// several backends, one matrix column each. Default: memory://.
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
@@ -181,7 +181,7 @@ struct Args {
 
     /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL,
     /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL (a subset of the cases),
-    /// DISTSYNC_REDIS_CLUSTER_URL, DISTSYNC_ZOOKEEPER_URL and DISTSYNC_NATS_URL that is
+    /// DISTSYNC_REDIS_CLUSTER_URL, DISTSYNC_ZOOKEEPER_URL, DISTSYNC_MYSQL_URL and DISTSYNC_NATS_URL that is
     /// set (under CI=true, all must be).
     #[arg(long, conflicts_with = "backends")]
     all: bool,

@@ -1,0 +1,53 @@
+//! The factories of the MySQL backend: [`backend`], [`backend_with_config`] and
+//! [`connect`] build a [`MysqlBackend`] (every primitive of
+//! [`distsync_kv::recipes`] over [`MysqlKv`]) from a URL or a parsed [`MysqlConfig`].
+
+use distsync_core::{Backend, Coordinator, Result};
+use distsync_kv::recipes::KvBackend;
+
+use crate::{capabilities, MysqlConfig, MysqlKv};
+
+/// The MySQL backend: every primitive of [`distsync_kv::recipes`] over [`MysqlKv`],
+/// exactly as the etcd backend is over etcd.
+pub type MysqlBackend = KvBackend<MysqlKv>;
+
+/// Connects to the server a URL names and returns the backend.
+///
+/// URL: `mysql://user[:password]@host[:port]/database[?...]` (see [`MysqlConfig`]).
+///
+/// Cancel-safe: dropping the future drops the connection attempt.
+///
+/// # Errors
+/// [`distsync_core::Error::InvalidUrl`] for a malformed URL (password masked), and as
+/// [`backend_with_config`].
+pub async fn backend(url: &str) -> Result<MysqlBackend> {
+    backend_with_config(&MysqlConfig::parse(url)?).await
+}
+
+/// Like [`backend`], from an already parsed configuration.
+///
+/// Cancel-safe: dropping the future drops the connection attempt.
+///
+/// # Errors
+/// As [`MysqlKv::connect`].
+pub async fn backend_with_config(config: &MysqlConfig) -> Result<MysqlBackend> {
+    let kv = MysqlKv::connect(config).await?;
+    Ok(KvBackend::with_kv(kv, "", capabilities()))
+}
+
+/// Connects to the server a URL names (see [`backend`]) and returns a
+/// [`Coordinator`] over it. This is what `distsync::connect("mysql://…")` calls.
+///
+/// Cancel-safe: dropping the future drops the connection attempt.
+///
+/// # Errors
+/// As [`backend`].
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(backend(url).await?))
+}
+
+/// Checks at compile time that the backend is a [`Backend`].
+const _: fn() = || {
+    fn is_backend<B: Backend>() {}
+    is_backend::<MysqlBackend>();
+};

@@ -1,0 +1,97 @@
+//! The mapping of `sqlx` errors onto distsync's [`Error`]. The store's refusals of
+//! the revisioned model are the contract's own ([`distsync_kv::StoreError`]).
+
+use std::time::Duration;
+
+use distsync_core::Error;
+
+use crate::BACKEND;
+
+/// MySQL's error numbers the backend tells apart.
+mod code {
+    /// `ER_ACCESS_DENIED_ERROR`: a refused login.
+    pub(super) const ACCESS_DENIED: u16 = 1045;
+    /// `ER_DBACCESS_DENIED_ERROR`: the user may not use the database.
+    pub(super) const DB_ACCESS_DENIED: u16 = 1044;
+    /// `ER_LOCK_WAIT_TIMEOUT`.
+    pub(super) const LOCK_WAIT_TIMEOUT: u16 = 1205;
+    /// `ER_LOCK_DEADLOCK`.
+    pub(super) const DEADLOCK: u16 = 1213;
+    /// `ER_SERVER_SHUTDOWN`.
+    pub(super) const SHUTDOWN: u16 = 1053;
+    /// `ER_QUERY_INTERRUPTED` (`KILL QUERY`, `max_statement_time`).
+    pub(super) const INTERRUPTED: u16 = 1317;
+    /// `ER_CONNECTION_KILLED`.
+    pub(super) const KILLED: u16 = 1927;
+}
+
+/// The server's error number, if `error` is a database error.
+pub(crate) fn number(error: &sqlx::Error) -> Option<u16> {
+    match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|db| db.number()),
+        _ => None,
+    }
+}
+
+/// Converts a `sqlx` error: a refused login becomes [`Error::Authentication`] (the
+/// server's message names the user, never the password), a lost connection, a server
+/// going down and a lock wait that timed out [`Error::Connection`] (the transaction
+/// rolled back; calling again may succeed), the rest [`Error::Backend`].
+pub(crate) fn map(error: sqlx::Error) -> Error {
+    match number(&error) {
+        Some(code::ACCESS_DENIED | code::DB_ACCESS_DENIED) => {
+            let message = match &error {
+                sqlx::Error::Database(db) => db.message().to_owned(),
+                other => other.to_string(),
+            };
+            return Error::authentication(BACKEND, message);
+        }
+        Some(
+            code::LOCK_WAIT_TIMEOUT
+            | code::DEADLOCK
+            | code::SHUTDOWN
+            | code::INTERRUPTED
+            | code::KILLED,
+        ) => return Error::connection(BACKEND, error),
+        _ => {}
+    }
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Error::connection(BACKEND, error),
+        error => Error::backend(BACKEND, error),
+    }
+}
+
+/// Runs `work` within `timeout`: a statement the server does not answer in time is a
+/// [`Error::Connection`] (it may have been applied, as after any lost reply).
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    doing: &str,
+    work: impl std::future::Future<Output = distsync_core::Result<T>>,
+) -> distsync_core::Result<T> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::connection(
+                BACKEND,
+                format!("{doing}: no answer within {timeout:?} (`timeout=` in the URL)"),
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_are_transient() {
+        assert!(map(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!map(sqlx::Error::RowNotFound).is_transient());
+    }
+}

@@ -1,0 +1,307 @@
+//! [`MysqlKv`]: the revisioned key-value model of [`Kv`] on MySQL/MariaDB tables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::raw::RetryPolicy;
+use distsync_core::session::KeepAlive;
+use distsync_core::{Error, Result};
+use distsync_kv::kv::{
+    Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnOp, TxnResponse, WatchResponse,
+};
+use futures::stream::BoxStream;
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::MySqlPool;
+use tokio::task::JoinHandle;
+
+use crate::compaction::{self, DEFAULT_RETAINED_REVISIONS};
+use crate::error::{map, within};
+use crate::schema::Tables;
+use crate::watch::Hub;
+use crate::{lease, reaper, txn, MysqlConfig, BACKEND};
+
+/// How long, in seconds, the server lets a connection sit idle inside a transaction
+/// before it ends the connection (and rolls the transaction back).
+const IDLE_TRANSACTION_TIMEOUT: u64 = 1;
+
+/// `ER_UNKNOWN_SYSTEM_VARIABLE`: MySQL has no `idle_transaction_timeout`.
+const UNKNOWN_VARIABLE: u16 = 1193;
+
+/// How many connections a backend keeps apart for its sessions' leases.
+const LEASE_CONNECTIONS: u32 = 2;
+
+/// A pool of at most `connections` to the server `config` names, each connection set
+/// up as the backend needs it (lock waits within the request timeout, and an idle
+/// transaction ended after [`IDLE_TRANSACTION_TIMEOUT`]).
+async fn open_pool(config: &MysqlConfig, connections: u32) -> Result<MySqlPool> {
+    let lock_wait = config.request_timeout().as_secs().max(1);
+    MySqlPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(config.request_timeout())
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                // A client that stops inside a transaction (paused, cut off)
+                // would keep the revision row locked, and every writer of the
+                // store waiting, until its connection died: the server ends a
+                // connection idle inside a transaction for a second (a
+                // transaction's statements follow each other within
+                // milliseconds). MariaDB only; MySQL 8 has no such setting.
+                sqlx::query(&format!(
+                    "SET SESSION innodb_lock_wait_timeout = {lock_wait}"
+                ))
+                .execute(&mut *conn)
+                .await?;
+                let idle = sqlx::query(&format!(
+                    "SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT}"
+                ))
+                .execute(&mut *conn)
+                .await;
+                match idle {
+                    Err(error) if crate::error::number(&error) == Some(UNKNOWN_VARIABLE) => {
+                        tracing::debug!(
+                            backend = BACKEND,
+                            "no idle_transaction_timeout (MySQL): a client stopped inside \
+                             a transaction holds the revision row until its connection dies"
+                        );
+                        Ok(())
+                    }
+                    other => other.map(drop),
+                }
+            })
+        })
+        .connect_with(config.connect_options().clone())
+        .await
+        .map_err(map)
+}
+
+/// What the backend's tasks share with it.
+pub(crate) struct Core {
+    pub(crate) pool: MySqlPool,
+    /// The connections of lease grants and renewals, apart from [`Core::pool`]: a
+    /// renewal never waits for a connection behind writers queued on the revision
+    /// row, so a store slow to write does not end the sessions of its clients.
+    pub(crate) lease_pool: MySqlPool,
+    pub(crate) tables: Tables,
+    pub(crate) hub: Hub,
+    /// How many revisions the reaper keeps readable.
+    pub(crate) retained: i64,
+}
+
+/// The revisioned key-value store of etcd's v3 model ([`Kv`]) on MySQL or MariaDB
+/// (InnoDB): a log of every change, one global revision, transactions with compares,
+/// watches from a revision, and leases on the server's clock. See the crate docs for
+/// the tables and the choices behind them.
+///
+/// Dropping it stops its watch hub and its reaper; its pool closes with the last
+/// clone of the pool.
+pub struct MysqlKv {
+    core: Arc<Core>,
+    request_timeout: Duration,
+    reaper: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for MysqlKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlKv")
+            .field("tables", &self.core.tables)
+            .field("hub", &self.core.hub)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MysqlKv {
+    fn drop(&mut self) {
+        self.reaper.abort();
+    }
+}
+
+impl MysqlKv {
+    /// Connects to the server `config` names, creates the tables that are missing,
+    /// and starts the reaper.
+    ///
+    /// Cancel safety: dropping the future drops the pool being opened; tables
+    /// created so far stay (creating them again is a no-op).
+    ///
+    /// # Errors
+    /// [`Error::Connection`] when the server does not answer within the connect
+    /// timeout; [`Error::Authentication`] for a refused login; [`Error::Backend`] when
+    /// the tables cannot be created (the user lacks `CREATE`).
+    pub async fn connect(config: &MysqlConfig) -> Result<Self> {
+        let tables = Tables::new(config.table_prefix());
+        let timeout = config.connect_timeout();
+        let (pool, lease_pool) = within(timeout, "connecting", async {
+            let pool = open_pool(config, config.pool_size()).await?;
+            tables.create(&pool).await?;
+            let lease_pool = open_pool(config, LEASE_CONNECTIONS).await?;
+            Ok((pool, lease_pool))
+        })
+        .await?;
+        tracing::debug!(backend = BACKEND, %config, "connected");
+        let core = Arc::new(Core {
+            hub: Hub::new(pool.clone(), tables.clone(), config.poll_interval()),
+            pool,
+            lease_pool,
+            tables,
+            retained: DEFAULT_RETAINED_REVISIONS,
+        });
+        let reaper = tokio::spawn(reaper::run(Arc::downgrade(&core)));
+        Ok(Self {
+            core,
+            request_timeout: config.request_timeout(),
+            reaper,
+        })
+    }
+
+    /// Compacts history before `revision`, as etcd's `Compact`: reads at older
+    /// revisions then fail with [`StoreError::Compacted`](distsync_kv::StoreError), and
+    /// watches from them get [`WatchResponse::Compacted`]. The reaper compacts on
+    /// its own to keep the last
+    /// [`DEFAULT_RETAINED_REVISIONS`](crate::DEFAULT_RETAINED_REVISIONS) revisions;
+    /// this is for tests and operators.
+    ///
+    /// Cancel safety: as a statement each; a cancelled compaction leaves rows the
+    /// next one removes.
+    ///
+    /// # Errors
+    /// [`StoreError::FutureRevision`](distsync_kv::StoreError) for a revision not reached
+    /// yet; the server's error.
+    pub async fn compact(&self, revision: Revision) -> Result<Revision> {
+        within(
+            self.request_timeout,
+            "compacting",
+            compaction::compact(&self.core.pool, &self.core.tables, revision),
+        )
+        .await
+    }
+
+    /// Runs `work` in a task of its own and waits for it within the request timeout.
+    /// A caller that gives up (a dropped future, the timeout) leaves the task to
+    /// finish: a statement is never cut off half-way on its connection, so every
+    /// transaction commits or rolls back and its connection goes back to the pool
+    /// clean, and a commit is as applied as after any lost reply.
+    async fn detached<T, F, Fut>(&self, doing: &'static str, work: F) -> Result<T>
+    where
+        F: FnOnce(Arc<Core>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = tokio::spawn(work(Arc::clone(&self.core)));
+        within(self.request_timeout, doing, async {
+            task.await
+                .map_err(|error| Error::backend(BACKEND, format!("{doing}: {error}")))?
+        })
+        .await
+    }
+
+    /// The pool of connections, e.g. to inspect the tables.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.core.pool
+    }
+}
+
+#[async_trait]
+impl Kv for MysqlKv {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn range(&self, range: Range) -> Result<RangeResponse> {
+        // A range is a read-only transaction of one range: one snapshot, the revision
+        // row read in it.
+        let response = self
+            .txn(Txn::default().and_then(vec![TxnOp::Range(range)]))
+            .await?;
+        response
+            .responses
+            .into_iter()
+            .find_map(|response| match response {
+                distsync_kv::kv::TxnOpResponse::Range(range) => Some(range),
+                _ => None,
+            })
+            .ok_or_else(|| Error::backend(BACKEND, "a range answered without its range"))
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.detached("a transaction", |core| async move {
+            let applied = txn::run(&core.pool, &core.tables, txn).await?;
+            if !applied.events.is_empty() {
+                core.hub.ring();
+            }
+            Ok(applied.response)
+        })
+        .await
+    }
+
+    async fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        start_revision: Revision,
+    ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+        let key = key.to_owned();
+        self.detached("opening a watch", move |core| async move {
+            core.hub.watch(&key, prefix, start_revision).await
+        })
+        .await
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        self.detached("granting a lease", move |core| async move {
+            lease::grant(&core.lease_pool, &core.tables, ttl).await
+        })
+        .await
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+        self.detached("renewing a lease", move |core| async move {
+            lease::keep_alive(&core.lease_pool, &core.tables, lease).await
+        })
+        .await
+    }
+
+    /// Revokes `lease`, deleting its keys in one revision. Revoking a lease the store
+    /// does not know (never granted, already revoked or expired) succeeds and does
+    /// nothing, as on the memory store.
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.detached("revoking a lease", move |core| async move {
+            if lease::end(&core.pool, &core.tables, lease, false)
+                .await?
+                .is_some()
+            {
+                core.hub.ring();
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::within(self.request_timeout)
+    }
+
+    async fn describe(&self) -> Result<Vec<(String, String)>> {
+        let (version, flush, log_bin, sync_binlog): (String, i64, i64, i64) =
+            within(self.request_timeout, "describing the store", async {
+                sqlx::query_as(
+                    // The server answers its unsigned variables as BIGINT UNSIGNED.
+                    "SELECT VERSION(), CAST(@@innodb_flush_log_at_trx_commit AS SIGNED), \
+                     CAST(@@log_bin AS SIGNED), CAST(@@sync_binlog AS SIGNED)",
+                )
+                .fetch_one(&self.core.pool)
+                .await
+                .map_err(map)
+            })
+            .await?;
+        Ok(vec![
+            ("version".to_owned(), version),
+            (
+                "innodb_flush_log_at_trx_commit".to_owned(),
+                flush.to_string(),
+            ),
+            ("log_bin".to_owned(), log_bin.to_string()),
+            ("sync_binlog".to_owned(), sync_binlog.to_string()),
+        ])
+    }
+}

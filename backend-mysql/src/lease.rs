@@ -1,0 +1,260 @@
+//! Leases: a row each, `(id, ttl_us, expires_at)`, its expiry on the server's clock
+//! (`NOW(6)`), never a client's. A renewal extends a lease that has not expired yet;
+//! a revoke, or the expiry of a lease, deletes its keys in one revisioned
+//! transaction, as etcd's lessor does.
+
+use std::time::Duration;
+
+use distsync_core::raw::call_id;
+use distsync_core::session::KeepAlive;
+use distsync_core::{Error, Result};
+use distsync_kv::kv::{LeaseId, Revision, WatchEvent};
+use sqlx::{MySqlConnection, MySqlPool, Row};
+
+use crate::batch;
+use crate::error::map;
+use crate::optimistic::{self, Seen};
+use crate::range::key_string;
+use crate::schema::Tables;
+use crate::txn::{event, log_rows, LogRow};
+use crate::BACKEND;
+
+/// How many times a grant draws a new id when the one drawn is taken.
+const GRANT_TRIES: usize = 3;
+
+/// A fresh lease id: 63 random bits of core's call id, never `0`.
+fn fresh_id() -> LeaseId {
+    let id = call_id();
+    let bits = id
+        .get(..16)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(1);
+    LeaseId::try_from(bits >> 1).unwrap_or(1).max(1)
+}
+
+/// Grants a lease of `ttl` (at least a millisecond), expiring `ttl` after the
+/// server's `NOW(6)`.
+///
+/// Cancel safety: a grant whose reply is lost leaves a lease nobody renews, which
+/// expires after `ttl`.
+pub(crate) async fn grant(pool: &MySqlPool, tables: &Tables, ttl: Duration) -> Result<LeaseId> {
+    let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX).max(1000);
+    for _ in 0..GRANT_TRIES {
+        let id = fresh_id();
+        let inserted = sqlx::query(&format!(
+            "INSERT IGNORE INTO {} (id, ttl_us, expires_at) \
+             VALUES (?, ?, NOW(6) + INTERVAL ? MICROSECOND)",
+            tables.leases
+        ))
+        .bind(id)
+        .bind(ttl_us)
+        .bind(ttl_us)
+        .execute(pool)
+        .await
+        .map_err(map)?;
+        if inserted.rows_affected() == 1 {
+            return Ok(id);
+        }
+    }
+    Err(Error::backend(BACKEND, "could not draw an unused lease id"))
+}
+
+/// Renews `lease` for its TTL from the server's `NOW(6)`, if it has not expired:
+/// [`KeepAlive::Gone`] otherwise (expired, revoked or never granted).
+///
+/// Cancel safety: cancel-safe; a renewal applied whose reply is lost only extends it.
+pub(crate) async fn keep_alive(
+    pool: &MySqlPool,
+    tables: &Tables,
+    lease: LeaseId,
+) -> Result<KeepAlive> {
+    let renewed = sqlx::query(&format!(
+        "UPDATE {} SET expires_at = NOW(6) + INTERVAL ttl_us MICROSECOND \
+         WHERE id = ? AND expires_at > NOW(6)",
+        tables.leases
+    ))
+    .bind(lease)
+    .execute(pool)
+    .await
+    .map_err(map)?;
+    Ok(if renewed.rows_affected() == 0 {
+        KeepAlive::Gone
+    } else {
+        KeepAlive::Renewed
+    })
+}
+
+/// Ends `lease` and deletes its keys in one revision (none if it had no keys);
+/// `expired_only`: only if it has expired on the server's clock (the reaper's call,
+/// which another reaper may have made first: it then changes nothing). Returns the
+/// revision and the deletions, if any.
+///
+/// Two round trips, neither waiting on the client under the revision lock
+/// ([`crate::optimistic`]): first the lease's keys (read on their own, before the
+/// transaction) and the claim of the lease's row in a new transaction; then the
+/// locked batch, which checks that the lease's keys are still those read, deletes
+/// the lease and its keys, writes the log and the new revision, and commits. When a
+/// put gave the lease a key in between, nothing is written and the call starts
+/// again, at most [`optimistic::TRIES`] times ([`Error::Connection`] then).
+///
+/// The lease's row is locked before the revision row, in every call that locks both
+/// (a renewal locks the lease's row alone, a put only reads it), so no two calls
+/// wait on each other. A reaper skips a lease whose row another call holds (`SKIP
+/// LOCKED`): reapers of every process race for each expired lease, and the losers
+/// go on without ever queueing on the revision row. A claim holds the lease's row
+/// across a round trip, which only a renewal of that same lease, ending anyway,
+/// would wait for.
+///
+/// Cancel safety: dropping the future before the commit rolls it back (its
+/// connection is closed, [`batch::Open`]).
+pub(crate) async fn end(
+    pool: &MySqlPool,
+    tables: &Tables,
+    lease: LeaseId,
+    expired_only: bool,
+) -> Result<Option<(Revision, Vec<WatchEvent>)>> {
+    let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
+    let mut ended = Err(optimistic::exhausted("ending a lease"));
+    for _ in 0..optimistic::TRIES {
+        match end_on(open.conn(), tables, lease, expired_only).await {
+            Ok(Attempt::Changed) => tracing::debug!(
+                backend = BACKEND,
+                lease,
+                "a lease's keys changed before its end: reading again"
+            ),
+            Ok(Attempt::Ended(outcome)) => {
+                ended = Ok(outcome);
+                break;
+            }
+            Err(error) => {
+                open.rollback().await;
+                return Err(error);
+            }
+        }
+    }
+    open.done();
+    ended
+}
+
+/// How one attempt of [`end`] went.
+enum Attempt {
+    /// It ended the lease (with the revision and the deletions, if it had keys), or
+    /// found nothing to end.
+    Ended(Option<(Revision, Vec<WatchEvent>)>),
+    /// The lease's keys changed before the revision lock: nothing was written.
+    Changed,
+}
+
+/// The tags of [`end_on`]'s `SELECT`s ([`batch::tag`]; the outcome's is
+/// [`optimistic::OUTCOME`]).
+const CLAIM: i64 = 1;
+const KEY: i64 = 2;
+
+/// One attempt of [`end`], on one connection, which it leaves outside a
+/// transaction.
+async fn end_on(
+    conn: &mut MySqlConnection,
+    tables: &Tables,
+    lease: LeaseId,
+    expired_only: bool,
+) -> Result<Attempt> {
+    let lock = if expired_only {
+        " AND expires_at <= NOW(6) FOR UPDATE SKIP LOCKED"
+    } else {
+        " FOR UPDATE"
+    };
+    // The keys are read before the transaction starts: a read inside it would fix its
+    // snapshot before the revision lock, and the check under the lock must see every
+    // commit before the lock. The claim is a locking read, which fixes no snapshot.
+    let first = [
+        format!(
+            "SELECT {KEY}, k FROM {} WHERE lease = {lease} ORDER BY k",
+            tables.kv
+        ),
+        "START TRANSACTION".to_owned(),
+        format!(
+            "SELECT {CLAIM}, id FROM {} WHERE id = {lease}{lock}",
+            tables.leases
+        ),
+    ];
+    let mut claimed = false;
+    let mut keys = Vec::new();
+    for row in batch::run(conn, &first).await? {
+        if batch::tag(&row)? == CLAIM {
+            claimed = true;
+        } else {
+            keys.push(key_string(row.try_get(1).map_err(map)?)?);
+        }
+    }
+    if !claimed {
+        batch::run(conn, &["ROLLBACK".to_owned()]).await?;
+        return Ok(Attempt::Ended(None));
+    }
+    let seen = Seen {
+        sets: vec![(format!("lease = {lease}"), keys.clone())],
+        ..Seen::default()
+    };
+    let rows: Vec<LogRow> = keys.into_iter().map(LogRow::tombstone).collect();
+    let mut body = vec![format!(
+        "DELETE FROM {} WHERE id = {lease} AND @ok",
+        tables.leases
+    )];
+    if !rows.is_empty() {
+        body.push(format!(
+            "DELETE FROM {} WHERE lease = {lease} AND @ok",
+            tables.kv
+        ));
+        body.extend(log_rows(tables, &rows));
+    }
+    let answer = batch::run(
+        conn,
+        &optimistic::locked(tables, &seen, body, !rows.is_empty()),
+    )
+    .await?;
+    let outcome = answer
+        .iter()
+        .find(|row| batch::tag(row).ok() == Some(optimistic::OUTCOME))
+        .ok_or_else(|| Error::backend(BACKEND, "ending a lease answered no outcome"))?;
+    let Some(revision) = optimistic::outcome(outcome)? else {
+        return Ok(Attempt::Changed);
+    };
+    if rows.is_empty() {
+        return Ok(Attempt::Ended(None));
+    }
+    let events = rows.into_iter().map(|row| event(row, revision)).collect();
+    Ok(Attempt::Ended(Some((revision, events))))
+}
+
+/// The leases expired on the server's clock, oldest first, at most `limit`.
+///
+/// Cancel safety: cancel-safe; it only reads.
+pub(crate) async fn expired(pool: &MySqlPool, tables: &Tables, limit: u32) -> Result<Vec<LeaseId>> {
+    sqlx::query_scalar(&format!(
+        "SELECT id FROM {} WHERE expires_at <= NOW(6) ORDER BY expires_at LIMIT {limit}",
+        tables.leases
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(map)
+}
+
+/// How long until the next lease expires, on the server's clock, and the shortest
+/// TTL of a live lease; `None` without leases.
+///
+/// Cancel safety: cancel-safe; it only reads.
+pub(crate) async fn next_expiry(
+    pool: &MySqlPool,
+    tables: &Tables,
+) -> Result<Option<(Duration, Duration)>> {
+    let (until, shortest): (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), MIN(expires_at)), MIN(ttl_us) FROM {}",
+        tables.leases
+    ))
+    .fetch_one(pool)
+    .await
+    .map_err(map)?;
+    let micros = |value: i64| Duration::from_micros(u64::try_from(value).unwrap_or(0));
+    Ok(until
+        .zip(shortest)
+        .map(|(until, shortest)| (micros(until), micros(shortest))))
+}

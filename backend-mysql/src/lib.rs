@@ -1,0 +1,213 @@
+//! # distsync-mysql
+//!
+//! The MySQL/MariaDB backend of distsync, built as k3s's `kine` builds etcd on SQL:
+//! this crate implements etcd's v3 model, [`distsync_kv::kv::Kv`] (one global
+//! revision, ranges, multi-key transactions with compares, watches from a revision,
+//! leases), on InnoDB tables, and every primitive comes from the tested recipes of
+//! [`distsync_kv::recipes`], exactly as the etcd backend gets them:
+//! [`MysqlBackend`] is `KvBackend<MysqlKv>`.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
+//! let coordinator = distsync_mysql::connect("mysql://app:PASSWORD@127.0.0.1:3306/app").await?;
+//! let session = coordinator.session().await?;
+//! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+//! println!("holding with fencing token {}", guard.token());
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # The tables (prefix `distsync_` by default, `table_prefix=` in the URL)
+//!
+//! | table | rows | why |
+//! |---|---|---|
+//! | `meta` | one: `revision`, `compacted` | the store's revision and compaction point; every writer locks it |
+//! | `kv` | one per live key: `k` (VARBINARY, bytewise order), `create_revision`, `mod_revision`, `version`, `lease`, `v` | the current state: compares and current ranges read one row per key, by primary key or key range |
+//! | `log` | one per change of one key: `(revision, sub)` key, `k`, `create_revision`, `version`, `lease`, `v`, `deleted` | history: a range at a past revision reads, per key, its latest row at or before it; watches read rows after a revision |
+//! | `leases` | one per lease: `id`, `ttl_us`, `expires_at` (DATETIME(6), server time, UTC) | expiry judged on the server's clock, never a client's |
+//!
+//! Keys are `VARBINARY(2048)`, so no collation folds case or trims spaces, and key
+//! order is byte order, as etcd's (and Rust's `str` order).
+//!
+//! # Revisions in commit order
+//!
+//! An `AUTO_INCREMENT` id is not commit-ordered in InnoDB: a transaction that took
+//! id 7 may commit after one that took id 8, and a watcher that read 8 would skip 7.
+//! So every transaction that writes locks the `meta` row (`SELECT … FOR UPDATE`),
+//! takes `revision + 1` for all its changes, and writes the new revision before it
+//! commits: writers run one at a time, commit order is revision order, and a reader
+//! that sees revision `r` in `meta` finds every row up to `r` in the log. Writes to
+//! the whole store are thus serialized on one row, as etcd's are on its raft log.
+//!
+//! A writer never holds that row across a client round trip: a client descheduled
+//! between two of its statements (a machine short of CPU) would keep every other
+//! writer of the store waiting meanwhile. It works optimistically instead: it first
+//! reads what it needs (the rows of the keys its compares and writes name, whether
+//! its leases are live, the keys under its prefix deletes) in one snapshot without
+//! a lock, and decides there what to write; then it sends one batch of statements
+//! that takes the lock, checks that what it read is unchanged (every change of a key
+//! moves its `mod_revision`), runs the writes only if so, writes the new revision
+//! and commits. The server runs that batch without waiting for the client, so the
+//! row is held for the server's work and one commit's fsync. When something had
+//! changed, the batch wrote nothing and the writer reads again (another writer
+//! committed in between); after 64 such rounds it fails with the transient
+//! [`Error::Connection`](distsync_core::Error). Reads and transactions whose chosen
+//! branch writes nothing take no lock (one consistent snapshot, `START TRANSACTION
+//! WITH CONSISTENT SNAPSHOT, READ ONLY`, with the same check when compares chose the
+//! branch). A transaction that changes nothing leaves the revision as it was, as
+//! etcd's.
+//!
+//! # Transactions
+//!
+//! A [`Txn`](distsync_kv::kv::Txn) is applied as one MySQL transaction: the compares
+//! (create revision, mod revision, version; `=`, `!=`, `<`, `>`; a missing key has
+//! `0`) are evaluated on the rows read before the lock and hold at the transaction's
+//! revision (checked under the lock); then the chosen branch's puts, deletes (of a
+//! key or a prefix, counted) and ranges run in order in one batch, each range seeing
+//! the branch's earlier writes, and every change shares one revision. A put naming a
+//! lease that is gone or expired on the server's clock fails with
+//! [`StoreError::LeaseNotFound`](distsync_kv::StoreError) and a put keeping the lease of a
+//! missing key with [`StoreError::KeyNotFound`](distsync_kv::StoreError); nothing is
+//! applied then.
+//! Ranges sort, limit and bound (`max_create_revision`, `max_mod_revision`) in SQL,
+//! and count as etcd does (before the bounds and the limit).
+//!
+//! # Compaction
+//!
+//! The reaper compacts the log every ten seconds to keep the last
+//! [`DEFAULT_RETAINED_REVISIONS`] revisions (also [`MysqlKv::compact`]): per key, the
+//! rows followed by a newer one at or before the compaction point go, and tombstones
+//! before it. A range at an older revision fails with [`StoreError::Compacted`](distsync_kv::StoreError); a
+//! watch from one answers [`WatchResponse::Compacted`](distsync_kv::kv::WatchResponse)
+//! and ends, and the recipes re-read.
+//!
+//! # Leases
+//!
+//! A lease is a row whose `expires_at` is `NOW(6) + ttl` on the server. A renewal
+//! extends it only while it has not expired (`… WHERE expires_at > NOW(6)`; no row:
+//! [`KeepAlive::Gone`](distsync_core::session::KeepAlive), the session is lost). A
+//! revoke deletes the lease and its keys in one revisioned transaction. Expiry is the
+//! same transaction, run by a reaper: every client process runs one (one task per
+//! backend), which sleeps until the next expiry on the server's clock, at most a
+//! quarter of the shortest live TTL and at most a second. Reapers race harmlessly:
+//! each locks the expired lease's row first and skips one another reaper holds
+//! (`SKIP LOCKED`), and only the winner takes the revision lock (in one batch that
+//! checks the lease's keys as read before, deletes them and commits), so a lease's
+//! expiry costs the store one write however many processes run a reaper. etcd's lessor
+//! expires leases the same way, on its leader. Grants and renewals use two
+//! connections of their own, so that a renewal never queues behind writers.
+//!
+//! # Watches
+//!
+//! One hub per backend (per process) reads the log after the last revision it has
+//! seen and hands each revision's changes, as one
+//! [`WatchResponse::Events`](distsync_kv::kv::WatchResponse), to the watches they
+//! concern; a new watch first reads its own history from its start revision in one
+//! snapshot (a start of `0` is etcd's "from now": no history). **How the hub learns of
+//! writes (first version): a bounded poll.** A write of the same process rings it at
+//! once; other processes' writes are found by one statement (the revision row) per
+//! `poll_interval` (20 ms by default) per process, and only while the process has an
+//! open watch. There is no poll per waiter, and no statement at all in a process that
+//! waits on nothing; a waiter in another process learns of a release within one
+//! interval. A doorbell that wakes a hub the moment another process commits (the hub
+//! waits in `SELECT IF(revision > seen, 0, SLEEP(1))` on a connection of its own, and
+//! writers interrupt it with `KILL QUERY` after their commit) is the next step; as
+//! first built it rang every hub at every commit and cost more than the poll under
+//! the conformance suite's load.
+//!
+//! # A client that stops half-way
+//!
+//! Every writer waits for the revision row, so a client that stops while holding it
+//! (paused, cut off by a partition) would stop the whole store. A writer holds it
+//! only inside one batch, which the server runs to its commit whatever the client
+//! does; the one transaction that waits on its client, the claim of a lease's row
+//! before its end, holds that row alone. And:
+//!
+//! - every call runs in a task of its own: a caller that gives up (a dropped future,
+//!   `timeout=`) never cuts a statement off half-way on its connection, so every
+//!   transaction commits or rolls back and its connection returns to the pool clean;
+//! - each connection sets MariaDB's `idle_transaction_timeout` to one second: the
+//!   server ends a connection that sits idle inside a transaction for longer, rolling
+//!   it back. MySQL 8 has no such setting: there a stopped client holds its
+//!   transaction's rows until its connection dies (`wait_timeout`, TCP keepalive).
+//!
+//! # MySQL 8
+//!
+//! Only MariaDB 10.11 is tested. The statements are plain (no `RETURNING`, no
+//! sequences) and should run on MySQL 8, which warns about `VALUES()` in `ON
+//! DUPLICATE KEY UPDATE` (deprecated since 8.0.20) and lacks
+//! `idle_transaction_timeout` (see above; the backend then goes on without it).
+//!
+//! # Not done yet
+//!
+//! - A store that forgets (a wiped data directory, a restored dump): no epoch marker
+//!   yet, so `max_session_ttl=` is refused and `exclusive_across_restart` is not
+//!   declared.
+//! - TLS: `ca=`, `cert=`, `key=` are refused.
+//! - The store clock for the rate limiter and queue ages ([`Kv::clock`] is
+//!   synchronous; the server's clock needs a round trip), and transactions of the
+//!   caller's (exactly-once effects).
+//! - Replication: a promoted asynchronous replica may lack acknowledged commits
+//!   (`survives_failover` is not declared).
+//!
+//! [`Kv::clock`]: distsync_kv::kv::Kv::clock
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use distsync_core::Capabilities;
+
+mod backend;
+mod batch;
+mod compaction;
+mod config;
+mod driver;
+mod error;
+mod kv;
+mod lease;
+mod optimistic;
+mod range;
+mod reaper;
+mod schema;
+mod txn;
+mod watch;
+
+pub use backend::{backend, backend_with_config, connect, MysqlBackend};
+pub use compaction::DEFAULT_RETAINED_REVISIONS;
+pub use config::{
+    MysqlConfig, DEFAULT_POLL_INTERVAL, DEFAULT_POOL_SIZE, DEFAULT_PORT, DEFAULT_TABLE_PREFIX,
+    SCHEMES,
+};
+pub use driver::DRIVER;
+pub use kv::MysqlKv;
+
+/// The backend's name, as it appears in [`Capabilities::backend`], in errors and in
+/// log fields.
+pub const BACKEND: &str = "mysql";
+
+/// The shortest session TTL: a lease's expiry is judged on the server's clock to the
+/// microsecond, but the reaper sleeps up to a quarter of the shortest TTL between
+/// rounds and a renewal is a round trip, so a second keeps both well inside the TTL.
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
+
+/// What the MySQL backend offers: every primitive of the recipes, with
+///
+/// - fencing: create revisions strictly increase (one global revision);
+/// - lost notification and stalled holders expiring: leases on the server's clock;
+/// - surviving a restart: InnoDB keeps every committed row (with
+///   `innodb_flush_log_at_trx_commit=1`, [`Kv::describe`](distsync_kv::kv::Kv::describe)
+///   shows it);
+/// - linearizable: one primary, writers serialized on the revision row;
+/// - not offered yet: the rate limiter and queue ages (the store clock), holds
+///   exclusive across a store that forgot (no epoch marker yet), transactions of the
+///   caller's, and surviving a failover to an asynchronous replica.
+pub fn capabilities() -> Capabilities {
+    Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        .with_rate_limiter(false)
+        .with_queue_age(false)
+        .with_exclusive_across_restart(false)
+        .with_session_bound(false)
+        .with_caller_transactions(false)
+        .with_survives_failover(false)
+}

@@ -1,0 +1,201 @@
+//! Writes that hold the revision row for no client round trip: what a writer read
+//! without a lock ([`Seen`]), checked again under the lock, and the one batch that
+//! locks, checks, writes only if nothing it read has changed, and commits
+//! ([`locked`]).
+//!
+//! A writer first reads what it needs in a snapshot of its own, without a lock, and
+//! decides there what to write. Then one multi-statement batch ([`crate::batch`])
+//! takes the revision lock (`SELECT revision + 1 INTO @r … FOR UPDATE`), sets `@ok`
+//! to whether everything the writer read is as it was ([`Seen::condition`], a
+//! consistent read without locks: its snapshot starts after the lock, so it sees
+//! every earlier commit), runs the writes, each conditional on `@ok` and with `@r` as their
+//! revision, moves the revision only if `@ok`, commits and answers `@ok` and `@r`.
+//! The server runs the batch without waiting for the client between statements, so
+//! a client descheduled mid-call never holds the row: the row is held for the
+//! server's own work and the commit. When `@ok` is false the batch wrote nothing and
+//! the writer starts again from its read: another writer committed in between, so
+//! the store moved on.
+//!
+//! Why the check is enough: every change of a key gives it a new `mod_revision` (a
+//! delete and a re-creation too), so the rows of the keys read are unchanged exactly
+//! when as many of them exist and as many carry the `mod_revision` read; a set of
+//! keys (under a prefix, or of a lease) is unchanged when its count and the count of
+//! the keys read in it are; a live lease can only end, so the live count of the
+//! leases read says whether all still live.
+
+use distsync_core::{Error, Result};
+use distsync_kv::kv::{LeaseId, Revision};
+use sqlx::mysql::MySqlRow;
+use sqlx::Row;
+
+use crate::batch;
+use crate::error::map;
+use crate::schema::Tables;
+use crate::BACKEND;
+
+/// How many times a writer starts again from its read when the store changed it
+/// before the lock, before it gives up with [`Error::Connection`] (transient: the
+/// store was busy with writers of the same keys, and a retry may pass).
+pub(crate) const TRIES: usize = 64;
+
+/// The tag of a locked batch's last `SELECT`, its outcome ([`outcome`]).
+pub(crate) const OUTCOME: i64 = 0;
+
+/// What a writer read without the lock, to be found unchanged under it.
+#[derive(Default)]
+pub(crate) struct Seen {
+    /// Keys and the `mod_revision` each had (`None`: missing).
+    pub(crate) keys: Vec<(String, Option<Revision>)>,
+    /// Leases that were live.
+    pub(crate) live: Vec<LeaseId>,
+    /// Sets of keys: a condition on the `kv` table (its values as literals) and the
+    /// keys that met it.
+    pub(crate) sets: Vec<(String, Vec<String>)>,
+    /// The compaction point, when a read of the log depends on it.
+    pub(crate) compacted: Option<Revision>,
+}
+
+impl Seen {
+    /// One SQL condition, true exactly when everything seen is unchanged (`TRUE`
+    /// when nothing was).
+    pub(crate) fn condition(&self, tables: &Tables) -> String {
+        let kv = &tables.kv;
+        let mut parts = Vec::new();
+        let mut keys: Vec<&(String, Option<Revision>)> = self.keys.iter().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() {
+            let all = batch::bytes_list(keys.iter().map(|(key, _)| key.as_bytes()));
+            let present: Vec<String> = keys
+                .iter()
+                .filter_map(|(key, revision)| {
+                    revision
+                        .map(|revision| format!("({}, {revision})", batch::bytes(key.as_bytes())))
+                })
+                .collect();
+            parts.push(format!(
+                "(SELECT COUNT(*) FROM {kv} WHERE k IN {all}) = {}",
+                present.len()
+            ));
+            if !present.is_empty() {
+                parts.push(format!(
+                    "(SELECT COUNT(*) FROM {kv} WHERE k IN {all} AND (k, mod_revision) IN ({})) = {}",
+                    present.join(", "),
+                    present.len()
+                ));
+            }
+        }
+        let mut live = self.live.clone();
+        live.sort_unstable();
+        live.dedup();
+        if !live.is_empty() {
+            let ids: Vec<String> = live.iter().map(ToString::to_string).collect();
+            parts.push(format!(
+                "(SELECT COUNT(*) FROM {} WHERE id IN ({}) AND expires_at > NOW(6)) = {}",
+                tables.leases,
+                ids.join(", "),
+                live.len()
+            ));
+        }
+        for (condition, members) in &self.sets {
+            parts.push(format!(
+                "(SELECT COUNT(*) FROM {kv} WHERE {condition}) = {}",
+                members.len()
+            ));
+            if !members.is_empty() {
+                parts.push(format!(
+                    "(SELECT COUNT(*) FROM {kv} WHERE {condition} AND k IN {}) = {}",
+                    batch::bytes_list(members.iter().map(|key| key.as_bytes())),
+                    members.len()
+                ));
+            }
+        }
+        if let Some(compacted) = self.compacted {
+            parts.push(format!(
+                "(SELECT compacted FROM {} WHERE id = 1) = {compacted}",
+                tables.meta
+            ));
+        }
+        if parts.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            parts.join(" AND ")
+        }
+    }
+}
+
+/// The locked batch: the revision lock, `@ok` from `seen`, `body` (the writes, each
+/// conditional on `@ok` and written at `@r`, and any tagged reads among them), the
+/// new revision if `writes` (else the revision stays), the commit and the
+/// [`OUTCOME`].
+pub(crate) fn locked(tables: &Tables, seen: &Seen, body: Vec<String>, writes: bool) -> Vec<String> {
+    let mut statements = vec![
+        "START TRANSACTION".to_owned(),
+        format!(
+            "SELECT revision + 1 INTO @r FROM {} WHERE id = 1 FOR UPDATE",
+            tables.meta
+        ),
+        // A plain `SELECT … INTO`, not `SET @ok = (SELECT …)`: InnoDB reads a `SET`'s
+        // subqueries with shared locks, which would make this writer, holding the
+        // revision row, wait on a lease row that a lease's end has claimed.
+        format!("SELECT ({}) INTO @ok", seen.condition(tables)),
+    ];
+    statements.extend(body);
+    if writes {
+        statements.push(format!(
+            "UPDATE {} SET revision = @r WHERE id = 1 AND @ok",
+            tables.meta
+        ));
+    }
+    statements.push("COMMIT".to_owned());
+    statements.push(format!(
+        "SELECT {OUTCOME}, CAST(@ok AS SIGNED), CAST(@r AS SIGNED)"
+    ));
+    statements
+}
+
+/// The revision a locked batch wrote at, from its [`OUTCOME`] row; `None` if what
+/// it had seen had changed (it wrote nothing).
+pub(crate) fn outcome(row: &MySqlRow) -> Result<Option<Revision>> {
+    let ok: Option<i64> = row.try_get(1).map_err(map)?;
+    let revision: Option<Revision> = row.try_get(2).map_err(map)?;
+    match (ok, revision) {
+        (Some(0), _) => Ok(None),
+        (Some(_), Some(revision)) => Ok(Some(revision)),
+        _ => Err(Error::backend(
+            BACKEND,
+            "a locked batch answered no outcome",
+        )),
+    }
+}
+
+/// The error when a writer found what it read changed [`TRIES`] times in a row.
+pub(crate) fn exhausted(doing: &str) -> Error {
+    Error::connection(
+        BACKEND,
+        format!("{doing}: the store changed what it read {TRIES} times in a row; retry"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_seen_is_always_unchanged() {
+        assert_eq!(Seen::default().condition(&Tables::new("t_")), "TRUE");
+    }
+
+    #[test]
+    fn keys_are_checked_by_count_and_mod_revision() {
+        let seen = Seen {
+            keys: vec![("a".to_owned(), Some(7)), ("b".to_owned(), None)],
+            ..Seen::default()
+        };
+        assert_eq!(
+            seen.condition(&Tables::new("t_")),
+            "(SELECT COUNT(*) FROM t_kv WHERE k IN (X'61', X'62')) = 1 AND \
+             (SELECT COUNT(*) FROM t_kv WHERE k IN (X'61', X'62') AND (k, mod_revision) IN ((X'61', 7))) = 1"
+        );
+    }
+}

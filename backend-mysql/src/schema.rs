@@ -1,0 +1,112 @@
+//! The backend's tables, their names under the URL's prefix, and their creation.
+
+use sqlx::MySqlPool;
+
+use distsync_core::Result;
+
+use crate::error::map;
+
+/// The longest key the key columns hold, in bytes: InnoDB's index prefix limit (3072
+/// bytes) less the log index's revision column, rounded down.
+pub(crate) const MAX_KEY_BYTES: usize = 2048;
+
+/// The names of the backend's tables, each `<prefix><table>`.
+#[derive(Clone, Debug)]
+pub(crate) struct Tables {
+    /// One row (`id = 1`): the store's revision and its compaction point. Every
+    /// writing transaction locks it first, so commits happen in revision order.
+    pub(crate) meta: String,
+    /// The current state: one row per live key.
+    pub(crate) kv: String,
+    /// The history: one row per change of one key (a put or a tombstone).
+    pub(crate) log: String,
+    /// The leases, with their expiry on the server's clock.
+    pub(crate) leases: String,
+}
+
+impl Tables {
+    /// The tables under `prefix` (validated by the config: letters, digits, `_`).
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            meta: format!("{prefix}meta"),
+            kv: format!("{prefix}kv"),
+            log: format!("{prefix}log"),
+            leases: format!("{prefix}leases"),
+        }
+    }
+
+    /// Creates the tables that do not exist yet, and the revision row (an empty store
+    /// is at revision 1, as etcd's). Idempotent, and safe when clients race to it.
+    ///
+    /// Cancel safety: each statement is atomic; a cancelled call leaves some tables
+    /// created, which the next call completes.
+    pub(crate) async fn create(&self, pool: &MySqlPool) -> Result<()> {
+        let Self {
+            meta,
+            kv,
+            log,
+            leases,
+        } = self;
+        let statements = [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {meta} (
+                    id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+                    revision BIGINT NOT NULL,
+                    compacted BIGINT NOT NULL
+                ) ENGINE=InnoDB"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {kv} (
+                    k VARBINARY({MAX_KEY_BYTES}) NOT NULL PRIMARY KEY,
+                    create_revision BIGINT NOT NULL,
+                    mod_revision BIGINT NOT NULL,
+                    version BIGINT NOT NULL,
+                    lease BIGINT NOT NULL,
+                    v LONGBLOB NOT NULL,
+                    KEY by_lease (lease)
+                ) ENGINE=InnoDB ROW_FORMAT=DYNAMIC"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {log} (
+                    revision BIGINT NOT NULL,
+                    sub INT NOT NULL,
+                    k VARBINARY({MAX_KEY_BYTES}) NOT NULL,
+                    create_revision BIGINT NOT NULL,
+                    version BIGINT NOT NULL,
+                    lease BIGINT NOT NULL,
+                    v LONGBLOB NOT NULL,
+                    deleted TINYINT NOT NULL,
+                    PRIMARY KEY (revision, sub),
+                    KEY by_key (k, revision)
+                ) ENGINE=InnoDB ROW_FORMAT=DYNAMIC"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {leases} (
+                    id BIGINT NOT NULL PRIMARY KEY,
+                    ttl_us BIGINT NOT NULL,
+                    expires_at DATETIME(6) NOT NULL,
+                    KEY by_expiry (expires_at)
+                ) ENGINE=InnoDB"
+            ),
+        ];
+        for statement in &statements {
+            sqlx::query(statement).execute(pool).await.map_err(map)?;
+        }
+        // The revision row, unless it is there: a plain read first, since inserting
+        // over the row would wait for its lock, which a writer holds.
+        let found: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT revision FROM {meta} WHERE id = 1"))
+                .fetch_optional(pool)
+                .await
+                .map_err(map)?;
+        if found.is_none() {
+            sqlx::query(&format!(
+                "INSERT IGNORE INTO {meta} (id, revision, compacted) VALUES (1, 1, 0)"
+            ))
+            .execute(pool)
+            .await
+            .map_err(map)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,753 @@
+//! One [`Txn`] in two phases: a read without a lock decides what to write, then one
+//! batch locks the revision row, checks that read, writes and commits
+//! ([`crate::optimistic`]), so that no writer holds the row across a client round
+//! trip.
+//!
+//! Phase 1 reads one consistent snapshot in one round trip: the revision row, the
+//! `kv` rows of every key a compare, a put or a single-key delete of either branch
+//! names, whether each lease a put names is live, and the keys under each prefix a
+//! prefix delete names. The compares are evaluated there, and the chosen branch is
+//! played out on what was read: everything that can be refused without the store is
+//! refused then (an empty or too long key; a lease seen expired or gone, since a
+//! lease never comes back; keeping the lease of a missing key; a range outside the
+//! revisions), its writes become statements conditional on `@ok` and written at
+//! `@r`, and its ranges tagged `SELECT`s in branch order, so that a range after a
+//! put sees it, as etcd's do. A range at an explicit revision reads the log, which
+//! is right for any revision up to the current one.
+//!
+//! Phase 2 is one batch. A branch that writes sends the locked batch
+//! ([`optimistic::locked`]): its commit is in revision order as every writer's, and
+//! the compares hold at the revision it gets, since every key they read is checked
+//! unchanged under the lock (as are the keys it writes, the leases its puts name and
+//! the keys under its prefix deletes). A branch that writes nothing (ranges only, or
+//! deletes of missing keys) takes no lock: a read-only snapshot with the same check
+//! answers it, at the snapshot's revision. When the check fails nothing was written
+//! and the transaction starts again from phase 1, at most [`optimistic::TRIES`] times
+//! ([`Error::Connection`] then). A transaction without a put or a delete in either
+//! branch takes no lock either; without compares it is one snapshot in one batch.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+
+use bytes::Bytes;
+use distsync_core::{Error, Result};
+use distsync_kv::kv::{
+    Compare, EventKind, KeyValue, LeaseId, Range, Revision, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    WatchEvent,
+};
+use distsync_kv::StoreError;
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySqlConnection, MySqlPool, Row};
+
+use crate::batch;
+use crate::error::map;
+use crate::optimistic::{self, Seen, OUTCOME};
+use crate::range::{self, key_string, KeyFilter};
+use crate::schema::{Tables, MAX_KEY_BYTES};
+use crate::BACKEND;
+
+/// The statement that opens a read-only transaction on one snapshot.
+pub(crate) const READ_ONLY: &str = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+
+/// What a transaction did: its answer, and its changes if it made any.
+pub(crate) struct Applied {
+    /// The answer.
+    pub(crate) response: TxnResponse,
+    /// The changes, in order, if the transaction made any (all at
+    /// `response.revision`).
+    pub(crate) events: Vec<WatchEvent>,
+}
+
+/// One log row to write.
+pub(crate) struct LogRow {
+    key: String,
+    /// `0`: the revision of the change itself (a key it creates), known only once
+    /// the revision lock is taken.
+    create_revision: Revision,
+    version: i64,
+    lease: LeaseId,
+    value: Bytes,
+    deleted: bool,
+}
+
+impl LogRow {
+    /// The deletion of `key`.
+    pub(crate) fn tombstone(key: String) -> Self {
+        Self {
+            key,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+            value: Bytes::new(),
+            deleted: true,
+        }
+    }
+}
+
+/// A revision in a locked batch: `0` is the batch's own, `@r`.
+fn revision_sql(revision: Revision) -> String {
+    if revision == 0 {
+        "@r".to_owned()
+    } else {
+        revision.to_string()
+    }
+}
+
+/// A key's current revisions and lease, from the `kv` table (`0`: the transaction's
+/// own revision, for a key it wrote).
+#[derive(Clone, Copy, Default)]
+struct Current {
+    create_revision: Revision,
+    mod_revision: Revision,
+    version: i64,
+    lease: LeaseId,
+}
+
+/// Runs `txn` on `pool`.
+///
+/// Cancel safety: dropping the future before the commit rolls the transaction back
+/// (its connection is closed, [`batch::Open`]); once the last batch is sent, it may
+/// have been applied.
+pub(crate) async fn run(pool: &MySqlPool, tables: &Tables, txn: Txn) -> Result<Applied> {
+    txn.check_branches()?;
+    let writes = (txn.success.iter().chain(&txn.failure)).any(|op| !matches!(op, TxnOp::Range(_)));
+    let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
+    let applied = if !writes && txn.compares.is_empty() {
+        ranges_only(open.conn(), tables, &txn.success).await
+    } else {
+        optimistic_on(open.conn(), tables, &txn).await
+    };
+    match applied {
+        Ok(applied) => {
+            open.done();
+            Ok(applied)
+        }
+        Err(error) => {
+            open.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+/// A transaction of ranges and no compares: one snapshot, one batch, no lock.
+async fn ranges_only(
+    conn: &mut MySqlConnection,
+    tables: &Tables,
+    ops: &[TxnOp],
+) -> Result<Applied> {
+    let mut statements = vec![
+        READ_ONLY.to_owned(),
+        format!(
+            "SELECT {OUTCOME}, revision, compacted FROM {} WHERE id = 1",
+            tables.meta
+        ),
+    ];
+    let mut answers = Vec::with_capacity(ops.len());
+    for (index, op) in ops.iter().enumerate() {
+        if let TxnOp::Range(range) = op {
+            answers.push(Answer::range(tables, range, index, &mut statements));
+        }
+    }
+    statements.push("COMMIT".to_owned());
+    let rows = batch::run(conn, &statements).await?;
+    let (outcome, tagged) = sort(&rows)?;
+    let current: Revision = outcome.try_get(1).map_err(map)?;
+    let compacted: Revision = outcome.try_get(2).map_err(map)?;
+    for answer in &answers {
+        if let Answer::Range { range, .. } = answer {
+            range.check(current, compacted, BACKEND)?;
+        }
+    }
+    Ok(Applied {
+        response: TxnResponse {
+            succeeded: true,
+            responses: respond(answers, &tagged, current)?,
+            revision: current,
+        },
+        events: Vec::new(),
+    })
+}
+
+/// A transaction with compares or writes, in two phases (see the module docs).
+async fn optimistic_on(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) -> Result<Applied> {
+    for _ in 0..optimistic::TRIES {
+        let snapshot = Snapshot::read(conn, tables, txn).await?;
+        let branch = Branch::play(tables, &snapshot, txn)?;
+        if let Some(applied) = branch.commit(conn).await? {
+            return Ok(applied);
+        }
+        tracing::debug!(
+            backend = BACKEND,
+            "a transaction's reads changed before its commit: reading again"
+        );
+    }
+    Err(optimistic::exhausted("a transaction"))
+}
+
+/// The keys, leases and prefixes a transaction's phase 1 reads: the rows of these
+/// keys, whether these leases are live, and the keys under these prefixes.
+fn known_in_advance(txn: &Txn) -> (Vec<&str>, Vec<LeaseId>, Vec<&str>) {
+    let mut keys: Vec<&str> = txn.compares.iter().map(|c| c.key.as_str()).collect();
+    let mut leases = Vec::new();
+    let mut prefixes = Vec::new();
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            TxnOp::Put {
+                key,
+                lease,
+                ignore_lease,
+                ..
+            } => {
+                keys.push(key);
+                if !ignore_lease && *lease != 0 {
+                    leases.push(*lease);
+                }
+            }
+            TxnOp::Delete { key, prefix: false } => keys.push(key),
+            TxnOp::Delete { key, prefix: true } => prefixes.push(key.as_str()),
+            TxnOp::Range(_) => {}
+        }
+    }
+    keys.retain(|key| !key.is_empty() && key.len() <= MAX_KEY_BYTES);
+    for list in [&mut keys, &mut prefixes] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    leases.sort_unstable();
+    leases.dedup();
+    (keys, leases, prefixes)
+}
+
+/// The tags of phase 1's `SELECT`s ([`batch::tag`]); the keys under the `i`-th
+/// prefix are tagged `PREFIX + i`.
+const META: i64 = 0;
+const ROW: i64 = 1;
+const LIVE_LEASE: i64 = 2;
+const PREFIX: i64 = 3;
+
+/// What phase 1 read, in one snapshot.
+struct Snapshot {
+    /// The last committed revision.
+    current: Revision,
+    compacted: Revision,
+    /// The keys asked for, and the rows of those that exist.
+    asked: Vec<String>,
+    rows: HashMap<String, Current>,
+    /// The live leases among those asked for.
+    live: HashSet<LeaseId>,
+    /// The keys under each prefix asked for, in key order.
+    prefixes: HashMap<String, Vec<String>>,
+}
+
+impl Snapshot {
+    /// Reads what `txn` needs, in one round trip without a lock.
+    async fn read(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) -> Result<Self> {
+        let (keys, leases, prefixes) = known_in_advance(txn);
+        let mut statements = vec![
+            READ_ONLY.to_owned(),
+            format!(
+                "SELECT {META}, revision, compacted FROM {} WHERE id = 1",
+                tables.meta
+            ),
+        ];
+        if !keys.is_empty() {
+            statements.push(format!(
+                "SELECT {ROW}, k, create_revision, mod_revision, version, lease FROM {} \
+                 WHERE k IN {}",
+                tables.kv,
+                batch::bytes_list(keys.iter().map(|key| key.as_bytes()))
+            ));
+        }
+        if !leases.is_empty() {
+            let ids: Vec<String> = leases.iter().map(ToString::to_string).collect();
+            statements.push(format!(
+                "SELECT {LIVE_LEASE}, id FROM {} WHERE id IN ({}) AND expires_at > NOW(6)",
+                tables.leases,
+                ids.join(", ")
+            ));
+        }
+        for (index, prefix) in (0..).zip(&prefixes) {
+            statements.push(format!(
+                "SELECT {}, k FROM {} WHERE {} ORDER BY k",
+                PREFIX + index,
+                tables.kv,
+                KeyFilter::new(prefix, true, None).literal()
+            ));
+        }
+        statements.push("COMMIT".to_owned());
+        let mut meta = None;
+        let mut snapshot = Self {
+            current: 0,
+            compacted: 0,
+            asked: keys.iter().map(|key| (*key).to_owned()).collect(),
+            rows: HashMap::new(),
+            live: HashSet::new(),
+            prefixes: prefixes
+                .iter()
+                .map(|prefix| ((*prefix).to_owned(), Vec::new()))
+                .collect(),
+        };
+        for row in batch::run(conn, &statements).await? {
+            match batch::tag(&row)? {
+                META => meta = Some((row.try_get(1).map_err(map)?, row.try_get(2).map_err(map)?)),
+                ROW => {
+                    let key = key_string(row.try_get(1).map_err(map)?)?;
+                    snapshot.rows.insert(key, current_of(&row, 2)?);
+                }
+                LIVE_LEASE => {
+                    snapshot.live.insert(row.try_get(1).map_err(map)?);
+                }
+                tag => {
+                    let prefix = usize::try_from(tag - PREFIX)
+                        .ok()
+                        .and_then(|index| prefixes.get(index))
+                        .ok_or_else(|| Error::backend(BACKEND, format!("an unknown tag {tag}")))?;
+                    let key = key_string(row.try_get(1).map_err(map)?)?;
+                    snapshot
+                        .prefixes
+                        .entry((*prefix).to_owned())
+                        .or_default()
+                        .push(key);
+                }
+            }
+        }
+        (snapshot.current, snapshot.compacted) =
+            meta.ok_or_else(|| Error::backend(BACKEND, "the revision row is missing"))?;
+        Ok(snapshot)
+    }
+}
+
+/// An op's answer: known when the branch is played out, or a range's, read in
+/// phase 2 from the rows tagged `tag` (and its count, `tag + 1`).
+enum Answer {
+    Done(TxnOpResponse),
+    Range { range: Range, past: bool, tag: i64 },
+}
+
+impl Answer {
+    /// The answer of the `index`-th op, the range `range`, whose statements it adds
+    /// to `statements`.
+    fn range(tables: &Tables, range: &Range, index: usize, statements: &mut Vec<String>) -> Self {
+        let past = range.revision.filter(|at| *at > 0);
+        let tag = i64::try_from(index).unwrap_or(i64::MAX / 2 - 1) * 2 + 1;
+        statements.extend(range::statements(tables, range, past, tag));
+        Self::Range {
+            range: range.clone(),
+            past: past.is_some(),
+            tag,
+        }
+    }
+}
+
+/// A batch's rows by tag, and its [`OUTCOME`] row.
+fn sort(rows: &[MySqlRow]) -> Result<(&MySqlRow, HashMap<i64, Vec<&MySqlRow>>)> {
+    let mut outcome = None;
+    let mut tagged: HashMap<i64, Vec<&MySqlRow>> = HashMap::new();
+    for row in rows {
+        match batch::tag(row)? {
+            OUTCOME => outcome = Some(row),
+            tag => tagged.entry(tag).or_default().push(row),
+        }
+    }
+    let outcome = outcome.ok_or_else(|| Error::backend(BACKEND, "a batch answered no outcome"))?;
+    Ok((outcome, tagged))
+}
+
+/// The answers, the ranges' from their tagged rows, at `revision`.
+fn respond(
+    answers: Vec<Answer>,
+    tagged: &HashMap<i64, Vec<&MySqlRow>>,
+    revision: Revision,
+) -> Result<Vec<TxnOpResponse>> {
+    answers
+        .into_iter()
+        .map(|answer| match answer {
+            Answer::Done(response) => Ok(response),
+            Answer::Range { range, past, tag } => {
+                let rows = tagged.get(&tag).map(Vec::as_slice).unwrap_or_default();
+                let count = tagged
+                    .get(&(tag + 1))
+                    .and_then(|rows| rows.first().copied());
+                Ok(TxnOpResponse::Range(range::answer(
+                    &range, past, rows, count, revision,
+                )?))
+            }
+        })
+        .collect()
+}
+
+/// The chosen branch, played out on what phase 1 read.
+struct Branch<'a> {
+    tables: &'a Tables,
+    snapshot: &'a Snapshot,
+    succeeded: bool,
+    /// The keys as the branch leaves them so far (`None`: missing).
+    state: BTreeMap<String, Option<Current>>,
+    /// Its writes and reads, in order, for the batch of phase 2.
+    statements: Vec<String>,
+    answers: Vec<Answer>,
+    /// Its changes.
+    rows: Vec<LogRow>,
+    /// What it depends on, checked in phase 2.
+    seen: Seen,
+}
+
+impl<'a> Branch<'a> {
+    /// Evaluates the compares on `snapshot` and plays the chosen branch out.
+    fn play(tables: &'a Tables, snapshot: &'a Snapshot, txn: &Txn) -> Result<Self> {
+        let succeeded = holds(&txn.compares, &snapshot.rows);
+        let mut branch = Self {
+            tables,
+            snapshot,
+            succeeded,
+            state: snapshot
+                .asked
+                .iter()
+                .map(|key| (key.clone(), snapshot.rows.get(key).copied()))
+                .collect(),
+            statements: Vec::new(),
+            answers: Vec::new(),
+            rows: Vec::new(),
+            seen: Seen::default(),
+        };
+        for compare in &txn.compares {
+            branch.see(&compare.key);
+        }
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        for (index, op) in ops.iter().enumerate() {
+            let answer = branch.op(index, op)?;
+            branch.answers.push(answer);
+        }
+        Ok(branch)
+    }
+
+    /// Records that the branch depends on `key`'s row as phase 1 read it.
+    fn see(&mut self, key: &str) {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            return;
+        }
+        let revision = self.snapshot.rows.get(key).map(|row| row.mod_revision);
+        self.seen.keys.push((key.to_owned(), revision));
+    }
+
+    fn op(&mut self, index: usize, op: &TxnOp) -> Result<Answer> {
+        match op {
+            TxnOp::Put {
+                key,
+                value,
+                lease,
+                ignore_lease,
+            } => {
+                self.put(key, value, (!ignore_lease).then_some(*lease))?;
+                Ok(Answer::Done(TxnOpResponse::Put))
+            }
+            TxnOp::Delete { key, prefix } => {
+                if key.is_empty() && !prefix {
+                    return Err(Error::InvalidArgument(
+                        "delete: key is not provided".to_owned(),
+                    ));
+                }
+                let deleted = if *prefix {
+                    self.delete_prefix(key)
+                } else {
+                    self.delete(key)
+                };
+                Ok(Answer::Done(TxnOpResponse::Delete(deleted)))
+            }
+            TxnOp::Range(range) => {
+                range.check(self.snapshot.current, self.snapshot.compacted, BACKEND)?;
+                if range.revision.is_some_and(|at| at > 0) {
+                    self.seen.compacted = Some(self.snapshot.compacted);
+                }
+                Ok(Answer::range(
+                    self.tables,
+                    range,
+                    index,
+                    &mut self.statements,
+                ))
+            }
+        }
+    }
+
+    /// Writes `key`; `lease: None` keeps the key's current lease.
+    fn put(&mut self, key: &str, value: &Bytes, lease: Option<LeaseId>) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidArgument(
+                "put: key is not provided".to_owned(),
+            ));
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "put: key of {} bytes is longer than the store's {MAX_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        self.see(key);
+        let previous = self.state.get(key).copied().flatten();
+        let lease = match (lease, previous) {
+            (None, None) => return Err(StoreError::KeyNotFound(key.to_owned()).in_backend(BACKEND)),
+            (None, Some(previous)) => previous.lease,
+            (Some(lease), _) => {
+                if lease != 0 {
+                    // A lease seen expired or gone never comes back.
+                    if !self.snapshot.live.contains(&lease) {
+                        return Err(StoreError::LeaseNotFound(lease).in_backend(BACKEND));
+                    }
+                    self.seen.live.push(lease);
+                }
+                lease
+            }
+        };
+        let create_revision = previous.map_or(0, |p| p.create_revision);
+        let version = previous.map_or(1, |p| p.version.saturating_add(1));
+        self.statements.push(format!(
+            "INSERT INTO {} (k, create_revision, mod_revision, version, lease, v) \
+             SELECT {}, {}, @r, {version}, {lease}, {} FROM DUAL WHERE @ok ON DUPLICATE KEY UPDATE \
+             create_revision = VALUES(create_revision), mod_revision = VALUES(mod_revision), \
+             version = VALUES(version), lease = VALUES(lease), v = VALUES(v)",
+            self.tables.kv,
+            batch::bytes(key.as_bytes()),
+            revision_sql(create_revision),
+            batch::bytes(value),
+        ));
+        self.state.insert(
+            key.to_owned(),
+            Some(Current {
+                create_revision,
+                mod_revision: 0,
+                version,
+                lease,
+            }),
+        );
+        self.rows.push(LogRow {
+            key: key.to_owned(),
+            create_revision,
+            version,
+            lease,
+            value: value.clone(),
+            deleted: false,
+        });
+        Ok(())
+    }
+
+    /// Deletes `key`; whether it existed.
+    fn delete(&mut self, key: &str) -> i64 {
+        if key.len() > MAX_KEY_BYTES {
+            return 0;
+        }
+        self.see(key);
+        if self.state.get_mut(key).and_then(Option::take).is_none() {
+            return 0;
+        }
+        self.statements.push(format!(
+            "DELETE FROM {} WHERE k = {} AND @ok",
+            self.tables.kv,
+            batch::bytes(key.as_bytes())
+        ));
+        self.rows.push(LogRow::tombstone(key.to_owned()));
+        1
+    }
+
+    /// Deletes every key starting with `prefix`; how many existed.
+    fn delete_prefix(&mut self, prefix: &str) -> i64 {
+        let under = self
+            .snapshot
+            .prefixes
+            .get(prefix)
+            .cloned()
+            .unwrap_or_default();
+        let filter = KeyFilter::new(prefix, true, None).literal();
+        for key in &under {
+            // Only the keys the branch has not written yet are as phase 1 read them.
+            self.state
+                .entry(key.clone())
+                .or_insert(Some(Current::default()));
+        }
+        self.seen.sets.push((filter.clone(), under));
+        let doomed: Vec<String> = self
+            .state
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(_, row)| row.is_some())
+            .map(|(key, _)| key.clone())
+            .collect();
+        if doomed.is_empty() {
+            return 0;
+        }
+        self.statements.push(format!(
+            "DELETE FROM {} WHERE {filter} AND @ok",
+            self.tables.kv
+        ));
+        for key in &doomed {
+            self.state.insert(key.clone(), None);
+            self.rows.push(LogRow::tombstone(key.clone()));
+        }
+        i64::try_from(doomed.len()).unwrap_or(i64::MAX)
+    }
+
+    /// Phase 2: the branch's batch; its result, or `None` when what phase 1 read
+    /// had changed (nothing was written).
+    async fn commit(self, conn: &mut MySqlConnection) -> Result<Option<Applied>> {
+        let tables = self.tables;
+        let writes = !self.rows.is_empty();
+        let statements = if writes {
+            let mut body = self.statements;
+            body.extend(log_rows(tables, &self.rows));
+            optimistic::locked(tables, &self.seen, body, true)
+        } else {
+            let mut statements = vec![
+                READ_ONLY.to_owned(),
+                format!(
+                    "SELECT {OUTCOME}, CAST(({}) AS SIGNED), revision FROM {} WHERE id = 1",
+                    self.seen.condition(tables),
+                    tables.meta
+                ),
+            ];
+            statements.extend(self.statements);
+            statements.push("COMMIT".to_owned());
+            statements
+        };
+        let rows = batch::run(conn, &statements).await?;
+        let (outcome, tagged) = sort(&rows)?;
+        let revision = if writes {
+            optimistic::outcome(outcome)?
+        } else {
+            let ok: i64 = outcome.try_get(1).map_err(map)?;
+            (ok != 0)
+                .then(|| outcome.try_get::<Revision, _>(2).map_err(map))
+                .transpose()?
+        };
+        let Some(revision) = revision else {
+            return Ok(None);
+        };
+        let responses = respond(self.answers, &tagged, revision)?;
+        let events = self
+            .rows
+            .into_iter()
+            .map(|row| event(row, revision))
+            .collect();
+        Ok(Some(Applied {
+            response: TxnResponse {
+                succeeded: self.succeeded,
+                responses,
+                revision,
+            },
+            events,
+        }))
+    }
+}
+
+/// The watch event of a log row written at `revision`.
+pub(crate) fn event_of(
+    key: String,
+    revision: Revision,
+    create_revision: Revision,
+    version: i64,
+    lease: LeaseId,
+    value: Bytes,
+    deleted: bool,
+) -> WatchEvent {
+    if deleted {
+        WatchEvent {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key,
+                mod_revision: revision,
+                ..KeyValue::default()
+            },
+        }
+    } else {
+        WatchEvent {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key,
+                value,
+                create_revision,
+                mod_revision: revision,
+                version,
+                lease,
+            },
+        }
+    }
+}
+
+/// The watch event of `row`, written at `revision`.
+pub(crate) fn event(row: LogRow, revision: Revision) -> WatchEvent {
+    let create_revision = if row.create_revision == 0 {
+        revision
+    } else {
+        row.create_revision
+    };
+    event_of(
+        row.key,
+        revision,
+        create_revision,
+        row.version,
+        row.lease,
+        row.value,
+        row.deleted,
+    )
+}
+
+/// Whether every compare holds against `found`, the rows of the keys they name (a
+/// key not there is missing).
+fn holds(compares: &[Compare], found: &HashMap<String, Current>) -> bool {
+    compares.iter().all(|compare| {
+        let current = found.get(&compare.key).copied().unwrap_or_default();
+        compare.holds(
+            current.create_revision,
+            current.mod_revision,
+            current.version,
+        )
+    })
+}
+
+/// `create_revision, mod_revision, version, lease` from column `from` on.
+fn current_of(row: &sqlx::mysql::MySqlRow, from: usize) -> Result<Current> {
+    Ok(Current {
+        create_revision: row.try_get(from).map_err(map)?,
+        mod_revision: row.try_get(from + 1).map_err(map)?,
+        version: row.try_get(from + 2).map_err(map)?,
+        lease: row.try_get(from + 3).map_err(map)?,
+    })
+}
+
+/// The statements that write a locked batch's changes to the log at `@r`, in their
+/// order (`sub`), each only if `@ok` ([`optimistic::locked`]).
+pub(crate) fn log_rows(tables: &Tables, rows: &[LogRow]) -> Vec<String> {
+    // A statement well under the server's default max_allowed_packet.
+    const CHUNK: usize = 1000;
+    let mut statements = Vec::new();
+    for (chunk_index, chunk) in rows.chunks(CHUNK).enumerate() {
+        let selects: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(index, row)| {
+                let sub = chunk_index * CHUNK + index;
+                let create_revision = if row.deleted {
+                    "0".to_owned()
+                } else {
+                    revision_sql(row.create_revision)
+                };
+                format!(
+                    "SELECT @r, {sub}, {}, {create_revision}, {}, {}, {}, {} FROM DUAL WHERE @ok",
+                    batch::bytes(row.key.as_bytes()),
+                    row.version,
+                    row.lease,
+                    batch::bytes(&row.value),
+                    u8::from(row.deleted)
+                )
+            })
+            .collect();
+        statements.push(format!(
+            "INSERT INTO {} (revision, sub, k, create_revision, version, lease, v, deleted) {}",
+            tables.log,
+            selects.join(" UNION ALL ")
+        ));
+    }
+    statements
+}

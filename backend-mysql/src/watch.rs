@@ -1,0 +1,350 @@
+//! The watch hub: one per backend, reading the log after the last revision it has
+//! seen and handing each revision's changes to the watches they concern.
+//!
+//! Writers commit in revision order (see `txn.rs`), so once the hub reads the
+//! revision row at `r`, every row up to `r` is in the log: reading `(seen, r]` never
+//! skips a change that commits later.
+//!
+//! How the hub learns of a write: a write of this process wakes it at once; writes of
+//! other processes are found by a bounded poll, one statement (the revision row) per
+//! `poll_interval` per process, and only while the process has open watches. That is
+//! the first version of the doorbell: a waiter in another process learns of a release
+//! within one poll interval.
+//!
+//! A new watch reads its own history (from its start revision to the hub's position)
+//! in one snapshot, then takes what the hub delivers after that position. When the hub
+//! cannot read the log, every open watch ends (the recipes re-read and watch again).
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use distsync_core::Result;
+use distsync_kv::kv::{Revision, WatchEvent, WatchResponse};
+use futures::stream::{self, BoxStream, StreamExt};
+use sqlx::{MySqlPool, Row};
+use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::task::JoinHandle;
+
+use crate::error::map;
+use crate::range::{key_string, KeyFilter};
+use crate::schema::Tables;
+use crate::txn::{event_of, READ_ONLY};
+
+/// How many revisions the hub reads in one statement.
+const BATCH: Revision = 256;
+
+/// What a watch receives from the hub.
+type Sender = mpsc::UnboundedSender<Result<WatchResponse>>;
+
+/// One open watch.
+struct Watcher {
+    key: String,
+    prefix: bool,
+    start: Revision,
+    sender: Sender,
+}
+
+impl Watcher {
+    fn wants(&self, event: &WatchEvent) -> bool {
+        if self.prefix {
+            event.kv.key.starts_with(&self.key)
+        } else {
+            event.kv.key == self.key
+        }
+    }
+}
+
+/// The hub's position and its watches.
+struct State {
+    /// The last revision read (every change up to it is delivered).
+    seen: Revision,
+    watchers: Vec<Watcher>,
+}
+
+/// What the hub's task shares with the backend.
+struct Shared {
+    pool: MySqlPool,
+    tables: Tables,
+    poll_interval: Duration,
+    state: Mutex<State>,
+    /// Rung by this process's writes and by new watches.
+    bell: Notify,
+}
+
+/// The watch hub of one backend; its task ends when the hub is dropped.
+pub(crate) struct Hub {
+    shared: Arc<Shared>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("poll_interval", &self.shared.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().ok().and_then(|mut task| task.take()) {
+            task.abort();
+        }
+    }
+}
+
+impl Hub {
+    /// A hub over `pool`'s log; its task starts with the first watch.
+    pub(crate) fn new(pool: MySqlPool, tables: Tables, poll_interval: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                pool,
+                tables,
+                poll_interval,
+                state: Mutex::new(State {
+                    seen: 0,
+                    watchers: Vec::new(),
+                }),
+                bell: Notify::new(),
+            }),
+            task: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Tells the hub that this process wrote: it reads the log now.
+    pub(crate) fn ring(&self) {
+        self.shared.bell.notify_one();
+    }
+
+    /// Watches `key` (every key under it when `prefix`) from `start` (0 or below:
+    /// from the changes after the present on, as etcd's).
+    ///
+    /// Cancel safety: cancel-safe; a watch registered by a dropped call is removed at
+    /// the hub's next delivery.
+    pub(crate) async fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        mut start: Revision,
+    ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+        self.start_task();
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let upto = {
+            let mut state = self.shared.state.lock().await;
+            if state.watchers.is_empty() {
+                // An idle hub read nothing: it starts from the present.
+                state.seen = current_revision(&self.shared).await?;
+            }
+            // A start of 0 or below is etcd's "from now": after the hub's position.
+            if start <= 0 {
+                start = state.seen.saturating_add(1);
+            }
+            state.watchers.push(Watcher {
+                key: key.to_owned(),
+                prefix,
+                start,
+                sender,
+            });
+            state.seen
+        };
+        self.ring();
+        let history = if start <= upto {
+            history(&self.shared, key, prefix, start, upto).await?
+        } else {
+            Vec::new()
+        };
+        let ends = matches!(history.last(), Some(Ok(WatchResponse::Compacted(_))));
+        let live = stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        Ok(if ends {
+            stream::iter(history).boxed()
+        } else {
+            stream::iter(history).chain(live).boxed()
+        })
+    }
+
+    fn start_task(&self) {
+        let Ok(mut task) = self.task.lock() else {
+            return;
+        };
+        if task.is_none() {
+            let shared = Arc::downgrade(&self.shared);
+            *task = Some(tokio::spawn(run(shared)));
+        }
+    }
+}
+
+/// The store's revision.
+async fn current_revision(shared: &Shared) -> Result<Revision> {
+    sqlx::query_scalar(&format!(
+        "SELECT revision FROM {} WHERE id = 1",
+        shared.tables.meta
+    ))
+    .fetch_one(&shared.pool)
+    .await
+    .map_err(map)
+}
+
+/// The changes to `key` (or under it) in `[start, upto]`, one response per revision,
+/// or `Compacted` when `start` is below the compaction point; read in one snapshot.
+async fn history(
+    shared: &Shared,
+    key: &str,
+    prefix: bool,
+    start: Revision,
+    upto: Revision,
+) -> Result<Vec<Result<WatchResponse>>> {
+    let mut tx = shared.pool.begin_with(READ_ONLY).await.map_err(map)?;
+    let compacted: Revision = sqlx::query_scalar(&format!(
+        "SELECT compacted FROM {} WHERE id = 1",
+        shared.tables.meta
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map)?;
+    if start < compacted {
+        return Ok(vec![Ok(WatchResponse::Compacted(compacted))]);
+    }
+    let filter = KeyFilter::new(key, prefix, None);
+    let sql = format!(
+        "SELECT revision, sub, k, create_revision, version, lease, v, deleted FROM {} \
+         WHERE {} AND revision >= ? AND revision <= ? ORDER BY revision, sub",
+        shared.tables.log, filter.sql
+    );
+    let mut query = sqlx::query(&sql);
+    for value in &filter.binds {
+        query = query.bind(value);
+    }
+    let rows = query
+        .bind(start)
+        .bind(upto)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    tx.commit().await.map_err(map)?;
+    let events = rows.iter().map(row_event).collect::<Result<Vec<_>>>()?;
+    Ok(by_revision(events)
+        .into_iter()
+        .map(|(_, events)| Ok(WatchResponse::Events(events)))
+        .collect())
+}
+
+/// A log row `revision, sub, k, create_revision, version, lease, v, deleted` as its
+/// revision and event.
+fn row_event(row: &sqlx::mysql::MySqlRow) -> Result<(Revision, WatchEvent)> {
+    let revision: Revision = row.try_get(0).map_err(map)?;
+    let key: Vec<u8> = row.try_get(2).map_err(map)?;
+    let value: Vec<u8> = row.try_get(6).map_err(map)?;
+    let deleted: bool = row.try_get(7).map_err(map)?;
+    Ok((
+        revision,
+        event_of(
+            key_string(key)?,
+            revision,
+            row.try_get(3).map_err(map)?,
+            row.try_get(4).map_err(map)?,
+            row.try_get(5).map_err(map)?,
+            Bytes::from(value),
+            deleted,
+        ),
+    ))
+}
+
+/// Events grouped by revision, in order.
+fn by_revision(events: Vec<(Revision, WatchEvent)>) -> Vec<(Revision, Vec<WatchEvent>)> {
+    let mut grouped: Vec<(Revision, Vec<WatchEvent>)> = Vec::new();
+    for (revision, event) in events {
+        match grouped.last_mut() {
+            Some((last, events)) if *last == revision => events.push(event),
+            _ => grouped.push((revision, vec![event])),
+        }
+    }
+    grouped
+}
+
+/// The hub's task: waits for its bell or the poll interval (only while watches are
+/// open), then delivers what the log holds after its position.
+async fn run(shared: Weak<Shared>) {
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let idle = strong.state.lock().await.watchers.is_empty();
+        let bell = strong.bell.notified();
+        if idle {
+            // No watch to serve: no statement until one opens (it rings). The hub's
+            // drop aborts the task here.
+            bell.await;
+            continue;
+        }
+        let interval = strong.poll_interval;
+        let _ = tokio::time::timeout(interval, bell).await;
+        if let Err(error) = deliver(&strong).await {
+            tracing::warn!(
+                backend = crate::BACKEND,
+                %error,
+                "watch hub: reading the log failed; ending the open watches"
+            );
+            strong.state.lock().await.watchers.clear();
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+/// Reads and delivers every change after the hub's position.
+async fn deliver(shared: &Shared) -> Result<()> {
+    let mut state = shared.state.lock().await;
+    state.watchers.retain(|watcher| !watcher.sender.is_closed());
+    if state.watchers.is_empty() {
+        return Ok(());
+    }
+    let (current, compacted): (Revision, Revision) = sqlx::query_as(&format!(
+        "SELECT revision, compacted FROM {} WHERE id = 1",
+        shared.tables.meta
+    ))
+    .fetch_one(&shared.pool)
+    .await
+    .map_err(map)?;
+    if state.seen.saturating_add(1) < compacted {
+        // The hub fell behind the compaction point: what it missed is gone.
+        for watcher in state.watchers.drain(..) {
+            let _ = watcher.sender.send(Ok(WatchResponse::Compacted(compacted)));
+        }
+        state.seen = current;
+        return Ok(());
+    }
+    while state.seen < current {
+        let upto = current.min(state.seen.saturating_add(BATCH));
+        let rows = sqlx::query(&format!(
+            "SELECT revision, sub, k, create_revision, version, lease, v, deleted FROM {} \
+             WHERE revision > ? AND revision <= ? ORDER BY revision, sub",
+            shared.tables.log
+        ))
+        .bind(state.seen)
+        .bind(upto)
+        .fetch_all(&shared.pool)
+        .await
+        .map_err(map)?;
+        let events = rows.iter().map(row_event).collect::<Result<Vec<_>>>()?;
+        for (revision, events) in by_revision(events) {
+            state.watchers.retain(|watcher| {
+                if revision < watcher.start {
+                    return true;
+                }
+                let wanted: Vec<WatchEvent> = (events.iter())
+                    .filter(|event| watcher.wants(event))
+                    .cloned()
+                    .collect();
+                wanted.is_empty()
+                    || watcher
+                        .sender
+                        .send(Ok(WatchResponse::Events(wanted)))
+                        .is_ok()
+            });
+        }
+        state.seen = upto;
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The integration tests of this crate as one test binary, a module per concern,
+//! against a real MySQL or MariaDB server (`DISTSYNC_MYSQL_URL`; skipped loudly when
+//! unset). Each test works in tables of its own (a fresh `table_prefix=`), dropped
+//! when it passes.
+
+mod common;
+mod compaction;
+mod lease;
+mod txn;
+mod watch;

@@ -1,0 +1,82 @@
+//! Watches: history from a past revision, then live changes, from this process and
+//! from another client of the same tables.
+
+use distsync_kv::kv::{EventKind, Kv, Txn, TxnOp};
+use distsync_kv::kv::{Revision, WatchResponse};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::time::timeout;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn a_watch_from_a_past_revision_replays_then_follows() {
+    let Some((kv, url)) = store("").await else {
+        return;
+    };
+    put_one(&kv, "w/a", "1").await; // 2
+    put_one(&kv, "x", "1").await; // 3
+    kv.txn(Txn::default().and_then(vec![put("w/b", "1"), put("w/c", "1")]))
+        .await
+        .unwrap(); // 4
+    let mut watch = kv.watch("w/", true, 2).await.unwrap();
+    assert_eq!(
+        next(&mut watch).await,
+        [(EventKind::Put, "w/a".to_owned(), 2)]
+    );
+    // One transaction's changes come as one response.
+    assert_eq!(
+        next(&mut watch).await,
+        [
+            (EventKind::Put, "w/b".to_owned(), 4),
+            (EventKind::Put, "w/c".to_owned(), 4)
+        ]
+    );
+    kv.txn(Txn::default().and_then(vec![TxnOp::Delete {
+        key: "w/".to_owned(),
+        prefix: true,
+    }]))
+    .await
+    .unwrap(); // 5
+    assert_eq!(
+        next(&mut watch).await,
+        [
+            (EventKind::Delete, "w/a".to_owned(), 5),
+            (EventKind::Delete, "w/b".to_owned(), 5),
+            (EventKind::Delete, "w/c".to_owned(), 5)
+        ]
+    );
+    // Another client's write is found by the poll.
+    let other = connect(&url).await;
+    put_one(&other, "w/d", "1").await; // 6
+    assert_eq!(
+        next(&mut watch).await,
+        [(EventKind::Put, "w/d".to_owned(), 6)]
+    );
+    // From now (0): no history, though `w/d` has some.
+    let mut now = kv.watch("w/d", false, 0).await.unwrap();
+    put_one(&other, "w/d", "again").await; // 7
+    assert_eq!(
+        next(&mut now).await,
+        [(EventKind::Put, "w/d".to_owned(), 7)]
+    );
+    // A watch of one key sees that key only.
+    let mut one = kv.watch("w/d", false, 8).await.unwrap();
+    put_one(&other, "w/e", "1").await; // 8
+    put_one(&other, "w/d", "2").await; // 9
+    assert_eq!(
+        next(&mut one).await,
+        [(EventKind::Put, "w/d".to_owned(), 9)]
+    );
+    drop_tables(&kv, &url).await;
+}
+
+/// The next response of `watch`, as events, within [`PATIENCE`].
+async fn next(
+    watch: &mut BoxStream<'static, distsync_core::Result<WatchResponse>>,
+) -> Vec<(EventKind, String, Revision)> {
+    let item = timeout(PATIENCE, watch.next())
+        .await
+        .expect("an event in time");
+    events(item.expect("the watch goes on").unwrap())
+}
