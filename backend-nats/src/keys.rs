@@ -41,11 +41,9 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    /// Every kind, for listings of a name's keys. Not [`Kind::Queue`]: a queue's
-    /// keys (its items, and the tombstones of those consumed lately) are too many
-    /// for one batched direct get of every kind, and no status or purge covers them
-    /// yet.
-    pub(crate) const ALL: [Kind; 10] = [
+    /// Every kind, for listings of a name's keys (which read in pages when the keys
+    /// are more than one batched direct get returns, see `src/scan.rs`).
+    pub(crate) const ALL: [Kind; 11] = [
         Kind::Lock,
         Kind::Election,
         Kind::Semaphore,
@@ -56,6 +54,7 @@ impl Kind {
         Kind::Counter,
         Kind::Latch,
         Kind::Stm,
+        Kind::Queue,
     ];
 
     /// The first token of the kind's keys.

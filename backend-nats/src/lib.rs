@@ -133,6 +133,7 @@ mod lock;
 mod purge;
 mod queue;
 mod rwlock;
+mod scan;
 mod semaphore;
 mod session;
 mod shared;

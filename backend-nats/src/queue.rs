@@ -18,80 +18,102 @@
 //!
 //! | key | value | what |
 //! |---|---|---|
-//! | `queue.<name>.i.<priority %05d>.<call id>` | the item | an item (its place and count below) |
+//! | `queue.<name>.i.<priority %05d>.<id>` | the item | an item, written once: its place is its sequence |
+//! | `queue.<name>.d.<id>` | the hold key of its last receive | the item's delivery record (its count in `Ds-Deliveries`) |
+//! | `queue.<name>.p.<priority %05d>` | empty | a priority that may have items |
 //! | `queue.<name>.q.<session>.<n>` | the item's key | a receiver's hold, on its session's TTL |
 //! | `queue.<name>.c.<call id>` | the item | an item claimed by a `dequeue` call, not yet handed over |
 //! | `queue.<name>.k.<idempotency key>` | the item's key | an `enqueue_once` record, for [`DEDUP_WINDOW`] (its TTL) |
 //!
-//! An item's place is its first message's sequence (the `Ds-Order` header once it is
-//! rewritten), and its `Ds-Deliveries` header counts its receives.
+//! An item is never rewritten while it waits or is held, so its stream sequence is
+//! its place among the items of its priority, and a `nack` or a session's end leaves
+//! it there. What changes with each receive is its delivery record, which the
+//! claims compare.
+//!
+//! # Reading the head of the queue
+//!
+//! A claim never reads the whole queue. It reads the priorities (the `p.` keys, in
+//! pages) and then, from the highest priority (lowest number) on, the items of one
+//! priority in stream order, a page at a time (a batched direct get from a start
+//! sequence with `next_by_subj`, at most [`PAGE`] messages, see `src/scan.rs`),
+//! together with the delivery records of that page's items and the holds they name
+//! (two batched direct gets of at most [`PAGE`] named keys). It stops at the first
+//! [`HEAD`] items that no live hold names. Its cost is the number of held items and
+//! of tombstones ahead of the first free one, not the queue's length: an
+//! acknowledged item's tombstone lives [`TOMBSTONE_TTL`], as the evidence an ack or a
+//! repeated enqueue needs is kept on the delivery record, which no claim walks. A
+//! priority none of whose items are left has its `p.` key purged, compared with the
+//! sequence the claim read, so an enqueue at that priority meanwhile keeps it.
+//!
+//! The calls of one handle share the read in flight (see [`NatsQueue::queued`]); a
+//! read that started before the call is as good as a fresh one, as every claim
+//! compares what it takes.
+//!
 //! # Enqueue
 //!
-//! An item's key holds the call's own id, and the put is a create (a compare on no
-//! message), so a repeat after a lost reply finds the key taken, by its own earlier
-//! attempt: an item is appended once. `enqueue_once` puts its record (a create with
-//! the 24-hour TTL) and the item in one atomic batch: a key seen within the window
-//! refuses the batch, and a record naming this call's item is its own earlier
-//! attempt. A consumed item leaves a tombstone, so that a repeat does not append an
-//! item consumed meanwhile: for [`CALL_KEY_WINDOW`] after an ack (where it is also
-//! what tells an ack whose reply was lost that it landed), for 5 s after a dequeue,
-//! as every listing of the queue reads the tombstones too. A repeat starts within
-//! the one-shot budget (at most 3 s), so only a first attempt held back by a
-//! reconnecting client for longer than that, and dequeued meanwhile, could be
-//! appended again.
+//! An enqueue writes, in one atomic batch, the item and its delivery record (each a
+//! create, a compare on no message, under the call's own id) and its priority's
+//! key. A repeat after a lost reply finds the keys taken by its own earlier attempt:
+//! an item is appended once. The delivery record of a consumed item is a tombstone
+//! that lives [`CALL_KEY_WINDOW`], so a repeat within that window does not append an
+//! item consumed meanwhile. A repeat starts within the one-shot budget (at most 3 s),
+//! so only a first attempt held back by a reconnecting client for longer than the
+//! window could be appended again. `enqueue_once` adds its record (a create with the
+//! 24-hour TTL) to the batch: a key seen within the window refuses the batch, and a
+//! record naming this call's item is its own earlier attempt.
 //!
 //! # At-least-once delivery
 //!
 //! `receive` takes the first item (lowest priority number, then oldest) that no live
-//! hold names, in one atomic batch: a rewrite of the item compared with its sequence
-//! (keeping its place, counting the delivery, the hold's key in a `Ds-Holder`
-//! header) and the creation of a hold key naming the item, with the session's TTL,
-//! which the session then renews as its other keys. Of two receivers of one item
-//! only one batch passes; the other has written nothing and tries the next item.
-//! `ack` purges the item and the hold in one atomic batch, each compared with its
-//! sequence (the hold's as the session last renewed it); `nack` purges the hold;
-//! the session's end (a crash, a partition past the TTL, a revoke) ends the hold key
-//! with the session's other keys, and the item is queued again at its place, its
-//! count one higher. An ack whose reply was lost looks at the item's tombstone: one
-//! written by this hold's ack answers `Ok`, else the session ended first. The hold
-//! leaves the session's renewals as the ack starts (a renewal of a purged key would
-//! end the session), so an ack that keeps failing returns the item a TTL later. A
-//! receive dropped after its batch may have landed ends the hold in the background,
-//! as a nack: a tombstone compared with no message refuses a batch still on its way,
-//! else the hold is purged.
+//! hold names, in one atomic batch: a rewrite of the item's delivery record compared
+//! with its sequence (naming the new hold, the count one higher) and the creation of
+//! a hold key naming the item, with the session's TTL, which the session then renews
+//! as its other keys. Of two receivers of one item only one batch passes; the other
+//! has written nothing and tries the next item. `ack` purges the item, its record
+//! and the hold in one atomic batch, the record and the hold each compared with its
+//! sequence (the hold's as the session last renewed it); `nack` purges the hold; the
+//! session's end (a crash, a partition past the TTL, a revoke) ends the hold key
+//! with the session's other keys, and the item, never moved, is free again at its
+//! place, its count one higher. An ack whose reply was lost looks at the record's
+//! tombstone: one written by this hold's ack answers `Ok`, else the session ended
+//! first. The hold leaves the session's renewals as the ack starts (a renewal of a
+//! purged key would end the session), so an ack that keeps failing returns the item
+//! a TTL later. A receive dropped after its batch may have landed ends the hold in
+//! the background, as a nack: a tombstone compared with no message refuses a batch
+//! still on its way, else the hold is purged.
 //!
 //! # Dequeue: delivered once, never lost
 //!
 //! A `dequeue` call draws a call id and claims the first item no hold names in one
-//! atomic batch: a purge of the item compared with its sequence (so a receiver's
-//! rewrite or another claim refuses it), and the in-flight record `c.<call id>`
-//! holding the item. After a lost reply the call reads its own record. It returns the
-//! item and purges the record in the background; a call that ends without returning
-//! it (dropped, or failed) after a claim whose answer it did not get first writes a
-//! tombstone to its record's key, compared with no message, so that a claim still on
-//! its way (a reconnecting client sends what it held back) is refused; if the record
-//! is there, it is put back as the item, at its place (the record carries the item's
-//! key and place), in one batch compared with the record. A record outlives its call only
-//! if the process dies between the claim and the purge: the item is then neither lost
-//! nor delivered twice, and stays in the record for an operator.
+//! atomic batch: a purge of the item and of its delivery record, the record compared
+//! with its sequence (so a receive or another claim refuses it), and the in-flight
+//! record `c.<call id>` holding the item. After a lost reply the call reads its own
+//! record. It returns the item and purges the record in the background; a call that
+//! ends without returning it (dropped, or failed) after a claim whose answer it did
+//! not get first writes a tombstone to its record's key, compared with no message,
+//! so that a claim still on its way (a reconnecting client sends what it held back)
+//! is refused; if the record is there, it is put back as the item in one batch
+//! compared with the record. A put-back item is written anew, so it goes behind the
+//! items of its priority that wait. A record outlives its call only if the process
+//! dies between the claim and the purge: the item is then neither lost nor
+//! delivered twice, and stays in the record for an operator.
 //!
 //! # Waiting
 //!
 //! Each queue handle follows every message of the queue's keys with one watch (a
 //! JetStream consumer, which the server makes and deletes at a price: one per handle,
-//! not one per wait), started from the sequence of the first listing after which one
-//! of its consumers had to wait. A consumer that finds nothing to take waits until
-//! the follower has seen a message after its own listing (so nothing written after
-//! the listing is missed) or a safety net of 5 s passes, and looks again: every
-//! waiting consumer of the queue is woken by each change, not one per item.
-//! Transient store errors are ridden out as every wait here (see `src/wait.rs`).
+//! not one per wait), started from the sequence a read of the head was made at, the
+//! queue's last sequence read before it. A consumer that finds nothing to take waits
+//! until the follower has seen an item written or a hold ended after that sequence
+//! (so nothing written after the read is missed), or a safety net of 5 s passes, and
+//! looks again. The waiters of one handle share one read, so a change costs one read
+//! per handle, not one per waiter; across handles (processes) every waiting handle
+//! reads again on each change.
 //!
 //! # What it does not give
 //!
-//! No enqueue time is recorded ([`Queue::oldest_age`] is unsupported), and the
-//! wake-ups herd, as said above. Every claim reads the whole queue: its cost grows
-//! with the queue's length, and nats-server refuses a batched direct get of too
-//! many keys (status 413), so a queue of thousands of waiting items cannot be read.
+//! No enqueue time is recorded ([`Queue::oldest_age`] is unsupported). [`Queue::len`]
+//! reads every waiting item of the queue, in pages.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -109,20 +131,23 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::keys::{self, Kind};
+use crate::scan::PAGE;
 use crate::session::{lease_of, LeaseInner, TOMBSTONE_TTL};
 use crate::shared::Shared;
 use crate::store::{Entry, Published, Write};
 use crate::wait;
 
-/// An item's place among the items of its priority, once it has been rewritten: the
-/// sequence of its first message.
-const ORDER_HEADER: &str = "Ds-Order";
-/// How many times `receive` delivered the item.
+/// How many times `receive` delivered the item (on its delivery record, and on a
+/// dequeue call's in-flight record).
 const DELIVERIES_HEADER: &str = "Ds-Deliveries";
-/// The hold key of the receive that rewrote the item, or acknowledged it.
+/// The hold key that acknowledged the item, on its delivery record's tombstone.
 const HOLDER_HEADER: &str = "Ds-Holder";
 /// The item key an in-flight record was claimed from.
 const ITEM_HEADER: &str = "Ds-Item";
+
+/// How many free items a read of the head of a queue looks for: claims of one
+/// handle share a read, so more than one consumer's worth.
+const HEAD: usize = 16;
 
 /// How long a waiting consumer waits for a change before it looks again anyway.
 const SAFETY_NET: Duration = Duration::from_secs(5);
@@ -142,14 +167,58 @@ pub(crate) struct NatsQueue {
     root: String,
     /// The follower of the queue's keys, once a consumer of this handle waited.
     changes: OnceLock<Changes>,
-    /// The listing in flight or last made (see [`NatsQueue::queued`]).
+    /// The read of the head in flight or last made (see [`NatsQueue::queued`]).
     listing: std::sync::Mutex<Option<Listing>>,
+    /// Where reads of each priority start (see [`Floors`]).
+    floors: Floors,
 }
 
-/// A listing of a queue shared by the calls of one handle: the items and the
-/// listing's sequence, or whether its error was transient and the error.
-type Listing =
-    SharedFuture<BoxFuture<'static, std::result::Result<Arc<(Vec<Item>, u64)>, (bool, String)>>>;
+/// Per priority, a sequence below which a read of this handle found no item but
+/// consumed ones: items are never rewritten and new ones (and put-back ones) are
+/// written at the stream's end, so no item is ever below it again, and reads start
+/// there rather than walk the tombstones of items consumed lately.
+type Floors = Arc<std::sync::Mutex<std::collections::HashMap<u16, u64>>>;
+
+/// A read of the head of a queue shared by the calls of one handle, or whether its
+/// error was transient and the error.
+type Listing = SharedFuture<BoxFuture<'static, std::result::Result<Arc<Head>, (bool, String)>>>;
+
+/// The head of a queue: its first free items in queue order, the queue's last
+/// sequence read before them, and whether more items may follow those (the read
+/// stopped at [`HEAD`] items).
+struct Head {
+    items: Vec<Item>,
+    last: u64,
+    full: bool,
+    /// The items a claim of this handle tried: each is tried by one claim of the
+    /// handle, so that its concurrent consumers do not all race for the first item.
+    tried: std::sync::Mutex<Vec<bool>>,
+}
+
+impl Head {
+    fn new(items: Vec<Item>, last: u64, full: bool) -> Self {
+        let tried = std::sync::Mutex::new(vec![false; items.len()]);
+        Self {
+            items,
+            last,
+            full,
+            tried,
+        }
+    }
+
+    /// The items no claim of this handle tried yet, each marked tried as it is
+    /// handed out, in queue order.
+    fn untried(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter().enumerate().filter_map(|(at, item)| {
+            let mut tried = self
+                .tried
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let fresh = !std::mem::replace(&mut tried[at], true);
+            fresh.then_some(item)
+        })
+    }
+}
 
 /// A task that follows every message of a queue's keys (one watch per queue handle,
 /// whatever the number of its waiters, as each watch is a JetStream consumer the
@@ -173,7 +242,7 @@ async fn follow(shared: Arc<Shared>, root: String, mut from: u64, seen: watch::S
     let filter = format!("{root}.>");
     let (items, holds) = (format!("{root}.i."), format!("{root}.q."));
     // Only what may make an item takeable wakes the waiters: an item written (an
-    // enqueue, a put-back, a receive's rewrite) or a hold ended.
+    // enqueue, a put-back) or a hold ended.
     let wakes = |entry: &Entry| {
         (entry.live() && entry.key.starts_with(&items))
             || (!entry.live() && entry.key.starts_with(&holds))
@@ -203,45 +272,29 @@ async fn follow(shared: Arc<Shared>, root: String, mut from: u64, seen: watch::S
     }
 }
 
-/// An item as a listing shows it.
+/// An item as a read of the head shows it: its key, sequence and value, and its
+/// delivery record's sequence (0: none) and count.
 #[derive(Clone, Debug)]
 struct Item {
     key: String,
     seq: u64,
-    priority: u16,
-    order: u64,
+    record: String,
+    record_seq: u64,
     deliveries: u32,
     value: Bytes,
 }
 
-impl Item {
-    /// The item of a live entry of an item key.
-    fn of(entry: Entry) -> Option<Self> {
-        let priority = entry.key.split('.').nth(3)?.parse().ok()?;
-        let order = entry
-            .header(ORDER_HEADER)
-            .and_then(|order| order.parse().ok())
-            .unwrap_or(entry.seq);
-        let deliveries = entry
-            .header(DELIVERIES_HEADER)
-            .and_then(|count| count.parse().ok())
-            .unwrap_or(0);
-        Some(Self {
-            key: entry.key,
-            seq: entry.seq,
-            priority,
-            order,
-            deliveries,
-            value: entry.value,
-        })
-    }
+/// The count of deliveries an entry's header gives (0 without one).
+fn deliveries_of(entry: &Entry) -> u32 {
+    entry
+        .header(DELIVERIES_HEADER)
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
 
-    /// A write of this item to `key` that keeps its place and sets its count.
-    fn write(&self, key: &str, deliveries: u32) -> Write {
-        Write::put(key, self.value.clone())
-            .header(ORDER_HEADER, &self.order.to_string())
-            .header(DELIVERIES_HEADER, &deliveries.to_string())
-    }
+/// The id of an item key (`queue.<name>.i.<priority>.<id>`): its last token.
+fn id_of(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
 }
 
 impl NatsQueue {
@@ -252,18 +305,19 @@ impl NatsQueue {
             name,
             changes: OnceLock::new(),
             listing: std::sync::Mutex::new(None),
+            floors: Floors::default(),
         }
     }
 
-    /// The items no live hold names, in queue order, and the sequence of the listing.
+    /// The head of the queue: its first [`HEAD`] items no live hold names.
     ///
-    /// A listing reads every item of the queue, so the calls of one handle share the
-    /// listing in flight, which runs to its end even when they are dropped: a consumer
-    /// whose calls are cancelled at once (a short timeout in a loop) sends one listing
-    /// at a time, not one per call. A listing that started before the call is as good
-    /// as a fresh one: a claim compares what it removes, and a wait starts from the
-    /// listing's own sequence.
-    async fn queued(&self) -> Result<(Vec<Item>, u64)> {
+    /// The calls of one handle share the read in flight, which runs to its end even
+    /// when they are dropped: a consumer whose calls are cancelled at once (a short
+    /// timeout in a loop) sends one read at a time, not one per call, and the waiters
+    /// woken by one change read once. A read that started before the call is as good
+    /// as a fresh one: a claim compares what it takes, and a wait starts from the
+    /// read's own sequence.
+    async fn queued(&self) -> Result<Arc<Head>> {
         let listing = {
             let mut slot = self
                 .listing
@@ -273,7 +327,9 @@ impl NatsQueue {
                 Some(listing) if listing.peek().is_none() => listing.clone(),
                 _ => {
                     let (shared, root) = (Arc::clone(&self.shared), self.root.clone());
-                    let task = tokio::spawn(async move { list_queue(&shared, &root).await });
+                    let floors = Arc::clone(&self.floors);
+                    let task =
+                        tokio::spawn(async move { read_head(&shared, &root, HEAD, &floors).await });
                     let listing: Listing = async move {
                         match task.await {
                             Ok(Ok(listed)) => Ok(Arc::new(listed)),
@@ -289,13 +345,12 @@ impl NatsQueue {
             }
         };
         match listing.await {
-            Ok(listed) => Ok((listed.0.clone(), listed.1)),
+            Ok(head) => Ok(head),
             Err((true, error)) => Err(Error::connection(crate::BACKEND, error)),
             Err((false, error)) => Err(Error::backend(crate::BACKEND, error)),
         }
     }
 
-    /// The last sequence the handle's follower of the queue's keys saw, starting the
     /// The last sequence the handle's follower of the queue's keys saw, starting the
     /// follower from `from` if it has not started.
     fn changes(&self, from: u64) -> watch::Receiver<u64> {
@@ -362,40 +417,49 @@ impl NatsQueue {
             // Still unknown: a claim held back by a reconnecting client may land
             // later, which the put-back of a call that ends without its item stops.
         }
-        let (items, last) = self.queued().await?;
-        for item in items {
-            let before = sent.swap(true, Ordering::Relaxed);
-            let writes = vec![
-                Write::purge(item.key.as_str())
-                    .if_at(item.seq)
-                    .ttl(TOMBSTONE_TTL),
-                item.write(record, item.deliveries)
-                    .header(ITEM_HEADER, &item.key)
-                    .if_at(0),
-            ];
-            match store
-                .batch(writes)
-                .await
-                .and_then(|answer| answer.compared())
-            {
-                Ok(Some(seq)) => {
-                    return Ok(Ok(Claimed {
-                        value: item.value,
-                        seq,
-                    }))
-                }
-                // Taken by another consumer since the listing.
-                Ok(None) => sent.store(before, Ordering::Relaxed),
-                Err(error) => {
-                    // Only a transient failure leaves this claim's answer unknown.
-                    if !error.is_transient() {
-                        sent.store(before, Ordering::Relaxed);
+        loop {
+            let head = self.queued().await?;
+            for item in head.untried() {
+                let before = sent.swap(true, Ordering::Relaxed);
+                let writes = vec![
+                    Write::purge(item.key.as_str())
+                        .if_at(item.seq)
+                        .ttl(TOMBSTONE_TTL),
+                    Write::purge(item.record.as_str())
+                        .if_at(item.record_seq)
+                        .ttl(CALL_KEY_WINDOW),
+                    Write::put(record, item.value.clone())
+                        .header(ITEM_HEADER, &item.key)
+                        .header(DELIVERIES_HEADER, &item.deliveries.to_string())
+                        .if_at(0),
+                ];
+                match store
+                    .batch(writes)
+                    .await
+                    .and_then(|answer| answer.compared())
+                {
+                    Ok(Some(seq)) => {
+                        return Ok(Ok(Claimed {
+                            value: item.value.clone(),
+                            seq,
+                        }))
                     }
-                    return Err(error);
+                    // Taken by another consumer since the read.
+                    Ok(None) => sent.store(before, Ordering::Relaxed),
+                    Err(error) => {
+                        // Only a transient failure leaves this claim's answer unknown.
+                        if !error.is_transient() {
+                            sent.store(before, Ordering::Relaxed);
+                        }
+                        return Err(error);
+                    }
                 }
             }
+            // A full head taken by others may hide free items behind it: read again.
+            if !head.full {
+                return Ok(Err(head.last));
+            }
         }
-        Ok(Err(last))
     }
 
     /// Receives the first queued item through `lease`; the listing's sequence when
@@ -410,17 +474,22 @@ impl NatsQueue {
         if session.is_lost() {
             return Err(Error::SessionLost);
         }
-        let (items, last) = self.queued().await?;
-        for item in items {
-            if let Some(delivery) = self.hold(session, lease, &item, once).await? {
-                return Ok(Ok(delivery));
+        loop {
+            let head = self.queued().await?;
+            for item in head.untried() {
+                if let Some(delivery) = self.hold(session, lease, item, once).await? {
+                    return Ok(Ok(delivery));
+                }
+            }
+            // A full head taken by others may hide free items behind it: read again.
+            if !head.full {
+                return Ok(Err(head.last));
             }
         }
-        Ok(Err(last))
     }
 
-    /// Holds `item` through `lease`: one atomic batch rewrites the item (compared
-    /// with its sequence, counting the delivery) and creates the hold key naming it
+    /// Holds `item` through `lease`: one atomic batch rewrites its delivery record
+    /// (compared with its sequence, counting the delivery) and creates the hold key naming it
     /// (with the session's TTL), so that of several receivers only one holds it and a
     /// loser writes nothing. `None` when another consumer took the item first.
     async fn hold(
@@ -442,9 +511,9 @@ impl NatsQueue {
             done: false,
         };
         let writes = vec![
-            item.write(&item.key, item.deliveries + 1)
-                .header(HOLDER_HEADER, &hold)
-                .if_at(item.seq),
+            Write::put(item.record.as_str(), Bytes::from(hold.clone()))
+                .header(DELIVERIES_HEADER, &(item.deliveries + 1).to_string())
+                .if_at(item.record_seq),
             Write::put(hold.as_str(), value.clone())
                 .if_at(0)
                 .ttl(lease.ttl),
@@ -479,7 +548,7 @@ impl NatsQueue {
             }
         };
         // The batch's last message is the hold's, and an atomic batch is stored at
-        // consecutive sequences: the item's rewrite is the one before.
+        // consecutive sequences: the record's rewrite is the one before.
         let adopted = lease.adopt(&hold, value, seq).await;
         // Renewed by the session now, or purged by `adopt` when the session is over.
         pending.done = true;
@@ -488,7 +557,8 @@ impl NatsQueue {
             lease: Arc::clone(lease),
             hold,
             item: item.key.clone(),
-            seq: seq - 1,
+            record: item.record.clone(),
+            record_seq: seq - 1,
         };
         Ok(Some(Delivery::new(
             item.value.clone(),
@@ -509,10 +579,11 @@ impl NatsQueue {
     ) -> Result<bool> {
         let store = &self.shared.store;
         let key = self.item_key(priority);
+        let delivery = delivery_key(&self.root, id_of(&key));
         let budget = RetryPolicy::within(self.shared.store.request_timeout);
         budget
             .one_shot("enqueue", Idempotence::Idempotent, Failure::of, || async {
-                let mut writes = Vec::with_capacity(2);
+                let mut writes = Vec::with_capacity(4);
                 if let Some((record, expected)) = record {
                     writes.push(
                         Write::put(record, Bytes::from(key.clone()))
@@ -520,6 +591,8 @@ impl NatsQueue {
                             .if_at(expected),
                     );
                 }
+                writes.push(Write::put(priority_key(&self.root, priority), Bytes::new()));
+                writes.push(Write::put(delivery.as_str(), Bytes::new()).if_at(0));
                 writes.push(Write::put(key.as_str(), item.clone()).if_at(0));
                 if store.batch(writes).await?.compared()?.is_some() {
                     return Ok(true);
@@ -537,24 +610,172 @@ impl NatsQueue {
     }
 }
 
-/// The items of the queue under `root` that no live hold names, in queue order, and
-/// the sequence of the listing.
-async fn list_queue(shared: &Shared, root: &str) -> Result<(Vec<Item>, u64)> {
-    let filters = [format!("{root}.i.>"), format!("{root}.q.>")];
-    let (entries, last) = shared.store.list(&filters).await?;
-    let holds_prefix = format!("{root}.q.");
-    let (holds, items): (Vec<Entry>, Vec<Entry>) = entries
-        .into_iter()
-        .filter(Entry::live)
-        .partition(|entry| entry.key.starts_with(&holds_prefix));
-    let held: std::collections::HashSet<Bytes> = holds.into_iter().map(|hold| hold.value).collect();
-    let mut items: Vec<Item> = items
-        .into_iter()
-        .filter(|entry| !held.contains(entry.key.as_bytes()))
-        .filter_map(Item::of)
+/// The delivery record of the item `id` of the queue under `root`.
+fn delivery_key(root: &str, id: &str) -> String {
+    format!("{root}.d.{id}")
+}
+
+/// The key that says the queue under `root` may have items at `priority`.
+fn priority_key(root: &str, priority: u16) -> String {
+    format!("{root}.p.{priority:05}")
+}
+
+/// The priorities of the queue under `root` that may have items, highest first
+/// (lowest number), each with its key's sequence.
+async fn priorities(shared: &Shared, root: &str) -> Result<Vec<(u16, u64)>> {
+    let filter = format!("{root}.p.*");
+    let mut priorities: Vec<(u16, u64)> = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = shared.store.page(&filter, from, PAGE).await?;
+        from = page.next(from);
+        for entry in page.entries.iter().filter(|entry| entry.live()) {
+            if let Some(priority) = entry.key.rsplit('.').next().and_then(|p| p.parse().ok()) {
+                priorities.push((priority, entry.seq));
+            }
+        }
+        if !page.more {
+            break;
+        }
+    }
+    // A key rewritten during the walk is read twice: its latest sequence stands.
+    priorities.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    priorities.dedup_by_key(|(priority, _)| *priority);
+    Ok(priorities)
+}
+
+/// The first `want` items of the queue under `root` that no live hold names, in
+/// queue order (see the module docs), each priority read from its floor on.
+async fn read_head(shared: &Shared, root: &str, want: usize, floors: &Floors) -> Result<Head> {
+    let store = &shared.store;
+    // Every change after this sequence wakes a waiter that found nothing.
+    let last = store
+        .last(&format!("{root}.>"))
+        .await?
+        .map_or(0, |entry| entry.seq);
+    let mut items = Vec::new();
+    for (priority, seq) in priorities(shared, root).await? {
+        let filter = format!("{root}.i.{priority:05}.>");
+        let floor = floor_of(floors, priority);
+        let (mut from, mut any, mut first_live) = (floor, false, None);
+        // The first page is small: a head is read far more often than walked.
+        let mut batch = want.min(PAGE);
+        loop {
+            let page = store.page(&filter, from, batch).await?;
+            batch = PAGE;
+            from = page.next(from);
+            any |= !page.entries.is_empty();
+            let more = page.more;
+            let live: Vec<Entry> = page.entries.into_iter().filter(Entry::live).collect();
+            if first_live.is_none() {
+                first_live = live.first().map(|entry| entry.seq);
+                raise_floor(floors, priority, first_live.unwrap_or(from));
+            }
+            // The records of a page's items are read a few at a time, as a head
+            // read stops once it has its items.
+            for chunk in live.chunks(want.saturating_sub(items.len()).clamp(1, HEAD)) {
+                free_items(shared, root, chunk.to_vec(), want, &mut items).await?;
+                if items.len() >= want {
+                    break;
+                }
+            }
+            if items.len() >= want {
+                return Ok(Head::new(items, last, true));
+            }
+            if !more {
+                break;
+            }
+        }
+        if !any {
+            // No item is left at this priority: its key goes, unless an enqueue
+            // rewrote it since it was read.
+            let forget = Write::purge(priority_key(root, priority))
+                .if_at(seq)
+                .ttl(TOMBSTONE_TTL);
+            store.publish(forget).await?.compared()?;
+        }
+    }
+    Ok(Head::new(items, last, false))
+}
+
+/// The floor of `priority` (see [`Floors`]): 1 when none was found yet.
+fn floor_of(floors: &Floors, priority: u16) -> u64 {
+    let floors = floors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    floors.get(&priority).copied().unwrap_or(1)
+}
+
+/// Raises the floor of `priority` to `seq` (never lowers it: reads of one handle
+/// may end out of order).
+fn raise_floor(floors: &Floors, priority: u16, seq: u64) {
+    let mut floors = floors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let floor = floors.entry(priority).or_insert(1);
+    *floor = (*floor).max(seq);
+}
+
+/// Appends to `items`, up to `want` of them, the items among `live` (one page of a
+/// priority, in stream order) that no live hold names: their delivery records and
+/// the holds these name are read in one batched direct get each.
+async fn free_items(
+    shared: &Shared,
+    root: &str,
+    live: Vec<Entry>,
+    want: usize,
+    items: &mut Vec<Item>,
+) -> Result<()> {
+    if live.is_empty() {
+        return Ok(());
+    }
+    let store = &shared.store;
+    let records: Vec<String> = live
+        .iter()
+        .map(|entry| delivery_key(root, id_of(&entry.key)))
         .collect();
-    items.sort_by_key(|item| (item.priority, item.order));
-    Ok((items, last))
+    let (records, _) = store.list(&records).await?;
+    let records: std::collections::HashMap<String, Entry> = records
+        .into_iter()
+        .map(|record| (record.key.clone(), record))
+        .collect();
+    let holds: Vec<String> = records
+        .values()
+        .filter(|record| record.live() && !record.value.is_empty())
+        .filter_map(|record| std::str::from_utf8(&record.value).ok().map(str::to_owned))
+        .collect();
+    let held: std::collections::HashSet<Bytes> = if holds.is_empty() {
+        std::collections::HashSet::new()
+    } else {
+        let (holds, _) = store.list(&holds).await?;
+        holds
+            .into_iter()
+            .filter(Entry::live)
+            .map(|hold| Bytes::from(hold.key))
+            .collect()
+    };
+    for entry in live {
+        if items.len() >= want {
+            break;
+        }
+        let record = delivery_key(root, id_of(&entry.key));
+        let (record_seq, deliveries) = match records.get(&record) {
+            // Consumed: an ack or a claim purged its record before its item.
+            Some(known) if !known.live() => continue,
+            Some(known) if held.contains(&known.value) => continue,
+            Some(known) => (known.seq, deliveries_of(known)),
+            None => (0, 0),
+        };
+        items.push(Item {
+            key: entry.key,
+            seq: entry.seq,
+            record,
+            record_seq,
+            deliveries,
+            value: entry.value,
+        });
+    }
+    Ok(())
 }
 
 /// A hold key a receive's batch may have created, not yet renewed by its session:
@@ -664,17 +885,24 @@ async fn put_back(shared: &Shared, record: &str) -> Result<()> {
             let Some(entry) = store.last(record).await?.filter(Entry::live) else {
                 return Ok(());
             };
+            // `queue.<name>.i.<priority>.<id>`.
             let Some(key) = entry.header(ITEM_HEADER).map(str::to_owned) else {
                 return Ok(());
             };
-            let Some(item) = Item::of(Entry {
-                key: key.clone(),
-                ..entry.clone()
-            }) else {
+            let tokens: Vec<&str> = key.split('.').collect();
+            let (Some(root), Some(priority)) = (
+                tokens.get(..2).map(|root| root.join(".")),
+                tokens.get(3).and_then(|priority| priority.parse().ok()),
+            ) else {
                 return Ok(());
             };
+            // The item and its delivery record are written anew, its count kept; the
+            // compare on the in-flight record makes this happen once.
             let writes = vec![
-                item.write(&key, item.deliveries),
+                Write::put(priority_key(&root, priority), Bytes::new()),
+                Write::put(delivery_key(&root, id_of(&key)), Bytes::new())
+                    .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
+                Write::put(key.as_str(), entry.value.clone()),
                 Write::purge(record).if_at(entry.seq).ttl(CALL_KEY_WINDOW),
             ];
             store.batch(writes).await?.compared()?;
@@ -800,7 +1028,12 @@ impl Queue for NatsQueue {
     }
 
     async fn len(&self) -> Result<usize> {
-        Ok(self.queued().await?.0.len())
+        Ok(
+            read_head(&self.shared, &self.root, usize::MAX, &self.floors)
+                .await?
+                .items
+                .len(),
+        )
     }
 }
 
@@ -810,13 +1043,15 @@ struct NatsSettle {
     lease: Arc<LeaseInner>,
     hold: String,
     item: String,
-    seq: u64,
+    /// The item's delivery record and the sequence the receive wrote it at.
+    record: String,
+    record_seq: u64,
 }
 
 impl NatsSettle {
     /// What an ack answers after `acked` (whether this hold acknowledged the item):
-    /// when the session ended while the store was failing, the item's tombstone
-    /// tells whether an attempt whose reply was lost acknowledged it.
+    /// when the session ended while the store was failing, the delivery record's
+    /// tombstone tells whether an attempt whose reply was lost acknowledged it.
     async fn answer(&self, acked: Result<bool>) -> Result<()> {
         let acked = match acked {
             Err(Error::SessionLost) => self.acked_by_us().await?,
@@ -830,9 +1065,9 @@ impl NatsSettle {
         }
     }
 
-    /// Whether the item's tombstone says this hold acknowledged it.
+    /// Whether the delivery record's tombstone says this hold acknowledged the item.
     async fn acked_by_us(&self) -> Result<bool> {
-        let entry = self.lease.shared.store.last(&self.item).await?;
+        let entry = self.lease.shared.store.last(&self.record).await?;
         Ok(entry.is_some_and(|entry| {
             !entry.live() && entry.header(HOLDER_HEADER) == Some(self.hold.as_str())
         }))
@@ -851,10 +1086,14 @@ impl Settle for NatsSettle {
         let lost = self.lease.lost_token().cloned();
         let acked = RetryPolicy::default()
             .release("acknowledging an item", lost.as_ref(), || async {
+                // The record's tombstone is the evidence of the ack (for a lost
+                // reply, and for a repeated enqueue); the item's goes soon, so that
+                // reads of the head do not walk it.
                 let writes = vec![
-                    Write::purge(self.item.as_str())
+                    Write::purge(self.item.as_str()).ttl(TOMBSTONE_TTL),
+                    Write::purge(self.record.as_str())
                         .header(HOLDER_HEADER, &self.hold)
-                        .if_at(self.seq)
+                        .if_at(self.record_seq)
                         .ttl(CALL_KEY_WINDOW),
                     Write::purge(self.hold.as_str())
                         .if_at(hold_seq)

@@ -43,7 +43,7 @@ const SEQUENCE: &str = "Nats-Sequence";
 /// `Nats-Last-Sequence`, which is the last sequence among the messages returned.
 const UP_TO_SEQUENCE: &str = "Nats-UpTo-Sequence";
 /// How many answers a batched direct get left out.
-const NUM_PENDING: &str = "Nats-Num-Pending";
+pub(crate) const NUM_PENDING: &str = "Nats-Num-Pending";
 
 /// JetStream's error code for a refused `Nats-Expected-Last-Subject-Sequence`.
 pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
@@ -52,8 +52,12 @@ pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
 /// partial answer a grant could be decided on.
 const MOST_LISTED: usize = 10_000;
 
+/// What a listing at a sequence refused for its size says: more keys than one
+/// batched direct get returns.
+const TOO_MANY: &str = "more keys than one listing returns";
+
 /// How long a listing waits for the next answer of a batch once it has started.
-const BETWEEN_ANSWERS: Duration = Duration::from_secs(2);
+pub(crate) const BETWEEN_ANSWERS: Duration = Duration::from_secs(2);
 
 /// What a message of the bucket says of its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,10 +331,17 @@ impl Store {
     /// under the bucket's prefix), tombstones included, and the stream's last
     /// sequence when they were read: the listing is the bucket as of that sequence.
     ///
+    /// More keys than one batched direct get returns are read in pages instead
+    /// ([`Store::scan`]): each key as it was at some moment of the walk, not all at
+    /// one sequence.
+    ///
     /// # Errors
-    /// The store's error; [`Error::Backend`] for more than `MOST_LISTED` keys.
+    /// The store's error.
     pub(crate) async fn list(&self, filters: &[String]) -> Result<(Vec<Entry>, u64)> {
-        self.list_at(filters, None).await
+        match self.multi_last(filters, None).await? {
+            Some(listed) => Ok(listed),
+            None => self.scan(filters).await,
+        }
     }
 
     /// [`Store::list`] as of the stream sequence `up_to` (the latest with `None`): a
@@ -341,12 +352,25 @@ impl Store {
     /// [`HISTORY`]: crate::HISTORY
     ///
     /// # Errors
-    /// As [`Store::list`].
+    /// As [`Store::list`]; [`Error::Backend`] for more keys than one batched direct
+    /// get returns.
     pub(crate) async fn list_at(
         &self,
         filters: &[String],
         up_to: Option<u64>,
     ) -> Result<(Vec<Entry>, u64)> {
+        self.multi_last(filters, up_to)
+            .await?
+            .ok_or_else(|| Error::backend(BACKEND, format!("{TOO_MANY} match {filters:?}")))
+    }
+
+    /// [`Store::list_at`] as one batched direct get; `None` when more keys match than
+    /// it returns.
+    async fn multi_last(
+        &self,
+        filters: &[String],
+        up_to: Option<u64>,
+    ) -> Result<Option<(Vec<Entry>, u64)>> {
         let inbox = self.client.new_inbox();
         let mut answers = self
             .client
@@ -379,11 +403,13 @@ impl Store {
                         Some(up_to) => up_to,
                         None => self.last_sequence().await?,
                     };
-                    return Ok((entries, last));
+                    return Ok(Some((entries, last)));
                 }
                 Some(StatusCode::NO_RESPONDERS) => {
                     return Err(Error::connection(BACKEND, "jetstream did not answer"));
                 }
+                // Too many results.
+                Some(status) if status.as_u16() == 413 => return Ok(None),
                 Some(status) if status.is_success() && answer.payload.is_empty() => {
                     let header = |name| {
                         (answer.headers.as_ref())
@@ -391,15 +417,12 @@ impl Store {
                             .and_then(|value| value.as_str().parse::<u64>().ok())
                     };
                     if header(NUM_PENDING).unwrap_or(0) > 0 {
-                        return Err(Error::backend(
-                            BACKEND,
-                            format!("more than {MOST_LISTED} keys match {filters:?}"),
-                        ));
+                        return Ok(None);
                     }
                     let last = header(UP_TO_SEQUENCE).ok_or_else(|| {
                         Error::backend(BACKEND, "a listing's end without its sequence")
                     })?;
-                    return Ok((entries, last));
+                    return Ok(Some((entries, last)));
                 }
                 _ => entries.push(self.entry(answer)?),
             }
@@ -407,7 +430,7 @@ impl Store {
     }
 
     /// The stream's last sequence.
-    async fn last_sequence(&self) -> Result<u64> {
+    pub(crate) async fn last_sequence(&self) -> Result<u64> {
         let mut stream = timed(
             self.request_timeout,
             self.jetstream.get_stream(&self.stream),
@@ -486,12 +509,12 @@ impl Store {
     }
 
     /// The direct get subject of the stream.
-    fn direct_get(&self) -> String {
+    pub(crate) fn direct_get(&self) -> String {
         format!("$JS.API.DIRECT.GET.{}", self.stream)
     }
 
     /// The entry a direct get answered.
-    fn entry(&self, answer: async_nats::Message) -> Result<Entry> {
+    pub(crate) fn entry(&self, answer: async_nats::Message) -> Result<Entry> {
         let headers = answer.headers.as_ref();
         let header = |name| {
             headers
