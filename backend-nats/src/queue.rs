@@ -19,7 +19,7 @@
 //! | key | value | what |
 //! |---|---|---|
 //! | `queue.<name>.i.<priority %05d>.<id>` | the item | an item, written once: its place is its sequence |
-//! | `queue.<name>.d.<id>` | the hold key of its last receive | the item's delivery record (its count in `Ds-Deliveries`) |
+//! | `queue.<name>.d.<id>` | the hold key of its last receive | its delivery record (the count in `Ds-Deliveries`) |
 //! | `queue.<name>.p.<priority %05d>` | empty | a priority that may have items |
 //! | `queue.<name>.q.<session>.<n>` | the item's key | a receiver's hold, on its session's TTL |
 //! | `queue.<name>.c.<call id>` | the item | an item claimed by a `dequeue` call, not yet handed over |
@@ -397,7 +397,7 @@ impl NatsQueue {
 
     /// One dequeue attempt of the call that owns `record`: its own record if an earlier
     /// attempt's claim may have landed (`sent`, set while a claim's answer is
-    /// unknown), else a claim of the first queued item; the listing's sequence when
+    /// unknown), else a claim of the first queued item; the read's sequence when
     /// there is nothing to claim.
     async fn claim(
         &self,
@@ -462,7 +462,7 @@ impl NatsQueue {
         }
     }
 
-    /// Receives the first queued item through `lease`; the listing's sequence when
+    /// Receives the first queued item through `lease`; the read's sequence when
     /// there is none to take. A one-shot call (`once`) gives up on a failing store
     /// within the one-shot budget.
     async fn hold_first(
