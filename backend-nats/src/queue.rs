@@ -32,18 +32,20 @@
 //!
 //! # Reading the head of the queue
 //!
-//! A claim never reads the whole queue. It reads the priorities (the `p.` keys, in
-//! pages) and then, from the highest priority (lowest number) on, the items of one
-//! priority in stream order, a page at a time (a batched direct get from a start
-//! sequence with `next_by_subj`, at most [`PAGE`] messages, see `src/scan.rs`),
-//! together with the delivery records of that page's items and the holds they name
-//! (two batched direct gets of at most [`PAGE`] named keys). It stops at the first
-//! [`HEAD`] items that no live hold names. Its cost is the number of held items and
-//! of tombstones ahead of the first free one, not the queue's length: an
-//! acknowledged item's tombstone lives [`TOMBSTONE_TTL`], as the evidence an ack or a
-//! repeated enqueue needs is kept on the delivery record, which no claim walks. A
-//! priority none of whose items are left has its `p.` key purged, compared with the
-//! sequence the claim read, so an enqueue at that priority meanwhile keeps it.
+//! A claim never reads the whole queue. It reads the priorities (the `p.` keys, in one
+//! batched direct get, which also gives the stream's sequence the read starts at, or in
+//! pages when they are many) and then, from the highest priority (lowest number) on,
+//! the items of one priority in stream order, a page at a time (a batched direct get
+//! from a start sequence with `next_by_subj`, at most [`PAGE`] messages, see
+//! `src/scan.rs`), together with the delivery records of that page's items and the
+//! holds they name (two batched direct gets of at most [`PAGE`] named keys). It stops
+//! at the first items that no live hold names: two per claim of the handle under way,
+//! at most [`HEAD`]. Its cost is the number of held items and of tombstones ahead of
+//! the first free one, not the queue's length: an acknowledged item's tombstone lives
+//! [`TOMBSTONE_TTL`], as the evidence an ack or a repeated enqueue needs is kept on the
+//! delivery record, which no claim walks. A priority none of whose items are left has
+//! its `p.` key purged, compared with the sequence the claim read, so an enqueue at
+//! that priority meanwhile keeps it.
 //!
 //! The calls of one handle share the read in flight (see [`NatsQueue::queued`]); a
 //! read that started before the call is as good as a fresh one, as every claim
@@ -103,7 +105,7 @@
 //! Each queue handle follows every message of the queue's keys with one watch (a
 //! JetStream consumer, which the server makes and deletes at a price: one per handle,
 //! not one per wait), started from the sequence a read of the head was made at, the
-//! queue's last sequence read before it. A consumer that finds nothing to take waits
+//! stream's last sequence read before its items. A consumer that finds nothing to take waits
 //! until the follower has seen an item written or a hold ended after that sequence
 //! (so nothing written after the read is missed), or a safety net of 5 s passes, and
 //! looks again. The waiters of one handle share one read, so a change costs one read
@@ -115,7 +117,7 @@
 //! No enqueue time is recorded ([`Queue::oldest_age`] is unsupported). [`Queue::len`]
 //! reads every waiting item of the queue, in pages.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -145,8 +147,8 @@ const HOLDER_HEADER: &str = "Ds-Holder";
 /// The item key an in-flight record was claimed from.
 const ITEM_HEADER: &str = "Ds-Item";
 
-/// How many free items a read of the head of a queue looks for: claims of one
-/// handle share a read, so more than one consumer's worth.
+/// The most free items a read of the head of a queue looks for: two per claim of
+/// the handle under way (they share the read), so that a lone consumer reads little.
 const HEAD: usize = 16;
 
 /// How long a waiting consumer waits for a change before it looks again anyway.
@@ -171,6 +173,24 @@ pub(crate) struct NatsQueue {
     listing: std::sync::Mutex<Option<Listing>>,
     /// Where reads of each priority start (see [`Floors`]).
     floors: Floors,
+    /// How many claims (receives and dequeues) of this handle are under way.
+    claims: AtomicUsize,
+}
+
+/// A claim under way on a handle, counted in [`NatsQueue::claims`] while it lives.
+struct Claim<'q>(&'q AtomicUsize);
+
+impl<'q> Claim<'q> {
+    fn new(claims: &'q AtomicUsize) -> Self {
+        claims.fetch_add(1, Ordering::Relaxed);
+        Self(claims)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Per priority, a sequence below which a read of this handle found no item but
@@ -306,6 +326,7 @@ impl NatsQueue {
             changes: OnceLock::new(),
             listing: std::sync::Mutex::new(None),
             floors: Floors::default(),
+            claims: AtomicUsize::new(0),
         }
     }
 
@@ -328,8 +349,10 @@ impl NatsQueue {
                 _ => {
                     let (shared, root) = (Arc::clone(&self.shared), self.root.clone());
                     let floors = Arc::clone(&self.floors);
+                    let claims = self.claims.load(Ordering::Relaxed);
+                    let want = claims.saturating_mul(2).clamp(2, HEAD);
                     let task =
-                        tokio::spawn(async move { read_head(&shared, &root, HEAD, &floors).await });
+                        tokio::spawn(async move { read_head(&shared, &root, want, &floors).await });
                     let listing: Listing = async move {
                         match task.await {
                             Ok(Ok(listed)) => Ok(Arc::new(listed)),
@@ -417,6 +440,7 @@ impl NatsQueue {
             // Still unknown: a claim held back by a reconnecting client may land
             // later, which the put-back of a call that ends without its item stops.
         }
+        let _claim = Claim::new(&self.claims);
         loop {
             let head = self.queued().await?;
             for item in head.untried() {
@@ -474,6 +498,7 @@ impl NatsQueue {
         if session.is_lost() {
             return Err(Error::SessionLost);
         }
+        let _claim = Claim::new(&self.claims);
         loop {
             let head = self.queued().await?;
             for item in head.untried() {
@@ -621,40 +646,30 @@ fn priority_key(root: &str, priority: u16) -> String {
 }
 
 /// The priorities of the queue under `root` that may have items, highest first
-/// (lowest number), each with its key's sequence.
-async fn priorities(shared: &Shared, root: &str) -> Result<Vec<(u16, u64)>> {
-    let filter = format!("{root}.p.*");
-    let mut priorities: Vec<(u16, u64)> = Vec::new();
-    let mut from = 1;
-    loop {
-        let page = shared.store.page(&filter, from, PAGE).await?;
-        from = page.next(from);
-        for entry in page.entries.iter().filter(|entry| entry.live()) {
-            if let Some(priority) = entry.key.rsplit('.').next().and_then(|p| p.parse().ok()) {
-                priorities.push((priority, entry.seq));
-            }
-        }
-        if !page.more {
-            break;
-        }
-    }
-    // A key rewritten during the walk is read twice: its latest sequence stands.
-    priorities.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    priorities.dedup_by_key(|(priority, _)| *priority);
-    Ok(priorities)
+/// (lowest number), each with its key's sequence, and the stream's sequence they were
+/// read at (in pages when they are many, see [`Store::list`]).
+///
+/// [`Store::list`]: crate::store::Store::list
+async fn priorities(shared: &Shared, root: &str) -> Result<(Vec<(u16, u64)>, u64)> {
+    let (entries, last) = shared.store.list(&[format!("{root}.p.*")]).await?;
+    let mut priorities: Vec<(u16, u64)> = entries
+        .iter()
+        .filter(|entry| entry.live())
+        .filter_map(|entry| Some((entry.key.rsplit('.').next()?.parse().ok()?, entry.seq)))
+        .collect();
+    priorities.sort_unstable();
+    Ok((priorities, last))
 }
 
 /// The first `want` items of the queue under `root` that no live hold names, in
 /// queue order (see the module docs), each priority read from its floor on.
 async fn read_head(shared: &Shared, root: &str, want: usize, floors: &Floors) -> Result<Head> {
     let store = &shared.store;
-    // Every change after this sequence wakes a waiter that found nothing.
-    let last = store
-        .last(&format!("{root}.>"))
-        .await?
-        .map_or(0, |entry| entry.seq);
+    // Every change after `last` (read before the items) wakes a waiter that found
+    // nothing.
+    let (priorities, last) = priorities(shared, root).await?;
     let mut items = Vec::new();
-    for (priority, seq) in priorities(shared, root).await? {
+    for (priority, seq) in priorities {
         let filter = format!("{root}.i.{priority:05}.>");
         let floor = floor_of(floors, priority);
         let (mut from, mut any, mut first_live) = (floor, false, None);
