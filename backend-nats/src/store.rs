@@ -48,8 +48,9 @@ pub(crate) const NUM_PENDING: &str = "Nats-Num-Pending";
 /// JetStream's error code for a refused `Nats-Expected-Last-Subject-Sequence`.
 pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
 
-/// The most keys one listing returns; a listing with more is an error rather than a
-/// partial answer a grant could be decided on.
+/// The most keys one batched direct get is asked for; a listing with more is never
+/// a partial answer a grant could be decided on, but read in pages ([`Store::list`])
+/// or refused ([`Store::list_at`]).
 const MOST_LISTED: usize = 10_000;
 
 /// What a listing at a sequence refused for its size says: more keys than one
