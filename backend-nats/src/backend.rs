@@ -188,8 +188,8 @@ impl Backend for NatsBackend {
         )))
     }
 
-    fn queue(&self, _name: Name) -> Result<Box<dyn Queue>> {
-        Err(Error::unsupported(BACKEND, "the queue"))
+    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
+        Ok(Box::new(crate::queue::NatsQueue::new(&self.shared, name)))
     }
 
     fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {

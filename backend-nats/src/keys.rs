@@ -35,11 +35,15 @@ pub(crate) enum Kind {
     Latch,
     /// A key written by a guarded write (`LockGuard::put_if_held`): `stm.<name>`.
     Stm,
+    /// A queue's items, holds and records: `queue.<name>.<role>...` (see
+    /// `src/queue.rs`).
+    Queue,
 }
 
 impl Kind {
-    /// Every kind, for listings of a name's keys.
-    pub(crate) const ALL: [Kind; 10] = [
+    /// Every kind, for listings of a name's keys (which read in pages when the keys
+    /// are more than one batched direct get returns, see `src/scan.rs`).
+    pub(crate) const ALL: [Kind; 11] = [
         Kind::Lock,
         Kind::Election,
         Kind::Semaphore,
@@ -50,6 +54,7 @@ impl Kind {
         Kind::Counter,
         Kind::Latch,
         Kind::Stm,
+        Kind::Queue,
     ];
 
     /// The first token of the kind's keys.
@@ -65,6 +70,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Latch => "latch",
             Kind::Stm => "stm",
+            Kind::Queue => "queue",
         }
     }
 }

@@ -89,10 +89,20 @@
 //!   ended by purging them, and its owner's next renewal is refused.
 //! * **Purging a prefix** purges the live keys of the names under it (see
 //!   `src/purge.rs`).
+//! * **The queue** (see `src/queue.rs`) is one key per item, its place its first
+//!   message's sequence within its priority; a receiver holds an item by a key of its
+//!   session naming it (so a delivery ends with the consumer's session, not with an
+//!   ack-wait timer, which is why it is not a work-queue stream) and counts the
+//!   delivery in the item; an ack purges item and hold in one atomic batch; a
+//!   dequeue moves the item into an in-flight record of its call in one atomic batch.
+//!   No enqueue time is recorded (`oldest_age` is unsupported), and every waiting
+//!   consumer is woken by each change of the queue.
+//! * **Waits** run one loop (see `src/wait.rs`): look, wait for a change, look again,
+//!   riding out transient failures as core's retry policy says of waits.
 //!
 //! Not built yet, and declared so in [`capabilities()`] (each answers
-//! [`distsync_core::Error::Unsupported`]): queues, the rate limiter, export (for
-//! migration) and hand-overs of leadership.
+//! [`distsync_core::Error::Unsupported`]): the rate limiter, export (for migration)
+//! and hand-overs of leadership.
 //!
 //! ## Durability
 //!
@@ -133,7 +143,9 @@ mod facts;
 mod keys;
 mod lock;
 mod purge;
+mod queue;
 mod rwlock;
+mod scan;
 mod semaphore;
 mod session;
 mod shared;
@@ -201,6 +213,9 @@ pub fn capabilities() -> Capabilities {
         .with_break_lock(true)
         .with_release_request(true)
         .with_latch(true)
+        .with_queue(true)
+        .with_priority_queue(true)
+        .with_reliable_delivery(true)
 }
 
 /// Connects to the NATS servers a `nats://` or `tls://` URL names and returns a

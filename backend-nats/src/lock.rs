@@ -47,9 +47,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{lock_guard, with_guarded_write, GuardedWrite, Locker};
+use distsync_core::raw::{lock_guard, with_guarded_write, GuardedWrite, Locker, RetryPolicy};
 use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
 use futures::StreamExt;
+use tokio::time::Instant;
 
 use crate::keys::{self, Kind};
 use crate::session::{LeaseInner, CREATE_HEADER};
@@ -164,11 +165,25 @@ impl NatsLocker {
 
     /// Step 1: a fresh contender key in the line, holding `value`.
     pub(crate) async fn enter_with(&self, value: Bytes) -> Result<Contender> {
+        self.enter_until(value, None).await
+    }
+
+    /// As [`enter_with`](Self::enter_with) for a one-shot call (`try_lock`,
+    /// `try_acquire`, ...): a store that fails for longer than the one-shot budget
+    /// answers with its error, where a wait rides it out until its session ends.
+    pub(crate) async fn try_enter_with(&self, value: Bytes) -> Result<Contender> {
+        let budget = RetryPolicy::within(self.lease.shared.store.request_timeout).budget();
+        self.enter_until(value, Some(Instant::now() + budget)).await
+    }
+
+    /// A fresh contender key holding `value`, its creation retried until `deadline`
+    /// if given.
+    async fn enter_until(&self, value: Bytes, deadline: Option<Instant>) -> Result<Contender> {
         if self.session.is_lost() {
             return Err(Error::SessionLost);
         }
         let key = keys::contender(&self.line, self.lease.id, self.lease.next_number());
-        let token = self.lease.create(&key, value).await?;
+        let token = self.lease.create_until(&key, value, deadline).await?;
         Ok(Contender {
             lease: Arc::clone(&self.lease),
             key,
@@ -282,7 +297,7 @@ impl Locker for NatsLocker {
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let contender = self.enter().await?;
+        let contender = self.try_enter_with(Bytes::new()).await?;
         let (line, _) = self.listing().await?;
         match self.place(&contender, &line)? {
             None => Ok(Some(self.grant(contender))),

@@ -129,7 +129,7 @@ impl RwLock for NatsRwLock {
     }
 
     async fn try_read(&self) -> Result<Option<ReadGuard>> {
-        let contender = self.line.enter_with(Bytes::from_static(READER)).await?;
+        let contender = self.line.try_enter_with(Bytes::from_static(READER)).await?;
         match self.blocker(&contender, false).await?.0 {
             None => Ok(Some(self.read_guard(contender))),
             // Dropping the contender purges its key.
@@ -144,7 +144,7 @@ impl RwLock for NatsRwLock {
     }
 
     async fn try_write(&self) -> Result<Option<LockGuard>> {
-        let contender = self.line.enter_with(Bytes::from_static(WRITER)).await?;
+        let contender = self.line.try_enter_with(Bytes::from_static(WRITER)).await?;
         match self.blocker(&contender, true).await?.0 {
             None => Ok(Some(self.write_guard(contender))),
             Some(_) => Ok(None),

@@ -94,6 +94,12 @@ impl NatsSemaphore {
         self.line.enter_with(permits).await
     }
 
+    /// As [`enter`](Self::enter), for a one-shot call.
+    async fn try_enter(&self) -> Result<Contender> {
+        let permits = Bytes::from(self.permits.get().to_string());
+        self.line.try_enter_with(permits).await
+    }
+
     /// The permit of a granted `contender`.
     fn grant(&self, mut contender: Contender) -> Permit {
         contender.armed = false;
@@ -128,7 +134,7 @@ impl Semaphore for NatsSemaphore {
     }
 
     async fn try_acquire(&self) -> Result<Option<Permit>> {
-        let contender = self.enter().await?;
+        let contender = self.try_enter().await?;
         if self.holds(&contender).await?.0 {
             Ok(Some(self.grant(contender)))
         } else {

@@ -42,6 +42,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::{RetryPolicy, SessionStoreSide as _};
 use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::keys;
@@ -54,7 +55,7 @@ use crate::BACKEND;
 pub(crate) const CREATE_HEADER: &str = "Ds-Create";
 
 /// How long a released key's purge tombstone stays.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(5);
+pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(5);
 
 /// The lease of `session`, checked to be one of `shared`'s sessions.
 ///
@@ -160,12 +161,28 @@ impl LeaseInner {
     /// # Errors
     /// [`Error::SessionLost`] once the session is over; the store's error.
     pub(crate) async fn create(&self, key: &str, value: Bytes) -> Result<u64> {
-        self.create_at(key, value, 0).await?.ok_or_else(|| {
-            Error::backend(
-                BACKEND,
-                format!("the fresh key {key} already had a message"),
-            )
-        })
+        self.create_until(key, value, None).await
+    }
+
+    /// As [`create`](Self::create), giving up with the store's error once a new
+    /// attempt would start after `deadline` (a one-shot call's budget), if given.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create).
+    pub(crate) async fn create_until(
+        &self,
+        key: &str,
+        value: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<u64> {
+        self.create_at_until(key, value, 0, deadline)
+            .await?
+            .ok_or_else(|| {
+                Error::backend(
+                    BACKEND,
+                    format!("the fresh key {key} already had a message"),
+                )
+            })
     }
 
     /// Creates `key` holding `value` with the session's TTL if its last sequence is
@@ -182,27 +199,44 @@ impl LeaseInner {
         value: Bytes,
         expected: u64,
     ) -> Result<Option<u64>> {
+        self.create_at_until(key, value, expected, None).await
+    }
+
+    /// As [`create_at`](Self::create_at), riding out transient failures until
+    /// `deadline` if given (a one-shot call), else until the session ends (a wait).
+    async fn create_at_until(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<u64>> {
         let store = &self.shared.store;
         // Whether an attempt failed after it may have reached the store.
         let sent = AtomicBool::new(false);
         let (sent, value_ref) = (&sent, &value);
         let answer = RetryPolicy::default()
-            .wait("creating a key", self.lost_token(), move || async move {
-                if self.is_over() {
-                    return Err(Error::SessionLost);
-                }
-                let write = Write::put(key, value_ref.clone())
-                    .if_at(expected)
-                    .ttl(self.ttl);
-                let answer = store
-                    .publish(write)
-                    .await
-                    .and_then(|answer| answer.compared());
-                if answer.as_ref().is_err_and(Error::is_transient) {
-                    sent.store(true, Ordering::Relaxed);
-                }
-                answer
-            })
+            .idempotent_until(
+                "creating a key",
+                deadline,
+                self.lost_token(),
+                move || async move {
+                    if self.is_over() {
+                        return Err(Error::SessionLost);
+                    }
+                    let write = Write::put(key, value_ref.clone())
+                        .if_at(expected)
+                        .ttl(self.ttl);
+                    let answer = store
+                        .publish(write)
+                        .await
+                        .and_then(|answer| answer.compared());
+                    if answer.as_ref().is_err_and(Error::is_transient) {
+                        sent.store(true, Ordering::Relaxed);
+                    }
+                    answer
+                },
+            )
             .await?;
         let seq = match answer {
             Some(seq) => seq,
@@ -231,6 +265,36 @@ impl LeaseInner {
             },
         );
         Ok(Some(seq))
+    }
+
+    /// Takes over the renewal of `key`, created with the session's TTL holding `value`
+    /// at the sequence `seq` by a write of the caller's own (an atomic batch).
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] when the session is over: the key is then purged.
+    pub(crate) async fn adopt(&self, key: &str, value: Bytes, seq: u64) -> Result<()> {
+        let mut keys = self.keys.lock().await;
+        if self.is_over() {
+            drop(keys);
+            self.purge(key, Some(seq)).await;
+            return Err(Error::SessionLost);
+        }
+        keys.insert(
+            key.to_owned(),
+            Held {
+                value,
+                seq,
+                create: seq,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops renewing `key` and returns the sequence the session last wrote to it, or
+    /// `None` when the session does not hold it; the key then ends with its TTL unless
+    /// the caller ends it first (in a batch of its own).
+    pub(crate) async fn forget(&self, key: &str) -> Option<u64> {
+        self.keys.lock().await.remove(key).map(|held| held.seq)
     }
 
     /// Stops renewing `key` and purges it (a compare on the sequence the session last

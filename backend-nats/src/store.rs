@@ -21,7 +21,10 @@
 //! earlier; what depends on that (a waiter's view of the holders before it) reads after
 //! writing its own key, whose sequence is above theirs. Watches ride an ordered
 //! consumer, which delivers every message in order from the sequence asked, however far
-//! behind its replica is: late, never wrong.
+//! behind its replica is: late, never wrong. Paged reads by sequence
+//! (`src/scan.rs`: listings of more keys than one batched direct get returns, a queue's
+//! head) carry no sequence to check, so they may come from a replica behind the floor:
+//! what they serve is decided again by a compared write (a claim), or is a count.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,7 +64,7 @@ const SEQUENCE: &str = "Nats-Sequence";
 /// `Nats-Last-Sequence`, which is the last sequence among the messages returned.
 const UP_TO_SEQUENCE: &str = "Nats-UpTo-Sequence";
 /// How many answers a batched direct get left out.
-const NUM_PENDING: &str = "Nats-Num-Pending";
+pub(crate) const NUM_PENDING: &str = "Nats-Num-Pending";
 
 /// JetStream's error code for a refused `Nats-Expected-Last-Subject-Sequence`.
 pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
@@ -71,13 +74,18 @@ pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
 /// Its first token is no [`Kind`](crate::keys::Kind)'s.
 pub(crate) const ANCHOR: &str = "distsync";
 
-/// The most keys one listing returns: the server answers at most 1,024 (status 413
-/// beyond), the [`ANCHOR`] among them. A listing with more is an error rather than a
-/// partial answer a grant could be decided on.
+/// The most keys one batched direct get returns: the server answers at most 1,024
+/// (status 413 beyond), the [`ANCHOR`] among them. A listing with more is never a
+/// partial answer a grant could be decided on, but read in pages ([`Store::list`]) or
+/// refused ([`Store::list_at`]).
 const MOST_LISTED: usize = 1_023;
 
+/// What a listing at a sequence refused for its size says: more keys than one
+/// batched direct get returns.
+const TOO_MANY: &str = "more keys than one listing returns";
+
 /// How long a listing waits for the next answer of a batch once it has started.
-const BETWEEN_ANSWERS: Duration = Duration::from_secs(2);
+pub(crate) const BETWEEN_ANSWERS: Duration = Duration::from_secs(2);
 
 /// What a message of the bucket says of its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,6 +237,16 @@ pub(crate) fn ttl_header(ttl: Duration) -> String {
     format!("{}s", seconds.max(1))
 }
 
+/// What one batched direct get of a listing answered.
+enum Listed {
+    /// The keys' last messages, and the sequence the replica answered as of.
+    Entries(Vec<Entry>, u64),
+    /// Not even the bucket's anchor: a replica far behind, to ask again.
+    Stale,
+    /// More keys than one batched direct get returns.
+    TooMany,
+}
+
 /// The bucket's stream, through one client connection.
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
@@ -378,28 +396,17 @@ impl Store {
     /// under the bucket's prefix), tombstones included, and the stream sequence they
     /// were read as of (at least the read floor): the listing is the bucket then.
     ///
+    /// More keys than one batched direct get returns are read in pages instead
+    /// ([`Store::scan`]): each key as it was at some moment of the walk, not all at
+    /// one sequence.
+    ///
     /// # Errors
     /// The store's error; a transient [`Error::Connection`] when no replica reached
-    /// the read floor within the request timeout; [`Error::Backend`] for more than
-    /// [`MOST_LISTED`] keys.
+    /// the read floor within the request timeout.
     pub(crate) async fn list(&self, filters: &[String]) -> Result<(Vec<Entry>, u64)> {
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            let floor = self.floor.load(Ordering::Relaxed);
-            match self.list_once(filters).await? {
-                Some((entries, last)) if last >= floor => {
-                    self.saw(last);
-                    return Ok((entries, last));
-                }
-                // A replica behind the floor answered; direct gets go to any replica,
-                // so asking again soon most likely reaches another, or this one later.
-                _ if tokio::time::Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(FLOOR_PAUSE);
-                }
-                _ => return Err(Error::connection(BACKEND, BELOW_FLOOR)),
-            }
+        match self.floored(filters).await? {
+            Some(listed) => Ok(listed),
+            None => self.scan(filters).await,
         }
     }
 
@@ -414,13 +421,17 @@ impl Store {
     /// [`HISTORY`]: crate::HISTORY
     ///
     /// # Errors
-    /// As [`Store::list`].
+    /// As [`Store::list`]; [`Error::Backend`] for more keys than one batched direct
+    /// get returns.
     pub(crate) async fn list_at(
         &self,
         filters: &[String],
         up_to: Option<u64>,
     ) -> Result<(Vec<Entry>, u64)> {
-        let (mut entries, last) = self.list(filters).await?;
+        let (mut entries, last) = self
+            .floored(filters)
+            .await?
+            .ok_or_else(|| Error::backend(BACKEND, format!("{TOO_MANY} match {filters:?}")))?;
         let Some(up_to) = up_to else {
             return Ok((entries, last));
         };
@@ -428,10 +439,34 @@ impl Store {
         Ok((entries, up_to))
     }
 
+    /// One batched direct get of `filters` answered at or above the read floor, asked
+    /// again while a replica behind it answers; `None` when more keys match than it
+    /// returns.
+    async fn floored(&self, filters: &[String]) -> Result<Option<(Vec<Entry>, u64)>> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let floor = self.floor.load(Ordering::Relaxed);
+            match self.list_once(filters).await? {
+                Listed::Entries(entries, last) if last >= floor => {
+                    self.saw(last);
+                    return Ok(Some((entries, last)));
+                }
+                Listed::TooMany => return Ok(None),
+                // A replica behind the floor answered; direct gets go to any replica,
+                // so asking again soon most likely reaches another, or this one later.
+                _ if tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FLOOR_PAUSE);
+                }
+                _ => return Err(Error::connection(BACKEND, BELOW_FLOOR)),
+            }
+        }
+    }
+
     /// One batched direct get of `filters` and the bucket's [`ANCHOR`] (so that it
-    /// always matches a key and ends with the sequence it was answered as of):
-    /// `None` when the replica that answered has not even the anchor.
-    async fn list_once(&self, filters: &[String]) -> Result<Option<(Vec<Entry>, u64)>> {
+    /// always matches a key and ends with the sequence it was answered as of).
+    async fn list_once(&self, filters: &[String]) -> Result<Listed> {
         let inbox = self.client.new_inbox();
         let mut answers = self
             .client
@@ -458,13 +493,9 @@ impl Store {
             };
             wait = BETWEEN_ANSWERS.min(self.request_timeout);
             match answer.status {
-                Some(StatusCode::NOT_FOUND) => return Ok(None),
-                Some(status) if status.as_u16() == TOO_MANY_RESULTS => {
-                    return Err(Error::backend(
-                        BACKEND,
-                        format!("more than {MOST_LISTED} keys match {filters:?}"),
-                    ));
-                }
+                // Not even the anchor: a replica far behind.
+                Some(StatusCode::NOT_FOUND) => return Ok(Listed::Stale),
+                Some(status) if status.as_u16() == TOO_MANY_RESULTS => return Ok(Listed::TooMany),
                 Some(StatusCode::NO_RESPONDERS) => {
                     return Err(Error::connection(BACKEND, "jetstream did not answer"));
                 }
@@ -475,15 +506,12 @@ impl Store {
                             .and_then(|value| value.as_str().parse::<u64>().ok())
                     };
                     if header(NUM_PENDING).unwrap_or(0) > 0 {
-                        return Err(Error::backend(
-                            BACKEND,
-                            format!("more than {MOST_LISTED} keys match {filters:?}"),
-                        ));
+                        return Ok(Listed::TooMany);
                     }
                     let last = header(UP_TO_SEQUENCE).ok_or_else(|| {
                         Error::backend(BACKEND, "a listing's end without its sequence")
                     })?;
-                    return Ok(Some((entries, last)));
+                    return Ok(Listed::Entries(entries, last));
                 }
                 _ => {
                     let entry = self.entry(answer)?;
@@ -504,6 +532,24 @@ impl Store {
             .await?
             .compared()
             .map(|_| ())
+    }
+
+    /// The stream's last sequence, from its leader (which raises the read floor).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub(crate) async fn last_sequence(&self) -> Result<u64> {
+        let mut stream = timed(
+            self.request_timeout,
+            self.jetstream.get_stream(&self.stream),
+        )
+        .await?
+        .map_err(|error| Error::backend(BACKEND, error))?;
+        let info = timed(self.request_timeout, stream.info())
+            .await?
+            .map_err(|error| Error::backend(BACKEND, error))?;
+        self.saw(info.state.last_sequence);
+        Ok(info.state.last_sequence)
     }
 
     /// Every message of the keys matching `filter` from the sequence `from` on, in
@@ -577,12 +623,12 @@ impl Store {
     }
 
     /// The direct get subject of the stream.
-    fn direct_get(&self) -> String {
+    pub(crate) fn direct_get(&self) -> String {
         format!("$JS.API.DIRECT.GET.{}", self.stream)
     }
 
     /// The entry a direct get answered.
-    fn entry(&self, answer: async_nats::Message) -> Result<Entry> {
+    pub(crate) fn entry(&self, answer: async_nats::Message) -> Result<Entry> {
         let headers = answer.headers.as_ref();
         let header = |name| {
             headers

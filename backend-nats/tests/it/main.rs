@@ -6,3 +6,4 @@ mod bucket;
 mod common;
 mod killed_holder;
 mod names;
+mod scale;

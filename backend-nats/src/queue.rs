@@ -1,0 +1,1140 @@
+//! The durable queue: items are keys of the bucket, and a receiver's hold is a key of
+//! its session, so a delivery ends with the consumer's session, not with a timer.
+//!
+//! # Why not a work-queue stream
+//!
+//! A JetStream work-queue stream with explicit acks hands a message out again when
+//! its ack wait runs out, whatever became of the consumer: a slow but live consumer
+//! loses its delivery to another one, and a crashed one keeps it for the whole ack
+//! wait. A delivery here must end when the consumer's session ends, no earlier and
+//! no later; it must also keep its place (priority, then arrival) through a `nack`,
+//! which a stream's redelivery does not. So the queue lives in the bucket beside the
+//! other primitives, with the session's per-key TTLs doing what the ack wait would.
+//!
+//! # Layout
+//!
+//! Every key of queue `<name>` is under `queue.<name>` (the name escaped as every
+//! name, see `src/keys.rs`):
+//!
+//! | key | value | what |
+//! |---|---|---|
+//! | `queue.<name>.i.<priority %05d>.<id>` | the item | an item, written once: its place is its sequence |
+//! | `queue.<name>.d.<id>` | the hold key of its last receive | its delivery record (the count in `Ds-Deliveries`) |
+//! | `queue.<name>.p.<priority %05d>` | empty | a priority that may have items |
+//! | `queue.<name>.q.<session>.<n>` | the item's key | a receiver's hold, on its session's TTL |
+//! | `queue.<name>.c.<call id>` | the item | an item claimed by a `dequeue` call, not yet handed over |
+//! | `queue.<name>.k.<idempotency key>` | the item's key | an `enqueue_once` record, for [`DEDUP_WINDOW`] (its TTL) |
+//!
+//! An item is never rewritten while it waits or is held, so its stream sequence is
+//! its place among the items of its priority, and a `nack` or a session's end leaves
+//! it there. What changes with each receive is its delivery record, which the
+//! claims compare.
+//!
+//! # Reading the head of the queue
+//!
+//! A claim never reads the whole queue. It reads the priorities (the `p.` keys, in one
+//! batched direct get, which also gives the stream's sequence the read starts at, or in
+//! pages when they are many) and then, from the highest priority (lowest number) on,
+//! the items of one priority in stream order, a page at a time (a batched direct get
+//! from a start sequence with `next_by_subj`, at most [`PAGE`] messages, see
+//! `src/scan.rs`), together with the delivery records of that page's items and the
+//! holds they name (two batched direct gets of at most [`PAGE`] named keys). It stops
+//! at the first items that no live hold names: two per claim of the handle under way,
+//! at most [`HEAD`]. Its cost is the number of held items and of tombstones ahead of
+//! the first free one, not the queue's length: an acknowledged item's tombstone lives
+//! [`TOMBSTONE_TTL`], as the evidence an ack or a repeated enqueue needs is kept on the
+//! delivery record, which no claim walks. A priority none of whose items are left has
+//! its `p.` key purged, compared with the sequence the claim read, so an enqueue at
+//! that priority meanwhile keeps it.
+//!
+//! The calls of one handle share the read in flight (see [`NatsQueue::queued`]); a
+//! read that started before the call is as good as a fresh one, as every claim
+//! compares what it takes.
+//!
+//! # Enqueue
+//!
+//! An enqueue writes, in one atomic batch, the item and its delivery record (each a
+//! create, a compare on no message, under the call's own id) and its priority's
+//! key. A repeat after a lost reply finds the keys taken by its own earlier attempt:
+//! an item is appended once. The delivery record of a consumed item is a tombstone
+//! that lives [`CALL_KEY_WINDOW`], so a repeat within that window does not append an
+//! item consumed meanwhile. A repeat starts within the one-shot budget (at most 3 s),
+//! so only a first attempt held back by a reconnecting client for longer than the
+//! window could be appended again. `enqueue_once` adds its record (a create with the
+//! 24-hour TTL) to the batch: a key seen within the window refuses the batch, and a
+//! record naming this call's item is its own earlier attempt.
+//!
+//! # At-least-once delivery
+//!
+//! `receive` takes the first item (lowest priority number, then oldest) that no live
+//! hold names, in one atomic batch: a rewrite of the item's delivery record compared
+//! with its sequence (naming the new hold, the count one higher) and the creation of
+//! a hold key naming the item, with the session's TTL, which the session then renews
+//! as its other keys. Of two receivers of one item only one batch passes; the other
+//! has written nothing and tries the next item. `ack` purges the item, its record
+//! and the hold in one atomic batch, the record and the hold each compared with its
+//! sequence (the hold's as the session last renewed it); `nack` purges the hold; the
+//! session's end (a crash, a partition past the TTL, a revoke) ends the hold key
+//! with the session's other keys, and the item, never moved, is free again at its
+//! place, its count one higher. An ack whose reply was lost looks at the record's
+//! tombstone: one written by this hold's ack answers `Ok`, else the session ended
+//! first. The hold leaves the session's renewals as the ack starts (a renewal of a
+//! purged key would end the session), so an ack that keeps failing returns the item
+//! a TTL later. A receive dropped after its batch may have landed ends the hold in
+//! the background, as a nack: a tombstone compared with no message refuses a batch
+//! still on its way, else the hold is purged.
+//!
+//! # Dequeue: delivered once, never lost
+//!
+//! A `dequeue` call draws a call id and claims the first item no hold names in one
+//! atomic batch: a purge of the item and of its delivery record, the record compared
+//! with its sequence (so a receive or another claim refuses it), and the in-flight
+//! record `c.<call id>` holding the item. After a lost reply the call reads its own
+//! record. It returns the item and purges the record in the background; a call that
+//! ends without returning it (dropped, or failed) after a claim whose answer it did
+//! not get first writes a tombstone to its record's key, compared with no message,
+//! so that a claim still on its way (a reconnecting client sends what it held back)
+//! is refused; if the record is there, it is put back as the item in one batch
+//! compared with the record. A put-back item is written anew, so it goes behind the
+//! items of its priority that wait. A record outlives its call only if the process
+//! dies between the claim and the purge: the item is then neither lost nor
+//! delivered twice, and stays in the record for an operator.
+//!
+//! # Waiting
+//!
+//! Each queue handle follows every message of the queue's keys with one watch (a
+//! JetStream consumer, which the server makes and deletes at a price: one per handle,
+//! not one per wait), started from the sequence a read of the head was made at, the
+//! stream's last sequence read before its items. A consumer that finds nothing to take waits
+//! until the follower has seen an item written or a hold ended after that sequence
+//! (so nothing written after the read is missed), or a safety net of 5 s passes, and
+//! looks again. The waiters of one handle share one read, so a change costs one read
+//! per handle, not one per waiter; across handles (processes) every waiting handle
+//! reads again on each change.
+//!
+//! # What it does not give
+//!
+//! No enqueue time is recorded ([`Queue::oldest_age`] is unsupported). [`Queue::len`]
+//! reads every waiting item of the queue, in pages.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use distsync_core::delivery::{Delivery, Settle};
+use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::raw::{call_id, Failure, Idempotence, Queue, RetryPolicy};
+use distsync_core::{Error, Name, Result, Session};
+use futures::future::{BoxFuture, Shared as SharedFuture};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::{self, Kind};
+use crate::scan::PAGE;
+use crate::session::{lease_of, LeaseInner, TOMBSTONE_TTL};
+use crate::shared::Shared;
+use crate::store::{Entry, Published, Write};
+use crate::wait;
+
+/// How many times `receive` delivered the item (on its delivery record, and on a
+/// dequeue call's in-flight record).
+const DELIVERIES_HEADER: &str = "Ds-Deliveries";
+/// The hold key that acknowledged the item, on its delivery record's tombstone.
+const HOLDER_HEADER: &str = "Ds-Holder";
+/// The item key an in-flight record was claimed from.
+const ITEM_HEADER: &str = "Ds-Item";
+
+/// The most free items a read of the head of a queue looks for: two per claim of
+/// the handle under way (they share the read), so that a lone consumer reads little.
+const HEAD: usize = 16;
+
+/// How long a waiting consumer waits for a change before it looks again anyway.
+const SAFETY_NET: Duration = Duration::from_secs(5);
+
+/// The pause before a queue's follower watches again after its watch ended.
+const REWATCH_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long a put-back or the purge of a delivered item's record rides out transient
+/// failures.
+const CLEANUP_BUDGET: Duration = Duration::from_secs(600);
+
+/// The queue `name`.
+pub(crate) struct NatsQueue {
+    shared: Arc<Shared>,
+    name: Name,
+    /// `queue.<name>`.
+    root: String,
+    /// The follower of the queue's keys, once a consumer of this handle waited.
+    changes: OnceLock<Changes>,
+    /// The read of the head in flight or last made (see [`NatsQueue::queued`]).
+    listing: std::sync::Mutex<Option<Listing>>,
+    /// Where reads of each priority start (see [`Floors`]).
+    floors: Floors,
+    /// How many claims (receives and dequeues) of this handle are under way.
+    claims: AtomicUsize,
+}
+
+/// A claim under way on a handle, counted in [`NatsQueue::claims`] while it lives.
+struct Claim<'q>(&'q AtomicUsize);
+
+impl<'q> Claim<'q> {
+    fn new(claims: &'q AtomicUsize) -> Self {
+        claims.fetch_add(1, Ordering::Relaxed);
+        Self(claims)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Per priority, a sequence below which a read of this handle found no item but
+/// consumed ones: items are never rewritten and new ones (and put-back ones) are
+/// written at the stream's end, so no item is ever below it again, and reads start
+/// there rather than walk the tombstones of items consumed lately.
+type Floors = Arc<std::sync::Mutex<std::collections::HashMap<u16, u64>>>;
+
+/// A read of the head of a queue shared by the calls of one handle, or whether its
+/// error was transient and the error.
+type Listing = SharedFuture<BoxFuture<'static, std::result::Result<Arc<Head>, (bool, String)>>>;
+
+/// The head of a queue: its first free items in queue order, the queue's last
+/// sequence read before them, and whether more items may follow those (the read
+/// stopped at [`HEAD`] items).
+struct Head {
+    items: Vec<Item>,
+    last: u64,
+    full: bool,
+    /// The items a claim of this handle tried: each is tried by one claim of the
+    /// handle, so that its concurrent consumers do not all race for the first item.
+    tried: std::sync::Mutex<Vec<bool>>,
+}
+
+impl Head {
+    fn new(items: Vec<Item>, last: u64, full: bool) -> Self {
+        let tried = std::sync::Mutex::new(vec![false; items.len()]);
+        Self {
+            items,
+            last,
+            full,
+            tried,
+        }
+    }
+
+    /// The items no claim of this handle tried yet, each marked tried as it is
+    /// handed out, in queue order.
+    fn untried(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter().enumerate().filter_map(|(at, item)| {
+            let mut tried = self
+                .tried
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let fresh = !std::mem::replace(&mut tried[at], true);
+            fresh.then_some(item)
+        })
+    }
+}
+
+/// A task that follows every message of a queue's keys (one watch per queue handle,
+/// whatever the number of its waiters, as each watch is a JetStream consumer the
+/// server makes and deletes), and the last sequence it saw.
+struct Changes {
+    receiver: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Follows the messages of the queue's keys (under `root`) from the sequence `from`
+/// on, sending to `seen` the sequence of each that may make an item takeable, until
+/// it is aborted; a watch that fails is made again from the sequence after the last
+/// one seen.
+async fn follow(shared: Arc<Shared>, root: String, mut from: u64, seen: watch::Sender<u64>) {
+    let filter = format!("{root}.>");
+    let (items, holds) = (format!("{root}.i."), format!("{root}.q."));
+    // Only what may make an item takeable wakes the waiters: an item written (an
+    // enqueue, a put-back) or a hold ended.
+    let wakes = |entry: &Entry| {
+        (entry.live() && entry.key.starts_with(&items))
+            || (!entry.live() && entry.key.starts_with(&holds))
+    };
+    loop {
+        let watched = RetryPolicy::default()
+            .wait("following a queue", None, || {
+                shared.store.watch(&filter, from)
+            })
+            .await;
+        match watched {
+            Ok(mut events) => {
+                while let Some(Ok(entry)) = events.next().await {
+                    from = entry.seq + 1;
+                    if wakes(&entry) {
+                        seen.send_replace(entry.seq);
+                    }
+                }
+                // A watch the server ends at once is not remade in a tight loop.
+                tokio::time::sleep(REWATCH_PAUSE).await;
+            }
+            Err(error) => {
+                tracing::debug!(filter, %error, "following a queue failed; waiters look again after the safety net");
+                tokio::time::sleep(SAFETY_NET).await;
+            }
+        }
+    }
+}
+
+/// An item as a read of the head shows it: its key, sequence and value, and its
+/// delivery record's sequence (0: none) and count.
+#[derive(Clone, Debug)]
+struct Item {
+    key: String,
+    seq: u64,
+    record: String,
+    record_seq: u64,
+    deliveries: u32,
+    value: Bytes,
+}
+
+/// The count of deliveries an entry's header gives (0 without one).
+fn deliveries_of(entry: &Entry) -> u32 {
+    entry
+        .header(DELIVERIES_HEADER)
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The id of an item key (`queue.<name>.i.<priority>.<id>`): its last token.
+fn id_of(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+impl NatsQueue {
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
+        Self {
+            root: keys::key(Kind::Queue, &name),
+            shared: Arc::clone(shared),
+            name,
+            changes: OnceLock::new(),
+            listing: std::sync::Mutex::new(None),
+            floors: Floors::default(),
+            claims: AtomicUsize::new(0),
+        }
+    }
+
+    /// The head of the queue: its first [`HEAD`] items no live hold names.
+    ///
+    /// The calls of one handle share the read in flight, which runs to its end even
+    /// when they are dropped: a consumer whose calls are cancelled at once (a short
+    /// timeout in a loop) sends one read at a time, not one per call, and the waiters
+    /// woken by one change read once. A read that started before the call is as good
+    /// as a fresh one: a claim compares what it takes, and a wait starts from the
+    /// read's own sequence.
+    async fn queued(&self) -> Result<Arc<Head>> {
+        let listing = {
+            let mut slot = self
+                .listing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match slot.as_ref() {
+                Some(listing) if listing.peek().is_none() => listing.clone(),
+                _ => {
+                    let (shared, root) = (Arc::clone(&self.shared), self.root.clone());
+                    let floors = Arc::clone(&self.floors);
+                    let claims = self.claims.load(Ordering::Relaxed);
+                    let want = claims.saturating_mul(2).clamp(2, HEAD);
+                    let task =
+                        tokio::spawn(async move { read_head(&shared, &root, want, &floors).await });
+                    let listing: Listing = async move {
+                        match task.await {
+                            Ok(Ok(listed)) => Ok(Arc::new(listed)),
+                            Ok(Err(error)) => Err((error.is_transient(), error.to_string())),
+                            Err(error) => Err((false, error.to_string())),
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some(listing.clone());
+                    listing
+                }
+            }
+        };
+        match listing.await {
+            Ok(head) => Ok(head),
+            Err((true, error)) => Err(Error::connection(crate::BACKEND, error)),
+            Err((false, error)) => Err(Error::backend(crate::BACKEND, error)),
+        }
+    }
+
+    /// The last sequence the handle's follower of the queue's keys saw, starting the
+    /// follower from `from` if it has not started.
+    fn changes(&self, from: u64) -> watch::Receiver<u64> {
+        self.changes
+            .get_or_init(|| {
+                let (seen, receiver) = watch::channel(from.saturating_sub(1));
+                let root = self.root.clone();
+                let task = tokio::spawn(follow(Arc::clone(&self.shared), root, from, seen));
+                Changes { receiver, task }
+            })
+            .receiver
+            .clone()
+    }
+
+    /// Waits until a key of the queue changes after the sequence `last`, or the safety
+    /// net passes.
+    async fn changed_after(&self, last: u64, lost: Option<&CancellationToken>) -> Result<()> {
+        let mut seen = self.changes(last + 1);
+        let lost = async {
+            match lost {
+                Some(lost) => lost.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = lost => Err(Error::SessionLost),
+            () = tokio::time::sleep(SAFETY_NET) => Ok(()),
+            changed = seen.wait_for(|seen| *seen > last) => match changed {
+                Ok(_) => Ok(()),
+                Err(_) => Err(Error::backend(crate::BACKEND, "the queue's follower ended")),
+            },
+        }
+    }
+
+    /// The key of a new item at `priority`.
+    fn item_key(&self, priority: u16) -> String {
+        format!("{}.i.{priority:05}.{}", self.root, call_id())
+    }
+
+    /// The in-flight record of the dequeue call `call`.
+    fn record_key(&self, call: &str) -> String {
+        format!("{}.c.{call}", self.root)
+    }
+
+    /// One dequeue attempt of the call that owns `record`: its own record if an earlier
+    /// attempt's claim may have landed (`sent`, set while a claim's answer is
+    /// unknown), else a claim of the first queued item; the read's sequence when
+    /// there is nothing to claim.
+    async fn claim(
+        &self,
+        record: &str,
+        sent: &AtomicBool,
+    ) -> Result<std::result::Result<Claimed, u64>> {
+        let store = &self.shared.store;
+        if sent.load(Ordering::Relaxed) {
+            if let Some(entry) = store.last(record).await? {
+                if entry.live() {
+                    return Ok(Ok(Claimed {
+                        value: entry.value,
+                        seq: entry.seq,
+                    }));
+                }
+            }
+            // Still unknown: a claim held back by a reconnecting client may land
+            // later, which the put-back of a call that ends without its item stops.
+        }
+        let _claim = Claim::new(&self.claims);
+        loop {
+            let head = self.queued().await?;
+            for item in head.untried() {
+                let before = sent.swap(true, Ordering::Relaxed);
+                let writes = vec![
+                    Write::purge(item.key.as_str())
+                        .if_at(item.seq)
+                        .ttl(TOMBSTONE_TTL),
+                    Write::purge(item.record.as_str())
+                        .if_at(item.record_seq)
+                        .ttl(CALL_KEY_WINDOW),
+                    Write::put(record, item.value.clone())
+                        .header(ITEM_HEADER, &item.key)
+                        .header(DELIVERIES_HEADER, &item.deliveries.to_string())
+                        .if_at(0),
+                ];
+                match store
+                    .batch(writes)
+                    .await
+                    .and_then(|answer| answer.compared())
+                {
+                    Ok(Some(seq)) => {
+                        return Ok(Ok(Claimed {
+                            value: item.value.clone(),
+                            seq,
+                        }))
+                    }
+                    // Taken by another consumer since the read.
+                    Ok(None) => sent.store(before, Ordering::Relaxed),
+                    Err(error) => {
+                        // Only a transient failure leaves this claim's answer unknown.
+                        if !error.is_transient() {
+                            sent.store(before, Ordering::Relaxed);
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            // A full head taken by others may hide free items behind it: read again.
+            if !head.full {
+                return Ok(Err(head.last));
+            }
+        }
+    }
+
+    /// Receives the first queued item through `lease`; the read's sequence when
+    /// there is none to take. A one-shot call (`once`) gives up on a failing store
+    /// within the one-shot budget.
+    async fn hold_first(
+        &self,
+        session: &Session,
+        lease: &Arc<LeaseInner>,
+        once: bool,
+    ) -> Result<std::result::Result<Delivery, u64>> {
+        if session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        let _claim = Claim::new(&self.claims);
+        loop {
+            let head = self.queued().await?;
+            for item in head.untried() {
+                if let Some(delivery) = self.hold(session, lease, item, once).await? {
+                    return Ok(Ok(delivery));
+                }
+            }
+            // A full head taken by others may hide free items behind it: read again.
+            if !head.full {
+                return Ok(Err(head.last));
+            }
+        }
+    }
+
+    /// Holds `item` through `lease`: one atomic batch rewrites its delivery record
+    /// (compared with its sequence, counting the delivery) and creates the hold key naming it
+    /// (with the session's TTL), so that of several receivers only one holds it and a
+    /// loser writes nothing. `None` when another consumer took the item first.
+    async fn hold(
+        &self,
+        session: &Session,
+        lease: &Arc<LeaseInner>,
+        item: &Item,
+        once: bool,
+    ) -> Result<Option<Delivery>> {
+        let store = &self.shared.store;
+        let line = keys::line(Kind::Queue, &self.name);
+        let hold = keys::contender(&line, lease.id, lease.next_number());
+        let value = Bytes::from(item.key.clone());
+        // Until the session renews the hold, a call dropped or failing after the batch
+        // may have landed ends the hold in the background (as a nack would).
+        let mut pending = PendingHold {
+            shared: Arc::clone(&self.shared),
+            key: hold.clone(),
+            done: false,
+        };
+        let writes = vec![
+            Write::put(item.record.as_str(), Bytes::from(hold.clone()))
+                .header(DELIVERIES_HEADER, &(item.deliveries + 1).to_string())
+                .if_at(item.record_seq),
+            Write::put(hold.as_str(), value.clone())
+                .if_at(0)
+                .ttl(lease.ttl),
+        ];
+        let seq = match store.batch(writes).await.and_then(Published::compared) {
+            Ok(Some(seq)) => seq,
+            Ok(None) => {
+                pending.done = true;
+                return Ok(None);
+            }
+            Err(error) if error.is_transient() => {
+                // The batch may have landed: the hold key, fresh to this call, tells.
+                let lost = lease.lost_token().cloned();
+                let read = || store.last(&hold);
+                let entry = if once {
+                    RetryPolicy::within(store.request_timeout)
+                        .one_shot("reading a hold", Idempotence::Idempotent, Failure::of, read)
+                        .await?
+                } else {
+                    RetryPolicy::default()
+                        .wait("reading a hold", lost.as_ref(), read)
+                        .await?
+                };
+                match entry {
+                    Some(entry) if entry.live() => entry.seq,
+                    _ => return Ok(None),
+                }
+            }
+            Err(error) => {
+                pending.done = true;
+                return Err(error);
+            }
+        };
+        // The batch's last message is the hold's, and an atomic batch is stored at
+        // consecutive sequences: the record's rewrite is the one before.
+        let adopted = lease.adopt(&hold, value, seq).await;
+        // Renewed by the session now, or purged by `adopt` when the session is over.
+        pending.done = true;
+        adopted?;
+        let settle = NatsSettle {
+            lease: Arc::clone(lease),
+            hold,
+            item: item.key.clone(),
+            record: item.record.clone(),
+            record_seq: seq - 1,
+        };
+        Ok(Some(Delivery::new(
+            item.value.clone(),
+            item.deliveries,
+            session,
+            Box::new(settle),
+        )))
+    }
+
+    /// Appends `item` at `priority` under a fresh key, and with `record` (an
+    /// `enqueue_once` record, created in the same batch) if given; `false` when the
+    /// record's key was seen within the window.
+    async fn append(
+        &self,
+        item: Bytes,
+        priority: u16,
+        record: Option<(&str, u64)>,
+    ) -> Result<bool> {
+        let store = &self.shared.store;
+        let key = self.item_key(priority);
+        let delivery = delivery_key(&self.root, id_of(&key));
+        let budget = RetryPolicy::within(self.shared.store.request_timeout);
+        budget
+            .one_shot("enqueue", Idempotence::Idempotent, Failure::of, || async {
+                let mut writes = Vec::with_capacity(4);
+                if let Some((record, expected)) = record {
+                    writes.push(
+                        Write::put(record, Bytes::from(key.clone()))
+                            .ttl(DEDUP_WINDOW)
+                            .if_at(expected),
+                    );
+                }
+                writes.push(Write::put(priority_key(&self.root, priority), Bytes::new()));
+                writes.push(Write::put(delivery.as_str(), Bytes::new()).if_at(0));
+                writes.push(Write::put(key.as_str(), item.clone()).if_at(0));
+                if store.batch(writes).await?.compared()?.is_some() {
+                    return Ok(true);
+                }
+                // The call's own earlier attempt landed, or the record's key was seen.
+                Ok(match record {
+                    None => true,
+                    Some((record, _)) => store
+                        .last(record)
+                        .await?
+                        .is_some_and(|entry| entry.live() && entry.value == key.as_bytes()),
+                })
+            })
+            .await
+    }
+}
+
+/// The delivery record of the item `id` of the queue under `root`.
+fn delivery_key(root: &str, id: &str) -> String {
+    format!("{root}.d.{id}")
+}
+
+/// The key that says the queue under `root` may have items at `priority`.
+fn priority_key(root: &str, priority: u16) -> String {
+    format!("{root}.p.{priority:05}")
+}
+
+/// The priorities of the queue under `root` that may have items, highest first
+/// (lowest number), each with its key's sequence, and the stream's sequence they were
+/// read at (in pages when they are many, see [`Store::list`]).
+///
+/// [`Store::list`]: crate::store::Store::list
+async fn priorities(shared: &Shared, root: &str) -> Result<(Vec<(u16, u64)>, u64)> {
+    let (entries, last) = shared.store.list(&[format!("{root}.p.*")]).await?;
+    let mut priorities: Vec<(u16, u64)> = entries
+        .iter()
+        .filter(|entry| entry.live())
+        .filter_map(|entry| Some((entry.key.rsplit('.').next()?.parse().ok()?, entry.seq)))
+        .collect();
+    priorities.sort_unstable();
+    Ok((priorities, last))
+}
+
+/// The first `want` items of the queue under `root` that no live hold names, in
+/// queue order (see the module docs), each priority read from its floor on.
+async fn read_head(shared: &Shared, root: &str, want: usize, floors: &Floors) -> Result<Head> {
+    let store = &shared.store;
+    // Every change after `last` (read before the items) wakes a waiter that found
+    // nothing.
+    let (priorities, last) = priorities(shared, root).await?;
+    let mut items = Vec::new();
+    for (priority, seq) in priorities {
+        let filter = format!("{root}.i.{priority:05}.>");
+        let floor = floor_of(floors, priority);
+        let (mut from, mut any, mut first_live) = (floor, false, None);
+        // The first page is small: a head is read far more often than walked.
+        let mut batch = want.min(PAGE);
+        loop {
+            let page = store.page(&filter, from, batch).await?;
+            batch = PAGE;
+            from = page.next(from);
+            any |= !page.entries.is_empty();
+            let more = page.more;
+            let live: Vec<Entry> = page.entries.into_iter().filter(Entry::live).collect();
+            if first_live.is_none() {
+                first_live = live.first().map(|entry| entry.seq);
+                raise_floor(floors, priority, first_live.unwrap_or(from));
+            }
+            // The records of a page's items are read a few at a time, as a head
+            // read stops once it has its items.
+            for chunk in live.chunks(want.saturating_sub(items.len()).clamp(1, HEAD)) {
+                free_items(shared, root, chunk.to_vec(), want, &mut items).await?;
+                if items.len() >= want {
+                    break;
+                }
+            }
+            if items.len() >= want {
+                return Ok(Head::new(items, last, true));
+            }
+            if !more {
+                break;
+            }
+        }
+        if !any {
+            // No item is left at this priority: its key goes, unless an enqueue
+            // rewrote it since it was read.
+            let forget = Write::purge(priority_key(root, priority))
+                .if_at(seq)
+                .ttl(TOMBSTONE_TTL);
+            store.publish(forget).await?.compared()?;
+        }
+    }
+    Ok(Head::new(items, last, false))
+}
+
+/// The floor of `priority` (see [`Floors`]): 1 when none was found yet.
+fn floor_of(floors: &Floors, priority: u16) -> u64 {
+    let floors = floors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    floors.get(&priority).copied().unwrap_or(1)
+}
+
+/// Raises the floor of `priority` to `seq` (never lowers it: reads of one handle
+/// may end out of order).
+fn raise_floor(floors: &Floors, priority: u16, seq: u64) {
+    let mut floors = floors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let floor = floors.entry(priority).or_insert(1);
+    *floor = (*floor).max(seq);
+}
+
+/// Appends to `items`, up to `want` of them, the items among `live` (one page of a
+/// priority, in stream order) that no live hold names: their delivery records and
+/// the holds these name are read in one batched direct get each.
+async fn free_items(
+    shared: &Shared,
+    root: &str,
+    live: Vec<Entry>,
+    want: usize,
+    items: &mut Vec<Item>,
+) -> Result<()> {
+    if live.is_empty() {
+        return Ok(());
+    }
+    let store = &shared.store;
+    let records: Vec<String> = live
+        .iter()
+        .map(|entry| delivery_key(root, id_of(&entry.key)))
+        .collect();
+    let (records, _) = store.list(&records).await?;
+    let records: std::collections::HashMap<String, Entry> = records
+        .into_iter()
+        .map(|record| (record.key.clone(), record))
+        .collect();
+    let holds: Vec<String> = records
+        .values()
+        .filter(|record| record.live() && !record.value.is_empty())
+        .filter_map(|record| std::str::from_utf8(&record.value).ok().map(str::to_owned))
+        .collect();
+    let held: std::collections::HashSet<Bytes> = if holds.is_empty() {
+        std::collections::HashSet::new()
+    } else {
+        let (holds, _) = store.list(&holds).await?;
+        holds
+            .into_iter()
+            .filter(Entry::live)
+            .map(|hold| Bytes::from(hold.key))
+            .collect()
+    };
+    for entry in live {
+        if items.len() >= want {
+            break;
+        }
+        let record = delivery_key(root, id_of(&entry.key));
+        let (record_seq, deliveries) = match records.get(&record) {
+            // Consumed: an ack or a claim purged its record before its item.
+            Some(known) if !known.live() => continue,
+            Some(known) if held.contains(&known.value) => continue,
+            Some(known) => (known.seq, deliveries_of(known)),
+            None => (0, 0),
+        };
+        items.push(Item {
+            key: entry.key,
+            seq: entry.seq,
+            record,
+            record_seq,
+            deliveries,
+            value: entry.value,
+        });
+    }
+    Ok(())
+}
+
+/// A hold key a receive's batch may have created, not yet renewed by its session:
+/// ended in the background if the receive ends without handing it to the session.
+struct PendingHold {
+    shared: Arc<Shared>,
+    key: String,
+    done: bool,
+}
+
+impl Drop for PendingHold {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (shared, key) = (Arc::clone(&self.shared), std::mem::take(&mut self.key));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = abandon_hold(&shared, &key).await {
+                    tracing::debug!(key, %error, "a dropped receive's hold ends with its ttl");
+                }
+            });
+        }
+    }
+}
+
+/// Ends the hold key `key` of a receive that did not hand it to its session: a
+/// tombstone compared with no message refuses a batch still on its way; refused
+/// itself, it means the batch landed, and the hold is purged (the item is queued
+/// again, its delivery counted, as after a nack).
+async fn abandon_hold(shared: &Shared, key: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + CLEANUP_BUDGET;
+    let store = &shared.store;
+    RetryPolicy::default()
+        .idempotent_until("abandoning a hold", Some(deadline), None, || async {
+            let abandon = Write::purge(key).if_at(0).ttl(CALL_KEY_WINDOW);
+            if store.publish(abandon).await?.compared()?.is_some() {
+                return Ok(());
+            }
+            if let Some(entry) = store.last(key).await?.filter(Entry::live) {
+                let purge = Write::purge(key).if_at(entry.seq).ttl(TOMBSTONE_TTL);
+                store.publish(purge).await?.compared()?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// An item claimed by a dequeue call: its value and its record's sequence.
+struct Claimed {
+    value: Bytes,
+    seq: u64,
+}
+
+/// Puts a dequeue call's record back as its item when the call ends without
+/// returning the item (dropped, or failed) while a claim of it may have landed.
+struct PutBack {
+    shared: Arc<Shared>,
+    record: String,
+    /// Whether a claim of the call may have landed unseen.
+    sent: AtomicBool,
+    /// Set once the call returns its item.
+    done: bool,
+}
+
+impl PutBack {
+    fn new(shared: &Arc<Shared>, record: String) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            record,
+            sent: AtomicBool::new(false),
+            done: false,
+        }
+    }
+}
+
+impl Drop for PutBack {
+    fn drop(&mut self) {
+        if self.done || !self.sent.load(Ordering::Relaxed) {
+            return;
+        }
+        let (shared, record) = (Arc::clone(&self.shared), std::mem::take(&mut self.record));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = put_back(&shared, &record).await {
+                    tracing::warn!(record, %error, "a dropped dequeue's item stays in its in-flight record");
+                }
+            });
+        }
+    }
+}
+
+/// Puts the record `record` back as the item it was claimed from, at its place.
+/// A claim may still be on its way (a reconnecting client sends what it held back),
+/// so the record's key is first taken by a tombstone, compared with no message: a
+/// claim arriving after it is refused; a tombstone refused means the claim landed,
+/// and its record is put back.
+async fn put_back(shared: &Shared, record: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + CLEANUP_BUDGET;
+    let store = &shared.store;
+    RetryPolicy::default()
+        .idempotent_until("putting an item back", Some(deadline), None, || async {
+            let abandon = Write::purge(record).if_at(0).ttl(CALL_KEY_WINDOW);
+            if store.publish(abandon).await?.compared()?.is_some() {
+                return Ok(());
+            }
+            let Some(entry) = store.last(record).await?.filter(Entry::live) else {
+                return Ok(());
+            };
+            // `queue.<name>.i.<priority>.<id>`.
+            let Some(key) = entry.header(ITEM_HEADER).map(str::to_owned) else {
+                return Ok(());
+            };
+            let tokens: Vec<&str> = key.split('.').collect();
+            let (Some(root), Some(priority)) = (
+                tokens.get(..2).map(|root| root.join(".")),
+                tokens.get(3).and_then(|priority| priority.parse().ok()),
+            ) else {
+                return Ok(());
+            };
+            // The item and its delivery record are written anew, its count kept; the
+            // compare on the in-flight record makes this happen once.
+            let writes = vec![
+                Write::put(priority_key(&root, priority), Bytes::new()),
+                Write::put(delivery_key(&root, id_of(&key)), Bytes::new())
+                    .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
+                Write::put(key.as_str(), entry.value.clone()),
+                Write::purge(record).if_at(entry.seq).ttl(CALL_KEY_WINDOW),
+            ];
+            store.batch(writes).await?.compared()?;
+            Ok(())
+        })
+        .await
+}
+
+/// Purges a handed-over item's record in the background.
+fn forget_record(shared: &Arc<Shared>, record: String, seq: u64) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + CLEANUP_BUDGET;
+        let store = &shared.store;
+        let purged = RetryPolicy::default()
+            .idempotent_until(
+                "forgetting a dequeued item",
+                Some(deadline),
+                None,
+                || async {
+                    store
+                        .publish(
+                            Write::purge(record.as_str())
+                                .if_at(seq)
+                                .ttl(CALL_KEY_WINDOW),
+                        )
+                        .await?
+                        .compared()
+                },
+            )
+            .await;
+        if let Err(error) = purged {
+            tracing::warn!(record, %error, "a dequeued item's in-flight record stays");
+        }
+    });
+}
+
+#[async_trait]
+impl Queue for NatsQueue {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
+        self.append(item, priority, None).await.map(drop)
+    }
+
+    async fn enqueue_once_bytes(
+        &self,
+        key: &IdempotencyKey,
+        item: Bytes,
+        priority: u16,
+    ) -> Result<Enqueued> {
+        let record = format!("{}.k.{}", self.root, keys::escape(key.as_str()));
+        let store = &self.shared.store;
+        let budget = RetryPolicy::within(store.request_timeout);
+        let last = budget
+            .one_shot(
+                "reading an idempotency key",
+                Idempotence::Idempotent,
+                Failure::of,
+                || store.last(&record),
+            )
+            .await?;
+        let expected = match last {
+            Some(entry) if entry.live() => return Ok(Enqueued::Duplicate),
+            Some(entry) => entry.seq,
+            None => 0,
+        };
+        Ok(
+            if self
+                .append(item, priority, Some((&record, expected)))
+                .await?
+            {
+                Enqueued::New
+            } else {
+                Enqueued::Duplicate
+            },
+        )
+    }
+
+    async fn dequeue(&self) -> Result<Bytes> {
+        let mut call = PutBack::new(&self.shared, self.record_key(&call_id()));
+        let claimed = wait::until("an item", None, || async {
+            match self.claim(&call.record, &call.sent).await? {
+                Ok(claimed) => Ok(Some(claimed)),
+                Err(last) => self.changed_after(last, None).await.map(|()| None),
+            }
+        })
+        .await?;
+        call.done = true;
+        forget_record(&self.shared, call.record.clone(), claimed.seq);
+        Ok(claimed.value)
+    }
+
+    async fn try_dequeue(&self) -> Result<Option<Bytes>> {
+        let mut call = PutBack::new(&self.shared, self.record_key(&call_id()));
+        match self.claim(&call.record, &call.sent).await? {
+            Ok(claimed) => {
+                call.done = true;
+                forget_record(&self.shared, call.record.clone(), claimed.seq);
+                Ok(Some(claimed.value))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn receive(&self, session: &Session) -> Result<Delivery> {
+        let lease = lease_of(session, &self.shared)?;
+        let lost = lease.lost_token().cloned();
+        wait::until("an item", lost.as_ref(), || async {
+            match self.hold_first(session, lease, false).await? {
+                Ok(delivery) => Ok(Some(delivery)),
+                Err(last) => self.changed_after(last, lost.as_ref()).await.map(|()| None),
+            }
+        })
+        .await
+    }
+
+    async fn try_receive(&self, session: &Session) -> Result<Option<Delivery>> {
+        let lease = lease_of(session, &self.shared)?;
+        Ok(self.hold_first(session, lease, true).await?.ok())
+    }
+
+    async fn len(&self) -> Result<usize> {
+        Ok(
+            read_head(&self.shared, &self.root, usize::MAX, &self.floors)
+                .await?
+                .items
+                .len(),
+        )
+    }
+}
+
+/// The settlement of a received item: its hold key (held through the session) and
+/// the item's key and sequence as the receive rewrote it.
+struct NatsSettle {
+    lease: Arc<LeaseInner>,
+    hold: String,
+    item: String,
+    /// The item's delivery record and the sequence the receive wrote it at.
+    record: String,
+    record_seq: u64,
+}
+
+impl NatsSettle {
+    /// What an ack answers after `acked` (whether this hold acknowledged the item):
+    /// when the session ended while the store was failing, the delivery record's
+    /// tombstone tells whether an attempt whose reply was lost acknowledged it.
+    async fn answer(&self, acked: Result<bool>) -> Result<()> {
+        let acked = match acked {
+            Err(Error::SessionLost) => self.acked_by_us().await?,
+            Ok(false) => self.acked_by_us().await?,
+            other => other?,
+        };
+        if acked {
+            Ok(())
+        } else {
+            Err(Error::SessionLost)
+        }
+    }
+
+    /// Whether the delivery record's tombstone says this hold acknowledged the item.
+    async fn acked_by_us(&self) -> Result<bool> {
+        let entry = self.lease.shared.store.last(&self.record).await?;
+        Ok(entry.is_some_and(|entry| {
+            !entry.live() && entry.header(HOLDER_HEADER) == Some(self.hold.as_str())
+        }))
+    }
+}
+
+#[async_trait]
+impl Settle for NatsSettle {
+    async fn ack(&self) -> Result<()> {
+        let store = &self.lease.shared.store;
+        // The hold leaves the session's renewals first: a renewal of a key this ack
+        // purged would take the whole session for lost.
+        let Some(hold_seq) = self.lease.forget(&self.hold).await else {
+            return self.answer(Ok(false)).await;
+        };
+        let lost = self.lease.lost_token().cloned();
+        let acked = RetryPolicy::default()
+            .release("acknowledging an item", lost.as_ref(), || async {
+                // The record's tombstone is the evidence of the ack (for a lost
+                // reply, and for a repeated enqueue); the item's goes soon, so that
+                // reads of the head do not walk it.
+                let writes = vec![
+                    Write::purge(self.item.as_str()).ttl(TOMBSTONE_TTL),
+                    Write::purge(self.record.as_str())
+                        .header(HOLDER_HEADER, &self.hold)
+                        .if_at(self.record_seq)
+                        .ttl(CALL_KEY_WINDOW),
+                    Write::purge(self.hold.as_str())
+                        .if_at(hold_seq)
+                        .ttl(TOMBSTONE_TTL),
+                ];
+                match store.batch(writes).await?.compared()? {
+                    Some(_) => Ok(true),
+                    // Refused: acknowledged by an earlier attempt whose reply was
+                    // lost, or the hold ended first.
+                    None => self.acked_by_us().await,
+                }
+            })
+            .await;
+        self.answer(acked).await
+    }
+
+    async fn nack(&self) -> Result<()> {
+        let lost = self.lease.lost_token().cloned();
+        RetryPolicy::default()
+            .release("returning an item", lost.as_ref(), || {
+                self.lease.release(&self.hold)
+            })
+            .await
+            .or_else(|error| match error {
+                Error::SessionLost => Ok(()),
+                error => Err(error),
+            })
+    }
+}

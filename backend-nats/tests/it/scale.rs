@@ -1,0 +1,95 @@
+//! Queues and listings at scale: a claim reads the head of a queue, never all of it,
+//! and status reads a bucket of more keys than one batched direct get returns.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use distsync_core::{Backend, Name, SessionOptions};
+use futures::{StreamExt, TryStreamExt};
+
+/// Items enqueued, then drained.
+const ITEMS: usize = 5_000;
+/// Consumers draining them at once, each with a session of its own.
+const CONSUMERS: usize = 8;
+/// The most the enqueues, the status call and the drain may each take (the drain
+/// takes about 30 s on two loaded cores, a debug build; reads of the whole queue
+/// made it fail with status 413).
+const DEADLINE: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_items_drain_and_status_reads_a_big_bucket() {
+    let Some(url) = crate::common::url("it-scale") else {
+        return;
+    };
+    let backend: Arc<dyn Backend> =
+        Arc::from(distsync_nats::backend(&url).await.expect("connecting"));
+    let name = Name::new(format!(
+        "scale-{}-{}",
+        std::process::id(),
+        distsync_core::raw::call_id()
+    ))
+    .expect("a name");
+    let queue = Arc::new(backend.queue(name.clone()).expect("a queue"));
+
+    let enqueued = tokio::time::timeout(
+        DEADLINE,
+        futures::stream::iter(0..ITEMS)
+            .map(|n| {
+                let queue = Arc::clone(&queue);
+                // Three priorities, so that a claim walks more than one.
+                async move {
+                    let priority = u16::try_from(n % 3).unwrap_or(0);
+                    (queue.enqueue_bytes_with_priority(Bytes::from(n.to_string()), priority)).await
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<()>>(),
+    )
+    .await;
+    enqueued
+        .expect("enqueueing within the deadline")
+        .expect("enqueueing");
+
+    // Every item is a key of the bucket (and so is its delivery record): more than
+    // one batched direct get returns.
+    let report = tokio::time::timeout(DEADLINE, backend.status(""))
+        .await
+        .expect("status within the deadline");
+    report.expect("status of a bucket of thousands of keys");
+    assert!(backend.count_prefix(&name).await.expect("counting") >= ITEMS as u64);
+    assert_eq!(queue.len().await.expect("the queue's length"), ITEMS);
+
+    let reserved = Arc::new(AtomicUsize::new(0));
+    let drained = futures::future::try_join_all((0..CONSUMERS).map(|_| {
+        let (backend, queue, reserved) = (
+            Arc::clone(&backend),
+            Arc::clone(&queue),
+            Arc::clone(&reserved),
+        );
+        async move {
+            let session = backend.session(SessionOptions::default()).await?;
+            let mut seen = Vec::new();
+            while reserved.fetch_add(1, Ordering::Relaxed) < ITEMS {
+                let delivery = queue.receive(&session).await?;
+                seen.push(delivery.item().clone());
+                delivery.ack().await?;
+            }
+            session.close().await?;
+            Ok::<_, distsync_core::Error>(seen)
+        }
+    }));
+    let drained = tokio::time::timeout(DEADLINE, drained)
+        .await
+        .expect("draining within the deadline")
+        .expect("draining");
+    let items: HashSet<Bytes> = drained.into_iter().flatten().collect();
+    assert_eq!(items.len(), ITEMS, "every item received once");
+    assert_eq!(queue.len().await.expect("the queue's length"), 0);
+    backend
+        .purge_prefix(&name)
+        .await
+        .expect("purging the queue");
+}
