@@ -118,8 +118,9 @@ pub use cases::{find, CASES};
 pub use cleanup::{clean_up, Cleanup};
 pub use exit::{ExitStatus, Starvation};
 pub use faults::{
-    connector, Cluster, Connect, ExternalHolder, Faults, FreshStore, HoldKind, HolderSpec, Hook,
-    MemoryFaults, PrivateServer, PromotedStore, ServerFaults, StoreFaults, StoreKind,
+    connector, run_promoted_failover, Cluster, Connect, ExternalHolder, Faults, FreshStore,
+    HoldKind, HolderSpec, Hook, MemoryFaults, PrivateServer, PromotedStore, ServerFaults,
+    StoreFaults, StoreKind,
 };
 pub use harness::{
     run_namespace, Harness, DEFAULT_NAMESPACE, FAULT_TTL, HOLDER_TTL, MAX_SETTLE, MIN_SETTLE,

@@ -14,44 +14,18 @@
 
 use std::time::Duration;
 
-use distsync_conformance::{
-    connector, find, run_case, server_url, Harness, Outcome, PromotedStore, Report,
-};
-
-/// The pairs take turns (each is two MariaDB servers on a small machine).
-static PAIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use distsync_conformance::{connector, run_promoted_failover, Outcome, PromotedStore, Report};
 
 /// Runs the case against a pair (`semi_sync` or not); `None` without a server.
 fn failover(semi_sync: bool) -> Option<Report> {
-    let url = server_url("DISTSYNC_MYSQL_URL")?;
-    let _turn = PAIRS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let connect = connector(|url| async move { distsync_mysql::backend(&url).await });
-        let harness =
-            Harness::connect_promoted_pair(PromotedStore::Mariadb, &url, connect, semi_sync)
-                .await
-                .unwrap_or_else(|error| panic!("connecting to mysql: {error}"));
-        let case = find("server_primary_failover_promoted").expect("the case");
-        let report = run_case(case, &harness).await;
-        eprintln!("{report}");
-        assert!(!report.is_failure(), "{report}");
-        assert!(
-            !matches!(report.outcome, Outcome::Unsupported { .. }),
-            "{report}"
-        );
-        assert!(
-            report.elapsed < Duration::from_secs(120),
-            "took {:?}: {report}",
-            report.elapsed
-        );
-        Some(report)
-    })
+    let connect = connector(|url| async move { distsync_mysql::backend(&url).await });
+    run_promoted_failover(
+        PromotedStore::Mariadb,
+        "DISTSYNC_MYSQL_URL",
+        connect,
+        semi_sync,
+        Duration::from_secs(120),
+    )
 }
 
 /// Semi-synchronous replication: everything acknowledged is on the promoted replica.

@@ -57,7 +57,7 @@ pub use caller_transactions::CallerTransactions;
 pub use go_peer::{GoClient, GoPeer, GO_PEER_VAR};
 pub use memory::MemoryFaults;
 pub use nats_cluster::NATS_CLUSTER_VAR;
-pub use promoted_pair::PromotedStore;
+pub use promoted_pair::{run_promoted_failover, PromotedStore};
 pub use proxy::PartitionMode;
 pub use server::{ServerFaults, ETCD_CLUSTER_VAR};
 pub use store::StoreKind;

@@ -148,3 +148,52 @@ impl crate::harness::Harness {
             .with_capabilities(capabilities))
     }
 }
+
+/// The pairs of one test process take turns: each is two servers on a small machine.
+static PAIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `server_primary_failover_promoted` on a fresh pair of `store` (with
+/// `synchronous`, a synchronous standby or a semi-synchronous replica) beside the
+/// server that `var` names, connected with `connect`, in a runtime of its own, one
+/// pair at a time in this process: a backend's own failover test. `None` when `var`
+/// is unset (see [`crate::server_url`]).
+///
+/// # Panics
+/// When the harness cannot connect, or the case fails, is unsupported or takes
+/// `within` or longer.
+pub fn run_promoted_failover(
+    store: PromotedStore,
+    var: &str,
+    connect: Connect,
+    synchronous: bool,
+    within: std::time::Duration,
+) -> Option<crate::Report> {
+    let url = crate::server_url(var)?;
+    let _turn = PAIRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let harness =
+            crate::harness::Harness::connect_promoted_pair(store, &url, connect, synchronous)
+                .await
+                .unwrap_or_else(|error| panic!("connecting to {store:?}: {error}"));
+        let case = crate::find("server_primary_failover_promoted").expect("the case");
+        let report = crate::run_case(case, &harness).await;
+        eprintln!("{report}");
+        assert!(!report.is_failure(), "{report}");
+        assert!(
+            !matches!(report.outcome, crate::Outcome::Unsupported { .. }),
+            "{report}"
+        );
+        assert!(
+            report.elapsed < within,
+            "took {:?}: {report}",
+            report.elapsed
+        );
+        Some(report)
+    })
+}
