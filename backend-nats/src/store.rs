@@ -41,7 +41,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use crate::error::{request_error, timed};
+use crate::error::{api_request_error, request_error, timed, unavailable};
 use crate::BACKEND;
 
 /// The header that makes a write conditional on the key's last sequence (0: absent).
@@ -544,10 +544,16 @@ impl Store {
             self.jetstream.get_stream(&self.stream),
         )
         .await?
-        .map_err(|error| Error::backend(BACKEND, error))?;
+        .map_err(|error| match error.kind() {
+            GetStreamErrorKind::Request => Error::connection(BACKEND, error),
+            GetStreamErrorKind::JetStream(api) if unavailable(&api) => {
+                Error::connection(BACKEND, error)
+            }
+            _ => Error::backend(BACKEND, error),
+        })?;
         let info = timed(self.request_timeout, stream.info())
             .await?
-            .map_err(|error| Error::backend(BACKEND, error))?;
+            .map_err(api_request_error)?;
         self.saw(info.state.last_sequence);
         Ok(info.state.last_sequence)
     }
@@ -570,6 +576,9 @@ impl Store {
         .await?
         .map_err(|error| match error.kind() {
             GetStreamErrorKind::Request => Error::connection(BACKEND, error),
+            GetStreamErrorKind::JetStream(api) if unavailable(&api) => {
+                Error::connection(BACKEND, error)
+            }
             _ => Error::backend(BACKEND, error),
         })?;
         let name = format!("ds_{}", distsync_core::raw::call_id());
@@ -585,6 +594,9 @@ impl Store {
             .await?
             .map_err(|error| match error.kind() {
                 ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => {
+                    Error::connection(BACKEND, error)
+                }
+                ConsumerErrorKind::JetStream(api) if unavailable(&api) => {
                     Error::connection(BACKEND, error)
                 }
                 _ => Error::backend(BACKEND, error),
