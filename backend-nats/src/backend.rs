@@ -61,9 +61,7 @@ impl NatsBackend {
         );
         Ok(Self {
             shared: Arc::new(Shared::new(config, store)),
-            // A write is acknowledged once a majority of the stream's replicas
-            // has it, so the loss of one server (its leader included) keeps it.
-            capabilities: crate::capabilities().with_survives_failover(replicas > 1),
+            capabilities: replicated(crate::capabilities(), replicas),
         })
     }
 
@@ -76,6 +74,26 @@ impl NatsBackend {
         crate::session::lease_of(session, &self.shared)
     }
 }
+
+/// What a bucket of `replicas` replicas changes in `capabilities`: a write is
+/// acknowledged once a majority of the stream's replicas has it, so the loss of one
+/// server (its leader included) keeps it (`survives_failover`); queues are offered on
+/// one replica only, as [`QUEUES_REPLICATED`] says why.
+fn replicated(capabilities: Capabilities, replicas: usize) -> Capabilities {
+    let single = replicas <= 1;
+    capabilities
+        .with_survives_failover(!single)
+        .with_queue(single)
+        .with_priority_queue(single)
+        .with_reliable_delivery(single)
+}
+
+/// Why a replicated bucket has no queues: the conformance suite's
+/// `queue_no_loss_no_duplicate` on three replicas lost acknowledged items (2 to 4 of 400,
+/// in each of three runs, none left in the queue) where one server loses none; until
+/// the cause is found, queues are refused there rather than offered lossy.
+const QUEUES_REPLICATED: &str = "queues on a bucket of more than one replica (acknowledged items were \
+     lost there under concurrent consumers; use a bucket of one replica for queues)";
 
 /// The client connection of `config`: its login or credentials file and TLS files;
 /// each (re)connection notifies `connected`.
@@ -189,6 +207,9 @@ impl Backend for NatsBackend {
     }
 
     fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
+        if !self.capabilities.queue {
+            return Err(Error::unsupported(BACKEND, QUEUES_REPLICATED));
+        }
         Ok(Box::new(crate::queue::NatsQueue::new(&self.shared, name)))
     }
 

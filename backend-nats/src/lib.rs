@@ -121,7 +121,10 @@
 //! client keeps a read floor, the highest stream sequence it wrote or saw, and asks a
 //! read again while its answer is below it (see `src/store.rs`). So a client reads
 //! its own writes and never goes back in time; it may not see another client's write
-//! of a moment ago, so `linearizable` is not claimed.
+//! of a moment ago, so `linearizable` is not claimed. Queues are refused there
+//! ([`distsync_core::Error::Unsupported`]): under concurrent consumers on three
+//! replicas the conformance suite saw acknowledged items lost, which one server does
+//! not lose.
 //!
 //! ## Why `async-nats`
 //!
