@@ -92,7 +92,8 @@ fn replicated(capabilities: Capabilities, replicas: usize) -> Capabilities {
 /// `queue_no_loss_no_duplicate` on three replicas lost acknowledged items (2 to 4 of 400,
 /// in each of three runs, none left in the queue) where one server loses none; until
 /// the cause is found, queues are refused there rather than offered lossy.
-const QUEUES_REPLICATED: &str = "queues on a bucket of more than one replica (acknowledged items were \
+const QUEUES_REPLICATED: &str =
+    "queues on a bucket of more than one replica (acknowledged items were \
      lost there under concurrent consumers; use a bucket of one replica for queues)";
 
 /// The client connection of `config`: its login or credentials file and TLS files;
