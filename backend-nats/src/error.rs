@@ -55,3 +55,17 @@ pub(crate) fn api_request_error(error: async_nats::jetstream::context::RequestEr
         _ => Error::backend(BACKEND, error),
     }
 }
+
+/// Maps an error of getting the bucket's stream: a request that failed and JetStream
+/// [`unavailable`] are [`Error::Connection`] (transient); any other is
+/// [`Error::Backend`].
+pub(crate) fn get_stream_error(error: async_nats::jetstream::context::GetStreamError) -> Error {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    match error.kind() {
+        GetStreamErrorKind::Request => Error::connection(BACKEND, error),
+        GetStreamErrorKind::JetStream(api) if unavailable(&api) => {
+            Error::connection(BACKEND, error)
+        }
+        _ => Error::backend(BACKEND, error),
+    }
+}

@@ -250,20 +250,7 @@ impl LeaseInner {
                 _ => return Ok(None),
             },
         };
-        let mut keys = self.keys.lock().await;
-        if self.is_over() {
-            drop(keys);
-            self.purge(key, Some(seq)).await;
-            return Err(Error::SessionLost);
-        }
-        keys.insert(
-            key.to_owned(),
-            Held {
-                value,
-                seq,
-                create: seq,
-            },
-        );
+        self.adopt(key, value, seq).await?;
         Ok(Some(seq))
     }
 

@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::{DeliverPolicy, StreamErrorKind};
-use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -41,7 +40,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use crate::error::{api_request_error, request_error, timed, unavailable};
+use crate::error::{api_request_error, get_stream_error, request_error, timed, unavailable};
 use crate::BACKEND;
 
 /// The header that makes a write conditional on the key's last sequence (0: absent).
@@ -544,13 +543,7 @@ impl Store {
             self.jetstream.get_stream(&self.stream),
         )
         .await?
-        .map_err(|error| match error.kind() {
-            GetStreamErrorKind::Request => Error::connection(BACKEND, error),
-            GetStreamErrorKind::JetStream(api) if unavailable(&api) => {
-                Error::connection(BACKEND, error)
-            }
-            _ => Error::backend(BACKEND, error),
-        })?;
+        .map_err(get_stream_error)?;
         let info = timed(self.request_timeout, stream.info())
             .await?
             .map_err(api_request_error)?;
@@ -574,13 +567,7 @@ impl Store {
             self.jetstream.get_stream_no_info(&self.stream),
         )
         .await?
-        .map_err(|error| match error.kind() {
-            GetStreamErrorKind::Request => Error::connection(BACKEND, error),
-            GetStreamErrorKind::JetStream(api) if unavailable(&api) => {
-                Error::connection(BACKEND, error)
-            }
-            _ => Error::backend(BACKEND, error),
-        })?;
+        .map_err(get_stream_error)?;
         let name = format!("ds_{}", distsync_core::raw::call_id());
         let config = OrderedConfig {
             name: Some(name.clone()),

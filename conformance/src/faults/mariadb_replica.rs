@@ -200,13 +200,12 @@ impl MariadbReplicaPair {
         private_mariadb::root_sql(&socket(&self.replica), sql).await
     }
 
-    /// Waits until the replica has applied everything the primary logged so far.
-    async fn wait_caught_up(&self) -> Result<()> {
-        let position = self.primary_sql("SELECT @@gtid_binlog_pos").await?;
+    /// Waits (at most [`WAIT`]) until the replica has applied the GTID position
+    /// `position`; `doing` names the wait in its error.
+    async fn replica_reaches(&self, position: &str, doing: &str) -> Result<()> {
         let waited = self
             .replica_sql(&format!(
-                "SELECT MASTER_GTID_WAIT('{}', {})",
-                position.trim(),
+                "SELECT MASTER_GTID_WAIT('{position}', {})",
                 WAIT.as_secs()
             ))
             .await?;
@@ -214,10 +213,17 @@ impl MariadbReplicaPair {
             Ok(())
         } else {
             Err(hook_error(
-                "waiting for the replica",
-                format!("it did not reach {} within {WAIT:?}", position.trim()),
+                doing,
+                format!("it did not apply {position} within {WAIT:?}"),
             ))
         }
+    }
+
+    /// Waits until the replica has applied everything the primary logged so far.
+    async fn wait_caught_up(&self) -> Result<()> {
+        let position = self.primary_sql("SELECT @@gtid_binlog_pos").await?;
+        self.replica_reaches(position.trim(), "waiting for the replica")
+            .await
     }
 
     /// Waits until the primary counts the replica as its semi-synchronous replica
@@ -256,20 +262,8 @@ impl MariadbReplicaPair {
         if received.is_empty() {
             return Ok(());
         }
-        let waited = self
-            .replica_sql(&format!(
-                "SELECT MASTER_GTID_WAIT('{received}', {})",
-                WAIT.as_secs()
-            ))
-            .await?;
-        if waited.trim() == "0" {
-            Ok(())
-        } else {
-            Err(hook_error(
-                "promoting the replica",
-                format!("it did not apply what it received ({received}) within {WAIT:?}"),
-            ))
-        }
+        self.replica_reaches(received, "promoting the replica")
+            .await
     }
 }
 
