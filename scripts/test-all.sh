@@ -152,7 +152,8 @@ cargo_tests() {
     output=$(mktemp)
     "$@" 2>&1 | tee "$output"
     status=${PIPESTATUS[0]}
-    grep -E -A1 "^thread '.*panicked at " "$output" | grep -v '^--$' | cut -c1-300 >>"$failed_tests"
+    # nextest indents a test's captured output; cargo test does not.
+    grep -E -A3 "^ *thread '.*panicked at " "$output" | grep -v '^--$' | cut -c1-300 >>"$failed_tests"
     grep -E '^error: test failed, to rerun pass ' "$output" >>"$failed_tests"
     grep -E '^ +(FAIL|TIMEOUT|SIG[A-Z]+|LEAK-FAIL) \[' "$output" | sort -u | cut -c1-300 >>"$failed_tests"
     rm -f "$output"
@@ -193,7 +194,7 @@ summary() {
     printf '  %s\n' "${results[@]}" >&2
     if [[ -s $failed_tests ]]; then
         printf '  tests, what failed:\n' >&2
-        head -n 30 "$failed_tests" | mask_passwords | sed 's/^/    /' >&2
+        head -n 40 "$failed_tests" | mask_passwords | sed 's/^/    /' >&2
     fi
     if [[ -s $DISTSYNC_FAILED_CELLS ]]; then
         printf '  conformance, what failed:\n' >&2

@@ -162,11 +162,13 @@ fn elect_holds_until_interrupted_and_listen_prints_every_leader() {
 /// `start VALUE TERM` to FILE (TERM from the environment distsync gives it) and prints
 /// `started VALUE`; on SIGTERM or SIGINT appends `stop VALUE`, prints `stopped VALUE`
 /// and exits 0. FILE is shared by every candidate, so its order is the order in which
-/// the commands really started and stopped.
+/// the commands really started and stopped. The trap comes first: a test signals the
+/// command as soon as it reads `started VALUE`, and a shell that has not yet set its
+/// trap dies of the signal without a word.
 const CMD_SCRIPT: &str = r#"
+trap 'echo "stop $1" >> "$2"; echo "stopped $1"; exit 0' TERM INT
 echo "start $1 $DISTSYNC_FENCING_TOKEN" >> "$2"
 echo "started $1"
-trap 'echo "stop $1" >> "$2"; echo "stopped $1"; exit 0' TERM INT
 while :; do sleep 0.05; done
 "#;
 

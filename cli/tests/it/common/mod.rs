@@ -93,6 +93,8 @@ pub(crate) struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    /// Why standard output's reader stopped (its end of file or a read error), once it has.
+    stdout_end: Arc<Mutex<Option<String>>>,
     stderr: Arc<Mutex<String>>,
     /// Closed when standard error has been read to its end.
     stderr_done: Receiver<()>,
@@ -114,13 +116,28 @@ impl Proc {
             .expect("the distsync binary starts");
         let stdout = child.stdout.take().unwrap();
         let (sender, lines) = mpsc::channel();
+        let stdout_end = Arc::new(Mutex::new(None));
+        let end = Arc::clone(&stdout_end);
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            let reason = loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) => break "end of file".to_owned(),
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        let text = String::from_utf8_lossy(&line).into_owned();
+                        if sender.send(text).is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => break format!("read error: {error}"),
                 }
-            }
+            };
+            *end.lock().unwrap() = Some(reason);
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut child_stderr = child.stderr.take().unwrap();
@@ -141,6 +158,7 @@ impl Proc {
             stdin: child.stdin.take(),
             child,
             lines,
+            stdout_end,
             stderr,
             stderr_done,
         }
@@ -162,8 +180,9 @@ impl Proc {
                 self.stderr()
             ),
             Err(RecvTimeoutError::Disconnected) => panic!(
-                "{}: standard output closed (exit {:?}); stderr: {}",
+                "{}: standard output closed ({:?}; exit {:?}); stderr: {}",
                 self.what,
+                self.stdout_end.lock().unwrap(),
                 self.child.try_wait(),
                 self.stderr()
             ),

@@ -78,8 +78,13 @@ impl CallerTransactions for PostgresTransactions {
     }
 
     async fn prepare(&self, scope: &str) -> Result<()> {
+        // Every column's cases share the caller database, and two concurrent
+        // `CREATE SCHEMA IF NOT EXISTS` may both insert the schema (one then fails on
+        // pg_namespace's unique index): a transaction-scoped advisory lock orders them,
+        // and the second sees the first's schema once it commits.
         sqlx::raw_sql(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+            "SELECT pg_advisory_xact_lock(hashtext('distsync-conformance caller schema'));
+             CREATE SCHEMA IF NOT EXISTS {SCHEMA};
              CREATE TABLE {} (id bigint PRIMARY KEY);
              CREATE TABLE {} (item bigint NOT NULL);
              CREATE TABLE {} (resource text PRIMARY KEY, writer text NOT NULL);",
