@@ -47,10 +47,16 @@ impl NatsBackend {
     /// # Cancel safety
     /// Dropping the future drops the half-made connection; nothing is held yet.
     pub async fn connect(config: NatsConfig) -> Result<Self> {
-        let connected = Arc::new(Notify::new());
-        let client = connect_client(&config, Arc::clone(&connected)).await?;
+        let (connected, dropped) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let client = connect_client(&config, Arc::clone(&connected), Arc::clone(&dropped)).await?;
         crate::bucket::check_server(&client.server_info())?;
-        let store = Store::new(client, config.bucket(), config.request_timeout(), connected);
+        let store = Store::new(
+            client,
+            config.bucket(),
+            config.request_timeout(),
+            connected,
+            dropped,
+        );
         let replicas = crate::bucket::ensure(&store, config.replicas()).await?;
         tracing::debug!(
             backend = BACKEND,
@@ -97,15 +103,21 @@ const QUEUES_REPLICATED: &str =
      lost there under concurrent consumers; use a bucket of one replica for queues)";
 
 /// The client connection of `config`: its login or credentials file and TLS files;
-/// each (re)connection notifies `connected`.
-async fn connect_client(config: &NatsConfig, connected: Arc<Notify>) -> Result<async_nats::Client> {
+/// each (re)connection notifies `connected`, each lost connection `dropped`.
+async fn connect_client(
+    config: &NatsConfig,
+    connected: Arc<Notify>,
+    dropped: Arc<Notify>,
+) -> Result<async_nats::Client> {
     let mut options = ConnectOptions::new()
         .name("distsync")
         .event_callback(move |event| {
-            let connected = Arc::clone(&connected);
+            let (connected, dropped) = (Arc::clone(&connected), Arc::clone(&dropped));
             async move {
-                if matches!(event, async_nats::Event::Connected) {
-                    connected.notify_waiters();
+                match event {
+                    async_nats::Event::Connected => connected.notify_waiters(),
+                    async_nats::Event::Disconnected => dropped.notify_waiters(),
+                    _ => {}
                 }
             }
         })

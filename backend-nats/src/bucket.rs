@@ -23,7 +23,6 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
 use distsync_core::{Error, Result};
 
-use crate::error::timed;
 use crate::store::Store;
 use crate::BACKEND;
 
@@ -142,10 +141,12 @@ pub(crate) fn missing(store: &Store, config: &Config) -> Vec<&'static str> {
 /// [`Error::InvalidArgument`] for a bucket that lacks a setting (see the module
 /// docs); the store's error.
 pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<usize> {
-    let timeout = store.request_timeout;
-    let existing = timed(timeout, store.jetstream.get_stream(&store.stream)).await?;
+    let existing = store
+        .answer(store.jetstream.get_stream(&store.stream))
+        .await?;
     let config = match existing {
-        Ok(mut stream) => timed(timeout, stream.info())
+        Ok(mut stream) => store
+            .answer(stream.info())
             .await?
             .map_err(|error| Error::backend(BACKEND, error))?
             .config
@@ -159,14 +160,14 @@ pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<usize> {
                 _ => return Err(Error::connection(BACKEND, error)),
             }
             tracing::debug!(stream = %store.stream, "making the bucket");
-            let made = timed(
-                timeout,
-                store
-                    .jetstream
-                    .get_or_create_stream(wanted(store, replicas)),
-            )
-            .await?
-            .map_err(|error| Error::backend(BACKEND, error))?;
+            let made = store
+                .answer(
+                    store
+                        .jetstream
+                        .get_or_create_stream(wanted(store, replicas)),
+                )
+                .await?
+                .map_err(|error| Error::backend(BACKEND, error))?;
             made.cached_info().config.clone()
         }
     };

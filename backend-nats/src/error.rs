@@ -1,23 +1,9 @@
 //! The client's errors as distsync's.
 
-use std::future::Future;
-use std::time::Duration;
-
 use async_nats::{RequestError, RequestErrorKind};
-use distsync_core::{Error, Result};
+use distsync_core::Error;
 
 use crate::BACKEND;
-
-/// Runs `request` for at most `timeout`; no answer in time is [`Error::Connection`]
-/// (transient: a write may have been applied), as every store's request timeout is.
-pub(crate) async fn timed<T>(timeout: Duration, request: impl Future<Output = T>) -> Result<T> {
-    tokio::time::timeout(timeout, request).await.map_err(|_| {
-        Error::connection(
-            BACKEND,
-            format!("no answer from nats within the request timeout {timeout:?}"),
-        )
-    })
-}
 
 /// Maps a request's error: no responders (JetStream not running, or its stream
 /// leader not elected yet), a timeout and a broken connection are

@@ -4,7 +4,6 @@
 
 use distsync_core::{Error, Result};
 
-use crate::error::timed;
 use crate::shared::Shared;
 use crate::BACKEND;
 
@@ -24,13 +23,12 @@ pub(crate) async fn describe(shared: &Shared) -> Result<Vec<(String, String)>> {
     if let Some(cluster) = info.cluster.clone() {
         facts.push(("cluster".to_owned(), cluster));
     }
-    let mut stream = timed(
-        store.request_timeout,
-        store.jetstream.get_stream(&store.stream),
-    )
-    .await?
-    .map_err(|error| Error::backend(BACKEND, error))?;
-    let config = timed(store.request_timeout, stream.info())
+    let mut stream = store
+        .answer(store.jetstream.get_stream(&store.stream))
+        .await?
+        .map_err(|error| Error::backend(BACKEND, error))?;
+    let config = store
+        .answer(stream.info())
         .await?
         .map_err(|error| Error::backend(BACKEND, error))?
         .config

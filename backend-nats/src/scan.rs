@@ -18,7 +18,6 @@ use async_nats::StatusCode;
 use distsync_core::{Error, Result};
 use futures::StreamExt;
 
-use crate::error::timed;
 use crate::store::{Entry, Store, BETWEEN_ANSWERS, NUM_PENDING};
 use crate::BACKEND;
 
@@ -46,6 +45,7 @@ impl Store {
     /// # Errors
     /// The store's error.
     pub(crate) async fn page(&self, filter: &str, from: u64, batch: usize) -> Result<Page> {
+        let mut drops = self.drops();
         let inbox = self.client.new_inbox();
         let mut answers = self
             .client
@@ -64,7 +64,7 @@ impl Store {
         let mut entries = Vec::new();
         let mut wait = self.request_timeout;
         loop {
-            let Some(answer) = timed(wait, answers.next()).await? else {
+            let Some(answer) = Self::within(wait, &mut drops, answers.next()).await? else {
                 return Err(Error::connection(BACKEND, "a page's subscription ended"));
             };
             wait = BETWEEN_ANSWERS.min(self.request_timeout);

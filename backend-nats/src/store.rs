@@ -26,6 +26,8 @@
 //! head) carry no sequence to check, so they may come from a replica behind the floor:
 //! what they serve is decided again by a compared write (a claim), or is a count.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +40,10 @@ use bytes::Bytes;
 use distsync_core::{Error, Result};
 use futures::StreamExt;
 use serde::Deserialize;
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use crate::error::{api_request_error, get_stream_error, request_error, timed, unavailable};
+use crate::error::{api_request_error, get_stream_error, request_error, unavailable};
 use crate::BACKEND;
 
 /// The header that makes a write conditional on the key's last sequence (0: absent).
@@ -246,6 +249,10 @@ enum Listed {
     TooMany,
 }
 
+/// A drop of the client's connection, waited for beside a request's answers
+/// ([`Store::drops`]).
+pub(crate) type Drops<'a> = Pin<Box<Notified<'a>>>;
+
 /// The bucket's stream, through one client connection.
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
@@ -262,15 +269,20 @@ pub(crate) struct Store {
     /// Notified each time the client (re)connects: every watch ends then (see
     /// [`Store::watch`]).
     connected: Arc<Notify>,
+    /// Notified each time the client's connection drops: every wait for an answer ends
+    /// then (see [`Store::within`]).
+    dropped: Arc<Notify>,
 }
 
 impl Store {
-    /// The bucket `bucket` through `client`, whose connection events notify `connected`.
+    /// The bucket `bucket` through `client`, whose connection events notify
+    /// `connected` (each connection made) and `dropped` (each connection lost).
     pub(crate) fn new(
         client: async_nats::Client,
         bucket: &str,
         request_timeout: Duration,
         connected: Arc<Notify>,
+        dropped: Arc<Notify>,
     ) -> Self {
         let jetstream = async_nats::jetstream::new(client.clone());
         Self {
@@ -281,6 +293,52 @@ impl Store {
             request_timeout,
             floor: Arc::new(AtomicU64::new(0)),
             connected,
+            dropped,
+        }
+    }
+
+    /// The next drop of the connection, from now on: taken before a request is sent,
+    /// it ends the wait for the request's answers ([`Store::within`]).
+    pub(crate) fn drops(&self) -> Drops<'_> {
+        let mut drops = Box::pin(self.dropped.notified());
+        drops.as_mut().enable();
+        drops
+    }
+
+    /// The answer to a request, within the request timeout; see [`Store::within`].
+    ///
+    /// # Errors
+    /// As [`Store::within`].
+    pub(crate) async fn answer<T>(&self, request: impl Future<Output = T>) -> Result<T> {
+        let mut drops = self.drops();
+        Self::within(self.request_timeout, &mut drops, request).await
+    }
+
+    /// Runs `request` (which waits for an answer to a request sent after `drops` was
+    /// taken) for at most `timeout`, and no longer than the connection lasts: NATS
+    /// delivers nothing sent while a client was away, so an answer the drop cut off
+    /// never comes, and the caller learns of it at once instead of at the timeout.
+    ///
+    /// # Errors
+    /// [`Error::Connection`] (transient: a write may have been applied) when no answer
+    /// came in time or the connection dropped first.
+    pub(crate) async fn within<T>(
+        timeout: Duration,
+        drops: &mut Drops<'_>,
+        request: impl Future<Output = T>,
+    ) -> Result<T> {
+        tokio::select! {
+            biased;
+            answer = tokio::time::timeout(timeout, request) => answer.map_err(|_| {
+                Error::connection(
+                    BACKEND,
+                    format!("no answer from nats within the request timeout {timeout:?}"),
+                )
+            }),
+            () = drops.as_mut() => Err(Error::connection(
+                BACKEND,
+                "the connection to nats dropped before the answer came",
+            )),
         }
     }
 
@@ -326,13 +384,13 @@ impl Store {
     /// applied), a connection error when JetStream does not answer at all.
     pub(crate) async fn publish(&self, write: Write) -> Result<Published> {
         let subject = self.subject(&write.key);
-        let answer = timed(
-            self.request_timeout,
-            self.client
-                .request_with_headers(subject, write.headers, write.value),
-        )
-        .await?
-        .map_err(request_error)?;
+        let answer = self
+            .answer(
+                self.client
+                    .request_with_headers(subject, write.headers, write.value),
+            )
+            .await?
+            .map_err(request_error)?;
         self.acknowledged(&answer.payload)
     }
 
@@ -353,6 +411,9 @@ impl Store {
             return Err(Error::InvalidArgument("an empty batch".into()));
         }
         let id = distsync_core::raw::call_id();
+        // Taken before the first message: a batch whose connection dropped midway is
+        // never committed, and its commit's answer never comes.
+        let mut drops = self.drops();
         for (n, mut write) in writes.into_iter().enumerate() {
             write.headers.insert("Nats-Batch-Id", id.as_str());
             write
@@ -366,8 +427,9 @@ impl Store {
                     .map_err(|error| Error::connection(BACKEND, error))?;
             } else {
                 write.headers.insert("Nats-Batch-Commit", "1");
-                let answer = timed(
+                let answer = Self::within(
                     self.request_timeout,
+                    &mut drops,
                     self.client
                         .request_with_headers(subject, write.headers, write.value),
                 )
@@ -466,6 +528,7 @@ impl Store {
     /// One batched direct get of `filters` and the bucket's [`ANCHOR`] (so that it
     /// always matches a key and ends with the sequence it was answered as of).
     async fn list_once(&self, filters: &[String]) -> Result<Listed> {
+        let mut drops = self.drops();
         let inbox = self.client.new_inbox();
         let mut answers = self
             .client
@@ -484,7 +547,7 @@ impl Store {
         let mut entries = Vec::new();
         let mut wait = self.request_timeout;
         loop {
-            let Some(answer) = timed(wait, answers.next()).await? else {
+            let Some(answer) = Self::within(wait, &mut drops, answers.next()).await? else {
                 return Err(Error::connection(
                     BACKEND,
                     "the listing's subscription ended",
@@ -538,13 +601,12 @@ impl Store {
     /// # Errors
     /// The store's error.
     pub(crate) async fn last_sequence(&self) -> Result<u64> {
-        let mut stream = timed(
-            self.request_timeout,
-            self.jetstream.get_stream(&self.stream),
-        )
-        .await?
-        .map_err(get_stream_error)?;
-        let info = timed(self.request_timeout, stream.info())
+        let mut stream = self
+            .answer(self.jetstream.get_stream(&self.stream))
+            .await?
+            .map_err(get_stream_error)?;
+        let info = self
+            .answer(stream.info())
             .await?
             .map_err(api_request_error)?;
         self.saw(info.state.last_sequence);
@@ -562,12 +624,10 @@ impl Store {
     /// The store's error.
     pub(crate) async fn watch(&self, filter: &str, from: u64) -> Result<Watch> {
         let reconnected = Arc::clone(&self.connected).notified_owned();
-        let stream = timed(
-            self.request_timeout,
-            self.jetstream.get_stream_no_info(&self.stream),
-        )
-        .await?
-        .map_err(get_stream_error)?;
+        let stream = self
+            .answer(self.jetstream.get_stream_no_info(&self.stream))
+            .await?
+            .map_err(get_stream_error)?;
         let name = format!("ds_{}", distsync_core::raw::call_id());
         let config = OrderedConfig {
             name: Some(name.clone()),
@@ -577,7 +637,8 @@ impl Store {
             },
             ..OrderedConfig::default()
         };
-        let consumer = timed(self.request_timeout, stream.create_consumer(config))
+        let consumer = self
+            .answer(stream.create_consumer(config))
             .await?
             .map_err(|error| match error.kind() {
                 ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => {
@@ -588,12 +649,13 @@ impl Store {
                 }
                 _ => Error::backend(BACKEND, error),
             })?;
-        let messages = timed(self.request_timeout, consumer.messages())
-            .await?
-            .map_err(|error| match error.kind() {
-                StreamErrorKind::TimedOut => Error::connection(BACKEND, error),
-                StreamErrorKind::Other => Error::backend(BACKEND, error),
-            })?;
+        let messages =
+            self.answer(consumer.messages())
+                .await?
+                .map_err(|error| match error.kind() {
+                    StreamErrorKind::TimedOut => Error::connection(BACKEND, error),
+                    StreamErrorKind::Other => Error::backend(BACKEND, error),
+                })?;
         let store = self.clone();
         let entries = messages.map(move |message| {
             // An ordered consumer's errors (a missed heartbeat, a consumer it could

@@ -10,7 +10,8 @@ use crate::items::Encoding;
 
 const LONG_ABOUT: &str = "\
 Distributed locks, leader elections, read-write locks, queues, barriers and STM from \
-the shell, over etcd, Redis, PostgreSQL or an in-process memory store.
+the shell, over etcd, Redis, PostgreSQL, ZooKeeper, MySQL/MariaDB, NATS JetStream or an \
+in-process memory store.
 
 Results are lines on standard output, stable and meant to be parsed; errors go to \
 standard error, and so do logs (filter them with RUST_LOG, default `warn,sqlx=error`).";
@@ -134,12 +135,13 @@ pub(crate) fn parse() -> Cli {
 #[command(
     name = "distsync",
     version,
-    about = "Distributed locks, elections, queues, barriers and STM over etcd, Redis, PostgreSQL or memory",
+    about = "Distributed locks, elections, queues, barriers and STM over etcd, Redis, PostgreSQL, \
+             ZooKeeper, MySQL, NATS or memory",
     long_about = LONG_ABOUT,
 )]
 pub(crate) struct Cli {
     /// The store's URL: memory://, etcd://…, redis://…, rediss://…, redis+sentinel://…,
-    /// redis+cluster://…, postgres://… (forms: --help)
+    /// redis+cluster://…, postgres://…, zk://…, mysql://…, nats://… (forms: --help)
     #[arg(
         long,
         env = "DISTSYNC_URL",

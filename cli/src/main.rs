@@ -22,10 +22,10 @@
 //!
 //! The backend comes from `--backend URL` or the environment variable `DISTSYNC_URL`
 //! (`memory://`, `etcd://…`, `redis://…`, `rediss://…`, `redis+sentinel://…`,
-//! `redis+cluster://…`, `postgres://…`, `zk://…`, `zks://…`). The crate builds with no
-//! backend but `memory://` by default; install it with every backend with
-//! `cargo install --path cli --features full` (or pick `etcd`, `redis`, `postgres`,
-//! `zookeeper`).
+//! `redis+cluster://…`, `postgres://…`, `zk://…`, `zks://…`, `mysql://…`, `nats://…`). The
+//! crate builds with no backend but `memory://` by default; install it with every backend
+//! with `cargo install --path cli --features full` (or pick `etcd`, `redis`, `postgres`,
+//! `zookeeper`, `mysql`, `nats`).
 //!
 //! ## Output
 //!
@@ -122,7 +122,8 @@ fn main() -> ExitCode {
         report(&Failure::usage(
             "no backend: pass --backend URL or set the environment variable DISTSYNC_URL \
              (e.g. memory://, etcd://127.0.0.1:2379, redis://127.0.0.1:6379, \
-             postgres://user@127.0.0.1:5432/db, zk://127.0.0.1:2181)",
+             postgres://user@127.0.0.1:5432/db, zk://127.0.0.1:2181, \
+             mysql://user@127.0.0.1:3306/db, nats://127.0.0.1:4222)",
         ));
         exit::USAGE
     } else {
