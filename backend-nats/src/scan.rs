@@ -14,11 +14,9 @@
 
 use std::collections::HashMap;
 
-use async_nats::StatusCode;
 use distsync_core::{Error, Result};
-use futures::StreamExt;
 
-use crate::store::{Entry, Store, BETWEEN_ANSWERS, NUM_PENDING};
+use crate::store::{BatchEnd, Entry, Store};
 use crate::BACKEND;
 
 /// The most messages one page returns.
@@ -45,57 +43,25 @@ impl Store {
     /// # Errors
     /// The store's error.
     pub(crate) async fn page(&self, filter: &str, from: u64, batch: usize) -> Result<Page> {
-        let mut drops = self.drops();
-        let inbox = self.client.new_inbox();
-        let mut answers = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|error| Error::connection(BACKEND, error))?;
         let request = serde_json::json!({
             "seq": from.max(1),
             "next_by_subj": self.subject(filter),
             "batch": batch.clamp(1, PAGE),
         });
-        self.client
-            .publish_with_reply(self.direct_get(), inbox, request.to_string().into())
-            .await
-            .map_err(|error| Error::connection(BACKEND, error))?;
-        let mut entries = Vec::new();
-        let mut wait = self.request_timeout;
-        loop {
-            let Some(answer) = Self::within(wait, &mut drops, answers.next()).await? else {
-                return Err(Error::connection(BACKEND, "a page's subscription ended"));
-            };
-            wait = BETWEEN_ANSWERS.min(self.request_timeout);
-            match answer.status {
-                Some(StatusCode::NOT_FOUND) => {
-                    return Ok(Page {
-                        entries,
-                        more: false,
-                    })
-                }
-                Some(StatusCode::NO_RESPONDERS) => {
-                    return Err(Error::connection(BACKEND, "jetstream did not answer"));
-                }
-                Some(status) if status.is_success() && answer.payload.is_empty() => {
-                    let pending = (answer.headers.as_ref())
-                        .and_then(|headers| headers.get(NUM_PENDING))
-                        .and_then(|value| value.as_str().parse::<u64>().ok())
-                        .unwrap_or(0);
-                    return Ok(Page {
-                        entries,
-                        more: pending > 0,
-                    });
-                }
-                Some(status) if !status.is_success() => {
-                    return Err(Error::backend(
-                        BACKEND,
-                        format!("a page of {filter} answered status {status}"),
-                    ));
-                }
-                _ => entries.push(self.entry(answer)?),
-            }
+        let (entries, end) = self.batched_get(&request).await?;
+        match end {
+            BatchEnd::NotFound => Ok(Page {
+                entries,
+                more: false,
+            }),
+            BatchEnd::Done { pending, .. } => Ok(Page {
+                entries,
+                more: pending > 0,
+            }),
+            BatchEnd::TooMany => Err(Error::backend(
+                BACKEND,
+                format!("a page of {filter} answered too many results"),
+            )),
         }
     }
 

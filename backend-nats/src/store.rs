@@ -66,7 +66,7 @@ const SEQUENCE: &str = "Nats-Sequence";
 /// `Nats-Last-Sequence`, which is the last sequence among the messages returned.
 const UP_TO_SEQUENCE: &str = "Nats-UpTo-Sequence";
 /// How many answers a batched direct get left out.
-pub(crate) const NUM_PENDING: &str = "Nats-Num-Pending";
+const NUM_PENDING: &str = "Nats-Num-Pending";
 
 /// JetStream's error code for a refused `Nats-Expected-Last-Subject-Sequence`.
 pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
@@ -87,7 +87,7 @@ const MOST_LISTED: usize = 1_023;
 const TOO_MANY: &str = "more keys than one listing returns";
 
 /// How long a listing waits for the next answer of a batch once it has started.
-pub(crate) const BETWEEN_ANSWERS: Duration = Duration::from_secs(2);
+const BETWEEN_ANSWERS: Duration = Duration::from_secs(2);
 
 /// What a message of the bucket says of its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,6 +239,17 @@ pub(crate) fn ttl_header(ttl: Duration) -> String {
     format!("{}s", seconds.max(1))
 }
 
+/// How a batched direct get ([`Store::batched_get`]) ended.
+pub(crate) enum BatchEnd {
+    /// Its end-of-batch message: how many matching messages it left out, and the
+    /// stream sequence it was answered as of, when the server says.
+    Done { pending: u64, up_to: Option<u64> },
+    /// Status 404: nothing (more) matched.
+    NotFound,
+    /// Status 413: more keys matched than one batch answers.
+    TooMany,
+}
+
 /// What one batched direct get of a listing answered.
 enum Listed {
     /// The keys' last messages, and the sequence the replica answered as of.
@@ -251,7 +262,7 @@ enum Listed {
 
 /// A drop of the client's connection, waited for beside a request's answers
 /// ([`Store::drops`]).
-pub(crate) type Drops<'a> = Pin<Box<Notified<'a>>>;
+type Drops<'a> = Pin<Box<Notified<'a>>>;
 
 /// The bucket's stream, through one client connection.
 #[derive(Clone, Debug)]
@@ -299,7 +310,7 @@ impl Store {
 
     /// The next drop of the connection, from now on: taken before a request is sent,
     /// it ends the wait for the request's answers ([`Store::within`]).
-    pub(crate) fn drops(&self) -> Drops<'_> {
+    fn drops(&self) -> Drops<'_> {
         let mut drops = Box::pin(self.dropped.notified());
         drops.as_mut().enable();
         drops
@@ -322,7 +333,7 @@ impl Store {
     /// # Errors
     /// [`Error::Connection`] (transient: a write may have been applied) when no answer
     /// came in time or the connection dropped first.
-    pub(crate) async fn within<T>(
+    async fn within<T>(
         timeout: Duration,
         drops: &mut Drops<'_>,
         request: impl Future<Output = T>,
@@ -528,6 +539,44 @@ impl Store {
     /// One batched direct get of `filters` and the bucket's [`ANCHOR`] (so that it
     /// always matches a key and ends with the sequence it was answered as of).
     async fn list_once(&self, filters: &[String]) -> Result<Listed> {
+        let subjects: Vec<String> = (filters.iter().map(String::as_str))
+            .chain([ANCHOR])
+            .map(|filter| self.subject(filter))
+            .collect();
+        let request = serde_json::json!({ "multi_last": subjects, "batch": MOST_LISTED + 1 });
+        let (entries, end) = self.batched_get(&request).await?;
+        match end {
+            // Not even the anchor: a replica far behind.
+            BatchEnd::NotFound => Ok(Listed::Stale),
+            BatchEnd::TooMany | BatchEnd::Done { pending: 1.., .. } => Ok(Listed::TooMany),
+            BatchEnd::Done { up_to: None, .. } => Err(Error::backend(
+                BACKEND,
+                "a listing's end without its sequence",
+            )),
+            BatchEnd::Done {
+                up_to: Some(last), ..
+            } => Ok(Listed::Entries(
+                entries
+                    .into_iter()
+                    .filter(|entry| entry.key != ANCHOR)
+                    .collect(),
+                last,
+            )),
+        }
+    }
+
+    /// Sends the batched direct get `request` and reads its answers to the batch's
+    /// end: the messages, and how the batch ended. Each answer comes within
+    /// [`BETWEEN_ANSWERS`] of the one before (the first within the request timeout),
+    /// and none after the connection drops.
+    ///
+    /// # Errors
+    /// A connection error when an answer does not come or JetStream does not
+    /// answer; [`Error::Backend`] for another status than the batch's end, 404 or 413.
+    pub(crate) async fn batched_get(
+        &self,
+        request: &serde_json::Value,
+    ) -> Result<(Vec<Entry>, BatchEnd)> {
         let mut drops = self.drops();
         let inbox = self.client.new_inbox();
         let mut answers = self
@@ -535,11 +584,6 @@ impl Store {
             .subscribe(inbox.clone())
             .await
             .map_err(|error| Error::connection(BACKEND, error))?;
-        let subjects: Vec<String> = (filters.iter().map(String::as_str))
-            .chain([ANCHOR])
-            .map(|filter| self.subject(filter))
-            .collect();
-        let request = serde_json::json!({ "multi_last": subjects, "batch": MOST_LISTED + 1 });
         self.client
             .publish_with_reply(self.direct_get(), inbox, request.to_string().into())
             .await
@@ -550,14 +594,13 @@ impl Store {
             let Some(answer) = Self::within(wait, &mut drops, answers.next()).await? else {
                 return Err(Error::connection(
                     BACKEND,
-                    "the listing's subscription ended",
+                    "a batched read's subscription ended",
                 ));
             };
             wait = BETWEEN_ANSWERS.min(self.request_timeout);
-            match answer.status {
-                // Not even the anchor: a replica far behind.
-                Some(StatusCode::NOT_FOUND) => return Ok(Listed::Stale),
-                Some(status) if status.as_u16() == TOO_MANY_RESULTS => return Ok(Listed::TooMany),
+            let end = match answer.status {
+                Some(StatusCode::NOT_FOUND) => BatchEnd::NotFound,
+                Some(status) if status.as_u16() == TOO_MANY_RESULTS => BatchEnd::TooMany,
                 Some(StatusCode::NO_RESPONDERS) => {
                     return Err(Error::connection(BACKEND, "jetstream did not answer"));
                 }
@@ -567,21 +610,23 @@ impl Store {
                             .and_then(|headers| headers.get(name))
                             .and_then(|value| value.as_str().parse::<u64>().ok())
                     };
-                    if header(NUM_PENDING).unwrap_or(0) > 0 {
-                        return Ok(Listed::TooMany);
+                    BatchEnd::Done {
+                        pending: header(NUM_PENDING).unwrap_or(0),
+                        up_to: header(UP_TO_SEQUENCE),
                     }
-                    let last = header(UP_TO_SEQUENCE).ok_or_else(|| {
-                        Error::backend(BACKEND, "a listing's end without its sequence")
-                    })?;
-                    return Ok(Listed::Entries(entries, last));
+                }
+                Some(status) if !status.is_success() => {
+                    return Err(Error::backend(
+                        BACKEND,
+                        format!("a batched read answered status {status}"),
+                    ));
                 }
                 _ => {
-                    let entry = self.entry(answer)?;
-                    if entry.key != ANCHOR {
-                        entries.push(entry);
-                    }
+                    entries.push(self.entry(answer)?);
+                    continue;
                 }
-            }
+            };
+            return Ok((entries, end));
         }
     }
 
