@@ -4,16 +4,17 @@
 //! The contract lets a `receive` dropped after the store claimed its item put the item
 //! back in the background, uncounted (it delivered nothing; the redelivery count counts
 //! returned deliveries only). Other consumers receive later items meanwhile, so the
-//! item's first delivery comes after a later one's. The Redis backend does that under
-//! Cluster, where the put-back follows a round trip to the session registry's node.
+//! item's first delivery comes after a later one's. The Redis backend does that on
+//! every topology; under Cluster the window is wider, as the put-back follows a round
+//! trip to the node of the session's registry.
 //!
 //! The store here is the memory backend with one such claim made certain: the first
-//! receive after the fifth that claims an item's first delivery never returns; the case's 200 ms bound cancels it and
-//! the item goes back, uncounted. On the memory store the other consumers have
-//! received later items by then, and the cancelling consumer waits until one of them
-//! has received the item again. The case must judge that item's first
-//! delivery by the cancelled receive that explains it, and never report the consumer
-//! who gets it as holding it beside another.
+//! receive after the fifth that claims an item's first delivery never returns; the
+//! case's 200 ms bound cancels it and the item goes back, uncounted. The other
+//! consumers have received later items by then, and the cancelling consumer waits
+//! until one of them has received the item again. The case must judge that item's
+//! first delivery by the cancelled receive that explains it, and never report the
+//! consumer who gets it as holding it beside another.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
