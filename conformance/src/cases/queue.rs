@@ -810,17 +810,27 @@ async fn reliable_nack_keeps_place(h: Harness) -> Check {
 }
 
 /// Reliable delivery under concurrent consumers: 4 consumers, each through its own
-/// session, receive 200 items while a producer enqueues them; each nacks about one
-/// delivery in five and acknowledges the rest. No item is ever held by two consumers
-/// at once, every item is acknowledged exactly once, each consumer sees items in queue
-/// order apart from redeliveries, and the queue ends empty.
+/// session, receive 200 items while a producer enqueues them; each bounds its
+/// `receive` by 200 ms (so some are cancelled, some after their claim), and nacks
+/// about one delivery in five and acknowledges the rest. No item is ever held by two
+/// consumers at once, every item is acknowledged exactly once, each consumer sees
+/// first deliveries in queue order apart from items a cancelled receive put back, and
+/// the queue ends empty.
+///
+/// A receive cancelled after its claim puts its item back uncounted (it delivered
+/// nothing, see `distsync_core::delivery`), and later items may have been received
+/// meanwhile: that item's first delivery then comes after a later one's. Each such
+/// item needs a cancelled receive of its own, so their number is judged against the
+/// cancelled receives once every consumer is done.
 async fn reliable_concurrent(h: Harness) -> Check {
     const ITEMS: usize = 200;
     const CONSUMERS: usize = 4;
     let name = h.name("queue").ctx("naming the queue")?;
     let held = Arc::new(Mutex::new(std::collections::BTreeSet::<Bytes>::new()));
     let acked = Arc::new(Mutex::new(Vec::<Bytes>::new()));
+    let early = Arc::new(Mutex::new(Vec::<String>::new()));
     let count = Arc::new(AtomicUsize::new(0));
+    let cancelled = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut consumers = Vec::new();
     for c in 0..CONSUMERS {
@@ -829,7 +839,13 @@ async fn reliable_concurrent(h: Harness) -> Check {
             .queue(name.clone())
             .ctx("making a consumer's queue")?;
         let session = h.session().bounded("opening a consumer's session").await?;
-        let (held, acked, count) = (held.clone(), acked.clone(), count.clone());
+        let (held, acked, early, count, cancelled) = (
+            held.clone(),
+            acked.clone(),
+            early.clone(),
+            count.clone(),
+            cancelled.clone(),
+        );
         consumers.push(Task::spawn(format!("consumer {c}"), async move {
             let mut rng = Rng::new(c as u64 + 11);
             let mut nacks = 0usize;
@@ -846,7 +862,10 @@ async fn reliable_concurrent(h: Harness) -> Check {
                         .await
                     {
                         Ok(delivery) => delivery.ctx(format!("consumer {c} receiving"))?,
-                        Err(_) => continue,
+                        Err(_) => {
+                            cancelled.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        }
                     };
                 let item = delivery.item().clone();
                 if !lock_vec(&held).insert(item.clone()) {
@@ -855,21 +874,37 @@ async fn reliable_concurrent(h: Harness) -> Check {
                         String::from_utf8_lossy(&item)
                     ));
                 }
-                if delivery.redeliveries() == 0 {
-                    // First deliveries come in queue order (items are numbered).
-                    if let Some(last) = &last_first_delivery {
-                        ensure!(
-                            item > *last,
-                            "consumer {c} received {} after {} (out of order)",
-                            String::from_utf8_lossy(&item),
-                            String::from_utf8_lossy(last)
-                        );
+                // Held for a turn of the other consumers, as a consumer works on it.
+                tokio::task::yield_now().await;
+                let order = if delivery.redeliveries() > 0 {
+                    Ok(())
+                } else {
+                    // First deliveries come in queue order (items are numbered), but
+                    // for items a cancelled receive put back (judged at the end).
+                    match &last_first_delivery {
+                        Some(last) if item == *last => violated(format!(
+                            "consumer {c} received {} twice as a first delivery",
+                            String::from_utf8_lossy(&item)
+                        )),
+                        Some(last) if item < *last => {
+                            lock_vec(&early).push(format!(
+                                "{} after {}",
+                                String::from_utf8_lossy(&item),
+                                String::from_utf8_lossy(last)
+                            ));
+                            Ok(())
+                        }
+                        _ => {
+                            last_first_delivery = Some(item.clone());
+                            Ok(())
+                        }
                     }
-                    last_first_delivery = Some(item.clone());
-                }
-                let nack = rng.below(5) == 0;
-                // Release the in-flight mark before the store can give the item out.
+                };
+                // Release the in-flight mark before the store can give the item out,
+                // and on every way out: a mark left behind reads as a second holder.
                 lock_vec(&held).remove(&item);
+                order?;
+                let nack = rng.below(5) == 0;
                 if nack {
                     nacks += 1;
                     delivery
@@ -912,6 +947,15 @@ async fn reliable_concurrent(h: Harness) -> Check {
         "{} of {ITEMS} items acknowledged",
         counts.len()
     );
+    let cancelled = cancelled.load(Ordering::SeqCst);
+    let early = std::mem::take(&mut *lock_vec(&early));
+    ensure!(
+        early.len() <= cancelled,
+        "{} first deliveries out of queue order but only {cancelled} receives were \
+         cancelled (each item put back by a cancelled receive needs one): {}",
+        early.len(),
+        summary(&early)
+    );
     let left = within(PROMPT, "len() at the end", producer.len()).await?;
     ensure!(
         left == 0,
@@ -919,12 +963,15 @@ async fn reliable_concurrent(h: Harness) -> Check {
     );
     Ok(Holds::figure(
         format!(
-            "{ITEMS} items, {nacks} nacks, {}",
+            "{ITEMS} items, {nacks} nacks, {cancelled} cancelled receives, {} first \
+             deliveries after a later item, {}",
+            early.len(),
             per_second(ITEMS, started.elapsed())
         ),
         format!(
             "{CONSUMERS} consumers with their own sessions: never held by two, each \
-             acknowledged once, first deliveries in order"
+             acknowledged once, first deliveries in order but for items put back by \
+             cancelled receives"
         ),
     ))
 }

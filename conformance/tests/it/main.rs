@@ -2,6 +2,7 @@
 //! that the workspace links one test binary per crate instead of one per file.
 //! `.config/nextest.toml` says which of them run alone or in turns.
 
+mod cancelled_claim;
 mod detects_violations;
 mod junit_schema;
 mod negative_control;
