@@ -1,6 +1,7 @@
 -- Joins, re-checks or tries a waiter line (lock, rwlock, election, semaphore).
--- KEYS[1]: entry key, KEYS[2]: session key, KEYS[3]: session registry; under Redis
--- Cluster only KEYS[1] (see session_left in lib.lua).
+-- KEYS[1]: entry key, KEYS[2]: the promotion record (in KEYS[1]'s hash slot, see
+-- promotion_left in lib.lua), KEYS[3]: session key, KEYS[4]: session registry; under
+-- Redis Cluster only KEYS[1] and KEYS[2] (see session_left in lib.lua).
 -- ARGV: channel prefix, p, id, mode (w|r|s), ttl ms, how (wait|try|check), margin ms,
 -- session nonce (under Redis Cluster: the client's bound on the session's time left,
 -- ms), the longest session TTL any client may use (ms, 0 when not bounded: see
@@ -32,7 +33,7 @@ if ARGV[6] ~= 'check' and string.sub(p, -6) ~= ':elect' and string.sub(p, -4) ~=
   -- A join or try of a session that is gone is answered as the second part would
   -- answer it, before anything is read or written for the line (the next live join
   -- sets a missing marker, see epoch_start).
-  local skey = KEYS[2]
+  local skey = KEYS[3]
   local left = session_left(skey, ARGV[8], ARGV[7])
   if not left then
     return {-1}
@@ -57,7 +58,7 @@ if ARGV[6] ~= 'check' and string.sub(p, -6) ~= ':elect' and string.sub(p, -4) ~=
     if redis.call('EXISTS', p .. ':q', p .. ':u') == 0 then
       local ekey, val = KEYS[1], mode .. id
       redis.call('SET', ekey, val, 'PX', session_px(skey, left, ARGV[5]))
-      session_list(KEYS[3], ekey, val, left)
+      session_list(KEYS[4], ekey, val, left)
       if not getex then
         redis.call('PERSIST', p .. ':epoch')
       end
@@ -66,7 +67,7 @@ if ARGV[6] ~= 'check' and string.sub(p, -6) ~= ':elect' and string.sub(p, -4) ~=
   end
 end
 -- @cold
-local ekey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
+local ekey, skey, reg = KEYS[1], KEYS[3], KEYS[4]
 local p, id, mode, ttl, how = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local val = mode .. id
 local elect = string.sub(p, -6) == ':elect'
@@ -81,7 +82,7 @@ if delay >= 0 and watch and marked_by == '' then
   redis.call('SET', p .. ':epoch', redis.call('GET', p .. ':epoch') .. ':' .. replid(rid))
 end
 if delay < 0 then
-  delay = epoch_start(p, tonumber(ARGV[9]) or 0, watch, rid)
+  delay = epoch_start(p, tonumber(ARGV[9]) or 0, watch, rid, KEYS[2])
 end
 if how == 'check' then
   if redis.call('GET', ekey) ~= val then

@@ -118,30 +118,59 @@ local function epoch_wait(p, rid)
   return left, by
 end
 
+-- What is left (ms) of the window after this server's promotion, for a line with no
+-- marker on a server promoted since it started: the old primary's holders that the
+-- replica never saw were granted before the promotion, so their client-side deadlines
+-- pass within max_ttl of it. Redis keeps no promotion time; the time a grant script
+-- first saw the promotion is at or after it, and is recorded server-side in `key`
+-- (the promotion record, see src/amnesia.rs), "<rid>:<ms>", for every client and every
+-- new line: the first line to find it missing or naming another replication id (an
+-- earlier promotion's) records now and waits the whole max_ttl; the later ones wait
+-- what is left of it. The record has no TTL (one key per namespace, or per hash slot
+-- under Redis Cluster, replaced by the next promotion): were it to expire, the next
+-- new line would record now and wait the whole bound again. `rid` as replid takes it.
+local function promotion_left(key, max_ttl, rid)
+  local id = replid(rid)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not key or id == '' then
+    return max_ttl
+  end
+  local seen = string.match(redis.call('GET', key) or '', '^' .. id .. ':(%d+)$')
+  if not seen then
+    redis.call('SET', key, id .. ':' .. decimal(now))
+    return max_ttl
+  end
+  return math.max(0, math.min(max_ttl, tonumber(seen) + max_ttl - now))
+end
+
 -- Sets the missing (or another server's) epoch marker of a waiter line: grants wait
 -- until every session the store may have forgotten has expired on its holder's side.
 -- A missing marker: max_ttl (ms, the longest session TTL any client may use) after
 -- the server started; a server up for longer than that makes no one wait (the line
 -- is new, or it idled out: nothing held it within a session TTL of now). A marker set
 -- under another replication id (a replica promoted since, which may lack grants the
--- old primary made until it died): max_ttl from now, after the promotion; so does a
--- missing marker on a server promoted since it started, for watching clients (the
--- line may be one the old primary made and the replica never saw). The fencing
--- counter is raised above the store's clock at the end of the wait, so every token
--- given after it is above every token the forgotten state gave (those were at most
--- the clock then, see counter_next), a counter the promoted replica has at an older
--- value included. With `watch` (clients that fail over without replica
+-- old primary made until it died): max_ttl from now, after the promotion. A missing
+-- marker on a server promoted since it started, for watching clients (the line may be
+-- one the old primary made and the replica never saw): until max_ttl after the
+-- promotion was first seen (promotion_left, `promo` the promotion record's key). The
+-- fencing counter is raised above the store's clock at the end of the wait, so every
+-- token given after it is above every token the forgotten state gave (those were at
+-- most the clock then, see counter_next), a counter the promoted replica has at an
+-- older value included. With `watch` (clients that fail over without replica
 -- acknowledgement) the marker records this server's replication id (`rid` as
 -- replid takes it).
 -- Returns the ms to wait (0: none).
-local function epoch_start(p, max_ttl, watch, rid)
+local function epoch_start(p, max_ttl, watch, rid, promo)
   local delay = 0
   -- A marker exists, so it was set under another replication id (or is unreadable):
   -- the line's state may be older than what its holders were told.
   local marked_elsewhere = redis.call('EXISTS', p .. ':epoch') == 1
   if max_ttl > 0 then
-    if marked_elsewhere or (watch and was_promoted()) then
+    if marked_elsewhere then
       delay = max_ttl
+    elseif watch and was_promoted() then
+      delay = promotion_left(promo, max_ttl, rid)
     else
       -- uptime_in_seconds is the difference of two whole-second clocks, so it may
       -- count up to a second more than the server has been up: one second less of

@@ -1,7 +1,8 @@
 -- Takes, tries or re-checks a lock's unfair hold (src/unfair_lock.rs; the layout is in
 -- lib.lua, above unfair_mine).
--- KEYS[1]: the holder key p:u, KEYS[2]: session key, KEYS[3]: session registry; under
--- Redis Cluster only KEYS[1] (see session_left in lib.lua).
+-- KEYS[1]: the holder key p:u, KEYS[2]: the promotion record (in KEYS[1]'s hash slot,
+-- see promotion_left in lib.lua), KEYS[3]: session key, KEYS[4]: session registry;
+-- under Redis Cluster only KEYS[1] and KEYS[2] (see session_left in lib.lua).
 -- ARGV: channel prefix, the acquisition's id, ttl ms, how (take|try|check), margin ms,
 -- session nonce (under Redis Cluster: the client's bound on the session's time left,
 -- ms), then as fair_acquire.lua takes them: the longest session TTL any client may use
@@ -29,7 +30,7 @@
 -- first part were not there.
 local p = string.sub(KEYS[1], 1, -3)
 if ARGV[4] ~= 'check' then
-  local skey = KEYS[2]
+  local skey = KEYS[3]
   local left = session_left(skey, ARGV[6], ARGV[5])
   if not left then
     return {-1}
@@ -50,7 +51,7 @@ if ARGV[4] ~= 'check' then
       local token = counter_next(p .. ':fence', FAIR_IDLE_MS)
       local hold = 'u' .. ARGV[2] .. ':' .. decimal(token)
       redis.call('SET', KEYS[1], hold, 'PX', session_px(skey, left, ARGV[3]))
-      session_list(KEYS[3], KEYS[1], hold, left)
+      session_list(KEYS[4], KEYS[1], hold, left)
       if not getex then
         redis.call('PERSIST', p .. ':epoch')
       end
@@ -59,7 +60,7 @@ if ARGV[4] ~= 'check' then
   end
 end
 -- @cold
-local ukey, skey, reg = KEYS[1], KEYS[2], KEYS[3]
+local ukey, skey, reg = KEYS[1], KEYS[3], KEYS[4]
 local id, ttl, how = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local val = 'u' .. id
 -- A re-check after a grant whose reply was lost finds the acquisition holding.
@@ -79,7 +80,7 @@ if delay >= 0 and watch and marked_by == '' then
   redis.call('SET', p .. ':epoch', redis.call('GET', p .. ':epoch') .. ':' .. replid(rid))
 end
 if delay < 0 then
-  delay = epoch_start(p, tonumber(ARGV[7]) or 0, watch, rid)
+  delay = epoch_start(p, tonumber(ARGV[7]) or 0, watch, rid, KEYS[2])
 end
 redis.call('PERSIST', p .. ':epoch')
 local free = delay == 0 and not cur

@@ -69,11 +69,35 @@
 //! granted until `max_session_ttl` after the first grant attempt that saw it (after
 //! the promotion, so after every holder the old primary knew has seen its `lost()`),
 //! and the fencing counter is raised above the store clock at the end of the wait,
-//! whatever older value the replica had. A line the replica never saw (made on the
-//! old primary during the lag) has no marker at all; on a server promoted since it
-//! started (`second_repl_offset` set) a missing marker waits the whole bound too, for
-//! watching clients: the price is one wait per new name on a promoted server. With
-//! `wait_replicas` nothing acknowledged is lost and nothing is watched.
+//! whatever older value the replica had. With `wait_replicas` nothing acknowledged is
+//! lost and nothing is watched.
+//!
+//! **New lines after a promotion.** A line the replica never saw (made on the old
+//! primary during the lag) has no marker at all, as a brand-new name has: on a server
+//! promoted since it started (`second_repl_offset` of `INFO replication` set), a
+//! missing marker waits, for watching clients, until `max_session_ttl` after the
+//! promotion, and no longer: the old primary granted those holds before the
+//! promotion, so their holders' client-side deadlines pass within the bound of it.
+//! Redis keeps no promotion time; what the wait counts from is the first time a grant
+//! script saw the promotion, at or after it, kept on the server in the *promotion
+//! record* (`promotion_left` in `lua/lib.lua`), `<rid>:<ms>`: the replication id of
+//! the promoted server (new at each promotion, so a record of an earlier one reads as
+//! missing) and the store time it was first seen. The first new line to find it
+//! missing records now and waits the whole bound; every later new line, of any
+//! client, waits what is left of it (`max(0, seen + max_session_ttl - now)`), so once
+//! the bound has passed after the promotion, a new name is granted at once. The
+//! record is one key per namespace, `{<ns>promoted}`; under Redis Cluster, where a
+//! script touches one hash slot only, one per slot, in the line's slot
+//! ([`crate::promotion_record`]): there the first new line of each slot after a
+//! promotion records it (and waits), not the first of the namespace. It is a grant
+//! script's declared key (`KEYS[2]`). It has no TTL: should it expire, the next new
+//! line would find it missing and wait the whole bound again, long after the window
+//! it protects; it is one short key per namespace (per slot used under Cluster),
+//! replaced by the next promotion. A line whose marker names another replication id
+//! still waits the whole bound from the first grant attempt that sees it (the line
+//! was in use around the promotion). Like the rest of this scheme, the record counts
+//! from the promotion the replica saw: an old primary cut off by a partition that
+//! goes on granting after it is outside what the lock-delay covers.
 //!
 //! **What it does not see.** A `FLUSHALL` on a server that has been up for longer than
 //! the bound: the markers are gone, the uptime says nothing was lost, and grants

@@ -5,6 +5,7 @@
 //! | a primitive's keys | `{<ns><escaped name>}:<kind>:...` (kind: `lock`, `rw`, `elect`, `queue`, `barrier`, `dbar`, `sem`, `ratelimit`) |
 //! | a session | `{<ns>session:<id>}`, its registry `{<ns>session:<id>}:held` |
 //! | an STM key | `{<ns>stm}:k:<name>`, the STM revision `{<ns>stm}:rev` |
+//! | the promotion record | `{<ns>promoted}`; under Redis Cluster `{<ns>promoted:<tag>}`, one per hash slot ([`crate::promotion_record`]) |
 //!
 //! The keys of one primitive share one hash tag, hence one Redis Cluster slot; all STM
 //! keys share one too.
@@ -22,7 +23,9 @@
 //! * an STM key `{<ns>stm}:k:<name>` could meet a primitive only under the tag
 //!   `{<ns>stm}`, that is the primitive named `stm`, whose keys go on with a kind word,
 //!   never `k`; a session key `{<ns>session:<id>}` could meet only the primitive named
-//!   `session:<id>`, whose keys go on with `:<kind>`, never nothing or `:held`.
+//!   `session:<id>`, whose keys go on with `:<kind>`, never nothing or `:held`;
+//!   likewise the promotion record could meet only the primitive named `promoted` or
+//!   `promoted:<tag>`, whose keys go on with `:<kind>`, never nothing.
 //!
 //! Without the escape a name with `}` moved the tag's end and a lock named
 //! `stm}:k:x` shared keys with the STM key `x}:lock:q` (`WRONGTYPE` errors). STM names

@@ -250,6 +250,7 @@ mod lock;
 mod notify;
 mod options;
 mod persistence;
+mod promotion_record;
 mod purge;
 mod queue;
 mod random;

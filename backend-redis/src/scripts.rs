@@ -359,7 +359,13 @@ mod tests {
                 "{used}"
             );
         }
-        for cold_only in ["fq_settle", "epoch_start", "release_hold", "sem_agree"] {
+        for cold_only in [
+            "fq_settle",
+            "epoch_start",
+            "promotion_left",
+            "release_hold",
+            "sem_agree",
+        ] {
             assert!(
                 !first.contains(&format!("local function {cold_only}")),
                 "{cold_only}"

@@ -112,6 +112,9 @@ struct Inner {
     prefix: String,
     /// `p:u`, the holder key (and the name of the session's in-process gate).
     holder: String,
+    /// The promotion record the acquisition script reads in the lock's slot
+    /// ([`crate::promotion_record`]).
+    promotion_record: String,
     /// Wake-ups received by this handle's waits.
     wakeups: AtomicU64,
 }
@@ -168,6 +171,7 @@ impl RedisUnfairLock {
         Self {
             inner: Arc::new(Inner {
                 holder: format!("{prefix}:u"),
+                promotion_record: crate::promotion_record::key(shared, &prefix),
                 prefix,
                 shared: Arc::clone(shared),
                 session: session.clone(),
@@ -182,7 +186,7 @@ impl Inner {
     /// One call of the acquisition script.
     async fn call(&self, lease: &RedisLease, acquisition: &Acquisition, how: How) -> Result<Reply> {
         let mut call = self.shared.script(&ACQUIRE);
-        call.key(&self.holder);
+        call.key(&self.holder).key(&self.promotion_record);
         lease.session_keys(&mut call);
         call.arg(&acquisition.id)
             .arg(lease.ttl_ms())

@@ -137,12 +137,17 @@ pub(crate) struct WaiterLine {
     session: Session,
     name: Name,
     prefix: String,
+    /// The promotion record the grant script reads in the line's slot
+    /// ([`crate::promotion_record`]).
+    promotion_record: String,
 }
 
 impl WaiterLine {
     pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name, kind: Kind) -> Self {
+        let prefix = shared.keys.primitive(&name, kind);
         Self {
-            prefix: shared.keys.primitive(&name, kind),
+            promotion_record: crate::promotion_record::key(shared, &prefix),
+            prefix,
             shared: Arc::clone(shared),
             session: session.clone(),
             name,
@@ -182,7 +187,7 @@ impl WaiterLine {
         value: Option<&Bytes>,
     ) -> Result<Reply> {
         let mut call = self.shared.script(&SCRIPTS.fair_acquire);
-        call.key(hold.key());
+        call.key(hold.key()).key(&self.promotion_record);
         lease.session_keys(&mut call);
         call.arg(&self.prefix)
             .arg(id)

@@ -357,3 +357,154 @@ async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
     );
     granted.unlock().await.unwrap();
 }
+
+/// A raw connection to `port`, to look at a server and reconfigure it.
+async fn raw_connection(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn info_replication(conn: &mut redis::aio::MultiplexedConnection) -> String {
+    redis::cmd("INFO")
+        .arg("replication")
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// On a replica promoted since it started (behind a Sentinel, the client watching for
+/// failovers), a new name waits only until the bound after the promotion was first
+/// seen, and that sighting is kept on the server for every client: a new name within
+/// the window waits, one after it, of another client, is granted at once, for the fair
+/// lock and the unfair one alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_promotion_new_names_wait_only_within_the_bound_of_its_first_sighting() {
+    if support::server_url().is_none() {
+        return;
+    }
+    let (primary, replica) = tokio::task::spawn_blocking(|| {
+        let primary = PrivateRedis::start(&[]);
+        let of = primary.port().to_string();
+        let replica = PrivateRedis::start(&["--replicaof", "127.0.0.1", &of]);
+        (primary, replica)
+    })
+    .await
+    .unwrap();
+    let mut raw = raw_connection(replica.port()).await;
+    within(Duration::from_secs(20), async {
+        while !info_replication(&mut raw)
+            .await
+            .contains("master_link_status:up")
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let info = info_replication(&mut raw).await;
+    assert!(info.contains("role:master"), "{info}");
+    assert!(
+        !info.contains("second_repl_offset:-1"),
+        "not promoted: {info}"
+    );
+    let replid = info
+        .lines()
+        .find_map(|line| line.strip_prefix("master_replid:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let port = replica.port();
+    let sentinel = tokio::task::spawn_blocking(move || PrivateRedis::sentinel("promoted", port))
+        .await
+        .unwrap();
+
+    let namespace = support::unique_namespace("promotion");
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{}/promoted/0?wait_replicas=0&max_session_ttl=2s&namespace={namespace}",
+        sentinel.port()
+    );
+    let client = || async {
+        let coordinator = distsync_redis::connect(&url).await.unwrap();
+        let session = coordinator
+            .session_with(distsync_core::SessionOptions::with_ttl(
+                Duration::from_secs(2),
+            ))
+            .await
+            .unwrap();
+        (coordinator, session)
+    };
+    let (first, first_session) = client().await;
+    let (second, second_session) = client().await;
+
+    // The first new name after the promotion records its sighting and waits the bound.
+    let seen = Instant::now();
+    assert!(
+        first
+            .locker(&first_session, "first")
+            .unwrap()
+            .try_lock()
+            .await
+            .unwrap()
+            .is_none(),
+        "granted at once on a server just promoted"
+    );
+    let record: String = redis::cmd("GET")
+        .arg(format!("{{{namespace}promoted}}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        record.starts_with(&format!("{replid}:")),
+        "{record:?} does not record the promoted server's id {replid}"
+    );
+    // Another client's new name, within the window, waits what is left of it.
+    let within_window = second.locker(&second_session, "second").unwrap();
+    assert!(
+        within_window.try_lock().await.unwrap().is_none(),
+        "granted within the bound of the promotion's first sighting"
+    );
+    let granted = within(BOUND + Duration::from_secs(5), within_window.lock())
+        .await
+        .unwrap();
+    assert!(
+        seen.elapsed() >= Duration::from_millis(1900),
+        "granted {:?} after the promotion was seen, within the bound of 2 s",
+        seen.elapsed()
+    );
+    granted.unlock().await.unwrap();
+
+    // The window is over (the grant above came at its end): a new client's new names
+    // are granted at once, fair and unfair.
+    let (third, third_session) = client().await;
+    let started = Instant::now();
+    let fair = third
+        .locker(&third_session, "third")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("a new name after the window waits for nothing");
+    let unfair = third
+        .locker_with(
+            &third_session,
+            "fourth",
+            distsync_core::LockOptions::new().unfair(),
+        )
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("a new name after the window waits for nothing (unfair lock)");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    fair.unlock().await.unwrap();
+    unfair.unlock().await.unwrap();
+    drop((sentinel, replica, primary));
+}

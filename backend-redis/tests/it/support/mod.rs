@@ -25,6 +25,8 @@ pub(crate) struct PrivateRedis {
     child: Option<Child>,
     dir: PathBuf,
     port: u16,
+    /// A configuration file given first (a Sentinel needs one it can rewrite).
+    config: Option<PathBuf>,
     args: Vec<String>,
 }
 
@@ -43,15 +45,49 @@ impl PrivateRedis {
             child: None,
             dir,
             port,
+            config: None,
             args: extra.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         server.run();
         server
     }
 
+    /// Starts a Sentinel of its own watching the primary on `primary_port` as
+    /// `service`, alone (quorum 1).
+    pub(crate) fn sentinel(service: &str, primary_port: u16) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("distsync-redis-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!("sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"),
+        )
+        .unwrap();
+        let mut server = Self {
+            child: None,
+            dir,
+            port,
+            config: Some(config),
+            args: vec!["--sentinel".to_owned()],
+        };
+        server.run();
+        server
+    }
+
+    /// The port the server listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Starts the server (again, after [`PrivateRedis::stop`]: same port and directory).
     pub(crate) fn run(&mut self) {
         let child = Command::new("redis-server")
+            .args(self.config.iter())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
