@@ -5,8 +5,7 @@
 # while clippy and rustdoc run), then runs, timing each step:
 #   cargo fmt --check; the docs checks (scripts/check-docs.sh); the MSRV check of
 #   Cargo.lock (scripts/check-msrv.sh); clippy -D warnings; rustdoc -D warnings and the
-#   facade's surface read from it (scripts/check-surface.sh), with the test binaries
-#   building beside them (in target/, clippy and rustdoc in target/check/); every
+#   facade's surface read from it (scripts/check-surface.sh); every
 #   test of the workspace with cargo-nextest (one integration-test binary per crate,
 #   `.config/nextest.toml` says which tests run alone or in turns; the Sentinel tests
 #   that kill the group's primary among them), and beside them, once they run: at idle
@@ -248,26 +247,16 @@ servers_started() {
 # sets as below. When clippy failed, rustdoc builds its own, so that its verdict stays
 # its own. Measured after clippy on a fresh target: 140 s of CPU before (58 s of CI's
 # run), 25 s now; the documentation is the same (the example's pages aside).
-#
-# The test binaries (what the `test` step runs) build beside clippy and rustdoc, not
-# after them: each build alone leaves a core idle a third of the time (measured on a
-# two-core machine from a fresh clone: clippy 208 s of wall time at 160 % CPU, the test
-# build 214 s at 168 %), so side by side they end sooner than one after the other.
-# Cargo builds in one target directory at a time, so clippy and rustdoc check in a
-# directory of their own, `check` under the target directory.
-check_dir=${CARGO_TARGET_DIR:-$PWD/target}/check
-step_start test-build cargo test -q --workspace --all-features --no-run
-clippy_env=(env CARGO_TARGET_DIR="$check_dir")
-if step clippy "${clippy_env[@]}" cargo clippy --workspace --all-targets --all-features -- -D warnings; then
-    clippy_env+=(RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
+clippy_env=(env)
+if step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings; then
+    clippy_env=(env RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
         CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
 fi
 # Every public item documented, every intra-doc link resolved.
 step rustdoc "${clippy_env[@]}" RUSTDOCFLAGS="-D warnings" \
     cargo doc --workspace --no-deps --all-features --lib --example lock
 # The facade's surface, from that rustdoc: a small root, one path per item.
-step surface scripts/check-surface.sh "$check_dir/doc"
-step_finish test-build
+step surface scripts/check-surface.sh
 if ! step servers servers_started; then
     summary
     echo "test-all: the servers did not come up; not running the tests" >&2
