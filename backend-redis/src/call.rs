@@ -328,18 +328,7 @@ async fn run(
 /// The key whose write precedes `WAIT` under Cluster: `{<hash tag of key>}:ack`, in
 /// `key`'s slot (the whole key is the tag of a key without one).
 fn ack_key(key: &[u8]) -> Vec<u8> {
-    let tag = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            rest.iter()
-                .position(|&b| b == b'}')
-                .filter(|&close| close > 0)
-                .map(|close| &rest[..close])
-        })
-        .unwrap_or(key);
-    [b"{".as_slice(), tag, b"}:ack"].concat()
+    [b"{".as_slice(), crate::keys::hash_tag(key), b"}:ack"].concat()
 }
 
 fn not_acknowledged(ack: &Ack, acknowledged: i64) -> Error {

@@ -38,6 +38,21 @@ use std::borrow::Cow;
 
 use distsync_core::Name;
 
+/// The part of `key` Redis Cluster hashes to place it: its hash tag (what lies between
+/// its first `{` and the first `}` after it, when not empty), else the whole key.
+pub(crate) fn hash_tag(key: &[u8]) -> &[u8] {
+    key.iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key)
+}
+
 /// A name as it appears inside a primitive's hash tag: `%` → `%25`, `{` → `%7B`,
 /// `}` → `%7D`, every other character as it is. Injective, and the result holds no
 /// brace; [`unescape_name`] reverses it.

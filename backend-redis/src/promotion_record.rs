@@ -65,21 +65,9 @@ fn crc16(bytes: &[u8]) -> u16 {
 }
 
 /// The hash slot of `key`, as Redis Cluster computes it: the CRC16 of its hash tag
-/// (what lies between its first `{` and the first `}` after it, when not empty),
-/// else of the whole key.
+/// ([`crate::keys::hash_tag`]).
 fn slot(key: &[u8]) -> usize {
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            rest.iter()
-                .position(|&b| b == b'}')
-                .filter(|&close| close > 0)
-                .map(|close| &rest[..close])
-        })
-        .unwrap_or(key);
-    usize::from(crc16(hashed)) % SLOTS
+    usize::from(crc16(crate::keys::hash_tag(key))) % SLOTS
 }
 
 /// The promotion record's key for a waiter line one of whose keys is `line_key`:

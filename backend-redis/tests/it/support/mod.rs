@@ -30,17 +30,23 @@ pub(crate) struct PrivateRedis {
     args: Vec<String>,
 }
 
+/// A free loopback port, and a fresh directory for a server on it.
+fn free_port_and_dir() -> (u16, PathBuf) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let dir =
+        std::env::temp_dir().join(format!("distsync-redis-test-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    (port, dir)
+}
+
 impl PrivateRedis {
     /// Starts a server without persistence, with `extra` arguments
     /// (`--name value ...`), which may turn persistence on again.
     pub(crate) fn start(extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("distsync-redis-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let (port, dir) = free_port_and_dir();
         let mut server = Self {
             child: None,
             dir,
@@ -55,13 +61,7 @@ impl PrivateRedis {
     /// Starts a Sentinel of its own watching the primary on `primary_port` as
     /// `service`, alone (quorum 1).
     pub(crate) fn sentinel(service: &str, primary_port: u16) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("distsync-redis-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let (port, dir) = free_port_and_dir();
         let config = dir.join("sentinel.conf");
         std::fs::write(
             &config,
