@@ -110,6 +110,21 @@ impl Sessions {
     }
 
     /// Whether `session`'s row is there and has not expired.
+    /// What the store has of `session`: whether its row is there, and how long it
+    /// has left (ms, negative once expired), for a failure to say which went wrong.
+    async fn state(&self, session: i64) -> (bool, Option<f64>) {
+        let left: Option<f64> = sqlx::query_scalar(&format!(
+            "SELECT extract(epoch FROM expires_at - clock_timestamp())::float8 * 1000 \
+               FROM {}.sessions WHERE id = $1",
+            self.schema
+        ))
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await
+        .unwrap();
+        (left.is_some(), left)
+    }
+
     async fn live(&self, session: i64) -> bool {
         sqlx::query_scalar(&format!(
             "SELECT EXISTS (SELECT 1 FROM {}.sessions \
@@ -443,7 +458,8 @@ async fn a_receive_passes_over_items_whose_holder_renewal_is_in_flight() {
     );
     assert!(
         sessions.live(holder).await,
-        "the renewed holder's session is gone"
+        "the renewed holder's session is gone (row there, ms left: {:?})",
+        sessions.state(holder).await
     );
     for delivery in deliveries {
         delivery
@@ -497,7 +513,8 @@ async fn a_holder_whose_renewal_is_in_flight_acknowledges() {
 
     assert!(
         sessions.live(holder).await,
-        "the renewed holder's session is gone"
+        "the renewed holder's session is gone (row there, ms left: {:?})",
+        sessions.state(holder).await
     );
     acked.expect(
         "the acknowledgement was refused as if the session had ended, and its renewal then \
