@@ -402,13 +402,16 @@ async fn the_sweep_leaves_a_session_whose_renewal_is_in_flight() {
     line.end(&[holder]).await;
 }
 
-/// A session of the backend that holds the two items of a fresh queue, its id, the
-/// deliveries, and a second session of the backend that has nothing.
+/// The two items of a fresh queue held by one session of the backend: the queue, the
+/// holding session (a caller keeps it for as long as it checks the session's row: the
+/// last handle's drop ends the session in the store, and once the deliveries are
+/// acknowledged this is the last), its id, the deliveries, and a second session of the
+/// backend that has nothing.
 async fn two_held_items(
     backend: &distsync_postgres::PostgresBackend,
     sessions: &Sessions,
     what: &str,
-) -> (Box<dyn Queue>, i64, Vec<Delivery>, Session) {
+) -> (Box<dyn Queue>, Session, i64, Vec<Delivery>, Session) {
     let name = unique(what);
     let queue = backend.queue(name.clone()).unwrap();
     queue.enqueue("x").await.unwrap();
@@ -422,7 +425,7 @@ async fn two_held_items(
     assert_eq!(holders.len(), 2, "the holder's receives");
     assert_eq!(holders[0], holders[1], "the items are held by two sessions");
     let other = backend.session(SessionOptions::default()).await.unwrap();
-    (queue, holders[0], deliveries, other)
+    (queue, holder, holders[0], deliveries, other)
 }
 
 /// A receive and an at-most-once dequeue while the holder of the queue's items has a
@@ -435,7 +438,7 @@ async fn a_receive_passes_over_items_whose_holder_renewal_is_in_flight() {
     };
     let backend = distsync_postgres::backend(&url).await.unwrap();
     let sessions = Sessions::new(&url, &backend).await;
-    let (queue, holder, deliveries, consumer) =
+    let (queue, holder_session, holder, deliveries, consumer) =
         two_held_items(&backend, &sessions, "renewal-race-receive").await;
 
     let renewal = sessions.renewal_in_flight(holder).await;
@@ -471,6 +474,7 @@ async fn a_receive_passes_over_items_whose_holder_renewal_is_in_flight() {
         queue.try_receive(&consumer).await.unwrap().is_none(),
         "an acknowledged item came back"
     );
+    drop(holder_session);
     sessions.pool.close().await;
 }
 
@@ -484,7 +488,7 @@ async fn a_holder_whose_renewal_is_in_flight_acknowledges() {
     };
     let backend = distsync_postgres::backend(&url).await.unwrap();
     let sessions = Sessions::new(&url, &backend).await;
-    let (queue, holder, mut deliveries, consumer) =
+    let (queue, holder_session, holder, mut deliveries, consumer) =
         two_held_items(&backend, &sessions, "renewal-race-ack").await;
     let second = deliveries.pop().unwrap();
     let first = deliveries.pop().unwrap();
@@ -528,5 +532,6 @@ async fn a_holder_whose_renewal_is_in_flight_acknowledges() {
         queue.try_receive(&consumer).await.unwrap().is_none(),
         "an acknowledged item came back"
     );
+    drop(holder_session);
     sessions.pool.close().await;
 }
