@@ -23,7 +23,12 @@
 //!   `at_least` after the previous run's start leaves less of its grace than a runner
 //!   needs to start (a quarter second plus twice the worst lag of this runtime, which
 //!   a [`StallMeter`] of the case's own measures: under load runs start late and
-//!   the next occurrence's window shrinks). The partitions
+//!   the next occurrence's window shrinks), or when the store itself answered slowly
+//!   near its window: a probe reads the job's record (a start's first call) every
+//!   [`PROBE_EVERY`], and a read that took over a [`START_CALLS`]th of the grace
+//!   overlapping the window means that no runner could have made the calls of a start
+//!   within the grace (a store server starved by the machine's other work, which the
+//!   runner's own stall meter cannot see). The partitions
 //!   stop early enough to leave [`TAIL`] of occurrences that must all run.
 
 use std::sync::{Arc, Mutex};
@@ -62,6 +67,38 @@ const DEAD_FOR: Duration = Duration::from_millis(1500);
 
 /// The margin of the liveness excuse.
 const MARGIN: Duration = Duration::from_secs(1);
+
+/// How often the probe reads the job's record.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// The store calls a start makes one after another (the record's read, the lock, the
+/// claim's read and its commit): a read slower than the grace divided by this leaves
+/// no runner the time to start within the grace.
+const START_CALLS: u32 = 4;
+
+/// One read of the probe: when it was sent (wall ms) and how long its answer took
+/// (until an error, for a failed read).
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    sent_ms: u64,
+    took: Duration,
+}
+
+/// Reads the job's record every [`PROBE_EVERY`] until dropped, recording each read.
+async fn probe(job: ScheduledJob, probes: Arc<Mutex<Vec<Probe>>>) {
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let sent_ms = millis(std::time::SystemTime::now());
+        let sent = Instant::now();
+        let _ = job.last_run().await;
+        lock_vec(&probes).push(Probe {
+            sent_ms,
+            took: sent.elapsed(),
+        });
+    }
+}
 
 /// One run as its runner saw it.
 #[derive(Clone, Copy, Debug)]
@@ -169,6 +206,13 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         clock: Recorder::new(),
         runs: Arc::default(),
     };
+    let probes = Arc::new(Mutex::new(Vec::new()));
+    let prober = tokio::spawn(probe(
+        Coordinator::from_arc(Arc::clone(h.backend()))
+            .scheduled_job(&name, schedule.clone(), options(ttl))
+            .ctx("scheduling the probe's job")?,
+        Arc::clone(&probes),
+    ));
     let mut tasks = Vec::new();
     for (runner, switch) in switches.iter().enumerate() {
         let job = Coordinator::from_arc(switch.backend())
@@ -272,6 +316,7 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     for task in &tasks {
         task.abort();
     }
+    prober.abort();
     if let Some(stop) = stop_follower {
         let _ = stop.send(());
     }
@@ -389,7 +434,25 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     // the store's).
     let allowance = STALL_FLOOR + lag * 2;
     let allowance_ms = u64::try_from(allowance.as_millis()).unwrap_or(u64::MAX);
-    let (mut required, mut excused, mut short, mut ran) = (0, 0, 0, 0);
+    let probes = lock_vec(&probes).clone();
+    let slow_read = JOB_GRACE / START_CALLS;
+    // The slowest probe read overlapping [from, to] (wall ms).
+    let slowest_read = |from: u64, to: u64| {
+        probes
+            .iter()
+            .filter(|probe| {
+                let took = u64::try_from(probe.took.as_millis()).unwrap_or(u64::MAX);
+                probe.sent_ms <= to && probe.sent_ms.saturating_add(took) >= from
+            })
+            .map(|probe| probe.took)
+            .max()
+            .unwrap_or_default()
+    };
+    let mut reads: Vec<Duration> = probes.iter().map(|probe| probe.took).collect();
+    reads.sort_unstable();
+    let read_median = reads.get(reads.len() / 2).map_or(0, Duration::as_millis);
+    let slowest_overall = reads.last().map_or(0, Duration::as_millis);
+    let (mut required, mut excused, mut short, mut slow, mut ran) = (0, 0, 0, 0, 0);
     let mut occurrence = first_start - first_start % interval + interval;
     while occurrence + grace + margin < until_wall {
         let window_end = occurrence + grace;
@@ -414,6 +477,8 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             required += 1;
         } else if postponed {
             short += 1;
+        } else if slowest_read(occurrence, window_end) > slow_read {
+            slow += 1;
         } else {
             let excerpt: Vec<String> = events
                 .iter()
@@ -425,7 +490,9 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
                 .collect();
             return violated(format!(
                 "the occurrence {occurrence} was not run, with no fault within a session TTL \
-                     and {MARGIN:?} of its window (grace {JOB_GRACE:?}); the history near it: {}",
+                     and {MARGIN:?} of its window (grace {JOB_GRACE:?}), the store reading the \
+                     job's record within {} ms then; the history near it: {}",
+                slowest_read(occurrence, window_end).as_millis(),
                 excerpt.join(", ")
             ));
         }
@@ -445,7 +512,8 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         format!(
             "seed {seed}: {} runs, 0 twice, closest starts {closest} ms apart (at_least {} ms); \
              {required} occurrences with no fault near them run, {short} missed with under \
-             {allowance_ms} ms of grace left by at_least; {excused} near a fault excused; {} \
+             {allowance_ms} ms of grace left by at_least, {slow} missed while the store took \
+             over {slow_read:?} to read the record; {excused} near a fault excused; {} \
              partitions, 1 runner killed ({killed_how}) and restarted",
             runs.len(),
             at_least,
@@ -457,10 +525,12 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
              (external {holder_ttl:?}); {ran} occurrences run in the judged span; the store \
              counts {first_runs} runs ({} claimed without a run seen); {lost_after_cut} holds \
              ended by lost() after a cut; the latest start {latest} ms after its occurrence; \
-             runtime lag up to {} ms",
+             runtime lag up to {} ms; the record read in {read_median} ms (median) and \
+             {slowest_overall} ms at the slowest ({} reads)",
             crate::check::secs(LENGTH),
             first_runs - seen,
-            lag.as_millis()
+            lag.as_millis(),
+            probes.len()
         ),
     ))
 }
