@@ -12,7 +12,7 @@ use crate::support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::{Backend as _, Error};
+use distsync_core::{Backend as _, Error, LockGuard, Locker};
 use tokio::time::Instant;
 
 use support::PrivateRedis;
@@ -318,18 +318,12 @@ async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
         .unwrap();
 
     let seen = Instant::now();
-    assert!(
-        locker.try_lock().await.unwrap().is_none(),
-        "granted while the lock-delay after the promotion runs"
-    );
-    let granted = within(BOUND + Duration::from_secs(5), locker.lock())
-        .await
-        .unwrap();
-    assert!(
-        seen.elapsed() >= Duration::from_millis(1900),
-        "granted {:?} after the promotion was seen, within the bound of 2 s",
-        seen.elapsed()
-    );
+    let granted = granted_after_the_delay(
+        &*locker,
+        seen,
+        "granted while the lock-delay after the promotion runs",
+    )
+    .await;
     assert!(
         granted.token() > token_before,
         "{:?} is not above {:?}",
@@ -359,6 +353,29 @@ async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
 }
 
 /// A raw connection to `port`, to look at a server and reconfigure it.
+/// The grant of `locker` while the lock-delay of a promotion seen at `seen` (bound 2 s)
+/// runs: `try_lock` is refused (`refused_at_once` says otherwise), and `lock` is
+/// granted only once the bound has passed since `seen`.
+async fn granted_after_the_delay(
+    locker: &dyn Locker,
+    seen: Instant,
+    refused_at_once: &str,
+) -> LockGuard {
+    assert!(
+        locker.try_lock().await.unwrap().is_none(),
+        "{refused_at_once}"
+    );
+    let granted = within(BOUND + Duration::from_secs(5), locker.lock())
+        .await
+        .unwrap();
+    assert!(
+        seen.elapsed() >= Duration::from_millis(1900),
+        "granted {:?} after the promotion was seen, within the bound of 2 s",
+        seen.elapsed()
+    );
+    granted
+}
+
 async fn raw_connection(port: u16) -> redis::aio::MultiplexedConnection {
     redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
         .unwrap()
@@ -467,18 +484,12 @@ async fn after_a_promotion_new_names_wait_only_within_the_bound_of_its_first_sig
     );
     // Another client's new name, within the window, waits what is left of it.
     let within_window = second.locker(&second_session, "second").unwrap();
-    assert!(
-        within_window.try_lock().await.unwrap().is_none(),
-        "granted within the bound of the promotion's first sighting"
-    );
-    let granted = within(BOUND + Duration::from_secs(5), within_window.lock())
-        .await
-        .unwrap();
-    assert!(
-        seen.elapsed() >= Duration::from_millis(1900),
-        "granted {:?} after the promotion was seen, within the bound of 2 s",
-        seen.elapsed()
-    );
+    let granted = granted_after_the_delay(
+        &*within_window,
+        seen,
+        "granted within the bound of the promotion's first sighting",
+    )
+    .await;
     granted.unlock().await.unwrap();
 
     // The window is over (the grant above came at its end): a new client's new names
