@@ -166,6 +166,7 @@ mod stm;
 mod store;
 mod transaction_lock;
 mod unfair_lock;
+mod unflushed_grants;
 mod waiter_line;
 
 pub use acknowledge_in::{ack_in, PendingAck};
