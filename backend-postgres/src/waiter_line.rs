@@ -85,6 +85,12 @@
 //! commit before it is durable with it: the grant that follows a release makes the
 //! release durable too.
 //!
+//! Under unflushed grants (`grants=unflushed`) grants commit asynchronously as well,
+//! after a gate that holds every grant for the bound on session TTLs once a crash is
+//! told; a join or check the gate holds answers "ask again in this long" (state 6), and
+//! its caller waits that out as a lock-delay of its client (see
+//! [`crate::unflushed_grants`]).
+//!
 //! # Waking, one by one (no herd)
 //! Every waiter subscribes to its own payload `m:<session>.<entry>` on the backend's
 //! one listening connection ([`crate::notify`]) before it joins. When an entry leaves (a
