@@ -245,3 +245,157 @@ async fn unflushed_grants_need_a_bound_and_a_known_mode() {
     guard.unlock().await.unwrap();
     session.close().await.unwrap();
 }
+
+/// After a crash (the sentinel row gone, as recovery leaves it), every grant path asks
+/// again after the lock-delay instead of failing: a lock, a try, a read and a write
+/// lock, a permit, a candidacy, the unfair lock, and a waiter whose grant by a release
+/// the gate withheld. Each runs on a client of its own, connected before the crash and
+/// granted nothing yet: a client granted something before a crash loses its sessions
+/// when its heartbeat reads the sentinel (the first test).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_grant_path_waits_out_the_lock_delay_after_a_crash() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let bound = Duration::from_secs(2);
+    let schema = format!("unflushed_paths_{}", std::process::id());
+    let url = format!(
+        "{url}{separator}schema={schema}&grants=unflushed&max_session_ttl={}ms",
+        bound.as_millis()
+    );
+    let store = sqlx::PgPool::connect(&url).await.unwrap();
+    let limit = bound * 4;
+    let name = |what: &str| Name::new(what).unwrap();
+    let client = || async {
+        let client = distsync_postgres::backend(&url).await.unwrap();
+        let session = client
+            .session(SessionOptions::with_ttl(bound))
+            .await
+            .unwrap();
+        (client, session)
+    };
+    let crash = || async {
+        sqlx::query(&format!("DELETE FROM {schema}.grant_sentinel"))
+            .execute(&store)
+            .await
+            .unwrap();
+        Instant::now()
+    };
+    let waited = |what: &str, since: Instant| {
+        let waited = since.elapsed();
+        assert!(
+            waited >= bound - Duration::from_millis(100),
+            "{what}: granted {waited:?} after the crash, within the {bound:?} lock-delay"
+        );
+    };
+
+    // A waiter whose grant the release would make: withheld, then its own check.
+    let (holding, holder_session) = client().await;
+    let (waiting, waiter_session) = client().await;
+    let holder = within(limit, "the first lock", async {
+        holding
+            .locker(&holder_session, name("l"))
+            .unwrap()
+            .lock()
+            .await
+    })
+    .await
+    .unwrap();
+    let waiter = {
+        let locker = waiting.locker(&waiter_session, name("l")).unwrap();
+        tokio::spawn(async move { locker.lock().await })
+    };
+    within(limit, "the waiter in line", async {
+        let locker = holding.locker(&holder_session, name("l")).unwrap();
+        while locker.contenders().await.unwrap() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let since = crash().await;
+    // The holder's client may already have read the sentinel gone and lost its
+    // sessions: then their end releases the entry instead.
+    let _ = holder.unlock().await;
+    let granted = within(limit, "the waiter", waiter).await.unwrap().unwrap();
+    waited("a waiter let in by a release", since);
+    granted.unlock().await.unwrap();
+
+    let (trying, session) = client().await;
+    let since = crash().await;
+    let guard = within(limit, "try_lock", async {
+        trying.locker(&session, name("t")).unwrap().try_lock().await
+    })
+    .await
+    .unwrap()
+    .expect("free");
+    waited("try_lock", since);
+    guard.unlock().await.unwrap();
+
+    let (reading, session) = client().await;
+    let since = crash().await;
+    let read = within(
+        limit,
+        "read",
+        reading.rwlock(&session, name("rw")).unwrap().read(),
+    )
+    .await
+    .unwrap();
+    waited("read", since);
+    read.unlock().await.unwrap();
+
+    let (writing, session) = client().await;
+    let since = crash().await;
+    let write = within(
+        limit,
+        "write",
+        writing.rwlock(&session, name("rw")).unwrap().write(),
+    )
+    .await
+    .unwrap();
+    waited("write", since);
+    write.unlock().await.unwrap();
+
+    let (permits, session) = client().await;
+    let semaphore = permits
+        .semaphore(&session, name("s"), std::num::NonZeroUsize::new(2).unwrap())
+        .unwrap();
+    let since = crash().await;
+    let permit = within(limit, "a permit", semaphore.acquire())
+        .await
+        .unwrap();
+    waited("a permit", since);
+    permit.release().await.unwrap();
+
+    let (candidate, session) = client().await;
+    let election = candidate.election(&session, name("e")).unwrap();
+    let since = crash().await;
+    let leadership = within(limit, "a campaign", election.campaign("me"))
+        .await
+        .unwrap();
+    waited("a campaign", since);
+    leadership.resign().await.unwrap();
+
+    let (barging, session) = client().await;
+    let unfair = barging.unfair_locker(&session, name("u")).unwrap();
+    let since = crash().await;
+    let guard = within(limit, "the unfair lock", unfair.lock())
+        .await
+        .unwrap();
+    waited("the unfair lock", since);
+    let token = guard.token();
+    guard.unlock().await.unwrap();
+    // Outside a lock-delay: no wait, and tokens go on.
+    let since = Instant::now();
+    let again = within(limit, "the unfair lock again", unfair.lock())
+        .await
+        .unwrap();
+    assert!(since.elapsed() < bound / 2, "waited {:?}", since.elapsed());
+    assert!(again.token() > token);
+    again.unlock().await.unwrap();
+
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&store)
+        .await
+        .unwrap();
+}
