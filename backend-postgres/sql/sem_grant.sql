@@ -40,7 +40,7 @@ BEGIN
     unflushed := coalesce(current_setting('distsync.unflushed_grants', true), '') <> '';
     -- Under unflushed grants, during the store's lock-delay nothing is granted here: the
     -- waiters it would let in are woken to ask, and are told how long to wait.
-    IF unflushed AND {s}.grant_gate() IS NOT NULL THEN
+    IF unflushed AND {s}.grant_gate(false) IS NOT NULL THEN
         PERFORM {s}.sem_wake(k, 0);
         RETURN;
     END IF;

@@ -54,10 +54,12 @@ $$;
 -- The gate of a grant, called by every grant path when the connection's setting
 -- distsync.unflushed_grants (the bound on session TTLs, in milliseconds) is set: NULL
 -- when the grant may go ahead, and its transaction then commits without waiting for
--- the flush; otherwise the seconds until the store's lock-delay (the epoch marker's
+-- the flush (with p_async; the grants of a release, whose commit the release's caller
+-- chose, pass false); otherwise the seconds until the store's lock-delay (the epoch marker's
 -- hold_until) ends, after a crash found here (grant_sentinel) or by a client, and
 -- nothing may be granted before then. Without the setting: NULL, and nothing changes.
-CREATE OR REPLACE FUNCTION {s}.grant_gate() RETURNS double precision
+CREATE OR REPLACE FUNCTION {s}.grant_gate(p_async boolean DEFAULT true)
+RETURNS double precision
 LANGUAGE plpgsql AS $$
 DECLARE
     bound_ms bigint := nullif(current_setting('distsync.unflushed_grants', true), '')::bigint;
@@ -73,7 +75,9 @@ BEGIN
     IF held > 0 THEN
         RETURN held;
     END IF;
-    PERFORM set_config('synchronous_commit', 'off', true);
+    IF p_async THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     RETURN NULL;
 END
 $$;
