@@ -180,7 +180,8 @@ impl PgUnfairLocker {
             // Nothing is granted during the lock-delay after the store forgot, or the
             // store's after a crash under unflushed grants (the take was told to wait).
             crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
-            match self.attempt(wait).await {
+            let mut asked = lease.shared.sentinel.asking();
+            match self.attempt(wait, &mut asked).await {
                 Err(AttemptError::Held(left)) => lease.shared.amnesia.hold_for(left),
                 Err(AttemptError::MissingName) if !retried => {
                     tracing::debug!(name = %self.name, "name row gone; registering it again");
@@ -197,7 +198,7 @@ impl PgUnfairLocker {
                 Ok(None) => return Ok(None),
                 Ok(Some((entry, token))) => {
                     lease.shared.amnesia.reported(token);
-                    lease.shared.sentinel.granted();
+                    lease.shared.sentinel.granted(asked);
                     let key = hold_key(lease, "lock", &self.name);
                     return Ok(Some(lock_guard(lease, &self.session, key, entry, token)));
                 }
@@ -205,7 +206,13 @@ impl PgUnfairLocker {
         }
     }
 
-    async fn attempt(&self, wait: bool) -> std::result::Result<Option<(Entry, i64)>, AttemptError> {
+    /// `asked` is the crash sentinel's mark
+    /// ([`crate::unflushed_grants::Sentinel::asking`]) taken before the ask that grants.
+    async fn attempt(
+        &self,
+        wait: bool,
+        asked: &mut u64,
+    ) -> std::result::Result<Option<(Entry, i64)>, AttemptError> {
         let lease = &self.lease;
         if lease.is_lost() {
             return Err(Error::SessionLost.into());
@@ -266,6 +273,7 @@ impl PgUnfairLocker {
         let lost = lease.lost_token();
         let mut backoff = WaitRetry::new("the unfair lock");
         loop {
+            *asked = shared.sentinel.asking();
             let pause = match self.ask(&entry, true).await {
                 Ok(Answer::Granted(token)) => {
                     cleanup.entry = None;

@@ -48,7 +48,9 @@
 //! could be granted during the lock-delay) with the same bound.
 //!
 //! **The sentinel as this client knows it** is [`Sentinel`]: the id it last read, and
-//! whether it was granted anything since. A client whose heartbeat has not yet read the
+//! whether it was granted anything since; a grant asked for before a move and answered
+//! after it counts as made before it (a wait across a crash costs its client's
+//! sessions). A client whose heartbeat has not yet read the
 //! id written after a crash may count a grant made after the crash as made before it:
 //! its sessions are then lost once more, the safe side.
 
@@ -64,6 +66,9 @@ struct State {
     known: Option<String>,
     /// A grant was made through this client since `known` was read.
     granted: bool,
+    /// How many moves this client has seen: a grant asked for before a move and
+    /// answered after it may have been made under the old id.
+    moves: u64,
 }
 
 /// The sentinel of one backend (see the module docs).
@@ -99,17 +104,42 @@ impl Sentinel {
     }
 
     /// The id read or written by this client (at connect, or after a move): grants
-    /// from now on are made under it.
+    /// from now on are made under it. An acquisition counted since the move stays
+    /// counted: it may be granted under this id.
     pub(crate) fn adopt(&self, id: String) {
-        let mut state = self.state();
-        state.known = Some(id);
-        state.granted = false;
+        self.state().known = Some(id);
     }
 
-    /// A grant made through this client.
-    pub(crate) fn granted(&self) {
-        if self.enabled {
-            self.state().granted = true;
+    /// Before an acquisition sends anything that may grant: the mark to give
+    /// [`Sentinel::granted`] once it is granted.
+    pub(crate) fn asking(&self) -> u64 {
+        self.state().moves
+    }
+
+    /// An acquisition that began at `asked` ([`Sentinel::asking`]) was granted. If the
+    /// sentinel moved meanwhile, the grant may have been made under the old id and
+    /// lost with it (its answer may have come just before the crash, and been read
+    /// after the move): that is a move with a grant, at once (the safe side: a wait
+    /// across a crash costs its client's sessions).
+    pub(crate) fn granted(&self, asked: u64) {
+        if !self.enabled {
+            return;
+        }
+        {
+            let mut state = self.state();
+            if state.moves == asked {
+                state.granted = true;
+                return;
+            }
+        }
+        if let Some(on_moved) = self.on_moved.get() {
+            on_moved(
+                "a grant asked for before the server's crash sentinel moved was answered \
+                 after it (the server recovered from a crash, or a standby was promoted): \
+                 it may be lost"
+                    .to_owned(),
+                true,
+            );
         }
     }
 
@@ -144,7 +174,8 @@ impl Sentinel {
                     return None;
                 }
                 // Granted meanwhile: under an id this client never read, which this
-                // one may have replaced (the safe side: taken as a move).
+                // one may have replaced (the safe side: taken as a move). Grants asked
+                // for after the move are granted after the server came back.
                 (None, _) => "the server's crash sentinel was unknown to this client when \
                               it was granted (it was found gone before): grants committed \
                               without a flush may be lost"
@@ -152,6 +183,7 @@ impl Sentinel {
             };
             let granted = std::mem::take(&mut state.granted);
             state.known = read;
+            state.moves += 1;
             (reason, granted)
         };
         if let Some(on_moved) = self.on_moved.get() {
@@ -186,7 +218,7 @@ mod tests {
         let (moved, with_grants) = counted(&sentinel);
         sentinel.adopt("a".into());
         assert_eq!(sentinel.seen(Some("a".into())), None);
-        sentinel.granted();
+        sentinel.granted(sentinel.asking());
         assert!(sentinel.seen(None).is_some(), "the row is gone");
         assert_eq!(
             (
@@ -210,9 +242,20 @@ mod tests {
         // Gone again, then granted before an id was read: whatever is read next is a
         // move.
         assert!(sentinel.seen(None).is_some());
-        sentinel.granted();
+        sentinel.granted(sentinel.asking());
         assert!(sentinel.seen(Some("d".into())).is_some());
         assert_eq!(with_grants.load(Ordering::SeqCst), 2);
+        // Asked for before a move, granted after it: a move with a grant, at once.
+        let asked = sentinel.asking();
+        assert!(sentinel.seen(Some("e".into())).is_some());
+        sentinel.granted(asked);
+        assert_eq!(
+            (
+                moved.load(Ordering::SeqCst),
+                with_grants.load(Ordering::SeqCst)
+            ),
+            (6, 3)
+        );
     }
 
     #[test]
@@ -220,7 +263,7 @@ mod tests {
         let sentinel = Sentinel::new(false);
         let (moved, _) = counted(&sentinel);
         sentinel.adopt("a".into());
-        sentinel.granted();
+        sentinel.granted(sentinel.asking());
         assert_eq!(sentinel.seen(None), None);
         assert_eq!(moved.load(Ordering::SeqCst), 0);
     }

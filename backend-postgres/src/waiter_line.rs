@@ -454,7 +454,8 @@ pub(crate) async fn take(
         // Nothing is granted during the lock-delay after the store forgot, or the
         // store's after a crash under unflushed grants (the join was told to wait).
         crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
-        match attempt(lease, name, ask, wait).await {
+        let mut asked = lease.shared.sentinel.asking();
+        match attempt(lease, name, ask, wait, &mut asked).await {
             Err(AttemptError::Held(left)) => lease.shared.amnesia.hold_for(left),
             Err(AttemptError::Vanished) if rejoined < VANISHED_REJOINS => {
                 tracing::info!(%name, "an entry in line was lost by the server (a crash?); joining again");
@@ -488,7 +489,7 @@ pub(crate) async fn take(
             Ok(granted) => {
                 if let Some((_, token)) = &granted {
                     lease.shared.amnesia.reported(*token);
-                    lease.shared.sentinel.granted();
+                    lease.shared.sentinel.granted(asked);
                 }
                 return Ok(granted);
             }
@@ -496,11 +497,14 @@ pub(crate) async fn take(
     }
 }
 
+/// `asked` is the crash sentinel's mark ([`crate::unflushed_grants::Sentinel::asking`])
+/// taken before the statement (or the wait for the wake-up) whose answer grants.
 async fn attempt(
     lease: &Arc<LeaseInner>,
     name: &Name,
     ask: &Ask<'_>,
     wait: bool,
+    asked: &mut u64,
 ) -> std::result::Result<Option<(Entry, i64)>, AttemptError> {
     if lease.is_lost() {
         return Err(Error::SessionLost.into());
@@ -605,6 +609,7 @@ async fn attempt(
             // is withdrawn by the clean-up.
             return Ok(None);
         };
+        *asked = shared.sentinel.asking();
         tokio::select! {
             biased;
             () = lost.cancelled() => return Err(Error::SessionLost.into()),
@@ -622,6 +627,7 @@ async fn attempt(
             () = tokio::time::sleep(pause) => {}
         }
         state = loop {
+            *asked = shared.sentinel.asking();
             match entry.check().await {
                 Ok(state) => {
                     backoff.succeeded();
