@@ -138,7 +138,8 @@
 //! forgets": its sessions are lost, its token floor raised). What the mode gives up:
 //! - an acknowledged grant can be lost in a crash of the server or a promotion of a
 //!   standby: its holder then gets `lost()` instead of keeping it, before anyone else is
-//!   granted (and every other session of its client is lost with it);
+//!   granted (and every other session of its client is lost with it, as are the sessions
+//!   of a client whose acquisition was in flight when it noticed the crash);
 //! - after a crash or a promotion every grant of the schema waits the bound once;
 //! - fencing tokens keep growing above those of clients alive across the crash, but
 //!   the tokens of a holder that died across the crash unseen may be handed out again,
