@@ -232,19 +232,20 @@ async fn check(shared: &Shared) -> Result<()> {
     let Some(reason) = shared.amnesia.judge(&seen) else {
         return Ok(());
     };
-    forgot(shared, &seen, reason).await;
+    forgot(shared, &seen, reason, None).await;
     Ok(())
 }
 
 /// The store forgot this client's holds (for `reason`; `seen` is what it looks like
-/// now): ends every session of the client, starts the lock-delay and writes the floor
-/// and the marker into the store.
-async fn forgot(shared: &Shared, seen: &Seen, reason: String) {
+/// now): ends every session of the client (unless the caller ended them when it found
+/// out, `ended` of them: sessions opened since are not the store's to forget), starts
+/// the lock-delay and writes the floor and the marker into the store.
+async fn forgot(shared: &Shared, seen: &Seen, reason: String, ended: Option<usize>) {
     let amnesia = &shared.amnesia;
     let delay = amnesia.delay(seen.marker.as_ref());
     let offset = amnesia.offset(seen);
     amnesia.hold_for(delay);
-    let lost = shared.fail_all_sessions();
+    let lost = ended.unwrap_or_else(|| shared.fail_all_sessions());
     tracing::warn!(
         backend = BACKEND,
         reason,
@@ -315,11 +316,12 @@ pub(crate) async fn sentinel_connected(shared: &Shared) -> Result<()> {
 /// read again (written again if missing), so that the grants from now on are known to
 /// be made under it.
 pub(crate) fn sentinel_moved(shared: &Arc<Shared>, reason: String, granted: bool) {
-    if granted {
+    let ended = granted.then(|| {
         let amnesia = &shared.amnesia;
         amnesia.hold_for(amnesia.delay(None));
-        shared.fail_all_sessions();
-    } else {
+        shared.fail_all_sessions()
+    });
+    if !granted {
         tracing::info!(
             backend = BACKEND,
             reason,
@@ -336,7 +338,7 @@ pub(crate) fn sentinel_moved(shared: &Arc<Shared>, reason: String, granted: bool
                 let id = sentinel_id(&shared).await.map_err(map)?;
                 if granted {
                     let seen = look(&shared).await?;
-                    forgot(&shared, &seen, reason.clone()).await;
+                    forgot(&shared, &seen, reason.clone(), ended).await;
                 }
                 shared.sentinel.adopt(id);
                 Ok::<_, Error>(())
