@@ -113,6 +113,9 @@ impl Sentinel {
     /// Before an acquisition sends anything that may grant: the mark to give
     /// [`Sentinel::granted`] once it is granted.
     pub(crate) fn asking(&self) -> u64 {
+        if !self.enabled {
+            return 0;
+        }
         self.state().moves
     }
 
