@@ -4,7 +4,9 @@
 -- them: the live entries without a token that are exclusive with fewer than `permits`
 -- live entries ahead, or shared with no live exclusive entry ahead), in line order, and
 -- notifies them; the transaction then commits synchronously, so a grant is durable
--- before its waiter learns of it. The caller holds the name's row lock.
+-- before its waiter learns of it. The caller holds the name's row lock. Under unflushed
+-- grants (the setting distsync.unflushed_grants, see sql/unflushed_grants.sql) the
+-- grants pass grant_gate first and the transaction commits as the release asked.
 --
 -- A candidacy is elected here too: its term (the token) is drawn, and its leader row
 -- and log entry are written (campaign_won), in the transaction that removed the entry
@@ -29,9 +31,17 @@ DECLARE
     keep integer := coalesce(nullif(current_setting('distsync.log_keep', true), '')::integer,
                              2147483647);
     dead bigint[];
+    unflushed boolean;
 BEGIN
     SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
     IF n IS NULL THEN
+        RETURN;
+    END IF;
+    unflushed := coalesce(current_setting('distsync.unflushed_grants', true), '') <> '';
+    -- Under unflushed grants, during the store's lock-delay nothing is granted here: the
+    -- waiters it would let in are woken to ask, and are told how long to wait.
+    IF unflushed AND {s}.grant_gate(false) IS NOT NULL THEN
+        PERFORM {s}.sem_wake(k, 0);
         RETURN;
     END IF;
     -- Which sessions of the line are dead is settled once, under their row locks
@@ -55,8 +65,10 @@ BEGIN
         IF w.election IS NOT NULL THEN
             PERFORM {s}.campaign_won(w.election, w.session_id, t, w.value, keep);
         END IF;
-        PERFORM set_config('distsync.granted', 'on', true);
-        PERFORM set_config('synchronous_commit', 'on', true);
+        IF NOT unflushed THEN
+            PERFORM set_config('distsync.granted', 'on', true);
+            PERFORM set_config('synchronous_commit', 'on', true);
+        END IF;
         PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text
                            || ':' || t::text);
     END LOOP;
@@ -84,8 +96,10 @@ BEGIN
         IF w.election IS NOT NULL THEN
             PERFORM {s}.campaign_won(w.election, w.session_id, t, w.value, keep);
         END IF;
-        PERFORM set_config('distsync.granted', 'on', true);
-        PERFORM set_config('synchronous_commit', 'on', true);
+        IF NOT unflushed THEN
+            PERFORM set_config('distsync.granted', 'on', true);
+            PERFORM set_config('synchronous_commit', 'on', true);
+        END IF;
         PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text
                            || ':' || t::text);
     END LOOP;

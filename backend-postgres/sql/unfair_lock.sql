@@ -93,7 +93,9 @@ CREATE OR REPLACE TRIGGER unfair_waiters_gone AFTER DELETE ON {s}.unfair_waiters
 --     live entries (the waiter's safety net, should its wake-up be lost); a registration
 --     commits asynchronously (lost in a crash, it is made again by the next re-check);
 --   3 the name is a semaphore's count in use (nothing registered; not for a lock);
---   4 the caller withdrew before this ran (nothing registered, the tombstone removed).
+--   4 the caller withdrew before this ran (nothing registered, the tombstone removed);
+--   6 under unflushed grants, during the store's lock-delay (grant_gate): nothing taken
+--     or registered, ask again in o_wait seconds.
 -- Raises DS001 when the session has ended, DS002 when the name has no counter row.
 --
 -- The uncontended case (the name's row there, the session live, no row at all in the
@@ -111,6 +113,13 @@ BEGIN
         AND x.id = p_session AND x.expires_at > clock_timestamp()
         FOR UPDATE OF m;
     IF FOUND AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k) THEN
+        IF current_setting('distsync.unflushed_grants', true) <> '' THEN
+            o_wait := {s}.grant_gate();
+            IF o_wait IS NOT NULL THEN
+                o_state := 6;
+                RETURN;
+            END IF;
+        END IF;
         WITH t AS (
             UPDATE {s}.lock_names SET token = token + 1,
                    used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
@@ -126,7 +135,7 @@ BEGIN
         END IF;
         o_state := 1;
     ELSE
-        SELECT j.o_state, j.o_token INTO o_state, o_token
+        SELECT j.o_state, j.o_token, j.o_wait INTO o_state, o_token, o_wait
           FROM {s}.semaphore_join(k, p_session, p_entry, 1, false) AS j;
     END IF;
     IF NOT p_wait THEN
@@ -169,4 +178,4 @@ $$;
 
 -- The revision of this file's objects (crate::schema::UNFAIR_LOCK_REVISION), last: a
 -- schema whose function carries an older one gets them all again.
-COMMENT ON FUNCTION {s}.unfair_acquire(integer, bigint, bigint, boolean) IS 'revision 1';
+COMMENT ON FUNCTION {s}.unfair_acquire(integer, bigint, bigint, boolean) IS 'revision 2';

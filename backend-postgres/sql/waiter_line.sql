@@ -133,7 +133,9 @@ $$;
 -- grant writes its election's leader row and log entry (the token is the term). Raises
 -- DS002 when the name has no counter row. With p_async, a check that grants nothing
 -- commits asynchronously (it wrote only a row lock); a grant always commits
--- synchronously.
+-- synchronously, except under unflushed grants (grant_gate, see
+-- sql/unflushed_grants.sql), which also answer 6: nothing granted during the store's
+-- lock-delay, the entry kept, ask again in o_wait seconds.
 CREATE OR REPLACE FUNCTION {s}.semaphore_check(k integer, p_session bigint, p_entry bigint,
                                                p_log_keep integer DEFAULT 1000,
                                                p_async boolean DEFAULT false,
@@ -195,6 +197,13 @@ BEGIN
      WHERE e.name_id = k AND e.ord < my_ord AND NOT e.cancelled
        AND e.session_id <> ALL (dead);
     IF (my_shared AND exclusive_ahead = 0) OR (NOT my_shared AND ahead < coalesce(n, 1)) THEN
+        IF current_setting('distsync.unflushed_grants', true) <> '' THEN
+            o_wait := {s}.grant_gate();
+            IF o_wait IS NOT NULL THEN
+                o_state := 6;
+                RETURN;
+            END IF;
+        END IF;
         IF my_shared THEN
             o_token := 0;
         ELSE
@@ -224,9 +233,12 @@ $$;
 -- `permits` live entries in line, a shared try with a live exclusive entry in line,
 -- holding or waiting); 3 another count is in use (o_in_use, nothing joined); 4 the
 -- caller withdrew before this ran (tombstone found and removed, nothing joined: the
--- caller is gone, nobody reads this). Raises DS001 when the session has ended.
+-- caller is gone, nobody reads this); 6 under unflushed grants, during the store's
+-- lock-delay (grant_gate): nothing joined, join again in o_wait seconds. Raises DS001
+-- when the session has ended.
 -- With p_async, a join that waits commits asynchronously (see crate::waiter_line,
--- "Asynchronous commits"); a grant always commits synchronously. An
+-- "Asynchronous commits"); a grant commits synchronously, except under unflushed
+-- grants. An
 -- empty line (the uncontended case) is granted with one read of the line index, one
 -- update of the counter and one insert.
 CREATE OR REPLACE FUNCTION {s}.semaphore_join(k integer, p_session bigint, p_entry bigint,
@@ -255,6 +267,15 @@ BEGIN
     PERFORM 1 FROM {s}.sessions WHERE id = p_session AND expires_at > clock_timestamp();
     IF NOT FOUND THEN
         RAISE EXCEPTION 'distsync session % has ended', p_session USING ERRCODE = 'DS001';
+    END IF;
+    -- Under unflushed grants, nothing joins during the store's lock-delay: a join told
+    -- to wait has left nothing behind.
+    IF current_setting('distsync.unflushed_grants', true) <> '' THEN
+        o_wait := {s}.grant_gate();
+        IF o_wait IS NOT NULL THEN
+            o_state := 6;
+            RETURN;
+        END IF;
     END IF;
     -- Rows of the name (a tombstone, live or expired entries): none in the uncontended
     -- case, which then reads nothing more.

@@ -16,7 +16,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::amnesia::Amnesia;
 use crate::capabilities::capabilities_with_bound;
 use crate::connection::config::PostgresConfig;
-use crate::connection::{checks, liveness, tls, POOL_SETUP};
+use crate::connection::{checks, liveness, pool_setup, tls};
 use crate::epoch;
 use crate::error::{map, BACKEND};
 use crate::limits::Limits;
@@ -25,6 +25,7 @@ use crate::schema;
 use crate::session::{LeaseInner, PgLease};
 use crate::store::{self, Shared};
 use crate::transaction_lock::TransactionLock;
+use crate::unflushed_grants::Sentinel;
 use crate::{
     barrier, double_barrier, election, export, lock, queue, rwlock, semaphore, session, status,
     stm, unfair_lock,
@@ -65,18 +66,21 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 /// Cancel-safe: dropping the future drops the connection attempt.
 ///
 /// # Errors
-/// - [`Error::InvalidArgument`] for certificate or key files that cannot be read;
+/// - [`Error::InvalidArgument`] for certificate or key files that cannot be read, or
+///   `grants=unflushed` without `max_session_ttl`;
 /// - [`Error::Connection`] when the server cannot be reached, fails the TLS handshake
 ///   (an untrusted server certificate, a client certificate it refuses) or does not
 ///   answer within the connect timeout;
 /// - [`Error::Authentication`] for a wrong user or password, or a login `pg_hba.conf`
 ///   refuses (e.g. without the client certificate it requires);
-/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`connection::checks`);
+/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`connection::checks`),
+///   or with `grants=unflushed` on a schema made by a client that predates the mode;
 /// - [`Error::IncompatibleLayout`] for a schema written by a newer, incompatible
 ///   client ([`LAYOUT_VERSION`](crate::LAYOUT_VERSION)), [`Error::Unsupported`] for one
 ///   of an older layout; either is left untouched (see docs/MIGRATING.md);
 /// - the schema-creation error.
 pub async fn backend_with_config(url: &PostgresConfig) -> Result<PostgresBackend> {
+    url.unflushed_grants_bound()?;
     tls::check_files(url.files())?;
     let pool = within_connect_timeout(url, async {
         checks::refuse_transaction_pooling(&url.options).await?;
@@ -121,6 +125,7 @@ pub async fn backend_from_pool(
     pool: sqlx::PgPool,
     url: &PostgresConfig,
 ) -> Result<PostgresBackend> {
+    url.unflushed_grants_bound()?;
     tls::check_files(url.files())?;
     within_connect_timeout(url, async {
         checks::refuse_transaction_pooling(&url.options).await?;
@@ -191,6 +196,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
         installed.oid,
         Limits::default(),
         Amnesia::new(url.max_session_ttl()),
+        Sentinel::new(url.unflushed_grants()),
     );
     // The server's epoch, so that releases commit asynchronously from the start (see
     // `crate::connection::unflushed`); NULL (releases stay synchronous) where it cannot be read.
@@ -204,6 +210,10 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
         );
     }
     shared.unflushed.settle(shared.unflushed.mark(), epoch);
+    // Under unflushed grants, the crash sentinel grants are made under (written again,
+    // with the store's lock-delay, if a crash emptied it), before the marker is read:
+    // a lock-delay it starts is waited out by this client too.
+    epoch::sentinel_connected(&shared).await?;
     // The store this client knows, to tell one that forgot (see `crate::amnesia`).
     epoch::connected(&shared).await?;
     tracing::debug!(
@@ -215,18 +225,29 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     // Facts of the connected server refine what the backend type claims: a synchronous
     // standby gives `survives_failover`; a schema without the unfair lock's objects that
     // this role could not add them to takes `unfair_lock` away (see `schema::ensure`).
-    let mut capabilities =
-        capabilities_with_bound(url.max_session_ttl()).with_survives_failover(synchronous_standby);
+    // Unflushed grants commit without waiting for the standby either.
+    let mut capabilities = capabilities_with_bound(url.max_session_ttl())
+        .with_survives_failover(synchronous_standby && !url.unflushed_grants());
     capabilities.unfair_lock = installed.unfair_lock;
+    let shared = Arc::new(shared);
+    let weak = Arc::downgrade(&shared);
+    shared.sentinel.on_moved(Box::new(move |reason, granted| {
+        if let Some(shared) = weak.upgrade() {
+            epoch::sentinel_moved(&shared, reason, granted);
+        }
+    }));
     Ok(PostgresBackend {
-        shared: Arc::new(shared),
+        shared,
         capabilities,
     })
 }
 
-/// Pool options whose connections commit durably (see `connection::POOL_SETUP`); opening a
-/// connection or waiting for a free one is bounded by `url`'s request timeout.
+/// Pool options whose connections commit durably (see `connection::POOL_SETUP`; under
+/// unflushed grants, their grants do not wait for the flush: `connection::pool_setup`);
+/// opening a connection or waiting for a free one is bounded by `url`'s request timeout.
 fn pool_options(size: u32, url: &PostgresConfig) -> PgPoolOptions {
+    // Checked by the factories before anything connects.
+    let setup: Arc<str> = pool_setup(url.unflushed_grants_bound().unwrap_or(None)).into();
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(url.request_timeout())
@@ -234,9 +255,10 @@ fn pool_options(size: u32, url: &PostgresConfig) -> PgPoolOptions {
         // unnoticed, not on every take (see crate::connection::liveness).
         .test_before_acquire(false)
         .before_acquire(liveness::before_acquire)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
+            let setup = Arc::clone(&setup);
             Box::pin(async move {
-                sqlx::query(POOL_SETUP).execute(conn).await?;
+                sqlx::query(&setup).execute(conn).await?;
                 Ok(())
             })
         })

@@ -21,7 +21,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// - `fencing`: counter rows bumped by the granting statement, committed with
 ///   `synchronous_commit = on`, so tokens never go backwards across a crash or an
 ///   immediate shutdown of the server (only releases and waits that grant nothing
-///   commit asynchronously, see `waiter_line`);
+///   commit asynchronously, see `waiter_line`; under unflushed grants, see below);
 /// - `fifo_waiters`: entries in arrival order (see `waiter_line`);
 /// - `unfair_lock`: the holder is an entry of the fair lock's line, its waiters rows
 ///   apart, of which a release wakes the first (see `unfair_lock`). A connected backend
@@ -74,6 +74,18 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   commit then waits for the standby, so a promoted standby has every grant, token
 ///   and acknowledged item (measured by the matrix row `server_primary_failover_promoted`
 ///   on a private primary with a synchronous standby).
+///
+/// Under unflushed grants (`grants=unflushed`, which requires the bound and so declares
+/// what [`capabilities_with_bound`] declares) a connected backend declares the same,
+/// and never `survives_failover`: a grant commits without waiting for the flush or a
+/// standby, so an acknowledged grant can be lost in a crash or a promotion. `fencing`
+/// and `exclusive_across_restart` hold as after the store forgets: the crash is told by
+/// an unlogged sentinel row, nothing is granted for the bound after it, and a holder
+/// whose grant was lost gets `lost()` before anyone else is granted, its client raising
+/// the token floor above every token it handed out (the tokens of a holder that died
+/// across the crash unseen may be handed out again). Choose it for a hot lock on a
+/// durable server where a crash is rare and a lock-delay of the bound after one is
+/// acceptable (see the crate docs, "Unflushed grants").
 pub fn capabilities() -> Capabilities {
     capabilities_with_bound(None)
 }

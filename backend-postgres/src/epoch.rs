@@ -2,6 +2,9 @@
 //! `system_identifier` and the epoch marker read at connect, the check after a session
 //! was found gone, and the marker, token floor and lock-delay written after the store
 //! forgot. What the readings mean, and the lock-delay, are [`crate::amnesia`]'s.
+//! Under unflushed grants, also the crash sentinel: read (or written again, after a
+//! crash) at connect, and what follows when the heartbeat finds it moved (see
+//! [`crate::unflushed_grants`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -225,25 +228,34 @@ pub(crate) fn check_soon(shared: &Arc<Shared>) {
 /// # Errors
 /// The store could not be read (nothing was judged).
 async fn check(shared: &Shared) -> Result<()> {
-    let amnesia = &shared.amnesia;
     let seen = look(shared).await?;
-    let Some(reason) = amnesia.judge(&seen) else {
+    let Some(reason) = shared.amnesia.judge(&seen) else {
         return Ok(());
     };
+    forgot(shared, &seen, reason, None).await;
+    Ok(())
+}
+
+/// The store forgot this client's holds (for `reason`; `seen` is what it looks like
+/// now): ends every session of the client (unless the caller ended them when it found
+/// out, `ended` of them: sessions opened since are not the store's to forget), starts
+/// the lock-delay and writes the floor and the marker into the store.
+async fn forgot(shared: &Shared, seen: &Seen, reason: String, ended: Option<usize>) {
+    let amnesia = &shared.amnesia;
     let delay = amnesia.delay(seen.marker.as_ref());
-    let offset = amnesia.offset(&seen);
+    let offset = amnesia.offset(seen);
     amnesia.hold_for(delay);
-    let lost = shared.fail_all_sessions();
+    let lost = ended.unwrap_or_else(|| shared.fail_all_sessions());
     tracing::warn!(
         backend = BACKEND,
         reason,
         lock_delay = ?delay,
         sessions_lost = lost,
         token_offset = offset,
-        "the postgres store forgot: every session of this client is lost, and nothing is \
-         granted through it until the lock-delay has passed"
+        "the postgres store forgot this client's holds: every session of this client is \
+         lost, and nothing is granted through it until the lock-delay has passed"
     );
-    match record(shared, &seen, offset, delay).await {
+    match record(shared, seen, offset, delay).await {
         Ok(marker) => amnesia.adopt(seen.system_id, Some(&marker)),
         Err(error) => {
             // Still the store this client knows from now on, so that it is not
@@ -258,7 +270,93 @@ async fn check(shared: &Shared) -> Result<()> {
             );
         }
     }
-    Ok(())
+}
+
+/// The crash sentinel's id, written again (with the store's lock-delay first) where a
+/// crash emptied it (`grant_sentinel`, see [`crate::unflushed_grants`]).
+async fn sentinel_id(shared: &Shared) -> std::result::Result<String, sqlx::Error> {
+    let bound = shared.amnesia.bound.unwrap_or(crate::MIN_SESSION_TTL);
+    sqlx::query_scalar(&shared.sql("SELECT {s}.grant_sentinel($1)"))
+        .bind(i64::try_from(bound.as_millis()).unwrap_or(i64::MAX))
+        .fetch_one(shared.bounded())
+        .await
+}
+
+/// At connect, under unflushed grants: the crash sentinel this client's grants are made
+/// under.
+///
+/// # Errors
+/// [`Error::Unsupported`] for a schema without the sentinel (made by a client that
+/// predates the mode); the database's error.
+pub(crate) async fn sentinel_connected(shared: &Shared) -> Result<()> {
+    if !shared.sentinel.enabled() {
+        return Ok(());
+    }
+    match sentinel_id(shared).await {
+        Ok(id) => {
+            shared.sentinel.adopt(id);
+            Ok(())
+        }
+        Err(error) if schema::is_missing_object(&error) => Err(Error::unsupported(
+            BACKEND,
+            "grants=unflushed on a schema without its crash sentinel (made by an older \
+             client: migrate it to a new schema, see docs/MIGRATING.md)",
+        )),
+        Err(error) => Err(map(error)),
+    }
+}
+
+/// The heartbeat found the crash sentinel moved (see [`crate::unflushed_grants`]):
+/// the server crashed or a standby was promoted, and grants committed without a flush
+/// may be lost while their sessions live on. If this client was `granted` anything
+/// since, that is the store forgetting its holds: every session of the client is lost
+/// at once and its lock-delay starts, here, before the store's own lock-delay (which
+/// the first grant or this client starts) can end; then, in the background, the token
+/// floor and the marker are written as after any forgetting. Either way the sentinel is
+/// read again (written again if missing), so that the grants from now on are known to
+/// be made under it.
+pub(crate) fn sentinel_moved(shared: &Arc<Shared>, reason: String, granted: bool) {
+    let ended = granted.then(|| {
+        let amnesia = &shared.amnesia;
+        amnesia.hold_for(amnesia.delay(None));
+        shared.fail_all_sessions()
+    });
+    if !granted {
+        tracing::info!(
+            backend = BACKEND,
+            reason,
+            "the crash sentinel moved; this client held no grant made before it"
+        );
+    }
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        loop {
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            let done = async {
+                let id = sentinel_id(&shared).await.map_err(map)?;
+                if granted {
+                    let seen = look(&shared).await?;
+                    forgot(&shared, &seen, reason.clone(), ended).await;
+                }
+                shared.sentinel.adopt(id);
+                Ok::<_, Error>(())
+            };
+            match done.await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::debug!(
+                        backend = BACKEND,
+                        %error,
+                        "could not read the crash sentinel again yet"
+                    );
+                    drop(shared);
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    });
 }
 
 /// Writes, after the store forgot, the schema's objects if they are gone, the token

@@ -4,7 +4,7 @@
 //! [`distsync_core`] over one database, addressed as
 //! `postgres://user[:password]@host[:port]/database[?schema=name]` (also
 //! `postgresql://`; default schema `distsync`; `max_session_ttl=`, see "When the store
-//! forgets").
+//! forgets"; `grants=unflushed`, see "Unflushed grants").
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
@@ -122,6 +122,37 @@
 //!   schema's notification channel: its waiters fall back to re-checking on their
 //!   timers until it connects again.
 //!
+//! # Unflushed grants
+//! Every grant (a lock, write lock, read lock, permit or leadership, with its fencing
+//! token) commits synchronously by default: acknowledged once its commit is flushed to
+//! disk, so a crash of the server loses no grant and no token. That flush is most of a
+//! lock cycle's cost on a durable server (fsync and synchronous commits on).
+//! `grants=unflushed` in the URL ([`PostgresConfig::with_unflushed_grants`]) commits
+//! grants without waiting for it, as releases and waits already do, and keeps holds
+//! exclusive when a crash loses them (`unflushed_grants`): an unlogged sentinel row,
+//! which crash recovery and a standby's promotion empty, tells the crash; the first
+//! grant after it (by any client) starts a lock-delay of the `max_session_ttl` bound,
+//! which the mode requires, during which nothing is granted; and a client that was
+//! granted something before the crash learns of it at its next renewal, within a third
+//! of a TTL, and treats it as the store forgetting its holds (see "When the store
+//! forgets": its sessions are lost, its token floor raised). What the mode gives up:
+//! - an acknowledged grant can be lost in a crash of the server or a promotion of a
+//!   standby: its holder then gets `lost()` instead of keeping it, before anyone else is
+//!   granted (and every other session of its client is lost with it, as are the sessions
+//!   of a client whose acquisition was in flight when it noticed the crash);
+//! - after a crash or a promotion every grant of the schema waits the bound once;
+//! - fencing tokens keep growing above those of clients alive across the crash, but
+//!   the tokens of a holder that died across the crash unseen may be handed out again,
+//!   as after the store forgets;
+//! - `survives_failover` is not declared: the commit does not wait for a synchronous
+//!   standby either;
+//! - every client of the schema must use the mode, with the same bound: a durable
+//!   client does not pass the lock-delay's gate.
+//!
+//! Choose it for a hot lock on a durable server, where a crash is rare and a lock-delay
+//! of the bound after one is acceptable; the default stays durable. Sessions, renewals,
+//! queues, STM, counters and guarded writes commit durably in either mode.
+//!
 //! # Connection poolers
 //! Holds are rows, so statements may run on any server connection, but waiters are
 //! woken through `LISTEN`, which belongs to a server connection. Behind PgBouncer or
@@ -166,6 +197,7 @@ mod stm;
 mod store;
 mod transaction_lock;
 mod unfair_lock;
+mod unflushed_grants;
 mod waiter_line;
 
 pub use acknowledge_in::{ack_in, PendingAck};

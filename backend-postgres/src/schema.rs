@@ -42,6 +42,9 @@
 //!   `queue.rs`).
 //! - `epoch_marker` (`sql/epoch_marker.sql`): the one row that tells a store that forgot
 //!   from the one a client knew (see [`crate::amnesia`]).
+//! - `grant_sentinel` (`sql/unflushed_grants.sql`): an unlogged row that a crash of the
+//!   server empties, and the gate of every grant of a client with unflushed grants (see
+//!   [`crate::unflushed_grants`]).
 //! - `rate_limits` and the function `rate_limit` (`sql/rate_limiter.sql`): each rate
 //!   limiter's theoretical arrival time (see `rate_limiter.rs`).
 //! - `counters`, `latches` and the function `latch_count_down` (`sql/counter.sql`, see
@@ -70,7 +73,7 @@ use crate::error::{map, BACKEND};
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// The DDL, in the order it runs; `{s}` stands for the quoted schema name.
-const DDL: [&str; 17] = [
+const DDL: [&str; 18] = [
     include_str!("../sql/layout.sql"),
     include_str!("../sql/sessions.sql"),
     include_str!("../sql/names.sql"),
@@ -85,6 +88,7 @@ const DDL: [&str; 17] = [
     include_str!("../sql/rate_limiter.sql"),
     include_str!("../sql/queue_dedup.sql"),
     include_str!("../sql/epoch_marker.sql"),
+    include_str!("../sql/unflushed_grants.sql"),
     include_str!("../sql/counter.sql"),
     include_str!("../sql/transaction_locks.sql"),
     UNFAIR_LOCK,
@@ -99,7 +103,7 @@ const UNFAIR_LOCK: &str = include_str!("../sql/unfair_lock.sql");
 /// `unfair_acquire` (`revision <n>`): raised with every change of the file, so that a
 /// schema holding an older revision gets this one when a client connects, and one
 /// holding a newer revision is left as it is.
-const UNFAIR_LOCK_REVISION: u32 = 1;
+const UNFAIR_LOCK_REVISION: u32 = 2;
 
 /// The revision of the unfair lock's objects in the schema: the comment of its function
 /// (the file runs in one transaction, so one object stands for all); NULL without it.

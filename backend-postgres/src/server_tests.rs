@@ -184,6 +184,179 @@ mod unflushed {
         waiter.close().await.unwrap();
     }
 
+    /// Under unflushed grants (a connection with `distsync.unflushed_grants` set, as the
+    /// backend's pools have it) every grant commits without waiting for the flush: a
+    /// join's immediate grant, a check's, a release's grant of the next waiter; while
+    /// the crash sentinel is missing (as a crash leaves it) the gate grants nothing,
+    /// writes it again with the lock-delay in a synchronous commit, and every grant
+    /// waits the bound.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn unflushed_grants_commit_without_a_flush_and_wait_after_a_crash() {
+        let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+            return;
+        };
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let schema = format!("unflushed_{}", std::process::id());
+        let bound = Duration::from_secs(2);
+        let backend = crate::backend(&format!(
+            "{url}{separator}schema={schema}&grants=unflushed&max_session_ttl={}ms",
+            bound.as_millis()
+        ))
+        .await
+        .unwrap();
+        let shared = &backend.shared;
+        // The backend's own connections carry the mode.
+        let mut taken = shared.holds.take().await.unwrap();
+        let setting: String =
+            sqlx::query_scalar("SELECT current_setting('distsync.unflushed_grants')")
+                .fetch_one(taken.conn())
+                .await
+                .unwrap();
+        assert_eq!(setting, bound.as_millis().to_string());
+        drop(taken);
+        // A schema's first grants do not wait (the marker written at connect aside).
+        let held: f64 = sqlx::query_scalar(&shared.sql(
+            "SELECT greatest(0, extract(epoch FROM hold_until - clock_timestamp()))::float8 \
+               FROM {s}.epoch_marker",
+        ))
+        .fetch_one(&shared.pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs_f64(held)).await;
+
+        let holder = backend
+            .session(SessionOptions::with_ttl(bound))
+            .await
+            .unwrap();
+        let waiter = backend
+            .session(SessionOptions::with_ttl(bound))
+            .await
+            .unwrap();
+        let (h, w) = (holder.id().0 as i64, waiter.id().0 as i64);
+        let mut conn =
+            PgConnection::connect_with(&crate::PostgresConfig::parse(&url).unwrap().options)
+                .await
+                .unwrap();
+        sqlx::query(&crate::connection::pool_setup(Some(bound)))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let k: i32 = sqlx::query_scalar(&shared.sql("SELECT {s}.register_name('lock', 'n')"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let join = |session: i64, entry: i64| {
+            shared.sql(&format!(
+                "SELECT o_state FROM {{s}}.semaphore_join({k}, {session}, {entry}, 1, true, \
+                 false, NULL, NULL, 1000, true)"
+            ))
+        };
+        let leave = |session: i64, entry: i64| {
+            shared.sql(&format!(
+                "SELECT {{s}}.semaphore_leave({k}, {session}, {entry}, false, false)"
+            ))
+        };
+        let check = |session: i64, entry: i64| {
+            shared.sql(&format!(
+                "SELECT o_state FROM {{s}}.semaphore_check({k}, {session}, {entry}, 1000, true)"
+            ))
+        };
+        assert_eq!(
+            commit_mode(&mut conn, &join(h, 1)).await,
+            ("1".into(), "off".into()),
+            "an immediate grant"
+        );
+        assert_eq!(
+            commit_mode(&mut conn, &join(w, 2)).await,
+            ("0".into(), "off".into()),
+            "a wait"
+        );
+        assert_eq!(
+            commit_mode(&mut conn, &leave(h, 1)).await,
+            ("true".into(), "off".into()),
+            "a release that grants the waiter it lets in"
+        );
+        assert_eq!(
+            commit_mode(&mut conn, &check(w, 2)).await.0,
+            "1",
+            "the waiter, granted by the release (its check only reads its token)"
+        );
+        assert_eq!(
+            commit_mode(&mut conn, &join(h, 3)).await,
+            ("0".into(), "off".into()),
+            "a wait"
+        );
+        // The crash, as far as the sentinel goes: PostgreSQL empties unlogged tables in
+        // recovery. The next grant finds it, grants nothing, and commits synchronously.
+        sqlx::query(&shared.sql("DELETE FROM {s}.grant_sentinel"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let crashed = std::time::Instant::now();
+        assert_eq!(
+            commit_mode(&mut conn, &leave(w, 2)).await,
+            ("true".into(), "on".into()),
+            "a release that finds the sentinel missing: the lock-delay written durably"
+        );
+        let sentinel: Option<String> =
+            sqlx::query_scalar(&shared.sql("SELECT id FROM {s}.grant_sentinel"))
+                .fetch_optional(&mut conn)
+                .await
+                .unwrap();
+        assert!(sentinel.is_some(), "the sentinel is written again");
+        // Nothing granted during the lock-delay: the entry waits on, told how long.
+        let told: (i32, Option<f64>) = sqlx::query_as(&shared.sql(&format!(
+            "SELECT o_state, o_wait FROM {{s}}.semaphore_check({k}, {h}, 3, 1000, true)"
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(told.0, 6, "held: {told:?}");
+        let left = Duration::from_secs_f64(told.1.unwrap());
+        assert!(
+            left > bound / 2 && left <= bound,
+            "told to wait {left:?} of a {bound:?} lock-delay"
+        );
+        let other = backend
+            .session(SessionOptions::with_ttl(bound))
+            .await
+            .unwrap();
+        let o = other.id().0 as i64;
+        assert_eq!(
+            commit_mode(&mut conn, &join(o, 4)).await.0,
+            "6",
+            "a join during the lock-delay leaves nothing behind"
+        );
+        // Through the API: granted once the lock-delay has passed, not before.
+        let name = Name::new("n").unwrap();
+        sqlx::query(&leave(h, 3)).execute(&mut conn).await.unwrap();
+        let guard = within(
+            bound * 3,
+            "the lock after the lock-delay",
+            backend.locker(&other, name).unwrap().lock(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            crashed.elapsed() >= bound - Duration::from_millis(100),
+            "granted {:?} after the crash, within the {bound:?} lock-delay",
+            crashed.elapsed()
+        );
+        assert_eq!(
+            commit_mode(&mut conn, &join(h, 5)).await,
+            ("0".into(), "off".into()),
+            "a wait behind the new holder"
+        );
+        guard.unlock().await.unwrap();
+        for session in [holder, waiter, other] {
+            session.close().await.unwrap();
+        }
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
     /// A backend process of the server killed right after an asynchronous release (the
     /// postmaster then resets and runs crash recovery, losing the WAL not yet written):
     /// whether or not the release survived, the next locker is granted within a few

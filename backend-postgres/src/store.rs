@@ -19,6 +19,7 @@ use crate::error::{map, BACKEND};
 use crate::limits::Limits;
 use crate::notify::Hub;
 use crate::schema;
+use crate::unflushed_grants::Sentinel;
 
 /// The kinds of names (rows of `lock_names`: a fencing counter and a line of entries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) unflushed: Arc<Unflushed>,
     /// Telling a store that forgot, and the lock-delay after it ([`crate::amnesia`]).
     pub(crate) amnesia: Amnesia,
+    /// The crash sentinel under unflushed grants ([`crate::unflushed_grants`]).
+    pub(crate) sentinel: Arc<Sentinel>,
     limits: std::sync::RwLock<Limits>,
     names: Mutex<HashMap<(LockKind, String), i32>>,
     sessions: Mutex<Registry>,
@@ -106,6 +109,7 @@ impl Shared {
         ns_oid: u32,
         limits: Limits,
         amnesia: Amnesia,
+        sentinel: Sentinel,
     ) -> Self {
         let Pools {
             pool,
@@ -115,13 +119,17 @@ impl Shared {
         let hub = Hub::new(pool.clone(), format!("distsync_{ns_oid}"));
         let quoted = schema::quote(&schema);
         let unflushed = Arc::new(Unflushed::default());
+        let sentinel = Arc::new(sentinel);
+        let renew = if sentinel.enabled() {
+            "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch(), \
+                    (SELECT id FROM {s}.grant_sentinel)"
+        } else {
+            "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch(), NULL::text"
+        };
         let heartbeat = Heartbeat::start(
             reaper.clone(),
             Statements {
-                renew: schema::render(
-                    "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch()",
-                    &quoted,
-                ),
+                renew: schema::render(renew, &quoted),
                 release_again: schema::render(
                     "SELECT count(*) FILTER (WHERE l.gone) FROM \
                      unnest($1::integer[], $2::bigint[], $3::bigint[], $4::boolean[]) \
@@ -134,6 +142,7 @@ impl Shared {
                 ),
             },
             Arc::clone(&unflushed),
+            Arc::clone(&sentinel),
         );
         Self {
             pool,
@@ -145,6 +154,7 @@ impl Shared {
             heartbeat,
             unflushed,
             amnesia,
+            sentinel,
             limits: std::sync::RwLock::new(limits),
             names: Mutex::new(HashMap::new()),
             sessions: Mutex::new(Registry::default()),

@@ -73,7 +73,7 @@ use crate::guarded::lock_guard;
 use crate::notify::Wake;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
-use crate::waiter_line::{hold_key, Cleanup, Entry};
+use crate::waiter_line::{hold_key, Cleanup, Entry, HELD_FALLBACK};
 
 /// Entry numbers of the unfair lock in this process: negative, apart from the line's.
 static ENTRIES: AtomicI64 = AtomicI64::new(-1);
@@ -101,18 +101,24 @@ enum Answer {
     /// Not granted, registered: ask again at a wake-up or by this time (the first lease
     /// end in the line), if any.
     Waiting(Option<Duration>),
+    /// Under unflushed grants, the store's lock-delay runs for this long: nothing taken
+    /// or registered; ask again then.
+    Held(Duration),
 }
 
 type Row = (Option<i32>, Option<i64>, Option<f64>);
+
+fn seconds(wait: Option<f64>) -> Option<Duration> {
+    wait.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok())
+}
 
 fn answer(row: Row) -> std::result::Result<Answer, sqlx::Error> {
     let (state, token, wait) = row;
     Ok(match (state, token) {
         (Some(1), Some(token)) => Answer::Granted(token),
         (Some(2), _) => Answer::Refused,
-        (Some(0), _) => Answer::Waiting(
-            wait.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok()),
-        ),
+        (Some(0), _) => Answer::Waiting(seconds(wait)),
+        (Some(6), _) => Answer::Held(seconds(wait).unwrap_or(HELD_FALLBACK)),
         // 4 (withdrawn before this ran) and anything else: the handle's own wait is
         // never withdrawn while it runs.
         _ => {
@@ -124,9 +130,11 @@ fn answer(row: Row) -> std::result::Result<Answer, sqlx::Error> {
 }
 
 /// Why one attempt failed: the name's counter row is gone (register it again, once),
-/// or anything else.
+/// the store's lock-delay runs for this long (under unflushed grants: ask again after
+/// it), or anything else.
 enum AttemptError {
     MissingName,
+    Held(Duration),
     Other(Error),
 }
 
@@ -167,11 +175,14 @@ impl PgUnfairLocker {
     /// id whose row has gone (pruned) is looked up afresh, once.
     async fn take(&self, wait: bool) -> Result<Option<LockGuard>> {
         let lease = &self.lease;
-        // Nothing is granted during the lock-delay after the store forgot.
-        crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
         let mut retried = false;
         loop {
-            match self.attempt(wait).await {
+            // Nothing is granted during the lock-delay after the store forgot, or the
+            // store's after a crash under unflushed grants (the take was told to wait).
+            crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
+            let mut asked = lease.shared.sentinel.asking();
+            match self.attempt(wait, &mut asked).await {
+                Err(AttemptError::Held(left)) => lease.shared.amnesia.hold_for(left),
                 Err(AttemptError::MissingName) if !retried => {
                     tracing::debug!(name = %self.name, "name row gone; registering it again");
                     lease.shared.forget_name(LockKind::Lock, self.name.as_str());
@@ -187,6 +198,7 @@ impl PgUnfairLocker {
                 Ok(None) => return Ok(None),
                 Ok(Some((entry, token))) => {
                     lease.shared.amnesia.reported(token);
+                    lease.shared.sentinel.granted(asked);
                     let key = hold_key(lease, "lock", &self.name);
                     return Ok(Some(lock_guard(lease, &self.session, key, entry, token)));
                 }
@@ -194,7 +206,13 @@ impl PgUnfairLocker {
         }
     }
 
-    async fn attempt(&self, wait: bool) -> std::result::Result<Option<(Entry, i64)>, AttemptError> {
+    /// `asked` is the crash sentinel's mark
+    /// ([`crate::unflushed_grants::Sentinel::asking`]) taken before the ask that grants.
+    async fn attempt(
+        &self,
+        wait: bool,
+        asked: &mut u64,
+    ) -> std::result::Result<Option<(Entry, i64)>, AttemptError> {
         let lease = &self.lease;
         if lease.is_lost() {
             return Err(Error::SessionLost.into());
@@ -233,6 +251,10 @@ impl PgUnfairLocker {
                 cleanup.entry = None;
                 return Ok(None);
             }
+            Ok(Answer::Held(left)) => {
+                cleanup.entry = None;
+                return Err(AttemptError::Held(left));
+            }
             Ok(_) => {}
             Err(error) if is_missing_name(&error) => {
                 // The statement failed as a whole: nothing was taken.
@@ -251,6 +273,7 @@ impl PgUnfairLocker {
         let lost = lease.lost_token();
         let mut backoff = WaitRetry::new("the unfair lock");
         loop {
+            *asked = shared.sentinel.asking();
             let pause = match self.ask(&entry, true).await {
                 Ok(Answer::Granted(token)) => {
                     cleanup.entry = None;
@@ -259,6 +282,13 @@ impl PgUnfairLocker {
                 Ok(Answer::Waiting(until)) => {
                     backoff.succeeded();
                     until.map_or(lease.ttl, |until| until + AFTER_LEASE_END)
+                }
+                // Nothing registered by this ask: asked again once the lock-delay ends,
+                // which is this client's too.
+                Ok(Answer::Held(left)) => {
+                    backoff.succeeded();
+                    shared.amnesia.hold_for(left);
+                    left + AFTER_LEASE_END
                 }
                 Ok(Answer::Refused) => {
                     return Err(Error::backend(BACKEND, "a waiting take was not registered").into())

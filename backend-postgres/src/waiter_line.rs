@@ -85,6 +85,12 @@
 //! commit before it is durable with it: the grant that follows a release makes the
 //! release durable too.
 //!
+//! Under unflushed grants (`grants=unflushed`) grants commit asynchronously as well,
+//! after a gate that holds every grant for the bound on session TTLs once a crash is
+//! told; a join or check the gate holds answers "ask again in this long" (state 6), and
+//! its caller waits that out as a lock-delay of its client (see
+//! [`crate::unflushed_grants`]).
+//!
 //! # Waking, one by one (no herd)
 //! Every waiter subscribes to its own payload `m:<session>.<entry>` on the backend's
 //! one listening connection ([`crate::notify`]) before it joins. When an entry leaves (a
@@ -197,6 +203,9 @@ enum Outcome {
     /// The entry is gone but its session lives: its join, committed asynchronously,
     /// was lost in a crash of the server. Joined again.
     Vanished,
+    /// Under unflushed grants, the store's lock-delay runs for this long: nothing
+    /// granted (a join: nothing joined; a check: the entry waits on), ask again then.
+    Held(Duration),
 }
 
 type Row = (Option<i32>, Option<i64>, Option<f64>, Option<i32>);
@@ -211,6 +220,7 @@ fn outcome(row: Row) -> Result<Outcome> {
         (Some(3), _) => Outcome::OtherCount(in_use.unwrap_or(0)),
         (Some(-1), _) => Outcome::Gone,
         (Some(5), _) => Outcome::Vanished,
+        (Some(6), _) => Outcome::Held(wait.unwrap_or(HELD_FALLBACK)),
         _ => {
             return Err(Error::backend(
                 crate::error::BACKEND,
@@ -224,6 +234,9 @@ fn outcome(row: Row) -> Result<Outcome> {
 fn is_missing_name(error: &sqlx::Error) -> bool {
     sqlstate(error).as_deref() == Some("DS002")
 }
+
+/// How long to wait under a lock-delay whose length was not told.
+pub(crate) const HELD_FALLBACK: Duration = Duration::from_secs(1);
 
 /// How often an entry lost by the server is joined again before giving up.
 const VANISHED_REJOINS: u32 = 3;
@@ -437,10 +450,13 @@ pub(crate) async fn take(
 ) -> Result<Option<(Entry, i64)>> {
     let mut retried = false;
     let mut rejoined = 0;
-    // Nothing is granted during the lock-delay after the store forgot.
-    crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
     loop {
-        match attempt(lease, name, ask, wait).await {
+        // Nothing is granted during the lock-delay after the store forgot, or the
+        // store's after a crash under unflushed grants (the join was told to wait).
+        crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
+        let mut asked = lease.shared.sentinel.asking();
+        match attempt(lease, name, ask, wait, &mut asked).await {
+            Err(AttemptError::Held(left)) => lease.shared.amnesia.hold_for(left),
             Err(AttemptError::Vanished) if rejoined < VANISHED_REJOINS => {
                 tracing::info!(%name, "an entry in line was lost by the server (a crash?); joining again");
                 rejoined += 1;
@@ -473,6 +489,7 @@ pub(crate) async fn take(
             Ok(granted) => {
                 if let Some((_, token)) = &granted {
                     lease.shared.amnesia.reported(*token);
+                    lease.shared.sentinel.granted(asked);
                 }
                 return Ok(granted);
             }
@@ -480,11 +497,14 @@ pub(crate) async fn take(
     }
 }
 
+/// `asked` is the crash sentinel's mark ([`crate::unflushed_grants::Sentinel::asking`])
+/// taken before the statement (or the wait for the wake-up) whose answer grants.
 async fn attempt(
     lease: &Arc<LeaseInner>,
     name: &Name,
     ask: &Ask<'_>,
     wait: bool,
+    asked: &mut u64,
 ) -> std::result::Result<Option<(Entry, i64)>, AttemptError> {
     if lease.is_lost() {
         return Err(Error::SessionLost.into());
@@ -539,6 +559,7 @@ async fn attempt(
     let lost = lease.lost_token();
     let fallback = lease.ttl;
     let mut backoff = WaitRetry::new("a place in line");
+    let mut first = true;
     loop {
         let pause = match state {
             Outcome::Granted(token) => {
@@ -567,15 +588,28 @@ async fn attempt(
                 cleanup.entry = None;
                 return Err(AttemptError::Vanished);
             }
+            // Only a join answers this before the loop's first check: nothing joined.
+            Outcome::Held(left) if first => {
+                cleanup.entry = None;
+                return Err(AttemptError::Held(left));
+            }
+            // The entry keeps its place; the lock-delay is this client's too, so that
+            // its other joins wait it out without asking.
+            Outcome::Held(left) => {
+                shared.amnesia.hold_for(left);
+                left + Duration::from_millis(5)
+            }
             Outcome::Waiting(until) => {
                 until.map_or(fallback, |until| until + Duration::from_millis(5))
             }
         };
+        first = false;
         let Some((own, everyone)) = wake.as_mut() else {
             // Not waiting: a join that did not grant refuses (state 2); anything else
             // is withdrawn by the clean-up.
             return Ok(None);
         };
+        *asked = shared.sentinel.asking();
         tokio::select! {
             biased;
             () = lost.cancelled() => return Err(Error::SessionLost.into()),
@@ -593,6 +627,7 @@ async fn attempt(
             () = tokio::time::sleep(pause) => {}
         }
         state = loop {
+            *asked = shared.sentinel.asking();
             match entry.check().await {
                 Ok(state) => {
                     backoff.succeeded();
@@ -619,10 +654,12 @@ async fn attempt(
 
 /// Why one attempt failed: the name's counter row is gone (register it again, once),
 /// the entry vanished (its asynchronous join lost in a crash of the server: join
-/// again), or anything else.
+/// again), the store's lock-delay runs for this long (under unflushed grants: join
+/// again after it), or anything else.
 enum AttemptError {
     MissingName,
     Vanished,
+    Held(Duration),
     Other(Error),
 }
 

@@ -33,7 +33,7 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
         &["sslkey", "ssl-key"],
     ],
     ..UrlGrammar::new(
-        &["schema", "sslmode", "hold_connections"],
+        &["schema", "sslmode", "hold_connections", "grants"],
         crate::MIN_SESSION_TTL,
     )
 };
@@ -57,6 +57,9 @@ pub struct PostgresConfig {
     /// The bound on session TTLs (`max_session_ttl=`), which turns on the lock-delay
     /// after the store forgets (see `crate::amnesia`).
     max_session_ttl: Option<Duration>,
+    /// Grants commit without waiting for the WAL flush (`grants=unflushed`, see
+    /// `crate::unflushed_grants`).
+    unflushed_grants: bool,
     /// The certificate and key files named in the URL, checked at connect.
     files: Vec<(&'static str, String)>,
     /// The URL with its secrets masked, for `Display` and errors.
@@ -73,6 +76,7 @@ impl fmt::Debug for PostgresConfig {
             .field("request_timeout", &self.request_timeout)
             .field("hold_connections", &self.hold_connections)
             .field("max_session_ttl", &self.max_session_ttl)
+            .field("unflushed_grants", &self.unflushed_grants)
             .finish()
     }
 }
@@ -107,6 +111,7 @@ impl PostgresConfig {
     /// | `connect_timeout` | connecting in all: TCP, TLS, login, the checks made at connect; also opening a pool connection later | [`DEFAULT_CONNECT_TIMEOUT`] |
     /// | `hold_connections` | the most connections the process's locks, read-write locks, candidacies and permits take at once to join, re-check and release their entries (renewals have connections of their own) (1 to [`MAX_HOLD_CONNECTIONS`]); with more tasks locking at the same moment than this, the rest wait for a free one (a waiting `lock()`, `acquire()` or `campaign()` as long as it waits for the grant; a `try_*` or a release within `timeout`), so size it to the locking tasks you run at once, within the server's `max_connections` | [`DEFAULT_HOLD_CONNECTIONS`] |
     /// | `max_session_ttl` | the longest session TTL a client may use (a longer one is refused with [`Error::InvalidArgument`]), at least [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL); turns on the lock-delay after the store forgets (a fresh `initdb`, a recreated database or schema, a restored backup: see the crate docs, "When the store forgets"), and the backend then declares `exclusive_across_restart`; give it in every client's URL; `off`: none; empty: the default | none: no lock-delay for a store found without its marker |
+    /// | `grants` | `durable`: a grant (a lock, write lock, permit or leadership, with its fencing token) is acknowledged once its commit is flushed to disk; `unflushed`: it commits without waiting for the flush, a flush less per grant, and an acknowledged grant may be lost in a crash of the server or a promotion of a standby: its holder then gets `lost()` before anyone else is granted, and every grant after the crash waits the `max_session_ttl` bound once (see the crate docs, "Unflushed grants"); requires `max_session_ttl` ([`Error::InvalidArgument`] at connect otherwise) and the same mode in every client of the schema; empty: the default | `durable` |
     /// | `timeout` | one request: taking a pool connection (waiting for a free one, opening one, or pinging an idle one), then again the statement's reply, so a call to a server gone silent (a partition, a hung middlebox) fails with a connection error within about twice it (a statement that timed out may have been applied, as after any lost reply); waits (`lock()`, `dequeue()`, ...) are not bounded by it, only each statement they make | [`DEFAULT_REQUEST_TIMEOUT`] |
     ///
     /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
@@ -116,7 +121,7 @@ impl PostgresConfig {
     /// # Errors
     /// [`Error::InvalidUrl`] (password masked) for an unparsable URL, another scheme, a
     /// missing host, an invalid schema name, timeout, `hold_connections`,
-    /// `max_session_ttl` or `sslmode`,
+    /// `max_session_ttl`, `grants` or `sslmode`,
     /// `sslcert` without `sslkey` (or the reverse), or a TLS file with
     /// `sslmode=disable`; [`Error::Unsupported`] for an `sslmode` that requires
     /// TLS in a build without the cargo feature `tls`.
@@ -138,6 +143,7 @@ impl PostgresConfig {
         }
         let mut schema = None;
         let mut hold_connections = DEFAULT_HOLD_CONNECTIONS;
+        let mut unflushed_grants = false;
         let mut rest = Vec::new();
         let query = parsed.query().unwrap_or("").to_owned();
         // Every key but the shared ones is this backend's: `schema` and
@@ -148,6 +154,13 @@ impl PostgresConfig {
                 "hold_connections" => {
                     hold_connections = parse_hold_connections(value)
                         .map_err(|reason| format!("hold_connections: {reason}"))?;
+                }
+                "grants" => {
+                    unflushed_grants = match value {
+                        "" | "durable" => false,
+                        "unflushed" => true,
+                        _ => return Err(format!("grants {value:?} is not durable or unflushed")),
+                    };
                 }
                 "sslmode" | "ssl-mode" => {
                     PgSslMode::from_str(value).map_err(|_| {
@@ -206,6 +219,7 @@ impl PostgresConfig {
             request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             hold_connections,
             max_session_ttl: shared.max_session_ttl.or(None),
+            unflushed_grants,
             files,
             display,
         })
@@ -233,6 +247,7 @@ impl PostgresConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             hold_connections: DEFAULT_HOLD_CONNECTIONS,
             max_session_ttl: None,
+            unflushed_grants: false,
             files: Vec::new(),
             display,
         })
@@ -308,6 +323,49 @@ impl PostgresConfig {
     pub fn with_max_session_ttl(mut self, ttl: Duration) -> Self {
         self.max_session_ttl = Some(ttl.max(crate::MIN_SESSION_TTL));
         self
+    }
+
+    /// Whether grants commit without waiting for the WAL flush (the URL's
+    /// `grants=unflushed`; see the crate docs, "Unflushed grants").
+    pub fn unflushed_grants(&self) -> bool {
+        self.unflushed_grants
+    }
+
+    /// The same configuration with grants that commit without waiting for the WAL
+    /// flush (`true`, the URL's `grants=unflushed`) or durably (`false`, the default).
+    /// The mode needs a bound on session TTLs ([`PostgresConfig::with_max_session_ttl`]),
+    /// checked when connecting.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use distsync::store::postgres::PostgresConfig;
+    /// let config = PostgresConfig::parse("postgres://app@db.internal/app")?
+    ///     .with_max_session_ttl(Duration::from_secs(30))
+    ///     .with_unflushed_grants(true);
+    /// assert!(config.unflushed_grants());
+    /// # Ok::<(), distsync::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_unflushed_grants(mut self, unflushed: bool) -> Self {
+        self.unflushed_grants = unflushed;
+        self
+    }
+
+    /// The bound the lock-delay after a crash of the server waits under unflushed
+    /// grants, `None` for durable grants.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for unflushed grants without a bound on session TTLs.
+    pub(crate) fn unflushed_grants_bound(&self) -> Result<Option<Duration>> {
+        match (self.unflushed_grants, self.max_session_ttl) {
+            (false, _) => Ok(None),
+            (true, Some(bound)) => Ok(Some(bound)),
+            (true, None) => Err(Error::InvalidArgument(
+                "grants=unflushed needs max_session_ttl= (the lock-delay after a crash of \
+                 the server waits that bound)"
+                    .to_owned(),
+            )),
+        }
     }
 
     /// The connect timeout (`connect_timeout=`).
@@ -415,6 +473,60 @@ mod tests {
                     let shown = format!("{error} {error:?}");
                     assert!(shown.contains("max_session_ttl"), "{shown}");
                     assert!(!shown.contains("pw-5d2"), "{shown}");
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn grants_are_read_and_checked_without_the_password() {
+        let durable = PostgresConfig::parse("postgres://u:pw-6b1@h/db").unwrap();
+        assert!(!durable.unflushed_grants());
+        assert_eq!(durable.unflushed_grants_bound().unwrap(), None);
+        for same in ["grants=durable", "grants="] {
+            let url = PostgresConfig::parse(&format!("postgres://u@h/db?{same}")).unwrap();
+            assert!(!url.unflushed_grants(), "{same}");
+        }
+        let url =
+            PostgresConfig::parse("postgres://u@h/db?grants=unflushed&max_session_ttl=5s").unwrap();
+        assert!(url.unflushed_grants());
+        assert!(format!("{url:?}").contains("unflushed_grants: true"));
+        assert_eq!(
+            url.unflushed_grants_bound().unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        // The grants= key is this backend's, not a connection parameter for sqlx.
+        assert!(!url
+            .options
+            .get_options()
+            .is_some_and(|o| o.contains("grants")));
+        // Without a bound: refused, when connecting.
+        let unbounded = PostgresConfig::parse("postgres://u:pw-6b1@h/db?grants=unflushed").unwrap();
+        match unbounded.unflushed_grants_bound() {
+            Err(Error::InvalidArgument(reason)) => {
+                assert!(reason.contains("max_session_ttl"), "{reason}");
+                assert!(!reason.contains("pw-6b1"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let coded = durable.with_unflushed_grants(true);
+        assert!(matches!(
+            coded.unflushed_grants_bound(),
+            Err(Error::InvalidArgument(_))
+        ));
+        let coded = coded.with_max_session_ttl(Duration::from_secs(3));
+        assert_eq!(
+            coded.unflushed_grants_bound().unwrap(),
+            Some(Duration::from_secs(3))
+        );
+        for bad in ["fast", "UNFLUSHED", "async"] {
+            let url = format!("postgres://u:pw-6b1@h/db?grants={bad}&max_session_ttl=5s");
+            match PostgresConfig::parse(&url) {
+                Err(error @ Error::InvalidUrl { .. }) => {
+                    let shown = format!("{error} {error:?}");
+                    assert!(shown.contains("grants"), "{shown}");
+                    assert!(!shown.contains("pw-6b1"), "{shown}");
                 }
                 other => panic!("{bad:?} gave {other:?}"),
             }

@@ -20,6 +20,10 @@
 //! Each batch also reads the server's epoch, which tells the asynchronous releases
 //! made before it that are durable from those the server may have lost; the latter
 //! are made again, synchronously, right after the batch (see [`crate::connection::unflushed`]).
+//! Under unflushed grants it reads the crash sentinel too, whose move says the server
+//! may have lost grants (see [`crate::unflushed_grants`]): read in the statement that
+//! renews, so a session renewed after a crash learns of it before its renewal is
+//! acknowledged.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use tokio::task::AbortHandle;
 use crate::connection::bounded::Bounded;
 use crate::connection::unflushed::{Release, Unflushed};
 use crate::error::{map, BACKEND};
+use crate::unflushed_grants::Sentinel;
 
 /// The most sessions renewed by one statement.
 const MAX_BATCH: usize = 20_000;
@@ -52,9 +57,14 @@ impl Drop for Heartbeat {
 
 impl Heartbeat {
     /// Starts the heartbeat task on `pool`. Must be called within a tokio runtime.
-    pub(crate) fn start(pool: PgPool, sql: Statements, unflushed: Arc<Unflushed>) -> Self {
+    pub(crate) fn start(
+        pool: PgPool,
+        sql: Statements,
+        unflushed: Arc<Unflushed>,
+        sentinel: Arc<Sentinel>,
+    ) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(pool, sql, unflushed, receiver)).abort_handle();
+        let task = tokio::spawn(run(pool, sql, unflushed, sentinel, receiver)).abort_handle();
         Self { requests, task }
     }
 
@@ -84,8 +94,9 @@ impl Heartbeat {
 
 /// The heartbeat's statements.
 pub(crate) struct Statements {
-    /// Renews the sessions `$1` and reads the server's epoch: `SELECT
-    /// ARRAY(SELECT renew_sessions($1)), server_epoch()`.
+    /// Renews the sessions `$1` and reads the server's epoch and, under unflushed
+    /// grants, the crash sentinel (NULL otherwise): `SELECT ARRAY(SELECT
+    /// renew_sessions($1)), server_epoch(), <sentinel>`.
     pub(crate) renew: String,
     /// Makes releases again, synchronously, from arrays of their arguments:
     /// `semaphore_leave` over `unnest($1, $2, $3, $4)`, for the entries that are there
@@ -99,6 +110,7 @@ async fn run(
     pool: PgPool,
     sql: Statements,
     unflushed: Arc<Unflushed>,
+    sentinel: Arc<Sentinel>,
     mut receiver: mpsc::UnboundedReceiver<(i64, Reply)>,
 ) {
     let mut batch: Vec<(i64, Reply)> = Vec::new();
@@ -112,13 +124,16 @@ async fn run(
         }
         let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
         let mark = unflushed.mark();
-        let renewed = sqlx::query_as::<_, (Vec<i64>, Option<String>)>(&sql.renew)
+        let renewed = sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>)>(&sql.renew)
             .bind(&ids)
             // Bounded: one silent connection does not stall every later renewal.
             .fetch_one(Bounded::pool(&pool))
             .await;
         match renewed {
-            Ok((renewed, epoch)) => {
+            Ok((renewed, epoch, sentinel_id)) => {
+                // Before any renewal is acknowledged: a session whose holds the server
+                // may have lost is lost first.
+                sentinel.seen(sentinel_id);
                 let (again, _) = unflushed.settle(mark, epoch);
                 let renewed: HashSet<i64> = renewed.into_iter().collect();
                 tracing::trace!(sessions = ids.len(), renewed = renewed.len(), "heartbeat");

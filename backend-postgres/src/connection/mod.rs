@@ -13,12 +13,28 @@
 //! and `idle_session_timeout = 0` (a pooled connection may idle between renewals).
 //! Statements whose loss in a crash is harmless (a release that grants nobody, a join
 //! or check that only waits) turn it off for their own transaction only: see
-//! [`crate::waiter_line`], "Asynchronous commits".
+//! [`crate::waiter_line`], "Asynchronous commits"; under unflushed grants, so do grants
+//! ([`crate::unflushed_grants`]).
 
 /// The settings of pooled connections: commits acknowledged only once durable, no idle
 /// timeout.
 pub(crate) const POOL_SETUP: &str = "SELECT set_config('synchronous_commit', 'on', false), \
      set_config('idle_session_timeout', '0', false)";
+
+/// The settings of pooled connections under unflushed grants with the bound `bound`
+/// ([`crate::unflushed_grants`]): [`POOL_SETUP`]'s, and `distsync.unflushed_grants`,
+/// the bound in milliseconds, which makes every grant pass the gate and commit without
+/// waiting for the flush. Without the mode, [`POOL_SETUP`] alone: no setting the grant
+/// paths would read.
+pub(crate) fn pool_setup(unflushed_grants: Option<std::time::Duration>) -> String {
+    match unflushed_grants {
+        None => POOL_SETUP.to_owned(),
+        Some(bound) => format!(
+            "{POOL_SETUP}, set_config('distsync.unflushed_grants', '{}', false)",
+            bound.as_millis()
+        ),
+    }
+}
 
 pub(crate) mod bounded;
 pub(crate) mod checks;

@@ -24,6 +24,7 @@ mod tls_auth;
 mod tls_logs;
 mod transaction_lock;
 mod unfair_lock;
+mod unflushed_grants;
 
 /// The child process of `postgres`'s lock-holder tests (the conformance suite's protocol,
 /// which re-runs this binary with this test's name, so it sits at the binary's root).
