@@ -60,8 +60,8 @@
 //! `--backend redis+sentinel://...` runs the whole suite there. PostgreSQL with
 //! unflushed grants (`DISTSYNC_POSTGRES_UNFLUSHED_URL`, `grants=unflushed`, a schema
 //! of its own on the `postgres` column's server) runs a subset too, in the column
-//! `postgres-unflushed` ([`UNFLUSHED_SUBSET`]: the lock basics, and the crashes,
-//! restarts and power losses of its private servers, which carry the mode). The Redis Cluster
+//! `postgres-unflushed` ([`UNFLUSHED_SUBSET`]: the lock basics, and the restarts and
+//! power losses of its private servers, which carry the mode). The Redis Cluster
 //! (`DISTSYNC_REDIS_CLUSTER_URL`) runs the whole suite (its cases that need a single
 //! server's hooks, private servers to restart or evict, are `unsupported` there). So
 //! does the NATS cluster (`DISTSYNC_NATS_CLUSTER_URL`, a URL naming its three servers,
@@ -128,9 +128,12 @@ const UNFLUSHED_VAR: &str = "DISTSYNC_POSTGRES_UNFLUSHED_URL";
 const UNFLUSHED_COLUMN: &str = "postgres-unflushed";
 
 /// The cases `--all` runs with unflushed grants: the lock basics, and the crashes,
-/// restarts and power losses that show what the mode gives up against durable grants
-/// (the `postgres` column runs everything else on the same server).
-const UNFLUSHED_SUBSET: [&str; 14] = [
+/// restarts and power losses of private servers in the mode (the `postgres` column runs
+/// everything else on the same server). `server_crash_after_release` is left out: it
+/// holds a session longer than any bound a private server's lock-delay may take, so it
+/// cannot run under the bound the mode requires (the release it checks commits as in
+/// the `postgres` column).
+const UNFLUSHED_SUBSET: [&str; 13] = [
     "lock_mutual_exclusion",
     "lock_fencing_tokens",
     "lock_try_lock",
@@ -141,7 +144,6 @@ const UNFLUSHED_SUBSET: [&str; 14] = [
     "election_one_leader",
     "server_restart_live_clients",
     "server_restart_fencing_tokens",
-    "server_crash_after_release",
     "server_power_loss_default_durability",
     "server_power_loss_synchronous",
     "api_capabilities_match",
