@@ -234,6 +234,9 @@ urls() {
     echo "DISTSYNC_ETCD_CLUSTER_URL=etcd://${cluster[*]}"
     echo "DISTSYNC_REDIS_URL=redis://$HOST:$REDIS_PORT"
     echo "DISTSYNC_POSTGRES_URL=postgres://distsync@$HOST:$PG_PORT/distsync"
+    # The same server with unflushed grants, in a schema of its own (every client of a
+    # schema runs one mode): the conformance column postgres-unflushed.
+    echo "DISTSYNC_POSTGRES_UNFLUSHED_URL='postgres://distsync@$HOST:$PG_PORT/distsync?schema=distsync_unflushed&grants=unflushed&max_session_ttl=15s'"
     local sentinels=()
     for n in "${SENTINELS[@]}"; do sentinels+=("$HOST:$(sentinel_port "$n")"); done
     echo "DISTSYNC_REDIS_SENTINEL_URL='redis+sentinel://${sentinels[*]}/$SENTINEL_SERVICE/0?wait_replicas=1&wait_timeout=500'"

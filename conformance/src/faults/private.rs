@@ -230,6 +230,37 @@ fn carry_redis_options(base: &str, column_url: &str) -> String {
     format!("{base}?max_session_ttl={bound}")
 }
 
+/// `base` with the grant mode of `column_url`, a PostgreSQL URL, as its query: a
+/// column with `grants=unflushed` gets its private servers in that mode, with the
+/// bound the mode needs (the column's `max_session_ttl`, lowered to
+/// [`PRIVATE_MAX_SESSION_TTL`] as a private Redis's is); any other column leaves
+/// `base` unchanged, so that its cells measure the default, durable grants.
+fn carry_postgres_options(base: &str, column_url: &str) -> String {
+    let Ok(column) = url::Url::parse(column_url) else {
+        return base.to_owned();
+    };
+    let option = |name: &str| {
+        column
+            .query_pairs()
+            .filter(|(key, _)| key == name)
+            .last()
+            .map(|(_, value)| value.into_owned())
+    };
+    let Some(grants) = option("grants").filter(|grants| !grants.is_empty() && grants != "durable")
+    else {
+        return base.to_owned();
+    };
+    let bound = option("max_session_ttl")
+        .and_then(|value| distsync_core::raw::parse_url_timeout(&value).ok())
+        .map_or(PRIVATE_MAX_SESSION_TTL, |ttl| {
+            ttl.min(PRIVATE_MAX_SESSION_TTL)
+        });
+    format!(
+        "{base}?grants={grants}&max_session_ttl={}ms",
+        bound.as_millis()
+    )
+}
+
 /// Starts a private server of `kind`, reached with `connect`, and waits until a
 /// backend can open a session on it.
 ///
@@ -243,7 +274,8 @@ pub async fn start(kind: StoreKind, connect: Connect) -> Result<Box<dyn PrivateS
 /// its [`CARRIED_REDIS_OPTIONS`], so that the cell measures the configuration the
 /// column declares (a column with `max_session_ttl=` declares
 /// `exclusive_across_restart`, and its private servers wait out the same
-/// lock-delay). Other kinds ignore it.
+/// lock-delay); a private PostgreSQL's carries its grant mode
+/// ([`carry_postgres_options`]). Other kinds ignore it.
 ///
 /// # Errors
 /// When it cannot be started or does not answer within a minute.
@@ -302,7 +334,10 @@ fn private_of(
             let bin = pg_bin().ok_or_else(|| hook_error("starting postgres", "no binaries"))?;
             (
                 Kind::Postgres { bin },
-                format!("postgres://distsync@127.0.0.1:{port}/distsync"),
+                carry_postgres_options(
+                    &format!("postgres://distsync@127.0.0.1:{port}/distsync"),
+                    column_url,
+                ),
             )
         }
         StoreKind::Nats => (
@@ -855,7 +890,35 @@ pub(super) fn stop_postgres_now(bin: &Path, data: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use super::carry_redis_options;
+    use super::{carry_postgres_options, carry_redis_options};
+
+    #[test]
+    fn a_private_postgres_carries_the_columns_unflushed_grants_with_a_lowered_bound() {
+        let base = "postgres://distsync@127.0.0.1:7000/distsync";
+        assert_eq!(
+            carry_postgres_options(
+                base,
+                "postgres://u@h/db?schema=x&grants=unflushed&max_session_ttl=15s"
+            ),
+            format!("{base}?grants=unflushed&max_session_ttl=5000ms")
+        );
+        assert_eq!(
+            carry_postgres_options(
+                base,
+                "postgres://u@h/db?grants=unflushed&max_session_ttl=3s"
+            ),
+            format!("{base}?grants=unflushed&max_session_ttl=3000ms")
+        );
+        for durable in [
+            "postgres://u@h/db",
+            "postgres://u@h/db?grants=durable&max_session_ttl=15s",
+            "postgres://u@h/db?grants=",
+            "not a url",
+            "",
+        ] {
+            assert_eq!(carry_postgres_options(base, durable), base, "{durable}");
+        }
+    }
 
     #[test]
     fn a_private_redis_carries_the_lock_delay_of_its_column_or_its_default_and_nothing_else() {

@@ -551,12 +551,13 @@ fn redis_target(url: &str) -> Result<(String, String)> {
 /// The query parameters of a PostgreSQL URL that are distsync's own, not libpq's (the
 /// backend's `PostgresConfig::parse` reads and removes them): `psql` refuses them, and
 /// `connect_timeout` there is libpq's whole seconds, not distsync's duration.
-const DISTSYNC_POSTGRES_PARAMS: [&str; 5] = [
+const DISTSYNC_POSTGRES_PARAMS: [&str; 6] = [
     "schema",
     "connect_timeout",
     "timeout",
     "hold_connections",
     "max_session_ttl",
+    "grants",
 ];
 
 /// For `psql`: the URL without distsync's own parameters ([`DISTSYNC_POSTGRES_PARAMS`]),

@@ -57,7 +57,11 @@
 //! Under `--all`, the Sentinel group (`DISTSYNC_REDIS_SENTINEL_URL`) runs a subset of
 //! the suite ([`SENTINEL_SUBSET`]: the failover cases and the lock, election and queue
 //! basics), to keep CI within its budget: its other cells are `–` (not run); a
-//! `--backend redis+sentinel://...` runs the whole suite there. The Redis Cluster
+//! `--backend redis+sentinel://...` runs the whole suite there. PostgreSQL with
+//! unflushed grants (`DISTSYNC_POSTGRES_UNFLUSHED_URL`, `grants=unflushed`, a schema
+//! of its own on the `postgres` column's server) runs a subset too, in the column
+//! `postgres-unflushed` ([`UNFLUSHED_SUBSET`]: the lock basics, and the restarts and
+//! power losses of its private servers, which carry the mode). The Redis Cluster
 //! (`DISTSYNC_REDIS_CLUSTER_URL`) runs the whole suite (its cases that need a single
 //! server's hooks, private servers to restart or evict, are `unsupported` there). So
 //! does the NATS cluster (`DISTSYNC_NATS_CLUSTER_URL`, a URL naming its three servers,
@@ -103,16 +107,46 @@ use tokio::time::Instant;
 mod postgres_transactions;
 
 /// The environment variables `--all` reads, in matrix order (after memory://).
-const SERVER_VARS: [&str; 9] = [
+const SERVER_VARS: [&str; 10] = [
     "DISTSYNC_ETCD_URL",
     "DISTSYNC_REDIS_URL",
     "DISTSYNC_POSTGRES_URL",
+    UNFLUSHED_VAR,
     "DISTSYNC_REDIS_SENTINEL_URL",
     REDIS_CLUSTER_VAR,
     "DISTSYNC_ZOOKEEPER_URL",
     "DISTSYNC_MYSQL_URL",
     "DISTSYNC_NATS_URL",
     NATS_CLUSTER_VAR,
+];
+
+/// The PostgreSQL server with unflushed grants (`grants=unflushed`), whose column is
+/// labelled [`UNFLUSHED_COLUMN`].
+const UNFLUSHED_VAR: &str = "DISTSYNC_POSTGRES_UNFLUSHED_URL";
+
+/// The column of a PostgreSQL URL with `grants=unflushed`.
+const UNFLUSHED_COLUMN: &str = "postgres-unflushed";
+
+/// The cases `--all` runs with unflushed grants: the lock basics, and the crashes,
+/// restarts and power losses of private servers in the mode (the `postgres` column runs
+/// everything else on the same server). `server_crash_after_release` is left out: it
+/// holds a session longer than any bound a private server's lock-delay may take, so it
+/// cannot run under the bound the mode requires (the release it checks commits as in
+/// the `postgres` column).
+const UNFLUSHED_SUBSET: [&str; 13] = [
+    "lock_mutual_exclusion",
+    "lock_fencing_tokens",
+    "lock_try_lock",
+    "lock_session_end_frees_lock",
+    "lock_holder_crash",
+    "unfair_lock_mutual_exclusion",
+    "unfair_lock_fencing_tokens",
+    "election_one_leader",
+    "server_restart_live_clients",
+    "server_restart_fencing_tokens",
+    "server_power_loss_default_durability",
+    "server_power_loss_synchronous",
+    "api_capabilities_match",
 ];
 
 /// The scheme of Redis Sentinel URLs, whose column is labelled `redis-sentinel`.
@@ -152,7 +186,7 @@ const PROMOTED_FAILOVER: &str = "server_primary_failover_promoted";
 /// redis 212, redis-cluster 182, mysql 173, zookeeper 147, etcd 111, nats-cluster 98,
 /// redis-sentinel 74, memory 49. Columns not listed start after these, in their order;
 /// the matrix keeps its column order whatever the start order.
-const LONGEST_FIRST: [&str; 10] = [
+const LONGEST_FIRST: [&str; 11] = [
     "nats",
     "postgres",
     "redis",
@@ -162,6 +196,7 @@ const LONGEST_FIRST: [&str; 10] = [
     "etcd",
     NATS_CLUSTER_COLUMN,
     "redis-sentinel",
+    UNFLUSHED_COLUMN,
     "memory",
 ];
 
@@ -191,9 +226,10 @@ struct Args {
     backend_vars: Vec<String>,
 
     /// Every backend: memory://, then each of DISTSYNC_ETCD_URL, DISTSYNC_REDIS_URL,
-    /// DISTSYNC_POSTGRES_URL, DISTSYNC_REDIS_SENTINEL_URL (a subset of the cases),
-    /// DISTSYNC_REDIS_CLUSTER_URL, DISTSYNC_ZOOKEEPER_URL, DISTSYNC_MYSQL_URL and DISTSYNC_NATS_URL that is
-    /// set (under CI=true, all must be).
+    /// DISTSYNC_POSTGRES_URL, DISTSYNC_POSTGRES_UNFLUSHED_URL (a subset of the cases),
+    /// DISTSYNC_REDIS_SENTINEL_URL (a subset too), DISTSYNC_REDIS_CLUSTER_URL,
+    /// DISTSYNC_ZOOKEEPER_URL, DISTSYNC_MYSQL_URL, DISTSYNC_NATS_URL and
+    /// DISTSYNC_NATS_CLUSTER_URL that is set (under CI=true, all must be).
     #[arg(long, conflicts_with = "backends")]
     all: bool,
 
@@ -286,9 +322,12 @@ fn facade() -> Connect {
 
 /// The matrix column of a backend: its capabilities' name, `redis-sentinel` for a
 /// Redis Sentinel group, `redis-cluster` for a Redis Cluster, `nats-cluster` for a
-/// NATS URL naming more than one server.
+/// NATS URL naming more than one server, `postgres-unflushed` for PostgreSQL with
+/// unflushed grants.
 fn column(url: &str, harness: &Harness) -> &'static str {
-    if url.starts_with(SENTINEL_SCHEME) {
+    if harness.capabilities().backend == "postgres" && unflushed_grants(url) {
+        UNFLUSHED_COLUMN
+    } else if url.starts_with(SENTINEL_SCHEME) {
         "redis-sentinel"
     } else if url.starts_with(REDIS_CLUSTER_SCHEME) {
         "redis-cluster"
@@ -297,6 +336,17 @@ fn column(url: &str, harness: &Harness) -> &'static str {
     } else {
         harness.capabilities().backend
     }
+}
+
+/// Whether `url` asks for unflushed grants (`grants=unflushed`, the last one given).
+fn unflushed_grants(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|parsed| {
+        parsed
+            .query_pairs()
+            .filter(|(key, _)| key == "grants")
+            .last()
+            .is_some_and(|(_, value)| value == "unflushed")
+    })
 }
 
 /// The backends of `--all`, or why not.
@@ -526,7 +576,8 @@ struct Plan {
     url: String,
     label: String,
     harness: Harness,
-    /// `--all` runs a subset on the Sentinel group (see [`SENTINEL_SUBSET`]).
+    /// `--all` runs a subset on the Sentinel group (see [`SENTINEL_SUBSET`]) and with
+    /// unflushed grants (see [`UNFLUSHED_SUBSET`]).
     subset: Option<&'static [&'static str]>,
     /// A PostgreSQL or MySQL server the runner manages: [`PROMOTED_FAILOVER`] runs on a
     /// private pair of that store, replicating synchronously (semi-synchronously).
@@ -829,7 +880,11 @@ async fn main() -> ExitCode {
         };
         stores.push((label.clone(), Arc::clone(harness.backend())));
         plans.push(Plan {
-            subset: (args.all && url.starts_with(SENTINEL_SCHEME)).then_some(&SENTINEL_SUBSET[..]),
+            subset: match name {
+                "redis-sentinel" if args.all => Some(&SENTINEL_SUBSET[..]),
+                UNFLUSHED_COLUMN if args.all => Some(&UNFLUSHED_SUBSET[..]),
+                _ => None,
+            },
             pair: promoted_store(name).filter(|_| ServerFaults::new(&url, facade()).is_ok()),
             url,
             label,
@@ -1012,7 +1067,10 @@ mod tests {
 
     #[test]
     fn the_sentinel_subset_names_existing_cases_and_the_failover_cases() {
-        for (group, subset) in [("the Sentinel group", &SENTINEL_SUBSET[..])] {
+        for (group, subset) in [
+            ("the Sentinel group", &SENTINEL_SUBSET[..]),
+            ("unflushed grants", &UNFLUSHED_SUBSET[..]),
+        ] {
             for (i, id) in subset.iter().enumerate() {
                 assert!(
                     CASES.iter().any(|case| case.id == *id),
@@ -1021,7 +1079,7 @@ mod tests {
                 assert!(!subset[..i].contains(id), "{id} twice in {group}'s subset");
             }
             for case in CASES {
-                if case.hooks.contains(&Hook::Failover) {
+                if group == "the Sentinel group" && case.hooks.contains(&Hook::Failover) {
                     assert!(
                         subset.contains(&case.id),
                         "{} needs {group} but is not in its subset",
@@ -1086,6 +1144,17 @@ mod tests {
             "nats-cluster"
         );
         assert_eq!(column("nats://127.0.0.1:1", &harness), "memory");
+        assert!(unflushed_grants(
+            "postgres://u@h/db?schema=s&grants=unflushed"
+        ));
+        for durable in [
+            "postgres://u@h/db",
+            "postgres://u@h/db?grants=durable",
+            "postgres://u@h/db?grants=unflushed&grants=durable",
+            "not a url",
+        ] {
+            assert!(!unflushed_grants(durable), "{durable}");
+        }
         let sentinel = SERVER_VARS
             .iter()
             .position(|var| *var == "DISTSYNC_REDIS_SENTINEL_URL");
