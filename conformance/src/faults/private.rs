@@ -275,7 +275,7 @@ pub async fn start(kind: StoreKind, connect: Connect) -> Result<Box<dyn PrivateS
 /// column declares (a column with `max_session_ttl=` declares
 /// `exclusive_across_restart`, and its private servers wait out the same
 /// lock-delay); a private PostgreSQL's carries its grant mode
-/// ([`carry_postgres_options`]). Other kinds ignore it.
+/// (`carry_postgres_options`). Other kinds ignore it.
 ///
 /// # Errors
 /// When it cannot be started or does not answer within a minute.
