@@ -216,6 +216,18 @@ pub const STORE_WIDE: &[StoreWide] = &[
     },
     StoreWide {
         store: StoreKind::Postgres,
+        entry: "<schema>.grant_sentinel",
+        created: "with the schema; written again after a crash by the first grant under \
+                  `grants=unflushed`",
+        purpose: "the crash sentinel of unflushed grants: a random id in an unlogged \
+                  table, which PostgreSQL empties at crash recovery",
+        kept: "a missing row is how clients in that mode tell a crash: every grant would \
+               wait out the lock-delay",
+        size: "one row",
+        expiry: None,
+    },
+    StoreWide {
+        store: StoreKind::Postgres,
         entry: "<schema>.epoch_marker",
         created: "with `max_session_ttl=` in the URL, by the first client that finds none",
         purpose: "the store's epoch marker: a random id, the longest session TTL and the \
@@ -458,6 +470,7 @@ mod tests {
         let pg = |found| entry(StoreKind::Postgres, "s1", found);
         assert_eq!(pg("s1.layout"), Some("<schema>.layout"));
         assert_eq!(pg("s1.token_floor"), Some("<schema>.token_floor"));
+        assert_eq!(pg("s1.grant_sentinel"), Some("<schema>.grant_sentinel"));
         assert_eq!(pg("s1.kv"), None);
         assert_eq!(pg("s2.layout"), None);
         let etcd = |found| entry(StoreKind::Etcd, "e1/", found);

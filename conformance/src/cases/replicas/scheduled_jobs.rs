@@ -24,7 +24,9 @@
 //!   needs to start (a quarter second plus twice the worst lag of this runtime, which
 //!   a [`StallMeter`] of the case's own measures: under load runs start late and
 //!   the next occurrence's window shrinks), or when the store itself answered slowly
-//!   near its window: a probe reads the job's record (a start's first call) every
+//!   near its window: a probe reads the job's record (a start's first call, here at
+//!   read-committed isolation, which takes no part in the claims' serializable
+//!   transactions, so that the probe cannot make them conflict) every
 //!   [`PROBE_EVERY`], and a read that took over a [`START_CALLS`]th of the grace
 //!   overlapping the window means that no runner could have made the calls of a start
 //!   within the grace (a store server starved by the machine's other work, which the
@@ -35,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distsync_core::schedule::Schedule;
-use distsync_core::scheduled_job::{JobOptions, Missed, ScheduledJob};
-use distsync_core::{Coordinator, Error, SessionOptions};
+use distsync_core::scheduled_job::{JobOptions, Missed, ScheduledJob, RECORD_SUFFIX};
+use distsync_core::{Coordinator, Error, Isolation, SessionOptions, Stm};
 use tokio::time::Instant;
 
 use crate::cases::scenario::mixed::{partition_schedule, proxied_clients, seed, SEED_VAR};
@@ -84,15 +86,21 @@ struct Probe {
     took: Duration,
 }
 
-/// Reads the job's record every [`PROBE_EVERY`] until dropped, recording each read.
-async fn probe(job: ScheduledJob, probes: Arc<Mutex<Vec<Probe>>>) {
+/// Reads the job's record `record` every [`PROBE_EVERY`] until dropped, recording
+/// each read.
+async fn probe(stm: Stm, record: String, probes: Arc<Mutex<Vec<Probe>>>) {
     let mut every = tokio::time::interval(PROBE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         let sent_ms = millis(std::time::SystemTime::now());
         let sent = Instant::now();
-        let _ = job.last_run().await;
+        let _ = stm
+            .atomically(Isolation::ReadCommitted, |tx| {
+                let record = record.clone();
+                async move { tx.get(&record).await }
+            })
+            .await;
         lock_vec(&probes).push(Probe {
             sent_ms,
             took: sent.elapsed(),
@@ -209,8 +217,9 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     let probes = Arc::new(Mutex::new(Vec::new()));
     let prober = tokio::spawn(probe(
         Coordinator::from_arc(Arc::clone(h.backend()))
-            .scheduled_job(&name, schedule.clone(), options(ttl))
-            .ctx("scheduling the probe's job")?,
+            .stm()
+            .ctx("the probe's STM")?,
+        format!("{name}{RECORD_SUFFIX}"),
         Arc::clone(&probes),
     ));
     let mut tasks = Vec::new();
