@@ -230,33 +230,40 @@ fn carry_redis_options(base: &str, column_url: &str) -> String {
     format!("{base}?max_session_ttl={bound}")
 }
 
+/// The last value of the query parameter `name` of `url`, if it parses and has one.
+fn query_option(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url).ok().and_then(|parsed| {
+        parsed
+            .query_pairs()
+            .filter(|(key, _)| key == name)
+            .last()
+            .map(|(_, value)| value.into_owned())
+    })
+}
+
+/// Whether the PostgreSQL URL `url` asks for unflushed grants (`grants=unflushed`, the
+/// last one given): the runner's `postgres-unflushed` column, whose private servers
+/// carry the mode ([`carry_postgres_options`]).
+pub fn unflushed_grants(url: &str) -> bool {
+    query_option(url, "grants").as_deref() == Some("unflushed")
+}
+
 /// `base` with the grant mode of `column_url`, a PostgreSQL URL, as its query: a
 /// column with `grants=unflushed` gets its private servers in that mode, with the
 /// bound the mode needs (the column's `max_session_ttl`, lowered to
 /// [`PRIVATE_MAX_SESSION_TTL`] as a private Redis's is); any other column leaves
 /// `base` unchanged, so that its cells measure the default, durable grants.
 fn carry_postgres_options(base: &str, column_url: &str) -> String {
-    let Ok(column) = url::Url::parse(column_url) else {
+    if !unflushed_grants(column_url) {
         return base.to_owned();
-    };
-    let option = |name: &str| {
-        column
-            .query_pairs()
-            .filter(|(key, _)| key == name)
-            .last()
-            .map(|(_, value)| value.into_owned())
-    };
-    let Some(grants) = option("grants").filter(|grants| !grants.is_empty() && grants != "durable")
-    else {
-        return base.to_owned();
-    };
-    let bound = option("max_session_ttl")
+    }
+    let bound = query_option(column_url, "max_session_ttl")
         .and_then(|value| distsync_core::raw::parse_url_timeout(&value).ok())
         .map_or(PRIVATE_MAX_SESSION_TTL, |ttl| {
             ttl.min(PRIVATE_MAX_SESSION_TTL)
         });
     format!(
-        "{base}?grants={grants}&max_session_ttl={}ms",
+        "{base}?grants=unflushed&max_session_ttl={}ms",
         bound.as_millis()
     )
 }
@@ -890,10 +897,21 @@ pub(super) fn stop_postgres_now(bin: &Path, data: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use super::{carry_postgres_options, carry_redis_options};
+    use super::{carry_postgres_options, carry_redis_options, unflushed_grants};
 
     #[test]
     fn a_private_postgres_carries_the_columns_unflushed_grants_with_a_lowered_bound() {
+        assert!(unflushed_grants(
+            "postgres://u@h/db?schema=s&grants=unflushed"
+        ));
+        for durable in [
+            "postgres://u@h/db",
+            "postgres://u@h/db?grants=durable",
+            "postgres://u@h/db?grants=unflushed&grants=durable",
+            "not a url",
+        ] {
+            assert!(!unflushed_grants(durable), "{durable}");
+        }
         let base = "postgres://distsync@127.0.0.1:7000/distsync";
         assert_eq!(
             carry_postgres_options(

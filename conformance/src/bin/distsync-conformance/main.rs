@@ -93,6 +93,7 @@ use distsync_conformance::faults::effects_worker::{self, WorkerSpec};
 use distsync_conformance::faults::nats_cluster::{
     names_cluster, NATS_CLUSTER_COLUMN, NATS_CLUSTER_VAR,
 };
+use distsync_conformance::faults::private::unflushed_grants;
 use distsync_conformance::faults::redis_cluster::{REDIS_CLUSTER_SCHEME, REDIS_CLUSTER_VAR};
 use distsync_conformance::matrix::RunInfo;
 use distsync_conformance::{
@@ -336,17 +337,6 @@ fn column(url: &str, harness: &Harness) -> &'static str {
     } else {
         harness.capabilities().backend
     }
-}
-
-/// Whether `url` asks for unflushed grants (`grants=unflushed`, the last one given).
-fn unflushed_grants(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|parsed| {
-        parsed
-            .query_pairs()
-            .filter(|(key, _)| key == "grants")
-            .last()
-            .is_some_and(|(_, value)| value == "unflushed")
-    })
 }
 
 /// The backends of `--all`, or why not.
@@ -1144,17 +1134,6 @@ mod tests {
             "nats-cluster"
         );
         assert_eq!(column("nats://127.0.0.1:1", &harness), "memory");
-        assert!(unflushed_grants(
-            "postgres://u@h/db?schema=s&grants=unflushed"
-        ));
-        for durable in [
-            "postgres://u@h/db",
-            "postgres://u@h/db?grants=durable",
-            "postgres://u@h/db?grants=unflushed&grants=durable",
-            "not a url",
-        ] {
-            assert!(!unflushed_grants(durable), "{durable}");
-        }
         let sentinel = SERVER_VARS
             .iter()
             .position(|var| *var == "DISTSYNC_REDIS_SENTINEL_URL");
