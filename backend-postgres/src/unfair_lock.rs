@@ -73,7 +73,7 @@ use crate::guarded::lock_guard;
 use crate::notify::Wake;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
-use crate::waiter_line::{hold_key, Cleanup, Entry, HELD_FALLBACK};
+use crate::waiter_line::{hold_key, seconds, Cleanup, Entry, HELD_FALLBACK};
 
 /// Entry numbers of the unfair lock in this process: negative, apart from the line's.
 static ENTRIES: AtomicI64 = AtomicI64::new(-1);
@@ -107,10 +107,6 @@ enum Answer {
 }
 
 type Row = (Option<i32>, Option<i64>, Option<f64>);
-
-fn seconds(wait: Option<f64>) -> Option<Duration> {
-    wait.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok())
-}
 
 fn answer(row: Row) -> std::result::Result<Answer, sqlx::Error> {
     let (state, token, wait) = row;

@@ -210,9 +210,15 @@ enum Outcome {
 
 type Row = (Option<i32>, Option<i64>, Option<f64>, Option<i32>);
 
+/// A wait the server answered in seconds (`o_wait`), within an hour; `None` for none
+/// or nonsense.
+pub(crate) fn seconds(wait: Option<f64>) -> Option<Duration> {
+    wait.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok())
+}
+
 fn outcome(row: Row) -> Result<Outcome> {
     let (state, token, wait, in_use) = row;
-    let wait = wait.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok());
+    let wait = seconds(wait);
     Ok(match (state, token) {
         (Some(1), Some(token)) => Outcome::Granted(token),
         (Some(0), _) => Outcome::Waiting(wait),
