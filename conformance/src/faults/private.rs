@@ -243,7 +243,7 @@ fn query_option(url: &str, name: &str) -> Option<String> {
 
 /// Whether the PostgreSQL URL `url` asks for unflushed grants (`grants=unflushed`, the
 /// last one given): the runner's `postgres-unflushed` column, whose private servers
-/// carry the mode ([`carry_postgres_options`]).
+/// carry the mode (`carry_postgres_options`).
 pub fn unflushed_grants(url: &str) -> bool {
     query_option(url, "grants").as_deref() == Some("unflushed")
 }
