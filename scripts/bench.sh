@@ -32,7 +32,9 @@
 # than this limit raised to fit sqlx's default pool of 10 per client, which gives that
 # peer connections it never uses at once and the server 640 more backends to carry
 # while the other sides run. It points DISTSYNC_POSTGRES_URL at it, and
-# stops and removes it at the end. It uses the PostgreSQL that scripts/servers.sh
+# DISTSYNC_POSTGRES_UNFLUSHED_URL at the same server with unflushed grants (a schema of
+# its own; the backend `postgres-unflushed`, lock cases only), and stops and removes it
+# at the end. It uses the PostgreSQL that scripts/servers.sh
 # installs, so it works on a fresh machine. DISTSYNC_BENCH_PG=test measures the test
 # server set's PostgreSQL (fsync off) instead.
 set -euo pipefail
@@ -110,6 +112,9 @@ durable_postgres_start() {
         -c 'CREATE ROLE distsync LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB' \
         -c 'CREATE DATABASE distsync OWNER distsync' >/dev/null
     export DISTSYNC_POSTGRES_URL="postgres://distsync@127.0.0.1:$port/distsync"
+    # The declared mode with unflushed grants, on the same server in a schema of its
+    # own, measured as the backend `postgres-unflushed` (the lock cases).
+    export DISTSYNC_POSTGRES_UNFLUSHED_URL="$DISTSYNC_POSTGRES_URL?schema=bench_unflushed&grants=unflushed&max_session_ttl=15s"
     echo "bench.sh: private PostgreSQL (fsync on, synchronous_commit on, max_connections 300)" \
         "at $DISTSYNC_POSTGRES_URL" >&2
 }

@@ -351,7 +351,7 @@ async fn peer_clients(
     clients: usize,
 ) -> Result<Option<(Vec<Box<dyn Cycler>>, String)>> {
     #[cfg(feature = "distributed-lock")]
-    if target.kind == BackendKind::Postgres {
+    if target.kind.is_postgres() {
         let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
         let label = crate::peers::distributed_lock::LABEL.to_owned();
         for index in 0..clients {
@@ -409,7 +409,7 @@ enum Backends {
 /// set up.
 async fn backends(target: &Target, clients: usize) -> Result<(Backends, String)> {
     #[cfg(feature = "postgres")]
-    if target.kind == BackendKind::Postgres {
+    if target.kind.is_postgres() {
         let free = crate::raw::postgres::free_connections(&target.url).await?;
         let holds = postgres_hold_connections(clients, free);
         let coordinator = postgres_backend(&target.url, holds).await?;

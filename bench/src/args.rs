@@ -54,6 +54,10 @@ pub struct Args {
     /// PostgreSQL URL.
     #[arg(long, env = "DISTSYNC_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+    /// PostgreSQL URL with unflushed grants (`grants=unflushed`), measured as the
+    /// backend `postgres-unflushed`: the lock cases only.
+    #[arg(long, env = "DISTSYNC_POSTGRES_UNFLUSHED_URL")]
+    pub postgres_unflushed_url: Option<String>,
     /// ZooKeeper URL.
     #[arg(long, env = "DISTSYNC_ZOOKEEPER_URL")]
     pub zookeeper_url: Option<String>,
@@ -250,6 +254,7 @@ impl Args {
                 BackendKind::Etcd => self.etcd_url.clone(),
                 BackendKind::Redis => self.redis_url.clone(),
                 BackendKind::Postgres => self.postgres_url.clone(),
+                BackendKind::PostgresUnflushed => self.postgres_unflushed_url.clone(),
                 BackendKind::Zookeeper => self.zookeeper_url.clone(),
             };
             given.ok_or_else(|| {

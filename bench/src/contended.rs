@@ -356,7 +356,7 @@ async fn library_clients(
     fairness: Fairness,
 ) -> Result<Vec<Box<dyn Cycler>>> {
     #[cfg(feature = "postgres")]
-    if target.kind == BackendKind::Postgres {
+    if target.kind.is_postgres() {
         let free = crate::raw::postgres::free_connections(&target.url).await?;
         let holds = crate::aggregate::postgres_hold_connections(clients, free);
         let coordinator = crate::aggregate::postgres_backend(&target.url, holds).await?;

@@ -392,7 +392,7 @@ pub(crate) async fn close(sessions: Vec<Session>, in_flight: usize) {
 #[allow(unused_variables)]
 async fn capacity(target: &Target, waiters: usize) -> std::result::Result<(), String> {
     #[cfg(feature = "postgres")]
-    if target.kind == crate::target::BackendKind::Postgres {
+    if target.kind.is_postgres() {
         let needed = 19;
         match crate::raw::postgres::free_connections(&target.url).await {
             Ok(free) if free < needed => {

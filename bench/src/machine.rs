@@ -144,7 +144,7 @@ pub async fn server_version(target: &Target) -> Option<String> {
             }
         }
         #[cfg(feature = "postgres")]
-        BackendKind::Postgres => {
+        BackendKind::Postgres | BackendKind::PostgresUnflushed => {
             use sqlx::Connection;
             let options = distsync::store::postgres::PostgresConfig::parse(&target.url)
                 .ok()?

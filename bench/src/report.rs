@@ -739,6 +739,10 @@ fn backend_targets(backend: &BackendReport) -> Vec<(&'static str, String, Judged
     const FAIR: &str = "fair lock, against the peers that keep a line";
     const UNFAIR: &str = "unfair lock, against the peers without a line and the raw floor";
     const THROUGHPUT: &str = "fair lock, PostgreSQL at production settings";
+    const UNFLUSHED_UNFAIR: &str =
+        "unfair lock, unflushed grants (a declared mode), against the peers without a line and the raw floor";
+    const UNFLUSHED_THROUGHPUT: &str =
+        "fair lock, unflushed grants (a declared mode), PostgreSQL at production settings";
     let fair = || of(Role::Library);
     let unfair = || of(Role::Unfair);
     let at_least_one = Some((1.0, true));
@@ -790,14 +794,19 @@ fn backend_targets(backend: &BackendReport) -> Vec<(&'static str, String, Judged
                 cycle_ratio(backend, unfair(), of(Role::Raw), None),
             ));
         }
-        BackendKind::Postgres => {
+        BackendKind::Postgres | BackendKind::PostgresUnflushed => {
+            let (unfair_class, throughput_class) = if backend.kind == BackendKind::Postgres {
+                (UNFAIR, THROUGHPUT)
+            } else {
+                (UNFLUSHED_UNFAIR, UNFLUSHED_THROUGHPUT)
+            };
             targets.push((
-                UNFAIR,
+                unfair_class,
                 "unfair cycle p50 ÷ the raw advisory pair's ≤ ×2.00".into(),
                 cycle_ratio(backend, unfair(), of(Role::Raw), Some((2.0, false))),
             ));
             targets.push((
-                UNFAIR,
+                unfair_class,
                 "distributed-lock cycle p50 ÷ the unfair lock's (no bound)".into(),
                 cycle_ratio(backend, labelled("distributed-lock"), unfair(), None),
             ));
@@ -805,8 +814,8 @@ fn backend_targets(backend: &BackendReport) -> Vec<(&'static str, String, Judged
             // lock's ratios follow as figures.
             let aggregate = backend.aggregate.as_ref();
             for (fairness, class, bounds) in [
-                (Fairness::Fair, THROUGHPUT, [Some(0.3), Some(1.0)]),
-                (Fairness::Unfair, UNFAIR, [None, None]),
+                (Fairness::Fair, throughput_class, [Some(0.3), Some(1.0)]),
+                (Fairness::Unfair, unfair_class, [None, None]),
             ] {
                 let [raw_bound, peer_bound] = bounds;
                 targets.push((
@@ -826,7 +835,7 @@ fn backend_targets(backend: &BackendReport) -> Vec<(&'static str, String, Judged
                 .find(|result| !result.unfair && result.peer.is_none() && result.waiters == 1)
                 .and_then(|result| result.samples.summary());
             targets.push((
-                THROUGHPUT,
+                throughput_class,
                 "hand-off p50 with one waiter ≤ 0.6 ms".into(),
                 handoff
                     .map(|summary| {

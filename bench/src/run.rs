@@ -129,18 +129,19 @@ pub async fn run(args: &Args) -> Report {
 /// Runs every selected case on `target`.
 async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
     let kind = target.kind;
+    let runs = |case: Case| plan.runs(case) && kind.measures(case);
     let mut report = BackendReport::new(
         kind,
         target.url.clone(),
         machine::server_version(target).await,
     );
-    if plan.runs(Case::Cycle) {
+    if runs(Case::Cycle) {
         tracing::info!(backend = %kind, "cycle: distsync, raw sequence and peers");
         let (ready, mut failed) = cycle::contenders(target, run_id, plan).await;
         report.cycle = cycle::run(ready, plan).await;
         report.cycle.append(&mut failed);
     }
-    if plan.runs(Case::Handoff) {
+    if runs(Case::Handoff) {
         // The reason the backend gave for not having the unfair lock, once known: not
         // asked again with every waiter count.
         let mut unfair_unsupported: Option<Option<String>> = None;
@@ -171,15 +172,15 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
             }
         }
     }
-    if plan.runs(Case::Contended) {
+    if runs(Case::Contended) {
         tracing::info!(backend = %kind, clients = ?plan.contended_clients, "contended");
         report.contended = crate::contended::run(target, run_id, plan).await;
     }
-    if plan.runs(Case::Election) {
+    if runs(Case::Election) {
         tracing::info!(backend = %kind, "election");
         report.election = Some(election::run(target, run_id, plan).await);
     }
-    if plan.runs(Case::Queue) {
+    if runs(Case::Queue) {
         for &clients in &plan.clients {
             tracing::info!(backend = %kind, clients, "queue");
             report
@@ -187,7 +188,7 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
                 .push(queue::run(target, run_id, clients, plan).await);
         }
     }
-    if plan.runs(Case::Stm) {
+    if runs(Case::Stm) {
         for &workers in &plan.clients {
             tracing::info!(backend = %kind, workers, "stm");
             report
@@ -195,7 +196,7 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
                 .push(stm::run(target, run_id, workers, plan).await);
         }
     }
-    if plan.runs(Case::Scale) {
+    if runs(Case::Scale) {
         tracing::info!(
             backend = %kind,
             sizes = ?plan.scale_sizes,
@@ -204,7 +205,7 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
         );
         report.scale = Some(crate::scale::isolated::run(target, run_id, plan).await);
     }
-    if plan.runs(Case::Aggregate) {
+    if runs(Case::Aggregate) {
         tracing::info!(backend = %kind, clients = plan.aggregate_clients, "aggregate");
         report.aggregate = Some(crate::aggregate::run(target, run_id, plan).await);
     }

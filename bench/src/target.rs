@@ -1,6 +1,7 @@
 //! The backends under test and how the bench connects to them.
 
 use std::fmt;
+use std::time::Duration;
 
 use clap::ValueEnum;
 use distsync::Coordinator;
@@ -21,6 +22,13 @@ pub enum BackendKind {
     Redis,
     /// PostgreSQL.
     Postgres,
+    /// PostgreSQL with unflushed grants (`grants=unflushed` in its URL, a declared mode
+    /// that gives up the durability of an acknowledged grant across a crash, see
+    /// `distsync::store::postgres`): the same server as [`BackendKind::Postgres`] in the
+    /// committed run, measured as a store of its own so that its rows and targets stand
+    /// beside the durable ones. Only the lock cases run on it
+    /// ([`BackendKind::measures`]): the mode changes how grants commit, nothing else.
+    PostgresUnflushed,
     /// ZooKeeper.
     Zookeeper,
 }
@@ -33,8 +41,35 @@ impl BackendKind {
             BackendKind::Etcd => "etcd",
             BackendKind::Redis => "redis",
             BackendKind::Postgres => "postgres",
+            BackendKind::PostgresUnflushed => "postgres-unflushed",
             BackendKind::Zookeeper => "zookeeper",
         }
+    }
+
+    /// The driver in [`distsync::store::DRIVERS`] that talks to this backend.
+    pub fn driver(self) -> &'static str {
+        match self {
+            BackendKind::PostgresUnflushed => BackendKind::Postgres.as_str(),
+            other => other.as_str(),
+        }
+    }
+
+    /// Whether the store is PostgreSQL (in either grant mode): its raw advisory pair,
+    /// its peer and its connection limits apply.
+    pub fn is_postgres(self) -> bool {
+        matches!(self, BackendKind::Postgres | BackendKind::PostgresUnflushed)
+    }
+
+    /// Whether `case` runs on this backend (when selected): every case but on
+    /// [`BackendKind::PostgresUnflushed`], which runs the lock cases only (the cycle,
+    /// the hand-off, the contended lock and many clients).
+    pub fn measures(self, case: crate::args::Case) -> bool {
+        use crate::args::Case;
+        self != BackendKind::PostgresUnflushed
+            || matches!(
+                case,
+                Case::Cycle | Case::Handoff | Case::Contended | Case::Aggregate
+            )
     }
 
     /// Whether this build can talk to the backend: its driver in [`distsync::store::DRIVERS`]
@@ -42,7 +77,7 @@ impl BackendKind {
     pub fn compiled_in(self) -> bool {
         distsync::store::DRIVERS
             .iter()
-            .any(|driver| driver.name == self.as_str() && driver.built)
+            .any(|driver| driver.name == self.driver() && driver.built)
     }
 
     /// The environment variable the URL comes from.
@@ -52,8 +87,37 @@ impl BackendKind {
             BackendKind::Etcd => Some("DISTSYNC_ETCD_URL"),
             BackendKind::Redis => Some("DISTSYNC_REDIS_URL"),
             BackendKind::Postgres => Some("DISTSYNC_POSTGRES_URL"),
+            BackendKind::PostgresUnflushed => Some("DISTSYNC_POSTGRES_UNFLUSHED_URL"),
             BackendKind::Zookeeper => Some("DISTSYNC_ZOOKEEPER_URL"),
         }
+    }
+}
+
+/// How long the first grant of an unflushed schema may wait: above the longest
+/// `max_session_ttl` a bench URL gives it.
+const LOCK_DELAY_LIMIT: Duration = Duration::from_secs(120);
+
+/// Takes and releases one lock through `coordinator`, a PostgreSQL backend with
+/// unflushed grants. Its store cannot tell a new schema from one that lost its grants
+/// in a crash, so the first grant on it waits out the lock-delay (the session bound);
+/// taken here, that wait stays out of every measurement, whose cycles are capped at
+/// seconds.
+async fn lock_delay_waited_out(coordinator: &Coordinator) -> Result<()> {
+    let session = coordinator.session().await?;
+    let waited = async {
+        let locker = coordinator.locker(&session, "distsync-bench/lock-delay")?;
+        locker.lock().await?.unlock().await
+    };
+    let outcome = tokio::time::timeout(LOCK_DELAY_LIMIT, waited).await;
+    if let Err(error) = session.close().await {
+        tracing::debug!(%error, "closing a session failed; it expires");
+    }
+    match outcome {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(format!(
+            "the first grant waited over {LOCK_DELAY_LIMIT:?}: is max_session_ttl above it?"
+        )
+        .into()),
     }
 }
 
@@ -81,6 +145,9 @@ impl Target {
     /// The backend's connection error.
     pub async fn connect(kind: BackendKind, url: String) -> Result<Self> {
         let coordinator = distsync::connect(&url).await?;
+        if kind == BackendKind::PostgresUnflushed {
+            lock_delay_waited_out(&coordinator).await?;
+        }
         Ok(Self {
             kind,
             url,

@@ -51,7 +51,7 @@ pub async fn contenders(target: &Target, name: &str) -> Vec<Started> {
             peers.push(distributed_lock::redis(url, &format!("{name}/distributed-lock")).await);
         }
         #[cfg(feature = "distributed-lock")]
-        crate::target::BackendKind::Postgres => {
+        crate::target::BackendKind::Postgres | crate::target::BackendKind::PostgresUnflushed => {
             let name = format!("{name}/distributed-lock");
             peers.push(distributed_lock::postgres(url, &name).await);
         }
@@ -215,7 +215,7 @@ pub fn contended(target: &Target) -> Vec<ContendedPeer> {
             ]);
         }
         #[cfg(feature = "postgres")]
-        crate::target::BackendKind::Postgres => {
+        crate::target::BackendKind::Postgres | crate::target::BackendKind::PostgresUnflushed => {
             #[cfg(feature = "distributed-lock")]
             peers.push(ContendedPeer::DistributedLockPostgres);
             peers.push(ContendedPeer::RawPostgres);

@@ -34,7 +34,9 @@ pub async fn contender(target: &Target, name: &str) -> Option<Started> {
         #[cfg(feature = "redis")]
         crate::target::BackendKind::Redis => Some(redis::start(url, name).await),
         #[cfg(feature = "postgres")]
-        crate::target::BackendKind::Postgres => Some(postgres::start(url, name).await),
+        crate::target::BackendKind::Postgres | crate::target::BackendKind::PostgresUnflushed => {
+            Some(postgres::start(url, name).await)
+        }
         #[cfg(feature = "zookeeper")]
         crate::target::BackendKind::Zookeeper => Some(zookeeper::start(url, name).await),
         _ => None,

@@ -88,7 +88,9 @@ impl Meter {
                 ))
             }
             #[cfg(feature = "postgres")]
-            BackendKind::Postgres => Ok(Self::Postgres(Probe::connect(&target.url).await?)),
+            BackendKind::Postgres | BackendKind::PostgresUnflushed => {
+                Ok(Self::Postgres(Probe::connect(&target.url).await?))
+            }
             #[cfg(feature = "zookeeper")]
             BackendKind::Zookeeper => Ok(Self::Zookeeper {
                 mntr: zookeeper_first_host(&target.url),
