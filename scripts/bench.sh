@@ -114,7 +114,8 @@ durable_postgres_start() {
     export DISTSYNC_POSTGRES_URL="postgres://distsync@127.0.0.1:$port/distsync"
     # The declared mode with unflushed grants, on the same server in a schema of its
     # own, measured as the backend `postgres-unflushed` (the lock cases).
-    export DISTSYNC_POSTGRES_UNFLUSHED_URL="$DISTSYNC_POSTGRES_URL?schema=bench_unflushed&grants=unflushed&max_session_ttl=15s"
+    local unflushed="schema=bench_unflushed&grants=unflushed&max_session_ttl=15s"
+    export DISTSYNC_POSTGRES_UNFLUSHED_URL="$DISTSYNC_POSTGRES_URL?$unflushed"
     echo "bench.sh: private PostgreSQL (fsync on, synchronous_commit on, max_connections 300)" \
         "at $DISTSYNC_POSTGRES_URL" >&2
 }
