@@ -162,6 +162,11 @@ pub async fn server_version(target: &Target) -> Option<String> {
                     .ok()?;
                 settings.push(format!("{setting} = {value}"));
             }
+            // The server's setting is not what a grant commits with in this mode.
+            if target.kind == BackendKind::PostgresUnflushed {
+                settings
+                    .push("grants unflushed: each commits with synchronous_commit = off".into());
+            }
             conn.close().await.ok()?;
             Some(format!("PostgreSQL {version} ({})", settings.join(", ")))
         }
