@@ -461,9 +461,12 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
 /// [`Harness::stall_slack`], the verdict is not trusted and the case runs once more,
 /// under a fresh prefix. The second run's verdict stands if the harness stayed live
 /// through it, whatever it is; if it stalled too, the case is
-/// [`Outcome::Inconclusive`]. A stall during a run that held changes nothing: the rule
-/// keeps a starved machine from making a store look broken, and a verdict that the
-/// store kept its promise stands as measured.
+/// [`Outcome::Inconclusive`]. A set-up that lapsed in every try with a live harness
+/// runs once more too (it measured nothing, and what starved it, the child processes
+/// or the store, is out of the meter's sight); its error stands if the second run fails
+/// as well. A stall during a run that held changes nothing: the rule keeps a starved
+/// machine from making a store look broken, and a verdict that the store kept its
+/// promise stands as measured.
 ///
 /// Cancel-safety: as [`run_case`].
 pub async fn run_case_in(
@@ -511,7 +514,12 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
     let slack = harness.stall_slack();
     let (first, stalled) = run_body(case, harness).await;
     tracing::debug!(case = case.id, ?stalled, outcome = %first.kind(), "case run");
-    if !untrusted_when_stalled(&first) || stalled <= slack {
+    // A set-up that lapsed in every try measured nothing, and the runner's meter does
+    // not see what starved it when that was the child processes or the store (a
+    // column's fault cases all start their children at once): it runs once more, as
+    // one measured while the runner stalled does.
+    let lapsed_live = matches!(first, Outcome::Error { .. }) && stalled <= slack;
+    if !lapsed_live && (!untrusted_when_stalled(&first) || stalled <= slack) {
         return first;
     }
     tracing::info!(
@@ -519,11 +527,20 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
         ?stalled,
         ?slack,
         outcome = %first.kind(),
-        "a failure measured while the harness stalled; the case runs again"
+        "a failure measured while the harness stalled, or a set-up that lapsed; the case runs again"
     );
     let (second, stalled_again) = run_body(case, harness).await;
     if stalled_again <= slack {
         return second;
+    }
+    // The first run's set-up lapsed with a live harness: that error stands against a
+    // second failure the harness stalled through; a second run that held stands too.
+    if lapsed_live {
+        return if untrusted_when_stalled(&second) {
+            first
+        } else {
+            second
+        };
     }
     Outcome::Inconclusive {
         stalled: stalled.max(stalled_again),
@@ -853,10 +870,19 @@ mod tests {
         .await;
         assert_eq!(runs(), 2, "{report}");
         assert_eq!(report.outcome, Outcome::holds("ok"));
+        // A set-up that lapsed with a live harness: run again; the second run's
+        // verdict stands, and an error in both runs is the error.
+        let report = run_case(stalling(0, vec![lapsed(), Outcome::holds("ok")]), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(report.outcome, Outcome::holds("ok"));
         let report = run_case(stalling(0, vec![lapsed()]), &harness).await;
-        assert_eq!(runs(), 1, "{report}");
+        assert_eq!(runs(), 2, "{report}");
         assert_eq!(report.outcome, lapsed());
         assert!(report.is_failure());
+        // ... and against a second failure measured while the harness stalled.
+        let report = run_case(stalling(0b10, vec![lapsed(), violated()]), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(report.outcome, lapsed());
     }
 
     #[test]
