@@ -20,6 +20,7 @@ use distsync_core::{DoubleBarrier, Error, Name, Result};
 
 use crate::error::map;
 use crate::session::LeaseInner;
+use crate::waiter_line::seconds;
 
 /// Participant numbers of this process.
 static PARTICIPANTS: AtomicI64 = AtomicI64::new(1);
@@ -55,8 +56,7 @@ impl PgDoubleBarrier {
         .fetch_one(self.lease.shared.bounded())
         .await
         .map_err(map)?;
-        let next = next.and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 3600.0)).ok());
-        Ok((ready.unwrap_or(false), others.unwrap_or(0), next))
+        Ok((ready.unwrap_or(false), others.unwrap_or(0), seconds(next)))
     }
 
     async fn with_lost<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
