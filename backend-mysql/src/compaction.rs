@@ -4,10 +4,11 @@
 
 use distsync_core::Result;
 use distsync_kv::kv::Revision;
-use sqlx::{Acquire, MySqlPool};
+use sqlx::MySqlPool;
 
 use distsync_kv::StoreError;
 
+use crate::batch;
 use crate::error::map;
 use crate::schema::Tables;
 
@@ -70,12 +71,18 @@ pub(crate) async fn compact(
         } else {
             revision.min(from.saturating_add(CHUNK))
         };
-        let mut conn = pool.acquire().await.map_err(map)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .execute(&mut *conn)
-            .await
-            .map_err(map)?;
-        let mut tx = conn.begin().await.map_err(map)?;
+        // Begun by statements of this crate's ([`batch::Open`]): a chunk cut off before
+        // its commit closes its connection, rather than leaving it inside the transaction
+        // for the pool to hand out.
+        let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
+        batch::run(
+            open.conn(),
+            &[
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED".to_owned(),
+                "START TRANSACTION".to_owned(),
+            ],
+        )
+        .await?;
         sqlx::query(&format!(
             "DELETE l FROM {log} l JOIN {log} n \
              ON n.k = l.k AND n.revision > l.revision AND n.revision <= ? \
@@ -84,7 +91,7 @@ pub(crate) async fn compact(
         .bind(revision)
         .bind(from)
         .bind(to)
-        .execute(&mut *tx)
+        .execute(open.conn())
         .await
         .map_err(map)?;
         sqlx::query(&format!(
@@ -92,10 +99,11 @@ pub(crate) async fn compact(
         ))
         .bind(from)
         .bind(to)
-        .execute(&mut *tx)
+        .execute(open.conn())
         .await
         .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        batch::run(open.conn(), &["COMMIT".to_owned()]).await?;
+        open.done();
         from = to;
     }
     tracing::debug!(backend = crate::BACKEND, revision, "compacted");

@@ -26,6 +26,7 @@ use sqlx::{MySqlPool, Row};
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
 
+use crate::batch;
 use crate::error::map;
 use crate::range::{key_string, KeyFilter};
 use crate::schema::Tables;
@@ -196,15 +197,21 @@ async fn history(
     start: Revision,
     upto: Revision,
 ) -> Result<Vec<Result<WatchResponse>>> {
-    let mut tx = shared.pool.begin_with(READ_ONLY).await.map_err(map)?;
+    // Begun by a statement of this crate's ([`batch::Open`]): a call cut off before its
+    // end closes the connection, rather than leaving it inside the snapshot for the pool
+    // to hand out (sqlx's own begin does not roll back a `START TRANSACTION` cut off in
+    // flight).
+    let mut open = batch::Open::new(shared.pool.acquire().await.map_err(map)?);
+    batch::run(open.conn(), &[READ_ONLY.to_owned()]).await?;
     let compacted: Revision = sqlx::query_scalar(&format!(
         "SELECT compacted FROM {} WHERE id = 1",
         shared.tables.meta
     ))
-    .fetch_one(&mut *tx)
+    .fetch_one(open.conn())
     .await
     .map_err(map)?;
     if start < compacted {
+        open.rollback().await;
         return Ok(vec![Ok(WatchResponse::Compacted(compacted))]);
     }
     let filter = KeyFilter::new(key, prefix, None);
@@ -220,10 +227,11 @@ async fn history(
     let rows = query
         .bind(start)
         .bind(upto)
-        .fetch_all(&mut *tx)
+        .fetch_all(open.conn())
         .await
         .map_err(map)?;
-    tx.commit().await.map_err(map)?;
+    // Read only: its end commits nothing.
+    open.rollback().await;
     let events = rows.iter().map(row_event).collect::<Result<Vec<_>>>()?;
     Ok(by_revision(events)
         .into_iter()

@@ -13,6 +13,7 @@ use std::time::Duration;
 use distsync_core::{Error, Result};
 
 use crate::amnesia::{fresh_id, Marker, Seen};
+use crate::connection::transaction::PgTransaction;
 use crate::error::{map, sqlstate, BACKEND};
 use crate::schema;
 use crate::store::Shared;
@@ -367,7 +368,9 @@ async fn record(shared: &Shared, seen: &Seen, offset: i64, delay: Duration) -> R
         schema::ensure(&shared.pool, &shared.schema).await?;
     }
     let ttl_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-    let mut tx = shared.pool.begin().await.map_err(map)?;
+    let mut tx = PgTransaction::begin(&shared.pool, None)
+        .await
+        .map_err(map)?;
     // The floor row first, as `prune_names` and `register_name` take it: a name
     // registered meanwhile starts at the raised floor.
     sqlx::query(&shared.sql("UPDATE {s}.token_floor SET floor = greatest(floor, $1)"))

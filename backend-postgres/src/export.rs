@@ -10,6 +10,7 @@
 use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::{Bytes, Error, Name, Result};
 
+use crate::connection::transaction::{PgTransaction, READ_ONLY};
 use crate::error::{map, BACKEND};
 use crate::store::Shared;
 
@@ -20,9 +21,7 @@ fn name(raw: String) -> Result<Name> {
 
 /// Reads the snapshot.
 pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
-    let mut tx = shared
-        .pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    let mut tx = PgTransaction::begin(&shared.pool, Some(READ_ONLY))
         .await
         .map_err(map)?;
     let mut snapshot = Snapshot::default();

@@ -11,8 +11,8 @@
 //! row behind once its TTL has passed (a schema with no client left sweeps nothing).
 
 use distsync_core::{Name, Result};
-use sqlx::{Postgres, Transaction};
 
+use crate::connection::transaction::{PgTransaction, READ_ONLY};
 use crate::error::map;
 use crate::store::{LockKind, Shared};
 
@@ -45,9 +45,7 @@ fn binds(prefix: &Name) -> (String, String) {
 /// How many rows [`purge_prefix`] would delete.
 pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> {
     let (exact, under) = binds(prefix);
-    let mut tx = shared
-        .pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    let mut tx = PgTransaction::begin(&shared.pool, Some(READ_ONLY))
         .await
         .map_err(map)?;
     let mut total = 0_i64;
@@ -84,7 +82,7 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
 /// fencing counters into `token_floor`; returns the rows deleted and the names.
 async fn purge_names(
     shared: &Shared,
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgTransaction,
     exact: &str,
     under: &str,
 ) -> Result<(i64, Vec<(String, String)>)> {
@@ -135,7 +133,9 @@ async fn purge_names(
 /// returns how many it deleted; then ends the sessions already expired (not counted).
 pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> {
     let (exact, under) = binds(prefix);
-    let mut tx = shared.pool.begin().await.map_err(map)?;
+    let mut tx = PgTransaction::begin(&shared.pool, None)
+        .await
+        .map_err(map)?;
     let mut total = 0_i64;
     for (table, column) in TABLES {
         let sql = shared.sql(&format!(

@@ -66,6 +66,7 @@ use sqlx::postgres::types::Oid;
 use sqlx::postgres::PgConnection;
 use sqlx::{Executor, PgPool};
 
+use crate::connection::transaction::PgTransaction;
 use crate::error::{map, BACKEND};
 
 /// The layout version of the schema's tables and functions that this client reads and
@@ -203,7 +204,7 @@ async fn unfair_lock_revision(conn: &mut PgConnection, quoted: &str) -> Result<u
 /// Adds the unfair lock's objects (or replaces an older revision of them) in a schema
 /// of this layout, one creator at a time (see [`ensure`]).
 async fn add_unfair_lock(pool: &PgPool, quoted: &str) -> Result<()> {
-    let mut tx = pool.begin().await.map_err(map)?;
+    let mut tx = PgTransaction::begin(pool, None).await.map_err(map)?;
     let conn: &mut PgConnection = &mut tx;
     sqlx::query(SETUP_LOCK)
         .execute(&mut *conn)
@@ -268,7 +269,7 @@ pub(crate) fn is_missing_object(error: &sqlx::Error) -> bool {
 /// Creates the schema's objects and marks them with [`LAYOUT_VERSION`], unless another
 /// client has marked the schema meanwhile (then its marker is checked as ours would be).
 async fn install(pool: &PgPool, schema: &str, quoted: &str) -> Result<()> {
-    let mut tx = pool.begin().await.map_err(map)?;
+    let mut tx = PgTransaction::begin(pool, None).await.map_err(map)?;
     let conn: &mut PgConnection = &mut tx;
     // One creator at a time; the key is in the one-bigint space, which never meets the
     // two-int keys the backend's users may take.

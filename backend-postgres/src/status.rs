@@ -28,6 +28,7 @@ use distsync_core::status::{
 };
 use distsync_core::{Bytes, FencingToken, Result, SessionId};
 
+use crate::connection::transaction::{PgTransaction, READ_ONLY};
 use crate::error::{map, BACKEND};
 use crate::store::Shared;
 
@@ -108,9 +109,7 @@ fn kind(word: &str) -> Option<LineKind> {
 
 /// The report of everything in the schema whose name starts with `prefix`.
 pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
-    let mut tx = shared
-        .pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    let mut tx = PgTransaction::begin(&shared.pool, Some(READ_ONLY))
         .await
         .map_err(map)?;
     let entries: Vec<EntryRow> = sqlx::query_as(&shared.sql(ENTRIES))

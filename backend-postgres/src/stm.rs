@@ -32,9 +32,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::{StmAttempt, StmEngine, StmRetry, Write};
 use distsync_core::{Error, Isolation, Name, Result};
-use sqlx::{Postgres, Transaction};
 
-use crate::connection::bounded::{through_pool, within, Bounded};
+use crate::connection::bounded::{within, Bounded};
+use crate::connection::transaction::PgTransaction;
 use crate::error::{is_conflict, map};
 use crate::store::Shared;
 
@@ -45,7 +45,7 @@ pub(crate) struct PgStm {
 struct PgAttempt {
     shared: Arc<Shared>,
     isolation: Isolation,
-    tx: Transaction<'static, Postgres>,
+    tx: PgTransaction,
     /// Keys read (with the value seen), in read order.
     reads: Vec<Name>,
     cache: HashMap<Name, Option<Bytes>>,
@@ -73,13 +73,9 @@ fn begin_statement(isolation: Isolation) -> &'static str {
 #[async_trait]
 impl StmEngine for PgStm {
     async fn begin(&self, isolation: Isolation, prefetch: &[Name]) -> Result<Box<dyn StmAttempt>> {
-        let limit = through_pool(&self.shared.pool);
-        let tx = within(
-            limit,
-            self.shared.pool.begin_with(begin_statement(isolation)),
-        )
-        .await
-        .map_err(map)?;
+        let tx = PgTransaction::begin(&self.shared.pool, Some(begin_statement(isolation)))
+            .await
+            .map_err(map)?;
         let mut attempt = PgAttempt {
             shared: Arc::clone(&self.shared),
             isolation,

@@ -43,4 +43,5 @@ pub(crate) mod heartbeat;
 pub(crate) mod liveness;
 pub(crate) mod reused;
 pub(crate) mod tls;
+pub(crate) mod transaction;
 pub(crate) mod unflushed;
