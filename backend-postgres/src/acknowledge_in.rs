@@ -32,8 +32,6 @@ impl PendingAck {
 /// open on `conn`, fenced by the delivery: the consumer's writes and the removal of the
 /// item commit together, or neither does.
 ///
-/// and the removal of the item commit together, or neither does.
-///
 /// [`ack_in`] deletes the item in the caller's transaction, fenced by the delivery: only
 /// while the item is still held by this delivery's receive and its session is live
 /// (the condition of [`Delivery::ack`]). Otherwise (the session ended and the item went
