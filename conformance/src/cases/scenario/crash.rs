@@ -8,7 +8,9 @@
 use tokio::time::Instant;
 
 use super::contender::{Contender, Target};
-use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
+use crate::check::{
+    ensure, secs, violated, within, Bounded, Check, Context, Fail, Holds, Task, PROMPT,
+};
 use crate::harness::Harness;
 
 /// A killed holder's lock (or permit) is granted to a waiter with a higher token.
@@ -21,6 +23,12 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
     let contender = Contender::new(&h, &session, target, true)
         .bounded("making the waiter's contender")
         .await?;
+    // The child's deadline by its own clock is at least `asked + left`.
+    let asked = Instant::now();
+    let left = holder
+        .lease_left()
+        .bounded("asking the holder for its lease")
+        .await?;
     if let Some(intruder) = within(
         PROMPT,
         "try_lock / try_acquire while the child holds",
@@ -28,13 +36,33 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
     )
     .await?
     {
-        return violated(format!(
+        let granted = Instant::now();
+        let evidence = format!(
             "{} was granted with token {} while {} held token {}",
             target.describe(),
             intruder.token(),
             holder.describe(),
             holder.token()
-        ));
+        );
+        // A grant before the child's own deadline took a live hold. One after it took a
+        // hold whose renewals the machine starved before the fault (the child's lease
+        // had run out by its clock): the set-up lapsed, and starts again.
+        let left_now = holder
+            .lease_left()
+            .bounded("asking the holder for its lease after the grant")
+            .await?;
+        return match (left, left_now) {
+            (Some(left), Some(left_now)) if granted >= asked + left && left_now.is_zero() => {
+                Err(Fail::SetUpLapsed(format!(
+                    "{evidence}, whose lease had run out by its own clock (it had {} left \
+                     when asked, {} before the grant, and none after it): its renewals \
+                     starved before the kill",
+                    secs(left),
+                    secs(granted.saturating_duration_since(asked))
+                )))
+            }
+            _ => violated(evidence),
+        };
     }
     let waiter = Task::spawn("the waiter", async move {
         let guard = contender.acquire().await.ctx("the waiter acquiring")?;
