@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::contender::{Contender, Target};
 use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
+use crate::cpu_pressure::Sampler;
 use crate::fenced::FencedCounter;
 use crate::harness::Harness;
 
@@ -49,6 +50,9 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
         .bounded("asking the holder for its lease")
         .await?;
     let paused = Instant::now();
+    // The grant's upper bound is a liveness bound: the time the machine's runnable
+    // tasks waited for a CPU meanwhile comes off it (see `crate::cpu_pressure`).
+    let pressure = Sampler::start(paused);
     holder.pause().await.ctx("pausing the holder")?;
     let (guard, granted_at, _contender) = waiter.join(ttl * 3 + PROMPT).await?;
     let took = granted_at.saturating_duration_since(paused);
@@ -72,10 +76,15 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
             None => "its lease left unknown".to_owned(),
         }
     );
+    let starved = pressure.map_or(Duration::ZERO, |pressure| {
+        pressure.contention().within(Duration::ZERO, took)
+    });
     ensure!(
-        took <= ttl + EXPIRY_SLACK,
-        "the lock was granted only {} after the holder was paused (TTL {ttl:?})",
-        secs(took)
+        took <= ttl + EXPIRY_SLACK + starved,
+        "the lock was granted only {} after the holder was paused (TTL {ttl:?}; {} of it the \
+         machine's runnable tasks waited for a CPU)",
+        secs(took),
+        secs(starved)
     );
     ensure!(
         guard.token() > stale_token,
