@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use distsync::session::{HealthWatch, Lost, SessionHealth};
 use distsync::Bytes;
+#[cfg(unix)]
+use rustix::process::Signal;
 use tokio::io::AsyncWriteExt as _;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::exit::{self, Failure};
-use crate::signals::{Interrupt, Interrupts};
+use crate::signals::Interrupts;
+#[cfg(unix)]
+use crate::{terminal, watchdog::Watchdog};
 
 /// How long CMD has to exit after SIGTERM once the hold is lost, before SIGKILL, when
 /// no client-side deadline is known (the session was lost before any renewal failed).
@@ -57,9 +61,17 @@ pub(crate) enum ChildEnd {
 /// - when the hold is lost, CMD gets SIGTERM at once (if it has not had it), and
 ///   SIGKILL at the last known deadline, or [`KILL_GRACE`] later if that has passed.
 ///
-/// When SIGINT or SIGTERM arrives, it is forwarded to CMD; a second one kills CMD.
+/// - when `distsync` itself dies (SIGKILL, a panic, an abort), CMD's watchdog sends
+///   SIGTERM at once and SIGKILL at the last known deadline, or at once when none is
+///   known or it has passed (see [`crate::watchdog`]).
 ///
-/// Returns once CMD has exited, in every case.
+/// Every signal goes to CMD's process group, so what CMD started in the background
+/// stops with it. When SIGINT or SIGTERM arrives, it is forwarded to the group; a second
+/// one kills it. When standard input is the terminal `distsync` runs in the foreground
+/// of, CMD's group has the terminal while CMD runs (see [`crate::terminal`]).
+///
+/// Returns once CMD has exited and whatever it left running in its group has had
+/// SIGKILL, in every case: nothing of CMD runs once the caller releases the hold.
 ///
 /// # Errors
 /// Exit code 127 when the program is not found, 126 when it cannot be run, 4 when
@@ -74,30 +86,70 @@ pub(crate) async fn run(
     let Some((program, args)) = command.split_first() else {
         return Err(Failure::usage("no command given after `--`"));
     };
-    let mut spawning = Command::new(program);
-    spawning
-        .args(args)
-        .envs(env.iter().map(|(key, value)| (key, value)));
-    if input.is_some() {
-        spawning.stdin(Stdio::piped());
+    #[cfg(not(unix))]
+    {
+        let _ = (args, env, input, stop, interrupts);
+        return Err(Failure::usage(format!(
+            "cannot run {} under a hold here: distsync stops a command when it dies itself \
+             through Unix process groups, which this platform lacks, and never starts one \
+             it could leave running",
+            program.to_string_lossy()
+        )));
     }
-    let mut child = spawning.spawn().map_err(|error| Failure {
-        code: if error.kind() == std::io::ErrorKind::NotFound {
-            exit::NOT_FOUND
+    #[cfg(unix)]
+    {
+        let mut watchdog = Watchdog::start().await.map_err(|error| {
+            Failure::failed(format!(
+                "cannot start the watchdog that stops the command if distsync dies: {error}"
+            ))
+        })?;
+        let mut spawning = Command::new(program);
+        spawning
+            .args(args)
+            .envs(env.iter().map(|(key, value)| (key, value)))
+            .process_group(watchdog.group());
+        if input.is_some() {
+            spawning.stdin(Stdio::piped());
+        }
+        let mut child = spawning.spawn().map_err(|error| Failure {
+            code: if error.kind() == std::io::ErrorKind::NotFound {
+                exit::NOT_FOUND
+            } else {
+                exit::CANNOT_EXECUTE
+            },
+            message: format!("cannot run {}: {error}", program.to_string_lossy()),
+        })?;
+        let terminal = if input.is_none() {
+            terminal::lend(watchdog.group())
         } else {
-            exit::CANNOT_EXECUTE
-        },
-        message: format!("cannot run {}: {error}", program.to_string_lossy()),
-    })?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        // A task of its own, so that a CMD that reads slowly (or not at all) never
-        // holds up the watch below; dropping `stdin` at its end is CMD's end of input.
-        tokio::spawn(async move {
-            if let Err(error) = stdin.write_all(&input).await {
-                tracing::debug!(%error, "the command did not read all of its input");
-            }
-        });
+            None
+        };
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A task of its own, so that a CMD that reads slowly (or not at all) never
+            // holds up the watch below; dropping `stdin` at its end is CMD's end of input.
+            tokio::spawn(async move {
+                if let Err(error) = stdin.write_all(&input).await {
+                    tracing::debug!(%error, "the command did not read all of its input");
+                }
+            });
+        }
+        let end = watch(program, &mut child, &mut watchdog, stop, interrupts).await;
+        drop(terminal);
+        watchdog.end().await;
+        end
     }
+}
+
+/// Watches CMD (started in `watchdog`'s group) until it exits, stopping it as
+/// [`run`] says.
+#[cfg(unix)]
+async fn watch(
+    program: &OsString,
+    child: &mut Child,
+    watchdog: &mut Watchdog,
+    stop: Stop,
+    interrupts: &mut Interrupts,
+) -> Result<ChildEnd, Failure> {
     let Stop {
         mut lost,
         mut health,
@@ -108,6 +160,7 @@ pub(crate) async fn run(
     let mut requested_seen = false;
     // The last known client-side deadline.
     let mut deadline = health.current().valid_until().map(Instant::from_std);
+    watchdog.deadline(deadline);
     let mut lost_seen = false;
     let mut stopping = false;
     let mut interrupted = false;
@@ -141,13 +194,14 @@ pub(crate) async fn run(
                         kill_in = ?kill.saturating_duration_since(now),
                         "the hold was lost while the command runs: sending it SIGTERM"
                     );
-                    terminate(&mut child, Interrupt::Terminate);
+                    watchdog.signal(Signal::TERM);
                 }
             }
             now = health.changed(), if !lost_seen => match now {
                 SessionHealth::Failing { valid_until, .. } if !stopping => {
                     let valid_until = Instant::from_std(valid_until);
                     deadline = Some(valid_until);
+                    watchdog.deadline(deadline);
                     term_at = Some(valid_until.checked_sub(grace).unwrap_or(valid_until).max(Instant::now()));
                     kill_at = Some(valid_until);
                     tracing::warn!(
@@ -157,6 +211,7 @@ pub(crate) async fn run(
                 }
                 SessionHealth::Healthy { valid_until } if !stopping => {
                     deadline = Some(Instant::from_std(valid_until));
+                    watchdog.deadline(deadline);
                     term_at = None;
                     kill_at = None;
                 }
@@ -169,27 +224,37 @@ pub(crate) async fn run(
                     kill_in = ?kill_at.map(|at| at.saturating_duration_since(Instant::now())),
                     "session renewals are failing: sending the command SIGTERM before the deadline"
                 );
-                terminate(&mut child, Interrupt::Terminate);
+                watchdog.signal(Signal::TERM);
             }
             () = &mut requested, if !requested_seen => {
                 requested_seen = true;
                 if !stopping && !interrupted {
                     tracing::warn!("release requested: sending the command SIGTERM");
-                    terminate(&mut child, Interrupt::Terminate);
+                    watchdog.signal(Signal::TERM);
                 }
             }
             signal = interrupts.recv() => {
                 if interrupted || lost_seen || stopping {
                     tracing::warn!("second signal: killing the command");
-                    kill(&mut child);
+                    watchdog.kill();
                 } else {
                     interrupted = true;
-                    terminate(&mut child, signal);
+                    watchdog.signal(signal.signal());
                 }
+            }
+            exited = watchdog.exited() => {
+                // Nothing would stop CMD if distsync died now: stop it while distsync can.
+                tracing::error!(?exited, "the command's watchdog exited: killing the command");
+                watchdog.kill();
+                let _ = child.wait().await;
+                return Err(Failure::failed(format!(
+                    "the watchdog of {} exited ({exited:?}); the command was killed",
+                    program.to_string_lossy()
+                )));
             }
             () = kill_timer => {
                 tracing::warn!("the command outlived its grace period: killing it");
-                kill(&mut child);
+                watchdog.kill();
                 kill_at = None;
             }
         }
@@ -217,36 +282,6 @@ fn code_of(status: ExitStatus) -> u8 {
         }
     }
     exit::FAILED
-}
-
-/// Sends `signal` to the child (SIGKILL where signals are not available).
-fn terminate(child: &mut Child, signal: Interrupt) {
-    #[cfg(unix)]
-    {
-        use rustix::process::{kill_process, Pid, Signal};
-        // `pid` is our own child, not yet reaped (tokio reaps it only in `wait`), so it
-        // cannot have been reused.
-        let pid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .and_then(Pid::from_raw);
-        if let (Some(pid), Some(signal)) = (pid, Signal::from_named_raw(signal.number())) {
-            if let Err(error) = kill_process(pid, signal) {
-                tracing::debug!(%error, "signalling the command failed");
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = signal;
-        kill(child);
-    }
-}
-
-fn kill(child: &mut Child) {
-    if let Err(error) = child.start_kill() {
-        tracing::debug!(%error, "killing the command failed");
-    }
 }
 
 #[cfg(all(test, unix))]

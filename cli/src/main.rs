@@ -59,7 +59,8 @@
 //! been stopped, distsync campaigns again on a fresh session and runs CMD again on the
 //! next win (`--once` exits with 3 instead). CMD's own exit ends it with CMD's code.
 #![warn(missing_docs)]
-// Signals go to CMD through rustix's safe `kill_process` (`child::terminate`).
+// Signals go to CMD's group through rustix's safe `kill_process_group`, and the
+// watchdog's signal mask through nix's safe `sigprocmask`.
 #![forbid(unsafe_code)]
 
 mod args;
@@ -75,7 +76,11 @@ mod output;
 mod repl;
 mod signals;
 mod stdin;
+#[cfg(unix)]
+mod terminal;
 mod wait;
+#[cfg(unix)]
+mod watchdog;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -84,6 +89,10 @@ use crate::args::{Cli, Command};
 use crate::exit::Failure;
 
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(watchdog::ARG)) {
+        return watchdog::main();
+    }
     let cli = args::parse();
     init_tracing();
     let generated = match cli.command {

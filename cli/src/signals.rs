@@ -12,12 +12,12 @@ pub(crate) enum Interrupt {
 }
 
 impl Interrupt {
-    /// The signal's number, to forward it to a child process.
+    /// The signal, to forward it to CMD's process group.
     #[cfg(unix)]
-    pub(crate) fn number(self) -> libc::c_int {
+    pub(crate) fn signal(self) -> rustix::process::Signal {
         match self {
-            Interrupt::Interrupt => libc::SIGINT,
-            Interrupt::Terminate => libc::SIGTERM,
+            Interrupt::Interrupt => rustix::process::Signal::INT,
+            Interrupt::Terminate => rustix::process::Signal::TERM,
         }
     }
 }

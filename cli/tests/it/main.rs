@@ -9,6 +9,7 @@ mod counter;
 mod election;
 mod lock;
 mod migrate;
+mod orphans;
 mod partition;
 mod queue;
 mod ratelimit;
