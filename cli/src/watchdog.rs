@@ -8,7 +8,8 @@
 //! the pipe's end of file comes exactly when `distsync` is gone, however it went (the
 //! kernel closes a dead process's descriptors). The watchdog then sends SIGTERM to the
 //! group at once, and SIGKILL at the hold's client-side deadline (the last one
-//! `distsync` wrote to the pipe), or at once when none is known or it has passed: the
+//! `distsync` wrote to the pipe), or at once when none is known or it has passed; it
+//! exits as soon as nothing else is left in the group (read from `/proc` on Linux). The
 //! store cannot grant the hold to anyone before that deadline, so CMD stops first, and
 //! every process CMD started in the background goes with it (they share its group).
 //!
@@ -234,8 +235,63 @@ pub(crate) fn main() -> ExitCode {
     ));
     if deadline > now {
         let _ = kill_process_group(group, Signal::TERM);
-        std::thread::sleep(Duration::from_nanos(deadline - now));
+        wait_for_empty(group, Duration::from_nanos(deadline - now));
     }
     let _ = kill_process_group(group, Signal::KILL);
     ExitCode::FAILURE
+}
+
+/// Waits until no process but this one is left in `group`, or `grace` has passed. A CMD
+/// that exits on SIGTERM then ends its watchdog with it, instead of leaving it to wait
+/// for the deadline. Where `/proc` cannot tell (not Linux), waits the whole grace.
+fn wait_for_empty(group: Pid, grace: Duration) {
+    let until = std::time::Instant::now() + grace;
+    let me = rustix::process::getpid();
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match others_in(group, me) {
+            Some(false) => return,
+            Some(true) => std::thread::sleep(left.min(Duration::from_millis(10))),
+            None => return std::thread::sleep(left),
+        }
+    }
+}
+
+/// Whether a process other than `me` is in `group`, from `/proc`; `None` where `/proc`
+/// lists no processes. A zombie counts as gone: it runs nothing.
+fn others_in(group: Pid, me: Pid) -> Option<bool> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let mut listed = false;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        listed = true;
+        if pid == me.as_raw_nonzero().get() {
+            continue;
+        }
+        // `pid (comm) state ppid pgrp ...`: `comm` may hold spaces and parentheses, so
+        // the fields are read after its last `)`.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let mut fields = stat
+            .rsplit_once(") ")
+            .map_or("", |(_, rest)| rest)
+            .split(' ');
+        let (state, pgrp) = (fields.next(), fields.nth(1));
+        if state != Some("Z")
+            && pgrp.and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(group.as_raw_nonzero().get())
+        {
+            return Some(true);
+        }
+    }
+    listed.then_some(false)
 }

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The stress gate: every test and conformance case a change adds or modifies since BASE,
+# run N times beside two CPU hogs, before the change reaches CI. A test written on a
+# quiet machine meets load here first, not in CI.
+#
+#   scripts/stress.sh [BASE]          BASE: default origin/main's merge base, else HEAD
+#   STRESS_COUNT=50 scripts/stress.sh  runs per test and case (default 20)
+#   STRESS_COLUMNS="etcd redis" scripts/stress.sh   the columns a case runs on (default:
+#                                     every server the environment names, and memory)
+#
+# What it selects is scripts/changed-tests.py's (the working tree against BASE, so
+# uncommitted work counts): the changed tests, each `STRESS_COUNT` times with nextest's
+# own repetition (`--stress-count`); the changed conformance cases, `STRESS_COUNT` runs
+# of the runner with `--case`; and, once under the hogs, the whole column of a backend
+# whose shared code changed (its store, session, waiter line: any of its `src/`), or
+# every column when core, kv, store or the conformance harness changed.
+#
+# Prints a table: name, runs, failures, the slowest run and the bound it ran under
+# (nextest's terminate-after for a test, the runner's --timeout for a case); exits 1 if
+# anything failed. Starts the test servers (scripts/servers.sh up) and the hogs, and
+# stops the hogs when done. CONTRIBUTING.md asks for it before every merge, and for its
+# table in the closing note.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+count=${STRESS_COUNT:-20}
+if [[ $# -ge 1 ]]; then
+    base=$1
+elif git rev-parse -q --verify origin/main >/dev/null; then
+    base=$(git merge-base HEAD origin/main)
+else
+    base=HEAD
+fi
+# A test's bound: nextest ends a test after `period` × `terminate-after`.
+test_bound=300
+case_bound=300
+
+selection=$(python3 scripts/changed-tests.py "$base") || exit 2
+printf 'stress: since %s, %s runs each beside two CPU hogs\n' "$(git rev-parse --short "$base")" "$count" >&2
+if [[ -z $selection ]]; then
+    echo "stress: the change adds or modifies no test or case" >&2
+    exit 0
+fi
+printf '%s\n' "$selection" | sed 's/^/  /' >&2
+
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
+scripts/servers.sh up >/dev/null || {
+    echo "stress: the servers did not come up" >&2
+    exit 1
+}
+eval "$(scripts/servers.sh env)" || exit 1
+# Built before the hogs start: the gate measures the tests, not the compiler.
+cargo nextest run --workspace --all-features --no-run >/dev/null 2>&1 ||
+    cargo nextest run --workspace --all-features --no-run || exit 1
+DISTSYNC_RUNNER_BUILT=1
+scripts/runner.sh --list >/dev/null || exit 1
+
+hogs=()
+for _ in 1 2; do
+    sh -c 'while :; do :; done' &
+    hogs+=($!)
+done
+trap 'kill "${hogs[@]}" 2>/dev/null' EXIT
+
+rows=$(mktemp)
+failed=0
+work=$(mktemp -d)
+
+# Tests: one nextest run of them all, `--stress-count` times; each PASS or FAIL line
+# gives a test's duration in one iteration.
+filter=$(printf '%s\n' "$selection" | awk '$1 == "test" {
+    printf "%s(package(%s) & test(/(^|::)%s$/))", sep, $2, $3; sep = " | " }')
+if [[ -n $filter ]]; then
+    DISTSYNC_CASES_IN_RUNNER=1 cargo nextest run --workspace --all-features -E "$filter" \
+        --stress-count "$count" --no-fail-fast --status-level pass --final-status-level none \
+        >"$work/tests" 2>&1 || failed=1
+    grep -E '^ +(PASS|FAIL|TIMEOUT|SIG[A-Z]+|LEAK-FAIL) \[' "$work/tests" |
+        sed -E 's/^ +([A-Z-]+) \[ *([0-9.]+)s\] \[[0-9]+\/[0-9]+\] \([^)]*\) [^ ]+ (.*)$/\3 \1 \2/' |
+        awk -v bound="$test_bound" '{ name = $1; runs[name]++; if ($2 != "PASS") fails[name]++
+            if ($3 > slow[name]) slow[name] = $3 }
+            END { for (n in runs) printf "test %s %d %d %.1f %d\n", n, runs[n], fails[n], slow[n], bound }' >>"$rows"
+    grep -E '^ +(FAIL|TIMEOUT|SIG[A-Z]+) \[' "$work/tests" | sort | uniq -c | head -n 20 >&2
+fi
+
+# The runner's columns for the cases: memory, then every server whose URL is set.
+columns=(--backend memory://)
+for var in DISTSYNC_ETCD_URL DISTSYNC_REDIS_URL DISTSYNC_POSTGRES_URL DISTSYNC_ZOOKEEPER_URL \
+    DISTSYNC_MYSQL_URL DISTSYNC_NATS_URL; do
+    label=${var#DISTSYNC_}
+    label=${label%_URL}
+    label=${label,,}
+    if [[ -n ${STRESS_COLUMNS:-} && " $STRESS_COLUMNS " != *" $label "* ]]; then
+        continue
+    fi
+    [[ -n ${!var:-} ]] && columns+=(--backend-env "$var")
+done
+
+# runner_rows NAME RUNS ARGS...: runs the runner RUNS times with ARGS, and adds a row per
+# (column, case) to the table from its JSON matrix.
+runner_rows() {
+    local name=$1 runs=$2 run
+    shift 2
+    for ((run = 1; run <= runs; run++)); do
+        DISTSYNC_RUNNER_BUILT=1 scripts/runner.sh --format json --timeout "${case_bound}s" \
+            --columns 3 "$@" >"$work/$name.$run.json" 2>"$work/$name.$run.log" || failed=1
+    done
+    python3 - "$name" "$case_bound" "$work/$name".*.json >>"$rows" <<'EOF'
+import json, sys
+name, bound, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+runs, fails, slow = {}, {}, {}
+for file in files:
+    try:
+        matrix = json.load(open(file))
+    except (OSError, ValueError):
+        runs[(name, "(no matrix)")] = runs.get((name, "(no matrix)"), 0) + 1
+        fails[(name, "(no matrix)")] = fails.get((name, "(no matrix)"), 0) + 1
+        continue
+    for row in matrix:
+        if row["outcome"] in ("unsupported", "not_run"):
+            continue
+        key = (row["case"], row["backend"])
+        runs[key] = runs.get(key, 0) + 1
+        fails[key] = fails.get(key, 0) + (1 if row["failure"] else 0)
+        slow[key] = max(slow.get(key, 0.0), row["elapsed_ms"] / 1000)
+for (case, column), n in sorted(runs.items()):
+    print(f"case {case}@{column} {n} {fails[(case, column)]} {slow.get((case, column), 0):.1f} {bound}")
+EOF
+}
+
+mapfile -t cases < <(printf '%s\n' "$selection" | awk '$1 == "case" { print $2 }')
+if ((${#cases[@]})); then
+    case_args=()
+    for case in "${cases[@]}"; do case_args+=(--case "$case"); done
+    runner_rows cases "$count" "${columns[@]}" "${case_args[@]}"
+fi
+if grep -q '^every-column' <<<"$selection"; then
+    runner_rows every-column 1 "${columns[@]}"
+else
+    for label in $(printf '%s\n' "$selection" | awk '$1 == "column" { print $2 }'); do
+        var=DISTSYNC_${label^^}_URL
+        if [[ $label == memory ]]; then
+            runner_rows "column-$label" 1 --backend memory://
+        elif [[ -n ${!var:-} ]]; then
+            runner_rows "column-$label" 1 --backend-env "$var"
+        else
+            echo "stress: $var is not set: the $label column did not run" >&2
+            failed=1
+        fi
+    done
+fi
+
+printf '\n%-90s %5s %8s %9s %6s\n' name runs failures slowest/s bound/s
+sort "$rows" | awk '{ printf "%-90s %5d %8d %9.1f %6d\n", $1 " " $2, $3, $4, $5, $6 }'
+if ((failed)); then
+    echo "stress: FAILED; the outputs are in $work" >&2
+    exit 1
+fi
+rm -rf "$work" "$rows"
