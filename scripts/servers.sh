@@ -239,10 +239,10 @@ urls() {
     echo "DISTSYNC_POSTGRES_UNFLUSHED_URL='postgres://distsync@$HOST:$PG_PORT/distsync?schema=distsync_unflushed&grants=unflushed&max_session_ttl=15s'"
     local sentinels=()
     for n in "${SENTINELS[@]}"; do sentinels+=("$HOST:$(sentinel_port "$n")"); done
-    echo "DISTSYNC_REDIS_SENTINEL_URL='redis+sentinel://${sentinels[*]}/$SENTINEL_SERVICE/0?wait_replicas=1&wait_timeout=500'"
+    echo "DISTSYNC_REDIS_SENTINEL_URL='redis+sentinel://${sentinels[*]}/$SENTINEL_SERVICE/0?wait_replicas=1&wait_timeout=500ms'"
     local nodes=()
     for n in "${RC_NODES[@]}"; do nodes+=("$HOST:$(rc_port "$n")"); done
-    echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500'"
+    echo "DISTSYNC_REDIS_CLUSTER_URL='redis+cluster://${nodes[*]}?wait_replicas=1&wait_timeout=500ms'"
     echo "DISTSYNC_ZOOKEEPER_URL=zk://$HOST:$ZK_PORT"
     echo "DISTSYNC_MYSQL_URL=mysql://distsync:$MYSQL_PASSWORD@$HOST:$MYSQL_PORT/distsync"
     local ensemble=()

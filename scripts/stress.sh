@@ -75,7 +75,7 @@ if [[ -n $filter ]]; then
         --stress-count "$count" --no-fail-fast --status-level pass --final-status-level none \
         >"$work/tests" 2>&1 || failed=1
     grep -E '^ +(PASS|FAIL|TIMEOUT|SIG[A-Z]+|LEAK-FAIL) \[' "$work/tests" |
-        sed -E 's/^ +([A-Z-]+) \[ *([0-9.]+)s\] \[[0-9]+\/[0-9]+\] \([^)]*\) [^ ]+ (.*)$/\3 \1 \2/' |
+        sed -E 's/^ +([A-Z-]+) \[ *([0-9.]+)s\] \[ *[0-9]+\/[0-9]+\] \([^)]*\) [^ ]+ (.*)$/\3 \1 \2/' |
         awk -v bound="$test_bound" '{ name = $1; runs[name]++; if ($2 != "PASS") fails[name]++
             if ($3 > slow[name]) slow[name] = $3 }
             END { for (n in runs) printf "test %s %d %d %.1f %d\n", n, runs[n], fails[n], slow[n], bound }' >>"$rows"

@@ -1,7 +1,8 @@
 //! # distsync
 //!
 //! Distributed concurrency primitives behind one set of traits, over etcd, Redis,
-//! PostgreSQL, ZooKeeper or an in-process memory store. Pick the store with a cargo
+//! PostgreSQL, ZooKeeper, MySQL or MariaDB, NATS JetStream or an in-process memory
+//! store. Pick the store with a cargo
 //! feature and a URL, write the code once:
 //!
 //! ```
@@ -71,11 +72,11 @@
 //! | `memory://` (fresh) or `memory://NAME` (shared in the process) | (always) | [`store::memory`] |
 //! | `etcd://[user:password@]host:port[,host:port...][/namespace][?tls=true&ca=PATH&cert=PATH&key=PATH][&layout=go]` | `etcd` | `store::etcd` |
 //! | `redis://` or `rediss://[user:password@]host:port[/db][?namespace=...&ca=PATH&cert=PATH&key=PATH][&allow_eviction=true]` (a server must run `maxmemory-policy noeviction` unless `allow_eviction=true`, which declares the guarantees lost) | `redis` | `store::redis` |
-//! | `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db][?wait_replicas=1&wait_timeout=500]` (the primary found through Sentinels; `wait_replicas` makes grants survive a failover) | `redis` | `store::redis` |
-//! | `redis+cluster://[user:password@]host:port[,host:port...][?wait_replicas=1&wait_timeout=500]` (every primitive in one hash slot) | `redis` | `store::redis` |
+//! | `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db][?wait_replicas=1&wait_timeout=500ms]` (the primary found through Sentinels; `wait_replicas` makes grants survive a failover) | `redis` | `store::redis` |
+//! | `redis+cluster://[user:password@]host:port[,host:port...][?wait_replicas=1&wait_timeout=500ms]` (every primitive in one hash slot) | `redis` | `store::redis` |
 //! | `postgres://user[:password]@host:port/db[?schema=...&sslmode=verify-full&sslrootcert=PATH][&hold_connections=8]` | `postgres` | `store::postgres` |
 //! | `zk://` or `zks://[user:password@]host:port[,host:port...][/root][?ca=PATH]` | `zookeeper` | `store::zookeeper` |
-//! | `mysql://` or `mariadb://user[:password]@host:port/db[?table_prefix=...&ssl-mode=...]` | `mysql` | `store::mysql` |
+//! | `mysql://` or `mariadb://user[:password]@host:port/db[?table_prefix=...&poll_interval=20ms&pool_size=8]` | `mysql` | `store::mysql` |
 //! | `nats://` or `tls://[user:password@]host:port[,host:port...][/][?bucket=...&replicas=1&creds=PATH&ca=PATH]` (JetStream key-value, nats-server 2.12 or later) | `nats` | `store::nats` |
 //!
 //! Every URL but `memory://` also takes `connect_timeout=` (default 5 s) and
@@ -198,12 +199,12 @@ pub mod store {
         pub use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
         pub use distsync_core::raw::{
             call_id, check_session_ttl, join_host_port, leadership, lock_guard, name_under,
-            parse_duration, parse_host_port, parse_url_flag, parse_url_timeout, permit, read_guard,
-            retry, start_session, with_guarded_write, with_release_request_watch, Backend, Backoff,
-            BareNumber, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease,
-            LossWatchFn, MaxSessionTtl, MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn,
-            SessionStoreSide, Settle, StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions,
-            Write, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+            parse_duration, parse_host_port, parse_url_flag, permit, read_guard, retry,
+            start_session, with_guarded_write, with_release_request_watch, Backend, Backoff,
+            EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease, LossWatchFn,
+            MaxSessionTtl, MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide,
+            Settle, StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions, Write,
+            DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
         };
         pub use distsync_core::Proclaim;
         pub use distsync_kv::{kv, recipes};
@@ -257,9 +258,10 @@ pub mod store {
 /// `memory://` is always available and gives a fresh in-process store;
 /// `memory://NAME` gives the process-wide store `NAME`, shared by every `connect` with
 /// the same name (see [`store::memory::MemoryBackend::shared`]). `etcd://`,
-/// `redis://` (also `rediss://`, `redis+sentinel://`, `redis+cluster://`) and
-/// `postgres://` (also `postgresql://`) need their cargo feature; without it the error
-/// says which feature to enable. [`store::DRIVERS`] lists them.
+/// `redis://` (also `rediss://`, `redis+sentinel://`, `redis+cluster://`),
+/// `postgres://` (also `postgresql://`), `zk://` (also `zks://`), `mysql://` (also
+/// `mariadb://`) and `nats://` (also `tls://`) need their cargo feature; without it the
+/// error says which feature to enable. [`store::DRIVERS`] lists them.
 ///
 /// # Cancel safety
 ///

@@ -48,8 +48,8 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["tls", "layout"], crate::
 /// | `max_session_ttl` | the longest session TTL a client may use (at least [`crate::MIN_SESSION_TTL`]), which turns on the lock-delay after the store forgets (see the crate docs, "When the store forgets"); longer sessions are refused; `off`: none; empty: the default, for a URL that inherits a bound | none (etcd keeps every write) |
 /// | `timeout` | how long one request may wait for its answer (a watch stream: for it to open; a lease renewal on the client's shared keepalive stream: for its answer, or the stream is given up); a failing request is retried across members only while less than this (at most 3 s) has passed since its first attempt, so a request into a silent partition fails within about twice it | 10 s |
 ///
-/// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
-/// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
+/// Timeouts are a whole number with the unit `ms`, `s`, `m` or `h` (`1500ms`, `2s`,
+/// `1m`); a bare number is refused (see `parse_duration` in `distsync::store::raw`).
 ///
 /// The password is never shown: `Display`, `Debug` and errors show `***` instead.
 ///
@@ -442,7 +442,7 @@ mod tests {
     fn credentials_tls_and_timeouts() {
         let config = parse(
             "etcd://app%40x:p%40ss%3Aw0rd@a:1,b:2/ns?ca=/c/ca.pem&cert=/c/a.pem&key=/c/a.key\
-             &timeout=3s&connect_timeout=1500",
+             &timeout=3s&connect_timeout=1500ms",
         )
         .unwrap();
         assert_eq!(config.endpoints(), ["a:1", "b:2"]);

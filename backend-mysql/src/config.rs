@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use distsync_core::raw::{
-    parse_url_timeout, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    parse_duration, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
 use distsync_core::{Error, Result};
 use sqlx::mysql::MySqlConnectOptions;
@@ -160,7 +160,7 @@ impl MysqlConfig {
                 }
                 "poll_interval" => {
                     poll_interval =
-                        parse_url_timeout(value).map_err(|e| format!("poll_interval: {e}"))?;
+                        parse_duration(value).map_err(|e| format!("poll_interval: {e}"))?;
                 }
                 "pool_size" => {
                     pool_size = value
@@ -175,16 +175,12 @@ impl MysqlConfig {
         })
         .map_err(&invalid)?;
         if shared.ca_file.is_some() || shared.client_cert_files.is_some() {
-            return Err(Error::unsupported(
-                crate::BACKEND,
-                "TLS (ca=, cert=, key=) is not offered by the MySQL backend yet",
-            ));
+            return Err(Error::unsupported(crate::BACKEND, "TLS (ca=, cert=, key=)"));
         }
         if shared.max_session_ttl.or(None).is_some() {
             return Err(Error::unsupported(
                 crate::BACKEND,
-                "max_session_ttl= (a lock-delay after the store forgot) is not offered by the \
-                 MySQL backend yet",
+                "max_session_ttl= (a lock-delay after the store forgot)",
             ));
         }
         Ok(Self {

@@ -68,19 +68,34 @@ pub(crate) fn map(error: sqlx::Error) -> Error {
     }
 }
 
-/// Runs `work` within `timeout`: a statement the server does not answer in time is a
-/// [`Error::Connection`] (it may have been applied, as after any lost reply).
+/// The URL option that bounds a wait, named in the error when it runs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bound {
+    /// `connect_timeout=`: connecting in all.
+    Connect,
+    /// `timeout=`: one request.
+    Request,
+}
+
+/// Runs `work` within `timeout`, which the URL option `bound` sets: a statement the
+/// server does not answer in time is a [`Error::Connection`] (it may have been applied,
+/// as after any lost reply) naming that option.
 pub(crate) async fn within<T>(
     timeout: Duration,
+    bound: Bound,
     doing: &str,
     work: impl std::future::Future<Output = distsync_core::Result<T>>,
 ) -> distsync_core::Result<T> {
+    let option = match bound {
+        Bound::Connect => "connect_timeout",
+        Bound::Request => "timeout",
+    };
     tokio::time::timeout(timeout, work)
         .await
         .unwrap_or_else(|_| {
             Err(Error::connection(
                 BACKEND,
-                format!("{doing}: no answer within {timeout:?} (`timeout=` in the URL)"),
+                format!("{doing}: no answer within {timeout:?} (`{option}=` in the URL)"),
             ))
         })
 }

@@ -12,11 +12,12 @@ use distsync_kv::kv::{
 };
 use futures::stream::BoxStream;
 use sqlx::mysql::MySqlPoolOptions;
+use sqlx::Connection as _;
 use sqlx::MySqlPool;
 use tokio::task::JoinHandle;
 
 use crate::compaction::{self, DEFAULT_RETAINED_REVISIONS};
-use crate::error::{map, within};
+use crate::error::{map, within, Bound};
 use crate::replication::SemiSync;
 use crate::schema::Tables;
 use crate::watch::Hub;
@@ -137,7 +138,16 @@ impl MysqlKv {
     pub async fn connect(config: &MysqlConfig) -> Result<Self> {
         let tables = Tables::new(config.table_prefix());
         let timeout = config.connect_timeout();
-        let (pool, lease_pool, semi_sync) = within(timeout, "connecting", async {
+        let (pool, lease_pool, semi_sync) = within(timeout, Bound::Connect, "connecting", async {
+            // One connection first, outside the pool: the pool retries a refused
+            // connection until its acquire timeout, so a wrong port would take the
+            // whole `connect_timeout` to fail instead of failing at once.
+            sqlx::mysql::MySqlConnection::connect_with(config.connect_options())
+                .await
+                .map_err(map)?
+                .close()
+                .await
+                .map_err(map)?;
             let pool = open_pool(config, config.pool_size()).await?;
             tables.create(&pool).await?;
             let semi_sync = SemiSync::read(&pool).await?;
@@ -189,6 +199,7 @@ impl MysqlKv {
     pub async fn compact(&self, revision: Revision) -> Result<Revision> {
         within(
             self.request_timeout,
+            Bound::Request,
             "compacting",
             compaction::compact(&self.core.pool, &self.core.tables, revision),
         )
@@ -207,7 +218,7 @@ impl MysqlKv {
         T: Send + 'static,
     {
         let task = tokio::spawn(work(Arc::clone(&self.core)));
-        within(self.request_timeout, doing, async {
+        within(self.request_timeout, Bound::Request, doing, async {
             task.await
                 .map_err(|error| Error::backend(BACKEND, format!("{doing}: {error}")))?
         })
@@ -301,8 +312,11 @@ impl Kv for MysqlKv {
     }
 
     async fn describe(&self) -> Result<Vec<(String, String)>> {
-        let (version, flush, log_bin, sync_binlog): (String, i64, i64, i64) =
-            within(self.request_timeout, "describing the store", async {
+        let (version, flush, log_bin, sync_binlog): (String, i64, i64, i64) = within(
+            self.request_timeout,
+            Bound::Request,
+            "describing the store",
+            async {
                 sqlx::query_as(
                     // The server answers its unsigned variables as BIGINT UNSIGNED.
                     "SELECT VERSION(), CAST(@@innodb_flush_log_at_trx_commit AS SIGNED), \
@@ -311,8 +325,9 @@ impl Kv for MysqlKv {
                 .fetch_one(&self.core.pool)
                 .await
                 .map_err(map)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok([
             ("version".to_owned(), version),
             (

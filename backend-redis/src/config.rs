@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use distsync_core::raw::{
-    parse_host_port, parse_url_flag, parse_url_timeout, MultiHostUrl, UrlGrammar, UrlOptions,
+    parse_duration, parse_host_port, parse_url_flag, MultiHostUrl, UrlGrammar, UrlOptions,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
 use distsync_core::{Error, Result};
@@ -62,8 +62,8 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// announced address (as `CLUSTER SLOTS` and redirections give it) connected to at the
 /// reached one instead.
 ///
-/// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
-/// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
+/// Timeouts are a whole number with the unit `ms`, `s`, `m` or `h` (`1500ms`, `2s`,
+/// `1m`); a bare number is refused (see `parse_duration` in `distsync::store::raw`).
 ///
 /// Every key the backend writes starts with `{<namespace>` and every pub/sub channel
 /// with `<db>|{<namespace>`, so two applications with different namespaces can share a
@@ -255,7 +255,7 @@ impl RedisConfig {
                     })?;
                 }
                 "wait_timeout" => {
-                    options.wait_timeout = parse_url_timeout(value)
+                    options.wait_timeout = parse_duration(value)
                         .map_err(|reason| format!("wait_timeout: {reason}"))?;
                 }
                 _ => return Ok(false),
@@ -726,7 +726,7 @@ mod tests {
     fn tls_files_and_timeouts() {
         let url = RedisConfig::parse(
             "rediss://u:secret@localhost:6380/2?ca=/a/ca.pem&cert=/a/c.pem&key=/a/k.pem\
-             &connect_timeout=2s&timeout=1500",
+             &connect_timeout=2s&timeout=1500ms",
         )
         .unwrap();
         assert!(url.tls());
@@ -760,7 +760,7 @@ mod tests {
     fn sentinel_urls() {
         let url = RedisConfig::parse(
             "redis+sentinel://u:secret@127.0.0.1:26383,[::1],db:1/mymaster/2\
-             ?namespace=app:&wait_replicas=1&wait_timeout=250",
+             ?namespace=app:&wait_replicas=1&wait_timeout=250ms",
         )
         .unwrap();
         assert!(url.is_sentinel());

@@ -110,10 +110,9 @@ const LONG_AFTER_HELP_END: &str =
     "  Every network URL also takes connect_timeout=DURATION and timeout=DURATION (one
   request). Install with every backend: cargo install --path cli --features full
 
-Durations (--timeout, --ttl, --grace, and the URLs' timeouts): `1500ms`, `2s`, `1m`, `1h`,
-or a bare number, which means milliseconds for --timeout and in URLs but seconds for --ttl
-and --grace (scripts write `--ttl 30` meaning 30 s; as 30 ms every session would expire
-at once); write the unit to be clear.";
+Durations (--timeout, --ttl, --grace, schedule's EVERY and its flags, and the URLs'
+timeouts): `1500ms`, `2s`, `1m`, `1h`, the unit always written; a bare number is refused
+(`--ttl 30` could mean 30 s or 30 ms), except `--grace 0`.";
 
 /// The command line's full grammar with its help texts: [`Cli`]'s, and after the
 /// options the parts read from the driver list at run time.
@@ -165,15 +164,15 @@ pub(crate) struct Cli {
 
     /// Session TTL, for what is held through a session (locks, candidacies,
     /// double-barrier entries, received queue items): a crashed distsync releases them
-    /// after this long. `1500ms`, `2s`, `1m`, or bare seconds.
+    /// after this long. `1500ms`, `2s`, `1m`: the unit is required.
     #[arg(long, global = true, help_heading = "Global options", value_name = "DURATION", default_value = "15s",
-          value_parser = duration::ttl)]
+          value_parser = duration::positive)]
     pub ttl: Duration,
 
     /// How long CMD (of `... -- CMD`) gets between SIGTERM and SIGKILL when the
     /// session's renewals fail: SIGTERM comes this long before the session's
     /// client-side deadline (at once if less remains), SIGKILL at the deadline.
-    /// `1500ms`, `2s`, `1m`, or bare seconds (`0.5` too).
+    /// `1500ms`, `2s`, `1m`, or `0`: the unit is required otherwise.
     #[arg(long, global = true, help_heading = "Global options", value_name = "DURATION", default_value = "5s",
           value_parser = duration::grace)]
     pub grace: Duration,
@@ -226,7 +225,7 @@ pub(crate) enum Command {
     /// CMD's). With --no-wait or --timeout, exit 1 when no permit is due (in time).
     Ratelimit(RatelimitArgs),
     /// Run CMD once per occurrence of EVERY across every process scheduling NAME: cron
-    /// plus flock for a fleet. EVERY is a duration (`30s`, `5m`; bare seconds) counted
+    /// plus flock for a fleet. EVERY is a duration (`30s`, `5m`, the unit required) counted
     /// from the UNIX epoch, or a cron expression in UTC (`'0 2 * * *'`, six fields with
     /// seconds first). Each run prints `NAME occurrence=<unix ms> token=<token>`; CMD
     /// gets DISTSYNC_FENCING_TOKEN, DISTSYNC_LOCK_KEY, DISTSYNC_OCCURRENCE_MS,
@@ -330,9 +329,9 @@ impl Command {
 #[derive(Clone, Copy, Debug, Default, Args)]
 pub(crate) struct WaitArgs {
     /// Give up with exit code 1 if nothing is acquired (or received) within DURATION:
-    /// `1500ms`, `2s`, `1m`, or bare milliseconds. Counts from when the session is
+    /// `1500ms`, `2s`, `1m` (the unit required). Counts from when the session is
     /// open; connecting is bounded by the URL's timeouts.
-    #[arg(long, value_name = "DURATION", value_parser = duration::timeout,
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive,
           conflicts_with = "no_wait")]
     pub timeout: Option<Duration>,
     /// Try once, without waiting: exit code 1 (printing nothing on standard output) if
@@ -360,10 +359,10 @@ pub(crate) struct LockArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
     /// After a holder lost the lock without releasing it (crashed, cut off, expired),
-    /// withhold the next grant for DURATION (`1500ms`, `5s`, `1m`, or bare
-    /// milliseconds), for a CMD whose resource cannot check DISTSYNC_FENCING_TOKEN.
+    /// withhold the next grant for DURATION (`1500ms`, `5s`, `1m`: the unit
+    /// required), for a CMD whose resource cannot check DISTSYNC_FENCING_TOKEN.
     /// Every process locking NAME should pass the same value.
-    #[arg(long, value_name = "DURATION", value_parser = duration::timeout)]
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
     pub lock_delay: Option<Duration>,
     /// Take the unfair lock: the first to ask after a release gets it, not the longest
     /// waiter, for more grants per second under contention (see docs/GUARANTEES.md,
@@ -423,12 +422,12 @@ pub(crate) struct RatelimitArgs {
 pub(crate) struct ScheduleArgs {
     /// The job's name (its lock's; its record is the STM key NAME.distsync-scheduled-job).
     pub name: String,
-    /// A duration (`30s`, `5m`, `1h`, or bare seconds) or a cron expression (UTC).
+    /// A duration (`30s`, `5m`, `1h`: the unit required) or a cron expression (UTC).
     pub every: String,
     /// Stop CMD once it has run this long (SIGTERM, then SIGKILL by the session's
     /// deadline); also the most a crashed run blocks the job (capped at 15 s and at
     /// --ttl).
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration::ttl)]
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration::positive)]
     pub at_most: Duration,
     /// Start no run sooner than this after the previous run started, on any process,
     /// across restarts (kept in the store).
@@ -725,8 +724,8 @@ pub(crate) struct GroupArgs {
     pub name: String,
     /// What to do.
     pub action: GroupAction,
-    /// How often `watch` reads the member list (`500ms`, `2s`, or bare milliseconds).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::timeout)]
+    /// How often `watch` reads the member list (`500ms`, `2s`: the unit required).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::positive)]
     pub poll: Duration,
 }
 
@@ -744,8 +743,8 @@ pub(crate) struct ShardsArgs {
     /// Metadata other processes read in `distsync group NAME members`.
     #[arg(long, value_name = "VALUE", default_value = "")]
     pub metadata: String,
-    /// How often the member list is read (`500ms`, `2s`, or bare milliseconds).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::timeout)]
+    /// How often the member list is read (`500ms`, `2s`: the unit required).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::positive)]
     pub poll: Duration,
     /// The command to run with the owned shards.
     #[arg(last = true, required = true)]
@@ -947,10 +946,11 @@ mod tests {
 
     #[test]
     fn lock_takes_the_command_after_the_separator() {
-        let cli =
-            Cli::try_parse_from(["distsync", "lock", "a", "--ttl", "5", "--", "sh", "-c", "x"])
-                .unwrap();
-        assert_eq!(cli.ttl, Duration::from_secs(5), "a bare TTL is seconds");
+        let cli = Cli::try_parse_from([
+            "distsync", "lock", "a", "--ttl", "5s", "--", "sh", "-c", "x",
+        ])
+        .unwrap();
+        assert_eq!(cli.ttl, Duration::from_secs(5));
         assert_eq!(cli.grace, Duration::from_secs(5));
         match cli.command {
             Command::Lock(args) => {
@@ -979,17 +979,17 @@ mod tests {
     }
 
     #[test]
-    fn durations_take_units_and_timeouts_bare_milliseconds() {
+    fn durations_take_units_and_refuse_bare_numbers() {
         let cli = Cli::try_parse_from([
             "distsync",
             "--ttl",
             "1500ms",
             "--grace",
-            "0.5",
+            "500ms",
             "lock",
             "a",
             "--timeout",
-            "250",
+            "250ms",
         ])
         .unwrap();
         assert_eq!(cli.ttl, Duration::from_millis(1500));
@@ -1003,6 +1003,9 @@ mod tests {
             &["distsync", "lock", "a", "--timeout", "25h"],
             &["distsync", "lock", "a", "--timeout", "1s", "--no-wait"],
             &["distsync", "--ttl", "0", "lock", "a"],
+            &["distsync", "--ttl", "30", "lock", "a"],
+            &["distsync", "lock", "a", "--timeout", "250"],
+            &["distsync", "--grace", "0.5", "lock", "a"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }

@@ -166,7 +166,7 @@ impl BackendUnderTest {
     /// store's `host:port`) and calls `connect_via(proxy_address, settings)` for a
     /// client whose every connection goes to `proxy_address` (`127.0.0.1:port`);
     /// `settings` are URL query parameters the case wants on that client
-    /// (`timeout=1000&connect_timeout=1s`, empty for none), which a backend applies
+    /// (`timeout=1s&connect_timeout=1s`, empty for none), which a backend applies
     /// where it has such settings.
     #[must_use]
     pub fn partition<F, Fut, B>(mut self, upstream: impl Into<String>, connect_via: F) -> Self

@@ -73,7 +73,7 @@ pub enum Error {
     /// - **Retry?** After fixing input.
     /// - **May have happened?** No: names are checked before any request.
     /// - **Recovers by:** passing a name [`crate::Name::new`] accepts.
-    #[error("invalid name {name:?}: {reason}")]
+    #[error("invalid name {}: {reason}", bounded(name))]
     InvalidName {
         /// The rejected name.
         name: String,
@@ -98,7 +98,7 @@ pub enum Error {
     /// - **May have happened?** No: nothing is connected.
     /// - **Recovers by:** fixing the URL (the message shows it with the password
     ///   masked).
-    #[error("invalid url {url:?}: {reason}")]
+    #[error("invalid url {}: {reason}", bounded(url))]
     InvalidUrl {
         /// The URL as given.
         url: String,
@@ -445,9 +445,52 @@ impl Error {
     }
 }
 
+/// How many bytes of a name or URL an error's message shows.
+const SHOWN: usize = 64;
+
+/// `text` quoted as `{:?}` shows it, cut after [`SHOWN`] bytes (at a character
+/// boundary) with its full size, so that a message stays one readable line whatever
+/// the caller passed; the error's field keeps the whole text.
+fn bounded(text: &str) -> String {
+    if text.len() <= SHOWN {
+        return format!("{text:?}");
+    }
+    let mut end = SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &text[..end], text.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_name_or_url_is_cut_in_the_message_with_its_size() {
+        let name = "n".repeat(10_000);
+        let error = Error::InvalidName {
+            name: name.clone(),
+            reason: "is longer than 255 bytes",
+        };
+        let text = error.to_string();
+        assert!(text.len() < 150, "{text}");
+        assert!(text.contains("(10000 bytes)"), "{text}");
+        assert!(matches!(error, Error::InvalidName { name: ref kept, .. } if *kept == name));
+        let short = Error::InvalidName {
+            name: "a//b".into(),
+            reason: "has an empty '/'-separated segment",
+        };
+        assert_eq!(
+            short.to_string(),
+            "invalid name \"a//b\": has an empty '/'-separated segment"
+        );
+        let wide = Error::InvalidUrl {
+            url: format!("etcd://{}", "é".repeat(100)),
+            reason: "no host".into(),
+        };
+        assert!(wide.to_string().contains("(207 bytes)"), "{wide}");
+    }
 
     /// One error of every variant.
     fn one_of_each() -> Vec<Error> {

@@ -3,6 +3,7 @@
 //! `.config/nextest.toml` says which of them run alone or in turns.
 
 mod connect;
+mod docs;
 mod raw;
 mod replicas;
 mod send_static;

@@ -203,7 +203,7 @@ async fn a_silent_server_fails_connect_within_the_connect_timeout() {
     let timeout = Duration::from_millis(400);
     for url in [
         format!("etcd://u:hunter2-secret@{address}/ns?connect_timeout=400ms"),
-        format!("etcd://u:hunter2-secret@{address}/ns?tls=true&connect_timeout=400"),
+        format!("etcd://u:hunter2-secret@{address}/ns?tls=true&connect_timeout=400ms"),
         format!("etcd://{address}?connect_timeout=400ms"),
     ] {
         let started = Instant::now();

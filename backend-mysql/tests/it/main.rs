@@ -5,6 +5,7 @@
 
 mod common;
 mod compaction;
+mod connect;
 mod failover;
 mod lease;
 mod txn;

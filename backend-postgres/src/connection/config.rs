@@ -24,19 +24,41 @@ pub const MAX_HOLD_CONNECTIONS: u32 = 1000;
 
 /// What a PostgreSQL URL's query takes besides the options every backend's URL
 /// shares, whose TLS files it spells as libpq does (`sslrootcert`, `sslcert`,
-/// `sslkey`, and sqlx's synonyms). Every other key is a connection parameter for sqlx,
-/// which never refuses one: the own keys listed here only document the refusal.
+/// `sslkey`, and sqlx's synonyms). Its own keys are distsync's and the connection
+/// parameters sqlx reads ([`LIBPQ_KEYS`]); any other key is refused, as every backend
+/// refuses one: sqlx would ignore it, and a misspelt `schema=` would then share the
+/// default schema with every other client of the database.
 const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
     file_keys: [
         &["sslrootcert", "ssl-root-cert", "ssl-ca"],
         &["sslcert", "ssl-cert"],
         &["sslkey", "ssl-key"],
     ],
-    ..UrlGrammar::new(
-        &["schema", "sslmode", "hold_connections", "grants"],
-        crate::MIN_SESSION_TTL,
-    )
+    ..UrlGrammar::new(&OWN_KEYS, crate::MIN_SESSION_TTL)
 };
+
+/// The keys of a PostgreSQL URL besides the shared ones: distsync's and `sslmode`
+/// first, then [`LIBPQ_KEYS`].
+const OWN_KEYS: [&str; 14] = [
+    "schema",
+    "hold_connections",
+    "grants",
+    "sslmode",
+    "ssl-mode",
+    "application_name",
+    "options",
+    "user",
+    "password",
+    "dbname",
+    "host",
+    "hostaddr",
+    "port",
+    "statement-cache-capacity",
+];
+
+/// The libpq connection parameters sqlx reads from a URL, passed to it by name (the TLS
+/// files are the shared grammar's, `sslmode` is checked first).
+const LIBPQ_KEYS: &[&str] = OWN_KEYS.split_at(5).1;
 
 /// A parsed backend URL: how to connect, the schema holding distsync's tables, and the
 /// timeouts.
@@ -99,8 +121,10 @@ impl fmt::Display for PostgresConfig {
 impl PostgresConfig {
     /// Parses a backend URL:
     /// `postgres[ql]://[user[:password]@]host[:port]/database[?param=value&...]`, with
-    /// libpq's parameters for TLS and every other connection parameter `sqlx`
-    /// understands (`application_name`, `password`, ...):
+    /// libpq's parameters for TLS and the other connection parameters `sqlx` reads
+    /// (`application_name`, `options`, `user`, `password`, `dbname`, `host`,
+    /// `hostaddr`, `port`, `statement-cache-capacity`); any other key is refused with
+    /// the list of accepted ones:
     ///
     /// | parameter | meaning | default |
     /// |---|---|---|
@@ -114,13 +138,13 @@ impl PostgresConfig {
     /// | `grants` | `durable`: a grant (a lock, write lock, permit or leadership, with its fencing token) is acknowledged once its commit is flushed to disk; `unflushed`: it commits without waiting for the flush, a flush less per grant, and an acknowledged grant may be lost in a crash of the server or a promotion of a standby: its holder then gets `lost()` before anyone else is granted, and every grant after the crash waits the `max_session_ttl` bound once (see the crate docs, "Unflushed grants"); requires `max_session_ttl` ([`Error::InvalidArgument`] at connect otherwise) and the same mode in every client of the schema; empty: the default | `durable` |
     /// | `timeout` | one request: taking a pool connection (waiting for a free one, opening one, or pinging an idle one), then again the statement's reply, so a call to a server gone silent (a partition, a hung middlebox) fails with a connection error within about twice it (a statement that timed out may have been applied, as after any lost reply); waits (`lock()`, `dequeue()`, ...) are not bounded by it, only each statement they make | [`DEFAULT_REQUEST_TIMEOUT`] |
     ///
-    /// Timeouts are a whole number of milliseconds (`1500`) or a whole number with the
-    /// unit `ms`, `s` or `m` (`1500ms`, `2s`, `1m`); note that libpq's own
-    /// `connect_timeout` counts seconds, so write the unit (`connect_timeout=10s`).
+    /// Timeouts are a whole number with the unit `ms`, `s`, `m` or `h` (`1500ms`, `2s`,
+    /// `1m`); a bare number is refused, libpq's `connect_timeout=10` (seconds to libpq)
+    /// included.
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] (password masked) for an unparsable URL, another scheme, a
-    /// missing host, an invalid schema name, timeout, `hold_connections`,
+    /// missing host, an unknown key, an invalid schema name, timeout, `hold_connections`,
     /// `max_session_ttl`, `grants` or `sslmode`,
     /// `sslcert` without `sslkey` (or the reverse), or a TLS file with
     /// `sslmode=disable`; [`Error::Unsupported`] for an `sslmode` that requires
@@ -146,8 +170,8 @@ impl PostgresConfig {
         let mut unflushed_grants = false;
         let mut rest = Vec::new();
         let query = parsed.query().unwrap_or("").to_owned();
-        // Every key but the shared ones is this backend's: `schema` and
-        // `hold_connections` here, the rest a connection parameter for sqlx.
+        // Every key but the shared ones is this backend's: `schema`, `hold_connections`
+        // and `grants` here, the libpq parameters for sqlx, and no other.
         let shared = UrlOptions::parse(&query, &GRAMMAR, |key, value| {
             match key {
                 "schema" => schema = Some(value.to_owned()),
@@ -171,7 +195,8 @@ impl PostgresConfig {
                     })?;
                     rest.push((key.to_owned(), value.to_owned()));
                 }
-                _ => rest.push((key.to_owned(), value.to_owned())),
+                _ if LIBPQ_KEYS.contains(&key) => rest.push((key.to_owned(), value.to_owned())),
+                _ => return Ok(false),
             }
             Ok(true)
         })
@@ -438,6 +463,25 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_key_is_refused_with_the_accepted_ones_and_libpq_keys_pass() {
+        let error = PostgresConfig::parse("postgres://u:pw-9c4@h/db?shcema=typo").unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, Error::InvalidUrl { .. }), "{error:?}");
+        assert!(
+            text.contains("`shcema`") && text.contains("`schema`"),
+            "{text}"
+        );
+        assert!(text.contains("`application_name`"), "{text}");
+        assert!(!text.contains("pw-9c4"), "{text}");
+        let url = PostgresConfig::parse(
+            "postgres://u@h/db?application_name=svc&options=-c%20search_path%3Dx&port=6000",
+        )
+        .unwrap();
+        assert_eq!(url.options.get_application_name(), Some("svc"));
+        assert_eq!(url.options.get_port(), 6000);
+    }
+
+    #[test]
     fn hold_connections_from_the_url_or_in_code() {
         let url = PostgresConfig::parse("postgres://u@h/db?hold_connections=64").unwrap();
         assert_eq!(url.hold_connections(), 64);
@@ -559,7 +603,7 @@ mod tests {
     fn tls_parameters_and_timeouts() {
         let url = PostgresConfig::parse(
             "postgres://u:pw-3e1@h/db?sslmode=verify-full&sslrootcert=/ca.crt\
-             &sslcert=/c.crt&sslkey=/c.key&connect_timeout=1500&timeout=2s",
+             &sslcert=/c.crt&sslkey=/c.key&connect_timeout=1500ms&timeout=2s",
         )
         .unwrap();
         assert!(matches!(url.options.get_ssl_mode(), PgSslMode::VerifyFull));

@@ -293,7 +293,7 @@ async fn a_silent_server_fails_connect_within_the_connect_timeout() {
     let timeout = Duration::from_millis(400);
     for url in [
         format!("postgres://u:hunter2-secret@{address}/db?sslmode=disable&connect_timeout=400ms"),
-        format!("postgres://u:hunter2-secret@{address}/db?sslmode=require&connect_timeout=400"),
+        format!("postgres://u:hunter2-secret@{address}/db?sslmode=require&connect_timeout=400ms"),
     ] {
         let started = Instant::now();
         let error = connect_err(&url, timeout).await;

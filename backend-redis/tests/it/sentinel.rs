@@ -74,7 +74,7 @@ async fn more_acknowledgements_than_replicas_fail_as_a_transient_error() {
     };
     let _group = GROUP.lock().await;
     // One replica runs: asking for two can never be met.
-    let backend = distsync_redis::backend(&with_query(&url, "wait_replicas=2&wait_timeout=50"))
+    let backend = distsync_redis::backend(&with_query(&url, "wait_replicas=2&wait_timeout=50ms"))
         .await
         .unwrap();
     let error = backend
@@ -107,7 +107,7 @@ fn a_bad_sentinel_url_is_a_typed_error_without_the_password() {
         }
     }
     // Nothing listens there: a connection error naming no password.
-    let unreachable = "redis+sentinel://u:secret@127.0.0.1:9/svc?connect_timeout=500";
+    let unreachable = "redis+sentinel://u:secret@127.0.0.1:9/svc?connect_timeout=500ms";
     match runtime.block_on(distsync_redis::backend(unreachable)) {
         Err(error) => {
             assert!(error.is_transient(), "{error:?}");

@@ -232,7 +232,7 @@ async fn a_silent_server_fails_connect_within_the_connect_timeout() {
     let timeout = Duration::from_millis(400);
     for url in [
         format!("redis://u:hunter2-secret@{address}/0?connect_timeout=400ms"),
-        format!("rediss://u:hunter2-secret@{address}/0?connect_timeout=400"),
+        format!("rediss://u:hunter2-secret@{address}/0?connect_timeout=400ms"),
     ] {
         let started = Instant::now();
         let error = connect_err(&url, timeout).await;

@@ -135,9 +135,9 @@ fn unix_millis(at: SystemTime) -> u128 {
         .map_or(0, |since| since.as_millis())
 }
 
-/// EVERY: a duration (`30s`, bare seconds) or, failing that, a cron expression.
+/// EVERY: a duration (`30s`, the unit required) or, failing that, a cron expression.
 fn parse_every(every: &str) -> Result<Schedule, Failure> {
-    match duration::ttl(every) {
+    match duration::positive(every) {
         Ok(interval) => Ok(Schedule::every(interval)?),
         Err(as_duration) => Schedule::cron(every).map_err(|as_cron| {
             Failure::usage(format!(
@@ -159,10 +159,8 @@ mod tests {
             parse_every("30s").unwrap().interval(),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(
-            parse_every("5").unwrap().interval(),
-            Some(Duration::from_secs(5))
-        );
+        // A bare number is neither: its unit is required.
+        assert_eq!(parse_every("5").unwrap_err().code, exit::USAGE);
         assert_eq!(parse_every("*/5 * * * *").unwrap().interval(), None);
         assert_eq!(parse_every("soon").unwrap_err().code, exit::USAGE);
     }

@@ -523,7 +523,7 @@ fn a_cut_off_leader_stops_its_command_first_and_campaigns_again_once_healed() {
         let (proxied, _) = proxy::rewrite_url(url, proxy.address()).unwrap();
         let name = unique("elect-partition");
         let markers = Markers::new("elect-partition");
-        let short = ["--ttl", "3", "--grace", "1"];
+        let short = ["--ttl", "3s", "--grace", "1s"];
 
         let mut a = candidate(&proxied, &name, "a", &short, &markers);
         let first = number(&a.expect(&format!("leader {name} value=a term=")), "term");

@@ -228,7 +228,7 @@ fn lock_delay_withholds_the_grant_after_a_kill_only() {
     for server in servers() {
         let name = unique("lock-delay");
         let url = Some(server.url.as_str());
-        let delayed = ["--ttl", "2", "lock", &name, "--lock-delay", "3s", "--"];
+        let delayed = ["--ttl", "2s", "lock", &name, "--lock-delay", "3s", "--"];
         let holder_args = [&delayed[..], &["sh", "-c", WAIT_FOR_A_LINE]].concat();
         let mut holder = Proc::spawn(url, &holder_args);
         let held = holder.expect(&format!("{name} key="));

@@ -45,9 +45,9 @@ async fn cut_off_holder_stops_before_the_next_holder_starts(url: &str, mode: Par
             "lock",
             &name,
             "--ttl",
-            "3",
+            "3s",
             "--grace",
-            "1",
+            "1s",
             "--",
             "sh",
             "-c",
@@ -59,7 +59,7 @@ async fn cut_off_holder_stops_before_the_next_holder_starts(url: &str, mode: Par
     let waiter_cmd = format!("echo B-start >> {}", log.display());
     let mut waiter = Proc::spawn(
         Some(url),
-        &["lock", &name, "--ttl", "3", "--", "sh", "-c", &waiter_cmd],
+        &["lock", &name, "--ttl", "3s", "--", "sh", "-c", &waiter_cmd],
     );
     waiter.quiet();
     proxy.set(mode);

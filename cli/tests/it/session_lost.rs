@@ -39,7 +39,7 @@ async fn losing_the_session_terminates_the_command_and_exits_3() {
             "lock",
             &name,
             "--ttl",
-            "3",
+            "3s",
             "--",
             "sh",
             "-c",
@@ -63,7 +63,7 @@ async fn losing_the_session_terminates_the_command_and_exits_3() {
 async fn losing_the_session_of_a_plain_holder_exits_3() {
     let Some(url) = etcd() else { return };
     let name = unique("session-lost-hold");
-    let mut holder = Proc::spawn(Some(&url), &["lock", &name, "--ttl", "3"]);
+    let mut holder = Proc::spawn(Some(&url), &["lock", &name, "--ttl", "3s"]);
     let held = holder.expect(&format!("{name} key="));
     revoke(&url, field(&held, "key")).await;
     assert_eq!(holder.wait(), 3, "{}", holder.stderr());

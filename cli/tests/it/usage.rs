@@ -218,7 +218,7 @@ fn nothing_to_take_is_exit_1_and_a_store_error_exit_4() {
             &name,
             "receive",
             "--timeout",
-            "400",
+            "400ms",
             "--",
             "sh",
             "-c",
@@ -261,7 +261,7 @@ fn a_store_that_refuses_the_connection_is_exit_4() {
 }
 
 #[test]
-fn every_duration_flag_takes_units() {
+fn every_duration_flag_takes_units_and_refuses_a_bare_number() {
     let name = unique("durations");
     let (code, lines, stderr) = run(
         Some("memory://"),
@@ -280,20 +280,24 @@ fn every_duration_flag_takes_units() {
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(lines.len(), 1, "{lines:?}");
-    // Bare numbers keep their old meaning for --ttl and --grace (seconds).
+    // A bare number is refused on every flag, the message showing both spellings;
+    // only `--grace 0` is taken.
+    for (flag, value) in [("--ttl", "3"), ("--grace", "0.5"), ("--timeout", "400")] {
+        let (code, _, stderr) = run(
+            Some("memory://"),
+            &["lock", &name, flag, value, "--", "true"],
+        );
+        assert_eq!(code, 2, "{flag} {value}: {stderr}");
+        if value != "0.5" {
+            assert!(
+                stderr.contains(&format!("`{value}ms`")) && stderr.contains(&format!("`{value}s`")),
+                "{flag} {value}: {stderr}"
+            );
+        }
+    }
     let (code, _, stderr) = run(
         Some("memory://"),
-        &[
-            "--ttl",
-            "3",
-            "--grace",
-            "0.5",
-            "lock",
-            &name,
-            "--no-wait",
-            "--",
-            "true",
-        ],
+        &["--grace", "0", "lock", &name, "--no-wait", "--", "true"],
     );
     assert_eq!(code, 0, "{stderr}");
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::lock_delay;
-use distsync_core::raw::parse_url_timeout;
+use distsync_core::raw::parse_duration;
 use distsync_core::LockOptions;
 use distsync_core::{
     Backend, Bytes, Delivery, Election, Error, FencingToken, Leadership, LockGuard, Locker, Permit,
@@ -191,7 +191,7 @@ impl Faults for MemoryFaults {
         let mut timeout = None;
         for (key, value) in settings.split('&').filter_map(|pair| pair.split_once('=')) {
             if key == "timeout" {
-                timeout = Some(parse_url_timeout(value).map_err(|reason| {
+                timeout = Some(parse_duration(value).map_err(|reason| {
                     Error::InvalidArgument(format!("partitioned client timeout: {reason}"))
                 })?);
             }

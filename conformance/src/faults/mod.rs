@@ -362,7 +362,7 @@ pub trait Faults: Send + Sync + 'static {
     }
 
     /// [`Faults::partitioned_client`] whose URL also carries `settings`, URL query
-    /// parameters every server backend takes (`timeout=1000&connect_timeout=1s`), so a
+    /// parameters every server backend takes (`timeout=1s&connect_timeout=1s`), so a
     /// case knows the bounds of the client it cuts off. The one to implement.
     ///
     /// # Errors

@@ -221,7 +221,7 @@ fn carry_redis_options(base: &str, column_url: &str) -> String {
         .map(|(_, value)| value.into_owned());
     let bound = match given.as_deref() {
         Some("off") => "off".to_owned(),
-        Some(value) => match distsync_core::raw::parse_url_timeout(value) {
+        Some(value) => match distsync_core::raw::parse_duration(value) {
             Ok(ttl) if ttl <= PRIVATE_MAX_SESSION_TTL => value.to_owned(),
             _ => cap,
         },
@@ -258,7 +258,7 @@ fn carry_postgres_options(base: &str, column_url: &str) -> String {
         return base.to_owned();
     }
     let bound = query_option(column_url, "max_session_ttl")
-        .and_then(|value| distsync_core::raw::parse_url_timeout(&value).ok())
+        .and_then(|value| distsync_core::raw::parse_duration(&value).ok())
         .map_or(PRIVATE_MAX_SESSION_TTL, |ttl| {
             ttl.min(PRIVATE_MAX_SESSION_TTL)
         });

@@ -38,7 +38,7 @@
 //! - [`UrlOptions`]: the query options every backend's URL shares (timeouts, whose
 //!   defaults are [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`],
 //!   `max_session_ttl=`, TLS files) read in one grammar ([`UrlGrammar`] says what a
-//!   backend adds), with the value syntax of durations ([`parse_url_timeout`]) and
+//!   backend adds), with the value syntax of durations ([`parse_duration`]) and
 //!   flags ([`parse_url_flag`]);
 //! - [`MultiHostUrl`]: the parts of a URL that names several hosts (etcd, ZooKeeper,
 //!   Redis Sentinel and Cluster), its login, and one `host:port` rule
@@ -133,8 +133,8 @@ pub use store_side::{
     with_guarded_write, with_release_request_watch,
 };
 pub use url_options::{
-    BareNumber, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlGrammar, UrlOptions,
-    parse_duration, parse_url_flag, parse_url_timeout,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlGrammar, UrlOptions, parse_duration,
+    parse_url_flag,
 };
 
 #[doc(inline)]

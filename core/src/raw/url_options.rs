@@ -100,7 +100,7 @@ impl UrlOptions {
             } else if key_keys.contains(&name) {
                 &mut key
             } else {
-                let timeout = || parse_url_timeout(value).map_err(|e| format!("{name}: {e}"));
+                let timeout = || parse_duration(value).map_err(|e| format!("{name}: {e}"));
                 match name {
                     "connect_timeout" => options.connect_timeout = Some(timeout()?),
                     "timeout" => options.request_timeout = Some(timeout()?),
@@ -170,30 +170,36 @@ impl UrlOptions {
     }
 }
 
-/// What a bare number (a duration written without a unit) counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BareNumber {
-    /// Milliseconds: URLs' timeouts (`timeout=1500`), as libpq and most drivers read them.
-    Millis,
-    /// Seconds: TTLs and whole-run deadlines on a command line (`--ttl 30`), where
-    /// scripts mean seconds and milliseconds would silently end every session at once.
-    Seconds,
-}
-
 /// Parses a duration in distsync's one syntax, for URLs, the command line and the
 /// conformance runner alike: a whole number with the unit `ms`, `s`, `m` or `h`
-/// (`1500ms`, `2s`, `1m`, `1h`), or a bare whole number counted as `bare` says.
+/// (`1500ms`, `2s`, `1m`, `1h`).
+///
+/// A bare number is refused, with both readings in the message: libpq reads
+/// `connect_timeout=10` as seconds, most drivers read a bare timeout as milliseconds,
+/// and scripts write `--ttl 30` meaning seconds, so any one reading silently makes
+/// some value a thousand times off. With the unit written, a value means one thing.
+///
+/// ```
+/// use std::time::Duration;
+/// use distsync::store::raw::parse_duration;
+///
+/// assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+/// let bare = parse_duration("30").unwrap_err();
+/// assert!(bare.contains("`30ms`") && bare.contains("`30s`"), "{bare}");
+/// ```
 ///
 /// # Errors
-/// A message naming the text for anything else, and for zero.
-pub fn parse_duration(text: &str, bare: BareNumber) -> Result<Duration, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => match bare {
-            BareNumber::Millis => (text, "ms"),
-            BareNumber::Seconds => (text, "s"),
-        },
+/// A message naming the text for anything else: a bare number, another unit, zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let Some(at) = text.find(|c: char| !c.is_ascii_digit()) else {
+        return Err(if text.is_empty() {
+            "an empty duration (e.g. `1500ms`, `2s`, `1m`, `1h`)".to_owned()
+        } else {
+            format!("{text:?} has no unit: write `{text}ms` or `{text}s` (or `m`, `h`)")
+        });
     };
+    let (digits, unit) = text.split_at(at);
     let bad = || format!("{text:?} is not a duration (e.g. `1500ms`, `2s`, `1m`, `1h`)");
     let n: u64 = digits.parse().map_err(|_| bad())?;
     let seconds = |per: u64| n.checked_mul(per).map(Duration::from_secs).ok_or_else(bad);
@@ -208,15 +214,6 @@ pub fn parse_duration(text: &str, bare: BareNumber) -> Result<Duration, String> 
         return Err(format!("{text:?}: a duration must be greater than zero"));
     }
     Ok(duration)
-}
-
-/// Parses a duration of a backend URL ([`parse_duration`], a bare number being
-/// milliseconds).
-///
-/// # Errors
-/// As [`parse_duration`].
-pub fn parse_url_timeout(text: &str) -> Result<Duration, String> {
-    parse_duration(text, BareNumber::Millis)
 }
 
 /// Parses a flag of a backend URL: `true` or `false`, a typo refused, not guessed.
@@ -246,11 +243,16 @@ mod tests {
     }
 
     #[test]
-    fn url_timeouts() {
-        assert_eq!(parse_url_timeout("1500"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_url_timeout("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_url_timeout("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_url_timeout("1m"), Ok(Duration::from_secs(60)));
+    fn durations_need_their_unit() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        let bare = parse_duration("1500").unwrap_err();
+        assert!(
+            bare.contains("`1500ms`") && bare.contains("`1500s`"),
+            "{bare}"
+        );
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         for bad in [
             "",
             "0",
@@ -262,14 +264,14 @@ mod tests {
             "2 s",
             "99999999999999999999m",
         ] {
-            assert!(parse_url_timeout(bad).is_err(), "{bad}");
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn each_shared_key_is_read_and_the_rest_left_unset() {
         let options = parse(
-            "connect_timeout=1500&timeout=2s&max_session_ttl=1m&ca=/c/ca.pem\
+            "connect_timeout=1500ms&timeout=2s&max_session_ttl=1m&ca=/c/ca.pem\
              &cert=/c/a.pem&key=/c/a%20k.pem",
         )
         .unwrap();

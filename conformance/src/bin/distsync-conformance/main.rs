@@ -255,7 +255,7 @@ struct Args {
     )]
     profile: Profile,
 
-    /// A deadline for the whole run (e.g. 90s, 15m, 1h; a bare number is seconds): the
+    /// A deadline for the whole run (e.g. 90s, 15m, 1h; the unit is required): the
     /// cases not finished by then are reported as errors, the matrix is still printed,
     /// and the exit status is 4 (unless a case failed: 1).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -467,9 +467,10 @@ async fn run_child() -> ExitCode {
     std::process::exit(status)
 }
 
-/// Parses `--timeout`: a number with `ms`, `s`, `m` or `h`, or a bare number of seconds.
+/// Parses `--timeout`: a number with `ms`, `s`, `m` or `h` (a bare number is refused,
+/// as everywhere in distsync).
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    distsync_core::raw::parse_duration(text.trim(), distsync_core::raw::BareNumber::Seconds)
+    distsync_core::raw::parse_duration(text.trim())
 }
 
 /// Parses `--namespace`: a valid name.
@@ -1100,8 +1101,16 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        for bad in ["", "0s", "s", "2x", "-1s", "2.5", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "90",
+            "0s",
+            "s",
+            "2x",
+            "-1s",
+            "2.5",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }

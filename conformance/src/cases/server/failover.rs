@@ -480,7 +480,7 @@ async fn connect(h: &Harness, cluster: &dyn Cluster, fault: Fault) -> Check<Arc<
             // or turned off (`max_session_ttl=off`), to measure what breaks
             // without either.
             let query = match (acknowledged, lock_delay) {
-                (true, _) => "wait_replicas=1&wait_timeout=500",
+                (true, _) => "wait_replicas=1&wait_timeout=500ms",
                 (false, true) => "wait_replicas=0",
                 (false, false) => "wait_replicas=0&max_session_ttl=off",
             };

@@ -1,0 +1,118 @@
+//! The docs read against the code, so that they cannot drift from it: every URL scheme
+//! a driver answers is in README's, docs/CONNECTING.md's and cli/README's URL tables,
+//! and every URL key a store's parser accepts (read from the parser's own refusal,
+//! which lists them) is documented in that store's section of docs/CONNECTING.md.
+#![cfg(feature = "full")]
+
+use distsync::store::DRIVERS;
+use distsync::Error;
+
+fn read(path: &str) -> String {
+    let full = concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + path;
+    std::fs::read_to_string(&full).unwrap_or_else(|error| panic!("{full}: {error}"))
+}
+
+/// The section of `text` under the `## ` heading that starts with `heading`, up to the
+/// next `## ` heading.
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let start = text
+        .find(&format!("\n## {heading}"))
+        .unwrap_or_else(|| panic!("docs/CONNECTING.md has no section `## {heading}`"));
+    let rest = &text[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |end| end + 3);
+    &rest[..end]
+}
+
+/// Whether `text` names `scheme://` as a scheme of its own (not the tail of another,
+/// as `redis://` is not in `rediss://` but `tls://` would be in `rediss+tls://`).
+fn mentions(text: &str, scheme: &str) -> bool {
+    let needle = format!("{scheme}://");
+    text.match_indices(&needle).any(|(at, _)| {
+        text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|before| !(before.is_ascii_alphanumeric() || "+.-".contains(before)))
+    })
+}
+
+/// A URL of `scheme` that its parser refuses for one unknown key, and the heading of
+/// the store's section in docs/CONNECTING.md.
+fn probe(scheme: &str) -> Option<(String, &'static str)> {
+    let (rest, heading) = match scheme {
+        "memory" => return None,
+        "etcd" => ("127.0.0.1:9/", "etcd"),
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => ("127.0.0.1:9/", "Redis"),
+        "redis+sentinel" => ("127.0.0.1:9/service", "Redis"),
+        "postgres" | "postgresql" => ("u@127.0.0.1:9/db", "PostgreSQL"),
+        "zk" | "zks" => ("127.0.0.1:9/", "ZooKeeper"),
+        "mysql" | "mariadb" => ("u@127.0.0.1:9/db", "MySQL"),
+        "nats" | "tls" => ("127.0.0.1:9/", "NATS"),
+        other => panic!("scheme `{other}` has no section here: add it, and to docs/CONNECTING.md"),
+    };
+    Some((format!("{scheme}://{rest}?docs_probe_key=1"), heading))
+}
+
+#[test]
+fn every_scheme_is_in_every_url_table() {
+    let docs = [
+        ("README.md", read("README.md")),
+        ("docs/CONNECTING.md", read("docs/CONNECTING.md")),
+        ("cli/README.md", read("cli/README.md")),
+    ];
+    let mut missing = Vec::new();
+    for driver in DRIVERS {
+        for scheme in driver.schemes {
+            for (path, text) in &docs {
+                // CONNECTING.md is about servers; the memory store is in the others.
+                if *scheme == "memory" && *path == "docs/CONNECTING.md" {
+                    continue;
+                }
+                if !mentions(text, scheme) {
+                    missing.push(format!("{path} lacks `{scheme}://`"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+}
+
+#[tokio::test]
+async fn every_url_key_is_documented_in_its_stores_section() {
+    let connecting = read("docs/CONNECTING.md");
+    let mut missing = Vec::new();
+    for driver in DRIVERS {
+        for scheme in driver.schemes {
+            let Some((url, heading)) = probe(scheme) else {
+                continue;
+            };
+            let text = section(&connecting, heading);
+            let reason = match distsync::connect(&url).await {
+                Err(Error::InvalidUrl { reason, .. }) => reason,
+                // A scheme the store refuses whole must say so in its section.
+                Err(Error::Unsupported { .. }) => {
+                    if !(mentions(text, scheme) && text.contains("Unsupported")) {
+                        missing.push(format!(
+                            "`{scheme}://` refused (Unsupported) in `## {heading}`"
+                        ));
+                    }
+                    continue;
+                }
+                other => panic!("{url}: {other:?}"),
+            };
+            let accepted = reason
+                .split_once("(accepted: ")
+                .unwrap_or_else(|| panic!("{url}: the refusal lists no keys: {reason}"))
+                .1;
+            for key in accepted.split('`').skip(1).step_by(2) {
+                if !text.contains(&format!("`{key}`")) && !text.contains(&format!("{key}=")) {
+                    missing.push(format!("`{key}` ({scheme}://) in `## {heading}`"));
+                }
+            }
+        }
+    }
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "docs/CONNECTING.md does not document: {missing:#?}"
+    );
+}
