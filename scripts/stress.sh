@@ -7,6 +7,8 @@
 #   STRESS_COUNT=50 scripts/stress.sh  runs per test and case (default 20)
 #   STRESS_COLUMNS="etcd redis" scripts/stress.sh   the columns a case runs on (default:
 #                                     every server the environment names, and memory)
+#   STRESS_PARTS="columns" scripts/stress.sh   only some of `tests cases columns` (default:
+#                                     all three), to run a part again after a fix
 #
 # What it selects is scripts/changed-tests.py's (the working tree against BASE, so
 # uncommitted work counts): the changed tests, each `STRESS_COUNT` times with nextest's
@@ -16,7 +18,8 @@
 # every column when core, kv, store or the conformance harness changed.
 #
 # Prints a table: name, runs, failures, the slowest run and the bound it ran under
-# (nextest's terminate-after for a test, the runner's --timeout for a case); exits 1 if
+# (nextest's terminate-after for a test; for a case, the whole runner run's --timeout,
+# the runner having no bound per case); exits 1 if
 # anything failed. Starts the test servers (scripts/servers.sh up) and the hogs, and
 # stops the hogs when done. CONTRIBUTING.md asks for it before every merge, and for its
 # table in the closing note.
@@ -24,6 +27,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 count=${STRESS_COUNT:-20}
+parts=" ${STRESS_PARTS:-tests cases columns} "
 if [[ $# -ge 1 ]]; then
     base=$1
 elif git rev-parse -q --verify origin/main >/dev/null; then
@@ -33,7 +37,9 @@ else
 fi
 # A test's bound: nextest ends a test after `period` × `terminate-after`.
 test_bound=300
-case_bound=300
+# The runner's --timeout is one run's: a run of the changed cases, and a whole column.
+cases_bound=900
+column_bound=3600
 
 selection=$(python3 scripts/changed-tests.py "$base") || exit 2
 printf 'stress: since %s, %s runs each beside two CPU hogs\n' "$(git rev-parse --short "$base")" "$count" >&2
@@ -70,7 +76,7 @@ work=$(mktemp -d)
 # gives a test's duration in one iteration.
 filter=$(printf '%s\n' "$selection" | awk '$1 == "test" {
     printf "%s(package(%s) & test(/(^|::)%s$/))", sep, $2, $3; sep = " | " }')
-if [[ -n $filter ]]; then
+if [[ -n $filter && $parts == *" tests "* ]]; then
     DISTSYNC_CASES_IN_RUNNER=1 cargo nextest run --workspace --all-features -E "$filter" \
         --stress-count "$count" --no-fail-fast --status-level pass --final-status-level none \
         >"$work/tests" 2>&1 || failed=1
@@ -95,16 +101,17 @@ for var in DISTSYNC_ETCD_URL DISTSYNC_REDIS_URL DISTSYNC_POSTGRES_URL DISTSYNC_Z
     [[ -n ${!var:-} ]] && columns+=(--backend-env "$var")
 done
 
-# runner_rows NAME RUNS ARGS...: runs the runner RUNS times with ARGS, and adds a row per
-# (column, case) to the table from its JSON matrix.
+# runner_rows NAME RUNS BOUND ARGS...: runs the runner RUNS times with ARGS, each run
+# within BOUND seconds, and adds a row per (column, case) to the table from its JSON
+# matrix.
 runner_rows() {
-    local name=$1 runs=$2 run
-    shift 2
+    local name=$1 runs=$2 bound=$3 run
+    shift 3
     for ((run = 1; run <= runs; run++)); do
-        DISTSYNC_RUNNER_BUILT=1 scripts/runner.sh --format json --timeout "${case_bound}s" \
+        DISTSYNC_RUNNER_BUILT=1 scripts/runner.sh --format json --timeout "${bound}s" \
             --columns 3 "$@" >"$work/$name.$run.json" 2>"$work/$name.$run.log" || failed=1
     done
-    python3 - "$name" "$case_bound" "$work/$name".*.json >>"$rows" <<'EOF'
+    python3 - "$name" "$bound" "$work/$name".*.json >>"$rows" <<'EOF'
 import json, sys
 name, bound, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 runs, fails, slow = {}, {}, {}
@@ -128,20 +135,22 @@ EOF
 }
 
 mapfile -t cases < <(printf '%s\n' "$selection" | awk '$1 == "case" { print $2 }')
-if ((${#cases[@]})); then
+if ((${#cases[@]})) && [[ $parts == *" cases "* ]]; then
     case_args=()
     for case in "${cases[@]}"; do case_args+=(--case "$case"); done
-    runner_rows cases "$count" "${columns[@]}" "${case_args[@]}"
+    runner_rows cases "$count" "$cases_bound" "${columns[@]}" "${case_args[@]}"
 fi
-if grep -q '^every-column' <<<"$selection"; then
-    runner_rows every-column 1 "${columns[@]}"
+if [[ $parts != *" columns "* ]]; then
+    :
+elif grep -q '^every-column' <<<"$selection"; then
+    runner_rows every-column 1 "$column_bound" "${columns[@]}"
 else
     for label in $(printf '%s\n' "$selection" | awk '$1 == "column" { print $2 }'); do
         var=DISTSYNC_${label^^}_URL
         if [[ $label == memory ]]; then
-            runner_rows "column-$label" 1 --backend memory://
+            runner_rows "column-$label" 1 "$column_bound" --backend memory://
         elif [[ -n ${!var:-} ]]; then
-            runner_rows "column-$label" 1 --backend-env "$var"
+            runner_rows "column-$label" 1 "$column_bound" --backend-env "$var"
         else
             echo "stress: $var is not set: the $label column did not run" >&2
             failed=1

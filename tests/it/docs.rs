@@ -1,11 +1,13 @@
 //! The docs read against the code, so that they cannot drift from it: every URL scheme
-//! a driver answers is in README's, docs/CONNECTING.md's and cli/README's URL tables,
-//! and every URL key a store's parser accepts (read from the parser's own refusal,
-//! which lists them) is documented in that store's section of docs/CONNECTING.md.
+//! a driver answers is in README's, docs/CONNECTING.md's and cli/README's URL tables;
+//! every URL key a store's parser accepts (read from the parser's own refusal, which
+//! lists them) is documented in that store's section of docs/CONNECTING.md; and a
+//! sentence there that says a primitive is not built (`Error::Unsupported`, "not
+//! yet", "only the ...") agrees with the store's `Capabilities`.
 #![cfg(feature = "full")]
 
 use distsync::store::DRIVERS;
-use distsync::Error;
+use distsync::{Capabilities, Error};
 
 fn read(path: &str) -> String {
     let full = concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + path;
@@ -114,5 +116,104 @@ async fn every_url_key_is_documented_in_its_stores_section() {
     assert!(
         missing.is_empty(),
         "docs/CONNECTING.md does not document: {missing:#?}"
+    );
+}
+
+/// The primitives a sentence may name, with the flag of [`Capabilities`] that says
+/// whether a store builds each. Longer names first, so that "read-write lock" is not
+/// read as "lock".
+const PRIMITIVES: &[(&str, fn(&Capabilities) -> bool)] = &[
+    ("read-write lock", |c| c.rwlock),
+    ("unfair lock", |c| c.unfair_lock),
+    ("double barrier", |c| c.double_barrier),
+    ("rate limiter", |c| c.rate_limiter),
+    ("hand-over", |c| c.hand_over),
+    ("election", |c| c.election),
+    ("semaphore", |c| c.semaphore),
+    ("barrier", |c| c.barrier),
+    ("counter", |c| c.counter),
+    ("latch", |c| c.latch),
+    ("queue", |c| c.queue),
+    ("lock", |c| c.lock),
+];
+
+/// The primitives `sentence` names (each once), by [`PRIMITIVES`]' words: a word counts
+/// when no letter or `-` joins it to the next (`lock-delay` is no lock).
+fn named(sentence: &str) -> Vec<&'static str> {
+    let mut text = sentence.to_lowercase();
+    let mut found = Vec::new();
+    for (word, _) in PRIMITIVES {
+        while let Some(at) = text.find(word) {
+            let next = text[at + word.len()..].chars().next();
+            let before = text[..at].chars().next_back();
+            let joined = next.is_some_and(|c| c.is_ascii_alphabetic() && c != 's' || c == '-')
+                || before.is_some_and(|c| c.is_ascii_alphabetic() || c == '-');
+            if !joined && !found.contains(word) {
+                found.push(*word);
+            }
+            text.replace_range(at..at + word.len(), &" ".repeat(word.len()));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_primitive_the_docs_call_unbuilt_is_unbuilt() {
+    let connecting = read("docs/CONNECTING.md");
+    let mut wrong = Vec::new();
+    for driver in DRIVERS {
+        let Some(heading) = driver
+            .schemes
+            .iter()
+            .find_map(|scheme| probe(scheme))
+            .map(|(_, heading)| heading)
+        else {
+            continue;
+        };
+        let capabilities = (driver.capabilities)();
+        let builds = |word: &str| {
+            PRIMITIVES
+                .iter()
+                .find(|(name, _)| *name == word)
+                .is_some_and(|(_, flag)| flag(&capabilities))
+        };
+        let text = section(&connecting, heading).replace('\n', " ");
+        for sentence in text.split(". ") {
+            let lower = sentence.to_lowercase();
+            let says_unbuilt = lower.contains("unsupported")
+                || lower.contains("not yet")
+                || lower.contains("not built")
+                || lower.contains("only the ");
+            if !says_unbuilt {
+                continue;
+            }
+            let words = named(sentence);
+            // "Only the lock is built": the lock is, and every other primitive is not.
+            if let Some(rest) = lower.split_once("only the ").map(|(_, rest)| rest) {
+                if rest.contains("built") || rest.contains("offered") {
+                    for (word, _) in PRIMITIVES {
+                        if builds(word) != words.contains(word) {
+                            wrong.push(format!(
+                                "{heading}: {sentence:?}: {} the {word}",
+                                if builds(word) { "builds" } else { "lacks" }
+                            ));
+                        }
+                    }
+                }
+                continue;
+            }
+            for word in words {
+                if builds(word) {
+                    wrong.push(format!(
+                        "{heading}: {sentence:?}: the {} builds the {word}",
+                        driver.name
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/CONNECTING.md contradicts the capabilities: {wrong:#?}"
     );
 }
