@@ -119,10 +119,13 @@ async fn every_url_key_is_documented_in_its_stores_section() {
     );
 }
 
+/// Whether a store's capabilities say it builds a primitive.
+type Builds = fn(&Capabilities) -> bool;
+
 /// The primitives a sentence may name, with the flag of [`Capabilities`] that says
 /// whether a store builds each. Longer names first, so that "read-write lock" is not
 /// read as "lock".
-const PRIMITIVES: &[(&str, fn(&Capabilities) -> bool)] = &[
+const PRIMITIVES: &[(&str, Builds)] = &[
     ("read-write lock", |c| c.rwlock),
     ("unfair lock", |c| c.unfair_lock),
     ("double barrier", |c| c.double_barrier),
