@@ -2,27 +2,26 @@
 # Every test against every backend, the per-change tier (README's test command, CI):
 # installs what the build needs (scripts/build-tools.sh), installs and starts the test
 # servers and builds the Go and Curator peers (scripts/servers.sh up, in the background
-# while clippy and rustdoc run), then runs, timing each step:
+# while the tests build), then runs, timing each step:
 #   cargo fmt --check; the docs checks (scripts/check-docs.sh); the MSRV check of
-#   Cargo.lock (scripts/check-msrv.sh); clippy -D warnings; rustdoc -D warnings and the
-#   facade's surface read from it (scripts/check-surface.sh); every
-#   test of the workspace with cargo-nextest (one integration-test binary per crate,
-#   `.config/nextest.toml` says which tests run alone or in turns; the Sentinel tests
-#   that kill the group's primary among them), and beside them, once they run: at idle
-#   priority the doctests (README's and docs/' code blocks included, as the facade's),
-#   the package listing of every published crate (scripts/check-package.sh
-#   --no-verify) and the out-of-tree crate's build, and the runner over the TLS and
-#   authenticated servers (a subset of cases); examples/orders.rs against the PostgreSQL
-#   server (the outbox and `ack_in`; the example checks its ledger and queue);
-#   examples/shards.rs on memory and etcd (a work table's shards across three workers,
-#   one killed; each item done once); the
+#   Cargo.lock (scripts/check-msrv.sh); the tests' build; every test of the workspace
+#   with cargo-nextest (one integration-test binary per crate, `.config/nextest.toml`
+#   says which tests run alone or in turns; the Sentinel tests that kill the group's
+#   primary among them), and beside them, once they run: at idle priority clippy -D
+#   warnings, rustdoc -D warnings and the facade's surface read from it
+#   (scripts/check-surface.sh), in a target directory of their own; the doctests
+#   (README's and docs/' code blocks included, as the facade's), the package listing of
+#   every published crate (scripts/check-package.sh --no-verify) and the out-of-tree
+#   crate's build, and the runner over the TLS and authenticated servers (a subset of
+#   cases); examples/orders.rs against the PostgreSQL server (the outbox and `ack_in`;
+#   the example checks its ledger and queue); examples/shards.rs on memory and etcd (a
+#   work table's shards across three workers, one killed; each item done once); the
 #   example backend crate outside the workspace (examples/file-backend) running the
-#   suite from its own tests; the
-#   conformance runner over memory, etcd (with etcd's own Go recipes as peers), Redis,
-#   PostgreSQL and ZooKeeper, a subset of cases on the Redis Sentinel group and the
-#   whole suite on the Redis Cluster, three columns at once (under CI=true the runner
-#   fails when a server's URL is not set), compared with docs/GUARANTEES.md and README's
-#   summary.
+#   suite from its own tests; the conformance runner over memory, etcd (with etcd's own
+#   Go recipes as peers), Redis, PostgreSQL, ZooKeeper, MySQL and NATS, a subset of
+#   cases on the Redis Sentinel group and the whole suite on the Redis Cluster, three
+#   columns at once (under CI=true the runner fails when a server's URL is not set),
+#   compared with docs/GUARANTEES.md and README's summary.
 # What protects a release rather than a change (the publish dry run that builds every
 # package, the bench guard, long mixed-fault runs, the matrix three times) is
 # scripts/release-check.sh.
@@ -236,27 +235,42 @@ servers_started() {
     return "$status"
 }
 
+# The lints and the documentation, in a target directory of their own (`target/lint`),
+# so that they never hold the build directory's lock the test builds and the runner
+# wait for: clippy with -D warnings; rustdoc with -D warnings (every public item
+# documented, every intra-doc link resolved); the facade's surface read from that
+# rustdoc (a small root, one path per item).
 # rustdoc reads what it documents against from check builds (metadata only) of the
 # dependencies and of the workspace's libraries, which clippy has just made; `rustdoc`
-# below asks for the very same ones instead of building a second set. The same features:
-# one example (`--example lock`, beside `--lib`, which is what `cargo doc` documents
-# anyway) brings in the dev-dependencies, whose features clippy's `--all-targets`
-# unified into tokio, syn and others (without it, half of the dependencies and every
-# proc macro were built again). The same compiler: clippy checks the workspace's
-# libraries through its driver, with its arguments in CLIPPY_ARGS, which `cargo clippy`
-# sets as below. When clippy failed, rustdoc builds its own, so that its verdict stays
-# its own. Measured after clippy on a fresh target: 140 s of CPU before (58 s of CI's
-# run), 25 s now; the documentation is the same (the example's pages aside).
-clippy_env=(env)
-if step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings; then
-    clippy_env=(env RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
-        CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
-fi
-# Every public item documented, every intra-doc link resolved.
-step rustdoc "${clippy_env[@]}" RUSTDOCFLAGS="-D warnings" \
-    cargo doc --workspace --no-deps --all-features --lib --example lock
-# The facade's surface, from that rustdoc: a small root, one path per item.
-step surface scripts/check-surface.sh
+# asks for the very same ones instead of building a second set. The same features: one
+# example (`--example lock`, beside `--lib`, which is what `cargo doc` documents anyway)
+# brings in the dev-dependencies, whose features clippy's `--all-targets` unified into
+# tokio, syn and others. The same compiler: clippy checks the workspace's libraries
+# through its driver, with its arguments in CLIPPY_ARGS, which `cargo clippy` sets as
+# below. When clippy failed, rustdoc builds its own, so that its verdict stays its own.
+lint_target=${CARGO_TARGET_DIR:-$PWD/target}/lint
+lints() {
+    local status=0 clippy_env=(env) lint=(env CARGO_TARGET_DIR="$lint_target")
+    results=() # this runs in a background shell: only its own steps go back
+    if step clippy "${lint[@]}" cargo clippy --workspace --all-targets --all-features -- -D warnings; then
+        clippy_env=(env RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
+            CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
+    else
+        status=1
+    fi
+    step rustdoc "${lint[@]}" "${clippy_env[@]}" RUSTDOCFLAGS="-D warnings" \
+        cargo doc --workspace --no-deps --all-features --lib --example lock || status=1
+    step surface "${lint[@]}" scripts/check-surface.sh || status=1
+    printf '%s\n' "${results[@]}" >"$lint_results"
+    return "$status"
+}
+lint_results=$(mktemp)
+
+# The tests' build comes first, at full priority, while the servers come up: it is what
+# every later step waits for. Before, clippy's check build of the whole workspace came
+# first and the tests' build after it, in a row; now clippy and rustdoc run beside the
+# tests at idle priority (`lints` above).
+step build cargo nextest run --workspace --all-features --no-run
 if ! step servers servers_started; then
     summary
     echo "test-all: the servers did not come up; not running the tests" >&2
@@ -274,8 +288,8 @@ step_start test cargo_tests env DISTSYNC_CASES_IN_RUNNER=1 cargo nextest run --w
 tests_started
 # Once the tests run (they mostly wait on leases, processes and servers), what is left
 # to compile runs beside them at idle priority (`idle`), on the CPU time they leave:
-# the doctests, the package listing and the out-of-tree crate's build. Before, these
-# took 125 s of the run in a row.
+# the lints, the doctests, the package listing and the out-of-tree crate's build.
+step_start lints idle lints
 # The code blocks of the rustdoc, README and docs/ (nextest does not run doctests).
 step_start doctests idle cargo_tests cargo test -q --workspace --all-features --doc
 # Every published crate packages as crates.io would receive it (metadata, readme,
@@ -314,8 +328,13 @@ step out-of-tree cargo_tests env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/targ
     cargo test -q --manifest-path examples/file-backend/Cargo.toml
 # The conformance runner over every backend (memory and the servers above), whose
 # matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but
-# figures.
+# figures. The lints, if still running, go on beside it at idle priority.
 step conformance scripts/check-matrix.sh
+# The lints' own steps (clippy, rustdoc, surface) are in their results, which the
+# background shell wrote; `lints` is their total.
+step_finish lints
+[[ -s $lint_results ]] && mapfile -t -O "${#results[@]}" results <"$lint_results"
+rm -f "$lint_results"
 
 summary
 exit "$failed"

@@ -12,6 +12,7 @@ use crate::faults::Hook;
 use crate::harness::Harness;
 use crate::outcome::Outcome;
 use crate::profile::Profile;
+use crate::slack::{self, Tightest};
 use crate::stall::StallMeter;
 
 /// The bound on one whole case run; a case that exceeds it is a violation.
@@ -355,6 +356,9 @@ pub struct Report {
     pub outcome: Outcome,
     /// How long the case took.
     pub elapsed: Duration,
+    /// The bounded wait of the run whose verdict stands that used the largest share
+    /// of its bound (see [`crate::slack`]); `None` for a case that did not run.
+    pub tightest: Option<Tightest>,
 }
 
 #[cfg(test)]
@@ -373,6 +377,7 @@ impl Report {
             declared,
             outcome,
             elapsed,
+            tightest: None,
         }
     }
 }
@@ -479,16 +484,19 @@ pub async fn run_case_in(
     let declared = case.declared(&capabilities);
     let started = Instant::now();
     let left_out = profile.leaves_out(case.hooks);
-    let outcome = match (
+    let (outcome, tightest) = match (
         left_out,
         case.missing(&capabilities),
         case.missing_hook(harness),
     ) {
-        (Some(reason), _, _) => Outcome::NotRun { reason },
-        (None, Some(need), _) => Outcome::Unsupported {
-            reason: format!("capabilities declare {} = false", need.flag()),
-        },
-        (None, None, Some(reason)) => Outcome::Unsupported { reason },
+        (Some(reason), _, _) => (Outcome::NotRun { reason }, None),
+        (None, Some(need), _) => (
+            Outcome::Unsupported {
+                reason: format!("capabilities declare {} = false", need.flag()),
+            },
+            None,
+        ),
+        (None, None, Some(reason)) => (Outcome::Unsupported { reason }, None),
         (None, None, None) => {
             // Cases that kill members of a shared cluster take turns.
             let _turn = if case.breaks_shared_topology() {
@@ -505,14 +513,16 @@ pub async fn run_case_in(
         declared,
         outcome,
         elapsed: started.elapsed(),
+        tightest,
     }
 }
 
 /// Runs the case body (twice when the first run's violation came with a stalled
-/// harness) and returns the verdict to report: see [`run_case_in`].
-async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
+/// harness) and returns the verdict to report, with the tightest wait of the run whose
+/// verdict it is (of both runs, for an inconclusive one): see [`run_case_in`].
+async fn judged_run(case: &'static Case, harness: &Harness) -> (Outcome, Option<Tightest>) {
     let slack = harness.stall_slack();
-    let (first, stalled) = run_body(case, harness).await;
+    let (first, stalled, first_tightest) = run_body(case, harness).await;
     tracing::debug!(case = case.id, ?stalled, outcome = %first.kind(), "case run");
     // A set-up that lapsed in every try measured nothing, and the runner's meter does
     // not see what starved it when that was the child processes or the store (a
@@ -520,7 +530,7 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
     // one measured while the runner stalled does.
     let lapsed_live = matches!(first, Outcome::Error { .. }) && stalled <= slack;
     if !lapsed_live && (!untrusted_when_stalled(&first) || stalled <= slack) {
-        return first;
+        return (first, first_tightest);
     }
     tracing::info!(
         case = case.id,
@@ -529,20 +539,24 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
         outcome = %first.kind(),
         "a failure measured while the harness stalled, or a set-up that lapsed; the case runs again"
     );
-    let (second, stalled_again) = run_body(case, harness).await;
+    let (second, stalled_again, second_tightest) = run_body(case, harness).await;
     if stalled_again <= slack {
-        return second;
+        return (second, second_tightest);
     }
     // The first run's set-up lapsed with a live harness: that error stands against a
     // second failure the harness stalled through; a second run that held stands too.
     if lapsed_live {
         return if untrusted_when_stalled(&second) {
-            first
+            (first, first_tightest)
         } else {
-            second
+            (second, second_tightest)
         };
     }
-    Outcome::Inconclusive {
+    let tightest = match (first_tightest, second_tightest) {
+        (Some(first), second) => Some(first.tighter(second)),
+        (None, second) => second,
+    };
+    let outcome = Outcome::Inconclusive {
         stalled: stalled.max(stalled_again),
         slack,
         detail: format!(
@@ -552,7 +566,8 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> Outcome {
             stalled_again.as_millis(),
             slack.as_millis(),
         ),
-    }
+    };
+    (outcome, tightest)
 }
 
 /// Whether `outcome`, reached while the harness stalled past its slack, is not to be
@@ -565,19 +580,25 @@ fn untrusted_when_stalled(outcome: &Outcome) -> bool {
 }
 
 /// One run of the case body under a fresh prefix, bounded by [`CASE_LIMIT`]: its
-/// outcome, and how long the harness stalled meanwhile ([`StallMeter`]).
-async fn run_body(case: &'static Case, harness: &Harness) -> (Outcome, Duration) {
+/// outcome, how long the harness stalled meanwhile ([`StallMeter`]), and its tightest
+/// bounded wait ([`crate::slack`]; the whole run against [`CASE_LIMIT`] is one).
+async fn run_body(case: &'static Case, harness: &Harness) -> (Outcome, Duration, Option<Tightest>) {
     let meter = StallMeter::start();
-    let body = tokio::spawn((case.run)(harness.for_case(case.id)));
+    let started = Instant::now();
+    let body = tokio::spawn(slack::measured((case.run)(harness.for_case(case.id))));
     let abort = body.abort_handle();
+    let mut tightest = None;
     let outcome = match tokio::time::timeout(CASE_LIMIT, body).await {
-        Ok(Ok(Outcome::Unsupported { reason })) => Outcome::Violated {
+        Ok(Ok((Outcome::Unsupported { reason }, _))) => Outcome::Violated {
             evidence: format!(
                 "capabilities offer what the case needs ({}), but the backend refused: {reason}",
                 needs_list(case)
             ),
         },
-        Ok(Ok(outcome)) => outcome,
+        Ok(Ok((outcome, measured))) => {
+            tightest = measured;
+            outcome
+        }
         Ok(Err(error)) => Outcome::Violated {
             evidence: format!("the case panicked: {error}"),
         },
@@ -588,7 +609,12 @@ async fn run_body(case: &'static Case, harness: &Harness) -> (Outcome, Duration)
             }
         }
     };
-    (outcome, meter.stop())
+    let whole = Tightest {
+        what: "the whole case".to_owned(),
+        took: started.elapsed().min(CASE_LIMIT),
+        bound: CASE_LIMIT,
+    };
+    (outcome, meter.stop(), Some(whole.tighter(tightest)))
 }
 
 fn needs_list(case: &Case) -> String {
@@ -644,6 +670,7 @@ mod tests {
             declared,
             outcome,
             elapsed: Duration::ZERO,
+            tightest: None,
         }
     }
 

@@ -210,7 +210,10 @@ pub(crate) async fn within_set_up<T>(
     doing: impl Display,
     fut: impl Future<Output = Result<T, Error>>,
 ) -> Check<T> {
-    match tokio::time::timeout(limit, fut).await {
+    let started = Instant::now();
+    let result = tokio::time::timeout(limit, fut).await;
+    crate::slack::record(&doing, started.elapsed(), limit);
+    match result {
         Ok(Err(error)) if error.is_transient() || matches!(error, Error::SessionLost) => {
             Err(Fail::SetUpLapsed(format!("{doing}: {error}")))
         }
@@ -227,7 +230,10 @@ pub(crate) async fn within<T>(
     doing: impl Display,
     fut: impl Future<Output = Result<T, Error>>,
 ) -> Check<T> {
-    match tokio::time::timeout(limit, fut).await {
+    let started = Instant::now();
+    let result = tokio::time::timeout(limit, fut).await;
+    crate::slack::record(&doing, started.elapsed(), limit);
+    match result {
         Ok(result) => result.ctx(doing),
         Err(_) => violated(format!("{doing}: did not finish within {limit:?}")),
     }
@@ -250,7 +256,10 @@ pub(crate) async fn within_check<T>(
     doing: impl Display,
     fut: impl Future<Output = Check<T>>,
 ) -> Check<T> {
-    match tokio::time::timeout(limit, fut).await {
+    let started = Instant::now();
+    let result = tokio::time::timeout(limit, fut).await;
+    crate::slack::record(&doing, started.elapsed(), limit);
+    match result {
         Ok(result) => result,
         Err(_) => violated(format!("{doing}: did not finish within {limit:?}")),
     }
@@ -336,13 +345,16 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Check<Option<T>>>,
 {
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
     let mut step = Duration::from_millis(5);
     loop {
         if let Some(value) = within_check(limit, &doing, probe()).await? {
+            crate::slack::record(&doing, started.elapsed(), limit);
             return Ok(value);
         }
         if Instant::now() + step > deadline {
+            crate::slack::record(&doing, limit, limit);
             return violated(format!("{doing}: not the case within {limit:?}"));
         }
         tokio::time::sleep(step).await;
@@ -365,7 +377,7 @@ impl<T: Send + 'static> Task<T> {
     ) -> Self {
         Self {
             what: what.into(),
-            handle: Some(tokio::spawn(fut)),
+            handle: Some(tokio::spawn(crate::slack::carried(fut))),
         }
     }
 

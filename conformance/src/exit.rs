@@ -184,6 +184,7 @@ mod tests {
             declared,
             outcome,
             elapsed: Duration::ZERO,
+            tightest: None,
         }
     }
 

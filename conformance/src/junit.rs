@@ -20,6 +20,11 @@
 //! store, and one such cell does not fail a run; a run with too many of them fails by
 //! its exit status ([`crate::ExitStatus::Starved`]), and its skipped cells say which.
 //!
+//! A case that ran carries its tightest bounded wait ([`crate::slack`]) as the
+//! `<testcase>`'s `<properties>` (`tightest_wait`, `took_ms`, `bound_ms`, `slack_ms`)
+//! and a line of its `<system-out>`; `time` is the whole case, bounded by
+//! [`crate::CASE_LIMIT`].
+//!
 //! The run's profile and each store's facts ([`crate::matrix::store_facts`]) are the
 //! suites' `<properties>`.
 
@@ -221,11 +226,31 @@ fn testcase(out: &mut String, report: &Report) {
         }
         Outcome::Holds { .. } => {}
     }
-    let figure = report
+    let mut figure = report
         .outcome
         .figure()
         .map(|figure| format!("figure: {figure}\n"))
         .unwrap_or_default();
+    if let Some(tightest) = &report.tightest {
+        let _ = write!(
+            out,
+            "\n      <properties>\n        <property name=\"tightest_wait\" value=\"{}\"/>\n        \
+             <property name=\"took_ms\" value=\"{}\"/>\n        <property name=\"bound_ms\" \
+             value=\"{}\"/>\n        <property name=\"slack_ms\" value=\"{}\"/>\n      \
+             </properties>",
+            escape(&tightest.what),
+            tightest.took.as_millis(),
+            tightest.bound.as_millis(),
+            tightest.slack().as_millis()
+        );
+        let _ = writeln!(
+            figure,
+            "tightest wait: {}: {} ms of its {} ms bound",
+            tightest.what,
+            tightest.took.as_millis(),
+            tightest.bound.as_millis()
+        );
+    }
     let _ = write!(
         out,
         "\n      <system-out>{}guarantee: {}\n{}: {detail}</system-out>\n    </testcase>\n",
@@ -435,6 +460,45 @@ mod tests {
             "{xml}"
         );
         assert!(xml.contains("backend `redis`"), "{xml}");
+    }
+
+    #[test]
+    fn a_run_case_carries_its_tightest_wait_and_slack() {
+        let mut held = report(
+            "memory",
+            "lock_mutual_exclusion",
+            Some(true),
+            Outcome::Holds {
+                figure: None,
+                detail: String::new(),
+            },
+        );
+        held.tightest = Some(crate::slack::Tightest {
+            what: "waiting for <the grant>".into(),
+            took: Duration::from_millis(4_500),
+            bound: Duration::from_secs(5),
+        });
+        let xml = junit(&[held], &RunInfo::default());
+        let elements = elements(&xml).unwrap_or_else(|error| panic!("{error}:\n{xml}"));
+        assert_eq!(
+            elements.iter().filter(|e| *e == "property").count(),
+            5, // the suite's profile, and the case's four
+            "{xml}"
+        );
+        for property in [
+            "<property name=\"tightest_wait\" value=\"waiting for &lt;the grant&gt;\"/>",
+            "<property name=\"took_ms\" value=\"4500\"/>",
+            "<property name=\"bound_ms\" value=\"5000\"/>",
+            "<property name=\"slack_ms\" value=\"500\"/>",
+        ] {
+            assert!(xml.contains(property), "{property} in {xml}");
+        }
+        assert!(
+            xml.contains(
+                "tightest wait: waiting for &lt;the grant&gt;: 4500 ms of its 5000 ms bound"
+            ),
+            "{xml}"
+        );
     }
 
     #[test]

@@ -107,6 +107,7 @@ mod profile;
 mod queue_history;
 pub mod reachability;
 mod rng;
+pub mod slack;
 mod stall;
 mod status;
 mod stm_history;

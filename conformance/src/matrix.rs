@@ -11,6 +11,7 @@ use crate::case::{Claim, Report};
 use crate::cases::CASES;
 use crate::outcome::{stall_words, Outcome, OutcomeKind};
 use crate::profile::Profile;
+use crate::slack::Tightest;
 
 /// What a run knows beside its reports: the profile it ran and the capabilities of
 /// each store (by the reports' backend label), printed with the matrix
@@ -190,6 +191,9 @@ pub struct JsonRow<'a> {
     pub disagrees: bool,
     /// How long the case took, in milliseconds.
     pub elapsed_ms: u64,
+    /// The run's bounded wait that used the largest share of its bound (see
+    /// [`crate::slack`]); `null` for a case that did not run.
+    pub tightest: Option<&'a Tightest>,
 }
 
 impl<'a> From<&'a Report> for JsonRow<'a> {
@@ -211,6 +215,7 @@ impl<'a> From<&'a Report> for JsonRow<'a> {
             failure: report.is_failure(),
             disagrees: report.disagrees(),
             elapsed_ms: u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+            tightest: report.tightest.as_ref(),
         }
     }
 }

@@ -226,6 +226,7 @@ mod tests {
             declared: Some(true),
             outcome,
             elapsed: Duration::ZERO,
+            tightest: None,
         }
     }
 

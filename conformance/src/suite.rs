@@ -117,6 +117,7 @@ pub(crate) async fn run_case_judged(
                     reason: format!("needs {reason}"),
                 },
                 elapsed: std::time::Duration::ZERO,
+                tightest: None,
             };
         }
     }

@@ -97,7 +97,10 @@
 //! enqueue. The first waiter in line also watches the hold keys, so that an item put
 //! back by a receiver (`nack`, its session's end) wakes it, and every other waiter
 //! watches its predecessor's key (re-reading when it leaves the line, to learn it is
-//! first now): one waiter is woken per returned item too.
+//! first now): one waiter is woken per returned item too. A waiter that becomes first
+//! watches the holds from its last read that found nothing to take, not from now: an
+//! item returned while the first key in line was one whose waiter had already left
+//! (its key is removed in the background) woke nobody, and is taken then.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -491,6 +494,14 @@ impl KvQueue {
             .last_create()
             .max_create_revision(mine - 1);
         let mut predecessor_left = false;
+        // Where a watch of the holds starts: after the last read that found no item to
+        // take (or the first read). A read right after the
+        // predecessor left leaves the items it finds to the predecessor, which may have
+        // been woken for them; but the predecessor may as well have left without taking
+        // any (a departed waiter's key, removed in the background, or a cancelled
+        // receive), and an item returned (a nack, a session's end) while it was first in
+        // line then woke nobody. Watching from the earlier read replays that return.
+        let mut holds_from = None;
         loop {
             // An item put before the registration woke nobody: look again, and at the
             // own key in the same read (a wake-up, then another consumer taking the
@@ -505,6 +516,9 @@ impl KvQueue {
             if first.is_some() && !predecessor_left {
                 return Ok(());
             }
+            if first.is_none() || holds_from.is_none() {
+                holds_from = Some(revision + 1);
+            }
             let own = extras.first().and_then(|own| own.kvs.first());
             if own.is_none_or(|found| found.create_revision != mine) {
                 waiting.armed = false;
@@ -515,11 +529,15 @@ impl KvQueue {
             // The first waiter in line also watches the holds, so that an item put back
             // (a nack, a receiver's session ending) reaches one waiter; every other
             // waiter watches its predecessor, and re-reads when it leaves the line.
-            let (watched, prefix) = match &before {
-                Some(waiter) => (waiter.key.clone(), false),
-                None => (self.layout.holds(), true),
+            let (watched, prefix, from) = match &before {
+                Some(waiter) => (waiter.key.clone(), false, revision + 1),
+                None => (
+                    self.layout.holds(),
+                    true,
+                    holds_from.unwrap_or(revision + 1),
+                ),
             };
-            let changed = next_event(kv, &watched, prefix, revision + 1, EventKind::Delete, lost);
+            let changed = next_event(kv, &watched, prefix, from, EventKind::Delete, lost);
             // Go's producers wake nobody: in Go's layout the first waiter also watches
             // the items for a put (one waiter, so still no herd).
             let watch_items = self.layout.shared_with_go && before.is_none();
@@ -1699,6 +1717,48 @@ mod tests {
         );
         first.ack().await.unwrap();
         second.ack().await.unwrap();
+        assert!(q.is_empty().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_item_returned_while_a_departed_waiter_was_first_reaches_the_next() {
+        let backend = backend();
+        let [holder, receiver] = crate::recipes::testing::sessions::<2>(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("x").await.unwrap();
+        let held = q.try_receive(&holder).await.unwrap().unwrap();
+        // The key of a waiter that has left already, first in line until its removal
+        // (which runs in the background) comes.
+        let departed = "/queue/q/w/departed";
+        let put = crate::kv::Txn::when(vec![]).and_then(vec![crate::kv::TxnOp::put(
+            departed,
+            Bytes::from_static(b"gone"),
+            0,
+        )]);
+        backend.kv().txn(put).await.unwrap();
+        let waiting = {
+            let q = backend.queue(name("q")).unwrap();
+            tokio::spawn(async move { q.receive(&receiver).await })
+        };
+        settle().await;
+        assert_eq!(
+            waiters(backend.kv()).await.len(),
+            2,
+            "the receiver is in line"
+        );
+        // Returned while the departed key is first: it wakes no one yet.
+        held.nack().await.unwrap();
+        settle().await;
+        assert!(!waiting.is_finished(), "woken before its turn");
+        let remove =
+            crate::kv::Txn::when(vec![]).and_then(vec![crate::kv::TxnOp::delete(departed)]);
+        backend.kv().txn(remove).await.unwrap();
+        let delivery = within(waiting).await.unwrap().unwrap();
+        assert_eq!(
+            (delivery.item().as_ref(), delivery.redeliveries()),
+            (&b"x"[..], 1)
+        );
+        delivery.ack().await.unwrap();
         assert!(q.is_empty().await.unwrap());
     }
 
