@@ -10,7 +10,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use crate::error::{classify, to_error};
 use crate::kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::{capabilities, capabilities_with_bound, EtcdConfig, BACKEND};
-use distsync_core::raw::{Idempotence, RetryPolicy};
+use distsync_core::raw::{name_connect_timeout, refusing_hosts, Failure, Idempotence, RetryPolicy};
 
 /// The etcd backend: every primitive of [`distsync_kv::recipes`] over [`EtcdKv`].
 pub type EtcdBackend = KvBackend<EtcdKv>;
@@ -56,8 +56,13 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
                 }
                 error => connect_error(error),
             })?;
-        probe(&client, config.namespace()).await?;
+        probe(&client, config.namespace(), config.endpoints()).await?;
         Ok::<_, Error>(client)
+    };
+    let connect = async {
+        connect
+            .await
+            .map_err(|error| name_connect_timeout(error, timeout))
     };
     let client = tokio::time::timeout(timeout, connect)
         .await
@@ -180,22 +185,44 @@ mod tls {
 }
 
 /// One cheap linearizable read inside the namespace (a user limited to it may read
-/// nothing else), to learn whether a member answers and the login works.
-async fn probe(client: &Client, namespace: &str) -> Result<()> {
+/// nothing else), to learn whether a member answers and the login works; when every one
+/// of `endpoints` refuses the connection, at once.
+async fn probe(client: &Client, namespace: &str, endpoints: &[String]) -> Result<()> {
     let key = if namespace.is_empty() {
         "\0"
     } else {
         namespace
     };
-    RetryPolicy::default()
-        .one_shot("connect", Idempotence::Idempotent, classify, || {
-            let mut kv = client.kv_client();
-            async move {
-                kv.get(key, Some(GetOptions::new().with_count_only()))
-                    .await
-                    .map(drop)
+    let ask = || {
+        let mut kv = client.kv_client();
+        async move {
+            kv.get(key, Some(GetOptions::new().with_count_only()))
+                .await
+                .map(drop)
+        }
+    };
+    let Err(error) = ask().await else {
+        return Ok(());
+    };
+    match classify(&error) {
+        Failure::Permanent => return Err(connect_error(error)),
+        // When every member refuses the connection, connecting fails at once, as a
+        // refused port does on every store; a member that refused while another
+        // accepts (the balanced channel may send the first request to either) or one
+        // that answers with a transient error (no leader yet) is asked again within
+        // the budget.
+        Failure::NotSent => {
+            if let Some(refusals) = refusing_hosts(endpoints).await {
+                return Err(Error::connection(
+                    BACKEND,
+                    format!("every member refused the connection ({refusals})"),
+                ));
             }
-        })
+        }
+        Failure::Transient => {}
+    }
+    RetryPolicy::default()
+        .one_shot("connect", Idempotence::Idempotent, classify, ask)
         .await
         .map_err(connect_error)
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::RetryPolicy;
+use distsync_core::raw::{name_connect_timeout, RetryPolicy};
 use distsync_core::session::KeepAlive;
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{
@@ -144,7 +144,7 @@ impl MysqlKv {
             // whole `connect_timeout` to fail instead of failing at once.
             sqlx::mysql::MySqlConnection::connect_with(config.connect_options())
                 .await
-                .map_err(map)?
+                .map_err(|error| name_connect_timeout(map(error), timeout))?
                 .close()
                 .await
                 .map_err(map)?;

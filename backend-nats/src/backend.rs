@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use async_trait::async_trait;
-use distsync_core::raw::{Barrier, DoubleBarrier, Election, Locker, Queue, RwLock};
+use distsync_core::raw::{
+    name_connect_timeout, Barrier, DoubleBarrier, Election, Locker, Queue, RwLock,
+};
 use distsync_core::{
     Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
 };
@@ -140,14 +142,15 @@ async fn connect_client(
         }
     }
     let connecting = options.connect(config.client_urls());
-    let client = tokio::time::timeout(config.connect_timeout(), connecting)
+    let connect_timeout = config.connect_timeout();
+    let client = tokio::time::timeout(connect_timeout, connecting)
         .await
         .map_err(|_| {
             Error::connection(
                 BACKEND,
                 format!(
-                    "no nats server answered within the connect timeout {:?}",
-                    config.connect_timeout()
+                    "no nats server answered within the connect timeout \
+                     ({connect_timeout:?}; `connect_timeout=` in the URL)"
                 ),
             )
         })?;
@@ -156,7 +159,7 @@ async fn connect_client(
             Error::authentication(BACKEND, error.to_string())
         }
         ConnectErrorKind::ServerParse => Error::InvalidArgument(error.to_string()),
-        _ => Error::connection(BACKEND, error),
+        _ => name_connect_timeout(Error::connection(BACKEND, error), connect_timeout),
     })
 }
 

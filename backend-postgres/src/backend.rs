@@ -1,6 +1,7 @@
 //! The factories (from a URL, a parsed [`PostgresConfig`], or a pool of the
 //! application's) and [`PostgresBackend`], the [`Backend`] they return.
 
+use distsync_core::raw::name_connect_timeout;
 use distsync_core::raw::SessionStoreSide as _;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -147,12 +148,18 @@ pub async fn backend_from_pool(
 }
 
 /// Runs `connect` for at most the connect timeout of `url`, then an
-/// [`Error::Connection`] naming the server (password masked).
+/// [`Error::Connection`] naming the server (password masked); a connection error of
+/// `connect` itself (a refused port) names the option too.
 async fn within_connect_timeout<T>(
     url: &PostgresConfig,
     connect: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
     let timeout = url.connect_timeout();
+    let connect = async {
+        connect
+            .await
+            .map_err(|error| name_connect_timeout(error, timeout))
+    };
     tokio::time::timeout(timeout, connect)
         .await
         .unwrap_or_else(|_| {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distsync_core::raw::{MaxSessionTtl, RetryPolicy};
+use distsync_core::raw::{name_connect_timeout, MaxSessionTtl, RetryPolicy};
 use distsync_core::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Value};
@@ -138,7 +138,11 @@ impl Shared {
         // eviction check) nests deeper than the compiler's default query depth would
         // allow in every crate that awaits it.
         let starting: futures::future::BoxFuture<'_, Result<(Self, bool, Persistence)>> =
-            Box::pin(Self::open_unbounded(target, options, server));
+            Box::pin(async move {
+                Self::open_unbounded(target, options, server)
+                    .await
+                    .map_err(|error| name_connect_timeout(error, connect_timeout))
+            });
         tokio::time::timeout(connect_timeout, starting)
             .await
             .unwrap_or_else(|_| {

@@ -48,7 +48,7 @@ impl ZkBackend {
     pub async fn connect(config: ZkConfig) -> Result<Self> {
         let capabilities = crate::capabilities_with_bound(config.max_session_ttl());
         let shared = Arc::new(Shared::new(config));
-        let probe = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
+        let probe = shared.connect_probe(crate::MIN_SESSION_TTL * 4).await?;
         // A digest login is checked by the server only when a request needs it: ask
         // for the root's stat so a wrong password fails here rather than later.
         probe.check_stat("/").await.map_err(map)?;

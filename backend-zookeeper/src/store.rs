@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use distsync_core::raw::RetryPolicy;
+use distsync_core::raw::{name_connect_timeout, refusing_hosts, RetryPolicy};
 use distsync_core::{Error, Result};
 use zookeeper_client as zk;
 
@@ -13,6 +13,17 @@ use crate::amnesia::Amnesia;
 use crate::config::ZkConfig;
 use crate::error::map;
 use crate::BACKEND;
+
+/// How a client session is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
+    /// Trying the servers again until the session's timeout, closed as it is dropped.
+    Patient,
+    /// As `Patient`, left open as it is dropped.
+    Detached,
+    /// One pass over the servers, then the client's error.
+    OnePass,
+}
 
 /// A session this process opened, as the registry sees it: something to close (for
 /// `revoke_session`).
@@ -55,23 +66,76 @@ impl Shared {
 
     /// Opens a ZooKeeper session of `timeout` (its own connection), logged in.
     pub(crate) async fn connect(&self, timeout: Duration) -> Result<zk::Client> {
-        self.open_client(timeout, false).await
+        self.within_connect_timeout(self.open_client(timeout, Opening::Patient))
+            .await
     }
 
     /// As [`Shared::connect`], for a session the client leaves open as it is dropped
     /// (it lasts `timeout` past the drop: the hold node's, see `src/amnesia.rs`).
     pub(crate) async fn connect_detached(&self, timeout: Duration) -> Result<zk::Client> {
-        self.open_client(timeout, true).await
+        self.within_connect_timeout(self.open_client(timeout, Opening::Detached))
+            .await
     }
 
-    async fn open_client(&self, timeout: Duration, detached: bool) -> Result<zk::Client> {
+    /// As [`Shared::connect`], for the short session that checks the servers as the
+    /// backend connects: when every server refuses the connection, it fails at once, as
+    /// a refused port does on every store (the client would try them again until the
+    /// session's timeout). Servers that accept and do not serve yet (a quorum still
+    /// electing its leader) are waited for, within the connect timeout.
+    pub(crate) async fn connect_probe(&self, timeout: Duration) -> Result<zk::Client> {
+        self.within_connect_timeout(async {
+            match self.open_client(timeout, Opening::OnePass).await {
+                Ok(client) => Ok(client),
+                Err(error) => match refusing_hosts(self.config.hosts()).await {
+                    Some(refusals) => Err(Error::connection(
+                        BACKEND,
+                        format!("every server refused the connection ({refusals})"),
+                    )),
+                    None => {
+                        tracing::debug!(%error, "no session on a first pass over the servers; waiting for one");
+                        self.open_client(timeout, Opening::Patient).await
+                    }
+                },
+            }
+        })
+        .await
+    }
+
+    /// Runs `opening` for at most the connect timeout: a connection error names the
+    /// option that bounds it, and the timeout running out says so.
+    async fn within_connect_timeout(
+        &self,
+        opening: impl std::future::Future<Output = Result<zk::Client>>,
+    ) -> Result<zk::Client> {
+        let connect_timeout = self.config.connect_timeout();
+        match tokio::time::timeout(connect_timeout, opening).await {
+            Ok(opened) => opened.map_err(|error| name_connect_timeout(error, connect_timeout)),
+            Err(_) => Err(Error::connection(
+                BACKEND,
+                format!(
+                    "no zookeeper session within {connect_timeout:?} (servers {}{}; \
+                     `connect_timeout=` in the URL)",
+                    self.config.connect_string(),
+                    if self.config.tls() {
+                        ", over TLS: a certificate either side refuses also ends here"
+                    } else {
+                        ""
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// Opens a client session of `timeout` as `opening` says, unbounded: a client error
+    /// is an [`Error::Connection`] unless it says more (a refused login).
+    async fn open_client(&self, timeout: Duration, opening: Opening) -> Result<zk::Client> {
         let connector = zk::Client::connector()
             .with_session_timeout(timeout)
             .with_connection_timeout(self.config.connect_timeout());
-        let connector = if detached {
-            connector.with_detached()
-        } else {
-            connector
+        let connector = match opening {
+            Opening::Patient => connector,
+            Opening::Detached => connector.with_detached(),
+            Opening::OnePass => connector.with_fail_eagerly(),
         };
         let connector = match self.config.digest() {
             Some(digest) => connector.with_auth("digest", &digest),
@@ -92,25 +156,10 @@ impl Shared {
         let connecting = crate::tls::connect(connector, &self.config, &servers);
         #[cfg(not(feature = "tls"))]
         let connecting = connector.connect(&servers);
-        let connect_timeout = self.config.connect_timeout();
-        match tokio::time::timeout(connect_timeout, connecting).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(error)) => Err(match map(error) {
-                Error::Backend { source, .. } => Error::connection(BACKEND, source),
-                other => other,
-            }),
-            Err(_) => Err(Error::connection(
-                BACKEND,
-                format!(
-                    "no zookeeper session within {connect_timeout:?} (servers {servers}{})",
-                    if self.config.tls() {
-                        ", over TLS: a certificate either side refuses also ends here"
-                    } else {
-                        ""
-                    }
-                ),
-            )),
-        }
+        connecting.await.map_err(|error| match map(error) {
+            Error::Backend { source, .. } => Error::connection(BACKEND, source),
+            other => other,
+        })
     }
 
     /// A store for `config`, with no session yet.

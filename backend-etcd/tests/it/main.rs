@@ -3,6 +3,7 @@
 //! `.config/nextest.toml` says which of them run alone or in turns.
 
 mod common;
+mod connect;
 mod held_compare;
 mod interop;
 mod isolation;

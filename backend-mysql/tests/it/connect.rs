@@ -14,6 +14,7 @@ async fn a_refused_port_fails_at_once() {
     let took = started.elapsed();
     assert!(matches!(error, Error::Connection { .. }), "{error:?}");
     assert!(!error.to_string().contains("pw-3f1"), "{error}");
+    assert!(error.to_string().contains("`connect_timeout=`"), "{error}");
     // Far below the 60 s connect_timeout even on a starved machine: the refusal is not
     // retried until the timeout.
     assert!(

@@ -4,6 +4,7 @@
 
 mod bucket;
 mod common;
+mod connect;
 mod dropped_connection;
 mod killed_holder;
 mod names;

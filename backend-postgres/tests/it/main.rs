@@ -6,6 +6,7 @@ mod acknowledge_in;
 mod amnesia;
 mod bounded;
 mod conflicts;
+mod connect;
 mod connections;
 mod connections_ended;
 mod failover;

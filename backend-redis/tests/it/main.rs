@@ -4,6 +4,7 @@
 
 mod amnesia;
 mod cluster;
+mod connect;
 mod deadline;
 mod entry_points;
 mod eviction;

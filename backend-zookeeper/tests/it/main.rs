@@ -4,6 +4,7 @@
 
 mod amnesia;
 mod common;
+mod connect;
 mod curator_interop;
 mod curator_interop_barrier;
 mod curator_interop_double_barrier;

@@ -40,6 +40,10 @@
 //!   `max_session_ttl=`, TLS files) read in one grammar ([`UrlGrammar`] says what a
 //!   backend adds), with the value syntax of durations ([`parse_duration`]) and
 //!   flags ([`parse_url_flag`]);
+//! - [`name_connect_timeout`]: a connection attempt that fails before its bound (a
+//!   refused port) names the option that bounds connecting, as every store's does;
+//!   [`refusing_hosts`] tells a refusal by every server (fail at once) from servers
+//!   not serving yet (wait);
 //! - [`MultiHostUrl`]: the parts of a URL that names several hosts (etcd, ZooKeeper,
 //!   Redis Sentinel and Cluster), its login, and one `host:port` rule
 //!   ([`parse_host_port`], [`join_host_port`]).
@@ -112,6 +116,7 @@
 //! advisory locks) and the checklist for adding a backend.
 
 mod call_id;
+mod connect_failure;
 mod epoch_book;
 mod epoch_marker;
 mod multi_host_url;
@@ -122,6 +127,7 @@ mod store_side;
 mod url_options;
 
 pub use call_id::call_id;
+pub use connect_failure::{name_connect_timeout, refusing_hosts};
 pub use epoch_book::EpochBook;
 pub use epoch_marker::EpochMarker;
 pub use multi_host_url::{MultiHostUrl, join_host_port, parse_host_port};
