@@ -246,6 +246,13 @@ pub(crate) trait Bounded<T>: Future<Output = Result<T, Error>> + Sized {
     async fn bounded(self, doing: impl Display) -> Check<T> {
         within(PROMPT, doing, self).await
     }
+
+    /// Awaits a set-up step (opening a session before the case measures anything) for
+    /// at most [`PROMPT`], as [`within_set_up`]: a step that lapses measured nothing, so
+    /// it is not a violation of the store.
+    async fn set_up(self, doing: impl Display) -> Check<T> {
+        within_set_up(PROMPT, doing, self).await
+    }
 }
 
 impl<T, F: Future<Output = Result<T, Error>>> Bounded<T> for F {}

@@ -73,7 +73,7 @@ async fn double_enter_leave(h: Harness) -> Check {
     let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..COUNT.get() {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         let barrier = h
             .backend()
             .double_barrier(&session, name.clone(), COUNT)
@@ -166,7 +166,7 @@ async fn too_many_participants(h: Harness) -> Check {
     let mut participants: Vec<Arc<dyn DoubleBarrier>> = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..=COUNT.get() {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         participants.push(Arc::from(
             h.backend()
                 .double_barrier(&session, name.clone(), COUNT)

@@ -209,7 +209,7 @@ async fn one_leader(h: Harness) -> Check {
     let mut tasks = Vec::new();
     let started = Instant::now();
     for i in 0..CANDIDATES {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         let election = h
             .backend()
             .election(&session, name.clone())
@@ -258,7 +258,7 @@ async fn terms_increase(h: Harness) -> Check {
     let terms = Arc::new(Mutex::new(Vec::<(usize, FencingToken)>::new()));
     let mut tasks = Vec::new();
     for i in 0..CANDIDATES {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         let election = h
             .backend()
             .election(&session, name.clone())
@@ -292,8 +292,8 @@ async fn terms_increase(h: Harness) -> Check {
 /// `campaign` blocks while another candidate leads, and returns once it resigns.
 async fn campaign_blocks(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.session().bounded("opening session A").await?;
-    let b = h.session().bounded("opening session B").await?;
+    let a = h.session().set_up("opening session A").await?;
+    let b = h.session().set_up("opening session B").await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -342,7 +342,7 @@ async fn campaign_blocks(h: Harness) -> Check {
 /// names the winner with a higher term; when it resigns the last one is elected.
 async fn resign_hands_over(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.session().bounded("opening session A").await?;
+    let a = h.session().set_up("opening session A").await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -355,7 +355,7 @@ async fn resign_hands_over(h: Harness) -> Check {
     .await?;
     let mut waiters = Vec::new();
     for who in ["b", "c"] {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         let election = h
             .backend()
             .election(&session, name.clone())
@@ -434,7 +434,7 @@ async fn resign_hands_over(h: Harness) -> Check {
 /// `proclaim` fails with `NotLeader` and the leader's value is untouched.
 async fn proclaim_not_leader(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.fault_session().bounded("opening session A").await?;
+    let a = h.fault_session().set_up("opening session A").await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -461,7 +461,7 @@ async fn proclaim_not_leader(h: Harness) -> Check {
         .await?;
     expect_not_leader(&lead_a, "right after the store ended A's session").await?;
 
-    let b = h.session().bounded("opening session B").await?;
+    let b = h.session().set_up("opening session B").await?;
     let eb = h.backend().election(&b, name).ctx("making election B")?;
     let lead_b = within(
         PROMPT,
@@ -499,8 +499,8 @@ async fn expect_not_leader(leadership: &Leadership, when: &str) -> Check<()> {
 /// resign, and a higher term for the next leader.
 async fn leader_value_and_term(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.session().bounded("opening session A").await?;
-    let b = h.session().bounded("opening session B").await?;
+    let a = h.session().set_up("opening session A").await?;
+    let b = h.session().set_up("opening session B").await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -569,12 +569,9 @@ async fn expect_leader(
 /// seen (same value and term) is tolerated and counted.
 async fn observe_in_order(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
-    let a = h.session().bounded("opening session A").await?;
-    let b = h.session().bounded("opening session B").await?;
-    let o = h
-        .session()
-        .bounded("opening the observer's session")
-        .await?;
+    let a = h.session().set_up("opening session A").await?;
+    let b = h.session().set_up("opening session B").await?;
+    let o = h.session().set_up("opening the observer's session").await?;
     let ea = h
         .backend()
         .election(&a, name.clone())
@@ -722,7 +719,7 @@ async fn leader_crash(h: Harness) -> Check {
     let name = h.name("election").ctx("naming the election")?;
     let session = h
         .session()
-        .bounded("opening the candidate's session")
+        .set_up("opening the candidate's session")
         .await?;
     let election = h
         .backend()

@@ -269,7 +269,7 @@ async fn mutual_exclusion(h: Harness, fairness: Fairness) -> Check {
     let section = Arc::new(CriticalSection::default());
     let mut lockers = Vec::new();
     for i in 0..CONTENDERS {
-        let session = h.session().bounded(format!("opening session {i}")).await?;
+        let session = h.session().set_up(format!("opening session {i}")).await?;
         let locker = locker_of(&h, fairness, &session, name.clone()).ctx("making a locker")?;
         lockers.push((session, locker));
     }
@@ -327,7 +327,7 @@ async fn fencing_tokens(h: Harness, fairness: Fairness) -> Check {
     let tokens = Arc::new(Mutex::new(Vec::<(usize, FencingToken)>::new()));
     let mut tasks = Vec::new();
     for i in 0..TASKS {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         let locker = locker_of(&h, fairness, &session, name.clone()).ctx("making a locker")?;
         let tokens = tokens.clone();
         tasks.push(Task::spawn(format!("contender {i}"), async move {
@@ -344,7 +344,7 @@ async fn fencing_tokens(h: Harness, fairness: Fairness) -> Check {
         }));
     }
     join_all(&mut tasks, LONG).await?;
-    let session = h.session().bounded("opening a session").await?;
+    let session = h.session().set_up("opening a session").await?;
     let locker = locker_of(&h, fairness, &session, name).ctx("making a locker")?;
     let Some(last) = within(PROMPT, "try_lock on the free lock", locker.try_lock()).await? else {
         return violated("try_lock returned None on a lock nobody holds");
@@ -366,8 +366,8 @@ async fn fencing_tokens(h: Harness, fairness: Fairness) -> Check {
 async fn try_lock(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let (a, b) = (
-        h.session().bounded("opening session A").await?,
-        h.session().bounded("opening session B").await?,
+        h.session().set_up("opening session A").await?,
+        h.session().set_up("opening session B").await?,
     );
     let la = locker_of(&h, fairness, &a, name.clone()).ctx("making locker A")?;
     let lb = locker_of(&h, fairness, &b, name).ctx("making locker B")?;
@@ -408,13 +408,13 @@ async fn try_lock(h: Harness, fairness: Fairness) -> Check {
 async fn fifo_waiters(h: Harness, fairness: Fairness) -> Check {
     const WAITERS: usize = 5;
     let name = h.name("mutex").ctx("naming the lock")?;
-    let holder_session = h.session().bounded("opening the holder's session").await?;
+    let holder_session = h.session().set_up("opening the holder's session").await?;
     let holder = locker_of(&h, fairness, &holder_session, name.clone()).ctx("making a locker")?;
     let held = within(PROMPT, "the holder locking", holder.lock()).await?;
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for i in 0..WAITERS {
-        let session = h.session().bounded("opening a waiter's session").await?;
+        let session = h.session().set_up("opening a waiter's session").await?;
         let locker = locker_of(&h, fairness, &session, name.clone()).ctx("making a locker")?;
         let order = order.clone();
         let waiter = Task::spawn(format!("waiter {i}"), async move {
@@ -471,9 +471,9 @@ async fn registered(locker: &dyn Locker, count: usize) -> Check<()> {
 /// the lock promptly, and B can lock again afterwards.
 async fn cancelled_waiter(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
-    let a = h.session().bounded("opening session A").await?;
-    let b = h.session().bounded("opening session B").await?;
-    let c = h.session().bounded("opening session C").await?;
+    let a = h.session().set_up("opening session A").await?;
+    let b = h.session().set_up("opening session B").await?;
+    let c = h.session().set_up("opening session C").await?;
     let la = locker_of(&h, fairness, &a, name.clone()).ctx("making locker A")?;
     let lb: Arc<dyn Locker> =
         Arc::from(locker_of(&h, fairness, &b, name.clone()).ctx("making locker B")?);
@@ -519,7 +519,7 @@ async fn session_end_fires_lost(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let a = h
         .fault_session()
-        .bounded("opening the holder's session")
+        .set_up("opening the holder's session")
         .await?;
     let la = locker_of(&h, fairness, &a, name).ctx("making a locker")?;
     let held = within(PROMPT, "locking", la.lock()).await?;
@@ -605,9 +605,9 @@ pub(super) async fn held_and_awaited(
     let name = h.name("mutex").ctx("naming the lock")?;
     let a = h
         .fault_session()
-        .bounded("opening the holder's session")
+        .set_up("opening the holder's session")
         .await?;
-    let b = h.session().bounded("opening the waiter's session").await?;
+    let b = h.session().set_up("opening the waiter's session").await?;
     let la = locker_of(h, fairness, &a, name.clone()).ctx("making locker A")?;
     let lb = locker_of(h, fairness, &b, name).ctx("making locker B")?;
     let held = within(PROMPT, "A locking", la.lock()).await?;
@@ -627,8 +627,8 @@ pub(super) async fn held_and_awaited(
 async fn guarded_write(h: Harness, fairness: Fairness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
     let key = h.key("guarded");
-    let a = h.fault_session().bounded("opening A's session").await?;
-    let b = h.session().bounded("opening B's session").await?;
+    let a = h.fault_session().set_up("opening A's session").await?;
+    let b = h.session().set_up("opening B's session").await?;
     let held = locker_of(&h, fairness, &a, name.clone())
         .ctx("making A's locker")?
         .lock()

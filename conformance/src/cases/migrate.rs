@@ -689,7 +689,7 @@ async fn refuses_live_holds(h: Harness) -> Check {
     let lock = h.name("held").ctx("naming the lock")?;
     let session = store
         .fault_session()
-        .bounded("opening a session on the store")
+        .set_up("opening a session on the store")
         .await?;
     // A store new to the backend may be one that forgot its holds: a backend with a
     // lock-delay (Redis with `max_session_ttl=`) grants only once that bound has passed.

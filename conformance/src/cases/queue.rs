@@ -445,7 +445,7 @@ async fn binary_items(h: Harness) -> Check {
     for item in &items {
         within(PROMPT, "enqueueing", queue.enqueue(item.clone())).await?;
     }
-    let session = h.session().bounded("opening a session").await?;
+    let session = h.session().set_up("opening a session").await?;
     for expected in &items[..2] {
         let delivery = within(PROMPT, "receiving", queue.receive(&session)).await?;
         ensure!(
@@ -679,7 +679,7 @@ async fn reliable_session_end(h: Harness) -> Check {
         ["first", "second", "third"].map(|item| (item, None)),
     )
     .await?;
-    let a = h.fault_session().bounded("opening A's session").await?;
+    let a = h.fault_session().set_up("opening A's session").await?;
     let held = within(PROMPT, "A receiving", queue.receive(&a)).await?;
     ensure!(
         held.item().as_ref() == b"first" && held.redeliveries() == 0,
@@ -687,7 +687,7 @@ async fn reliable_session_end(h: Harness) -> Check {
         held.item(),
         held.redeliveries()
     );
-    let b = h.session().bounded("opening B's session").await?;
+    let b = h.session().set_up("opening B's session").await?;
     let len = within(PROMPT, "len() while A holds an item", queue.len()).await?;
     ensure!(len == 2, "len() is {len} with one of three items held");
     // B takes the other two, and then waits: nothing is left but A's item.
@@ -742,7 +742,7 @@ async fn reliable_session_end(h: Harness) -> Check {
 /// redelivery count one higher; `dequeue` (at most once) skips held items.
 async fn reliable_nack_keeps_place(h: Harness) -> Check {
     let (_, queue) = new_queue(&h)?;
-    let session = h.session().bounded("opening a session").await?;
+    let session = h.session().set_up("opening a session").await?;
     enqueue_all(
         &*queue,
         [("p5-a", Some(5)), ("p5-b", Some(5)), ("p9", Some(9))],
@@ -838,7 +838,7 @@ async fn reliable_concurrent(h: Harness) -> Check {
             .backend()
             .queue(name.clone())
             .ctx("making a consumer's queue")?;
-        let session = h.session().bounded("opening a consumer's session").await?;
+        let session = h.session().set_up("opening a consumer's session").await?;
         let (held, acked, early, count, cancelled) = (
             held.clone(),
             acked.clone(),
@@ -998,7 +998,7 @@ async fn reliable_consumer_crash(h: Harness) -> Check {
     );
     let session = h
         .session()
-        .bounded("opening the other consumer's session")
+        .set_up("opening the other consumer's session")
         .await?;
     let other = within(
         PROMPT,

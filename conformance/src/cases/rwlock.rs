@@ -93,7 +93,7 @@ async fn readers_share(h: Harness) -> Check {
     let mut locks: Vec<Box<dyn RwLock>> = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..4 {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         locks.push(
             h.backend()
                 .rwlock(&session, name.clone())
@@ -162,8 +162,8 @@ async fn writer_excludes(h: Harness) -> Check {
     const WRITERS: usize = 2;
     const ROUNDS: usize = 15;
     let name = h.name("rwlock").ctx("naming the rwlock")?;
-    let a = h.session().bounded("opening session A").await?;
-    let b = h.session().bounded("opening session B").await?;
+    let a = h.session().set_up("opening session A").await?;
+    let b = h.session().set_up("opening session B").await?;
     let la = h
         .backend()
         .rwlock(&a, name.clone())
@@ -204,7 +204,7 @@ async fn writer_excludes(h: Harness) -> Check {
     let mut tasks = Vec::new();
     let started = Instant::now();
     for i in 0..READERS + WRITERS {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         let lock = h
             .backend()
             .rwlock(&session, name.clone())
@@ -287,7 +287,7 @@ async fn waiting_writer_blocks_readers(h: Harness) -> Check {
     let mut locks: Vec<Arc<dyn RwLock>> = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..4 {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         locks.push(Arc::from(
             h.backend()
                 .rwlock(&session, name.clone())
@@ -344,7 +344,7 @@ async fn write_tokens(h: Harness) -> Check {
     let tokens = Arc::new(Mutex::new(Vec::<(usize, FencingToken)>::new()));
     let mut tasks = Vec::new();
     for i in 0..WRITERS {
-        let session = h.session().bounded("opening a session").await?;
+        let session = h.session().set_up("opening a session").await?;
         let lock = h
             .backend()
             .rwlock(&session, name.clone())

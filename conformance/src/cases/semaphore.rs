@@ -75,7 +75,7 @@ async fn bounded_holders(h: Harness) -> Check {
     // The count is the state's: while a permit of 3 is held, naming 4 is refused.
     let pin = h
         .session()
-        .bounded("opening the first holder's session")
+        .set_up("opening the first holder's session")
         .await?;
     let first = h
         .backend()
@@ -87,7 +87,7 @@ async fn bounded_holders(h: Harness) -> Check {
         .await?;
     let other = h
         .session()
-        .bounded("opening the disagreeing session")
+        .set_up("opening the disagreeing session")
         .await?;
     let disagreeing = h
         .backend()
@@ -114,7 +114,7 @@ async fn bounded_holders(h: Harness) -> Check {
     for i in 1..PERMITS.get() {
         let session = h
             .session()
-            .bounded(format!("opening sharing session {i}"))
+            .set_up(format!("opening sharing session {i}"))
             .await?;
         let permit = h
             .backend()
@@ -149,7 +149,7 @@ async fn bounded_holders(h: Harness) -> Check {
     let most = Arc::new(AtomicUsize::new(0));
     let mut contenders = Vec::new();
     for i in 0..CONTENDERS {
-        let session = h.session().bounded(format!("opening session {i}")).await?;
+        let session = h.session().set_up(format!("opening session {i}")).await?;
         let semaphore = h
             .backend()
             .semaphore(&session, name.clone(), PERMITS)
@@ -209,11 +209,11 @@ async fn fifo_waiters(h: Harness) -> Check {
     let name = h.name("semaphore").ctx("naming the semaphore")?;
     let first = h
         .fault_session()
-        .bounded("opening the first holder's session")
+        .set_up("opening the first holder's session")
         .await?;
     let second = h
         .session()
-        .bounded("opening the second holder's session")
+        .set_up("opening the second holder's session")
         .await?;
     let hold = |session: &distsync_core::Session| {
         h.backend()
@@ -227,7 +227,7 @@ async fn fifo_waiters(h: Harness) -> Check {
 
     let cancelled_session = h
         .session()
-        .bounded("opening the cancelled waiter's session")
+        .set_up("opening the cancelled waiter's session")
         .await?;
     let cancelled = hold(&cancelled_session)?;
     if let Ok(granted) = tokio::time::timeout(h.settle(), cancelled.acquire()).await {
@@ -238,7 +238,7 @@ async fn fifo_waiters(h: Harness) -> Check {
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for i in 0..WAITERS {
-        let session = h.session().bounded("opening a waiter's session").await?;
+        let session = h.session().set_up("opening a waiter's session").await?;
         let semaphore = hold(&session)?;
         let order = order.clone();
         let waiter = Task::spawn(format!("waiter {i}"), async move {

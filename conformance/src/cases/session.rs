@@ -45,8 +45,8 @@ async fn close_releases_all(h: Harness) -> Check {
     let lock_name = h.name("mutex").ctx("naming the lock")?;
     let election_name = h.name("election").ctx("naming the election")?;
     let rwlock_name = h.name("rwlock").ctx("naming the rwlock")?;
-    let closing = h.session().bounded("opening the session to close").await?;
-    let other = h.session().bounded("opening another session").await?;
+    let closing = h.session().set_up("opening the session to close").await?;
+    let other = h.session().set_up("opening another session").await?;
 
     let guard = within(
         PROMPT,

@@ -52,7 +52,7 @@ impl Setup {
     async fn election(&self, h: &Harness, who: &str) -> Check<(Session, Arc<dyn Election>)> {
         let session = h
             .session()
-            .bounded(format!("opening {who}'s session"))
+            .set_up(format!("opening {who}'s session"))
             .await?;
         let election = self
             .coordinator

@@ -45,7 +45,7 @@ pub(super) async fn counter(h: Harness) -> Check {
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for w in 0..WORKERS {
-        let session = h.session().bounded("opening a worker's session").await?;
+        let session = h.session().set_up("opening a worker's session").await?;
         let locker = h
             .backend()
             .locker(&session, name.clone())

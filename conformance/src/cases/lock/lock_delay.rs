@@ -62,7 +62,7 @@ enum Loss {
 async fn after_loss(h: &Harness, mut holder: Box<dyn ExternalHolder>, loss: Loss) -> Check {
     let session = h
         .session()
-        .bounded("opening the contender's session")
+        .set_up("opening the contender's session")
         .await?;
     let locker = delayed_locker(h, &session)?;
     if let Some(intruder) = within(
@@ -150,13 +150,13 @@ async fn after_loss(h: &Harness, mut holder: Box<dyn ExternalHolder>, loss: Loss
 /// A holder with the lock-delay releases cleanly (unlock, then a drop): each next
 /// grant comes at once, well under the delay, with a higher token.
 pub(super) async fn clean_release(h: Harness) -> Check {
-    let first_session = h.session().bounded("opening the first session").await?;
+    let first_session = h.session().set_up("opening the first session").await?;
     let first = delayed_locker(&h, &first_session)?;
     let held = within(PROMPT, "the first lock", first.lock()).await?;
     let first_token = held.token();
     held.unlock().bounded("the first holder unlocking").await?;
 
-    let second_session = h.session().bounded("opening the second session").await?;
+    let second_session = h.session().set_up("opening the second session").await?;
     let second = delayed_locker(&h, &second_session)?;
     let asked = Instant::now();
     let held = within(PROMPT, "the lock after an unlock", second.lock()).await?;

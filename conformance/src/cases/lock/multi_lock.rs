@@ -24,7 +24,7 @@ pub(super) async fn opposite_orders(h: Harness) -> Check {
     let overlaps = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (i, order) in [[&a, &b], [&b, &a]].into_iter().enumerate() {
-        let session = h.session().bounded(format!("opening session {i}")).await?;
+        let session = h.session().set_up(format!("opening session {i}")).await?;
         let lockers = order
             .iter()
             .map(|&name| h.backend().locker(&session, name.clone()).map(Arc::from))
@@ -62,8 +62,8 @@ pub(super) async fn opposite_orders(h: Harness) -> Check {
         2 * ROUNDS
     );
 
-    let holder = h.session().bounded("opening the holder's session").await?;
-    let other = h.session().bounded("opening the other session").await?;
+    let holder = h.session().set_up("opening the holder's session").await?;
+    let other = h.session().set_up("opening the other session").await?;
     let held = MultiLocker::new(vec![
         Arc::from(h.backend().locker(&holder, a.clone()).ctx("locker")?),
         Arc::from(h.backend().locker(&holder, b.clone()).ctx("locker")?),

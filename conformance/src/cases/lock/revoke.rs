@@ -29,7 +29,7 @@ async fn hold(h: &Harness, coordinator: &Coordinator, who: &str) -> Check<(Sessi
     let name = h.key("mutex");
     let session = h
         .session()
-        .bounded(format!("opening {who}'s session"))
+        .set_up(format!("opening {who}'s session"))
         .await?;
     let locker = coordinator
         .locker(&session, &name)
@@ -56,7 +56,7 @@ pub(super) async fn request(h: Harness) -> Check {
     let name = h.key("mutex");
     let (_a, held) = hold(&h, &coordinator, "A").await?;
     let requested = held.release_requested();
-    let b = h.session().bounded("opening B's session").await?;
+    let b = h.session().set_up("opening B's session").await?;
     let lb = coordinator.locker(&b, &name).ctx("making B's locker")?;
     let mut waiter = Task::spawn("waiter B", async move { lb.lock().await.ctx("B locking") });
     waiter

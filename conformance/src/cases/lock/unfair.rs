@@ -171,7 +171,7 @@ pub(in crate::cases) const CASES: &[Case] = &[
 /// "violated" here is the documented behaviour.
 async fn arrival_order(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
-    let holder_session = h.session().bounded("opening the holder's session").await?;
+    let holder_session = h.session().set_up("opening the holder's session").await?;
     let holder = locker_of(&h, Fairness::Unfair, &holder_session, name.clone())
         .ctx("making the holder's locker")?;
     let cut = partitioned_client_with_timeouts(&h, PROMPT, PROMPT).await?;
@@ -230,7 +230,7 @@ const WAKEUPS_PER_RELEASE: u64 = 3;
 /// waiter is then granted in turn, the count still within the bound.
 async fn no_herd(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
-    let holder_session = h.session().bounded("opening the holder's session").await?;
+    let holder_session = h.session().set_up("opening the holder's session").await?;
     let holder = locker_of(&h, Fairness::Unfair, &holder_session, name.clone())
         .ctx("making the holder's locker")?;
     let mut held = Some(within(PROMPT, "the holder locking", holder.lock()).await?);
@@ -238,7 +238,7 @@ async fn no_herd(h: Harness) -> Check {
     let mut lockers = Vec::with_capacity(HERD);
     let mut waits = Vec::with_capacity(HERD);
     for i in 0..HERD {
-        let session = h.session().bounded("opening a waiter's session").await?;
+        let session = h.session().set_up("opening a waiter's session").await?;
         let locker: Arc<dyn Locker> = Arc::from(
             locker_of(&h, Fairness::Unfair, &session, name.clone())
                 .ctx("making a waiter's locker")?,
@@ -312,8 +312,8 @@ async fn no_herd(h: Harness) -> Check {
 /// higher token once it releases.
 async fn excludes_fair(h: Harness) -> Check {
     let name = h.name("mutex").ctx("naming the lock")?;
-    let a = h.session().bounded("opening session A").await?;
-    let b = h.session().bounded("opening session B").await?;
+    let a = h.session().set_up("opening session A").await?;
+    let b = h.session().set_up("opening session B").await?;
     let fair = locker_of(&h, Fairness::Fair, &a, name.clone()).ctx("making the fair locker")?;
     let unfair: Arc<dyn Locker> =
         Arc::from(locker_of(&h, Fairness::Unfair, &b, name).ctx("making the unfair locker")?);

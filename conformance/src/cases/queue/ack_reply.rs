@@ -115,7 +115,7 @@ pub(super) async fn ack_reply_lost_then_session_end(h: Harness) -> Check {
         partition.set(PartitionMode::Forward);
         drop(cut);
         drop(partition);
-        let witness = h.session().bounded("opening the witness's session").await?;
+        let witness = h.session().set_up("opening the witness's session").await?;
         let again = distsync_core::timeout(back_within, direct.receive(&witness)).await;
         let back = match again {
             Ok(delivery) => {

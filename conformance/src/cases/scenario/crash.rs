@@ -19,7 +19,7 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
         .spawn_holder(target.hold_kind(), target.suffix())
         .await
         .set_up_ctx("starting a holder in a child process")?;
-    let session = h.session().bounded("opening the waiter's session").await?;
+    let session = h.session().set_up("opening the waiter's session").await?;
     let contender = Contender::new(&h, &session, target, true)
         .bounded("making the waiter's contender")
         .await?;

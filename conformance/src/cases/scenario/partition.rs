@@ -178,7 +178,7 @@ async fn set_up_trial(h: &Harness, held: Held, label: String) -> Check<SetUp> {
         cut.session(SessionOptions::with_ttl(h.fault_ttl())),
     )
     .await?;
-    let other = h.session().bounded("opening the waiter's session").await?;
+    let other = h.session().set_up("opening the waiter's session").await?;
 
     // The instant the holder learns of the loss is taken from the moment it holds, so
     // a lapse during the rest of the set-up is timed against the waiter's grant.

@@ -27,7 +27,7 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
         .await
         .set_up_ctx("starting an external holder")?;
     let stale_token = holder.token();
-    let session = h.session().bounded("opening the waiter's session").await?;
+    let session = h.session().set_up("opening the waiter's session").await?;
     let contender = Contender::new(&h, &session, target, true)
         .bounded("making the waiter's contender")
         .await?;
@@ -123,7 +123,7 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
         !guard.is_lost(),
         "the new holder's guard reports lost after the stale holder woke"
     );
-    let third_session = h.session().bounded("opening a third session").await?;
+    let third_session = h.session().set_up("opening a third session").await?;
     let third = Contender::new(&h, &third_session, target, false)
         .bounded("making a third contender")
         .await?;

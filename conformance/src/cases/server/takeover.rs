@@ -13,7 +13,7 @@ use crate::harness::Harness;
 /// place is revoked at the end, whatever the verdict, so that it does not outlive the
 /// case (the hook gives it a TTL of minutes).
 pub(super) async fn session_id_taken_over(h: Harness) -> Check {
-    let session = h.session().bounded("opening the session").await?;
+    let session = h.session().set_up("opening the session").await?;
     let id = session.id();
     let verdict = taken_over(&h, session).await;
     // Ends the newcomer's record and releases what the old session's registry lists:

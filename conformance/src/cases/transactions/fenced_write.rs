@@ -29,7 +29,7 @@ pub(super) async fn paused_holder(h: Harness) -> Check {
             .await?,
         "the holder's write with its token {stale} was refused while it held the lock"
     );
-    let session = h.session().bounded("opening the waiter's session").await?;
+    let session = h.session().set_up("opening the waiter's session").await?;
     let locker = h
         .backend()
         .locker(&session, h.name("fenced").ctx("the lock's name")?)
