@@ -59,8 +59,12 @@ keep_failed_cells() {
         cut -c1-400 >>"$DISTSYNC_FAILED_CELLS"
 }
 
+# The matrix as JUnit too, each cell with its tightest wait and slack, which
+# scripts/slack.py reads.
+junit=${DISTSYNC_MATRIX_JUNIT:-${CARGO_TARGET_DIR:-target}/conformance/junit.xml}
+mkdir -p "$(dirname "$junit")"
 status=0
-"${runner[@]}" --format markdown "${args[@]}" >"$tmp/fresh.md" || status=$?
+"${runner[@]}" --format markdown --junit "$junit" "${args[@]}" >"$tmp/fresh.md" || status=$?
 keep_failed_cells
 if ((status > 1 && status != 5)) || [[ ! -s $tmp/fresh.md ]]; then
     echo "check-matrix: the runner failed (exit $status); nothing to compare" >&2

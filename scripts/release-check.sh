@@ -16,6 +16,8 @@
 #   matrix-1..3 the whole conformance step three times in a row, each compared with
 #               docs/GUARANTEES.md and README's summary (scripts/check-matrix.sh): a cell
 #               that holds only now and then fails one of them.
+# Then it prints the ten matrix cells and the ten tests with the least slack against
+# their bounds (scripts/slack.py): the next flakes, before they fail.
 # Every step runs even when an earlier one failed; the exit status is non-zero if any
 # step failed. Stops the servers it started when done.
 #
@@ -57,9 +59,14 @@ eval "$(scripts/servers.sh env)" || exit 1
 step package scripts/check-package.sh
 step bench-guard scripts/bench-guard.sh
 step mixed-long mixed_long
+junits=()
 for round in 1 2 3; do
-    step "matrix-$round" scripts/check-matrix.sh
+    junits+=("${CARGO_TARGET_DIR:-target}/conformance/junit-$round.xml")
+    step "matrix-$round" env DISTSYNC_MATRIX_JUNIT="${junits[-1]}" scripts/check-matrix.sh
 done
+# The ten cells of the three matrices, and the ten tests of the last nextest run (CI's,
+# or this machine's), with the least slack against their bounds.
+scripts/slack.py --top 10 "${junits[@]}" "${CARGO_TARGET_DIR:-target}/nextest/default/junit.xml" >&2
 
 printf '\n%s\n' "release-check summary ($((SECONDS - start_all))s in all):" >&2
 printf '  %s\n' "${results[@]}" >&2

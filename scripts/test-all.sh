@@ -337,4 +337,7 @@ step_finish lints
 rm -f "$lint_results"
 
 summary
+# The runs closest to their bounds, from this run's JUnit files (scripts/slack.py).
+scripts/slack.py --top 5 "${CARGO_TARGET_DIR:-target}/conformance/junit.xml" \
+    "${CARGO_TARGET_DIR:-target}/nextest/default/junit.xml" >&2 || true
 exit "$failed"

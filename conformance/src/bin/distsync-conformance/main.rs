@@ -957,6 +957,7 @@ async fn main() -> ExitCode {
                                 ),
                             },
                             elapsed: Duration::ZERO,
+                            tightest: None,
                         });
                     }
                 }
