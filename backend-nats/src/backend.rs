@@ -59,7 +59,8 @@ impl NatsBackend {
             connected,
             dropped,
         );
-        let replicas = crate::bucket::ensure(&store, config.replicas()).await?;
+        let deadline = tokio::time::Instant::now() + config.connect_timeout();
+        let replicas = crate::bucket::ensure(&store, config.replicas(), deadline).await?;
         tracing::debug!(
             backend = BACKEND,
             servers = ?config.servers(),

@@ -20,6 +20,9 @@
 
 use std::time::Duration;
 
+use distsync_core::raw::RetryPolicy;
+use tokio::time::Instant;
+
 use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
 use distsync_core::{Error, Result};
 
@@ -137,10 +140,23 @@ pub(crate) fn missing(store: &Store, config: &Config) -> Vec<&'static str> {
 /// replicas the bucket's stream has (an existing bucket keeps its own, whatever
 /// `replicas` asks).
 ///
+/// Every step is idempotent, and a transient failure is tried again until `deadline`
+/// (the URL's `connect_timeout`): a cluster whose meta leader, or whose new stream's
+/// leader, is still being elected answers "no responders" or 503 for a moment, which
+/// is a store that is not ready yet, not one that is unreachable.
+///
 /// # Errors
 /// [`Error::InvalidArgument`] for a bucket that lacks a setting (see the module
-/// docs); the store's error.
-pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<usize> {
+/// docs); the store's error, the last transient one once `deadline` has passed.
+pub(crate) async fn ensure(store: &Store, replicas: usize, deadline: Instant) -> Result<usize> {
+    RetryPolicy::default()
+        .idempotent_until("nats bucket", Some(deadline), None, || {
+            ensure_once(store, replicas)
+        })
+        .await
+}
+
+async fn ensure_once(store: &Store, replicas: usize) -> Result<usize> {
     let existing = store
         .answer(store.jetstream.get_stream(&store.stream))
         .await?;
@@ -167,7 +183,7 @@ pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<usize> {
                         .get_or_create_stream(wanted(store, replicas)),
                 )
                 .await?
-                .map_err(|error| Error::backend(BACKEND, error))?;
+                .map_err(create_stream_error)?;
             made.cached_info().config.clone()
         }
     };
@@ -182,6 +198,22 @@ pub(crate) async fn ensure(store: &Store, replicas: usize) -> Result<usize> {
     }
     store.anchor().await?;
     Ok(config.num_replicas)
+}
+
+/// Maps an error of making the bucket's stream: JetStream not answering, a timeout and
+/// JetStream [`unavailable`](crate::error::unavailable) are [`Error::Connection`]
+/// (transient); any other refusal is [`Error::Backend`].
+fn create_stream_error(error: async_nats::jetstream::context::CreateStreamError) -> Error {
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    match error.kind() {
+        CreateStreamErrorKind::JetStreamUnavailable | CreateStreamErrorKind::TimedOut => {
+            Error::connection(BACKEND, error)
+        }
+        CreateStreamErrorKind::JetStream(api) if crate::error::unavailable(&api) => {
+            Error::connection(BACKEND, error)
+        }
+        _ => Error::backend(BACKEND, error),
+    }
 }
 
 #[cfg(test)]
