@@ -8,9 +8,10 @@ target/conformance/junit.xml) and nextest's (target/nextest/default/junit.xml), 
 prints, for each kind, the N runs (default 10) that used the largest share of their
 bound: the next flakes on a busier machine.
 
-- A conformance cell's bound is its tightest bounded wait, from the testcase's
-  properties (`tightest_wait`, `took_ms`, `bound_ms`): the wait that used the largest
-  share of its bound, the whole case against its 180 s limit among them.
+- A conformance cell's bound is its tightest bounded wait, from the line
+  `tightest wait: WHAT: TOOK ms of its BOUND ms bound` of its <system-out>: the wait
+  that used the largest share of its bound, the whole case against its 180 s limit
+  among them.
 - A test's bound is nextest's: the default profile's slow-timeout period times its
   terminate-after, read from .config/nextest.toml (the time after which nextest ends
   it), against the test's time.
@@ -44,6 +45,10 @@ def nextest_bound_ms():
     return int(found.group(1)) * int(found.group(2)) * 1000
 
 
+# The line the runner's JUnit writes into a cell's <system-out>.
+TIGHTEST = re.compile(r"^tightest wait: (?P<what>.*): (?P<took>\d+) ms of its (?P<bound>\d+) ms bound$", re.M)
+
+
 def runs(path, test_bound_ms):
     """(kind, name, what, took_ms, bound_ms) for each testcase of the file that ran."""
     tree = ElementTree.parse(path)
@@ -51,17 +56,16 @@ def runs(path, test_bound_ms):
         if case.find("skipped") is not None:
             continue
         name = f"{case.get('classname', '')} {case.get('name', '')}".strip()
-        properties = {
-            prop.get("name"): prop.get("value")
-            for prop in case.findall("./properties/property")
-        }
-        if "bound_ms" in properties:
+        tightest = None
+        for out in case.findall("system-out"):
+            tightest = TIGHTEST.search(out.text or "") or tightest
+        if tightest:
             yield (
                 "case",
                 name,
-                properties.get("tightest_wait", ""),
-                int(properties["took_ms"]),
-                int(properties["bound_ms"]),
+                tightest.group("what"),
+                int(tightest.group("took")),
+                int(tightest.group("bound")),
             )
         else:
             took = round(float(case.get("time", "0")) * 1000)

@@ -12,9 +12,7 @@ use bytes::Bytes;
 use distsync_core::{Backend, Coordinator, Error, Isolation, Name, SessionOptions};
 use distsync_redis::RedisBackend;
 use futures::StreamExt;
-use support::{
-    crashed_holder, server_url, unique_namespace, with_namespace, CRASH_TTL, RENEWED_TTL,
-};
+use support::{crashed_holder, server_url, unique_namespace, with_namespace, RENEWED_TTL};
 
 struct Fixture {
     url: String,

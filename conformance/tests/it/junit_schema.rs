@@ -395,6 +395,11 @@ fn every_outcome_renders_as_valid_junit() {
         declared,
         outcome,
         elapsed: Duration::from_millis(1234),
+        tightest: Some(distsync_conformance::slack::Tightest {
+            what: "waiting for <the grant> & more".to_owned(),
+            took: Duration::from_millis(900),
+            bound: Duration::from_secs(5),
+        }),
     };
     let reports = vec![
         report(
