@@ -1,8 +1,17 @@
 //! Work spread across replicas: three workers share the 64 shards of a work table
-//! (`Coordinator::shards`). Each works only on the shards it owns, writing with the
-//! shard's fencing token; half-way through, one worker is killed (its session ended
-//! from the store side, as a crash or a partition would end it, and its loop stopped),
-//! and the other two take its shards. At the end every item is done exactly once.
+//! (`Coordinator::shards`). Each works only on the shards it owns, one transaction per
+//! item, writing with the shard's fencing token; half-way through, one worker is killed
+//! (its session ended from the store side, as a crash or a partition would end it, and
+//! its loop stopped), and the other two take its shards. At the end every item is done
+//! exactly once.
+//!
+//! Each transaction runs under a pin (`Shards::pin`), not inside `while_owned`: a
+//! transaction must not be cut part-way (sqlx's `begin()` dropped mid-flight leaves its
+//! connection inside a transaction the pool hands to the next caller), so it runs to its
+//! end, a rebalance waits for it, and the worker looks at `ShardPin::is_ended` between
+//! transactions. Shards move at every join and leave: a shard that has moved away is an
+//! expected event, logged at debug level, so a run in which nothing goes wrong logs no
+//! error (`RUST_LOG=debug` shows the moves).
 //!
 //! ```text
 //! cargo run --example shards                               # memory://
@@ -14,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distsync::replicas::{ShardOptions, Shards};
-use distsync::{FencingToken, Result};
+use distsync::{Error, FencingToken, Result};
 
 const SHARDS: u32 = 64;
 const ITEMS_PER_SHARD: u32 = 10;
@@ -54,26 +63,58 @@ impl Table {
     }
 }
 
-/// One worker: the shards it owns, one item at a time, each under `while_owned`.
+/// One item's transaction on `shard`: reads the next item, does it, and writes it done
+/// with `token`; false when the shard has nothing left. With a database this is
+/// `pool.begin()`, the reads, the write fenced by the token, and `commit()`.
+async fn transaction(
+    table: &Mutex<Table>,
+    shard: u32,
+    token: FencingToken,
+    worker: &'static str,
+) -> bool {
+    let Some(item) = table.lock().unwrap().next_item(shard) else {
+        return false;
+    };
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    table.lock().unwrap().finish(shard, item, token, worker);
+    true
+}
+
+/// One worker: the shards it owns, one transaction at a time, each under a pin.
 async fn work(shards: Arc<Shards>, table: Arc<Mutex<Table>>, worker: &'static str) {
     let mut changes = shards.changes();
-    let table = &table;
     loop {
         let owned = changes.borrow_and_update().clone();
         let mut idle = true;
         for shard in owned.shards() {
-            let Some(item) = table.lock().unwrap().next_item(shard) else {
+            if table.lock().unwrap().next_item(shard).is_none() {
                 continue;
+            }
+            let pin = match shards.pin(shard).await {
+                Ok(pin) => pin,
+                // Given to another member since `owned` was read: a rebalance, not a
+                // failure.
+                Err(Error::NotHeld) => {
+                    tracing::debug!(worker, shard, "the shard moved away before its transaction");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(worker, shard, %error, "pinning a shard failed");
+                    continue;
+                }
             };
-            idle = false;
-            // Reading, working and writing, all while owned: a shard given away stops
-            // this at once, and its next owner starts from what was written.
-            let _ = shards
-                .while_owned(shard, |token| async move {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    table.lock().unwrap().finish(shard, item, token, worker);
-                })
-                .await;
+            // Never cut: the shard stays with this worker until the pin is dropped
+            // (after a loss, the token makes the table refuse the write instead).
+            if transaction(&table, shard, pin.token(), worker).await {
+                idle = false;
+            }
+            if pin.is_ended() {
+                tracing::debug!(
+                    worker,
+                    shard,
+                    "the shard is moving away; its transaction finished first"
+                );
+            }
         }
         if idle && changes.changed().await.is_err() {
             return;
@@ -83,8 +124,21 @@ async fn work(shards: Arc<Shards>, table: Arc<Mutex<Table>>, worker: &'static st
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let url = std::env::args().nth(1);
-    let coordinator = distsync::connect(url.as_deref().unwrap_or("memory://")).await?;
+    run(url.as_deref().unwrap_or("memory://")).await
+}
+
+/// The whole run on the store `url`: the workers, the kill, the check that every item
+/// was done once.
+pub(crate) async fn run(url: &str) -> Result<()> {
+    let coordinator = distsync::connect(url).await?;
     let table = Arc::new(Mutex::new(Table::default()));
     let options = ShardOptions::default()
         .with_ttl(Duration::from_secs(5))

@@ -1,6 +1,7 @@
-//! Helpers the backend crates' connection tests share (`tests/it/tls_auth.rs`): the TLS
-//! test files, a server that never answers, a connect that must fail in time, and the
-//! check that an error never shows a secret.
+//! Helpers the backend crates' connection tests share (`tests/it/tls_auth.rs`,
+//! `tests/it/connect.rs`): the TLS test files, a server that never answers, a port
+//! nothing listens on, a connect that must fail in time (or at once), and the check that
+//! an error never shows a secret.
 
 use std::future::Future;
 use std::time::Duration;
@@ -51,6 +52,47 @@ pub async fn silent_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<(
         }
     });
     (address, task)
+}
+
+/// A loopback port nothing listens on: one the kernel just gave out and took back, so a
+/// connection to it is refused at once.
+///
+/// # Panics
+/// When no loopback port can be bound.
+pub fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    listener
+        .local_addr()
+        .expect("the listener's address")
+        .port()
+}
+
+/// Asserts that `connect(url)`, where `url` names only refused ports, sets
+/// `connect_timeout=60s` and holds the password `secret`, fails at once: far within
+/// that timeout (20 s, for a starved machine), with an [`Error::Connection`] whose
+/// message names `connect_timeout=`, the option that bounds the wait, and shows no
+/// password.
+///
+/// # Panics
+/// When a check fails, or `connect` succeeds.
+pub async fn assert_refused_at_once<B, F, Fut>(url: &str, secret: &str, connect: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<B>>,
+{
+    assert!(url.contains("connect_timeout=60s"), "{}", redact_url(url));
+    let started = Instant::now();
+    let error = connect_err(url, Duration::from_secs(60), Duration::ZERO, connect).await;
+    let took = started.elapsed();
+    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+    assert_no_secret(&error, secret);
+    let message = error.to_string();
+    assert!(message.contains("`connect_timeout=`"), "{message}");
+    // The refusal is not tried again until the timeout.
+    assert!(
+        took < Duration::from_secs(20),
+        "a refused port took {took:?}: {message}"
+    );
 }
 
 /// The error of `connect(url)`, which must fail within `connect_timeout` plus `slack`

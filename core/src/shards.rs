@@ -21,9 +21,18 @@
 //! client-side deadline) before the store can grant it to anyone else. Members that
 //! disagree about the list (one has read a join the other has not yet) only wait
 //! longer; they never share a shard. Work runs through [`Shards::while_owned`],
-//! which stops the work the moment the shard is released or lost; pass the shard's
-//! fencing token ([`OwnedShards::token`], growing with every change of owner) with
-//! every write, as with any lock.
+//! which stops the work the moment the shard is released or lost, or under a
+//! [`ShardPin`] ([`Shards::pin`]), which lets the work run to its end (a database
+//! transaction) and holds a release back until then; pass the shard's fencing token
+//! ([`OwnedShards::token`], growing with every change of owner) with every write, as
+//! with any lock.
+//!
+//! **Moves are not errors.** Shards move between members at every join and leave, so a
+//! member's loop meets shards that left it: [`Shards::while_owned`] answers
+//! [`ShardWork::Ended`] when the shard left while the work ran, and both it and
+//! [`Shards::pin`] answer [`Error::NotHeld`] when the shard had left before the call
+//! (the list the loop read is already old); a loop logs either at debug level and goes
+//! on with the shards it owns.
 //!
 //! **After a death.** A member that dies leaves the list and loses its shards when its
 //! session expires (its TTL); the others see it gone at their next read and lock its
@@ -287,6 +296,34 @@ impl ShardPin {
     }
 }
 
+/// How work run by [`Shards::while_owned`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "the work may have been cut short: `Ended` says its output never came"]
+pub enum ShardWork<T> {
+    /// The work ran to its end while this member owned the shard: its output.
+    Done(T),
+    /// The shard was released to another member or lost while the work ran, and the
+    /// work was dropped where it stood (an expected event at every rebalance, not an
+    /// error). Its writes carried the token, so the next owner's refuse whatever came
+    /// after the move.
+    Ended,
+}
+
+impl<T> ShardWork<T> {
+    /// The work's output, `None` when the shard ended first.
+    pub fn done(self) -> Option<T> {
+        match self {
+            Self::Done(output) => Some(output),
+            Self::Ended => None,
+        }
+    }
+
+    /// Whether the shard ended before the work did.
+    pub fn is_ended(&self) -> bool {
+        matches!(self, Self::Ended)
+    }
+}
+
 /// The rendezvous weight of `member` for `shard`: FNV-1a over the id, mixed with the
 /// shard by SplitMix64's finalizer. Fixed here (not `std`'s hasher, which may change
 /// between Rust releases) so that every build of every member agrees.
@@ -396,10 +433,11 @@ impl Coordinator {
     /// let mut changes = shards.changes();
     /// // Alone in the group, this member comes to own all 16.
     /// changes.wait_for(|owned| owned.len() == 16).await.expect("running");
-    /// let rows = shards
+    /// let written = shards
     ///     .while_owned(3, |token| async move { /* write with `token` */ token.get() })
-    ///     .await?;
-    /// assert!(rows > 0);
+    ///     .await?
+    ///     .done(); // `None` had the shard moved away during the work
+    /// assert!(written.is_some_and(|token| token > 0));
     /// shards.stop().await;
     /// # Ok(()) }
     /// ```
@@ -506,36 +544,93 @@ impl Shards {
     /// member or lost (at the hold's client-side deadline at the latest), and the shard
     /// is released only after the work has stopped. Pass the token with every write.
     ///
+    /// For work that may be cut anywhere (each write one atomic, fenced statement). Work
+    /// that must not be cut part-way, such as a database transaction, runs under
+    /// [`Shards::pin`] instead (see Cancel safety).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// use distsync::replicas::{ShardOptions, ShardWork};
+    /// use distsync::Error;
+    /// let coordinator = distsync::connect("memory://").await?;
+    /// let shards = coordinator.shards("indexers", "host-a", 4, ShardOptions::default())?;
+    /// shards.changes().wait_for(|owned| owned.len() == 4).await.expect("running");
+    /// for shard in shards.owned().shards() {
+    ///     match shards.while_owned(shard, |token| async move { token.get() }).await {
+    ///         Ok(ShardWork::Done(token)) => assert!(token > 0),
+    ///         // The shard moved to another member: expected at every rebalance.
+    ///         Ok(ShardWork::Ended) | Err(Error::NotHeld) => tracing::debug!(shard, "moved away"),
+    ///         Err(error) => return Err(error),
+    ///     }
+    /// }
+    /// shards.stop().await;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// [`Error::NotHeld`] when the shard is not owned now (`shard` out of range
-    /// included) or stops being owned before `work` is done.
+    /// [`Error::NotHeld`] when the shard is not owned when this is called (`shard` out
+    /// of range included), or is already being released: the work never started. A
+    /// shard that ends while the work runs is [`ShardWork::Ended`], not an error.
     ///
     /// # Cancel safety
-    /// Cancel-safe as far as this method goes: dropping the returned future drops
-    /// `work`; whether that is safe is `work`'s own business.
-    pub async fn while_owned<F, Fut>(&self, shard: u32, work: F) -> Result<Fut::Output>
+    /// Dropping the returned future drops `work`, and so does the shard's end: `work`
+    /// is cut at whichever `.await` it stands on. That suits work whose every step is
+    /// safe to abandon; it does not suit a database transaction, whose client may not
+    /// survive a cut (sqlx's `begin()` dropped mid-flight leaves its connection inside a
+    /// transaction the pool hands to the next caller). Run such work under
+    /// [`Shards::pin`]: it runs to its end and checks [`ShardPin::ended`] between
+    /// transactions, and a rebalance waits for it.
+    pub async fn while_owned<F, Fut>(&self, shard: u32, work: F) -> Result<ShardWork<Fut::Output>>
     where
         F: FnOnce(FencingToken) -> Fut,
         Fut: Future,
     {
         let pin = self.pin(shard).await?;
         let work = work(pin.token);
-        tokio::select! {
+        Ok(tokio::select! {
             biased;
-            () = pin.ended.cancelled() => Err(Error::NotHeld),
-            output = work => Ok(output),
-        }
+            () = pin.ended.cancelled() => ShardWork::Ended,
+            output = work => ShardWork::Done(output),
+        })
     }
 
-    /// Pins `shard` for work this member does on it by other means than a future (a
-    /// child process, a thread): until the pin is dropped, the shard is not released to
-    /// another member. Stop the work when [`ShardPin::ended`] fires and drop the pin: a
-    /// rebalance waits for it (hold it no longer than needed), a loss does not wait
-    /// (the hold is already gone).
+    /// Pins `shard` for work this member does on it that must not be cut part-way (a
+    /// database transaction) or that runs by other means than a future (a child
+    /// process, a thread): until the pin is dropped, the shard is not released to
+    /// another member. Nothing stops the work: it runs to its end, checks
+    /// [`ShardPin::is_ended`] (or awaits [`ShardPin::ended`]) where stopping is safe,
+    /// and drops the pin. A rebalance waits for it (hold it no longer than one unit of
+    /// work), a loss does not wait (the hold is already gone): the writes carry
+    /// [`ShardPin::token`], so the store refuses a stale one after a loss.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// use distsync::replicas::ShardOptions;
+    /// use distsync::Error;
+    /// let coordinator = distsync::connect("memory://").await?;
+    /// let shards = coordinator.shards("ledgers", "host-a", 4, ShardOptions::default())?;
+    /// shards.changes().wait_for(|owned| owned.len() == 4).await.expect("running");
+    /// let pin = match shards.pin(2).await {
+    ///     Ok(pin) => pin,
+    ///     // Moved to another member since the list was read: expected, not an error.
+    ///     Err(Error::NotHeld) => return Ok(()),
+    ///     Err(error) => return Err(error),
+    /// };
+    /// while !pin.is_ended() {
+    ///     // One transaction, never cut: `let mut tx = pool.begin().await?`, the
+    ///     // writes fenced by `pin.token()`, `tx.commit().await?`.
+    ///     let _token = pin.token();
+    ///     # break;
+    /// }
+    /// drop(pin);
+    /// shards.stop().await;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::NotHeld`] when the shard is not owned now (`shard` out of range
-    /// included) or is already ending.
+    /// included) or is already ending: an expected answer in a loop over an owned list
+    /// read a moment earlier.
     ///
     /// # Cancel safety
     /// Cancel-safe: dropped before it returns, it pins nothing.

@@ -7,3 +7,4 @@ mod docs;
 mod raw;
 mod replicas;
 mod send_static;
+mod shards_example;

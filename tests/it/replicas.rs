@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use distsync::replicas::{assign, ShardOptions, Shards};
+use distsync::replicas::{assign, ShardOptions, ShardWork, Shards};
 use distsync::store::memory::MemoryBackend;
 use distsync::{Coordinator, Error, FencingToken};
 use tokio::time::timeout;
@@ -212,18 +212,21 @@ async fn a_pinned_shard_is_released_only_once_its_work_stops() -> distsync::Resu
         .0;
     let pin = a.pin(shard).await?;
     let token = pin.token();
-    let b = coordinator.shards("pins", "b", COUNT, options())?;
-    {
+    let b = {
         let work = a.while_owned(shard, |_| std::future::pending::<()>());
         tokio::pin!(work);
+        // The work is under way before b joins.
+        assert!(futures::poll!(&mut work).is_pending());
+        let b = coordinator.shards("pins", "b", COUNT, options())?;
         // The release starts: the pin's work is told to stop, and while_owned's is
         // dropped.
         timeout(DEADLINE, pin.ended())
             .await
             .expect("the pin is told to stop");
         let stopped = timeout(DEADLINE, &mut work).await.expect("stopped");
-        assert!(matches!(stopped, Err(Error::NotHeld)));
-    }
+        assert!(matches!(stopped, Ok(ShardWork::Ended)), "{stopped:?}");
+        b
+    };
     // While the pin is held, b does not get the shard.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

@@ -1,34 +1,7 @@
 //! Connecting: a port nothing listens on fails at once, not after `connect_timeout`,
 //! and the error names the option that bounds the wait. Needs no server.
 
-use std::time::{Duration, Instant};
-
-use distsync_core::Error;
-
-/// A loopback port nothing listens on: one the kernel just gave out and took back.
-fn refused_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
-
-/// Connects to `url` (a refused port, `connect_timeout=60s`, the password `pw-r52`)
-/// and checks the failure: a connection error at once, naming `connect_timeout=`,
-/// without the password.
-async fn assert_refused_at_once(url: &str) {
-    let started = Instant::now();
-    let error = distsync_redis::connect(url).await.unwrap_err();
-    let took = started.elapsed();
-    assert!(matches!(error, Error::Connection { .. }), "{error:?}");
-    let message = error.to_string();
-    assert!(message.contains("`connect_timeout=`"), "{message}");
-    assert!(!message.contains("pw-r52"), "{message}");
-    // Far below the 60 s connect_timeout even on a starved machine: the refusal is not
-    // retried until the timeout.
-    assert!(
-        took < Duration::from_secs(20),
-        "a refused port took {took:?}: {message}"
-    );
-}
+use distsync_conformance::connect_checks::{assert_refused_at_once, refused_port};
 
 #[tokio::test]
 async fn a_refused_port_fails_at_once() {
@@ -36,7 +9,10 @@ async fn a_refused_port_fails_at_once() {
         "redis://:pw-r52@127.0.0.1:{}?connect_timeout=60s",
         refused_port()
     );
-    assert_refused_at_once(&url).await;
+    assert_refused_at_once(&url, "pw-r52", |url| async move {
+        distsync_redis::connect(&url).await
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -45,7 +21,10 @@ async fn a_refused_sentinel_fails_at_once() {
         "redis+sentinel://:pw-r52@127.0.0.1:{}/mymaster?connect_timeout=60s",
         refused_port()
     );
-    assert_refused_at_once(&url).await;
+    assert_refused_at_once(&url, "pw-r52", |url| async move {
+        distsync_redis::connect(&url).await
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -55,5 +34,8 @@ async fn a_cluster_whose_every_node_refuses_fails_at_once() {
         refused_port(),
         refused_port()
     );
-    assert_refused_at_once(&url).await;
+    assert_refused_at_once(&url, "pw-r52", |url| async move {
+        distsync_redis::connect(&url).await
+    })
+    .await;
 }

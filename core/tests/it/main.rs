@@ -13,3 +13,4 @@ mod lock_delay;
 mod migrate;
 mod queue_spans;
 mod scheduled_job;
+mod shard_work;
