@@ -303,9 +303,9 @@ pub enum ShardWork<T> {
     /// The work ran to its end while this member owned the shard: its output.
     Done(T),
     /// The shard was released to another member or lost while the work ran, and the
-    /// work was dropped where it stood (an expected event at every rebalance, not an
-    /// error). Its writes carried the token, so the next owner's refuse whatever came
-    /// after the move.
+    /// work was dropped where it stood: an expected event at every rebalance, not an
+    /// error. Whatever it wrote carried this member's token, which the next owner's
+    /// newer one supersedes.
     Ended,
 }
 
