@@ -123,10 +123,18 @@ pub fn capabilities() -> Capabilities {
     capabilities_with_bound(None)
 }
 
+/// The largest value the etcd backend takes from a caller: 1 MiB. etcd refuses a
+/// request above its `--max-request-bytes`, 1.5 MiB by default, and a write carries,
+/// beside the value, its keys, its compares and the idempotency record of an enqueue;
+/// 1 MiB leaves half a MiB for them. etcd does not tell a client its setting, so a
+/// server started with a higher one is held to this figure too.
+pub const MAX_VALUE_SIZE: usize = 1024 * 1024;
+
 /// [`capabilities`] of a backend whose URL bounds session TTLs (`max_session_ttl=`,
 /// [`EtcdConfig::max_session_ttl`]): `exclusive_across_restart` with a bound.
 pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        .with_max_value_size(MAX_VALUE_SIZE)
         .with_rate_limiter(false)
         .with_queue_age(false)
         .with_exclusive_across_restart(max_session_ttl.is_some())

@@ -27,7 +27,8 @@ pub async fn backend(url: &str) -> Result<MysqlBackend> {
 /// Like [`backend`], from an already parsed configuration. The backend declares
 /// `survives_failover` when the server is a semi-synchronous primary that waits for
 /// its replica after syncing its binary log
-/// ([`MysqlKv::replica_has_every_commit`]).
+/// ([`MysqlKv::replica_has_every_commit`]), and the value limit the server's
+/// `max_allowed_packet` gives ([`crate::max_value_size`]).
 ///
 /// Cancel-safe: dropping the future drops the connection attempt.
 ///
@@ -35,7 +36,9 @@ pub async fn backend(url: &str) -> Result<MysqlBackend> {
 /// As [`MysqlKv::connect`].
 pub async fn backend_with_config(config: &MysqlConfig) -> Result<MysqlBackend> {
     let kv = MysqlKv::connect(config).await?;
-    let capabilities = capabilities().with_survives_failover(kv.replica_has_every_commit());
+    let capabilities = capabilities()
+        .with_survives_failover(kv.replica_has_every_commit())
+        .with_max_value_size(crate::max_value_size(kv.max_allowed_packet()));
     Ok(KvBackend::with_kv(kv, "", capabilities))
 }
 

@@ -104,6 +104,8 @@ pub struct MysqlKv {
     /// The primary's semi-synchronous replication, as read at connect (`None`: the
     /// server has none).
     semi_sync: Option<SemiSync>,
+    /// The server's `max_allowed_packet`, as read at connect.
+    max_allowed_packet: usize,
 }
 
 impl std::fmt::Debug for MysqlKv {
@@ -138,23 +140,33 @@ impl MysqlKv {
     pub async fn connect(config: &MysqlConfig) -> Result<Self> {
         let tables = Tables::new(config.table_prefix());
         let timeout = config.connect_timeout();
-        let (pool, lease_pool, semi_sync) = within(timeout, Bound::Connect, "connecting", async {
-            // One connection first, outside the pool: the pool retries a refused
-            // connection until its acquire timeout, so a wrong port would take the
-            // whole `connect_timeout` to fail instead of failing at once.
-            sqlx::mysql::MySqlConnection::connect_with(config.connect_options())
-                .await
-                .map_err(|error| name_connect_timeout(map(error), timeout))?
-                .close()
-                .await
-                .map_err(map)?;
-            let pool = open_pool(config, config.pool_size()).await?;
-            tables.create(&pool).await?;
-            let semi_sync = SemiSync::read(&pool).await?;
-            let lease_pool = open_pool(config, LEASE_CONNECTIONS).await?;
-            Ok((pool, lease_pool, semi_sync))
-        })
-        .await?;
+        let (pool, lease_pool, semi_sync, max_allowed_packet) =
+            within(timeout, Bound::Connect, "connecting", async {
+                // One connection first, outside the pool: the pool retries a refused
+                // connection until its acquire timeout, so a wrong port would take the
+                // whole `connect_timeout` to fail instead of failing at once.
+                sqlx::mysql::MySqlConnection::connect_with(config.connect_options())
+                    .await
+                    .map_err(|error| name_connect_timeout(map(error), timeout))?
+                    .close()
+                    .await
+                    .map_err(map)?;
+                let pool = open_pool(config, config.pool_size()).await?;
+                tables.create(&pool).await?;
+                let semi_sync = SemiSync::read(&pool).await?;
+                let max_allowed_packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(map)?;
+                let lease_pool = open_pool(config, LEASE_CONNECTIONS).await?;
+                Ok((
+                    pool,
+                    lease_pool,
+                    semi_sync,
+                    usize::try_from(max_allowed_packet).unwrap_or(usize::MAX),
+                ))
+            })
+            .await?;
         tracing::debug!(backend = BACKEND, %config, ?semi_sync, "connected");
         let core = Arc::new(Core {
             hub: Hub::new(pool.clone(), tables.clone(), config.poll_interval()),
@@ -169,7 +181,14 @@ impl MysqlKv {
             request_timeout: config.request_timeout(),
             reaper,
             semi_sync,
+            max_allowed_packet,
         })
+    }
+
+    /// The server's `max_allowed_packet` (the largest statement it takes), as read at
+    /// connect; [`crate::max_value_size`] makes the backend's value limit of it.
+    pub fn max_allowed_packet(&self) -> usize {
+        self.max_allowed_packet
     }
 
     /// Whether the primary acknowledges a commit only once a replica has it: MariaDB's

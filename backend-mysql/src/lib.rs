@@ -223,6 +223,25 @@ pub const BACKEND: &str = "mysql";
 /// rounds and a renewal is a round trip, so a second keeps both well inside the TTL.
 pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
+/// MariaDB's default `max_allowed_packet`, the largest statement the server takes:
+/// 16 MiB (MySQL 8's is 64 MiB).
+pub const DEFAULT_MAX_ALLOWED_PACKET: usize = 16 * 1024 * 1024;
+
+/// What a write's statements carry beside its values: keys, revisions, compares and
+/// the statements' text, 64 KiB.
+const STATEMENT_ROOM: usize = 64 * 1024;
+
+/// The largest value the MySQL backend takes from a caller on a server whose
+/// `max_allowed_packet` is `max_allowed_packet`: a quarter of what is left of it after
+/// 64 KiB for the rest of the statement. A write is one batch of statements, sent as one packet, that
+/// holds each value twice (the `kv` row and its `log` row), each as a hexadecimal
+/// literal of two characters per byte (see `batch.rs`). The server's figure is read at
+/// connect (`SELECT @@max_allowed_packet`); MariaDB's default, 16 MiB, gives
+/// 4 177 920 bytes. The `LONGBLOB` columns take 4 GiB, never the tighter bound.
+pub fn max_value_size(max_allowed_packet: usize) -> usize {
+    max_allowed_packet.saturating_sub(STATEMENT_ROOM) / 4
+}
+
 /// What the MySQL backend offers: every primitive of the recipes, with
 ///
 /// - fencing: create revisions strictly increase (one global revision);
@@ -235,9 +254,13 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   exclusive across a store that forgot (no epoch marker yet), and transactions of
 ///   the caller's;
 /// - surviving a failover: false here; a backend connected to a semi-synchronous
-///   `AFTER_SYNC` primary declares it (see the crate docs, "Failover to a replica").
+///   `AFTER_SYNC` primary declares it (see the crate docs, "Failover to a replica");
+/// - the largest value: [`max_value_size`] of MariaDB's default `max_allowed_packet`
+///   ([`DEFAULT_MAX_ALLOWED_PACKET`]); a connected backend declares that of the
+///   server's own.
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        .with_max_value_size(max_value_size(DEFAULT_MAX_ALLOWED_PACKET))
         .with_rate_limiter(false)
         .with_queue_age(false)
         .with_exclusive_across_restart(false)

@@ -733,8 +733,12 @@ pub(crate) fn log_rows(tables: &Tables, rows: &[LogRow]) -> Vec<String> {
                 } else {
                     revision_sql(row.create_revision)
                 };
+                // The value is cast: a `UNION ALL` of bare literals types the column
+                // from them, and MariaDB then keeps a value of 64 KiB or more modulo
+                // 64 KiB, silently.
                 format!(
-                    "SELECT @r, {sub}, {}, {create_revision}, {}, {}, {}, {} FROM DUAL WHERE @ok",
+                    "SELECT @r, {sub}, {}, {create_revision}, {}, {}, CAST({} AS BINARY), {} \
+                     FROM DUAL WHERE @ok",
                     batch::bytes(row.key.as_bytes()),
                     row.version,
                     row.lease,

@@ -51,7 +51,10 @@ impl NatsBackend {
     pub async fn connect(config: NatsConfig) -> Result<Self> {
         let (connected, dropped) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let client = connect_client(&config, Arc::clone(&connected), Arc::clone(&dropped)).await?;
-        crate::bucket::check_server(&client.server_info())?;
+        let server = client.server_info();
+        crate::bucket::check_server(&server)?;
+        // The server says how large a message it takes: values are held to that.
+        let max_value_size = crate::max_value_size(server.max_payload);
         let store = Store::new(
             client,
             config.bucket(),
@@ -70,7 +73,8 @@ impl NatsBackend {
         );
         Ok(Self {
             shared: Arc::new(Shared::new(config, store)),
-            capabilities: replicated(crate::capabilities(), replicas),
+            capabilities: replicated(crate::capabilities(), replicas)
+                .with_max_value_size(max_value_size),
         })
     }
 

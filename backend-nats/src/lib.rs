@@ -194,6 +194,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// every primitive not built (see the crate docs).
 pub fn capabilities() -> Capabilities {
     Capabilities::none(BACKEND)
+        .with_max_value_size(max_value_size(DEFAULT_MAX_PAYLOAD))
         .with_min_session_ttl(MIN_SESSION_TTL)
         .with_lock(true)
         .with_fencing(true)
@@ -219,6 +220,23 @@ pub fn capabilities() -> Capabilities {
         .with_queue(true)
         .with_priority_queue(true)
         .with_reliable_delivery(true)
+}
+
+/// NATS's default `max_payload`, the largest message a server takes: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// What a message carries beside its value: the JetStream headers of a write (its
+/// compare, its TTL, its batch's id and sequence), 4 KiB.
+const HEADER_ROOM: usize = 4 * 1024;
+
+/// The largest value the NATS backend takes from a caller on a server whose
+/// `max_payload` is `max_payload`: that less 4 KiB for the headers each write carries.
+/// A server tells its `max_payload` when a client connects, and a
+/// [`NatsBackend`] declares the figure it was told
+/// ([`Capabilities::max_value_size`]); [`capabilities()`] declares that of the default,
+/// 1 MiB, which gives 1 044 480 bytes.
+pub fn max_value_size(max_payload: usize) -> usize {
+    max_payload.saturating_sub(HEADER_ROOM)
 }
 
 /// Connects to the NATS servers a `nats://` or `tls://` URL names and returns a

@@ -90,11 +90,18 @@ pub fn capabilities() -> Capabilities {
     capabilities_with_bound(None)
 }
 
+/// The largest value the PostgreSQL backend takes from a caller: 16 MiB. A `bytea`
+/// column takes up to 1 GB, but a value that large is copied whole through the
+/// server's memory, its WAL and every standby; coordination values are small, and a
+/// bound that every store documents beats one that only a full server finds.
+pub const MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
+
 /// [`capabilities`] of a backend whose URL bounds session TTLs (`max_session_ttl=`,
 /// [`PostgresConfig::max_session_ttl`](crate::PostgresConfig::max_session_ttl)):
 /// `exclusive_across_restart` with a bound.
 pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        .with_max_value_size(MAX_VALUE_SIZE)
         // `guarded_put`: the write commits only while the guard's entry is a current
         // grant (see the guarded-write module).
         .with_guarded_writes(true)

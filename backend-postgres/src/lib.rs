@@ -202,7 +202,9 @@ mod waiter_line;
 
 pub use acknowledge_in::{ack_in, PendingAck};
 pub use backend::{backend, backend_from_pool, backend_with_config, connect, PostgresBackend};
-pub use capabilities::{capabilities, capabilities_with_bound, BACKEND, MIN_SESSION_TTL};
+pub use capabilities::{
+    capabilities, capabilities_with_bound, BACKEND, MAX_VALUE_SIZE, MIN_SESSION_TTL,
+};
 pub use connection::config::{
     PostgresConfig, DEFAULT_HOLD_CONNECTIONS, DEFAULT_SCHEMA, MAX_HOLD_CONNECTIONS,
 };

@@ -75,7 +75,10 @@ impl Outbox {
     /// Writes `item` at the lowest priority (0) inside the transaction open on `conn`.
     ///
     /// # Errors
-    /// The database's error; the caller's transaction is then in doubt (roll it back).
+    /// [`Error::TooLarge`](distsync_core::Error::TooLarge) for an item above
+    /// [`MAX_VALUE_SIZE`](crate::MAX_VALUE_SIZE), before anything is sent (the
+    /// transaction is untouched); the database's error, which leaves the caller's
+    /// transaction in doubt (roll it back).
     ///
     /// # Cancel safety
     /// Dropping the future part-way leaves the transaction in an unknown state: roll it
@@ -89,7 +92,7 @@ impl Outbox {
     /// inside the transaction open on `conn`.
     ///
     /// # Errors
-    /// The database's error; the caller's transaction is then in doubt (roll it back).
+    /// As [`Outbox::enqueue`].
     ///
     /// # Cancel safety
     /// Dropping the future part-way leaves the transaction in an unknown state: roll it
@@ -113,7 +116,7 @@ impl Outbox {
     /// for a key recorded by a transaction still open).
     ///
     /// # Errors
-    /// The database's error; the caller's transaction is then in doubt (roll it back).
+    /// As [`Outbox::enqueue`].
     ///
     /// # Cancel safety
     /// Dropping the future part-way leaves the transaction in an unknown state: roll it
@@ -140,6 +143,8 @@ impl Outbox {
         priority: u16,
         call: &str,
     ) -> Result<Enqueued> {
+        // The queue's own limit: what no coordinator checks here, the outbox does.
+        crate::capabilities().check_value_size("queue item", item.len())?;
         Append {
             queue: self.name.as_str(),
             key,

@@ -40,6 +40,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 /// [`Backend::capabilities`]: distsync_core::Backend::capabilities
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
+        .with_max_value_size(MAX_VALUE_SIZE)
         // Redis is not the caller's database: no transaction of the caller's to join.
         .with_caller_transactions(false)
         .with_survives_restart(false)
@@ -59,6 +60,13 @@ pub fn capabilities() -> Capabilities {
         // `Queue::receive`: a hold key in the session's registry (`crate::queue`).
         .with_reliable_delivery(true)
 }
+
+/// The largest value the Redis backend takes from a caller: 16 MiB. Redis itself
+/// takes strings up to its `proto-max-bulk-len`, 512 MB by default, but a script
+/// that copies a value that large holds the server's one thread for as long, and
+/// every client of the server waits; coordination values are small, and a bound that
+/// every store documents beats one that only a full server finds.
+pub const MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
 
 /// What the Redis backend claims on a server that may evict keys, accepted with
 /// `allow_eviction=true` in the URL: [`capabilities`] without `fencing` (an evicted

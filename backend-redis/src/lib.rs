@@ -275,7 +275,7 @@ pub use crate::backend::{
 };
 pub use crate::capabilities::{
     capabilities, capabilities_under_cluster, capabilities_under_eviction,
-    capabilities_under_sentinel, BACKEND, MIN_SESSION_TTL,
+    capabilities_under_sentinel, BACKEND, MAX_VALUE_SIZE, MIN_SESSION_TTL,
 };
 pub use crate::config::{RedisConfig, DEFAULT_NAMESPACE};
 pub use crate::driver::DRIVER;

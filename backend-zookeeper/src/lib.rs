@@ -221,10 +221,19 @@ pub fn capabilities() -> Capabilities {
     capabilities_with_bound(None)
 }
 
+/// The largest value the ZooKeeper backend takes from a caller: 960 KiB. A server
+/// drops the connection of a client whose request is larger than its
+/// `jute.maxbuffer` (0xfffff bytes, 1 MiB less one, by default), and a request carries,
+/// beside the value, its node paths, ACLs, the queue's framing and the other
+/// operations of a `multi`; 64 KiB is left for them. The server does not tell a
+/// client its setting, so a server with a higher one is held to this figure too.
+pub const MAX_VALUE_SIZE: usize = 1024 * 1024 - 64 * 1024;
+
 /// [`capabilities`] of a backend whose URL bounds session TTLs (`max_session_ttl=`,
 /// [`ZkConfig::max_session_ttl`]): `exclusive_across_restart` with a bound.
 pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
     Capabilities::none(BACKEND)
+        .with_max_value_size(MAX_VALUE_SIZE)
         .with_exclusive_across_restart(max_session_ttl.is_some())
         .with_session_bound(true)
         .with_min_session_ttl(MIN_SESSION_TTL)

@@ -145,9 +145,23 @@ pub struct Capabilities {
     pub caller_transactions: bool,
     /// The shortest session TTL the backend accepts.
     pub min_session_ttl: Duration,
+    /// The largest value, in bytes, the backend takes from a caller: a queue item, a
+    /// candidate's value, a guarded or STM write, a group member's metadata. A larger
+    /// one is refused with [`crate::Error::TooLarge`] before any request is sent (see
+    /// [`Capabilities::check_value_size`]). The figure leaves room for what the
+    /// backend adds to the value in the same request (keys, records, headers); a
+    /// backend whose store announces its limit (NATS's `max_payload`, MySQL's
+    /// `max_allowed_packet`) declares it from the server at connect. Both constructors
+    /// start at [`Capabilities::DEFAULT_MAX_VALUE_SIZE`].
+    pub max_value_size: usize,
 }
 
 impl Capabilities {
+    /// The [`Capabilities::max_value_size`] both constructors start with: 1 MiB, the
+    /// order of the smallest limit among the stores distsync runs on (etcd's request
+    /// and ZooKeeper's packet size), for a backend to replace with its store's own.
+    pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
+
     /// A struct with every flag off, for a backend to switch on what it offers.
     pub fn none(backend: &'static str) -> Self {
         Self {
@@ -188,6 +202,7 @@ impl Capabilities {
             export: false,
             caller_transactions: false,
             min_session_ttl: Duration::from_secs(1),
+            max_value_size: Self::DEFAULT_MAX_VALUE_SIZE,
         }
     }
 
@@ -232,6 +247,7 @@ impl Capabilities {
             export: true,
             caller_transactions: true,
             min_session_ttl,
+            max_value_size: Self::DEFAULT_MAX_VALUE_SIZE,
         }
     }
 
@@ -240,6 +256,37 @@ impl Capabilities {
     pub fn with_min_session_ttl(mut self, min_session_ttl: Duration) -> Self {
         self.min_session_ttl = min_session_ttl;
         self
+    }
+
+    /// Sets [`Capabilities::max_value_size`].
+    #[must_use]
+    pub fn with_max_value_size(mut self, max_value_size: usize) -> Self {
+        self.max_value_size = max_value_size;
+        self
+    }
+
+    /// Checks a caller's value of `size` bytes against
+    /// [`Capabilities::max_value_size`], before anything is sent: the one size check
+    /// of every store. `what` names the value in the error (`queue item`, ...).
+    ///
+    /// A [`crate::Coordinator`] runs it on every value a caller passes (see
+    /// [`crate::Error::TooLarge`] for where); a backend's own API that takes a value
+    /// outside the primitive traits (PostgreSQL's outbox) calls it itself.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use distsync::{Capabilities, Error};
+    /// let capabilities = Capabilities::all("mystore", Duration::from_secs(1)).with_max_value_size(4);
+    /// assert!(capabilities.check_value_size("queue item", 4).is_ok());
+    /// let refused = capabilities.check_value_size("queue item", 5).unwrap_err();
+    /// assert!(matches!(refused, Error::TooLarge { size: 5, limit: 4, .. }));
+    /// assert!(!refused.is_transient());
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::Error::TooLarge`] naming the backend, `what`, the size and the limit.
+    pub fn check_value_size(&self, what: &'static str, size: usize) -> crate::Result<()> {
+        crate::value_size::ValueLimit::of(self).check(what, size)
     }
 
     /// Checks a session TTL against [`Capabilities::min_session_ttl`].
@@ -384,7 +431,8 @@ mod tests {
             .with_hand_over(true)
             .with_gapless_hand_over(true)
             .with_export(true)
-            .with_caller_transactions(true);
+            .with_caller_transactions(true)
+            .with_max_value_size(Capabilities::DEFAULT_MAX_VALUE_SIZE);
         assert_eq!(built, Capabilities::all("test", ttl));
     }
 }

@@ -23,6 +23,7 @@ use crate::rwlock::RwLock;
 use crate::session::{Session, SessionOptions};
 use crate::status::StatusReport;
 use crate::stm::Stm;
+use crate::value_size::ValueLimit;
 
 /// The handle an application holds: a shared backend plus conveniences that take
 /// plain `&str` names and validate them.
@@ -142,6 +143,12 @@ impl Coordinator {
         self.backend.capabilities().backend
     }
 
+    /// The store's limit on a caller's value, which every handle this hands out
+    /// checks (see [`crate::value_size`]).
+    pub(crate) fn value_limit(&self) -> ValueLimit {
+        ValueLimit::of(self.backend.capabilities())
+    }
+
     /// See [`Backend::locker`]. Acquisitions, waits, holds and releases are traced and
     /// counted (see [`crate::instrument`]).
     ///
@@ -155,6 +162,7 @@ impl Coordinator {
     fn instrumented_locker(&self, inner: Box<dyn Locker>) -> Arc<dyn Locker> {
         Arc::new(InstrumentedLocker {
             backend: self.backend_name(),
+            limit: self.value_limit(),
             inner: Box::new(crate::revocable::RevocableLocker::new(
                 self.backend.as_ref(),
                 inner,
@@ -228,6 +236,7 @@ impl Coordinator {
     pub fn election(&self, session: &Session, name: &str) -> Result<Arc<dyn Election>> {
         Ok(Arc::new(InstrumentedElection {
             backend: self.backend_name(),
+            limit: self.value_limit(),
             inner: crate::hand_over::HandOverElection::wrap(
                 &self.backend,
                 session,
@@ -240,6 +249,7 @@ impl Coordinator {
     pub fn rwlock(&self, session: &Session, name: &str) -> Result<Arc<dyn RwLock>> {
         Ok(Arc::new(InstrumentedRwLock {
             backend: self.backend_name(),
+            limit: self.value_limit(),
             inner: self.backend.rwlock(session, Name::new(name)?)?,
         }))
     }
@@ -248,6 +258,7 @@ impl Coordinator {
     pub fn queue(&self, name: &str) -> Result<Arc<dyn Queue>> {
         Ok(Arc::new(InstrumentedQueue {
             backend: self.backend_name(),
+            limit: self.value_limit(),
             inner: self.backend.queue(Name::new(name)?)?,
         }))
     }
@@ -313,6 +324,7 @@ impl Coordinator {
         })?;
         Ok(Arc::new(InstrumentedSemaphore {
             backend: self.backend_name(),
+            limit: self.value_limit(),
             inner: self.backend.semaphore(session, name, permits)?,
         }))
     }
@@ -406,7 +418,7 @@ impl Coordinator {
     /// # Errors
     /// [`Error::Unsupported`] when the backend offers no STM.
     pub fn stm(&self) -> Result<Stm> {
-        self.backend.stm()
+        Ok(self.backend.stm()?.with_value_limit(self.value_limit()))
     }
 }
 

@@ -91,6 +91,8 @@ impl<'a> dyn Election + 'a {
     /// ```
     ///
     /// # Errors
+    /// [`Error::TooLarge`] for a value above the store's
+    /// [`max_value_size`](crate::Capabilities::max_value_size) (nothing sent);
     /// [`Error::SessionLost`] if the session ends while waiting, or the store's error.
     ///
     /// # Cancel safety
@@ -124,6 +126,9 @@ pub struct Leadership {
     /// The election's hand-over records, where the coordinator's election layer
     /// offers hand-overs (see [`crate::hand_over`]).
     hand_over: Option<Arc<HandOverRecord>>,
+    /// The store's limit on [`Leadership::proclaim`]'s value, where a
+    /// [`crate::Coordinator`] handed the leadership out (see [`crate::value_size`]).
+    value_limit: Option<crate::value_size::ValueLimit>,
 }
 
 impl fmt::Debug for Leadership {
@@ -150,12 +155,19 @@ impl Leadership {
             term,
             proclaim,
             hand_over: None,
+            value_limit: None,
         }
     }
 
     /// This leadership, able to hand over through `record` (see [`crate::hand_over`]).
     pub(crate) fn with_hand_over(mut self, record: Arc<HandOverRecord>) -> Self {
         self.hand_over = Some(record);
+        self
+    }
+
+    /// This leadership, its [`Leadership::proclaim`] refusing a value above `limit`.
+    pub(crate) fn with_value_limit(mut self, limit: crate::value_size::ValueLimit) -> Self {
+        self.value_limit = Some(limit);
         self
     }
 
@@ -174,19 +186,23 @@ impl Leadership {
     /// Publishes a new value while still leader.
     ///
     /// # Errors
-    /// [`Error::NotLeader`] once the leadership is lost.
+    /// [`Error::NotLeader`] once the leadership is lost; [`Error::TooLarge`] for a value
+    /// above the store's [`max_value_size`](crate::Capabilities::max_value_size)
+    /// (nothing sent).
     ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: it is one guarded write, so a dropped future has
     /// either published the value or not.
     pub async fn proclaim(&self, value: impl Into<Bytes> + Send) -> Result<()> {
+        let value = value.into();
+        crate::value_size::check(self.value_limit, "leader value", value.len())?;
         // Known losses only: asking would start the backend's loss watch, and the
         // store checks the hold in the same step as the write anyway.
         if self.held.known_lost() {
             return Err(Error::NotLeader);
         }
-        self.proclaim.proclaim_bytes(value.into()).await
+        self.proclaim.proclaim_bytes(value).await
     }
 
     /// Gives up leadership, letting the next candidate in.

@@ -247,6 +247,27 @@ pub enum Error {
         /// The newest layout version this client reads and writes.
         supported: u32,
     },
+    /// A caller's value (a queue item, a candidate's value, a guarded or STM write, a
+    /// group member's metadata) is larger than the store takes
+    /// ([`Capabilities::max_value_size`](crate::Capabilities::max_value_size)). Checked
+    /// before the request leaves the client, the same way on every store (see
+    /// [`crate::Capabilities::check_value_size`]).
+    ///
+    /// - **Retry?** After fixing input: the same value is refused every time.
+    /// - **May have happened?** No: nothing was sent.
+    /// - **Recovers by:** storing a smaller value (a reference to the data kept
+    ///   elsewhere, the data split or compressed), or a store with a higher limit.
+    #[error("{backend}: {what} of {size} bytes is larger than the store's limit of {limit} bytes")]
+    TooLarge {
+        /// The backend, e.g. `etcd`.
+        backend: &'static str,
+        /// What the value is, e.g. `queue item`.
+        what: &'static str,
+        /// The value's size in bytes.
+        size: usize,
+        /// The largest value the store takes, in bytes.
+        limit: usize,
+    },
     /// The caller's deadline passed: [`crate::timeout`] gave up on a wait while the store was
     /// answering, because nobody released in time. A store that does not answer is
     /// [`Error::Connection`], never this, whichever timeout ran out.
@@ -439,6 +460,7 @@ impl Error {
             | Self::StmConflict { .. }
             | Self::ActiveHolders { .. }
             | Self::IncompatibleLayout { .. }
+            | Self::TooLarge { .. }
             | Self::Timeout(_)
             | Self::Authentication { .. } => false,
         }
@@ -527,6 +549,12 @@ mod tests {
                 found: 9,
                 supported: 1,
             },
+            Error::TooLarge {
+                backend: "etcd",
+                what: "queue item",
+                size: 1_048_577,
+                limit: 1_048_576,
+            },
             Error::Timeout(Duration::from_millis(50)),
             Error::authentication("etcd", "authentication failed"),
             Error::connection("etcd", "connection refused"),
@@ -554,6 +582,7 @@ mod tests {
             | Error::StmConflict { .. }
             | Error::ActiveHolders { .. }
             | Error::IncompatibleLayout { .. }
+            | Error::TooLarge { .. }
             | Error::Authentication { .. } => (false, false, false, false),
         }
     }

@@ -189,8 +189,9 @@ impl Group {
     /// under the same id.
     ///
     /// # Errors
-    /// [`Error::InvalidName`] for a bad id; [`Error::SessionLost`] if the session ends
-    /// first; the store's error.
+    /// [`Error::InvalidName`] for a bad id; [`Error::TooLarge`] for metadata above the
+    /// store's [`max_value_size`](crate::Capabilities::max_value_size) (nothing sent);
+    /// [`Error::SessionLost`] if the session ends first; the store's error.
     ///
     /// # Cancel safety
     /// Cancel-safe as the election's campaign is: dropping the future before it
@@ -202,8 +203,16 @@ impl Group {
         metadata: impl Into<Bytes> + Send,
     ) -> Result<Membership> {
         let entry = self.member_entry(id)?;
+        // The member's election is the backend's own, not the coordinator's checked
+        // one: its metadata is checked here, and its leadership gets the limit.
+        let limit = self.coordinator.value_limit();
+        let metadata = metadata.into();
+        limit.check("group member metadata", metadata.len())?;
         let election = self.coordinator.backend().election(session, entry)?;
-        let leadership = election.campaign_bytes(metadata.into()).await?;
+        let leadership = election
+            .campaign_bytes(metadata)
+            .await?
+            .with_value_limit(limit);
         tracing::debug!(group = %self.name, member = id, token = %leadership.term(), "joined");
         Ok(Membership {
             id: id.to_owned(),
@@ -334,7 +343,10 @@ impl Membership {
     /// Replaces the metadata other processes read.
     ///
     /// # Errors
-    /// [`Error::NotLeader`] when the membership has ended; the store's error.
+    /// [`Error::NotLeader`] when the membership has ended; [`Error::TooLarge`] for
+    /// metadata above the store's
+    /// [`max_value_size`](crate::Capabilities::max_value_size) (nothing sent); the
+    /// store's error.
     ///
     /// # Cancel safety
     /// Dropped part-way, the metadata was replaced or it was not.

@@ -416,6 +416,9 @@ pub struct LockGuard {
     token: FencingToken,
     guarded: Option<std::sync::Arc<dyn GuardedWrite>>,
     release_request: Option<RequestWatch>,
+    /// The store's limit on [`LockGuard::put_if_held`]'s value, where a
+    /// [`crate::Coordinator`] handed the guard out (see [`crate::value_size`]).
+    value_limit: Option<crate::value_size::ValueLimit>,
 }
 
 impl fmt::Debug for LockGuard {
@@ -441,6 +444,7 @@ impl LockGuard {
             held: Held::new(key, session, release),
             token,
             guarded: None,
+            value_limit: None,
             release_request: None,
         }
     }
@@ -538,6 +542,12 @@ impl LockGuard {
         self.guarded.as_deref()
     }
 
+    /// This guard, its [`LockGuard::put_if_held`] refusing a value above `limit`.
+    pub(crate) fn with_value_limit(mut self, limit: crate::value_size::ValueLimit) -> Self {
+        self.value_limit = Some(limit);
+        self
+    }
+
     /// Lets [`LockGuard::put_if_held`] write through `guarded`. For backends.
     pub(crate) fn with_guarded_write(mut self, guarded: std::sync::Arc<dyn GuardedWrite>) -> Self {
         self.guarded = Some(guarded);
@@ -561,8 +571,10 @@ impl LockGuard {
     ///
     /// # Errors
     /// [`Error::NotHeld`] when the lock is no longer this guard's (nothing written);
-    /// [`Error::InvalidName`] for a bad key; [`Error::Unsupported`] on a backend without
-    /// guarded writes ([`crate::Capabilities::guarded_writes`]); the store's error.
+    /// [`Error::InvalidName`] for a bad key; [`Error::TooLarge`] for a value above the
+    /// store's [`max_value_size`](crate::Capabilities::max_value_size) (nothing sent);
+    /// [`Error::Unsupported`] on a backend without guarded writes
+    /// ([`crate::Capabilities::guarded_writes`]); the store's error.
     ///
     /// # Cancel safety
     /// One atomic write: dropped part-way, it happened or it did not.
@@ -572,6 +584,8 @@ impl LockGuard {
         value: impl Into<bytes::Bytes> + Send,
     ) -> Result<()> {
         let key = crate::name::Name::new(key)?;
+        let value = value.into();
+        crate::value_size::check(self.value_limit, "guarded write", value.len())?;
         let Some(guarded) = &self.guarded else {
             return Err(Error::unsupported(
                 self.session().backend(),
@@ -581,7 +595,7 @@ impl LockGuard {
         if self.held.known_lost() {
             return Err(Error::NotHeld);
         }
-        if guarded.put_if_held_bytes(&key, value.into()).await? {
+        if guarded.put_if_held_bytes(&key, value).await? {
             Ok(())
         } else {
             Err(Error::NotHeld)

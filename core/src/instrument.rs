@@ -83,6 +83,7 @@ use crate::queue::Queue;
 use crate::rwlock::RwLock;
 use crate::semaphore::{Permit, Semaphore};
 use crate::session::Session;
+use crate::value_size::ValueLimit;
 
 /// A short, stable label for an error, for the `error` label of failure counters.
 pub(crate) fn error_label(error: &Error) -> &'static str {
@@ -100,6 +101,7 @@ pub(crate) fn error_label(error: &Error) -> &'static str {
         Error::ActiveHolders { .. } => "active_holders",
         Error::MigrationMismatch(_) => "migration_mismatch",
         Error::IncompatibleLayout { .. } => "incompatible_layout",
+        Error::TooLarge { .. } => "too_large",
         Error::Timeout(_) => "timeout",
         Error::Authentication { .. } => "authentication",
         Error::Connection { .. } => "connection",
@@ -399,19 +401,30 @@ fn counted(
     on_release(backend, primitive, key.to_owned(), count)
 }
 
-fn lock_guard(backend: &'static str, primitive: &'static str, guard: LockGuard) -> LockGuard {
+/// A guard as the coordinator hands it out: counted, and its guarded writes checked
+/// against `limit`.
+fn lock_guard(
+    backend: &'static str,
+    primitive: &'static str,
+    limit: ValueLimit,
+    guard: LockGuard,
+) -> LockGuard {
     let observer = counted(backend, primitive, guard.key(), guard.store_lost_token());
-    guard.observe_release(observer)
+    guard.observe_release(observer).with_value_limit(limit)
 }
 
-fn permit(backend: &'static str, permit: Permit) -> Permit {
+/// A permit as the coordinator hands it out: counted, and its guarded writes checked
+/// against `limit`.
+fn permit(backend: &'static str, limit: ValueLimit, permit: Permit) -> Permit {
     let observer = counted(backend, "permit", permit.key(), permit.store_lost_token());
-    permit.observe_release(observer)
+    permit.observe_release(observer).with_value_limit(limit)
 }
 
 /// A [`Locker`] with spans and metrics.
 pub(crate) struct InstrumentedLocker {
     pub(crate) backend: &'static str,
+    /// The store's limit on a caller's value (see [`crate::value_size`]).
+    pub(crate) limit: ValueLimit,
     pub(crate) inner: Box<dyn Locker>,
 }
 
@@ -427,7 +440,7 @@ impl Locker for InstrumentedLocker {
         })
         .await?
         .ok_or(Error::NotHeld)?;
-        Ok(lock_guard(self.backend, "lock", guard))
+        Ok(lock_guard(self.backend, "lock", self.limit, guard))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
@@ -439,7 +452,7 @@ impl Locker for InstrumentedLocker {
             self.inner.try_lock(),
         )
         .await?;
-        Ok(guard.map(|g| lock_guard(self.backend, "lock", g)))
+        Ok(guard.map(|g| lock_guard(self.backend, "lock", self.limit, g)))
     }
 
     async fn contenders(&self) -> Result<usize> {
@@ -454,6 +467,8 @@ impl Locker for InstrumentedLocker {
 /// A [`RwLock`] with spans and metrics.
 pub(crate) struct InstrumentedRwLock {
     pub(crate) backend: &'static str,
+    /// The store's limit on a caller's value (see [`crate::value_size`]).
+    pub(crate) limit: ValueLimit,
     pub(crate) inner: Box<dyn RwLock>,
 }
 
@@ -499,7 +514,7 @@ impl RwLock for InstrumentedRwLock {
         })
         .await?
         .ok_or(Error::NotHeld)?;
-        Ok(lock_guard(self.backend, "write", guard))
+        Ok(lock_guard(self.backend, "write", self.limit, guard))
     }
 
     async fn try_write(&self) -> Result<Option<LockGuard>> {
@@ -511,13 +526,15 @@ impl RwLock for InstrumentedRwLock {
             self.inner.try_write(),
         )
         .await?;
-        Ok(guard.map(|g| lock_guard(self.backend, "write", g)))
+        Ok(guard.map(|g| lock_guard(self.backend, "write", self.limit, g)))
     }
 }
 
 /// An [`Election`] with spans and metrics on `campaign`.
 pub(crate) struct InstrumentedElection {
     pub(crate) backend: &'static str,
+    /// The store's limit on a caller's value (see [`crate::value_size`]).
+    pub(crate) limit: ValueLimit,
     pub(crate) inner: Box<dyn Election>,
 }
 
@@ -528,6 +545,7 @@ impl Election for InstrumentedElection {
     }
 
     async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
+        self.limit.check("candidate value", value.len())?;
         let leadership = acquire(self.backend, "leadership", self.inner.name(), true, async {
             self.inner.campaign_bytes(value).await.map(Some)
         })
@@ -536,7 +554,9 @@ impl Election for InstrumentedElection {
         let key = leadership.key().to_owned();
         let count = HoldCount::start(self.backend, "leadership", Some(self.inner.name()));
         count.end_when(leadership.store_lost_token());
-        Ok(leadership.observe_release(on_release(self.backend, "leadership", key, count)))
+        Ok(leadership
+            .observe_release(on_release(self.backend, "leadership", key, count))
+            .with_value_limit(self.limit))
     }
 
     async fn leader(&self) -> Result<Option<LeaderInfo>> {
@@ -551,6 +571,8 @@ impl Election for InstrumentedElection {
 /// A [`Semaphore`] with spans and metrics (primitive `permit`).
 pub(crate) struct InstrumentedSemaphore {
     pub(crate) backend: &'static str,
+    /// The store's limit on a caller's value (see [`crate::value_size`]).
+    pub(crate) limit: ValueLimit,
     pub(crate) inner: Box<dyn Semaphore>,
 }
 
@@ -570,7 +592,7 @@ impl Semaphore for InstrumentedSemaphore {
         })
         .await?
         .ok_or(Error::NotHeld)?;
-        Ok(permit(self.backend, granted))
+        Ok(permit(self.backend, self.limit, granted))
     }
 
     async fn try_acquire(&self) -> Result<Option<Permit>> {
@@ -582,7 +604,7 @@ impl Semaphore for InstrumentedSemaphore {
             self.inner.try_acquire(),
         )
         .await?;
-        Ok(granted.map(|granted| permit(self.backend, granted)))
+        Ok(granted.map(|granted| permit(self.backend, self.limit, granted)))
     }
 }
 
@@ -689,6 +711,8 @@ impl DoubleBarrier for InstrumentedDoubleBarrier {
 /// A [`Queue`] with traffic counters.
 pub(crate) struct InstrumentedQueue {
     pub(crate) backend: &'static str,
+    /// The store's limit on a caller's value (see [`crate::value_size`]).
+    pub(crate) limit: ValueLimit,
     pub(crate) inner: Box<dyn Queue>,
 }
 
@@ -709,12 +733,14 @@ impl Queue for InstrumentedQueue {
     }
 
     async fn enqueue_bytes(&self, item: Bytes) -> Result<()> {
+        self.limit.check("queue item", item.len())?;
         self.inner.enqueue_bytes(item).await?;
         metrics::counter!("distsync_queue_enqueued_total", "backend" => self.backend).increment(1);
         Ok(())
     }
 
     async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
+        self.limit.check("queue item", item.len())?;
         self.inner
             .enqueue_bytes_with_priority(item, priority)
             .await?;
@@ -728,6 +754,7 @@ impl Queue for InstrumentedQueue {
         item: Bytes,
         priority: u16,
     ) -> Result<crate::queue::Enqueued> {
+        self.limit.check("queue item", item.len())?;
         let enqueued = self.inner.enqueue_once_bytes(key, item, priority).await?;
         if enqueued.is_new() {
             metrics::counter!("distsync_queue_enqueued_total", "backend" => self.backend)

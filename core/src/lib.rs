@@ -109,6 +109,7 @@ pub mod status;
 pub mod stm;
 mod timeout;
 pub mod token;
+mod value_size;
 
 pub use barrier::{Barrier, DoubleBarrier};
 pub use broken::BrokenHold;

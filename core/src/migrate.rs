@@ -101,6 +101,9 @@ const STM_BATCH: usize = 64;
 ///
 /// # Errors
 /// [`Error::ActiveHolders`] when the source has live holds and `force` is off;
+/// [`Error::TooLarge`], before anything is written, for a queue item or STM value
+/// larger than the destination takes
+/// ([`max_value_size`](crate::Capabilities::max_value_size));
 /// [`Error::Unsupported`] when either backend cannot export; the stores' errors; and
 /// [`Error::MigrationMismatch`] naming what differs if the verification fails, or,
 /// before anything is written, naming a counter or latch of the destination that
@@ -132,6 +135,14 @@ pub async fn migrate(
             count: source.active_holds.len(),
             example: source.active_holds[0].clone(),
         });
+    }
+    // A value the destination does not take is refused before anything is written.
+    let limit = to.capabilities();
+    for item in source.queues.values().flatten() {
+        limit.check_value_size("queue item", item.item.len())?;
+    }
+    for value in source.stm.values() {
+        limit.check_value_size("stm value", value.len())?;
     }
     let before = to.export().await?;
     let plan = plan(&source, &before)?;

@@ -361,8 +361,10 @@ impl<'a> dyn Queue + 'a {
     /// its own.
     ///
     /// # Errors
-    /// The store's error once the retries stop: an [`Error::Connection`] says the item
-    /// may have been appended (once).
+    /// [`Error::TooLarge`] for an item above the store's
+    /// [`max_value_size`](crate::Capabilities::max_value_size) (nothing sent); the
+    /// store's error once the retries stop: an [`Error::Connection`] says the item may
+    /// have been appended (once).
     ///
     /// # Cancel safety
     ///
@@ -399,8 +401,11 @@ impl<'a> dyn Queue + 'a {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Unsupported`] where the backend does not offer it; the store's error
-    /// once the retries stop: calling again with the same key is then harmless.
+    /// [`Error::Unsupported`] where the backend does not offer it; [`Error::TooLarge`]
+    /// for an item above the store's
+    /// [`max_value_size`](crate::Capabilities::max_value_size) (nothing sent); the
+    /// store's error once the retries stop: calling again with the same key is then
+    /// harmless.
     ///
     /// # Cancel safety
     /// Dropping the future leaves the item appended once or not at all, with the key

@@ -39,6 +39,13 @@ impl Permit {
         Self { guard }
     }
 
+    /// This permit, its [`Permit::put_if_held`] refusing a value above `limit`.
+    pub(crate) fn with_value_limit(self, limit: crate::value_size::ValueLimit) -> Self {
+        Self {
+            guard: self.guard.with_value_limit(limit),
+        }
+    }
+
     /// The fencing token of this grant; strictly greater than every earlier grant's.
     pub fn token(&self) -> FencingToken {
         self.guard.token()

@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::name::Name;
+use crate::value_size::{self, ValueLimit};
 
 /// How much an STM transaction is protected from concurrent ones, with etcd's levels.
 ///
@@ -174,7 +175,9 @@ pub struct Committed<T> {
 ///
 /// Reads see the transaction's own earlier writes. `put` and `delete` are buffered and
 /// applied at commit; an invalid key there makes the commit fail with
-/// [`Error::InvalidName`].
+/// [`Error::InvalidName`], and a value above the store's
+/// [`max_value_size`](crate::Capabilities::max_value_size) with [`Error::TooLarge`]
+/// (checked at `put`, so the transaction writes nothing and is not retried).
 #[derive(Clone)]
 pub struct StmTx {
     inner: Arc<TxInner>,
@@ -193,16 +196,18 @@ struct TxInner {
     conflicted: AtomicBool,
     writes: Mutex<BTreeMap<Name, Option<Bytes>>>,
     deferred_error: Mutex<Option<Error>>,
+    value_limit: Option<ValueLimit>,
 }
 
 impl StmTx {
-    fn new(attempt: Box<dyn StmAttempt>) -> Self {
+    fn new(attempt: Box<dyn StmAttempt>, value_limit: Option<ValueLimit>) -> Self {
         Self {
             inner: Arc::new(TxInner {
                 attempt: tokio::sync::Mutex::new(Some(attempt)),
                 conflicted: AtomicBool::new(false),
                 writes: Mutex::new(BTreeMap::new()),
                 deferred_error: Mutex::new(None),
+                value_limit,
             }),
         }
     }
@@ -249,7 +254,11 @@ impl StmTx {
     }
 
     fn write(&self, key: &str, value: Option<Bytes>) {
-        match Name::new(key) {
+        let size = value.as_ref().map_or(0, Bytes::len);
+        let checked = Name::new(key).and_then(|key| {
+            value_size::check(self.inner.value_limit, "stm value", size).map(|()| key)
+        });
+        match checked {
             Ok(key) => {
                 lock(&self.inner.writes).insert(key, value);
             }
@@ -307,6 +316,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct Stm {
     engine: Arc<dyn StmEngine>,
+    /// The store's limit on a written value, where a [`Coordinator`](crate::Coordinator)
+    /// handed this handle out (see [`crate::value_size`]).
+    value_limit: Option<ValueLimit>,
 }
 
 impl fmt::Debug for Stm {
@@ -320,7 +332,16 @@ impl Stm {
     /// (backend authors; see [`crate::raw`]).
     #[doc(hidden)]
     pub fn new(engine: Arc<dyn StmEngine>) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            value_limit: None,
+        }
+    }
+
+    /// This handle, its transactions refusing a value above `limit` at `put`.
+    pub(crate) fn with_value_limit(mut self, limit: ValueLimit) -> Self {
+        self.value_limit = Some(limit);
+        self
     }
 
     /// Runs `body` as one transaction at `isolation`, retrying on conflict (up to 100
@@ -349,7 +370,8 @@ impl Stm {
     /// # Errors
     /// [`Error::StmConflict`] when the last attempt conflicted too (it is the only
     /// meaning of that error), [`Error::Unsupported`] for a level the backend does
-    /// not offer, or the body's error.
+    /// not offer, [`Error::InvalidName`] or [`Error::TooLarge`] for a write the body
+    /// made (nothing is written), or the body's error.
     ///
     /// # Cancel safety
     /// Dropping the future before the commit writes nothing; dropped during the
@@ -394,7 +416,7 @@ impl Stm {
         let mut prefetch: Vec<Name> = Vec::new();
         for attempt in 1..=options.max_attempts {
             let tx = match self.engine.begin(isolation, &prefetch).await {
-                Ok(attempt) => StmTx::new(attempt),
+                Ok(attempt) => StmTx::new(attempt, self.value_limit),
                 // A conflict while beginning (e.g. during the prefetch) is retried too.
                 Err(error) if is_retry(&error) => {
                     tracing::debug!(attempt, %isolation, "stm conflict while beginning; retrying");

@@ -3,7 +3,8 @@
 //! every URL key a store's parser accepts (read from the parser's own refusal, which
 //! lists them) is documented in that store's section of docs/CONNECTING.md; and a
 //! sentence there that says a primitive is not built (`Error::Unsupported`, "not
-//! yet", "only the ...") agrees with the store's `Capabilities`.
+//! yet", "only the ...") agrees with the store's `Capabilities`; and the table of size
+//! limits in docs/ERRORS.md gives each store's declared `max_value_size`.
 #![cfg(feature = "full")]
 
 use distsync::store::DRIVERS;
@@ -218,5 +219,55 @@ fn a_primitive_the_docs_call_unbuilt_is_unbuilt() {
     assert!(
         wrong.is_empty(),
         "docs/CONNECTING.md contradicts the capabilities: {wrong:#?}"
+    );
+}
+
+/// The rows of docs/ERRORS.md's table of size limits: the store's name (its first cell,
+/// in backticks) and its second cell.
+fn size_limit_rows(errors: &str) -> Vec<(String, String)> {
+    let start = errors
+        .find("\n## Size limits per store")
+        .expect("docs/ERRORS.md has no section `## Size limits per store`");
+    let rest = &errors[start + 1..];
+    let section = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |end| end + 3)];
+    section
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let store = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((store.to_owned(), (*cells.get(2)?).to_owned()))
+        })
+        .collect()
+}
+
+/// docs/ERRORS.md gives every store's limit as its driver declares it: the figure in
+/// bytes, or for a limit read from the server at connect, "from the server" and the
+/// figure of the server's default, which is what the driver declares without a
+/// connection.
+#[test]
+fn every_stores_size_limit_is_documented_as_declared() {
+    let rows = size_limit_rows(&read("docs/ERRORS.md"));
+    let mut wrong = Vec::new();
+    for driver in DRIVERS {
+        let declared = (driver.capabilities)().max_value_size;
+        let Some((_, cell)) = rows.iter().find(|(store, _)| store == driver.name) else {
+            wrong.push(format!("{}: no row", driver.name));
+            continue;
+        };
+        let figure: Option<usize> = cell
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|digits| !digits.is_empty())
+            .and_then(|digits| digits.parse().ok());
+        let from_server = cell.starts_with("from the server; default ");
+        if figure != Some(declared) || !(from_server || cell.parse::<usize>().is_ok()) {
+            wrong.push(format!(
+                "{}: the table says {cell:?}, the driver declares {declared}",
+                driver.name
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/ERRORS.md's size limits differ from the drivers': {wrong:#?}"
     );
 }

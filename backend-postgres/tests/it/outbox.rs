@@ -134,3 +134,43 @@ async fn idempotency_keys_hold_across_transactions() {
     assert_eq!(queue.try_dequeue().await.unwrap().unwrap(), "c");
     assert!(queue.try_dequeue().await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_item_is_refused_before_the_transaction_sees_it() {
+    let Some((backend, pool, _orders)) = setup("outbox-oversized").await else {
+        return;
+    };
+    let name = unique("outbox-oversized");
+    let outbox = backend.outbox(name.as_str()).unwrap();
+    let queue = backend.queue(name.clone()).unwrap();
+    let limit = distsync_postgres::MAX_VALUE_SIZE;
+    let key = IdempotencyKey::new("oversized").unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let over = vec![b'o'; limit + 1];
+    let refusals = [
+        outbox.enqueue(&mut tx, over.clone()).await.map(drop),
+        outbox
+            .enqueue_with_priority(&mut tx, over.clone(), 1)
+            .await
+            .map(drop),
+        outbox.enqueue_once(&mut tx, &key, over, 0).await.map(drop),
+    ];
+    for refused in refusals {
+        assert!(
+            matches!(
+                refused,
+                Err(distsync_core::Error::TooLarge { size, limit: said, .. })
+                    if size == limit + 1 && said == limit
+            ),
+            "{refused:?}"
+        );
+    }
+    // The transaction is untouched: a statement after the refusals runs, and commits.
+    outbox.enqueue(&mut tx, "after").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        queue.len().await.unwrap(),
+        1,
+        "only the item after the refusals"
+    );
+}

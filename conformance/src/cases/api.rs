@@ -3,6 +3,7 @@
 
 mod cut_off;
 mod names;
+mod oversized;
 mod timed;
 
 use std::num::NonZeroUsize;
@@ -54,6 +55,16 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Contract,
         hooks: &[Hook::Partition],
         run: |h| boxed(cut_off::requests_into_a_silent_partition(h)),
+    },
+    Case {
+        id: "api_oversized_value_refused",
+        group: Group::Api,
+        guarantee: "a value one byte over the declared limit is TooLarge at once and nothing is \
+                    written; a value at the limit is taken",
+        needs: &[],
+        claim: Claim::Contract,
+        hooks: &[],
+        run: |h| boxed(oversized::refused_and_nothing_written(h)),
     },
     Case {
         id: "api_capabilities_match",

@@ -200,3 +200,40 @@ async fn a_destination_counter_or_latch_that_differs_stops_the_migration_before_
     ));
     assert_eq!(there.count().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_value_the_destination_does_not_take_stops_the_migration_before_any_write() {
+    let from = memory();
+    fill(&from).await;
+    from.queue("big")
+        .unwrap()
+        .enqueue("0123456789")
+        .await
+        .unwrap();
+    // A destination that takes values of up to 9 bytes.
+    let capabilities = distsync_kv::memory::capabilities().with_max_value_size(9);
+    let to = Coordinator::new(distsync_kv::recipes::KvBackend::with_kv(
+        distsync_kv::memory::MemoryKv::new(),
+        "",
+        capabilities,
+    ));
+    let refused = migrate(
+        &**from.backend(),
+        &**to.backend(),
+        &MigrateOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::TooLarge {
+                size: 10,
+                limit: 9,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert!(drain(&to, "jobs").await.is_empty(), "nothing was copied");
+}

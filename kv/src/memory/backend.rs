@@ -125,14 +125,22 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 ///   dies with its process);
 /// - `session_bound`: no, its URL takes no `max_session_ttl=` (a store that lives and
 ///   dies with its process never forgets a holder that outlives it);
-/// - `caller_transactions`: no, the store is no database of the caller's.
+/// - `caller_transactions`: no, the store is no database of the caller's;
+/// - `max_value_size`: [`MAX_VALUE_SIZE`], 1 MiB.
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_survives_restart(false)
         .with_survives_failover(false)
         .with_session_bound(false)
         .with_caller_transactions(false)
+        .with_max_value_size(MAX_VALUE_SIZE)
 }
+
+/// The largest value the memory store takes from a caller: 1 MiB. The store itself
+/// has no limit but the process's memory; it takes etcd's figure, the order of the
+/// smallest limit among the networked stores, so that a program tested on
+/// `memory://` is refused there what it would be refused on etcd or ZooKeeper.
+pub const MAX_VALUE_SIZE: usize = 1024 * 1024;
 
 /// The memory backend in the facade's list of drivers: `memory://` URLs.
 pub const DRIVER: distsync_core::Driver =

@@ -25,6 +25,8 @@ mod test_support;
 mod watch;
 mod watchers;
 
-pub use backend::{capabilities, connect, MemoryBackend, BACKEND, DRIVER, MIN_SESSION_TTL, SCHEME};
+pub use backend::{
+    capabilities, connect, MemoryBackend, BACKEND, DRIVER, MAX_VALUE_SIZE, MIN_SESSION_TTL, SCHEME,
+};
 pub use faulty::{FaultyKv, Partition, TxnFault};
 pub use store::{MemoryKv, DEFAULT_RETAINED_REVISIONS};

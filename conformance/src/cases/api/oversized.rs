@@ -1,0 +1,382 @@
+//! A value one byte over the store's declared limit
+//! ([`Capabilities::max_value_size`](distsync_core::Capabilities::max_value_size)) is
+//! refused with `Error::TooLarge` before anything is sent, and a value at the limit is
+//! taken: on every primitive that takes a caller's value, as the store offers it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use distsync_core::{Bytes, Error, Isolation, Queue, Result, Stm};
+use tokio::time::Instant;
+
+use crate::check::{ensure, violated, within, Bounded, Check, Context, Holds, PROMPT};
+use crate::harness::Harness;
+
+/// How long a refusal may take: it is the client's own check, with no request.
+const REFUSAL: Duration = Duration::from_secs(1);
+
+/// The refusals so far and the slowest of them.
+#[derive(Default)]
+struct Refusals {
+    count: usize,
+    slowest: Duration,
+}
+
+impl Refusals {
+    /// Runs `call` with a value of `size` bytes, over `limit`: it must give
+    /// `Error::TooLarge` naming both, not transient, within [`REFUSAL`].
+    async fn expect<T>(
+        &mut self,
+        what: &str,
+        size: usize,
+        limit: usize,
+        call: impl Future<Output = Result<T>>,
+    ) -> Check<()> {
+        let started = Instant::now();
+        let result = within(PROMPT, what, async { Ok(call.await) }).await?;
+        let took = started.elapsed();
+        self.slowest = self.slowest.max(took);
+        match result {
+            Err(Error::TooLarge {
+                size: said_size,
+                limit: said_limit,
+                ..
+            }) => {
+                ensure!(
+                    said_size == size && said_limit == limit,
+                    "{what}: TooLarge named {said_size} bytes and a limit of {said_limit}, \
+                     not {size} and {limit}"
+                );
+                ensure!(
+                    took < REFUSAL,
+                    "{what} of {size} bytes was refused only after {took:?}"
+                );
+                self.count += 1;
+                Ok(())
+            }
+            Err(other) => violated(format!(
+                "{what} of {size} bytes (declared limit {limit}) gave {other} (transient: {}), \
+                 not TooLarge",
+                other.is_transient()
+            )),
+            Ok(_) => violated(format!(
+                "{what} of {size} bytes was accepted; the declared limit is {limit}"
+            )),
+        }
+    }
+}
+
+/// For each primitive that takes a value (queue, election, guarded writes of a lock and
+/// of a permit, STM, group metadata): one byte over the limit is refused with
+/// `TooLarge` at once and leaves nothing in the store; a value of exactly the limit is
+/// taken and read back whole, then removed.
+pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
+    let caps = h.capabilities().clone();
+    let limit = caps.max_value_size;
+    let over = Bytes::from(vec![b'o'; limit + 1]);
+    let at = Bytes::from(vec![b'a'; limit]);
+    let coordinator = h.coordinator();
+    let session = h.session().bounded("opening a session").await?;
+    let stm = match Isolation::ALL
+        .into_iter()
+        .find(|&level| caps.supports_isolation(level))
+    {
+        Some(level) => Some((coordinator.stm().ctx("getting the STM")?, level)),
+        None => None,
+    };
+    let mut refusals = Refusals::default();
+    let mut taken = Vec::new();
+
+    if caps.queue {
+        let name = h.name("queue").ctx("naming the queue")?;
+        let queue = coordinator.queue(name.as_str()).ctx("making the queue")?;
+        let size = over.len();
+        refusals
+            .expect("enqueue", size, limit, queue.enqueue(over.clone()))
+            .await?;
+        refusals
+            .expect(
+                "enqueue_bytes",
+                size,
+                limit,
+                queue.enqueue_bytes(over.clone()),
+            )
+            .await?;
+        refusals
+            .expect(
+                "enqueue_with_priority",
+                size,
+                limit,
+                queue.enqueue_with_priority(over.clone(), 1),
+            )
+            .await?;
+        let key = distsync_core::queue::IdempotencyKey::new("oversized")
+            .ctx("making an idempotency key")?;
+        refusals
+            .expect(
+                "enqueue_once",
+                size,
+                limit,
+                queue.enqueue_once(&key, over.clone(), 0),
+            )
+            .await?;
+        let left = queue.len().bounded("reading the queue's length").await?;
+        ensure!(
+            left == 0,
+            "the queue holds {left} items after every oversized enqueue was refused"
+        );
+        queue
+            .enqueue(at.clone())
+            .bounded("enqueueing an item at the limit")
+            .await?;
+        dequeued_whole(queue.as_ref(), &at, "enqueue").await?;
+        // An idempotent enqueue sends its record beside the item.
+        let once = within(PROMPT, "enqueue_once at the limit", async {
+            Ok(queue.enqueue_once(&key, at.clone(), 0).await)
+        })
+        .await?;
+        match once {
+            Ok(_) => dequeued_whole(queue.as_ref(), &at, "enqueue_once").await?,
+            Err(Error::Unsupported { .. }) => {}
+            Err(error) => return violated(format!("enqueue_once at the limit: {error}")),
+        }
+        taken.push("queue");
+    }
+
+    if caps.election {
+        let name = h.name("election").ctx("naming the election")?;
+        let election = coordinator
+            .election(&session, name.as_str())
+            .ctx("making the election")?;
+        refusals
+            .expect(
+                "campaign",
+                over.len(),
+                limit,
+                election.campaign(over.clone()),
+            )
+            .await?;
+        let leader = election.leader().bounded("reading the leader").await?;
+        ensure!(
+            leader.is_none(),
+            "the election has a leader after the only campaign was refused"
+        );
+        let leadership = election
+            .campaign(at.clone())
+            .bounded("campaigning with a value at the limit")
+            .await?;
+        refusals
+            .expect(
+                "proclaim",
+                over.len(),
+                limit,
+                leadership.proclaim(over.clone()),
+            )
+            .await?;
+        leadership
+            .proclaim(at.clone())
+            .bounded("proclaiming a value at the limit")
+            .await?;
+        let leader = election.leader().bounded("reading the leader").await?;
+        ensure!(
+            leader.as_ref().map(|leader| &leader.value) == Some(&at),
+            "the leader's value is {:?} bytes, not the {limit} it proclaimed",
+            leader.map(|leader| leader.value.len())
+        );
+        leadership.resign().bounded("resigning").await?;
+        taken.push("election");
+    }
+
+    if caps.guarded_writes && caps.lock {
+        let name = h.name("lock").ctx("naming the lock")?;
+        let key = h.key("lock-written");
+        let guard = coordinator
+            .locker(&session, name.as_str())
+            .ctx("making the locker")?
+            .lock()
+            .bounded("locking")
+            .await?;
+        refusals
+            .expect(
+                "put_if_held",
+                over.len(),
+                limit,
+                guard.put_if_held(&key, over.clone()),
+            )
+            .await?;
+        absent(stm.as_ref(), &key, "a lock's refused put_if_held").await?;
+        guard
+            .put_if_held(&key, at.clone())
+            .bounded("put_if_held at the limit")
+            .await?;
+        read_back(stm.as_ref(), &key, &at).await?;
+        guard.unlock().bounded("unlocking").await?;
+        taken.push("put_if_held");
+    }
+
+    if caps.guarded_writes && caps.semaphore {
+        let name = h.name("semaphore").ctx("naming the semaphore")?;
+        let key = h.key("permit-written");
+        let permit = coordinator
+            .semaphore(&session, name.as_str(), 1)
+            .ctx("making the semaphore")?
+            .acquire()
+            .bounded("acquiring a permit")
+            .await?;
+        refusals
+            .expect(
+                "a permit's put_if_held",
+                over.len(),
+                limit,
+                permit.put_if_held(&key, over.clone()),
+            )
+            .await?;
+        absent(stm.as_ref(), &key, "a permit's refused put_if_held").await?;
+        permit.release().bounded("releasing the permit").await?;
+    }
+
+    if let Some((stm, level)) = &stm {
+        let key = h.key("stm");
+        refusals
+            .expect(
+                "STM put",
+                over.len(),
+                limit,
+                put(stm.clone(), *level, key.clone(), over.clone()),
+            )
+            .await?;
+        absent(Some(&(stm.clone(), *level)), &key, "a refused STM put").await?;
+        within(
+            PROMPT,
+            "an STM put at the limit",
+            put(stm.clone(), *level, key.clone(), at.clone()),
+        )
+        .await?;
+        read_back(Some(&(stm.clone(), *level)), &key, &at).await?;
+        taken.push("stm");
+    }
+
+    if caps.election {
+        match coordinator.group(h.name("group").ctx("naming the group")?.as_str()) {
+            Ok(group) => {
+                refusals
+                    .expect(
+                        "a group member's metadata",
+                        over.len(),
+                        limit,
+                        group.join(&session, "member", over.clone()),
+                    )
+                    .await?;
+                match group.members().await {
+                    Ok(members) => ensure!(
+                        members.is_empty(),
+                        "the group lists {} members after the only join was refused",
+                        members.len()
+                    ),
+                    Err(Error::Unsupported { .. }) => {}
+                    Err(error) => return violated(format!("listing the members: {error}")),
+                }
+            }
+            Err(Error::Unsupported { .. }) => {}
+            Err(error) => return violated(format!("making the group: {error}")),
+        }
+    }
+
+    if let Some((stm, level)) = &stm {
+        // The values at the limit go, so that repeated runs leave nothing large behind.
+        let keys = [h.key("lock-written"), h.key("stm")];
+        let cleared = stm.atomically(*level, move |tx| {
+            for key in &keys {
+                tx.delete(key);
+            }
+            async move { Ok(()) }
+        });
+        within(PROMPT, "deleting the values written", cleared).await?;
+    }
+    within(PROMPT, "closing the session", session.close()).await?;
+    Ok(Holds::figure(
+        format!(
+            "limit {limit} B; {} refusals, slowest {:.1} ms",
+            refusals.count,
+            refusals.slowest.as_secs_f64() * 1e3
+        ),
+        format!(
+            "one byte over is TooLarge at once and writes nothing; a value at the limit is \
+             taken by: {}",
+            if taken.is_empty() {
+                "none".to_owned()
+            } else {
+                taken.join(", ")
+            }
+        ),
+    ))
+}
+
+/// Takes the queue's first item, which must be `value`, enqueued by `how`.
+async fn dequeued_whole(queue: &dyn Queue, value: &Bytes, how: &str) -> Check<()> {
+    let item = queue
+        .try_dequeue()
+        .bounded(format!("dequeueing the item {how} put at the limit"))
+        .await?;
+    ensure!(
+        item.as_ref() == Some(value),
+        "the item {how} put at the limit came back as {:?} bytes, not {}",
+        item.map(|item| item.len()),
+        value.len()
+    );
+    Ok(())
+}
+
+/// One transaction that writes `value` to `key`.
+async fn put(stm: Stm, level: Isolation, key: String, value: Bytes) -> Result<()> {
+    stm.atomically(level, move |tx| {
+        tx.put(&key, value.clone());
+        async move { Ok(()) }
+    })
+    .await
+}
+
+/// Checks through the STM, where there is one, that `key` holds nothing.
+async fn absent(stm: Option<&(Stm, Isolation)>, key: &str, after: &str) -> Check<()> {
+    let Some(read) = read(stm, key).await? else {
+        return Ok(());
+    };
+    ensure!(
+        read.is_none(),
+        "the STM key {key:?} holds {:?} bytes after {after}",
+        read.map(|value| value.len())
+    );
+    Ok(())
+}
+
+/// Checks through the STM, where there is one, that `key` holds `value`.
+async fn read_back(stm: Option<&(Stm, Isolation)>, key: &str, value: &Bytes) -> Check<()> {
+    let Some(read) = read(stm, key).await? else {
+        return Ok(());
+    };
+    ensure!(
+        read.as_ref() == Some(value),
+        "the STM key {key:?} holds {:?} bytes, not the {} written at the limit",
+        read.map(|value| value.len()),
+        value.len()
+    );
+    Ok(())
+}
+
+/// `key`'s value read in one transaction; `None` without an STM.
+async fn read(stm: Option<&(Stm, Isolation)>, key: &str) -> Check<Option<Option<Bytes>>> {
+    let Some((stm, level)) = stm else {
+        return Ok(None);
+    };
+    let key = key.to_owned();
+    let value = within(
+        PROMPT,
+        format!("reading the STM key {key:?}"),
+        stm.atomically(*level, move |tx| {
+            let key = key.clone();
+            async move { tx.get(&key).await }
+        }),
+    )
+    .await?;
+    Ok(Some(value))
+}
