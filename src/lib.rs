@@ -147,8 +147,8 @@ pub mod replicas {
         JobOptions, LastRun, Missed, Occurrence, ScheduledJob, RECORD_SUFFIX,
     };
     pub use distsync_core::shards::{
-        assign, OwnedShards, ShardCounts, ShardOptions, ShardPin, ShardWork, Shards,
-        MAX_SHARDS, SHARDS_SEGMENT,
+        assign, OwnedShards, ShardCounts, ShardOptions, ShardPin, ShardWork, Shards, MAX_SHARDS,
+        SHARDS_SEGMENT,
     };
 }
 
