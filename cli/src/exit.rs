@@ -80,7 +80,7 @@ impl Failure {
 }
 
 /// The exit code for a distsync error: 2 for what the caller got wrong (name, argument,
-/// URL, feature, an unsupported primitive), 3 for a lost session, 4 otherwise (a store
+/// URL, feature, an unsupported primitive, a value larger than the store takes), 3 for a lost session, 4 otherwise (a store
 /// that does not answer, [`Error::Connection`], included; [`Error::Timeout`] too: the
 /// command line enforces `--timeout` itself, as exit code 1).
 pub(crate) fn code_of(error: &Error) -> u8 {
@@ -89,7 +89,8 @@ pub(crate) fn code_of(error: &Error) -> u8 {
         | Error::InvalidArgument(_)
         | Error::InvalidUrl { .. }
         | Error::FeatureDisabled { .. }
-        | Error::Unsupported { .. } => USAGE,
+        | Error::Unsupported { .. }
+        | Error::TooLarge { .. } => USAGE,
         Error::SessionLost => SESSION_LOST,
         _ => FAILED,
     }
@@ -116,6 +117,13 @@ mod tests {
             code_of(&Error::unsupported("redis", "stm at ReadCommitted")),
             USAGE
         );
+        let too_large = Error::TooLarge {
+            backend: "etcd",
+            what: "queue item",
+            size: 2,
+            limit: 1,
+        };
+        assert_eq!(code_of(&too_large), USAGE);
         assert_eq!(code_of(&Error::SessionLost), SESSION_LOST);
         assert_eq!(code_of(&Error::NotHeld), FAILED);
         assert_eq!(
