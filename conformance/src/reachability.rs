@@ -155,7 +155,10 @@ pub async fn probe(harness: &Harness) -> Result<(), Error> {
 /// # Cancel safety
 /// Cancel-safe (see [`probe`]).
 pub(crate) async fn judge(mut report: Report, harness: &Harness) -> Report {
-    let Outcome::Violated { evidence } = &report.outcome else {
+    // An unfinished case (its set-up lapsed: a session that did not open) is judged as
+    // a violation is: a store gone is the likeliest cause of both.
+    let (Outcome::Violated { evidence } | Outcome::Error { message: evidence }) = &report.outcome
+    else {
         return report;
     };
     let trouble = match StoreTrouble::of_text(evidence) {
@@ -246,6 +249,33 @@ mod tests {
             "{judged}"
         );
         assert!(judged.is_failure());
+    }
+
+    #[tokio::test]
+    async fn a_set_up_that_lapsed_for_too_many_clients_is_not_an_error_of_the_harness() {
+        let harness = Harness::new(Arc::new(MemoryBackend::new()));
+        let judged = judge(
+            report(Outcome::Error {
+                message: "the set-up before the fault did not complete: opening session 0: \
+                          unexpected error: redis: ERR max number of clients reached"
+                    .into(),
+            }),
+            &harness,
+        )
+        .await;
+        assert!(
+            matches!(&judged.outcome, Outcome::Unreachable { message }
+                if message.starts_with("store overloaded")),
+            "{judged}"
+        );
+        let lapsed = Outcome::Error {
+            message: "opening session 0: did not finish within 5s".into(),
+        };
+        let answered = judge(report(lapsed.clone()), &harness).await;
+        assert_eq!(
+            answered.outcome, lapsed,
+            "the memory store answers the probe"
+        );
     }
 
     #[tokio::test]
