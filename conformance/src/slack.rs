@@ -1,6 +1,6 @@
 //! How close a case run came to its bounds.
 //!
-//! Every bounded wait of a case body ([`crate::check`]'s `within`, `eventually` and their
+//! Every bounded wait of a case body (`within`, `eventually` and their
 //! kin, a joined task) reports how long it took against its bound, and the run keeps
 //! the tightest: the wait that used the largest share of its bound (the whole run
 //! against [`crate::CASE_LIMIT`] counts as one). A case that holds after using 95 % of
@@ -9,7 +9,7 @@
 //! is seen before it fails.
 //!
 //! The meter is a tokio task-local set around the case body. Parts of a case spawned
-//! through [`crate::check::Task`] carry it into their task; a wait in a task spawned
+//! through the harness's task type carry it into their task; a wait in a task spawned
 //! otherwise is not seen.
 
 use std::fmt::Display;
@@ -95,7 +95,7 @@ pub(crate) async fn measured<F: Future>(fut: F) -> (F::Output, Option<Tightest>)
 }
 
 /// `fut`, reporting to the current run's meter when it runs in a task of its own (a
-/// part of a case spawned by [`crate::check::Task`]).
+/// part of a case spawned by the harness's task type).
 pub(crate) fn carried<F: Future>(fut: F) -> impl Future<Output = F::Output> {
     let meter = METER.try_with(Arc::clone).ok();
     async move {
