@@ -80,9 +80,10 @@ impl Failure {
 }
 
 /// The exit code for a distsync error: 2 for what the caller got wrong (name, argument,
-/// URL, feature, an unsupported primitive, a value larger than the store takes), 3 for a lost session, 4 otherwise (a store
-/// that does not answer, [`Error::Connection`], included; [`Error::Timeout`] too: the
-/// command line enforces `--timeout` itself, as exit code 1).
+/// URL, feature, an unsupported primitive, a value larger than the store takes), 3 for a
+/// lost session, 4 otherwise (a store that does not answer, [`Error::Connection`],
+/// included; [`Error::Timeout`] too: the command line enforces `--timeout` itself, as
+/// exit code 1).
 pub(crate) fn code_of(error: &Error) -> u8 {
     match error {
         Error::InvalidName { .. }
