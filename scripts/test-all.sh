@@ -99,8 +99,10 @@ tls_conformance() {
     : "${DISTSYNC_POSTGRES_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_ZOOKEEPER_TLS_URL:?not set: scripts/servers.sh env prints it}"
     # By variable name: the URLs carry passwords, which stay out of the command line.
-    scripts/runner.sh --backend-env DISTSYNC_REDIS_TLS_URL --backend-env DISTSYNC_ETCD_TLS_URL \
-        --backend-env DISTSYNC_POSTGRES_TLS_URL --backend-env DISTSYNC_ZOOKEEPER_TLS_URL \
+    # The runner is the `build` step's.
+    DISTSYNC_RUNNER_BUILT=1 scripts/runner.sh --backend-env DISTSYNC_REDIS_TLS_URL \
+        --backend-env DISTSYNC_ETCD_TLS_URL --backend-env DISTSYNC_POSTGRES_TLS_URL \
+        --backend-env DISTSYNC_ZOOKEEPER_TLS_URL \
         --case lock_mutual_exclusion --case election_one_leader --case queue_fifo 2>&1 | mask_passwords
 }
 
@@ -304,8 +306,6 @@ step_start package idle package_then_out_of_tree_build
 # a store, which wait on the servers more than they compute.
 step_start tls-conform tls_conformance
 step_finish test
-step_finish doctests
-step_finish package
 step_finish tls-conform
 # The transactional outbox and `ack_in` end to end: orders, their items, a ledger
 # applied exactly once. Without a PostgreSQL server it is skipped, but not under CI=true.
@@ -319,17 +319,23 @@ if [[ -n ${DISTSYNC_ETCD_URL:-} || ${CI:-} == true ]]; then
 else
     echo "test-all: DISTSYNC_ETCD_URL not set; not running examples/shards.rs" >&2
 fi
+# The conformance runner over every backend (memory and the servers above), whose
+# matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but
+# figures. It is the longest step, so it starts as soon as the tests end: the lints,
+# the doctests and the package listing, if still running, go on beside it at idle
+# priority. The runner is the one the `build` step built (DISTSYNC_RUNNER_BUILT): cargo's
+# check of that would wait for the build-directory lock the package step's build holds.
+step conformance env DISTSYNC_RUNNER_BUILT=1 scripts/check-matrix.sh
+step_finish doctests
+step_finish package
 # The example backend crate outside the workspace (examples/file-backend) runs the
 # conformance suite from its own `cargo test`, pinned by its own Cargo.lock, built in
 # the workspace's target directory so that what it shares with the workspace is built
-# once. Not `--locked`: a dependency added to distsync-core is then added to that lock
-# (its other pins kept) instead of failing the step.
+# once (the `package` step built it at idle priority). Not `--locked`: a dependency
+# added to distsync-core is then added to that lock (its other pins kept) instead of
+# failing the step.
 step out-of-tree cargo_tests env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
     cargo test -q --manifest-path examples/file-backend/Cargo.toml
-# The conformance runner over every backend (memory and the servers above), whose
-# matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but
-# figures. The lints, if still running, go on beside it at idle priority.
-step conformance scripts/check-matrix.sh
 # The lints' own steps (clippy, rustdoc, surface) are in their results, which the
 # background shell wrote; `lints` is their total.
 step_finish lints
