@@ -107,31 +107,30 @@ tls_conformance() {
 }
 
 # examples/orders.rs against the PostgreSQL server, its output with the passwords
-# masked; the example fails unless its ledger and queue end as they must. Built with
-# the `test` step's flags (the whole workspace, every feature), which built it already:
-# `cargo run` would resolve the facade's dependencies alone, to other features, and
-# compile them a second time.
+# masked; the example fails unless its ledger and queue end as they must. The `build`
+# step built it, with the tests' flags (the whole workspace, every feature): `cargo run`
+# would resolve the facade's dependencies alone, to other features, and compile them a
+# second time, and even cargo's check that nothing changed would wait for the
+# build-directory lock that the package step's idle build holds.
 orders_example() {
     # Not `${...:?}`: its failure would end this script, not the step.
     if [[ -z ${DISTSYNC_POSTGRES_URL:-} ]]; then
         echo "DISTSYNC_POSTGRES_URL: not set: scripts/servers.sh env prints it" >&2
         return 1
     fi
-    cargo build -q --workspace --all-features --example orders &&
-        "${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/orders" "$DISTSYNC_POSTGRES_URL" 2>&1 | mask_passwords
+    "${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/orders" "$DISTSYNC_POSTGRES_URL" 2>&1 | mask_passwords
 }
 
 # examples/shards.rs on the memory store and on the etcd server: three workers share a
 # work table's shards, one is killed half-way; the example fails unless every item is
-# done exactly once. Built as `orders_example` builds its example.
+# done exactly once. Built by the `build` step, as `orders_example`'s.
 shards_example() {
     if [[ -z ${DISTSYNC_ETCD_URL:-} ]]; then
         echo "DISTSYNC_ETCD_URL: not set: scripts/servers.sh env prints it" >&2
         return 1
     fi
     local example=${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/shards
-    cargo build -q --workspace --all-features --example shards &&
-        "$example" memory:// && "$example" "$DISTSYNC_ETCD_URL" 2>&1 | mask_passwords
+    "$example" memory:// && "$example" "$DISTSYNC_ETCD_URL" 2>&1 | mask_passwords
 }
 
 # The disk the build writes to: free space, and what the target directory holds. A
