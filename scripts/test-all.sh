@@ -4,12 +4,13 @@
 # servers and builds the Go and Curator peers (scripts/servers.sh up, in the background
 # while the tests build), then runs, timing each step:
 #   cargo fmt --check; the docs checks (scripts/check-docs.sh); the MSRV check of
-#   Cargo.lock (scripts/check-msrv.sh); the tests' build; every test of the workspace
-#   with cargo-nextest (one integration-test binary per crate, `.config/nextest.toml`
-#   says which tests run alone or in turns; the Sentinel tests that kill the group's
-#   primary among them), and beside them, once they run: at idle priority clippy -D
-#   warnings, rustdoc -D warnings and the facade's surface read from it
-#   (scripts/check-surface.sh), in a target directory of their own; the doctests
+#   Cargo.lock (scripts/check-msrv.sh); the tests' build, through clippy's driver, and
+#   clippy's verdict on it (no warning); every test of the workspace with cargo-nextest
+#   (one integration-test binary per crate, `.config/nextest.toml` says which tests run
+#   alone or in turns; the Sentinel tests that kill the group's primary among them),
+#   and beside them, once they run: at idle priority rustdoc -D warnings and the
+#   facade's surface read from it (scripts/check-surface.sh), in a target directory of
+#   their own; the doctests
 #   (README's and docs/' code blocks included, as the facade's), the package listing of
 #   every published crate (scripts/check-package.sh --no-verify) and the out-of-tree
 #   crate's build, and the runner over the TLS and authenticated servers (a subset of
@@ -42,7 +43,9 @@ export DISTSYNC_FAILED_CELLS
 # What the test steps found failing (the failing tests' panics, nextest's FAIL lines,
 # cargo's command to run a failing binary again), printed by summary() too.
 failed_tests=$(mktemp)
-trap 'rm -f "$DISTSYNC_FAILED_CELLS" "$failed_tests"' EXIT
+# What the tests' build reported, as cargo's JSON messages: the `clippy` step reads them.
+build_messages=$(mktemp)
+trap 'rm -f "$DISTSYNC_FAILED_CELLS" "$failed_tests" "$build_messages"' EXIT
 
 # step NAME COMMAND...: run COMMAND, print its duration, remember the outcome; returns
 # COMMAND's status.
@@ -236,42 +239,75 @@ servers_started() {
     return "$status"
 }
 
-# The lints and the documentation, in a target directory of their own (`target/lint`),
-# so that they never hold the build directory's lock the test builds and the runner
-# wait for: clippy with -D warnings; rustdoc with -D warnings (every public item
-# documented, every intra-doc link resolved); the facade's surface read from that
-# rustdoc (a small root, one path per item).
-# rustdoc reads what it documents against from check builds (metadata only) of the
-# dependencies and of the workspace's libraries, which clippy has just made; `rustdoc`
-# asks for the very same ones instead of building a second set. The same features: one
-# example (`--example lock`, beside `--lib`, which is what `cargo doc` documents anyway)
-# brings in the dev-dependencies, whose features clippy's `--all-targets` unified into
-# tokio, syn and others. The same compiler: clippy checks the workspace's libraries
-# through its driver, with its arguments in CLIPPY_ARGS, which `cargo clippy` sets as
-# below. When clippy failed, rustdoc builds its own, so that its verdict stays its own.
-lint_target=${CARGO_TARGET_DIR:-$PWD/target}/lint
-lints() {
-    local status=0 clippy_env=(env) lint=(env CARGO_TARGET_DIR="$lint_target")
-    results=() # this runs in a background shell: only its own steps go back
-    if step clippy "${lint[@]}" cargo clippy --workspace --all-targets --all-features -- -D warnings; then
-        clippy_env=(env RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
-            CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
-    else
-        status=1
-    fi
-    step rustdoc "${lint[@]}" "${clippy_env[@]}" RUSTDOCFLAGS="-D warnings" \
-        cargo doc --workspace --no-deps --all-features --lib --example lock || status=1
-    step surface "${lint[@]}" scripts/check-surface.sh || status=1
-    printf '%s\n' "${results[@]}" >"$lint_results"
+# Clippy lints the workspace inside the tests' build, which compiles every target
+# clippy's `--all-targets` would check (the workspace has no benches): cargo runs each
+# workspace crate's compiler through clippy's driver (RUSTC_WORKSPACE_WRAPPER, as
+# `cargo clippy` does), which adds clippy's lints to rustc's and compiles as rustc does,
+# so the workspace is compiled once for both. The lints stay warnings there, so that a
+# lint does not keep the tests from running; the `clippy` step then fails on any warning
+# the build reported (`diagnostics`), as `cargo clippy -- -D warnings` would. Exported:
+# every later cargo command of this script then finds the workspace as the build left it
+# (the wrapper is part of cargo's fingerprint).
+RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
+export RUSTC_WORKSPACE_WRAPPER
+
+# diagnostics LEVEL...: prints, as the compiler rendered them, the diagnostics of those
+# levels (warning, error) that the tests' build reported for the workspace's crates
+# (cargo's JSON messages, which repeat a fresh unit's cached diagnostics too); fails if
+# there is any.
+diagnostics() {
+    python3 - "$build_messages" "$@" <<'PYTHON'
+import json, sys
+messages, levels = sys.argv[1], set(sys.argv[2:])
+found = 0
+for line in open(messages, encoding="utf-8"):
+    try:
+        message = json.loads(line)
+    except ValueError:
+        continue
+    if message.get("reason") != "compiler-message":
+        continue
+    diagnostic = message["message"]
+    if diagnostic.get("level") in levels:
+        found += 1
+        sys.stderr.write(diagnostic.get("rendered") or diagnostic.get("message", "") + "\n")
+print(f"{found} {'/'.join(sorted(levels))} diagnostic(s) in the workspace's crates", file=sys.stderr)
+sys.exit(1 if found else 0)
+PYTHON
+}
+
+# The tests' build, its compiler messages kept as JSON for the `clippy` step; the errors
+# shown here when it fails.
+build_tests() {
+    local status=0
+    cargo nextest run --workspace --all-features --no-run --cargo-message-format json \
+        >"$build_messages" || status=$?
+    ((status == 0)) || diagnostics error || true
     return "$status"
 }
-lint_results=$(mktemp)
+
+# The documentation, in a target directory of their own (`target/api-docs`), so that it never
+# holds the build directory's lock the test builds and the runner wait for: rustdoc with
+# -D warnings (every public item documented, every intra-doc link resolved), then the
+# facade's surface read from it (a small root, one path per item). Without the clippy
+# driver: rustdoc needs only the libraries' metadata.
+api_docs_target=${CARGO_TARGET_DIR:-$PWD/target}/api-docs
+api_docs() {
+    local status=0 docs=(env -u RUSTC_WORKSPACE_WRAPPER CARGO_TARGET_DIR="$api_docs_target")
+    results=() # this runs in a background shell: only its own steps go back
+    step rustdoc "${docs[@]}" RUSTDOCFLAGS="-D warnings" \
+        cargo doc --workspace --no-deps --all-features --lib || status=1
+    step surface "${docs[@]}" scripts/check-surface.sh || status=1
+    printf '%s\n' "${results[@]}" >"$api_docs_results"
+    return "$status"
+}
+api_docs_results=$(mktemp)
 
 # The tests' build comes first, at full priority, while the servers come up: it is what
-# every later step waits for. Before, clippy's check build of the whole workspace came
-# first and the tests' build after it, in a row; now clippy and rustdoc run beside the
-# tests at idle priority (`lints` above).
-step build cargo nextest run --workspace --all-features --no-run
+# every later step waits for. Clippy's verdict is read from it; rustdoc runs beside the
+# tests at idle priority (`api_docs` above).
+step build build_tests
+step clippy diagnostics warning error
 if ! step servers servers_started; then
     summary
     echo "test-all: the servers did not come up; not running the tests" >&2
@@ -289,8 +325,8 @@ step_start test cargo_tests env DISTSYNC_CASES_IN_RUNNER=1 cargo nextest run --w
 tests_started
 # Once the tests run (they mostly wait on leases, processes and servers), what is left
 # to compile runs beside them at idle priority (`idle`), on the CPU time they leave:
-# the lints, the doctests, the package listing and the out-of-tree crate's build.
-step_start lints idle lints
+# the documentation, the doctests, the package listing and the out-of-tree crate's build.
+step_start api-docs idle api_docs
 # The code blocks of the rustdoc, README and docs/ (nextest does not run doctests).
 step_start doctests idle cargo_tests cargo test -q --workspace --all-features --doc
 # Every published crate packages as crates.io would receive it (metadata, readme,
@@ -320,7 +356,7 @@ else
 fi
 # The conformance runner over every backend (memory and the servers above), whose
 # matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but
-# figures. It is the longest step, so it starts as soon as the tests end: the lints,
+# figures. It is the longest step, so it starts as soon as the tests end: the rustdoc,
 # the doctests and the package listing, if still running, go on beside it at idle
 # priority. The runner is the one the `build` step built (DISTSYNC_RUNNER_BUILT): cargo's
 # check of that would wait for the build-directory lock the package step's build holds.
@@ -335,11 +371,11 @@ step_finish package
 # failing the step.
 step out-of-tree cargo_tests env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
     cargo test -q --manifest-path examples/file-backend/Cargo.toml
-# The lints' own steps (clippy, rustdoc, surface) are in their results, which the
-# background shell wrote; `lints` is their total.
-step_finish lints
-[[ -s $lint_results ]] && mapfile -t -O "${#results[@]}" results <"$lint_results"
-rm -f "$lint_results"
+# The documentation's own steps (rustdoc, surface) are in their results, which the
+# background shell wrote; `api-docs` is their total.
+step_finish api-docs
+[[ -s $api_docs_results ]] && mapfile -t -O "${#results[@]}" results <"$api_docs_results"
+rm -f "$api_docs_results"
 
 summary
 # The runs closest to their bounds, from this run's JUnit files (scripts/slack.py).
