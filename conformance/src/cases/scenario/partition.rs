@@ -161,8 +161,9 @@ async fn trial(h: &Harness, held: Held, mode: PartitionMode, i: usize) -> Check<
 /// One try of a trial's set-up on the name `label`: the holder's client, session and
 /// hold, the waiter waiting. A holder whose short session a loaded machine let lapse
 /// before the cut measures nothing: that try ends in [`Fail::SetUpLapsed`]
-/// (see [`set_up`]). A waiter granted before the cut is a violation unless the
-/// holder's `lost()` fired first.
+/// (see [`set_up`]), and so does one whose session is lost before the cut (even as
+/// its hold was granted). A waiter granted before the cut is a violation unless the
+/// holder learned of the loss first ([`learned_of_loss`]).
 async fn set_up_trial(h: &Harness, held: Held, label: String) -> Check<SetUp> {
     let name = h.name(&label).ctx("naming the trial")?;
     let partition: Box<dyn Partitioned> = within_set_up(
@@ -195,6 +196,7 @@ async fn set_up_trial(h: &Harness, held: Held, label: String) -> Check<SetUp> {
             let (lost, kept) = hold(&cut, &holder, held, name.clone())
                 .await
                 .map_err(|fail| lapsed_when_lost(fail, &holder))?;
+            tracing::debug!(%label, session = %holder.id(), health = ?holder.health(), "the holder holds");
             let lost = watch(lost);
             let waiter = wait(h, held, other.clone(), name).await?;
             (lost, kept, waiter)
@@ -207,17 +209,30 @@ async fn set_up_trial(h: &Harness, held: Held, label: String) -> Check<SetUp> {
     }
     if waiter.is_finished() {
         let (granted_at, _) = waiter.wait().await?;
-        if matches!(loss_learned(&mut lost).await?, Some(lost_at) if lost_at < granted_at) {
+        let learned = loss_learned(&mut lost).await?;
+        if matches!(learned, Some(lost_at) if lost_at < granted_at) {
             return Err(Fail::SetUpLapsed(format!(
                 "{label}: the holder learned of the loss before the cut, then the waiter was \
                  granted"
             )));
         }
+        let when = match learned {
+            Some(lost_at) => format!("{} after the grant", ms(lost_at - granted_at)),
+            None => format!("not within {PROMPT:?} of the grant"),
+        };
         return violated(format!(
             "{label}: the waiter was granted while the {} was held by a client not yet cut off, \
-             before the holder learned of the loss",
-            held.describe()
+             before the holder learned of the loss (session {}: learned {when})",
+            held.describe(),
+            holder.id()
         ));
+    }
+    // A holder that already knows its session lost (it lapsed on a loaded machine, even
+    // as its hold was being granted) has nothing left to learn from the cut.
+    if holder.is_lost() {
+        return Err(Fail::SetUpLapsed(format!(
+            "{label}: the holder's session was lost before the cut"
+        )));
     }
     Ok(SetUp {
         partition,
@@ -238,11 +253,26 @@ async fn set_up_trial(h: &Harness, held: Held, label: String) -> Check<SetUp> {
 /// runtime's lag: on a starved runner that alone can exceed a 2 s session's 400 ms
 /// margin while the runner's measured stall stays under its slack, and a store that
 /// kept its promise would read as violated.
-fn learned_of_loss(session: &Session, lost: Lost) -> Task<Instant> {
+///
+/// So the deadline, and whether the loss is already known, are read here, when the
+/// caller starts the watch (before anything the judged grant depends on), not when the
+/// watcher task first runs: a session lost before that (a set-up on a loaded machine
+/// whose hold was granted as its deadline passed) reports no deadline any more
+/// ([`SessionHealth::Lost`](distsync_core::SessionHealth::Lost)), and the watcher's own
+/// first run, up to the runtime's lag later, would date the loss after a grant that
+/// came after it.
+fn learned_of_loss(session: &Session, mut lost: Lost) -> Task<Instant> {
     let mut health = session.health_watch();
+    let mut deadline = health.current().valid_until();
+    let known_at = ((&mut lost).now_or_never().is_some() || session.is_lost()).then(Instant::now);
+    let learned = move |seen: Instant, deadline: Option<std::time::Instant>| {
+        deadline.map_or(seen, |until| seen.min(Instant::from_std(until)))
+    };
     Task::spawn("the holder's lost()", async move {
+        if let Some(seen) = known_at {
+            return Ok(learned(seen, deadline));
+        }
         let mut lost = std::pin::pin!(lost);
-        let mut deadline = health.current().valid_until();
         loop {
             tokio::select! {
                 () = &mut lost => break,
@@ -255,8 +285,7 @@ fn learned_of_loss(session: &Session, lost: Lost) -> Task<Instant> {
                 },
             }
         }
-        let seen = Instant::now();
-        Ok(deadline.map_or(seen, |until| seen.min(Instant::from_std(until))))
+        Ok(learned(Instant::now(), deadline))
     })
 }
 
@@ -414,4 +443,103 @@ async fn double_barrier_entry(
         Ok((Instant::now(), Box::new((theirs, session)) as Keep))
     });
     Ok((Box::new(mine), task))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::Any;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use distsync_core::{KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
+    use tokio::time::Instant;
+
+    use super::learned_of_loss;
+
+    /// A lease whose renewals answer `Some` at once, or never (`None`: a store cut off).
+    struct Answering(Option<KeepAlive>);
+
+    #[async_trait]
+    impl Lease for Answering {
+        async fn keep_alive(&self) -> Result<KeepAlive> {
+            match self.0 {
+                Some(answer) => Ok(answer),
+                None => std::future::pending().await,
+            }
+        }
+
+        async fn revoke(&self) -> Result<()> {
+            Ok(())
+        }
+
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    fn session(ttl: Duration, renewals: Option<KeepAlive>) -> Session {
+        distsync_core::raw::start_session(
+            "test",
+            SessionId(1),
+            &SessionOptions::with_ttl(ttl),
+            Instant::now(),
+            Arc::new(Answering(renewals)),
+        )
+    }
+
+    /// The holder's session lapsed before the watch started (its hold granted as its
+    /// deadline passed, on a loaded machine), then the runner starves the watcher: the
+    /// loss is dated when the watch started, not when the watcher first ran (dated then,
+    /// a waiter granted in between read as granted before the holder knew).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_loss_known_when_the_watch_starts_is_dated_then() {
+        let session = session(Duration::from_millis(500), None);
+        tokio::time::timeout(Duration::from_secs(10), session.lost())
+            .await
+            .expect("the session's deadline passed");
+        let mut watch = learned_of_loss(&session, session.lost());
+        let started = Instant::now();
+        // The runtime's one thread is busy: the watcher runs only after this.
+        std::thread::sleep(Duration::from_millis(300));
+        let learned = watch.wait().await.expect("the watcher");
+        assert!(
+            learned <= started,
+            "the loss was dated {:?} after the watch started",
+            learned - started
+        );
+    }
+
+    /// The deadline passes while the watcher is starved: the loss is dated at the
+    /// deadline, however late the keepalive and the watcher run.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_deadline_passed_while_the_watcher_starved_is_dated_at_the_deadline() {
+        let session = session(Duration::from_millis(500), None);
+        let deadline = Instant::from_std(session.valid_until().expect("a fresh session"));
+        let mut watch = learned_of_loss(&session, session.lost());
+        std::thread::sleep(Duration::from_millis(700));
+        let learned = watch.wait().await.expect("the watcher");
+        assert!(
+            learned <= deadline,
+            "the loss was dated {:?} after the deadline",
+            learned - deadline
+        );
+    }
+
+    /// A healthy session is not dated lost: not while it lives, nor before it ends.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_live_session_is_not_dated_lost_before_it_is() {
+        let session = session(Duration::from_secs(6), Some(KeepAlive::Renewed));
+        let mut watch = learned_of_loss(&session, session.lost());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!watch.is_finished(), "a live session was dated lost");
+        let closed = Instant::now();
+        session.close().await.expect("closing");
+        let learned = watch.wait().await.expect("the watcher");
+        assert!(
+            learned >= closed,
+            "the loss was dated {:?} before the close",
+            closed - learned
+        );
+    }
 }
