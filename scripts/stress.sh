@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The stress gate: every test and conformance case a change adds or modifies since BASE,
-# run N times beside two CPU hogs, before the change reaches CI. A test written on a
-# quiet machine meets load here first, not in CI.
+# run N times beside two CPU hogs and a disk hog, before the change reaches CI. A test
+# written on a quiet machine meets load here first, not in CI.
 #
 #   scripts/stress.sh [BASE]          BASE: default origin/main's merge base, else HEAD
 #   STRESS_COUNT=50 scripts/stress.sh  runs per test and case (default 20)
@@ -42,7 +42,8 @@ cases_bound=900
 column_bound=3600
 
 selection=$(python3 scripts/changed-tests.py "$base") || exit 2
-printf 'stress: since %s, %s runs each beside two CPU hogs\n' "$(git rev-parse --short "$base")" "$count" >&2
+printf 'stress: since %s, %s runs each beside two CPU hogs and a disk hog\n' \
+    "$(git rev-parse --short "$base")" "$count" >&2
 if [[ -z $selection ]]; then
     echo "stress: the change adds or modifies no test or case" >&2
     exit 0
@@ -66,7 +67,15 @@ for _ in 1 2; do
     sh -c 'while :; do :; done' &
     hogs+=($!)
 done
-trap 'kill "${hogs[@]}" 2>/dev/null' EXIT
+# And one that keeps the disk busy with synchronous writes, on the disk the servers
+# write to: in CI the servers and the compilers write while the tests run, and a store
+# that commits synchronously (PostgreSQL's grants) waits on an fsync queued behind them.
+# Two CPU hogs alone leave the disk idle, and a bound that only an fsync can break
+# passes under them.
+disk_hog=$(mktemp -p "${CARGO_TARGET_DIR:-$PWD/target}" stress-disk-hog.XXXXXX)
+sh -c 'while :; do dd if=/dev/zero of="$1" bs=64k count=64 oflag=dsync 2>/dev/null; done' sh "$disk_hog" &
+hogs+=($!)
+trap 'kill "${hogs[@]}" 2>/dev/null; rm -f "$disk_hog"' EXIT
 
 rows=$(mktemp)
 failed=0
