@@ -548,6 +548,9 @@ impl PgQueue {
                     None => std::future::pending().await,
                 }
             };
+            // In line, and the queue was found empty after lining up: from here only a
+            // wake-up (or the renewal due) makes this consumer look again.
+            tracing::trace!(queue = %self.name, waiter = %waiter.id, "waiting for a queue item");
             tokio::select! {
                 woken = subscription.changed() => { woken?; }
                 () = tokio::time::sleep(recheck_after(soonest)) => {}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use distsync_core::{redact_url, Error, Result};
 use tokio::time::Instant;
 
+use crate::log_capture::LogCapture;
 use crate::testing::server_url;
 
 /// The directory of the test servers' TLS files (`DISTSYNC_TLS_DIR`, exported by
@@ -123,24 +124,6 @@ where
     }
 }
 
-/// A `tracing` writer into memory.
-#[derive(Clone, Debug, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Captures every `tracing` event (at TRACE, from distsync and the client crates) of
 /// a login to `url` that opens and closes a session, and of a login to `wrong_url`
 /// that must be refused, and asserts that neither `password` nor `wrong_password`
@@ -164,13 +147,7 @@ where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Result<B>>,
 {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = LogCapture::start();
     tracing::info!("capture started");
     let backend = connect(url.to_owned())
         .await
@@ -187,13 +164,7 @@ where
         panic!("a wrong password was accepted");
     };
     tracing::warn!(%error, ?error, "refused");
-    let logs = String::from_utf8_lossy(
-        &captured
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
-    .into_owned();
+    let logs = captured.text();
     // The backend's own "connected" event shows the server without the password.
     assert!(logs.contains("connected"), "{logs}");
     assert!(

@@ -100,6 +100,7 @@ mod fenced;
 mod harness;
 mod history;
 pub mod junit;
+pub mod log_capture;
 pub mod matrix;
 mod out_of_tree;
 mod outcome;

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use distsync_conformance::log_capture::LogCapture;
 use distsync_conformance::server_url;
 use distsync_core::{Backend, Name};
 use distsync_postgres::STALE_CLAIM;
@@ -56,11 +57,14 @@ async fn within<T>(task: tokio::task::JoinHandle<T>) -> T {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// One thread: the log capture is the thread's default, and the consumers' tasks run on
+// it.
+#[tokio::test]
 async fn one_waiting_consumer_is_woken_per_item_in_arrival_order() {
     let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
         return;
     };
+    let logs = LogCapture::start();
     let backend = Arc::new(distsync_postgres::backend(&url).await.unwrap());
     let schema = backend.schema().to_owned();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
@@ -69,8 +73,16 @@ async fn one_waiting_consumer_is_woken_per_item_in_arrival_order() {
     for n in 0..3 {
         let queue = backend.queue(name.clone()).unwrap();
         consumers.push(tokio::spawn(async move { queue.dequeue().await }));
-        // Line them up one after the other, so that their order is known.
+        // Line them up one after the other, so that their order is known, each until
+        // it waits: a consumer looks at the queue once more after lining up, and an
+        // item enqueued before that look would be its own, not the oldest waiter's.
         line_of(&pool, &schema, &name, n + 1).await;
+        logs.wait_for(
+            &["waiting for a queue item", name.as_str()],
+            n + 1,
+            Duration::from_secs(10),
+        )
+        .await;
     }
     let waiting = line(&pool, &schema, &name).await;
     let producer = backend.queue(name.clone()).unwrap();
