@@ -115,23 +115,28 @@ stress_tests() {
         pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-    cat "$work"/tests.* >>"$work/tests"
-    rm -f "$work"/tests.*
+    for ((copy = 1; copy <= $2; copy++)); do
+        cat "$work/tests.$copy" >>"$work/tests"
+        # A process lists its failures again at its end: each line once.
+        grep -E '^ +(PASS|FAIL|TIMEOUT|SIG[A-Z]+|LEAK-FAIL) \[' "$work/tests.$copy" |
+            awk '!seen[$0]++' >>"$work/status"
+        rm -f "$work/tests.$copy"
+    done
 }
 if [[ -n $filter && $parts == *" tests "* ]]; then
     : >"$work/tests"
+    : >"$work/status"
     if [[ -n $serialized ]]; then
         stress_tests "($filter) & not ($serialized)" "$copies"
         stress_tests "($filter) & ($serialized)" 1
     else
         stress_tests "$filter" "$copies"
     fi
-    grep -E '^ +(PASS|FAIL|TIMEOUT|SIG[A-Z]+|LEAK-FAIL) \[' "$work/tests" |
-        sed -E 's/^ +([A-Z-]+) \[ *([0-9.]+)s\] \[ *[0-9]+\/[0-9]+\] \([^)]*\) [^ ]+ (.*)$/\3 \1 \2/' |
+    sed -E 's/^ +([A-Z-]+) \[ *([0-9.]+)s\] \[ *[0-9]+\/[0-9]+\] \([^)]*\) [^ ]+ (.*)$/\3 \1 \2/' "$work/status" |
         awk -v bound="$test_bound" '{ name = $1; runs[name]++; if ($2 != "PASS") fails[name]++
             if ($3 > slow[name]) slow[name] = $3 }
             END { for (n in runs) printf "test %s %d %d %.1f %d\n", n, runs[n], fails[n], slow[n], bound }' >>"$rows"
-    grep -E '^ +(FAIL|TIMEOUT|SIG[A-Z]+) \[' "$work/tests" | sort | uniq -c | head -n 20 >&2
+    grep -E '^ +(FAIL|TIMEOUT|SIG[A-Z]+) \[' "$work/status" | head -n 20 >&2
 fi
 
 # The runner's columns for the cases: memory, then every server whose URL is set.
