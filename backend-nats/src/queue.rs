@@ -36,16 +36,25 @@
 //! batched direct get, which also gives the stream's sequence the read starts at, or in
 //! pages when they are many) and then, from the highest priority (lowest number) on,
 //! the items of one priority in stream order, a page at a time (a batched direct get
-//! from a start sequence with `next_by_subj`, at most [`PAGE`] messages, see
+//! from a start sequence with `next_by_subj`; the first page as many messages as the
+//! read wants items, each next one four times more, at most [`PAGE`], see
 //! `src/scan.rs`), together with the delivery records of that page's items and the
 //! holds they name (two batched direct gets of at most [`PAGE`] named keys). It stops
 //! at the first items that no live hold names: two per claim of the handle under way,
 //! at most [`HEAD`]. Its cost is the number of held items and of tombstones ahead of
 //! the first free one, not the queue's length: an acknowledged item's tombstone lives
 //! [`TOMBSTONE_TTL`], as the evidence an ack or a repeated enqueue needs is kept on the
-//! delivery record, which no claim walks. A priority none of whose items are left has
-//! its `p.` key purged, compared with the sequence the claim read, so an enqueue at
-//! that priority meanwhile keeps it.
+//! delivery record, which no claim walks. A dequeue's read leaves the records out
+//! (see [`Records::Unread`]): its claim's compare does their work.
+//!
+//! A priority none of whose items are left has its `p.` key purged, compared with the
+//! sequence the claim read, so an enqueue at that priority meanwhile keeps it. A page
+//! carries no sequence it was answered at, and on a replicated bucket any replica
+//! answers it, one behind the stream among them: so an empty page is asked again of
+//! the stream's leader (a plain message get) before the key goes. A key purged while
+//! items remain would hide them from every read and from [`Queue::len`]. A page from a
+//! replica behind the stream otherwise only shows fewer items than there are, which a
+//! later read sees.
 //!
 //! The calls of one handle share the read in flight (see [`NatsQueue::queued`]); a
 //! read that started before the call is as good as a fresh one, as every claim
@@ -86,19 +95,33 @@
 //!
 //! # Dequeue: delivered once, never lost
 //!
-//! A `dequeue` call draws a call id and claims the first item no hold names in one
-//! atomic batch: a purge of the item and of its delivery record, the record compared
-//! with its sequence (so a receive or another claim refuses it), and the in-flight
-//! record `c.<call id>` holding the item. After a lost reply the call reads its own
-//! record. It returns the item and purges the record in the background; a call that
-//! ends without returning it (dropped, or failed) after a claim whose answer it did
-//! not get first writes a tombstone to its record's key, compared with no message,
-//! so that a claim still on its way (a reconnecting client sends what it held back)
-//! is refused; if the record is there, it is put back as the item in one batch
-//! compared with the record. A put-back item is written anew, so it goes behind the
-//! items of its priority that wait. A record outlives its call only if the process
-//! dies between the claim and the purge: the item is then neither lost nor
-//! delivered twice, and stays in the record for an operator.
+//! A `dequeue` claims the first item no hold names in one atomic batch: a purge of
+//! the item and of its delivery record, the record compared with its sequence (so a
+//! receive or another claim refuses it), and a fresh in-flight record `c.<id>`
+//! holding the item. It returns the item and purges the record in the background.
+//!
+//! The batch is sent by a task of its own, so its answer is never lost with the
+//! call. A call dropped while its claim is on its way (a caller's timeout) leaves the
+//! answer to that task: a claim that landed is kept by the handle (see [`Kept`]) and
+//! the handle's next `dequeue` or `try_dequeue` returns it at once, before anything
+//! else, as the call would have. The item was the first free one when it was
+//! claimed, so a lone consumer still gets the items in order, and concurrent
+//! consumers are in no order among themselves anyway. A kept claim that no dequeue
+//! of the handle takes within [`KEEP_WINDOW`], or that the handle still keeps when it
+//! is dropped, is put back.
+//!
+//! A claim whose answer is unknown (a transient failure: a lost reply, a reconnect)
+//! may still land: the call reads its record before it claims again, and returns the
+//! item if it is there. At the call's end every such record still unknown is put
+//! back: a tombstone written to its key, compared with no message, refuses a claim
+//! still on its way (a reconnecting client sends what it held back); refused itself,
+//! it means the record is there, and the record is put back as the item in one batch
+//! compared with the record. A put-back item is written anew, its count on the item
+//! and on its record, so it goes behind the items of its priority that wait: the
+//! place of an item a consumer took and gave up on is not kept (only a receive's
+//! `nack` keeps it). A record outlives its call only if the process dies between the
+//! claim and the purge, or while the handle keeps the claim: the item is then neither
+//! lost nor delivered twice, and stays in the record for an operator.
 //!
 //! # Waiting
 //!
@@ -117,7 +140,7 @@
 //! No enqueue time is recorded ([`Queue::oldest_age`] is unsupported). [`Queue::len`]
 //! reads every waiting item of the queue, in pages.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -129,14 +152,14 @@ use distsync_core::raw::{call_id, Failure, Idempotence, Queue, RetryPolicy};
 use distsync_core::{Error, Name, Result, Session};
 use futures::future::{BoxFuture, Shared as SharedFuture};
 use futures::{FutureExt, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::keys::{self, Kind};
 use crate::scan::PAGE;
 use crate::session::{lease_of, LeaseInner, TOMBSTONE_TTL};
 use crate::shared::Shared;
-use crate::store::{Entry, Published, Write};
+use crate::store::{Entry, Published, Store, Write};
 use crate::wait;
 
 /// How many times `receive` delivered the item (on its delivery record, and on a
@@ -157,6 +180,12 @@ const SAFETY_NET: Duration = Duration::from_secs(5);
 /// The pause before a queue's follower watches again after its watch ended.
 const REWATCH_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long a claim of a dropped dequeue call waits for the handle's next dequeue
+/// before it is put back: long enough for a caller that retries a timed-out dequeue
+/// at once, short enough that an item does not hide from other consumers behind a
+/// handle that stopped dequeueing.
+const KEEP_WINDOW: Duration = Duration::from_secs(1);
+
 /// How long a put-back or the purge of a delivered item's record rides out transient
 /// failures.
 const CLEANUP_BUDGET: Duration = Duration::from_secs(600);
@@ -170,11 +199,20 @@ pub(crate) struct NatsQueue {
     /// The follower of the queue's keys, once a consumer of this handle waited.
     changes: OnceLock<Changes>,
     /// The read of the head in flight or last made (see [`NatsQueue::queued`]).
-    listing: std::sync::Mutex<Option<Listing>>,
+    /// Indexed by [`Records`]: a dequeue's reads do not read delivery records.
+    listing: [std::sync::Mutex<Option<Listing>>; 2],
     /// Where reads of each priority start (see [`Floors`]).
     floors: Floors,
     /// How many claims (receives and dequeues) of this handle are under way.
     claims: AtomicUsize,
+    /// The landed claims of this handle's dropped dequeue calls.
+    kept: Arc<Kept>,
+}
+
+impl Drop for NatsQueue {
+    fn drop(&mut self) {
+        self.kept.close();
+    }
 }
 
 /// A claim under way on a handle, counted in [`NatsQueue::claims`] while it lives.
@@ -302,6 +340,36 @@ struct Item {
     record_seq: u64,
     deliveries: u32,
     value: Bytes,
+    /// Whether the record was read; if not, its sequence and count are the ones the
+    /// item's own batch wrote (see [`Records::Unread`]).
+    checked: bool,
+}
+
+impl From<&Item> for Entry {
+    fn from(item: &Item) -> Self {
+        Self {
+            key: item.key.clone(),
+            seq: item.seq,
+            op: crate::store::Op::Put,
+            value: item.value.clone(),
+            headers: None,
+        }
+    }
+}
+
+/// Whether a read of the head reads the delivery records of its items.
+///
+/// A dequeue's reads do not ([`Records::Unread`]): an item and its record are
+/// written in one atomic batch (an enqueue, a put-back), the record just before the
+/// item, and only a receive or a consumption writes the record again. So a claim
+/// compared with the record at the sequence before the item's passes only if no
+/// receive ever held the item and no one consumed it, which is what a read of the
+/// record would have told; its count is on the item (a put-back writes it there
+/// too). A claim refused that way reads the record, as a receive's read does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Records {
+    Read = 0,
+    Unread = 1,
 }
 
 /// The count of deliveries an entry's header gives (0 without one).
@@ -324,9 +392,10 @@ impl NatsQueue {
             shared: Arc::clone(shared),
             name,
             changes: OnceLock::new(),
-            listing: std::sync::Mutex::new(None),
+            listing: [std::sync::Mutex::new(None), std::sync::Mutex::new(None)],
             floors: Floors::default(),
             claims: AtomicUsize::new(0),
+            kept: Arc::new(Kept::new(shared)),
         }
     }
 
@@ -338,10 +407,9 @@ impl NatsQueue {
     /// woken by one change read once. A read that started before the call is as good
     /// as a fresh one: a claim compares what it takes, and a wait starts from the
     /// read's own sequence.
-    async fn queued(&self) -> Result<Arc<Head>> {
+    async fn queued(&self, records: Records) -> Result<Arc<Head>> {
         let listing = {
-            let mut slot = self
-                .listing
+            let mut slot = self.listing[records as usize]
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match slot.as_ref() {
@@ -351,8 +419,9 @@ impl NatsQueue {
                     let floors = Arc::clone(&self.floors);
                     let claims = self.claims.load(Ordering::Relaxed);
                     let want = claims.saturating_mul(2).clamp(2, HEAD);
-                    let task =
-                        tokio::spawn(async move { read_head(&shared, &root, want, &floors).await });
+                    let task = tokio::spawn(async move {
+                        read_head(&shared, &root, want, &floors, records).await
+                    });
                     let listing: Listing = async move {
                         match task.await {
                             Ok(Ok(listed)) => Ok(Arc::new(listed)),
@@ -418,71 +487,128 @@ impl NatsQueue {
         format!("{}.c.{call}", self.root)
     }
 
-    /// One dequeue attempt of the call that owns `record`: its own record if an earlier
-    /// attempt's claim may have landed (`sent`, set while a claim's answer is
-    /// unknown), else a claim of the first queued item; the read's sequence when
+    /// One dequeue attempt of `call`: a claim kept by the handle (see [`Kept`]) if
+    /// there is one, else the item of one of the call's claims whose answer was lost,
+    /// if it landed, else a claim of the first queued item; the read's sequence when
     /// there is nothing to claim.
-    async fn claim(
-        &self,
-        record: &str,
-        sent: &AtomicBool,
-    ) -> Result<std::result::Result<Claimed, u64>> {
+    async fn claim(&self, call: &Call) -> Result<std::result::Result<Claimed, u64>> {
+        if let Some(claimed) = self.kept.take() {
+            return Ok(Ok(claimed));
+        }
         let store = &self.shared.store;
-        if sent.load(Ordering::Relaxed) {
-            if let Some(entry) = store.last(record).await? {
-                if entry.live() {
-                    return Ok(Ok(Claimed {
-                        value: entry.value,
-                        seq: entry.seq,
-                    }));
-                }
+        for record in call.unknown() {
+            if let Some(entry) = store.last(&record).await?.filter(Entry::live) {
+                call.settled(&record);
+                return Ok(Ok(Claimed {
+                    record,
+                    value: entry.value,
+                    seq: entry.seq,
+                }));
             }
             // Still unknown: a claim held back by a reconnecting client may land
-            // later, which the put-back of a call that ends without its item stops.
+            // later, which the put-back at the call's end stops.
         }
         let _claim = Claim::new(&self.claims);
+        // After a head read without records taken by others, the next read reads
+        // them: the items it stopped at may all be held, which only records tell.
+        let mut records = Records::Unread;
         loop {
-            let head = self.queued().await?;
+            let head = self.queued(records).await?;
+            records = Records::Read;
+            let mut refused = Vec::new();
             for item in head.untried() {
-                let before = sent.swap(true, Ordering::Relaxed);
-                let writes = vec![
-                    Write::purge(item.key.as_str())
-                        .if_at(item.seq)
-                        .ttl(TOMBSTONE_TTL),
-                    Write::purge(item.record.as_str())
-                        .if_at(item.record_seq)
-                        .ttl(CALL_KEY_WINDOW),
-                    Write::put(record, item.value.clone())
-                        .header(ITEM_HEADER, &item.key)
-                        .header(DELIVERIES_HEADER, &item.deliveries.to_string())
-                        .if_at(0),
-                ];
-                match store
-                    .batch(writes)
-                    .await
-                    .and_then(|answer| answer.compared())
-                {
-                    Ok(Some(seq)) => {
-                        return Ok(Ok(Claimed {
-                            value: item.value.clone(),
-                            seq,
-                        }))
-                    }
-                    // Taken by another consumer since the read.
-                    Ok(None) => sent.store(before, Ordering::Relaxed),
-                    Err(error) => {
-                        // Only a transient failure leaves this claim's answer unknown.
-                        if !error.is_transient() {
-                            sent.store(before, Ordering::Relaxed);
-                        }
-                        return Err(error);
-                    }
+                match self.claim_item(call, item).await? {
+                    Some(claimed) => return Ok(Ok(claimed)),
+                    None => refused.push(item),
                 }
             }
-            // A full head taken by others may hide free items behind it: read again.
-            if !head.full {
-                return Ok(Err(head.last));
+            // A full head taken by others may hide free items behind it: read again
+            // (with records).
+            if head.full {
+                continue;
             }
+            // A claim of an item whose record was not read is refused, too, when a
+            // receive rewrote the record: the records of the refused items tell
+            // which of them are free, in one read.
+            let unchecked = refused
+                .iter()
+                .filter(|item| !item.checked)
+                .map(|item| Entry::from(*item))
+                .collect();
+            let mut free = Vec::new();
+            free_items(&self.shared, &self.root, unchecked, usize::MAX, &mut free).await?;
+            for item in &free {
+                if let Some(claimed) = self.claim_item(call, item).await? {
+                    return Ok(Ok(claimed));
+                }
+            }
+            return Ok(Err(head.last));
+        }
+    }
+
+    /// Claims `item` for `call` under a fresh in-flight record, in one atomic batch
+    /// sent by a task of its own (see [`PendingClaim`]); `None` when another consumer
+    /// took the item first.
+    async fn claim_item(&self, call: &Call, item: &Item) -> Result<Option<Claimed>> {
+        let record = self.record_key(&call_id());
+        let writes = vec![
+            Write::purge(item.key.as_str())
+                .if_at(item.seq)
+                .ttl(TOMBSTONE_TTL),
+            Write::purge(item.record.as_str())
+                .if_at(item.record_seq)
+                .ttl(CALL_KEY_WINDOW),
+            Write::put(record.as_str(), item.value.clone())
+                .header(ITEM_HEADER, &item.key)
+                .header(DELIVERIES_HEADER, &item.deliveries.to_string())
+                .if_at(0),
+        ];
+        let unseen = Unseen {
+            kept: Arc::clone(&self.kept),
+            record: record.clone(),
+            value: item.value.clone(),
+        };
+        let (send, answer) = oneshot::channel();
+        let mut pending = PendingClaim {
+            answer,
+            unseen: Some(unseen.clone()),
+        };
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let mut answerer = Answerer {
+                send: Some(send),
+                unseen: Some(unseen),
+            };
+            let answer = shared
+                .store
+                .batch(writes)
+                .await
+                .and_then(Published::compared);
+            answerer.answer(answer);
+        });
+        let answer = (&mut pending.answer).await;
+        pending.unseen = None;
+        match answer {
+            Ok(Ok(Some(seq))) => Ok(Some(Claimed {
+                record,
+                value: item.value.clone(),
+                seq,
+            })),
+            // Taken by another consumer since the read.
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(error)) => {
+                // Only a transient failure leaves this claim's answer unknown.
+                if error.is_transient() {
+                    call.unknown_push(record);
+                }
+                Err(error)
+            }
+            // The task ended without an answer (its runtime is shutting down) and
+            // put the record back itself.
+            Err(_) => Err(Error::backend(
+                crate::BACKEND,
+                "a claim's task ended without its answer",
+            )),
         }
     }
 
@@ -500,7 +626,7 @@ impl NatsQueue {
         }
         let _claim = Claim::new(&self.claims);
         loop {
-            let head = self.queued().await?;
+            let head = self.queued(Records::Read).await?;
             for item in head.untried() {
                 if let Some(delivery) = self.hold(session, lease, item, once).await? {
                     return Ok(Ok(delivery));
@@ -663,7 +789,13 @@ async fn priorities(shared: &Shared, root: &str) -> Result<(Vec<(u16, u64)>, u64
 
 /// The first `want` items of the queue under `root` that no live hold names, in
 /// queue order (see the module docs), each priority read from its floor on.
-async fn read_head(shared: &Shared, root: &str, want: usize, floors: &Floors) -> Result<Head> {
+async fn read_head(
+    shared: &Shared,
+    root: &str,
+    want: usize,
+    floors: &Floors,
+    records: Records,
+) -> Result<Head> {
     let store = &shared.store;
     // Every change after `last` (read before the items) wakes a waiter that found
     // nothing.
@@ -673,11 +805,13 @@ async fn read_head(shared: &Shared, root: &str, want: usize, floors: &Floors) ->
         let filter = format!("{root}.i.{priority:05}.>");
         let floor = floor_of(floors, priority);
         let (mut from, mut any, mut first_live) = (floor, false, None);
-        // The first page is small: a head is read far more often than walked.
+        // Pages start small and grow fourfold: a head is read far more often than
+        // walked, and what lies before its first free item is mostly a few tombstones
+        // of items other handles consumed since this one's last read.
         let mut batch = want.min(PAGE);
         loop {
             let page = store.page(&filter, from, batch).await?;
-            batch = PAGE;
+            batch = batch.saturating_mul(4).min(PAGE);
             from = page.next(from);
             any |= !page.entries.is_empty();
             let more = page.more;
@@ -686,12 +820,26 @@ async fn read_head(shared: &Shared, root: &str, want: usize, floors: &Floors) ->
                 first_live = live.first().map(|entry| entry.seq);
                 raise_floor(floors, priority, first_live.unwrap_or(from));
             }
-            // The records of a page's items are read a few at a time, as a head
-            // read stops once it has its items.
-            for chunk in live.chunks(want.saturating_sub(items.len()).clamp(1, HEAD)) {
-                free_items(shared, root, chunk.to_vec(), want, &mut items).await?;
-                if items.len() >= want {
-                    break;
+            if records == Records::Unread {
+                let unread = live.into_iter().take(want - items.len());
+                items.extend(unread.map(|entry| Item {
+                    record: delivery_key(root, id_of(&entry.key)),
+                    // The record of the item's own batch, just before it.
+                    record_seq: entry.seq - 1,
+                    deliveries: deliveries_of(&entry),
+                    key: entry.key,
+                    seq: entry.seq,
+                    value: entry.value,
+                    checked: false,
+                }));
+            } else {
+                // The records of a page's items are read a few at a time, as a head
+                // read stops once it has its items.
+                for chunk in live.chunks(want.saturating_sub(items.len()).clamp(1, HEAD)) {
+                    free_items(shared, root, chunk.to_vec(), want, &mut items).await?;
+                    if items.len() >= want {
+                        break;
+                    }
                 }
             }
             if items.len() >= want {
@@ -701,7 +849,11 @@ async fn read_head(shared: &Shared, root: &str, want: usize, floors: &Floors) ->
                 break;
             }
         }
-        if !any {
+        // A page may come from a replica behind the stream (it carries no sequence to
+        // check), so an empty one is asked again of the stream's leader before the
+        // priority's key goes: a key purged while items remain hides them from every
+        // read.
+        if !any && !any_message(store, &filter, floor).await? {
             // No item is left at this priority: its key goes, unless an enqueue
             // rewrote it since it was read.
             let forget = Write::purge(priority_key(root, priority))
@@ -711,6 +863,54 @@ async fn read_head(shared: &Shared, root: &str, want: usize, floors: &Floors) ->
         }
     }
     Ok(Head::new(items, last, false))
+}
+
+/// Whether the stream's leader has a message (a tombstone included) of a key
+/// matching `filter` at the sequence `from` or after: a plain (not direct) get,
+/// which the leader alone answers, after every write it acknowledged.
+async fn any_message(store: &Store, filter: &str, from: u64) -> Result<bool> {
+    /// A stream message get's answer: the message, or the API's error.
+    #[derive(serde::Deserialize)]
+    struct Got {
+        message: Option<serde::de::IgnoredAny>,
+        error: Option<GetError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct GetError {
+        #[serde(default)]
+        code: u16,
+        #[serde(default)]
+        description: String,
+    }
+    let subject = format!("$JS.API.STREAM.MSG.GET.{}", store.stream);
+    let request = serde_json::json!({ "seq": from.max(1), "next_by_subj": store.subject(filter) });
+    let answer = store
+        .answer(store.client.request(subject, request.to_string().into()))
+        .await?
+        .map_err(crate::error::request_error)?;
+    let got: Got = serde_json::from_slice(&answer.payload).map_err(|error| {
+        Error::backend(
+            crate::BACKEND,
+            format!("an unreadable message get: {error}"),
+        )
+    })?;
+    match (got.message, got.error) {
+        (Some(_), _) => Ok(true),
+        (None, Some(error)) if error.code == 404 => Ok(false),
+        // No leader yet, or none with a quorum.
+        (None, Some(error)) if error.code == 503 => Err(Error::connection(
+            crate::BACKEND,
+            format!("a message get: {}", error.description),
+        )),
+        (None, Some(error)) => Err(Error::backend(
+            crate::BACKEND,
+            format!("a message get: {} ({})", error.description, error.code),
+        )),
+        (None, None) => Err(Error::backend(
+            crate::BACKEND,
+            "a message get answered neither a message nor an error",
+        )),
+    }
 }
 
 /// The floor of `priority` (see [`Floors`]): 1 when none was found yet.
@@ -788,6 +988,7 @@ async fn free_items(
             record_seq,
             deliveries,
             value: entry.value,
+            checked: true,
         });
     }
     Ok(())
@@ -839,47 +1040,231 @@ async fn abandon_hold(shared: &Shared, key: &str) -> Result<()> {
         .await
 }
 
-/// An item claimed by a dequeue call: its value and its record's sequence.
+/// An item claimed by a dequeue call: its in-flight record, its value and the
+/// record's sequence.
 struct Claimed {
+    record: String,
     value: Bytes,
     seq: u64,
 }
 
-/// Puts a dequeue call's record back as its item when the call ends without
-/// returning the item (dropped, or failed) while a claim of it may have landed.
-struct PutBack {
+/// The claims of a handle's dequeue calls that ended (dropped: a caller's timeout)
+/// while their batch was on its way, and that landed: the handle's next dequeue
+/// returns the first of them at once, rather than the item be put back (three
+/// requests, and a place at the end of its priority) and the next call claim another
+/// (four). A claim not taken within [`KEEP_WINDOW`], or still kept when the handle is
+/// dropped, is put back.
+struct Kept {
     shared: Arc<Shared>,
-    record: String,
-    /// Whether a claim of the call may have landed unseen.
-    sent: AtomicBool,
-    /// Set once the call returns its item.
-    done: bool,
+    state: std::sync::Mutex<KeptState>,
+    /// Notified once per claim kept, for a dequeue of the handle that waits.
+    added: Notify,
 }
 
-impl PutBack {
-    fn new(shared: &Arc<Shared>, record: String) -> Self {
+/// The claims a handle keeps, oldest first, and whether the handle is gone.
+#[derive(Default)]
+struct KeptState {
+    claims: std::collections::VecDeque<Claimed>,
+    /// Set when the handle is dropped: a claim answered after that is put back.
+    closed: bool,
+}
+
+impl Kept {
+    fn new(shared: &Arc<Shared>) -> Self {
         Self {
             shared: Arc::clone(shared),
-            record,
-            sent: AtomicBool::new(false),
-            done: false,
+            state: std::sync::Mutex::default(),
+            added: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, KeptState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `claimed` for the handle's next dequeue, for at most [`KEEP_WINDOW`]; puts
+    /// it back when the handle is gone.
+    fn keep(self: &Arc<Self>, claimed: Claimed) {
+        let record = claimed.record.clone();
+        {
+            let mut state = self.state();
+            if !state.closed {
+                state.claims.push_back(claimed);
+                drop(state);
+                self.added.notify_one();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let kept = Arc::clone(self);
+                    runtime.spawn(async move {
+                        tokio::time::sleep(KEEP_WINDOW).await;
+                        kept.expire(&record);
+                    });
+                }
+                return;
+            }
+        }
+        spawn_put_back(&self.shared, record);
+    }
+
+    /// The oldest claim kept, taken.
+    fn take(&self) -> Option<Claimed> {
+        self.state().claims.pop_front()
+    }
+
+    /// Puts the claim of `record` back if no dequeue took it.
+    fn expire(&self, record: &str) {
+        let mut state = self.state();
+        let Some(at) = state.claims.iter().position(|kept| kept.record == record) else {
+            return;
+        };
+        if let Some(claimed) = state.claims.remove(at) {
+            drop(state);
+            spawn_put_back(&self.shared, claimed.record);
+        }
+    }
+
+    /// Puts back every claim kept, and every one answered from now on.
+    fn close(&self) {
+        let claims = {
+            let mut state = self.state();
+            state.closed = true;
+            std::mem::take(&mut state.claims)
+        };
+        for claimed in claims {
+            spawn_put_back(&self.shared, claimed.record);
         }
     }
 }
 
-impl Drop for PutBack {
+/// What becomes of a claim whose answer its call did not see (the call was dropped
+/// first): landed, it is kept for the handle's next dequeue; unknown (a transient
+/// failure), it is put back; refused, nothing was written.
+#[derive(Clone)]
+struct Unseen {
+    kept: Arc<Kept>,
+    record: String,
+    value: Bytes,
+}
+
+impl Unseen {
+    fn settle(self, answer: Result<Option<u64>>) {
+        match answer {
+            Ok(Some(seq)) => self.kept.keep(Claimed {
+                record: self.record,
+                value: self.value,
+                seq,
+            }),
+            Ok(None) => {}
+            Err(error) if error.is_transient() => spawn_put_back(&self.kept.shared, self.record),
+            Err(_) => {}
+        }
+    }
+}
+
+/// A claim's batch on its way, seen from its call. The batch is sent by a task of
+/// its own, so that its answer is never lost with the call: a call dropped first
+/// leaves the answer to the task ([`Answerer`]), or takes one already sent.
+struct PendingClaim {
+    answer: oneshot::Receiver<Result<Option<u64>>>,
+    /// Set until the call reads the answer.
+    unseen: Option<Unseen>,
+}
+
+impl Drop for PendingClaim {
     fn drop(&mut self) {
-        if self.done || !self.sent.load(Ordering::Relaxed) {
+        let Some(unseen) = self.unseen.take() else {
             return;
+        };
+        // After `close`, either the answer was sent before (and is here) or the
+        // task's send fails and the task settles it: never both, never neither.
+        self.answer.close();
+        if let Ok(answer) = self.answer.try_recv() {
+            unseen.settle(answer);
         }
-        let (shared, record) = (Arc::clone(&self.shared), std::mem::take(&mut self.record));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = put_back(&shared, &record).await {
-                    tracing::warn!(record, %error, "a dropped dequeue's item stays in its in-flight record");
-                }
-            });
+    }
+}
+
+/// The task side of a [`PendingClaim`]: sends the answer to the call, or settles it
+/// when the call is gone; a task ended before its answer puts the record back.
+struct Answerer {
+    send: Option<oneshot::Sender<Result<Option<u64>>>>,
+    unseen: Option<Unseen>,
+}
+
+impl Answerer {
+    fn answer(&mut self, answer: Result<Option<u64>>) {
+        let (Some(send), Some(unseen)) = (self.send.take(), self.unseen.take()) else {
+            return;
+        };
+        if let Err(answer) = send.send(answer) {
+            unseen.settle(answer);
         }
+    }
+}
+
+impl Drop for Answerer {
+    fn drop(&mut self) {
+        if let (Some(_), Some(unseen)) = (self.send.take(), self.unseen.take()) {
+            spawn_put_back(&unseen.kept.shared, unseen.record);
+        }
+    }
+}
+
+/// A dequeue call: the records of its claims whose answers were lost (a transient
+/// failure). Any of them may land later (a reconnecting client sends what it held
+/// back), so each is put back when the call ends, whatever it returned.
+struct Call {
+    shared: Arc<Shared>,
+    unknown: std::sync::Mutex<Vec<String>>,
+}
+
+impl Call {
+    fn new(shared: &Arc<Shared>) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            unknown: std::sync::Mutex::default(),
+        }
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.unknown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The records whose claims' answers are unknown.
+    fn unknown(&self) -> Vec<String> {
+        self.records().clone()
+    }
+
+    fn unknown_push(&self, record: String) {
+        self.records().push(record);
+    }
+
+    /// `record`'s claim landed and the call returns its item.
+    fn settled(&self, record: &str) {
+        self.records().retain(|unknown| unknown != record);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        for record in std::mem::take(&mut *self.records()) {
+            spawn_put_back(&self.shared, record);
+        }
+    }
+}
+
+/// Puts the record `record` back in the background (see [`put_back`]).
+fn spawn_put_back(shared: &Arc<Shared>, record: String) {
+    let shared = Arc::clone(shared);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(error) = put_back(&shared, &record).await {
+                tracing::warn!(record, %error, "a dropped dequeue's item stays in its in-flight record");
+            }
+        });
     }
 }
 
@@ -917,7 +1302,8 @@ async fn put_back(shared: &Shared, record: &str) -> Result<()> {
                 Write::put(priority_key(&root, priority), Bytes::new()),
                 Write::put(delivery_key(&root, id_of(&key)), Bytes::new())
                     .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
-                Write::put(key.as_str(), entry.value.clone()),
+                Write::put(key.as_str(), entry.value.clone())
+                    .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
                 Write::purge(record).if_at(entry.seq).ttl(CALL_KEY_WINDOW),
             ];
             store.batch(writes).await?.compared()?;
@@ -1000,25 +1386,26 @@ impl Queue for NatsQueue {
     }
 
     async fn dequeue(&self) -> Result<Bytes> {
-        let mut call = PutBack::new(&self.shared, self.record_key(&call_id()));
+        let call = Call::new(&self.shared);
         let claimed = wait::until("an item", None, || async {
-            match self.claim(&call.record, &call.sent).await? {
+            match self.claim(&call).await? {
                 Ok(claimed) => Ok(Some(claimed)),
-                Err(last) => self.changed_after(last, None).await.map(|()| None),
+                Err(last) => tokio::select! {
+                    changed = self.changed_after(last, None) => changed.map(|()| None),
+                    () = self.kept.added.notified() => Ok(None),
+                },
             }
         })
         .await?;
-        call.done = true;
-        forget_record(&self.shared, call.record.clone(), claimed.seq);
+        forget_record(&self.shared, claimed.record, claimed.seq);
         Ok(claimed.value)
     }
 
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
-        let mut call = PutBack::new(&self.shared, self.record_key(&call_id()));
-        match self.claim(&call.record, &call.sent).await? {
+        let call = Call::new(&self.shared);
+        match self.claim(&call).await? {
             Ok(claimed) => {
-                call.done = true;
-                forget_record(&self.shared, call.record.clone(), claimed.seq);
+                forget_record(&self.shared, claimed.record, claimed.seq);
                 Ok(Some(claimed.value))
             }
             Err(_) => Ok(None),
@@ -1043,12 +1430,16 @@ impl Queue for NatsQueue {
     }
 
     async fn len(&self) -> Result<usize> {
-        Ok(
-            read_head(&self.shared, &self.root, usize::MAX, &self.floors)
-                .await?
-                .items
-                .len(),
+        Ok(read_head(
+            &self.shared,
+            &self.root,
+            usize::MAX,
+            &self.floors,
+            Records::Read,
         )
+        .await?
+        .items
+        .len())
     }
 }
 
