@@ -492,6 +492,7 @@ impl NatsQueue {
     /// if it landed, else a claim of the first queued item; the read's sequence when
     /// there is nothing to claim.
     async fn claim(&self, call: &Call) -> Result<std::result::Result<Claimed, u64>> {
+        self.kept.settled(self.shared.store.request_timeout).await;
         if let Some(claimed) = self.kept.take() {
             return Ok(Ok(claimed));
         }
@@ -569,14 +570,17 @@ impl NatsQueue {
             value: item.value.clone(),
         };
         let (send, answer) = oneshot::channel();
+        let slot = SlotCell::new(std::sync::Mutex::new(Slot::Waiting));
         let mut pending = PendingClaim {
             answer,
+            slot: Arc::clone(&slot),
             unseen: Some(unseen.clone()),
         };
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
             let mut answerer = Answerer {
                 send: Some(send),
+                slot,
                 unseen: Some(unseen),
             };
             let answer = shared
@@ -1059,6 +1063,8 @@ struct Kept {
     state: std::sync::Mutex<KeptState>,
     /// Notified once per claim kept, for a dequeue of the handle that waits.
     added: Notify,
+    /// Notified when the last orphaned claim is answered.
+    orphans_done: Notify,
 }
 
 /// The claims a handle keeps, oldest first, and whether the handle is gone.
@@ -1067,6 +1073,8 @@ struct KeptState {
     claims: std::collections::VecDeque<Claimed>,
     /// Set when the handle is dropped: a claim answered after that is put back.
     closed: bool,
+    /// Claims on their way whose call was dropped first (see [`Kept::settled`]).
+    orphans: usize,
 }
 
 impl Kept {
@@ -1075,6 +1083,7 @@ impl Kept {
             shared: Arc::clone(shared),
             state: std::sync::Mutex::default(),
             added: Notify::new(),
+            orphans_done: Notify::new(),
         }
     }
 
@@ -1105,6 +1114,33 @@ impl Kept {
             }
         }
         spawn_put_back(&self.shared, record);
+    }
+
+    /// Counts a claim on its way whose call was dropped first (`1`), or its answer
+    /// (`-1`, after the claim is kept or put back).
+    fn orphan(&self, delta: isize) {
+        let mut state = self.state();
+        state.orphans = state.orphans.saturating_add_signed(delta);
+        if state.orphans == 0 {
+            drop(state);
+            self.orphans_done.notify_waiters();
+        }
+    }
+
+    /// Waits, at most `bound`, until no claim of a dropped call of the handle is on
+    /// its way: a dequeue that follows one waits for its answer (one round trip)
+    /// and returns its item if it landed, rather than claim the next item and leave
+    /// the earlier one to a later call, so that a lone consumer whose calls time out
+    /// still gets the items in order.
+    async fn settled(&self, bound: Duration) {
+        let done = self.orphans_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if self.state().orphans == 0 {
+            return;
+        }
+        // Past the bound the claim's answer is a failure, which puts it back.
+        let _ = tokio::time::timeout(bound, done).await;
     }
 
     /// The oldest claim kept, taken.
@@ -1162,11 +1198,31 @@ impl Unseen {
     }
 }
 
+/// Where a claim's answer stands, shared by its call and the task that sends it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// On its way, its call waiting.
+    Waiting,
+    /// On its way, its call dropped: the task settles the answer.
+    Orphan,
+    /// Answered (to the call, or settled by the task).
+    Done,
+}
+
+/// The [`Slot`] of one claim.
+type SlotCell = Arc<std::sync::Mutex<Slot>>;
+
+fn lock_slot(slot: &SlotCell) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A claim's batch on its way, seen from its call. The batch is sent by a task of
 /// its own, so that its answer is never lost with the call: a call dropped first
 /// leaves the answer to the task ([`Answerer`]), or takes one already sent.
 struct PendingClaim {
     answer: oneshot::Receiver<Result<Option<u64>>>,
+    slot: SlotCell,
     /// Set until the call reads the answer.
     unseen: Option<Unseen>,
 }
@@ -1176,11 +1232,21 @@ impl Drop for PendingClaim {
         let Some(unseen) = self.unseen.take() else {
             return;
         };
-        // After `close`, either the answer was sent before (and is here) or the
-        // task's send fails and the task settles it: never both, never neither.
-        self.answer.close();
-        if let Ok(answer) = self.answer.try_recv() {
-            unseen.settle(answer);
+        let mut slot = lock_slot(&self.slot);
+        match *slot {
+            Slot::Waiting => {
+                *slot = Slot::Orphan;
+                drop(slot);
+                unseen.kept.orphan(1);
+            }
+            // Sent before the call read it.
+            Slot::Done => {
+                drop(slot);
+                if let Ok(answer) = self.answer.try_recv() {
+                    unseen.settle(answer);
+                }
+            }
+            Slot::Orphan => {}
         }
     }
 }
@@ -1189,6 +1255,7 @@ impl Drop for PendingClaim {
 /// when the call is gone; a task ended before its answer puts the record back.
 struct Answerer {
     send: Option<oneshot::Sender<Result<Option<u64>>>>,
+    slot: SlotCell,
     unseen: Option<Unseen>,
 }
 
@@ -1197,16 +1264,35 @@ impl Answerer {
         let (Some(send), Some(unseen)) = (self.send.take(), self.unseen.take()) else {
             return;
         };
-        if let Err(answer) = send.send(answer) {
+        let mut slot = lock_slot(&self.slot);
+        if *slot == Slot::Orphan {
+            *slot = Slot::Done;
+            drop(slot);
+            let kept = Arc::clone(&unseen.kept);
             unseen.settle(answer);
+            kept.orphan(-1);
+        } else {
+            // The call waits (its drop takes the slot's lock first), so this is
+            // received, by the call or by its drop.
+            let _ = send.send(answer);
+            *slot = Slot::Done;
         }
     }
 }
 
 impl Drop for Answerer {
     fn drop(&mut self) {
-        if let (Some(_), Some(unseen)) = (self.send.take(), self.unseen.take()) {
-            spawn_put_back(&unseen.kept.shared, unseen.record);
+        let (Some(_), Some(unseen)) = (self.send.take(), self.unseen.take()) else {
+            return;
+        };
+        let mut slot = lock_slot(&self.slot);
+        let orphan = *slot == Slot::Orphan;
+        *slot = Slot::Done;
+        drop(slot);
+        let kept = Arc::clone(&unseen.kept);
+        spawn_put_back(&kept.shared, unseen.record);
+        if orphan {
+            kept.orphan(-1);
         }
     }
 }

@@ -8,4 +8,5 @@ mod connect;
 mod dropped_connection;
 mod killed_holder;
 mod names;
+mod queue_dropped;
 mod scale;
