@@ -289,7 +289,7 @@ impl Case {
     /// Whether this is a fault case that mostly waits (for TTLs, processes, servers):
     /// [`crate::run_suite`] runs those concurrently, after the others (those that
     /// [start servers](Case::starts_servers) in a wave of their own, last). A case on a store
-    /// of its own ([`Hook::FreshStore`]) runs with the ordinary ones, before them: it starts
+    /// of its own ([`Hook::FreshStore`]) runs with the others, one at a time: it starts
     /// servers and copies whole stores, work that would starve the short sessions of the
     /// cases that wait.
     pub fn waits_on_faults(&self) -> bool {

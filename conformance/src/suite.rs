@@ -11,12 +11,12 @@ use crate::profile::Profile;
 /// Runs every case `select` accepts, labelling reports `label` and handing each to
 /// `on_report` as it completes; returns the reports in suite order.
 ///
-/// Ordinary cases run [`ORDINARY_AT_ONCE`] at a time, each on names of its own; then the
-/// fault cases that mostly wait for TTLs, processes and servers
-/// ([`Case::waits_on_faults`]) run all at once, so that their waits overlap: first
-/// those that start no server, then, in a second wave, those that do
-/// ([`Case::starts_servers`]), whose server starts would otherwise starve the first
-/// wave's short sessions.
+/// Ordinary cases run one after another (they measure concurrency and timing, so they
+/// do not share the machine with each other); then the fault cases that mostly wait
+/// for TTLs, processes and servers ([`Case::waits_on_faults`]) run all at once, each
+/// on names of its own, so that their waits overlap: first those that start no server,
+/// then, in a second wave, those that do ([`Case::starts_servers`]), whose server
+/// starts would otherwise starve the first wave's short sessions.
 ///
 /// Cancel-safety: as [`crate::run_case`]; cases not yet started are not run.
 pub async fn run_suite(
@@ -43,19 +43,8 @@ pub async fn run_suite_in(
     run_suite_bounded(harness, label, profile, usize::MAX, select, on_report).await
 }
 
-/// How many ordinary cases (those that do not [wait on faults](Case::waits_on_faults))
-/// run at once. Two: most of their time is spent in windows that prove something does
-/// not happen (a waiter still blocked, no notification yet), which cost no CPU, so two
-/// at a time halve a column's ordinary part; more would let the cases that do measure
-/// throughput and hand-off times (the mutual-exclusion and bank cases) crowd each other
-/// on a two-core machine that runs three columns at once. A case's verdict taken while
-/// the runner stalled is still judged by the stall meter ([`crate::run_case_in`]).
-pub const ORDINARY_AT_ONCE: usize = 2;
-
 /// As [`run_suite_in`], with at most `at_once` of the fault cases
-/// ([`Case::waits_on_faults`]) running at the same time (at least one), and at most
-/// [`ORDINARY_AT_ONCE`] of the ordinary ones, nor more than `at_once`: `at_once` 1 runs
-/// every case alone.
+/// ([`Case::waits_on_faults`]) running at the same time (at least one).
 ///
 /// Each fault case may open clients of its own (a second client, a client behind the
 /// partition proxy, child-process holders), each with its own connections to the
@@ -74,15 +63,8 @@ pub async fn run_suite_bounded(
 ) -> Vec<Report> {
     let selected: Vec<&'static Case> = CASES.iter().filter(|case| select(case)).collect();
     let mut reports = Vec::new();
-    let ordinary = futures::stream::iter(
-        selected
-            .iter()
-            .filter(|case| !case.waits_on_faults())
-            .map(|case| run_case_judged(case, harness, label, profile)),
-    );
-    let mut ordinary =
-        futures::StreamExt::buffer_unordered(ordinary, ORDINARY_AT_ONCE.min(at_once.max(1)));
-    while let Some(report) = futures::StreamExt::next(&mut ordinary).await {
+    for case in selected.iter().filter(|case| !case.waits_on_faults()) {
+        let report = run_case_judged(case, harness, label, profile).await;
         on_report(&report);
         reports.push(report);
     }
