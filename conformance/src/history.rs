@@ -602,9 +602,17 @@ fn live(events: &[Event], liveness: &Liveness, verdict: &mut Verdict) {
         .find_map(|event| matches!(event.kind, Kind::Grant(_)).then_some(event.at));
     // The machine's starved time between the heal and the grant is not the store's:
     // it is taken off the time the grant took (see `crate::cpu_pressure`).
-    let end = first.unwrap_or_else(|| events.last().map_or(from, |event| event.at));
+    // Without a grant, the bound is held to the end of what the case watched (the run,
+    // or its last event if later): a run that ends before the bound plus the starved
+    // time has passed cannot show that the grant was late, only one that outlasts it.
+    let end = first.unwrap_or_else(|| {
+        events
+            .last()
+            .map_or(from, |event| event.at)
+            .max(liveness.until)
+    });
     let starved = liveness.contention.within(from, end);
-    if first.is_none_or(|at| at > from + liveness.bound + starved) {
+    if end > from + liveness.bound + starved {
         verdict.violations.push(Violation::NoGrantAfterHeal {
             healed: from,
             bound: liveness.bound,
@@ -1078,11 +1086,17 @@ mod tests {
             only(&check(&events, &rules(&[(0, 0), (15, 500), (101, 500)]))),
             Violation::NoGrantAfterHeal { .. }
         ));
-        // A grant that never comes is late however starved the machine was.
+        // A grant that never comes is late once the run outlasts the bound and the
+        // starved time.
         assert!(matches!(
             only(&check(&events[..4], &rules(&[(30, 0), (30, 900)]))),
             Violation::NoGrantAfterHeal { first: None, .. }
         ));
+        // One whose run (to 1,000 ms) ends before the bound and the starved time have
+        // passed (30 + 50 + 990 ms) shows nothing late.
+        assert!(check(&events[..4], &rules(&[(30, 0), (1000, 990)]))
+            .violations
+            .is_empty());
     }
 
     #[test]
