@@ -10,6 +10,16 @@ pub(crate) fn url(bucket: &str) -> Option<String> {
     Some(format!("{base}?bucket={bucket}"))
 }
 
+/// A name no other test or run uses: `<what>-<process id>-<call id>`.
+pub(crate) fn unique_name(what: &str) -> distsync_core::Name {
+    distsync_core::Name::new(format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        distsync_core::raw::call_id()
+    ))
+    .expect("a name")
+}
+
 /// Waits until `check` holds, polling every 10 ms for at most `within`.
 ///
 /// # Panics

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use distsync_conformance::faults::proxy::Proxy;
 use distsync_conformance::faults::PartitionMode;
-use distsync_core::{Backend, Name};
+use distsync_core::Backend;
 
 /// The request timeout of the client under test: far above what the call may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -32,12 +32,7 @@ async fn a_reply_lost_with_its_connection_fails_the_call_at_once() {
         REQUEST_TIMEOUT.as_millis()
     );
     let backend = distsync_nats::backend(&proxied).await.expect("connecting");
-    let name = Name::new(format!(
-        "dropped-{}-{}",
-        std::process::id(),
-        distsync_core::raw::call_id()
-    ))
-    .expect("a name");
+    let name = crate::common::unique_name("dropped");
     let counter = backend.counter(name).expect("a counter");
     counter.add(1).await.expect("an add with its answer");
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use distsync_core::{Backend, Name};
+use distsync_core::Backend;
 
 /// Items enqueued, then taken by one consumer whose dequeues mostly time out.
 const ITEMS: usize = 40;
@@ -20,12 +20,7 @@ async fn a_lone_consumer_with_timeouts_gets_every_item_once_in_order() {
         return;
     };
     let backend = distsync_nats::backend(&url).await.expect("connecting");
-    let name = Name::new(format!(
-        "dropped-{}-{}",
-        std::process::id(),
-        distsync_core::raw::call_id()
-    ))
-    .expect("a name");
+    let name = crate::common::unique_name("dropped");
     let queue = backend.queue(name).expect("a queue");
     let expected: Vec<String> = (0..ITEMS).map(|i| format!("item-{i:03}")).collect();
     for item in &expected {

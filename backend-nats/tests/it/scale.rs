@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use distsync_core::{Backend, Name, SessionOptions};
+use distsync_core::{Backend, SessionOptions};
 use futures::{StreamExt, TryStreamExt};
 
 /// Items enqueued, then drained: more than the 1,024 keys one batched direct get
@@ -27,12 +27,7 @@ async fn thousands_of_items_drain_and_status_reads_a_big_bucket() {
     };
     let backend: Arc<dyn Backend> =
         Arc::from(distsync_nats::backend(&url).await.expect("connecting"));
-    let name = Name::new(format!(
-        "scale-{}-{}",
-        std::process::id(),
-        distsync_core::raw::call_id()
-    ))
-    .expect("a name");
+    let name = crate::common::unique_name("scale");
     let queue = Arc::new(backend.queue(name.clone()).expect("a queue"));
 
     let enqueued = tokio::time::timeout(
