@@ -9,7 +9,9 @@
 //!    from the same read ([`assign`]): each member keeps the shards it holds up to its
 //!    quota, and the rest go to the members under theirs by rendezvous weight, so a
 //!    join moves at most `ceil(shards / members)` shards and a leave only the leaving
-//!    member's;
+//!    member's (from a settled group: a join soon after another change may also move a
+//!    shard twice, to a member whose wait from its read before that change has not yet
+//!    been stopped by its next read, and on to its new owner);
 //! 3. it locks each wanted shard's lock (`<group>/shards/<s>`), waiting for the
 //!    previous owner to release it or to lose it, and releases each shard it no longer
 //!    wants, after stopping the work it runs on it;

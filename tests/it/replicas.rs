@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use distsync::replicas::{assign, ShardOptions, ShardWork, Shards};
+use distsync::replicas::{assign, ShardOptions, ShardWork, Shards, SHARDS_SEGMENT};
 use distsync::store::memory::MemoryBackend;
 use distsync::{Coordinator, Error, FencingToken};
 use tokio::time::timeout;
@@ -18,33 +18,84 @@ fn options() -> ShardOptions {
     ShardOptions::default().with_poll(Duration::from_millis(50))
 }
 
+/// Each member's owned shards with their tokens, read one member after another.
+fn read_owned(members: &[&Shards]) -> Vec<BTreeMap<u32, FencingToken>> {
+    members
+        .iter()
+        .map(|member| member.owned().iter().collect())
+        .collect()
+}
+
 /// Waits, with the deadline, until `members` own every shard once, as [`assign`] gives
-/// it for their current holds (a stable, balanced assignment); returns the owners.
-async fn settled(members: &[&Shards]) -> BTreeMap<u32, (String, FencingToken)> {
+/// it for their current holds (a stable, balanced assignment), and no member waits for
+/// a shard any more (a wait started on an older read of the group, before the last
+/// change, is stopped at the member's next read; one still queued could win the shard
+/// at the next change and move it twice); returns the owners.
+///
+/// The members are read one after another, not at one instant, so a shard that moves
+/// from the first member read to a later one between the reads shows under both. A
+/// shard counts as owned twice only when two members show it with the same token in
+/// two reads in a row: each read of a member falls between the same member's two reads
+/// in the other pass, so both holds (one hold per token) lasted across a common instant.
+async fn settled(
+    coordinator: &Coordinator,
+    members: &[&Shards],
+) -> BTreeMap<u32, (String, FencingToken)> {
     let count = members[0].count();
     let ids: Vec<&str> = members.iter().map(|m| m.member()).collect();
     let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut previous = read_owned(members);
     loop {
-        let mut owners = BTreeMap::new();
-        let mut twice = false;
-        for member in members {
-            for (shard, token) in member.owned().iter() {
-                twice |= owners
-                    .insert(shard, (member.member().to_owned(), token))
-                    .is_some();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let current = read_owned(members);
+        let mut kept: BTreeMap<u32, Vec<(&str, FencingToken)>> = BTreeMap::new();
+        for ((id, before), now) in ids.iter().zip(&previous).zip(&current) {
+            for (shard, token) in now {
+                if before.get(shard) == Some(token) {
+                    kept.entry(*shard).or_default().push((id, *token));
+                }
             }
         }
-        assert!(!twice, "a shard owned twice: {owners:?}");
+        let twice: Vec<_> = kept.iter().filter(|(_, owners)| owners.len() > 1).collect();
+        assert!(twice.is_empty(), "a shard owned twice: {twice:?}");
+        let owners: BTreeMap<u32, (String, FencingToken)> = ids
+            .iter()
+            .zip(&current)
+            .flat_map(|(id, owned)| {
+                owned
+                    .iter()
+                    .map(move |(shard, token)| (*shard, ((*id).to_owned(), *token)))
+            })
+            .collect();
         let held: BTreeMap<u32, &str> = owners.iter().map(|(s, (m, _))| (*s, m.as_str())).collect();
-        if owners.len() == count as usize && assign(&ids, &held, count) == held {
+        let total: usize = current.iter().map(BTreeMap::len).sum();
+        if current == previous
+            && total == count as usize
+            && owners.len() == count as usize
+            && assign(&ids, &held, count) == held
+            && !waiting(coordinator, members[0].group()).await
+        {
             return owners;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "never settled: {owners:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        previous = current;
     }
+}
+
+/// Whether the store lists a waiter on any of `group`'s shards' locks.
+async fn waiting(coordinator: &Coordinator, group: &str) -> bool {
+    let report = coordinator
+        .status(&format!("{group}/"))
+        .await
+        .expect("the memory store's status");
+    let shards = format!("{group}/{SHARDS_SEGMENT}/");
+    report
+        .lines
+        .iter()
+        .any(|line| line.name.starts_with(&shards) && !line.waiters.is_empty())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,12 +205,12 @@ async fn members_own_the_rendezvous_assignment_and_a_join_moves_few_shards() -> 
     let a = coordinator.shards("index", "a", COUNT, options())?;
     let b = coordinator.shards("index", "b", COUNT, options())?;
     let c = coordinator.shards("index", "c", COUNT, options())?;
-    let owners = settled(&[&a, &b, &c]).await;
+    let owners = settled(&coordinator, &[&a, &b, &c]).await;
     assert_eq!(owners.len(), COUNT as usize, "every shard owned once");
     let before: u64 = [&a, &b, &c].iter().map(|m| m.counts().acquired).sum();
 
     let d = coordinator.shards("index", "d", COUNT, options())?;
-    settled(&[&a, &b, &c, &d]).await;
+    settled(&coordinator, &[&a, &b, &c, &d]).await;
     let moves: u64 = [&a, &b, &c, &d]
         .iter()
         .map(|m| m.counts().acquired)
@@ -182,7 +233,7 @@ async fn members_own_the_rendezvous_assignment_and_a_join_moves_few_shards() -> 
 
     // A stopped member's shards go to the others.
     d.stop().await;
-    let after_leave = settled(&[&a, &b, &c]).await;
+    let after_leave = settled(&coordinator, &[&a, &b, &c]).await;
     let kept = after_leave
         .iter()
         .filter(|(shard, (member, _))| owners.get(shard).is_some_and(|(was, _)| was == member))
@@ -202,7 +253,7 @@ async fn a_pinned_shard_is_released_only_once_its_work_stops() -> distsync::Resu
     const COUNT: u32 = 16;
     let coordinator = Coordinator::new(MemoryBackend::new());
     let a = coordinator.shards("pins", "a", COUNT, options())?;
-    settled(&[&a]).await;
+    settled(&coordinator, &[&a]).await;
     // A shard b will win when it joins.
     let held: BTreeMap<u32, &str> = (0..COUNT).map(|shard| (shard, "a")).collect();
     let shard = *assign(&["a", "b"], &held, COUNT)
@@ -234,7 +285,7 @@ async fn a_pinned_shard_is_released_only_once_its_work_stops() -> distsync::Resu
         "released while its work was pinned"
     );
     drop(pin);
-    let owners = settled(&[&a, &b]).await;
+    let owners = settled(&coordinator, &[&a, &b]).await;
     assert!(owners[&shard].1 > token);
     assert!(matches!(
         a.while_owned(shard, |_| async {}).await,
