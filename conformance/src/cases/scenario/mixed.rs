@@ -45,10 +45,7 @@ use distsync_core::{
 };
 use tokio::time::Instant;
 
-use crate::check::{
-    eventually, proxied_client, violated, within, Bounded, Check, Context, Fail, Holds, Task,
-    PROMPT,
-};
+use crate::check::{proxied_client, violated, within, Check, Context, Fail, Holds, Task, PROMPT};
 use crate::cpu_pressure::Contention;
 use crate::faults::private::PRIVATE_MAX_SESSION_TTL;
 use crate::faults::{
@@ -58,6 +55,8 @@ use crate::faults::{
 use crate::harness::Harness;
 use crate::history::{self, Event, Kind, Liveness, Recorder, Rules, Verdict, SERVER};
 use crate::rng::Rng;
+
+use super::first_grant::first_grant;
 
 /// The environment variable that sets the seed of the schedule (a decimal `u64`);
 /// unset, a seed is taken from the clock.
@@ -345,36 +344,13 @@ async fn private_store(h: &Harness) -> Check<(Box<dyn PrivateServer>, Store)> {
                 .to_owned(),
         ));
     }
-    let session = within(
-        PROMPT,
-        "opening the probe's session",
-        backend.session(SessionOptions::with_ttl(h.fault_ttl())),
+    first_grant(
+        &backend,
+        SessionOptions::with_ttl(h.fault_ttl()),
+        h.name("first-grant").ctx("naming the probe")?,
+        FIRST_GRANT,
     )
     .await?;
-    let locker = backend
-        .locker(&session, h.name("first-grant").ctx("naming the probe")?)
-        .ctx("making the probe's locker")?;
-    let first = eventually(FIRST_GRANT, "the private server's first grant", || async {
-        Ok(locker.try_lock().await.ok().flatten())
-    })
-    .await;
-    let guard = match first {
-        Ok(guard) => guard,
-        Err(Fail::Violated(why)) => {
-            let last = match locker.try_lock().await {
-                Ok(Some(_)) => "granted".to_owned(),
-                Ok(None) => "held by another".to_owned(),
-                Err(error) => error.to_string(),
-            };
-            return violated(format!("{why} (its last try: {last})"));
-        }
-        Err(other) => return Err(other),
-    };
-    guard.unlock().bounded("unlocking the probe").await?;
-    session
-        .close()
-        .bounded("closing the probe's session")
-        .await?;
     let faults = ServerFaults::of_private(&*server, &query).ctx("the private server's hooks")?;
     let store = Store::Private {
         faults: Arc::new(faults),

@@ -10,6 +10,7 @@
 
 mod contender;
 pub(super) mod crash;
+pub(crate) mod first_grant;
 pub(super) mod go_interop;
 pub(super) mod mixed;
 pub(super) mod mixed_queue;

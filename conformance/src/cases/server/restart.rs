@@ -31,6 +31,7 @@ use distsync_core::{
 };
 use tokio::time::Instant;
 
+use crate::cases::scenario::first_grant::first_grant;
 use crate::check::{
     ensure, eventually, secs, violated, within, Bounded, Check, Context, Fail, Holds, Task, PROMPT,
 };
@@ -65,19 +66,13 @@ pub(super) async fn private_server(
     )
     .await?;
     let backend = within(PROMPT, "connecting to the private server", server.connect()).await?;
-    let session = open_session(&backend, TTL.max(backend.capabilities().min_session_ttl)).await?;
-    let locker = backend
-        .locker(&session, name(h, "first-grant")?)
-        .ctx("making the probe's locker")?;
-    let guard = eventually(RECOVERY, "the private server's first grant", || async {
-        Ok(locker.try_lock().await.ok().flatten())
-    })
+    first_grant(
+        &backend,
+        SessionOptions::with_ttl(TTL.max(backend.capabilities().min_session_ttl)),
+        name(h, "first-grant")?,
+        RECOVERY,
+    )
     .await?;
-    guard.unlock().bounded("unlocking the probe").await?;
-    session
-        .close()
-        .bounded("closing the probe's session")
-        .await?;
     Ok((server, backend))
 }
 
