@@ -10,6 +10,7 @@
 #               (scripts/check-package.sh);
 #   bench-guard the bench's regression guard in release mode against
 #               bench/baseline.json (scripts/bench-guard.sh);
+#   bench-docs  the bench's rustdoc with -D warnings (CI's documents every other crate);
 #   mixed-long  the mixed-fault cases over every column (two at once) for
 #               DISTSYNC_MIXED_SECS (default 120) seconds each instead of the matrix's
 #               20, a seed each, printed so that a failure replays;
@@ -58,6 +59,8 @@ eval "$(scripts/servers.sh env)" || exit 1
 
 step package scripts/check-package.sh
 step bench-guard scripts/bench-guard.sh
+step bench-docs env RUSTDOCFLAGS="-D warnings" \
+    cargo doc -p distsync-bench --no-deps --all-features --lib
 step mixed-long mixed_long
 junits=()
 for round in 1 2 3; do
