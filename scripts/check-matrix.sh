@@ -2,7 +2,9 @@
 # Fails if the guarantee matrix in docs/GUARANTEES.md (between `<!-- matrix:begin -->`
 # and `<!-- matrix:end -->`) differs from a fresh run of the conformance runner in
 # anything but figures, or README.md's summary table (between `<!-- summary:begin -->`
-# and `<!-- summary:end -->`) differs from the fresh run's summary. The matrices are
+# and `<!-- summary:end -->`) differs from the fresh run's summary, or a list of what a
+# store does not offer (the `gaps` markers of README.md, docs/GUARANTEES.md and each
+# backend crate's header) differs from the fresh run's store facts. The matrices are
 # reduced to their figure-free outline (the runner's `--outline`: every cell's outcome
 # and ⚠ flag, every note's backend, case, claim and outcome) and compared. Fix a
 # difference with scripts/update-matrix.sh.
@@ -96,14 +98,19 @@ if ! diff -u --label "$README (committed summary)" --label "fresh run" \
     echo "check-matrix: the summary table in $README is stale (see the diff above)" >&2
     stale=1
 fi
+if ! check_gaps "$tmp/fresh.md"; then
+    echo "check-matrix: a list of what a store does not offer differs from its capabilities" \
+        "(see the diff above)" >&2
+    stale=1
+fi
 if ((stale)); then
     [[ -z ${DISTSYNC_FAILED_CELLS:-} ]] ||
-        echo "the matrix or README's summary differs from a fresh run (figures aside)" \
+        echo "the matrix, README's summary or a gap list differs from a fresh run (figures aside)" \
             >>"$DISTSYNC_FAILED_CELLS"
-    echo "check-matrix: regenerate both with scripts/update-matrix.sh" >&2
+    echo "check-matrix: regenerate them with scripts/update-matrix.sh" >&2
     exit 1
 fi
-echo "check-matrix: $GUARANTEES and $README's summary match a fresh run (figures aside)" >&2
+echo "check-matrix: $GUARANTEES, $README's summary and the gap lists match a fresh run (figures aside)" >&2
 if ((status == 5)); then
     echo "check-matrix: the runner starved: more than a tenth of the fault cells are inconclusive" \
         "(the runner stalled past their slack; its stderr lists them)" >&2

@@ -2,7 +2,9 @@
 # Regenerates the guarantee matrix: runs the conformance runner (markdown) and puts its
 # output between the `<!-- matrix:begin -->` and `<!-- matrix:end -->` markers of
 # docs/GUARANTEES.md, and the matrix's ten-row summary (the runner's --summary) between
-# the `<!-- summary:begin -->` and `<!-- summary:end -->` markers of README.md.
+# the `<!-- summary:begin -->` and `<!-- summary:end -->` markers of README.md, and what
+# each store does not offer, from the run's store facts (the runner's --gaps), between
+# the `gaps` markers of README.md, docs/GUARANTEES.md and each backend crate's header.
 #
 #   scripts/update-matrix.sh             every backend (starts the test servers): the
 #                                        runner's --all, as scripts/check-matrix.sh runs it
@@ -40,6 +42,7 @@ fi
 scripts/runner.sh --summary <"$tmp/matrix.md" >"$tmp/summary.md"
 replace_section "$GUARANTEES" matrix "$tmp/matrix.md"
 replace_section "$README" summary "$tmp/summary.md"
-echo "update-matrix: $GUARANTEES and $README's summary updated (${urls[*]})" >&2
+write_gaps "$tmp/matrix.md"
+echo "update-matrix: $GUARANTEES, $README's summary and every gap list updated (${urls[*]})" >&2
 ((status == 0)) || echo "update-matrix: some cases failed; see the matrix" >&2
 exit "$status"

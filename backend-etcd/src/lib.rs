@@ -6,6 +6,17 @@
 //! (or `etcdctl lock` / `etcdctl elect`) and a Rust service share one lock or one
 //! election on the same etcd.
 //!
+//! ## What it does not offer
+//!
+//! Each of these answers [`distsync_core::Error::Unsupported`], as the backend's
+//! capabilities declare, one list item for each column of the guarantee matrix this
+//! backend runs (generated from the capabilities by `scripts/update-matrix.sh`, and
+//! checked in CI):
+//!
+//! <!-- gaps:begin -->
+//! - **etcd**: rate limiter; queue age; outbox and exactly-once in the caller's transaction
+//! <!-- gaps:end -->
+//!
 //! The primitives themselves live in [`distsync_kv::recipes`], written once over the
 //! revisioned key-value model [`distsync_kv::kv::Kv`]; this crate provides [`EtcdKv`],
 //! that model on the `etcd-client` crate, and [`EtcdBackend`], the [`Backend`] over it.

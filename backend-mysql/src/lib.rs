@@ -7,6 +7,18 @@
 //! [`distsync_kv::recipes`], exactly as the etcd backend gets them:
 //! [`MysqlBackend`] is `KvBackend<MysqlKv>`.
 //!
+//! ## What it does not offer
+//!
+//! Each of these answers [`distsync_core::Error::Unsupported`], as the backend's
+//! capabilities declare, one list item for each column of the guarantee matrix this
+//! backend runs (generated from the capabilities by `scripts/update-matrix.sh`, and
+//! checked in CI):
+//!
+//! <!-- gaps:begin -->
+//! - **mysql**: rate limiter; queue age; outbox and exactly-once in the caller's
+//!   transaction
+//! <!-- gaps:end -->
+//!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
 //! let coordinator = distsync_mysql::connect("mysql://app:PASSWORD@127.0.0.1:3306/app").await?;

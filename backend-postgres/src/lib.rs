@@ -6,6 +6,18 @@
 //! `postgresql://`; default schema `distsync`; `max_session_ttl=`, see "When the store
 //! forgets"; `grants=unflushed`, see "Unflushed grants").
 //!
+//! ## What it does not offer
+//!
+//! Each of these answers [`distsync_core::Error::Unsupported`], as the backend's
+//! capabilities declare, one list item for each column of the guarantee matrix this
+//! backend runs (generated from the capabilities by `scripts/update-matrix.sh`, and
+//! checked in CI):
+//!
+//! <!-- gaps:begin -->
+//! - **postgres**: nothing
+//! - **postgres-unflushed**: nothing
+//! <!-- gaps:end -->
+//!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 //! let coordinator = distsync::store::postgres::connect("postgres://app@db:5432/app?schema=locks").await?;

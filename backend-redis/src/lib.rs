@@ -6,6 +6,21 @@
 //! through the `redis` crate (a multiplexed connection that reconnects, plus one
 //! pub/sub connection for wake-ups).
 //!
+//! ## What it does not offer
+//!
+//! Each of these answers [`distsync_core::Error::Unsupported`], as the backend's
+//! capabilities declare, one list item for each column of the guarantee matrix this
+//! backend runs (generated from the capabilities by `scripts/update-matrix.sh`, and
+//! checked in CI):
+//!
+//! <!-- gaps:begin -->
+//! - **redis**: outbox and exactly-once in the caller's transaction
+//! - **redis-sentinel**: outbox and exactly-once in the caller's transaction
+//! - **redis-cluster**: lock break; release requests; leadership hand-over; export
+//!   (migration), group membership and shards; outbox and exactly-once in the caller's
+//!   transaction; writes guarded by a hold (`put_if_held`, guarded scripts)
+//! <!-- gaps:end -->
+//!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 //! let coordinator = distsync::store::redis::connect("redis://127.0.0.1:6379/0?namespace=myapp:").await?;

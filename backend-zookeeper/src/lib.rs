@@ -4,6 +4,17 @@
 //! so that a Rust service and a Java service using Curator share one lock during a
 //! migration.
 //!
+//! ## What it does not offer
+//!
+//! Each of these answers [`distsync_core::Error::Unsupported`], as the backend's
+//! capabilities declare, one list item for each column of the guarantee matrix this
+//! backend runs (generated from the capabilities by `scripts/update-matrix.sh`, and
+//! checked in CI):
+//!
+//! <!-- gaps:begin -->
+//! - **zookeeper**: outbox and exactly-once in the caller's transaction
+//! <!-- gaps:end -->
+//!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 //! let coordinator = distsync::store::zookeeper::connect("zk://127.0.0.1:2181").await?;

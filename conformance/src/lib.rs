@@ -97,6 +97,7 @@ mod cpu_pressure;
 mod exit;
 pub mod faults;
 mod fenced;
+pub mod gaps;
 mod harness;
 mod history;
 pub mod junit;

@@ -35,7 +35,7 @@ pub struct RunInfo {
 type Flag = (&'static str, fn(&Capabilities) -> bool);
 
 /// The primitives a store may offer, as [`Capabilities`] names them.
-const OFFERS: [Flag; 22] = [
+pub(crate) const OFFERS: [Flag; 22] = [
     ("lock", |c| c.lock),
     ("unfair_lock", |c| c.unfair_lock),
     ("election", |c| c.election),
@@ -112,7 +112,7 @@ pub fn store_facts(capabilities: &Capabilities) -> String {
 }
 
 /// The heading of the store facts section of [`markdown_run`]; [`outline`] stops there.
-const FACTS_HEADING: &str = "### Store facts";
+pub(crate) const FACTS_HEADING: &str = "### Store facts";
 
 /// The start of the profile line of [`markdown_run`]; [`outline`] leaves it out.
 const PROFILE_LINE: &str = "Profile: ";

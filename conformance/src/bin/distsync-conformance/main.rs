@@ -97,7 +97,7 @@ use distsync_conformance::faults::private::unflushed_grants;
 use distsync_conformance::faults::redis_cluster::{REDIS_CLUSTER_SCHEME, REDIS_CLUSTER_VAR};
 use distsync_conformance::matrix::RunInfo;
 use distsync_conformance::{
-    junit, matrix, run_suite_bounded, run_suite_in, Case, Connect, ExitStatus, Harness, Hook,
+    gaps, junit, matrix, run_suite_bounded, run_suite_in, Case, Connect, ExitStatus, Harness, Hook,
     Outcome, Profile, PromotedStore, Report, ServerFaults, Starvation, StoreTrouble, CASES,
 };
 use distsync_core::{Backend, Capabilities, Name};
@@ -298,6 +298,11 @@ struct Args {
     /// gives you, one word a cell), and exit.
     #[arg(long)]
     summary: bool,
+
+    /// Read a markdown matrix on stdin, print what the columns of backend BACKEND
+    /// (`all`: every column) do not offer, one list item a column, and exit.
+    #[arg(long, value_name = "BACKEND")]
+    gaps: Option<String>,
 
     /// Run as a child-process holder of the fault cases (spec in the environment).
     #[arg(long, hide = true)]
@@ -746,13 +751,15 @@ async fn main() -> ExitCode {
     if args.child {
         return run_child().await;
     }
-    if args.outline || args.summary {
+    if args.outline || args.summary || args.gaps.is_some() {
         let mut text = String::new();
         if let Err(error) = std::io::stdin().read_to_string(&mut text) {
             eprintln!("reading stdin: {error}");
             return exit(ExitStatus::BadArguments);
         }
-        let reduced = if args.summary {
+        let reduced = if let Some(backend) = &args.gaps {
+            gaps::gaps(&text, (backend != "all").then_some(backend.as_str()))
+        } else if args.summary {
             matrix::summary(&text)
         } else {
             matrix::outline(&text)
