@@ -5,6 +5,21 @@
 //! the store really offers rather than from the etcd model of the `distsync-kv`
 //! recipes.
 //!
+//! ## What it does not offer
+//!
+//! Each of these answers [`distsync_core::Error::Unsupported`], as the backend's
+//! capabilities declare, one list item for each column of the guarantee matrix this
+//! backend runs (generated from the capabilities by `scripts/update-matrix.sh`, and
+//! checked in CI):
+//!
+//! <!-- gaps:begin -->
+//! - **nats**: rate limiter; queue age; leadership hand-over; export (migration), group
+//!   membership and shards; outbox and exactly-once in the caller's transaction
+//! - **nats-cluster**: queue; priority queue; rate limiter; queue age; leadership
+//!   hand-over; export (migration), group membership and shards; outbox and exactly-once in
+//!   the caller's transaction
+//! <!-- gaps:end -->
+//!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
 //! let coordinator = distsync::store::nats::connect("nats://127.0.0.1:4222/?bucket=locks").await?;
@@ -99,10 +114,6 @@
 //!   consumer is woken by each change of the queue.
 //! * **Waits** run one loop (see `src/wait.rs`): look, wait for a change, look again,
 //!   riding out transient failures as core's retry policy says of waits.
-//!
-//! Not built yet, and declared so in [`capabilities()`] (each answers
-//! [`distsync_core::Error::Unsupported`]): the rate limiter, export (for migration)
-//! and hand-overs of leadership.
 //!
 //! ## Durability
 //!

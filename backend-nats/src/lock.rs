@@ -36,7 +36,9 @@
 //! # Cancel safety
 //!
 //! A contender dropped before its grant purges its key in the background; should
-//! that fail, the key ends with its TTL.
+//! that fail, the key ends with its TTL. A refused `try_lock` (and `try_read`,
+//! `try_write`, `try_acquire`) purges its key before it answers, so that a try right
+//! after it never finds it at the head of the line.
 //!
 //! [`fifo_waiters`]: distsync_core::Capabilities::fifo_waiters
 //! [`fencing`]: distsync_core::Capabilities::fencing
@@ -79,6 +81,22 @@ pub(crate) struct Contender {
     pub(crate) key: String,
     pub(crate) token: u64,
     pub(crate) armed: bool,
+}
+
+impl Contender {
+    /// Leaves the line at once: the key is purged before this returns, so that the
+    /// next listing of this client or any other finds the line without it. A refused
+    /// `try_lock` leaves this way; a key left to the background purge of a drop would
+    /// head the line for a moment, and a `try_lock` right after (the same caller's,
+    /// once the holder has gone) would be refused behind it.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: dropped part-way, the key may be left to end with its TTL.
+    pub(crate) async fn withdraw(mut self) -> Result<()> {
+        self.armed = false;
+        let key = std::mem::take(&mut self.key);
+        self.lease.release(&key).await
+    }
 }
 
 impl Drop for Contender {
@@ -301,8 +319,10 @@ impl Locker for NatsLocker {
         let (line, _) = self.listing().await?;
         match self.place(&contender, &line)? {
             None => Ok(Some(self.grant(contender))),
-            // Dropping the contender purges its key.
-            Some(_) => Ok(None),
+            Some(_) => {
+                contender.withdraw().await?;
+                Ok(None)
+            }
         }
     }
 

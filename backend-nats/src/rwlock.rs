@@ -132,8 +132,10 @@ impl RwLock for NatsRwLock {
         let contender = self.line.try_enter_with(Bytes::from_static(READER)).await?;
         match self.blocker(&contender, false).await?.0 {
             None => Ok(Some(self.read_guard(contender))),
-            // Dropping the contender purges its key.
-            Some(_) => Ok(None),
+            Some(_) => {
+                contender.withdraw().await?;
+                Ok(None)
+            }
         }
     }
 
@@ -147,7 +149,10 @@ impl RwLock for NatsRwLock {
         let contender = self.line.try_enter_with(Bytes::from_static(WRITER)).await?;
         match self.blocker(&contender, true).await?.0 {
             None => Ok(Some(self.write_guard(contender))),
-            Some(_) => Ok(None),
+            Some(_) => {
+                contender.withdraw().await?;
+                Ok(None)
+            }
         }
     }
 }

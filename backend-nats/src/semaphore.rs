@@ -138,7 +138,7 @@ impl Semaphore for NatsSemaphore {
         if self.holds(&contender).await?.0 {
             Ok(Some(self.grant(contender)))
         } else {
-            // Dropping the contender purges its key.
+            contender.withdraw().await?;
             Ok(None)
         }
     }
