@@ -330,6 +330,15 @@ impl Kv for MysqlKv {
         RetryPolicy::within(self.request_timeout)
     }
 
+    /// The server's UTC time, in microseconds since the Unix epoch (see `clock.rs`):
+    /// one statement, one round trip.
+    async fn clock(&self) -> Result<Option<Duration>> {
+        self.detached("reading the server's clock", |core| async move {
+            crate::clock::now(&core.pool).await.map(Some)
+        })
+        .await
+    }
+
     async fn describe(&self) -> Result<Vec<(String, String)>> {
         let (version, flush, log_bin, sync_binlog): (String, i64, i64, i64) = within(
             self.request_timeout,

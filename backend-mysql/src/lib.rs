@@ -15,8 +15,7 @@
 //! checked in CI):
 //!
 //! <!-- gaps:begin -->
-//! - **mysql**: rate limiter; queue age; outbox and exactly-once in the caller's
-//!   transaction
+//! - **mysql**: outbox and exactly-once in the caller's transaction
 //! <!-- gaps:end -->
 //!
 //! ```no_run
@@ -183,15 +182,26 @@
 //! 8.0.26: the backend reads only MariaDB's (and the older plugin's)
 //! `rpl_semi_sync_master_*` names, and declares no `survives_failover` without them.
 //!
+//! # The server's clock
+//!
+//! The rate limiter and queue ages go by the server's clock, never a client's, so
+//! clients whose clocks disagree share one limit and one age: [`Kv::clock`] is the
+//! server's `UTC_TIMESTAMP(6)`, read in a statement of its own. The rate limiter is the
+//! recipes' GCRA on one key: it reads the key, then the clock (after the read, so that
+//! the times its grants go by only grow), and writes the new theoretical arrival time
+//! by a compare-and-swap on the key's revision: four round trips a decision (the
+//! compare-and-swap is two, a read and the batch that commits), where PostgreSQL's and
+//! Redis's one statement or script is one. An
+//! enqueue dates its item with the clock read beside its first read, at no extra
+//! latency, and `oldest_age` is the clock less the oldest date of the items not held.
+//!
 //! # Not done yet
 //!
 //! - A store that forgets (a wiped data directory, a restored dump): no epoch marker
 //!   yet, so `max_session_ttl=` is refused and `exclusive_across_restart` is not
 //!   declared.
 //! - TLS: `ca=`, `cert=`, `key=` are refused.
-//! - The store clock for the rate limiter and queue ages ([`Kv::clock`] is
-//!   synchronous; the server's clock needs a round trip), and transactions of the
-//!   caller's (exactly-once effects).
+//! - Transactions of the caller's (exactly-once effects).
 //!
 //! [`Kv::clock`]: distsync_kv::kv::Kv::clock
 #![warn(missing_docs)]
@@ -203,6 +213,7 @@ use distsync_core::Capabilities;
 
 mod backend;
 mod batch;
+mod clock;
 mod compaction;
 mod config;
 mod driver;
@@ -262,9 +273,10 @@ pub fn max_value_size(max_allowed_packet: usize) -> usize {
 ///   `innodb_flush_log_at_trx_commit=1`, [`Kv::describe`](distsync_kv::kv::Kv::describe)
 ///   shows it);
 /// - linearizable: one primary, writers serialized on the revision row;
-/// - not offered yet: the rate limiter and queue ages (the store clock), holds
-///   exclusive across a store that forgot (no epoch marker yet), and transactions of
-///   the caller's;
+/// - the rate limiter and queue ages: on the server's clock (see the crate docs, "The
+///   server's clock");
+/// - not offered yet: holds exclusive across a store that forgot (no epoch marker
+///   yet), and transactions of the caller's;
 /// - surviving a failover: false here; a backend connected to a semi-synchronous
 ///   `AFTER_SYNC` primary declares it (see the crate docs, "Failover to a replica");
 /// - the largest value: [`max_value_size`] of MariaDB's default `max_allowed_packet`
@@ -273,8 +285,6 @@ pub fn max_value_size(max_allowed_packet: usize) -> usize {
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_max_value_size(max_value_size(DEFAULT_MAX_ALLOWED_PACKET))
-        .with_rate_limiter(false)
-        .with_queue_age(false)
         .with_exclusive_across_restart(false)
         .with_session_bound(false)
         .with_caller_transactions(false)

@@ -25,7 +25,9 @@
 //! # The store's clock is the only clock
 //!
 //! `now` is always read by the store inside the atomic step (Redis: `TIME` in the
-//! script; PostgreSQL: `clock_timestamp()` in the statement; the memory store: the
+//! script; PostgreSQL: `clock_timestamp()` in the statement; MySQL: `UTC_TIMESTAMP(6)`,
+//! read between the read of the TAT and the compare-and-swap that writes the next one,
+//! so that a decision whose TAT moved meanwhile is not applied; the memory store: the
 //! process clock, which is the store's; ZooKeeper, which has no read of the time: the
 //! `mtime` the leader stamps on the grant's own write, against which the stored TAT
 //! is kept, see the `distsync-zookeeper` crate). No client clock enters a decision, so a
@@ -326,9 +328,10 @@ impl Admission {
 
 /// The decision of GCRA at store time `now_us` on the stored TAT `tat_us` (both in
 /// microseconds on the store's clock; `None`: no state, an idle limiter): the
-/// admission and, when granted, the new TAT. Backends whose store runs Rust (the
-/// memory store) call it; the Redis script and the PostgreSQL statement compute the
-/// same formula (see the [module docs](self)).
+/// admission and, when granted, the new TAT. Backends that decide in Rust on a time
+/// the store read (the memory store, MySQL: the kv recipes' compare-and-swap) call it;
+/// the Redis script and the PostgreSQL statement compute the same formula (see the
+/// [module docs](self)).
 ///
 /// ```
 /// use std::time::Duration;

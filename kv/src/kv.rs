@@ -588,11 +588,18 @@ pub trait Kv: Send + Sync + 'static {
     }
 
     /// The store's own clock: time since an epoch the store keeps, read where the
-    /// store decides (for the memory store, in its process). `None` (the default)
-    /// where clients cannot read a store clock (etcd): the rate limiter, which must
-    /// decide on the store's time and never a client's, is then unsupported.
-    fn clock(&self) -> Option<std::time::Duration> {
-        None
+    /// store decides (for the memory store, in its process; for a SQL server, by the
+    /// server, which costs a round trip). `None` (the default) where clients cannot
+    /// read a store clock (etcd): the rate limiter and queue ages, which must go by
+    /// the store's time and never a client's, are then unsupported.
+    ///
+    /// # Errors
+    /// The store's error.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    async fn clock(&self) -> Result<Option<std::time::Duration>> {
+        Ok(None)
     }
 
     /// The store's version and the settings its guarantees depend on, as

@@ -267,8 +267,9 @@ impl Kv for FaultyKv {
         self.store.backend()
     }
 
-    fn clock(&self) -> Option<std::time::Duration> {
-        self.store.clock()
+    /// The memory store's clock, without faults: it lives in this process.
+    async fn clock(&self) -> Result<Option<std::time::Duration>> {
+        self.store.clock().await
     }
 
     /// As a server client's: the one-shot budget cut to the request timeout.

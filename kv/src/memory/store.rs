@@ -128,10 +128,10 @@ impl Kv for MemoryKv {
 
     /// The process clock (monotonic, since the first read in this process): the
     /// memory store lives in the process, so that clock is the store's.
-    fn clock(&self) -> Option<Duration> {
+    async fn clock(&self) -> Result<Option<Duration>> {
         static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         let epoch = *EPOCH.get_or_init(Instant::now);
-        Some(Instant::now().saturating_duration_since(epoch))
+        Ok(Some(Instant::now().saturating_duration_since(epoch)))
     }
 
     async fn range(&self, range: Range) -> Result<RangeResponse> {

@@ -462,16 +462,14 @@ impl<K: Kv> Backend for KvBackend<K> {
     }
 
     /// GCRA on one key, decided on the store's clock ([`Kv::clock`]); unsupported on
-    /// a store without one (etcd).
+    /// a store without one (etcd's capabilities say so, and a request answers
+    /// `Unsupported` on a store whose [`Kv::clock`] reads nothing).
     fn rate_limiter(
         &self,
         name: Name,
         rate: distsync_core::rate_limiter::Rate,
     ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
-        self.offers(
-            self.capabilities.rate_limiter && self.kv.clock().is_some(),
-            "rate limiter",
-        )?;
+        self.offers(self.capabilities.rate_limiter, "rate limiter")?;
         Ok(Box::new(rate_limiter::KvRateLimiter::new(
             self.shared_kv(),
             self.space.namespace(),

@@ -42,8 +42,10 @@
 //!
 //! # Enqueue times
 //!
-//! Where the store has a clock clients can read ([`Kv::clock`]: the memory store), the
-//! enqueue transaction also writes the item's time key `Q/t/…`, and every transaction
+//! Where the store has a clock clients can read ([`Kv::clock`]: the memory store's
+//! process clock, a SQL server's own), the enqueue transaction also writes the item's
+//! time key `Q/t/…` (the clock read beside the enqueue's first read, so that a clock
+//! one round trip away adds none to the enqueue), and every transaction
 //! that removes the item (a claim, an acknowledgement) deletes it, so `oldest_age`
 //! reads the time keys of the items not held. The time lives beside the item, not in
 //! its value, so that Go's recipes read and write items as they always do. etcd has no
@@ -756,9 +758,21 @@ async fn put_sequential(
 ) -> Result<Put> {
     let guard_key = layout.guard(priority);
     loop {
-        let last = kv
-            .range(Range::prefix(layout.priority(priority)).last_key())
-            .await?;
+        // The store's clock beside the read, not after it: a new item's time only
+        // dates it (an age is a figure, not a decision), so it costs no round trip
+        // of its own where reading the clock is one.
+        // Not in Go's layout: Go's consumers remove items and would leave the time keys.
+        let (last, now) = futures::future::try_join(
+            kv.range(Range::prefix(layout.priority(priority)).last_key()),
+            async {
+                if layout.shared_with_go {
+                    Ok(None)
+                } else {
+                    kv.clock().await
+                }
+            },
+        )
+        .await?;
         let sequence = match last.kvs.first() {
             None => 0,
             Some(last) => match layout.item_position(&last.key) {
@@ -789,8 +803,7 @@ async fn put_sequential(
         ];
         // A new item gets its time; a put-back's original time is not known here (its
         // time key went with its claim), so it has none.
-        // Not in Go's layout: Go's consumers remove items and would leave the time keys.
-        if let Some(now) = kv.clock().filter(|_| !layout.shared_with_go) {
+        if let Some(now) = now {
             ops.push(match record {
                 None => TxnOp::put(layout.enqueued(position), now.as_nanos().to_string(), 0),
                 Some(_) => TxnOp::delete(layout.enqueued(position)),
@@ -1189,7 +1202,7 @@ impl Queue for KvQueue {
     /// The store's clock less the least time key of the items not held (see the
     /// module docs): one read of the holds and one of the time keys, at one revision.
     async fn oldest_age(&self) -> Result<Option<Duration>> {
-        let Some(now) = self.kv.clock() else {
+        let Some(now) = self.kv.clock().await? else {
             return Err(Error::unsupported(
                 self.kv.backend(),
                 "the age of a queue's oldest item (the store has no clock a client can read, \

@@ -49,8 +49,8 @@ impl KvRateLimiter {
     }
 
     /// The store's time in microseconds.
-    fn now_us(&self) -> Result<u64> {
-        let now = self.kv.clock().ok_or_else(|| {
+    async fn now_us(&self) -> Result<u64> {
+        let now = self.kv.clock().await?.ok_or_else(|| {
             Error::unsupported(self.kv.backend(), "rate limiter (no store clock)")
         })?;
         Ok(u64::try_from(now.as_micros()).unwrap_or(u64::MAX))
@@ -82,9 +82,11 @@ impl RateLimiter for KvRateLimiter {
             let read = self.kv.range(Range::key(self.key.clone())).await?;
             let stored = read.kvs.first();
             let revision = stored.map_or(0, |kv| kv.mod_revision);
-            // Read after the range: the clock then sits between the read and the
-            // compare-and-swap, and a `now` earlier than the commit only refuses more.
-            let now = self.now_us()?;
+            // Read after the range, never beside it: the clock then sits between the
+            // read and the compare-and-swap, so the decisions that commit go by times
+            // that only grow (each read sees the last commit, made on an earlier
+            // time), and a `now` earlier than the commit only refuses more.
+            let now = self.now_us().await?;
             let tat = match stored.and_then(|kv| parse(&kv.value)) {
                 Some((tat, theirs)) if tat > now => {
                     if theirs != fingerprint {

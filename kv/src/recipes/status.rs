@@ -70,6 +70,7 @@ pub(super) async fn status(kv: &dyn Kv, namespace: &str, prefix: &str) -> Result
     let mut found = Found {
         store_clock_us: kv
             .clock()
+            .await?
             .map(|clock| u64::try_from(clock.as_micros()).unwrap_or(u64::MAX)),
         ..Found::default()
     };
