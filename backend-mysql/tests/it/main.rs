@@ -8,5 +8,7 @@ mod compaction;
 mod connect;
 mod failover;
 mod lease;
+mod queue_age;
+mod rate_limiter;
 mod txn;
 mod watch;
