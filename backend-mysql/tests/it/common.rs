@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use distsync_core::Coordinator;
 use distsync_kv::StoreError;
 use distsync_mysql::{MysqlConfig, MysqlKv};
 
@@ -22,6 +23,15 @@ pub(crate) async fn store(query: &str) -> Option<(MysqlKv, String)> {
     let separator = if url.contains('?') { '&' } else { '?' };
     let url = format!("{url}{separator}table_prefix={prefix}{query}");
     Some((connect(&url).await, url))
+}
+
+/// A store in fresh tables (as [`store`]) and two coordinators over them, two clients
+/// with pools of their own; `None` (the test is skipped) without a server.
+pub(crate) async fn two_clients() -> Option<(MysqlKv, String, Coordinator, Coordinator)> {
+    let (kv, url) = store("").await?;
+    let a = distsync_mysql::connect(&url).await.unwrap();
+    let b = distsync_mysql::connect(&url).await.unwrap();
+    Some((kv, url, a, b))
 }
 
 /// Another client of the same tables.

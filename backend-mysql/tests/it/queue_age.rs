@@ -9,11 +9,9 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oldest_age_is_on_the_servers_clock_for_every_client() {
-    let Some((kv, url)) = store("").await else {
+    let Some((kv, url, a, b)) = two_clients().await else {
         return;
     };
-    let a = distsync_mysql::connect(&url).await.unwrap();
-    let b = distsync_mysql::connect(&url).await.unwrap();
     let producer = a.queue("jobs").unwrap();
     let observer = b.queue("jobs").unwrap();
     assert_eq!(observer.oldest_age().await.unwrap(), None);
