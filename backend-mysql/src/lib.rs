@@ -174,7 +174,8 @@
 //!
 //! # MySQL 8
 //!
-//! Only MariaDB 10.11 is tested. The statements are plain (no `RETURNING`, no
+//! Only MariaDB 10.11 is tested: MySQL 8 installs neither from Debian 12 nor from
+//! PyPI, where the tests run. The statements are plain (no `RETURNING`, no
 //! sequences) and should run on MySQL 8, which warns about `VALUES()` in `ON
 //! DUPLICATE KEY UPDATE` (deprecated since 8.0.20) and lacks
 //! `idle_transaction_timeout` (see above; the backend then goes on without it). MySQL's
@@ -184,16 +185,19 @@
 //!
 //! # The server's clock
 //!
-//! The rate limiter and queue ages go by the server's clock, never a client's, so
-//! clients whose clocks disagree share one limit and one age: [`Kv::clock`] is the
-//! server's `UTC_TIMESTAMP(6)`, read in a statement of its own. The rate limiter is the
-//! recipes' GCRA on one key: it reads the key, then the clock (after the read, so that
-//! the times its grants go by only grow), and writes the new theoretical arrival time
-//! by a compare-and-swap on the key's revision: four round trips a decision (the
-//! compare-and-swap is two, a read and the batch that commits), where PostgreSQL's and
-//! Redis's one statement or script is one. An
-//! enqueue dates its item with the clock read beside its first read, at no extra
-//! latency, and `oldest_age` is the clock less the oldest date of the items not held.
+//! Queue ages go by the server's clock, never a client's, so clients whose clocks
+//! disagree see one age: [`Kv::clock`] is the server's `UTC_TIMESTAMP(6)`, read in a
+//! statement of its own. An enqueue dates its item with the clock read beside its
+//! first read, at no extra latency, and `oldest_age` is the clock less the oldest date
+//! of the items not held.
+//!
+//! The rate limiter is not offered yet, although the clock is there for it. The
+//! recipes' GCRA on one key reads the key, then the clock, and writes the new
+//! theoretical arrival time by a compare-and-swap on the key's revision: four round
+//! trips a decision, where PostgreSQL's and Redis's one statement or script is one. On
+//! a loaded two-core machine that missed the contention case's one-second bound on a
+//! request, and let the limiter go idle mid-burst, in 6 of 26 runs beside two CPU hogs.
+//! A decision in one statement, on a table of its own, is what the limiter needs here.
 //!
 //! # Not done yet
 //!
@@ -201,6 +205,7 @@
 //!   yet, so `max_session_ttl=` is refused and `exclusive_across_restart` is not
 //!   declared.
 //! - TLS: `ca=`, `cert=`, `key=` are refused.
+//! - The rate limiter (see "The server's clock").
 //! - Transactions of the caller's (exactly-once effects).
 //!
 //! [`Kv::clock`]: distsync_kv::kv::Kv::clock
@@ -273,10 +278,10 @@ pub fn max_value_size(max_allowed_packet: usize) -> usize {
 ///   `innodb_flush_log_at_trx_commit=1`, [`Kv::describe`](distsync_kv::kv::Kv::describe)
 ///   shows it);
 /// - linearizable: one primary, writers serialized on the revision row;
-/// - the rate limiter and queue ages: on the server's clock (see the crate docs, "The
-///   server's clock");
-/// - not offered yet: holds exclusive across a store that forgot (no epoch marker
-///   yet), and transactions of the caller's;
+/// - queue ages: on the server's clock (see the crate docs, "The server's clock");
+/// - not offered yet: the rate limiter (see the crate docs, "The server's clock"),
+///   holds exclusive across a store that forgot (no epoch marker yet), and
+///   transactions of the caller's;
 /// - surviving a failover: false here; a backend connected to a semi-synchronous
 ///   `AFTER_SYNC` primary declares it (see the crate docs, "Failover to a replica");
 /// - the largest value: [`max_value_size`] of MariaDB's default `max_allowed_packet`
@@ -285,6 +290,7 @@ pub fn max_value_size(max_allowed_packet: usize) -> usize {
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_max_value_size(max_value_size(DEFAULT_MAX_ALLOWED_PACKET))
+        .with_rate_limiter(false)
         .with_exclusive_across_restart(false)
         .with_session_bound(false)
         .with_caller_transactions(false)

@@ -3,12 +3,12 @@
 //! unset). Each test works in tables of its own (a fresh `table_prefix=`), dropped
 //! when it passes.
 
+mod clock;
 mod common;
 mod compaction;
 mod connect;
 mod failover;
 mod lease;
 mod queue_age;
-mod rate_limiter;
 mod txn;
 mod watch;
