@@ -153,6 +153,7 @@ mod counter;
 mod driver;
 mod election;
 mod error;
+mod export;
 mod facts;
 mod keys;
 mod lock;
@@ -231,6 +232,7 @@ pub fn capabilities() -> Capabilities {
         .with_queue(true)
         .with_priority_queue(true)
         .with_reliable_delivery(true)
+        .with_export(true)
 }
 
 /// NATS's default `max_payload`, the largest message a server takes: 1 MiB.
