@@ -13,11 +13,10 @@
 //! checked in CI):
 //!
 //! <!-- gaps:begin -->
-//! - **nats**: rate limiter; queue age; leadership hand-over; export (migration), group
-//!   membership and shards; outbox and exactly-once in the caller's transaction
-//! - **nats-cluster**: queue; priority queue; rate limiter; queue age; leadership
-//!   hand-over; export (migration), group membership and shards; outbox and exactly-once in
+//! - **nats**: rate limiter; queue age; leadership hand-over; outbox and exactly-once in
 //!   the caller's transaction
+//! - **nats-cluster**: queue; priority queue; rate limiter; queue age; leadership
+//!   hand-over; outbox and exactly-once in the caller's transaction
 //! <!-- gaps:end -->
 //!
 //! ```no_run
