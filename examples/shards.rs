@@ -16,6 +16,7 @@
 //! ```text
 //! cargo run --example shards                               # memory://
 //! cargo run --example shards --features etcd -- etcd://127.0.0.1:2379
+//! cargo run --example shards --features nats -- nats://127.0.0.1:4222
 //! ```
 
 use std::collections::BTreeMap;

@@ -15,8 +15,8 @@
 #   every published crate (scripts/check-package.sh --no-verify) and the out-of-tree
 #   crate's build, and the runner over the TLS and authenticated servers (a subset of
 #   cases); examples/orders.rs against the PostgreSQL server (the outbox and `ack_in`;
-#   the example checks its ledger and queue); examples/shards.rs on memory and etcd (a
-#   work table's shards across three workers, one killed; each item done once); the
+#   the example checks its ledger and queue); examples/shards.rs on memory, etcd and
+#   NATS (a work table's shards across three workers, one killed; each item done once); the
 #   example backend crate outside the workspace (examples/file-backend) running the
 #   suite from its own tests; the conformance runner over memory, etcd (with etcd's own
 #   Go recipes as peers), Redis, PostgreSQL, ZooKeeper, MySQL and NATS, a subset of
@@ -124,16 +124,21 @@ orders_example() {
     "${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/orders" "$DISTSYNC_POSTGRES_URL" 2>&1 | mask_passwords
 }
 
-# examples/shards.rs on the memory store and on the etcd server: three workers share a
-# work table's shards, one is killed half-way; the example fails unless every item is
-# done exactly once. Built by the `build` step, as `orders_example`'s.
+# examples/shards.rs on the memory store, the etcd server and the NATS server: three
+# workers share a work table's shards, one is killed half-way; the example fails unless
+# every item is done exactly once. Built by the `build` step, as `orders_example`'s.
 shards_example() {
-    if [[ -z ${DISTSYNC_ETCD_URL:-} ]]; then
-        echo "DISTSYNC_ETCD_URL: not set: scripts/servers.sh env prints it" >&2
-        return 1
-    fi
+    local url
+    for url in DISTSYNC_ETCD_URL DISTSYNC_NATS_URL; do
+        if [[ -z ${!url:-} ]]; then
+            echo "$url: not set: scripts/servers.sh env prints it" >&2
+            return 1
+        fi
+    done
     local example=${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/shards
-    "$example" memory:// && "$example" "$DISTSYNC_ETCD_URL" 2>&1 | mask_passwords
+    "$example" memory:// &&
+        "$example" "$DISTSYNC_ETCD_URL" 2>&1 | mask_passwords &&
+        "$example" "$DISTSYNC_NATS_URL" 2>&1 | mask_passwords
 }
 
 # The disk the build writes to: free space, and what the target directory holds. A
@@ -353,10 +358,10 @@ if [[ -n ${DISTSYNC_POSTGRES_URL:-} || ${CI:-} == true ]]; then
 else
     echo "test-all: DISTSYNC_POSTGRES_URL not set; not running examples/orders.rs" >&2
 fi
-if [[ -n ${DISTSYNC_ETCD_URL:-} || ${CI:-} == true ]]; then
+if [[ (-n ${DISTSYNC_ETCD_URL:-} && -n ${DISTSYNC_NATS_URL:-}) || ${CI:-} == true ]]; then
     step shards shards_example
 else
-    echo "test-all: DISTSYNC_ETCD_URL not set; not running examples/shards.rs" >&2
+    echo "test-all: DISTSYNC_ETCD_URL or DISTSYNC_NATS_URL not set; not running examples/shards.rs" >&2
 fi
 # The conformance runner over every backend (memory and the servers above), whose
 # matrix must also match docs/GUARANTEES.md's (and README's summary) in everything but

@@ -293,6 +293,11 @@ impl Backend for NatsBackend {
         )))
     }
 
+    /// Every kind's keys in one listing, read by their layouts (see `src/export.rs`).
+    async fn export(&self) -> Result<distsync_core::migrate::Snapshot> {
+        crate::export::export(&self.shared).await
+    }
+
     /// Every kind's keys in one listing (see `src/status.rs`).
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
         crate::status::status(&self.shared, prefix).await

@@ -39,6 +39,18 @@ async fn read(shared: &Shared, key: &str) -> Result<(Option<String>, u64)> {
     }
 }
 
+/// A counter's value as its key holds it (decimal), if it holds one.
+pub(crate) fn parse_counter(value: &[u8]) -> Option<i64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+/// A latch's initial and remaining counts as its key holds them
+/// (`<initial> <remaining>`), if it holds them.
+pub(crate) fn parse_latch(value: &[u8]) -> Option<(u64, u64)> {
+    let (initial, remaining) = std::str::from_utf8(value).ok()?.split_once(' ')?;
+    Some((initial.parse().ok()?, remaining.parse().ok()?))
+}
+
 /// Writes `text` to `key` if it is still at `seq`; `Ok(false)` when it changed.
 async fn swap(shared: &Shared, key: &str, seq: u64, text: String) -> Result<bool> {
     let write = Write::put(key, text).if_at(seq);
@@ -66,7 +78,7 @@ impl NatsCounter {
         match read(&self.shared, &self.key).await? {
             (None, seq) => Ok((0, seq)),
             (Some(text), seq) => {
-                let value = text.trim().parse().map_err(|_| {
+                let value = parse_counter(text.as_bytes()).ok_or_else(|| {
                     Error::backend(BACKEND, format!("{} does not hold an i64", self.key))
                 })?;
                 Ok((value, seq))
@@ -152,10 +164,7 @@ impl NatsLatch {
         let Some(text) = text else {
             return Ok((self.initial, seq));
         };
-        let parsed = text.split_once(' ').and_then(|(initial, remaining)| {
-            Some((initial.parse().ok()?, remaining.parse().ok()?))
-        });
-        let Some((initial, remaining)) = parsed else {
+        let Some((initial, remaining)) = parse_latch(text.as_bytes()) else {
             return Err(Error::backend(
                 BACKEND,
                 format!("{} does not hold a latch", self.key),

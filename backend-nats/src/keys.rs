@@ -57,6 +57,21 @@ impl Kind {
         Kind::Queue,
     ];
 
+    /// The subject filters of every kind's keys: what a listing of every name reads
+    /// (status, purges, exports).
+    pub(crate) fn every_key() -> Vec<String> {
+        Kind::ALL
+            .iter()
+            .map(|kind| format!("{}.>", kind.token()))
+            .collect()
+    }
+
+    /// The kind whose keys `key` is one of.
+    pub(crate) fn of(key: &str) -> Option<Kind> {
+        let token = key.split('.').next()?;
+        Kind::ALL.iter().copied().find(|kind| kind.token() == token)
+    }
+
     /// The first token of the kind's keys.
     pub(crate) fn token(self) -> &'static str {
         match self {
@@ -163,10 +178,14 @@ pub(crate) fn owner_value(session: u64, n: u64) -> String {
 
 /// The name a key belongs to (its second token, unescaped), if it is one of ours.
 pub(crate) fn name_of(key: &str) -> Option<String> {
-    let mut tokens = key.split('.');
-    let kind = tokens.next()?;
-    Kind::ALL.iter().find(|k| k.token() == kind)?;
-    unescape(tokens.next()?)
+    Kind::of(key)?;
+    unescape(key.split('.').nth(1)?)
+}
+
+/// Whether `key` is a contender's key in a line (`<kind>.<name>.q.<...>`, an unfair
+/// lock's holder among them): a key held through a session.
+pub(crate) fn is_contender(key: &str) -> bool {
+    key.split('.').nth(2) == Some("q")
 }
 
 #[cfg(test)]

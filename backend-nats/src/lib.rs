@@ -13,11 +13,10 @@
 //! checked in CI):
 //!
 //! <!-- gaps:begin -->
-//! - **nats**: rate limiter; queue age; leadership hand-over; export (migration), group
-//!   membership and shards; outbox and exactly-once in the caller's transaction
-//! - **nats-cluster**: queue; priority queue; rate limiter; queue age; leadership
-//!   hand-over; export (migration), group membership and shards; outbox and exactly-once in
+//! - **nats**: rate limiter; queue age; leadership hand-over; outbox and exactly-once in
 //!   the caller's transaction
+//! - **nats-cluster**: queue; priority queue; rate limiter; queue age; leadership
+//!   hand-over; outbox and exactly-once in the caller's transaction
 //! <!-- gaps:end -->
 //!
 //! ```no_run
@@ -104,6 +103,9 @@
 //!   ended by purging them, and its owner's next renewal is refused.
 //! * **Purging a prefix** purges the live keys of the names under it (see
 //!   `src/purge.rs`).
+//! * **Export** (for migration) reads the same listing as status, each key by its
+//!   kind's layout (see `src/export.rs`); group membership and shards read their
+//!   member list from status.
 //! * **The queue** (see `src/queue.rs`) is one key per item, its place its first
 //!   message's sequence within its priority; a receiver holds an item by a key of its
 //!   session naming it (so a delivery ends with the consumer's session, not with an
@@ -153,6 +155,7 @@ mod counter;
 mod driver;
 mod election;
 mod error;
+mod export;
 mod facts;
 mod keys;
 mod lock;
@@ -195,14 +198,15 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// before its client-side deadline. Breaking a lock and release requests, through
 /// status (which records each hold's session). STM at all four levels and guarded writes
 /// (`put_if_held`: a write whose compare points at the holder's key). Counters and
-/// latches.
+/// latches. Export for migration (one listing of the bucket), and so group membership
+/// and shards.
 ///
 /// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
 /// interval acknowledges writes before they are on disk, see the crate docs),
 /// `linearizable` (reads are direct gets, which a cluster's followers may answer a
 /// moment behind another client's write), `survives_failover` (claimed by a
 /// [`NatsBackend`] whose bucket has more than one replica, see the crate docs), and
-/// every primitive not built (see the crate docs).
+/// every primitive not built (listed in the crate docs).
 pub fn capabilities() -> Capabilities {
     Capabilities::none(BACKEND)
         .with_max_value_size(max_value_size(DEFAULT_MAX_PAYLOAD))
@@ -231,6 +235,7 @@ pub fn capabilities() -> Capabilities {
         .with_queue(true)
         .with_priority_queue(true)
         .with_reliable_delivery(true)
+        .with_export(true)
 }
 
 /// NATS's default `max_payload`, the largest message a server takes: 1 MiB.

@@ -16,11 +16,7 @@ use crate::store::{Entry, Write};
 
 /// The live keys of the names under `prefix`.
 async fn keys_under(shared: &Shared, prefix: &Name) -> Result<Vec<Entry>> {
-    let filters: Vec<String> = Kind::ALL
-        .iter()
-        .map(|kind| format!("{}.>", kind.token()))
-        .collect();
-    let (entries, _) = shared.store.list(&filters).await?;
+    let (entries, _) = shared.store.list(&Kind::every_key()).await?;
     Ok(entries
         .into_iter()
         .filter(|entry| {

@@ -381,7 +381,7 @@ fn deliveries_of(entry: &Entry) -> u32 {
 }
 
 /// The id of an item key (`queue.<name>.i.<priority>.<id>`): its last token.
-fn id_of(key: &str) -> &str {
+pub(crate) fn id_of(key: &str) -> &str {
     key.rsplit('.').next().unwrap_or(key)
 }
 
@@ -766,8 +766,26 @@ impl NatsQueue {
 }
 
 /// The delivery record of the item `id` of the queue under `root`.
-fn delivery_key(root: &str, id: &str) -> String {
+pub(crate) fn delivery_key(root: &str, id: &str) -> String {
     format!("{root}.d.{id}")
+}
+
+/// The root (`queue.<name>`) and priority of the item key `key`
+/// (`queue.<name>.i.<priority>.<id>`); `None` for any other key.
+pub(crate) fn item_place(key: &str) -> Option<(&str, u16)> {
+    let mut tokens = key.splitn(5, '.');
+    let kind = tokens.next()?;
+    let name = tokens.next()?;
+    let (role, priority, _id) = (tokens.next()?, tokens.next()?, tokens.next()?);
+    if kind != Kind::Queue.token() || role != "i" {
+        return None;
+    }
+    Some((&key[..kind.len() + 1 + name.len()], priority.parse().ok()?))
+}
+
+/// Whether `key` is a dequeue call's in-flight record (`queue.<name>.c.<call id>`).
+pub(crate) fn is_in_flight_record(key: &str) -> bool {
+    Kind::of(key) == Some(Kind::Queue) && key.split('.').nth(2) == Some("c")
 }
 
 /// The key that says the queue under `root` may have items at `priority`.
@@ -1371,22 +1389,17 @@ async fn put_back(shared: &Shared, record: &str) -> Result<()> {
             let Some(entry) = store.last(record).await?.filter(Entry::live) else {
                 return Ok(());
             };
-            // `queue.<name>.i.<priority>.<id>`.
             let Some(key) = entry.header(ITEM_HEADER).map(str::to_owned) else {
                 return Ok(());
             };
-            let tokens: Vec<&str> = key.split('.').collect();
-            let (Some(root), Some(priority)) = (
-                tokens.get(..2).map(|root| root.join(".")),
-                tokens.get(3).and_then(|priority| priority.parse().ok()),
-            ) else {
+            let Some((root, priority)) = item_place(&key) else {
                 return Ok(());
             };
             // The item and its delivery record are written anew, its count kept; the
             // compare on the in-flight record makes this happen once.
             let writes = vec![
-                Write::put(priority_key(&root, priority), Bytes::new()),
-                Write::put(delivery_key(&root, id_of(&key)), Bytes::new())
+                Write::put(priority_key(root, priority), Bytes::new()),
+                Write::put(delivery_key(root, id_of(&key)), Bytes::new())
                     .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
                 Write::put(key.as_str(), entry.value.clone())
                     .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),

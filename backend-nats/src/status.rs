@@ -15,6 +15,7 @@ use distsync_core::status::{
 };
 use distsync_core::{FencingToken, Result};
 
+use crate::counter::{parse_counter, parse_latch};
 use crate::keys::{self, Kind};
 use crate::session::CREATE_HEADER;
 use crate::shared::Shared;
@@ -69,10 +70,7 @@ impl Contender {
 
 /// The report of every name starting with `prefix`.
 pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
-    let filters: Vec<String> = (Kind::ALL.iter())
-        .map(|kind| format!("{}.>", kind.token()))
-        .collect();
-    let (entries, _) = shared.store.list(&filters).await?;
+    let (entries, _) = shared.store.list(&Kind::every_key()).await?;
     let mut report = StatusReport::new(crate::BACKEND, prefix);
     // By kind and name: the live entries.
     let mut grouped: BTreeMap<(&'static str, String), Vec<Entry>> = BTreeMap::new();
@@ -84,10 +82,7 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
             // A proclaim's own key (see `src/election.rs`) is no candidate.
             continue;
         }
-        let Some(kind) = Kind::ALL
-            .iter()
-            .find(|kind| entry.key.starts_with(&format!("{}.", kind.token())))
-        else {
+        let Some(kind) = Kind::of(&entry.key) else {
             continue;
         };
         grouped.entry((kind.token(), name)).or_default().push(entry);
@@ -184,19 +179,12 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                     .push(DoubleBarrierStatus::new(name, participants, ready));
             }
             "counter" => {
-                if let Some(value) = line
-                    .first()
-                    .and_then(|c| std::str::from_utf8(&c.value).ok()?.trim().parse().ok())
-                {
+                if let Some(value) = line.first().and_then(|c| parse_counter(&c.value)) {
                     report.counters.push(CounterStatus::new(name, value));
                 }
             }
             "latch" => {
-                let counts = line.first().and_then(|c| {
-                    let (initial, count) = std::str::from_utf8(&c.value).ok()?.split_once(' ')?;
-                    Some((initial.parse().ok()?, count.parse().ok()?))
-                });
-                if let Some((initial, count)) = counts {
+                if let Some((initial, count)) = line.first().and_then(|c| parse_latch(&c.value)) {
                     report.latches.push(LatchStatus::new(name, initial, count));
                 }
             }

@@ -6,6 +6,7 @@ mod bucket;
 mod common;
 mod connect;
 mod dropped_connection;
+mod export;
 mod killed_holder;
 mod names;
 mod queue_dropped;

@@ -1,5 +1,5 @@
 //! Queues and listings at scale: a claim reads the head of a queue, never all of it,
-//! and status reads a bucket of more keys than one batched direct get returns.
+//! and status and export read a bucket of more keys than one batched direct get returns.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,6 +55,16 @@ async fn thousands_of_items_drain_and_status_reads_a_big_bucket() {
         .await
         .expect("status within the deadline");
     report.expect("status of a bucket of thousands of keys");
+    // The export reads the same listing: every item, by priority.
+    let snapshot = tokio::time::timeout(DEADLINE, backend.export())
+        .await
+        .expect("export within the deadline")
+        .expect("export of a bucket of thousands of keys");
+    let items = snapshot.queues.get(&name).expect("the queue exported");
+    assert_eq!(items.len(), ITEMS);
+    assert!(items
+        .windows(2)
+        .all(|two| two[0].priority <= two[1].priority));
     assert!(backend.count_prefix(&name).await.expect("counting") >= ITEMS as u64);
     assert_eq!(queue.len().await.expect("the queue's length"), ITEMS);
 
