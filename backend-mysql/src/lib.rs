@@ -15,7 +15,7 @@
 //! checked in CI):
 //!
 //! <!-- gaps:begin -->
-//! - **mysql**: outbox and exactly-once in the caller's transaction
+//! - **mysql**: rate limiter; outbox and exactly-once in the caller's transaction
 //! <!-- gaps:end -->
 //!
 //! ```no_run
