@@ -140,6 +140,8 @@ fn wrapped(item: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use distsync_core::Capabilities;
 
     use super::*;
@@ -155,30 +157,7 @@ mod tests {
 
     #[test]
     fn a_column_lists_exactly_what_its_backend_does_not_offer() {
-        let everything = Capabilities::none("full")
-            .with_lock(true)
-            .with_unfair_lock(true)
-            .with_election(true)
-            .with_rwlock(true)
-            .with_queue(true)
-            .with_priority_queue(true)
-            .with_barrier(true)
-            .with_double_barrier(true)
-            .with_semaphore(true)
-            .with_stm_serializable_snapshot(true)
-            .with_stm_serializable(true)
-            .with_stm_repeatable_reads(true)
-            .with_stm_read_committed(true)
-            .with_counter(true)
-            .with_latch(true)
-            .with_rate_limiter(true)
-            .with_break_lock(true)
-            .with_queue_age(true)
-            .with_release_request(true)
-            .with_hand_over(true)
-            .with_export(true)
-            .with_caller_transactions(true)
-            .with_guarded_writes(true);
+        let everything = Capabilities::all("full", Duration::from_secs(1));
         let text = matrix(&[
             ("all", everything.clone()),
             ("no-limiter", everything.clone().with_rate_limiter(false)),
