@@ -104,7 +104,9 @@ const STM_BATCH: usize = 64;
 /// [`Error::TooLarge`], before anything is written, for a queue item or STM value
 /// larger than the destination takes
 /// ([`max_value_size`](crate::Capabilities::max_value_size));
-/// [`Error::Unsupported`] when either backend cannot export; the stores' errors; and
+/// [`Error::Unsupported`], before anything is written (a dry run included), when either
+/// backend cannot export or the destination lacks a primitive the source holds state
+/// of; the stores' errors; and
 /// [`Error::MigrationMismatch`] naming what differs if the verification fails, or,
 /// before anything is written, naming a counter or latch of the destination that
 /// cannot take the source's (see the [module docs](self)).
@@ -146,8 +148,24 @@ pub async fn migrate(
     }
     let before = to.export().await?;
     let plan = plan(&source, &before)?;
-    // The handles are made before anything is written (their factories do no I/O),
-    // so a destination without counters or latches refuses before the copy starts.
+    // Every handle is made before anything is written (their factories do no I/O),
+    // so a destination that lacks a primitive the source holds refuses before the
+    // copy starts, a dry run included.
+    let queues = source
+        .queues
+        .iter()
+        .map(|(name, items)| Ok((to.queue(name.clone())?, items)))
+        .collect::<Result<Vec<_>>>()?;
+    let stm = if source.stm.is_empty() {
+        None
+    } else {
+        Some(to.stm()?)
+    };
+    let barriers = source
+        .barriers
+        .iter()
+        .map(|name| to.barrier(name.clone()))
+        .collect::<Result<Vec<_>>>()?;
     let counters = plan
         .counters
         .iter()
@@ -161,16 +179,14 @@ pub async fn migrate(
     if options.dry_run {
         return Ok(report);
     }
-    for (name, items) in &source.queues {
-        let queue = to.queue(name.clone())?;
+    for (queue, items) in queues {
         for item in items {
             queue
                 .enqueue_with_priority(item.item.clone(), item.priority)
                 .await?;
         }
     }
-    if !source.stm.is_empty() {
-        let stm = to.stm()?;
+    if let Some(stm) = stm {
         let keys: Vec<(&Name, &Bytes)> = source.stm.iter().collect();
         for batch in keys.chunks(STM_BATCH) {
             stm.atomically(Isolation::default(), |tx| async move {
@@ -194,8 +210,8 @@ pub async fn migrate(
             latch.count_down().await?;
         }
     }
-    for name in &source.barriers {
-        to.barrier(name.clone())?.hold().await?;
+    for barrier in barriers {
+        barrier.hold().await?;
     }
     verify(&source, &before, &to.export().await?)?;
     tracing::info!(?report, "migration copied and verified");

@@ -237,3 +237,31 @@ async fn a_value_the_destination_does_not_take_stops_the_migration_before_any_wr
     );
     assert!(drain(&to, "jobs").await.is_empty(), "nothing was copied");
 }
+
+#[tokio::test]
+async fn a_destination_without_queues_refuses_before_any_write_a_dry_run_too() {
+    let from = memory();
+    fill(&from).await;
+    let mut capabilities = distsync_kv::memory::capabilities();
+    capabilities.queue = false;
+    let to = Coordinator::new(distsync_kv::recipes::KvBackend::with_kv(
+        distsync_kv::memory::MemoryKv::new(),
+        "",
+        capabilities,
+    ));
+    let dry = MigrateOptions {
+        dry_run: true,
+        ..MigrateOptions::default()
+    };
+    for options in [dry, MigrateOptions::default()] {
+        let refused = migrate(&**from.backend(), &**to.backend(), &options)
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, Error::Unsupported { .. }), "{refused:?}");
+    }
+    let written = to.backend().export().await.unwrap();
+    assert!(
+        written.stm.is_empty() && written.barriers.is_empty(),
+        "nothing was copied: {written:?}"
+    );
+}
