@@ -6,7 +6,10 @@ mod mysql {
 
     #[test]
     fn a_get_lock_name_fits_the_servers_64_characters_and_is_stable() {
-        let long = format!("distsync-bench/1764390000-12345/aggregate/raw/{}", "x".repeat(80));
+        let long = format!(
+            "distsync-bench/1764390000-12345/aggregate/raw/{}",
+            "x".repeat(80)
+        );
         let name = lock_name(&long);
         assert!(name.len() <= 64, "{name}");
         assert_eq!(name, lock_name(&long));
