@@ -12,12 +12,13 @@
 # Without --out, the report goes to docs/. All traffic goes to servers on loopback.
 #
 # The servers are a set of their own, on DISTSYNC_PORT_BASE (default 24100: etcd 24100,
-# Redis 24120, PostgreSQL 24121, ZooKeeper 24140; state under .servers/base-24100), so
-# that test suites running at the same time do not load the servers being measured,
+# Redis 24120, PostgreSQL 24121, MariaDB 24129, ZooKeeper 24140, NATS 24151; state
+# under .servers/base-24100), so that test suites running at the same time do not
+# load the servers being measured,
 # and the servers' configuration is the one scripts/servers.sh writes (e.g. PostgreSQL
 # max_connections 300, which 100 waiters need). Servers this script starts are stopped when it ends
 # (DISTSYNC_BENCH_KEEP_SERVERS=1 keeps them). DISTSYNC_BENCH_SHARED=1 measures the
-# default test servers (ports 23790, 26379, 25432, 22181) instead.
+# default test servers (ports 23790, 26379, 25432, 22181, 23306, 24222) instead.
 #
 # PostgreSQL is measured at its production settings: the test servers run with
 # fsync = off and synchronous_commit = off, so this script starts a private PostgreSQL
@@ -45,6 +46,9 @@ if [[ ${DISTSYNC_BENCH_SHARED:-0} != 1 ]]; then
     export DISTSYNC_PORT_BASE=${DISTSYNC_PORT_BASE:-24100}
     # ZooKeeper at its production setting: the log fsynced before a write is answered.
     export DISTSYNC_ZOOKEEPER_FORCE_SYNC=yes
+    # MariaDB at its production setting: the redo log flushed at each commit; and
+    # room for the 64-client case's connections (see below).
+    export DISTSYNC_MYSQL_FLUSH_AT_COMMIT=1 DISTSYNC_MYSQL_MAX_CONNECTIONS=2000
 fi
 
 if ! scripts/servers.sh status >/dev/null 2>&1 && [[ ${DISTSYNC_BENCH_KEEP_SERVERS:-0} != 1 ]]; then
@@ -62,9 +66,22 @@ eval "$(scripts/servers.sh env)"
 # tickTime of 500 ms only bounds the session timeouts it grants. The Curator peer
 # (DISTSYNC_CURATOR_PEER, built by servers.sh up) is measured beside distsync on it;
 # Redis gets back its default persistence (RDB snapshots, `save 3600 1 300 100 60
-# 10000`; appendonly stays no, Redis's default), which servers.sh turns off. The
-# report states the settings each server runs with. The shared test servers are left
-# as they are.
+# 10000`; appendonly stays no, Redis's default), which servers.sh turns off. MariaDB
+# (DISTSYNC_MYSQL_URL) runs with innodb_flush_log_at_trx_commit = 1, its default (the
+# redo log written and flushed at each commit; servers.sh starts it so through
+# DISTSYNC_MYSQL_FLUSH_AT_COMMIT, which the test servers leave at 2), the doublewrite
+# buffer on, and no binary log (MariaDB's default; with one, sync_binlog = 1 would
+# belong here too), and max_connections = 2000 (DISTSYNC_MYSQL_MAX_CONNECTIONS; the
+# test servers' 500 does not fit the 64-client case: each distsync client there is a
+# backend of its own, with a pool of up to 8 connections and two of its own, and the
+# fair and the unfair lock's 64 clients are open at once beside 64 raw and 64
+# distributed-lock connections, up to about 1,400; many production servers raise the
+# default 151 the same way). NATS (DISTSYNC_NATS_URL) runs as
+# servers.sh starts it: JetStream's file store with its default sync (a write is
+# acknowledged once in the file, which is fsynced every 2 minutes, sync_interval's
+# default, and at shutdown; JetStream relies on replication, not fsync, for a
+# write's durability), a bucket of one replica. The report states the settings each
+# server runs with. The shared test servers are left as they are.
 if [[ ${DISTSYNC_BENCH_SHARED:-0} != 1 && ${DISTSYNC_REDIS_URL:-} =~ ^redis://([^:/]+):([0-9]+) ]]; then
     redis-cli -h "${BASH_REMATCH[1]}" -p "${BASH_REMATCH[2]}" CONFIG SET save "3600 1 300 100 60 10000" >/dev/null ||
         echo "bench.sh: could not restore Redis's default persistence; the report shows what it runs with" >&2

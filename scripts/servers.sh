@@ -64,7 +64,11 @@
 # `mariadbd` with no option files (never the system service), its data directory
 # under the state directory, TCP on loopback, the user `distsync` owning the database
 # `distsync` (DISTSYNC_MYSQL_URL). Commits are not flushed to disk at each commit
-# (`innodb_flush_log_at_trx_commit=2`): a throwaway test server, as PostgreSQL's.
+# (`innodb_flush_log_at_trx_commit=2`): a throwaway test server, as PostgreSQL's;
+# DISTSYNC_MYSQL_FLUSH_AT_COMMIT=1 flushes at each commit instead (MariaDB's default,
+# as scripts/bench.sh measures it). No binary log (MariaDB's default), so
+# `sync_binlog` has nothing to sync. `max_connections` is 500, or
+# DISTSYNC_MYSQL_MAX_CONNECTIONS (scripts/bench.sh raises it).
 #
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
@@ -1181,8 +1185,10 @@ mysql_start() {
     fi
     spawn mysql mariadbd --no-defaults --user="$(id -un)" --datadir="$home" \
         --port="$MYSQL_PORT" --bind-address="$HOST" --socket="$MYSQL_SOCKET" \
-        --pid-file="$home/mariadbd.pid" --skip-name-resolve --max-connections=500 \
-        --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=2 \
+        --pid-file="$home/mariadbd.pid" --skip-name-resolve \
+        --max-connections="${DISTSYNC_MYSQL_MAX_CONNECTIONS:-500}" \
+        --innodb-buffer-pool-size=128M \
+        --innodb-flush-log-at-trx-commit="${DISTSYNC_MYSQL_FLUSH_AT_COMMIT:-2}" \
         --innodb-log-file-size=64M
 }
 

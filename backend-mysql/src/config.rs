@@ -194,9 +194,10 @@ impl MysqlConfig {
         })
     }
 
-    /// The connection options for sqlx (their own `Debug` shows the password: print
-    /// the `MysqlConfig` instead).
-    pub(crate) fn connect_options(&self) -> &MySqlConnectOptions {
+    /// The connection options for sqlx, for a client of the same server beside the
+    /// backend (their own `Debug` shows the password: print the `MysqlConfig`
+    /// instead).
+    pub fn connect_options(&self) -> &MySqlConnectOptions {
         &self.options
     }
 

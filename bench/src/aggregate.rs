@@ -343,7 +343,8 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> AggregateResult 
 }
 
 /// `clients` clients of the peer of `target`'s store for this case
-/// (`distributed-lock` on PostgreSQL) and their label, or `None` where it has none.
+/// (`distributed-lock` on PostgreSQL and on MySQL) and their label, or `None` where it
+/// has none.
 #[allow(unused_variables)]
 async fn peer_clients(
     target: &Target,
@@ -351,12 +352,18 @@ async fn peer_clients(
     clients: usize,
 ) -> Result<Option<(Vec<Box<dyn Cycler>>, String)>> {
     #[cfg(feature = "distributed-lock")]
-    if target.kind.is_postgres() {
+    let peer = match target.kind {
+        kind if kind.is_postgres() => Some(crate::peers::ContendedPeer::DistributedLockPostgres),
+        BackendKind::Mysql => Some(crate::peers::ContendedPeer::DistributedLockMysql),
+        _ => None,
+    };
+    #[cfg(feature = "distributed-lock")]
+    if let Some(peer) = peer {
         let mut made: Vec<Box<dyn Cycler>> = Vec::with_capacity(clients);
-        let label = crate::peers::distributed_lock::LABEL.to_owned();
+        let label = peer.label().to_owned();
         for index in 0..clients {
             let name = format!("{prefix}/peer/{index}");
-            match crate::peers::distributed_lock::postgres(&target.url, &name).await {
+            match peer.start(&target.url, &name).await {
                 Ok(client) => made.push(client.cycler),
                 Err((_, _, error)) => {
                     for client in made {

@@ -61,6 +61,12 @@ pub struct Args {
     /// ZooKeeper URL.
     #[arg(long, env = "DISTSYNC_ZOOKEEPER_URL")]
     pub zookeeper_url: Option<String>,
+    /// MySQL/MariaDB URL.
+    #[arg(long, env = "DISTSYNC_MYSQL_URL")]
+    pub mysql_url: Option<String>,
+    /// NATS URL.
+    #[arg(long, env = "DISTSYNC_NATS_URL")]
+    pub nats_url: Option<String>,
     /// Directory whose `BENCHMARKS.md` gets the tables (e.g. `docs`).
     /// Without it the tables go to standard output only.
     #[arg(long)]
@@ -256,6 +262,8 @@ impl Args {
                 BackendKind::Postgres => self.postgres_url.clone(),
                 BackendKind::PostgresUnflushed => self.postgres_unflushed_url.clone(),
                 BackendKind::Zookeeper => self.zookeeper_url.clone(),
+                BackendKind::Mysql => self.mysql_url.clone(),
+                BackendKind::Nats => self.nats_url.clone(),
             };
             given.ok_or_else(|| {
                 let variable = kind.url_variable().unwrap_or("its URL");

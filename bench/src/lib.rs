@@ -1,7 +1,7 @@
 //! # distsync-bench
 //!
 //! The benchmark program of distsync: per backend (memory, etcd, Redis, PostgreSQL,
-//! ZooKeeper) it measures the uncontended lock+unlock cycle beside the minimal raw store
+//! ZooKeeper, MySQL/MariaDB, NATS) it measures the uncontended lock+unlock cycle beside the minimal raw store
 //! commands ([`raw`]) and peer lock libraries ([`peers`], Curator's in a JVM of its own
 //! on ZooKeeper), the contended hand-off with 1, 10 and 100 waiters, 2, 8 and 64
 //! clients all cycling one lock ([`contended`]), election leader changes, queue

@@ -178,6 +178,51 @@ pub async fn server_version(target: &Target) -> Option<String> {
                 .find_map(|(name, value)| (name == "zookeeper_version").then_some(value))?;
             Some(format!("ZooKeeper {version}"))
         }
+        #[cfg(feature = "mysql")]
+        BackendKind::Mysql => {
+            use sqlx::Connection;
+            let options = crate::raw::mysql::options(&target.url).ok()?;
+            let mut conn = sqlx::MySqlConnection::connect_with(&options).await.ok()?;
+            let version: String = sqlx::query_scalar("SELECT VERSION()")
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+            // Durability, as it matters to write latency: the redo log's flush at each
+            // commit, and the binary log's (which only counts when it is on).
+            let mut settings = Vec::new();
+            for setting in [
+                "innodb_flush_log_at_trx_commit",
+                "log_bin",
+                "sync_binlog",
+                "max_connections",
+            ] {
+                let value: String =
+                    sqlx::query_scalar(&format!("SELECT CAST(@@{setting} AS CHAR)"))
+                        .fetch_one(&mut conn)
+                        .await
+                        .ok()?;
+                settings.push(format!("{setting} = {value}"));
+            }
+            conn.close().await.ok()?;
+            Some(format!("MySQL {version} ({})", settings.join(", ")))
+        }
+        // The backend's own description (the server's INFO and the bucket's stream).
+        BackendKind::Nats => {
+            let facts = target.coordinator.backend().describe_store().await.ok()?;
+            let fact = |wanted: &str| {
+                facts
+                    .iter()
+                    .find_map(|(name, value)| (name == wanted).then(|| value.clone()))
+            };
+            let version = fact("nats_server_version")?;
+            let mut settings = Vec::new();
+            for name in ["storage", "replicas"] {
+                if let Some(value) = fact(name) {
+                    settings.push(format!("{name} = {value}"));
+                }
+            }
+            Some(format!("NATS {version} ({})", settings.join(", ")))
+        }
         #[allow(unreachable_patterns)]
         _ => None,
     }

@@ -845,6 +845,39 @@ fn backend_targets(backend: &BackendReport) -> Vec<(&'static str, String, Judged
                     .ok_or_else(|| "not in this run".to_owned()),
             ));
         }
+        // No targets were set for these stores yet: their ratios stand as figures.
+        BackendKind::Mysql => {
+            targets.push((
+                UNFAIR,
+                "unfair cycle p50 ÷ the raw GET_LOCK pair's (no bound)".into(),
+                cycle_ratio(backend, unfair(), of(Role::Raw), None),
+            ));
+            targets.push((
+                UNFAIR,
+                "distributed-lock cycle p50 ÷ the unfair lock's (no bound)".into(),
+                cycle_ratio(backend, labelled("distributed-lock"), unfair(), None),
+            ));
+            let aggregate = backend.aggregate.as_ref();
+            for (fairness, class) in [(Fairness::Fair, FAIR), (Fairness::Unfair, UNFAIR)] {
+                targets.push((
+                    class,
+                    aggregate_target(fairness, "64 raw clients'", None),
+                    throughput_ratio(aggregate, fairness, |a| a.raw.as_ref(), None),
+                ));
+                targets.push((
+                    class,
+                    aggregate_target(fairness, "64 distributed-lock clients'", None),
+                    throughput_ratio(aggregate, fairness, |a| a.peer.as_ref(), None),
+                ));
+            }
+        }
+        BackendKind::Nats => {
+            targets.push((
+                UNFAIR,
+                "unfair cycle p50 ÷ the raw create + purge pair's (no bound)".into(),
+                cycle_ratio(backend, unfair(), of(Role::Raw), None),
+            ));
+        }
         BackendKind::Memory => {}
     }
     targets.push((

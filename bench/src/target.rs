@@ -31,6 +31,10 @@ pub enum BackendKind {
     PostgresUnflushed,
     /// ZooKeeper.
     Zookeeper,
+    /// MySQL or MariaDB.
+    Mysql,
+    /// NATS JetStream.
+    Nats,
 }
 
 impl BackendKind {
@@ -43,6 +47,8 @@ impl BackendKind {
             BackendKind::Postgres => "postgres",
             BackendKind::PostgresUnflushed => "postgres-unflushed",
             BackendKind::Zookeeper => "zookeeper",
+            BackendKind::Mysql => "mysql",
+            BackendKind::Nats => "nats",
         }
     }
 
@@ -89,6 +95,8 @@ impl BackendKind {
             BackendKind::Postgres => Some("DISTSYNC_POSTGRES_URL"),
             BackendKind::PostgresUnflushed => Some("DISTSYNC_POSTGRES_UNFLUSHED_URL"),
             BackendKind::Zookeeper => Some("DISTSYNC_ZOOKEEPER_URL"),
+            BackendKind::Mysql => Some("DISTSYNC_MYSQL_URL"),
+            BackendKind::Nats => Some("DISTSYNC_NATS_URL"),
         }
     }
 }

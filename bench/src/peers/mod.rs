@@ -5,6 +5,8 @@
 //!   inside it), in the cycle and in the hand-off;
 //! - Redis: `rslock` (Redlock on one server) and `distributed-lock`;
 //! - PostgreSQL: `distributed-lock`;
+//! - MySQL/MariaDB: `distributed-lock` (its MySQL provider);
+//! - NATS: none (no Rust lock library on JetStream KV to compare with);
 //! - ZooKeeper: Apache Curator's `InterProcessMutex`, in a JVM of its own (the interop
 //!   peer, timed inside the JVM after a warm-up), in the cycle and in the hand-off.
 //!
@@ -54,6 +56,11 @@ pub async fn contenders(target: &Target, name: &str) -> Vec<Started> {
         crate::target::BackendKind::Postgres | crate::target::BackendKind::PostgresUnflushed => {
             let name = format!("{name}/distributed-lock");
             peers.push(distributed_lock::postgres(url, &name).await);
+        }
+        #[cfg(feature = "distributed-lock")]
+        crate::target::BackendKind::Mysql => {
+            let name = format!("{name}/distributed-lock");
+            peers.push(distributed_lock::mysql(url, &name).await);
         }
         #[cfg(feature = "zookeeper")]
         crate::target::BackendKind::Zookeeper => {
@@ -128,6 +135,13 @@ pub enum ContendedPeer {
     /// a connection per client: it waits for the key too.
     #[cfg(feature = "postgres")]
     RawPostgres,
+    /// `distributed-lock` on MySQL ([`distributed_lock`]), a pool per client.
+    #[cfg(feature = "distributed-lock")]
+    DistributedLockMysql,
+    /// The raw `GET_LOCK` + `RELEASE_LOCK` pair ([`crate::raw::mysql`]), a connection
+    /// per client: it waits for the name too.
+    #[cfg(feature = "mysql")]
+    RawMysql,
     /// Curator's `InterProcessMutex` ([`curator`]), a JVM per client.
     #[cfg(feature = "zookeeper")]
     Curator,
@@ -146,9 +160,11 @@ impl ContendedPeer {
             #[cfg(feature = "redis")]
             Self::Rslock { short: true } => rslock::ACQUIRE_SHORT_LABEL,
             #[cfg(feature = "distributed-lock")]
-            Self::DistributedLockPostgres => distributed_lock::LABEL,
+            Self::DistributedLockPostgres | Self::DistributedLockMysql => distributed_lock::LABEL,
             #[cfg(feature = "postgres")]
             Self::RawPostgres => crate::raw::postgres::LABEL,
+            #[cfg(feature = "mysql")]
+            Self::RawMysql => crate::raw::mysql::LABEL,
             #[cfg(feature = "zookeeper")]
             Self::Curator => curator::LABEL,
         }
@@ -159,6 +175,8 @@ impl ContendedPeer {
         match self {
             #[cfg(feature = "postgres")]
             Self::RawPostgres => Role::Raw,
+            #[cfg(feature = "mysql")]
+            Self::RawMysql => Role::Raw,
             #[allow(unreachable_patterns)]
             _ => Role::Peer,
         }
@@ -190,6 +208,10 @@ impl ContendedPeer {
             Self::DistributedLockPostgres => distributed_lock::postgres(url, name).await,
             #[cfg(feature = "postgres")]
             Self::RawPostgres => crate::raw::postgres::start(url, name).await,
+            #[cfg(feature = "distributed-lock")]
+            Self::DistributedLockMysql => distributed_lock::mysql(url, name).await,
+            #[cfg(feature = "mysql")]
+            Self::RawMysql => crate::raw::mysql::start(url, name).await,
             #[cfg(feature = "zookeeper")]
             Self::Curator => curator::start(url, name).await,
         }
@@ -222,6 +244,12 @@ pub fn contended(target: &Target) -> Vec<ContendedPeer> {
         }
         #[cfg(feature = "zookeeper")]
         crate::target::BackendKind::Zookeeper => peers.push(ContendedPeer::Curator),
+        #[cfg(feature = "mysql")]
+        crate::target::BackendKind::Mysql => {
+            #[cfg(feature = "distributed-lock")]
+            peers.push(ContendedPeer::DistributedLockMysql);
+            peers.push(ContendedPeer::RawMysql);
+        }
         _ => {}
     }
     peers

@@ -9,10 +9,17 @@
 //!   connection;
 //! - ZooKeeper (`zookeeper-client`): create an ephemeral sequential node under the
 //!   lock's node, list the children (it is the lowest), delete it;
+//! - MySQL/MariaDB (`sqlx`): `GET_LOCK(name, timeout)`, then `RELEASE_LOCK(name)`, on
+//!   one connection;
+//! - NATS (`async-nats`): a JetStream KV create of one key, then a purge of it;
 //! - memory: none (there is no client crate beneath it).
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -39,6 +46,18 @@ pub async fn contender(target: &Target, name: &str) -> Option<Started> {
         }
         #[cfg(feature = "zookeeper")]
         crate::target::BackendKind::Zookeeper => Some(zookeeper::start(url, name).await),
+        #[cfg(feature = "mysql")]
+        crate::target::BackendKind::Mysql => Some(mysql::start(url, name).await),
+        #[cfg(feature = "nats")]
+        crate::target::BackendKind::Nats => Some(nats::start(url, name).await),
         _ => None,
     }
+}
+
+/// A stable 64-bit hash of `name` (FNV-1a), for stores whose lock keys are numbers or
+/// short names rather than the bench's paths.
+pub fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

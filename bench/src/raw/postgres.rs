@@ -42,12 +42,9 @@ pub fn options(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
     Ok(distsync::store::postgres::PostgresConfig::parse(url)?.options)
 }
 
-/// A stable 64-bit advisory lock key for `name` (FNV-1a).
+/// A stable 64-bit advisory lock key for `name` ([`super::name_hash`]).
 pub fn advisory_key(name: &str) -> i64 {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    i64::from_ne_bytes(hash.to_ne_bytes())
+    i64::from_ne_bytes(super::name_hash(name).to_ne_bytes())
 }
 
 #[async_trait]

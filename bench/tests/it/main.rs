@@ -11,6 +11,7 @@ mod guard;
 mod handoff_rows;
 mod markdown;
 mod plan;
+mod raw_keys;
 mod scale;
 mod scale_parts;
 mod smoke;
