@@ -3,13 +3,14 @@
 //! refused with `Error::TooLarge` before anything is sent, and a value at the limit is
 //! taken: on every primitive that takes a caller's value, as the store offers it.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
 use distsync_core::{Bytes, Error, Isolation, Queue, Result, Stm};
 use tokio::time::Instant;
 
-use crate::check::{ensure, violated, within, Bounded, Check, Context, Holds, LONG, PROMPT};
+use crate::check::{ensure, violated, within, Bounded, Check, Context, Fail, Holds, LONG, PROMPT};
 use crate::harness::Harness;
 
 /// How long a refusal may take: it is the client's own check, with no request.
@@ -130,12 +131,7 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
             left == 0,
             "the queue holds {left} items after every oversized enqueue was refused"
         );
-        within(
-            AT_LIMIT,
-            "enqueueing an item at the limit",
-            queue.enqueue(at.clone()),
-        )
-        .await?;
+        at_limit("enqueueing an item at the limit", queue.enqueue(at.clone())).await?;
         dequeued_whole(queue.as_ref(), &at, "enqueue").await?;
         // An idempotent enqueue sends its record beside the item.
         let once = within(AT_LIMIT, "enqueue_once at the limit", async {
@@ -145,6 +141,9 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
         match once {
             Ok(_) => dequeued_whole(queue.as_ref(), &at, "enqueue_once").await?,
             Err(Error::Unsupported { .. }) => {}
+            Err(error) if error.is_transient() => {
+                return Err(lapsed_at_limit("enqueue_once at the limit", &error))
+            }
             Err(error) => return violated(format!("enqueue_once at the limit: {error}")),
         }
         taken.push("queue");
@@ -168,8 +167,7 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
             leader.is_none(),
             "the election has a leader after the only campaign was refused"
         );
-        let leadership = within(
-            AT_LIMIT,
+        let leadership = at_limit(
             "campaigning with a value at the limit",
             election.campaign(at.clone()),
         )
@@ -182,13 +180,12 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
                 leadership.proclaim(over.clone()),
             )
             .await?;
-        within(
-            AT_LIMIT,
+        at_limit(
             "proclaiming a value at the limit",
             leadership.proclaim(at.clone()),
         )
         .await?;
-        let leader = within(AT_LIMIT, "reading the leader", election.leader()).await?;
+        let leader = at_limit("reading the leader", election.leader()).await?;
         ensure!(
             leader.as_ref().map(|leader| &leader.value) == Some(&at),
             "the leader's value is {:?} bytes, not the {limit} it proclaimed",
@@ -216,8 +213,7 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
             )
             .await?;
         absent(stm.as_ref(), &key, "a lock's refused put_if_held").await?;
-        within(
-            AT_LIMIT,
+        at_limit(
             "put_if_held at the limit",
             guard.put_if_held(&key, at.clone()),
         )
@@ -259,8 +255,7 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
             )
             .await?;
         absent(Some(&(stm.clone(), *level)), &key, "a refused STM put").await?;
-        within(
-            AT_LIMIT,
+        at_limit(
             "an STM put at the limit",
             put(stm.clone(), *level, key.clone(), at.clone()),
         )
@@ -304,7 +299,7 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
             }
             async move { Ok(()) }
         });
-        within(AT_LIMIT, "deleting the values written", cleared).await?;
+        at_limit("deleting the values written", cleared).await?;
     }
     within(PROMPT, "closing the session", session.close()).await?;
     Ok(Holds::figure(
@@ -325,10 +320,28 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
     ))
 }
 
+/// Awaits a step that writes or reads a value at the limit, for at most [`AT_LIMIT`]. A
+/// transient error there says the store was slow or out of reach (a replica
+/// acknowledgement that timed out on a loaded machine), not that it takes less than
+/// it declares: the run lapses and runs again, as a set-up step's does. A timeout or
+/// any other error is a violation.
+async fn at_limit<T>(what: impl Display, step: impl Future<Output = Result<T>>) -> Check<T> {
+    match within(AT_LIMIT, &what, async { Ok(step.await) }).await? {
+        Err(error) if error.is_transient() => Err(lapsed_at_limit(&what, &error)),
+        result => result.ctx(what),
+    }
+}
+
+/// The lapse of a step at the limit that failed with the transient `error`.
+fn lapsed_at_limit(what: impl Display, error: &Error) -> Fail {
+    Fail::SetUpLapsed(format!(
+        "{what}: {error} (transient: the store was slow or out of reach, not the limit)"
+    ))
+}
+
 /// Takes the queue's first item, which must be `value`, enqueued by `how`.
 async fn dequeued_whole(queue: &dyn Queue, value: &Bytes, how: &str) -> Check<()> {
-    let item = within(
-        AT_LIMIT,
+    let item = at_limit(
         format!("dequeueing the item {how} put at the limit"),
         queue.try_dequeue(),
     )
@@ -384,8 +397,7 @@ async fn read(stm: Option<&(Stm, Isolation)>, key: &str) -> Check<Option<Option<
         return Ok(None);
     };
     let key = key.to_owned();
-    let value = within(
-        AT_LIMIT,
+    let value = at_limit(
         format!("reading the STM key {key:?}"),
         stm.atomically(*level, move |tx| {
             let key = key.clone();
