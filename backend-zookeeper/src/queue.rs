@@ -169,8 +169,13 @@ impl Inner {
         Vec<String>,
         Option<(zk::OneshotWatcher, zk::OneshotWatcher)>,
     )> {
-        let (children, items_watch) = self.children(client, &self.paths.items, watch).await?;
+        // The holds are listed before the items. An ack deletes an item and its lock
+        // node in one `multi`, so an item acked between the two reads is either held in
+        // the first or gone from the second; read the other way round, it would show as
+        // waiting. An item claimed between the reads shows as waiting, as it was when
+        // the holds were read: a receiver's claim of it then fails and tries the next.
         let (held, locks_watch) = self.children(client, &self.paths.locks, watch).await?;
+        let (children, items_watch) = self.children(client, &self.paths.items, watch).await?;
         let held: HashSet<String> = held.into_iter().collect();
         let available = nodes::items(children)
             .into_iter()
