@@ -575,17 +575,22 @@ impl Inner {
     }
 }
 
-/// The items ready and held of the queue whose node has `children` and whose lock
-/// path is `locks`, for `status`.
+/// The items ready and held of the queue whose items are the children of `items`
+/// and whose lock path is `locks`, for `status`. The holds are listed first, for the
+/// reason `available` gives: an item acked between the reads never counts as ready.
 pub(crate) async fn counts(
     client: &zk::Client,
-    children: Vec<String>,
+    items: &str,
     locks: &str,
 ) -> Result<(usize, usize)> {
-    let items = nodes::items(children);
     let held: HashSet<String> = match client.list_children(locks).await {
         Ok(held) => held.into_iter().collect(),
         Err(zk::Error::NoNode) => HashSet::new(),
+        Err(error) => return Err(map(error)),
+    };
+    let items = match client.list_children(items).await {
+        Ok(children) => nodes::items(children),
+        Err(zk::Error::NoNode) => Vec::new(),
         Err(error) => return Err(map(error)),
     };
     let in_flight = items.iter().filter(|child| held.contains(*child)).count();

@@ -337,7 +337,7 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                 }
                 Kind::Queue => {
                     let held = path.replacen(&top, &keys::kind_root(root, Kind::QueueLock), 1);
-                    let (ready, in_flight) = crate::queue::counts(&client, children, &held).await?;
+                    let (ready, in_flight) = crate::queue::counts(&client, &path, &held).await?;
                     if ready + in_flight > 0 {
                         report.queues.push(distsync_core::status::QueueStatus::new(
                             name, ready, in_flight,
