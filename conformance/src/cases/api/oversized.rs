@@ -10,7 +10,7 @@ use std::time::Duration;
 use distsync_core::{Bytes, Error, Isolation, Queue, Result, Stm};
 use tokio::time::Instant;
 
-use crate::check::{ensure, violated, within, Bounded, Check, Context, Fail, Holds, LONG, PROMPT};
+use crate::check::{ensure, violated, within, Bounded, Check, Context, Holds, LONG, PROMPT};
 use crate::harness::Harness;
 
 /// How long a refusal may take: it is the client's own check, with no request.
@@ -139,12 +139,11 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
         })
         .await?;
         match once {
-            Ok(_) => dequeued_whole(queue.as_ref(), &at, "enqueue_once").await?,
             Err(Error::Unsupported { .. }) => {}
-            Err(error) if error.is_transient() => {
-                return Err(lapsed_at_limit("enqueue_once at the limit", &error))
+            once => {
+                once.set_up_ctx("enqueue_once at the limit")?;
+                dequeued_whole(queue.as_ref(), &at, "enqueue_once").await?;
             }
-            Err(error) => return violated(format!("enqueue_once at the limit: {error}")),
         }
         taken.push("queue");
     }
@@ -326,17 +325,9 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
 /// it declares: the run lapses and runs again, as a set-up step's does. A timeout or
 /// any other error is a violation.
 async fn at_limit<T>(what: impl Display, step: impl Future<Output = Result<T>>) -> Check<T> {
-    match within(AT_LIMIT, &what, async { Ok(step.await) }).await? {
-        Err(error) if error.is_transient() => Err(lapsed_at_limit(&what, &error)),
-        result => result.ctx(what),
-    }
-}
-
-/// The lapse of a step at the limit that failed with the transient `error`.
-fn lapsed_at_limit(what: impl Display, error: &Error) -> Fail {
-    Fail::SetUpLapsed(format!(
-        "{what}: {error} (transient: the store was slow or out of reach, not the limit)"
-    ))
+    within(AT_LIMIT, &what, async { Ok(step.await) })
+        .await?
+        .set_up_ctx(what)
 }
 
 /// Takes the queue's first item, which must be `value`, enqueued by `how`.
