@@ -21,8 +21,8 @@ use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::check::{
-    ensure, eventually, lapsed, lapsed_when_lost, ms, secs, set_up, violated, within,
-    within_set_up, Bounded, Check, Context, Fail, Holds, Task, PROMPT,
+    ensure, eventually, lapsed, lapsed_when_lost, ms, proxied_client, secs, set_up, violated,
+    within, within_set_up, Bounded, Check, Context, Fail, Holds, Task, PROMPT,
 };
 use crate::faults::{PartitionMode, Partitioned};
 use crate::harness::Harness;
@@ -166,10 +166,11 @@ async fn trial(h: &Harness, held: Held, mode: PartitionMode, i: usize) -> Check<
 /// holder learned of the loss first ([`learned_of_loss`]).
 async fn set_up_trial(h: &Harness, held: Held, label: String) -> Check<SetUp> {
     let name = h.name(&label).ctx("naming the trial")?;
-    let partition: Box<dyn Partitioned> = within_set_up(
-        PROMPT,
-        "connecting the client to cut off",
-        h.faults().partitioned_client(h.backend().as_ref()),
+    let partition: Box<dyn Partitioned> = proxied_client(
+        h.faults(),
+        h.backend().as_ref(),
+        "",
+        "the client to cut off",
     )
     .await?;
     let cut = partition.backend();
