@@ -340,22 +340,24 @@ impl Kv for MysqlKv {
     }
 
     async fn describe(&self) -> Result<Vec<(String, String)>> {
-        let (version, flush, log_bin, sync_binlog): (String, i64, i64, i64) = within(
-            self.request_timeout,
-            Bound::Request,
-            "describing the store",
-            async {
-                sqlx::query_as(
-                    // The server answers its unsigned variables as BIGINT UNSIGNED.
-                    "SELECT VERSION(), CAST(@@innodb_flush_log_at_trx_commit AS SIGNED), \
-                     CAST(@@log_bin AS SIGNED), CAST(@@sync_binlog AS SIGNED)",
-                )
-                .fetch_one(&self.core.pool)
-                .await
-                .map_err(map)
-            },
-        )
-        .await?;
+        let (version, flush, log_bin, sync_binlog, max_connections): (String, i64, i64, i64, i64) =
+            within(
+                self.request_timeout,
+                Bound::Request,
+                "describing the store",
+                async {
+                    sqlx::query_as(
+                        // The server answers its unsigned variables as BIGINT UNSIGNED.
+                        "SELECT VERSION(), CAST(@@innodb_flush_log_at_trx_commit AS SIGNED), \
+                     CAST(@@log_bin AS SIGNED), CAST(@@sync_binlog AS SIGNED), \
+                     CAST(@@max_connections AS SIGNED)",
+                    )
+                    .fetch_one(&self.core.pool)
+                    .await
+                    .map_err(map)
+                },
+            )
+            .await?;
         Ok([
             ("version".to_owned(), version),
             (
@@ -364,6 +366,7 @@ impl Kv for MysqlKv {
             ),
             ("log_bin".to_owned(), log_bin.to_string()),
             ("sync_binlog".to_owned(), sync_binlog.to_string()),
+            ("max_connections".to_owned(), max_connections.to_string()),
         ]
         .into_iter()
         .chain(self.semi_sync.iter().flat_map(SemiSync::describe))

@@ -171,59 +171,57 @@ pub async fn server_version(target: &Target) -> Option<String> {
             Some(format!("PostgreSQL {version} ({})", settings.join(", ")))
         }
         // The backend's own description (the `srvr` four-letter command).
-        BackendKind::Zookeeper => {
-            let facts = target.coordinator.backend().describe_store().await.ok()?;
-            let version = facts
-                .into_iter()
-                .find_map(|(name, value)| (name == "zookeeper_version").then_some(value))?;
-            Some(format!("ZooKeeper {version}"))
-        }
-        #[cfg(feature = "mysql")]
+        BackendKind::Zookeeper => described(target, "ZooKeeper", "zookeeper_version", &[]).await,
+        // The backend's own description. Durability, as it matters to write latency:
+        // the redo log's flush at each commit, and the binary log's (which only counts
+        // when it is on).
         BackendKind::Mysql => {
-            use sqlx::Connection;
-            let options = crate::raw::mysql::options(&target.url).ok()?;
-            let mut conn = sqlx::MySqlConnection::connect_with(&options).await.ok()?;
-            let version: String = sqlx::query_scalar("SELECT VERSION()")
-                .fetch_one(&mut conn)
-                .await
-                .ok()?;
-            // Durability, as it matters to write latency: the redo log's flush at each
-            // commit, and the binary log's (which only counts when it is on).
-            let mut settings = Vec::new();
-            for setting in [
+            let settings = [
                 "innodb_flush_log_at_trx_commit",
                 "log_bin",
                 "sync_binlog",
                 "max_connections",
-            ] {
-                let value: String =
-                    sqlx::query_scalar(&format!("SELECT CAST(@@{setting} AS CHAR)"))
-                        .fetch_one(&mut conn)
-                        .await
-                        .ok()?;
-                settings.push(format!("{setting} = {value}"));
-            }
-            conn.close().await.ok()?;
-            Some(format!("MySQL {version} ({})", settings.join(", ")))
+            ];
+            described(target, "MySQL", "version", &settings).await
         }
         // The backend's own description (the server's INFO and the bucket's stream).
         BackendKind::Nats => {
-            let facts = target.coordinator.backend().describe_store().await.ok()?;
-            let fact = |wanted: &str| {
-                facts
-                    .iter()
-                    .find_map(|(name, value)| (name == wanted).then(|| value.clone()))
-            };
-            let version = fact("nats_server_version")?;
-            let mut settings = Vec::new();
-            for name in ["storage", "replicas"] {
-                if let Some(value) = fact(name) {
-                    settings.push(format!("{name} = {value}"));
-                }
-            }
-            Some(format!("NATS {version} ({})", settings.join(", ")))
+            described(
+                target,
+                "NATS",
+                "nats_server_version",
+                &["storage", "replicas"],
+            )
+            .await
         }
         #[allow(unreachable_patterns)]
         _ => None,
+    }
+}
+
+/// `product`, its version (the fact named `version`) and `settings`, from the backend's
+/// own description of its store (`Backend::describe_store`), so that the bench reads
+/// what the backend reads, on its own connections.
+async fn described(
+    target: &Target,
+    product: &str,
+    version: &str,
+    settings: &[&str],
+) -> Option<String> {
+    let facts = target.coordinator.backend().describe_store().await.ok()?;
+    let fact = |wanted: &str| {
+        facts
+            .iter()
+            .find_map(|(name, value)| (name == wanted).then_some(value))
+    };
+    let version = fact(version)?;
+    let settings: Vec<String> = settings
+        .iter()
+        .filter_map(|name| fact(name).map(|value| format!("{name} = {value}")))
+        .collect();
+    if settings.is_empty() {
+        Some(format!("{product} {version}"))
+    } else {
+        Some(format!("{product} {version} ({})", settings.join(", ")))
     }
 }
