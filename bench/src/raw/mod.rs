@@ -24,6 +24,8 @@ pub mod nats;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod session_lock;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 

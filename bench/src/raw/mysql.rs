@@ -1,12 +1,11 @@
 //! MySQL/MariaDB: `GET_LOCK(name, timeout)`, then `RELEASE_LOCK(name)`, on one
 //! connection.
 
-use std::time::{Duration, Instant};
-
 use async_trait::async_trait;
 use sqlx::{Connection, MySqlConnection};
 
-use crate::contender::{started, Cycler, Role, Started};
+use super::session_lock::{SessionLock, Statements};
+use crate::contender::{started, Role, Started};
 use crate::Result;
 
 /// The label of the raw row.
@@ -16,13 +15,9 @@ pub const LABEL: &str = "raw: GET_LOCK + RELEASE_LOCK";
 /// default TTL, far above any wait of the contended case, so a timeout is an error.
 const WAIT_SECS: u32 = 60;
 
-/// The raw MySQL cycle on its own connection.
-struct RawMysql {
-    conn: Option<MySqlConnection>,
+/// The named lock of one name.
+struct Named {
     lock: String,
-    /// How long the last `GET_LOCK` took (it waits while another connection holds the
-    /// name, so the pair also runs in the contended case).
-    wait: Option<Duration>,
 }
 
 /// Connects to the database of the distsync URL `url`; the lock's name is derived
@@ -30,11 +25,8 @@ struct RawMysql {
 pub async fn start(url: &str, name: &str) -> Started {
     let made = async {
         let conn = MySqlConnection::connect_with(&options(url)?).await?;
-        Ok(RawMysql {
-            conn: Some(conn),
-            lock: lock_name(name),
-            wait: None,
-        })
+        let lock = lock_name(name);
+        Ok(SessionLock::new(conn, Named { lock }))
     };
     started(LABEL, Role::Raw, made.await)
 }
@@ -56,37 +48,26 @@ pub fn lock_name(name: &str) -> String {
 }
 
 #[async_trait]
-impl Cycler for RawMysql {
-    async fn cycle(&mut self) -> Result<()> {
-        let conn = self.conn.as_mut().ok_or("connection closed")?;
-        self.wait = None;
-        let asked = Instant::now();
+impl Statements<MySqlConnection> for Named {
+    async fn lock(&self, conn: &mut MySqlConnection) -> Result<()> {
         let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
             .bind(&self.lock)
             .bind(WAIT_SECS)
-            .fetch_one(&mut *conn)
+            .fetch_one(conn)
             .await?;
-        self.wait = Some(asked.elapsed());
         if locked != Some(1) {
             return Err(format!("GET_LOCK: not granted within {WAIT_SECS} s").into());
-        }
-        let released: Option<i64> = sqlx::query_scalar("SELECT RELEASE_LOCK(?)")
-            .bind(&self.lock)
-            .fetch_one(&mut *conn)
-            .await?;
-        if released != Some(1) {
-            return Err("RELEASE_LOCK: the lock was not held".into());
         }
         Ok(())
     }
 
-    fn last_wait(&self) -> Option<Duration> {
-        self.wait
-    }
-
-    async fn close(mut self: Box<Self>) -> Result<()> {
-        if let Some(conn) = self.conn.take() {
-            conn.close().await?;
+    async fn unlock(&self, conn: &mut MySqlConnection) -> Result<()> {
+        let released: Option<i64> = sqlx::query_scalar("SELECT RELEASE_LOCK(?)")
+            .bind(&self.lock)
+            .fetch_one(conn)
+            .await?;
+        if released != Some(1) {
+            return Err("RELEASE_LOCK: the lock was not held".into());
         }
         Ok(())
     }

@@ -1,23 +1,18 @@
 //! PostgreSQL: `pg_advisory_lock`, then `pg_advisory_unlock`, on one connection.
 
-use std::time::{Duration, Instant};
-
 use async_trait::async_trait;
 use sqlx::{Connection, PgConnection};
 
-use crate::contender::{started, Cycler, Role, Started};
+use super::session_lock::{SessionLock, Statements};
+use crate::contender::{started, Role, Started};
 use crate::Result;
 
 /// The label of the raw row.
 pub const LABEL: &str = "raw: pg_advisory_lock + pg_advisory_unlock";
 
-/// The raw PostgreSQL cycle on its own connection.
-struct RawPostgres {
-    conn: Option<PgConnection>,
+/// The advisory lock of one key.
+struct Advisory {
     key: i64,
-    /// How long the last `pg_advisory_lock` took (it waits while another session
-    /// holds the key, so the pair also runs in the contended case).
-    wait: Option<Duration>,
 }
 
 /// Connects to the database of the distsync URL `url`; the advisory lock key is
@@ -25,11 +20,8 @@ struct RawPostgres {
 pub async fn start(url: &str, name: &str) -> Started {
     let made = async {
         let conn = PgConnection::connect_with(&options(url)?).await?;
-        Ok(RawPostgres {
-            conn: Some(conn),
-            key: advisory_key(name),
-            wait: None,
-        })
+        let key = advisory_key(name);
+        Ok(SessionLock::new(conn, Advisory { key }))
     };
     started(LABEL, Role::Raw, made.await)
 }
@@ -48,33 +40,22 @@ pub fn advisory_key(name: &str) -> i64 {
 }
 
 #[async_trait]
-impl Cycler for RawPostgres {
-    async fn cycle(&mut self) -> Result<()> {
-        let conn = self.conn.as_mut().ok_or("connection closed")?;
-        self.wait = None;
-        let asked = Instant::now();
+impl Statements<PgConnection> for Advisory {
+    async fn lock(&self, conn: &mut PgConnection) -> Result<()> {
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(self.key)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
-        self.wait = Some(asked.elapsed());
-        let unlocked: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
-            .bind(self.key)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !unlocked {
-            return Err("pg_advisory_unlock: the lock was not held".into());
-        }
         Ok(())
     }
 
-    fn last_wait(&self) -> Option<Duration> {
-        self.wait
-    }
-
-    async fn close(mut self: Box<Self>) -> Result<()> {
-        if let Some(conn) = self.conn.take() {
-            conn.close().await?;
+    async fn unlock(&self, conn: &mut PgConnection) -> Result<()> {
+        let unlocked: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .fetch_one(conn)
+            .await?;
+        if !unlocked {
+            return Err("pg_advisory_unlock: the lock was not held".into());
         }
         Ok(())
     }
