@@ -96,8 +96,8 @@ fn side(label: &str, rate: f64) -> Throughput {
 
 #[test]
 fn the_throughput_targets_judge_the_fair_lock_and_show_the_unfair_ones_ratios() {
-    // The unfair lock would meet both bounds, the fair one meets neither: the verdicts
-    // are the fair lock's.
+    // The unfair lock would meet the bound, the fair one does not: the verdicts are the
+    // fair lock's (durable grants bound the ratio to distributed-lock alone).
     let report = report(BackendKind::Postgres, |backend| {
         backend.aggregate = Some(AggregateResult {
             clients: 64,
@@ -131,8 +131,8 @@ fn the_throughput_targets_judge_the_fair_lock_and_show_the_unfair_ones_ratios() 
             .unwrap_or_else(|| panic!("no target `{part}` in {text}"))
     };
     assert!(
-        target("own fair lock: cycles/s ÷ 64 raw clients' ≥ ×0.30")
-            .ends_with("| ×0.10 | **missed** |"),
+        target("own fair lock: cycles/s ÷ 64 raw clients' (no bound)")
+            .ends_with("| ×0.10 | figure only |"),
         "{text}"
     );
     assert!(
