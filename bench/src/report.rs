@@ -710,12 +710,15 @@ fn aggregate_target(fairness: Fairness, side: &str, bound: Option<f64>) -> Strin
     format!("64 clients, each its own {lock}: cycles/s ÷ {side}{bound}")
 }
 
+/// The side of a many-clients result a ratio is taken against.
+type Side = fn(&AggregateResult) -> Option<&Throughput>;
+
 /// The judgement of the many-clients ratio of distsync's lock of `fairness` to the
 /// side `against` picks, at least `bound` (none: a figure only), or why there is none.
 fn throughput_ratio(
     aggregate: Option<&AggregateResult>,
     fairness: Fairness,
-    against: fn(&AggregateResult) -> Option<&Throughput>,
+    against: Side,
     bound: Option<f64>,
 ) -> Judged {
     let aggregate = aggregate.ok_or_else(|| "not in this run".to_owned())?;
@@ -848,7 +851,7 @@ impl SqlTargets {
         ));
         // The unfair lock's ratios follow as figures: the targets keep the fair lock's
         // guarantees.
-        let sides: [(&str, fn(&AggregateResult) -> Option<&Throughput>); 2] = [
+        let sides: [(&str, Side); 2] = [
             ("64 raw clients'", |a| a.raw.as_ref()),
             ("64 distributed-lock clients'", |a| a.peer.as_ref()),
         ];
