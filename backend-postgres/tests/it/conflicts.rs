@@ -19,6 +19,9 @@ fn unique(what: &str) -> Name {
     Name::new(format!("pgtest/{what}/{nanos:x}-{}", std::process::id())).unwrap()
 }
 
+/// How many deadlocks the test injects at most before the grant is the victim of one.
+const TRIES: usize = 5;
+
 async fn deadlocks(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
         .fetch_one(pool)
@@ -27,10 +30,14 @@ async fn deadlocks(pool: &sqlx::PgPool) -> i64 {
 }
 
 /// Another transaction takes the line's table first and the name's semaphore row
-/// second, while a grant holds that row and waits for the table: a deadlock, whose
-/// victim is the grant (it waits first, so its `deadlock_timeout` runs out first and
-/// its backend finds the cycle and aborts itself).
-/// The grant is repeated and succeeds.
+/// second, while a grant holds that row and waits for the table: a deadlock. Each of
+/// the two backends looks for it once its own `deadlock_timeout` (1 s) has run since
+/// it began to wait, and the one that looks first aborts itself. The grant waits
+/// first, but only by milliseconds, so on a loaded machine the scheduler may let the
+/// other backend look first: then the grant was not the victim, goes through
+/// unharmed, and the deadlock is injected again (at most [`TRIES`] times in all;
+/// setting the other's `deadlock_timeout` higher would take a superuser).
+/// The grant that was the victim is repeated and succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
     let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
@@ -54,45 +61,68 @@ async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
     .unwrap();
     let before = deadlocks(&pool).await;
 
-    let mut other = pool.begin().await.unwrap();
-    sqlx::query(&format!(
-        "LOCK TABLE \"{schema}\".semaphore_entries IN SHARE MODE"
-    ))
-    .execute(&mut *other)
-    .await
-    .unwrap();
-    let grant = tokio::spawn({
-        let locker = std::sync::Arc::clone(&locker);
-        async move { locker.lock().await }
-    });
-    // The grant holds the name's semaphore row and waits for the table.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM pg_locks l WHERE NOT l.granted \
-               AND l.relation = '\"{schema}\".semaphore_entries'::regclass"
+    let mut tries = 0;
+    let grant = loop {
+        tries += 1;
+        let mut other = pool.begin().await.unwrap();
+        sqlx::query(&format!(
+            "LOCK TABLE \"{schema}\".semaphore_entries IN SHARE MODE"
         ))
-        .fetch_one(&pool)
+        .execute(&mut *other)
         .await
         .unwrap();
-        if waiting > 0 {
-            break;
+        let grant = tokio::spawn({
+            let locker = std::sync::Arc::clone(&locker);
+            async move { locker.lock().await }
+        });
+        // The grant holds the name's semaphore row and waits for the table.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM pg_locks l WHERE NOT l.granted \
+                   AND l.relation = '\"{schema}\".semaphore_entries'::regclass"
+            ))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the grant never waited for the table"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the grant never waited for the table"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Now the other way round: a deadlock, the grant its victim after 1 s.
-    sqlx::query(&format!(
-        "SELECT 1 FROM \"{schema}\".semaphores WHERE name_id = $1 FOR UPDATE"
-    ))
-    .bind(k)
-    .execute(&mut *other)
-    .await
-    .unwrap();
-    other.commit().await.unwrap();
+        // Now the other way round: a deadlock.
+        let row = sqlx::query(&format!(
+            "SELECT 1 FROM \"{schema}\".semaphores WHERE name_id = $1 FOR UPDATE"
+        ))
+        .bind(k)
+        .execute(&mut *other)
+        .await;
+        match row {
+            Ok(_) => {
+                other.commit().await.unwrap();
+                break grant;
+            }
+            // This backend looked first and was the victim: the grant goes through.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("40P01") => {
+                drop(other);
+                let guard = tokio::time::timeout(Duration::from_secs(10), grant)
+                    .await
+                    .expect("the grant, unharmed, took longer than 10 s")
+                    .unwrap()
+                    .unwrap();
+                guard.unlock().await.unwrap();
+                assert!(
+                    tries < TRIES,
+                    "in {TRIES} deadlocks the grant was never the victim"
+                );
+            }
+            Err(error) => panic!("taking the semaphore row: {error}"),
+        }
+    };
 
     let guard = tokio::time::timeout(Duration::from_secs(10), grant)
         .await
