@@ -359,6 +359,9 @@ impl PostgresBackend {
     /// Runs one sweep now (it also runs every [`Limits::sweep_every`] from the
     /// sessions' keepalives): ends expired sessions, prunes unused names and old
     /// election log entries. Returns (sessions ended, names pruned, log entries pruned).
+    /// It counts as its period's sweep: the keepalives' next one comes
+    /// [`Limits::sweep_every`] after it, so a caller that sweeps on its own schedule
+    /// (with a long `sweep_every`) decides when names are pruned.
     ///
     /// # Cancel safety
     /// Cancel-safe: each step is one statement; a dropped sweep leaves the rest to the

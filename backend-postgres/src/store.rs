@@ -330,9 +330,10 @@ impl Shared {
         .map_err(map)
     }
 
-    /// One sweep (see [`Shared::sweep_if_due`]); returns the sessions ended, names
-    /// pruned and log entries pruned.
+    /// One sweep (see [`Shared::sweep_if_due`]), which starts the next period of
+    /// `sweep_if_due`; returns the sessions ended, names pruned and log entries pruned.
     pub(crate) async fn sweep(&self) -> Result<(i32, i64, i64)> {
+        *lock(&self.last_sweep) = Some(Instant::now());
         let swept = self.end_expired_sessions().await?;
         if swept > 0 {
             tracing::info!(sessions = swept, "ended expired sessions");

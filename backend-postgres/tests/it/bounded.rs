@@ -48,9 +48,11 @@ async fn the_name_table_and_the_name_cache_stay_bounded_and_tokens_never_go_back
     limits.name_cache = 16;
     limits.name_idle = Duration::ZERO;
     limits.names_per_sweep = 25;
-    // Sweeps run when this test says so, not from the keepalives.
+    // Sweeps run when this test says so, not from the keepalives: the sweep made now
+    // puts the keepalives' next one an hour away.
     limits.sweep_every = Duration::from_secs(3600);
     backend.set_limits(limits);
+    backend.sweep().await.unwrap();
     let session = backend.session(SessionOptions::default()).await.unwrap();
 
     // A name held across the sweeps is never pruned; its token is the one to beat.
@@ -123,6 +125,9 @@ async fn the_election_log_stays_bounded_under_a_leader_that_proclaims_often() {
     limits.election_log_age = Duration::from_secs(3600);
     limits.sweep_every = Duration::from_secs(3600);
     backend.set_limits(limits.clone());
+    // Sweeps run when this test says so: the sweep made now puts the keepalives' next
+    // one an hour away.
+    backend.sweep().await.unwrap();
     let session = backend.session(SessionOptions::default()).await.unwrap();
     let election = backend
         .election(&session, Name::new("bounded/leader").unwrap())
