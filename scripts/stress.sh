@@ -122,6 +122,11 @@ stress_tests() {
             awk '!seen[$0]++' >>"$work/status"
         rm -f "$work/tests.$copy"
     done
+    # A failed iteration fails the gate whatever nextest's exit status says of a
+    # stress run.
+    if grep -qE '^ +(FAIL|TIMEOUT|SIG[A-Z]+|LEAK-FAIL) \[' "$work/status"; then
+        failed=1
+    fi
 }
 if [[ -n $filter && $parts == *" tests "* ]]; then
     : >"$work/tests"
