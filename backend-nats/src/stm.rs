@@ -21,10 +21,9 @@
 //! | `ReadCommitted` | the latest value | none |
 //!
 //! A read at an old sequence misses a key rewritten more than [`crate::HISTORY`]
-//! times since (JetStream keeps no older revision, and says nothing). A key missing at
-//! the snapshot is therefore read once more at its latest: one with a message after
-//! the snapshot makes the attempt retry on a newer snapshot, so a body never sees as
-//! missing a key that existed when its snapshot was taken.
+//! times since (JetStream keeps no older revision, and says nothing): such a key reads
+//! as missing at sequence 0, which its current sequence then refuses at the commit,
+//! so the transaction retries on a newer snapshot rather than commit a wrong read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,23 +104,6 @@ impl Attempt {
         )
     }
 
-    /// Whether `key`, with no message at or before the stream sequence `snapshot`, was
-    /// missing at the snapshot. JetStream keeps [`crate::HISTORY`] messages a key, so
-    /// a key rewritten since the snapshot has lost its message at the snapshot and
-    /// reads as missing there too: its value at the snapshot is unknown. The body must
-    /// not see such a key as missing (it would act on a state that never was, and
-    /// only the commit's compare would undo that), so a key with a message after the
-    /// snapshot makes the attempt retry ([`StmRetry`]), whose `begin` reads every key
-    /// of this attempt at one newer sequence. One read of the key's latest message,
-    /// made only for a key missing at an earlier snapshot.
-    async fn missing_at(&self, key: &Name, snapshot: u64) -> Result<()> {
-        let (latest, _) = self.read_at(&[key], None).await?;
-        match latest.get(&keys::key(Kind::Stm, key)) {
-            Some(read) if read.seq > snapshot => Err(StmRetry.into()),
-            _ => Ok(()),
-        }
-    }
-
     /// The keys' last messages as of `up_to` (the latest with `None`), and the
     /// sequence that listing was read at.
     async fn read_at(
@@ -183,9 +165,6 @@ impl StmAttempt for Attempt {
             seq: 0,
             value: None,
         });
-        if let (Some(snapshot), 0) = (up_to, read.seq) {
-            self.missing_at(key, snapshot).await?;
-        }
         let value = read.value.clone();
         self.reads.insert(key.clone(), read);
         Ok(value)

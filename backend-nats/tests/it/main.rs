@@ -11,4 +11,3 @@ mod killed_holder;
 mod names;
 mod queue_dropped;
 mod scale;
-mod stm;
