@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use distsync_core::error::{Error, Result};
+use distsync_core::rate_limiter::{Admission, Rate};
 use distsync_core::raw::RetryPolicy;
 use distsync_core::session::KeepAlive;
 
@@ -545,6 +546,20 @@ pub enum WatchResponse {
     Compacted(Revision),
 }
 
+/// A store's decision of a rate limiter's request in one request ([`Kv::rate_limit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateDecision {
+    /// Decided on the store's clock: granted (the new theoretical arrival time is
+    /// stored) or denied (nothing is).
+    Decided(Admission),
+    /// Not decided: the limiter's state is live (its theoretical arrival time is in
+    /// the store's future) and was stored with another rate, whose
+    /// [`Rate::fingerprint`] this is. Nothing is stored; the recipe answers
+    /// [`Error::InvalidArgument`] naming both rates, as it does when it finds the same
+    /// by a read.
+    OtherRate(String),
+}
+
 /// A revisioned key-value store with leases and watches: the operations etcd's Go
 /// concurrency recipes need. Keys given here are full store keys (namespace included).
 #[async_trait]
@@ -599,6 +614,36 @@ pub trait Kv: Send + Sync + 'static {
     /// # Cancel safety
     /// Cancel-safe: it only reads.
     async fn clock(&self) -> Result<Option<std::time::Duration>> {
+        Ok(None)
+    }
+
+    /// Decides a rate limiter's request in one request to the store: GCRA
+    /// ([`distsync_core::rate_limiter::gcra`]) for `permits` permits at `rate` on
+    /// `key`, whose value is `<tat in µs> <rate fingerprint>` (what `status` reads),
+    /// with the store's clock read and the key written in one atomic step. `None` (the
+    /// default): this store has no one-request decision, and the recipe decides by a
+    /// read of the key, a read of [`Kv::clock`] and a compare-and-swap on the key's
+    /// revision, three requests or more, which a store whose requests are SQL round
+    /// trips cannot afford under contention.
+    ///
+    /// A store that answers answers every request for the key: its write need not move
+    /// the key's revision (it can stand outside the revision order, since nothing
+    /// watches a limiter), so a compare-and-swap beside it would not see it.
+    ///
+    /// # Errors
+    /// The store's error; a request the store may have applied is as after any lost
+    /// reply (its permits may have been counted).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe in that it never counts more than asked: the decision is one atomic
+    /// step, so a dropped call either counted its permits or counted nothing.
+    async fn rate_limit(
+        &self,
+        key: &str,
+        rate: &Rate,
+        permits: u32,
+    ) -> Result<Option<RateDecision>> {
+        let _ = (key, rate, permits);
         Ok(None)
     }
 

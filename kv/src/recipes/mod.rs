@@ -461,9 +461,11 @@ impl<K: Kv> Backend for KvBackend<K> {
         )))
     }
 
-    /// GCRA on one key, decided on the store's clock ([`Kv::clock`]); unsupported on
-    /// a store without one (etcd's capabilities say so, and a request answers
-    /// `Unsupported` on a store whose [`Kv::clock`] reads nothing).
+    /// GCRA on one key, decided on the store's clock: by the store in one request
+    /// ([`Kv::rate_limit`]) where it can, else by a compare-and-swap on a time read by
+    /// [`Kv::clock`]; unsupported on a store without a clock (etcd's capabilities say
+    /// so, and a request answers `Unsupported` on a store whose [`Kv::clock`] reads
+    /// nothing).
     fn rate_limiter(
         &self,
         name: Name,

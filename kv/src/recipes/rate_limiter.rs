@@ -1,10 +1,12 @@
 //! The rate limiter over a key-value store that has a clock of its own
-//! ([`Kv::clock`]): GCRA with the theoretical arrival time in one key, updated by a
-//! compare-and-swap on its revision (see [`distsync_core::rate_limiter`]).
+//! ([`Kv::clock`]): GCRA with the theoretical arrival time in one key (see
+//! [`distsync_core::rate_limiter`]), decided by the store in one request where it can
+//! ([`Kv::rate_limit`]), else here, by a compare-and-swap on the key's revision.
 //!
 //! The key is `<ns>/ratelimit/<escaped name>` (in the reserved area, whatever the
 //! layout: Go's recipes have no rate limiter to share keys with) and its value is
-//! `<tat in µs> <rate fingerprint>`. It carries no lease: an idle limiter's key says
+//! `<tat in µs> <rate fingerprint>`, whichever way it is decided, so that `status`
+//! reads every store's limiters alike. It carries no lease: an idle limiter's key says
 //! nothing a missing key would not, and is overwritten by the next grant.
 
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::key::escape;
-use crate::kv::{Compare, CompareOp, Kv, Range, Txn, TxnOp};
+use crate::kv::{Compare, CompareOp, Kv, Range, RateDecision, Txn, TxnOp};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
 use distsync_core::rate_limiter::{gcra, Admission, Rate, RateLimiter};
@@ -55,28 +57,21 @@ impl KvRateLimiter {
         })?;
         Ok(u64::try_from(now.as_micros()).unwrap_or(u64::MAX))
     }
-}
 
-/// Parses a stored `<tat> <fingerprint>`; `None` for a value this recipe did not write
-/// (treated as an idle limiter and overwritten by the next grant).
-fn parse(value: &Bytes) -> Option<(u64, &str)> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (tat, fingerprint) = text.split_once(' ')?;
-    Some((tat.parse().ok()?, fingerprint))
-}
-
-#[async_trait]
-impl RateLimiter for KvRateLimiter {
-    fn name(&self) -> &Name {
-        &self.name
+    /// The refusal of a request at this handle's rate while the limiter's live state
+    /// was stored at the rate whose fingerprint is `theirs`.
+    fn other_rate(&self, theirs: &str) -> Error {
+        Error::InvalidArgument(format!(
+            "rate limiter {:?} is in use at another rate ({theirs}, permits/period µs/burst) \
+             than {}",
+            self.name.as_str(),
+            self.rate.fingerprint()
+        ))
     }
 
-    fn rate(&self) -> Rate {
-        self.rate
-    }
-
-    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
-        self.rate.check_request(permits)?;
+    /// GCRA by a read of the key, a read of the store's clock and a compare-and-swap
+    /// on the key's revision, for a store that decides nothing in one request.
+    async fn compare_and_swap(&self, permits: u32) -> Result<Admission> {
         let fingerprint = self.rate.fingerprint();
         loop {
             let read = self.kv.range(Range::key(self.key.clone())).await?;
@@ -90,11 +85,7 @@ impl RateLimiter for KvRateLimiter {
             let tat = match stored.and_then(|kv| parse(&kv.value)) {
                 Some((tat, theirs)) if tat > now => {
                     if theirs != fingerprint {
-                        return Err(Error::InvalidArgument(format!(
-                            "rate limiter {:?} is in use at another rate ({theirs}, \
-                             permits/period µs/burst) than {fingerprint}",
-                            self.name.as_str()
-                        )));
+                        return Err(self.other_rate(theirs));
                     }
                     Some(tat)
                 }
@@ -118,6 +109,34 @@ impl RateLimiter for KvRateLimiter {
                 return Ok(Admission::Granted);
             }
             tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
+        }
+    }
+}
+
+/// Parses a stored `<tat> <fingerprint>`; `None` for a value this recipe did not write
+/// (treated as an idle limiter and overwritten by the next grant).
+fn parse(value: &Bytes) -> Option<(u64, &str)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (tat, fingerprint) = text.split_once(' ')?;
+    Some((tat.parse().ok()?, fingerprint))
+}
+
+#[async_trait]
+impl RateLimiter for KvRateLimiter {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
+        self.rate.check_request(permits)?;
+        match self.kv.rate_limit(&self.key, &self.rate, permits).await? {
+            Some(RateDecision::Decided(admission)) => Ok(admission),
+            Some(RateDecision::OtherRate(theirs)) => Err(self.other_rate(&theirs)),
+            None => self.compare_and_swap(permits).await,
         }
     }
 }
